@@ -1,0 +1,52 @@
+from django.conf import settings
+from django.db import models
+
+
+class AppendOnlyError(Exception):
+    """Audit rows are never changed or removed."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("audit events are append-only")
+
+    def delete(self):
+        raise AppendOnlyError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    class ActorType(models.TextChoices):
+        USER = "user"
+        SYSTEM = "system"
+        SCHEDULE = "schedule"
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                              db_constraint=False, related_name="+")
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices, default=ActorType.SYSTEM)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True, default="")
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["action"]), models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("audit events are append-only")

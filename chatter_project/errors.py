@@ -1,0 +1,76 @@
+"""The one error hierarchy. Every layer raises these; interfaces render them in one shape:
+{"error": {"code": ..., "message": ..., "details": ...}}."""
+from typing import Any
+
+
+class ChatterError(Exception):
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+
+    def as_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(ChatterError):
+    """Bad input from a user: nothing was written."""
+
+    code = "validation_error"
+    status = 400
+
+
+class NotFound(ChatterError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ChatterError):
+    code = "conflict"
+    status = 409
+
+
+class TooManyRuns(ChatterError):
+    code = "too_many_runs"
+    status = 429
+
+
+class RunError(ChatterError):
+    """A run ended early. `error_type` is what lands on the execution row."""
+
+    error_type = "internal_error"
+
+    def __init__(self, message: str, *, error_type: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        if error_type:
+            self.error_type = error_type
+
+
+class LimitExceeded(RunError):
+    error_type = "limit_exceeded"
+    code = "limit_exceeded"
+
+    def __init__(self, limit: str, value: Any, message: str | None = None):
+        super().__init__(message or f"run exceeded {limit} ({value})")
+        self.limit = limit
+        self.value = value
+
+
+class RunCancelled(RunError):
+    error_type = "cancelled"
+    code = "cancelled"
+
+
+class ProviderError(RunError):
+    error_type = "provider_error"
+    code = "provider_error"
+
+
+class NodeFailed(RunError):
+    error_type = "node_error"
+    code = "node_error"

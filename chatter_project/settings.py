@@ -1,0 +1,165 @@
+"""Chatter settings: everything comes from the environment (SPEC §11)."""
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from chatter_project.env import env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG is on")
+    SECRET_KEY = "insecure-debug-only-key"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_q",
+    "conversations",
+    "workflows",
+    "analytics",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatter_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "chatter_project.wsgi.application"
+ASGI_APPLICATION = "chatter_project.asgi.application"
+
+# Database: the embedded default is SQLite in WAL mode; DATABASE_URL selects PostgreSQL.
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "chatter.sqlite3",
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 30},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGIN_URL = "/admin/login/"
+
+# --- Chatter ---------------------------------------------------------------------------------
+CHATTER_PROVIDERS = {"local", "openai", "anthropic"}
+CHATTER_DEFAULT_PROVIDER = env_choice("CHATTER_DEFAULT_PROVIDER", "local", CHATTER_PROVIDERS)
+# The model a run gets when it names a provider but no model.
+CHATTER_PROVIDER_DEFAULT_MODELS = {
+    "local": "local-echo-1",
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+}
+CHATTER_DEFAULT_MODEL = env_str("CHATTER_DEFAULT_MODEL") or CHATTER_PROVIDER_DEFAULT_MODELS[CHATTER_DEFAULT_PROVIDER]
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
+CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
+CHATTER_EVENT_RETENTION_DAYS = env_int("CHATTER_EVENT_RETENTION_DAYS", 30, minimum=1)
+
+# django-q2: ORM broker by default. timeout < retry so a long run is never delivered twice.
+Q_CLUSTER = {
+    "name": "chatter",
+    "orm": "default",
+    "workers": env_int("CHATTER_WORKERS", 2, minimum=1),
+    "timeout": CHATTER_EXECUTION_TIMEOUT_S + 60,
+    "retry": CHATTER_EXECUTION_TIMEOUT_S + 120,
+    "max_attempts": 1,
+    "catch_up": False,
+    "sync": env_bool("CHATTER_Q_SYNC", False),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "django_q": {"level": "WARNING"}},
+}
+
+CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)
+# Slows the local demo model's stream so people can watch it; 0 in tests and benchmarks.
+CHATTER_LOCAL_TOKEN_DELAY_MS = env_int("CHATTER_LOCAL_TOKEN_DELAY_MS", 0)

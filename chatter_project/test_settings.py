@@ -1,0 +1,17 @@
+"""Settings for the test suite: the production settings plus what tests must fix at import time."""
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault("CHATTER_Q_SYNC", "1")  # django-q2 reads `sync` at import
+
+from chatter_project.settings import *  # noqa: E402,F401,F403
+from chatter_project.settings import DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file-backed test database so threads and subprocesses share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATABASES["default"]["NAME"]).replace(".sqlite3", "-test.sqlite3")}

@@ -1,0 +1,35 @@
+"""Make sure a local superuser exists: `make run` calls this on every start (SPEC §12)."""
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+ADMIN_USERNAME = "admin"
+ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the superuser 'admin' with a random password, printed once, unless a superuser exists. "
+        "Never sets a fixed password and never prints an existing one."
+    )
+
+    def handle(self, *args, **options):
+        users = get_user_model()
+        existing = users.objects.filter(is_superuser=True).order_by("pk").first()
+        if existing is not None:
+            username = existing.get_username()
+            self.stdout.write(
+                f"Admin user exists ({username}); to set a new password: "
+                f"python manage.py changepassword {username}"
+            )
+            return
+        if users.objects.filter(**{users.USERNAME_FIELD: ADMIN_USERNAME}).exists():
+            # Promoting an ordinary account behind its owner's back would be worse than stopping.
+            raise CommandError(
+                f"A user named '{ADMIN_USERNAME}' exists but is not a superuser; "
+                "create a superuser with: python manage.py createsuperuser"
+            )
+        password = secrets.token_urlsafe(12)
+        users.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
+        self.stdout.write(f"Admin login: {ADMIN_URL}  user: {ADMIN_USERNAME}  password: {password}")

@@ -1,0 +1,83 @@
+"""Reads of conversations and documents."""
+from __future__ import annotations
+
+import re
+
+from django.db import connection
+from django.db.models import Count, Sum, Value
+from django.db.models.functions import Coalesce
+
+from conversations.models import Conversation, Document, Message
+
+_WORD = re.compile(r"\w{3,}", re.UNICODE)
+
+
+def conversation_history(*, conversation_id, before_sequence: int | None, limit: int) -> list[Message]:
+    """The last `limit` user/assistant/system messages before a sequence number, oldest first."""
+    messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))
+    if before_sequence is not None:
+        messages = messages.filter(sequence__lt=before_sequence)
+    recent = messages.order_by("-sequence").only("role", "content", "sequence")[:limit]
+    return list(reversed(recent))
+
+
+def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:
+    """The owner's documents most relevant to the query: full-text search on PostgreSQL, a ranked word match
+    elsewhere."""
+    words = sorted(set(w.lower() for w in _WORD.findall(query)))[:20]
+    if not words:
+        return []
+    documents = Document.objects.filter(owner_id=owner_id)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+        search = SearchQuery(" | ".join(words), search_type="raw")
+        vector = SearchVector("title", weight="A") + SearchVector("content", weight="B")
+        found = documents.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "title")
+        return [_as_context(d) for d in found[:limit]]
+    scored = []
+    for document in documents.only("id", "title", "content")[:1000]:
+        text = f"{document.title} {document.title} {document.content}".lower()
+        score = sum(text.count(word) for word in words)
+        if score:
+            scored.append((-score, document.title, document))
+    scored.sort(key=lambda item: item[:2])
+    return [_as_context(d) for _, _, d in scored[:limit]]
+
+
+def _as_context(document: Document) -> dict:
+    return {"id": str(document.id), "title": document.title, "content": document.content[:4000]}
+
+
+def conversation_totals_from_messages(*, conversation_ids=None) -> dict:
+    """The aggregates each conversation should have, computed from its messages (for reconciling I1)."""
+    zero = Value(0)
+    rows = Conversation.objects.all()
+    if conversation_ids is not None:
+        rows = rows.filter(pk__in=conversation_ids)
+    rows = rows.annotate(
+        real_count=Count("messages"),
+        real_prompt=Coalesce(Sum("messages__prompt_tokens"), zero),
+        real_completion=Coalesce(Sum("messages__completion_tokens"), zero),
+        real_total=Coalesce(Sum("messages__total_tokens"), zero),
+        real_cost=Coalesce(Sum("messages__cost"), Value(0, output_field=Message._meta.get_field("cost"))),
+    )
+    return {
+        row.pk: {
+            "stored": {
+                "message_count": row.message_count,
+                "prompt_tokens": row.prompt_tokens,
+                "completion_tokens": row.completion_tokens,
+                "total_tokens": row.total_tokens,
+                "total_cost": row.total_cost,
+            },
+            "actual": {
+                "message_count": row.real_count,
+                "prompt_tokens": row.real_prompt,
+                "completion_tokens": row.real_completion,
+                "total_tokens": row.real_total,
+                "total_cost": row.real_cost,
+            },
+        }
+        for row in rows
+    }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make run`: migrate, seed, make sure there is an admin, then serve HTTP + websockets (daphne) and
+# the background worker (django-q2 qcluster) on 127.0.0.1:8000. One Ctrl-C stops both; if either
+# dies, the other is stopped and the exit status is non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+HOST=127.0.0.1
+PORT=8000
+
+# Optional local settings (see .env.example); variables already in the environment win.
+if [ -f .env ]; then
+    saved_env=$(export -p)
+    set -a
+    # shellcheck disable=SC1091
+    . ./.env
+    set +a
+    eval "$saved_env"
+fi
+
+# A SECRET_KEY from the environment, or one generated on first run and kept in var/secret_key.
+mkdir -p var
+if [ -z "${SECRET_KEY:-}" ]; then
+    if [ ! -s var/secret_key ]; then
+        (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >var/secret_key.tmp)
+        mv var/secret_key.tmp var/secret_key
+        echo "Generated a SECRET_KEY in var/secret_key"
+    fi
+    chmod 600 var/secret_key
+    SECRET_KEY=$(cat var/secret_key)
+    export SECRET_KEY
+fi
+export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
+
+"$PY" manage.py migrate --noinput
+"$PY" manage.py collectstatic --noinput -v0
+if "$PY" manage.py help seed >/dev/null 2>&1; then
+    "$PY" manage.py seed
+else
+    echo "No 'seed' command yet: skipping seeding of built-ins and prices"
+fi
+"$PY" manage.py ensure_admin
+
+daphne_pid=""
+qcluster_pid=""
+
+stop_children() {
+    local pid i
+    for pid in $daphne_pid $qcluster_pid; do
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    done
+    # Give both a moment to shut down cleanly (qcluster lets running tasks finish), then insist.
+    for i in $(seq 1 150); do
+        alive=""
+        for pid in $daphne_pid $qcluster_pid; do
+            if kill -0 -- "-$pid" 2>/dev/null; then
+                alive=1
+            fi
+        done
+        [ -z "$alive" ] && break
+        sleep 0.1
+    done
+    for pid in $daphne_pid $qcluster_pid; do
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+
+on_signal() {
+    trap - INT TERM
+    echo
+    echo "Stopping the server and the worker..."
+    stop_children
+    exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# Each child in its own process group (set -m), so stopping one stops everything it started and a
+# Ctrl-C reaches only this script, which then stops both in order.
+set -m
+.venv/bin/daphne -b "$HOST" -p "$PORT" chatter_project.asgi:application </dev/null &
+daphne_pid=$!
+"$PY" manage.py qcluster </dev/null &
+qcluster_pid=$!
+set +m
+
+echo "Serving http://$HOST:$PORT/ (HTTP and websockets; admin at /admin/) and the background worker."
+echo "Press Ctrl-C to stop both."
+
+set +e
+wait -n "$daphne_pid" "$qcluster_pid"
+rc=$?
+set -e
+if ! kill -0 "$daphne_pid" 2>/dev/null; then
+    echo "daphne exited (status $rc); stopping the worker." >&2
+else
+    echo "qcluster exited (status $rc); stopping the server." >&2
+fi
+trap - INT TERM
+stop_children
+if [ "$rc" -eq 0 ]; then
+    rc=1
+fi
+exit "$rc"

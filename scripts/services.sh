@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL + Redis for tests and local scale-out experiments.
+#
+#   scripts/services.sh start DIR   start both (installing them with apt-get when missing);
+#                                   writes DIR/env with DATABASE_URL and REDIS_URL exports
+#   scripts/services.sh stop DIR    stop both and remove their data; safe to repeat
+#
+# DIR keeps the pid files, logs and env. The PostgreSQL data directory lives in a private
+# mktemp dir under /tmp (DIR/pgroot names it), because initdb refuses to run as root and the
+# postgres user may not be able to traverse the work tree. Ports are picked free at start.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+}
+
+log() { echo "services: $*" >&2; }
+
+[ $# -eq 2 ] || usage
+cmd=$1
+mkdir -p "$2"
+DIR=$(cd "$2" && pwd)
+
+pg_bindir() {
+    local d
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
+        if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
+            echo "$d"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_installed() {
+    local missing=()
+    pg_bindir >/dev/null || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        log "missing ${missing[*]}: install them (apt-get install ${missing[*]}) or run as root"
+        exit 1
+    fi
+    log "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q "${missing[@]}" >"$DIR/apt.log" 2>&1; then
+        apt-get update -q >>"$DIR/apt.log" 2>&1
+        apt-get install -y -q "${missing[@]}" >>"$DIR/apt.log" 2>&1 || {
+            log "apt-get install failed, see $DIR/apt.log"
+            exit 1
+        }
+    fi
+}
+
+# Run a PostgreSQL binary as a user it accepts: postgres when we are root, ourselves otherwise.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A zombie answers kill -0 too, so look at its state.
+pid_alive() {
+    [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || return 1
+    local state
+    state=$(sed 's/^.*) \(.\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+stop_services() {
+    # PostgreSQL: a fast immediate stop (the data is thrown away), then remove the cluster.
+    if [ -f "$DIR/pgroot" ]; then
+        local pgroot bindir pid
+        pgroot=$(cat "$DIR/pgroot")
+        if [ -n "$pgroot" ] && [ -d "$pgroot/data" ]; then
+            if bindir=$(pg_bindir) && [ -f "$pgroot/data/postmaster.pid" ]; then
+                as_pg "$bindir/pg_ctl" -D "$pgroot/data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+            fi
+            if [ -f "$pgroot/data/postmaster.pid" ]; then
+                pid=$(head -n1 "$pgroot/data/postmaster.pid" 2>/dev/null || true)
+                if pid_alive "$pid"; then
+                    kill -KILL "$pid" 2>/dev/null || true
+                fi
+            fi
+        fi
+        case "$pgroot" in
+            /tmp/chatter-pg.*) rm -rf "$pgroot" ;;
+        esac
+        rm -f "$DIR/pgroot"
+    fi
+    # Redis: SIGTERM; it removes its pid file once it has shut down, but the process can linger
+    # for a second or two after that, and there is nothing to save, so then SIGKILL.
+    if [ -f "$DIR/redis.pid" ]; then
+        local rpid i
+        rpid=$(cat "$DIR/redis.pid" 2>/dev/null || true)
+        if pid_alive "$rpid" && [ "$(cat "/proc/$rpid/comm" 2>/dev/null)" = redis-server ]; then
+            kill -TERM "$rpid" 2>/dev/null || true
+            for i in $(seq 1 40); do
+                [ -f "$DIR/redis.pid" ] && pid_alive "$rpid" || break
+                sleep 0.05
+            done
+            kill -KILL "$rpid" 2>/dev/null || true
+        fi
+        rm -f "$DIR/redis.pid"
+    fi
+    rm -f "$DIR/env" "$DIR/postgres.log"
+}
+
+# Alive and answering: zombies and reused pids must not count, so ask the servers themselves.
+running() {
+    [ -f "$DIR/env" ] && [ -f "$DIR/pgroot" ] && [ -f "$DIR/redis.pid" ] || return 1
+    local pg_port redis_port bindir
+    pg_port=$(sed -n 's|^export DATABASE_URL=.*@127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$DIR/env")
+    redis_port=$(sed -n 's|^export REDIS_URL=redis://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$DIR/env")
+    [ -n "$pg_port" ] && [ -n "$redis_port" ] && bindir=$(pg_bindir) || return 1
+    "$bindir/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -t 2 || return 1
+    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
+}
+
+start_postgres() {
+    local bindir pgroot port password
+    bindir=$(pg_bindir)
+    pgroot=$(mktemp -d /tmp/chatter-pg.XXXXXX)
+    echo "$pgroot" >"$DIR/pgroot"
+    chmod 700 "$pgroot"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$pgroot"
+    fi
+    port=$(free_port)
+    password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+
+    as_pg "$bindir/initdb" -D "$pgroot/data" -U postgres -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 --no-sync >"$DIR/initdb.log" 2>&1 || {
+        log "initdb failed, see $DIR/initdb.log"
+        exit 1
+    }
+    as_pg "$bindir/pg_ctl" -D "$pgroot/data" -l "$pgroot/postgres.log" -w -t 30 start \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pgroot -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        >/dev/null || {
+        log "PostgreSQL did not start:"
+        tail -n 20 "$pgroot/postgres.log" >&2 || true
+        exit 1
+    }
+    ln -sfn "$pgroot/postgres.log" "$DIR/postgres.log"
+    as_pg "$bindir/psql" -h "$pgroot" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
+        -c "CREATE ROLE chatter LOGIN CREATEDB PASSWORD '$password'" \
+        -c "CREATE DATABASE chatter OWNER chatter" >/dev/null
+    echo "export DATABASE_URL=postgres://chatter:$password@127.0.0.1:$port/chatter" >>"$DIR/env.tmp"
+}
+
+start_redis() {
+    local port i
+    port=$(free_port)
+    redis-server --daemonize yes --pidfile "$DIR/redis.pid" --port "$port" --bind 127.0.0.1 \
+        --save '' --appendonly no --dir "$DIR" --logfile "$DIR/redis.log" >/dev/null
+    for i in $(seq 1 100); do
+        [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.05
+    done
+    [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] || {
+        log "Redis did not start, see $DIR/redis.log"
+        exit 1
+    }
+    echo "export REDIS_URL=redis://127.0.0.1:$port/0" >>"$DIR/env.tmp"
+}
+
+case "$cmd" in
+    start)
+        if running; then
+            log "already running; source $DIR/env"
+            exit 0
+        fi
+        stop_services # whatever a previous, interrupted run left behind
+        ensure_installed
+        rm -f "$DIR/env.tmp"
+        trap 'rc=$?; if [ $rc -ne 0 ]; then stop_services; rm -f "$DIR/env.tmp"; fi' EXIT
+        start_postgres
+        start_redis
+        mv "$DIR/env.tmp" "$DIR/env"
+        chmod 600 "$DIR/env"
+        log "PostgreSQL and Redis are up; source $DIR/env"
+        ;;
+    stop)
+        stop_services
+        ;;
+    *)
+        usage
+        ;;
+esac

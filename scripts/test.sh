@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite twice.
+#   1. SQLite, in-memory channel layer (the embedded default);
+#   2. PostgreSQL + Redis, started here on free ports and stopped on exit (also on failure or Ctrl-C).
+# Both phases run even if the first fails; the exit status is non-zero if either failed.
+# Arguments are passed to pytest in both phases (e.g. scripts/test.sh -x -k chat).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTEST=.venv/bin/pytest
+SERVICES_ROOT=var/test-services
+
+header() {
+    printf '\n%s\n== %s\n%s\n' "$(printf '=%.0s' {1..78})" "$1" "$(printf '=%.0s' {1..78})"
+}
+
+result() {
+    case "$1" in
+        0) echo "passed" ;;
+        *) echo "FAILED (exit $1)" ;;
+    esac
+}
+
+services_dir=""
+stop_services() {
+    if [ -n "$services_dir" ]; then
+        scripts/services.sh stop "$services_dir" || true
+        rm -rf "$services_dir"
+        services_dir=""
+    fi
+}
+trap stop_services EXIT
+trap 'echo; echo "interrupted"; exit 130' INT
+trap 'exit 143' TERM
+
+# Services left behind by a run that was killed before its trap could run.
+mkdir -p "$SERVICES_ROOT"
+for dir in "$SERVICES_ROOT"/run-*; do
+    [ -d "$dir" ] || continue
+    owner=$(cat "$dir/owner.pid" 2>/dev/null || true)
+    if [ -z "$owner" ] || ! kill -0 "$owner" 2>/dev/null; then
+        scripts/services.sh stop "$dir" || true
+        rm -rf "$dir"
+    fi
+done
+
+header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
+(unset DATABASE_URL REDIS_URL; exec "$PYTEST" "$@")
+sqlite_rc=$?
+
+header "Phase 2/2: pytest on PostgreSQL + Redis"
+services_dir=$(mktemp -d "$SERVICES_ROOT/run-XXXXXX")
+echo $$ >"$services_dir/owner.pid"
+if scripts/services.sh start "$services_dir"; then
+    # shellcheck disable=SC1091
+    (source "$services_dir/env" && echo "DATABASE_URL=${DATABASE_URL%%:*}://…@${DATABASE_URL##*@}  REDIS_URL=$REDIS_URL" \
+        && exec "$PYTEST" "$@")
+    postgres_rc=$?
+else
+    echo "could not start PostgreSQL and Redis"
+    postgres_rc=1
+fi
+stop_services
+
+header "Summary"
+echo "SQLite:              $(result "$sqlite_rc")"
+echo "PostgreSQL + Redis:  $(result "$postgres_rc")"
+[ "$sqlite_rc" -eq 0 ] && [ "$postgres_rc" -eq 0 ]

@@ -1,0 +1,344 @@
+"""A real HTTP server that speaks the OpenAI Chat Completions API, for provider tests.
+
+Only the process boundary is faked: the `openai` provider talks HTTP to this server exactly as it would
+to OpenAI or any compatible server. Replies are scripted in order with `reply()`; a request that finds
+the queue empty gets a 500 with an OpenAI-style error body.
+
+    with OpenAIStub() as stub:
+        stub.reply(content="The answer is 84.", usage={"prompt_tokens": 10, "completion_tokens": 5,
+                                                         "total_tokens": 15})
+        client = OpenAI(base_url=stub.base_url, api_key="test", max_retries=0)
+        ...
+        assert stub.requests[0].body["messages"][-1]["content"] == "…"
+
+Clients retry 429 and 5xx by default (openai and langchain-openai: max_retries=2); a test that scripts
+an error should set max_retries=0, or script one reply per attempt.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+COMPLETIONS_PATH = "/v1/chat/completions"
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+@dataclass(frozen=True)
+class StubRequest:
+    """One request the stub received. `headers` has lower-case names; `body` is the parsed JSON."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class StubReply:
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    model: str = "gpt-4o-mini"
+    finish_reason: str | None = None
+    chunk_words: bool = True
+    status: int = 200
+    error_body: dict[str, Any] | None = None
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """An OpenAI-style error object for an HTTP status."""
+    error_type, code = _ERROR_TYPES.get(status, ("server_error", "server_error"))
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def split_words(text: str) -> list[str]:
+    """Word-sized chunks that join back to exactly `text` (each chunk keeps its trailing whitespace)."""
+    return [part for part in re.split(r"(?<=\s)(?=\S)", text) if part]
+
+
+class OpenAIStub:
+    """An OpenAI-compatible HTTP server on 127.0.0.1 (a free port), served from a daemon thread."""
+
+    def __init__(self) -> None:
+        self.requests: list[StubRequest] = []
+        self._replies: deque[StubReply] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> OpenAIStub:
+        if self._server is not None:
+            return self
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-stub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> OpenAIStub:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("OpenAIStub is not started")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # --- scripting ---------------------------------------------------------------------------------
+    def reply(
+        self,
+        content: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        usage: dict[str, Any] | None = None,
+        model: str = "gpt-4o-mini",
+        finish_reason: str | None = None,
+        chunk_words: bool = True,
+        status: int = 200,
+        error_body: dict[str, Any] | None = None,
+        delay_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
+    ) -> OpenAIStub:
+        """Queue the answer to the next request.
+
+        tool_calls: [{"name": "calculator", "arguments": {"expression": "12*7"}}, …]; `arguments` may be a
+        dict (sent as JSON) or a string (sent as is); an optional "id" overrides the generated one.
+        usage: the full OpenAI usage object, or None for a server that reports none.
+        finish_reason: defaults to "tool_calls" when there are tool calls, else "stop".
+        status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
+        delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
+        """
+        calls = []
+        for call in tool_calls or []:
+            arguments = call.get("arguments", {})
+            calls.append(
+                {
+                    "id": call.get("id") or f"call_stub_{next(self._ids)}",
+                    "name": call["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                }
+            )
+        with self._lock:
+            self._replies.append(
+                StubReply(
+                    content=content,
+                    tool_calls=calls,
+                    usage=usage,
+                    model=model,
+                    finish_reason=finish_reason or ("tool_calls" if calls else "stop"),
+                    chunk_words=chunk_words,
+                    status=status,
+                    error_body=error_body,
+                    delay_s=delay_s,
+                    chunk_delay_s=chunk_delay_s,
+                )
+            )
+        return self
+
+    @property
+    def pending(self) -> int:
+        """Scripted replies not yet used."""
+        with self._lock:
+            return len(self._replies)
+
+    @property
+    def last_request(self) -> StubRequest:
+        with self._lock:
+            return self.requests[-1]
+
+    def _record(self, request: StubRequest) -> StubReply | None:
+        with self._lock:
+            self.requests.append(request)
+            return self._replies.popleft() if self._replies else None
+
+    def _next_id(self) -> str:
+        return f"chatcmpl-stub-{next(self._ids)}"
+
+
+def _completion(reply: StubReply, completion_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.content if (reply.content or not reply.tool_calls) else None,
+        "refusal": None,
+    }
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in reply.tool_calls
+        ]
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+        "system_fingerprint": "fp_stub",
+    }
+    if reply.usage is not None:
+        body["usage"] = reply.usage
+    return body
+
+
+def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[dict[str, Any]]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": reply.model,
+            "system_fingerprint": "fp_stub",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if include_usage:
+            data["usage"] = None  # as OpenAI does: null on every chunk but the last
+        return data
+
+    chunks = [chunk({"role": "assistant", "content": "" if reply.content or not reply.tool_calls else None})]
+    if reply.content:
+        parts = split_words(reply.content) if reply.chunk_words else [reply.content]
+        chunks.extend(chunk({"content": part}) for part in parts)
+    for index, call in enumerate(reply.tool_calls):
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": call["arguments"]}}]}))
+    chunks.append(chunk({}, reply.finish_reason))
+    if include_usage and reply.usage is not None:
+        chunks.append(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": reply.model,
+                "system_fingerprint": "fp_stub",
+                "choices": [],
+                "usage": reply.usage,
+            }
+        )
+    return chunks
+
+
+def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes.
+        protocol_version = "HTTP/1.0"
+        server_version = "OpenAIStub/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._record_request(None)
+            self._send_json(404, error_body(404, f"Unknown path {self.path}"))
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                self._record_request(raw.decode("utf-8", "replace"))
+                self._send_json(400, error_body(400, "The request body is not valid JSON."))
+                return
+            if self.path.split("?", 1)[0].rstrip("/") != COMPLETIONS_PATH:
+                self._record_request(body)
+                self._send_json(404, error_body(404, f"Unknown path {self.path}"))
+                return
+            reply = stub._record(self._request(body))
+            if reply is None:
+                self._send_json(500, error_body(500, "OpenAIStub: no scripted reply left for this request."))
+                return
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+            if reply.status != 200:
+                self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."))
+                return
+            completion_id = stub._next_id()
+            if isinstance(body, dict) and body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                self._send_stream(_chunks(reply, completion_id, include_usage), reply.chunk_delay_s)
+            else:
+                self._send_json(200, _completion(reply, completion_id))
+
+        def _request(self, body: Any) -> StubRequest:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            return StubRequest(method=self.command, path=self.path, headers=headers, body=body)
+
+        def _record_request(self, body: Any) -> None:
+            with stub._lock:
+                stub.requests.append(self._request(body))
+
+        def _send_json(self, status: int, payload: Any) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_stream(self, chunks: list[dict[str, Any]], chunk_delay_s: float) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            try:
+                for index, data in enumerate(chunks):
+                    if chunk_delay_s and index:
+                        time.sleep(chunk_delay_s)
+                    self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away (e.g. a cancelled run); nothing to clean up
+
+    return Handler

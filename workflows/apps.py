@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _seed_builtins(sender, **kwargs) -> None:
+    from workflows.services import builtins_seed
+
+    builtins_seed()
+
+
+class WorkflowsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "workflows"
+
+    def ready(self) -> None:
+        # Built-in templates and seed prices exist after every migrate (and after test flushes).
+        post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

@@ -1,0 +1,114 @@
+"""Turns a validated Graph into a LangGraph StateGraph and runs it.
+
+Every node is wrapped the same way: checkpoint (cancel, timeout), hooks.node_started, the behaviour,
+hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds; a failed
+node may only go to an error_handler node, else the run fails.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langgraph.errors import GraphRecursionError
+from langgraph.graph import END, START, StateGraph
+
+from chatter_project.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
+from workflows.engine.graph import Graph, Node
+from workflows.engine.nodes import BEHAVIOURS, HandlerStopped, RunState, condition_context
+from workflows.engine.runtime import RunContext
+
+MAX_STEPS = 1000
+_CACHE_SIZE = 128
+_cache: OrderedDict[str, Any] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _node_runner(graph: Graph, node: Node):
+    behaviour = BEHAVIOURS[node.type]
+    handled = any(graph.node(edge.target).type == "error_handler" for edge in graph.outgoing(node.id))
+
+    def run(state: RunState, config) -> dict:
+        ctx: RunContext = config["configurable"]["chatter"]
+        ctx.checkpoint()
+        ctx.hooks.node_started(node)
+        try:
+            outcome = behaviour(node, state, ctx, graph)
+        except (LimitExceeded, RunCancelled) as exc:
+            ctx.hooks.node_finished(node, status="failed", output={}, error=str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a node's failure is recorded, then routed or fatal
+            message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+            ctx.hooks.node_finished(node, status="failed", output={}, error=message)
+            if handled and not isinstance(exc, HandlerStopped):
+                return {"errors": [*(state.get("errors") or []), {"node_id": node.id, "message": message}]}
+            if isinstance(exc, RunError):
+                raise
+            raise NodeFailed(f"node {node.id!r} failed: {message}") from exc
+        ctx.hooks.node_finished(node, status="skipped" if outcome.skipped else "completed", output=outcome.output)
+        return outcome.update
+
+    return run
+
+
+def _router(graph: Graph, node: Node):
+    edges = graph.outgoing(node.id)
+
+    def route(state: RunState, config) -> str:
+        ctx: RunContext = config["configurable"]["chatter"]
+        errors = state.get("errors") or []
+        failed = bool(errors) and errors[-1]["node_id"] == node.id
+        if node.type == "error_handler" and state.get("retry_target"):
+            return state["retry_target"]
+        context = condition_context(graph, state, ctx)
+        result = (state.get("conditions") or {}).get(node.id)
+        for edge in edges:
+            if failed and graph.node(edge.target).type != "error_handler":
+                continue
+            if edge.branch is not None and edge.branch != ("true" if result else "false"):
+                continue
+            if edge.parsed is None or edge.parsed.evaluate(context):
+                return edge.target
+        if failed:
+            raise NodeFailed(f"node {node.id!r} failed: {errors[-1]['message']}")
+        return END
+
+    return route
+
+
+def graph_compile(graph: Graph):
+    """The compiled LangGraph for a graph, cached by its normalized form (compiling costs milliseconds)."""
+    key = json.dumps(graph.as_dict(), sort_keys=True, default=str)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    builder = StateGraph(RunState)
+    for node in graph.nodes:
+        builder.add_node(node.id, _node_runner(graph, node))
+        builder.add_conditional_edges(node.id, _router(graph, node))
+    builder.add_edge(START, graph.entry)
+    compiled = builder.compile()
+    with _cache_lock:
+        _cache[key] = compiled
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled
+
+
+def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None) -> dict:
+    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early."""
+    state: RunState = {
+        "messages": [HumanMessage(message)] if message else [],
+        "variables": dict(variables or {}),
+        "errors": [],
+    }
+    try:
+        return graph_compile(graph).invoke(
+            state, config={"configurable": {"chatter": ctx}, "recursion_limit": MAX_STEPS}
+        )
+    except GraphRecursionError:
+        ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
+        raise LimitExceeded("max_steps", MAX_STEPS) from None

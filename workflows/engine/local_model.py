@@ -1,0 +1,143 @@
+"""The `local` provider: an offline, deterministic chat model for demos and tests.
+
+It streams its answer word by word and reports usage on every call, counted by the offline estimator
+over the real input and output. With tools bound it calls `calculator` for arithmetic in the user's
+message and `current_time` when asked for the time, then answers from the tool results.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any, Iterator, Sequence
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field
+
+from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens
+
+LOCAL_MODELS = ("local-echo-1",)
+
+# An arithmetic expression: numbers joined by at least one operator, parentheses allowed.
+_EXPRESSION = re.compile(r"[(\s]*-?\d+(?:\.\d+)?(?:[\s()]*(?:\*\*|[-+*/%^×÷])[\s(]*-?\d+(?:\.\d+)?[\s)]*)+")
+_TIME_WORDS = re.compile(r"\b(time|date|today|clock)\b", re.IGNORECASE)
+
+
+def _text(message: BaseMessage) -> str:
+    return message.content if isinstance(message.content, str) else str(message.content)
+
+
+class LocalChatModel(BaseChatModel):
+    model_name: str = "local-echo-1"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tool_names: tuple[str, ...] = Field(default_factory=tuple)
+    token_delay_s: float = 0.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "chatter-local"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "LocalChatModel":
+        names = tuple(getattr(tool, "name", None) or tool["name"] for tool in tools)
+        return self.model_copy(update={"tool_names": names})
+
+    # --- the deterministic "thinking" -------------------------------------------------------------
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        last = messages[-1] if messages else HumanMessage("")
+        if isinstance(last, ToolMessage):
+            return AIMessage(self._answer_from_tools(messages))
+        question = _text(last)
+        calls = self._tool_calls_for(question) if self.tool_names else []
+        if calls:
+            return AIMessage("", tool_calls=calls)
+        content = f'(local model) You said: "{question.strip()[:200]}". This is an offline demo reply.'
+        return AIMessage(self._truncate(content))
+
+    def _tool_calls_for(self, question: str) -> list[dict]:
+        calls = []
+        if "calculator" in self.tool_names:
+            for match in _EXPRESSION.finditer(question):
+                expression = match.group(0).strip()
+                calls.append({"name": "calculator", "args": {"expression": expression}, "id": _call_id()})
+        if "current_time" in self.tool_names and _TIME_WORDS.search(question):
+            calls.append({"name": "current_time", "args": {}, "id": _call_id()})
+        return calls
+
+    def _answer_from_tools(self, messages: list[BaseMessage]) -> str:
+        requests: dict[str, dict] = {}
+        for message in messages:
+            for call in getattr(message, "tool_calls", None) or []:
+                requests[call["id"]] = call
+        parts = []
+        for message in messages:
+            if not isinstance(message, ToolMessage):
+                continue
+            call = requests.get(message.tool_call_id, {})
+            if call.get("name") == "calculator":
+                parts.append(f"{call['args'].get('expression', '?')} = {_text(message)}")
+            elif call.get("name") == "current_time":
+                parts.append(f"the current time is {_text(message)}")
+            else:
+                parts.append(_text(message))
+        return self._truncate("The answer: " + "; ".join(parts) + ".")
+
+    def _truncate(self, content: str) -> str:
+        if self.max_tokens is None:
+            return content
+        return content[: self.max_tokens * 4]
+
+    def _with_usage(self, reply: AIMessage, messages: list[BaseMessage]) -> dict:
+        prompt = estimate_prompt_tokens(messages)
+        completion = estimate_completion_tokens(reply)
+        return {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
+
+    def _metadata(self, reply: AIMessage) -> dict:
+        return {"model_name": self.model_name, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
+
+    # --- LangChain interface ----------------------------------------------------------------------
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        reply = self._reply(messages)
+        reply.usage_metadata = self._with_usage(reply, messages)
+        reply.response_metadata = self._metadata(reply)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        reply = self._reply(messages)
+        for word in re.findall(r"\S+\s*", _text(reply)):
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word))
+            if run_manager:
+                run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+        if reply.tool_calls:
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                        for i, c in enumerate(reply.tool_calls)
+                    ],
+                )
+            )
+        # Usage rides on exactly one chunk, the last (chunks are summed when added).
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", usage_metadata=self._with_usage(reply, messages), response_metadata=self._metadata(reply)
+            )
+        )
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:16]}"

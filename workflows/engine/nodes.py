@@ -1,0 +1,263 @@
+"""What each node type does. A behaviour takes (node, state, ctx) and returns an Outcome; tracking,
+limits and error routing are the compiler's job (compile.py), so every node type gets them alike."""
+from __future__ import annotations
+
+import functools
+import operator
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, TypedDict
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from workflows.engine.conditions import ConditionContext, parse_condition
+from workflows.engine.graph import Graph, Node
+from workflows.engine.runtime import RunContext
+from workflows.engine.tools import ToolFailed, tool_run
+
+MAX_OUTPUT_CHARS = 500
+SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
+
+
+class RunState(TypedDict, total=False):
+    messages: Annotated[list[BaseMessage], operator.add]  # this run's messages: input, AI replies, tool results
+    history: list[BaseMessage]  # earlier conversation loaded by a memory node
+    documents: list[dict]  # context found by a retrieval node
+    variables: dict[str, Any]
+    conditions: dict[str, bool]  # conditional node id -> last result
+    loops: dict[str, int]  # node id -> passes so far (loop and delay nodes)
+    errors: list[dict]  # unhandled node failures, routed to error_handler nodes
+    retries: dict[str, int]
+    retry_target: str | None
+
+
+@dataclass
+class Outcome:
+    update: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)
+    skipped: bool = False
+
+
+def last_ai_message(state: RunState) -> AIMessage | None:
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, AIMessage):
+            return message
+    return None
+
+
+def condition_context(graph: Graph, state: RunState, ctx: RunContext) -> ConditionContext:
+    messages = state.get("messages") or []
+    last = messages[-1] if messages else None
+    pending = len(last.tool_calls) if isinstance(last, AIMessage) else 0
+    loops = state.get("loops") or {}
+
+    def loop_continue(node_id: str) -> bool:
+        loop = graph.node(node_id)
+        if loops.get(node_id, 0) > loop.config["max_iterations"]:
+            return False
+        condition = loop.config.get("condition")
+        return condition is None or _parsed(condition).evaluate(context)
+
+    context = ConditionContext(
+        pending_tool_calls=pending,
+        has_errors=bool(state.get("errors")),
+        tool_calls=ctx.tool_calls,
+        variables=state.get("variables") or {},
+        config=ctx.config,
+        last_message=_text(last) if last is not None else "",
+        loop_continue=loop_continue,
+    )
+    return context
+
+
+_parsed = functools.lru_cache(maxsize=1024)(parse_condition)
+
+
+def _text(message: BaseMessage) -> str:
+    return message.content if isinstance(message.content, str) else str(message.content)
+
+
+def _setting(node: Node, key: str, ctx: RunContext, run_key: str | None = None) -> Any:
+    """A node's own setting wins over the run config; the run config fills what the node leaves open."""
+    value = node.config.get(key)
+    return ctx.config[run_key or key] if value is None else value
+
+
+# --- behaviours -----------------------------------------------------------------------------------------
+def passthrough(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    return Outcome()
+
+
+def model(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    prompt: list[BaseMessage] = []
+    system = node.config.get("system_message") or ctx.config["system_prompt"]
+    if system:
+        prompt.append(SystemMessage(system))
+    documents = state.get("documents") or []
+    if documents:
+        context = "\n\n".join(f"[{d['title']}]\n{d['content']}" for d in documents)
+        prompt.append(SystemMessage(f"Documents that may help answer:\n\n{context}"))
+    prompt += state.get("history") or []
+    prompt += state.get("messages") or []
+    tools_on = _setting(node, "enable_tools", ctx)
+    tools = tuple(ctx.config["allowed_tools"]) if tools_on and ctx.tool_budget_left() > 0 else ()
+    reply = ctx.call_model(node, prompt, tools=tools)
+    return Outcome(
+        update={"messages": [reply]},
+        output={"content": _text(reply)[:MAX_OUTPUT_CHARS], "tool_calls": [c["name"] for c in reply.tool_calls]},
+    )
+
+
+def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    reply = last_ai_message(state)
+    calls = reply.tool_calls if reply is not None else []
+    if not calls:
+        return Outcome(skipped=True)
+    ctx.claim_tool_calls(len(calls), node_limit=node.config["max_tool_calls"])
+    allowed = set(ctx.config["allowed_tools"]) if ctx.config["enable_tools"] else set()
+    results = []
+    for call in calls:
+        started = time.monotonic()
+        ok, error, result = True, "", ""
+        try:
+            if call["name"] not in allowed:
+                raise ToolFailed(f"tool {call['name']!r} is not allowed in this run")
+            result = tool_run(call["name"], call.get("args") or {})
+        except ToolFailed as exc:
+            ok, error = False, str(exc)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        ctx.hooks.tool_called(
+            node, tool=call["name"], arguments=call.get("args") or {}, result=result, ok=ok, error=error,
+            duration_ms=duration_ms,
+        )
+        results.append(
+            ToolMessage(
+                content=result if ok else f"Error: {error}",
+                tool_call_id=call["id"],
+                name=call["name"],
+                status="success" if ok else "error",
+            )
+        )
+        ctx.checkpoint()
+    return Outcome(update={"messages": results}, output={"tools": [c["name"] for c in calls]})
+
+
+def memory(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    if not ctx.config["enable_memory"]:
+        return Outcome(skipped=True)
+    window = _setting(node, "memory_window", ctx)
+    if not node.config.get("summarize"):
+        history = ctx.hooks.history(window)
+        return Outcome(update={"history": history}, output={"messages": len(history)})
+    history = ctx.hooks.history(window * 10)
+    older, recent = history[:-window], history[-window:]
+    if not older:
+        return Outcome(update={"history": recent}, output={"messages": len(recent)})
+    summary = ctx.call_model(node, [SystemMessage(SUMMARY_PROMPT), *older, HumanMessage(SUMMARY_PROMPT)])
+    summarized = [SystemMessage(f"Summary of the earlier conversation: {_text(summary)}"), *recent]
+    return Outcome(update={"history": summarized}, output={"messages": len(recent), "summarized": len(older)})
+
+
+def retrieval(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    if not ctx.config["enable_retrieval"]:
+        return Outcome(skipped=True)
+    query = next((_text(m) for m in reversed(state.get("messages") or []) if isinstance(m, HumanMessage)), "")
+    documents = ctx.hooks.documents(query, _setting(node, "max_documents", ctx)) if query else []
+    return Outcome(update={"documents": documents}, output={"documents": [d["id"] for d in documents]})
+
+
+def conditional(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    result = _parsed(node.config["condition"]).evaluate(condition_context(graph, state, ctx))
+    return Outcome(update={"conditions": {**(state.get("conditions") or {}), node.id: result}},
+                   output={"result": result})
+
+
+def loop(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    loops = {**(state.get("loops") or {})}
+    loops[node.id] = loops.get(node.id, 0) + 1
+    return Outcome(update={"loops": loops}, output={"pass": loops[node.id]})
+
+
+class VariableError(Exception):
+    pass
+
+
+def variable(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    variables = {**(state.get("variables") or {})}
+    name, operation = node.config["variable_name"], node.config["operation"]
+    value = node.config.get("value")
+    current = variables.get(name)
+    if operation == "get":
+        return Outcome(output={"value": current})
+    if operation == "set":
+        variables[name] = value
+    elif operation == "append":
+        if current is not None and not isinstance(current, list):
+            raise VariableError(f"variable {name!r} is not a list")
+        variables[name] = [*(current or []), value]
+    else:
+        step = 1 if value is None else value
+        if not _is_number(step) or (current is not None and not _is_number(current)):
+            raise VariableError(f"cannot {operation} variable {name!r} by {step!r}")
+        sign = 1 if operation == "increment" else -1
+        variables[name] = (current or 0) + sign * step
+    return Outcome(update={"variables": variables}, output={"value": variables[name]})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def error_handler(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    errors = state.get("errors") or []
+    if not errors:
+        return Outcome(update={"retry_target": None}, skipped=True)
+    failed = errors[-1]
+    retries = {**(state.get("retries") or {})}
+    if retries.get(failed["node_id"], 0) < node.config["retry_count"]:
+        retries[failed["node_id"]] = retries.get(failed["node_id"], 0) + 1
+        return Outcome(
+            update={"errors": [], "retries": retries, "retry_target": failed["node_id"]},
+            output={"retry": failed["node_id"], "attempt": retries[failed["node_id"]]},
+        )
+    if node.config["fallback_action"] == "stop":
+        raise HandlerStopped(failed["message"])
+    return Outcome(update={"errors": [], "retry_target": None}, output={"continued_after": failed["node_id"]})
+
+
+class HandlerStopped(Exception):
+    """An error handler gave up: the run fails with the error it was handling."""
+
+
+def delay(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    loops = {**(state.get("loops") or {})}
+    passes = loops[node.id] = loops.get(node.id, 0) + 1
+    base = node.config["duration_ms"]
+    kind = node.config["delay_type"]
+    duration = {
+        "fixed": base,
+        "random": random.uniform(0, base),
+        "exponential": min(base * 2 ** (passes - 1), 60_000),
+    }[kind]
+    deadline = time.monotonic() + duration / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
+        ctx.checkpoint()
+    return Outcome(update={"loops": loops}, output={"slept_ms": int(duration)})
+
+
+Behaviour = Callable[[Node, RunState, RunContext, Graph], Outcome]
+BEHAVIOURS: dict[str, Behaviour] = {
+    "start": passthrough,
+    "end": passthrough,
+    "model": model,
+    "tools": tools,
+    "memory": memory,
+    "retrieval": retrieval,
+    "conditional": conditional,
+    "loop": loop,
+    "variable": variable,
+    "error_handler": error_handler,
+    "delay": delay,
+}

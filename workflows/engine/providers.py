@@ -1,0 +1,102 @@
+"""Chat models per provider. Each adapter hands the engine a LangChain chat model whose stream ends
+with exactly one usage report, so the engine's one usage path (usage.py) sees every provider alike."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from django.conf import settings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.messages import AIMessageChunk
+from langchain_openai import ChatOpenAI
+
+from chatter_project.errors import InvalidInput
+from workflows.engine.local_model import LocalChatModel
+
+PROVIDERS = ("local", "openai", "anthropic")
+
+
+class UsageReportingChatOpenAI(ChatOpenAI):
+    """ChatOpenAI that keeps the raw usage object and reports usage once per stream.
+
+    OpenAI-style servers send one usage object per request, normally in the last chunk; some repeat it
+    cumulatively. Chunks are summed when added, so a repeated report would be counted twice: keep the
+    last one and emit it on a final empty chunk instead.
+    """
+
+    def _convert_chunk_to_generation_chunk(self, chunk: dict, default_chunk_class: type, base_generation_info):
+        generation = super()._convert_chunk_to_generation_chunk(chunk, default_chunk_class, base_generation_info)
+        if generation is not None and chunk.get("usage"):
+            generation.message.response_metadata["usage_raw"] = chunk["usage"]
+        return generation
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        usage, raw, model_name = None, None, None
+        for generation in super()._stream(*args, **kwargs):
+            message = generation.message
+            if message.usage_metadata:
+                usage, message.usage_metadata = message.usage_metadata, None
+                raw = message.response_metadata.pop("usage_raw", raw)
+            model_name = (generation.generation_info or {}).get("model_name") or model_name
+            yield generation
+        metadata = {"model_name": model_name or self.model_name}
+        if raw is not None:
+            metadata["usage_raw"] = raw
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))
+
+
+def provider_check(provider: str) -> None:
+    """Raise InvalidInput when the provider cannot be used on this installation."""
+    if provider not in PROVIDERS:
+        raise InvalidInput(
+            f"unknown provider {provider!r}", details={"provider": [f"must be one of {', '.join(PROVIDERS)}"]}
+        )
+    if provider == "anthropic":
+        try:
+            import langchain_anthropic  # noqa: F401
+        except ImportError:
+            raise InvalidInput(
+                "provider 'anthropic' needs the optional package langchain-anthropic (pip install langchain-anthropic)",
+                details={"provider": ["langchain-anthropic is not installed"]},
+            ) from None
+    if provider == "openai" and not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL):
+        raise InvalidInput(
+            "provider 'openai' needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local compatible server)",
+            details={"provider": ["OPENAI_API_KEY is not set"]},
+        )
+
+
+def chat_model(
+    *, provider: str, model: str, temperature: float | None, max_tokens: int | None, timeout_s: float
+) -> BaseChatModel:
+    provider_check(provider)
+    if provider == "local":
+        return LocalChatModel(
+            model_name=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000,
+        )
+    if provider == "openai":
+        return UsageReportingChatOpenAI(
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            base_url=settings.OPENAI_BASE_URL,
+            # Local OpenAI-compatible servers accept any key; the client insists on one.
+            api_key=settings.OPENAI_API_KEY or "unused",
+            stream_usage=True,
+            timeout=timeout_s,
+            max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+        )
+    from langchain_anthropic import ChatAnthropic
+
+    return ChatAnthropic(
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens or 1024,
+        api_key=settings.ANTHROPIC_API_KEY,
+        stream_usage=True,
+        timeout=timeout_s,
+        max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+    )

@@ -1,0 +1,165 @@
+"""What a running graph can touch: its config, its limits, and the hooks that record it.
+
+The engine package knows nothing of the database or HTTP. `RunHooks` is the seam: the workflows
+services implement it with rows and events; a bare run (benchmarks) uses `NullHooks`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from django.conf import settings
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.utils import message_chunk_to_message
+
+from chatter_project.errors import LimitExceeded, ProviderError, RunCancelled, RunError
+from workflows.engine.graph import Node
+from workflows.engine.providers import chat_model
+from workflows.engine.tools import TOOLS
+from workflows.engine.usage import (
+    Price,
+    Usage,
+    estimate_completion_tokens,
+    estimate_prompt_tokens,
+    priced,
+    usage_from_message,
+)
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    provider: str
+    model: str
+    usage: Usage
+    duration_ms: int
+
+
+class RunHooks(Protocol):
+    def node_started(self, node: Node) -> None: ...
+    def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None: ...
+    def llm_called(self, node: Node, call: LLMCall) -> None: ...
+    def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
+                    duration_ms: int) -> None: ...
+    def token(self, node: Node, text: str) -> None: ...
+    def limit_exceeded(self, limit: str, value: Any) -> None: ...
+    def cancel_requested(self) -> bool: ...
+    def history(self, limit: int) -> list[BaseMessage]: ...
+    def documents(self, query: str, limit: int) -> list[dict]: ...
+    def price(self, provider: str, model: str) -> Price | None: ...
+
+
+class NullHooks:
+    """Records nothing: the bare engine, as used by benchmarks to measure Chatter's own overhead."""
+
+    def node_started(self, node): pass
+    def node_finished(self, node, **kwargs): pass
+    def llm_called(self, node, call): pass
+    def tool_called(self, node, **kwargs): pass
+    def token(self, node, text): pass
+    def limit_exceeded(self, limit, value): pass
+    def cancel_requested(self): return False
+    def history(self, limit): return []
+    def documents(self, query, limit): return []
+    def price(self, provider, model): return None
+
+
+@dataclass
+class RunContext:
+    config: dict
+    hooks: RunHooks
+    started: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=Usage)
+    llm_calls: int = 0
+    tool_calls: int = 0
+    # Text streamed by the model call in progress: the partial reply kept when a run ends early.
+    partial_text: str = ""
+
+    # --- limits and cancellation: checked at every node and token boundary ---------------------------
+    def checkpoint(self) -> None:
+        if self.hooks.cancel_requested():
+            raise RunCancelled("the run was cancelled")
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.config["timeout_s"]:
+            self._exceed("timeout_s", self.config["timeout_s"])
+
+    def remaining_s(self) -> float:
+        return max(0.1, self.config["timeout_s"] - (time.monotonic() - self.started))
+
+    def _exceed(self, limit: str, value: Any) -> None:
+        self.hooks.limit_exceeded(limit, value)
+        raise LimitExceeded(limit, value)
+
+    def tool_budget_left(self) -> int:
+        return self.config["max_tool_calls"] - self.tool_calls
+
+    def claim_tool_calls(self, count: int, *, node_limit: int) -> None:
+        if self.tool_calls + count > min(self.config["max_tool_calls"], node_limit):
+            self._exceed("max_tool_calls", min(self.config["max_tool_calls"], node_limit))
+        self.tool_calls += count
+
+    # --- the one LLM call path ------------------------------------------------------------------------
+    def call_model(self, node: Node, prompt: Sequence[BaseMessage], *, tools: Sequence[str] = ()) -> AIMessage:
+        cfg = node.config
+        provider = cfg.get("provider") or self.config["provider"]
+        model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
+        model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
+        model = chat_model(
+            provider=provider,
+            model=model_name,
+            temperature=_first(cfg.get("temperature"), self.config["temperature"]),
+            max_tokens=_first(cfg.get("max_tokens"), self.config["max_tokens"]),
+            timeout_s=self.remaining_s(),
+        )
+        if tools:
+            model = model.bind_tools([TOOLS[name] for name in tools])
+        self.checkpoint()
+        started = time.monotonic()
+        self.partial_text = ""
+        full: AIMessageChunk | None = None
+        try:
+            for chunk in model.stream(list(prompt)):
+                full = chunk if full is None else full + chunk
+                if isinstance(chunk.content, str) and chunk.content:
+                    self.partial_text += chunk.content
+                    self.hooks.token(node, chunk.content)
+                self.checkpoint()
+        except RunError:
+            self._record_unreported(node, provider, model_name, prompt, started)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run as provider_error
+            self._record_unreported(node, provider, model_name, prompt, started)
+            raise ProviderError(f"{provider} call failed: {type(exc).__name__}: {exc}") from exc
+        reply = message_chunk_to_message(full) if full is not None else AIMessage("")
+        reported_model = reply.response_metadata.get("model_name") or model_name
+        usage = usage_from_message(reply, prompt=prompt)
+        self._record(node, provider, reported_model, model_name, usage, started)
+        return reply
+
+    def _record_unreported(self, node, provider, model_name, prompt, started) -> None:
+        """A call cut short after it produced output: the provider bills it but never reported it."""
+        if not self.partial_text:
+            return
+        usage = Usage(
+            prompt_tokens=estimate_prompt_tokens(prompt),
+            completion_tokens=estimate_completion_tokens(AIMessage(self.partial_text)),
+            estimated=True,
+        )
+        self._record(node, provider, model_name, model_name, usage, started)
+
+    def _record(self, node, provider, reported_model, requested_model, usage, started) -> None:
+        price = self.hooks.price(provider, reported_model)
+        if price is None and reported_model != requested_model:
+            price = self.hooks.price(provider, requested_model)
+        usage = priced(usage, price)
+        call = LLMCall(provider, reported_model, usage, int((time.monotonic() - started) * 1000))
+        self.usage += usage
+        self.llm_calls += 1
+        self.hooks.llm_called(node, call)
+        limit = self.config["max_total_tokens"]
+        if limit is not None and self.usage.total_tokens > limit:
+            self._exceed("max_total_tokens", limit)
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)

@@ -1,0 +1,111 @@
+"""Built-in tools. The calculator walks a parsed AST of plain arithmetic (never eval)."""
+from __future__ import annotations
+
+import ast
+import operator
+from datetime import datetime, timezone
+from typing import Callable
+
+from langchain_core.tools import StructuredTool
+
+MAX_EXPRESSION_LENGTH = 500
+MAX_EXPONENT = 1000
+MAX_MAGNITUDE = 10**100
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+class ToolFailed(Exception):
+    """A tool call failed; the message goes back to the model and into the ToolCall row."""
+
+
+def _evaluate(node: ast.AST) -> int | float:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ToolFailed("exponent too large")
+        try:
+            result = _BINARY[type(node.op)](left, right)
+        except ZeroDivisionError:
+            raise ToolFailed("division by zero") from None
+        if isinstance(result, complex) or abs(result) > MAX_MAGNITUDE:
+            raise ToolFailed("result out of range")
+        return result
+    raise ToolFailed(f"unsupported expression element: {type(node).__name__}")
+
+
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression (+ - * / // % ** and parentheses)."""
+    text = str(expression).replace("^", "**").replace("×", "*").replace("÷", "/").strip()
+    if not text:
+        raise ToolFailed("empty expression")
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ToolFailed("expression too long")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError):
+        raise ToolFailed(f"not an arithmetic expression: {expression!r}") from None
+    try:
+        result = _evaluate(tree)
+    except RecursionError:
+        raise ToolFailed("expression too deeply nested") from None
+    if isinstance(result, float) and result.is_integer():
+        result = int(result)
+    return str(round(result, 10) if isinstance(result, float) else result)
+
+
+def current_time() -> str:
+    """The current date and time in UTC, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _calculator_tool() -> StructuredTool:
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as "12*7" or "(3 + 4) / 2"."""
+        return calculate(expression)
+
+    return StructuredTool.from_function(calculator)
+
+
+def _current_time_tool() -> StructuredTool:
+    def current_time_tool() -> str:
+        """Return the current date and time (UTC, ISO 8601)."""
+        return current_time()
+
+    return StructuredTool.from_function(current_time_tool, name="current_time")
+
+
+TOOLS: dict[str, StructuredTool] = {"calculator": _calculator_tool(), "current_time": _current_time_tool()}
+DEFAULT_TOOLS = ("calculator", "current_time")
+
+
+def tool_run(name: str, arguments: dict) -> str:
+    tool = TOOLS.get(name)
+    if tool is None:
+        raise ToolFailed(f"unknown tool {name!r}")
+    if not isinstance(arguments, dict):
+        raise ToolFailed("tool arguments must be an object")
+    try:
+        return str(tool.invoke(arguments))
+    except ToolFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad argument set is the model's mistake, reported back to it
+        raise ToolFailed(f"{type(exc).__name__}: {exc}") from None
+
+
+ToolRunner = Callable[[str, dict], str]

@@ -1,0 +1,168 @@
+"""The one place that turns what a provider reported into tokens and cost.
+
+Every LLM call ends here: `usage_from_message` normalizes LangChain's `usage_metadata` (and the raw
+provider object) into inclusive prompt/completion counts with cached/reasoning sub-buckets, estimates
+when nothing was reported, and `cost_for_usage` prices it in Decimal.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Iterable, Protocol
+
+from langchain_core.messages import BaseMessage
+
+MILLION = Decimal(1_000_000)
+CENT_PLACES = Decimal("0.00000001")  # money has 8 decimal places everywhere
+
+
+class Price(Protocol):
+    input_per_million: Decimal
+    output_per_million: Decimal
+
+    @property
+    def cached_price(self) -> Decimal: ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal = Decimal("0")
+    estimated: bool = False
+    provider_cost: bool = False
+    raw: Any = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: "Usage") -> "Usage":
+        raws = [r for r in (self.raw, other.raw) if r]
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cost=self.cost + other.cost,
+            estimated=self.estimated or other.estimated,
+            provider_cost=self.provider_cost or other.provider_cost,
+            raw=_flatten_raw(raws),
+        )
+
+    def token_fields(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+    def as_event_data(self) -> dict:
+        return {
+            **self.token_fields(),
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost": str(self.cost),
+            "estimated": self.estimated,
+        }
+
+
+def _flatten_raw(raws: list) -> Any:
+    calls: list = []
+    for raw in raws:
+        calls.extend(raw["calls"] if isinstance(raw, dict) and "calls" in raw else [raw])
+    if not calls:
+        return {}
+    return calls[0] if len(calls) == 1 else {"calls": calls}
+
+
+def estimate_tokens(text: str) -> int:
+    """Offline estimate: about four characters per token, at least one token for any text."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def _message_text(message: BaseMessage) -> str:
+    content = message.content
+    text = content if isinstance(content, str) else json.dumps(content, default=str)
+    for call in getattr(message, "tool_calls", None) or []:
+        text += call.get("name", "") + json.dumps(call.get("args", {}), sort_keys=True)
+    return text
+
+
+def estimate_prompt_tokens(messages: Iterable[BaseMessage]) -> int:
+    # Every message carries a few tokens of framing (role, separators) in chat formats.
+    return sum(estimate_tokens(_message_text(m)) + 4 for m in messages)
+
+
+def estimate_completion_tokens(message: BaseMessage) -> int:
+    return estimate_tokens(_message_text(message))
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return 0
+    return int(value)
+
+
+def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = ()) -> Usage:
+    """Normalize one call's usage. `prompt` is what was sent, used only to estimate missing usage."""
+    metadata = getattr(message, "usage_metadata", None)
+    raw = message.response_metadata.get("usage_raw") or message.response_metadata.get("token_usage") or {}
+    if not metadata:
+        return Usage(
+            prompt_tokens=estimate_prompt_tokens(prompt),
+            completion_tokens=estimate_completion_tokens(message),
+            estimated=True,
+            raw=raw,
+        )
+    prompt_tokens = _int(metadata.get("input_tokens"))
+    completion_tokens = _int(metadata.get("output_tokens"))
+    input_details = metadata.get("input_token_details") or {}
+    output_details = metadata.get("output_token_details") or {}
+    # Sub-buckets are parts of the inclusive counts, never added on top of them.
+    cached = min(_int(input_details.get("cache_read")), prompt_tokens)
+    reasoning = min(_int(output_details.get("reasoning")), completion_tokens)
+    provider_cost = _provider_cost(raw)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_prompt_tokens=cached,
+        reasoning_tokens=reasoning,
+        cost=provider_cost if provider_cost is not None else Decimal("0"),
+        provider_cost=provider_cost is not None,
+        raw=raw or dict(metadata),
+    )
+
+
+def _provider_cost(raw: Any) -> Decimal | None:
+    if not isinstance(raw, dict) or raw.get("cost") is None or isinstance(raw.get("cost"), bool):
+        return None
+    try:
+        cost = Decimal(str(raw["cost"]))
+    except InvalidOperation:
+        return None
+    return cost.quantize(CENT_PLACES, rounding=ROUND_HALF_UP) if cost.is_finite() and cost >= 0 else None
+
+
+def cost_for_usage(usage: Usage, price: Price | None) -> Decimal:
+    """(prompt − cached) × input + cached × cached price + completion × output, per million tokens."""
+    if price is None:
+        return Decimal("0")
+    uncached = usage.prompt_tokens - usage.cached_prompt_tokens
+    cost = (
+        uncached * price.input_per_million
+        + usage.cached_prompt_tokens * price.cached_price
+        + usage.completion_tokens * price.output_per_million
+    ) / MILLION
+    return cost.quantize(CENT_PLACES, rounding=ROUND_HALF_UP)
+
+
+def priced(usage: Usage, price: Price | None) -> Usage:
+    """The usage with its cost filled in; a provider-reported cost wins over our price table."""
+    if usage.provider_cost:
+        return usage
+    return replace(usage, cost=cost_for_usage(usage, price))

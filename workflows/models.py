@@ -1,0 +1,263 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from chatter_project.models import MONEY, TokenTotals, non_negative
+
+
+class WorkflowTemplate(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True, default="")
+    category = models.CharField(max_length=64, blank=True, default="general")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="workflow_templates"
+    )
+    is_builtin = models.BooleanField(default=False)
+    is_public = models.BooleanField(default=False)
+    params = models.JSONField(default=dict, blank=True)
+    graph = models.JSONField(default=dict)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(is_builtin=False) | models.Q(owner__isnull=True), name="builtin_template_has_no_owner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class WorkflowDefinition(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflow_definitions")
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True, default="")
+    nodes = models.JSONField(default=list)
+    edges = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict, blank=True)
+    template = models.ForeignKey(
+        WorkflowTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="definitions"
+    )
+    version = models.PositiveIntegerField(default=1)
+    is_public = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkflowExecution(TokenTotals):
+    class Type(models.TextChoices):
+        CHAT = "chat"
+        TEMPLATE = "template"
+        DEFINITION = "definition"
+        CUSTOM = "custom"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Mode(models.TextChoices):
+        SYNC = "sync"
+        STREAM = "stream"
+        BACKGROUND = "background"
+        SCHEDULED = "scheduled"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflow_executions")
+    workflow_type = models.CharField(max_length=16, choices=Type.choices)
+    template = models.ForeignKey(
+        WorkflowTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    definition = models.ForeignKey(
+        WorkflowDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    definition_version = models.PositiveIntegerField(null=True, blank=True)
+    conversation = models.ForeignKey(
+        "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    schedule = models.ForeignKey(
+        "workflows.WorkflowSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SYNC)
+    provider = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=255, blank=True, default="")
+    config = models.JSONField(default=dict, blank=True)
+    graph = models.JSONField(default=dict, blank=True)
+    input_data = models.JSONField(default=dict, blank=True)
+    output_data = models.JSONField(default=dict, blank=True)
+    error_type = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    execution_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(**MONEY)
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "created_at"]),
+        ]
+        constraints = [*TokenTotals.Meta.constraints, *non_negative("cost", model="execution")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_type} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class NodeExecution(TokenTotals):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="node_executions")
+    index = models.PositiveIntegerField()
+    node_id = models.CharField(max_length=100)
+    node_type = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(**MONEY)
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True, default="")
+    output = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["execution", "index"]
+        constraints = [
+            *TokenTotals.Meta.constraints,
+            models.UniqueConstraint(fields=["execution", "index"], name="node_execution_index_unique"),
+            *non_negative("cost", model="node_execution"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} #{self.index}"
+
+
+class ToolCall(models.Model):
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="tool_call_rows")
+    node_id = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    result = models.TextField(blank=True, default="")
+    ok = models.BooleanField(default=True)
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.tool} ({'ok' if self.ok else 'error'})"
+
+
+class ExecutionEvent(models.Model):
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    event = models.CharField(max_length=32)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="execution_event_seq_unique")]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.seq}"
+
+
+class WorkflowSchedule(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflow_schedules")
+    name = models.CharField(max_length=255)
+    template = models.ForeignKey(
+        WorkflowTemplate, null=True, blank=True, on_delete=models.CASCADE, related_name="schedules"
+    )
+    definition = models.ForeignKey(
+        WorkflowDefinition, null=True, blank=True, on_delete=models.CASCADE, related_name="schedules"
+    )
+    input = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    cron = models.CharField(max_length=100)
+    timezone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_execution = models.ForeignKey(
+        WorkflowExecution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(template__isnull=True, definition__isnull=False)
+                | models.Q(template__isnull=False, definition__isnull=True),
+                name="schedule_runs_template_or_definition",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LLMCall(TokenTotals):
+    """The ledger: one row per LLM call, the source every usage aggregate sums up (and re-pricing reads)."""
+
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="llm_call_rows")
+    node_execution = models.ForeignKey(
+        NodeExecution, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_call_rows"
+    )
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=255)
+    cached_prompt_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY)
+    provider_cost = models.BooleanField(default=False)
+    estimated = models.BooleanField(default=False)
+    usage_raw = models.JSONField(default=dict, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["execution", "id"]
+        indexes = [models.Index(fields=["created_at"])]
+        constraints = [*TokenTotals.Meta.constraints, *non_negative("cost", model="llm_call")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} ({self.total_tokens} tokens)"

@@ -1,0 +1,368 @@
+"""Writes of workflows: the one engine entry point for every kind of run, and the rows around it.
+
+Lifecycle (SPEC §5): execution_create validates everything and writes the pending execution (and, for
+a conversation, the user message) in one transaction; execution_run claims it, runs the graph with an
+ExecutionRecorder, and execution_finish writes the terminal state, the assistant message and every
+aggregate in one transaction. Blocking, streaming and background runs all go through these three.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from typing import Iterator
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+
+from analytics.models import ModelPrice, TemplateAnalytics
+from analytics.selectors import price_for_call
+from chatter_project.errors import ChatterError, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
+from conversations.models import Conversation, Message
+from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
+from workflows.engine.compile import graph_run
+from workflows.engine.config import config_resolve
+from workflows.engine.graph import Graph, parse_graph
+from workflows.engine.nodes import last_ai_message
+from workflows.engine.providers import provider_check
+from workflows.engine.runtime import RunContext
+from workflows.events import Sink
+from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.recorder import ExecutionRecorder, cancel_signal_local
+from workflows.signals import execution_finished
+
+logger = logging.getLogger(__name__)
+Status = WorkflowExecution.Status
+_DONE = object()
+
+
+# --- built-ins ------------------------------------------------------------------------------------------
+def builtins_seed() -> None:
+    """Idempotent: built-in templates (updated in place, version +1 when the graph changes), their analytics
+    rows, and seed prices for (provider, pattern) pairs that have none yet."""
+    for spec in BUILTIN_TEMPLATES:
+        parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
+        template, created = WorkflowTemplate.objects.get_or_create(
+            key=spec["key"],
+            defaults={**{k: spec[k] for k in ("name", "category", "description", "params", "graph")},
+                      "is_builtin": True, "is_public": True},
+        )
+        if not created and (template.graph != spec["graph"] or template.params != spec["params"]):
+            template.graph, template.params = spec["graph"], spec["params"]
+            template.name, template.description = spec["name"], spec["description"]
+            template.version += 1
+            template.save()
+        TemplateAnalytics.objects.get_or_create(template=template)
+    epoch = timezone.make_aware(timezone.datetime(2024, 1, 1))
+    for provider, pattern, price_in, price_cached, price_out in SEED_PRICES:
+        if not ModelPrice.objects.filter(provider=provider, model_pattern=pattern).exists():
+            ModelPrice.objects.create(
+                provider=provider, model_pattern=pattern, input_per_million=price_in,
+                cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch,
+            )
+
+
+# --- definitions ----------------------------------------------------------------------------------------
+def definition_create(*, owner, name: str, nodes, edges, description: str = "", metadata: dict | None = None,
+                      template: WorkflowTemplate | None = None, is_public: bool = False) -> WorkflowDefinition:
+    graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
+    if not name or not name.strip():
+        raise InvalidInput("a definition needs a name", details=[{"path": "name", "code": "required",
+                                                                  "message": "name is required"}])
+    return WorkflowDefinition.objects.create(
+        owner=owner, name=name[:255], description=description, nodes=graph["nodes"], edges=graph["edges"],
+        metadata=metadata or {}, template=template, is_public=is_public,
+    )
+
+
+def definition_update(*, definition: WorkflowDefinition, **changes) -> WorkflowDefinition:
+    """Apply changes; a change of nodes or edges is validated and bumps the version."""
+    nodes, edges = changes.pop("nodes", definition.nodes), changes.pop("edges", definition.edges)
+    graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
+    with transaction.atomic():
+        locked = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
+        if graph["nodes"] != locked.nodes or graph["edges"] != locked.edges:
+            locked.nodes, locked.edges = graph["nodes"], graph["edges"]
+            locked.version += 1
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        locked.save()
+    return locked
+
+
+# --- creating a run -------------------------------------------------------------------------------------
+def _visible_template(*, owner, key_or_id) -> WorkflowTemplate:
+    templates = WorkflowTemplate.objects.filter(is_builtin=True) | WorkflowTemplate.objects.filter(is_public=True)
+    templates = templates | WorkflowTemplate.objects.filter(owner=owner)
+    lookup = {"key": key_or_id}
+    if isinstance(key_or_id, uuid.UUID) or _is_uuid(key_or_id):
+        lookup = {"pk": key_or_id}
+    template = templates.filter(**lookup).first()
+    if template is None:
+        raise NotFound(f"template {key_or_id!r} not found")
+    return template
+
+
+def _visible_definition(*, owner, definition_id) -> WorkflowDefinition:
+    if not _is_uuid(definition_id):
+        raise NotFound("definition not found")
+    definition = (WorkflowDefinition.objects.filter(owner=owner) | WorkflowDefinition.objects.filter(
+        is_public=True)).filter(pk=definition_id).first()
+    if definition is None:
+        raise NotFound("definition not found")
+    return definition
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _models_check(graph: Graph, config: dict) -> None:
+    """Every provider/model the run may call must exist and be priced, or we could not account for it."""
+    pairs = {(config["provider"], config["model"])}
+    for node in graph.nodes:
+        if node.type == "model" and (node.config.get("provider") or node.config.get("model")):
+            provider = node.config.get("provider") or config["provider"]
+            model = node.config.get("model") or (
+                config["model"] if provider == config["provider"] else settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
+            )
+            pairs.add((provider, model))
+    for provider, model in sorted(pairs):
+        provider_check(provider)
+        if price_for_call(provider=provider, model=model) is None:
+            raise InvalidInput(
+                f"unknown model {model!r} for provider {provider!r} (no price configured)",
+                details=[{"path": "config.model", "code": "unknown_model",
+                          "message": f"{provider}/{model} has no ModelPrice row; add one to use it"}],
+            )
+
+
+def _running_count(owner) -> int:
+    return WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
+
+
+def execution_create(
+    *,
+    owner,
+    mode: str = WorkflowExecution.Mode.SYNC,
+    template: str | None = None,
+    definition_id=None,
+    graph: dict | None = None,
+    message: str | None = None,
+    variables: dict | None = None,
+    conversation_id=None,
+    config: dict | None = None,
+    chat: bool = False,
+    schedule=None,
+    correlation_id: str = "",
+) -> WorkflowExecution:
+    """Validate a run request and write the pending execution. Bad input raises before any row exists."""
+    if chat and not template and not definition_id and graph is None:
+        template = "universal_chat"
+    sources = [s for s in (template, definition_id, graph) if s is not None]
+    if len(sources) != 1:
+        raise InvalidInput("give exactly one of template, definition_id, graph")
+    if mode not in WorkflowExecution.Mode.values:
+        raise InvalidInput(f"unknown mode {mode!r}")
+    if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS):
+        raise InvalidInput(f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
+    if chat and not (message or "").strip():
+        raise InvalidInput("a chat turn needs a message", details=[{"path": "message", "code": "required",
+                                                                    "message": "message is required"}])
+    if variables is not None and not isinstance(variables, dict):
+        raise InvalidInput("variables must be an object")
+
+    template_row = definition = None
+    params: dict = {}
+    if template is not None:
+        template_row = _visible_template(owner=owner, key_or_id=template)
+        raw_graph, params, workflow_type = template_row.graph, template_row.params, "template"
+    elif definition_id is not None:
+        definition = _visible_definition(owner=owner, definition_id=definition_id)
+        raw_graph, workflow_type = {"nodes": definition.nodes, "edges": definition.edges}, "definition"
+        params = (definition.metadata or {}).get("config") or {}
+    else:
+        raw_graph, workflow_type = graph, "custom"
+    parsed = parse_graph(raw_graph)
+    resolved = config_resolve(params, config)
+    _models_check(parsed, resolved)
+    if chat:
+        workflow_type = "chat"
+
+    conversation = None
+    if conversation_id is not None:
+        conversation = Conversation.objects.filter(pk=conversation_id, owner=owner).first() if _is_uuid(
+            conversation_id) else None
+        if conversation is None:
+            raise NotFound("conversation not found")
+    if _running_count(owner) >= settings.CHATTER_MAX_CONCURRENT_RUNS:
+        raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+
+    with transaction.atomic():
+        if conversation is None and chat:
+            conversation = conversation_create(owner=owner, title=message.strip()[:60])
+        execution = WorkflowExecution.objects.create(
+            owner=owner, workflow_type=workflow_type, template=template_row, definition=definition,
+            definition_version=definition.version if definition else None, conversation=conversation,
+            schedule=schedule, mode=mode, provider=resolved["provider"], model=resolved["model"],
+            config=resolved, graph=parsed.as_dict(),
+            input_data={"message": message, "variables": variables or {}},
+            correlation_id=correlation_id or uuid.uuid4().hex,
+        )
+        if conversation is not None and message:
+            message_save(
+                conversation_id=conversation.pk, role=Message.Role.USER, content=message, execution=execution,
+                provider_used=resolved["provider"], model_used=resolved["model"], actor=owner,
+            )
+    return execution
+
+
+# --- running --------------------------------------------------------------------------------------------
+def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecution:
+    """Run a pending execution to a terminal state. Safe to call twice: only one caller claims it."""
+    started_at = timezone.now()
+    claimed = WorkflowExecution.objects.filter(
+        pk=execution_id, status=Status.PENDING, cancel_requested=False
+    ).update(status=Status.RUNNING, started_at=started_at)
+    execution = WorkflowExecution.objects.select_related("conversation").get(pk=execution_id)
+    if not claimed:
+        return execution
+    user_message = (
+        execution.messages.filter(role=Message.Role.USER).order_by("sequence").first()
+        if execution.conversation_id else None
+    )
+    recorder = ExecutionRecorder(execution, sink=sink, user_message=user_message)
+    ctx = RunContext(config=execution.config, hooks=recorder)
+    recorder.emit("workflow_started", {
+        "workflow_type": execution.workflow_type,
+        "template": execution.template.key if execution.template_id else None,
+        "definition": str(execution.definition_id) if execution.definition_id else None,
+        "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
+        "provider": execution.provider, "model": execution.model,
+    })
+    state, error = None, None
+    try:
+        state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
+                          variables=execution.input_data.get("variables"))
+    except RunError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
+        logger.exception("execution %s crashed", execution_id)
+        error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
+    finally:
+        recorder.forget()
+    return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
+
+
+def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
+                     state: dict | None, error: RunError | None) -> WorkflowExecution:
+    """The terminal transaction: status, assistant message, events and every aggregate commit together."""
+    now = timezone.now()
+    status = Status.COMPLETED if error is None else (
+        Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
+    reply = last_ai_message(state) if state else None
+    content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
+    call = recorder.last_call
+    elapsed_ms = int((now - execution.started_at).total_seconds() * 1000)
+    totals = {**ctx.usage.token_fields(), "cost": ctx.usage.cost}
+    with transaction.atomic():
+        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+            status=status, completed_at=now, execution_time_ms=elapsed_ms,
+            output_data={"content": content, "variables": (state or {}).get("variables") or {}},
+            error_type=error.error_type if error else "", error_message=error.message if error else "",
+        )
+        if not finished:  # someone else (the recovery sweep) already ended this run
+            execution.refresh_from_db()
+            return execution
+        execution.refresh_from_db()
+        message = None
+        if execution.conversation_id is not None:
+            message = message_save(
+                conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
+                execution=execution, prompt_tokens=ctx.usage.prompt_tokens,
+                completion_tokens=ctx.usage.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
+                reasoning_tokens=ctx.usage.reasoning_tokens, cost=ctx.usage.cost,
+                usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
+                provider_used=call.provider if call else execution.provider,
+                model_used=call.model if call else execution.model,
+                finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
+                    "" if error is None else status),
+                response_time_ms=elapsed_ms,
+                tool_calls=[{"name": c["name"], "args": c["args"]} for c in (reply.tool_calls if reply else [])],
+                error_message=error.message if error else "", actor=execution.owner,
+            )
+            recorder.emit("message_saved", {
+                "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
+                "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
+            })
+        summary = {
+            "status": status, "execution_time_ms": elapsed_ms, **ctx.usage.token_fields(),
+            "cost": str(totals["cost"]), "llm_calls": ctx.llm_calls, "tool_calls": ctx.tool_calls,
+            "message_id": str(message.pk) if message else None,
+        }
+        if error is None:
+            recorder.emit("workflow_completed", summary)
+        else:
+            recorder.emit(f"workflow_{status}", {"error_type": error.error_type, "error_message": error.message,
+                                                 **summary})
+        execution_finished.send(sender=WorkflowExecution, execution=execution)
+        if execution.conversation_id is not None:
+            transaction.on_commit(lambda: _conversation_updated(recorder, execution.conversation_id))
+    return execution
+
+
+def _conversation_updated(recorder: ExecutionRecorder, conversation_id) -> None:
+    row = Conversation.objects.filter(pk=conversation_id).values(
+        "message_count", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost").first()
+    if row is not None:
+        recorder.publish("conversation_updated", {
+            "conversation_id": str(conversation_id), **row, "total_cost": str(row["total_cost"])})
+
+
+def execution_stream(*, execution_id) -> Iterator[dict]:
+    """The same run as execution_run, yielding §6 envelopes as they happen (tokens included). The run goes
+    on in its own thread: a consumer that stops reading never stops or fails it."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            execution_run(execution_id=execution_id, sink=events.put)
+        except Exception:  # noqa: BLE001
+            logger.exception("streamed execution %s crashed", execution_id)
+        finally:
+            connections.close_all()  # this thread's connections only
+            events.put(_DONE)
+
+    threading.Thread(target=work, name=f"run-{execution_id}", daemon=True).start()
+    while (item := events.get()) is not _DONE:
+        yield item
+
+
+def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExecution:
+    """Cancel a pending run at once, or ask a running one to stop at its next token or node boundary."""
+    if execution.is_terminal:
+        raise ChatterError(f"the run is already {execution.status}", code="not_cancellable")
+    with transaction.atomic():
+        cancelled = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.PENDING).update(
+            status=Status.CANCELLED, cancel_requested=True, completed_at=timezone.now(), execution_time_ms=0,
+            error_type="cancelled", error_message="cancelled before it started",
+        )
+        if cancelled:
+            execution.refresh_from_db()
+            ExecutionRecorder(execution).emit("workflow_cancelled", {
+                "error_type": "cancelled", "error_message": execution.error_message, "status": "cancelled",
+                "execution_time_ms": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+                "cost": "0", "llm_calls": 0, "tool_calls": 0, "message_id": None})
+            execution_finished.send(sender=WorkflowExecution, execution=execution)
+            return execution
+    WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
+    cancel_signal_local(execution.pk)
+    execution.refresh_from_db()
+    return execution
