@@ -15,3 +15,6 @@ STORAGES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file-backed test database so threads and subprocesses share it.
     DATABASES["default"]["TEST"] = {"NAME": str(DATABASES["default"]["NAME"]).replace(".sqlite3", "-test.sqlite3")}
+
+# Provider tests script every reply; a client retry would consume the next one.
+CHATTER_PROVIDER_MAX_RETRIES = 0

@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 
 from chatter_project.errors import InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
@@ -95,6 +95,15 @@ def message_delete(*, message_id, actor=None) -> bool:
         message.delete()
         message_deleted.send(sender=Message, message=message, actor=actor)
     return True
+
+
+def message_cost_adjust(*, message_id, delta: Decimal) -> None:
+    """Re-pricing: change a message's cost and its conversation's total by the same amount, under the lock."""
+    with transaction.atomic():
+        conversation_id = Message.objects.values_list("conversation_id", flat=True).get(pk=message_id)
+        conversation_get_for_update(conversation_id=conversation_id)
+        Message.objects.filter(pk=message_id).update(cost=F("cost") + delta)
+        Conversation.objects.filter(pk=conversation_id).update(total_cost=F("total_cost") + delta)
 
 
 def document_create(*, owner, title: str, content: str, metadata: dict | None = None) -> Document:

@@ -19,16 +19,18 @@ if [ -f .env ]; then
     eval "$saved_env"
 fi
 
-# A SECRET_KEY from the environment, or one generated on first run and kept in var/secret_key.
-mkdir -p var
+# A SECRET_KEY from the environment, or one generated on first run and kept in var/secret_key
+# (var/ is CHATTER_VAR_DIR when set, like in settings.py).
+VAR_DIR="${CHATTER_VAR_DIR:-var}"
+mkdir -p "$VAR_DIR"
 if [ -z "${SECRET_KEY:-}" ]; then
-    if [ ! -s var/secret_key ]; then
-        (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >var/secret_key.tmp)
-        mv var/secret_key.tmp var/secret_key
-        echo "Generated a SECRET_KEY in var/secret_key"
+    if [ ! -s "$VAR_DIR/secret_key" ]; then
+        (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$VAR_DIR/secret_key.tmp")
+        mv "$VAR_DIR/secret_key.tmp" "$VAR_DIR/secret_key"
+        echo "Generated a SECRET_KEY in $VAR_DIR/secret_key"
     fi
-    chmod 600 var/secret_key
-    SECRET_KEY=$(cat var/secret_key)
+    chmod 600 "$VAR_DIR/secret_key"
+    SECRET_KEY=$(cat "$VAR_DIR/secret_key")
     export SECRET_KEY
 fi
 export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
@@ -46,21 +48,23 @@ daphne_pid=""
 qcluster_pid=""
 
 stop_children() {
-    local pid i
+    local pid i alive
+    # SIGTERM to each leader only: qcluster stops its own workers in order, and hangs if they are
+    # signalled behind its back.
     for pid in $daphne_pid $qcluster_pid; do
-        kill -TERM -- "-$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
     done
-    # Give both a moment to shut down cleanly (qcluster lets running tasks finish), then insist.
     for i in $(seq 1 150); do
         alive=""
         for pid in $daphne_pid $qcluster_pid; do
-            if kill -0 -- "-$pid" 2>/dev/null; then
+            if kill -0 "$pid" 2>/dev/null; then
                 alive=1
             fi
         done
         [ -z "$alive" ] && break
         sleep 0.1
     done
+    # Whatever is still there after 15 s, and anything a leader left behind in its group.
     for pid in $daphne_pid $qcluster_pid; do
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
@@ -77,8 +81,8 @@ on_signal() {
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
-# Each child in its own process group (set -m), so stopping one stops everything it started and a
-# Ctrl-C reaches only this script, which then stops both in order.
+# Each child in its own process group (set -m): a Ctrl-C reaches only this script, which then stops
+# both in order, and a group can be cleared of anything its leader left behind.
 set -m
 .venv/bin/daphne -b "$HOST" -p "$PORT" chatter_project.asgi:application </dev/null &
 daphne_pid=$!

@@ -1,6 +1,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+pytest_plugins = ["tests.fixtures_openai"]
+
 
 @pytest.fixture
 def alice(db):

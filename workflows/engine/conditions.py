@@ -43,7 +43,6 @@ _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
 _WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
-_REFERENCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 
 
 class ConditionError(ValueError):
@@ -454,7 +453,7 @@ class _Parser:
             for prefix, reference in (("config.", ConfigRef), ("var.", VariableRef)):
                 if token.text.startswith(prefix):
                     name = token.text[len(prefix) :]
-                    if not _REFERENCE_NAME.fullmatch(name):
+                    if not _WORD.fullmatch(name):
                         raise ConditionError(f"expected a name after {prefix!r}", token.position + len(prefix))
                     return reference(name)
         raise ConditionError(

@@ -55,11 +55,13 @@ NODE_TYPES: dict[str, dict[str, ConfigKey]] = {
         "tool_timeout_ms": ConfigKey("int", default=30000, minimum=1, maximum=300000),
     },
     "memory": {
-        "memory_window": ConfigKey("int", default=10, minimum=1, maximum=1000),
+        # Absent: the run config's memory_window (default 10) applies.
+        "memory_window": ConfigKey("int", nullable=True, minimum=1, maximum=1000),
         "summarize": ConfigKey("bool", default=False),
     },
     "retrieval": {
-        "max_documents": ConfigKey("int", default=5, minimum=1, maximum=50),
+        # Absent: the run config's max_documents (default 5) applies.
+        "max_documents": ConfigKey("int", nullable=True, minimum=1, maximum=50),
     },
     "conditional": {
         "condition": ConfigKey("str", required=True, is_condition=True),

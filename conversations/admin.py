@@ -1,0 +1,71 @@
+from django.contrib import admin
+
+from conversations.models import Conversation, Document, Message
+from conversations.services import message_delete
+
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ("sequence", "role", "content", *USAGE_FIELDS, "cost", "model_used", "error_message", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False  # deletes go through MessageAdmin, which keeps the conversation totals exact
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "owner", "status", "message_count", *USAGE_FIELDS, "total_cost", "last_message_at",
+                    "created_at")
+    list_filter = ("status", "created_at", "last_message_at")
+    list_select_related = ("owner",)
+    search_fields = ("id__exact", "title", "owner__username")
+    raw_id_fields = ("owner",)
+    date_hierarchy = "created_at"
+    # Stored aggregates (I1): only the message services change them.
+    readonly_fields = ("message_count", *USAGE_FIELDS, "total_cost", "last_message_at", "created_at", "updated_at")
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "conversation", "role", "provider_used", "model_used", *USAGE_FIELDS, "cost",
+                    "response_time_ms", "usage_estimated", "finish_reason", "created_at")
+    list_filter = ("role", "provider_used", "model_used", "usage_estimated", "finish_reason", "created_at")
+    list_select_related = ("conversation",)
+    search_fields = ("content", "error_message", "conversation__title", "conversation__id__exact")
+    raw_id_fields = ("conversation", "execution")
+    date_hierarchy = "created_at"
+    # Usage and placement are written once by message_save; only content and metadata may be edited.
+    readonly_fields = ("conversation", "sequence", "role", "execution", *USAGE_FIELDS, "cached_prompt_tokens",
+                       "reasoning_tokens", "cost", "provider_used", "model_used", "finish_reason", "response_time_ms",
+                       "usage_estimated", "usage_raw", "tool_calls", "created_at")
+
+    def has_add_permission(self, request):
+        return False  # a message saved here would bypass message_save and the conversation totals
+
+    def delete_model(self, request, obj):
+        message_delete(message_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for message_id in list(queryset.values_list("pk", flat=True)):
+            message_delete(message_id=message_id, actor=request.user)
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ("title", "owner", "created_at")
+    list_filter = ("created_at",)
+    list_select_related = ("owner",)
+    search_fields = ("title", "content", "owner__username")
+    raw_id_fields = ("owner",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("created_at",)

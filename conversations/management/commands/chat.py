@@ -1,0 +1,36 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from chatter_project.errors import ChatterError
+from workflows.cli import EventPrinter, cli_user, fail_unless_completed
+from workflows.models import WorkflowExecution
+from workflows.services import execution_create, execution_stream
+
+
+class Command(BaseCommand):
+    help = "One chat turn: streams the reply to the terminal and ends with its tokens and cost."
+
+    def add_arguments(self, parser):
+        parser.add_argument("text")
+        parser.add_argument("--conversation", help="continue this conversation (id)")
+        parser.add_argument("--template", default=None, help="template key (default universal_chat)")
+        parser.add_argument("--provider")
+        parser.add_argument("--model")
+        parser.add_argument("--user", help="username (default: the first superuser)")
+
+    def handle(self, *args, **options):
+        user = cli_user(options["user"])
+        config = {key: options[key] for key in ("provider", "model") if options[key]}
+        try:
+            execution = execution_create(
+                owner=user, chat=True, mode=WorkflowExecution.Mode.STREAM, message=options["text"],
+                template=options["template"], conversation_id=options["conversation"], config=config,
+            )
+        except ChatterError as exc:
+            raise CommandError(f"{exc.message} {exc.details or ''}".strip()) from None
+        printer = EventPrinter(self.stdout, nodes=False)
+        for envelope in execution_stream(execution_id=execution.pk):
+            printer(envelope)
+        execution.refresh_from_db()
+        self.stdout.write(printer.summary(execution))
+        self.stdout.write(f"conversation {execution.conversation_id}")
+        fail_unless_completed(execution)

@@ -1,0 +1,270 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.db.models import Count, Sum
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from analytics.models import ModelPrice, TemplateAnalytics
+from audit.models import AuditEvent
+from conversations.models import Conversation, Document, Message
+from conversations.services import document_create
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
+from workflows.services import definition_create, execution_create, execution_run
+
+pytestmark = pytest.mark.django_db
+
+EVERY_MODEL = [
+    Conversation, Message, Document,
+    WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
+    WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent,
+]
+
+
+def url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def chat_turn(owner, message: str = "What is 12*7?") -> WorkflowExecution:
+    execution = execution_create(owner=owner, message=message, chat=True)
+    return execution_run(execution_id=execution.pk)
+
+
+def audit_event(action: str = "execution.started") -> AuditEvent:
+    n = AuditEvent.objects.count()
+    return AuditEvent.objects.create(created_at=timezone.now(), action=action, prev_hash=f"{n:064x}",
+                                     hash=f"{n + 1:064x}")
+
+
+def totals_of(conversation: Conversation) -> dict:
+    sums = conversation.messages.aggregate(
+        message_count=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        total_tokens=Sum("total_tokens"), total_cost=Sum("cost"))
+    return {key: value or 0 for key, value in sums.items()}
+
+
+def stored_totals(conversation: Conversation) -> dict:
+    conversation.refresh_from_db()
+    return {key: getattr(conversation, key) for key in
+            ("message_count", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")}
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def run(alice):
+    execution = chat_turn(alice)
+    assert execution.status == WorkflowExecution.Status.COMPLETED, execution.error_message
+    return execution
+
+
+def test_every_model_is_registered():
+    assert {model for model in EVERY_MODEL if admin.site.is_registered(model)} == set(EVERY_MODEL)
+
+
+def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
+    document_create(owner=alice, title="Tea", content="Green tea is steeped at 80 degrees.")
+    template = WorkflowTemplate.objects.get(key="universal_chat")
+    definition = definition_create(owner=alice, name="My chat", nodes=template.graph["nodes"],
+                                   edges=template.graph["edges"])
+    WorkflowSchedule.objects.create(owner=alice, name="Nightly", definition=definition, cron="0 3 * * *")
+    audit_event()
+
+    for model in EVERY_MODEL:
+        assert staff_client.get(url(model, "changelist")).status_code == 200, model
+        assert staff_client.get(url(model, "changelist"), {"q": "calculator"}).status_code == 200, model
+        row = model.objects.first()
+        assert row is not None, model
+        assert staff_client.get(url(model, "change", row.pk)).status_code == 200, model
+
+
+def test_the_execution_page_shows_its_nodes_and_tool_calls(staff_client, run):
+    response = staff_client.get(url(WorkflowExecution, "change", run.pk))
+
+    content = response.content.decode()
+    node_ids = set(run.node_executions.values_list("node_id", flat=True))
+    assert node_ids
+    for node_id in node_ids:
+        assert node_id in content
+    assert run.tool_call_rows.filter(tool="calculator").exists()
+    assert "calculator" in content
+    assert run.llm_call_rows.exists() and run.events.exists()
+    assert "workflow_completed" in content
+
+
+def test_the_template_page_shows_its_analytics(staff_client, run):
+    response = staff_client.get(url(WorkflowTemplate, "change", run.template_id))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Successful executions" in content and "Total cost" in content
+    assert TemplateAnalytics.objects.get(template_id=run.template_id).successful_executions == 1
+
+
+def test_changelists_make_no_query_per_row(staff_client, alice):
+    chat_turn(alice)
+    counts = {}
+    for runs in (1, 3):
+        for _ in range(runs - len(counts and [1]) * 1 if runs == 3 else 0):
+            pass
+        counts[runs] = {}
+        if runs == 3:
+            chat_turn(alice)
+            chat_turn(alice)
+        for model in (Conversation, Message, WorkflowExecution, NodeExecution, ToolCall, LLMCall, ExecutionEvent):
+            with CaptureQueriesContext(connection) as queries:
+                assert staff_client.get(url(model, "changelist")).status_code == 200
+            counts[runs][model] = len(queries)
+    assert counts[1] == counts[3]
+
+
+def test_deleting_a_message_keeps_the_conversation_totals_exact(staff_client, alice, run):
+    chat_turn(alice, "What is 3+4?")
+    conversation = run.conversation
+    chat_turn_in = execution_create(owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk)
+    execution_run(execution_id=chat_turn_in.pk)
+    assistant = conversation.messages.filter(role=Message.Role.ASSISTANT).first()
+    assert assistant.total_tokens > 0 and assistant.cost > Decimal("0")
+
+    response = staff_client.post(url(Message, "delete", assistant.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Message.objects.filter(pk=assistant.pk).exists()
+    assert stored_totals(conversation) == totals_of(conversation)
+    assert conversation.message_count == 3
+
+
+def test_bulk_deleting_messages_keeps_the_conversation_totals_exact(staff_client, alice, run):
+    conversation = run.conversation
+    execution_run(execution_id=execution_create(
+        owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk).pk)
+    doomed = list(conversation.messages.order_by("sequence").values_list("pk", flat=True)[1:3])
+
+    response = staff_client.post(url(Message, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(pk) for pk in doomed], "post": "yes"})
+
+    assert response.status_code == 302
+    assert not Message.objects.filter(pk__in=doomed).exists()
+    assert stored_totals(conversation) == totals_of(conversation)
+    assert conversation.message_count == 2 and conversation.total_tokens > 0
+
+
+def test_the_conversation_page_cannot_delete_or_add_messages(staff_client, run):
+    inline = admin.site._registry[Conversation].get_inline_instances(None)[0]
+    request = type("Request", (), {"user": run.owner})
+
+    assert inline.model is Message and inline.can_delete is False
+    assert not inline.has_add_permission(request, run.conversation)
+    assert not admin.site._registry[Message].has_add_permission(request)
+
+
+def test_the_cancel_action_cancels_pending_runs_and_skips_finished_ones(staff_client, alice, run):
+    pending = execution_create(owner=alice, message="What is 1+1?", chat=True, mode="background")
+
+    response = staff_client.post(url(WorkflowExecution, "changelist"), {
+        "action": "cancel_runs", "_selected_action": [str(pending.pk), str(run.pk)]}, follow=True)
+
+    pending.refresh_from_db()
+    run.refresh_from_db()
+    assert pending.status == WorkflowExecution.Status.CANCELLED
+    assert run.status == WorkflowExecution.Status.COMPLETED
+    notes = [str(m) for m in response.context["messages"]]
+    assert notes == ["1 run(s) cancelled or asked to stop; 1 already finished, skipped."]
+    assert pending.events.order_by("-seq").first().event == "workflow_cancelled"
+
+
+@pytest.mark.parametrize("model", [AuditEvent, ExecutionEvent])
+def test_events_cannot_be_added_changed_or_deleted(staff_client, run, model):
+    if model is AuditEvent:
+        audit_event()
+    row = model.objects.first()
+    before = model.objects.count()
+
+    assert staff_client.get(url(model, "add")).status_code == 403
+    assert staff_client.post(url(model, "change", row.pk), {"action": "changed"}).status_code == 403
+    assert staff_client.post(url(model, "delete", row.pk), {"post": "yes"}).status_code == 403
+    response = staff_client.get(url(model, "changelist"))
+    assert "delete_selected" not in response.context["action_form"].fields["action"].choices.__str__()
+    response = staff_client.post(url(model, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(row.pk)], "post": "yes"})
+    assert model.objects.count() == before
+    assert staff_client.get(url(model, "change", row.pk)).context["has_change_permission"] is False
+
+
+@pytest.mark.parametrize("model", [WorkflowExecution, NodeExecution, ToolCall, LLMCall, TemplateAnalytics])
+def test_engine_written_rows_cannot_be_added(staff_client, model):
+    assert staff_client.get(url(model, "add")).status_code == 403
+
+
+@pytest.mark.parametrize("model", [Conversation, Message, WorkflowExecution, NodeExecution, LLMCall,
+                                   TemplateAnalytics])
+def test_usage_aggregates_are_read_only(model):
+    readonly = set(admin.site._registry[model].readonly_fields)
+    cost = "total_cost" if model in (Conversation, TemplateAnalytics) else "cost"
+
+    assert {"prompt_tokens", "completion_tokens", "total_tokens", cost} <= readonly
+
+
+def test_posting_a_conversation_leaves_its_totals_alone(staff_client, run):
+    conversation = run.conversation
+    before = stored_totals(conversation)
+
+    response = staff_client.post(url(Conversation, "change", conversation.pk), {
+        "owner": conversation.owner_id, "title": "Renamed", "status": "active", "metadata": "{}",
+        "total_tokens": 1, "message_count": 99, "total_cost": "5",
+        "messages-TOTAL_FORMS": 0, "messages-INITIAL_FORMS": 0})
+
+    assert response.status_code == 302, response.content
+    assert stored_totals(conversation) == before
+    assert conversation.title == "Renamed"
+
+
+def test_builtin_templates_cannot_be_changed_or_deleted(staff_client):
+    template = WorkflowTemplate.objects.get(key="universal_chat")
+
+    page = staff_client.get(url(WorkflowTemplate, "change", template.pk))
+    assert page.status_code == 200 and page.context["has_change_permission"] is False
+    assert staff_client.post(url(WorkflowTemplate, "change", template.pk), {"name": "x"}).status_code == 403
+    assert staff_client.post(url(WorkflowTemplate, "delete", template.pk), {"post": "yes"}).status_code == 403
+    staff_client.post(url(WorkflowTemplate, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(template.pk)], "post": "yes"})
+    template.refresh_from_db()
+    assert template.name != "x"
+
+
+def test_model_prices_are_editable(staff_client):
+    price = ModelPrice.objects.first()
+
+    response = staff_client.post(url(ModelPrice, "change", price.pk), {
+        "provider": price.provider, "model_pattern": price.model_pattern, "input_per_million": "1.5",
+        "cached_input_per_million": "", "output_per_million": "6", "effective_from_0": "2025-01-01",
+        "effective_from_1": "00:00:00", "is_active": "on"})
+
+    assert response.status_code == 302, response.content
+    price.refresh_from_db()
+    assert price.input_per_million == Decimal("1.5") and price.cached_input_per_million is None
+
+
+def test_it_redirects_non_staff_to_login(client, alice):
+    client.force_login(alice)
+
+    response = client.get(url(WorkflowExecution, "changelist"))
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("admin:login"))

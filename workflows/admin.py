@@ -1,0 +1,190 @@
+from django.contrib import admin, messages
+
+from analytics.models import TemplateAnalytics
+from chatter_project.errors import ChatterError
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
+from workflows.services import execution_cancel
+
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+
+
+def field_names(model) -> tuple[str, ...]:
+    return tuple(field.name for field in model._meta.concrete_fields)
+
+
+class NoAddMixin:
+    """Rows the engine writes: never created by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyMixin(NoAddMixin):
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+
+# --- templates and definitions ----------------------------------------------------------------------------
+class TemplateAnalyticsInline(ReadOnlyMixin, admin.StackedInline):
+    model = TemplateAnalytics
+    can_delete = False
+    fields = readonly_fields = (
+        "total_executions", "successful_executions", "failed_executions", "cancelled_executions",
+        "average_execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost",
+        "last_used_at", "last_success_at", "last_failure_at",
+    )
+
+
+@admin.register(WorkflowTemplate)
+class WorkflowTemplateAdmin(admin.ModelAdmin):
+    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "updated_at")
+    list_filter = ("is_builtin", "is_public", "category", "updated_at")
+    list_select_related = ("owner",)
+    search_fields = ("key", "name", "description")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("is_builtin", "created_at", "updated_at")
+    inlines = [TemplateAnalyticsInline]
+
+    # Built-ins are seeded from code; editing them here would be overwritten or break the seed.
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.is_builtin)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.is_builtin)
+
+
+@admin.register(WorkflowDefinition)
+class WorkflowDefinitionAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "template", "version", "is_public", "created_at", "updated_at")
+    list_filter = ("is_public", "updated_at", "created_at")
+    list_select_related = ("owner", "template")
+    search_fields = ("id__exact", "name", "description", "owner__username")
+    raw_id_fields = ("owner", "template")
+    date_hierarchy = "created_at"
+    # The graph is validated and versioned by definition_create/definition_update, never edited raw here.
+    readonly_fields = ("nodes", "edges", "version", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(WorkflowSchedule)
+class WorkflowScheduleAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "template", "definition", "cron", "timezone", "enabled", "next_run_at",
+                    "last_run_at")
+    list_filter = ("enabled", "timezone", "next_run_at", "last_run_at")
+    list_select_related = ("owner", "template", "definition")
+    search_fields = ("name", "cron", "owner__username", "template__key", "definition__name")
+    raw_id_fields = ("owner", "template", "definition", "last_execution")
+    readonly_fields = ("next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
+
+
+# --- runs ---------------------------------------------------------------------------------------------------
+class NodeExecutionInline(ReadOnlyInline):
+    model = NodeExecution
+    fields = ("index", "node_id", "node_type", "status", "duration_ms", *USAGE_FIELDS, "llm_calls", "tool_calls",
+              "error_message")
+
+
+class ToolCallInline(ReadOnlyInline):
+    model = ToolCall
+    fields = ("node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
+
+
+class LLMCallInline(ReadOnlyInline):
+    model = LLMCall
+    fields = ("provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens", "estimated",
+              "duration_ms", "created_at")
+
+
+class ExecutionEventInline(ReadOnlyInline):
+    model = ExecutionEvent
+    fields = ("seq", "event", "data", "created_at")
+
+
+@admin.register(WorkflowExecution)
+class WorkflowExecutionAdmin(NoAddMixin, admin.ModelAdmin):
+    list_display = ("id", "workflow_type", "status", "mode", "owner", "template", "provider", "model",
+                    *USAGE_FIELDS, "llm_calls", "tool_calls", "execution_time_ms", "created_at")
+    list_filter = ("status", "workflow_type", "mode", "provider", "model", "cancel_requested", "created_at")
+    list_select_related = ("owner", "template")
+    search_fields = ("id__exact", "correlation_id", "error_type", "error_message", "owner__username",
+                     "template__key")
+    date_hierarchy = "created_at"
+    # Everything on a run is written by the engine; staff act on it through the cancel action.
+    readonly_fields = field_names(WorkflowExecution)
+    inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, ExecutionEventInline]
+    actions = ["cancel_runs"]
+
+    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def cancel_runs(self, request, queryset):
+        cancelled = skipped = 0
+        for execution in queryset:
+            try:
+                execution_cancel(execution=execution, actor=request.user)
+            except ChatterError:  # already terminal
+                skipped += 1
+            else:
+                cancelled += 1
+        self.message_user(
+            request, f"{cancelled} run(s) cancelled or asked to stop; {skipped} already finished, skipped.",
+            messages.SUCCESS if cancelled else messages.WARNING,
+        )
+
+
+@admin.register(NodeExecution)
+class NodeExecutionAdmin(NoAddMixin, admin.ModelAdmin):
+    list_display = ("node_id", "index", "node_type", "status", "execution", "duration_ms", *USAGE_FIELDS,
+                    "llm_calls", "tool_calls", "started_at")
+    list_filter = ("status", "node_type", "started_at")
+    list_select_related = ("execution",)
+    search_fields = ("node_id", "error_message", "execution__id__exact")
+    date_hierarchy = "started_at"
+    readonly_fields = field_names(NodeExecution)
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(NoAddMixin, admin.ModelAdmin):
+    list_display = ("tool", "node_id", "ok", "duration_ms", "execution", "created_at")
+    list_filter = ("ok", "tool", "created_at")
+    list_select_related = ("execution",)
+    search_fields = ("tool", "node_id", "error", "execution__id__exact")
+    date_hierarchy = "created_at"
+    readonly_fields = field_names(ToolCall)
+
+
+@admin.register(LLMCall)
+class LLMCallAdmin(NoAddMixin, admin.ModelAdmin):
+    list_display = ("__str__", "provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
+                    "estimated", "provider_cost", "duration_ms", "execution", "created_at")
+    list_filter = ("provider", "model", "estimated", "provider_cost", "created_at")
+    list_select_related = ("execution",)
+    search_fields = ("provider", "model", "execution__id__exact")
+    date_hierarchy = "created_at"
+    readonly_fields = field_names(LLMCall)
+
+
+@admin.register(ExecutionEvent)
+class ExecutionEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("event", "seq", "execution", "created_at")
+    list_filter = ("event", "created_at")
+    list_select_related = ("execution",)
+    search_fields = ("event", "execution__id__exact")
+    date_hierarchy = "created_at"
