@@ -13,8 +13,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file-backed test database so threads and subprocesses share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATABASES["default"]["NAME"]).replace(".sqlite3", "-test.sqlite3")}
+    # A file-backed test database (threads share it), one per pytest process so parallel runs never clash.
+    os.environ.setdefault("CHATTER_TEST_DB_SUFFIX", str(os.getpid()))
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(DATABASES["default"]["NAME"]).replace(".sqlite3", f"-test-{os.environ['CHATTER_TEST_DB_SUFFIX']}.sqlite3")
+    }
 
 # Provider tests script every reply; a client retry would consume the next one.
 CHATTER_PROVIDER_MAX_RETRIES = 0

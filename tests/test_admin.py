@@ -117,28 +117,30 @@ def test_the_template_page_shows_its_analytics(staff_client, run):
     assert TemplateAnalytics.objects.get(template_id=run.template_id).successful_executions == 1
 
 
-def test_changelists_make_no_query_per_row(staff_client, alice):
-    chat_turn(alice)
+def changelist_queries(client) -> dict:
     counts = {}
-    for runs in (1, 3):
-        for _ in range(runs - len(counts and [1]) * 1 if runs == 3 else 0):
-            pass
-        counts[runs] = {}
-        if runs == 3:
-            chat_turn(alice)
-            chat_turn(alice)
-        for model in (Conversation, Message, WorkflowExecution, NodeExecution, ToolCall, LLMCall, ExecutionEvent):
-            with CaptureQueriesContext(connection) as queries:
-                assert staff_client.get(url(model, "changelist")).status_code == 200
-            counts[runs][model] = len(queries)
-    assert counts[1] == counts[3]
+    for model in (Conversation, Message, WorkflowExecution, NodeExecution, ToolCall, LLMCall, ExecutionEvent,
+                  TemplateAnalytics):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url(model, "changelist")).status_code == 200
+        counts[model] = len(queries)
+    return counts
+
+
+def test_changelists_make_no_query_per_row(staff_client, alice, bob):
+    chat_turn(alice)
+    one_run = changelist_queries(staff_client)
+    chat_turn(alice, "What is 3+4?")
+    chat_turn(bob, "What is 6*6?")
+
+    assert changelist_queries(staff_client) == one_run
 
 
 def test_deleting_a_message_keeps_the_conversation_totals_exact(staff_client, alice, run):
     chat_turn(alice, "What is 3+4?")
     conversation = run.conversation
-    chat_turn_in = execution_create(owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk)
-    execution_run(execution_id=chat_turn_in.pk)
+    execution_run(execution_id=execution_create(
+        owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk).pk)
     assistant = conversation.messages.filter(role=Message.Role.ASSISTANT).first()
     assert assistant.total_tokens > 0 and assistant.cost > Decimal("0")
 
@@ -200,7 +202,7 @@ def test_events_cannot_be_added_changed_or_deleted(staff_client, run, model):
     assert staff_client.post(url(model, "change", row.pk), {"action": "changed"}).status_code == 403
     assert staff_client.post(url(model, "delete", row.pk), {"post": "yes"}).status_code == 403
     response = staff_client.get(url(model, "changelist"))
-    assert "delete_selected" not in response.context["action_form"].fields["action"].choices.__str__()
+    assert response.context["action_form"] is None  # not even delete_selected is offered
     response = staff_client.post(url(model, "changelist"), {
         "action": "delete_selected", "_selected_action": [str(row.pk)], "post": "yes"})
     assert model.objects.count() == before

@@ -99,24 +99,24 @@ class WorkflowScheduleAdmin(admin.ModelAdmin):
 # --- runs ---------------------------------------------------------------------------------------------------
 class NodeExecutionInline(ReadOnlyInline):
     model = NodeExecution
-    fields = ("index", "node_id", "node_type", "status", "duration_ms", *USAGE_FIELDS, "llm_calls", "tool_calls",
-              "error_message")
+    fields = readonly_fields = ("index", "node_id", "node_type", "status", "duration_ms", *USAGE_FIELDS,
+                                "llm_calls", "tool_calls", "error_message")
 
 
 class ToolCallInline(ReadOnlyInline):
     model = ToolCall
-    fields = ("node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
+    fields = readonly_fields = ("node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
 
 
 class LLMCallInline(ReadOnlyInline):
     model = LLMCall
-    fields = ("provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens", "estimated",
-              "duration_ms", "created_at")
+    fields = readonly_fields = ("provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
+                                "estimated", "duration_ms", "created_at")
 
 
 class ExecutionEventInline(ReadOnlyInline):
     model = ExecutionEvent
-    fields = ("seq", "event", "data", "created_at")
+    fields = readonly_fields = ("seq", "event", "data", "created_at")
 
 
 @admin.register(WorkflowExecution)

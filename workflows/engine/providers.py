@@ -37,7 +37,9 @@ class UsageReportingChatOpenAI(ChatOpenAI):
             if message.usage_metadata:
                 usage, message.usage_metadata = message.usage_metadata, None
                 raw = message.response_metadata.pop("usage_raw", raw)
-            model_name = (generation.generation_info or {}).get("model_name") or model_name
+            # The model name rides on the final chunk only: strings are concatenated when chunks are added.
+            model_name = (generation.generation_info or {}).pop("model_name", None) or model_name
+            model_name = message.response_metadata.pop("model_name", None) or model_name
             yield generation
         metadata = {"model_name": model_name or self.model_name}
         if raw is not None:

@@ -111,7 +111,7 @@ def _int(value: Any) -> int:
 def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = ()) -> Usage:
     """Normalize one call's usage. `prompt` is what was sent, used only to estimate missing usage."""
     metadata = getattr(message, "usage_metadata", None)
-    raw = message.response_metadata.get("usage_raw") or message.response_metadata.get("token_usage") or {}
+    raw = _reported(message.response_metadata.get("usage_raw") or message.response_metadata.get("token_usage") or {})
     if not metadata:
         return Usage(
             prompt_tokens=estimate_prompt_tokens(prompt),
@@ -136,6 +136,13 @@ def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = 
         provider_cost=provider_cost is not None,
         raw=raw or dict(metadata),
     )
+
+
+def _reported(raw: Any) -> Any:
+    """The usage object as the provider sent it: client libraries pad absent fields with None."""
+    if isinstance(raw, dict):
+        return {key: _reported(value) for key, value in raw.items() if value is not None}
+    return raw
 
 
 def _provider_cost(raw: Any) -> Decimal | None:
