@@ -40,5 +40,5 @@ services-down:
 clean: services-down
 	for d in var/test-services/run-*; do [ ! -d "$$d" ] || scripts/services.sh stop "$$d"; done
 	rm -rf .pytest_cache test-artifacts var/static var/test-services $(SERVICES_DIR)
-	rm -f var/chatter-test.sqlite3 var/chatter-test.sqlite3-wal var/chatter-test.sqlite3-shm
+	rm -f var/chatter-test*.sqlite3 var/chatter-test*.sqlite3-wal var/chatter-test*.sqlite3-shm
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -48,13 +48,13 @@ daphne_pid=""
 qcluster_pid=""
 
 stop_children() {
-    local pid i alive
+    local pid alive
     # SIGTERM to each leader only: qcluster stops its own workers in order, and hangs if they are
     # signalled behind its back.
     for pid in $daphne_pid $qcluster_pid; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         alive=""
         for pid in $daphne_pid $qcluster_pid; do
             if kill -0 "$pid" 2>/dev/null; then
@@ -71,6 +71,7 @@ stop_children() {
     wait 2>/dev/null || true
 }
 
+# shellcheck disable=SC2317  # invoked by the traps below
 on_signal() {
     trap - INT TERM
     echo

@@ -24,7 +24,8 @@ DIR=$(cd "$2" && pwd)
 
 pg_bindir() {
     local d
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
+    # The newest installed major version first.
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5 -n -r); do
         if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
             echo "$d"
             return 0
@@ -99,12 +100,14 @@ stop_services() {
     # Redis: SIGTERM; it removes its pid file once it has shut down, but the process can linger
     # for a second or two after that, and there is nothing to save, so then SIGKILL.
     if [ -f "$DIR/redis.pid" ]; then
-        local rpid i
+        local rpid
         rpid=$(cat "$DIR/redis.pid" 2>/dev/null || true)
         if pid_alive "$rpid" && [ "$(cat "/proc/$rpid/comm" 2>/dev/null)" = redis-server ]; then
             kill -TERM "$rpid" 2>/dev/null || true
-            for i in $(seq 1 40); do
-                [ -f "$DIR/redis.pid" ] && pid_alive "$rpid" || break
+            for _ in $(seq 1 40); do
+                if [ ! -f "$DIR/redis.pid" ] || ! pid_alive "$rpid"; then
+                    break
+                fi
                 sleep 0.05
             done
             kill -KILL "$rpid" 2>/dev/null || true
@@ -157,11 +160,11 @@ start_postgres() {
 }
 
 start_redis() {
-    local port i
+    local port
     port=$(free_port)
     redis-server --daemonize yes --pidfile "$DIR/redis.pid" --port "$port" --bind 127.0.0.1 \
         --save '' --appendonly no --dir "$DIR" --logfile "$DIR/redis.log" >/dev/null
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] && break
         sleep 0.05
     done
@@ -181,6 +184,7 @@ case "$cmd" in
         stop_services # whatever a previous, interrupted run left behind
         ensure_installed
         rm -f "$DIR/env.tmp"
+        # shellcheck disable=SC2154  # rc is assigned inside the trap
         trap 'rc=$?; if [ $rc -ne 0 ]; then stop_services; rm -f "$DIR/env.tmp"; fi' EXIT
         start_postgres
         start_redis

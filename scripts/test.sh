@@ -5,7 +5,7 @@
 # Both phases run even if the first fails; the exit status is non-zero if either failed.
 # Arguments are passed to pytest in both phases (e.g. scripts/test.sh -x -k chat).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 PYTEST=.venv/bin/pytest
 SERVICES_ROOT=var/test-services

@@ -1,0 +1,57 @@
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from analytics.models import TemplateAnalytics
+from conversations.models import Conversation
+from conversations.services import message_delete
+from tests.invariants import assert_i1, assert_i2
+from workflows.services import execution_create, execution_run
+
+pytestmark = pytest.mark.django_db
+
+
+def reconcile(*args):
+    out = StringIO()
+    try:
+        call_command("reconcile_aggregates", *args, stdout=out, stderr=out)
+    except SystemExit as exit_:
+        return exit_.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+@pytest.fixture
+def runs(alice):
+    executions = [execution_run(execution_id=execution_create(owner=alice, message=m, chat=True).pk)
+                  for m in ("What is 12*7?", "hello")]
+    failed = execution_create(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3})
+    executions.append(execution_run(execution_id=failed.pk))
+    message_delete(message_id=executions[1].messages.get(role="user").pk)
+    return executions
+
+
+def test_it_reports_zero_drift_after_runs_failures_and_deletes(runs):
+    code, output = reconcile()
+    assert code == 0 and "zero drift" in output
+
+
+def test_it_finds_a_drifted_conversation_and_fixes_it(runs):
+    conversation = runs[0].conversation
+    Conversation.objects.filter(pk=conversation.pk).update(total_tokens=999999, prompt_tokens=999999 - 1,
+                                                           completion_tokens=1)
+    code, output = reconcile()
+    assert code == 1 and f"conversation {conversation.pk}" in output and "total_tokens" in output
+
+    code, output = reconcile("--fix")
+    assert code == 0 and "fixed 1" in output
+    assert_i1(conversation)
+
+
+def test_it_finds_drifted_template_analytics_and_fixes_them(runs):
+    TemplateAnalytics.objects.filter(template__key="universal_chat").update(
+        total_executions=1, successful_executions=1, failed_executions=0)
+    code, output = reconcile()
+    assert code == 1 and "template universal_chat" in output
+    assert reconcile("--fix")[0] == 0
+    assert_i2()

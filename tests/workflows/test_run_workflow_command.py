@@ -1,0 +1,66 @@
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.invariants import assert_all
+from workflows.models import WorkflowExecution
+from workflows.services import definition_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GRAPH = {
+    "nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}],
+}
+
+
+def run_workflow(*args):
+    out = StringIO()
+    call_command("run_workflow", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_it_shows_node_progress_and_the_totals_of_a_template_run(alice):
+    output = run_workflow("--template", "draft_and_refine", "--input", '{"message": "Write a haiku"}',
+                          "--user", "alice")
+    execution = WorkflowExecution.objects.get()
+    for node in ("start", "draft", "refine", "end"):
+        assert f"▶ {node}" in output and f"✓ {node}" in output
+    assert f"total {execution.total_tokens}" in output and f"cost ${execution.cost}" in output
+    assert execution.workflow_type == "template" and execution.llm_calls == 2
+    assert_all(execution)
+
+
+def test_it_runs_a_graph_file(alice, tmp_path):
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps(GRAPH))
+    run_workflow("--file", str(path), "--input", '{"message": "hi"}', "--user", "alice")
+    assert WorkflowExecution.objects.get().workflow_type == "custom"
+
+
+def test_it_runs_a_definition(alice):
+    definition = definition_create(owner=alice, name="d", nodes=GRAPH["nodes"], edges=GRAPH["edges"])
+    run_workflow("--definition", str(definition.pk), "--input", '{"message": "hi"}', "--user", "alice")
+    assert WorkflowExecution.objects.get().definition_version == 1
+
+
+def test_an_invalid_graph_file_lists_its_errors_and_runs_nothing(alice, tmp_path):
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps({"nodes": GRAPH["nodes"], "edges": [*GRAPH["edges"], {"source": "llm", "target": "x"}]}))
+    with pytest.raises(CommandError, match="edges\\[2\\].target: unknown_node"):
+        run_workflow("--file", str(path), "--user", "alice")
+    assert WorkflowExecution.objects.count() == 0
+
+
+def test_bad_input_json_is_a_clear_error(alice):
+    with pytest.raises(CommandError, match="--input is not valid JSON"):
+        run_workflow("--template", "summarize", "--input", "{nope", "--user", "alice")
+
+
+def test_a_failed_run_exits_with_an_error(alice):
+    with pytest.raises(CommandError, match="limit_exceeded"):
+        run_workflow("--template", "summarize", "--input", '{"message": "hi"}', "--config",
+                     '{"max_total_tokens": 1}', "--user", "alice")
+    assert WorkflowExecution.objects.get().status == "failed"
