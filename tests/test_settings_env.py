@@ -1,0 +1,43 @@
+"""Settings come from the environment and a bad value stops start-up naming the variable (SPEC §11)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(tmp_path, **env):
+    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+    environment.update({"DJANGO_SETTINGS_MODULE": "chatter_project.settings", "CHATTER_VAR_DIR": str(tmp_path),
+                        **env})
+    return subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHATTER_MAX_CONCURRENT_RUNS", "lots"),
+        ("CHATTER_EXECUTION_TIMEOUT_S", "0"),
+        ("DEBUG", "maybe"),
+        ("CHATTER_DEFAULT_PROVIDER", "skynet"),
+        ("DATABASE_URL", "nonsense://"),
+    ],
+)
+def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value):
+    result = start(tmp_path, SECRET_KEY="k", **{variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr
+
+
+def test_a_secret_key_is_required_unless_debug(tmp_path):
+    assert "SECRET_KEY" in start(tmp_path).stderr
+    assert start(tmp_path, DEBUG="1").returncode == 0
+
+
+def test_the_key_make_run_generated_is_used_when_the_environment_has_none(tmp_path):
+    (tmp_path / "secret_key").write_text("generated-once\n")
+    assert start(tmp_path).returncode == 0
