@@ -29,7 +29,7 @@ def aggregates_drift() -> list[dict]:
     for pk, row in conversation_totals_from_messages().items():
         if fields := _diff(row["stored"], row["actual"]):
             drift.append({"kind": "conversation", "id": str(pk), "fields": fields})
-    for pk, row in template_analytics_from_executions().items():
+    for row in template_analytics_from_executions().values():
         if fields := _diff(row["stored"], row["actual"]):
             drift.append({"kind": "template", "id": row["key"], "fields": fields})
     drift += _execution_drift()

@@ -1,5 +1,13 @@
 """Built-in templates: read-only graphs every user can run (SPEC §2, §3)."""
 
+_CHAT_NODES = [
+    {"id": "start", "type": "start"},
+    {"id": "memory", "type": "memory"},
+    {"id": "retrieval", "type": "retrieval"},
+    {"id": "model", "type": "model"},
+    {"id": "tools", "type": "tools"},
+    {"id": "end", "type": "end"},
+]
 _CHAT_EDGES = [
     {"source": "start", "target": "memory"},
     {"source": "memory", "target": "retrieval"},
@@ -19,14 +27,7 @@ BUILTIN_TEMPLATES = [
         "params": {"enable_memory": True, "memory_window": 10, "enable_tools": True,
                    "allowed_tools": ["calculator", "current_time"], "enable_retrieval": False},
         "graph": {
-            "nodes": [
-                {"id": "start", "type": "start"},
-                {"id": "memory", "type": "memory"},
-                {"id": "retrieval", "type": "retrieval"},
-                {"id": "model", "type": "model"},
-                {"id": "tools", "type": "tools"},
-                {"id": "end", "type": "end"},
-            ],
+            "nodes": _CHAT_NODES,
             "edges": _CHAT_EDGES,
         },
     },
@@ -38,14 +39,7 @@ BUILTIN_TEMPLATES = [
         "params": {"enable_retrieval": True, "max_documents": 5,
                    "system_prompt": "Answer from the documents given; say when they do not cover the question."},
         "graph": {
-            "nodes": [
-                {"id": "start", "type": "start"},
-                {"id": "memory", "type": "memory"},
-                {"id": "retrieval", "type": "retrieval"},
-                {"id": "model", "type": "model"},
-                {"id": "tools", "type": "tools"},
-                {"id": "end", "type": "end"},
-            ],
+            "nodes": _CHAT_NODES,
             "edges": _CHAT_EDGES,
         },
     },

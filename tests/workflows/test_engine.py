@@ -1,6 +1,5 @@
 """The engine through its services: every kind of run, the trace it leaves, limits and failures."""
 import threading
-import time
 from decimal import Decimal
 
 import pytest
