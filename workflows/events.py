@@ -1,7 +1,7 @@
 """The one event path (SPEC §6): build the envelope, persist it with the next seq, publish after commit.
 
-Token deltas are published at once and never persisted. `event_publish` is where live delivery
-(websockets, SSE) plugs in; it runs only after the data an event describes is committed.
+Token deltas are published at once and never persisted. Publishing (realtime.broadcast) runs only after
+the data an event describes is committed.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from workflows import realtime
 from workflows.models import ExecutionEvent
 
 Sink = Callable[[dict], None]
@@ -37,7 +38,9 @@ def event_record(*, execution_id, seq: int, event: str, data: dict, sink: Sink |
 
 
 def event_publish(envelope: dict, *, sink: Sink | None, owner_id) -> None:
-    """Deliver an event to whoever is watching. Never raises: a gone watcher must not break a run."""
+    """Deliver an event to whoever is watching: the run's own consumer (sink) and, through the channel layer,
+    websocket and SSE watchers anywhere. Never raises and never waits: a gone watcher must not break a run."""
+    realtime.broadcast(envelope, owner_id=owner_id)
     if sink is not None:
         try:
             sink(envelope)

@@ -326,21 +326,28 @@ def _conversation_updated(recorder: ExecutionRecorder, conversation_id) -> None:
             "conversation_id": str(conversation_id), **row, "total_cost": str(row["total_cost"])})
 
 
+def execution_run_in_thread(*, execution_id, sink: Sink, on_done) -> threading.Thread:
+    """Run in a worker thread, handing every event to `sink`; `on_done()` after the run has finished."""
+
+    def work() -> None:
+        try:
+            execution_run(execution_id=execution_id, sink=sink)
+        except Exception:  # noqa: BLE001
+            logger.exception("execution %s crashed in its thread", execution_id)
+        finally:
+            connections.close_all()  # this thread's connections only
+            on_done()
+
+    thread = threading.Thread(target=work, name=f"run-{execution_id}", daemon=True)
+    thread.start()
+    return thread
+
+
 def execution_stream(*, execution_id) -> Iterator[dict]:
     """The same run as execution_run, yielding §6 envelopes as they happen (tokens included). The run goes
     on in its own thread: a consumer that stops reading never stops or fails it."""
     events: queue.SimpleQueue = queue.SimpleQueue()
-
-    def work() -> None:
-        try:
-            execution_run(execution_id=execution_id, sink=events.put)
-        except Exception:  # noqa: BLE001
-            logger.exception("streamed execution %s crashed", execution_id)
-        finally:
-            connections.close_all()  # this thread's connections only
-            events.put(_DONE)
-
-    threading.Thread(target=work, name=f"run-{execution_id}", daemon=True).start()
+    execution_run_in_thread(execution_id=execution_id, sink=events.put, on_done=lambda: events.put(_DONE))
     while (item := events.get()) is not _DONE:
         yield item
 

@@ -1,0 +1,27 @@
+"""Websocket authentication by API token (`?token=<key>`), next to the session cookie."""
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+
+
+@database_sync_to_async
+def _user_for_token(key: str):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None and token.user.is_active else None
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Sets scope["user"] from `?token=` when the session did not authenticate the connection."""
+
+    async def __call__(self, scope, receive, send):
+        user = scope.get("user")
+        if user is None or not user.is_authenticated:
+            key = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+            if key:
+                found = await _user_for_token(key[:64])
+                if found is not None:
+                    scope = {**scope, "user": found}
+        return await super().__call__(scope, receive, send)

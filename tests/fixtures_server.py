@@ -1,0 +1,87 @@
+"""A real daphne server (a separate process) serving this test's database: for real websocket clients,
+browsers and cross-process tests. Use with `@pytest.mark.django_db(transaction=True)` so the server sees
+committed rows."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """The URL of the database this test is using (the test database, not the configured one)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def server_env(tmp_path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "chatter_project.settings",
+        "SECRET_KEY": "test-server-secret",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": database_url(),
+        "CHATTER_VAR_DIR": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    })
+    return env
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int, log: Path):
+        self.process, self.port, self.log = process, port, log
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def daphne_server(transactional_db, tmp_path):
+    servers: list[Server] = []
+
+    def start(**extra_env) -> Server:
+        port = free_port()
+        log = tmp_path / f"daphne-{port}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
+            cwd=ROOT, env=server_env(tmp_path, **extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"daphne exited: {log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            process.kill()
+            raise RuntimeError(f"daphne did not start: {log.read_text()}")
+        server = Server(process, port, log)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()

@@ -1,0 +1,73 @@
+"""Websocket consumers (SPEC §6): thin — check the user and ownership on connect, then relay a feed."""
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from workflows.realtime import execution_feed, user_feed
+from workflows.selectors import execution_get
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+
+
+class FeedConsumer(AsyncJsonWebsocketConsumer):
+    """Relays one async feed of envelopes to the client; closes when the feed ends."""
+
+    feed_task: asyncio.Task | None = None
+
+    async def relay(self, feed) -> None:
+        try:
+            async for envelope in feed:
+                await self.send_json(envelope)
+        finally:
+            await feed.aclose()
+        await self.close()
+
+    async def refuse(self, code: int) -> None:
+        # Accept first: a close before the handshake completes reaches the client as HTTP 403, not a code.
+        await self.accept()
+        await self.close(code=code)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        pass  # these sockets are one-way; anything a client sends is ignored
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        pass  # ignore garbage frames too (never decode them)
+
+    async def disconnect(self, code) -> None:
+        if self.feed_task is not None:
+            self.feed_task.cancel()
+
+
+class ExecutionEventsConsumer(FeedConsumer):
+    """/ws/executions/<id>/?after=<seq>: replay of persisted events after `after`, then live."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
+        execution = await database_sync_to_async(execution_get)(
+            user=user, execution_id=self.scope["url_route"]["kwargs"]["execution_id"])
+        if execution is None:
+            return await self.refuse(CLOSE_NOT_FOUND)
+        after = parse_qs(self.scope.get("query_string", b"").decode()).get("after", ["0"])[0]
+        if not after.isdigit():
+            return await self.refuse(CLOSE_BAD_REQUEST)
+        await self.accept()
+        self.feed_task = asyncio.create_task(self.relay(execution_feed(execution.pk, after=int(after))))
+
+
+class UserEventsConsumer(FeedConsumer):
+    """/ws/events/: every event of the user's runs, plus conversation_updated."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
+        await self.accept()
+        self.feed_task = asyncio.create_task(self.relay(user_feed(user.pk)))
