@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from workflows.realtime import execution_feed, user_feed
 from workflows.selectors import execution_get
 
+CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
@@ -26,7 +27,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(envelope)
         finally:
             await feed.aclose()
-        await self.close()
+        await self.close(code=CLOSE_NORMAL)
 
     async def refuse(self, code: int) -> None:
         # Accept first: a close before the handshake completes reaches the client as HTTP 403, not a code.
