@@ -167,3 +167,48 @@ LOGGING = {
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)
 # Slows the local demo model's stream so people can watch it; 0 in tests and benchmarks.
 CHATTER_LOCAL_TOKEN_DELAY_MS = env_int("CHATTER_LOCAL_TOKEN_DELAY_MS", 0)
+
+# --- REST API (SPEC §7) ----------------------------------------------------------------------
+# Chat and execution creation share one throttle scope, "runs" (per user): e.g. "120/min".
+CHATTER_RUN_THROTTLE = env_str("CHATTER_RUN_THROTTLE", "120/min")
+_runs, _, _period = CHATTER_RUN_THROTTLE.partition("/")
+if not (_runs.isdigit() and int(_runs) > 0 and _period in ("s", "sec", "m", "min", "h", "hour", "d", "day")):
+    raise ImproperlyConfigured(f"CHATTER_RUN_THROTTLE must look like 120/min, got {CHATTER_RUN_THROTTLE!r}")
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes an unauthenticated request a 401 (not a 403).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    ],
+    "DEFAULT_PAGINATION_CLASS": "chatter_project.api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "EXCEPTION_HANDLER": "chatter_project.api.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"runs": CHATTER_RUN_THROTTLE},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chatter API",
+    "DESCRIPTION": "LLM workflows with exact token and cost accounting.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStatusEnum": "workflows.models.WorkflowExecution.Status",
+        "ExecutionModeEnum": "workflows.models.WorkflowExecution.Mode",
+        "RunModeEnum": "workflows.api.serializers.RUN_MODES",
+        "NodeStatusEnum": "workflows.models.NodeExecution.Status",
+        "ConversationStatusEnum": "conversations.models.Conversation.Status",
+    },
+}

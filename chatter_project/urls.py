@@ -1,8 +1,13 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("chatter_project.api.urls")),
+    path("", include("chatter_project.live_urls")),
 ]
+
+handler404 = "chatter_project.api.exceptions.page_not_found"
+handler500 = "chatter_project.api.exceptions.server_error"

@@ -12,6 +12,15 @@ from conversations.models import Conversation, Document, Message
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
 
 
+def conversation_list(*, user):
+    """The user's conversations: another user's are never visible."""
+    return Conversation.objects.filter(owner=user)
+
+
+def message_list(*, conversation: Conversation):
+    return conversation.messages.order_by("sequence")
+
+
 def conversation_history(*, conversation_id, before_sequence: int | None, limit: int) -> list[Message]:
     """The last `limit` user/assistant/system messages before a sequence number, oldest first."""
     messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))

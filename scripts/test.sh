@@ -44,6 +44,18 @@ for dir in "$SERVICES_ROOT"/run-*; do
     fi
 done
 
+# The live page test drives Debian's Chromium (Playwright never downloads a browser here).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "Installing Debian's chromium for tests/test_live_page.py"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null \
+            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null; } \
+            || echo "could not install chromium: the live page test will be skipped"
+    else
+        echo "/usr/bin/chromium is missing (install Debian's chromium as root): the live page test will be skipped"
+    fi
+fi
+
 header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
 (unset DATABASE_URL REDIS_URL; exec "$PYTEST" "$@")
 sqlite_rc=$?

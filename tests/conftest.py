@@ -28,3 +28,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each async test runs on its own event loop; a Redis layer object holds loop-bound locks, so every test
+    gets a new layer (servers have one loop for their lifetime and keep theirs)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_async_thread_connections(django_db_setup, django_db_blocker):
+    """Async tests reach the database from asgiref's sync thread; close its connections before the test
+    database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)

@@ -13,10 +13,11 @@ import atexit
 import json
 import logging
 import threading
+from collections import deque
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from workflows import events
 from workflows.models import ExecutionEvent
@@ -49,7 +50,12 @@ class Broadcaster:
         self._private = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Deliver from `loop` from now on (called on the loop itself by in-process listeners)."""
+        """Deliver from `loop` from now on (called on the loop itself by in-process listeners).
+
+        Only the in-memory layer needs this (its queues belong to one loop). A cross-process layer
+        (Redis) keeps the private loop, which outlives any server or test loop."""
+        if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+            return
         with self._lock:
             if self._loop is loop and not loop.is_closed():
                 return
@@ -119,6 +125,12 @@ def broadcast(envelope: dict, *, owner_id) -> None:
 
 # --- feeds --------------------------------------------------------------------------------------------------
 @database_sync_to_async
+def _terminal_seq(execution_id) -> int | None:
+    row = ExecutionEvent.objects.filter(execution_id=execution_id, event__in=events.TERMINAL_EVENTS).first()
+    return row.seq if row is not None else None
+
+
+@database_sync_to_async
 def _persisted(execution_id, *, after: int, before: int | None = None) -> list[dict]:
     rows = ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after)
     if before is not None:
@@ -170,6 +182,9 @@ class _Subscription:
 async def execution_feed(execution_id, *, after: int = 0, poll_s: float = POLL_S) -> AsyncIterator[dict]:
     """Every event of one run with seq > after, in order, without gaps or duplicates, live tokens included;
     ends after the terminal event."""
+    terminal = await _terminal_seq(execution_id)
+    if terminal is not None and terminal <= after:
+        return
     async with _Subscription([execution_group(execution_id)]) as live:
         last = after
         for envelope in await _persisted(execution_id, after=last):
@@ -211,24 +226,49 @@ def sse_frame(envelope: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-async def execution_run_streamed(execution_id) -> AsyncIterator[dict]:
-    """Run a pending execution in a worker thread, yielding its events as they happen. If the consumer goes
-    away the run goes on and is recorded in full."""
+class _Relay:
+    """Hands events from the run's thread to whichever event loop reads them, without blocking the run."""
+
+    _DONE = object()
+
+    def __init__(self) -> None:
+        self._items: deque = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    def put(self, item) -> None:
+        with self._lock:
+            self._items.append(item)
+            loop, wake = self._loop, self._wake
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def close(self) -> None:
+        self.put(self._DONE)
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        with self._lock:
+            self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        broadcaster.bind(self._loop)
+        while True:
+            with self._lock:
+                item = self._items.popleft() if self._items else None
+                if item is None:
+                    self._wake.clear()
+            if item is None:
+                await self._wake.wait()
+            elif item is self._DONE:
+                return
+            else:
+                yield item
+
+
+def execution_run_streamed(execution_id) -> AsyncIterator[dict]:
+    """Start a pending execution in a worker thread now, and return an async iterator of its events as they
+    happen. If nobody reads them, or the reader goes away, the run goes on and is recorded in full."""
     from workflows.services import execution_run_in_thread
 
-    loop = asyncio.get_running_loop()
-    broadcaster.bind(loop)
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    def sink(envelope: dict) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, envelope)
-
-    def finished() -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-    execution_run_in_thread(execution_id=execution_id, sink=sink, on_done=finished)
-    while (item := await queue.get()) is not done:
-        yield item
-
+    relay = _Relay()
+    execution_run_in_thread(execution_id=execution_id, sink=relay.put, on_done=relay.close)
+    return relay.__aiter__()

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
-from chatter_project.errors import ChatterError, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
+from chatter_project.errors import Conflict, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
@@ -355,7 +355,7 @@ def execution_stream(*, execution_id) -> Iterator[dict]:
 def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExecution:
     """Cancel a pending run at once, or ask a running one to stop at its next token or node boundary."""
     if execution.is_terminal:
-        raise ChatterError(f"the run is already {execution.status}", code="not_cancellable")
+        raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
     with transaction.atomic():
         cancelled = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.PENDING).update(
             status=Status.CANCELLED, cancel_requested=True, completed_at=timezone.now(), execution_time_ms=0,

@@ -194,3 +194,11 @@ async def test_garbage_frames_are_ignored(alice):
     await asyncio.to_thread(run_in_thread(execution.pk).join)
     received, code = await receive_until_closed(communicator)
     assert received[-1]["event"] == "workflow_completed" and code == 1000
+
+
+async def test_asking_for_events_after_the_terminal_one_closes_at_once(alice):
+    execution = await create(alice)
+    await asyncio.to_thread(run_in_thread(execution.pk).join)
+    last = (await persisted(execution.pk))[-1][0]
+    communicator = await connect(f"/ws/executions/{execution.pk}/?after={last}&token={await token_for(alice)}")
+    assert await receive_until_closed(communicator) == ([], 1000)

@@ -1,0 +1,78 @@
+"""The one API error handler: every error leaves as {"error": {"code": …, "message": …, "details": …}}."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from chatter_project.errors import ChatterError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: ChatterError subclasses carry their own status and code; DRF's and Django's
+    exceptions are mapped onto the same shape; anything else is a bug, a logged 500."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
+    if isinstance(exc, ChatterError):
+        set_rollback()
+        return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, exceptions.APIException):
+        set_rollback()
+        return Response(_api_exception_body(exc), status=exc.status_code, headers=_api_exception_headers(exc))
+    if settings.DEBUG:
+        return None  # Django's debug page, with the traceback
+    logger.error("unhandled API error", exc_info=exc)
+    set_rollback()
+    return Response(error_body("server_error", "internal server error"), status=500)
+
+
+def _api_exception_body(exc: exceptions.APIException) -> dict:
+    if isinstance(exc, exceptions.ValidationError):
+        return error_body("validation_error", "invalid input", exc.detail)  # details: the field errors
+    if isinstance(exc.detail, (list, dict)):
+        return error_body(exc.default_code, str(exc.default_detail), exc.detail)
+    code = exc.get_codes()
+    details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else None
+    return error_body(code if isinstance(code, str) else exc.default_code, str(exc.detail), details)
+
+
+def _api_exception_headers(exc: exceptions.APIException) -> dict[str, str]:
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+    return headers
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> Any:
+    """handler404: JSON in the error shape under /api/, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", "not found"), status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> Any:
+    """handler500: JSON in the error shape under /api/, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(error_body("server_error", "internal server error"), status=500)
+    return defaults.server_error(request)

@@ -1,0 +1,13 @@
+"""/api/v1/: each app's `api/urls.py`, plus API tokens and the OpenAPI schema and its UI."""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from chatter_project.api.views import AuthTokenView
+
+urlpatterns = [
+    path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),
+    path("", include("workflows.api.urls")),
+    path("", include("conversations.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,195 @@
+"""The live page (SPEC §6): login, then a chat turn streamed into the page, the same run replayed over the
+websocket, and a dropped stream recovered, in headless Chromium against a real daphne server."""
+from contextlib import contextmanager
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.management import call_command
+from django.test import override_settings
+
+from workflows.models import NodeExecution, WorkflowExecution
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TERMINAL_STATUSES = ("completed", "failed", "cancelled", "error")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs /usr/bin/chromium (make test installs Debian's chromium)")
+
+# Records every change of the streamed text with the run status at that moment, so the test can tell that
+# the text grew while the run was still going (sampling from Python could miss a fast stream).
+RECORD_TEXT = """() => {
+    window.textSamples = [];
+    const text = document.querySelector('[data-testid=run-text]');
+    const status = document.querySelector('[data-testid=run-status]');
+    new MutationObserver(() => window.textSamples.push([text.textContent, status.textContent]))
+        .observe(text, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def test_it_sends_anonymous_users_to_the_login_page(client):
+    response = client.get("/live/")
+    assert response.status_code == 302
+    assert response["Location"] == "/live/login/?next=/live/"
+
+
+def test_it_logs_in_back_to_the_live_page(client, alice):
+    response = client.post("/live/login/", {"username": "alice", "password": "alice-password"})
+    assert response.status_code == 302
+    assert response["Location"] == "/live/"
+    page = client.get("/live/")
+    assert page.status_code == 200
+    assert b'data-testid="total-tokens"' in page.content
+    assert "csrftoken" in page.cookies
+
+
+def test_it_logs_out(client, alice):
+    client.force_login(alice)
+    response = client.post("/live/logout/")
+    assert response.status_code == 302
+    assert response["Location"] == "/live/login/"
+    assert client.get("/live/").status_code == 302
+
+
+# --- in a browser ------------------------------------------------------------------------------------------
+@pytest.fixture
+def live_server_url(daphne_server, alice, tmp_path) -> str:
+    """A daphne server on the production settings, with alice able to log in and the static files served."""
+    # Its hashers cannot check the tests' fast MD5 hash, and whitenoise serves collected files only.
+    hasher = PBKDF2PasswordHasher()
+    alice.password = hasher.encode("alice-password", hasher.salt())
+    alice.save(update_fields=["password"])
+    with override_settings(STATIC_ROOT=tmp_path / "static"):
+        call_command("collectstatic", interactive=False, verbosity=0)
+    server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="30")
+    yield server.base_url
+    if server.process.poll() is not None:
+        print(server.log.read_text())
+
+
+@contextmanager
+def logged_in_page(base_url: str, *, name: str):
+    """A Chromium page logged in as alice through the login form; `errors` collects script errors.
+
+    Sync Playwright keeps an event loop running in this thread: read the ORM only after the block."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
+        try:
+            page.goto(f"{base_url}/live/")
+            assert page.url == f"{base_url}/live/login/?next=/live/"
+            page.get_by_test_id("login-username").fill("alice")
+            page.get_by_test_id("login-password").fill("alice-password")
+            page.get_by_test_id("login-submit").click()
+            page.wait_for_url(f"{base_url}/live/")
+            yield page, errors
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def send(page, message: str) -> None:
+    page.get_by_test_id("chat-message").fill(message)
+    page.get_by_test_id("chat-submit").click()
+
+
+def wait_until_finished(page) -> None:
+    page.wait_for_function(
+        "statuses => statuses.includes(document.querySelector('[data-testid=run-status]').textContent)",
+        arg=list(TERMINAL_STATUSES), timeout=30_000)
+    page.wait_for_function("() => document.querySelector('[data-testid=run-text]').textContent.includes('84')")
+
+
+def shown(page) -> dict:
+    return {
+        **{name: page.get_by_test_id(name).inner_text()
+           for name in ("prompt-tokens", "completion-tokens", "total-tokens", "cost", "run-status", "run-id")},
+        "nodes": page.get_by_test_id("node").count(),
+        "error": page.get_by_test_id("error").inner_text(),
+    }
+
+
+def stored(execution: WorkflowExecution) -> dict:
+    return {
+        "prompt-tokens": str(execution.prompt_tokens),
+        "completion-tokens": str(execution.completion_tokens),
+        "total-tokens": str(execution.total_tokens),
+        "cost": f"${execution.cost:.8f}",
+        "run-status": execution.status,
+        "run-id": str(execution.pk),
+        "nodes": NodeExecution.objects.filter(execution=execution).count(),
+        "error": "",
+    }
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_it_streams_a_chat_turn_and_replays_it(live_server_url):
+    with logged_in_page(live_server_url, name="live-page") as (page, errors):
+        page.evaluate(RECORD_TEXT)
+        send(page, "What is 12*7?")
+        wait_until_finished(page)
+        streamed = shown(page)
+        streamed_text = page.get_by_test_id("run-text").inner_text()
+        samples = page.evaluate("window.textSamples")
+        page.screenshot(path=str(ARTIFACTS / "live-page-streamed.png"), full_page=True)
+
+        # A fresh page: pick the run from the list and watch it replayed over the websocket.
+        page.goto(f"{live_server_url}/live/")
+        page.locator(f'[data-testid=run-item][data-execution-id="{streamed["run-id"]}"]').click()
+        wait_until_finished(page)
+        replayed = shown(page)
+        replayed_text = page.get_by_test_id("run-text").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "live-page-replayed.png"), full_page=True)
+
+    execution = WorkflowExecution.objects.get()
+    assert execution.status == "completed" and execution.total_tokens > 0 and execution.cost > 0
+    assert streamed == stored(execution)
+    assert replayed == stored(execution)
+    assert "84" in streamed_text and replayed_text == streamed_text == execution.output_data["content"]
+    # The text grew token by token while the run was still running.
+    while_running = [text for text, status in samples if text and status not in TERMINAL_STATUSES]
+    assert len(set(while_running)) >= 2, samples
+    assert all(later.startswith(earlier) for earlier, later in pairwise(while_running)), samples
+    assert errors == []
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url):
+    """The chat response is cut after its first tokens: the page goes on over the websocket from the last
+    seq it saw, without a repeated node line or counter, and shows the saved reply in full."""
+
+    def cut_after_first_tokens(route):
+        response = route.fetch()
+        frames = response.text().split("\n\n")
+        first_token = next(i for i, frame in enumerate(frames) if "event: token" in frame)
+        route.fulfill(response=response, body="\n\n".join(frames[: first_token + 2]) + "\n\n")
+
+    with logged_in_page(live_server_url, name="live-page-dropped") as (page, errors):
+        page.route("**/api/v1/chat/", cut_after_first_tokens)
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        send(page, "What is 12*7?")
+        wait_until_finished(page)
+        recovered = shown(page)
+        text = page.get_by_test_id("run-text").inner_text()
+
+    execution = WorkflowExecution.objects.get()
+    assert sockets and all(f"/ws/executions/{execution.pk}/?after=" in url for url in sockets)
+    assert int(sockets[0].rsplit("=", 1)[1]) > 0  # resumed from the last seq the stream had delivered
+    assert recovered == stored(execution)
+    assert text == execution.output_data["content"] and "84" in text
+    assert errors == []

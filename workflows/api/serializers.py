@@ -1,0 +1,138 @@
+"""Runs over the API: requests to start one, and executions with their trace. Money is rendered as strings."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from conversations.api.serializers import ConversationSerializer, MessageSerializer
+from conversations.services import MAX_MESSAGE_CHARS
+from workflows.engine.config import config_errors
+from workflows.events import event_envelope
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
+
+RUN_MODES = (WorkflowExecution.Mode.SYNC, WorkflowExecution.Mode.STREAM, WorkflowExecution.Mode.BACKGROUND)
+
+
+# --- requests -------------------------------------------------------------------------------------------
+class RunInputSerializer(serializers.Serializer):
+    message = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
+                                    max_length=MAX_MESSAGE_CHARS)
+    variables = serializers.DictField(required=False)
+
+
+class ExecutionCreateSerializer(serializers.Serializer):
+    """POST /executions/: exactly one of template (key or id), definition_id, graph (SPEC §3)."""
+
+    template = serializers.CharField(required=False, allow_null=True, max_length=100)
+    definition_id = serializers.UUIDField(required=False, allow_null=True)
+    graph = serializers.DictField(required=False, allow_null=True)
+    input = RunInputSerializer(required=False, allow_null=True)
+    conversation_id = serializers.UUIDField(required=False, allow_null=True)
+    config = serializers.DictField(required=False, allow_null=True)
+    mode = serializers.ChoiceField(choices=RUN_MODES, default=WorkflowExecution.Mode.SYNC)
+
+    def validate_config(self, value: dict | None) -> dict | None:
+        errors = config_errors(value) if value is not None else []
+        if errors:
+            raise serializers.ValidationError(errors)  # [{"path", "code", "message"}], as the engine reports
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        sources = [name for name in ("template", "definition_id", "graph") if attrs.get(name) is not None]
+        if len(sources) != 1:
+            raise serializers.ValidationError("give exactly one of template, definition_id, graph")
+        return attrs
+
+
+class EventsQuerySerializer(serializers.Serializer):
+    """Where a read of the event log starts: after `Last-Event-ID` (SSE resume) or else `?after=`."""
+
+    after = serializers.IntegerField(min_value=0, required=False)
+    last_event_id = serializers.IntegerField(min_value=0, required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        return {"after": attrs.get("last_event_id", attrs.get("after", 0))}
+
+
+# --- responses ------------------------------------------------------------------------------------------
+class ExecutionSerializer(serializers.ModelSerializer):
+    template = serializers.SlugRelatedField(slug_field="key", read_only=True)
+
+    class Meta:
+        model = WorkflowExecution
+        fields = (
+            "id", "workflow_type", "template", "definition", "definition_version", "conversation", "schedule",
+            "status", "mode", "provider", "model", "config", "input_data", "output_data", "error_type",
+            "error_message", "created_at", "started_at", "completed_at", "execution_time_ms",
+            "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
+            "correlation_id", "cancel_requested",
+        )
+        read_only_fields = fields
+
+
+class NodeExecutionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NodeExecution
+        fields = (
+            "index", "node_id", "node_type", "status", "started_at", "completed_at", "duration_ms",
+            "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
+            "error_message", "output",
+        )
+        read_only_fields = fields
+
+
+class ToolCallSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ToolCall
+        fields = ("id", "node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
+        read_only_fields = fields
+
+
+class LLMCallSerializer(serializers.ModelSerializer):
+    node_id = serializers.CharField(source="node_execution.node_id", read_only=True, allow_null=True)
+    node_index = serializers.IntegerField(source="node_execution.index", read_only=True, allow_null=True)
+
+    class Meta:
+        model = LLMCall
+        fields = (
+            "id", "node_id", "node_index", "provider", "model", "prompt_tokens", "completion_tokens",
+            "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost", "estimated",
+            "usage_raw", "duration_ms", "created_at",
+        )
+        read_only_fields = fields
+
+
+class ExecutionDetailSerializer(ExecutionSerializer):
+    """An execution with its trace. `llm_calls`/`tool_calls` stay the counts (as in lists and events); the
+    rows themselves are `llm_call_log`/`tool_call_log`."""
+
+    node_executions = NodeExecutionSerializer(many=True, read_only=True)
+    tool_call_log = ToolCallSerializer(source="tool_call_rows", many=True, read_only=True)
+    llm_call_log = LLMCallSerializer(source="llm_call_rows", many=True, read_only=True)
+
+    class Meta(ExecutionSerializer.Meta):
+        fields = (*ExecutionSerializer.Meta.fields, "graph", "node_executions", "tool_call_log", "llm_call_log")
+        read_only_fields = fields
+
+
+class RunResultSerializer(serializers.Serializer):
+    """A finished sync run (SPEC §7): the execution, its conversation (fresh aggregates) and the turn's
+    messages, oldest first ([user, assistant] for a chat turn; empty without a conversation)."""
+
+    execution = ExecutionSerializer(source="*", read_only=True)
+    conversation = ConversationSerializer(read_only=True, allow_null=True)
+    messages = MessageSerializer(many=True, read_only=True)
+
+
+class EventEnvelopeSerializer(serializers.Serializer):
+    """A persisted event as the §6 envelope, the very dict websockets and SSE carry (the fields document it;
+    events.event_envelope builds it)."""
+
+    event = serializers.CharField()
+    execution_id = serializers.UUIDField()
+    seq = serializers.IntegerField(allow_null=True)
+    ts = serializers.DateTimeField()
+    data = serializers.DictField()
+
+    def to_representation(self, instance: ExecutionEvent) -> dict:
+        return event_envelope(execution_id=instance.execution_id, event=instance.event, data=instance.data,
+                              seq=instance.seq, ts=instance.created_at)
