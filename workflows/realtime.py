@@ -35,19 +35,27 @@ def user_group(user_id) -> str:
     return f"user.{user_id}"
 
 
+class _Target:
+    """One event loop broadcasts are sent from, with its own ordered backlog."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, private: bool):
+        self.loop, self.private = loop, private
+        self.pending: deque = deque()  # touched only on `loop`
+        self.draining = False
+
+
 class Broadcaster:
     """Ordered, fire-and-forget group sends from any thread.
 
-    Messages go through one queue drained by one task, on the event loop where this process's listeners
-    live (the ASGI server's loop, once a consumer or streaming view has bound it) or else on a private
-    loop thread (commands, workers: only a shared layer such as Redis has listeners for them).
+    Messages are queued on the event loop where this process's listeners live (the ASGI server's loop, once
+    a consumer or streaming view has bound it) or else on a private loop thread (commands, workers: only a
+    shared layer such as Redis has listeners for them), and sent by a task that exists only while there is
+    a backlog.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
-        self._private = False
+        self._target: _Target | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver from `loop` from now on (called on the loop itself by in-process listeners).
@@ -57,60 +65,56 @@ class Broadcaster:
         if not isinstance(get_channel_layer(), InMemoryChannelLayer):
             return
         with self._lock:
-            if self._loop is loop and not loop.is_closed():
-                return
-            self._start(loop, private=False)
+            if self._target is None or self._target.loop is not loop:
+                self._target = _Target(loop, private=False)
 
-    def _start(self, loop: asyncio.AbstractEventLoop, *, private: bool) -> None:
-        self._loop, self._private = loop, private
-        self._queue = None
-        ready = threading.Event()
-
-        def begin() -> None:
-            self._queue = asyncio.Queue()
-            loop.create_task(self._drain(self._queue))
-            ready.set()
-
-        if private:
-            loop.call_soon_threadsafe(begin)
-            ready.wait(5)
-        else:
-            begin()  # bind() runs on the loop itself
-
-    def _ensure(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
+    def _current(self) -> _Target:
         with self._lock:
-            if self._loop is None or self._loop.is_closed():
+            if self._target is None or self._target.loop.is_closed():
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="chatter-broadcast", daemon=True).start()
-                self._start(loop, private=True)
+                self._target = _Target(loop, private=True)
                 atexit.register(self.flush)
-            return self._loop, self._queue
+            return self._target
 
     def send(self, groups: list[str], envelope: dict) -> None:
         try:
-            loop, queue = self._ensure()
-            loop.call_soon_threadsafe(queue.put_nowait, (groups, envelope))
+            target = self._current()
+            target.loop.call_soon_threadsafe(self._enqueue, target, groups, envelope)
         except Exception:  # noqa: BLE001 - a broken layer must never break a run
             logger.exception("could not queue a broadcast")
 
-    async def _drain(self, queue: asyncio.Queue) -> None:
+    def _enqueue(self, target: _Target, groups: list[str], envelope: dict) -> None:
+        target.pending.append((groups, envelope))
+        if not target.draining:
+            target.draining = True
+            target.loop.create_task(self._drain(target))
+
+    async def _drain(self, target: _Target) -> None:
         layer = get_channel_layer()
-        while True:
-            groups, envelope = await queue.get()
-            for group in groups:
-                try:
-                    await layer.group_send(group, {"type": MESSAGE_TYPE, "event": envelope})
-                except Exception:  # noqa: BLE001 - e.g. Redis down: persisted events are replayed from the db
-                    logger.warning("broadcast to %s failed", group, exc_info=True)
-            queue.task_done()
+        try:
+            while target.pending:
+                groups, envelope = target.pending.popleft()
+                for group in groups:
+                    try:
+                        await layer.group_send(group, {"type": MESSAGE_TYPE, "event": envelope})
+                    except Exception:  # noqa: BLE001 - e.g. Redis down: persisted events are replayed from the db
+                        logger.warning("broadcast to %s failed", group, exc_info=True)
+        finally:
+            target.draining = False
 
     def flush(self, timeout: float = 3.0) -> None:
         """Wait until queued broadcasts are sent (a command about to exit)."""
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None or not self._private or loop.is_closed():
+        target = self._target
+        if target is None or not target.private or target.loop.is_closed():
             return
+
+        async def idle() -> None:
+            while target.draining or target.pending:
+                await asyncio.sleep(0.005)
+
         try:
-            asyncio.run_coroutine_threadsafe(queue.join(), loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(idle(), target.loop).result(timeout)
         except Exception:  # noqa: BLE001
             logger.warning("some broadcasts were not sent before exit")
 
