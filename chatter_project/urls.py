@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(url="/live/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("chatter_project.api.urls")),
     path("", include("chatter_project.live_urls")),

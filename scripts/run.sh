@@ -34,6 +34,8 @@ if [ -z "${SECRET_KEY:-}" ]; then
     export SECRET_KEY
 fi
 export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
+# The offline demo model streams a word every 25 ms so the live page visibly streams.
+export CHATTER_LOCAL_TOKEN_DELAY_MS="${CHATTER_LOCAL_TOKEN_DELAY_MS:-25}"
 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py collectstatic --noinput -v0
