@@ -31,7 +31,8 @@ def database_url() -> str:
 
 
 def server_env(tmp_path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    # The test settings' own switches (e.g. CHATTER_Q_SYNC) must not leak into real server processes.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "CHATTER_Q_SYNC"}
     env.update({
         "DJANGO_SETTINGS_MODULE": "chatter_project.settings",
         "SECRET_KEY": "test-server-secret",
@@ -42,6 +43,22 @@ def server_env(tmp_path, **extra) -> dict:
         **extra,
     })
     return env
+
+
+def start_worker(tmp_path, **extra_env) -> subprocess.Popen:
+    """A real django-q2 worker (`manage.py qcluster`) on the test database."""
+    log = tmp_path / f"qcluster-{time.monotonic_ns()}.log"
+    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=server_env(tmp_path, **extra_env),
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 class Server:
@@ -80,8 +97,4 @@ def daphne_server(transactional_db, tmp_path):
 
     yield start
     for server in servers:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
+        stop_process(server.process)

@@ -16,6 +16,7 @@ from typing import Iterator
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
@@ -28,7 +29,7 @@ from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.providers import provider_check
-from workflows.engine.runtime import RunContext
+from workflows.engine.runtime import NullHooks, RunContext
 from workflows.events import Sink
 from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.recorder import ExecutionRecorder, cancel_signal_local
@@ -221,7 +222,16 @@ def execution_create(
                 conversation_id=conversation.pk, role=Message.Role.USER, content=message, execution=execution,
                 provider_used=resolved["provider"], model_used=resolved["model"], actor=owner,
             )
+        if mode in (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED):
+            # Only a committed execution may reach a worker: the task would not find it otherwise.
+            transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
     return execution
+
+
+def execution_enqueue(*, execution_id) -> None:
+    """Hand a pending execution to the django-q2 workers (`manage.py qcluster`)."""
+    async_task("workflows.tasks.execution_run_task", str(execution_id), task_name=f"execution-{execution_id}",
+               group="executions")
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -262,23 +272,26 @@ def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecutio
 
 
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
-                     state: dict | None, error: RunError | None) -> WorkflowExecution:
-    """The terminal transaction: status, assistant message, events and every aggregate commit together."""
+                     state: dict | None, error: RunError | None,
+                     from_status: str = Status.RUNNING) -> WorkflowExecution:
+    """The terminal transaction: status, assistant message, events and every aggregate commit together.
+    Every run ends here, whether it ran (from `running`) or was cancelled before it started (from `pending`)."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
     reply = last_ai_message(state) if state else None
     content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
     call = recorder.last_call
-    elapsed_ms = int((now - execution.started_at).total_seconds() * 1000)
+    elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
     totals = {**ctx.usage.token_fields(), "cost": ctx.usage.cost}
     with transaction.atomic():
-        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(
             status=status, completed_at=now, execution_time_ms=elapsed_ms,
             output_data={"content": content, "variables": (state or {}).get("variables") or {}},
             error_type=error.error_type if error else "", error_message=error.message if error else "",
+            **({"cancel_requested": True} if status == Status.CANCELLED else {}),
         )
-        if not finished:  # someone else (the recovery sweep) already ended this run
+        if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             execution.refresh_from_db()
             return execution
         execution.refresh_from_db()
@@ -356,18 +369,13 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
     """Cancel a pending run at once, or ask a running one to stop at its next token or node boundary."""
     if execution.is_terminal:
         raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
-    with transaction.atomic():
-        cancelled = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.PENDING).update(
-            status=Status.CANCELLED, cancel_requested=True, completed_at=timezone.now(), execution_time_ms=0,
-            error_type="cancelled", error_message="cancelled before it started",
+    if execution.status == Status.PENDING:
+        execution = execution_finish(
+            execution=execution, recorder=ExecutionRecorder(execution),
+            ctx=RunContext(config=execution.config, hooks=NullHooks()), state=None,
+            error=RunCancelled("cancelled before it started"), from_status=Status.PENDING,
         )
-        if cancelled:
-            execution.refresh_from_db()
-            ExecutionRecorder(execution).emit("workflow_cancelled", {
-                "error_type": "cancelled", "error_message": execution.error_message, "status": "cancelled",
-                "execution_time_ms": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                "cost": "0", "llm_calls": 0, "tool_calls": 0, "message_id": None})
-            execution_finished.send(sender=WorkflowExecution, execution=execution)
+        if execution.status == Status.CANCELLED:
             return execution
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
     cancel_signal_local(execution.pk)

@@ -80,5 +80,7 @@ class ChatSerializer(serializers.Serializer):
     def validate(self, attrs: dict) -> dict:
         if attrs.get("template") is not None and attrs.get("definition_id") is not None:
             raise serializers.ValidationError({"definition_id": ["give template or definition_id, not both"]})
+        if attrs.get("stream") and attrs.get("background"):
+            raise serializers.ValidationError({"background": ["a run is streamed or in the background, not both"]})
         config = {name: attrs.pop(name) for name in CHAT_CONFIG_FIELDS if name in attrs}
         return {**attrs, "config": config}

@@ -19,7 +19,7 @@ from conversations.api.serializers import (
 from conversations.models import Conversation
 from conversations.selectors import conversation_list, message_list
 from workflows.api.serializers import RunResultSerializer
-from workflows.api.views import background_not_supported, run_response
+from workflows.api.views import run_response
 from workflows.models import WorkflowExecution
 from workflows.services import execution_create
 
@@ -37,11 +37,13 @@ class ChatView(APIView):
         serializer = ChatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        mode = WorkflowExecution.Mode.SYNC
         if data["background"]:
-            raise background_not_supported()
+            mode = WorkflowExecution.Mode.BACKGROUND
+        elif data["stream"]:
+            mode = WorkflowExecution.Mode.STREAM
         execution = execution_create(
-            owner=request.user, chat=True,
-            mode=WorkflowExecution.Mode.STREAM if data["stream"] else WorkflowExecution.Mode.SYNC,
+            owner=request.user, chat=True, mode=mode,
             message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
             conversation_id=data.get("conversation_id"), config=data["config"],
         )

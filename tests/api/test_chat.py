@@ -149,10 +149,26 @@ def test_an_unknown_template_is_a_404_and_leaves_no_row(api):
 
 
 @pytest.mark.django_db
-def test_background_is_not_supported_yet(api):
+def test_a_background_turn_is_202_pending_and_handed_to_a_worker_after_commit(
+        api, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api.post(URL, {"message": "What is 12*7?", "background": True}, format="json")
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["mode"]) == ("pending", "background")
+    execution = WorkflowExecution.objects.get()
+    assert execution.messages.get().role == "user"  # the user message is saved before the run
+    assert len(callbacks) == 1  # enqueued only once the execution is committed
+    callbacks[0]()  # test settings run django-q2 tasks synchronously
+    execution.refresh_from_db()
+    assert execution.status == "completed" and execution.messages.count() == 2
+
+
+@pytest.mark.django_db
+def test_stream_and_background_together_are_a_400_and_no_row(api):
     before = row_counts()
-    details = assert_error(api.post(URL, {"message": "hi", "background": True}), 400, "not_supported")
-    assert details == {"mode": ["background is not supported yet"]}
+    details = assert_error(api.post(URL, {"message": "hi", "background": True, "stream": True}, format="json"),
+                           400, "validation_error")
+    assert "background" in details
     assert row_counts() == before
 
 

@@ -122,10 +122,11 @@ def test_someone_elses_definition_or_conversation_is_a_404_and_no_row(api, bob):
 
 
 @pytest.mark.django_db
-def test_background_mode_is_not_supported_yet(api):
-    before = row_counts()
-    assert_error(api.post(URL, {"graph": LINEAR, "mode": "background"}), 400, "not_supported")
-    assert row_counts() == before
+def test_background_mode_answers_202_with_the_pending_run(api):
+    response = api.post(URL, {"graph": LINEAR, "mode": "background"}, format="json")
+    assert response.status_code == 202
+    assert response.json()["status"] == "pending"
+    assert WorkflowExecution.objects.get().mode == "background"
 
 
 @pytest.mark.django_db(transaction=True)

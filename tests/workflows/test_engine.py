@@ -218,8 +218,10 @@ def test_cancelling_a_pending_run_means_it_never_runs(alice):
     after = execution_run(execution_id=execution.pk)
     assert after.status == "cancelled"
     assert NodeExecution.objects.filter(execution=execution).count() == 0
-    assert assert_seq_gapless(after) == ["workflow_cancelled"]
-    assert_i1(after.conversation)
+    assert assert_seq_gapless(after) == ["message_saved", "workflow_cancelled"]
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert (reply.content, reply.total_tokens, reply.error_message) == ("", 0, "cancelled before it started")
+    assert_all(after)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -27,14 +27,11 @@ from workflows.selectors import execution_get, execution_list
 from workflows.services import execution_cancel, execution_create, execution_run
 
 
-def background_not_supported() -> InvalidInput:
-    return InvalidInput("background runs are not available yet; use sync or stream", code="not_supported",
-                        details={"mode": ["background is not supported yet"]})
-
-
 def run_response(execution: WorkflowExecution) -> HttpResponseBase:
-    """Answer a just-created (pending) run in its mode: SSE of its events while it runs, or run it to the
-    end and answer 201 with the result."""
+    """Answer a just-created (pending) run in its mode: 202 with the pending run (a worker runs it), SSE of its
+    events while it runs, or run it to the end and answer 201 with the result."""
+    if execution.mode == WorkflowExecution.Mode.BACKGROUND:
+        return Response(ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED)
     if execution.mode == WorkflowExecution.Mode.STREAM:
         return sse_response(execution_run_streamed(execution.pk))
     execution = execution_run(execution_id=execution.pk)
@@ -67,8 +64,6 @@ class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         serializer = ExecutionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if data["mode"] == WorkflowExecution.Mode.BACKGROUND:
-            raise background_not_supported()
         run_input = data.get("input") or {}
         execution = execution_create(
             owner=request.user, mode=data["mode"], template=data.get("template"),
