@@ -3,9 +3,10 @@ from django.db.models.signals import post_migrate
 
 
 def _seed_builtins(sender, **kwargs) -> None:
-    from workflows.services import builtins_seed
+    from workflows.services import builtins_seed, scheduler_ensure
 
     builtins_seed()
+    scheduler_ensure()
 
 
 class WorkflowsConfig(AppConfig):

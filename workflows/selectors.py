@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from workflows.models import WorkflowExecution
+from workflows.models import WorkflowExecution, WorkflowSchedule
 
 
 def _uuid(value) -> uuid.UUID | None:
@@ -23,3 +23,12 @@ def execution_get(*, user, execution_id) -> WorkflowExecution | None:
     if pk is None:
         return None
     return execution_list(user=user).filter(pk=pk).first()
+
+
+def schedule_list(*, user):
+    return WorkflowSchedule.objects.filter(owner=user).select_related("template", "definition")
+
+
+def schedule_get(*, user, schedule_id) -> WorkflowSchedule | None:
+    pk = _uuid(schedule_id)
+    return None if pk is None else schedule_list(user=user).filter(pk=pk).first()

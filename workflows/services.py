@@ -11,8 +11,12 @@ import logging
 import queue
 import threading
 import uuid
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
@@ -20,7 +24,7 @@ from django_q.tasks import async_task
 
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
-from chatter_project.errors import Conflict, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
+from chatter_project.errors import ChatterError, Conflict, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
@@ -31,7 +35,7 @@ from workflows.engine.nodes import last_ai_message
 from workflows.engine.providers import provider_check
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.events import Sink
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
 from workflows.recorder import ExecutionRecorder, cancel_signal_local
 from workflows.signals import execution_finished
 
@@ -381,3 +385,119 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
     cancel_signal_local(execution.pk)
     execution.refresh_from_db()
     return execution
+
+
+# --- schedules ------------------------------------------------------------------------------------------
+SCHEDULER_NAME = "chatter-schedules"
+
+
+def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
+    errors = []
+    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
+        errors.append({"path": "cron", "code": "invalid_cron",
+                       "message": f"{cron!r} is not a cron expression of 5 fields (minute hour day month weekday)"})
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        errors.append({"path": "timezone", "code": "invalid_timezone",
+                       "message": f"{timezone_name!r} is not an IANA time zone (e.g. Europe/Paris)"})
+    if not isinstance(run_input, dict) or not isinstance(run_input.get("variables", {}), dict):
+        errors.append({"path": "input", "code": "invalid_type",
+                       "message": 'input must be an object like {"message": "...", "variables": {...}}'})
+    return errors
+
+
+def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> datetime:
+    """The next time the cron fires after `after`, read in the schedule's own time zone (DST included)."""
+    local = after.astimezone(ZoneInfo(timezone_name))
+    return croniter(cron, local).get_next(datetime).astimezone(dt_timezone.utc)
+
+
+def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
+    errors = _schedule_errors(cron=schedule.cron, timezone_name=schedule.timezone, run_input=schedule.input)
+    if not schedule.name or not schedule.name.strip():
+        errors.append({"path": "name", "code": "required", "message": "name is required"})
+    if errors:
+        raise InvalidInput("invalid schedule", details=errors)
+    params = schedule.template.params if schedule.template_id else (schedule.definition.metadata or {}).get("config")
+    config = config_resolve(params, schedule.config)
+    graph = schedule.template.graph if schedule.template_id else {
+        "nodes": schedule.definition.nodes, "edges": schedule.definition.edges}
+    _models_check(parse_graph(graph), config)
+
+
+def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", template: str | None = None,
+                    definition_id=None, run_input: dict | None = None, config: dict | None = None,
+                    enabled: bool = True) -> WorkflowSchedule:
+    """A workflow run on a cron. Bad cron, time zone, source or config raise InvalidInput before any row."""
+    if (template is None) == (definition_id is None):
+        raise InvalidInput("give exactly one of template, definition_id")
+    schedule = WorkflowSchedule(
+        owner=owner, name=(name or "")[:255], cron=cron, timezone=timezone_name, enabled=enabled,
+        input=run_input if run_input is not None else {}, config=config or {},
+        template=_visible_template(owner=owner, key_or_id=template) if template is not None else None,
+        definition=_visible_definition(owner=owner, definition_id=definition_id) if definition_id else None,
+    )
+    _schedule_validate(owner=owner, schedule=schedule)
+    schedule.next_run_at = schedule_next_run(cron=cron, timezone_name=timezone_name, after=timezone.now()) \
+        if enabled else None
+    schedule.save()
+    return schedule
+
+
+def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedule:
+    fields = {"name": "name", "cron": "cron", "timezone_name": "timezone", "run_input": "input", "config": "config",
+              "enabled": "enabled"}
+    with transaction.atomic():
+        locked = WorkflowSchedule.objects.select_for_update().get(pk=schedule.pk)
+        for key, value in changes.items():
+            setattr(locked, fields[key], value)
+        _schedule_validate(owner=locked.owner, schedule=locked)
+        locked.next_run_at = schedule_next_run(cron=locked.cron, timezone_name=locked.timezone,
+                                               after=timezone.now()) if locked.enabled else None
+        locked.save()
+    return locked
+
+
+def schedule_delete(*, schedule: WorkflowSchedule) -> None:
+    """Remove a schedule; its past executions stay (their `schedule` becomes null)."""
+    WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+
+
+def scheduler_ensure() -> None:
+    """The one django-q2 schedule that fires due WorkflowSchedules every minute; idempotent (no duplicates on
+    restart or re-migrate)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=SCHEDULER_NAME,
+        defaults={"func": "workflows.tasks.schedules_run_due_task", "schedule_type": Schedule.MINUTES,
+                  "minutes": 1, "repeats": -1},
+    )
+
+
+def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]:
+    """Start a `scheduled` execution for every enabled schedule that is due, owned by the schedule's owner.
+    Each schedule is claimed by moving its next_run_at, so two workers never start the same tick."""
+    now = now or timezone.now()
+    started = []
+    for schedule in WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).select_related(
+            "owner", "template", "definition"):
+        following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
+        claimed = WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
+            next_run_at=following, last_run_at=now)
+        if not claimed:
+            continue
+        try:
+            execution = execution_create(
+                owner=schedule.owner, mode=WorkflowExecution.Mode.SCHEDULED, schedule=schedule,
+                template=schedule.template.key if schedule.template_id else None,
+                definition_id=schedule.definition_id, message=schedule.input.get("message"),
+                variables=schedule.input.get("variables"), config=schedule.config,
+            )
+        except ChatterError:
+            logger.exception("schedule %s could not start its run", schedule.pk)
+            continue
+        WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution)
+        started.append(execution)
+    return started

@@ -7,7 +7,7 @@ from conversations.api.serializers import ConversationSerializer, MessageSeriali
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors
 from workflows.events import event_envelope
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution, WorkflowSchedule
 
 RUN_MODES = (WorkflowExecution.Mode.SYNC, WorkflowExecution.Mode.STREAM, WorkflowExecution.Mode.BACKGROUND)
 
@@ -136,3 +136,29 @@ class EventEnvelopeSerializer(serializers.Serializer):
     def to_representation(self, instance: ExecutionEvent) -> dict:
         return event_envelope(execution_id=instance.execution_id, event=instance.event, data=instance.data,
                               seq=instance.seq, ts=instance.created_at)
+
+
+# --- schedules ------------------------------------------------------------------------------------------
+class ScheduleSerializer(serializers.ModelSerializer):
+    """A cron run. Writes are validated by the schedule services (cron, time zone, source, config)."""
+
+    template = serializers.CharField(source="template.key", read_only=True, default=None)
+    definition_id = serializers.UUIDField(source="definition.id", read_only=True, default=None)
+    timezone = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = WorkflowSchedule
+        fields = ("id", "name", "template", "definition_id", "input", "config", "cron", "timezone", "enabled",
+                  "next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class ScheduleWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    template = serializers.CharField(required=False, allow_null=True, max_length=100)
+    definition_id = serializers.UUIDField(required=False, allow_null=True)
+    input = serializers.DictField(required=False)
+    config = serializers.DictField(required=False)
+    cron = serializers.CharField(max_length=100)
+    timezone = serializers.CharField(required=False, default="UTC", max_length=64)
+    enabled = serializers.BooleanField(required=False, default=True)

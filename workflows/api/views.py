@@ -11,8 +11,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
-from chatter_project.api.sse import EventStreamNegotiation, sse_response, wants_event_stream
-from chatter_project.errors import InvalidInput, NotFound
+from chatter_project.api.sse import (
+    EventStreamNegotiation,
+    sse_response,
+    wants_event_stream,
+)
+from chatter_project.errors import NotFound
 from workflows.api.serializers import (
     EventEnvelopeSerializer,
     EventsQuerySerializer,
@@ -20,11 +24,30 @@ from workflows.api.serializers import (
     ExecutionDetailSerializer,
     ExecutionSerializer,
     RunResultSerializer,
+    ScheduleSerializer,
+    ScheduleWriteSerializer,
 )
-from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    WorkflowExecution,
+    WorkflowSchedule,
+)
 from workflows.realtime import execution_feed, execution_run_streamed
-from workflows.selectors import execution_get, execution_list
-from workflows.services import execution_cancel, execution_create, execution_run
+from workflows.selectors import (
+    execution_get,
+    execution_list,
+    schedule_get,
+    schedule_list,
+)
+from workflows.services import (
+    execution_cancel,
+    execution_create,
+    execution_run,
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+)
 
 
 def run_response(execution: WorkflowExecution) -> HttpResponseBase:
@@ -104,3 +127,49 @@ class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return sse_response(execution_feed(execution.pk, after=after))
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(EventEnvelopeSerializer(page, many=True).data)
+
+
+class ScheduleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Cron runs of a template or definition (SPEC §7): a bad cron or time zone is a 400 and writes nothing."""
+
+    queryset = WorkflowSchedule.objects.none()
+    serializer_class = ScheduleSerializer
+    ordering = ("name",)
+
+    def get_queryset(self):
+        return schedule_list(user=self.request.user)
+
+    def get_object(self) -> WorkflowSchedule:
+        schedule = schedule_get(user=self.request.user, schedule_id=self.kwargs["pk"])
+        if schedule is None:
+            raise NotFound("schedule not found")
+        return schedule
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(ScheduleSerializer(self.get_object()).data)
+
+    @extend_schema(request=ScheduleWriteSerializer, responses={201: ScheduleSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = ScheduleWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        schedule = schedule_create(
+            owner=request.user, name=data["name"], cron=data["cron"], timezone_name=data["timezone"],
+            template=data.get("template"), definition_id=data.get("definition_id"), run_input=data.get("input"),
+            config=data.get("config"), enabled=data["enabled"],
+        )
+        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ScheduleWriteSerializer(partial=True), responses=ScheduleSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        schedule = self.get_object()
+        serializer = ScheduleWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        names = {"name": "name", "cron": "cron", "timezone": "timezone_name", "input": "run_input",
+                 "config": "config", "enabled": "enabled"}
+        changes = {names[key]: value for key, value in serializer.validated_data.items() if key in names}
+        return Response(ScheduleSerializer(schedule_update(schedule=schedule, **changes)).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        schedule_delete(schedule=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

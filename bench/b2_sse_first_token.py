@@ -1,0 +1,296 @@
+"""B2 (SPEC §13): time to first token over SSE vs the model's own first token; target ≤ 5 ms added.
+
+Side by side, interleaved in one run (rotating order each repetition):
+- model:   in this process, `LocalChatModel(...)` with universal_chat's tools bound, `.stream(messages)` to
+           its first non-empty chunk;
+- engine:  in this process, no HTTP: the services the chat view calls, `execution_create(..., mode=stream)` then
+           `execution_stream(...)` to the first token envelope, on the SQLite database the server uses (splits
+           the added time into engine + database vs HTTP + daphne);
+- sqlite:  client-side, sending `POST /api/v1/chat/` {"message", "stream": true} to the first `event: token`
+           frame, against daphne on SQLite (the embedded default), one keep-alive connection;
+- postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres).
+Every side uses the local model slowed by CHATTER_LOCAL_TOKEN_DELAY_MS, so "first token" is well defined.
+The chat turn's message has no arithmetic and no time words, so no tool call precedes the answer.
+
+    .venv/bin/python bench/b2_sse_first_token.py [--reps 50] [--delay-ms 20] [--no-postgres] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from harness import (
+    BenchRun,
+    CpuMeter,
+    Profile,
+    api_token,
+    format_cpu,
+    log,
+    machine_note,
+    median,
+    percentile,
+    table,
+)
+
+MESSAGE = "hello there"
+WARMUP = 5
+TERMINAL = ("workflow_completed", "workflow_failed", "workflow_cancelled")
+
+
+def model_first_token(delay_ms: int) -> float:
+    """Seconds from building the model and calling stream() to its first non-empty chunk."""
+    from langchain_core.messages import HumanMessage
+
+    from workflows.engine.local_model import LocalChatModel
+    from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
+
+    messages = [HumanMessage(MESSAGE)]
+    started = time.perf_counter()
+    model = LocalChatModel(model_name="local-echo-1", token_delay_s=delay_ms / 1000)
+    model = model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS])
+    stream = model.stream(messages)
+    try:
+        for chunk in stream:
+            if chunk.content:
+                return time.perf_counter() - started
+    finally:
+        stream.close()
+    raise RuntimeError("the model streamed no text")
+
+
+def engine_first_token(user) -> dict:
+    """The streaming chat turn through the services, in this process: seconds from execution_create to each
+    event up to the first token (the run is read to its end)."""
+    from workflows.models import WorkflowExecution
+    from workflows.services import execution_create, execution_stream
+
+    marks: dict = {"steps": []}
+    started = time.perf_counter()
+    execution = execution_create(owner=user, chat=True, mode=WorkflowExecution.Mode.STREAM, message=MESSAGE,
+                                 config={})
+    marks["created"] = time.perf_counter() - started
+    for envelope in execution_stream(execution_id=execution.pk):
+        if "first_token" in marks:
+            continue
+        now = time.perf_counter() - started
+        node = envelope["data"].get("node_id")
+        marks["steps"].append((f"{envelope['event']}:{node}" if node else envelope["event"], now))
+        if envelope["event"] == "token":
+            marks["first_token"] = now
+    if "first_token" not in marks:
+        raise RuntimeError(f"the in-process run streamed no token: {marks}")
+    return marks
+
+
+class ChatStream:
+    """One keep-alive client for streaming chat turns against one server."""
+
+    def __init__(self, base_url: str, token: str):
+        import httpx
+
+        self.client = httpx.Client(base_url=base_url, timeout=30,
+                                   headers={"Authorization": f"Token {token}", "Accept": "text/event-stream"})
+
+    def turn(self) -> dict:
+        """Seconds from sending the request to: the response headers, each frame up to the first token, and the
+        first token; reads the stream to its end so the next turn starts on an idle server and connection."""
+        marks: dict = {"steps": [], "sent_wall": time.time()}
+        started = time.perf_counter()
+        with self.client.stream("POST", "/api/v1/chat/", json={"message": MESSAGE, "stream": True}) as response:
+            marks["headers"] = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"chat answered {response.status_code}: {response.read()[:500]!r}")
+            event, data = None, None
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line == "" and event is not None:
+                    now = time.perf_counter() - started
+                    if "first_token" not in marks:
+                        envelope = json.loads(data)
+                        node = envelope["data"].get("node_id")
+                        marks["steps"].append((f"{event}:{node}" if node else event, now))
+                        marks.setdefault("execution_id", envelope["execution_id"])
+                        if event == "token":
+                            marks["first_token"] = now
+                        elif "first_frame" not in marks:
+                            marks["first_frame"] = now
+                    if event in TERMINAL:
+                        marks["terminal"] = event
+                    event, data = None, None
+        if marks.get("terminal") != "workflow_completed" or "first_token" not in marks:
+            raise RuntimeError(f"the streamed turn did not complete with tokens: {marks}")
+        return marks
+
+    def server_marks(self, marks: dict) -> None:
+        """Add the server's own timestamps of the run (created in the view, started in the run's thread), as
+        seconds from sending the request (one machine, one clock)."""
+        from datetime import datetime
+
+        response = self.client.get(f"/api/v1/executions/{marks['execution_id']}/", headers={"Accept": "application/json"})
+        response.raise_for_status()
+        row = response.json()
+        for field in ("created_at", "started_at"):
+            at = datetime.fromisoformat(row[field]).timestamp()
+            marks[field] = at - marks["sent_wall"]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def timeline_rows(items: list[dict], previous: list[float]) -> list[list]:
+    """One row per event up to the first token: when it arrived and the step from the previous mark."""
+    names: list[str] = []
+    for r in items:
+        for name, _ in r["steps"]:
+            if name not in names:
+                names.append(name)
+    rows = []
+    for name in names:
+        at = [dict(r["steps"]).get(name) for r in items]
+        pairs = [(a, p) for a, p in zip(at, previous) if a is not None]
+        if not pairs:
+            continue
+        rows.append([f"event {name}", ms(median([a for a, _ in pairs])), "+" + ms(median([a - p for a, p in pairs]))])
+        previous = [a if a is not None else p for a, p in zip(at, previous)]
+    return rows
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=50, help="measured repetitions of each side (default 50)")
+    parser.add_argument("--delay-ms", type=int, default=20, help="CHATTER_LOCAL_TOKEN_DELAY_MS (default 20)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only (no PostgreSQL service)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the SQLite daphne while it serves turns")
+    args = parser.parse_args()
+
+    with BenchRun("b2") as run:
+        clients: dict[str, ChatStream] = {}
+        servers = {}
+        sqlite = run.database("sqlite", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms)
+        servers["sqlite"] = run.daphne(sqlite)
+        clients["sqlite"] = ChatStream(servers["sqlite"].base_url, api_token(servers["sqlite"], sqlite))
+        if not args.no_postgres:
+            services = run.services()
+            postgres = run.database("postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
+                                    DATABASE_URL=services["DATABASE_URL"])
+            servers["postgres"] = run.daphne(postgres)
+            clients["postgres"] = ChatStream(servers["postgres"].base_url, api_token(servers["postgres"], postgres))
+
+        # The in-process model reads the same settings the servers do (the delay is passed explicitly too).
+        os.environ.update({k: v for k, v in sqlite.env.items() if k not in ("PYTHONPATH",)})
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.get(username="bench")
+
+        sides = ["model", "engine", *clients]
+        results: dict[str, list] = {side: [] for side in sides}
+        profile = None
+        meter = CpuMeter({**{f"daphne {name}": server.process.pid for name, server in servers.items()},
+                          "this process (client, model, engine)": os.getpid()})
+        log(f"{WARMUP} warm-up + {args.reps} measured repetitions of {', '.join(sides)} (interleaved)")
+        try:
+            for rep in range(WARMUP + args.reps):
+                if rep == WARMUP:
+                    meter.start()
+                if rep == WARMUP and args.profile:
+                    seconds = args.reps * len(sides) * (0.3 + 0.02 * 12)
+                    profile = Profile(run, servers["sqlite"].process.pid, "daphne-sqlite", seconds)
+                order = sides[rep % len(sides):] + sides[:rep % len(sides)]
+                for side in order:
+                    if side == "model":
+                        result = {"first_token": model_first_token(args.delay_ms)}
+                    elif side == "engine":
+                        result = engine_first_token(user)
+                    else:
+                        result = clients[side].turn()
+                    if rep >= WARMUP:
+                        results[side].append(result)
+            cpu = meter.stop()
+            for side, client in clients.items():
+                for result in results[side]:
+                    client.server_marks(result)
+        finally:
+            for client in clients.values():
+                client.close()
+
+        report(results, args)
+        print(f"\nCPU while measuring: {format_cpu(cpu)}")
+        print(machine_note())
+        if profile is not None:
+            print()
+            print(profile.summary(focus=("workflows/", "conversations/", "chatter_project/", "analytics/", "audit/",
+                                         "rest_framework/", "django/db/", "django/core/handlers")))
+    return 0
+
+
+def report(results: dict[str, list], args) -> None:
+    base = [r["first_token"] for r in results["model"]]
+    base_med = median(base)
+    print(f"\nB2: time to first token, local model with a {args.delay_ms} ms token delay, message {MESSAGE!r}, "
+          f"{args.reps} interleaved repetitions each (ms)")
+    rows = []
+    for side, items in results.items():
+        first = [r["first_token"] for r in items]
+        label = {"model": "model in-process (baseline)",
+                 "engine": "engine in-process, no HTTP (sqlite)"}.get(side, f"SSE POST /api/v1/chat/ ({side})")
+        added = "" if side == "model" else ms(median(first) - base_med)
+        paired = "" if side == "model" else ms(median([a - b for a, b in zip(first, base)]))
+        rows.append([label, ms(median(first)), ms(percentile(first, 90)), ms(min(first)), added, paired])
+    print(table(rows, ["side", "median", "p90", "min", "added (median diff)", "added (median of paired diffs)"]))
+    print("target: <= 5 ms added")
+
+    engine = results["engine"]
+    print("\nWhere the time goes, engine in-process (median ms from calling execution_create; '+' is the median "
+          "step from the previous mark):")
+    rows = [["execution_create returned (rows written, committed)", ms(median([r["created"] for r in engine])),
+             "+" + ms(median([r["created"] for r in engine]))]]
+    rows += timeline_rows(engine, [r["created"] for r in engine])
+    print(table(rows, ["mark", "at", "step"]))
+
+    for side, items in results.items():
+        if side in ("model", "engine"):
+            continue
+        print(f"\nWhere the time goes, {side} (client-side, median ms from sending the request; "
+              f"'+' is the median step from the previous mark):")
+        created = [r["created_at"] for r in items]
+        started = [r["started_at"] for r in items]
+        rows = [
+            ["execution row created (server clock; in the view)", ms(median(created)), "+" + ms(median(created))],
+            ["run claimed in its thread (server clock)", ms(median(started)),
+             "+" + ms(median([s - c for s, c in zip(started, created)]))],
+            ["response headers (sent with the first frame)", ms(median([r["headers"] for r in items])),
+             "+" + ms(median([r["headers"] - s for r, s in zip(items, started)]))],
+        ]
+        rows += timeline_rows(items, [r["headers"] for r in items])
+        print(table(rows, ["mark", "at", "step"]))
+        node_started = [dict(r["steps"]).get("node_started:model") for r in items]
+        first = [r["first_token"] for r in items]
+        gaps = [f - n for f, n in zip(first, node_started) if n is not None]
+        print(f"before the model node starts: {ms(median(node_started))} ms (request, run set-up, the start/memory/"
+              f"retrieval nodes and their persisted events); model node start -> first token: {ms(median(gaps))} ms "
+              f"(model {ms(base_med)} ms in-process)")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        sys.exit(130)

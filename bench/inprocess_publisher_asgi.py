@@ -1,0 +1,76 @@
+"""B4's in-memory-layer variant: Chatter's ASGI application plus two loopback-only endpoints that publish from
+inside the server process (the only place an in-memory channel layer has listeners), through the same
+`workflows.realtime.broadcast` a run in that process uses.
+
+    POST /bench/probe/?owner=ID                                  one probe event (n = -1)
+    POST /bench/publish/?owner=ID&rate=EVENTS_PER_S&duration=S   paced events from a thread; answers when done
+
+Served only by the benchmark's own daphne (`bench/b4_ws_throughput.py`); never part of the project's URLs.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs
+
+from chatter_project.asgi import application as chatter_application
+from workflows.realtime import broadcast
+
+
+def _envelope(execution_id: str, n: int) -> dict:
+    return {
+        "event": "token", "execution_id": execution_id, "seq": None,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z",
+        "data": {"node_id": "model", "text": "probe" if n < 0 else "x", "sent_at": time.time(), "n": n,
+                 "publisher": "in-process"},
+    }
+
+
+def _publish_paced(owner_id: int, rate: float, duration: float) -> dict:
+    execution_id = str(uuid.uuid4())
+    total = int(rate * duration)
+    started = time.perf_counter()
+    worst = 0.0
+    for i in range(total):
+        due = started + i / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            worst = max(worst, now - due)
+        broadcast(_envelope(execution_id, i), owner_id=owner_id)
+    return {"tag": "in-process", "sent": total, "calls_s": time.perf_counter() - started,
+            "flushed_s": time.perf_counter() - started, "worst_lateness_ms": worst * 1000}
+
+
+async def _answer(send, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def application(scope, receive, send):
+    if scope["type"] != "http" or not scope["path"].startswith("/bench/"):
+        return await chatter_application(scope, receive, send)
+    if scope.get("client", ("",))[0] != "127.0.0.1" or scope["method"] != "POST":
+        return await _answer(send, 404, {"error": "not found"})
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    owner_id = int(query["owner"])
+    if scope["path"] == "/bench/probe/":
+        broadcast(_envelope(str(uuid.uuid4()), -1), owner_id=owner_id)
+        return await _answer(send, 200, {"ok": True})
+    if scope["path"] == "/bench/publish/":
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def work() -> None:
+            result = _publish_paced(owner_id, float(query["rate"]), float(query["duration"]))
+            loop.call_soon_threadsafe(done.set_result, result)
+
+        threading.Thread(target=work, name="bench-publisher", daemon=True).start()
+        return await _answer(send, 200, await done)
+    return await _answer(send, 404, {"error": "not found"})

@@ -1,0 +1,91 @@
+"""Schedules: cron runs of a template or definition, fired by the one django-q2 scheduler."""
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.management import call_command
+from django_q.models import Schedule
+
+from tests.api.conftest import assert_error
+from tests.invariants import assert_all
+from workflows.models import WorkflowExecution, WorkflowSchedule
+from workflows.services import SCHEDULER_NAME, schedule_next_run, schedules_run_due
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/schedules/"
+DAILY = {"name": "daily summary", "template": "summarize", "cron": "0 9 * * *", "timezone": "Europe/Paris",
+         "input": {"message": "Summarize the news."}}
+
+
+def test_it_creates_a_schedule_with_its_next_run_in_its_time_zone(api):
+    response = api.post(URL, DAILY, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["template"], body["cron"], body["timezone"], body["enabled"]) == (
+        "summarize", "0 9 * * *", "Europe/Paris", True)
+    next_run = datetime.fromisoformat(body["next_run_at"])
+    assert (next_run.astimezone(ZoneInfo("Europe/Paris")).hour, next_run.minute) == (9, 0)
+    assert next_run > datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "code"),
+    [
+        ({"cron": "61 * * * *"}, "cron", "invalid_cron"),
+        ({"cron": "* * * *"}, "cron", "invalid_cron"),
+        ({"cron": "@daily"}, "cron", "invalid_cron"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "invalid_timezone"),
+        ({"config": {"temperature": 7}}, "config.temperature", "out_of_range"),
+    ],
+)
+def test_bad_input_is_a_400_with_details_and_no_row(api, change, path, code):
+    details = assert_error(api.post(URL, {**DAILY, **change}, format="json"), 400, "validation_error")
+    assert {(d["path"], d["code"]) for d in details} >= {(path, code)}
+    assert WorkflowSchedule.objects.count() == 0
+
+
+def test_another_users_schedule_is_invisible(api, bob_api):
+    schedule_id = api.post(URL, DAILY, format="json").json()["id"]
+    assert bob_api.get(URL).json()["count"] == 0
+    for call in (bob_api.get, bob_api.delete):
+        assert_error(call(f"{URL}{schedule_id}/"), 404, "not_found")
+    assert_error(bob_api.patch(f"{URL}{schedule_id}/", {"enabled": False}, format="json"), 404, "not_found")
+    assert WorkflowSchedule.objects.get().enabled is True
+
+
+def test_patching_the_cron_moves_the_next_run_and_disabling_clears_it(api):
+    schedule_id = api.post(URL, DAILY, format="json").json()["id"]
+    body = api.patch(f"{URL}{schedule_id}/", {"cron": "*/5 * * * *"}, format="json").json()
+    assert datetime.fromisoformat(body["next_run_at"]).minute % 5 == 0
+    assert api.patch(f"{URL}{schedule_id}/", {"enabled": False}, format="json").json()["next_run_at"] is None
+    assert_error(api.patch(f"{URL}{schedule_id}/", {"cron": "nope"}, format="json"), 400, "validation_error")
+    assert WorkflowSchedule.objects.get().cron == "*/5 * * * *"
+
+
+def test_a_due_schedule_starts_a_scheduled_run_owned_by_its_owner_once(api, alice, django_capture_on_commit_callbacks):
+    schedule_id = api.post(URL, {**DAILY, "cron": "* * * * *"}, format="json").json()["id"]
+    due = WorkflowSchedule.objects.get().next_run_at
+    with django_capture_on_commit_callbacks(execute=True):
+        started = schedules_run_due(now=due)
+    assert schedules_run_due(now=due) == []  # the tick is claimed: a second worker starts nothing
+    [execution] = started
+    execution.refresh_from_db()
+    assert (execution.mode, execution.owner, str(execution.schedule_id)) == ("scheduled", alice, schedule_id)
+    assert execution.status == "completed"  # test settings run the queued task synchronously
+    schedule = WorkflowSchedule.objects.get()
+    assert (schedule.last_execution, schedule.last_run_at) == (execution, due)
+    assert schedule.next_run_at == schedule_next_run(cron="* * * * *", timezone_name="Europe/Paris", after=due)
+    assert_all(execution)
+
+
+def test_a_disabled_schedule_never_runs(api):
+    api.post(URL, {**DAILY, "enabled": False}, format="json")
+    assert schedules_run_due(now=datetime.now(timezone.utc) + timedelta(days=2)) == []
+    assert WorkflowExecution.objects.count() == 0
+
+
+def test_the_scheduler_exists_once_however_often_we_migrate():
+    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)
+    assert Schedule.objects.filter(name=SCHEDULER_NAME).count() == 1
+    assert Schedule.objects.get(name=SCHEDULER_NAME).func == "workflows.tasks.schedules_run_due_task"
