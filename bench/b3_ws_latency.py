@@ -6,7 +6,7 @@ One daphne process (PostgreSQL + Redis from scripts/services.sh), one real `webs
 `workflows.realtime.broadcast(envelope, owner_id=…)`) at a steady rate with §6 token envelopes carrying
 `sent_at`. Latency = the client's receive time − sent_at (one machine, one clock).
 
-    .venv/bin/python bench/b3_ws_latency.py [--rates 1000,500] [--reps 2] [--duration 10] [--layer project|pubsub]
+    .venv/bin/python bench/b3_ws_latency.py [--rates 1000,500] [--reps 2] [--duration 10] [--layer project|list]
                                             [--profile]
 
 The first rate is the target's; the others (default 500) show the latency below saturation. Redis commands per
@@ -99,16 +99,16 @@ def main() -> int:
     parser.add_argument("--rates", default="1000,500", help="events per second, one case each (default 1000,500)")
     parser.add_argument("--reps", type=int, default=2, help="rounds of each rate, interleaved (default 2)")
     parser.add_argument("--duration", type=float, default=10, help="seconds of publishing per round (default 10)")
-    parser.add_argument("--layer", choices=("project", "pubsub"), default="project",
-                        help="project: the configured RedisChannelLayer; pubsub: an experiment with channels_redis's "
-                             "RedisPubSubChannelLayer (bench/settings_pubsub.py)")
+    parser.add_argument("--layer", choices=("project", "list"), default="project",
+                        help="project: the configured RedisPubSubChannelLayer; list: for comparison, channels_redis's "
+                             "list-based RedisChannelLayer (bench/settings_list_layer.py)")
     parser.add_argument("--profile", action="store_true", help="py-spy daphne and the publisher in the first round")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
 
     with BenchRun("b3") as run:
         services = run.services()
-        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_pubsub"} if args.layer == "pubsub" else {}
+        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
         database = run.database("postgres", DATABASE_URL=services["DATABASE_URL"], REDIS_URL=services["REDIS_URL"],
                                 **settings)
         server = run.daphne(database)
@@ -136,7 +136,7 @@ def main() -> int:
 
 
 def report(rounds: list[tuple[float, dict]], args) -> None:
-    layer = "the project's RedisChannelLayer" if args.layer == "project" else "RedisPubSubChannelLayer (experiment)"
+    layer = "the project's RedisPubSubChannelLayer" if args.layer == "project" else "the list-based RedisChannelLayer (comparison)"
     print(f"\nB3: broadcast() in a publisher process -> Redis ({layer}) -> daphne -> websocket client; "
           f"{args.reps} round(s) of {args.duration:.0f} s per rate, interleaved")
     rows = []

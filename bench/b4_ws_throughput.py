@@ -19,7 +19,7 @@ Loss: after publishing stops the clients keep reading until they have everything
 the channel layer dropped because the server's channel was over capacity are counted where they are dropped.
 
     .venv/bin/python bench/b4_ws_throughput.py [--clients 1,4,16] [--reps 2] [--duration 4] [--publishers 2]
-                                               [--offered 12000] [--drain 3] [--no-inmemory] [--layer project|pubsub]
+                                               [--offered 12000] [--drain 3] [--no-inmemory] [--layer project|list]
                                                [--profile]
 """
 from __future__ import annotations
@@ -207,18 +207,18 @@ def main() -> int:
                         help="offered deliveries/s in total, all clients together (default 12000)")
     parser.add_argument("--drain", type=float, default=3, help="seconds to wait for stragglers (default 3)")
     parser.add_argument("--no-inmemory", action="store_true")
-    parser.add_argument("--layer", choices=("project", "pubsub"), default="project",
-                        help="Redis cases: project = the configured RedisChannelLayer; pubsub = an experiment with "
-                             "channels_redis's RedisPubSubChannelLayer (bench/settings_pubsub.py)")
+    parser.add_argument("--layer", choices=("project", "list"), default="project",
+                        help="Redis cases: project = the configured RedisPubSubChannelLayer; list = for comparison, "
+                             "channels_redis's list-based RedisChannelLayer (bench/settings_list_layer.py)")
     parser.add_argument("--profile", action="store_true", help="py-spy daphne in the largest case of each layer")
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
-    args.redis_label = "redis" if args.layer == "project" else "redis pubsub (experiment)"
+    args.redis_label = "redis" if args.layer == "project" else "redis list layer (comparison)"
 
     with BenchRun("b4") as run:
         args.run = run
         services = run.services()
-        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_pubsub"} if args.layer == "pubsub" else {}
+        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
         database = run.database("postgres", DATABASE_URL=services["DATABASE_URL"], REDIS_URL=services["REDIS_URL"],
                                 **settings)
         results = redis_cases(run, services, database, counts, args)

@@ -149,9 +149,13 @@ class _Subscription:
     """A channel subscribed to groups, read by a background task into a local queue (so waiting with a
     timeout never cancels a layer receive)."""
 
+    BACKLOG = 2000
+
     def __init__(self, groups: list[str]):
         self.groups = groups
-        self.queue: asyncio.Queue = asyncio.Queue()
+        # Bounded: a client slower than its runs loses token deltas, never memory; a dropped persisted event
+        # comes back from the database through the feed's gap-filling.
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=self.BACKLOG)
 
     async def __aenter__(self) -> "_Subscription":
         broadcaster.bind(asyncio.get_running_loop())
@@ -166,7 +170,10 @@ class _Subscription:
         while True:
             message = await self.layer.receive(self.channel)
             if message.get("type") == MESSAGE_TYPE:
-                self.queue.put_nowait(message["event"])
+                try:
+                    self.queue.put_nowait(message["event"])
+                except asyncio.QueueFull:
+                    pass
 
     async def get(self, timeout: float) -> dict | None:
         try:
