@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import uuid
 
-from workflows.models import WorkflowExecution, WorkflowSchedule
+from django.db.models import Prefetch, prefetch_related_objects
+
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    WorkflowExecution,
+    WorkflowSchedule,
+)
 
 
 def _uuid(value) -> uuid.UUID | None:
@@ -23,6 +30,20 @@ def execution_get(*, user, execution_id) -> WorkflowExecution | None:
     if pk is None:
         return None
     return execution_list(user=user).filter(pk=pk).first()
+
+
+def execution_with_trace(*, execution: WorkflowExecution) -> WorkflowExecution:
+    """The execution with its node executions, tool calls and LLM calls loaded (three queries)."""
+    prefetch_related_objects(
+        [execution], "node_executions", "tool_call_rows",
+        Prefetch("llm_call_rows", queryset=LLMCall.objects.select_related("node_execution")),
+    )
+    return execution
+
+
+def execution_event_list(*, execution: WorkflowExecution, after: int = 0):
+    """Persisted events with seq > after, in order."""
+    return ExecutionEvent.objects.filter(execution=execution, seq__gt=after).order_by("seq")
 
 
 def schedule_list(*, user):

@@ -2,7 +2,6 @@
 SSE). Thin: validate with a serializer, call a service or selector, render; ChatterErrors render themselves."""
 from __future__ import annotations
 
-from django.db.models import Prefetch, prefetch_related_objects
 from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -28,15 +27,15 @@ from workflows.api.serializers import (
     ScheduleWriteSerializer,
 )
 from workflows.models import (
-    ExecutionEvent,
-    LLMCall,
     WorkflowExecution,
     WorkflowSchedule,
 )
 from workflows.realtime import execution_feed, execution_run_streamed
 from workflows.selectors import (
+    execution_event_list,
     execution_get,
     execution_list,
+    execution_with_trace,
     schedule_get,
     schedule_list,
 )
@@ -98,12 +97,7 @@ class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(responses=ExecutionDetailSerializer)
     def retrieve(self, request: Request, pk: str) -> Response:
-        execution = self.get_object()
-        prefetch_related_objects(
-            [execution], "node_executions", "tool_call_rows",
-            Prefetch("llm_call_rows", queryset=LLMCall.objects.select_related("node_execution")),
-        )
-        return Response(ExecutionDetailSerializer(execution).data)
+        return Response(ExecutionDetailSerializer(execution_with_trace(execution=self.get_object())).data)
 
     @extend_schema(request=None, responses=ExecutionSerializer)
     @action(detail=True, methods=["post"])
@@ -119,7 +113,7 @@ class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         query = EventsQuerySerializer(data={name: value for name, value in given.items() if value is not None})
         query.is_valid(raise_exception=True)
         after = query.validated_data["after"]
-        rows = ExecutionEvent.objects.filter(execution=execution, seq__gt=after).order_by("seq")
+        rows = execution_event_list(execution=execution, after=after)
         if wants_event_stream(request):
             if execution.is_terminal and not rows.exists():
                 # Nothing will ever follow: 204 tells an EventSource to stop reconnecting (SSE spec).
