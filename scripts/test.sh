@@ -59,6 +59,10 @@ fi
 header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
 (unset DATABASE_URL REDIS_URL; exec "$PYTEST" "$@")
 sqlite_rc=$?
+# Django drops the test database file but not SQLite's WAL sidecars.
+for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
+    [ -e "${sidecar%-*}" ] || rm -f "$sidecar"
+done
 
 header "Phase 2/2: pytest on PostgreSQL + Redis"
 services_dir=$(mktemp -d "$SERVICES_ROOT/run-XXXXXX")
