@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from analytics.models import TemplateAnalytics
-from chatter_project.errors import ChatterError
+from chatter_project.errors import Conflict
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -139,7 +139,7 @@ class WorkflowExecutionAdmin(NoAddMixin, admin.ModelAdmin):
         for execution in queryset:
             try:
                 execution_cancel(execution=execution, actor=request.user)
-            except ChatterError:  # already terminal
+            except Conflict:  # already terminal
                 skipped += 1
             else:
                 cancelled += 1

@@ -445,13 +445,20 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
     return schedule
 
 
+SCHEDULE_EDITABLE = ("name", "cron", "timezone", "input", "config", "enabled")
+
+
 def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedule:
-    fields = {"name": "name", "cron": "cron", "timezone_name": "timezone", "run_input": "input", "config": "config",
-              "enabled": "enabled"}
+    """Change the editable fields (named as on the model); what the schedule runs is fixed at creation."""
+    fixed = sorted(set(changes) - set(SCHEDULE_EDITABLE))
+    if fixed:
+        raise InvalidInput("these schedule fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} is fixed once the schedule exists"}
+            for name in fixed])
     with transaction.atomic():
         locked = WorkflowSchedule.objects.select_for_update().get(pk=schedule.pk)
-        for key, value in changes.items():
-            setattr(locked, fields[key], value)
+        for field, value in changes.items():
+            setattr(locked, field, value)
         _schedule_validate(owner=locked.owner, schedule=locked)
         locked.next_run_at = schedule_next_run(cron=locked.cron, timezone_name=locked.timezone,
                                                after=timezone.now()) if locked.enabled else None

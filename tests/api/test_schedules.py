@@ -60,6 +60,10 @@ def test_patching_the_cron_moves_the_next_run_and_disabling_clears_it(api):
     assert api.patch(f"{URL}{schedule_id}/", {"enabled": False}, format="json").json()["next_run_at"] is None
     assert_error(api.patch(f"{URL}{schedule_id}/", {"cron": "nope"}, format="json"), 400, "validation_error")
     assert WorkflowSchedule.objects.get().cron == "*/5 * * * *"
+    details = assert_error(api.patch(f"{URL}{schedule_id}/", {"template": "tool_agent"}, format="json"),
+                           400, "validation_error")
+    assert details == [{"path": "template", "code": "read_only", "message": "template is fixed once the schedule exists"}]
+    assert WorkflowSchedule.objects.get().template.key == "summarize"
 
 
 def test_a_due_schedule_starts_a_scheduled_run_owned_by_its_owner_once(api, alice, django_capture_on_commit_callbacks):

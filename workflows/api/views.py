@@ -159,10 +159,7 @@ class ScheduleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         schedule = self.get_object()
         serializer = ScheduleWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        names = {"name": "name", "cron": "cron", "timezone": "timezone_name", "input": "run_input",
-                 "config": "config", "enabled": "enabled"}
-        changes = {names[key]: value for key, value in serializer.validated_data.items() if key in names}
-        return Response(ScheduleSerializer(schedule_update(schedule=schedule, **changes)).data)
+        return Response(ScheduleSerializer(schedule_update(schedule=schedule, **serializer.validated_data)).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
         schedule_delete(schedule=self.get_object())
