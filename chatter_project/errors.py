@@ -25,6 +25,18 @@ class InvalidInput(ChatterError):
     status = 400
 
 
+class PayloadTooLarge(ChatterError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Forbidden(ChatterError):
+    """The object is visible to the user but not theirs to change (e.g. a built-in template)."""
+
+    code = "permission_denied"
+    status = 403
+
+
 class NotFound(ChatterError):
     code = "not_found"
     status = 404

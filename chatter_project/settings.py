@@ -164,6 +164,11 @@ LOGGING = {
 }
 
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)
+# How long one provider request may wait for its next bytes (never longer than what is left of the run).
+CHATTER_PROVIDER_TIMEOUT_S = env_int("CHATTER_PROVIDER_TIMEOUT_S", 120, minimum=1)
+# The recovery sweep (manage.py sweep_executions) runs this often through django-q2 (whole minutes, at
+# least one).
+CHATTER_SWEEP_INTERVAL_S = env_int("CHATTER_SWEEP_INTERVAL_S", 60, minimum=1)
 # Slows the local demo model's stream so people can watch it; 0 in tests and benchmarks.
 CHATTER_LOCAL_TOKEN_DELAY_MS = env_int("CHATTER_LOCAL_TOKEN_DELAY_MS", 0)
 
@@ -173,6 +178,11 @@ CHATTER_RUN_THROTTLE = env_str("CHATTER_RUN_THROTTLE", "120/min")
 _runs, _, _period = CHATTER_RUN_THROTTLE.partition("/")
 if not (_runs.isdigit() and int(_runs) > 0 and _period in ("s", "sec", "m", "min", "h", "hour", "d", "day")):
     raise ImproperlyConfigured(f"CHATTER_RUN_THROTTLE must look like 120/min, got {CHATTER_RUN_THROTTLE!r}")
+# Request bodies larger than this are refused with 413 before they are parsed; JSON nested deeper than
+# CHATTER_MAX_JSON_DEPTH is a 400 (a graph or config never needs more).
+CHATTER_MAX_REQUEST_BYTES = env_int("CHATTER_MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
+CHATTER_MAX_JSON_DEPTH = 32
+DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes an unauthenticated request a 401 (not a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -184,6 +194,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     ],
+    "DEFAULT_PARSER_CLASSES": ["chatter_project.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "chatter_project.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": [

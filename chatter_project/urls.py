@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chatter_project.api.views import metrics_view
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/live/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("chatter_project.api.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("chatter_project.live_urls")),
 ]
 

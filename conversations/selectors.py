@@ -17,6 +17,10 @@ def conversation_list(*, user):
     return Conversation.objects.filter(owner=user)
 
 
+def document_list(*, user):
+    return Document.objects.filter(owner=user)
+
+
 def message_list(*, conversation: Conversation):
     return conversation.messages.order_by("sequence")
 

@@ -6,16 +6,55 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Max
+from django.utils import timezone
 
-from chatter_project.errors import InvalidInput, NotFound
+from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
 from conversations.signals import message_deleted, message_saved
 
 MAX_MESSAGE_CHARS = 100_000
+MAX_DOCUMENT_CHARS = 500_000
 
 
 def conversation_create(*, owner, title: str = "", metadata: dict | None = None) -> Conversation:
     return Conversation.objects.create(owner=owner, title=title[:255], metadata=metadata or {})
+
+
+CONVERSATION_EDITABLE = ("title", "status", "metadata")
+
+
+def conversation_update(*, conversation: Conversation, **changes) -> Conversation:
+    """Title, status and metadata; the aggregates are the receivers' alone."""
+    unknown = sorted(set(changes) - set(CONVERSATION_EDITABLE))
+    if unknown:
+        raise InvalidInput("these fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
+    if "status" in changes and changes["status"] not in Conversation.Status.values:
+        raise InvalidInput(f"unknown status {changes['status']!r}")
+    if "title" in changes:
+        changes["title"] = changes["title"][:255]
+    with transaction.atomic():
+        conversation_get_for_update(conversation_id=conversation.pk)
+        Conversation.objects.filter(pk=conversation.pk).update(**changes, updated_at=timezone.now())
+    return Conversation.objects.get(pk=conversation.pk)
+
+
+def conversation_delete(*, conversation: Conversation, actor=None) -> None:
+    """Delete a conversation and its messages, each message leaving through message_deleted (so every total
+    that counted it, not only this conversation's, takes it out). A conversation with a run in progress is a
+    409: that run's messages would have nowhere to go."""
+    from workflows.models import WorkflowExecution  # workflows depends on conversations, not the reverse
+
+    with transaction.atomic():
+        conversation_get_for_update(conversation_id=conversation.pk)
+        if WorkflowExecution.objects.filter(conversation_id=conversation.pk, status__in=(
+                WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)).exists():
+            raise Conflict("the conversation has a run in progress; cancel it or wait for it to finish")
+        messages = list(Message.objects.filter(conversation_id=conversation.pk).order_by("sequence"))
+        Message.objects.filter(conversation_id=conversation.pk).delete()
+        for message in messages:
+            message_deleted.send(sender=Message, message=message, actor=actor)
+        Conversation.objects.filter(pk=conversation.pk).delete()
 
 
 def conversation_get_for_update(*, conversation_id) -> Conversation:
@@ -107,6 +146,14 @@ def message_cost_adjust(*, message_id, delta: Decimal) -> None:
 
 
 def document_create(*, owner, title: str, content: str, metadata: dict | None = None) -> Document:
-    if not title.strip() or not content.strip():
-        raise InvalidInput("a document needs a title and content")
+    errors = [{"path": name, "code": "blank", "message": f"{name} may not be blank"}
+              for name, value in (("title", title), ("content", content)) if not value.strip()]
+    if len(content) > MAX_DOCUMENT_CHARS:
+        errors.append({"path": "content", "code": "max_length", "message": f"at most {MAX_DOCUMENT_CHARS} characters"})
+    if errors:
+        raise InvalidInput("invalid document", details=errors)
     return Document.objects.create(owner=owner, title=title[:255], content=content, metadata=metadata or {})
+
+
+def document_delete(*, document: Document) -> None:
+    document.delete()

@@ -26,6 +26,11 @@ def assert_i1(conversation: Conversation) -> None:
     assert conversation.total_tokens == conversation.prompt_tokens + conversation.completion_tokens
 
 
+def assert_i1_everywhere() -> None:
+    for conversation in Conversation.objects.all():
+        assert_i1(conversation)
+
+
 def assert_i2() -> None:
     for analytics in TemplateAnalytics.objects.select_related("template"):
         runs = WorkflowExecution.objects.filter(template=analytics.template, status__in=WorkflowExecution.TERMINAL)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models import Prefetch, Q, prefetch_related_objects
 
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
     WorkflowExecution,
+    WorkflowDefinition,
     WorkflowSchedule,
+    WorkflowTemplate,
 )
 
 
@@ -18,6 +20,27 @@ def _uuid(value) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except ValueError:
         return None
+
+
+def template_list(*, user):
+    """Built-ins, public templates and the user's own."""
+    return WorkflowTemplate.objects.filter(Q(is_builtin=True) | Q(is_public=True) | Q(owner=user))
+
+
+def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
+    pk = _uuid(key_or_id)
+    lookup = {"pk": pk} if pk is not None else {"key": str(key_or_id)}
+    return template_list(user=user).filter(**lookup).first()
+
+
+def definition_list(*, user):
+    """The user's definitions and everyone's public ones."""
+    return WorkflowDefinition.objects.filter(Q(owner=user) | Q(is_public=True)).select_related("template")
+
+
+def definition_get(*, user, definition_id) -> WorkflowDefinition | None:
+    pk = _uuid(definition_id)
+    return None if pk is None else definition_list(user=user).filter(pk=pk).first()
 
 
 def execution_list(*, user):
@@ -48,8 +71,3 @@ def execution_event_list(*, execution: WorkflowExecution, after: int = 0):
 
 def schedule_list(*, user):
     return WorkflowSchedule.objects.filter(owner=user).select_related("template", "definition")
-
-
-def schedule_get(*, user, schedule_id) -> WorkflowSchedule | None:
-    pk = _uuid(schedule_id)
-    return None if pk is None else schedule_list(user=user).filter(pk=pk).first()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import uuid
 from datetime import datetime
@@ -24,13 +25,22 @@ from django_q.tasks import async_task
 
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
-from chatter_project.errors import ChatterError, Conflict, InvalidInput, NotFound, RunCancelled, RunError, TooManyRuns
+from chatter_project.errors import (
+    ChatterError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RunCancelled,
+    RunError,
+    TooManyRuns,
+)
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
 from workflows.engine.compile import graph_run
-from workflows.engine.config import config_resolve
-from workflows.engine.graph import Graph, parse_graph
+from workflows.engine.config import config_errors, config_resolve
+from workflows.engine.graph import Graph, normalize_graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.providers import provider_check
 from workflows.engine.runtime import NullHooks, RunContext
@@ -40,6 +50,7 @@ from workflows.recorder import ExecutionRecorder, cancel_signal_local
 from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)
+_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 Status = WorkflowExecution.Status
 _DONE = object()
 
@@ -70,7 +81,78 @@ def builtins_seed() -> None:
             )
 
 
+# --- templates ------------------------------------------------------------------------------------------
+TEMPLATE_EDITABLE = ("name", "description", "category", "params", "graph", "is_public")
+
+
+def _template_errors(*, key: str | None = None, params: dict | None = None) -> list[dict]:
+    errors = []
+    if key is not None:
+        if not _KEY.fullmatch(key):
+            errors.append({"path": "key", "code": "invalid", "message": "key must be a slug: a-z, 0-9, - and _"})
+        elif WorkflowTemplate.objects.filter(key=key).exists():
+            errors.append({"path": "key", "code": "unique", "message": f"a template with key {key!r} exists"})
+    for error in config_errors(params) if params is not None else []:
+        errors.append({**error, "path": f"params.{error['path']}" if error["path"] else "params"})
+    return errors
+
+
+def template_create(*, owner, key: str, name: str, graph, description: str = "", category: str = "general",
+                    params: dict | None = None, is_public: bool = False) -> WorkflowTemplate:
+    """A user's own template: the key is unique across everyone's, the graph is validated and normalized,
+    `params` are run config defaults validated like any config."""
+    errors = _template_errors(key=key, params=params or {})
+    if errors:
+        raise InvalidInput("invalid template", details=errors)
+    graph = normalize_graph(graph)
+    with transaction.atomic():
+        template = WorkflowTemplate.objects.create(
+            key=key, name=name[:255], description=description, category=category[:64] or "general", owner=owner,
+            params=params or {}, graph=graph, is_public=is_public,
+        )
+        TemplateAnalytics.objects.create(template=template)
+    return template
+
+
+def _template_owned(template: WorkflowTemplate, owner) -> None:
+    if template.is_builtin:
+        raise Forbidden("built-in templates are read-only")
+    if template.owner_id != owner.pk:
+        raise Forbidden("only its owner may change a template")
+
+
+def template_update(*, template: WorkflowTemplate, actor, **changes) -> WorkflowTemplate:
+    """Change a user's template; a change of its graph is validated and bumps the version."""
+    _template_owned(template, actor)
+    unknown = sorted(set(changes) - set(TEMPLATE_EDITABLE))
+    if unknown:
+        raise InvalidInput("these fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
+    errors = _template_errors(params=changes.get("params"))
+    if errors:
+        raise InvalidInput("invalid template", details=errors)
+    graph = normalize_graph(changes.pop("graph")) if "graph" in changes else None
+    with transaction.atomic():
+        locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
+        if graph is not None and graph != locked.graph:
+            locked.graph = graph
+            locked.version += 1
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        locked.save()
+    return locked
+
+
+def template_delete(*, template: WorkflowTemplate, actor) -> None:
+    """Past runs keep their figures (their template becomes null); the template's analytics go with it."""
+    _template_owned(template, actor)
+    template.delete()
+
+
 # --- definitions ----------------------------------------------------------------------------------------
+DEFINITION_EDITABLE = ("name", "description", "nodes", "edges", "metadata", "is_public")
+
+
 def definition_create(*, owner, name: str, nodes, edges, description: str = "", metadata: dict | None = None,
                       template: WorkflowTemplate | None = None, is_public: bool = False) -> WorkflowDefinition:
     graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
@@ -83,8 +165,27 @@ def definition_create(*, owner, name: str, nodes, edges, description: str = "", 
     )
 
 
-def definition_update(*, definition: WorkflowDefinition, **changes) -> WorkflowDefinition:
+def definition_from_template(*, owner, template: str, name: str | None = None) -> WorkflowDefinition:
+    """A definition copied from a template the user may see (built-in, public or their own)."""
+    source = _visible_template(owner=owner, key_or_id=template)
+    return definition_create(
+        owner=owner, name=name or source.name, description=source.description, nodes=source.graph["nodes"],
+        edges=source.graph["edges"], template=source,
+        metadata={"from_template": {"key": source.key, "version": source.version}},
+    )
+
+
+def definition_update(*, definition: WorkflowDefinition, actor=None, **changes) -> WorkflowDefinition:
     """Apply changes; a change of nodes or edges is validated and bumps the version."""
+    if actor is not None and definition.owner_id != actor.pk:
+        raise Forbidden("only its owner may change a definition")
+    unknown = sorted(set(changes) - set(DEFINITION_EDITABLE))
+    if unknown:
+        raise InvalidInput("these fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
+    if "name" in changes and not (changes["name"] or "").strip():
+        raise InvalidInput("a definition needs a name", details=[{"path": "name", "code": "required",
+                                                                  "message": "name is required"}])
     nodes, edges = changes.pop("nodes", definition.nodes), changes.pop("edges", definition.edges)
     graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
     with transaction.atomic():
@@ -96,6 +197,14 @@ def definition_update(*, definition: WorkflowDefinition, **changes) -> WorkflowD
             setattr(locked, field, value)
         locked.save()
     return locked
+
+
+def definition_delete(*, definition: WorkflowDefinition, actor) -> None:
+    """Past runs keep their figures and the version they ran (their definition becomes null); schedules of
+    the definition go with it."""
+    if definition.owner_id != actor.pk:
+        raise Forbidden("only its owner may delete a definition")
+    definition.delete()
 
 
 # --- creating a run -------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chatter_project.api.views import AuthTokenView
+from chatter_project.api.views import AuthTokenView, HealthView
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),
+    path("health/", HealthView.as_view(), name="api-health"),
     path("", include("workflows.api.urls")),
     path("", include("conversations.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

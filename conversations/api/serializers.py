@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from conversations.models import Conversation, Message
-from conversations.services import MAX_MESSAGE_CHARS
+from chatter_project.api.serializers import StrictFieldsMixin, StrictSerializer
+
+from conversations.models import Conversation, Document, Message
+from conversations.services import MAX_DOCUMENT_CHARS, MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors
 
 
@@ -16,6 +18,22 @@ class ConversationSerializer(serializers.ModelSerializer):
             "message_count", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "metadata",
         )
         read_only_fields = fields
+
+
+class ConversationWriteSerializer(StrictSerializer):
+    title = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
+    metadata = serializers.DictField(required=False)
+
+
+class DocumentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    metadata = serializers.DictField(required=False, default=dict)
+
+    class Meta:
+        model = Document
+        fields = ("id", "title", "content", "metadata", "created_at")
+        read_only_fields = ("id", "created_at")
+        extra_kwargs = {"title": {"max_length": 255}, "content": {"max_length": MAX_DOCUMENT_CHARS}}
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -48,7 +66,7 @@ def config_key(name: str):
     return validate
 
 
-class ChatSerializer(serializers.Serializer):
+class ChatSerializer(StrictSerializer):
     """POST /chat/. The config fields are validated like any run config, and reported per field."""
 
     message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)

@@ -1,23 +1,34 @@
-"""Conversations and chat turns over the API (SPEC §7). Thin: validate, call a service, render."""
+"""Conversations, documents and chat turns over the API (SPEC §7). Thin: validate, call a service, render."""
 from __future__ import annotations
 
 from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, viewsets
-from rest_framework.decorators import action
+from rest_framework import generics, mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from chatter_project.api.sse import EventStreamNegotiation
+from chatter_project.api.viewsets import OwnedViewSet
+from chatter_project.errors import NotFound
+from conversations.api.filters import ConversationFilter, DocumentFilter, MessageFilter
 from conversations.api.serializers import (
     ChatSerializer,
     ConversationSerializer,
+    ConversationWriteSerializer,
+    DocumentSerializer,
     MessageSerializer,
 )
-from conversations.models import Conversation
-from conversations.selectors import conversation_list, message_list
+from conversations.models import Conversation, Document, Message
+from conversations.selectors import conversation_list, document_list, message_list
+from conversations.services import (
+    conversation_create,
+    conversation_delete,
+    conversation_update,
+    document_create,
+    document_delete,
+)
 from workflows.api.serializers import RunResultSerializer
 from workflows.api.views import run_response
 from workflows.models import WorkflowExecution
@@ -26,7 +37,7 @@ from workflows.services import execution_create
 
 class ChatView(APIView):
     """One chat turn: 201 {"execution", "conversation", "messages": [user, assistant]}, or with
-    `"stream": true` the run's events as SSE."""
+    `"stream": true` the run's events as SSE, or with `"background": true` 202 and the pending run."""
 
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "runs"
@@ -50,20 +61,76 @@ class ChatView(APIView):
         return run_response(execution)
 
 
-class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
     queryset = Conversation.objects.none()  # the real one, per user, is get_queryset()
     serializer_class = ConversationSerializer
-    filterset_fields = ("status",)
+    filterset_class = ConversationFilter
     ordering_fields = ("created_at", "updated_at", "last_message_at", "message_count", "total_tokens", "total_cost")
     ordering = ("-created_at",)
+    not_found = "conversation not found"
 
     def get_queryset(self):
-        # Restricted to the owner: another user's conversation is a 404 (never a 403).
         return conversation_list(user=self.request.user)
 
-    @extend_schema(responses=MessageSerializer(many=True))
-    @action(detail=True, methods=["get"])
-    def messages(self, request: Request, pk: str) -> Response:
+    @extend_schema(request=ConversationWriteSerializer, responses={201: ConversationSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = ConversationWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        conversation = conversation_create(owner=request.user, title=data.get("title", ""),
+                                           metadata=data.get("metadata"))
+        if "status" in data:
+            conversation = conversation_update(conversation=conversation, status=data["status"])
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ConversationWriteSerializer, responses=ConversationSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
         conversation = self.get_object()
-        page = self.paginate_queryset(message_list(conversation=conversation))
-        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        serializer = ConversationWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        conversation = conversation_update(conversation=conversation, **serializer.validated_data)
+        return Response(ConversationSerializer(conversation).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        conversation_delete(conversation=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListView(generics.ListAPIView):
+    """GET /conversations/<id>/messages/: a conversation's messages with every token and cost field, in order."""
+
+    queryset = Message.objects.none()
+    serializer_class = MessageSerializer
+    filterset_class = MessageFilter
+    ordering_fields = ("sequence", "created_at")
+    ordering = ("sequence",)
+
+    def get_queryset(self):
+        conversation = conversation_list(user=self.request.user).filter(pk=self.kwargs["pk"]).first()
+        if conversation is None:
+            raise NotFound("conversation not found")
+        return message_list(conversation=conversation)
+
+
+class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    """What `retrieval` nodes search: only the owner's documents."""
+
+    queryset = Document.objects.none()
+    serializer_class = DocumentSerializer
+    filterset_class = DocumentFilter
+    ordering_fields = ("created_at", "title")
+    ordering = ("-created_at",)
+    not_found = "document not found"
+
+    def get_queryset(self):
+        return document_list(user=self.request.user)
+
+    def create(self, request: Request) -> Response:
+        serializer = DocumentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        document = document_create(owner=request.user, **serializer.validated_data)
+        return Response(DocumentSerializer(document).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        document_delete(document=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

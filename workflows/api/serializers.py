@@ -3,23 +3,34 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from chatter_project.api.serializers import StrictSerializer
+
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors
 from workflows.events import event_envelope
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution, WorkflowSchedule
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
 
 RUN_MODES = (WorkflowExecution.Mode.SYNC, WorkflowExecution.Mode.STREAM, WorkflowExecution.Mode.BACKGROUND)
 
 
 # --- requests -------------------------------------------------------------------------------------------
-class RunInputSerializer(serializers.Serializer):
+class RunInputSerializer(StrictSerializer):
     message = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
                                     max_length=MAX_MESSAGE_CHARS)
     variables = serializers.DictField(required=False)
 
 
-class ExecutionCreateSerializer(serializers.Serializer):
+class ExecutionCreateSerializer(StrictSerializer):
     """POST /executions/: exactly one of template (key or id), definition_id, graph (SPEC §3)."""
 
     template = serializers.CharField(required=False, allow_null=True, max_length=100)
@@ -153,7 +164,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ScheduleWriteSerializer(serializers.Serializer):
+class ScheduleWriteSerializer(StrictSerializer):
     name = serializers.CharField(max_length=255)
     template = serializers.CharField(required=False, allow_null=True, max_length=100)
     definition_id = serializers.UUIDField(required=False, allow_null=True)
@@ -162,3 +173,87 @@ class ScheduleWriteSerializer(serializers.Serializer):
     cron = serializers.CharField(max_length=100)
     timezone = serializers.CharField(required=False, default="UTC", max_length=64)
     enabled = serializers.BooleanField(required=False, default=True)
+
+
+# --- templates and definitions --------------------------------------------------------------------------
+# Graphs, params and metadata are validated by the services (the engine's one graph and config validators),
+# which report every problem with its path; the serializers only check shapes.
+class TemplateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkflowTemplate
+        fields = ("id", "key", "name", "description", "category", "is_builtin", "is_public", "params", "graph",
+                  "version", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class TemplateWriteSerializer(StrictSerializer):
+    key = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=255)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    category = serializers.CharField(required=False, default="general", max_length=64)
+    params = serializers.DictField(required=False, default=dict)
+    graph = serializers.DictField()
+    is_public = serializers.BooleanField(required=False, default=False)
+
+
+class TemplateUpdateSerializer(TemplateWriteSerializer):
+    """PATCH: every field optional; the key is fixed at creation."""
+
+    key = None
+    name = serializers.CharField(required=False, max_length=255)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    category = serializers.CharField(required=False, max_length=64)
+    params = serializers.DictField(required=False)
+    graph = serializers.DictField(required=False)
+    is_public = serializers.BooleanField(required=False)
+
+
+class DefinitionSerializer(serializers.ModelSerializer):
+    template = serializers.SlugRelatedField(slug_field="key", read_only=True)
+
+    class Meta:
+        model = WorkflowDefinition
+        fields = ("id", "name", "description", "nodes", "edges", "metadata", "template", "version", "is_public",
+                  "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class DefinitionWriteSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=255)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    nodes = serializers.ListField(child=serializers.JSONField())
+    edges = serializers.ListField(child=serializers.JSONField())
+    metadata = serializers.DictField(required=False, default=dict)
+    is_public = serializers.BooleanField(required=False, default=False)
+
+
+class DefinitionUpdateSerializer(DefinitionWriteSerializer):
+    name = serializers.CharField(required=False, max_length=255)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    nodes = serializers.ListField(child=serializers.JSONField(), required=False)
+    edges = serializers.ListField(child=serializers.JSONField(), required=False)
+    metadata = serializers.DictField(required=False)
+    is_public = serializers.BooleanField(required=False)
+
+
+class GraphSerializer(StrictSerializer):
+    """A graph to check: flat or React-Flow `nodes` and `edges` (SPEC §3)."""
+
+    nodes = serializers.JSONField()
+    edges = serializers.JSONField(required=False)
+
+
+class GraphErrorSerializer(serializers.Serializer):
+    path = serializers.CharField(allow_blank=True)
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ValidationResultSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = GraphErrorSerializer(many=True)
+
+
+class FromTemplateSerializer(StrictSerializer):
+    template = serializers.CharField(max_length=100, help_text="template key or id")
+    name = serializers.CharField(required=False, max_length=255)

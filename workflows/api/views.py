@@ -1,10 +1,11 @@
-"""Executions over the API (SPEC §7): start a run, list and read runs, cancel, read the event log (JSON or
-SSE). Thin: validate with a serializer, call a service or selector, render; ChatterErrors render themselves."""
+"""Workflows over the API (SPEC §7): templates, definitions, runs (start, list, read, cancel, event log as JSON or
+SSE) and schedules. Thin: validate with a serializer, call a service or selector, render; ChatterErrors render
+themselves."""
 from __future__ import annotations
 
 from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,37 +16,54 @@ from chatter_project.api.sse import (
     sse_response,
     wants_event_stream,
 )
+from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
+from workflows.api.filters import DefinitionFilter, ExecutionFilter, ScheduleFilter, TemplateFilter
 from workflows.api.serializers import (
+    DefinitionSerializer,
+    DefinitionUpdateSerializer,
+    DefinitionWriteSerializer,
     EventEnvelopeSerializer,
     EventsQuerySerializer,
     ExecutionCreateSerializer,
     ExecutionDetailSerializer,
     ExecutionSerializer,
+    FromTemplateSerializer,
+    GraphSerializer,
     RunResultSerializer,
     ScheduleSerializer,
     ScheduleWriteSerializer,
+    TemplateSerializer,
+    TemplateUpdateSerializer,
+    TemplateWriteSerializer,
+    ValidationResultSerializer,
 )
-from workflows.models import (
-    WorkflowExecution,
-    WorkflowSchedule,
-)
+from workflows.engine.graph import validate_graph
+from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
 from workflows.realtime import execution_feed, execution_run_streamed
 from workflows.selectors import (
+    definition_list,
     execution_event_list,
-    execution_get,
     execution_list,
     execution_with_trace,
-    schedule_get,
     schedule_list,
+    template_get,
+    template_list,
 )
 from workflows.services import (
+    definition_create,
+    definition_delete,
+    definition_from_template,
+    definition_update,
     execution_cancel,
     execution_create,
     execution_run,
     schedule_create,
     schedule_delete,
     schedule_update,
+    template_create,
+    template_delete,
+    template_update,
 )
 
 
@@ -60,23 +78,18 @@ def run_response(execution: WorkflowExecution) -> HttpResponseBase:
     return Response(RunResultSerializer(execution).data, status=status.HTTP_201_CREATED)
 
 
-class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
     queryset = WorkflowExecution.objects.none()  # the real one, per user, is get_queryset()
     serializer_class = ExecutionSerializer
     content_negotiation_class = EventStreamNegotiation
-    filterset_fields = ("status", "workflow_type", "mode")
+    filterset_class = ExecutionFilter
     ordering_fields = ("created_at", "completed_at", "execution_time_ms", "total_tokens", "cost")
     ordering = ("-created_at",)
     throttle_scope = "runs"
+    not_found = "execution not found"
 
     def get_queryset(self):
         return execution_list(user=self.request.user)
-
-    def get_object(self) -> WorkflowExecution:
-        execution = execution_get(user=self.request.user, execution_id=self.kwargs["pk"])
-        if execution is None:  # another user's run is a 404 too, never a 403
-            raise NotFound("execution not found")
-        return execution
 
     def get_throttles(self):
         return [ScopedRateThrottle()] if self.action == "create" else []
@@ -123,21 +136,18 @@ class ExecutionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return self.get_paginated_response(EventEnvelopeSerializer(page, many=True).data)
 
 
-class ScheduleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ScheduleViewSet(mixins.ListModelMixin, OwnedViewSet):
     """Cron runs of a template or definition (SPEC §7): a bad cron or time zone is a 400 and writes nothing."""
 
     queryset = WorkflowSchedule.objects.none()
     serializer_class = ScheduleSerializer
+    filterset_class = ScheduleFilter
+    ordering_fields = ("name", "created_at", "next_run_at", "last_run_at")
     ordering = ("name",)
+    not_found = "schedule not found"
 
     def get_queryset(self):
         return schedule_list(user=self.request.user)
-
-    def get_object(self) -> WorkflowSchedule:
-        schedule = schedule_get(user=self.request.user, schedule_id=self.kwargs["pk"])
-        if schedule is None:
-            raise NotFound("schedule not found")
-        return schedule
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(ScheduleSerializer(self.get_object()).data)
@@ -164,3 +174,94 @@ class ScheduleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def destroy(self, request: Request, pk: str) -> Response:
         schedule_delete(schedule=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TemplateViewSet(mixins.ListModelMixin, OwnedViewSet):
+    """Built-ins (read-only), public templates and the user's own; looked up by id or key."""
+
+    queryset = WorkflowTemplate.objects.none()
+    serializer_class = TemplateSerializer
+    filterset_class = TemplateFilter
+    ordering_fields = ("key", "name", "category", "created_at", "updated_at")
+    ordering = ("key",)
+
+    def get_queryset(self):
+        return template_list(user=self.request.user)
+
+    def get_object(self) -> WorkflowTemplate:
+        template = template_get(user=self.request.user, key_or_id=self.kwargs["pk"])
+        if template is None:
+            raise NotFound("template not found")
+        return template
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(TemplateSerializer(self.get_object()).data)
+
+    @extend_schema(request=TemplateWriteSerializer, responses={201: TemplateSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = TemplateWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        template = template_create(owner=request.user, **serializer.validated_data)
+        return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TemplateUpdateSerializer, responses=TemplateSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        template = self.get_object()
+        serializer = TemplateUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        template = template_update(template=template, actor=request.user, **serializer.validated_data)
+        return Response(TemplateSerializer(template).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        template_delete(template=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DefinitionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    """The user's definitions and everyone's public ones; only the owner may change or delete one."""
+
+    queryset = WorkflowDefinition.objects.none()
+    serializer_class = DefinitionSerializer
+    filterset_class = DefinitionFilter
+    ordering_fields = ("name", "created_at", "updated_at", "version")
+    ordering = ("-updated_at",)
+    not_found = "definition not found"
+
+    def get_queryset(self):
+        return definition_list(user=self.request.user)
+
+    @extend_schema(request=DefinitionWriteSerializer, responses={201: DefinitionSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = DefinitionWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        definition = definition_create(owner=request.user, **serializer.validated_data)
+        return Response(DefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DefinitionUpdateSerializer, responses=DefinitionSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        definition = self.get_object()
+        serializer = DefinitionUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        definition = definition_update(definition=definition, actor=request.user, **serializer.validated_data)
+        return Response(DefinitionSerializer(definition).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        definition_delete(definition=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=GraphSerializer, responses=ValidationResultSerializer)
+    @action(detail=False, methods=["post"])
+    def validate(self, request: Request) -> Response:
+        """Every problem with a graph, without saving anything: always 200 with `valid` and `errors`."""
+        serializer = GraphSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        errors = validate_graph(serializer.validated_data)
+        return Response({"valid": not errors, "errors": errors})
+
+    @extend_schema(request=FromTemplateSerializer, responses={201: DefinitionSerializer})
+    @action(detail=False, methods=["post"], url_path="from-template")
+    def from_template(self, request: Request) -> Response:
+        serializer = FromTemplateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        definition = definition_from_template(owner=request.user, **serializer.validated_data)
+        return Response(DefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)

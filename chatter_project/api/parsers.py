@@ -1,0 +1,60 @@
+"""Request parsers that refuse oversized and absurdly nested bodies before any view sees them (SPEC §7).
+
+DRF reads the request stream itself, bypassing Django's DATA_UPLOAD_MAX_MEMORY_SIZE, so the limit is applied
+here: at most CHATTER_MAX_REQUEST_BYTES are read; one byte more is a 413."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import QueryDict
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+from chatter_project.errors import PayloadTooLarge
+
+
+def body_read(stream) -> bytes:
+    limit = settings.CHATTER_MAX_REQUEST_BYTES
+    raw = stream.read(limit + 1) if stream is not None else b""
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes", details={"max_bytes": limit})
+    return raw
+
+
+def json_depth_check(value, *, limit: int) -> None:
+    """Iterative, so a hostile document cannot exhaust the stack here either."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ParseError(f"JSON nested deeper than {limit} levels")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = body_read(stream)
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            raise ParseError("JSON body is not valid UTF-8") from None
+        except RecursionError:
+            raise ParseError(f"JSON nested deeper than {settings.CHATTER_MAX_JSON_DEPTH} levels") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+        json_depth_check(data, limit=settings.CHATTER_MAX_JSON_DEPTH)
+        return data
+
+
+class FormParser(parsers.FormParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        return QueryDict(body_read(stream), encoding=encoding)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")

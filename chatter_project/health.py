@@ -1,0 +1,92 @@
+"""What /api/v1/health/ and /metrics report: read-only checks of the parts a run needs, and usage totals."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        detail = check() or {}
+    except Exception as exc:  # a health check reports failures, it never raises them
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2), **detail}
+
+
+def _database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def _channel_layer() -> dict:
+    if not settings.REDIS_URL:
+        return {"backend": "in-memory"}
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return {"backend": "redis"}
+
+
+def _queue() -> dict:
+    from django_q.brokers import get_broker
+
+    return {"queued": get_broker().queue_size()}
+
+
+def _stale_runs() -> dict:
+    from workflows.models import WorkflowExecution
+
+    return {"count": stale_runs_count(), "statuses": [WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING]}
+
+
+def stale_runs_count(*, now=None) -> int:
+    """Runs still pending or running past the default timeout plus the sweep interval (I4 says: none)."""
+    from workflows.models import WorkflowExecution
+
+    Status = WorkflowExecution.Status
+    limit = (now or timezone.now()) - timedelta(
+        seconds=settings.CHATTER_EXECUTION_TIMEOUT_S + getattr(settings, "CHATTER_SWEEP_INTERVAL_S", 60))
+    return WorkflowExecution.objects.filter(
+        Q(status=Status.PENDING, created_at__lt=limit) | Q(status=Status.RUNNING, started_at__lt=limit)).count()
+
+
+def health_report() -> tuple[bool, dict]:
+    """(database up, report). Without the database nothing works (503); a missing channel layer or queue only
+    degrades live progress and background runs, and stale runs are the sweep's to end."""
+    checks = {"database": _timed(_database)}
+    if checks["database"]["ok"]:
+        checks["channel_layer"] = _timed(_channel_layer)
+        checks["queue"] = _timed(_queue)
+        checks["stale_runs"] = _timed(_stale_runs)
+    healthy = all(check["ok"] for check in checks.values()) and not checks.get("stale_runs", {}).get("count")
+    status = "ok" if healthy else ("down" if not checks["database"]["ok"] else "degraded")
+    return checks["database"]["ok"], {"status": status, "checks": checks}
+
+
+def usage_by_model() -> list[dict]:
+    """Tokens and cost of every recorded LLM call, by provider and model (the ledger)."""
+    from workflows.models import LLMCall
+
+    return list(LLMCall.objects.values("provider", "model").annotate(
+        calls=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        cached_prompt_tokens=Sum("cached_prompt_tokens"), reasoning_tokens=Sum("reasoning_tokens"),
+        cost=Sum("cost")).order_by("provider", "model"))
+
+
+def runs_by_status() -> dict[str, int]:
+    from workflows.models import WorkflowExecution
+
+    counts = dict(WorkflowExecution.objects.values_list("status").annotate(n=Count("id")).order_by())
+    return {status: counts.get(status, 0) for status in WorkflowExecution.Status.values}

@@ -1,0 +1,45 @@
+"""Prometheus metrics (/metrics): runs by status, tokens and cost by provider and model, event latency.
+
+Run and usage figures are read from the database at scrape time, so every process reports the same totals;
+event latency (persist → handed to the channel layer) is observed in the process that publishes."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from chatter_project.health import runs_by_status, stale_runs_count, usage_by_model
+
+REGISTRY = CollectorRegistry()
+
+EVENT_LATENCY = Histogram(
+    "chatter_event_publish_latency_seconds", "Time from an event's timestamp to its hand-off to the channel layer.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=REGISTRY,
+)
+
+
+class DatabaseCollector:
+    def collect(self):
+        runs = GaugeMetricFamily("chatter_runs", "Runs by status.", labels=["status"])
+        for status, count in runs_by_status().items():
+            runs.add_metric([status], count)
+        yield runs
+        yield GaugeMetricFamily("chatter_stale_runs", "Runs pending or running past timeout plus sweep interval.",
+                                value=stale_runs_count())
+        tokens = CounterMetricFamily("chatter_tokens", "Tokens reported by providers.",
+                                     labels=["provider", "model", "kind"])
+        cost = CounterMetricFamily("chatter_cost_usd", "Cost of LLM calls in USD.", labels=["provider", "model"])
+        calls = CounterMetricFamily("chatter_llm_calls", "LLM calls.", labels=["provider", "model"])
+        for row in usage_by_model():
+            labels = [row["provider"], row["model"]]
+            for kind in ("prompt", "completion", "cached_prompt", "reasoning"):
+                tokens.add_metric([*labels, kind], row[f"{kind}_tokens"] or 0)
+            cost.add_metric(labels, float(row["cost"] or 0))
+            calls.add_metric(labels, row["calls"])
+        yield from (tokens, cost, calls)
+
+
+REGISTRY.register(DatabaseCollector())
+
+
+def metrics_text() -> bytes:
+    return generate_latest(REGISTRY)

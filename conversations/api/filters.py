@@ -1,0 +1,26 @@
+import django_filters
+
+from chatter_project.api.filters import CreatedRangeFilterSet
+from conversations.models import Conversation, Document, Message
+
+
+class ConversationFilter(CreatedRangeFilterSet):
+    title = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Conversation
+        fields = ("status", "title")
+
+
+class MessageFilter(django_filters.FilterSet):
+    class Meta:
+        model = Message
+        fields = ("role", "execution")
+
+
+class DocumentFilter(CreatedRangeFilterSet):
+    title = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Document
+        fields = ("title",)
