@@ -214,6 +214,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chatter_project.api.schema.error_responses_add",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ExecutionStatusEnum": "workflows.models.WorkflowExecution.Status",
         "ExecutionModeEnum": "workflows.models.WorkflowExecution.Mode",

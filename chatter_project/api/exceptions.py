@@ -6,13 +6,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from chatter_project.errors import ChatterError
+from chatter_project.errors import ChatterError, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,10 @@ def error_body(code: str, message: str, details: Any = None) -> dict:
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's EXCEPTION_HANDLER: ChatterError subclasses carry their own status and code; DRF's and Django's
     exceptions are mapped onto the same shape; anything else is a bug, a logged 500."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE (= our limit)
+        exc = PayloadTooLarge(f"request body larger than {settings.CHATTER_MAX_REQUEST_BYTES} bytes",
+                              details={"max_bytes": settings.CHATTER_MAX_REQUEST_BYTES})
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)

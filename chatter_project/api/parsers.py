@@ -1,7 +1,8 @@
-"""Request parsers that refuse oversized and absurdly nested bodies before any view sees them (SPEC §7).
+"""Request parsers that refuse oversized, absurdly nested or non-UTF-8 bodies before any view sees them (SPEC §7).
 
-DRF reads the request stream itself, bypassing Django's DATA_UPLOAD_MAX_MEMORY_SIZE, so the limit is applied
-here: at most CHATTER_MAX_REQUEST_BYTES are read; one byte more is a 413."""
+Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE (= CHATTER_MAX_REQUEST_BYTES) when DRF reads it (the
+error handler makes that a 413); the parsers also read at most that many bytes from whatever stream they are
+given, so no path parses more."""
 from __future__ import annotations
 
 import json

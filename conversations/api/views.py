@@ -29,8 +29,7 @@ from conversations.services import (
     document_create,
     document_delete,
 )
-from workflows.api.serializers import RunResultSerializer
-from workflows.api.views import run_response
+from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.models import WorkflowExecution
 from workflows.services import execution_create
 
@@ -43,7 +42,7 @@ class ChatView(APIView):
     throttle_scope = "runs"
     content_negotiation_class = EventStreamNegotiation
 
-    @extend_schema(request=ChatSerializer, responses={201: RunResultSerializer})
+    @extend_schema(request=ChatSerializer, responses=RUN_RESPONSES)
     def post(self, request: Request) -> HttpResponseBase:
         serializer = ChatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

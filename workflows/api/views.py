@@ -4,7 +4,8 @@ themselves."""
 from __future__ import annotations
 
 from django.http import HttpResponseBase
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -67,6 +68,14 @@ from workflows.services import (
 )
 
 
+# What starting a run answers, by mode (SPEC §7): documented once for POST /chat/ and POST /executions/.
+RUN_RESPONSES = {
+    201: RunResultSerializer,
+    202: OpenApiResponse(ExecutionSerializer, "background: the pending run, handed to a worker"),
+    (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "stream: the run's events as SSE (SPEC §6)"),
+}
+
+
 def run_response(execution: WorkflowExecution) -> HttpResponseBase:
     """Answer a just-created (pending) run in its mode: 202 with the pending run (a worker runs it), SSE of its
     events while it runs, or run it to the end and answer 201 with the result."""
@@ -94,7 +103,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
     def get_throttles(self):
         return [ScopedRateThrottle()] if self.action == "create" else []
 
-    @extend_schema(request=ExecutionCreateSerializer, responses={201: RunResultSerializer})
+    @extend_schema(request=ExecutionCreateSerializer, responses=RUN_RESPONSES)
     def create(self, request: Request) -> HttpResponseBase:
         serializer = ExecutionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -118,7 +127,11 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         execution = execution_cancel(execution=self.get_object(), actor=request.user)
         return Response(ExecutionSerializer(execution).data)
 
-    @extend_schema(responses=EventEnvelopeSerializer(many=True))
+    @extend_schema(responses={
+        200: EventEnvelopeSerializer(many=True),
+        (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "the events as SSE, live until the end"),
+        204: OpenApiResponse(None, "SSE resumed after the terminal event: nothing will follow"),
+    }, parameters=[OpenApiParameter("after", int, description="only events with a larger seq")])
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str) -> HttpResponseBase:
         execution = self.get_object()

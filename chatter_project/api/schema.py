@@ -1,0 +1,44 @@
+"""OpenAPI post-processing: every operation documents the one error shape for the errors any endpoint can
+answer, so clients (and the schema fuzzing in tests) can rely on the schema for failures too."""
+from __future__ import annotations
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"nullable": True, "description": "field errors, limits or other specifics"},
+            },
+        }
+    },
+}
+ERRORS = {
+    "400": "invalid input: nothing was written",
+    "401": "not authenticated",
+    "403": "not allowed (e.g. a built-in template, a staff-only endpoint)",
+    "404": "not found, or not the caller's",
+    "405": "method not allowed",
+    "406": "cannot render the requested media type",
+    "409": "conflict with the object's state",
+    "413": "request body too large",
+    "415": "unsupported request media type",
+    "429": "throttled, or too many runs at once",
+}
+PUBLIC = {"/api/v1/health/", "/api/v1/auth/token/"}
+
+
+def error_responses_add(result: dict, generator, request, public) -> dict:
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, item in result.get("paths", {}).items():
+        for operation in item.values():
+            for status, description in ERRORS.items():
+                if path in PUBLIC and status == "401":
+                    continue
+                operation["responses"].setdefault(status, {"description": description, "content": reference})
+    return result
