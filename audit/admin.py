@@ -1,11 +1,16 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 
 from audit.models import AuditEvent
+from audit.selectors import audit_chain_verify
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    """Append-only (the ORM refuses update and delete), so the admin only ever reads."""
+    """Append-only (the ORM refuses update and delete), so the admin only ever reads. The changelist's
+    "Verify audit chain" button (templates/admin/audit/auditevent/change_list.html) re-checks I7."""
 
     list_display = ("id", "created_at", "action", "actor_type", "actor", "target_type", "target_id", "ip",
                     "correlation_id")
@@ -22,3 +27,18 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        verify = path("verify/", self.admin_site.admin_view(self.verify_view), name="audit_auditevent_verify")
+        return [verify, *super().get_urls()]
+
+    def verify_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        result = audit_chain_verify()
+        if result.valid:
+            messages.success(request, f"Audit chain OK: {result.checked} row(s) verified.")
+        else:
+            bad = result.first_bad
+            messages.error(request, f"Audit chain broken at row #{bad.id} ({bad.reason}): {bad.message}")
+        return HttpResponseRedirect(reverse("admin:audit_auditevent_changelist"))

@@ -38,7 +38,10 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["action"]), models.Index(fields=["target_type", "target_id"])]
+        indexes = [models.Index(fields=["action"]), models.Index(fields=["target_type", "target_id"]),
+                   models.Index(fields=["correlation_id"])]
+        # A row has at most one successor: the database itself refuses a fork of the chain.
+        constraints = [models.UniqueConstraint(fields=["prev_hash"], name="audit_event_one_successor")]
 
     def __str__(self) -> str:
         return f"#{self.id} {self.action}"

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from audit.services import access_denied_record
 from workflows.realtime import execution_feed, user_feed
 from workflows.selectors import execution_get
 
@@ -30,6 +31,10 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_NORMAL)
 
     async def refuse(self, code: int) -> None:
+        if code in (CLOSE_UNAUTHENTICATED, CLOSE_NOT_FOUND):
+            await database_sync_to_async(access_denied_record)(
+                user=self.scope.get("user"), ip=(self.scope.get("client") or [None])[0], method="WEBSOCKET",
+                path=self.scope.get("path", ""), status=code)
         # Accept first: a close before the handshake completes reaches the client as HTTP 403, not a code.
         await self.accept()
         await self.close(code=code)

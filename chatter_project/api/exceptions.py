@@ -7,15 +7,18 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import connection
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from audit.services import access_denied_record
 from chatter_project.errors import ChatterError, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
+ACCESS_DENIED = (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied)
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
@@ -37,12 +40,28 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, exceptions.APIException):
         set_rollback()
-        return Response(_api_exception_body(exc), status=exc.status_code, headers=_api_exception_headers(exc))
+        response = Response(_api_exception_body(exc), status=exc.status_code, headers=_api_exception_headers(exc))
+        if isinstance(exc, ACCESS_DENIED) and context.get("request") is not None:
+            _audit_access_denied(context["request"], response)
+        return response
     if settings.DEBUG:
         return None  # Django's debug page, with the traceback
     logger.error("unhandled API error", exc_info=exc)
     set_rollback()
     return Response(error_body("server_error", "internal server error"), status=500)
+
+
+def _audit_access_denied(request, response: Response) -> None:
+    """`access.denied` in its own transaction. Under ATOMIC_REQUESTS set_rollback() has doomed the request's
+    transaction, so the row is written when the response is closed, after that transaction has ended."""
+    def record() -> None:
+        access_denied_record(user=request.user, ip=request.META.get("REMOTE_ADDR"), method=request.method,
+                             path=request.path, status=response.status_code)
+
+    if connection.in_atomic_block and connection.needs_rollback:
+        response._resource_closers.append(record)  # what Django runs in response.close()
+    else:
+        record()
 
 
 def _api_exception_body(exc: exceptions.APIException) -> dict:

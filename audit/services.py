@@ -1,0 +1,180 @@
+"""Writes of the audit trail (SPEC §2, I7): one append-only, hash-chained row per sensitive action.
+
+Services call `audit_record` inside their own transaction, so the row commits or rolls back with the action.
+Call it as late as possible in that transaction: from the call to the commit, every other audited write waits
+(the chain has one head, so appends are serialized).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime, time
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from audit.chain import GENESIS_HASH, ip_normalize, row_hash
+from audit.models import AuditEvent
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+# pg_advisory_xact_lock key for the chain head ("audit" in ASCII); any fixed number no other code uses.
+CHAIN_LOCK_KEY = 0x6175646974
+_ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+# Key names whose values are secrets. Whole words, so "total_tokens" or "template_key" stay readable.
+_SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "authorization", "cookie", "cookies",
+                 "apikey", "credential", "credentials", "sessionid", "csrftoken", "bearer"}
+_SECRET_KEY_QUALIFIERS = {"api", "secret", "private", "access", "signing", "encryption", "session"}
+_MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
+
+
+def audit_record(*, action: str, actor=None, actor_type: str | None = None, target: Model | None = None,
+                 target_type: str = "", target_id: str = "", correlation_id: str = "", ip: str | None = None,
+                 data: Mapping[str, Any] | None = None) -> AuditEvent:
+    """Append one row to the chain, in the caller's transaction (or a new one when there is none).
+
+    `actor` is a user (or None); `actor_type` defaults to "user" with an actor, else "system". `target` fills
+    target_type (its model name) and target_id (its pk) unless they are given. `data` is redacted (secret-looking
+    keys and configured secrets) and stored as plain JSON (Decimal, UUID and datetimes become strings).
+    """
+    if not isinstance(action, str) or len(action) > 64 or not _ACTION.match(action):
+        raise ValueError(f"audit action must be dotted lowercase, like 'execution.started': {action!r}")
+    if actor is not None and not actor.is_authenticated:
+        actor = None  # an AnonymousUser is nobody
+    actor_type = actor_type or (AuditEvent.ActorType.USER if actor is not None else AuditEvent.ActorType.SYSTEM)
+    if actor_type not in AuditEvent.ActorType.values:
+        raise ValueError(f"unknown audit actor_type {actor_type!r}")
+    if target is not None:
+        target_type = target_type or target._meta.model_name
+        target_id = target_id or str(target.pk)
+    fields = {
+        "actor_id": actor.pk if actor is not None else None,
+        "actor_type": str(actor_type),
+        "action": action,
+        "target_type": _text(target_type, 64),
+        "target_id": _text(target_id, 64),
+        "correlation_id": _text(correlation_id, 64),
+        "ip": ip_normalize(ip),
+        "data": _jsonable(redact(dict(data or {}))),
+    }
+    with transaction.atomic(savepoint=False):
+        _lock_chain_head()
+        prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+        created_at = timezone.now()  # under the lock, so times never go backwards along the chain
+        event = AuditEvent(created_at=created_at, prev_hash=prev_hash,
+                           hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
+        event.save(force_insert=True)
+    return event
+
+
+def access_denied_record(*, user=None, ip: str | None, method: str, path: str, status: int) -> AuditEvent | None:
+    """`access.denied` for a refused request (401/403) or websocket (4401/4404), in its own transaction: the
+    refusal stays on record though the request wrote nothing. Never raises: the refusal itself must still be
+    answered when the database cannot take the row (logged instead)."""
+    try:
+        with transaction.atomic():
+            return audit_record(action="access.denied", actor=user, ip=ip,
+                                data={"method": method, "path": path, "status": status})
+    except DatabaseError:
+        logger.exception("could not audit access.denied %s %s (%s)", method, path, status)
+        return None
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with the values of secret-looking keys (api_key, token, password, authorization, …, at
+    any depth, any case) and every string holding a configured secret (SECRET_KEY, provider API keys, the
+    database password) replaced by "[redacted]"."""
+    return _redact(value, _configured_secrets())
+
+
+def _redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, Mapping):
+        copy = {}
+        for key, item in value.items():
+            key_text = str(key)
+            if _holds_secret(key_text, secrets):
+                key_text = REDACTED
+            copy[key_text] = REDACTED if _is_secret_key(key_text) else _redact(item, secrets)
+        return copy
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact(item, secrets) for item in value]
+    if isinstance(value, str) and _holds_secret(value, secrets):
+        return REDACTED
+    return value
+
+
+def _is_secret_key(name: str) -> bool:
+    # camelCase and kebab-case to words: "X-Api-Key" and "xApiKey" → ["x", "api", "key"]
+    words = [word for word in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if word]
+    if not words:
+        return False
+    if _SECRET_WORDS.intersection(words):
+        return True
+    return words[-1] == "key" and (len(words) == 1 or words[-2] in _SECRET_KEY_QUALIFIERS)
+
+
+def _holds_secret(text: str, secrets: tuple[str, ...]) -> bool:
+    return any(secret in text for secret in secrets)
+
+
+def _configured_secrets() -> tuple[str, ...]:
+    candidates = (settings.SECRET_KEY, getattr(settings, "OPENAI_API_KEY", None),
+                  getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"))
+    return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
+
+
+def _lock_chain_head() -> None:
+    """Writers of the chain take turns, so two rows never link to the same predecessor (a fork).
+
+    PostgreSQL: a transaction-level advisory lock, held until the caller's transaction ends; at READ COMMITTED
+    (Django's default) the next statement then sees the previous writer's committed row. SQLite: nothing to
+    do, the settings open every transaction with BEGIN IMMEDIATE, which already takes the database's one write
+    lock (and a deferred transaction could not fork either: its write would fail with SQLITE_BUSY).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+
+
+def _text(value: Any, max_length: int) -> str:
+    """A string PostgreSQL can store: no NUL, no lone surrogates, within the column."""
+    return _clean_str(str(value or ""))[:max_length]
+
+
+def _clean_str(text: str) -> str:
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values that survive a round trip through jsonb unchanged, so the stored row hashes the same
+    when it is read back: Decimal, UUID and times become strings, NaN and infinities too."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        if timezone.is_aware(value):
+            value = value.astimezone(dt_timezone.utc)
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {_clean_str(str(key)): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(item) for item in value]
+    return _clean_str(str(value))

@@ -1,0 +1,105 @@
+"""`access.denied` audit rows for refused API requests (401/403) and websockets (4401/4404)."""
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connection, connections
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from audit.selectors import audit_chain_verify
+from chatter_project.asgi import application
+from tests.api.conftest import assert_error
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+def denied() -> list[dict]:
+    return list(AuditEvent.objects.filter(action="access.denied").order_by("id")
+                .values("actor_id", "actor_type", "ip", "data"))
+
+
+@pytest.mark.django_db
+def test_an_anonymous_request_is_recorded_without_its_query_string():
+    response = APIClient().get("/api/v1/executions/?token=hunter2-secret")
+
+    assert_error(response, 401, "not_authenticated")
+    assert denied() == [{"actor_id": None, "actor_type": "system", "ip": "127.0.0.1",
+                         "data": {"method": "GET", "path": "/api/v1/executions/", "status": 401}}]
+    assert audit_chain_verify().valid
+
+
+@pytest.mark.django_db
+def test_a_bad_token_is_recorded():
+    response = APIClient().post("/api/v1/executions/", {}, HTTP_AUTHORIZATION="Token not-a-real-token",
+                                REMOTE_ADDR="203.0.113.9")
+
+    assert_error(response, 401, "authentication_failed")
+    assert denied() == [{"actor_id": None, "actor_type": "system", "ip": "203.0.113.9",
+                         "data": {"method": "POST", "path": "/api/v1/executions/", "status": 401}}]
+
+
+@pytest.mark.django_db
+def test_a_forbidden_request_is_recorded_with_its_user(alice):
+    client = APIClient()
+    client.force_login(alice)
+
+    assert_error(client.get("/api/v1/audit/verify/"), 403, "permission_denied")
+    assert denied() == [{"actor_id": alice.pk, "actor_type": "user", "ip": "127.0.0.1",
+                         "data": {"method": "GET", "path": "/api/v1/audit/verify/", "status": 403}}]
+
+
+@pytest.mark.django_db
+def test_other_errors_are_not_access_denied(alice):
+    client = APIClient()
+    client.force_login(alice)
+
+    assert client.get("/api/v1/executions/not-a-uuid/").status_code == 404
+    assert client.post("/api/v1/executions/", {"template": "nope", "graph": {}}).status_code == 400
+    assert denied() == []
+
+
+@pytest.mark.django_db
+def test_it_is_recorded_although_atomic_requests_rolls_the_request_back(alice, monkeypatch):
+    """Under ATOMIC_REQUESTS the handler runs inside the request's doomed transaction; the row must outlive it."""
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    client = APIClient()
+    client.force_login(alice)
+
+    assert_error(client.get("/api/v1/audit/verify/"), 403, "permission_denied")
+    assert [row["actor_id"] for row in denied()] == [alice.pk]
+    assert audit_chain_verify().valid
+
+
+# --- websockets ----------------------------------------------------------------------------------------------
+@pytest.fixture
+async def close_db_connections():
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+async def close_code(path: str) -> int:
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN])
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close"
+    return output["code"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_websocket_is_recorded(bob, close_db_connections):
+    missing = "00000000-0000-0000-0000-000000000000"
+    token = await sync_to_async(lambda: Token.objects.create(user=bob).key)()
+
+    assert await close_code("/ws/events/") == 4401
+    assert await close_code(f"/ws/executions/{missing}/?token={token}") == 4404
+
+    rows = await sync_to_async(denied)()
+    assert rows == [
+        {"actor_id": None, "actor_type": "system", "ip": None,
+         "data": {"method": "WEBSOCKET", "path": "/ws/events/", "status": 4401}},
+        {"actor_id": bob.pk, "actor_type": "user", "ip": None,
+         "data": {"method": "WEBSOCKET", "path": f"/ws/executions/{missing}/", "status": 4404}},
+    ]
+    assert (await sync_to_async(audit_chain_verify)()).valid
