@@ -19,6 +19,25 @@ def staff(db):
     return get_user_model().objects.create_superuser("root", "root@example.com", "root-password")
 
 
+@pytest.fixture
+def api(alice):
+    """Alice, logged in with a session."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_api(bob):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(bob)
+    return client
+
+
 def pytest_collection_modifyitems(config, items):
     from django.conf import settings
 

@@ -23,17 +23,32 @@ def body_read(stream) -> bytes:
     return raw
 
 
-def json_depth_check(value, *, limit: int) -> None:
-    """Iterative, so a hostile document cannot exhaust the stack here either."""
+def json_check(value, *, depth_limit: int) -> None:
+    """Refuse what no field may hold and no database can store: nesting deeper than the limit, NUL characters
+    (PostgreSQL text and jsonb reject them) and lone surrogates (not encodable as UTF-8), in keys or values.
+    Iterative, so a hostile document cannot exhaust the stack here either."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            raise ParseError(f"JSON nested deeper than {limit} levels")
+        if depth > depth_limit:
+            raise ParseError(f"JSON nested deeper than {depth_limit} levels")
         if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
+            for key, child in item.items():
+                _text_check(key)
+                stack.append((child, depth + 1))
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _text_check(item)
+
+
+def _text_check(text: str) -> None:
+    if "\x00" in text:
+        raise ParseError("JSON strings may not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError("JSON strings may not contain lone surrogate characters") from None
 
 
 class JSONParser(parsers.JSONParser):
@@ -47,7 +62,7 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(f"JSON nested deeper than {settings.CHATTER_MAX_JSON_DEPTH} levels") from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
-        json_depth_check(data, limit=settings.CHATTER_MAX_JSON_DEPTH)
+        json_check(data, depth_limit=settings.CHATTER_MAX_JSON_DEPTH)
         return data
 
 

@@ -1,6 +1,5 @@
 import pytest
 from django.core.cache import cache
-from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Message
 from workflows.models import WorkflowExecution
@@ -9,21 +8,6 @@ from workflows.models import WorkflowExecution
 @pytest.fixture(autouse=True)
 def fresh_throttles():
     cache.clear()  # throttle counters live in the cache, keyed by user id (ids repeat across tests)
-
-
-@pytest.fixture
-def api(alice) -> APIClient:
-    """Alice, logged in with a session."""
-    client = APIClient()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def bob_api(bob) -> APIClient:
-    client = APIClient()
-    client.force_login(bob)
-    return client
 
 
 def row_counts() -> tuple[int, int, int]:
