@@ -12,13 +12,24 @@ the queue empty gets a 500 with an OpenAI-style error body.
         assert stub.requests[0].body["messages"][-1]["content"] == "…"
 
 Clients retry 429 and 5xx by default (openai and langchain-openai: max_retries=2); a test that scripts
-an error should set max_retries=0, or script one reply per attempt.
+an error should set max_retries=0, or script one reply per attempt (`headers={"retry-after-ms": "10"}`
+keeps the client's back-off short).
+
+Faults, for provider fault tests (streamed replies; `fault_after` counts the data chunks written first,
+None meaning all of them, so after the usage chunk when the request asked for usage):
+- fault="reset": the connection is reset (TCP RST) instead of finishing the stream.
+- fault="malformed": a chunk that is not valid JSON, then the rest of the stream.
+- fault="stall": the stream stops for `stall_s` seconds, then goes on (a hung server, for timeouts).
+- usage_every_chunk=True: the usage object rides on every chunk, growing cumulatively (as some servers
+  send it); the final usage chunk still carries the final figures.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -27,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
+FAULTS = (None, "reset", "malformed", "stall")
+MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -59,6 +72,11 @@ class StubReply:
     error_body: dict[str, Any] | None = None
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    fault: str | None = None
+    fault_after: int | None = None
+    stall_s: float = 0.0
+    usage_every_chunk: bool = False
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -135,6 +153,11 @@ class OpenAIStub:
         error_body: dict[str, Any] | None = None,
         delay_s: float = 0.0,
         chunk_delay_s: float = 0.0,
+        headers: dict[str, str] | None = None,
+        fault: str | None = None,
+        fault_after: int | None = None,
+        stall_s: float = 0.0,
+        usage_every_chunk: bool = False,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -144,7 +167,11 @@ class OpenAIStub:
         finish_reason: defaults to "tool_calls" when there are tool calls, else "stop".
         status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
+        headers: extra response headers (e.g. retry-after-ms on an error).
+        fault, fault_after, stall_s, usage_every_chunk: see the module docstring.
         """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
         calls = []
         for call in tool_calls or []:
             arguments = call.get("arguments", {})
@@ -168,6 +195,11 @@ class OpenAIStub:
                     error_body=error_body,
                     delay_s=delay_s,
                     chunk_delay_s=chunk_delay_s,
+                    headers=dict(headers or {}),
+                    fault=fault,
+                    fault_after=fault_after,
+                    stall_s=stall_s,
+                    usage_every_chunk=usage_every_chunk,
                 )
             )
         return self
@@ -253,6 +285,9 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[d
         )
         chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": call["arguments"]}}]}))
     chunks.append(chunk({}, reply.finish_reason))
+    if include_usage and reply.usage is not None and reply.usage_every_chunk:
+        for index, data in enumerate(chunks, start=1):
+            data["usage"] = _usage_so_far(reply.usage, index / len(chunks))
     if include_usage and reply.usage is not None:
         chunks.append(
             {
@@ -266,6 +301,13 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[d
             }
         )
     return chunks
+
+
+def _usage_so_far(usage: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """A cumulative report part-way through a stream: the prompt in full, the completion so far."""
+    completion = int(usage.get("completion_tokens", 0) * fraction)
+    prompt = usage.get("prompt_tokens", 0)
+    return {**usage, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
@@ -300,14 +342,15 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if reply.delay_s:
                 time.sleep(reply.delay_s)
             if reply.status != 200:
-                self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."))
+                self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."),
+                                reply.headers)
                 return
             completion_id = stub._next_id()
             if isinstance(body, dict) and body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._send_stream(_chunks(reply, completion_id, include_usage), reply.chunk_delay_s)
+                self._send_stream(_chunks(reply, completion_id, include_usage), reply)
             else:
-                self._send_json(200, _completion(reply, completion_id))
+                self._send_json(200, _completion(reply, completion_id), reply.headers)
 
         def _request(self, body: Any) -> StubRequest:
             headers = {name.lower(): value for name, value in self.headers.items()}
@@ -317,28 +360,53 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             with stub._lock:
                 stub.requests.append(self._request(body))
 
-        def _send_json(self, status: int, payload: Any) -> None:
+        def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _send_stream(self, chunks: list[dict[str, Any]], chunk_delay_s: float) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
             try:
-                for index, data in enumerate(chunks):
-                    if chunk_delay_s and index:
-                        time.sleep(chunk_delay_s)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (a timeout test)
+
+        def _send_stream(self, chunks: list[dict[str, Any]], reply: StubReply) -> None:
+            fault_at = len(chunks) if reply.fault_after is None else reply.fault_after
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Cache-Control", "no-cache")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for index, data in enumerate([*chunks, None]):
+                    if index == fault_at and reply.fault == "reset":
+                        self._reset()
+                        return
+                    if index == fault_at and reply.fault == "malformed":
+                        self.wfile.write(f"data: {MALFORMED_CHUNK}\n\n".encode())
+                    if index == fault_at and reply.fault == "stall":
+                        self.wfile.flush()
+                        time.sleep(reply.stall_s)
+                    if data is None:
+                        break
+                    if reply.chunk_delay_s and index:
+                        time.sleep(reply.chunk_delay_s)
                     self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client went away (e.g. a cancelled run); nothing to clean up
+
+        def _reset(self) -> None:
+            """Abort the connection: SO_LINGER 0 makes close() send a TCP RST instead of a clean FIN."""
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
 
     return Handler

@@ -21,6 +21,9 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     """Relays one async feed of envelopes to the client; closes when the feed ends."""
 
     feed_task: asyncio.Task | None = None
+    # The feeds subscribe to their groups themselves; a per-consumer layer channel would only make every
+    # handshake depend on Redis being up (a client could not even get the persisted log during an outage).
+    channel_layer_alias = None
 
     async def relay(self, feed) -> None:
         try:

@@ -114,6 +114,9 @@ class WorkflowExecution(TokenTotals):
     tool_calls = models.PositiveIntegerField(default=0)
     correlation_id = models.CharField(max_length=64, blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
+    # Refreshed every few seconds by the process running the run; the recovery sweep ends running runs
+    # whose heartbeat stopped (their worker died).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

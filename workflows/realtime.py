@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import threading
+import time
 from collections import deque
 from typing import AsyncIterator
 
@@ -20,11 +21,17 @@ from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from workflows import events
-from workflows.models import ExecutionEvent
+from workflows.models import ExecutionEvent, WorkflowExecution
 
 logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "chatter.event"
 POLL_S = 1.0
+# While the layer is down (Redis stopped), sends fail or hang: each gets this long, the backlog is capped
+# (the oldest go first: persisted events come back from the database, token deltas are best-effort), and
+# failures are logged at most once per interval.
+SEND_TIMEOUT_S = 2.0
+MAX_BACKLOG = 10_000
+FAILURE_LOG_INTERVAL_S = 10.0
 
 
 def execution_group(execution_id) -> str:
@@ -40,7 +47,7 @@ class _Target:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, private: bool):
         self.loop, self.private = loop, private
-        self.pending: deque = deque()  # touched only on `loop`
+        self.pending: deque = deque(maxlen=MAX_BACKLOG)  # touched only on `loop`
         self.draining = False
 
 
@@ -56,6 +63,8 @@ class Broadcaster:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._target: _Target | None = None
+        self._failures = 0
+        self._failure_logged = 0.0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver from `loop` from now on (called on the loop itself by in-process listeners).
@@ -97,11 +106,21 @@ class Broadcaster:
                 groups, envelope = target.pending.popleft()
                 for group in groups:
                     try:
-                        await layer.group_send(group, {"type": MESSAGE_TYPE, "event": envelope})
+                        async with asyncio.timeout(SEND_TIMEOUT_S):  # no extra task per send, unlike wait_for
+                            await layer.group_send(group, {"type": MESSAGE_TYPE, "event": envelope})
                     except Exception:  # noqa: BLE001 - e.g. Redis down: persisted events are replayed from the db
-                        logger.warning("broadcast to %s failed", group, exc_info=True)
+                        self._send_failed(group)
         finally:
             target.draining = False
+
+    def _send_failed(self, group: str) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
+            self._failure_logged = now
+            logger.warning("broadcasts are failing (%d since the last report; last to %s); watchers catch up "
+                           "from the database", self._failures, group, exc_info=True)
+            self._failures = 0
 
     def flush(self, timeout: float = 3.0) -> None:
         """Wait until queued broadcasts are sent (a command about to exit)."""
@@ -130,8 +149,12 @@ def broadcast(envelope: dict, *, owner_id) -> None:
 # --- feeds --------------------------------------------------------------------------------------------------
 @database_sync_to_async
 def _terminal_seq(execution_id) -> int | None:
+    """The seq of the run's terminal event; 0 for a finished run whose log was pruned; None while it runs."""
     row = ExecutionEvent.objects.filter(execution_id=execution_id, event__in=events.TERMINAL_EVENTS).first()
-    return row.seq if row is not None else None
+    if row is not None:
+        return row.seq
+    finished = WorkflowExecution.objects.filter(pk=execution_id, status__in=WorkflowExecution.TERMINAL).exists()
+    return 0 if finished else None
 
 
 @database_sync_to_async
@@ -160,9 +183,15 @@ class _Subscription:
     async def __aenter__(self) -> "_Subscription":
         broadcaster.bind(asyncio.get_running_loop())
         self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel()
-        for group in self.groups:
-            await self.layer.group_add(group, self.channel)
+        self.reader = None
+        try:
+            self.channel = await asyncio.wait_for(self.layer.new_channel(), SEND_TIMEOUT_S)
+            for group in self.groups:
+                await asyncio.wait_for(self.layer.group_add(group, self.channel), SEND_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - layer down: nothing live, the feeds poll the database instead
+            logger.warning("could not subscribe to %s; polling the database only", self.groups, exc_info=True)
+            self.groups = []
+            return self
         self.reader = asyncio.create_task(self._read())
         return self
 
@@ -182,10 +211,11 @@ class _Subscription:
             return None
 
     async def __aexit__(self, *exc) -> None:
-        self.reader.cancel()
+        if self.reader is not None:
+            self.reader.cancel()
         for group in self.groups:
             try:
-                await self.layer.group_discard(group, self.channel)
+                await asyncio.wait_for(self.layer.group_discard(group, self.channel), SEND_TIMEOUT_S)
             except Exception:  # noqa: BLE001
                 pass
 
@@ -195,6 +225,10 @@ async def execution_feed(execution_id, *, after: int = 0, poll_s: float = POLL_S
     ends after the terminal event."""
     terminal = await _terminal_seq(execution_id)
     if terminal is not None and terminal <= after:
+        return
+    if terminal is not None:  # a finished run: its whole log is in the database, nothing live to wait for
+        for envelope in await _persisted(execution_id, after=after):
+            yield envelope
         return
     async with _Subscription([execution_group(execution_id)]) as live:
         last = after

@@ -8,23 +8,26 @@ aggregate in one transaction. Blocking, streaming and background runs all go thr
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import re
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connections, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
+from audit.services import audit_record
 from chatter_project.errors import (
     ChatterError,
     Conflict,
@@ -43,10 +46,16 @@ from workflows.engine.config import config_errors, config_resolve
 from workflows.engine.graph import Graph, normalize_graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.providers import provider_check
-from workflows.engine.runtime import NullHooks, RunContext
+from workflows.engine.runtime import NullHooks, RunContext, RunInterrupted
 from workflows.events import Sink
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
-from workflows.recorder import ExecutionRecorder, cancel_signal_local
+from workflows.models import (
+    ExecutionEvent,
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
+from workflows.recorder import HEARTBEAT_S, ExecutionRecorder, cancel_signal_local
 from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)
@@ -111,6 +120,8 @@ def template_create(*, owner, key: str, name: str, graph, description: str = "",
             params=params or {}, graph=graph, is_public=is_public,
         )
         TemplateAnalytics.objects.create(template=template)
+        audit_record(action="template.created", actor=owner, target=template,
+                     data={"key": key, "version": template.version, "is_public": is_public})
     return template
 
 
@@ -140,13 +151,19 @@ def template_update(*, template: WorkflowTemplate, actor, **changes) -> Workflow
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save()
+        audit_record(action="template.updated", actor=actor, target=locked,
+                     data={"key": locked.key, "version": locked.version,
+                           "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
     return locked
 
 
 def template_delete(*, template: WorkflowTemplate, actor) -> None:
     """Past runs keep their figures (their template becomes null); the template's analytics go with it."""
     _template_owned(template, actor)
-    template.delete()
+    with transaction.atomic():
+        audit_record(action="template.deleted", actor=actor, target=template,
+                     data={"key": template.key, "version": template.version})
+        template.delete()
 
 
 # --- definitions ----------------------------------------------------------------------------------------
@@ -159,10 +176,14 @@ def definition_create(*, owner, name: str, nodes, edges, description: str = "", 
     if not name or not name.strip():
         raise InvalidInput("a definition needs a name", details=[{"path": "name", "code": "required",
                                                                   "message": "name is required"}])
-    return WorkflowDefinition.objects.create(
-        owner=owner, name=name[:255], description=description, nodes=graph["nodes"], edges=graph["edges"],
-        metadata=metadata or {}, template=template, is_public=is_public,
-    )
+    with transaction.atomic():
+        definition = WorkflowDefinition.objects.create(
+            owner=owner, name=name[:255], description=description, nodes=graph["nodes"], edges=graph["edges"],
+            metadata=metadata or {}, template=template, is_public=is_public,
+        )
+        audit_record(action="definition.created", actor=owner, target=definition,
+                     data={"name": definition.name, "version": 1, "template": template.key if template else None})
+    return definition
 
 
 def definition_from_template(*, owner, template: str, name: str | None = None) -> WorkflowDefinition:
@@ -190,12 +211,15 @@ def definition_update(*, definition: WorkflowDefinition, actor=None, **changes) 
     graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
     with transaction.atomic():
         locked = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
-        if graph["nodes"] != locked.nodes or graph["edges"] != locked.edges:
+        graph_changed = graph["nodes"] != locked.nodes or graph["edges"] != locked.edges
+        if graph_changed:
             locked.nodes, locked.edges = graph["nodes"], graph["edges"]
             locked.version += 1
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save()
+        audit_record(action="definition.updated", actor=actor or locked.owner, target=locked,
+                     data={"version": locked.version, "graph_changed": graph_changed, "fields": sorted(changes)})
     return locked
 
 
@@ -204,7 +228,10 @@ def definition_delete(*, definition: WorkflowDefinition, actor) -> None:
     the definition go with it."""
     if definition.owner_id != actor.pk:
         raise Forbidden("only its owner may delete a definition")
-    definition.delete()
+    with transaction.atomic():
+        audit_record(action="definition.deleted", actor=actor, target=definition,
+                     data={"name": definition.name, "version": definition.version})
+        definition.delete()
 
 
 # --- creating a run -------------------------------------------------------------------------------------
@@ -258,8 +285,13 @@ def _models_check(graph: Graph, config: dict) -> None:
             )
 
 
-def _running_count(owner) -> int:
-    return WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
+def _run_slot_take(owner) -> None:
+    """Inside the creating transaction and under a lock on the owner's row, so simultaneous requests take
+    turns: refuse a run beyond the owner's CHATTER_MAX_CONCURRENT_RUNS pending or running ones."""
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk").first()
+    running = WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
+    if running >= settings.CHATTER_MAX_CONCURRENT_RUNS:
+        raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
 
 
 def execution_create(
@@ -316,28 +348,31 @@ def execution_create(
             conversation_id) else None
         if conversation is None:
             raise NotFound("conversation not found")
-    if _running_count(owner) >= settings.CHATTER_MAX_CONCURRENT_RUNS:
-        raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
-
-    with transaction.atomic():
-        if conversation is None and chat:
-            conversation = conversation_create(owner=owner, title=message.strip()[:60])
-        execution = WorkflowExecution.objects.create(
-            owner=owner, workflow_type=workflow_type, template=template_row, definition=definition,
-            definition_version=definition.version if definition else None, conversation=conversation,
-            schedule=schedule, mode=mode, provider=resolved["provider"], model=resolved["model"],
-            config=resolved, graph=parsed.as_dict(),
-            input_data={"message": message, "variables": variables or {}},
-            correlation_id=correlation_id or uuid.uuid4().hex,
-        )
-        if conversation is not None and message:
-            message_save(
-                conversation_id=conversation.pk, role=Message.Role.USER, content=message, execution=execution,
-                provider_used=resolved["provider"], model_used=resolved["model"], actor=owner,
+    try:
+        with transaction.atomic():
+            _run_slot_take(owner)
+            if conversation is None and chat:
+                conversation = conversation_create(owner=owner, title=message.strip()[:60])
+            execution = WorkflowExecution.objects.create(
+                owner=owner, workflow_type=workflow_type, template=template_row, definition=definition,
+                definition_version=definition.version if definition else None, conversation=conversation,
+                schedule=schedule, mode=mode, provider=resolved["provider"], model=resolved["model"],
+                config=resolved, graph=parsed.as_dict(),
+                input_data={"message": message, "variables": variables or {}},
+                correlation_id=correlation_id or uuid.uuid4().hex,
             )
-        if mode in (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED):
-            # Only a committed execution may reach a worker: the task would not find it otherwise.
-            transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
+            if conversation is not None and message:
+                message_save(
+                    conversation_id=conversation.pk, role=Message.Role.USER, content=message, execution=execution,
+                    provider_used=resolved["provider"], model_used=resolved["model"], actor=owner,
+                )
+            if mode in (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED):
+                # Only a committed execution may reach a worker: the task would not find it otherwise.
+                transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
+    except TooManyRuns:
+        audit_record(action="limit.exceeded", actor=owner, data={
+            "limit": "max_concurrent_runs", "value": settings.CHATTER_MAX_CONCURRENT_RUNS})
+        raise
     return execution
 
 
@@ -353,7 +388,7 @@ def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecutio
     started_at = timezone.now()
     claimed = WorkflowExecution.objects.filter(
         pk=execution_id, status=Status.PENDING, cancel_requested=False
-    ).update(status=Status.RUNNING, started_at=started_at)
+    ).update(status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
     execution = WorkflowExecution.objects.select_related("conversation").get(pk=execution_id)
     if not claimed:
         return execution
@@ -363,7 +398,7 @@ def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecutio
     )
     recorder = ExecutionRecorder(execution, sink=sink, user_message=user_message)
     ctx = RunContext(config=execution.config, hooks=recorder)
-    recorder.emit("workflow_started", {
+    recorder.started({
         "workflow_type": execution.workflow_type,
         "template": execution.template.key if execution.template_id else None,
         "definition": str(execution.definition_id) if execution.definition_id else None,
@@ -371,6 +406,7 @@ def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecutio
         "provider": execution.provider, "model": execution.model,
     })
     state, error = None, None
+    recorder.heartbeat_start()
     try:
         state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
                           variables=execution.input_data.get("variables"))
@@ -406,6 +442,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         )
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             execution.refresh_from_db()
+            recorder.deliver_missed()
             return execution
         execution.refresh_from_db()
         message = None
@@ -438,6 +475,9 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         else:
             recorder.emit(f"workflow_{status}", {"error_type": error.error_type, "error_message": error.message,
                                                  **summary})
+        recorder.audit(f"execution.{status}", {
+            "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
+            "cost": totals["cost"], "llm_calls": ctx.llm_calls, "tool_calls": ctx.tool_calls})
         execution_finished.send(sender=WorkflowExecution, execution=execution)
         if execution.conversation_id is not None:
             transaction.on_commit(lambda: _conversation_updated(recorder, execution.conversation_id))
@@ -482,6 +522,8 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
     """Cancel a pending run at once, or ask a running one to stop at its next token or node boundary."""
     if execution.is_terminal:
         raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
+    audit_record(action="execution.cancel_requested", actor=actor, target=execution,
+                 correlation_id=execution.correlation_id, data={"status": execution.status})
     if execution.status == Status.PENDING:
         execution = execution_finish(
             execution=execution, recorder=ExecutionRecorder(execution),
@@ -550,7 +592,9 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
     _schedule_validate(owner=owner, schedule=schedule)
     schedule.next_run_at = schedule_next_run(cron=cron, timezone_name=timezone_name, after=timezone.now()) \
         if enabled else None
-    schedule.save()
+    with transaction.atomic():
+        schedule.save()
+        audit_record(action="schedule.created", actor=owner, target=schedule, data=_schedule_summary(schedule))
     return schedule
 
 
@@ -572,24 +616,43 @@ def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedul
         locked.next_run_at = schedule_next_run(cron=locked.cron, timezone_name=locked.timezone,
                                                after=timezone.now()) if locked.enabled else None
         locked.save()
+        audit_record(action="schedule.updated", actor=locked.owner, target=locked,
+                     data={**_schedule_summary(locked), "fields": sorted(changes)})
     return locked
 
 
 def schedule_delete(*, schedule: WorkflowSchedule) -> None:
     """Remove a schedule; its past executions stay (their `schedule` becomes null)."""
-    WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+    with transaction.atomic():
+        audit_record(action="schedule.deleted", actor=schedule.owner, target=schedule,
+                     data=_schedule_summary(schedule))
+        WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+
+
+def _schedule_summary(schedule: WorkflowSchedule) -> dict:
+    return {"name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone, "enabled": schedule.enabled,
+            "template": schedule.template.key if schedule.template_id else None,
+            "definition_id": schedule.definition_id}
 
 
 def scheduler_ensure() -> None:
-    """The one django-q2 schedule that fires due WorkflowSchedules every minute; idempotent (no duplicates on
-    restart or re-migrate)."""
+    """The django-q2 schedules of the system, each kept by name (idempotent: no duplicates on restart or
+    re-migrate): due WorkflowSchedules every minute, the recovery sweep every CHATTER_SWEEP_INTERVAL_S
+    (whole minutes: django-q2's granularity), the aggregate reconciliation hourly, event pruning daily."""
     from django_q.models import Schedule
 
-    Schedule.objects.update_or_create(
-        name=SCHEDULER_NAME,
-        defaults={"func": "workflows.tasks.schedules_run_due_task", "schedule_type": Schedule.MINUTES,
-                  "minutes": 1, "repeats": -1},
-    )
+    every_minutes = {"schedule_type": Schedule.MINUTES, "repeats": -1}
+    schedules = {
+        SCHEDULER_NAME: {"func": "workflows.tasks.schedules_run_due_task", **every_minutes, "minutes": 1},
+        SWEEP_SCHEDULE_NAME: {"func": "workflows.tasks.execution_sweep_task", **every_minutes,
+                              "minutes": max(1, math.ceil(settings.CHATTER_SWEEP_INTERVAL_S / 60))},
+        RECONCILE_SCHEDULE_NAME: {"func": "workflows.tasks.aggregates_reconcile_task",
+                                  "schedule_type": Schedule.HOURLY, "repeats": -1},
+        PRUNE_SCHEDULE_NAME: {"func": "workflows.tasks.events_prune_task", "schedule_type": Schedule.DAILY,
+                              "repeats": -1},
+    }
+    for name, defaults in schedules.items():
+        Schedule.objects.update_or_create(name=name, defaults=defaults)
 
 
 def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]:
@@ -617,3 +680,93 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
         WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution)
         started.append(execution)
     return started
+
+
+# --- recovery and retention -----------------------------------------------------------------------------
+SWEEP_SCHEDULE_NAME = "chatter-sweep-executions"
+RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
+PRUNE_SCHEDULE_NAME = "chatter-prune-events"
+# A running run's process refreshes its heartbeat every HEARTBEAT_S; several missed beats mean it is gone.
+HEARTBEAT_LOST_S = 6 * HEARTBEAT_S
+# Past its timeout a live run ends itself at its next token or node boundary; this is the slack it gets.
+SWEEP_GRACE_S = 10
+
+
+def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
+    """Why the sweep must end this pending or running run, or None while it may still be alive."""
+    timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
+    deadline = timedelta(seconds=timeout_s + SWEEP_GRACE_S)
+    if execution.status == Status.PENDING:
+        if execution.created_at + deadline < now:
+            return f"it did not start within its timeout ({timeout_s} s)"
+        return None
+    started = execution.started_at or execution.created_at
+    if started + deadline < now:
+        return f"it ran past its timeout ({timeout_s} s)"
+    beat = execution.heartbeat_at or started
+    if beat + timedelta(seconds=HEARTBEAT_LOST_S) < now:
+        return f"its worker stopped (no heartbeat for {int((now - beat).total_seconds())} s)"
+    return None
+
+
+def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> WorkflowExecution | None:
+    """End a pending or running run from outside its process as `failed` / `interrupted`, through
+    execution_finish: the usage its ledger holds stays on the execution, its nodes and (for a chat turn) an
+    assistant message carrying the last text known and the error (I5); nodes left running fail; the terminal
+    event comes last (I6). None when the run had already ended."""
+    with transaction.atomic():
+        # The lock keeps the run's own process (if it still lives) from writing while the trace is closed;
+        # its next write then collides with these events and it stops (recorder.ExecutionRecorder._write).
+        locked = WorkflowExecution.objects.select_for_update().filter(
+            pk=execution.pk, status__in=(Status.PENDING, Status.RUNNING)).first()
+        if locked is None:
+            return None
+        error = RunInterrupted(f"the run was interrupted: {reason}")
+        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.nodes_interrupted(error=error.message)
+        usage, llm_calls, text = recorder.recorded_so_far()
+        ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,
+                         tool_calls=locked.tool_calls, partial_text=text)
+        return execution_finish(execution=locked, recorder=recorder, ctx=ctx, state=None, error=error,
+                                from_status=locked.status)
+
+
+def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
+    """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
+    every running run whose process stopped beating (its worker died), ends `failed` / `interrupted`.
+    Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep."""
+    now = now or timezone.now()
+    ended = []
+    active = WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by("created_at")
+    for execution in active.only("id", "status", "config", "created_at", "started_at", "heartbeat_at"):
+        reason = _sweep_reason(execution, now=now)
+        if reason is None:
+            continue
+        try:
+            interrupted = execution_interrupt(execution=execution, reason=reason)
+        except Exception:  # noqa: BLE001 - one run that cannot be ended must not stop the sweep
+            logger.exception("the sweep could not end execution %s", execution.pk)
+            continue
+        if interrupted is not None:
+            logger.warning("execution %s interrupted: %s", execution.pk, reason)
+            ended.append(interrupted)
+    return ended
+
+
+def events_prune(*, older_than_days: int | None = None, batch_size: int = 1000,
+                 now: datetime | None = None) -> int:
+    """Delete the persisted event logs of runs that finished more than `older_than_days` ago (default
+    CHATTER_EVENT_RETENTION_DAYS), `batch_size` rows per transaction. A log goes whole (the runs kept have
+    gapless logs, I6); running runs are never touched; totals, nodes, messages, the LLM call ledger and
+    every aggregate stay as they are. Returns the number of events deleted."""
+    days = settings.CHATTER_EVENT_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 0 or batch_size < 1:
+        raise InvalidInput("older_than_days must be >= 0 and batch_size >= 1")
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    expired = ExecutionEvent.objects.filter(
+        execution__status__in=WorkflowExecution.TERMINAL, execution__completed_at__lt=cutoff)
+    deleted = 0
+    while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            deleted += ExecutionEvent.objects.filter(pk__in=batch).delete()[0]
+    return deleted

@@ -122,6 +122,8 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
         ok, error, result = True, "", ""
         try:
             if call["name"] not in allowed:
+                # SPEC §4: the call fails (recorded, the run goes on) and the refusal is reported like a limit.
+                ctx.hooks.limit_exceeded("allowed_tools", call["name"])
                 raise ToolFailed(f"tool {call['name']!r} is not allowed in this run")
             result = tool_run(call["name"], call.get("args") or {})
         except ToolFailed as exc:

@@ -10,7 +10,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 
-from chatter_project.errors import InvalidInput
+from chatter_project.errors import InvalidInput, ProviderError
 from workflows.engine.local_model import LocalChatModel
 
 PROVIDERS = ("local", "openai", "anthropic")
@@ -21,7 +21,8 @@ class UsageReportingChatOpenAI(ChatOpenAI):
 
     OpenAI-style servers send one usage object per request, normally in the last chunk; some repeat it
     cumulatively. Chunks are summed when added, so a repeated report would be counted twice: keep the
-    last one and emit it on a final empty chunk instead.
+    last one and emit it on a final empty chunk instead. A stream that breaks after a report still hands
+    that report over (on the final chunk, then the error): the provider bills what it reported.
     """
 
     def _convert_chunk_to_generation_chunk(self, chunk: dict, default_chunk_class: type, base_generation_info):
@@ -32,19 +33,44 @@ class UsageReportingChatOpenAI(ChatOpenAI):
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         usage, raw, model_name = None, None, None
-        for generation in super()._stream(*args, **kwargs):
-            message = generation.message
-            if message.usage_metadata:
-                usage, message.usage_metadata = message.usage_metadata, None
-                raw = message.response_metadata.pop("usage_raw", raw)
-            # The model name rides on the final chunk only: strings are concatenated when chunks are added.
-            model_name = (generation.generation_info or {}).pop("model_name", None) or model_name
-            model_name = message.response_metadata.pop("model_name", None) or model_name
-            yield generation
+        try:
+            for generation in super()._stream(*args, **kwargs):
+                message = generation.message
+                if message.usage_metadata:
+                    usage, message.usage_metadata = message.usage_metadata, None
+                    raw = message.response_metadata.pop("usage_raw", raw)
+                # The model name rides on the final chunk only: strings are concatenated when chunks are added.
+                model_name = (generation.generation_info or {}).pop("model_name", None) or model_name
+                model_name = message.response_metadata.pop("model_name", None) or model_name
+                yield generation
+        except Exception:
+            if usage is not None:
+                yield self._final_chunk(usage, raw, model_name)
+            raise
+        yield self._final_chunk(usage, raw, model_name)
+
+    def _final_chunk(self, usage, raw, model_name) -> ChatGenerationChunk:
         metadata = {"model_name": model_name or self.model_name}
         if raw is not None:
             metadata["usage_raw"] = raw
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))
+        return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # openai/anthropic wrap httpx timeouts in APITimeoutError; a timeout mid-stream can surface bare.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, TimeoutError) or bool(names & {"APITimeoutError", "TimeoutException"})
+
+
+def provider_failure(exc: Exception, *, provider: str) -> ProviderError:
+    """What a failed provider call means for the run: rate limited, timed out, or any other provider error."""
+    if getattr(exc, "status_code", None) == 429:
+        error_type = "provider_rate_limited"
+    elif _is_timeout(exc):
+        error_type = "provider_timeout"
+    else:
+        error_type = "provider_error"
+    return ProviderError(f"{provider} call failed: {type(exc).__name__}: {exc}", error_type=error_type)
 
 
 def provider_check(provider: str) -> None:

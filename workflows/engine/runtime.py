@@ -13,9 +13,9 @@ from django.conf import settings
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
 
-from chatter_project.errors import LimitExceeded, ProviderError, RunCancelled, RunError
+from chatter_project.errors import LimitExceeded, RunCancelled, RunError
 from workflows.engine.graph import Node
-from workflows.engine.providers import chat_model
+from workflows.engine.providers import chat_model, provider_failure
 from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
     Price,
@@ -25,6 +25,14 @@ from workflows.engine.usage import (
     priced,
     usage_from_message,
 )
+
+
+class RunInterrupted(RunError):
+    """The run was ended from outside while it still ran (the recovery sweep found its worker gone or its
+    time long past), or ends so now: its usage so far is kept, error_type `interrupted`."""
+
+    error_type = "interrupted"
+    code = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class RunContext:
     def remaining_s(self) -> float:
         return max(0.1, self.config["timeout_s"] - (time.monotonic() - self.started))
 
+    def _call_timeout_s(self) -> tuple[float, bool]:
+        """How long one provider request may wait, and whether the run's own deadline is what bounds it."""
+        remaining = self.remaining_s()
+        return min(remaining, settings.CHATTER_PROVIDER_TIMEOUT_S), remaining < settings.CHATTER_PROVIDER_TIMEOUT_S
+
     def _exceed(self, limit: str, value: Any) -> None:
         self.hooks.limit_exceeded(limit, value)
         raise LimitExceeded(limit, value)
@@ -104,12 +117,13 @@ class RunContext:
         provider = cfg.get("provider") or self.config["provider"]
         model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
         model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
+        timeout_s, bounded_by_run = self._call_timeout_s()
         model = chat_model(
             provider=provider,
             model=model_name,
             temperature=_first(cfg.get("temperature"), self.config["temperature"]),
             max_tokens=_first(cfg.get("max_tokens"), self.config["max_tokens"]),
-            timeout_s=self.remaining_s(),
+            timeout_s=timeout_s,
         )
         if tools:
             model = model.bind_tools([TOOLS[name] for name in tools])
@@ -125,19 +139,29 @@ class RunContext:
                     self.hooks.token(node, chunk.content)
                 self.checkpoint()
         except RunError:
-            self._record_unreported(node, provider, model_name, prompt, started)
+            self._record_cut_short(node, provider, model_name, prompt, full, started)
             raise
-        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run as provider_error
-            self._record_unreported(node, provider, model_name, prompt, started)
-            raise ProviderError(f"{provider} call failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
+            self._record_cut_short(node, provider, model_name, prompt, full, started)
+            failure = provider_failure(exc, provider=provider)
+            if failure.error_type == "provider_timeout" and bounded_by_run:
+                # The request waited out what was left of the run: the run's timeout is what ended it.
+                self._exceed("timeout_s", self.config["timeout_s"])
+            raise failure from exc
         reply = message_chunk_to_message(full) if full is not None else AIMessage("")
         reported_model = reply.response_metadata.get("model_name") or model_name
         usage = usage_from_message(reply, prompt=prompt)
         self._record(node, provider, reported_model, model_name, usage, started)
         return reply
 
-    def _record_unreported(self, node, provider, model_name, prompt, started) -> None:
-        """A call cut short after it produced output: the provider bills it but never reported it."""
+    def _record_cut_short(self, node, provider, model_name, prompt, full, started) -> None:
+        """A call that ended early still costs what it consumed: the provider's own report when one arrived
+        before the break, else an estimate over the text streamed so far (flagged), else nothing."""
+        if full is not None and full.usage_metadata:
+            reply = message_chunk_to_message(full)
+            reported_model = reply.response_metadata.get("model_name") or model_name
+            self._record(node, provider, reported_model, model_name, usage_from_message(reply, prompt=prompt), started)
+            return
         if not self.partial_text:
             return
         usage = Usage(

@@ -1,0 +1,240 @@
+"""The `openai` provider failing in every way a real server fails (tests/openai_stub.py fault modes).
+
+For each fault the run ends in the right terminal state with a specific error type, keeps every token the
+provider reported (I5: on the execution, its nodes and, for a chat turn, an assistant message carrying the
+partial reply and the error), ends its event log with the terminal event (I6), and leaves I1–I3 exact.
+
+Prices are the seeded gpt-4o-mini row: $0.15 input, $0.60 output per million tokens.
+"""
+import math
+from decimal import Decimal
+
+import pytest
+
+from conversations.models import Message
+from tests.invariants import assert_all
+from workflows.engine.usage import estimate_tokens
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution
+from workflows.services import execution_create, execution_run, execution_stream
+
+pytestmark = pytest.mark.django_db
+
+OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
+REPLY = "one two three four five"
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+TOOL_USAGE = {"prompt_tokens": 60, "completion_tokens": 10, "total_tokens": 70}
+# A streamed reply is written as: the role chunk, one chunk per word, the finish chunk, the usage chunk.
+AFTER_TWO_WORDS = 3
+FAST_RETRY = {"retry-after-ms": "10"}
+
+
+@pytest.fixture
+def stub(openai_server):
+    return openai_server
+
+
+def chat(owner, message="Tell me something", **config):
+    execution = execution_create(owner=owner, message=message, chat=True, config={**OPENAI, **config})
+    return execution_run(execution_id=execution.pk)
+
+
+def price(prompt_tokens, completion_tokens) -> Decimal:
+    return ((prompt_tokens * Decimal("0.15") + completion_tokens * Decimal("0.60")) / 10**6).quantize(
+        Decimal("0.00000001"))
+
+
+def assert_ended(execution, status, error_type=""):
+    """The run's state, its terminal event (last), and I1–I3 + I6 exactly."""
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == (status, error_type), execution.error_message
+    last = ExecutionEvent.objects.filter(execution=execution).order_by("-seq").first()
+    assert last.event == f"workflow_{status}"
+    if error_type:
+        assert last.data["error_type"] == error_type
+    assert last.data["total_tokens"] == execution.total_tokens and Decimal(last.data["cost"]) == execution.cost
+    assert_all(execution)
+    return Message.objects.get(execution=execution, role="assistant")
+
+
+# --- one model call ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("status", "error_type", "words"), [
+    (500, "provider_error", "upstream exploded"),
+    (429, "provider_rate_limited", "slow down"),
+])
+def test_an_error_status_fails_the_turn_with_its_error_type_and_no_usage(alice, stub, status, error_type, words):
+    stub.reply(status=status, error_body={"error": {"message": words, "type": "server_error"}})
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "failed", error_type)
+    assert words in execution.error_message
+    assert (execution.total_tokens, execution.llm_calls) == (0, 0)
+    assert (reply.content, reply.total_tokens) == ("", 0)
+    assert words in reply.error_message
+    failed = NodeExecution.objects.get(execution=execution, status="failed")
+    assert failed.node_type == "model" and words in failed.error_message
+
+
+def test_a_server_that_never_answers_within_the_runs_timeout_is_the_timeout_limit(alice, stub):
+    stub.reply(content=REPLY, usage=USAGE, delay_s=2)
+    execution = chat(alice, timeout_s=1)
+
+    reply = assert_ended(execution, "failed", "limit_exceeded")
+    assert "timeout_s" in execution.error_message
+    limit = ExecutionEvent.objects.get(execution=execution, event="limit_exceeded")
+    assert limit.data == {"limit": "timeout_s", "value": 1}
+    assert (execution.total_tokens, reply.content) == (0, "")
+
+
+def test_a_server_that_stalls_past_the_provider_timeout_keeps_the_partial_reply(alice, stub, settings):
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 1
+    stub.reply(content=REPLY, usage=USAGE, fault="stall", fault_after=AFTER_TWO_WORDS, stall_s=2)
+    execution = chat(alice, timeout_s=60)
+
+    reply = assert_ended(execution, "failed", "provider_timeout")
+    assert not ExecutionEvent.objects.filter(execution=execution, event="limit_exceeded").exists()
+    # Two words were streamed before the stall: the provider bills them, so they are estimated and flagged.
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.completion_tokens == estimate_tokens("one two ")
+    assert (reply.content, reply.usage_estimated, reply.total_tokens) == ("one two ", True, call.total_tokens)
+    assert reply.error_message == execution.error_message
+
+
+@pytest.mark.parametrize("fault", ["reset", "malformed"])
+def test_a_stream_broken_after_some_words_keeps_them_estimated(alice, stub, fault):
+    stub.reply(content=REPLY, usage=USAGE, fault=fault, fault_after=AFTER_TWO_WORDS)
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "failed", "provider_error")
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.prompt_tokens > 0
+    assert call.completion_tokens == estimate_tokens("one two ")
+    assert call.cost == price(call.prompt_tokens, call.completion_tokens)
+    assert (reply.content, reply.usage_estimated) == ("one two ", True)
+    assert reply.error_message and reply.finish_reason == "failed"
+    assert NodeExecution.objects.get(execution=execution, node_type="model").total_tokens == call.total_tokens
+
+
+def test_a_reset_after_the_usage_report_keeps_the_reported_usage_exactly(alice, stub):
+    stub.reply(content=REPLY, usage=USAGE, fault="reset")  # every chunk, usage included, then a reset
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "failed", "provider_error")
+    call = LLMCall.objects.get(execution=execution)
+    assert (call.prompt_tokens, call.completion_tokens, call.estimated) == (100, 20, False)
+    assert call.usage_raw == USAGE
+    assert (reply.content, reply.total_tokens, reply.cost) == (REPLY, 120, price(100, 20))
+
+
+def test_a_reset_after_cumulative_usage_reports_keeps_the_last_report(alice, stub):
+    stub.reply(content=REPLY, usage=USAGE, usage_every_chunk=True, fault="reset", fault_after=4)
+    execution = chat(alice)
+
+    assert_ended(execution, "failed", "provider_error")
+    call = LLMCall.objects.get(execution=execution)
+    # The fourth of seven chunks reported the whole prompt and 4/7 of the completion so far, not estimated.
+    assert (call.prompt_tokens, call.completion_tokens, call.estimated) == (100, 20 * 4 // 7, False)
+
+
+def test_missing_usage_is_estimated_flagged_and_the_turn_completes(alice, stub):
+    stub.reply(content=REPLY, usage=None)
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "completed")
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.completion_tokens == math.ceil(len(REPLY) / 4)
+    assert (reply.content, reply.usage_estimated, reply.total_tokens) == (REPLY, True, call.total_tokens)
+    assert ExecutionEvent.objects.get(execution=execution, event="token_usage").data["estimated"] is True
+
+
+def test_usage_repeated_cumulatively_in_every_chunk_counts_once(alice, stub):
+    stub.reply(content=REPLY, usage=USAGE, usage_every_chunk=True)
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "completed")
+    assert (execution.prompt_tokens, execution.completion_tokens, execution.total_tokens) == (100, 20, 120)
+    assert execution.cost == price(100, 20) and execution.llm_calls == 1
+    assert (reply.total_tokens, reply.usage_estimated, reply.usage_raw) == (120, False, USAGE)
+
+
+# --- a multi-call run: the first call asks for a tool, the second fails --------------------------------
+def script_tool_call(stub):
+    stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=TOOL_USAGE)
+
+
+SECOND_CALL_FAULTS = {
+    # name: (reply kwargs, status, error_type, second call's (prompt, completion) or "estimated" or None)
+    "http_500": ({"status": 500}, "failed", "provider_error", None),
+    "http_429": ({"status": 429}, "failed", "provider_rate_limited", None),
+    "reset_mid_stream": ({"fault": "reset", "fault_after": AFTER_TWO_WORDS}, "failed", "provider_error",
+                         "estimated"),
+    "reset_after_usage": ({"fault": "reset"}, "failed", "provider_error", (100, 20)),
+    "malformed_json": ({"fault": "malformed", "fault_after": AFTER_TWO_WORDS}, "failed", "provider_error",
+                       "estimated"),
+    "usage_missing": ({"usage": None}, "completed", "", "estimated"),
+    "usage_cumulative": ({"usage_every_chunk": True}, "completed", "", (100, 20)),
+}
+
+
+@pytest.mark.parametrize("fault", SECOND_CALL_FAULTS)
+def test_a_tools_run_whose_second_call_fails_keeps_the_first_calls_usage(alice, stub, fault):
+    kwargs, status, error_type, second = SECOND_CALL_FAULTS[fault]
+    script_tool_call(stub)
+    stub.reply(**{"content": REPLY, "usage": USAGE, **kwargs})
+    execution = chat(alice, message="What is 12*7?")
+
+    reply = assert_ended(execution, status, error_type)
+    assert execution.tool_calls == 1
+    calls = list(LLMCall.objects.filter(execution=execution).order_by("id"))
+    assert (calls[0].prompt_tokens, calls[0].completion_tokens, calls[0].estimated) == (60, 10, False)
+    if second is None:
+        assert len(calls) == 1 and execution.total_tokens == 70
+    elif second == "estimated":
+        assert len(calls) == 2 and calls[1].estimated
+        assert execution.total_tokens == 70 + calls[1].total_tokens and reply.usage_estimated
+    else:
+        assert len(calls) == 2 and (calls[1].prompt_tokens, calls[1].completion_tokens) == second
+        assert not calls[1].estimated and execution.total_tokens == 70 + sum(second)
+    model_nodes = NodeExecution.objects.filter(execution=execution, node_type="model").order_by("index")
+    assert [n.total_tokens for n in model_nodes] == [c.total_tokens for c in calls] + (
+        [0] if second is None else [])
+    if status == "failed":
+        assert reply.error_message == execution.error_message
+        assert model_nodes.last().status == "failed"
+
+
+# --- retries, where the provider client retries -----------------------------------------------------
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_retried_error_then_success_counts_only_the_successful_call(alice, stub, settings, status):
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 1
+    stub.reply(status=status, headers=FAST_RETRY)
+    stub.reply(content=REPLY, usage=USAGE)
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "completed")
+    assert len(stub.requests) == 2
+    assert (execution.total_tokens, execution.llm_calls, execution.cost) == (120, 1, price(100, 20))
+    assert (reply.content, reply.usage_estimated) == (REPLY, False)
+
+
+def test_retries_that_all_fail_count_nothing(alice, stub, settings):
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 1
+    stub.reply(status=500, headers=FAST_RETRY).reply(status=500, headers=FAST_RETRY)
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "failed", "provider_error")
+    assert len(stub.requests) == 2
+    assert (execution.total_tokens, execution.llm_calls, reply.total_tokens) == (0, 0, 0)
+
+
+# --- the same through a streamed run --------------------------------------------------------------------
+def test_a_streamed_turn_whose_stream_breaks_ends_with_its_terminal_event(alice, stub, transactional_db):
+    stub.reply(content=REPLY, usage=USAGE, fault="reset", fault_after=AFTER_TWO_WORDS)
+    execution = execution_create(owner=alice, message="hi", chat=True, mode="stream", config=OPENAI)
+    envelopes = list(execution_stream(execution_id=execution.pk))
+
+    assert "".join(e["data"]["text"] for e in envelopes if e["event"] == "token") == "one two "
+    persisted = [e for e in envelopes if e["seq"] is not None]
+    assert persisted[-1]["event"] == "workflow_failed"
+    assert persisted[-1]["data"]["error_type"] == "provider_error"
+    reply = assert_ended(execution, "failed", "provider_error")
+    assert reply.content == "one two " and reply.total_tokens == execution.total_tokens > 0

@@ -1,0 +1,244 @@
+"""Recovery (SPEC §5, I4): the sweep ends, as `failed` / `interrupted`, runs whose worker died (their heartbeat
+stopped) and runs pending or running past their timeout, through the same terminal path as any run: usage
+kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2 schedules that run it, and a real
+worker killed with SIGKILL."""
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from io import StringIO
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from conversations.models import Conversation, Message
+from tests.fixtures_server import ROOT, server_env
+from tests.invariants import assert_all, assert_seq_gapless
+from tests.workflows.test_background_runs import wait_for
+from workflows import recorder
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
+from workflows.services import (
+    HEARTBEAT_LOST_S,
+    SWEEP_GRACE_S,
+    execution_create,
+    execution_run,
+    execution_stream,
+    execution_sweep,
+    scheduler_ensure,
+)
+from workflows.tasks import aggregates_reconcile_task, execution_sweep_task
+
+pytestmark = pytest.mark.django_db
+
+
+def later(seconds: float):
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def claimed_by_a_worker(execution, *, beat_seconds_ago: float, started_seconds_ago: float | None = None):
+    """The row as a worker leaves it when it claims a run (execution_run) and then dies."""
+    now = timezone.now()
+    started = now - timedelta(seconds=beat_seconds_ago if started_seconds_ago is None else started_seconds_ago)
+    WorkflowExecution.objects.filter(pk=execution.pk).update(
+        status="running", started_at=started, heartbeat_at=now - timedelta(seconds=beat_seconds_ago))
+    execution.refresh_from_db()
+    return execution
+
+
+def assert_interrupted(execution, reason: str):
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "interrupted")
+    assert reason in execution.error_message
+    last = execution.events.order_by("-seq").first()
+    assert last.event == "workflow_failed" and last.data["error_type"] == "interrupted"
+    assert_all(execution)
+
+
+# --- what the sweep ends, and what it leaves alone ---------------------------------------------------------
+def test_a_running_run_whose_heartbeat_stopped_is_interrupted(alice):
+    execution = claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+                                    beat_seconds_ago=HEARTBEAT_LOST_S + 5)
+
+    assert execution_sweep() == [execution]
+
+    assert_interrupted(execution, "worker stopped")
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert (reply.content, reply.total_tokens) == ("", 0) and "interrupted" in reply.error_message
+    assert Conversation.objects.get(pk=execution.conversation_id).message_count == 2
+
+
+def test_a_running_run_with_a_fresh_heartbeat_is_left_alone_until_its_timeout_passes(alice):
+    execution = execution_create(owner=alice, message="hi", chat=True, config={"timeout_s": 60})
+    claimed_by_a_worker(execution, beat_seconds_ago=1)
+
+    assert execution_sweep() == []
+    assert execution_sweep(now=later(HEARTBEAT_LOST_S - 2)) == []
+    execution.refresh_from_db()
+    assert execution.status == "running"
+
+    # Its heartbeat is fresh but it ran past its timeout and grace: a hung run is ended too.
+    WorkflowExecution.objects.filter(pk=execution.pk).update(heartbeat_at=later(60 + SWEEP_GRACE_S))
+    assert execution_sweep(now=later(60 + SWEEP_GRACE_S + 2)) == [execution]
+    assert_interrupted(execution, "ran past its timeout (60 s)")
+
+
+def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alice):
+    execution = execution_create(owner=alice, message="hi", chat=True, mode="background", config={"timeout_s": 30})
+
+    assert execution_sweep(now=later(30)) == []
+    assert execution_sweep(now=later(30 + SWEEP_GRACE_S + 1)) == [execution]
+
+    assert_interrupted(execution, "did not start within its timeout (30 s)")
+    assert NodeExecution.objects.filter(execution=execution).count() == 0
+    assert execution_run(execution_id=execution.pk).status == "failed"  # a late delivery finds nothing to run
+
+
+def test_finished_runs_are_never_touched(alice):
+    done = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    events = list(done.events.values_list("seq", "event"))
+
+    assert execution_sweep(now=later(10 * 24 * 3600)) == []
+    done.refresh_from_db()
+    assert done.status == "completed" and list(done.events.values_list("seq", "event")) == events
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_the_terminal_event(alice, settings):
+    """The sweep wins; the worker's next write collides with the sweep's events, is rolled back, and it stops."""
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 150
+    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream")
+    swept, streamed = [], []
+    for envelope in execution_stream(execution_id=execution.pk):
+        streamed.append(envelope)
+        if envelope["event"] == "token" and not swept:  # the answer, after the tool call, is streaming
+            swept = execution_sweep(now=later(HEARTBEAT_LOST_S + 1))
+    assert [e.pk for e in swept] == [execution.pk]
+
+    assert_interrupted(execution, "worker stopped")
+    names = assert_seq_gapless(execution)
+    assert names[-3:] == ["node_failed", "message_saved", "workflow_failed"]
+    # The first call (the tool request) was recorded before the sweep; the second never was.
+    first_call = LLMCall.objects.get(execution=execution)
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens > 0
+    assert NodeExecution.objects.filter(execution=execution, status="running").count() == 0
+    # The stream got the sweep's events from the database, exactly once each: it still ends with the terminal one.
+    persisted = [(e["seq"], e["event"]) for e in streamed if e["seq"] is not None]
+    assert persisted == list(execution.events.order_by("seq").values_list("seq", "event"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_in_progress_keeps_its_heartbeat_fresh(alice, settings, monkeypatch):
+    monkeypatch.setattr(recorder, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(recorder, "heartbeat", recorder._Heartbeat())  # not one still asleep for 5 s
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100
+    execution = execution_create(owner=alice, message="hello there, tell me a long story", chat=True,
+                                 mode="stream", config={"enable_tools": False})
+    beats = set()
+    for envelope in execution_stream(execution_id=execution.pk):
+        if envelope["event"] == "token":
+            beats.add(WorkflowExecution.objects.get(pk=execution.pk).heartbeat_at)
+    assert len(beats) >= 3  # refreshed while the model streamed, from the heartbeat thread
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+
+
+# --- the command, the tasks and their schedules ---------------------------------------------------------
+def test_the_command_sweeps_and_names_the_runs_it_ended(alice):
+    execution = claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+                                    beat_seconds_ago=HEARTBEAT_LOST_S + 60)
+    out = StringIO()
+    call_command("sweep_executions", stdout=out)
+    assert f"interrupted {execution.pk}" in out.getvalue() and "1 runs interrupted" in out.getvalue()
+    assert_interrupted(execution, "worker stopped")
+
+    out = StringIO()
+    call_command("sweep_executions", stdout=out)
+    assert out.getvalue().strip() == "0 runs interrupted"
+
+
+def test_the_sweep_task_returns_how_many_runs_it_ended(alice):
+    claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+                        beat_seconds_ago=HEARTBEAT_LOST_S + 60)
+    assert execution_sweep_task() == 1
+    assert execution_sweep_task() == 0
+
+
+def test_the_reconcile_task_reports_drift_in_the_log(alice, caplog):
+    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    assert aggregates_reconcile_task() == 0
+    Conversation.objects.filter(pk=execution.conversation_id).update(message_count=7)
+
+    with caplog.at_level(logging.ERROR, logger="workflows.tasks"):
+        assert aggregates_reconcile_task() == 1
+    assert f"conversation {execution.conversation_id}" in caplog.text and "message_count" in caplog.text
+
+
+def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
+    from django_q.models import Schedule
+
+    settings.CHATTER_SWEEP_INTERVAL_S = 150
+    scheduler_ensure()
+    scheduler_ensure()  # a restart or re-migrate
+
+    schedules = {s.name: s for s in Schedule.objects.all()}
+    assert sorted(schedules) == ["chatter-prune-events", "chatter-reconcile-aggregates", "chatter-schedules",
+                                 "chatter-sweep-executions"]
+    sweep = schedules["chatter-sweep-executions"]
+    assert (sweep.func, sweep.schedule_type, sweep.minutes, sweep.repeats) == (
+        "workflows.tasks.execution_sweep_task", Schedule.MINUTES, 3, -1)
+    assert schedules["chatter-reconcile-aggregates"].schedule_type == Schedule.HOURLY
+    assert schedules["chatter-prune-events"].func == "workflows.tasks.events_prune_task"
+    assert schedules["chatter-prune-events"].schedule_type == Schedule.DAILY
+
+    settings.CHATTER_SWEEP_INTERVAL_S = 20
+    scheduler_ensure()
+    assert Schedule.objects.get(name="chatter-sweep-executions").minutes == 1
+    assert Schedule.objects.count() == 4
+
+
+# --- a real worker process killed with SIGKILL mid-run -------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne_server, tmp_path):
+    server = daphne_server()
+    token = Token.objects.create(user=alice).key
+    response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
+                          json={"message": "What is 12*7?", "background": True}, timeout=30)
+    assert response.status_code == 202, response.text
+    execution_id = response.json()["id"]
+
+    # Its own session, so SIGKILL reaches the whole cluster (django-q2 runs tasks in child processes).
+    log = (tmp_path / "qcluster-killed.log").open("w")
+    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
+                              env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="400"),
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        answering = ExecutionEvent.objects.filter(execution_id=execution_id, event="node_started",
+                                                  data__node_id="model")
+        assert wait_for(lambda: answering.count() == 2), (tmp_path / "qcluster-killed.log").read_text()
+        time.sleep(0.5)  # a word or so into the answer
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        log.close()
+
+    execution = WorkflowExecution.objects.get(pk=execution_id)
+    assert execution.status == "running" and execution.llm_calls == 1
+    assert execution_sweep() == []  # its heartbeat is still recent: a live worker could own it
+
+    assert [e.pk for e in execution_sweep(now=later(HEARTBEAT_LOST_S + 1))] == [execution.pk]
+
+    assert_interrupted(execution, "worker stopped")
+    first_call = LLMCall.objects.get(execution=execution)
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens > 0
+    assert "interrupted" in reply.error_message
+    answer = NodeExecution.objects.filter(execution=execution, node_type="model").order_by("index").last()
+    assert answer.status == "failed" and "worker stopped" in answer.error_message
