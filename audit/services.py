@@ -23,10 +23,10 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.models import AuditEvent
+from chatter_project.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "[redacted]"
 # pg_advisory_xact_lock key for the chain head ("audit" in ASCII); any fixed number no other code uses.
 CHAIN_LOCK_KEY = 0x6175646974
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
@@ -34,7 +34,6 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "authorization", "cookie", "cookies",
                  "apikey", "credential", "credentials", "sessionid", "csrftoken", "bearer"}
 _SECRET_KEY_QUALIFIERS = {"api", "secret", "private", "access", "signing", "encryption", "session"}
-_MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
 
 
 def audit_record(*, action: str, actor=None, actor_type: str | None = None, target: Model | None = None,
@@ -93,7 +92,7 @@ def redact(value: Any) -> Any:
     """A copy of `value` with the values of secret-looking keys (api_key, token, password, authorization, …, at
     any depth, any case) and every string holding a configured secret (SECRET_KEY, provider API keys, the
     database password) replaced by "[redacted]"."""
-    return _redact(value, _configured_secrets())
+    return _redact(value, secrets_configured())
 
 
 def _redact(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -124,12 +123,6 @@ def _is_secret_key(name: str) -> bool:
 
 def _holds_secret(text: str, secrets: tuple[str, ...]) -> bool:
     return any(secret in text for secret in secrets)
-
-
-def _configured_secrets() -> tuple[str, ...]:
-    candidates = (settings.SECRET_KEY, getattr(settings, "OPENAI_API_KEY", None),
-                  getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"))
-    return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
 
 
 def _lock_chain_head() -> None:

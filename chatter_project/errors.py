@@ -2,12 +2,16 @@
 {"error": {"code": ..., "message": ..., "details": ...}}."""
 from typing import Any
 
+from chatter_project.secrets import secrets_scrub
+
 
 class ChatterError(Exception):
     code = "error"
     status = 500
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None):
+        # Messages reach responses, events, messages and logs; a provider's error may quote our API key.
+        message = secrets_scrub(message)
         super().__init__(message)
         self.message = message
         if code:
