@@ -1,6 +1,18 @@
-from django.contrib import admin
+from datetime import timedelta
+from decimal import Decimal
 
-from analytics.models import ModelPrice, TemplateAnalytics
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from analytics.charts import column_chart, row_chart
+from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.selectors import usage_by_day, usage_report, usage_report_page
+
+DASHBOARD_MAX_DAYS = 366
 
 
 @admin.register(TemplateAnalytics)
@@ -28,3 +40,93 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ("provider", "is_active", "effective_from")
     search_fields = ("provider", "model_pattern")
     date_hierarchy = "effective_from"
+
+
+class DashboardFilter(forms.Form):
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    owner = forms.CharField(required=False, max_length=150, help_text="a username; empty: everyone")
+
+    @classmethod
+    def of(cls, query) -> "DashboardFilter":
+        """The last 30 days (UTC) unless the query says otherwise."""
+        today = timezone.now().date()
+        return cls({"start": today - timedelta(days=29), "end": today, **query.dict()})
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start is None or end is None:
+            return data  # the field's own error says why
+        if start > end:
+            raise forms.ValidationError("the start is after the end")
+        if (end - start).days >= DASHBOARD_MAX_DAYS:
+            raise forms.ValidationError(f"at most {DASHBOARD_MAX_DAYS} days at once")
+        if data.get("owner"):
+            user_model = get_user_model()
+            data["owner"] = user_model.objects.filter(**{user_model.USERNAME_FIELD: data["owner"]}).first()
+            if data["owner"] is None:
+                self.add_error("owner", "no such user")
+        else:
+            data["owner"] = None
+        return data
+
+
+def money(value) -> str:
+    return f"${value:.8f}"
+
+
+def money_axis(value) -> str:
+    return "$" + format(Decimal(value).normalize(), "f")
+
+
+def count_axis(value) -> str:
+    return format(Decimal(value).normalize(), ",f")
+
+
+@admin.register(UsageRollup)
+class UsageDashboardAdmin(admin.ModelAdmin):
+    """The staff dashboard (SPEC §8): usage and cost over time and by model, read from the usage rollups. Its
+    changelist is the dashboard; the rows themselves are written only by analytics.receivers and
+    `reconcile_aggregates --fix`."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = DashboardFilter.of(request.GET)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Usage dashboard",
+                   "form": form}
+        if form.is_valid():
+            context.update(self._figures(**form.cleaned_data))
+        return TemplateResponse(request, "admin/analytics/dashboard.html", {**context, **(extra_context or {})})
+
+    @staticmethod
+    def _figures(*, start, end, owner) -> dict:
+        scope = {"owner_ids": None if owner is None else [owner.pk], "start": start, "end": end}
+        days = usage_by_day(**scope)
+        models = list(usage_report(group_by="model", **scope))
+        templates = list(usage_report(group_by="template", **scope)[:10])
+        conversations = usage_report_page(group_by="conversation", limit=10, **scope).rows
+        totals = {name: sum(day[name] for day in days) for name in UsageRollup.COUNTERS}  # every day is there
+        return {
+            "start": start, "end": end, "owner": owner, "totals": totals,
+            "days": days, "models": models, "templates": templates, "conversations": conversations,
+            "cost_by_day": _by_day(days, "cost", money_axis),
+            "tokens_by_day": _by_day(days, "total_tokens", count_axis),
+            "runs_by_day": _by_day(days, "executions", count_axis),
+            "cost_by_model": row_chart([(f"{m['provider']}/{m['model']}", m["n_cost"]) for m in models],
+                                       format_value=money),
+        }
+
+
+def _by_day(days: list[dict], figure: str, format_value):
+    return column_chart([(str(day["day"]), day[figure]) for day in days], format_value=format_value)

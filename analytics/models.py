@@ -1,6 +1,8 @@
 import re
+import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -86,3 +88,87 @@ class ModelPrice(models.Model):
     @property
     def cached_price(self) -> Decimal:
         return self.input_per_million if self.cached_input_per_million is None else self.cached_input_per_million
+
+
+class UsageRollup(TokenTotals):
+    """Usage counters per (UTC day, owner, provider, model, template, conversation), kept exact in the
+    transactions that write their source rows (like I1), so §9's reports never scan raw rows.
+
+    What a row counts, so that it can be recomputed from the source rows (analytics.selectors.usage_from_source):
+    - a run, once, when it ends (the execution_finished signal): `executions` and one of completed/failed/
+      cancelled_executions on the key (day of completed_at, owner, the run's provider/model, template,
+      conversation);
+    - every LLM call of an ended run, on its own provider/model but the run's day, owner, template and
+      conversation: `llm_calls`, the five token fields and `cost`. Tokens and money are what was spent: deleting a
+      message takes nothing away from them (runs are the ledger);
+    - every message that exists: `messages`, on (day of created_at, conversation owner, provider_used, model_used,
+      the template of its run, conversation). A deleted message is taken out again.
+    When a conversation or template is deleted, its rows move to the null conversation/template (its runs stay,
+    with the reference set null); messages that go with a conversation leave its count.
+    """
+
+    key = models.UUIDField(unique=True, editable=False)
+    day = models.DateField()
+    # No database constraints on these three: a row is written late in transactions that do not hold its parents'
+    # row locks, and the commit-time key check (FOR KEY SHARE on the user, conversation or template row) would wait
+    # on a writer holding that row FOR UPDATE (the per-user run limit, a conversation's turn) while that writer waits
+    # on this transaction: a deadlock. The ORM cascades the owner's deletion; analytics.receivers moves the rows of
+    # a deleted template or conversation to the null key (DO_NOTHING); reconcile_aggregates checks them all.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                              db_constraint=False, db_index=False)
+    provider = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=255, blank=True, default="")
+    template = models.ForeignKey("workflows.WorkflowTemplate", null=True, blank=True, on_delete=models.DO_NOTHING,
+                                 related_name="+", db_constraint=False)
+    conversation = models.ForeignKey("conversations.Conversation", null=True, blank=True, db_index=False,
+                                     on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    executions = models.PositiveIntegerField(default=0)
+    completed_executions = models.PositiveIntegerField(default=0)
+    failed_executions = models.PositiveIntegerField(default=0)
+    cancelled_executions = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    llm_calls = models.PositiveIntegerField(default=0)
+    cached_prompt_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY)
+
+    COUNTERS = ("executions", "completed_executions", "failed_executions", "cancelled_executions", "messages",
+                "llm_calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens",
+                "reasoning_tokens", "cost")
+    DIMENSIONS = ("day", "owner_id", "provider", "model", "template_id", "conversation_id")
+
+    class Meta:
+        verbose_name_plural = "usage dashboard"  # the admin shows these rows as the staff dashboard
+        ordering = ["-day", "owner", "provider", "model"]
+        indexes = [
+            models.Index(fields=["owner", "day"], name="usage_rollup_owner_day"),
+            models.Index(fields=["day"], name="usage_rollup_day"),
+            # Ranks conversations by cost with an index-only scan (and serves the foreign key's lookups).
+            models.Index(fields=["conversation", "day", "owner", "cost"], name="usage_rollup_conversation_cost"),
+        ]
+        constraints = [
+            *TokenTotals.Meta.constraints,
+            *non_negative("cost", model="usage_rollup"),
+            models.CheckConstraint(condition=models.Q(cached_prompt_tokens__lte=models.F("prompt_tokens")),
+                                   name="usage_rollup_cached_within_prompt"),
+            models.CheckConstraint(condition=models.Q(reasoning_tokens__lte=models.F("completion_tokens")),
+                                   name="usage_rollup_reasoning_within_completion"),
+            models.CheckConstraint(
+                condition=models.Q(executions=models.F("completed_executions") + models.F("failed_executions")
+                                   + models.F("cancelled_executions")),
+                name="usage_rollup_outcomes_sum",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"usage {self.day} {self.provider}/{self.model}"
+
+    @staticmethod
+    def key_for(day, owner_id, provider, model, template_id, conversation_id) -> uuid.UUID:
+        """The row's identity, derived from its dimensions: one unique column that upserts can conflict on
+        (a unique constraint over nullable columns would let NULLs repeat)."""
+        parts = (day.isoformat(), str(owner_id), provider, model, str(template_id or ""), str(conversation_id or ""))
+        return uuid.uuid5(_USAGE_KEY_NAMESPACE, "\x1f".join(parts))
+
+
+_USAGE_KEY_NAMESPACE = uuid.UUID("6f3d1c2e-8a4b-4f0e-9c7d-2b5a1e3f4d60")

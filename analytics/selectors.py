@@ -1,14 +1,18 @@
-"""Reads of analytics: prices and what the aggregates should be."""
+"""Reads of analytics: prices, usage reports from the rollups, and what the aggregates should be."""
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
 
-from django.db.models import Count, Max, Q, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, Max, Q, QuerySet, Sum, Value, Window
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from analytics.models import ModelPrice, TemplateAnalytics
-from workflows.models import WorkflowExecution, WorkflowTemplate
+from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from conversations.models import Message
+from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
@@ -86,3 +90,181 @@ def template_analytics_from_executions() -> dict:
             "last_used_at": template.real_last_used,
         }
     return result
+
+
+def price_list() -> QuerySet[ModelPrice]:
+    """Every price row, history included (a change is a new row with its own effective_from)."""
+    return ModelPrice.objects.all()
+
+
+def template_analytics_list(*, user) -> QuerySet[TemplateAnalytics]:
+    """TemplateAnalytics count every user's runs of a template, so they are shown to the template's owner and to
+    staff; built-ins (no owner) to staff only. A user's own usage of any template is usage_report(group_by=
+    "template")."""
+    rows = TemplateAnalytics.objects.select_related("template")
+    if not user.is_staff:
+        rows = rows.filter(template__owner=user)
+    return rows
+
+
+# --- usage rollups ---------------------------------------------------------------------------------------
+USAGE_GROUPS = {
+    # group_by: (the columns a row is grouped by, and what they are called in a report row), ordering
+    "day": ({"day": "day"}, ("day",)),
+    "provider": ({"provider": "provider"}, ("-n_cost", "provider")),
+    "model": ({"provider": "provider", "model": "model"}, ("-n_cost", "provider", "model")),
+    "template": ({"template_id": "template_id", "template__key": "template_key"}, ("-n_cost", "template__key")),
+    "conversation": ({"conversation_id": "conversation_id", "conversation__title": "conversation_title"},
+                     ("-n_cost", "conversation_id")),
+}
+
+
+def usage_dimensions(*, day: date, owner_id, provider: str, model: str, template_id, conversation_id) -> dict:
+    """One rollup row's identity: its dimension columns and the key derived from them."""
+    dims = {"day": day, "owner_id": owner_id, "provider": provider or "", "model": model or "",
+            "template_id": template_id, "conversation_id": conversation_id}
+    return {"key": UsageRollup.key_for(*dims.values()), **dims}
+
+
+def usage_day(moment: datetime) -> date:
+    return moment.astimezone(dt_timezone.utc).date()
+
+
+def usage_rollups(*, owner_ids: list | None = None, start: date | None = None, end: date | None = None) -> QuerySet:
+    """Rollup rows of some owners (None: everyone) with day in [start, end] (either may be open)."""
+    rows = UsageRollup.objects.all()
+    if owner_ids is not None:
+        rows = rows.filter(owner_id__in=owner_ids)
+    if start is not None:
+        rows = rows.filter(day__gte=start)
+    if end is not None:
+        rows = rows.filter(day__lte=end)
+    return rows
+
+
+def _usage_sums() -> dict:
+    return {f"n_{name}": Sum(name) for name in UsageRollup.COUNTERS}
+
+
+def usage_report(*, group_by: str, owner_ids: list | None = None, start: date | None = None,
+                 end: date | None = None) -> QuerySet:
+    """Rows of usage grouped by day, provider, model, template or conversation, answered from the rollups: the
+    group's columns (see USAGE_GROUPS) and `n_<counter>` sums. Groups without usage are absent."""
+    columns, ordering = USAGE_GROUPS[group_by]
+    return (usage_rollups(owner_ids=owner_ids, start=start, end=end)
+            .values(*columns).annotate(**_usage_sums()).order_by(*ordering))
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    rows: list[dict]  # as usage_report's
+    count: int  # groups in range
+    totals: dict  # over every row in range
+
+
+def usage_report_page(*, group_by: str, owner_ids: list | None = None, start: date | None = None,
+                      end: date | None = None, offset: int = 0, limit: int = 100) -> UsagePage:
+    """A page of usage_report with the number of groups and the totals. One scan of the rollups when the page
+    holds every group (the totals are then its rows' sums, exact Decimals), a second one for the totals when not."""
+    scope = {"owner_ids": owner_ids, "start": start, "end": end}
+    if group_by == "conversation":
+        rows, count = _conversation_page(scope, offset=offset, limit=limit)
+    else:
+        rows = list(usage_report(group_by=group_by, **scope).annotate(
+            n_groups=Window(Count("*")))[offset:offset + limit])
+        count = rows[0]["n_groups"] if rows else None
+    if count is None:
+        count = 0 if offset == 0 else usage_report(group_by=group_by, **scope).count()
+    if offset == 0 and len(rows) == count:
+        totals = usage_zero()
+        for row in rows:
+            for name in UsageRollup.COUNTERS:
+                totals[name] += row[f"n_{name}"]
+    else:
+        totals = usage_totals(**scope)
+    return UsagePage(rows=rows, count=count, totals=totals)
+
+
+def _conversation_page(scope: dict, *, offset: int, limit: int) -> tuple[list[dict], int | None]:
+    """There can be as many conversations as rows: rank them by cost alone (an index-only scan of
+    usage_rollup_conversation_cost, in conversation order), then sum every figure of the page's conversations only."""
+    ranked = list(usage_rollups(**scope).values("conversation_id").annotate(
+        n_cost=Sum("cost"), n_groups=Window(Count("*"))).order_by("-n_cost", "conversation_id")[offset:offset + limit])
+    if not ranked:
+        return [], None
+    ids = [row["conversation_id"] for row in ranked]
+    wanted = Q(conversation_id__in=[pk for pk in ids if pk is not None])
+    if None in ids:
+        wanted |= Q(conversation_id__isnull=True)
+    found = {row["conversation_id"]: row for row in usage_report(group_by="conversation", **scope).filter(wanted)}
+    return [found[pk] for pk in ids if pk in found], ranked[0]["n_groups"]  # (one deleted in between is gone)
+
+
+def usage_totals(*, owner_ids: list | None = None, start: date | None = None, end: date | None = None) -> dict:
+    """The sums over every row in range, with zeros (not None) when there is none."""
+    found = usage_rollups(owner_ids=owner_ids, start=start, end=end).aggregate(**_usage_sums())
+    return {name: found[f"n_{name}"] or (Decimal("0") if name == "cost" else 0) for name in UsageRollup.COUNTERS}
+
+
+def usage_by_day(*, owner_ids: list | None = None, start: date, end: date) -> list[dict]:
+    """Every day of [start, end], zeros included (for charts)."""
+    found = {row["day"]: row for row in usage_report(group_by="day", owner_ids=owner_ids, start=start, end=end)}
+    days = []
+    for offset in range((end - start).days + 1):
+        day = start + timedelta(days=offset)
+        row = found.get(day, {})
+        days.append({"day": day, **{name: row.get(f"n_{name}") or 0 for name in UsageRollup.COUNTERS}})
+    return days
+
+
+def usage_from_source() -> dict:
+    """What every rollup row should hold, computed from the source rows (terminal runs, their LLM calls, the
+    messages that exist), keyed like UsageRollup.key. See UsageRollup for what each counter counts."""
+    utc = dt_timezone.utc
+    rows: dict = {}
+
+    def add(found, counters):
+        for row in found:
+            dims = usage_dimensions(day=row["d_day"], owner_id=row["d_owner"], provider=row["d_provider"],
+                                    model=row["d_model"], template_id=row["d_template"],
+                                    conversation_id=row["d_conversation"])
+            target = rows.setdefault(dims["key"], {**dims, **usage_zero()})
+            for name in counters:
+                target[name] += row[name] or 0
+
+    status = WorkflowExecution.Status
+    terminal = WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL)
+    ended = TruncDate(Coalesce("completed_at", "created_at"), tzinfo=utc)
+    add(terminal.values(d_day=ended, d_owner=F("owner_id"), d_provider=F("provider"), d_model=F("model"),
+                        d_template=F("template_id"), d_conversation=F("conversation_id")).annotate(
+        executions=Count("id"), completed_executions=Count("id", filter=Q(status=status.COMPLETED)),
+        failed_executions=Count("id", filter=Q(status=status.FAILED)),
+        cancelled_executions=Count("id", filter=Q(status=status.CANCELLED))).order_by(),
+        ("executions", "completed_executions", "failed_executions", "cancelled_executions"))
+
+    run_ended = TruncDate(Coalesce("execution__completed_at", "execution__created_at"), tzinfo=utc)
+    tokens = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens")
+    add(LLMCall.objects.filter(execution__status__in=WorkflowExecution.TERMINAL).values(
+        d_day=run_ended, d_owner=F("execution__owner_id"), d_provider=F("provider"), d_model=F("model"),
+        d_template=F("execution__template_id"), d_conversation=F("execution__conversation_id")).annotate(
+        llm_calls=Count("id"), cost=Sum("cost"), **{name: Sum(name) for name in tokens}).order_by(),
+        ("llm_calls", *tokens, "cost"))
+
+    add(Message.objects.values(
+        d_day=TruncDate("created_at", tzinfo=utc), d_owner=F("conversation__owner_id"), d_provider=F("provider_used"),
+        d_model=F("model_used"), d_template=F("execution__template_id"), d_conversation=F("conversation_id"),
+    ).annotate(messages=Count("id")).order_by(), ("messages",))
+    return rows
+
+
+def usage_zero() -> dict:
+    return {name: Decimal("0") if name == "cost" else 0 for name in UsageRollup.COUNTERS}
+
+
+def usage_stored() -> dict:
+    """The rollup rows as stored, keyed by the key their dimensions give."""
+    stored = {}
+    for row in UsageRollup.objects.values(*UsageRollup.DIMENSIONS, *UsageRollup.COUNTERS).order_by():
+        dims = usage_dimensions(**{name: row[name] for name in UsageRollup.DIMENSIONS})
+        stored[dims["key"]] = {**dims, **{name: row[name] for name in UsageRollup.COUNTERS}}
+    return stored

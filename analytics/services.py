@@ -1,19 +1,36 @@
-"""Writes of analytics: reconciling stored aggregates with their source rows, and re-pricing past calls."""
+"""Writes of analytics: usage rollups, prices, reconciling stored aggregates with their source rows, and
+re-pricing past calls."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
-from django.db.models import F, Sum
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connection, transaction
+from django.db.models import Count, F, Sum
+from django.utils import timezone
 
-from analytics.models import TemplateAnalytics
-from analytics.selectors import price_for_call, template_analytics_from_executions
+from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.selectors import (
+    price_for_call,
+    template_analytics_from_executions,
+    usage_day,
+    usage_dimensions,
+    usage_from_source,
+    usage_stored,
+    usage_zero,
+)
+from audit.services import audit_record
+from chatter_project.errors import InvalidInput
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update, message_cost_adjust
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+
+logger = logging.getLogger(__name__)
 
 
 def _diff(stored: dict | None, actual: dict) -> dict:
@@ -33,6 +50,23 @@ def aggregates_drift() -> list[dict]:
         if fields := _diff(row["stored"], row["actual"]):
             drift.append({"kind": "template", "id": row["key"], "fields": fields})
     drift += _execution_drift()
+    drift += usage_drift()
+    return drift
+
+
+def usage_drift() -> list[dict]:
+    """Rollup rows that differ from the same figures computed from the source rows (a missing row and a row of
+    zeros are the same thing)."""
+    stored, actual = usage_stored(), usage_from_source()
+    zero = usage_zero()
+    drift = []
+    for key in sorted(set(stored) | set(actual), key=str):
+        row = stored.get(key) or actual[key]
+        have = {name: stored.get(key, zero)[name] for name in UsageRollup.COUNTERS}
+        want = {name: actual.get(key, zero)[name] for name in UsageRollup.COUNTERS}
+        if fields := _diff(have, want):
+            label = "/".join(str(row[name] or "-") for name in UsageRollup.DIMENSIONS)
+            drift.append({"kind": "usage", "id": label, "fields": fields})
     return drift
 
 
@@ -83,13 +117,15 @@ def aggregates_fix() -> int:
                 TemplateAnalytics.objects.update_or_create(
                     template_id=pk, defaults={**row["actual"], "last_used_at": row["last_used_at"]})
                 fixed += 1
+    if usage_drift():
+        fixed += usage_rollups_rebuild()
     return fixed
 
 
 def costs_recompute(*, since: datetime | None = None) -> int:
     """Re-price past LLM calls with the prices in force at each call's time; carry every difference to the
     node, execution, assistant message, conversation and template totals. Provider-reported costs stay."""
-    calls = LLMCall.objects.filter(provider_cost=False).select_related("execution").order_by("id")
+    calls = LLMCall.objects.filter(provider_cost=False).order_by("id")
     if since is not None:
         calls = calls.filter(created_at__gte=since)
     changed = 0
@@ -105,8 +141,10 @@ def costs_recompute(*, since: datetime | None = None) -> int:
 
 
 def _cost_adjust(call: LLMCall, delta: Decimal) -> None:
-    execution = call.execution
     with transaction.atomic():
+        # Locked and read afresh: a run that ends meanwhile either booked the old cost (and is terminal here) or
+        # books the new one once this commits.
+        execution = WorkflowExecution.objects.select_for_update().get(pk=call.execution_id)
         LLMCall.objects.filter(pk=call.pk).update(cost=F("cost") + delta)
         if call.node_execution_id:
             NodeExecution.objects.filter(pk=call.node_execution_id).update(cost=F("cost") + delta)
@@ -117,3 +155,199 @@ def _cost_adjust(call: LLMCall, delta: Decimal) -> None:
         if execution.template_id and execution.status in WorkflowExecution.TERMINAL:
             TemplateAnalytics.objects.filter(template_id=execution.template_id).update(
                 total_cost=F("total_cost") + delta)
+        if execution.status in WorkflowExecution.TERMINAL:  # a run still going books its calls when it ends
+            dims = usage_dimensions(
+                day=usage_day(execution.completed_at or execution.created_at), owner_id=execution.owner_id,
+                provider=call.provider, model=call.model, template_id=execution.template_id,
+                conversation_id=execution.conversation_id)
+            _usage_change(dims, {"cost": delta})
+
+
+# --- usage rollups (see UsageRollup for what each counter counts) ----------------------------------------------
+_OUTCOME = {
+    WorkflowExecution.Status.COMPLETED: "completed_executions",
+    WorkflowExecution.Status.FAILED: "failed_executions",
+    WorkflowExecution.Status.CANCELLED: "cancelled_executions",
+}
+_CALL_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost")
+
+
+def usage_execution_add(*, execution: WorkflowExecution) -> None:
+    """Book an ended run and its LLM calls, in the transaction that ends it."""
+    day = usage_day(execution.completed_at or execution.created_at)
+    rows: dict = {}
+
+    def add(provider: str, model: str, counters: dict) -> None:
+        dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=provider, model=model,
+                                template_id=execution.template_id, conversation_id=execution.conversation_id)
+        row = rows.setdefault(dims["key"], {**dims, **usage_zero()})
+        for name, value in counters.items():
+            row[name] += value or 0
+
+    add(execution.provider, execution.model, {"executions": 1, _OUTCOME[execution.status]: 1})
+    calls = LLMCall.objects.filter(execution_id=execution.pk).values("provider", "model").annotate(
+        llm_calls=Count("id"), **{name: Sum(name) for name in _CALL_SUMS}).order_by()
+    for call in calls:
+        add(call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *_CALL_SUMS)})
+    _usage_upsert(rows)
+
+
+def usage_message_add(*, message: Message) -> None:
+    """Count a saved message, in the transaction that saves it."""
+    dims = _message_dimensions(message)
+    _usage_upsert({dims["key"]: {**dims, **usage_zero(), "messages": 1}})
+
+
+def usage_message_subtract(*, message: Message) -> None:
+    """Take a deleted message out of its row's count, in the transaction that deletes it."""
+    _usage_change(_message_dimensions(message), {"messages": -1})
+
+
+def _message_dimensions(message: Message) -> dict:
+    owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=message.conversation_id)
+    template_id = None
+    if Message.execution.is_cached(message):  # message_save was handed the run: no need to read it again
+        template_id = message.execution.template_id if message.execution else None
+    elif message.execution_id:
+        template_id = WorkflowExecution.objects.values_list("template_id", flat=True).filter(
+            pk=message.execution_id).first()
+    return usage_dimensions(day=usage_day(message.created_at), owner_id=owner_id, provider=message.provider_used,
+                            model=message.model_used, template_id=template_id,
+                            conversation_id=message.conversation_id)
+
+
+def usage_rollups_detach(*, conversation_id=None, template_id=None, except_owner_ids=()) -> None:
+    """Before a conversation or template is deleted: move its rows to the null conversation/template, as its runs'
+    references become null. Messages that go with a conversation leave the count. Rows of owners being deleted
+    too (`except_owner_ids`) are left to go with their owner."""
+    with transaction.atomic():
+        rows = UsageRollup.objects.exclude(owner_id__in=except_owner_ids)
+        rows = rows.filter(conversation_id=conversation_id) if conversation_id else rows.filter(template_id=template_id)
+        moved: dict = {}
+        found = list(rows.select_for_update().values(*UsageRollup.DIMENSIONS, *UsageRollup.COUNTERS))
+        for row in found:
+            dims = {name: row[name] for name in UsageRollup.DIMENSIONS}
+            counters = {name: row[name] for name in UsageRollup.COUNTERS}
+            if conversation_id:
+                dims["conversation_id"], counters["messages"] = None, 0
+            else:
+                dims["template_id"] = None
+            dims = usage_dimensions(**dims)
+            target = moved.setdefault(dims["key"], {**dims, **usage_zero()})
+            for name, value in counters.items():
+                target[name] += value
+        rows.delete()
+        _usage_upsert({key: row for key, row in moved.items() if any(row[name] for name in UsageRollup.COUNTERS)})
+
+
+def usage_rollups_rebuild() -> int:
+    """Recompute every rollup row from the source rows. Writers that committed before are in the result; writers
+    still open wait for the lock (PostgreSQL; SQLite has one writer at a time) and add their share after."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {connection.ops.quote_name(UsageRollup._meta.db_table)} "
+                               "IN SHARE ROW EXCLUSIVE MODE")
+        UsageRollup.objects.all().delete()
+        rows = usage_from_source()
+        UsageRollup.objects.bulk_create((UsageRollup(**row) for row in rows.values()), batch_size=2000)
+    return len(rows)
+
+
+def usage_rollups_ensure() -> int:
+    """After migrate: build the rollups of a database that has usage but no rollup rows yet (one that predates
+    them). Rows are otherwise only ever changed by the receivers and the reconcile command."""
+    if UsageRollup.objects.exists():
+        return 0
+    if not (Message.objects.exists() or WorkflowExecution.objects.filter(
+            status__in=WorkflowExecution.TERMINAL).exists()):
+        return 0
+    return usage_rollups_rebuild()
+
+
+def _usage_upsert(rows: dict) -> None:
+    """Add the counters of each row to the stored row with its key, creating it when missing: one INSERT … ON
+    CONFLICT DO UPDATE (PostgreSQL and SQLite), so concurrent writers of one key never lose an increment. Keys are
+    written in a fixed order, so two transactions never wait on each other's rows in a cycle."""
+    if not rows:
+        return
+    meta = UsageRollup._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in ("key", *UsageRollup.DIMENSIONS, *UsageRollup.COUNTERS)]
+    table = quote(meta.db_table)
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = []
+    for key in sorted(rows, key=str):
+        row = rows[key]
+        params += [field.get_db_prep_save(row[field.attname], connection) for field in fields]
+    increments = ", ".join(
+        f"{quote(column)} = {table}.{quote(column)} + excluded.{quote(column)}"
+        for column in (meta.get_field(name).column for name in UsageRollup.COUNTERS))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
+            f"VALUES {', '.join([placeholders] * len(rows))} "
+            f"ON CONFLICT ({quote(meta.get_field('key').column)}) DO UPDATE SET {increments}",
+            params,
+        )
+
+
+def _usage_change(dims: dict, changes: dict) -> None:
+    """Change an existing row by signed amounts (an INSERT could not carry a negative count past its CHECK)."""
+    updated = UsageRollup.objects.filter(key=dims["key"]).update(
+        **{name: F(name) + value for name, value in changes.items()})
+    if updated != 1:
+        # The row predates the rollups (or was lost): reconcile_aggregates reports it and --fix rebuilds it.
+        logger.error("usage rollup %s missing: %s not applied", dims, changes)
+
+
+# --- prices --------------------------------------------------------------------------------------------------
+PRICE_EDITABLE = ("is_active",)
+
+
+def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal,
+                 output_per_million: Decimal, cached_input_per_million: Decimal | None = None,
+                 effective_from: datetime | None = None, is_active: bool = True) -> ModelPrice:
+    """A new price row. Prices are never edited in place: a change is a new row from its effective_from on, so
+    calls priced before keep the price they had (recompute_costs re-prices them only when asked)."""
+    errors = []
+    if provider != ModelPrice.WILDCARD and provider not in settings.CHATTER_PROVIDERS:
+        errors.append({"path": "provider", "code": "unknown_provider",
+                       "message": f"provider must be one of {sorted(settings.CHATTER_PROVIDERS)} or '*'"})
+    price = ModelPrice(provider=provider, model_pattern=model_pattern, input_per_million=input_per_million,
+                       cached_input_per_million=cached_input_per_million, output_per_million=output_per_million,
+                       effective_from=effective_from or timezone.now(), is_active=is_active)
+    try:
+        price.full_clean(exclude=["created_at"])
+    except DjangoValidationError as exc:
+        errors += [{"path": name, "code": "invalid", "message": message}
+                   for name, messages in exc.message_dict.items() for message in messages]
+    if errors:
+        raise InvalidInput("invalid price", details=errors)
+    with transaction.atomic():
+        price.save()
+        _price_audit(price, actor=actor, change="created")
+    return price
+
+
+def price_update(*, price: ModelPrice, actor, **changes) -> ModelPrice:
+    """Only `is_active` changes (retiring or restoring a row); figures and dates are history."""
+    fixed = sorted(set(changes) - set(PRICE_EDITABLE))
+    if fixed:
+        raise InvalidInput("a price row's figures cannot be changed; create a new row with its effective_from",
+                           details=[{"path": name, "code": "read_only",
+                                     "message": f"{name} is fixed once the price exists"} for name in fixed])
+    with transaction.atomic():
+        ModelPrice.objects.filter(pk=price.pk).update(**changes)
+        price.refresh_from_db()
+        _price_audit(price, actor=actor, change="updated")
+    return price
+
+
+def _price_audit(price: ModelPrice, *, actor, change: str) -> None:
+    audit_record(action="price.changed", actor=actor, target=price, data={
+        "change": change, "provider": price.provider, "model_pattern": price.model_pattern,
+        "input_per_million": price.input_per_million, "cached_input_per_million": price.cached_input_per_million,
+        "output_per_million": price.output_per_million, "effective_from": price.effective_from,
+        "is_active": price.is_active,
+    })

@@ -1,7 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from chatter_project.errors import Conflict
 from conversations.models import Conversation, Document, Message
-from conversations.services import message_delete
+from conversations.services import conversation_delete, message_delete
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -33,6 +34,36 @@ class ConversationAdmin(admin.ModelAdmin):
     # Stored aggregates (I1): only the message services change them.
     readonly_fields = ("message_count", *USAGE_FIELDS, "total_cost", "last_message_at", "created_at", "updated_at")
     inlines = [MessageInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Its messages and runs are the owner's usage: moving the conversation would move that usage.
+        return (*self.readonly_fields, "owner") if obj is not None else self.readonly_fields
+
+    def delete_model(self, request, obj):
+        conversation_delete(conversation=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        kept = 0
+        for conversation in queryset:
+            try:
+                conversation_delete(conversation=conversation, actor=request.user)
+            except Conflict:  # a run in progress would have nowhere to put its reply
+                kept += 1
+        if kept:
+            self.message_user(request, f"{kept} conversation(s) with a run in progress were kept.", messages.WARNING)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and _has_run_in_progress(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+def _has_run_in_progress(conversation: Conversation) -> bool:
+    # workflows depends on conversations, not the reverse
+    from workflows.models import WorkflowExecution
+
+    return WorkflowExecution.objects.filter(conversation=conversation, status__in=(
+        WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)).exists()
 
 
 @admin.register(Message)

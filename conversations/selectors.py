@@ -35,9 +35,9 @@ def conversation_history(*, conversation_id, before_sequence: int | None, limit:
 
 
 def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:
-    """The owner's documents most relevant to the query: full-text search on PostgreSQL, a ranked word match
-    elsewhere."""
-    words = sorted(set(w.lower() for w in _WORD.findall(query)))[:20]
+    """The owner's documents most relevant to the query: full-text search on PostgreSQL, a ranked whole-word
+    match elsewhere (a title word counts twice). The first 20 distinct words of the query are searched."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:20]
     if not words:
         return []
     documents = Document.objects.filter(owner_id=owner_id)
@@ -48,10 +48,17 @@ def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:
         vector = SearchVector("title", weight="A") + SearchVector("content", weight="B")
         found = documents.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "title")
         return [_as_context(d) for d in found[:limit]]
+    # The database narrows to documents containing a word anywhere (LIKE); whole words are counted here.
+    from django.db.models import Q
+
+    containing = Q()
+    for word in words:
+        containing |= Q(title__icontains=word) | Q(content__icontains=word)
+    wanted = set(words)
     scored = []
-    for document in documents.only("id", "title", "content")[:1000]:
+    for document in documents.filter(containing).only("id", "title", "content")[:5000]:
         text = f"{document.title} {document.title} {document.content}".lower()
-        score = sum(text.count(word) for word in words)
+        score = sum(1 for word in re.findall(r"\w+", text) if word in wanted)
         if score:
             scored.append((-score, document.title, document))
     scored.sort(key=lambda item: item[:2])

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from analytics.models import TemplateAnalytics
 from chatter_project.errors import Conflict
+from conversations.models import Message
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -36,6 +37,14 @@ class ReadOnlyMixin(NoAddMixin):
         return False
 
 
+class LedgerMixin(NoAddMixin):
+    """Rows that usage is summed from (runs, their nodes, calls and tool calls): deleting one here would take
+    spent tokens out of every aggregate, so they go only with their owner."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
@@ -54,13 +63,34 @@ class TemplateAnalyticsInline(ReadOnlyMixin, admin.StackedInline):
 
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
-    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "updated_at")
-    list_filter = ("is_builtin", "is_public", "category", "updated_at")
-    list_select_related = ("owner",)
+    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "runs", "failed_runs",
+                    "total_tokens", "total_cost", "last_used_at", "updated_at")
+    list_filter = ("is_builtin", "is_public", "category", "analytics__last_used_at", "updated_at")
+    list_select_related = ("owner", "analytics")
     search_fields = ("key", "name", "description")
     raw_id_fields = ("owner",)
     readonly_fields = ("is_builtin", "created_at", "updated_at")
     inlines = [TemplateAnalyticsInline]
+
+    @admin.display(description="runs", ordering="analytics__total_executions")
+    def runs(self, template):
+        return _analytics_of(template, "total_executions")
+
+    @admin.display(description="failed", ordering="analytics__failed_executions")
+    def failed_runs(self, template):
+        return _analytics_of(template, "failed_executions")
+
+    @admin.display(description="tokens", ordering="analytics__total_tokens")
+    def total_tokens(self, template):
+        return _analytics_of(template, "total_tokens")
+
+    @admin.display(description="cost", ordering="analytics__total_cost")
+    def total_cost(self, template):
+        return _analytics_of(template, "total_cost")
+
+    @admin.display(description="last used", ordering="analytics__last_used_at")
+    def last_used_at(self, template):
+        return _analytics_of(template, "last_used_at")
 
     # Built-ins are seeded from code; editing them here would be overwritten or break the seed.
     def has_change_permission(self, request, obj=None):
@@ -68,6 +98,13 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj and obj.is_builtin)
+
+
+def _analytics_of(template: WorkflowTemplate, field: str):
+    try:
+        return getattr(template.analytics, field)
+    except TemplateAnalytics.DoesNotExist:
+        return None
 
 
 @admin.register(WorkflowDefinition)
@@ -117,21 +154,47 @@ class LLMCallInline(ReadOnlyInline):
 class ExecutionEventInline(ReadOnlyInline):
     model = ExecutionEvent
     fields = readonly_fields = ("seq", "event", "data", "created_at")
+    classes = ["collapse"]  # the whole event log: long, and last on the page
+
+
+class RunMessageInline(ReadOnlyInline):
+    """The messages the run saved (the user's and the reply, for a chat turn)."""
+
+    model = Message
+    fk_name = "execution"
+    verbose_name_plural = "messages saved by this run"
+    fields = readonly_fields = ("conversation", "sequence", "role", "content", *USAGE_FIELDS, "cached_prompt_tokens",
+                                "reasoning_tokens", "provider_used", "model_used", "error_message")
+    show_change_link = True
 
 
 @admin.register(WorkflowExecution)
-class WorkflowExecutionAdmin(NoAddMixin, admin.ModelAdmin):
+class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
     list_display = ("id", "workflow_type", "status", "mode", "owner", "template", "provider", "model",
-                    *USAGE_FIELDS, "llm_calls", "tool_calls", "execution_time_ms", "created_at")
-    list_filter = ("status", "workflow_type", "mode", "provider", "model", "cancel_requested", "created_at")
+                    *USAGE_FIELDS, "llm_calls", "tool_calls", "execution_time_ms", "error_type", "created_at")
+    list_filter = ("status", "workflow_type", "mode", "provider", "model", "error_type",
+                   ("template", admin.RelatedOnlyFieldListFilter), "cancel_requested", "created_at", "completed_at")
     list_select_related = ("owner", "template")
     search_fields = ("id__exact", "correlation_id", "error_type", "error_message", "owner__username",
                      "template__key")
     date_hierarchy = "created_at"
     # Everything on a run is written by the engine; staff act on it through the cancel action.
     readonly_fields = field_names(WorkflowExecution)
-    inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, ExecutionEventInline]
+    inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, RunMessageInline, ExecutionEventInline]
     actions = ["cancel_runs"]
+    EXECUTION_FIELDSETS = (
+        ("Run", ("id", "status", "workflow_type", "mode", "owner", "template", "definition", "definition_version",
+                 "conversation", "schedule", "provider", "model")),
+        ("Usage", ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls")),
+        ("Timing", ("created_at", "started_at", "completed_at", "execution_time_ms")),
+        ("Outcome", ("error_type", "error_message", "cancel_requested", "input_data", "output_data")),
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        listed = {name for _, names in self.EXECUTION_FIELDSETS for name in names}
+        rest = tuple(name for name in self.readonly_fields if name not in listed)  # config, graph, and any new field
+        return [*((title, {"fields": names}) for title, names in self.EXECUTION_FIELDSETS),
+                ("More", {"fields": rest, "classes": ["collapse"]})]
 
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request, queryset):
@@ -150,7 +213,7 @@ class WorkflowExecutionAdmin(NoAddMixin, admin.ModelAdmin):
 
 
 @admin.register(NodeExecution)
-class NodeExecutionAdmin(NoAddMixin, admin.ModelAdmin):
+class NodeExecutionAdmin(LedgerMixin, admin.ModelAdmin):
     list_display = ("node_id", "index", "node_type", "status", "execution", "duration_ms", *USAGE_FIELDS,
                     "llm_calls", "tool_calls", "started_at")
     list_filter = ("status", "node_type", "started_at")
@@ -161,7 +224,7 @@ class NodeExecutionAdmin(NoAddMixin, admin.ModelAdmin):
 
 
 @admin.register(ToolCall)
-class ToolCallAdmin(NoAddMixin, admin.ModelAdmin):
+class ToolCallAdmin(LedgerMixin, admin.ModelAdmin):
     list_display = ("tool", "node_id", "ok", "duration_ms", "execution", "created_at")
     list_filter = ("ok", "tool", "created_at")
     list_select_related = ("execution",)
@@ -171,7 +234,7 @@ class ToolCallAdmin(NoAddMixin, admin.ModelAdmin):
 
 
 @admin.register(LLMCall)
-class LLMCallAdmin(NoAddMixin, admin.ModelAdmin):
+class LLMCallAdmin(LedgerMixin, admin.ModelAdmin):
     list_display = ("__str__", "provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
                     "estimated", "provider_cost", "duration_ms", "execution", "created_at")
     list_filter = ("provider", "model", "estimated", "provider_cost", "created_at")

@@ -9,6 +9,7 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="api-health"),
     path("", include("workflows.api.urls")),
     path("", include("conversations.api.urls")),
+    path("", include("analytics.api.urls")),
     path("", include("audit.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -2,10 +2,12 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 
-from analytics.models import TemplateAnalytics
+from analytics.models import TemplateAnalytics, UsageRollup
 from conversations.models import Conversation
 from conversations.services import message_delete
+from tests.analytics.usage import assert_usage_exact
 from tests.invariants import assert_i1, assert_i2
 from workflows.services import execution_create, execution_run
 
@@ -55,3 +57,26 @@ def test_it_finds_drifted_template_analytics_and_fixes_them(runs):
     assert code == 1 and "template universal_chat" in output
     assert reconcile("--fix")[0] == 0
     assert_i2()
+
+
+def test_it_finds_drifted_usage_rollups_and_rebuilds_them(runs):
+    expected = assert_usage_exact()
+    UsageRollup.objects.filter(messages__gt=0).update(messages=F("messages") + 1)
+    UsageRollup.objects.filter(failed_executions=1).update(
+        failed_executions=0, completed_executions=F("completed_executions") + 1)
+
+    code, output = reconcile()
+    assert code == 1 and "drift usage" in output and "messages: stored" in output
+    assert "failed_executions" in output
+
+    code, output = reconcile("--fix")
+    assert code == 0 and "zero drift" in output
+    assert assert_usage_exact() == expected
+
+
+def test_it_finds_a_missing_usage_rollup(runs):
+    UsageRollup.objects.all().delete()
+
+    code, output = reconcile()
+    assert code == 1 and "drift usage" in output
+    assert reconcile("--fix")[0] == 0

@@ -1,0 +1,132 @@
+"""Analytics over the API: usage reports, template analytics and prices. Money is rendered as strings (Decimal)."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.selectors import USAGE_GROUPS
+from chatter_project.api.serializers import StrictSerializer
+
+MONEY = {"max_digits": 20, "decimal_places": 8}
+GROUP_COLUMNS = {group: list(columns.values()) for group, (columns, _) in USAGE_GROUPS.items()}
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=list(USAGE_GROUPS), default="day",
+                                       help_text="what a row of the report is: a UTC day, a provider, a model "
+                                                 "(with its provider), a template or a conversation")
+    start = serializers.DateField(required=False, help_text="first UTC day included (YYYY-MM-DD); default: "
+                                                            "the first day with usage")
+    end = serializers.DateField(required=False, help_text="last UTC day included (YYYY-MM-DD); default: the "
+                                                          "last day with usage")
+    owner = serializers.CharField(required=False, max_length=150,
+                                  help_text="staff only: one user's usage (username); default: everyone's")
+    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000,
+                                    help_text="a page past the last one is empty (JSON only; CSV has every row)")
+    page_size = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
+
+    def validate(self, attrs):
+        if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["end is before start"]})
+        return attrs
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    """What a usage row counts (analytics.models.UsageRollup): runs ended, by outcome; messages that exist; and
+    the LLM calls of ended runs with their tokens and cost."""
+
+    executions = serializers.IntegerField()
+    completed_executions = serializers.IntegerField()
+    failed_executions = serializers.IntegerField()
+    cancelled_executions = serializers.IntegerField()
+    messages = serializers.IntegerField()
+    llm_calls = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cached_prompt_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    cost = serializers.DecimalField(**MONEY)
+
+
+class UsageRowSerializer(UsageFiguresSerializer):
+    """One group of the report: its own columns (which depend on group_by) and the figures."""
+
+    day = serializers.DateField(required=False, help_text="group_by=day")
+    provider = serializers.CharField(required=False, help_text="group_by=provider or model")
+    model = serializers.CharField(required=False, help_text="group_by=model")
+    template_id = serializers.UUIDField(required=False, allow_null=True,
+                                        help_text="group_by=template; null: runs of no (or a deleted) template")
+    template_key = serializers.CharField(required=False, allow_null=True, help_text="group_by=template")
+    conversation_id = serializers.UUIDField(required=False, allow_null=True,
+                                            help_text="group_by=conversation; null: runs of no (or a deleted) "
+                                                      "conversation")
+    conversation_title = serializers.CharField(required=False, allow_null=True,
+                                               help_text="group_by=conversation")
+
+    def __init__(self, *args, group_by: str = "day", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group_by = group_by
+        for name in ("day", "provider", "model", "template_id", "template_key", "conversation_id",
+                     "conversation_title"):
+            if name not in GROUP_COLUMNS[group_by]:
+                self.fields.pop(name)
+
+    def to_representation(self, row):
+        columns, _ = USAGE_GROUPS[self.group_by]
+        flat = {name: row[column] for column, name in columns.items()}
+        flat.update({name: row[f"n_{name}"] for name in UsageRollup.COUNTERS})
+        return super().to_representation(flat)
+
+
+class UsageReportSerializer(serializers.Serializer):
+    """A page of the report (?page=, ?page_size= up to 1000), with the totals over every row in range."""
+
+    count = serializers.IntegerField(help_text="number of rows (groups) in range")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    group_by = serializers.ChoiceField(choices=list(USAGE_GROUPS))
+    start = serializers.DateField(allow_null=True)
+    end = serializers.DateField(allow_null=True)
+    owner = serializers.CharField(allow_null=True, help_text="whose usage: a username, or null for everyone's "
+                                                             "(staff)")
+    totals = UsageFiguresSerializer()
+    results = UsageRowSerializer(many=True)
+
+
+class TemplateAnalyticsSerializer(serializers.ModelSerializer):
+    template_id = serializers.UUIDField(source="template.id", read_only=True)
+    template_key = serializers.CharField(source="template.key", read_only=True)
+    template_name = serializers.CharField(source="template.name", read_only=True)
+    average_execution_time_ms = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TemplateAnalytics
+        fields = (
+            "template_id", "template_key", "template_name", "total_executions", "successful_executions",
+            "failed_executions", "cancelled_executions", "total_execution_time_ms", "average_execution_time_ms",
+            "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "last_used_at",
+            "last_success_at", "last_failure_at",
+        )
+        read_only_fields = fields
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelPrice
+        fields = ("id", "provider", "model_pattern", "input_per_million", "cached_input_per_million",
+                  "output_per_million", "effective_from", "is_active", "created_at")
+        read_only_fields = fields
+
+
+class PriceWriteSerializer(StrictSerializer):
+    """A new price row. On PATCH only `is_active` may change: figures and dates are history (post a new row)."""
+
+    provider = serializers.CharField(max_length=64, help_text='a provider name, or "*" for any provider')
+    model_pattern = serializers.CharField(max_length=255, help_text="a regular expression matching the whole "
+                                                                    "model name (or provider/model)")
+    input_per_million = serializers.DecimalField(min_value=0, **MONEY)
+    cached_input_per_million = serializers.DecimalField(min_value=0, required=False, allow_null=True, **MONEY)
+    output_per_million = serializers.DecimalField(min_value=0, **MONEY)
+    effective_from = serializers.DateTimeField(required=False, help_text="default: now")
+    is_active = serializers.BooleanField(required=False, default=True)

@@ -1,0 +1,156 @@
+"""The staff usage dashboard (/admin/analytics/usagerollup/) and the admin pages around usage: figures equal the
+raw rows, deletes made in the admin keep the rollups exact, the ledger cannot be deleted there."""
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations.models import Conversation
+from tests.analytics.usage import assert_usage_exact, totals
+from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.services import execution_create, execution_run
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "/admin/analytics/usagerollup/"
+
+
+def run(**kwargs) -> WorkflowExecution:
+    return execution_run(execution_id=execution_create(**kwargs).pk)
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def runs(alice, bob):
+    return [run(owner=alice, message="What is 12*7?", chat=True),
+            run(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3}),
+            run(owner=bob, message="hello", chat=True)]
+
+
+def test_the_admin_index_links_the_dashboard(staff_client):
+    response = staff_client.get(reverse("admin:index"))
+    assert f'href="{DASHBOARD}"' in response.content.decode()
+    assert "Usage dashboard" in response.content.decode()
+
+
+def test_the_dashboard_shows_the_figures_of_the_raw_rows(staff_client, runs):
+    response = staff_client.get(DASHBOARD)
+
+    assert response.status_code == 200
+    expected = totals(assert_usage_exact())
+    assert response.context["totals"] == expected
+    content = response.content.decode()
+    assert f'data-testid="total-cost">${expected["cost"]:.8f}<' in content
+    assert f'data-testid="total-tokens">{expected["total_tokens"]}<' in content
+    assert f'data-testid="total-executions">{expected["executions"]}<' in content
+    assert "1 failed" in content
+    [model] = response.context["models"]
+    assert (model["provider"], model["model"], model["n_cost"]) == ("local", "local-echo-1", expected["cost"])
+    days = response.context["days"]
+    assert len(days) == 30 and days[-1]["day"] == timezone.now().date()
+    assert days[-1]["cost"] == sum(call.cost for call in LLMCall.objects.all())
+
+
+def test_the_charts_are_inline_svg_drawn_from_the_figures(staff_client, runs):
+    content = staff_client.get(DASHBOARD).content.decode()
+
+    for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model"):
+        assert f'data-testid="chart-{name}"' in content
+    assert content.count('data-testid="bar"') == 3 * 30 + 1
+    assert "<script" not in content.split('id="content-main"')[1]  # no chart library
+    assert not re.search(r'(src|href)="(https?:)?//', content)  # nothing from another host
+
+
+def test_it_shows_one_user_and_a_date_range(staff_client, alice, runs):
+    content = staff_client.get(DASHBOARD, {"owner": "alice"})
+    assert content.context["totals"] == totals(assert_usage_exact(), owner_id=alice.pk)
+
+    tomorrow = timezone.now().date() + timedelta(days=1)
+    empty = staff_client.get(DASHBOARD, {"start": tomorrow, "end": tomorrow})
+    assert empty.context["totals"]["cost"] == Decimal("0") and empty.context["models"] == []
+    assert "no usage in this range" in empty.content.decode()
+
+
+@pytest.mark.parametrize(("params", "error"), [
+    ({"start": "2026-11-21", "end": "2026-11-01"}, "the start is after the end"),
+    ({"start": "2024-01-01", "end": "2026-01-01"}, "at most 366 days"),
+    ({"owner": "nobody"}, "no such user"),
+    ({"start": "soon"}, "Enter a valid date"),
+])
+def test_bad_filters_are_shown_not_crashed_on(staff_client, params, error):
+    response = staff_client.get(DASHBOARD, params)
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert "totals" not in response.context
+
+
+def test_only_staff_see_it(client, alice):
+    client.force_login(alice)
+    assert client.get(DASHBOARD).status_code == 302
+
+
+def test_deleting_a_conversation_in_the_admin_keeps_the_rollups_exact(staff_client, runs):
+    conversation = runs[0].conversation
+
+    response = staff_client.post(reverse("admin:conversations_conversation_delete", args=[conversation.pk]),
+                                 {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+    rows = assert_usage_exact()
+    assert totals(rows)["executions"] == 3  # the run stays, on no conversation
+    assert totals(rows, conversation_id=None)["total_tokens"] == runs[0].total_tokens
+
+
+def test_a_conversation_with_a_run_in_progress_cannot_be_deleted(staff_client, alice):
+    pending = execution_create(owner=alice, message="hi", chat=True, mode="background")
+
+    url = reverse("admin:conversations_conversation_delete", args=[pending.conversation_id])
+    assert staff_client.post(url, {"post": "yes"}).status_code == 403
+    staff_client.post(reverse("admin:conversations_conversation_changelist"), {
+        "action": "delete_selected", "_selected_action": [str(pending.conversation_id)], "post": "yes"})
+    assert Conversation.objects.filter(pk=pending.conversation_id).exists()
+    assert_usage_exact()
+
+
+def test_the_owner_of_a_conversation_cannot_be_changed(staff_client, bob, runs):
+    conversation = runs[0].conversation
+    staff_client.post(reverse("admin:conversations_conversation_change", args=[conversation.pk]), {
+        "owner": bob.pk, "title": "moved?", "status": "active", "metadata": "{}",
+        "messages-TOTAL_FORMS": 0, "messages-INITIAL_FORMS": 0})
+
+    conversation.refresh_from_db()
+    assert conversation.owner == runs[0].owner and conversation.title == "moved?"
+    assert_usage_exact()
+
+
+@pytest.mark.parametrize("model", [WorkflowExecution, NodeExecution, ToolCall, LLMCall])
+def test_the_ledger_cannot_be_deleted_in_the_admin(staff_client, runs, model):
+    row = model.objects.first()
+
+    url = reverse(f"admin:workflows_{model._meta.model_name}_delete", args=[row.pk])
+    assert staff_client.post(url, {"post": "yes"}).status_code == 403
+    assert model.objects.filter(pk=row.pk).exists()
+    assert_usage_exact()
+
+
+def test_the_execution_page_shows_the_messages_it_saved(staff_client, runs):
+    content = staff_client.get(reverse("admin:workflows_workflowexecution_change", args=[runs[0].pk])).content.decode()
+    assert "Messages saved by this run" in content
+    assert "What is 12*7?" in content and "84" in content
+
+
+def test_the_template_list_shows_its_analytics(staff_client, runs):
+    response = staff_client.get(reverse("admin:workflows_workflowtemplate_changelist"))
+
+    assert response.status_code == 200
+    [row] = [row for row in re.findall(r"<tr>.*?</tr>", response.content.decode(), re.S) if ">universal_chat<" in row]
+    assert '<td class="field-runs">3</td>' in row and '<td class="field-failed_runs">1</td>' in row

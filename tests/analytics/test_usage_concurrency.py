@@ -1,0 +1,83 @@
+"""Usage rollups under concurrency: parallel runs that book on one row (its first INSERT included), parallel
+turns in shared conversations and parallel deletes lose no increment and subtract nothing twice.
+
+Runs on SQLite and (with DATABASE_URL, as `make test`'s second phase does) on PostgreSQL, where the writers
+really run in parallel and meet in INSERT … ON CONFLICT DO UPDATE."""
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+
+from analytics.models import UsageRollup
+from conversations.models import Message
+from conversations.services import message_delete
+from tests.analytics.usage import assert_usage_exact, totals
+from workflows.services import execution_create, execution_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LINEAR = {
+    "nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}],
+}
+RUNS = 40
+
+
+def in_thread(function):
+    def wrapped(*args):
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    return wrapped
+
+
+def test_parallel_runs_on_one_row_lose_no_increment(alice, settings):
+    settings.CHATTER_MAX_CONCURRENT_RUNS = RUNS + 1
+
+    @in_thread
+    def standalone(i):
+        execution = execution_create(owner=alice, graph=LINEAR, message=f"run {i}")
+        return execution_run(execution_id=execution.pk).status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(standalone, range(RUNS))) == ["completed"] * RUNS
+
+    row = UsageRollup.objects.get()  # every run of the day on one key: one row, created by whichever came first
+    assert (row.executions, row.llm_calls) == (RUNS, RUNS)
+    assert_usage_exact()
+
+
+def test_parallel_turns_and_deletes_keep_the_rollups_exact(alice, bob, settings):
+    settings.CHATTER_MAX_CONCURRENT_RUNS = RUNS + 1
+    conversations = {
+        user.pk: execution_run(execution_id=execution_create(owner=user, message="hi", chat=True).pk).conversation_id
+        for user in (alice, bob)
+    }
+
+    @in_thread
+    def turn(i):
+        user = (alice, bob)[i % 2]
+        if i % 5 == 4:  # a standalone run now and then: its rows share no conversation lock with the turns
+            execution = execution_create(owner=user, graph=LINEAR, message=f"run {i}")
+        else:
+            execution = execution_create(owner=user, message=f"What is {i}*3?", chat=True,
+                                         conversation_id=conversations[user.pk])
+        return execution_run(execution_id=execution.pk).status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(turn, range(RUNS))) == ["completed"] * RUNS
+    rows = assert_usage_exact()
+    standalone = RUNS // 5
+    assert totals(rows)["executions"] == RUNS + 2
+    assert totals(rows)["messages"] == 2 * (RUNS - standalone + 2)
+
+    # Half the messages deleted from parallel threads, each one twice: subtracted exactly once.
+    doomed = list(Message.objects.filter(sequence__gt=2).order_by("?").values_list("pk", flat=True)[:RUNS])
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        deleted = list(pool.map(in_thread(lambda pk: message_delete(message_id=pk)), doomed + doomed))
+    assert deleted.count(True) == len(doomed)
+    rows = assert_usage_exact()
+    assert totals(rows)["messages"] == 2 * (RUNS - standalone + 2) - len(doomed)
+    assert totals(rows)["executions"] == RUNS + 2
