@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import queue
 import secrets
@@ -219,6 +220,59 @@ class BenchRun:
         log(f"daphne ({label}) on {HOST}:{port}, pid {process.pid}")
         return Server(process=process, port=port, log_path=log_path, env=env)
 
+    def postgres_max_connections(self, n: int) -> None:
+        """Restart this run's PostgreSQL (from services()) with max_connections = n (scripts/services.sh starts it
+        with 200). Needs root, as services.sh does: the server runs as the postgres user."""
+        pgroot = Path((self.services_dir / "pgroot").read_text().strip())
+        opts = pgroot / "data" / "postmaster.opts"
+        text = opts.read_text()
+        if "max_connections=" not in text:
+            raise RuntimeError(f"unexpected {opts}: {text}")
+        import re
+
+        opts.write_text(re.sub(r"max_connections=\d+", f"max_connections={n}", text))
+        bindir = Path(text.split()[0].strip('"')).parent
+        log(f"restarting PostgreSQL with max_connections={n}")
+        subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(pgroot / "data"),
+                        "-m", "fast", "-w", "-t", "60", "restart"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def qcluster(self, database: Database, *, label: str = "worker", **extra_env) -> subprocess.Popen:
+        """A django-q2 worker (`manage.py qcluster`) on `database`; it takes tasks once it is up (a few s)."""
+        env = {**database.env, **{k: str(v) for k, v in extra_env.items()}}
+        process = self.spawn([PYTHON, "manage.py", "qcluster"], env=env, log_name=f"qcluster-{label}.log")
+        log(f"qcluster ({label}), pid {process.pid}")
+        return process
+
+    def user(self, server: Server, database: Database, username: str) -> str:
+        """One more user with a fresh password on `database`; returns its API token."""
+        import httpx
+
+        password = secrets.token_urlsafe(18)
+        create_user = (
+            "import django, sys; django.setup()\n"
+            "from django.contrib.auth import get_user_model\n"
+            f"get_user_model().objects.create_user({username!r}, password=sys.stdin.read())\n"
+        )
+        result = subprocess.run([PYTHON, "-c", create_user], cwd=ROOT, env=database.env, input=password,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"creating user {username} failed:\n{result.stderr}")
+        response = httpx.post(f"{server.base_url}/api/v1/auth/token/", json={"username": username,
+                              "password": password}, timeout=10)
+        response.raise_for_status()
+        return response.json()["token"]
+
+
+def django_setup(database: Database) -> None:
+    """Set Django up in this process on `database` (the same settings its servers use), for direct checks."""
+    os.environ.update({k: v for k, v in database.env.items() if k != "PYTHONPATH"})
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
 
 def api_token(server: Server, database: Database) -> str:
     """POST /api/v1/auth/token/ with the bench user's credentials."""
@@ -268,6 +322,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, of its live descendants, and of the children it has reaped (cutime + cstime):
+    what a forking server (PostgreSQL: a backend per connection) used, including backends that exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    total = sum(int(f) for f in fields[11:15]) / _TICKS  # utime, stime, cutime, cstime
+    for child in process_tree(pid)[1:]:
+        seconds = cpu_seconds(child)
+        if not math.isnan(seconds):  # a backend that exited meanwhile is in cutime instead
+            total += seconds
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants now (e.g. a qcluster's worker processes)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
 def _machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -280,17 +363,24 @@ class CpuMeter:
     """CPU used by named processes between start() and stop(), as a share of one core; plus what every other
     process on the machine used meanwhile ("others": the machine is shared, so say how busy it was)."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int | list[int] | tuple[str, int]]):
+        # A name may stand for several processes (e.g. a qcluster and its workers): their CPU is summed;
+        # ("tree", pid) counts a forking server with its live and reaped children.
         self.pids = pids
+
+    def _cpu(self, pids: int | list[int] | tuple[str, int]) -> float:
+        if isinstance(pids, tuple):  # ("tree", pid): a forking server, see tree_cpu_seconds
+            return tree_cpu_seconds(pids[1])
+        return sum(cpu_seconds(pid) for pid in pids) if isinstance(pids, list) else cpu_seconds(pids)
 
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.c0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.c0 = {name: self._cpu(pid) for name, pid in self.pids.items()}
         self.m0 = _machine_jiffies()
 
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self.t0
-        shares = {name: (cpu_seconds(pid) - self.c0[name]) / elapsed for name, pid in self.pids.items()}
+        shares = {name: (self._cpu(pid) - self.c0[name]) / elapsed for name, pid in self.pids.items()}
         busy, total = (now - before for now, before in zip(_machine_jiffies(), self.m0))
         machine = busy / total * os.cpu_count() if total else float("nan")
         shares["others"] = max(0.0, machine - sum(shares.values()))
@@ -472,3 +562,65 @@ def format_commands(delta: dict[str, int], per: int, label: str) -> str:
     total = sum(delta.values())
     parts = ", ".join(f"{name} {n / per:.1f}" for name, n in list(delta.items())[:8])
     return f"Redis commands per {label}: {total / per:.1f} ({parts})"
+
+
+# --- PostgreSQL activity ------------------------------------------------------------------------------------
+class PgActivity:
+    """Samples pg_stat_activity from a thread: client connections (and their peak), and what active backends
+    wait on. Lock waits (wait_event_type 'Lock': advisory, transactionid, tuple, relation) show contention on
+    shared rows or locks; 'Client' waits are backends idle in a transaction waiting for their Python side."""
+
+    def __init__(self, url: str, interval: float = 0.02):
+        import psycopg
+
+        self.connection = psycopg.connect(url, autocommit=True)
+        self.interval = interval
+        self.max_connections = int(self.connection.execute("SHOW max_connections").fetchone()[0])
+        self.samples = 0
+        self.peak = 0
+        self.waits: dict[str, int] = {}  # "Lock:advisory" -> backends seen waiting, summed over samples
+        self.active = 0  # active backends, summed over samples
+        self.lost = 0  # samples that failed (the sampler's own connection broken)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pg-activity", daemon=True)
+
+    def _sample(self) -> None:
+        query = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        import psycopg
+
+        while not self._stop.wait(self.interval):
+            try:
+                rows = self.connection.execute(query).fetchall()
+            except psycopg.Error:
+                self.lost += 1
+                continue
+            self.samples += 1
+            self.peak = max(self.peak, len(rows))
+            for state, wait_type, wait_event in rows:
+                if state != "active":
+                    continue
+                self.active += 1
+                if wait_type in ("Lock", "LWLock", "IO"):
+                    key = f"{wait_type}:{wait_event}"
+                    self.waits[key] = self.waits.get(key, 0) + 1
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        self.connection.close()
+        n = max(1, self.samples)
+        return {"peak_connections": self.peak, "max_connections": self.max_connections,
+                "active_avg": self.active / n, "waits_avg": {k: v / n for k, v in
+                                                            sorted(self.waits.items(), key=lambda kv: -kv[1])}}
+
+
+def format_pg_activity(stats: dict) -> str:
+    waits = ", ".join(f"{k} {v:.2f}" for k, v in stats["waits_avg"].items()) or "none seen"
+    return (f"PostgreSQL: peak {stats['peak_connections']} client connections (max_connections "
+            f"{stats['max_connections']}); on average {stats['active_avg']:.2f} backends executing a statement, "
+            f"of which waiting on a lock: {waits}")

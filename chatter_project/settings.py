@@ -75,7 +75,11 @@ ASGI_APPLICATION = "chatter_project.asgi.application"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     try:
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+        # CONN_MAX_AGE 0: under ASGI every request runs in a thread of its own, so persistent connections were
+        # never reused and piled up idle after bursts (bench/repro_idle_connections_after_burst.py). Each
+        # request and run now closes its connection when done. (Django's psycopg pool is not used: django-q2
+        # forks its workers, and a pool must not cross a fork.)
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:

@@ -288,7 +288,9 @@ def _models_check(graph: Graph, config: dict) -> None:
 def _run_slot_take(owner) -> None:
     """Inside the creating transaction and under a lock on the owner's row, so simultaneous requests take
     turns: refuse a run beyond the owner's CHATTER_MAX_CONCURRENT_RUNS pending or running ones."""
-    get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk").first()
+    # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
+    # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk").first()
     running = WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
     if running >= settings.CHATTER_MAX_CONCURRENT_RUNS:
         raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")

@@ -1,0 +1,154 @@
+"""B5's load generator: a separate process that sends chat turns over loopback HTTP/1.1 keep-alive connections and
+prints what it measured as one JSON line. Deliberately small (asyncio streams, no HTTP library) so the client
+costs little CPU on the machine the servers share.
+
+    python bench/b5_loadgen.py --kind chatter|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
+                               (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5]
+
+Client i talks to target i % len(targets) on one connection (as a load balancer with keep-alive would spread
+them). Every turn's answer is checked: Chatter must answer 201 with a completed execution, LangGraph's
+`POST /runs/wait` 200 with the reply.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+MESSAGE = "hello there"
+
+
+def request_bytes(kind: str, host: str, token: str) -> bytes:
+    if kind == "chatter":
+        path, body = "/api/v1/chat/", {"message": MESSAGE}
+        extra = f"Authorization: Token {token}\r\n"
+    else:
+        path, body = "/runs/wait", {"assistant_id": "chat", "input": {"message": MESSAGE}}
+        extra = ""
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            f"{extra}Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n")
+    return head.encode() + data
+
+
+def answer_ok(kind: str, status: int, body: bytes) -> bool:
+    if kind == "chatter":
+        return status == 201 and b'"status":"completed"' in body
+    return status == 200 and b'"reply":"(local model)' in body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return status, await reader.readexactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return status, bytes(body)
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+    raise RuntimeError(f"response without a length: {headers}")
+
+
+class Client:
+    def __init__(self, kind: str, target: str, token: str):
+        self.kind, self.target = kind, target
+        self.host, port = target.rsplit(":", 1)
+        self.port = int(port)
+        self.request = request_bytes(kind, target, token)
+        self.reader = self.writer = None
+
+    async def turn(self) -> tuple[float, bool, str]:
+        """(seconds, ok, detail) for one turn; reconnects if the server closed the connection."""
+        for attempt in range(2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            started = time.perf_counter()
+            try:
+                self.writer.write(self.request)
+                status, body = await read_response(self.reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.writer = None
+                if attempt:
+                    raise
+                continue
+            elapsed = time.perf_counter() - started
+            ok = answer_ok(self.kind, status, body)
+            return elapsed, ok, "" if ok else f"{status} {body[:200]!r}"
+        raise RuntimeError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run(args) -> dict:
+    targets = args.targets.split(",")
+    clients = [Client(args.kind, targets[i % len(targets)], args.token) for i in range(args.clients)]
+    for client in clients:  # warm-up: connections open, servers warm
+        for _ in range(args.warmup):
+            await client.turn()
+    latencies: list[float] = []
+    failures: list[str] = []
+    per_target = {t: 0 for t in targets}
+    deadline = None
+    remaining = args.count
+
+    async def loop(client: Client) -> None:
+        nonlocal remaining
+        while True:
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
+            if deadline is None:
+                if remaining <= 0:
+                    return
+                remaining -= 1
+            elapsed, ok, detail = await client.turn()
+            latencies.append(elapsed)
+            per_target[client.target] += 1
+            if not ok:
+                failures.append(detail)
+
+    cpu0 = time.process_time()
+    started = time.perf_counter()
+    if args.duration:
+        deadline = started + args.duration
+    await asyncio.gather(*(loop(c) for c in clients))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
+    for client in clients:
+        client.close()
+    return {"kind": args.kind, "clients": args.clients, "turns": len(latencies), "elapsed": elapsed,
+            "latencies": latencies, "failures": len(failures), "failure_examples": failures[:3],
+            "per_target": per_target, "loadgen_cpu_share": cpu / elapsed, "pid": os.getpid()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=("chatter", "langgraph"), required=True)
+    parser.add_argument("--targets", required=True, help="host:port[,host:port...]")
+    parser.add_argument("--token", default="", help="Chatter API token")
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=0, help="seconds of load (else --count turns)")
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=3, help="turns per client before measuring")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
