@@ -121,3 +121,11 @@ def test_messages_filter_by_role(api):
     assert [m["role"] for m in rows] == ["assistant"]
     newest_first = api.get(f"{URL}{conversation_id}/messages/", {"ordering": "-sequence"}).json()["results"]
     assert [m["sequence"] for m in newest_first] == [2, 1]
+
+
+def test_date_filters_take_any_iso_offset_and_refuse_unrepresentable_times(api):
+    api.post(URL, {"title": "T"})
+    # PostgreSQL refuses offsets beyond ±15:59; the filter compares in UTC, so these are fine everywhere.
+    assert api.get(URL, {"created_after": "0072-01-31T01:47:40.5+21:22"}).json()["count"] == 1
+    assert api.get(URL, {"created_before": "5576-01-07T09:26:51+22:59"}).json()["count"] == 1
+    assert_error(api.get(URL, {"created_after": "9999-12-31T23:59:59-23:00"}), 400, "validation_error")
