@@ -87,10 +87,11 @@ def message_save(
     metadata: dict | None = None,
     actor=None,
 ) -> Message:
-    """The one path by which a message is stored, whatever kind of run or mode produced it."""
+    """The one path by which a message is stored, whatever kind of run or mode produced it. Inside a caller's
+    transaction it takes no savepoint: if it fails, the caller's transaction fails with it."""
     if role not in Message.Role.values:
         raise InvalidInput(f"unknown message role {role!r}")
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         conversation_get_for_update(conversation_id=conversation_id)
         last = Message.objects.filter(conversation_id=conversation_id).aggregate(last=Max("sequence"))["last"]
         message = Message.objects.create(

@@ -5,6 +5,7 @@ the data an event describes is committed.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Callable
 
 from django.db import transaction
@@ -28,21 +29,39 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
     }
 
 
+def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], sink: Sink | None,
+                  owner_id) -> list[dict]:
+    """Persist consecutive events (`(event, data, when)` each, seq from `first_seq` on) with one INSERT inside the
+    caller's transaction, and publish them, in order, once that commits."""
+    if not items:
+        return []
+    rows = [ExecutionEvent(execution_id=execution_id, seq=first_seq + offset, event=event, data=data, created_at=ts)
+            for offset, (event, data, ts) in enumerate(items)]
+    ExecutionEvent.objects.bulk_create(rows)
+    envelopes = [event_envelope(execution_id=execution_id, event=row.event, data=row.data, seq=row.seq,
+                                ts=row.created_at) for row in rows]
+    transaction.on_commit(lambda: events_publish(envelopes, sink=sink, owner_id=owner_id))
+    return envelopes
+
+
 def event_record(*, execution_id, seq: int, event: str, data: dict, sink: Sink | None, owner_id) -> dict:
     """Persist one event (inside the caller's transaction) and publish it once that commits."""
-    now = timezone.now()
-    ExecutionEvent.objects.create(execution_id=execution_id, seq=seq, event=event, data=data, created_at=now)
-    envelope = event_envelope(execution_id=execution_id, event=event, data=data, seq=seq, ts=now)
-    transaction.on_commit(lambda: event_publish(envelope, sink=sink, owner_id=owner_id))
-    return envelope
+    return events_record(execution_id=execution_id, first_seq=seq, items=[(event, data, timezone.now())], sink=sink,
+                         owner_id=owner_id)[0]
 
 
 def event_publish(envelope: dict, *, sink: Sink | None, owner_id) -> None:
     """Deliver an event to whoever is watching: the run's own consumer (sink) and, through the channel layer,
     websocket and SSE watchers anywhere. Never raises and never waits: a gone watcher must not break a run."""
-    realtime.broadcast(envelope, owner_id=owner_id)
+    events_publish([envelope], sink=sink, owner_id=owner_id)
+
+
+def events_publish(envelopes: list[dict], *, sink: Sink | None, owner_id) -> None:
+    """event_publish for events committed together: one hand-off to the broadcaster for all of them, in order."""
+    realtime.broadcast_many(envelopes, owner_id=owner_id)
     if sink is not None:
-        try:
-            sink(envelope)
-        except Exception:  # noqa: BLE001
-            pass
+        for envelope in envelopes:
+            try:
+                sink(envelope)
+            except Exception:  # noqa: BLE001
+                pass

@@ -86,15 +86,16 @@ class Broadcaster:
                 atexit.register(self.flush)
             return self._target
 
-    def send(self, groups: list[str], envelope: dict) -> None:
+    def send_many(self, messages: list[tuple[list[str], dict]]) -> None:
+        """Queue (groups, envelope) messages, in order, with one wake-up of the sending loop."""
         try:
             target = self._current()
-            target.loop.call_soon_threadsafe(self._enqueue, target, groups, envelope)
+            target.loop.call_soon_threadsafe(self._enqueue, target, messages)
         except Exception:  # noqa: BLE001 - a broken layer must never break a run
             logger.exception("could not queue a broadcast")
 
-    def _enqueue(self, target: _Target, groups: list[str], envelope: dict) -> None:
-        target.pending.append((groups, envelope))
+    def _enqueue(self, target: _Target, messages: list[tuple[list[str], dict]]) -> None:
+        target.pending.extend(messages)
         if not target.draining:
             target.draining = True
             target.loop.create_task(self._drain(target))
@@ -143,7 +144,13 @@ broadcaster = Broadcaster()
 
 def broadcast(envelope: dict, *, owner_id) -> None:
     """Send an event to the watchers of its run and of its owner (call after commit)."""
-    broadcaster.send([execution_group(envelope["execution_id"]), user_group(owner_id)], envelope)
+    broadcast_many([envelope], owner_id=owner_id)
+
+
+def broadcast_many(envelopes: list[dict], *, owner_id) -> None:
+    """`broadcast` for events committed together: handed to the broadcaster at once, in order."""
+    broadcaster.send_many([([execution_group(envelope["execution_id"]), user_group(owner_id)], envelope)
+                           for envelope in envelopes])
 
 
 # --- feeds --------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -55,7 +55,7 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
-from workflows.recorder import HEARTBEAT_S, ExecutionRecorder, cancel_signal_local
+from workflows.recorder import COUNTERS, HEARTBEAT_S, ExecutionRecorder, cancel_signal_local
 from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)
@@ -386,30 +386,28 @@ def execution_enqueue(*, execution_id) -> None:
 
 # --- running --------------------------------------------------------------------------------------------
 def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecution:
-    """Run a pending execution to a terminal state. Safe to call twice: only one caller claims it."""
+    """Run a pending execution to a terminal state. Safe to call twice: only one caller claims it. Once it is
+    claimed, every way the run can go wrong (its set-up included) still ends it through execution_finish."""
     started_at = timezone.now()
     claimed = WorkflowExecution.objects.filter(
         pk=execution_id, status=Status.PENDING, cancel_requested=False
     ).update(status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
-    execution = WorkflowExecution.objects.select_related("conversation").get(pk=execution_id)
     if not claimed:
-        return execution
-    user_message = (
-        execution.messages.filter(role=Message.Role.USER).order_by("sequence").first()
-        if execution.conversation_id else None
-    )
-    recorder = ExecutionRecorder(execution, sink=sink, user_message=user_message)
-    ctx = RunContext(config=execution.config, hooks=recorder)
-    recorder.started({
-        "workflow_type": execution.workflow_type,
-        "template": execution.template.key if execution.template_id else None,
-        "definition": str(execution.definition_id) if execution.definition_id else None,
-        "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
-        "provider": execution.provider, "model": execution.model,
-    })
+        return WorkflowExecution.objects.get(pk=execution_id)
+    execution = recorder = ctx = None
     state, error = None, None
-    recorder.heartbeat_start()
     try:
+        execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
+        recorder = ExecutionRecorder(execution, sink=sink, claimed=True)
+        ctx = RunContext(config=execution.config, hooks=recorder)
+        recorder.started({
+            "workflow_type": execution.workflow_type,
+            "template": execution.template.key if execution.template_id else None,
+            "definition": str(execution.definition_id) if execution.definition_id else None,
+            "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
+            "provider": execution.provider, "model": execution.model,
+        })
+        recorder.heartbeat_start()
         state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
                           variables=execution.input_data.get("variables"))
     except RunError as exc:
@@ -418,15 +416,41 @@ def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecutio
         logger.exception("execution %s crashed", execution_id)
         error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
     finally:
-        recorder.forget()
-    return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
+        if recorder is not None:
+            recorder.forget()
+    if recorder is not None:
+        try:
+            return _execution_finish_retried(execution=execution, recorder=recorder, ctx=ctx, state=state,
+                                             error=error)
+        except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its ledger
+            logger.exception("execution %s could not be ended normally", execution_id)
+            error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}",
+                             error_type="internal_error")
+    ended = execution_end_from_ledger(execution_id=execution_id, error=error, sink=sink,
+                                      from_statuses=(Status.RUNNING,))
+    return ended if ended is not None else WorkflowExecution.objects.get(pk=execution_id)
+
+
+def _execution_finish_retried(**kwargs) -> WorkflowExecution:
+    """execution_finish, once more if the database failed its transaction (PostgreSQL breaking a deadlock, SQLite
+    busy past its timeout): nothing of it was written, the run still holds what it held."""
+    try:
+        return execution_finish(**kwargs)
+    except OperationalError:
+        logger.warning("execution %s: its ending failed, trying again", kwargs["execution"].pk, exc_info=True)
+    return execution_finish(**kwargs)
+
+
+# What conversation_updated carries (with total_cost, as a string).
+_CONVERSATION_TOTALS = ("message_count", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                      state: dict | None, error: RunError | None,
                      from_status: str = Status.RUNNING) -> WorkflowExecution:
-    """The terminal transaction: status, assistant message, events and every aggregate commit together.
-    Every run ends here, whether it ran (from `running`) or was cancelled before it started (from `pending`)."""
+    """The terminal transaction: status, the trace the run still holds (its last nodes), assistant message,
+    events and every aggregate commit together. Every run ends here, whether it ran (from `running`) or was
+    cancelled before it started (from `pending`)."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
@@ -434,26 +458,36 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
     call = recorder.last_call
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
-    totals = {**ctx.usage.token_fields(), "cost": ctx.usage.cost}
-    with transaction.atomic():
-        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(
-            status=status, completed_at=now, execution_time_ms=elapsed_ms,
-            output_data={"content": content, "variables": (state or {}).get("variables") or {}},
-            error_type=error.error_type if error else "", error_message=error.message if error else "",
-            **({"cancel_requested": True} if status == Status.CANCELLED else {}),
-        )
+    ended = {
+        "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
+        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}},
+        "error_type": error.error_type if error else "", "error_message": error.message if error else "",
+        "tool_calls": recorder.tool_calls,
+        **({"cancel_requested": True} if status == Status.CANCELLED else {}),
+    }
+    with recorder.kept_on_failure(), transaction.atomic():
+        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(**ended)
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
+            recorder.discard_held()
             execution.refresh_from_db()
             recorder.deliver_missed()
             return execution
-        execution.refresh_from_db()
+        for name, value in ended.items():
+            setattr(execution, name, value)
+        # The usage counters as committed: the run's own LLM calls, plus any re-pricing (recompute_costs) that
+        # changed them meanwhile; the message, the events and the aggregates all book these figures.
+        totals = WorkflowExecution.objects.filter(pk=execution.pk).values(*COUNTERS).get()
+        for name, value in totals.items():
+            setattr(execution, name, value)
+        if error is not None:
+            recorder.node_abandoned(error=error.message)
         message = None
         if execution.conversation_id is not None:
             message = message_save(
                 conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
-                execution=execution, prompt_tokens=ctx.usage.prompt_tokens,
-                completion_tokens=ctx.usage.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
-                reasoning_tokens=ctx.usage.reasoning_tokens, cost=ctx.usage.cost,
+                execution=execution, prompt_tokens=execution.prompt_tokens,
+                completion_tokens=execution.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
+                reasoning_tokens=ctx.usage.reasoning_tokens, cost=execution.cost,
                 usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
                 provider_used=call.provider if call else execution.provider,
                 model_used=call.model if call else execution.model,
@@ -468,8 +502,9 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
             })
         summary = {
-            "status": status, "execution_time_ms": elapsed_ms, **ctx.usage.token_fields(),
-            "cost": str(totals["cost"]), "llm_calls": ctx.llm_calls, "tool_calls": ctx.tool_calls,
+            "status": status, "execution_time_ms": elapsed_ms,
+            **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
             "message_id": str(message.pk) if message else None,
         }
         if error is None:
@@ -479,19 +514,20 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                                                  **summary})
         recorder.audit(f"execution.{status}", {
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
-            "cost": totals["cost"], "llm_calls": ctx.llm_calls, "tool_calls": ctx.tool_calls})
+            "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
+        recorder.write_held()
         execution_finished.send(sender=WorkflowExecution, execution=execution)
         if execution.conversation_id is not None:
-            transaction.on_commit(lambda: _conversation_updated(recorder, execution.conversation_id))
+            # Read under the conversation's lock (message_save took it): exactly what commits. The caller gets the
+            # fresh row too (a sync view renders it).
+            execution.conversation = Conversation.objects.get(pk=execution.conversation_id)
+            conversation = execution.conversation
+            transaction.on_commit(lambda: recorder.publish("conversation_updated", {
+                "conversation_id": str(conversation.pk),
+                **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
+                "total_cost": str(conversation.total_cost)}))
     return execution
 
-
-def _conversation_updated(recorder: ExecutionRecorder, conversation_id) -> None:
-    row = Conversation.objects.filter(pk=conversation_id).values(
-        "message_count", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost").first()
-    if row is not None:
-        recorder.publish("conversation_updated", {
-            "conversation_id": str(conversation_id), **row, "total_cost": str(row["total_cost"])})
 
 
 def execution_run_in_thread(*, execution_id, sink: Sink, on_done) -> threading.Thread:
@@ -716,19 +752,27 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
     execution_finish: the usage its ledger holds stays on the execution, its nodes and (for a chat turn) an
     assistant message carrying the last text known and the error (I5); nodes left running fail; the terminal
     event comes last (I6). None when the run had already ended."""
+    return execution_end_from_ledger(execution_id=execution.pk,
+                                     error=RunInterrupted(f"the run was interrupted: {reason}"))
+
+
+def execution_end_from_ledger(*, execution_id, error: RunError, sink: Sink | None = None,
+                              from_statuses=(Status.PENDING, Status.RUNNING)) -> WorkflowExecution | None:
+    """End a run from what its rows hold rather than from the process that ran it (the recovery sweep, or a
+    run whose own ending failed): nodes left running fail with their ledger's counters, the run's usage is its
+    LLM call ledger, then execution_finish. None when the run was not in one of `from_statuses`."""
     with transaction.atomic():
         # The lock keeps the run's own process (if it still lives) from writing while the trace is closed;
-        # its next write then collides with these events and it stops (recorder.ExecutionRecorder._write).
+        # its next write then collides with these events and it stops (recorder.ExecutionRecorder._step).
         locked = WorkflowExecution.objects.select_for_update().filter(
-            pk=execution.pk, status__in=(Status.PENDING, Status.RUNNING)).first()
+            pk=execution_id, status__in=from_statuses).first()
         if locked is None:
             return None
-        error = RunInterrupted(f"the run was interrupted: {reason}")
-        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder = ExecutionRecorder(locked, sink=sink)  # counts the events under the lock: its seq follows the last
         recorder.nodes_interrupted(error=error.message)
         usage, llm_calls, text = recorder.recorded_so_far()
         ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,
-                         tool_calls=locked.tool_calls, partial_text=text)
+                         tool_calls=recorder.tool_calls, partial_text=text)
         return execution_finish(execution=locked, recorder=recorder, ctx=ctx, state=None, error=error,
                                 from_status=locked.status)
 
