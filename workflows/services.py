@@ -286,13 +286,15 @@ def _models_check(graph: Graph, config: dict) -> None:
 
 
 def _run_slot_take(owner) -> None:
-    """Inside the creating transaction and under a lock on the owner's row, so simultaneous requests take
-    turns: refuse a run beyond the owner's CHATTER_MAX_CONCURRENT_RUNS pending or running ones."""
+    """The last step of the creating transaction, once the new run is written: under a lock on the owner's row
+    (simultaneous requests take turns, each seeing the runs committed before it), refuse the run when the
+    owner now has more than CHATTER_MAX_CONCURRENT_RUNS pending or running, the new one included. Taken last, the
+    lock is held only until the commit, never while the transaction waits for a conversation's lock."""
     # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
     # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
     get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk").first()
     running = WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
-    if running >= settings.CHATTER_MAX_CONCURRENT_RUNS:
+    if running > settings.CHATTER_MAX_CONCURRENT_RUNS:
         raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
 
 
@@ -352,7 +354,6 @@ def execution_create(
             raise NotFound("conversation not found")
     try:
         with transaction.atomic():
-            _run_slot_take(owner)
             if conversation is None and chat:
                 conversation = conversation_create(owner=owner, title=message.strip()[:60])
             execution = WorkflowExecution.objects.create(
@@ -371,6 +372,7 @@ def execution_create(
             if mode in (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED):
                 # Only a committed execution may reach a worker: the task would not find it otherwise.
                 transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
+            _run_slot_take(owner)
     except TooManyRuns:
         audit_record(action="limit.exceeded", actor=owner, data={
             "limit": "max_concurrent_runs", "value": settings.CHATTER_MAX_CONCURRENT_RUNS})

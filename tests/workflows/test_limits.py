@@ -120,3 +120,30 @@ def test_a_finished_run_frees_its_slot(api, alice, settings):
     response = api.post("/api/v1/chat/", {"message": "hi"}, format="json")
     assert response.status_code == 201, response.content
     assert Conversation.objects.filter(owner=alice).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_requests_never_exceed_the_concurrent_limit(alice, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from chatter_project.errors import TooManyRuns
+
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 3
+
+    def create(index: int) -> str:
+        try:
+            execution_create(owner=alice, chat=True, message=f"turn {index}")  # stays pending: nobody runs it
+            return "created"
+        except TooManyRuns:
+            return "refused"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(create, range(16)))
+
+    assert outcomes.count("created") == 3 and outcomes.count("refused") == 13
+    assert WorkflowExecution.objects.filter(owner=alice).count() == 3
+    assert Message.objects.count() == 3 and Conversation.objects.count() == 3
