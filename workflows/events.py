@@ -11,6 +11,7 @@ from typing import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from chatter_project.metrics import EVENT_LATENCY
 from workflows import realtime
 from workflows.models import ExecutionEvent
 
@@ -59,6 +60,10 @@ def event_publish(envelope: dict, *, sink: Sink | None, owner_id) -> None:
 def events_publish(envelopes: list[dict], *, sink: Sink | None, owner_id) -> None:
     """event_publish for events committed together: one hand-off to the broadcaster for all of them, in order."""
     realtime.broadcast_many(envelopes, owner_id=owner_id)
+    now = timezone.now()
+    for envelope in envelopes:
+        if envelope["seq"] is not None:  # persisted events: from their timestamp to the hand-off (/metrics)
+            EVENT_LATENCY.observe(max(0.0, (now - datetime.fromisoformat(envelope["ts"])).total_seconds()))
     if sink is not None:
         for envelope in envelopes:
             try:

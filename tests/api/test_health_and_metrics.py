@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from workflows.models import LLMCall, WorkflowExecution
+from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
 from workflows.services import execution_create
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +67,14 @@ def test_metrics_count_runs_by_status_and_tokens_and_cost_by_model(api):
     assert found[("chatter_tokens_total", (("kind", "prompt"), *labels))] == prompt > 0
     assert found[("chatter_cost_usd_total", labels)] == pytest.approx(float(sum(c.cost for c in calls)))
     assert ("chatter_stale_runs", ()) in found
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_time_every_persisted_event_from_its_timestamp_to_its_hand_off(api):
+    key = ("chatter_event_publish_latency_seconds_count", ())
+    before = metrics()[key]
+    assert api.post("/api/v1/chat/", {"message": "What is 12*7?"}).status_code == 201
+
+    after = metrics()
+    assert after[key] - before == ExecutionEvent.objects.count() > 0
+    assert after[("chatter_event_publish_latency_seconds_sum", ())] >= 0
