@@ -16,8 +16,11 @@ MAX_MESSAGE_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 500_000
 
 
-def conversation_create(*, owner, title: str = "", metadata: dict | None = None) -> Conversation:
-    return Conversation.objects.create(owner=owner, title=title[:255], metadata=metadata or {})
+def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
+                        status: str = Conversation.Status.ACTIVE) -> Conversation:
+    if status not in Conversation.Status.values:
+        raise InvalidInput(f"unknown status {status!r}")
+    return Conversation.objects.create(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
 
 
 CONVERSATION_EDITABLE = ("title", "status", "metadata")

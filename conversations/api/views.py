@@ -75,11 +75,7 @@ class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Owne
     def create(self, request: Request) -> Response:
         serializer = ConversationWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        conversation = conversation_create(owner=request.user, title=data.get("title", ""),
-                                           metadata=data.get("metadata"))
-        if "status" in data:
-            conversation = conversation_update(conversation=conversation, status=data["status"])
+        conversation = conversation_create(owner=request.user, **serializer.validated_data)
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ConversationWriteSerializer, responses=ConversationSerializer)
