@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, Sum
-from django.utils import timezone
+from django.db.models import Count, Sum
 
 
 def _timed(check) -> dict:
@@ -51,15 +49,11 @@ def _stale_runs() -> dict:
     return {"count": stale_runs_count(), "statuses": [WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING]}
 
 
-def stale_runs_count(*, now=None) -> int:
-    """Runs still pending or running past the default timeout plus the sweep interval (I4 says: none)."""
-    from workflows.models import WorkflowExecution
+def stale_runs_count() -> int:
+    """Runs the recovery sweep should have ended by now: the sweep's own rule (per-run timeout, heartbeat)."""
+    from workflows.services import execution_overdue_count
 
-    Status = WorkflowExecution.Status
-    limit = (now or timezone.now()) - timedelta(
-        seconds=settings.CHATTER_EXECUTION_TIMEOUT_S + getattr(settings, "CHATTER_SWEEP_INTERVAL_S", 60))
-    return WorkflowExecution.objects.filter(
-        Q(status=Status.PENDING, created_at__lt=limit) | Q(status=Status.RUNNING, started_at__lt=limit)).count()
+    return execution_overdue_count()
 
 
 def health_report() -> tuple[bool, dict]:

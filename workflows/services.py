@@ -779,14 +779,24 @@ def execution_end_from_ledger(*, execution_id, error: RunError, sink: Sink | Non
                                 from_status=locked.status)
 
 
+def _runs_in_progress():
+    return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
+        "created_at").only("id", "status", "config", "created_at", "started_at", "heartbeat_at")
+
+
+def execution_overdue_count(*, now: datetime | None = None) -> int:
+    """Runs the sweep should have ended at least one sweep interval ago (I4 says: none). /health reports it."""
+    then = (now or timezone.now()) - timedelta(seconds=settings.CHATTER_SWEEP_INTERVAL_S)
+    return sum(1 for execution in _runs_in_progress() if _sweep_reason(execution, now=then) is not None)
+
+
 def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
     every running run whose process stopped beating (its worker died), ends `failed` / `interrupted`.
     Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep."""
     now = now or timezone.now()
     ended = []
-    active = WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by("created_at")
-    for execution in active.only("id", "status", "config", "created_at", "started_at", "heartbeat_at"):
+    for execution in _runs_in_progress():
         reason = _sweep_reason(execution, now=now)
         if reason is None:
             continue
