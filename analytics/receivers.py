@@ -25,11 +25,17 @@ _OUTCOME_FIELD = {
 }
 
 
+@receiver(execution_finished, dispatch_uid="usage_execution_add")
+def usage_execution_finished(sender, execution, **kwargs) -> None:
+    usage_execution_add(execution=execution)
+
+
+# Connected after usage_execution_add, so it runs last: every run of the template updates this one row, whose
+# lock is then held only to the commit.
 @receiver(execution_finished, dispatch_uid="template_analytics_add")
 def template_analytics_add(sender, execution, **kwargs) -> None:
     if execution.template_id is None:
         return
-    TemplateAnalytics.objects.get_or_create(template_id=execution.template_id)
     outcome = _OUTCOME_FIELD[execution.status]
     changes = {
         "total_executions": F("total_executions") + 1,
@@ -45,12 +51,10 @@ def template_analytics_add(sender, execution, **kwargs) -> None:
         changes["last_success_at"] = execution.completed_at
     elif execution.status == WorkflowExecution.Status.FAILED:
         changes["last_failure_at"] = execution.completed_at
-    TemplateAnalytics.objects.filter(template_id=execution.template_id).update(**changes)
-
-
-@receiver(execution_finished, dispatch_uid="usage_execution_add")
-def usage_execution_finished(sender, execution, **kwargs) -> None:
-    usage_execution_add(execution=execution)
+    row = TemplateAnalytics.objects.filter(template_id=execution.template_id)
+    if not row.update(**changes):  # the template's first run ended: its row is made once
+        TemplateAnalytics.objects.get_or_create(template_id=execution.template_id)
+        row.update(**changes)
 
 
 @receiver(message_saved, dispatch_uid="usage_message_add")

@@ -56,6 +56,13 @@ class TooManyRuns(ChatterError):
     status = 429
 
 
+class Unavailable(ChatterError):
+    """Nothing was done, for a passing reason (the server is busy, the queue is down): try again."""
+
+    code = "unavailable"
+    status = 503
+
+
 class RunError(ChatterError):
     """A run ended early. `error_type` is what lands on the execution row."""
 

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chatter_project.middleware.ConcurrencyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -144,6 +145,12 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
+# The most requests and streamed runs one server process works on at once; the rest wait in line, holding no
+# database connection (chatter_project/concurrency.py). A request still waiting after CHATTER_QUEUE_TIMEOUT_S
+# is answered 503. A server process then uses at most CHATTER_CONCURRENCY connections plus a few (the
+# heartbeat thread, websocket feeds' reads): keep servers × that well below the database's max_connections.
+CHATTER_CONCURRENCY = env_int("CHATTER_CONCURRENCY", 12, minimum=1)
+CHATTER_QUEUE_TIMEOUT_S = env_int("CHATTER_QUEUE_TIMEOUT_S", 60, minimum=1)
 CHATTER_EVENT_RETENTION_DAYS = env_int("CHATTER_EVENT_RETENTION_DAYS", 30, minimum=1)
 
 # django-q2: ORM broker by default. timeout < retry so a long run is never delivered twice.

@@ -187,6 +187,7 @@ class ExecutionRecorder:
                 self._write_nodes()  # first: the step's rows may refer to the running node's
                 yield
                 self.write_held()
+                self.write_audits()
         except IntegrityError:
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise
@@ -215,14 +216,18 @@ class ExecutionRecorder:
                 pass
 
     def write_held(self) -> None:
-        """Write what the run holds, in the caller's transaction: node rows (the running node's start included)
-        and closes, then events with the next seqs, then audit rows."""
+        """Write the trace the run holds, in the caller's transaction: node rows (the running node's start
+        included) and closes, then events with the next seqs. Audit rows wait for write_audits."""
         self._write_nodes()
         if self._events:
             events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events, sink=self.sink,
                           owner_id=self.execution.owner_id)
             self.seq += len(self._events)
             self._events = []
+
+    def write_audits(self) -> None:
+        """Write the audit rows the run holds, in the caller's transaction, as its last statements: from the
+        first of them to the commit every other audited write waits (the chain has one head)."""
         execution = self.execution
         for action, data in self._audits:
             audit_record(action=action, actor=execution.owner,

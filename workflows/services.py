@@ -28,6 +28,7 @@ from django_q.tasks import async_task
 from analytics.models import ModelPrice, TemplateAnalytics
 from analytics.selectors import price_for_call
 from audit.services import audit_record
+from chatter_project.concurrency import work_slot
 from chatter_project.errors import (
     ChatterError,
     Conflict,
@@ -37,6 +38,7 @@ from chatter_project.errors import (
     RunCancelled,
     RunError,
     TooManyRuns,
+    Unavailable,
 )
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
@@ -381,9 +383,21 @@ def execution_create(
 
 
 def execution_enqueue(*, execution_id) -> None:
-    """Hand a pending execution to the django-q2 workers (`manage.py qcluster`)."""
-    async_task("workflows.tasks.execution_run_task", str(execution_id), task_name=f"execution-{execution_id}",
-               group="executions")
+    """Hand a committed pending execution to the django-q2 workers (`manage.py qcluster`). A run the queue
+    refuses ends `failed` (queue_unavailable) at once rather than wait for a worker that will never come, and
+    the caller gets a 503 naming it."""
+    try:
+        async_task("workflows.tasks.execution_run_task", str(execution_id),
+                   task_name=f"execution-{execution_id}", group="executions")
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the run must not stay pending
+        logger.exception("execution %s could not be queued", execution_id)
+        error = RunError(f"the run could not be queued: {type(exc).__name__}: {exc}", error_type="queue_unavailable")
+        try:
+            execution_end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
+        except Exception:  # noqa: BLE001 - the database is down too: the sweep ends it later (I4)
+            logger.exception("execution %s: not queued and not ended; the sweep will end it", execution_id)
+        raise Unavailable("the run could not be queued; it was recorded as failed", code="queue_unavailable",
+                          details={"execution_id": str(execution_id)}) from exc
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -518,7 +532,6 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         recorder.write_held()
-        execution_finished.send(sender=WorkflowExecution, execution=execution)
         if execution.conversation_id is not None:
             # Read under the conversation's lock (message_save took it): exactly what commits. The caller gets the
             # fresh row too (a sync view renders it).
@@ -528,6 +541,10 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
                 "total_cost": str(conversation.total_cost)}))
+        # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
+        # run's ending shares are taken last, so each is held only to the commit.
+        execution_finished.send(sender=WorkflowExecution, execution=execution)
+        recorder.write_audits()
     return execution
 
 
@@ -537,7 +554,8 @@ def execution_run_in_thread(*, execution_id, sink: Sink, on_done) -> threading.T
 
     def work() -> None:
         try:
-            execution_run(execution_id=execution_id, sink=sink)
+            with work_slot():  # in line with this process's requests; the run stays pending until then
+                execution_run(execution_id=execution_id, sink=sink)
         except Exception:  # noqa: BLE001
             logger.exception("execution %s crashed in its thread", execution_id)
         finally:

@@ -28,6 +28,7 @@ ERRORS = {
     "413": "request body too large",
     "415": "unsupported request media type",
     "429": "throttled, or too many runs at once",
+    "503": "busy or a dependency is down: nothing was done, try again",
 }
 PUBLIC = {"/api/v1/health/", "/api/v1/auth/token/"}
 

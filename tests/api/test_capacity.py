@@ -1,0 +1,136 @@
+"""A server process works on at most CHATTER_CONCURRENCY requests and streamed runs at once; the rest wait in
+line holding no database connection, and a request still waiting after CHATTER_QUEUE_TIMEOUT_S is a 503. A
+background run the queue refuses ends failed at once (never left pending) and is a 503 naming it."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from django.db import connection
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from chatter_project.concurrency import work_slot
+from conversations.models import Message
+from tests.api.conftest import assert_error, row_counts
+from tests.api.sse import parse_sse
+from tests.invariants import assert_all
+from workflows.models import ExecutionEvent, WorkflowExecution
+
+URL = "/api/v1/chat/"
+
+
+@pytest.mark.django_db
+@override_settings(CHATTER_CONCURRENCY=1, CHATTER_QUEUE_TIMEOUT_S=1)
+def test_a_request_that_finds_no_free_slot_in_time_is_a_503_and_writes_nothing(api):
+    before = row_counts()
+    with work_slot():  # the process's only slot is taken
+        response = api.post(URL, {"message": "hi"}, format="json")
+        health = api.get("/api/v1/health/")  # never waits in line: a busy server is still alive
+    assert_error(response, 503, "server_busy")
+    assert response["Retry-After"] == "1"
+    assert health.status_code == 200, health.content
+    assert row_counts() == before
+    assert api.post(URL, {"message": "hi"}, format="json").status_code == 201  # the slot was given back
+
+
+@pytest.mark.django_db
+@override_settings(CHATTER_CONCURRENCY=1, CHATTER_QUEUE_TIMEOUT_S=30)
+def test_a_waiting_request_is_served_once_a_slot_frees(api):
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_the_only_slot():
+        with work_slot():
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_only_slot)
+    holder.start()
+    taken.wait(5)
+    threading.Timer(0.3, release.set).start()
+    response = api.post(URL, {"message": "hi"}, format="json")
+    holder.join()
+    assert response.status_code == 201, response.content
+    assert release.is_set()  # it was served only after the holder gave its slot back
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CHATTER_CONCURRENCY=1)
+async def test_with_one_slot_a_streamed_turn_still_runs(async_client, alice):
+    """The request hands its slot back when the stream starts; its run's thread then takes it (a request that
+    waited for its own run's slot would never end)."""
+    await async_client.aforce_login(alice)
+    response = await async_client.post(URL, {"message": "What is 12*7?", "stream": True},
+                                       content_type="application/json")
+    assert response.status_code == 200
+    frames = parse_sse(b"".join([chunk async for chunk in response.streaming_content]).decode())
+    assert [f.event for f in frames if f.id is not None][-1] == "workflow_completed"
+    assert (await WorkflowExecution.objects.aget(owner=alice)).status == "completed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_background_run_the_queue_refuses_ends_failed_and_is_a_503(api, monkeypatch):
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr("workflows.services.async_task", broker_down)
+    response = api.post(URL, {"message": "hello", "background": True}, format="json")
+
+    details = assert_error(response, 503, "queue_unavailable")
+    execution = WorkflowExecution.objects.get()
+    assert details == {"execution_id": str(execution.pk)}
+    assert (execution.status, execution.error_type) == ("failed", "queue_unavailable")
+    assert "broker unreachable" in execution.error_message
+    assert ExecutionEvent.objects.filter(execution=execution).order_by("-seq").first().event == "workflow_failed"
+    assert Message.objects.filter(execution=execution, role="user").exists()  # the turn is on record
+    assert_all(execution)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connections(daphne_server, alice):
+    """24 turns at once (sync and streamed) on a server with 3 slots: every one completes, and the server never
+    holds more than its 3 slots' connections plus its heartbeat thread's."""
+    slots, turns = 3, 24
+    server = daphne_server(CHATTER_CONCURRENCY=str(slots), CHATTER_MAX_CONCURRENT_RUNS="1000",
+                           CHATTER_RUN_THROTTLE="100000/min", LOG_LEVEL="WARNING")
+    key = Token.objects.create(user=alice).key
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        this_test = cursor.fetchone()[0]
+    peak, done = 0, threading.Event()
+
+    def watch_connections():
+        nonlocal peak
+        try:
+            with connection.cursor() as cursor:
+                while not done.is_set():
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
+                                   [this_test])
+                    peak = max(peak, cursor.fetchone()[0])
+                    done.wait(0.005)
+        finally:
+            connection.close()
+
+    def turn(i: int) -> tuple[int, str]:
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {key}"}, timeout=120) as client:
+            response = client.post(URL, json={"message": f"What is {i}*7?", "stream": i % 2 == 1})
+            return response.status_code, response.text
+
+    watcher = threading.Thread(target=watch_connections)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(turns) as pool:
+            results = list(pool.map(turn, range(turns)))
+    finally:
+        done.set()
+        watcher.join()
+
+    assert sorted(status for status, _ in results) == [200] * (turns // 2) + [201] * (turns // 2), results
+    executions = list(WorkflowExecution.objects.all())
+    assert len(executions) == turns and all(execution.status == "completed" for execution in executions)
+    for execution in executions:
+        assert_all(execution)
+    assert 1 <= peak <= slots + 1, f"the server held {peak} connections at once with {slots} slots"
+    assert "Traceback" not in server.log.read_text()
