@@ -204,7 +204,10 @@ def usage_message_subtract(*, message: Message) -> None:
 
 
 def _message_dimensions(message: Message) -> dict:
-    owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=message.conversation_id)
+    if Message.conversation.is_cached(message):  # message_save hands over the conversation it locked
+        owner_id = message.conversation.owner_id
+    else:
+        owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=message.conversation_id)
     template_id = None
     if Message.execution.is_cached(message):  # message_save was handed the run: no need to read it again
         template_id = message.execution.template_id if message.execution else None

@@ -95,10 +95,10 @@ def message_save(
     if role not in Message.Role.values:
         raise InvalidInput(f"unknown message role {role!r}")
     with transaction.atomic(savepoint=False):
-        conversation_get_for_update(conversation_id=conversation_id)
+        conversation = conversation_get_for_update(conversation_id=conversation_id)
         last = Message.objects.filter(conversation_id=conversation_id).aggregate(last=Max("sequence"))["last"]
         message = Message.objects.create(
-            conversation_id=conversation_id,
+            conversation=conversation,  # its owner is known to the receivers without another read
             sequence=(last or 0) + 1,
             role=role,
             content=content,

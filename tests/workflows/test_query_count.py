@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db
 # A new conversation; "hello" makes no tool call, the arithmetic one makes one (two model calls).
 # (statements, transactions) per database.
 PINNED = {
-    "sqlite": {"hello": (40, 5), "What is 12*7?": (53, 9)},
-    "postgresql": {"hello": (42, 5), "What is 12*7?": (56, 9)},
+    "sqlite": {"hello": (38, 5), "What is 12*7?": (51, 9)},
+    "postgresql": {"hello": (40, 5), "What is 12*7?": (54, 9)},
 }
 _TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?([a-z0-9_]+)', re.IGNORECASE)
 
