@@ -294,7 +294,7 @@ def test_every_client_on_every_server_receives_every_event_of_runs_started_anywh
         return all(client.persisted(pk) == events for client in alice_feeds for pk, events in persisted.items()) \
             and all(c.close_code is not None for watchers in run_clients.values() for c in watchers)
 
-    wait_for(delivered_everything, timeout=20)
+    wait_for(delivered_everything, timeout=60)  # returns as soon as it holds; generous for a loaded CI machine
 
     for pk, execution in runs.items():
         assert execution.status == "completed", (pk, execution.error_message)
