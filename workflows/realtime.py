@@ -49,6 +49,11 @@ class _Target:
         self.loop, self.private = loop, private
         self.pending: deque = deque(maxlen=MAX_BACKLOG)  # touched only on `loop`
         self.draining = False
+        # Messages handed over from other threads, and whether the loop has yet to take them: one wake-up of
+        # the loop carries everything handed over until it runs (a streamed reply's tokens come in bursts).
+        self.inbox: deque = deque(maxlen=MAX_BACKLOG)
+        self.inbox_lock = threading.Lock()
+        self.wake_pending = False
 
 
 class Broadcaster:
@@ -87,15 +92,24 @@ class Broadcaster:
             return self._target
 
     def send_many(self, messages: list[tuple[list[str], dict]]) -> None:
-        """Queue (groups, envelope) messages, in order, with one wake-up of the sending loop."""
+        """Queue (groups, envelope) messages, in order; the sending loop is woken only if it is not already
+        due to take what was queued before."""
         try:
             target = self._current()
-            target.loop.call_soon_threadsafe(self._enqueue, target, messages)
+            with target.inbox_lock:
+                target.inbox.extend(messages)
+                if target.wake_pending:
+                    return
+                target.wake_pending = True
+            target.loop.call_soon_threadsafe(self._enqueue, target)
         except Exception:  # noqa: BLE001 - a broken layer must never break a run
             logger.exception("could not queue a broadcast")
 
-    def _enqueue(self, target: _Target, messages: list[tuple[list[str], dict]]) -> None:
-        target.pending.extend(messages)
+    def _enqueue(self, target: _Target) -> None:
+        with target.inbox_lock:
+            target.pending.extend(target.inbox)
+            target.inbox.clear()
+            target.wake_pending = False
         if not target.draining:
             target.draining = True
             target.loop.create_task(self._drain(target))
@@ -130,7 +144,7 @@ class Broadcaster:
             return
 
         async def idle() -> None:
-            while target.draining or target.pending:
+            while target.draining or target.pending or target.wake_pending:
                 await asyncio.sleep(0.005)
 
         try:
