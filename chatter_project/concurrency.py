@@ -46,18 +46,21 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 @contextmanager
 def work_slot(*, timeout: float | None = None) -> Iterator[None]:
     """Hold one of the process's slots for the block; wait up to `timeout` s (forever with None), then 503.
-    The thread's database connections are given back (per CONN_MAX_AGE) before the slot is: a response still
-    being sent, or a stream lasting minutes, holds neither."""
+    A thread that has to wait gives its database connections back first: waiting holds no connection."""
     slots = _semaphore()
-    if not slots.acquire(timeout=timeout):
-        raise Unavailable(f"the server is busy: no capacity freed up within {timeout:g} s; try again",
-                          code="server_busy", details={"retry_after": 1})
+    if not slots.acquire(blocking=False):
+        connections_close()
+        if not slots.acquire(timeout=timeout):
+            raise Unavailable(f"the server is busy: no capacity freed up within {timeout:g} s; try again",
+                              code="server_busy", details={"retry_after": 1})
     try:
         yield
     finally:
-        try:
-            for conn in connections.all(initialized_only=True):
-                if not conn.in_atomic_block:  # a test's transaction stays open
-                    conn.close_if_unusable_or_obsolete()
-        finally:
-            slots.release()
+        slots.release()
+
+
+def connections_close() -> None:
+    """Close this thread's database connections (those outside a transaction: a test's stays open)."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
