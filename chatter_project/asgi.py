@@ -1,10 +1,14 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (session or token auth)."""
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does, with the handler below
+
+from chatter_project.handlers import ThreadReusingASGIHandler  # noqa: E402  (needs Django set up)
+
+django_asgi_app = ThreadReusingASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -75,11 +75,12 @@ ASGI_APPLICATION = "chatter_project.asgi.application"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     try:
-        # CONN_MAX_AGE 0: under ASGI every request runs in a thread of its own, so persistent connections were
-        # never reused and piled up idle after bursts (bench/repro_idle_connections_after_burst.py). Each
-        # request and run now closes its connection when done. (Django's psycopg pool is not used: django-q2
-        # forks its workers, and a pool must not cross a fork.)
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+        # Persistent connections: the ASGI server reuses request threads (chatter_project/handlers.py), so a
+        # thread's connection serves its later requests instead of a new connection per request (B5), and a
+        # thread left idle closes its connection (bench/repro_idle_connections_after_burst.py). Threads that end
+        # (a streamed run's, the heartbeat's) close theirs when done; django-q2 closes all before it forks.
+        # (Django's psycopg pool is not used: a pool must not cross django-q2's fork.)
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:
