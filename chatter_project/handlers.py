@@ -5,8 +5,8 @@ request and ended with it (asgiref's ThreadSensitiveContext). Database connectio
 request opened a new PostgreSQL connection: a backend fork and a SCRAM exchange (about 6 ms), then statements on
 a backend whose catalog caches are cold (a few ms more per turn). Here a request still gets a thread to itself,
 but one that an earlier, finished request used: its connection (CONN_MAX_AGE, health-checked) serves the next
-request. Threads are made as concurrency needs them; one idle for IDLE_S closes its connections and ends, so a
-burst leaves no idle connections behind.
+request. Threads are made as concurrency needs them; at most MAX_IDLE wait for a request, and one idle for IDLE_S
+closes its connections and ends, so a burst leaves no idle connections behind.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.db import connections
 
 IDLE_S = 30.0
+MAX_IDLE = 8
 
 
 def _nothing() -> None:
@@ -55,6 +56,9 @@ class ThreadReusingASGIHandler(ASGIHandler):
         executor.submit(_nothing).add_done_callback(done)
 
     def _idle_add(self, executor: ThreadPoolExecutor) -> None:
+        if len(self._idle) >= MAX_IDLE:
+            self._retire(executor)
+            return
         self._idle.append((time.monotonic(), executor))
         if self._retire_timer is None:
             self._retire_timer = asyncio.get_running_loop().call_later(IDLE_S, self._retire_idle)

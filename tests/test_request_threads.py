@@ -24,8 +24,11 @@ async def handler(monkeypatch):
     """A handler whose idle threads retire soon, so none outlives the test (the test database is dropped at the
     end, and PostgreSQL refuses while a connection is open)."""
     monkeypatch.setattr(handlers, "IDLE_S", 0.3)
-    yield ThreadReusingASGIHandler()
-    await asyncio.sleep(1)
+    handler = ThreadReusingASGIHandler()
+    yield handler
+    while handler._idle:
+        handler._retire(handler._idle.pop()[1])
+    await asyncio.sleep(0.5)
 
 
 @pytest.fixture
@@ -113,6 +116,20 @@ async def test_concurrent_requests_get_threads_of_their_own(handler, threads, al
     hold.set()
     assert (await first)[0] == 200
     assert len(set(threads)) == 2
+
+
+async def test_threads_beyond_the_idle_limit_end_when_their_request_is_done(handler, threads, alice, monkeypatch):
+    monkeypatch.setattr(handlers, "MAX_IDLE", 1)
+    monkeypatch.setattr(handlers, "IDLE_S", 60)
+    token = await token_for(alice)
+    hold = asyncio.Event()
+    first = asyncio.create_task(call(handler, "/api/v1/conversations/", token=token, hold=hold))
+    await asyncio.sleep(0.05)
+    assert (await call(handler, "/api/v1/conversations/", token=token))[0] == 200
+    hold.set()
+    assert (await first)[0] == 200
+    await asyncio.sleep(0.3)
+    assert sorted(thread.is_alive() for thread in threads) == [False, True]
 
 
 async def test_an_idle_thread_closes_its_connections_and_ends(handler, threads, opened, alice):
