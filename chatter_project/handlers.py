@@ -43,9 +43,9 @@ class ThreadReusingASGIHandler(ASGIHandler):
             self._release(executor, asyncio.get_running_loop())
 
     def _release(self, executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
-        """Back to the idle list once everything the request queued on the thread has run: a request whose client
-        went away returns while its view still runs there (the run goes on and is recorded), and the next request
-        must not wait behind it."""
+        """Back to the idle list once everything the request queued on the thread has run: a request the server
+        cancelled (daphne does once its client has been gone a while) returns while its view still runs there (the
+        run goes on and is recorded), and the next request must not wait behind it."""
 
         def done(_: Future) -> None:
             try:
