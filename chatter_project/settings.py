@@ -76,11 +76,12 @@ ASGI_APPLICATION = "chatter_project.asgi.application"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     try:
-        # CONN_MAX_AGE 0: under ASGI every request runs in a thread of its own, so persistent connections were
-        # never reused and piled up idle after bursts (bench/repro_idle_connections_after_burst.py). Each
-        # request and run now closes its connection when done. (Django's psycopg pool is not used: django-q2
-        # forks its workers, and a pool must not cross a fork.)
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+        # Persistent connections: the ASGI server reuses request threads (chatter_project/handlers.py), so a
+        # thread's connection serves its later requests instead of a new connection per request (B5), and a
+        # thread left idle closes its connection (bench/repro_idle_connections_after_burst.py). Threads that end
+        # (a streamed run's, the heartbeat's) close theirs when done; django-q2 closes all before it forks.
+        # (Django's psycopg pool is not used: a pool must not cross django-q2's fork.)
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:
@@ -103,7 +104,8 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"pool_class": "chatter_project.cache.SharedConnectionPool"}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -147,8 +149,8 @@ CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimu
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # The most requests and streamed runs one server process works on at once; the rest wait in line, holding no
 # database connection (chatter_project/concurrency.py). A request still waiting after CHATTER_QUEUE_TIMEOUT_S
-# is answered 503. A server process then uses at most CHATTER_CONCURRENCY connections plus a few (the
-# heartbeat thread, websocket feeds' reads): keep servers × that well below the database's max_connections.
+# is answered 503. A server process then uses at most CHATTER_CONCURRENCY connections plus those of its idle
+# request threads (chatter_project/handlers.py, up to 8), its heartbeat thread and websocket feeds' reads.
 CHATTER_CONCURRENCY = env_int("CHATTER_CONCURRENCY", 12, minimum=1)
 CHATTER_QUEUE_TIMEOUT_S = env_int("CHATTER_QUEUE_TIMEOUT_S", 60, minimum=1)
 CHATTER_EVENT_RETENTION_DAYS = env_int("CHATTER_EVENT_RETENTION_DAYS", 30, minimum=1)
