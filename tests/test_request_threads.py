@@ -146,7 +146,7 @@ async def test_an_idle_thread_closes_its_connections_and_ends(handler, threads, 
 async def test_a_request_cancelled_while_its_view_runs_does_not_hold_up_the_next(handler, threads, alice, settings):
     """The server gives up on a request (daphne cancels it once its client has been gone for a while): its run goes
     on in its thread and is recorded in full, and the next request gets another thread instead of waiting."""
-    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100  # the reply's ~11 tokens take over a second
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 300  # the reply's ~11 tokens take over 3 s
     token = await token_for(alice)
     turn = asyncio.create_task(call(handler, "/api/v1/chat/", token=token, method="POST",
                                     body=json.dumps({"message": "hello there"}).encode()))
@@ -160,9 +160,8 @@ async def test_a_request_cancelled_while_its_view_runs_does_not_hold_up_the_next
         return list(WorkflowExecution.objects.values_list("status", flat=True))
 
     assert await statuses() == ["running"]
-    started = time.monotonic()
     assert (await call(handler, "/api/v1/conversations/", token=token))[0] == 200
-    assert time.monotonic() - started < 0.5
+    assert await statuses() == ["running"]  # answered while the first view still runs: it did not wait behind it
     assert threads[1] is not threads[0]
     deadline = time.monotonic() + 10
     while (found := await statuses()) != ["completed"]:
