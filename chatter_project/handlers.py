@@ -14,8 +14,9 @@ import asyncio
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
 from django.db import connections
 
 IDLE_S = 30.0
@@ -28,7 +29,11 @@ def _nothing() -> None:
 
 class ThreadReusingASGIHandler(ASGIHandler):
     def __init__(self) -> None:
-        super().__init__()
+        BaseHandler.__init__(self)
+        # The middleware chain is loaded sync and runs, with the view, in the request's thread in one hand-off.
+        # Loaded async (Django's default) it hopped between the loop and the thread ~16 times a request: WhiteNoise
+        # and ours are sync-only, and each sync-and-async middleware runs its hooks through sync_to_async.
+        self.load_middleware(is_async=False)
         self._idle: list[tuple[float, ThreadPoolExecutor]] = []  # (idle since, one-thread executor), oldest first
         self._retire_timer: asyncio.TimerHandle | None = None
 
@@ -41,6 +46,9 @@ class ThreadReusingASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             self._release(executor, asyncio.get_running_loop())
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     def _release(self, executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
         """Back to the idle list once everything the request queued on the thread has run: a request the server
