@@ -7,8 +7,9 @@ process works on at most CHATTER_CONCURRENCY requests and runs at once; the othe
 holding no connection and no lock. A request that waited CHATTER_QUEUE_TIMEOUT_S is answered 503; a run that
 was accepted waits as long as it takes (it stays `pending` meanwhile, and the sweep's rules apply to it).
 
-Nothing that holds a slot waits for another slot: a streaming request starts its run's thread and returns, a
-sync run runs in its request's slot, and background runs are the worker's (one per worker process).
+Nothing that holds a slot waits for another slot: a streaming request queues its run on a thread (its own,
+where it runs once the view has returned) and returns, a sync run runs in its request's slot, and background
+runs are the worker's (one per worker process).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def work_slot(*, timeout: float | None = None) -> Iterator[None]:
     A thread that has to wait gives its database connections back first: waiting holds no connection."""
     slots = _semaphore()
     if not slots.acquire(blocking=False):
-        connections_close()
+        _connections_close()
         if not slots.acquire(timeout=timeout):
             raise Unavailable(f"the server is busy: no capacity freed up within {timeout:g} s; try again",
                               code="server_busy", details={"retry_after": 1})
@@ -59,7 +60,7 @@ def work_slot(*, timeout: float | None = None) -> Iterator[None]:
         slots.release()
 
 
-def connections_close() -> None:
+def _connections_close() -> None:
     """Close this thread's database connections (those outside a transaction: a test's stays open)."""
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
@@ -21,6 +21,13 @@ from django.db import connections
 
 IDLE_S = 30.0
 MAX_IDLE = 8
+SCOPE_KEY = "chatter.thread"  # the request's thread (its one-thread executor), in the request's ASGI scope
+
+
+def request_thread(request) -> Executor | None:
+    """The executor of the thread this request runs in, when it came through ThreadReusingASGIHandler: work
+    submitted to it runs in this thread, with its connection, right after the view has returned."""
+    return getattr(request, "scope", {}).get(SCOPE_KEY)
 
 
 def _nothing() -> None:
@@ -43,7 +50,7 @@ class ThreadReusingASGIHandler(ASGIHandler):
         executor = self._idle.pop()[1] if self._idle else ThreadPoolExecutor(1, thread_name_prefix="request")
         try:
             async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
+                await self.handle({**scope, SCOPE_KEY: executor}, receive, send)
         finally:
             self._release(executor, asyncio.get_running_loop())
 

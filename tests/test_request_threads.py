@@ -9,6 +9,7 @@ import time
 import pytest
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.core.signals import request_started
+from django.db import connections
 from django.db.backends.signals import connection_created
 from rest_framework.authtoken.models import Token
 
@@ -185,3 +186,30 @@ async def test_a_request_runs_its_middleware_and_view_in_one_hand_off(handler, a
     monkeypatch.undo()
     assert hops.count("get_response") == 1
     assert len(hops) <= 3, hops  # besides it: the request_started receivers, and closing the response
+
+
+async def test_a_streamed_run_runs_in_its_requests_thread_on_its_connection(handler, threads, opened, alice):
+    """The run of a streamed turn goes to the request's own thread once the view has returned, so it neither
+    makes a thread nor opens a connection of its own (with persistent connections the second turn opens none)."""
+    token = await token_for(alice)
+    body = json.dumps({"message": "What is 12*7?", "stream": True}).encode()
+    for _ in range(2):
+        status, stream = await call(handler, "/api/v1/chat/", token=token, method="POST", body=body)
+        assert status == 200 and b"event: workflow_completed" in stream
+        for _ in range(500):  # the thread is handed back to the idle list from its own queue, just after
+            if handler._idle:
+                break
+            await asyncio.sleep(0.01)
+    assert len(set(threads)) == 1
+    request_opens = [name for name in opened if name.startswith("request")]
+    assert set(request_opens) == {threads[0].name}
+    if connections["default"].settings_dict["CONN_MAX_AGE"]:  # PostgreSQL: kept for the next request
+        assert len(request_opens) == 1  # one connection for both turns and their runs
+    assert not [name for name in opened if name.startswith("run-")], opened  # no thread made for a run
+
+    @sync_to_async
+    def statuses():
+        return list(WorkflowExecution.objects.values_list("status", flat=True))
+
+    assert await statuses() == ["completed", "completed"]
+    await sync_to_async(connections.close_all)()  # this test's own, from the sync_to_async thread

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Executor
 from collections import deque
 from typing import AsyncIterator
 
@@ -356,11 +357,12 @@ class _Relay:
                 yield item
 
 
-def execution_run_streamed(execution_id) -> AsyncIterator[dict]:
-    """Start a pending execution in a worker thread now, and return an async iterator of its events as they
-    happen. If nobody reads them, or the reader goes away, the run goes on and is recorded in full."""
+def execution_run_streamed(execution_id, *, thread: Executor | None = None) -> AsyncIterator[dict]:
+    """Start a pending execution in another thread now (`thread`, e.g. the request's own, or a new one), and
+    return an async iterator of its events as they happen. If nobody reads them, or the reader goes away, the
+    run goes on and is recorded in full."""
     from workflows.services import execution_run_in_thread
 
     relay = _Relay()
-    execution_run_in_thread(execution_id=execution_id, sink=relay.put, on_done=relay.close)
+    execution_run_in_thread(execution_id=execution_id, sink=relay.put, on_done=relay.close, executor=thread)
     return relay.__aiter__()

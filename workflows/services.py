@@ -12,6 +12,7 @@ import math
 import queue
 import re
 import threading
+from concurrent.futures import Executor
 import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -549,8 +550,10 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
 
 
 
-def execution_run_in_thread(*, execution_id, sink: Sink, on_done) -> threading.Thread:
-    """Run in a worker thread, handing every event to `sink`; `on_done()` after the run has finished."""
+def execution_run_in_thread(*, execution_id, sink: Sink, on_done, executor: Executor | None = None) -> None:
+    """Run in another thread, handing every event to `sink`; `on_done()` after the run has finished. With
+    `executor` (a streaming request's own thread: chatter_project/handlers.py) the run goes there once the view
+    has returned and uses that thread's connection; else a thread is made for it."""
 
     def work() -> None:
         try:
@@ -559,12 +562,14 @@ def execution_run_in_thread(*, execution_id, sink: Sink, on_done) -> threading.T
         except Exception:  # noqa: BLE001
             logger.exception("execution %s crashed in its thread", execution_id)
         finally:
-            connections.close_all()  # this thread's connections only
+            if executor is None:
+                connections.close_all()  # this thread's connections: the thread ends with the run
             on_done()
 
-    thread = threading.Thread(target=work, name=f"run-{execution_id}", daemon=True)
-    thread.start()
-    return thread
+    if executor is not None:
+        executor.submit(work)
+    else:
+        threading.Thread(target=work, name=f"run-{execution_id}", daemon=True).start()
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:

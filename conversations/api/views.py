@@ -57,7 +57,7 @@ class ChatView(APIView):
             message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
             conversation_id=data.get("conversation_id"), config=data["config"],
         )
-        return run_response(execution)
+        return run_response(request, execution)
 
 
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):

@@ -41,6 +41,7 @@ from workflows.api.serializers import (
 )
 from workflows.engine.graph import validate_graph
 from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
+from chatter_project.handlers import request_thread
 from workflows.realtime import execution_feed, execution_run_streamed
 from workflows.selectors import (
     definition_list,
@@ -76,13 +77,14 @@ RUN_RESPONSES = {
 }
 
 
-def run_response(execution: WorkflowExecution) -> HttpResponseBase:
+def run_response(request, execution: WorkflowExecution) -> HttpResponseBase:
     """Answer a just-created (pending) run in its mode: 202 with the pending run (a worker runs it), SSE of its
-    events while it runs, or run it to the end and answer 201 with the result."""
+    events while it runs (in this request's thread once the view has returned), or run it to the end and answer
+    201 with the result."""
     if execution.mode == WorkflowExecution.Mode.BACKGROUND:
         return Response(ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED)
     if execution.mode == WorkflowExecution.Mode.STREAM:
-        return sse_response(execution_run_streamed(execution.pk))
+        return sse_response(execution_run_streamed(execution.pk, thread=request_thread(request)))
     execution = execution_run(execution_id=execution.pk)
     return Response(RunResultSerializer(execution).data, status=status.HTTP_201_CREATED)
 
@@ -115,7 +117,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
             config=data.get("config"),
         )
-        return run_response(execution)
+        return run_response(request, execution)
 
     @extend_schema(responses=ExecutionDetailSerializer)
     def retrieve(self, request: Request, pk: str) -> Response:
