@@ -16,7 +16,6 @@ from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
