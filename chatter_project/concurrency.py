@@ -1,10 +1,10 @@
 """How much database work one process takes on at once (SPEC §1 scale-out).
 
 Under ASGI every request in flight has a thread of its own, and a thread holds its own database connection. A
-burst of 200 turns would open 200 connections at once (past PostgreSQL's
-max_connections the rest fail), and most of them would only queue on the same row and chain locks. Instead a
-process works on at most CHATTER_CONCURRENCY requests and runs at once; the others wait here for a slot,
-holding no connection and no lock. A request that waited CHATTER_QUEUE_TIMEOUT_S is answered 503; a run that
+burst of 200 turns would open 200 connections at once (past PostgreSQL's max_connections the rest fail), and
+most of them would only queue on the same row and chain locks. Instead a process works on at most
+CHATTER_CONCURRENCY requests and runs at once; the others wait here for a slot, holding no connection and no
+lock. A request that waited CHATTER_QUEUE_TIMEOUT_S is answered 503; a run that
 was accepted waits as long as it takes (it stays `pending` meanwhile, and the sweep's rules apply to it).
 
 Nothing that holds a slot waits for another slot: a streaming request queues its run on a thread (its own,

@@ -12,8 +12,8 @@ import math
 import queue
 import re
 import threading
-from concurrent.futures import Executor
 import uuid
+from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Iterator
