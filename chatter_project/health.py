@@ -51,7 +51,7 @@ def _stale_runs() -> dict:
 
 def stale_runs_count() -> int:
     """Runs the recovery sweep should have ended by now: the sweep's own rule (per-run timeout, heartbeat)."""
-    from workflows.services import execution_overdue_count
+    from workflows.services.recovery import execution_overdue_count
 
     return execution_overdue_count()
 

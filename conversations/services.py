@@ -46,7 +46,9 @@ def conversation_delete(*, conversation: Conversation, actor=None) -> None:
     """Delete a conversation and its messages, each message leaving through message_deleted (so every total
     that counted it, not only this conversation's, takes it out). A conversation with a run in progress is a
     409: that run's messages would have nowhere to go."""
-    from workflows.models import WorkflowExecution  # workflows depends on conversations, not the reverse
+    from workflows.models import (
+        WorkflowExecution,  # workflows depends on conversations, not the reverse
+    )
 
     with transaction.atomic():
         conversation_get_for_update(conversation_id=conversation.pk)

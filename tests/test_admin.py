@@ -22,7 +22,8 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
-from workflows.services import definition_create, execution_create, execution_run
+from workflows.services.definitions import definition_create
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 PASSWORD = "staff-password"
 

@@ -12,7 +12,13 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from conversations.models import Conversation, Message
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowExecution,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 API_KEY = "sk-test-SECRET-9f8e7d6c5b4a39281706"

@@ -13,7 +13,7 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
-from workflows.services import execution_cancel
+from workflows.services.runs import execution_cancel
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
 

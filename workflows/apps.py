@@ -3,7 +3,8 @@ from django.db.models.signals import post_migrate
 
 
 def _seed_builtins(sender, **kwargs) -> None:
-    from workflows.services import builtins_seed, scheduler_ensure
+    from workflows.services.schedules import scheduler_ensure
+    from workflows.services.templates import builtins_seed
 
     builtins_seed()
     scheduler_ensure()

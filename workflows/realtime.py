@@ -14,8 +14,8 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import Executor
 from collections import deque
+from concurrent.futures import Executor
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
@@ -361,7 +361,7 @@ def execution_run_streamed(execution_id, *, thread: Executor | None = None) -> A
     """Start a pending execution in another thread now (`thread`, e.g. the request's own, or a new one), and
     return an async iterator of its events as they happen. If nobody reads them, or the reader goes away, the
     run goes on and is recorded in full."""
-    from workflows.services import execution_run_in_thread
+    from workflows.services.runs import execution_run_in_thread
 
     relay = _Relay()
     execution_run_in_thread(execution_id=execution_id, sink=relay.put, on_done=relay.close, executor=thread)

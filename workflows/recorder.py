@@ -45,7 +45,13 @@ from workflows.engine.runtime import LLMCall as Call
 from workflows.engine.runtime import RunInterrupted
 from workflows.engine.usage import Usage
 from workflows.events import Sink, event_envelope, event_publish, events_record
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowExecution,
+)
 
 logger = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 4000

@@ -8,8 +8,8 @@ from django.db.models import Prefetch, Q, prefetch_related_objects
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
-    WorkflowExecution,
     WorkflowDefinition,
+    WorkflowExecution,
     WorkflowSchedule,
     WorkflowTemplate,
 )

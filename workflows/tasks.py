@@ -2,7 +2,9 @@
 import logging
 
 from analytics.services import aggregates_drift
-from workflows.services import events_prune, execution_run, execution_sweep, schedules_run_due
+from workflows.services.recovery import events_prune, execution_sweep
+from workflows.services.runs import execution_run
+from workflows.services.schedules import schedules_run_due
 
 logger = logging.getLogger(__name__)
 

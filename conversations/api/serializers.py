@@ -4,7 +4,6 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from chatter_project.api.serializers import StrictFieldsMixin, StrictSerializer
-
 from conversations.models import Conversation, Document, Message
 from conversations.services import MAX_DOCUMENT_CHARS, MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors

@@ -1,7 +1,12 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from conversations.api.views import ChatView, ConversationViewSet, DocumentViewSet, MessageListView
+from conversations.api.views import (
+    ChatView,
+    ConversationViewSet,
+    DocumentViewSet,
+    MessageListView,
+)
 
 router = SimpleRouter()
 router.register("conversations", ConversationViewSet, basename="conversation")

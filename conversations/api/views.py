@@ -31,7 +31,7 @@ from conversations.services import (
 )
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.models import WorkflowExecution
-from workflows.services import execution_create
+from workflows.services.runs import execution_create
 
 
 class ChatView(APIView):

@@ -11,7 +11,7 @@ from django.utils import timezone
 from conversations.models import Conversation
 from tests.analytics.usage import assert_usage_exact, totals
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

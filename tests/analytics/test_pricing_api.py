@@ -11,7 +11,7 @@ from analytics.selectors import price_for_call
 from audit.models import AuditEvent
 from tests.api.conftest import assert_error
 from workflows.models import LLMCall
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

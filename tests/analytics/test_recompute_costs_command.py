@@ -9,7 +9,7 @@ from django.utils import timezone
 from analytics.models import ModelPrice
 from tests.invariants import assert_all
 from workflows.models import LLMCall
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

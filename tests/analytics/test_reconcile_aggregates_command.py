@@ -9,7 +9,7 @@ from conversations.models import Conversation
 from conversations.services import message_delete
 from tests.analytics.usage import assert_usage_exact
 from tests.invariants import assert_i1, assert_i2
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from analytics.models import TemplateAnalytics
 from tests.api.conftest import assert_error
 from tests.invariants import assert_i2
 from workflows.models import WorkflowExecution, WorkflowTemplate
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

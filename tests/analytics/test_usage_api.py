@@ -15,7 +15,7 @@ from conversations.services import message_delete
 from tests.analytics.usage import COUNTERS, assert_usage_exact, totals
 from tests.api.conftest import assert_error
 from workflows.models import WorkflowExecution
-from workflows.services import execution_cancel, execution_create, execution_run
+from workflows.services.runs import execution_cancel, execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

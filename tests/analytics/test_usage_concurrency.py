@@ -12,7 +12,7 @@ from analytics.models import UsageRollup
 from conversations.models import Message
 from conversations.services import message_delete
 from tests.analytics.usage import assert_usage_exact, totals
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

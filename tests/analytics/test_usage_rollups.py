@@ -14,7 +14,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_delete, message_delete
 from tests.analytics.usage import assert_usage_exact, totals
 from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
-from workflows.services import (
+from workflows.services.runs import (
     execution_cancel,
     execution_create,
     execution_run,

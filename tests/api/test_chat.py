@@ -15,7 +15,7 @@ from tests.api.conftest import assert_error, row_counts
 from tests.api.sse import SSEParser, parse_sse
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
-from workflows.services import execution_create
+from workflows.services.runs import execution_create
 
 URL = "/api/v1/chat/"
 EXECUTION_FIELDS = {

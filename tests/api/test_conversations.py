@@ -5,7 +5,7 @@ from conversations.models import Conversation, Message
 from tests.api.conftest import assert_error
 from tests.invariants import assert_i1_everywhere
 from workflows.models import WorkflowExecution
-from workflows.services import execution_create
+from workflows.services.runs import execution_create
 
 URL = "/api/v1/conversations/"
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,11 @@ from tests.api.conftest import assert_error
 from tests.api.sse import Frame, SSEParser, parse_sse
 from workflows.events import TERMINAL_EVENTS, event_envelope
 from workflows.models import ExecutionEvent, WorkflowExecution
-from workflows.services import execution_create, execution_run, execution_run_in_thread
+from workflows.services.runs import (
+    execution_create,
+    execution_run,
+    execution_run_in_thread,
+)
 
 SSE = {"HTTP_ACCEPT": "text/event-stream"}
 

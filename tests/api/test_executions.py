@@ -10,7 +10,8 @@ from tests.api.sse import parse_sse
 from tests.api.test_chat import EXECUTION_FIELDS, TOKENS
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
-from workflows.services import definition_create, execution_create, execution_run
+from workflows.services.definitions import definition_create
+from workflows.services.runs import execution_create, execution_run
 
 URL = "/api/v1/executions/"
 LINEAR = {

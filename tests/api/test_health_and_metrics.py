@@ -9,7 +9,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
-from workflows.services import execution_create
+from workflows.services.runs import execution_create
 
 pytestmark = pytest.mark.django_db
 

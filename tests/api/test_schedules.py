@@ -9,7 +9,11 @@ from django_q.models import Schedule
 from tests.api.conftest import assert_error
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution, WorkflowSchedule
-from workflows.services import SCHEDULER_NAME, schedule_next_run, schedules_run_due
+from workflows.services.schedules import (
+    SCHEDULER_NAME,
+    schedule_next_run,
+    schedules_run_due,
+)
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/schedules/"

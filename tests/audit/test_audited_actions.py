@@ -80,7 +80,7 @@ def test_a_run_is_audited_from_start_to_end_with_its_tool_calls(api, alice):
 
 
 def test_cancelling_and_failing_runs_are_audited(api, alice):
-    from workflows.services import execution_create
+    from workflows.services.runs import execution_create
 
     pending = execution_create(owner=alice, chat=True, message="later", mode="background")
     api.post(f"/api/v1/executions/{pending.pk}/cancel/")
@@ -95,7 +95,7 @@ def test_cancelling_and_failing_runs_are_audited(api, alice):
 
 
 def test_too_many_runs_is_audited_as_a_limit(api, alice, settings):
-    from workflows.services import execution_create
+    from workflows.services.runs import execution_create
 
     settings.CHATTER_MAX_CONCURRENT_RUNS = 1
     execution_create(owner=alice, chat=True, message="one", mode="background")

@@ -10,7 +10,7 @@ from django.db import connection, connections
 from conversations.models import Message
 from conversations.services import message_delete
 from tests.invariants import assert_i1
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 TURNS = 50
 

@@ -6,7 +6,13 @@ import os
 import pytest
 from channels.layers import get_channel_layer
 
-from workflows.realtime import MESSAGE_TYPE, broadcast, broadcast_many, execution_group, user_group
+from workflows.realtime import (
+    MESSAGE_TYPE,
+    broadcast,
+    broadcast_many,
+    execution_group,
+    user_group,
+)
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
 

@@ -156,7 +156,7 @@ def test_a_run_survives_redis_stopping_and_watchers_catch_up_from_the_database(
 
 
 def test_a_client_connecting_while_redis_is_down_gets_the_persisted_log(alice, daphne_server, private_redis):
-    from workflows.services import execution_create, execution_run
+    from workflows.services.runs import execution_create, execution_run
 
     execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
     server = daphne_server(REDIS_URL=private_redis.url)

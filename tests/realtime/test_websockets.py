@@ -10,7 +10,7 @@ from rest_framework.authtoken.models import Token
 
 from chatter_project.asgi import application
 from workflows.models import ExecutionEvent, WorkflowExecution
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://127.0.0.1")

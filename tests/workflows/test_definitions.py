@@ -5,7 +5,8 @@ import pytest
 
 from workflows.engine.graph import GraphInvalid
 from workflows.models import WorkflowDefinition, WorkflowExecution
-from workflows.services import definition_create, definition_update, execution_create
+from workflows.services.definitions import definition_create, definition_update
+from workflows.services.runs import execution_create
 
 pytestmark = pytest.mark.django_db
 

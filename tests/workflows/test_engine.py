@@ -7,8 +7,20 @@ import pytest
 from chatter_project.errors import InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
-from workflows.services import definition_create, execution_cancel, execution_create, execution_run, execution_stream
+from workflows.models import (
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ToolCall,
+    WorkflowExecution,
+)
+from workflows.services.definitions import definition_create
+from workflows.services.runs import (
+    execution_cancel,
+    execution_create,
+    execution_run,
+    execution_stream,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from conversations.models import Conversation, Message
 from tests.api.conftest import assert_error, row_counts
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, ToolCall, WorkflowExecution
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from tests.invariants import assert_all
 from workflows.engine.providers import chat_model
 from workflows.engine.usage import usage_from_message
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
-from workflows.services import execution_create, execution_run, execution_stream
+from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
 

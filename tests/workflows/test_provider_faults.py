@@ -15,7 +15,7 @@ from conversations.models import Message
 from tests.invariants import assert_all
 from workflows.engine.usage import estimate_tokens
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution
-from workflows.services import execution_create, execution_run, execution_stream
+from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from workflows.services import execution_create, execution_run
+from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 # A new conversation; "hello" makes no tool call, the arithmetic one makes one (two model calls).

@@ -13,7 +13,8 @@ from conversations.models import Conversation
 from tests.invariants import assert_all, assert_seq_gapless
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.realtime import execution_feed
-from workflows.services import events_prune, execution_create, execution_run
+from workflows.services.recovery import events_prune
+from workflows.services.runs import execution_create, execution_run
 from workflows.tasks import events_prune_task
 
 pytestmark = pytest.mark.django_db

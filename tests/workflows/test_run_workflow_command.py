@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
-from workflows.services import definition_create
+from workflows.services.definitions import definition_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

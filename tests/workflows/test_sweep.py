@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from io import StringIO
@@ -24,15 +23,9 @@ from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
 from workflows import recorder
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
-from workflows.services import (
-    HEARTBEAT_LOST_S,
-    SWEEP_GRACE_S,
-    execution_create,
-    execution_run,
-    execution_stream,
-    execution_sweep,
-    scheduler_ensure,
-)
+from workflows.services.recovery import HEARTBEAT_LOST_S, SWEEP_GRACE_S, execution_sweep
+from workflows.services.runs import execution_create, execution_run, execution_stream
+from workflows.services.schedules import scheduler_ensure
 from workflows.tasks import aggregates_reconcile_task, execution_sweep_task
 
 pytestmark = pytest.mark.django_db

@@ -5,10 +5,10 @@ from django.db import OperationalError
 
 from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
-from workflows import services
 from workflows.models import ExecutionEvent, NodeExecution
 from workflows.recorder import ExecutionRecorder
-from workflows.services import execution_create, execution_run, execution_stream
+from workflows.services import runs as services
+from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,12 @@
 import django_filters
 
 from chatter_project.api.filters import CreatedRangeFilterSet
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
+from workflows.models import (
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
 
 
 class ExecutionFilter(CreatedRangeFilterSet):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from chatter_project.api.serializers import StrictSerializer
-
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors

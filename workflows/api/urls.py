@@ -1,6 +1,11 @@
 from rest_framework.routers import SimpleRouter
 
-from workflows.api.views import DefinitionViewSet, ExecutionViewSet, ScheduleViewSet, TemplateViewSet
+from workflows.api.views import (
+    DefinitionViewSet,
+    ExecutionViewSet,
+    ScheduleViewSet,
+    TemplateViewSet,
+)
 
 router = SimpleRouter()
 router.register("executions", ExecutionViewSet, basename="execution")

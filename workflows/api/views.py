@@ -19,7 +19,13 @@ from chatter_project.api.sse import (
 )
 from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
-from workflows.api.filters import DefinitionFilter, ExecutionFilter, ScheduleFilter, TemplateFilter
+from chatter_project.handlers import request_thread
+from workflows.api.filters import (
+    DefinitionFilter,
+    ExecutionFilter,
+    ScheduleFilter,
+    TemplateFilter,
+)
 from workflows.api.serializers import (
     DefinitionSerializer,
     DefinitionUpdateSerializer,
@@ -40,8 +46,12 @@ from workflows.api.serializers import (
     ValidationResultSerializer,
 )
 from workflows.engine.graph import validate_graph
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
-from chatter_project.handlers import request_thread
+from workflows.models import (
+    WorkflowDefinition,
+    WorkflowExecution,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
 from workflows.realtime import execution_feed, execution_run_streamed
 from workflows.selectors import (
     definition_list,
@@ -52,22 +62,23 @@ from workflows.selectors import (
     template_get,
     template_list,
 )
-from workflows.services import (
+from workflows.services.definitions import (
     definition_create,
     definition_delete,
     definition_from_template,
     definition_update,
-    execution_cancel,
-    execution_create,
-    execution_run,
+)
+from workflows.services.runs import execution_cancel, execution_create, execution_run
+from workflows.services.schedules import (
     schedule_create,
     schedule_delete,
     schedule_update,
+)
+from workflows.services.templates import (
     template_create,
     template_delete,
     template_update,
 )
-
 
 # What starting a run answers, by mode (SPEC §7): documented once for POST /chat/ and POST /executions/.
 RUN_RESPONSES = {

@@ -17,7 +17,12 @@ from langgraph.graph import END, START, StateGraph
 
 from chatter_project.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
 from workflows.engine.graph import Graph, Node
-from workflows.engine.nodes import BEHAVIOURS, HandlerStopped, RunState, condition_context
+from workflows.engine.nodes import (
+    BEHAVIOURS,
+    HandlerStopped,
+    RunState,
+    condition_context,
+)
 from workflows.engine.runtime import RunContext
 
 MAX_STEPS = 1000

@@ -9,7 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, TypedDict
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from workflows.engine.conditions import ConditionContext, parse_condition
 from workflows.engine.graph import Graph, Node

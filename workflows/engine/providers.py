@@ -6,8 +6,8 @@ from typing import Any, Iterator
 
 from django.conf import settings
 from langchain_core.language_models import BaseChatModel
-from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
 
 from chatter_project.errors import InvalidInput, ProviderError

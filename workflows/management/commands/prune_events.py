@@ -3,7 +3,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from chatter_project.errors import InvalidInput
-from workflows.services import events_prune
+from workflows.services.recovery import events_prune
 
 
 class Command(BaseCommand):

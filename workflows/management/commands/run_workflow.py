@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from chatter_project.errors import ChatterError
 from workflows.cli import EventPrinter, cli_user, fail_unless_completed
 from workflows.models import WorkflowExecution
-from workflows.services import execution_create, execution_stream
+from workflows.services.runs import execution_create, execution_stream
 
 
 def _json_argument(text: str, what: str):

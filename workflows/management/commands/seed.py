@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from workflows.services import builtins_seed
+from workflows.services.templates import builtins_seed
 
 
 class Command(BaseCommand):

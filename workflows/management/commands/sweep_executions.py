@@ -1,7 +1,7 @@
 """`manage.py sweep_executions`: the recovery sweep of SPEC §5, the same one django-q2 runs on a schedule."""
 from django.core.management.base import BaseCommand
 
-from workflows.services import execution_sweep
+from workflows.services.recovery import execution_sweep
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Writes of workflows, by concern: templates, definitions, runs, schedules, recovery."""

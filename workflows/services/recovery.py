@@ -1,0 +1,106 @@
+"""Recovery and retention: the sweep that ends runs whose worker died or that ran past their timeout (I4), and
+the pruning of old event logs."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chatter_project.errors import InvalidInput
+from workflows.engine.runtime import RunInterrupted
+from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.recorder import HEARTBEAT_S
+from workflows.services.runs import execution_end_from_ledger
+
+logger = logging.getLogger(__name__)
+Status = WorkflowExecution.Status
+
+
+# --- recovery and retention -----------------------------------------------------------------------------
+SWEEP_SCHEDULE_NAME = "chatter-sweep-executions"
+RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
+PRUNE_SCHEDULE_NAME = "chatter-prune-events"
+# A running run's process refreshes its heartbeat every HEARTBEAT_S; several missed beats mean it is gone.
+HEARTBEAT_LOST_S = 6 * HEARTBEAT_S
+# Past its timeout a live run ends itself at its next token or node boundary; this is the slack it gets.
+SWEEP_GRACE_S = 10
+
+
+def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
+    """Why the sweep must end this pending or running run, or None while it may still be alive."""
+    timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
+    deadline = timedelta(seconds=timeout_s + SWEEP_GRACE_S)
+    if execution.status == Status.PENDING:
+        if execution.created_at + deadline < now:
+            return f"it did not start within its timeout ({timeout_s} s)"
+        return None
+    started = execution.started_at or execution.created_at
+    if started + deadline < now:
+        return f"it ran past its timeout ({timeout_s} s)"
+    beat = execution.heartbeat_at or started
+    if beat + timedelta(seconds=HEARTBEAT_LOST_S) < now:
+        return f"its worker stopped (no heartbeat for {int((now - beat).total_seconds())} s)"
+    return None
+
+
+def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> WorkflowExecution | None:
+    """End a pending or running run from outside its process as `failed` / `interrupted`, through
+    execution_finish: the usage its ledger holds stays on the execution, its nodes and (for a chat turn) an
+    assistant message carrying the last text known and the error (I5); nodes left running fail; the terminal
+    event comes last (I6). None when the run had already ended."""
+    return execution_end_from_ledger(execution_id=execution.pk,
+                                     error=RunInterrupted(f"the run was interrupted: {reason}"))
+
+
+def _runs_in_progress():
+    return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
+        "created_at").only("id", "status", "config", "created_at", "started_at", "heartbeat_at")
+
+
+def execution_overdue_count(*, now: datetime | None = None) -> int:
+    """Runs the sweep should have ended at least one sweep interval ago (I4 says: none). /health reports it."""
+    then = (now or timezone.now()) - timedelta(seconds=settings.CHATTER_SWEEP_INTERVAL_S)
+    return sum(1 for execution in _runs_in_progress() if _sweep_reason(execution, now=then) is not None)
+
+
+def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
+    """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
+    every running run whose process stopped beating (its worker died), ends `failed` / `interrupted`.
+    Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep."""
+    now = now or timezone.now()
+    ended = []
+    for execution in _runs_in_progress():
+        reason = _sweep_reason(execution, now=now)
+        if reason is None:
+            continue
+        try:
+            interrupted = execution_interrupt(execution=execution, reason=reason)
+        except Exception:  # noqa: BLE001 - one run that cannot be ended must not stop the sweep
+            logger.exception("the sweep could not end execution %s", execution.pk)
+            continue
+        if interrupted is not None:
+            logger.warning("execution %s interrupted: %s", execution.pk, reason)
+            ended.append(interrupted)
+    return ended
+
+
+def events_prune(*, older_than_days: int | None = None, batch_size: int = 1000,
+                 now: datetime | None = None) -> int:
+    """Delete the persisted event logs of runs that finished more than `older_than_days` ago (default
+    CHATTER_EVENT_RETENTION_DAYS), `batch_size` rows per transaction. A log goes whole (the runs kept have
+    gapless logs, I6); running runs are never touched; totals, nodes, messages, the LLM call ledger and
+    every aggregate stay as they are. Returns the number of events deleted."""
+    days = settings.CHATTER_EVENT_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 0 or batch_size < 1:
+        raise InvalidInput("older_than_days must be >= 0 and batch_size >= 1")
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    expired = ExecutionEvent.objects.filter(
+        execution__status__in=WorkflowExecution.TERMINAL, execution__completed_at__lt=cutoff)
+    deleted = 0
+    while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            deleted += ExecutionEvent.objects.filter(pk__in=batch).delete()[0]
+    return deleted

@@ -1,0 +1,175 @@
+"""Writes of schedules (cron runs of a template or definition) and the django-q2 schedules of the system."""
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from chatter_project.errors import ChatterError, InvalidInput
+from workflows.engine.config import config_resolve
+from workflows.engine.graph import parse_graph
+from workflows.models import WorkflowExecution, WorkflowSchedule
+from workflows.services.definitions import visible_definition
+from workflows.services.recovery import (
+    PRUNE_SCHEDULE_NAME,
+    RECONCILE_SCHEDULE_NAME,
+    SWEEP_SCHEDULE_NAME,
+)
+from workflows.services.runs import execution_create, models_check
+from workflows.services.templates import visible_template
+
+logger = logging.getLogger(__name__)
+
+
+# --- schedules ------------------------------------------------------------------------------------------
+SCHEDULER_NAME = "chatter-schedules"
+
+
+def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
+    errors = []
+    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
+        errors.append({"path": "cron", "code": "invalid_cron",
+                       "message": f"{cron!r} is not a cron expression of 5 fields (minute hour day month weekday)"})
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        errors.append({"path": "timezone", "code": "invalid_timezone",
+                       "message": f"{timezone_name!r} is not an IANA time zone (e.g. Europe/Paris)"})
+    if not isinstance(run_input, dict) or not isinstance(run_input.get("variables", {}), dict):
+        errors.append({"path": "input", "code": "invalid_type",
+                       "message": 'input must be an object like {"message": "...", "variables": {...}}'})
+    return errors
+
+
+def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> datetime:
+    """The next time the cron fires after `after`, read in the schedule's own time zone (DST included)."""
+    local = after.astimezone(ZoneInfo(timezone_name))
+    return croniter(cron, local).get_next(datetime).astimezone(dt_timezone.utc)
+
+
+def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
+    errors = _schedule_errors(cron=schedule.cron, timezone_name=schedule.timezone, run_input=schedule.input)
+    if not schedule.name or not schedule.name.strip():
+        errors.append({"path": "name", "code": "required", "message": "name is required"})
+    if errors:
+        raise InvalidInput("invalid schedule", details=errors)
+    params = schedule.template.params if schedule.template_id else (schedule.definition.metadata or {}).get("config")
+    config = config_resolve(params, schedule.config)
+    graph = schedule.template.graph if schedule.template_id else {
+        "nodes": schedule.definition.nodes, "edges": schedule.definition.edges}
+    models_check(parse_graph(graph), config)
+
+
+def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", template: str | None = None,
+                    definition_id=None, run_input: dict | None = None, config: dict | None = None,
+                    enabled: bool = True) -> WorkflowSchedule:
+    """A workflow run on a cron. Bad cron, time zone, source or config raise InvalidInput before any row."""
+    if (template is None) == (definition_id is None):
+        raise InvalidInput("give exactly one of template, definition_id")
+    schedule = WorkflowSchedule(
+        owner=owner, name=(name or "")[:255], cron=cron, timezone=timezone_name, enabled=enabled,
+        input=run_input if run_input is not None else {}, config=config or {},
+        template=visible_template(owner=owner, key_or_id=template) if template is not None else None,
+        definition=visible_definition(owner=owner, definition_id=definition_id) if definition_id else None,
+    )
+    _schedule_validate(owner=owner, schedule=schedule)
+    schedule.next_run_at = schedule_next_run(cron=cron, timezone_name=timezone_name, after=timezone.now()) \
+        if enabled else None
+    with transaction.atomic():
+        schedule.save()
+        audit_record(action="schedule.created", actor=owner, target=schedule, data=_schedule_summary(schedule))
+    return schedule
+
+
+SCHEDULE_EDITABLE = ("name", "cron", "timezone", "input", "config", "enabled")
+
+
+def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedule:
+    """Change the editable fields (named as on the model); what the schedule runs is fixed at creation."""
+    fixed = sorted(set(changes) - set(SCHEDULE_EDITABLE))
+    if fixed:
+        raise InvalidInput("these schedule fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} is fixed once the schedule exists"}
+            for name in fixed])
+    with transaction.atomic():
+        locked = WorkflowSchedule.objects.select_for_update().get(pk=schedule.pk)
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        _schedule_validate(owner=locked.owner, schedule=locked)
+        locked.next_run_at = schedule_next_run(cron=locked.cron, timezone_name=locked.timezone,
+                                               after=timezone.now()) if locked.enabled else None
+        locked.save()
+        audit_record(action="schedule.updated", actor=locked.owner, target=locked,
+                     data={**_schedule_summary(locked), "fields": sorted(changes)})
+    return locked
+
+
+def schedule_delete(*, schedule: WorkflowSchedule) -> None:
+    """Remove a schedule; its past executions stay (their `schedule` becomes null)."""
+    with transaction.atomic():
+        audit_record(action="schedule.deleted", actor=schedule.owner, target=schedule,
+                     data=_schedule_summary(schedule))
+        WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+
+
+def _schedule_summary(schedule: WorkflowSchedule) -> dict:
+    return {"name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone, "enabled": schedule.enabled,
+            "template": schedule.template.key if schedule.template_id else None,
+            "definition_id": schedule.definition_id}
+
+
+def scheduler_ensure() -> None:
+    """The django-q2 schedules of the system, each kept by name (idempotent: no duplicates on restart or
+    re-migrate): due WorkflowSchedules every minute, the recovery sweep every CHATTER_SWEEP_INTERVAL_S
+    (whole minutes: django-q2's granularity), the aggregate reconciliation hourly, event pruning daily."""
+    from django_q.models import Schedule
+
+    every_minutes = {"schedule_type": Schedule.MINUTES, "repeats": -1}
+    schedules = {
+        SCHEDULER_NAME: {"func": "workflows.tasks.schedules_run_due_task", **every_minutes, "minutes": 1},
+        SWEEP_SCHEDULE_NAME: {"func": "workflows.tasks.execution_sweep_task", **every_minutes,
+                              "minutes": max(1, math.ceil(settings.CHATTER_SWEEP_INTERVAL_S / 60))},
+        RECONCILE_SCHEDULE_NAME: {"func": "workflows.tasks.aggregates_reconcile_task",
+                                  "schedule_type": Schedule.HOURLY, "repeats": -1},
+        PRUNE_SCHEDULE_NAME: {"func": "workflows.tasks.events_prune_task", "schedule_type": Schedule.DAILY,
+                              "repeats": -1},
+    }
+    for name, defaults in schedules.items():
+        Schedule.objects.update_or_create(name=name, defaults=defaults)
+
+
+def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]:
+    """Start a `scheduled` execution for every enabled schedule that is due, owned by the schedule's owner.
+    Each schedule is claimed by moving its next_run_at, so two workers never start the same tick."""
+    now = now or timezone.now()
+    started = []
+    for schedule in WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).select_related(
+            "owner", "template", "definition"):
+        following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
+        claimed = WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
+            next_run_at=following, last_run_at=now)
+        if not claimed:
+            continue
+        try:
+            execution = execution_create(
+                owner=schedule.owner, mode=WorkflowExecution.Mode.SCHEDULED, schedule=schedule,
+                template=schedule.template.key if schedule.template_id else None,
+                definition_id=schedule.definition_id, message=schedule.input.get("message"),
+                variables=schedule.input.get("variables"), config=schedule.config,
+            )
+        except ChatterError:
+            logger.exception("schedule %s could not start its run", schedule.pk)
+            continue
+        WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution)
+        started.append(execution)
+    return started
+
+

@@ -1,0 +1,143 @@
+"""Writes of templates: built-ins seeded at start, users' own templates created, changed and deleted."""
+from __future__ import annotations
+
+import re
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from analytics.models import ModelPrice, TemplateAnalytics
+from audit.services import audit_record
+from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
+from workflows.engine.config import config_errors
+from workflows.engine.graph import normalize_graph, parse_graph
+from workflows.models import WorkflowTemplate
+
+_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+
+
+def is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+# --- built-ins ------------------------------------------------------------------------------------------
+def builtins_seed() -> None:
+    """Idempotent: built-in templates (updated in place, version +1 when the graph changes), their analytics
+    rows, and seed prices for (provider, pattern) pairs that have none yet."""
+    for spec in BUILTIN_TEMPLATES:
+        parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
+        template, created = WorkflowTemplate.objects.get_or_create(
+            key=spec["key"],
+            defaults={**{k: spec[k] for k in ("name", "category", "description", "params", "graph")},
+                      "is_builtin": True, "is_public": True},
+        )
+        if not created and (template.graph != spec["graph"] or template.params != spec["params"]):
+            template.graph, template.params = spec["graph"], spec["params"]
+            template.name, template.description = spec["name"], spec["description"]
+            template.version += 1
+            template.save()
+        TemplateAnalytics.objects.get_or_create(template=template)
+    epoch = timezone.make_aware(timezone.datetime(2024, 1, 1))
+    for provider, pattern, price_in, price_cached, price_out in SEED_PRICES:
+        if not ModelPrice.objects.filter(provider=provider, model_pattern=pattern).exists():
+            ModelPrice.objects.create(
+                provider=provider, model_pattern=pattern, input_per_million=price_in,
+                cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch,
+            )
+
+
+# --- templates ------------------------------------------------------------------------------------------
+TEMPLATE_EDITABLE = ("name", "description", "category", "params", "graph", "is_public")
+
+
+def _template_errors(*, key: str | None = None, params: dict | None = None) -> list[dict]:
+    errors = []
+    if key is not None:
+        if not _KEY.fullmatch(key):
+            errors.append({"path": "key", "code": "invalid", "message": "key must be a slug: a-z, 0-9, - and _"})
+        elif WorkflowTemplate.objects.filter(key=key).exists():
+            errors.append({"path": "key", "code": "unique", "message": f"a template with key {key!r} exists"})
+    for error in config_errors(params) if params is not None else []:
+        errors.append({**error, "path": f"params.{error['path']}" if error["path"] else "params"})
+    return errors
+
+
+def template_create(*, owner, key: str, name: str, graph, description: str = "", category: str = "general",
+                    params: dict | None = None, is_public: bool = False) -> WorkflowTemplate:
+    """A user's own template: the key is unique across everyone's, the graph is validated and normalized,
+    `params` are run config defaults validated like any config."""
+    errors = _template_errors(key=key, params=params or {})
+    if errors:
+        raise InvalidInput("invalid template", details=errors)
+    graph = normalize_graph(graph)
+    with transaction.atomic():
+        template = WorkflowTemplate.objects.create(
+            key=key, name=name[:255], description=description, category=category[:64] or "general", owner=owner,
+            params=params or {}, graph=graph, is_public=is_public,
+        )
+        TemplateAnalytics.objects.create(template=template)
+        audit_record(action="template.created", actor=owner, target=template,
+                     data={"key": key, "version": template.version, "is_public": is_public})
+    return template
+
+
+def _template_owned(template: WorkflowTemplate, owner) -> None:
+    if template.is_builtin:
+        raise Forbidden("built-in templates are read-only")
+    if template.owner_id != owner.pk:
+        raise Forbidden("only its owner may change a template")
+
+
+def template_update(*, template: WorkflowTemplate, actor, **changes) -> WorkflowTemplate:
+    """Change a user's template; a change of its graph is validated and bumps the version."""
+    _template_owned(template, actor)
+    unknown = sorted(set(changes) - set(TEMPLATE_EDITABLE))
+    if unknown:
+        raise InvalidInput("these fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
+    errors = _template_errors(params=changes.get("params"))
+    if errors:
+        raise InvalidInput("invalid template", details=errors)
+    graph = normalize_graph(changes.pop("graph")) if "graph" in changes else None
+    with transaction.atomic():
+        locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
+        if graph is not None and graph != locked.graph:
+            locked.graph = graph
+            locked.version += 1
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        locked.save()
+        audit_record(action="template.updated", actor=actor, target=locked,
+                     data={"key": locked.key, "version": locked.version,
+                           "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
+    return locked
+
+
+def template_delete(*, template: WorkflowTemplate, actor) -> None:
+    """Past runs keep their figures (their template becomes null); the template's analytics go with it."""
+    _template_owned(template, actor)
+    with transaction.atomic():
+        audit_record(action="template.deleted", actor=actor, target=template,
+                     data={"key": template.key, "version": template.version})
+        template.delete()
+
+
+
+def visible_template(*, owner, key_or_id) -> WorkflowTemplate:
+    templates = WorkflowTemplate.objects.filter(is_builtin=True) | WorkflowTemplate.objects.filter(is_public=True)
+    templates = templates | WorkflowTemplate.objects.filter(owner=owner)
+    lookup = {"key": key_or_id}
+    if isinstance(key_or_id, uuid.UUID) or is_uuid(key_or_id):
+        lookup = {"pk": key_or_id}
+    template = templates.filter(**lookup).first()
+    if template is None:
+        raise NotFound(f"template {key_or_id!r} not found")
+    return template
+
+
