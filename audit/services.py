@@ -38,7 +38,16 @@ _SECRET_KEY_QUALIFIERS = {"api", "secret", "private", "access", "signing", "encr
 def audit_record(*, action: str, actor=None, actor_type: str | None = None, target: Model | None = None,
                  target_type: str = "", target_id: str = "", correlation_id: str = "", ip: str | None = None,
                  data: Mapping[str, Any] | None = None) -> AuditEvent:
-    """Append one row to the chain, in the caller's transaction (or a new one when there is none).
+    """Append one row to the chain, in the caller's transaction (or a new one when there is none)."""
+    return audit_append([audit_fields(action=action, actor=actor, actor_type=actor_type, target=target,
+                                      target_type=target_type, target_id=target_id, correlation_id=correlation_id,
+                                      ip=ip, data=data)])[0]
+
+
+def audit_fields(*, action: str, actor=None, actor_type: str | None = None, target: Model | None = None,
+                 target_type: str = "", target_id: str = "", correlation_id: str = "", ip: str | None = None,
+                 data: Mapping[str, Any] | None = None) -> dict:
+    """The hashed fields of one row (all but created_at and prev_hash), checked and redacted.
 
     `actor` is a user (or None); `actor_type` defaults to "user" with an actor, else "system". `target` fills
     target_type (its model name) and target_id (its pk) unless they are given. `data` is redacted (secret-looking
@@ -54,7 +63,7 @@ def audit_record(*, action: str, actor=None, actor_type: str | None = None, targ
     if target is not None:
         target_type = target_type or target._meta.model_name
         target_id = target_id or str(target.pk)
-    fields = {
+    return {
         "actor_id": actor.pk if actor is not None else None,
         "actor_type": str(actor_type),
         "action": action,
@@ -64,14 +73,23 @@ def audit_record(*, action: str, actor=None, actor_type: str | None = None, targ
         "ip": ip_normalize(ip),
         "data": _jsonable(redact(dict(data or {}))),
     }
+
+
+def audit_append(rows: list[dict]) -> list[AuditEvent]:
+    """Append prepared rows (the hashed fields but created_at and prev_hash) to the chain, in order, in the caller's
+    transaction: one read of the head under its lock and one INSERT, however many rows."""
     with transaction.atomic(savepoint=False):
         _lock_chain_head()
         prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
         created_at = timezone.now()  # under the lock, so times never go backwards along the chain
-        event = AuditEvent(created_at=created_at, prev_hash=prev_hash,
-                           hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
-        event.save(force_insert=True)
-    return event
+        events = []
+        for fields in rows:
+            event = AuditEvent(created_at=created_at, prev_hash=prev_hash,
+                               hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
+            events.append(event)
+            prev_hash = event.hash
+        AuditEvent.objects.bulk_create(events)
+    return events
 
 
 def access_denied_record(*, user=None, ip: str | None, method: str, path: str, status: int) -> AuditEvent | None:

@@ -1,15 +1,11 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (session or token auth)."""
+"""ASGI entry point: HTTP through Django's own handler, websockets through Channels (session or token auth)."""
 import gc
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
-django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does, with the handler below
-
-from chatter_project.handlers import ThreadReusingASGIHandler  # noqa: E402  (needs Django set up)
-
-django_asgi_app = ThreadReusingASGIHandler()
+django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -25,6 +21,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-# The objects loaded so far (Django, DRF, LangChain, pydantic: ~260k) live as long as the server: keep them out of
-# the garbage collector's full passes, which otherwise traversed them all every ~45 chat turns (a 140 ms pause, B5).
+# The objects loaded so far (Django, DRF, LangChain, pydantic) live as long as the server: keep them out of the
+# garbage collector's full passes, which would otherwise traverse them all again and again.
 gc.freeze()

@@ -1,20 +1,17 @@
 """Prometheus metrics (/metrics): runs by status, tokens and cost by provider and model, event latency.
 
 Run and usage figures are read from the database at scrape time, so every process reports the same totals;
-event latency (persist → handed to the channel layer) is observed in the process that publishes."""
+event latency (persist → handed to the hub) is observed in the process that publishes."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chatter_project.health import runs_by_status, stale_runs_count, usage_by_model
+from workflows.events import EVENT_LATENCY
 
 REGISTRY = CollectorRegistry()
-
-EVENT_LATENCY = Histogram(
-    "chatter_event_publish_latency_seconds", "Time from an event's timestamp to its hand-off to the channel layer.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=REGISTRY,
-)
+REGISTRY.register(EVENT_LATENCY)
 
 
 class DatabaseCollector:

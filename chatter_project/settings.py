@@ -45,7 +45,6 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "chatter_project.middleware.ConcurrencyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -76,12 +75,15 @@ ASGI_APPLICATION = "chatter_project.asgi.application"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     try:
-        # Persistent connections: the ASGI server reuses request threads (chatter_project/handlers.py), so a
-        # thread's connection serves its later requests instead of a new connection per request (B5), and a
-        # thread left idle closes its connection (bench/repro_idle_connections_after_burst.py). Threads that end
-        # (a streamed run's, the heartbeat's) close theirs when done; django-q2 closes all before it forks.
-        # (Django's psycopg pool is not used: a pool must not cross django-q2's fork.)
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+        # Django's own connection pool (psycopg_pool): a request's or a run's thread borrows a connection and gives
+        # it back when it is done, so no request opens a connection of its own. Its size bounds the database work
+        # a process takes on at once; a thread that waits longer than CHATTER_DB_POOL_TIMEOUT_S for a connection
+        # gets a 503. The pool is closed before a fork (django-q2 forks its workers) and made anew after it
+        # (chatter_project/db.py).
+        _db = dj_database_url.parse(DATABASE_URL)
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2, "max_size": env_int("CHATTER_DB_POOL_SIZE", 20, minimum=2),
+            "timeout": env_int("CHATTER_DB_POOL_TIMEOUT_S", 30, minimum=1)}
     except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:
@@ -99,8 +101,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    # Pub/sub: one Redis round trip per message, no per-channel backlog. At-most-once delivery is enough here:
-    # every persisted event is also replayed from the database by the feeds (workflows/realtime.py).
+    # Run events travel between processes through workflows/hub.py (redis-py, our own channel names); the
+    # channel layer serves Channels itself.
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }
@@ -147,12 +149,9 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
-# The most requests and streamed runs one server process works on at once; the rest wait in line, holding no
-# database connection (chatter_project/concurrency.py). A request still waiting after CHATTER_QUEUE_TIMEOUT_S
-# is answered 503. A server process then uses at most CHATTER_CONCURRENCY connections plus those of its idle
-# request threads (chatter_project/handlers.py, up to 8), its heartbeat thread and websocket feeds' reads.
-CHATTER_CONCURRENCY = env_int("CHATTER_CONCURRENCY", 12, minimum=1)
-CHATTER_QUEUE_TIMEOUT_S = env_int("CHATTER_QUEUE_TIMEOUT_S", 60, minimum=1)
+# Threads of the runner (workflows/runner.py) per process: at most this many streamed runs execute at once in
+# a server process; the rest wait their turn (their run is `running`, their stream open).
+CHATTER_RUN_THREADS = env_int("CHATTER_RUN_THREADS", 16, minimum=1)
 CHATTER_EVENT_RETENTION_DAYS = env_int("CHATTER_EVENT_RETENTION_DAYS", 30, minimum=1)
 
 # django-q2: ORM broker by default. timeout < retry so a long run is never delivered twice.

@@ -18,8 +18,11 @@ class Conversation(TokenTotals):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
-    # Stored aggregates: always the exact sum over the messages (I1), kept by signal receivers.
+    # Stored aggregates: always the exact sum over the messages (I1), changed by the services that save and delete
+    # messages, in the statement that locks this row.
     message_count = models.PositiveIntegerField(default=0)
+    # The sequence of the last message ever saved here (deleted ones included): the next one gets last + 1.
+    last_sequence = models.PositiveIntegerField(default=0)
     total_cost = models.DecimalField(**MONEY)
     metadata = models.JSONField(default=dict, blank=True)
 

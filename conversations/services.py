@@ -4,8 +4,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Max
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chatter_project.errors import Conflict, InvalidInput, NotFound
@@ -58,16 +58,53 @@ def conversation_delete(*, conversation: Conversation, actor=None) -> None:
         messages = list(Message.objects.filter(conversation_id=conversation.pk).order_by("sequence"))
         Message.objects.filter(conversation_id=conversation.pk).delete()
         for message in messages:
-            message_deleted.send(sender=Message, message=message, actor=actor)
+            _message_take_out(message, actor=actor)
         Conversation.objects.filter(pk=conversation.pk).delete()
 
 
 def conversation_get_for_update(*, conversation_id) -> Conversation:
-    """Lock the conversation row: writers of one conversation take turns, so sequences never clash."""
+    """Lock the conversation row: writers of one conversation take turns."""
     try:
         return Conversation.objects.select_for_update().only("id", "owner_id").get(pk=conversation_id)
     except Conversation.DoesNotExist:
         raise NotFound("conversation not found") from None
+
+
+# The totals a message moves (its own field → the conversation's).
+_TOTALS = (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
+           ("total_tokens", "total_tokens"), ("cost", "total_cost"))
+_RETURNED = ("owner_id", "last_sequence", "message_count", "prompt_tokens", "completion_tokens", "total_tokens",
+             "total_cost")
+
+
+def _conversation_totals_change(*, conversation_id, sign: int, values: dict, owner_id=None,
+                                saved_at=None) -> Conversation | None:
+    """Add (sign +1, a new message with the next sequence) or take out (sign -1) a message's figures, in one
+    statement that also locks the row until the caller's transaction ends: so writers of one conversation take
+    turns, sequences never clash, and the totals are exactly the sum over the messages (I1). Returns the row as it
+    now is (its last_sequence is the new message's), or None when there is no such conversation (of `owner_id`)."""
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    changes = [f"message_count = message_count + {sign}"]
+    params: list = []
+    for field, column in _TOTALS:
+        changes.append(f"{column} = {column} + %s")
+        params.append(sign * values.get(field, 0))
+    if sign > 0:
+        changes += ["last_sequence = last_sequence + 1", "last_message_at = %s"]
+        params.append(saved_at)
+    where, where_params = "id = %s", [Conversation._meta.pk.get_db_prep_value(conversation_id, connection)]
+    if owner_id is not None:
+        where, where_params = where + " AND owner_id = %s", [*where_params, owner_id]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(changes)} WHERE {where} RETURNING {', '.join(_RETURNED)}",
+                       [*params, *where_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    converted = dict(zip(_RETURNED, row))
+    converted["total_cost"] = Conversation._meta.get_field("total_cost").to_python(converted["total_cost"]).quantize(
+        Decimal(10) ** -Conversation._meta.get_field("total_cost").decimal_places)
+    return Conversation(pk=conversation_id, **converted)
 
 
 def message_save(
@@ -75,6 +112,7 @@ def message_save(
     conversation_id,
     role: str,
     content: str,
+    owner=None,
     execution=None,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
@@ -92,16 +130,23 @@ def message_save(
     metadata: dict | None = None,
     actor=None,
 ) -> Message:
-    """The one path by which a message is stored, whatever kind of run or mode produced it. Inside a caller's
-    transaction it takes no savepoint: if it fails, the caller's transaction fails with it."""
+    """The one path by which a message is stored, whatever kind of run or mode produced it: two statements (the
+    conversation's row, locked, gives the sequence and takes the totals; then the message). With `owner`, a
+    conversation of another user is a NotFound. Inside a caller's transaction it takes no savepoint: if it fails,
+    the caller's transaction fails with it. `message.conversation` is the conversation as this message left it."""
     if role not in Message.Role.values:
         raise InvalidInput(f"unknown message role {role!r}")
+    saved_at = timezone.now()
     with transaction.atomic(savepoint=False):
-        conversation = conversation_get_for_update(conversation_id=conversation_id)
-        last = Message.objects.filter(conversation_id=conversation_id).aggregate(last=Max("sequence"))["last"]
-        message = Message.objects.create(
-            conversation=conversation,  # its owner is known to the receivers without another read
-            sequence=(last or 0) + 1,
+        conversation = _conversation_totals_change(
+            conversation_id=conversation_id, sign=+1, saved_at=saved_at, owner_id=owner.pk if owner else None,
+            values={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens, "cost": cost})
+        if conversation is None:
+            raise NotFound("conversation not found")
+        message = Message(
+            conversation=conversation,  # as it now is: its owner and totals are known without another read
+            sequence=conversation.last_sequence,
             role=role,
             content=content,
             execution=execution,
@@ -121,8 +166,15 @@ def message_save(
             error_message=error_message,
             metadata=metadata or {},
         )
+        message.save(force_insert=True)
         message_saved.send(sender=Message, message=message, actor=actor)
     return message
+
+
+def _message_take_out(message: Message, *, actor) -> None:
+    _conversation_totals_change(conversation_id=message.conversation_id, sign=-1, values={
+        field: getattr(message, field) for field, _ in _TOTALS})
+    message_deleted.send(sender=Message, message=message, actor=actor)
 
 
 def message_delete(*, message_id, actor=None) -> bool:
@@ -138,7 +190,7 @@ def message_delete(*, message_id, actor=None) -> bool:
         if message is None:
             return False
         message.delete()
-        message_deleted.send(sender=Message, message=message, actor=actor)
+        _message_take_out(message, actor=actor)
     return True
 
 

@@ -15,5 +15,8 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
 
     def ready(self) -> None:
+        from chatter_project.db import pools_close_before_fork
+
+        pools_close_before_fork()
         # Built-in templates and seed prices exist after every migrate (and after test flushes).
         post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

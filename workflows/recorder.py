@@ -1,24 +1,20 @@
-"""ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events,
-in as few short transactions as the run's live trace allows (SPEC §6, I5, I6):
+"""ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events.
 
-- A node that finishes before anything happens in it (no model call, tool call, token or wait: start, memory,
-  retrieval, conditional, end, ...) is written once, already completed, together with its node_started and
-  node_completed events. The run holds such nodes, and the closes of nodes that did wait, in memory and writes
-  them with its next write, in that write's transaction: `workflow_started` and the nodes before the first model
-  call go out with that model node's start, `end` with the terminal transaction (services.execution_finish).
-- A node that waits writes its start, with everything held, before it waits: model, tools and delay nodes as
-  they start, any other node when it reaches a checkpoint or streams a token. Watchers see node_started before
-  its tokens and tool calls.
-- Every LLM call writes its ledger row (LLMCall), the execution's counters and its token_usage event at once, so
-  its usage survives a crash (I5); every tool call its ToolCall row, event and audit row. A node's own counters
-  are written when it closes; a node left running by a dead worker gets them from the ledger (the sweep).
-- Events get their seq as they are written, so the log stays gapless and in order (I6); they are broadcast
-  after their transaction commits, in order, in one hand-off.
+A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
+- Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events,
+  audit rows — is held in memory and written in ONE transaction just before the run next waits on something
+  outside it (a model, a tool, the clock: a `model`, `tools` or `delay` node starting, or a node that checks
+  in or streams a token) or in the terminal transaction (services.runs.execution_finish).
+- So a provider's usage is on disk before the run waits for anything else or ends: only the run's own CPU work
+  (routing, nodes that do not wait) lies between the report and the write. Watchers see `node_started` before
+  a node's tokens and tool calls, because a waiting node's start is written before it waits.
+- A node's row is written with the first write after it starts (a waiting node: as `running`) and rewritten
+  whole when it ends; only this run writes its rows. Events get their seq as they are written (I6) and are
+  published after their transaction commits. `execution.started` is audited with the run's first audited write.
 
-A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's
-next write collides with the sweep's events on (execution, seq) and is rolled back; from then on the
-recorder refuses every write and the run stops with RunInterrupted, so nothing lands after the terminal
-event."""
+A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's next
+write collides with the sweep's events on (execution, seq) and is rolled back; from then on the recorder refuses
+every write and the run stops with RunInterrupted, so nothing lands after the terminal event."""
 from __future__ import annotations
 
 import json
@@ -37,34 +33,30 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from analytics.selectors import price_for_call
-from audit.services import audit_record
+from audit.services import audit_append, audit_fields
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import LLMCall as Call
 from workflows.engine.runtime import RunInterrupted
 from workflows.engine.usage import Usage
-from workflows.events import Sink, event_envelope, event_publish, events_record
-from workflows.models import (
-    ExecutionEvent,
-    LLMCall,
-    NodeExecution,
-    ToolCall,
-    WorkflowExecution,
-)
+from workflows.events import event_envelope, events_publish, events_record
+from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 
 logger = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 4000
 MAX_AUDIT_ARGUMENT_CHARS = 1000
 MAX_RESULT_CHARS = 4000
 CANCEL_POLL_S = 0.2
-HEARTBEAT_S = 5.0  # the sweep treats a run as orphaned after several missed beats (services.HEARTBEAT_LOST_S)
+HEARTBEAT_S = 5.0  # the sweep treats a run as orphaned after several missed beats (services.recovery)
 RUNNING = WorkflowExecution.Status.RUNNING
-# Node types that wait on something outside the run (a provider, a tool, the clock): they write their start as
-# they start. Any other node writes it when it waits after all (a checkpoint, a token), else finishes unwritten.
+# Node types that wait on something outside the run (a provider, a tool, the clock): the run writes what it
+# holds as they start.
 WAITING_NODE_TYPES = frozenset({"model", "tools", "delay"})
 USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
 COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # a node's and an execution's
+NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
+                   "error_message", *COUNTERS)
 
 # Cancels requested in this process reach its runs at the next token; others are polled from the row.
 _local_cancels: set[str] = set()
@@ -77,9 +69,8 @@ def cancel_signal_local(execution_id) -> None:
 
 
 class _Heartbeat:
-    """Refreshes `heartbeat_at` of the runs this process is running, every HEARTBEAT_S, from one thread of
-    its own: a run blocked in a long provider call still shows that its process is alive, and a run whose
-    process died stops beating. The thread exists only while there are runs to beat for."""
+    """Refreshes `heartbeat_at` of the runs this process is running, every HEARTBEAT_S, from one thread of its
+    own, which exists only while there are runs to beat for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,9 +108,8 @@ heartbeat = _Heartbeat()
 
 
 def _capped(value: Any, limit: int) -> Any:
-    text = value if isinstance(value, str) else None
-    if text is not None:
-        return text if len(text) <= limit else text[:limit] + "…"
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
     encoded = json.dumps(value, default=str)
     return value if len(encoded) <= limit else {"truncated": encoded[:limit]}
 
@@ -130,140 +120,145 @@ def _no_usage() -> dict:
 
 @dataclass
 class _OpenNode:
-    """The node running now: its start is written (row_pk) only once it waits or the run writes something."""
-
     node: Node
     index: int
     started_at: datetime
     clock: float
-    row_pk: int | None = None
     usage: dict = field(default_factory=_no_usage)
 
 
 class ExecutionRecorder:
-    def __init__(self, execution: WorkflowExecution, *, sink: Sink | None = None, claimed: bool = False):
-        """`claimed`: the caller has just claimed the run from `pending` (execution_run): its event log is empty
-        and it was not cancelled, so neither is read again."""
+    def __init__(self, execution: WorkflowExecution, *, fresh: bool = False, prices: dict | None = None):
+        """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
+        cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
         self.execution = execution
-        self.sink = sink
-        self.seq = 0 if claimed else execution.events.count()  # the last seq written
+        self.seq = 0 if fresh else execution.events.count()
         self.index = 0
         self.open: _OpenNode | None = None
         self.last_call: Call | None = None
-        self.tool_calls = execution.tool_calls  # ToolCall rows recorded for the run (only the run writes the count)
-        # Held until the run's next write (see the module docstring): node rows to insert (field dicts), closes of
-        # nodes already written (pk, changes), events (name, data, when), audit rows (action, data).
-        self._rows: list[dict] = []
-        self._closes: list[tuple[int, dict]] = []
+        self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
+        self.tool_calls = execution.tool_calls
+        self.user_message = None  # set by the runner: the turn's own user message, booked with the run's end
+        self._prices: dict[tuple[str, str], Any] = dict(prices or {})
+        self._node_pks: dict[int, int] = {}  # index → pk of node rows already written
+        # Held until the run's next write: node rows by index, LLM calls (field dicts, with their node's index),
+        # tool call rows, the execution's counters to add, events (name, data, when), audit rows (action, data).
+        self._nodes: dict[int, dict] = {}
+        self._calls: list[tuple[int | None, dict]] = []
+        self._tools: list[dict] = []
+        self._added = _no_usage()
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
-        self._prices: dict[tuple[str, str], Any] = {}
-        self._cancel_polled = time.monotonic() if claimed else 0.0
+        self._cancel_polled = time.monotonic() if fresh else 0.0
         self._cancelled = False
         self._superseded = False
 
-    # --- events and audit rows: held, then written with the run's next write --------------------------
+    # --- holding --------------------------------------------------------------------------------------
     def emit(self, event: str, data: dict) -> None:
-        """A persisted event; it gets its seq, and is broadcast, with the run's next write."""
+        """A persisted event; it gets its seq, and is published, with the run's next write."""
         self._events.append((event, data, timezone.now()))
 
     def audit(self, action: str, data: dict) -> None:
-        """The run's audit row, written with the run's next write (with the rows and event it describes)."""
         self._audits.append((action, data))
 
     def publish(self, event: str, data: dict) -> None:
-        """An event that is broadcast but not part of the run's persisted log (token, conversation_updated)."""
-        envelope = event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)
-        event_publish(envelope, sink=self.sink, owner_id=self.execution.owner_id)
+        """An event that is published but not part of the run's persisted log (token, conversation_updated)."""
+        events_publish([event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)],
+                       owner_id=self.execution.owner_id)
+
+    def _holding(self) -> bool:
+        return bool(self._nodes or self._calls or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
-    def _holding(self) -> bool:
-        return bool(self._rows or self._closes or self._events or self._audits) or (
-            self.open is not None and self.open.row_pk is None)
-
-    @contextmanager
-    def _step(self) -> Iterator[None]:
-        """One write of the run's trace in one transaction: everything held (the running node's start included),
-        then the step's own rows, then every event and audit row. Refused once the run has been ended elsewhere;
-        if it fails, what was held before it is held again and the step's own events are dropped."""
+    def flush(self) -> None:
+        """Write what the run holds, in one transaction (before the run waits)."""
+        if not self._holding():
+            return
         if self._superseded:
             raise RunInterrupted("the run was ended while it was still running")
         try:
             with self.kept_on_failure(), transaction.atomic():
-                self._write_nodes()  # first: the step's rows may refer to the running node's
-                yield
-                self.write_held()
-                self.write_audits()
+                self.write_held(audits="unless_only_started")
+                if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
+                    WorkflowExecution.objects.filter(pk=self.execution.pk).update(**self.counters_added())
         except IntegrityError:
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise
             self._superseded = True
             raise RunInterrupted("the run was ended while it was still running") from None
 
+    def counters_added(self) -> dict:
+        """The execution's counters moved by what the run holds (F expressions), and forgotten from the hold."""
+        added, self._added = self._added, _no_usage()
+        changes = {name: F(name) + value for name, value in added.items() if value and name != "tool_calls"}
+        changes["tool_calls"] = self.tool_calls  # only this run writes it
+        return changes
+
     @contextmanager
     def kept_on_failure(self) -> Iterator[None]:
-        """Around a transaction that writes what the run holds: if it fails, nothing of it was written, so what
-        was held before it is held again (and events or audit rows it added are dropped)."""
-        opened = self.open
-        held = (list(self._rows), list(self._closes), list(self._events), list(self._audits), self.seq,
-                opened, opened.row_pk if opened is not None else None)
+        """Around a transaction that writes what the run holds: if it fails, nothing of it was written, so the
+        run holds again what it held before (and events or audit rows added meanwhile are dropped)."""
+        held = (dict(self._nodes), list(self._calls), list(self._tools), dict(self._added), list(self._events),
+                list(self._audits), self.seq, dict(self._node_pks))
         try:
             yield
         except BaseException:
-            self._rows, self._closes, self._events, self._audits, self.seq, self.open, row_pk = held
-            if opened is not None:
-                opened.row_pk = row_pk
+            (self._nodes, self._calls, self._tools, self._added, self._events, self._audits, self.seq,
+             self._node_pks) = held
             raise
 
-    def flush(self) -> None:
-        """Write what the run holds now, in one transaction."""
-        if self._holding():
-            with self._step():
-                pass
-
-    def write_held(self) -> None:
-        """Write the trace the run holds, in the caller's transaction: node rows (the running node's start
-        included) and closes, then events with the next seqs. Audit rows wait for write_audits."""
-        self._write_nodes()
+    def write_held(self, *, audits: str = "all") -> None:
+        """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, then events with the
+        next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
+        audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
+        writes them (write_audits) as the last statements of its transaction."""
+        if self._nodes:
+            rows = NodeExecution.objects.bulk_create(
+                [NodeExecution(execution_id=self.execution.pk, index=index, **fields)
+                 for index, fields in sorted(self._nodes.items())],
+                update_conflicts=True, unique_fields=["execution", "index"], update_fields=list(NODE_ROW_FIELDS))
+            for row in rows:
+                self._node_pks[row.index] = row.pk or NodeExecution.objects.values_list("pk", flat=True).get(
+                    execution_id=self.execution.pk, index=row.index)
+            self._nodes = {}
+        if self._calls:
+            LLMCall.objects.bulk_create([
+                LLMCall(execution_id=self.execution.pk, node_execution_id=self._node_pks.get(index), **fields)
+                for index, fields in self._calls])
+            self._calls = []
+        if self._tools:
+            ToolCall.objects.bulk_create([ToolCall(execution_id=self.execution.pk, **fields) for fields in self._tools])
+            self._tools = []
         if self._events:
-            events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events, sink=self.sink,
+            events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
                           owner_id=self.execution.owner_id)
             self.seq += len(self._events)
             self._events = []
+        only_started = all(action == "execution.started" for action, _ in self._audits)
+        if audits == "all" or (audits == "unless_only_started" and not only_started):
+            self.write_audits()
 
     def write_audits(self) -> None:
-        """Write the audit rows the run holds, in the caller's transaction, as its last statements: from the
-        first of them to the commit every other audited write waits (the chain has one head)."""
+        """The held audit rows, appended in one write: call last in the transaction (the chain has one head)."""
         execution = self.execution
-        for action, data in self._audits:
-            audit_record(action=action, actor=execution.owner,
-                         actor_type="schedule" if execution.schedule_id else "user", target=execution,
-                         correlation_id=execution.correlation_id, data=data)
+        if self._audits:
+            audit_append([audit_fields(action=action, actor=execution.owner, target=execution,
+                                       actor_type="schedule" if execution.schedule_id else "user",
+                                       correlation_id=execution.correlation_id, data=data)
+                          for action, data in self._audits])
         self._audits = []
-
-    def _write_nodes(self) -> None:
-        opened = self.open
-        if opened is not None and opened.row_pk is None:
-            self._rows.append(self._node_fields(opened, status=NodeExecution.Status.RUNNING))
-        if self._rows:
-            rows = NodeExecution.objects.bulk_create(
-                [NodeExecution(execution_id=self.execution.pk, **fields) for fields in self._rows])
-            if opened is not None and opened.row_pk is None:
-                opened.row_pk = rows[-1].pk or NodeExecution.objects.values_list("pk", flat=True).get(
-                    execution_id=self.execution.pk, index=opened.index)  # a backend without INSERT … RETURNING
-            self._rows = []
-        for pk, changes in self._closes:
-            NodeExecution.objects.filter(pk=pk).update(**changes)
-        self._closes = []
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
-        self._rows, self._closes, self._events, self._audits = [], [], [], []
+        self._nodes, self._calls, self._tools, self._events, self._audits = {}, [], [], [], []
+        self._added = _no_usage()
         self.open = None
 
-    def _node_fields(self, opened: _OpenNode, *, status: str, **more) -> dict:
-        return {"index": opened.index, "node_id": opened.node.id, "node_type": opened.node.type, "status": status,
-                "started_at": opened.started_at, **opened.usage, **more}
+    def _hold_node(self, opened: _OpenNode, **fields) -> None:
+        self._nodes[opened.index] = {
+            "node_id": opened.node.id, "node_type": opened.node.type, "started_at": opened.started_at,
+            "status": NodeExecution.Status.RUNNING, "completed_at": None, "duration_ms": None, "output": {},
+            "error_message": "", **opened.usage, **fields}
 
     def started(self, data: dict) -> None:
         self.emit("workflow_started", data)
@@ -276,27 +271,28 @@ class ExecutionRecorder:
         self.open = _OpenNode(node=node, index=self.index, started_at=timezone.now(), clock=time.monotonic())
         self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": self.index})
         if node.type in WAITING_NODE_TYPES:
-            self.flush()
+            self._wait_ahead()
+
+    def _wait_ahead(self) -> None:
+        """The run is about to wait: its running node gets its row and everything held is written."""
+        opened = self.open
+        if opened is not None and opened.index not in self._node_pks and opened.index not in self._nodes:
+            self._hold_node(opened)
+        self.flush()
 
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened, self.open = self.open, None
         if opened is None:  # no node is open (node_started was not called): nothing to close
             return
         duration_ms = int((time.monotonic() - opened.clock) * 1000)
-        closed = {"status": status, "completed_at": timezone.now(), "duration_ms": duration_ms,
-                  "output": _capped(output, MAX_RESULT_CHARS), "error_message": error}
-        if opened.row_pk is None:  # nothing happened in it: one row, already completed
-            self._rows.append(self._node_fields(opened, **closed))
-        else:
-            counters = {name: F(name) + value for name, value in opened.usage.items() if value}
-            self._closes.append((opened.row_pk, {**closed, **counters}))
+        self._hold_node(opened, status=status, completed_at=timezone.now(), duration_ms=duration_ms,
+                        output=_capped(output, MAX_RESULT_CHARS), error_message=error)
         self._emit_node_finished(node_id=node.id, node_type=node.type, index=opened.index, status=status,
                                  duration_ms=duration_ms, total_tokens=opened.usage["total_tokens"],
                                  cost=opened.usage["cost"], error=error)
 
     def node_abandoned(self, *, error: str) -> None:
-        """A node still open when the run ends (its hooks never closed it: writing its start failed, or the
-        engine stopped inside it) ends as failed."""
+        """A node still open when the run ends (the engine stopped inside it) ends as failed."""
         if self.open is not None:
             self.node_finished(self.open.node, status=NodeExecution.Status.FAILED, output={}, error=error)
 
@@ -306,10 +302,68 @@ class ExecutionRecorder:
             "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": str(cost), "error": error or None,
         })
 
+    def llm_called(self, node: Node, call: Call) -> None:
+        usage, opened = call.usage, self.open
+        self._calls.append((opened.index if opened else None, {
+            "provider": call.provider, "model": call.model, **usage.token_fields(),
+            "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
+            "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
+            "usage_raw": usage.raw, "duration_ms": call.duration_ms, "created_at": timezone.now()}))
+        counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
+        for name, value in counted.items():
+            self._added[name] += value
+            if opened is not None:
+                opened.usage[name] += value
+        self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
+                                  **usage.as_event_data()})
+        self.last_call = call
+        self.calls.append(call)
+
+    def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
+                    duration_ms: int) -> None:
+        self._tools.append({"node_id": node.id, "tool": tool, "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
+                            "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error,
+                            "duration_ms": duration_ms})
+        self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
+                                  "error": error or None})
+        self.audit("tool.called", {"node_id": node.id, "tool": tool, "ok": ok, "error": error or None,
+                                   "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
+        self.tool_calls += 1
+        self._added["tool_calls"] += 1
+        if self.open is not None:
+            self.open.usage["tool_calls"] += 1
+
+    def token(self, node: Node, text: str) -> None:
+        if self._events:  # what happened before reaches watchers before the tokens
+            self._wait_ahead()
+        self.publish("token", {"node_id": node.id, "text": text})
+
+    def limit_exceeded(self, limit: str, value: Any) -> None:
+        """Every limit a run passes comes here, whether or not it ends the run."""
+        self.emit("limit_exceeded", {"limit": limit, "value": value})
+        self.audit("limit.exceeded", {"limit": limit, "value": value})
+
+    def cancel_requested(self) -> bool:
+        if self.open is not None and self.open.index not in self._node_pks:
+            self._wait_ahead()  # a node checks in the middle of its work: it is about to wait
+        if self._cancelled:
+            return True
+        if str(self.execution.pk) in _local_cancels:
+            self._cancelled = True
+        elif time.monotonic() - self._cancel_polled >= CANCEL_POLL_S:
+            self._cancel_polled = time.monotonic()
+            row = WorkflowExecution.objects.filter(pk=self.execution.pk).values_list(
+                "status", "cancel_requested").first()
+            if row is None or row[0] != RUNNING:  # ended elsewhere (the recovery sweep): stop spending
+                self._superseded = True
+                raise RunInterrupted("the run was ended while it was still running")
+            self._cancelled = row[1]
+        return self._cancelled
+
     # --- a run ended from its ledger (the recovery sweep, or a run whose own ending failed) ---------------
     def nodes_interrupted(self, *, error: str) -> None:
-        """Nodes left running fail with `error`, with the counters their ledger rows add up to (a node's own
-        counters are written when it closes). Call inside the ending transaction, before the terminal event."""
+        """Nodes left running fail with `error`, with the counters their ledger rows add up to. Call inside the
+        ending transaction, before the terminal event."""
         now = timezone.now()
         for row in NodeExecution.objects.filter(execution=self.execution, status=NodeExecution.Status.RUNNING):
             duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
@@ -328,10 +382,10 @@ class ExecutionRecorder:
                                      cost=counters["cost"], error=error)
 
     def recorded_so_far(self) -> tuple[Usage, int, str]:
-        """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the
-        last text a model node produced (its output summary): all a sweep can know of a dead run. Its tool calls
-        are counted too (self.tool_calls)."""
+        """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the last
+        text a model node produced (its output summary): all a sweep can know of a dead run."""
         usage, count = Usage(), 0
+        self.calls = []
         for row in LLMCall.objects.filter(execution=self.execution).order_by("id"):
             call = Usage(
                 prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
@@ -340,6 +394,7 @@ class ExecutionRecorder:
             )
             usage += call
             self.last_call = Call(row.provider, row.model, call, row.duration_ms)
+            self.calls.append(self.last_call)
             count += 1
         self.tool_calls = ToolCall.objects.filter(execution=self.execution).count()
         output = NodeExecution.objects.filter(
@@ -348,92 +403,19 @@ class ExecutionRecorder:
         text = output.get("content", "") if isinstance(output, dict) else ""
         return usage, count, text if isinstance(text, str) else ""
 
-    def llm_called(self, node: Node, call: Call) -> None:
-        usage = call.usage
-        opened = self.open
-        with self._step():
-            LLMCall.objects.create(
-                execution_id=self.execution.pk, node_execution_id=opened.row_pk if opened else None,
-                provider=call.provider, model=call.model, **usage.token_fields(),
-                cached_prompt_tokens=usage.cached_prompt_tokens, reasoning_tokens=usage.reasoning_tokens,
-                cost=usage.cost, provider_cost=usage.provider_cost, estimated=usage.estimated, usage_raw=usage.raw,
-                duration_ms=call.duration_ms, created_at=timezone.now(),
-            )
-            # The execution's counters move with the ledger (a run in progress shows its usage); its tool count
-            # rides along (only this run writes it).
-            WorkflowExecution.objects.filter(pk=self.execution.pk).update(
-                prompt_tokens=F("prompt_tokens") + usage.prompt_tokens,
-                completion_tokens=F("completion_tokens") + usage.completion_tokens,
-                total_tokens=F("total_tokens") + usage.total_tokens, cost=F("cost") + usage.cost,
-                llm_calls=F("llm_calls") + 1, tool_calls=self.tool_calls,
-            )
-            self.emit(
-                "token_usage",
-                {"node_id": node.id, "provider": call.provider, "model": call.model, **usage.as_event_data()},
-            )
-        self.last_call = call
-        if opened is not None:
-            for name, value in (*usage.token_fields().items(), ("cost", usage.cost), ("llm_calls", 1)):
-                opened.usage[name] += value
-
-    def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int) -> None:
-        with self._step():
-            ToolCall.objects.create(
-                execution_id=self.execution.pk, node_id=node.id, tool=tool,
-                arguments=_capped(arguments, MAX_ARGUMENT_CHARS), result=_capped(result, MAX_RESULT_CHARS),
-                ok=ok, error=error, duration_ms=duration_ms,
-            )
-            self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
-                                      "error": error or None})
-            self.audit("tool.called", {"node_id": node.id, "tool": tool, "ok": ok, "error": error or None,
-                                       "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
-        self.tool_calls += 1  # on the execution row with the next LLM call or the end of the run
-        if self.open is not None:
-            self.open.usage["tool_calls"] += 1
-
-    def token(self, node: Node, text: str) -> None:
-        if self._holding():  # the node's start reaches watchers before its tokens
-            self.flush()
-        self.publish("token", {"node_id": node.id, "text": text})
-
-    def limit_exceeded(self, limit: str, value: Any) -> None:
-        """Every limit a run passes comes here (timeout_s, max_tool_calls, max_total_tokens, max_steps, and a
-        tool outside allowed_tools), whether or not it ends the run."""
-        with self._step():
-            self.emit("limit_exceeded", {"limit": limit, "value": value})
-            self.audit("limit.exceeded", {"limit": limit, "value": value})
-
-    def cancel_requested(self) -> bool:
-        if self.open is not None and self.open.row_pk is None:
-            self.flush()  # a node checks in the middle of its work: it is about to wait, show that it started
-        if self._cancelled:
-            return True
-        key = str(self.execution.pk)
-        if key in _local_cancels:
-            self._cancelled = True
-        elif time.monotonic() - self._cancel_polled >= CANCEL_POLL_S:
-            self._cancel_polled = time.monotonic()
-            row = WorkflowExecution.objects.filter(pk=self.execution.pk).values_list(
-                "status", "cancel_requested").first()
-            if row is None or row[0] != RUNNING:  # ended elsewhere (the recovery sweep): stop spending
-                self._superseded = True
-                raise RunInterrupted("the run was ended while it was still running")
-            self._cancelled = row[1]
-        return self._cancelled
-
-    def deliver_missed(self) -> None:
-        """Hand this run's own watcher (a stream's sink) the events another writer persisted after this
-        recorder's last one (the sweep's terminal events), so the stream still ends with its terminal event.
-        Broadcast watchers already had them from that writer."""
-        if self.sink is None:
-            return
-        for row in ExecutionEvent.objects.filter(execution_id=self.execution.pk, seq__gt=self.seq).order_by("seq"):
-            try:
-                self.sink(event_envelope(execution_id=self.execution.pk, event=row.event, data=row.data,
-                                         seq=row.seq, ts=row.created_at))
-            except Exception:  # noqa: BLE001 - a gone watcher never breaks a run
-                return
+    def calls_by_model(self) -> list[dict]:
+        """The run's LLM calls summed per (provider, model): what the usage rollups book at its end."""
+        sums: dict[tuple[str, str], dict] = {}
+        for call in self.calls:
+            row = sums.setdefault((call.provider, call.model), {
+                "provider": call.provider, "model": call.model, "llm_calls": 0, "prompt_tokens": 0,
+                "completion_tokens": 0, "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0,
+                "cost": Decimal("0")})
+            row["llm_calls"] += 1
+            for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens",
+                         "reasoning_tokens", "cost"):
+                row[name] += getattr(call.usage, name)
+        return list(sums.values())
 
     def heartbeat_start(self) -> None:
         heartbeat.add(self.execution.pk)
@@ -442,12 +424,12 @@ class ExecutionRecorder:
         execution = self.execution
         if execution.conversation_id is None:
             return []
-        before = None
-        if execution.input_data.get("message"):
-            # The turn's own user message is in the conversation (execution_create saved it): the history ends
-            # before it. Its sequence is looked up in the same query.
+        before = self.user_message.sequence if self.user_message is not None else None
+        if before is None and execution.input_data.get("message"):  # the turn's own message: history ends there
             before = Subquery(Message.objects.filter(execution_id=execution.pk, role=Message.Role.USER).order_by(
                 "sequence").values("sequence")[:1])
+        if before == 1:
+            return []  # the turn's own message opened the conversation: there is nothing before it
         rows = conversation_history(conversation_id=execution.conversation_id, before_sequence=before, limit=limit)
         kinds = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
         return [kinds[row.role](row.content) for row in rows]

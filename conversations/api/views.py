@@ -31,7 +31,6 @@ from conversations.services import (
 )
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_create
 
 
 class ChatView(APIView):
@@ -52,12 +51,11 @@ class ChatView(APIView):
             mode = WorkflowExecution.Mode.BACKGROUND
         elif data["stream"]:
             mode = WorkflowExecution.Mode.STREAM
-        execution = execution_create(
+        return run_response(
             owner=request.user, chat=True, mode=mode,
             message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
             conversation_id=data.get("conversation_id"), config=data["config"],
         )
-        return run_response(request, execution)
 
 
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):

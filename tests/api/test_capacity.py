@@ -1,6 +1,6 @@
-"""A server process works on at most CHATTER_CONCURRENCY requests and streamed runs at once; the rest wait in
-line holding no database connection, and a request still waiting after CHATTER_QUEUE_TIMEOUT_S is a 503. A
-background run the queue refuses ends failed at once (never left pending) and is a 503 naming it."""
+"""A server process works on at most CHATTER_DB_POOL_SIZE database connections, from Django's own pool: a burst of
+turns is served in turn on them. A background run the queue refuses ends failed at once (never left pending) and
+is a 503 naming it."""
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,10 +10,8 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
-from chatter_project import handlers
-from chatter_project.concurrency import work_slot
 from conversations.models import Message
-from tests.api.conftest import assert_error, row_counts
+from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -21,51 +19,16 @@ from workflows.models import ExecutionEvent, WorkflowExecution
 URL = "/api/v1/chat/"
 
 
-@pytest.mark.django_db
-@override_settings(CHATTER_CONCURRENCY=1, CHATTER_QUEUE_TIMEOUT_S=1)
-def test_a_request_that_finds_no_free_slot_in_time_is_a_503_and_writes_nothing(api):
-    before = row_counts()
-    with work_slot():  # the process's only slot is taken
-        response = api.post(URL, {"message": "hi"}, format="json")
-        health = api.get("/api/v1/health/")  # never waits in line: a busy server is still alive
-    assert_error(response, 503, "server_busy")
-    assert response["Retry-After"] == "1"
-    assert health.status_code == 200, health.content
-    assert row_counts() == before
-    assert api.post(URL, {"message": "hi"}, format="json").status_code == 201  # the slot was given back
-
-
-@pytest.mark.django_db
-@override_settings(CHATTER_CONCURRENCY=1, CHATTER_QUEUE_TIMEOUT_S=30)
-def test_a_waiting_request_is_served_once_a_slot_frees(api):
-    taken, release = threading.Event(), threading.Event()
-
-    def hold_the_only_slot():
-        with work_slot():
-            taken.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_the_only_slot)
-    holder.start()
-    taken.wait(5)
-    threading.Timer(0.3, release.set).start()
-    response = api.post(URL, {"message": "hi"}, format="json")
-    holder.join()
-    assert response.status_code == 201, response.content
-    assert release.is_set()  # it was served only after the holder gave its slot back
-
-
 @pytest.mark.django_db(transaction=True)
-@override_settings(CHATTER_CONCURRENCY=1)
-async def test_with_one_slot_a_streamed_turn_still_runs(async_client, alice):
-    """The request hands its slot back when the stream starts; its run's thread then takes it (a request that
-    waited for its own run's slot would never end)."""
+@override_settings(CHATTER_RUN_THREADS=1)
+async def test_a_streamed_turn_runs_on_the_runner_and_its_feed_ends_with_the_terminal_event(async_client, alice):
     await async_client.aforce_login(alice)
     response = await async_client.post(URL, {"message": "What is 12*7?", "stream": True},
                                        content_type="application/json")
     assert response.status_code == 200
     frames = parse_sse(b"".join([chunk async for chunk in response.streaming_content]).decode())
     assert [f.event for f in frames if f.id is not None][-1] == "workflow_completed"
+    assert [int(f.id) for f in frames if f.id is not None] == list(range(1, len([f for f in frames if f.id]) + 1))
     assert (await WorkflowExecution.objects.aget(owner=alice)).status == "completed"
 
 
@@ -90,11 +53,10 @@ def test_a_background_run_the_queue_refuses_ends_failed_and_is_a_503(api, monkey
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connections(daphne_server, alice):
-    """30 turns at once (sync and streamed) on a server with 3 slots: every one completes, and the server never
-    holds more connections than its slots, its idle request threads and its heartbeat thread have (without the
-    limit it held one per turn in flight)."""
+    """30 turns at once (sync and streamed) on a server whose pool holds 3 connections: every one completes, and
+    the server never holds more connections than its pool (every thread of it borrows from the pool)."""
     slots, turns = 3, 30
-    server = daphne_server(CHATTER_CONCURRENCY=str(slots), CHATTER_MAX_CONCURRENT_RUNS="1000",
+    server = daphne_server(CHATTER_DB_POOL_SIZE=str(slots), CHATTER_MAX_CONCURRENT_RUNS="1000",
                            CHATTER_RUN_THROTTLE="100000/min", LOG_LEVEL="WARNING")
     key = Token.objects.create(user=alice).key
     with connection.cursor() as cursor:
@@ -134,9 +96,5 @@ def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connecti
     assert len(executions) == turns and all(execution.status == "completed" for execution in executions)
     for execution in executions:
         assert_all(execution)
-    # Working slots; the request threads kept idle for reuse, each with its connection; threads that have just
-    # given their slot back and are finishing their response (a few at a time, at most about one per slot);
-    # the heartbeat thread.
-    bound = slots + handlers.MAX_IDLE + slots + 1
-    assert 1 <= peak <= bound, f"the server held {peak} connections at once with {slots} slots"
+    assert 1 <= peak <= slots, f"the server held {peak} connections at once with a pool of {slots}"
     assert "Traceback" not in server.log.read_text()

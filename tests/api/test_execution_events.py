@@ -5,6 +5,7 @@ import threading
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
@@ -15,7 +16,6 @@ from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.services.runs import (
     execution_create,
     execution_run,
-    execution_run_in_thread,
 )
 
 SSE = {"HTTP_ACCEPT": "text/event-stream"}
@@ -133,8 +133,8 @@ async def test_sse_follows_a_live_run_with_tokens_and_no_gaps(async_client, alic
     with override_settings(CHATTER_LOCAL_TOKEN_DELAY_MS=20):
         response = await async_client.get(events_url(execution), headers={"Accept": "text/event-stream"})
         # The run starts once the stream below is subscribed and waiting.
-        asyncio.get_running_loop().call_later(0.3, lambda: execution_run_in_thread(
-            execution_id=execution.pk, sink=lambda envelope: None, on_done=done.set))
+        asyncio.get_running_loop().call_later(0.3, lambda: threading.Thread(target=lambda: (
+            execution_run(execution_id=execution.pk), connection.close(), done.set())).start())
         frames = await sse_frames(response)
 
     await sync_to_async(done.wait)(10)

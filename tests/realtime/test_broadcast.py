@@ -1,39 +1,50 @@
-"""The broadcaster (workflows/realtime.py) on the Redis layer: what sync code broadcasts reaches every group's
-subscribers in order, however many messages one publishing round trip carries."""
+"""The hub (workflows/hub.py): what a process publishes reaches every subscriber of the run's and of the owner's
+topic, here at once and in another process over Redis, in order, however many events one hand-off carries."""
 import asyncio
 import os
 
 import pytest
-from channels.layers import get_channel_layer
 
-from workflows.realtime import (
-    MESSAGE_TYPE,
-    broadcast,
-    broadcast_many,
-    execution_group,
-    user_group,
-)
+from workflows.hub import Hub, execution_topic, user_topic
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
 
 
-def envelope(seq):
-    return {"event": "token", "execution_id": "b5-run", "seq": seq, "ts": "2026-11-21T00:00:00.000Z",
+def envelope(seq, event="token"):
+    return {"event": event, "execution_id": "b5-run", "seq": seq, "ts": "2026-11-21T00:00:00.000Z",
             "data": {"text": f"word{seq} "}}
 
 
-async def test_every_subscriber_of_every_group_gets_every_message_in_order():
-    layer = get_channel_layer()
-    run_channel, user_channel = await layer.new_channel(), await layer.new_channel()
-    await layer.group_add(execution_group("b5-run"), run_channel)
-    await layer.group_add(user_group(7), user_channel)
-    await asyncio.sleep(0.2)  # the subscriptions are in place
+async def received(subscription, count: int) -> list[dict]:
+    got: list[dict] = []
+    async with asyncio.timeout(5):
+        while len(got) < count:
+            got += await subscription.get(1.0)
+    return got
 
-    broadcast_many([envelope(seq) for seq in range(1, 41)], owner_id=7)  # one hand-off, many messages
+
+async def test_every_subscriber_here_and_in_another_process_gets_every_event_in_order():
+    publisher, elsewhere = Hub(), Hub()  # two processes' hubs: each has a Redis bridge of its own
+    here_run = publisher.subscribe([execution_topic("b5-run")])
+    there_run, there_user = elsewhere.subscribe([execution_topic("b5-run")]), elsewhere.subscribe([user_topic(7)])
+    await elsewhere.ready()
+
+    publisher.publish([envelope(seq) for seq in range(1, 41)], owner_id=7)  # one hand-off, many events
     for seq in range(41, 61):  # a hand-off each, as token deltas are
-        broadcast(envelope(seq), owner_id=7)
+        publisher.publish([envelope(seq)], owner_id=7)
 
-    for channel in (run_channel, user_channel):
-        received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(60)]
-        assert {message["type"] for message in received} == {MESSAGE_TYPE}
-        assert [message["event"]["seq"] for message in received] == list(range(1, 61))
+    for subscription in (here_run, there_run, there_user):
+        assert [e["seq"] for e in await received(subscription, 60)] == list(range(1, 61))
+    assert await here_run.get(0.3) == []  # its own events do not come back to the publisher from Redis
+    for hub in (publisher, elsewhere):
+        hub.bridge().stop()
+
+
+async def test_a_runs_topic_ends_with_its_terminal_event():
+    hub = Hub()
+    subscription = hub.subscribe([execution_topic("b5-run")])
+    hub.publish([envelope(1, "node_started"), envelope(2, "workflow_completed")], owner_id=7)
+    assert [e["seq"] for e in await received(subscription, 2)] == [1, 2]
+    hub.publish([envelope(3, "token")], owner_id=7)  # nothing follows a terminal event on the run's topic
+    assert await subscription.get(0.3) == []
+    hub.bridge().stop()

@@ -33,8 +33,8 @@ from tests.fixtures_server import (
     stop_process,
 )
 from tests.invariants import assert_all
+from workflows.events import events_publish
 from workflows.models import ExecutionEvent, WorkflowExecution
-from workflows.realtime import broadcast
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -179,8 +179,8 @@ def probe_until_subscribed(feeds: dict, timeout: float = 20) -> None:
         assert time.monotonic() < deadline, "a /ws/events/ feed never subscribed"
         n += 1
         for user_id in feeds:
-            broadcast({"event": PROBE, "execution_id": f"probe-{n}", "seq": None, "ts": "", "data": {}},
-                      owner_id=user_id)
+            events_publish([{"event": PROBE, "execution_id": f"probe-{n}", "seq": None, "ts": "", "data": {}}],
+                           owner_id=user_id)
         time.sleep(0.2)
 
 

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from workflows.services.runs import execution_create, execution_run
+from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db
 # A new conversation; "hello" makes no tool call, the arithmetic one makes one (two model calls).
@@ -49,10 +49,10 @@ def statements_and_transactions(sqls: list[str]) -> tuple[int, int, list[str]]:
 
 @pytest.mark.parametrize("message", sorted(PINNED["sqlite"]))
 def test_a_sync_chat_turn_makes_a_pinned_number_of_statements_and_transactions(alice, message):
-    execution_run(execution_id=execution_create(owner=alice, chat=True, message="warm up").pk)  # caches, prices
+    execution_run_now(owner=alice, chat=True, message="warm up")  # caches, prices
 
     with CaptureQueriesContext(connection) as queries:
-        execution = execution_run(execution_id=execution_create(owner=alice, chat=True, message=message).pk)
+        execution = execution_run_now(owner=alice, chat=True, message=message)
 
     assert execution.status == "completed"
     statements, transactions, shown = statements_and_transactions([q["sql"] for q in queries.captured_queries])

@@ -19,7 +19,6 @@ from chatter_project.api.sse import (
 )
 from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
-from chatter_project.handlers import request_thread
 from workflows.api.filters import (
     DefinitionFilter,
     ExecutionFilter,
@@ -52,7 +51,7 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
-from workflows.realtime import execution_feed, execution_run_streamed
+from workflows.realtime import execution_feed
 from workflows.selectors import (
     definition_list,
     execution_event_list,
@@ -68,7 +67,12 @@ from workflows.services.definitions import (
     definition_from_template,
     definition_update,
 )
-from workflows.services.runs import execution_cancel, execution_create, execution_run
+from workflows.services.runs import (
+    execution_cancel,
+    execution_create,
+    execution_run_now,
+    execution_start_streamed,
+)
 from workflows.services.schedules import (
     schedule_create,
     schedule_delete,
@@ -88,15 +92,16 @@ RUN_RESPONSES = {
 }
 
 
-def run_response(request, execution: WorkflowExecution) -> HttpResponseBase:
-    """Answer a just-created (pending) run in its mode: 202 with the pending run (a worker runs it), SSE of its
-    events while it runs (in this request's thread once the view has returned), or run it to the end and answer
-    201 with the result."""
-    if execution.mode == WorkflowExecution.Mode.BACKGROUND:
+def run_response(**run_request) -> HttpResponseBase:
+    """Start a run in its mode and answer: 202 with the pending run (a worker runs it), SSE of its events while the
+    runner runs it, or 201 with the result of running it here to its end."""
+    mode = run_request["mode"]
+    if mode == WorkflowExecution.Mode.BACKGROUND:
+        execution = execution_create(**run_request)
         return Response(ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED)
-    if execution.mode == WorkflowExecution.Mode.STREAM:
-        return sse_response(execution_run_streamed(execution.pk, thread=request_thread(request)))
-    execution = execution_run(execution_id=execution.pk)
+    if mode == WorkflowExecution.Mode.STREAM:
+        return sse_response(execution_start_streamed(**run_request)[1])
+    execution = execution_run_now(**run_request)
     return Response(RunResultSerializer(execution).data, status=status.HTTP_201_CREATED)
 
 
@@ -122,13 +127,12 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         run_input = data.get("input") or {}
-        execution = execution_create(
+        return run_response(
             owner=request.user, mode=data["mode"], template=data.get("template"),
             definition_id=data.get("definition_id"), graph=data.get("graph"), message=run_input.get("message"),
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
             config=data.get("config"),
         )
-        return run_response(request, execution)
 
     @extend_schema(responses=ExecutionDetailSerializer)
     def retrieve(self, request: Request, pk: str) -> Response:

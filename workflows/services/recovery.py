@@ -13,7 +13,7 @@ from chatter_project.errors import InvalidInput
 from workflows.engine.runtime import RunInterrupted
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.recorder import HEARTBEAT_S
-from workflows.services.runs import execution_end_from_ledger
+from workflows.runner import end_from_ledger
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -51,7 +51,7 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
     execution_finish: the usage its ledger holds stays on the execution, its nodes and (for a chat turn) an
     assistant message carrying the last text known and the error (I5); nodes left running fail; the terminal
     event comes last (I6). None when the run had already ended."""
-    return execution_end_from_ledger(execution_id=execution.pk,
+    return end_from_ledger(execution_id=execution.pk,
                                      error=RunInterrupted(f"the run was interrupted: {reason}"))
 
 

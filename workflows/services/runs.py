@@ -1,22 +1,20 @@
-"""The run lifecycle (SPEC §5): create, run, finish, cancel."""
+"""Starting runs (SPEC §5): every request to run something is validated into a plan, written in one transaction,
+and handed to the runner (workflows.runner), which runs it here (sync), on its threads (stream) or leaves it to
+a worker (background, scheduled). Views and commands call these and nothing else of the run path."""
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import uuid
-from concurrent.futures import Executor
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterator
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.db import OperationalError, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from analytics.selectors import price_for_call
 from audit.services import audit_record
-from chatter_project.concurrency import work_slot
 from chatter_project.errors import (
     Conflict,
     InvalidInput,
@@ -28,26 +26,24 @@ from chatter_project.errors import (
 )
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
-from workflows.engine.compile import graph_run
+from workflows import runner
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
-from workflows.engine.nodes import last_ai_message
 from workflows.engine.providers import provider_check
-from workflows.engine.runtime import NullHooks, RunContext
-from workflows.events import Sink
-from workflows.models import WorkflowExecution
-from workflows.recorder import COUNTERS, ExecutionRecorder, cancel_signal_local
+from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
+from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.templates import is_uuid, visible_template
-from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
-_DONE = object()
+Mode = WorkflowExecution.Mode
 
 
-def models_check(graph: Graph, config: dict) -> None:
-    """Every provider/model the run may call must exist and be priced, or we could not account for it."""
+def models_check(graph: Graph, config: dict) -> dict:
+    """Every provider/model the run may call must exist and be priced, or we could not account for it. Returns the
+    prices read, by (provider, model): the run prices its calls with them."""
     pairs = {(config["provider"], config["model"])}
     for node in graph.nodes:
         if node.type == "model" and (node.config.get("provider") or node.config.get("model")):
@@ -56,51 +52,50 @@ def models_check(graph: Graph, config: dict) -> None:
                 config["model"] if provider == config["provider"] else settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
             )
             pairs.add((provider, model))
+    prices = {}
     for provider, model in sorted(pairs):
         provider_check(provider)
-        if price_for_call(provider=provider, model=model) is None:
+        prices[(provider, model)] = price_for_call(provider=provider, model=model)
+        if prices[(provider, model)] is None:
             raise InvalidInput(
                 f"unknown model {model!r} for provider {provider!r} (no price configured)",
                 details=[{"path": "config.model", "code": "unknown_model",
                           "message": f"{provider}/{model} has no ModelPrice row; add one to use it"}],
             )
+    return prices
 
 
-def _run_slot_take(owner) -> None:
-    """The last step of the creating transaction, once the new run is written: under a lock on the owner's row
-    (simultaneous requests take turns, each seeing the runs committed before it), refuse the run when the
-    owner now has more than CHATTER_MAX_CONCURRENT_RUNS pending or running, the new one included. Taken last, the
-    lock is held only until the commit, never while the transaction waits for a conversation's lock."""
-    # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
-    # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
-    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk").first()
-    running = WorkflowExecution.objects.filter(owner=owner, status__in=(Status.PENDING, Status.RUNNING)).count()
-    if running > settings.CHATTER_MAX_CONCURRENT_RUNS:
-        raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+@dataclass
+class RunPlan:
+    """A validated request to run something: all that is needed to write it, nothing written yet."""
+
+    owner: object
+    mode: str
+    workflow_type: str
+    graph: Graph
+    config: dict
+    message: str | None
+    variables: dict
+    conversation_id: object = None
+    chat: bool = False
+    template: WorkflowTemplate | None = None
+    definition: WorkflowDefinition | None = None
+    schedule: object = None
+    correlation_id: str = ""
+    prices: dict = field(default_factory=dict)
+    execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-def execution_create(
-    *,
-    owner,
-    mode: str = WorkflowExecution.Mode.SYNC,
-    template: str | None = None,
-    definition_id=None,
-    graph: dict | None = None,
-    message: str | None = None,
-    variables: dict | None = None,
-    conversation_id=None,
-    config: dict | None = None,
-    chat: bool = False,
-    schedule=None,
-    correlation_id: str = "",
-) -> WorkflowExecution:
-    """Validate a run request and write the pending execution. Bad input raises before any row exists."""
+def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
+             graph: dict | None = None, message: str | None = None, variables: dict | None = None,
+             conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
+             correlation_id: str = "") -> RunPlan:
+    """Validate a run request (reads only). Bad input raises here, before anything is written."""
     if chat and not template and not definition_id and graph is None:
         template = "universal_chat"
-    sources = [s for s in (template, definition_id, graph) if s is not None]
-    if len(sources) != 1:
+    if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
         raise InvalidInput("give exactly one of template, definition_id, graph")
-    if mode not in WorkflowExecution.Mode.values:
+    if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
     if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS):
         raise InvalidInput(f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
@@ -109,6 +104,8 @@ def execution_create(
                                                                     "message": "message is required"}])
     if variables is not None and not isinstance(variables, dict):
         raise InvalidInput("variables must be an object")
+    if conversation_id is not None and not is_uuid(conversation_id):
+        raise NotFound("conversation not found")
 
     template_row = definition = None
     params: dict = {}
@@ -123,48 +120,108 @@ def execution_create(
         raw_graph, workflow_type = graph, "custom"
     parsed = parse_graph(raw_graph)
     resolved = config_resolve(params, config)
-    models_check(parsed, resolved)
-    if chat:
-        workflow_type = "chat"
+    prices = models_check(parsed, resolved)
+    return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
+                   config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
+                   chat=chat, template=template_row, definition=definition, schedule=schedule,
+                   correlation_id=correlation_id, prices=prices)
 
-    conversation = None
-    if conversation_id is not None:
-        conversation = Conversation.objects.filter(pk=conversation_id, owner=owner).first() if is_uuid(
-            conversation_id) else None
-        if conversation is None:
-            raise NotFound("conversation not found")
+
+def _insert_within_limit(execution: WorkflowExecution) -> bool:
+    """INSERT the run only while its owner has fewer than CHATTER_MAX_CONCURRENT_RUNS pending or running: one
+    statement. On PostgreSQL the owner's row is locked first, so simultaneous requests take turns and each counts
+    the runs committed before it (SQLite's transactions already take turns). The lock is taken last in the
+    creating transaction, held only to its commit, never while it waits for a conversation's lock."""
+    if connection.features.has_select_for_update:
+        # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
+        # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
+        type(execution.owner).objects.select_for_update(no_key=True).filter(pk=execution.owner_id).values_list(
+            "pk").first()
+    meta = WorkflowExecution._meta
+    quote = connection.ops.quote_name
+    fields = meta.concrete_fields
+    values = [f.get_db_prep_save(f.pre_save(execution, add=True), connection) for f in fields]
+    table = quote(meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "
+            f"SELECT {', '.join(['%s'] * len(fields))} WHERE (SELECT COUNT(*) FROM {table} "
+            f"WHERE {quote(meta.get_field('owner').column)} = %s AND {quote('status')} IN (%s, %s)) < %s",
+            [*values, execution.owner_id, Status.PENDING, Status.RUNNING, settings.CHATTER_MAX_CONCURRENT_RUNS])
+        return cursor.rowcount == 1
+
+
+def run_write(plan: RunPlan, *, status: str) -> tuple[WorkflowExecution, Message | None]:
+    """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
+    its conversation's user message, in one transaction. Another user's conversation is a 404 and too many runs
+    in progress a 429; either way nothing is written."""
+    now = timezone.now()
+    execution = WorkflowExecution(
+        id=plan.execution_id, owner=plan.owner, workflow_type=plan.workflow_type, template=plan.template,
+        definition=plan.definition, definition_version=plan.definition.version if plan.definition else None,
+        schedule=plan.schedule, mode=plan.mode, provider=plan.config["provider"], model=plan.config["model"],
+        config=plan.config, graph=plan.graph.as_dict(), status=status,
+        input_data={"message": plan.message, "variables": plan.variables},
+        correlation_id=plan.correlation_id or uuid.uuid4().hex,
+        **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
+    )
+    user_message = None
     try:
         with transaction.atomic():
-            if conversation is None and chat:
-                conversation = conversation_create(owner=owner, title=message.strip()[:60])
-            execution = WorkflowExecution.objects.create(
-                owner=owner, workflow_type=workflow_type, template=template_row, definition=definition,
-                definition_version=definition.version if definition else None, conversation=conversation,
-                schedule=schedule, mode=mode, provider=resolved["provider"], model=resolved["model"],
-                config=resolved, graph=parsed.as_dict(),
-                input_data={"message": message, "variables": variables or {}},
-                correlation_id=correlation_id or uuid.uuid4().hex,
-            )
-            if conversation is not None and message:
-                message_save(
-                    conversation_id=conversation.pk, role=Message.Role.USER, content=message, execution=execution,
-                    provider_used=resolved["provider"], model_used=resolved["model"], actor=owner,
-                )
-            if mode in (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED):
+            conversation_id = plan.conversation_id
+            if conversation_id is None and plan.chat:
+                conversation_id = conversation_create(owner=plan.owner, title=plan.message.strip()[:60]).pk
+            if conversation_id is not None and plan.message:
+                user_message = message_save(
+                    conversation_id=conversation_id, owner=plan.owner, role=Message.Role.USER, content=plan.message,
+                    execution=execution, provider_used=plan.config["provider"], model_used=plan.config["model"],
+                    actor=plan.owner)
+            elif conversation_id is not None and not Conversation.objects.filter(
+                    pk=conversation_id, owner=plan.owner).exists():
+                raise NotFound("conversation not found")
+            execution.conversation_id = conversation_id
+            if not _insert_within_limit(execution):
+                raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+            if plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
                 # Only a committed execution may reach a worker: the task would not find it otherwise.
                 transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
-            _run_slot_take(owner)
     except TooManyRuns:
-        audit_record(action="limit.exceeded", actor=owner, data={
+        audit_record(action="limit.exceeded", actor=plan.owner, data={
             "limit": "max_concurrent_runs", "value": settings.CHATTER_MAX_CONCURRENT_RUNS})
         raise
-    return execution
+    return execution, user_message
+
+
+def execution_create(**request) -> WorkflowExecution:
+    """Validate a run request and write it `pending` (a worker runs background and scheduled runs; a pending run
+    is also what execution_run runs). Bad input raises before any row exists."""
+    return run_write(run_plan(**request), status=Status.PENDING)[0]
+
+
+def execution_run_now(**request) -> WorkflowExecution:
+    """A sync run: written already running and run to its end in this thread. Returns the ended run."""
+    plan = run_plan(**{**request, "mode": Mode.SYNC})
+    execution, user_message = run_write(plan, status=Status.RUNNING)
+    return runner.run(execution, user_message=user_message, prices=plan.prices)
+
+
+def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
+    """A streamed run: written already running, run on the runner's threads, and its feed (listening since before
+    it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on."""
+    plan = run_plan(**{**request, "mode": Mode.STREAM})
+    subscription = execution_subscribe(plan.execution_id)
+    try:
+        execution, user_message = run_write(plan, status=Status.RUNNING)
+    except BaseException:
+        subscription.close()
+        raise
+    runner.submit(execution, user_message=user_message, prices=plan.prices)
+    return execution, execution_feed(execution.pk, subscription=subscription)
 
 
 def execution_enqueue(*, execution_id) -> None:
-    """Hand a committed pending execution to the django-q2 workers (`manage.py qcluster`). A run the queue
-    refuses ends `failed` (queue_unavailable) at once rather than wait for a worker that will never come, and
-    the caller gets a 503 naming it."""
+    """Hand a committed pending execution to the django-q2 workers. A run the queue refuses ends `failed`
+    (queue_unavailable) at once rather than wait for a worker that will never come; the caller gets a 503."""
     try:
         async_task("workflows.tasks.execution_run_task", str(execution_id),
                    task_name=f"execution-{execution_id}", group="executions")
@@ -172,191 +229,41 @@ def execution_enqueue(*, execution_id) -> None:
         logger.exception("execution %s could not be queued", execution_id)
         error = RunError(f"the run could not be queued: {type(exc).__name__}: {exc}", error_type="queue_unavailable")
         try:
-            execution_end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
+            runner.end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
         except Exception:  # noqa: BLE001 - the database is down too: the sweep ends it later (I4)
             logger.exception("execution %s: not queued and not ended; the sweep will end it", execution_id)
         raise Unavailable("the run could not be queued; it was recorded as failed", code="queue_unavailable",
                           details={"execution_id": str(execution_id)}) from exc
 
 
-# --- running --------------------------------------------------------------------------------------------
-def execution_run(*, execution_id, sink: Sink | None = None) -> WorkflowExecution:
-    """Run a pending execution to a terminal state. Safe to call twice: only one caller claims it. Once it is
-    claimed, every way the run can go wrong (its set-up included) still ends it through execution_finish."""
+def execution_run(*, execution_id) -> WorkflowExecution:
+    """Run a pending execution to a terminal state (a worker's task). Safe to call twice: one caller claims it."""
     started_at = timezone.now()
-    claimed = WorkflowExecution.objects.filter(
-        pk=execution_id, status=Status.PENDING, cancel_requested=False
-    ).update(status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
+    claimed = WorkflowExecution.objects.filter(pk=execution_id, status=Status.PENDING, cancel_requested=False).update(
+        status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
+    execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
     if not claimed:
-        return WorkflowExecution.objects.get(pk=execution_id)
-    execution = recorder = ctx = None
-    state, error = None, None
-    try:
-        execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
-        recorder = ExecutionRecorder(execution, sink=sink, claimed=True)
-        ctx = RunContext(config=execution.config, hooks=recorder)
-        recorder.started({
-            "workflow_type": execution.workflow_type,
-            "template": execution.template.key if execution.template_id else None,
-            "definition": str(execution.definition_id) if execution.definition_id else None,
-            "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
-            "provider": execution.provider, "model": execution.model,
-        })
-        recorder.heartbeat_start()
-        state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
-                          variables=execution.input_data.get("variables"))
-    except RunError as exc:
-        error = exc
-    except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
-        logger.exception("execution %s crashed", execution_id)
-        error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
-    finally:
-        if recorder is not None:
-            recorder.forget()
-    if recorder is not None:
-        try:
-            return _execution_finish_retried(execution=execution, recorder=recorder, ctx=ctx, state=state,
-                                             error=error)
-        except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its ledger
-            logger.exception("execution %s could not be ended normally", execution_id)
-            error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}",
-                             error_type="internal_error")
-    ended = execution_end_from_ledger(execution_id=execution_id, error=error, sink=sink,
-                                      from_statuses=(Status.RUNNING,))
-    return ended if ended is not None else WorkflowExecution.objects.get(pk=execution_id)
-
-
-def _execution_finish_retried(**kwargs) -> WorkflowExecution:
-    """execution_finish, once more if the database failed its transaction (PostgreSQL breaking a deadlock, SQLite
-    busy past its timeout): nothing of it was written, the run still holds what it held."""
-    try:
-        return execution_finish(**kwargs)
-    except OperationalError:
-        logger.warning("execution %s: its ending failed, trying again", kwargs["execution"].pk, exc_info=True)
-    return execution_finish(**kwargs)
-
-
-# What conversation_updated carries (with total_cost, as a string).
-_CONVERSATION_TOTALS = ("message_count", "prompt_tokens", "completion_tokens", "total_tokens")
-
-
-def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
-                     state: dict | None, error: RunError | None,
-                     from_status: str = Status.RUNNING) -> WorkflowExecution:
-    """The terminal transaction: status, the trace the run still holds (its last nodes), assistant message,
-    events and every aggregate commit together. Every run ends here, whether it ran (from `running`) or was
-    cancelled before it started (from `pending`)."""
-    now = timezone.now()
-    status = Status.COMPLETED if error is None else (
-        Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
-    reply = last_ai_message(state) if state else None
-    content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
-    call = recorder.last_call
-    elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
-    ended = {
-        "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
-        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}},
-        "error_type": error.error_type if error else "", "error_message": error.message if error else "",
-        "tool_calls": recorder.tool_calls,
-        **({"cancel_requested": True} if status == Status.CANCELLED else {}),
-    }
-    with recorder.kept_on_failure(), transaction.atomic():
-        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(**ended)
-        if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
-            recorder.discard_held()
-            execution.refresh_from_db()
-            recorder.deliver_missed()
-            return execution
-        for name, value in ended.items():
-            setattr(execution, name, value)
-        # The usage counters as committed: the run's own LLM calls, plus any re-pricing (recompute_costs) that
-        # changed them meanwhile; the message, the events and the aggregates all book these figures.
-        totals = WorkflowExecution.objects.filter(pk=execution.pk).values(*COUNTERS).get()
-        for name, value in totals.items():
-            setattr(execution, name, value)
-        if error is not None:
-            recorder.node_abandoned(error=error.message)
-        message = None
-        if execution.conversation_id is not None:
-            message = message_save(
-                conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
-                execution=execution, prompt_tokens=execution.prompt_tokens,
-                completion_tokens=execution.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
-                reasoning_tokens=ctx.usage.reasoning_tokens, cost=execution.cost,
-                usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
-                provider_used=call.provider if call else execution.provider,
-                model_used=call.model if call else execution.model,
-                finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
-                    "" if error is None else status),
-                response_time_ms=elapsed_ms,
-                tool_calls=[{"name": c["name"], "args": c["args"]} for c in (reply.tool_calls if reply else [])],
-                error_message=error.message if error else "", actor=execution.owner,
-            )
-            recorder.emit("message_saved", {
-                "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
-                "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
-            })
-        summary = {
-            "status": status, "execution_time_ms": elapsed_ms,
-            **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
-            "message_id": str(message.pk) if message else None,
-        }
-        if error is None:
-            recorder.emit("workflow_completed", summary)
-        else:
-            recorder.emit(f"workflow_{status}", {"error_type": error.error_type, "error_message": error.message,
-                                                 **summary})
-        recorder.audit(f"execution.{status}", {
-            "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
-            "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
-        recorder.write_held()
-        if execution.conversation_id is not None:
-            # Read under the conversation's lock (message_save took it): exactly what commits. The caller gets the
-            # fresh row too (a sync view renders it).
-            execution.conversation = Conversation.objects.get(pk=execution.conversation_id)
-            conversation = execution.conversation
-            transaction.on_commit(lambda: recorder.publish("conversation_updated", {
-                "conversation_id": str(conversation.pk),
-                **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
-                "total_cost": str(conversation.total_cost)}))
-        # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
-        # run's ending shares are taken last, so each is held only to the commit.
-        execution_finished.send(sender=WorkflowExecution, execution=execution)
-        recorder.write_audits()
-    return execution
-
-
-
-def execution_run_in_thread(*, execution_id, sink: Sink, on_done, executor: Executor | None = None) -> None:
-    """Run in another thread, handing every event to `sink`; `on_done()` after the run has finished. With
-    `executor` (a streaming request's own thread: chatter_project/handlers.py) the run goes there once the view
-    has returned and uses that thread's connection; else a thread is made for it."""
-
-    def work() -> None:
-        try:
-            with work_slot():  # in line with this process's requests; the run stays pending until then
-                execution_run(execution_id=execution_id, sink=sink)
-        except Exception:  # noqa: BLE001
-            logger.exception("execution %s crashed in its thread", execution_id)
-        finally:
-            if executor is None:
-                connections.close_all()  # this thread's connections: the thread ends with the run
-            on_done()
-
-    if executor is not None:
-        executor.submit(work)
-    else:
-        threading.Thread(target=work, name=f"run-{execution_id}", daemon=True).start()
+        return execution
+    user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first() \
+        if execution.conversation_id and execution.input_data.get("message") else None
+    return runner.run(execution, user_message=user_message)
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:
-    """The same run as execution_run, yielding §6 envelopes as they happen (tokens included). The run goes
-    on in its own thread: a consumer that stops reading never stops or fails it."""
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    execution_run_in_thread(execution_id=execution_id, sink=events.put, on_done=lambda: events.put(_DONE))
-    while (item := events.get()) is not _DONE:
-        yield item
+    """Claim a pending execution, run it on the runner's threads, and yield its events (tokens included) as they
+    happen, from the same feed as every other reader. A reader that stops never stops or fails the run."""
+    subscription = execution_subscribe(execution_id)
+    started_at = timezone.now()
+    claimed = WorkflowExecution.objects.filter(pk=execution_id, status=Status.PENDING, cancel_requested=False).update(
+        status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
+    if claimed:
+        execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
+        user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first() \
+            if execution.conversation_id and execution.input_data.get("message") else None
+        runner.submit(execution, user_message=user_message)
+    yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
+    if not claimed:
+        subscription.close()
 
 
 def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExecution:
@@ -366,35 +273,11 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
     audit_record(action="execution.cancel_requested", actor=actor, target=execution,
                  correlation_id=execution.correlation_id, data={"status": execution.status})
     if execution.status == Status.PENDING:
-        execution = execution_finish(
-            execution=execution, recorder=ExecutionRecorder(execution),
-            ctx=RunContext(config=execution.config, hooks=NullHooks()), state=None,
-            error=RunCancelled("cancelled before it started"), from_status=Status.PENDING,
-        )
-        if execution.status == Status.CANCELLED:
-            return execution
+        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled("cancelled before it started"),
+                                       from_statuses=(Status.PENDING,))
+        if ended is not None:
+            return ended
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
     cancel_signal_local(execution.pk)
     execution.refresh_from_db()
     return execution
-
-
-def execution_end_from_ledger(*, execution_id, error: RunError, sink: Sink | None = None,
-                              from_statuses=(Status.PENDING, Status.RUNNING)) -> WorkflowExecution | None:
-    """End a run from what its rows hold rather than from the process that ran it (the recovery sweep, or a
-    run whose own ending failed): nodes left running fail with their ledger's counters, the run's usage is its
-    LLM call ledger, then execution_finish. None when the run was not in one of `from_statuses`."""
-    with transaction.atomic():
-        # The lock keeps the run's own process (if it still lives) from writing while the trace is closed;
-        # its next write then collides with these events and it stops (recorder.ExecutionRecorder._step).
-        locked = WorkflowExecution.objects.select_for_update().filter(
-            pk=execution_id, status__in=from_statuses).first()
-        if locked is None:
-            return None
-        recorder = ExecutionRecorder(locked, sink=sink)  # counts the events under the lock: its seq follows the last
-        recorder.nodes_interrupted(error=error.message)
-        usage, llm_calls, text = recorder.recorded_so_far()
-        ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,
-                         tool_calls=recorder.tool_calls, partial_text=text)
-        return execution_finish(execution=locked, recorder=recorder, ctx=ctx, state=None, error=error,
-                                from_status=locked.status)

@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chatter_project.errors import ChatterError
 from workflows.cli import EventPrinter, cli_user, fail_unless_completed
-from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_create, execution_stream
+from workflows.realtime import feed_blocking
+from workflows.services.runs import execution_start_streamed
 
 
 class Command(BaseCommand):
@@ -21,14 +21,14 @@ class Command(BaseCommand):
         user = cli_user(options["user"])
         config = {key: options[key] for key in ("provider", "model") if options[key]}
         try:
-            execution = execution_create(
-                owner=user, chat=True, mode=WorkflowExecution.Mode.STREAM, message=options["text"],
+            execution, feed = execution_start_streamed(
+                owner=user, chat=True, message=options["text"],
                 template=options["template"], conversation_id=options["conversation"], config=config,
             )
         except ChatterError as exc:
             raise CommandError(f"{exc.message} {exc.details or ''}".strip()) from None
         printer = EventPrinter(self.stdout, nodes=False)
-        for envelope in execution_stream(execution_id=execution.pk):
+        for envelope in feed_blocking(feed):
             printer(envelope)
         execution.refresh_from_db()
         self.stdout.write(printer.summary(execution))

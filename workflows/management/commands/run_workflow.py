@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chatter_project.errors import ChatterError
 from workflows.cli import EventPrinter, cli_user, fail_unless_completed
-from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_create, execution_stream
+from workflows.realtime import feed_blocking
+from workflows.services.runs import execution_start_streamed
 
 
 def _json_argument(text: str, what: str):
@@ -41,8 +41,8 @@ class Command(BaseCommand):
                 raise CommandError(f"no such file: {path}")
             graph = _json_argument(path.read_text(), str(path))
         try:
-            execution = execution_create(
-                owner=user, mode=WorkflowExecution.Mode.STREAM, template=options["template"],
+            execution, feed = execution_start_streamed(
+                owner=user, template=options["template"],
                 definition_id=options["definition"], graph=graph, message=run_input.get("message"),
                 variables=run_input.get("variables"), conversation_id=options["conversation"],
                 config=_json_argument(options["config"], "--config"),
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             lines = [f"{d['path']}: {d['code']}: {d['message']}" for d in details if isinstance(d, dict)]
             raise CommandError("\n".join([exc.message, *lines])) from None
         printer = EventPrinter(self.stdout, nodes=True)
-        for envelope in execution_stream(execution_id=execution.pk):
+        for envelope in feed_blocking(feed):
             printer(envelope)
         execution.refresh_from_db()
         if execution.output_data.get("content"):

@@ -1,0 +1,210 @@
+"""The runner: the one place runs execute (SPEC §5). A sync run runs in its caller's thread (`run`), a streamed one
+on the runner's threads (`submit`), a background or scheduled one in a worker's task (workflows.tasks → `run`);
+each way the same `run`: the graph with an ExecutionRecorder, then `execution_finish`, the terminal transaction.
+
+A run that cannot end normally (its terminal transaction fails twice) or whose process is gone (the recovery
+sweep) ends from what its rows hold: `end_from_ledger`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import OperationalError, connections, transaction
+from django.utils import timezone
+
+from chatter_project.errors import RunCancelled, RunError
+from conversations.models import Message
+from conversations.services import message_save
+from workflows.engine.compile import graph_run
+from workflows.engine.graph import parse_graph
+from workflows.engine.nodes import last_ai_message
+from workflows.engine.runtime import NullHooks, RunContext
+from workflows.models import WorkflowExecution
+from workflows.recorder import ExecutionRecorder
+from workflows.signals import execution_finished
+
+logger = logging.getLogger(__name__)
+Status = WorkflowExecution.Status
+_CONVERSATION_TOTALS = ("message_count", "prompt_tokens", "completion_tokens", "total_tokens")
+
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _threads, _threads_lock
+    _threads, _threads_lock = None, threading.Lock()  # a forked child owns none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None) -> None:
+    """Run a written, running execution on one of the runner's CHATTER_RUN_THREADS threads."""
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(settings.CHATTER_RUN_THREADS, thread_name_prefix="chatter-run")
+        threads = _threads
+
+    def work() -> None:
+        try:
+            run(execution, user_message=user_message, prices=prices)
+        except Exception:  # noqa: BLE001 - run() ends every run it can; this is the last word
+            logger.exception("execution %s crashed in the runner", execution.pk)
+        finally:
+            connections.close_all()  # back to the pool (or closed): this thread may wait long for the next run
+
+    threads.submit(work)
+
+
+def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None) -> WorkflowExecution:
+    """Run a claimed (`running`) execution to a terminal state. Every way it can go wrong, its set-up included,
+    still ends it through execution_finish."""
+    recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
+    recorder.user_message = user_message
+    ctx = RunContext(config=execution.config, hooks=recorder)
+    state = error = None
+    try:
+        recorder.started({
+            "workflow_type": execution.workflow_type,
+            "template": execution.template.key if execution.template_id else None,
+            "definition": str(execution.definition_id) if execution.definition_id else None,
+            "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
+            "provider": execution.provider, "model": execution.model,
+        })
+        recorder.heartbeat_start()
+        state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
+                          variables=execution.input_data.get("variables"))
+    except RunError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
+        logger.exception("execution %s crashed", execution.pk)
+        error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
+    finally:
+        recorder.forget()
+    for attempt in (1, 2):
+        try:
+            return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
+        except OperationalError:  # PostgreSQL broke a deadlock, SQLite was busy past its timeout: nothing written
+            logger.warning("execution %s: its ending failed (attempt %d)", execution.pk, attempt, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its rows
+            logger.exception("execution %s could not be ended normally", execution.pk)
+            error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}", error_type="internal_error")
+            break
+    try:  # what the run still holds (its last LLM calls) goes on disk before the run ends from its rows (I5)
+        recorder.flush()
+    except Exception:  # noqa: BLE001
+        logger.exception("execution %s: its last trace could not be written", execution.pk)
+    ended = end_from_ledger(execution_id=execution.pk, error=error or RunError(
+        "the run could not be recorded", error_type="internal_error"), from_statuses=(Status.RUNNING,))
+    return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
+
+
+def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
+                     state: dict | None, error: RunError | None,
+                     from_status: str = Status.RUNNING) -> WorkflowExecution:
+    """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
+    events, every aggregate (the receivers of execution_finished) and the audit rows commit together."""
+    now = timezone.now()
+    status = Status.COMPLETED if error is None else (
+        Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
+    reply = last_ai_message(state) if state else None
+    content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
+    call = recorder.last_call
+    elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
+    ended = {
+        "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
+        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}},
+        "error_type": error.error_type if error else "", "error_message": error.message if error else "",
+        **({"cancel_requested": True} if status == Status.CANCELLED else {}),
+    }
+    with recorder.kept_on_failure(), transaction.atomic():
+        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(
+            **ended, **recorder.counters_added())
+        if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
+            recorder.discard_held()
+            execution.refresh_from_db()
+            return execution
+        for name, value in ended.items():
+            setattr(execution, name, value)
+        # The run's counters: everything it recorded (here, or in the ledger for a run ended from its rows).
+        execution.prompt_tokens, execution.completion_tokens = ctx.usage.prompt_tokens, ctx.usage.completion_tokens
+        execution.total_tokens, execution.cost = ctx.usage.total_tokens, ctx.usage.cost
+        execution.llm_calls, execution.tool_calls = ctx.llm_calls, recorder.tool_calls
+        if error is not None:
+            recorder.node_abandoned(error=error.message)
+        messages = [recorder.user_message] if recorder.user_message is not None else []
+        if execution.conversation_id is not None:
+            message = message_save(
+                conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
+                execution=execution, prompt_tokens=execution.prompt_tokens,
+                completion_tokens=execution.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
+                reasoning_tokens=ctx.usage.reasoning_tokens, cost=execution.cost,
+                usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
+                provider_used=call.provider if call else execution.provider,
+                model_used=call.model if call else execution.model,
+                finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
+                    "" if error is None else status),
+                response_time_ms=elapsed_ms,
+                tool_calls=[{"name": c["name"], "args": c["args"]} for c in (reply.tool_calls if reply else [])],
+                error_message=error.message if error else "", actor=execution.owner,
+            )
+            messages.append(message)
+            recorder.emit("message_saved", {
+                "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
+                "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
+            })
+            conversation = message.conversation  # as this message left it, under its lock: exactly what commits
+            transaction.on_commit(lambda: recorder.publish("conversation_updated", {
+                "conversation_id": str(conversation.pk),
+                **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
+                "total_cost": str(conversation.total_cost)}))
+        summary = {
+            "status": status, "execution_time_ms": elapsed_ms,
+            **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "message_id": str(messages[-1].pk) if execution.conversation_id is not None else None,
+        }
+        if error is None:
+            recorder.emit("workflow_completed", summary)
+        else:
+            recorder.emit(f"workflow_{status}", {"error_type": error.error_type, "error_message": error.message,
+                                                 **summary})
+        recorder.audit(f"execution.{status}", {
+            "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
+            "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
+        recorder.write_held(audits="later")
+        # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
+        # run's ending shares are taken last, so each is held only to the commit.
+        execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,
+                                calls=recorder.calls_by_model())
+        recorder.write_audits()
+    return execution
+
+
+def end_from_ledger(*, execution_id, error: RunError,
+                    from_statuses=(Status.PENDING, Status.RUNNING)) -> WorkflowExecution | None:
+    """End a run from what its rows hold rather than from the process that ran it (the recovery sweep, a pending
+    run cancelled or refused by the queue, a run whose own ending failed): nodes left running fail with their
+    ledger's counters, the run's usage is its LLM call ledger, then execution_finish. None when the run was not
+    in one of `from_statuses`."""
+    with transaction.atomic():
+        # The lock keeps the run's own process (if it still lives) from writing while the trace is closed; its
+        # next write then collides with these events and it stops (see workflows.recorder).
+        locked = WorkflowExecution.objects.select_for_update().select_related("owner").filter(
+            pk=execution_id, status__in=from_statuses).first()
+        if locked is None:
+            return None
+        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first()
+        recorder.nodes_interrupted(error=error.message)
+        usage, llm_calls, text = recorder.recorded_so_far()
+        ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,
+                         partial_text=text)
+        return execution_finish(execution=locked, recorder=recorder, ctx=ctx, state=None, error=error,
+                                from_status=locked.status)
