@@ -81,11 +81,12 @@ if DATABASE_URL:
         # gets a 503. The pool is closed before a fork (django-q2 forks its workers) and made anew after it
         # (chatter_project/db.py).
         _db = dj_database_url.parse(DATABASE_URL)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if _db["ENGINE"] == "django.db.backends.postgresql":
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 2, "max_size": env_int("CHATTER_DB_POOL_SIZE", 20, minimum=2),
             "timeout": env_int("CHATTER_DB_POOL_TIMEOUT_S", 30, minimum=1)}
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
-        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",

@@ -32,7 +32,8 @@ class ConversationAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
     # Stored aggregates (I1): only the message services change them.
-    readonly_fields = ("message_count", *USAGE_FIELDS, "total_cost", "last_message_at", "created_at", "updated_at")
+    readonly_fields = ("message_count", *USAGE_FIELDS, "total_cost", "last_message_at", "last_sequence", "created_at",
+                       "updated_at")
     inlines = [MessageInline]
 
     def get_readonly_fields(self, request, obj=None):

@@ -35,9 +35,11 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
     }
 
 
-def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id) -> list[dict]:
+def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
+                  owner_only: tuple[dict, ...] = ()) -> list[dict]:
     """Persist consecutive events (`(event, data, when)` each, seq from `first_seq` on) with one INSERT inside the
-    caller's transaction, and publish them, in order, once that commits."""
+    caller's transaction, and publish them, in order, once that commits; `owner_only`: events not persisted and
+    only for the owner's feed (conversation_updated), published right after them, in the same hand-off."""
     if not items:
         return []
     rows = [ExecutionEvent(execution_id=execution_id, seq=first_seq + offset, event=event, data=data, created_at=ts)
@@ -45,13 +47,13 @@ def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, 
     ExecutionEvent.objects.bulk_create(rows)
     envelopes = [event_envelope(execution_id=execution_id, event=row.event, data=row.data, seq=row.seq,
                                 ts=row.created_at) for row in rows]
-    transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id))
+    transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only))
     return envelopes
 
 
-def events_publish(envelopes: list[dict], *, owner_id) -> None:
+def events_publish(envelopes: list[dict], *, owner_id, owner_only: tuple[dict, ...] = ()) -> None:
     """Hand events to whoever watches, here and in other processes. Never raises and never waits."""
-    hub.publish(envelopes, owner_id=owner_id)
+    hub.publish(envelopes, owner_id=owner_id, owner_only=list(owner_only))
     now = timezone.now()
     for envelope in envelopes:
         if envelope["seq"] is not None:  # persisted events: from their timestamp to the hand-off (/metrics)

@@ -118,12 +118,15 @@ class Hub:
                     if not subscribers:
                         del self._topics[topic]
 
-    def publish(self, envelopes: list[dict], *, owner_id) -> None:
-        """Hand events (of one owner, in order) to every subscriber here and, through the bridge, elsewhere."""
+    def publish(self, envelopes: list[dict], *, owner_id, owner_only: list[dict] = ()) -> None:
+        """Hand events (of one owner, in order) to every subscriber here and, through the bridge, elsewhere: each to
+        its run's topic and its owner's; `owner_only` ones (conversation_updated) after them, to the owner's."""
         by_topic: dict[str, list[dict]] = {}
         for envelope in envelopes:
             by_topic.setdefault(execution_topic(envelope["execution_id"]), []).append(envelope)
             by_topic.setdefault(user_topic(owner_id), []).append(envelope)
+        if owner_only:
+            by_topic.setdefault(user_topic(owner_id), []).extend(owner_only)
         self.deliver(by_topic)
         bridge = self.bridge()
         if bridge is not None:

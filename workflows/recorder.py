@@ -149,6 +149,7 @@ class ExecutionRecorder:
         self._added = _no_usage()
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
+        self._live_after: list[dict] = []  # published (not persisted) right after the events written next
         self._cancel_polled = time.monotonic() if fresh else 0.0
         self._cancelled = False
         self._superseded = False
@@ -165,6 +166,10 @@ class ExecutionRecorder:
         """An event that is published but not part of the run's persisted log (token, conversation_updated)."""
         events_publish([event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)],
                        owner_id=self.execution.owner_id)
+
+    def publish_after_write(self, event: str, data: dict) -> None:
+        """An event for the owner's feed, not persisted, published right after the events of the run's next write."""
+        self._live_after.append(event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None))
 
     def _holding(self) -> bool:
         return bool(self._nodes or self._calls or self._tools or self._events)
@@ -231,7 +236,8 @@ class ExecutionRecorder:
             self._tools = []
         if self._events:
             events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
-                          owner_id=self.execution.owner_id)
+                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
+            self._live_after = []
             self.seq += len(self._events)
             self._events = []
         only_started = all(action == "execution.started" for action, _ in self._audits)

@@ -65,7 +65,13 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None) -> WorkflowExecution:
     """Run a claimed (`running`) execution to a terminal state. Every way it can go wrong, its set-up included,
     still ends it through execution_finish."""
-    recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
+    try:
+        recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
+    except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
+        logger.exception("execution %s could not start", execution.pk)
+        ended = end_from_ledger(execution_id=execution.pk, from_statuses=(Status.RUNNING,), error=RunError(
+            f"{type(exc).__name__}: {exc}", error_type="internal_error"))
+        return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
     recorder.user_message = user_message
     ctx = RunContext(config=execution.config, hooks=recorder)
     state = error = None
@@ -160,10 +166,10 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
             })
             conversation = message.conversation  # as this message left it, under its lock: exactly what commits
-            transaction.on_commit(lambda: recorder.publish("conversation_updated", {
+            recorder.publish_after_write("conversation_updated", {
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
-                "total_cost": str(conversation.total_cost)}))
+                "total_cost": str(conversation.total_cost)})
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},

@@ -305,7 +305,7 @@ async def test_a_streamed_turn_is_sse_whose_tokens_make_the_saved_reply(async_cl
         range(1, len(persisted) + 1))
     assert all(f.event == f.envelope["event"] and f.envelope["execution_id"] == str(execution.pk) for f in frames)
     assert persisted[0].event == "workflow_started" and persisted[-1].event == "workflow_completed"
-    assert frames[-1].event == "conversation_updated"  # sent after commit, then the stream ends
+    assert frames[-1] == persisted[-1]  # the stream ends with the terminal event (SPEC §6)
 
     done = persisted[-1].envelope["data"]
     assert execution.status == "completed" and execution.mode == "stream"
@@ -313,12 +313,11 @@ async def test_a_streamed_turn_is_sse_whose_tokens_make_the_saved_reply(async_cl
         assert done[field] == getattr(execution, field) == getattr(reply, field)
     assert Decimal(done["cost"]) == execution.cost == reply.cost
     assert done["message_id"] == str(reply.pk)
-    totals = frames[-1].envelope["data"]
-    conversation = execution.conversation
-    assert totals["message_count"] == conversation.message_count == 2
+    conversation = execution.conversation  # its new totals reach the owner's /ws/events/ (conversation_updated)
+    assert conversation.message_count == 2
     for field in TOKENS:
-        assert totals[field] == getattr(conversation, field)
-    assert Decimal(totals["total_cost"]) == conversation.total_cost
+        assert getattr(conversation, field) == getattr(reply, field)
+    assert conversation.total_cost == reply.cost
 
 
 @pytest.mark.django_db(transaction=True)

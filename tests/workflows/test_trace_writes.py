@@ -5,9 +5,9 @@ from django.db import OperationalError
 
 from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
+from workflows import runner
 from workflows.models import ExecutionEvent, NodeExecution
 from workflows.recorder import ExecutionRecorder
-from workflows.services import runs as services
 from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monke
     def broken(self, data):
         raise RuntimeError("set-up broke")
 
-    monkeypatch.setattr(services.ExecutionRecorder, "started", broken)
+    monkeypatch.setattr(ExecutionRecorder, "started", broken)
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
@@ -65,10 +65,10 @@ def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monke
 def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice, monkeypatch):
     built = ExecutionRecorder.__init__
 
-    def broken_for_the_run(self, execution, *, sink=None, claimed=False):
-        if claimed:
+    def broken_for_the_run(self, execution, *, fresh=False, prices=None):
+        if fresh:
             raise RuntimeError("no recorder")
-        built(self, execution, sink=sink, claimed=claimed)
+        built(self, execution, fresh=fresh, prices=prices)
 
     monkeypatch.setattr(ExecutionRecorder, "__init__", broken_for_the_run)
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
@@ -80,7 +80,7 @@ def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice,
 
 
 def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(alice, monkeypatch):
-    real = services.message_save
+    real = runner.message_save
     failures = []
 
     def refuse_the_first_reply(**kwargs):
@@ -89,7 +89,7 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
             raise RuntimeError("the reply could not be stored")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "message_save", refuse_the_first_reply)
+    monkeypatch.setattr(runner, "message_save", refuse_the_first_reply)
     execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
 
     assert failures
@@ -98,14 +98,14 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
     assert execution.llm_calls == 2 and execution.tool_calls == 1 and execution.total_tokens > 0
     reply = Message.objects.get(execution=execution, role="assistant")
     assert reply.total_tokens == execution.total_tokens and "could not be recorded" in reply.error_message
-    # The nodes the run still held were never written; the ones it wrote are closed, none is left running.
+    # What the run still held (its last LLM call) was written before it ended from its rows; none is left running.
     assert not NodeExecution.objects.filter(execution=execution, status="running").exists()
     assert ExecutionEvent.objects.filter(execution=execution).order_by("-seq").first().event == "workflow_failed"
     assert_all(execution)
 
 
 def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice, monkeypatch):
-    real = services.message_save
+    real = runner.message_save
     refused = []
 
     def deadlocked_once(**kwargs):
@@ -114,7 +114,7 @@ def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice,
             raise OperationalError("deadlock detected")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "message_save", deadlocked_once)
+    monkeypatch.setattr(runner, "message_save", deadlocked_once)
     execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
 
     assert refused and execution.status == "completed"
