@@ -1,59 +1,112 @@
-"""Chat models per provider. Each adapter hands the engine a LangChain chat model whose stream ends
-with exactly one usage report, so the engine's one usage path (usage.py) sees every provider alike."""
+"""Chat models per provider, as LangChain chat models the engine streams alike.
+
+Usage arrives differently per provider, and the engine (runtime.py) reads it from the stream through
+LangChain's public `usage_metadata`: OpenAI-compatible servers send whole reports (some repeat one,
+growing, on several chunks), Anthropic sends parts that add up. LangChain keeps no copy of a streamed
+OpenAI usage object, so the openai adapter copies the objects off the HTTP response as it passes
+(`RawUsageReports`), through the SDK's documented `http_client` and httpx's transport interface.
+"""
 from __future__ import annotations
 
-from typing import Any, Iterator
+import functools
+import json
+import re
+from typing import Iterator
 
+import httpx2
+import openai
 from django.conf import settings
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.messages import UsageMetadata
 from langchain_openai import ChatOpenAI
 
 from chatter_project.errors import InvalidInput, ProviderError
 from workflows.engine.local_model import LocalChatModel
 
 PROVIDERS = ("local", "openai", "anthropic")
+# Providers whose streamed usage reports are parts of the call's usage, to be added up; every other
+# provider's report is whole, and the last one received is the call's usage.
+USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
+
+# A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
+_USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
+_ENCODING_HEADERS = {"content-encoding", "content-length"}
 
 
-class UsageReportingChatOpenAI(ChatOpenAI):
-    """ChatOpenAI that keeps the raw usage object and reports usage once per stream.
+class RawUsageReports:
+    """The usage objects an OpenAI-compatible server streamed during one call, exactly as sent."""
 
-    OpenAI-style servers send one usage object per request, normally in the last chunk; some repeat it
-    cumulatively. Chunks are summed when added, so a repeated report would be counted twice: keep the
-    last one and emit it on a final empty chunk instead. A stream that breaks after a report still hands
-    that report over (on the final chunk, then the error): the provider bills what it reported.
-    """
+    def __init__(self) -> None:
+        self.reports: list[dict] = []
 
-    def _convert_chunk_to_generation_chunk(self, chunk: dict, default_chunk_class: type, base_generation_info):
-        generation = super()._convert_chunk_to_generation_chunk(chunk, default_chunk_class, base_generation_info)
-        if generation is not None and chunk.get("usage"):
-            generation.message.response_metadata["usage_raw"] = chunk["usage"]
-        return generation
+    def report_for(self, usage: UsageMetadata | None) -> dict | None:
+        """The object `usage` was read from: the last one with its counts (a server may send several, and
+        the response may have been read a little past the last chunk the engine took)."""
+        if not usage:
+            return None
+        counts = (usage.get("input_tokens"), usage.get("output_tokens"))
+        return next(
+            (r for r in reversed(self.reports) if (r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0) == counts),
+            None,
+        )
 
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        usage, raw, model_name = None, None, None
+    def read_line(self, line: bytes) -> None:
+        if not _USAGE_LINE.match(line):
+            return
         try:
-            for generation in super()._stream(*args, **kwargs):
-                message = generation.message
-                if message.usage_metadata:
-                    usage, message.usage_metadata = message.usage_metadata, None
-                    raw = message.response_metadata.pop("usage_raw", raw)
-                # The model name rides on the final chunk only: strings are concatenated when chunks are added.
-                model_name = (generation.generation_info or {}).pop("model_name", None) or model_name
-                model_name = message.response_metadata.pop("model_name", None) or model_name
-                yield generation
-        except Exception:
-            if usage is not None:
-                yield self._final_chunk(usage, raw, model_name)
-            raise
-        yield self._final_chunk(usage, raw, model_name)
+            event = json.loads(line[len(b"data:"):])
+        except ValueError:
+            return  # a malformed chunk: the SDK reports it
+        usage = event.get("usage") if isinstance(event, dict) else None
+        if isinstance(usage, dict) and usage:
+            self.reports.append(usage)
 
-    def _final_chunk(self, usage, raw, model_name) -> ChatGenerationChunk:
-        metadata = {"model_name": model_name or self.model_name}
-        if raw is not None:
-            metadata["usage_raw"] = raw
-        return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))
+
+class _UsageCopyingStream(httpx2.SyncByteStream):
+    """A streamed response body, passed on (decoded) while its usage objects are copied out."""
+
+    def __init__(self, response: httpx2.Response, reports: RawUsageReports) -> None:
+        self.response = response
+        self.reports = reports
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = b""
+        for data in self.response.iter_bytes():
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                self.reports.read_line(line)
+            yield data
+        self.reports.read_line(pending)
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class _UsageCopyingTransport(httpx2.BaseTransport):
+    """Sends each request through the shared client and copies the usage out of a streamed reply."""
+
+    def __init__(self, reports: RawUsageReports) -> None:
+        self.reports = reports
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        # The calling client follows redirects itself.
+        response = _shared_http_client().send(request, stream=True, follow_redirects=False)
+        if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            return response
+        return httpx2.Response(
+            status_code=response.status_code,
+            # The body is passed on decoded.
+            headers=[(k, v) for k, v in response.headers.multi_items() if k not in _ENCODING_HEADERS],
+            stream=_UsageCopyingStream(response, self.reports),
+            extensions=response.extensions,
+        )
+
+
+@functools.cache
+def _shared_http_client() -> httpx2.Client:
+    """One client, so one pool of connections, for every openai call: the SDK's defaults, and proxies and
+    certificates from the environment as usual."""
+    return openai.DefaultHttpxClient()
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -95,8 +148,16 @@ def provider_check(provider: str) -> None:
 
 
 def chat_model(
-    *, provider: str, model: str, temperature: float | None, max_tokens: int | None, timeout_s: float
+    *,
+    provider: str,
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    timeout_s: float,
+    raw_usage: RawUsageReports | None = None,
 ) -> BaseChatModel:
+    """The provider's chat model. `raw_usage`, when given, collects the usage objects an openai call's
+    server streams, as sent (other providers' raw usage is what LangChain reports)."""
     provider_check(provider)
     if provider == "local":
         return LocalChatModel(
@@ -106,7 +167,10 @@ def chat_model(
             token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000,
         )
     if provider == "openai":
-        return UsageReportingChatOpenAI(
+        http_client = None
+        if raw_usage is not None:
+            http_client = openai.DefaultHttpxClient(transport=_UsageCopyingTransport(raw_usage))
+        return ChatOpenAI(
             model=model,
             temperature=temperature,
             max_tokens=max_tokens,
@@ -116,6 +180,7 @@ def chat_model(
             stream_usage=True,
             timeout=timeout_s,
             max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+            http_client=http_client,
         )
     from langchain_anthropic import ChatAnthropic
 

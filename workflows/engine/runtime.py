@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from django.conf import settings
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
+from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
 from chatter_project.errors import LimitExceeded, RunCancelled, RunError
 from workflows.engine.graph import Node
-from workflows.engine.providers import chat_model, provider_failure
+from workflows.engine.providers import USAGE_REPORTED_IN_PARTS, RawUsageReports, chat_model, provider_failure
 from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
     Price,
@@ -118,49 +119,51 @@ class RunContext:
         model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
         model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
         timeout_s, bounded_by_run = self._call_timeout_s()
+        raw_usage = RawUsageReports()
         model = chat_model(
             provider=provider,
             model=model_name,
             temperature=_first(cfg.get("temperature"), self.config["temperature"]),
             max_tokens=_first(cfg.get("max_tokens"), self.config["max_tokens"]),
             timeout_s=timeout_s,
+            raw_usage=raw_usage,
         )
         if tools:
             model = model.bind_tools([TOOLS[name] for name in tools])
         self.checkpoint()
         started = time.monotonic()
         self.partial_text = ""
-        full: AIMessageChunk | None = None
+        streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
         try:
             for chunk in model.stream(list(prompt)):
-                full = chunk if full is None else full + chunk
+                streamed.add(chunk)
                 if isinstance(chunk.content, str) and chunk.content:
                     self.partial_text += chunk.content
                     self.hooks.token(node, chunk.content)
                 self.checkpoint()
         except RunError:
-            self._record_cut_short(node, provider, model_name, prompt, full, started)
+            self._record_cut_short(node, provider, model_name, prompt, streamed, started)
             raise
         except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
-            self._record_cut_short(node, provider, model_name, prompt, full, started)
+            self._record_cut_short(node, provider, model_name, prompt, streamed, started)
             failure = provider_failure(exc, provider=provider)
             if failure.error_type == "provider_timeout" and bounded_by_run:
                 # The request waited out what was left of the run: the run's timeout is what ended it.
                 self._exceed("timeout_s", self.config["timeout_s"])
             raise failure from exc
-        reply = message_chunk_to_message(full) if full is not None else AIMessage("")
-        reported_model = reply.response_metadata.get("model_name") or model_name
-        usage = usage_from_message(reply, prompt=prompt)
-        self._record(node, provider, reported_model, model_name, usage, started)
+        return self._record_reply(node, provider, model_name, prompt, streamed, started)
+
+    def _record_reply(self, node, provider, model_name, prompt, streamed, started) -> AIMessage:
+        reply = streamed.reply()
+        usage = usage_from_message(reply, prompt=prompt, raw=streamed.raw_usage.report_for(reply.usage_metadata))
+        self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
         return reply
 
-    def _record_cut_short(self, node, provider, model_name, prompt, full, started) -> None:
+    def _record_cut_short(self, node, provider, model_name, prompt, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
         before the break, else an estimate over the text streamed so far (flagged), else nothing."""
-        if full is not None and full.usage_metadata:
-            reply = message_chunk_to_message(full)
-            reported_model = reply.response_metadata.get("model_name") or model_name
-            self._record(node, provider, reported_model, model_name, usage_from_message(reply, prompt=prompt), started)
+        if streamed.usage:
+            self._record_reply(node, provider, model_name, prompt, streamed, started)
             return
         if not self.partial_text:
             return
@@ -183,6 +186,37 @@ class RunContext:
         limit = self.config["max_total_tokens"]
         if limit is not None and self.usage.total_tokens > limit:
             self._exceed("max_total_tokens", limit)
+
+
+@dataclass
+class _StreamedReply:
+    """One streamed reply as its chunks arrive. Usage and the model's name are kept out of the message
+    built from the chunks: adding chunks sums their usage and concatenates their strings, which is wrong
+    for a usage report repeated on several chunks and for a name sent more than once."""
+
+    usage_in_parts: bool
+    raw_usage: RawUsageReports
+    message: AIMessageChunk | None = None
+    usage: UsageMetadata | None = None
+    model_name: str = ""
+
+    def add(self, chunk: AIMessageChunk) -> None:
+        update: dict[str, Any] = {}
+        if chunk.usage_metadata:
+            adds_up = self.usage_in_parts and self.usage is not None
+            self.usage = add_usage(self.usage, chunk.usage_metadata) if adds_up else chunk.usage_metadata
+            update["usage_metadata"] = None
+        if "model_name" in chunk.response_metadata:
+            self.model_name = chunk.response_metadata["model_name"] or self.model_name
+            update["response_metadata"] = {k: v for k, v in chunk.response_metadata.items() if k != "model_name"}
+        if update:
+            chunk = chunk.model_copy(update=update)
+        self.message = chunk if self.message is None else self.message + chunk
+
+    def reply(self) -> AIMessage:
+        reply = message_chunk_to_message(self.message) if self.message is not None else AIMessage("")
+        metadata = {**reply.response_metadata, **({"model_name": self.model_name} if self.model_name else {})}
+        return reply.model_copy(update={"usage_metadata": self.usage, "response_metadata": metadata})
 
 
 def _first(*values):

@@ -108,10 +108,12 @@ def _int(value: Any) -> int:
     return int(value)
 
 
-def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = ()) -> Usage:
-    """Normalize one call's usage. `prompt` is what was sent, used only to estimate missing usage."""
+def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = (), raw: Any = None) -> Usage:
+    """Normalize one call's usage. `prompt` is what was sent, used only to estimate missing usage. `raw` is
+    the provider's usage object when the caller has it (a streamed openai reply: LangChain keeps no copy);
+    else it is the `token_usage` a blocking reply carries, else LangChain's `usage_metadata`."""
     metadata = getattr(message, "usage_metadata", None)
-    raw = _reported(message.response_metadata.get("usage_raw") or message.response_metadata.get("token_usage") or {})
+    raw = _reported(raw or message.response_metadata.get("token_usage") or {})
     if not metadata:
         return Usage(
             prompt_tokens=estimate_prompt_tokens(prompt),
