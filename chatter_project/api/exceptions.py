@@ -7,7 +7,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -52,16 +51,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def _audit_access_denied(request, response: Response) -> None:
-    """`access.denied` in its own transaction. Under ATOMIC_REQUESTS set_rollback() has doomed the request's
-    transaction, so the row is written when the response is closed, after that transaction has ended."""
-    def record() -> None:
+    """`access.denied` in its own transaction, written once the response is rendered: Django renders it after
+    the view has returned, so after the request's transaction under ATOMIC_REQUESTS, which set_rollback()
+    has doomed (not enabled in our settings, but it must not lose the row)."""
+    def record(rendered: Response) -> None:
         access_denied_record(user=request.user, ip=request.META.get("REMOTE_ADDR"), method=request.method,
-                             path=request.path, status=response.status_code)
+                             path=request.path, status=rendered.status_code)
 
-    if connection.in_atomic_block and connection.needs_rollback:
-        response._resource_closers.append(record)  # what Django runs in response.close()
-    else:
-        record()
+    response.add_post_render_callback(record)
 
 
 def _api_exception_body(exc: exceptions.APIException) -> dict:
