@@ -45,10 +45,9 @@ class RawUsageReports:
         if not usage:
             return None
         counts = (usage.get("input_tokens"), usage.get("output_tokens"))
-        return next(
-            (r for r in reversed(self.reports) if (r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0) == counts),
-            None,
-        )
+        matching = (r for r in reversed(self.reports)
+                    if (r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0) == counts)
+        return next(matching, None)
 
     def read_line(self, line: bytes) -> None:
         if not _USAGE_LINE.match(line):
