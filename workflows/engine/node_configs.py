@@ -1,0 +1,151 @@
+"""The config of each node type (SPEC §3): one pydantic model per type, with its keys, defaults and ranges.
+
+Validation is strict (no "10" for 10, no 1 for true) and unknown keys are errors. A key whose default is None
+is left out of the normalized config unless given: for those, absent or null means "use the run config".
+Our own checks raise `PydanticCustomError` with one of our error codes as its type (graph_input.py turns
+pydantic's errors into ours).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from workflows.engine.conditions import ConditionError, parse_condition
+
+MAX_VALUE_DEPTH = 32  # nesting of free-form JSON values (variable.value): deeper ones could exhaust the stack
+
+
+def custom_error(code: str, message: str) -> PydanticCustomError:
+    """An error of ours raised inside pydantic validation; the message is taken as it is, never formatted."""
+    return PydanticCustomError(code, "{message}", {"message": message})
+
+
+@dataclass(frozen=True)
+class KnownNodes:
+    """What the graph's nodes say they are, read before they are validated (the validation context).
+
+    Edges and conditions are checked against every node that names itself, even one with problems of its own,
+    so that every error shows at once.
+    """
+
+    ids: frozenset[str]
+    types: Mapping[str, str]  # node id → type, for the nodes whose type is known
+
+
+def _checked_condition(text: str, info: ValidationInfo) -> str:
+    try:
+        condition = parse_condition(text)
+    except ConditionError as exc:
+        raise custom_error("bad_condition", f"does not parse: {exc}") from None
+    known = info.context
+    if isinstance(known, KnownNodes):  # `loop X continue` must name a loop node of this graph
+        problems = []
+        for node_id in sorted(condition.loop_refs):
+            node_type = known.types.get(node_id)
+            if node_type != "loop":
+                what = "is not a node" if node_type is None else f"is a {node_type} node, not a loop node"
+                problems.append(f"'loop {node_id} continue', but {node_id!r} {what}")
+        if problems:
+            raise custom_error("bad_condition", "has " + "; and ".join(problems))
+    return text
+
+
+def _within_depth(value: Any) -> Any:
+    """Counted without recursion: a hostile value could be nested deeper than Python's stack allows."""
+    stack = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, (list, tuple, dict)):
+            if depth == MAX_VALUE_DEPTH:
+                raise custom_error("out_of_range", f"is nested more than {MAX_VALUE_DEPTH} levels deep")
+            children = current.values() if isinstance(current, dict) else current
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+# The text of a condition that parses and whose `loop X continue` atoms name loop nodes of the graph.
+ConditionText = Annotated[str, AfterValidator(_checked_condition)]
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoConfig(NodeConfig):
+    """start and end nodes take no config."""
+
+
+class ModelConfig(NodeConfig):
+    # Each key overrides the run config's key of the same name; none has a default of its own.
+    system_message: str | None = Field(default=None, max_length=20000)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, ge=1, le=200000)
+    provider: Literal["local", "openai", "anthropic"] | None = None
+    model: str | None = Field(default=None, max_length=255)
+    enable_tools: bool | None = None
+
+
+class ToolsConfig(NodeConfig):
+    max_tool_calls: int = Field(default=10, ge=1, le=100)
+    tool_timeout_ms: int = Field(default=30000, ge=1, le=300000)
+
+
+class MemoryConfig(NodeConfig):
+    memory_window: int | None = Field(default=None, ge=1, le=1000)  # absent: the run config's (10)
+    summarize: bool = False
+
+
+class RetrievalConfig(NodeConfig):
+    max_documents: int | None = Field(default=None, ge=1, le=50)  # absent: the run config's (5)
+
+
+class ConditionalConfig(NodeConfig):
+    condition: ConditionText
+
+
+class LoopConfig(NodeConfig):
+    max_iterations: int = Field(default=10, ge=1, le=1000)
+    condition: ConditionText | None = None
+
+
+class VariableConfig(NodeConfig):
+    operation: Literal["set", "get", "append", "increment", "decrement"] = "set"
+    variable_name: str = Field(min_length=1, max_length=100)
+    value: Annotated[Any, AfterValidator(_within_depth)] = None
+
+
+class ErrorHandlerConfig(NodeConfig):
+    retry_count: int = Field(default=3, ge=0, le=10)
+    fallback_action: Literal["continue", "stop"] = "continue"
+
+
+class DelayConfig(NodeConfig):
+    duration_ms: int = Field(default=1000, ge=0, le=60000)
+    delay_type: Literal["fixed", "random", "exponential"] = "fixed"
+
+
+NODE_TYPES: dict[str, type[NodeConfig]] = {
+    "start": NoConfig,
+    "end": NoConfig,
+    "model": ModelConfig,
+    "tools": ToolsConfig,
+    "memory": MemoryConfig,
+    "retrieval": RetrievalConfig,
+    "conditional": ConditionalConfig,
+    "loop": LoopConfig,
+    "variable": VariableConfig,
+    "error_handler": ErrorHandlerConfig,
+    "delay": DelayConfig,
+}
+
+
+def config_as_dict(config: NodeConfig) -> dict[str, Any]:
+    """The given keys and the defaults that have a value (a key defaulting to None is left to the run config)."""
+    return {
+        key: value
+        for key, value in config.model_dump().items()
+        if key in config.model_fields_set or value is not None
+    }
