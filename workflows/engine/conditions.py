@@ -39,7 +39,7 @@ _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 # A bare word: keywords, node ids, variable names, references and unsigned numbers.
-# Its characters are those of a node id (see graph.NODE_ID_PATTERN).
+# Its characters are those of a node id (see graph_input.NODE_ID_PATTERN).
 _WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
