@@ -188,6 +188,7 @@ class RedisBridge:
         self._outbox: deque = deque()
         self._outbox_lock = threading.Lock()
         self._wake_due = False
+        self._draining = False
         self._failures, self._failure_logged = 0, 0.0
         self._idle = threading.Event()
         self._idle.set()
@@ -206,27 +207,35 @@ class RedisBridge:
                 return
             self._wake_due = True
         try:
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._drain()))
+            self.loop.call_soon_threadsafe(self._drain_start)
         except RuntimeError:
             pass
 
+    def _drain_start(self) -> None:
+        if not self._draining:  # one sender at a time: events leave in the order they were handed over
+            self._draining = True
+            self.loop.create_task(self._drain())
+
     async def _drain(self) -> None:
-        with self._outbox_lock:
-            batch = list(self._outbox)
-            self._outbox.clear()
-            self._wake_due = False
         try:
-            async with asyncio.timeout(2.0):
-                pipeline = self.client.pipeline(transaction=False)
-                for channel, payload in batch:
-                    pipeline.publish(channel, payload)
-                await pipeline.execute()
-        except Exception:  # noqa: BLE001 - Redis down: watchers elsewhere catch up from the database
-            self._failed(len(batch))
+            while True:
+                with self._outbox_lock:
+                    batch = list(self._outbox)
+                    self._outbox.clear()
+                    self._wake_due = False
+                    if not batch:
+                        self._idle.set()
+                        return
+                try:
+                    async with asyncio.timeout(2.0):
+                        pipeline = self.client.pipeline(transaction=False)
+                        for channel, payload in batch:
+                            pipeline.publish(channel, payload)
+                        await pipeline.execute()
+                except Exception:  # noqa: BLE001 - Redis down: watchers elsewhere catch up from the database
+                    self._failed(len(batch))
         finally:
-            with self._outbox_lock:
-                if not self._outbox and not self._wake_due:
-                    self._idle.set()
+            self._draining = False
 
     async def _listen(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from conversations.models import Message
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
+from tests.fixtures_server import database_url
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -57,11 +58,9 @@ def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connecti
     the server never holds more connections than its pool (every thread of it borrows from the pool)."""
     slots, turns = 3, 30
     server = daphne_server(CHATTER_DB_POOL_SIZE=str(slots), CHATTER_MAX_CONCURRENT_RUNS="1000",
+                           DATABASE_URL=f"{database_url()}?application_name=burst-server",
                            CHATTER_RUN_THROTTLE="100000/min", LOG_LEVEL="WARNING")
     key = Token.objects.create(user=alice).key
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        this_test = cursor.fetchone()[0]
     peak, done = 0, threading.Event()
 
     def watch_connections():
@@ -69,9 +68,7 @@ def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connecti
         try:
             with connection.cursor() as cursor:
                 while not done.is_set():
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                   "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
-                                   [this_test])
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'burst-server'")
                     peak = max(peak, cursor.fetchone()[0])
                     done.wait(0.005)
         finally:

@@ -112,8 +112,7 @@ def test_streaming_and_blocking_runs_leave_the_same_trace(alice, transactional_d
     tokens = "".join(e["data"]["text"] for e in envelopes if e["event"] == "token")
     reply = Message.objects.get(execution=streamed, role="assistant")
     assert tokens == reply.content
-    assert envelopes[-1]["event"] == "conversation_updated"
-    assert envelopes[-1]["data"]["message_count"] == 2
+    assert envelopes[-1] == persisted[-1] and envelopes[-1]["event"] == "workflow_completed"  # the feed's end
     for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost"):
         assert getattr(streamed, field) == getattr(blocking, field)
     assert_all(streamed)

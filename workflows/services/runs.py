@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -135,7 +136,7 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
     if connection.features.has_select_for_update:
         # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
         # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
-        type(execution.owner).objects.select_for_update(no_key=True).filter(pk=execution.owner_id).values_list(
+        get_user_model().objects.select_for_update(no_key=True).filter(pk=execution.owner_id).values_list(
             "pk").first()
     meta = WorkflowExecution._meta
     quote = connection.ops.quote_name
