@@ -11,7 +11,7 @@ from chatter_project.health import runs_by_status, stale_runs_count, usage_by_mo
 from workflows.events import EVENT_LATENCY
 
 REGISTRY = CollectorRegistry()
-REGISTRY.register(EVENT_LATENCY)
+REGISTRY.register(EVENT_LATENCY)  # observed where events are published (workflows.events)
 
 
 class DatabaseCollector:

@@ -8,7 +8,6 @@ bridge) is read back from the database when the next one shows the gap, or when 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import AsyncIterator, Iterator
 
 from channels.db import database_sync_to_async
@@ -96,13 +95,6 @@ async def user_feed(user_id) -> AsyncIterator[dict]:
                 yield envelope
     finally:
         live.close()
-
-
-def sse_frame(envelope: dict) -> str:
-    """One Server-Sent Events frame; token frames carry no id (they are not persisted)."""
-    lines = [] if envelope["seq"] is None else [f"id: {envelope['seq']}"]
-    lines += [f"event: {envelope['event']}", f"data: {json.dumps(envelope, separators=(',', ':'), default=str)}"]
-    return "\n".join(lines) + "\n\n"
 
 
 def feed_blocking(feed: AsyncIterator[dict]) -> Iterator[dict]:

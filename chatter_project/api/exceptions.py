@@ -13,8 +13,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from audit.services import access_denied_record
 from chatter_project.errors import ChatterError, PayloadTooLarge
+from chatter_project.signals import access_denied
 
 logger = logging.getLogger(__name__)
 ACCESS_DENIED = (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied)
@@ -51,12 +51,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def _audit_access_denied(request, response: Response) -> None:
-    """`access.denied` in its own transaction, written once the response is rendered: Django renders it after
-    the view has returned, so after the request's transaction under ATOMIC_REQUESTS, which set_rollback()
-    has doomed (not enabled in our settings, but it must not lose the row)."""
+    """Send access_denied (the audit app writes `access.denied` in its own transaction) once the response is
+    rendered: Django renders it after the view has returned, so after the request's transaction under
+    ATOMIC_REQUESTS, which set_rollback() has doomed (not enabled in our settings, but it must not lose the row)."""
     def record(rendered: Response) -> None:
-        access_denied_record(user=request.user, ip=request.META.get("REMOTE_ADDR"), method=request.method,
-                             path=request.path, status=rendered.status_code)
+        access_denied.send(sender=None, user=request.user, ip=request.META.get("REMOTE_ADDR"),
+                           method=request.method, path=request.path, status=rendered.status_code)
 
     response.add_post_render_callback(record)
 

@@ -1,10 +1,11 @@
-"""Server-Sent Events responses (SPEC §6) over the feeds of workflows.realtime.
+"""Server-Sent Events responses (SPEC §6) over a feed of event envelopes (workflows.realtime's).
 
 A DRF view validates and checks ownership first (errors are JSON), then returns `sse_response(feed)`;
 Django serves its async iterator natively under ASGI.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from django.http import StreamingHttpResponse
@@ -12,13 +13,18 @@ from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
-from workflows.realtime import sse_frame
-
 EVENT_STREAM = "text/event-stream"
 
 
 def wants_event_stream(request: Request) -> bool:
     return EVENT_STREAM in request.headers.get("Accept", "")
+
+
+def sse_frame(envelope: dict) -> str:
+    """One Server-Sent Events frame; token frames carry no id (they are not persisted)."""
+    lines = [] if envelope["seq"] is None else [f"id: {envelope['seq']}"]
+    lines += [f"event: {envelope['event']}", f"data: {json.dumps(envelope, separators=(',', ':'), default=str)}"]
+    return "\n".join(lines) + "\n\n"
 
 
 class EventStreamNegotiation(DefaultContentNegotiation):

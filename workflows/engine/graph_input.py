@@ -22,7 +22,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from workflows.engine.node_configs import NODE_TYPES, ConditionText, KnownNodes, custom_error
+from workflows.engine.node_configs import (
+    NODE_TYPES,
+    ConditionText,
+    KnownNodes,
+    custom_error,
+)
 
 MAX_LABEL_LENGTH = 255
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"

@@ -10,13 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from django.conf import settings
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    UsageMetadata,
+)
 from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
 from chatter_project.errors import LimitExceeded, RunCancelled, RunError
 from workflows.engine.graph import Node
-from workflows.engine.providers import USAGE_REPORTED_IN_PARTS, RawUsageReports, chat_model, provider_failure
+from workflows.engine.providers import (
+    USAGE_REPORTED_IN_PARTS,
+    RawUsageReports,
+    chat_model,
+    provider_failure,
+)
 from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
     Price,
