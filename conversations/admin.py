@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from chatter_project.errors import Conflict
 from conversations.models import Conversation, Document, Message
+from conversations.selectors import conversation_has_run_in_progress
 from conversations.services import conversation_delete, message_delete
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -54,17 +55,9 @@ class ConversationAdmin(admin.ModelAdmin):
             self.message_user(request, f"{kept} conversation(s) with a run in progress were kept.", messages.WARNING)
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and _has_run_in_progress(obj):
+        if obj is not None and conversation_has_run_in_progress(conversation_id=obj.pk):
             return False
         return super().has_delete_permission(request, obj)
-
-
-def _has_run_in_progress(conversation: Conversation) -> bool:
-    # workflows depends on conversations, not the reverse
-    from workflows.models import WorkflowExecution
-
-    return WorkflowExecution.objects.filter(conversation=conversation, status__in=(
-        WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)).exists()
 
 
 @admin.register(Message)

@@ -10,11 +10,19 @@ from django.db.models.functions import Coalesce
 from conversations.models import Conversation, Document, Message
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
+# The statuses of a run that has not ended. Runs (workflows, the layer above) refer to their conversation as
+# `conversation.executions`; this app reads that relation without importing them.
+RUN_IN_PROGRESS = ("pending", "running")
 
 
 def conversation_list(*, user):
     """The user's conversations: another user's are never visible."""
     return Conversation.objects.filter(owner=user)
+
+
+def conversation_has_run_in_progress(*, conversation_id) -> bool:
+    """Whether a run of the conversation is pending or running: it will still save its reply there."""
+    return Conversation.objects.filter(pk=conversation_id, executions__status__in=RUN_IN_PROGRESS).exists()
 
 
 def document_list(*, user):

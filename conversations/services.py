@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
+from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
 
 MAX_MESSAGE_CHARS = 100_000
@@ -46,14 +47,9 @@ def conversation_delete(*, conversation: Conversation, actor=None) -> None:
     """Delete a conversation and its messages, each message leaving through message_deleted (so every total
     that counted it, not only this conversation's, takes it out). A conversation with a run in progress is a
     409: that run's messages would have nowhere to go."""
-    from workflows.models import (
-        WorkflowExecution,  # workflows depends on conversations, not the reverse
-    )
-
     with transaction.atomic():
         conversation_get_for_update(conversation_id=conversation.pk)
-        if WorkflowExecution.objects.filter(conversation_id=conversation.pk, status__in=(
-                WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)).exists():
+        if conversation_has_run_in_progress(conversation_id=conversation.pk):
             raise Conflict("the conversation has a run in progress; cancel it or wait for it to finish")
         messages = list(Message.objects.filter(conversation_id=conversation.pk).order_by("sequence"))
         Message.objects.filter(conversation_id=conversation.pk).delete()

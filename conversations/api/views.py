@@ -1,20 +1,16 @@
-"""Conversations, documents and chat turns over the API (SPEC §7). Thin: validate, call a service, render."""
+"""Conversations and documents over the API (SPEC §7). Thin: validate, call a service, render. (Chat turns,
+which run workflows, are workflows.api.chat's.)"""
 from __future__ import annotations
 
-from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import APIView
 
-from chatter_project.api.sse import EventStreamNegotiation
 from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
 from conversations.api.filters import ConversationFilter, DocumentFilter, MessageFilter
 from conversations.api.serializers import (
-    ChatSerializer,
     ConversationSerializer,
     ConversationWriteSerializer,
     DocumentSerializer,
@@ -29,33 +25,6 @@ from conversations.services import (
     document_create,
     document_delete,
 )
-from workflows.api.views import RUN_RESPONSES, run_response
-from workflows.models import WorkflowExecution
-
-
-class ChatView(APIView):
-    """One chat turn: 201 {"execution", "conversation", "messages": [user, assistant]}, or with
-    `"stream": true` the run's events as SSE, or with `"background": true` 202 and the pending run."""
-
-    throttle_classes = (ScopedRateThrottle,)
-    throttle_scope = "runs"
-    content_negotiation_class = EventStreamNegotiation
-
-    @extend_schema(request=ChatSerializer, responses=RUN_RESPONSES)
-    def post(self, request: Request) -> HttpResponseBase:
-        serializer = ChatSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        mode = WorkflowExecution.Mode.SYNC
-        if data["background"]:
-            mode = WorkflowExecution.Mode.BACKGROUND
-        elif data["stream"]:
-            mode = WorkflowExecution.Mode.STREAM
-        return run_response(
-            owner=request.user, chat=True, mode=mode,
-            message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
-            conversation_id=data.get("conversation_id"), config=data["config"],
-        )
 
 
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):

@@ -2,6 +2,7 @@
 import pytest
 
 from conversations.models import Conversation, Message
+from conversations.selectors import RUN_IN_PROGRESS
 from tests.api.conftest import assert_error
 from tests.invariants import assert_i1_everywhere
 from workflows.models import WorkflowExecution
@@ -85,6 +86,11 @@ def test_a_conversation_with_a_run_in_progress_cannot_be_deleted(api, alice):
     assert_error(api.delete(f"{URL}{conversation_id}/"), 409, "conflict")
     assert Message.objects.filter(conversation_id=conversation_id).count() == 3
     assert_i1_everywhere()
+
+
+def test_it_knows_every_status_of_a_run_not_yet_ended():
+    # conversations reads runs' statuses by name (it may not import workflows): they must stay the same.
+    assert set(RUN_IN_PROGRESS) == set(WorkflowExecution.Status.values) - set(WorkflowExecution.TERMINAL)
 
 
 def test_bob_can_neither_change_nor_delete_alices_conversation(api, bob_api):

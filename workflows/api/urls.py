@@ -1,5 +1,7 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from workflows.api.chat import ChatView
 from workflows.api.views import (
     DefinitionViewSet,
     ExecutionViewSet,
@@ -13,4 +15,7 @@ router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("workflows/templates", TemplateViewSet, basename="template")
 router.register("workflows/definitions", DefinitionViewSet, basename="definition")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("chat/", ChatView.as_view(), name="chat"),
+    *router.urls,
+]
