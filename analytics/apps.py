@@ -14,6 +14,11 @@ class AnalyticsConfig(AppConfig):
 
     def ready(self) -> None:
         from analytics import receivers  # noqa: F401  (connects receivers)
+        from analytics.selectors import price_for_call
+        from workflows.pricing import price_lookup_register
+
+        # Runs price their calls through workflows.pricing; the prices are this app's (ModelPrice).
+        price_lookup_register(price_for_call)
 
         # A database with usage from before the rollups existed gets them built once, after migrate.
         post_migrate.connect(_usage_rollups_ensure, sender=self, dispatch_uid="analytics_usage_rollups_ensure")

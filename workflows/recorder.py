@@ -32,7 +32,6 @@ from django.db.models import Count, F, Subquery, Sum
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from analytics.selectors import price_for_call
 from audit.services import audit_append, audit_fields
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
@@ -42,6 +41,7 @@ from workflows.engine.runtime import RunInterrupted
 from workflows.engine.usage import Usage
 from workflows.events import event_envelope, events_publish, events_record
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.pricing import price_for_call
 
 logger = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 4000

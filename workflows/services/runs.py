@@ -14,7 +14,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from analytics.selectors import price_for_call
 from audit.services import audit_record
 from chatter_project.errors import (
     Conflict,
@@ -32,6 +31,7 @@ from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
 from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.pricing import price_for_call
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
