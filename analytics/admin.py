@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from analytics.charts import column_chart, row_chart
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from analytics.selectors import usage_by_day, usage_report, usage_report_page
+from analytics.selectors import (
+    templates_with_analytics,
+    usage_by_day,
+    usage_report,
+    usage_report_page,
+)
+from workflows.admin import WorkflowTemplateAdmin
+from workflows.models import WorkflowTemplate
 
 DASHBOARD_MAX_DAYS = 366
 
@@ -23,7 +30,8 @@ class TemplateAnalyticsAdmin(admin.ModelAdmin):
     list_filter = ("last_used_at", "last_success_at", "last_failure_at")
     list_select_related = ("template",)
     search_fields = ("template__key", "template__name")
-    # Counters (I2) are kept by the execution_finished receiver and its recompute command, never by hand.
+    # Counters (I2) are kept by analytics.receivers and reconcile_aggregates, never by hand. A template has a row
+    # once its first run has ended; the template pages show every template's figures.
     readonly_fields = ("template", "total_executions", "successful_executions", "failed_executions",
                        "cancelled_executions", "total_execution_time_ms", "average_execution_time_ms",
                        "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "last_used_at",
@@ -31,6 +39,53 @@ class TemplateAnalyticsAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+def _template_figure(name: str, description: str = ""):
+    @admin.display(description=description or name.replace("_", " "), ordering=name)
+    def figure(self, template):
+        return getattr(template, name)  # annotated by templates_with_analytics
+
+    return figure
+
+
+class TemplateWithAnalyticsAdmin(WorkflowTemplateAdmin):
+    """The template pages with the template's analytics (SPEC §8), read in the same query as the template: a
+    template that never ran shows zeros."""
+
+    SHOWN = ("total_executions", "successful_executions", "failed_executions", "cancelled_executions",
+             "average_execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost",
+             "last_used_at", "last_success_at", "last_failure_at")
+    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "runs", "failed_runs",
+                    "total_tokens", "total_cost", "last_used_at", "updated_at")
+    list_filter = ("is_builtin", "is_public", "category", "analytics__last_used_at", "updated_at")
+    readonly_fields = (*WorkflowTemplateAdmin.readonly_fields, *SHOWN)
+    # One column or page field per figure, each reading its annotation.
+    runs = _template_figure("total_executions", "runs")
+    failed_runs = _template_figure("failed_executions", "failed")
+    total_executions = _template_figure("total_executions")
+    successful_executions = _template_figure("successful_executions")
+    failed_executions = _template_figure("failed_executions")
+    cancelled_executions = _template_figure("cancelled_executions")
+    average_execution_time_ms = _template_figure("average_execution_time_ms")
+    prompt_tokens = _template_figure("prompt_tokens")
+    completion_tokens = _template_figure("completion_tokens")
+    total_tokens = _template_figure("total_tokens")
+    total_cost = _template_figure("total_cost")
+    last_used_at = _template_figure("last_used_at")
+    last_success_at = _template_figure("last_success_at")
+    last_failure_at = _template_figure("last_failure_at")
+
+    def get_queryset(self, request):
+        return templates_with_analytics(super().get_queryset(request))
+
+    def get_fieldsets(self, request, obj=None):
+        fields = [name for name in self.get_fields(request, obj) if name not in self.SHOWN]
+        return [(None, {"fields": fields}), *([("Analytics", {"fields": self.SHOWN})] if obj is not None else [])]
+
+
+admin.site.unregister(WorkflowTemplate)
+admin.site.register(WorkflowTemplate, TemplateWithAnalyticsAdmin)
 
 
 @admin.register(ModelPrice)

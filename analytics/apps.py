@@ -2,9 +2,10 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _usage_rollups_ensure(sender, **kwargs) -> None:
-    from analytics.services import usage_rollups_ensure
+def _after_migrate(sender, **kwargs) -> None:
+    from analytics.services import prices_seed, usage_rollups_ensure
 
+    prices_seed()
     usage_rollups_ensure()
 
 
@@ -20,5 +21,6 @@ class AnalyticsConfig(AppConfig):
         # Runs price their calls through workflows.pricing; the prices are this app's (ModelPrice).
         price_lookup_register(price_for_call)
 
-        # A database with usage from before the rollups existed gets them built once, after migrate.
-        post_migrate.connect(_usage_rollups_ensure, sender=self, dispatch_uid="analytics_usage_rollups_ensure")
+        # After every migrate (and test flush), after workflows' (INSTALLED_APPS order): the seed prices exist, and a
+        # database with usage from before the rollups existed gets them built once.
+        post_migrate.connect(_after_migrate, sender=self, dispatch_uid="analytics_after_migrate")

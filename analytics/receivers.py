@@ -2,12 +2,12 @@
 (I2) and the usage rollups (see analytics.models.UsageRollup), from the domain signals of conversations and
 workflows."""
 from django.contrib.auth import get_user_model
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from analytics.models import TemplateAnalytics
 from analytics.services import (
+    template_analytics_add,
     usage_execution_add,
     usage_message_add,
     usage_message_subtract,
@@ -15,14 +15,8 @@ from analytics.services import (
 )
 from conversations.models import Conversation
 from conversations.signals import message_deleted, message_saved
-from workflows.models import WorkflowExecution, WorkflowTemplate
+from workflows.models import WorkflowTemplate
 from workflows.signals import execution_finished
-
-_OUTCOME_FIELD = {
-    WorkflowExecution.Status.COMPLETED: "successful_executions",
-    WorkflowExecution.Status.FAILED: "failed_executions",
-    WorkflowExecution.Status.CANCELLED: "cancelled_executions",
-}
 
 
 @receiver(execution_finished, dispatch_uid="usage_execution_add")
@@ -33,28 +27,8 @@ def usage_execution_finished(sender, execution, **kwargs) -> None:
 # Connected after usage_execution_add, so it runs last: every run of the template updates this one row, whose
 # lock is then held only to the commit.
 @receiver(execution_finished, dispatch_uid="template_analytics_add")
-def template_analytics_add(sender, execution, **kwargs) -> None:
-    if execution.template_id is None:
-        return
-    outcome = _OUTCOME_FIELD[execution.status]
-    changes = {
-        "total_executions": F("total_executions") + 1,
-        outcome: F(outcome) + 1,
-        "total_execution_time_ms": F("total_execution_time_ms") + (execution.execution_time_ms or 0),
-        "prompt_tokens": F("prompt_tokens") + execution.prompt_tokens,
-        "completion_tokens": F("completion_tokens") + execution.completion_tokens,
-        "total_tokens": F("total_tokens") + execution.total_tokens,
-        "total_cost": F("total_cost") + execution.cost,
-        "last_used_at": execution.completed_at,
-    }
-    if execution.status == WorkflowExecution.Status.COMPLETED:
-        changes["last_success_at"] = execution.completed_at
-    elif execution.status == WorkflowExecution.Status.FAILED:
-        changes["last_failure_at"] = execution.completed_at
-    row = TemplateAnalytics.objects.filter(template_id=execution.template_id)
-    if not row.update(**changes):  # the template's first run ended: its row is made once
-        TemplateAnalytics.objects.get_or_create(template_id=execution.template_id)
-        row.update(**changes)
+def template_analytics_finished(sender, execution, **kwargs) -> None:
+    template_analytics_add(execution=execution)
 
 
 @receiver(message_saved, dispatch_uid="usage_message_add")

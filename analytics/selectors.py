@@ -6,8 +6,19 @@ from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Q, QuerySet, Sum, Value, Window
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import (
+    Count,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    Window,
+)
+from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
@@ -97,14 +108,34 @@ def price_list() -> QuerySet[ModelPrice]:
     return ModelPrice.objects.all()
 
 
-def template_analytics_list(*, user) -> QuerySet[TemplateAnalytics]:
-    """TemplateAnalytics count every user's runs of a template, so they are shown to the template's owner and to
-    staff; built-ins (no owner) to staff only. A user's own usage of any template is usage_report(group_by=
-    "template")."""
-    rows = TemplateAnalytics.objects.select_related("template")
+def template_analytics_list(*, user) -> QuerySet[WorkflowTemplate]:
+    """Templates with their analytics (see templates_with_analytics). TemplateAnalytics count every user's runs of
+    a template, so they are shown to the template's owner and to staff; built-ins (no owner) to staff only. A
+    user's own usage of any template is usage_report(group_by="template")."""
+    templates = WorkflowTemplate.objects.all()
     if not user.is_staff:
-        rows = rows.filter(template__owner=user)
-    return rows
+        templates = templates.filter(owner=user)
+    return templates_with_analytics(templates)
+
+
+# What a TemplateAnalytics row counts, and the moments it keeps.
+TEMPLATE_COUNTERS = ("total_executions", "successful_executions", "failed_executions", "cancelled_executions",
+                     "total_execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
+TEMPLATE_MOMENTS = ("last_used_at", "last_success_at", "last_failure_at")
+
+
+def templates_with_analytics(templates: QuerySet[WorkflowTemplate]) -> QuerySet[WorkflowTemplate]:
+    """The templates annotated with their TemplateAnalytics figures (TEMPLATE_COUNTERS, TEMPLATE_MOMENTS) and
+    `average_execution_time_ms`, in the same query. A template that never ran has no row yet (it is made when its
+    first run ends): its figures are zeros, its moments and average None."""
+    money = TemplateAnalytics._meta.get_field("total_cost")
+    figures = {name: Coalesce(F(f"analytics__{name}"), Value(0)) for name in TEMPLATE_COUNTERS}
+    figures["total_cost"] = Coalesce(F("analytics__total_cost"), Value(Decimal("0")), output_field=money)
+    return templates.annotate(
+        **figures, **{name: F(f"analytics__{name}") for name in TEMPLATE_MOMENTS},
+    ).annotate(average_execution_time_ms=ExpressionWrapper(
+        Cast("total_execution_time_ms", FloatField()) / NullIf("total_executions", Value(0)),
+        output_field=FloatField()))
 
 
 # --- usage rollups ---------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.selectors import (
+    TEMPLATE_COUNTERS,
+    TEMPLATE_MOMENTS,
     price_for_call,
     template_analytics_from_executions,
     usage_day,
@@ -47,7 +49,7 @@ def aggregates_drift() -> list[dict]:
         if fields := _diff(row["stored"], row["actual"]):
             drift.append({"kind": "conversation", "id": str(pk), "fields": fields})
     for row in template_analytics_from_executions().values():
-        if fields := _diff(row["stored"], row["actual"]):
+        if fields := _diff(row["stored"] or _template_zero(), row["actual"]):  # no row yet: it never ran
             drift.append({"kind": "template", "id": row["key"], "fields": fields})
     drift += _execution_drift()
     drift += usage_drift()
@@ -113,13 +115,21 @@ def aggregates_fix() -> int:
                 fixed += 1
     with transaction.atomic():
         for pk, row in template_analytics_from_executions().items():
-            if _diff(row["stored"], row["actual"]):
-                TemplateAnalytics.objects.update_or_create(
-                    template_id=pk, defaults={**row["actual"], "last_used_at": row["last_used_at"]})
+            if row["stored"] is None and _diff(_template_zero(), row["actual"]):
+                _template_analytics_upsert(template_id=pk, figures={
+                    **row["actual"], **{name: None for name in TEMPLATE_MOMENTS}, "last_used_at": row["last_used_at"]})
+                fixed += 1
+            elif row["stored"] is not None and _diff(row["stored"], row["actual"]):
+                TemplateAnalytics.objects.filter(template_id=pk).update(
+                    **row["actual"], last_used_at=row["last_used_at"])
                 fixed += 1
     if usage_drift():
         fixed += usage_rollups_rebuild()
     return fixed
+
+
+def _template_zero() -> dict:
+    return {name: Decimal("0") if name == "total_cost" else 0 for name in TEMPLATE_COUNTERS}
 
 
 def costs_recompute(*, since: datetime | None = None) -> int:
@@ -161,6 +171,37 @@ def _cost_adjust(call: LLMCall, delta: Decimal) -> None:
                 provider=call.provider, model=call.model, template_id=execution.template_id,
                 conversation_id=execution.conversation_id)
             _usage_change(dims, {"cost": delta})
+
+
+# --- template analytics (I2) ----------------------------------------------------------------------------------
+_TEMPLATE_OUTCOME = {
+    WorkflowExecution.Status.COMPLETED: ("successful_executions", "last_success_at"),
+    WorkflowExecution.Status.FAILED: ("failed_executions", "last_failure_at"),
+    WorkflowExecution.Status.CANCELLED: ("cancelled_executions", None),
+}
+
+
+def template_analytics_add(*, execution: WorkflowExecution) -> None:
+    """Book an ended run of a template, in the transaction that ends it."""
+    if execution.template_id is None:
+        return
+    outcome, moment = _TEMPLATE_OUTCOME[execution.status]
+    figures = {
+        **{name: 0 for name in TEMPLATE_COUNTERS}, "total_executions": 1, outcome: 1,
+        "total_execution_time_ms": execution.execution_time_ms or 0,
+        "prompt_tokens": execution.prompt_tokens, "completion_tokens": execution.completion_tokens,
+        "total_tokens": execution.total_tokens, "total_cost": execution.cost,
+        **{name: None for name in TEMPLATE_MOMENTS}, "last_used_at": execution.completed_at,
+    }
+    if moment:
+        figures[moment] = execution.completed_at
+    _template_analytics_upsert(template_id=execution.template_id, figures=figures)
+
+
+def _template_analytics_upsert(*, template_id, figures: dict) -> None:
+    """The one statement that makes a template's analytics row (when its first run ends) or adds to it."""
+    _insert_or_add(TemplateAnalytics, conflict="template", rows=[{"template_id": template_id, **figures}],
+                   columns=("template_id",), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
 
 
 # --- usage rollups (see UsageRollup for what each counter counts) ----------------------------------------------
@@ -269,28 +310,35 @@ def usage_rollups_ensure() -> int:
 
 
 def _usage_upsert(rows: dict) -> None:
-    """Add the counters of each row to the stored row with its key, creating it when missing: one INSERT … ON
-    CONFLICT DO UPDATE (PostgreSQL and SQLite), so concurrent writers of one key never lose an increment. Keys are
-    written in a fixed order, so two transactions never wait on each other's rows in a cycle."""
+    """Add the counters of each row to the stored row with its key, creating it when missing. Keys are written in
+    a fixed order, so two transactions never wait on each other's rows in a cycle."""
+    _insert_or_add(UsageRollup, conflict="key", rows=[rows[key] for key in sorted(rows, key=str)],
+                   columns=("key", *UsageRollup.DIMENSIONS), add=UsageRollup.COUNTERS)
+
+
+def _insert_or_add(model, *, conflict: str, rows: list[dict], columns: tuple[str, ...], add: tuple[str, ...],
+                   latest: tuple[str, ...] = ()) -> None:
+    """One INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite) of `rows` (dicts by attname): a row whose
+    `conflict` value is stored adds its `add` counters to the stored ones and sets the `latest` fields it has
+    (not None); any other row is inserted. Concurrent writers of one row never lose an increment. Counters are
+    only ever added here: an INSERT could not carry a negative one past its CHECK (see _usage_change)."""
     if not rows:
         return
-    meta = UsageRollup._meta
+    meta = model._meta
     quote = connection.ops.quote_name
-    fields = [meta.get_field(name) for name in ("key", *UsageRollup.DIMENSIONS, *UsageRollup.COUNTERS)]
+    fields = [meta.get_field(name) for name in (*columns, *add, *latest)]
     table = quote(meta.db_table)
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = []
-    for key in sorted(rows, key=str):
-        row = rows[key]
-        params += [field.get_db_prep_save(row[field.attname], connection) for field in fields]
-    increments = ", ".join(
-        f"{quote(column)} = {table}.{quote(column)} + excluded.{quote(column)}"
-        for column in (meta.get_field(name).column for name in UsageRollup.COUNTERS))
+    params = [field.get_db_prep_save(row[field.attname], connection) for row in rows for field in fields]
+    changes = [f"{quote(column)} = {table}.{quote(column)} + excluded.{quote(column)}"
+               for column in (meta.get_field(name).column for name in add)]
+    changes += [f"{quote(column)} = COALESCE(excluded.{quote(column)}, {table}.{quote(column)})"
+                for column in (meta.get_field(name).column for name in latest)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
             f"VALUES {', '.join([placeholders] * len(rows))} "
-            f"ON CONFLICT ({quote(meta.get_field('key').column)}) DO UPDATE SET {increments}",
+            f"ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO UPDATE SET {', '.join(changes)}",
             params,
         )
 
@@ -306,6 +354,29 @@ def _usage_change(dims: dict, changes: dict) -> None:
 
 # --- prices --------------------------------------------------------------------------------------------------
 PRICE_EDITABLE = ("is_active",)
+
+# Seeded prices, USD per million tokens. The `local` price is simulated, so accounting shows out of the box.
+SEED_PRICES = [
+    ("local", r"local-.*", "0.50", None, "1.50"),
+    ("openai", r"gpt-4o-mini(-\d{4}-\d{2}-\d{2})?", "0.15", "0.075", "0.60"),
+    ("openai", r"gpt-4o(-\d{4}-\d{2}-\d{2})?", "2.50", "1.25", "10.00"),
+    ("openai", r"gpt-4\.1(-\d{4}-\d{2}-\d{2})?", "2.00", "0.50", "8.00"),
+    ("openai", r"gpt-4\.1-mini(-\d{4}-\d{2}-\d{2})?", "0.40", "0.10", "1.60"),
+    ("openai", r"o3-mini(-\d{4}-\d{2}-\d{2})?", "1.10", "0.55", "4.40"),
+    ("anthropic", r"claude-3-5-haiku.*", "0.80", "0.08", "4.00"),
+    ("anthropic", r"claude-sonnet-4.*|claude-3-7-sonnet.*", "3.00", "0.30", "15.00"),
+]
+
+
+def prices_seed() -> None:
+    """Idempotent: the seed prices for (provider, pattern) pairs that have no row yet."""
+    epoch = timezone.make_aware(timezone.datetime(2024, 1, 1))
+    for provider, pattern, price_in, price_cached, price_out in SEED_PRICES:
+        if not ModelPrice.objects.filter(provider=provider, model_pattern=pattern).exists():
+            ModelPrice.objects.create(
+                provider=provider, model_pattern=pattern, input_per_million=price_in,
+                cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch,
+            )
 
 
 def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal,

@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 
 import pytest
@@ -116,6 +117,19 @@ def test_the_template_page_shows_its_analytics(staff_client, run):
     content = response.content.decode()
     assert "Successful executions" in content and "Total cost" in content
     assert TemplateAnalytics.objects.get(template_id=run.template_id).successful_executions == 1
+
+
+def test_the_page_of_a_template_that_never_ran_shows_zeros(staff_client):
+    template = WorkflowTemplate.objects.get(key="summarize")
+    assert not TemplateAnalytics.objects.filter(template=template).exists()
+
+    response = staff_client.get(url(WorkflowTemplate, "change", template.pk))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Successful executions" in content
+    for figure in ("total_executions", "successful_executions", "total_tokens"):
+        assert re.search(rf'field-{figure}">(?:(?!field-).)*<div class="readonly">0</div>', content, re.S), figure
 
 
 def changelist_queries(client) -> dict:

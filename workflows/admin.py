@@ -1,6 +1,5 @@
 from django.contrib import admin, messages
 
-from analytics.models import TemplateAnalytics
 from chatter_project.errors import Conflict
 from conversations.models import Message
 from workflows.models import (
@@ -51,46 +50,16 @@ class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
 
 
 # --- templates and definitions ----------------------------------------------------------------------------
-class TemplateAnalyticsInline(ReadOnlyMixin, admin.StackedInline):
-    model = TemplateAnalytics
-    can_delete = False
-    fields = readonly_fields = (
-        "total_executions", "successful_executions", "failed_executions", "cancelled_executions",
-        "average_execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost",
-        "last_used_at", "last_success_at", "last_failure_at",
-    )
-
-
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
-    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "runs", "failed_runs",
-                    "total_tokens", "total_cost", "last_used_at", "updated_at")
-    list_filter = ("is_builtin", "is_public", "category", "analytics__last_used_at", "updated_at")
-    list_select_related = ("owner", "analytics")
+    """Templates; analytics.admin adds their analytics to these pages."""
+
+    list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "updated_at")
+    list_filter = ("is_builtin", "is_public", "category", "updated_at")
+    list_select_related = ("owner",)
     search_fields = ("key", "name", "description")
     raw_id_fields = ("owner",)
     readonly_fields = ("is_builtin", "created_at", "updated_at")
-    inlines = [TemplateAnalyticsInline]
-
-    @admin.display(description="runs", ordering="analytics__total_executions")
-    def runs(self, template):
-        return _analytics_of(template, "total_executions")
-
-    @admin.display(description="failed", ordering="analytics__failed_executions")
-    def failed_runs(self, template):
-        return _analytics_of(template, "failed_executions")
-
-    @admin.display(description="tokens", ordering="analytics__total_tokens")
-    def total_tokens(self, template):
-        return _analytics_of(template, "total_tokens")
-
-    @admin.display(description="cost", ordering="analytics__total_cost")
-    def total_cost(self, template):
-        return _analytics_of(template, "total_cost")
-
-    @admin.display(description="last used", ordering="analytics__last_used_at")
-    def last_used_at(self, template):
-        return _analytics_of(template, "last_used_at")
 
     # Built-ins are seeded from code; editing them here would be overwritten or break the seed.
     def has_change_permission(self, request, obj=None):
@@ -98,13 +67,6 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj and obj.is_builtin)
-
-
-def _analytics_of(template: WorkflowTemplate, field: str):
-    try:
-        return getattr(template.analytics, field)
-    except TemplateAnalytics.DoesNotExist:
-        return None
 
 
 @admin.register(WorkflowDefinition)

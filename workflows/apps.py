@@ -18,5 +18,5 @@ class WorkflowsConfig(AppConfig):
         from chatter_project.db import pools_close_before_fork
 
         pools_close_before_fork()
-        # Built-in templates and seed prices exist after every migrate (and after test flushes).
+        # Built-in templates and the system schedules exist after every migrate (and after test flushes).
         post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

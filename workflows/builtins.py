@@ -108,14 +108,3 @@ BUILTIN_TEMPLATES = [
     },
 ]
 
-# Seeded prices, USD per million tokens. The `local` price is simulated, so accounting shows out of the box.
-SEED_PRICES = [
-    ("local", r"local-.*", "0.50", None, "1.50"),
-    ("openai", r"gpt-4o-mini(-\d{4}-\d{2}-\d{2})?", "0.15", "0.075", "0.60"),
-    ("openai", r"gpt-4o(-\d{4}-\d{2}-\d{2})?", "2.50", "1.25", "10.00"),
-    ("openai", r"gpt-4\.1(-\d{4}-\d{2}-\d{2})?", "2.00", "0.50", "8.00"),
-    ("openai", r"gpt-4\.1-mini(-\d{4}-\d{2}-\d{2})?", "0.40", "0.10", "1.60"),
-    ("openai", r"o3-mini(-\d{4}-\d{2}-\d{2})?", "1.10", "0.55", "4.40"),
-    ("anthropic", r"claude-3-5-haiku.*", "0.80", "0.08", "4.00"),
-    ("anthropic", r"claude-sonnet-4.*|claude-3-7-sonnet.*", "3.00", "0.30", "15.00"),
-]

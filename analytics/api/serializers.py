@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.models import ModelPrice, UsageRollup
 from analytics.selectors import USAGE_GROUPS
 from chatter_project.api.serializers import StrictSerializer
 
@@ -94,21 +94,32 @@ class UsageReportSerializer(serializers.Serializer):
     results = UsageRowSerializer(many=True)
 
 
-class TemplateAnalyticsSerializer(serializers.ModelSerializer):
-    template_id = serializers.UUIDField(source="template.id", read_only=True)
-    template_key = serializers.CharField(source="template.key", read_only=True)
-    template_name = serializers.CharField(source="template.name", read_only=True)
-    average_execution_time_ms = serializers.FloatField(read_only=True, allow_null=True)
+class TemplateAnalyticsSerializer(serializers.Serializer):
+    """A template's analytics over every user's runs of it: zeros for a template that never ran."""
 
-    class Meta:
-        model = TemplateAnalytics
-        fields = (
-            "template_id", "template_key", "template_name", "total_executions", "successful_executions",
-            "failed_executions", "cancelled_executions", "total_execution_time_ms", "average_execution_time_ms",
-            "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "last_used_at",
-            "last_success_at", "last_failure_at",
-        )
-        read_only_fields = fields
+    template_id = serializers.UUIDField(source="pk", read_only=True)
+    template_key = serializers.CharField(source="key", read_only=True)
+    template_name = serializers.CharField(source="name", read_only=True)
+    total_executions = serializers.IntegerField(read_only=True)
+    successful_executions = serializers.IntegerField(read_only=True)
+    failed_executions = serializers.IntegerField(read_only=True)
+    cancelled_executions = serializers.IntegerField(read_only=True)
+    total_execution_time_ms = serializers.IntegerField(read_only=True)
+    average_execution_time_ms = serializers.FloatField(read_only=True, allow_null=True)
+    prompt_tokens = serializers.IntegerField(read_only=True)
+    completion_tokens = serializers.IntegerField(read_only=True)
+    total_tokens = serializers.IntegerField(read_only=True)
+    total_cost = serializers.DecimalField(read_only=True, **MONEY)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_success_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_failure_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    FIELDS = (
+        "template_id", "template_key", "template_name", "total_executions", "successful_executions",
+        "failed_executions", "cancelled_executions", "total_execution_time_ms", "average_execution_time_ms",
+        "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "last_used_at",
+        "last_success_at", "last_failure_at",
+    )
 
 
 class PriceSerializer(serializers.ModelSerializer):

@@ -8,6 +8,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.filters import OrderingFilter
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import JSONRenderer
@@ -27,7 +28,7 @@ from analytics.api.serializers import (
     UsageReportSerializer,
     UsageRowSerializer,
 )
-from analytics.models import TemplateAnalytics, UsageRollup
+from analytics.models import UsageRollup
 from analytics.selectors import (
     price_list,
     template_analytics_list,
@@ -37,6 +38,7 @@ from analytics.selectors import (
 from analytics.services import price_create, price_update
 from chatter_project.api.pagination import PageNumberPagination
 from chatter_project.errors import Forbidden, InvalidInput
+from workflows.models import WorkflowTemplate
 
 FORMAT_PARAMETER = OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
                                     description="csv: every row as a CSV file (also `Accept: text/csv`)")
@@ -126,16 +128,25 @@ class UsageView(CSVExportMixin, APIView):
         return owner
 
 
+class TemplateOrdering(OrderingFilter):
+    """?ordering= over templates with their analytics: `template__key`, as the API names it, is the key."""
+
+    def get_ordering(self, request, queryset, view):
+        return [term.replace("template__key", "key") for term in super().get_ordering(request, queryset, view)]
+
+
 class TemplateAnalyticsView(CSVExportMixin, ListAPIView):
     """Per-template counters over every user's runs (I2): the templates the caller owns; staff, every template.
-    The caller's own usage of any template is /analytics/usage/?group_by=template."""
+    A template that never ran shows zeros. The caller's own usage of any template is
+    /analytics/usage/?group_by=template."""
 
-    queryset = TemplateAnalytics.objects.none()  # the real one, per user, is get_queryset()
+    queryset = WorkflowTemplate.objects.none()  # the real one, per user, is get_queryset()
     serializer_class = TemplateAnalyticsSerializer
     pagination_class = ReportPagination
+    filter_backends = (TemplateOrdering,)
     ordering_fields = ("total_executions", "total_tokens", "total_cost", "last_used_at", "template__key")
     ordering = ("template__key",)
-    csv_columns = TemplateAnalyticsSerializer.Meta.fields
+    csv_columns = TemplateAnalyticsSerializer.FIELDS
     csv_name = "template-analytics"
 
     def get_queryset(self):

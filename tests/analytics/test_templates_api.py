@@ -71,6 +71,15 @@ def test_staff_see_every_template(staff_api, alices_template):
     assert costs == sorted(costs, reverse=True)
 
 
+def test_a_template_that_never_ran_shows_zeros(staff_api, alices_template):
+    never = next(row for row in rows(staff_api) if row["template_key"] == "summarize")
+
+    assert not TemplateAnalytics.objects.filter(template__key="summarize").exists()  # made at its first run's end
+    assert (never["total_executions"], never["failed_executions"], never["total_tokens"]) == (0, 0, 0)
+    assert Decimal(never["total_cost"]) == 0
+    assert never["average_execution_time_ms"] is None and never["last_used_at"] is None
+
+
 def test_it_exports_csv(staff_api, alices_template):
     response = staff_api.get(URL, {"format": "csv", "page_size": 1})
 

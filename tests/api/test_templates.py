@@ -1,5 +1,6 @@
 """Templates: built-ins read-only, users' own templates with version +1 on graph change; visibility."""
 import copy
+from decimal import Decimal
 
 import pytest
 
@@ -48,9 +49,12 @@ def test_a_user_creates_a_template_with_normalized_graph_and_analytics(api, alic
     template = WorkflowTemplate.objects.get(pk=body["id"])
     assert template.owner == alice and not template.is_builtin and template.version == 1
     assert body["graph"]["nodes"][1]["config"] is not None or body["graph"] == template.graph
-    assert TemplateAnalytics.objects.filter(template=template).exists()
+    [analytics] = [row for row in api.get("/api/v1/analytics/templates/").json()["results"]
+                   if row["template_id"] == str(template.pk)]
+    assert analytics["total_executions"] == 0 and Decimal(analytics["total_cost"]) == 0  # no run yet: zeros
     run = api.post("/api/v1/executions/", {"template": "brief", "input": {"message": "hi"}}, format="json")
     assert run.status_code == 201 and run.json()["execution"]["config"]["temperature"] == 0.2
+    assert TemplateAnalytics.objects.get(template=template).total_executions == 1  # made as its first run ended
 
 
 def test_bad_input_is_a_400_with_details_and_no_row(api):

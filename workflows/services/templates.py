@@ -5,12 +5,10 @@ import re
 import uuid
 
 from django.db import transaction
-from django.utils import timezone
 
-from analytics.models import ModelPrice, TemplateAnalytics
 from audit.services import audit_record
 from chatter_project.errors import Forbidden, InvalidInput, NotFound
-from workflows.builtins import BUILTIN_TEMPLATES, SEED_PRICES
+from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.engine.config import config_errors
 from workflows.engine.graph import normalize_graph, parse_graph
 from workflows.models import WorkflowTemplate
@@ -28,8 +26,8 @@ def is_uuid(value) -> bool:
 
 # --- built-ins ------------------------------------------------------------------------------------------
 def builtins_seed() -> None:
-    """Idempotent: built-in templates (updated in place, version +1 when the graph changes), their analytics
-    rows, and seed prices for (provider, pattern) pairs that have none yet."""
+    """Idempotent: built-in templates, updated in place (version +1 when the graph changes). Their analytics
+    row is made when their first run ends; prices are seeded by analytics."""
     for spec in BUILTIN_TEMPLATES:
         parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
         template, created = WorkflowTemplate.objects.get_or_create(
@@ -42,14 +40,6 @@ def builtins_seed() -> None:
             template.name, template.description = spec["name"], spec["description"]
             template.version += 1
             template.save()
-        TemplateAnalytics.objects.get_or_create(template=template)
-    epoch = timezone.make_aware(timezone.datetime(2024, 1, 1))
-    for provider, pattern, price_in, price_cached, price_out in SEED_PRICES:
-        if not ModelPrice.objects.filter(provider=provider, model_pattern=pattern).exists():
-            ModelPrice.objects.create(
-                provider=provider, model_pattern=pattern, input_per_million=price_in,
-                cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch,
-            )
 
 
 # --- templates ------------------------------------------------------------------------------------------
@@ -81,7 +71,6 @@ def template_create(*, owner, key: str, name: str, graph, description: str = "",
             key=key, name=name[:255], description=description, category=category[:64] or "general", owner=owner,
             params=params or {}, graph=graph, is_public=is_public,
         )
-        TemplateAnalytics.objects.create(template=template)
         audit_record(action="template.created", actor=owner, target=template,
                      data={"key": key, "version": template.version, "is_public": is_public})
     return template

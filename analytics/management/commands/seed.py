@@ -1,11 +1,13 @@
 from django.core.management.base import BaseCommand
 
+from analytics.services import prices_seed
 from workflows.services.templates import builtins_seed
 
 
 class Command(BaseCommand):
-    help = "Create or update the built-in templates, their analytics rows and the seed prices (idempotent)."
+    help = "Create or update the built-in templates and the seed prices (idempotent; also runs after every migrate)."
 
     def handle(self, *args, **options):
         builtins_seed()
+        prices_seed()
         self.stdout.write("built-in templates and prices are in place")
