@@ -3,9 +3,14 @@ from django.db.models.signals import post_migrate
 
 
 def _after_migrate(sender, **kwargs) -> None:
-    from analytics.services import prices_seed, usage_rollups_ensure
+    from analytics.services import (
+        prices_seed,
+        reconcile_schedule_ensure,
+        usage_rollups_ensure,
+    )
 
     prices_seed()
+    reconcile_schedule_ensure()
     usage_rollups_ensure()
 
 
@@ -21,6 +26,6 @@ class AnalyticsConfig(AppConfig):
         # Runs price their calls through workflows.pricing; the prices are this app's (ModelPrice).
         price_lookup_register(price_for_call)
 
-        # After every migrate (and test flush), after workflows' (INSTALLED_APPS order): the seed prices exist, and a
-        # database with usage from before the rollups existed gets them built once.
+        # After every migrate (and test flush), after workflows' (INSTALLED_APPS order): the seed prices and the
+        # reconciliation's schedule exist, and a database with usage from before the rollups gets them built once.
         post_migrate.connect(_after_migrate, sender=self, dispatch_uid="analytics_after_migrate")

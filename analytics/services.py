@@ -33,6 +33,7 @@ from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 
 logger = logging.getLogger(__name__)
+RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
 
 
 def _diff(stored: dict | None, actual: dict) -> dict:
@@ -130,6 +131,14 @@ def aggregates_fix() -> int:
 
 def _template_zero() -> dict:
     return {name: Decimal("0") if name == "total_cost" else 0 for name in TEMPLATE_COUNTERS}
+
+
+def reconcile_schedule_ensure() -> None:
+    """The django-q2 schedule of the hourly reconciliation (analytics.tasks), kept by name (idempotent)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(name=RECONCILE_SCHEDULE_NAME, defaults={
+        "func": "analytics.tasks.aggregates_reconcile_task", "schedule_type": Schedule.HOURLY, "repeats": -1})
 
 
 def costs_recompute(*, since: datetime | None = None) -> int:

@@ -1,12 +1,7 @@
 """django-q2 task functions: they take ids and call services, and are safe to deliver twice."""
-import logging
-
-from analytics.services import aggregates_drift
 from workflows.services.recovery import events_prune, execution_sweep
 from workflows.services.runs import execution_run
 from workflows.services.schedules import schedules_run_due
-
-logger = logging.getLogger(__name__)
 
 
 def execution_run_task(execution_id: str) -> str:
@@ -22,16 +17,6 @@ def schedules_run_due_task() -> int:
 def execution_sweep_task() -> int:
     """Every CHATTER_SWEEP_INTERVAL_S (`chatter-sweep-executions`): end the runs whose worker died (I4)."""
     return len(execution_sweep())
-
-
-def aggregates_reconcile_task() -> int:
-    """Hourly (`chatter-reconcile-aggregates`): report every aggregate that drifted from its source rows
-    (I1–I3) in the log; `manage.py reconcile_aggregates --fix` repairs them."""
-    drift = aggregates_drift()
-    for row in drift:
-        fields = ", ".join(f"{name}: stored {pair[0]} != actual {pair[1]}" for name, pair in row["fields"].items())
-        logger.error("aggregate drift on %s %s: %s", row["kind"], row["id"], fields)
-    return len(drift)
 
 
 def events_prune_task() -> int:

@@ -2,7 +2,6 @@
 stopped) and runs pending or running past their timeout, through the same terminal path as any run: usage
 kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2 schedules that run it, and a real
 worker killed with SIGKILL."""
-import logging
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExe
 from workflows.services.recovery import HEARTBEAT_LOST_S, SWEEP_GRACE_S, execution_sweep
 from workflows.services.runs import execution_create, execution_run, execution_stream
 from workflows.services.schedules import scheduler_ensure
-from workflows.tasks import aggregates_reconcile_task, execution_sweep_task
+from workflows.tasks import execution_sweep_task
 
 pytestmark = pytest.mark.django_db
 
@@ -162,16 +161,6 @@ def test_the_sweep_task_returns_how_many_runs_it_ended(alice):
                         beat_seconds_ago=HEARTBEAT_LOST_S + 60)
     assert execution_sweep_task() == 1
     assert execution_sweep_task() == 0
-
-
-def test_the_reconcile_task_reports_drift_in_the_log(alice, caplog):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
-    assert aggregates_reconcile_task() == 0
-    Conversation.objects.filter(pk=execution.conversation_id).update(message_count=7)
-
-    with caplog.at_level(logging.ERROR, logger="workflows.tasks"):
-        assert aggregates_reconcile_task() == 1
-    assert f"conversation {execution.conversation_id}" in caplog.text and "message_count" in caplog.text
 
 
 def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):

@@ -21,7 +21,6 @@ Status = WorkflowExecution.Status
 
 # --- recovery and retention -----------------------------------------------------------------------------
 SWEEP_SCHEDULE_NAME = "chatter-sweep-executions"
-RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
 PRUNE_SCHEDULE_NAME = "chatter-prune-events"
 # A running run's process refreshes its heartbeat every HEARTBEAT_S; several missed beats mean it is gone.
 HEARTBEAT_LOST_S = 6 * HEARTBEAT_S

@@ -20,7 +20,6 @@ from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.definitions import visible_definition
 from workflows.services.recovery import (
     PRUNE_SCHEDULE_NAME,
-    RECONCILE_SCHEDULE_NAME,
     SWEEP_SCHEDULE_NAME,
 )
 from workflows.services.runs import execution_create, models_check
@@ -127,9 +126,9 @@ def _schedule_summary(schedule: WorkflowSchedule) -> dict:
 
 
 def scheduler_ensure() -> None:
-    """The django-q2 schedules of the system, each kept by name (idempotent: no duplicates on restart or
-    re-migrate): due WorkflowSchedules every minute, the recovery sweep every CHATTER_SWEEP_INTERVAL_S
-    (whole minutes: django-q2's granularity), the aggregate reconciliation hourly, event pruning daily."""
+    """The django-q2 schedules of runs, each kept by name (idempotent: no duplicates on restart or re-migrate):
+    due WorkflowSchedules every minute, the recovery sweep every CHATTER_SWEEP_INTERVAL_S (whole minutes:
+    django-q2's granularity), event pruning daily. (Analytics keeps its own: analytics.services.)"""
     from django_q.models import Schedule
 
     every_minutes = {"schedule_type": Schedule.MINUTES, "repeats": -1}
@@ -137,8 +136,6 @@ def scheduler_ensure() -> None:
         SCHEDULER_NAME: {"func": "workflows.tasks.schedules_run_due_task", **every_minutes, "minutes": 1},
         SWEEP_SCHEDULE_NAME: {"func": "workflows.tasks.execution_sweep_task", **every_minutes,
                               "minutes": max(1, math.ceil(settings.CHATTER_SWEEP_INTERVAL_S / 60))},
-        RECONCILE_SCHEDULE_NAME: {"func": "workflows.tasks.aggregates_reconcile_task",
-                                  "schedule_type": Schedule.HOURLY, "repeats": -1},
         PRUNE_SCHEDULE_NAME: {"func": "workflows.tasks.events_prune_task", "schedule_type": Schedule.DAILY,
                               "repeats": -1},
     }
