@@ -8,6 +8,8 @@ from django.dispatch import receiver
 
 from analytics.services import (
     template_analytics_add,
+    template_analytics_reprice,
+    usage_calls_reprice,
     usage_execution_add,
     usage_message_add,
     usage_message_subtract,
@@ -16,19 +18,26 @@ from analytics.services import (
 from conversations.models import Conversation
 from conversations.signals import message_deleted, message_saved
 from workflows.models import WorkflowTemplate
-from workflows.signals import execution_finished
+from workflows.signals import execution_finished, usage_repriced
 
 
-@receiver(execution_finished, dispatch_uid="usage_execution_add")
-def usage_execution_finished(sender, execution, **kwargs) -> None:
-    usage_execution_add(execution=execution)
+# One receiver per aggregate, for both kinds of news: a run ended, and the cost of an ended run's calls changed.
+@receiver([execution_finished, usage_repriced], dispatch_uid="usage_rollups_book")
+def usage_rollups_book(sender, signal, execution, **kwargs) -> None:
+    if signal is usage_repriced:
+        usage_calls_reprice(execution=execution, calls=kwargs["calls"])
+    else:
+        usage_execution_add(execution=execution)
 
 
-# Connected after usage_execution_add, so it runs last: every run of the template updates this one row, whose
+# Connected after usage_rollups_book, so it runs last: every run of the template updates this one row, whose
 # lock is then held only to the commit.
-@receiver(execution_finished, dispatch_uid="template_analytics_add")
-def template_analytics_finished(sender, execution, **kwargs) -> None:
-    template_analytics_add(execution=execution)
+@receiver([execution_finished, usage_repriced], dispatch_uid="template_analytics_book")
+def template_analytics_book(sender, signal, execution, **kwargs) -> None:
+    if signal is usage_repriced:
+        template_analytics_reprice(execution=execution, calls=kwargs["calls"])
+    else:
+        template_analytics_add(execution=execution)
 
 
 @receiver(message_saved, dispatch_uid="usage_message_add")

@@ -28,9 +28,10 @@ from audit.services import audit_record
 from chatter_project.errors import InvalidInput
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
-from conversations.services import conversation_get_for_update, message_cost_adjust
+from conversations.services import conversation_get_for_update
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.services.costs import llm_call_cost_adjust
 
 logger = logging.getLogger(__name__)
 RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
@@ -142,8 +143,9 @@ def reconcile_schedule_ensure() -> None:
 
 
 def costs_recompute(*, since: datetime | None = None) -> int:
-    """Re-price past LLM calls with the prices in force at each call's time; carry every difference to the
-    node, execution, assistant message, conversation and template totals. Provider-reported costs stay."""
+    """Re-price past LLM calls with the prices in force at each call's time. Each difference is carried to the
+    node, execution, assistant message and conversation by their services, and to the template analytics and
+    usage rollups by the receivers of usage_repriced. Provider-reported costs stay."""
     calls = LLMCall.objects.filter(provider_cost=False).order_by("id")
     if since is not None:
         calls = calls.filter(created_at__gte=since)
@@ -154,32 +156,9 @@ def costs_recompute(*, since: datetime | None = None) -> int:
         cost = cost_for_usage(usage, price_for_call(provider=call.provider, model=call.model, at=call.created_at))
         delta = cost - call.cost
         if delta:
-            _cost_adjust(call, delta)
+            llm_call_cost_adjust(call=call, delta=delta)
             changed += 1
     return changed
-
-
-def _cost_adjust(call: LLMCall, delta: Decimal) -> None:
-    with transaction.atomic():
-        # Locked and read afresh: a run that ends meanwhile either booked the old cost (and is terminal here) or
-        # books the new one once this commits.
-        execution = WorkflowExecution.objects.select_for_update().get(pk=call.execution_id)
-        LLMCall.objects.filter(pk=call.pk).update(cost=F("cost") + delta)
-        if call.node_execution_id:
-            NodeExecution.objects.filter(pk=call.node_execution_id).update(cost=F("cost") + delta)
-        WorkflowExecution.objects.filter(pk=execution.pk).update(cost=F("cost") + delta)
-        reply = Message.objects.filter(execution=execution, role=Message.Role.ASSISTANT).only("pk").first()
-        if reply is not None:
-            message_cost_adjust(message_id=reply.pk, delta=delta)
-        if execution.template_id and execution.status in WorkflowExecution.TERMINAL:
-            TemplateAnalytics.objects.filter(template_id=execution.template_id).update(
-                total_cost=F("total_cost") + delta)
-        if execution.status in WorkflowExecution.TERMINAL:  # a run still going books its calls when it ends
-            dims = usage_dimensions(
-                day=usage_day(execution.completed_at or execution.created_at), owner_id=execution.owner_id,
-                provider=call.provider, model=call.model, template_id=execution.template_id,
-                conversation_id=execution.conversation_id)
-            _usage_change(dims, {"cost": delta})
 
 
 # --- template analytics (I2) ----------------------------------------------------------------------------------
@@ -205,6 +184,13 @@ def template_analytics_add(*, execution: WorkflowExecution) -> None:
     if moment:
         figures[moment] = execution.completed_at
     _template_analytics_upsert(template_id=execution.template_id, figures=figures)
+
+
+def template_analytics_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
+    """Carry the cost change of an ended run's re-priced calls to its template's row (made when it ended)."""
+    if execution.template_id is not None:
+        TemplateAnalytics.objects.filter(template_id=execution.template_id).update(
+            total_cost=F("total_cost") + sum(call["cost"] for call in calls))
 
 
 def _template_analytics_upsert(*, template_id, figures: dict) -> None:
@@ -240,6 +226,15 @@ def usage_execution_add(*, execution: WorkflowExecution) -> None:
     for call in calls:
         add(call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *_CALL_SUMS)})
     _usage_upsert(rows)
+
+
+def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
+    """Carry the cost change of an ended run's re-priced calls to the rows that booked them when it ended."""
+    day = usage_day(execution.completed_at or execution.created_at)
+    for call in sorted(calls, key=lambda call: (call["provider"], call["model"])):
+        dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=call["provider"], model=call["model"],
+                                template_id=execution.template_id, conversation_id=execution.conversation_id)
+        _usage_change(dims, {"cost": call["cost"]})
 
 
 def usage_message_add(*, message: Message) -> None:

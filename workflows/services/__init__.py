@@ -1,1 +1,1 @@
-"""Writes of workflows, by concern: templates, definitions, runs, schedules, recovery."""
+"""Writes of workflows, by concern: templates, definitions, runs, schedules, recovery, costs (re-pricing)."""
