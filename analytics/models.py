@@ -102,7 +102,9 @@ class UsageRollup(TokenTotals):
       conversation: `llm_calls`, the five token fields and `cost`. Tokens and money are what was spent: deleting a
       message takes nothing away from them (runs are the ledger);
     - every message that exists: `messages`, on (day of created_at, conversation owner, provider_used, model_used,
-      the template of its run, conversation). A deleted message is taken out again.
+      the template of its run, conversation). A message of no run counts as it is saved (the message_saved
+      signal); a run's messages (its user message and reply) count when the run ends, with its LLM calls, so a
+      run in progress is not in the rollups at all. A deleted message is taken out again.
     When a conversation or template is deleted, its rows move to the null conversation/template (its runs stay,
     with the reference set null); messages that go with a conversation leave its count.
     """

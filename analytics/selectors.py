@@ -250,7 +250,8 @@ def usage_by_day(*, owner_ids: list | None = None, start: date, end: date) -> li
 
 def usage_from_source() -> dict:
     """What every rollup row should hold, computed from the source rows (terminal runs, their LLM calls, the
-    messages that exist), keyed like UsageRollup.key. See UsageRollup for what each counter counts."""
+    messages that exist, those of a run once it is terminal), keyed like UsageRollup.key. See UsageRollup for what
+    each counter counts."""
     utc = dt_timezone.utc
     rows: dict = {}
 
@@ -281,7 +282,9 @@ def usage_from_source() -> dict:
         llm_calls=Count("id"), cost=Sum("cost"), **{name: Sum(name) for name in tokens}).order_by(),
         ("llm_calls", *tokens, "cost"))
 
-    add(Message.objects.values(
+    # A run's messages count once it has ended (it books them then); messages of no run count as they are saved.
+    counted = Message.objects.filter(Q(execution__isnull=True) | Q(execution__status__in=WorkflowExecution.TERMINAL))
+    add(counted.values(
         d_day=TruncDate("created_at", tzinfo=utc), d_owner=F("conversation__owner_id"), d_provider=F("provider_used"),
         d_model=F("model_used"), d_template=F("execution__template_id"), d_conversation=F("conversation_id"),
     ).annotate(messages=Count("id")).order_by(), ("messages",))

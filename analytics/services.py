@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
@@ -31,6 +31,7 @@ from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.selectors import CALL_FIGURES
 from workflows.services.costs import llm_call_cost_adjust
 
 logger = logging.getLogger(__name__)
@@ -205,26 +206,26 @@ _OUTCOME = {
     WorkflowExecution.Status.FAILED: "failed_executions",
     WorkflowExecution.Status.CANCELLED: "cancelled_executions",
 }
-_CALL_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost")
 
 
-def usage_execution_add(*, execution: WorkflowExecution) -> None:
-    """Book an ended run and its LLM calls, in the transaction that ends it."""
-    day = usage_day(execution.completed_at or execution.created_at)
+def usage_execution_add(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> None:
+    """Book an ended run, its LLM calls (summed per provider and model, as execution_finished carries them) and
+    its messages, in the transaction that ends it: one upsert."""
     rows: dict = {}
 
-    def add(provider: str, model: str, counters: dict) -> None:
-        dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=provider, model=model,
+    def add(moment, provider: str, model: str, counters: dict) -> None:
+        dims = usage_dimensions(day=usage_day(moment), owner_id=execution.owner_id, provider=provider, model=model,
                                 template_id=execution.template_id, conversation_id=execution.conversation_id)
         row = rows.setdefault(dims["key"], {**dims, **usage_zero()})
         for name, value in counters.items():
             row[name] += value or 0
 
-    add(execution.provider, execution.model, {"executions": 1, _OUTCOME[execution.status]: 1})
-    calls = LLMCall.objects.filter(execution_id=execution.pk).values("provider", "model").annotate(
-        llm_calls=Count("id"), **{name: Sum(name) for name in _CALL_SUMS}).order_by()
+    ended = execution.completed_at or execution.created_at
+    add(ended, execution.provider, execution.model, {"executions": 1, _OUTCOME[execution.status]: 1})
     for call in calls:
-        add(call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *_CALL_SUMS)})
+        add(ended, call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *CALL_FIGURES)})
+    for message in messages:  # a run's messages are in its conversation, which its owner owns
+        add(message.created_at, message.provider_used, message.model_used, {"messages": 1})
     _usage_upsert(rows)
 
 
@@ -238,27 +239,31 @@ def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> N
 
 
 def usage_message_add(*, message: Message) -> None:
-    """Count a saved message, in the transaction that saves it."""
-    dims = _message_dimensions(message)
+    """Count a saved message, in the transaction that saves it. A run's messages are booked when it ends."""
+    if message.execution_id is not None:
+        return
+    dims = _message_dimensions(message, template_id=None)
     _usage_upsert({dims["key"]: {**dims, **usage_zero(), "messages": 1}})
 
 
 def usage_message_subtract(*, message: Message) -> None:
-    """Take a deleted message out of its row's count, in the transaction that deletes it."""
-    _usage_change(_message_dimensions(message), {"messages": -1})
+    """Take a deleted message out of its row's count, in the transaction that deletes it (which holds its
+    conversation's lock: a run's ending that books the message waits for it, or went before). A message of a run
+    still going was not counted: its run books the messages it still has when it ends."""
+    template_id = None
+    if message.execution_id is not None:
+        run = WorkflowExecution.objects.filter(pk=message.execution_id).values("status", "template_id").first()
+        if run is not None and run["status"] not in WorkflowExecution.TERMINAL:
+            return
+        template_id = run["template_id"] if run is not None else None
+    _usage_change(_message_dimensions(message, template_id=template_id), {"messages": -1})
 
 
-def _message_dimensions(message: Message) -> dict:
+def _message_dimensions(message: Message, *, template_id) -> dict:
     if Message.conversation.is_cached(message):  # message_save hands over the conversation it locked
         owner_id = message.conversation.owner_id
     else:
         owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=message.conversation_id)
-    template_id = None
-    if Message.execution.is_cached(message):  # message_save was handed the run: no need to read it again
-        template_id = message.execution.template_id if message.execution else None
-    elif message.execution_id:
-        template_id = WorkflowExecution.objects.values_list("template_id", flat=True).filter(
-            pk=message.execution_id).first()
     return usage_dimensions(day=usage_day(message.created_at), owner_id=owner_id, provider=message.provider_used,
                             model=message.model_used, template_id=template_id,
                             conversation_id=message.conversation_id)

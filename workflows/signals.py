@@ -1,7 +1,10 @@
 """Domain signals of workflow runs (sent by services inside their transaction)."""
 from django.dispatch import Signal
 
-# sender=WorkflowExecution class; kwargs: execution (terminal, with final totals)
+# A run ended, in the transaction that ends it. sender=WorkflowExecution class; kwargs: execution (terminal, with
+# final totals); messages: the run's messages (its user message if any, its assistant message if any); calls: one
+# dict per (provider, model) of its LLM calls with keys provider, model, llm_calls, prompt_tokens,
+# completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens, cost.
 execution_finished = Signal()
 
 # The cost of LLM calls of an ended run changed (re-pricing: workflows.services.costs). sender=WorkflowExecution

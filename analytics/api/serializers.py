@@ -32,8 +32,8 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class UsageFiguresSerializer(serializers.Serializer):
-    """What a usage row counts (analytics.models.UsageRollup): runs ended, by outcome; messages that exist; and
-    the LLM calls of ended runs with their tokens and cost."""
+    """What a usage row counts (analytics.models.UsageRollup): runs ended, by outcome; messages that exist (a
+    run's once it has ended); and the LLM calls of ended runs with their tokens and cost."""
 
     executions = serializers.IntegerField()
     completed_executions = serializers.IntegerField()

@@ -38,6 +38,16 @@ def test_it_reports_zero_drift_after_runs_failures_and_deletes(runs):
     assert code == 0 and "zero drift" in output
 
 
+def test_it_reports_zero_drift_while_a_run_is_in_progress(alice):
+    pending = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="background")
+    code, output = reconcile()
+    assert code == 0 and "zero drift" in output  # its user message is not in the rollups yet, nor counted
+
+    execution_run(execution_id=pending.pk)
+    code, output = reconcile()
+    assert code == 0 and "zero drift" in output
+
+
 def test_it_finds_a_drifted_conversation_and_fixes_it(runs):
     conversation = runs[0].conversation
     Conversation.objects.filter(pk=conversation.pk).update(total_tokens=999999, prompt_tokens=999999 - 1,

@@ -6,6 +6,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from analytics.models import ModelPrice, UsageRollup
@@ -114,11 +116,34 @@ def test_a_run_cancelled_before_it_started_is_counted_with_no_tokens(alice):
 def test_a_pending_run_is_not_booked_until_it_ends(alice):
     execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
 
-    row = UsageRollup.objects.get()
-    assert (row.executions, row.messages, row.total_tokens) == (0, 1, 0)  # only the user message so far
-    execution_run(execution_id=execution.pk)
-    row.refresh_from_db()
+    assert not UsageRollup.objects.exists()  # its user message too is booked when the run ends
+    assert_usage_exact()
+    execution = execution_run(execution_id=execution.pk)
+    row = rollup_of(execution)
     assert (row.executions, row.messages, row.llm_calls) == (1, 2, 1)
+    assert_usage_exact()
+
+
+def test_a_run_books_its_calls_and_messages_in_one_statement_when_it_ends(alice):
+    with CaptureQueriesContext(connection) as queries:
+        execution = run(owner=alice, message="What is 12*7?", chat=True)
+
+    writes = [q["sql"] for q in queries.captured_queries
+              if "usagerollup" in q["sql"].lower() and not q["sql"].lstrip().upper().startswith("SELECT")]
+    assert len(writes) == 1 and writes[0].lstrip().upper().startswith("INSERT")
+    row = rollup_of(execution)
+    assert (row.executions, row.messages, row.llm_calls) == (1, 2, 2)
+    assert_usage_exact()
+
+
+def test_a_message_deleted_while_its_run_is_pending_is_never_counted(alice):
+    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    assert message_delete(message_id=Message.objects.get(execution=execution).pk) is True
+    assert not UsageRollup.objects.exists()
+
+    execution = execution_run(execution_id=execution.pk)
+
+    assert rollup_of(execution).messages == 1  # the reply only
     assert_usage_exact()
 
 

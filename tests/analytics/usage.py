@@ -33,6 +33,8 @@ def usage_from_raw_rows() -> dict:
                      "reasoning_tokens", "cost"):
             row[name] += getattr(call, name)
     for message in Message.objects.select_related("conversation", "execution"):
+        if message.execution and message.execution.status not in WorkflowExecution.TERMINAL:
+            continue  # a run's messages are counted once it has ended
         template_id = message.execution.template_id if message.execution else None
         rows[(_day(message.created_at), message.conversation.owner_id, message.provider_used, message.model_used,
               template_id, message.conversation_id)]["messages"] += 1
