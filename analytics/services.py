@@ -156,8 +156,7 @@ def costs_recompute(*, since: datetime | None = None) -> int:
                       cached_prompt_tokens=call.cached_prompt_tokens)
         cost = cost_for_usage(usage, price_for_call(provider=call.provider, model=call.model, at=call.created_at))
         delta = cost - call.cost
-        if delta:
-            llm_call_cost_adjust(call=call, delta=delta)
+        if delta and llm_call_cost_adjust(call=call, delta=delta):
             changed += 1
     return changed
 

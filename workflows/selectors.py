@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Count, Prefetch, Q, Sum, prefetch_related_objects
+from django.db.models import Prefetch, Q, prefetch_related_objects
 
-from conversations.models import Message
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -74,17 +73,6 @@ def schedule_list(*, user):
     return WorkflowSchedule.objects.filter(owner=user).select_related("template", "definition")
 
 
-# --- what a run's ending reports (execution_finished) ---------------------------------------------------------
+# The figures of an LLM call that its run's ending reports per (provider, model) (execution_finished).
 CALL_FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens",
                 "cost")
-
-
-def execution_messages(*, execution_id) -> list[Message]:
-    """The messages a run saved: its user message if any, then its assistant message if any."""
-    return list(Message.objects.filter(execution_id=execution_id).order_by("sequence"))
-
-
-def execution_calls_by_model(*, execution_id) -> list[dict]:
-    """The run's LLM calls summed per (provider, model): provider, model, llm_calls and CALL_FIGURES."""
-    return list(LLMCall.objects.filter(execution_id=execution_id).values("provider", "model").annotate(
-        llm_calls=Count("id"), **{name: Sum(name) for name in CALL_FIGURES}).order_by("provider", "model"))

@@ -12,13 +12,16 @@ from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.signals import usage_repriced
 
 
-def llm_call_cost_adjust(*, call: LLMCall, delta: Decimal) -> None:
-    """Change an LLM call's cost by `delta`, and by the same amount its node's, its run's and the run's assistant
-    message's (with its conversation's). The aggregates of an ended run above workflows hear it as usage_repriced."""
+def llm_call_cost_adjust(*, call: LLMCall, delta: Decimal) -> bool:
+    """Change an ended run's LLM call's cost by `delta`, and by the same amount its node's, its run's and the run's
+    assistant message's (with its conversation's); the aggregates above workflows hear it as usage_repriced. A run
+    still in progress is left alone (False): it books the costs it priced its calls with when it ends (its totals
+    are kept in memory), and a later re-pricing reaches it once it has ended."""
     with transaction.atomic():
-        # Locked and read afresh: a run that ends meanwhile either booked the old cost (and is terminal here) or
-        # books the new one once this commits.
+        # Locked and read afresh: the run's own ending waits for this, or this sees it ended.
         execution = WorkflowExecution.objects.select_for_update().get(pk=call.execution_id)
+        if execution.status not in WorkflowExecution.TERMINAL:
+            return False
         LLMCall.objects.filter(pk=call.pk).update(cost=F("cost") + delta)
         if call.node_execution_id:
             NodeExecution.objects.filter(pk=call.node_execution_id).update(cost=F("cost") + delta)
@@ -26,6 +29,6 @@ def llm_call_cost_adjust(*, call: LLMCall, delta: Decimal) -> None:
         reply = Message.objects.filter(execution=execution, role=Message.Role.ASSISTANT).only("pk").first()
         if reply is not None:
             message_cost_adjust(message_id=reply.pk, delta=delta)
-        if execution.status in WorkflowExecution.TERMINAL:
-            usage_repriced.send(sender=WorkflowExecution, execution=execution,
-                                calls=[{"provider": call.provider, "model": call.model, "cost": delta}])
+        usage_repriced.send(sender=WorkflowExecution, execution=execution,
+                            calls=[{"provider": call.provider, "model": call.model, "cost": delta}])
+    return True
