@@ -20,3 +20,12 @@ def _pools_close() -> None:
 def pools_close_before_fork() -> None:
     """Call once per process (at start-up)."""
     os.register_at_fork(before=_pools_close)
+
+
+def connection_give_back() -> None:
+    """A thread about to wait (a run before a model or tool call) gives its pooled connection back, so a waiting
+    run holds none; it borrows one again at its next statement. Without a pool (SQLite) the connection stays."""
+    from django.db import connection
+
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
+        connection.close()

@@ -33,6 +33,7 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
+from chatter_project.db import connection_give_back
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
@@ -280,11 +281,13 @@ class ExecutionRecorder:
             self._wait_ahead()
 
     def _wait_ahead(self) -> None:
-        """The run is about to wait: its running node gets its row and everything held is written."""
+        """The run is about to wait: its running node gets its row, everything held is written, and its database
+        connection goes back to the pool while it waits."""
         opened = self.open
         if opened is not None and opened.index not in self._node_pks and opened.index not in self._nodes:
             self._hold_node(opened)
         self.flush()
+        connection_give_back()
 
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened, self.open = self.open, None

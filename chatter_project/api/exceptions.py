@@ -7,13 +7,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from chatter_project.errors import ChatterError, PayloadTooLarge
+from chatter_project.errors import ChatterError, PayloadTooLarge, Unavailable
 from chatter_project.signals import access_denied
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
+    elif _is_pool_timeout(exc):
+        exc = Unavailable(f"the server is busy: no database connection freed up within "
+                          f"{settings.DATABASES['default']['OPTIONS']['pool']['timeout']} s; try again",
+                          code="server_busy", details={"retry_after": 1})
     if isinstance(exc, ChatterError):
         set_rollback()
-        return Response(exc.as_dict(), status=exc.status)
+        headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
+        return Response(exc.as_dict(), status=exc.status, headers=headers)
     if isinstance(exc, exceptions.APIException):
         set_rollback()
         response = Response(_api_exception_body(exc), status=exc.status_code, headers=_api_exception_headers(exc))
@@ -48,6 +54,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     logger.error("unhandled API error", exc_info=exc)
     set_rollback()
     return Response(error_body("server_error", "internal server error"), status=500)
+
+
+def _is_pool_timeout(exc: Exception) -> bool:
+    """Django's connection pool found no free connection in time (a busy server, not a broken one)."""
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # SQLite installations need no pool
+        return False
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, PoolTimeout)
 
 
 def _audit_access_denied(request, response: Response) -> None:
