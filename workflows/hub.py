@@ -9,6 +9,7 @@ most once; persisted events are also in the database, and the feeds (workflows.r
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -157,11 +158,9 @@ class Hub:
         """Wait (briefly) until events from other processes reach this one: a feed that reads the database after
         this misses nothing in between."""
         bridge = self.bridge()
-        if bridge is not None:
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(bridge.listening), timeout)
-            except (TimeoutError, Exception):  # noqa: BLE001 - Redis down: the feeds poll the database
-                pass
+        if bridge is not None and not bridge.listening.done():
+            # asyncio.wait, not wait_for: a reader that gives up must not cancel the bridge's own future.
+            await asyncio.wait([asyncio.wrap_future(bridge.listening)], timeout=timeout)
 
     def after_fork(self) -> None:
         """A forked child owns none of its parent's subscribers or bridge thread."""
@@ -281,3 +280,4 @@ class RedisBridge:
 
 hub = Hub()
 os.register_at_fork(after_in_child=hub.after_fork)
+atexit.register(hub.flush)  # a command that ran a run lets its last events leave before it exits

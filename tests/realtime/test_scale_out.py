@@ -307,7 +307,7 @@ def test_every_client_on_every_server_receives_every_event_of_runs_started_anywh
             tokens = "".join(e["data"]["text"] for e in feed.envelopes(pk) if e["event"] == "token")
             assert tokens == execution.output_data["content"], feed.url  # tokens are only ever live
         for watcher in run_clients[pk]:
-            assert watcher.persisted(pk) == events, (watcher.url, execution.mode)
+            assert watcher.persisted(pk) == events, (watcher.url, execution.mode, watcher.close_code)
             assert watcher.close_code == 1000  # closed after the terminal event
             assert {e["execution_id"] for e in watcher.received} == {pk}
         if execution.conversation_id:
