@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Q
 
 from audit.services import audit_record
 from chatter_project.errors import Forbidden, InvalidInput, NotFound
@@ -81,8 +82,7 @@ def definition_delete(*, definition: WorkflowDefinition, actor) -> None:
 def visible_definition(*, owner, definition_id) -> WorkflowDefinition:
     if not is_uuid(definition_id):
         raise NotFound("definition not found")
-    definition = (WorkflowDefinition.objects.filter(owner=owner) | WorkflowDefinition.objects.filter(
-        is_public=True)).filter(pk=definition_id).first()
+    definition = WorkflowDefinition.objects.filter(Q(owner=owner) | Q(is_public=True), pk=definition_id).first()
     if definition is None:
         raise NotFound("definition not found")
     return definition

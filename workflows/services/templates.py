@@ -5,6 +5,7 @@ import re
 import uuid
 
 from django.db import transaction
+from django.db.models import Q
 
 from audit.services import audit_record
 from chatter_project.errors import Forbidden, InvalidInput, NotFound
@@ -119,12 +120,11 @@ def template_delete(*, template: WorkflowTemplate, actor) -> None:
 
 
 def visible_template(*, owner, key_or_id) -> WorkflowTemplate:
-    templates = WorkflowTemplate.objects.filter(is_builtin=True) | WorkflowTemplate.objects.filter(is_public=True)
-    templates = templates | WorkflowTemplate.objects.filter(owner=owner)
     lookup = {"key": key_or_id}
     if isinstance(key_or_id, uuid.UUID) or is_uuid(key_or_id):
         lookup = {"pk": key_or_id}
-    template = templates.filter(**lookup).first()
+    template = WorkflowTemplate.objects.filter(Q(is_builtin=True) | Q(is_public=True) | Q(owner=owner),
+                                               **lookup).first()
     if template is None:
         raise NotFound(f"template {key_or_id!r} not found")
     return template
