@@ -2,11 +2,11 @@
 target p99 ≤ 50 ms.
 
 One daphne process (PostgreSQL + Redis from scripts/services.sh), one real `websockets` client on
-/ws/events/?token=…, and a separate publisher process (bench/event_publisher.py: Django set up, calling
-`workflows.realtime.broadcast(envelope, owner_id=…)`) at a steady rate with §6 token envelopes carrying
-`sent_at`. Latency = the client's receive time − sent_at (one machine, one clock).
+/ws/events/?token=…, and a separate publisher process (bench/event_publisher.py: Django set up, handing
+envelopes to the project's broadcaster) at a steady rate with §6 token envelopes carrying `sent_at`.
+Latency = the client's receive time − sent_at (one machine, one clock).
 
-    .venv/bin/python bench/b3_ws_latency.py [--rates 1000,500] [--reps 2] [--duration 10] [--layer project|list]
+    .venv/bin/python -m bench.b3_ws_latency [--rates 1000,500] [--reps 2] [--duration 10] [--layer project|list]
                                             [--profile]
 
 The first rate is the target's; the others (default 500) show the latency below saturation. Redis commands per
@@ -18,28 +18,16 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (
-    BenchRun,
-    CpuMeter,
-    Profile,
-    Publisher,
-    RedisCommands,
-    api_token,
-    format_commands,
-    format_cpu,
-    log,
-    machine_note,
-    median,
-    percentile,
-    table,
-    ws_connect,
-)
+from bench.chatter_servers import bench_token, chatter_database, daphne, ws_connect
+from bench.event_publisher import Publisher
+from bench.machine import CpuMeter, format_cpu, machine_note
+from bench.processes import BenchRun, log, run_main
+from bench.pyspy import Profile
+from bench.redis_stats import RedisCommands, format_commands
+from bench.services import start_services
+from bench.stats import median, percentile, table
 
 FOCUS = ("channels_redis", "redis/", "workflows", "channels/", "daphne", "autobahn")
 
@@ -53,7 +41,7 @@ async def measure(server, token: str, publisher: Publisher, args) -> dict:
     latencies: list[tuple[float, float]] = []  # (seconds since go, latency)
     seen: set[int] = set()
     duplicates = 0
-    meter = CpuMeter({"daphne": server.process.pid, "redis": args.redis_pid, "publisher": publisher.process.pid,
+    meter = CpuMeter({"daphne": server.pid, "redis": args.redis_pid, "publisher": publisher.process.pid,
                       "client (this process)": os.getpid()})
     publisher.go(rate=args.rate, duration=args.duration)
     go = time.time()
@@ -62,7 +50,7 @@ async def measure(server, token: str, publisher: Publisher, args) -> dict:
     profiles = []
     args.redis.start()
     if args.profile and args.first_round:
-        profiles = [Profile(args.run, server.process.pid, "daphne", args.duration - 1),
+        profiles = [Profile(args.run, server.pid, "daphne", args.duration - 1),
                     Profile(args.run, publisher.process.pid, "publisher", args.duration - 1)]
     result_future = loop.run_in_executor(None, publisher.result, args.duration + 60)
     last_arrival = time.monotonic()
@@ -107,14 +95,14 @@ def main() -> int:
     args.rates = [float(r) for r in args.rates.split(",")]
 
     with BenchRun("b3") as run:
-        services = run.services()
+        services = start_services(run)
         settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
-        database = run.database("postgres", DATABASE_URL=services["DATABASE_URL"], REDIS_URL=services["REDIS_URL"],
-                                **settings)
-        server = run.daphne(database)
-        token = api_token(server, database)
-        args.run, args.redis_pid = run, services["redis_pid"]
-        args.redis = RedisCommands(services["REDIS_URL"])
+        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url,
+                                    REDIS_URL=services.redis_url, **settings)
+        server = daphne(run, database)
+        token = bench_token(server, database)
+        args.run, args.redis_pid = run, services.redis_pid
+        args.redis = RedisCommands(services.redis_url)
         publisher = Publisher(run, database.env, owner_id=database.user_id)
         rounds = []
         for rep in range(args.reps):
@@ -169,8 +157,4 @@ def report(rounds: list[tuple[float, dict]], args) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        sys.exit(130)
+    run_main(main)

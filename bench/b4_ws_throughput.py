@@ -10,15 +10,15 @@ the steady-state figure is the server's capacity when it is below the offer. A s
 a backlog (and, on Redis, drops once its channel is full). A Redis publisher process that cannot keep its own
 schedule falls behind it rather than queueing (`bounded`): the events/s column shows what was published.
 - redis:     PostgreSQL + Redis; --publishers separate publisher processes (bench/event_publisher.py, Django
-             set up, `workflows.realtime.broadcast`) share the offered rate.
+             set up, the project's broadcaster) share the offered rate.
 - in-memory: the embedded default layer; events are published inside the server process
-             (bench/inprocess_publisher_asgi.py) through the same `broadcast`.
+             (bench/inprocess_publisher_asgi.py) through the same broadcaster.
 
 Loss: after publishing stops the clients keep reading until they have everything, nothing came for 2 s, or
 --drain seconds passed; what has not arrived by then is reported as undelivered, and for Redis the messages
 the channel layer dropped because the server's channel was over capacity are counted where they are dropped.
 
-    .venv/bin/python bench/b4_ws_throughput.py [--clients 1,4,16] [--reps 2] [--duration 4] [--publishers 2]
+    .venv/bin/python -m bench.b4_ws_throughput [--clients 1,4,16] [--reps 2] [--duration 4] [--publishers 2]
                                                [--offered 12000] [--drain 3] [--no-inmemory] [--layer project|list]
                                                [--profile]
 """
@@ -27,27 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (
-    BenchRun,
-    CpuMeter,
-    Profile,
-    Publisher,
-    RedisCommands,
-    api_token,
-    format_commands,
-    format_cpu,
-    log,
-    machine_note,
-    median,
-    table,
-    ws_connect,
-)
+from bench.chatter_servers import bench_token, chatter_database, daphne, ws_connect
+from bench.event_publisher import Publisher
+from bench.machine import CpuMeter, format_cpu, machine_note
+from bench.processes import BenchRun, log, run_main
+from bench.pyspy import Profile
+from bench.redis_stats import RedisCommands, format_commands
+from bench.services import start_services
+from bench.stats import median, table
 
 WINDOW_START = 1.0
 WINDOW_END_MARGIN = 0.5
@@ -95,7 +84,7 @@ async def one_case(*, server, token: str, clients_n: int, args, start_publishing
         redis.start()
     go = time.monotonic()
     meter.start()
-    profiler = Profile(args.run, server.process.pid, profile[0], duration - 1) if profile else None
+    profiler = Profile(args.run, server.pid, profile[0], duration - 1) if profile else None
     sent_future = asyncio.ensure_future(start_publishing())
     await asyncio.sleep(duration)
     cpu = meter.stop()
@@ -127,9 +116,9 @@ async def one_case(*, server, token: str, clients_n: int, args, start_publishing
 
 
 def redis_cases(run, services, database, counts, args) -> list[dict]:
-    server = run.daphne(database, label="redis")
-    token = api_token(server, database)
-    redis = RedisCommands(services["REDIS_URL"])
+    server = daphne(run, database, label="redis")
+    token = bench_token(server, database)
+    redis = RedisCommands(services.redis_url)
     log(f"{args.redis_label}: {args.publishers} publisher process(es), {args.offered:.0f} deliveries/s offered, "
         f"{args.duration:.0f} s per case")
     results = []
@@ -149,7 +138,7 @@ def redis_cases(run, services, database, counts, args) -> list[dict]:
                 return list(await asyncio.gather(*(loop.run_in_executor(None, p.result, args.duration + 90)
                                                    for p in publishers)))
 
-            pids = {"daphne": server.process.pid, "redis": services["redis_pid"],
+            pids = {"daphne": server.pid, "redis": services.redis_pid,
                     **{f"publisher {p.tag}": p.process.pid for p in publishers},
                     "clients (this process)": os.getpid()}
             profile = ("daphne-redis",) if args.profile and rep == 0 and n == max(counts) else None
@@ -166,9 +155,9 @@ def redis_cases(run, services, database, counts, args) -> list[dict]:
 def inmemory_cases(run, database, counts, args) -> list[dict]:
     import httpx
 
-    server = run.daphne(database, app="bench.inprocess_publisher_asgi:application", label="inmemory", REDIS_URL=None,
-                        DJANGO_SETTINGS_MODULE="chatter_project.settings")
-    token = api_token(server, database)
+    server = daphne(run, database, app="bench.inprocess_publisher_asgi:application", label="inmemory", REDIS_URL=None,
+                    DJANGO_SETTINGS_MODULE="chatter_project.settings")
+    token = bench_token(server, database)
     log(f"in-memory layer: publishing inside the server, {args.offered:.0f} deliveries/s offered")
     results = []
     for rep in range(args.reps):
@@ -188,7 +177,7 @@ def inmemory_cases(run, database, counts, args) -> list[dict]:
                     return await one_case(
                         server=server, token=token, clients_n=n, args=args, probe=probe,
                         start_publishing=start_publishing, profile=profile, redis=None,
-                        pids={"daphne (publishing too)": server.process.pid, "clients (this process)": os.getpid()})
+                        pids={"daphne (publishing too)": server.pid, "clients (this process)": os.getpid()})
 
             result = asyncio.run(case())
             results.append({"layer": "in-memory", **result})
@@ -217,10 +206,10 @@ def main() -> int:
 
     with BenchRun("b4") as run:
         args.run = run
-        services = run.services()
+        services = start_services(run)
         settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
-        database = run.database("postgres", DATABASE_URL=services["DATABASE_URL"], REDIS_URL=services["REDIS_URL"],
-                                **settings)
+        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url,
+                                    REDIS_URL=services.redis_url, **settings)
         results = redis_cases(run, services, database, counts, args)
         if not args.no_inmemory:
             results += inmemory_cases(run, database, counts, args)
@@ -272,8 +261,4 @@ def report(results: list[dict], counts: list[int], args) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        sys.exit(130)
+    run_main(main)

@@ -1,11 +1,11 @@
 """B4's in-memory-layer variant: Chatter's ASGI application plus two loopback-only endpoints that publish from
 inside the server process (the only place an in-memory channel layer has listeners), through the same
-`workflows.realtime.broadcast` a run in that process uses.
+broadcaster a run in that process uses.
 
     POST /bench/probe/?owner=ID                                  one probe event (n = -1)
     POST /bench/publish/?owner=ID&rate=EVENTS_PER_S&duration=S   paced events from a thread; answers when done
 
-Served only by the benchmark's own daphne (`bench/b4_ws_throughput.py`); never part of the project's URLs.
+Served only by the benchmark's own daphne (`python -m bench.b4_ws_throughput`); never part of the project's URLs.
 """
 from __future__ import annotations
 
@@ -16,17 +16,10 @@ import time
 import uuid
 from urllib.parse import parse_qs
 
-from chatter_project.asgi import application as chatter_application
-from workflows.realtime import broadcast
+from bench.chatter_calls import asgi_application, broadcast
+from bench.event_publisher import token_envelope
 
-
-def _envelope(execution_id: str, n: int) -> dict:
-    return {
-        "event": "token", "execution_id": execution_id, "seq": None,
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z",
-        "data": {"node_id": "model", "text": "probe" if n < 0 else "x", "sent_at": time.time(), "n": n,
-                 "publisher": "in-process"},
-    }
+chatter_application = asgi_application()
 
 
 def _publish_paced(owner_id: int, rate: float, duration: float) -> dict:
@@ -41,7 +34,7 @@ def _publish_paced(owner_id: int, rate: float, duration: float) -> dict:
             time.sleep(due - now)
         else:
             worst = max(worst, now - due)
-        broadcast(_envelope(execution_id, i), owner_id=owner_id)
+        broadcast(token_envelope(execution_id, text="x", n=i, tag="in-process"), owner_id=owner_id)
     return {"tag": "in-process", "sent": total, "calls_s": time.perf_counter() - started,
             "flushed_s": time.perf_counter() - started, "worst_lateness_ms": worst * 1000}
 
@@ -61,11 +54,11 @@ async def application(scope, receive, send):
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     owner_id = int(query["owner"])
     if scope["path"] == "/bench/probe/":
-        broadcast(_envelope(str(uuid.uuid4()), -1), owner_id=owner_id)
+        broadcast(token_envelope(str(uuid.uuid4()), text="probe", n=-1, tag="in-process"), owner_id=owner_id)
         return await _answer(send, 200, {"ok": True})
     if scope["path"] == "/bench/publish/":
-        done: asyncio.Future = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
 
         def work() -> None:
             result = _publish_paced(owner_id, float(query["rate"]), float(query["duration"]))

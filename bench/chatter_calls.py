@@ -1,0 +1,259 @@
+"""Every call the benchmarks make into Chatter's own code, in one place, so that a change of the run path
+(services, recorder, realtime) means adapting this module only. Everything else in bench/ talks to Chatter
+as its users do: `manage.py`, HTTP and websockets.
+
+Nothing is imported at module level: the LangGraph peers' venvs import this module (`BareChat`) without
+the project's web stack, and the callers of the rest set Django up first (`django_setup`).
+
+Who uses what:
+- B1 (in one process, by definition): `BareChat`, `turn_create`, `turn_run`, `turn_render`,
+  `conversation_history`, `broadcast_flush`, `B1_PHASE_MARKS`/`B1_HOOKS` (where its phase marks go);
+- B2's references: `local_model_first_token`, `stream_turn`;
+- B3/B4's publishers: `broadcast`, `broadcast_flush`, `asgi_application`;
+- B5's peers: `BareChat` (the graph they serve);
+- B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`;
+- B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+
+def django_setup(env: dict) -> None:
+    """Django in this process with exactly the environment a server on that database gets."""
+    os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
+    import django
+
+    django.setup()
+
+
+def bench_user(username: str = "bench"):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username=username)
+
+
+# --- the engine without recording (B1's bare side, the graph B5's peers serve) ------------------------------
+class BareChat:
+    """The built-in universal_chat graph compiled by Chatter's engine (the very object its compile cache hands
+    the engine), with the run config a chat turn resolves, run with `NullHooks`: LangGraph, the node
+    behaviours and the model, no database, no events. Needs only settings (no django.setup())."""
+
+    def __init__(self) -> None:
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        from workflows.builtins import BUILTIN_TEMPLATES
+        from workflows.engine.compile import MAX_STEPS, graph_compile
+        from workflows.engine.config import config_resolve
+        from workflows.engine.graph import parse_graph
+        from workflows.engine.runtime import NullHooks, RunContext
+
+        template = next(t for t in BUILTIN_TEMPLATES if t["key"] == "universal_chat")
+        self.graph = parse_graph(template["graph"])
+        self.config = config_resolve(template["params"], {})
+        self.memory_window = self.config["memory_window"]
+        self.compiled = graph_compile(self.graph)
+        self._human, self._ai, self._max_steps = HumanMessage, AIMessage, MAX_STEPS
+        self._context, self._null_hooks = RunContext, NullHooks
+
+    def invoke(self, message: str, history: list[tuple[str, str]] | None = None):
+        """One turn; `history` ((role, content), oldest first) is what the memory node reads. Returns the
+        final state and the run context (its usage)."""
+        hooks = self._null_hooks()
+        if history is not None:
+            messages = [(self._human if role == "user" else self._ai)(content) for role, content in history]
+            hooks.history = lambda limit: list(messages[-limit:])
+        ctx = self._context(config=self.config, hooks=hooks)
+        state = {"messages": [self._human(message)], "variables": {}, "errors": []}
+        state = self.compiled.invoke(state, config={"configurable": {"chatter": ctx},
+                                                    "recursion_limit": self._max_steps})
+        return state, ctx
+
+    def turn(self, message: str) -> dict:
+        """The reply and its token usage."""
+        state, ctx = self.invoke(message)
+        return {"reply": self.reply(state), "usage": ctx.usage.token_fields()}
+
+    def reply(self, state) -> str:
+        found = [m for m in state["messages"] if isinstance(m, self._ai)]
+        return found[-1].content if found else ""
+
+    def same_graph_as(self, graph: dict) -> bool:
+        """Whether the engine runs this very compiled object for a run of `graph`."""
+        from workflows.engine.compile import graph_compile
+        from workflows.engine.graph import parse_graph
+
+        return graph_compile(parse_graph(graph)) is self.compiled
+
+
+# --- chat turns through the services (B1, B2's in-process reference) ---------------------------------------
+def turn_create(*, user, message: str, conversation_id=None, mode: str = "sync"):
+    """What POST /api/v1/chat/ {"message": …} writes before the run: the pending execution."""
+    from workflows.services import execution_create
+
+    return execution_create(owner=user, chat=True, mode=mode, message=message, conversation_id=conversation_id,
+                            config={})
+
+
+def turn_run(execution):
+    """Runs a created sync turn to its end; returns the finished execution."""
+    from workflows.services import execution_run
+
+    return execution_run(execution_id=execution.pk)
+
+
+def turn_render(execution) -> dict:
+    """What the chat view renders for a finished sync turn."""
+    from workflows.api.serializers import RunResultSerializer
+
+    return RunResultSerializer(execution).data
+
+
+def conversation_history(conversation_id, limit: int) -> list[tuple[str, str]]:
+    """What a continuing turn's memory node reads: (role, content), oldest first."""
+    from conversations.selectors import conversation_history as history
+
+    return [(m.role, m.content) for m in history(conversation_id=conversation_id, before_sequence=None, limit=limit)]
+
+
+def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
+    """A streamed chat turn in this process, as the view runs it without HTTP: ("created", {}) once the
+    execution is written, then ("event", envelope) for every event to the end."""
+    from workflows.services import execution_stream
+
+    execution = turn_create(user=user, message=message, mode="stream")
+    yield "created", {}
+    for envelope in execution_stream(execution_id=execution.pk):
+        yield "event", envelope
+
+
+def local_model_first_token(message: str, delay_ms: int) -> float:
+    """Seconds from building the local model (universal_chat's tools bound) and calling stream() to its first
+    non-empty chunk."""
+    from langchain_core.messages import HumanMessage
+
+    from workflows.engine.local_model import LocalChatModel
+    from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
+
+    started = time.perf_counter()
+    model = LocalChatModel(model_name="local-echo-1", token_delay_s=delay_ms / 1000)
+    stream = model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS]).stream([HumanMessage(message)])
+    try:
+        for chunk in stream:
+            if chunk.content:
+                return time.perf_counter() - started
+    finally:
+        stream.close()
+    raise RuntimeError("the model streamed no text")
+
+
+# Where B1's instrumented pass puts its phase marks: (module, function) whose call starts a phase, and the
+# recorder class whose hook methods it times. Names missing after a change are skipped (and said so).
+B1_PHASE_MARKS = {"graph": ("workflows.services", "graph_run"),
+                  "finish": ("workflows.services", "execution_finish")}
+B1_MARKED_FUNCTIONS = {"audit_record": (("workflows.services", "audit_record"),
+                                        ("workflows.recorder", "audit_record"))}
+B1_HOOKS_CLASS = ("workflows.recorder", "ExecutionRecorder")
+B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token", "limit_exceeded",
+            "cancel_requested", "history", "documents", "price", "started")
+
+
+# --- events (B3/B4 publishers, B1) ------------------------------------------------------------------------
+def broadcast(envelope: dict, *, owner_id) -> None:
+    """Hand one §6 envelope to the project's broadcaster (the run's and the owner's groups)."""
+    from workflows.realtime import broadcast as project_broadcast
+
+    project_broadcast(envelope, owner_id=owner_id)
+
+
+def broadcast_flush(timeout: float = 3.0) -> None:
+    """Wait until this process's queued broadcasts have left."""
+    from workflows.realtime import broadcaster
+
+    broadcaster.flush(timeout=timeout)
+
+
+def asgi_application():
+    from chatter_project.asgi import application
+
+    return application
+
+
+# --- analytics (B6) -----------------------------------------------------------------------------------------
+def call_price(provider: str, model: str):
+    from analytics.selectors import price_for_call
+
+    return price_for_call(provider=provider, model=model)
+
+
+def call_cost(price, *, prompt: int, completion: int, cached: int = 0) -> Decimal:
+    """What the engine books for one LLM call at `price`."""
+    from workflows.engine.usage import Usage, cost_for_usage
+
+    return cost_for_usage(Usage(prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached),
+                          price)
+
+
+def usage_rollups_rebuild() -> int:
+    from analytics.services import usage_rollups_rebuild as rebuild
+
+    return rebuild()
+
+
+def usage_drift() -> list:
+    from analytics.services import usage_drift as drift
+
+    return drift()
+
+
+def usage_request_sql(user, params: dict) -> list[str]:
+    """The SQL one GET /api/v1/analytics/usage/ runs, as its view runs it (in process, authenticated)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from analytics.api.views import UsageView
+
+    request = APIRequestFactory().get("/api/v1/analytics/usage/", params, HTTP_HOST="127.0.0.1")
+    force_authenticate(request, user=user)
+    with CaptureQueriesContext(connection) as queries:
+        response = UsageView.as_view()(request)
+        response.render()
+    if response.status_code != 200:
+        raise RuntimeError(response.content)
+    return [query["sql"] for query in queries.captured_queries]
+
+
+# --- invariants (B7) ------------------------------------------------------------------------------------------
+def invariant_i1(conversation_id) -> None:
+    from conversations.models import Conversation
+    from tests import invariants
+
+    invariants.assert_i1(Conversation.objects.get(pk=conversation_id))
+
+
+def invariant_i2() -> None:
+    from tests import invariants
+
+    invariants.assert_i2()
+
+
+def invariant_i3(execution) -> None:
+    from tests import invariants
+
+    invariants.assert_i3(execution)
+
+
+def invariant_i6(execution) -> None:
+    from tests import invariants
+
+    invariants.assert_seq_gapless(execution)
+
+
+def aggregates_drift() -> list:
+    from analytics.services import aggregates_drift as drift
+
+    return drift()

@@ -1,0 +1,134 @@
+"""What PostgreSQL did while a benchmark measured: transactions and statements per database (for "statements
+and transactions per HTTP turn"), and sampled backend activity (connections, lock waits)."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Self
+
+from bench.services import Services
+
+_TRANSACTION_CONTROL = r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|START TRANSACTION|END)\b"
+
+
+class DbWork:
+    """Per-database counters, read as the postgres superuser over the server's own socket, from the `postgres`
+    database (so reading them adds nothing to the databases measured):
+    - transactions: pg_stat_database.xact_commit + xact_rollback; sessions: new connections;
+    - statements: pg_stat_statements calls, transaction control (BEGIN, COMMIT, SAVEPOINT…) left out, when the
+      server preloads it (`enable_statements()` restarts it so).
+
+    Backends report their transaction counts when they go idle, at most once a second, so `settled()` waits a
+    moment before a reading is taken."""
+
+    def __init__(self, services: Services):
+        self.services = services
+        self.statements = False
+
+    def _connect(self):
+        import psycopg
+
+        port = self.services.database_url.rsplit(":", 1)[1].split("/")[0]
+        return psycopg.connect(host=str(self.services.pgroot), port=port, user="postgres", dbname="postgres",
+                               autocommit=True)
+
+    def enable_statements(self) -> None:
+        """Restart PostgreSQL with pg_stat_statements preloaded, and create the extension."""
+        self.services.restart_postgres(shared_preload_libraries="pg_stat_statements",
+                                       **{"pg_stat_statements.max": 10000})
+        with self._connect() as connection:
+            connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        self.statements = True
+
+    def read(self, databases: list[str]) -> dict[str, dict[str, int]]:
+        """{database: {"transactions", "sessions", "statements"}} now (statements 0 without pg_stat_statements)."""
+        with self._connect() as connection:
+            connection.execute("SELECT pg_stat_clear_snapshot()")
+            rows = connection.execute(
+                "SELECT datname, xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = ANY(%s)",
+                [databases]).fetchall()
+            found = {name: {"transactions": xacts, "sessions": sessions, "statements": 0}
+                     for name, xacts, sessions in rows}
+            if self.statements:
+                for name, calls in connection.execute(
+                        "SELECT d.datname, sum(s.calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                        "WHERE d.datname = ANY(%s) AND s.query !~* %s GROUP BY d.datname",
+                        [databases, _TRANSACTION_CONTROL]).fetchall():
+                    found[name]["statements"] = int(calls)
+        return found
+
+    def settled(self, databases: list[str], wait: float = 1.5) -> tuple[float, dict[str, dict[str, int]]]:
+        """(monotonic time, reading) `wait` s from now: an idle backend reports its pending counts within 1 s."""
+        time.sleep(wait)
+        return time.monotonic(), self.read(databases)
+
+
+def work_per_turn(before: tuple, after: tuple, idle: dict[str, dict[str, float]], database: str,
+                  turns: int) -> dict[str, float]:
+    """Counters of `database` between two `settled()` readings, per turn, less what the database does with no
+    request in flight (`idle`, per second) over the same time."""
+    (t0, first), (t1, last) = before, after
+    rates = idle.get(database, {})
+    return {key: (last[database][key] - first[database][key] - rates.get(key, 0.0) * (t1 - t0)) / turns
+            for key in last[database]}
+
+
+class PgActivity:
+    """Samples pg_stat_activity from a thread: client connections (and their peak), and what active backends
+    wait on. Lock waits (wait_event_type 'Lock': advisory, transactionid, tuple, relation) show contention on
+    shared rows or locks."""
+
+    def __init__(self, url: str, interval: float = 0.02):
+        import psycopg
+
+        self.connection = psycopg.connect(url, autocommit=True)
+        self.interval = interval
+        self.max_connections = int(self.connection.execute("SHOW max_connections").fetchone()[0])
+        self.samples = 0
+        self.peak = 0
+        self.waits: dict[str, int] = {}  # "Lock:advisory" -> backends seen waiting, summed over samples
+        self.active = 0  # active backends, summed over samples
+        self.lost = 0  # samples that failed (the sampler's own connection broken)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pg-activity", daemon=True)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        query = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = current_database()")
+        while not self._stop.wait(self.interval):
+            try:
+                rows = self.connection.execute(query).fetchall()
+            except psycopg.Error:
+                self.lost += 1
+                continue
+            self.samples += 1
+            self.peak = max(self.peak, len(rows))
+            for state, wait_type, wait_event in rows:
+                if state != "active":
+                    continue
+                self.active += 1
+                if wait_type in ("Lock", "LWLock", "IO"):
+                    key = f"{wait_type}:{wait_event}"
+                    self.waits[key] = self.waits.get(key, 0) + 1
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        self.connection.close()
+        n = max(1, self.samples)
+        return {"peak_connections": self.peak, "max_connections": self.max_connections,
+                "active_avg": self.active / n,
+                "waits_avg": {k: v / n for k, v in sorted(self.waits.items(), key=lambda kv: -kv[1])}}
+
+
+def format_pg_activity(stats: dict) -> str:
+    waits = ", ".join(f"{k} {v:.2f}" for k, v in stats["waits_avg"].items()) or "none seen"
+    return (f"PostgreSQL: peak {stats['peak_connections']} client connections (max_connections "
+            f"{stats['max_connections']}); on average {stats['active_avg']:.2f} backends executing a statement, "
+            f"of which waiting on a lock: {waits}")
