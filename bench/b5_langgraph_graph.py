@@ -1,40 +1,29 @@
-"""B5's peer: Chatter's universal_chat graph, compiled by Chatter's own engine, with the same `local` model, served
-by LangGraph's own Agent Server (`langgraph dev`, in-memory). See bench/b5_http_turns.py.
+"""The graph B5's LangGraph servers serve as `chat`: Chatter's universal_chat graph, compiled by Chatter's own
+engine, with the same `local` model, run with nothing recorded (`bench.chatter_calls.BareChat`, B1's bare side).
 
-The served graph `chat` has one node, `turn`, which runs the turn exactly as B1's bare invocation does:
-`graph_run(universal_chat, ctx=RunContext(config, NullHooks()), message=...)`: Chatter's compiled graph, node
-wrappers, routing and model, without the recording hooks (no database, no events). The wrapper exists because the
-server's JSON input cannot put LangChain message objects into universal_chat's state (its `messages` channel
-concatenates, it does not coerce dicts as `add_messages` would); it costs one extra LangGraph step, measured by
-`python bench/b5_langgraph_graph.py` (about 0.3 ms here) and printed by B5 beside the figures.
+It has one node, `turn`, that runs that compiled graph: the servers' JSON input cannot put LangChain message
+objects into universal_chat's state (its `messages` channel concatenates, it does not coerce dicts as
+`add_messages` would). What the extra LangGraph step costs is printed by
+
+    python -m bench.b5_langgraph_graph          (in a LangGraph venv, PYTHONPATH=. and the project's settings)
+
+and by B5 beside its figures.
 """
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
+import time
 from typing import TypedDict
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 # Settings only (no django.setup(), no database): the engine reads its defaults and the model's token delay.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ.setdefault("SECRET_KEY", "bench-langgraph-peer")
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START, StateGraph  # noqa: E402 - after the settings above
 
-from workflows.builtins import BUILTIN_TEMPLATES
-from workflows.engine.compile import graph_compile, graph_run
-from workflows.engine.config import config_resolve
-from workflows.engine.graph import parse_graph
-from workflows.engine.nodes import last_ai_message
-from workflows.engine.runtime import NullHooks, RunContext
+from bench.chatter_calls import BareChat  # noqa: E402
 
-_TEMPLATE = next(t for t in BUILTIN_TEMPLATES if t["key"] == "universal_chat")
-GRAPH = parse_graph(_TEMPLATE["graph"])
-CONFIG = config_resolve(_TEMPLATE["params"], {})
-graph_compile(GRAPH)  # compiled once, cached by the engine
+CHAT = BareChat()
 
 
 class Turn(TypedDict, total=False):
@@ -43,16 +32,8 @@ class Turn(TypedDict, total=False):
     usage: dict
 
 
-def bare_turn(message: str) -> dict:
-    """One chat turn through Chatter's engine with nothing recorded: the reply and its usage."""
-    ctx = RunContext(config=CONFIG, hooks=NullHooks())
-    state = graph_run(GRAPH, ctx=ctx, message=message)
-    reply = last_ai_message(state)
-    return {"reply": reply.content if reply else "", "usage": ctx.usage.token_fields()}
-
-
 def _turn(state: Turn) -> dict:
-    return bare_turn(state["message"])
+    return CHAT.turn(state["message"])
 
 
 _builder = StateGraph(Turn)
@@ -62,18 +43,20 @@ _builder.add_edge("turn", END)
 graph = _builder.compile(name="chat")
 
 
-if __name__ == "__main__":
-    import time
-
+def main() -> None:
     for _ in range(50):
-        bare_turn("hello there"), graph.invoke({"message": "hello there"})
-    for name, call in (("graph_run, bare", lambda: bare_turn("hello there")),
-                       ("one-node wrapper graph", lambda: graph.invoke({"message": "hello there"}))):
+        CHAT.turn("hello there"), graph.invoke({"message": "hello there"})
+    for name, call in (("universal_chat compiled, bare", lambda: CHAT.turn("hello there")),
+                       ("one-node wrapper graph around it", lambda: graph.invoke({"message": "hello there"}))):
         times = []
         for _ in range(300):
             started = time.perf_counter()
             call()
             times.append(time.perf_counter() - started)
         times.sort()
-        print(f"{name}: median {times[len(times) // 2] * 1000:.3f} ms")
+        print(f"{name}: median {times[len(times) // 2] * 1000:.3f} ms per turn")
     print(graph.invoke({"message": "What is 12*7?"}))
+
+
+if __name__ == "__main__":
+    main()

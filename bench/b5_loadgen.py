@@ -2,12 +2,17 @@
 prints what it measured as one JSON line. Deliberately small (asyncio streams, no HTTP library) so the client
 costs little CPU on the machine the servers share.
 
-    python bench/b5_loadgen.py --kind chatter|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
+    python -m bench.b5_loadgen --kind chatter|peer|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
                                (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5]
 
 Client i talks to target i % len(targets) on one connection (as a load balancer with keep-alive would spread
-them). Every turn's answer is checked: Chatter must answer 201 with a completed execution, LangGraph's
-`POST /runs/wait` 200 with the reply.
+them). The same message every turn, and every answer is checked:
+- chatter:   `POST /api/v1/chat/ {"message"}` (a new conversation each turn, everything kept), 201 with a
+             completed execution;
+- peer:      `POST /runs/wait {"assistant_id": "chat", "input": {"message"}, "on_completion": "keep"}` (a new
+             thread each turn, kept with its run and checkpoints, as Chatter keeps its conversation), 200 with
+             the reply;
+- langgraph: the same without "on_completion" (the server's default: the temporary thread is deleted).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ def request_bytes(kind: str, host: str, token: str) -> bytes:
         extra = f"Authorization: Token {token}\r\n"
     else:
         path, body = "/runs/wait", {"assistant_id": "chat", "input": {"message": MESSAGE}}
+        if kind == "peer":
+            body["on_completion"] = "keep"
         extra = ""
     data = json.dumps(body).encode()
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
@@ -132,13 +139,14 @@ async def run(args) -> dict:
     for client in clients:
         client.close()
     return {"kind": args.kind, "clients": args.clients, "turns": len(latencies), "elapsed": elapsed,
+            "requests": len(latencies) + args.clients * args.warmup,
             "latencies": latencies, "failures": len(failures), "failure_examples": failures[:3],
             "per_target": per_target, "loadgen_cpu_share": cpu / elapsed, "pid": os.getpid()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=("chatter", "langgraph"), required=True)
+    parser.add_argument("--kind", choices=("chatter", "peer", "langgraph"), required=True)
     parser.add_argument("--targets", required=True, help="host:port[,host:port...]")
     parser.add_argument("--token", default="", help="Chatter API token")
     parser.add_argument("--clients", type=int, default=1)
