@@ -8,8 +8,8 @@ free loopback ports, the `local` model answering at once (CHATTER_LOCAL_TOKEN_DE
 - chatter-daphne:  Chatter on 2 daphne processes, one PostgreSQL + Redis (scripts/services.sh);
                    `POST /api/v1/chat/ {"message": "hello there"}`: a sync turn of universal_chat, everything
                    persisted (conversation, both messages, execution, nodes, LLM call, events, aggregates, audit);
-- chatter-uvicorn: the same app and database on 2 uvicorn processes (httptools, uvloop; skipped without
-                   uvicorn in .venv: `pip install -r bench/requirements.txt`);
+- chatter-uvicorn: the same app and database on 2 uvicorn processes (httptools, uvloop: bench/requirements.txt,
+                   installed under var/bench/tools when missing);
 - langgraph-pg:    the fair peer: the stock Agent Server (`langhost serve`, langgraph-api on langgraph-runtime-pg)
                    on a database of its own on the same PostgreSQL and a Redis database of its own, migrated
                    with `langgraph-runtime-pg-migrate upgrade`; `POST /runs/wait` with a new thread kept each
@@ -38,7 +38,7 @@ import subprocess
 
 from bench.b5_report import report
 from bench.b5_servers import Variant, bare_engine_floor, chatter_pair, dev_pair, peer_pair
-from bench.chatter_servers import chatter_database, uvicorn_available
+from bench.chatter_servers import chatter_database, uvicorn_env
 from bench.machine import CpuMeter, Tree, machine_note
 from bench.pg_stats import DbWork, PgActivity, work_per_turn
 from bench.processes import PYTHON, ROOT, BenchRun, log, run_main
@@ -143,9 +143,6 @@ def main() -> int:
     unknown = set(names) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if "chatter-uvicorn" in names and not uvicorn_available():
-        log("uvicorn is not in .venv (.venv/bin/pip install -r bench/requirements.txt): skipping chatter-uvicorn")
-        names.remove("chatter-uvicorn")
 
     with BenchRun("b5") as run:
         services = start_services(run)
@@ -156,6 +153,9 @@ def main() -> int:
             log(f"pg_stat_statements not available ({error}): statements per turn not counted")
         database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
                                     CHATTER_LOCAL_TOKEN_DELAY_MS=0)
+        if "chatter-uvicorn" in names and uvicorn_env(database) is None:
+            log("uvicorn is not available (bench/requirements.txt, var/bench/tools): skipping chatter-uvicorn")
+            names.remove("chatter-uvicorn")
         variants = start_variants(run, names, services, database, args)
         idle = idle_work(db, sorted({v.database for v in variants.values() if v.database}))
         results, profile_text = measure(run, variants, services, db, idle, args)

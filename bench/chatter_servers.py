@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.processes import HOST, PYTHON, ROOT, BenchRun, free_port, log, wait_http, wait_listening
+from bench.processes import HOST, PYTHON, ROOT, BenchRun, ensure_tools, free_port, log, wait_http, wait_listening
 
 USERNAME = "bench"
 # Settings the caller's shell may carry that would point a benchmark at something it did not start.
@@ -107,21 +107,30 @@ def daphne(run: BenchRun, database: Database, *, app: str = "chatter_project.asg
     return Server(process=process, port=port, log_path=run.tmp / log_name, env=env)
 
 
-def uvicorn_available() -> bool:
-    return subprocess.run([PYTHON, "-c", "import uvicorn, uvloop, httptools"], capture_output=True,
-                          check=False).returncode == 0
+def uvicorn_env(database: Database) -> dict | None:
+    """`database.env` with uvicorn (httptools, uvloop) importable from the bench's tools; None without them."""
+    tools = ensure_tools()
+    if tools is None:
+        return None
+    env = {**database.env, "PYTHONPATH": f"{ROOT}:{tools}"}
+    found = subprocess.run([PYTHON, "-c", "import uvicorn, uvloop, httptools"], env=env, capture_output=True,
+                           check=False)
+    return env if found.returncode == 0 else None
 
 
 def uvicorn(run: BenchRun, database: Database, *, label: str) -> Server:
-    """The same ASGI application served by uvicorn (httptools, uvloop): `pip install -r bench/requirements.txt`."""
+    """The same ASGI application served by uvicorn (httptools, uvloop), from the bench's tools."""
+    env = uvicorn_env(database)
+    if env is None:
+        raise RuntimeError("uvicorn is not available (see bench/requirements.txt)")
     port = free_port()
     log_name = f"uvicorn-{label}-{port}.log"
     process = run.spawn([PYTHON, "-m", "uvicorn", "chatter_project.asgi:application", "--host", HOST, "--port",
                          str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
-                        env=database.env, log_name=log_name)
+                        env=env, log_name=log_name)
     wait_http(process, port, "/api/v1/auth/token/", run.tmp / log_name, what="uvicorn")
     log(f"uvicorn ({label}) on {HOST}:{port}, pid {process.pid}")
-    return Server(process=process, port=port, log_path=run.tmp / log_name, env=database.env)
+    return Server(process=process, port=port, log_path=run.tmp / log_name, env=env)
 
 
 def qcluster(run: BenchRun, database: Database, *, label: str = "worker", **extra_env) -> subprocess.Popen:

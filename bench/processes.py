@@ -21,7 +21,8 @@ from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
-VAR_DIR = ROOT / "var" / "bench"  # git-ignored: the peers' venvs
+VAR_DIR = ROOT / "var" / "bench"  # git-ignored: the peers' venvs, the bench's own tools
+TOOLS_DIR = VAR_DIR / "tools"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -146,6 +147,25 @@ def wait_http(process: subprocess.Popen, port: int, path: str, log_path: Path, *
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} on {port} did not answer {path}:\n{log_path.read_text()[-3000:]}")
+
+
+def ensure_tools() -> Path | None:
+    """bench/requirements.txt (uvicorn for B5's uvicorn variant, py-spy for --profile) installed for .venv's
+    Python under var/bench/tools (`pip install --target`), so the project's .venv stays as the project installs
+    it (`--no-deps`: what they need besides is in .venv already); done once, again when the file changes. None
+    when pip fails (no PyPI)."""
+    stamp = TOOLS_DIR / ".installed"
+    requirements = BENCH_DIR / "requirements.txt"
+    if stamp.exists() and stamp.stat().st_mtime >= requirements.stat().st_mtime:
+        return TOOLS_DIR
+    log(f"installing bench/requirements.txt into {TOOLS_DIR} (pip --target, once)")
+    result = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--upgrade", "--no-deps", "--target", str(TOOLS_DIR), "-r",
+                             str(requirements)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        log(f"pip failed, no bench tools:\n{result.stderr[-1500:]}")
+        return None
+    stamp.touch()
+    return TOOLS_DIR
 
 
 def run_main(main: Callable[[], int | None]) -> None:

@@ -1,13 +1,11 @@
 """`--profile`: py-spy samples of a server process while it is measured, summarised as the functions most often
-on CPU (self) and most often on the stack (total). Optional: without py-spy in .venv it says so and does
-nothing. Profiling perturbs the figures: read it for where the time goes, not for the figures."""
+on CPU (self) and most often on the stack (total). Optional: without py-spy it says so and does nothing (it
+comes with bench/requirements.txt, installed under var/bench/tools). Profiling perturbs the figures: read it for where the time goes, not for the figures."""
 from __future__ import annotations
 
 import os
 
-from bench.processes import ROOT, BenchRun, log
-
-PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
+from bench.processes import ROOT, BenchRun, ensure_tools, log
 _IDLE_LEAVES = ("EpollSelector.select", "Condition.wait", "Event.wait", "Thread._wait_for_tstate_lock",
                 "SimpleQueue.get", "Queue.get (queue.py)", "sleep")
 
@@ -19,10 +17,12 @@ class Profile:
         self.label = label
         self.raw = run.tmp / f"pyspy-{label}.txt"
         self.process = None
-        if not PY_SPY.exists():
-            log("py-spy is not installed (.venv/bin/pip install -r bench/requirements.txt): no profile")
+        tools = ensure_tools()
+        py_spy = tools / "bin" / "py-spy" if tools else None
+        if py_spy is None or not py_spy.exists():
+            log("py-spy is not available (bench/requirements.txt): no profile")
             return
-        self.process = run.spawn([str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", str(rate),
+        self.process = run.spawn([str(py_spy), "record", "--nonblocking", "--format", "raw", "--rate", str(rate),
                                   "--duration", str(max(1, int(seconds))), "--pid", str(pid), "-o", str(self.raw)],
                                  env=dict(os.environ), log_name=f"pyspy-{label}.log")
 
