@@ -1,89 +1,53 @@
 """B2 (SPEC §13): time to first token over SSE vs the model's own first token; target ≤ 5 ms added.
 
 Side by side, interleaved in one run (rotating order each repetition):
-- model:   in this process, `LocalChatModel(...)` with universal_chat's tools bound, `.stream(messages)` to
-           its first non-empty chunk;
-- engine:  in this process, no HTTP: the services the chat view calls, `execution_create(..., mode=stream)` then
-           `execution_stream(...)` to the first token envelope, on the SQLite database the server uses (splits
-           the added time into engine + database vs HTTP + daphne);
+- model:   in this process, the local model with universal_chat's tools bound, `.stream(messages)` to its first
+           non-empty chunk (bench.chatter_calls.local_model_first_token);
+- engine:  in this process, no HTTP: a streamed chat turn through the services the chat view calls
+           (bench.chatter_calls.stream_turn) to the first token envelope, on the SQLite database the server uses
+           (splits the added time into engine + database vs HTTP + daphne);
 - sqlite:  client-side, sending `POST /api/v1/chat/` {"message", "stream": true} to the first `event: token`
            frame, against daphne on SQLite (the embedded default), one keep-alive connection;
 - postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres).
 Every side uses the local model slowed by CHATTER_LOCAL_TOKEN_DELAY_MS, so "first token" is well defined.
 The chat turn's message has no arithmetic and no time words, so no tool call precedes the answer.
 
-    .venv/bin/python bench/b2_sse_first_token.py [--reps 50] [--delay-ms 20] [--no-postgres] [--profile]
+    .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--profile]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-from harness import (
-    BenchRun,
-    CpuMeter,
-    Profile,
-    api_token,
-    format_cpu,
-    log,
-    machine_note,
-    median,
-    percentile,
-    table,
-)
+from bench import chatter_calls
+from bench.chatter_servers import bench_token, chatter_database, daphne
+from bench.machine import CpuMeter, format_cpu, machine_note
+from bench.processes import BenchRun, log, run_main
+from bench.pyspy import Profile
+from bench.services import start_services
+from bench.stats import median, ms, percentile, table
 
 MESSAGE = "hello there"
 WARMUP = 5
 TERMINAL = ("workflow_completed", "workflow_failed", "workflow_cancelled")
 
 
-def model_first_token(delay_ms: int) -> float:
-    """Seconds from building the model and calling stream() to its first non-empty chunk."""
-    from langchain_core.messages import HumanMessage
-
-    from workflows.engine.local_model import LocalChatModel
-    from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
-
-    messages = [HumanMessage(MESSAGE)]
-    started = time.perf_counter()
-    model = LocalChatModel(model_name="local-echo-1", token_delay_s=delay_ms / 1000)
-    model = model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS])
-    stream = model.stream(messages)
-    try:
-        for chunk in stream:
-            if chunk.content:
-                return time.perf_counter() - started
-    finally:
-        stream.close()
-    raise RuntimeError("the model streamed no text")
-
-
 def engine_first_token(user) -> dict:
-    """The streaming chat turn through the services, in this process: seconds from execution_create to each
-    event up to the first token (the run is read to its end)."""
-    from workflows.models import WorkflowExecution
-    from workflows.services import execution_create, execution_stream
-
+    """A streamed chat turn through the services, in this process: seconds from creating it to each event up to
+    the first token (the run is read to its end)."""
     marks: dict = {"steps": []}
     started = time.perf_counter()
-    execution = execution_create(owner=user, chat=True, mode=WorkflowExecution.Mode.STREAM, message=MESSAGE,
-                                 config={})
-    marks["created"] = time.perf_counter() - started
-    for envelope in execution_stream(execution_id=execution.pk):
-        if "first_token" in marks:
-            continue
+    for kind, envelope in chatter_calls.stream_turn(user=user, message=MESSAGE):
         now = time.perf_counter() - started
-        node = envelope["data"].get("node_id")
-        marks["steps"].append((f"{envelope['event']}:{node}" if node else envelope["event"], now))
-        if envelope["event"] == "token":
-            marks["first_token"] = now
+        if kind == "created":
+            marks["created"] = now
+        elif "first_token" not in marks:
+            node = envelope["data"].get("node_id")
+            marks["steps"].append((f"{envelope['event']}:{node}" if node else envelope["event"], now))
+            if envelope["event"] == "token":
+                marks["first_token"] = now
     if "first_token" not in marks:
         raise RuntimeError(f"the in-process run streamed no token: {marks}")
     return marks
@@ -165,10 +129,6 @@ def timeline_rows(items: list[dict], previous: list[float]) -> list[list]:
     return rows
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=50, help="measured repetitions of each side (default 50)")
@@ -180,29 +140,24 @@ def main() -> int:
     with BenchRun("b2") as run:
         clients: dict[str, ChatStream] = {}
         servers = {}
-        sqlite = run.database("sqlite", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms)
-        servers["sqlite"] = run.daphne(sqlite)
-        clients["sqlite"] = ChatStream(servers["sqlite"].base_url, api_token(servers["sqlite"], sqlite))
+        sqlite = chatter_database(run, "sqlite", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms)
+        servers["sqlite"] = daphne(run, sqlite)
+        clients["sqlite"] = ChatStream(servers["sqlite"].base_url, bench_token(servers["sqlite"], sqlite))
         if not args.no_postgres:
-            services = run.services()
-            postgres = run.database("postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
-                                    DATABASE_URL=services["DATABASE_URL"])
-            servers["postgres"] = run.daphne(postgres)
-            clients["postgres"] = ChatStream(servers["postgres"].base_url, api_token(servers["postgres"], postgres))
+            services = start_services(run)
+            postgres = chatter_database(run, "postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
+                                        DATABASE_URL=services.database_url)
+            servers["postgres"] = daphne(run, postgres)
+            clients["postgres"] = ChatStream(servers["postgres"].base_url, bench_token(servers["postgres"], postgres))
 
-        # The in-process model reads the same settings the servers do (the delay is passed explicitly too).
-        os.environ.update({k: v for k, v in sqlite.env.items() if k not in ("PYTHONPATH",)})
-        import django
-
-        django.setup()
-        from django.contrib.auth import get_user_model
-
-        user = get_user_model().objects.get(username="bench")
+        # The in-process sides read the same settings the servers do (the delay is passed explicitly too).
+        chatter_calls.django_setup(sqlite.env)
+        user = chatter_calls.bench_user()
 
         sides = ["model", "engine", *clients]
         results: dict[str, list] = {side: [] for side in sides}
         profile = None
-        meter = CpuMeter({**{f"daphne {name}": server.process.pid for name, server in servers.items()},
+        meter = CpuMeter({**{f"daphne {name}": server.pid for name, server in servers.items()},
                           "this process (client, model, engine)": os.getpid()})
         log(f"{WARMUP} warm-up + {args.reps} measured repetitions of {', '.join(sides)} (interleaved)")
         try:
@@ -211,11 +166,11 @@ def main() -> int:
                     meter.start()
                 if rep == WARMUP and args.profile:
                     seconds = args.reps * len(sides) * (0.3 + 0.02 * 12)
-                    profile = Profile(run, servers["sqlite"].process.pid, "daphne-sqlite", seconds)
+                    profile = Profile(run, servers["sqlite"].pid, "daphne-sqlite", seconds)
                 order = sides[rep % len(sides):] + sides[:rep % len(sides)]
                 for side in order:
                     if side == "model":
-                        result = {"first_token": model_first_token(args.delay_ms)}
+                        result = {"first_token": chatter_calls.local_model_first_token(MESSAGE, args.delay_ms)}
                     elif side == "engine":
                         result = engine_first_token(user)
                     else:
@@ -257,9 +212,9 @@ def report(results: dict[str, list], args) -> None:
     print("target: <= 5 ms added")
 
     engine = results["engine"]
-    print("\nWhere the time goes, engine in-process (median ms from calling execution_create; '+' is the median "
+    print("\nWhere the time goes, engine in-process (median ms from starting the turn; '+' is the median "
           "step from the previous mark):")
-    rows = [["execution_create returned (rows written, committed)", ms(median([r["created"] for r in engine])),
+    rows = [["the execution written (rows committed)", ms(median([r["created"] for r in engine])),
              "+" + ms(median([r["created"] for r in engine]))]]
     rows += timeline_rows(engine, [r["created"] for r in engine])
     print(table(rows, ["mark", "at", "step"]))
@@ -289,8 +244,4 @@ def report(results: dict[str, list], args) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        sys.exit(130)
+    run_main(main)

@@ -59,10 +59,14 @@ class BareChat:
         self._human, self._ai, self._max_steps = HumanMessage, AIMessage, MAX_STEPS
         self._context, self._null_hooks = RunContext, NullHooks
 
-    def invoke(self, message: str, history: list[tuple[str, str]] | None = None):
+    def hooks(self):
+        """Hooks that record nothing (what `invoke` uses unless given others)."""
+        return self._null_hooks()
+
+    def invoke(self, message: str, history: list[tuple[str, str]] | None = None, hooks=None):
         """One turn; `history` ((role, content), oldest first) is what the memory node reads. Returns the
         final state and the run context (its usage)."""
-        hooks = self._null_hooks()
+        hooks = hooks if hooks is not None else self._null_hooks()
         if history is not None:
             messages = [(self._human if role == "user" else self._ai)(content) for role, content in history]
             hooks.history = lambda limit: list(messages[-limit:])
@@ -149,6 +153,12 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
         stream.close()
     raise RuntimeError("the model streamed no text")
 
+
+# The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
+RUN_PATH_FILES = ("workflows/services.py", "workflows/recorder.py", "workflows/events.py", "workflows/realtime.py",
+                  "workflows/engine/compile.py", "workflows/engine/runtime.py", "workflows/engine/nodes.py",
+                  "conversations/services.py", "conversations/signals.py", "analytics/services.py",
+                  "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
 # Where B1's instrumented pass puts its phase marks: (module, function) whose call starts a phase, and the
 # recorder class whose hook methods it times. Names missing after a change are skipped (and said so).
