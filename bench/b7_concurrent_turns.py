@@ -10,15 +10,16 @@ ended, the checks read the database directly:
 - I1: every conversation's stored aggregates equal the sums over its messages (tests/invariants.py);
 - I2: TemplateAnalytics equals the sums over its terminal executions;
 - I3: every execution's totals equal the sums over its nodes and equal its assistant message;
-- and `analytics.services.aggregates_drift()` (what `reconcile_aggregates` checks) finds nothing; every turn
-  completed; each conversation's messages have sequences 1..n, two per turn; every run's events have seq
-  1..n ending with its terminal event (I6).
+- and the drift check `reconcile_aggregates` runs finds nothing; every turn completed; each conversation's
+  messages have sequences 1..n, two per turn; every run's events have seq 1..n ending with its terminal event
+  (I6). (bench/b7_checks.py.)
 
 Also reported, separately from the B7 verdict: whether real websocket clients on /ws/events/ of both servers,
 one per user and server, received every persisted event of their user's runs (no gaps, no duplicates) and
-none of the other user's.
+none of the other user's. Before the burst, one probe turn per user (more if needed) shows every client is
+subscribed: each must receive its user's probe run's terminal event.
 
-    .venv/bin/python bench/b7_concurrent_turns.py [--turns 200] [--conversations 10] [--profile]
+    .venv/bin/python -m bench.b7_concurrent_turns [--turns 200] [--conversations 10] [--profile]
 
 Settings it sets: CHATTER_LOCAL_TOKEN_DELAY_MS=0 (the model answers at once), CHATTER_RUN_THROTTLE=100000/min,
 and CHATTER_MAX_CONCURRENT_RUNS=1000 (the default 10 per user would answer most of a 200-turn burst with 429).
@@ -29,34 +30,21 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (
-    BenchRun,
-    CpuMeter,
-    PgActivity,
-    Profile,
-    api_token,
-    django_setup,
-    format_cpu,
-    format_pg_activity,
-    log,
-    machine_note,
-    median,
-    percentile,
-    process_tree,
-    table,
-    ws_connect,
-)
+from bench import chatter_calls
+from bench.b7_checks import delivery_checks, invariant_checks, wait_all_finished
+from bench.chatter_servers import add_user, bench_token, chatter_database, daphne, qcluster, ws_connect
+from bench.machine import CpuMeter, format_cpu, machine_note, process_tree
+from bench.pg_stats import PgActivity, format_pg_activity
+from bench.processes import BenchRun, log, run_main
+from bench.pyspy import Profile
+from bench.services import start_services
+from bench.stats import median, percentile, table
 
 MODES = ("sync", "stream", "background")
 MESSAGES = ("What is {a}*{b}?", "hello number {i}, tell me something", "What is {a}+{b}?", "thanks, go on")
 TERMINAL = ("workflow_completed", "workflow_failed", "workflow_cancelled")
-PROBE = "b7_probe"
 USERNAMES = ("bench", "bench2")
 
 
@@ -138,24 +126,36 @@ class Feed:
     def persisted(self) -> dict[str, list[tuple[int, str]]]:
         found: dict[str, list] = {}
         for envelope in self.received:
-            if envelope["event"] != PROBE and envelope["seq"] is not None:
+            if envelope["seq"] is not None:
                 found.setdefault(envelope["execution_id"], []).append((envelope["seq"], envelope["event"]))
         return found
 
 
-async def probe_until_subscribed(feeds: list[Feed], user_ids: dict[str, int], timeout: float = 30) -> None:
-    from workflows.realtime import broadcast
+async def probe_until_subscribed(servers: dict, tokens: dict[str, str], feeds: list[Feed],
+                                 timeout: float = 60) -> list[str]:
+    """Probe turns (sync, on server A) until every feed has received its user's probe run's terminal event;
+    returns the probe runs' ids."""
+    import httpx
 
     deadline = time.monotonic() + timeout
-    n = 0
-    while not all(any(e["event"] == PROBE for e in feed.received) for feed in feeds):
-        if time.monotonic() > deadline:
-            raise RuntimeError("a /ws/events/ feed never subscribed")
-        n += 1
-        for user_id in user_ids.values():
-            broadcast({"event": PROBE, "execution_id": f"probe-{n}", "seq": None, "ts": "", "data": {}},
-                      owner_id=user_id)
-        await asyncio.sleep(0.2)
+    probes: dict[str, set[str]] = {user: set() for user in tokens}
+
+    def subscribed(feed: Feed) -> bool:
+        return any(e["execution_id"] in probes[feed.username] and e["event"] in TERMINAL for e in feed.received)
+
+    async with httpx.AsyncClient(base_url=servers["A"].base_url, timeout=60) as client:
+        while not all(subscribed(feed) for feed in feeds):
+            if time.monotonic() > deadline:
+                raise RuntimeError("a /ws/events/ feed never received its user's probe turn")
+            for user in {feed.username for feed in feeds if not subscribed(feed)}:
+                response = await client.post("/api/v1/chat/", json={"message": "b7 probe"},
+                                             headers={"Authorization": f"Token {tokens[user]}"})
+                response.raise_for_status()
+                probes[user].add(response.json()["execution"]["id"])
+            waited = time.monotonic()
+            while not all(subscribed(feed) for feed in feeds) and time.monotonic() - waited < 3:
+                await asyncio.sleep(0.05)
+    return [pk for ids in probes.values() for pk in ids]
 
 
 async def burst(servers: dict, tokens: dict[str, str], conversations: list[tuple[str, str]], args,
@@ -180,146 +180,7 @@ async def burst(servers: dict, tokens: dict[str, str], conversations: list[tuple
     return turns, started
 
 
-def wait_all_finished(execution_ids: list[str], stall: float) -> dict[str, dict]:
-    """Until every run is terminal, or none has ended for `stall` seconds (a run that never started)."""
-    from django.db import OperationalError, connection
-
-    from workflows.models import WorkflowExecution
-
-    progress, last_change = -1, time.monotonic()
-    try:
-        while True:
-            try:
-                rows = {str(r["id"]): r for r in WorkflowExecution.objects.filter(pk__in=execution_ids).values(
-                    "id", "status", "created_at", "started_at", "completed_at", "mode", "error_type",
-                    "error_message")}
-            except OperationalError:  # no connection slot left (the servers hold them all): try again
-                connection.close()
-                if time.monotonic() - last_change > stall:
-                    log(f"no database connection for {stall:.0f} s (the servers hold every slot): giving up")
-                    return {}
-                time.sleep(0.5)
-                continue
-            ended = sum(r["status"] in WorkflowExecution.TERMINAL for r in rows.values())
-            if ended == len(execution_ids):
-                return rows
-            if ended != progress:
-                progress, last_change = ended, time.monotonic()
-            elif time.monotonic() - last_change > stall:
-                log(f"{len(execution_ids) - ended} runs have not ended and none ended for {stall:.0f} s: giving up")
-                return rows
-            time.sleep(0.2)
-    finally:
-        connection.close()
-
-
-def invariant_checks(turns: list[Turn], setup_turns: dict[str, int]) -> list[tuple[str, bool, str]]:
-    """(check, passed, detail): I1-I3 exactly, two independent ways, plus the rows around them."""
-    from django.db.models import Count
-
-    from analytics.services import aggregates_drift
-    from conversations.models import Conversation, Message
-    from tests import invariants
-    from workflows.models import WorkflowExecution
-
-    results = []
-    conversation_ids = list(setup_turns)
-
-    def check(name: str, function) -> None:
-        try:
-            detail = function() or ""
-            results.append((name, True, detail))
-        except Exception as exc:  # noqa: BLE001 - an assertion or a surprise in the data: both are a FAIL
-            results.append((name, False, f"{type(exc).__name__}: {exc}"[:800]))
-
-    def i1() -> str:
-        for pk in conversation_ids:
-            invariants.assert_i1(Conversation.objects.get(pk=pk))
-        return f"{len(conversation_ids)} conversations"
-
-    def i2() -> str:
-        invariants.assert_i2()
-        return "every template"
-
-    executions = list(WorkflowExecution.objects.all())
-
-    def i3() -> str:
-        for execution in executions:
-            invariants.assert_i3(execution)
-        return f"{len(executions)} executions"
-
-    def i6() -> str:
-        empty = [(str(e.pk), e.status, e.mode, e.error_type, e.error_message[:200]) for e in executions
-                 if not e.events.exists()]
-        assert not empty, f"executions without any event: {empty[:5]}"
-        for execution in executions:
-            invariants.assert_seq_gapless(execution)
-        return f"{len(executions)} executions"
-
-    def drift() -> str:
-        found = aggregates_drift()
-        assert not found, found[:5]
-        return "reconcile_aggregates' own check: no drift"
-
-    def sequences() -> str:
-        per_turns = dict(setup_turns)
-        for t in turns:
-            per_turns[t.conversation] = per_turns.get(t.conversation, 0) + 1
-        for pk in conversation_ids:
-            seqs = list(Message.objects.filter(conversation_id=pk).order_by("sequence").values_list("sequence",
-                                                                                                  flat=True))
-            assert seqs == list(range(1, len(seqs) + 1)), (pk, seqs)
-            assert len(seqs) == 2 * per_turns[pk], (pk, len(seqs), per_turns[pk])
-        pairs = Message.objects.values("execution_id").annotate(n=Count("id")).filter(n__gt=0)
-        assert all(p["n"] == 2 for p in pairs), [p for p in pairs if p["n"] != 2][:5]
-        return "messages 1..n per conversation, a user and an assistant message per turn"
-
-    def completed() -> str:
-        failed = [t for t in turns if t.error or t.execution_id is None]
-        assert not failed, [(t.i, t.mode, t.status_code, t.error) for t in failed[:5]]
-        statuses = dict(WorkflowExecution.objects.values_list("status").annotate(n=Count("id")))
-        others = list(WorkflowExecution.objects.exclude(status="completed").values_list(
-            "id", "mode", "status", "error_type", "error_message")[:5])
-        assert set(statuses) == {"completed"}, (statuses, others)
-        return f"{sum(statuses.values())} executions completed"
-
-    check("every turn answered and completed", completed)
-    check("I1 conversation aggregates = sums over messages", i1)
-    check("I2 template analytics = sums over terminal executions", i2)
-    check("I3 execution totals = sums over nodes = assistant message", i3)
-    check("aggregates_drift() (I1-I3 as reconcile_aggregates sees them)", drift)
-    check("message sequences", sequences)
-    check("I6 event seq 1..n, terminal last", i6)
-    return results
-
-
-def delivery_checks(feeds: list[Feed], owners: dict[str, str], turns: list[Turn]) -> list[tuple[str, bool, str]]:
-    """The burst's runs only: the set-up turns ran before the feeds connected (/ws/events/ has no replay)."""
-    from workflows.models import ExecutionEvent
-
-    persisted: dict[str, list] = {}
-    burst_ids = [t.execution_id for t in turns if t.execution_id]
-    for execution_id, seq, event in ExecutionEvent.objects.filter(execution_id__in=burst_ids).order_by(
-            "execution_id", "seq").values_list("execution_id", "seq", "event"):
-        persisted.setdefault(str(execution_id), []).append((seq, event))
-    results = []
-    for feed in feeds:
-        mine = {pk: events for pk, events in persisted.items() if owners.get(pk) == feed.username}
-        got = feed.persisted()
-        missing = sum(max(0, len(events) - len(got.get(pk, []))) for pk, events in mine.items())
-        wrong = [pk for pk, events in mine.items() if got.get(pk, []) != events]
-        foreign = [pk for pk in got if pk in owners and owners[pk] != feed.username]
-        tokens = sum(1 for e in feed.received if e["event"] == "token")
-        ok = not wrong and not foreign
-        detail = (f"{sum(len(v) for v in got.values())} of {sum(len(v) for v in mine.values())} persisted events of "
-                  f"{len(mine)} runs, {tokens} token deltas; runs not exactly matched: {len(wrong)} "
-                  f"(events missing: {missing}); other users' runs seen: {len(foreign)}")
-        results.append((f"/ws/events/ on server {feed.server_name} as {feed.username}", ok, detail))
-    return results
-
-
-async def measured(run: BenchRun, servers: dict, tokens: dict, user_ids: dict, conversations: list, args,
-                   extra_pids):
+async def measured(run: BenchRun, servers: dict, tokens: dict, conversations: list, args, extra_pids):
     feeds = []
     tasks = []
     for name, server in servers.items():
@@ -329,13 +190,13 @@ async def measured(run: BenchRun, servers: dict, tokens: dict, user_ids: dict, c
             feeds.append(feed)
             tasks.append(asyncio.create_task(feed.run(socket)))
             feed.socket = socket
-    await probe_until_subscribed(feeds, user_ids)
+    args.probes = await probe_until_subscribed(servers, tokens, feeds)
 
-    meter = CpuMeter({**{f"daphne {name}": server.process.pid for name, server in servers.items()},
+    meter = CpuMeter({**{f"daphne {name}": server.pid for name, server in servers.items()},
                       **extra_pids, "this process (clients)": os.getpid()})
     profile = None
     if args.profile:
-        profile = Profile(run, servers["A"].process.pid, "daphne-A", 8)
+        profile = Profile(run, servers["A"].pid, "daphne-A", 8)
     activity = PgActivity(args.database_url).start()
     meter.start()
     log(f"sending {args.turns} turns at once")
@@ -367,17 +228,17 @@ def main() -> int:
     args = parser.parse_args()
 
     with BenchRun("b7") as run:
-        services = run.services()
+        services = start_services(run)
         if args.pg_max_connections:
-            run.postgres_max_connections(args.pg_max_connections)
-        database = run.database("postgres", DATABASE_URL=services["DATABASE_URL"], REDIS_URL=services["REDIS_URL"],
-                                CHATTER_LOCAL_TOKEN_DELAY_MS=0, CHATTER_MAX_CONCURRENT_RUNS=1000)
-        servers = {"A": run.daphne(database, label="A"), "B": run.daphne(database, label="B")}
-        worker = run.qcluster(database)
-        tokens = {USERNAMES[0]: api_token(servers["A"], database)}
-        tokens[USERNAMES[1]] = run.user(servers["A"], database, USERNAMES[1])
-        django_setup(database)
-        args.database_url = services["DATABASE_URL"]
+            services.restart_postgres(max_connections=args.pg_max_connections)
+        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
+                                    CHATTER_LOCAL_TOKEN_DELAY_MS=0, CHATTER_MAX_CONCURRENT_RUNS=1000)
+        servers = {"A": daphne(run, database, label="A"), "B": daphne(run, database, label="B")}
+        worker = qcluster(run, database)
+        tokens = {USERNAMES[0]: bench_token(servers["A"], database)}
+        tokens[USERNAMES[1]] = add_user(servers["A"], database, USERNAMES[1])
+        chatter_calls.django_setup(database.env)
+        args.database_url = services.database_url
 
         import httpx
 
@@ -401,14 +262,13 @@ def main() -> int:
             raise RuntimeError(f"the worker did not run the warm-up turn: {warmup}")
         log("conversations made, servers and worker warm")
 
-        from django.contrib.auth import get_user_model
-
-        user_ids = dict(get_user_model().objects.filter(username__in=USERNAMES).values_list("username", "pk"))
-        extra = {"qcluster (all its processes)": process_tree(worker.pid), "redis": services["redis_pid"]}
+        extra = {"qcluster (all its processes)": process_tree(worker.pid), "redis": services.redis_pid}
         turns, rows, feeds, started, answered, done, cpu, profile = asyncio.run(
-            measured(run, servers, tokens, user_ids, conversations, args, extra))
+            measured(run, servers, tokens, conversations, args, extra))
 
-        from workflows.models import WorkflowExecution
+        from django.apps import apps
+
+        WorkflowExecution = apps.get_model("workflows", "WorkflowExecution")
 
         owners = {str(pk): username for pk, username in
                   WorkflowExecution.objects.values_list("pk", "owner__username")}
@@ -480,8 +340,4 @@ def ms(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        sys.exit(130)
+    run_main(main)
