@@ -96,7 +96,7 @@ class BareChat:
 # --- chat turns through the services (B1, B2's in-process reference) ---------------------------------------
 def turn_create(*, user, message: str, conversation_id=None, mode: str = "sync"):
     """What POST /api/v1/chat/ {"message": …} writes before the run: the pending execution."""
-    from workflows.services import execution_create
+    from workflows.services.runs import execution_create
 
     return execution_create(owner=user, chat=True, mode=mode, message=message, conversation_id=conversation_id,
                             config={})
@@ -104,7 +104,7 @@ def turn_create(*, user, message: str, conversation_id=None, mode: str = "sync")
 
 def turn_run(execution):
     """Runs a created sync turn to its end; returns the finished execution."""
-    from workflows.services import execution_run
+    from workflows.services.runs import execution_run
 
     return execution_run(execution_id=execution.pk)
 
@@ -126,7 +126,7 @@ def conversation_history(conversation_id, limit: int) -> list[tuple[str, str]]:
 def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
     """A streamed chat turn in this process, as the view runs it without HTTP: ("created", {}) once the
     execution is written, then ("event", envelope) for every event to the end."""
-    from workflows.services import execution_stream
+    from workflows.services.runs import execution_stream
 
     execution = turn_create(user=user, message=message, mode="stream")
     yield "created", {}
@@ -155,16 +155,16 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 
 
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
-RUN_PATH_FILES = ("workflows/services.py", "workflows/recorder.py", "workflows/events.py", "workflows/realtime.py",
-                  "workflows/engine/compile.py", "workflows/engine/runtime.py", "workflows/engine/nodes.py",
+RUN_PATH_FILES = ("workflows/services/runs.py", "workflows/recorder.py", "workflows/events.py",
+                  "workflows/realtime.py", "workflows/engine/compile.py", "workflows/engine/runtime.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
 # Where B1's instrumented pass puts its phase marks: (module, function) whose call starts a phase, and the
 # recorder class whose hook methods it times. Names missing after a change are skipped (and said so).
-B1_PHASE_MARKS = {"graph": ("workflows.services", "graph_run"),
-                  "finish": ("workflows.services", "execution_finish")}
-B1_MARKED_FUNCTIONS = {"audit_record": (("workflows.services", "audit_record"),
+B1_PHASE_MARKS = {"graph": ("workflows.services.runs", "graph_run"),
+                  "finish": ("workflows.services.runs", "execution_finish")}
+B1_MARKED_FUNCTIONS = {"audit_record": (("workflows.services.runs", "audit_record"),
                                         ("workflows.recorder", "audit_record"))}
 B1_HOOKS_CLASS = ("workflows.recorder", "ExecutionRecorder")
 B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token", "limit_exceeded",
