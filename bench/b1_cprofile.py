@@ -123,7 +123,8 @@ def code_note() -> str:
     """The commit, and the files on the turn's path that differ from it (others edit them while we measure)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=False).stdout.strip()
-    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *chatter_calls.RUN_PATH_FILES], cwd=ROOT, capture_output=True,
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *chatter_calls.RUN_PATH_FILES], cwd=ROOT,
+                             capture_output=True,
                              text=True, check=False).stdout.split()
     digests = [f"{name} {hashlib.sha1((ROOT / name).read_bytes()).hexdigest()[:8]}" for name in changed]
     return f"code: HEAD {head}; working-tree changes on the turn's path: {', '.join(digests) or 'none'}"

@@ -66,7 +66,8 @@ def report_sql(result: dict) -> dict:
         for variant in ENGINE:
             turns_sql = result["sql"][(kind, variant)]
             turns_spans = result["spans"][(kind, variant)]
-            differing = sum(1 for s in turns_sql[1:] if [sql_short(q) for q in s] != [sql_short(q) for q in turns_sql[0]])
+            first = [sql_short(q) for q in turns_sql[0]]
+            differing = sum(1 for s in turns_sql[1:] if [sql_short(q) for q in s] != first)
             statements, spans = turns_sql[0], turns_spans[0]
             by_label: dict[str, list[str]] = {}
             by_hook: dict[str, list[str]] = defaultdict(list)

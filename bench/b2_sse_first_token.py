@@ -100,7 +100,8 @@ class ChatStream:
         seconds from sending the request (one machine, one clock)."""
         from datetime import datetime
 
-        response = self.client.get(f"/api/v1/executions/{marks['execution_id']}/", headers={"Accept": "application/json"})
+        response = self.client.get(f"/api/v1/executions/{marks['execution_id']}/",
+                                   headers={"Accept": "application/json"})
         response.raise_for_status()
         row = response.json()
         for field in ("created_at", "started_at"):

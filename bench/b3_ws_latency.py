@@ -124,7 +124,8 @@ def main() -> int:
 
 
 def report(rounds: list[tuple[float, dict]], args) -> None:
-    layer = "the project's RedisPubSubChannelLayer" if args.layer == "project" else "the list-based RedisChannelLayer (comparison)"
+    layer = ("the project's RedisPubSubChannelLayer" if args.layer == "project"
+             else "the list-based RedisChannelLayer (comparison)")
     print(f"\nB3: broadcast() in a publisher process -> Redis ({layer}) -> daphne -> websocket client; "
           f"{args.reps} round(s) of {args.duration:.0f} s per rate, interleaved")
     rows = []

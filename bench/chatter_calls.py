@@ -156,7 +156,8 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
 RUN_PATH_FILES = ("workflows/services/runs.py", "workflows/recorder.py", "workflows/events.py",
-                  "workflows/realtime.py", "workflows/engine/compile.py", "workflows/engine/runtime.py", "workflows/engine/nodes.py",
+                  "workflows/realtime.py", "workflows/engine/compile.py", "workflows/engine/runtime.py",
+                  "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 

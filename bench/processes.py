@@ -159,8 +159,8 @@ def ensure_tools() -> Path | None:
     if stamp.exists() and stamp.stat().st_mtime >= requirements.stat().st_mtime:
         return TOOLS_DIR
     log(f"installing bench/requirements.txt into {TOOLS_DIR} (pip --target, once)")
-    result = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--upgrade", "--no-deps", "--target", str(TOOLS_DIR), "-r",
-                             str(requirements)], capture_output=True, text=True, check=False)
+    result = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--upgrade", "--no-deps", "--target",
+                             str(TOOLS_DIR), "-r", str(requirements)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         log(f"pip failed, no bench tools:\n{result.stderr[-1500:]}")
         return None

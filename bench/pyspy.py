@@ -1,6 +1,7 @@
 """`--profile`: py-spy samples of a server process while it is measured, summarised as the functions most often
-on CPU (self) and most often on the stack (total). Optional: without py-spy it says so and does nothing (it
-comes with bench/requirements.txt, installed under var/bench/tools). Profiling perturbs the figures: read it for where the time goes, not for the figures."""
+on CPU (self) and most often on the stack (total). Optional: without py-spy it says so and does nothing (it comes
+with bench/requirements.txt, installed under var/bench/tools). Profiling perturbs the figures: read it for where
+the time goes, not for the figures."""
 from __future__ import annotations
 
 import os
