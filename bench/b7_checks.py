@@ -142,7 +142,8 @@ def delivery_checks(feeds: list, owners: dict[str, str], turns: list) -> list[tu
         foreign = [pk for pk in got if pk in owners and owners[pk] != feed.username]
         tokens = sum(1 for e in feed.received if e["event"] == "token")
         ok = not wrong and not foreign
-        detail = (f"{sum(len(v) for v in got.values())} of {sum(len(v) for v in mine.values())} persisted events of "
+        received = sum(len(got.get(pk, [])) for pk in mine)
+        detail = (f"{received} of {sum(len(v) for v in mine.values())} persisted events of "
                   f"{len(mine)} runs, {tokens} token deltas; runs not exactly matched: {len(wrong)} "
                   f"(events missing: {missing}); other users' runs seen: {len(foreign)}")
         results.append((f"/ws/events/ on server {feed.server_name} as {feed.username}", ok, detail))
