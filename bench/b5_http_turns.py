@@ -23,7 +23,7 @@ Load comes from a separate process (bench/b5_loadgen.py, asyncio, HTTP/1.1 keep-
 client, client i on process i % 2): a sequential phase (1 client, --seq-count turns, on the first process) and a
 concurrent phase (--clients clients for --duration s), each after warm-up turns.
 
-Database work per HTTP turn, in the sequential phase, from PostgreSQL's own counters for the variant's database
+Database work per HTTP turn, in the first sequential phase, from PostgreSQL's own counters for the variant's database
 (bench/pg_stats.py): transactions (pg_stat_database xact_commit + xact_rollback), statements (pg_stat_statements
 calls, transaction control left out; PostgreSQL is restarted with it preloaded), new connections.
 
@@ -61,7 +61,7 @@ def loadgen(variant: Variant, *, clients: int, duration: float = 0, count: int =
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def idle_work(db: DbWork, databases: list[str], seconds: float = 5) -> dict[str, dict[str, float]]:
+def idle_work(db: DbWork, databases: list[str], seconds: float = 10) -> dict[str, dict[str, float]]:
     """What each database does per second with no request in flight (the servers' own background work)."""
     (t0, before), (t1, after) = db.settled(databases), db.settled(databases, wait=seconds)
     return {d: {k: (after[d][k] - before[d][k]) / (t1 - t0) for k in after[d]} for d in databases}
@@ -82,8 +82,9 @@ def start_variants(run: BenchRun, names: list[str], services, database, args) ->
 
 
 def measure(run: BenchRun, variants: dict[str, Variant], services, db: DbWork, idle: dict, args) -> tuple[dict, str]:
-    """The interleaved repetitions: per variant, a sequential phase (with the database work it caused, less the
-    servers' idle background work) and a concurrent one (with CPU per process and PostgreSQL activity)."""
+    """The interleaved repetitions: per variant, a sequential phase (in the first repetition, with the database
+    work it caused, less the servers' idle background work: a turn's statements do not vary, and waiting for
+    PostgreSQL's counters costs 20 s) and a concurrent one (with CPU per process and PostgreSQL activity)."""
     results = {name: {"seq": [], "conc": [], "cpu": [], "pg": [], "work": []} for name in variants}
     databases = sorted({v.database for v in variants.values() if v.database})
     postgres = services.postmaster_pid()
@@ -94,7 +95,7 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, db: DbWork, i
         for name in order[rep % len(order):] + order[:rep % len(order)]:
             variant = variants[name]
             log(f"rep {rep + 1}/{args.reps}: {name}: {args.seq_count} sequential turns")
-            before = db.settled(databases) if variant.database else None
+            before = db.settled(databases) if variant.database and rep == 0 else None
             profile = None
             if args.profile == "seq" and rep == 0 and name == "chatter-daphne":
                 profile = Profile(run, variant.pids[0], "chatter-daphne-1-sequential", args.seq_count * 0.08)

@@ -64,8 +64,8 @@ def report(results: dict, variants: dict, idle: dict, args, *, statements_counte
         verdict = "meets" if mine["seq"] <= SEQUENTIAL_TARGET_S else "misses"
         print(f"{name}: sequential median {mine['seq'] * 1000:.1f} ms {verdict} the 20 ms target")
 
-    print("\nDatabase work per HTTP turn (sequential phase, warm-up turns included; PostgreSQL's counters for the "
-          "variant's own database, less its idle background work over the same time):")
+    print("\nDatabase work per HTTP turn (first sequential phase, warm-up turns included; PostgreSQL's counters for "
+          "the variant's own database, less its idle background work over the same time):")
     rows = []
     for name, res in results.items():
         works = res["work"]

@@ -126,7 +126,7 @@ def peer_pair(run: BenchRun, services: Services, *, jobs_per_worker: int | None 
         ports.append(port)
         pids += process_tree(process.pid)
         logs.append(run.tmp / log_name)
-    jobs = jobs_per_worker if jobs_per_worker is not None else "langhost's default"
+    jobs = jobs_per_worker if jobs_per_worker is not None else "1 (langhost's default)"
     return Variant("langgraph-pg", "peer", ports, pids, database=PEER_DATABASE, logs=logs,
                    note=f"N_JOBS_PER_WORKER {jobs}")
 

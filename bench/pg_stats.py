@@ -18,8 +18,9 @@ class DbWork:
     - statements: pg_stat_statements calls, transaction control (BEGIN, COMMIT, SAVEPOINT…) left out, when the
       server preloads it (`enable_statements()` restarts it so).
 
-    Backends report their transaction counts when they go idle, at most once a second, so `settled()` waits a
-    moment before a reading is taken."""
+    A backend reports its transaction and session counts at most once a second, and one that has gone idle
+    within that second only after 10 s (PostgreSQL's PGSTAT_MIN_INTERVAL and PGSTAT_IDLE_INTERVAL), so
+    `settled()` waits that long before a reading; pg_stat_statements counts at once."""
 
     def __init__(self, services: Services):
         self.services = services
@@ -57,8 +58,8 @@ class DbWork:
                     found[name]["statements"] = int(calls)
         return found
 
-    def settled(self, databases: list[str], wait: float = 1.5) -> tuple[float, dict[str, dict[str, int]]]:
-        """(monotonic time, reading) `wait` s from now: an idle backend reports its pending counts within 1 s."""
+    def settled(self, databases: list[str], wait: float = 10.5) -> tuple[float, dict[str, dict[str, int]]]:
+        """(monotonic time, reading) `wait` s from now, when every idle backend has reported what it did."""
         time.sleep(wait)
         return time.monotonic(), self.read(databases)
 
