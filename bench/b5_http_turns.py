@@ -63,6 +63,8 @@ def loadgen(variant: Variant, *, clients: int, duration: float = 0, count: int =
 
 def idle_work(db: DbWork, databases: list[str], seconds: float = 10) -> dict[str, dict[str, float]]:
     """What each database does per second with no request in flight (the servers' own background work)."""
+    if not databases:
+        return {}
     (t0, before), (t1, after) = db.settled(databases), db.settled(databases, wait=seconds)
     return {d: {k: (after[d][k] - before[d][k]) / (t1 - t0) for k in after[d]} for d in databases}
 
