@@ -3,7 +3,7 @@ prints what it measured as one JSON line. Deliberately small (asyncio streams, n
 costs little CPU on the machine the servers share.
 
     python -m bench.b5_loadgen --kind chatter|peer|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
-                               (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5]
+                               (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5] [--timeout 30]
 
 Client i talks to target i % len(targets) on one connection (as a load balancer with keep-alive would spread
 them). The same message every turn, and every answer is checked:
@@ -71,22 +71,27 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 class Client:
-    def __init__(self, kind: str, target: str, token: str):
-        self.kind, self.target = kind, target
+    def __init__(self, kind: str, target: str, token: str, timeout: float):
+        self.kind, self.target, self.timeout = kind, target, timeout
         self.host, port = target.rsplit(":", 1)
         self.port = int(port)
         self.request = request_bytes(kind, target, token)
         self.reader = self.writer = None
 
     async def turn(self) -> tuple[float, bool, str]:
-        """(seconds, ok, detail) for one turn; reconnects if the server closed the connection."""
+        """(seconds, ok, detail) for one turn; reconnects if the server closed the connection. A turn not
+        answered within the timeout fails, and its connection is dropped."""
         for attempt in range(2):
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
             started = time.perf_counter()
             try:
                 self.writer.write(self.request)
-                status, body = await read_response(self.reader)
+                status, body = await asyncio.wait_for(read_response(self.reader), self.timeout)
+            except TimeoutError:
+                self.close()
+                self.writer = None
+                return time.perf_counter() - started, False, f"no answer within {self.timeout:g} s"
             except (asyncio.IncompleteReadError, ConnectionError):
                 self.writer = None
                 if attempt:
@@ -104,7 +109,8 @@ class Client:
 
 async def run(args) -> dict:
     targets = args.targets.split(",")
-    clients = [Client(args.kind, targets[i % len(targets)], args.token) for i in range(args.clients)]
+    clients = [Client(args.kind, targets[i % len(targets)], args.token, args.timeout)
+               for i in range(args.clients)]
     for client in clients:  # warm-up: connections open, servers warm
         for _ in range(args.warmup):
             await client.turn()
@@ -153,6 +159,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=0, help="seconds of load (else --count turns)")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3, help="turns per client before measuring")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds a turn may take before it fails")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))), flush=True)
     return 0
