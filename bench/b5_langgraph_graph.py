@@ -3,7 +3,9 @@ engine, with the same `local` model, run with nothing recorded (`bench.chatter_c
 
 It has one node, `turn`, that runs that compiled graph: the servers' JSON input cannot put LangChain message
 objects into universal_chat's state (its `messages` channel concatenates, it does not coerce dicts as
-`add_messages` would). What the extra LangGraph step costs is printed by
+`add_messages` would). Served by a LangGraph server, the inner graph runs as a subgraph and inherits the
+server's checkpointer, so its steps are checkpointed as if the server served universal_chat itself. What the
+extra LangGraph step costs is printed by
 
     python -m bench.b5_langgraph_graph          (in a LangGraph venv, PYTHONPATH=. and the project's settings)
 
