@@ -21,7 +21,7 @@ def area_of(filename: str, funcname: str) -> str:
         if "sqlite" in funcname.lower():
             return "sqlite3 C calls (execute, commit, fetch; the GIL is released in them)"
         if "_socket.socket" in funcname:
-            return "socket.send: waking the broadcaster's loop (call_soon_threadsafe), GIL hand-off included"
+            return "socket.send: waking an event loop (call_soon_threadsafe), GIL hand-off included"
         return "C builtins (isinstance, getattr, dict, re, ...)"
     path = filename
     for marker in ("site-packages/",):

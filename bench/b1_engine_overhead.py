@@ -14,8 +14,8 @@ bench/chatter_calls.py:
 - new:         a sync chat turn through the services, as POST /api/v1/chat/ runs it without HTTP, on a new
                conversation each time;
 - continuing:  the same on one conversation per message kind that keeps growing (memory reads its last 10).
-The B1 figure is median(new or continuing) - median(bare), per kind. Between two sides (untimed) the broadcaster
-is left to finish the previous turn's sends, so they do not slow whatever side comes next.
+The B1 figure is median(new or continuing) - median(bare), per kind. Between two sides (untimed) the previous
+turn's event sends are left to finish, so they do not slow whatever side comes next.
 
 After the timed loop, outside it (instrumented passes perturb timing, so they are kept apart):
 - where a turn's time goes, by phase and by recorder hook, next to the same nodes run bare (bench/b1_phases.py);
@@ -149,19 +149,17 @@ def report(results: dict, gc_pauses: GcPauses, args) -> None:
             rows.append([
                 variant, ms(median(wall)), ms(percentile(wall, 95)), ms(min(wall)), ms(median(cpu)),
                 ms(gc_pauses.total.get((kind, variant), 0.0) / len(items)),
-                ms(median([r["create"] for r in items])) if "create" in items[0] else "",
                 "" if bare else ms(median(wall) - median(base)),
                 "" if bare else ms(median([a - b for a, b in zip(wall, base)])),
                 ms(median(wall) - median(base_hist)) if variant == "continuing" else "",
                 "" if bare else ms(median(cpu) - median(base_cpu)),
             ])
         print(f"\n{kind}: {message!r}")
-        print(table(rows, ["side", "median", "p95", "min", "CPU median", "GC mean", "create", "overhead (median diff)",
+        print(table(rows, ["side", "median", "p95", "min", "CPU median", "GC mean", "overhead (median diff)",
                            "median of paired diffs", "vs bare+hist", "CPU overhead"]))
-    print(f"target: overhead <= {TARGET_MS:.0f} ms median. 'create' is the create step's share of the turn; 'CPU' is "
-          f"this thread's CPU time (the broadcaster's thread runs besides), less sensitive than wall time to other "
-          f"processes on the machine; 'CPU overhead' is its median minus bare's; 'GC mean' the garbage collector's "
-          f"pauses per turn.")
+    print(f"target: overhead <= {TARGET_MS:.0f} ms median. 'CPU' is this thread's CPU time (other threads of the "
+          f"project's run besides), less sensitive than wall time to other processes on the machine; 'CPU overhead' "
+          f"is its median minus bare's; 'GC mean' the garbage collector's pauses per turn.")
 
 
 if __name__ == "__main__":

@@ -170,12 +170,10 @@ def phase_pass(sides: Sides, reps: int, capture: bool) -> dict:
                             PH.set_phase("graph", "between nodes")
                             sides.chat.invoke(message, hooks=MarkingHooks(sides.chat.hooks()))
                         else:
-                            PH.set_phase("create")
-                            execution = chatter_calls.turn_create(
+                            PH.set_phase("request")
+                            execution = chatter_calls.sync_turn(
                                 user=sides.user, message=message,
                                 conversation_id=sides.conversations[kind] if variant == "continuing" else None)
-                            PH.set_phase("run set-up")
-                            execution = chatter_calls.turn_run(execution)
                             PH.set_phase("view: rendering the result (not in B1)")
                             chatter_calls.turn_render(execution)
                         PH.set_phase("end")

@@ -45,13 +45,11 @@ class Sides:
         state, _ = self.chat.invoke(message, history)
         return time.perf_counter() - t0, time.thread_time() - c0, state
 
-    def engine(self, message: str, conversation_id=None) -> tuple[float, float, float, object]:
-        """(wall s, CPU s, the create step's share s, finished execution) of one sync chat turn."""
+    def engine(self, message: str, conversation_id=None) -> tuple[float, float, object]:
+        """(wall s, CPU s, ended execution) of one sync chat turn."""
         c0, t0 = time.thread_time(), time.perf_counter()
-        execution = chatter_calls.turn_create(user=self.user, message=message, conversation_id=conversation_id)
-        t1 = time.perf_counter()
-        execution = chatter_calls.turn_run(execution)
-        return time.perf_counter() - t0, time.thread_time() - c0, t1 - t0, execution
+        execution = chatter_calls.sync_turn(user=self.user, message=message, conversation_id=conversation_id)
+        return time.perf_counter() - t0, time.thread_time() - c0, execution
 
     def side(self, kind: str, variant: str) -> dict:
         message = KINDS[kind]
@@ -62,16 +60,16 @@ class Sides:
             wall, cpu, _ = self.bare(message, self.history[kind])
             return {"wall": wall, "cpu": cpu}
         conversation_id = self.conversations[kind] if variant == "continuing" else None
-        wall, cpu, created, execution = self.engine(message, conversation_id)
+        wall, cpu, execution = self.engine(message, conversation_id)
         if execution.status != "completed":
             raise RuntimeError(f"{kind}/{variant}: the turn ended {execution.status}: {execution.error_message}")
-        return {"wall": wall, "cpu": cpu, "create": created}
+        return {"wall": wall, "cpu": cpu}
 
     def prepare(self) -> None:
         """Warm every path (compile cache, imports, statement caches), start one continuing conversation per kind,
         and check that both sides do the same work."""
         for kind, message in KINDS.items():
-            _, _, _, first = self.engine(message)
+            _, _, first = self.engine(message)
             self.conversations[kind] = first.conversation_id
             if not self.chat.same_graph_as(first.graph):
                 raise RuntimeError("the engine did not run the compiled graph the bare side invokes")

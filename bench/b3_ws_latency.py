@@ -1,13 +1,12 @@
-"""B3 (SPEC §13): event emit → websocket client latency on the Redis channel layer at 1,000 events/s;
+"""B3 (SPEC §13): event emit → websocket client latency across processes over Redis at 1,000 events/s;
 target p99 ≤ 50 ms.
 
 One daphne process (PostgreSQL + Redis from scripts/services.sh), one real `websockets` client on
-/ws/events/?token=…, and a separate publisher process (bench/event_publisher.py: Django set up, handing
-envelopes to the project's broadcaster) at a steady rate with §6 token envelopes carrying `sent_at`.
+/ws/events/?token=…, and a separate publisher process (bench/event_publisher.py: Django set up, publishing
+envelopes as a run does) at a steady rate with §6 token envelopes carrying `sent_at`.
 Latency = the client's receive time − sent_at (one machine, one clock).
 
-    .venv/bin/python -m bench.b3_ws_latency [--rates 1000,500] [--reps 2] [--duration 10] [--layer project|list]
-                                            [--profile]
+    .venv/bin/python -m bench.b3_ws_latency [--rates 1000,500] [--reps 2] [--duration 10] [--profile]
 
 The first rate is the target's; the others (default 500) show the latency below saturation. Redis commands per
 event (INFO commandstats) and each process's CPU are printed alongside, since they explain the figure.
@@ -87,18 +86,13 @@ def main() -> int:
     parser.add_argument("--rates", default="1000,500", help="events per second, one case each (default 1000,500)")
     parser.add_argument("--reps", type=int, default=2, help="rounds of each rate, interleaved (default 2)")
     parser.add_argument("--duration", type=float, default=10, help="seconds of publishing per round (default 10)")
-    parser.add_argument("--layer", choices=("project", "list"), default="project",
-                        help="project: the configured RedisPubSubChannelLayer; list: for comparison, channels_redis's "
-                             "list-based RedisChannelLayer (bench/settings_list_layer.py)")
     parser.add_argument("--profile", action="store_true", help="py-spy daphne and the publisher in the first round")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
 
     with BenchRun("b3") as run:
         services = start_services(run)
-        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
-        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url,
-                                    REDIS_URL=services.redis_url, **settings)
+        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
         server = daphne(run, database)
         token = bench_token(server, database)
         args.run, args.redis_pid = run, services.redis_pid
@@ -124,9 +118,7 @@ def main() -> int:
 
 
 def report(rounds: list[tuple[float, dict]], args) -> None:
-    layer = ("the project's RedisPubSubChannelLayer" if args.layer == "project"
-             else "the list-based RedisChannelLayer (comparison)")
-    print(f"\nB3: broadcast() in a publisher process -> Redis ({layer}) -> daphne -> websocket client; "
+    print(f"\nB3: an event published in a publisher process -> Redis -> daphne -> websocket client; "
           f"{args.reps} round(s) of {args.duration:.0f} s per rate, interleaved")
     rows = []
     for rate, outcome in rounds:

@@ -7,20 +7,18 @@ stops); the median over repetitions is reported.
 
 Load: a fixed offered rate of --offered deliveries/s in total (events/s = that / N), above the target, so
 the steady-state figure is the server's capacity when it is below the offer. A server that falls behind builds
-a backlog (and, on Redis, drops once its channel is full). A Redis publisher process that cannot keep its own
-schedule falls behind it rather than queueing (`bounded`): the events/s column shows what was published.
+a backlog. A Redis publisher process that cannot keep its own schedule falls behind it rather than queueing
+(`bounded`): the events/s column shows what was published.
 - redis:     PostgreSQL + Redis; --publishers separate publisher processes (bench/event_publisher.py, Django
-             set up, the project's broadcaster) share the offered rate.
-- in-memory: the embedded default layer; events are published inside the server process
-             (bench/inprocess_publisher_asgi.py) through the same broadcaster.
+             set up, publishing as a run does) share the offered rate.
+- in-memory: no Redis (the embedded default); events are published inside the server process
+             (bench/inprocess_publisher_asgi.py), the same way.
 
 Loss: after publishing stops the clients keep reading until they have everything, nothing came for 2 s, or
---drain seconds passed; what has not arrived by then is reported as undelivered, and for Redis the messages
-the channel layer dropped because the server's channel was over capacity are counted where they are dropped.
+--drain seconds passed; what has not arrived by then is reported as undelivered.
 
     .venv/bin/python -m bench.b4_ws_throughput [--clients 1,4,16] [--reps 2] [--duration 4] [--publishers 2]
-                                               [--offered 12000] [--drain 3] [--no-inmemory] [--layer project|list]
-                                               [--profile]
+                                               [--offered 12000] [--drain 3] [--no-inmemory] [--profile]
 """
 from __future__ import annotations
 
@@ -108,7 +106,6 @@ async def one_case(*, server, token: str, clients_n: int, args, start_publishing
         "clients": clients_n, "sent": sent, "publish_s": max(p["flushed_s"] for p in publishers),
         "delivered_per_s": in_window / (window[1] - window[0]),
         "undelivered": clients_n * sent - received,
-        "dropped_by_layer": sum(p.get("dropped_over_capacity", 0) for p in publishers) * clients_n,
         "last_arrival_s": last_arrival - go,
         "still_arriving": clients_n * sent > received and time.monotonic() - last_arrival < 1,
         "cpu": cpu, "commands": redis.stop() if redis is not None else None, "profile": profiler,
@@ -196,20 +193,15 @@ def main() -> int:
                         help="offered deliveries/s in total, all clients together (default 12000)")
     parser.add_argument("--drain", type=float, default=3, help="seconds to wait for stragglers (default 3)")
     parser.add_argument("--no-inmemory", action="store_true")
-    parser.add_argument("--layer", choices=("project", "list"), default="project",
-                        help="Redis cases: project = the configured RedisPubSubChannelLayer; list = for comparison, "
-                             "channels_redis's list-based RedisChannelLayer (bench/settings_list_layer.py)")
-    parser.add_argument("--profile", action="store_true", help="py-spy daphne in the largest case of each layer")
+    parser.add_argument("--profile", action="store_true", help="py-spy daphne in the largest case of each kind")
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
-    args.redis_label = "redis" if args.layer == "project" else "redis list layer (comparison)"
+    args.redis_label = "redis"
 
     with BenchRun("b4") as run:
         args.run = run
         services = start_services(run)
-        settings = {"DJANGO_SETTINGS_MODULE": "bench.settings_list_layer"} if args.layer == "list" else {}
-        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url,
-                                    REDIS_URL=services.redis_url, **settings)
+        database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
         results = redis_cases(run, services, database, counts, args)
         if not args.no_inmemory:
             results += inmemory_cases(run, database, counts, args)
@@ -241,11 +233,10 @@ def report(results: list[dict], counts: list[int], args) -> None:
                 f"{median(delivered):.0f} [{', '.join(f'{d:.0f}' for d in delivered)}]",
                 f"{undelivered} of {sent_total}" + (" (backlog: still arriving)"
                                                     if any(r["still_arriving"] for r in runs) else ""),
-                str(sum(r["dropped_by_layer"] for r in runs)) if layer == "redis" else "n/a",
                 f"{median([r['last_arrival_s'] - args.duration for r in runs]):+.1f}",
             ])
     print(table(rows, ["layer, clients", "events/s published", "delivered/s, all clients",
-                       f"undelivered {args.drain:.0f} s after", "dropped by the layer",
+                       f"undelivered {args.drain:.0f} s after",
                        "last arrival after publishing (s)"]))
     print("target: >= 5000 delivered/s")
     print(machine_note())

@@ -6,8 +6,9 @@ Nothing is imported at module level: the LangGraph peers' venvs import this modu
 the project's web stack, and the callers of the rest set Django up first (`django_setup`).
 
 Who uses what:
-- B1 (in one process, by definition): `BareChat`, `turn_create`, `turn_run`, `turn_render`,
-  `conversation_history`, `broadcast_flush`, `B1_PHASE_MARKS`/`B1_HOOKS` (where its phase marks go);
+- B1 (in one process, by definition): `BareChat`, `sync_turn`, `turn_render`, `conversation_history`,
+  `broadcast_flush`, `RUN_PATH_FILES`, `B1_PHASE_MARKS`/`B1_HOOKS_CLASS`/`B1_HOOKS`/`B1_MARKED_FUNCTIONS`
+  (where its phase marks go);
 - B2's references: `local_model_first_token`, `stream_turn`;
 - B3/B4's publishers: `broadcast`, `broadcast_flush`, `asgi_application`;
 - B5's peers: `BareChat` (the graph they serve);
@@ -94,19 +95,11 @@ class BareChat:
 
 
 # --- chat turns through the services (B1, B2's in-process reference) ---------------------------------------
-def turn_create(*, user, message: str, conversation_id=None, mode: str = "sync"):
-    """What POST /api/v1/chat/ {"message": …} writes before the run: the pending execution."""
-    from workflows.services.runs import execution_create
+def sync_turn(*, user, message: str, conversation_id=None):
+    """What POST /api/v1/chat/ {"message": …} runs for a sync turn, without HTTP: the ended execution."""
+    from workflows.services.runs import execution_run_now
 
-    return execution_create(owner=user, chat=True, mode=mode, message=message, conversation_id=conversation_id,
-                            config={})
-
-
-def turn_run(execution):
-    """Runs a created sync turn to its end; returns the finished execution."""
-    from workflows.services.runs import execution_run
-
-    return execution_run(execution_id=execution.pk)
+    return execution_run_now(owner=user, chat=True, message=message, conversation_id=conversation_id, config={})
 
 
 def turn_render(execution) -> dict:
@@ -124,11 +117,13 @@ def conversation_history(conversation_id, limit: int) -> list[tuple[str, str]]:
 
 
 def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
-    """A streamed chat turn in this process, as the view runs it without HTTP: ("created", {}) once the
-    execution is written, then ("event", envelope) for every event to the end."""
+    """A streamed chat turn in this process, without HTTP: ("created", {}) once the execution is written, then
+    ("event", envelope) for every event to the end (the services' blocking stream of a pending run)."""
     from workflows.services.runs import execution_stream
 
-    execution = turn_create(user=user, message=message, mode="stream")
+    from workflows.services.runs import execution_create
+
+    execution = execution_create(owner=user, chat=True, mode="stream", message=message, config={})
     yield "created", {}
     for envelope in execution_stream(execution_id=execution.pk):
         yield "event", envelope
@@ -155,36 +150,38 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 
 
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
-RUN_PATH_FILES = ("workflows/services/runs.py", "workflows/recorder.py", "workflows/events.py",
-                  "workflows/realtime.py", "workflows/engine/compile.py", "workflows/engine/runtime.py",
-                  "workflows/engine/nodes.py",
+RUN_PATH_FILES = ("workflows/services/runs.py", "workflows/runner.py", "workflows/recorder.py",
+                  "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
+                  "workflows/engine/runtime.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
 # Where B1's instrumented pass puts its phase marks: (module, function) whose call starts a phase, and the
 # recorder class whose hook methods it times. Names missing after a change are skipped (and said so).
-B1_PHASE_MARKS = {"graph": ("workflows.services.runs", "graph_run"),
-                  "finish": ("workflows.services.runs", "execution_finish")}
-B1_MARKED_FUNCTIONS = {"audit_record": (("workflows.services.runs", "audit_record"),
-                                        ("workflows.recorder", "audit_record"))}
+B1_PHASE_MARKS = {"validate (run_plan)": ("workflows.services.runs", "run_plan"),
+                  "write (run_write)": ("workflows.services.runs", "run_write"),
+                  "run set-up": ("workflows.runner", "run"),
+                  "graph": ("workflows.runner", "graph_run"),
+                  "finish": ("workflows.runner", "execution_finish")}
+B1_MARKED_FUNCTIONS = {"audit rows": (("workflows.recorder", "audit_append"),)}
 B1_HOOKS_CLASS = ("workflows.recorder", "ExecutionRecorder")
 B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token", "limit_exceeded",
-            "cancel_requested", "history", "documents", "price", "started")
+            "cancel_requested", "history", "documents", "started", "flush")
 
 
 # --- events (B3/B4 publishers, B1) ------------------------------------------------------------------------
 def broadcast(envelope: dict, *, owner_id) -> None:
-    """Hand one §6 envelope to the project's broadcaster (the run's and the owner's groups)."""
-    from workflows.realtime import broadcast as project_broadcast
+    """Publish one §6 envelope as a run does (to its run's and its owner's watchers, here and elsewhere)."""
+    from workflows.events import events_publish
 
-    project_broadcast(envelope, owner_id=owner_id)
+    events_publish([envelope], owner_id=owner_id)
 
 
 def broadcast_flush(timeout: float = 3.0) -> None:
-    """Wait until this process's queued broadcasts have left."""
-    from workflows.realtime import broadcaster
+    """Wait until what this process published has left it."""
+    from workflows.hub import hub
 
-    broadcaster.flush(timeout=timeout)
+    hub.flush(timeout=timeout)
 
 
 def asgi_application():

@@ -1,14 +1,14 @@
 """The publisher process of B3 and B4 (both ends of its protocol): plain Python with Django set up, like a
-command or a worker, sending §6-shaped token events through the project's broadcaster.
+command or a worker, publishing §6-shaped token events as a run does.
 
 Protocol, in rounds: the process says {"ready": true}; until a line `go RATE DURATION [bounded]` arrives on
 stdin it sends one probe event (n = -1) every 20 ms, so the benchmark can see that its websocket clients are
-subscribed; then it sends the round's events (n = 0, 1, …), waits for the broadcaster to drain and prints one
+subscribed; then it sends the round's events (n = 0, 1, …), waits until they have left and prints one
 JSON line with what it sent. It exits when stdin closes.
 
 RATE is events/s paced on a fixed schedule (open loop: late calls are made at once, never skipped), or `max`:
-as fast as the broadcaster drains, in batches of 200 each followed by a flush. `bounded` makes a paced round
-wait for the broadcaster after every 200 calls, so a publisher slower than its schedule falls behind it
+as fast as they leave, in batches of 200 each followed by a flush. `bounded` makes a paced round
+wait for them to leave after every 200 calls, so a publisher slower than its schedule falls behind it
 instead of queueing without bound, and stops at the end of DURATION.
 
     python -m bench.event_publisher --owner-id ID [--tag NAME]      (started by `Publisher`)
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import queue
 import subprocess
 import sys
@@ -82,19 +81,6 @@ class Publisher:
 
 
 # --- the publisher process ---------------------------------------------------------------------------------
-class OverCapacityCount(logging.Handler):
-    """channels_redis drops a group message for a channel that is full, and says so only at INFO level:
-    "%s of %s channels over capacity in group %s". Count those drops."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.dropped = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "over capacity" in str(record.msg) and record.args:
-            self.dropped += int(record.args[0])
-
-
 def token_envelope(execution_id: str, *, text: str, n: int, tag: str) -> dict:
     return {
         "event": "token", "execution_id": execution_id, "seq": None,
@@ -148,12 +134,6 @@ def main() -> int:
     django.setup()
     from bench.chatter_calls import broadcast, broadcast_flush
 
-    drops = OverCapacityCount()
-    layer_logger = logging.getLogger("channels_redis.core")
-    layer_logger.addHandler(drops)
-    layer_logger.setLevel(logging.INFO)
-    layer_logger.propagate = False
-
     commands: queue.SimpleQueue = queue.SimpleQueue()
 
     def read_commands() -> None:
@@ -175,10 +155,9 @@ def main() -> int:
         if command is None:
             return 0
         _, rate, duration, *options = command
-        dropped_before = drops.dropped
         result = publish_round(owner_id=args.owner_id, tag=args.tag, rate=None if rate == "max" else float(rate),
                                duration=float(duration), bounded="bounded" in options)
-        print(json.dumps({**result, "dropped_over_capacity": drops.dropped - dropped_before}), flush=True)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

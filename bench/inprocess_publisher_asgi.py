@@ -1,6 +1,5 @@
-"""B4's in-memory-layer variant: Chatter's ASGI application plus two loopback-only endpoints that publish from
-inside the server process (the only place an in-memory channel layer has listeners), through the same
-broadcaster a run in that process uses.
+"""B4's in-memory variant: Chatter's ASGI application plus two loopback-only endpoints that publish from inside
+the server process (without Redis, the only place with listeners), the way a run in that process publishes.
 
     POST /bench/probe/?owner=ID                                  one probe event (n = -1)
     POST /bench/publish/?owner=ID&rate=EVENTS_PER_S&duration=S   paced events from a thread; answers when done
