@@ -24,7 +24,7 @@ from workflows.engine.graph import parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.models import WorkflowExecution
-from workflows.recorder import ExecutionRecorder
+from workflows.recorder import ExecutionRecorder, heartbeat
 from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,15 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
             _threads = ThreadPoolExecutor(settings.CHATTER_RUN_THREADS, thread_name_prefix="chatter-run")
         threads = _threads
 
+    heartbeat.add(execution.pk)  # a run waiting for a free thread still shows that its process is alive
+
     def work() -> None:
         try:
             run(execution, user_message=user_message, prices=prices)
         except Exception:  # noqa: BLE001 - run() ends every run it can; this is the last word
             logger.exception("execution %s crashed in the runner", execution.pk)
         finally:
+            heartbeat.discard(execution.pk)
             connections.close_all()  # back to the pool (or closed): this thread may wait long for the next run
 
     threads.submit(work)
