@@ -22,10 +22,10 @@ def pools_close_before_fork() -> None:
     os.register_at_fork(before=_pools_close)
 
 
-def connection_give_back() -> None:
-    """A thread about to wait (a run before a model or tool call) gives its pooled connection back, so a waiting
-    run holds none; it borrows one again at its next statement. Without a pool (SQLite) the connection stays."""
-    from django.db import connection
-
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
-        connection.close()
+def connections_give_back() -> None:
+    """A thread about to wait (a run before a model or tool call, a runner thread between runs) gives its pooled
+    connections back, so a waiting thread holds none; it borrows again at its next statement. Without a pool
+    (SQLite) a connection stays with its thread: opening one costs more than keeping it."""
+    for wrapper in connections.all(initialized_only=True):
+        if wrapper.settings_dict.get("OPTIONS", {}).get("pool") and not wrapper.in_atomic_block:
+            wrapper.close()

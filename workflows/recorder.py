@@ -33,7 +33,7 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
-from chatter_project.db import connection_give_back
+from chatter_project.db import connections_give_back
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
@@ -287,7 +287,7 @@ class ExecutionRecorder:
         if opened is not None and opened.index not in self._node_pks and opened.index not in self._nodes:
             self._hold_node(opened)
         self.flush()
-        connection_give_back()
+        connections_give_back()
 
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened, self.open = self.open, None

@@ -13,9 +13,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from chatter_project.db import connections_give_back
 from chatter_project.errors import RunCancelled, RunError
 from conversations.models import Message
 from conversations.services import message_save
@@ -60,7 +61,7 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
             logger.exception("execution %s crashed in the runner", execution.pk)
         finally:
             heartbeat.discard(execution.pk)
-            connections.close_all()  # back to the pool (or closed): this thread may wait long for the next run
+            connections_give_back()  # a pooled connection goes back (SQLite's stays with the thread for its next run)
 
     threads.submit(work)
 
