@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views import defaults
@@ -35,6 +35,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = exceptions.ParseError(f"too many query or form parameters (at most "
+                                    f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError(f"bad request: {exc}")
     elif _is_pool_timeout(exc):
         exc = Unavailable(f"the server is busy: no database connection freed up within "
                           f"{settings.DATABASES['default']['OPTIONS']['pool']['timeout']} s; try again",

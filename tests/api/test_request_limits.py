@@ -49,3 +49,22 @@ def test_nan_and_infinity_are_not_json(api):
 def test_a_form_body_is_415_on_json_endpoints(api):
     assert_error(api.post("/api/v1/documents/", {"title": "t", "content": "c"}, format="multipart"), 415,
                  "unsupported_media_type")
+
+
+def test_a_json_object_naming_a_key_twice_is_a_400_and_no_row(api):
+    before = row_counts()
+    body = '{"message": "first", "message": "second"}'
+    response = api.post("/api/v1/chat/", body, content_type="application/json")
+    assert_error(response, 400, "parse_error")
+    assert "duplicate key 'message'" in response.json()["error"]["message"]
+    nested = '{"message": "hi", "config": {"temperature": 0.1, "temperature": 0.9}}'
+    assert_error(api.post("/api/v1/chat/", nested, content_type="application/json"), 400, "parse_error")
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("path", ["/api/v1/health/", "/api/v1/conversations/", "/api/v1/executions/"])
+def test_more_query_parameters_than_django_reads_is_a_400_in_the_error_shape(api, path, settings):
+    query = "&".join(f"p{i}=1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    response = api.get(f"{path}?{query}")
+    assert_error(response, 400, "parse_error")
+    assert "too many" in response.json()["error"]["message"].lower()
