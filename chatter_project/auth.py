@@ -3,6 +3,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
+from channels.security.websocket import AllowedHostsOriginValidator
 
 
 @database_sync_to_async
@@ -25,3 +26,19 @@ class TokenAuthMiddleware(BaseMiddleware):
                 if found is not None:
                     scope = {**scope, "user": found}
         return await super().__call__(scope, receive, send)
+
+
+class OriginCheckedForCookies:
+    """Websockets: the Origin check (Channels' AllowedHostsOriginValidator) guards cookie sessions against other
+    sites' pages, which a browser sends the cookie from (with their Origin: every browser sends one). A
+    handshake with neither cookies nor an Origin is a program's, authenticating with a token it holds itself
+    (`?token=`): it is not asked for an Origin. Any Origin that is sent must be an allowed host."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.checked = AllowedHostsOriginValidator(inner)
+
+    async def __call__(self, scope, receive, send):
+        if any(name in (b"cookie", b"origin") for name, _ in scope.get("headers", ())):
+            return await self.checked(scope, receive, send)
+        return await self.inner(scope, receive, send)

@@ -202,3 +202,20 @@ async def test_asking_for_events_after_the_terminal_one_closes_at_once(alice):
     last = (await persisted(execution.pk))[-1][0]
     communicator = await connect(f"/ws/executions/{execution.pk}/?after={last}&token={await token_for(alice)}")
     assert await receive_until_closed(communicator) == ([], 1000)
+
+
+async def test_a_token_client_without_cookies_needs_no_origin(alice):
+    execution = await create(alice)
+    await asyncio.to_thread(run_in_thread(execution.pk).join)
+    communicator = await connect(f"/ws/executions/{execution.pk}/?token={await token_for(alice)}", headers=[])
+    received, code = await receive_until_closed(communicator)
+    assert received[-1]["event"] == "workflow_completed" and code == 1000
+
+
+async def test_a_cookie_session_from_no_or_another_origin_is_refused(alice, client):
+    await sync_to_async(client.force_login)(alice)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    for headers in ([cookie], [cookie, (b"origin", b"https://evil.example")]):
+        communicator = WebsocketCommunicator(application, "/ws/events/", headers=headers)
+        connected, _ = await communicator.connect(timeout=5)
+        assert not connected, headers
