@@ -9,6 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
 from chatter_project.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
