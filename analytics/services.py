@@ -46,7 +46,17 @@ def _diff(stored: dict | None, actual: dict) -> dict:
 
 def aggregates_drift() -> list[dict]:
     """Every stored aggregate that differs from the sum of its source rows (I1 conversations, I2 templates,
-    I3 executions)."""
+    I3 executions), all read in one consistent snapshot: writers committing meanwhile are wholly in it or wholly
+    out of it, so runs in progress never look like drift (REPEATABLE READ on PostgreSQL; SQLite's transaction is
+    one snapshot already)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _aggregates_drift()
+
+
+def _aggregates_drift() -> list[dict]:
     drift = []
     for pk, row in conversation_totals_from_messages().items():
         if fields := _diff(row["stored"], row["actual"]):

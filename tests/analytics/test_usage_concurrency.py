@@ -81,3 +81,33 @@ def test_parallel_turns_and_deletes_keep_the_rollups_exact(alice, bob, settings)
     rows = assert_usage_exact()
     assert totals(rows)["messages"] == 2 * (RUNS - standalone + 2) - len(doomed)
     assert totals(rows)["executions"] == RUNS + 2
+
+
+def test_reconcile_reports_no_drift_while_turns_commit_around_it(alice, settings):
+    """The check reads every aggregate and its source rows in one snapshot: turns committing while it reads are
+    either wholly in it or wholly out of it (it used to read them in separate statements and cry wolf)."""
+    from analytics.services import aggregates_drift
+    from workflows.services.runs import execution_run_now
+
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 100
+    conversation = execution_run_now(owner=alice, chat=True, message="hello").conversation_id
+    done, reports = [], []
+
+    @in_thread
+    def turns(i):
+        for n in range(8):
+            execution_run_now(owner=alice, chat=True, message=f"What is {i}*{n}?",
+                              conversation_id=conversation if n % 2 else None)
+
+    @in_thread
+    def check():
+        while not done:
+            reports.append(aggregates_drift())
+
+    with ThreadPoolExecutor(4) as pool:
+        checker = pool.submit(check)
+        list(pool.map(turns, range(3)))
+        done.append(True)
+        checker.result()
+    assert len(reports) >= 3 and all(report == [] for report in reports), [r for r in reports if r][:1]
+    assert aggregates_drift() == []
