@@ -3,6 +3,7 @@ turns in shared conversations and parallel deletes lose no increment and subtrac
 
 Runs on SQLite and (with DATABASE_URL, as `make test`'s second phase does) on PostgreSQL, where the writers
 really run in parallel and meet in INSERT … ON CONFLICT DO UPDATE."""
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -101,8 +102,9 @@ def test_reconcile_reports_no_drift_while_turns_commit_around_it(alice, settings
 
     @in_thread
     def check():
-        while not done:
+        while not done:  # SQLite: each check holds the one write lock while it reads, so the turns get turns too
             reports.append(aggregates_drift())
+            time.sleep(0.05)
 
     with ThreadPoolExecutor(4) as pool:
         checker = pool.submit(check)
