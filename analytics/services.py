@@ -49,8 +49,9 @@ def aggregates_drift() -> list[dict]:
     I3 executions), all read in one consistent snapshot: writers committing meanwhile are wholly in it or wholly
     out of it, so runs in progress never look like drift (REPEATABLE READ on PostgreSQL; SQLite's transaction is
     one snapshot already)."""
+    outermost = not connection.in_atomic_block  # inside a caller's transaction, its snapshot rules
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         return _aggregates_drift()
