@@ -237,16 +237,24 @@ def execution_enqueue(*, execution_id) -> None:
                           details={"execution_id": str(execution_id)}) from exc
 
 
-def execution_run(*, execution_id) -> WorkflowExecution:
-    """Run a pending execution to a terminal state (a worker's task). Safe to call twice: one caller claims it."""
+def _pending_claim(execution_id) -> tuple[bool, WorkflowExecution | None, Message | None]:
+    """Claim a pending run for this process (one caller wins): whether it did, the run and its user message."""
     started_at = timezone.now()
     claimed = WorkflowExecution.objects.filter(pk=execution_id, status=Status.PENDING, cancel_requested=False).update(
         status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
-    execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
     if not claimed:
-        return execution
+        return False, None, None
+    execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
     user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first() \
         if execution.conversation_id and execution.input_data.get("message") else None
+    return True, execution, user_message
+
+
+def execution_run(*, execution_id) -> WorkflowExecution:
+    """Run a pending execution to a terminal state (a worker's task). Safe to call twice: one caller claims it."""
+    claimed, execution, user_message = _pending_claim(execution_id)
+    if not claimed:
+        return WorkflowExecution.objects.get(pk=execution_id)
     return runner.run(execution, user_message=user_message)
 
 
@@ -254,17 +262,12 @@ def execution_stream(*, execution_id) -> Iterator[dict]:
     """Claim a pending execution, run it on the runner's threads, and yield its events (tokens included) as they
     happen, from the same feed as every other reader. A reader that stops never stops or fails the run."""
     subscription = execution_subscribe(execution_id)
-    started_at = timezone.now()
-    claimed = WorkflowExecution.objects.filter(pk=execution_id, status=Status.PENDING, cancel_requested=False).update(
-        status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
+    claimed, execution, user_message = _pending_claim(execution_id)
     if claimed:
-        execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
-        user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first() \
-            if execution.conversation_id and execution.input_data.get("message") else None
         runner.submit(execution, user_message=user_message)
-    yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
-    if not claimed:
+    else:
         subscription.close()
+    yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
 
 
 def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExecution:
