@@ -2,6 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.functional import cached_property
 
 from chatter_project.models import MONEY, TokenTotals, non_negative
 
@@ -133,6 +134,12 @@ class WorkflowExecution(TokenTotals):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @cached_property
+    def turn_messages(self) -> list:
+        """The run's messages, oldest first ([user, assistant] for a chat turn). The runner sets them as it ends
+        the run, so answering with them reads nothing back."""
+        return list(self.messages.order_by("sequence"))
 
 
 class NodeExecution(TokenTotals):

@@ -170,6 +170,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
             })
             conversation = message.conversation  # as this message left it, under its lock: exactly what commits
+            execution.conversation = conversation
             recorder.publish_after_write("conversation_updated", {
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
@@ -188,6 +189,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         recorder.audit(f"execution.{status}", {
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
+        execution.turn_messages = messages
         recorder.write_held(audits="later")
         # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
         # run's ending shares are taken last, so each is held only to the commit.

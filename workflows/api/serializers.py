@@ -130,7 +130,7 @@ class RunResultSerializer(serializers.Serializer):
 
     execution = ExecutionSerializer(source="*", read_only=True)
     conversation = ConversationSerializer(read_only=True, allow_null=True)
-    messages = MessageSerializer(many=True, read_only=True)
+    messages = MessageSerializer(many=True, read_only=True, source="turn_messages")
 
 
 class EventEnvelopeSerializer(serializers.Serializer):

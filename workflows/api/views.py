@@ -92,6 +92,10 @@ RUN_RESPONSES = {
 }
 
 
+# Built once: answering a sync run is then only reading the ended run, its conversation and messages (in memory).
+_RUN_RESULT = RunResultSerializer()
+
+
 def run_response(**run_request) -> HttpResponseBase:
     """Start a run in its mode and answer: 202 with the pending run (a worker runs it), SSE of its events while the
     runner runs it, or 201 with the result of running it here to its end."""
@@ -102,7 +106,7 @@ def run_response(**run_request) -> HttpResponseBase:
     if mode == WorkflowExecution.Mode.STREAM:
         return sse_response(execution_start_streamed(**run_request)[1])
     execution = execution_run_now(**run_request)
-    return Response(RunResultSerializer(execution).data, status=status.HTTP_201_CREATED)
+    return Response(_RUN_RESULT.to_representation(execution), status=status.HTTP_201_CREATED)
 
 
 class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
