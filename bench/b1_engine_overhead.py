@@ -77,7 +77,6 @@ def timed_loop(sides: Sides, reps: int, gc_pauses: GcPauses) -> tuple[dict, floa
                 gc_pauses.side = side
                 results[side].append(sides.side(*side))
                 gc_pauses.side = None
-                chatter_calls.broadcast_flush()  # untimed: this turn's sends leave before the next side
     finally:
         gc.callbacks.remove(gc_pauses)
     return results, time.monotonic() - started

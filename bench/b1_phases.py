@@ -183,7 +183,6 @@ def phase_pass(sides: Sides, reps: int, capture: bool) -> dict:
                             capture_ctx.__exit__(None, None, None)
                             PH.queries_log = None
                     out[(kind, variant)].append(PH.spans())
-                    chatter_calls.broadcast_flush()
                     if capture:
                         sql[(kind, variant)].append(statements)
     return {"spans": out, "sql": sql}

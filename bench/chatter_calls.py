@@ -7,10 +7,10 @@ the project's web stack, and the callers of the rest set Django up first (`djang
 
 Who uses what:
 - B1 (in one process, by definition): `BareChat`, `sync_turn`, `turn_render`, `conversation_history`,
-  `broadcast_flush`, `RUN_PATH_FILES`, `B1_PHASE_MARKS`/`B1_HOOKS_CLASS`/`B1_HOOKS`/`B1_MARKED_FUNCTIONS`
+  `RUN_PATH_FILES`, `B1_PHASE_MARKS`/`B1_HOOKS_CLASS`/`B1_HOOKS`/`B1_MARKED_FUNCTIONS`
   (where its phase marks go);
 - B2's references: `local_model_first_token`, `stream_turn`;
-- B3/B4's publishers: `broadcast`, `broadcast_flush`, `asgi_application`;
+- B3/B4's publishers: `broadcast` (synchronous: when it returns, the event has left), `asgi_application`;
 - B5's peers: `BareChat` (the graph they serve);
 - B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`;
 - B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`.
@@ -175,13 +175,6 @@ def broadcast(envelope: dict, *, owner_id) -> None:
     from workflows.events import events_publish
 
     events_publish([envelope], owner_id=owner_id)
-
-
-def broadcast_flush(timeout: float = 3.0) -> None:
-    """Wait until what this process published has left it."""
-    from workflows.hub import hub
-
-    hub.flush(timeout=timeout)
 
 
 def asgi_application():

@@ -2,14 +2,15 @@
 process's subscribers at once, and, with REDIS_URL, a bridge that carries events between processes over Redis
 pub/sub (redis-py, under our own channel names).
 
-Publishing never blocks a run: local subscribers get the events in their own buffer (their event loop is woken
-once per burst), and the bridge's thread sends everything queued in one pipelined round trip. Delivery is at
-most once; persisted events are also in the database, and the feeds (workflows.realtime) fill any gap from it.
+Publishing is one pipelined PUBLISH from the thread that publishes: no hand-off to another thread. A process
+listens on Redis only to the topics its readers watch (a run's, a user's), so a server nobody watches receives
+nothing. Delivery is at most once; persisted events are also in the database, and the feeds (workflows.realtime)
+fill any gap from it. While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure, so a
+run waits on it at most PUBLISH_TIMEOUT_S now and then.
 """
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ CHANNEL_PREFIX = "chatter:events:"
 TERMINAL_EVENTS = ("workflow_completed", "workflow_failed", "workflow_cancelled")
 FAILURE_LOG_INTERVAL_S = 10.0
 RECONNECT_S = 1.0
+PUBLISH_TIMEOUT_S = 0.5
 
 
 def execution_topic(execution_id) -> str:
@@ -46,6 +48,8 @@ class Subscription:
 
     def __init__(self, hub: "Hub", topics: list[str]):
         self.hub, self.topics = hub, topics
+        self.listening: Future | None = None  # done once Redis brings this process these topics' events
+        self.closed = False
         self._items: deque = deque()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,6 +73,14 @@ class Subscription:
         with self._lock:
             self._wake_due = False
         self._wake.set()
+
+    async def ready(self, timeout: float = 2.0) -> None:
+        """Wait (briefly) until events published in other processes reach this subscription: a feed that reads
+        the database after this misses nothing in between. Without Redis (or while it is down) it gives up after
+        `timeout` and the feed's reads of the database cover the rest."""
+        if self.listening is not None and not self.listening.done():
+            # asyncio.wait, not wait_for: a reader that gives up must not cancel the bridge's future.
+            await asyncio.wait([asyncio.wrap_future(self.listening)], timeout=timeout)
 
     async def get(self, timeout: float) -> list[dict]:
         """Everything delivered since the last call, waiting up to `timeout` s for something; [] if nothing came."""
@@ -102,22 +114,31 @@ class Hub:
         self._bridge: RedisBridge | None = None
         self._bridge_url: str | None = None
 
-    def subscribe(self, topics: Iterable[str]) -> Subscription:
+    def subscribe(self, topics: Iterable[str], *, remote: bool = True) -> Subscription:
+        """Listen to topics here and, when `remote`, to what other processes publish on them too (not needed
+        for a run this process runs itself: a streaming request, the `chat` command)."""
         subscription = Subscription(self, list(topics))
+        bridge = self.bridge() if remote else None
         with self._lock:
             for topic in subscription.topics:
                 self._topics.setdefault(topic, set()).add(subscription)
-        self.bridge()  # listening from now on
+            if bridge is not None:  # under the lock: watches and unwatches reach the bridge in order
+                subscription.listening = bridge.watch(subscription.topics)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
+            if subscription.closed:
+                return
+            subscription.closed = True
             for topic in subscription.topics:
                 subscribers = self._topics.get(topic)
                 if subscribers is not None:
                     subscribers.discard(subscription)
                     if not subscribers:
                         del self._topics[topic]
+            if subscription.listening is not None and self._bridge is not None:
+                self._bridge.unwatch(subscription.topics)
 
     def publish(self, envelopes: list[dict], *, owner_id, owner_only: list[dict] = ()) -> None:
         """Hand events (of one owner, in order) to every subscriber here and, through the bridge, elsewhere: each to
@@ -134,14 +155,16 @@ class Hub:
             bridge.send(by_topic)
 
     def deliver(self, by_topic: dict[str, list[dict]]) -> None:
-        """Local delivery (also of what the bridge received). A run's topic ends with its terminal event."""
+        """Local delivery (also of what the bridge received). A run's topic ends with its terminal event: every
+        reader of it ends there, so its subscribers are let go at once (none is left behind)."""
         for topic, envelopes in by_topic.items():
             with self._lock:
                 subscribers = list(self._topics.get(topic, ()))
-                if topic.startswith("execution.") and any(e["event"] in TERMINAL_EVENTS for e in envelopes):
-                    self._topics.pop(topic, None)  # every reader of it ends here (and none is left behind)
             for subscription in subscribers:
                 subscription.deliver(envelopes)
+            if topic.startswith("execution.") and any(e["event"] in TERMINAL_EVENTS for e in envelopes):
+                for subscription in subscribers:
+                    subscription.close()
 
     def bridge(self) -> "RedisBridge | None":
         url = settings.REDIS_URL
@@ -154,104 +177,153 @@ class Hub:
                 self._bridge, self._bridge_url = RedisBridge(url, self), url
             return self._bridge
 
-    async def ready(self, timeout: float = 2.0) -> None:
-        """Wait (briefly) until events from other processes reach this one: a feed that reads the database after
-        this misses nothing in between."""
-        bridge = self.bridge()
-        if bridge is not None and not bridge.listening.done():
-            # asyncio.wait, not wait_for: a reader that gives up must not cancel the bridge's own future.
-            await asyncio.wait([asyncio.wrap_future(bridge.listening)], timeout=timeout)
-
     def after_fork(self) -> None:
         """A forked child owns none of its parent's subscribers or bridge thread."""
         self._lock = threading.Lock()
         self._topics, self._bridge, self._bridge_url = {}, None, None
 
-    def flush(self, timeout: float = 3.0) -> None:
-        """Wait until what this process published has left (a command about to exit)."""
-        if self._bridge is not None:
-            self._bridge.flush(timeout)
-
 
 class RedisBridge:
-    """One thread with an event loop of its own: it sends everything queued in one pipelined round trip, and
-    listens (one pattern subscription) for what other processes publish. Events this process published come back
-    from Redis too; they are recognised by their origin and dropped."""
+    """Sends from the publishing thread (one pipelined round trip per hand-off) and listens on a thread with an
+    event loop of its own, subscribed to this process's own channel (so it always has a subscription) and to each
+    topic a reader here watches, from its first reader to its last. Events this process published that come back
+    (a topic watched both here and elsewhere) are recognised by their origin and dropped."""
 
     def __init__(self, url: str, hub: Hub):
-        import redis.asyncio as redis
+        import redis
+        import redis.asyncio
 
         self.hub, self.origin = hub, uuid.uuid4().hex
-        self.client = redis.Redis.from_url(url)
-        self.listening: Future = Future()
-        self._outbox: deque = deque()
-        self._outbox_lock = threading.Lock()
-        self._wake_due = False
-        self._draining = False
+        self._errors = (redis.RedisError, OSError)
+        self.publisher = redis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S,
+                                              socket_timeout=PUBLISH_TIMEOUT_S)
+        self._paused_until = 0.0
         self._failures, self._failure_logged = 0, 0.0
-        self._idle = threading.Event()
-        self._idle.set()
+        # The listener's state, touched on its loop only.
+        self._listener = redis.asyncio.Redis.from_url(url)
+        self._pubsub = None
+        self._watched: dict[str, int] = {}  # channel -> readers here
+        self._subscribed: set[str] = set()  # asked of Redis
+        self._confirmed: set[str] = set()  # confirmed by Redis: its events reach us
+        self._waiting: dict[str, list[Future]] = {}
+        self._syncing = False
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="chatter-events-bridge", daemon=True).start()
         self._reader = asyncio.run_coroutine_threadsafe(self._listen(), self.loop)
 
+    # --- publishing: in the caller's thread -----------------------------------------------------------------
     def send(self, by_topic: dict[str, list[dict]]) -> None:
-        payloads = [(CHANNEL_PREFIX + topic, json.dumps({"o": self.origin, "t": topic, "e": envelopes},
-                                                        separators=(",", ":"), default=str))
-                    for topic, envelopes in by_topic.items()]
-        with self._outbox_lock:
-            self._outbox.extend(payloads)
-            self._idle.clear()
-            if self._wake_due:
-                return
-            self._wake_due = True
+        if time.monotonic() < self._paused_until:
+            self._failed(len(by_topic), logged=False)
+            return
         try:
-            self.loop.call_soon_threadsafe(self._drain_start)
-        except RuntimeError:
+            with self.publisher.pipeline(transaction=False) as pipeline:
+                for topic, envelopes in by_topic.items():
+                    pipeline.publish(CHANNEL_PREFIX + topic, json.dumps(
+                        {"o": self.origin, "t": topic, "e": envelopes}, separators=(",", ":"), default=str))
+                pipeline.execute()
+        except self._errors:  # Redis down: watchers elsewhere catch up from the database
+            self._paused_until = time.monotonic() + RECONNECT_S
+            self._failed(len(by_topic))
+
+    def _failed(self, count: int, *, logged: bool = True) -> None:
+        self._failures += count
+        now = time.monotonic()
+        if logged and now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
+            self._failure_logged = now
+            logger.warning("live events over Redis are failing (%d hand-offs not sent since the last report); "
+                           "watchers catch up from the database", self._failures, exc_info=True)
+            self._failures = 0
+
+    # --- listening: on the bridge's loop -------------------------------------------------------------------
+    def watch(self, topics: list[str]) -> Future:
+        """Any thread: listen to `topics`; the future is done once Redis confirmed every one of them."""
+        done: Future = Future()
+        self.loop.call_soon_threadsafe(self._watch, [CHANNEL_PREFIX + t for t in topics], done)
+        return done
+
+    def unwatch(self, topics: list[str]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._unwatch, [CHANNEL_PREFIX + t for t in topics])
+        except RuntimeError:  # stopped
             pass
 
-    def _drain_start(self) -> None:
-        if not self._draining:  # one sender at a time: events leave in the order they were handed over
-            self._draining = True
-            self.loop.create_task(self._drain())
+    def _watch(self, channels: list[str], done: Future) -> None:
+        for channel in channels:
+            self._watched[channel] = self._watched.get(channel, 0) + 1
+        pending = [c for c in channels if c not in self._confirmed]
+        if not pending:
+            done.set_result(True)
+            return
+        counter = {"left": len(pending)}
 
-    async def _drain(self) -> None:
+        def confirmed(_: Future) -> None:
+            counter["left"] -= 1
+            if counter["left"] == 0 and not done.done():
+                done.set_result(True)
+
+        for channel in pending:
+            each: Future = Future()
+            each.add_done_callback(confirmed)
+            self._waiting.setdefault(channel, []).append(each)
+        self._sync_soon()
+
+    def _unwatch(self, channels: list[str]) -> None:
+        for channel in channels:
+            left = self._watched.get(channel, 0) - 1
+            if left > 0:
+                self._watched[channel] = left
+            else:
+                self._watched.pop(channel, None)
+        self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        if not self._syncing and self._pubsub is not None:
+            self._syncing = True
+            self.loop.create_task(self._sync())
+
+    async def _sync(self) -> None:
+        """Make Redis's subscriptions match what is watched here, one SUBSCRIBE / UNSUBSCRIBE at a time."""
         try:
-            while True:
-                with self._outbox_lock:
-                    batch = list(self._outbox)
-                    self._outbox.clear()
-                    self._wake_due = False
-                    if not batch:
-                        self._idle.set()
-                        return
-                try:
-                    async with asyncio.timeout(2.0):
-                        pipeline = self.client.pipeline(transaction=False)
-                        for channel, payload in batch:
-                            pipeline.publish(channel, payload)
-                        await pipeline.execute()
-                except Exception:  # noqa: BLE001 - Redis down: watchers elsewhere catch up from the database
-                    self._failed(len(batch))
+            while self._pubsub is not None:
+                wanted = set(self._watched)
+                add, drop = wanted - self._subscribed, self._subscribed - wanted
+                if not add and not drop:
+                    return
+                self._subscribed = wanted
+                if add:
+                    await self._pubsub.subscribe(*add)
+                if drop:
+                    await self._pubsub.unsubscribe(*drop)
+                    self._confirmed -= drop
+        except Exception:  # noqa: BLE001 - the connection broke: _listen reconnects and subscribes again
+            self._failed(0)
         finally:
-            self._draining = False
+            self._syncing = False
 
     async def _listen(self) -> None:
+        own = CHANNEL_PREFIX + "process." + self.origin
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._listener.pubsub()
             try:
-                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
-                if not self.listening.done():
-                    self.listening.set_result(True)
+                await pubsub.subscribe(own)  # always subscribed: listen() runs while a subscription exists
+                self._pubsub, self._subscribed, self._confirmed = pubsub, set(), set()
+                self._sync_soon()
                 async for message in pubsub.listen():
-                    if message.get("type") != "pmessage":
-                        continue
-                    body = json.loads(message["data"])
-                    if body["o"] != self.origin:
-                        self.hub.deliver({body["t"]: body["e"]})
+                    kind = message.get("type")
+                    channel = message["channel"].decode()
+                    if kind == "subscribe":
+                        self._confirmed.add(channel)
+                        for each in self._waiting.pop(channel, ()):
+                            each.set_result(True)
+                    elif kind == "message":
+                        body = json.loads(message["data"])
+                        if body["o"] != self.origin:
+                            self.hub.deliver({body["t"]: body["e"]})
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - Redis down or restarted: listen again once it is back
+                self._pubsub = None
                 self._failed(0)
                 await asyncio.sleep(RECONNECT_S)
             finally:
@@ -260,24 +332,15 @@ class RedisBridge:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _failed(self, count: int) -> None:
-        self._failures += count
-        now = time.monotonic()
-        if now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
-            self._failure_logged = now
-            logger.warning("live events over Redis are failing (%d not sent since the last report); watchers catch "
-                           "up from the database", self._failures, exc_info=True)
-            self._failures = 0
-
-    def flush(self, timeout: float) -> None:
-        if not self._idle.wait(timeout):
-            logger.warning("some live events were not sent before exit")
-
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
+        self.publisher.close()
+
+    async def _stop(self) -> None:
         self._reader.cancel()
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}), return_exceptions=True)
+        self.loop.stop()
 
 
 hub = Hub()
 os.register_at_fork(after_in_child=hub.after_fork)
-atexit.register(hub.flush)  # a command that ran a run lets its last events leave before it exits

@@ -38,9 +38,10 @@ def _persisted(execution_id, *, after: int, before: int | None = None) -> list[d
             for row in rows.order_by("seq")]
 
 
-def execution_subscribe(execution_id) -> Subscription:
-    """Listen to a run before it starts (a streaming request, the `chat` command): then its feed needs no replay."""
-    return hub.subscribe([execution_topic(execution_id)])
+def execution_subscribe(execution_id, *, remote: bool = True) -> Subscription:
+    """Listen to a run; before it starts (a streaming request, the `chat` command), its feed needs no replay, and
+    when this process runs it (`remote=False`) nothing needs to come from Redis."""
+    return hub.subscribe([execution_topic(execution_id)], remote=remote)
 
 
 async def execution_feed(execution_id, *, after: int = 0, subscription: Subscription | None = None,
@@ -51,7 +52,7 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
     try:
         last = after
         if subscription is None:
-            await hub.ready()  # from here on, nothing published elsewhere is missed by both the log and the hub
+            await live.ready()  # from here on, nothing published elsewhere is missed by both the log and the hub
             terminal = await _terminal_seq(execution_id)
             if terminal is not None and terminal <= after:
                 return
@@ -89,7 +90,7 @@ async def user_feed(user_id) -> AsyncIterator[dict]:
     """Everything published for one user's runs (tokens and conversation_updated included), until closed."""
     live = hub.subscribe([user_topic(user_id)])
     try:
-        await hub.ready()
+        await live.ready()
         while True:
             for envelope in await live.get(3600):
                 yield envelope

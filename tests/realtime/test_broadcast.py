@@ -1,5 +1,6 @@
 """The hub (workflows/hub.py): what a process publishes reaches every subscriber of the run's and of the owner's
-topic, here at once and in another process over Redis, in order, however many events one hand-off carries."""
+topic, here at once and in another process over Redis, in order, however many events one hand-off carries; a
+process hears from Redis only the topics its readers watch."""
 import asyncio
 import os
 
@@ -27,7 +28,9 @@ async def test_every_subscriber_here_and_in_another_process_gets_every_event_in_
     publisher, elsewhere = Hub(), Hub()  # two processes' hubs: each has a Redis bridge of its own
     here_run = publisher.subscribe([execution_topic("b5-run")])
     there_run, there_user = elsewhere.subscribe([execution_topic("b5-run")]), elsewhere.subscribe([user_topic(7)])
-    await elsewhere.ready()
+    for subscription in (there_run, there_user):
+        await subscription.ready()
+        assert subscription.listening.done()  # Redis confirmed the subscription
 
     publisher.publish([envelope(seq) for seq in range(1, 41)], owner_id=7)  # one hand-off, many events
     for seq in range(41, 61):  # a hand-off each, as token deltas are
@@ -48,3 +51,26 @@ async def test_a_runs_topic_ends_with_its_terminal_event():
     hub.publish([envelope(3, "token")], owner_id=7)  # nothing follows a terminal event on the run's topic
     assert await subscription.get(0.3) == []
     hub.bridge().stop()
+
+
+async def test_a_process_hears_only_the_topics_its_readers_watch():
+    publisher, elsewhere = Hub(), Hub()
+    watched = elsewhere.subscribe([execution_topic("b5-run")])
+    await watched.ready()
+    heard: list[dict] = []
+    other = elsewhere.subscribe([execution_topic("other-run")])
+    await other.ready()
+    other.close()  # its last reader left: the process stops listening to it
+    bridge = elsewhere.bridge()
+    for _ in range(50):  # the unsubscription is confirmed by Redis shortly after
+        if "chatter:events:execution.other-run" not in bridge._confirmed:
+            break
+        await asyncio.sleep(0.02)
+    original = elsewhere.deliver
+    elsewhere.deliver = lambda by_topic: (heard.append(by_topic), original(by_topic))
+    publisher.publish([{**envelope(1), "execution_id": "other-run"}], owner_id=8)  # nobody there watches these
+    publisher.publish([envelope(1)], owner_id=8)
+    assert [e["seq"] for e in await received(watched, 1)] == [1]
+    assert [list(by_topic) for by_topic in heard] == [[execution_topic("b5-run")]]
+    for hub in (publisher, elsewhere):
+        hub.bridge().stop()

@@ -210,7 +210,7 @@ def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterato
     """A streamed run: written already running, run on the runner's threads, and its feed (listening since before
     it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on."""
     plan = run_plan(**{**request, "mode": Mode.STREAM})
-    subscription = execution_subscribe(plan.execution_id)
+    subscription = execution_subscribe(plan.execution_id, remote=False)
     try:
         execution, user_message = run_write(plan, status=Status.RUNNING)
     except BaseException:
@@ -261,7 +261,7 @@ def execution_run(*, execution_id) -> WorkflowExecution:
 def execution_stream(*, execution_id) -> Iterator[dict]:
     """Claim a pending execution, run it on the runner's threads, and yield its events (tokens included) as they
     happen, from the same feed as every other reader. A reader that stops never stops or fails the run."""
-    subscription = execution_subscribe(execution_id)
+    subscription = execution_subscribe(execution_id, remote=False)
     claimed, execution, user_message = _pending_claim(execution_id)
     if claimed:
         runner.submit(execution, user_message=user_message)
