@@ -5,7 +5,9 @@ pub/sub (redis-py, under our own channel names).
 Publishing is one pipelined PUBLISH from the thread that publishes: no hand-off to another thread. A process
 listens on Redis only to the topics its readers watch (a run's, a user's), so a server nobody watches receives
 nothing. Delivery is at most once; persisted events are also in the database, and the feeds (workflows.realtime)
-fill any gap from it. While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure, so a
+fill any gap from it. Token deltas are not sent to a topic that had no listener anywhere within the last
+AUDIENCE_S (a reader that starts watching a running run may miss up to that much of its tokens, never a
+persisted event). While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure, so a
 run waits on it at most PUBLISH_TIMEOUT_S now and then.
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ TERMINAL_EVENTS = ("workflow_completed", "workflow_failed", "workflow_cancelled"
 FAILURE_LOG_INTERVAL_S = 10.0
 RECONNECT_S = 1.0
 PUBLISH_TIMEOUT_S = 0.5
+AUDIENCE_S = 1.0  # how long "nobody listens to this topic" holds for token deltas
+AUDIENCE_TOPICS = 10_000
 
 
 def execution_topic(execution_id) -> str:
@@ -198,6 +202,7 @@ class RedisBridge:
         self.publisher = redis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S,
                                               socket_timeout=PUBLISH_TIMEOUT_S)
         self._paused_until = 0.0
+        self._unheard_since: dict[str, float] = {}  # topic -> when a PUBLISH on it last reached no listener
         self._failures, self._failure_logged = 0, 0.0
         # The listener's state, touched on its loop only.
         self._listener = redis.asyncio.Redis.from_url(url)
@@ -213,18 +218,34 @@ class RedisBridge:
 
     # --- publishing: in the caller's thread -----------------------------------------------------------------
     def send(self, by_topic: dict[str, list[dict]]) -> None:
-        if time.monotonic() < self._paused_until:
+        now = time.monotonic()
+        if now < self._paused_until:
             self._failed(len(by_topic), logged=False)
+            return
+        # Live-only events (token deltas) skip a topic that nobody anywhere listened to a moment ago: PUBLISH
+        # answers how many listeners got it. Persisted events always go (and learn the audience anew).
+        topics = [topic for topic, envelopes in by_topic.items() if not (
+            self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S
+            and all(e["seq"] is None for e in envelopes))]
+        if not topics:
             return
         try:
             with self.publisher.pipeline(transaction=False) as pipeline:
-                for topic, envelopes in by_topic.items():
+                for topic in topics:
                     pipeline.publish(CHANNEL_PREFIX + topic, json.dumps(
-                        {"o": self.origin, "t": topic, "e": envelopes}, separators=(",", ":"), default=str))
-                pipeline.execute()
+                        {"o": self.origin, "t": topic, "e": by_topic[topic]}, separators=(",", ":"), default=str))
+                heard = pipeline.execute()
         except self._errors:  # Redis down: watchers elsewhere catch up from the database
             self._paused_until = time.monotonic() + RECONNECT_S
             self._failed(len(by_topic))
+            return
+        if len(self._unheard_since) > AUDIENCE_TOPICS:
+            self._unheard_since.clear()
+        for topic, listeners in zip(topics, heard):
+            if listeners or any(e["event"] in TERMINAL_EVENTS for e in by_topic[topic]):
+                self._unheard_since.pop(topic, None)
+            else:
+                self._unheard_since[topic] = now
 
     def _failed(self, count: int, *, logged: bool = True) -> None:
         self._failures += count

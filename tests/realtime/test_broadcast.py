@@ -74,3 +74,18 @@ async def test_a_process_hears_only_the_topics_its_readers_watch():
     assert [list(by_topic) for by_topic in heard] == [[execution_topic("b5-run")]]
     for hub in (publisher, elsewhere):
         hub.bridge().stop()
+
+
+async def test_token_deltas_skip_a_topic_nobody_listened_to_a_moment_ago_persisted_events_never_do():
+    publisher, elsewhere = Hub(), Hub()
+    publisher.publish([envelope(1, "node_started")], owner_id=9)  # nobody anywhere listens to b5-run or user 9
+    late = elsewhere.subscribe([execution_topic("b5-run")])
+    await late.ready()
+
+    publisher.publish([envelope(None)], owner_id=9)  # a token delta: its topics were unheard a moment ago
+    assert await late.get(0.3) == []
+    publisher.publish([envelope(2, "node_completed")], owner_id=9)  # persisted: always sent, and heard
+    publisher.publish([envelope(None)], owner_id=9)  # now someone listens: tokens go again
+    assert [e["seq"] for e in await received(late, 2)] == [2, None]
+    for hub in (publisher, elsewhere):
+        hub.bridge().stop()
