@@ -12,6 +12,7 @@ import functools
 import json
 import re
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -108,21 +109,80 @@ def _shared_http_client() -> httpx2.Client:
     return openai.DefaultHttpxClient()
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    # openai/anthropic wrap httpx timeouts in APITimeoutError; a timeout mid-stream can surface bare.
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return isinstance(exc, TimeoutError) or bool(names & {"APITimeoutError", "TimeoutException"})
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (client libraries wrap the transport's errors)."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
 
 
-def provider_failure(exc: Exception, *, provider: str) -> ProviderError:
-    """What a failed provider call means for the run: rate limited, timed out, or any other provider error."""
+def _kinds(chain: list[BaseException]) -> set[str]:
+    # By class name, so that openai's (httpx2) and anthropic's (httpx) transport errors read alike.
+    return {cls.__name__ for exc in chain for cls in type(exc).__mro__}
+
+
+def _request_url(chain: list[BaseException]) -> str:
+    """The URL of the request that failed, as the client library recorded it, without credentials or query
+    (either may carry a key)."""
+    for exc in chain:
+        try:
+            url = getattr(getattr(exc, "request", None), "url", None)
+        except RuntimeError:  # httpx: an error raised outside any request has none
+            url = None
+        if url is not None:
+            parts = urlsplit(str(url))
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{host}{port}{parts.path}"
+    return ""
+
+
+def _connection_failure(chain: list[BaseException], *, timeout_s: float | None, mid_stream: bool) -> str:
+    """Why the connection failed, in words, or "" when the failure is not the connection's (an HTTP status)."""
+    kinds = _kinds(chain)
+    where = "mid-stream" if mid_stream else "before any reply"
+    if any(isinstance(exc, TimeoutError) for exc in chain) or kinds & {"APITimeoutError", "TimeoutException"}:
+        after = f" after {timeout_s:g} s" if timeout_s else ""
+        if "ConnectTimeout" in kinds:
+            return f"timed out{after} connecting"
+        return f"timed out{after} without data mid-stream" if mid_stream else f"timed out{after} waiting for a reply"
+    if "ConnectionRefusedError" in kinds:
+        return "connection refused"
+    if "gaierror" in kinds:
+        return "host not found"
+    if "ConnectionResetError" in kinds:
+        return f"connection reset {where}"
+    if "RemoteProtocolError" in kinds:
+        return f"connection closed by the server {where}"
+    if kinds & {"APIConnectionError", "TransportError", "ConnectionError"}:
+        return "connection failed" + (f" {where}" if mid_stream else "")
+    return ""
+
+
+def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None = None,
+                     mid_stream: bool = False) -> ProviderError:
+    """What a failed provider call means for the run: rate limited, timed out, or any other provider error. Its
+    message names the URL that failed and, for a connection that failed, why (refused, reset, timed out):
+    client libraries say only "Connection error." or "Request timed out."."""
+    chain = _chain(exc)
+    url = _request_url(chain)
+    reason = _connection_failure(chain, timeout_s=timeout_s, mid_stream=mid_stream)
     if getattr(exc, "status_code", None) == 429:
         error_type = "provider_rate_limited"
-    elif _is_timeout(exc):
+    elif reason.startswith("timed out"):
         error_type = "provider_timeout"
     else:
         error_type = "provider_error"
-    return ProviderError(f"{provider} call failed: {type(exc).__name__}: {exc}", error_type=error_type)
+    if reason:
+        cause = chain[-1]
+        reason += f" ({type(cause).__name__}: {cause})" if str(cause) else f" ({type(cause).__name__})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    target = f" to {url}" if url else ""
+    return ProviderError(f"{provider} call{target} failed: {reason}", error_type=error_type)
 
 
 def provider_check(provider: str) -> None:

@@ -156,7 +156,8 @@ class RunContext:
             raise
         except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
             self._record_cut_short(node, provider, model_name, prompt, streamed, started)
-            failure = provider_failure(exc, provider=provider)
+            failure = provider_failure(exc, provider=provider, timeout_s=timeout_s,
+                                       mid_stream=streamed.message is not None)
             if failure.error_type == "provider_timeout" and bounded_by_run:
                 # The request waited out what was left of the run: the run's timeout is what ended it.
                 self._exceed("timeout_s", self.config["timeout_s"])
