@@ -3,6 +3,8 @@ re-pricing past calls."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -32,7 +34,7 @@ from conversations.services import conversation_get_for_update
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.selectors import CALL_FIGURES
-from workflows.services.costs import llm_call_cost_adjust
+from workflows.services.costs import llm_call_cost_adjust, llm_call_unpriced_mark
 
 logger = logging.getLogger(__name__)
 RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
@@ -154,22 +156,37 @@ def reconcile_schedule_ensure() -> None:
         "func": "analytics.tasks.aggregates_reconcile_task", "schedule_type": Schedule.HOURLY, "repeats": -1})
 
 
-def costs_recompute(*, since: datetime | None = None) -> int:
-    """Re-price past LLM calls with the prices in force at each call's time. Each difference is carried to the
-    node, execution, assistant message and conversation by their services, and to the template analytics and
-    usage rollups by the receivers of usage_repriced. Provider-reported costs stay."""
+@dataclass(frozen=True)
+class CostsRecomputed:
+    repriced: int  # calls whose cost changed
+    unpriced: dict[str, int]  # "provider/model": calls left without a price in force at their time
+
+
+def costs_recompute(*, since: datetime | None = None) -> CostsRecomputed:
+    """Re-price past LLM calls with the prices in force at each call's time, by the model each call asked for
+    (as runs price them: a server may report another name). Each difference is carried to the node, execution,
+    assistant message and conversation by their services, and to the template analytics and usage rollups by the
+    receivers of usage_repriced. Provider-reported costs stay. A call whose model has no price in force keeps its
+    cost (never a silent 0), is flagged `unpriced` and counted in the answer."""
     calls = LLMCall.objects.filter(provider_cost=False).order_by("id")
     if since is not None:
         calls = calls.filter(created_at__gte=since)
-    changed = 0
+    changed, unpriced = 0, Counter()
     for call in calls.iterator():
+        price = price_for_call(provider=call.provider, model=call.requested_model, at=call.created_at)
+        if price is None:
+            unpriced[f"{call.provider}/{call.requested_model}"] += 1
+            if not call.unpriced:
+                llm_call_unpriced_mark(call=call, unpriced=True)
+            continue
+        if call.unpriced:
+            llm_call_unpriced_mark(call=call, unpriced=False)
         usage = Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
                       cached_prompt_tokens=call.cached_prompt_tokens)
-        cost = cost_for_usage(usage, price_for_call(provider=call.provider, model=call.model, at=call.created_at))
-        delta = cost - call.cost
+        delta = cost_for_usage(usage, price) - call.cost
         if delta and llm_call_cost_adjust(call=call, delta=delta):
             changed += 1
-    return changed
+    return CostsRecomputed(repriced=changed, unpriced=dict(sorted(unpriced.items())))
 
 
 # --- template analytics (I2) ----------------------------------------------------------------------------------

@@ -198,8 +198,8 @@ class ToolCallAdmin(LedgerMixin, admin.ModelAdmin):
 @admin.register(LLMCall)
 class LLMCallAdmin(LedgerMixin, admin.ModelAdmin):
     list_display = ("__str__", "provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
-                    "estimated", "provider_cost", "duration_ms", "execution", "created_at")
-    list_filter = ("provider", "model", "estimated", "provider_cost", "created_at")
+                    "estimated", "provider_cost", "unpriced", "duration_ms", "execution", "created_at")
+    list_filter = ("provider", "model", "estimated", "provider_cost", "unpriced", "created_at")
     list_select_related = ("execution",)
     search_fields = ("provider", "model", "execution__id__exact")
     date_hierarchy = "created_at"

@@ -254,12 +254,18 @@ class LLMCall(TokenTotals):
         NodeExecution, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_call_rows"
     )
     provider = models.CharField(max_length=64)
+    # What the server reported (a llama.cpp server without --alias reports its model file's path) ...
     model = models.CharField(max_length=255)
+    # ... and what the run asked for: the model the call is priced by, at run time and when re-priced.
+    requested_model = models.CharField(max_length=255)
     cached_prompt_tokens = models.PositiveBigIntegerField(default=0)
     reasoning_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(**MONEY)
     provider_cost = models.BooleanField(default=False)
     estimated = models.BooleanField(default=False)
+    # No price was in force for the requested model: the cost is not ours to know (kept, never zeroed by
+    # re-pricing), and recompute_costs reports the call until a price covers it.
+    unpriced = models.BooleanField(default=False)
     usage_raw = models.JSONField(default=dict, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField()

@@ -314,7 +314,8 @@ class ExecutionRecorder:
     def llm_called(self, node: Node, call: Call) -> None:
         usage, opened = call.usage, self.open
         self._calls.append((opened.index if opened else None, {
-            "provider": call.provider, "model": call.model, **usage.token_fields(),
+            "provider": call.provider, "model": call.model, "requested_model": call.requested_model,
+            "unpriced": usage.unpriced, **usage.token_fields(),
             "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
             "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
             "usage_raw": usage.raw, "duration_ms": call.duration_ms, "created_at": timezone.now()}))
@@ -399,10 +400,11 @@ class ExecutionRecorder:
             call = Usage(
                 prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
                 cached_prompt_tokens=row.cached_prompt_tokens, reasoning_tokens=row.reasoning_tokens,
-                cost=row.cost, estimated=row.estimated, provider_cost=row.provider_cost, raw=row.usage_raw,
+                cost=row.cost, estimated=row.estimated, provider_cost=row.provider_cost, unpriced=row.unpriced,
+                raw=row.usage_raw,
             )
             usage += call
-            self.last_call = Call(row.provider, row.model, call, row.duration_ms)
+            self.last_call = Call(row.provider, row.model, row.requested_model, call, row.duration_ms)
             self.calls.append(self.last_call)
             count += 1
         self.tool_calls = ToolCall.objects.filter(execution=self.execution).count()

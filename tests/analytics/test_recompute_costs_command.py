@@ -43,3 +43,86 @@ def test_a_price_from_after_the_call_changes_nothing(alice):
 def test_a_bad_date_is_a_clear_error():
     with pytest.raises(CommandError, match="--since"):
         call_command("recompute_costs", "--since", "last tuesday")
+
+
+# --- the model a server reports is not always the one asked for ------------------------------------------
+# A llama.cpp server started without --alias reports its model file's path; OpenAI reports a dated snapshot.
+# A call is priced by the model the run asked for (the one whose price row let the run start), and records the
+# model the server reported: at run time and when re-pricing alike.
+REPORTED = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+USAGE = {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+         "prompt_tokens_details": {"cached_tokens": 400}}
+
+
+def openai_turn(owner, stub, *, model=REPORTED):
+    stub.reply(content="Paris is the capital.", usage=USAGE, model=model)
+    execution = execution_create(owner=owner, message="Capital of France?", chat=True,
+                                 config={"provider": "openai", "model": "tiny-local", "enable_tools": False})
+    execution = execution_run(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "completed", execution.error_message
+    return execution
+
+
+@pytest.fixture
+def tiny_local_price(db):
+    """A price for the requested name only: $1 in, $0.50 cached, $2 out per million (none matches the path)."""
+    return ModelPrice.objects.create(provider="openai", model_pattern="tiny-local", input_per_million=1,
+                                     cached_input_per_million=Decimal("0.5"), output_per_million=2,
+                                     effective_from=timezone.now() - timedelta(days=1))
+
+
+def test_a_call_is_priced_by_the_requested_model_and_records_the_reported_one(alice, openai_server,
+                                                                              tiny_local_price):
+    execution = openai_turn(alice, openai_server)
+
+    call = LLMCall.objects.get(execution=execution)
+    assert (call.model, call.requested_model, call.unpriced) == (REPORTED, "tiny-local", False)
+    # (1000 − 400) × $1 + 400 × $0.50 + 200 × $2, per million
+    assert call.cost == execution.cost == Decimal("0.00120000")
+
+
+def test_re_pricing_a_call_whose_server_reported_another_name_keeps_its_cost(alice, openai_server,
+                                                                             tiny_local_price):
+    execution = openai_turn(alice, openai_server)
+    out, err = StringIO(), StringIO()
+    call_command("recompute_costs", stdout=out, stderr=err)
+
+    assert "re-priced 0 LLM calls" in out.getvalue() and err.getvalue() == ""
+    execution.refresh_from_db()
+    assert execution.cost == LLMCall.objects.get(execution=execution).cost == Decimal("0.00120000")
+    assert execution.conversation.messages.get(role="assistant").cost == execution.cost
+    assert_all(execution)
+
+
+def test_re_pricing_uses_the_requested_models_new_price(alice, openai_server, tiny_local_price):
+    execution = openai_turn(alice, openai_server)
+    ModelPrice.objects.create(provider="openai", model_pattern="tiny-local", input_per_million=10,
+                              output_per_million=20, effective_from=tiny_local_price.effective_from + timedelta(hours=1))
+    call_command("recompute_costs", stdout=StringIO())
+
+    execution.refresh_from_db()
+    assert execution.cost == Decimal("0.01400000")  # 1000 × $10 + 200 × $20, per million
+    assert_all(execution)
+
+
+def test_a_call_left_without_a_price_keeps_its_cost_is_flagged_and_reported(alice, openai_server, tiny_local_price):
+    execution = openai_turn(alice, openai_server)
+    ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=False)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("recompute_costs", stdout=out, stderr=err)
+
+    assert exit_.value.code == 1
+    assert "1 LLM calls have no price" in err.getvalue() and "openai/tiny-local: 1" in err.getvalue()
+    call = LLMCall.objects.get(execution=execution)
+    assert call.unpriced and call.cost == Decimal("0.00120000")  # never a silent 0
+    execution.refresh_from_db()
+    assert execution.cost == call.cost
+    assert_all(execution)
+
+    # Once it has a price again, re-pricing prices it and clears the flag.
+    ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=True)
+    call_command("recompute_costs", stdout=StringIO(), stderr=StringIO())
+    call.refresh_from_db()
+    assert not call.unpriced and call.cost == Decimal("0.00120000")

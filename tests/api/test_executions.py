@@ -212,6 +212,8 @@ def test_the_detail_has_the_node_trace_tool_calls_and_llm_calls(api):
     assert sum(Decimal(n["cost"]) for n in body["node_executions"]) == Decimal(body["cost"])
     call = LLMCall.objects.filter(execution_id=execution_id).order_by("id").first()
     assert body["llm_call_log"][0]["cost"] == str(call.cost)
+    assert {(c["model"], c["requested_model"], c["unpriced"]) for c in body["llm_call_log"]} == {
+        ("local-echo-1", "local-echo-1", False)}
 
 
 @pytest.mark.django_db

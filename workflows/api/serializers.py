@@ -104,9 +104,9 @@ class LLMCallSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLMCall
         fields = (
-            "id", "node_id", "node_index", "provider", "model", "prompt_tokens", "completion_tokens",
-            "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost", "estimated",
-            "usage_raw", "duration_ms", "created_at",
+            "id", "node_id", "node_index", "provider", "model", "requested_model", "prompt_tokens",
+            "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost",
+            "estimated", "unpriced", "usage_raw", "duration_ms", "created_at",
         )
         read_only_fields = fields
 

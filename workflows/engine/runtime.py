@@ -49,7 +49,8 @@ class RunInterrupted(RunError):
 @dataclass(frozen=True)
 class LLMCall:
     provider: str
-    model: str
+    model: str  # as the server reported it
+    requested_model: str  # as the run asked for it: what the call is priced by
     usage: Usage
     duration_ms: int
 
@@ -186,11 +187,10 @@ class RunContext:
         self._record(node, provider, model_name, model_name, usage, started)
 
     def _record(self, node, provider, reported_model, requested_model, usage, started) -> None:
-        price = self.hooks.price(provider, reported_model)
-        if price is None and reported_model != requested_model:
-            price = self.hooks.price(provider, requested_model)
-        usage = priced(usage, price)
-        call = LLMCall(provider, reported_model, usage, int((time.monotonic() - started) * 1000))
+        # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
+        # llama.cpp server its model file's path), as recompute_costs re-prices it.
+        usage = priced(usage, self.hooks.price(provider, requested_model))
+        call = LLMCall(provider, reported_model, requested_model, usage, int((time.monotonic() - started) * 1000))
         self.usage += usage
         self.llm_calls += 1
         self.hooks.llm_called(node, call)

@@ -35,6 +35,7 @@ class Usage:
     cost: Decimal = Decimal("0")
     estimated: bool = False
     provider_cost: bool = False
+    unpriced: bool = False  # no price was in force for the model: the cost is 0 because it is unknown
     raw: Any = field(default_factory=dict)
 
     @property
@@ -51,6 +52,7 @@ class Usage:
             cost=self.cost + other.cost,
             estimated=self.estimated or other.estimated,
             provider_cost=self.provider_cost or other.provider_cost,
+            unpriced=self.unpriced or other.unpriced,
             raw=_flatten_raw(raws),
         )
 
@@ -171,7 +173,8 @@ def cost_for_usage(usage: Usage, price: Price | None) -> Decimal:
 
 
 def priced(usage: Usage, price: Price | None) -> Usage:
-    """The usage with its cost filled in; a provider-reported cost wins over our price table."""
+    """The usage with its cost filled in; a provider-reported cost wins over our price table. Without either, the
+    cost is unknown: 0, flagged `unpriced`."""
     if usage.provider_cost:
         return usage
-    return replace(usage, cost=cost_for_usage(usage, price))
+    return replace(usage, cost=cost_for_usage(usage, price), unpriced=price is None)

@@ -32,3 +32,9 @@ def llm_call_cost_adjust(*, call: LLMCall, delta: Decimal) -> bool:
         usage_repriced.send(sender=WorkflowExecution, execution=execution,
                             calls=[{"provider": call.provider, "model": call.model, "cost": delta}])
     return True
+
+
+def llm_call_unpriced_mark(*, call: LLMCall, unpriced: bool) -> None:
+    """Flag a call whose model had no price in force at its time (its cost is unknown, kept as it was), or clear
+    the flag once a price covers it."""
+    LLMCall.objects.filter(pk=call.pk).update(unpriced=unpriced)

@@ -19,11 +19,18 @@ def _since(text: str | None) -> datetime | None:
 
 
 class Command(BaseCommand):
-    help = "Re-price past LLM calls with the prices in force at their time, and carry the change to every total."
+    help = ("Re-price past LLM calls with the prices in force at their time (by the model each call asked for), and "
+            "carry the change to every total. Calls whose model had no price then keep their cost, are flagged "
+            "unpriced and listed; exit 1 when there are any.")
 
     def add_arguments(self, parser):
         parser.add_argument("--since", help="only calls at or after this date/datetime (UTC)")
 
     def handle(self, *args, **options):
-        changed = costs_recompute(since=_since(options["since"]))
-        self.stdout.write(f"re-priced {changed} LLM calls")
+        result = costs_recompute(since=_since(options["since"]))
+        self.stdout.write(f"re-priced {result.repriced} LLM calls")
+        if result.unpriced:
+            models = ", ".join(f"{model}: {count}" for model, count in result.unpriced.items())
+            self.stderr.write(f"{sum(result.unpriced.values())} LLM calls have no price in force at their time "
+                              f"(kept their cost, flagged unpriced; add a price and run again): {models}")
+            raise SystemExit(1)
