@@ -126,3 +126,28 @@ def test_a_call_left_without_a_price_keeps_its_cost_is_flagged_and_reported(alic
     call_command("recompute_costs", stdout=StringIO(), stderr=StringIO())
     call.refresh_from_db()
     assert not call.unpriced and call.cost == Decimal("0.00120000")
+
+
+def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one_is_added(
+        alice, openai_server, tiny_local_price):
+    openai_server.reply(content="Paris.", usage=USAGE, model=REPORTED)
+    pending = execution_create(owner=alice, message="Capital of France?", chat=True,
+                               config={"provider": "openai", "model": "tiny-local", "enable_tools": False})
+    ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=False)  # withdrawn before the run ran
+    execution = execution_run(execution_id=pending.pk)
+
+    call = LLMCall.objects.get(execution=execution)
+    assert (call.unpriced, call.cost, call.prompt_tokens) == (True, Decimal("0"), 1000)  # unknown, and says so
+    err = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("recompute_costs", stdout=StringIO(), stderr=err)
+    assert "openai/tiny-local: 1" in err.getvalue()
+
+    ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=True)
+    out = StringIO()
+    call_command("recompute_costs", stdout=out, stderr=StringIO())
+    assert "re-priced 1 LLM calls" in out.getvalue()
+    call.refresh_from_db()
+    execution.refresh_from_db()
+    assert (call.unpriced, call.cost, execution.cost) == (False, Decimal("0.00120000"), Decimal("0.00120000"))
+    assert_all(execution)
