@@ -18,6 +18,8 @@ keeps the client's back-off short).
 Faults, for provider fault tests (streamed replies; `fault_after` counts the data chunks written first,
 None meaning all of them, so after the usage chunk when the request asked for usage):
 - fault="reset": the connection is reset (TCP RST) instead of finishing the stream.
+- fault="close": the connection is closed cleanly (FIN) part-way through a body whose Content-Length promised
+  the whole stream, as a server that dies mid-reply looks to its client.
 - fault="malformed": a chunk that is not valid JSON, then the rest of the stream.
 - fault="stall": the stream stops for `stall_s` seconds, then goes on (a hung server, for timeouts).
 - usage_every_chunk=True: the usage object rides on every chunk, growing cumulatively (as some servers
@@ -38,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
-FAULTS = (None, "reset", "malformed", "stall")
+FAULTS = (None, "reset", "close", "malformed", "stall")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
 _ERROR_TYPES = {
@@ -375,6 +377,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
         def _send_stream(self, chunks: list[dict[str, Any]], reply: StubReply) -> None:
             fault_at = len(chunks) if reply.fault_after is None else reply.fault_after
+            if reply.fault == "close":
+                self._send_stream_cut(chunks, reply, fault_at)
+                return
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -401,6 +406,23 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client went away (e.g. a cancelled run); nothing to clean up
+
+        def _send_stream_cut(self, chunks: list[dict[str, Any]], reply: StubReply, fault_at: int) -> None:
+            """The whole stream's length announced, its first `fault_at` chunks sent, then a clean close."""
+            frames = [f"data: {json.dumps(data)}\n\n".encode() for data in chunks] + [b"data: [DONE]\n\n"]
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Content-Length", str(sum(len(frame) for frame in frames)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for frame in frames[:fault_at]:
+                    self.wfile.write(frame)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True  # HTTP/1.0: the handler closes the connection as it returns
 
         def _reset(self) -> None:
             """Abort the connection: SO_LINGER 0 makes close() send a TCP RST instead of a clean FIN."""

@@ -67,6 +67,15 @@ def test_a_connection_reset_mid_stream_names_the_url_and_says_reset(alice, opena
     assert execution.llm_calls == 1  # the two words streamed are kept, estimated (I5)
 
 
+def test_a_server_that_closes_the_connection_mid_stream_names_the_url_and_says_closed(alice, openai_server):
+    openai_server.reply(content="one two three four five", usage=USAGE, fault="close", fault_after=AFTER_TWO_WORDS)
+    execution = chat(alice)
+
+    assert_failed_naming(execution, error_type="provider_error", url=f"{openai_server.base_url}/chat/completions",
+                         reason="connection closed by the server mid-stream")
+    assert execution.llm_calls == 1  # the two words streamed are kept, estimated (I5)
+
+
 def test_a_stream_that_stalls_past_the_provider_timeout_names_the_url_and_says_timed_out(
         alice, openai_server, settings):
     settings.CHATTER_PROVIDER_TIMEOUT_S = 1
