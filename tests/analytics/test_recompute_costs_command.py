@@ -137,7 +137,7 @@ def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one
     execution = execution_run(execution_id=pending.pk)
 
     call = LLMCall.objects.get(execution=execution)
-    assert (call.unpriced, call.cost, call.prompt_tokens) == (True, Decimal("0"), 1000)  # unknown, and says so
+    assert (call.unpriced, call.cost, call.prompt_tokens) == (True, Decimal(0), 1000)  # unknown, and says so
     err = StringIO()
     with pytest.raises(SystemExit):
         call_command("recompute_costs", stdout=StringIO(), stderr=err)
