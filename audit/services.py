@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.models import AuditEvent
+from chatter_project.rows import instances_insert
 from chatter_project.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
                                hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
             events.append(event)
             prev_hash = event.hash
-        AuditEvent.objects.bulk_create(events)
+        instances_insert(events)
     return events
 
 

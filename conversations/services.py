@@ -9,6 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chatter_project.errors import Conflict, InvalidInput, NotFound
+from chatter_project.rows import instances_insert
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
@@ -21,7 +22,9 @@ def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
                         status: str = Conversation.Status.ACTIVE) -> Conversation:
     if status not in Conversation.Status.values:
         raise InvalidInput(f"unknown status {status!r}")
-    return Conversation.objects.create(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
+    conversation = Conversation(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
+    instances_insert([conversation])
+    return conversation
 
 
 CONVERSATION_EDITABLE = ("title", "status", "metadata")
@@ -161,8 +164,9 @@ def message_save(
             tool_calls=tool_calls or [],
             error_message=error_message,
             metadata=metadata or {},
+            created_at=saved_at,
         )
-        message.save(force_insert=True)
+        instances_insert([message])
         message_saved.send(sender=Message, message=message, actor=actor)
     return message
 

@@ -12,6 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
+from chatter_project.rows import rows_insert
+
 from workflows.hub import TERMINAL_EVENTS, hub
 from workflows.models import ExecutionEvent
 
@@ -42,11 +44,10 @@ def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, 
     only for the owner's feed (conversation_updated), published right after them, in the same hand-off."""
     if not items:
         return []
-    rows = [ExecutionEvent(execution_id=execution_id, seq=first_seq + offset, event=event, data=data, created_at=ts)
-            for offset, (event, data, ts) in enumerate(items)]
-    ExecutionEvent.objects.bulk_create(rows)
-    envelopes = [event_envelope(execution_id=execution_id, event=row.event, data=row.data, seq=row.seq,
-                                ts=row.created_at) for row in rows]
+    rows_insert(ExecutionEvent, [{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
+                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])
+    envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
+                 for offset, (event, data, ts) in enumerate(items)]
     transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only))
     return envelopes
 

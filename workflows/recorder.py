@@ -34,6 +34,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from audit.services import audit_append, audit_fields
 from chatter_project.db import connections_give_back
+from chatter_project.rows import rows_insert
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
@@ -218,22 +219,19 @@ class ExecutionRecorder:
         next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
         audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
         writes them (write_audits) as the last statements of its transaction."""
-        if self._nodes:
-            rows = NodeExecution.objects.bulk_create(
-                [NodeExecution(execution_id=self.execution.pk, index=index, **fields)
-                 for index, fields in sorted(self._nodes.items())],
-                update_conflicts=True, unique_fields=["execution", "index"], update_fields=list(NODE_ROW_FIELDS))
-            for row in rows:
-                self._node_pks[row.index] = row.pk or NodeExecution.objects.values_list("pk", flat=True).get(
-                    execution_id=self.execution.pk, index=row.index)
+        execution_id = self.execution.pk
+        if self._nodes:  # inserted as they start, updated as they end: one upsert returning their ids
+            self._node_pks.update((index, pk) for pk, index in rows_insert(
+                NodeExecution, [{"execution_id": execution_id, "index": index, **fields}
+                                for index, fields in sorted(self._nodes.items())],
+                conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index")))
             self._nodes = {}
         if self._calls:
-            LLMCall.objects.bulk_create([
-                LLMCall(execution_id=self.execution.pk, node_execution_id=self._node_pks.get(index), **fields)
-                for index, fields in self._calls])
+            rows_insert(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
+                                   **fields} for index, fields in self._calls])
             self._calls = []
         if self._tools:
-            ToolCall.objects.bulk_create([ToolCall(execution_id=self.execution.pk, **fields) for fields in self._tools])
+            rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools])
             self._tools = []
         if self._events:
             events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
