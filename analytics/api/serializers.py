@@ -50,7 +50,8 @@ class UsageFiguresSerializer(serializers.Serializer):
 
 
 class UsageRowSerializer(UsageFiguresSerializer):
-    """One group of the report: its own columns (which depend on group_by) and the figures."""
+    """One group of the report: its own columns (which depend on group_by) and the figures. Without a group_by
+    (the OpenAPI schema's view of it) every column is there, each documented as optional."""
 
     day = serializers.DateField(required=False, help_text="group_by=day")
     provider = serializers.CharField(required=False, help_text="group_by=provider or model")
@@ -64,12 +65,12 @@ class UsageRowSerializer(UsageFiguresSerializer):
     conversation_title = serializers.CharField(required=False, allow_null=True,
                                                help_text="group_by=conversation")
 
-    def __init__(self, *args, group_by: str = "day", **kwargs):
+    def __init__(self, *args, group_by: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.group_by = group_by
         for name in ("day", "provider", "model", "template_id", "template_key", "conversation_id",
                      "conversation_title"):
-            if name not in GROUP_COLUMNS[group_by]:
+            if group_by is not None and name not in GROUP_COLUMNS[group_by]:
                 self.fields.pop(name)
 
     def to_representation(self, row):

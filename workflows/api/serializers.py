@@ -1,6 +1,7 @@
 """Runs over the API: requests to start one, and executions with their trace. Money is rendered as strings."""
 from __future__ import annotations
 
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from chatter_project.api.serializers import StrictSerializer
@@ -65,7 +66,8 @@ class EventsQuerySerializer(serializers.Serializer):
 
 # --- responses ------------------------------------------------------------------------------------------
 class ExecutionSerializer(serializers.ModelSerializer):
-    template = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
+    template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
 
     class Meta:
         model = WorkflowExecution
@@ -135,7 +137,7 @@ class RunResultSerializer(serializers.Serializer):
 
 class EventEnvelopeSerializer(serializers.Serializer):
     """A persisted event as the §6 envelope, the very dict websockets and SSE carry (the fields document it;
-    events.event_envelope builds it)."""
+    events.event_envelope builds it). Each event's `data` is documented by EXECUTION_EVENT below."""
 
     event = serializers.CharField()
     execution_id = serializers.UUIDField()
@@ -148,12 +150,102 @@ class EventEnvelopeSerializer(serializers.Serializer):
                               seq=instance.seq, ts=instance.created_at)
 
 
+# What each event's `data` holds (SPEC §6), for the schema only: the recorder and the runner write it. Fields
+# SPEC §6 lists are required, later additions optional (older rows may lack them); null only where it is a
+# real value.
+def _count(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, **kwargs)
+
+
+def _money(**kwargs) -> serializers.CharField:
+    return serializers.CharField(help_text="USD, a decimal string", **kwargs)
+
+
+class WorkflowCompletedData(serializers.Serializer):
+    status = serializers.CharField(required=False)
+    execution_time_ms = _count()
+    prompt_tokens = _count()
+    completion_tokens = _count()
+    total_tokens = _count()
+    cost = _money()
+    llm_calls = _count()
+    tool_calls = _count()
+    message_id = serializers.UUIDField(allow_null=True, help_text="the assistant message; null: no conversation")
+
+
+class NodeFinishedData(serializers.Serializer):
+    node_id = serializers.CharField()
+    node_type = serializers.CharField()
+    index = _count()
+    status = serializers.CharField(required=False)
+    duration_ms = _count()
+    total_tokens = _count()
+    cost = _money()
+    error = serializers.CharField(allow_null=True)
+
+
+class WorkflowEndedData(WorkflowCompletedData):
+    """workflow_failed and workflow_cancelled: why, and the totals so far."""
+
+    error_type = serializers.CharField()
+    error_message = serializers.CharField(allow_blank=True)
+
+
+EVENT_DATA = {
+    "workflow_started": {
+        "workflow_type": serializers.ChoiceField(choices=WorkflowExecution.Type.choices),
+        "template": serializers.CharField(allow_null=True, help_text="template key; null: a definition made "
+                                                                    "from raw nodes, a raw graph"),
+        "definition": serializers.UUIDField(allow_null=True),
+        "conversation_id": serializers.UUIDField(allow_null=True),
+        "provider": serializers.CharField(allow_blank=True),
+        "model": serializers.CharField(allow_blank=True),
+    },
+    "node_started": {"node_id": serializers.CharField(), "node_type": serializers.CharField(), "index": _count()},
+    "token_usage": {
+        "node_id": serializers.CharField(), "provider": serializers.CharField(), "model": serializers.CharField(),
+        "prompt_tokens": _count(), "completion_tokens": _count(), "total_tokens": _count(),
+        "cached_prompt_tokens": _count(), "reasoning_tokens": _count(), "cost": _money(),
+        "estimated": serializers.BooleanField(),
+    },
+    "tool_called": {
+        "node_id": serializers.CharField(), "tool": serializers.CharField(), "ok": serializers.BooleanField(),
+        "duration_ms": _count(), "error": serializers.CharField(required=False, allow_null=True),
+    },
+    "node_completed": NodeFinishedData,
+    "node_failed": NodeFinishedData,
+    "message_saved": {
+        "message_id": serializers.UUIDField(), "conversation_id": serializers.UUIDField(),
+        "role": serializers.CharField(), "total_tokens": _count(), "cost": _money(),
+    },
+    "limit_exceeded": {"limit": serializers.CharField(), "value": serializers.JSONField()},
+    "workflow_completed": WorkflowCompletedData,
+    "workflow_failed": WorkflowEndedData,
+    "workflow_cancelled": WorkflowEndedData,
+}
+
+
+def _event_serializer(event: str, data) -> type[serializers.Serializer]:
+    name = "".join(part.title() for part in event.split("_"))
+    if isinstance(data, dict):
+        data = type(f"{name}Data", (serializers.Serializer,), dict(data))
+    return type(f"{name}Event", (EventEnvelopeSerializer,), {
+        "event": serializers.ChoiceField(choices=[event]), "data": data(),
+        "__doc__": f"The `{event}` event (SPEC §6)."})
+
+
+EXECUTION_EVENT = PolymorphicProxySerializer(
+    component_name="ExecutionEvent", resource_type_field_name="event", many=True,
+    serializers={event: _event_serializer(event, data) for event, data in EVENT_DATA.items()})
+
+
 # --- schedules ------------------------------------------------------------------------------------------
 class ScheduleSerializer(serializers.ModelSerializer):
     """A cron run. Writes are validated by the schedule services (cron, time zone, source, config)."""
 
-    template = serializers.CharField(source="template.key", read_only=True, default=None)
-    definition_id = serializers.UUIDField(source="definition.id", read_only=True, default=None)
+    # a schedule runs a template or a definition: the other one is null
+    template = serializers.CharField(source="template.key", read_only=True, default=None, allow_null=True)
+    definition_id = serializers.UUIDField(source="definition.id", read_only=True, default=None, allow_null=True)
     timezone = serializers.CharField(read_only=True)
 
     class Meta:
@@ -208,7 +300,8 @@ class TemplateUpdateSerializer(TemplateWriteSerializer):
 
 
 class DefinitionSerializer(serializers.ModelSerializer):
-    template = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    # null: made from raw nodes (not copied from a template), or its template was deleted
+    template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
 
     class Meta:
         model = WorkflowDefinition

@@ -29,6 +29,7 @@ from workflows.api.serializers import (
     DefinitionSerializer,
     DefinitionUpdateSerializer,
     DefinitionWriteSerializer,
+    EXECUTION_EVENT,
     EventEnvelopeSerializer,
     EventsQuerySerializer,
     ExecutionCreateSerializer,
@@ -149,7 +150,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         return Response(ExecutionSerializer(execution).data)
 
     @extend_schema(responses={
-        200: EventEnvelopeSerializer(many=True),
+        200: EXECUTION_EVENT,
         (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "the events as SSE, live until the end"),
         204: OpenApiResponse(None, "SSE resumed after the terminal event: nothing will follow"),
     }, parameters=[OpenApiParameter("after", int, description="only events with a larger seq")])
