@@ -8,8 +8,11 @@ from chatter_project.models import MONEY, TokenTotals, non_negative
 
 
 class WorkflowTemplate(models.Model):
+    """A key names one template for a user: their own, else the built-in or public one. Keys are unique per
+    owner and among shared (built-in and public) templates, so a private key says nothing to anyone else."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    key = models.SlugField(max_length=100, unique=True)
+    key = models.SlugField(max_length=100)
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True, default="")
     category = models.CharField(max_length=64, blank=True, default="general")
@@ -29,7 +32,10 @@ class WorkflowTemplate(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(is_builtin=False) | models.Q(owner__isnull=True), name="builtin_template_has_no_owner"
-            )
+            ),
+            models.UniqueConstraint(fields=["owner", "key"], name="template_key_unique_per_owner"),
+            models.UniqueConstraint(fields=["key"], condition=models.Q(is_public=True) | models.Q(owner__isnull=True),
+                                    name="template_key_unique_among_shared"),
         ]
 
     def __str__(self) -> str:

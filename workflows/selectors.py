@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Prefetch, Q, prefetch_related_objects
+from django.db.models import Case, Prefetch, Q, Value, When, prefetch_related_objects
 
 from workflows.models import (
     ExecutionEvent,
@@ -28,9 +28,13 @@ def template_list(*, user):
 
 
 def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
+    """By id, or by key: the user's own template with that key, else the built-in or public one (keys are unique
+    per owner and among shared templates, so at most one of each)."""
     pk = _uuid(key_or_id)
-    lookup = {"pk": pk} if pk is not None else {"key": str(key_or_id)}
-    return template_list(user=user).filter(**lookup).first()
+    if pk is not None:
+        return template_list(user=user).filter(pk=pk).first()
+    mine_first = Case(When(owner=user, then=Value(0)), default=Value(1))
+    return template_list(user=user).filter(key=str(key_or_id)).order_by(mine_first).first()
 
 
 def definition_list(*, user):

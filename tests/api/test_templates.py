@@ -1,6 +1,7 @@
 """Templates: built-ins read-only, users' own templates with version +1 on graph change; visibility."""
 import copy
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 
@@ -122,3 +123,62 @@ def test_the_list_filters_and_orders(api):
     assert {t["is_builtin"] for t in api.get(URL, {"is_builtin": "false"}).json()["results"]} == {False}
     keys = [t["key"] for t in api.get(URL, {"ordering": "-key", "page_size": 100}).json()["results"]]
     assert keys == sorted(keys, reverse=True)
+
+
+# --- the key rule: unique per owner and among shared templates; your own first ----------------------------
+def test_bob_cannot_learn_that_alices_private_key_exists(api, bob_api):
+    alices = create(api, key="secret_plan")
+
+    taken = bob_api.post(URL, {"key": "secret_plan", "name": "Brief", "graph": GRAPH}, format="json")
+    fresh = bob_api.post(URL, {"key": "never_used", "name": "Brief", "graph": GRAPH}, format="json")
+
+    assert (taken.status_code, fresh.status_code) == (201, 201)  # the same answer: nothing to tell them apart
+    bobs = taken.json()
+    assert bobs["id"] != alices["id"] and set(bobs) == set(fresh.json())
+    assert bob_api.get(f"{URL}secret_plan/").json()["id"] == bobs["id"]
+    assert api.get(f"{URL}secret_plan/").json()["id"] == alices["id"]
+    for client, mine in ((api, alices), (bob_api, bobs)):
+        run = client.post("/api/v1/executions/", {"template": "secret_plan", "input": {"message": "hi"}},
+                          format="json").json()
+        assert WorkflowTemplate.objects.get(executions__id=run["execution"]["id"]).pk == UUID(mine["id"])
+    # bob may even share his: alice's private one is not shared
+    assert bob_api.patch(f"{URL}{bobs['id']}/", {"is_public": True}, format="json").status_code == 200
+
+
+def test_a_key_is_unique_among_your_own_and_the_shared_templates(api, bob_api):
+    create(api, key="brief")
+    create(bob_api, key="shared_one", is_public=True)
+
+    for key, message in (("brief", "you have a template"), ("shared_one", "public template"),
+                         ("summarize", "built-in or public")):
+        details = assert_error(api.post(URL, {"key": key, "name": "x", "graph": GRAPH}, format="json"), 400,
+                               "validation_error")
+        assert details[0]["path"] == "key" and message in details[0]["message"], details
+    assert WorkflowTemplate.objects.filter(key="brief").count() == 1
+
+
+def test_a_template_cannot_be_shared_under_a_key_another_shared_template_has(api, bob_api):
+    bobs = create(bob_api, key="brief")
+    create(api, key="brief", is_public=True)  # bob's is private: alice may share hers
+
+    details = assert_error(bob_api.patch(f"{URL}{bobs['id']}/", {"is_public": True}, format="json"), 400,
+                           "validation_error")
+    assert details[0]["path"] == "is_public"
+    assert not WorkflowTemplate.objects.get(pk=bobs["id"]).is_public
+    # bob's own "brief" is the one his key names; alice's public one is still his by id
+    assert bob_api.get(f"{URL}brief/").json()["id"] == bobs["id"]
+    assert bob_api.get(URL, {"key": "brief"}).json()["count"] == 2
+
+
+def test_the_database_keeps_the_key_rule(alice, bob):
+    from django.db import IntegrityError, transaction
+
+    WorkflowTemplate.objects.create(key="k", name="a", owner=alice, graph=GRAPH)
+    WorkflowTemplate.objects.create(key="k", name="b", owner=bob, graph=GRAPH)  # per owner
+    for fields in ({"owner": alice}, {"owner": None, "is_builtin": True, "is_public": True}):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            WorkflowTemplate.objects.create(key="k" if fields["owner"] else "summarize", name="x", graph=GRAPH,
+                                            **fields)
+    WorkflowTemplate.objects.filter(owner=alice, key="k").update(is_public=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WorkflowTemplate.objects.filter(owner=bob, key="k").update(is_public=True)

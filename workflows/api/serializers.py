@@ -278,7 +278,9 @@ class TemplateSerializer(serializers.ModelSerializer):
 
 
 class TemplateWriteSerializer(StrictSerializer):
-    key = serializers.SlugField(max_length=100)
+    key = serializers.SlugField(max_length=100, help_text=(
+        "unique among your own templates and the built-in and public ones (other users' private keys do not "
+        "count); where a key names two templates you see, yours is the one it names"))
     name = serializers.CharField(max_length=255)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     category = serializers.CharField(required=False, default="general", max_length=64)

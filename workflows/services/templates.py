@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from audit.services import audit_record
@@ -13,6 +13,7 @@ from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.engine.config import config_errors
 from workflows.engine.graph import normalize_graph, parse_graph
 from workflows.models import WorkflowTemplate
+from workflows.selectors import template_get
 
 _KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 
@@ -32,9 +33,9 @@ def builtins_seed() -> None:
     for spec in BUILTIN_TEMPLATES:
         parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
         template, created = WorkflowTemplate.objects.get_or_create(
-            key=spec["key"],
+            key=spec["key"], is_builtin=True,
             defaults={**{k: spec[k] for k in ("name", "category", "description", "params", "graph")},
-                      "is_builtin": True, "is_public": True},
+                      "is_public": True},
         )
         if not created and (template.graph != spec["graph"] or template.params != spec["params"]):
             template.graph, template.params = spec["graph"], spec["params"]
@@ -47,33 +48,55 @@ def builtins_seed() -> None:
 TEMPLATE_EDITABLE = ("name", "description", "category", "params", "graph", "is_public")
 
 
-def _template_errors(*, key: str | None = None, params: dict | None = None) -> list[dict]:
+# The key rule (README, REST API): a key names one template for a user: their own, else the built-in or public
+# one. Keys are unique per owner and among shared (built-in and public) templates. A new key may not be one the
+# user can already see, so at creation their own hides nothing; and a key is checked only against what the user
+# may see (their own and the shared ones), so no answer tells of another user's private key.
+def _key_taken(*, key: str, owner) -> dict | None:
+    taken = WorkflowTemplate.objects.filter(key=key)
+    if taken.filter(owner=owner).exists():
+        return {"path": "key", "code": "unique", "message": f"you have a template with key {key!r}"}
+    if taken.filter(Q(is_public=True) | Q(owner__isnull=True)).exists():
+        return {"path": "key", "code": "unique", "message": f"a built-in or public template has key {key!r}"}
+    return None
+
+
+def _template_errors(*, owner=None, key: str | None = None, params: dict | None = None) -> list[dict]:
     errors = []
     if key is not None:
         if not _KEY.fullmatch(key):
             errors.append({"path": "key", "code": "invalid", "message": "key must be a slug: a-z, 0-9, - and _"})
-        elif WorkflowTemplate.objects.filter(key=key).exists():
-            errors.append({"path": "key", "code": "unique", "message": f"a template with key {key!r} exists"})
+        elif (taken := _key_taken(key=key, owner=owner)) is not None:
+            errors.append(taken)
     for error in config_errors(params) if params is not None else []:
         errors.append({**error, "path": f"params.{error['path']}" if error["path"] else "params"})
     return errors
 
 
+def _key_clash(key: str) -> InvalidInput:
+    """Two writes raced for one key and the database refused the second (the constraints of the key rule)."""
+    return InvalidInput("invalid template", details=[
+        {"path": "key", "code": "unique", "message": f"key {key!r} was just taken; try again or pick another"}])
+
+
 def template_create(*, owner, key: str, name: str, graph, description: str = "", category: str = "general",
                     params: dict | None = None, is_public: bool = False) -> WorkflowTemplate:
-    """A user's own template: the key is unique across everyone's, the graph is validated and normalized,
+    """A user's own template: the key follows the key rule above, the graph is validated and normalized,
     `params` are run config defaults validated like any config."""
-    errors = _template_errors(key=key, params=params or {})
+    errors = _template_errors(owner=owner, key=key, params=params or {})
     if errors:
         raise InvalidInput("invalid template", details=errors)
     graph = normalize_graph(graph)
-    with transaction.atomic():
-        template = WorkflowTemplate.objects.create(
-            key=key, name=name[:255], description=description, category=category[:64] or "general", owner=owner,
-            params=params or {}, graph=graph, is_public=is_public,
-        )
-        audit_record(action="template.created", actor=owner, target=template,
-                     data={"key": key, "version": template.version, "is_public": is_public})
+    try:
+        with transaction.atomic():
+            template = WorkflowTemplate.objects.create(
+                key=key, name=name[:255], description=description, category=category[:64] or "general",
+                owner=owner, params=params or {}, graph=graph, is_public=is_public,
+            )
+            audit_record(action="template.created", actor=owner, target=template,
+                         data={"key": key, "version": template.version, "is_public": is_public})
+    except IntegrityError as exc:
+        raise _key_clash(key) from exc
     return template
 
 
@@ -92,20 +115,28 @@ def template_update(*, template: WorkflowTemplate, actor, **changes) -> Workflow
         raise InvalidInput("these fields cannot be changed", details=[
             {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
     errors = _template_errors(params=changes.get("params"))
+    if changes.get("is_public") and not template.is_public:  # shared now: its key must be unique among shared
+        shared = WorkflowTemplate.objects.filter(Q(is_public=True) | Q(owner__isnull=True), key=template.key)
+        if shared.exclude(pk=template.pk).exists():
+            errors.append({"path": "is_public", "code": "unique",
+                           "message": f"a public template has key {template.key!r}"})
     if errors:
         raise InvalidInput("invalid template", details=errors)
     graph = normalize_graph(changes.pop("graph")) if "graph" in changes else None
-    with transaction.atomic():
-        locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
-        if graph is not None and graph != locked.graph:
-            locked.graph = graph
-            locked.version += 1
-        for field, value in changes.items():
-            setattr(locked, field, value)
-        locked.save()
-        audit_record(action="template.updated", actor=actor, target=locked,
-                     data={"key": locked.key, "version": locked.version,
-                           "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
+    try:
+        with transaction.atomic():
+            locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
+            if graph is not None and graph != locked.graph:
+                locked.graph = graph
+                locked.version += 1
+            for field, value in changes.items():
+                setattr(locked, field, value)
+            locked.save()
+            audit_record(action="template.updated", actor=actor, target=locked,
+                         data={"key": locked.key, "version": locked.version,
+                               "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
+    except IntegrityError as exc:
+        raise _key_clash(template.key) from exc
     return locked
 
 
@@ -120,11 +151,8 @@ def template_delete(*, template: WorkflowTemplate, actor) -> None:
 
 
 def visible_template(*, owner, key_or_id) -> WorkflowTemplate:
-    lookup = {"key": key_or_id}
-    if isinstance(key_or_id, uuid.UUID) or is_uuid(key_or_id):
-        lookup = {"pk": key_or_id}
-    template = WorkflowTemplate.objects.filter(Q(is_builtin=True) | Q(is_public=True) | Q(owner=owner),
-                                               **lookup).first()
+    """The template a run, schedule or copy names (by id, or by key under the key rule), or NotFound."""
+    template = template_get(user=owner, key_or_id=key_or_id)
     if template is None:
         raise NotFound(f"template {key_or_id!r} not found")
     return template
