@@ -1,16 +1,34 @@
-"""Websocket authentication by API token (`?token=<key>`), next to the session cookie."""
+"""Authentication by API token (chatter_project.tokens: stored hashed): `Authorization: Token <key>` over HTTP,
+`?token=<key>` on websockets, next to the session cookie."""
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+
+class ApiTokenAuthentication(TokenAuthentication):
+    """DRF's `Authorization: Token <key>` (its header parsing and its 401 with `WWW-Authenticate: Token`), with
+    keys checked against the stored digests."""
+
+    def authenticate_credentials(self, key: str):
+        from chatter_project.tokens import api_token_get
+
+        token = api_token_get(key=key)
+        if token is None:
+            raise AuthenticationFailed("Invalid token.")
+        if not token.user.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        return token.user, token
 
 
 @database_sync_to_async
 def _user_for_token(key: str):
-    from rest_framework.authtoken.models import Token
+    from chatter_project.tokens import api_token_get
 
-    token = Token.objects.select_related("user").filter(key=key).first()
+    token = api_token_get(key=key)
     return token.user if token is not None and token.user.is_active else None
 
 
@@ -22,7 +40,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         if user is None or not user.is_authenticated:
             key = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
             if key:
-                found = await _user_for_token(key[:64])
+                found = await _user_for_token(key)
                 if found is not None:
                     scope = {**scope, "user": found}
         return await super().__call__(scope, receive, send)

@@ -1,6 +1,7 @@
-"""Shared model pieces: the token/cost columns every accounted row carries."""
+"""Shared model pieces: the token/cost columns every accounted row carries; API tokens (the plumbing's own table)."""
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
@@ -29,3 +30,21 @@ def non_negative(*fields: str, model: str) -> list[models.CheckConstraint]:
         models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{model}_{field}_non_negative")
         for field in fields
     ]
+
+
+class ApiToken(models.Model):
+    """An API token (`Authorization: Token <key>`, websockets `?token=<key>`). Only the SHA-256 of the key is
+    stored: the key is shown once, when it is made (POST /api/v1/auth/token/, `manage.py create_api_token`), and
+    a stolen database authenticates no one. `prefix` (the key's first characters) tells tokens apart."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -7,10 +7,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.core import serializers
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from workflows.models import (
     ExecutionEvent,
@@ -53,7 +53,7 @@ def stored_rows() -> str:
 
 def test_no_secret_leaks_from_a_full_run_and_a_failing_one(provider, alice, staff, caplog):
     caplog.set_level(logging.DEBUG)
-    token = Token.objects.create(user=alice).key
+    token = api_token_create(user=alice)[1]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     staff_client = APIClient()

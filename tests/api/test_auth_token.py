@@ -1,26 +1,37 @@
-"""POST /api/v1/auth/token/, token and session authentication, and the 401 shape."""
+"""POST /api/v1/auth/token/ (a new token each time, shown once, stored hashed), token and session
+authentication, and the 401 shape."""
+import hashlib
+
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from chatter_project.models import ApiToken
+from chatter_project.tokens import api_token_create
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/auth/token/"
 
 
-def test_it_returns_a_token_for_good_credentials(alice):
+def test_it_returns_a_new_token_for_good_credentials_and_stores_only_its_digest(alice):
     response = APIClient().post(URL, {"username": "alice", "password": "alice-password"})
 
     assert response.status_code == 200
-    assert response.json() == {"token": Token.objects.get(user=alice).key}
+    key = response.json()["token"]
+    assert set(response.json()) == {"token"} and len(key) >= 40
+    [token] = ApiToken.objects.filter(user=alice)
+    assert token.digest == hashlib.sha256(key.encode()).hexdigest() and token.prefix == key[:8]
+    assert key not in {token.digest, token.prefix}
 
 
-def test_it_returns_the_same_token_every_time(alice):
-    first = APIClient().post(URL, {"username": "alice", "password": "alice-password"}).json()
-    second = APIClient().post(URL, {"username": "alice", "password": "alice-password"}).json()
-    assert first == second
-    assert Token.objects.filter(user=alice).count() == 1
+def test_each_request_makes_a_new_token_and_every_one_works(alice):
+    first = APIClient().post(URL, {"username": "alice", "password": "alice-password"}).json()["token"]
+    second = APIClient().post(URL, {"username": "alice", "password": "alice-password"}).json()["token"]
+
+    assert first != second  # a token is shown once: it cannot be handed out again
+    assert ApiToken.objects.filter(user=alice).count() == 2
+    for key in (first, second):
+        assert APIClient().get("/api/v1/executions/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
 
 
 def test_it_rejects_bad_credentials_with_a_400_in_the_error_shape(alice):
@@ -28,7 +39,20 @@ def test_it_rejects_bad_credentials_with_a_400_in_the_error_shape(alice):
 
     details = assert_error(response, 400, "validation_error")
     assert details == {"non_field_errors": ["Unable to log in with provided credentials."]}
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()
+
+
+def test_a_deleted_token_and_an_inactive_users_token_are_refused(alice):
+    kept_key = api_token_create(user=alice)[1]
+    gone_key = api_token_create(user=alice)[1]
+    ApiToken.objects.filter(prefix=gone_key[:8]).delete()
+
+    assert_error(APIClient().get("/api/v1/executions/", HTTP_AUTHORIZATION=f"Token {gone_key}"), 401,
+                 "authentication_failed")
+    alice.is_active = False
+    alice.save()
+    assert_error(APIClient().get("/api/v1/executions/", HTTP_AUTHORIZATION=f"Token {kept_key}"), 401,
+                 "authentication_failed")
 
 
 def test_it_names_missing_fields(db):
@@ -57,7 +81,7 @@ def test_the_token_authenticates_api_requests(alice):
 
 def test_a_token_post_needs_no_csrf_token(alice):
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice)[1]}")
     assert client.post("/api/v1/chat/", {"message": "hello"}).status_code == 201
 
 

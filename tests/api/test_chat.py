@@ -6,10 +6,10 @@ from decimal import Decimal
 import httpx
 import pytest
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
+from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.api.conftest import assert_error, row_counts
 from tests.api.sse import SSEParser, parse_sse
@@ -332,7 +332,7 @@ async def test_a_streamed_turn_with_bad_input_is_a_json_400_and_no_row(async_cli
 @pytest.mark.django_db(transaction=True)
 def test_a_client_that_disconnects_mid_stream_does_not_fail_the_run(daphne_server, alice):
     server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")
-    key = Token.objects.create(user=alice).key
+    key = api_token_create(user=alice)[1]
     message = "please repeat all of these words back to me slowly one at a time " * 2
 
     parser, tokens = SSEParser(), []

@@ -15,7 +15,6 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, Phase, settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from schemathesis.checks import (
     content_type_conformance,
@@ -25,6 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from chatter_project.tokens import api_token_create
 from tests.api.sse import parse_sse
 from workflows.services.definitions import definition_create
 from workflows.services.runs import execution_create, execution_run
@@ -82,7 +82,7 @@ def existing_data(alice) -> None:
 
 @pytest.fixture
 def token_header(alice, keep_test_connection) -> dict:
-    return {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    return {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
 
 
 @pytest.mark.django_db

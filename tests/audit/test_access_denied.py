@@ -3,12 +3,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from chatter_project.asgi import application
+from chatter_project.tokens import api_token_create
 from tests.api.conftest import assert_error
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -90,7 +90,7 @@ async def close_code(path: str) -> int:
 @pytest.mark.django_db(transaction=True)
 async def test_a_refused_websocket_is_recorded(bob, close_db_connections):
     missing = "00000000-0000-0000-0000-000000000000"
-    token = await sync_to_async(lambda: Token.objects.create(user=bob).key)()
+    token = await sync_to_async(lambda: api_token_create(user=bob)[1])()
 
     assert await close_code("/ws/events/") == 4401
     assert await close_code(f"/ws/executions/{missing}/?token={token}") == 4404

@@ -6,9 +6,9 @@ import sys
 import threading
 
 import pytest
-from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect
 
+from chatter_project.tokens import api_token_create
 from tests.fixtures_server import ROOT, server_env
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -20,7 +20,7 @@ pytestmark = [
 
 def test_a_run_in_a_command_process_reaches_a_websocket_client_of_a_daphne_process(alice, daphne_server, tmp_path):
     server = daphne_server()
-    token = Token.objects.create(user=alice).key
+    token = api_token_create(user=alice)[1]
     received: list[dict] = []
     subscribed = threading.Event()
 

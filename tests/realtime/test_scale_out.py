@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from chatter_project.tokens import api_token_create
 from tests.fixtures_server import (
     ROOT,
     Server,
@@ -192,8 +192,8 @@ def sse_events(response) -> list[dict]:
 def test_every_client_on_every_server_receives_every_event_of_runs_started_anywhere(
         alice, bob, cluster, clients, tmp_path):
     server_a, server_b = cluster
-    alice_token = Token.objects.create(user=alice).key
-    bob_token = Token.objects.create(user=bob).key
+    alice_token = api_token_create(user=alice)[1]
+    bob_token = api_token_create(user=bob)[1]
     headers = {"Authorization": f"Token {alice_token}"}
 
     def events_url(server, token):

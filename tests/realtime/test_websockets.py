@@ -6,9 +6,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
-from rest_framework.authtoken.models import Token
 
 from chatter_project.asgi import application
+from chatter_project.tokens import api_token_create
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
 
@@ -25,7 +25,7 @@ async def close_db_connections():
 
 @sync_to_async
 def token_for(user) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    return api_token_create(user=user)[1]
 
 
 @sync_to_async

@@ -3,8 +3,8 @@ import time
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
 
+from chatter_project.tokens import api_token_create
 from conversations.models import Message
 from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
@@ -24,7 +24,7 @@ def wait_for(predicate, timeout=60.0):
 
 @pytest.fixture
 def http(alice):
-    return {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    return {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
 
 
 def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, daphne_server, tmp_path, http):

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all, assert_seq_gapless
@@ -190,7 +190,7 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne_server, tmp_path):
     server = daphne_server()
-    token = Token.objects.create(user=alice).key
+    token = api_token_create(user=alice)[1]
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
                           json={"message": "What is 12*7?", "background": True}, timeout=30)
     assert response.status_code == 202, response.text

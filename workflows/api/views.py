@@ -26,10 +26,10 @@ from workflows.api.filters import (
     TemplateFilter,
 )
 from workflows.api.serializers import (
+    EXECUTION_EVENT,
     DefinitionSerializer,
     DefinitionUpdateSerializer,
     DefinitionWriteSerializer,
-    EXECUTION_EVENT,
     EventEnvelopeSerializer,
     EventsQuerySerializer,
     ExecutionCreateSerializer,
