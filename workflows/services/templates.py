@@ -87,16 +87,17 @@ def template_create(*, owner, key: str, name: str, graph, description: str = "",
     if errors:
         raise InvalidInput("invalid template", details=errors)
     graph = normalize_graph(graph)
-    try:
-        with transaction.atomic():
-            template = WorkflowTemplate.objects.create(
-                key=key, name=name[:255], description=description, category=category[:64] or "general",
-                owner=owner, params=params or {}, graph=graph, is_public=is_public,
-            )
-            audit_record(action="template.created", actor=owner, target=template,
-                         data={"key": key, "version": template.version, "is_public": is_public})
-    except IntegrityError as exc:
-        raise _key_clash(key) from exc
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                template = WorkflowTemplate.objects.create(
+                    key=key, name=name[:255], description=description, category=category[:64] or "general",
+                    owner=owner, params=params or {}, graph=graph, is_public=is_public,
+                )
+        except IntegrityError as exc:
+            raise _key_clash(key) from exc
+        audit_record(action="template.created", actor=owner, target=template,
+                     data={"key": key, "version": template.version, "is_public": is_public})
     return template
 
 
@@ -123,20 +124,21 @@ def template_update(*, template: WorkflowTemplate, actor, **changes) -> Workflow
     if errors:
         raise InvalidInput("invalid template", details=errors)
     graph = normalize_graph(changes.pop("graph")) if "graph" in changes else None
-    try:
-        with transaction.atomic():
-            locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
-            if graph is not None and graph != locked.graph:
-                locked.graph = graph
-                locked.version += 1
-            for field, value in changes.items():
-                setattr(locked, field, value)
-            locked.save()
-            audit_record(action="template.updated", actor=actor, target=locked,
-                         data={"key": locked.key, "version": locked.version,
-                               "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
-    except IntegrityError as exc:
-        raise _key_clash(template.key) from exc
+    with transaction.atomic():
+        locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
+        if graph is not None and graph != locked.graph:
+            locked.graph = graph
+            locked.version += 1
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        try:
+            with transaction.atomic():
+                locked.save()
+        except IntegrityError as exc:  # shared at the same moment as another template with its key
+            raise _key_clash(locked.key) from exc
+        audit_record(action="template.updated", actor=actor, target=locked,
+                     data={"key": locked.key, "version": locked.version,
+                           "fields": sorted([*changes, *(["graph"] if graph is not None else [])])})
     return locked
 
 
