@@ -12,7 +12,8 @@ Who uses what:
 - B2's references: `local_model_first_token`, `stream_turn`;
 - B3/B4's publishers: `broadcast` (synchronous: when it returns, the event has left), `asgi_application`;
 - B5's peers: `BareChat` (the graph they serve);
-- B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`;
+- B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`,
+  `api_token_key`;
 - B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`.
 """
 from __future__ import annotations
@@ -196,6 +197,13 @@ def call_cost(price, *, prompt: int, completion: int, cached: int = 0) -> Decima
 
     return cost_for_usage(Usage(prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached),
                           price)
+
+
+def api_token_key(user) -> str:
+    """A new API token's key for `user` (B6's clients)."""
+    from chatter_project.tokens import api_token_create
+
+    return api_token_create(user=user)[1]
 
 
 def usage_rollups_rebuild() -> int:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0002_execution_heartbeat'),
+        ('workflows', '0003_llmcall_requested_model_unpriced'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
