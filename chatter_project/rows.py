@@ -1,7 +1,7 @@
 """Rows written in one statement, without building model instances: the run path's hot writes (issue 12).
 
-`rows_insert` is one multi-row INSERT (optionally an upsert, optionally returning columns) through Django's own
-cursor, the same SQL on PostgreSQL and SQLite. Its statement head is built once per shape and each value is
+`rows_insert` is one multi-row INSERT (optionally an upsert, optionally returning columns) and `row_update` one
+UPDATE (set and add), through Django's own cursor, the same SQL on PostgreSQL and SQLite. Its statement head is built once per shape and each value is
 prepared by its field, so the rows are stored exactly as the ORM would store them; what it skips is the ORM's
 per-statement work (instances, pre_save, the compiler), which was most of a turn's cost. Use it where a write is
 on every run; everywhere else the ORM is simpler.
@@ -34,6 +34,32 @@ def rows_insert(model: type[models.Model], rows: list[dict[str, Any]], *, confli
     with connection.cursor() as cursor:
         cursor.execute(f"{shape.head} VALUES {placeholders}{shape.tail}", params)
         return cursor.fetchall() if returning else []
+
+
+def row_update(model: type[models.Model], *, where: dict[str, Any], values: dict[str, Any] | None = None,
+               added: dict[str, Any] | None = None) -> int:
+    """One UPDATE of the rows whose fields equal `where`: `values` set, `added` added to what is stored (counters,
+    never lost to a concurrent writer). Returns how many rows it changed."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    changes, params = [], []
+    for name, value in (values or {}).items():
+        field = meta.get_field(name)
+        changes.append(f"{quote(field.column)} = %s")
+        params.append(None if value is None else field.get_db_prep_save(value, connection))
+    for name, value in (added or {}).items():
+        field = meta.get_field(name)
+        changes.append(f"{quote(field.column)} = {quote(field.column)} + %s")
+        params.append(field.get_db_prep_save(value, connection))
+    conditions = []
+    for name, value in where.items():
+        field = meta.get_field(name)
+        conditions.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {quote(meta.db_table)} SET {', '.join(changes)} WHERE {' AND '.join(conditions)}",
+                       params)
+        return cursor.rowcount
 
 
 def instances_insert(instances: list[models.Model]) -> None:

@@ -28,13 +28,13 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Count, F, Subquery, Sum
+from django.db.models import Count, Subquery, Sum
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
 from chatter_project.db import connections_give_back
-from chatter_project.rows import rows_insert
+from chatter_project.rows import row_update, rows_insert
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
@@ -187,7 +187,8 @@ class ExecutionRecorder:
             with self.kept_on_failure(), transaction.atomic():
                 self.write_held(audits="unless_only_started")
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
-                    WorkflowExecution.objects.filter(pk=self.execution.pk).update(**self.counters_added())
+                    row_update(WorkflowExecution, where={"id": self.execution.pk},
+                               values={"tool_calls": self.tool_calls}, added=self.counters_added())
         except IntegrityError:
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise
@@ -195,11 +196,10 @@ class ExecutionRecorder:
             raise RunInterrupted("the run was ended while it was still running") from None
 
     def counters_added(self) -> dict:
-        """The execution's counters moved by what the run holds (F expressions), and forgotten from the hold."""
+        """What the run holds adds to the execution's counters (tool_calls aside: only the run writes it, whole),
+        forgotten from the hold."""
         added, self._added = self._added, _no_usage()
-        changes = {name: F(name) + value for name, value in added.items() if value and name != "tool_calls"}
-        changes["tool_calls"] = self.tool_calls  # only this run writes it
-        return changes
+        return {name: value for name, value in added.items() if value and name != "tool_calls"}
 
     @contextmanager
     def kept_on_failure(self) -> Iterator[None]:

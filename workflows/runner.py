@@ -17,6 +17,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from chatter_project.db import connections_give_back
+from chatter_project.rows import row_update
 from chatter_project.errors import RunCancelled, RunError
 from conversations.models import Message
 from conversations.services import message_save
@@ -134,8 +135,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic():
-        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(
-            **ended, **recorder.counters_added())
+        finished = row_update(WorkflowExecution, where={"id": execution.pk, "status": from_status},
+                              values={**ended, "tool_calls": recorder.tool_calls}, added=recorder.counters_added())
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             recorder.discard_held()
             execution.refresh_from_db()

@@ -133,13 +133,15 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
     statement. On PostgreSQL the owner's row is locked first, so simultaneous requests take turns and each counts
     the runs committed before it (SQLite's transactions already take turns). The lock is taken last in the
     creating transaction, held only to its commit, never while it waits for a conversation's lock."""
+    quote = connection.ops.quote_name
     if connection.features.has_select_for_update:
         # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
         # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
-        get_user_model().objects.select_for_update(no_key=True).filter(pk=execution.owner_id).values_list(
-            "pk").first()
+        users = get_user_model()._meta
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {quote(users.db_table)} WHERE {quote(users.pk.column)} = %s "
+                           "FOR NO KEY UPDATE", [execution.owner_id])
     meta = WorkflowExecution._meta
-    quote = connection.ops.quote_name
     fields = meta.concrete_fields
     values = [f.get_db_prep_save(f.pre_save(execution, add=True), connection) for f in fields]
     table = quote(meta.db_table)
