@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import time
 
+import redis
 from django.conf import settings
+from django.core.cache import caches
 from django.db import connection
 from django.db.models import Count, Sum
 
@@ -37,6 +39,22 @@ def _channel_layer() -> dict:
     return {"backend": "redis"}
 
 
+class CacheUnreachable(Exception):
+    """The shared cache (Redis) did not answer."""
+
+
+def _cache() -> dict:
+    """The shared cache, where the run throttle counts; while it is unreachable the throttle counts per process
+    (chatter_project/api/throttling.py) and runs go on."""
+    if not settings.REDIS_URL:
+        return {"backend": "local"}
+    try:
+        caches["default"].has_key("chatter:health")
+    except redis.RedisError as exc:
+        raise CacheUnreachable(f"{exc}; run throttles count per process until it is back") from exc
+    return {"backend": "redis"}
+
+
 def _queue() -> dict:
     from django_q.brokers import get_broker
 
@@ -58,10 +76,12 @@ def stale_runs_count() -> int:
 
 def health_report() -> tuple[bool, dict]:
     """(database up, report). Without the database nothing works (503); a missing channel layer or queue only
-    degrades live progress and background runs, and stale runs are the sweep's to end."""
+    degrades live progress and background runs, a missing cache makes the run throttle per process, and stale
+    runs are the sweep's to end."""
     checks = {"database": _timed(_database)}
     if checks["database"]["ok"]:
         checks["channel_layer"] = _timed(_channel_layer)
+        checks["cache"] = _timed(_cache)
         checks["queue"] = _timed(_queue)
         checks["stale_runs"] = _timed(_stale_runs)
     healthy = all(check["ok"] for check in checks.values()) and not checks.get("stale_runs", {}).get("count")

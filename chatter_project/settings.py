@@ -108,8 +108,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }
+    # Short socket timeouts: a Redis that stops answering costs a request at most a second, after which the run
+    # throttle counts in-process for a while (chatter_project/api/throttling.py).
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"pool_class": "chatter_project.cache.SharedConnectionPool"}}}
+                          "OPTIONS": {"pool_class": "chatter_project.cache.SharedConnectionPool",
+                                      "socket_connect_timeout": 1, "socket_timeout": 1}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -20,7 +20,7 @@ def test_health_is_open_and_reports_every_part():
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "channel_layer", "queue", "stale_runs"}
+    assert set(body["checks"]) == {"database", "channel_layer", "cache", "queue", "stale_runs"}
     assert all(check["ok"] for check in body["checks"].values())
     assert body["checks"]["stale_runs"]["count"] == 0
 

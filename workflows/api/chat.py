@@ -6,11 +6,11 @@ from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from chatter_project.api.serializers import StrictSerializer
 from chatter_project.api.sse import EventStreamNegotiation
+from chatter_project.api.throttling import RunThrottle
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.engine.config import config_errors
@@ -76,7 +76,7 @@ class ChatView(APIView):
     """One chat turn: 201 {"execution", "conversation", "messages": [user, assistant]}, or with
     `"stream": true` the run's events as SSE, or with `"background": true` 202 and the pending run."""
 
-    throttle_classes = (ScopedRateThrottle,)
+    throttle_classes = (RunThrottle,)
     throttle_scope = "runs"
     content_negotiation_class = EventStreamNegotiation
 

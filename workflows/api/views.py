@@ -10,13 +10,13 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
 from chatter_project.api.sse import (
     EventStreamNegotiation,
     sse_response,
     wants_event_stream,
 )
+from chatter_project.api.throttling import RunThrottle
 from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
 from workflows.api.filters import (
@@ -124,7 +124,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         return execution_list(user=self.request.user)
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.action == "create" else []
+        return [RunThrottle()] if self.action == "create" else []
 
     @extend_schema(request=ExecutionCreateSerializer, responses=RUN_RESPONSES)
     def create(self, request: Request) -> HttpResponseBase:
