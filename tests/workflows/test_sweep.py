@@ -17,12 +17,12 @@ from django.utils import timezone
 
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
-from tests.fixtures_server import ROOT, server_env
+from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
 from workflows import recorder
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
-from workflows.services.recovery import HEARTBEAT_LOST_S, SWEEP_GRACE_S, execution_sweep
+from workflows.services.recovery import HEARTBEAT_LOST_S, REQUEUE_AFTER_S, SWEEP_GRACE_S, execution_sweep
 from workflows.services.runs import execution_create, execution_run, execution_stream
 from workflows.services.schedules import scheduler_ensure
 from workflows.tasks import execution_sweep_task
@@ -81,8 +81,21 @@ def test_a_running_run_with_a_fresh_heartbeat_is_left_alone_until_its_timeout_pa
     assert_interrupted(execution, "ran past its timeout (60 s)")
 
 
+def waiting_in_the_queue(execution):
+    """Its task waits in django-q2's queue for a worker (the test settings run tasks at once, so it is put there
+    as the broker puts it)."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    get_broker().enqueue(SignedPackage.dumps({
+        "id": f"task-{execution.pk}", "name": f"execution-{execution.pk}", "func": "workflows.tasks.execution_run_task",
+        "args": (str(execution.pk),), "kwargs": {}}))
+    return execution
+
+
 def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background", config={"timeout_s": 30})
+    execution = waiting_in_the_queue(execution_create(owner=alice, message="hi", chat=True, mode="background",
+                                                      config={"timeout_s": 30}))
 
     assert execution_sweep(now=later(30)) == []
     assert execution_sweep(now=later(30 + SWEEP_GRACE_S + 1)) == [execution]
@@ -90,6 +103,45 @@ def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alic
     assert_interrupted(execution, "did not start within its timeout (30 s)")
     assert NodeExecution.objects.filter(execution=execution).count() == 0
     assert execution_run(execution_id=execution.pk).status == "failed"  # a late delivery finds nothing to run
+
+
+# --- pending runs whose task was lost are queued again, long before their timeout ---------------------------
+def test_a_pending_run_without_a_task_is_queued_again_and_runs(alice):
+    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="background")
+    # No task: e.g. the process that wrote it died before its commit hook queued it.
+
+    assert execution_sweep(now=later(REQUEUE_AFTER_S - 1)) == []
+    execution.refresh_from_db()
+    assert execution.status == "pending"
+
+    assert execution_sweep(now=later(REQUEUE_AFTER_S + 1)) == []  # queued again (the test settings run it at once)
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+    assert "84" in Message.objects.get(execution=execution, role="assistant").content
+    assert_all(execution)
+    # A late delivery of its first task finds it claimed and does nothing.
+    events = list(execution.events.values_list("seq", "event"))
+    assert execution_run(execution_id=execution.pk).status == "completed"
+    assert list(execution.events.values_list("seq", "event")) == events
+
+
+def test_a_pending_run_whose_task_waits_for_a_worker_is_not_queued_again(alice):
+    from django_q.models import OrmQ
+
+    execution = waiting_in_the_queue(execution_create(owner=alice, message="hi", chat=True, mode="background"))
+
+    assert execution_sweep(now=later(REQUEUE_AFTER_S + 60)) == []
+    execution.refresh_from_db()
+    assert execution.status == "pending" and OrmQ.objects.count() == 1
+
+
+def test_a_run_with_a_short_timeout_is_queued_again_after_a_third_of_it(alice):
+    """A run with a short timeout is queued again after a third of it, still well before the sweep ends it."""
+    execution = execution_create(owner=alice, message="hi", chat=True, mode="background", config={"timeout_s": 9})
+
+    assert execution_sweep(now=later(4)) == []
+    execution.refresh_from_db()
+    assert execution.status == "completed"
 
 
 def test_finished_runs_are_never_touched(alice):
@@ -224,3 +276,60 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne
     assert "interrupted" in reply.error_message
     answer = NodeExecution.objects.filter(execution=execution, node_type="model").order_by("index").last()
     assert answer.status == "failed" and "worker stopped" in answer.error_message
+
+
+# --- a real cluster killed with SIGKILL while it held queued runs ---------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_one(alice, tmp_path, monkeypatch,
+                                                                                   settings):
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # this process queues for real workers, like a server does
+    signed = {"SECRET_KEY": settings.SECRET_KEY}  # the workers read the tasks this process signs
+    runs = [execution_create(owner=alice, message=text, chat=True, mode="background", config={"enable_tools": False})
+            for text in ("hello there, tell me a long story about the sea", "What is 12*7?", "And 13*7?")]
+    assert OrmQ.objects.count() == 3  # queued once each committed
+
+    # One worker process, busy streaming the first answer slowly: the cluster has taken the other two tasks too
+    # (one waits in its internal queue, one in its pusher). Its own session, so SIGKILL reaches every process.
+    log = (tmp_path / "qcluster-killed.log").open("w")
+    doomed = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
+                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300", **signed),
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: WorkflowExecution.objects.filter(pk=runs[0].pk, status="running").exists()
+                        and OrmQ.objects.filter(lock__gt=timezone.now()).count() == 3), \
+            (tmp_path / "qcluster-killed.log").read_text()
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+        log.close()
+    assert [WorkflowExecution.objects.get(pk=run.pk).status for run in runs] == ["running", "pending", "pending"]
+    assert OrmQ.objects.filter(lock__gt=timezone.now() + timedelta(minutes=5)).count() == 3  # locked for `retry`
+
+    worker = start_worker(tmp_path, **signed)
+    try:
+        # The sweep, half a minute on (not the 7 minutes django-q2 keeps the dead cluster's tasks locked): the
+        # run the dead worker was running is interrupted, the two it had only taken are queued again.
+        swept = execution_sweep(now=later(REQUEUE_AFTER_S + 1))
+        assert [execution.pk for execution in swept] == [runs[0].pk]
+        assert wait_for(lambda: all(WorkflowExecution.objects.get(pk=run.pk).status == "completed"
+                                    for run in runs[1:]))
+        completed = {run.pk: list(ExecutionEvent.objects.filter(execution_id=run.pk).values_list("seq", "event"))
+                     for run in runs[1:]}
+
+        # The dead cluster's own tasks come due again (as after `retry`): the new worker delivers them, and each
+        # finds its run already claimed.
+        OrmQ.objects.filter(lock__gt=timezone.now()).update(lock=timezone.now())
+        assert wait_for(lambda: not OrmQ.objects.exists())
+    finally:
+        stop_process(worker)
+
+    assert_interrupted(runs[0], "worker stopped")
+    for run in runs[1:]:
+        run.refresh_from_db()
+        assert run.status == "completed"
+        assert list(ExecutionEvent.objects.filter(execution_id=run.pk).values_list("seq", "event")) == completed[run.pk]
+        assert Message.objects.filter(execution=run, role="assistant").count() == 1
+        assert_all(run)

@@ -14,6 +14,7 @@ from workflows.engine.runtime import RunInterrupted
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.recorder import HEARTBEAT_S
 from workflows.runner import end_from_ledger
+from workflows.services.runs import execution_enqueue
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -26,6 +27,11 @@ PRUNE_SCHEDULE_NAME = "chatter-prune-events"
 HEARTBEAT_LOST_S = 6 * HEARTBEAT_S
 # Past its timeout a live run ends itself at its next token or node boundary; this is the slack it gets.
 SWEEP_GRACE_S = 10
+# A background or scheduled run still pending this long after its task was queued (or taken by a worker) is
+# handed to the queue again (never more than its timeout / 3): its task was lost with a worker that died.
+REQUEUE_AFTER_S = 30
+QUEUED_MODES = (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED)
+TASK_NAME_PREFIX = "execution-"  # workflows.services.runs.execution_enqueue names each task so
 
 
 def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
@@ -56,7 +62,59 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
 
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
-        "created_at").only("id", "status", "config", "created_at", "started_at", "heartbeat_at")
+        "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at")
+
+
+def _requeue_after(execution: WorkflowExecution) -> timedelta:
+    timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
+    return timedelta(seconds=min(REQUEUE_AFTER_S, timeout_s / 3))
+
+
+def _queued_tasks(*, now: datetime) -> dict[str, datetime | None]:
+    """The runs that have a task in django-q2's queue (ORM broker), each with when a worker took its newest task,
+    or None while one waits to be taken. A task a worker takes is locked for Q_CLUSTER["retry"] seconds; if the
+    worker dies it stays locked that long, although no one runs it."""
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+
+    retry = timedelta(seconds=settings.Q_CLUSTER["retry"])
+    taken: dict[str, datetime | None] = {}
+    for task in OrmQ.objects.filter(key=get_broker().list_key).only("payload", "lock"):
+        name = task.name() or ""
+        if not name.startswith(TASK_NAME_PREFIX):
+            continue
+        execution_id = name.removeprefix(TASK_NAME_PREFIX)
+        taken_at = task.lock - retry if task.lock is not None and task.lock > now else None
+        if execution_id not in taken or taken_at is None or (
+                taken[execution_id] is not None and taken_at > taken[execution_id]):
+            taken[execution_id] = taken_at
+    return taken
+
+
+def executions_requeue_lost(*, runs: list[WorkflowExecution], now: datetime) -> list[WorkflowExecution]:
+    """Queue again the pending background and scheduled runs among `runs` whose task is lost: none is queued, or
+    the newest was taken by a worker REQUEUE_AFTER_S ago or more and the run has still not started (that worker
+    died with it). Never twice: whichever delivery comes first claims the run (runs._pending_claim), any other
+    finds it claimed and does nothing. Returns the runs queued again."""
+    overdue = [execution for execution in runs if execution.status == Status.PENDING
+               and execution.mode in QUEUED_MODES and execution.created_at + _requeue_after(execution) <= now]
+    if not overdue:
+        return []
+    tasks = _queued_tasks(now=now)
+    requeued = []
+    for execution in overdue:
+        key = str(execution.pk)
+        if key in tasks and (tasks[key] is None or tasks[key] + _requeue_after(execution) > now):
+            continue  # waiting for a worker, or taken a moment ago by one that is alive as far as we know
+        try:
+            execution_enqueue(execution_id=execution.pk)
+        except Exception:  # noqa: BLE001 - the queue refused it: execution_enqueue ended the run failed
+            logger.exception("the sweep could not queue execution %s again", execution.pk)
+            continue
+        logger.warning("execution %s queued again: it was still pending and no live worker holds its task",
+                       execution.pk)
+        requeued.append(execution)
+    return requeued
 
 
 def execution_overdue_count(*, now: datetime | None = None) -> int:
@@ -68,10 +126,15 @@ def execution_overdue_count(*, now: datetime | None = None) -> int:
 def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
     every running run whose process stopped beating (its worker died), ends `failed` / `interrupted`.
-    Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep."""
+    Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep.
+    Before that, a pending background or scheduled run whose task was lost with a dead worker is queued again
+    (executions_requeue_lost), well before its timeout would end it."""
     now = now or timezone.now()
     ended = []
-    for execution in _runs_in_progress():
+    runs = list(_runs_in_progress())
+    executions_requeue_lost(runs=[execution for execution in runs if _sweep_reason(execution, now=now) is None],
+                            now=now)
+    for execution in runs:
         reason = _sweep_reason(execution, now=now)
         if reason is None:
             continue
