@@ -53,3 +53,24 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("audit events are append-only")
+
+
+class AccessDeniedWindow(models.Model):
+    """Refusals of unauthenticated clients counted per source address, status and minute, until the minute is
+    over; then one `access.denied` row carries the count and the window is deleted (audit.services). Not part of
+    the chain: an anonymous flood must not append a hash-chained row per request."""
+
+    source = models.CharField(max_length=45, blank=True, default="")  # normalized IP address, "" when unknown
+    status = models.PositiveIntegerField()
+    window_start = models.DateTimeField()
+    count = models.PositiveBigIntegerField(default=0)
+    first_method = models.CharField(max_length=16)
+    first_path = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "status", "window_start"],
+                                               name="access_denied_window_one_per_key")]
+        indexes = [models.Index(fields=["window_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.source or '?'} {self.status} ×{self.count} from {self.window_start:%H:%M}"

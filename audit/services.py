@@ -11,17 +11,17 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
-from django.db.models import Model
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F, Model
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
-from audit.models import AuditEvent
+from audit.models import AccessDeniedWindow, AuditEvent
 from chatter_project.rows import instances_insert
 from chatter_project.secrets import REDACTED, secrets_configured
 
@@ -34,6 +34,11 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "authorization", "cookie", "cookies",
                  "apikey", "credential", "credentials", "sessionid", "csrftoken", "bearer"}
 _SECRET_KEY_QUALIFIERS = {"api", "secret", "private", "access", "signing", "encryption", "session"}
+# Anonymous refusals are counted per source, status and minute; a window is written this long after it ends, so
+# a refusal counted at its last instant is in it (a later one would open a second row for the same minute).
+ACCESS_DENIED_WINDOW = timedelta(minutes=1)
+ACCESS_DENIED_GRACE_S = 5
+ACCESS_DENIED_SCHEDULE_NAME = "chatter-audit-access-denied"
 
 
 def audit_record(*, action: str, actor=None, actor_type: str | None = None, target: Model | None = None,
@@ -97,17 +102,72 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
     return events
 
 
-def access_denied_record(*, user=None, ip: str | None, method: str, path: str, status: int) -> AuditEvent | None:
+def access_denied_record(*, user=None, ip: str | None, method: str, path: str, status: int) -> None:
     """`access.denied` for a refused request (401/403) or websocket (4401/4404), in its own transaction: the
-    refusal stays on record though the request wrote nothing. Never raises: the refusal itself must still be
-    answered when the database cannot take the row (logged instead)."""
+    refusal stays on record though the request wrote nothing. A user's refusal is one row at once; refusals of
+    unauthenticated clients are counted per source address, status and minute, and written as one row per
+    window when it is over (access_denied_windows_close), so a flood cannot grow the chain a row per request.
+    Never raises: the refusal itself must still be answered when the database cannot take the row (logged
+    instead)."""
     try:
-        with transaction.atomic():
-            return audit_record(action="access.denied", actor=user, ip=ip,
-                                data={"method": method, "path": path, "status": status})
+        if user is not None and user.is_authenticated:
+            with transaction.atomic():
+                audit_record(action="access.denied", actor=user, ip=ip,
+                             data={"method": method, "path": path, "status": status})
+        else:
+            _access_denied_count(ip=ip, method=method, path=path, status=status)
     except DatabaseError:
         logger.exception("could not audit access.denied %s %s (%s)", method, path, status)
-        return None
+
+
+def _access_denied_count(*, ip: str | None, method: str, path: str, status: int) -> None:
+    """One more anonymous refusal in its window: a conditional UPDATE of the window's counter, or the INSERT of a
+    new window (a concurrent INSERT of the same one loses on the unique key, and counts by UPDATE instead)."""
+    now = timezone.now()
+    key = {"source": ip_normalize(ip) or "", "status": status,
+           "window_start": now.replace(second=0, microsecond=0)}
+    window = AccessDeniedWindow.objects.filter(**key)
+    while not window.update(count=F("count") + 1):
+        try:
+            with transaction.atomic():
+                AccessDeniedWindow.objects.create(**key, count=1, first_method=_text(method, 16),
+                                                  first_path=_text(path, 200))
+            return
+        except IntegrityError:
+            continue  # opened meanwhile by another request: count in it
+
+
+def access_denied_windows_close(*, now: datetime | None = None, batch_size: int = 500) -> int:
+    """Append one `access.denied` row for every window of anonymous refusals that ended ACCESS_DENIED_GRACE_S
+    ago or more (actor none, the source as ip; data: status, count, window_start, window_end and the first
+    refusal's method and path), and delete those windows, in the same transaction. Closers take the chain's
+    turn first, so each window is written once. Returns the number of rows appended."""
+    cutoff = (now or timezone.now()) - ACCESS_DENIED_WINDOW - timedelta(seconds=ACCESS_DENIED_GRACE_S)
+    appended = 0
+    while True:
+        with transaction.atomic():
+            _lock_chain_head()
+            windows = list(AccessDeniedWindow.objects.select_for_update().filter(window_start__lte=cutoff)
+                           .order_by("window_start", "source", "status")[:batch_size])
+            if not windows:
+                return appended
+            audit_append([audit_fields(
+                action="access.denied", ip=window.source or None,
+                data={"status": window.status, "count": window.count, "window_start": window.window_start,
+                      "window_end": window.window_start + ACCESS_DENIED_WINDOW,
+                      "first_method": window.first_method, "first_path": window.first_path})
+                for window in windows])
+            AccessDeniedWindow.objects.filter(pk__in=[window.pk for window in windows]).delete()
+        appended += len(windows)
+
+
+def access_denied_schedule_ensure() -> None:
+    """The django-q2 schedule that closes the windows of anonymous refusals every minute (kept by name)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(name=ACCESS_DENIED_SCHEDULE_NAME, defaults={
+        "func": "audit.tasks.access_denied_windows_close_task", "schedule_type": Schedule.MINUTES, "minutes": 1,
+        "repeats": -1})
 
 
 def redact(value: Any) -> Any:

@@ -8,9 +8,9 @@ import time
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
 
 from chatter_project.api.throttling import CacheOutage
+from chatter_project.tokens import api_token_create
 from tests.realtime.test_redis_outage import RedisServer
 
 pytestmark = [
@@ -35,7 +35,7 @@ def private_redis(tmp_path):
 def test_runs_go_on_throttled_per_process_while_redis_is_down_and_health_says_so(alice, daphne_server,
                                                                                   private_redis):
     server = daphne_server(REDIS_URL=private_redis.url, CHATTER_RUN_THROTTLE="4/min")
-    headers = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    headers = {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
 
     def turn(text: str) -> httpx.Response:
         return httpx.post(f"{server.base_url}/api/v1/chat/", headers=headers, json={"message": text}, timeout=30)

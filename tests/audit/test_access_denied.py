@@ -1,12 +1,18 @@
-"""`access.denied` audit rows for refused API requests (401/403) and websockets (4401/4404)."""
+"""`access.denied` audit rows for refused API requests (401/403) and websockets (4401/4404): one row each for a
+user; for unauthenticated clients one row per source address, status and minute, with the count, written once
+the minute is over (issue 16, item 4)."""
+from datetime import datetime, timedelta
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
+from audit.services import access_denied_windows_close
 from chatter_project.asgi import application
 from chatter_project.tokens import api_token_create
 from tests.api.conftest import assert_error
@@ -19,13 +25,29 @@ def denied() -> list[dict]:
                 .values("actor_id", "actor_type", "ip", "data"))
 
 
+def minutes_later_denied() -> list[dict]:
+    """The rows once the windows open now are over and written (as the every-minute task does)."""
+    access_denied_windows_close(now=timezone.now() + timedelta(minutes=2))
+    return denied()
+
+
+def window(data: dict) -> dict:
+    """An anonymous row's data without its window's times (checked apart)."""
+    start, end = data.pop("window_start"), data.pop("window_end")
+    assert datetime.fromisoformat(end) - datetime.fromisoformat(start) == timedelta(minutes=1)
+    return data
+
+
 @pytest.mark.django_db
 def test_an_anonymous_request_is_recorded_without_its_query_string():
     response = APIClient().get("/api/v1/executions/?token=hunter2-secret")
 
     assert_error(response, 401, "not_authenticated")
-    assert denied() == [{"actor_id": None, "actor_type": "system", "ip": "127.0.0.1",
-                         "data": {"method": "GET", "path": "/api/v1/executions/", "status": 401}}]
+    assert denied() == []  # counted in its minute's window until the minute is over
+    [row] = minutes_later_denied()
+    assert (row["actor_id"], row["actor_type"], row["ip"]) == (None, "system", "127.0.0.1")
+    assert window(row["data"]) == {"status": 401, "count": 1, "first_method": "GET",
+                                   "first_path": "/api/v1/executions/"}
     assert audit_chain_verify().valid
 
 
@@ -35,8 +57,10 @@ def test_a_bad_token_is_recorded():
                                 REMOTE_ADDR="203.0.113.9")
 
     assert_error(response, 401, "authentication_failed")
-    assert denied() == [{"actor_id": None, "actor_type": "system", "ip": "203.0.113.9",
-                         "data": {"method": "POST", "path": "/api/v1/executions/", "status": 401}}]
+    [row] = minutes_later_denied()
+    assert (row["actor_id"], row["ip"]) == (None, "203.0.113.9")
+    assert window(row["data"]) == {"status": 401, "count": 1, "first_method": "POST",
+                                   "first_path": "/api/v1/executions/"}
 
 
 @pytest.mark.django_db
@@ -96,10 +120,14 @@ async def test_a_refused_websocket_is_recorded(bob, close_db_connections):
     assert await close_code(f"/ws/executions/{missing}/?token={token}") == 4404
 
     rows = await sync_to_async(denied)()
-    assert rows == [
-        {"actor_id": None, "actor_type": "system", "ip": None,
-         "data": {"method": "WEBSOCKET", "path": "/ws/events/", "status": 4401}},
+    assert rows == [  # bob's at once; the anonymous one once its minute is over
         {"actor_id": bob.pk, "actor_type": "user", "ip": None,
          "data": {"method": "WEBSOCKET", "path": f"/ws/executions/{missing}/", "status": 4404}},
     ]
+    rows = await sync_to_async(minutes_later_denied)()
+    assert rows[0] == {"actor_id": bob.pk, "actor_type": "user", "ip": None,
+                       "data": {"method": "WEBSOCKET", "path": f"/ws/executions/{missing}/", "status": 4404}}
+    assert (rows[1]["actor_id"], rows[1]["ip"]) == (None, None) and len(rows) == 2
+    assert window(rows[1]["data"]) == {"status": 4401, "count": 1, "first_method": "WEBSOCKET",
+                                       "first_path": "/ws/events/"}
     assert (await sync_to_async(audit_chain_verify)()).valid

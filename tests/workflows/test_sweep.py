@@ -223,8 +223,8 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
     scheduler_ensure()  # a restart or re-migrate
 
     schedules = {s.name: s for s in Schedule.objects.all()}
-    assert sorted(schedules) == ["chatter-prune-events", "chatter-reconcile-aggregates", "chatter-schedules",
-                                 "chatter-sweep-executions"]
+    assert sorted(schedules) == ["chatter-audit-access-denied", "chatter-prune-events",
+                                 "chatter-reconcile-aggregates", "chatter-schedules", "chatter-sweep-executions"]
     sweep = schedules["chatter-sweep-executions"]
     assert (sweep.func, sweep.schedule_type, sweep.minutes, sweep.repeats) == (
         "workflows.tasks.execution_sweep_task", Schedule.MINUTES, 3, -1)
@@ -235,7 +235,7 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
     settings.CHATTER_SWEEP_INTERVAL_S = 20
     scheduler_ensure()
     assert Schedule.objects.get(name="chatter-sweep-executions").minutes == 1
-    assert Schedule.objects.count() == 4
+    assert Schedule.objects.count() == 5
 
 
 # --- a real worker process killed with SIGKILL mid-run -------------------------------------------------
