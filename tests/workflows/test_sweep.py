@@ -295,7 +295,8 @@ def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_o
     # (one waits in its internal queue, one in its pusher). Its own session, so SIGKILL reaches every process.
     log = (tmp_path / "qcluster-killed.log").open("w")
     doomed = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300", **signed),
+                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300",
+                                             **signed),
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         assert wait_for(lambda: WorkflowExecution.objects.filter(pk=runs[0].pk, status="running").exists()
