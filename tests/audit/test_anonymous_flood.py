@@ -9,6 +9,7 @@ from io import StringIO
 import httpx
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed
@@ -40,8 +41,11 @@ def test_a_flood_of_anonymous_refusals_makes_one_row_per_source_status_and_minut
         return httpx.get(f"{server.base_url}{path}", timeout=30).status_code
 
     def other_source(number: int) -> int:
-        return APIClient().post("/api/v1/chat/", {"message": "hi"}, HTTP_AUTHORIZATION=f"Token forged-{number}",
-                                REMOTE_ADDR="203.0.113.9").status_code
+        try:
+            return APIClient().post("/api/v1/chat/", {"message": "hi"}, HTTP_AUTHORIZATION=f"Token forged-{number}",
+                                    REMOTE_ADDR="203.0.113.9").status_code
+        finally:
+            connections.close_all()  # this pool thread's own connection (the test database is dropped at the end)
 
     with ThreadPoolExecutor(8) as pool:
         http = list(pool.map(anonymous_request, range(HTTP_FLOOD)))
