@@ -130,8 +130,8 @@ def _access_denied_count(*, ip: str | None, method: str, path: str, status: int)
     while not window.update(count=F("count") + 1):
         try:
             with transaction.atomic():
-                AccessDeniedWindow.objects.create(**key, count=1, first_method=_text(method, 16),
-                                                  first_path=_text(path, 200))
+                AccessDeniedWindow.objects.create(**key, count=1, first_method=_text(redact(method), 16),
+                                                  first_path=_text(redact(path), 200))
             return
         except IntegrityError:
             continue  # opened meanwhile by another request: count in it
