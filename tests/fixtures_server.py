@@ -1,6 +1,6 @@
 """A real daphne server (a separate process) serving this test's database: for real websocket clients,
 browsers and cross-process tests. Use with `@pytest.mark.django_db(transaction=True)` so the server sees
-committed rows."""
+committed rows. Also real django-q2 workers, and a private redis-server a test may kill."""
 from __future__ import annotations
 
 import os
@@ -98,3 +98,47 @@ def daphne_server(transactional_db, tmp_path):
     yield start
     for server in servers:
         stop_process(server.process)
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 that a test can stop (SIGKILL) and start again on the same port."""
+
+    def __init__(self, tmp_path):
+        self.port, self.tmp_path, self.process = free_port(), tmp_path, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = (self.tmp_path / "redis.log").open("a")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.tmp_path)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 15
+        while not _pong(self.port):
+            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.kill()

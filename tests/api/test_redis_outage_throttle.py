@@ -2,7 +2,8 @@
 the process meanwhile, at the same rate), the log says so once per outage, /api/v1/health/ says "degraded"
 naming the cache, and once Redis is back the throttle is shared again.
 
-A private redis-server on a free port backs one daphne process, so killing it touches nothing else."""
+A private redis-server on a free port (tests.fixtures_server.private_redis) backs one daphne process, so killing it
+touches nothing else."""
 import shutil
 import time
 
@@ -11,7 +12,6 @@ import pytest
 
 from chatter_project.api.throttling import CacheOutage
 from chatter_project.tokens import api_token_create
-from tests.realtime.test_redis_outage import RedisServer
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -20,16 +20,6 @@ pytestmark = [
 
 OUTAGE_LOGGED = "run throttles use a process-local limit"
 RECOVERY_LOGGED = "run throttles are shared again"
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    redis = RedisServer(tmp_path)
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.kill()
 
 
 def test_runs_go_on_throttled_per_process_while_redis_is_down_and_health_says_so(alice, daphne_server,

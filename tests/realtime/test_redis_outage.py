@@ -3,14 +3,12 @@ the run still completes and persists everything, the stream that started it stil
 event, a websocket client connected before the outage still gets every persisted event (from the database),
 and one reconnecting with ?after= during the outage gets the rest of the log.
 
-A private redis-server on a free port backs one daphne process, so stopping it touches nothing else.
+A private redis-server on a free port (tests.fixtures_server.private_redis) backs one daphne process, so stopping
+it touches nothing else.
 """
 import json
 import os
-import socket
-import subprocess
 import threading
-import time
 
 import httpx
 import pytest
@@ -19,7 +17,6 @@ from websockets.sync.client import connect
 
 from chatter_project.tokens import api_token_create
 from tests.api.sse import SSEParser
-from tests.fixtures_server import free_port
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -27,50 +24,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)"),
 ]
-
-
-def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisServer:
-    """A private redis-server on 127.0.0.1 that a test can stop (SIGKILL) and start again on the same port."""
-
-    def __init__(self, tmp_path):
-        self.port, self.tmp_path, self.process = free_port(), tmp_path, None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        log = (self.tmp_path / "redis.log").open("a")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.tmp_path)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 15
-        while not _pong(self.port):
-            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(10)
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    redis = RedisServer(tmp_path)
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.kill()
 
 
 class WebsocketFeed(threading.Thread):
