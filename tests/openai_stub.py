@@ -22,6 +22,10 @@ None meaning all of them, so after the usage chunk when the request asked for us
   the whole stream, as a server that dies mid-reply looks to its client.
 - fault="malformed": a chunk that is not valid JSON, then the rest of the stream.
 - fault="stall": the stream stops for `stall_s` seconds, then goes on (a hung server, for timeouts).
+- A stream that breaks after tool-call deltas only: `tool_calls=[…]` with fault="reset" or "close" and
+  `fault_after` counting the role chunk, then per call its header (id, name) and its argument chunks; with
+  `argument_chunk_chars=N` the arguments come in N-character fragments (as servers stream them token by
+  token), so the break can fall in the middle of a call's JSON.
 - usage_every_chunk=True: the usage object rides on every chunk, growing cumulatively (as some servers
   send it); the final usage chunk still carries the final figures.
 """
@@ -79,6 +83,7 @@ class StubReply:
     fault_after: int | None = None
     stall_s: float = 0.0
     usage_every_chunk: bool = False
+    argument_chunk_chars: int | None = None
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -160,6 +165,7 @@ class OpenAIStub:
         fault_after: int | None = None,
         stall_s: float = 0.0,
         usage_every_chunk: bool = False,
+        argument_chunk_chars: int | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -170,7 +176,7 @@ class OpenAIStub:
         status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
-        fault, fault_after, stall_s, usage_every_chunk: see the module docstring.
+        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars: see the module docstring.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -202,6 +208,7 @@ class OpenAIStub:
                     fault_after=fault_after,
                     stall_s=stall_s,
                     usage_every_chunk=usage_every_chunk,
+                    argument_chunk_chars=argument_chunk_chars,
                 )
             )
         return self
@@ -285,7 +292,10 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[d
                 }
             )
         )
-        chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": call["arguments"]}}]}))
+        size = reply.argument_chunk_chars or len(call["arguments"]) or 1
+        fragments = [call["arguments"][start:start + size] for start in range(0, len(call["arguments"]), size)]
+        chunks.extend(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                      for fragment in fragments or [""])
     chunks.append(chunk({}, reply.finish_reason))
     if include_usage and reply.usage is not None and reply.usage_every_chunk:
         for index, data in enumerate(chunks, start=1):

@@ -153,6 +153,23 @@ def test_it_streams_tool_calls_as_deltas(openai_stub, client):  # noqa: F811
     assert chunks[-1].usage.total_tokens == 120
 
 
+def test_it_streams_tool_call_arguments_in_fragments_and_can_break_between_them(openai_stub, client):  # noqa: F811
+    arguments = json.dumps({"expression": "12*7"})
+    openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": arguments}], argument_chunk_chars=5)
+    openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": arguments}], argument_chunk_chars=5,
+                      fault="reset", fault_after=4)  # the role, the call's header, two fragments
+
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    fragments = [d.function.arguments for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    assert fragments == ["", *(arguments[i:i + 5] for i in range(0, len(arguments), 5))]
+
+    received = []
+    with pytest.raises(openai.APIConnectionError):
+        for c in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+            received.extend(d.function.arguments for d in (c.choices[0].delta.tool_calls or []))
+    assert received == ["", arguments[:5], arguments[5:10]]
+
+
 def test_it_answers_a_scripted_error_status(openai_stub, client):  # noqa: F811
     openai_stub.reply(status=429)
 
