@@ -114,6 +114,43 @@ def test_a_stream_broken_after_some_words_keeps_them_estimated(alice, stub, faul
     assert NodeExecution.objects.get(execution=execution, node_type="model").total_tokens == call.total_tokens
 
 
+CALCULATOR_ARGUMENTS = '{"expression": "12*7"}'
+# The role chunk, the call's header (id and name), then its arguments in 6-character fragments.
+TOOL_CALL_BREAKS = {"after_the_header": 2, "mid_arguments": 4}
+
+
+@pytest.mark.parametrize("fault", ["reset", "close"])
+@pytest.mark.parametrize("where", TOOL_CALL_BREAKS)
+def test_a_stream_broken_after_only_tool_call_fragments_keeps_an_estimate(alice, stub, fault, where):
+    """The server read the prompt and began a tool call, then broke: no usage was reported, so the call is estimated
+    from its prompt and the fragments streamed (name and partial arguments), flagged, on every total (issue 16, 13)."""
+    stub.reply(tool_calls=[{"name": "calculator", "arguments": CALCULATOR_ARGUMENTS}], usage=TOOL_USAGE,
+               argument_chunk_chars=6, fault=fault, fault_after=TOOL_CALL_BREAKS[where])
+    execution = chat(alice, message="What is 12*7?")
+
+    reply = assert_ended(execution, "failed", "provider_error")
+    call = LLMCall.objects.get(execution=execution)
+    streamed = "calculator" + CALCULATOR_ARGUMENTS[:6 * (TOOL_CALL_BREAKS[where] - 2)]
+    assert call.estimated and call.prompt_tokens > 0
+    assert call.completion_tokens == estimate_tokens(streamed) > 0
+    assert call.cost == price(call.prompt_tokens, call.completion_tokens) > 0
+    assert (execution.llm_calls, execution.total_tokens, execution.cost) == (1, call.total_tokens, call.cost)
+    assert (reply.total_tokens, reply.cost, reply.usage_estimated) == (call.total_tokens, call.cost, True)
+    assert (reply.content, reply.finish_reason) == ("", "failed") and reply.error_message
+    assert reply.conversation.total_tokens == call.total_tokens  # a new conversation: its user message has none
+    node = NodeExecution.objects.get(execution=execution, node_type="model")
+    assert (node.status, node.total_tokens, node.cost) == ("failed", call.total_tokens, call.cost)
+
+
+def test_a_server_that_answers_nothing_before_breaking_is_billed_nothing(alice, stub):
+    stub.reply(content=REPLY, usage=USAGE, fault="reset", fault_after=0)  # the headers, then a reset
+    execution = chat(alice)
+
+    reply = assert_ended(execution, "failed", "provider_error")
+    assert (execution.llm_calls, execution.total_tokens, reply.total_tokens) == (0, 0, 0)
+    assert not LLMCall.objects.filter(execution=execution).exists()
+
+
 def test_a_reset_after_the_usage_report_keeps_the_reported_usage_exactly(alice, stub):
     stub.reply(content=REPLY, usage=USAGE, fault="reset")  # every chunk, usage included, then a reset
     execution = chat(alice)

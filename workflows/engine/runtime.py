@@ -31,9 +31,10 @@ from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
     Price,
     Usage,
-    estimate_completion_tokens,
     estimate_prompt_tokens,
     priced,
+    streamed_so_far,
+    usage_cut_short,
     usage_from_message,
 )
 
@@ -173,18 +174,15 @@ class RunContext:
 
     def _record_cut_short(self, node, provider, model_name, prompt, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
-        before the break, else an estimate over the text streamed so far (flagged), else nothing."""
+        before the break; else, once the server answered at all (it read the prompt), an estimate over the prompt
+        and whatever it streamed, text or tool-call fragments (flagged); else (no answer) nothing."""
         if streamed.usage:
             self._record_reply(node, provider, model_name, prompt, streamed, started)
             return
-        if not self.partial_text:
+        if streamed.message is None:
             return
-        usage = Usage(
-            prompt_tokens=estimate_prompt_tokens(prompt),
-            completion_tokens=estimate_completion_tokens(AIMessage(self.partial_text)),
-            estimated=True,
-        )
-        self._record(node, provider, model_name, model_name, usage, started)
+        usage = usage_cut_short(prompt_tokens=estimate_prompt_tokens(prompt), streamed=streamed.so_far())
+        self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
 
     def _record(self, node, provider, reported_model, requested_model, usage, started) -> None:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
@@ -223,6 +221,10 @@ class _StreamedReply:
         if update:
             chunk = chunk.model_copy(update=update)
         self.message = chunk if self.message is None else self.message + chunk
+
+    def so_far(self) -> dict:
+        """What has streamed so far (see usage.streamed_so_far); safe to call from another thread."""
+        return streamed_so_far(self.message)
 
     def reply(self) -> AIMessage:
         reply = message_chunk_to_message(self.message) if self.message is not None else AIMessage("")

@@ -104,6 +104,29 @@ def estimate_completion_tokens(message: BaseMessage) -> int:
     return estimate_tokens(_message_text(message))
 
 
+def streamed_so_far(message: BaseMessage | None) -> dict:
+    """What a reply still streaming (or cut short) has produced: its text, and its tool-call fragments (names and
+    raw argument text, possibly half a JSON object) as one string."""
+    if message is None:
+        return {"text": "", "tool_call_text": ""}
+    content = message.content
+    text = content if isinstance(content, str) else "".join(
+        part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    fragments = getattr(message, "tool_call_chunks", None) or []
+    return {"text": text,
+            "tool_call_text": "".join((c.get("name") or "") + (c.get("args") or "") for c in fragments)}
+
+
+def usage_cut_short(*, prompt_tokens: int, streamed: dict) -> Usage:
+    """A call that ended before its provider reported usage (a broken stream, a dead process): the prompt it sent
+    (already estimated) and what it streamed (`streamed_so_far`), estimated and flagged."""
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=estimate_tokens((streamed.get("text") or "") + (streamed.get("tool_call_text") or "")),
+        estimated=True,
+    )
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         return 0
