@@ -124,6 +124,9 @@ class WorkflowExecution(TokenTotals):
     # Refreshed every few seconds by the process running the run; the recovery sweep ends running runs
     # whose heartbeat stopped (their worker died).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # What the model call in flight has streamed so far ({"call", "text", "tool_call_text"}), carried by the
+    # heartbeat: with the prompt estimate its node row holds, what the sweep records of a call whose process died.
+    stream_progress = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

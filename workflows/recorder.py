@@ -3,8 +3,12 @@
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events,
   audit rows — is held in memory and written in ONE transaction just before the run next waits on something
-  outside it (a model, a tool, the clock: a `model`, `tools` or `delay` node starting, or a node that checks
-  in or streams a token) or in the terminal transaction (services.runs.execution_finish).
+  outside it (a model, a tool, the clock: a model call, a `tools` or `delay` node starting, or a node that
+  checks in or streams a token) or in the terminal transaction (runner.execution_finish).
+- A model call's write, just before it waits, puts on its node row (`output.call_in_flight`) what the call sent
+  (provider, model, a prompt estimate); the heartbeat carries what it has streamed so far
+  (`WorkflowExecution.stream_progress`). If the process dies mid-call, the sweep records that call from these,
+  estimated and flagged (I5); a call that ends in its process replaces the marker with its LLMCall in one write.
 - So a provider's usage is on disk before the run waits for anything else or ends: only the run's own CPU work
   (routing, nodes that do not wait) lies between the report and the write. Watchers see `node_started` before
   a node's tokens and tool calls, because a waiting node's start is written before it waits.
@@ -28,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Count, Subquery, Sum
+from django.db.models import Case, Count, F, JSONField, Subquery, Sum, Value, When
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -38,9 +42,9 @@ from chatter_project.rows import row_update, rows_insert
 from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
+from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
-from workflows.engine.runtime import RunInterrupted
-from workflows.engine.usage import Usage
+from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.events import event_envelope, events_publish, events_record
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import price_for_call
@@ -52,9 +56,9 @@ MAX_RESULT_CHARS = 4000
 CANCEL_POLL_S = 0.2
 HEARTBEAT_S = 5.0  # the sweep treats a run as orphaned after several missed beats (services.recovery)
 RUNNING = WorkflowExecution.Status.RUNNING
-# Node types that wait on something outside the run (a provider, a tool, the clock): the run writes what it
-# holds as they start.
-WAITING_NODE_TYPES = frozenset({"model", "tools", "delay"})
+# Node types that wait on something outside the run (a tool, the clock): the run writes what it holds as they
+# start. A model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
+WAITING_NODE_TYPES = frozenset({"tools", "delay"})
 USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
 COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # a node's and an execution's
 NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
@@ -77,6 +81,7 @@ class _Heartbeat:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._streams: dict[str, tuple[str, Any]] = {}  # run → (its call in flight, what that has streamed so far)
         self._thread: threading.Thread | None = None
 
     def add(self, execution_id) -> None:
@@ -89,17 +94,34 @@ class _Heartbeat:
     def discard(self, execution_id) -> None:
         with self._lock:
             self._live.discard(str(execution_id))
+            self._streams.pop(str(execution_id), None)
+
+    def stream(self, execution_id, *, call: str, so_far) -> None:
+        """From now on each beat also carries what the run's call `call` has streamed (`so_far()`)."""
+        with self._lock:
+            self._streams[str(execution_id)] = (call, so_far)
+
+    def stream_ended(self, execution_id) -> None:
+        with self._lock:
+            self._streams.pop(str(execution_id), None)
 
     def _beat_while_live(self) -> None:
         while True:
             time.sleep(HEARTBEAT_S)
             with self._lock:
                 live = list(self._live)
+                streams = [(pk, call, so_far) for pk, (call, so_far) in self._streams.items() if pk in self._live]
                 if not live:
                     self._thread = None
                     return
             try:
-                WorkflowExecution.objects.filter(pk__in=live, status=RUNNING).update(heartbeat_at=timezone.now())
+                changes = {"heartbeat_at": timezone.now()}
+                if streams:  # in the same statement: each streaming run gets its own progress
+                    changes["stream_progress"] = Case(
+                        *[When(pk=pk, then=Value({"call": call, **so_far()}, output_field=JSONField()))
+                          for pk, call, so_far in streams],
+                        default=F("stream_progress"), output_field=JSONField())
+                WorkflowExecution.objects.filter(pk__in=live, status=RUNNING).update(**changes)
             except Exception:  # noqa: BLE001 - a missed beat is retried; the sweep allows several
                 logger.warning("could not refresh the heartbeat of %d runs", len(live), exc_info=True)
             finally:
@@ -127,6 +149,7 @@ class _OpenNode:
     started_at: datetime
     clock: float
     usage: dict = field(default_factory=_no_usage)
+    in_flight: dict | None = None  # the model call it waits on (see model_call_started)
 
 
 class ExecutionRecorder:
@@ -152,6 +175,8 @@ class ExecutionRecorder:
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
+        self._calls_started = 0
+        self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
         self._cancelled = False
         self._superseded = False
@@ -262,7 +287,8 @@ class ExecutionRecorder:
     def _hold_node(self, opened: _OpenNode, **fields) -> None:
         self._nodes[opened.index] = {
             "node_id": opened.node.id, "node_type": opened.node.type, "started_at": opened.started_at,
-            "status": NodeExecution.Status.RUNNING, "completed_at": None, "duration_ms": None, "output": {},
+            "status": NodeExecution.Status.RUNNING, "completed_at": None, "duration_ms": None,
+            "output": {"call_in_flight": opened.in_flight} if opened.in_flight else {},
             "error_message": "", **opened.usage, **fields}
 
     def started(self, data: dict) -> None:
@@ -278,6 +304,18 @@ class ExecutionRecorder:
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
 
+    def model_call_started(self, node: Node, call: CallStarted) -> None:
+        """A model call is about to wait: its node row, written now with what the run holds, names it and its
+        prompt estimate; the heartbeat carries what it streams. A crash mid-call then loses none of it (I5)."""
+        opened = self.open
+        if opened is not None:
+            self._calls_started += 1
+            opened.in_flight = {"call": f"{opened.index}.{self._calls_started}", "provider": call.provider,
+                                "model": call.requested_model, "prompt_tokens": call.prompt_tokens}
+            self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
+            heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
+        self._wait_ahead()
+
     def _wait_ahead(self) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database
         connection goes back to the pool while it waits."""
@@ -291,6 +329,9 @@ class ExecutionRecorder:
         opened, self.open = self.open, None
         if opened is None:  # no node is open (node_started was not called): nothing to close
             return
+        if opened.in_flight is not None:  # its call ended without usage (no answer): the row loses the marker
+            opened.in_flight = None
+            heartbeat.stream_ended(self.execution.pk)
         duration_ms = int((time.monotonic() - opened.clock) * 1000)
         self._hold_node(opened, status=status, completed_at=timezone.now(), duration_ms=duration_ms,
                         output=_capped(output, MAX_RESULT_CHARS), error_message=error)
@@ -322,6 +363,12 @@ class ExecutionRecorder:
             self._added[name] += value
             if opened is not None:
                 opened.usage[name] += value
+        if opened is not None and opened.in_flight is not None:
+            # The call's row replaces its marker in the same write (normally with the node's end, held next).
+            opened.in_flight = None
+            heartbeat.stream_ended(self.execution.pk)
+            if opened.index in self._node_pks:
+                self._hold_node(opened)
         self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
                                   **usage.as_event_data()})
         self.last_call = call
@@ -370,11 +417,13 @@ class ExecutionRecorder:
 
     # --- a run ended from its ledger (the recovery sweep, or a run whose own ending failed) ---------------
     def nodes_interrupted(self, *, error: str) -> None:
-        """Nodes left running fail with `error`, with the counters their ledger rows add up to. Call inside the
-        ending transaction, before the terminal event."""
+        """Nodes left running fail with `error`, with the counters their ledger rows add up to; a model call a node
+        was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction, before the
+        terminal event."""
         now = timezone.now()
         for row in NodeExecution.objects.filter(execution=self.execution, status=NodeExecution.Status.RUNNING):
             duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
+            self.call_in_flight_recorded(row, duration_ms=duration_ms)
             sums = LLMCall.objects.filter(node_execution=row).aggregate(
                 llm_calls=Count("id"), **{name: Sum(name) for name in USAGE_SUMS})
             counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
@@ -388,6 +437,26 @@ class ExecutionRecorder:
             self._emit_node_finished(node_id=row.node_id, node_type=row.node_type, index=row.index, status="failed",
                                      duration_ms=duration_ms, total_tokens=counters["total_tokens"],
                                      cost=counters["cost"], error=error)
+
+    def call_in_flight_recorded(self, row: NodeExecution, *, duration_ms: int) -> None:
+        """The model call a node row says it was waiting on when its process died becomes an LLMCall: the prompt
+        estimated as the call started and what the heartbeat last carried of its stream, estimated and flagged,
+        priced like any call by the model it asked for."""
+        in_flight = (row.output or {}).get("call_in_flight") if isinstance(row.output, dict) else None
+        if not in_flight:
+            return
+        progress = self.execution.stream_progress or {}
+        streamed = progress if progress.get("call") == in_flight["call"] else {}
+        usage = usage_cut_short(prompt_tokens=in_flight["prompt_tokens"], streamed=streamed)
+        usage = priced(usage, self.price(in_flight["provider"], in_flight["model"]))
+        LLMCall.objects.create(
+            execution_id=self.execution.pk, node_execution=row, provider=in_flight["provider"],
+            model=in_flight["model"], requested_model=in_flight["model"], unpriced=usage.unpriced,
+            **usage.token_fields(), cost=usage.cost, estimated=True, usage_raw={}, duration_ms=duration_ms,
+            created_at=timezone.now())
+        for name, value in {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}.items():
+            self._added[name] += value  # the execution's counters move with the ending's UPDATE
+        self._streamed_text = streamed.get("text") or ""
 
     def recorded_so_far(self) -> tuple[Usage, int, str]:
         """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the last
@@ -410,6 +479,8 @@ class ExecutionRecorder:
             execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,
         ).order_by("-index").values_list("output", flat=True).first()
         text = output.get("content", "") if isinstance(output, dict) else ""
+        if self._streamed_text:  # the call in flight came after every completed one: its partial reply is the last
+            text = self._streamed_text
         return usage, count, text if isinstance(text, str) else ""
 
     def calls_by_model(self) -> list[dict]:

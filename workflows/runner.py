@@ -132,6 +132,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
         "output_data": {"content": content, "variables": (state or {}).get("variables") or {}},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
+        "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic():

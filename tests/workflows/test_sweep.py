@@ -168,10 +168,14 @@ def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_
     assert_interrupted(execution, "worker stopped")
     names = assert_seq_gapless(execution)
     assert names[-3:] == ["node_failed", "message_saved", "workflow_failed"]
-    # The first call (the tool request) was recorded before the sweep; the second never was.
-    first_call = LLMCall.objects.get(execution=execution)
+    # The first call (the tool request) was recorded before the sweep; the second, in flight, is recorded by the
+    # sweep from what it sent (its prompt estimate, written as it started), estimated and flagged (I5).
+    first_call, in_flight = LLMCall.objects.filter(execution=execution).order_by("id")
+    assert not first_call.estimated and first_call.total_tokens > 0
+    assert in_flight.estimated and in_flight.prompt_tokens > 0
     reply = Message.objects.get(execution=execution, role="assistant")
-    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens > 0
+    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens + in_flight.total_tokens
+    assert reply.usage_estimated and execution.llm_calls == 2
     assert NodeExecution.objects.filter(execution=execution, status="running").count() == 0
     # The stream got the sweep's events from the database, exactly once each: it still ends with the terminal one.
     persisted = [(e["seq"], e["event"]) for e in streamed if e["seq"] is not None]
@@ -270,9 +274,10 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne
     assert [e.pk for e in execution_sweep(now=later(HEARTBEAT_LOST_S + 1))] == [execution.pk]
 
     assert_interrupted(execution, "worker stopped")
-    first_call = LLMCall.objects.get(execution=execution)
+    first_call, in_flight = LLMCall.objects.filter(execution=execution).order_by("id")
+    assert not first_call.estimated and in_flight.estimated and in_flight.prompt_tokens > 0
     reply = Message.objects.get(execution=execution, role="assistant")
-    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens > 0
+    assert reply.total_tokens == execution.total_tokens == first_call.total_tokens + in_flight.total_tokens
     assert "interrupted" in reply.error_message
     answer = NodeExecution.objects.filter(execution=execution, node_type="model").order_by("index").last()
     assert answer.status == "failed" and "worker stopped" in answer.error_message

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from django.conf import settings
 from langchain_core.messages import (
@@ -56,8 +56,19 @@ class LLMCall:
     duration_ms: int
 
 
+@dataclass(frozen=True)
+class CallStarted:
+    """A model call about to wait on its provider: what is needed to account for it if the process running it dies
+    before it ends (the recovery sweep estimates it from this)."""
+    provider: str
+    requested_model: str
+    prompt_tokens: int  # estimated from the prompt sent
+    streamed_so_far: Callable[[], dict]  # its text and tool-call fragments so far (usage.streamed_so_far); any thread
+
+
 class RunHooks(Protocol):
     def node_started(self, node: Node) -> None: ...
+    def model_call_started(self, node: Node, call: CallStarted) -> None: ...
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None: ...
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
@@ -74,6 +85,7 @@ class NullHooks:
     """Records nothing: the bare engine, as used by benchmarks to measure Chatter's own overhead."""
 
     def node_started(self, node): pass
+    def model_call_started(self, node, call): pass
     def node_finished(self, node, **kwargs): pass
     def llm_called(self, node, call): pass
     def tool_called(self, node, **kwargs): pass
@@ -142,10 +154,13 @@ class RunContext:
         )
         if tools:
             model = model.bind_tools([TOOLS[name] for name in tools])
-        self.checkpoint()
-        started = time.monotonic()
         self.partial_text = ""
         streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
+        prompt_tokens = estimate_prompt_tokens(prompt)
+        # Before the call waits: what it sends is known (and written with the run's write before it waits).
+        self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far))
+        self.checkpoint()
+        started = time.monotonic()
         try:
             for chunk in model.stream(list(prompt)):
                 streamed.add(chunk)
@@ -154,10 +169,10 @@ class RunContext:
                     self.hooks.token(node, chunk.content)
                 self.checkpoint()
         except RunError:
-            self._record_cut_short(node, provider, model_name, prompt, streamed, started)
+            self._record_cut_short(node, provider, model_name, prompt, prompt_tokens, streamed, started)
             raise
         except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
-            self._record_cut_short(node, provider, model_name, prompt, streamed, started)
+            self._record_cut_short(node, provider, model_name, prompt, prompt_tokens, streamed, started)
             failure = provider_failure(exc, provider=provider, timeout_s=timeout_s,
                                        mid_stream=streamed.message is not None)
             if failure.error_type == "provider_timeout" and bounded_by_run:
@@ -172,7 +187,7 @@ class RunContext:
         self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
         return reply
 
-    def _record_cut_short(self, node, provider, model_name, prompt, streamed, started) -> None:
+    def _record_cut_short(self, node, provider, model_name, prompt, prompt_tokens, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
         before the break; else, once the server answered at all (it read the prompt), an estimate over the prompt
         and whatever it streamed, text or tool-call fragments (flagged); else (no answer) nothing."""
@@ -181,7 +196,7 @@ class RunContext:
             return
         if streamed.message is None:
             return
-        usage = usage_cut_short(prompt_tokens=estimate_prompt_tokens(prompt), streamed=streamed.so_far())
+        usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
 
     def _record(self, node, provider, reported_model, requested_model, usage, started) -> None:

@@ -1,0 +1,102 @@
+"""A server process killed with SIGKILL in the middle of a model call (issue 16, item 3). What the call sent and
+streamed is on disk before the crash: its prompt estimate on its node row (written as the call started, in the
+run's write before it waits) and its stream so far (carried by the heartbeat). The recovery sweep ends the run
+from these: the call's tokens and cost, estimated and flagged, on the LLM call, the node, the execution, the
+assistant message (with the partial reply) and the conversation, and every aggregate exact (I5, I1–I3)."""
+import json
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from conversations.models import Message
+from tests.invariants import assert_all
+from tests.workflows.test_background_runs import wait_for
+from workflows.engine.usage import estimate_tokens
+from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# 60 words, one every 0.25 s: the stream lasts 15 s, past the heartbeat's first beat (5 s after the run starts).
+REPLY = " ".join(f"word{n}" for n in range(60))
+USAGE = {"prompt_tokens": 100, "completion_tokens": 120, "total_tokens": 220}
+
+
+def price(prompt_tokens, completion_tokens) -> Decimal:  # the seeded gpt-4o-mini row: $0.15 in, $0.60 out
+    return ((prompt_tokens * Decimal("0.15") + completion_tokens * Decimal("0.60")) / 10**6).quantize(
+        Decimal("0.00000001"))
+
+
+def streamed_tokens(response, received: list[str]) -> None:
+    """Collect the text of `token` frames until the connection dies with its server."""
+    try:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                envelope = json.loads(line[len("data: "):])
+                if envelope["event"] == "token":
+                    received.append(envelope["data"]["text"])
+    except httpx.HTTPError:
+        pass
+
+
+def test_a_server_killed_mid_stream_leaves_what_was_sent_and_streamed_for_the_sweep(alice, daphne_server,
+                                                                                   openai_stub):
+    openai_stub.reply(content=REPLY, usage=USAGE, chunk_delay_s=0.25)
+    server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
+    token = Token.objects.create(user=alice).key
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"}, timeout=30)
+    received: list[str] = []
+    with client.stream("POST", "/api/v1/chat/", json={
+            "message": "Count for me", "stream": True, "provider": "openai", "model": "gpt-4o-mini"}) as response:
+        assert response.status_code == 200
+        reader = threading.Thread(target=streamed_tokens, args=(response, received), daemon=True)
+        reader.start()
+        running = WorkflowExecution.objects.filter(owner=alice, status="running")
+        # The heartbeat has carried part of the stream: the process dies in the middle of the call.
+        assert wait_for(lambda: any((row.stream_progress or {}).get("text") for row in running.all()), timeout=20), \
+            server.log.read_text()
+        server.process.kill()
+        server.process.wait(10)
+        reader.join(10)
+    client.close()
+
+    execution = running.all().get()
+    progress = execution.stream_progress
+    assert execution.llm_calls == 0 and execution.total_tokens == 0  # the call never ended in its process
+    in_flight = NodeExecution.objects.get(execution=execution, node_type="model", status="running")
+    sent = openai_stub.last_request.body["messages"]
+    prompt_estimate = sum(estimate_tokens(m["content"]) + 4 for m in sent)
+    assert in_flight.output["call_in_flight"]["prompt_tokens"] == prompt_estimate
+
+    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
+        execution.pk]
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "interrupted")
+    call = LLMCall.objects.get(execution=execution)
+    partial = progress["text"]
+    assert partial and REPLY.startswith(partial) and "".join(received).startswith(partial)
+    assert (call.estimated, call.prompt_tokens, call.completion_tokens) == (
+        True, prompt_estimate, estimate_tokens(partial))
+    assert call.completion_tokens > 0 and call.cost == price(call.prompt_tokens, call.completion_tokens) > 0
+    assert (call.provider, call.requested_model) == ("openai", "gpt-4o-mini")
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert (reply.content, reply.usage_estimated, reply.prompt_tokens, reply.completion_tokens, reply.cost) == (
+        partial, True, call.prompt_tokens, call.completion_tokens, call.cost)
+    assert "interrupted" in reply.error_message
+    assert (execution.llm_calls, execution.prompt_tokens, execution.completion_tokens, execution.cost) == (
+        1, call.prompt_tokens, call.completion_tokens, call.cost)
+    assert (reply.conversation.total_tokens, reply.conversation.total_cost) == (call.total_tokens, call.cost)
+    in_flight.refresh_from_db()
+    assert (in_flight.status, in_flight.total_tokens, in_flight.cost) == ("failed", call.total_tokens, call.cost)
+    assert execution.stream_progress == {}
+    assert_all(execution)
+    out = StringIO()
+    call_command("reconcile_aggregates", stdout=out, stderr=out)  # exits 1 on any drift
