@@ -19,8 +19,10 @@ from conversations.models import Message
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
 from workflows.engine.usage import estimate_tokens
+from workflows import recorder
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+from workflows.services.runs import execution_create, execution_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,3 +102,45 @@ def test_a_server_killed_mid_stream_leaves_what_was_sent_and_streamed_for_the_sw
     assert_all(execution)
     out = StringIO()
     call_command("reconcile_aggregates", stdout=out, stderr=out)  # exits 1 on any drift
+
+
+def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them(alice, openai_stub, settings,
+                                                                                  monkeypatch):
+    """No text, only a tool call's fragments had streamed when the run was swept: the heartbeat carried them, and
+    the call is estimated from its prompt and those fragments (in process; the worker's next write then collides
+    with the sweep's and it stops)."""
+    monkeypatch.setattr(recorder, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(recorder, "heartbeat", recorder._Heartbeat())  # not one still asleep for 5 s
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_stub.base_url, "sk-test-not-a-real-key"
+    arguments = json.dumps({"expression": "12*7 + 1000 - 3 * 4 / 2"})
+    openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": arguments}], usage=USAGE,
+                      argument_chunk_chars=2, chunk_delay_s=0.2)
+    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream",
+                                 config={"provider": "openai", "model": "gpt-4o-mini"})
+    envelopes: list[dict] = []
+    reader = threading.Thread(target=lambda: envelopes.extend(execution_stream(execution_id=execution.pk)),
+                              daemon=True)
+    reader.start()
+    row = WorkflowExecution.objects.filter(pk=execution.pk)
+    assert wait_for(lambda: len(row.get().stream_progress.get("tool_call_text", "")) > len("calculator") + 4,
+                    timeout=15)
+    carried = row.get().stream_progress  # the sweep reads the same or a later beat
+
+    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
+        execution.pk]
+    reader.join(15)
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "interrupted")
+    assert envelopes[-1]["event"] == "workflow_failed"
+    assert carried["text"] == "" and ("calculator" + arguments).startswith(carried["tool_call_text"])
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.prompt_tokens > 0
+    assert estimate_tokens(carried["tool_call_text"]) <= call.completion_tokens < estimate_tokens(
+        "calculator" + arguments)
+    assert call.cost == price(call.prompt_tokens, call.completion_tokens)
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert (reply.content, reply.usage_estimated) == ("", True)
+    assert (reply.total_tokens, reply.cost) == (call.total_tokens, call.cost) == (
+        execution.total_tokens, execution.cost)
+    assert_all(execution)
