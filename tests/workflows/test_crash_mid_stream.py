@@ -5,6 +5,7 @@ from these: the call's tokens and cost, estimated and flagged, on the LLM call, 
 assistant message (with the partial reply) and the conversation, and every aggregate exact (I5, I1–I3)."""
 import json
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -129,6 +130,7 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
         execution.pk]
     reader.join(15)
+    time.sleep(1)  # the worker sees the sweep at its next chunk (the row is polled every 0.2 s) and stops
 
     execution.refresh_from_db()
     assert (execution.status, execution.error_type) == ("failed", "interrupted")
