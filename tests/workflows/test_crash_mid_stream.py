@@ -13,6 +13,7 @@ from io import StringIO
 import httpx
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -119,8 +120,14 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream",
                                  config={"provider": "openai", "model": "gpt-4o-mini"})
     envelopes: list[dict] = []
-    reader = threading.Thread(target=lambda: envelopes.extend(execution_stream(execution_id=execution.pk)),
-                              daemon=True)
+
+    def read() -> None:
+        try:
+            envelopes.extend(execution_stream(execution_id=execution.pk))
+        finally:
+            connections.close_all()  # this thread's own
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     row = WorkflowExecution.objects.filter(pk=execution.pk)
     assert wait_for(lambda: len(row.get().stream_progress.get("tool_call_text", "")) > len("calculator") + 4,
@@ -130,7 +137,7 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
         execution.pk]
     reader.join(15)
-    time.sleep(1)  # the worker sees the sweep at its next chunk (the row is polled every 0.2 s) and stops
+    time.sleep(1)  # the worker sees the sweep at its next chunk (it polls the row every 0.2 s) and stops
 
     execution.refresh_from_db()
     assert (execution.status, execution.error_type) == ("failed", "interrupted")
