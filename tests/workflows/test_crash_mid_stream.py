@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from chatter_project.tokens import api_token_create
 from conversations.models import Message
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
@@ -54,7 +54,7 @@ def test_a_server_killed_mid_stream_leaves_what_was_sent_and_streamed_for_the_sw
                                                                                    openai_stub):
     openai_stub.reply(content=REPLY, usage=USAGE, chunk_delay_s=0.25)
     server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
-    token = Token.objects.create(user=alice).key
+    token = api_token_create(user=alice)[1]
     client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"}, timeout=30)
     received: list[str] = []
     with client.stream("POST", "/api/v1/chat/", json={
