@@ -22,7 +22,7 @@ from chatter_project.errors import RunCancelled, RunError
 from conversations.models import Message
 from conversations.services import message_save
 from workflows.engine.compile import graph_run
-from workflows.engine.graph import parse_graph
+from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.models import WorkflowExecution
@@ -45,7 +45,8 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None) -> None:
+def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
+           graph: Graph | None = None) -> None:
     """Run a written, running execution on one of the runner's CHATTER_RUN_THREADS threads."""
     global _threads
     with _threads_lock:
@@ -57,7 +58,7 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 
     def work() -> None:
         try:
-            run(execution, user_message=user_message, prices=prices)
+            run(execution, user_message=user_message, prices=prices, graph=graph)
         except Exception:  # noqa: BLE001 - run() ends every run it can; this is the last word
             logger.exception("execution %s crashed in the runner", execution.pk)
         finally:
@@ -67,9 +68,11 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
     threads.submit(work)
 
 
-def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None) -> WorkflowExecution:
+def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
+        graph: Graph | None = None) -> WorkflowExecution:
     """Run a claimed (`running`) execution to a terminal state. Every way it can go wrong, its set-up included,
-    still ends it through execution_finish."""
+    still ends it through execution_finish. `graph` and `prices`: what the request's plan already read (else from
+    the row)."""
     try:
         recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
@@ -89,7 +92,7 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
             "provider": execution.provider, "model": execution.model,
         })
         recorder.heartbeat_start()
-        state = graph_run(parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
+        state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
                           variables=execution.input_data.get("variables"))
     except RunError as exc:
         error = exc

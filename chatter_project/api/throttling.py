@@ -1,7 +1,11 @@
-"""The run throttle (SPEC §7, scope "runs"): DRF's scoped rate throttle over the shared cache (Redis when
-REDIS_URL is set), and, while that cache cannot be reached, a process-local limit of the same rate, so a Redis
-outage never stops a chat turn or a run. An outage is logged once when it begins and once when it ends, and
-/api/v1/health/ reports it (chatter_project.health)."""
+"""The run throttle (SPEC §7, scope "runs"): DRF's scoped rate throttle (its scope, rate setting and keys) over
+the shared cache (Redis when REDIS_URL is set), and, while that cache cannot be reached, a process-local limit of
+the same rate, so a Redis outage never stops a chat turn or a run. An outage is logged once when it begins and
+once when it ends, and /api/v1/health/ reports it (chatter_project.health).
+
+Each user's count is one number, not DRF's list of every request's time (read and written whole by every
+request, so its cost grew with the rate): the generic cell rate algorithm. A rate of N per period lets N runs
+through at once, then one every period/N; the number kept is when the user's allowance is next full."""
 from __future__ import annotations
 
 import logging
@@ -64,14 +68,38 @@ class CacheOutage:
 cache_outage = CacheOutage()
 
 
-class LocalRunThrottle(ScopedRateThrottle):
+class CellRateThrottle(ScopedRateThrottle):
+    """DRF's ScopedRateThrottle with one stored number per key (see the module's docstring)."""
+
+    def allow_request(self, request, view) -> bool:
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return True
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = self.get_cache_key(request, view)
+        if self.rate is None or self.key is None:
+            return True
+        now, interval = self.timer(), self.duration / self.num_requests
+        full_at = max(self.cache.get(self.key) or now, now) + interval  # when the allowance is full again
+        self.wait_s = full_at - now - self.duration
+        if self.wait_s > 0:
+            return False
+        self.cache.set(self.key, full_at, self.duration)
+        return True
+
+    def wait(self) -> float | None:
+        return max(self.wait_s, 0.0)
+
+
+class LocalRunThrottle(CellRateThrottle):
     """The same scope and rate, counted in this process only (LocMemCache is process-local and thread-safe)."""
 
     cache = LocMemCache("chatter-run-throttle", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
 
 
-class RunThrottle(ScopedRateThrottle):
-    """DRF's ScopedRateThrottle; when the shared cache raises, the request is counted by LocalRunThrottle."""
+class RunThrottle(CellRateThrottle):
+    """Counted in the shared cache; when it raises, the request is counted by LocalRunThrottle."""
 
     fallback: LocalRunThrottle | None = None
 

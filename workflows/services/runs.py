@@ -205,7 +205,7 @@ def execution_run_now(**request) -> WorkflowExecution:
     """A sync run: written already running and run to its end in this thread. Returns the ended run."""
     plan = run_plan(**{**request, "mode": Mode.SYNC})
     execution, user_message = run_write(plan, status=Status.RUNNING)
-    return runner.run(execution, user_message=user_message, prices=plan.prices)
+    return runner.run(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
 
 
 def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
@@ -218,7 +218,7 @@ def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterato
     except BaseException:
         subscription.close()
         raise
-    runner.submit(execution, user_message=user_message, prices=plan.prices)
+    runner.submit(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
     return execution, execution_feed(execution.pk, subscription=subscription)
 
 
