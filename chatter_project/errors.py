@@ -1,5 +1,5 @@
 """The one error hierarchy. Every layer raises these; interfaces render them in one shape:
-{"error": {"code": ..., "message": ..., "details": ...}}."""
+{"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from typing import Any
 
 from chatter_project.secrets import secrets_scrub
@@ -19,7 +19,41 @@ class ChatterError(Exception):
         self.details = details
 
     def as_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return {"error": {"code": self.code, "message": self.message,
+                          "details": error_details(self.details, code=self.code)}}
+
+
+ITEM_KEYS = {"path", "code", "message"}
+
+
+def error_details(details: Any, *, code: str, path: str = "") -> list[dict]:
+    """Every error's `details` in the one shape: a list of {path, code, message}, empty when there is nothing
+    more to say. `path` is where in the input ("config.temperature", "nodes[3].id"; "" for the request as a
+    whole). Accepts what raisers give: items already in that shape, DRF's field maps (their ErrorDetail codes
+    kept), and {name: value} specifics such as a limit (the name is the path, the value the message)."""
+    if details is None:
+        return []
+    if isinstance(details, dict):
+        if set(details) == ITEM_KEYS:
+            return [{"path": str(details["path"]), "code": str(details["code"]),
+                     "message": str(details["message"])}]
+        items = []
+        for key, value in details.items():
+            inner = path if key == "non_field_errors" else _path_join(path, str(key))
+            items += error_details(value, code=code, path=inner)
+        return items
+    if isinstance(details, (list, tuple)):
+        items = []
+        for index, value in enumerate(details):
+            nested = isinstance(value, dict) and set(value) != ITEM_KEYS
+            items += error_details(value, code=code, path=f"{path}[{index}]" if nested else path)
+        return items
+    # a leaf: DRF's ErrorDetail (a str with a code), a plain message, or a value such as a limit
+    return [{"path": path, "code": str(getattr(details, "code", None) or code), "message": str(details)}]
+
+
+def _path_join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 class InvalidInput(ChatterError):

@@ -216,7 +216,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "chatter_project.api.filters.StrictOrderingFilter",
     ],
     "EXCEPTION_HANDLER": "chatter_project.api.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"runs": CHATTER_RUN_THROTTLE},

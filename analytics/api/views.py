@@ -8,7 +8,6 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.filters import OrderingFilter
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import JSONRenderer
@@ -36,6 +35,7 @@ from analytics.selectors import (
     usage_report_page,
 )
 from analytics.services import price_create, price_update
+from chatter_project.api.filters import StrictOrderingFilter
 from chatter_project.api.pagination import PageNumberPagination
 from chatter_project.errors import Forbidden, InvalidInput
 from workflows.models import WorkflowTemplate
@@ -128,7 +128,7 @@ class UsageView(CSVExportMixin, APIView):
         return owner
 
 
-class TemplateOrdering(OrderingFilter):
+class TemplateOrdering(StrictOrderingFilter):
     """?ordering= over templates with their analytics: `template__key`, as the API names it, is the key."""
 
     def get_ordering(self, request, queryset, view):

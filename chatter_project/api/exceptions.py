@@ -18,7 +18,12 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from chatter_project.errors import ChatterError, PayloadTooLarge, Unavailable
+from chatter_project.errors import (
+    ChatterError,
+    PayloadTooLarge,
+    Unavailable,
+    error_details,
+)
 from chatter_project.signals import access_denied
 
 logger = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ ACCESS_DENIED = (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, e
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": details}}
+    return {"error": {"code": code, "message": message, "details": error_details(details, code=code)}}
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -34,7 +39,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     exceptions are mapped onto the same shape; anything else is a bug, a logged 500."""
     if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE (= our limit)
         exc = PayloadTooLarge(f"request body larger than {settings.CHATTER_MAX_REQUEST_BYTES} bytes",
-                              details={"max_bytes": settings.CHATTER_MAX_REQUEST_BYTES})
+                              details=[{"path": "", "code": "max_bytes",
+                                        "message": str(settings.CHATTER_MAX_REQUEST_BYTES)}])
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -47,7 +53,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     elif _is_pool_timeout(exc):
         exc = Unavailable(f"the server is busy: no database connection freed up within "
                           f"{settings.DATABASES['default']['OPTIONS']['pool']['timeout']} s; try again",
-                          code="server_busy", details={"retry_after": 1})
+                          code="server_busy", details=[{"path": "", "code": "retry_after", "message": "1"}])
     if isinstance(exc, ChatterError):
         set_rollback()
         headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
@@ -91,7 +97,9 @@ def _api_exception_body(exc: exceptions.APIException) -> dict:
     if isinstance(exc.detail, (list, dict)):
         return error_body(exc.default_code, str(exc.default_detail), exc.detail)
     code = exc.get_codes()
-    details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else None
+    details = None
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:  # seconds, also in Retry-After
+        details = [{"path": "", "code": "wait", "message": str(exc.wait)}]
     return error_body(code if isinstance(code, str) else exc.default_code, str(exc.detail), details)
 
 

@@ -1,9 +1,12 @@
-"""Filters shared by every list: a created_at range (`created_after`, `created_before`, ISO 8601)."""
+"""Filters shared by every list: a created_at range (`created_after`, `created_before`, ISO 8601) and a
+`?ordering=` that refuses unknown fields."""
 from datetime import timezone as dt_timezone
 
 import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
+from rest_framework import exceptions
+from rest_framework.filters import OrderingFilter
 
 
 class UTCIsoDateTimeField(IsoDateTimeField):
@@ -27,3 +30,27 @@ class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 class CreatedRangeFilterSet(django_filters.FilterSet):
     created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """DRF's OrderingFilter, except that an unknown `?ordering=` field is a 400 (like an unknown `?status=`)
+    rather than silently ignored; the schema lists the fields each list accepts."""
+
+    def remove_invalid_fields(self, queryset, fields, view, request):
+        valid = super().remove_invalid_fields(queryset, fields, view, request)
+        unknown = [term for term in fields if term and term not in valid]
+        if unknown:
+            allowed = ", ".join(name for name, _ in self.get_valid_fields(queryset, view, {"request": request}))
+            raise exceptions.ValidationError({self.ordering_param: [
+                exceptions.ErrorDetail(f"unknown field {term.lstrip('-')!r}; one of: {allowed} (prefix - to "
+                                       f"reverse)", code="invalid_choice") for term in unknown]})
+        return valid
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        fields = getattr(view, "ordering_fields", None)
+        if isinstance(fields, (list, tuple)):
+            for parameter in parameters:
+                parameter["description"] = (f"comma-separated fields to sort by, `-` to reverse; one of: "
+                                            f"{', '.join(fields)} (any other is a 400)")
+        return parameters

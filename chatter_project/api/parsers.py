@@ -19,7 +19,8 @@ def body_read(stream) -> bytes:
     limit = settings.CHATTER_MAX_REQUEST_BYTES
     raw = stream.read(limit + 1) if stream is not None else b""
     if len(raw) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes", details={"max_bytes": limit})
+        raise PayloadTooLarge(f"request body larger than {limit} bytes",
+                              details=[{"path": "", "code": "max_bytes", "message": str(limit)}])
     return raw
 
 

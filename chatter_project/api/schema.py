@@ -12,7 +12,21 @@ ERROR_SCHEMA = {
             "properties": {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
-                "details": {"nullable": True, "description": "field errors, limits or other specifics"},
+                "details": {
+                    "type": "array",
+                    "description": "field errors, limits or other specifics; empty when there are none",
+                    "items": {
+                        "type": "object",
+                        "required": ["path", "code", "message"],
+                        "properties": {
+                            "path": {"type": "string",
+                                     "description": "where in the input, e.g. config.temperature; empty for the "
+                                                    "request as a whole"},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
             },
         }
     },

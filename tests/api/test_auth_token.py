@@ -38,7 +38,7 @@ def test_it_rejects_bad_credentials_with_a_400_in_the_error_shape(alice):
     response = APIClient().post(URL, {"username": "alice", "password": "wrong"})
 
     details = assert_error(response, 400, "validation_error")
-    assert details == {"non_field_errors": ["Unable to log in with provided credentials."]}
+    assert details == [{"path": "", "code": "authorization", "message": "Unable to log in with provided credentials."}]
     assert not ApiToken.objects.exists()
 
 
@@ -57,7 +57,7 @@ def test_a_deleted_token_and_an_inactive_users_token_are_refused(alice):
 
 def test_it_names_missing_fields(db):
     details = assert_error(APIClient().post(URL, {}), 400, "validation_error")
-    assert set(details) == {"username", "password"}
+    assert {(d["path"], d["code"]) for d in details} == {("username", "required"), ("password", "required")}
 
 
 def test_it_ignores_a_session_cookie_so_no_csrf_token_is_needed(alice):

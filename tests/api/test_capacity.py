@@ -43,7 +43,7 @@ def test_a_background_run_the_queue_refuses_ends_failed_and_is_a_503(api, monkey
 
     details = assert_error(response, 503, "queue_unavailable")
     execution = WorkflowExecution.objects.get()
-    assert details == {"execution_id": str(execution.pk)}
+    assert details == [{"path": "execution_id", "code": "queue_unavailable", "message": str(execution.pk)}]
     assert (execution.status, execution.error_type) == ("failed", "queue_unavailable")
     assert "broker unreachable" in execution.error_message
     assert ExecutionEvent.objects.filter(execution=execution).order_by("-seq").first().event == "workflow_failed"

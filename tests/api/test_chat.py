@@ -11,7 +11,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
-from tests.api.conftest import assert_error, row_counts
+from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import SSEParser, parse_sse
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
@@ -129,7 +129,7 @@ def test_the_config_fields_become_the_run_config(api):
 def test_bad_input_is_a_400_naming_the_fields_and_leaves_no_row(api, payload, fields):
     before = row_counts()
     response = api.post(URL, payload)
-    assert set(assert_error(response, 400, "validation_error")) == fields
+    assert error_fields(assert_error(response, 400, "validation_error")) == fields
     assert row_counts() == before
 
 
@@ -155,6 +155,7 @@ def test_a_background_turn_is_202_pending_and_handed_to_a_worker_after_commit(
         response = api.post(URL, {"message": "What is 12*7?", "background": True}, format="json")
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["mode"]) == ("pending", "background")
+    assert response["Location"] == response.json()["links"]["self"] == f"/api/v1/executions/{response.json()['id']}/"
     execution = WorkflowExecution.objects.get()
     assert execution.messages.get().role == "user"  # the user message is saved before the run
     assert len(callbacks) == 1  # enqueued only once the execution is committed
@@ -168,7 +169,7 @@ def test_stream_and_background_together_are_a_400_and_no_row(api):
     before = row_counts()
     details = assert_error(api.post(URL, {"message": "hi", "background": True, "stream": True}, format="json"),
                            400, "validation_error")
-    assert "background" in details
+    assert "background" in {d["path"] for d in details}
     assert row_counts() == before
 
 
@@ -191,7 +192,8 @@ def test_run_creation_is_throttled(api, monkeypatch):
     response = api.post(URL, {"message": "three"})
 
     details = assert_error(response, 429, "throttled")
-    assert details["wait"] > 0 and int(response["Retry-After"]) > 0
+    assert [d["code"] for d in details] == ["wait"]
+    assert float(details[0]["message"]) > 0 and int(response["Retry-After"]) > 0
     assert row_counts() == before
     assert api.get("/api/v1/conversations/").status_code == 200  # reads are not throttled
 

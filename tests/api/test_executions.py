@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from conversations.services import conversation_create
-from tests.api.conftest import assert_error, row_counts
+from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import parse_sse
 from tests.api.test_chat import EXECUTION_FIELDS, TOKENS
 from tests.invariants import assert_all
@@ -73,9 +73,9 @@ def test_a_run_in_a_conversation_returns_both_messages(api, alice):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("payload, fields", [
-    ({}, {"non_field_errors"}),
-    ({"template": "universal_chat", "graph": LINEAR}, {"non_field_errors"}),
-    ({"template": None, "definition_id": None}, {"non_field_errors"}),
+    ({}, {""}),
+    ({"template": "universal_chat", "graph": LINEAR}, {""}),
+    ({"template": None, "definition_id": None}, {""}),
     ({"definition_id": "nope"}, {"definition_id"}),
     ({"graph": [1, 2]}, {"graph"}),
     ({"graph": LINEAR, "mode": "turbo"}, {"mode"}),
@@ -88,15 +88,15 @@ def test_a_run_in_a_conversation_returns_both_messages(api, alice):
 ])
 def test_bad_input_is_a_400_naming_the_fields_and_leaves_no_row(api, payload, fields):
     before = row_counts()
-    assert set(assert_error(api.post(URL, payload), 400, "validation_error")) == fields
+    assert error_fields(assert_error(api.post(URL, payload), 400, "validation_error")) == fields
     assert row_counts() == before
 
 
 @pytest.mark.django_db
 def test_config_errors_are_reported_like_the_engine_reports_them(api):
     details = assert_error(api.post(URL, {"graph": LINEAR, "config": {"temperature": 7}}), 400, "validation_error")
-    assert details == {"config": [{"path": "config.temperature", "code": "out_of_range",
-                                   "message": "temperature must be between 0 and 2"}]}
+    assert details == [{"path": "config.temperature", "code": "out_of_range",
+                        "message": "temperature must be between 0 and 2"}]
 
 
 @pytest.mark.django_db
@@ -128,6 +128,20 @@ def test_background_mode_answers_202_with_the_pending_run(api):
     assert response.status_code == 202
     assert response.json()["status"] == "pending"
     assert WorkflowExecution.objects.get().mode == "background"
+
+
+@pytest.mark.django_db
+def test_a_background_runs_202_says_where_to_poll(api):
+    response = api.post(URL, {"graph": LINEAR, "mode": "background"}, format="json")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) == EXECUTION_FIELDS | {"links"}
+    run_url = f"{URL}{body['id']}/"
+    assert response["Location"] == body["links"]["self"] == run_url
+    assert body["links"]["events"] == f"{run_url}events/"
+    assert api.get(response["Location"]).json()["id"] == body["id"]
+    assert api.get(body["links"]["events"]).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
@@ -180,7 +194,7 @@ def test_the_list_filters_by_status_and_workflow_type(api, alice):
     assert ids("workflow_type=chat") == [chat]
     assert ids("workflow_type=custom&status=completed") == [done]
     assert ids("ordering=created_at") == [done, chat, pending]
-    assert set(assert_error(api.get(f"{URL}?status=sleeping"), 400, "validation_error")) == {"status"}
+    assert error_fields(assert_error(api.get(f"{URL}?status=sleeping"), 400, "validation_error")) == {"status"}
 
 
 @pytest.mark.django_db
@@ -261,7 +275,7 @@ def test_an_unexpected_error_is_a_json_500(api, monkeypatch):
 
     monkeypatch.setattr("workflows.api.views.execution_list", broken)
     details = assert_error(api.get(URL), 500, "server_error")
-    assert details is None
+    assert details == []
 
 
 @pytest.mark.django_db

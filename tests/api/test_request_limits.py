@@ -15,7 +15,7 @@ def test_an_oversized_body_is_a_413_and_writes_nothing(api):
     body = json.dumps({"title": "t", "content": "x" * 4096})
     details = assert_error(api.post("/api/v1/documents/", body, content_type="application/json"), 413,
                            "payload_too_large")
-    assert details == {"max_bytes": 2048}
+    assert details == [{"path": "", "code": "max_bytes", "message": "2048"}]
     assert not Document.objects.exists()
 
 

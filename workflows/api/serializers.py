@@ -1,6 +1,7 @@
 """Runs over the API: requests to start one, and executions with their trace. Money is rendered as strings."""
 from __future__ import annotations
 
+from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
@@ -78,6 +79,27 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
             "correlation_id", "cancel_requested",
         )
+        read_only_fields = fields
+
+
+class RunLinksSerializer(serializers.Serializer):
+    self = serializers.SerializerMethodField(help_text="the run: poll it until its status is terminal")
+    events = serializers.SerializerMethodField(help_text="its events: JSON, or SSE with Accept: text/event-stream")
+
+    def get_self(self, execution: WorkflowExecution) -> str:
+        return reverse("execution-detail", args=[execution.pk])
+
+    def get_events(self, execution: WorkflowExecution) -> str:
+        return reverse("execution-events", args=[execution.pk])
+
+
+class AcceptedRunSerializer(ExecutionSerializer):
+    """A background run's 202: the pending execution and where to follow it (also in the Location header)."""
+
+    links = RunLinksSerializer(source="*", read_only=True)
+
+    class Meta(ExecutionSerializer.Meta):
+        fields = (*ExecutionSerializer.Meta.fields, "links")
         read_only_fields = fields
 
 

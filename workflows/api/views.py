@@ -27,6 +27,7 @@ from workflows.api.filters import (
 )
 from workflows.api.serializers import (
     EXECUTION_EVENT,
+    AcceptedRunSerializer,
     DefinitionSerializer,
     DefinitionUpdateSerializer,
     DefinitionWriteSerializer,
@@ -88,7 +89,8 @@ from workflows.services.templates import (
 # What starting a run answers, by mode (SPEC §7): documented once for POST /chat/ and POST /executions/.
 RUN_RESPONSES = {
     201: RunResultSerializer,
-    202: OpenApiResponse(ExecutionSerializer, "background: the pending run, handed to a worker"),
+    202: OpenApiResponse(AcceptedRunSerializer, "background: the pending run, handed to a worker; poll `links.self` "
+                                                "(also the Location header) or follow `links.events`"),
     (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "stream: the run's events as SSE (SPEC §6)"),
 }
 
@@ -98,12 +100,13 @@ _RUN_RESULT = RunResultSerializer()
 
 
 def run_response(**run_request) -> HttpResponseBase:
-    """Start a run in its mode and answer: 202 with the pending run (a worker runs it), SSE of its events while the
+    """Start a run in its mode and answer: 202 with the pending run and where to poll it (a worker runs it), SSE of its events while the
     runner runs it, or 201 with the result of running it here to its end."""
     mode = run_request["mode"]
     if mode == WorkflowExecution.Mode.BACKGROUND:
         execution = execution_create(**run_request)
-        return Response(ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED)
+        body = AcceptedRunSerializer(execution).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
     if mode == WorkflowExecution.Mode.STREAM:
         return sse_response(execution_start_streamed(**run_request)[1])
     execution = execution_run_now(**run_request)

@@ -1,0 +1,78 @@
+"""The one error shape on every endpoint: `?ordering=` with an unknown field is a 400 on every list, and
+`details` is always a list of {path, code, message}."""
+import pytest
+
+from conversations.services import conversation_create
+from tests.api.conftest import assert_error, row_counts
+
+SCHEMA = "/api/v1/schema/"
+
+
+def ordered_lists(api) -> list[str]:
+    """Every GET the schema says takes ?ordering= (the lists), as the OpenAPI schema names them."""
+    schema = api.get(SCHEMA, HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    return sorted(path for path, item in schema["paths"].items()
+                  if any(p["name"] == "ordering" for p in item.get("get", {}).get("parameters", [])))
+
+
+@pytest.mark.django_db
+def test_an_unknown_ordering_field_is_a_400_on_every_list(api, alice):
+    conversation = conversation_create(owner=alice, title="t")
+    paths = ordered_lists(api)
+    assert {"/api/v1/executions/", "/api/v1/conversations/", "/api/v1/audit/events/",
+            "/api/v1/analytics/templates/", "/api/v1/pricing/"} <= set(paths)
+    for path in paths:
+        url = path.replace("{id}", str(conversation.pk)).replace("{conversation_id}", str(conversation.pk))
+        details = assert_error(api.get(url, {"ordering": "-password"}), 400, "validation_error")
+        assert [(d["path"], d["code"]) for d in details] == [("ordering", "invalid_choice")], (path, details)
+        assert "'password'" in details[0]["message"]
+    # one unknown field among known ones is still a 400, not a silently partial ordering
+    assert_error(api.get("/api/v1/executions/", {"ordering": "created_at,nope"}), 400, "validation_error")
+
+
+@pytest.mark.django_db
+def test_a_known_ordering_field_still_orders(api, alice):
+    for title in ("b", "a", "c"):
+        conversation_create(owner=alice, title=title)
+    response = api.get("/api/v1/conversations/", {"ordering": "-created_at"})
+    assert response.status_code == 200
+    assert [c["title"] for c in response.json()["results"]] == ["c", "a", "b"]
+
+
+@pytest.mark.django_db
+def test_the_schema_names_the_fields_a_list_orders_by(api):
+    schema = api.get(SCHEMA, HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    [ordering] = [p for p in schema["paths"]["/api/v1/executions/"]["get"]["parameters"] if p["name"] == "ordering"]
+    assert "total_tokens" in ordering["description"] and "400" in ordering["description"]
+    error = schema["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["properties"]["details"]["items"]["required"] == ["path", "code", "message"]
+
+
+@pytest.mark.django_db
+def test_a_bad_filter_value_names_the_parameter(api):
+    details = assert_error(api.get("/api/v1/executions/", {"status": "sideways"}), 400, "validation_error")
+    assert [(d["path"], d["code"]) for d in details] == [("status", "invalid_choice")]
+
+
+@pytest.mark.django_db
+def test_serializer_field_errors_are_listed_with_their_paths(api):
+    before = row_counts()
+    details = assert_error(api.post("/api/v1/chat/", {"message": "hi", "temperature": 9, "background": "x"},
+                                    format="json"), 400, "validation_error")
+    assert {d["path"] for d in details} >= {"background"}
+    assert row_counts() == before
+
+
+@pytest.mark.django_db
+def test_nested_errors_keep_their_full_path(api):
+    graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "end"}]}
+    details = assert_error(api.post("/api/v1/executions/", {"graph": graph, "config": {"temperature": 7}},
+                                    format="json"), 400, "validation_error")
+    assert details == [{"path": "config.temperature", "code": "out_of_range",
+                        "message": details[0]["message"]}]
+
+
+@pytest.mark.django_db
+def test_a_not_found_has_an_empty_list_of_details(api):
+    assert assert_error(api.get("/api/v1/executions/not-a-uuid/"), 404, "not_found") == []
