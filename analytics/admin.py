@@ -40,6 +40,9 @@ class TemplateAnalyticsAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False  # every field is a counter: a read-only page, without a Save button
+
 
 def _template_figure(name: str, description: str = ""):
     @admin.display(description=description or name.replace("_", " "), ordering=name)

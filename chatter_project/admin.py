@@ -3,6 +3,10 @@ from rest_framework.authtoken.models import TokenProxy
 
 from chatter_project.models import ApiToken
 
+admin.site.site_header = "Chatter"
+admin.site.site_title = "Chatter"
+admin.site.index_title = "Chatter administration"
+
 # DRF's own token table is no longer read (its keys were moved, hashed, by migration chatter_project 0002): its
 # admin, which would show and make plain-text keys that authenticate no one, goes.
 if admin.site.is_registered(TokenProxy):

@@ -285,3 +285,55 @@ def test_it_redirects_non_staff_to_login(client, alice):
 
     assert response.status_code == 302
     assert response.url.startswith(reverse("admin:login"))
+
+
+# --- read-only pages, header, the executions list -----------------------------------------------------------
+READ_ONLY = [WorkflowExecution, NodeExecution, ToolCall, LLMCall, ExecutionEvent, AuditEvent, TemplateAnalytics]
+
+
+def save_buttons(content: str) -> list[str]:
+    return re.findall(r'name="(_save|_continue|_addanother)"', content)
+
+
+def test_read_only_pages_have_no_save_button(staff_client, run):
+    audit_event()
+    for model in READ_ONLY:
+        row = model.objects.first()
+        assert row is not None, model
+        page = staff_client.get(url(model, "change", row.pk))
+        assert page.status_code == 200, model
+        assert save_buttons(page.content.decode()) == [], model
+    builtin = WorkflowTemplate.objects.get(key="universal_chat")
+    assert save_buttons(staff_client.get(url(WorkflowTemplate, "change", builtin.pk)).content.decode()) == []
+
+
+def test_editable_pages_keep_their_save_button(staff_client, run):
+    price = ModelPrice.objects.first()
+    assert "_save" in save_buttons(staff_client.get(url(ModelPrice, "change", price.pk)).content.decode())
+    assert "_save" in save_buttons(staff_client.get(url(Conversation, "change", run.conversation_id))
+                                   .content.decode())
+
+
+def test_a_run_page_refuses_a_post(staff_client, run):
+    response = staff_client.post(url(WorkflowExecution, "change", run.pk), {"status": "failed"})
+    assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == WorkflowExecution.Status.COMPLETED
+
+
+def test_the_site_is_called_chatter(staff_client):
+    page = staff_client.get(reverse("admin:index")).content.decode()
+    assert re.search(r'<h1 id="site-name"><a href="/admin/">Chatter</a></h1>', page), page[:2000]
+    assert "<title>Chatter administration | Chatter</title>" in page
+    assert "Django administration" not in page and "Django site admin" not in page
+
+
+def test_the_executions_list_shows_short_ids_tokens_and_cost(staff_client, run):
+    page = staff_client.get(url(WorkflowExecution, "changelist"))
+    content = page.content.decode()
+    columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', content)
+    assert columns == ["short_id", "status", "what", "owner", "model", "total_tokens", "cost",
+                       "execution_time_ms", "created_at"]
+    assert f">{str(run.pk)[:8]}</a>" in content and str(run.pk) not in re.sub(r'href="[^"]*"', "", content)
+    assert f'<td class="field-total_tokens">{run.total_tokens}</td>' in content
+    assert page.context["action_form"] is not None  # the cancel action is still offered

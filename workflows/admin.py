@@ -36,12 +36,10 @@ class ReadOnlyMixin(NoAddMixin):
         return False
 
 
-class LedgerMixin(NoAddMixin):
-    """Rows that usage is summed from (runs, their nodes, calls and tool calls): deleting one here would take
-    spent tokens out of every aggregate, so they go only with their owner."""
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class LedgerMixin(ReadOnlyMixin):
+    """Rows that usage is summed from (runs, their nodes, calls and tool calls): written by the engine only, so
+    their pages are read-only (no Save button); deleting one here would take spent tokens out of every
+    aggregate, so they go only with their owner."""
 
 
 class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
@@ -132,8 +130,9 @@ class RunMessageInline(ReadOnlyInline):
 
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
-    list_display = ("id", "workflow_type", "status", "mode", "owner", "template", "provider", "model",
-                    *USAGE_FIELDS, "llm_calls", "tool_calls", "execution_time_ms", "error_type", "created_at")
+    # Fits 1366 px with tokens and cost in view: a short id, what ran, and the figures; the rest is on the page.
+    list_display = ("short_id", "status", "what", "owner", "model", "total_tokens", "cost", "execution_time_ms",
+                    "created_at")
     list_filter = ("status", "workflow_type", "mode", "provider", "model", "error_type",
                    ("template", admin.RelatedOnlyFieldListFilter), "cancel_requested", "created_at", "completed_at")
     list_select_related = ("owner", "template")
@@ -152,13 +151,27 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
         ("Outcome", ("error_type", "error_message", "cancel_requested", "input_data", "output_data")),
     )
 
+    @admin.display(description="id", ordering="id")
+    def short_id(self, execution: WorkflowExecution) -> str:
+        return str(execution.pk)[:8]
+
+    @admin.display(description="what", ordering="template__key")
+    def what(self, execution: WorkflowExecution) -> str:
+        return execution.template.key if execution.template else execution.workflow_type
+
     def get_fieldsets(self, request, obj=None):
         listed = {name for _, names in self.EXECUTION_FIELDSETS for name in names}
         rest = tuple(name for name in self.readonly_fields if name not in listed)  # config, graph, and any new field
         return [*((title, {"fields": names}) for title, names in self.EXECUTION_FIELDSETS),
                 ("More", {"fields": rest, "classes": ["collapse"]})]
 
-    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def has_cancel_permission(self, request) -> bool:
+        """The cancel action's permission (the admin's custom action permissions): who may change runs, though
+        nothing on a run's page is editable."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request, queryset):
         cancelled = skipped = 0
         for execution in queryset:
