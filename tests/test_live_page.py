@@ -1,5 +1,6 @@
 """The live page (SPEC §6): login, then a chat turn streamed into the page, the same run replayed over the
 websocket, and a dropped stream recovered, in headless Chromium against a real daphne server."""
+import re
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -29,6 +30,17 @@ RECORD_TEXT = """() => {
     new MutationObserver(() => window.textSamples.push([text.textContent, status.textContent]))
         .observe(text, {childList: true, characterData: true, subtree: true});
 }"""
+# Records every change of the counters with the run status and whether they were shown as an estimate.
+RECORD_COUNTERS = """() => {
+    window.counterSamples = [];
+    const counters = document.querySelector('[data-testid=counters]');
+    const value = (name) => document.querySelector(`[data-testid=${name}]`).textContent;
+    new MutationObserver(() => window.counterSamples.push({
+        total: Number(value('total-tokens')), cost: value('cost'), status: value('run-status'),
+        estimated: counters.classList.contains('estimated')}))
+        .observe(counters, {childList: true, characterData: true, subtree: true, attributes: true});
+}"""
+VIEWPORT = {"width": 1366, "height": 768}
 
 
 def test_it_sends_anonymous_users_to_the_login_page(client):
@@ -45,6 +57,18 @@ def test_it_logs_in_back_to_the_live_page(client, alice):
     assert page.status_code == 200
     assert b'data-testid="total-tokens"' in page.content
     assert "csrftoken" in page.cookies
+
+
+def provider_options(client) -> list[str]:
+    return re.findall(r'<option value="([^"]*)"', client.get("/live/").content.decode())
+
+
+def test_it_offers_only_the_providers_that_are_configured(client, alice, settings):
+    client.force_login(alice)
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+    assert provider_options(client) == ["", "local"]
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"  # a local OpenAI-compatible server
+    assert provider_options(client) == ["", "local", "openai"]
 
 
 def test_it_logs_out(client, alice):
@@ -82,7 +106,7 @@ def logged_in_page(base_url: str, *, name: str):
     errors: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
+        page = browser.new_page(viewport=VIEWPORT)
         page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
         page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
         try:
@@ -192,4 +216,43 @@ def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url):
     assert int(sockets[0].rsplit("=", 1)[1]) > 0  # resumed from the last seq the stream had delivered
     assert recovered == stored(execution)
     assert text == execution.output_data["content"] and "84" in text
+    assert errors == []
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(live_server_url):
+    question = "What is 12*7?"
+    with logged_in_page(live_server_url, name="live-page-counters") as (page, errors):
+        page.evaluate(RECORD_COUNTERS)
+        send(page, question)
+        wait_until_finished(page)
+        samples = page.evaluate("window.counterSamples")
+        asked = page.get_by_test_id("run-question")
+        asked_text, asked_box = asked.inner_text(), asked.bounding_box()
+        answer_box = page.get_by_test_id("run-text").bounding_box()
+        estimated_at_end = page.get_by_test_id("counters").get_attribute("class")
+        finished = shown(page)
+        page.screenshot(path=str(ARTIFACTS / "live-page-counters.png"), full_page=True)
+
+        page.goto(f"{live_server_url}/live/")
+        item = page.locator(f'[data-testid=run-item][data-execution-id="{finished["run-id"]}"]')
+        title = item.get_by_test_id("run-title").inner_text()
+        item.click()
+        page.wait_for_function("q => document.querySelector('[data-testid=run-question]').textContent === q",
+                               arg=question)
+        wide = page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+    execution = WorkflowExecution.objects.get()
+    assert asked_text == question and title == question
+    assert asked_box["y"] + asked_box["height"] <= answer_box["y"]  # the question sits above the answer
+    # The counters moved with the tokens, while the run was running, shown as an estimate...
+    running = [s for s in samples if s["status"] not in TERMINAL_STATUSES]
+    estimated = [s for s in running if s["estimated"]]
+    assert len({s["total"] for s in estimated}) >= 3, samples
+    assert len({s["cost"] for s in estimated}) >= 2, samples
+    assert all(earlier["total"] <= later["total"] for earlier, later in pairwise(estimated)), samples
+    # ...and end on the exact stored figures.
+    assert finished == stored(execution) and "estimated" not in estimated_at_end
+    assert wide  # nothing wider than a 1366 px window
     assert errors == []

@@ -206,6 +206,21 @@ def provider_check(provider: str) -> None:
         )
 
 
+def providers_configured() -> list[str]:
+    """The providers this installation can call: known, installed, and given the key (or, for openai, the
+    base URL of a compatible server) they need."""
+    usable = []
+    for provider in PROVIDERS:
+        try:
+            provider_check(provider)
+        except InvalidInput:
+            continue
+        if provider == "anthropic" and not settings.ANTHROPIC_API_KEY:
+            continue
+        usable.append(provider)
+    return usable
+
+
 def chat_model(
     *,
     provider: str,

@@ -1,18 +1,22 @@
 /* Chatter live page (SPEC §6): recent runs, a chat turn streamed over SSE, and any run watched over the
  * websocket. Persisted events are applied once each, in seq order, so a reconnect with ?after=<last seq>
  * never repeats a node line or a counter. Tokens are not persisted: text missed while disconnected is
- * replaced by the saved reply once the run has ended. */
+ * replaced by the saved reply once the run has ended. While a model call streams, each `token` event counts
+ * as one completion token (priced at the model's output price): an estimate shown in italics, replaced by the
+ * exact figures of the call's `token_usage` event and the run's terminal event. */
 "use strict";
 
 (() => {
   const TERMINAL = new Set(["workflow_completed", "workflow_failed", "workflow_cancelled"]);
   const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
   const COST_DECIMALS = 8;
+  const TITLE_CHARS = 60;
   const $ = (id) => document.getElementById(id);
   const ui = {
     runList: $("run-list"), refresh: $("runs-refresh"), form: $("chat-form"), error: $("error"),
     runId: $("run-id"), status: $("run-status"), note: $("run-note"), nodes: $("node-list"), text: $("run-text"),
     prompt: $("prompt-tokens"), completion: $("completion-tokens"), total: $("total-tokens"), cost: $("cost"),
+    counters: $("counters"), question: $("run-question"),
   };
   const continueLabel = ui.form.querySelector(".continue");
   let current = null; // the Run on screen
@@ -75,6 +79,42 @@
     return extra && !error.message.includes(extra) ? `${error.message} (${extra})` : error.message;
   }
 
+  function shorten(text, chars) {
+    const flat = String(text || "").replace(/\s+/g, " ").trim();
+    return flat.length > chars ? `${flat.slice(0, chars - 1)}…` : flat;
+  }
+
+  /** Active prices, fetched once (GET /api/v1/pricing/): only for the estimate shown while tokens stream. */
+  let prices = null;
+  function activePrices() {
+    if (!prices) {
+      prices = apiGet("/api/v1/pricing/?is_active=true&page_size=100")
+        .then((page) => page.results || [])
+        .catch(() => []);
+    }
+    return prices;
+  }
+
+  /** The output price (units per million tokens) in force for provider/model, chosen like the server does:
+   * the latest effective_from; an exact provider beats "*"; the pattern matches the whole model name. */
+  function outputPrice(rows, provider, model) {
+    const now = Date.now();
+    const matches = (row) => {
+      try {
+        const pattern = new RegExp(`^(?:${row.model_pattern})$`);
+        return pattern.test(model) || pattern.test(`${provider}/${model}`);
+      } catch (e) {
+        return false; // a pattern JavaScript cannot read: no estimate from it
+      }
+    };
+    const best = rows
+      .filter((row) => (row.provider === provider || row.provider === "*") && Date.parse(row.effective_from) <= now)
+      .filter(matches)
+      .sort((a, b) => Date.parse(b.effective_from) - Date.parse(a.effective_from)
+        || (a.provider === provider ? -1 : 0) - (b.provider === provider ? -1 : 0))[0];
+    return best ? toUnits(best.output_per_million) : 0n;
+  }
+
   async function apiGet(url) {
     const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
     if (!response.ok) throw new Error(await errorMessage(response));
@@ -116,6 +156,10 @@
       this.conversationId = null;
       this.messageId = null;
       this.counters = { prompt: 0, completion: 0, total: 0, cost: 0n };
+      this.streamed = 0; // tokens of the model call in progress, not yet in a token_usage event
+      this.outputPrice = 0n; // units of 1e-8 dollars per million output tokens, for the estimate
+      this.model = null;
+      this.question = null;
       this.nodes = new Map(); // node run index → its line
       this.text = "";
       this.textBreak = false;
@@ -137,10 +181,15 @@
     // Rendering
     render() {
       ui.runId.textContent = this.id || "—";
+      const streamed = this.terminal ? 0 : this.streamed;
       ui.prompt.textContent = String(this.counters.prompt);
-      ui.completion.textContent = String(this.counters.completion);
-      ui.total.textContent = String(this.counters.total);
-      ui.cost.textContent = formatCost(this.counters.cost);
+      ui.completion.textContent = String(this.counters.completion + streamed);
+      ui.total.textContent = String(this.counters.total + streamed);
+      ui.cost.textContent = formatCost(this.counters.cost + (BigInt(streamed) * this.outputPrice) / 1000000n);
+      ui.counters.classList.toggle("estimated", streamed > 0);
+      ui.counters.title = streamed > 0 ? "estimated while the model streams; exact once its usage arrives" : "";
+      ui.question.textContent = this.question || "";
+      ui.question.hidden = !this.question;
       continueLabel.hidden = !this.conversationId;
       for (const item of ui.runList.querySelectorAll("[data-execution-id]")) {
         item.classList.toggle("selected", item.dataset.executionId === this.id);
@@ -172,7 +221,11 @@
       }
       const data = envelope.data || {};
       if (envelope.seq === null || envelope.seq === undefined) {
-        if (envelope.event === "token") this.appendText(data.text || "");
+        if (envelope.event === "token" && !this.terminal) {
+          this.appendText(data.text || "");
+          this.streamed += 1;
+          this.render();
+        }
         return;
       }
       if (envelope.seq <= this.lastSeq) return; // already applied: a replay overlapping what was seen
@@ -181,6 +234,7 @@
         case "workflow_started":
           this.conversationId = data.conversation_id || this.conversationId;
           this.setStatus("running");
+          this.priceFor(data.provider, data.model);
           break;
         case "node_started":
           this.nodeLine(data);
@@ -198,6 +252,8 @@
           this.counters.completion += Number(data.completion_tokens) || 0;
           this.counters.total += Number(data.total_tokens) || 0;
           this.counters.cost += toUnits(data.cost);
+          this.streamed = 0; // the call's exact figures replace its estimate
+          if (data.model && data.model !== this.model) this.priceFor(data.provider, data.model);
           break;
         case "message_saved":
           if (data.role === "assistant") this.messageId = data.message_id;
@@ -210,6 +266,31 @@
           if (TERMINAL.has(envelope.event)) this.finish(envelope.event, data);
       }
       this.render();
+    }
+
+    async priceFor(provider, model) {
+      if (!provider || !model) return;
+      this.model = model;
+      const price = outputPrice(await activePrices(), provider, model);
+      if (!this.closed && this.model === model) {
+        this.outputPrice = price;
+        this.render();
+      }
+    }
+
+    /** The question of a run picked from the list or a link: its input message, from the run's detail. */
+    async loadQuestion() {
+      if (this.question !== null || !this.id) return;
+      try {
+        const detail = await apiGet(`/api/v1/executions/${encodeURIComponent(this.id)}/`);
+        const message = detail.input_data && detail.input_data.message;
+        if (!this.closed && this.question === null && typeof message === "string") {
+          this.question = message;
+          this.render();
+        }
+      } catch (e) {
+        /* the question is a courtesy: the run is still watched */
+      }
     }
 
     appendText(text) {
@@ -254,6 +335,7 @@
 
     finish(event, data) {
       this.terminal = event;
+      this.streamed = 0;
       // The terminal event carries the run's totals: set them exactly rather than trusting the running sum.
       this.counters = {
         prompt: Number(data.prompt_tokens) || 0,
@@ -382,8 +464,27 @@
     return run;
   }
 
-  function watchRun(id, status) {
-    show(new Run(id), status || "connecting").watch();
+  function watchRun(id, status, question) {
+    const run = new Run(id);
+    if (typeof question === "string") run.question = question;
+    show(run, status || "connecting").watch();
+    run.loadQuestion();
+  }
+
+  /** What a run is about, for the list: the start of its message, else its conversation's title. */
+  async function conversationTitles(runs) {
+    if (!runs.some((run) => !runMessage(run) && run.conversation)) return new Map();
+    try {
+      const page = await apiGet("/api/v1/conversations/?page_size=100&ordering=-updated_at");
+      return new Map((page.results || []).map((c) => [c.id, c.title]));
+    } catch (e) {
+      return new Map();
+    }
+  }
+
+  function runMessage(run) {
+    const message = run.input_data && run.input_data.message;
+    return typeof message === "string" && message.trim() ? message : "";
   }
 
   // --- recent runs ---------------------------------------------------------------------------------------
@@ -395,11 +496,16 @@
       showError(`Could not load your runs: ${e.message}`);
       return;
     }
-    const items = (page.results || []).map((run) => el("li", {},
+    const runs = page.results || [];
+    const titles = await conversationTitles(runs);
+    const items = runs.map((run) => el("li", {},
       el("button", {
         type: "button", class: `run-item${current && current.id === run.id ? " selected" : ""}`,
-        "data-testid": "run-item", "data-execution-id": run.id, onclick: () => watchRun(run.id, run.status),
+        "data-testid": "run-item", "data-execution-id": run.id,
+        onclick: () => watchRun(run.id, run.status, runMessage(run) || null),
       },
+      el("span", { class: "run-title", "data-testid": "run-title", title: runMessage(run) },
+        shorten(runMessage(run) || titles.get(run.conversation) || run.template || "(no message)", TITLE_CHARS)),
       el("span", { class: `status status-${run.status}` }, run.status),
       el("span", { class: "run-what" }, `${run.workflow_type} · ${run.provider || "?"}/${run.model || "?"}`),
       el("span", { class: "run-usage" }, `${run.total_tokens} tokens · ${formatCost(toUnits(run.cost))}`),
@@ -420,7 +526,9 @@
     if (fields.provider.value) body.provider = fields.provider.value;
     if (fields.model.value.trim()) body.model = fields.model.value.trim();
     if (fields.continue.checked && current && current.conversationId) body.conversation_id = current.conversationId;
-    show(new Run(null), "starting").streamChat(body, () => { fields.message.value = ""; });
+    const run = new Run(null);
+    run.question = message;
+    show(run, "starting").streamChat(body, () => { fields.message.value = ""; });
   });
 
   ui.form.elements.message.addEventListener("keydown", (event) => {
