@@ -100,8 +100,8 @@ _RUN_RESULT = RunResultSerializer()
 
 
 def run_response(**run_request) -> HttpResponseBase:
-    """Start a run in its mode and answer: 202 with the pending run and where to poll it (a worker runs it), SSE of its events while the
-    runner runs it, or 201 with the result of running it here to its end."""
+    """Start a run in its mode and answer: 202 with the pending run and where to poll it (a worker runs it), SSE
+    of its events while the runner runs it, or 201 with the result of running it here to its end."""
     mode = run_request["mode"]
     if mode == WorkflowExecution.Mode.BACKGROUND:
         execution = execution_create(**run_request)
