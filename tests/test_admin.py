@@ -323,7 +323,7 @@ def test_a_run_page_refuses_a_post(staff_client, run):
 
 def test_the_site_is_called_chatter(staff_client):
     page = staff_client.get(reverse("admin:index")).content.decode()
-    assert re.search(r'<h1 id="site-name"><a href="/admin/">Chatter</a></h1>', page), page[:2000]
+    assert '<div id="site-name"><a href="/admin/">Chatter</a></div>' in page
     assert "<title>Chatter administration | Chatter</title>" in page
     assert "Django administration" not in page and "Django site admin" not in page
 
@@ -334,6 +334,7 @@ def test_the_executions_list_shows_short_ids_tokens_and_cost(staff_client, run):
     columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', content)
     assert columns == ["short_id", "status", "what", "owner", "model", "total_tokens", "cost",
                        "execution_time_ms", "created_at"]
-    assert f">{str(run.pk)[:8]}</a>" in content and str(run.pk) not in re.sub(r'href="[^"]*"', "", content)
+    [id_cell] = re.findall(r'<th class="field-short_id">(.*?)</th>', content)
+    assert re.fullmatch(rf'<a href="[^"]*">{str(run.pk)[:8]}</a>', id_cell), id_cell
     assert f'<td class="field-total_tokens">{run.total_tokens}</td>' in content
     assert page.context["action_form"] is not None  # the cancel action is still offered
