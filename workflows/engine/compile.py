@@ -12,8 +12,6 @@ from collections import OrderedDict
 from typing import Any
 
 from langchain_core.messages import HumanMessage
-from langgraph.errors import GraphRecursionError
-from langgraph.graph import END, START, StateGraph
 
 from chatter_project.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
 from workflows.engine.graph import Graph, Node
@@ -59,6 +57,8 @@ def _node_runner(graph: Graph, node: Node):
 
 
 def _router(graph: Graph, node: Node):
+    from langgraph.graph import END  # called while compiling, when LangGraph is loaded
+
     edges = graph.outgoing(node.id)
 
     def route(state: RunState, config) -> str:
@@ -85,6 +85,10 @@ def _router(graph: Graph, node: Node):
 
 def graph_compile(graph: Graph):
     """The compiled LangGraph for a graph, cached by its normalized form (compiling costs milliseconds)."""
+    # Imported here, not at the top: LangGraph takes most of a second to import, and commands such as
+    # `manage.py chat --help` (or the admin) load this module without ever compiling a graph.
+    from langgraph.graph import START, StateGraph
+
     key = json.dumps(graph.as_dict(), sort_keys=True, default=str)
     with _cache_lock:
         if key in _cache:
@@ -105,6 +109,8 @@ def graph_compile(graph: Graph):
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None) -> dict:
     """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early."""
+    from langgraph.errors import GraphRecursionError
+
     state: RunState = {
         "messages": [HumanMessage(message)] if message else [],
         "variables": dict(variables or {}),

@@ -5,24 +5,27 @@ LangChain's public `usage_metadata`: OpenAI-compatible servers send whole report
 growing, on several chunks), Anthropic sends parts that add up. LangChain keeps no copy of a streamed
 OpenAI usage object, so the openai adapter copies the objects off the HTTP response as it passes
 (`RawUsageReports`), through the SDK's documented `http_client` and httpx's transport interface.
+
+The client libraries (openai, langchain-openai, the local model's LangChain base) are imported where a
+model is made, not here: they take about a second to import, and every command and the admin load this
+module (through the run services) without necessarily calling a model.
 """
 from __future__ import annotations
 
 import functools
 import json
 import re
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 import httpx2
-import openai
 from django.conf import settings
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import UsageMetadata
-from langchain_openai import ChatOpenAI
 
 from chatter_project.errors import InvalidInput, ProviderError
-from workflows.engine.local_model import LocalChatModel
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import UsageMetadata
 
 PROVIDERS = ("local", "openai", "anthropic")
 # Providers whose streamed usage reports are parts of the call's usage, to be added up; every other
@@ -106,6 +109,8 @@ class _UsageCopyingTransport(httpx2.BaseTransport):
 def _shared_http_client() -> httpx2.Client:
     """One client, so one pool of connections, for every openai call: the SDK's defaults, and proxies and
     certificates from the environment as usual."""
+    import openai
+
     return openai.DefaultHttpxClient()
 
 
@@ -234,6 +239,8 @@ def chat_model(
     server streams, as sent (other providers' raw usage is what LangChain reports)."""
     provider_check(provider)
     if provider == "local":
+        from workflows.engine.local_model import LocalChatModel
+
         return LocalChatModel(
             model_name=model,
             temperature=temperature,
@@ -241,6 +248,9 @@ def chat_model(
             token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000,
         )
     if provider == "openai":
+        import openai
+        from langchain_openai import ChatOpenAI
+
         http_client = None
         if raw_usage is not None:
             http_client = openai.DefaultHttpxClient(transport=_UsageCopyingTransport(raw_usage))

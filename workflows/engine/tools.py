@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from langchain_core.tools import StructuredTool
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
 
 MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 1000
@@ -75,6 +77,8 @@ def current_time() -> str:
 
 
 def _calculator_tool() -> StructuredTool:
+    from langchain_core.tools import StructuredTool
+
     def calculator(expression: str) -> str:
         """Evaluate an arithmetic expression such as "12*7" or "(3 + 4) / 2"."""
         return calculate(expression)
@@ -83,6 +87,8 @@ def _calculator_tool() -> StructuredTool:
 
 
 def _current_time_tool() -> StructuredTool:
+    from langchain_core.tools import StructuredTool
+
     def current_time_tool() -> str:
         """Return the current date and time (UTC, ISO 8601)."""
         return current_time()
@@ -90,7 +96,30 @@ def _current_time_tool() -> StructuredTool:
     return StructuredTool.from_function(current_time_tool, name="current_time")
 
 
-TOOLS: dict[str, StructuredTool] = {"calculator": _calculator_tool(), "current_time": _current_time_tool()}
+class _Tools(Mapping):
+    """The tools by name, as LangChain tools. Names are known at once; the tools are made on first use,
+    because LangChain's tool module takes about half a second to import and most commands never call one."""
+
+    def __init__(self, makers: dict[str, Callable[[], StructuredTool]]) -> None:
+        self._makers = makers
+        self._tools: dict[str, StructuredTool] = {}
+
+    def __getitem__(self, name: str) -> StructuredTool:
+        if name not in self._tools:
+            self._tools[name] = self._makers[name]()  # a KeyError for an unknown name, like a dict
+        return self._tools[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._makers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
+TOOLS: Mapping[str, StructuredTool] = _Tools({"calculator": _calculator_tool, "current_time": _current_time_tool})
 DEFAULT_TOOLS = ("calculator", "current_time")
 
 
