@@ -1,8 +1,13 @@
-"""Shared pieces of the workflow commands: who runs, and how a run's events look in a terminal."""
+"""Shared pieces of the workflow commands: who runs, how a run's events look in a terminal, and how a refused
+request reads there (sentences, one detail a line: never a Python list or dict)."""
 from __future__ import annotations
+
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+
+from chatter_project.errors import ChatterError
 
 
 def cli_user(username: str | None):
@@ -14,6 +19,33 @@ def cli_user(username: str | None):
         except users.model.DoesNotExist:
             raise CommandError(f"no user named {username!r}") from None
     return users.filter(is_superuser=True).order_by("pk").first() or users.get_or_create(username="cli")[0]
+
+
+def dollars(amount) -> str:
+    """A cost as the API stores it, to the 1e-8 dollar: `$0.00000000`, never `$0E-8`."""
+    return f"${Decimal(str(amount)):.8f}"
+
+
+def _detail_lines(details, path: str = "") -> list[str]:
+    """`path: message` lines for the details of an error, whichever shape they come in: a list of
+    `{path, code, message}`, a field map (DRF style, lists or nested maps), or a plain value."""
+    if isinstance(details, dict) and "message" in details and isinstance(details["message"], str):
+        where = details.get("path") or path
+        code = f"{details['code']}: " if details.get("code") else ""
+        return [f"{where}: {code}{details['message']}" if where else f"{code}{details['message']}"]
+    if isinstance(details, dict):
+        return [line for key, value in details.items()
+                for line in _detail_lines(value, f"{path}.{key}" if path else str(key))]
+    if isinstance(details, (list, tuple)):
+        return [line for item in details for line in _detail_lines(item, path)]
+    if details in (None, ""):
+        return []
+    return [f"{path}: {details}" if path else str(details)]
+
+
+def command_error(exc: ChatterError) -> CommandError:
+    """The CommandError for a refused request: its message, then one line per detail."""
+    return CommandError("\n".join([exc.message, *_detail_lines(exc.details)]))
 
 
 class EventPrinter:
@@ -46,7 +78,7 @@ class EventPrinter:
             mark = {"completed": "✓", "skipped": "–"}.get(data.get("status"), "✗")
             extra = f" {data['error']}" if data.get("error") else ""
             self.out.write(f"{mark} {data['node_id']} {data['duration_ms']} ms, {data['total_tokens']} tokens, "
-                           f"${data['cost']}{extra}")
+                           f"{dollars(data['cost'])}{extra}")
 
     def _newline(self) -> None:
         if self.midline:
@@ -56,7 +88,7 @@ class EventPrinter:
     def summary(self, execution) -> str:
         self._newline()
         return (f"tokens: prompt {execution.prompt_tokens}, completion {execution.completion_tokens}, "
-                f"total {execution.total_tokens} | cost ${execution.cost} | {execution.llm_calls} LLM calls, "
+                f"total {execution.total_tokens} | cost {dollars(execution.cost)} | {execution.llm_calls} LLM calls, "
                 f"{execution.tool_calls} tool calls | {execution.status} in {execution.execution_time_ms} ms")
 
 

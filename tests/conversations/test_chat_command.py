@@ -1,12 +1,20 @@
+import os
+import pty
+import re
+import subprocess
+import sys
 from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from conversations.models import Conversation, Message
+from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all
-from workflows.models import WorkflowExecution
+from workflows.management.commands.chat import TERMINAL_TOKEN_DELAY_MS
+from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,9 +48,57 @@ def test_it_continues_a_conversation(alice):
 
 
 def test_it_refuses_an_unknown_provider_without_writing_anything(alice):
-    with pytest.raises(CommandError, match="provider must be one of"):
+    with pytest.raises(CommandError) as refused:
         chat("hi", "--user", "alice", "--provider", "nope")
+    assert str(refused.value) == ("invalid run configuration\n"
+                                  "config.provider: invalid_choice: provider must be one of local, openai, anthropic")
     assert WorkflowExecution.objects.count() == 0 and Conversation.objects.count() == 0
+
+
+def test_its_errors_are_sentences_with_one_detail_a_line_never_python_reprs(alice):
+    with pytest.raises(CommandError) as refused:
+        chat("", "--user", "alice")
+    assert str(refused.value) == "a chat turn needs a message\nmessage: required: message is required"
+    assert not re.search(r"[\[\]{}]", str(refused.value))
+
+
+def run_in_a_terminal(tmp_path, *args) -> str:
+    """`manage.py chat …` with its stdout on a pseudo-terminal, as a person runs it; what the terminal showed."""
+    leader, follower = pty.openpty()
+    env = server_env(tmp_path)
+    env.pop("CHATTER_LOCAL_TOKEN_DELAY_MS", None)
+    process = subprocess.Popen([sys.executable, "manage.py", "chat", *args], cwd=ROOT, env=env,
+                               stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 0, errors.decode()
+    return shown.decode()
+
+
+def test_in_a_terminal_the_local_model_streams_at_a_visible_pace(alice, tmp_path):
+    text = "please repeat these ten words back to me one by one"
+    shown = run_in_a_terminal(tmp_path, text, "--user", "alice")
+
+    reply = Message.objects.get(role="assistant")
+    assert reply.content in shown and text in reply.content
+    # The model waited between words (a lower bound: the sleeps themselves), so the reply streamed visibly.
+    words = len(reply.content.split())
+    assert LLMCall.objects.get().duration_ms >= words * TERMINAL_TOKEN_DELAY_MS
+
+
+def test_captured_output_gets_no_delay_and_the_setting_is_left_as_it_was(alice):
+    chat("hello", "--user", "alice")
+    assert settings.CHATTER_LOCAL_TOKEN_DELAY_MS == 0
 
 
 def test_it_refuses_an_unknown_user(alice):

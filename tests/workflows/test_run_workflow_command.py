@@ -1,4 +1,5 @@
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -64,3 +65,24 @@ def test_a_failed_run_exits_with_an_error(alice):
         run_workflow("--template", "summarize", "--input", '{"message": "hi"}', "--config",
                      '{"max_total_tokens": 1}', "--user", "alice")
     assert WorkflowExecution.objects.get().status == "failed"
+
+
+def test_a_run_that_cost_nothing_prints_its_cost_to_the_cent_fraction_not_in_exponent_form(alice, tmp_path):
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps({"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
+                                "edges": [{"source": "start", "target": "end"}]}))
+    output = run_workflow("--file", str(path), "--input", '{"message": "hi"}', "--user", "alice")
+    assert re.search(r"^✓ end \d+ ms, 0 tokens, \$0\.00000000$", output, re.MULTILINE)
+    assert "cost $0.00000000 |" in output and "E-" not in output
+
+
+def test_a_bad_config_is_one_plain_line_per_problem(alice):
+    with pytest.raises(CommandError) as refused:
+        run_workflow("--template", "summarize", "--config", '{"allowed_tools": ["x"], "temperature": "a"}',
+                     "--user", "alice")
+    assert str(refused.value).splitlines() == [
+        "invalid run configuration",
+        "config.allowed_tools: invalid_choice: unknown tools 'x'; known: calculator, current_time",
+        "config.temperature: invalid_type: temperature has the wrong type",
+    ]
+    assert WorkflowExecution.objects.count() == 0

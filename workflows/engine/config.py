@@ -83,7 +83,8 @@ def config_errors(layer: Any, *, prefix: str = "config") -> list[dict]:
         elif name == "allowed_tools":
             unknown = [t for t in value if not isinstance(t, str) or t not in TOOLS]
             if unknown:
-                errors.append(_error(path, "invalid_choice", f"unknown tools {unknown!r}; known: {sorted(TOOLS)}"))
+                errors.append(_error(path, "invalid_choice", f"unknown tools {', '.join(map(repr, unknown))}; "
+                                                             f"known: {', '.join(sorted(TOOLS))}"))
     return errors
 
 

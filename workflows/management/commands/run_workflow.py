@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from chatter_project.errors import ChatterError
-from workflows.cli import EventPrinter, cli_user, fail_unless_completed
+from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_completed
 from workflows.realtime import feed_blocking
 from workflows.services.runs import execution_start_streamed
 
@@ -48,9 +48,7 @@ class Command(BaseCommand):
                 config=_json_argument(options["config"], "--config"),
             )
         except ChatterError as exc:
-            details = exc.details if isinstance(exc.details, list) else []
-            lines = [f"{d['path']}: {d['code']}: {d['message']}" for d in details if isinstance(d, dict)]
-            raise CommandError("\n".join([exc.message, *lines])) from None
+            raise command_error(exc) from None
         printer = EventPrinter(self.stdout, nodes=True)
         for envelope in feed_blocking(feed):
             printer(envelope)
