@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: migrate, seed, make sure there is an admin, then serve HTTP + websockets (daphne) and
-# the background worker (django-q2 qcluster) on 127.0.0.1:8000. One Ctrl-C stops both; if either
-# dies, the other is stopped and the exit status is non-zero.
+# the background worker (django-q2 qcluster) on $HOST:$PORT (default 127.0.0.1:8000: this machine only).
+# "Serving ..." is printed once the port is bound. One Ctrl-C stops both; if either dies, the other is
+# stopped and the exit status is non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
-HOST=127.0.0.1
-PORT=8000
 
 # Optional local settings (see .env.example); variables already in the environment win.
 if [ -f .env ]; then
@@ -17,6 +16,18 @@ if [ -f .env ]; then
     . ./.env
     set +a
     eval "$saved_env"
+fi
+
+# Where to serve, from the environment (or .env). Never another interface unless asked for.
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+if ! [[ "$PORT" =~ ^[0-9]+$ ]] || [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then
+    echo "PORT must be a port number (1-65535), got '$PORT'" >&2
+    exit 2
+fi
+if [ -z "$HOST" ] || [[ "$HOST" =~ [[:space:]/] ]]; then
+    echo "HOST must be an address or host name to bind, got '$HOST'" >&2
+    exit 2
 fi
 
 # A SECRET_KEY from the environment, or one generated on first run and kept in var/secret_key
@@ -33,7 +44,13 @@ if [ -z "${SECRET_KEY:-}" ]; then
     SECRET_KEY=$(cat "$VAR_DIR/secret_key")
     export SECRET_KEY
 fi
-export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
+# Requests must name a host Django accepts: this machine's names, and the one asked for.
+default_hosts=127.0.0.1,localhost
+case "$HOST" in
+    127.0.0.1 | localhost | 0.0.0.0 | ::) ;;
+    *) default_hosts="$default_hosts,$HOST" ;;
+esac
+export ALLOWED_HOSTS="${ALLOWED_HOSTS:-$default_hosts}"
 # The offline demo model streams a word every 25 ms so the live page visibly streams.
 export CHATTER_LOCAL_TOKEN_DELAY_MS="${CHATTER_LOCAL_TOKEN_DELAY_MS:-25}"
 
@@ -93,7 +110,29 @@ daphne_pid=$!
 qcluster_pid=$!
 set +m
 
-echo "Serving http://$HOST:$PORT/ (HTTP and websockets; admin at /admin/) and the background worker."
+# A wildcard bind is reached on the loopback address.
+case "$HOST" in
+    0.0.0.0) probe_host=127.0.0.1 ;;
+    ::) probe_host=::1 ;;
+    *) probe_host=$HOST ;;
+esac
+case "$HOST" in
+    *:*) url_host="[$HOST]" ;;
+    *) url_host=$HOST ;;
+esac
+# "Serving" only once daphne accepts connections (it can take seconds to start, or fail to bind).
+until "$PY" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' \
+    "$probe_host" "$PORT" 2>/dev/null; do
+    if ! kill -0 "$daphne_pid" 2>/dev/null; then
+        echo "daphne could not serve $HOST:$PORT (is the port in use?); stopping the worker." >&2
+        trap - INT TERM
+        stop_children
+        exit 1
+    fi
+    sleep 0.2
+done
+
+echo "Serving http://$url_host:$PORT/ (HTTP and websockets; admin at /admin/) and the background worker."
 echo "Press Ctrl-C to stop both."
 
 set +e
