@@ -46,9 +46,11 @@ ensure_installed() {
     fi
     log "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q "${missing[@]}" >"$DIR/apt.log" 2>&1; then
-        apt-get update -q >>"$DIR/apt.log" 2>&1
-        apt-get install -y -q "${missing[@]}" >>"$DIR/apt.log" 2>&1 || {
+    # Waits up to 10 minutes for another apt or dpkg to let go of its lock.
+    local apt=(apt-get -o DPkg::Lock::Timeout=600)
+    if ! "${apt[@]}" install -y -q "${missing[@]}" >"$DIR/apt.log" 2>&1; then
+        "${apt[@]}" update -q >>"$DIR/apt.log" 2>&1
+        "${apt[@]}" install -y -q "${missing[@]}" >>"$DIR/apt.log" 2>&1 || {
             log "apt-get install failed, see $DIR/apt.log"
             exit 1
         }

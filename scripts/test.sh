@@ -3,6 +3,9 @@
 #   1. SQLite, in-memory channel layer (the embedded default);
 #   2. PostgreSQL + Redis, started here on free ports and stopped on exit (also on failure or Ctrl-C).
 # Both phases run even if the first fails; the exit status is non-zero if either failed.
+# A test that needs a real component skips when it is missing; tests/real_components.py lists such skips
+# loudly at the end of each phase, and a phase fails when a component it must have was skipped: the
+# browser (Chromium) in both, PostgreSQL and Redis in the second.
 # Arguments are passed to pytest in both phases (e.g. scripts/test.sh -x -k chat).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -20,6 +23,19 @@ result() {
         *) echo "FAILED (exit $1)" ;;
     esac
 }
+
+# The real components a phase skipped, from its CHATTER_SKIP_REPORT file ("name<TAB>count" lines).
+skipped_components() {
+    local line name count out=""
+    [ -s "$1" ] || return 0
+    while IFS=$'\t' read -r name count; do
+        out="$out${out:+, }$name ($count tests)"
+    done <"$1"
+    echo "; SKIPPED, NOT RUN: $out"
+}
+
+# Waits up to 10 minutes for another apt or dpkg (unattended upgrades, a parallel install) to finish.
+APT_GET=(apt-get -o DPkg::Lock::Timeout=600)
 
 services_dir=""
 stop_services() {
@@ -48,16 +64,22 @@ done
 if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "Installing Debian's chromium for tests/test_live_page.py"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null \
-            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null; } \
-            || echo "could not install chromium: the live page test will be skipped"
+        DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y chromium >/dev/null \
+            || { "${APT_GET[@]}" update >/dev/null \
+                && DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y chromium >/dev/null; } \
+            || echo "could not install chromium: the live page tests will be skipped, and make test fails"
     else
-        echo "/usr/bin/chromium is missing (install Debian's chromium as root): the live page test will be skipped"
+        echo "/usr/bin/chromium is missing (install Debian's chromium as root): the live page tests will be" \
+            "skipped, and make test fails"
     fi
 fi
 
+skips_dir=$(mktemp -d)
+trap 'stop_services; rm -rf "$skips_dir"' EXIT
+
 header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
-(unset DATABASE_URL REDIS_URL; exec "$PYTEST" "$@")
+(unset DATABASE_URL REDIS_URL
+    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec "$PYTEST" "$@")
 sqlite_rc=$?
 # Django drops the test database file but not SQLite's WAL sidecars.
 for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
@@ -70,7 +92,8 @@ echo $$ >"$services_dir/owner.pid"
 if scripts/services.sh start "$services_dir"; then
     # shellcheck disable=SC1091
     (source "$services_dir/env" && echo "DATABASE_URL=${DATABASE_URL%%:*}://…@${DATABASE_URL##*@}  REDIS_URL=$REDIS_URL" \
-        && exec "$PYTEST" "$@")
+        && CHATTER_REQUIRE_COMPONENTS=browser,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
+            exec "$PYTEST" "$@")
     postgres_rc=$?
 else
     echo "could not start PostgreSQL and Redis"
@@ -79,6 +102,6 @@ fi
 stop_services
 
 header "Summary"
-echo "SQLite:              $(result "$sqlite_rc")"
-echo "PostgreSQL + Redis:  $(result "$postgres_rc")"
+echo "SQLite:              $(result "$sqlite_rc")$(skipped_components "$skips_dir/sqlite")"
+echo "PostgreSQL + Redis:  $(result "$postgres_rc")$(skipped_components "$skips_dir/postgres")"
 [ "$sqlite_rc" -eq 0 ] && [ "$postgres_rc" -eq 0 ]

@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama"]
+pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components"]
 
 
 @pytest.fixture
