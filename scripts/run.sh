@@ -61,7 +61,11 @@ if "$PY" manage.py help seed >/dev/null 2>&1; then
 else
     echo "No 'seed' command yet: skipping seeding of built-ins and prices"
 fi
-"$PY" manage.py ensure_admin
+case "$HOST" in
+    *:*) url_host="[$HOST]" ;;
+    *) url_host=$HOST ;;
+esac
+"$PY" manage.py ensure_admin --url "http://$url_host:$PORT/admin/"
 
 daphne_pid=""
 qcluster_pid=""
@@ -115,10 +119,6 @@ case "$HOST" in
     0.0.0.0) probe_host=127.0.0.1 ;;
     ::) probe_host=::1 ;;
     *) probe_host=$HOST ;;
-esac
-case "$HOST" in
-    *:*) url_host="[$HOST]" ;;
-    *) url_host=$HOST ;;
 esac
 # "Serving" only once daphne accepts connections (it can take seconds to start, or fail to bind).
 until "$PY" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' \

@@ -56,6 +56,8 @@ def test_it_serves_on_the_port_asked_for_and_says_so_once_it_answers(tmp_path):
     try:
         lines = lines_until(process, "Serving ")
         assert lines[-1].startswith(f"Serving http://127.0.0.1:{port}/ "), "\n".join(lines)
+        assert any(line.startswith(f"Admin login: http://127.0.0.1:{port}/admin/  user: admin  password: ")
+                   for line in lines)
         # Said only once bound: the very next request is answered.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health/", timeout=30) as response:
             assert response.status == 200

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 ADMIN_USERNAME = "admin"
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
 
 class Command(BaseCommand):
@@ -14,7 +14,11 @@ class Command(BaseCommand):
         "Never sets a fixed password and never prints an existing one."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default=DEFAULT_ADMIN_URL,
+                            help="where the admin is served, for the login line (make run: its HOST and PORT)")
+
+    def handle(self, *args, url: str, **options):
         users = get_user_model()
         existing = users.objects.filter(is_superuser=True).order_by("pk").first()
         if existing is not None:
@@ -32,4 +36,4 @@ class Command(BaseCommand):
             )
         password = secrets.token_urlsafe(12)
         users.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
-        self.stdout.write(f"Admin login: {ADMIN_URL}  user: {ADMIN_USERNAME}  password: {password}")
+        self.stdout.write(f"Admin login: {url}  user: {ADMIN_USERNAME}  password: {password}")
