@@ -1,6 +1,7 @@
 import json
 import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -10,6 +11,8 @@ from workflows.models import WorkflowExecution
 from workflows.services.definitions import definition_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GRAPH = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
@@ -86,3 +89,11 @@ def test_a_bad_config_is_one_plain_line_per_problem(alice):
         "config.temperature: invalid_type: temperature has the wrong type",
     ]
     assert WorkflowExecution.objects.count() == 0
+
+
+def test_the_readme_example_graph_runs_both_model_nodes_through_its_condition(alice):
+    output = run_workflow("--file", str(ROOT / "examples" / "graph.json"), "--input",
+                          '{"message": "Why is the sky blue?"}', "--user", "alice")
+    execution = WorkflowExecution.objects.get()
+    assert execution.status == "completed" and execution.llm_calls == 2
+    assert "✓ check" in output and "✓ shorten" in output

@@ -139,3 +139,10 @@ def test_exit_codes_from_the_command_line(tmp_path):
     broken = run_command(str(not_json))
     assert broken.returncode == 1
     assert "not valid JSON" in broken.stderr
+
+
+@pytest.mark.parametrize("example", ["graph.json", "slow-graph.json"])
+def test_the_readme_example_graphs_are_valid(example):
+    out = StringIO()
+    call_command("validate_workflow", str(PROJECT_ROOT / "examples" / example), stdout=out)
+    assert out.getvalue().strip() == "valid"
