@@ -8,7 +8,7 @@ SERVICES_DIR := var/services
 .PHONY: help .venv run test services-up services-down clean
 
 help:
-	@echo "make run            migrate, seed, create a local admin, serve http://127.0.0.1:8000/ and the worker"
+	@echo "make run            migrate, seed, create a local admin, serve http://127.0.0.1:8000/ (PORT=, HOST=) and the worker"
 	@echo "make test           the whole suite on SQLite, then on PostgreSQL + Redis (started locally)"
 	@echo "make services-up    start a local PostgreSQL + Redis in $(SERVICES_DIR) (source $(SERVICES_DIR)/env)"
 	@echo "make services-down  stop them"
