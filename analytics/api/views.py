@@ -8,6 +8,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import JSONRenderer
@@ -29,6 +30,7 @@ from analytics.api.serializers import (
 )
 from analytics.models import UsageRollup
 from analytics.selectors import (
+    price_for_call,
     price_list,
     template_analytics_list,
     usage_report,
@@ -37,7 +39,7 @@ from analytics.selectors import (
 from analytics.services import price_create, price_update
 from chatter_project.api.filters import StrictOrderingFilter
 from chatter_project.api.pagination import PageNumberPagination
-from chatter_project.errors import Forbidden, InvalidInput
+from chatter_project.errors import Forbidden, InvalidInput, NotFound
 from workflows.models import WorkflowTemplate
 
 FORMAT_PARAMETER = OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
@@ -201,3 +203,20 @@ class PriceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         serializer.is_valid(raise_exception=True)
         return Response(PriceSerializer(price_update(price=price, actor=request.user,
                                                      **serializer.validated_data)).data)
+
+    @extend_schema(parameters=[OpenApiParameter("provider", OpenApiTypes.STR, required=True),
+                               OpenApiParameter("model", OpenApiTypes.STR, required=True)],
+                   responses={200: PriceSerializer})
+    @action(detail=False, methods=["get"], url_path="in-force")
+    def in_force(self, request: Request) -> Response:
+        """The price a call to `provider`/`model` made now is charged at (the rule every run uses); 404 when no
+        price covers it."""
+        provider, model = request.query_params.get("provider", ""), request.query_params.get("model", "")
+        if not provider or not model:
+            raise InvalidInput("give provider and model", details=[
+                {"path": name, "code": "required", "message": f"{name} is required"}
+                for name, value in (("provider", provider), ("model", model)) if not value])
+        price = price_for_call(provider=provider, model=model)
+        if price is None:
+            raise NotFound(f"no price is in force for {provider}/{model}")
+        return Response(PriceSerializer(price).data)

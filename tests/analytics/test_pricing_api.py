@@ -116,3 +116,27 @@ def test_it_needs_a_login(client):
 def test_an_unknown_price_is_a_404(alice_api):
     assert_error(alice_api.get(f"{URL}999999/"), 404, "not_found")
     assert_error(alice_api.get(f"{URL}abc/"), 404, "not_found")
+
+
+def test_the_price_in_force_is_the_one_a_run_is_charged_at(alice_api, staff_api, alice):
+    staff_api.post(URL, {"provider": "*", "model_pattern": r"local-.*", "input_per_million": "7",
+                         "output_per_million": "9", "effective_from": (timezone.now() - timedelta(seconds=2))
+                         .isoformat()}, format="json")  # an older wildcard row: the newer one wins
+    newer = staff_api.post(URL, {**NEW_LOCAL_PRICE, "effective_from": (timezone.now() - timedelta(seconds=1))
+                                 .isoformat()}, format="json").json()
+    run = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    call = LLMCall.objects.get(execution=run)
+
+    response = alice_api.get(f"{URL}in-force/", {"provider": call.provider, "model": call.model})
+
+    assert response.status_code == 200
+    assert response.json() == alice_api.get(f"{URL}{newer['id']}/").json()
+    price = response.json()
+    assert call.cost == (Decimal(price["input_per_million"]) * call.prompt_tokens
+                         + Decimal(price["output_per_million"]) * call.completion_tokens) / 1_000_000
+
+
+def test_the_price_in_force_needs_provider_and_model_and_may_be_none(alice_api):
+    details = assert_error(alice_api.get(f"{URL}in-force/", {"provider": "local"}), 400, "validation_error")
+    assert [d["path"] for d in details] == ["model"]
+    assert_error(alice_api.get(f"{URL}in-force/", {"provider": "nobody", "model": "nothing"}), 404, "not_found")

@@ -2,8 +2,8 @@
  * websocket. Persisted events are applied once each, in seq order, so a reconnect with ?after=<last seq>
  * never repeats a node line or a counter. Tokens are not persisted: text missed while disconnected is
  * replaced by the saved reply once the run has ended. While a model call streams, each `token` event counts
- * as one completion token (priced at the model's output price): an estimate shown in italics, replaced by the
- * exact figures of the call's `token_usage` event and the run's terminal event. */
+ * as one completion token (priced at the model's output price, as the server resolves it): an estimate shown
+ * in italics, replaced by the exact figures of the call's `token_usage` event and the run's terminal event. */
 "use strict";
 
 (() => {
@@ -84,35 +84,18 @@
     return flat.length > chars ? `${flat.slice(0, chars - 1)}…` : flat;
   }
 
-  /** Active prices, fetched once (GET /api/v1/pricing/): only for the estimate shown while tokens stream. */
-  let prices = null;
-  function activePrices() {
-    if (!prices) {
-      prices = apiGet("/api/v1/pricing/?is_active=true&page_size=100")
-        .then((page) => page.results || [])
-        .catch(() => []);
+  /** The output price (units per million tokens) in force for provider/model, as the server charges it
+   * (GET /api/v1/pricing/in-force/), fetched once per model: only for the estimate shown while tokens stream. */
+  const outputPrices = new Map();
+  function outputPrice(provider, model) {
+    const key = `${provider}/${model}`;
+    if (!outputPrices.has(key)) {
+      const query = new URLSearchParams({ provider, model });
+      outputPrices.set(key, apiGet(`/api/v1/pricing/in-force/?${query}`)
+        .then((price) => toUnits(price.output_per_million))
+        .catch(() => 0n)); // no price in force: no estimate of cost
     }
-    return prices;
-  }
-
-  /** The output price (units per million tokens) in force for provider/model, chosen like the server does:
-   * the latest effective_from; an exact provider beats "*"; the pattern matches the whole model name. */
-  function outputPrice(rows, provider, model) {
-    const now = Date.now();
-    const matches = (row) => {
-      try {
-        const pattern = new RegExp(`^(?:${row.model_pattern})$`);
-        return pattern.test(model) || pattern.test(`${provider}/${model}`);
-      } catch (e) {
-        return false; // a pattern JavaScript cannot read: no estimate from it
-      }
-    };
-    const best = rows
-      .filter((row) => (row.provider === provider || row.provider === "*") && Date.parse(row.effective_from) <= now)
-      .filter(matches)
-      .sort((a, b) => Date.parse(b.effective_from) - Date.parse(a.effective_from)
-        || (a.provider === provider ? -1 : 0) - (b.provider === provider ? -1 : 0))[0];
-    return best ? toUnits(best.output_per_million) : 0n;
+    return outputPrices.get(key);
   }
 
   async function apiGet(url) {
@@ -271,7 +254,7 @@
     async priceFor(provider, model) {
       if (!provider || !model) return;
       this.model = model;
-      const price = outputPrice(await activePrices(), provider, model);
+      const price = await outputPrice(provider, model);
       if (!this.closed && this.model === model) {
         this.outputPrice = price;
         this.render();
