@@ -256,3 +256,30 @@ def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(
     assert finished == stored(execution) and "estimated" not in estimated_at_end
     assert wide  # nothing wider than a 1366 px window
     assert errors == []
+
+
+def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px(live_server_url, alice):
+    """A staff user's runs list in the admin, in Chromium at 1366×768: no horizontal scroll, and the tokens and
+    cost of a run are on screen."""
+    alice.is_staff = alice.is_superuser = True
+    alice.save(update_fields=["is_staff", "is_superuser"])
+    with logged_in_page(live_server_url, name="admin-runs-list") as (page, errors):
+        send(page, "What is 12*7?")
+        wait_until_finished(page)
+        page.goto(f"{live_server_url}/admin/workflows/workflowexecution/")
+        layout = page.evaluate("""() => {
+            const box = (selector) => { const r = document.querySelector(selector).getBoundingClientRect();
+                                         return [r.left, r.right]; };
+            return {scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+                    tokens: box("td.field-total_tokens"), cost: box("td.field-cost"),
+                    tokens_text: document.querySelector("td.field-total_tokens").textContent.trim(),
+                    cost_text: document.querySelector("td.field-cost").textContent.trim()};
+        }""")
+        assert not errors, errors
+    assert layout["scroll"] <= layout["width"] == VIEWPORT["width"], layout
+    for column in ("tokens", "cost"):
+        left, right = layout[column]
+        assert 0 <= left < right <= VIEWPORT["width"], (column, layout)
+    run = WorkflowExecution.objects.get(owner=alice)
+    assert layout["tokens_text"] == str(run.total_tokens) and run.total_tokens > 0
+    assert layout["cost_text"].replace("$", "") in (str(run.cost), f"{run.cost:.8f}"), layout
