@@ -31,8 +31,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, Count, F, JSONField, Subquery, Sum, Value, When
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Subquery, Sum
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -46,6 +46,7 @@ from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
 from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.events import event_envelope, events_publish, events_record
+from workflows.heartbeat import heartbeat
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import price_for_call
 
@@ -54,7 +55,6 @@ MAX_ARGUMENT_CHARS = 4000
 MAX_AUDIT_ARGUMENT_CHARS = 1000
 MAX_RESULT_CHARS = 4000
 CANCEL_POLL_S = 0.2
-HEARTBEAT_S = 5.0  # the sweep treats a run as orphaned after several missed beats (services.recovery)
 RUNNING = WorkflowExecution.Status.RUNNING
 # Node types that wait on something outside the run (a tool, the clock): the run writes what it holds as they
 # start. A model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
@@ -74,61 +74,6 @@ def cancel_signal_local(execution_id) -> None:
         _local_cancels.add(str(execution_id))
 
 
-class _Heartbeat:
-    """Refreshes `heartbeat_at` of the runs this process is running, every HEARTBEAT_S, from one thread of its
-    own, which exists only while there are runs to beat for."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._live: set[str] = set()
-        self._streams: dict[str, tuple[str, Any]] = {}  # run → (its call in flight, what that has streamed so far)
-        self._thread: threading.Thread | None = None
-
-    def add(self, execution_id) -> None:
-        with self._lock:
-            self._live.add(str(execution_id))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._beat_while_live, name="chatter-heartbeat", daemon=True)
-                self._thread.start()
-
-    def discard(self, execution_id) -> None:
-        with self._lock:
-            self._live.discard(str(execution_id))
-            self._streams.pop(str(execution_id), None)
-
-    def stream(self, execution_id, *, call: str, so_far) -> None:
-        """From now on each beat also carries what the run's call `call` has streamed (`so_far()`)."""
-        with self._lock:
-            self._streams[str(execution_id)] = (call, so_far)
-
-    def stream_ended(self, execution_id) -> None:
-        with self._lock:
-            self._streams.pop(str(execution_id), None)
-
-    def _beat_while_live(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_S)
-            with self._lock:
-                live = list(self._live)
-                streams = [(pk, call, so_far) for pk, (call, so_far) in self._streams.items() if pk in self._live]
-                if not live:
-                    self._thread = None
-                    return
-            try:
-                changes = {"heartbeat_at": timezone.now()}
-                if streams:  # in the same statement: each streaming run gets its own progress
-                    changes["stream_progress"] = Case(
-                        *[When(pk=pk, then=Value({"call": call, **so_far()}, output_field=JSONField()))
-                          for pk, call, so_far in streams],
-                        default=F("stream_progress"), output_field=JSONField())
-                WorkflowExecution.objects.filter(pk__in=live, status=RUNNING).update(**changes)
-            except Exception:  # noqa: BLE001 - a missed beat is retried; the sweep allows several
-                logger.warning("could not refresh the heartbeat of %d runs", len(live), exc_info=True)
-            finally:
-                connections.close_all()  # this thread's connection only; it sleeps most of the time
-
-
-heartbeat = _Heartbeat()
 
 
 def _capped(value: Any, limit: int) -> Any:

@@ -26,7 +26,8 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.models import WorkflowExecution
-from workflows.recorder import ExecutionRecorder, heartbeat
+from workflows.heartbeat import heartbeat
+from workflows.recorder import ExecutionRecorder
 from workflows.signals import execution_finished
 
 logger = logging.getLogger(__name__)

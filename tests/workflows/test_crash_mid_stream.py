@@ -21,7 +21,7 @@ from conversations.models import Message
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
 from workflows.engine.usage import estimate_tokens
-from workflows import recorder
+from workflows import heartbeat, recorder
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
 from workflows.services.runs import execution_create, execution_stream
@@ -111,8 +111,8 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     """No text, only a tool call's fragments had streamed when the run was swept: the heartbeat carried them, and
     the call is estimated from its prompt and those fragments (in process; the worker's next write then collides
     with the sweep's and it stops)."""
-    monkeypatch.setattr(recorder, "HEARTBEAT_S", 0.2)
-    monkeypatch.setattr(recorder, "heartbeat", recorder._Heartbeat())  # not one still asleep for 5 s
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # not one still asleep for 5 s
     settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_stub.base_url, "sk-test-not-a-real-key"
     arguments = json.dumps({"expression": "12*7 + 1000 - 3 * 4 / 2"})
     openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": arguments}], usage=USAGE,

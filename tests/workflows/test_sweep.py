@@ -20,7 +20,7 @@ from conversations.models import Conversation, Message
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
-from workflows import recorder
+from workflows import heartbeat, recorder
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, REQUEUE_AFTER_S, SWEEP_GRACE_S, execution_sweep
 from workflows.services.runs import execution_create, execution_run, execution_stream
@@ -184,8 +184,8 @@ def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_in_progress_keeps_its_heartbeat_fresh(alice, settings, monkeypatch):
-    monkeypatch.setattr(recorder, "HEARTBEAT_S", 0.1)
-    monkeypatch.setattr(recorder, "heartbeat", recorder._Heartbeat())  # not one still asleep for 5 s
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # not one still asleep for 5 s
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100
     execution = execution_create(owner=alice, message="hello there, tell me a long story", chat=True,
                                  mode="stream", config={"enable_tools": False})

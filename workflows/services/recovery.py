@@ -12,7 +12,7 @@ from django.utils import timezone
 from chatter_project.errors import InvalidInput
 from workflows.engine.runtime import RunInterrupted
 from workflows.models import ExecutionEvent, WorkflowExecution
-from workflows.recorder import HEARTBEAT_S
+from workflows.heartbeat import HEARTBEAT_S
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
 
