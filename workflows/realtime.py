@@ -21,12 +21,14 @@ POLL_S = 1.0
 
 @database_sync_to_async
 def _terminal_seq(execution_id) -> int | None:
-    """The seq of the run's terminal event; 0 for a finished run whose log was pruned; None while it runs."""
+    """The seq of the run's terminal event; 0 for a finished run whose log was pruned; None while it runs.
+
+    The run's status is read first: its terminal event commits with it, so once the status says it ended, the
+    event is there to read (read the other way round, a run ending in between looked ended with its log gone)."""
+    if not WorkflowExecution.objects.filter(pk=execution_id, status__in=WorkflowExecution.TERMINAL).exists():
+        return None
     row = ExecutionEvent.objects.filter(execution_id=execution_id, event__in=TERMINAL_EVENTS).first()
-    if row is not None:
-        return row.seq
-    finished = WorkflowExecution.objects.filter(pk=execution_id, status__in=WorkflowExecution.TERMINAL).exists()
-    return 0 if finished else None
+    return row.seq if row is not None else 0
 
 
 @database_sync_to_async
