@@ -2,6 +2,7 @@
 request reads there (sentences, one detail a line: never a Python list or dict)."""
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -51,9 +52,10 @@ def command_error(exc: ChatterError) -> CommandError:
 class EventPrinter:
     """Writes a run's events as they arrive: streamed text, and node progress when asked for."""
 
-    def __init__(self, out, *, nodes: bool):
+    def __init__(self, out, *, nodes: bool, token_pause_s: float = 0.0):
         self.out = out
         self.nodes = nodes
+        self.token_pause_s = token_pause_s  # a pause after each streamed word: a person sees it arrive
         self.midline = False
         self.terminal: dict | None = None
 
@@ -63,6 +65,8 @@ class EventPrinter:
             self.out.write(data["text"], ending="")
             self.out.flush()
             self.midline = True
+            if self.token_pause_s:
+                time.sleep(self.token_pause_s)
             return
         if event in ("workflow_completed", "workflow_failed", "workflow_cancelled"):
             self.terminal = envelope

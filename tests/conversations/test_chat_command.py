@@ -3,18 +3,18 @@ import pty
 import re
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from conversations.models import Conversation, Message
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all
 from workflows.management.commands.chat import TERMINAL_TOKEN_DELAY_MS
-from workflows.models import LLMCall, WorkflowExecution
+from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +70,7 @@ def run_in_a_terminal(tmp_path, *args) -> str:
     process = subprocess.Popen([sys.executable, "manage.py", "chat", *args], cwd=ROOT, env=env,
                                stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
     os.close(follower)
-    shown = b""
+    shown, arrivals = b"", []
     while True:
         try:
             chunk = os.read(leader, 4096)
@@ -79,26 +79,33 @@ def run_in_a_terminal(tmp_path, *args) -> str:
         if not chunk:
             break
         shown += chunk
+        arrivals.append((time.monotonic(), len(shown)))
     os.close(leader)
     _, errors = process.communicate(timeout=120)
     assert process.returncode == 0, errors.decode()
-    return shown.decode()
+    return shown.decode(), arrivals
 
 
 def test_in_a_terminal_the_local_model_streams_at_a_visible_pace(alice, tmp_path):
     text = "please repeat these ten words back to me one by one"
-    shown = run_in_a_terminal(tmp_path, text, "--user", "alice")
+    shown, arrivals = run_in_a_terminal(tmp_path, text, "--user", "alice")
 
     reply = Message.objects.get(role="assistant")
     assert reply.content in shown and text in reply.content
-    # The model waited between words (a lower bound: the sleeps themselves), so the reply streamed visibly.
+    # The terminal received the reply word by word, paused between words (a lower bound: the pauses themselves).
+    start = shown.encode().index(reply.content.split()[0].encode())
+    end = shown.encode().index(reply.content.encode()) + len(reply.content.encode())
+    first = next(at for at, received in arrivals if received > start)
+    last = next(at for at, received in arrivals if received >= end)
     words = len(reply.content.split())
-    assert LLMCall.objects.get().duration_ms >= words * TERMINAL_TOKEN_DELAY_MS
+    assert (last - first) * 1000 >= (words - 1) * TERMINAL_TOKEN_DELAY_MS
 
 
-def test_captured_output_gets_no_delay_and_the_setting_is_left_as_it_was(alice):
-    chat("hello", "--user", "alice")
-    assert settings.CHATTER_LOCAL_TOKEN_DELAY_MS == 0
+def test_captured_output_gets_no_delay(alice, monkeypatch):
+    pauses = []
+    monkeypatch.setattr("workflows.cli.time.sleep", pauses.append)
+    chat("hello there", "--user", "alice")
+    assert Message.objects.filter(role="assistant").count() == 1 and pauses == []
 
 
 def test_it_refuses_an_unknown_user(alice):

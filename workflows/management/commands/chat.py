@@ -1,5 +1,3 @@
-from contextlib import contextmanager
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -8,22 +6,10 @@ from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_com
 from workflows.realtime import feed_blocking
 from workflows.services.runs import execution_start_streamed
 
-# The offline `local` model's pace in a terminal, as `make run` sets it for the live page: word by word, so a
-# person sees the reply stream. Piped or captured output gets no delay (scripts and tests wait for nothing).
+# The offline `local` model answers at once (CHATTER_LOCAL_TOKEN_DELAY_MS, 0 by default); in a terminal its reply
+# is shown word by word at this pace, so a person sees it stream. Piped or captured output is not paced (scripts
+# and tests wait for nothing), nor is a real model's, which streams at its own pace.
 TERMINAL_TOKEN_DELAY_MS = 25
-
-
-@contextmanager
-def local_model_paced_for(stream):
-    """Within: the local model waits CHATTER_LOCAL_TOKEN_DELAY_MS between words, or TERMINAL_TOKEN_DELAY_MS
-    when that is 0 and `stream` is a terminal. The setting is this command process's own; it is put back."""
-    before = settings.CHATTER_LOCAL_TOKEN_DELAY_MS
-    if not before and stream.isatty():
-        settings.CHATTER_LOCAL_TOKEN_DELAY_MS = TERMINAL_TOKEN_DELAY_MS
-    try:
-        yield
-    finally:
-        settings.CHATTER_LOCAL_TOKEN_DELAY_MS = before
 
 
 class Command(BaseCommand):
@@ -40,17 +26,18 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         user = cli_user(options["user"])
         config = {key: options[key] for key in ("provider", "model") if options[key]}
-        with local_model_paced_for(self.stdout):
-            try:
-                execution, feed = execution_start_streamed(
-                    owner=user, chat=True, message=options["text"],
-                    template=options["template"], conversation_id=options["conversation"], config=config,
-                )
-            except ChatterError as exc:
-                raise command_error(exc) from None
-            printer = EventPrinter(self.stdout, nodes=False)
-            for envelope in feed_blocking(feed):
-                printer(envelope)
+        try:
+            execution, feed = execution_start_streamed(
+                owner=user, chat=True, message=options["text"],
+                template=options["template"], conversation_id=options["conversation"], config=config,
+            )
+        except ChatterError as exc:
+            raise command_error(exc) from None
+        paced = (execution.provider == "local" and not settings.CHATTER_LOCAL_TOKEN_DELAY_MS
+                 and self.stdout.isatty())
+        printer = EventPrinter(self.stdout, nodes=False, token_pause_s=TERMINAL_TOKEN_DELAY_MS / 1000 if paced else 0)
+        for envelope in feed_blocking(feed):
+            printer(envelope)
         execution.refresh_from_db()
         self.stdout.write(printer.summary(execution))
         self.stdout.write(f"conversation {execution.conversation_id}")
