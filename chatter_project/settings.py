@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "workflows",
     "analytics",
     "audit",
+    "agent_server",
 ]
 
 MIDDLEWARE = [

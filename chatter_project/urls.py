@@ -8,6 +8,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/live/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("chatter_project.api.urls")),
+    path("langgraph/", include("agent_server.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("", include("chatter_project.live_urls")),
 ]

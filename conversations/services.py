@@ -19,10 +19,13 @@ MAX_DOCUMENT_CHARS = 500_000
 
 
 def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
-                        status: str = Conversation.Status.ACTIVE) -> Conversation:
+                        status: str = Conversation.Status.ACTIVE, conversation_id=None) -> Conversation:
+    """A new conversation; `conversation_id`: the id a client chose (LangGraph's threads may be created so)."""
     if status not in Conversation.Status.values:
         raise InvalidInput(f"unknown status {status!r}")
     conversation = Conversation(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
+    if conversation_id is not None:
+        conversation.id = conversation_id
     instances_insert([conversation])
     return conversation
 

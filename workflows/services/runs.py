@@ -154,10 +154,11 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
         return cursor.rowcount == 1
 
 
-def run_write(plan: RunPlan, *, status: str) -> tuple[WorkflowExecution, Message | None]:
+def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
     its conversation's user message, in one transaction. Another user's conversation is a 404 and too many runs
-    in progress a 429; either way nothing is written."""
+    in progress a 429; either way nothing is written. `enqueue=False`: a background run waits, pending, for
+    whoever holds it back to enqueue it (a LangGraph run queued behind its thread's run)."""
     now = timezone.now()
     execution = WorkflowExecution(
         id=plan.execution_id, owner=plan.owner, workflow_type=plan.workflow_type, template=plan.template,
@@ -185,7 +186,7 @@ def run_write(plan: RunPlan, *, status: str) -> tuple[WorkflowExecution, Message
             execution.conversation_id = conversation_id
             if not _insert_within_limit(execution):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
-            if plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
+            if enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
                 # Only a committed execution may reach a worker: the task would not find it otherwise.
                 transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
     except TooManyRuns:

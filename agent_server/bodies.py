@@ -1,0 +1,115 @@
+"""The request bodies of /langgraph/, as langgraph-sdk sends them (validated; unknown fields are ignored, as
+LangGraph's server ignores what it does not use, except those whose meaning Chatter cannot honour yet)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "metadata")
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AssistantSearch(Body):
+    metadata: dict[str, Any] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] | None = None
+
+
+class Versions(Body):
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class ThreadCreate(Body):
+    thread_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] | None = None
+    supersteps: list | None = None
+
+
+class ThreadUpdate(Body):
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ThreadSearch(Body):
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    ids: list[str] | None = None
+    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
+    sort_order: Literal["asc", "desc"] | None = None
+
+
+class RunCreate(Body):
+    assistant_id: str
+    input: Any = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    stream_mode: list[str] = Field(default_factory=lambda: ["values"])
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    # Not honoured yet (they need checkpoints or webhooks: issue 13 and the rest of issue 14): refused, not ignored.
+    command: dict | None = None
+    checkpoint: dict | None = None
+    checkpoint_id: str | None = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+    webhook: str | None = None
+    after_seconds: int | None = None
+
+    @field_validator("stream_mode", mode="before")
+    @classmethod
+    def _modes(cls, value):
+        modes = [value] if isinstance(value, str) else value
+        if not isinstance(modes, list) or not modes:
+            raise ValueError("stream_mode is a mode or a list of modes")
+        unknown = [mode for mode in modes if mode not in STREAM_MODES]
+        if unknown:
+            raise ValueError(f"unsupported stream modes {unknown}; supported: {list(STREAM_MODES)}")
+        return modes
+
+    def refused(self) -> list[str]:
+        names = ("command", "checkpoint", "checkpoint_id", "interrupt_before", "interrupt_after", "webhook",
+                 "after_seconds")
+        return [name for name in names if getattr(self, name) not in (None, [], {})]
+
+
+class StoreItemPut(Body):
+    namespace: list[str]
+    key: str = Field(min_length=1, max_length=1024)
+    value: dict[str, Any]
+    index: Any = None
+    ttl: float | None = None
+
+
+class StoreItemKey(Body):
+    namespace: list[str]
+    key: str = Field(min_length=1, max_length=1024)
+
+
+class StoreSearch(Body):
+    namespace_prefix: list[str] = Field(default_factory=list)
+    filter: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    query: str | None = None
+
+
+class StoreNamespaces(Body):
+    prefix: list[str] | None = None
+    suffix: list[str] | None = None
+    max_depth: int | None = Field(None, ge=1)
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)

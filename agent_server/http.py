@@ -1,0 +1,92 @@
+"""The HTTP plumbing of /langgraph/: what LangGraph's clients send and expect, not /api/v1/'s conventions.
+
+Auth is a Chatter API token in the SDK's `x-api-key` header (or `Authorization: Token|Bearer <key>`); bodies are
+JSON validated by pydantic models; errors are `{"detail": …}` with the status the SDK maps to its exceptions
+(404 for another user's thread or run, as for a missing one)."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Callable
+
+from django.core.exceptions import RequestDataTooBig
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from pydantic import BaseModel, ValidationError
+
+from chatter_project.errors import ChatterError
+from chatter_project.tokens import api_token_get
+
+logger = logging.getLogger(__name__)
+AUTH_SCHEMES = ("token", "bearer")
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, in the shape LangGraph's server gives."""
+
+    def __init__(self, status: int, detail):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def request_user(request: HttpRequest):
+    """The active user whose API token the request carries, else None."""
+    key = request.headers.get("x-api-key", "")
+    if not key:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        key = value.strip() if scheme.lower() in AUTH_SCHEMES else ""
+    token = api_token_get(key=key) if key else None
+    return token.user if token is not None and token.user.is_active else None
+
+
+def body_of(request: HttpRequest, model: type[BaseModel]):
+    """The request's JSON body validated into `model` (an empty body is an empty object): 422 when it is not."""
+    try:
+        raw = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(422, "the body is not JSON") from None
+    if raw is None:
+        raw = {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ApiError(422, json.loads(exc.json(include_url=False, include_input=False))) from None
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> JsonResponse:
+    return JsonResponse(data, status=status, safe=False, encoder=DjangoJSONEncoder, headers=headers)
+
+
+def langgraph_endpoint(*methods: str) -> Callable:
+    """A view of /langgraph/: one handler per method (`handlers={"GET": f, …}` style is the urls' job); here the
+    method check, the token, and errors rendered as {"detail": …}. The handler gets (request, user, **kwargs)
+    and returns a response, or data to send as JSON (None: 204)."""
+
+    def decorate(handler: Callable) -> Callable:
+        @csrf_exempt
+        @functools.wraps(handler)
+        def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
+            if request.method not in methods:
+                return json_response({"detail": "Method Not Allowed"}, status=405)
+            user = request_user(request)
+            if user is None:
+                return json_response({"detail": "Missing or invalid API key (x-api-key)"}, status=401)
+            try:
+                result = handler(request, user, **kwargs)
+            except ApiError as exc:
+                return json_response({"detail": exc.detail}, status=exc.status)
+            except ChatterError as exc:
+                status = 422 if exc.status == 400 else exc.status
+                return json_response({"detail": exc.message, "code": exc.code,
+                                      "errors": exc.as_dict()["error"]["details"]}, status=status)
+            except RequestDataTooBig:
+                return json_response({"detail": "the body is too large"}, status=413)
+            if isinstance(result, HttpResponseBase):
+                return result
+            return HttpResponse(status=204) if result is None else json_response(result)
+
+        return view
+
+    return decorate

@@ -1,0 +1,231 @@
+"""Runs of the Agent Server API: each is a WorkflowExecution started through workflows.services.runs, run by the
+same runner and recorder as every other run; a run on a thread is a chat turn in that thread's conversation."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from django.db import transaction
+
+from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
+from agent_server.bodies import RunCreate
+from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
+from agent_server.models import AgentRun
+from agent_server.threads import thread_create, thread_get, thread_values
+from chatter_project.errors import Conflict, InvalidInput, NotFound
+from conversations.models import Conversation
+from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
+from workflows.engine.config import CONFIG_KEYS
+from workflows.models import WorkflowExecution
+from workflows.realtime import execution_feed, feed_blocking
+from workflows.selectors import execution_list
+from workflows.services.runs import (
+    execution_cancel,
+    execution_create,
+    execution_enqueue,
+    execution_run_now,
+    execution_start_streamed,
+    run_plan,
+    run_write,
+)
+
+Mode = WorkflowExecution.Mode
+Status = WorkflowExecution.Status
+RUN_STATUS = {Status.PENDING: "pending", Status.RUNNING: "running", Status.COMPLETED: "success",
+              Status.FAILED: "error", Status.CANCELLED: "interrupted"}
+
+
+@dataclass
+class StartedRun:
+    execution: WorkflowExecution
+    thread_id: str | None
+    modes: list[str]
+    inputs: list[dict]  # the input's messages (a run without a thread keeps them nowhere else)
+    feed: AsyncIterator[dict] | None = None
+
+
+def _chatter_config(body: RunCreate, system_prompt: str | None) -> dict:
+    """The run's Chatter config: the `context` (LangGraph's run-time settings) and the Chatter keys of
+    `config.configurable` (other configurable keys are LangGraph's own, such as thread_id)."""
+    configurable = (body.config or {}).get("configurable") or {}
+    config = {key: value for key, value in configurable.items() if key in CONFIG_KEYS}
+    config.update(body.context or {})
+    if system_prompt is not None and "system_prompt" not in config:
+        config["system_prompt"] = system_prompt
+    return config
+
+
+def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
+    """A run written pending behind its thread's run in progress: agent_server.receivers enqueues it when that
+    one ends. Written and marked queued in one transaction."""
+    plan = run_plan(**{**request, "mode": Mode.BACKGROUND})
+    with transaction.atomic():
+        execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
+        AgentRun.objects.create(execution=execution, queued=True, **agent_run)
+    queued_run_start_if_idle(conversation_id=execution.conversation_id)
+    return execution
+
+
+def queued_run_start_if_idle(*, conversation_id) -> None:
+    """Enqueue the thread's oldest queued run when none of its other runs is in progress (called when a run of the
+    thread ends, and after queueing one, in case the run it waited for ended meanwhile). One read when nothing
+    is queued."""
+    first = WorkflowExecution.objects.filter(conversation_id=conversation_id, status=Status.PENDING,
+                                             agent_run__queued=True).order_by("created_at").first()
+    if first is None:
+        return
+    if WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS).exclude(
+            agent_run__queued=True).exists():
+        return
+    if AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
+        execution_id = first.pk
+        transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))
+
+
+def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRun:
+    """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
+    On a thread, `multitask_strategy` says what happens when a run of it is in progress: `reject` (409),
+    `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
+    refused = body.refused()
+    if refused:
+        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints or webhooks)")
+    row = assistant_row(user=owner, assistant_id=body.assistant_id)
+    messages = input_messages(body.input)
+    message, system_prompt = turn_of(messages)
+    request = {"owner": owner, "message": message, "config": _chatter_config(body, system_prompt),
+               **run_target(row)}
+    agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
+                 "multitask_strategy": body.multitask_strategy}
+    queued = False
+    if thread_id is not None:
+        try:
+            conversation = thread_get(user=owner, thread_id=thread_id)
+        except NotFound:
+            if body.if_not_exists != "create":
+                raise
+            conversation = thread_create(owner=owner, thread_id=uuid.UUID(str(thread_id)))
+        if not message:
+            raise InvalidInput("a run on a thread needs a user message in input.messages")
+        request.update(chat=True, conversation_id=conversation.pk)
+        if conversation_has_run_in_progress(conversation_id=conversation.pk):
+            if body.multitask_strategy == "reject":
+                raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
+                               "multitask strategy.", code="thread_busy")
+            if body.multitask_strategy == "rollback":
+                raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
+            if body.multitask_strategy == "interrupt":
+                for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
+                                                                status__in=RUN_IN_PROGRESS).exclude(
+                        agent_run__queued=True):
+                    if not running.is_terminal:
+                        execution_cancel(execution=running, actor=owner)
+            queued = True
+    started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
+                         modes=body.stream_mode, inputs=messages)
+    if queued:
+        started.execution = _run_queued(request=request, agent_run=agent_run)
+        if mode == Mode.STREAM:
+            started.feed = execution_feed(started.execution.pk)
+        elif mode == Mode.SYNC:
+            run_join(execution=started.execution)
+        return started
+    if mode == Mode.BACKGROUND:
+        started.execution = execution_create(mode=Mode.BACKGROUND, **request)
+    elif mode == Mode.STREAM:
+        started.execution, started.feed = execution_start_streamed(**request)
+    else:
+        started.execution = execution_run_now(**request)
+    AgentRun.objects.create(execution_id=started.execution.pk, **agent_run)
+    if mode == Mode.SYNC:
+        started.execution.refresh_from_db()
+    return started
+
+
+def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
+    """The user's run (on that thread, when one is named); another user's is a 404 like a missing one."""
+    try:
+        pk = uuid.UUID(str(run_id))
+    except ValueError:
+        raise NotFound("run not found") from None
+    runs = execution_list(user=user).select_related("agent_run")
+    if thread_id is not None:
+        runs = runs.filter(conversation_id=thread_get(user=user, thread_id=thread_id).pk)
+    execution = runs.filter(pk=pk).first()
+    if execution is None:
+        raise NotFound("run not found")
+    return execution
+
+
+def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str | None = None) -> list:
+    conversation = thread_get(user=user, thread_id=thread_id)
+    runs = execution_list(user=user).filter(conversation_id=conversation.pk).select_related("agent_run")
+    if status is not None:
+        wanted = [chatter for chatter, langgraph in RUN_STATUS.items() if langgraph == status]
+        runs = runs.filter(status__in=wanted)
+    return list(runs.order_by("-created_at")[offset:offset + limit])
+
+
+def agent_run_of(execution) -> AgentRun | None:
+    try:
+        return execution.agent_run
+    except AgentRun.DoesNotExist:
+        return None
+
+
+def run_as_dict(execution: WorkflowExecution) -> dict:
+    """A run as LangGraph's Run, with Chatter's accounting under "chatter"."""
+    agent_run = agent_run_of(execution)
+    status = RUN_STATUS[execution.status]
+    if execution.status == Status.FAILED and execution.error_type == "timeout":
+        status = "timeout"
+    return {
+        "run_id": str(execution.pk),
+        "thread_id": str(execution.conversation_id) if execution.conversation_id else None,
+        "assistant_id": agent_run.assistant_id if agent_run else assistant_id_of_execution(execution),
+        "created_at": execution.created_at,
+        "updated_at": execution.completed_at or execution.started_at or execution.created_at,
+        "status": status, "metadata": agent_run.metadata if agent_run else {},
+        "multitask_strategy": agent_run.multitask_strategy if agent_run else "reject",
+        "kwargs": {"stream_mode": agent_run.stream_mode if agent_run else ["values"]},
+        "cancel_reason": "cancelled" if execution.status == Status.CANCELLED else None,
+        "chatter": {
+            "status": execution.status, "mode": execution.mode, "error_type": execution.error_type or None,
+            "error_message": execution.error_message or None, "provider": execution.provider,
+            "model": execution.model, "prompt_tokens": execution.prompt_tokens,
+            "completion_tokens": execution.completion_tokens, "total_tokens": execution.total_tokens,
+            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "execution_time_ms": execution.execution_time_ms,
+        },
+    }
+
+
+def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
+    """What /runs/wait and join answer: the thread's state after the run ({"messages": [...]}), or for a run
+    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}."""
+    if execution.status in (Status.FAILED, Status.CANCELLED):
+        return {"__error__": {"error": execution.error_type or execution.status,
+                              "message": execution.error_message or execution.status}}
+    if execution.conversation_id:
+        return thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
+    return {"messages": [*input_as_dicts(inputs or []), ai_message_of_run(execution)]}
+
+
+def run_join(*, execution: WorkflowExecution) -> WorkflowExecution:
+    """Wait for the run to end (reading its feed, as every reader does) and return it ended."""
+    if not execution.is_terminal:
+        for envelope in feed_blocking(execution_feed(execution.pk)):
+            if envelope["seq"] is not None and envelope["event"].startswith("workflow_") and \
+                    envelope["event"] != "workflow_started":
+                break
+    execution.refresh_from_db()
+    return execution
+
+
+def run_cancel(*, execution: WorkflowExecution, actor, wait: bool) -> WorkflowExecution:
+    execution = execution_cancel(execution=execution, actor=actor)
+    return run_join(execution=execution) if wait else execution
+
+
+def thread_of(execution) -> Conversation | None:
+    return execution.conversation if execution.conversation_id else None

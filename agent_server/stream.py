@@ -1,0 +1,168 @@
+"""Chatter's one event feed (workflows.realtime) spoken as LangGraph's SSE stream modes.
+
+Each persisted event of a run becomes zero or more frames, numbered `<seq>-<k>` (k: the frame's place among those
+the event gave), so `Last-Event-ID` resumes exactly after the last frame the client got: the feed is read again
+from that seq and the frames already sent are skipped. Token frames are live only, like Chatter's own token
+events, and carry no id. The first frame is always `metadata` ({"run_id"}), the last `end`, or `error` for a run
+that failed or was cancelled.
+
+values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
+node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
+messages: the message so far / complete; events: astream_events-shaped dicts; debug: task / task_result; custom:
+Chatter's own event envelopes (tokens, cost, tools, limits, totals)."""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import AsyncIterator
+
+from channels.db import database_sync_to_async
+
+from agent_server.messages import ai_message_of_run, input_as_dicts, usage_metadata
+from agent_server.threads import thread_values
+from workflows.events import TERMINAL_EVENTS
+from workflows.models import WorkflowExecution
+
+
+def parse_last_event_id(value: str | None) -> tuple[int, int] | None:
+    """`<seq>-<k>` → (seq, k); anything else: start from the beginning."""
+    seq, _, k = (value or "").partition("-")
+    if seq.isdigit() and k.isdigit():
+        return int(seq), int(k)
+    return None
+
+
+def frame(event: str, data, frame_id: str | None = None) -> str:
+    lines = [f"id: {frame_id}"] if frame_id is not None else []
+    lines += [f"event: {event}", f"data: {json.dumps(data, separators=(',', ':'), default=str)}"]
+    return "\n".join(lines) + "\n\n"
+
+
+@database_sync_to_async
+def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool) -> dict:
+    if conversation_id is not None:
+        pk = uuid.UUID(str(conversation_id))
+        return thread_values(conversation_ids=[pk])[pk]
+    messages = input_as_dicts(inputs)
+    if ended:
+        messages.append(ai_message_of_run(WorkflowExecution.objects.get(pk=execution_id)))
+    return {"messages": messages}
+
+
+class FrameMaker:
+    """The frames of one run's feed for the stream modes asked for."""
+
+    def __init__(self, *, run_id: str, thread_id: str | None, modes: list[str], inputs: list[dict]):
+        self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
+        self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
+
+    def _message_id(self, node_id: str) -> str:
+        return f"run-{self.run_id}-{node_id}"
+
+    def _meta(self, data: dict) -> dict:
+        return {"run_id": self.run_id, "thread_id": self.thread_id, "langgraph_node": data.get("node_id"),
+                "ls_provider": data.get("provider"), "ls_model_name": data.get("model")}
+
+    def _chunk(self, data: dict, text: str, **extra) -> dict:
+        return {"content": text, "additional_kwargs": {}, "response_metadata": extra.pop("response_metadata", {}),
+                "type": "AIMessageChunk", "name": None, "id": self._message_id(data.get("node_id") or ""),
+                "tool_calls": [], "invalid_tool_calls": [], "tool_call_chunks": [], **extra}
+
+    def _event(self, kind: str, name: str, envelope: dict, data: dict) -> dict:
+        return {"event": kind, "name": name, "run_id": self.run_id, "tags": [], "data": data,
+                "metadata": {"langgraph_node": envelope["data"].get("node_id"), "thread_id": self.thread_id,
+                             "chatter_event": envelope["event"]}, "parent_ids": []}
+
+    async def frames(self, envelope: dict) -> list[tuple[str, object]]:
+        """(event, data) pairs for one Chatter event, in order."""
+        name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
+        node = data.get("node_id") or ""
+        if name == "token":
+            text = data.get("text", "")
+            self.text[node] = self.text.get(node, "") + text
+            if "messages-tuple" in modes:
+                out.append(("messages", [self._chunk(data, text), self._meta(data)]))
+            if "messages" in modes:
+                out.append(("messages/partial", [self._chunk(data, self.text[node], type="ai")]))
+            if "events" in modes:
+                out.append(("events", self._event("on_chat_model_stream", node, envelope,
+                                                  {"chunk": self._chunk(data, text)})))
+            return out
+        if "custom" in modes:
+            out.append(("custom", envelope))
+        if name == "workflow_started" and "values" in modes:
+            out.append(("values", await self._values(ended=False)))
+        if name == "workflow_started" and "events" in modes:
+            out.append(("events", self._event("on_chain_start", "LangGraph", envelope, {"input": None})))
+        if name == "node_started":
+            if "debug" in modes:
+                out.append(("debug", {"type": "task", "step": data.get("index"), "timestamp": envelope["ts"],
+                                      "payload": {"id": f"{self.run_id}:{data.get('index')}", "name": node,
+                                                  "input": None, "triggers": []}}))
+            if "events" in modes:
+                out.append(("events", self._event("on_chain_start", node, envelope, {"input": None})))
+        if name == "token_usage":
+            usage = usage_metadata(prompt_tokens=data.get("prompt_tokens", 0),
+                                   completion_tokens=data.get("completion_tokens", 0),
+                                   cached_prompt_tokens=data.get("cached_prompt_tokens", 0),
+                                   reasoning_tokens=data.get("reasoning_tokens", 0))
+            response = {"model_provider": data.get("provider"), "model_name": data.get("model"),
+                        "cost": data.get("cost"), "usage_estimated": data.get("estimated")}
+            if "messages-tuple" in modes:
+                out.append(("messages", [self._chunk(data, "", usage_metadata=usage, response_metadata=response,
+                                                     chunk_position="last"), self._meta(data)]))
+            if "messages" in modes:
+                out.append(("messages/complete", [{**self._chunk(data, self.text.get(node, ""), type="ai",
+                                                                 response_metadata=response),
+                                                   "usage_metadata": usage}]))
+            if "events" in modes:
+                out.append(("events", self._event("on_chat_model_end", node, envelope, {"output": {
+                    "content": self.text.get(node, ""), "usage_metadata": usage, "response_metadata": response}})))
+            self.text.pop(node, None)
+        if name == "tool_called" and "events" in modes:
+            out.append(("events", self._event("on_tool_end" if data.get("ok") else "on_tool_error",
+                                              data.get("tool", ""), envelope, {"output": data})))
+        if name in ("node_completed", "node_failed"):
+            result = {key: value for key, value in data.items() if key != "node_id"}
+            if "updates" in modes:
+                out.append(("updates", {node: result}))
+            if "debug" in modes:
+                out.append(("debug", {"type": "task_result", "step": data.get("index"), "timestamp": envelope["ts"],
+                                      "payload": {"id": f"{self.run_id}:{data.get('index')}", "name": node,
+                                                  "error": data.get("error"), "interrupts": [],
+                                                  "result": result}}))
+            if "events" in modes:
+                out.append(("events", self._event("on_chain_end", node, envelope, {"output": result})))
+        if name == "message_saved" and data.get("role") == "assistant" and "values" in modes:
+            out.append(("values", await self._values(ended=True)))
+        if name == "workflow_completed":
+            if "values" in modes and self.thread_id is None:
+                out.append(("values", await self._values(ended=True)))
+            if "events" in modes:
+                out.append(("events", self._event("on_chain_end", "LangGraph", envelope, {"output": data})))
+            out.append(("end", None))
+        elif name in TERMINAL_EVENTS:
+            out.append(("error", {"error": data.get("error_type") or name,
+                                  "message": data.get("error_message") or name}))
+        return out
+
+    async def _values(self, *, ended: bool) -> dict:
+        return await _state(execution_id=self.run_id, conversation_id=self.thread_id, inputs=self.inputs,
+                            ended=ended)
+
+
+async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker,
+                           resume: tuple[int, int] | None = None) -> AsyncIterator[str]:
+    """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing."""
+    try:
+        if resume is None:
+            yield frame("metadata", {"run_id": maker.run_id, "attempt": 1}, "0-0")
+        async for envelope in feed:
+            seq = envelope["seq"]
+            for k, (event, data) in enumerate(await maker.frames(envelope)):
+                if seq is None:
+                    yield frame(event, data)
+                elif resume is None or (seq, k) > resume:
+                    yield frame(event, data, f"{seq}-{k}")
+    finally:
+        await feed.aclose()

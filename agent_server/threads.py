@@ -1,0 +1,119 @@
+"""Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
+values are its messages in LangGraph's format; its status is `busy` while one of its runs is pending or running."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+
+from agent_server.messages import message_dict
+from chatter_project.errors import Conflict, InvalidInput, NotFound
+from conversations.models import Conversation, Message
+from conversations.selectors import RUN_IN_PROGRESS, conversation_list
+from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
+
+SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
+
+
+def thread_get(*, user, thread_id) -> Conversation:
+    try:
+        pk = uuid.UUID(str(thread_id))
+    except ValueError:
+        raise NotFound("thread not found") from None
+    conversation = conversation_list(user=user).filter(pk=pk).first()
+    if conversation is None:
+        raise NotFound("thread not found")
+    return conversation
+
+
+def _busy_ids(conversation_ids) -> set:
+    return set(Conversation.objects.filter(pk__in=conversation_ids, executions__status__in=RUN_IN_PROGRESS)
+               .values_list("pk", flat=True))
+
+
+def thread_values(*, conversation_ids) -> dict:
+    """{conversation id: {"messages": [...]}} in one query."""
+    values = {pk: {"messages": []} for pk in conversation_ids}
+    for message in Message.objects.filter(conversation_id__in=conversation_ids).order_by("conversation_id",
+                                                                                          "sequence"):
+        values[message.conversation_id]["messages"].append(message_dict(message))
+    return values
+
+
+def threads_as_dicts(conversations: list[Conversation]) -> list[dict]:
+    ids = [c.pk for c in conversations]
+    busy, values = _busy_ids(ids), thread_values(conversation_ids=ids)
+    return [{"thread_id": str(c.pk), "created_at": c.created_at, "updated_at": c.updated_at,
+             "metadata": c.metadata or {}, "status": "busy" if c.pk in busy else "idle", "values": values[c.pk],
+             "interrupts": {}, "chatter": _totals(c)} for c in conversations]
+
+
+def _totals(conversation: Conversation) -> dict:
+    return {"title": conversation.title, "message_count": conversation.message_count,
+            "prompt_tokens": conversation.prompt_tokens, "completion_tokens": conversation.completion_tokens,
+            "total_tokens": conversation.total_tokens, "total_cost": str(conversation.total_cost)}
+
+
+def thread_as_dict(conversation: Conversation) -> dict:
+    return threads_as_dicts([conversation])[0]
+
+
+def thread_create(*, owner, thread_id=None, metadata: dict | None = None, if_exists: str | None = None) -> Conversation:
+    """A new conversation (with the id the client chose, if any). An id already taken: 409, or with
+    if_exists="do_nothing" the existing thread when it is the caller's (another user's stays a 409: it is not
+    revealed as theirs)."""
+    metadata = metadata or {}
+    if thread_id is not None:
+        existing = Conversation.objects.filter(pk=thread_id).first()
+        if existing is not None:
+            if if_exists == "do_nothing" and existing.owner_id == owner.pk:
+                return existing
+            raise Conflict("a thread with this id already exists")
+    title = metadata.get("title") if isinstance(metadata.get("title"), str) else ""
+    return conversation_create(owner=owner, title=title, metadata=metadata, conversation_id=thread_id)
+
+
+def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation:
+    """LangGraph merges the metadata it is given into the thread's."""
+    return conversation_update(conversation=conversation, metadata={**(conversation.metadata or {}), **metadata})
+
+
+def thread_delete(*, conversation: Conversation, actor) -> None:
+    conversation_delete(conversation=conversation, actor=actor)
+
+
+def thread_copy(*, conversation: Conversation, actor) -> Conversation:
+    """A new thread with the same metadata and the same history: its messages copied as text, without their
+    usage (the copy carries the conversation, not its bill: tokens are counted once, on the original)."""
+    with transaction.atomic():
+        copy = conversation_create(owner=conversation.owner, title=conversation.title,
+                                   metadata={**(conversation.metadata or {}), "copied_from": str(conversation.pk)})
+        for message in conversation.messages.order_by("sequence"):
+            message_save(conversation_id=copy.pk, owner=conversation.owner, role=message.role,
+                         content=message.content, tool_calls=message.tool_calls,
+                         metadata={**(message.metadata or {}), "copied_from": str(message.pk)}, actor=actor)
+    return Conversation.objects.get(pk=copy.pk)
+
+
+def thread_search(*, user, metadata: dict | None = None, ids: list | None = None, status: str | None = None,
+                  limit: int = 10, offset: int = 0, sort_by: str | None = None,
+                  sort_order: str | None = None) -> list[Conversation]:
+    threads = conversation_list(user=user)
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidInput(f"metadata filter key {key!r} must be a plain name")
+        threads = threads.filter(**{f"metadata__{key}": value})
+    if ids is not None:
+        try:
+            threads = threads.filter(pk__in=[uuid.UUID(str(pk)) for pk in ids])
+        except ValueError:
+            raise InvalidInput("ids must be thread ids") from None
+    if status == "busy":
+        threads = threads.filter(executions__status__in=RUN_IN_PROGRESS).distinct()
+    elif status == "idle":
+        threads = threads.exclude(executions__status__in=RUN_IN_PROGRESS)
+    elif status is not None:
+        return []  # interrupted / error: no thread is in either until runs can be interrupted (checkpoints)
+    field = SORT_FIELDS.get(sort_by or "created_at", "created_at")
+    threads = threads.order_by(field if sort_order == "asc" else f"-{field}", "pk")
+    return list(threads[offset:offset + limit])

@@ -1,0 +1,297 @@
+"""/langgraph/: LangGraph's Agent Server API over Chatter's rows. Thin: validate the body, call a service, render
+it as the SDK expects."""
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpRequest, StreamingHttpResponse
+
+from agent_server import assistants, store, threads
+from agent_server.bodies import (
+    AssistantSearch,
+    RunCreate,
+    StoreItemKey,
+    StoreItemPut,
+    StoreNamespaces,
+    StoreSearch,
+    ThreadCreate,
+    ThreadSearch,
+    ThreadUpdate,
+    Versions,
+)
+from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint
+from agent_server.runs import (
+    agent_run_of,
+    run_as_dict,
+    run_cancel,
+    run_get,
+    run_join,
+    run_list,
+    run_start,
+    run_values,
+)
+from agent_server.stream import FrameMaker, langgraph_stream, parse_last_event_id
+from workflows.models import WorkflowExecution
+from workflows.realtime import execution_feed
+
+Mode = WorkflowExecution.Mode
+
+
+def _int(request: HttpRequest, name: str, default: int) -> int:
+    try:
+        return max(0, int(request.GET.get(name, default)))
+    except ValueError:
+        raise ApiError(422, f"{name} must be an integer") from None
+
+
+# Assistants -------------------------------------------------------------------------------------------------
+
+@langgraph_endpoint("POST")
+def assistant_search(request, user):
+    body = body_of(request, AssistantSearch)
+    return assistants.assistant_search(user=user, **body.model_dump())
+
+
+@langgraph_endpoint("POST")
+def assistant_count(request, user):
+    body = body_of(request, AssistantSearch)
+    return len(assistants.assistant_search(user=user, **{**body.model_dump(), "limit": 10**6, "offset": 0}))
+
+
+@langgraph_endpoint("GET")
+def assistant_detail(request, user, assistant_id):
+    return assistants.assistant_of(assistants.assistant_row(user=user, assistant_id=assistant_id))
+
+
+@langgraph_endpoint("GET")
+def assistant_graph(request, user, assistant_id):
+    return assistants.assistant_graph(row=assistants.assistant_row(user=user, assistant_id=assistant_id))
+
+
+@langgraph_endpoint("GET")
+def assistant_schemas(request, user, assistant_id):
+    return assistants.assistant_schemas(row=assistants.assistant_row(user=user, assistant_id=assistant_id))
+
+
+@langgraph_endpoint("GET")
+def assistant_subgraphs(request, user, assistant_id, namespace=None):
+    assistants.assistant_row(user=user, assistant_id=assistant_id)
+    return {}
+
+
+@langgraph_endpoint("POST")
+def assistant_versions(request, user, assistant_id):
+    body = body_of(request, Versions)
+    versions = assistants.assistant_versions(row=assistants.assistant_row(user=user, assistant_id=assistant_id))
+    return versions[body.offset:body.offset + body.limit]
+
+
+# Threads ----------------------------------------------------------------------------------------------------
+
+@langgraph_endpoint("POST")
+def thread_create(request, user):
+    body = body_of(request, ThreadCreate)
+    if body.supersteps:
+        raise ApiError(422, "supersteps are not supported yet (they need checkpoints)")
+    thread_id = None
+    if body.thread_id is not None:
+        if not _is_uuid(body.thread_id):
+            raise ApiError(422, "thread_id must be a UUID")
+        thread_id = uuid.UUID(body.thread_id)
+    conversation = threads.thread_create(owner=user, thread_id=thread_id, metadata=body.metadata,
+                                         if_exists=body.if_exists)
+    return threads.thread_as_dict(conversation)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@langgraph_endpoint("POST")
+def thread_search(request, user):
+    body = body_of(request, ThreadSearch)
+    if body.values:
+        raise ApiError(422, "searching threads by values is not supported")
+    found = threads.thread_search(user=user, **body.model_dump(exclude={"values"}))
+    return threads.threads_as_dicts(found)
+
+
+@langgraph_endpoint("POST")
+def thread_count(request, user):
+    body = body_of(request, ThreadSearch)
+    return len(threads.thread_search(user=user, **{**body.model_dump(exclude={"values"}), "limit": 10**6,
+                                                   "offset": 0}))
+
+
+@langgraph_endpoint("GET", "PATCH", "DELETE")
+def thread_detail(request, user, thread_id):
+    conversation = threads.thread_get(user=user, thread_id=thread_id)
+    if request.method == "PATCH":
+        conversation = threads.thread_update(conversation=conversation, metadata=body_of(request, ThreadUpdate).metadata)
+    elif request.method == "DELETE":
+        threads.thread_delete(conversation=conversation, actor=user)
+        return None
+    return threads.thread_as_dict(conversation)
+
+
+@langgraph_endpoint("POST")
+def thread_copy(request, user, thread_id):
+    conversation = threads.thread_get(user=user, thread_id=thread_id)
+    return threads.thread_as_dict(threads.thread_copy(conversation=conversation, actor=user))
+
+
+def _state(conversation) -> dict:
+    thread = threads.thread_as_dict(conversation)
+    return {"values": thread["values"], "next": [], "tasks": [], "interrupts": [], "metadata": thread["metadata"],
+            "created_at": conversation.last_message_at or conversation.created_at, "parent_checkpoint": None,
+            "checkpoint": {"thread_id": thread["thread_id"], "checkpoint_ns": "", "checkpoint_id": None,
+                           "checkpoint_map": None}}
+
+
+@langgraph_endpoint("GET")
+def thread_state(request, user, thread_id):
+    return _state(threads.thread_get(user=user, thread_id=thread_id))
+
+
+@langgraph_endpoint("POST")
+def thread_history(request, user, thread_id):
+    """The current state only: earlier checkpoints come with durable runs."""
+    return [_state(threads.thread_get(user=user, thread_id=thread_id))]
+
+
+# Runs -------------------------------------------------------------------------------------------------------
+
+def _run_path(execution) -> str:
+    if execution.conversation_id:
+        return f"/threads/{execution.conversation_id}/runs/{execution.pk}"
+    return f"/runs/{execution.pk}"
+
+
+def _stream_response(started_or_feed, *, maker: FrameMaker, resume=None, execution=None) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(langgraph_stream(started_or_feed, maker=maker, resume=resume),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    if execution is not None:
+        response["Content-Location"] = _run_path(execution)
+        if execution.conversation_id:
+            response["Location"] = f"{_run_path(execution)}/stream"  # relative to the API's root, as the SDK joins it
+    return response
+
+
+def _runs(request, user, thread_id=None):
+    if request.method == "GET":
+        return [run_as_dict(execution) for execution in run_list(
+            user=user, thread_id=thread_id, limit=_int(request, "limit", 10), offset=_int(request, "offset", 0),
+            status=request.GET.get("status") or None)]
+    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.BACKGROUND, thread_id=thread_id)
+    return json_response(run_as_dict(started.execution), headers={"Content-Location": _run_path(started.execution)})
+
+
+@langgraph_endpoint("GET", "POST")
+def thread_runs(request, user, thread_id):
+    return _runs(request, user, thread_id)
+
+
+@langgraph_endpoint("POST")
+def stateless_runs(request, user):
+    return _runs(request, user)
+
+
+def _runs_stream(request, user, thread_id=None):
+    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.STREAM, thread_id=thread_id)
+    maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
+                       inputs=started.inputs)
+    return _stream_response(started.feed, maker=maker, execution=started.execution)
+
+
+@langgraph_endpoint("POST")
+def thread_runs_stream(request, user, thread_id):
+    return _runs_stream(request, user, thread_id)
+
+
+@langgraph_endpoint("POST")
+def stateless_runs_stream(request, user):
+    return _runs_stream(request, user)
+
+
+def _runs_wait(request, user, thread_id=None):
+    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.SYNC, thread_id=thread_id)
+    return json_response(run_values(execution=started.execution, inputs=started.inputs),
+                         headers={"Content-Location": _run_path(started.execution)})
+
+
+@langgraph_endpoint("POST")
+def thread_runs_wait(request, user, thread_id):
+    return _runs_wait(request, user, thread_id)
+
+
+@langgraph_endpoint("POST")
+def stateless_runs_wait(request, user):
+    return _runs_wait(request, user)
+
+
+@langgraph_endpoint("GET", "DELETE")
+def run_detail(request, user, thread_id, run_id):
+    execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
+    if request.method == "DELETE":
+        raise ApiError(422, "runs are kept: their tokens and cost are part of the record")
+    return run_as_dict(execution)
+
+
+@langgraph_endpoint("GET")
+def run_join_view(request, user, thread_id, run_id):
+    execution = run_join(execution=run_get(user=user, thread_id=thread_id, run_id=run_id))
+    return run_values(execution=execution)
+
+
+@langgraph_endpoint("GET")
+def run_join_stream(request, user, thread_id, run_id):
+    execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
+    resume = parse_last_event_id(request.headers.get("Last-Event-ID"))
+    agent_run = agent_run_of(execution)
+    modes = [mode for mode in request.GET.getlist("stream_mode") if mode] or (
+        agent_run.stream_mode if agent_run else ["values"])
+    maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes, inputs=[])
+    feed = execution_feed(execution.pk, after=resume[0] - 1 if resume else 0)
+    return _stream_response(feed, maker=maker, resume=resume)
+
+
+@langgraph_endpoint("POST")
+def run_cancel_view(request, user, thread_id, run_id):
+    execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
+    ended = run_cancel(execution=execution, actor=user, wait=request.GET.get("wait") in ("1", "true", "True"))
+    return json_response(run_as_dict(ended), status=200 if ended.is_terminal else 202)
+
+
+# Store ------------------------------------------------------------------------------------------------------
+
+@langgraph_endpoint("GET", "PUT", "DELETE")
+def store_items(request, user):
+    if request.method == "PUT":
+        body = body_of(request, StoreItemPut)
+        store.store_item_put(owner=user, namespace=body.namespace, key=body.key, value=body.value)
+        return None
+    if request.method == "DELETE":
+        body = body_of(request, StoreItemKey)
+        store.store_item_delete(owner=user, namespace=body.namespace, key=body.key)
+        return None
+    namespace = [label for label in request.GET.get("namespace", "").split(".") if label]
+    item = store.store_item_get(owner=user, namespace=namespace, key=request.GET.get("key", ""))
+    return store.item_as_dict(item)
+
+
+@langgraph_endpoint("POST")
+def store_search(request, user):
+    body = body_of(request, StoreSearch)
+    return {"items": [store.item_as_dict(item) for item in store.store_item_search(owner=user, **body.model_dump())]}
+
+
+@langgraph_endpoint("POST")
+def store_namespaces(request, user):
+    body = body_of(request, StoreNamespaces)
+    return {"namespaces": store.store_namespaces(owner=user, **body.model_dump())}

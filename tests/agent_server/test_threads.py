@@ -1,0 +1,102 @@
+"""Threads over the official langgraph-sdk: a thread is a conversation (the same row as /api/v1/conversations/),
+its state the conversation's messages in LangGraph's format; another user's thread is a 404."""
+import uuid
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import ConflictError, NotFoundError
+
+from conversations.models import Conversation, Message
+from tests.invariants import assert_i1
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+
+
+def test_a_thread_is_a_conversation(server, alice, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    chosen = str(uuid.uuid4())
+
+    thread = client.threads.create(thread_id=chosen, metadata={"title": "Sums", "team": "a"})
+    again = client.threads.create(thread_id=chosen, if_exists="do_nothing")
+
+    conversation = Conversation.objects.get(pk=chosen)
+    assert thread["thread_id"] == again["thread_id"] == chosen and thread["status"] == "idle"
+    assert conversation.owner == alice and conversation.title == "Sums" and conversation.metadata["team"] == "a"
+    assert thread["values"] == {"messages": []}
+    with pytest.raises(ConflictError):
+        client.threads.create(thread_id=chosen)
+    # and the same thread over /api/v1/
+    seen = httpx.get(f"{server.base_url}/api/v1/conversations/{chosen}/",
+                     headers={"Authorization": f"Token {alice_key}"})
+    assert seen.status_code == 200 and seen.json()["title"] == "Sums"
+
+
+def test_thread_metadata_is_merged_searched_and_counted(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    first = client.threads.create(metadata={"team": "a", "n": 1})
+    second = client.threads.create(metadata={"team": "b"})
+
+    updated = client.threads.update(first["thread_id"], metadata={"n": 2})
+
+    assert updated["metadata"] == {"team": "a", "n": 2}
+    assert [t["thread_id"] for t in client.threads.search(metadata={"team": "b"})] == [second["thread_id"]]
+    assert [t["thread_id"] for t in client.threads.search(ids=[first["thread_id"]])] == [first["thread_id"]]
+    assert client.threads.count() == 2 and client.threads.count(metadata={"team": "a"}) == 1
+    assert {t["thread_id"] for t in client.threads.search(status="idle")} == {first["thread_id"],
+                                                                             second["thread_id"]}
+
+
+def test_a_threads_state_is_its_messages_and_a_copy_carries_no_bill(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
+
+    state = client.threads.get_state(thread["thread_id"])
+    history = client.threads.get_history(thread["thread_id"])
+    copy = client.threads.copy(thread["thread_id"])
+
+    messages = state["values"]["messages"]
+    assert [m["type"] for m in messages] == ["human", "ai"] and "84" in messages[1]["content"]
+    reply = Message.objects.get(pk=messages[1]["id"])
+    assert messages[1]["usage_metadata"]["total_tokens"] == reply.total_tokens > 0
+    assert messages[1]["response_metadata"]["cost"] == str(reply.cost)
+    assert history[0]["values"] == state["values"]
+    copied = Conversation.objects.get(pk=copy["thread_id"])
+    assert [m["content"] for m in copy["values"]["messages"]] == [m["content"] for m in messages]
+    assert copied.message_count == 2 and copied.total_tokens == 0 and copied.total_cost == 0
+    assert_i1(copied)
+    assert_i1(Conversation.objects.get(pk=thread["thread_id"]))
+
+
+async def test_another_users_thread_is_not_found(server, alice_key, bob_key):
+    alice_client = get_client(url=server.langgraph_url, api_key=alice_key)
+    bob_client = get_client(url=server.langgraph_url, api_key=bob_key)
+    thread = await alice_client.threads.create(metadata={"secret": "x"})
+
+    for call in (lambda: bob_client.threads.get(thread["thread_id"]),
+                 lambda: bob_client.threads.get_state(thread["thread_id"]),
+                 lambda: bob_client.threads.update(thread["thread_id"], metadata={"a": 1}),
+                 lambda: bob_client.threads.copy(thread["thread_id"]),
+                 lambda: bob_client.threads.delete(thread["thread_id"]),
+                 lambda: bob_client.runs.wait(thread["thread_id"], "universal_chat", input=TURN),
+                 lambda: bob_client.runs.list(thread["thread_id"])):
+        with pytest.raises(httpx.HTTPStatusError) as refused:  # runs.wait raises httpx's own error, not the SDK's
+            await call()
+        assert refused.value.response.status_code == 404
+    assert await bob_client.threads.search() == []
+    assert (await alice_client.threads.get(thread["thread_id"]))["metadata"] == {"secret": "x"}
+
+
+async def test_deleting_a_thread_deletes_the_conversation(server, alice_key):
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
+
+    await client.threads.delete(thread["thread_id"])
+
+    assert not await sync_to_async(Conversation.objects.filter(pk=thread["thread_id"]).exists)()
+    with pytest.raises(NotFoundError):
+        await client.threads.get(thread["thread_id"])
