@@ -5,11 +5,13 @@ JSON validated by pydantic models; errors are `{"detail": …}` with the status 
 (404 for another user's thread or run, as for a missing one)."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 from typing import Callable
 
+from channels.db import database_sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -59,34 +61,57 @@ def json_response(data, status: int = 200, headers: dict | None = None) -> JsonR
     return JsonResponse(data, status=status, safe=False, encoder=DjangoJSONEncoder, headers=headers)
 
 
+def _error_response(exc: Exception) -> JsonResponse:
+    if isinstance(exc, ApiError):
+        return json_response({"detail": exc.detail}, status=exc.status)
+    if isinstance(exc, ChatterError):
+        return json_response({"detail": exc.message, "code": exc.code, "errors": exc.as_dict()["error"]["details"]},
+                             status=422 if exc.status == 400 else exc.status)
+    return json_response({"detail": "the body is too large"}, status=413)
+
+
+def _response(result) -> HttpResponseBase:
+    if isinstance(result, HttpResponseBase):
+        return result
+    return HttpResponse(status=204) if result is None else json_response(result)
+
+
+_HANDLED = (ApiError, ChatterError, RequestDataTooBig)
+_UNAUTHORIZED = {"detail": "Missing or invalid API key (x-api-key)"}
+
+
 def langgraph_endpoint(*methods: str) -> Callable:
-    """A view of /langgraph/: one handler per method (`handlers={"GET": f, …}` style is the urls' job); here the
-    method check, the token, and errors rendered as {"detail": …}. The handler gets (request, user, **kwargs)
-    and returns a response, or data to send as JSON (None: 204)."""
+    """A view of /langgraph/: the method check, the token, and errors rendered as {"detail": …}. The handler gets
+    (request, user, **kwargs) and returns a response, or data to send as JSON (None: 204). An async handler (one
+    that waits for a run through its feed) is served as an async view; its ORM work goes through
+    database_sync_to_async like every async reader's."""
 
     def decorate(handler: Callable) -> Callable:
-        @csrf_exempt
-        @functools.wraps(handler)
+        if asyncio.iscoroutinefunction(handler):
+            async def async_view(request: HttpRequest, **kwargs) -> HttpResponseBase:
+                if request.method not in methods:
+                    return json_response({"detail": "Method Not Allowed"}, status=405)
+                user = await database_sync_to_async(request_user)(request)
+                if user is None:
+                    return json_response(_UNAUTHORIZED, status=401)
+                try:
+                    return _response(await handler(request, user, **kwargs))
+                except _HANDLED as exc:
+                    return _error_response(exc)
+
+            return csrf_exempt(functools.wraps(handler)(async_view))
+
         def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
             if request.method not in methods:
                 return json_response({"detail": "Method Not Allowed"}, status=405)
             user = request_user(request)
             if user is None:
-                return json_response({"detail": "Missing or invalid API key (x-api-key)"}, status=401)
+                return json_response(_UNAUTHORIZED, status=401)
             try:
-                result = handler(request, user, **kwargs)
-            except ApiError as exc:
-                return json_response({"detail": exc.detail}, status=exc.status)
-            except ChatterError as exc:
-                status = 422 if exc.status == 400 else exc.status
-                return json_response({"detail": exc.message, "code": exc.code,
-                                      "errors": exc.as_dict()["error"]["details"]}, status=status)
-            except RequestDataTooBig:
-                return json_response({"detail": "the body is too large"}, status=413)
-            if isinstance(result, HttpResponseBase):
-                return result
-            return HttpResponse(status=204) if result is None else json_response(result)
+                return _response(handler(request, user, **kwargs))
+            except _HANDLED as exc:
+                return _error_response(exc)
 
-        return view
+        return csrf_exempt(functools.wraps(handler)(view))
 
     return decorate

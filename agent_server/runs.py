@@ -18,7 +18,7 @@ from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import WorkflowExecution
-from workflows.realtime import execution_feed, feed_blocking
+from workflows.realtime import execution_feed
 from workflows.selectors import execution_list
 from workflows.services.runs import (
     execution_cancel,
@@ -127,9 +127,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         started.execution = _run_queued(request=request, agent_run=agent_run)
         if mode == Mode.STREAM:
             started.feed = execution_feed(started.execution.pk)
-        elif mode == Mode.SYNC:
-            run_join(execution=started.execution)
-        return started
+        return started  # waited for by the caller (run_ended) when it waits
     if mode == Mode.BACKGROUND:
         started.execution = execution_create(mode=Mode.BACKGROUND, **request)
     elif mode == Mode.STREAM:
@@ -211,20 +209,14 @@ def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None
     return {"messages": [*input_as_dicts(inputs or []), ai_message_of_run(execution)]}
 
 
-def run_join(*, execution: WorkflowExecution) -> WorkflowExecution:
-    """Wait for the run to end (reading its feed, as every reader does) and return it ended."""
-    if not execution.is_terminal:
-        for envelope in feed_blocking(execution_feed(execution.pk)):
-            if envelope["seq"] is not None and envelope["event"].startswith("workflow_") and \
-                    envelope["event"] != "workflow_started":
-                break
-    execution.refresh_from_db()
-    return execution
+async def run_ended(*, execution_id) -> None:
+    """Return once the run has ended: its feed (the one every reader reads) ends after its terminal event."""
+    async for _ in execution_feed(execution_id):
+        pass
 
 
-def run_cancel(*, execution: WorkflowExecution, actor, wait: bool) -> WorkflowExecution:
-    execution = execution_cancel(execution=execution, actor=actor)
-    return run_join(execution=execution) if wait else execution
+def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
+    return execution_cancel(execution=execution, actor=actor)
 
 
 def thread_of(execution) -> Conversation | None:

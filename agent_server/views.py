@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 
 from agent_server import assistants, store, threads
@@ -25,7 +26,7 @@ from agent_server.runs import (
     run_as_dict,
     run_cancel,
     run_get,
-    run_join,
+    run_ended,
     run_list,
     run_start,
     run_values,
@@ -219,20 +220,29 @@ def stateless_runs_stream(request, user):
     return _runs_stream(request, user)
 
 
-def _runs_wait(request, user, thread_id=None):
-    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.SYNC, thread_id=thread_id)
-    return json_response(run_values(execution=started.execution, inputs=started.inputs),
-                         headers={"Content-Location": _run_path(started.execution)})
+async def _runs_wait(request, user, thread_id=None):
+    """Run here to its end (or, queued behind the thread's run, wait for a worker to run it) and answer its values."""
+    body = body_of(request, RunCreate)
+    started = await database_sync_to_async(run_start)(owner=user, body=body, mode=Mode.SYNC, thread_id=thread_id)
+    if not started.execution.is_terminal:
+        await run_ended(execution_id=started.execution.pk)
+    values = await database_sync_to_async(_values_now)(started.execution, started.inputs)
+    return json_response(values, headers={"Content-Location": _run_path(started.execution)})
+
+
+def _values_now(execution, inputs=None) -> dict:
+    execution.refresh_from_db()
+    return run_values(execution=execution, inputs=inputs)
 
 
 @langgraph_endpoint("POST")
-def thread_runs_wait(request, user, thread_id):
-    return _runs_wait(request, user, thread_id)
+async def thread_runs_wait(request, user, thread_id):
+    return await _runs_wait(request, user, thread_id)
 
 
 @langgraph_endpoint("POST")
-def stateless_runs_wait(request, user):
-    return _runs_wait(request, user)
+async def stateless_runs_wait(request, user):
+    return await _runs_wait(request, user)
 
 
 @langgraph_endpoint("GET", "DELETE")
@@ -244,9 +254,11 @@ def run_detail(request, user, thread_id, run_id):
 
 
 @langgraph_endpoint("GET")
-def run_join_view(request, user, thread_id, run_id):
-    execution = run_join(execution=run_get(user=user, thread_id=thread_id, run_id=run_id))
-    return run_values(execution=execution)
+async def run_join_view(request, user, thread_id, run_id):
+    execution = await database_sync_to_async(run_get)(user=user, thread_id=thread_id, run_id=run_id)
+    if not execution.is_terminal:
+        await run_ended(execution_id=execution.pk)
+    return await database_sync_to_async(_values_now)(execution)
 
 
 @langgraph_endpoint("GET")
@@ -261,11 +273,24 @@ def run_join_stream(request, user, thread_id, run_id):
     return _stream_response(feed, maker=maker, resume=resume)
 
 
+def _cancel(user, thread_id, run_id) -> WorkflowExecution:
+    return run_cancel(execution=run_get(user=user, thread_id=thread_id, run_id=run_id), actor=user)
+
+
+def _run_now(execution) -> dict:
+    execution.refresh_from_db()
+    return run_as_dict(execution)
+
+
 @langgraph_endpoint("POST")
-def run_cancel_view(request, user, thread_id, run_id):
-    execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
-    ended = run_cancel(execution=execution, actor=user, wait=request.GET.get("wait") in ("1", "true", "True"))
-    return json_response(run_as_dict(ended), status=200 if ended.is_terminal else 202)
+async def run_cancel_view(request, user, thread_id, run_id):
+    """Ask the run to stop (at once if pending, at its next token or node boundary if running); with ?wait=1,
+    answer once it has ended."""
+    execution = await database_sync_to_async(_cancel)(user, thread_id, run_id)
+    if request.GET.get("wait") in ("1", "true", "True") and not execution.is_terminal:
+        await run_ended(execution_id=execution.pk)
+    body = await database_sync_to_async(_run_now)(execution)
+    return json_response(body, status=200 if body["status"] not in ("pending", "running") else 202)
 
 
 # Store ------------------------------------------------------------------------------------------------------

@@ -19,3 +19,17 @@ def server(daphne_server):
     started = daphne_server()
     started.langgraph_url = f"{started.base_url}/langgraph"
     return started
+
+
+def reconcile_exit_code() -> int:
+    """`manage.py reconcile_aggregates`: 0 when every aggregate equals its source rows (I1, I2)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    try:
+        call_command("reconcile_aggregates", stdout=out, stderr=out)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0

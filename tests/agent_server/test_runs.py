@@ -1,0 +1,181 @@
+"""Runs over the official langgraph-sdk against a real daphne server: a run IS a WorkflowExecution run by the same
+runner; on a thread it is a chat turn in that conversation, with tokens and cost exact everywhere."""
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import UnprocessableEntityError
+
+from conversations.models import Message
+from tests.agent_server.conftest import reconcile_exit_code
+from tests.invariants import assert_all
+from workflows.models import WorkflowExecution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+ALL_MODES = ["values", "updates", "messages-tuple", "messages", "events", "custom", "debug"]
+
+
+def test_waiting_for_a_run_on_a_thread_is_a_chat_turn_with_exact_accounting(server, alice, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    values = client.runs.wait(thread["thread_id"], "universal_chat", input=TURN, metadata={"source": "sdk"})
+
+    execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+    assert "84" in values["messages"][-1]["content"] and values["messages"][-1]["id"] == str(reply.pk)
+    assert values["messages"][-1]["usage_metadata"]["input_tokens"] == execution.prompt_tokens > 0
+    assert values["messages"][-1]["usage_metadata"]["output_tokens"] == execution.completion_tokens > 0
+    assert execution.workflow_type == "chat" and execution.template.key == "universal_chat"
+    assert execution.tool_calls == 1 and execution.llm_calls == 2
+    run = client.runs.get(thread["thread_id"], str(execution.pk))
+    assert run["status"] == "success" and run["metadata"] == {"source": "sdk"}
+    assert run["assistant_id"] == "universal_chat" and run["thread_id"] == thread["thread_id"]
+    assert run["chatter"]["total_tokens"] == execution.total_tokens and run["chatter"]["cost"] == str(execution.cost)
+    assert [r["run_id"] for r in client.runs.list(thread["thread_id"])] == [str(execution.pk)]
+    assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+async def test_a_streamed_run_speaks_each_stream_mode(server, alice_key):
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+    created = []
+
+    parts = [part async for part in client.runs.stream(thread["thread_id"], "universal_chat", input=TURN,
+                                                       stream_mode=ALL_MODES, on_run_created=created.append)]
+
+    execution = await sync_to_async(WorkflowExecution.objects.get)(conversation_id=thread["thread_id"])
+    events = [part.event for part in parts]
+    assert events[0] == "metadata" and parts[0].data["run_id"] == str(execution.pk) == created[0]["run_id"]
+    assert events[-1] == "end" and execution.status == "completed"
+    assert set(events) >= {"values", "updates", "messages", "messages/partial", "messages/complete", "events",
+                           "custom", "debug"}
+    values = [part.data for part in parts if part.event == "values"]
+    assert [m["type"] for m in values[0]["messages"]] == ["human"]
+    assert [m["type"] for m in values[-1]["messages"]] == ["human", "ai"] and "84" in values[-1]["messages"][-1][
+        "content"]
+    assert {node for part in parts if part.event == "updates" for node in part.data} >= {"model", "tools"}
+    chunks = [part.data[0] for part in parts if part.event == "messages"]
+    usage = [chunk["usage_metadata"] for chunk in chunks if chunk.get("usage_metadata")]
+    assert len(usage) == execution.llm_calls == 2
+    assert sum(u["input_tokens"] for u in usage) == execution.prompt_tokens
+    assert sum(u["output_tokens"] for u in usage) == execution.completion_tokens
+    streamed_text = "".join(chunk["content"] for chunk in chunks)
+    assert values[-1]["messages"][-1]["content"] in streamed_text
+    custom = [part.data for part in parts if part.event == "custom"]
+    done = [envelope for envelope in custom if envelope["event"] == "workflow_completed"]
+    assert done[0]["data"]["cost"] == str(execution.cost) and done[0]["data"]["total_tokens"] == execution.total_tokens
+    debug_types = [part.data["type"] for part in parts if part.event == "debug"]
+    assert debug_types.count("task") == debug_types.count("task_result") > 0
+    kinds = {part.data["event"] for part in parts if part.event == "events"}
+    assert {"on_chain_start", "on_chat_model_stream", "on_chat_model_end", "on_tool_end", "on_chain_end"} <= kinds
+    await sync_to_async(assert_all)(execution)
+
+
+async def test_joining_a_runs_stream_resumes_after_the_last_event_id(server, alice_key):
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+    modes = ["values", "updates", "custom"]
+    first = [part async for part in client.runs.stream(thread["thread_id"], "universal_chat", input=TURN,
+                                                       stream_mode=modes)]
+    run_id = first[0].data["run_id"]
+    cut = len(first) // 2
+
+    resumed = [part async for part in client.runs.join_stream(thread["thread_id"], run_id,
+                                                              last_event_id=first[cut].id)]
+    replayed = [part async for part in client.runs.join_stream(thread["thread_id"], run_id, stream_mode=["updates"])]
+
+    assert [(p.id, p.event, p.data) for p in resumed] == [(p.id, p.event, p.data) for p in first[cut + 1:]]
+    assert resumed[-1].event == "end"
+    assert [p.event for p in replayed] == ["metadata", *(["updates"] * (len(replayed) - 2)), "end"]
+    assert len(replayed) - 2 == sum(1 for p in first if p.event == "updates")
+
+
+def test_a_run_without_a_thread_keeps_its_accounting_on_the_run(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+
+    values = client.runs.wait(None, "universal_chat", input=TURN)
+    streamed = list(client.runs.stream(None, "universal_chat", input={"messages": [{"role": "user",
+                                                                                    "content": "hello"}]}))
+
+    waited, stream_run = WorkflowExecution.objects.order_by("created_at")
+    assert waited.conversation_id is None and waited.status == stream_run.status == "completed"
+    assert [m["type"] for m in values["messages"]] == ["human", "ai"] and "84" in values["messages"][1]["content"]
+    assert values["messages"][1]["usage_metadata"]["total_tokens"] == waited.total_tokens > 0
+    assert values["messages"][1]["response_metadata"]["cost"] == str(waited.cost)
+    assert streamed[0].event == "metadata" and streamed[0].data["run_id"] == str(stream_run.pk)
+    assert [m["type"] for m in streamed[-2].data["messages"]] == ["human", "ai"] and streamed[-1].event == "end"
+    assert_all(waited)
+    assert_all(stream_run)
+
+
+def test_a_background_run_is_pending_until_a_worker_runs_it_and_can_be_cancelled(server, alice_key, tmp_path):
+    from tests.fixtures_server import start_worker, stop_process
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    pending = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # no worker yet
+
+    assert pending["status"] == "pending" and client.threads.get(thread["thread_id"])["status"] == "busy"
+    cancelled = client.runs.cancel(thread["thread_id"], pending["run_id"], wait=True)
+    assert cancelled["status"] == "interrupted"
+    assert client.runs.join(thread["thread_id"], pending["run_id"])["__error__"]["error"] == "cancelled"
+
+    worker = start_worker(tmp_path)
+    try:
+        queued = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)
+        values = client.runs.join(thread["thread_id"], queued["run_id"])
+    finally:
+        stop_process(worker)
+
+    assert "84" in values["messages"][-1]["content"]
+    assert [r["status"] for r in client.runs.list(thread["thread_id"])] == ["success", "interrupted"]
+    for execution in WorkflowExecution.objects.all():
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(server, alice_key, tmp_path):
+    from tests.fixtures_server import start_worker, stop_process
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    first = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # pending: the thread is busy
+
+    with pytest.raises(httpx.HTTPStatusError) as rejected:
+        client.runs.wait(thread["thread_id"], "universal_chat", input=TURN, multitask_strategy="reject")
+    second = client.runs.create(thread["thread_id"], "universal_chat", multitask_strategy="enqueue",
+                                input={"messages": [{"role": "user", "content": "hello"}]})
+
+    assert rejected.value.response.status_code == 409
+    assert WorkflowExecution.objects.count() == 2
+    worker = start_worker(tmp_path)
+    try:
+        values = client.runs.join(thread["thread_id"], second["run_id"])
+    finally:
+        stop_process(worker)
+    first_run = WorkflowExecution.objects.get(pk=first["run_id"])
+    second_run = WorkflowExecution.objects.get(pk=second["run_id"])
+    assert first_run.status == second_run.status == "completed"
+    assert second_run.started_at >= first_run.completed_at  # it waited for the first to end
+    assert values["messages"][-1]["content"].startswith("(local model)")
+    for execution in (first_run, second_run):
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    for options in ({"command": {"resume": "yes"}}, {"webhook": "http://127.0.0.1:9/hook"},
+                    {"stream_mode": ["checkpoints"]}, {"input": {"messages": [{"role": "robot", "content": "x"}]}}):
+        with pytest.raises(UnprocessableEntityError):
+            client.runs.create(thread["thread_id"], "universal_chat", **{"input": TURN, **options})
+    with pytest.raises(UnprocessableEntityError):
+        client.runs.create(thread["thread_id"], "universal_chat", input=TURN, context={"temperature": 9})
+
+    assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
