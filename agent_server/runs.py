@@ -104,7 +104,11 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         except NotFound:
             if body.if_not_exists != "create":
                 raise
-            conversation = thread_create(owner=owner, thread_id=uuid.UUID(str(thread_id)))
+            try:
+                chosen = uuid.UUID(str(thread_id))
+            except ValueError:
+                raise InvalidInput("thread_id must be a UUID") from None
+            conversation = thread_create(owner=owner, thread_id=chosen)
         if not message:
             raise InvalidInput("a run on a thread needs a user message in input.messages")
         request.update(chat=True, conversation_id=conversation.pk)

@@ -167,6 +167,30 @@ def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(ser
     assert reconcile_exit_code() == 0
 
 
+def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):
+    from tests.fixtures_server import start_worker, stop_process
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    first = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # pending: the thread is busy
+
+    second = client.runs.create(thread["thread_id"], "universal_chat", input=TURN, multitask_strategy="interrupt")
+    worker = start_worker(tmp_path)
+    try:
+        values = client.runs.join(thread["thread_id"], second["run_id"])
+    finally:
+        stop_process(worker)
+
+    first_run = WorkflowExecution.objects.get(pk=first["run_id"])
+    second_run = WorkflowExecution.objects.get(pk=second["run_id"])
+    assert first_run.status == "cancelled" and second_run.status == "completed"
+    assert client.runs.get(thread["thread_id"], first["run_id"])["status"] == "interrupted"
+    assert "84" in values["messages"][-1]["content"]
+    for execution in (first_run, second_run):
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
 def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(server, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
