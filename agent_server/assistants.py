@@ -3,6 +3,12 @@ definition one whose id and graph_id are `definition-<id>`. Their graphs, schema
 same rows the runs use."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from django.conf import settings
+
 from chatter_project.errors import NotFound
 from workflows.engine.config import CONFIG_KEYS
 from workflows.engine.graph import parse_graph
@@ -49,8 +55,33 @@ def _definition_assistant(definition: WorkflowDefinition) -> dict:
     }
 
 
-def assistant_row(*, user, assistant_id: str) -> WorkflowTemplate | WorkflowDefinition:
-    """The template or definition an assistant id names, if the user may run it; else 404."""
+@dataclass(frozen=True)
+class RegisteredGraph:
+    """A Python graph of CHATTER_GRAPHS: every user may run it."""
+
+    name: str
+
+    def as_graph(self) -> dict:
+        """The Chatter graph that runs it: one python_graph node (workflows.engine.python_graphs)."""
+        return {"nodes": [{"id": "start", "type": "start"},
+                          {"id": "graph", "type": "python_graph", "config": {"graph": self.name}},
+                          {"id": "end", "type": "end"}],
+                "edges": [{"source": "start", "target": "graph"}, {"source": "graph", "target": "end"}]}
+
+
+def _registered_assistant(graph: RegisteredGraph) -> dict:
+    path, attribute = settings.CHATTER_GRAPHS[graph.name]
+    changed = datetime.fromtimestamp(Path(path).stat().st_mtime, tz=timezone.utc)
+    return {"assistant_id": graph.name, "graph_id": graph.name, "name": graph.name,
+            "description": f"{Path(path).name}:{attribute}", "version": 1, "config": {"configurable": {}},
+            "context": {}, "metadata": {"created_by": "system", "chatter_kind": "python_graph"},
+            "created_at": changed, "updated_at": changed}
+
+
+def assistant_row(*, user, assistant_id: str) -> WorkflowTemplate | WorkflowDefinition | RegisteredGraph:
+    """The registered graph, template or definition an assistant id names, if the user may run it; else 404."""
+    if assistant_id in settings.CHATTER_GRAPHS:
+        return RegisteredGraph(assistant_id)
     if assistant_id.startswith(DEFINITION_PREFIX):
         row = definition_get(user=user, definition_id=assistant_id[len(DEFINITION_PREFIX):])
     else:
@@ -61,11 +92,15 @@ def assistant_row(*, user, assistant_id: str) -> WorkflowTemplate | WorkflowDefi
 
 
 def assistant_of(row) -> dict:
+    if isinstance(row, RegisteredGraph):
+        return _registered_assistant(row)
     return _template_assistant(row) if isinstance(row, WorkflowTemplate) else _definition_assistant(row)
 
 
 def run_target(row) -> dict:
     """What names the assistant's graph to the run services (workflows.services.runs)."""
+    if isinstance(row, RegisteredGraph):
+        return {"graph": row.as_graph()}
     if isinstance(row, WorkflowTemplate):
         return {"template": str(row.pk)}
     return {"definition_id": row.pk}
@@ -76,6 +111,9 @@ def assistant_id_of_execution(execution) -> str | None:
         return execution.template.key
     if execution.definition_id:
         return f"{DEFINITION_PREFIX}{execution.definition_id}"
+    for node in (execution.graph or {}).get("nodes", []):
+        if node.get("type") == "python_graph":
+            return node.get("config", {}).get("graph")
     return None
 
 
@@ -94,7 +132,12 @@ def assistant_search(*, user, graph_id: str | None = None, name: str | None = No
             templates, definitions = templates.filter(key=graph_id), definitions.none()
     if name:
         templates, definitions = templates.filter(name__icontains=name), definitions.filter(name__icontains=name)
-    assistants = [_template_assistant(t) for t in templates.order_by("key", "created_at")]
+    registered = [RegisteredGraph(n) for n in sorted(settings.CHATTER_GRAPHS)
+                  if (not graph_id or graph_id == n) and (not name or name.lower() in n.lower())]
+    assistants = [_registered_assistant(graph) for graph in registered]
+    if graph_id in settings.CHATTER_GRAPHS:
+        templates, definitions = templates.none(), definitions.none()
+    assistants += [_template_assistant(t) for t in templates.order_by("key", "created_at")]
     assistants += [_definition_assistant(d) for d in definitions.order_by("created_at")]
     if metadata:
         assistants = [a for a in assistants if all(a["metadata"].get(k) == v for k, v in metadata.items())]
@@ -105,6 +148,10 @@ def assistant_search(*, user, graph_id: str | None = None, name: str | None = No
 
 def assistant_graph(*, row) -> dict:
     """The graph in LangGraph's drawable JSON shape: nodes {id, type, data}, edges {source, target, conditional}."""
+    if isinstance(row, RegisteredGraph):
+        from workflows.engine.python_graphs import graph_load
+
+        return graph_load(row.name).get_graph().to_json()
     graph = parse_graph(row.graph if isinstance(row, WorkflowTemplate) else {"nodes": row.nodes, "edges": row.edges})
     return {
         "nodes": [{"id": node.id, "type": "runnable",

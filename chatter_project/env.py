@@ -48,3 +48,32 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def env_graphs(name: str) -> dict[str, tuple[str, str]]:
+    """A langgraph.json-style file named by the variable (`{"graphs": {"agent": "path/to/module.py:graph"}}`,
+    paths relative to the file): {graph name: (absolute module path, attribute)}. Unset: none. A file that is
+    missing or malformed, or that names a module that does not exist, stops start-up."""
+    import json
+    from pathlib import Path
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    path = Path(raw).expanduser()
+    try:
+        graphs = json.loads(path.read_text())["graphs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name}: {raw!r} is not a readable langgraph.json-style file with a "
+                                   f"\"graphs\" object ({type(exc).__name__}: {exc})") from None
+    if not isinstance(graphs, dict):
+        raise ImproperlyConfigured(f"{name}: \"graphs\" in {raw!r} must be an object of name: \"file.py:attr\"")
+    found = {}
+    for graph_name, spec in graphs.items():
+        module, _, attribute = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+        module_path = (path.parent / module).resolve()
+        if not graph_name or not attribute or not module.endswith(".py") or not module_path.is_file():
+            raise ImproperlyConfigured(f"{name}: graph {graph_name!r} must be \"path/to/module.py:attribute\" "
+                                       f"naming an existing file, got {spec!r}")
+        found[graph_name] = (str(module_path), attribute)
+    return found

@@ -4,7 +4,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatter_project.env import env_bool, env_choice, env_int, env_list, env_str
+from chatter_project.env import env_bool, env_choice, env_graphs, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
@@ -153,6 +153,8 @@ CHATTER_DEFAULT_MODEL = env_str("CHATTER_DEFAULT_MODEL") or CHATTER_PROVIDER_DEF
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+# Python graphs of your own (LangGraph, compiled or factories), run as Chatter runs: {name: (module file, attr)}.
+CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # Threads of the runner (workflows/runner.py) per process: at most this many streamed runs execute at once in

@@ -25,6 +25,8 @@ def start(tmp_path, **env):
         ("DEBUG", "maybe"),
         ("CHATTER_DEFAULT_PROVIDER", "skynet"),
         ("DATABASE_URL", "nonsense://"),
+        ("CHATTER_GRAPHS", "/nonexistent/langgraph.json"),
+        ("CHATTER_GRAPHS", str(ROOT / "tests" / "agent_server" / "graphs" / "agent.py")),  # not a JSON file
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value):

@@ -202,7 +202,8 @@ _PYDANTIC_ERRORS: dict[str, tuple[str, str]] = {
     "list_type": ("invalid_type", "must be a list, not {json_type}"),
 }
 _OUR_CODES = frozenset(
-    {"unknown_type", "unknown_node", "invalid_edge", "invalid_branch", "bad_condition", "invalid_type", "out_of_range"}
+    {"unknown_type", "unknown_node", "invalid_edge", "invalid_branch", "bad_condition", "invalid_type", "out_of_range",
+     "unknown_graph"}
 )
 
 

@@ -127,6 +127,20 @@ class DelayConfig(NodeConfig):
     delay_type: Literal["fixed", "random", "exponential"] = "fixed"
 
 
+def _registered_graph(name: str) -> str:
+    from django.conf import settings
+
+    if name not in settings.CHATTER_GRAPHS:
+        raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
+    return name
+
+
+class PythonGraphConfig(NodeConfig):
+    """A Python graph of your own, registered by name in the CHATTER_GRAPHS file."""
+
+    graph: Annotated[str, AfterValidator(_registered_graph)] = Field(min_length=1, max_length=100)
+
+
 NODE_TYPES: dict[str, type[NodeConfig]] = {
     "start": NoConfig,
     "end": NoConfig,
@@ -139,6 +153,7 @@ NODE_TYPES: dict[str, type[NodeConfig]] = {
     "variable": VariableConfig,
     "error_handler": ErrorHandlerConfig,
     "delay": DelayConfig,
+    "python_graph": PythonGraphConfig,
 }
 
 

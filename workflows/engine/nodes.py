@@ -256,6 +256,18 @@ def delay(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
 
 
 Behaviour = Callable[[Node, RunState, RunContext, Graph], Outcome]
+def python_graph(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    """A registered Python graph (CHATTER_GRAPHS) run on the turn (with the conversation's recent history when
+    memory is on); its chat-model calls and tool calls are accounted by workflows.engine.python_graphs."""
+    from workflows.engine.python_graphs import python_graph_invoke
+
+    history = ctx.hooks.history(ctx.config["memory_window"]) if ctx.config["enable_memory"] else []
+    added = python_graph_invoke(node, [*history, *(state.get("messages") or [])], ctx)
+    reply = next((m for m in reversed(added) if isinstance(m, AIMessage)), None)
+    return Outcome(update={"messages": added}, output={
+        "content": _text(reply)[:MAX_OUTPUT_CHARS] if reply else "", "messages": len(added)})
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "start": passthrough,
     "end": passthrough,
@@ -268,4 +280,5 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "variable": variable,
     "error_handler": error_handler,
     "delay": delay,
+    "python_graph": python_graph,
 }

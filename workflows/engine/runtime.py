@@ -181,6 +181,12 @@ class RunContext:
             raise failure from exc
         return self._record_reply(node, provider, model_name, prompt, streamed, started)
 
+    def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
+                      started: float) -> None:
+        """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
+        callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
+        self._record(node, provider, reported_model, requested_model, usage, started)
+
     def _record_reply(self, node, provider, model_name, prompt, streamed, started) -> AIMessage:
         reply = streamed.reply()
         usage = usage_from_message(reply, prompt=prompt, raw=streamed.raw_usage.report_for(reply.usage_metadata))

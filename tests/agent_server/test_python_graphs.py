@@ -1,0 +1,107 @@
+"""Python graphs of your own (CHATTER_GRAPHS) as assistants: run through the official langgraph-sdk against a real
+daphne server, their chat model (ChatOpenAI on the fake OpenAI server) and tool calls are accounted exactly like a
+built-in model node's; the same graph run through /api/v1/ gives the same accounting; an unpriced model is
+recorded with its tokens and flagged, not refused."""
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+
+from agent_server.assistants import RegisteredGraph
+from tests.agent_server.conftest import reconcile_exit_code
+from tests.invariants import assert_all
+from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+GRAPHS = Path(__file__).parent / "graphs" / "langgraph.json"
+TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+# gpt-4o-mini's seeded price: 0.15 in, 0.60 out per million; (50 + 80) in, (10 + 6) out.
+EXPECTED = {"prompt_tokens": 130, "completion_tokens": 16, "total_tokens": 146, "cost": Decimal("0.00002910"),
+            "llm_calls": 2, "tool_calls": 1}
+
+
+@pytest.fixture
+def graph_server(daphne_server, openai_stub):
+    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
+                           OPENAI_API_KEY="sk-test-not-a-real-key")
+    server.langgraph_url = f"{server.base_url}/langgraph"
+    return server
+
+
+def script_turn(stub, model="gpt-4o-mini") -> None:
+    stub.reply(tool_calls=[{"name": "multiply", "arguments": {"a": 12, "b": 7}}], model=model,
+               usage={"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60})
+    stub.reply(content="12*7 = 84", model=model,
+               usage={"prompt_tokens": 80, "completion_tokens": 6, "total_tokens": 86})
+
+
+def figures(execution) -> dict:
+    return {name: getattr(execution, name) for name in EXPECTED}
+
+
+def test_a_python_graph_is_an_assistant_and_its_calls_are_accounted(graph_server, openai_stub, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    script_turn(openai_stub)
+
+    found = {a["graph_id"] for a in client.assistants.search(limit=100)}
+    drawn = client.assistants.get_graph("calculator_agent")
+    thread = client.threads.create()
+    values = client.runs.wait(thread["thread_id"], "calculator_agent", input=TURN)
+
+    assert {"calculator_agent", "house_agent", "universal_chat"} <= found
+    assert {"agent", "tools"} <= {node["id"] for node in drawn["nodes"]}
+    assert values["messages"][-1]["content"] == "12*7 = 84"
+    execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    assert execution.status == "completed" and figures(execution) == EXPECTED
+    calls = list(LLMCall.objects.filter(execution=execution).order_by("created_at"))
+    assert [(c.provider, c.model, c.unpriced, c.total_tokens) for c in calls] == [
+        ("openai", "gpt-4o-mini", False, 60), ("openai", "gpt-4o-mini", False, 86)]
+    tool = ToolCall.objects.get(execution=execution)
+    assert tool.tool == "multiply" and tool.ok and "84" in tool.result
+    node = NodeExecution.objects.get(execution=execution, node_type="python_graph")
+    assert node.total_tokens == 146 and node.cost == EXPECTED["cost"] and node.llm_calls == 2
+    assert values["messages"][-1]["usage_metadata"]["total_tokens"] == 146
+    assert client.runs.get(thread["thread_id"], str(execution.pk))["assistant_id"] == "calculator_agent"
+    assert_all(execution)
+
+    # The same graph through /api/v1/: the same run, the same accounting.
+    script_turn(openai_stub)
+    token = {"Authorization": f"Token {alice_key}"}
+    conversation = httpx.post(f"{graph_server.base_url}/api/v1/conversations/", json={"title": "v1"},
+                              headers=token).json()
+    response = httpx.post(f"{graph_server.base_url}/api/v1/executions/", headers=token, timeout=60, json={
+        "graph": RegisteredGraph("calculator_agent").as_graph(), "input": {"message": "What is 12*7?"},
+        "conversation_id": conversation["id"], "mode": "sync"})
+    assert response.status_code == 201, response.text
+    through_v1 = WorkflowExecution.objects.get(pk=response.json()["execution"]["id"])
+    assert figures(through_v1) == EXPECTED
+    assert_all(through_v1)
+    assert reconcile_exit_code() == 0
+
+
+def test_a_model_without_a_price_is_recorded_and_flagged_not_refused(graph_server, openai_stub, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    script_turn(openai_stub, model="house-model-7")
+
+    parts = list(client.runs.stream(None, "house_agent", input=TURN, stream_mode=["values", "custom"]))
+
+    execution = WorkflowExecution.objects.get()
+    assert parts[-1].event == "end" and execution.status == "completed"
+    assert execution.total_tokens == 146 and execution.cost == 0 and execution.llm_calls == 2
+    assert set(LLMCall.objects.filter(execution=execution).values_list("model", "unpriced")) == {
+        ("house-model-7", True)}
+    usage = [p.data["data"] for p in parts if p.event == "custom" and p.data["event"] == "token_usage"]
+    assert [u["total_tokens"] for u in usage] == [60, 86] and {u["provider"] for u in usage} == {"openai"}
+    assert_all(execution)
+
+
+def test_a_graph_naming_an_unregistered_python_graph_is_invalid(settings):
+    from workflows.engine.graph import validate_graph
+
+    settings.CHATTER_GRAPHS = {"calculator_agent": (str(GRAPHS.parent / "agent.py"), "graph")}
+
+    assert validate_graph(RegisteredGraph("calculator_agent").as_graph()) == []
+    errors = validate_graph(RegisteredGraph("nobody").as_graph())
+    assert [(e["path"], e["code"]) for e in errors] == [("nodes[1].config.graph", "unknown_graph")]
