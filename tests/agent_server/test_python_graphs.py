@@ -105,3 +105,16 @@ def test_a_graph_naming_an_unregistered_python_graph_is_invalid(settings):
     assert validate_graph(RegisteredGraph("calculator_agent").as_graph()) == []
     errors = validate_graph(RegisteredGraph("nobody").as_graph())
     assert [(e["path"], e["code"]) for e in errors] == [("nodes[1].config.graph", "unknown_graph")]
+
+
+def test_the_runs_tool_call_limit_holds_inside_a_python_graph(graph_server, openai_stub, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    script_turn(openai_stub)
+
+    values = client.runs.wait(None, "calculator_agent", input=TURN, context={"max_tool_calls": 0}, raise_error=False)
+
+    execution = WorkflowExecution.objects.get()
+    assert values["__error__"]["error"] == "limit_exceeded"
+    assert execution.status == "failed" and execution.error_type == "limit_exceeded"
+    assert execution.llm_calls == 1 and execution.total_tokens == 60 and execution.tool_calls == 0  # kept (I5)
+    assert_all(execution)

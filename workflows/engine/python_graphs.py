@@ -86,6 +86,7 @@ class CallAccounting(BaseCallbackHandler):
                                requested_model=call["model"], usage=usage, started=call["started"])
 
     def on_tool_start(self, serialized, input_str, *, run_id, inputs=None, **kwargs) -> None:
+        self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"])  # the run's limit holds here too
         self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
                               "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
                               "started": time.monotonic()}
@@ -94,7 +95,6 @@ class CallAccounting(BaseCallbackHandler):
         tool = self.tools.pop(run_id, None)
         if tool is None:
             return
-        self.ctx.tool_calls += 1
         self.ctx.hooks.tool_called(self.node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok,
                                    error=error, duration_ms=int((time.monotonic() - tool["started"]) * 1000))
 
