@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agent_server.models import AgentRun, StoreItem
 from analytics.models import ModelPrice, TemplateAnalytics
 from audit.models import AuditEvent
 from conversations.models import Conversation, Document, Message
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.django_db
 EVERY_MODEL = [
     Conversation, Message, Document,
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
-    WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent,
+    WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem,
 ]
 
 
@@ -87,6 +88,8 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
                                    edges=template.graph["edges"])
     WorkflowSchedule.objects.create(owner=alice, name="Nightly", definition=definition, cron="0 3 * * *")
     audit_event()
+    AgentRun.objects.create(execution=run, assistant_id="universal_chat")
+    StoreItem.objects.create(owner=alice, namespace="notes", key="k", value={"text": "calculator"})
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model
