@@ -83,6 +83,22 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
         transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))
 
 
+def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conversation:
+    """The run's thread; with if_not_exists="create" a missing one is created, once the run is known to be valid
+    (a refused run leaves no thread behind)."""
+    try:
+        return thread_get(user=owner, thread_id=thread_id)
+    except NotFound:
+        if body.if_not_exists != "create":
+            raise
+    try:
+        chosen = uuid.UUID(str(thread_id))
+    except ValueError:
+        raise InvalidInput("thread_id must be a UUID") from None
+    run_plan(**request)
+    return thread_create(owner=owner, thread_id=chosen)
+
+
 def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
     On a thread, `multitask_strategy` says what happens when a run of it is in progress: `reject` (409),
@@ -99,18 +115,9 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                  "multitask_strategy": body.multitask_strategy}
     queued = False
     if thread_id is not None:
-        try:
-            conversation = thread_get(user=owner, thread_id=thread_id)
-        except NotFound:
-            if body.if_not_exists != "create":
-                raise
-            try:
-                chosen = uuid.UUID(str(thread_id))
-            except ValueError:
-                raise InvalidInput("thread_id must be a UUID") from None
-            conversation = thread_create(owner=owner, thread_id=chosen)
         if not message:
             raise InvalidInput("a run on a thread needs a user message in input.messages")
+        conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
         request.update(chat=True, conversation_id=conversation.pk)
         if conversation_has_run_in_progress(conversation_id=conversation.pk):
             if body.multitask_strategy == "reject":
@@ -118,12 +125,15 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                                "multitask strategy.", code="thread_busy")
             if body.multitask_strategy == "rollback":
                 raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
+            run_plan(**request)  # bad input is refused before the thread's runs are touched
             if body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
                                                                 status__in=RUN_IN_PROGRESS).exclude(
                         agent_run__queued=True):
-                    if not running.is_terminal:
+                    try:
                         execution_cancel(execution=running, actor=owner)
+                    except Conflict:
+                        pass  # it ended meanwhile: nothing to interrupt
             queued = True
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
@@ -139,8 +149,6 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     else:
         started.execution = execution_run_now(**request)
     AgentRun.objects.create(execution_id=started.execution.pk, **agent_run)
-    if mode == Mode.SYNC:
-        started.execution.refresh_from_db()
     return started
 
 

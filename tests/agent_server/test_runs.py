@@ -203,3 +203,22 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
         client.runs.create(thread["thread_id"], "universal_chat", input=TURN, context={"temperature": 9})
 
     assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_a_run_may_create_its_thread_but_a_refused_one_leaves_none(server, alice_key):
+    import uuid
+
+    from conversations.models import Conversation
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    refused, created = str(uuid.uuid4()), str(uuid.uuid4())
+
+    with pytest.raises(httpx.HTTPStatusError) as bad:
+        client.runs.wait(refused, "universal_chat", input=TURN, if_not_exists="create", context={"temperature": 9})
+    values = client.runs.wait(created, "universal_chat", input=TURN, if_not_exists="create")
+
+    assert bad.value.response.status_code == 422 and not Conversation.objects.filter(pk=refused).exists()
+    assert Conversation.objects.filter(pk=created).exists() and "84" in values["messages"][-1]["content"]
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        client.runs.wait(str(uuid.uuid4()), "universal_chat", input=TURN)
+    assert missing.value.response.status_code == 404
