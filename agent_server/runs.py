@@ -57,9 +57,11 @@ def _chatter_config(body: RunCreate, system_prompt: str | None) -> dict:
 
 
 def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
-    """A run written pending behind its thread's run in progress: agent_server.receivers enqueues it when that
-    one ends. Written and marked queued in one transaction."""
-    plan = run_plan(**{**request, "mode": Mode.BACKGROUND})
+    """A run written pending behind its thread's run in progress: agent_server.receivers hands it to the workers
+    when that one ends. Written and marked queued in one transaction. While it waits its mode is `sync` (nobody
+    has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
+    whose task is missing); it becomes a background run when it is handed to the workers."""
+    plan = run_plan(**{**request, "mode": Mode.SYNC})
     with transaction.atomic():
         execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
         AgentRun.objects.create(execution=execution, queued=True, **agent_run)
@@ -68,9 +70,9 @@ def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
 
 
 def queued_run_start_if_idle(*, conversation_id) -> None:
-    """Enqueue the thread's oldest queued run when none of its other runs is in progress (called when a run of the
-    thread ends, and after queueing one, in case the run it waited for ended meanwhile). One read when nothing
-    is queued."""
+    """Hand the thread's oldest queued run to the workers when none of its other runs is in progress (called when
+    a run of the thread ends, and after queueing one, in case the run it waited for ended meanwhile). One read
+    when nothing is queued."""
     first = WorkflowExecution.objects.filter(conversation_id=conversation_id, status=Status.PENDING,
                                              agent_run__queued=True).order_by("created_at").first()
     if first is None:
@@ -78,7 +80,10 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
     if WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS).exclude(
             agent_run__queued=True).exists():
         return
-    if AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
+    with transaction.atomic():
+        if not AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
+            return  # another process handed it over first
+        WorkflowExecution.objects.filter(pk=first.pk, status=Status.PENDING).update(mode=Mode.BACKGROUND)
         execution_id = first.pk
         transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))
 

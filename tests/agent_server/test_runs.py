@@ -152,6 +152,14 @@ def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(ser
 
     assert rejected.value.response.status_code == 409
     assert WorkflowExecution.objects.count() == 2
+    # While it waits no task exists for it, and the recovery sweep does not queue one (it would run at once).
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.services.recovery import executions_requeue_lost
+    waiting = WorkflowExecution.objects.get(pk=second["run_id"])
+    assert executions_requeue_lost(runs=[waiting], now=timezone.now() + timedelta(seconds=60)) == []
     worker = start_worker(tmp_path)
     try:
         values = client.runs.join(thread["thread_id"], second["run_id"])
@@ -159,7 +167,7 @@ def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(ser
         stop_process(worker)
     first_run = WorkflowExecution.objects.get(pk=first["run_id"])
     second_run = WorkflowExecution.objects.get(pk=second["run_id"])
-    assert first_run.status == second_run.status == "completed"
+    assert first_run.status == second_run.status == "completed" and second_run.mode == "background"
     assert second_run.started_at >= first_run.completed_at  # it waited for the first to end
     assert values["messages"][-1]["content"].startswith("(local model)")
     for execution in (first_run, second_run):
