@@ -18,10 +18,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens by their prefix: the key itself is shown once, to whoever made it (the API or
     `manage.py create_api_token`), and never stored. Deleting a token revokes it."""
 
-    list_display = ("prefix", "user", "created_at")
+    list_display = ("prefix", "name", "user", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at")
+    list_filter = ("revoked_at", "expires_at", "created_at")
     list_select_related = ("user",)
-    search_fields = ("prefix", "user__username")
-    fields = readonly_fields = ("prefix", "user", "created_at")
+    search_fields = ("prefix", "name", "user__username")
+    fields = readonly_fields = ("uid", "prefix", "name", "user", "scopes", "expires_at", "revoked_at",
+                                "last_used_at", "created_at")
 
     def has_add_permission(self, request):
         return False

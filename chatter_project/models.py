@@ -1,4 +1,5 @@
 """Shared model pieces: the token/cost columns every accounted row carries; API tokens (the plumbing's own table)."""
+import uuid
 from decimal import Decimal
 
 from django.conf import settings
@@ -32,19 +33,35 @@ def non_negative(*fields: str, model: str) -> list[models.CheckConstraint]:
     ]
 
 
-class ApiToken(models.Model):
-    """An API token (`Authorization: Token <key>`, websockets `?token=<key>`). Only the SHA-256 of the key is
-    stored: the key is shown once, when it is made (POST /api/v1/auth/token/, `manage.py create_api_token`), and
-    a stolen database authenticates no one. `prefix` (the key's first characters) tells tokens apart."""
+API_KEY_SCOPES = ("chat", "runs", "gateway", "read")
 
+
+def all_scopes() -> list[str]:
+    return list(API_KEY_SCOPES)
+
+
+class ApiToken(models.Model):
+    """An API key (`Authorization: Token <key>` or `Bearer <key>`, websockets `?token=<key>`). Only the SHA-256 of
+    the key is stored: the key is shown once, when it is made (POST /api/v1/keys/, POST /api/v1/auth/token/,
+    `manage.py create_api_token`), and a stolen database authenticates no one. `prefix` (the key's first
+    characters) tells keys apart. A key is named, limited to its `scopes`, and refused once revoked or expired;
+    tokens from auth/token/ are keys with every scope and no name. `last_used_at` is kept to the minute."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # the public id (/api/v1/keys/<uid>/)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     digest = models.CharField(max_length=64, unique=True, editable=False)
     prefix = models.CharField(max_length=8, editable=False)
+    name = models.CharField(max_length=100, blank=True, default="")
+    scopes = models.JSONField(default=all_scopes)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name = "API token"
+        verbose_name = "API key"
 
     def __str__(self) -> str:
-        return f"{self.prefix}… ({self.user})"
+        label = f" {self.name}" if self.name else ""
+        return f"{self.prefix}…{label} ({self.user})"

@@ -207,9 +207,10 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes an unauthenticated request a 401 (not a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "chatter_project.auth.ApiTokenAuthentication",
+        "chatter_project.auth.ApiKeyBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "chatter_project.auth.ApiKeyScope"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),

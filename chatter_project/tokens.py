@@ -1,30 +1,82 @@
-"""API tokens: made with a high-entropy key that is returned once and stored only as its SHA-256, and looked up
-by that digest (an index lookup on the hash: nothing is compared against the key itself, so the time a lookup
-takes says nothing about any stored key)."""
+"""API keys (the ApiToken table): made with a high-entropy key that is returned once and stored only as its
+SHA-256, and looked up by that digest (an index lookup on the hash: nothing is compared against the key itself, so
+the time a lookup takes says nothing about any stored key). A revoked or expired key is refused by the lookup
+itself, so at once, in every process."""
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta
 
-from chatter_project.models import ApiToken
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from chatter_project.models import API_KEY_SCOPES, ApiToken
+from chatter_project.signals import api_key_changed
 
 KEY_BYTES = 32  # 256 random bits: a fast hash is enough, no key can be guessed
 MAX_KEY_CHARS = 128  # longer is no key of ours: refused before hashing
+# last_used_at is written at most this often per key (one conditional UPDATE), not on every request.
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def token_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def api_token_create(*, user) -> tuple[ApiToken, str]:
-    """A new token for `user` and its key: the only time the key exists outside its holder."""
+def api_token_create(*, user, name: str = "", scopes: list[str] | None = None,
+                     expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+    """A new key for `user` and the key itself: the only time it exists outside its holder. Every scope unless
+    `scopes` says otherwise."""
     key = secrets.token_urlsafe(KEY_BYTES)
-    token = ApiToken.objects.create(user=user, digest=token_digest(key), prefix=key[:8])
+    token = ApiToken.objects.create(
+        user=user, digest=token_digest(key), prefix=key[:8], name=name,
+        scopes=[scope for scope in API_KEY_SCOPES if scope in (API_KEY_SCOPES if scopes is None else scopes)],
+        expires_at=expires_at)
     return token, key
 
 
+def api_key_create(*, user, name: str, scopes: list[str], expires_at: datetime | None = None,
+                   ip: str | None = None) -> tuple[ApiToken, str]:
+    """A named key made over the API, audited (`api_key.created`) in the same transaction."""
+    with transaction.atomic():
+        token, key = api_token_create(user=user, name=name, scopes=scopes, expires_at=expires_at)
+        api_key_changed.send(sender=ApiToken, action="api_key.created", token=token, actor=user, ip=ip)
+    return token, key
+
+
+def api_key_revoke(*, token: ApiToken, actor, ip: str | None = None) -> ApiToken:
+    """Revoke a key: refused from the next request on. Revoking a revoked key changes nothing."""
+    now = timezone.now()
+    with transaction.atomic():
+        if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+            token.revoked_at = now
+            api_key_changed.send(sender=ApiToken, action="api_key.revoked", token=token, actor=actor, ip=ip)
+        else:
+            token.refresh_from_db(fields=["revoked_at"])
+    return token
+
+
+def api_key_list(*, user) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user)
+
+
 def api_token_get(*, key: str) -> ApiToken | None:
-    """The token (with its user) that `key` is the key of, or None."""
+    """The live key (with its user) that `key` is, or None: unknown, revoked or expired."""
     if not key or len(key) > MAX_KEY_CHARS:
         return None
-    return ApiToken.objects.select_related("user").filter(digest=token_digest(key)).first()
+    return ApiToken.objects.select_related("user").filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+        digest=token_digest(key), revoked_at__isnull=True).first()
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    """Note that `token` was used: one conditional UPDATE at most once a LAST_USED_EVERY per key (of several
+    requests at once, one writes), and no statement at all when the key was noted less than that ago."""
+    now = timezone.now()
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_EVERY:
+        return
+    ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_EVERY),
+                            pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now

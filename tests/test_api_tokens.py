@@ -46,7 +46,7 @@ def stored_strings() -> list[str]:
     values = []
     for model in (ApiToken, Token):
         for row in model.objects.values():
-            values += [value for value in row.values() if isinstance(value, str)]
+            values += [value for value in row.values() if isinstance(value, str) and value]  # names may be ""
     return values
 
 

@@ -1,11 +1,17 @@
 """/api/v1/: each app's `api/urls.py`, plus API tokens and the OpenAPI schema and its UI."""
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
+from chatter_project.api.keys import ApiKeyViewSet
 from chatter_project.api.views import AuthTokenView, HealthView
+
+keys = SimpleRouter()
+keys.register("keys", ApiKeyViewSet, basename="api-key")
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),
+    *keys.urls,
     path("health/", HealthView.as_view(), name="api-health"),
     path("", include("workflows.api.urls")),
     path("", include("conversations.api.urls")),

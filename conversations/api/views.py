@@ -28,6 +28,7 @@ from conversations.services import (
 
 
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    key_scope = "chat"  # what an API key needs to write here (chatter_project.auth.ApiKeyScope)
     queryset = Conversation.objects.none()  # the real one, per user, is get_queryset()
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilter
@@ -75,6 +76,7 @@ class MessageListView(generics.ListAPIView):
 
 
 class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    key_scope = "chat"
     """What `retrieval` nodes search: only the owner's documents."""
 
     queryset = Document.objects.none()

@@ -78,6 +78,7 @@ class ChatView(APIView):
 
     throttle_classes = (RunThrottle,)
     throttle_scope = "runs"
+    key_scope = "chat"  # what an API key needs (chatter_project.auth.ApiKeyScope)
     content_negotiation_class = EventStreamNegotiation
 
     @extend_schema(request=ChatSerializer, responses=RUN_RESPONSES)
