@@ -38,6 +38,11 @@ class ApiKeyBearerAuthentication(ApiTokenAuthentication):
     keyword = "Bearer"
 
 
+def request_api_key(request) -> ApiToken | None:
+    """The API key a request authenticated with, or None (a session)."""
+    return request.auth if isinstance(request.auth, ApiToken) else None
+
+
 def required_scope(request, view) -> str:
     """The scope a key needs for this request: a view's `key_scope_read` (default "read") for reads, its
     `key_scope` (default "runs") for writes."""

@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("chatter_project.api.urls")),
     path("langgraph/", include("agent_server.urls")),
+    path("v1/", include("gateway.urls")),  # the OpenAI-compatible gateway
     path("metrics", metrics_view, name="metrics"),
     path("", include("chatter_project.live_urls")),
 ]

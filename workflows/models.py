@@ -71,6 +71,7 @@ class WorkflowExecution(TokenTotals):
         TEMPLATE = "template"
         DEFINITION = "definition"
         CUSTOM = "custom"
+        GATEWAY = "gateway"  # a call of the OpenAI-compatible gateway (/v1/chat/completions)
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -102,6 +103,10 @@ class WorkflowExecution(TokenTotals):
     )
     schedule = models.ForeignKey(
         "workflows.WorkflowSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    # The API key the run was started with (None: a session, a schedule, a command): spend by key, key budgets.
+    api_key = models.ForeignKey(
+        "chatter_project.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SYNC)

@@ -7,6 +7,7 @@ sweep) ends from what its rows hold: `end_from_ledger`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -93,8 +94,9 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
             "provider": execution.provider, "model": execution.model,
         })
         recorder.heartbeat_start()
-        state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
-                          variables=execution.input_data.get("variables"))
+        run_input = execution.input_data
+        state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=run_input.get("message"),
+                          variables=run_input.get("variables"), messages=run_input.get("messages"))
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -134,7 +136,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
     ended = {
         "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
-        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}},
+        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply)},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -203,6 +205,16 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                                 calls=recorder.calls_by_model())
         recorder.write_audits()
     return execution
+
+
+def _reply_ending(reply) -> dict:
+    """How the last reply ended and the tool calls it asked for, OpenAI-shaped (what the gateway answers with)."""
+    if reply is None:
+        return {}
+    calls = [{"id": call["id"], "type": "function",
+              "function": {"name": call["name"], "arguments": json.dumps(call["args"])}} for call in reply.tool_calls]
+    return {"finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
+            **({"tool_calls": calls} if calls else {})}
 
 
 def end_from_ledger(*, execution_id, error: RunError,

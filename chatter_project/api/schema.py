@@ -45,12 +45,32 @@ ERRORS = {
     "503": "busy or a dependency is down: nothing was done, try again",
 }
 PUBLIC = {"/api/v1/health/", "/api/v1/auth/token/"}
+# The OpenAI-compatible gateway (/v1/) answers errors the way OpenAI's clients read them.
+OPENAI_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code", "param"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": "string", "nullable": True},
+                "param": {"type": "string", "nullable": True, "description": "the first field at fault"},
+            },
+        }
+    },
+}
+GATEWAY_PREFIX = "/v1/"
 
 
 def error_responses_add(result: dict, generator, request, public) -> dict:
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"], schemas["OpenAIError"] = ERROR_SCHEMA, OPENAI_ERROR_SCHEMA
     for path, item in result.get("paths", {}).items():
+        name = "OpenAIError" if path.startswith(GATEWAY_PREFIX) else "Error"
+        reference = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
         for operation in item.values():
             for status, description in ERRORS.items():
                 if path in PUBLIC and status == "401":

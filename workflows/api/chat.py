@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from chatter_project.api.serializers import StrictSerializer
 from chatter_project.api.sse import EventStreamNegotiation
 from chatter_project.api.throttling import RunThrottle
+from chatter_project.auth import request_api_key
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.engine.config import config_errors
@@ -92,7 +93,7 @@ class ChatView(APIView):
         elif data["stream"]:
             mode = WorkflowExecution.Mode.STREAM
         return run_response(
-            owner=request.user, chat=True, mode=mode,
+            owner=request.user, chat=True, mode=mode, api_key=request_api_key(request),
             message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
             conversation_id=data.get("conversation_id"), config=data["config"],
         )

@@ -17,6 +17,7 @@ from chatter_project.api.sse import (
     wants_event_stream,
 )
 from chatter_project.api.throttling import RunThrottle
+from chatter_project.auth import request_api_key
 from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.errors import NotFound
 from workflows.api.filters import (
@@ -139,7 +140,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
             owner=request.user, mode=data["mode"], template=data.get("template"),
             definition_id=data.get("definition_id"), graph=data.get("graph"), message=run_input.get("message"),
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
-            config=data.get("config"),
+            config=data.get("config"), api_key=request_api_key(request),
         )
 
     @extend_schema(responses=ExecutionDetailSerializer)

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import HumanMessage, convert_to_messages
 
 from chatter_project.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
 from workflows.engine.graph import Graph, Node
@@ -107,12 +107,14 @@ def graph_compile(graph: Graph):
     return compiled
 
 
-def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None) -> dict:
-    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early."""
+def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
+              messages: list[dict] | None = None) -> dict:
+    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early.
+    `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`."""
     from langgraph.errors import GraphRecursionError
 
     state: RunState = {
-        "messages": [HumanMessage(message)] if message else [],
+        "messages": convert_to_messages(messages) if messages else [HumanMessage(message)] if message else [],
         "variables": dict(variables or {}),
         "errors": [],
     }

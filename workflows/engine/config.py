@@ -34,6 +34,12 @@ CONFIG_KEYS: dict[str, Key] = {
     "max_documents": Key(int, 1, 50),
     "timeout_s": Key((int, float), 1, 3600),
     "max_total_tokens": Key(int, 1, 10**9, nullable=True),
+    # Set by the OpenAI-compatible gateway (not in the defaults): the client's own tools (OpenAI function
+    # schemas), bound instead of Chatter's and returned to the client as tool calls, never run here; its
+    # tool_choice; and the other sampling parameters it passed through (top_p, stop, seed, user, …).
+    "client_tools": Key(list, nullable=True),
+    "tool_choice": Key((str, dict), nullable=True),
+    "model_params": Key(dict, nullable=True),
 }
 
 

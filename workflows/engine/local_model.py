@@ -49,7 +49,8 @@ class LocalChatModel(BaseChatModel):
         return "chatter-local"
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "LocalChatModel":
-        names = tuple(getattr(tool, "name", None) or tool["name"] for tool in tools)
+        # LangChain tools, or OpenAI function schemas ({"type": "function", "function": {"name", …}}).
+        names = tuple(getattr(tool, "name", None) or (tool.get("function") or tool)["name"] for tool in tools)
         return self.model_copy(update={"tool_names": names})
 
     # --- the deterministic "thinking" -------------------------------------------------------------

@@ -154,6 +154,11 @@ class RunContext:
         )
         if tools:
             model = model.bind_tools([TOOLS[name] for name in tools])
+        elif self.config.get("client_tools"):  # the gateway's: the client runs them
+            choice = self.config.get("tool_choice")
+            model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
+        if self.config.get("model_params"):
+            model = model.bind(**self.config["model_params"])
         self.partial_text = ""
         streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
         prompt_tokens = estimate_prompt_tokens(prompt)

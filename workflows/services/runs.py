@@ -85,13 +85,18 @@ class RunPlan:
     correlation_id: str = ""
     prices: dict = field(default_factory=dict)
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    messages: list | None = None  # the gateway's input messages (OpenAI-shaped), instead of `message` alone
+    api_key: object = None  # the ApiToken the request authenticated with
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
              graph: dict | None = None, message: str | None = None, variables: dict | None = None,
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
-             correlation_id: str = "") -> RunPlan:
-    """Validate a run request (reads only). Bad input raises here, before anything is written."""
+             correlation_id: str = "", api_key=None, gateway: bool = False,
+             messages: list | None = None) -> RunPlan:
+    """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
+    of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
+    message's text, is what a conversation it is appended to keeps)."""
     if chat and not template and not definition_id and graph is None:
         template = "universal_chat"
     if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
@@ -122,10 +127,12 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     parsed = parse_graph(raw_graph)
     resolved = config_resolve(params, config)
     prices = models_check(parsed, resolved)
+    if gateway:
+        workflow_type = WorkflowExecution.Type.GATEWAY
     return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
-                   correlation_id=correlation_id, prices=prices)
+                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key)
 
 
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
@@ -165,7 +172,9 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         definition=plan.definition, definition_version=plan.definition.version if plan.definition else None,
         schedule=plan.schedule, mode=plan.mode, provider=plan.config["provider"], model=plan.config["model"],
         config=plan.config, graph=plan.graph.as_dict(), status=status,
-        input_data={"message": plan.message, "variables": plan.variables},
+        input_data={"message": plan.message, "variables": plan.variables,
+                    **({"messages": plan.messages} if plan.messages else {})},
+        api_key=plan.api_key,
         correlation_id=plan.correlation_id or uuid.uuid4().hex,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )

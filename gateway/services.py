@@ -1,0 +1,190 @@
+"""The OpenAI-compatible gateway (POST /v1/chat/completions, GET /v1/models): a call is a run like any other.
+
+Each call runs, through workflows' one run path (run_plan → run_write → the runner with its recorder), a built-in
+one-node graph (start → model → end) whose model node takes the request's messages, tools and parameters: so a
+call has its execution (`workflow_type = "gateway"`), its node, its LLM call with the provider's usage priced by
+the one usage path, its events and audit rows, and (with X-Chatter-Conversation) the exchange in a conversation
+with its aggregates. This module turns an OpenAI request into a run request and a run into OpenAI's answer."""
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from analytics.selectors import price_list
+from chatter_project.errors import NotFound
+from workflows.engine.providers import PROVIDERS, providers_configured
+from workflows.models import WorkflowExecution
+from workflows.pricing import price_for_call
+from workflows.services.runs import execution_run_now, execution_start_streamed
+
+GATEWAY_GRAPH = {
+    "nodes": [{"id": "start", "type": "start"}, {"id": "model", "type": "model"}, {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "model"}, {"source": "model", "target": "end"}],
+}
+# Sampling parameters passed through to the provider as they came.
+PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
+                  "parallel_tool_calls")
+_REGEX_SPECIAL = set(".^$*+?{}[]|()")
+
+
+def _literal_name(pattern: str) -> str:
+    """The longest plain name a price pattern starts with (`gpt-4\\.1(-\\d{4}…)?` → `gpt-4.1`)."""
+    name, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
+            name.append(pattern[index + 1])
+            index += 2
+            continue
+        if char in _REGEX_SPECIAL or char == "\\":
+            break
+        name.append(char)
+        index += 1
+    return "".join(name)
+
+
+def gateway_model_list() -> list[dict]:
+    """The priced models this installation can call, OpenAI-shaped: one per active price pattern of a configured
+    provider, named by the provider's default model when the pattern prices it, else by the pattern's plain start
+    when the pattern prices that (`gpt-4[.]1(-…)?` → `gpt-4.1`)."""
+    usable, now, seen, models = set(providers_configured()), timezone.now(), set(), []
+    for price in price_list().filter(is_active=True, effective_from__lte=now).order_by("provider", "model_pattern"):
+        if price.provider not in usable:
+            continue
+        default = settings.CHATTER_PROVIDER_DEFAULT_MODELS.get(price.provider, "")
+        name = default if price.matches(price.provider, default) else _literal_name(price.model_pattern)
+        if not name or name.endswith("-") or (price.provider, name) in seen or not price.matches(price.provider, name):
+            continue
+        seen.add((price.provider, name))
+        models.append({"id": name, "object": "model", "created": int(price.effective_from.timestamp()),
+                       "owned_by": price.provider})
+    return models
+
+
+def gateway_model(model: str) -> tuple[str, str]:
+    """(provider, model) for a requested model: `provider/model`, or the first configured provider that prices
+    `model`. A model no configured provider prices is a 404 model_not_found."""
+    provider, _, name = model.partition("/")
+    candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in providers_configured()]
+    for provider, name in candidates:
+        if provider in providers_configured() and price_for_call(provider=provider, model=name) is not None:
+            return provider, name
+    raise NotFound(f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found",
+                   details=[{"path": "model", "code": "model_not_found",
+                             "message": "no configured provider prices it"}])
+
+
+def _last_user_text(messages: list[dict]) -> str | None:
+    for message in reversed(messages):
+        if message["role"] == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return content
+    return None
+
+
+def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None) -> dict:
+    """The run request (workflows.services.runs) for a validated chat completion request."""
+    provider, model = gateway_model(request["model"])
+    config = {
+        "provider": provider, "model": model, "system_prompt": None, "enable_memory": False, "enable_tools": False,
+        "enable_retrieval": False, "temperature": request.get("temperature"),
+        "max_tokens": request.get("max_completion_tokens") or request.get("max_tokens"),
+    }
+    if request.get("tools"):
+        config["client_tools"] = request["tools"]
+        config["tool_choice"] = request.get("tool_choice")
+    params = {name: request[name] for name in PASSED_THROUGH if request.get(name) is not None}
+    if params:
+        config["model_params"] = params
+    return {
+        "owner": owner, "api_key": api_key, "gateway": True, "graph": GATEWAY_GRAPH, "config": config,
+        "messages": request["messages"], "message": _last_user_text(request["messages"]),
+        "conversation_id": conversation_id,
+        "mode": WorkflowExecution.Mode.STREAM if request.get("stream") else WorkflowExecution.Mode.SYNC,
+    }
+
+
+def completion_id(execution_id) -> str:
+    return f"chatcmpl-{execution_id.hex}"
+
+
+def usage_body(execution: WorkflowExecution) -> dict:
+    """The call's usage as Chatter stored it on the execution (the sum of its LLM calls)."""
+    return {"prompt_tokens": execution.prompt_tokens, "completion_tokens": execution.completion_tokens,
+            "total_tokens": execution.total_tokens}
+
+
+def _assistant_message(output: dict) -> dict:
+    calls = output.get("tool_calls") or []
+    return {"role": "assistant", "content": output.get("content") or (None if calls else ""), "refusal": None,
+            **({"tool_calls": calls} if calls else {})}
+
+
+def completion_body(execution: WorkflowExecution, *, model: str) -> dict:
+    """A finished (completed) gateway run as OpenAI's chat.completion object."""
+    output = execution.output_data or {}
+    return {
+        "id": completion_id(execution.pk), "object": "chat.completion",
+        "created": int(execution.created_at.timestamp()), "model": model,
+        "choices": [{"index": 0, "message": _assistant_message(output), "logprobs": None,
+                     "finish_reason": output.get("finish_reason") or "stop"}],
+        "usage": usage_body(execution),
+    }
+
+
+def gateway_complete(*, request: dict, **run) -> WorkflowExecution:
+    """Run a non-streamed call here, to its end."""
+    return execution_run_now(**gateway_run_request(request=request, **run))
+
+
+def gateway_stream(*, request: dict, **run) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
+    """Start a streamed call on the runner's threads: its execution and its feed. The run goes on whether or not
+    the feed is read to its end, so a client that disconnects mid-stream is billed for all the provider did."""
+    return execution_start_streamed(**gateway_run_request(request=request, **run))
+
+
+@database_sync_to_async
+def _ended(execution_id) -> WorkflowExecution:
+    return WorkflowExecution.objects.get(pk=execution_id)
+
+
+async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[dict], *, model: str,
+                            include_usage: bool) -> AsyncIterator[dict]:
+    """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token, the tool calls
+    and the finish reason when the run ends, then (include_usage) the usage as stored; a run that fails ends the
+    stream with an error object."""
+    created = int(time.time())
+
+    def chunk(delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                              "finish_reason": finish_reason}]
+        return {"id": completion_id(execution.pk), "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": choices, **({"usage": None} if include_usage else {}), **extra}
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for envelope in feed:
+            event = envelope["event"]
+            if event == "token":
+                yield chunk({"content": envelope["data"]["text"]})
+            elif event == "workflow_completed":
+                ended = await _ended(execution.pk)
+                output = ended.output_data or {}
+                calls = output.get("tool_calls") or []
+                if calls:
+                    yield chunk({"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
+                yield chunk({}, output.get("finish_reason") or "stop")
+                if include_usage:
+                    yield chunk(None, usage=usage_body(ended))
+            elif event in ("workflow_failed", "workflow_cancelled"):
+                data = envelope["data"]
+                yield {"error": {"message": data.get("error_message") or "the call failed", "type": "api_error",
+                                 "code": data.get("error_type") or "error", "param": None}}
+    finally:
+        await feed.aclose()
