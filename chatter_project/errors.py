@@ -118,6 +118,13 @@ class LimitExceeded(RunError):
         self.value = value
 
 
+class BudgetExceeded(LimitExceeded):
+    """A run reached a hard budget: it stops before its next model call, its usage so far kept."""
+
+    error_type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
 class RunCancelled(RunError):
     error_type = "cancelled"
     code = "cancelled"

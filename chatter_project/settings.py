@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "analytics",
     "audit",
     "agent_server",
+    "budgets",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,8 @@ ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
+# A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.
+CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1)
 # Threads of the runner (workflows/runner.py) per process: at most this many streamed runs execute at once in
 # a server process; the rest wait their turn (their run is `running`, their stream open).
 CHATTER_RUN_THREADS = env_int("CHATTER_RUN_THREADS", 16, minimum=1)
@@ -245,5 +248,8 @@ SPECTACULAR_SETTINGS = {
         "RunModeEnum": "workflows.api.serializers.RUN_MODES",
         "NodeStatusEnum": "workflows.models.NodeExecution.Status",
         "ConversationStatusEnum": "conversations.models.Conversation.Status",
+        "BudgetModeEnum": "budgets.models.Budget.Mode",
+        "BudgetScopeEnum": "budgets.models.Budget.Scope",
+        "BudgetPeriodEnum": "budgets.models.Budget.Period",
     },
 }

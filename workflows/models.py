@@ -132,6 +132,9 @@ class WorkflowExecution(TokenTotals):
     # What the model call in flight has streamed so far ({"call", "text", "tool_call_text"}), carried by the
     # heartbeat: with the prompt estimate its node row holds, what the sweep records of a call whose process died.
     stream_progress = models.JSONField(default=dict, blank=True)
+    # What the run holds of each budget it falls under (budgets.services: the period, what it reserved), written
+    # with the run and with each top-up: whoever ends the run settles exactly that.
+    budget_holds = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -37,6 +37,8 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
+from budgets.services import budget_top_up, worst_case
+from chatter_project.errors import BudgetExceeded
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update, rows_insert
 from conversations.models import Message
@@ -125,6 +127,7 @@ class ExecutionRecorder:
         self._cancel_polled = time.monotonic() if fresh else 0.0
         self._cancelled = False
         self._superseded = False
+        self.budget_holds: list[dict] = [dict(hold) for hold in execution.budget_holds or []]
 
     # --- holding --------------------------------------------------------------------------------------
     def emit(self, event: str, data: dict) -> None:
@@ -260,6 +263,23 @@ class ExecutionRecorder:
             self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
         self._wait_ahead()
+        if any(hold["hard"] for hold in self.budget_holds):
+            self._budget_cover(call)
+
+    def _budget_cover(self, call: CallStarted) -> None:
+        """Before a call waits: the run's reservation must cover what it spent so far plus this call's worst case;
+        topped up if not (with the run's record of it, in one transaction). A budget without room stops the run
+        here, before the call: failed / budget_exceeded, usage kept."""
+        spent = sum((c.usage for c in self.calls), Usage())
+        worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0,
+                           price=self.price(call.provider, call.requested_model))
+        with transaction.atomic():
+            refused = budget_top_up(holds=self.budget_holds, usd=spent.cost + worst.usd,
+                                    tokens=spent.total_tokens + worst.tokens)
+            WorkflowExecution.objects.filter(pk=self.execution.pk).update(budget_holds=self.budget_holds)
+        if refused is not None:  # (the node's end, next, clears the call it was to make)
+            self.limit_exceeded("budget", refused["budget"])
+            raise BudgetExceeded("budget", refused["budget"], f"the run reached budget {refused['budget']}")
 
     def _wait_ahead(self) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database

@@ -3,11 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from chatter_project.api.budgets import BudgetViewSet
 from chatter_project.api.keys import ApiKeyViewSet
 from chatter_project.api.views import AuthTokenView, HealthView
 
 keys = SimpleRouter()
 keys.register("keys", ApiKeyViewSet, basename="api-key")
+keys.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from audit.models import AuditEvent
+from budgets.models import Budget
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.invariants import assert_all
@@ -264,3 +265,16 @@ def test_models_lists_the_priced_models_of_configured_providers(gateway):
     owned = {(model.id, model.owned_by) for model in models.data}
     assert {("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("gpt-4.1", "openai"), ("local-echo-1", "local")} <= owned
     assert not any(owner == "anthropic" for _, owner in owned)  # not configured here
+
+
+def test_a_spent_budget_is_a_429_insufficient_quota_and_no_call(gateway, openai_stub, alice):
+    Budget.objects.create(owner=alice, scope="user", target_id=str(alice.pk), period="month", limit_usd="0",
+                          mode="hard")
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    assert (refused.value.code, refused.value.type) == ("budget_exceeded", "insufficient_quota")
+    assert not WorkflowExecution.objects.exists() and not openai_stub.requests
+    (row,) = AuditEvent.objects.filter(action="limit.exceeded")
+    assert row.data["limit"] == "budget" and row.data["workflow_type"] == "gateway"

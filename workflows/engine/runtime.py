@@ -64,6 +64,7 @@ class CallStarted:
     requested_model: str
     prompt_tokens: int  # estimated from the prompt sent
     streamed_so_far: Callable[[], dict]  # its text and tool-call fragments so far (usage.streamed_so_far); any thread
+    max_tokens: int | None = None  # the most it may complete (what a budget reserves for it)
 
 
 class RunHooks(Protocol):
@@ -144,11 +145,12 @@ class RunContext:
         model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
         timeout_s, bounded_by_run = self._call_timeout_s()
         raw_usage = RawUsageReports()
+        max_tokens = _first(cfg.get("max_tokens"), self.config["max_tokens"])
         model = chat_model(
             provider=provider,
             model=model_name,
             temperature=_first(cfg.get("temperature"), self.config["temperature"]),
-            max_tokens=_first(cfg.get("max_tokens"), self.config["max_tokens"]),
+            max_tokens=max_tokens,
             timeout_s=timeout_s,
             raw_usage=raw_usage,
         )
@@ -163,7 +165,8 @@ class RunContext:
         streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
         prompt_tokens = estimate_prompt_tokens(prompt)
         # Before the call waits: what it sends is known (and written with the run's write before it waits).
-        self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far))
+        self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far,
+                                                        max_tokens))
         self.checkpoint()
         started = time.monotonic()
         try:

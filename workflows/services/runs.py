@@ -13,8 +13,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
+from langchain_core.messages import HumanMessage, SystemMessage, convert_to_messages
 
 from audit.services import audit_record
+from budgets.models import Budget
+from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_for_run, worst_case
 from chatter_project.errors import (
     Conflict,
     InvalidInput,
@@ -30,6 +33,7 @@ from workflows import runner
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
+from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
@@ -87,6 +91,7 @@ class RunPlan:
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
     messages: list | None = None  # the gateway's input messages (OpenAI-shaped), instead of `message` alone
     api_key: object = None  # the ApiToken the request authenticated with
+    budgets: list = field(default_factory=list)  # the budgets the run falls under (budgets.services)
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
@@ -127,12 +132,17 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     parsed = parse_graph(raw_graph)
     resolved = config_resolve(params, config)
     prices = models_check(parsed, resolved)
+    budgets = budgets_for_run(owner=owner, api_key=api_key, template_id=template_row.pk if template_row else None)
+    if resolved["max_tokens"] is None and any(budget.mode == Budget.Mode.HARD for budget in budgets):
+        # A call's completion is part of its worst case, which the budget reserves: it must have a bound.
+        resolved["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
     if gateway:
         workflow_type = WorkflowExecution.Type.GATEWAY
     return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
-                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key)
+                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key,
+                   budgets=budgets)
 
 
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
@@ -193,6 +203,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
             execution.conversation_id = conversation_id
+            if plan.budgets:  # before the run's row: its reservations are written with it
+                execution.budget_holds = budget_reserve(budgets=plan.budgets, worst=_first_call_worst_case(plan))
             if not _insert_within_limit(execution):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
             if enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
@@ -202,7 +214,26 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         audit_record(action="limit.exceeded", actor=plan.owner, data={
             "limit": "max_concurrent_runs", "value": settings.CHATTER_MAX_CONCURRENT_RUNS})
         raise
+    except BudgetRefused as refused:
+        audit_record(action="limit.exceeded", actor=plan.owner, correlation_id=execution.correlation_id, data={
+            "limit": "budget", "value": refused.details[0]["message"], "workflow_type": plan.workflow_type,
+            "api_key": str(plan.api_key.uid) if plan.api_key is not None else None})
+        raise
     return execution, user_message
+
+
+def _first_call_worst_case(plan: RunPlan) -> Worst:
+    """What the run's first call can cost at most, from its input alone (a longer prompt, with history, is
+    reserved for as the call starts: ExecutionRecorder.model_call_started)."""
+    if plan.messages:
+        prompt = convert_to_messages(plan.messages)
+    else:
+        prompt = [HumanMessage(plan.message or ""), *([SystemMessage(plan.config["system_prompt"])]
+                                                       if plan.config.get("system_prompt") else [])]
+    price = plan.prices.get((plan.config["provider"], plan.config["model"]))
+    # (max_tokens is set whenever a hard budget applies: run_plan; soft budgets reserve nothing)
+    return worst_case(prompt_tokens=estimate_prompt_tokens(prompt), max_tokens=plan.config["max_tokens"] or 0,
+                      price=price)
 
 
 def execution_create(**request) -> WorkflowExecution:

@@ -1,0 +1,25 @@
+from django.contrib import admin
+
+from budgets.models import Budget, BudgetPeriod
+
+
+class BudgetPeriodInline(admin.TabularInline):
+    model = BudgetPeriod
+    fields = readonly_fields = ("starts_at", "spent_usd", "spent_tokens", "reserved_usd", "reserved_tokens",
+                                "updated_at")
+    extra = 0
+    can_delete = False
+    max_num = 0
+    ordering = ("-starts_at",)
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    """Budgets with their periods' spend (spent and held in reserve by runs in progress, kept by the run path)."""
+
+    list_display = ("name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode",
+                    "is_active", "owner", "created_at")
+    list_filter = ("scope", "period", "mode", "is_active")
+    search_fields = ("name", "target_id", "owner__username")
+    readonly_fields = ("created_at",)
+    inlines = [BudgetPeriodInline]

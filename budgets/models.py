@@ -1,0 +1,89 @@
+"""Budgets: a limit on what runs may spend (USD or tokens) per period, on a user, an API key, a group of users, a
+template, or everyone; and, per budget and period, what is spent and what runs in progress hold in reserve."""
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from chatter_project.models import MONEY, non_negative
+
+
+def default_thresholds() -> list[int]:
+    return [50, 80, 100]
+
+
+class Budget(models.Model):
+    class Scope(models.TextChoices):
+        USER = "user"
+        KEY = "key"
+        GROUP = "group"
+        TEMPLATE = "template"
+        GLOBAL = "global"
+
+    class Period(models.TextChoices):
+        DAY = "day"
+        WEEK = "week"
+        MONTH = "month"
+        TOTAL = "total"
+
+    class Mode(models.TextChoices):
+        HARD = "hard"  # refuse runs that would pass it, stop runs that reach it
+        SOFT = "soft"  # count and alert only
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budgets")
+    name = models.CharField(max_length=100, blank=True, default="")
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    # What the budget is on, as text: a user's pk, an API key's public id, a group's pk, a template's id; "" for
+    # global. Not a foreign key: budgets sit below the apps whose rows they name (see README, Layout).
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    period = models.CharField(max_length=8, choices=Period.choices)
+    timezone = models.CharField(max_length=64, default="UTC")
+    limit_usd = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    limit_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.HARD)
+    thresholds = models.JSONField(default=default_thresholds)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["scope", "target_id"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(limit_usd__isnull=True) ^ Q(limit_tokens__isnull=True),
+                                   name="budget_limit_usd_xor_tokens"),
+            *non_negative("limit_usd", model="budget"),
+        ]
+
+    def __str__(self) -> str:
+        limit = f"${self.limit_usd}" if self.limit_usd is not None else f"{self.limit_tokens} tokens"
+        return f"{self.scope} {self.target_id or '*'}: {limit} per {self.period} ({self.mode})"
+
+
+class BudgetPeriod(models.Model):
+    """One budget's counters for one period (`starts_at`, in UTC, of the period in the budget's time zone). A
+    period's row is made by the first run in it (INSERT … ON CONFLICT DO NOTHING: a rollover has no race)."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
+    starts_at = models.DateTimeField()
+    spent_usd = models.DecimalField(**MONEY)
+    spent_tokens = models.PositiveBigIntegerField(default=0)
+    reserved_usd = models.DecimalField(**MONEY)
+    reserved_tokens = models.PositiveBigIntegerField(default=0)
+    thresholds_fired = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "starts_at"], name="budget_period_unique"),
+            *non_negative("spent_usd", "reserved_usd", model="budget_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget_id} from {self.starts_at:%Y-%m-%d %H:%M}"
+
+
+ZERO = Decimal("0")

@@ -1,0 +1,202 @@
+"""Budgets held by reservation (SPEC issue 15). What a run may spend is reserved before it spends it, under a
+conditional UPDATE of the budget's period row, so any number of concurrent runs see each other's reservations:
+
+1. A run is written only after reserving, on every hard budget it falls under, the worst case of its first call
+   (`worst_case`: its prompt estimate with a margin, and its max_tokens, priced). A budget whose spent + reserved
+   leaves no room for that is refused: 429 `budget_exceeded`, no run row (budget_reserve raises BudgetRefused
+   inside the run's creating transaction).
+2. Before each model call the run makes sure its reservation covers what it has spent so far plus that call's
+   worst case, topping it up the same way (`budget_top_up`); refused, the run stops there, failed /
+   budget_exceeded, with its usage kept.
+3. When the run ends, in its terminal transaction, its reservation is replaced by what it spent (`budget_settle`).
+
+A hard budget caps each call's max_tokens (CHATTER_BUDGET_DEFAULT_MAX_TOKENS when the run sets none), so no call
+can produce more than its reservation holds; see the README for the overspend bound. Soft budgets reserve
+nothing: they count what runs spent. A period's row is made by its first run (INSERT … ON CONFLICT DO NOTHING),
+so periods roll over without a race."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone as dt_timezone
+from decimal import ROUND_UP, Decimal
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth import get_user_model
+from django.db.models import F, Q, Value
+from django.db.models.functions import Cast, Greatest
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+
+from budgets.models import Budget, BudgetPeriod
+from chatter_project.errors import ChatterError
+
+MILLION = Decimal(1_000_000)
+CENTS = Decimal("0.00000001")
+PROMPT_MARGIN = 1.25  # the prompt estimate (characters / 4) is inflated by this, plus PROMPT_SLACK tokens
+PROMPT_SLACK = 32
+EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)  # the one period of a `total` budget
+ZERO = Decimal("0")
+
+
+class BudgetRefused(ChatterError):
+    """A hard budget has no room for the run: nothing was written."""
+
+    code = "budget_exceeded"
+    status = 429
+
+
+@dataclass(frozen=True)
+class Worst:
+    """The most one call can cost: USD and tokens."""
+
+    usd: Decimal
+    tokens: int
+
+
+def worst_case(*, prompt_tokens: int, max_tokens: int, price) -> Worst:
+    """A call's worst case: its prompt estimate with a margin, and max_tokens of completion, at its price."""
+    prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_SLACK
+    usd = ZERO
+    if price is not None:
+        usd = ((prompt * price.input_per_million + max_tokens * price.output_per_million) / MILLION).quantize(
+            CENTS, rounding=ROUND_UP)
+    return Worst(usd=usd, tokens=prompt + max_tokens)
+
+
+def period_start(budget: Budget, at: datetime | None = None) -> datetime:
+    """The start (UTC) of the budget's period that `at` (default: now) falls in, periods being counted in the
+    budget's time zone."""
+    if budget.period == Budget.Period.TOTAL:
+        return EPOCH
+    local = (at or timezone.now()).astimezone(ZoneInfo(budget.timezone))
+    day = local.date()
+    if budget.period == Budget.Period.WEEK:
+        day -= timedelta(days=day.weekday())
+    elif budget.period == Budget.Period.MONTH:
+        day = day.replace(day=1)
+    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(budget.timezone)).astimezone(dt_timezone.utc)
+
+
+def budgets_for_run(*, owner, api_key=None, template_id=None) -> list[Budget]:
+    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under: one query."""
+    memberships = get_user_model().groups.through.objects.filter(user_id=owner.pk).values_list(
+        Cast("group_id", output_field=Budget._meta.get_field("target_id")), flat=True)
+    match = (Q(scope=Budget.Scope.GLOBAL) | Q(scope=Budget.Scope.USER, target_id=str(owner.pk))
+             | Q(scope=Budget.Scope.GROUP, target_id__in=memberships))
+    if api_key is not None:
+        match |= Q(scope=Budget.Scope.KEY, target_id=str(api_key.uid))
+    if template_id is not None:
+        match |= Q(scope=Budget.Scope.TEMPLATE, target_id=str(template_id))
+    return sorted(Budget.objects.filter(match, is_active=True), key=lambda budget: str(budget.pk))
+
+
+def _period_rows(hold: dict):
+    return BudgetPeriod.objects.filter(budget_id=hold["budget"], starts_at=hold["starts_at"])
+
+
+def _period_ensure(hold: dict) -> None:
+    BudgetPeriod.objects.bulk_create([BudgetPeriod(budget_id=hold["budget"], starts_at=hold["starts_at"])],
+                                     ignore_conflicts=True)
+
+
+def _reserve_more(hold: dict, *, usd: Decimal, tokens: int) -> bool:
+    """Add to a hard budget's reservation if spent + reserved stays within its limit: one conditional UPDATE (it
+    locks the period's row until the caller's transaction ends, so concurrent reservations take turns)."""
+    def attempt() -> int:
+        rows = _period_rows(hold)
+        if hold["limit_usd"] is not None:
+            rows = rows.filter(LessThanOrEqual(F("spent_usd") + F("reserved_usd"),
+                                               Value(Decimal(hold["limit_usd"]) - usd)))
+        else:
+            rows = rows.filter(LessThanOrEqual(F("spent_tokens") + F("reserved_tokens"),
+                                               Value(hold["limit_tokens"] - tokens)))
+        return rows.update(reserved_usd=F("reserved_usd") + usd, reserved_tokens=F("reserved_tokens") + tokens,
+                           updated_at=timezone.now())
+
+    if attempt():
+        return True
+    if not _period_rows(hold).exists():  # the period's first run: make its row, then try again
+        _period_ensure(hold)
+        return bool(attempt())
+    return False
+
+
+def _hold(budget: Budget, at: datetime | None) -> dict:
+    """What a run holds of one budget (JSON, kept on the run: WorkflowExecution.budget_holds)."""
+    return {"budget": str(budget.pk), "starts_at": period_start(budget, at).isoformat(),
+            "hard": budget.mode == Budget.Mode.HARD,
+            "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
+            "limit_tokens": budget.limit_tokens, "usd": "0", "tokens": 0}
+
+
+def budget_reserve(*, budgets: list[Budget], worst: Worst, at: datetime | None = None) -> list[dict]:
+    """Reserve `worst` on every hard budget (in the caller's transaction); raise BudgetRefused naming the first
+    without room. Returns the run's holds (soft budgets too: they are settled at the end)."""
+    holds = []
+    for budget in budgets:
+        hold = _hold(budget, at)
+        if hold["hard"]:
+            if not _reserve_more(hold, usd=worst.usd, tokens=worst.tokens):
+                raise BudgetRefused(
+                    f"budget {budget.pk} ({budget.scope}, per {budget.period}) has no room for this run",
+                    details=[{"path": "", "code": "budget_exceeded", "message": str(budget.pk)}])
+            hold.update(usd=str(worst.usd), tokens=worst.tokens)
+        holds.append(hold)
+    return holds
+
+
+def budget_top_up(*, holds: list[dict], usd: Decimal, tokens: int) -> dict | None:
+    """Make each hard hold cover `usd` and `tokens` (what the run spent so far plus its next call's worst case),
+    reserving the difference. Returns None, or the hold of the first budget that has no room (the holds reserved
+    before it keep their top-up: they are released when the run ends)."""
+    for hold in holds:
+        if not hold["hard"]:
+            continue
+        more_usd, more_tokens = max(usd - Decimal(hold["usd"]), ZERO), max(tokens - hold["tokens"], 0)
+        if not more_usd and not more_tokens:
+            continue
+        if not _reserve_more(hold, usd=more_usd, tokens=more_tokens):
+            return hold
+        hold["usd"], hold["tokens"] = str(Decimal(hold["usd"]) + more_usd), hold["tokens"] + more_tokens
+    return None
+
+
+def budget_settle(*, holds: list[dict], usd: Decimal, tokens: int) -> None:
+    """A run ended having spent `usd` and `tokens`: on each budget it held, spent grows by that and its reservation
+    goes (in the caller's transaction: the run's terminal one)."""
+    for hold in holds:
+        changes = {"spent_usd": F("spent_usd") + usd, "spent_tokens": F("spent_tokens") + tokens,
+                   "reserved_usd": Greatest(F("reserved_usd") - Decimal(hold["usd"]), Value(ZERO),
+                                            output_field=BudgetPeriod._meta.get_field("reserved_usd")),
+                   "reserved_tokens": Greatest(F("reserved_tokens") - hold["tokens"], Value(0),
+                                               output_field=BudgetPeriod._meta.get_field("reserved_tokens")),
+                   "updated_at": timezone.now()}
+        if not _period_rows(hold).update(**changes):
+            _period_ensure(hold)
+            _period_rows(hold).update(**changes)
+
+
+def budget_create(*, owner, scope: str, target_id: str, period: str, timezone_name: str, mode: str,
+                  limit_usd: Decimal | None = None, limit_tokens: int | None = None,
+                  thresholds: list[int] | None = None, name: str = "") -> Budget:
+    """A budget (the caller checked that `owner` may set one on that target)."""
+    return Budget.objects.create(owner=owner, name=name, scope=scope, target_id=target_id, period=period,
+                                 timezone=timezone_name, mode=mode, limit_usd=limit_usd, limit_tokens=limit_tokens,
+                                 thresholds=thresholds if thresholds is not None else [50, 80, 100])
+
+
+def budget_deactivate(*, budget: Budget) -> None:
+    Budget.objects.filter(pk=budget.pk).update(is_active=False)
+    budget.is_active = False
+
+
+def budgets_current(budgets: list[Budget], *, at: datetime | None = None) -> dict:
+    """Each budget's current period row (or None before its first run in it), by budget id: one query."""
+    starts = {budget.pk: period_start(budget, at) for budget in budgets}
+    if not starts:
+        return {}
+    match = Q()
+    for budget_id, starts_at in starts.items():
+        match |= Q(budget_id=budget_id, starts_at=starts_at)
+    return {row.budget_id: row for row in BudgetPeriod.objects.filter(match)}

@@ -1,0 +1,158 @@
+"""/api/v1/budgets/: spend limits (budgets.services). POST sets one; GET lists yours (staff: all) with what is
+spent and reserved in the current period; DELETE deactivates one. A user may set budgets on themselves, their own
+API keys and the templates they can see; budgets on a group or everyone are staff's."""
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.models import Budget
+from budgets.services import budget_create, budget_deactivate, budgets_current, period_start
+from chatter_project.api.serializers import StrictSerializer
+from chatter_project.api.viewsets import OwnedViewSet
+from chatter_project.auth import ALL_SCOPES
+from chatter_project.errors import InvalidInput, NotFound
+from chatter_project.models import ApiToken
+from workflows.services.templates import visible_template
+
+STAFF_SCOPES = (Budget.Scope.GROUP, Budget.Scope.GLOBAL)
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    period_start = serializers.SerializerMethodField()
+    spent_usd = serializers.SerializerMethodField()
+    spent_tokens = serializers.SerializerMethodField()
+    reserved_usd = serializers.SerializerMethodField()
+    reserved_tokens = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Budget
+        fields = ("id", "name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode",
+                  "thresholds", "is_active", "created_at", "period_start", "spent_usd", "spent_tokens",
+                  "reserved_usd", "reserved_tokens")
+        read_only_fields = fields
+
+    def _current(self, budget):
+        return self.context.get("current", {}).get(budget.pk)
+
+    def get_period_start(self, budget) -> str:
+        return period_start(budget).isoformat()
+
+    def get_spent_usd(self, budget) -> str:
+        row = self._current(budget)
+        return str(row.spent_usd if row else Decimal("0.00000000"))
+
+    def get_spent_tokens(self, budget) -> int:
+        row = self._current(budget)
+        return row.spent_tokens if row else 0
+
+    def get_reserved_usd(self, budget) -> str:
+        row = self._current(budget)
+        return str(row.reserved_usd if row else Decimal("0.00000000"))
+
+    def get_reserved_tokens(self, budget) -> int:
+        row = self._current(budget)
+        return row.reserved_tokens if row else 0
+
+
+class BudgetCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100, required=False, default="")
+    scope = serializers.ChoiceField(choices=Budget.Scope.choices)
+    target_id = serializers.CharField(max_length=64, required=False, allow_null=True, allow_blank=True)
+    period = serializers.ChoiceField(choices=Budget.Period.choices)
+    timezone = serializers.CharField(max_length=64, default="UTC")
+    limit_usd = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=Decimal("0"), required=False,
+                                         allow_null=True)
+    limit_tokens = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    mode = serializers.ChoiceField(choices=Budget.Mode.choices, default=Budget.Mode.HARD)
+    thresholds = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=1000), required=False,
+                                       max_length=10)
+
+    def validate_timezone(self, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise serializers.ValidationError("not an IANA time zone") from None
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if (attrs.get("limit_usd") is None) == (attrs.get("limit_tokens") is None):
+            raise serializers.ValidationError({"limit_usd": ["give limit_usd or limit_tokens (one of them)"]})
+        return attrs
+
+
+def budget_target(*, user, scope: str, target_id: str | None) -> str:
+    """The target's id as budgets keep it, once checked: a 404 for what the user cannot see, 400 for none."""
+    if scope in STAFF_SCOPES and not user.is_staff:
+        raise NotFound("only staff set budgets on a group or on everyone")
+    if scope == Budget.Scope.GLOBAL:
+        return ""
+    if scope == Budget.Scope.USER:
+        target = target_id or str(user.pk)
+        if target != str(user.pk) and not (user.is_staff and get_user_model().objects.filter(
+                pk=target if target.isdigit() else None).exists()):
+            raise NotFound("user not found")
+        return target
+    if not target_id:
+        raise InvalidInput("target_id is required for this scope", details={"target_id": ["required"]})
+    if scope == Budget.Scope.GROUP:
+        if not (target_id.isdigit() and Group.objects.filter(pk=target_id).exists()):
+            raise NotFound("group not found")
+        return target_id
+    if scope == Budget.Scope.KEY:
+        try:
+            uid = uuid.UUID(target_id)
+        except ValueError:
+            raise NotFound("API key not found") from None
+        keys = ApiToken.objects.filter(uid=uid)
+        if not (keys.filter(user=user).exists() or (user.is_staff and keys.exists())):
+            raise NotFound("API key not found")
+        return str(uid)
+    return str(visible_template(owner=user, key_or_id=target_id).pk)
+
+
+class BudgetViewSet(mixins.ListModelMixin, OwnedViewSet):
+    queryset = Budget.objects.none()
+    serializer_class = BudgetSerializer
+    ordering_fields = ("created_at",)
+    ordering = ("-created_at",)
+    key_scope = ALL_SCOPES
+    not_found = "budget not found"
+
+    def get_queryset(self):
+        budgets = Budget.objects.filter(is_active=True)
+        return budgets if self.request.user.is_staff else budgets.filter(owner=self.request.user)
+
+    def get_serializer(self, *args, **kwargs):
+        if args and not isinstance(args[0], Budget):  # a page of budgets: their current periods in one query
+            kwargs.setdefault("context", {})["current"] = budgets_current(list(args[0]))
+        return super().get_serializer(*args, **kwargs)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        budget = self.get_object()
+        return Response(BudgetSerializer(budget, context={"current": budgets_current([budget])}).data)
+
+    @extend_schema(request=BudgetCreateSerializer, responses={201: BudgetSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = BudgetCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        budget = budget_create(
+            owner=request.user, name=data["name"], scope=data["scope"],
+            target_id=budget_target(user=request.user, scope=data["scope"], target_id=data.get("target_id")),
+            period=data["period"], timezone_name=data["timezone"], mode=data["mode"],
+            limit_usd=data.get("limit_usd"), limit_tokens=data.get("limit_tokens"), thresholds=data.get("thresholds"))
+        return Response(BudgetSerializer(budget, context={"current": {}}).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        budget_deactivate(budget=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,171 @@
+"""Budgets over the API: set on a user, a key, a group, a template or everyone (the last two by staff), per day,
+week, month or all time in a time zone, in USD or tokens; GET shows what is spent and reserved in the current
+period. A hard budget with no room refuses a run with 429 budget_exceeded before anything is written (one audit
+row); a soft one only counts. A run that reaches a hard budget stops before its next model call."""
+from datetime import datetime, timezone as dt_timezone
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from budgets.models import Budget, BudgetPeriod
+from budgets.services import period_start
+from chatter_project.tokens import api_token_create
+from conversations.models import Conversation, Message
+from tests.invariants import assert_all
+from workflows.models import WorkflowExecution
+
+pytestmark = pytest.mark.django_db
+
+
+def set_budget(api, **body) -> dict:
+    response = api.post("/api/v1/budgets/", {"scope": "user", "period": "day", **body}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def chat(api, message="hello", **extra):
+    return api.post("/api/v1/chat/", {"message": message, **extra}, format="json")
+
+
+def test_a_run_is_counted_on_the_budgets_it_falls_under_and_its_reservation_released(api, alice):
+    budget = set_budget(api, limit_usd="1.00")
+
+    response = chat(api)
+
+    assert response.status_code == 201
+    execution = WorkflowExecution.objects.get()
+    shown = api.get("/api/v1/budgets/").json()["results"][0]
+    assert shown["id"] == budget["id"] and Decimal(shown["spent_usd"]) == execution.cost > 0
+    assert shown["spent_tokens"] == execution.total_tokens and Decimal(shown["reserved_usd"]) == 0
+    assert shown["reserved_tokens"] == 0
+    assert execution.config["max_tokens"] == 1024  # a hard budget bounds every call (the default cap)
+    assert_all(execution)
+
+
+def test_a_hard_budget_already_spent_refuses_with_429_writes_no_run_and_one_audit_row(api, alice):
+    set_budget(api, limit_tokens=2000)
+    assert chat(api, max_tokens=100).status_code == 201
+    BudgetPeriod.objects.update(spent_tokens=2000)  # spent to the limit (as if by earlier runs)
+    before = (WorkflowExecution.objects.count(), Message.objects.count(), Conversation.objects.count())
+
+    refused = chat(api, "again", max_tokens=100)
+
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert (WorkflowExecution.objects.count(), Message.objects.count(), Conversation.objects.count()) == before
+    (row,) = AuditEvent.objects.filter(action="limit.exceeded")
+    assert row.actor == alice and row.data["limit"] == "budget"
+    assert BudgetPeriod.objects.get().reserved_tokens == 0
+
+
+def test_a_budget_that_cannot_hold_a_runs_worst_case_refuses_it(api):
+    set_budget(api, limit_tokens=500)  # less than the first call's worst case (its max_tokens alone)
+
+    assert chat(api, max_tokens=1000).status_code == 429
+    assert chat(api, max_tokens=50).status_code == 201
+
+
+def test_a_soft_budget_counts_but_never_refuses(api):
+    set_budget(api, limit_tokens=1, mode="soft")
+
+    assert chat(api).status_code == 201 and chat(api).status_code == 201
+
+    shown = api.get("/api/v1/budgets/").json()["results"][0]
+    assert shown["spent_tokens"] == sum(WorkflowExecution.objects.values_list("total_tokens", flat=True)) > 1
+    # soft budgets reserve nothing, so cap nothing
+    assert [run.config["max_tokens"] for run in WorkflowExecution.objects.all()] == [None, None]
+
+
+def test_a_run_that_reaches_its_budget_stops_before_its_next_model_call(api):
+    # Room for the first call's worst case (its prompt estimate ×1.25 + 32, and 150: about 190 tokens), not for
+    # what it spent plus the second call's (about 230): the tool turn's second model call is refused.
+    set_budget(api, limit_tokens=210)
+
+    response = chat(api, "What is 12*7?", max_tokens=150)
+
+    assert response.status_code == 201, response.content
+    execution = WorkflowExecution.objects.get()
+    assert (execution.status, execution.error_type, execution.llm_calls) == ("failed", "budget_exceeded", 1)
+    assert execution.total_tokens > 0 and execution.tool_calls == 1  # usage kept (I5)
+    period = BudgetPeriod.objects.get()
+    assert (period.spent_tokens, period.reserved_tokens) == (execution.total_tokens, 0)
+    assert execution.events.filter(event="limit_exceeded", data__limit="budget").exists()
+    assert_all(execution)
+
+
+def test_key_budgets_apply_to_runs_made_with_that_key_only(api, alice):
+    token, key = api_token_create(user=alice, name="ci")
+    set_budget(api, scope="key", target_id=str(token.uid), limit_tokens=1, mode="hard")
+    by_key = APIClient()
+    by_key.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    assert by_key.post("/api/v1/chat/", {"message": "hi"}, format="json").status_code == 429
+    assert chat(api).status_code == 201  # her session is not that key
+
+
+def test_group_and_global_budgets_are_staffs_and_apply_to_members_and_everyone(api, alice, bob, bob_api, staff):
+    team = Group.objects.create(name="team")
+    alice.groups.add(team)
+    admin = APIClient()
+    admin.force_login(staff)
+    assert api.post("/api/v1/budgets/", {"scope": "global", "period": "day", "limit_tokens": 1},
+                    format="json").status_code == 404
+    set_budget(admin, scope="group", target_id=str(team.pk), limit_tokens=1)
+
+    assert chat(api).status_code == 429
+    assert chat(bob_api).status_code == 201
+
+    set_budget(admin, scope="global", limit_tokens=1)
+    assert chat(bob_api).status_code == 429
+
+
+def test_template_budgets_apply_to_runs_of_that_template(api):
+    set_budget(api, scope="template", target_id="universal_chat", limit_tokens=1)
+
+    assert chat(api).status_code == 429
+    graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "end"}]}
+    assert api.post("/api/v1/executions/", {"graph": graph, "input": {"message": "x"}},
+                    format="json").status_code == 201
+
+
+def test_bob_neither_sees_alices_budgets_nor_budgets_her_key(api, alice, bob_api):
+    token, _ = api_token_create(user=alice)
+    set_budget(api, limit_usd="1")
+
+    assert bob_api.get("/api/v1/budgets/").json()["results"] == []
+    assert bob_api.post("/api/v1/budgets/", {"scope": "key", "target_id": str(token.uid), "period": "day",
+                                             "limit_usd": "1"}, format="json").status_code == 404
+    assert bob_api.post("/api/v1/budgets/", {"scope": "user", "target_id": str(alice.pk), "period": "day",
+                                             "limit_usd": "1"}, format="json").status_code == 404
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"scope": "user", "period": "day"}, "limit_usd"),
+    ({"scope": "user", "period": "day", "limit_usd": "1", "limit_tokens": 5}, "limit_usd"),
+    ({"scope": "user", "period": "year", "limit_usd": "1"}, "period"),
+    ({"scope": "user", "period": "day", "limit_usd": "1", "timezone": "Mars/Olympus"}, "timezone"),
+    ({"scope": "planet", "period": "day", "limit_usd": "1"}, "scope"),
+    ({"scope": "user", "period": "day", "limit_usd": "-1"}, "limit_usd"),
+])
+def test_bad_input_is_a_400_and_sets_no_budget(api, body, field):
+    response = api.post("/api/v1/budgets/", body, format="json")
+
+    assert response.status_code == 400
+    assert field in {item["path"] for item in response.json()["error"]["details"]}
+    assert not Budget.objects.exists()
+
+
+@pytest.mark.parametrize("period, tz, at, start", [
+    ("day", "UTC", datetime(2026, 3, 10, 23, 59, tzinfo=dt_timezone.utc), datetime(2026, 3, 10)),
+    ("day", "Asia/Tokyo", datetime(2026, 3, 10, 15, 30, tzinfo=dt_timezone.utc), datetime(2026, 3, 10, 15)),
+    ("day", "America/New_York", datetime(2026, 3, 10, 3, 0, tzinfo=dt_timezone.utc), datetime(2026, 3, 9, 4)),
+    ("week", "Europe/Paris", datetime(2026, 3, 12, 10, tzinfo=dt_timezone.utc), datetime(2026, 3, 8, 23)),
+    ("month", "Europe/Paris", datetime(2026, 4, 1, 0, 30, tzinfo=dt_timezone.utc), datetime(2026, 3, 31, 22)),
+    ("total", "Europe/Paris", datetime(2026, 4, 1, tzinfo=dt_timezone.utc), datetime(1970, 1, 1)),
+])
+def test_periods_start_at_local_midnight_in_the_budgets_time_zone(alice, period, tz, at, start):
+    budget = Budget(owner=alice, scope="user", period=period, timezone=tz, limit_usd=1)
+    assert period_start(budget, at) == start.replace(tzinfo=dt_timezone.utc)
