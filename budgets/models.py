@@ -44,7 +44,10 @@ class Budget(models.Model):
     limit_usd = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
     limit_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.HARD)
-    thresholds = models.JSONField(default=default_thresholds)
+    thresholds = models.JSONField(default=default_thresholds)  # percent of the limit; each alerts once a period
+    # Alerts go to the budget's audit trail, the runs' owners' feeds, this URL (signed, CHATTER_WEBHOOK_SECRET)
+    # and, when Django's mail settings are configured, the budget owner's email.
+    webhook_url = models.URLField(max_length=500, blank=True, default="")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -86,4 +89,33 @@ class BudgetPeriod(models.Model):
         return f"{self.budget_id} from {self.starts_at:%Y-%m-%d %H:%M}"
 
 
-ZERO = Decimal("0")
+class WebhookDelivery(models.Model):
+    """One alert to a budget's webhook and what became of it: each attempt (status code or error) and when the
+    next one is due (retried with backoff by django-q2 until delivered or out of attempts)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RETRYING = "retrying"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="deliveries")
+    url = models.URLField(max_length=500)
+    event = models.CharField(max_length=64, default="budget_threshold")
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    log = models.JSONField(default=list, blank=True)  # [{"at", "status_code", "error"}] per attempt
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.url} ({self.status}, {self.attempts} attempts)"

@@ -17,18 +17,19 @@ so periods roll over without a race."""
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import ROUND_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, Q, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Cast, Greatest
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetPeriod
+from budgets.models import Budget, BudgetPeriod, WebhookDelivery
 from chatter_project.errors import ChatterError
 
 MILLION = Decimal(1_000_000)
@@ -78,8 +79,8 @@ def period_start(budget: Budget, at: datetime | None = None) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(budget.timezone)).astimezone(dt_timezone.utc)
 
 
-def budgets_for_run(*, owner, api_key=None, template_id=None) -> list[Budget]:
-    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under: one query."""
+def budgets_matching(*, owner, api_key=None, template_id=None) -> QuerySet[Budget]:
+    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under (not yet read)."""
     memberships = get_user_model().groups.through.objects.filter(user_id=owner.pk).values_list(
         Cast("group_id", output_field=Budget._meta.get_field("target_id")), flat=True)
     match = (Q(scope=Budget.Scope.GLOBAL) | Q(scope=Budget.Scope.USER, target_id=str(owner.pk))
@@ -88,7 +89,7 @@ def budgets_for_run(*, owner, api_key=None, template_id=None) -> list[Budget]:
         match |= Q(scope=Budget.Scope.KEY, target_id=str(api_key.uid))
     if template_id is not None:
         match |= Q(scope=Budget.Scope.TEMPLATE, target_id=str(template_id))
-    return sorted(Budget.objects.filter(match, is_active=True), key=lambda budget: str(budget.pk))
+    return Budget.objects.filter(match, is_active=True)
 
 
 def _period_rows(hold: dict):
@@ -127,7 +128,7 @@ def _hold(budget: Budget, at: datetime | None) -> dict:
     return {"budget": str(budget.pk), "starts_at": period_start(budget, at).isoformat(),
             "hard": budget.mode == Budget.Mode.HARD,
             "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
-            "limit_tokens": budget.limit_tokens, "usd": "0", "tokens": 0}
+            "limit_tokens": budget.limit_tokens, "thresholds": sorted(budget.thresholds or []), "usd": "0", "tokens": 0}
 
 
 def budget_reserve(*, budgets: list[Budget], worst: Worst, at: datetime | None = None) -> list[dict]:
@@ -162,9 +163,12 @@ def budget_top_up(*, holds: list[dict], usd: Decimal, tokens: int) -> dict | Non
     return None
 
 
-def budget_settle(*, holds: list[dict], usd: Decimal, tokens: int) -> None:
+def budget_settle(*, holds: list[dict], usd: Decimal, tokens: int) -> list[dict]:
     """A run ended having spent `usd` and `tokens`: on each budget it held, spent grows by that and its reservation
-    goes (in the caller's transaction: the run's terminal one)."""
+    goes (in the caller's transaction: the run's terminal one). Returns the thresholds this spend crossed, each
+    once per period: the row stays locked by the UPDATE to the commit, so of concurrent runs one sees each
+    crossing, and marks it fired."""
+    crossings = []
     for hold in holds:
         changes = {"spent_usd": F("spent_usd") + usd, "spent_tokens": F("spent_tokens") + tokens,
                    "reserved_usd": Greatest(F("reserved_usd") - Decimal(hold["usd"]), Value(ZERO),
@@ -175,15 +179,60 @@ def budget_settle(*, holds: list[dict], usd: Decimal, tokens: int) -> None:
         if not _period_rows(hold).update(**changes):
             _period_ensure(hold)
             _period_rows(hold).update(**changes)
+        if hold.get("thresholds") and (usd or tokens):
+            crossings += _thresholds_crossed(hold)
+    return crossings
+
+
+def _thresholds_crossed(hold: dict) -> list[dict]:
+    """The hold's thresholds its period's spend has reached and that have not fired yet, marked fired."""
+    row = _period_rows(hold).values("spent_usd", "spent_tokens", "thresholds_fired").first()
+    if hold["limit_usd"] is not None:
+        limit, spent = Decimal(hold["limit_usd"]), row["spent_usd"]
+    else:
+        limit, spent = Decimal(hold["limit_tokens"]), Decimal(row["spent_tokens"])
+    percent = spent * 100 / limit if limit else Decimal(100)
+    fired = set(row["thresholds_fired"] or [])
+    new = [threshold for threshold in hold["thresholds"] if threshold <= percent and threshold not in fired]
+    if not new:
+        return []
+    _period_rows(hold).update(thresholds_fired=sorted(fired | set(new)))
+    unit = {"limit_usd": hold["limit_usd"]} if hold["limit_usd"] is not None else {"limit_tokens": hold["limit_tokens"]}
+    return [{"budget_id": hold["budget"], "threshold": threshold, "period_start": hold["starts_at"],
+             "spent": str(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
+
+
+def budget_alerts_send(*, crossings: list[dict]) -> None:
+    """After the commit that crossed them: each crossing's webhook delivery (logged, then sent by a django-q2 task
+    that retries with backoff) and, when mail is configured, an email to the budget's owner."""
+    from django.conf import settings
+    from django_q.tasks import async_task
+
+    budgets = Budget.objects.select_related("owner").in_bulk([c["budget_id"] for c in crossings])
+    for crossing in crossings:
+        budget = budgets.get(uuid.UUID(crossing["budget_id"]))
+        if budget is None:
+            continue
+        payload = {"event": "budget_threshold", "budget": {"id": str(budget.pk), "name": budget.name,
+                                                           "scope": budget.scope, "target_id": budget.target_id,
+                                                           "period": budget.period, "mode": budget.mode},
+                   **crossing}
+        if budget.webhook_url:
+            delivery = WebhookDelivery.objects.create(budget=budget, url=budget.webhook_url, payload=payload)
+            async_task("budgets.tasks.webhook_deliver", str(delivery.pk), task_name=f"webhook-{delivery.pk}",
+                       group="webhooks")
+        if settings.CHATTER_ALERT_EMAILS and budget.owner.email:
+            async_task("budgets.tasks.alert_email_send", str(budget.pk), payload, group="alerts")
 
 
 def budget_create(*, owner, scope: str, target_id: str, period: str, timezone_name: str, mode: str,
                   limit_usd: Decimal | None = None, limit_tokens: int | None = None,
-                  thresholds: list[int] | None = None, name: str = "") -> Budget:
+                  thresholds: list[int] | None = None, name: str = "", webhook_url: str = "") -> Budget:
     """A budget (the caller checked that `owner` may set one on that target)."""
     return Budget.objects.create(owner=owner, name=name, scope=scope, target_id=target_id, period=period,
                                  timezone=timezone_name, mode=mode, limit_usd=limit_usd, limit_tokens=limit_tokens,
-                                 thresholds=thresholds if thresholds is not None else [50, 80, 100])
+                                 thresholds=thresholds if thresholds is not None else [50, 80, 100],
+                                 webhook_url=webhook_url)
 
 
 def budget_deactivate(*, budget: Budget) -> None:

@@ -9,9 +9,11 @@ _MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text e
 
 
 def secrets_configured() -> tuple[str, ...]:
-    """SECRET_KEY, the provider API keys and the database password, as far as they are set."""
+    """SECRET_KEY, the provider API keys, the database and mail passwords and the webhook secret, as far as they
+    are set."""
     candidates = (settings.SECRET_KEY, getattr(settings, "OPENAI_API_KEY", None),
-                  getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"))
+                  getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"),
+                  getattr(settings, "CHATTER_WEBHOOK_SECRET", None), getattr(settings, "EMAIL_HOST_PASSWORD", None))
     return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
 
 

@@ -160,6 +160,18 @@ CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimu
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.
 CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1)
+# Budget alerts: webhooks are signed with this secret (HMAC-SHA256); a budget may name a webhook only when it is
+# set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling each time.
+CHATTER_WEBHOOK_SECRET = env_str("CHATTER_WEBHOOK_SECRET") or ""
+CHATTER_WEBHOOK_RETRY_S = env_int("CHATTER_WEBHOOK_RETRY_S", 30, minimum=1)
+# Mail (Django's settings): with EMAIL_HOST set, alerts are also emailed to the budget's owner.
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "chatter@localhost"
+CHATTER_ALERT_EMAILS = bool(env_str("EMAIL_HOST"))
 # Threads of the runner (workflows/runner.py) per process: at most this many streamed runs execute at once in
 # a server process; the rest wait their turn (their run is `running`, their stream open).
 CHATTER_RUN_THREADS = env_int("CHATTER_RUN_THREADS", 16, minimum=1)

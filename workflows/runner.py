@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from budgets.services import budget_settle
+from budgets.services import budget_alerts_send, budget_settle
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update
 from chatter_project.errors import RunCancelled, RunError
@@ -184,6 +184,14 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
                 "total_cost": str(conversation.total_cost)})
+        if recorder.budget_holds:  # a shared row (a budget's period): locked late, held to the commit;
+            # settled before the terminal event, which must be the run's last (I6)
+            crossings = budget_settle(holds=recorder.budget_holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
+            for crossing in crossings:  # each threshold once per period (the row's lock decides who)
+                recorder.emit("budget_threshold", crossing)
+                recorder.audit("budget.threshold", crossing)
+            if crossings:
+                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings))
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
@@ -200,8 +208,6 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         execution.turn_messages = messages
         recorder.write_held(audits="later")
-        if recorder.budget_holds:  # a shared row (a budget's period): locked late, held to the commit
-            budget_settle(holds=recorder.budget_holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
         # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
         # run's ending shares are taken last, so each is held only to the commit.
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,

@@ -7,6 +7,7 @@ import uuid
 import zoneinfo
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema
@@ -27,6 +28,7 @@ STAFF_SCOPES = (Budget.Scope.GROUP, Budget.Scope.GLOBAL)
 
 
 class BudgetSerializer(serializers.ModelSerializer):
+    webhook_url = serializers.CharField(read_only=True, help_text="empty: no webhook")
     period_start = serializers.SerializerMethodField()
     spent_usd = serializers.SerializerMethodField()
     spent_tokens = serializers.SerializerMethodField()
@@ -36,7 +38,7 @@ class BudgetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Budget
         fields = ("id", "name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode",
-                  "thresholds", "is_active", "created_at", "period_start", "spent_usd", "spent_tokens",
+                  "thresholds", "webhook_url", "is_active", "created_at", "period_start", "spent_usd", "spent_tokens",
                   "reserved_usd", "reserved_tokens")
         read_only_fields = fields
 
@@ -48,7 +50,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     def get_spent_usd(self, budget) -> str:
         row = self._current(budget)
-        return str(row.spent_usd if row else Decimal("0.00000000"))
+        return f"{row.spent_usd if row else 0:.8f}"
 
     def get_spent_tokens(self, budget) -> int:
         row = self._current(budget)
@@ -56,7 +58,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     def get_reserved_usd(self, budget) -> str:
         row = self._current(budget)
-        return str(row.reserved_usd if row else Decimal("0.00000000"))
+        return f"{row.reserved_usd if row else 0:.8f}"
 
     def get_reserved_tokens(self, budget) -> int:
         row = self._current(budget)
@@ -75,6 +77,13 @@ class BudgetCreateSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=Budget.Mode.choices, default=Budget.Mode.HARD)
     thresholds = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=1000), required=False,
                                        max_length=10)
+    webhook_url = serializers.URLField(max_length=500, required=False, allow_blank=True, default="",
+                                       help_text="alerts are POSTed here, signed (X-Chatter-Signature)")
+
+    def validate_webhook_url(self, value: str) -> str:
+        if value and not settings.CHATTER_WEBHOOK_SECRET:
+            raise serializers.ValidationError("webhooks need CHATTER_WEBHOOK_SECRET to be set on the server")
+        return value
 
     def validate_timezone(self, value: str) -> str:
         try:
@@ -149,7 +158,8 @@ class BudgetViewSet(mixins.ListModelMixin, OwnedViewSet):
             owner=request.user, name=data["name"], scope=data["scope"],
             target_id=budget_target(user=request.user, scope=data["scope"], target_id=data.get("target_id")),
             period=data["period"], timezone_name=data["timezone"], mode=data["mode"],
-            limit_usd=data.get("limit_usd"), limit_tokens=data.get("limit_tokens"), thresholds=data.get("thresholds"))
+            limit_usd=data.get("limit_usd"), limit_tokens=data.get("limit_tokens"), thresholds=data.get("thresholds"),
+            webhook_url=data["webhook_url"])
         return Response(BudgetSerializer(budget, context={"current": {}}).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})

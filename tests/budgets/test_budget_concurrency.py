@@ -2,7 +2,8 @@
 processes, against one global token budget. Reservations under the period row's lock keep the spend within the
 budget (README, Budgets: the overspend bound is 0 when the provider counts no more than the reserved worst
 case, which the offline `local` model, counted by the same estimator, never does); every refused request wrote
-no run and exactly one audit row; the reservations all come back; the aggregates reconcile."""
+no run and exactly one audit row; each threshold the spend reached fired exactly once; the reservations all come
+back; the aggregates reconcile."""
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 
@@ -13,11 +14,12 @@ from django.core.management import call_command
 from audit.models import AuditEvent
 from budgets.models import Budget, BudgetPeriod
 from chatter_project.tokens import api_token_create
-from workflows.models import WorkflowExecution
+from workflows.models import ExecutionEvent, WorkflowExecution
 
 REQUESTS = 200
 THREADS = 24
 LIMIT_TOKENS = 1500  # room for a few dozen of these turns (about 30 tokens each), not 200
+THRESHOLDS = [10, 25, 50, 75, 90]
 SERVER_ENV = {"CHATTER_MAX_CONCURRENT_RUNS": "1000", "CHATTER_RUN_THROTTLE": "100000/min"}
 
 
@@ -26,7 +28,7 @@ SERVER_ENV = {"CHATTER_MAX_CONCURRENT_RUNS": "1000", "CHATTER_RUN_THROTTLE": "10
 def test_concurrent_chat_and_gateway_runs_stay_within_a_hard_budget(daphne_server, alice, bob, staff):
     servers = [daphne_server(**SERVER_ENV), daphne_server(**SERVER_ENV)]
     budget = Budget.objects.create(owner=staff, scope="global", period="day", timezone="Europe/Paris",
-                                   limit_tokens=LIMIT_TOKENS, mode="hard")
+                                   limit_tokens=LIMIT_TOKENS, mode="hard", thresholds=THRESHOLDS)
     keys = {user.username: api_token_create(user=user)[1] for user in (alice, bob)}
 
     def request(i: int) -> tuple[str, httpx.Response]:
@@ -58,5 +60,11 @@ def test_concurrent_chat_and_gateway_runs_stay_within_a_hard_budget(daphne_serve
     spent = sum(runs.values_list("total_tokens", flat=True))
     assert period.spent_tokens == spent <= LIMIT_TOKENS  # the bound: nothing over
     assert (period.reserved_tokens, period.reserved_usd) == (0, 0)
+    reached = [threshold for threshold in THRESHOLDS if threshold * LIMIT_TOKENS <= spent * 100]
+    assert reached and period.thresholds_fired == reached
+    alerts = AuditEvent.objects.filter(action="budget.threshold")
+    assert sorted(row.data["threshold"] for row in alerts) == reached  # each once, whatever the concurrency
+    assert sorted(ExecutionEvent.objects.filter(event="budget_threshold").values_list("data__threshold", flat=True)) \
+        == reached
     out = StringIO()
     call_command("reconcile_aggregates", stdout=out, stderr=StringIO())  # exits 1 (SystemExit) on drift

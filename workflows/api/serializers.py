@@ -241,6 +241,12 @@ EVENT_DATA = {
         "role": serializers.CharField(), "total_tokens": _count(), "cost": _money(),
     },
     "limit_exceeded": {"limit": serializers.CharField(), "value": serializers.JSONField()},
+    "budget_threshold": {  # a run's spend took a budget past one of its thresholds (once per budget and period)
+        "budget_id": serializers.UUIDField(), "threshold": serializers.IntegerField(),
+        "period_start": serializers.DateTimeField(), "spent": serializers.CharField(),
+        "percent": serializers.CharField(), "limit_usd": serializers.CharField(required=False),
+        "limit_tokens": serializers.IntegerField(required=False),
+    },
     "workflow_completed": WorkflowCompletedData,
     "workflow_failed": WorkflowEndedData,
     "workflow_cancelled": WorkflowEndedData,

@@ -11,13 +11,14 @@ from typing import AsyncIterator, Iterator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import Exists
 from django.utils import timezone
 from django_q.tasks import async_task
 from langchain_core.messages import HumanMessage, SystemMessage, convert_to_messages
 
 from audit.services import audit_record
 from budgets.models import Budget
-from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_for_run, worst_case
+from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_matching, worst_case
 from chatter_project.errors import (
     Conflict,
     InvalidInput,
@@ -91,7 +92,6 @@ class RunPlan:
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
     messages: list | None = None  # the gateway's input messages (OpenAI-shaped), instead of `message` alone
     api_key: object = None  # the ApiToken the request authenticated with
-    budgets: list = field(default_factory=list)  # the budgets the run falls under (budgets.services)
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
@@ -132,32 +132,35 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     parsed = parse_graph(raw_graph)
     resolved = config_resolve(params, config)
     prices = models_check(parsed, resolved)
-    budgets = budgets_for_run(owner=owner, api_key=api_key, template_id=template_row.pk if template_row else None)
-    if resolved["max_tokens"] is None and any(budget.mode == Budget.Mode.HARD for budget in budgets):
-        # A call's completion is part of its worst case, which the budget reserves: it must have a bound.
-        resolved["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
     if gateway:
         workflow_type = WorkflowExecution.Type.GATEWAY
     return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
-                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key,
-                   budgets=budgets)
+                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key)
+
+
+def _owner_lock_and_budgets(plan: RunPlan) -> list:
+    """The budgets the run falls under. On PostgreSQL the owner's row is locked first, so simultaneous requests take
+    turns and each counts the runs committed before it (SQLite's transactions already take turns); the same
+    statement says whether any budget applies, so a run under none reads nothing more. The lock is taken late in
+    the creating transaction, held only to its commit, never while it waits for a conversation's lock."""
+    budgets = budgets_matching(owner=plan.owner, api_key=plan.api_key,
+                               template_id=plan.template.pk if plan.template else None)
+    if connection.features.has_select_for_update:
+        # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
+        # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
+        any_budget = get_user_model().objects.select_for_update(no_key=True).filter(pk=plan.owner.pk).annotate(
+            any_budget=Exists(budgets)).values_list("any_budget", flat=True).first()
+        if not any_budget:
+            return []
+    return sorted(budgets, key=lambda budget: str(budget.pk))  # one order for every run's locks
 
 
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
     """INSERT the run only while its owner has fewer than CHATTER_MAX_CONCURRENT_RUNS pending or running: one
-    statement. On PostgreSQL the owner's row is locked first, so simultaneous requests take turns and each counts
-    the runs committed before it (SQLite's transactions already take turns). The lock is taken last in the
-    creating transaction, held only to its commit, never while it waits for a conversation's lock."""
+    statement (after _owner_lock_and_budgets)."""
     quote = connection.ops.quote_name
-    if connection.features.has_select_for_update:
-        # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
-        # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
-        users = get_user_model()._meta
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {quote(users.db_table)} WHERE {quote(users.pk.column)} = %s "
-                           "FOR NO KEY UPDATE", [execution.owner_id])
     meta = WorkflowExecution._meta
     fields = meta.concrete_fields
     values = [f.get_db_prep_save(f.pre_save(execution, add=True), connection) for f in fields]
@@ -203,8 +206,12 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
             execution.conversation_id = conversation_id
-            if plan.budgets:  # before the run's row: its reservations are written with it
-                execution.budget_holds = budget_reserve(budgets=plan.budgets, worst=_first_call_worst_case(plan))
+            budgets = _owner_lock_and_budgets(plan)
+            if budgets:  # before the run's row: its reservations (and bounded max_tokens) are written with it
+                if plan.config["max_tokens"] is None and any(b.mode == Budget.Mode.HARD for b in budgets):
+                    # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
+                    plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
+                execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
             if not _insert_within_limit(execution):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
             if enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):

@@ -1,0 +1,150 @@
+"""Budget alerts: each threshold fires once per period, as the run that crosses it ends: a `budget_threshold`
+event in that run's log (before its terminal event) and on /ws/events/, an audit row, a webhook signed with
+HMAC-SHA256 that a receiver verifies (a receiver that answers 500 is retried with backoff by django-q2, and the
+delivery log shows each attempt), and an email when mail is configured."""
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
+
+from audit.models import AuditEvent
+from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from workflows.models import ExecutionEvent, WorkflowExecution
+
+SECRET = "whsec-test-not-a-real-secret"
+
+
+class Receiver:
+    """A local webhook receiver: answers each POST with the next scripted status (then 200), keeps what came."""
+
+    def __init__(self, statuses=()):
+        self.statuses, self.received = list(statuses), []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/chatter"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def verified(self) -> list[dict]:
+        """The payloads whose signature checks out, as a receiver would check them."""
+        good = []
+        for headers, body in self.received:
+            expected = hmac.new(SECRET.encode(), headers["x-chatter-timestamp"].encode() + b"." + body,
+                                hashlib.sha256).hexdigest()
+            if hmac.compare_digest(headers["x-chatter-signature"], f"sha256={expected}"):
+                good.append(json.loads(body))
+        return good
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(statuses=()):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.server.shutdown()
+
+
+@pytest.fixture
+def alerts_on(settings):
+    settings.CHATTER_WEBHOOK_SECRET = SECRET
+    settings.CHATTER_WEBHOOK_RETRY_S = 30
+    settings.CHATTER_ALERT_EMAILS = True
+
+
+def chat(api, message):
+    response = api.post("/api/v1/chat/", {"message": message, "max_tokens": 40}, format="json")
+    assert response.status_code == 201, response.content
+    return WorkflowExecution.objects.get(pk=response.json()["execution"]["id"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_threshold_fires_once_with_event_audit_signed_webhook_and_email(api, alice, alerts_on, receiver):
+    hook = receiver()
+    alice.email = "alice@example.com"
+    alice.save()
+    budget = api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 100, "mode": "soft",
+                                           "thresholds": [20, 50, 90], "webhook_url": hook.url},
+                      format="json").json()
+
+    first = chat(api, "hello")  # about 30 tokens: 20% crossed
+    second = chat(api, "hello again")  # about 60: 50% crossed
+    third = chat(api, "and once more, please")  # about 95: 90%
+
+    spent = BudgetPeriod.objects.get().spent_tokens  # of a 100-token limit: spent tokens are percent
+    fired = [threshold for threshold in (20, 50, 90) if threshold <= spent]
+    assert len(fired) >= 2
+    audited = AuditEvent.objects.filter(action="budget.threshold").order_by("id")
+    assert [row.data["threshold"] for row in audited] == fired
+    events = [(e.execution_id, e.data["threshold"]) for e in
+              ExecutionEvent.objects.filter(event="budget_threshold").order_by("created_at", "seq")]
+    assert [threshold for _, threshold in events] == fired
+    for execution in (first, second, third):  # the terminal event stays the last
+        assert ExecutionEvent.objects.filter(execution=execution).order_by("-seq").first().event == "workflow_completed"
+    payloads = hook.verified()
+    assert len(payloads) == len(hook.received) == len(fired)
+    assert [p["threshold"] for p in payloads] == fired and {p["budget"]["id"] for p in payloads} == {budget["id"]}
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"delivered"}
+    assert len(mail.outbox) == len(fired) and mail.outbox[0].to == ["alice@example.com"]
+    assert BudgetPeriod.objects.get().thresholds_fired == fired
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_it(api, alerts_on, receiver):
+    hook = receiver(statuses=[500, 500])
+    api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 100, "mode": "soft",
+                                  "thresholds": [10], "webhook_url": hook.url}, format="json")
+
+    chat(api, "hello")
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, 500)
+    (retry,) = Schedule.objects.filter(func="budgets.tasks.webhook_deliver")
+    first_wait = retry.next_run - timezone.now()
+    assert timedelta(seconds=25) < first_wait <= timedelta(seconds=30)
+
+    Schedule.objects.update(next_run=timezone.now() - timedelta(seconds=1))  # the clock moves on
+    scheduler()  # django-q2's scheduler runs what is due (inline: the test settings' sync mode)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("retrying", 2)
+    second = Schedule.objects.filter(func="budgets.tasks.webhook_deliver", next_run__gt=timezone.now()).get()
+    assert timedelta(seconds=55) < second.next_run - timezone.now() <= timedelta(seconds=60)  # doubled
+
+    Schedule.objects.update(next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
+    assert [entry["status_code"] for entry in delivery.log] == [500, 500, 200]
+    assert len(hook.verified()) == 3  # the same signed alert each time
+
+
+@pytest.mark.django_db
+def test_a_webhook_needs_the_signing_secret(api, settings):
+    settings.CHATTER_WEBHOOK_SECRET = ""
+
+    response = api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 100, "mode": "soft",
+                                             "webhook_url": "https://example.com/hook"}, format="json")
+
+    assert response.status_code == 400 and not Budget.objects.exists()
