@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from analytics.budget_spend import budget_spend_drift, budget_spend_fix
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.selectors import (
     TEMPLATE_COUNTERS,
@@ -69,6 +70,7 @@ def _aggregates_drift() -> list[dict]:
             drift.append({"kind": "template", "id": row["key"], "fields": fields})
     drift += _execution_drift()
     drift += usage_drift()
+    drift += budget_spend_drift()
     return drift
 
 
@@ -141,6 +143,7 @@ def aggregates_fix() -> int:
                 fixed += 1
     if usage_drift():
         fixed += usage_rollups_rebuild()
+    fixed += budget_spend_fix()
     return fixed
 
 

@@ -2,11 +2,14 @@
 week, month or all time in a time zone, in USD or tokens; GET shows what is spent and reserved in the current
 period. A hard budget with no room refuses a run with 429 budget_exceeded before anything is written (one audit
 row); a soft one only counts. A run that reaches a hard budget stops before its next model call."""
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
+from zoneinfo import ZoneInfo
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
@@ -169,3 +172,55 @@ def test_bad_input_is_a_400_and_sets_no_budget(api, body, field):
 def test_periods_start_at_local_midnight_in_the_budgets_time_zone(alice, period, tz, at, start):
     budget = Budget(owner=alice, scope="user", period=period, timezone=tz, limit_usd=1)
     assert period_start(budget, at) == start.replace(tzinfo=dt_timezone.utc)
+
+
+def test_a_new_period_starts_empty_in_the_budgets_time_zone(api, alice):
+    """Yesterday's period (in Tokyo) is spent to the limit: today's run gets a fresh period of its own."""
+    budget = set_budget(api, limit_tokens=2000, timezone="Asia/Tokyo")
+    row = Budget.objects.get(pk=budget["id"])
+    today = period_start(row)
+    BudgetPeriod.objects.create(budget=row, starts_at=today - timedelta(days=1), spent_tokens=2000)
+
+    assert chat(api, max_tokens=100).status_code == 201
+
+    periods = dict(BudgetPeriod.objects.values_list("starts_at", "spent_tokens"))
+    assert periods[today - timedelta(days=1)] == 2000 and 0 < periods[today] < 2000
+    assert today.astimezone(ZoneInfo("Asia/Tokyo")).hour == 0
+    shown = api.get("/api/v1/budgets/").json()["results"][0]
+    assert shown["period_start"] == today.isoformat() and shown["spent_tokens"] == periods[today]
+
+
+def test_a_run_ended_from_its_rows_gives_its_reservation_back(api, alice):
+    """A background run reserves when it is written; cancelled before a worker starts it (ended from its rows,
+    as the recovery sweep ends a run whose process died), its reservation is released and nothing is spent.
+    (In this test's transaction the run is never handed to a worker: that happens on commit.)"""
+    set_budget(api, limit_tokens=5000)
+    pending = api.post("/api/v1/chat/", {"message": "later", "background": True, "max_tokens": 100},
+                       format="json")
+    assert pending.status_code == 202, pending.content
+    period = BudgetPeriod.objects.get()
+    assert period.reserved_tokens > 0 and WorkflowExecution.objects.get().budget_holds
+
+    assert api.post(f"/api/v1/executions/{pending.json()['id']}/cancel/").status_code == 200
+
+    period.refresh_from_db()
+    assert (period.reserved_tokens, period.spent_tokens) == (0, 0)
+    assert WorkflowExecution.objects.get().status == "cancelled"
+
+
+def test_reconcile_aggregates_checks_budget_spend_against_the_runs_and_fixes_it(api):
+    set_budget(api, limit_tokens=5000)
+    chat(api, max_tokens=100)
+    chat(api, "more", max_tokens=100)
+    call_command("reconcile_aggregates", stdout=StringIO())  # clean: no SystemExit
+
+    BudgetPeriod.objects.update(spent_tokens=1, reserved_tokens=7)  # drift
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("reconcile_aggregates", stdout=out, stderr=StringIO())
+    assert "drift budget_period" in out.getvalue()
+
+    call_command("reconcile_aggregates", "--fix", stdout=StringIO(), stderr=StringIO())
+    period = BudgetPeriod.objects.get()
+    assert (period.spent_tokens, period.reserved_tokens) == (
+        sum(WorkflowExecution.objects.values_list("total_tokens", flat=True)), 0)

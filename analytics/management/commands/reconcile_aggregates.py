@@ -4,8 +4,8 @@ from analytics.services import aggregates_drift, aggregates_fix
 
 
 class Command(BaseCommand):
-    help = ("Check that conversation totals (I1), template analytics (I2), execution totals (I3) and the usage "
-            "rollups equal the sums of their source rows. Exit 1 on drift unless --fix repairs it (the usage "
+    help = ("Check that conversation totals (I1), template analytics (I2), execution totals (I3), the usage "
+            "rollups and budget spend (spent and reserved per period) equal the sums of their source rows. Exit 1 on drift unless --fix repairs it (the usage "
             "rollups are then rebuilt from the source rows).")
 
     def add_arguments(self, parser):
