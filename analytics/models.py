@@ -124,6 +124,9 @@ class UsageRollup(TokenTotals):
                                  related_name="+", db_constraint=False)
     conversation = models.ForeignKey("conversations.Conversation", null=True, blank=True, db_index=False,
                                      on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    # The API key the runs were started with (null: a session, a schedule, a command; messages of no run).
+    api_key = models.ForeignKey("chatter_project.ApiToken", null=True, blank=True, db_index=False,
+                                on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
     executions = models.PositiveIntegerField(default=0)
     completed_executions = models.PositiveIntegerField(default=0)
     failed_executions = models.PositiveIntegerField(default=0)
@@ -137,7 +140,7 @@ class UsageRollup(TokenTotals):
     COUNTERS = ("executions", "completed_executions", "failed_executions", "cancelled_executions", "messages",
                 "llm_calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens",
                 "reasoning_tokens", "cost")
-    DIMENSIONS = ("day", "owner_id", "provider", "model", "template_id", "conversation_id")
+    DIMENSIONS = ("day", "owner_id", "provider", "model", "template_id", "conversation_id", "api_key_id")
 
     class Meta:
         verbose_name_plural = "usage dashboard"  # the admin shows these rows as the staff dashboard
@@ -166,10 +169,12 @@ class UsageRollup(TokenTotals):
         return f"usage {self.day} {self.provider}/{self.model}"
 
     @staticmethod
-    def key_for(day, owner_id, provider, model, template_id, conversation_id) -> uuid.UUID:
+    def key_for(day, owner_id, provider, model, template_id, conversation_id, api_key_id=None) -> uuid.UUID:
         """The row's identity, derived from its dimensions: one unique column that upserts can conflict on
-        (a unique constraint over nullable columns would let NULLs repeat)."""
-        parts = (day.isoformat(), str(owner_id), provider, model, str(template_id or ""), str(conversation_id or ""))
+        (a unique constraint over nullable columns would let NULLs repeat). Without an API key it is what it was
+        before keys were a dimension, so older rows keep their identity."""
+        parts = (day.isoformat(), str(owner_id), provider, model, str(template_id or ""), str(conversation_id or ""),
+                 *((str(api_key_id),) if api_key_id is not None else ()))
         return uuid.uuid5(_USAGE_KEY_NAMESPACE, "\x1f".join(parts))
 
 

@@ -147,13 +147,16 @@ USAGE_GROUPS = {
     "template": ({"template_id": "template_id", "template__key": "template_key"}, ("-n_cost", "template__key")),
     "conversation": ({"conversation_id": "conversation_id", "conversation__title": "conversation_title"},
                      ("-n_cost", "conversation_id")),
+    "key": ({"api_key__uid": "key_id", "api_key__name": "key_name", "api_key__prefix": "key_prefix"},
+            ("-n_cost", "api_key__uid")),
 }
 
 
-def usage_dimensions(*, day: date, owner_id, provider: str, model: str, template_id, conversation_id) -> dict:
+def usage_dimensions(*, day: date, owner_id, provider: str, model: str, template_id, conversation_id,
+                     api_key_id=None) -> dict:
     """One rollup row's identity: its dimension columns and the key derived from them."""
     dims = {"day": day, "owner_id": owner_id, "provider": provider or "", "model": model or "",
-            "template_id": template_id, "conversation_id": conversation_id}
+            "template_id": template_id, "conversation_id": conversation_id, "api_key_id": api_key_id}
     return {"key": UsageRollup.key_for(*dims.values()), **dims}
 
 
@@ -259,7 +262,7 @@ def usage_from_source() -> dict:
         for row in found:
             dims = usage_dimensions(day=row["d_day"], owner_id=row["d_owner"], provider=row["d_provider"],
                                     model=row["d_model"], template_id=row["d_template"],
-                                    conversation_id=row["d_conversation"])
+                                    conversation_id=row["d_conversation"], api_key_id=row["d_key"])
             target = rows.setdefault(dims["key"], {**dims, **usage_zero()})
             for name in counters:
                 target[name] += row[name] or 0
@@ -268,7 +271,8 @@ def usage_from_source() -> dict:
     terminal = WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL)
     ended = TruncDate(Coalesce("completed_at", "created_at"), tzinfo=utc)
     add(terminal.values(d_day=ended, d_owner=F("owner_id"), d_provider=F("provider"), d_model=F("model"),
-                        d_template=F("template_id"), d_conversation=F("conversation_id")).annotate(
+                        d_template=F("template_id"), d_conversation=F("conversation_id"),
+                        d_key=F("api_key_id")).annotate(
         executions=Count("id"), completed_executions=Count("id", filter=Q(status=status.COMPLETED)),
         failed_executions=Count("id", filter=Q(status=status.FAILED)),
         cancelled_executions=Count("id", filter=Q(status=status.CANCELLED))).order_by(),
@@ -278,7 +282,8 @@ def usage_from_source() -> dict:
     tokens = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens")
     add(LLMCall.objects.filter(execution__status__in=WorkflowExecution.TERMINAL).values(
         d_day=run_ended, d_owner=F("execution__owner_id"), d_provider=F("provider"), d_model=F("model"),
-        d_template=F("execution__template_id"), d_conversation=F("execution__conversation_id")).annotate(
+        d_template=F("execution__template_id"), d_conversation=F("execution__conversation_id"),
+        d_key=F("execution__api_key_id")).annotate(
         llm_calls=Count("id"), cost=Sum("cost"), **{name: Sum(name) for name in tokens}).order_by(),
         ("llm_calls", *tokens, "cost"))
 
@@ -287,6 +292,7 @@ def usage_from_source() -> dict:
     add(counted.values(
         d_day=TruncDate("created_at", tzinfo=utc), d_owner=F("conversation__owner_id"), d_provider=F("provider_used"),
         d_model=F("model_used"), d_template=F("execution__template_id"), d_conversation=F("conversation_id"),
+        d_key=F("execution__api_key_id"),
     ).annotate(messages=Count("id")).order_by(), ("messages",))
     return rows
 

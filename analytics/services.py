@@ -245,7 +245,8 @@ def usage_execution_add(*, execution: WorkflowExecution, calls: list[dict], mess
 
     def add(moment, provider: str, model: str, counters: dict) -> None:
         dims = usage_dimensions(day=usage_day(moment), owner_id=execution.owner_id, provider=provider, model=model,
-                                template_id=execution.template_id, conversation_id=execution.conversation_id)
+                                template_id=execution.template_id, conversation_id=execution.conversation_id,
+                                api_key_id=execution.api_key_id)
         row = rows.setdefault(dims["key"], {**dims, **usage_zero()})
         for name, value in counters.items():
             row[name] += value or 0
@@ -264,7 +265,8 @@ def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> N
     day = usage_day(execution.completed_at or execution.created_at)
     for call in sorted(calls, key=lambda call: (call["provider"], call["model"])):
         dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=call["provider"], model=call["model"],
-                                template_id=execution.template_id, conversation_id=execution.conversation_id)
+                                template_id=execution.template_id, conversation_id=execution.conversation_id,
+                                api_key_id=execution.api_key_id)
         _usage_change(dims, {"cost": call["cost"]})
 
 
@@ -272,7 +274,7 @@ def usage_message_add(*, message: Message) -> None:
     """Count a saved message, in the transaction that saves it. A run's messages are booked when it ends."""
     if message.execution_id is not None:
         return
-    dims = _message_dimensions(message, template_id=None)
+    dims = _message_dimensions(message, template_id=None, api_key_id=None)
     _usage_upsert({dims["key"]: {**dims, **usage_zero(), "messages": 1}})
 
 
@@ -280,23 +282,24 @@ def usage_message_subtract(*, message: Message) -> None:
     """Take a deleted message out of its row's count, in the transaction that deletes it (which holds its
     conversation's lock: a run's ending that books the message waits for it, or went before). A message of a run
     still going was not counted: its run books the messages it still has when it ends."""
-    template_id = None
+    template_id = api_key_id = None
     if message.execution_id is not None:
-        run = WorkflowExecution.objects.filter(pk=message.execution_id).values("status", "template_id").first()
+        run = WorkflowExecution.objects.filter(pk=message.execution_id).values(
+            "status", "template_id", "api_key_id").first()
         if run is not None and run["status"] not in WorkflowExecution.TERMINAL:
             return
-        template_id = run["template_id"] if run is not None else None
-    _usage_change(_message_dimensions(message, template_id=template_id), {"messages": -1})
+        template_id, api_key_id = (run["template_id"], run["api_key_id"]) if run is not None else (None, None)
+    _usage_change(_message_dimensions(message, template_id=template_id, api_key_id=api_key_id), {"messages": -1})
 
 
-def _message_dimensions(message: Message, *, template_id) -> dict:
+def _message_dimensions(message: Message, *, template_id, api_key_id) -> dict:
     if Message.conversation.is_cached(message):  # message_save hands over the conversation it locked
         owner_id = message.conversation.owner_id
     else:
         owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=message.conversation_id)
     return usage_dimensions(day=usage_day(message.created_at), owner_id=owner_id, provider=message.provider_used,
                             model=message.model_used, template_id=template_id,
-                            conversation_id=message.conversation_id)
+                            conversation_id=message.conversation_id, api_key_id=api_key_id)
 
 
 def usage_rollups_detach(*, conversation_id=None, template_id=None, except_owner_ids=()) -> None:

@@ -14,7 +14,8 @@ GROUP_COLUMNS = {group: list(columns.values()) for group, (columns, _) in USAGE_
 class UsageQuerySerializer(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=list(USAGE_GROUPS), default="day",
                                        help_text="what a row of the report is: a UTC day, a provider, a model "
-                                                 "(with its provider), a template or a conversation")
+                                                 "(with its provider), a template, a conversation or an API "
+                                                 "key")
     start = serializers.DateField(required=False, help_text="first UTC day included (YYYY-MM-DD); default: "
                                                             "the first day with usage")
     end = serializers.DateField(required=False, help_text="last UTC day included (YYYY-MM-DD); default: the "
@@ -64,12 +65,16 @@ class UsageRowSerializer(UsageFiguresSerializer):
                                                       "conversation")
     conversation_title = serializers.CharField(required=False, allow_null=True,
                                                help_text="group_by=conversation")
+    key_id = serializers.UUIDField(required=False, allow_null=True,
+                                   help_text="group_by=key: the API key's id; null: runs not started with a key")
+    key_name = serializers.CharField(required=False, allow_null=True, help_text="group_by=key")
+    key_prefix = serializers.CharField(required=False, allow_null=True, help_text="group_by=key")
 
     def __init__(self, *args, group_by: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.group_by = group_by
         for name in ("day", "provider", "model", "template_id", "template_key", "conversation_id",
-                     "conversation_title"):
+                     "conversation_title", "key_id", "key_name", "key_prefix"):
             if group_by is not None and name not in GROUP_COLUMNS[group_by]:
                 self.fields.pop(name)
 

@@ -1,9 +1,12 @@
 """API keys over /api/v1/keys/: named, per user, shown once, stored hashed, scoped, revocable, expiring, with their
 last use noted at most once a minute; `Bearer` and `Token` both work wherever a token does."""
 from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -11,7 +14,9 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from chatter_project.models import ApiToken
+from chatter_project.tokens import api_token_create
 from tests.test_api_tokens import websocket_accepts
+from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +158,25 @@ def test_tokens_from_auth_token_have_every_scope(alice):
 
     assert client.post("/api/v1/chat/", {"message": "hi"}, format="json").status_code == 201
     assert client.post("/api/v1/keys/", {"name": "made by a token"}, format="json").status_code == 201
+
+
+def test_usage_is_reported_by_key(api, alice):
+    ci, ci_key = api_token_create(user=alice, name="ci")
+    by_key = client_with(ci_key)
+    assert by_key.post("/api/v1/chat/", {"message": "hello"}, format="json").status_code == 201
+    assert by_key.post("/api/v1/chat/", {"message": "hello again"}, format="json").status_code == 201
+    assert api.post("/api/v1/chat/", {"message": "by session"}, format="json").status_code == 201
+
+    report = api.get("/api/v1/analytics/usage/?group_by=key").json()
+
+    rows = {row["key_id"]: row for row in report["results"]}
+    assert set(rows) == {str(ci.uid), None}
+    runs = WorkflowExecution.objects.filter(api_key=ci)
+    assert (rows[str(ci.uid)]["key_name"], rows[str(ci.uid)]["key_prefix"]) == ("ci", ci.prefix)
+    assert rows[str(ci.uid)]["executions"] == 2 and rows[str(ci.uid)]["messages"] == 4
+    assert rows[str(ci.uid)]["total_tokens"] == sum(run.total_tokens for run in runs)
+    assert Decimal(rows[str(ci.uid)]["cost"]) == sum(run.cost for run in runs)
+    assert rows[None]["executions"] == 1
+    out = StringIO()
+    call_command("reconcile_aggregates", stdout=out)  # the rollups by key equal the runs'
+    assert "zero drift" in out.getvalue()
