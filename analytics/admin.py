@@ -12,10 +12,13 @@ from analytics.charts import column_chart, row_chart
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.selectors import (
     templates_with_analytics,
+    usage_cost_by_group,
     usage_by_day,
     usage_report,
     usage_report_page,
 )
+from budgets.models import Budget
+from budgets.services import budgets_current
 from workflows.admin import WorkflowTemplateAdmin
 from workflows.models import WorkflowTemplate
 
@@ -183,7 +186,30 @@ class UsageDashboardAdmin(admin.ModelAdmin):
             "runs_by_day": _by_day(days, "executions", count_axis),
             "cost_by_model": row_chart([(f"{m['provider']}/{m['model']}", m["n_cost"]) for m in models],
                                        format_value=money),
+            "cost_by_key": row_chart([(k["api_key__name"] or (f"{k['api_key__prefix']}…" if k["api_key__prefix"]
+                                                               else "(no key)"), k["n_cost"])
+                                      for k in usage_report(group_by="key", **scope)[:10]], format_value=money),
+            "cost_by_group": row_chart(usage_cost_by_group(**scope)[:10], format_value=money),
+            "budget_bars": _budget_bars(),
         }
+
+
+def _budget_bars():
+    """Each active budget's spend in its current period against its limit (percent, capped at 200 for the bar)."""
+    budgets = list(Budget.objects.filter(is_active=True).order_by("-created_at")[:20])
+    current = budgets_current(budgets)
+    points = []
+    for budget in budgets:
+        row = current.get(budget.pk)
+        if budget.limit_usd is not None:
+            spent, limit, unit = (row.spent_usd if row else Decimal(0)), budget.limit_usd, money
+        else:
+            spent, limit, unit = (row.spent_tokens if row else 0), budget.limit_tokens, count_axis
+        percent = Decimal(spent) * 100 / limit if limit else Decimal(100 if spent else 0)
+        label = f"{budget.name or budget.scope} ({budget.scope} {budget.target_id or '*'}, {budget.period})"
+        points.append((label, min(percent, Decimal(200)), f"{unit(spent)} of {unit(limit)}"))
+    return row_chart([(label, percent) for label, percent, _ in points],
+                     format_value=lambda value: f"{Decimal(value):.1f}%")
 
 
 def _by_day(days: list[dict], figure: str, format_value):

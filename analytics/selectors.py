@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.db.models import (
     Count,
     ExpressionWrapper,
@@ -232,6 +233,20 @@ def _conversation_page(scope: dict, *, offset: int, limit: int) -> tuple[list[di
         wanted |= Q(conversation_id__isnull=True)
     found = {row["conversation_id"]: row for row in usage_report(group_by="conversation", **scope).filter(wanted)}
     return [found[pk] for pk in ids if pk in found], ranked[0]["n_groups"]  # (one deleted in between is gone)
+
+
+def usage_cost_by_group(*, owner_ids: list | None = None, start: date | None = None,
+                        end: date | None = None) -> list[tuple[str, Decimal]]:
+    """Cost per Django group (a team), as the sum of its members' rollups, most first. A user in two groups
+    counts in both."""
+    by_owner = dict(usage_rollups(owner_ids=owner_ids, start=start, end=end).values("owner_id").annotate(
+        n_cost=Sum("cost")).values_list("owner_id", "n_cost").order_by())
+    groups: dict[str, Decimal] = {}
+    memberships = get_user_model().groups.through.objects.filter(user_id__in=list(by_owner)).values_list(
+        "group__name", "user_id")
+    for name, user_id in memberships:
+        groups[name] = groups.get(name, Decimal("0")) + (by_owner[user_id] or Decimal("0"))
+    return sorted(groups.items(), key=lambda item: (-item[1], item[0]))
 
 
 def usage_totals(*, owner_ids: list | None = None, start: date | None = None, end: date | None = None) -> dict:

@@ -64,7 +64,8 @@ def test_the_charts_are_inline_svg_drawn_from_the_figures(staff_client, runs):
 
     for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model"):
         assert f'data-testid="chart-{name}"' in content
-    assert content.count('data-testid="bar"') == 3 * 30 + 1
+    # 30 days × 3 charts, one model, one key ("no key": these runs had none); no group, no budget
+    assert content.count('data-testid="bar"') == 3 * 30 + 1 + 1
     assert "<script" not in content.split('id="content-main"')[1]  # no chart library
     assert not re.search(r'(src|href)="(https?:)?//', content)  # nothing from another host
 
@@ -154,3 +155,30 @@ def test_the_template_list_shows_its_analytics(staff_client, runs):
     assert response.status_code == 200
     [row] = [row for row in re.findall(r"<tr>.*?</tr>", response.content.decode(), re.S) if ">universal_chat<" in row]
     assert '<td class="field-runs">3</td>' in row and '<td class="field-failed_runs">1</td>' in row
+
+
+def test_the_dashboard_shows_spend_by_key_and_group_and_budgets_against_their_limits(staff_client, alice, bob):
+    from django.contrib.auth.models import Group
+
+    from budgets.models import Budget
+    from chatter_project.tokens import api_token_create
+
+    team = Group.objects.create(name="platform-team")
+    alice.groups.add(team)
+    key, _ = api_token_create(user=alice, name="nightly-ci")
+    run(owner=alice, message="hello", chat=True, api_key=key)
+    run(owner=bob, message="hello", chat=True)
+    Budget.objects.create(owner=alice, name="alice monthly", scope="user", target_id=str(alice.pk), period="month",
+                          limit_tokens=100, mode="soft")
+    run(owner=alice, message="and again", chat=True)  # counted on the budget
+
+    response = staff_client.get(DASHBOARD)
+
+    content = response.content.decode()
+    alice_runs = WorkflowExecution.objects.filter(owner=alice)
+    assert 'data-testid="chart-cost-by-key"' in content and "nightly-ci: $" in content
+    keyed = WorkflowExecution.objects.get(api_key=key)
+    assert f"nightly-ci: ${keyed.cost:.8f}" in content
+    assert f"platform-team: ${sum(r.cost for r in alice_runs):.8f}" in content
+    spent = WorkflowExecution.objects.get(input_data__message="and again").total_tokens
+    assert f"alice monthly (user {alice.pk}, month): {spent:.1f}%" in content  # of a 100-token limit
