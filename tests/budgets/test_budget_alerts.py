@@ -9,14 +9,17 @@ import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from django.core import mail
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.scheduler import scheduler
+from websockets.sync.client import connect
 
 from audit.models import AuditEvent
 from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from chatter_project.tokens import api_token_create
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 SECRET = "whsec-test-not-a-real-secret"
@@ -148,3 +151,35 @@ def test_a_webhook_needs_the_signing_secret(api, settings):
                                              "webhook_url": "https://example.com/hook"}, format="json")
 
     assert response.status_code == 400 and not Budget.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crossing_reaches_the_owners_events_websocket(alice, daphne_server):
+    """A real server: alice's /ws/events/ client sees `budget_threshold` among her run's events, before its end."""
+    server = daphne_server()
+    key = api_token_create(user=alice)[1]
+    Budget.objects.create(owner=alice, scope="user", target_id=str(alice.pk), period="day", limit_tokens=100,
+                          mode="soft", thresholds=[1])
+    received, subscribed = [], threading.Event()
+
+    def listen():
+        with connect(f"{server.ws_url}/ws/events/?token={key}", open_timeout=10) as socket:
+            subscribed.set()
+            while True:
+                envelope = json.loads(socket.recv(timeout=30))
+                received.append(envelope)
+                if envelope["event"] == "workflow_completed":
+                    return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    assert subscribed.wait(15)
+    response = httpx.post(f"{server.base_url}/api/v1/chat/", json={"message": "hello"}, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 201, response.text
+    listener.join(30)
+
+    names = [envelope["event"] for envelope in received]
+    assert "budget_threshold" in names and names.index("budget_threshold") < names.index("workflow_completed")
+    crossing = received[names.index("budget_threshold")]["data"]
+    assert crossing["threshold"] == 1 and crossing["limit_tokens"] == 100
