@@ -180,3 +180,14 @@ def test_usage_is_reported_by_key(api, alice):
     out = StringIO()
     call_command("reconcile_aggregates", stdout=out)  # the rollups by key equal the runs'
     assert "zero drift" in out.getvalue()
+
+
+def test_runs_can_be_listed_by_the_key_that_started_them(api, alice):
+    ci, ci_key = api_token_create(user=alice, name="ci")
+    client_with(ci_key).post("/api/v1/chat/", {"message": "by key"}, format="json")
+    api.post("/api/v1/chat/", {"message": "by session"}, format="json")
+
+    listed = api.get(f"/api/v1/executions/?api_key={ci.uid}").json()
+
+    assert listed["count"] == 1
+    assert WorkflowExecution.objects.get(pk=listed["results"][0]["id"]).input_data["message"] == "by key"

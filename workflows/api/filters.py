@@ -11,6 +11,7 @@ from workflows.models import (
 
 class ExecutionFilter(CreatedRangeFilterSet):
     template = django_filters.CharFilter(field_name="template__key", help_text="template key")
+    api_key = django_filters.UUIDFilter(field_name="api_key__uid", help_text="id of the API key that started it")
 
     class Meta:
         model = WorkflowExecution
