@@ -249,3 +249,17 @@ def budgets_current(budgets: list[Budget], *, at: datetime | None = None) -> dic
     for budget_id, starts_at in starts.items():
         match |= Q(budget_id=budget_id, starts_at=starts_at)
     return {row.budget_id: row for row in BudgetPeriod.objects.filter(match)}
+
+
+@dataclass
+class CompletionGuard:
+    """A call under a hard budget has max_tokens of completion reserved, and providers stop there. One that streams
+    far past it (a server ignoring max_tokens) is stopped at a token boundary: past twice that, by the character
+    estimate (4 per token), so honest providers are never cut short by the estimate's error."""
+
+    max_tokens: int
+    chars: int = 0
+
+    def past(self, text: str) -> bool:
+        self.chars += len(text)
+        return math.ceil(self.chars / 4) > 2 * self.max_tokens + PROMPT_SLACK

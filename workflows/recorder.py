@@ -37,7 +37,7 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
-from budgets.services import budget_top_up, worst_case
+from budgets.services import CompletionGuard, budget_top_up, worst_case
 from chatter_project.errors import BudgetExceeded
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update, rows_insert
@@ -74,8 +74,6 @@ _local_cancels_lock = threading.Lock()
 def cancel_signal_local(execution_id) -> None:
     with _local_cancels_lock:
         _local_cancels.add(str(execution_id))
-
-
 
 
 def _capped(value: Any, limit: int) -> Any:
@@ -128,6 +126,7 @@ class ExecutionRecorder:
         self._cancelled = False
         self._superseded = False
         self.budget_holds: list[dict] = [dict(hold) for hold in execution.budget_holds or []]
+        self._guard: CompletionGuard | None = None  # the call in flight's, under a hard budget
 
     # --- holding --------------------------------------------------------------------------------------
     def emit(self, event: str, data: dict) -> None:
@@ -267,9 +266,9 @@ class ExecutionRecorder:
             self._budget_cover(call)
 
     def _budget_cover(self, call: CallStarted) -> None:
-        """Before a call waits: the run's reservation must cover what it spent so far plus this call's worst case;
-        topped up if not (with the run's record of it, in one transaction). A budget without room stops the run
-        here, before the call: failed / budget_exceeded, usage kept."""
+        """Before a call waits, the run's reservation must cover its spend so far and this call's worst case: topped
+        up if not (and recorded on the run). No room: the run stops before the call, failed / budget_exceeded."""
+        self._guard = CompletionGuard(call.max_tokens or 0)
         spent = sum((c.usage for c in self.calls), Usage())
         worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0,
                            price=self.price(call.provider, call.requested_model))
@@ -278,8 +277,11 @@ class ExecutionRecorder:
                                     tokens=spent.total_tokens + worst.tokens)
             WorkflowExecution.objects.filter(pk=self.execution.pk).update(budget_holds=self.budget_holds)
         if refused is not None:  # (the node's end, next, clears the call it was to make)
-            self.limit_exceeded("budget", refused["budget"])
-            raise BudgetExceeded("budget", refused["budget"], f"the run reached budget {refused['budget']}")
+            self._budget_stop(refused["budget"])
+
+    def _budget_stop(self, budget_id: str) -> None:
+        self.limit_exceeded("budget", budget_id)
+        raise BudgetExceeded("budget", budget_id, f"the run reached budget {budget_id}")
 
     def _wait_ahead(self) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database
@@ -357,6 +359,8 @@ class ExecutionRecorder:
         if self._events:  # what happened before reaches watchers before the tokens
             self._wait_ahead()
         self.publish("token", {"node_id": node.id, "text": text})
+        if self._guard is not None and self._guard.past(text):  # streaming past its reservation: stop it here
+            self._budget_stop(next(hold["budget"] for hold in self.budget_holds if hold["hard"]))
 
     def limit_exceeded(self, limit: str, value: Any) -> None:
         """Every limit a run passes comes here, whether or not it ends the run."""

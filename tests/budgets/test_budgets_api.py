@@ -18,7 +18,7 @@ from budgets.services import period_start
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.invariants import assert_all
-from workflows.models import WorkflowExecution
+from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -224,3 +224,22 @@ def test_reconcile_aggregates_checks_budget_spend_against_the_runs_and_fixes_it(
     period = BudgetPeriod.objects.get()
     assert (period.spent_tokens, period.reserved_tokens) == (
         sum(WorkflowExecution.objects.values_list("total_tokens", flat=True)), 0)
+
+
+def test_a_provider_that_streams_past_max_tokens_is_stopped_at_a_token_boundary(api, openai_server):
+    """A server that ignores max_tokens (the stub streams its script whatever is asked) under a hard budget: the
+    call is stopped mid-stream, billed by estimate (flagged), and the run fails budget_exceeded."""
+    set_budget(api, limit_tokens=5000)
+    openai_server.reply(content=" ".join(["word"] * 400), usage={"prompt_tokens": 9, "completion_tokens": 400,
+                                                                 "total_tokens": 409})
+
+    response = chat(api, "write a lot", provider="openai", model="gpt-4o-mini", max_tokens=10, enable_tools=False)
+
+    assert response.status_code == 201, response.content
+    execution = WorkflowExecution.objects.get()
+    assert (execution.status, execution.error_type) == ("failed", "budget_exceeded")
+    (call,) = LLMCall.objects.filter(execution=execution)
+    assert call.estimated and call.completion_tokens < 400  # stopped well before the end, and flagged
+    assert Message.objects.get(execution=execution, role="assistant").usage_estimated
+    period = BudgetPeriod.objects.get()
+    assert (period.spent_tokens, period.reserved_tokens) == (execution.total_tokens, 0)
