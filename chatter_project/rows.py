@@ -78,6 +78,25 @@ def instances_insert(instances: list[models.Model]) -> None:
         instance._state.adding = False  # stored, as save() leaves it (Model._state is documented)
 
 
+def instance_from_row(model: type[models.Model], row: tuple) -> models.Model:
+    """An instance from a row of all of `model`'s concrete columns in their order (a `RETURNING` of
+    `returned_columns(model)`), each value converted as a queryset would convert it (the backend's converters,
+    then the field's), so it is what a read would have given."""
+    meta = model._meta
+    values = []
+    for field, value in zip(meta.concrete_fields, row):
+        column = field.get_col(meta.db_table)
+        for convert in (*connection.ops.get_db_converters(column), *column.get_db_converters(connection)):
+            value = convert(value, column, connection)
+        values.append(value)
+    return model.from_db(connection.alias, [f.attname for f in meta.concrete_fields], values)
+
+
+def returned_columns(model: type[models.Model]) -> str:
+    """All of `model`'s concrete columns, quoted, in order: what instance_from_row reads."""
+    return ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
+
+
 class _Shape:
     def __init__(self, model: type[models.Model], conflict: tuple[str, ...], update: tuple[str, ...],
                  returning: tuple[str, ...]):

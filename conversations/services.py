@@ -9,7 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chatter_project.errors import Conflict, InvalidInput, NotFound
-from chatter_project.rows import instances_insert
+from chatter_project.rows import instance_from_row, instances_insert, returned_columns
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
@@ -75,10 +75,6 @@ def conversation_get_for_update(*, conversation_id) -> Conversation:
 # The totals a message moves (its own field → the conversation's).
 _TOTALS = (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
            ("total_tokens", "total_tokens"), ("cost", "total_cost"))
-_RETURNED = ("owner_id", "last_sequence", "message_count", "prompt_tokens", "completion_tokens", "total_tokens",
-             "total_cost")
-
-
 def _conversation_totals_change(*, conversation_id, sign: int, values: dict, owner_id=None,
                                 saved_at=None) -> Conversation | None:
     """Add (sign +1, a new message with the next sequence) or take out (sign -1) a message's figures, in one
@@ -98,15 +94,10 @@ def _conversation_totals_change(*, conversation_id, sign: int, values: dict, own
     if owner_id is not None:
         where, where_params = where + " AND owner_id = %s", [*where_params, owner_id]
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {', '.join(changes)} WHERE {where} RETURNING {', '.join(_RETURNED)}",
-                       [*params, *where_params])
+        cursor.execute(f"UPDATE {table} SET {', '.join(changes)} WHERE {where} "
+                       f"RETURNING {returned_columns(Conversation)}", [*params, *where_params])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    converted = dict(zip(_RETURNED, row))
-    converted["total_cost"] = Conversation._meta.get_field("total_cost").to_python(converted["total_cost"]).quantize(
-        Decimal(10) ** -Conversation._meta.get_field("total_cost").decimal_places)
-    return Conversation(pk=conversation_id, **converted)
+    return None if row is None else instance_from_row(Conversation, row)
 
 
 def message_save(

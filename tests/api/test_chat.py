@@ -77,6 +77,25 @@ def test_a_sync_turn_answers_201_with_execution_conversation_and_both_messages(a
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("conversation", ["new", "going on"])
+def test_the_201s_conversation_is_the_conversation_as_a_read_gives_it(api, conversation):
+    """The 201 renders the conversation from the terminal write, without reading it back: every field must be what
+    GET /conversations/<id>/ says right after (title, status, times and metadata too, not only the totals)."""
+    body = api.post(URL, {"message": "hello there"}).json()
+    if conversation == "going on":
+        conversation_id = body["conversation"]["id"]
+        api.patch(f"/api/v1/conversations/{conversation_id}/", {"title": "Greetings", "metadata": {"k": "v"}},
+                  format="json")
+        body = api.post(URL, {"message": "and again", "conversation_id": conversation_id}).json()
+
+    read = api.get(f"/api/v1/conversations/{body['conversation']['id']}/").json()
+
+    assert body["conversation"] == {field: read[field] for field in CONVERSATION_FIELDS}
+    assert body["conversation"]["title"] and body["conversation"]["created_at"] and body["conversation"]["updated_at"]
+    assert body["conversation"]["last_message_at"] is not None
+
+
+@pytest.mark.django_db
 def test_a_turn_continues_a_conversation(api):
     first = api.post(URL, {"message": "hello"}).json()
     conversation_id = first["conversation"]["id"]

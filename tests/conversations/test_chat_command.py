@@ -3,6 +3,7 @@ import pty
 import re
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from io import StringIO
@@ -102,8 +103,11 @@ def test_in_a_terminal_the_local_model_streams_at_a_visible_pace(alice, tmp_path
 
 
 def test_captured_output_gets_no_delay(alice, monkeypatch):
-    pauses = []
-    monkeypatch.setattr("workflows.cli.time.sleep", pauses.append)
+    # Only the command's own thread's pauses count: time.sleep is global, and other threads (the heartbeat, the
+    # hub) sleep too while the command runs.
+    pauses, command_thread, sleep = [], threading.current_thread(), time.sleep
+    monkeypatch.setattr("workflows.cli.time.sleep", lambda s: pauses.append(s)
+                        if threading.current_thread() is command_thread else sleep(s))
     chat("hello there", "--user", "alice")
     assert Message.objects.filter(role="assistant").count() == 1 and pauses == []
 
