@@ -120,6 +120,8 @@ class ExecutionRecorder:
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
+        self._checkpoints_taken: list[dict] = []  # the graph's checkpoint rows in the write under way
+        self._call_since_checkpoints = False  # an LLM call ended since the graph's checkpoints were last written
         self._calls_started = 0
         self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
@@ -155,7 +157,7 @@ class ExecutionRecorder:
             raise RunInterrupted("the run was ended while it was still running")
         try:
             with self.kept_on_failure(), transaction.atomic():
-                self.write_held(audits="unless_only_started")
+                self.write_held(audits="unless_only_started", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
                     row_update(WorkflowExecution, where={"id": self.execution.pk},
                                values={"tool_calls": self.tool_calls}, added=self.counters_added())
@@ -180,12 +182,19 @@ class ExecutionRecorder:
         try:
             yield
         except BaseException:
+            if self._checkpoints_taken:
+                from workflows.checkpointer import checkpointer  # (LangGraph is loaded once a graph has run)
+
+                checkpointer.held_give_back(str(self.execution.pk), self._checkpoints_taken)
+                self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
             raise
+        self._checkpoints_taken = []
 
-    def write_held(self, *, audits: str = "all") -> None:
-        """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, then events with the
+    def write_held(self, *, audits: str = "all", lean: bool = False) -> None:
+        """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
+        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), then events with the
         next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
         audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
         writes them (write_audits) as the last statements of its transaction."""
@@ -203,15 +212,29 @@ class ExecutionRecorder:
         if self._tools:
             rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools])
             self._tools = []
-        if self._events:
+        checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
+        if self._events:  # the graph's checkpoints ride on the events' statement (PostgreSQL; else their own)
             events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
-                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
+                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after), along=checkpoints)
             self._live_after = []
             self.seq += len(self._events)
             self._events = []
+        elif checkpoints:
+            rows_insert(checkpoints[0].model, checkpoints[0].rows, conflict=checkpoints[0].conflict,
+                        update=checkpoints[0].update)
         only_started = all(action == "execution.started" for action, _ in self._audits)
         if audits == "all" or (audits == "unless_only_started" and not only_started):
             self.write_audits()
+
+    def _checkpoints_take(self) -> tuple:
+        """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""
+        # Imported here: LangGraph takes most of a second to import, and commands load the recorder without a run.
+        from workflows.checkpointer import checkpointer
+
+        if not (taken := checkpointer.held_take(str(self.execution.pk))):
+            return ()
+        self._checkpoints_taken, self._call_since_checkpoints = taken, False
+        return (checkpointer.held_rows(taken),)
 
     def write_audits(self) -> None:
         """The held audit rows, appended in one write: call last in the transaction (the chain has one head)."""
@@ -314,6 +337,7 @@ class ExecutionRecorder:
             heartbeat.stream_ended(self.execution.pk)
             if opened.index in self._node_pks:
                 self._hold_node(opened)
+        self._call_since_checkpoints = True
         self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
                                   **usage.as_event_data()})
         self.last_call = call

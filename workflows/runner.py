@@ -73,7 +73,20 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
         graph: Graph | None = None) -> WorkflowExecution:
     """Run a claimed (`running`) execution to a terminal state. Every way it can go wrong, its set-up included,
     still ends it through execution_finish. `graph` and `prices`: what the request's plan already read (else from
-    the row)."""
+    the row). Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
+    from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
+
+    thread_id = str(execution.pk)
+    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=True)
+    try:
+        return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
+                    thread_id=thread_id)
+    finally:
+        checkpointer.release(thread_id)
+
+
+def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph | None, checkpointer,
+         thread_id: str) -> WorkflowExecution:
     try:
         recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
@@ -94,7 +107,8 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
         })
         recorder.heartbeat_start()
         state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
-                          variables=execution.input_data.get("variables"))
+                          variables=execution.input_data.get("variables"), checkpointer=checkpointer,
+                          thread_id=thread_id)
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept

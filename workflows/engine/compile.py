@@ -83,13 +83,13 @@ def _router(graph: Graph, node: Node):
     return route
 
 
-def graph_compile(graph: Graph):
-    """The compiled LangGraph for a graph, cached by its normalized form (compiling costs milliseconds)."""
+def graph_compile(graph: Graph, *, checkpointer=None):
+    """The compiled LangGraph for a graph, cached by its normalized form and saver (compiling costs milliseconds)."""
     # Imported here, not at the top: LangGraph takes most of a second to import, and commands such as
     # `manage.py chat --help` (or the admin) load this module without ever compiling a graph.
     from langgraph.graph import START, StateGraph
 
-    key = json.dumps(graph.as_dict(), sort_keys=True, default=str)
+    key = json.dumps(graph.as_dict(), sort_keys=True, default=str) + f"|{id(checkpointer)}"
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -99,7 +99,7 @@ def graph_compile(graph: Graph):
         builder.add_node(node.id, _node_runner(graph, node))
         builder.add_conditional_edges(node.id, _router(graph, node))
     builder.add_edge(START, graph.entry)
-    compiled = builder.compile()
+    compiled = builder.compile(checkpointer=checkpointer)
     with _cache_lock:
         _cache[key] = compiled
         while len(_cache) > _CACHE_SIZE:
@@ -107,8 +107,11 @@ def graph_compile(graph: Graph):
     return compiled
 
 
-def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None) -> dict:
-    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early."""
+def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
+              checkpointer=None, thread_id: str | None = None) -> dict:
+    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early.
+    With a `checkpointer` (a LangGraph saver), each step's state is saved under `thread_id` before the next
+    step starts."""
     from langgraph.errors import GraphRecursionError
 
     state: RunState = {
@@ -116,9 +119,11 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
         "variables": dict(variables or {}),
         "errors": [],
     }
+    configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
     try:
-        return graph_compile(graph).invoke(
-            state, config={"configurable": {"chatter": ctx}, "recursion_limit": MAX_STEPS}
+        return graph_compile(graph, checkpointer=checkpointer).invoke(
+            state, config={"configurable": configurable, "recursion_limit": MAX_STEPS},
+            **({"durability": "sync"} if checkpointer is not None else {}),
         )
     except GraphRecursionError:
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)

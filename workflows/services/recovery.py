@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from chatter_project.errors import InvalidInput
 from workflows.engine.runtime import RunInterrupted
-from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
@@ -154,15 +154,17 @@ def events_prune(*, older_than_days: int | None = None, batch_size: int = 1000,
     """Delete the persisted event logs of runs that finished more than `older_than_days` ago (default
     CHATTER_EVENT_RETENTION_DAYS), `batch_size` rows per transaction. A log goes whole (the runs kept have
     gapless logs, I6); running runs are never touched; totals, nodes, messages, the LLM call ledger and
-    every aggregate stay as they are. Returns the number of events deleted."""
+    every aggregate stay as they are; their graph checkpoints go too. Returns the number of events deleted."""
     days = settings.CHATTER_EVENT_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 0 or batch_size < 1:
         raise InvalidInput("older_than_days must be >= 0 and batch_size >= 1")
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    expired = ExecutionEvent.objects.filter(
-        execution__status__in=WorkflowExecution.TERMINAL, execution__completed_at__lt=cutoff)
+    ended_before = {"execution__status__in": WorkflowExecution.TERMINAL, "execution__completed_at__lt": cutoff}
     deleted = 0
-    while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
-        with transaction.atomic():
-            deleted += ExecutionEvent.objects.filter(pk__in=batch).delete()[0]
+    for model in (ExecutionEvent, Checkpoint):  # its checkpoints with its log: past retention, no fork
+        expired = model.objects.filter(**ended_before)
+        while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+            with transaction.atomic():
+                removed = model.objects.filter(pk__in=batch).delete()[0]
+                deleted += removed if model is ExecutionEvent else 0
     return deleted
