@@ -75,6 +75,7 @@ class WorkflowExecution(TokenTotals):
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
+        WAITING = "waiting"  # paused at a human_input node: no thread, connection or slot until it is answered
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -127,6 +128,8 @@ class WorkflowExecution(TokenTotals):
     # What the model call in flight has streamed so far ({"call", "text", "tool_call_text"}), carried by the
     # heartbeat: with the prompt estimate its node row holds, what the sweep records of a call whose process died.
     stream_progress = models.JSONField(default=dict, blank=True)
+    # A waiting run unanswered by then ends as its human_input node's on_timeout says (the recovery sweep).
+    waiting_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

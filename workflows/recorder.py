@@ -122,6 +122,7 @@ class ExecutionRecorder:
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
         self._checkpoints_taken: list[dict] = []  # the graph's checkpoint rows in the write under way
         self._call_since_checkpoints = False  # an LLM call ended since the graph's checkpoints were last written
+        self._paused: dict[str, tuple[int, datetime]] = {}  # node id → (index, started_at) of a node waiting for input
         self._calls_started = 0
         self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
@@ -266,9 +267,14 @@ class ExecutionRecorder:
 
     # --- RunHooks -------------------------------------------------------------------------------------
     def node_started(self, node: Node) -> None:
-        self.index += 1
-        self.open = _OpenNode(node=node, index=self.index, started_at=timezone.now(), clock=time.monotonic())
-        self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": self.index})
+        if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again
+            index, started_at = self._paused.pop(node.id)
+            clock = time.monotonic() - (timezone.now() - started_at).total_seconds()
+        else:
+            self.index += 1
+            index, started_at, clock = self.index, timezone.now(), time.monotonic()
+        self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock)
+        self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": index})
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
 
@@ -306,6 +312,25 @@ class ExecutionRecorder:
         self._emit_node_finished(node_id=node.id, node_type=node.type, index=opened.index, status=status,
                                  duration_ms=duration_ms, total_tokens=opened.usage["total_tokens"],
                                  cost=opened.usage["cost"], error=error)
+
+    def node_paused(self, node: Node) -> None:
+        """The open node waits for input (human_input): its row stays `running`, marked so, until the run resumes."""
+        opened, self.open = self.open, None
+        if opened is not None:
+            self._hold_node(opened, output={"waiting_for_input": True})
+
+    def resumed(self) -> tuple[Usage, int]:
+        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
+        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
+        for pk, index, node_id, started_at, status, output in NodeExecution.objects.filter(
+                execution=self.execution).values_list("pk", "index", "node_id", "started_at", "status", "output"):
+            self.index = max(self.index, index)
+            if status == NodeExecution.Status.RUNNING and (output or {}).get("waiting_for_input"):
+                self._node_pks[index] = pk
+                self._paused[node_id] = (index, started_at)
+        self.user_message = Message.objects.filter(execution_id=self.execution.pk, role=Message.Role.USER).first()
+        usage, count, _ = self.recorded_so_far()
+        return usage, count
 
     def node_abandoned(self, *, error: str) -> None:
         """A node still open when the run ends (the engine stopped inside it) ends as failed."""

@@ -55,6 +55,19 @@ class ExecutionCreateSerializer(StrictSerializer):
         return attrs
 
 
+class ResumeSerializer(StrictSerializer):
+    """POST /executions/<id>/resume/: `answer` (any JSON) when one question waits, or `answers` by interrupt id."""
+
+    answer = serializers.JSONField(required=False)
+    answers = serializers.DictField(child=serializers.JSONField(), required=False, allow_empty=False)
+    mode = serializers.ChoiceField(choices=RUN_MODES, default=WorkflowExecution.Mode.SYNC)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("answer" in attrs) == ("answers" in attrs):
+            raise serializers.ValidationError("give exactly one of answer, answers")
+        return attrs
+
+
 class EventsQuerySerializer(serializers.Serializer):
     """Where a read of the event log starts: after `Last-Event-ID` (SSE resume) or else `?after=`."""
 

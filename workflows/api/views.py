@@ -26,6 +26,7 @@ from workflows.api.filters import (
     TemplateFilter,
 )
 from workflows.api.serializers import (
+    ResumeSerializer,
     EXECUTION_EVENT,
     AcceptedRunSerializer,
     DefinitionSerializer,
@@ -75,6 +76,7 @@ from workflows.services.runs import (
     execution_run_now,
     execution_start_streamed,
 )
+from workflows.services.waiting import NO_ANSWER, execution_resume
 from workflows.services.schedules import (
     schedule_create,
     schedule_delete,
@@ -151,6 +153,28 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
     def cancel(self, request: Request, pk: str) -> Response:
         execution = execution_cancel(execution=self.get_object(), actor=request.user)
         return Response(ExecutionSerializer(execution).data)
+
+    @extend_schema(request=ResumeSerializer, responses={
+        200: OpenApiResponse(RunResultSerializer, "sync: the run gone on to its end or to its next question"),
+        202: RUN_RESPONSES[202], (200, "text/event-stream"): RUN_RESPONSES[(200, "text/event-stream")],
+        400: OpenApiResponse(None, "an answer that breaks its question's schema, or an unknown interrupt id: "
+                                   "nothing is written"),
+        409: OpenApiResponse(None, "the run is not waiting for input")})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> HttpResponseBase:
+        """Answer a run that waits for input (status `waiting`) and go on with it, in the mode asked for."""
+        execution = self.get_object()
+        serializer = ResumeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        outcome = execution_resume(execution=execution, actor=request.user, answer=data.get("answer", NO_ANSWER),
+                                   answers=data.get("answers"), mode=data["mode"])
+        if data["mode"] == WorkflowExecution.Mode.STREAM:
+            return sse_response(outcome)
+        if data["mode"] == WorkflowExecution.Mode.BACKGROUND:
+            body = AcceptedRunSerializer(outcome).data
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
+        return Response(_RUN_RESULT.to_representation(outcome))
 
     @extend_schema(responses={
         200: EXECUTION_EVENT,

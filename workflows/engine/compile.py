@@ -30,6 +30,8 @@ _cache_lock = threading.Lock()
 
 
 def _node_runner(graph: Graph, node: Node):
+    from langgraph.errors import GraphBubbleUp  # called while compiling, when LangGraph is loaded
+
     behaviour = BEHAVIOURS[node.type]
     handled = any(graph.node(edge.target).type == "error_handler" for edge in graph.outgoing(node.id))
 
@@ -39,6 +41,9 @@ def _node_runner(graph: Graph, node: Node):
         ctx.hooks.node_started(node)
         try:
             outcome = behaviour(node, state, ctx, graph)
+        except GraphBubbleUp:  # interrupt(): the node waits for an answer, and runs again when it comes
+            ctx.hooks.node_paused(node)
+            raise
         except (LimitExceeded, RunCancelled) as exc:
             ctx.hooks.node_finished(node, status="failed", output={}, error=str(exc))
             raise
@@ -108,11 +113,13 @@ def graph_compile(graph: Graph, *, checkpointer=None):
 
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
-              checkpointer=None, thread_id: str | None = None) -> dict:
-    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early.
+              checkpointer=None, thread_id: str | None = None, resume: dict | None = None) -> dict:
+    """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
+    LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     With a `checkpointer` (a LangGraph saver), each step's state is saved under `thread_id` before the next
-    step starts."""
+    step starts; `resume` (interrupt id → answer) continues a paused run from its last checkpoint."""
     from langgraph.errors import GraphRecursionError
+    from langgraph.types import Command
 
     state: RunState = {
         "messages": [HumanMessage(message)] if message else [],
@@ -122,7 +129,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
     try:
         return graph_compile(graph, checkpointer=checkpointer).invoke(
-            state, config={"configurable": configurable, "recursion_limit": MAX_STEPS},
+            state if resume is None else Command(resume=resume), config={"configurable": configurable, "recursion_limit": MAX_STEPS},
             **({"durability": "sync"} if checkpointer is not None else {}),
         )
     except GraphRecursionError:

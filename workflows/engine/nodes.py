@@ -255,6 +255,21 @@ def delay(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     return Outcome(update={"loops": loops}, output={"slept_ms": int(duration)})
 
 
+def human_input(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    """Ask a person (LangGraph's interrupt: the run pauses, its state in its checkpoints); the node runs again from
+    its start when the run resumes, and the answer is what interrupt() then returns. The answer goes to the
+    variable (the node's id unless `variable` names one) and, when it is text, into the messages."""
+    from langgraph.types import interrupt
+
+    cfg = node.config
+    answer = interrupt({"node_id": node.id, "prompt": cfg["prompt"], "schema": cfg.get("schema"),
+                        "timeout_s": cfg.get("timeout_s"), "on_timeout": cfg["on_timeout"]})
+    update: dict = {"variables": {**(state.get("variables") or {}), cfg.get("variable") or node.id: answer}}
+    if isinstance(answer, str):
+        update["messages"] = [HumanMessage(answer)]
+    return Outcome(update=update, output={"answer": answer})
+
+
 Behaviour = Callable[[Node, RunState, RunContext, Graph], Outcome]
 BEHAVIOURS: dict[str, Behaviour] = {
     "start": passthrough,
@@ -268,4 +283,5 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "variable": variable,
     "error_handler": error_handler,
     "delay": delay,
+    "human_input": human_input,
 }

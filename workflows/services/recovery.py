@@ -15,6 +15,7 @@ from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
+from workflows.services.waiting import executions_waiting_expire
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -134,6 +135,7 @@ def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     runs = list(_runs_in_progress())
     executions_requeue_lost(runs=[execution for execution in runs if _sweep_reason(execution, now=now) is None],
                             now=now)
+    ended += executions_waiting_expire(now=now)  # unanswered questions past their timeout_s
     for execution in runs:
         reason = _sweep_reason(execution, now=now)
         if reason is None:

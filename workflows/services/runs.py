@@ -278,9 +278,10 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
         raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
     audit_record(action="execution.cancel_requested", actor=actor, target=execution,
                  correlation_id=execution.correlation_id, data={"status": execution.status})
-    if execution.status == Status.PENDING:
-        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled("cancelled before it started"),
-                                       from_statuses=(Status.PENDING,))
+    if execution.status in (Status.PENDING, Status.WAITING):  # no process runs it: it ends here
+        reason = "cancelled before it started" if execution.status == Status.PENDING else "cancelled while waiting"
+        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled(reason),
+                                       from_statuses=(execution.status,))
         if ended is not None:
             return ended
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
