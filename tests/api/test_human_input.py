@@ -4,11 +4,14 @@ writes nothing; an unanswered question ends the run at its timeout (the recovery
 from datetime import timedelta
 from io import StringIO
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from chatter_project.tokens import api_token_create
+from conversations.models import Message
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
 from tests.invariants import assert_all
@@ -149,3 +152,34 @@ def test_an_unanswered_question_ends_the_run_at_its_timeout(api, on_timeout, sta
     assert row.llm_calls == 1
     assert_all(row)
     reconcile()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_sent_to_another_server_after_the_first_was_killed_completes_the_run(daphne_server, alice):
+    key = api_token_create(user=alice)[1]
+    headers = {"Authorization": f"Token {key}"}
+    first = daphne_server()
+    with httpx.Client(base_url=first.base_url, headers=headers, timeout=30) as client:
+        conversation = client.post("/api/v1/conversations/", json={"title": "asking"}).json()["id"]
+        response = client.post(URL, json={"graph": ASKING, "conversation_id": conversation,
+                                          "input": {"message": "hello"}})
+    assert response.status_code == 201, response.text
+    paused = response.json()["execution"]
+    assert paused["status"] == "waiting"
+    first.process.kill()  # SIGKILL: nothing of the run lives on in a process
+    first.process.wait(10)
+
+    second = daphne_server()
+    with httpx.Client(base_url=second.base_url, headers=headers, timeout=30) as client:
+        response = client.post(f"{URL}{paused['id']}/resume/", json={"answer": 4})
+
+    assert response.status_code == 200, response.text
+    execution = WorkflowExecution.objects.get(pk=paused["id"])
+    assert execution.status == "completed" and execution.llm_calls == 2
+    assert execution.output_data["variables"] == {"count": 4}
+    user, reply = Message.objects.filter(conversation=conversation).order_by("sequence")
+    assert (user.role, user.content, reply.role) == ("user", "hello", "assistant")
+    assert reply.total_tokens == execution.total_tokens > 0 and reply.cost == execution.cost
+    assert_all(execution)
+    reconcile()
+    assert "Traceback" not in second.log.read_text()
