@@ -130,6 +130,8 @@ class WorkflowExecution(TokenTotals):
     stream_progress = models.JSONField(default=dict, blank=True)
     # A waiting run unanswered by then ends as its human_input node's on_timeout says (the recovery sweep).
     waiting_until = models.DateTimeField(null=True, blank=True)
+    # Times the sweep queued the run again to go on from its last checkpoint after its worker died.
+    resume_attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -48,7 +48,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
-           graph: Graph | None = None, resume: dict | None = None) -> None:
+           graph: Graph | None = None, resume: dict | None = None, after_crash: bool = False) -> None:
     """Run a written, running execution on one of the runner's CHATTER_RUN_THREADS threads."""
     global _threads
     with _threads_lock:
@@ -60,7 +60,8 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 
     def work() -> None:
         try:
-            run(execution, user_message=user_message, prices=prices, graph=graph, resume=resume)
+            run(execution, user_message=user_message, prices=prices, graph=graph, resume=resume,
+                after_crash=after_crash)
         except Exception:  # noqa: BLE001 - run() ends every run it can; this is the last word
             logger.exception("execution %s crashed in the runner", execution.pk)
         finally:
@@ -71,33 +72,38 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 
 
 def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
-        graph: Graph | None = None, resume: dict | None = None) -> WorkflowExecution:
+        graph: Graph | None = None, resume: dict | None = None, after_crash: bool = False) -> WorkflowExecution:
     """Run a claimed (`running`) execution until it ends or waits for input (`waiting`). Every way it can go
     wrong, its set-up included, still ends it through execution_finish. `graph` and `prices`: what the request's
     plan already read (else from the row); `resume` (interrupt id → answer): a paused run goes on from its last
-    checkpoint. Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
+    checkpoint; `after_crash`: a run whose worker died goes on from its last checkpoint (or from its input when
+    none was written). Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
     from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
 
     thread_id = str(execution.pk)
-    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=resume is None)
+    fresh = resume is None and not after_crash
+    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh)
     try:
         return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
-                    thread_id=thread_id, resume=resume)
+                    thread_id=thread_id, resume=resume, fresh=fresh)
     finally:
         checkpointer.release(thread_id)
 
 
 def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph | None, checkpointer,
-         thread_id: str, resume: dict | None) -> WorkflowExecution:
+         thread_id: str, resume: dict | None, fresh: bool) -> WorkflowExecution:
+    from_checkpoint = False
     try:
-        recorder = ExecutionRecorder(execution, fresh=resume is None, prices=prices)
-        if resume is None:
+        recorder = ExecutionRecorder(execution, fresh=fresh, prices=prices)
+        if fresh:
             recorder.user_message = user_message
             ctx = RunContext(config=execution.config, hooks=recorder)
         else:
             usage, llm_calls = recorder.resumed()
             ctx = RunContext(config=execution.config, hooks=recorder, usage=usage, llm_calls=llm_calls,
                              tool_calls=recorder.tool_calls)
+            from_checkpoint = resume is None and checkpointer.get_tuple(
+                {"configurable": {"thread_id": thread_id}}) is not None
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
         logger.exception("execution %s could not start", execution.pk)
         ended = end_from_ledger(execution_id=execution.pk, from_statuses=(Status.RUNNING,), error=RunError(
@@ -105,7 +111,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
     state = error = None
     try:
-        if resume is None:
+        if fresh:
             recorder.started({
                 "workflow_type": execution.workflow_type,
                 "template": execution.template.key if execution.template_id else None,
@@ -113,12 +119,15 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
                 "provider": execution.provider, "model": execution.model,
             })
-        else:
+        elif resume is not None:
             recorder.emit("workflow_resumed", {"answered": sorted(resume)})
+        else:
+            recorder.emit("workflow_resumed", {"answered": [], "attempt": execution.resume_attempts,
+                                               "from_checkpoint": from_checkpoint})
         recorder.heartbeat_start()
         state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
                           variables=execution.input_data.get("variables"), checkpointer=checkpointer,
-                          thread_id=thread_id, resume=resume)
+                          thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint)
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept

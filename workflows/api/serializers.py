@@ -260,8 +260,14 @@ EVENT_DATA = {
         "prompt": serializers.CharField(),
         "schema": serializers.JSONField(allow_null=True, help_text="JSON Schema the answer must meet; null: any"),
     },
-    "workflow_resumed": {"answered": serializers.ListField(child=serializers.CharField(),
-                                                           help_text="the interrupt ids answered")},
+    "workflow_resumed": {
+        "answered": serializers.ListField(child=serializers.CharField(), help_text="the interrupt ids answered"),
+        "attempt": _count(required=False, help_text="after a crash: the how-manieth time it goes on"),
+        "from_checkpoint": serializers.BooleanField(required=False, help_text="after a crash: false when no "
+                                                    "checkpoint was written yet (it starts again from its input)"),
+    },
+    "workflow_requeued": {"attempt": _count(), "reason": serializers.CharField(help_text="why its worker is "
+                                                                                          "taken for dead")},
     "workflow_completed": WorkflowCompletedData,
     "workflow_failed": WorkflowEndedData,
     "workflow_cancelled": WorkflowEndedData,

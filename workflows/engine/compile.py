@@ -113,11 +113,13 @@ def graph_compile(graph: Graph, *, checkpointer=None):
 
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
-              checkpointer=None, thread_id: str | None = None, resume: dict | None = None) -> dict:
+              checkpointer=None, thread_id: str | None = None, resume: dict | None = None,
+              from_checkpoint: bool = False) -> dict:
     """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
     LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     With a `checkpointer` (a LangGraph saver), each step's state is saved under `thread_id` before the next
-    step starts; `resume` (interrupt id → answer) continues a paused run from its last checkpoint."""
+    step starts; `resume` (interrupt id → answer) continues a paused run from its last checkpoint, and
+    `from_checkpoint` a run whose process died."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -129,7 +131,8 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
     try:
         return graph_compile(graph, checkpointer=checkpointer).invoke(
-            state if resume is None else Command(resume=resume), config={"configurable": configurable, "recursion_limit": MAX_STEPS},
+            Command(resume=resume) if resume is not None else None if from_checkpoint else state,
+            config={"configurable": configurable, "recursion_limit": MAX_STEPS},
             **({"durability": "sync"} if checkpointer is not None else {}),
         )
     except GraphRecursionError:

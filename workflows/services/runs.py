@@ -257,7 +257,8 @@ def execution_run(*, execution_id) -> WorkflowExecution:
     claimed, execution, user_message = _pending_claim(execution_id)
     if not claimed:
         return WorkflowExecution.objects.get(pk=execution_id)
-    return runner.run(execution, user_message=user_message)
+    # A run the sweep queued again after its worker died goes on from its last checkpoint.
+    return runner.run(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:
@@ -266,7 +267,7 @@ def execution_stream(*, execution_id) -> Iterator[dict]:
     subscription = execution_subscribe(execution_id, remote=False)
     claimed, execution, user_message = _pending_claim(execution_id)
     if claimed:
-        runner.submit(execution, user_message=user_message)
+        runner.submit(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
     else:
         subscription.close()
     yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
