@@ -272,3 +272,35 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
 
 
 checkpointer = DatabaseSaver()  # the one saver of every run in this process
+
+
+def checkpoint_summaries(*, execution_ids: list) -> list[dict]:
+    """The checkpoints of these runs' graphs (their own threads), oldest first, each with the node(s) whose step
+    made it, its time and a summary of the state it holds: what a person picks a fork from (time travel)."""
+    rows = list(Checkpoint.objects.filter(execution_id__in=execution_ids).order_by("checkpoint_id", "kind", "idx")
+                .values("execution_id", "thread_id", "checkpoint_id", "parent_checkpoint_id", "kind", "task_path",
+                        "type", "blob", "metadata", "created_at"))
+    ran_from: dict[tuple, set[str]] = {}  # (thread, checkpoint) → the nodes that ran from it (its writes' tasks)
+    for row in rows:
+        if row["kind"] == KIND_WRITE:
+            node = row["task_path"].rsplit(", ", 1)[-1].strip("()' ")
+            if node and not node.startswith("__"):
+                ran_from.setdefault((row["thread_id"], row["checkpoint_id"]), set()).add(node)
+    summaries = []
+    for row in rows:
+        if row["kind"] != KIND_CHECKPOINT:
+            continue
+        values = checkpointer.serde.loads_typed((row["type"], bytes(row["blob"])))["channel_values"]
+        messages = values.get("messages") or []
+        last = messages[-1].content if messages else ""
+        summaries.append({
+            "execution_id": row["execution_id"], "checkpoint_id": row["checkpoint_id"],
+            "parent_checkpoint_id": row["parent_checkpoint_id"] or None,
+            "step": row["metadata"].get("step"), "source": row["metadata"].get("source"),
+            "nodes": sorted(ran_from.get((row["thread_id"], row["parent_checkpoint_id"]), ())),
+            "created_at": row["created_at"],
+            "state": {"messages": len(messages), "last_message": (last if isinstance(last, str) else str(last))[:200],
+                      "variables": values.get("variables") or {}},
+            "next": sorted(ran_from.get((row["thread_id"], row["checkpoint_id"]), ())),  # what ran from it
+        })
+    return summaries

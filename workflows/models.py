@@ -132,6 +132,9 @@ class WorkflowExecution(TokenTotals):
     waiting_until = models.DateTimeField(null=True, blank=True)
     # Times the sweep queued the run again to go on from its last checkpoint after its worker died.
     resume_attempts = models.PositiveSmallIntegerField(default=0)
+    # A fork (time travel): the run and the checkpoint of its graph it went on from, with accounting of its own.
+    forked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
+    forked_from_checkpoint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

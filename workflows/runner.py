@@ -118,7 +118,11 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 "definition": str(execution.definition_id) if execution.definition_id else None,
                 "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
                 "provider": execution.provider, "model": execution.model,
+                **({"forked_from": {"execution_id": str(execution.forked_from_id),
+                                    "checkpoint_id": execution.forked_from_checkpoint}}
+                   if execution.forked_from_checkpoint else {}),
             })
+            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
         elif resume is not None:
             recorder.emit("workflow_resumed", {"answered": sorted(resume)})
         else:
@@ -154,6 +158,21 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
     ended = end_from_ledger(execution_id=execution.pk, error=error or RunError(
         "the run could not be recorded", error_type="internal_error"), from_statuses=(Status.RUNNING,))
     return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
+
+
+def _fork_start(execution: WorkflowExecution, *, checkpointer, thread_id: str) -> bool:
+    """A fork's graph goes on from its parent's checkpoint, copied (without its pending writes: the step after
+    it runs again) as the first of its own thread's. Whether the run is a fork."""
+    if not execution.forked_from_checkpoint or execution.forked_from_id is None:
+        return False
+    source = checkpointer.get_tuple({"configurable": {
+        "thread_id": str(execution.forked_from_id), "checkpoint_ns": "",
+        "checkpoint_id": execution.forked_from_checkpoint}})
+    if source is None:
+        raise RunError("the checkpoint to fork from is gone (pruned with its run's events)", error_type="not_found")
+    checkpointer.put({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, source.checkpoint,
+                     {**source.metadata, "source": "fork"}, {})
+    return True
 
 
 def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,

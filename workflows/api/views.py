@@ -10,6 +10,7 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from chatter_project.api.sse import (
     EventStreamNegotiation,
@@ -26,6 +27,7 @@ from workflows.api.filters import (
     TemplateFilter,
 )
 from workflows.api.serializers import (
+    CheckpointSerializer,
     ResumeSerializer,
     EXECUTION_EVENT,
     AcceptedRunSerializer,
@@ -57,6 +59,8 @@ from workflows.models import (
 from workflows.realtime import execution_feed
 from workflows.selectors import (
     definition_list,
+    conversation_checkpoint_list,
+    execution_checkpoint_list,
     execution_event_list,
     execution_list,
     execution_with_trace,
@@ -141,8 +145,14 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
             owner=request.user, mode=data["mode"], template=data.get("template"),
             definition_id=data.get("definition_id"), graph=data.get("graph"), message=run_input.get("message"),
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
-            config=data.get("config"),
+            config=data.get("config"), from_checkpoint=data.get("from_checkpoint"),
         )
+
+    @extend_schema(responses=CheckpointSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def checkpoints(self, request: Request, pk: str) -> Response:
+        """The run's graph checkpoints, oldest first: each one a place a new run can be forked from."""
+        return Response(CheckpointSerializer(execution_checkpoint_list(execution=self.get_object()), many=True).data)
 
     @extend_schema(responses=ExecutionDetailSerializer)
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -327,3 +337,14 @@ class DefinitionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         serializer.is_valid(raise_exception=True)
         definition = definition_from_template(owner=request.user, **serializer.validated_data)
         return Response(DefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationCheckpointsView(APIView):
+    """GET /conversations/<id>/checkpoints/: the graph checkpoints of every run of one of your conversations."""
+
+    @extend_schema(responses=CheckpointSerializer(many=True))
+    def get(self, request: Request, pk: str) -> Response:
+        found = conversation_checkpoint_list(user=request.user, conversation_id=pk)
+        if found is None:
+            raise NotFound("conversation not found")
+        return Response(CheckpointSerializer(found, many=True).data)

@@ -30,7 +30,7 @@ from workflows import runner
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
 from workflows.recorder import cancel_signal_local
@@ -85,13 +85,17 @@ class RunPlan:
     correlation_id: str = ""
     prices: dict = field(default_factory=dict)
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    forked_from: WorkflowExecution | None = None
+    from_checkpoint: str = ""
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
              graph: dict | None = None, message: str | None = None, variables: dict | None = None,
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
-             correlation_id: str = "") -> RunPlan:
+             correlation_id: str = "", from_checkpoint: str | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written."""
+    if from_checkpoint is not None:
+        return fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint)
     if chat and not template and not definition_id and graph is None:
         template = "universal_chat"
     if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
@@ -126,6 +130,25 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
                    correlation_id=correlation_id, prices=prices)
+
+
+def fork_plan(*, owner, mode: str, checkpoint_id: str) -> RunPlan:
+    """Time travel: a new run of a past run's graph that goes on from one of its checkpoints (workflows.runner
+    copies it into the new run's own thread), linked to it, with accounting of its own; outside any conversation,
+    so the original run and its conversation stay as they are. Another user's checkpoint is a 404."""
+    if mode not in Mode.values:
+        raise InvalidInput(f"unknown mode {mode!r}")
+    row = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_id=str(checkpoint_id)[:64],
+                                    execution__owner=owner).select_related("execution__template",
+                                                                           "execution__definition").first()
+    if row is None:
+        raise NotFound("checkpoint not found")
+    parent = row.execution
+    graph = parse_graph(parent.graph)
+    return RunPlan(owner=owner, mode=mode, workflow_type=parent.workflow_type, graph=graph, config=parent.config,
+                   message=parent.input_data.get("message"), variables=parent.input_data.get("variables") or {},
+                   template=parent.template, definition=parent.definition,
+                   prices=models_check(graph, parent.config), forked_from=parent, from_checkpoint=row.checkpoint_id)
 
 
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
@@ -166,6 +189,7 @@ def run_write(plan: RunPlan, *, status: str) -> tuple[WorkflowExecution, Message
         config=plan.config, graph=plan.graph.as_dict(), status=status,
         input_data={"message": plan.message, "variables": plan.variables},
         correlation_id=plan.correlation_id or uuid.uuid4().hex,
+        forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
     user_message = None
