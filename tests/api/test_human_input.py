@@ -107,6 +107,22 @@ def test_only_the_owner_may_answer(api, bob_api):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_streamed_run_ends_its_stream_at_the_question(async_client, alice):
+    await async_client.aforce_login(alice)
+
+    response = await async_client.post(URL, {"graph": ASKING, "input": {"message": "hello"}, "mode": "stream"},
+                                       content_type="application/json")
+
+    frames = parse_sse(b"".join([c async for c in response.streaming_content]).decode())
+    persisted = [f for f in frames if f.id is not None]
+    assert persisted[-1].event == frames[-1].event == "input_required"  # the stream ends: nobody waits on it
+    execution = await WorkflowExecution.objects.aget(owner=alice)
+    assert execution.status == "waiting"
+    assert frames[-1].envelope["data"]["interrupt_id"] == execution.output_data["input_required"][0]["interrupt_id"]
+    assert [f.envelope["seq"] for f in persisted] == list(range(1, await execution.events.acount() + 1))
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_streamed_answer_streams_the_rest_of_the_run(async_client, alice):
     await async_client.aforce_login(alice)
     response = await async_client.post(URL, {"graph": ASKING, "input": {"message": "hello"}},

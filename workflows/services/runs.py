@@ -32,7 +32,7 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call
-from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
+from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.templates import is_uuid, visible_template
@@ -243,7 +243,7 @@ def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterato
         subscription.close()
         raise
     runner.submit(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
-    return execution, execution_feed(execution.pk, subscription=subscription)
+    return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
 
 
 def execution_enqueue(*, execution_id) -> None:

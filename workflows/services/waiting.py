@@ -16,7 +16,7 @@ from audit.services import audit_record
 from chatter_project.errors import Conflict, InvalidInput, RunCancelled, RunError
 from workflows import runner
 from workflows.models import WorkflowExecution
-from workflows.realtime import execution_feed, execution_subscribe
+from workflows.realtime import execution_feed, execution_subscribe, feed_until_paused
 
 Status = WorkflowExecution.Status
 Mode = WorkflowExecution.Mode
@@ -82,7 +82,7 @@ def execution_resume(*, execution: WorkflowExecution, actor, answer: Any = NO_AN
             raise
         after = claimed.events.count()
         runner.submit(claimed, resume=answers)
-        return execution_feed(claimed.pk, after=after, subscription=subscription)
+        return feed_until_paused(execution_feed(claimed.pk, after=after, subscription=subscription))
     claimed = _claim(execution=execution, answers=answers, mode=mode, actor=actor)
     if mode == Mode.BACKGROUND:
         transaction.on_commit(lambda: async_task("workflows.tasks.execution_resume_task", str(claimed.pk), answers,
