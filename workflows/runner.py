@@ -122,12 +122,13 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                                     "checkpoint_id": execution.forked_from_checkpoint}}
                    if execution.forked_from_checkpoint else {}),
             })
-            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
         elif resume is not None:
             recorder.emit("workflow_resumed", {"answered": sorted(resume)})
         else:
             recorder.emit("workflow_resumed", {"answered": [], "attempt": execution.resume_attempts,
                                                "from_checkpoint": from_checkpoint})
+        if resume is None and not from_checkpoint:  # a fork starts (again, after a crash) from its parent's
+            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
         recorder.heartbeat_start()
         state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=execution.input_data.get("message"),
                           variables=execution.input_data.get("variables"), checkpointer=checkpointer,

@@ -199,3 +199,16 @@ def test_an_answer_sent_to_another_server_after_the_first_was_killed_completes_t
     assert_all(execution)
     reconcile()
     assert "Traceback" not in second.log.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_background_answer_is_accepted_and_a_worker_goes_on_with_the_run(api):
+    paused = start(api)
+
+    response = api.post(f"{URL}{paused['id']}/resume/", {"answer": 5, "mode": "background"}, format="json")
+
+    assert response.status_code == 202, response.content
+    assert response["Location"] == response.json()["links"]["self"]
+    execution = WorkflowExecution.objects.get(pk=paused["id"])  # the test queue runs the task at once
+    assert execution.status == "completed" and execution.output_data["variables"] == {"count": 5}
+    assert_all(execution)

@@ -136,3 +136,22 @@ def test_a_run_that_died_before_it_wrote_a_checkpoint_starts_again_from_its_inpu
     assert "84" in execution.output_data["content"]
     assert_all(execution)
     reconcile()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fork_whose_worker_died_before_it_wrote_a_checkpoint_starts_again_from_its_parents(alice):
+    from tests.api.test_time_travel import TWO_CALLS
+    from workflows.selectors import execution_checkpoint_list
+    from workflows.services.runs import execution_run_now
+
+    parent = execution_run_now(owner=alice, graph=TWO_CALLS, message="hello")
+    after_first = next(c for c in execution_checkpoint_list(execution=parent) if c["nodes"] == ["first"])
+    fork = died_while_running(execution_create(owner=alice, from_checkpoint=after_first["checkpoint_id"]))
+
+    assert execution_sweep() == []  # queued again, and run by the (synchronous) queue
+
+    fork.refresh_from_db()
+    assert (fork.status, fork.forked_from_id, fork.resume_attempts) == ("completed", parent.pk, 1)
+    assert list(NodeExecution.objects.filter(execution=fork).values_list("node_id", flat=True)) == ["second", "end"]
+    assert fork.llm_calls == 1
+    assert_all(fork)
