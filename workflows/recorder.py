@@ -21,6 +21,7 @@ write collides with the sweep's events on (execution, seq) and is rolled back; f
 every write and the run stops with RunInterrupted, so nothing lands after the terminal event."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -75,6 +76,16 @@ def cancel_signal_local(execution_id) -> None:
 
 
 
+def _locked(method):
+    """Parallel branches run their nodes on LangGraph's threads: one recorder, one at a time."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def _capped(value: Any, limit: int) -> Any:
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + "…"
@@ -103,7 +114,8 @@ class ExecutionRecorder(RecordedSoFar):
         self.execution = execution
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
-        self.open: _OpenNode | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()  # the node open on each thread (parallel branches: one per branch)
         self.last_call: Call | None = None
         self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
         self.tool_calls = execution.tool_calls
@@ -128,11 +140,21 @@ class ExecutionRecorder(RecordedSoFar):
         self._cancelled = False
         self._superseded = False
 
+    @property
+    def open(self) -> _OpenNode | None:
+        return getattr(self._local, "open", None)
+
+    @open.setter
+    def open(self, opened: _OpenNode | None) -> None:
+        self._local.open = opened
+
     # --- holding --------------------------------------------------------------------------------------
+    @_locked
     def emit(self, event: str, data: dict) -> None:
         """A persisted event; it gets its seq, and is published, with the run's next write."""
         self._events.append((event, data, timezone.now()))
 
+    @_locked
     def audit(self, action: str, data: dict) -> None:
         self._audits.append((action, data))
 
@@ -149,6 +171,7 @@ class ExecutionRecorder(RecordedSoFar):
         return bool(self._nodes or self._calls or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
+    @_locked
     def flush(self) -> None:
         """Write what the run holds, in one transaction (before the run waits)."""
         if not self._holding():
@@ -265,6 +288,7 @@ class ExecutionRecorder(RecordedSoFar):
                                          "provider": data["provider"], "model": data["model"]})
 
     # --- RunHooks -------------------------------------------------------------------------------------
+    @_locked
     def node_started(self, node: Node) -> None:
         if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again
             index, started_at = self._paused.pop(node.id)
@@ -277,6 +301,7 @@ class ExecutionRecorder(RecordedSoFar):
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
 
+    @_locked
     def model_call_started(self, node: Node, call: CallStarted) -> None:
         """A model call is about to wait: its node row, written now with what the run holds, names it and its
         prompt estimate; the heartbeat carries what it streams. A crash mid-call then loses none of it (I5)."""
@@ -298,6 +323,7 @@ class ExecutionRecorder(RecordedSoFar):
         self.flush()
         connections_give_back()
 
+    @_locked
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened, self.open = self.open, None
         if opened is None:  # no node is open (node_started was not called): nothing to close
@@ -312,6 +338,7 @@ class ExecutionRecorder(RecordedSoFar):
                                  duration_ms=duration_ms, total_tokens=opened.usage["total_tokens"],
                                  cost=opened.usage["cost"], error=error)
 
+    @_locked
     def node_paused(self, node: Node) -> None:
         """The open node waits for input (human_input): its row stays `running`, marked so, until the run resumes."""
         opened, self.open = self.open, None
@@ -329,6 +356,7 @@ class ExecutionRecorder(RecordedSoFar):
             "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": str(cost), "error": error or None,
         })
 
+    @_locked
     def llm_called(self, node: Node, call: Call) -> None:
         usage, opened = call.usage, self.open
         self._calls.append((opened.index if opened else None, {
@@ -354,6 +382,7 @@ class ExecutionRecorder(RecordedSoFar):
         self.last_call = call
         self.calls.append(call)
 
+    @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None:
         self._tools.append({"node_id": node.id, "tool": tool, "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
@@ -368,16 +397,19 @@ class ExecutionRecorder(RecordedSoFar):
         if self.open is not None:
             self.open.usage["tool_calls"] += 1
 
+    @_locked
     def token(self, node: Node, text: str) -> None:
         if self._events:  # what happened before reaches watchers before the tokens
             self._wait_ahead()
         self.publish("token", {"node_id": node.id, "text": text})
 
+    @_locked
     def limit_exceeded(self, limit: str, value: Any) -> None:
         """Every limit a run passes comes here, whether or not it ends the run."""
         self.emit("limit_exceeded", {"limit": limit, "value": value})
         self.audit("limit.exceeded", {"limit": limit, "value": value})
 
+    @_locked
     def cancel_requested(self) -> bool:
         if self.open is not None and self.open.index not in self._node_pks:
             self._wait_ahead()  # a node checks in the middle of its work: it is about to wait

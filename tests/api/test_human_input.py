@@ -212,3 +212,66 @@ def test_a_background_answer_is_accepted_and_a_worker_goes_on_with_the_run(api):
     execution = WorkflowExecution.objects.get(pk=paused["id"])  # the test queue runs the task at once
     assert execution.status == "completed" and execution.output_data["variables"] == {"count": 5}
     assert_all(execution)
+
+
+# Two questions at once: parallel branches (edges marked `parallel`) each reach a human_input node.
+TWO_QUESTIONS = {
+    "nodes": [{"id": "start", "type": "start"},
+              {"id": "name", "type": "human_input", "config": {"prompt": "Your name?", "schema": {"type": "string"}}},
+              {"id": "age", "type": "human_input", "config": {"prompt": "Your age?", "schema": {"type": "integer"}}},
+              {"id": "reply", "type": "model"}, {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "name", "parallel": True},
+              {"source": "start", "target": "age", "parallel": True},
+              {"source": "name", "target": "reply"}, {"source": "age", "target": "reply"},
+              {"source": "reply", "target": "end"}],
+}
+
+
+def asked(execution: dict) -> dict:
+    return {q["node_id"]: q["interrupt_id"] for q in execution["output_data"]["input_required"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_questions_of_parallel_branches_are_answered_by_interrupt_id(api):
+    paused = api.post(URL, {"graph": TWO_QUESTIONS, "input": {"message": "hello"}}, format="json").json()["execution"]
+    assert paused["status"] == "waiting"
+    ids = asked(paused)
+    assert set(ids) == {"name", "age"} and len(set(ids.values())) == 2
+    events = ExecutionEvent.objects.filter(execution_id=paused["id"], event="input_required")
+    assert {e.data["interrupt_id"] for e in events} == set(ids.values())
+    details = assert_error(api.post(f"{URL}{paused['id']}/resume/", {"answer": "Ada"}, format="json"), 400,
+                           "validation_error")
+    assert details[0]["path"] == "answers"  # two wait: which one is meant must be said
+    details = assert_error(api.post(f"{URL}{paused['id']}/resume/", {"answers": {
+        ids["name"]: "Ada", ids["age"]: "old"}}, format="json"), 400, "validation_error")
+    assert details[0]["path"] == f"answers.{ids['age']}"  # one bad answer: nothing of either is taken
+
+    response = api.post(f"{URL}{paused['id']}/resume/", {"answers": {ids["name"]: "Ada", ids["age"]: 36}},
+                        format="json")
+
+    assert response.status_code == 200, response.content
+    done = response.json()["execution"]
+    assert done["status"] == "completed" and done["output_data"]["variables"] == {"name": "Ada", "age": 36}
+    assert done["llm_calls"] == 1  # the branches join: the reply node runs once
+    row = WorkflowExecution.objects.get(pk=paused["id"])
+    nodes = sorted(NodeExecution.objects.filter(execution=row).values_list("node_id", "status"))
+    assert nodes == [("age", "completed"), ("end", "completed"), ("name", "completed"), ("reply", "completed"),
+                     ("start", "completed")]
+    assert_all(row)
+    reconcile()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answering_one_of_two_questions_leaves_the_run_waiting_on_the_other(api):
+    paused = api.post(URL, {"graph": TWO_QUESTIONS, "input": {"message": "hello"}}, format="json").json()["execution"]
+    ids = asked(paused)
+
+    still = api.post(f"{URL}{paused['id']}/resume/", {"answers": {ids["age"]: 36}}, format="json").json()["execution"]
+
+    assert still["status"] == "waiting" and list(asked(still)) == ["name"]
+    assert still["llm_calls"] == 0
+    done = api.post(f"{URL}{paused['id']}/resume/", {"answer": "Ada"}, format="json").json()["execution"]
+    assert done["status"] == "completed" and done["output_data"]["variables"] == {"name": "Ada", "age": 36}
+    assert done["llm_calls"] == 1
+    assert_all(WorkflowExecution.objects.get(pk=paused["id"]))
+    reconcile()

@@ -1,8 +1,9 @@
 """Turns a validated Graph into a LangGraph StateGraph and runs it.
 
 Every node is wrapped the same way: checkpoint (cancel, timeout), hooks.node_started, the behaviour,
-hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds; a failed
-node may only go to an error_handler node, else the run fails.
+hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds, unless edges
+marked `parallel` hold: then all of those, run together in one step; a failed node may only go to an
+error_handler node, else the run fails.
 """
 from __future__ import annotations
 
@@ -74,13 +75,21 @@ def _router(graph: Graph, node: Node):
             return state["retry_target"]
         context = condition_context(graph, state, ctx)
         result = (state.get("conditions") or {}).get(node.id)
+        first, together = None, []
         for edge in edges:
             if failed and graph.node(edge.target).type != "error_handler":
                 continue
             if edge.branch is not None and edge.branch != ("true" if result else "false"):
                 continue
             if edge.parsed is None or edge.parsed.evaluate(context):
-                return edge.target
+                if not edge.parallel:
+                    first = first or edge.target
+                elif edge.target not in together:
+                    together.append(edge.target)
+        if together:  # parallel branches: every parallel edge that holds, run at once (one LangGraph step)
+            return together
+        if first is not None:
+            return first
         if failed:
             raise NodeFailed(f"node {node.id!r} failed: {errors[-1]['message']}")
         return END

@@ -26,15 +26,20 @@ MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
 
 
+def _merged(old: dict | None, new: dict | None) -> dict:
+    """A node returns the whole dict it changed; nodes of parallel branches (one step) each return theirs."""
+    return {**(old or {}), **(new or {})}
+
+
 class RunState(TypedDict, total=False):
     messages: Annotated[list[BaseMessage], operator.add]  # this run's messages: input, AI replies, tool results
     history: list[BaseMessage]  # earlier conversation loaded by a memory node
     documents: list[dict]  # context found by a retrieval node
-    variables: dict[str, Any]
-    conditions: dict[str, bool]  # conditional node id -> last result
-    loops: dict[str, int]  # node id -> passes so far (loop and delay nodes)
+    variables: Annotated[dict[str, Any], _merged]
+    conditions: Annotated[dict[str, bool], _merged]  # conditional node id -> last result
+    loops: Annotated[dict[str, int], _merged]  # node id -> passes so far (loop and delay nodes)
     errors: list[dict]  # unhandled node failures, routed to error_handler nodes
-    retries: dict[str, int]
+    retries: Annotated[dict[str, int], _merged]
     retry_target: str | None
 
 
