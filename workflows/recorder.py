@@ -32,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -116,6 +116,7 @@ class ExecutionRecorder(RecordedSoFar):
         self.index = 0
         self._lock = threading.RLock()
         self._local = threading.local()  # the node open on each thread (parallel branches: one per branch)
+        self._thread = threading.get_ident()  # the run's own; LangGraph runs parallel branches on others
         self.last_call: Call | None = None
         self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
         self.tool_calls = execution.tool_calls
@@ -326,6 +327,7 @@ class ExecutionRecorder(RecordedSoFar):
     @_locked
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened, self.open = self.open, None
+        self._branch_done()
         if opened is None:  # no node is open (node_started was not called): nothing to close
             return
         if opened.in_flight is not None:  # its call ended without usage (no answer): the row loses the marker
@@ -342,8 +344,15 @@ class ExecutionRecorder(RecordedSoFar):
     def node_paused(self, node: Node) -> None:
         """The open node waits for input (human_input): its row stays `running`, marked so, until the run resumes."""
         opened, self.open = self.open, None
+        self._branch_done()
         if opened is not None:
             self._hold_node(opened, output={"waiting_for_input": True})
+
+    def _branch_done(self) -> None:
+        """A node of a parallel branch ended on one of LangGraph's threads, which may end without a word: the
+        database connections it opened (its cancel polls and writes) are closed now, never left to leak."""
+        if threading.get_ident() != self._thread:
+            connections.close_all()
 
     def node_abandoned(self, *, error: str) -> None:
         """A node still open when the run ends (the engine stopped inside it) ends as failed."""

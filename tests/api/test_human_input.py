@@ -275,3 +275,20 @@ def test_answering_one_of_two_questions_leaves_the_run_waiting_on_the_other(api)
     assert done["llm_calls"] == 1
     assert_all(WorkflowExecution.objects.get(pk=paused["id"]))
     reconcile()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_model_branches_are_each_recorded_once_and_add_up(api):
+    graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "a", "type": "model"}, {"id": "b", "type": "model"},
+                       {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "a", "parallel": True},
+                       {"source": "start", "target": "b", "parallel": True},
+                       {"source": "a", "target": "end"}, {"source": "b", "target": "end"}]}
+
+    done = api.post(URL, {"graph": graph, "input": {"message": "hello"}}, format="json").json()["execution"]
+
+    assert done["status"] == "completed" and done["llm_calls"] == 2
+    row = WorkflowExecution.objects.get(pk=done["id"])
+    assert sorted(NodeExecution.objects.filter(execution=row).values_list("node_id", "llm_calls")) == [
+        ("a", 1), ("b", 1), ("end", 0), ("start", 0)]
+    assert_all(row)
