@@ -20,7 +20,7 @@ DEFINITION_PREFIX = "definition-"
 MESSAGES_SCHEMA = {"type": "array", "items": {"type": "object", "properties": {
     "role": {"type": "string"}, "type": {"type": "string"}, "content": {}}}}
 STATE_SCHEMA = {"title": "ChatterState", "type": "object", "properties": {"messages": MESSAGES_SCHEMA}}
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array"}
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
 
 
 def _config_schema() -> dict:

@@ -1,7 +1,6 @@
 """Budgets: a limit on what runs may spend (USD or tokens) per period, on a user, an API key, a group of users, a
 template, or everyone; and, per budget and period, what is spent and what runs in progress hold in reserve."""
 import uuid
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import models

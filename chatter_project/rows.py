@@ -8,6 +8,7 @@ on every run; everywhere else the ORM is simpler.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -17,13 +18,43 @@ from django.db import connection, models
 _PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Rows for one INSERT (see rows_insert), to be written along with another's."""
+    model: type[models.Model]
+    rows: list[dict[str, Any]]
+    conflict: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+
+
 def rows_insert(model: type[models.Model], rows: list[dict[str, Any]], *, conflict: tuple[str, ...] = (),
-                update: tuple[str, ...] = (), returning: tuple[str, ...] = ()) -> list[tuple]:
+                update: tuple[str, ...] = (), returning: tuple[str, ...] = (),
+                along: tuple[Rows, ...] = ()) -> list[tuple]:
     """INSERT `rows` (dicts by attname; a field a row leaves out gets its default) in one statement. With
     `conflict` (field names of a unique constraint), a row that collides updates the `update` fields to the new
-    row's values instead. Returns the `returning` columns of every row written, in order (empty without)."""
+    row's values instead. Returns the `returning` columns of every row written, in order (empty without).
+    `along`: other tables' rows written by the same statement on PostgreSQL (a data-modifying WITH), by one
+    statement each before it elsewhere."""
+    along = tuple(more for more in along if more.rows)
+    if connection.vendor != "postgresql":
+        for more in along:
+            rows_insert(more.model, more.rows, conflict=more.conflict, update=more.update)
+        along = ()
     if not rows:
-        return []
+        return rows_insert(along[0].model, along[0].rows, conflict=along[0].conflict, update=along[0].update,
+                           along=along[1:]) if along else []
+    prefix, params = [], []
+    for number, more in enumerate(along):
+        sql, more_params = _insert_sql(more.model, more.rows, more.conflict, more.update, ())
+        prefix.append(f"along_{number} AS ({sql})")
+        params += more_params
+    sql, main_params = _insert_sql(model, rows, conflict, update, returning)
+    with connection.cursor() as cursor:
+        cursor.execute(("WITH " + ", ".join(prefix) + " " if prefix else "") + sql, params + main_params)
+        return cursor.fetchall() if returning else []
+
+
+def _insert_sql(model, rows, conflict, update, returning) -> tuple[str, list]:
     shape = _shape(model, conflict, update, returning)
     params = []
     for row in rows:
@@ -31,9 +62,7 @@ def rows_insert(model: type[models.Model], rows: list[dict[str, Any]], *, confli
             value = row[field.attname] if field.attname in row else default()
             params.append(value if plain or value is None else field.get_db_prep_save(value, connection))
     placeholders = ", ".join([shape.placeholder] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(f"{shape.head} VALUES {placeholders}{shape.tail}", params)
-        return cursor.fetchall() if returning else []
+    return f"{shape.head} VALUES {placeholders}{shape.tail}", params
 
 
 def row_update(model: type[models.Model], *, where: dict[str, Any], values: dict[str, Any] | None = None,

@@ -204,6 +204,8 @@ CHATTER_PROVIDER_TIMEOUT_S = env_int("CHATTER_PROVIDER_TIMEOUT_S", 120, minimum=
 # The recovery sweep (manage.py sweep_executions) runs this often through django-q2 (whole minutes, at
 # least one).
 CHATTER_SWEEP_INTERVAL_S = env_int("CHATTER_SWEEP_INTERVAL_S", 60, minimum=1)
+# A run whose worker died goes on from its last checkpoint this many times; after that the sweep ends it.
+CHATTER_RESUME_ATTEMPTS = env_int("CHATTER_RESUME_ATTEMPTS", 2, minimum=0)
 # Slows the local demo model's stream so people can watch it; 0 in tests and benchmarks.
 CHATTER_LOCAL_TOKEN_DELAY_MS = env_int("CHATTER_LOCAL_TOKEN_DELAY_MS", 0)
 

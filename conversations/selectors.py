@@ -12,7 +12,7 @@ from conversations.models import Conversation, Document, Message
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
 # The statuses of a run that has not ended. Runs (workflows, the layer above) refer to their conversation as
 # `conversation.executions`; this app reads that relation without importing them.
-RUN_IN_PROGRESS = ("pending", "running")
+RUN_IN_PROGRESS = ("pending", "running", "waiting")
 
 
 def conversation_list(*, user):
@@ -21,7 +21,7 @@ def conversation_list(*, user):
 
 
 def conversation_has_run_in_progress(*, conversation_id) -> bool:
-    """Whether a run of the conversation is pending or running: it will still save its reply there."""
+    """Whether a run of the conversation is pending, running or waiting: it will still save its reply there."""
     return Conversation.objects.filter(pk=conversation_id, executions__status__in=RUN_IN_PROGRESS).exists()
 
 

@@ -341,3 +341,17 @@ def test_the_executions_list_shows_short_ids_tokens_and_cost(staff_client, run):
     assert re.fullmatch(rf'<a href="[^"]*">{str(run.pk)[:8]}</a>', id_cell), id_cell
     assert f'<td class="field-total_tokens">{run.total_tokens}</td>' in content
     assert page.context["action_form"] is not None  # the cancel action is still offered
+
+
+def test_the_executions_list_shows_the_runs_waiting_for_input_and_their_question(staff_client, alice, run):
+    from tests.api.test_human_input import ASKING
+    from workflows.services.runs import execution_run_now
+
+    waiting = execution_run_now(owner=alice, graph=ASKING, message="hello")
+
+    page = staff_client.get(url(WorkflowExecution, "changelist"), {"status__exact": "waiting"})
+
+    content = page.content.decode()
+    assert str(waiting.pk)[:8] in content and str(run.pk)[:8] not in content
+    assert "custom: asks &#x27;How many?&#x27;" in content
+    assert staff_client.get(url(WorkflowExecution, "change", waiting.pk)).status_code == 200

@@ -283,3 +283,41 @@ def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px
     run = WorkflowExecution.objects.get(owner=alice)
     assert layout["tokens_text"] == str(run.total_tokens) and run.total_tokens > 0
     assert layout["cost_text"].replace("$", "") in (str(run.cost), f"{run.cost:.8f}"), layout
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_url, alice):
+    """A run paused at a human_input node: the page shows its question with an answer box; an answer its schema
+    refuses is shown as the server's error and the box stays; a good one goes on with the run to its end."""
+    from tests.api.test_human_input import ASKING
+    from workflows.services.runs import execution_run_now
+
+    paused = execution_run_now(owner=alice, graph=ASKING, message="hello")
+    assert paused.status == "waiting"
+    with logged_in_page(live_server_url, name="live-page-question") as (page, errors):
+        page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()
+        page.get_by_test_id("answer-form").wait_for(state="visible", timeout=15_000)
+        prompt = page.get_by_test_id("answer-prompt").inner_text()
+        status_waiting = page.get_by_test_id("run-status").inner_text()
+
+        page.get_by_test_id("answer-input").fill("eleven")
+        page.get_by_test_id("answer-submit").click()
+        page.wait_for_function("() => document.querySelector('[data-testid=error]').textContent.includes('answer')")
+        refused = page.get_by_test_id("error").inner_text()
+        still_asking = page.get_by_test_id("answer-form").is_visible()
+
+        page.get_by_test_id("answer-input").fill("3")
+        page.get_by_test_id("answer-submit").click()
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=run-status]').textContent === 'completed'", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "live-page-question.png"), full_page=True)
+        answered = {**shown(page), "asking": page.get_by_test_id("answer-form").is_visible()}
+
+    execution = WorkflowExecution.objects.get(pk=paused.pk)
+    assert (prompt, status_waiting) == ("How many?", "waiting")
+    assert "answer" in refused and still_asking
+    assert execution.status == "completed" and execution.output_data["variables"] == {"count": 3}
+    assert answered == {**stored(execution), "asking": False}
+    # The browser logs the refused answer's response itself; nothing else went wrong.
+    assert [e for e in errors if "status of 400" not in e] == [] and len(errors) == 1

@@ -147,7 +147,7 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
         ("Run", ("id", "status", "workflow_type", "mode", "owner", "template", "definition", "definition_version",
                  "conversation", "schedule", "provider", "model")),
         ("Usage", ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls")),
-        ("Timing", ("created_at", "started_at", "completed_at", "execution_time_ms")),
+        ("Timing", ("created_at", "started_at", "completed_at", "execution_time_ms", "waiting_until")),
         ("Outcome", ("error_type", "error_message", "cancel_requested", "input_data", "output_data")),
     )
 
@@ -157,7 +157,11 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
 
     @admin.display(description="what", ordering="template__key")
     def what(self, execution: WorkflowExecution) -> str:
-        return execution.template.key if execution.template else execution.workflow_type
+        what = execution.template.key if execution.template else execution.workflow_type
+        if execution.status == WorkflowExecution.Status.WAITING:  # filter by status `waiting`: who waits on what
+            asked = [q.get("prompt", "") for q in (execution.output_data or {}).get("input_required") or []]
+            return f"{what}: asks {'; '.join(asked)[:80]!r}"
+        return what
 
     def get_fieldsets(self, request, obj=None):
         listed = {name for _, names in self.EXECUTION_FIELDSETS for name in names}

@@ -2,13 +2,15 @@
 request reads there (sentences, one detail a line: never a Python list or dict)."""
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
+from typing import AsyncIterator, Callable
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from chatter_project.errors import ChatterError
+from chatter_project.errors import ChatterError, InvalidInput
 
 
 def cli_user(username: str | None):
@@ -71,11 +73,11 @@ class EventPrinter:
         if event in ("workflow_completed", "workflow_failed", "workflow_cancelled"):
             self.terminal = envelope
         if event == "tool_called":
-            self._newline()
+            self.newline()
             self.out.write(f"  ⚙ {data['tool']} {'ok' if data['ok'] else 'failed: ' + str(data.get('error'))}")
         if not self.nodes or event not in ("node_started", "node_completed", "node_failed"):
             return
-        self._newline()
+        self.newline()
         if event == "node_started":
             self.out.write(f"▶ {data['node_id']} ({data['node_type']})")
         else:
@@ -84,13 +86,13 @@ class EventPrinter:
             self.out.write(f"{mark} {data['node_id']} {data['duration_ms']} ms, {data['total_tokens']} tokens, "
                            f"{dollars(data['cost'])}{extra}")
 
-    def _newline(self) -> None:
+    def newline(self) -> None:
         if self.midline:
             self.out.write("")
             self.midline = False
 
     def summary(self, execution) -> str:
-        self._newline()
+        self.newline()
         return (f"tokens: prompt {execution.prompt_tokens}, completion {execution.completion_tokens}, "
                 f"total {execution.total_tokens} | cost {dollars(execution.cost)} | {execution.llm_calls} LLM calls, "
                 f"{execution.tool_calls} tool calls | {execution.status} in {execution.execution_time_ms} ms")
@@ -100,3 +102,44 @@ def fail_unless_completed(execution) -> None:
     if execution.status != "completed":
         raise CommandError(f"run {execution.pk} {execution.status}: {execution.error_type}: {execution.error_message}")
 
+
+
+def answer_from_text(text: str, schema: dict | None):
+    """What a person typed, as the answer its question's schema expects: JSON unless the schema wants text (the
+    server says what is wrong with a bad one)."""
+    if schema is None or schema.get("type") == "string":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def follow_run(execution, feed: AsyncIterator[dict], printer: EventPrinter, *, ask: Callable[[str], str],
+               out) -> None:
+    """Print a run's events to its end. A question it waits on (a human_input node) is asked with `ask`; the
+    answer goes on with the run (workflows.services.waiting, streamed here), a refused one is asked again."""
+    from workflows.realtime import feed_blocking
+    from workflows.services.waiting import execution_resume
+
+    while feed is not None:
+        question, current, feed = None, feed, None
+        for envelope in feed_blocking(current):
+            printer(envelope)
+            if envelope["event"] == "input_required":
+                question = envelope["data"]
+                break
+        while question is not None and feed is None:
+            printer.newline()
+            try:
+                typed = ask(f"? {question['prompt']} ")
+            except EOFError:  # nobody to ask (input closed): the run waits for an answer over the API
+                raise CommandError(f"run {execution.pk} waits for an answer to {question['prompt']!r}: "
+                                   f"POST /api/v1/executions/{execution.pk}/resume/") from None
+            answer = answer_from_text(typed, question.get("schema"))
+            execution.refresh_from_db()
+            try:
+                feed = execution_resume(execution=execution, actor=execution.owner, mode="stream",
+                                        answers={question["interrupt_id"]: answer})
+            except InvalidInput as exc:
+                out.write(command_error(exc).args[0])

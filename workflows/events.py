@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
-from chatter_project.rows import rows_insert
+from chatter_project.rows import Rows, rows_insert
 
 from workflows.hub import TERMINAL_EVENTS, hub
 from workflows.models import ExecutionEvent
@@ -38,14 +38,16 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
 
 
 def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
-                  owner_only: tuple[dict, ...] = ()) -> list[dict]:
+                  owner_only: tuple[dict, ...] = (), along: tuple[Rows, ...] = ()) -> list[dict]:
     """Persist consecutive events (`(event, data, when)` each, seq from `first_seq` on) with one INSERT inside the
     caller's transaction, and publish them, in order, once that commits; `owner_only`: events not persisted and
-    only for the owner's feed (conversation_updated), published right after them, in the same hand-off."""
+    only for the owner's feed (conversation_updated), published right after them, in the same hand-off. `along`:
+    other rows the same statement writes (rows_insert)."""
     if not items:
         return []
     rows_insert(ExecutionEvent, [{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
-                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])
+                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)],
+                along=along)
     envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
                  for offset, (event, data, ts) in enumerate(items)]
     transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only))

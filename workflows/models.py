@@ -76,6 +76,7 @@ class WorkflowExecution(TokenTotals):
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
+        WAITING = "waiting"  # paused at a human_input node: no thread, connection or slot until it is answered
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -135,6 +136,13 @@ class WorkflowExecution(TokenTotals):
     # What the run holds of each budget it falls under (budgets.services: the period, what it reserved), written
     # with the run and with each top-up: whoever ends the run settles exactly that.
     budget_holds = models.JSONField(default=list, blank=True)
+    # A waiting run unanswered by then ends as its human_input node's on_timeout says (the recovery sweep).
+    waiting_until = models.DateTimeField(null=True, blank=True)
+    # Times the sweep queued the run again to go on from its last checkpoint after its worker died.
+    resume_attempts = models.PositiveSmallIntegerField(default=0)
+    # A fork (time travel): the run and the checkpoint of its graph it went on from, with accounting of its own.
+    forked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
+    forked_from_checkpoint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -294,3 +302,40 @@ class LLMCall(TokenTotals):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} ({self.total_tokens} tokens)"
+
+
+class Checkpoint(models.Model):
+    """LangGraph's checkpoints of a run, on the project's database (workflows.checkpointer): two kinds of row in
+    one table, so that a run writes its checkpoints with one statement per write (SPEC §6). A `checkpoint` row is
+    one snapshot of the graph's state (`blob`: the serialized Checkpoint, `metadata`: its step, source and
+    parents); a `write` row is one pending write of a task against that snapshot (`channel`, `blob`: the value)."""
+
+    class Kind(models.TextChoices):
+        CHECKPOINT = "checkpoint"
+        WRITE = "write"
+
+    # The run whose graph made it (none for a checkpoint saved outside a run); its thread is the run's own.
+    execution = models.ForeignKey(WorkflowExecution, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="checkpoints")
+    thread_id = models.CharField(max_length=255)
+    checkpoint_ns = models.CharField(max_length=255, blank=True, default="")
+    checkpoint_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    task_id = models.CharField(max_length=255, blank=True, default="")  # a write's task ("" for a checkpoint)
+    idx = models.IntegerField(default=0)  # a write's index within its task (LangGraph's special writes: < 0)
+    task_path = models.CharField(max_length=1024, blank=True, default="")
+    channel = models.CharField(max_length=255, blank=True, default="")
+    parent_checkpoint_id = models.CharField(max_length=64, blank=True, default="")
+    type = models.CharField(max_length=64, blank=True, default="")  # the serializer's name for `blob`
+    blob = models.BinaryField()
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["thread_id", "checkpoint_ns", "checkpoint_id", "kind", "task_id", "idx"],
+            name="checkpoint_row_unique")]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.thread_id}/{self.checkpoint_id}"

@@ -88,6 +88,19 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
         live.close()
 
 
+async def feed_until_paused(feed: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """A run's feed for whoever started or answered it over a stream: it also ends once the run waits for input,
+    after the question (`input_required`), so no connection is held while a person thinks; answering streams the
+    rest (POST …/resume/). Watchers (GET …/events/, websockets) keep following the run across the pause."""
+    try:
+        async for envelope in feed:
+            yield envelope
+            if envelope["event"] == "input_required":
+                return
+    finally:
+        await feed.aclose()
+
+
 async def user_feed(user_id) -> AsyncIterator[dict]:
     """Everything published for one user's runs (tokens and conversation_updated included), until closed."""
     live = hub.subscribe([user_topic(user_id)])

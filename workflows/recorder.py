@@ -21,6 +21,7 @@ write collides with the sweep's events on (execution, seq) and is rolled back; f
 every write and the run stops with RunInterrupted, so nothing lands after the terminal event."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -31,8 +32,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Subquery, Sum
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -46,9 +47,10 @@ from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
-from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.events import event_envelope, events_publish, events_record
 from workflows.heartbeat import heartbeat
+from workflows.engine.usage import Usage
+from workflows.ledger import USAGE_SUMS, RecordedSoFar
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import price_for_call
 
@@ -61,7 +63,6 @@ RUNNING = WorkflowExecution.Status.RUNNING
 # Node types that wait on something outside the run (a tool, the clock): the run writes what it holds as they
 # start. A model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
 WAITING_NODE_TYPES = frozenset({"tools", "delay"})
-USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
 COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # a node's and an execution's
 NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
                    "error_message", *COUNTERS)
@@ -74,6 +75,17 @@ _local_cancels_lock = threading.Lock()
 def cancel_signal_local(execution_id) -> None:
     with _local_cancels_lock:
         _local_cancels.add(str(execution_id))
+
+
+
+def _locked(method):
+    """Parallel branches run their nodes on LangGraph's threads: one recorder, one at a time."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 def _capped(value: Any, limit: int) -> Any:
@@ -97,14 +109,17 @@ class _OpenNode:
     in_flight: dict | None = None  # the model call it waits on (see model_call_started)
 
 
-class ExecutionRecorder:
+class ExecutionRecorder(RecordedSoFar):
     def __init__(self, execution: WorkflowExecution, *, fresh: bool = False, prices: dict | None = None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
         self.execution = execution
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
-        self.open: _OpenNode | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()  # the node open on each thread (parallel branches: one per branch)
+        self._opened: dict[int, _OpenNode] = {}  # every open node, by index
+        self._thread = threading.get_ident()  # the run's own; LangGraph runs parallel branches on others
         self.last_call: Call | None = None
         self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
         self.tool_calls = execution.tool_calls
@@ -120,6 +135,9 @@ class ExecutionRecorder:
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
+        self._checkpoints_taken: list[dict] = []  # the graph's checkpoint rows in the write under way
+        self._call_since_checkpoints = False  # an LLM call ended since the graph's checkpoints were last written
+        self._paused: dict[str, tuple[int, datetime]] = {}  # node id → (index, started_at) of a node waiting for input
         self._calls_started = 0
         self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
@@ -128,11 +146,38 @@ class ExecutionRecorder:
         self.budget_holds: list[dict] = [dict(hold) for hold in execution.budget_holds or []]
         self._guard: CompletionGuard | None = None  # the call in flight's, under a hard budget
 
+    @property
+    def open(self) -> _OpenNode | None:
+        """The node open on this thread; on a thread that opened none (a tool a graph runs on an executor's
+        thread, say), the run's one open node when there is just one."""
+        opened = getattr(self._local, "open", None)
+        if opened is None and len(self._opened) == 1:
+            return next(iter(self._opened.values()))
+        return opened
+
+    @open.setter
+    def open(self, opened: _OpenNode | None) -> None:
+        mine = getattr(self._local, "open", None)
+        if mine is not None:
+            self._opened.pop(mine.index, None)
+        if opened is not None:
+            self._opened[opened.index] = opened
+        self._local.open = opened
+
+    def _open_close(self) -> _OpenNode | None:
+        """The open node (see `open`), no longer open."""
+        opened, self.open = self.open, None
+        if opened is not None:
+            self._opened.pop(opened.index, None)
+        return opened
+
     # --- holding --------------------------------------------------------------------------------------
+    @_locked
     def emit(self, event: str, data: dict) -> None:
         """A persisted event; it gets its seq, and is published, with the run's next write."""
         self._events.append((event, data, timezone.now()))
 
+    @_locked
     def audit(self, action: str, data: dict) -> None:
         self._audits.append((action, data))
 
@@ -149,6 +194,7 @@ class ExecutionRecorder:
         return bool(self._nodes or self._calls or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
+    @_locked
     def flush(self) -> None:
         """Write what the run holds, in one transaction (before the run waits)."""
         if not self._holding():
@@ -157,7 +203,7 @@ class ExecutionRecorder:
             raise RunInterrupted("the run was ended while it was still running")
         try:
             with self.kept_on_failure(), transaction.atomic():
-                self.write_held(audits="unless_only_started")
+                self.write_held(audits="unless_only_started", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
                     row_update(WorkflowExecution, where={"id": self.execution.pk},
                                values={"tool_calls": self.tool_calls}, added=self.counters_added())
@@ -182,12 +228,19 @@ class ExecutionRecorder:
         try:
             yield
         except BaseException:
+            if self._checkpoints_taken:
+                from workflows.checkpointer import checkpointer  # (LangGraph is loaded once a graph has run)
+
+                checkpointer.held_give_back(str(self.execution.pk), self._checkpoints_taken)
+                self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
             raise
+        self._checkpoints_taken = []
 
-    def write_held(self, *, audits: str = "all") -> None:
-        """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, then events with the
+    def write_held(self, *, audits: str = "all", lean: bool = False) -> None:
+        """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
+        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), then events with the
         next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
         audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
         writes them (write_audits) as the last statements of its transaction."""
@@ -205,15 +258,29 @@ class ExecutionRecorder:
         if self._tools:
             rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools])
             self._tools = []
-        if self._events:
+        checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
+        if self._events:  # the graph's checkpoints ride on the events' statement (PostgreSQL; else their own)
             events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
-                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
+                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after), along=checkpoints)
             self._live_after = []
             self.seq += len(self._events)
             self._events = []
+        elif checkpoints:
+            rows_insert(checkpoints[0].model, checkpoints[0].rows, conflict=checkpoints[0].conflict,
+                        update=checkpoints[0].update)
         only_started = all(action == "execution.started" for action, _ in self._audits)
         if audits == "all" or (audits == "unless_only_started" and not only_started):
             self.write_audits()
+
+    def _checkpoints_take(self) -> tuple:
+        """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""
+        # Imported here: LangGraph takes most of a second to import, and commands load the recorder without a run.
+        from workflows.checkpointer import checkpointer
+
+        if not (taken := checkpointer.held_take(str(self.execution.pk))):
+            return ()
+        self._checkpoints_taken, self._call_since_checkpoints = taken, False
+        return (checkpointer.held_rows(taken),)
 
     def write_audits(self) -> None:
         """The held audit rows, appended in one write: call last in the transaction (the chain has one head)."""
@@ -230,6 +297,7 @@ class ExecutionRecorder:
         self._nodes, self._calls, self._tools, self._events, self._audits = {}, [], [], [], []
         self._added = _no_usage()
         self.open = None
+        self._opened = {}
 
     def _hold_node(self, opened: _OpenNode, **fields) -> None:
         self._nodes[opened.index] = {
@@ -244,13 +312,20 @@ class ExecutionRecorder:
                                          "provider": data["provider"], "model": data["model"]})
 
     # --- RunHooks -------------------------------------------------------------------------------------
+    @_locked
     def node_started(self, node: Node) -> None:
-        self.index += 1
-        self.open = _OpenNode(node=node, index=self.index, started_at=timezone.now(), clock=time.monotonic())
-        self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": self.index})
+        if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again
+            index, started_at = self._paused.pop(node.id)
+            clock = time.monotonic() - (timezone.now() - started_at).total_seconds()
+        else:
+            self.index += 1
+            index, started_at, clock = self.index, timezone.now(), time.monotonic()
+        self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock)
+        self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": index})
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
 
+    @_locked
     def model_call_started(self, node: Node, call: CallStarted) -> None:
         """A model call is about to wait: its node row, written now with what the run holds, names it and its
         prompt estimate; the heartbeat carries what it streams. A crash mid-call then loses none of it (I5)."""
@@ -292,8 +367,10 @@ class ExecutionRecorder:
         self.flush()
         connections_give_back()
 
+    @_locked
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
-        opened, self.open = self.open, None
+        opened = self._open_close()
+        self._branch_done()
         if opened is None:  # no node is open (node_started was not called): nothing to close
             return
         if opened.in_flight is not None:  # its call ended without usage (no answer): the row loses the marker
@@ -306,6 +383,20 @@ class ExecutionRecorder:
                                  duration_ms=duration_ms, total_tokens=opened.usage["total_tokens"],
                                  cost=opened.usage["cost"], error=error)
 
+    @_locked
+    def node_paused(self, node: Node) -> None:
+        """The open node waits for input (human_input): its row stays `running`, marked so, until the run resumes."""
+        opened = self._open_close()
+        self._branch_done()
+        if opened is not None:
+            self._hold_node(opened, output={"waiting_for_input": True})
+
+    def _branch_done(self) -> None:
+        """A node of a parallel branch ended on one of LangGraph's threads, which may end without a word: the
+        database connections it opened (its cancel polls and writes) are closed now, never left to leak."""
+        if threading.get_ident() != self._thread:
+            connections.close_all()
+
     def node_abandoned(self, *, error: str) -> None:
         """A node still open when the run ends (the engine stopped inside it) ends as failed."""
         if self.open is not None:
@@ -317,6 +408,7 @@ class ExecutionRecorder:
             "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": str(cost), "error": error or None,
         })
 
+    @_locked
     def llm_called(self, node: Node, call: Call) -> None:
         usage, opened = call.usage, self.open
         self._calls.append((opened.index if opened else None, {
@@ -336,11 +428,13 @@ class ExecutionRecorder:
             heartbeat.stream_ended(self.execution.pk)
             if opened.index in self._node_pks:
                 self._hold_node(opened)
+        self._call_since_checkpoints = True
         self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
                                   **usage.as_event_data()})
         self.last_call = call
         self.calls.append(call)
 
+    @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None:
         self._tools.append({"node_id": node.id, "tool": tool, "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
@@ -355,6 +449,7 @@ class ExecutionRecorder:
         if self.open is not None:
             self.open.usage["tool_calls"] += 1
 
+    @_locked
     def token(self, node: Node, text: str) -> None:
         if self._events:  # what happened before reaches watchers before the tokens
             self._wait_ahead()
@@ -362,11 +457,13 @@ class ExecutionRecorder:
         if self._guard is not None and self._guard.past(text):  # streaming past its reservation: stop it here
             self._budget_stop(next(hold["budget"] for hold in self.budget_holds if hold["hard"]))
 
+    @_locked
     def limit_exceeded(self, limit: str, value: Any) -> None:
         """Every limit a run passes comes here, whether or not it ends the run."""
         self.emit("limit_exceeded", {"limit": limit, "value": value})
         self.audit("limit.exceeded", {"limit": limit, "value": value})
 
+    @_locked
     def cancel_requested(self) -> bool:
         if self.open is not None and self.open.index not in self._node_pks:
             self._wait_ahead()  # a node checks in the middle of its work: it is about to wait
@@ -383,74 +480,6 @@ class ExecutionRecorder:
                 raise RunInterrupted("the run was ended while it was still running")
             self._cancelled = row[1]
         return self._cancelled
-
-    # --- a run ended from its ledger (the recovery sweep, or a run whose own ending failed) ---------------
-    def nodes_interrupted(self, *, error: str) -> None:
-        """Nodes left running fail with `error`, with the counters their ledger rows add up to; a model call a node
-        was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction, before the
-        terminal event."""
-        now = timezone.now()
-        for row in NodeExecution.objects.filter(execution=self.execution, status=NodeExecution.Status.RUNNING):
-            duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
-            self.call_in_flight_recorded(row, duration_ms=duration_ms)
-            sums = LLMCall.objects.filter(node_execution=row).aggregate(
-                llm_calls=Count("id"), **{name: Sum(name) for name in USAGE_SUMS})
-            counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
-                        "cost": sums["cost"] or Decimal("0")}
-            # Tool calls name their node, not its pass: this pass's are those since it started.
-            counters["tool_calls"] = ToolCall.objects.filter(
-                execution=self.execution, node_id=row.node_id, created_at__gte=row.started_at).count()
-            NodeExecution.objects.filter(pk=row.pk).update(
-                status=NodeExecution.Status.FAILED, completed_at=now, duration_ms=duration_ms, error_message=error,
-                **counters)
-            self._emit_node_finished(node_id=row.node_id, node_type=row.node_type, index=row.index, status="failed",
-                                     duration_ms=duration_ms, total_tokens=counters["total_tokens"],
-                                     cost=counters["cost"], error=error)
-
-    def call_in_flight_recorded(self, row: NodeExecution, *, duration_ms: int) -> None:
-        """The model call a node row says it was waiting on when its process died becomes an LLMCall: the prompt
-        estimated as the call started and what the heartbeat last carried of its stream, estimated and flagged,
-        priced like any call by the model it asked for."""
-        in_flight = (row.output or {}).get("call_in_flight") if isinstance(row.output, dict) else None
-        if not in_flight:
-            return
-        progress = self.execution.stream_progress or {}
-        streamed = progress if progress.get("call") == in_flight["call"] else {}
-        usage = usage_cut_short(prompt_tokens=in_flight["prompt_tokens"], streamed=streamed)
-        usage = priced(usage, self.price(in_flight["provider"], in_flight["model"]))
-        LLMCall.objects.create(
-            execution_id=self.execution.pk, node_execution=row, provider=in_flight["provider"],
-            model=in_flight["model"], requested_model=in_flight["model"], unpriced=usage.unpriced,
-            **usage.token_fields(), cost=usage.cost, estimated=True, usage_raw={}, duration_ms=duration_ms,
-            created_at=timezone.now())
-        for name, value in {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}.items():
-            self._added[name] += value  # the execution's counters move with the ending's UPDATE
-        self._streamed_text = streamed.get("text") or ""
-
-    def recorded_so_far(self) -> tuple[Usage, int, str]:
-        """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the last
-        text a model node produced (its output summary): all a sweep can know of a dead run."""
-        usage, count = Usage(), 0
-        self.calls = []
-        for row in LLMCall.objects.filter(execution=self.execution).order_by("id"):
-            call = Usage(
-                prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
-                cached_prompt_tokens=row.cached_prompt_tokens, reasoning_tokens=row.reasoning_tokens,
-                cost=row.cost, estimated=row.estimated, provider_cost=row.provider_cost, unpriced=row.unpriced,
-                raw=row.usage_raw,
-            )
-            usage += call
-            self.last_call = Call(row.provider, row.model, row.requested_model, call, row.duration_ms)
-            self.calls.append(self.last_call)
-            count += 1
-        self.tool_calls = ToolCall.objects.filter(execution=self.execution).count()
-        output = NodeExecution.objects.filter(
-            execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,
-        ).order_by("-index").values_list("output", flat=True).first()
-        text = output.get("content", "") if isinstance(output, dict) else ""
-        if self._streamed_text:  # the call in flight came after every completed one: its partial reply is the last
-            text = self._streamed_text
-        return usage, count, text if isinstance(text, str) else ""
 
     def calls_by_model(self) -> list[dict]:
         """The run's LLM calls summed per (provider, model): what the usage rollups book at its end."""

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -49,7 +50,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
-           graph: Graph | None = None) -> None:
+           graph: Graph | None = None, resume: dict | None = None, after_crash: bool = False) -> None:
     """Run a written, running execution on one of the runner's CHATTER_RUN_THREADS threads."""
     global _threads
     with _threads_lock:
@@ -61,7 +62,8 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 
     def work() -> None:
         try:
-            run(execution, user_message=user_message, prices=prices, graph=graph)
+            run(execution, user_message=user_message, prices=prices, graph=graph, resume=resume,
+                after_crash=after_crash)
         except Exception:  # noqa: BLE001 - run() ends every run it can; this is the last word
             logger.exception("execution %s crashed in the runner", execution.pk)
         finally:
@@ -72,32 +74,69 @@ def submit(execution: WorkflowExecution, *, user_message=None, prices: dict | No
 
 
 def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None = None,
-        graph: Graph | None = None) -> WorkflowExecution:
-    """Run a claimed (`running`) execution to a terminal state. Every way it can go wrong, its set-up included,
-    still ends it through execution_finish. `graph` and `prices`: what the request's plan already read (else from
-    the row)."""
+        graph: Graph | None = None, resume: dict | None = None, after_crash: bool = False) -> WorkflowExecution:
+    """Run a claimed (`running`) execution until it ends or waits for input (`waiting`). Every way it can go
+    wrong, its set-up included, still ends it through execution_finish. `graph` and `prices`: what the request's
+    plan already read (else from the row); `resume` (interrupt id → answer): a paused run goes on from its last
+    checkpoint; `after_crash`: a run whose worker died goes on from its last checkpoint (or from its input when
+    none was written). Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
+    from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
+
+    thread_id = str(execution.pk)
+    fresh = resume is None and not after_crash
+    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh)
     try:
-        recorder = ExecutionRecorder(execution, fresh=True, prices=prices)
+        return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
+                    thread_id=thread_id, resume=resume, fresh=fresh)
+    finally:
+        checkpointer.release(thread_id)
+
+
+def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph | None, checkpointer,
+         thread_id: str, resume: dict | None, fresh: bool) -> WorkflowExecution:
+    from_checkpoint = False
+    try:
+        recorder = ExecutionRecorder(execution, fresh=fresh, prices=prices)
+        if fresh:
+            recorder.user_message = user_message
+            ctx = RunContext(config=execution.config, hooks=recorder)
+        else:
+            usage, llm_calls = recorder.resumed()
+            ctx = RunContext(config=execution.config, hooks=recorder, usage=usage, llm_calls=llm_calls,
+                             tool_calls=recorder.tool_calls)
+            from_checkpoint = resume is None and checkpointer.get_tuple(
+                {"configurable": {"thread_id": thread_id}}) is not None
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
         logger.exception("execution %s could not start", execution.pk)
         ended = end_from_ledger(execution_id=execution.pk, from_statuses=(Status.RUNNING,), error=RunError(
             f"{type(exc).__name__}: {exc}", error_type="internal_error"))
         return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
-    recorder.user_message = user_message
-    ctx = RunContext(config=execution.config, hooks=recorder)
     state = error = None
     try:
-        recorder.started({
-            "workflow_type": execution.workflow_type,
-            "template": execution.template.key if execution.template_id else None,
-            "definition": str(execution.definition_id) if execution.definition_id else None,
-            "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
-            "provider": execution.provider, "model": execution.model,
-        })
+        if fresh:
+            recorder.started({
+                "workflow_type": execution.workflow_type,
+                "template": execution.template.key if execution.template_id else None,
+                "definition": str(execution.definition_id) if execution.definition_id else None,
+                "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
+                "provider": execution.provider, "model": execution.model,
+                **({"forked_from": {"execution_id": str(execution.forked_from_id),
+                                    "checkpoint_id": execution.forked_from_checkpoint}}
+                   if execution.forked_from_checkpoint else {}),
+            })
+        elif resume is not None:
+            recorder.emit("workflow_resumed", {"answered": sorted(resume)})
+        else:
+            recorder.emit("workflow_resumed", {"answered": [], "attempt": execution.resume_attempts,
+                                               "from_checkpoint": from_checkpoint})
+        if resume is None and not from_checkpoint:  # a fork starts (again, after a crash) from its parent's
+            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
         recorder.heartbeat_start()
         run_input = execution.input_data
         state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=run_input.get("message"),
-                          variables=run_input.get("variables"), messages=run_input.get("messages"))
+                          variables=run_input.get("variables"), messages=run_input.get("messages"),
+                          checkpointer=checkpointer, thread_id=thread_id, resume=resume,
+                          from_checkpoint=from_checkpoint)
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -105,8 +144,11 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
         error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
     finally:
         recorder.forget()
+    interrupts = (state or {}).get("__interrupt__") if error is None else None
     for attempt in (1, 2):
         try:
+            if interrupts:
+                return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts)
             return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
         except OperationalError:  # PostgreSQL broke a deadlock, SQLite was busy past its timeout: nothing written
             logger.warning("execution %s: its ending failed (attempt %d)", execution.pk, attempt, exc_info=True)
@@ -121,6 +163,52 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
     ended = end_from_ledger(execution_id=execution.pk, error=error or RunError(
         "the run could not be recorded", error_type="internal_error"), from_statuses=(Status.RUNNING,))
     return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
+
+
+def _fork_start(execution: WorkflowExecution, *, checkpointer, thread_id: str) -> bool:
+    """A fork's graph goes on from its parent's checkpoint, copied (without its pending writes: the step after
+    it runs again) as the first of its own thread's. Whether the run is a fork."""
+    if not execution.forked_from_checkpoint or execution.forked_from_id is None:
+        return False
+    source = checkpointer.get_tuple({"configurable": {
+        "thread_id": str(execution.forked_from_id), "checkpoint_ns": "",
+        "checkpoint_id": execution.forked_from_checkpoint}})
+    if source is None:
+        raise RunError("the checkpoint to fork from is gone (pruned with its run's events)", error_type="not_found")
+    checkpointer.put({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, source.checkpoint,
+                     {**source.metadata, "source": "fork"}, {})
+    return True
+
+
+def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
+                    interrupts: list) -> WorkflowExecution:
+    """The run waits for input: status `waiting`, an `input_required` event per question (LangGraph's Interrupts),
+    what it holds and its graph's checkpoints, in one transaction. Its Python execution ends here: resuming it
+    (workflows.services.waiting) runs it again from its last checkpoint, in any process."""
+    now = timezone.now()
+    questions = [{"interrupt_id": interrupt.id, **interrupt.value} for interrupt in interrupts]
+    deadlines = [now + timedelta(seconds=q["timeout_s"]) for q in questions if q.get("timeout_s")]
+    values = {"status": Status.WAITING, "waiting_until": min(deadlines, default=None), "stream_progress": {},
+              "heartbeat_at": None, "output_data": {"content": "", "input_required": questions}}
+    with recorder.kept_on_failure(), transaction.atomic():
+        paused = row_update(WorkflowExecution, where={"id": execution.pk, "status": Status.RUNNING},
+                            values={**values, "tool_calls": recorder.tool_calls}, added=recorder.counters_added())
+        if not paused:  # ended meanwhile by someone else (the recovery sweep)
+            recorder.discard_held()
+            execution.refresh_from_db()
+            return execution
+        for question in questions:
+            recorder.emit("input_required", {name: question[name]
+                                             for name in ("node_id", "interrupt_id", "prompt", "schema")})
+        recorder.audit("execution.waiting", {"interrupt_ids": [q["interrupt_id"] for q in questions]})
+        recorder.write_held()
+    for name, value in values.items():
+        setattr(execution, name, value)
+    execution.prompt_tokens, execution.completion_tokens = ctx.usage.prompt_tokens, ctx.usage.completion_tokens
+    execution.total_tokens, execution.cost = ctx.usage.total_tokens, ctx.usage.cost
+    execution.llm_calls, execution.tool_calls = ctx.llm_calls, recorder.tool_calls
+    execution.turn_messages = [recorder.user_message] if recorder.user_message is not None else []
+    return execution
 
 
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,

@@ -80,3 +80,21 @@ def schedule_list(*, user):
 # The figures of an LLM call that its run's ending reports per (provider, model) (execution_finished).
 CALL_FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens",
                 "cost")
+
+
+def execution_checkpoint_list(*, execution: WorkflowExecution) -> list[dict]:
+    """A visible run's graph checkpoints, oldest first (workflows.checkpointer.checkpoint_summaries)."""
+    from workflows.checkpointer import checkpoint_summaries  # loads LangGraph: not for every importer of selectors
+
+    return checkpoint_summaries(execution_ids=[execution.pk])
+
+
+def conversation_checkpoint_list(*, user, conversation_id) -> list[dict] | None:
+    """The checkpoints of every run of one of the user's conversations, oldest first; None: not theirs."""
+    from conversations.models import Conversation
+    from workflows.checkpointer import checkpoint_summaries
+
+    if not Conversation.objects.filter(pk=_uuid(conversation_id), owner=user).exists():
+        return None
+    runs = WorkflowExecution.objects.filter(conversation_id=conversation_id, owner=user).values_list("pk", flat=True)
+    return checkpoint_summaries(execution_ids=list(runs))

@@ -2,11 +2,17 @@
 from workflows.services.recovery import events_prune, execution_sweep
 from workflows.services.runs import execution_run
 from workflows.services.schedules import schedules_run_due
+from workflows.services.waiting import execution_resume_claimed
 
 
 def execution_run_task(execution_id: str) -> str:
     """Run a pending background or scheduled execution. A second delivery finds it claimed and does nothing."""
     return execution_run(execution_id=execution_id).status
+
+
+def execution_resume_task(execution_id: str, answers: dict) -> str:
+    """Go on with a run answered in background mode (claimed `running` by the answer)."""
+    return execution_resume_claimed(execution_id=execution_id, answers=answers).status
 
 
 def schedules_run_due_task() -> int:

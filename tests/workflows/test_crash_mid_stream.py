@@ -28,6 +28,13 @@ from workflows.services.runs import execution_create, execution_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+@pytest.fixture(autouse=True)
+def no_resume_attempts_left(settings):
+    """The sweep ends the run (its re-queues, CHATTER_RESUME_ATTEMPTS, used up): what a crash leaves on disk is
+    what the run ends with (a run that goes on instead: tests/workflows/test_crash_resume.py)."""
+    settings.CHATTER_RESUME_ATTEMPTS = 0
+
 # 60 words, one every 0.25 s: the stream lasts 15 s, past the heartbeat's first beat (5 s after the run starts).
 REPLY = " ".join(f"word{n}" for n in range(60))
 USAGE = {"prompt_tokens": 100, "completion_tokens": 120, "total_tokens": 220}

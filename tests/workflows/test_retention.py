@@ -11,7 +11,7 @@ from analytics.services import aggregates_drift
 from chatter_project.errors import InvalidInput
 from conversations.models import Conversation
 from tests.invariants import assert_all, assert_seq_gapless
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
+from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.realtime import execution_feed
 from workflows.services.recovery import events_prune
 from workflows.services.runs import execution_create, execution_run
@@ -58,9 +58,15 @@ def test_it_deletes_the_logs_of_runs_finished_before_the_cutoff_in_batches(alice
     before = totals()
     drift = aggregates_drift()  # back-dating completed_at moves runs out of their day's usage rollup
 
+    old_checkpoints = Checkpoint.objects.filter(execution__in=old).count()
+    recent_checkpoints = list(recent.checkpoints.values_list("pk", flat=True))
+    assert old_checkpoints > 8 and recent_checkpoints
+
     assert events_prune(older_than_days=30, batch_size=4) == old_events > 8  # several batches
 
     assert ExecutionEvent.objects.filter(execution__in=old).count() == 0
+    assert Checkpoint.objects.filter(execution__in=old).count() == 0  # the graph's checkpoints go with the log
+    assert list(recent.checkpoints.values_list("pk", flat=True)) == recent_checkpoints
     assert {e.pk: list(e.events.values_list("seq", "event")) for e in (recent, running)} == kept
     assert totals() == before
     assert aggregates_drift() == drift

@@ -30,6 +30,13 @@ from workflows.tasks import execution_sweep_task
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def no_resume_attempts_left(settings):
+    """What the sweep does to a run whose worker died once its re-queues are used up (CHATTER_RESUME_ATTEMPTS;
+    the re-queue itself: tests/workflows/test_crash_resume.py): it ends it, as it did before runs could resume."""
+    settings.CHATTER_RESUME_ATTEMPTS = 0
+
+
 def later(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
 

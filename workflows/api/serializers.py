@@ -41,6 +41,9 @@ class ExecutionCreateSerializer(StrictSerializer):
     conversation_id = serializers.UUIDField(required=False, allow_null=True)
     config = serializers.DictField(required=False, allow_null=True)
     mode = serializers.ChoiceField(choices=RUN_MODES, default=WorkflowExecution.Mode.SYNC)
+    from_checkpoint = serializers.CharField(required=False, max_length=64, help_text=(
+        "time travel: a checkpoint id from GET …/checkpoints/; the new run goes on from it with its run's graph, "
+        "input and config, linked to it (`forked_from`), with accounting of its own"))
 
     def validate_config(self, value: dict | None) -> dict | None:
         errors = config_errors(value) if value is not None else []
@@ -49,10 +52,43 @@ class ExecutionCreateSerializer(StrictSerializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
-        sources = [name for name in ("template", "definition_id", "graph") if attrs.get(name) is not None]
+        sources = [name for name in ("template", "definition_id", "graph", "from_checkpoint")
+                   if attrs.get(name) is not None]
         if len(sources) != 1:
-            raise serializers.ValidationError("give exactly one of template, definition_id, graph")
+            raise serializers.ValidationError("give exactly one of template, definition_id, graph, from_checkpoint")
+        given = [name for name in ("input", "conversation_id", "config") if attrs.get(name) is not None]
+        if "from_checkpoint" in sources and given:
+            raise serializers.ValidationError({given[0]: "a fork takes its run's own; leave it out"})
         return attrs
+
+
+class ResumeSerializer(StrictSerializer):
+    """POST /executions/<id>/resume/: `answer` (any JSON) when one question waits, or `answers` by interrupt id."""
+
+    answer = serializers.JSONField(required=False)
+    answers = serializers.DictField(child=serializers.JSONField(), required=False, allow_empty=False)
+    mode = serializers.ChoiceField(choices=RUN_MODES, default=WorkflowExecution.Mode.SYNC)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("answer" in attrs) == ("answers" in attrs):
+            raise serializers.ValidationError("give exactly one of answer, answers")
+        return attrs
+
+
+class CheckpointSerializer(serializers.Serializer):
+    """One checkpoint of a run's graph (time travel): fork a new run from it with POST /executions/
+    {"from_checkpoint": checkpoint_id}."""
+
+    execution_id = serializers.UUIDField()
+    checkpoint_id = serializers.CharField()
+    parent_checkpoint_id = serializers.CharField(allow_null=True)
+    step = serializers.IntegerField(help_text="LangGraph's step: -1 the input, then one per step")
+    source = serializers.CharField(help_text="input, loop, fork, …")
+    nodes = serializers.ListField(child=serializers.CharField(), help_text="the node(s) whose step made it")
+    next = serializers.ListField(child=serializers.CharField(), help_text="the node(s) that ran from it")
+    created_at = serializers.DateTimeField()
+    state = serializers.DictField(help_text="a summary: messages (count), last_message (200 characters), "
+                                            "variables")
 
 
 class EventsQuerySerializer(serializers.Serializer):
@@ -77,7 +113,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "status", "mode", "provider", "model", "config", "input_data", "output_data", "error_type",
             "error_message", "created_at", "started_at", "completed_at", "execution_time_ms",
             "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
-            "correlation_id", "cancel_requested",
+            "correlation_id", "cancel_requested", "forked_from", "forked_from_checkpoint",
         )
         read_only_fields = fields
 
@@ -222,6 +258,8 @@ EVENT_DATA = {
         "conversation_id": serializers.UUIDField(allow_null=True),
         "provider": serializers.CharField(allow_blank=True),
         "model": serializers.CharField(allow_blank=True),
+        "forked_from": serializers.DictField(required=False, help_text="a fork: {execution_id, checkpoint_id} it "
+                                                                       "goes on from"),
     },
     "node_started": {"node_id": serializers.CharField(), "node_type": serializers.CharField(), "index": _count()},
     "token_usage": {
@@ -247,6 +285,20 @@ EVENT_DATA = {
         "percent": serializers.CharField(), "limit_usd": serializers.CharField(required=False),
         "limit_tokens": serializers.IntegerField(required=False),
     },
+    "input_required": {
+        "node_id": serializers.CharField(help_text="the human_input node that asks"),
+        "interrupt_id": serializers.CharField(help_text="answer it by this id: POST …/resume/ {\"answers\": {id: …}}"),
+        "prompt": serializers.CharField(),
+        "schema": serializers.JSONField(allow_null=True, help_text="JSON Schema the answer must meet; null: any"),
+    },
+    "workflow_resumed": {
+        "answered": serializers.ListField(child=serializers.CharField(), help_text="the interrupt ids answered"),
+        "attempt": _count(required=False, help_text="after a crash: the how-manieth time it goes on"),
+        "from_checkpoint": serializers.BooleanField(required=False, help_text="after a crash: false when no "
+                                                    "checkpoint was written yet (it starts again from its input)"),
+    },
+    "workflow_requeued": {"attempt": _count(), "reason": serializers.CharField(help_text="why its worker is "
+                                                                                          "taken for dead")},
     "workflow_completed": WorkflowCompletedData,
     "workflow_failed": WorkflowEndedData,
     "workflow_cancelled": WorkflowEndedData,

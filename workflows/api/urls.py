@@ -3,6 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from workflows.api.chat import ChatView
 from workflows.api.views import (
+    ConversationCheckpointsView,
     DefinitionViewSet,
     ExecutionViewSet,
     ScheduleViewSet,
@@ -17,5 +18,7 @@ router.register("workflows/definitions", DefinitionViewSet, basename="definition
 
 urlpatterns = [
     path("chat/", ChatView.as_view(), name="chat"),
+    path("conversations/<str:pk>/checkpoints/", ConversationCheckpointsView.as_view(),
+         name="conversation-checkpoints"),
     *router.urls,
 ]

@@ -10,6 +10,7 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from chatter_project.api.sse import (
     EventStreamNegotiation,
@@ -27,6 +28,8 @@ from workflows.api.filters import (
     TemplateFilter,
 )
 from workflows.api.serializers import (
+    CheckpointSerializer,
+    ResumeSerializer,
     EXECUTION_EVENT,
     AcceptedRunSerializer,
     DefinitionSerializer,
@@ -57,6 +60,8 @@ from workflows.models import (
 from workflows.realtime import execution_feed
 from workflows.selectors import (
     definition_list,
+    conversation_checkpoint_list,
+    execution_checkpoint_list,
     execution_event_list,
     execution_list,
     execution_with_trace,
@@ -76,6 +81,7 @@ from workflows.services.runs import (
     execution_run_now,
     execution_start_streamed,
 )
+from workflows.services.waiting import NO_ANSWER, execution_resume
 from workflows.services.schedules import (
     schedule_create,
     schedule_delete,
@@ -140,8 +146,14 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
             owner=request.user, mode=data["mode"], template=data.get("template"),
             definition_id=data.get("definition_id"), graph=data.get("graph"), message=run_input.get("message"),
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
-            config=data.get("config"), api_key=request_api_key(request),
+            config=data.get("config"), api_key=request_api_key(request), from_checkpoint=data.get("from_checkpoint"),
         )
+
+    @extend_schema(responses=CheckpointSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def checkpoints(self, request: Request, pk: str) -> Response:
+        """The run's graph checkpoints, oldest first: each one a place a new run can be forked from."""
+        return Response(CheckpointSerializer(execution_checkpoint_list(execution=self.get_object()), many=True).data)
 
     @extend_schema(responses=ExecutionDetailSerializer)
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -152,6 +164,28 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
     def cancel(self, request: Request, pk: str) -> Response:
         execution = execution_cancel(execution=self.get_object(), actor=request.user)
         return Response(ExecutionSerializer(execution).data)
+
+    @extend_schema(request=ResumeSerializer, responses={
+        200: OpenApiResponse(RunResultSerializer, "sync: the run gone on to its end or to its next question"),
+        202: RUN_RESPONSES[202], (200, "text/event-stream"): RUN_RESPONSES[(200, "text/event-stream")],
+        400: OpenApiResponse(None, "an answer that breaks its question's schema, or an unknown interrupt id: "
+                                   "nothing is written"),
+        409: OpenApiResponse(None, "the run is not waiting for input")})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> HttpResponseBase:
+        """Answer a run that waits for input (status `waiting`) and go on with it, in the mode asked for."""
+        execution = self.get_object()
+        serializer = ResumeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        outcome = execution_resume(execution=execution, actor=request.user, answer=data.get("answer", NO_ANSWER),
+                                   answers=data.get("answers"), mode=data["mode"])
+        if data["mode"] == WorkflowExecution.Mode.STREAM:
+            return sse_response(outcome)
+        if data["mode"] == WorkflowExecution.Mode.BACKGROUND:
+            body = AcceptedRunSerializer(outcome).data
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
+        return Response(_RUN_RESULT.to_representation(outcome))
 
     @extend_schema(responses={
         200: EXECUTION_EVENT,
@@ -304,3 +338,14 @@ class DefinitionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         serializer.is_valid(raise_exception=True)
         definition = definition_from_template(owner=request.user, **serializer.validated_data)
         return Response(DefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationCheckpointsView(APIView):
+    """GET /conversations/<id>/checkpoints/: the graph checkpoints of every run of one of your conversations."""
+
+    @extend_schema(responses=CheckpointSerializer(many=True))
+    def get(self, request: Request, pk: str) -> Response:
+        found = conversation_checkpoint_list(user=request.user, conversation_id=pk)
+        if found is None:
+            raise NotFound("conversation not found")
+        return Response(CheckpointSerializer(found, many=True).data)

@@ -1,8 +1,9 @@
 """Turns a validated Graph into a LangGraph StateGraph and runs it.
 
 Every node is wrapped the same way: checkpoint (cancel, timeout), hooks.node_started, the behaviour,
-hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds; a failed
-node may only go to an error_handler node, else the run fails.
+hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds, unless edges
+marked `parallel` hold: then all of those, run together in one step; a failed node may only go to an
+error_handler node, else the run fails.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ _cache_lock = threading.Lock()
 
 
 def _node_runner(graph: Graph, node: Node):
+    from langgraph.errors import GraphBubbleUp  # called while compiling, when LangGraph is loaded
+
     behaviour = BEHAVIOURS[node.type]
     handled = any(graph.node(edge.target).type == "error_handler" for edge in graph.outgoing(node.id))
 
@@ -39,6 +42,9 @@ def _node_runner(graph: Graph, node: Node):
         ctx.hooks.node_started(node)
         try:
             outcome = behaviour(node, state, ctx, graph)
+        except GraphBubbleUp:  # interrupt(): the node waits for an answer, and runs again when it comes
+            ctx.hooks.node_paused(node)
+            raise
         except (LimitExceeded, RunCancelled) as exc:
             ctx.hooks.node_finished(node, status="failed", output={}, error=str(exc))
             raise
@@ -69,13 +75,21 @@ def _router(graph: Graph, node: Node):
             return state["retry_target"]
         context = condition_context(graph, state, ctx)
         result = (state.get("conditions") or {}).get(node.id)
+        first, together = None, []
         for edge in edges:
             if failed and graph.node(edge.target).type != "error_handler":
                 continue
             if edge.branch is not None and edge.branch != ("true" if result else "false"):
                 continue
             if edge.parsed is None or edge.parsed.evaluate(context):
-                return edge.target
+                if not edge.parallel:
+                    first = first or edge.target
+                elif edge.target not in together:
+                    together.append(edge.target)
+        if together:  # parallel branches: every parallel edge that holds, run at once (one LangGraph step)
+            return together
+        if first is not None:
+            return first
         if failed:
             raise NodeFailed(f"node {node.id!r} failed: {errors[-1]['message']}")
         return END
@@ -83,13 +97,13 @@ def _router(graph: Graph, node: Node):
     return route
 
 
-def graph_compile(graph: Graph):
-    """The compiled LangGraph for a graph, cached by its normalized form (compiling costs milliseconds)."""
+def graph_compile(graph: Graph, *, checkpointer=None):
+    """The compiled LangGraph for a graph, cached by its normalized form and saver (compiling costs milliseconds)."""
     # Imported here, not at the top: LangGraph takes most of a second to import, and commands such as
     # `manage.py chat --help` (or the admin) load this module without ever compiling a graph.
     from langgraph.graph import START, StateGraph
 
-    key = json.dumps(graph.as_dict(), sort_keys=True, default=str)
+    key = json.dumps(graph.as_dict(), sort_keys=True, default=str) + f"|{id(checkpointer)}"
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -99,7 +113,7 @@ def graph_compile(graph: Graph):
         builder.add_node(node.id, _node_runner(graph, node))
         builder.add_conditional_edges(node.id, _router(graph, node))
     builder.add_edge(START, graph.entry)
-    compiled = builder.compile()
+    compiled = builder.compile(checkpointer=checkpointer)
     with _cache_lock:
         _cache[key] = compiled
         while len(_cache) > _CACHE_SIZE:
@@ -108,19 +122,28 @@ def graph_compile(graph: Graph):
 
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
-              messages: list[dict] | None = None) -> dict:
-    """Run the graph to its end; returns the final state. Raises RunError subclasses when the run ends early.
-    `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`."""
+              messages: list[dict] | None = None, checkpointer=None, thread_id: str | None = None,
+              resume: dict | None = None, from_checkpoint: bool = False) -> dict:
+    """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
+    LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
+    `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`.
+    With a `checkpointer` (a LangGraph saver), each step's state is saved under `thread_id` before the next
+    step starts; `resume` (interrupt id → answer) continues a paused run from its last checkpoint, and
+    `from_checkpoint` a run whose process died."""
     from langgraph.errors import GraphRecursionError
+    from langgraph.types import Command
 
     state: RunState = {
         "messages": convert_to_messages(messages) if messages else [HumanMessage(message)] if message else [],
         "variables": dict(variables or {}),
         "errors": [],
     }
+    configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
     try:
-        return graph_compile(graph).invoke(
-            state, config={"configurable": {"chatter": ctx}, "recursion_limit": MAX_STEPS}
+        return graph_compile(graph, checkpointer=checkpointer).invoke(
+            Command(resume=resume) if resume is not None else None if from_checkpoint else state,
+            config={"configurable": configurable, "recursion_limit": MAX_STEPS},
+            **({"durability": "sync"} if checkpointer is not None else {}),
         )
     except GraphRecursionError:
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)

@@ -54,6 +54,7 @@ class Edge:
     branch: str | None = None  # "true" | "false": taken only when the source conditional node's result matches
     parsed: Condition | None = None
     id: str | None = None  # a client-side edge id, kept for round-trips
+    parallel: bool = False  # taken with every other parallel edge of its source that holds, at once
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Graph:
             item = {"source": edge.source, "target": edge.target}
             optional = {"id": edge.id, "condition": edge.condition, "branch": edge.branch}
             item.update({key: value for key, value in optional.items() if value is not None})
+            if edge.parallel:
+                item["parallel"] = True
             edges.append(item)
         return {"nodes": nodes, "edges": edges}
 
@@ -190,6 +193,7 @@ def _read_edge(index: int, item: Any, known: KnownNodes, errors: list[dict]) -> 
         branch=given.branch,
         parsed=parsed,
         id=given.id,
+        parallel=given.parallel,
     )
 
 

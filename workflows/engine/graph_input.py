@@ -112,6 +112,7 @@ class EdgeInput(BaseModel):
     id: str | None = None  # a client-side edge id, kept for round-trips
     condition: ConditionText | None = None
     branch: Literal["true", "false"] | None = None
+    parallel: bool = False  # taken together with the source's other parallel edges that hold (SPEC §3 routing)
 
     @field_validator("branch")
     @classmethod

@@ -141,6 +141,27 @@ class PythonGraphConfig(NodeConfig):
     graph: Annotated[str, AfterValidator(_registered_graph)] = Field(min_length=1, max_length=100)
 
 
+def _json_schema(value: dict) -> dict:
+    from jsonschema import Draft202012Validator, SchemaError
+
+    _within_depth(value)
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        raise custom_error("bad_schema", f"is not a JSON Schema: {exc.message}") from None
+    return value
+
+
+class HumanInputConfig(NodeConfig):
+    """Ask a person and wait (LangGraph's interrupt): the run pauses `waiting` until its answer comes."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    answer_schema: Annotated[dict, AfterValidator(_json_schema)] | None = Field(default=None, alias="schema")
+    timeout_s: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)  # absent: it waits until answered
+    on_timeout: Literal["fail", "cancel"] = "fail"
+    variable: str | None = Field(default=None, min_length=1, max_length=100)  # where the answer goes (node id)
+
+
 NODE_TYPES: dict[str, type[NodeConfig]] = {
     "start": NoConfig,
     "end": NoConfig,
@@ -154,13 +175,15 @@ NODE_TYPES: dict[str, type[NodeConfig]] = {
     "error_handler": ErrorHandlerConfig,
     "delay": DelayConfig,
     "python_graph": PythonGraphConfig,
+    "human_input": HumanInputConfig,
 }
 
 
 def config_as_dict(config: NodeConfig) -> dict[str, Any]:
     """The given keys and the defaults that have a value (a key defaulting to None is left to the run config)."""
+    given = {type(config).model_fields[name].alias or name for name in config.model_fields_set}
     return {
         key: value
-        for key, value in config.model_dump().items()
-        if key in config.model_fields_set or value is not None
+        for key, value in config.model_dump(by_alias=True).items()
+        if key in given or value is not None
     }

@@ -26,15 +26,20 @@ MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
 
 
+def _merged(old: dict | None, new: dict | None) -> dict:
+    """A node returns the whole dict it changed; nodes of parallel branches (one step) each return theirs."""
+    return {**(old or {}), **(new or {})}
+
+
 class RunState(TypedDict, total=False):
     messages: Annotated[list[BaseMessage], operator.add]  # this run's messages: input, AI replies, tool results
     history: list[BaseMessage]  # earlier conversation loaded by a memory node
     documents: list[dict]  # context found by a retrieval node
-    variables: dict[str, Any]
-    conditions: dict[str, bool]  # conditional node id -> last result
-    loops: dict[str, int]  # node id -> passes so far (loop and delay nodes)
+    variables: Annotated[dict[str, Any], _merged]
+    conditions: Annotated[dict[str, bool], _merged]  # conditional node id -> last result
+    loops: Annotated[dict[str, int], _merged]  # node id -> passes so far (loop and delay nodes)
     errors: list[dict]  # unhandled node failures, routed to error_handler nodes
-    retries: dict[str, int]
+    retries: Annotated[dict[str, int], _merged]
     retry_target: str | None
 
 
@@ -255,6 +260,21 @@ def delay(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     return Outcome(update={"loops": loops}, output={"slept_ms": int(duration)})
 
 
+def human_input(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    """Ask a person (LangGraph's interrupt: the run pauses, its state in its checkpoints); the node runs again from
+    its start when the run resumes, and the answer is what interrupt() then returns. The answer goes to the
+    variable (the node's id unless `variable` names one) and, when it is text, into the messages."""
+    from langgraph.types import interrupt
+
+    cfg = node.config
+    answer = interrupt({"node_id": node.id, "prompt": cfg["prompt"], "schema": cfg.get("schema"),
+                        "timeout_s": cfg.get("timeout_s"), "on_timeout": cfg["on_timeout"]})
+    update: dict = {"variables": {**(state.get("variables") or {}), cfg.get("variable") or node.id: answer}}
+    if isinstance(answer, str):
+        update["messages"] = [HumanMessage(answer)]
+    return Outcome(update=update, output={"answer": answer})
+
+
 Behaviour = Callable[[Node, RunState, RunContext, Graph], Outcome]
 def python_graph(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     """A registered Python graph (CHATTER_GRAPHS) run on the turn (with the conversation's recent history when
@@ -281,4 +301,5 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "error_handler": error_handler,
     "delay": delay,
     "python_graph": python_graph,
+    "human_input": human_input,
 }

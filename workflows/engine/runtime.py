@@ -5,6 +5,7 @@ services implement it with rows and events; a bare run (benchmarks) uses `NullHo
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -71,6 +72,7 @@ class RunHooks(Protocol):
     def node_started(self, node: Node) -> None: ...
     def model_call_started(self, node: Node, call: CallStarted) -> None: ...
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None: ...
+    def node_paused(self, node: Node) -> None: ...  # it waits for input (human_input), and runs again on resume
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None: ...
@@ -88,6 +90,7 @@ class NullHooks:
     def node_started(self, node): pass
     def model_call_started(self, node, call): pass
     def node_finished(self, node, **kwargs): pass
+    def node_paused(self, node): pass
     def llm_called(self, node, call): pass
     def tool_called(self, node, **kwargs): pass
     def token(self, node, text): pass
@@ -108,6 +111,8 @@ class RunContext:
     tool_calls: int = 0
     # Text streamed by the model call in progress: the partial reply kept when a run ends early.
     partial_text: str = ""
+    # Parallel branches run on LangGraph's threads: the run's counters change one at a time.
+    counting: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # --- limits and cancellation: checked at every node and token boundary ---------------------------
     def checkpoint(self) -> None:
@@ -133,9 +138,11 @@ class RunContext:
         return self.config["max_tool_calls"] - self.tool_calls
 
     def claim_tool_calls(self, count: int, *, node_limit: int) -> None:
-        if self.tool_calls + count > min(self.config["max_tool_calls"], node_limit):
-            self._exceed("max_tool_calls", min(self.config["max_tool_calls"], node_limit))
-        self.tool_calls += count
+        with self.counting:
+            if self.tool_calls + count <= min(self.config["max_tool_calls"], node_limit):
+                self.tool_calls += count
+                return
+        self._exceed("max_tool_calls", min(self.config["max_tool_calls"], node_limit))
 
     # --- the one LLM call path ------------------------------------------------------------------------
     def call_model(self, node: Node, prompt: Sequence[BaseMessage], *, tools: Sequence[str] = ()) -> AIMessage:
@@ -218,11 +225,13 @@ class RunContext:
         # llama.cpp server its model file's path), as recompute_costs re-prices it.
         usage = priced(usage, self.hooks.price(provider, requested_model))
         call = LLMCall(provider, reported_model, requested_model, usage, int((time.monotonic() - started) * 1000))
-        self.usage += usage
-        self.llm_calls += 1
+        with self.counting:
+            self.usage += usage
+            self.llm_calls += 1
+            total_tokens = self.usage.total_tokens
         self.hooks.llm_called(node, call)
         limit = self.config["max_total_tokens"]
-        if limit is not None and self.usage.total_tokens > limit:
+        if limit is not None and total_tokens > limit:
             self._exceed("max_total_tokens", limit)
 
 

@@ -1,5 +1,5 @@
-"""Recovery and retention: the sweep that ends runs whose worker died or that ran past their timeout (I4), and
-the pruning of old event logs."""
+"""Recovery and retention: the sweep that queues again (to go on from its last checkpoint) or ends runs whose
+worker died, and ends runs that ran past their timeout (I4); the pruning of old event logs and checkpoints."""
 from __future__ import annotations
 
 import logging
@@ -10,11 +10,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatter_project.errors import InvalidInput
+from chatter_project.rows import row_update
 from workflows.engine.runtime import RunInterrupted
-from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.heartbeat import HEARTBEAT_S
+from workflows.recorder import ExecutionRecorder
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
+from workflows.services.waiting import executions_waiting_expire
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -32,6 +35,7 @@ SWEEP_GRACE_S = 10
 REQUEUE_AFTER_S = 30
 QUEUED_MODES = (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED)
 TASK_NAME_PREFIX = "execution-"  # workflows.services.runs.execution_enqueue names each task so
+WORKER_STOPPED = "its worker stopped"
 
 
 def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
@@ -47,7 +51,7 @@ def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
         return f"it ran past its timeout ({timeout_s} s)"
     beat = execution.heartbeat_at or started
     if beat + timedelta(seconds=HEARTBEAT_LOST_S) < now:
-        return f"its worker stopped (no heartbeat for {int((now - beat).total_seconds())} s)"
+        return f"{WORKER_STOPPED} (no heartbeat for {int((now - beat).total_seconds())} s)"
     return None
 
 
@@ -60,9 +64,35 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
                                      error=RunInterrupted(f"the run was interrupted: {reason}"))
 
 
+def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecution | None:
+    """A running run whose worker died goes back to `pending` and to the queue, to go on from its last checkpoint
+    (workflows.runner, after_crash): nodes left running fail as for an ending (the call in flight recorded from
+    what its node row and heartbeat hold, I5), with a `workflow_requeued` event, in one transaction. LLM calls
+    already recorded are not made again; a node that runs again makes new ones, recorded as such. None when the
+    run was no longer running."""
+    with transaction.atomic():
+        locked = WorkflowExecution.objects.select_for_update().select_related("owner").filter(
+            pk=execution_id, status=Status.RUNNING).first()
+        if locked is None:
+            return None
+        attempt = locked.resume_attempts + 1
+        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.nodes_interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
+        recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
+        recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
+        row_update(WorkflowExecution, where={"id": locked.pk, "status": Status.RUNNING}, values={
+            "status": Status.PENDING, "resume_attempts": attempt, "stream_progress": {}, "heartbeat_at": None},
+            added=recorder.counters_added())
+        recorder.write_held()
+        transaction.on_commit(lambda: execution_enqueue(execution_id=locked.pk))
+    locked.status, locked.resume_attempts = Status.PENDING, attempt
+    return locked
+
+
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
-        "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at")
+        "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at",
+                           "resume_attempts")
 
 
 def _requeue_after(execution: WorkflowExecution) -> timedelta:
@@ -125,8 +155,11 @@ def execution_overdue_count(*, now: datetime | None = None) -> int:
 
 def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
-    every running run whose process stopped beating (its worker died), ends `failed` / `interrupted`.
-    Returns the runs it ended; one that cannot be ended now is logged and left for the next sweep.
+    every running run whose process stopped beating (its worker died) after CHATTER_RESUME_ATTEMPTS re-queues,
+    ends `failed` / `interrupted`; before those are used up, such a run is queued again to go on from its last
+    checkpoint (execution_requeue_after_crash). Unanswered questions past their timeout end too
+    (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is logged and left
+    for the next sweep.
     Before that, a pending background or scheduled run whose task was lost with a dead worker is queued again
     (executions_requeue_lost), well before its timeout would end it."""
     now = now or timezone.now()
@@ -134,9 +167,19 @@ def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     runs = list(_runs_in_progress())
     executions_requeue_lost(runs=[execution for execution in runs if _sweep_reason(execution, now=now) is None],
                             now=now)
+    ended += executions_waiting_expire(now=now)  # unanswered questions past their timeout_s
     for execution in runs:
         reason = _sweep_reason(execution, now=now)
         if reason is None:
+            continue
+        if (execution.status == Status.RUNNING and reason.startswith(WORKER_STOPPED)
+                and execution.resume_attempts < settings.CHATTER_RESUME_ATTEMPTS):
+            try:
+                if execution_requeue_after_crash(execution_id=execution.pk, reason=reason) is not None:
+                    logger.warning("execution %s queued again to go on from its last checkpoint: %s",
+                                   execution.pk, reason)
+            except Exception:  # noqa: BLE001 - e.g. the queue refused it (execution_enqueue ended it failed)
+                logger.exception("the sweep could not queue execution %s again", execution.pk)
             continue
         try:
             interrupted = execution_interrupt(execution=execution, reason=reason)
@@ -154,15 +197,17 @@ def events_prune(*, older_than_days: int | None = None, batch_size: int = 1000,
     """Delete the persisted event logs of runs that finished more than `older_than_days` ago (default
     CHATTER_EVENT_RETENTION_DAYS), `batch_size` rows per transaction. A log goes whole (the runs kept have
     gapless logs, I6); running runs are never touched; totals, nodes, messages, the LLM call ledger and
-    every aggregate stay as they are. Returns the number of events deleted."""
+    every aggregate stay as they are; their graph checkpoints go too. Returns the number of events deleted."""
     days = settings.CHATTER_EVENT_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 0 or batch_size < 1:
         raise InvalidInput("older_than_days must be >= 0 and batch_size >= 1")
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    expired = ExecutionEvent.objects.filter(
-        execution__status__in=WorkflowExecution.TERMINAL, execution__completed_at__lt=cutoff)
+    ended_before = {"execution__status__in": WorkflowExecution.TERMINAL, "execution__completed_at__lt": cutoff}
     deleted = 0
-    while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
-        with transaction.atomic():
-            deleted += ExecutionEvent.objects.filter(pk__in=batch).delete()[0]
+    for model in (ExecutionEvent, Checkpoint):  # its checkpoints with its log: past retention, no fork
+        expired = model.objects.filter(**ended_before)
+        while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+            with transaction.atomic():
+                removed = model.objects.filter(pk__in=batch).delete()[0]
+                deleted += removed if model is ExecutionEvent else 0
     return deleted

@@ -35,9 +35,9 @@ from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
 from workflows.engine.usage import estimate_prompt_tokens
-from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowTemplate
+from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call
-from workflows.realtime import execution_feed, execution_subscribe, feed_blocking
+from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.templates import is_uuid, visible_template
@@ -92,16 +92,20 @@ class RunPlan:
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
     messages: list | None = None  # the gateway's input messages (OpenAI-shaped), instead of `message` alone
     api_key: object = None  # the ApiToken the request authenticated with
+    forked_from: WorkflowExecution | None = None
+    from_checkpoint: str = ""
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
              graph: dict | None = None, message: str | None = None, variables: dict | None = None,
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
              correlation_id: str = "", api_key=None, gateway: bool = False,
-             messages: list | None = None) -> RunPlan:
+             messages: list | None = None, from_checkpoint: str | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
     of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
-    message's text, is what a conversation it is appended to keeps)."""
+    message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel)."""
+    if from_checkpoint is not None:
+        return fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint)
     if chat and not template and not definition_id and graph is None:
         template = "universal_chat"
     if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
@@ -157,6 +161,25 @@ def _owner_lock_and_budgets(plan: RunPlan) -> list:
     return sorted(budgets, key=lambda budget: str(budget.pk))  # one order for every run's locks
 
 
+def fork_plan(*, owner, mode: str, checkpoint_id: str) -> RunPlan:
+    """Time travel: a new run of a past run's graph that goes on from one of its checkpoints (workflows.runner
+    copies it into the new run's own thread), linked to it, with accounting of its own; outside any conversation,
+    so the original run and its conversation stay as they are. Another user's checkpoint is a 404."""
+    if mode not in Mode.values:
+        raise InvalidInput(f"unknown mode {mode!r}")
+    row = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_id=str(checkpoint_id)[:64],
+                                    execution__owner=owner).select_related("execution__template",
+                                                                           "execution__definition").first()
+    if row is None:
+        raise NotFound("checkpoint not found")
+    parent = row.execution
+    graph = parse_graph(parent.graph)
+    return RunPlan(owner=owner, mode=mode, workflow_type=parent.workflow_type, graph=graph, config=parent.config,
+                   message=parent.input_data.get("message"), variables=parent.input_data.get("variables") or {},
+                   template=parent.template, definition=parent.definition,
+                   prices=models_check(graph, parent.config), forked_from=parent, from_checkpoint=row.checkpoint_id)
+
+
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
     """INSERT the run only while its owner has fewer than CHATTER_MAX_CONCURRENT_RUNS pending or running: one
     statement (after _owner_lock_and_budgets)."""
@@ -189,6 +212,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     **({"messages": plan.messages} if plan.messages else {})},
         api_key=plan.api_key,
         correlation_id=plan.correlation_id or uuid.uuid4().hex,
+        forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
     user_message = None
@@ -267,7 +291,7 @@ def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterato
         subscription.close()
         raise
     runner.submit(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
-    return execution, execution_feed(execution.pk, subscription=subscription)
+    return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
 
 
 def execution_enqueue(*, execution_id) -> None:
@@ -305,7 +329,8 @@ def execution_run(*, execution_id) -> WorkflowExecution:
     claimed, execution, user_message = _pending_claim(execution_id)
     if not claimed:
         return WorkflowExecution.objects.get(pk=execution_id)
-    return runner.run(execution, user_message=user_message)
+    # A run the sweep queued again after its worker died goes on from its last checkpoint.
+    return runner.run(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:
@@ -314,7 +339,7 @@ def execution_stream(*, execution_id) -> Iterator[dict]:
     subscription = execution_subscribe(execution_id, remote=False)
     claimed, execution, user_message = _pending_claim(execution_id)
     if claimed:
-        runner.submit(execution, user_message=user_message)
+        runner.submit(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
     else:
         subscription.close()
     yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
@@ -326,9 +351,10 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
         raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
     audit_record(action="execution.cancel_requested", actor=actor, target=execution,
                  correlation_id=execution.correlation_id, data={"status": execution.status})
-    if execution.status == Status.PENDING:
-        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled("cancelled before it started"),
-                                       from_statuses=(Status.PENDING,))
+    if execution.status in (Status.PENDING, Status.WAITING):  # no process runs it: it ends here
+        reason = "cancelled before it started" if execution.status == Status.PENDING else "cancelled while waiting"
+        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled(reason),
+                                       from_statuses=(execution.status,))
         if ended is not None:
             return ended
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)

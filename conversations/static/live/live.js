@@ -16,7 +16,8 @@
     runList: $("run-list"), refresh: $("runs-refresh"), form: $("chat-form"), error: $("error"),
     runId: $("run-id"), status: $("run-status"), note: $("run-note"), nodes: $("node-list"), text: $("run-text"),
     prompt: $("prompt-tokens"), completion: $("completion-tokens"), total: $("total-tokens"), cost: $("cost"),
-    counters: $("counters"), question: $("run-question"),
+    counters: $("counters"), question: $("run-question"), answerForm: $("answer-form"),
+    answerPrompt: $("answer-prompt"),
   };
   const continueLabel = ui.form.querySelector(".continue");
   let current = null; // the Run on screen
@@ -143,6 +144,7 @@
       this.outputPrice = 0n; // units of 1e-8 dollars per million output tokens, for the estimate
       this.model = null;
       this.question = null;
+      this.asking = new Map(); // interrupt id → its input_required data: questions the run waits on
       this.nodes = new Map(); // node run index → its line
       this.text = "";
       this.textBreak = false;
@@ -173,6 +175,10 @@
       ui.counters.title = streamed > 0 ? "estimated while the model streams; exact once its usage arrives" : "";
       ui.question.textContent = this.question || "";
       ui.question.hidden = !this.question;
+      const asked = this.terminal ? null : this.asking.values().next().value;
+      ui.answerForm.hidden = !asked;
+      ui.answerPrompt.textContent = asked ? asked.prompt : "";
+      ui.answerForm.dataset.interruptId = asked ? asked.interrupt_id : "";
       continueLabel.hidden = !this.conversationId;
       for (const item of ui.runList.querySelectorAll("[data-execution-id]")) {
         item.classList.toggle("selected", item.dataset.executionId === this.id);
@@ -244,6 +250,14 @@
           break;
         case "limit_exceeded":
           this.setNote(`limit exceeded: ${data.limit} (${data.value})`);
+          break;
+        case "input_required":
+          this.asking.set(data.interrupt_id, data);
+          this.setStatus("waiting");
+          break;
+        case "workflow_resumed":
+          for (const id of data.answered || []) this.asking.delete(id);
+          this.setStatus("running");
           break;
         default:
           if (TERMINAL.has(envelope.event)) this.finish(envelope.event, data);
@@ -512,6 +526,42 @@
     const run = new Run(null);
     run.question = message;
     show(run, "starting").streamChat(body, () => { fields.message.value = ""; });
+  });
+
+  /** Answer the question the run on screen waits on (POST …/resume/); the run goes on on the server and the
+   * page follows it over the websocket it already watches. A refused answer (400) is shown; the box stays. */
+  ui.answerForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const run = current;
+    const interruptId = ui.answerForm.dataset.interruptId;
+    if (!run || !run.id || !interruptId) return;
+    const asked = run.asking.get(interruptId) || {};
+    const text = ui.answerForm.elements.answer.value;
+    let answer = text;
+    if (asked.schema && asked.schema.type !== "string") {
+      try { answer = JSON.parse(text); } catch (e) { answer = text; } // the server says what is wrong with it
+    }
+    showError("");
+    let response;
+    try {
+      response = await fetch(`/api/v1/executions/${encodeURIComponent(run.id)}/resume/`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "text/event-stream" },
+        body: JSON.stringify({ answers: { [interruptId]: answer }, mode: "stream" }),
+      });
+    } catch (e) {
+      showError(`Could not reach the server: ${e.message}`);
+      return;
+    }
+    if (!response.ok) {
+      showError(await errorMessage(response));
+      return;
+    }
+    if (response.body) response.body.cancel(); // the websocket already follows the run
+    ui.answerForm.elements.answer.value = "";
+    run.asking.delete(interruptId);
+    run.render();
   });
 
   ui.form.elements.message.addEventListener("keydown", (event) => {

@@ -2,8 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from chatter_project.errors import ChatterError
-from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_completed
-from workflows.realtime import feed_blocking
+from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_completed, follow_run
 from workflows.services.runs import execution_start_streamed
 
 # The offline `local` model answers at once (CHATTER_LOCAL_TOKEN_DELAY_MS, 0 by default); in a terminal its reply
@@ -13,7 +12,8 @@ TERMINAL_TOKEN_DELAY_MS = 25
 
 
 class Command(BaseCommand):
-    help = "One chat turn: streams the reply to the terminal and ends with its tokens and cost."
+    help = ("One chat turn: streams the reply to the terminal and ends with its tokens and cost; a question the "
+            "run asks (a human_input node) is asked here.")
 
     def add_arguments(self, parser):
         parser.add_argument("text")
@@ -36,8 +36,7 @@ class Command(BaseCommand):
         paced = (execution.provider == "local" and not settings.CHATTER_LOCAL_TOKEN_DELAY_MS
                  and self.stdout.isatty())
         printer = EventPrinter(self.stdout, nodes=False, token_pause_s=TERMINAL_TOKEN_DELAY_MS / 1000 if paced else 0)
-        for envelope in feed_blocking(feed):
-            printer(envelope)
+        follow_run(execution, feed, printer, ask=input, out=self.stdout)  # a question asked here, answered here
         execution.refresh_from_db()
         self.stdout.write(printer.summary(execution))
         self.stdout.write(f"conversation {execution.conversation_id}")

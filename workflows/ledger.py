@@ -1,0 +1,106 @@
+"""What a run's rows already hold, read back by its recorder (workflows.recorder.ExecutionRecorder): for a run
+ended from its ledger (the recovery sweep, a run whose own ending failed) and for a run that goes on in another
+process (a paused run answered, workflows.services.waiting)."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from conversations.models import Message
+from workflows.engine.runtime import LLMCall as Call
+from workflows.engine.usage import Usage, priced, usage_cut_short
+from workflows.models import LLMCall, NodeExecution, ToolCall
+
+USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
+
+
+class RecordedSoFar:
+    """Mixed into ExecutionRecorder, whose state it reads and sets (execution, index, node rows, calls, usage)."""
+
+    execution: object
+    index: int
+    _paused: dict[str, tuple[int, datetime]]
+
+    def resumed(self) -> tuple[Usage, int]:
+        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
+        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
+        for pk, index, node_id, started_at, status, output in NodeExecution.objects.filter(
+                execution=self.execution).values_list("pk", "index", "node_id", "started_at", "status", "output"):
+            self.index = max(self.index, index)
+            if status == NodeExecution.Status.RUNNING and (output or {}).get("waiting_for_input"):
+                self._node_pks[index] = pk
+                self._paused[node_id] = (index, started_at)
+        self.user_message = Message.objects.filter(execution_id=self.execution.pk, role=Message.Role.USER).first()
+        usage, count, _ = self.recorded_so_far()
+        return usage, count
+
+    def nodes_interrupted(self, *, error: str) -> None:
+        """Nodes left running fail with `error`, with the counters their ledger rows add up to; a model call a node
+        was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction, before the
+        terminal event."""
+        now = timezone.now()
+        for row in NodeExecution.objects.filter(execution=self.execution, status=NodeExecution.Status.RUNNING):
+            duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
+            self.call_in_flight_recorded(row, duration_ms=duration_ms)
+            sums = LLMCall.objects.filter(node_execution=row).aggregate(
+                llm_calls=Count("id"), **{name: Sum(name) for name in USAGE_SUMS})
+            counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
+                        "cost": sums["cost"] or Decimal("0")}
+            # Tool calls name their node, not its pass: this pass's are those since it started.
+            counters["tool_calls"] = ToolCall.objects.filter(
+                execution=self.execution, node_id=row.node_id, created_at__gte=row.started_at).count()
+            NodeExecution.objects.filter(pk=row.pk).update(
+                status=NodeExecution.Status.FAILED, completed_at=now, duration_ms=duration_ms, error_message=error,
+                **counters)
+            self._emit_node_finished(node_id=row.node_id, node_type=row.node_type, index=row.index, status="failed",
+                                     duration_ms=duration_ms, total_tokens=counters["total_tokens"],
+                                     cost=counters["cost"], error=error)
+
+    def call_in_flight_recorded(self, row: NodeExecution, *, duration_ms: int) -> None:
+        """The model call a node row says it was waiting on when its process died becomes an LLMCall: the prompt
+        estimated as the call started and what the heartbeat last carried of its stream, estimated and flagged,
+        priced like any call by the model it asked for."""
+        in_flight = (row.output or {}).get("call_in_flight") if isinstance(row.output, dict) else None
+        if not in_flight:
+            return
+        progress = self.execution.stream_progress or {}
+        streamed = progress if progress.get("call") == in_flight["call"] else {}
+        usage = usage_cut_short(prompt_tokens=in_flight["prompt_tokens"], streamed=streamed)
+        usage = priced(usage, self.price(in_flight["provider"], in_flight["model"]))
+        LLMCall.objects.create(
+            execution_id=self.execution.pk, node_execution=row, provider=in_flight["provider"],
+            model=in_flight["model"], requested_model=in_flight["model"], unpriced=usage.unpriced,
+            **usage.token_fields(), cost=usage.cost, estimated=True, usage_raw={}, duration_ms=duration_ms,
+            created_at=timezone.now())
+        for name, value in {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}.items():
+            self._added[name] += value  # the execution's counters move with the ending's UPDATE
+        self._streamed_text = streamed.get("text") or ""
+
+    def recorded_so_far(self) -> tuple[Usage, int, str]:
+        """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the last
+        text a model node produced (its output summary): all a sweep can know of a dead run."""
+        usage, count = Usage(), 0
+        self.calls = []
+        for row in LLMCall.objects.filter(execution=self.execution).order_by("id"):
+            call = Usage(
+                prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+                cached_prompt_tokens=row.cached_prompt_tokens, reasoning_tokens=row.reasoning_tokens,
+                cost=row.cost, estimated=row.estimated, provider_cost=row.provider_cost, unpriced=row.unpriced,
+                raw=row.usage_raw,
+            )
+            usage += call
+            self.last_call = Call(row.provider, row.model, row.requested_model, call, row.duration_ms)
+            self.calls.append(self.last_call)
+            count += 1
+        self.tool_calls = ToolCall.objects.filter(execution=self.execution).count()
+        output = NodeExecution.objects.filter(
+            execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,
+        ).order_by("-index").values_list("output", flat=True).first()
+        text = output.get("content", "") if isinstance(output, dict) else ""
+        if self._streamed_text:  # the call in flight came after every completed one: its partial reply is the last
+            text = self._streamed_text
+        return usage, count, text if isinstance(text, str) else ""
+

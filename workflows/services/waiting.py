@@ -1,0 +1,117 @@
+"""Runs that wait for a person (a `human_input` node, SPEC §3): answering them, and ending those left unanswered.
+
+A waiting run holds nothing but rows: its questions (`output_data.input_required`, each with its LangGraph
+interrupt id) and its graph's checkpoints. An answer is checked against its question's JSON Schema before anything
+is written; then the run is claimed back to `running` (one answer wins) and goes on from its last checkpoint in
+the mode asked for, in whichever process got the answer (workflows.runner)."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from audit.services import audit_record
+from chatter_project.errors import Conflict, InvalidInput, RunCancelled, RunError
+from workflows import runner
+from workflows.models import WorkflowExecution
+from workflows.realtime import execution_feed, execution_subscribe, feed_until_paused
+
+Status = WorkflowExecution.Status
+Mode = WorkflowExecution.Mode
+NO_ANSWER = object()
+
+
+def answers_check(*, execution: WorkflowExecution, answer: Any = NO_ANSWER, answers: dict | None = None) -> dict:
+    """The answers by interrupt id, each valid against its question's schema; else InvalidInput (a 400)."""
+    from jsonschema import Draft202012Validator
+
+    if execution.status != Status.WAITING:
+        raise Conflict(f"the run is {execution.status}, not waiting for input", code="not_waiting")
+    questions = {q["interrupt_id"]: q for q in (execution.output_data or {}).get("input_required") or []}
+    if (answer is NO_ANSWER) == (answers is None):
+        raise InvalidInput("give exactly one of answer, answers")
+    if answers is None:
+        if len(questions) != 1:
+            raise InvalidInput(f"{len(questions)} questions wait: answer them by interrupt id with `answers`",
+                               details=[{"path": "answers", "code": "required", "message": "answers are required"}])
+        answers, where = {next(iter(questions)): answer}, {next(iter(questions)): "answer"}
+    else:
+        where = {interrupt_id: f"answers.{interrupt_id}" for interrupt_id in answers}
+    errors = [{"path": where[interrupt_id], "code": "unknown_interrupt", "message": "no question waits with this id"}
+              for interrupt_id in answers if interrupt_id not in questions]
+    for interrupt_id, value in answers.items():
+        schema = questions.get(interrupt_id, {}).get("schema")
+        if schema is not None:
+            errors += [{"path": where[interrupt_id] + "".join(f".{p}" for p in error.absolute_path),
+                        "code": "invalid_answer", "message": error.message}
+                       for error in Draft202012Validator(schema).iter_errors(value)]
+    if errors:
+        raise InvalidInput(f"the answer is not valid: {errors[0]['path']}: {errors[0]['message']}", details=errors)
+    return answers
+
+
+def _claim(*, execution: WorkflowExecution, answers: dict, mode: str, actor) -> WorkflowExecution:
+    """Back to `running` for this answer (one answer wins a race; the other gets a 409)."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.WAITING).update(
+            status=Status.RUNNING, started_at=now, heartbeat_at=now, waiting_until=None)
+        if not claimed:
+            raise Conflict("the run is no longer waiting for input", code="not_waiting")
+        audit_record(action="execution.resumed", actor=actor, target=execution,
+                     correlation_id=execution.correlation_id, data={"answered": sorted(answers), "mode": mode})
+    return WorkflowExecution.objects.select_related("template", "owner").get(pk=execution.pk)
+
+
+def execution_resume(*, execution: WorkflowExecution, actor, answer: Any = NO_ANSWER, answers: dict | None = None,
+                     mode: str = Mode.SYNC) -> WorkflowExecution | AsyncIterator[dict]:
+    """Answer a waiting run and go on with it: sync (here, to its end or next question: returns the run), stream
+    (on the runner's threads: returns its feed) or background (a worker: returns the claimed run). A bad answer
+    raises InvalidInput and writes nothing."""
+    answers = answers_check(execution=execution, answer=answer, answers=answers)
+    if mode not in (Mode.SYNC, Mode.STREAM, Mode.BACKGROUND):
+        raise InvalidInput(f"unknown mode {mode!r}")
+    if mode == Mode.STREAM:
+        subscription = execution_subscribe(execution.pk, remote=False)
+        try:
+            claimed = _claim(execution=execution, answers=answers, mode=mode, actor=actor)
+        except BaseException:
+            subscription.close()
+            raise
+        after = claimed.events.count()
+        runner.submit(claimed, resume=answers)
+        return feed_until_paused(execution_feed(claimed.pk, after=after, subscription=subscription))
+    claimed = _claim(execution=execution, answers=answers, mode=mode, actor=actor)
+    if mode == Mode.BACKGROUND:
+        transaction.on_commit(lambda: async_task("workflows.tasks.execution_resume_task", str(claimed.pk), answers,
+                                                 task_name=f"execution-{claimed.pk}", group="executions"))
+        return claimed
+    return runner.run(claimed, resume=answers)
+
+
+def execution_resume_claimed(*, execution_id, answers: dict) -> WorkflowExecution:
+    """A worker goes on with a run claimed for a background answer (it is `running` with no process yet)."""
+    execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
+    if execution.status != Status.RUNNING:
+        return execution
+    return runner.run(execution, resume=answers)
+
+
+def executions_waiting_expire(*, now=None) -> list[WorkflowExecution]:
+    """Waiting runs whose question went unanswered past its `timeout_s` end as its `on_timeout` says: `fail`
+    (failed / input_timeout) or `cancel` (cancelled). Called by the recovery sweep."""
+    now = now or timezone.now()
+    ended = []
+    for execution in WorkflowExecution.objects.filter(status=Status.WAITING, waiting_until__lte=now).only(
+            "id", "output_data", "waiting_until"):
+        questions = (execution.output_data or {}).get("input_required") or []
+        first = min((q for q in questions if q.get("timeout_s")), key=lambda q: q["timeout_s"], default={})
+        message = f"no answer came within {first.get('timeout_s')} s"
+        error = RunCancelled(message) if first.get("on_timeout") == "cancel" else RunError(
+            message, error_type="input_timeout")
+        done = runner.end_from_ledger(execution_id=execution.pk, error=error, from_statuses=(Status.WAITING,))
+        if done is not None:
+            ended.append(done)
+    return ended
