@@ -25,6 +25,7 @@ from chatter_project.errors import RunCancelled, RunError
 from conversations.models import Message
 from conversations.services import message_save
 from workflows.engine.compile import graph_run
+from workflows.engine.config import checkpoints_every_step
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.runtime import NullHooks, RunContext
@@ -136,7 +137,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=run_input.get("message"),
                           variables=run_input.get("variables"), messages=run_input.get("messages"),
                           checkpointer=checkpointer, thread_id=thread_id, resume=resume,
-                          from_checkpoint=from_checkpoint)
+                          from_checkpoint=from_checkpoint,
+                          every_step=checkpoints_every_step(execution.config, mode=execution.mode))
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept

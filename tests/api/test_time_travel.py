@@ -21,8 +21,9 @@ TWO_CALLS = {
 
 
 def run(api, **extra) -> dict:
-    response = api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello", "variables": {"k": 1}}, **extra},
-                        format="json")
+    """A sync run that saves its state after every step (a sync run's default is at pauses and its end)."""
+    response = api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello", "variables": {"k": 1}},
+                              "config": {"checkpoints": "every_step"}, **extra}, format="json")
     assert response.status_code == 201, response.content
     return response.json()["execution"]
 
@@ -48,6 +49,20 @@ def test_a_runs_checkpoints_are_listed_oldest_first_with_their_node_and_state(ap
     assert after_first["state"]["variables"] == {"k": 1} and after_first["state"]["last_message"]
     assert all(c["execution_id"] == execution["id"] for c in checkpoints)
     assert_error(bob_api.get(f"{URL}{execution['id']}/checkpoints/"), 404, "not_found")
+
+
+def test_a_sync_run_saves_its_state_at_its_end_unless_asked_for_every_step(api):
+    default = api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello"}}, format="json").json()["execution"]
+    stepwise = run(api)
+
+    saved = api.get(f"{URL}{default['id']}/checkpoints/").json()
+    every = api.get(f"{URL}{stepwise['id']}/checkpoints/").json()
+
+    assert len(saved) == 1 and saved[0]["next"] == [] and saved[0]["state"]["messages"] == 3  # the end only
+    assert len(every) > len(saved) and every[-1]["step"] == saved[0]["step"]
+    assert every[-1]["state"]["messages"] == saved[0]["state"]["messages"]
+    assert_error(api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello"},
+                                "config": {"checkpoints": "sometimes"}}, format="json"), 400, "validation_error")
 
 
 def test_a_conversations_checkpoints_are_those_of_its_runs(api, bob_api):

@@ -41,7 +41,7 @@ def test_a_run_leaves_its_graphs_checkpoints_on_its_own_thread(alice):
 
     from workflows.services.runs import execution_run_now
 
-    execution = execution_run_now(owner=alice, chat=True, message="hello")
+    execution = execution_run_now(owner=alice, chat=True, message="hello", config={"checkpoints": "every_step"})
 
     latest = DatabaseSaver().get_tuple({"configurable": {"thread_id": str(execution.pk)}})
     assert latest is not None and latest.metadata["step"] > 0

@@ -144,7 +144,7 @@ def test_a_fork_whose_worker_died_before_it_wrote_a_checkpoint_starts_again_from
     from workflows.selectors import execution_checkpoint_list
     from workflows.services.runs import execution_run_now
 
-    parent = execution_run_now(owner=alice, graph=TWO_CALLS, message="hello")
+    parent = execution_run_now(owner=alice, graph=TWO_CALLS, message="hello", config={"checkpoints": "every_step"})
     after_first = next(c for c in execution_checkpoint_list(execution=parent) if c["nodes"] == ["first"])
     fork = died_while_running(execution_create(owner=alice, from_checkpoint=after_first["checkpoint_id"]))
 

@@ -123,13 +123,13 @@ def graph_compile(graph: Graph, *, checkpointer=None):
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
               messages: list[dict] | None = None, checkpointer=None, thread_id: str | None = None,
-              resume: dict | None = None, from_checkpoint: bool = False) -> dict:
+              resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True) -> dict:
     """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
     LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`.
-    With a `checkpointer` (a LangGraph saver), each step's state is saved under `thread_id` before the next
-    step starts; `resume` (interrupt id → answer) continues a paused run from its last checkpoint, and
-    `from_checkpoint` a run whose process died."""
+    With a `checkpointer` (a LangGraph saver), the state is saved under `thread_id` after each step
+    (`every_step`), else when the run pauses for input and when it ends; `resume` (interrupt id → answer)
+    continues a paused run from its last checkpoint, and `from_checkpoint` a run whose process died."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -143,7 +143,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
         return graph_compile(graph, checkpointer=checkpointer).invoke(
             Command(resume=resume) if resume is not None else None if from_checkpoint else state,
             config={"configurable": configurable, "recursion_limit": MAX_STEPS},
-            **({"durability": "sync"} if checkpointer is not None else {}),
+            **({"durability": "sync" if every_step else "exit"} if checkpointer is not None else {}),
         )
     except GraphRecursionError:
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)

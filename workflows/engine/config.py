@@ -19,6 +19,8 @@ class Key:
     nullable: bool = False
 
 
+CHECKPOINTS = ("every_step", "at_pause")
+
 CONFIG_KEYS: dict[str, Key] = {
     "provider": Key(str),
     "model": Key(str, 1, 255),
@@ -34,6 +36,10 @@ CONFIG_KEYS: dict[str, Key] = {
     "max_documents": Key(int, 1, 50),
     "timeout_s": Key((int, float), 1, 3600),
     "max_total_tokens": Key(int, 1, 10**9, nullable=True),
+    # When the graph's state is saved (LangGraph checkpoints): "every_step", or "at_pause" (when the run waits
+    # for input and when it ends); null: every step for background and scheduled runs, at pauses for sync and
+    # streamed ones, whose person is there (saving every step costs a chat turn a few ms of CPU).
+    "checkpoints": Key(str, nullable=True),
     # Set by the OpenAI-compatible gateway (not in the defaults): the client's own tools (OpenAI function
     # schemas), bound instead of Chatter's and returned to the client as tool calls, never run here; its
     # tool_choice; and the other sampling parameters it passed through (top_p, stop, seed, user, …).
@@ -59,7 +65,14 @@ def config_defaults() -> dict[str, Any]:
         "max_documents": 5,
         "timeout_s": settings.CHATTER_EXECUTION_TIMEOUT_S,
         "max_total_tokens": None,
+        "checkpoints": None,
     }
+
+
+def checkpoints_every_step(config: dict, *, mode: str) -> bool:
+    """Whether a run saves its graph's state after every step (else when it waits for input and when it ends)."""
+    chosen = config.get("checkpoints")
+    return chosen == "every_step" if chosen else mode in ("background", "scheduled")
 
 
 def _error(path: str, code: str, message: str) -> dict:
@@ -84,6 +97,8 @@ def config_errors(layer: Any, *, prefix: str = "config") -> list[dict]:
             errors.append(_error(path, "out_of_range", f"{name} must be {key.low:g}..{key.high:g} characters"))
         elif not isinstance(value, (str, bool, list)) and key.low is not None and not key.low <= value <= key.high:
             errors.append(_error(path, "out_of_range", f"{name} must be between {key.low:g} and {key.high:g}"))
+        elif name == "checkpoints" and value not in CHECKPOINTS:
+            errors.append(_error(path, "invalid_choice", f"checkpoints must be one of {', '.join(CHECKPOINTS)}"))
         elif name == "provider" and value not in PROVIDERS:
             errors.append(_error(path, "invalid_choice", f"provider must be one of {', '.join(PROVIDERS)}"))
         elif name == "allowed_tools":
