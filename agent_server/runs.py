@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from django.db import transaction
+from django.db.models import F
 
 from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
 from agent_server.bodies import RunCreate
@@ -65,6 +66,7 @@ def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
     with transaction.atomic():
         execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
         AgentRun.objects.create(execution=execution, queued=True, **agent_run)
+        Conversation.objects.filter(pk=execution.conversation_id).update(runs_queued=F("runs_queued") + 1)
     queued_run_start_if_idle(conversation_id=execution.conversation_id)
     return execution
 
@@ -83,6 +85,7 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
     with transaction.atomic():
         if not AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
             return  # another process handed it over first
+        Conversation.objects.filter(pk=conversation_id, runs_queued__gt=0).update(runs_queued=F("runs_queued") - 1)
         WorkflowExecution.objects.filter(pk=first.pk, status=Status.PENDING).update(mode=Mode.BACKGROUND)
         execution_id = first.pk
         transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))

@@ -25,6 +25,9 @@ class Conversation(TokenTotals):
     last_sequence = models.PositiveIntegerField(default=0)
     total_cost = models.DecimalField(**MONEY)
     metadata = models.JSONField(default=dict, blank=True)
+    # Runs queued behind the one in progress (LangGraph's multitask_strategy enqueue), handed over as it ends: the
+    # ending run's write returns this row, so a run ends without a read whenever nothing waits behind it.
+    runs_queued = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
