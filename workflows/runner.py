@@ -133,12 +133,14 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         if resume is None and not from_checkpoint:  # a fork starts (again, after a crash) from its parent's
             from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
         recorder.heartbeat_start()
-        run_input = execution.input_data
-        state = graph_run(graph or parse_graph(execution.graph), ctx=ctx, message=run_input.get("message"),
-                          variables=run_input.get("variables"), messages=run_input.get("messages"),
-                          checkpointer=checkpointer, thread_id=thread_id, resume=resume,
-                          from_checkpoint=from_checkpoint,
-                          every_step=checkpoints_every_step(execution.config, mode=execution.mode))
+        run_input, graph = execution.input_data, graph or parse_graph(execution.graph)
+        every_step = checkpoints_every_step(execution.config, mode=execution.mode)
+        # Saved only at pauses: a run that cannot pause, and does not go on from a checkpoint, saves nothing.
+        saves = every_step or graph.can_pause or resume is not None or from_checkpoint
+        state = graph_run(graph, ctx=ctx, message=run_input.get("message"), variables=run_input.get("variables"),
+                          messages=run_input.get("messages"), checkpointer=checkpointer if saves else None,
+                          thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
+                          every_step=every_step)
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept

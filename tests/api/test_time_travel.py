@@ -51,24 +51,22 @@ def test_a_runs_checkpoints_are_listed_oldest_first_with_their_node_and_state(ap
     assert_error(bob_api.get(f"{URL}{execution['id']}/checkpoints/"), 404, "not_found")
 
 
-def test_a_sync_run_saves_its_state_at_its_end_unless_asked_for_every_step(api):
+def test_a_sync_run_that_cannot_pause_saves_no_state_unless_asked_for_every_step(api):
     default = api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello"}}, format="json").json()["execution"]
     stepwise = run(api)
 
-    saved = api.get(f"{URL}{default['id']}/checkpoints/").json()
+    assert api.get(f"{URL}{default['id']}/checkpoints/").json() == []
     every = api.get(f"{URL}{stepwise['id']}/checkpoints/").json()
-
-    assert len(saved) == 1 and saved[0]["next"] == [] and saved[0]["state"]["messages"] == 3  # the end only
-    assert len(every) > len(saved) and every[-1]["step"] == saved[0]["step"]
-    assert every[-1]["state"]["messages"] == saved[0]["state"]["messages"]
+    assert len(every) > 1 and every[-1]["next"] == [] and every[-1]["state"]["messages"] == 3  # to its end
     assert_error(api.post(URL, {"graph": TWO_CALLS, "input": {"message": "hello"},
                                 "config": {"checkpoints": "sometimes"}}, format="json"), 400, "validation_error")
 
 
 def test_a_conversations_checkpoints_are_those_of_its_runs(api, bob_api):
-    first = api.post("/api/v1/chat/", {"message": "hello"}, format="json").json()
+    first = api.post("/api/v1/chat/", {"message": "hello", "checkpoints": "every_step"}, format="json").json()
     conversation = first["conversation"]["id"]
-    second = api.post("/api/v1/chat/", {"message": "again", "conversation_id": conversation}, format="json").json()
+    second = api.post("/api/v1/chat/", {"message": "again", "conversation_id": conversation,
+                                        "checkpoints": "every_step"}, format="json").json()
 
     checkpoints = api.get(f"/api/v1/conversations/{conversation}/checkpoints/").json()
 

@@ -14,13 +14,13 @@ from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import request_api_key
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.api.views import RUN_RESPONSES, run_response
-from workflows.engine.config import config_errors
+from workflows.engine.config import CHECKPOINTS, config_errors
 from workflows.models import WorkflowExecution
 
 # The chat fields that become the run's config (same names as the config keys, SPEC §7).
 CHAT_CONFIG_FIELDS = (
     "provider", "model", "temperature", "max_tokens", "system_prompt", "enable_memory", "memory_window",
-    "enable_tools", "allowed_tools", "max_tool_calls", "enable_retrieval",
+    "enable_tools", "allowed_tools", "max_tool_calls", "enable_retrieval", "checkpoints",
 )
 
 
@@ -56,6 +56,8 @@ class ChatSerializer(StrictSerializer):
                                           validators=[config_key("allowed_tools")])
     max_tool_calls = serializers.IntegerField(required=False, validators=[config_key("max_tool_calls")])
     enable_retrieval = serializers.BooleanField(required=False)
+    checkpoints = serializers.ChoiceField(choices=CHECKPOINTS, required=False, allow_null=True,
+                                          help_text="when the run saves its state; default: at pauses")
     stream = serializers.BooleanField(default=False)
     background = serializers.BooleanField(default=False)
 

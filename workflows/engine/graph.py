@@ -77,6 +77,11 @@ class Graph:
     def node(self, node_id: str) -> Node:
         return self._nodes_by_id[node_id]
 
+    @cached_property
+    def can_pause(self) -> bool:
+        """Whether a run of it may stop to wait for input (a human_input node)."""
+        return any(node.type == "human_input" for node in self.nodes)
+
     def outgoing(self, node_id: str) -> tuple[Edge, ...]:
         """The edges leaving a node, in list order (routing takes the first whose condition holds)."""
         return self._outgoing[node_id]
