@@ -34,7 +34,7 @@ class ConversationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     # Stored aggregates (I1): only the message services change them.
     readonly_fields = ("message_count", *USAGE_FIELDS, "total_cost", "last_message_at", "last_sequence", "created_at",
-                       "updated_at")
+                       "updated_at", "runs_queued")
     inlines = [MessageInline]
 
     def get_readonly_fields(self, request, obj=None):

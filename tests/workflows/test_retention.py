@@ -25,7 +25,8 @@ def days_ago(days: int):
 
 
 def finished(owner, *, days: int, message="What is 12*7?") -> WorkflowExecution:
-    execution = execution_run(execution_id=execution_create(owner=owner, message=message, chat=True).pk)
+    execution = execution_run(execution_id=execution_create(owner=owner, message=message, chat=True,
+                                                            config={"checkpoints": "every_step"}).pk)
     WorkflowExecution.objects.filter(pk=execution.pk).update(completed_at=days_ago(days))
     return execution
 
