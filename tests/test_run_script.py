@@ -24,8 +24,11 @@ def run_script(tmp_path, **env_vars) -> subprocess.Popen:
         "PYTHONUNBUFFERED": "1",
         **env_vars,
     })
+    # SIGINT as a terminal leaves it (default): a suite started in the background (`make test &`) inherits it
+    # ignored, and bash cannot trap a signal ignored when it starts, so Ctrl-C would never reach the script.
     return subprocess.Popen([str(ROOT / "scripts" / "run.sh")], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def lines_until(process: subprocess.Popen, prefix: str, *, timeout_s: float = 300) -> list[str]:
