@@ -38,8 +38,7 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
-from budgets.services import CompletionGuard, budget_top_up, worst_case
-from chatter_project.errors import BudgetExceeded
+from budgets.services import CompletionGuard
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update, rows_insert
 from conversations.models import Message
@@ -49,8 +48,8 @@ from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
 from workflows.events import event_envelope, events_publish, events_record
 from workflows.heartbeat import heartbeat
-from workflows.engine.usage import Usage
 from workflows.ledger import USAGE_SUMS, RecordedSoFar
+from workflows.spending import BudgetHeld
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import price_for_call
 
@@ -109,7 +108,7 @@ class _OpenNode:
     in_flight: dict | None = None  # the model call it waits on (see model_call_started)
 
 
-class ExecutionRecorder(RecordedSoFar):
+class ExecutionRecorder(RecordedSoFar, BudgetHeld):
     def __init__(self, execution: WorkflowExecution, *, fresh: bool = False, prices: dict | None = None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
@@ -339,24 +338,6 @@ class ExecutionRecorder(RecordedSoFar):
         self._wait_ahead()
         if any(hold["hard"] for hold in self.budget_holds):
             self._budget_cover(call)
-
-    def _budget_cover(self, call: CallStarted) -> None:
-        """Before a call waits, the run's reservation must cover its spend so far and this call's worst case: topped
-        up if not (and recorded on the run). No room: the run stops before the call, failed / budget_exceeded."""
-        self._guard = CompletionGuard(call.max_tokens or 0)
-        spent = sum((c.usage for c in self.calls), Usage())
-        worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0,
-                           price=self.price(call.provider, call.requested_model))
-        with transaction.atomic():
-            refused = budget_top_up(holds=self.budget_holds, usd=spent.cost + worst.usd,
-                                    tokens=spent.total_tokens + worst.tokens)
-            WorkflowExecution.objects.filter(pk=self.execution.pk).update(budget_holds=self.budget_holds)
-        if refused is not None:  # (the node's end, next, clears the call it was to make)
-            self._budget_stop(refused["budget"])
-
-    def _budget_stop(self, budget_id: str) -> None:
-        self.limit_exceeded("budget", budget_id)
-        raise BudgetExceeded("budget", budget_id, f"the run reached budget {budget_id}")
 
     def _wait_ahead(self) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database
