@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite twice.
+# `make test`: the whole suite twice, side by side.
 #   1. SQLite, in-memory channel layer (the embedded default);
 #   2. PostgreSQL + Redis, started here on free ports and stopped on exit (also on failure or Ctrl-C).
-# Both phases run even if the first fails; the exit status is non-zero if either failed.
+# Both phases always run to the end; the exit status is non-zero if either failed.
 # A test that needs a real component skips when it is missing; tests/real_components.py lists such skips
 # loudly at the end of each phase, and a phase fails when a component it must have was skipped: the
 # browser (Chromium) in both, PostgreSQL and Redis in the second.
@@ -48,6 +48,10 @@ stop_services() {
 trap stop_services EXIT
 trap 'echo; echo "interrupted"; exit 130' INT
 trap 'exit 143' TERM
+sqlite_pid=""
+stop_sqlite_phase() {
+    [ -z "$sqlite_pid" ] || kill "$sqlite_pid" 2>/dev/null || true
+}
 
 # Services left behind by a run that was killed before its trap could run.
 mkdir -p "$SERVICES_ROOT"
@@ -75,18 +79,17 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 skips_dir=$(mktemp -d)
-trap 'stop_services; rm -rf "$skips_dir"' EXIT
+trap 'stop_sqlite_phase; stop_services; rm -rf "$skips_dir"' EXIT
 
-header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
+# The two phases run side by side (each is mostly one process waiting on servers it started); the SQLite
+# phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
+sqlite_log="$skips_dir/sqlite.log"
 (unset DATABASE_URL REDIS_URL
-    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec "$PYTEST" "$@")
-sqlite_rc=$?
-# Django drops the test database file but not SQLite's WAL sidecars.
-for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
-    [ -e "${sidecar%-*}" ] || rm -f "$sidecar"
-done
+    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec "$PYTEST" "$@") \
+    >"$sqlite_log" 2>&1 &
+sqlite_pid=$!
 
-header "Phase 2/2: pytest on PostgreSQL + Redis"
+header "Phase 2/2: pytest on PostgreSQL + Redis (phase 1, SQLite, runs beside it: its output follows)"
 services_dir=$(mktemp -d "$SERVICES_ROOT/run-XXXXXX")
 echo $$ >"$services_dir/owner.pid"
 if scripts/services.sh start "$services_dir"; then
@@ -100,6 +103,16 @@ else
     postgres_rc=1
 fi
 stop_services
+
+header "Phase 1/2: pytest on SQLite (in-memory channel layer)"
+wait "$sqlite_pid"
+sqlite_rc=$?
+sqlite_pid=""
+cat "$sqlite_log"
+# Django drops the test database file but not SQLite's WAL sidecars.
+for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
+    [ -e "${sidecar%-*}" ] || rm -f "$sidecar"
+done
 
 header "Summary"
 echo "SQLite:              $(result "$sqlite_rc")$(skipped_components "$skips_dir/sqlite")"

@@ -20,7 +20,7 @@ from audit.services import access_denied_windows_close
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HTTP_FLOOD, WEBSOCKET_FLOOD, OTHER_SOURCE_FLOOD = 500, 100, 100
+HTTP_FLOOD, WEBSOCKET_FLOOD, OTHER_SOURCE_FLOOD = 200, 60, 60
 
 
 def refused_handshake(url: str) -> int:
