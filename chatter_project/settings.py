@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels",
     "django_q",
     "chatter_project",
+    "webhooks",
     "conversations",
     "workflows",
     "analytics",

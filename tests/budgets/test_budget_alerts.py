@@ -18,8 +18,9 @@ from django_q.scheduler import scheduler
 from websockets.sync.client import connect
 
 from audit.models import AuditEvent
-from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from budgets.models import Budget, BudgetPeriod
 from chatter_project.tokens import api_token_create
+from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 SECRET = "whsec-test-not-a-real-secret"
@@ -123,8 +124,9 @@ def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_i
     chat(api, "hello")
 
     delivery = WebhookDelivery.objects.get()
+    assert (delivery.subject_type, delivery.event) == ("budget", "budget_threshold")
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, 500)
-    (retry,) = Schedule.objects.filter(func="budgets.tasks.webhook_deliver")
+    (retry,) = Schedule.objects.filter(func="webhooks.tasks.webhook_deliver")
     first_wait = retry.next_run - timezone.now()
     assert timedelta(seconds=25) < first_wait <= timedelta(seconds=30)
 
@@ -132,7 +134,7 @@ def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_i
     scheduler()  # django-q2's scheduler runs what is due (inline: the test settings' sync mode)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("retrying", 2)
-    second = Schedule.objects.filter(func="budgets.tasks.webhook_deliver", next_run__gt=timezone.now()).get()
+    second = Schedule.objects.filter(func="webhooks.tasks.webhook_deliver", next_run__gt=timezone.now()).get()
     assert timedelta(seconds=55) < second.next_run - timezone.now() <= timedelta(seconds=60)  # doubled
 
     Schedule.objects.update(next_run=timezone.now() - timedelta(seconds=1))
