@@ -46,7 +46,7 @@ class StartedRun:
     feed: AsyncIterator[dict] | None = None
 
 
-def _chatter_config(body: RunCreate, system_prompt: str | None) -> dict:
+def chatter_config(body, system_prompt: str | None) -> dict:
     """The run's Chatter config: the `context` (LangGraph's run-time settings) and the Chatter keys of
     `config.configurable` (other configurable keys are LangGraph's own, such as thread_id)."""
     configurable = (body.config or {}).get("configurable") or {}
@@ -113,12 +113,14 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
     refused = body.refused()
     if refused:
-        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints or webhooks)")
+        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints)")
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
-    request = {"owner": owner, "message": message, "config": _chatter_config(body, system_prompt),
+    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
                **run_target(row)}
+    if body.webhook:
+        request["webhook"] = body.webhook  # POSTed the run when it ends: agent_server.webhooks
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     queued = False
@@ -133,6 +135,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                                "multitask strategy.", code="thread_busy")
             if body.multitask_strategy == "rollback":
                 raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
+            if body.after_seconds:
+                raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
             run_plan(**request)  # bad input is refused before the thread's runs are touched
             if body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
@@ -150,7 +154,11 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         if mode == Mode.STREAM:
             started.feed = execution_feed(started.execution.pk)
         return started  # waited for by the caller (run_ended) when it waits
-    if mode == Mode.BACKGROUND:
+    if body.after_seconds:  # a delayed run: pending until then, started by django-q2; stream and wait follow it
+        started.execution = execution_create(mode=Mode.BACKGROUND, after_seconds=body.after_seconds, **request)
+        if mode == Mode.STREAM:
+            started.feed = execution_feed(started.execution.pk)
+    elif mode == Mode.BACKGROUND:
         started.execution = execution_create(mode=Mode.BACKGROUND, **request)
     elif mode == Mode.STREAM:
         started.execution, started.feed = execution_start_streamed(**request)
