@@ -62,7 +62,7 @@ def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
     when that one ends. Written and marked queued in one transaction. While it waits its mode is `sync` (nobody
     has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
     whose task is missing); it becomes a background run when it is handed to the workers."""
-    plan = run_plan(**{**request, "mode": Mode.SYNC})
+    plan = run_plan(**{**request, "mode": Mode.SYNC, "on_written": None})
     with transaction.atomic():
         execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
         AgentRun.objects.create(execution=execution, queued=True, **agent_run)
@@ -124,6 +124,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     queued = False
+    # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
+    request["on_written"] = lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run)
     if thread_id is not None:
         if not message:
             raise InvalidInput("a run on a thread needs a user message in input.messages")
@@ -164,7 +166,6 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         started.execution, started.feed = execution_start_streamed(**request)
     else:
         started.execution = execution_run_now(**request)
-    AgentRun.objects.create(execution_id=started.execution.pk, **agent_run)
     return started
 
 

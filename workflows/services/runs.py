@@ -7,7 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -98,6 +98,9 @@ class RunPlan:
     forked_from: WorkflowExecution | None = None
     from_checkpoint: str = ""
     webhook: str = ""  # POSTed the run when it ends (webhooks app)
+    # Rows of the caller's own about the run (e.g. agent_server's AgentRun), written in the run's creating
+    # transaction, so they exist before it can end: called with the execution once its row is inserted.
+    on_written: Callable[[WorkflowExecution], None] | None = None
     run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
 
 
@@ -106,11 +109,12 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
              correlation_id: str = "", api_key=None, gateway: bool = False,
              messages: list | None = None, from_checkpoint: str | None = None, webhook: str = "",
-             after_seconds: int | None = None) -> RunPlan:
+             after_seconds: int | None = None, on_written: Callable | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
     of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
     message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
-    `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late."""
+    `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late.
+    `on_written`: the caller's rows about the run, written with it (RunPlan.on_written)."""
     if from_checkpoint is not None:
         return fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint)
     if chat and not template and not definition_id and graph is None:
@@ -154,7 +158,8 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
                    correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key, webhook=webhook,
-                   run_after=timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None)
+                   run_after=timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None,
+                   on_written=on_written)
 
 
 def _owner_lock_and_budgets(plan: RunPlan) -> list:
@@ -252,6 +257,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
             if not _insert_within_limit(execution):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+            if plan.on_written is not None:
+                plan.on_written(execution)
             if enqueue and plan.run_after is not None:
                 transaction.on_commit(lambda: execution_enqueue_at(execution_id=execution.pk, at=plan.run_after))
             elif enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
