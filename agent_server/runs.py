@@ -12,7 +12,7 @@ from django.db.models import F
 from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
-from agent_server.models import AgentRun
+from agent_server.models import AgentCron, AgentRun
 from agent_server.threads import thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
@@ -200,9 +200,21 @@ def agent_run_of(execution) -> AgentRun | None:
         return None
 
 
+def _cron_run_of(execution) -> AgentRun | None:
+    """A cron's firing (started by the schedule runner, which writes no AgentRun): its cron's assistant and
+    metadata, as LangGraph gives a cron's runs (unsaved: a description, not a row). One read, for such runs only."""
+    if not execution.schedule_id:
+        return None
+    cron = AgentCron.objects.filter(schedule_id=execution.schedule_id).first()
+    if cron is None:
+        return None
+    return AgentRun(assistant_id=cron.assistant_id, metadata=cron.metadata,
+                    multitask_strategy=AgentRun.Strategy.REJECT, stream_mode=["values"])
+
+
 def run_as_dict(execution: WorkflowExecution) -> dict:
     """A run as LangGraph's Run, with Chatter's accounting under "chatter"."""
-    agent_run = agent_run_of(execution)
+    agent_run = agent_run_of(execution) or _cron_run_of(execution)
     status = RUN_STATUS[execution.status]
     if execution.status == Status.FAILED and execution.error_type == "timeout":
         status = "timeout"

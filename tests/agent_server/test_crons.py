@@ -47,6 +47,8 @@ def test_a_thread_cron_is_a_schedule_whose_firings_are_chat_turns_in_the_thread(
     api.force_authenticate(alice)
     listed = api.get("/api/v1/schedules/").json()["results"]
     assert [row["id"] for row in listed] == [cron["cron_id"]]  # the same row
+    assert (listed[0]["chat"], listed[0]["conversation_id"], listed[0]["template"]) == (
+        True, thread["thread_id"], "universal_chat")
 
     (first,) = fire(schedule.pk)
     (second,) = fire(schedule.pk)
@@ -54,6 +56,7 @@ def test_a_thread_cron_is_a_schedule_whose_firings_are_chat_turns_in_the_thread(
     runs = client.runs.list(thread["thread_id"])
     assert [run["run_id"] for run in runs] == [str(second.pk), str(first.pk)]
     assert {run["status"] for run in runs} == {"success"} and runs[0]["assistant_id"] == "universal_chat"
+    assert runs[0]["metadata"] == {"team": "ops"}  # the cron's metadata, on each of its runs
     for execution in (first, second):
         execution.refresh_from_db()
         assert execution.mode == "scheduled" and execution.workflow_type == "chat"
