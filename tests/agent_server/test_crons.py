@@ -203,3 +203,33 @@ async def test_the_async_client_manages_crons_too(server, alice_key):
     assert updated["schedule"] == "0 10 * * *"
     await client.crons.delete(cron["cron_id"])
     assert await client.crons.search() == []
+
+
+def test_a_schedule_made_through_api_v1_is_a_cron_the_sdk_manages(server, alice, alice_key):
+    api = APIClient()
+    api.force_authenticate(alice)
+    made = api.post("/api/v1/schedules/", {"name": "Digest", "template": "summarize", "input": {"message": "hi"},
+                                           "cron": "0 7 * * 1-5", "timezone": "Europe/Paris"}, format="json").json()
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+
+    (cron,) = client.crons.search()
+    assert (cron["cron_id"], cron["assistant_id"], cron["thread_id"]) == (made["id"], "summarize", None)
+    assert (cron["schedule"], cron["timezone"], cron["payload"]["input"]) == ("0 7 * * 1-5", "Europe/Paris",
+                                                                             {"message": "hi"})
+    updated = client.crons.update(made["id"], metadata={"owner": "alice"}, enabled=False)
+    assert updated["metadata"] == {"owner": "alice"} and updated["assistant_id"] == "summarize"
+    assert api.get(f"/api/v1/schedules/{made['id']}/").json()["enabled"] is False
+
+
+def test_a_registered_python_graph_cannot_be_scheduled_yet(daphne_server, alice_key):
+    from pathlib import Path
+
+    graphs = Path(__file__).parent / "graphs" / "langgraph.json"
+    server = daphne_server(CHATTER_GRAPHS=str(graphs))
+    client = get_sync_client(url=f"{server.base_url}/langgraph", api_key=alice_key)
+
+    with pytest.raises(UnprocessableEntityError) as refused:
+        client.crons.create("calculator_agent", schedule="* * * * *", input=TURN)
+    assert "Python graphs cannot be scheduled" in refused.value.response.json()["detail"]
+
+    assert not WorkflowSchedule.objects.exists()
