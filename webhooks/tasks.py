@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import httpx
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
@@ -63,11 +64,13 @@ def webhook_deliver(delivery_id: str) -> str:
     else:
         delivery.status = WebhookDelivery.Status.RETRYING
         delivery.next_attempt_at = now + retry_delay(delivery.attempts)
-    delivery.save(update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at",
-                                 "next_attempt_at"])
-    if delivery.status == WebhookDelivery.Status.RETRYING:
-        schedule("webhooks.tasks.webhook_deliver", str(delivery.pk), name=f"webhook-{delivery.pk}-{delivery.attempts}",
-                 schedule_type=Schedule.ONCE, next_run=delivery.next_attempt_at, repeats=1)
+    with transaction.atomic():  # the attempt and its retry are logged together: a retrying delivery has its next
+        delivery.save(update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at",
+                                     "next_attempt_at"])
+        if delivery.status == WebhookDelivery.Status.RETRYING:
+            schedule("webhooks.tasks.webhook_deliver", str(delivery.pk),
+                     name=f"webhook-{delivery.pk}-{delivery.attempts}", schedule_type=Schedule.ONCE,
+                     next_run=delivery.next_attempt_at, repeats=1)
     if error:
         logger.warning("webhook delivery %s attempt %d failed: %s", delivery.pk, delivery.attempts, error)
     return delivery.status
