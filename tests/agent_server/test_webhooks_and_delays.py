@@ -146,3 +146,29 @@ def test_bad_delays_and_webhooks_are_refused_and_write_nothing(server_with_webho
 
     assert not WorkflowExecution.objects.exists() and not Schedule.objects.filter(
         func="workflows.tasks.execution_run_task").exists()
+
+
+async def test_a_delayed_runs_stream_follows_it_once_it_starts(server, alice_key):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+
+    async def stream() -> list:
+        return [part async for part in client.runs.stream(thread["thread_id"], "universal_chat", input=TURN,
+                                                          stream_mode=["values"], after_seconds=600)]
+
+    streaming = asyncio.ensure_future(stream())
+    exists = sync_to_async(Schedule.objects.filter(func="workflows.tasks.execution_run_task").exists)
+    for _ in range(300):
+        if await exists():
+            break
+        await asyncio.sleep(0.1)
+    await sync_to_async(due_now)("workflows.tasks.execution_run_task")
+    parts = await asyncio.wait_for(streaming, 60)
+
+    assert parts[0].event == "metadata" and parts[-1].event == "end"
+    last = [part.data for part in parts if part.event == "values"][-1]
+    assert [m["type"] for m in last["messages"]] == ["human", "ai"] and "84" in last["messages"][-1]["content"]
