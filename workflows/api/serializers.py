@@ -330,6 +330,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     # Set by LangGraph crons (/langgraph/ runs/crons, the same rows): a chat schedule's turns go to this
     # conversation (null: a new one each time); each run's end is POSTed to the webhook; none runs from ends_at on.
     conversation_id = serializers.UUIDField(read_only=True, allow_null=True)
+    webhook = serializers.CharField(read_only=True, help_text="empty: no webhook")
 
     class Meta:
         model = WorkflowSchedule
