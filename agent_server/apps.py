@@ -7,4 +7,4 @@ class AgentServerConfig(AppConfig):
     verbose_name = "LangGraph Agent Server API"
 
     def ready(self) -> None:
-        from agent_server import receivers  # noqa: F401 - connects the receivers of workflows' signals
+        from agent_server import receivers, webhooks  # noqa: F401 - connect the receivers of workflows' signals

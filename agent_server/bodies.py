@@ -2,6 +2,7 @@
 LangGraph's server ignores what it does not use, except those whose meaning Chatter cannot honour yet)."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -60,14 +61,14 @@ class RunCreate(Body):
     stream_mode: list[str] = Field(default_factory=lambda: ["values"])
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     if_not_exists: Literal["create", "reject"] = "reject"
-    # Not honoured yet (they need checkpoints or webhooks: issue 13 and the rest of issue 14): refused, not ignored.
+    webhook: str | None = None  # POSTed the run when it ends (signed; agent_server.webhooks)
+    after_seconds: int | None = Field(None, ge=0)  # a delayed run: pending until then, then run by a worker
+    # Not honoured yet (they need checkpoints: issue 13): refused, not ignored.
     command: dict | None = None
     checkpoint: dict | None = None
     checkpoint_id: str | None = None
     interrupt_before: Any = None
     interrupt_after: Any = None
-    webhook: str | None = None
-    after_seconds: int | None = None
 
     @field_validator("stream_mode", mode="before")
     @classmethod
@@ -81,8 +82,7 @@ class RunCreate(Body):
         return modes
 
     def refused(self) -> list[str]:
-        names = ("command", "checkpoint", "checkpoint_id", "interrupt_before", "interrupt_after", "webhook",
-                 "after_seconds")
+        names = ("command", "checkpoint", "checkpoint_id", "interrupt_before", "interrupt_after")
         return [name for name in names if getattr(self, name) not in (None, [], {})]
 
 
@@ -113,3 +113,67 @@ class StoreNamespaces(Body):
     max_depth: int | None = Field(None, ge=1)
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0)
+
+
+class CronCreate(Body):
+    """client.crons.create / create_for_thread. The run's fields are those of a run; a cron's firings are
+    background runs, so the streaming fields are accepted and have no effect."""
+
+    assistant_id: str
+    schedule: str
+    input: Any = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    webhook: str | None = None
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
+    on_run_completed: Literal["delete", "keep"] | None = None
+    end_time: datetime | None = None
+    enabled: bool = True
+    timezone: str | None = None
+    # Not honoured (they need checkpoints: issue 13): refused, not ignored.
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+
+    def refused(self) -> list[str]:
+        refused = [name for name in ("interrupt_before", "interrupt_after")
+                   if getattr(self, name) not in (None, [], {})]
+        if self.multitask_strategy not in (None, "reject"):
+            refused.append(f"multitask_strategy {self.multitask_strategy} (a firing on a busy thread is skipped, "
+                           "as reject does)")
+        return refused
+
+
+class CronUpdate(Body):
+    """client.crons.update: only the fields sent change (end_time: null clears it)."""
+
+    schedule: str | None = None
+    end_time: datetime | None = None
+    input: Any = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    webhook: str | None = None
+    on_run_completed: Literal["delete", "keep"] | None = None
+    enabled: bool | None = None
+    timezone: str | None = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+
+    def refused(self) -> list[str]:
+        return [name for name in ("interrupt_before", "interrupt_after") if getattr(self, name) not in (None, [], {})]
+
+
+CRON_SORT_FIELDS = ("cron_id", "assistant_id", "thread_id", "created_at", "updated_at", "next_run_date", "end_time")
+
+
+class CronSearch(Body):
+    assistant_id: str | None = None
+    thread_id: str | None = None
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: Literal[CRON_SORT_FIELDS] | None = None
+    sort_order: Literal["asc", "desc"] | None = None
+    select: list[str] | None = None

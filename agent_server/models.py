@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from workflows.models import WorkflowExecution
+from workflows.models import WorkflowExecution, WorkflowSchedule
 
 
 class AgentRun(models.Model):
@@ -48,3 +48,19 @@ class StoreItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.key}"
+
+
+class AgentCron(models.Model):
+    """What LangGraph's API says about a cron that its WorkflowSchedule (the cron itself: the same row as
+    /api/v1/schedules/, run by the same runner) does not: the assistant as named, the payload as sent, metadata."""
+
+    schedule = models.OneToOneField(WorkflowSchedule, primary_key=True, on_delete=models.CASCADE,
+                                    related_name="agent_cron")
+    assistant_id = models.CharField(max_length=255)
+    payload = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    on_run_completed = models.CharField(max_length=8, blank=True, default="")  # stateless crons: delete | keep
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.assistant_id} cron {self.schedule_id}"

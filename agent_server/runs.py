@@ -12,7 +12,7 @@ from django.db.models import F
 from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
-from agent_server.models import AgentRun
+from agent_server.models import AgentCron, AgentRun
 from agent_server.threads import thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
@@ -46,7 +46,7 @@ class StartedRun:
     feed: AsyncIterator[dict] | None = None
 
 
-def _chatter_config(body: RunCreate, system_prompt: str | None) -> dict:
+def chatter_config(body, system_prompt: str | None) -> dict:
     """The run's Chatter config: the `context` (LangGraph's run-time settings) and the Chatter keys of
     `config.configurable` (other configurable keys are LangGraph's own, such as thread_id)."""
     configurable = (body.config or {}).get("configurable") or {}
@@ -62,7 +62,7 @@ def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
     when that one ends. Written and marked queued in one transaction. While it waits its mode is `sync` (nobody
     has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
     whose task is missing); it becomes a background run when it is handed to the workers."""
-    plan = run_plan(**{**request, "mode": Mode.SYNC})
+    plan = run_plan(**{**request, "mode": Mode.SYNC, "on_written": None})
     with transaction.atomic():
         execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
         AgentRun.objects.create(execution=execution, queued=True, **agent_run)
@@ -113,15 +113,19 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
     refused = body.refused()
     if refused:
-        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints or webhooks)")
+        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints)")
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
-    request = {"owner": owner, "message": message, "config": _chatter_config(body, system_prompt),
+    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
                **run_target(row)}
+    if body.webhook:
+        request["webhook"] = body.webhook  # POSTed the run when it ends: agent_server.webhooks
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     queued = False
+    # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
+    request["on_written"] = lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run)
     if thread_id is not None:
         if not message:
             raise InvalidInput("a run on a thread needs a user message in input.messages")
@@ -133,6 +137,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                                "multitask strategy.", code="thread_busy")
             if body.multitask_strategy == "rollback":
                 raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
+            if body.after_seconds:
+                raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
             run_plan(**request)  # bad input is refused before the thread's runs are touched
             if body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
@@ -150,13 +156,16 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         if mode == Mode.STREAM:
             started.feed = execution_feed(started.execution.pk)
         return started  # waited for by the caller (run_ended) when it waits
-    if mode == Mode.BACKGROUND:
+    if body.after_seconds:  # a delayed run: pending until then, started by django-q2; stream and wait follow it
+        started.execution = execution_create(mode=Mode.BACKGROUND, after_seconds=body.after_seconds, **request)
+        if mode == Mode.STREAM:
+            started.feed = execution_feed(started.execution.pk)
+    elif mode == Mode.BACKGROUND:
         started.execution = execution_create(mode=Mode.BACKGROUND, **request)
     elif mode == Mode.STREAM:
         started.execution, started.feed = execution_start_streamed(**request)
     else:
         started.execution = execution_run_now(**request)
-    AgentRun.objects.create(execution_id=started.execution.pk, **agent_run)
     return started
 
 
@@ -191,9 +200,21 @@ def agent_run_of(execution) -> AgentRun | None:
         return None
 
 
+def _cron_run_of(execution) -> AgentRun | None:
+    """A cron's firing (started by the schedule runner, which writes no AgentRun): its cron's assistant and
+    metadata, as LangGraph gives a cron's runs (unsaved: a description, not a row). One read, for such runs only."""
+    if not execution.schedule_id:
+        return None
+    cron = AgentCron.objects.filter(schedule_id=execution.schedule_id).first()
+    if cron is None:
+        return None
+    return AgentRun(assistant_id=cron.assistant_id, metadata=cron.metadata,
+                    multitask_strategy=AgentRun.Strategy.REJECT, stream_mode=["values"])
+
+
 def run_as_dict(execution: WorkflowExecution) -> dict:
     """A run as LangGraph's Run, with Chatter's accounting under "chatter"."""
-    agent_run = agent_run_of(execution)
+    agent_run = agent_run_of(execution) or _cron_run_of(execution)
     status = RUN_STATUS[execution.status]
     if execution.status == Status.FAILED and execution.error_type == "timeout":
         status = "timeout"

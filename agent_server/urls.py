@@ -1,9 +1,14 @@
 """/langgraph/ (mounted by chatter_project.urls): the paths of LangGraph's Agent Server API."""
 from django.urls import path
 
-from agent_server import views
+from agent_server import cron_views, views
 
 urlpatterns = [
+    path("runs/crons", cron_views.cron_create),
+    path("runs/crons/search", cron_views.cron_search),
+    path("runs/crons/count", cron_views.cron_count),
+    path("runs/crons/<str:cron_id>", cron_views.cron_detail),
+    path("threads/<str:thread_id>/runs/crons", cron_views.thread_cron_create),
     path("assistants/search", views.assistant_search),
     path("assistants/count", views.assistant_count),
     path("assistants/<str:assistant_id>", views.assistant_detail),

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from budgets.models import Budget, BudgetPeriod
 
 
 class BudgetPeriodInline(admin.TabularInline):
@@ -23,21 +23,3 @@ class BudgetAdmin(admin.ModelAdmin):
     search_fields = ("name", "target_id", "owner__username")
     readonly_fields = ("created_at",)
     inlines = [BudgetPeriodInline]
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    """The delivery log: every alert sent to a webhook, each attempt's status code or error, the next retry."""
-
-    list_display = ("created_at", "event", "budget", "url", "status", "attempts", "last_status_code",
-                    "next_attempt_at", "delivered_at")
-    list_filter = ("status", "event")
-    search_fields = ("url", "budget__name")
-    readonly_fields = ("budget", "url", "event", "payload", "status", "attempts", "last_status_code", "last_error",
-                       "log", "next_attempt_at", "delivered_at", "created_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

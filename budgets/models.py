@@ -86,35 +86,3 @@ class BudgetPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget_id} from {self.starts_at:%Y-%m-%d %H:%M}"
-
-
-class WebhookDelivery(models.Model):
-    """One alert to a budget's webhook and what became of it: each attempt (status code or error) and when the
-    next one is due (retried with backoff by django-q2 until delivered or out of attempts)."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RETRYING = "retrying"
-        DELIVERED = "delivered"
-        FAILED = "failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="deliveries")
-    url = models.URLField(max_length=500)
-    event = models.CharField(max_length=64, default="budget_threshold")
-    payload = models.JSONField(default=dict)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    last_status_code = models.PositiveIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-    log = models.JSONField(default=list, blank=True)  # [{"at", "status_code", "error"}] per attempt
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "webhook deliveries"
-
-    def __str__(self) -> str:
-        return f"{self.event} → {self.url} ({self.status}, {self.attempts} attempts)"

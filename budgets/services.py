@@ -29,8 +29,9 @@ from django.db.models.functions import Cast, Greatest
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from budgets.models import Budget, BudgetPeriod
 from chatter_project.errors import ChatterError
+from webhooks.services import webhook_delivery_create
 
 MILLION = Decimal(1_000_000)
 CENTS = Decimal("0.00000001")
@@ -218,9 +219,8 @@ def budget_alerts_send(*, crossings: list[dict]) -> None:
                                                            "period": budget.period, "mode": budget.mode},
                    **crossing}
         if budget.webhook_url:
-            delivery = WebhookDelivery.objects.create(budget=budget, url=budget.webhook_url, payload=payload)
-            async_task("budgets.tasks.webhook_deliver", str(delivery.pk), task_name=f"webhook-{delivery.pk}",
-                       group="webhooks")
+            webhook_delivery_create(subject_type="budget", subject_id=str(budget.pk), url=budget.webhook_url,
+                                    event="budget_threshold", payload=payload)
         if settings.CHATTER_ALERT_EMAILS and budget.owner.email:
             async_task("budgets.tasks.alert_email_send", str(budget.pk), payload, group="alerts")
 

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels",
     "django_q",
     "chatter_project",
+    "webhooks",
     "conversations",
     "workflows",
     "analytics",
@@ -160,8 +161,8 @@ CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimu
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.
 CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1)
-# Budget alerts: webhooks are signed with this secret (HMAC-SHA256); a budget may name a webhook only when it is
-# set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling each time.
+# Webhooks (budget alerts, /langgraph/ runs and crons) are signed with this secret (HMAC-SHA256); a budget, run or
+# cron may name a webhook only when it is set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling.
 CHATTER_WEBHOOK_SECRET = env_str("CHATTER_WEBHOOK_SECRET") or ""
 CHATTER_WEBHOOK_RETRY_S = env_int("CHATTER_WEBHOOK_RETRY_S", 30, minimum=1)
 # Mail (Django's settings): with EMAIL_HOST set, alerts are also emailed to the budget's owner.

@@ -143,6 +143,12 @@ class WorkflowExecution(TokenTotals):
     # A fork (time travel): the run and the checkpoint of its graph it went on from, with accounting of its own.
     forked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
     forked_from_checkpoint = models.CharField(max_length=64, blank=True, default="")
+    # When the run ends, it is POSTed here (signed; webhooks app). Set only by callers that ask for it (/langgraph/
+    # runs and crons): a run without one costs nothing more when it ends.
+    webhook = models.URLField(max_length=500, blank=True, default="")
+    # A delayed run (LangGraph's after_seconds): pending, not to start before this; django-q2 starts it then, and
+    # the recovery sweep counts its deadlines from this instead of created_at.
+    run_after = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -254,6 +260,13 @@ class WorkflowSchedule(models.Model):
     last_execution = models.ForeignKey(
         WorkflowExecution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # `chat`: each run is a chat turn (input.message is the user's), in `conversation` (a LangGraph thread cron:
+    # deleting the thread deletes the cron) or, without one, in a new conversation each time.
+    chat = models.BooleanField(default=False)
+    conversation = models.ForeignKey("conversations.Conversation", null=True, blank=True, on_delete=models.CASCADE,
+                                     related_name="schedules")
+    webhook = models.URLField(max_length=500, blank=True, default="")  # each run's end is POSTed here
+    ends_at = models.DateTimeField(null=True, blank=True)  # no run starts from then on
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,7 +7,6 @@ import uuid
 import zoneinfo
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema
@@ -22,6 +21,7 @@ from chatter_project.api.viewsets import OwnedViewSet
 from chatter_project.auth import ALL_SCOPES
 from chatter_project.errors import InvalidInput, NotFound
 from chatter_project.models import ApiToken
+from webhooks.services import webhook_url_check
 from workflows.services.templates import visible_template
 
 STAFF_SCOPES = (Budget.Scope.GROUP, Budget.Scope.GLOBAL)
@@ -81,8 +81,11 @@ class BudgetCreateSerializer(StrictSerializer):
                                        help_text="alerts are POSTed here, signed (X-Chatter-Signature)")
 
     def validate_webhook_url(self, value: str) -> str:
-        if value and not settings.CHATTER_WEBHOOK_SECRET:
-            raise serializers.ValidationError("webhooks need CHATTER_WEBHOOK_SECRET to be set on the server")
+        if value:
+            try:
+                webhook_url_check(url=value, path="webhook_url")  # the one check of every webhook
+            except InvalidInput as refused:
+                raise serializers.ValidationError(refused.details[0]["message"]) from None
         return value
 
     def validate_timezone(self, value: str) -> str:

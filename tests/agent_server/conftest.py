@@ -33,3 +33,13 @@ def reconcile_exit_code() -> int:
     except SystemExit as exit_:
         return exit_.code
     return 0
+
+
+@pytest.fixture
+def server_with_webhooks(daphne_server):
+    """A real daphne server that signs webhooks (CHATTER_WEBHOOK_SECRET set, as the test receiver expects)."""
+    from tests.webhook_receiver import SECRET
+
+    started = daphne_server(CHATTER_WEBHOOK_SECRET=SECRET)
+    started.langgraph_url = f"{started.base_url}/langgraph"
+    return started

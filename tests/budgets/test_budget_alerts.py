@@ -2,12 +2,9 @@
 event in that run's log (before its terminal event) and on /ws/events/, an audit row, a webhook signed with
 HMAC-SHA256 that a receiver verifies (a receiver that answers 500 is retried with backoff by django-q2, and the
 delivery log shows each attempt), and an email when mail is configured."""
-import hashlib
-import hmac
 import json
 import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -18,56 +15,11 @@ from django_q.scheduler import scheduler
 from websockets.sync.client import connect
 
 from audit.models import AuditEvent
-from budgets.models import Budget, BudgetPeriod, WebhookDelivery
+from budgets.models import Budget, BudgetPeriod
 from chatter_project.tokens import api_token_create
+from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution
-
-SECRET = "whsec-test-not-a-real-secret"
-
-
-class Receiver:
-    """A local webhook receiver: answers each POST with the next scripted status (then 200), keeps what came."""
-
-    def __init__(self, statuses=()):
-        self.statuses, self.received = list(statuses), []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/chatter"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def verified(self) -> list[dict]:
-        """The payloads whose signature checks out, as a receiver would check them."""
-        good = []
-        for headers, body in self.received:
-            expected = hmac.new(SECRET.encode(), headers["x-chatter-timestamp"].encode() + b"." + body,
-                                hashlib.sha256).hexdigest()
-            if hmac.compare_digest(headers["x-chatter-signature"], f"sha256={expected}"):
-                good.append(json.loads(body))
-        return good
-
-
-@pytest.fixture
-def receiver():
-    made = []
-
-    def make(statuses=()):
-        made.append(Receiver(statuses))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.server.shutdown()
 
 
 @pytest.fixture
@@ -123,8 +75,9 @@ def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_i
     chat(api, "hello")
 
     delivery = WebhookDelivery.objects.get()
+    assert (delivery.subject_type, delivery.event) == ("budget", "budget_threshold")
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, 500)
-    (retry,) = Schedule.objects.filter(func="budgets.tasks.webhook_deliver")
+    (retry,) = Schedule.objects.filter(func="webhooks.tasks.webhook_deliver")
     first_wait = retry.next_run - timezone.now()
     assert timedelta(seconds=25) < first_wait <= timedelta(seconds=30)
 
@@ -132,7 +85,7 @@ def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_i
     scheduler()  # django-q2's scheduler runs what is due (inline: the test settings' sync mode)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("retrying", 2)
-    second = Schedule.objects.filter(func="budgets.tasks.webhook_deliver", next_run__gt=timezone.now()).get()
+    second = Schedule.objects.filter(func="webhooks.tasks.webhook_deliver", next_run__gt=timezone.now()).get()
     assert timedelta(seconds=55) < second.next_run - timezone.now() <= timedelta(seconds=60)  # doubled
 
     Schedule.objects.update(next_run=timezone.now() - timedelta(seconds=1))

@@ -327,10 +327,15 @@ class ScheduleSerializer(serializers.ModelSerializer):
     template = serializers.CharField(source="template.key", read_only=True, default=None, allow_null=True)
     definition_id = serializers.UUIDField(source="definition.id", read_only=True, default=None, allow_null=True)
     timezone = serializers.CharField(read_only=True)
+    # Set by LangGraph crons (/langgraph/ runs/crons, the same rows): a chat schedule's turns go to this
+    # conversation (null: a new one each time); each run's end is POSTed to the webhook; none runs from ends_at on.
+    conversation_id = serializers.UUIDField(read_only=True, allow_null=True)
+    webhook = serializers.CharField(read_only=True, help_text="empty: no webhook")
 
     class Meta:
         model = WorkflowSchedule
         fields = ("id", "name", "template", "definition_id", "input", "config", "cron", "timezone", "enabled",
+                  "chat", "conversation_id", "webhook", "ends_at",
                   "next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
         read_only_fields = fields
 

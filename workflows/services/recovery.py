@@ -38,12 +38,17 @@ TASK_NAME_PREFIX = "execution-"  # workflows.services.runs.execution_enqueue nam
 WORKER_STOPPED = "its worker stopped"
 
 
+def _due_at(execution: WorkflowExecution) -> datetime:
+    """When a pending run may start: at once, or, delayed (after_seconds), at its run_after."""
+    return max(execution.created_at, execution.run_after or execution.created_at)
+
+
 def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
     """Why the sweep must end this pending or running run, or None while it may still be alive."""
     timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
     deadline = timedelta(seconds=timeout_s + SWEEP_GRACE_S)
     if execution.status == Status.PENDING:
-        if execution.created_at + deadline < now:
+        if _due_at(execution) + deadline < now:
             return f"it did not start within its timeout ({timeout_s} s)"
         return None
     started = execution.started_at or execution.created_at
@@ -92,7 +97,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
         "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at",
-                           "resume_attempts")
+                           "resume_attempts", "run_after")
 
 
 def _requeue_after(execution: WorkflowExecution) -> timedelta:
@@ -127,7 +132,7 @@ def executions_requeue_lost(*, runs: list[WorkflowExecution], now: datetime) -> 
     died with it). Never twice: whichever delivery comes first claims the run (runs._pending_claim), any other
     finds it claimed and does nothing. Returns the runs queued again."""
     overdue = [execution for execution in runs if execution.status == Status.PENDING
-               and execution.mode in QUEUED_MODES and execution.created_at + _requeue_after(execution) <= now]
+               and execution.mode in QUEUED_MODES and _due_at(execution) + _requeue_after(execution) <= now]
     if not overdue:
         return []
     tasks = _queued_tasks(now=now)

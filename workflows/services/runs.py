@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from typing import AsyncIterator, Callable, Iterator
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Exists
 from django.utils import timezone
-from django_q.tasks import async_task
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
 from langchain_core.messages import HumanMessage, SystemMessage, convert_to_messages
 
 from audit.services import audit_record
@@ -30,6 +32,7 @@ from chatter_project.errors import (
 )
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
@@ -94,16 +97,24 @@ class RunPlan:
     api_key: object = None  # the ApiToken the request authenticated with
     forked_from: WorkflowExecution | None = None
     from_checkpoint: str = ""
+    webhook: str = ""  # POSTed the run when it ends (webhooks app)
+    # Rows of the caller's own about the run (e.g. agent_server's AgentRun), written in the run's creating
+    # transaction, so they exist before it can end: called with the execution once its row is inserted.
+    on_written: Callable[[WorkflowExecution], None] | None = None
+    run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
              graph: dict | None = None, message: str | None = None, variables: dict | None = None,
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
              correlation_id: str = "", api_key=None, gateway: bool = False,
-             messages: list | None = None, from_checkpoint: str | None = None) -> RunPlan:
+             messages: list | None = None, from_checkpoint: str | None = None, webhook: str = "",
+             after_seconds: int | None = None, on_written: Callable | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
     of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
-    message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel)."""
+    message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
+    `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late.
+    `on_written`: the caller's rows about the run, written with it (RunPlan.on_written)."""
     if from_checkpoint is not None:
         return fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint)
     if chat and not template and not definition_id and graph is None:
@@ -112,6 +123,11 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
         raise InvalidInput("give exactly one of template, definition_id, graph")
     if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
+    if webhook:
+        webhook_url_check(url=webhook, path="webhook")
+    if after_seconds is not None and (mode != Mode.BACKGROUND or not isinstance(after_seconds, int)
+                                      or isinstance(after_seconds, bool) or after_seconds < 0):
+        raise InvalidInput("after_seconds delays a background run by a whole number of seconds (0 or more)")
     if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS):
         raise InvalidInput(f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
     if chat and not (message or "").strip():
@@ -141,7 +157,9 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
-                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key)
+                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key, webhook=webhook,
+                   run_after=timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None,
+                   on_written=on_written)
 
 
 def _owner_lock_and_budgets(plan: RunPlan) -> list:
@@ -213,6 +231,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         api_key=plan.api_key,
         correlation_id=plan.correlation_id or uuid.uuid4().hex,
         forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
+        webhook=plan.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
     user_message = None
@@ -238,7 +257,11 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
             if not _insert_within_limit(execution):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
-            if enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
+            if plan.on_written is not None:
+                plan.on_written(execution)
+            if enqueue and plan.run_after is not None:
+                transaction.on_commit(lambda: execution_enqueue_at(execution_id=execution.pk, at=plan.run_after))
+            elif enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
                 # Only a committed execution may reach a worker: the task would not find it otherwise.
                 transaction.on_commit(lambda: execution_enqueue(execution_id=execution.pk))
     except TooManyRuns:
@@ -309,6 +332,13 @@ def execution_enqueue(*, execution_id) -> None:
             logger.exception("execution %s: not queued and not ended; the sweep will end it", execution_id)
         raise Unavailable("the run could not be queued; it was recorded as failed", code="queue_unavailable",
                           details={"execution_id": str(execution_id)}) from exc
+
+
+def execution_enqueue_at(*, execution_id, at: datetime) -> None:
+    """Hand a committed, delayed pending execution to django-q2 for `at`: a one-off schedule whose task (named as
+    execution_enqueue names it, so the recovery sweep knows it) runs it then. Cancelled meanwhile, it never starts."""
+    schedule("workflows.tasks.execution_run_task", str(execution_id), name=f"execution-{execution_id}",
+             schedule_type=Schedule.ONCE, next_run=at, repeats=1)
 
 
 def _pending_claim(execution_id) -> tuple[bool, WorkflowExecution | None, Message | None]:

@@ -10,10 +10,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from chatter_project.errors import ChatterError, InvalidInput
+from chatter_project.errors import ChatterError, InvalidInput, NotFound
+from conversations.selectors import conversation_has_run_in_progress, conversation_list
+from webhooks.services import webhook_url_check
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowExecution, WorkflowSchedule
@@ -23,7 +26,7 @@ from workflows.services.recovery import (
     SWEEP_SCHEDULE_NAME,
 )
 from workflows.services.runs import execution_create, models_check
-from workflows.services.templates import visible_template
+from workflows.services.templates import is_uuid, visible_template
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +61,15 @@ def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
     errors = _schedule_errors(cron=schedule.cron, timezone_name=schedule.timezone, run_input=schedule.input)
     if not schedule.name or not schedule.name.strip():
         errors.append({"path": "name", "code": "required", "message": "name is required"})
+    if schedule.chat and not (schedule.input.get("message") or "").strip():
+        errors.append({"path": "input.message", "code": "required",
+                       "message": "a schedule of chat turns needs the turn's message"})
+    if schedule.conversation_id and not schedule.chat:
+        errors.append({"path": "chat", "code": "invalid", "message": "a schedule in a conversation runs chat turns"})
     if errors:
         raise InvalidInput("invalid schedule", details=errors)
+    if schedule.webhook:
+        webhook_url_check(url=schedule.webhook, path="webhook")
     params = schedule.template.params if schedule.template_id else (schedule.definition.metadata or {}).get("config")
     config = config_resolve(params, schedule.config)
     graph = schedule.template.graph if schedule.template_id else {
@@ -67,10 +77,21 @@ def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
     models_check(parse_graph(graph), config)
 
 
+def _owned_conversation(*, owner, conversation_id):
+    conversation = conversation_list(user=owner).filter(pk=conversation_id).first() if is_uuid(conversation_id) \
+        else None
+    if conversation is None:
+        raise NotFound("conversation not found")
+    return conversation
+
+
 def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", template: str | None = None,
                     definition_id=None, run_input: dict | None = None, config: dict | None = None,
-                    enabled: bool = True) -> WorkflowSchedule:
-    """A workflow run on a cron. Bad cron, time zone, source or config raise InvalidInput before any row."""
+                    enabled: bool = True, chat: bool = False, conversation_id=None, webhook: str = "",
+                    ends_at: datetime | None = None) -> WorkflowSchedule:
+    """A workflow run on a cron. Bad cron, time zone, source or config raise InvalidInput before any row. `chat`:
+    each run is a chat turn, in the owner's conversation `conversation_id` or in a new one each time; `webhook`:
+    each run's end is POSTed there; `ends_at`: no run starts from then on."""
     if (template is None) == (definition_id is None):
         raise InvalidInput("give exactly one of template, definition_id")
     schedule = WorkflowSchedule(
@@ -78,6 +99,8 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
         input=run_input if run_input is not None else {}, config=config or {},
         template=visible_template(owner=owner, key_or_id=template) if template is not None else None,
         definition=visible_definition(owner=owner, definition_id=definition_id) if definition_id else None,
+        chat=chat, webhook=webhook or "", ends_at=ends_at,
+        conversation=_owned_conversation(owner=owner, conversation_id=conversation_id) if conversation_id else None,
     )
     _schedule_validate(owner=owner, schedule=schedule)
     schedule.next_run_at = schedule_next_run(cron=cron, timezone_name=timezone_name, after=timezone.now()) \
@@ -88,7 +111,7 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
     return schedule
 
 
-SCHEDULE_EDITABLE = ("name", "cron", "timezone", "input", "config", "enabled")
+SCHEDULE_EDITABLE = ("name", "cron", "timezone", "input", "config", "enabled", "chat", "webhook", "ends_at")
 
 
 def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedule:
@@ -122,7 +145,9 @@ def schedule_delete(*, schedule: WorkflowSchedule) -> None:
 def _schedule_summary(schedule: WorkflowSchedule) -> dict:
     return {"name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone, "enabled": schedule.enabled,
             "template": schedule.template.key if schedule.template_id else None,
-            "definition_id": schedule.definition_id}
+            "definition_id": schedule.definition_id, "chat": schedule.chat,
+            "conversation_id": str(schedule.conversation_id) if schedule.conversation_id else None,
+            "webhook": bool(schedule.webhook), "ends_at": schedule.ends_at.isoformat() if schedule.ends_at else None}
 
 
 def scheduler_ensure() -> None:
@@ -148,19 +173,25 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
     Each schedule is claimed by moving its next_run_at, so two workers never start the same tick."""
     now = now or timezone.now()
     started = []
-    for schedule in WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).select_related(
-            "owner", "template", "definition"):
+    due = WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).filter(
+        Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    for schedule in due.select_related("owner", "template", "definition"):
         following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
         claimed = WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
             next_run_at=following, last_run_at=now)
         if not claimed:
+            continue
+        if schedule.conversation_id and conversation_has_run_in_progress(conversation_id=schedule.conversation_id):
+            # A conversation runs one turn at a time: this tick is skipped (LangGraph's multitask "reject").
+            logger.info("schedule %s skipped a run: its conversation is busy", schedule.pk)
             continue
         try:
             execution = execution_create(
                 owner=schedule.owner, mode=WorkflowExecution.Mode.SCHEDULED, schedule=schedule,
                 template=schedule.template.key if schedule.template_id else None,
                 definition_id=schedule.definition_id, message=schedule.input.get("message"),
-                variables=schedule.input.get("variables"), config=schedule.config,
+                variables=schedule.input.get("variables"), config=schedule.config, chat=schedule.chat,
+                conversation_id=schedule.conversation_id, webhook=schedule.webhook,
             )
         except ChatterError:
             logger.exception("schedule %s could not start its run", schedule.pk)

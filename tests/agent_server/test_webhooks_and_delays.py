@@ -1,0 +1,174 @@
+"""`webhook` and `after_seconds` on runs, over the official langgraph-sdk against a real daphne server and a real
+django-q2 worker: when a run with a webhook ends (success, or cancelled: "interrupted"), the run as LangGraph's Run
+with Chatter's tokens and cost is POSTed to a local receiver that checks the HMAC signature; a receiver that fails
+first is retried with backoff (the webhooks app's one delivery path, as budget alerts use). A delayed run is pending
+until django-q2's one-off schedule starts it; the recovery sweep leaves it alone meanwhile."""
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import UnprocessableEntityError
+
+from tests.agent_server.conftest import reconcile_exit_code
+from tests.fixtures_server import start_worker, stop_process
+from tests.invariants import assert_all
+from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from webhooks.models import WebhookDelivery
+from workflows.models import WorkflowExecution
+from workflows.services.recovery import execution_sweep
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+
+
+@pytest.fixture
+def worker(tmp_path):
+    process = start_worker(tmp_path, CHATTER_WEBHOOK_SECRET=SECRET, CHATTER_WEBHOOK_RETRY_S="30")
+    yield process
+    stop_process(process)
+
+
+def due_now(func: str) -> None:
+    """The clock moves on: django-q2's scheduler (inline here: the test settings' sync mode) runs what is due."""
+    Schedule.objects.filter(func=func).update(next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()
+
+
+def test_a_run_with_a_webhook_is_posted_signed_when_it_ends_and_retried_until_received(
+        server_with_webhooks, worker, alice_key, receiver, settings):
+    settings.CHATTER_WEBHOOK_SECRET, settings.CHATTER_WEBHOOK_RETRY_S = SECRET, 30
+    hook = receiver(statuses=[500])
+    client = get_sync_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    client.runs.wait(thread["thread_id"], "universal_chat", input=TURN, webhook=hook.url, metadata={"via": "sdk"})
+    hook.wait_for(1)  # the worker's first attempt, answered 500
+
+    execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    deadline = time.monotonic() + 30
+    while not Schedule.objects.filter(func="webhooks.tasks.webhook_deliver").exists():  # logged as it answers
+        assert time.monotonic() < deadline, "the failed attempt was not logged"
+        time.sleep(0.05)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.subject_type, delivery.subject_id, delivery.event) == ("run", str(execution.pk), "run_ended")
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, 500)
+    (retry,) = Schedule.objects.filter(func="webhooks.tasks.webhook_deliver")
+    assert timedelta(seconds=20) < retry.next_run - timezone.now() <= timedelta(seconds=30)
+    stop_process(worker)  # the retry comes from this process's scheduler, at its due time
+
+    due_now("webhooks.tasks.webhook_deliver")
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, [entry["status_code"] for entry in delivery.log]) == (
+        "delivered", 2, [500, 200])
+    first, second = hook.verified()
+    assert first == second  # the same signed run each time
+    assert first["run_id"] == str(execution.pk) and first["thread_id"] == thread["thread_id"]
+    assert (first["assistant_id"], first["status"], first["metadata"]) == ("universal_chat", "success", {"via": "sdk"})
+    assert first["chatter"]["total_tokens"] == execution.total_tokens > 0
+    assert first["chatter"]["cost"] == str(execution.cost)
+    assert first["chatter"]["prompt_tokens"] == execution.prompt_tokens
+    assert [m["type"] for m in first["values"]["messages"]] == ["human", "ai"]
+    assert "84" in first["values"]["messages"][-1]["content"]
+    assert_all(execution)
+
+
+def test_runs_without_a_webhook_deliver_nothing(server_with_webhooks, alice_key):
+    client = get_sync_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
+
+    client.runs.wait(None, "universal_chat", input=TURN)
+
+    assert not WebhookDelivery.objects.exists()
+
+
+async def test_a_delayed_run_cancelled_before_it_starts_posts_its_end_as_interrupted(
+        server_with_webhooks, worker, alice_key, receiver):
+    hook = receiver()
+    client = get_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+
+    run = await client.runs.create(thread["thread_id"], "universal_chat", input=TURN, after_seconds=3600,
+                                   webhook=hook.url)
+    assert run["status"] == "pending"
+    cancelled = await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+    assert cancelled["status"] == "interrupted"
+
+    await _wait_for(hook, 1)
+    (payload,) = hook.verified()
+    assert payload["run_id"] == run["run_id"] and payload["status"] == "interrupted"
+    assert payload["chatter"]["total_tokens"] == 0 and payload["error"]
+
+
+async def _wait_for(hook, count):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(hook.wait_for)(count)
+
+
+def test_a_delayed_run_waits_pending_until_its_time_then_runs_as_a_chat_turn(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    run = client.runs.create(thread["thread_id"], "universal_chat", input=TURN, after_seconds=600)
+
+    execution = WorkflowExecution.objects.get(pk=run["run_id"])
+    assert run["status"] == "pending" and execution.mode == "background"
+    (start,) = Schedule.objects.filter(func="workflows.tasks.execution_run_task")
+    assert timedelta(seconds=590) < start.next_run - timezone.now() <= timedelta(seconds=600)
+    assert execution_sweep(now=timezone.now() + timedelta(seconds=400)) == []  # past its timeout, not yet due
+    execution.refresh_from_db()
+    assert execution.status == "pending" and execution.started_at is None
+
+    due_now("workflows.tasks.execution_run_task")
+
+    values = client.runs.join(thread["thread_id"], run["run_id"])
+    assert [m["type"] for m in values["messages"]] == ["human", "ai"] and "84" in values["messages"][-1]["content"]
+    assert client.runs.get(thread["thread_id"], run["run_id"])["status"] == "success"
+    execution.refresh_from_db()
+    assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+def test_bad_delays_and_webhooks_are_refused_and_write_nothing(server_with_webhooks, server, alice_key):
+    signing = get_sync_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
+    unsigned = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = signing.threads.create()
+
+    for client, options in ((signing, {"after_seconds": -1}), (signing, {"webhook": "ftp://example.com/hook"}),
+                            (signing, {"webhook": "not a url"}),
+                            (unsigned, {"webhook": "http://127.0.0.1:9/hook"})):  # no signing secret there
+        with pytest.raises(UnprocessableEntityError):
+            client.runs.create(thread["thread_id"], "universal_chat", input=TURN, **options)
+
+    assert not WorkflowExecution.objects.exists() and not Schedule.objects.filter(
+        func="workflows.tasks.execution_run_task").exists()
+
+
+async def test_a_delayed_runs_stream_follows_it_once_it_starts(server, alice_key):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+
+    async def stream() -> list:
+        return [part async for part in client.runs.stream(thread["thread_id"], "universal_chat", input=TURN,
+                                                          stream_mode=["values"], after_seconds=600)]
+
+    streaming = asyncio.ensure_future(stream())
+    exists = sync_to_async(Schedule.objects.filter(func="workflows.tasks.execution_run_task").exists)
+    for _ in range(300):
+        if await exists():
+            break
+        await asyncio.sleep(0.1)
+    await sync_to_async(due_now)("workflows.tasks.execution_run_task")
+    parts = await asyncio.wait_for(streaming, 60)
+
+    assert parts[0].event == "metadata" and parts[-1].event == "end"
+    last = [part.data for part in parts if part.event == "values"][-1]
+    assert [m["type"] for m in last["messages"]] == ["human", "ai"] and "84" in last["messages"][-1]["content"]

@@ -1,0 +1,40 @@
+"""Outgoing webhooks: one row per delivery (a budget alert, a run's end, …) and what became of it. Plumbing: it
+names what it is about by type and id (text), never by a foreign key, so every app may use it (README, Layout)."""
+import uuid
+
+from django.db import models
+
+
+class WebhookDelivery(models.Model):
+    """One POST to a webhook and what became of it: each attempt (status code or error) and when the next one is
+    due (retried with backoff by django-q2 until delivered or out of attempts)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RETRYING = "retrying"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # What the delivery is about, e.g. ("budget", <budget id>) or ("run", <execution id>).
+    subject_type = models.CharField(max_length=32)
+    subject_id = models.CharField(max_length=64)
+    url = models.URLField(max_length=500)
+    event = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    log = models.JSONField(default=list, blank=True)  # [{"at", "status_code", "error"}] per attempt
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.url} ({self.status}, {self.attempts} attempts)"
