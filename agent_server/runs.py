@@ -2,10 +2,12 @@
 same runner and recorder as every other run; a run on a thread is a chat turn in that thread's conversation."""
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
@@ -13,13 +15,16 @@ from agent_server.assistants import assistant_id_of_execution, assistant_row, ru
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
 from agent_server.models import AgentRun
+from agent_server.state import checkpoint_run, question_interrupt
 from agent_server.threads import thread_create, thread_get, thread_values
+from audit.services import audit_record
 from chatter_project.errors import Conflict, InvalidInput, NotFound
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
+from conversations.services import message_delete
 from workflows.engine.config import CONFIG_KEYS
-from workflows.models import WorkflowExecution
-from workflows.realtime import execution_feed
+from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
 from workflows.services.runs import (
     execution_cancel,
@@ -30,11 +35,12 @@ from workflows.services.runs import (
     run_plan,
     run_write,
 )
+from workflows.services.waiting import execution_resume
 
 Mode = WorkflowExecution.Mode
 Status = WorkflowExecution.Status
 RUN_STATUS = {Status.PENDING: "pending", Status.RUNNING: "running", Status.COMPLETED: "success",
-              Status.FAILED: "error", Status.CANCELLED: "interrupted"}
+              Status.FAILED: "error", Status.CANCELLED: "interrupted", Status.WAITING: "interrupted"}
 
 
 @dataclass
@@ -113,8 +119,13 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
     refused = body.refused()
     if refused:
-        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints or webhooks)")
+        raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
+                           "human_input nodes and interrupt() calls; webhooks and after_seconds: not here)")
+    if body.command is not None:
+        return run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
+    if body.fork_from() is not None:
+        return run_fork(owner=owner, body=body, mode=mode, thread_id=thread_id, row=row)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
     request = {"owner": owner, "message": message, "config": _chatter_config(body, system_prompt),
@@ -131,10 +142,10 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
             if body.multitask_strategy == "reject":
                 raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
                                "multitask strategy.", code="thread_busy")
-            if body.multitask_strategy == "rollback":
-                raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
             run_plan(**request)  # bad input is refused before the thread's runs are touched
-            if body.multitask_strategy == "interrupt":
+            if body.multitask_strategy == "rollback":
+                runs_roll_back(conversation_id=conversation.pk, actor=owner)
+            elif body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
                                                                 status__in=RUN_IN_PROGRESS).exclude(
                         agent_run__queued=True):
@@ -142,7 +153,9 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                         execution_cancel(execution=running, actor=owner)
                     except Conflict:
                         pass  # it ended meanwhile: nothing to interrupt
-            queued = True
+                queued = True
+            else:
+                queued = True
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if queued:
@@ -166,7 +179,7 @@ def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
         pk = uuid.UUID(str(run_id))
     except ValueError:
         raise NotFound("run not found") from None
-    runs = execution_list(user=user).select_related("agent_run")
+    runs = execution_list(user=user).select_related("agent_run").exclude(agent_run__rolled_back=True)
     if thread_id is not None:
         runs = runs.filter(conversation_id=thread_get(user=user, thread_id=thread_id).pk)
     execution = runs.filter(pk=pk).first()
@@ -177,7 +190,8 @@ def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
 
 def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str | None = None) -> list:
     conversation = thread_get(user=user, thread_id=thread_id)
-    runs = execution_list(user=user).filter(conversation_id=conversation.pk).select_related("agent_run")
+    runs = execution_list(user=user).filter(conversation_id=conversation.pk).select_related("agent_run").exclude(
+        agent_run__rolled_back=True)
     if status is not None:
         wanted = [chatter for chatter, langgraph in RUN_STATUS.items() if langgraph == status]
         runs = runs.filter(status__in=wanted)
@@ -220,23 +234,165 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
 
 def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
     """What /runs/wait and join answer: the thread's state after the run ({"messages": [...]}), or for a run
-    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}."""
+    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}; a run waiting
+    for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's."""
     if execution.status in (Status.FAILED, Status.CANCELLED):
         return {"__error__": {"error": execution.error_type or execution.status,
                               "message": execution.error_message or execution.status}}
     if execution.conversation_id:
-        return thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
-    return {"messages": [*input_as_dicts(inputs or []), ai_message_of_run(execution)]}
+        values = thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
+    else:
+        values = {"messages": [*input_as_dicts(inputs or []),
+                               *([] if execution.status == Status.WAITING else [ai_message_of_run(execution)])]}
+    if execution.status == Status.WAITING:
+        values["__interrupt__"] = run_interrupts(execution)
+    return values
+
+
+def run_interrupts(execution: WorkflowExecution) -> list[dict]:
+    """The questions a waiting run holds, as the SDK's Interrupts."""
+    return [question_interrupt(q) for q in (execution.output_data or {}).get("input_required") or []]
+
+
+@database_sync_to_async
+def _events_then_paused(execution_id) -> tuple[int, bool]:
+    seen = ExecutionEvent.objects.filter(execution_id=execution_id).count()
+    paused = WorkflowExecution.objects.filter(pk=execution_id, status__in=(*WorkflowExecution.TERMINAL,
+                                                                           Status.WAITING)).exists()
+    return seen, paused
 
 
 async def run_ended(*, execution_id) -> None:
-    """Return once the run has ended: its feed (the one every reader reads) ends after its terminal event."""
-    async for _ in execution_feed(execution_id):
+    """Return once the run has ended or paused for input: its feed (the one every reader reads), from the events
+    it has now, ends after its terminal event or its question. (Counted before the status is read: a run that
+    pauses in between shows its question in the feed.)"""
+    seen, paused = await _events_then_paused(execution_id)
+    if paused:
+        return
+    async for _ in feed_until_paused(execution_feed(execution_id, after=seen)):
         pass
+
+
+def _waiting_run(*, owner, thread_id) -> WorkflowExecution:
+    if thread_id is None:
+        raise InvalidInput("command.resume needs a thread: it answers the thread's run waiting for input")
+    conversation = thread_get(user=owner, thread_id=thread_id)
+    execution = WorkflowExecution.objects.select_related("template", "owner").filter(
+        conversation_id=conversation.pk, status=Status.WAITING).order_by("-created_at").first()
+    if execution is None:
+        raise Conflict("no run of this thread is waiting for input", code="not_waiting")
+    return execution
+
+
+def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> StartedRun:
+    """`command={"resume": …}`: the thread's waiting run goes on with the answer through the one resume path
+    (workflows.services.waiting: checked against its question's schema, claimed, run from its checkpoint by the
+    same runner, accounted on the same run). The run that goes on IS the waiting run: its id is the one the
+    interrupted run had. `resume` answers the one question, or several by interrupt id ({id: answer})."""
+    unknown = sorted(set(body.command) - {"resume"})
+    if unknown or "resume" not in body.command:
+        raise InvalidInput(f"only command.resume is supported (not {unknown or ['an empty command']}): Chatter's "
+                           "graphs are run from their own edges")
+    execution = _waiting_run(owner=owner, thread_id=thread_id)
+    resume = body.command["resume"]
+    asked = {q["interrupt_id"] for q in (execution.output_data or {}).get("input_required") or []}
+    by_id = isinstance(resume, dict) and resume and set(resume) <= asked
+    answer = {"answers": resume} if by_id else {"answer": resume}
+    started = StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
+                         inputs=[])
+    outcome = execution_resume(execution=execution, actor=owner, mode=mode, **answer)
+    if mode == Mode.STREAM:
+        started.feed = outcome
+    else:
+        started.execution = outcome
+    AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"stream_mode": body.stream_mode},
+                                      create_defaults={"assistant_id": body.assistant_id,
+                                                       "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
+                                                       "multitask_strategy": body.multitask_strategy})
+    return started
+
+
+def run_fork(*, owner, body: RunCreate, mode: str, thread_id, row) -> StartedRun:
+    """`checkpoint_id` (or `checkpoint`): a new run of that checkpoint's graph going on from it (issue 13's fork,
+    workflows.services.runs.fork_plan). On a thread, the checkpoint must be one of the thread's; the fork, like
+    every fork, runs outside the conversation (which stays as it was) with accounting of its own."""
+    checkpoint_id = body.fork_from()
+    if thread_id is not None:
+        checkpoint_run(conversation=thread_get(user=owner, thread_id=thread_id), checkpoint_id=checkpoint_id)
+    request = {"owner": owner, "from_checkpoint": checkpoint_id}
+    started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
+    if mode == Mode.BACKGROUND:
+        started.execution = execution_create(mode=Mode.BACKGROUND, **request)
+    elif mode == Mode.STREAM:
+        started.execution, started.feed = execution_start_streamed(**request)
+    else:
+        started.execution = execution_run_now(**request)
+    AgentRun.objects.create(execution_id=started.execution.pk, assistant_id=body.assistant_id,
+                            metadata=body.metadata or {}, stream_mode=body.stream_mode,
+                            multitask_strategy=body.multitask_strategy)
+    return started
+
+
+CANCEL_WAIT_S = 30.0
+
+
+def runs_roll_back(*, conversation_id, actor) -> None:
+    """multitask_strategy="rollback": the thread's runs in progress are cancelled, and once ended, rolled back:
+    their messages leave the thread through conversations' message_delete (the one path: the conversation's totals
+    and the usage rollups' message counts follow through its receivers), and the runs leave the thread's runs and
+    history. What they spent stays on the books: a run's LLM calls, tokens and cost were spent at the provider,
+    so the run row, its calls, the template's analytics and the budgets keep them ("nothing is lost"), and an
+    `execution.rolled_back` audit event says what was taken out of the thread. Waits (up to CANCEL_WAIT_S) for a
+    running run to stop at its next token or node boundary; one that does not is a 409 and nothing is rolled
+    back."""
+    running = list(WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS))
+    for execution in running:
+        try:
+            execution_cancel(execution=execution, actor=actor)
+        except Conflict:
+            pass  # it ended meanwhile: rolled back all the same
+    ids = [execution.pk for execution in running]
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while WorkflowExecution.objects.filter(pk__in=ids, status__in=RUN_IN_PROGRESS).exists():
+        if time.monotonic() > deadline:
+            raise Conflict("the run to roll back did not stop in time; try again", code="thread_busy")
+        time.sleep(0.05)
+    for execution in WorkflowExecution.objects.filter(pk__in=ids).select_related("template"):
+        run_roll_back(execution=execution, actor=actor)
+
+
+def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
+    """Take one ended run out of its thread (see runs_roll_back): its messages, then its place in the thread."""
+    with transaction.atomic():
+        messages = list(Message.objects.filter(execution_id=execution.pk).values(
+            "pk", "role", "total_tokens", "cost"))
+        for message in messages:
+            message_delete(message_id=message["pk"], actor=actor)
+        AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"rolled_back": True, "queued": False},
+                                          create_defaults={"assistant_id": assistant_id_of_execution(execution) or "",
+                                                           "rolled_back": True})
+        audit_record(action="execution.rolled_back", actor=actor, target=execution,
+                     correlation_id=execution.correlation_id, data={
+                         "conversation_id": str(execution.conversation_id), "status": execution.status,
+                         "messages_removed": [{"id": str(m["pk"]), "role": m["role"],
+                                               "total_tokens": m["total_tokens"], "cost": str(m["cost"])}
+                                              for m in messages],
+                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": str(execution.cost),
+                                             "llm_calls": execution.llm_calls}})
 
 
 def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
     return execution_cancel(execution=execution, actor=actor)
+
+
+def run_cancel_if_in_progress(*, execution_id, actor) -> None:
+    """on_disconnect="cancel": the stream's client is gone; its run, if still going, is cancelled."""
+    execution = WorkflowExecution.objects.filter(pk=execution_id, status__in=RUN_IN_PROGRESS).first()
+    if execution is not None:
+        try:
+            execution_cancel(execution=execution, actor=actor)
+        except Conflict:
+            pass  # it ended meanwhile
 
 
 def thread_of(execution) -> Conversation | None:
