@@ -63,6 +63,17 @@ def _lc_message(message) -> dict:
     return message.model_dump() if isinstance(message, BaseMessage) else {"content": str(message), "type": "ai"}
 
 
+def _plain(value):
+    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "model_dump"):
+        return _plain(value.model_dump())
+    return value
+
+
 def _checkpoint(conversation: Conversation, checkpoint_id: str | None) -> dict:
     return {"thread_id": str(conversation.pk), "checkpoint_ns": _ROOT, "checkpoint_id": checkpoint_id,
             "checkpoint_map": None}
@@ -71,7 +82,7 @@ def _checkpoint(conversation: Conversation, checkpoint_id: str | None) -> dict:
 def interrupt_dict(interrupt) -> dict:
     """A LangGraph Interrupt as the SDK's Interrupt: its value and id (and the schema its answer must meet)."""
     value = interrupt.value
-    found = {"value": value, "id": interrupt.id}
+    found = {"value": _plain(value), "id": interrupt.id}
     if isinstance(value, dict) and isinstance(value.get("schema"), dict):
         found["response_schema"] = value["schema"]
     return found
@@ -90,7 +101,7 @@ def question_interrupt(question: dict) -> dict:
 def _task_dict(task, conversation: Conversation) -> dict:
     return {"id": task.id, "name": task.name, "error": str(task.error) if task.error else None,
             "interrupts": [interrupt_dict(i) for i in task.interrupts], "checkpoint": None, "state": None,
-            "result": task.result if isinstance(task.result, dict) else None}
+            "result": _plain(task.result) if isinstance(task.result, dict) else None}
 
 
 def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowExecution, before: list[dict],
@@ -102,11 +113,12 @@ def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowE
     if values is None:
         values = {"messages": [*before, *(_lc_message(m) for m in channels.get("messages") or [])]}
         if channels.get("variables"):
-            values["variables"] = channels["variables"]
+            values["variables"] = _plain(channels["variables"])
     return {"values": values, "next": list(snapshot.next), "tasks": [_task_dict(t, conversation) for t in
                                                                         snapshot.tasks],
             "interrupts": [interrupt_dict(i) for i in snapshot.interrupts],
-            "metadata": {**(snapshot.metadata or {}), "run_id": str(execution.pk), "thread_id": str(conversation.pk)},
+            "metadata": {**_plain(snapshot.metadata or {}), "run_id": str(execution.pk),
+                         "thread_id": str(conversation.pk)},
             "created_at": snapshot.created_at, "checkpoint": _checkpoint(conversation, configurable["checkpoint_id"]),
             "parent_checkpoint": _checkpoint(conversation, parent) if parent else None}
 
@@ -206,8 +218,13 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     graph = _compiled(execution)
     if as_node is not None and as_node not in graph.nodes:
         raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
+    from workflows.engine.runtime import NullHooks, RunContext
+
+    config = _config(execution, checkpoint_id)
+    # The node's routing runs (LangGraph: the update is the node's output): it reads the run's context, no hooks.
+    config["configurable"]["chatter"] = RunContext(config=execution.config, hooks=NullHooks())
     try:
-        config = graph.update_state(_config(execution, checkpoint_id), values, as_node=as_node)
+        config = graph.update_state(config, values, as_node=as_node)
     except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place (e.g. an ambiguous node)
         raise InvalidInput(f"the state update was refused: {exc}") from None
     # Saved outside a run, the saver wrote the rows without their run: they are that run's.
