@@ -98,14 +98,42 @@ def question_interrupt(question: dict) -> dict:
     return found
 
 
-def _task_dict(task, conversation: Conversation) -> dict:
+def _task_dict(task, conversation: Conversation, subgraph: dict | None = None) -> dict:
     return {"id": task.id, "name": task.name, "error": str(task.error) if task.error else None,
-            "interrupts": [interrupt_dict(i) for i in task.interrupts], "checkpoint": None, "state": None,
+            "interrupts": [interrupt_dict(i) for i in task.interrupts],
+            "checkpoint": subgraph["checkpoint"] if subgraph else None, "state": subgraph,
             "result": _plain(task.result) if isinstance(task.result, dict) else None}
 
 
+def _subgraph_state(execution: WorkflowExecution, task, conversation: Conversation) -> dict | None:
+    """subgraphs=true: the state of a Python graph (CHATTER_GRAPHS) that a task of the run runs, from the
+    checkpoints it saved under the task's namespace in the run's thread (LangGraph's `<node>:<task id>`)."""
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import graph_load
+
+    node = next((n for n in parse_graph(execution.graph).nodes if n.id == task.name), None)
+    namespace = f"{task.name}:{task.id}"
+    if node is None or node.type != "python_graph" or not Checkpoint.objects.filter(
+            thread_id=str(execution.pk), checkpoint_ns=namespace, kind=Checkpoint.Kind.CHECKPOINT).exists():
+        return None
+    try:
+        graph = graph_load(node.config["graph"]).copy(update={"checkpointer": checkpointer})
+    except InvalidInput:  # no longer registered
+        return None
+    snapshot = graph.get_state({"configurable": {"thread_id": str(execution.pk), "checkpoint_ns": namespace}})
+    checkpoint = {**_checkpoint(conversation, snapshot.config["configurable"]["checkpoint_id"]),
+                  "checkpoint_ns": namespace}
+    parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    return {"values": _plain(dict(snapshot.values or {})), "next": list(snapshot.next),
+            "tasks": [_task_dict(t, conversation) for t in snapshot.tasks],
+            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts], "metadata": _plain(snapshot.metadata or {}),
+            "created_at": snapshot.created_at, "checkpoint": checkpoint,
+            "parent_checkpoint": {**checkpoint, "checkpoint_id": parent} if parent else None}
+
+
 def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowExecution, before: list[dict],
-                   current_values: dict | None = None) -> dict:
+                   current_values: dict | None = None, subgraphs: bool = False) -> dict:
     configurable = snapshot.config["configurable"]
     parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
     channels = snapshot.values or {}
@@ -114,8 +142,9 @@ def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowE
         values = {"messages": [*before, *(_lc_message(m) for m in channels.get("messages") or [])]}
         if channels.get("variables"):
             values["variables"] = _plain(channels["variables"])
-    return {"values": values, "next": list(snapshot.next), "tasks": [_task_dict(t, conversation) for t in
-                                                                        snapshot.tasks],
+    tasks = [_task_dict(t, conversation, _subgraph_state(execution, t, conversation) if subgraphs else None)
+             for t in snapshot.tasks]
+    return {"values": values, "next": list(snapshot.next), "tasks": tasks,
             "interrupts": [interrupt_dict(i) for i in snapshot.interrupts],
             "metadata": {**_plain(snapshot.metadata or {}), "run_id": str(execution.pk),
                          "thread_id": str(conversation.pk)},
@@ -147,13 +176,14 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
     return execution
 
 
-def thread_state(*, conversation: Conversation, checkpoint_id: str | None = None) -> dict:
-    """The thread's state now, or at one of its checkpoints."""
+def thread_state(*, conversation: Conversation, checkpoint_id: str | None = None, subgraphs: bool = False) -> dict:
+    """The thread's state now, or at one of its checkpoints; `subgraphs`: with the state of the Python graph each
+    of its tasks runs, when it saved one."""
     if checkpoint_id:
         execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
         snapshot = _compiled(execution).get_state(_config(execution, checkpoint_id))
         return _snapshot_dict(snapshot, conversation=conversation, execution=execution,
-                              before=_messages_before(execution))
+                              before=_messages_before(execution), subgraphs=subgraphs)
     execution = _runs(conversation).first()
     if execution is None or not Checkpoint.objects.filter(execution_id=execution.pk,
                                                           kind=Checkpoint.Kind.CHECKPOINT).exists():
@@ -162,7 +192,7 @@ def thread_state(*, conversation: Conversation, checkpoint_id: str | None = None
     waiting = execution.status == Status.WAITING
     return _snapshot_dict(snapshot, conversation=conversation, execution=execution,
                           before=_messages_before(execution) if waiting else [],
-                          current_values=None if waiting else _conversation_values(conversation))
+                          current_values=None if waiting else _conversation_values(conversation), subgraphs=subgraphs)
 
 
 def thread_history(*, conversation: Conversation, limit: int = 10, before: str | None = None,

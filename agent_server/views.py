@@ -159,13 +159,17 @@ def thread_state(request, user, thread_id):
         checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
         return state.thread_state_update(conversation=conversation, values=body.values, as_node=body.as_node,
                                          checkpoint_id=checkpoint_id)
-    return state.thread_state(conversation=conversation)
+    return state.thread_state(conversation=conversation, subgraphs=_flag(request, "subgraphs"))
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    return request.GET.get(name, "").lower() in ("1", "true")
 
 
 @langgraph_endpoint("GET")
 def thread_state_at(request, user, thread_id, checkpoint_id):
     return state.thread_state(conversation=threads.thread_get(user=user, thread_id=thread_id),
-                              checkpoint_id=checkpoint_id)
+                              checkpoint_id=checkpoint_id, subgraphs=_flag(request, "subgraphs"))
 
 
 @langgraph_endpoint("POST")
@@ -175,7 +179,7 @@ def thread_state_at_checkpoint(request, user, thread_id):
     if not checkpoint_id:
         raise ApiError(422, "checkpoint.checkpoint_id is required")
     return state.thread_state(conversation=threads.thread_get(user=user, thread_id=thread_id),
-                              checkpoint_id=checkpoint_id)
+                              checkpoint_id=checkpoint_id, subgraphs=body.subgraphs)
 
 
 @langgraph_endpoint("GET", "POST")

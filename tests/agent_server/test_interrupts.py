@@ -56,10 +56,20 @@ def test_interrupt_in_a_python_graph_pauses_the_run_and_resume_goes_on_with_it(g
     assert state["interrupts"][0]["id"] == interrupt["id"] and state["next"] == ["graph"]
     assert state["tasks"][0]["interrupts"][0]["value"]["draft"] == "12*7 = 74"
     assert state["checkpoint"]["thread_id"] == thread["thread_id"] and state["checkpoint"]["checkpoint_id"]
-    # The outer graph's state: the draft is inside the Python graph's own (its subgraph's) state, shown by the question.
+    # The outer graph's state: the draft is inside the Python graph's own (its subgraph's) state.
     assert [m["content"] for m in state["values"]["messages"]] == ["What is 12*7?"]
+    assert state["tasks"][0]["state"] is None
+    inner = client.threads.get_state(thread["thread_id"], subgraphs=True)["tasks"][0]
+    assert inner["checkpoint"]["checkpoint_ns"].startswith("graph:") and inner["state"]["next"] == ["review"]
+    assert [m["content"] for m in inner["state"]["values"]["messages"]] == ["What is 12*7?", "12*7 = 74"]
     execution = WorkflowExecution.objects.get(pk=run["run_id"])
     assert execution.status == "waiting" and execution.total_tokens == 48 and execution.llm_calls == 1
+
+    assert "__interrupt__" in client.runs.join(thread["thread_id"], run["run_id"])  # joining a paused run returns
+    joined = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))  # and its stream ends at the question
+    assert joined[-1].event == "end" and joined[-2].data["__interrupt__"][0]["id"] == interrupt["id"]
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [thread["thread_id"]]
+    assert client.threads.search(status="busy") == []
 
     with pytest.raises(ConflictError):  # a new turn waits for the answer (reject, the default strategy)
         client.runs.create(thread["thread_id"], "review_agent", input=TURN)

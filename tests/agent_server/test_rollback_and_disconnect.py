@@ -79,6 +79,27 @@ def test_rollback_of_a_pending_run_takes_it_out_of_the_thread(server, alice_key)
     assert reconcile_exit_code() == 0
 
 
+def test_rollback_of_a_run_waiting_for_input(server, alice, alice_key):
+    from tests.api.test_human_input import ASKING
+    from workflows.services.templates import template_create
+
+    template_create(owner=alice, key="asking", name="Asks how many", graph=ASKING)
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    tid = thread["thread_id"]
+    client.runs.wait(tid, "asking", input=TURN)
+    waiting = WorkflowExecution.objects.get(conversation_id=tid)
+
+    client.runs.wait(tid, "universal_chat", input=TURN, multitask_strategy="rollback")
+
+    waiting.refresh_from_db()
+    assert waiting.status == "cancelled" and waiting.llm_calls == 1  # the call before its question: kept on it
+    assert client.threads.get(tid)["status"] == "idle" and len(client.runs.list(tid)) == 1
+    assert Conversation.objects.get(pk=tid).message_count == 2
+    assert_rolled_back_run_kept(waiting)
+    assert reconcile_exit_code() == 0
+
+
 async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_the_books(graph_server, openai_stub,
                                                                                          alice_key):
     client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
