@@ -1,8 +1,8 @@
-"""Runs of the Agent Server API: each is a WorkflowExecution started through workflows.services.runs, run by the
-same runner and recorder as every other run; a run on a thread is a chat turn in that thread's conversation."""
+"""Runs of the Agent Server API: each is a WorkflowExecution started through workflows.services.runs (or answered
+through workflows.services.waiting), run by the same runner and recorder as every other run; a run on a thread is
+a chat turn in that thread's conversation."""
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -15,13 +15,13 @@ from agent_server.assistants import assistant_id_of_execution, assistant_row, ru
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
 from agent_server.models import AgentRun
-from agent_server.state import checkpoint_run, question_interrupt
+from agent_server.resume import run_fork, run_resume
+from agent_server.rollback import runs_roll_back
+from agent_server.state import question_interrupt
 from agent_server.threads import thread_create, thread_get, thread_values
-from audit.services import audit_record
 from chatter_project.errors import Conflict, InvalidInput, NotFound
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
-from conversations.services import message_delete
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
@@ -35,7 +35,6 @@ from workflows.services.runs import (
     run_plan,
     run_write,
 )
-from workflows.services.waiting import execution_resume
 
 Mode = WorkflowExecution.Mode
 Status = WorkflowExecution.Status
@@ -115,17 +114,23 @@ def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conv
 
 def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
-    On a thread, `multitask_strategy` says what happens when a run of it is in progress: `reject` (409),
-    `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
+    On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
+    `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
+    to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
+    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
+    (run_fork)."""
     refused = body.refused()
     if refused:
         raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
                            "human_input nodes and interrupt() calls; webhooks and after_seconds: not here)")
     if body.command is not None:
-        return run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
+        execution, feed = run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
+        return StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
+                          inputs=[], feed=feed)
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
     if body.fork_from() is not None:
-        return run_fork(owner=owner, body=body, mode=mode, thread_id=thread_id, row=row)
+        execution, feed = run_fork(owner=owner, body=body, mode=mode, thread_id=thread_id)
+        return StartedRun(execution=execution, thread_id=None, modes=body.stream_mode, inputs=[], feed=feed)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
     request = {"owner": owner, "message": message, "config": _chatter_config(body, system_prompt),
@@ -144,8 +149,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                                "multitask strategy.", code="thread_busy")
             run_plan(**request)  # bad input is refused before the thread's runs are touched
             if body.multitask_strategy == "rollback":
-                runs_roll_back(conversation_id=conversation.pk, actor=owner)
-            elif body.multitask_strategy == "interrupt":
+                runs_roll_back(conversation_id=conversation.pk, actor=owner)  # then this one starts now
+            if body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
                                                                 status__in=RUN_IN_PROGRESS).exclude(
                         agent_run__queued=True):
@@ -153,15 +158,13 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                         execution_cancel(execution=running, actor=owner)
                     except Conflict:
                         pass  # it ended meanwhile: nothing to interrupt
-                queued = True
-            else:
-                queued = True
+            queued = body.multitask_strategy != "rollback"
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if queued:
         started.execution = _run_queued(request=request, agent_run=agent_run)
         if mode == Mode.STREAM:
-            started.feed = execution_feed(started.execution.pk)
+            started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
     if mode == Mode.BACKGROUND:
         started.execution = execution_create(mode=Mode.BACKGROUND, **request)
@@ -271,114 +274,6 @@ async def run_ended(*, execution_id) -> None:
         return
     async for _ in feed_until_paused(execution_feed(execution_id, after=seen)):
         pass
-
-
-def _waiting_run(*, owner, thread_id) -> WorkflowExecution:
-    if thread_id is None:
-        raise InvalidInput("command.resume needs a thread: it answers the thread's run waiting for input")
-    conversation = thread_get(user=owner, thread_id=thread_id)
-    execution = WorkflowExecution.objects.select_related("template", "owner").filter(
-        conversation_id=conversation.pk, status=Status.WAITING).order_by("-created_at").first()
-    if execution is None:
-        raise Conflict("no run of this thread is waiting for input", code="not_waiting")
-    return execution
-
-
-def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> StartedRun:
-    """`command={"resume": …}`: the thread's waiting run goes on with the answer through the one resume path
-    (workflows.services.waiting: checked against its question's schema, claimed, run from its checkpoint by the
-    same runner, accounted on the same run). The run that goes on IS the waiting run: its id is the one the
-    interrupted run had. `resume` answers the one question, or several by interrupt id ({id: answer})."""
-    unknown = sorted(set(body.command) - {"resume"})
-    if unknown or "resume" not in body.command:
-        raise InvalidInput(f"only command.resume is supported (not {unknown or ['an empty command']}): Chatter's "
-                           "graphs are run from their own edges")
-    execution = _waiting_run(owner=owner, thread_id=thread_id)
-    resume = body.command["resume"]
-    asked = {q["interrupt_id"] for q in (execution.output_data or {}).get("input_required") or []}
-    by_id = isinstance(resume, dict) and resume and set(resume) <= asked
-    answer = {"answers": resume} if by_id else {"answer": resume}
-    started = StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
-                         inputs=[])
-    outcome = execution_resume(execution=execution, actor=owner, mode=mode, **answer)
-    if mode == Mode.STREAM:
-        started.feed = outcome
-    else:
-        started.execution = outcome
-    AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"stream_mode": body.stream_mode},
-                                      create_defaults={"assistant_id": body.assistant_id,
-                                                       "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
-                                                       "multitask_strategy": body.multitask_strategy})
-    return started
-
-
-def run_fork(*, owner, body: RunCreate, mode: str, thread_id, row) -> StartedRun:
-    """`checkpoint_id` (or `checkpoint`): a new run of that checkpoint's graph going on from it (issue 13's fork,
-    workflows.services.runs.fork_plan). On a thread, the checkpoint must be one of the thread's; the fork, like
-    every fork, runs outside the conversation (which stays as it was) with accounting of its own."""
-    checkpoint_id = body.fork_from()
-    if thread_id is not None:
-        checkpoint_run(conversation=thread_get(user=owner, thread_id=thread_id), checkpoint_id=checkpoint_id)
-    request = {"owner": owner, "from_checkpoint": checkpoint_id}
-    started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
-    if mode == Mode.BACKGROUND:
-        started.execution = execution_create(mode=Mode.BACKGROUND, **request)
-    elif mode == Mode.STREAM:
-        started.execution, started.feed = execution_start_streamed(**request)
-    else:
-        started.execution = execution_run_now(**request)
-    AgentRun.objects.create(execution_id=started.execution.pk, assistant_id=body.assistant_id,
-                            metadata=body.metadata or {}, stream_mode=body.stream_mode,
-                            multitask_strategy=body.multitask_strategy)
-    return started
-
-
-CANCEL_WAIT_S = 30.0
-
-
-def runs_roll_back(*, conversation_id, actor) -> None:
-    """multitask_strategy="rollback": the thread's runs in progress are cancelled, and once ended, rolled back:
-    their messages leave the thread through conversations' message_delete (the one path: the conversation's totals
-    and the usage rollups' message counts follow through its receivers), and the runs leave the thread's runs and
-    history. What they spent stays on the books: a run's LLM calls, tokens and cost were spent at the provider,
-    so the run row, its calls, the template's analytics and the budgets keep them ("nothing is lost"), and an
-    `execution.rolled_back` audit event says what was taken out of the thread. Waits (up to CANCEL_WAIT_S) for a
-    running run to stop at its next token or node boundary; one that does not is a 409 and nothing is rolled
-    back."""
-    running = list(WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS))
-    for execution in running:
-        try:
-            execution_cancel(execution=execution, actor=actor)
-        except Conflict:
-            pass  # it ended meanwhile: rolled back all the same
-    ids = [execution.pk for execution in running]
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while WorkflowExecution.objects.filter(pk__in=ids, status__in=RUN_IN_PROGRESS).exists():
-        if time.monotonic() > deadline:
-            raise Conflict("the run to roll back did not stop in time; try again", code="thread_busy")
-        time.sleep(0.05)
-    for execution in WorkflowExecution.objects.filter(pk__in=ids).select_related("template"):
-        run_roll_back(execution=execution, actor=actor)
-
-
-def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
-    """Take one ended run out of its thread (see runs_roll_back): its messages, then its place in the thread."""
-    with transaction.atomic():
-        messages = list(Message.objects.filter(execution_id=execution.pk).values(
-            "pk", "role", "total_tokens", "cost"))
-        for message in messages:
-            message_delete(message_id=message["pk"], actor=actor)
-        AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"rolled_back": True, "queued": False},
-                                          create_defaults={"assistant_id": assistant_id_of_execution(execution) or "",
-                                                           "rolled_back": True})
-        audit_record(action="execution.rolled_back", actor=actor, target=execution,
-                     correlation_id=execution.correlation_id, data={
-                         "conversation_id": str(execution.conversation_id), "status": execution.status,
-                         "messages_removed": [{"id": str(m["pk"]), "role": m["role"],
-                                               "total_tokens": m["total_tokens"], "cost": str(m["cost"])}
-                                              for m in messages],
-                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": str(execution.cost),
-                                             "llm_calls": execution.llm_calls}})
 
 
 def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:

@@ -13,7 +13,6 @@ from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEnti
 from audit.models import AuditEvent
 from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
-from tests.agent_server.test_python_graphs import GRAPHS
 from tests.api.test_human_input import ASKING
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 DRAFT = {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48}
 FINAL = {"prompt_tokens": 70, "completion_tokens": 5, "total_tokens": 75}
-
-
-@pytest.fixture
-def graph_server(daphne_server, openai_stub):
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
-    server.langgraph_url = f"{server.base_url}/langgraph"
-    return server
 
 
 def script_review(stub) -> None:

@@ -13,21 +13,13 @@ from langgraph_sdk.errors import NotFoundError
 from audit.models import AuditEvent
 from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
-from tests.agent_server.test_python_graphs import GRAPHS, script_turn
+from tests.agent_server.test_python_graphs import script_turn
 from tests.invariants import assert_all, assert_i1, assert_i2, assert_seq_gapless
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 SLOW = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
-
-
-@pytest.fixture
-def graph_server(daphne_server, openai_stub):
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
-    server.langgraph_url = f"{server.base_url}/langgraph"
-    return server
 
 
 def ended(execution_id, timeout_s: float = 20.0) -> WorkflowExecution:
