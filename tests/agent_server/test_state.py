@@ -110,3 +110,20 @@ def test_a_thread_whose_runs_kept_no_checkpoint(server, alice_key):
         client.threads.update_state(thread["thread_id"], {"messages": [{"role": "user", "content": "hi"}]})
     with pytest.raises(UnprocessableEntityError):
         client.threads.create(supersteps=[{"updates": [{"values": {}, "as_node": "model"}]}])
+
+
+def test_update_state_while_a_run_waits_then_resume_goes_on_from_the_update(server, alice_key, asking):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+    client.runs.wait(tid, "asking", input=TURN)
+
+    updated = client.threads.update_state(tid, {"variables": {"note": "edited"}})
+    state = client.threads.get_state(tid)
+    values = client.runs.wait(tid, "asking", command={"resume": 4})
+
+    assert state["checkpoint"] == updated["checkpoint"] and state["next"] == ["ask"]
+    execution = WorkflowExecution.objects.get(conversation_id=tid)
+    assert "__interrupt__" not in values and execution.status == "completed"
+    assert execution.output_data["variables"] == {"note": "edited", "count": 4} and execution.llm_calls == 2
+    assert_all(execution)
+    assert reconcile_exit_code() == 0
