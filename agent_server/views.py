@@ -237,14 +237,18 @@ def _runs_stream(request, user, thread_id=None):
     started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id)
     maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
                        inputs=started.inputs)
-    on_disconnect = None
-    if body.on_disconnect == "cancel":
-        execution_id = started.execution.pk
-
-        async def on_disconnect() -> None:  # the client is gone: so is the run it was reading
-            await database_sync_to_async(run_cancel_if_in_progress)(execution_id=execution_id, actor=user)
-
+    on_disconnect = _canceller(started.execution.pk, user) if body.on_disconnect == "cancel" else None
     return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
+
+
+def _canceller(execution_id, user):
+    """What a stream does when its client goes away before the end with on_disconnect="cancel" (a run's stream) or
+    cancel_on_disconnect=true (joining one): cancel the run it was reading."""
+
+    async def on_disconnect() -> None:
+        await database_sync_to_async(run_cancel_if_in_progress)(execution_id=execution_id, actor=user)
+
+    return on_disconnect
 
 
 @langgraph_endpoint("POST")
@@ -308,7 +312,8 @@ def run_join_stream(request, user, thread_id, run_id):
     maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes, inputs=[])
     feed = feed_until_waiting(execution_feed(execution.pk, after=resume[0] - 1 if resume else 0),
                               execution_id=execution.pk)
-    return _stream_response(feed, maker=maker, resume=resume)
+    return _stream_response(feed, maker=maker, resume=resume, on_disconnect=_canceller(
+        execution.pk, user) if _flag(request, "cancel_on_disconnect") else None)
 
 
 def _cancel(user, thread_id, run_id) -> WorkflowExecution:

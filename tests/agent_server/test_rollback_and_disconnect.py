@@ -144,3 +144,23 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
     assert execution.total_tokens == 34  # its call was answered before it stopped: accounted all the same
     await sync_to_async(assert_all)(execution)
     assert await sync_to_async(reconcile_exit_code)() == 0
+
+
+def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_client_goes(graph_server, openai_stub,
+                                                                                        alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    thread = client.threads.create()
+    streamed = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["custom"])
+    run_id = next(streamed).data["run_id"]  # its metadata frame; this reader leaves, the run goes on
+    streamed.close()
+    joined = client.runs.join_stream(thread["thread_id"], run_id, stream_mode=["custom"], cancel_on_disconnect=True)
+    for part in joined:
+        if part.event == "custom" and part.data["event"] == "node_started":
+            break
+    joined.close()
+
+    execution = ended(run_id)
+
+    assert execution.status == "cancelled" and execution.total_tokens == 34
+    assert_all(execution)
