@@ -7,11 +7,11 @@ from agent_server.models import AgentRun, StoreItem
 class AgentRunAdmin(admin.ModelAdmin):
     """What /langgraph/ adds to a run (the run itself is under Workflow executions): read-only."""
 
-    list_display = ("execution", "assistant_id", "multitask_strategy", "queued", "created_at")
-    list_filter = ("assistant_id", "multitask_strategy", "queued")
+    list_display = ("execution", "assistant_id", "multitask_strategy", "queued", "rolled_back", "created_at")
+    list_filter = ("assistant_id", "multitask_strategy", "queued", "rolled_back")
     search_fields = ("execution__id", "assistant_id")
     readonly_fields = ("execution", "assistant_id", "metadata", "stream_mode", "multitask_strategy", "queued",
-                       "created_at")
+                       "rolled_back", "created_at")
 
     def has_add_permission(self, request, obj=None):
         return False

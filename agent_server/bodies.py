@@ -41,6 +41,26 @@ class ThreadUpdate(Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class StateAt(Body):
+    """POST threads/<id>/state/checkpoint: the state at a checkpoint."""
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
+    subgraphs: bool = False
+
+
+class StateUpdate(Body):
+    values: Any = None
+    as_node: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_id: str | None = None
+
+
+class History(Body):
+    limit: int = Field(10, ge=1, le=1000)
+    before: dict[str, Any] | str | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
 class ThreadSearch(Body):
     metadata: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
@@ -63,10 +83,12 @@ class RunCreate(Body):
     if_not_exists: Literal["create", "reject"] = "reject"
     webhook: str | None = None  # POSTed the run when it ends (signed; agent_server.webhooks)
     after_seconds: int | None = Field(None, ge=0)  # a delayed run: pending until then, then run by a worker
-    # Not honoured yet (they need checkpoints: issue 13): refused, not ignored.
-    command: dict | None = None
-    checkpoint: dict | None = None
+    on_disconnect: Literal["cancel", "continue"] = "continue"  # a stream's client gone: cancel the run, or not
+    command: dict | None = None  # {"resume": …}: answers the thread's run waiting for input
+    checkpoint: dict | None = None  # {"checkpoint_id": …}: a fork from one of the thread's checkpoints
     checkpoint_id: str | None = None
+    # Not honoured (refused, not ignored): static breakpoints (Chatter's graphs pause at human_input nodes and
+    # at interrupt() calls, not around arbitrary nodes).
     interrupt_before: Any = None
     interrupt_after: Any = None
 
@@ -82,8 +104,12 @@ class RunCreate(Body):
         return modes
 
     def refused(self) -> list[str]:
-        names = ("command", "checkpoint", "checkpoint_id", "interrupt_before", "interrupt_after")
+        names = ("interrupt_before", "interrupt_after")
         return [name for name in names if getattr(self, name) not in (None, [], {})]
+
+    def fork_from(self) -> str | None:
+        """The checkpoint a run forks from (`checkpoint_id`, or `checkpoint.checkpoint_id`), if any."""
+        return self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id") or None
 
 
 class StoreItemPut(Body):

@@ -25,6 +25,9 @@ class AgentRun(models.Model):
     multitask_strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.ENQUEUE)
     # Written pending behind its thread's run in progress; enqueued when that run ends (agent_server.receivers).
     queued = models.BooleanField(default=False)
+    # Rolled back (multitask_strategy rollback): cancelled, its messages taken out of the thread, and gone from the
+    # thread's runs and history; the run itself stays on the books (its tokens and cost were spent).
+    rolled_back = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -1,11 +1,13 @@
-"""Runs of the Agent Server API: each is a WorkflowExecution started through workflows.services.runs, run by the
-same runner and recorder as every other run; a run on a thread is a chat turn in that thread's conversation."""
+"""Runs of the Agent Server API: each is a WorkflowExecution started through workflows.services.runs (or answered
+through workflows.services.waiting), run by the same runner and recorder as every other run; a run on a thread is
+a chat turn in that thread's conversation."""
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
@@ -13,13 +15,16 @@ from agent_server.assistants import assistant_id_of_execution, assistant_row, ru
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
 from agent_server.models import AgentCron, AgentRun
+from agent_server.resume import run_fork, run_resume
+from agent_server.rollback import runs_roll_back
+from agent_server.state import question_interrupt
 from agent_server.threads import thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
 from workflows.engine.config import CONFIG_KEYS
-from workflows.models import WorkflowExecution
-from workflows.realtime import execution_feed
+from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
 from workflows.services.runs import (
     execution_cancel,
@@ -34,7 +39,7 @@ from workflows.services.runs import (
 Mode = WorkflowExecution.Mode
 Status = WorkflowExecution.Status
 RUN_STATUS = {Status.PENDING: "pending", Status.RUNNING: "running", Status.COMPLETED: "success",
-              Status.FAILED: "error", Status.CANCELLED: "interrupted"}
+              Status.FAILED: "error", Status.CANCELLED: "interrupted", Status.WAITING: "interrupted"}
 
 
 @dataclass
@@ -109,12 +114,23 @@ def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conv
 
 def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
-    On a thread, `multitask_strategy` says what happens when a run of it is in progress: `reject` (409),
-    `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it to stop)."""
+    On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
+    `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
+    to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
+    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
+    (run_fork)."""
     refused = body.refused()
     if refused:
-        raise InvalidInput(f"not supported yet: {', '.join(refused)} (they need checkpoints)")
+        raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
+                           "human_input nodes and interrupt() calls)")
+    if body.command is not None:
+        execution, feed = run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
+        return StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
+                          inputs=[], feed=feed)
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
+    if body.fork_from() is not None:
+        execution, feed = run_fork(owner=owner, body=body, mode=mode, thread_id=thread_id)
+        return StartedRun(execution=execution, thread_id=None, modes=body.stream_mode, inputs=[], feed=feed)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
     request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
@@ -135,11 +151,11 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
             if body.multitask_strategy == "reject":
                 raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
                                "multitask strategy.", code="thread_busy")
-            if body.multitask_strategy == "rollback":
-                raise InvalidInput("multitask_strategy rollback is not supported yet (it needs checkpoints)")
             if body.after_seconds:
                 raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
             run_plan(**request)  # bad input is refused before the thread's runs are touched
+            if body.multitask_strategy == "rollback":
+                runs_roll_back(conversation_id=conversation.pk, actor=owner)  # then this one starts now
             if body.multitask_strategy == "interrupt":
                 for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
                                                                 status__in=RUN_IN_PROGRESS).exclude(
@@ -148,13 +164,13 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                         execution_cancel(execution=running, actor=owner)
                     except Conflict:
                         pass  # it ended meanwhile: nothing to interrupt
-            queued = True
+            queued = body.multitask_strategy != "rollback"
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if queued:
         started.execution = _run_queued(request=request, agent_run=agent_run)
         if mode == Mode.STREAM:
-            started.feed = execution_feed(started.execution.pk)
+            started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
     if body.after_seconds:  # a delayed run: pending until then, started by django-q2; stream and wait follow it
         started.execution = execution_create(mode=Mode.BACKGROUND, after_seconds=body.after_seconds, **request)
@@ -175,7 +191,7 @@ def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
         pk = uuid.UUID(str(run_id))
     except ValueError:
         raise NotFound("run not found") from None
-    runs = execution_list(user=user).select_related("agent_run")
+    runs = execution_list(user=user).select_related("agent_run").exclude(agent_run__rolled_back=True)
     if thread_id is not None:
         runs = runs.filter(conversation_id=thread_get(user=user, thread_id=thread_id).pk)
     execution = runs.filter(pk=pk).first()
@@ -186,7 +202,8 @@ def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
 
 def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str | None = None) -> list:
     conversation = thread_get(user=user, thread_id=thread_id)
-    runs = execution_list(user=user).filter(conversation_id=conversation.pk).select_related("agent_run")
+    runs = execution_list(user=user).filter(conversation_id=conversation.pk).select_related("agent_run").exclude(
+        agent_run__rolled_back=True)
     if status is not None:
         wanted = [chatter for chatter, langgraph in RUN_STATUS.items() if langgraph == status]
         runs = runs.filter(status__in=wanted)
@@ -241,23 +258,57 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
 
 def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
     """What /runs/wait and join answer: the thread's state after the run ({"messages": [...]}), or for a run
-    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}."""
+    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}; a run waiting
+    for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's."""
     if execution.status in (Status.FAILED, Status.CANCELLED):
         return {"__error__": {"error": execution.error_type or execution.status,
                               "message": execution.error_message or execution.status}}
     if execution.conversation_id:
-        return thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
-    return {"messages": [*input_as_dicts(inputs or []), ai_message_of_run(execution)]}
+        values = thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
+    else:
+        values = {"messages": [*input_as_dicts(inputs or []),
+                               *([] if execution.status == Status.WAITING else [ai_message_of_run(execution)])]}
+    if execution.status == Status.WAITING:
+        values["__interrupt__"] = run_interrupts(execution)
+    return values
+
+
+def run_interrupts(execution: WorkflowExecution) -> list[dict]:
+    """The questions a waiting run holds, as the SDK's Interrupts."""
+    return [question_interrupt(q) for q in (execution.output_data or {}).get("input_required") or []]
+
+
+@database_sync_to_async
+def _events_then_paused(execution_id) -> tuple[int, bool]:
+    seen = ExecutionEvent.objects.filter(execution_id=execution_id).count()
+    paused = WorkflowExecution.objects.filter(pk=execution_id, status__in=(*WorkflowExecution.TERMINAL,
+                                                                           Status.WAITING)).exists()
+    return seen, paused
 
 
 async def run_ended(*, execution_id) -> None:
-    """Return once the run has ended: its feed (the one every reader reads) ends after its terminal event."""
-    async for _ in execution_feed(execution_id):
+    """Return once the run has ended or paused for input: its feed (the one every reader reads), from the events
+    it has now, ends after its terminal event or its question. (Counted before the status is read: a run that
+    pauses in between shows its question in the feed.)"""
+    seen, paused = await _events_then_paused(execution_id)
+    if paused:
+        return
+    async for _ in feed_until_paused(execution_feed(execution_id, after=seen)):
         pass
 
 
 def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
     return execution_cancel(execution=execution, actor=actor)
+
+
+def run_cancel_if_in_progress(*, execution_id, actor) -> None:
+    """on_disconnect="cancel": the stream's client is gone; its run, if still going, is cancelled."""
+    execution = WorkflowExecution.objects.filter(pk=execution_id, status__in=RUN_IN_PROGRESS).first()
+    if execution is not None:
+        try:
+            execution_cancel(execution=execution, actor=actor)
+        except Conflict:
+            pass  # it ended meanwhile
 
 
 def thread_of(execution) -> Conversation | None:

@@ -9,12 +9,14 @@ that failed or was cancelled.
 values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
 node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
 messages: the message so far / complete; events: astream_events-shaped dicts; debug: task / task_result; custom:
-Chatter's own event envelopes (tokens, cost, tools, limits, totals)."""
+Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
+node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
+then `end`; its resume (command.resume) streams the rest of the same run."""
 from __future__ import annotations
 
 import json
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from channels.db import database_sync_to_async
 
@@ -47,6 +49,39 @@ def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool) ->
     if ended:
         messages.append(ai_message_of_run(WorkflowExecution.objects.get(pk=execution_id)))
     return {"messages": messages}
+
+
+@database_sync_to_async
+def _question(execution_id, interrupt_id):
+    """The value a run's interrupt holds (its question as the run's row keeps it)."""
+    from agent_server.state import question_interrupt
+
+    output = WorkflowExecution.objects.filter(pk=execution_id).values_list("output_data", flat=True).first() or {}
+    for question in output.get("input_required") or []:
+        if question.get("interrupt_id") == interrupt_id:
+            return question_interrupt(question)["value"]
+    return None
+
+
+@database_sync_to_async
+def _still_paused(execution_id, seq) -> bool:
+    """Whether the run waits now on the question at `seq` (no event came after it)."""
+    from workflows.models import ExecutionEvent
+
+    return (WorkflowExecution.objects.filter(pk=execution_id, status=WorkflowExecution.Status.WAITING).exists()
+            and not ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=seq).exists())
+
+
+async def feed_until_waiting(feed: AsyncIterator[dict], *, execution_id) -> AsyncIterator[dict]:
+    """A run's feed read from its log (join): it ends at the question the run waits on now, not at one it was
+    answered since (a paused, resumed run's log holds both)."""
+    try:
+        async for envelope in feed:
+            yield envelope
+            if envelope["event"] == "input_required" and await _still_paused(execution_id, envelope["seq"]):
+                return
+    finally:
+        await feed.aclose()
 
 
 class FrameMaker:
@@ -90,7 +125,7 @@ class FrameMaker:
             return out
         if "custom" in modes:
             out.append(("custom", envelope))
-        if name == "workflow_started" and "values" in modes:
+        if name in ("workflow_started", "workflow_resumed") and "values" in modes:
             out.append(("values", await self._values(ended=False)))
         if name == "workflow_started" and "events" in modes:
             out.append(("events", self._event("on_chain_start", "LangGraph", envelope, {"input": None})))
@@ -135,6 +170,20 @@ class FrameMaker:
                 out.append(("events", self._event("on_chain_end", node, envelope, {"output": result})))
         if name == "message_saved" and data.get("role") == "assistant" and "values" in modes:
             out.append(("values", await self._values(ended=True)))
+        if name == "input_required":  # the run pauses: LangGraph's interrupt, as its server streams it
+            interrupt_id = data.get("interrupt_id")
+            interrupt = {"value": await _question(self.run_id, interrupt_id), "id": interrupt_id}
+            if isinstance(data.get("schema"), dict):
+                interrupt["response_schema"] = data["schema"]
+            if "updates" in modes:
+                out.append(("updates", {"__interrupt__": [interrupt]}))
+            if "values" in modes:
+                out.append(("values", {**await self._values(ended=False), "__interrupt__": [interrupt]}))
+            if "debug" in modes:
+                out.append(("debug", {"type": "task_result", "step": None, "timestamp": envelope["ts"],
+                                      "payload": {"id": f"{self.run_id}:{data.get('node_id')}", "name": node,
+                                                  "error": None, "interrupts": [interrupt], "result": {}}}))
+            out.append(("end", None))
         if name == "workflow_completed":
             if "values" in modes and self.thread_id is None:
                 out.append(("values", await self._values(ended=True)))
@@ -151,9 +200,11 @@ class FrameMaker:
                             ended=ended)
 
 
-async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker,
-                           resume: tuple[int, int] | None = None) -> AsyncIterator[str]:
-    """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing."""
+async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker, resume: tuple[int, int] | None = None,
+                           on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[str]:
+    """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing.
+    `on_disconnect`: called when the client goes away before the feed's end (on_disconnect="cancel")."""
+    ended = False
     try:
         if resume is None:
             yield frame("metadata", {"run_id": maker.run_id, "attempt": 1}, "0-0")
@@ -164,5 +215,8 @@ async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker,
                     yield frame(event, data)
                 elif resume is None or (seq, k) > resume:
                     yield frame(event, data, f"{seq}-{k}")
+        ended = True
     finally:
         await feed.aclose()
+        if not ended and on_disconnect is not None:
+            await on_disconnect()

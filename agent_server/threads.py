@@ -1,5 +1,6 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
-values are its messages in LangGraph's format; its status is `busy` while one of its runs is pending or running."""
+values are its messages in LangGraph's format; its status is `busy` while one of its runs is pending or running,
+`interrupted` while one waits for input (agent_server.state: its state and history from its runs' checkpoints)."""
 from __future__ import annotations
 
 import uuid
@@ -11,6 +12,7 @@ from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
 from conversations.selectors import RUN_IN_PROGRESS, conversation_list
 from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
+from workflows.models import WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
 
@@ -26,9 +28,24 @@ def thread_get(*, user, thread_id) -> Conversation:
     return conversation
 
 
-def _busy_ids(conversation_ids) -> set:
-    return set(Conversation.objects.filter(pk__in=conversation_ids, executions__status__in=RUN_IN_PROGRESS)
-               .values_list("pk", flat=True))
+def _statuses(conversation_ids) -> tuple[dict, dict]:
+    """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
+    input, else `idle`) and the interrupts its waiting runs hold (by node), in one query."""
+    from agent_server.state import question_interrupt
+
+    statuses: dict = {}
+    interrupts: dict = {}
+    for conversation_id, status, output in WorkflowExecution.objects.filter(
+            conversation_id__in=conversation_ids, status__in=RUN_IN_PROGRESS).values_list(
+            "conversation_id", "status", "output_data"):
+        if status == WorkflowExecution.Status.WAITING:
+            statuses.setdefault(conversation_id, "interrupted")
+            for question in (output or {}).get("input_required") or []:
+                interrupts.setdefault(conversation_id, {}).setdefault(question.get("node_id") or "__root__", []).append(
+                    question_interrupt(question))
+        else:
+            statuses[conversation_id] = "busy"
+    return statuses, interrupts
 
 
 def thread_values(*, conversation_ids) -> dict:
@@ -42,10 +59,10 @@ def thread_values(*, conversation_ids) -> dict:
 
 def threads_as_dicts(conversations: list[Conversation]) -> list[dict]:
     ids = [c.pk for c in conversations]
-    busy, values = _busy_ids(ids), thread_values(conversation_ids=ids)
+    (statuses, interrupts), values = _statuses(ids), thread_values(conversation_ids=ids)
     return [{"thread_id": str(c.pk), "created_at": c.created_at, "updated_at": c.updated_at,
-             "metadata": c.metadata or {}, "status": "busy" if c.pk in busy else "idle", "values": values[c.pk],
-             "interrupts": {}, "chatter": _totals(c)} for c in conversations]
+             "metadata": c.metadata or {}, "status": statuses.get(c.pk, "idle"), "values": values[c.pk],
+             "interrupts": interrupts.get(c.pk, {}), "chatter": _totals(c)} for c in conversations]
 
 
 def _totals(conversation: Conversation) -> dict:
@@ -108,12 +125,16 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
             threads = threads.filter(pk__in=[uuid.UUID(str(pk)) for pk in ids])
         except ValueError:
             raise InvalidInput("ids must be thread ids") from None
+    running = (WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)
+    waiting = WorkflowExecution.Status.WAITING
     if status == "busy":
-        threads = threads.filter(executions__status__in=RUN_IN_PROGRESS).distinct()
+        threads = threads.filter(executions__status__in=running).distinct()
+    elif status == "interrupted":
+        threads = threads.filter(executions__status=waiting).exclude(executions__status__in=running).distinct()
     elif status == "idle":
         threads = threads.exclude(executions__status__in=RUN_IN_PROGRESS)
     elif status is not None:
-        return []  # interrupted / error: no thread is in either until runs can be interrupted (checkpoints)
+        return []  # error: a thread's status is never `error` here (a failed run's reply is in its messages)
     field = SORT_FIELDS.get(sort_by or "created_at", "created_at")
     threads = threads.order_by(field if sort_order == "asc" else f"-{field}", "pk")
     return list(threads[offset:offset + limit])

@@ -23,6 +23,8 @@ urlpatterns = [
     path("threads/<str:thread_id>", views.thread_detail),
     path("threads/<str:thread_id>/copy", views.thread_copy),
     path("threads/<str:thread_id>/state", views.thread_state),
+    path("threads/<str:thread_id>/state/checkpoint", views.thread_state_at_checkpoint),
+    path("threads/<str:thread_id>/state/<str:checkpoint_id>", views.thread_state_at),
     path("threads/<str:thread_id>/history", views.thread_history),
     path("threads/<str:thread_id>/runs", views.thread_runs),
     path("threads/<str:thread_id>/runs/stream", views.thread_runs_stream),

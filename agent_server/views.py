@@ -7,10 +7,13 @@ import uuid
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 
-from agent_server import assistants, store, threads
+from agent_server import assistants, state, store, threads
 from agent_server.bodies import (
     AssistantSearch,
+    History,
     RunCreate,
+    StateAt,
+    StateUpdate,
     StoreItemKey,
     StoreItemPut,
     StoreNamespaces,
@@ -25,13 +28,14 @@ from agent_server.runs import (
     agent_run_of,
     run_as_dict,
     run_cancel,
+    run_cancel_if_in_progress,
     run_get,
     run_ended,
     run_list,
     run_start,
     run_values,
 )
-from agent_server.stream import FrameMaker, langgraph_stream, parse_last_event_id
+from agent_server.stream import FrameMaker, feed_until_waiting, langgraph_stream, parse_last_event_id
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed
 
@@ -93,7 +97,8 @@ def assistant_versions(request, user, assistant_id):
 def thread_create(request, user):
     body = body_of(request, ThreadCreate)
     if body.supersteps:
-        raise ApiError(422, "supersteps are not supported yet (they need checkpoints)")
+        raise ApiError(422, "supersteps are not supported: a new thread has no run, so no graph whose state they "
+                            "could build (run a turn, then update_state)")
     thread_id = None
     if body.thread_id is not None:
         if not _is_uuid(body.thread_id):
@@ -145,23 +150,45 @@ def thread_copy(request, user, thread_id):
     return threads.thread_as_dict(threads.thread_copy(conversation=conversation, actor=user))
 
 
-def _state(conversation) -> dict:
-    thread = threads.thread_as_dict(conversation)
-    return {"values": thread["values"], "next": [], "tasks": [], "interrupts": [], "metadata": thread["metadata"],
-            "created_at": conversation.last_message_at or conversation.created_at, "parent_checkpoint": None,
-            "checkpoint": {"thread_id": thread["thread_id"], "checkpoint_ns": "", "checkpoint_id": None,
-                           "checkpoint_map": None}}
+@langgraph_endpoint("GET", "POST")
+def thread_state(request, user, thread_id):
+    """GET: the thread's state now; POST: update it (a new checkpoint, LangGraph's update_state)."""
+    conversation = threads.thread_get(user=user, thread_id=thread_id)
+    if request.method == "POST":
+        body = body_of(request, StateUpdate)
+        checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
+        return state.thread_state_update(conversation=conversation, values=body.values, as_node=body.as_node,
+                                         checkpoint_id=checkpoint_id)
+    return state.thread_state(conversation=conversation, subgraphs=_flag(request, "subgraphs"))
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    return request.GET.get(name, "").lower() in ("1", "true")
 
 
 @langgraph_endpoint("GET")
-def thread_state(request, user, thread_id):
-    return _state(threads.thread_get(user=user, thread_id=thread_id))
+def thread_state_at(request, user, thread_id, checkpoint_id):
+    return state.thread_state(conversation=threads.thread_get(user=user, thread_id=thread_id),
+                              checkpoint_id=checkpoint_id, subgraphs=_flag(request, "subgraphs"))
 
 
 @langgraph_endpoint("POST")
+def thread_state_at_checkpoint(request, user, thread_id):
+    body = body_of(request, StateAt)
+    checkpoint_id = body.checkpoint.get("checkpoint_id")
+    if not checkpoint_id:
+        raise ApiError(422, "checkpoint.checkpoint_id is required")
+    return state.thread_state(conversation=threads.thread_get(user=user, thread_id=thread_id),
+                              checkpoint_id=checkpoint_id, subgraphs=body.subgraphs)
+
+
+@langgraph_endpoint("GET", "POST")
 def thread_history(request, user, thread_id):
-    """The current state only: earlier checkpoints come with durable runs."""
-    return [_state(threads.thread_get(user=user, thread_id=thread_id))]
+    """The thread's checkpoints, newest first (agent_server.state)."""
+    body = body_of(request, History) if request.method == "POST" else History(limit=_int(request, "limit", 10) or 10)
+    before = body.before.get("checkpoint_id") if isinstance(body.before, dict) else body.before
+    return state.thread_history(conversation=threads.thread_get(user=user, thread_id=thread_id), limit=body.limit,
+                                before=before, metadata=body.metadata)
 
 
 # Runs -------------------------------------------------------------------------------------------------------
@@ -172,8 +199,10 @@ def _run_path(execution) -> str:
     return f"/runs/{execution.pk}"
 
 
-def _stream_response(started_or_feed, *, maker: FrameMaker, resume=None, execution=None) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(langgraph_stream(started_or_feed, maker=maker, resume=resume),
+def _stream_response(started_or_feed, *, maker: FrameMaker, resume=None, execution=None,
+                     on_disconnect=None) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(langgraph_stream(started_or_feed, maker=maker, resume=resume,
+                                                      on_disconnect=on_disconnect),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -204,10 +233,22 @@ def stateless_runs(request, user):
 
 
 def _runs_stream(request, user, thread_id=None):
-    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.STREAM, thread_id=thread_id)
+    body = body_of(request, RunCreate)
+    started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id)
     maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
                        inputs=started.inputs)
-    return _stream_response(started.feed, maker=maker, execution=started.execution)
+    on_disconnect = _canceller(started.execution.pk, user) if body.on_disconnect == "cancel" else None
+    return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
+
+
+def _canceller(execution_id, user):
+    """What a stream does when its client goes away before the end with on_disconnect="cancel" (a run's stream) or
+    cancel_on_disconnect=true (joining one): cancel the run it was reading."""
+
+    async def on_disconnect() -> None:
+        await database_sync_to_async(run_cancel_if_in_progress)(execution_id=execution_id, actor=user)
+
+    return on_disconnect
 
 
 @langgraph_endpoint("POST")
@@ -269,8 +310,10 @@ def run_join_stream(request, user, thread_id, run_id):
     modes = [mode for mode in request.GET.getlist("stream_mode") if mode] or (
         agent_run.stream_mode if agent_run else ["values"])
     maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes, inputs=[])
-    feed = execution_feed(execution.pk, after=resume[0] - 1 if resume else 0)
-    return _stream_response(feed, maker=maker, resume=resume)
+    feed = feed_until_waiting(execution_feed(execution.pk, after=resume[0] - 1 if resume else 0),
+                              execution_id=execution.pk)
+    return _stream_response(feed, maker=maker, resume=resume, on_disconnect=_canceller(
+        execution.pk, user) if _flag(request, "cancel_on_disconnect") else None)
 
 
 def _cancel(user, thread_id, run_id) -> WorkflowExecution:

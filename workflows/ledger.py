@@ -15,6 +15,7 @@ from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.models import LLMCall, NodeExecution, ToolCall
 
 USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
+NODE_COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # what a node's row counts
 
 
 class RecordedSoFar:
@@ -22,17 +23,20 @@ class RecordedSoFar:
 
     execution: object
     index: int
-    _paused: dict[str, tuple[int, datetime]]
+    _paused: dict[str, tuple[int, datetime, dict]]
 
     def resumed(self) -> tuple[Usage, int]:
         """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
-        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
-        for pk, index, node_id, started_at, status, output in NodeExecution.objects.filter(
-                execution=self.execution).values_list("pk", "index", "node_id", "started_at", "status", "output"):
-            self.index = max(self.index, index)
-            if status == NodeExecution.Status.RUNNING and (output or {}).get("waiting_for_input"):
-                self._node_pks[index] = pk
-                self._paused[node_id] = (index, started_at)
+        its row back when it runs again, with what it counted before it paused (a Python graph's node may have
+        called its model before its interrupt()), and what the run recorded before counts (usage, LLM and tool
+        calls)."""
+        for row in NodeExecution.objects.filter(execution=self.execution).values(
+                "pk", "index", "node_id", "started_at", "status", "output", *NODE_COUNTERS):
+            self.index = max(self.index, row["index"])
+            if row["status"] == NodeExecution.Status.RUNNING and (row["output"] or {}).get("waiting_for_input"):
+                self._node_pks[row["index"]] = row["pk"]
+                self._paused[row["node_id"]] = (row["index"], row["started_at"],
+                                                {name: row[name] for name in NODE_COUNTERS})
         self.user_message = Message.objects.filter(execution_id=self.execution.pk, role=Message.Role.USER).first()
         usage, count, _ = self.recorded_so_far()
         return usage, count

@@ -48,7 +48,7 @@ from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
 from workflows.events import event_envelope, events_publish, events_record
 from workflows.heartbeat import heartbeat
-from workflows.ledger import USAGE_SUMS, RecordedSoFar
+from workflows.ledger import NODE_COUNTERS, RecordedSoFar
 from workflows.spending import BudgetHeld
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import price_for_call
@@ -62,7 +62,7 @@ RUNNING = WorkflowExecution.Status.RUNNING
 # Node types that wait on something outside the run (a tool, the clock): the run writes what it holds as they
 # start. A model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
 WAITING_NODE_TYPES = frozenset({"tools", "delay"})
-COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # a node's and an execution's
+COUNTERS = NODE_COUNTERS  # a node's and an execution's
 NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
                    "error_message", *COUNTERS)
 
@@ -136,7 +136,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
         self._checkpoints_taken: list[dict] = []  # the graph's checkpoint rows in the write under way
         self._call_since_checkpoints = False  # an LLM call ended since the graph's checkpoints were last written
-        self._paused: dict[str, tuple[int, datetime]] = {}  # node id → (index, started_at) of a node waiting for input
+        # node id → (index, started_at, what its row counted) of a node waiting for input
+        self._paused: dict[str, tuple[int, datetime, dict]] = {}
         self._calls_started = 0
         self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
@@ -313,13 +314,15 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
     # --- RunHooks -------------------------------------------------------------------------------------
     @_locked
     def node_started(self, node: Node) -> None:
-        if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again
-            index, started_at = self._paused.pop(node.id)
+        usage = _no_usage()
+        if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again,
+            index, started_at, counted = self._paused.pop(node.id)  # with what it counted before it paused
             clock = time.monotonic() - (timezone.now() - started_at).total_seconds()
+            usage.update(counted)
         else:
             self.index += 1
             index, started_at, clock = self.index, timezone.now(), time.monotonic()
-        self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock)
+        self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock, usage=usage)
         self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": index})
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()

@@ -190,7 +190,7 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
     what it holds and its graph's checkpoints, in one transaction. Its Python execution ends here: resuming it
     (workflows.services.waiting) runs it again from its last checkpoint, in any process."""
     now = timezone.now()
-    questions = [{"interrupt_id": interrupt.id, **interrupt.value} for interrupt in interrupts]
+    questions = [question_of(interrupt) for interrupt in interrupts]
     deadlines = [now + timedelta(seconds=q["timeout_s"]) for q in questions if q.get("timeout_s")]
     values = {"status": Status.WAITING, "waiting_until": min(deadlines, default=None), "stream_progress": {},
               "heartbeat_at": None, "output_data": {"content": "", "input_required": questions}}
@@ -213,6 +213,16 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
     execution.llm_calls, execution.tool_calls = ctx.llm_calls, recorder.tool_calls
     execution.turn_messages = [recorder.user_message] if recorder.user_message is not None else []
     return execution
+
+
+def question_of(interrupt) -> dict:
+    """A LangGraph Interrupt as the question a run waits on: a human_input node's value is its question; a Python
+    graph's interrupt(value) may hold anything, kept whole as `value` (its prompt: the value when it is text)."""
+    value = interrupt.value
+    if isinstance(value, dict) and {"node_id", "prompt"} <= value.keys():
+        return {"interrupt_id": interrupt.id, **value}
+    return {"interrupt_id": interrupt.id, "node_id": None, "prompt": value if isinstance(value, str) else "",
+            "schema": None, "value": value}
 
 
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,

@@ -1,6 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from chatter_project.tokens import api_token_create
+
+GRAPHS = Path(__file__).parent / "graphs" / "langgraph.json"
 
 
 @pytest.fixture
@@ -19,6 +23,15 @@ def server(daphne_server):
     started = daphne_server()
     started.langgraph_url = f"{started.base_url}/langgraph"
     return started
+
+
+@pytest.fixture
+def graph_server(daphne_server, openai_stub):
+    """A real daphne server serving the sample Python graphs (CHATTER_GRAPHS), their model the fake OpenAI server."""
+    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
+                           OPENAI_API_KEY="sk-test-not-a-real-key")
+    server.langgraph_url = f"{server.base_url}/langgraph"
+    return server
 
 
 def reconcile_exit_code() -> int:

@@ -3,31 +3,21 @@ daphne server, their chat model (ChatOpenAI on the fake OpenAI server) and tool 
 built-in model node's; the same graph run through /api/v1/ gives the same accounting; an unpriced model is
 recorded with its tokens and flagged, not refused."""
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
 from agent_server.assistants import RegisteredGraph
-from tests.agent_server.conftest import reconcile_exit_code
+from tests.agent_server.conftest import GRAPHS, reconcile_exit_code
 from tests.invariants import assert_all
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
-GRAPHS = Path(__file__).parent / "graphs" / "langgraph.json"
 TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 # gpt-4o-mini's seeded price: 0.15 in, 0.60 out per million; (50 + 80) in, (10 + 6) out.
 EXPECTED = {"prompt_tokens": 130, "completion_tokens": 16, "total_tokens": 146, "cost": Decimal("0.00002910"),
             "llm_calls": 2, "tool_calls": 1}
-
-
-@pytest.fixture
-def graph_server(daphne_server, openai_stub):
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
-    server.langgraph_url = f"{server.base_url}/langgraph"
-    return server
 
 
 def script_turn(stub, model="gpt-4o-mini") -> None:

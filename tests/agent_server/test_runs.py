@@ -203,7 +203,7 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
 
-    for options in ({"command": {"resume": "yes"}}, {"webhook": "http://127.0.0.1:9/hook"},
+    for options in ({"interrupt_after": ["model"]}, {"webhook": "http://127.0.0.1:9/hook"},
                     {"stream_mode": ["checkpoints"]}, {"input": {"messages": [{"role": "robot", "content": "x"}]}}):
         with pytest.raises(UnprocessableEntityError):
             client.runs.create(thread["thread_id"], "universal_chat", **{"input": TURN, **options})

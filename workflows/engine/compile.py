@@ -139,8 +139,15 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
         "errors": [],
     }
     configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
+    compiled = graph_compile(graph, checkpointer=checkpointer)
+    if resume is not None and len(resume) == 1 and checkpointer is not None:
+        pending = {interrupt.id for interrupt in compiled.get_state({"configurable": configurable}).interrupts}
+        if not pending & set(resume):
+            # The state was updated since the question (LangGraph's update_state: a new checkpoint, from which the
+            # node asks again under a new id): the one answer goes to the interrupt the run meets first.
+            resume = next(iter(resume.values()))
     try:
-        return graph_compile(graph, checkpointer=checkpointer).invoke(
+        return compiled.invoke(
             Command(resume=resume) if resume is not None else None if from_checkpoint else state,
             config={"configurable": configurable, "recursion_limit": MAX_STEPS},
             **({"durability": "sync" if every_step else "exit"} if checkpointer is not None else {}),

@@ -79,8 +79,9 @@ class Graph:
 
     @cached_property
     def can_pause(self) -> bool:
-        """Whether a run of it may stop to wait for input (a human_input node)."""
-        return any(node.type == "human_input" for node in self.nodes)
+        """Whether a run of it may stop to wait for input: a human_input node, or a Python graph (CHATTER_GRAPHS),
+        which may call LangGraph's interrupt() anywhere inside."""
+        return any(node.type in ("human_input", "python_graph") for node in self.nodes)
 
     def outgoing(self, node_id: str) -> tuple[Edge, ...]:
         """The edges leaving a node, in list order (routing takes the first whose condition holds)."""

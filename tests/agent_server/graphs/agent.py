@@ -35,3 +35,32 @@ graph = agent_graph("gpt-4o-mini")
 
 def house_graph():
     return agent_graph("house-model-7")
+
+
+def review_graph():
+    """A draft, a person's review (LangGraph's interrupt()), then the final answer: a model call on each side."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.types import interrupt
+
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=os.environ["OPENAI_BASE_URL"],
+                       api_key=os.environ["OPENAI_API_KEY"], max_retries=0)
+
+    def draft(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    def review(state: MessagesState) -> dict:
+        verdict = interrupt({"question": "Is the draft right?", "draft": state["messages"][-1].content})
+        return {"messages": [HumanMessage(f"Reviewer: {verdict}")]}
+
+    def final(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("draft", draft)
+    builder.add_node("review", review)
+    builder.add_node("final", final)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "review")
+    builder.add_edge("review", "final")
+    builder.add_edge("final", END)
+    return builder.compile()

@@ -1,0 +1,262 @@
+"""A thread's state and history (LangGraph's ThreadState) from its runs' checkpoints.
+
+How a conversation maps onto checkpoints: a LangGraph thread is per run in Chatter (its graph's checkpoints are
+saved under the run's id, workflows.checkpointer), while an Agent Server thread is a conversation. So:
+- the thread's checkpoints are those of its runs' graphs (the root namespace), the newest run's first; a checkpoint
+  is named by its own id (LangGraph's ids are unique), and shown with the thread's id as its `thread_id`;
+- a checkpoint's `values` are the conversation's messages from before its run, then the messages of the run's graph
+  state at that checkpoint (its `variables` too, when it has some); its `metadata` is LangGraph's (step, source,
+  parents) with the run's `run_id`;
+- the thread's current state is its latest run's latest checkpoint; its values are the conversation's messages
+  (what the thread holds, with their usage), except while that run waits for input: then the checkpoint's. A run
+  that kept no checkpoint (a plain chat turn saves none unless its config asks `checkpoints: every_step`) leaves
+  the state with `checkpoint_id` null, as before durable runs;
+- `next`, `tasks` and `interrupts` are LangGraph's own, read by the run's compiled graph (StateSnapshot).
+Reads only, except thread_state_update (a new checkpoint of the latest run's graph, as LangGraph's update_state).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from agent_server.messages import message_dict
+from chatter_project.errors import Conflict, InvalidInput, NotFound
+from conversations.models import Conversation, Message
+from workflows.models import Checkpoint, WorkflowExecution
+
+Status = WorkflowExecution.Status
+_ROOT = ""
+
+
+def _runs(conversation: Conversation):
+    """The thread's runs that are in its history: not rolled back, not queued behind another; newest first."""
+    return (WorkflowExecution.objects.filter(conversation_id=conversation.pk)
+            .exclude(agent_run__rolled_back=True).exclude(agent_run__queued=True).order_by("-created_at", "-pk"))
+
+
+def _compiled(execution: WorkflowExecution):
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.compile import graph_compile
+    from workflows.engine.graph import parse_graph
+
+    return graph_compile(parse_graph(execution.graph), checkpointer=checkpointer)
+
+
+def _config(execution: WorkflowExecution, checkpoint_id: str | None = None) -> dict:
+    configurable = {"thread_id": str(execution.pk), "checkpoint_ns": _ROOT}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+def _messages_before(execution: WorkflowExecution) -> list[dict]:
+    """The conversation's messages from before the run (its own start with its user message)."""
+    messages = Message.objects.filter(conversation_id=execution.conversation_id)
+    first = messages.filter(execution_id=execution.pk).order_by("sequence").values_list("sequence", flat=True).first()
+    messages = messages.filter(sequence__lt=first) if first is not None else messages.filter(
+        created_at__lt=execution.created_at)
+    return [message_dict(message) for message in messages.order_by("sequence")]
+
+
+def _lc_message(message) -> dict:
+    from langchain_core.messages import BaseMessage
+
+    return message.model_dump() if isinstance(message, BaseMessage) else {"content": str(message), "type": "ai"}
+
+
+def _plain(value):
+    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "model_dump"):
+        return _plain(value.model_dump())
+    return value
+
+
+def _checkpoint(conversation: Conversation, checkpoint_id: str | None) -> dict:
+    return {"thread_id": str(conversation.pk), "checkpoint_ns": _ROOT, "checkpoint_id": checkpoint_id,
+            "checkpoint_map": None}
+
+
+def interrupt_dict(interrupt) -> dict:
+    """A LangGraph Interrupt as the SDK's Interrupt: its value and id (and the schema its answer must meet)."""
+    value = interrupt.value
+    found = {"value": _plain(value), "id": interrupt.id}
+    if isinstance(value, dict) and isinstance(value.get("schema"), dict):
+        found["response_schema"] = value["schema"]
+    return found
+
+
+def question_interrupt(question: dict) -> dict:
+    """A waiting run's question (output_data.input_required) as the SDK's Interrupt, read from the run's row."""
+    value = question["value"] if "value" in question else {
+        key: item for key, item in question.items() if key != "interrupt_id"}
+    found = {"value": value, "id": question["interrupt_id"]}
+    if isinstance(question.get("schema"), dict):
+        found["response_schema"] = question["schema"]
+    return found
+
+
+def _task_dict(task, conversation: Conversation, subgraph: dict | None = None) -> dict:
+    return {"id": task.id, "name": task.name, "error": str(task.error) if task.error else None,
+            "interrupts": [interrupt_dict(i) for i in task.interrupts],
+            "checkpoint": subgraph["checkpoint"] if subgraph else None, "state": subgraph,
+            "result": _plain(task.result) if isinstance(task.result, dict) else None}
+
+
+def _subgraph_state(execution: WorkflowExecution, task, conversation: Conversation) -> dict | None:
+    """subgraphs=true: the state of a Python graph (CHATTER_GRAPHS) that a task of the run runs, from the
+    checkpoints it saved under the task's namespace in the run's thread (LangGraph's `<node>:<task id>`)."""
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import graph_load
+
+    node = next((n for n in parse_graph(execution.graph).nodes if n.id == task.name), None)
+    namespace = f"{task.name}:{task.id}"
+    if node is None or node.type != "python_graph" or not Checkpoint.objects.filter(
+            thread_id=str(execution.pk), checkpoint_ns=namespace, kind=Checkpoint.Kind.CHECKPOINT).exists():
+        return None
+    try:
+        graph = graph_load(node.config["graph"]).copy(update={"checkpointer": checkpointer})
+    except InvalidInput:  # no longer registered
+        return None
+    snapshot = graph.get_state({"configurable": {"thread_id": str(execution.pk), "checkpoint_ns": namespace}})
+    checkpoint = {**_checkpoint(conversation, snapshot.config["configurable"]["checkpoint_id"]),
+                  "checkpoint_ns": namespace}
+    parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    return {"values": _plain(dict(snapshot.values or {})), "next": list(snapshot.next),
+            "tasks": [_task_dict(t, conversation) for t in snapshot.tasks],
+            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts], "metadata": _plain(snapshot.metadata or {}),
+            "created_at": snapshot.created_at, "checkpoint": checkpoint,
+            "parent_checkpoint": {**checkpoint, "checkpoint_id": parent} if parent else None}
+
+
+def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowExecution, before: list[dict],
+                   current_values: dict | None = None, subgraphs: bool = False) -> dict:
+    configurable = snapshot.config["configurable"]
+    parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    channels = snapshot.values or {}
+    values = current_values
+    if values is None:
+        values = {"messages": [*before, *(_lc_message(m) for m in channels.get("messages") or [])]}
+        if channels.get("variables"):
+            values["variables"] = _plain(channels["variables"])
+    tasks = [_task_dict(t, conversation, _subgraph_state(execution, t, conversation) if subgraphs else None)
+             for t in snapshot.tasks]
+    return {"values": values, "next": list(snapshot.next), "tasks": tasks,
+            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts],
+            "metadata": {**_plain(snapshot.metadata or {}), "run_id": str(execution.pk),
+                         "thread_id": str(conversation.pk)},
+            "created_at": snapshot.created_at, "checkpoint": _checkpoint(conversation, configurable["checkpoint_id"]),
+            "parent_checkpoint": _checkpoint(conversation, parent) if parent else None}
+
+
+def _conversation_values(conversation: Conversation) -> dict:
+    from agent_server.threads import thread_values
+
+    return thread_values(conversation_ids=[conversation.pk])[conversation.pk]
+
+
+def _without_checkpoint(conversation: Conversation) -> dict:
+    return {"values": _conversation_values(conversation), "next": [], "tasks": [], "interrupts": [],
+            "metadata": dict(conversation.metadata or {}),
+            "created_at": conversation.last_message_at or conversation.created_at, "parent_checkpoint": None,
+            "checkpoint": _checkpoint(conversation, None)}
+
+
+def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> WorkflowExecution:
+    """The run of the thread whose graph saved this checkpoint (a fork's first checkpoint is a copy of its
+    parent's, id included: the newest run that has it)."""
+    run_ids = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_ns=_ROOT,
+                                        checkpoint_id=str(checkpoint_id)[:64]).values("execution_id")
+    execution = _runs(conversation).filter(pk__in=run_ids).first()
+    if execution is None:
+        raise NotFound("checkpoint not found in this thread")
+    return execution
+
+
+def thread_state(*, conversation: Conversation, checkpoint_id: str | None = None, subgraphs: bool = False) -> dict:
+    """The thread's state now, or at one of its checkpoints; `subgraphs`: with the state of the Python graph each
+    of its tasks runs, when it saved one."""
+    if checkpoint_id:
+        execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
+        snapshot = _compiled(execution).get_state(_config(execution, checkpoint_id))
+        return _snapshot_dict(snapshot, conversation=conversation, execution=execution,
+                              before=_messages_before(execution), subgraphs=subgraphs)
+    execution = _runs(conversation).first()
+    if execution is None or not Checkpoint.objects.filter(execution_id=execution.pk,
+                                                          kind=Checkpoint.Kind.CHECKPOINT).exists():
+        return _without_checkpoint(conversation)
+    snapshot = _compiled(execution).get_state(_config(execution))
+    waiting = execution.status == Status.WAITING
+    return _snapshot_dict(snapshot, conversation=conversation, execution=execution,
+                          before=_messages_before(execution) if waiting else [],
+                          current_values=None if waiting else _conversation_values(conversation), subgraphs=subgraphs)
+
+
+def thread_history(*, conversation: Conversation, limit: int = 10, before: str | None = None,
+                   metadata: dict | None = None) -> list[dict]:
+    """The thread's checkpoints, newest first: its runs newest first, each run's checkpoints newest first.
+    `before`: only those older than that checkpoint; `metadata`: only those whose metadata holds these pairs."""
+    latest = _runs(conversation).first()
+    runs = list(_runs(conversation).filter(checkpoints__kind=Checkpoint.Kind.CHECKPOINT).distinct())
+    start = None
+    found: list[dict] = []
+    if not before and not metadata and (latest is None or latest not in runs):
+        found.append(_without_checkpoint(conversation))  # the state now (its run kept no checkpoint) comes first
+    if before:
+        start = checkpoint_run(conversation=conversation, checkpoint_id=before)
+        runs = runs[[run.pk for run in runs].index(start.pk):] if start in runs else []
+    for execution in runs:
+        if len(found) >= limit:
+            break
+        config = _config(execution)
+        older = _config(execution, before) if start is not None and execution.pk == start.pk else None
+        wanted = {key: value for key, value in (metadata or {}).items() if key not in ("run_id", "thread_id")}
+        if (metadata or {}).get("run_id") not in (None, str(execution.pk)):
+            continue
+        prior = None
+        for snapshot in _compiled(execution).get_state_history(config, filter=wanted or None, before=older,
+                                                               limit=limit - len(found)):
+            prior = prior if prior is not None else _messages_before(execution)
+            now = (not found and older is None and not wanted and execution == latest
+                   and execution.status != Status.WAITING)
+            found.append(_snapshot_dict(snapshot, conversation=conversation, execution=execution, before=prior,
+                                        current_values=_conversation_values(conversation) if now else None))
+    return found[:limit]
+
+
+def thread_state_update(*, conversation: Conversation, values: Any, as_node: str | None = None,
+                        checkpoint_id: str | None = None) -> dict:
+    """LangGraph's update_state: a new checkpoint of the thread's latest run's graph (or of the run whose checkpoint
+    is named), made as if `as_node` had returned `values`. A run waiting for input goes on from it when answered.
+    A thread whose runs kept no checkpoint has no graph state to update: a 409."""
+    if checkpoint_id:
+        execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
+    else:
+        execution = _runs(conversation).filter(checkpoints__kind=Checkpoint.Kind.CHECKPOINT).first()
+        if execution is None or execution != _runs(conversation).first():
+            raise Conflict("this thread's latest run kept no checkpoint: there is no graph state to update "
+                           "(a plain chat turn saves none unless its config asks checkpoints: every_step)",
+                           code="no_checkpoint")
+    if execution.status in (Status.PENDING, Status.RUNNING):
+        raise Conflict("the thread's run is still running: update its state once it has ended or paused",
+                       code="thread_busy")
+    if values is not None and not isinstance(values, dict):
+        raise InvalidInput("values must be an object of state keys, such as {\"messages\": [...]}")
+    graph = _compiled(execution)
+    if as_node is not None and as_node not in graph.nodes:
+        raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
+    from workflows.engine.runtime import NullHooks, RunContext
+
+    config = _config(execution, checkpoint_id)
+    # The node's routing runs (LangGraph: the update is the node's output): it reads the run's context, no hooks.
+    config["configurable"]["chatter"] = RunContext(config=execution.config, hooks=NullHooks())
+    try:
+        config = graph.update_state(config, values, as_node=as_node)
+    except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place (e.g. an ambiguous node)
+        raise InvalidInput(f"the state update was refused: {exc}") from None
+    # Saved outside a run, the saver wrote the rows without their run: they are that run's.
+    Checkpoint.objects.filter(thread_id=str(execution.pk), execution__isnull=True).update(execution_id=execution.pk)
+    return {"checkpoint": _checkpoint(conversation, config["configurable"]["checkpoint_id"])}

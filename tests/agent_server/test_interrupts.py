@@ -1,0 +1,141 @@
+"""Interrupts and Command(resume=…) over the official langgraph-sdk against a real daphne server: a run whose graph
+pauses (interrupt() in a Python graph, a human_input node of a template) ends "interrupted" with `__interrupt__`,
+its thread is "interrupted" with the question in its state, and a run with command={"resume": …} goes on with the
+same run, through the same resume path, with exact accounting across the pause."""
+from decimal import Decimal
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+
+from audit.models import AuditEvent
+from conversations.models import Message
+from tests.agent_server.conftest import reconcile_exit_code
+from tests.api.test_human_input import ASKING
+from tests.invariants import assert_all
+from workflows.models import LLMCall, WorkflowExecution
+from workflows.services.templates import template_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+DRAFT = {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48}
+FINAL = {"prompt_tokens": 70, "completion_tokens": 5, "total_tokens": 75}
+
+
+def script_review(stub) -> None:
+    stub.reply(content="12*7 = 74", model="gpt-4o-mini", usage=DRAFT)
+    stub.reply(content="12*7 = 84", model="gpt-4o-mini", usage=FINAL)
+
+
+def test_interrupt_in_a_python_graph_pauses_the_run_and_resume_goes_on_with_it(graph_server, openai_stub,
+                                                                                alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    script_review(openai_stub)
+    thread = client.threads.create()
+
+    paused = client.runs.wait(thread["thread_id"], "review_agent", input=TURN)
+
+    interrupt = paused["__interrupt__"][0]
+    assert interrupt["value"] == {"question": "Is the draft right?", "draft": "12*7 = 74"}
+    run = client.runs.list(thread["thread_id"])[0]
+    assert run["status"] == "interrupted"
+    assert client.threads.get(thread["thread_id"])["status"] == "interrupted"
+    assert client.threads.get(thread["thread_id"])["interrupts"]["__root__"][0]["id"] == interrupt["id"]
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["interrupts"][0]["id"] == interrupt["id"] and state["next"] == ["graph"]
+    assert state["tasks"][0]["interrupts"][0]["value"]["draft"] == "12*7 = 74"
+    assert state["checkpoint"]["thread_id"] == thread["thread_id"] and state["checkpoint"]["checkpoint_id"]
+    # The outer graph's state: the draft is inside the Python graph's own (its subgraph's) state.
+    assert [m["content"] for m in state["values"]["messages"]] == ["What is 12*7?"]
+    assert state["tasks"][0]["state"] is None
+    inner = client.threads.get_state(thread["thread_id"], subgraphs=True)["tasks"][0]
+    assert inner["checkpoint"]["checkpoint_ns"].startswith("graph:") and inner["state"]["next"] == ["review"]
+    assert [m["content"] for m in inner["state"]["values"]["messages"]] == ["What is 12*7?", "12*7 = 74"]
+    execution = WorkflowExecution.objects.get(pk=run["run_id"])
+    assert execution.status == "waiting" and execution.total_tokens == 48 and execution.llm_calls == 1
+
+    assert "__interrupt__" in client.runs.join(thread["thread_id"], run["run_id"])  # joining a paused run returns
+    joined = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))  # and its stream ends at the question
+    assert joined[-1].event == "end" and joined[-2].data["__interrupt__"][0]["id"] == interrupt["id"]
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [thread["thread_id"]]
+    assert client.threads.search(status="busy") == []
+
+    with pytest.raises(ConflictError):  # a new turn waits for the answer (reject, the default strategy)
+        client.runs.create(thread["thread_id"], "review_agent", input=TURN)
+    values = client.runs.wait(thread["thread_id"], "review_agent", command={"resume": "no, it is 84"})
+
+    execution.refresh_from_db()
+    assert values["messages"][-1]["content"] == "12*7 = 84" and "__interrupt__" not in values
+    assert execution.status == "completed" and [r["run_id"] for r in client.runs.list(thread["thread_id"])] == [
+        run["run_id"]]  # the same run went on
+    assert execution.total_tokens == 48 + 75 and execution.llm_calls == 2
+    assert execution.cost == Decimal("0.00001080") + Decimal("0.00001350")  # 0.15 in, 0.60 out per million
+    calls = list(LLMCall.objects.filter(execution=execution).order_by("created_at"))
+    assert [c.total_tokens for c in calls] == [48, 75]  # the draft was not asked again
+    assert "Reviewer: no, it is 84" in openai_stub.last_request.body["messages"][-1]["content"]
+    assert client.threads.get(thread["thread_id"])["status"] == "idle"
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert reply.total_tokens == 123 and reply.cost == execution.cost
+    assert AuditEvent.objects.filter(action="execution.resumed", target_id=str(execution.pk)).exists()
+    assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+async def test_a_human_input_node_streams_its_interrupt_and_a_streamed_resume_finishes_the_run(server, alice,
+                                                                                               alice_key):
+    await sync_to_async(template_create)(owner=alice, key="asking", name="Asks how many", graph=ASKING)
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+
+    parts = [part async for part in client.runs.stream(thread["thread_id"], "asking", input=TURN,
+                                                       stream_mode=["values", "updates"])]
+
+    updates = [part.data for part in parts if part.event == "updates" and "__interrupt__" in part.data]
+    interrupt = updates[0]["__interrupt__"][0]
+    assert interrupt["value"]["prompt"] == "How many?" and interrupt["response_schema"]["maximum"] == 10
+    assert parts[-1].event == "end" and "__interrupt__" in [p for p in parts if p.event == "values"][-1].data
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "interrupted"
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["ask"] and state["tasks"][0]["name"] == "ask"
+    assert state["tasks"][0]["interrupts"][0]["id"] == interrupt["id"]
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:  # checked against the question's schema: nothing written
+        await client.runs.wait(thread["thread_id"], "asking", command={"resume": 11})
+    with pytest.raises(httpx.HTTPStatusError) as no_goto:
+        await client.runs.wait(thread["thread_id"], "asking", command={"goto": "second"})
+    assert refused.value.response.status_code == no_goto.value.response.status_code == 422
+    assert "maximum of 10" in refused.value.response.text
+    resumed = [part async for part in client.runs.stream(thread["thread_id"], "asking",
+                                                         command={"resume": {interrupt["id"]: 3}},
+                                                         stream_mode=["values", "updates"])]
+
+    execution = await sync_to_async(WorkflowExecution.objects.get)(conversation_id=thread["thread_id"])
+    assert resumed[0].event == "metadata" and resumed[0].data["run_id"] == str(execution.pk)
+    assert resumed[-1].event == "end" and execution.status == "completed"
+    assert execution.output_data["variables"] == {"count": 3} and execution.llm_calls == 2
+    assert {node for part in resumed if part.event == "updates" for node in part.data} >= {"ask", "second"}
+    joined = await client.runs.join(thread["thread_id"], str(execution.pk))
+    assert joined["messages"][-1]["usage_metadata"]["total_tokens"] == execution.total_tokens
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+    await sync_to_async(assert_all)(execution)
+    assert await sync_to_async(reconcile_exit_code)() == 0
+
+
+def test_resume_without_a_waiting_run_is_refused(server, alice_key, bob_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
+
+    with pytest.raises(ConflictError):
+        client.runs.create(thread["thread_id"], "universal_chat", command={"resume": "yes"})
+    with pytest.raises(UnprocessableEntityError):
+        client.runs.create(None, "universal_chat", command={"resume": "yes"})
+    with pytest.raises(UnprocessableEntityError):  # static breakpoints do not fit Chatter's graphs
+        client.runs.create(thread["thread_id"], "universal_chat", input=TURN, interrupt_before=["model"])
+    bob = get_sync_client(url=server.langgraph_url, api_key=bob_key)
+    with pytest.raises(NotFoundError):  # another user's thread, waiting or not, is not found
+        bob.runs.create(thread["thread_id"], "universal_chat", command={"resume": "yes"})
+
+    assert WorkflowExecution.objects.count() == 1
