@@ -139,39 +139,70 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         request["webhook"] = body.webhook  # POSTed the run when it ends: agent_server.webhooks
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
-    queued = False
     # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
     request["on_written"] = lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run)
-    if thread_id is not None:
-        if not message:
-            raise InvalidInput("a run on a thread needs a user message in input.messages")
-        conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
-        request.update(chat=True, conversation_id=conversation.pk)
-        if conversation_has_run_in_progress(conversation_id=conversation.pk):
-            if body.multitask_strategy == "reject":
-                raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
-                               "multitask strategy.", code="thread_busy")
-            if body.after_seconds:
-                raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
-            run_plan(**request)  # bad input is refused before the thread's runs are touched
-            if body.multitask_strategy == "rollback":
-                runs_roll_back(conversation_id=conversation.pk, actor=owner)  # then this one starts now
-            if body.multitask_strategy == "interrupt":
-                for running in WorkflowExecution.objects.filter(conversation_id=conversation.pk,
-                                                                status__in=RUN_IN_PROGRESS).exclude(
-                        agent_run__queued=True):
-                    try:
-                        execution_cancel(execution=running, actor=owner)
-                    except Conflict:
-                        pass  # it ended meanwhile: nothing to interrupt
-            queued = body.multitask_strategy != "rollback"
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
-    if queued:
+    if thread_id is None:
+        return _run_now(started, request=request, body=body, mode=mode)
+    if not message:
+        raise InvalidInput("a run on a thread needs a user message in input.messages")
+    conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
+    request.update(chat=True, conversation_id=conversation.pk)
+    if not conversation_has_run_in_progress(conversation_id=conversation.pk):
+        try:
+            return _run_now(started, request={**request, "on_written": _alone_on_thread(request["on_written"])},
+                            body=body, mode=mode)
+        except ThreadBusy:
+            pass  # another run of the thread was written meanwhile: this one meets a busy thread after all
+    if _busy_thread(conversation_id=conversation.pk, owner=owner, body=body, request=request):
         started.execution = _run_queued(request=request, agent_run=agent_run)
         if mode == Mode.STREAM:
             started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
+    return _run_now(started, request=request, body=body, mode=mode)
+
+
+class ThreadBusy(Conflict):
+    """Another run of the thread was written between the check and this run's insert."""
+
+
+def _alone_on_thread(on_written):
+    """`on_written` after a check, in the run's creating transaction, that no other run of its thread is in
+    progress. That transaction wrote the turn's user message first, which updated (and so locked, on PostgreSQL;
+    on SQLite the write transaction is the database's one writer) the conversation's row: two runs of one thread
+    cannot both pass it."""
+    def written(execution: WorkflowExecution) -> None:
+        if WorkflowExecution.objects.filter(conversation_id=execution.conversation_id,
+                                            status__in=RUN_IN_PROGRESS).exclude(pk=execution.pk).exists():
+            raise ThreadBusy("the thread began another run meanwhile", code="thread_busy")
+        on_written(execution)
+    return written
+
+
+def _busy_thread(*, conversation_id, owner, body: RunCreate, request: dict) -> bool:
+    """What `multitask_strategy` does on a busy thread: whether the new run is queued behind the one in progress
+    (`enqueue`, `interrupt`) or starts now (`rollback`, once that one left the thread); `reject`: a 409."""
+    if body.multitask_strategy == "reject":
+        raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
+                       "multitask strategy.", code="thread_busy")
+    if body.after_seconds:
+        raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
+    run_plan(**request)  # bad input is refused before the thread's runs are touched
+    if body.multitask_strategy == "rollback":
+        runs_roll_back(conversation_id=conversation_id, actor=owner)  # then this one starts now
+        return False
+    if body.multitask_strategy == "interrupt":
+        for running in WorkflowExecution.objects.filter(conversation_id=conversation_id,
+                                                        status__in=RUN_IN_PROGRESS).exclude(agent_run__queued=True):
+            try:
+                execution_cancel(execution=running, actor=owner)
+            except Conflict:
+                pass  # it ended meanwhile: nothing to interrupt
+    return True
+
+
+def _run_now(started: StartedRun, *, request: dict, body: RunCreate, mode: str) -> StartedRun:
     if body.after_seconds:  # a delayed run: pending until then, started by django-q2; stream and wait follow it
         started.execution = execution_create(mode=Mode.BACKGROUND, after_seconds=body.after_seconds, **request)
         if mode == Mode.STREAM:

@@ -175,6 +175,30 @@ def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(ser
     assert reconcile_exit_code() == 0
 
 
+def test_runs_sent_at_once_to_an_idle_thread_start_one_the_others_are_rejected(server, alice_key):
+    """The busy-thread check and the run's insert hold together (the run's creating transaction checks again under
+    the conversation's row lock): of runs sent at once with `reject`, one is taken, every other is a 409 that
+    leaves nothing behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    thread = get_sync_client(url=server.langgraph_url, api_key=alice_key).threads.create()
+
+    def send(number: int) -> int:
+        response = httpx.post(f"{server.langgraph_url}/threads/{thread['thread_id']}/runs", timeout=60,
+                              headers={"x-api-key": alice_key}, json={
+                                  "assistant_id": "universal_chat", "multitask_strategy": "reject",
+                                  "input": {"messages": [{"role": "user", "content": f"turn {number}"}]}})
+        return response.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(send, range(8)))
+
+    assert statuses == [200] + [409] * 7
+    run = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    assert list(Message.objects.filter(conversation_id=thread["thread_id"]).values_list("execution_id", "role")) == [
+        (run.pk, "user")]
+
+
 def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):
     from tests.fixtures_server import start_worker, stop_process
 
