@@ -92,3 +92,13 @@ def input_as_dicts(messages: list[dict]) -> list[dict]:
     """Input messages (not stored: a run without a thread) in LangGraph's format."""
     return [{"content": m["content"], "additional_kwargs": {}, "response_metadata": {}, "type": _TYPES[m["role"]],
              "name": None, "id": None} for m in messages]
+
+
+def question_interrupt(question: dict) -> dict:
+    """A waiting run's question (output_data.input_required) as the SDK's Interrupt, read from the run's row."""
+    value = question["value"] if "value" in question else {
+        key: item for key, item in question.items() if key != "interrupt_id"}
+    found = {"value": value, "id": question["interrupt_id"]}
+    if isinstance(question.get("schema"), dict):
+        found["response_schema"] = question["schema"]
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.dispatch import receiver
 
+from agent_server.runs import queued_run_start_if_idle
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished
 
@@ -21,8 +22,6 @@ def start_queued_run(sender, execution, messages=(), **kwargs) -> None:
     conversation_id = execution.conversation_id
 
     def start() -> None:
-        from agent_server.runs import queued_run_start_if_idle
-
         queued_run_start_if_idle(conversation_id=conversation_id)
 
     transaction.on_commit(start)

@@ -13,11 +13,10 @@ from django.db.models import F
 
 from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
 from agent_server.bodies import RunCreate
-from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, turn_of
+from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun
 from agent_server.resume import run_fork, run_resume
 from agent_server.rollback import runs_roll_back
-from agent_server.state import question_interrupt
 from agent_server.threads import thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation

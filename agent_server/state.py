@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_server.messages import message_dict
+from agent_server.threads import thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
 from workflows.models import Checkpoint, WorkflowExecution
@@ -88,16 +89,6 @@ def interrupt_dict(interrupt) -> dict:
     return found
 
 
-def question_interrupt(question: dict) -> dict:
-    """A waiting run's question (output_data.input_required) as the SDK's Interrupt, read from the run's row."""
-    value = question["value"] if "value" in question else {
-        key: item for key, item in question.items() if key != "interrupt_id"}
-    found = {"value": value, "id": question["interrupt_id"]}
-    if isinstance(question.get("schema"), dict):
-        found["response_schema"] = question["schema"]
-    return found
-
-
 def _task_dict(task, conversation: Conversation, subgraph: dict | None = None) -> dict:
     return {"id": task.id, "name": task.name, "error": str(task.error) if task.error else None,
             "interrupts": [interrupt_dict(i) for i in task.interrupts],
@@ -153,8 +144,6 @@ def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowE
 
 
 def _conversation_values(conversation: Conversation) -> dict:
-    from agent_server.threads import thread_values
-
     return thread_values(conversation_ids=[conversation.pk])[conversation.pk]
 
 

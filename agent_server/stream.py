@@ -20,7 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from channels.db import database_sync_to_async
 
-from agent_server.messages import ai_message_of_run, input_as_dicts, usage_metadata
+from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import WorkflowExecution
@@ -54,8 +54,6 @@ def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool) ->
 @database_sync_to_async
 def _question(execution_id, interrupt_id):
     """The value a run's interrupt holds (its question as the run's row keeps it)."""
-    from agent_server.state import question_interrupt
-
     output = WorkflowExecution.objects.filter(pk=execution_id).values_list("output_data", flat=True).first() or {}
     for question in output.get("input_required") or []:
         if question.get("interrupt_id") == interrupt_id:

@@ -7,7 +7,7 @@ import uuid
 
 from django.db import transaction
 
-from agent_server.messages import message_dict
+from agent_server.messages import message_dict, question_interrupt
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
 from conversations.selectors import RUN_IN_PROGRESS, conversation_list
@@ -31,7 +31,6 @@ def thread_get(*, user, thread_id) -> Conversation:
 def _statuses(conversation_ids) -> tuple[dict, dict]:
     """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
     input, else `idle`) and the interrupts its waiting runs hold (by node), in one query."""
-    from agent_server.state import question_interrupt
 
     statuses: dict = {}
     interrupts: dict = {}

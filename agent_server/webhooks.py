@@ -10,6 +10,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.dispatch import receiver
 
+from agent_server.runs import run_as_dict, run_values
+from webhooks.services import webhook_delivery_create
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished
 
@@ -25,8 +27,6 @@ def run_webhook_on_end(sender, execution, **kwargs) -> None:
 
 
 def run_webhook_payload(execution: WorkflowExecution) -> dict:
-    from agent_server.runs import run_as_dict, run_values
-
     payload = {**run_as_dict(execution), "values": run_values(execution=execution,
                                                                inputs=_stored_inputs(execution))}
     if execution.status in (WorkflowExecution.Status.FAILED, WorkflowExecution.Status.CANCELLED):
@@ -41,8 +41,6 @@ def _stored_inputs(execution: WorkflowExecution) -> list[dict]:
 
 def run_webhook_send(*, execution_id) -> None:
     """After the run's end commits: log the delivery (webhooks.WebhookDelivery) and hand it to the task."""
-    from webhooks.services import webhook_delivery_create
-
     execution = WorkflowExecution.objects.select_related("agent_run", "template").filter(pk=execution_id).first()
     if execution is None or not execution.webhook:
         return
