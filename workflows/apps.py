@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate
 
 
 def _seed_builtins(sender, **kwargs) -> None:
@@ -16,7 +16,10 @@ class WorkflowsConfig(AppConfig):
 
     def ready(self) -> None:
         from chatter_project.db import pools_close_before_fork
+        from workflows.models import WorkflowSchedule
+        from workflows.services.schedules import schedule_deleted_audit
 
         pools_close_before_fork()
+        post_delete.connect(schedule_deleted_audit, sender=WorkflowSchedule, dispatch_uid="workflows_schedule_deleted")
         # Built-in templates and the system schedules exist after every migrate (and after test flushes).
         post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

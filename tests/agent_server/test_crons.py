@@ -233,3 +233,21 @@ def test_a_registered_python_graph_cannot_be_scheduled_yet(daphne_server, alice_
     assert "Python graphs cannot be scheduled" in refused.value.response.json()["detail"]
 
     assert not WorkflowSchedule.objects.exists()
+
+
+def test_a_threads_crons_leave_with_it_and_each_is_audited(server, alice, alice_key):
+    """schedule.* is audited however a schedule goes: deleted as a cron, or with the thread it fires into."""
+    from audit.models import AuditEvent
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    kept = client.crons.create_for_thread(thread["thread_id"], "universal_chat", schedule="0 7 * * *", input=TURN)
+    deleted = client.crons.create_for_thread(thread["thread_id"], "universal_chat", schedule="0 8 * * *", input=TURN)
+    client.crons.delete(deleted["cron_id"])
+
+    client.threads.delete(thread["thread_id"])
+
+    assert not WorkflowSchedule.objects.exists()
+    gone = AuditEvent.objects.filter(action="schedule.deleted").order_by("id")
+    assert [(row.target_id, row.actor_id, row.data["conversation_id"]) for row in gone] == [
+        (deleted["cron_id"], alice.pk, thread["thread_id"]), (kept["cron_id"], alice.pk, thread["thread_id"])]

@@ -135,11 +135,17 @@ def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedul
 
 
 def schedule_delete(*, schedule: WorkflowSchedule) -> None:
-    """Remove a schedule; its past executions stay (their `schedule` becomes null)."""
+    """Remove a schedule; its past executions stay (their `schedule` becomes null). Audited by
+    schedule_deleted_audit, in the same transaction."""
     with transaction.atomic():
-        audit_record(action="schedule.deleted", actor=schedule.owner, target=schedule,
-                     data=_schedule_summary(schedule))
         WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+
+
+def schedule_deleted_audit(sender, instance: WorkflowSchedule, **kwargs) -> None:
+    """Every schedule that goes is audited (`schedule.deleted`), however it goes: deleted itself, or with the
+    conversation (thread) it fires into. Connected to post_delete (workflows.apps): inside the deleting
+    transaction, so the row and its audit go together."""
+    audit_record(action="schedule.deleted", actor=instance.owner, target=instance, data=_schedule_summary(instance))
 
 
 def _schedule_summary(schedule: WorkflowSchedule) -> dict:
