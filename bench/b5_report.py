@@ -72,9 +72,11 @@ def report(results: dict, variants: dict, idle: dict, args, *, statements_counte
         if not works:
             continue
         statements = f"{median([w['statements'] for w in works]):.1f}" if statements_counted else "n/a"
-        rows.append([name, variants[name].database, statements, f"{median([w['transactions'] for w in works]):.1f}",
-                     f"{median([w['sessions'] for w in works]):.2f}"])
-    print(table(rows, ["variant", "database", "statements", "transactions", "new connections"]))
+        fk_checks = f"{median([w['fk_checks'] for w in works]):.1f}" if statements_counted else "n/a"
+        rows.append([name, variants[name].database, statements, fk_checks,
+                     f"{median([w['transactions'] for w in works]):.1f}", f"{median([w['sessions'] for w in works]):.2f}"])
+    print(table(rows, ["variant", "database", "statements", "PostgreSQL's foreign-key checks", "transactions",
+                       "new connections"]))
     if idle:
         print("idle background work, with no request in flight, per second: " + "; ".join(
             f"{db}: {w['statements']:.1f} statements, {w['transactions']:.1f} transactions" for db, w in idle.items()))

@@ -9,6 +9,9 @@ from typing import Self
 from bench.services import Services
 
 _TRANSACTION_CONTROL = r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|START TRANSACTION|END)\b"
+# PostgreSQL's own foreign-key checks (one per row written with a foreign key), which pg_stat_statements lists
+# beside the client's statements: counted apart.
+_FOREIGN_KEY_CHECK = r'^SELECT \S+ FROM ONLY "'
 
 
 class DbWork:
@@ -16,7 +19,10 @@ class DbWork:
     database (so reading them adds nothing to the databases measured):
     - transactions: pg_stat_database.xact_commit + xact_rollback; sessions: new connections;
     - statements: pg_stat_statements calls, transaction control (BEGIN, COMMIT, SAVEPOINT…) left out, when the
-      server preloads it (`enable_statements()` restarts it so).
+      server preloads it (`enable_statements()` restarts it so); fk_checks: PostgreSQL's own foreign-key checks
+      (`SELECT 1 FROM ONLY … FOR KEY SHARE`, one per row written with a foreign key), which pg_stat_statements
+      lists too: counted apart from the client's statements. A read outside a transaction is a transaction of
+      its own.
 
     A backend reports its transaction and session counts at most once a second, and one that has gone idle
     within that second only after 10 s (PostgreSQL's PGSTAT_MIN_INTERVAL and PGSTAT_IDLE_INTERVAL), so
@@ -48,14 +54,16 @@ class DbWork:
             rows = connection.execute(
                 "SELECT datname, xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = ANY(%s)",
                 [databases]).fetchall()
-            found = {name: {"transactions": xacts, "sessions": sessions, "statements": 0}
+            found = {name: {"transactions": xacts, "sessions": sessions, "statements": 0, "fk_checks": 0}
                      for name, xacts, sessions in rows}
             if self.statements:
-                for name, calls in connection.execute(
-                        "SELECT d.datname, sum(s.calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
-                        "WHERE d.datname = ANY(%s) AND s.query !~* %s GROUP BY d.datname",
-                        [databases, _TRANSACTION_CONTROL]).fetchall():
-                    found[name]["statements"] = int(calls)
+                for name, statements, fk_checks in connection.execute(
+                        "SELECT d.datname, sum(s.calls) FILTER (WHERE s.query !~ %s), "
+                        "sum(s.calls) FILTER (WHERE s.query ~ %s) FROM pg_stat_statements s "
+                        "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = ANY(%s) AND s.query !~* %s "
+                        "GROUP BY d.datname",
+                        [_FOREIGN_KEY_CHECK, _FOREIGN_KEY_CHECK, databases, _TRANSACTION_CONTROL]).fetchall():
+                    found[name]["statements"], found[name]["fk_checks"] = int(statements or 0), int(fk_checks or 0)
         return found
 
     def settled(self, databases: list[str], wait: float = 10.5) -> tuple[float, dict[str, dict[str, int]]]:
