@@ -5,7 +5,6 @@ A thread's cron fires chat turns in that thread; a stateless one fires runs with
 from __future__ import annotations
 
 import json
-import uuid
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -15,8 +14,8 @@ from agent_server.bodies import CronCreate, CronSearch, CronUpdate
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config
-from agent_server.threads import thread_get
-from chatter_project.errors import InvalidInput, NotFound
+from agent_server.threads import owned_row, thread_get
+from chatter_project.errors import InvalidInput
 from workflows.models import WorkflowSchedule
 from workflows.services.schedules import schedule_create, schedule_delete, schedule_update
 
@@ -60,14 +59,7 @@ def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
 
 def cron_get(*, user, cron_id) -> WorkflowSchedule:
     """The user's cron (any of their schedules); another user's is a 404 like a missing one."""
-    try:
-        pk = uuid.UUID(str(cron_id))
-    except ValueError:
-        raise NotFound("cron not found") from None
-    schedule = _crons(user=user).filter(pk=pk).first()
-    if schedule is None:
-        raise NotFound("cron not found")
-    return schedule
+    return owned_row(_crons(user=user), cron_id, what="cron")
 
 
 def _crons(*, user):

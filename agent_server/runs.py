@@ -17,7 +17,7 @@ from agent_server.messages import ai_message_of_run, input_as_dicts, input_messa
 from agent_server.models import AgentCron, AgentRun
 from agent_server.resume import run_fork, run_resume
 from agent_server.rollback import runs_roll_back
-from agent_server.threads import thread_create, thread_get, thread_values
+from agent_server.threads import owned_row, thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
@@ -217,17 +217,10 @@ def _run_now(started: StartedRun, *, request: dict, body: RunCreate, mode: str) 
 
 def run_get(*, user, run_id, thread_id=None) -> WorkflowExecution:
     """The user's run (on that thread, when one is named); another user's is a 404 like a missing one."""
-    try:
-        pk = uuid.UUID(str(run_id))
-    except ValueError:
-        raise NotFound("run not found") from None
     runs = execution_list(user=user).select_related("agent_run").exclude(agent_run__rolled_back=True)
     if thread_id is not None:
         runs = runs.filter(conversation_id=thread_get(user=user, thread_id=thread_id).pk)
-    execution = runs.filter(pk=pk).first()
-    if execution is None:
-        raise NotFound("run not found")
-    return execution
+    return owned_row(runs, run_id, what="run")
 
 
 def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str | None = None) -> list:

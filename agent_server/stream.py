@@ -23,7 +23,7 @@ from channels.db import database_sync_to_async
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
 from workflows.events import TERMINAL_EVENTS
-from workflows.models import WorkflowExecution
+from workflows.models import ExecutionEvent, WorkflowExecution
 
 
 def parse_last_event_id(value: str | None) -> tuple[int, int] | None:
@@ -64,8 +64,6 @@ def _question(execution_id, interrupt_id):
 @database_sync_to_async
 def _still_paused(execution_id, seq) -> bool:
     """Whether the run waits now on the question at `seq` (no event came after it)."""
-    from workflows.models import ExecutionEvent
-
     return (WorkflowExecution.objects.filter(pk=execution_id, status=WorkflowExecution.Status.WAITING).exists()
             and not ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=seq).exists())
 

@@ -17,15 +17,21 @@ from workflows.models import WorkflowExecution
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
 
 
-def thread_get(*, user, thread_id) -> Conversation:
+def owned_row(rows, key, *, what: str):
+    """The row of `rows` (already the user's own) whose id is `key`: a 404 naming `what` when `key` is not a UUID
+    or names no such row (another user's is indistinguishable from a missing one)."""
     try:
-        pk = uuid.UUID(str(thread_id))
+        pk = uuid.UUID(str(key))
     except ValueError:
-        raise NotFound("thread not found") from None
-    conversation = conversation_list(user=user).filter(pk=pk).first()
-    if conversation is None:
-        raise NotFound("thread not found")
-    return conversation
+        raise NotFound(f"{what} not found") from None
+    row = rows.filter(pk=pk).first()
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+def thread_get(*, user, thread_id) -> Conversation:
+    return owned_row(conversation_list(user=user), thread_id, what="thread")
 
 
 def _statuses(conversation_ids) -> tuple[dict, dict]:
