@@ -22,6 +22,14 @@ TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 SLOW = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
 
 
+def model_call_started(part) -> bool:
+    """The stream's part that says the graph's node, whose model call (1.5 s at the stub) comes next, has started:
+    its node_started event is written with the write just before that call waits. Cancelling before it (at the
+    start node's event, say) could stop the run before the call is made."""
+    return (part.event == "custom" and part.data["event"] == "node_started"
+            and part.data["data"]["node_id"] == "graph")
+
+
 def ended(execution_id, timeout_s: float = 20.0) -> WorkflowExecution:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,7 +109,7 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
     tid = thread["thread_id"]
     stream = client.runs.stream(tid, "calculator_agent", input=TURN, stream_mode=["custom"])
     async for part in stream:  # until its model call has started
-        if part.event == "custom" and part.data["event"] == "node_started":
+        if model_call_started(part):
             break
     await stream.aclose()  # the default on_disconnect ("continue"): the run goes on without its reader
     first = await sync_to_async(WorkflowExecution.objects.get)(conversation_id=tid)
@@ -132,7 +140,7 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
     stream = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["custom"],
                                 on_disconnect="cancel")
     async for part in stream:
-        if part.event == "custom" and part.data["event"] == "node_started":
+        if model_call_started(part):
             break
     await stream.aclose()
     run_id = (await client.runs.list(thread["thread_id"]))[0]["run_id"]
@@ -156,7 +164,7 @@ def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_cli
     streamed.close()
     joined = client.runs.join_stream(thread["thread_id"], run_id, stream_mode=["custom"], cancel_on_disconnect=True)
     for part in joined:
-        if part.event == "custom" and part.data["event"] == "node_started":
+        if model_call_started(part):
             break
     joined.close()
 
