@@ -23,11 +23,19 @@ SLOW = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
 
 
 def model_call_started(part) -> bool:
-    """The stream's part that says the graph's node, whose model call (1.5 s at the stub) comes next, has started:
-    its node_started event is written with the write just before that call waits. Cancelling before it (at the
-    start node's event, say) could stop the run before the call is made."""
+    """The stream's part that says the graph's node, whose model call (1.5 s at the stub) comes next, has started."""
     return (part.event == "custom" and part.data["event"] == "node_started"
             and part.data["data"]["node_id"] == "graph")
+
+
+def call_reached(openai_stub, timeout_s: float = 10.0) -> None:
+    """Wait until the run's model call has reached the stub (which then takes 1.5 s to answer). A reader that leaves
+    before that could stop the run before its call is made (with nothing to account); one that leaves after it
+    stops the run once the call is answered, and that call is accounted all the same."""
+    deadline = time.monotonic() + timeout_s
+    while not openai_stub.requests:
+        assert time.monotonic() < deadline, "the run's model call never reached the stub"
+        time.sleep(0.01)
 
 
 def ended(execution_id, timeout_s: float = 20.0) -> WorkflowExecution:
@@ -111,6 +119,7 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
     async for part in stream:  # until its model call has started
         if model_call_started(part):
             break
+    await sync_to_async(call_reached)(openai_stub)
     await stream.aclose()  # the default on_disconnect ("continue"): the run goes on without its reader
     first = await sync_to_async(WorkflowExecution.objects.get)(conversation_id=tid)
     assert first.status == "running"
@@ -142,6 +151,7 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
     async for part in stream:
         if model_call_started(part):
             break
+    await sync_to_async(call_reached)(openai_stub)
     await stream.aclose()
     run_id = (await client.runs.list(thread["thread_id"]))[0]["run_id"]
 
@@ -166,6 +176,7 @@ def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_cli
     for part in joined:
         if model_call_started(part):
             break
+    call_reached(openai_stub)
     joined.close()
 
     execution = ended(run_id)
