@@ -10,7 +10,6 @@ from agent_server.state import checkpoint_run
 from agent_server.threads import thread_get
 from chatter_project.errors import Conflict, InvalidInput
 from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_create, execution_run_now, execution_start_streamed
 from workflows.services.waiting import execution_resume
 
 Mode = WorkflowExecution.Mode
@@ -51,21 +50,12 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
     return (execution, outcome) if mode == Mode.STREAM else (outcome, None)
 
 
-def run_fork(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[WorkflowExecution, AsyncIterator | None]:
-    """`checkpoint_id` (or `checkpoint`): a new run of that checkpoint's graph going on from it (issue 13's fork,
-    workflows.services.runs.fork_plan). On a thread, the checkpoint must be one of the thread's; the fork, like
-    every fork, runs outside the conversation (which stays as it was) with accounting of its own."""
+def fork_request(*, owner, body: RunCreate, thread_id) -> dict:
+    """`checkpoint_id` (or `checkpoint`): the request of a new run of that checkpoint's graph going on from it
+    (issue 13's fork, workflows.services.runs.fork_plan), started like any run (agent_server.runs). On a thread,
+    the checkpoint must be one of the thread's; the fork, like every fork, runs outside the conversation (which
+    stays as it was) with accounting of its own."""
     checkpoint_id = body.fork_from()
     if thread_id is not None:
         checkpoint_run(conversation=thread_get(user=owner, thread_id=thread_id), checkpoint_id=checkpoint_id)
-    request = {"owner": owner, "from_checkpoint": checkpoint_id}
-    feed = None
-    if mode == Mode.BACKGROUND:
-        execution = execution_create(mode=Mode.BACKGROUND, **request)
-    elif mode == Mode.STREAM:
-        execution, feed = execution_start_streamed(**request)
-    else:
-        execution = execution_run_now(**request)
-    AgentRun.objects.create(execution_id=execution.pk, assistant_id=body.assistant_id, metadata=body.metadata or {},
-                            stream_mode=body.stream_mode, multitask_strategy=body.multitask_strategy)
-    return execution, feed
+    return {"owner": owner, "from_checkpoint": checkpoint_id}

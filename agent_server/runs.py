@@ -15,7 +15,7 @@ from agent_server.assistants import assistant_id_of_execution, assistant_row, ru
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun
-from agent_server.resume import run_fork, run_resume
+from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
 from agent_server.threads import owned_row, thread_create, thread_get, thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
@@ -117,7 +117,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
     `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
     to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
-    (run_fork)."""
+    (fork_request), outside the thread's conversation."""
     refused = body.refused()
     if refused:
         raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
@@ -127,19 +127,19 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
         return StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
                           inputs=[], feed=feed)
     row = assistant_row(user=owner, assistant_id=body.assistant_id)
-    if body.fork_from() is not None:
-        execution, feed = run_fork(owner=owner, body=body, mode=mode, thread_id=thread_id)
-        return StartedRun(execution=execution, thread_id=None, modes=body.stream_mode, inputs=[], feed=feed)
-    messages = input_messages(body.input)
-    message, system_prompt = turn_of(messages)
-    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
-               **run_target(row)}
-    if body.webhook:
-        request["webhook"] = body.webhook  # POSTed the run when it ends: agent_server.webhooks
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
-    request["on_written"] = lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run)
+    written = {"on_written": lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run),
+               **({"webhook": body.webhook} if body.webhook else {})}  # webhook: agent_server.webhooks
+    if body.fork_from() is not None:
+        started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
+        return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
+                        body=body, mode=mode)
+    messages = input_messages(body.input)
+    message, system_prompt = turn_of(messages)
+    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
+               **run_target(row), **written}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:

@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from agent_server.models import AgentRun
 from conversations.models import Conversation
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.api.test_human_input import ASKING
@@ -79,7 +80,8 @@ async def test_update_state_makes_a_checkpoint_and_a_run_forks_from_it(server, a
 
     updated = await client.threads.update_state(tid, {"variables": {"count": 9}}, as_node="ask")
     state = await client.threads.get_state(tid)
-    fork = await client.runs.wait(tid, "asking", checkpoint_id=updated["checkpoint"]["checkpoint_id"])
+    fork = await client.runs.wait(tid, "asking", checkpoint_id=updated["checkpoint"]["checkpoint_id"],
+                                  metadata={"why": "what if"})
 
     assert state["checkpoint"] == updated["checkpoint"] and state["next"] == ["second"]
     assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai"]  # the conversation's, as it was
@@ -88,6 +90,8 @@ async def test_update_state_makes_a_checkpoint_and_a_run_forks_from_it(server, a
     forked = await sync_to_async(WorkflowExecution.objects.exclude(conversation_id=tid).get)()
     assert forked.status == "completed" and forked.conversation_id is None and forked.llm_calls == 1
     assert forked.forked_from_checkpoint == updated["checkpoint"]["checkpoint_id"]
+    agent_run = await sync_to_async(AgentRun.objects.get)(execution_id=forked.pk)  # written with the run, as any
+    assert (agent_run.assistant_id, agent_run.metadata) == ("asking", {"why": "what if"})
     assert forked.output_data["variables"] == {"count": 9}
     assert fork["messages"][-1]["usage_metadata"]["total_tokens"] == forked.total_tokens > 0
     after = await sync_to_async(Conversation.objects.get)(pk=tid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import AsyncIterator, Callable, Iterator
 
@@ -115,12 +115,6 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
     `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late.
     `on_written`: the caller's rows about the run, written with it (RunPlan.on_written)."""
-    if from_checkpoint is not None:
-        return fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint)
-    if chat and not template and not definition_id and graph is None:
-        template = "universal_chat"
-    if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
-        raise InvalidInput("give exactly one of template, definition_id, graph")
     if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
     if webhook:
@@ -128,6 +122,14 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     if after_seconds is not None and (mode != Mode.BACKGROUND or not isinstance(after_seconds, int)
                                       or isinstance(after_seconds, bool) or after_seconds < 0):
         raise InvalidInput("after_seconds delays a background run by a whole number of seconds (0 or more)")
+    run_after = timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None
+    if from_checkpoint is not None:
+        return replace(fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint), webhook=webhook,
+                       run_after=run_after, on_written=on_written)
+    if chat and not template and not definition_id and graph is None:
+        template = "universal_chat"
+    if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
+        raise InvalidInput("give exactly one of template, definition_id, graph")
     if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS):
         raise InvalidInput(f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
     if chat and not (message or "").strip():
@@ -158,8 +160,7 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
                    correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key, webhook=webhook,
-                   run_after=timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None,
-                   on_written=on_written)
+                   run_after=run_after, on_written=on_written)
 
 
 def _owner_lock_and_budgets(plan: RunPlan) -> list:
