@@ -54,17 +54,23 @@ def webhook_deliver(delivery_id: str) -> str:
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     now = timezone.now()
-    delivery.attempts += 1
-    delivery.last_status_code, delivery.last_error = code, error
-    delivery.log = [*delivery.log, {"at": now.isoformat(), "status_code": code, "error": error}]
-    if not error:
-        delivery.status, delivery.delivered_at, delivery.next_attempt_at = WebhookDelivery.Status.DELIVERED, now, None
-    elif delivery.attempts >= MAX_ATTEMPTS:
-        delivery.status, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, None
-    else:
-        delivery.status = WebhookDelivery.Status.RETRYING
-        delivery.next_attempt_at = now + retry_delay(delivery.attempts)
     with transaction.atomic():  # the attempt and its retry are logged together: a retrying delivery has its next
+        # The row as it is now, locked: another attempt of the same delivery (a task delivered twice) may have
+        # logged itself since this one read it.
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+        delivery.attempts += 1
+        delivery.last_status_code, delivery.last_error = code, error
+        delivery.log = [*delivery.log, {"at": now.isoformat(), "status_code": code, "error": error}]
+        if delivery.status == WebhookDelivery.Status.DELIVERED:
+            pass  # another attempt got through meanwhile: it stays delivered
+        elif not error:
+            delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
+                WebhookDelivery.Status.DELIVERED, now, None)
+        elif delivery.attempts >= MAX_ATTEMPTS:
+            delivery.status, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, None
+        else:
+            delivery.status = WebhookDelivery.Status.RETRYING
+            delivery.next_attempt_at = now + retry_delay(delivery.attempts)
         delivery.save(update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at",
                                      "next_attempt_at"])
         if delivery.status == WebhookDelivery.Status.RETRYING:
