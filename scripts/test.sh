@@ -49,8 +49,10 @@ trap stop_services EXIT
 trap 'echo; echo "interrupted"; exit 130' INT
 trap 'exit 143' TERM
 sqlite_pid=""
+# The SQLite phase runs in a process group of its own (setsid): stopping it stops the servers its tests started
+# too, which a background job's pytest could not do itself (it cannot get SIGINT, and SIGTERM skips teardown).
 stop_sqlite_phase() {
-    [ -z "$sqlite_pid" ] || kill "$sqlite_pid" 2>/dev/null || true
+    [ -z "$sqlite_pid" ] || kill -TERM -- "-$sqlite_pid" 2>/dev/null || true
 }
 
 # Services left behind by a run that was killed before its trap could run.
@@ -85,7 +87,7 @@ trap 'stop_sqlite_phase; stop_services; rm -rf "$skips_dir"' EXIT
 # phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
 sqlite_log="$skips_dir/sqlite.log"
 (unset DATABASE_URL REDIS_URL
-    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec "$PYTEST" "$@") \
+    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec setsid "$PYTEST" "$@") \
     >"$sqlite_log" 2>&1 &
 sqlite_pid=$!
 
