@@ -23,6 +23,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from chatter_project.rows import db_value, rows_select
 from conversations.models import Message
 from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
 
@@ -31,9 +32,11 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
     """The price in force for a call: the latest effective_from not after `at`; an exact-provider row beats
     a wildcard one from the same moment."""
     at = at or timezone.now()
-    candidates = ModelPrice.objects.filter(
-        is_active=True, effective_from__lte=at, provider__in=(provider, ModelPrice.WILDCARD)
-    ).order_by("-effective_from")
+    # ModelPrice.objects.filter(is_active=True, effective_from__lte=at, provider__in=(provider, WILDCARD))
+    # .order_by("-effective_from"), as one plain statement: every run and every call asks (chatter_project.rows)
+    candidates = rows_select(ModelPrice, '"is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s)',
+                             [True, db_value(ModelPrice, "effective_from", at), provider, ModelPrice.WILDCARD],
+                             order='"effective_from" DESC')
     best = None
     for price in candidates:
         if not price.matches(provider, model):

@@ -1,10 +1,12 @@
-"""Rows written in one statement, without building model instances: the run path's hot writes (issue 12).
+"""Rows written and read in one statement each, without the ORM's per-statement work: the run path's hot
+statements (issue 12).
 
-`rows_insert` is one multi-row INSERT (optionally an upsert, optionally returning columns) and `row_update` one
-UPDATE (set and add), through Django's own cursor, the same SQL on PostgreSQL and SQLite. Its statement head is built once per shape and each value is
-prepared by its field, so the rows are stored exactly as the ORM would store them; what it skips is the ORM's
-per-statement work (instances, pre_save, the compiler), which was most of a turn's cost. Use it where a write is
-on every run; everywhere else the ORM is simpler.
+`rows_insert` is one multi-row INSERT (optionally an upsert, optionally returning columns), `row_update` one
+UPDATE (set and add) and `rows_select` one SELECT of whole rows, through Django's own cursor, the same SQL on
+PostgreSQL and SQLite. A statement's head is built once per shape, each value is prepared by its field and each
+column read is converted by its field, so rows are stored and read exactly as the ORM would store and read them;
+what it skips is the ORM's per-statement work (querysets, instances, pre_save, the compiler), which was most of a
+turn's cost. Use it where a statement is on every run; everywhere else the ORM is simpler.
 """
 from __future__ import annotations
 
@@ -107,23 +109,60 @@ def instances_insert(instances: list[models.Model]) -> None:
         instance._state.adding = False  # stored, as save() leaves it (Model._state is documented)
 
 
+def rows_select(model: type[models.Model], where: str, params: list, *, order: str = "",
+                limit: int | None = None) -> list[models.Model]:
+    """Instances of `model` read by one SELECT of all its columns: `where` and `order` are SQL over its columns
+    (double-quoted), `params` the values for their placeholders, each prepared by `db_value`."""
+    sql = f"{_reader(model, connection.vendor).head} WHERE {where}"
+    if order:
+        sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [instance_from_row(model, row) for row in cursor.fetchall()]
+
+
+def db_value(model: type[models.Model], name: str, value: Any) -> Any:
+    """`value` of field `name` as the database receives it in a query (as a queryset's filter would send it)."""
+    return model._meta.get_field(name).get_db_prep_value(value, connection)
+
+
 def instance_from_row(model: type[models.Model], row: tuple) -> models.Model:
     """An instance from a row of all of `model`'s concrete columns in their order (a `RETURNING` of
     `returned_columns(model)`), each value converted as a queryset would convert it (the backend's converters,
     then the field's), so it is what a read would have given."""
-    meta = model._meta
+    reader = _reader(model, connection.vendor)
     values = []
-    for field, value in zip(meta.concrete_fields, row):
-        column = field.get_col(meta.db_table)
-        for convert in (*connection.ops.get_db_converters(column), *column.get_db_converters(connection)):
+    for (column, converters), value in zip(reader.columns, row):
+        for convert in (*connection.ops.get_db_converters(column), *converters):
             value = convert(value, column, connection)
         values.append(value)
-    return model.from_db(connection.alias, [f.attname for f in meta.concrete_fields], values)
+    return model.from_db(connection.alias, reader.attnames, values)
 
 
 def returned_columns(model: type[models.Model]) -> str:
     """All of `model`'s concrete columns, quoted, in order: what instance_from_row reads."""
-    return ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
+    return _reader(model, connection.vendor).select
+
+
+class _Reader:
+    def __init__(self, model: type[models.Model]):
+        meta = model._meta
+        quote = connection.ops.quote_name
+        self.attnames = [f.attname for f in meta.concrete_fields]
+        self.columns = []
+        for field in meta.concrete_fields:
+            column = field.get_col(meta.db_table)
+            # the field's own converters; the backend's are asked of the connection in use (instance_from_row)
+            self.columns.append((column, tuple(column.get_db_converters(connection))))
+        self.select = ", ".join(quote(f.column) for f in meta.concrete_fields)
+        self.head = f"SELECT {self.select} FROM {quote(meta.db_table)}"
+
+
+@lru_cache(maxsize=64)
+def _reader(model: type[models.Model], vendor: str) -> _Reader:
+    return _Reader(model)
 
 
 class _Shape:

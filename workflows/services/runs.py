@@ -10,9 +10,7 @@ from datetime import datetime, timedelta
 from typing import AsyncIterator, Callable, Iterator
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Exists
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
@@ -169,14 +167,8 @@ def _owner_lock_and_budgets(plan: RunPlan) -> list:
     statement says whether any budget applies, so a run under none reads nothing more. The lock is taken late in
     the creating transaction, held only to its commit, never while it waits for a conversation's lock."""
     budgets = budgets_matching(owner=plan.owner, api_key=plan.api_key,
-                               template_id=plan.template.pk if plan.template else None)
-    if connection.features.has_select_for_update:
-        # FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing
-        # the user takes (runs, messages, audit rows), which deadlocked one user's concurrent turns.
-        any_budget = get_user_model().objects.select_for_update(no_key=True).filter(pk=plan.owner.pk).annotate(
-            any_budget=Exists(budgets)).values_list("any_budget", flat=True).first()
-        if not any_budget:
-            return []
+                               template_id=plan.template.pk if plan.template else None,
+                               lock_owner=connection.features.has_select_for_update)
     return sorted(budgets, key=lambda budget: str(budget.pk))  # one order for every run's locks
 
 
