@@ -114,7 +114,7 @@ def conversation_history(conversation_id, limit: int) -> list[tuple[str, str]]:
     """What a continuing turn's memory node reads: (role, content), oldest first."""
     from conversations.selectors import conversation_history as history
 
-    return [(m.role, m.content) for m in history(conversation_id=conversation_id, before_sequence=None, limit=limit)]
+    return history(conversation_id=conversation_id, limit=limit)
 
 
 def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:

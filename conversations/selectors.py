@@ -7,6 +7,7 @@ from django.db import connection
 from django.db.models import Count, Sum, Value
 from django.db.models.functions import Coalesce
 
+from chatter_project.rows import db_value
 from conversations.models import Conversation, Document, Message
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
@@ -33,13 +34,25 @@ def message_list(*, conversation: Conversation):
     return conversation.messages.order_by("sequence")
 
 
-def conversation_history(*, conversation_id, before_sequence: int | None, limit: int) -> list[Message]:
-    """The last `limit` user/assistant/system messages before a sequence number, oldest first."""
-    messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))
+def conversation_history(*, conversation_id, limit: int, before_sequence: int | None = None,
+                         before_turn_of=None) -> list[tuple[str, str]]:
+    """(role, content) of the last `limit` user/assistant/system messages, oldest first: before a sequence number,
+    or before the first user message of run `before_turn_of` (the turn's own message, once written). One plain
+    statement: a continuing turn's memory reads it (chatter_project.rows)."""
+    meta = Message._meta
+    where = '"conversation_id" = %s AND "role" IN (%s, %s, %s)'
+    params = [db_value(Message, "conversation", conversation_id), "user", "assistant", "system"]
     if before_sequence is not None:
-        messages = messages.filter(sequence__lt=before_sequence)
-    recent = messages.order_by("-sequence").only("role", "content", "sequence")[:limit]
-    return list(reversed(recent))
+        where += ' AND "sequence" < %s'
+        params.append(before_sequence)
+    if before_turn_of is not None:
+        where += (f' AND "sequence" < (SELECT MIN("sequence") FROM "{meta.db_table}" '
+                  'WHERE "execution_id" = %s AND "role" = %s)')
+        params += [db_value(Message, "execution", before_turn_of), "user"]
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT "role", "content" FROM "{meta.db_table}" WHERE {where} '
+                       f'ORDER BY "sequence" DESC LIMIT %s', [*params, int(limit)])
+        return [(role, content) for role, content in reversed(cursor.fetchall())]
 
 
 def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:

@@ -33,7 +33,6 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Subquery
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -41,7 +40,6 @@ from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update, rows_insert
-from conversations.models import Message
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
@@ -487,14 +485,14 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
         if execution.conversation_id is None:
             return []
         before = self.user_message.sequence if self.user_message is not None else None
-        if before is None and execution.input_data.get("message"):  # the turn's own message: history ends there
-            before = Subquery(Message.objects.filter(execution_id=execution.pk, role=Message.Role.USER).order_by(
-                "sequence").values("sequence")[:1])
         if before == 1:
             return []  # the turn's own message opened the conversation: there is nothing before it
-        rows = conversation_history(conversation_id=execution.conversation_id, before_sequence=before, limit=limit)
+        # without the message at hand, the turn's own message (if it has one) is where its history ends
+        turn = execution.pk if before is None and execution.input_data.get("message") else None
+        rows = conversation_history(conversation_id=execution.conversation_id, before_sequence=before,
+                                    before_turn_of=turn, limit=limit)
         kinds = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
-        return [kinds[row.role](row.content) for row in rows]
+        return [kinds[role](content) for role, content in rows]
 
     def documents(self, query: str, limit: int) -> list[dict]:
         return documents_search(owner_id=self.execution.owner_id, query=query, limit=limit)
