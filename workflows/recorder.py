@@ -3,8 +3,9 @@
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events,
   audit rows — is held in memory and written in ONE transaction just before the run next waits on something
-  outside it (a model, a tool, the clock: a model call, a `tools` or `delay` node starting, or a node that
-  checks in or streams a token) or in the terminal transaction (runner.execution_finish).
+  outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
+  token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
+  node does not wait): what they do is written with the write before the next model call.
 - A model call's write, just before it waits, puts on its node row (`output.call_in_flight`) what the call sent
   (provider, model, a prompt estimate); the heartbeat carries what it has streamed so far
   (`WorkflowExecution.stream_progress`). If the process dies mid-call, the sweep records that call from these,
@@ -57,9 +58,9 @@ MAX_AUDIT_ARGUMENT_CHARS = 1000
 MAX_RESULT_CHARS = 4000
 CANCEL_POLL_S = 0.2
 RUNNING = WorkflowExecution.Status.RUNNING
-# Node types that wait on something outside the run (a tool, the clock): the run writes what it holds as they
-# start. A model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
-WAITING_NODE_TYPES = frozenset({"tools", "delay"})
+# Node types that wait on something outside the run (the clock): the run writes what it holds as they start. A
+# model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
+WAITING_NODE_TYPES = frozenset({"delay"})
 COUNTERS = NODE_COUNTERS  # a node's and an execution's
 NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
                    "error_message", *COUNTERS)

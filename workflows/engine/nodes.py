@@ -152,7 +152,8 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
                 status="success" if ok else "error",
             )
         )
-        ctx.checkpoint()
+    # The built-in tools only compute (bounded input, no I/O): the node does not check in between them, which would
+    # make it a node that waits (workflows.recorder); a cancel or the run's timeout is seen as the next call starts.
     return Outcome(update={"messages": results}, output={"tools": [c["name"] for c in calls]})
 
 
