@@ -12,7 +12,9 @@ class Conversation(TokenTotals):
         ARCHIVED = "archived"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    # no index of its own: the (owner, -created_at) index leads with it (one index less to write per conversation)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations",
+                              db_index=False)
     title = models.CharField(max_length=255, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -49,7 +51,8 @@ class Message(TokenTotals):
         TOOL = "tool"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # no index of its own: message_sequence_unique (conversation, sequence) leads with it
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False)
     sequence = models.PositiveIntegerField()
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
@@ -86,7 +89,6 @@ class Message(TokenTotals):
             ),
             *non_negative("cost", model="message"),
         ]
-        indexes = [models.Index(fields=["execution"])]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.sequence}"

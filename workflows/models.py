@@ -90,7 +90,9 @@ class WorkflowExecution(TokenTotals):
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflow_executions")
+    # no index of its own: the (owner, -created_at) index leads with it
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflow_executions",
+                              db_index=False)
     workflow_type = models.CharField(max_length=16, choices=Type.choices)
     template = models.ForeignKey(
         WorkflowTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
@@ -180,7 +182,9 @@ class NodeExecution(TokenTotals):
         FAILED = "failed"
         SKIPPED = "skipped"
 
-    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="node_executions")
+    # no index of its own: the unique (execution, index) leads with it
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="node_executions",
+                                  db_index=False)
     index = models.PositiveIntegerField()
     node_id = models.CharField(max_length=100)
     node_type = models.CharField(max_length=32)
@@ -225,7 +229,8 @@ class ToolCall(models.Model):
 
 
 class ExecutionEvent(models.Model):
-    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="events")
+    # no index of its own: the unique (execution, seq) leads with it
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     event = models.CharField(max_length=32)
     data = models.JSONField(default=dict, blank=True)
