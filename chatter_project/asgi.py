@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django's own handler, websockets through Channels (session or token auth)."""
+"""ASGI entry point: HTTP through Django's own handler (on request threads that outlive their request:
+chatter_project/request_threads.py), websockets through Channels (session or token auth)."""
 import gc
 import os
 
@@ -11,11 +12,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chatter_project.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
+from chatter_project.request_threads import RequestThreads  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": RequestThreads(django_asgi_app),
         "websocket": OriginCheckedForCookies(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -95,6 +95,9 @@ else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "chatter.sqlite3",
+        # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
+        # their request: chatter_project/request_threads.py); opening one reads the schema and runs the PRAGMAs.
+        "CONN_MAX_AGE": None,
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,

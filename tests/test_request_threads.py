@@ -1,0 +1,69 @@
+"""chatter_project/request_threads.py: a request's thread-sensitive work runs on a thread that outlives it, so the
+next request finds the thread (and its database connection) again; concurrent requests never share one."""
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chatter_project.request_threads import RequestThreads
+
+
+class Recording:
+    """An ASGI app whose request does its work on its thread-sensitive thread, as Django's handler does."""
+
+    def __init__(self, hold: asyncio.Event | None = None) -> None:
+        self.threads: list[int] = []
+        self.hold = hold
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.threads.append(await sync_to_async(threading.get_ident)())
+        if self.hold is not None:
+            await self.hold.wait()
+        self.threads.append(await sync_to_async(threading.get_ident)())  # the same thread within one request
+
+
+def request(app):
+    return app({"type": "http"}, None, None)
+
+
+def test_requests_one_after_another_run_on_the_same_thread():
+    app = Recording()
+    threads = RequestThreads(app)
+
+    async def three():
+        for _ in range(3):
+            await request(threads)
+
+    asyncio.run(three())
+    assert len(app.threads) == 6 and len(set(app.threads)) == 1
+    assert app.threads[0] != threading.get_ident()
+
+
+def test_concurrent_requests_each_have_a_thread_and_only_idle_ones_are_kept():
+    async def scenario():
+        hold = asyncio.Event()
+        app = Recording(hold)
+        threads = RequestThreads(app, idle=2)
+        running = [asyncio.create_task(request(threads)) for _ in range(4)]
+        while len(app.threads) < 4:
+            await asyncio.sleep(0.01)
+        hold.set()
+        await asyncio.gather(*running)
+        return app, threads
+
+    app, threads = asyncio.run(scenario())
+    first, second = app.threads[:4], app.threads[4:]
+    assert len(set(first)) == 4 and sorted(first) == sorted(second)  # one thread each, kept for the request
+    assert threads.kept == 2  # the two beyond `idle` were closed
+
+
+@pytest.mark.parametrize("kind", ["websocket", "lifespan"])
+def test_other_connections_pass_through(kind):
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["type"], threading.get_ident()))
+
+    asyncio.run(RequestThreads(app)({"type": kind}, None, None))
+    assert seen == [(kind, threading.get_ident())]
