@@ -6,7 +6,6 @@ import uuid
 from django.db.models import Prefetch, Q, prefetch_related_objects
 
 from chatter_project.rows import db_value, rows_select
-
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
