@@ -67,3 +67,43 @@ def test_other_connections_pass_through(kind):
 
     asyncio.run(RequestThreads(app)({"type": kind}, None, None))
     assert seen == [(kind, threading.get_ident())]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_through_the_asgi_application_runs_its_middleware_in_one_block(monkeypatch):
+    """Django hands each async-capable MiddlewareMixin middleware's process_request and process_response to the
+    request's thread separately unless a sync-only middleware sits below it (settings.MIDDLEWARE: WhiteNoise's,
+    innermost): the whole stack then runs on the thread in one go."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from chatter_project.asgi import application
+
+    handed_off = []
+    call = SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        handed_off.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await call(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    sent = []
+    bodies = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if bodies:
+            return bodies.pop()
+        await asyncio.Event().wait()  # the client stays connected
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/api/v1/conversations/", "raw_path": b"/api/v1/conversations/", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000)}
+    asyncio.run(application(scope, receive, send))
+    connections.close_all()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 401
+    assert not [name for name in handed_off if "process_request" in name or "process_response" in name], handed_off
+    assert len(handed_off) <= 8, handed_off
