@@ -118,15 +118,16 @@ def conversation_history(conversation_id, limit: int) -> list[tuple[str, str]]:
 
 
 def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
-    """A streamed chat turn in this process, without HTTP: ("created", {}) once the execution is written, then
-    ("event", envelope) for every event to the end (the services' blocking stream of a pending run)."""
-    from workflows.services.runs import execution_stream
+    """A streamed chat turn in this process, without HTTP, through the very service the chat view calls
+    (`execution_start_streamed`: the run written already running, run on the runner's threads, its feed listening
+    since before it started): ("created", {}) once it returns, then ("event", envelope) for every event to the
+    end, read from the feed on an event loop as the SSE response reads it."""
+    from workflows.realtime import feed_blocking
+    from workflows.services.runs import execution_start_streamed
 
-    from workflows.services.runs import execution_create
-
-    execution = execution_create(owner=user, chat=True, mode="stream", message=message, config={})
+    _, feed = execution_start_streamed(owner=user, chat=True, mode="stream", message=message, config={})
     yield "created", {}
-    for envelope in execution_stream(execution_id=execution.pk):
+    for envelope in feed_blocking(feed):
         yield "event", envelope
 
 
