@@ -97,6 +97,11 @@ if DATABASE_URL:
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 2, "max_size": env_int("CHATTER_DB_POOL_SIZE", 20, minimum=2),
             "timeout": env_int("CHATTER_DB_POOL_TIMEOUT_S", 30, minimum=1)}
+        # Parameters bound by the server, and a statement run 5 times on a connection prepared there (Django's
+        # documented options; both off by default for external poolers such as PgBouncer, which Django's own pool
+        # is not): a turn's statements are the same every time, so the client no longer renders each value into
+        # SQL and PostgreSQL no longer parses and plans them again.
+        _db["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
 else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
