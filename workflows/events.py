@@ -1,8 +1,8 @@
 """The one event path (SPEC §6): build the envelope, persist it with the next seq, publish after commit.
 
-Every event of a run goes this way: the recorder persists it (`events_record`, inside the transaction that writes
-what it describes) and it is published once that commits; token deltas and conversation_updated are published at
-once and never persisted. Publishing hands the events to the hub (workflows.hub), which every reader reads from.
+Every event of a run goes this way: the recorder persists it (`event_rows`, written inside the transaction that
+writes what it describes, usually by the same statement) and it is published once that commits
+(`events_published_on_commit`); token deltas and conversation_updated are published at once and never persisted. Publishing hands the events to the hub (workflows.hub), which every reader reads from.
 """
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
-from chatter_project.rows import Rows, rows_insert
+from chatter_project.rows import Rows
 
 from workflows.hub import TERMINAL_EVENTS, hub
 from workflows.models import ExecutionEvent
 
-__all__ = ["TERMINAL_EVENTS", "EVENT_LATENCY", "event_envelope", "events_record", "events_publish"]
+__all__ = ["TERMINAL_EVENTS", "EVENT_LATENCY", "event_envelope", "event_rows", "events_published_on_commit",
+           "events_publish"]
 
 # Registered by the /metrics view's registry (chatter_project.metrics).
 EVENT_LATENCY = Histogram(
@@ -37,17 +38,17 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
     }
 
 
-def events_record(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
-                  owner_only: tuple[dict, ...] = (), along: tuple[Rows, ...] = ()) -> list[dict]:
-    """Persist consecutive events (`(event, data, when)` each, seq from `first_seq` on) with one INSERT inside the
-    caller's transaction, and publish them, in order, once that commits; `owner_only`: events not persisted and
-    only for the owner's feed (conversation_updated), published right after them, in the same hand-off. `along`:
-    other rows the same statement writes (rows_insert)."""
-    if not items:
-        return []
-    rows_insert(ExecutionEvent, [{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
-                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)],
-                along=along)
+def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]]) -> Rows:
+    """Consecutive events (`(event, data, when)` each, seq from `first_seq` on) as rows for the caller to write in
+    its transaction, by a statement of their own or along with another table's rows (rows_insert's `along`); the
+    caller then calls events_published_on_commit in the same transaction."""
+    return Rows(ExecutionEvent, [{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
+                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])
+
+
+def events_published_on_commit(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
+                               owner_only: tuple[dict, ...] = ()) -> list[dict]:
+    """Publish written events (and `owner_only` ones after them) once the caller's transaction commits."""
     envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
                  for offset, (event, data, ts) in enumerate(items)]
     transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only))

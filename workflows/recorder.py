@@ -45,7 +45,7 @@ from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
-from workflows.events import event_envelope, events_publish, events_record
+from workflows.events import event_envelope, event_rows, events_publish, events_published_on_commit
 from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RecordedSoFar
 from workflows.spending import BudgetHeld
@@ -244,29 +244,37 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
         audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
         writes them (write_audits) as the last statements of its transaction."""
         execution_id = self.execution.pk
+        checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
+        # The events and the graph's checkpoints ride on the last of the statements below (on PostgreSQL a
+        # data-modifying WITH; elsewhere each is a statement of its own before it).
+        events = (event_rows(execution_id=execution_id, first_seq=self.seq + 1, items=self._events),) \
+            if self._events else ()
+        carried = (*events, *checkpoints)
+        last = "tools" if self._tools else "calls" if self._calls else "nodes" if self._nodes else None
         if self._nodes:  # inserted as they start, updated as they end: one upsert returning their ids
             self._node_pks.update((index, pk) for pk, index in rows_insert(
                 NodeExecution, [{"execution_id": execution_id, "index": index, **fields}
                                 for index, fields in sorted(self._nodes.items())],
-                conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index")))
+                conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index"),
+                along=carried if last == "nodes" else ()))
             self._nodes = {}
         if self._calls:
             rows_insert(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
-                                   **fields} for index, fields in self._calls])
+                                   **fields} for index, fields in self._calls], along=carried if last == "calls" else ())
             self._calls = []
         if self._tools:
-            rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools])
+            rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools],
+                        along=carried if last == "tools" else ())
             self._tools = []
-        checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
-        if self._events:  # the graph's checkpoints ride on the events' statement (PostgreSQL; else their own)
-            events_record(execution_id=self.execution.pk, first_seq=self.seq + 1, items=self._events,
-                          owner_id=self.execution.owner_id, owner_only=tuple(self._live_after), along=checkpoints)
+        if last is None and carried:
+            rows_insert(carried[0].model, carried[0].rows, conflict=carried[0].conflict, update=carried[0].update,
+                        along=carried[1:])
+        if self._events:
+            events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
+                                       owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
             self._live_after = []
             self.seq += len(self._events)
             self._events = []
-        elif checkpoints:
-            rows_insert(checkpoints[0].model, checkpoints[0].rows, conflict=checkpoints[0].conflict,
-                        update=checkpoints[0].update)
         only_started = all(action == "execution.started" for action, _ in self._audits)
         if audits == "all" or (audits == "unless_only_started" and not only_started):
             self.write_audits()
