@@ -74,7 +74,8 @@ def report(results: dict, variants: dict, idle: dict, args, *, statements_counte
         statements = f"{median([w['statements'] for w in works]):.1f}" if statements_counted else "n/a"
         fk_checks = f"{median([w['fk_checks'] for w in works]):.1f}" if statements_counted else "n/a"
         rows.append([name, variants[name].database, statements, fk_checks,
-                     f"{median([w['transactions'] for w in works]):.1f}", f"{median([w['sessions'] for w in works]):.2f}"])
+                     f"{median([w['transactions'] for w in works]):.1f}",
+                     f"{median([w['sessions'] for w in works]):.2f}"])
     print(table(rows, ["variant", "database", "statements", "PostgreSQL's foreign-key checks", "transactions",
                        "new connections"]))
     if idle:

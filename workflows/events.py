@@ -2,7 +2,8 @@
 
 Every event of a run goes this way: the recorder persists it (`event_rows`, written inside the transaction that
 writes what it describes, usually by the same statement) and it is published once that commits
-(`events_published_on_commit`); token deltas and conversation_updated are published at once and never persisted. Publishing hands the events to the hub (workflows.hub), which every reader reads from.
+(`events_published_on_commit`); token deltas and conversation_updated are published at once and never persisted.
+Publishing hands the events to the hub (workflows.hub), which every reader reads from.
 """
 from __future__ import annotations
 

@@ -260,7 +260,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
             self._nodes = {}
         if self._calls:
             rows_insert(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
-                                   **fields} for index, fields in self._calls], along=carried if last == "calls" else ())
+                                   **fields} for index, fields in self._calls],
+                        along=carried if last == "calls" else ())
             self._calls = []
         if self._tools:
             rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools],
