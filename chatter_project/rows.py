@@ -93,20 +93,49 @@ def row_update(model: type[models.Model], *, where: dict[str, Any], values: dict
         return cursor.rowcount
 
 
-def instances_insert(instances: list[models.Model]) -> None:
+def instances_insert(instances: list[models.Model], *, along: tuple[models.Model, ...] = ()) -> None:
     """INSERT new instances of one model as `save(force_insert=True)` would store them (auto_now fields set, an
-    auto-increment id read back), in one statement, without the ORM's per-statement work."""
+    auto-increment id read back), in one statement, without the ORM's per-statement work. `along`: new instances
+    of other models (without an auto-increment id) written by the same statement (see rows_insert)."""
     if not instances:
         return
     meta = instances[0]._meta
     auto = meta.pk if isinstance(meta.pk, models.AutoField) else None
     fields = [f for f in meta.concrete_fields if f is not auto]
     ids = rows_insert(type(instances[0]), [{f.attname: f.pre_save(instance, add=True) for f in fields}
-                                            for instance in instances], returning=(auto.name,) if auto else ())
+                                            for instance in instances], returning=(auto.name,) if auto else (),
+                      along=tuple(Rows(type(more), [_stored(more)]) for more in along))
     for instance, row in zip(instances, ids or [None] * len(instances)):
         if auto is not None:
             instance.pk = row[0]
         instance._state.adding = False  # stored, as save() leaves it (Model._state is documented)
+    for more in along:
+        more._state.adding = False
+
+
+def _stored(instance: models.Model) -> dict[str, Any]:
+    """A new instance's fields as save(force_insert=True) stores them (no auto-increment id)."""
+    return {f.attname: f.pre_save(instance, add=True) for f in instance._meta.concrete_fields
+            if not isinstance(f, models.AutoField)}
+
+
+def instance_insert_from(instance: models.Model, *, source: str, taken: dict[str, str]) -> tuple[str, list]:
+    """PostgreSQL: the SQL and parameters of an INSERT of a new `instance` (as instances_insert stores it) by a
+    SELECT from `source` (a WITH query's name): the fields named in `taken` (attnames) are SQL expressions over it,
+    the others parameters cast to their column's type. It writes a row for each row of `source` (none, one)."""
+    meta = instance._meta
+    quote = connection.ops.quote_name
+    columns, values, params = [], [], []
+    for field in (f for f in meta.concrete_fields if not isinstance(f, models.AutoField)):
+        columns.append(quote(field.column))
+        if field.attname in taken:
+            values.append(taken[field.attname])
+            continue
+        value = field.pre_save(instance, add=True)
+        values.append(f"%s::{field.db_type(connection)}")
+        params.append(None if value is None else field.get_db_prep_save(value, connection))
+    return (f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}",
+            params)
 
 
 def rows_select(model: type[models.Model], where: str, params: list, *, order: str = "",

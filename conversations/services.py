@@ -9,7 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chatter_project.errors import Conflict, InvalidInput, NotFound
-from chatter_project.rows import instance_from_row, instances_insert, returned_columns
+from chatter_project.rows import instance_from_row, instance_insert_from, instances_insert, returned_columns
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
@@ -19,14 +19,17 @@ MAX_DOCUMENT_CHARS = 500_000
 
 
 def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
-                        status: str = Conversation.Status.ACTIVE, conversation_id=None) -> Conversation:
-    """A new conversation; `conversation_id`: the id a client chose (LangGraph's threads may be created so)."""
+                        status: str = Conversation.Status.ACTIVE, conversation_id=None,
+                        written: bool = True) -> Conversation:
+    """A new conversation; `conversation_id`: the id a client chose (LangGraph's threads may be created so).
+    `written=False`: not inserted yet, to be opened by its first message (message_save's `opening`)."""
     if status not in Conversation.Status.values:
         raise InvalidInput(f"unknown status {status!r}")
     conversation = Conversation(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
     if conversation_id is not None:
         conversation.id = conversation_id
-    instances_insert([conversation])
+    if written:
+        instances_insert([conversation])
     return conversation
 
 
@@ -76,11 +79,13 @@ def conversation_get_for_update(*, conversation_id) -> Conversation:
 _TOTALS = (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
            ("total_tokens", "total_tokens"), ("cost", "total_cost"))
 def _conversation_totals_change(*, conversation_id, sign: int, values: dict, owner_id=None,
-                                saved_at=None) -> Conversation | None:
+                                saved_at=None, message: Message | None = None) -> Conversation | None:
     """Add (sign +1, a new message with the next sequence) or take out (sign -1) a message's figures, in one
     statement that also locks the row until the caller's transaction ends: so writers of one conversation take
     turns, sequences never clash, and the totals are exactly the sum over the messages (I1). Returns the row as it
-    now is (its last_sequence is the new message's), or None when there is no such conversation (of `owner_id`)."""
+    now is (its last_sequence is the new message's), or None when there is no such conversation (of `owner_id`).
+    `message` (PostgreSQL): the new message, inserted with that sequence by the same statement (a data-modifying
+    WITH; nothing when there is no such conversation)."""
     table = connection.ops.quote_name(Conversation._meta.db_table)
     changes = [f"message_count = message_count + {sign}"]
     params: list = []
@@ -93,16 +98,21 @@ def _conversation_totals_change(*, conversation_id, sign: int, values: dict, own
     where, where_params = "id = %s", [Conversation._meta.pk.get_db_prep_value(conversation_id, connection)]
     if owner_id is not None:
         where, where_params = where + " AND owner_id = %s", [*where_params, owner_id]
+    sql = f"UPDATE {table} SET {', '.join(changes)} WHERE {where} RETURNING {returned_columns(Conversation)}"
+    params += where_params
+    if message is not None:
+        insert, insert_params = instance_insert_from(message, source="c", taken={"sequence": "c.last_sequence"})
+        sql = f"WITH c AS ({sql}), m AS ({insert}) SELECT {returned_columns(Conversation)} FROM c"
+        params += insert_params
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {', '.join(changes)} WHERE {where} "
-                       f"RETURNING {returned_columns(Conversation)}", [*params, *where_params])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else instance_from_row(Conversation, row)
 
 
 def message_save(
     *,
-    conversation_id,
+    conversation_id=None,
     role: str,
     content: str,
     owner=None,
@@ -122,45 +132,63 @@ def message_save(
     error_message: str = "",
     metadata: dict | None = None,
     actor=None,
+    opening: Conversation | None = None,
 ) -> Message:
-    """The one path by which a message is stored, whatever kind of run or mode produced it: two statements (the
-    conversation's row, locked, gives the sequence and takes the totals; then the message). With `owner`, a
-    conversation of another user is a NotFound. Inside a caller's transaction it takes no savepoint: if it fails,
-    the caller's transaction fails with it. `message.conversation` is the conversation as this message left it."""
+    """The one path by which a message is stored, whatever kind of run or mode produced it: the conversation's
+    row, locked, gives the sequence and takes the totals, then the message is inserted (on PostgreSQL by the same
+    statement). With `owner`, a conversation of another user is a NotFound. `opening`, instead of
+    `conversation_id`: a new conversation (not yet written) that this message opens; it is inserted already
+    counting the message, as its first (on PostgreSQL by the message's statement). Inside a caller's transaction it
+    takes no savepoint: if it fails, the caller's transaction fails with it. `message.conversation` is the
+    conversation as this message left it."""
     if role not in Message.Role.values:
         raise InvalidInput(f"unknown message role {role!r}")
     saved_at = timezone.now()
+    totals = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+              "total_tokens": prompt_tokens + completion_tokens, "cost": cost}
+    message = Message(
+        conversation_id=opening.pk if opening is not None else conversation_id,
+        sequence=1,  # a new conversation's first; otherwise the conversation's row gives it
+        role=role,
+        content=content,
+        execution=execution,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        cached_prompt_tokens=cached_prompt_tokens,
+        reasoning_tokens=reasoning_tokens,
+        cost=cost,
+        usage_estimated=usage_estimated,
+        usage_raw=usage_raw if usage_raw is not None else {},
+        provider_used=provider_used,
+        model_used=model_used,
+        finish_reason=finish_reason,
+        response_time_ms=response_time_ms,
+        tool_calls=tool_calls or [],
+        error_message=error_message,
+        metadata=metadata or {},
+        created_at=saved_at,
+    )
     with transaction.atomic(savepoint=False):
-        conversation = _conversation_totals_change(
-            conversation_id=conversation_id, sign=+1, saved_at=saved_at, owner_id=owner.pk if owner else None,
-            values={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens, "cost": cost})
-        if conversation is None:
-            raise NotFound("conversation not found")
-        message = Message(
-            conversation=conversation,  # as it now is: its owner and totals are known without another read
-            sequence=conversation.last_sequence,
-            role=role,
-            content=content,
-            execution=execution,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-            cached_prompt_tokens=cached_prompt_tokens,
-            reasoning_tokens=reasoning_tokens,
-            cost=cost,
-            usage_estimated=usage_estimated,
-            usage_raw=usage_raw if usage_raw is not None else {},
-            provider_used=provider_used,
-            model_used=model_used,
-            finish_reason=finish_reason,
-            response_time_ms=response_time_ms,
-            tool_calls=tool_calls or [],
-            error_message=error_message,
-            metadata=metadata or {},
-            created_at=saved_at,
-        )
-        instances_insert([message])
+        if opening is not None:  # inserted counting the message, by the same statement on PostgreSQL
+            conversation = opening
+            for field, column in _TOTALS:
+                setattr(conversation, column, totals[field])
+            conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
+            instances_insert([message], along=(conversation,))
+        else:
+            rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
+            conversation = _conversation_totals_change(
+                conversation_id=conversation_id, sign=+1, saved_at=saved_at, owner_id=owner.pk if owner else None,
+                values=totals, message=message if rides else None)
+            if conversation is None:
+                raise NotFound("conversation not found")
+            message.sequence = conversation.last_sequence
+            if rides:
+                message._state.adding = False  # stored (Model._state is documented)
+            else:
+                instances_insert([message])
+        message.conversation = conversation  # as it now is: its owner and totals are known without another read
         message_saved.send(sender=Message, message=message, actor=actor)
     return message
 

@@ -230,14 +230,15 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
     user_message = None
     try:
         with transaction.atomic():
-            conversation_id = plan.conversation_id
-            if conversation_id is None and plan.chat:
-                conversation_id = conversation_create(owner=plan.owner, title=plan.message.strip()[:60]).pk
+            conversation_id, opening = plan.conversation_id, None
+            if conversation_id is None and plan.chat:  # a new conversation, opened by the turn's message
+                opening = conversation_create(owner=plan.owner, title=plan.message.strip()[:60], written=False)
+                conversation_id = opening.pk
             if conversation_id is not None and plan.message:
                 user_message = message_save(
-                    conversation_id=conversation_id, owner=plan.owner, role=Message.Role.USER, content=plan.message,
-                    execution=execution, provider_used=plan.config["provider"], model_used=plan.config["model"],
-                    actor=plan.owner)
+                    conversation_id=conversation_id, opening=opening, owner=plan.owner, role=Message.Role.USER,
+                    content=plan.message, execution=execution, provider_used=plan.config["provider"],
+                    model_used=plan.config["model"], actor=plan.owner)
             elif conversation_id is not None and not Conversation.objects.filter(
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
