@@ -1,7 +1,8 @@
 """The run throttle (SPEC §7, scope "runs"): DRF's scoped rate throttle (its scope, rate setting and keys) over
 the shared cache (Redis when REDIS_URL is set), and, while that cache cannot be reached, a process-local limit of
-the same rate, so a Redis outage never stops a chat turn or a run. An outage is logged once when it begins and
-once when it ends, and /api/v1/health/ reports it (chatter_project.health).
+the same rate, so a Redis outage never stops a chat turn or a run. On Redis a request is counted in one round trip
+(a script). An outage is logged once when it begins and once when it ends, and /api/v1/health/ reports it
+(chatter_project.health).
 
 Each user's count is one number, not DRF's list of every request's time (read and written whole by every
 request, so its cost grew with the rate): the generic cell rate algorithm. A rate of N per period lets N runs
@@ -13,6 +14,7 @@ import threading
 import time
 
 import redis
+from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import ScopedRateThrottle
 
@@ -80,13 +82,18 @@ class CellRateThrottle(ScopedRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.rate is None or self.key is None:
             return True
-        now, interval = self.timer(), self.duration / self.num_requests
-        full_at = max(self.cache.get(self.key) or now, now) + interval  # when the allowance is full again
-        self.wait_s = full_at - now - self.duration
-        if self.wait_s > 0:
-            return False
-        self.cache.set(self.key, full_at, self.duration)
-        return True
+        self.wait_s = self.take(self.key, now=self.timer(), interval=self.duration / self.num_requests,
+                                duration=self.duration)
+        return self.wait_s <= 0
+
+    def take(self, key: str, *, now: float, interval: float, duration: float) -> float:
+        """Take one run from the key's allowance; returns how long until it would have had one (> 0: refused, and
+        nothing was taken)."""
+        full_at = max(self.cache.get(key) or now, now) + interval  # when the allowance is full again
+        wait = full_at - now - duration
+        if wait <= 0:
+            self.cache.set(key, full_at, duration)
+        return wait
 
     def wait(self) -> float | None:
         return max(self.wait_s, 0.0)
@@ -98,10 +105,41 @@ class LocalRunThrottle(CellRateThrottle):
     cache = LocMemCache("chatter-run-throttle", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
 
 
+# take() in one round trip to Redis: read the cell, and keep it only when the run is let through.
+_TAKE_LUA = """
+local now, interval, duration = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local full_at = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now) + interval
+local wait = full_at - now - duration
+if wait <= 0 then
+  redis.call('SET', KEYS[1], string.format('%.6f', full_at), 'PX', math.ceil(duration * 1000))
+end
+return string.format('%.6f', wait)
+"""
+_scripts: dict[str, object] = {}
+_scripts_lock = threading.Lock()
+
+
+def _take_script(url: str):
+    """This process's client for REDIS_URL (the cache's Redis) with the script registered (EVALSHA, one round
+    trip). redis-py's pool makes its connections again in a forked child."""
+    with _scripts_lock:
+        if url not in _scripts:
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+            _scripts[url] = client.register_script(_TAKE_LUA)
+        return _scripts[url]
+
+
 class RunThrottle(CellRateThrottle):
-    """Counted in the shared cache; when it raises, the request is counted by LocalRunThrottle."""
+    """Counted in the shared cache (Redis; the default cache without REDIS_URL); when it raises, the request is
+    counted by LocalRunThrottle."""
 
     fallback: LocalRunThrottle | None = None
+
+    def take(self, key: str, *, now: float, interval: float, duration: float) -> float:
+        if not settings.REDIS_URL:
+            return super().take(key, now=now, interval=interval, duration=duration)
+        return float(_take_script(settings.REDIS_URL)(keys=[f"chatter:throttle:{key}"],
+                                                      args=[repr(now), repr(interval), repr(duration)]))
 
     def allow_request(self, request, view) -> bool:
         if cache_outage.should_try():
