@@ -2,17 +2,18 @@
 process's subscribers at once, and, with REDIS_URL, a bridge that carries events between processes over Redis
 pub/sub (redis-py, under our own channel names).
 
-Publishing is one pipelined PUBLISH from the thread that publishes: no hand-off to another thread. A process
+Publishing hands the events to the bridge's sender thread, which PUBLISHes everything handed to it meanwhile, in
+order, in one pipelined round trip: a run never waits on Redis (at exit, what is queued is sent). A process
 listens on Redis only to the topics its readers watch (a run's, a user's), so a server nobody watches receives
 nothing. Delivery is at most once; persisted events are also in the database, and the feeds (workflows.realtime)
 fill any gap from it. Token deltas are not sent to a topic that had no listener anywhere within the last
 AUDIENCE_S (a reader that starts watching a running run may miss up to that much of its tokens, never a
-persisted event). While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure, so a
-run waits on it at most PUBLISH_TIMEOUT_S now and then.
+persisted event). While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ RECONNECT_S = 1.0
 PUBLISH_TIMEOUT_S = 0.5
 AUDIENCE_S = 1.0  # how long "nobody listens to this topic" holds for token deltas
 AUDIENCE_TOPICS = 10_000
+OUTBOX_MOST = 10_000  # hand-offs waiting for the sender; past it (Redis hangs) new ones are dropped and counted
 
 
 def execution_topic(execution_id) -> str:
@@ -181,6 +183,11 @@ class Hub:
                 self._bridge, self._bridge_url = RedisBridge(url, self), url
             return self._bridge
 
+    def flush(self, timeout: float = PUBLISH_TIMEOUT_S * 2) -> None:
+        """Send what is handed to the bridge before going on (at exit: a command's last events reach watchers)."""
+        if self._bridge is not None:
+            self._bridge.flush(timeout)
+
     def after_fork(self) -> None:
         """A forked child owns none of its parent's subscribers or bridge thread."""
         self._lock = threading.Lock()
@@ -204,6 +211,12 @@ class RedisBridge:
         self._paused_until = 0.0
         self._unheard_since: dict[str, float] = {}  # topic -> when a PUBLISH on it last reached no listener
         self._failures, self._failure_logged = 0, 0.0
+        # The sender's queue: hand-offs (events by topic), and whether a round trip is under way.
+        lock = threading.Lock()
+        self._queued, self._sent = threading.Condition(lock), threading.Condition(lock)
+        self._outbox: list[dict[str, list[dict]]] = []
+        self._sending = False
+        threading.Thread(target=self._sender, name="chatter-events-sender", daemon=True).start()
         # The listener's state, touched on its loop only.
         self._listener = redis.asyncio.Redis.from_url(url)
         self._pubsub = None
@@ -216,33 +229,74 @@ class RedisBridge:
         threading.Thread(target=self.loop.run_forever, name="chatter-events-bridge", daemon=True).start()
         self._reader = asyncio.run_coroutine_threadsafe(self._listen(), self.loop)
 
-    # --- publishing: in the caller's thread -----------------------------------------------------------------
+    # --- publishing: handed over by the caller's thread, sent by the sender's ----------------------------------
     def send(self, by_topic: dict[str, list[dict]]) -> None:
         now = time.monotonic()
         if now < self._paused_until:
             self._failed(len(by_topic), logged=False)
             return
         # Live-only events (token deltas) skip a topic that nobody anywhere listened to a moment ago: PUBLISH
-        # answers how many listeners got it. Persisted events always go (and learn the audience anew).
-        topics = [topic for topic, envelopes in by_topic.items() if not (
-            self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S
-            and all(e["seq"] is None for e in envelopes))]
+        # answers how many listeners got it. Persisted events always go and learn the audience anew: until their
+        # answer is back, their topic counts as heard.
+        topics = {}
+        for topic, envelopes in by_topic.items():
+            if any(e["seq"] is not None for e in envelopes):
+                self._unheard_since.pop(topic, None)
+            elif self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S:
+                continue
+            topics[topic] = envelopes
         if not topics:
             return
+        with self._queued:
+            if len(self._outbox) >= OUTBOX_MOST:
+                self._failed(len(topics))
+                return
+            self._outbox.append(topics)
+            self._queued.notify()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything handed over so far is sent (or failed); False if `timeout` s passed first."""
+        deadline = time.monotonic() + timeout
+        with self._sent:
+            while self._outbox or self._sending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._sent.wait(left)
+        return True
+
+    def _sender(self) -> None:
+        while True:
+            with self._queued:
+                while not self._outbox:
+                    self._queued.wait()
+                handed, self._outbox, self._sending = self._outbox, [], True
+            try:
+                self._publish([(topic, envelopes) for by_topic in handed for topic, envelopes in by_topic.items()])
+            except Exception:  # noqa: BLE001 - whatever happens, the sender goes on (watchers catch up from the db)
+                logger.exception("live events: a hand-off could not be sent")
+            finally:
+                with self._sent:
+                    self._sending = False
+                    self._sent.notify_all()
+
+    def _publish(self, items: list[tuple[str, list[dict]]]) -> None:
+        """PUBLISH each (topic, events) in order, in one pipelined round trip."""
         try:
             with self.publisher.pipeline(transaction=False) as pipeline:
-                for topic in topics:
+                for topic, envelopes in items:
                     pipeline.publish(CHANNEL_PREFIX + topic, json.dumps(
-                        {"o": self.origin, "t": topic, "e": by_topic[topic]}, separators=(",", ":"), default=str))
+                        {"o": self.origin, "t": topic, "e": envelopes}, separators=(",", ":"), default=str))
                 heard = pipeline.execute()
         except self._errors:  # Redis down: watchers elsewhere catch up from the database
             self._paused_until = time.monotonic() + RECONNECT_S
-            self._failed(len(by_topic))
+            self._failed(len(items))
             return
+        now = time.monotonic()
         if len(self._unheard_since) > AUDIENCE_TOPICS:
             self._unheard_since.clear()
-        for topic, listeners in zip(topics, heard):
-            if listeners or any(e["event"] in TERMINAL_EVENTS for e in by_topic[topic]):
+        for (topic, envelopes), listeners in zip(items, heard):
+            if listeners or any(e["event"] in TERMINAL_EVENTS for e in envelopes):
                 self._unheard_since.pop(topic, None)
             else:
                 self._unheard_since[topic] = now
@@ -354,6 +408,7 @@ class RedisBridge:
                     pass
 
     def stop(self) -> None:
+        self.flush(PUBLISH_TIMEOUT_S * 2)
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
         self.publisher.close()
 
@@ -365,3 +420,4 @@ class RedisBridge:
 
 hub = Hub()
 os.register_at_fork(after_in_child=hub.after_fork)
+atexit.register(hub.flush)

@@ -79,6 +79,7 @@ async def test_a_process_hears_only_the_topics_its_readers_watch():
 async def test_token_deltas_skip_a_topic_nobody_listened_to_a_moment_ago_persisted_events_never_do():
     publisher, elsewhere = Hub(), Hub()
     publisher.publish([envelope(1, "node_started")], owner_id=9)  # nobody anywhere listens to b5-run or user 9
+    assert publisher.bridge().flush(5)  # sent (by the bridge's sender thread): Redis answered "no listener"
     late = elsewhere.subscribe([execution_topic("b5-run")])
     await late.ready()
 
@@ -89,3 +90,25 @@ async def test_token_deltas_skip_a_topic_nobody_listened_to_a_moment_ago_persist
     assert [e["seq"] for e in await received(late, 2)] == [2, None]
     for hub in (publisher, elsewhere):
         hub.bridge().stop()
+
+
+async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything():
+    """Publishing hands the events to the bridge's sender thread; what is still queued when a process exits (a
+    command's last events) is sent before it goes."""
+    import subprocess
+    import sys
+
+    watcher = Hub()
+    watched = watcher.subscribe([execution_topic("exiting-run")])
+    await watched.ready()
+    script = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'chatter_project.settings'); "
+        "django.setup(); from workflows.hub import hub; "
+        "[hub.publish([{'event': 'node_started', 'execution_id': 'exiting-run', 'seq': seq, 'ts': '', "
+        "'data': {}}], owner_id=11) for seq in range(1, 201)]"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DEBUG": "1"})
+    assert done.returncode == 0, done.stderr
+    assert [e["seq"] for e in await received(watched, 200)] == list(range(1, 201))
+    watcher.bridge().stop()
