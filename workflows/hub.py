@@ -236,15 +236,11 @@ class RedisBridge:
             self._failed(len(by_topic), logged=False)
             return
         # Live-only events (token deltas) skip a topic that nobody anywhere listened to a moment ago: PUBLISH
-        # answers how many listeners got it. Persisted events always go and learn the audience anew: until their
-        # answer is back, their topic counts as heard.
-        topics = {}
-        for topic, envelopes in by_topic.items():
-            if any(e["seq"] is not None for e in envelopes):
-                self._unheard_since.pop(topic, None)
-            elif self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S:
-                continue
-            topics[topic] = envelopes
+        # answers how many listeners got it. Persisted events always go (and learn the audience anew, once
+        # Redis answers).
+        topics = {topic: envelopes for topic, envelopes in by_topic.items() if not (
+            self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S
+            and all(e["seq"] is None for e in envelopes))}
         if not topics:
             return
         with self._queued:

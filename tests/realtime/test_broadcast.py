@@ -86,6 +86,7 @@ async def test_token_deltas_skip_a_topic_nobody_listened_to_a_moment_ago_persist
     publisher.publish([envelope(None)], owner_id=9)  # a token delta: its topics were unheard a moment ago
     assert await late.get(0.3) == []
     publisher.publish([envelope(2, "node_completed")], owner_id=9)  # persisted: always sent, and heard
+    assert publisher.bridge().flush(5)  # Redis answered: someone listens
     publisher.publish([envelope(None)], owner_id=9)  # now someone listens: tokens go again
     assert [e["seq"] for e in await received(late, 2)] == [2, None]
     for hub in (publisher, elsewhere):
