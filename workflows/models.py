@@ -158,6 +158,10 @@ class WorkflowExecution(TokenTotals):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "created_at"]),
+            # A user's runs in progress (their limit, CHATTER_MAX_CONCURRENT_RUNS, is counted on every start):
+            # only the few pending or running rows, however many runs the user ever had.
+            models.Index(fields=["owner"], condition=models.Q(status__in=["pending", "running"]),
+                         name="execution_owner_in_progress"),
         ]
         constraints = [*TokenTotals.Meta.constraints, *non_negative("cost", model="execution")]
 

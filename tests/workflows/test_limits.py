@@ -122,6 +122,34 @@ def test_a_finished_run_frees_its_slot(api, alice, settings):
     assert Conversation.objects.filter(owner=alice).count() == 2
 
 
+def test_the_concurrent_limit_is_counted_from_the_index_of_runs_in_progress_not_the_users_history(alice):
+    """Every run's start counts its owner's runs in progress: the statement that does, as it is sent with its
+    parameters, must be able to read only the partial index of pending and running runs, never every run the user
+    ever had."""
+    from django.db import connection
+
+    for _ in range(3):
+        execution_run(execution_id=execution_create(owner=alice, chat=True, message="history").pk)
+    sent = []
+
+    def keep(execute, sql, params, many, context):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        execution_create(owner=alice, chat=True, message="counted")
+    sql, params = next((sql, params) for sql, params in sent if "COUNT(*)" in sql)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # a tiny test table: show that the index can serve it at all
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "execution_owner_in_progress" in plan, plan
+    assert WorkflowExecution.objects.filter(owner=alice, status="pending").count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_simultaneous_requests_never_exceed_the_concurrent_limit(alice, settings):
     from concurrent.futures import ThreadPoolExecutor

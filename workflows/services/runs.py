@@ -193,7 +193,9 @@ def fork_plan(*, owner, mode: str, checkpoint_id: str) -> RunPlan:
 
 def _insert_within_limit(execution: WorkflowExecution) -> bool:
     """INSERT the run only while its owner has fewer than CHATTER_MAX_CONCURRENT_RUNS pending or running: one
-    statement (after _owner_lock_and_budgets)."""
+    statement (after _owner_lock_and_budgets). The count reads the partial index of runs in progress
+    (execution_owner_in_progress): its statuses are written into the SQL, as the index names them, so that the
+    database can tell the index covers them."""
     quote = connection.ops.quote_name
     meta = WorkflowExecution._meta
     fields = meta.concrete_fields
@@ -203,8 +205,9 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "
             f"SELECT {', '.join(['%s'] * len(fields))} WHERE (SELECT COUNT(*) FROM {table} "
-            f"WHERE {quote(meta.get_field('owner').column)} = %s AND {quote('status')} IN (%s, %s)) < %s",
-            [*values, execution.owner_id, Status.PENDING, Status.RUNNING, settings.CHATTER_MAX_CONCURRENT_RUNS])
+            f"WHERE {quote(meta.get_field('owner').column)} = %s AND {quote('status')} IN "
+            f"('{Status.PENDING.value}', '{Status.RUNNING.value}')) < %s",
+            [*values, execution.owner_id, settings.CHATTER_MAX_CONCURRENT_RUNS])
         return cursor.rowcount == 1
 
 
