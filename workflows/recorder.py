@@ -40,7 +40,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
 from chatter_project.db import connections_give_back
-from chatter_project.rows import row_update, rows_insert
+from chatter_project.rows import Rows, row_update, rows_insert
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
@@ -245,31 +245,29 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
         writes them (write_audits) as the last statements of its transaction."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
-        # The events and the graph's checkpoints ride on the last of the statements below (on PostgreSQL a
-        # data-modifying WITH; elsewhere each is a statement of its own before it).
+        # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
+        # returns their ids, with the LLM calls, tool calls, events and the graph's checkpoints along. Elsewhere
+        # each table's rows are a statement of their own. A call whose node row is new in this write needs the
+        # node's id first: the nodes are then written before it (a model call's node is written as it starts, so
+        # this is rare).
         events = (event_rows(execution_id=execution_id, first_seq=self.seq + 1, items=self._events),) \
             if self._events else ()
-        carried = (*events, *checkpoints)
-        last = "tools" if self._tools else "calls" if self._calls else "nodes" if self._nodes else None
-        if self._nodes:  # inserted as they start, updated as they end: one upsert returning their ids
-            self._node_pks.update((index, pk) for pk, index in rows_insert(
-                NodeExecution, [{"execution_id": execution_id, "index": index, **fields}
-                                for index, fields in sorted(self._nodes.items())],
-                conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index"),
-                along=carried if last == "nodes" else ()))
-            self._nodes = {}
-        if self._calls:
-            rows_insert(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
-                                   **fields} for index, fields in self._calls],
-                        along=carried if last == "calls" else ())
-            self._calls = []
-        if self._tools:
-            rows_insert(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools],
-                        along=carried if last == "tools" else ())
-            self._tools = []
-        if last is None and carried:
-            rows_insert(carried[0].model, carried[0].rows, conflict=carried[0].conflict, update=carried[0].update,
-                        along=carried[1:])
+        nodes = [{"execution_id": execution_id, "index": index, **fields}
+                 for index, fields in sorted(self._nodes.items())]
+        if nodes and any(index is not None and index not in self._node_pks for index, _ in self._calls):
+            self._nodes_write(nodes)
+            nodes = []
+        along = tuple(rows for rows in (
+            Rows(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index), **fields}
+                           for index, fields in self._calls]),
+            Rows(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools]),
+            *events, *checkpoints) if rows.rows)
+        if nodes:
+            self._nodes_write(nodes, along=along)
+        elif along:
+            rows_insert(along[-1].model, along[-1].rows, conflict=along[-1].conflict, update=along[-1].update,
+                        along=along[:-1])
+        self._nodes, self._calls, self._tools = {}, [], []
         if self._events:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
                                        owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
@@ -279,6 +277,12 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
         only_started = all(action == "execution.started" for action, _ in self._audits)
         if audits == "all" or (audits == "unless_only_started" and not only_started):
             self.write_audits()
+
+    def _nodes_write(self, nodes: list[dict], *, along: tuple[Rows, ...] = ()) -> None:
+        """Node rows, inserted as they start and updated as they end: one upsert returning their ids."""
+        self._node_pks.update((index, pk) for pk, index in rows_insert(
+            NodeExecution, nodes, conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index"),
+            along=along))
 
     def _checkpoints_take(self) -> tuple:
         """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""
