@@ -7,10 +7,9 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
 from analytics.services import (
-    template_analytics_add,
+    execution_book,
     template_analytics_reprice,
     usage_calls_reprice,
-    usage_execution_add,
     usage_message_add,
     usage_message_subtract,
     usage_rollups_detach,
@@ -21,26 +20,18 @@ from workflows.models import WorkflowTemplate
 from workflows.signals import execution_finished, usage_repriced
 
 
-# One receiver per aggregate, for both kinds of news: a run ended, and the cost of an ended run's calls changed.
-@receiver([execution_finished, usage_repriced], dispatch_uid="usage_rollups_book")
-def usage_rollups_book(sender, signal, execution, calls, **kwargs) -> None:
+# One receiver for both kinds of news, a run ended and the cost of an ended run's calls changed, for the usage
+# rollups and the template analytics (booked by one statement on PostgreSQL).
+@receiver([execution_finished, usage_repriced], dispatch_uid="analytics_book")
+def analytics_book(sender, signal, execution, calls, **kwargs) -> None:
     if signal is usage_repriced:
         usage_calls_reprice(execution=execution, calls=calls)
-    else:
-        usage_execution_add(execution=execution, calls=calls, messages=kwargs["messages"])
-
-
-# Connected after usage_rollups_book, so it runs last: every run of the template updates this one row, whose
-# lock is then held only to the commit.
-@receiver([execution_finished, usage_repriced], dispatch_uid="template_analytics_book")
-def template_analytics_book(sender, signal, execution, calls, **kwargs) -> None:
-    if signal is usage_repriced:
         template_analytics_reprice(execution=execution, calls=calls)
     else:
-        template_analytics_add(execution=execution)
+        execution_book(execution=execution, calls=calls, messages=kwargs["messages"])
 
 
-# A message of a run is left to the run's ending (usage_rollups_book).
+# A message of a run is left to the run's ending (analytics_book).
 @receiver(message_saved, dispatch_uid="usage_message_add")
 def usage_message_saved(sender, message, **kwargs) -> None:
     usage_message_add(message=message)

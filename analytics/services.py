@@ -200,10 +200,10 @@ _TEMPLATE_OUTCOME = {
 }
 
 
-def template_analytics_add(*, execution: WorkflowExecution) -> None:
-    """Book an ended run of a template, in the transaction that ends it."""
+def _template_figures(execution: WorkflowExecution) -> dict | None:
+    """What an ended run of a template adds to its template's row (None: the run has no template)."""
     if execution.template_id is None:
-        return
+        return None
     outcome, moment = _TEMPLATE_OUTCOME[execution.status]
     figures = {
         **{name: 0 for name in TEMPLATE_COUNTERS}, "total_executions": 1, outcome: 1,
@@ -214,7 +214,7 @@ def template_analytics_add(*, execution: WorkflowExecution) -> None:
     }
     if moment:
         figures[moment] = execution.completed_at
-    _template_analytics_upsert(template_id=execution.template_id, figures=figures)
+    return figures
 
 
 def template_analytics_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
@@ -226,8 +226,12 @@ def template_analytics_reprice(*, execution: WorkflowExecution, calls: list[dict
 
 def _template_analytics_upsert(*, template_id, figures: dict) -> None:
     """The one statement that makes a template's analytics row (when its first run ends) or adds to it."""
-    _insert_or_add(TemplateAnalytics, conflict="template", rows=[{"template_id": template_id, **figures}],
-                   columns=("template_id",), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
+    _statements_run([_template_analytics_sql(template_id=template_id, figures=figures)])
+
+
+def _template_analytics_sql(*, template_id, figures: dict) -> tuple[str, list]:
+    return _insert_or_add_sql(TemplateAnalytics, conflict="template", rows=[{"template_id": template_id, **figures}],
+                              columns=("template_id",), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
 
 
 # --- usage rollups (see UsageRollup for what each counter counts) ----------------------------------------------
@@ -238,9 +242,12 @@ _OUTCOME = {
 }
 
 
-def usage_execution_add(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> None:
-    """Book an ended run, its LLM calls (summed per provider and model, as execution_finished carries them) and
-    its messages, in the transaction that ends it: one upsert."""
+def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> None:
+    """Book an ended run in the transaction that ends it: in the usage rollups, the run, its LLM calls (summed per
+    provider and model, as execution_finished carries them) and its messages; in its template's analytics row, the
+    run. One statement on PostgreSQL (a data-modifying WITH), one per table elsewhere: the rollups' rows are
+    locked first and the template's row, which every run of the template updates, last, so that its lock is held
+    only to the commit."""
     rows: dict = {}
 
     def add(moment, provider: str, model: str, counters: dict) -> None:
@@ -257,7 +264,10 @@ def usage_execution_add(*, execution: WorkflowExecution, calls: list[dict], mess
         add(ended, call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *CALL_FIGURES)})
     for message in messages:  # a run's messages are in its conversation, which its owner owns
         add(message.created_at, message.provider_used, message.model_used, {"messages": 1})
-    _usage_upsert(rows)
+    statements = [_usage_sql(rows)]
+    if (figures := _template_figures(execution)) is not None:
+        statements.append(_template_analytics_sql(template_id=execution.template_id, figures=figures))
+    _statements_run(statements)
 
 
 def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
@@ -352,20 +362,22 @@ def usage_rollups_ensure() -> int:
 
 
 def _usage_upsert(rows: dict) -> None:
-    """Add the counters of each row to the stored row with its key, creating it when missing. Keys are written in
-    a fixed order, so two transactions never wait on each other's rows in a cycle."""
-    _insert_or_add(UsageRollup, conflict="key", rows=[rows[key] for key in sorted(rows, key=str)],
-                   columns=("key", *UsageRollup.DIMENSIONS), add=UsageRollup.COUNTERS)
+    """Add the counters of each row to the stored row with its key, creating it when missing."""
+    _statements_run([_usage_sql(rows)])
 
 
-def _insert_or_add(model, *, conflict: str, rows: list[dict], columns: tuple[str, ...], add: tuple[str, ...],
-                   latest: tuple[str, ...] = ()) -> None:
+def _usage_sql(rows: dict) -> tuple[str, list]:
+    """Keys are written in a fixed order, so two transactions never wait on each other's rows in a cycle."""
+    return _insert_or_add_sql(UsageRollup, conflict="key", rows=[rows[key] for key in sorted(rows, key=str)],
+                              columns=("key", *UsageRollup.DIMENSIONS), add=UsageRollup.COUNTERS)
+
+
+def _insert_or_add_sql(model, *, conflict: str, rows: list[dict], columns: tuple[str, ...], add: tuple[str, ...],
+                       latest: tuple[str, ...] = ()) -> tuple[str, list]:
     """One INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite) of `rows` (dicts by attname): a row whose
     `conflict` value is stored adds its `add` counters to the stored ones and sets the `latest` fields it has
     (not None); any other row is inserted. Concurrent writers of one row never lose an increment. Counters are
     only ever added here: an INSERT could not carry a negative one past its CHECK (see _usage_change)."""
-    if not rows:
-        return
     meta = model._meta
     quote = connection.ops.quote_name
     fields = [meta.get_field(name) for name in (*columns, *add, *latest)]
@@ -376,13 +388,23 @@ def _insert_or_add(model, *, conflict: str, rows: list[dict], columns: tuple[str
                for column in (meta.get_field(name).column for name in add)]
     changes += [f"{quote(column)} = COALESCE(excluded.{quote(column)}, {table}.{quote(column)})"
                 for column in (meta.get_field(name).column for name in latest)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
+    return (f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
             f"VALUES {', '.join([placeholders] * len(rows))} "
-            f"ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO UPDATE SET {', '.join(changes)}",
-            params,
-        )
+            f"ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO UPDATE SET {', '.join(changes)}", params)
+
+
+def _statements_run(statements: list[tuple[str, list]]) -> None:
+    """Run (sql, params) statements in order: on PostgreSQL as one (the first as the statement, the others in a
+    data-modifying WITH, which PostgreSQL runs after it), elsewhere one by one."""
+    statements = [(sql, params) for sql, params in statements if params]  # (an upsert of no rows)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and len(statements) > 1:
+            (first, first_params), rest = statements[0], statements[1:]
+            along = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(rest))
+            cursor.execute(f"WITH {along} {first}", [p for _, params in rest for p in params] + first_params)
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
 
 
 def _usage_change(dims: dict, changes: dict) -> None:
