@@ -108,3 +108,17 @@ class RecordedSoFar:
             text = self._streamed_text
         return usage, count, text if isinstance(text, str) else ""
 
+
+def calls_by_model(calls: list[Call]) -> list[dict]:
+    """A run's LLM calls summed per (provider, model): what the usage rollups book at its end."""
+    sums: dict[tuple[str, str], dict] = {}
+    for call in calls:
+        row = sums.setdefault((call.provider, call.model), {
+            "provider": call.provider, "model": call.model, "llm_calls": 0, "prompt_tokens": 0,
+            "completion_tokens": 0, "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0,
+            "cost": Decimal("0")})
+        row["llm_calls"] += 1
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens",
+                     "reasoning_tokens", "cost"):
+            row[name] += getattr(call.usage, name)
+    return list(sums.values())

@@ -477,20 +477,6 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
             self._cancelled = row[1]
         return self._cancelled
 
-    def calls_by_model(self) -> list[dict]:
-        """The run's LLM calls summed per (provider, model): what the usage rollups book at its end."""
-        sums: dict[tuple[str, str], dict] = {}
-        for call in self.calls:
-            row = sums.setdefault((call.provider, call.model), {
-                "provider": call.provider, "model": call.model, "llm_calls": 0, "prompt_tokens": 0,
-                "completion_tokens": 0, "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0,
-                "cost": Decimal("0")})
-            row["llm_calls"] += 1
-            for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens",
-                         "reasoning_tokens", "cost"):
-                row[name] += getattr(call.usage, name)
-        return list(sums.values())
-
     def heartbeat_start(self) -> None:
         heartbeat.add(self.execution.pk)
 

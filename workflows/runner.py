@@ -31,6 +31,7 @@ from workflows.engine.nodes import last_ai_message
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.models import WorkflowExecution
 from workflows.heartbeat import heartbeat
+from workflows.ledger import calls_by_model
 from workflows.recorder import ExecutionRecorder
 from workflows.signals import execution_finished
 
@@ -313,7 +314,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         # Rows every run of a template updates (its analytics), then the audit chain's head: the locks every
         # run's ending shares are taken last, so each is held only to the commit.
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,
-                                calls=recorder.calls_by_model())
+                                calls=calls_by_model(recorder.calls))
         recorder.write_audits()
     return execution
 
