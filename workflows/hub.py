@@ -215,7 +215,7 @@ class RedisBridge:
         lock = threading.Lock()
         self._queued, self._sent = threading.Condition(lock), threading.Condition(lock)
         self._outbox: list[dict[str, list[dict]]] = []
-        self._sending = False
+        self._sending = self._stopped = False
         threading.Thread(target=self._sender, name="chatter-events-sender", daemon=True).start()
         # The listener's state, touched on its loop only.
         self._listener = redis.asyncio.Redis.from_url(url)
@@ -264,8 +264,10 @@ class RedisBridge:
     def _sender(self) -> None:
         while True:
             with self._queued:
-                while not self._outbox:
+                while not self._outbox and not self._stopped:
                     self._queued.wait()
+                if not self._outbox:  # stopped, and everything handed over was sent
+                    return
                 handed, self._outbox, self._sending = self._outbox, [], True
             try:
                 self._publish([(topic, envelopes) for by_topic in handed for topic, envelopes in by_topic.items()])
@@ -405,6 +407,9 @@ class RedisBridge:
 
     def stop(self) -> None:
         self.flush(PUBLISH_TIMEOUT_S * 2)
+        with self._queued:
+            self._stopped = True
+            self._queued.notify()
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
         self.publisher.close()
 

@@ -113,3 +113,20 @@ async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything
     assert done.returncode == 0, done.stderr
     assert [e["seq"] for e in await received(watched, 200)] == list(range(1, 201))
     watcher.bridge().stop()
+
+
+def test_a_stopped_bridge_ends_its_sender_thread_once_what_it_was_handed_is_sent():
+    import threading
+
+    def senders() -> set:
+        return {t for t in threading.enumerate() if t.name == "chatter-events-sender"}
+
+    before = senders()
+    publisher = Hub()
+    bridge = publisher.bridge()
+    (mine,) = senders() - before
+    publisher.publish([envelope(1, "node_started")], owner_id=12)
+    bridge.stop()
+    assert bridge.flush(0.1)  # nothing is left to send
+    mine.join(timeout=5)
+    assert not mine.is_alive()
