@@ -29,6 +29,7 @@ from analytics.selectors import (
 )
 from audit.services import audit_record
 from chatter_project.errors import InvalidInput
+from chatter_project.rows import statements_run
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
@@ -226,7 +227,7 @@ def template_analytics_reprice(*, execution: WorkflowExecution, calls: list[dict
 
 def _template_analytics_upsert(*, template_id, figures: dict) -> None:
     """The one statement that makes a template's analytics row (when its first run ends) or adds to it."""
-    _statements_run([_template_analytics_sql(template_id=template_id, figures=figures)])
+    statements_run(_template_analytics_sql(template_id=template_id, figures=figures))
 
 
 def _template_analytics_sql(*, template_id, figures: dict) -> tuple[str, list]:
@@ -245,9 +246,9 @@ _OUTCOME = {
 def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> None:
     """Book an ended run in the transaction that ends it: in the usage rollups, the run, its LLM calls (summed per
     provider and model, as execution_finished carries them) and its messages; in its template's analytics row, the
-    run. One statement on PostgreSQL (a data-modifying WITH), one per table elsewhere: the rollups' rows are
-    locked first and the template's row, which every run of the template updates, last, so that its lock is held
-    only to the commit."""
+    run. One statement on PostgreSQL (a data-modifying WITH), one per table elsewhere. On PostgreSQL the rollups'
+    rows are locked first and the template's row, which every run of the template updates, last, so that its lock
+    is held only to the commit."""
     rows: dict = {}
 
     def add(moment, provider: str, model: str, counters: dict) -> None:
@@ -264,10 +265,9 @@ def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages:
         add(ended, call["provider"], call["model"], {name: call[name] for name in ("llm_calls", *CALL_FIGURES)})
     for message in messages:  # a run's messages are in its conversation, which its owner owns
         add(message.created_at, message.provider_used, message.model_used, {"messages": 1})
-    statements = [_usage_sql(rows)]
-    if (figures := _template_figures(execution)) is not None:
-        statements.append(_template_analytics_sql(template_id=execution.template_id, figures=figures))
-    _statements_run(statements)
+    figures = _template_figures(execution)
+    statements_run(_usage_sql(rows), [_template_analytics_sql(template_id=execution.template_id, figures=figures)]
+                   if figures is not None else [])
 
 
 def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
@@ -363,7 +363,8 @@ def usage_rollups_ensure() -> int:
 
 def _usage_upsert(rows: dict) -> None:
     """Add the counters of each row to the stored row with its key, creating it when missing."""
-    _statements_run([_usage_sql(rows)])
+    if rows:
+        statements_run(_usage_sql(rows))
 
 
 def _usage_sql(rows: dict) -> tuple[str, list]:
@@ -391,20 +392,6 @@ def _insert_or_add_sql(model, *, conflict: str, rows: list[dict], columns: tuple
     return (f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
             f"VALUES {', '.join([placeholders] * len(rows))} "
             f"ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO UPDATE SET {', '.join(changes)}", params)
-
-
-def _statements_run(statements: list[tuple[str, list]]) -> None:
-    """Run (sql, params) statements in order: on PostgreSQL as one (the first as the statement, the others in a
-    data-modifying WITH, which PostgreSQL runs after it), elsewhere one by one."""
-    statements = [(sql, params) for sql, params in statements if params]  # (an upsert of no rows)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and len(statements) > 1:
-            (first, first_params), rest = statements[0], statements[1:]
-            along = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(rest))
-            cursor.execute(f"WITH {along} {first}", [p for _, params in rest for p in params] + first_params)
-        else:
-            for sql, params in statements:
-                cursor.execute(sql, params)
 
 
 def _usage_change(dims: dict, changes: dict) -> None:

@@ -37,23 +37,26 @@ def rows_insert(model: type[models.Model], rows: list[dict[str, Any]], *, confli
     row's values instead. Returns the `returning` columns of every row written, in order (empty without).
     `along`: other tables' rows written by the same statement on PostgreSQL (a data-modifying WITH), by one
     statement each before it elsewhere."""
-    along = tuple(more for more in along if more.rows)
-    if connection.vendor != "postgresql":
-        for more in along:
-            rows_insert(more.model, more.rows, conflict=more.conflict, update=more.update)
-        along = ()
+    along = [_insert_sql(more.model, more.rows, more.conflict, more.update, ()) for more in along if more.rows]
     if not rows:
-        return rows_insert(along[0].model, along[0].rows, conflict=along[0].conflict, update=along[0].update,
-                           along=along[1:]) if along else []
-    prefix, params = [], []
-    for number, more in enumerate(along):
-        sql, more_params = _insert_sql(more.model, more.rows, more.conflict, more.update, ())
-        prefix.append(f"along_{number} AS ({sql})")
-        params += more_params
-    sql, main_params = _insert_sql(model, rows, conflict, update, returning)
+        return statements_run(along[0], along[1:]) if along else []
+    return statements_run(_insert_sql(model, rows, conflict, update, returning), along, fetch=bool(returning))
+
+
+def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *,
+                   fetch: bool = False) -> list[tuple]:
+    """Run the statement `main` (SQL, params) and, with it, the data-modifying `along` ones: on PostgreSQL as one
+    statement (a data-modifying WITH, which PostgreSQL runs after `main`), elsewhere each on its own before it.
+    Returns `main`'s rows when `fetch`."""
     with connection.cursor() as cursor:
-        cursor.execute(("WITH " + ", ".join(prefix) + " " if prefix else "") + sql, params + main_params)
-        return cursor.fetchall() if returning else []
+        if connection.vendor != "postgresql":
+            for sql, params in along:
+                cursor.execute(sql, params)
+            along = ()
+        prefix = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(along))
+        cursor.execute((f"WITH {prefix} " if prefix else "") + main[0],
+                       [param for _, params in along for param in params] + main[1])
+        return cursor.fetchall() if fetch else []
 
 
 def _insert_sql(model, rows, conflict, update, returning) -> tuple[str, list]:
