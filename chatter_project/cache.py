@@ -7,7 +7,7 @@ import redis
 
 
 class SharedConnectionPool(redis.ConnectionPool):
-    """One Redis connection pool per process and URL for Django's RedisCache.
+    """One Redis connection pool per process and URL for Django's RedisCache (and the run throttle's script).
 
     Django makes a cache client, and with it a connection pool, per request under ASGI (caches are context-local),
     so every request that touched the cache (the run throttle does, twice) connected to Redis anew. redis-py's pool

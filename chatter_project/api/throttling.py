@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import ScopedRateThrottle
 
+from chatter_project.cache import SharedConnectionPool
+
 logger = logging.getLogger(__name__)
 
 
@@ -115,18 +117,6 @@ if wait <= 0 then
 end
 return string.format('%.6f', wait)
 """
-_scripts: dict[str, object] = {}
-_scripts_lock = threading.Lock()
-
-
-def _take_script(url: str):
-    """This process's client for REDIS_URL (the cache's Redis) with the script registered (EVALSHA, one round
-    trip). redis-py's pool makes its connections again in a forked child."""
-    with _scripts_lock:
-        if url not in _scripts:
-            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-            _scripts[url] = client.register_script(_TAKE_LUA)
-        return _scripts[url]
 
 
 class RunThrottle(CellRateThrottle):
@@ -138,8 +128,11 @@ class RunThrottle(CellRateThrottle):
     def take(self, key: str, *, now: float, interval: float, duration: float) -> float:
         if not settings.REDIS_URL:
             return super().take(key, now=now, interval=interval, duration=duration)
-        return float(_take_script(settings.REDIS_URL)(keys=[f"chatter:throttle:{key}"],
-                                                      args=[repr(now), repr(interval), repr(duration)]))
+        # The process's one pool for the URL (chatter_project.cache); the script goes by EVALSHA: one round trip.
+        client = redis.Redis(connection_pool=SharedConnectionPool.from_url(
+            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1))
+        return float(client.register_script(_TAKE_LUA)(keys=[f"chatter:throttle:{key}"],
+                                                        args=[repr(now), repr(interval), repr(duration)]))
 
     def allow_request(self, request, view) -> bool:
         if cache_outage.should_try():
