@@ -104,9 +104,8 @@ def instances_insert(instances: list[models.Model], *, along: tuple[models.Model
         return
     meta = instances[0]._meta
     auto = meta.pk if isinstance(meta.pk, models.AutoField) else None
-    fields = [f for f in meta.concrete_fields if f is not auto]
-    ids = rows_insert(type(instances[0]), [{f.attname: f.pre_save(instance, add=True) for f in fields}
-                                            for instance in instances], returning=(auto.name,) if auto else (),
+    ids = rows_insert(type(instances[0]), [_stored(instance) for instance in instances],
+                      returning=(auto.name,) if auto else (),
                       along=tuple(Rows(type(more), [_stored(more)]) for more in along))
     for instance, row in zip(instances, ids or [None] * len(instances)):
         if auto is not None:
@@ -117,7 +116,7 @@ def instances_insert(instances: list[models.Model], *, along: tuple[models.Model
 
 
 def _stored(instance: models.Model) -> dict[str, Any]:
-    """A new instance's fields as save(force_insert=True) stores them (no auto-increment id)."""
+    """A new instance's fields as save(force_insert=True) stores them (an auto-increment id left to the database)."""
     return {f.attname: f.pre_save(instance, add=True) for f in instance._meta.concrete_fields
             if not isinstance(f, models.AutoField)}
 
