@@ -9,6 +9,7 @@ request, so its cost grew with the rate): the generic cell rate algorithm. A rat
 through at once, then one every period/N; the number kept is when the user's allowance is next full."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -119,6 +120,15 @@ return string.format('%.6f', wait)
 """
 
 
+@functools.lru_cache(maxsize=8)
+def _take_script(url: str):
+    """The script, registered once per process and URL (EVALSHA: one round trip), on the process's one pool for
+    the URL (chatter_project.cache)."""
+    client = redis.Redis(connection_pool=SharedConnectionPool.from_url(url, socket_connect_timeout=1,
+                                                                       socket_timeout=1))
+    return client.register_script(_TAKE_LUA)
+
+
 class RunThrottle(CellRateThrottle):
     """Counted in the shared cache (Redis; the default cache without REDIS_URL); when it raises, the request is
     counted by LocalRunThrottle."""
@@ -128,11 +138,8 @@ class RunThrottle(CellRateThrottle):
     def take(self, key: str, *, now: float, interval: float, duration: float) -> float:
         if not settings.REDIS_URL:
             return super().take(key, now=now, interval=interval, duration=duration)
-        # The process's one pool for the URL (chatter_project.cache); the script goes by EVALSHA: one round trip.
-        client = redis.Redis(connection_pool=SharedConnectionPool.from_url(
-            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1))
-        return float(client.register_script(_TAKE_LUA)(keys=[f"chatter:throttle:{key}"],
-                                                        args=[repr(now), repr(interval), repr(duration)]))
+        return float(_take_script(settings.REDIS_URL)(keys=[f"chatter:throttle:{key}"],
+                                                      args=[repr(now), repr(interval), repr(duration)]))
 
     def allow_request(self, request, view) -> bool:
         if cache_outage.should_try():
