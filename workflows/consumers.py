@@ -8,7 +8,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from audit.services import access_denied_record
-from workflows.realtime import execution_feed, user_feed
+from workflows.hub import Subscription
+from workflows.realtime import execution_feed, execution_subscribe, user_feed, user_subscribe
 from workflows.selectors import execution_get
 
 CLOSE_NORMAL = 1000
@@ -18,9 +19,16 @@ CLOSE_BAD_REQUEST = 4400
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
-    """Relays one async feed of envelopes to the client; closes when the feed ends."""
+    """Relays one async feed of envelopes to the client; closes when the feed ends. The feed listens from before
+    the handshake completes: a client that connects, then starts a run, misses none of its live tokens."""
 
     feed_task: asyncio.Task | None = None
+    subscription: Subscription | None = None
+
+    async def start(self, subscription: Subscription, feed) -> None:
+        self.subscription = subscription
+        await self.accept()
+        self.feed_task = asyncio.create_task(self.relay(feed))
     # The feeds subscribe to their groups themselves; a per-consumer layer channel would only make every
     # handshake depend on Redis being up (a client could not even get the persisted log during an outage).
     channel_layer_alias = None
@@ -51,6 +59,8 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code) -> None:
         if self.feed_task is not None:
             self.feed_task.cancel()
+        if self.subscription is not None:  # (closed by the feed too, if it started; closing twice is nothing)
+            self.subscription.close()
 
 
 class ExecutionEventsConsumer(FeedConsumer):
@@ -67,8 +77,9 @@ class ExecutionEventsConsumer(FeedConsumer):
         after = parse_qs(self.scope.get("query_string", b"").decode()).get("after", ["0"])[0]
         if not after.isdigit():
             return await self.refuse(CLOSE_BAD_REQUEST)
-        await self.accept()
-        self.feed_task = asyncio.create_task(self.relay(execution_feed(execution.pk, after=int(after))))
+        subscription = execution_subscribe(execution.pk)
+        await self.start(subscription, execution_feed(execution.pk, after=int(after), subscription=subscription,
+                                                      replay=True))
 
 
 class UserEventsConsumer(FeedConsumer):
@@ -78,5 +89,5 @@ class UserEventsConsumer(FeedConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.refuse(CLOSE_UNAUTHENTICATED)
-        await self.accept()
-        self.feed_task = asyncio.create_task(self.relay(user_feed(user.pk)))
+        subscription = user_subscribe(user.pk)
+        await self.start(subscription, user_feed(user.pk, subscription=subscription))

@@ -47,13 +47,17 @@ def execution_subscribe(execution_id, *, remote: bool = True) -> Subscription:
 
 
 async def execution_feed(execution_id, *, after: int = 0, subscription: Subscription | None = None,
-                         poll_s: float = POLL_S) -> AsyncIterator[dict]:
+                         replay: bool | None = None, poll_s: float = POLL_S) -> AsyncIterator[dict]:
     """Every event of one run with seq > after, in order, without gaps or duplicates, live tokens included; ends
-    after the terminal event. With `subscription` (made before the run started) the log is not read first."""
+    after the terminal event. `subscription`: made by the caller (execution_subscribe), so that nothing published
+    from then on is missed; the log is read first unless `replay` is False (the default without a subscription:
+    True; with one: False, for a subscription made before the run started)."""
     live = subscription or execution_subscribe(execution_id)
+    if replay is None:
+        replay = subscription is None
     try:
         last = after
-        if subscription is None:
+        if replay:
             await live.ready()  # from here on, nothing published elsewhere is missed by both the log and the hub
             terminal = await _terminal_seq(execution_id)
             if terminal is not None and terminal <= after:
@@ -101,9 +105,14 @@ async def feed_until_paused(feed: AsyncIterator[dict]) -> AsyncIterator[dict]:
         await feed.aclose()
 
 
-async def user_feed(user_id) -> AsyncIterator[dict]:
-    """Everything published for one user's runs (tokens and conversation_updated included), until closed."""
-    live = hub.subscribe([user_topic(user_id)])
+def user_subscribe(user_id) -> Subscription:
+    return hub.subscribe([user_topic(user_id)])
+
+
+async def user_feed(user_id, *, subscription: Subscription | None = None) -> AsyncIterator[dict]:
+    """Everything published for one user's runs (tokens and conversation_updated included), until closed;
+    `subscription`: made by the caller (user_subscribe), so that nothing published from then on is missed."""
+    live = subscription or user_subscribe(user_id)
     try:
         await live.ready()
         while True:

@@ -219,3 +219,21 @@ async def test_a_cookie_session_from_no_or_another_origin_is_refused(alice, clie
         communicator = WebsocketCommunicator(application, "/ws/events/", headers=headers)
         connected, _ = await communicator.connect(timeout=5)
         assert not connected, headers
+
+
+@pytest.mark.parametrize("path", ["/ws/executions/{id}/", "/ws/events/"])
+async def test_a_socket_listens_from_its_handshake_on_so_a_token_right_after_it_is_not_missed(alice, path):
+    """A client connects, then starts a run: the first token published once the handshake is complete reaches
+    it (the feed subscribes before the handshake completes, not in a task that runs later)."""
+    import json
+
+    from workflows.events import event_envelope
+    from workflows.hub import hub
+
+    execution = await create(alice)
+    communicator = await connect(f"{path.format(id=execution.pk)}?token={await token_for(alice)}")
+    hub.publish([event_envelope(execution_id=execution.pk, event="token", data={"text": "first"}, seq=None)],
+                owner_id=alice.pk)
+    output = await communicator.receive_output(timeout=5)
+    assert json.loads(output["text"])["data"] == {"text": "first"}
+    await communicator.disconnect()
