@@ -8,11 +8,17 @@ Side by side, interleaved in one run (rotating order each repetition):
            (splits the added time into engine + database vs HTTP + daphne);
 - sqlite:  client-side, sending `POST /api/v1/chat/` {"message", "stream": true} to the first `event: token`
            frame, against daphne on SQLite (the embedded default), one keep-alive connection;
-- postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres).
+- postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres);
+- peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
+            one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
+            `POST /runs/stream {"assistant_id": "chat", "input": {"message"}, "stream_mode": ["messages-tuple"],
+            "stream_subgraphs": true, "on_completion": "keep"}` to the first `event: messages|…` frame with text
+            (the served graph runs universal_chat as a subgraph, whose model's tokens the server streams only with
+            stream_subgraphs; skip with --no-peer).
 Every side uses the local model slowed by CHATTER_LOCAL_TOKEN_DELAY_MS, so "first token" is well defined.
 The chat turn's message has no arithmetic and no time words, so no tool call precedes the answer.
 
-    .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--profile]
+    .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--no-peer] [--profile]
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ import os
 import time
 
 from bench import chatter_calls
+from bench.b5_servers import peer_pair
 from bench.chatter_servers import bench_token, chatter_database, daphne
 from bench.machine import CpuMeter, format_cpu, machine_note
-from bench.processes import BenchRun, log, run_main
+from bench.processes import HOST, BenchRun, log, run_main
 from bench.pyspy import Profile
 from bench.services import start_services
 from bench.stats import median, ms, percentile, table
@@ -112,6 +119,42 @@ class ChatStream:
         self.client.close()
 
 
+class PeerStream:
+    """One keep-alive client streaming runs from the stock Agent Server (a new thread, kept, per run)."""
+
+    def __init__(self, base_url: str):
+        import httpx
+
+        self.client = httpx.Client(base_url=base_url, timeout=30, headers={"Accept": "text/event-stream"})
+
+    def turn(self) -> dict:
+        """Seconds from sending the request to the first `messages` frame with text; reads the run to its end."""
+        marks: dict = {"steps": []}
+        body = {"assistant_id": "chat", "input": {"message": MESSAGE}, "stream_mode": ["messages-tuple"],
+                "stream_subgraphs": True, "on_completion": "keep"}
+        started = time.perf_counter()
+        with self.client.stream("POST", "/runs/stream", json=body) as response:
+            marks["headers"] = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"the peer answered {response.status_code}: {response.read()[:500]!r}")
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event.startswith("messages") and "first_token" not in marks:
+                    message = json.loads(line[5:])[0]
+                    if message.get("content"):
+                        marks["first_token"] = time.perf_counter() - started
+                elif line.startswith("data:") and event == "error":
+                    raise RuntimeError(f"the peer's run failed: {line[:500]}")
+        if "first_token" not in marks:
+            raise RuntimeError("the peer's run streamed no token")
+        return marks
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def timeline_rows(items: list[dict], previous: list[float]) -> list[list]:
     """One row per event up to the first token: when it arrived and the step from the previous mark."""
     names: list[str] = []
@@ -134,7 +177,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=50, help="measured repetitions of each side (default 50)")
     parser.add_argument("--delay-ms", type=int, default=20, help="CHATTER_LOCAL_TOKEN_DELAY_MS (default 20)")
-    parser.add_argument("--no-postgres", action="store_true", help="SQLite only (no PostgreSQL service)")
+    parser.add_argument("--no-postgres", action="store_true", help="no Chatter on PostgreSQL")
+    parser.add_argument("--no-peer", action="store_true", help="no stock Agent Server (the fair peer)")
     parser.add_argument("--profile", action="store_true", help="py-spy the SQLite daphne while it serves turns")
     args = parser.parse_args()
 
@@ -144,12 +188,17 @@ def main() -> int:
         sqlite = chatter_database(run, "sqlite", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms)
         servers["sqlite"] = daphne(run, sqlite)
         clients["sqlite"] = ChatStream(servers["sqlite"].base_url, bench_token(servers["sqlite"], sqlite))
+        services = start_services(run) if not (args.no_postgres and args.no_peer) else None
         if not args.no_postgres:
-            services = start_services(run)
             postgres = chatter_database(run, "postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
                                         DATABASE_URL=services.database_url)
             servers["postgres"] = daphne(run, postgres)
             clients["postgres"] = ChatStream(servers["postgres"].base_url, bench_token(servers["postgres"], postgres))
+        peer_pids = []
+        if not args.no_peer:
+            peer = peer_pair(run, services, processes=1, token_delay_ms=args.delay_ms)
+            clients["peer"] = PeerStream(f"http://{HOST}:{peer.ports[0]}")
+            peer_pids = peer.pids
 
         # The in-process sides read the same settings the servers do (the delay is passed explicitly too).
         chatter_calls.django_setup(sqlite.env)
@@ -159,6 +208,7 @@ def main() -> int:
         results: dict[str, list] = {side: [] for side in sides}
         profile = None
         meter = CpuMeter({**{f"daphne {name}": server.pid for name, server in servers.items()},
+                          **({"peer (langhost)": peer_pids} if peer_pids else {}),
                           "this process (client, model, engine)": os.getpid()})
         log(f"{WARMUP} warm-up + {args.reps} measured repetitions of {', '.join(sides)} (interleaved)")
         try:
@@ -180,8 +230,9 @@ def main() -> int:
                         results[side].append(result)
             cpu = meter.stop()
             for side, client in clients.items():
-                for result in results[side]:
-                    client.server_marks(result)
+                if side in servers:
+                    for result in results[side]:
+                        client.server_marks(result)
         finally:
             for client in clients.values():
                 client.close()
@@ -204,13 +255,21 @@ def report(results: dict[str, list], args) -> None:
     rows = []
     for side, items in results.items():
         first = [r["first_token"] for r in items]
-        label = {"model": "model in-process (baseline)",
-                 "engine": "engine in-process, no HTTP (sqlite)"}.get(side, f"SSE POST /api/v1/chat/ ({side})")
+        label = {"model": "model in-process (baseline)", "engine": "engine in-process, no HTTP (sqlite)",
+                 "peer": "the fair peer: stock Agent Server, SSE POST /runs/stream (PostgreSQL + Redis)"}.get(
+            side, f"SSE POST /api/v1/chat/ ({side})")
         added = "" if side == "model" else ms(median(first) - base_med)
         paired = "" if side == "model" else ms(median([a - b for a, b in zip(first, base)]))
         rows.append([label, ms(median(first)), ms(percentile(first, 90)), ms(min(first)), added, paired])
     print(table(rows, ["side", "median", "p90", "min", "added (median diff)", "added (median of paired diffs)"]))
     print("target: <= 5 ms added")
+    if "peer" in results:
+        peer = median([r["first_token"] for r in results["peer"]])
+        for side in ("sqlite", "postgres"):
+            if side in results:
+                mine = median([r["first_token"] for r in results[side]])
+                print(f"Chatter ({side}) vs the fair peer: first token at {ms(mine)} vs {ms(peer)} ms "
+                      f"(added {ms(mine - base_med)} vs {ms(peer - base_med)} ms)")
 
     engine = results["engine"]
     print("\nWhere the time goes, engine in-process (median ms from starting the turn; '+' is the median "
@@ -221,7 +280,7 @@ def report(results: dict[str, list], args) -> None:
     print(table(rows, ["mark", "at", "step"]))
 
     for side, items in results.items():
-        if side in ("model", "engine"):
+        if side in ("model", "engine", "peer"):
             continue
         print(f"\nWhere the time goes, {side} (client-side, median ms from sending the request; "
               f"'+' is the median step from the previous mark):")

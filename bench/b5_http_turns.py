@@ -20,8 +20,11 @@ free loopback ports, the `local` model answering at once (CHATTER_LOCAL_TOKEN_DE
 The LangGraph servers serve bench/b5_langgraph_graph.py: Chatter's compiled universal_chat graph, same model.
 
 Load comes from a separate process (bench/b5_loadgen.py, asyncio, HTTP/1.1 keep-alive, one connection per
-client, client i on process i % 2): a sequential phase (1 client, --seq-count turns, on the first process) and a
-concurrent phase (--clients clients for --duration s), each after warm-up turns.
+client, client i on process i % 2): per variant, a sequential phase (1 client, --seq-count turns, on the first
+process) and a concurrent phase (--clients clients for --duration s), each after warm-up turns; then, in each
+repetition, the sequential turns interleaved (one client per variant, one turn to each variant per round, the
+order rotating every round), so that every variant's sequential turns are taken in the same seconds: the
+sequential ratio to the peer is read from these.
 
 Database work per HTTP turn, in the first sequential phase, from PostgreSQL's own counters for the variant's database
 (bench/pg_stats.py): transactions (pg_stat_database xact_commit + xact_rollback), statements (pg_stat_statements
@@ -61,6 +64,18 @@ def loadgen(variant: Variant, *, clients: int, duration: float = 0, count: int =
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def round_robin(variants: dict[str, Variant], *, count: int, warmup: int = 3) -> dict:
+    """Sequential turns interleaved turn by turn across the variants (one client each, on its first process)."""
+    servers = [{"name": v.name, "kind": v.kind, "target": v.targets(first_only=True), "token": v.token}
+               for v in variants.values()]
+    args = [PYTHON, "-m", "bench.b5_loadgen", "--round-robin", json.dumps(servers), "--count", str(count),
+            "--warmup", str(warmup)]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"load generator failed (round robin):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["round_robin"]
+
+
 def idle_work(db: DbWork, databases: list[str], seconds: float = 10) -> dict[str, dict[str, float]]:
     """What each database does per second with no request in flight (the servers' own background work)."""
     if not databases:
@@ -87,7 +102,7 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, db: DbWork, i
     """The interleaved repetitions: per variant, a sequential phase (in the first repetition, with the database
     work it caused, less the servers' idle background work: a turn's statements do not vary, and waiting for
     PostgreSQL's counters costs 20 s) and a concurrent one (with CPU per process and PostgreSQL activity)."""
-    results = {name: {"seq": [], "conc": [], "cpu": [], "pg": [], "work": []} for name in variants}
+    results = {name: {"seq": [], "conc": [], "cpu": [], "pg": [], "work": [], "paired": []} for name in variants}
     databases = sorted({v.database for v in variants.values() if v.database})
     postgres = services.postmaster_pid()
     shared = {"postgresql": Tree(postgres), "redis": services.redis_pid} if postgres else {}
@@ -127,6 +142,10 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, db: DbWork, i
                 results[name]["pg"].append(activity.stop())
             if profile is not None:
                 profile_text = profile.summary(focus=FOCUS, top=25)
+        if len(variants) > 1:
+            log(f"rep {rep + 1}/{args.reps}: {args.seq_count} sequential turns per variant, interleaved turn by turn")
+            for name, paired in round_robin(variants, count=args.seq_count).items():
+                results[name]["paired"].append(paired)
     return results, profile_text
 
 

@@ -4,6 +4,12 @@ costs little CPU on the machine the servers share.
 
     python -m bench.b5_loadgen --kind chatter|peer|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
                                (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5] [--timeout 30]
+    python -m bench.b5_loadgen --round-robin '[{"name": N, "kind": K, "target": "host:port", "token": T}, ...]'
+                               --count 100 [--warmup 5] [--timeout 30]
+
+With --round-robin, one client per server, one turn at a time: each round sends one turn to every server, in an
+order that rotates every round, so each server's sequential turns are taken in the same seconds as the others'
+(the machine's slow and quick moments fall on all of them alike).
 
 Client i talks to target i % len(targets) on one connection (as a load balancer with keep-alive would spread
 them). The same message every turn, and every answer is checked:
@@ -150,10 +156,34 @@ async def run(args) -> dict:
             "per_target": per_target, "loadgen_cpu_share": cpu / elapsed, "pid": os.getpid()}
 
 
+async def round_robin(servers: list[dict], *, count: int, warmup: int, timeout: float) -> dict:
+    """`count` rounds of one sequential turn per server (rotating order); each server's latencies, by round."""
+    clients = {s["name"]: Client(s["kind"], s["target"], s.get("token", ""), timeout) for s in servers}
+    for client in clients.values():
+        for _ in range(warmup):
+            await client.turn()
+    names = list(clients)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    failures: dict[str, list[str]] = {name: [] for name in names}
+    for round_ in range(count):
+        start = round_ % len(names)
+        for name in names[start:] + names[:start]:
+            elapsed, ok, detail = await clients[name].turn()
+            latencies[name].append(elapsed)
+            if not ok:
+                failures[name].append(detail)
+    for client in clients.values():
+        client.close()
+    return {"round_robin": {name: {"latencies": latencies[name], "failures": len(failures[name]),
+                                   "failure_examples": failures[name][:3]} for name in names}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=("chatter", "peer", "langgraph"), required=True)
-    parser.add_argument("--targets", required=True, help="host:port[,host:port...]")
+    parser.add_argument("--round-robin", help="JSON list of servers ({name, kind, target, token}): sequential "
+                        "turns, one per server per round (--count rounds)")
+    parser.add_argument("--kind", choices=("chatter", "peer", "langgraph"))
+    parser.add_argument("--targets", help="host:port[,host:port...]")
     parser.add_argument("--token", default="", help="Chatter API token")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--duration", type=float, default=0, help="seconds of load (else --count turns)")
@@ -161,7 +191,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="turns per client before measuring")
     parser.add_argument("--timeout", type=float, default=30, help="seconds a turn may take before it fails")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args))), flush=True)
+    if args.round_robin:
+        result = asyncio.run(round_robin(json.loads(args.round_robin), count=args.count, warmup=args.warmup,
+                                         timeout=args.timeout))
+    elif args.kind and args.targets:
+        result = asyncio.run(run(args))
+    else:
+        parser.error("--kind and --targets, or --round-robin")
+    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -79,11 +79,11 @@ def chatter_pair(run: BenchRun, database: Database, server: str) -> Variant:
                    logs=[s.log_path for s in servers])
 
 
-def _graph_env(run: BenchRun, label: str, venv: Venv) -> dict:
+def _graph_env(run: BenchRun, label: str, venv: Venv, token_delay_ms: int = 0) -> dict:
     """What the served graph needs: the project's settings (no database: the graph runs nothing recorded),
-    the local model answering at once, the peer's venv first on PATH; LangSmith, analytics and the version
-    check off (nothing leaves the machine)."""
-    env = chatter_env(run, label, CHATTER_LOCAL_TOKEN_DELAY_MS=0)
+    the local model (answering at once unless `token_delay_ms`), the peer's venv first on PATH; LangSmith,
+    analytics and the version check off (nothing leaves the machine)."""
+    env = chatter_env(run, label, CHATTER_LOCAL_TOKEN_DELAY_MS=token_delay_ms)
     env.update({"LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true",
                 "PATH": f"{venv.path / 'bin'}:{env.get('PATH', '')}"})
     return env
@@ -99,13 +99,14 @@ def _langgraph_json(run: BenchRun, label: str) -> Path:
     return workdir
 
 
-def peer_pair(run: BenchRun, services: Services, *, jobs_per_worker: int | None = None) -> Variant:
-    """The stock LangGraph Agent Server on PostgreSQL + Redis (langhost + langgraph-runtime-pg), 2 processes on
-    one database of its own on the bench's PostgreSQL and one Redis database, migrated first."""
+def peer_pair(run: BenchRun, services: Services, *, jobs_per_worker: int | None = None, processes: int = 2,
+              token_delay_ms: int = 0) -> Variant:
+    """The stock LangGraph Agent Server on PostgreSQL + Redis (langhost + langgraph-runtime-pg), 2 processes (or
+    `processes`) on one database of its own on the bench's PostgreSQL and one Redis database, migrated first."""
     PEER_VENV.ensure()
     database_uri = services.create_database(PEER_DATABASE)
     redis_uri = services.redis_url_for(PEER_REDIS_DB)
-    env = _graph_env(run, "peer", PEER_VENV)
+    env = _graph_env(run, "peer", PEER_VENV, token_delay_ms)
     env.update({"DATABASE_URI": database_uri, "REDIS_URI": redis_uri})
     if jobs_per_worker is not None:
         env["N_JOBS_PER_WORKER"] = str(jobs_per_worker)
@@ -115,7 +116,7 @@ def peer_pair(run: BenchRun, services: Services, *, jobs_per_worker: int | None 
     if result.returncode != 0:
         raise RuntimeError(f"langgraph-runtime-pg-migrate upgrade failed:\n{result.stdout}\n{result.stderr}")
     ports, pids, logs = [], [], []
-    for i in (1, 2):
+    for i in range(1, processes + 1):
         workdir = _langgraph_json(run, f"langhost{i}")
         port = free_port()
         log_name = f"langhost{i}-{port}.log"
