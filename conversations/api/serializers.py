@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictFieldsMixin, StrictSerializer
+from chatter_project.api.serializers import FieldsBuiltOnce, StrictFieldsMixin, StrictSerializer
 from conversations.models import Conversation, Document, Message
 from conversations.services import MAX_DOCUMENT_CHARS
 
 
-class ConversationSerializer(serializers.ModelSerializer):
+class ConversationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     class Meta:
         model = Conversation
         fields = (
@@ -34,7 +34,7 @@ class DocumentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         extra_kwargs = {"title": {"max_length": 255}, "content": {"max_length": MAX_DOCUMENT_CHARS}}
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = (

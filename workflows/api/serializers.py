@@ -5,7 +5,7 @@ from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictSerializer
+from chatter_project.api.serializers import FieldsBuiltOnce, StrictSerializer
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
 from workflows.engine.config import config_errors
@@ -102,7 +102,7 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 # --- responses ------------------------------------------------------------------------------------------
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
     template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
 
@@ -139,7 +139,7 @@ class AcceptedRunSerializer(ExecutionSerializer):
         read_only_fields = fields
 
 
-class NodeExecutionSerializer(serializers.ModelSerializer):
+class NodeExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     class Meta:
         model = NodeExecution
         fields = (
@@ -184,7 +184,7 @@ class ExecutionDetailSerializer(ExecutionSerializer):
         read_only_fields = fields
 
 
-class RunResultSerializer(serializers.Serializer):
+class RunResultSerializer(FieldsBuiltOnce, serializers.Serializer):
     """A finished sync run (SPEC §7): the execution, its conversation (fresh aggregates) and the turn's
     messages, oldest first ([user, assistant] for a chat turn; empty without a conversation)."""
 
