@@ -29,7 +29,7 @@ from analytics.selectors import (
 )
 from audit.services import audit_record
 from chatter_project.errors import InvalidInput
-from chatter_project.rows import statements_run
+from chatter_project.rows import db_connection, statements_run
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
@@ -380,6 +380,7 @@ def _insert_or_add_sql(model, *, conflict: str, rows: list[dict], columns: tuple
     (not None); any other row is inserted. Concurrent writers of one row never lose an increment. Counters are
     only ever added here: an INSERT could not carry a negative one past its CHECK (see _usage_change)."""
     meta = model._meta
+    connection = db_connection()
     quote = connection.ops.quote_name
     fields = [meta.get_field(name) for name in (*columns, *add, *latest)]
     table = quote(meta.db_table)

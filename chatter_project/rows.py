@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+
+def db_connection():
+    """The thread's connection itself: `django.db.connection` is a proxy that looks it up again (in asgiref's
+    context-local storage) on every attribute read, and preparing a value reads it up to three times."""
+    return connections[DEFAULT_DB_ALIAS]
+
 
 # Fields whose value goes to the database driver as it is (no conversion by the field on either backend).
 _PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
@@ -48,6 +55,7 @@ def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *
     """Run the statement `main` (SQL, params) and, with it, the data-modifying `along` ones: on PostgreSQL as one
     statement (a data-modifying WITH, which PostgreSQL runs after `main`), elsewhere each on its own before it.
     Returns `main`'s rows when `fetch`."""
+    connection = db_connection()
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             for sql, params in along:
@@ -60,6 +68,7 @@ def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *
 
 
 def _insert_sql(model, rows, conflict, update, returning) -> tuple[str, list]:
+    connection = db_connection()
     shape = _shape(model, conflict, update, returning)
     params = []
     for row in rows:
@@ -74,6 +83,7 @@ def row_update(model: type[models.Model], *, where: dict[str, Any], values: dict
                added: dict[str, Any] | None = None) -> int:
     """One UPDATE of the rows whose fields equal `where`: `values` set, `added` added to what is stored (counters,
     never lost to a concurrent writer). Returns how many rows it changed."""
+    connection = db_connection()
     meta = model._meta
     quote = connection.ops.quote_name
     changes, params = [], []
@@ -125,6 +135,7 @@ def instance_insert_from(instance: models.Model, *, source: str, taken: dict[str
     """PostgreSQL: the SQL and parameters of an INSERT of a new `instance` (as instances_insert stores it) by a
     SELECT from `source` (a WITH query's name): the fields named in `taken` (attnames) are SQL expressions over it,
     the others parameters cast to their column's type. It writes a row for each row of `source` (none, one)."""
+    connection = db_connection()
     meta = instance._meta
     quote = connection.ops.quote_name
     columns, values, params = [], [], []
@@ -144,6 +155,7 @@ def rows_select(model: type[models.Model], where: str, params: list, *, order: s
                 limit: int | None = None) -> list[models.Model]:
     """Instances of `model` read by one SELECT of all its columns: `where` and `order` are SQL over its columns
     (double-quoted), `params` the values for their placeholders, each prepared by `db_value`."""
+    connection = db_connection()
     sql = f"{_reader(model, connection.vendor).head} WHERE {where}"
     if order:
         sql += f" ORDER BY {order}"
@@ -159,6 +171,7 @@ def rows_select_with(model: type[models.Model], related: str, where: str, params
     """rows_select, each instance with the row its foreign key `related` points to, read by the same statement (a
     JOIN, as a queryset's select_related reads it) and set on it. `where` names columns with their table
     (`column_of`)."""
+    connection = db_connection()
     field = model._meta.get_field(related)
     other = field.related_model
     mine, theirs = _reader(model, connection.vendor), _reader(other, connection.vendor)
@@ -180,12 +193,14 @@ def rows_select_with(model: type[models.Model], related: str, where: str, params
 
 def column_of(model: type[models.Model], name: str) -> str:
     """Field `name`'s column with its table, quoted, for a statement that reads more than one table."""
+    connection = db_connection()
     quote = connection.ops.quote_name
     return f"{quote(model._meta.db_table)}.{quote(model._meta.get_field(name).column)}"
 
 
 def db_value(model: type[models.Model], name: str, value: Any) -> Any:
     """`value` of field `name` as the database receives it in a query (as a queryset's filter would send it)."""
+    connection = db_connection()
     return model._meta.get_field(name).get_db_prep_value(value, connection)
 
 
@@ -193,6 +208,7 @@ def instance_from_row(model: type[models.Model], row: tuple) -> models.Model:
     """An instance from a row of all of `model`'s concrete columns in their order (a `RETURNING` of
     `returned_columns(model)`), each value converted as a queryset would convert it (the backend's converters,
     then the field's), so it is what a read would have given."""
+    connection = db_connection()
     reader = _reader(model, connection.vendor)
     values = []
     for (column, converters), value in zip(reader.columns, row):
@@ -204,11 +220,13 @@ def instance_from_row(model: type[models.Model], row: tuple) -> models.Model:
 
 def returned_columns(model: type[models.Model]) -> str:
     """All of `model`'s concrete columns, quoted, in order: what instance_from_row reads."""
+    connection = db_connection()
     return _reader(model, connection.vendor).select
 
 
 class _Reader:
     def __init__(self, model: type[models.Model]):
+        connection = db_connection()
         meta = model._meta
         quote = connection.ops.quote_name
         self.attnames = [f.attname for f in meta.concrete_fields]
@@ -231,6 +249,7 @@ def _reader(model: type[models.Model], vendor: str) -> _Reader:
 class _Shape:
     def __init__(self, model: type[models.Model], conflict: tuple[str, ...], update: tuple[str, ...],
                  returning: tuple[str, ...]):
+        connection = db_connection()
         meta = model._meta
         quote = connection.ops.quote_name
         written = [f for f in meta.concrete_fields if not isinstance(f, models.AutoField)]
@@ -263,4 +282,5 @@ def _shape_for(model: type[models.Model], vendor: str, conflict: tuple[str, ...]
 
 
 def _shape(model, conflict, update, returning) -> _Shape:
+    connection = db_connection()
     return _shape_for(model, connection.vendor, tuple(conflict), tuple(update), tuple(returning))

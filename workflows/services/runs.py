@@ -28,6 +28,7 @@ from chatter_project.errors import (
     TooManyRuns,
     Unavailable,
 )
+from chatter_project.rows import db_connection
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from webhooks.services import webhook_url_check
@@ -196,6 +197,7 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
     statement (after _owner_lock_and_budgets). The count reads the partial index of runs in progress
     (execution_owner_in_progress): its statuses are written into the SQL, as the index names them, so that the
     database can tell the index covers them."""
+    connection = db_connection()
     quote = connection.ops.quote_name
     meta = WorkflowExecution._meta
     fields = meta.concrete_fields
