@@ -23,8 +23,9 @@ Load comes from a separate process (bench/b5_loadgen.py, asyncio, HTTP/1.1 keep-
 client, client i on process i % 2): per variant, a sequential phase (1 client, --seq-count turns, on the first
 process) and a concurrent phase (--clients clients for --duration s), each after warm-up turns; then, in each
 repetition, the sequential turns interleaved (one client per variant, one turn to each variant per round, the
-order rotating every round), so that every variant's sequential turns are taken in the same seconds: the
-sequential ratio to the peer is read from these.
+order rotating every round, each turn 25 ms after the previous one so that no server's after-work lands on
+another's turn): every variant's sequential turns are taken in the same seconds, and the sequential ratio to the
+peer is read from these.
 
 Database work per HTTP turn, in the first sequential phase, from PostgreSQL's own counters for the variant's database
 (bench/pg_stats.py): transactions (pg_stat_database xact_commit + xact_rollback), statements (pg_stat_statements
@@ -65,7 +66,8 @@ def loadgen(variant: Variant, *, clients: int, duration: float = 0, count: int =
 
 
 def round_robin(variants: dict[str, Variant], *, count: int, warmup: int = 3) -> dict:
-    """Sequential turns interleaved turn by turn across the variants (one client each, on its first process)."""
+    """Sequential turns interleaved turn by turn across the variants (one client each, on its first process), each
+    turn 25 ms after the previous one (bench.b5_loadgen.round_robin)."""
     servers = [{"name": v.name, "kind": v.kind, "target": v.targets(first_only=True), "token": v.token}
                for v in variants.values()]
     args = [PYTHON, "-m", "bench.b5_loadgen", "--round-robin", json.dumps(servers), "--count", str(count),

@@ -5,11 +5,13 @@ costs little CPU on the machine the servers share.
     python -m bench.b5_loadgen --kind chatter|peer|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
                                (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5] [--timeout 30]
     python -m bench.b5_loadgen --round-robin '[{"name": N, "kind": K, "target": "host:port", "token": T}, ...]'
-                               --count 100 [--warmup 5] [--timeout 30]
+                               --count 100 [--warmup 5] [--timeout 30] [--pause-ms 25]
 
 With --round-robin, one client per server, one turn at a time: each round sends one turn to every server, in an
 order that rotates every round, so each server's sequential turns are taken in the same seconds as the others'
-(the machine's slow and quick moments fall on all of them alike).
+(the machine's slow and quick moments fall on all of them alike). A short pause before each turn lets the
+previous server finish what it does after answering, so that one server's background work does not land on
+another's turn.
 
 Client i talks to target i % len(targets) on one connection (as a load balancer with keep-alive would spread
 them). The same message every turn, and every answer is checked:
@@ -156,8 +158,10 @@ async def run(args) -> dict:
             "per_target": per_target, "loadgen_cpu_share": cpu / elapsed, "pid": os.getpid()}
 
 
-async def round_robin(servers: list[dict], *, count: int, warmup: int, timeout: float) -> dict:
-    """`count` rounds of one sequential turn per server (rotating order); each server's latencies, by round."""
+async def round_robin(servers: list[dict], *, count: int, warmup: int, timeout: float, pause: float) -> dict:
+    """`count` rounds of one sequential turn per server (rotating order), each turn `pause` s after the previous
+    one (so what a server still does after answering, its own background work, is over before the next server's
+    turn starts); each server's latencies, by round."""
     clients = {s["name"]: Client(s["kind"], s["target"], s.get("token", ""), timeout) for s in servers}
     for client in clients.values():
         for _ in range(warmup):
@@ -168,6 +172,7 @@ async def round_robin(servers: list[dict], *, count: int, warmup: int, timeout: 
     for round_ in range(count):
         start = round_ % len(names)
         for name in names[start:] + names[:start]:
+            await asyncio.sleep(pause)
             elapsed, ok, detail = await clients[name].turn()
             latencies[name].append(elapsed)
             if not ok:
@@ -190,10 +195,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3, help="turns per client before measuring")
     parser.add_argument("--timeout", type=float, default=30, help="seconds a turn may take before it fails")
+    parser.add_argument("--pause-ms", type=float, default=25, help="--round-robin: pause before each turn (ms)")
     args = parser.parse_args()
     if args.round_robin:
         result = asyncio.run(round_robin(json.loads(args.round_robin), count=args.count, warmup=args.warmup,
-                                         timeout=args.timeout))
+                                         timeout=args.timeout, pause=args.pause_ms / 1000))
     elif args.kind and args.targets:
         result = asyncio.run(run(args))
     else:
