@@ -10,11 +10,12 @@ turn's cost. Use it where a statement is on every run; everywhere else the ORM i
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
 
 def db_connection():
@@ -65,6 +66,16 @@ def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *
         cursor.execute((f"WITH {prefix} " if prefix else "") + main[0],
                        [param for _, params in along for param in params] + main[1])
         return cursor.fetchall() if fetch else []
+
+
+def write_atomic(*, one_statement: bool) -> AbstractContextManager:
+    """What makes a write all-or-nothing: a transaction, unless the write is one statement on PostgreSQL outside
+    any transaction (its rows riding on one statement: statements_run), which is atomic by itself there; BEGIN
+    and COMMIT would cost two more round trips. Commit hooks (transaction.on_commit) then run right after it."""
+    connection = db_connection()
+    if one_statement and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return nullcontext()
+    return transaction.atomic()
 
 
 def _insert_sql(model, rows, conflict, update, returning) -> tuple[str, list]:

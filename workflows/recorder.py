@@ -33,14 +33,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connections
 from django.utils import timezone
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
 from chatter_project.db import connections_give_back
-from chatter_project.rows import Rows, row_update, rows_insert
+from chatter_project.rows import Rows, row_update, rows_insert, write_atomic
 from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
@@ -200,8 +200,12 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
             return
         if self._superseded:
             raise RunInterrupted("the run was ended while it was still running")
+        # Without a call to count or an audit row to chain, what the run holds rides on one statement on PostgreSQL
+        # (write_held), which needs no transaction around it: the write before a turn's first model call.
+        one_statement = not self._added["llm_calls"] and all(
+            action == "execution.started" for action, _ in self._audits)
         try:
-            with self.kept_on_failure(), transaction.atomic():
+            with self.kept_on_failure(), write_atomic(one_statement=one_statement):
                 self.write_held(audits="unless_only_started", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
                     row_update(WorkflowExecution, where={"id": self.execution.pk},

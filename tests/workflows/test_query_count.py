@@ -78,3 +78,42 @@ def test_answering_a_sync_turn_reads_nothing_back(api):
     last_write = max(i for i, sql in enumerate(sqls) if "audit_auditevent" in sql and sql.startswith("INSERT"))
     after = [sql for sql in sqls[last_write + 1:] if sql.split()[0].upper() not in ("RELEASE", "COMMIT")]
     assert after == [], after
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_and_its_own_transaction(alice):
+    """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
+    PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer). Every other write
+    of the turn is a transaction; the statement's events are on disk when they are published."""
+    from workflows.models import ExecutionEvent
+    from workflows.recorder import ExecutionRecorder
+
+    execution_run_now(owner=alice, chat=True, message="warm up")
+    ran = []
+    published_with_rows = []
+    write_held = ExecutionRecorder.write_held
+
+    def watched(recorder, **kwargs):  # the events a write publishes are already readable (from another query)
+        from django.db import transaction
+
+        write_held(recorder, **kwargs)
+        seq = recorder.seq
+        transaction.on_commit(lambda: published_with_rows.append(
+            ExecutionEvent.objects.filter(execution=recorder.execution, seq=seq).exists()))
+
+    def record(execute, sql, params, many, context):
+        ran.append((sql.split()[0].upper(), connection.in_atomic_block, "workflows_executionevent" in sql))
+        return execute(sql, params, many, context)
+
+    ExecutionRecorder.write_held = watched
+    try:
+        with connection.execute_wrapper(record):
+            execution = execution_run_now(owner=alice, chat=True, message="hello")
+    finally:
+        ExecutionRecorder.write_held = write_held
+
+    assert execution.status == "completed"
+    writes_outside = [(word, events) for word, atomic, events in ran if not atomic and word not in ("SELECT",)]
+    assert writes_outside == [("WITH", True)], ran  # the nodes' upsert, with the events along
+    assert published_with_rows == [True, True]  # the write before the call, and the end
