@@ -2,7 +2,8 @@
 
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events,
-  audit rows — is held in memory and written in ONE transaction just before the run next waits on something
+  audit rows — is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
+  statement is that statement alone: rows.write_atomic) just before the run next waits on something
   outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
   token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
   node does not wait): what they do is written with the write before the next model call.
