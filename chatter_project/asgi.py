@@ -25,3 +25,6 @@ application = ProtocolTypeRouter(
 # The objects loaded so far (Django, DRF, LangChain, pydantic) live as long as the server: keep them out of the
 # garbage collector's full passes, which would otherwise traverse them all again and again.
 gc.freeze()
+# A request leaves few cycles behind, but at the default thresholds its allocations set off young and middle
+# collections every turn or two: fewer, larger young collections cost less in all (bench/RESULTS.md, session 12).
+gc.set_threshold(20_000, 20, 50)
