@@ -7,7 +7,8 @@ Side by side, interleaved in one run (rotating order each repetition):
            (bench.chatter_calls.stream_turn) to the first token envelope, on the SQLite database the server uses
            (splits the added time into engine + database vs HTTP + daphne);
 - sqlite:  client-side, sending `POST /api/v1/chat/` {"message", "stream": true} to the first `event: token`
-           frame, against daphne on SQLite (the embedded default), one keep-alive connection;
+           frame, against daphne on SQLite (the embedded default), one keep-alive connection (bench.sse_client: a
+           socket, so that the figure is the server's time rather than an HTTP library's parsing);
 - postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres);
 - peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
             one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
@@ -33,6 +34,7 @@ from bench.chatter_servers import bench_token, chatter_database, daphne
 from bench.machine import CpuMeter, format_cpu, machine_note
 from bench.processes import HOST, BenchRun, log, run_main
 from bench.pyspy import Profile
+from bench.sse_client import SseClient
 from bench.services import start_services
 from bench.stats import median, ms, percentile, table
 
@@ -61,43 +63,34 @@ def engine_first_token(user) -> dict:
 
 
 class ChatStream:
-    """One keep-alive client for streaming chat turns against one server."""
+    """One keep-alive client for streaming chat turns against one server (bench.sse_client), and an httpx client
+    for reading the run back afterwards (not timed)."""
 
     def __init__(self, base_url: str, token: str):
         import httpx
 
-        self.client = httpx.Client(base_url=base_url, timeout=30,
-                                   headers={"Authorization": f"Token {token}", "Accept": "text/event-stream"})
+        host, port = base_url.split("//", 1)[1].rsplit(":", 1)
+        self.stream = SseClient(host, int(port), {"Authorization": f"Token {token}"})
+        self.client = httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Token {token}"})
 
     def turn(self) -> dict:
-        """Seconds from sending the request to: the response headers, each frame up to the first token, and the
-        first token; reads the stream to its end so the next turn starts on an idle server and connection."""
+        """Seconds from sending the request to each frame up to the first token, and to the first token; reads
+        the stream to its end so the next turn starts on an idle server and connection."""
         marks: dict = {"steps": [], "sent_wall": time.time()}
-        started = time.perf_counter()
-        with self.client.stream("POST", "/api/v1/chat/", json={"message": MESSAGE, "stream": True}) as response:
-            marks["headers"] = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(f"chat answered {response.status_code}: {response.read()[:500]!r}")
-            event, data = None, None
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                elif line == "" and event is not None:
-                    now = time.perf_counter() - started
-                    if "first_token" not in marks:
-                        envelope = json.loads(data)
-                        node = envelope["data"].get("node_id")
-                        marks["steps"].append((f"{event}:{node}" if node else event, now))
-                        marks.setdefault("execution_id", envelope["execution_id"])
-                        if event == "token":
-                            marks["first_token"] = now
-                        elif "first_frame" not in marks:
-                            marks["first_frame"] = now
-                    if event in TERMINAL:
-                        marks["terminal"] = event
-                    event, data = None, None
+        for now, event, data in self.stream.post("/api/v1/chat/", {"message": MESSAGE, "stream": True}):
+            if event is None:
+                continue
+            if "first_token" not in marks:
+                envelope = json.loads(data)
+                node = envelope["data"].get("node_id")
+                marks["steps"].append((f"{event}:{node}" if node else event, now))
+                marks.setdefault("execution_id", envelope["execution_id"])
+                marks.setdefault("first_frame", now)
+                if event == "token":
+                    marks["first_token"] = now
+            if event in TERMINAL:
+                marks["terminal"] = event
+        marks["headers"] = self.stream.headers_at
         if marks.get("terminal") != "workflow_completed" or "first_token" not in marks:
             raise RuntimeError(f"the streamed turn did not complete with tokens: {marks}")
         return marks
@@ -116,43 +109,33 @@ class ChatStream:
             marks[field] = at - marks["sent_wall"]
 
     def close(self) -> None:
+        self.stream.close()
         self.client.close()
 
 
 class PeerStream:
     """One keep-alive client streaming runs from the stock Agent Server (a new thread, kept, per run)."""
 
-    def __init__(self, base_url: str):
-        import httpx
-
-        self.client = httpx.Client(base_url=base_url, timeout=30, headers={"Accept": "text/event-stream"})
+    def __init__(self, host: str, port: int):
+        self.stream = SseClient(host, port)
 
     def turn(self) -> dict:
         """Seconds from sending the request to the first `messages` frame with text; reads the run to its end."""
         marks: dict = {"steps": []}
         body = {"assistant_id": "chat", "input": {"message": MESSAGE}, "stream_mode": ["messages-tuple"],
                 "stream_subgraphs": True, "on_completion": "keep"}
-        started = time.perf_counter()
-        with self.client.stream("POST", "/runs/stream", json=body) as response:
-            marks["headers"] = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(f"the peer answered {response.status_code}: {response.read()[:500]!r}")
-            event = ""
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:") and event.startswith("messages") and "first_token" not in marks:
-                    message = json.loads(line[5:])[0]
-                    if message.get("content"):
-                        marks["first_token"] = time.perf_counter() - started
-                elif line.startswith("data:") and event == "error":
-                    raise RuntimeError(f"the peer's run failed: {line[:500]}")
+        for now, event, data in self.stream.post("/runs/stream", body):
+            if event == "error":
+                raise RuntimeError(f"the peer's run failed: {data[:500]}")
+            if (event or "").startswith("messages") and "first_token" not in marks and json.loads(data)[0].get(
+                    "content"):
+                marks["first_token"] = now
         if "first_token" not in marks:
             raise RuntimeError("the peer's run streamed no token")
         return marks
 
     def close(self) -> None:
-        self.client.close()
+        self.stream.close()
 
 
 def timeline_rows(items: list[dict], previous: list[float]) -> list[list]:
@@ -197,7 +180,7 @@ def main() -> int:
         peer_pids = []
         if not args.no_peer:
             peer = peer_pair(run, services, processes=1, token_delay_ms=args.delay_ms)
-            clients["peer"] = PeerStream(f"http://{HOST}:{peer.ports[0]}")
+            clients["peer"] = PeerStream(HOST, peer.ports[0])
             peer_pids = peer.pids
 
         # The in-process sides read the same settings the servers do (the delay is passed explicitly too).
