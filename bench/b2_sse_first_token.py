@@ -9,6 +9,7 @@ Side by side, interleaved in one run (rotating order each repetition):
 - sqlite:  client-side, sending `POST /api/v1/chat/` {"message", "stream": true} to the first `event: token`
            frame, against daphne on SQLite (the embedded default), one keep-alive connection (bench.sse_client: a
            socket, so that the figure is the server's time rather than an HTTP library's parsing);
+- sqlite, uvicorn: the same against uvicorn (httptools, uvloop) on the same database (skip with --no-uvicorn);
 - postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres);
 - peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
             one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
@@ -19,7 +20,8 @@ Side by side, interleaved in one run (rotating order each repetition):
 Every side uses the local model slowed by CHATTER_LOCAL_TOKEN_DELAY_MS, so "first token" is well defined.
 The chat turn's message has no arithmetic and no time words, so no tool call precedes the answer.
 
-    .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--no-peer] [--profile]
+    .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--no-peer]
+        [--no-uvicorn] [--profile]
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import time
 
 from bench import chatter_calls
 from bench.b5_servers import peer_pair
-from bench.chatter_servers import bench_token, chatter_database, daphne
+from bench.chatter_servers import bench_token, chatter_database, daphne, uvicorn, uvicorn_env
 from bench.machine import CpuMeter, format_cpu, machine_note
 from bench.processes import HOST, BenchRun, log, run_main
 from bench.pyspy import Profile
@@ -162,6 +164,7 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=int, default=20, help="CHATTER_LOCAL_TOKEN_DELAY_MS (default 20)")
     parser.add_argument("--no-postgres", action="store_true", help="no Chatter on PostgreSQL")
     parser.add_argument("--no-peer", action="store_true", help="no stock Agent Server (the fair peer)")
+    parser.add_argument("--no-uvicorn", action="store_true", help="no uvicorn beside daphne on SQLite")
     parser.add_argument("--profile", action="store_true", help="py-spy the SQLite daphne while it serves turns")
     args = parser.parse_args()
 
@@ -171,6 +174,12 @@ def main() -> int:
         sqlite = chatter_database(run, "sqlite", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms)
         servers["sqlite"] = daphne(run, sqlite)
         clients["sqlite"] = ChatStream(servers["sqlite"].base_url, bench_token(servers["sqlite"], sqlite))
+        if not args.no_uvicorn and uvicorn_env(sqlite) is not None:
+            servers["sqlite, uvicorn"] = uvicorn(run, sqlite, label="sqlite")
+            clients["sqlite, uvicorn"] = ChatStream(servers["sqlite, uvicorn"].base_url,
+                                                    bench_token(servers["sqlite, uvicorn"], sqlite))
+        elif not args.no_uvicorn:
+            log("uvicorn is not available (bench/requirements.txt, var/bench/tools): no uvicorn side")
         services = start_services(run) if not (args.no_postgres and args.no_peer) else None
         if not args.no_postgres:
             postgres = chatter_database(run, "postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
@@ -190,7 +199,7 @@ def main() -> int:
         sides = ["model", "engine", *clients]
         results: dict[str, list] = {side: [] for side in sides}
         profile = None
-        meter = CpuMeter({**{f"daphne {name}": server.pid for name, server in servers.items()},
+        meter = CpuMeter({**{f"server {name}": server.pid for name, server in servers.items()},
                           **({"peer (langhost)": peer_pids} if peer_pids else {}),
                           "this process (client, model, engine)": os.getpid()})
         log(f"{WARMUP} warm-up + {args.reps} measured repetitions of {', '.join(sides)} (interleaved)")
@@ -248,7 +257,7 @@ def report(results: dict[str, list], args) -> None:
     print("target: <= 5 ms added")
     if "peer" in results:
         peer = median([r["first_token"] for r in results["peer"]])
-        for side in ("sqlite", "postgres"):
+        for side in ("sqlite", "sqlite, uvicorn", "postgres"):
             if side in results:
                 mine = median([r["first_token"] for r in results[side]])
                 print(f"Chatter ({side}) vs the fair peer: first token at {ms(mine)} vs {ms(peer)} ms "
