@@ -57,7 +57,7 @@ FOCUS = ("workflows/", "conversations/", "analytics/", "audit/", "chatter_projec
 def loadgen(variant: Variant, *, clients: int, duration: float = 0, count: int = 0, first_only: bool = False,
             warmup: int = 3) -> dict:
     args = [PYTHON, "-m", "bench.b5_loadgen", "--kind", variant.kind, "--targets", variant.targets(first_only),
-            "--token", variant.token, "--clients", str(clients), "--warmup", str(warmup)]
+            f"--token={variant.token}", "--clients", str(clients), "--warmup", str(warmup)]  # (a key may start with -)
     args += ["--duration", str(duration)] if duration else ["--count", str(count)]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
     if result.returncode != 0:
