@@ -24,14 +24,15 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     feed_task: asyncio.Task | None = None
     subscription: Subscription | None = None
-
-    async def start(self, subscription: Subscription, feed) -> None:
-        self.subscription = subscription
-        await self.accept()
-        self.feed_task = asyncio.create_task(self.relay(feed))
     # The feeds subscribe to their groups themselves; a per-consumer layer channel would only make every
     # handshake depend on Redis being up (a client could not even get the persisted log during an outage).
     channel_layer_alias = None
+
+    async def start(self, subscription: Subscription, feed) -> None:
+        """Accept the handshake and relay `feed`, whose `subscription` was made before (closed on disconnect)."""
+        self.subscription = subscription
+        await self.accept()
+        self.feed_task = asyncio.create_task(self.relay(feed))
 
     async def relay(self, feed) -> None:
         try:

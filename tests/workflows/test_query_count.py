@@ -12,9 +12,11 @@ wait, so nothing is written before it runs)."""
 import re
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from workflows.models import ExecutionEvent
+from workflows.recorder import ExecutionRecorder
 from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db
@@ -82,21 +84,17 @@ def test_answering_a_sync_turn_reads_nothing_back(api):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_and_its_own_transaction(alice):
+def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_and_its_own_transaction(
+        alice, monkeypatch):
     """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
     PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer). Every other write
     of the turn is a transaction; the statement's events are on disk when they are published."""
-    from workflows.models import ExecutionEvent
-    from workflows.recorder import ExecutionRecorder
-
     execution_run_now(owner=alice, chat=True, message="warm up")
     ran = []
     published_with_rows = []
     write_held = ExecutionRecorder.write_held
 
-    def watched(recorder, **kwargs):  # the events a write publishes are already readable (from another query)
-        from django.db import transaction
-
+    def watched(recorder, **kwargs):  # once a write's events are published, its rows are readable
         write_held(recorder, **kwargs)
         seq = recorder.seq
         transaction.on_commit(lambda: published_with_rows.append(
@@ -106,12 +104,9 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         ran.append((sql.split()[0].upper(), connection.in_atomic_block, "workflows_executionevent" in sql))
         return execute(sql, params, many, context)
 
-    ExecutionRecorder.write_held = watched
-    try:
-        with connection.execute_wrapper(record):
-            execution = execution_run_now(owner=alice, chat=True, message="hello")
-    finally:
-        ExecutionRecorder.write_held = write_held
+    monkeypatch.setattr(ExecutionRecorder, "write_held", watched)
+    with connection.execute_wrapper(record):
+        execution = execution_run_now(owner=alice, chat=True, message="hello")
 
     assert execution.status == "completed"
     writes_outside = [(word, events) for word, atomic, events in ran if not atomic and word not in ("SELECT",)]
