@@ -36,22 +36,25 @@ from typing import Any, Iterator
 
 from django.db import IntegrityError, connections
 from django.utils import timezone
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
 from chatter_project.db import connections_give_back
 from chatter_project.rows import Rows, row_update, rows_insert, write_atomic
-from conversations.selectors import conversation_history, documents_search
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
-from workflows.events import event_envelope, event_rows, events_publish, events_published_on_commit
+from workflows.events import (
+    event_envelope,
+    event_rows,
+    events_publish,
+    events_published_on_commit,
+)
 from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RecordedSoFar
-from workflows.spending import BudgetHeld
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
-from workflows.pricing import price_for_call
+from workflows.run_reads import RunReads
+from workflows.spending import BudgetHeld
 
 logger = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 4000
@@ -108,7 +111,7 @@ class _OpenNode:
     in_flight: dict | None = None  # the model call it waits on (see model_call_started)
 
 
-class ExecutionRecorder(RecordedSoFar, BudgetHeld):
+class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
     def __init__(self, execution: WorkflowExecution, *, fresh: bool = False, prices: dict | None = None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
@@ -233,7 +236,9 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
             yield
         except BaseException:
             if self._checkpoints_taken:
-                from workflows.checkpointer import checkpointer  # (LangGraph is loaded once a graph has run)
+                from workflows.checkpointer import (
+                    checkpointer,  # (LangGraph is loaded once a graph has run)
+                )
 
                 checkpointer.held_give_back(str(self.execution.pk), self._checkpoints_taken)
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
@@ -484,30 +489,6 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld):
 
     def heartbeat_start(self) -> None:
         heartbeat.add(self.execution.pk)
-
-    def history(self, limit: int) -> list[BaseMessage]:
-        execution = self.execution
-        if execution.conversation_id is None:
-            return []
-        before = self.user_message.sequence if self.user_message is not None else None
-        if before == 1:
-            return []  # the turn's own message opened the conversation: there is nothing before it
-        # without the message at hand, the turn's own message (if it has one) is where its history ends
-        turn = execution.pk if before is None and execution.input_data.get("message") else None
-        rows = conversation_history(conversation_id=execution.conversation_id, before_sequence=before,
-                                    before_turn_of=turn, limit=limit)
-        kinds = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
-        return [kinds[role](content) for role, content in rows]
-
-    def documents(self, query: str, limit: int) -> list[dict]:
-        return documents_search(owner_id=self.execution.owner_id, query=query, limit=limit)
-
-    def price(self, provider: str, model: str):
-        """Prices are read once per (provider, model) in a run: its calls are priced alike."""
-        key = (provider, model)
-        if key not in self._prices:
-            self._prices[key] = price_for_call(provider=provider, model=model)
-        return self._prices[key]
 
     def forget(self) -> None:
         heartbeat.discard(self.execution.pk)
