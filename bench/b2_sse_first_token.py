@@ -3,6 +3,8 @@
 Side by side, interleaved in one run (rotating order each repetition):
 - model:   in this process, the local model with universal_chat's tools bound, `.stream(messages)` to its first
            non-empty chunk (bench.chatter_calls.local_model_first_token);
+- graph:   in this process, the same compiled graph run bare (bench.chatter_calls.BareChat, B1's bare side:
+           LangGraph, the nodes and the model, nothing recorded) to its first token: what the graph itself adds;
 - engine:  in this process, no HTTP: a streamed chat turn through the services the chat view calls
            (bench.chatter_calls.stream_turn) to the first token envelope, on the SQLite database the server uses
            (splits the added time into engine + database vs HTTP + daphne);
@@ -11,6 +13,11 @@ Side by side, interleaved in one run (rotating order each repetition):
            socket, so that the figure is the server's time rather than an HTTP library's parsing);
 - sqlite, uvicorn: the same against uvicorn (httptools, uvloop) on the same database (skip with --no-uvicorn);
 - postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres);
+- floor:    the same stack around the model alone (bench/b2_floor.py): a second daphne on the SQLite database with
+            Chatter's settings and ASGI application, `POST /floor/chat/` through Django's middleware and DRF with
+            Chatter's authentication, permissions, throttle and parser, then the local model streamed on a thread
+            of its own, no run and nothing written. Its added time is the stack's; Chatter's minus it is what the
+            run path adds over HTTP (skip with --no-floor);
 - peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
             one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
             `POST /runs/stream {"assistant_id": "chat", "input": {"message"}, "stream_mode": ["messages-tuple"],
@@ -21,7 +28,7 @@ Every side uses the local model slowed by CHATTER_LOCAL_TOKEN_DELAY_MS, so "firs
 The chat turn's message has no arithmetic and no time words, so no tool call precedes the answer.
 
     .venv/bin/python -m bench.b2_sse_first_token [--reps 50] [--delay-ms 20] [--no-postgres] [--no-peer]
-        [--no-uvicorn] [--profile]
+        [--no-uvicorn] [--no-floor] [--profile]
 """
 from __future__ import annotations
 
@@ -115,6 +122,26 @@ class ChatStream:
         self.client.close()
 
 
+class FloorStream:
+    """One keep-alive client for the floor (bench/b2_floor.py): the model's tokens through Chatter's stack."""
+
+    def __init__(self, base_url: str, token: str):
+        host, port = base_url.split("//", 1)[1].rsplit(":", 1)
+        self.stream = SseClient(host, int(port), {"Authorization": f"Token {token}"})
+
+    def turn(self) -> dict:
+        marks: dict = {"steps": []}
+        for now, event, _ in self.stream.post("/floor/chat/", {"message": MESSAGE}):
+            if event == "token":
+                marks.setdefault("first_token", now)
+        if "first_token" not in marks:
+            raise RuntimeError("the floor streamed no token")
+        return marks
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 class PeerStream:
     """One keep-alive client streaming runs from the stock Agent Server (a new thread, kept, per run)."""
 
@@ -165,6 +192,7 @@ def main() -> int:
     parser.add_argument("--no-postgres", action="store_true", help="no Chatter on PostgreSQL")
     parser.add_argument("--no-peer", action="store_true", help="no stock Agent Server (the fair peer)")
     parser.add_argument("--no-uvicorn", action="store_true", help="no uvicorn beside daphne on SQLite")
+    parser.add_argument("--no-floor", action="store_true", help="no floor (bench/b2_floor.py) beside Chatter")
     parser.add_argument("--profile", action="store_true", help="py-spy the SQLite daphne while it serves turns")
     args = parser.parse_args()
 
@@ -180,6 +208,10 @@ def main() -> int:
                                                     bench_token(servers["sqlite, uvicorn"], sqlite))
         elif not args.no_uvicorn:
             log("uvicorn is not available (bench/requirements.txt, var/bench/tools): no uvicorn side")
+        if not args.no_floor:
+            floor = daphne(run, sqlite, label="floor", DJANGO_SETTINGS_MODULE="bench.b2_floor_settings")
+            servers["floor"] = floor
+            clients["floor"] = FloorStream(floor.base_url, bench_token(floor, sqlite))
         services = start_services(run) if not (args.no_postgres and args.no_peer) else None
         if not args.no_postgres:
             postgres = chatter_database(run, "postgres", CHATTER_LOCAL_TOKEN_DELAY_MS=args.delay_ms,
@@ -196,7 +228,8 @@ def main() -> int:
         chatter_calls.django_setup(sqlite.env)
         user = chatter_calls.bench_user()
 
-        sides = ["model", "engine", *clients]
+        bare = chatter_calls.BareChat()
+        sides = ["model", "graph", "engine", *clients]
         results: dict[str, list] = {side: [] for side in sides}
         profile = None
         meter = CpuMeter({**{f"server {name}": server.pid for name, server in servers.items()},
@@ -214,6 +247,8 @@ def main() -> int:
                 for side in order:
                     if side == "model":
                         result = {"first_token": chatter_calls.local_model_first_token(MESSAGE, args.delay_ms)}
+                    elif side == "graph":
+                        result = {"first_token": bare.first_token(MESSAGE)}
                     elif side == "engine":
                         result = engine_first_token(user)
                     else:
@@ -222,7 +257,7 @@ def main() -> int:
                         results[side].append(result)
             cpu = meter.stop()
             for side, client in clients.items():
-                if side in servers:
+                if isinstance(client, ChatStream):
                     for result in results[side]:
                         client.server_marks(result)
         finally:
@@ -247,7 +282,9 @@ def report(results: dict[str, list], args) -> None:
     rows = []
     for side, items in results.items():
         first = [r["first_token"] for r in items]
-        label = {"model": "model in-process (baseline)", "engine": "engine in-process, no HTTP (sqlite)",
+        label = {"model": "model in-process (baseline)", "graph": "the graph run bare in-process (no recording)",
+                 "engine": "engine in-process, no HTTP (sqlite)",
+                 "floor": "floor: the same stack around the model alone, SSE POST /floor/chat/ (sqlite)",
                  "peer": "the fair peer: stock Agent Server, SSE POST /runs/stream (PostgreSQL + Redis)"}.get(
             side, f"SSE POST /api/v1/chat/ ({side})")
         added = "" if side == "model" else ms(median(first) - base_med)
@@ -263,6 +300,13 @@ def report(results: dict[str, list], args) -> None:
                 print(f"Chatter ({side}) vs the fair peer: first token at {ms(mine)} vs {ms(peer)} ms "
                       f"(added {ms(mine - base_med)} vs {ms(peer - base_med)} ms)")
 
+    if "floor" in results:
+        floor = [r["first_token"] for r in results["floor"]]
+        mine = [r["first_token"] for r in results["sqlite"]]
+        print(f"Chatter (sqlite) over the floor (both daphne on SQLite; what the run path adds over HTTP): "
+              f"{ms(median(mine) - median(floor))} ms (median of paired diffs "
+              f"{ms(median([a - b for a, b in zip(mine, floor)]))})")
+
     engine = results["engine"]
     print("\nWhere the time goes, engine in-process (median ms from starting the turn; '+' is the median "
           "step from the previous mark):")
@@ -272,7 +316,7 @@ def report(results: dict[str, list], args) -> None:
     print(table(rows, ["mark", "at", "step"]))
 
     for side, items in results.items():
-        if side in ("model", "engine", "peer"):
+        if side in ("model", "graph", "engine", "peer", "floor"):
             continue
         print(f"\nWhere the time goes, {side} (client-side, median ms from sending the request; "
               f"'+' is the median step from the previous mark):")

@@ -87,6 +87,16 @@ class BareChat:
         found = [m for m in state["messages"] if isinstance(m, self._ai)]
         return found[-1].content if found else ""
 
+    def first_token(self, message: str) -> float:
+        """Seconds from invoking the turn to the model's first token reaching the hooks (read to its end)."""
+        hooks, first = self._null_hooks(), []
+        started = time.perf_counter()
+        hooks.token = lambda node, text: first or first.append(time.perf_counter() - started)
+        self.invoke(message, hooks=hooks)
+        if not first:
+            raise RuntimeError("the bare graph streamed no token")
+        return first[0]
+
     def same_graph_as(self, graph: dict) -> bool:
         """Whether the engine runs this very compiled object for a run of `graph`."""
         from workflows.engine.compile import graph_compile
