@@ -13,11 +13,11 @@ Side by side, interleaved in one run (rotating order each repetition):
            socket, so that the figure is the server's time rather than an HTTP library's parsing);
 - sqlite, uvicorn: the same against uvicorn (httptools, uvloop) on the same database (skip with --no-uvicorn);
 - postgres: the same against a second daphne on PostgreSQL (skip with --no-postgres);
-- floor:    the same stack around the model alone (bench/b2_floor.py): a second daphne on the SQLite database with
+- floor:    the same stack around the model alone (bench/b2_floor.py): another daphne on the same database with
             Chatter's settings and ASGI application, `POST /floor/chat/` through Django's middleware and DRF with
             Chatter's authentication, permissions, throttle and parser, then the local model streamed on a thread
             of its own, no run and nothing written. Its added time is the stack's; Chatter's minus it is what the
-            run path adds over HTTP (skip with --no-floor);
+            run path adds over HTTP (one on SQLite, one on PostgreSQL unless --no-postgres; skip with --no-floor);
 - peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
             one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
             `POST /runs/stream {"assistant_id": "chat", "input": {"message"}, "stream_mode": ["messages-tuple"],
@@ -218,6 +218,10 @@ def main() -> int:
                                         DATABASE_URL=services.database_url)
             servers["postgres"] = daphne(run, postgres)
             clients["postgres"] = ChatStream(servers["postgres"].base_url, bench_token(servers["postgres"], postgres))
+            if not args.no_floor:
+                floor = daphne(run, postgres, label="floor-postgres", DJANGO_SETTINGS_MODULE="bench.b2_floor_settings")
+                servers["floor, postgres"] = floor
+                clients["floor, postgres"] = FloorStream(floor.base_url, bench_token(floor, postgres))
         peer_pids = []
         if not args.no_peer:
             peer = peer_pair(run, services, processes=1, token_delay_ms=args.delay_ms)
@@ -285,6 +289,7 @@ def report(results: dict[str, list], args) -> None:
         label = {"model": "model in-process (baseline)", "graph": "the graph run bare in-process (no recording)",
                  "engine": "engine in-process, no HTTP (sqlite)",
                  "floor": "floor: the same stack around the model alone, SSE POST /floor/chat/ (sqlite)",
+                 "floor, postgres": "floor: the same stack around the model alone, SSE POST /floor/chat/ (postgres)",
                  "peer": "the fair peer: stock Agent Server, SSE POST /runs/stream (PostgreSQL + Redis)"}.get(
             side, f"SSE POST /api/v1/chat/ ({side})")
         added = "" if side == "model" else ms(median(first) - base_med)
@@ -300,12 +305,13 @@ def report(results: dict[str, list], args) -> None:
                 print(f"Chatter ({side}) vs the fair peer: first token at {ms(mine)} vs {ms(peer)} ms "
                       f"(added {ms(mine - base_med)} vs {ms(peer - base_med)} ms)")
 
-    if "floor" in results:
-        floor = [r["first_token"] for r in results["floor"]]
-        mine = [r["first_token"] for r in results["sqlite"]]
-        print(f"Chatter (sqlite) over the floor (both daphne on SQLite; what the run path adds over HTTP): "
-              f"{ms(median(mine) - median(floor))} ms (median of paired diffs "
-              f"{ms(median([a - b for a, b in zip(mine, floor)]))})")
+    for side, floor_side in (("sqlite", "floor"), ("postgres", "floor, postgres")):
+        if side in results and floor_side in results:
+            mine = [r["first_token"] for r in results[side]]
+            floor = [r["first_token"] for r in results[floor_side]]
+            print(f"Chatter ({side}) over the floor ({floor_side}; both daphne on the same database): what the run "
+                  f"path adds over HTTP: {ms(median(mine) - median(floor))} ms (median of paired diffs "
+                  f"{ms(median([a - b for a, b in zip(mine, floor)]))})")
 
     engine = results["engine"]
     print("\nWhere the time goes, engine in-process (median ms from starting the turn; '+' is the median "
@@ -316,7 +322,7 @@ def report(results: dict[str, list], args) -> None:
     print(table(rows, ["mark", "at", "step"]))
 
     for side, items in results.items():
-        if side in ("model", "graph", "engine", "peer", "floor"):
+        if side in ("model", "graph", "engine", "peer", "floor", "floor, postgres"):
             continue
         print(f"\nWhere the time goes, {side} (client-side, median ms from sending the request; "
               f"'+' is the median step from the previous mark):")
