@@ -19,6 +19,7 @@ from django.http import StreamingHttpResponse
 from django.urls import include, path
 from rest_framework.views import APIView
 
+from bench.chatter_calls import local_model
 from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
 from chatter_project.api.throttling import RunThrottle
 
@@ -26,12 +27,8 @@ from chatter_project.api.throttling import RunThrottle
 def _model_stream(message: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
     from langchain_core.messages import HumanMessage
 
-    from workflows.engine.local_model import LocalChatModel
-    from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
-
-    model = LocalChatModel(model_name="local-echo-1", token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000)
     try:
-        for chunk in model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS]).stream([HumanMessage(message)]):
+        for chunk in local_model(settings.CHATTER_LOCAL_TOKEN_DELAY_MS).stream([HumanMessage(message)]):
             if chunk.content:
                 frame = f"event: token\ndata: {json.dumps({'text': chunk.content})}\n\n"
                 loop.call_soon_threadsafe(queue.put_nowait, frame)

@@ -9,7 +9,7 @@ Who uses what:
 - B1 (in one process, by definition): `BareChat`, `sync_turn`, `turn_render`, `conversation_history`,
   `RUN_PATH_FILES`, `B1_PHASE_MARKS`/`B1_HOOKS_CLASS`/`B1_HOOKS`/`B1_MARKED_FUNCTIONS`
   (where its phase marks go);
-- B2's references: `local_model_first_token`, `stream_turn`;
+- B2's references: `local_model_first_token`, `stream_turn`, `BareChat`; its floor's model: `local_model`;
 - B3/B4's publishers: `broadcast` (synchronous: when it returns, the event has left), `asgi_application`;
 - B5's peers: `BareChat` (the graph they serve);
 - B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`,
@@ -141,17 +141,21 @@ def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
         yield "event", envelope
 
 
-def local_model_first_token(message: str, delay_ms: int) -> float:
-    """Seconds from building the local model (universal_chat's tools bound) and calling stream() to its first
-    non-empty chunk."""
-    from langchain_core.messages import HumanMessage
-
+def local_model(delay_ms: int):
+    """The local model as universal_chat's model node calls it (its tools bound), `delay_ms` between tokens."""
     from workflows.engine.local_model import LocalChatModel
     from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
 
-    started = time.perf_counter()
     model = LocalChatModel(model_name="local-echo-1", token_delay_s=delay_ms / 1000)
-    stream = model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS]).stream([HumanMessage(message)])
+    return model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS])
+
+
+def local_model_first_token(message: str, delay_ms: int) -> float:
+    """Seconds from building the local model (local_model) and calling stream() to its first non-empty chunk."""
+    from langchain_core.messages import HumanMessage
+
+    started = time.perf_counter()
+    stream = local_model(delay_ms).stream([HumanMessage(message)])
     try:
         for chunk in stream:
             if chunk.content:
