@@ -39,7 +39,6 @@ class Destination:
     """A checked webhook destination: `url` has the checked address as its host; `host` (the Host header) and
     `sni_hostname` (https: the name sent in TLS and checked against the certificate) keep the URL's name."""
     url: httpx.URL
-    address: Address
     host: str
     sni_hostname: str | None
 
@@ -80,7 +79,7 @@ def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination |
             raise DestinationRefused(f"{where}{refusal}: webhooks go to public addresses only (an operator may "
                                      "allow internal receivers with CHATTER_WEBHOOK_ALLOWED_NETWORKS)")
     chosen = addresses[0]
-    return Destination(url=parsed.copy_with(host=str(chosen)), address=chosen, host=parsed.netloc.decode("ascii"),
+    return Destination(url=parsed.copy_with(host=str(chosen)), host=parsed.netloc.decode("ascii"),
                        sni_hostname=host if literal is None and parsed.scheme == "https" else None)
 
 
