@@ -1,4 +1,5 @@
 """Settings read from the environment, failing loudly with the variable's name."""
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -41,6 +42,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP networks ("10.1.2.0/24", "fd00::/8"; an address is its own /32 or /128). Unset: none.
+    A network with host bits set ("10.1.2.3/24") is refused rather than widened silently."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name} must be comma-separated IP networks (CIDR) or addresses, got "
+                                       f"{item!r} ({exc})") from None
+    return tuple(networks)
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

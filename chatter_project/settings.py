@@ -4,7 +4,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatter_project.env import env_bool, env_choice, env_graphs, env_int, env_list, env_str
+from chatter_project.env import env_bool, env_choice, env_graphs, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
@@ -179,6 +179,11 @@ CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS",
 # cron may name a webhook only when it is set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling.
 CHATTER_WEBHOOK_SECRET = env_str("CHATTER_WEBHOOK_SECRET") or ""
 CHATTER_WEBHOOK_RETRY_S = env_int("CHATTER_WEBHOOK_RETRY_S", 30, minimum=1)
+# Webhooks go to public addresses only; these networks (CIDRs or addresses, comma-separated) are the operator's
+# internal receivers, allowed too (webhooks/destinations.py).
+CHATTER_WEBHOOK_ALLOWED_NETWORKS = env_networks("CHATTER_WEBHOOK_ALLOWED_NETWORKS")
+# How a webhook's host name becomes addresses: (host, port) -> [address]. A seam for tests, not an operator setting.
+CHATTER_WEBHOOK_RESOLVER = "webhooks.destinations.system_resolve"
 # Mail (Django's settings): with EMAIL_HOST set, alerts are also emailed to the budget's owner.
 EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

@@ -27,6 +27,8 @@ def start(tmp_path, **env):
         ("DATABASE_URL", "nonsense://"),
         ("CHATTER_GRAPHS", "/nonexistent/langgraph.json"),
         ("CHATTER_GRAPHS", str(ROOT / "tests" / "agent_server" / "graphs" / "agent.py")),  # not a JSON file
+        ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
+        ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.1.2.3/24"),  # host bits set: refused, not widened
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value):

@@ -1,8 +1,12 @@
 """A local webhook receiver (a real HTTP server on 127.0.0.1) that answers each POST with the next scripted status
-(then 200), keeps what came, and checks signatures as a receiver would (X-Chatter-Signature over the raw body)."""
+(then 200), keeps what came, and checks signatures as a receiver would (X-Chatter-Signature over the raw body).
+127.0.0.1 is not a public address: tests that deliver to it allow it as an operator would
+(CHATTER_WEBHOOK_ALLOWED_NETWORKS=RECEIVER_NETWORK). And a fake name resolution for webhooks (`fake_dns`)."""
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,10 +14,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 SECRET = "whsec-test-not-a-real-secret"
+RECEIVER_NETWORK = "127.0.0.1/32"  # where receivers listen: the allow-list of tests that deliver to them
+RECEIVER_NETWORKS = (ipaddress.ip_network(RECEIVER_NETWORK),)  # the same, as the setting holds it
+# Webhook URLs no surface may save (none is a public destination), as an attacker tried them.
+NON_PUBLIC_URLS = [
+    "http://127.0.0.1:8000/hook", "http://localhost:6379/", "http://[::1]/hook", "http://0.0.0.0:5432/",
+    "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/",
+    "http://user:pw@example.com/hook", "http://foo.localhost/hook", "http://[::ffff:127.0.0.1]/hook",
+    "http://100.64.0.1/hook", "http://224.0.0.1/hook", "http://192.168.1.1:8080/hook", "http://[fe80::1]/hook",
+]
 
 
 class Receiver:
-    def __init__(self, statuses=()):
+    """`statuses`: each a status code, or (status code, headers) such as (302, {"Location": …})."""
+
+    def __init__(self, statuses=(), host: str = "127.0.0.1", port: int = 0):
         self.statuses, self.received = list(statuses), []
         receiver = self
 
@@ -24,11 +39,16 @@ class Receiver:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                status, headers = status if isinstance(status, tuple) else (status, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/chatter"
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}/hooks/chatter"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def verified(self, secret: str = SECRET) -> list[dict]:
@@ -52,10 +72,43 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(statuses=()):
-        made.append(Receiver(statuses))
+    def make(statuses=(), **where):
+        made.append(Receiver(statuses, **where))
         return made[-1]
 
     yield make
     for each in made:
         each.server.shutdown()
+
+
+class FakeDNS:
+    """Name resolution of webhook hosts, scripted: each name gives its answers in turn (the last one from then on),
+    an unknown name does not resolve; every lookup is kept. Webhooks reach it through CHATTER_WEBHOOK_RESOLVER."""
+
+    current = None
+
+    def __init__(self):
+        self.answers, self.lookups = {}, []
+
+    def answer(self, name: str, *answers: list[str]) -> None:
+        self.answers[name] = [list(each) for each in answers]
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        scripted = self.answers.get(host)
+        if not scripted:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return scripted.pop(0) if len(scripted) > 1 else scripted[0]
+
+
+def fake_resolve(host: str, port: int) -> list[str]:
+    return FakeDNS.current.resolve(host, port)
+
+
+@pytest.fixture
+def fake_dns(settings):
+    """Webhook hosts resolve as the test scripts them (in this process: deliveries run inline in tests)."""
+    FakeDNS.current = FakeDNS()
+    settings.CHATTER_WEBHOOK_RESOLVER = "tests.webhook_receiver.fake_resolve"
+    yield FakeDNS.current
+    FakeDNS.current = None

@@ -8,14 +8,16 @@ from django.db import transaction
 from django_q.tasks import async_task
 
 from chatter_project.errors import InvalidInput
+from webhooks.destinations import DestinationRefused, destination_check
 from webhooks.models import WebhookDelivery
 
 MAX_URL_CHARS = 500
 
 
 def webhook_url_check(*, url, path: str = "webhook") -> None:
-    """A webhook must be an http(s) URL, and deliveries must be signable: CHATTER_WEBHOOK_SECRET set. InvalidInput
-    (naming `path`) otherwise, before anything is written."""
+    """A webhook must be an http(s) URL to an allowed destination (webhooks.destinations: public, or in the
+    operator's allowed networks; no credentials in it), and deliveries must be signable: CHATTER_WEBHOOK_SECRET
+    set. InvalidInput (naming `path`) otherwise, before anything is written."""
     if not settings.CHATTER_WEBHOOK_SECRET:
         raise InvalidInput("webhooks need CHATTER_WEBHOOK_SECRET (their signing secret) to be set", details=[
             {"path": path, "code": "webhooks_off", "message": "set CHATTER_WEBHOOK_SECRET to use webhooks"}])
@@ -27,6 +29,11 @@ def webhook_url_check(*, url, path: str = "webhook") -> None:
         raise InvalidInput(f"{path} must be an http or https URL", details=[
             {"path": path, "code": "invalid_url", "message": f"an http(s) URL of at most {MAX_URL_CHARS} characters"}
         ]) from None
+    try:
+        destination_check(url, unresolved_ok=True)
+    except DestinationRefused as refused:
+        raise InvalidInput(f"{path} is not an allowed webhook destination", details=[
+            {"path": path, "code": "forbidden_destination", "message": str(refused)}]) from None
 
 
 def webhook_delivery_create(*, subject_type: str, subject_id: str, url: str, event: str,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
+from webhooks.destinations import DestinationRefused, DestinationUnresolved, destination_check
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,24 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=settings.CHATTER_WEBHOOK_RETRY_S * 2 ** (attempts - 1))
 
 
+def _post(url: str, *, body: bytes, headers: dict) -> tuple[int, str]:
+    """POST to the address the URL's host was checked at (never resolved again, so never another one), with the
+    URL's name as Host and, for https, as SNI and the name the certificate must carry. Redirects are not followed,
+    and no proxy or .netrc from the environment is used (trust_env=False): the checked address is the peer."""
+    destination = destination_check(url)
+    extensions = {"sni_hostname": destination.sni_hostname} if destination.sni_hostname else {}
+    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
+        response = client.post(destination.url, content=body, headers={**headers, "Host": destination.host},
+                               extensions=extensions)
+    if 200 <= response.status_code < 300:
+        return response.status_code, ""
+    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+
+
 def webhook_deliver(delivery_id: str) -> str:
     """One attempt to deliver; a failure (an error, or a status outside 2xx) schedules the next after a backoff,
-    until MAX_ATTEMPTS. Every attempt is logged on the delivery (the admin shows it)."""
+    until MAX_ATTEMPTS. A destination that is not allowed (webhooks.destinations) fails the delivery at once.
+    Every attempt is logged on the delivery (the admin shows it)."""
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
     if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
         return "nothing to do"
@@ -45,13 +61,12 @@ def webhook_deliver(delivery_id: str) -> str:
                "X-Chatter-Event": delivery.event, "X-Chatter-Delivery": str(delivery.pk), "X-Chatter-Timestamp": timestamp,
                "X-Chatter-Signature": webhook_signature(secret=settings.CHATTER_WEBHOOK_SECRET, timestamp=timestamp,
                                                         body=body)}
-    code, error = None, ""
+    code, error, refused = None, "", False
     try:
-        response = httpx.post(delivery.url, content=body, headers=headers, timeout=TIMEOUT_S)
-        code = response.status_code
-        if not 200 <= code < 300:
-            error = f"HTTP {code}: {response.text[:200]}"
-    except httpx.HTTPError as exc:
+        code, error = _post(delivery.url, body=body, headers=headers)
+    except DestinationRefused as exc:
+        error, refused = f"refused: {exc}"[:500], True
+    except (DestinationUnresolved, httpx.HTTPError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     now = timezone.now()
     with transaction.atomic():  # the attempt and its retry are logged together: a retrying delivery has its next
@@ -66,7 +81,7 @@ def webhook_deliver(delivery_id: str) -> str:
         elif not error:
             delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
                 WebhookDelivery.Status.DELIVERED, now, None)
-        elif delivery.attempts >= MAX_ATTEMPTS:
+        elif refused or delivery.attempts >= MAX_ATTEMPTS:  # a refused destination stays refused
             delivery.status, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, None
         else:
             delivery.status = WebhookDelivery.Status.RETRYING

@@ -85,7 +85,8 @@ class BudgetCreateSerializer(StrictSerializer):
             try:
                 webhook_url_check(url=value, path="webhook_url")  # the one check of every webhook
             except InvalidInput as refused:
-                raise serializers.ValidationError(refused.details[0]["message"]) from None
+                detail = refused.details[0]
+                raise serializers.ValidationError(detail["message"], code=detail["code"]) from None
         return value
 
     def validate_timezone(self, value: str) -> str:

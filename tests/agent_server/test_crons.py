@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.invariants import assert_all
-from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.schedules import schedules_run_due
@@ -173,6 +173,7 @@ def test_what_a_cron_cannot_do_is_refused_with_422_and_writes_nothing(server, al
 
 def test_a_cron_webhook_is_posted_each_firings_run_signed(server_with_webhooks, alice_key, receiver, settings):
     settings.CHATTER_WEBHOOK_SECRET = SECRET  # the firing runs (and its delivery is sent) in this process
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS
     hook = receiver()
     client = get_sync_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
     thread = client.threads.create()

@@ -16,9 +16,10 @@ from langgraph_sdk.errors import UnprocessableEntityError
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
-from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from tests.webhook_receiver import (  # noqa: F401 - a fixture
+    NON_PUBLIC_URLS, RECEIVER_NETWORK, RECEIVER_NETWORKS, SECRET, receiver)
 from webhooks.models import WebhookDelivery
-from workflows.models import WorkflowExecution
+from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.recovery import execution_sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +28,8 @@ TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 
 @pytest.fixture
 def worker(tmp_path):
-    process = start_worker(tmp_path, CHATTER_WEBHOOK_SECRET=SECRET, CHATTER_WEBHOOK_RETRY_S="30")
+    process = start_worker(tmp_path, CHATTER_WEBHOOK_SECRET=SECRET, CHATTER_WEBHOOK_RETRY_S="30",
+                           CHATTER_WEBHOOK_ALLOWED_NETWORKS=RECEIVER_NETWORK)
     yield process
     stop_process(process)
 
@@ -41,6 +43,7 @@ def due_now(func: str) -> None:
 def test_a_run_with_a_webhook_is_posted_signed_when_it_ends_and_retried_until_received(
         server_with_webhooks, worker, alice_key, receiver, settings):
     settings.CHATTER_WEBHOOK_SECRET, settings.CHATTER_WEBHOOK_RETRY_S = SECRET, 30
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS  # the retry is delivered in this process
     hook = receiver(statuses=[500])
     client = get_sync_client(url=server_with_webhooks.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
@@ -146,6 +149,30 @@ def test_bad_delays_and_webhooks_are_refused_and_write_nothing(server_with_webho
 
     assert not WorkflowExecution.objects.exists() and not Schedule.objects.filter(
         func="workflows.tasks.execution_run_task").exists()
+
+
+def test_it_refuses_run_and_cron_webhooks_to_non_public_destinations_and_writes_nothing(daphne_server, alice_key):
+    server = daphne_server(CHATTER_WEBHOOK_SECRET=SECRET)  # signs webhooks; allows no internal network
+    client = get_sync_client(url=f"{server.base_url}/langgraph", api_key=alice_key)
+    thread = client.threads.create()
+    cron = client.crons.create_for_thread(thread["thread_id"], "universal_chat", schedule="0 9 * * *", input=TURN)
+    surfaces = {
+        "run": lambda url: client.runs.create(thread["thread_id"], "universal_chat", input=TURN, webhook=url),
+        "thread's cron": lambda url: client.crons.create_for_thread(thread["thread_id"], "universal_chat",
+                                                                    schedule="0 9 * * *", input=TURN, webhook=url),
+        "cron": lambda url: client.crons.create("universal_chat", schedule="0 9 * * *", input=TURN, webhook=url),
+        "cron update": lambda url: client.crons.update(cron["cron_id"], webhook=url),
+    }
+
+    for url in NON_PUBLIC_URLS:
+        for surface, send in surfaces.items():
+            with pytest.raises(UnprocessableEntityError) as refused:
+                send(url)
+            errors = refused.value.response.json()["errors"]
+            assert [(e["path"], e["code"]) for e in errors] == [("webhook", "forbidden_destination")], (surface, url)
+
+    assert not WorkflowExecution.objects.exists()
+    assert list(WorkflowSchedule.objects.values_list("webhook", flat=True)) == [""]
 
 
 async def test_a_delayed_runs_stream_follows_it_once_it_starts(server, alice_key):

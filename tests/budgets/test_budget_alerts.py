@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from audit.models import AuditEvent
 from budgets.models import Budget, BudgetPeriod
 from chatter_project.tokens import api_token_create
-from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -26,6 +26,7 @@ from workflows.models import ExecutionEvent, WorkflowExecution
 def alerts_on(settings):
     settings.CHATTER_WEBHOOK_SECRET = SECRET
     settings.CHATTER_WEBHOOK_RETRY_S = 30
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS  # the test receivers, on 127.0.0.1
     settings.CHATTER_ALERT_EMAILS = True
 
 

@@ -1,0 +1,136 @@
+"""Where a webhook may be sent: a public address, or one in CHATTER_WEBHOOK_ALLOWED_NETWORKS (the operator's own
+receivers). A URL is checked when it is saved, and each delivery resolves its host once, checks every address it
+gets and connects to the checked address itself, so a name cannot point somewhere else between check and connect
+(DNS rebinding)."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names that only ever mean this host or a private network (RFC 6761, RFC 8375, ICANN's .internal, mDNS's .local).
+INTERNAL_NAMES = ("localhost", "localhost.localdomain")
+INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
+# Not global, though Python's is_global does not say so for all of them on every version.
+NON_PUBLIC_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+    "192.0.0.0/24",  # IETF protocol assignments
+    "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are an IPv4 address
+
+
+class DestinationRefused(Exception):
+    """The URL points at something Chatter does not send webhooks to; the message says why."""
+
+
+class DestinationUnresolved(Exception):
+    """The host's name did not resolve (now): a delivery may try again later."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked webhook destination: `url` has the checked address as its host; `host` (the Host header) and
+    `sni_hostname` (https: the name sent in TLS and checked against the certificate) keep the URL's name."""
+    url: httpx.URL
+    host: str
+    sni_hostname: str | None
+
+
+def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses the system's resolver (/etc/hosts, DNS) gives `host`. The default CHATTER_WEBHOOK_RESOLVER."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination | None:
+    """The URL's destination, once every address its host resolves to is allowed. DestinationRefused says why not.
+    A name that does not resolve raises DestinationUnresolved; with `unresolved_ok` (a webhook being saved: it may
+    resolve later, and every delivery checks it again) it gives None instead, unless it is an internal name."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise DestinationRefused(f"not a URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise DestinationRefused("only http and https URLs with a host are allowed")
+    if parsed.userinfo:
+        raise DestinationRefused("credentials in the URL (user:password@) are not allowed")
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses = [literal]
+    else:
+        addresses = _resolved(host, port, unresolved_ok=unresolved_ok)
+        if not addresses:
+            return None
+    for address in addresses:
+        refusal = address_refusal(address)
+        if refusal:
+            where = f"{host} resolves to {address}, " if literal is None else f"{address} is "
+            raise DestinationRefused(f"{where}{refusal}: webhooks go to public addresses only (an operator may "
+                                     "allow internal receivers with CHATTER_WEBHOOK_ALLOWED_NETWORKS)")
+    chosen = addresses[0]
+    return Destination(url=parsed.copy_with(host=str(chosen)), host=parsed.netloc.decode("ascii"),
+                       sni_hostname=host if literal is None and parsed.scheme == "https" else None)
+
+
+def _resolved(host: str, port: int, *, unresolved_ok: bool) -> list[Address]:
+    internal = host in INTERNAL_NAMES or host.endswith(INTERNAL_SUFFIXES)
+    resolve = import_string(settings.CHATTER_WEBHOOK_RESOLVER)
+    try:
+        found = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        found, error = [], f"{type(exc).__name__}: {exc}"
+    else:
+        error = "no address"
+    if found:
+        try:
+            return [ipaddress.ip_address(address) for address in found]
+        except ValueError as exc:
+            raise DestinationRefused(f"{host} resolves to something that is not an address ({exc})") from None
+    if internal:
+        raise DestinationRefused(f"{host} is a name of this host or of a private network")
+    if unresolved_ok:
+        return []
+    raise DestinationUnresolved(f"{host} did not resolve ({error})")
+
+
+def address_refusal(address: Address) -> str:
+    """Why webhooks may not go to `address` ("" when they may): it is allowed when it is in
+    CHATTER_WEBHOOK_ALLOWED_NETWORKS, refused when it (or the IPv4 address inside an IPv6 one) is not public."""
+    inner = _embedded_ipv4(address)
+    if any(each in network for network in settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS
+           for each in (address, inner) if each is not None and each.version == network.version):
+        return ""
+    for each in (inner, address):  # the IPv4 address first: it names what the address really is
+        if each is None:
+            continue
+        for kind, test in (("a loopback", each.is_loopback), ("an unspecified", each.is_unspecified),
+                           ("a link-local", each.is_link_local), ("a multicast", each.is_multicast),
+                           ("a private", each.is_private),
+                           ("a non-public", any(each in net for net in NON_PUBLIC_NETWORKS
+                                                if net.version == each.version)),
+                           ("a reserved", each.is_reserved), ("a non-public", not each.is_global)):
+            if test:
+                return f"{kind} address"
+    return ""
+
+
+def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, NAT64), which is where it really goes."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
