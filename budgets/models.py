@@ -47,6 +47,10 @@ class Budget(models.Model):
     # Alerts go to the budget's audit trail, the runs' owners' feeds, this URL (signed, CHATTER_WEBHOOK_SECRET)
     # and, when Django's mail settings are configured, the budget owner's email.
     webhook_url = models.URLField(max_length=500, blank=True, default="")
+    # Whom the budget binds is fixed when it is set: set by staff, every run in its scope; set by anyone else, only
+    # its owner's own runs in that scope (a user governs no one else's spend, and learns nothing of it). Kept, not
+    # read from the owner at run time, so a promotion never widens a user's old budgets.
+    set_by_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
