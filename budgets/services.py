@@ -241,11 +241,11 @@ def budget_crossings_own(*, crossings: list[dict], holds: list[dict], owner_id) 
     return [crossing for crossing in crossings if crossing["budget_id"] in own]
 
 
-def budget_alerts_send(*, crossings: list[dict], owner_id) -> None:
-    """After the commit that crossed them (by a run of `owner_id`): each crossing's webhook delivery (logged, then
-    sent by a django-q2 task that retries with backoff) and, when mail is configured, an email to the budget's
-    owner; the crossing of a budget set by another than the run's owner gets its audit row here, about the budget
-    and by no user, as the run's own rows are its owner's to read."""
+def budget_alerts_send(*, crossings: list[dict], in_run: list[dict]) -> None:
+    """After the commit that crossed them: each crossing's webhook delivery (logged, then sent by a django-q2 task
+    that retries with backoff) and, when mail is configured, an email to the budget's owner. A crossing the run's
+    log does not carry (`in_run`: budget_crossings_own) gets its audit row here, about the budget and by no user:
+    the run's rows are its owner's to read."""
     from django.conf import settings
     from django_q.tasks import async_task
 
@@ -254,7 +254,7 @@ def budget_alerts_send(*, crossings: list[dict], owner_id) -> None:
         budget = budgets.get(uuid.UUID(crossing["budget_id"]))
         if budget is None:
             continue
-        if budget.owner_id != owner_id:
+        if crossing not in in_run:
             audit_record(action="budget.threshold", target=budget, data=crossing)
         payload = {"event": "budget_threshold", "budget": {"id": str(budget.pk), "name": budget.name,
                                                            "scope": budget.scope, "target_id": budget.target_id,

@@ -291,12 +291,12 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             # settled before the terminal event, which must be the run's last (I6)
             crossings = budget_settle(holds=recorder.budget_holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
             # each threshold once per period (the row's lock decides who); in the run's log only its owner's
-            for crossing in budget_crossings_own(crossings=crossings, holds=recorder.budget_holds,
-                                                 owner_id=execution.owner_id):
+            in_run = budget_crossings_own(crossings=crossings, holds=recorder.budget_holds, owner_id=execution.owner_id)
+            for crossing in in_run:
                 recorder.emit("budget_threshold", crossing)
                 recorder.audit("budget.threshold", crossing)
             if crossings:
-                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings, owner_id=execution.owner_id))
+                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings, in_run=in_run))
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},

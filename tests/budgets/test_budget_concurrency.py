@@ -28,7 +28,8 @@ SERVER_ENV = {"CHATTER_MAX_CONCURRENT_RUNS": "1000", "CHATTER_RUN_THROTTLE": "10
 def test_concurrent_chat_and_gateway_runs_stay_within_a_hard_budget(daphne_server, alice, bob, staff):
     servers = [daphne_server(**SERVER_ENV), daphne_server(**SERVER_ENV)]
     budget = Budget.objects.create(owner=staff, set_by_staff=True, scope="global", period="day",
-                                   timezone="Europe/Paris", limit_tokens=LIMIT_TOKENS, mode="hard", thresholds=THRESHOLDS)
+                                   timezone="Europe/Paris", limit_tokens=LIMIT_TOKENS, mode="hard",
+                                   thresholds=THRESHOLDS)
     keys = {user.username: api_token_create(user=user)[1] for user in (alice, bob)}
 
     def request(i: int) -> tuple[str, httpx.Response]:

@@ -21,7 +21,7 @@ from workflows.models import ExecutionEvent, WorkflowExecution, WorkflowSchedule
 from workflows.services.schedules import schedules_run_due
 
 HELLO = [{"role": "user", "content": "hello"}]
-# Every path a run spends by, as a client calls it: (method path, body, key header)
+# Every path a run spends by, as a client calls it: (URL path, body); spend() sends the key as each reads it
 PATHS = {
     "chat": ("/api/v1/chat/", {"message": "hello"}),
     "executions": ("/api/v1/executions/", {"template": "universal_chat", "input": {"message": "hello"}}),
@@ -253,7 +253,8 @@ def test_budgets_set_before_bind_as_their_setter_may(alice, bob, staff, api):
         old = executor.loader.project_state(BEFORE).apps.get_model("budgets", "Budget")
         template_id = str(WorkflowTemplate.objects.get(key="universal_chat", is_builtin=True).pk)
         bobs, staffs = (old.objects.create(owner_id=owner.pk, scope="template", target_id=template_id, period="day",
-                                           limit_tokens=1, mode=mode) for owner, mode in ((bob, "hard"), (staff, "soft")))
+                                           limit_tokens=1, mode=mode)
+                        for owner, mode in ((bob, "hard"), (staff, "soft")))
         executor.loader.build_graph()
         executor.migrate(AFTER)
     finally:
