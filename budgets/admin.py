@@ -18,8 +18,13 @@ class BudgetAdmin(admin.ModelAdmin):
     """Budgets with their periods' spend (spent and held in reserve by runs in progress, kept by the run path)."""
 
     list_display = ("name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode",
-                    "is_active", "owner", "created_at")
-    list_filter = ("scope", "period", "mode", "is_active")
+                    "is_active", "owner", "set_by_staff", "created_at")
+    list_filter = ("scope", "period", "mode", "is_active", "set_by_staff")
     search_fields = ("name", "target_id", "owner__username")
-    readonly_fields = ("created_at",)
+    readonly_fields = ("set_by_staff", "created_at")
     inlines = [BudgetPeriodInline]
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # set here by staff, it binds every run in its scope, as over the API
+            obj.set_by_staff = request.user.is_staff
+        super().save_model(request, obj, form, change)

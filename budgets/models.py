@@ -44,9 +44,14 @@ class Budget(models.Model):
     limit_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.HARD)
     thresholds = models.JSONField(default=default_thresholds)  # percent of the limit; each alerts once a period
-    # Alerts go to the budget's audit trail, the runs' owners' feeds, this URL (signed, CHATTER_WEBHOOK_SECRET)
-    # and, when Django's mail settings are configured, the budget owner's email.
+    # Alerts go to the budget's audit trail, the runs' owners' feeds (for a budget of the run's owner: another's
+    # counts others' spend), this URL (signed, CHATTER_WEBHOOK_SECRET) and, when Django's mail settings are
+    # configured, the budget owner's email.
     webhook_url = models.URLField(max_length=500, blank=True, default="")
+    # Whom the budget binds is fixed when it is set: set by staff, every run in its scope; set by anyone else, only
+    # its owner's own runs in that scope (a user governs no one else's spend, and learns nothing of it). Kept, not
+    # read from the owner at run time, so a promotion never widens a user's old budgets.
+    set_by_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -30,6 +30,7 @@ from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
+from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
 from chatter_project.errors import ChatterError
 from chatter_project.rows import rows_select
@@ -106,10 +107,12 @@ def _matching(owner, api_key, template_id) -> tuple[str, list]:
     """SQL over Budget's columns for the budgets that apply to such a run, and its parameters."""
     members = get_user_model().groups.through._meta
     Scope = Budget.Scope
-    where = ('"is_active" = %s AND ("scope" = %s OR ("scope" = %s AND "target_id" = %s) OR ("scope" = %s AND '
+    # A budget binds a run only when staff set it or the run is its owner's: no user's budget reaches another's runs.
+    where = (f'"is_active" = %s AND ("set_by_staff" = %s OR "{Budget._meta.get_field("owner").column}" = %s) AND '
+             '("scope" = %s OR ("scope" = %s AND "target_id" = %s) OR ("scope" = %s AND '
              f'"target_id" IN (SELECT CAST("{members.get_field("group").column}" AS VARCHAR(64)) '
              f'FROM "{members.db_table}" WHERE "{members.get_field("user").column}" = %s))')
-    params = [True, Scope.GLOBAL, Scope.USER, str(owner.pk), Scope.GROUP, owner.pk]
+    params = [True, True, owner.pk, Scope.GLOBAL, Scope.USER, str(owner.pk), Scope.GROUP, owner.pk]
     if api_key is not None:
         where += ' OR ("scope" = %s AND "target_id" = %s)'
         params += [Scope.KEY, str(api_key.uid)]
@@ -153,7 +156,7 @@ def _reserve_more(hold: dict, *, usd: Decimal, tokens: int) -> bool:
 def _hold(budget: Budget, at: datetime | None) -> dict:
     """What a run holds of one budget (JSON, kept on the run: WorkflowExecution.budget_holds)."""
     return {"budget": str(budget.pk), "starts_at": period_start(budget, at).isoformat(),
-            "hard": budget.mode == Budget.Mode.HARD,
+            "hard": budget.mode == Budget.Mode.HARD, "owner": budget.owner_id,
             "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
             "limit_tokens": budget.limit_tokens, "thresholds": sorted(budget.thresholds or []), "usd": "0", "tokens": 0}
 
@@ -166,8 +169,10 @@ def budget_reserve(*, budgets: list[Budget], worst: Worst, at: datetime | None =
         hold = _hold(budget, at)
         if hold["hard"]:
             if not _reserve_more(hold, usd=worst.usd, tokens=worst.tokens):
+                # Only a budget that governs this run's owner gets here: its id and limit are theirs to see, its
+                # spend (perhaps other users') is not.
                 raise BudgetRefused(
-                    f"budget {budget.pk} ({budget.scope}, per {budget.period}) has no room for this run",
+                    f"budget {budget.pk} ({budget}) has no room for this run",
                     details=[{"path": "", "code": "budget_exceeded", "message": str(budget.pk)}])
             hold.update(usd=str(worst.usd), tokens=worst.tokens)
         holds.append(hold)
@@ -229,9 +234,18 @@ def _thresholds_crossed(hold: dict) -> list[dict]:
              "spent": str(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
 
 
-def budget_alerts_send(*, crossings: list[dict]) -> None:
+def budget_crossings_own(*, crossings: list[dict], holds: list[dict], owner_id) -> list[dict]:
+    """The crossings of the run owner's own budgets: the only ones the run's log and audit rows (theirs to read)
+    may carry. Another's budget over them (staff's) counts other users' spend: its crossings go to its owner."""
+    own = {hold["budget"] for hold in holds if hold.get("owner") == owner_id}
+    return [crossing for crossing in crossings if crossing["budget_id"] in own]
+
+
+def budget_alerts_send(*, crossings: list[dict], in_run: list[dict]) -> None:
     """After the commit that crossed them: each crossing's webhook delivery (logged, then sent by a django-q2 task
-    that retries with backoff) and, when mail is configured, an email to the budget's owner."""
+    that retries with backoff) and, when mail is configured, an email to the budget's owner. A crossing the run's
+    log does not carry (`in_run`: budget_crossings_own) gets its audit row here, about the budget and by no user:
+    the run's rows are its owner's to read."""
     from django.conf import settings
     from django_q.tasks import async_task
 
@@ -240,6 +254,8 @@ def budget_alerts_send(*, crossings: list[dict]) -> None:
         budget = budgets.get(uuid.UUID(crossing["budget_id"]))
         if budget is None:
             continue
+        if crossing not in in_run:
+            audit_record(action="budget.threshold", target=budget, data=crossing)
         payload = {"event": "budget_threshold", "budget": {"id": str(budget.pk), "name": budget.name,
                                                            "scope": budget.scope, "target_id": budget.target_id,
                                                            "period": budget.period, "mode": budget.mode},
@@ -255,7 +271,8 @@ def budget_create(*, owner, scope: str, target_id: str, period: str, timezone_na
                   limit_usd: Decimal | None = None, limit_tokens: int | None = None,
                   thresholds: list[int] | None = None, name: str = "", webhook_url: str = "") -> Budget:
     """A budget (the caller checked that `owner` may set one on that target)."""
-    return Budget.objects.create(owner=owner, name=name, scope=scope, target_id=target_id, period=period,
+    return Budget.objects.create(owner=owner, set_by_staff=owner.is_staff, name=name, scope=scope,
+                                 target_id=target_id, period=period,
                                  timezone=timezone_name, mode=mode, limit_usd=limit_usd, limit_tokens=limit_tokens,
                                  thresholds=thresholds if thresholds is not None else [50, 80, 100],
                                  webhook_url=webhook_url)

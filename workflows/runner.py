@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from budgets.services import budget_alerts_send, budget_settle
+from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
 from chatter_project.db import connections_give_back
 from chatter_project.rows import row_update
 from chatter_project.errors import RunCancelled, RunError
@@ -290,11 +290,13 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         if recorder.budget_holds:  # a shared row (a budget's period): locked late, held to the commit;
             # settled before the terminal event, which must be the run's last (I6)
             crossings = budget_settle(holds=recorder.budget_holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
-            for crossing in crossings:  # each threshold once per period (the row's lock decides who)
+            # each threshold once per period (the row's lock decides who); in the run's log only its owner's
+            in_run = budget_crossings_own(crossings=crossings, holds=recorder.budget_holds, owner_id=execution.owner_id)
+            for crossing in in_run:
                 recorder.emit("budget_threshold", crossing)
                 recorder.audit("budget.threshold", crossing)
             if crossings:
-                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings))
+                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings, in_run=in_run))
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},

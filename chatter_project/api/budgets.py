@@ -1,6 +1,7 @@
 """/api/v1/budgets/: spend limits (budgets.services). POST sets one; GET lists yours (staff: all) with what is
 spent and reserved in the current period; DELETE deactivates one. A user may set budgets on themselves, their own
-API keys and the templates they can see; budgets on a group or everyone are staff's."""
+API keys and the templates they can see, and such a budget binds only their own runs; budgets on a group or
+everyone are staff's, and a budget staff set binds every run in its scope (budgets.models.Budget.set_by_staff)."""
 from __future__ import annotations
 
 import uuid
@@ -103,33 +104,44 @@ class BudgetCreateSerializer(StrictSerializer):
 
 
 def budget_target(*, user, scope: str, target_id: str | None) -> str:
-    """The target's id as budgets keep it, once checked: a 404 for what the user cannot see, 400 for none."""
+    """The target's id as budgets keep it, once checked: what the user may not govern is a 400 on the field that
+    names it (the same whether it does not exist or is another's, so nothing is revealed). A user governs their
+    own spend: themselves, their own keys, their own runs of a template they can see; staff govern anyone's."""
     if scope in STAFF_SCOPES and not user.is_staff:
-        raise NotFound("only staff set budgets on a group or on everyone")
+        raise InvalidInput("a budget on a group or on everyone binds other users: only staff set one; "
+                           "set a user budget for your own runs", details={"scope": ["staff only"]})
     if scope == Budget.Scope.GLOBAL:
         return ""
     if scope == Budget.Scope.USER:
         target = target_id or str(user.pk)
         if target != str(user.pk) and not (user.is_staff and get_user_model().objects.filter(
                 pk=target if target.isdigit() else None).exists()):
-            raise NotFound("user not found")
+            raise _not_yours("user")
         return target
     if not target_id:
         raise InvalidInput("target_id is required for this scope", details={"target_id": ["required"]})
     if scope == Budget.Scope.GROUP:
         if not (target_id.isdigit() and Group.objects.filter(pk=target_id).exists()):
-            raise NotFound("group not found")
+            raise _not_yours("group")
         return target_id
     if scope == Budget.Scope.KEY:
         try:
             uid = uuid.UUID(target_id)
         except ValueError:
-            raise NotFound("API key not found") from None
+            raise _not_yours("API key") from None
         keys = ApiToken.objects.filter(uid=uid)
         if not (keys.filter(user=user).exists() or (user.is_staff and keys.exists())):
-            raise NotFound("API key not found")
+            raise _not_yours("API key")
         return str(uid)
-    return str(visible_template(owner=user, key_or_id=target_id).pk)
+    try:
+        return str(visible_template(owner=user, key_or_id=target_id).pk)
+    except NotFound:
+        raise _not_yours("template") from None
+
+
+def _not_yours(kind: str) -> InvalidInput:
+    message = f"names no {kind} you may set a budget on"
+    return InvalidInput(f"target_id {message}", details={"target_id": [message]})
 
 
 class BudgetViewSet(mixins.ListModelMixin, OwnedViewSet):

@@ -114,7 +114,7 @@ def test_group_and_global_budgets_are_staffs_and_apply_to_members_and_everyone(a
     admin = APIClient()
     admin.force_login(staff)
     assert api.post("/api/v1/budgets/", {"scope": "global", "period": "day", "limit_tokens": 1},
-                    format="json").status_code == 404
+                    format="json").status_code == 400
     set_budget(admin, scope="group", target_id=str(team.pk), limit_tokens=1)
 
     assert chat(api).status_code == 429
@@ -140,9 +140,9 @@ def test_bob_neither_sees_alices_budgets_nor_budgets_her_key(api, alice, bob_api
 
     assert bob_api.get("/api/v1/budgets/").json()["results"] == []
     assert bob_api.post("/api/v1/budgets/", {"scope": "key", "target_id": str(token.uid), "period": "day",
-                                             "limit_usd": "1"}, format="json").status_code == 404
+                                             "limit_usd": "1"}, format="json").status_code == 400
     assert bob_api.post("/api/v1/budgets/", {"scope": "user", "target_id": str(alice.pk), "period": "day",
-                                             "limit_usd": "1"}, format="json").status_code == 404
+                                             "limit_usd": "1"}, format="json").status_code == 400
 
 
 @pytest.mark.parametrize("body, field", [
