@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from budgets.models import Budget
 from chatter_project.tokens import api_token_create
-from tests.webhook_receiver import SECRET, receiver  # noqa: F401 - a fixture
+from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
 from workflows.services.schedules import schedules_run_due
@@ -199,6 +199,7 @@ def test_it_refuses_a_budget_on_what_the_user_may_not_govern_with_a_400_and_no_r
 @pytest.mark.django_db(transaction=True)
 def test_a_users_budget_alerts_on_their_own_spend_only(alice, bob, api, bob_api, receiver, settings):
     settings.CHATTER_WEBHOOK_SECRET = SECRET
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS  # the test receivers, on 127.0.0.1
     hook = receiver()
     budget = set_budget(bob_api, scope="template", target_id="universal_chat", limit_tokens=1, mode="soft",
                         thresholds=[1], webhook_url=hook.url)  # any spend counted crosses it
@@ -217,6 +218,7 @@ def test_a_staff_budgets_crossing_reaches_staff_not_the_runs_owner(alice, staff,
     """Alice's run crosses a threshold of a staff budget on everyone: its spend is everyone's, so neither her run's
     events nor her audit trail show it; staff's webhook and audit trail do."""
     settings.CHATTER_WEBHOOK_SECRET = SECRET
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS  # the test receivers, on 127.0.0.1
     hook = receiver()
     admin = APIClient()
     admin.force_login(staff)
