@@ -146,13 +146,14 @@ def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_ur
             page.goto(f"{admin_url}/admin/analytics/usagerollup/")
             chart = "[data-testid=chart-budgets]"
             bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
-            [limit_line] = boxes(page, f"{chart} line")
+            lines = boxes(page, f"{chart} line")
             labels = [text["text"] for text in boxes(page, f"{chart} text")]
         finally:
             browser.close()
 
     # Newest first: the company's, bob's, alice's. Each label names its target, never a bare id.
     assert list(bars) == ["Company (everyone, total)", "user bob (month)", "user alice (day)"], labels
+    [limit_line] = lines  # the limit, 100 %, is marked
     full = limit_line["left"] - bars["user alice (day)"]["left"]  # 100 % of a limit
     widths = {label: (bar["right"] - bar["left"]) / full for label, bar in bars.items()}
     assert widths["user alice (day)"] == pytest.approx(0.001, abs=0.002)
