@@ -147,6 +147,7 @@ def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_ur
             chart = "[data-testid=chart-budgets]"
             bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
             lines = boxes(page, f"{chart} line")
+            page.screenshot(path=str(ARTIFACTS / "admin-dashboard-budgets.png"), full_page=True)
             labels = [text["text"] for text in boxes(page, f"{chart} text")]
         finally:
             browser.close()
