@@ -1,9 +1,11 @@
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -19,6 +21,7 @@ from analytics.selectors import (
 )
 from budgets.models import Budget
 from budgets.services import budgets_current
+from chatter_project.models import ApiToken
 from workflows.admin import WorkflowTemplateAdmin
 from workflows.models import WorkflowTemplate
 
@@ -195,21 +198,58 @@ class UsageDashboardAdmin(admin.ModelAdmin):
 
 
 def _budget_bars():
-    """Each active budget's spend in its current period against its limit (percent, capped at 200 for the bar)."""
+    """Each active budget's spend in its current period, in percent of its limit (capped at 200 for the bar),
+    drawn to scale against the limit: 100 % is the marked line, whatever the other budgets spend."""
     budgets = list(Budget.objects.filter(is_active=True).order_by("-created_at")[:20])
     current = budgets_current(budgets)
+    targets = _budget_targets(budgets)
     points = []
     for budget in budgets:
         row = current.get(budget.pk)
         if budget.limit_usd is not None:
-            spent, limit, unit = (row.spent_usd if row else Decimal(0)), budget.limit_usd, money
+            spent, limit = (row.spent_usd if row else Decimal(0)), budget.limit_usd
         else:
-            spent, limit, unit = (row.spent_tokens if row else 0), budget.limit_tokens, count_axis
+            spent, limit = (row.spent_tokens if row else 0), budget.limit_tokens
         percent = Decimal(spent) * 100 / limit if limit else Decimal(100 if spent else 0)
-        label = f"{budget.name or budget.scope} ({budget.scope} {budget.target_id or '*'}, {budget.period})"
-        points.append((label, min(percent, Decimal(200)), f"{unit(spent)} of {unit(limit)}"))
-    return row_chart([(label, percent) for label, percent, _ in points],
-                     format_value=lambda value: f"{Decimal(value):.1f}%")
+        target = targets.get(budget.pk) or budget.target_id  # a target deleted since: its id
+        on = "everyone" if budget.scope == Budget.Scope.GLOBAL else f"{budget.scope} {target}"
+        label = f"{budget.name} ({on}, {budget.period})" if budget.name else f"{on} ({budget.period})"
+        points.append((label, min(percent, Decimal(200))))
+    return row_chart(points, format_value=lambda value: f"{Decimal(value):.1f}%", limit=100)
+
+
+def _budget_targets(budgets: list[Budget]) -> dict:
+    """What each budget is on, by name (a username, a key's name, a group's name, a template's key), one query
+    per scope: budgets keep only the target's id."""
+    ids: dict[str, set[str]] = {}
+    for budget in budgets:
+        ids.setdefault(budget.scope, set()).add(budget.target_id)
+    user_model = get_user_model()
+    names = {
+        Budget.Scope.USER: {str(pk): name for pk, name in user_model.objects.filter(
+            pk__in=_ints(ids.get(Budget.Scope.USER, ()))).values_list("pk", user_model.USERNAME_FIELD)},
+        Budget.Scope.GROUP: {str(pk): name for pk, name in Group.objects.filter(
+            pk__in=_ints(ids.get(Budget.Scope.GROUP, ()))).values_list("pk", "name")},
+        Budget.Scope.KEY: {str(uid): name or f"{prefix}…" for uid, name, prefix in ApiToken.objects.filter(
+            uid__in=_uuids(ids.get(Budget.Scope.KEY, ()))).values_list("uid", "name", "prefix")},
+        Budget.Scope.TEMPLATE: {str(pk): key for pk, key in WorkflowTemplate.objects.filter(
+            pk__in=_uuids(ids.get(Budget.Scope.TEMPLATE, ()))).values_list("pk", "key")},
+    }
+    return {budget.pk: names.get(budget.scope, {}).get(budget.target_id) for budget in budgets}
+
+
+def _ints(texts) -> list[int]:
+    return [int(text) for text in texts if text.isdigit()]
+
+
+def _uuids(texts) -> list[uuid.UUID]:
+    found = []
+    for text in texts:
+        try:
+            found.append(uuid.UUID(text))
+        except ValueError:
+            continue  # not an id of that table: no name
+    return found
 
 
 def _by_day(days: list[dict], figure: str, format_value):

@@ -24,6 +24,7 @@ class Text:
     y: float
     text: str
     anchor: str = "middle"  # SVG text-anchor: start, middle, end
+    vertical: bool = False  # read bottom to top, turned about (x, y)
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,12 @@ class Chart:
     empty: bool = True
 
 
-def column_chart(points: list[tuple[str, Number]], *, width: int = 720, height: int = 220, format_value=str,
+def column_chart(points: list[tuple[str, Number]], *, width: int = 720, height: int = 270, format_value=str,
                  max_labels: int = 8) -> Chart:
-    """Vertical bars, one per point, left to right (e.g. one per day), over a value axis with 5 grid lines."""
-    left, right, top, bottom = 70.0, 8.0, 10.0, 22.0
+    """Vertical bars, one per point, left to right (e.g. one per day), over a value axis with 5 grid lines. The
+    labels under the bars read upwards, each as wide as a line of text: written across, a label is wider than
+    its bar and would sit under its neighbours too."""
+    left, right, top, bottom = 70.0, 8.0, 10.0, 72.0
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = nice_ceiling(max((value for _, value in points), default=0))
     chart = Chart(width=width, height=height, empty=not any(value for _, value in points))
@@ -63,17 +66,22 @@ def column_chart(points: list[tuple[str, Number]], *, width: int = 720, height: 
         chart.bars.append(Bar(x + slot * 0.1, top + plot_h - bar_h, slot * 0.8, bar_h,
                               f"{label}: {format_value(value)}"))
         if index % every == 0:
-            chart.texts.append(Text(x + slot / 2, height - 6, label))
+            chart.texts.append(Text(x + slot / 2 + 4, top + plot_h + 6, label, anchor="end", vertical=True))
     return chart
 
 
 def row_chart(points: list[tuple[str, Number]], *, width: int = 720, row_height: int = 26,
-              format_value=str) -> Chart:
-    """Horizontal bars, one row per point, top to bottom (e.g. one per model): label left, value right."""
+              format_value=str, limit: Number | None = None) -> Chart:
+    """Horizontal bars, one row per point, top to bottom (e.g. one per model): label left, value right. Bars are
+    scaled to the largest value, or, given a `limit` (e.g. 100 for percents of a limit), to at least that, which
+    a vertical line marks: so a small value draws a short bar even when it is the largest."""
     left, right = 230.0, 130.0
     plot_w = width - left - right
-    peak = max((value for _, value in points), default=0)
+    peak = max([value for _, value in points] + ([limit] if limit else []), default=0)
     chart = Chart(width=width, height=max(len(points), 1) * row_height, empty=not points)
+    if limit and points:
+        x = left + float(limit) / float(peak) * plot_w
+        chart.lines.append(Line(x, 0, x, chart.height))
     for index, (label, value) in enumerate(points):
         bar_w = float(value) / float(peak) * plot_w if peak else 0.0
         y = index * row_height

@@ -99,8 +99,8 @@ def load(*, messages: int, users: int, days: int, seed: int = 6) -> dict:
     conversations_n = messages // (2 * TURNS_PER_CONVERSATION)
 
     conversations = Copier(Conversation, ("id", "owner_id", "title", "status", "created_at", "updated_at",
-                                          "last_message_at", "message_count", "prompt_tokens", "completion_tokens",
-                                          "total_tokens", "total_cost"))
+                                          "last_message_at", "message_count", "last_sequence", "prompt_tokens",
+                                          "completion_tokens", "total_tokens", "total_cost"))
     runs = Copier(WorkflowExecution, ("id", "owner_id", "workflow_type", "template_id", "conversation_id", "status",
                                       "mode", "provider", "model", "error_type", "started_at", "completed_at",
                                       "execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens",
@@ -155,8 +155,10 @@ def load(*, messages: int, users: int, days: int, seed: int = 6) -> dict:
                 totals[0] += run_usage.prompt_tokens
                 totals[1] += run_usage.completion_tokens
                 totals[2] += run_usage.cost
+            # last_sequence is the last message's: the next turn in the conversation numbers its messages after it.
             conversations.add(conversation_id, owner, f"conversation {index}", "active", opened, done, done,
-                              2 * TURNS_PER_CONVERSATION, totals[0], totals[1], totals[0] + totals[1], totals[2])
+                              2 * TURNS_PER_CONVERSATION, 2 * TURNS_PER_CONVERSATION, totals[0], totals[1],
+                              totals[0] + totals[1], totals[2])
             if len(rows.rows) >= 100_000 or index == conversations_n - 1:
                 for copier in (conversations, runs, calls, rows):  # parents first: each COPY commits on its own
                     copier.flush(raw)

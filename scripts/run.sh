@@ -30,6 +30,26 @@ if [ -z "$HOST" ] || [[ "$HOST" =~ [[:space:]/] ]]; then
     exit 2
 fi
 
+# The port first: with another server on it, migrating, printing a new admin's password and then failing to
+# bind would mislead (and the "Serving" probe would reach that other server). SO_REUSEADDR as daphne binds, so
+# connections of a server that just stopped (TIME_WAIT) do not count; a listening socket does.
+if ! "$PY" - "$HOST" "$PORT" <<'PYTHON'
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+except OSError as error:
+    print(f"Chatter could not serve {host}:{port}: {error.strerror or error} (another server on that port? "
+          "Stop it, or choose another port: PORT=8080 make run)", file=sys.stderr)
+    sys.exit(1)
+PYTHON
+then
+    exit 1
+fi
+
 # A SECRET_KEY from the environment, or one generated on first run and kept in var/secret_key
 # (var/ is CHATTER_VAR_DIR when set, like in settings.py).
 VAR_DIR="${CHATTER_VAR_DIR:-var}"

@@ -9,6 +9,8 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.test import override_settings
 
+from budgets.models import BudgetPeriod
+from budgets.services import budget_create, period_start
 from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
@@ -103,3 +105,138 @@ def test_staff_see_the_dashboard_and_a_run_with_its_inlines(admin_url, staff, al
     assert "What is 12*7?" in messages_text
     assert outside == []  # every asset came from the project's own server
     assert errors == []
+
+
+def log_in(page, admin_url: str, staff) -> None:
+    page.goto(f"{admin_url}/admin/login/")
+    page.fill("#id_username", staff.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("[data-testid=dashboard-link]")
+
+
+def boxes(page, selector: str) -> list[dict]:
+    """Each element's box on the page, and its text."""
+    return page.eval_on_selector_all(selector, """elements => elements.map(element => {
+        const box = element.getBoundingClientRect();
+        return {left: box.left, right: box.right, top: box.top, bottom: box.bottom, text: element.textContent};
+    })""")
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_url, staff, alice, bob):
+    spends = [  # (budget, spent): 0.1 %, 50 % and 150 % of the limit
+        (budget_create(owner=staff, scope="user", target_id=str(alice.pk), period="day", timezone_name="UTC",
+                       mode="hard", limit_usd=Decimal("10"), limit_tokens=None), {"spent_usd": Decimal("0.01")}),
+        (budget_create(owner=staff, scope="user", target_id=str(bob.pk), period="month", timezone_name="UTC",
+                       mode="soft", limit_usd=None, limit_tokens=1000), {"spent_tokens": 500}),
+        (budget_create(owner=staff, scope="global", target_id="", period="total", timezone_name="UTC", mode="soft",
+                       limit_usd=Decimal("2"), limit_tokens=None, name="Company"), {"spent_usd": Decimal("3")}),
+    ]
+    for budget, spent in spends:
+        BudgetPeriod.objects.create(budget=budget, starts_at=period_start(budget), **spent)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            log_in(page, admin_url, staff)
+            page.goto(f"{admin_url}/admin/analytics/usagerollup/")
+            chart = "[data-testid=chart-budgets]"
+            bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
+            lines = boxes(page, f"{chart} line")
+            page.screenshot(path=str(ARTIFACTS / "admin-dashboard-budgets.png"), full_page=True)
+            labels = [text["text"] for text in boxes(page, f"{chart} text")]
+        finally:
+            browser.close()
+
+    # Newest first: the company's, bob's, alice's. Each label names its target, never a bare id.
+    assert list(bars) == ["Company (everyone, total)", "user bob (month)", "user alice (day)"], labels
+    [limit_line] = lines  # the limit, 100 %, is marked
+    full = limit_line["left"] - bars["user alice (day)"]["left"]  # 100 % of a limit
+    widths = {label: (bar["right"] - bar["left"]) / full for label, bar in bars.items()}
+    assert widths["user alice (day)"] == pytest.approx(0.001, abs=0.002)
+    assert widths["user bob (month)"] == pytest.approx(0.5, abs=0.01)
+    assert widths["Company (everyone, total)"] == pytest.approx(1.5, abs=0.01)
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_day_labels_sit_under_their_own_bar_only(admin_url, staff, alice):
+    run(owner=alice, message="What is 12*7?", chat=True)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            log_in(page, admin_url, staff)
+            page.goto(f"{admin_url}/admin/analytics/usagerollup/")
+            charts = {name: (boxes(page, f"[data-testid=chart-{name}] [data-testid=bar]"),
+                             boxes(page, f"[data-testid=chart-{name}] text"))
+                      for name in ("cost-by-day", "tokens-by-day", "runs-by-day")}
+        finally:
+            browser.close()
+
+    for name, (bars, texts) in charts.items():
+        axis = max(bar["bottom"] for bar in bars)
+        ticks = [text for text in texts if text["top"] >= axis]  # the day labels, under the bars
+        assert len(ticks) == 8 and len(bars) == 30
+        for tick in ticks:
+            under = [bar for bar in bars if bar["left"] < tick["right"] - 0.5 and tick["left"] + 0.5 < bar["right"]]
+            assert len(under) == 1, f"{name}: {tick['text']} lies under {len(under)} bars"
+            assert under[0]["right"] - under[0]["left"] > 0
+
+
+# What does not fit the window: the page itself, a table wider than the box it is drawn in, or a box that clips or
+# scrolls a table sideways.
+OVERFLOW = """() => {
+    const page = document.scrollingElement;
+    const found = page.scrollWidth > window.innerWidth ? [`page by ${page.scrollWidth - window.innerWidth} px`] : [];
+    for (const table of document.querySelectorAll("table")) {
+        const module = table.parentElement.closest(".module, #changelist");  // the box it is drawn in
+        const past = module ? table.getBoundingClientRect().right - module.getBoundingClientRect().right : 0;
+        if (past > 1) found.push(`${table.id || table.closest("[id]").id} past its box by ${Math.round(past)} px`);
+        for (let box = table; box && box !== page; box = box.parentElement) {
+            if (getComputedStyle(box).overflowX !== "visible" && box.scrollWidth > box.clientWidth + 1) {
+                found.push(`${table.id || table.closest("[id]").id} by ${box.scrollWidth - box.clientWidth} px`);
+            }
+        }
+    }
+    return found;
+}"""
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_at_1400_px_the_run_list_and_a_conversations_messages_fit_the_window(admin_url, staff, alice):
+    # Long values with nowhere to break: a link, and the error of a run whose provider could not be reached.
+    link = "https://docs.example.com/" + "chatter-admin-tables-" * 8
+    run(owner=alice, message=f"Please read {link} and summarize it", chat=True)
+    failed = run(owner=alice, message="What is 12*7?", chat=True, config={"max_total_tokens": 3})
+    WorkflowExecution.objects.filter(pk=failed.pk).update(
+        error_message=f"openai call to {link}v1/chat/completions failed: connection refused")
+    from playwright.sync_api import sync_playwright
+
+    pages = {"run list": "/admin/workflows/workflowexecution/",
+             "conversation": f"/admin/conversations/conversation/{failed.conversation_id}/change/",
+             "link conversation": "/admin/conversations/conversation/"
+                                  f"{WorkflowExecution.objects.exclude(pk=failed.pk).get().conversation_id}/change/",
+             "run": f"/admin/workflows/workflowexecution/{failed.pk}/change/",
+             "messages": "/admin/conversations/message/"}
+    overflow = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            log_in(page, admin_url, staff)
+            for name, path in pages.items():
+                page.goto(f"{admin_url}{path}")
+                overflow[name] = page.evaluate(OVERFLOW)
+                page.screenshot(path=str(ARTIFACTS / f"admin-1400-{name.replace(' ', '-')}.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert overflow == {name: [] for name in pages}

@@ -1,9 +1,11 @@
 """`make run` (scripts/run.sh) as a user starts it: on the port and host asked for, saying "Serving …" only once
 that port answers, and saying why when it cannot serve."""
+import http.server
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -81,6 +83,26 @@ def test_when_the_port_is_taken_it_never_says_serving_and_exits_non_zero(tmp_pat
     output = "\n".join(lines)
     assert not any(line.startswith("Serving ") for line in lines), output
     assert rc != 0 and f"could not serve 127.0.0.1:{port}" in output
+
+
+def test_it_refuses_a_port_another_server_answers_on_before_doing_anything(tmp_path):
+    port = free_port()
+    other = http.server.HTTPServer(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)  # answers the probe
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        process = run_script(tmp_path, PORT=str(port))
+        try:
+            output = process.communicate(timeout=120)[0]
+        finally:
+            stop(process)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert process.returncode == 1, output
+    assert f"could not serve 127.0.0.1:{port}: Address already in use" in output
+    # Checked first: no "Serving" from the other server's answer, no admin made, no database written.
+    assert "Serving " not in output and "Admin login" not in output and "password" not in output
+    assert not (tmp_path / "run.sqlite3").exists()
 
 
 @pytest.mark.parametrize("port", ["80a", "0", "70000"])

@@ -10,7 +10,7 @@ from typing import AsyncIterator, Callable
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from chatter_project.errors import ChatterError, InvalidInput
+from chatter_project.errors import ChatterError, InvalidInput, error_details
 
 
 def cli_user(username: str | None):
@@ -47,8 +47,13 @@ def _detail_lines(details, path: str = "") -> list[str]:
 
 
 def command_error(exc: ChatterError) -> CommandError:
-    """The CommandError for a refused request: its message, then one line per detail."""
-    return CommandError("\n".join([exc.message, *_detail_lines(exc.details)]))
+    """The CommandError for a refused request: its message, then one line per detail. A message that ends by
+    quoting a detail ("graph is invalid (2 errors); nodes[1].id: …", for a one-line reader) is cut there, so
+    the lines below say each detail once, in full."""
+    headline, quoted, tail = exc.message.rpartition("; ")
+    if not (quoted and any(tail.endswith(item["message"]) for item in error_details(exc.details, code=exc.code))):
+        headline = exc.message
+    return CommandError("\n".join([headline, *_detail_lines(exc.details)]))
 
 
 class EventPrinter:

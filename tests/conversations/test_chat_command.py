@@ -1,6 +1,7 @@
 import os
 import pty
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -115,3 +116,34 @@ def test_captured_output_gets_no_delay(alice, monkeypatch):
 def test_it_refuses_an_unknown_user(alice):
     with pytest.raises(CommandError, match="no user named"):
         chat("hi", "--user", "mallory")
+
+
+def openai_unreachable(settings) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        settings.OPENAI_BASE_URL = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+
+
+def test_a_turn_whose_provider_cannot_be_reached_leaves_no_conversation_and_no_message(alice, settings):
+    openai_unreachable(settings)
+    out = StringIO()
+    with pytest.raises(CommandError, match="failed: provider_error: openai call to .* connection refused"):
+        call_command("chat", "hello", "--provider", "openai", "--model", "gpt-4o-mini", "--user", "alice", stdout=out)
+
+    assert "nothing saved" in out.getvalue()
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+    execution = WorkflowExecution.objects.get()  # the failed run stays, with its error
+    assert execution.status == "failed" and execution.conversation_id is None
+    assert_all(execution)
+
+
+def test_a_failed_turn_in_a_conversation_given_keeps_that_conversation(alice, settings):
+    conversation_id = re.search(r"conversation (\S+)", chat("hi", "--user", "alice")).group(1)
+    openai_unreachable(settings)
+    with pytest.raises(CommandError):
+        chat("hello", "--conversation", conversation_id, "--provider", "openai", "--model", "gpt-4o-mini",
+             "--user", "alice")
+
+    assert Conversation.objects.filter(pk=conversation_id).exists()

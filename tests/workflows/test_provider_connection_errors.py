@@ -106,3 +106,26 @@ def test_credentials_in_the_base_url_are_left_out_of_the_message(alice, settings
     message = assert_failed_naming(execution, error_type="provider_error",
                                    url=f"http://127.0.0.1:{port}/v1/chat/completions", reason="connection refused")
     assert "url-secret" not in message and "chatter:" not in message
+
+
+def test_a_base_url_without_v1_is_said_to_look_wrong_not_a_missing_model(api, openai_server, settings):
+    root = openai_server.base_url.removesuffix("/v1")  # the stub, like OpenAI-compatible servers, answers at /v1/…
+    settings.OPENAI_BASE_URL = root
+
+    response = api.post("/api/v1/chat/", {"message": "Tell me something", **OPENAI}, format="json")
+
+    assert response.status_code == 201, response.content
+    execution = response.json()["execution"]
+    assert execution["status"] == "failed"
+    assert execution["error_message"].endswith(
+        f"; the path of OPENAI_BASE_URL looks wrong: OpenAI-compatible servers answer under /v1 (try {root}/v1)")
+    assert execution["error_message"].startswith(f"openai call to {root}/chat/completions failed: ")
+
+
+def test_a_404_under_v1_gets_no_path_hint(api, openai_server):
+    openai_server.reply(status=404)
+    response = api.post("/api/v1/chat/", {"message": "Tell me something", **OPENAI}, format="json")
+
+    execution = response.json()["execution"]
+    assert execution["status"] == "failed" and "404" in execution["error_message"]
+    assert "looks wrong" not in execution["error_message"]

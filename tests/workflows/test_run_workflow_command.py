@@ -58,6 +58,21 @@ def test_an_invalid_graph_file_lists_its_errors_and_runs_nothing(alice, tmp_path
     assert WorkflowExecution.objects.count() == 0
 
 
+def test_it_prints_each_error_of_an_invalid_graph_once(alice, tmp_path):
+    path = tmp_path / "graph.json"
+    nodes = [GRAPH["nodes"][0], {"id": "llm", "type": "model", "config": {"temperature": 9}}, GRAPH["nodes"][2]]
+    path.write_text(json.dumps({"nodes": nodes, "edges": [*GRAPH["edges"], {"source": "llm", "target": "x"}]}))
+    with pytest.raises(CommandError) as refused:
+        run_workflow("--file", str(path), "--user", "alice")
+
+    printed = str(refused.value)
+    assert printed.splitlines()[0] == "graph is invalid (2 errors)"
+    for error in ("config key 'temperature' of node 'llm' must be at most 2, not 9",
+                  "the target of edge 2 is 'x', which is not a node"):
+        assert printed.count(error) == 1, printed
+    assert WorkflowExecution.objects.count() == 0
+
+
 def test_bad_input_json_is_a_clear_error(alice):
     with pytest.raises(CommandError, match="--input is not valid JSON"):
         run_workflow("--template", "summarize", "--input", "{nope", "--user", "alice")

@@ -187,7 +187,17 @@ def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None =
     else:
         reason = f"{type(exc).__name__}: {exc}"
     target = f" to {url}" if url else ""
-    return ProviderError(f"{provider} call{target} failed: {reason}", error_type=error_type)
+    return ProviderError(f"{provider} call{target} failed: {reason}{_path_hint(exc, url)}", error_type=error_type)
+
+
+def _path_hint(exc: Exception, url: str) -> str:
+    """A 404 from a server whose API path has no /v1: OpenAI-compatible servers answer under /v1, and without it
+    most say only "not found" or "model not found", which sends one looking for the model instead of the URL."""
+    path = urlsplit(url).path
+    if getattr(exc, "status_code", None) != 404 or not path.endswith("/chat/completions") or "/v1/" in path:
+        return ""
+    base = url.removesuffix("/chat/completions")
+    return f"; the path of OPENAI_BASE_URL looks wrong: OpenAI-compatible servers answer under /v1 (try {base}/v1)"
 
 
 def provider_check(provider: str) -> None:

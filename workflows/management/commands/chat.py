@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from chatter_project.errors import ChatterError
+from conversations.services import conversation_delete
 from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_completed, follow_run
 from workflows.services.runs import execution_start_streamed
 
@@ -39,5 +40,12 @@ class Command(BaseCommand):
         follow_run(execution, feed, printer, ask=input, out=self.stdout)  # a question asked here, answered here
         execution.refresh_from_db()
         self.stdout.write(printer.summary(execution))
-        self.stdout.write(f"conversation {execution.conversation_id}")
+        if (execution.status == execution.Status.FAILED and not options["conversation"]
+                and execution.llm_calls == 0 and execution.conversation is not None):
+            # Nothing reached a model (e.g. the provider is unreachable): the conversation this turn opened would
+            # hold only the question and an empty reply. The failed run itself stays, with its error.
+            conversation_delete(conversation=execution.conversation, actor=user)
+            self.stdout.write("nothing saved: the conversation opened for this turn is removed")
+        else:
+            self.stdout.write(f"conversation {execution.conversation_id}")
         fail_unless_completed(execution)
