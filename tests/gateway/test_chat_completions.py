@@ -15,6 +15,7 @@ from audit.models import AuditEvent
 from budgets.models import Budget
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
 
@@ -23,20 +24,6 @@ ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-
-
-@pytest.fixture
-def gateway(daphne_server, openai_stub, alice):
-    """A server whose `openai` provider is the stub, and alice's key with the gateway scope only."""
-    server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
-                           CHATTER_PROVIDER_MAX_RETRIES="0")
-    server.key = api_token_create(user=alice, name="gateway", scopes=["gateway"])[1]
-    server.v1 = f"{server.base_url}/v1"
-    return server
-
-
-def client(gateway, **kwargs) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0, timeout=30, **kwargs)
 
 
 def stored(execution_id) -> WorkflowExecution:
