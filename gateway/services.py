@@ -154,12 +154,22 @@ def _ended(execution_id) -> WorkflowExecution:
     return WorkflowExecution.objects.get(pk=execution_id)
 
 
+def _tool_call_delta(data: dict, positions: dict) -> dict:
+    """One tool-call fragment as OpenAI streams it: the call's id, type and name with its first fragment."""
+    key = data.get("index") if data.get("index") is not None else data.get("id")
+    first = key not in positions
+    index = positions.setdefault(key, len(positions))
+    return {"index": index, **({"id": data.get("id") or "", "type": "function"} if first else {}),
+            "function": {**({"name": data.get("name") or ""} if first else {}), "arguments": data["arguments"]}}
+
+
 async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[dict], *, model: str,
                             include_usage: bool) -> AsyncIterator[dict]:
-    """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token, the tool calls
-    and the finish reason when the run ends, then (include_usage) the usage as stored; a run that fails ends the
-    stream with an error object."""
+    """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token and per tool-call
+    fragment as the provider streamed them, the finish reason when the run ends, then (include_usage) the usage as
+    stored; a run that fails ends the stream with an error object."""
     created = int(time.time())
+    positions: dict = {}  # the provider's index of a tool call (or its id) → its index in this stream, from 0
 
     def chunk(delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
@@ -173,11 +183,13 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
             event = envelope["event"]
             if event == "token":
                 yield chunk({"content": envelope["data"]["text"]})
+            elif event == "tool_call_delta":
+                yield chunk({"tool_calls": [_tool_call_delta(envelope["data"], positions)]})
             elif event == "workflow_completed":
                 ended = await _ended(execution.pk)
                 output = ended.output_data or {}
                 calls = output.get("tool_calls") or []
-                if calls:
+                if calls and not positions:  # a provider that gave them whole: whole here too
                     yield chunk({"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
                 yield chunk({}, output.get("finish_reason") or "stop")
                 if include_usage:
