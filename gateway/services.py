@@ -11,14 +11,12 @@ import time
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
-from django.conf import settings
-from django.utils import timezone
 
-from analytics.selectors import price_list
-from chatter_project.errors import NotFound
-from workflows.engine.providers import PROVIDERS, providers_configured
+from analytics.selectors import priced_models
+from chatter_project.errors import InvalidInput, NotFound
+from workflows.engine.providers import PROVIDERS, provider_check, providers_configured
 from workflows.models import WorkflowExecution
-from workflows.pricing import price_for_call
+from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.runs import execution_run_now, execution_start_streamed
 
 GATEWAY_GRAPH = {
@@ -28,54 +26,42 @@ GATEWAY_GRAPH = {
 # Sampling parameters passed through to the provider as they came.
 PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
                   "parallel_tool_calls")
-_REGEX_SPECIAL = set(".^$*+?{}[]|()")
-
-
-def _literal_name(pattern: str) -> str:
-    """The longest plain name a price pattern starts with (`gpt-4\\.1(-\\d{4}…)?` → `gpt-4.1`)."""
-    name, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
-            name.append(pattern[index + 1])
-            index += 2
-            continue
-        if char in _REGEX_SPECIAL or char == "\\":
-            break
-        name.append(char)
-        index += 1
-    return "".join(name)
 
 
 def gateway_model_list() -> list[dict]:
-    """The priced models this installation can call, OpenAI-shaped: one per active price pattern of a configured
-    provider, named by the provider's default model when the pattern prices it, else by the pattern's plain start
-    when the pattern prices that (`gpt-4[.]1(-…)?` → `gpt-4.1`)."""
-    usable, now, seen, models = set(providers_configured()), timezone.now(), set(), []
-    for price in price_list().filter(is_active=True, effective_from__lte=now).order_by("provider", "model_pattern"):
-        if price.provider not in usable:
-            continue
-        default = settings.CHATTER_PROVIDER_DEFAULT_MODELS.get(price.provider, "")
-        name = default if price.matches(price.provider, default) else _literal_name(price.model_pattern)
-        if not name or name.endswith("-") or (price.provider, name) in seen or not price.matches(price.provider, name):
-            continue
-        seen.add((price.provider, name))
-        models.append({"id": name, "object": "model", "created": int(price.effective_from.timestamp()),
-                       "owned_by": price.provider})
-    return models
+    """The priced models this installation can call (analytics.selectors.priced_models of the configured
+    providers), OpenAI-shaped."""
+    return [{"id": model["model"], "object": "model", "created": int(model["since"].timestamp()),
+             "owned_by": model["provider"]} for model in priced_models(providers=providers_configured())]
 
 
 def gateway_model(model: str) -> tuple[str, str]:
     """(provider, model) for a requested model: `provider/model`, or the first configured provider that prices
-    `model`. A model no configured provider prices is a 404 model_not_found."""
+    `model`. A model no configured provider prices is a 404 model_not_found that says which models there are, why
+    a priced one cannot be called (its provider is not set up) and how to price another."""
     provider, _, name = model.partition("/")
-    candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in providers_configured()]
+    configured = providers_configured()
+    candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in PROVIDERS]
     for provider, name in candidates:
-        if provider in providers_configured() and price_for_call(provider=provider, model=name) is not None:
+        if provider in configured and price_for_call(provider=provider, model=name) is not None:
             return provider, name
-    raise NotFound(f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found",
-                   details=[{"path": "model", "code": "model_not_found",
-                             "message": "no configured provider prices it"}])
+    callable_ = [entry["model"] for entry in priced_models(providers=configured)]
+    message = (f"The model `{model}` does not exist or you do not have access to it. "
+               f"Models you can call: {', '.join(callable_) or 'none'} (GET /v1/models).")
+    elsewhere = [p for p, n in candidates if p not in configured and price_for_call(provider=p, model=n) is not None]
+    if elsewhere:
+        message += f" `{model}` is priced for {elsewhere[0]}, which is not set up here: {_setup_needed(elsewhere[0])}."
+    raise NotFound(f"{message} To call another model, {HOW_TO_PRICE}.",
+                   code="model_not_found",
+                   details=[{"path": "model", "code": "model_not_found", "message": "no configured provider prices it"}])
+
+
+def _setup_needed(provider: str) -> str:
+    try:
+        provider_check(provider)
+    except InvalidInput as unusable:
+        return unusable.message
+    return f"provider {provider!r} needs its API key"
 
 
 def _last_user_text(messages: list[dict]) -> str | None:

@@ -39,7 +39,7 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
 from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
-from workflows.pricing import price_for_call
+from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
@@ -67,7 +67,8 @@ def models_check(graph: Graph, config: dict) -> dict:
         prices[(provider, model)] = price_for_call(provider=provider, model=model)
         if prices[(provider, model)] is None:
             raise InvalidInput(
-                f"unknown model {model!r} for provider {provider!r} (no price configured)",
+                f"unknown model {model!r} for provider {provider!r} (no price configured); "
+                f"{unpriced_model_message(provider=provider)}",
                 details=[{"path": "config.model", "code": "unknown_model",
                           "message": f"{provider}/{model} has no ModelPrice row; add one to use it"}],
             )
