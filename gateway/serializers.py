@@ -19,16 +19,16 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class FunctionCallSerializer(StrictFieldsMixin, serializers.Serializer):
+class ChatFunctionCallSerializer(StrictFieldsMixin, serializers.Serializer):
     name = StringField(max_length=64)
     # As the model wrote it, valid JSON or not (OpenAI hands it over either way; a client sends it back).
     arguments = StringField(allow_blank=True, trim_whitespace=False, max_length=MAX_MESSAGE_CHARS)
 
 
-class ToolCallSerializer(StrictFieldsMixin, serializers.Serializer):
+class ChatToolCallSerializer(StrictFieldsMixin, serializers.Serializer):
     id = StringField(max_length=128)
     type = serializers.ChoiceField(choices=["function"], default="function")
-    function = FunctionCallSerializer()
+    function = ChatFunctionCallSerializer()
     index = serializers.IntegerField(required=False, min_value=0, help_text="ignored (a streamed call's position)")
 
 
@@ -36,7 +36,7 @@ class ChatMessageSerializer(StrictFieldsMixin, serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = serializers.JSONField(required=False, allow_null=True, help_text="text, or a list of text parts")
     name = serializers.CharField(required=False, max_length=64)
-    tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False, max_length=128)
+    tool_calls = serializers.ListField(child=ChatToolCallSerializer(), required=False, max_length=128)
     tool_call_id = serializers.CharField(required=False, max_length=128)
     refusal = serializers.CharField(required=False, allow_null=True)
 
