@@ -20,11 +20,11 @@ class AnalyticsConfig(AppConfig):
 
     def ready(self) -> None:
         from analytics import receivers  # noqa: F401  (connects receivers)
-        from analytics.selectors import price_for_call
+        from analytics.selectors import price_for_call, priced_model_names
         from workflows.pricing import price_lookup_register
 
         # Runs price their calls through workflows.pricing; the prices are this app's (ModelPrice).
-        price_lookup_register(price_for_call)
+        price_lookup_register(price_for_call, models=priced_model_names)
 
         # After every migrate (and test flush), after workflows' (INSTALLED_APPS order): the seed prices and the
         # reconciliation's schedule exist, and a database with usage from before the rollups gets them built once.

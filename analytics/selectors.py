@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import (
     Count,
@@ -110,6 +111,46 @@ def template_analytics_from_executions() -> dict:
 def price_list() -> QuerySet[ModelPrice]:
     """Every price row, history included (a change is a new row with its own effective_from)."""
     return ModelPrice.objects.all()
+
+
+_REGEX_SPECIAL = set(".^$*+?{}[]|()")
+
+
+def _literal_name(pattern: str) -> str:
+    """The longest plain name a price pattern starts with (`gpt-4\\.1(-\\d{4}…)?` → `gpt-4.1`)."""
+    name, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
+            name.append(pattern[index + 1])
+            index += 2
+            continue
+        if char in _REGEX_SPECIAL or char == "\\":
+            break
+        name.append(char)
+        index += 1
+    return "".join(name)
+
+
+def priced_models(*, providers) -> list[dict]:
+    """The models of `providers` a price in force covers, by name: {"provider", "model", "since"}, one per active
+    price pattern, named by the provider's default model when the pattern prices it, else by the pattern's plain
+    start when the pattern prices that (`gpt-4[.]1(-…)?` → `gpt-4.1`). A pattern that names nothing is left out."""
+    now, seen, models = timezone.now(), set(), []
+    for price in price_list().filter(is_active=True, effective_from__lte=now, provider__in=list(providers)).order_by(
+            "provider", "model_pattern"):
+        default = settings.CHATTER_PROVIDER_DEFAULT_MODELS.get(price.provider, "")
+        name = default if price.matches(price.provider, default) else _literal_name(price.model_pattern)
+        if not name or name.endswith("-") or (price.provider, name) in seen or not price.matches(price.provider, name):
+            continue
+        seen.add((price.provider, name))
+        models.append({"provider": price.provider, "model": name, "since": price.effective_from})
+    return models
+
+
+def priced_model_names(*, provider: str) -> list[str]:
+    """The names of `provider`'s priced models (priced_models), for errors that say what can be asked for."""
+    return [model["model"] for model in priced_models(providers=[provider])]
 
 
 def template_analytics_list(*, user) -> QuerySet[WorkflowTemplate]:

@@ -11,14 +11,12 @@ import time
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
-from django.conf import settings
-from django.utils import timezone
 
-from analytics.selectors import price_list
-from chatter_project.errors import NotFound
-from workflows.engine.providers import PROVIDERS, providers_configured
+from analytics.selectors import priced_models
+from chatter_project.errors import InvalidInput, NotFound
+from workflows.engine.providers import PROVIDERS, provider_check, providers_configured
 from workflows.models import WorkflowExecution
-from workflows.pricing import price_for_call
+from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.runs import execution_run_now, execution_start_streamed
 
 GATEWAY_GRAPH = {
@@ -28,54 +26,42 @@ GATEWAY_GRAPH = {
 # Sampling parameters passed through to the provider as they came.
 PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
                   "parallel_tool_calls")
-_REGEX_SPECIAL = set(".^$*+?{}[]|()")
-
-
-def _literal_name(pattern: str) -> str:
-    """The longest plain name a price pattern starts with (`gpt-4\\.1(-\\d{4}…)?` → `gpt-4.1`)."""
-    name, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
-            name.append(pattern[index + 1])
-            index += 2
-            continue
-        if char in _REGEX_SPECIAL or char == "\\":
-            break
-        name.append(char)
-        index += 1
-    return "".join(name)
 
 
 def gateway_model_list() -> list[dict]:
-    """The priced models this installation can call, OpenAI-shaped: one per active price pattern of a configured
-    provider, named by the provider's default model when the pattern prices it, else by the pattern's plain start
-    when the pattern prices that (`gpt-4[.]1(-…)?` → `gpt-4.1`)."""
-    usable, now, seen, models = set(providers_configured()), timezone.now(), set(), []
-    for price in price_list().filter(is_active=True, effective_from__lte=now).order_by("provider", "model_pattern"):
-        if price.provider not in usable:
-            continue
-        default = settings.CHATTER_PROVIDER_DEFAULT_MODELS.get(price.provider, "")
-        name = default if price.matches(price.provider, default) else _literal_name(price.model_pattern)
-        if not name or name.endswith("-") or (price.provider, name) in seen or not price.matches(price.provider, name):
-            continue
-        seen.add((price.provider, name))
-        models.append({"id": name, "object": "model", "created": int(price.effective_from.timestamp()),
-                       "owned_by": price.provider})
-    return models
+    """The priced models this installation can call (analytics.selectors.priced_models of the configured
+    providers), OpenAI-shaped."""
+    return [{"id": model["model"], "object": "model", "created": int(model["since"].timestamp()),
+             "owned_by": model["provider"]} for model in priced_models(providers=providers_configured())]
 
 
 def gateway_model(model: str) -> tuple[str, str]:
     """(provider, model) for a requested model: `provider/model`, or the first configured provider that prices
-    `model`. A model no configured provider prices is a 404 model_not_found."""
+    `model`. A model no configured provider prices is a 404 model_not_found that says which models there are, why
+    a priced one cannot be called (its provider is not set up) and how to price another."""
     provider, _, name = model.partition("/")
-    candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in providers_configured()]
+    configured = providers_configured()
+    candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in PROVIDERS]
     for provider, name in candidates:
-        if provider in providers_configured() and price_for_call(provider=provider, model=name) is not None:
+        if provider in configured and price_for_call(provider=provider, model=name) is not None:
             return provider, name
-    raise NotFound(f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found",
-                   details=[{"path": "model", "code": "model_not_found",
-                             "message": "no configured provider prices it"}])
+    callable_ = [entry["model"] for entry in priced_models(providers=configured)]
+    message = (f"The model `{model}` does not exist or you do not have access to it. "
+               f"Models you can call: {', '.join(callable_) or 'none'} (GET /v1/models).")
+    elsewhere = [p for p, n in candidates if p not in configured and price_for_call(provider=p, model=n) is not None]
+    if elsewhere:
+        message += f" `{model}` is priced for {elsewhere[0]}, which is not set up here: {_setup_needed(elsewhere[0])}."
+    raise NotFound(f"{message} To call another model, {HOW_TO_PRICE}.",
+                   code="model_not_found",
+                   details=[{"path": "model", "code": "model_not_found", "message": "no configured provider prices it"}])
+
+
+def _setup_needed(provider: str) -> str:
+    try:
+        provider_check(provider)
+    except InvalidInput as unusable:
+        return unusable.message
+    return f"provider {provider!r} needs its API key"
 
 
 def _last_user_text(messages: list[dict]) -> str | None:
@@ -154,12 +140,22 @@ def _ended(execution_id) -> WorkflowExecution:
     return WorkflowExecution.objects.get(pk=execution_id)
 
 
+def _tool_call_delta(data: dict, positions: dict) -> dict:
+    """One tool-call fragment as OpenAI streams it: the call's id, type and name with its first fragment."""
+    key = data.get("index") if data.get("index") is not None else data.get("id")
+    first = key not in positions
+    index = positions.setdefault(key, len(positions))
+    return {"index": index, **({"id": data.get("id") or "", "type": "function"} if first else {}),
+            "function": {**({"name": data.get("name") or ""} if first else {}), "arguments": data["arguments"]}}
+
+
 async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[dict], *, model: str,
                             include_usage: bool) -> AsyncIterator[dict]:
-    """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token, the tool calls
-    and the finish reason when the run ends, then (include_usage) the usage as stored; a run that fails ends the
-    stream with an error object."""
+    """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token and per tool-call
+    fragment as the provider streamed them, the finish reason when the run ends, then (include_usage) the usage as
+    stored; a run that fails ends the stream with an error object."""
     created = int(time.time())
+    positions: dict = {}  # the provider's index of a tool call (or its id) → its index in this stream, from 0
 
     def chunk(delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
@@ -173,11 +169,13 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
             event = envelope["event"]
             if event == "token":
                 yield chunk({"content": envelope["data"]["text"]})
+            elif event == "tool_call_delta":
+                yield chunk({"tool_calls": [_tool_call_delta(envelope["data"], positions)]})
             elif event == "workflow_completed":
                 ended = await _ended(execution.pk)
                 output = ended.output_data or {}
                 calls = output.get("tool_calls") or []
-                if calls:
+                if calls and not positions:  # a provider that gave them whole: whole here too
                     yield chunk({"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
                 yield chunk({}, output.get("finish_reason") or "stop")
                 if include_usage:

@@ -1,8 +1,9 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from gateway.views import ChatCompletionsView, ModelsView
+from gateway.views import ChatCompletionsView, ModelsView, unknown_url
 
 urlpatterns = [
     path("chat/completions", ChatCompletionsView.as_view(), name="gateway-chat-completions"),
     path("models", ModelsView.as_view(), name="gateway-models"),
+    re_path(r"^(?P<path>.*)$", unknown_url, name="gateway-unknown-url"),  # last: what nothing above serves
 ]

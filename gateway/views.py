@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator
 
-from django.http import HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAuthenticated
@@ -121,3 +122,12 @@ class ChatCompletionsView(GatewayView):
                                          message=execution.error_message or "the call failed"),
                             status=502, headers=headers)
         return Response(completion_body(execution, model=data["model"]), headers=headers)
+
+
+@csrf_exempt
+def unknown_url(request: HttpRequest, path: str = "") -> JsonResponse:
+    """Any other URL under /v1/, whatever the method: OpenAI's 404 `unknown_url`, so its clients read it."""
+    return JsonResponse(openai_error(
+        status=404, code="unknown_url",
+        message=f"Unknown request URL: {request.method} {request.path}. The gateway serves POST "
+                f"/v1/chat/completions and GET /v1/models."), status=404)

@@ -11,17 +11,27 @@ from django.core.exceptions import ImproperlyConfigured
 from workflows.engine.usage import Price
 
 
+# What an error about an unpriced model says to do about it.
+HOW_TO_PRICE = "give it a price: POST /api/v1/pricing/ as staff, or in the admin (Model prices)"
+
+
 class PriceLookup(Protocol):
     def __call__(self, *, provider: str, model: str, at: datetime | None = None) -> Price | None: ...
 
 
+class ModelsLookup(Protocol):
+    def __call__(self, *, provider: str) -> list[str]: ...
+
+
 _lookup: PriceLookup | None = None
+_models: ModelsLookup | None = None
 
 
-def price_lookup_register(lookup: PriceLookup) -> None:
-    """Make `lookup` the one that price_for_call asks (the last registered wins)."""
-    global _lookup
-    _lookup = lookup
+def price_lookup_register(lookup: PriceLookup, *, models: ModelsLookup) -> None:
+    """Make `lookup` the one that price_for_call asks, and `models` the one that priced_model_names asks (the last
+    registered win)."""
+    global _lookup, _models
+    _lookup, _models = lookup, models
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> Price | None:
@@ -31,3 +41,14 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
             "no price lookup is registered: workflows prices LLM calls through the app that keeps prices "
             "(add 'analytics' to INSTALLED_APPS, or call workflows.pricing.price_lookup_register)")
     return _lookup(provider=provider, model=model, at=at)
+
+
+def priced_model_names(*, provider: str) -> list[str]:
+    """The names of the models of `provider` that have a price in force (what a run may ask for)."""
+    return _models(provider=provider) if _models is not None else []
+
+
+def unpriced_model_message(*, provider: str) -> str:
+    """What an unknown model's error adds: the models of `provider` there are, and how to add one."""
+    names = priced_model_names(provider=provider)
+    return f"{provider}'s priced models: {', '.join(names) or 'none'}; to call another, {HOW_TO_PRICE}"

@@ -457,9 +457,19 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
     @_locked
     def token(self, node: Node, text: str) -> None:
-        if self._events:  # what happened before reaches watchers before the tokens
+        self._streamed("token", {"node_id": node.id, "text": text}, text)
+
+    @_locked
+    def tool_call_delta(self, node: Node, delta: dict) -> None:
+        arguments = delta.get("args") or ""
+        self._streamed("tool_call_delta", {"node_id": node.id, "index": delta.get("index"), "id": delta.get("id"),
+                                           "name": delta.get("name"), "arguments": arguments}, arguments)
+
+    def _streamed(self, event: str, data: dict, text: str) -> None:
+        """A fragment of a reply as it streams: published, not stored."""
+        if self._events:  # what happened before reaches watchers before the fragments
             self._wait_ahead()
-        self.publish("token", {"node_id": node.id, "text": text})
+        self.publish(event, data)
         if self._guard is not None and self._guard.past(text):  # streaming past its reservation: stop it here
             self._budget_stop(next(hold["budget"] for hold in self.budget_holds if hold["hard"]))
 

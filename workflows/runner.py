@@ -7,7 +7,6 @@ sweep) ends from what its rows hold: `end_from_ledger`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ from chatter_project.rows import row_update
 from chatter_project.errors import RunCancelled, RunError
 from conversations.models import Message
 from conversations.services import message_save
+from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
 from workflows.engine.graph import Graph, parse_graph
@@ -273,7 +273,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
                     "" if error is None else status),
                 response_time_ms=elapsed_ms,
-                tool_calls=[{"name": c["name"], "args": c["args"]} for c in (reply.tool_calls if reply else [])],
+                tool_calls=_stored_tool_calls(reply),
                 error_message=error.message if error else "", actor=execution.owner,
             )
             messages.append(message)
@@ -325,10 +325,16 @@ def _reply_ending(reply) -> dict:
     """How the last reply ended and the tool calls it asked for, OpenAI-shaped (what the gateway answers with)."""
     if reply is None:
         return {}
-    calls = [{"id": call["id"], "type": "function",
-              "function": {"name": call["name"], "arguments": json.dumps(call["args"])}} for call in reply.tool_calls]
+    calls = tool_calls_as_sent(reply)
     return {"finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
             **({"tool_calls": calls} if calls else {})}
+
+
+def _stored_tool_calls(reply) -> list[dict]:
+    """A reply's tool calls as its message keeps them: the arguments as the model sent them, and parsed (`args`,
+    None when they are no JSON object)."""
+    return [{"id": call["id"], "name": call["function"]["name"], "args": tool_call_args(call["function"]["arguments"]),
+             "arguments": call["function"]["arguments"]} for call in (tool_calls_as_sent(reply) if reply else [])]
 
 
 def end_from_ledger(*, execution_id, error: RunError,

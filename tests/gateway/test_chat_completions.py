@@ -15,6 +15,7 @@ from audit.models import AuditEvent
 from budgets.models import Budget
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
 
@@ -23,20 +24,6 @@ ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-
-
-@pytest.fixture
-def gateway(daphne_server, openai_stub, alice):
-    """A server whose `openai` provider is the stub, and alice's key with the gateway scope only."""
-    server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
-                           CHATTER_PROVIDER_MAX_RETRIES="0")
-    server.key = api_token_create(user=alice, name="gateway", scopes=["gateway"])[1]
-    server.v1 = f"{server.base_url}/v1"
-    return server
-
-
-def client(gateway, **kwargs) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0, timeout=30, **kwargs)
 
 
 def stored(execution_id) -> WorkflowExecution:
@@ -155,7 +142,9 @@ def test_tools_and_tool_calls_pass_through(gateway, openai_stub, stream):
     if stream:
         chunks = list(first)
         deltas = [call for c in chunks if c.choices for call in (c.choices[0].delta.tool_calls or [])]
-        (call,) = deltas
+        assert {delta.index for delta in deltas} == {0}  # one call, in fragments as the upstream streamed it
+        call = deltas[0].model_copy(deep=True)
+        call.function.arguments = "".join(delta.function.arguments for delta in deltas)
         finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finish == ["tool_calls"]
     else:

@@ -12,9 +12,10 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from langchain_core.messages import HumanMessage, convert_to_messages
+from langchain_core.messages import HumanMessage
 
 from chatter_project.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
+from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.graph import Graph, Node
 from workflows.engine.nodes import (
     BEHAVIOURS,
@@ -134,7 +135,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     from langgraph.types import Command
 
     state: RunState = {
-        "messages": convert_to_messages(messages) if messages else [HumanMessage(message)] if message else [],
+        "messages": messages_from_openai(messages) if messages else [HumanMessage(message)] if message else [],
         "variables": dict(variables or {}),
         "errors": [],
     }

@@ -21,6 +21,7 @@ from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
 from chatter_project.errors import LimitExceeded, RunCancelled, RunError
+from workflows.engine.chat_messages import tool_calls_streamed
 from workflows.engine.graph import Node
 from workflows.engine.providers import (
     USAGE_REPORTED_IN_PARTS,
@@ -77,6 +78,7 @@ class RunHooks(Protocol):
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None: ...
     def token(self, node: Node, text: str) -> None: ...
+    def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
     def limit_exceeded(self, limit: str, value: Any) -> None: ...
     def cancel_requested(self) -> bool: ...
     def history(self, limit: int) -> list[BaseMessage]: ...
@@ -94,6 +96,7 @@ class NullHooks:
     def llm_called(self, node, call): pass
     def tool_called(self, node, **kwargs): pass
     def token(self, node, text): pass
+    def tool_call_delta(self, node, delta): pass
     def limit_exceeded(self, limit, value): pass
     def cancel_requested(self): return False
     def history(self, limit): return []
@@ -182,6 +185,8 @@ class RunContext:
                 if isinstance(chunk.content, str) and chunk.content:
                     self.partial_text += chunk.content
                     self.hooks.token(node, chunk.content)
+                for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
+                    self.hooks.tool_call_delta(node, delta)
                 self.checkpoint()
         except RunError:
             self._record_cut_short(node, provider, model_name, prompt, prompt_tokens, streamed, started)
@@ -267,7 +272,13 @@ class _StreamedReply:
     def reply(self) -> AIMessage:
         reply = message_chunk_to_message(self.message) if self.message is not None else AIMessage("")
         metadata = {**reply.response_metadata, **({"model_name": self.model_name} if self.model_name else {})}
-        return reply.model_copy(update={"usage_metadata": self.usage, "response_metadata": metadata})
+        update: dict[str, Any] = {"usage_metadata": self.usage, "response_metadata": metadata}
+        if self.message is not None and self.message.tool_call_chunks:
+            # The message keeps only the parsed arguments; the strings as streamed are what the model sent
+            # (chat_messages.tool_calls_as_sent), kept where LangChain keeps a provider's own encoding of them.
+            update["additional_kwargs"] = {**reply.additional_kwargs,
+                                           "tool_calls": tool_calls_streamed(self.message)}
+        return reply.model_copy(update=update)
 
 
 def _first(*values):

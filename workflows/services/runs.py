@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
-from langchain_core.messages import HumanMessage, SystemMessage, convert_to_messages
+from langchain_core.messages import HumanMessage, SystemMessage
 
 from audit.services import audit_record
 from budgets.models import Budget
@@ -33,12 +33,13 @@ from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from webhooks.services import webhook_url_check
 from workflows import runner
+from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.providers import provider_check
 from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
-from workflows.pricing import price_for_call
+from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
@@ -66,7 +67,8 @@ def models_check(graph: Graph, config: dict) -> dict:
         prices[(provider, model)] = price_for_call(provider=provider, model=model)
         if prices[(provider, model)] is None:
             raise InvalidInput(
-                f"unknown model {model!r} for provider {provider!r} (no price configured)",
+                f"unknown model {model!r} for provider {provider!r} (no price configured); "
+                f"{unpriced_model_message(provider=provider)}",
                 details=[{"path": "config.model", "code": "unknown_model",
                           "message": f"{provider}/{model} has no ModelPrice row; add one to use it"}],
             )
@@ -279,7 +281,7 @@ def _first_call_worst_case(plan: RunPlan) -> Worst:
     """What the run's first call can cost at most, from its input alone (a longer prompt, with history, is
     reserved for as the call starts: ExecutionRecorder.model_call_started)."""
     if plan.messages:
-        prompt = convert_to_messages(plan.messages)
+        prompt = messages_from_openai(plan.messages)
     else:
         prompt = [HumanMessage(plan.message or ""), *([SystemMessage(plan.config["system_prompt"])]
                                                        if plan.config.get("system_prompt") else [])]

@@ -1,0 +1,64 @@
+"""Which models the gateway calls, and what a caller who asks for another is told: the models there are, why a
+priced one cannot be called here (its provider is not set up), and how to price one. /api/v1/ says the same of an
+unknown model. Out of the box only the offline `local` provider is set up."""
+import pytest
+from rest_framework.test import APIClient
+
+from chatter_project.tokens import api_token_create
+from workflows.models import WorkflowExecution
+
+HOW_TO_PRICE = "give it a price: POST /api/v1/pricing/ as staff, or in the admin (Model prices)"
+
+
+@pytest.fixture
+def out_of_the_box(settings):
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
+
+
+@pytest.fixture
+def keyed(alice, out_of_the_box):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway', 'chat'])[1]}")
+    return api
+
+
+def test_out_of_the_box_the_gateway_lists_the_local_model(keyed):
+    response = keyed.get("/v1/models")
+
+    assert [(m["id"], m["owned_by"]) for m in response.json()["data"]] == [("local-echo-1", "local")]
+
+
+def test_an_unknown_model_names_the_models_there_are_and_how_to_price_one(keyed):
+    response = keyed.post("/v1/chat/completions", {"model": "gpt-99-imaginary",
+                                                   "messages": [{"role": "user", "content": "Hi"}]}, format="json")
+
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
+    assert error["message"] == (
+        "The model `gpt-99-imaginary` does not exist or you do not have access to it. Models you can call: "
+        f"local-echo-1 (GET /v1/models). To call another model, {HOW_TO_PRICE}.")
+    assert not WorkflowExecution.objects.exists()
+
+
+def test_a_model_priced_for_a_provider_not_set_up_says_what_it_needs(keyed):
+    response = keyed.post("/v1/chat/completions", {"model": "gpt-4o-mini",
+                                                   "messages": [{"role": "user", "content": "Hi"}]}, format="json")
+
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "Models you can call: local-echo-1" in message
+    assert "`gpt-4o-mini` is priced for openai, which is not set up here: provider 'openai' needs OPENAI_API_KEY " \
+           "(or OPENAI_BASE_URL for a local compatible server)." in message
+    assert not WorkflowExecution.objects.exists()
+
+
+def test_api_v1_names_the_providers_priced_models_for_an_unknown_model(keyed):
+    response = keyed.post("/api/v1/chat/", {"message": "Hi", "model": "gpt-99-imaginary"}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == ("unknown model 'gpt-99-imaginary' for provider 'local' (no price configured); "
+                                f"local's priced models: local-echo-1; to call another, {HOW_TO_PRICE}")
+    assert error["details"][0]["path"] == "config.model"
+    assert not WorkflowExecution.objects.exists()

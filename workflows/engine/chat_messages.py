@@ -1,0 +1,63 @@
+"""Chat messages in OpenAI's shape (what the gateway takes and answers) and in LangChain's (what the engine runs).
+
+Tool-call `arguments` stay as the model wrote them. OpenAI hands them over as a string even when it is not valid
+JSON, and a client sends that string back in its next call; LangChain parses them into `tool_calls`, repairing a
+truncated object on the way, and keeps the unparsable ones apart in `invalid_tool_calls`. So both are read, and
+the strings as sent are what leave."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
+from langchain_core.messages.tool import invalid_tool_call, tool_call
+
+
+def tool_call_args(arguments: str) -> dict | None:
+    """The arguments as an object when they are one in strict JSON, else None (LangChain's tool calls need one)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def messages_from_openai(messages: list[dict[str, Any]]) -> list[BaseMessage]:
+    """OpenAI chat messages (validated: gateway.serializers) as LangChain messages. `content` may be missing or null
+    beside `tool_calls`; arguments that are no JSON object become an invalid tool call, relayed as they came."""
+    converted: list[BaseMessage] = []
+    for message in messages:
+        if message["role"] != "assistant" or not message.get("tool_calls"):
+            converted += convert_to_messages([{**message, "content": message.get("content") or ""}])
+            continue
+        calls, invalid = [], []
+        for call in message["tool_calls"]:
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
+            args = tool_call_args(arguments)
+            if args is None:
+                invalid.append(invalid_tool_call(name=name, args=arguments, id=call["id"], error=None))
+            else:
+                calls.append(tool_call(name=name, args=args, id=call["id"]))
+        converted.append(AIMessage(content=message.get("content") or "", tool_calls=calls, invalid_tool_calls=invalid,
+                                   **({"name": message["name"]} if message.get("name") else {})))
+    return converted
+
+
+def tool_calls_streamed(message: AIMessageChunk) -> list[dict]:
+    """The tool calls of a streamed reply, OpenAI-shaped, each with its argument fragments joined as they came."""
+    return [{"id": chunk.get("id") or "", "type": "function",
+             "function": {"name": chunk.get("name") or "", "arguments": chunk.get("args") or ""}}
+            for chunk in message.tool_call_chunks]
+
+
+def tool_calls_as_sent(reply: AIMessage) -> list[dict]:
+    """A reply's tool calls, OpenAI-shaped, with their arguments as the model sent them: those the streamed reply
+    kept (workflows.engine.runtime), else the parsed and the unparsable ones LangChain made of them."""
+    kept = reply.additional_kwargs.get("tool_calls")
+    if isinstance(kept, list) and kept:
+        return kept
+    return [*({"id": call["id"], "type": "function",
+               "function": {"name": call["name"], "arguments": json.dumps(call["args"])}} for call in reply.tool_calls),
+            *({"id": call["id"], "type": "function",
+               "function": {"name": call["name"] or "", "arguments": call["args"] or ""}}
+              for call in reply.invalid_tool_calls)]
