@@ -52,8 +52,15 @@ def body_of(request: HttpRequest, model: type[BaseModel]):
         raw = json_parse(request.body or b"{}")
     except ParseError as exc:
         raise ApiError(422, str(exc.detail)) from None
-    if raw is None:
-        raw = {}
+    return _validated(model, {} if raw is None else raw)
+
+
+def query_of(request: HttpRequest, model: type[BaseModel]):
+    """The request's query parameters (the last value of each) validated into `model`: 422 when they are not."""
+    return _validated(model, request.GET.dict())
+
+
+def _validated(model: type[BaseModel], raw):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
