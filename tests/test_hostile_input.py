@@ -124,6 +124,26 @@ def test_a_real_server_refuses_a_nul_in_a_path_or_query_string(daphne_server, al
                              path=url.split("?")[0])
 
 
+@pytest.mark.parametrize("method, url, body", [
+    ("get", "/langgraph/threads/{thread}/runs?offset=" + "9" * 40, None),
+    ("get", "/langgraph/threads/{thread}/runs?limit=1e400", None),
+    ("get", "/langgraph/threads/{thread}/history?limit=" + "9" * 40, None),
+    ("post", "/langgraph/threads/search", {"offset": 10**40}),
+    ("post", "/langgraph/store/items/search", {"offset": 2**63}),
+])
+def test_it_refuses_a_limit_or_offset_past_what_sql_takes_on_langgraph_with_a_422(alice, method, url, body):
+    key = api_token_create(user=alice)[1]
+    client = Client()
+    thread = client.post("/langgraph/threads", "{}", content_type="application/json", HTTP_X_API_KEY=key).json()
+    path = url.format(thread=thread["thread_id"])
+
+    response = getattr(client, method)(path, json.dumps(body) if body else None, content_type="application/json",
+                                       HTTP_X_API_KEY=key)
+
+    assert response.status_code == 422, response.content
+    assert_surface_error(response.status_code, response["Content-Type"], response.content, path=path)
+
+
 CONDITIONS = {
     "deep_parens": "(" * 5000 + "has_tool_calls" + ")" * 5000,
     "long_chain": "has_tool_calls and " * 3000 + "true",
