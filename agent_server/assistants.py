@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agent_server.containment import json_contains
 from chatter_project.errors import NotFound
 from workflows.engine.config import CONFIG_KEYS
 from workflows.engine.graph import parse_graph
@@ -140,7 +141,7 @@ def assistant_search(*, user, graph_id: str | None = None, name: str | None = No
     assistants += [_template_assistant(t) for t in templates.order_by("key", "created_at")]
     assistants += [_definition_assistant(d) for d in definitions.order_by("created_at")]
     if metadata:
-        assistants = [a for a in assistants if all(a["metadata"].get(k) == v for k, v in metadata.items())]
+        assistants = [a for a in assistants if json_contains(a["metadata"], metadata)]
     if sort_by in ("assistant_id", "graph_id", "name", "created_at", "updated_at"):
         assistants.sort(key=lambda a: a[sort_by], reverse=sort_order == "desc")
     return assistants[offset:offset + limit]

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
+MAX_OFFSET = 2**62
 STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "metadata")
 
 
@@ -19,7 +21,7 @@ class AssistantSearch(Body):
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: str | None = None
     sort_order: Literal["asc", "desc"] | None = None
 
@@ -27,7 +29,7 @@ class AssistantSearch(Body):
 class Versions(Body):
     metadata: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class ThreadCreate(Body):
@@ -61,13 +63,20 @@ class History(Body):
     checkpoint: dict[str, Any] | None = None
 
 
+class RunList(Body):
+    """The query of GET threads/<id>/runs."""
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    status: str | None = None
+
+
 class ThreadSearch(Body):
     metadata: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
     ids: list[str] | None = None
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
 
@@ -129,7 +138,7 @@ class StoreSearch(Body):
     namespace_prefix: list[str] = Field(default_factory=list)
     filter: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     query: str | None = None
 
 
@@ -138,7 +147,7 @@ class StoreNamespaces(Body):
     suffix: list[str] | None = None
     max_depth: int | None = Field(None, ge=1)
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class CronCreate(Body):
@@ -199,7 +208,7 @@ class CronSearch(Body):
     enabled: bool | None = None
     metadata: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal[CRON_SORT_FIELDS] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from agent_server.assistants import DEFINITION_PREFIX, assistant_row, run_target
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
+from agent_server.containment import json_contains
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config
@@ -142,7 +143,7 @@ def cron_as_dict(schedule: WorkflowSchedule) -> dict:
 
 
 def cron_search(*, user, body: CronSearch) -> list[dict]:
-    """The user's crons that match every filter given (metadata: each key equal), sorted and paged."""
+    """The user's crons that match every filter given (metadata: contained in theirs), sorted and paged."""
     found = []
     for schedule in _crons(user=user).order_by("created_at"):
         cron = cron_as_dict(schedule)
@@ -152,7 +153,7 @@ def cron_search(*, user, body: CronSearch) -> list[dict]:
             continue
         if body.enabled is not None and cron["enabled"] != body.enabled:
             continue
-        if any(cron["metadata"].get(key) != value for key, value in (body.metadata or {}).items()):
+        if body.metadata and not json_contains(cron["metadata"], body.metadata):
             continue
         found.append(cron)
     if body.sort_by:

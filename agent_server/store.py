@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Q
 
+from agent_server.containment import rows_containing
 from agent_server.models import StoreItem
 from chatter_project.errors import InvalidInput, NotFound
 
@@ -49,15 +50,12 @@ def _under(prefix: list) -> Q:
 
 def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = None, query: str | None = None,
                       limit: int = 10, offset: int = 0) -> list[StoreItem]:
-    """Items under a namespace prefix whose value has every field of `filter` equal, and (`query`) whose value
-    mentions the text; newest first."""
+    """Items under a namespace prefix whose value contains `filter` (agent_server.containment), and (`query`)
+    whose value mentions the text; newest first."""
     items = StoreItem.objects.filter(owner=owner)
     if namespace_prefix:
         items = items.filter(_under(namespace_prefix))
-    for name, wanted in (filter or {}).items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise InvalidInput(f"filter key {name!r} must be a plain name")
-        items = items.filter(**{f"value__{name}": wanted})
+    items = rows_containing(items, field="value", pattern=filter)
     found = list(items.order_by("-updated_at", "namespace", "key"))
     if query:
         needle = query.lower()

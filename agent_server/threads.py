@@ -7,6 +7,7 @@ import uuid
 
 from django.db import transaction
 
+from agent_server.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
@@ -120,11 +121,7 @@ def thread_copy(*, conversation: Conversation, actor) -> Conversation:
 def thread_search(*, user, metadata: dict | None = None, ids: list | None = None, status: str | None = None,
                   limit: int = 10, offset: int = 0, sort_by: str | None = None,
                   sort_order: str | None = None) -> list[Conversation]:
-    threads = conversation_list(user=user)
-    for key, value in (metadata or {}).items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise InvalidInput(f"metadata filter key {key!r} must be a plain name")
-        threads = threads.filter(**{f"metadata__{key}": value})
+    threads = rows_containing(conversation_list(user=user), field="metadata", pattern=metadata)
     if ids is not None:
         try:
             threads = threads.filter(pk__in=[uuid.UUID(str(pk)) for pk in ids])

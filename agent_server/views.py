@@ -12,6 +12,7 @@ from agent_server.bodies import (
     AssistantSearch,
     History,
     RunCreate,
+    RunList,
     StateAt,
     StateUpdate,
     StoreItemKey,
@@ -23,7 +24,7 @@ from agent_server.bodies import (
     ThreadUpdate,
     Versions,
 )
-from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint
+from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, query_of
 from agent_server.runs import (
     agent_run_of,
     run_as_dict,
@@ -40,13 +41,6 @@ from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed
 
 Mode = WorkflowExecution.Mode
-
-
-def _int(request: HttpRequest, name: str, default: int) -> int:
-    try:
-        return max(0, int(request.GET.get(name, default)))
-    except ValueError:
-        raise ApiError(422, f"{name} must be an integer") from None
 
 
 # Assistants -------------------------------------------------------------------------------------------------
@@ -185,7 +179,7 @@ def thread_state_at_checkpoint(request, user, thread_id):
 @langgraph_endpoint("GET", "POST")
 def thread_history(request, user, thread_id):
     """The thread's checkpoints, newest first (agent_server.state)."""
-    body = body_of(request, History) if request.method == "POST" else History(limit=_int(request, "limit", 10) or 10)
+    body = body_of(request, History) if request.method == "POST" else query_of(request, History)
     before = body.before.get("checkpoint_id") if isinstance(body.before, dict) else body.before
     return state.thread_history(conversation=threads.thread_get(user=user, thread_id=thread_id), limit=body.limit,
                                 before=before, metadata=body.metadata)
@@ -215,9 +209,9 @@ def _stream_response(started_or_feed, *, maker: FrameMaker, resume=None, executi
 
 def _runs(request, user, thread_id=None):
     if request.method == "GET":
+        query = query_of(request, RunList)
         return [run_as_dict(execution) for execution in run_list(
-            user=user, thread_id=thread_id, limit=_int(request, "limit", 10), offset=_int(request, "offset", 0),
-            status=request.GET.get("status") or None)]
+            user=user, thread_id=thread_id, limit=query.limit, offset=query.offset, status=query.status or None)]
     started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.BACKGROUND, thread_id=thread_id)
     return json_response(run_as_dict(started.execution), headers={"Content-Location": _run_path(started.execution)})
 

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
 # still served before URL resolution; the middleware above it does nothing costly for them (sessions and users
 # are lazy).
 MIDDLEWARE = [
+    "chatter_project.request_text.nul_refusal_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

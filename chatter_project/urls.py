@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("chatter_project.live_urls")),
 ]
 
-handler404 = "chatter_project.api.exceptions.page_not_found"
-handler500 = "chatter_project.api.exceptions.server_error"
+handler400 = "chatter_project.error_pages.bad_request"
+handler404 = "chatter_project.error_pages.page_not_found"
+handler500 = "chatter_project.error_pages.server_error"

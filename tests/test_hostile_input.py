@@ -3,11 +3,16 @@ never stored damage. (Oversized and malformed bodies: tests/api/test_request_lim
 frames: tests/realtime/test_websockets.py.)"""
 import json
 
+import httpx
 import pytest
 from django.db import connection
+from django.test import Client
 
+from agent_server.models import StoreItem
+from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Document, Message
 from tests.api.conftest import assert_error, row_counts
+from tests.surfaces import assert_surface_error
 from workflows.models import WorkflowDefinition
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +71,77 @@ def test_nul_characters_and_lone_surrogates_are_a_400_and_no_row(api, bad):
     raw = json.dumps({"message": "hi", bad: 1})
     assert_error(api.post("/api/v1/chat/", raw, content_type="application/json"), 400, "parse_error")
     assert (row_counts(), Document.objects.count()) == before
+
+
+NUL_IN_PATH_OR_QUERY = [
+    "/api/v1/pricing/in-force/?provider=%00&model=x", "/api/v1/conversations/?title=a%00b",
+    "/api/v1/workflows/templates/%00/", "/api/v1/conversations/%00/messages/", "/api/v1/executions/?%00=1",
+    "/langgraph/threads/%00", "/langgraph/store/items?namespace=a%00&key=b", "/langgraph/assistants/a%00b",
+    "/v1/models?x=%00",
+]
+
+
+@pytest.mark.parametrize("url", NUL_IN_PATH_OR_QUERY)
+def test_it_refuses_a_nul_in_a_path_or_query_string_in_the_surfaces_shape(alice, url):
+    key = api_token_create(user=alice)[1]
+    response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_X_API_KEY=key)
+
+    assert response.status_code == 400
+    body = assert_surface_error(response.status_code, response["Content-Type"], response.content,
+                                path=url.split("?")[0])
+    assert "NUL" in json.dumps(body)
+
+
+@pytest.mark.parametrize("body", [
+    '{"metadata": {"k": "nul\\u0000byte"}}', '{"metadata": {"nul\\u0000key": 1}}',
+    '{"metadata": {"k": "lone \\ud800 surrogate"}}', '{"metadata": {"k": NaN}}', '{"metadata": {}, "metadata": {}}',
+    "[" * 100_000,
+])
+def test_it_refuses_json_no_column_can_hold_on_langgraph_with_a_422_and_no_row(alice, body):
+    key = api_token_create(user=alice)[1]
+    client = Client()
+    before = row_counts(), StoreItem.objects.count()
+
+    for method, path, sent in [("post", "/langgraph/threads", body), ("post", "/langgraph/threads/search", body),
+                               ("put", "/langgraph/store/items", body.replace('"metadata"', '"value"').replace(
+                                   "{", '{"namespace": ["n"], "key": "k", ', 1))]:
+        response = getattr(client, method)(path, sent, content_type="application/json", HTTP_X_API_KEY=key)
+        assert response.status_code == 422, (path, sent[:80], response.content)
+        assert_surface_error(response.status_code, response["Content-Type"], response.content, path=path)
+    assert (row_counts(), StoreItem.objects.count()) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_server_refuses_a_nul_in_a_path_or_query_string(daphne_server, alice):
+    """Through daphne, as an attacker sends it: the ASGI path of the same refusal."""
+    server = daphne_server()
+    key = api_token_create(user=alice)[1]
+    headers = {"Authorization": f"Bearer {key}", "x-api-key": key}
+    for url in NUL_IN_PATH_OR_QUERY:
+        response = httpx.get(f"{server.base_url}{url}", headers=headers)
+        assert response.status_code == 400, (url, response.text)
+        assert_surface_error(response.status_code, response.headers["content-type"], response.content,
+                             path=url.split("?")[0])
+
+
+@pytest.mark.parametrize("method, url, body", [
+    ("get", "/langgraph/threads/{thread}/runs?offset=" + "9" * 40, None),
+    ("get", "/langgraph/threads/{thread}/runs?limit=1e400", None),
+    ("get", "/langgraph/threads/{thread}/history?limit=" + "9" * 40, None),
+    ("post", "/langgraph/threads/search", {"offset": 10**40}),
+    ("post", "/langgraph/store/items/search", {"offset": 2**63}),
+])
+def test_it_refuses_a_limit_or_offset_past_what_sql_takes_on_langgraph_with_a_422(alice, method, url, body):
+    key = api_token_create(user=alice)[1]
+    client = Client()
+    thread = client.post("/langgraph/threads", "{}", content_type="application/json", HTTP_X_API_KEY=key).json()
+    path = url.format(thread=thread["thread_id"])
+
+    response = getattr(client, method)(path, json.dumps(body) if body else None, content_type="application/json",
+                                       HTTP_X_API_KEY=key)
+
+    assert response.status_code == 422, response.content
+    assert_surface_error(response.status_code, response["Content-Type"], response.content, path=path)
 
 
 CONDITIONS = {

@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from audit.services import access_denied_record
+from workflows.api.serializers import EventsQuerySerializer
 from workflows.hub import Subscription
 from workflows.realtime import execution_feed, execution_subscribe, user_feed, user_subscribe
 from workflows.selectors import execution_get
@@ -76,11 +77,12 @@ class ExecutionEventsConsumer(FeedConsumer):
         if execution is None:
             return await self.refuse(CLOSE_NOT_FOUND)
         after = parse_qs(self.scope.get("query_string", b"").decode()).get("after", ["0"])[0]
-        if not after.isdigit():
+        query = EventsQuerySerializer(data={"after": after})  # read as GET …/events/ reads it
+        if not query.is_valid():
             return await self.refuse(CLOSE_BAD_REQUEST)
         subscription = execution_subscribe(execution.pk)
-        await self.start(subscription, execution_feed(execution.pk, after=int(after), subscription=subscription,
-                                                      replay=True))
+        await self.start(subscription, execution_feed(execution.pk, after=query.validated_data["after"],
+                                                      subscription=subscription, replay=True))
 
 
 class UserEventsConsumer(FeedConsumer):

@@ -12,9 +12,8 @@ from django.core.exceptions import (
     TooManyFieldsSent,
 )
 from django.db import OperationalError
-from django.http import Http404, HttpRequest, JsonResponse
-from django.views import defaults
-from rest_framework import exceptions, status
+from django.http import Http404
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -110,21 +109,3 @@ def _api_exception_headers(exc: exceptions.APIException) -> dict[str, str]:
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
     return headers
-
-
-def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def page_not_found(request: HttpRequest, exception: Exception) -> Any:
-    """handler404: JSON in the error shape under /api/, Django's page elsewhere."""
-    if _is_api(request):
-        return JsonResponse(error_body("not_found", "not found"), status=status.HTTP_404_NOT_FOUND)
-    return defaults.page_not_found(request, exception)
-
-
-def server_error(request: HttpRequest) -> Any:
-    """handler500: JSON in the error shape under /api/, Django's page elsewhere."""
-    if _is_api(request):
-        return JsonResponse(error_body("server_error", "internal server error"), status=500)
-    return defaults.server_error(request)

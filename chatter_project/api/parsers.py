@@ -52,19 +52,24 @@ def _text_check(text: str) -> None:
         raise ParseError("JSON strings may not contain lone surrogate characters") from None
 
 
+def json_parse(raw: bytes):
+    """A JSON body as every surface reads it (/api/v1/ and /v1/ through JSONParser, /langgraph/ directly): UTF-8,
+    no NaN or Infinity, no key twice, then json_check. ParseError says what is wrong."""
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise ParseError("JSON body is not valid UTF-8") from None
+    except RecursionError:
+        raise ParseError(f"JSON nested deeper than {settings.CHATTER_MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise ParseError(f"JSON parse error - {exc}") from None
+    json_check(data, depth_limit=settings.CHATTER_MAX_JSON_DEPTH)
+    return data
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        raw = body_read(stream)
-        try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
-        except UnicodeDecodeError:
-            raise ParseError("JSON body is not valid UTF-8") from None
-        except RecursionError:
-            raise ParseError(f"JSON nested deeper than {settings.CHATTER_MAX_JSON_DEPTH} levels") from None
-        except ValueError as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
-        json_check(data, depth_limit=settings.CHATTER_MAX_JSON_DEPTH)
-        return data
+        return json_parse(body_read(stream))
 
 
 class FormParser(parsers.FormParser):

@@ -237,3 +237,18 @@ async def test_a_socket_listens_from_its_handshake_on_so_a_token_right_after_it_
     output = await communicator.receive_output(timeout=5)
     assert json.loads(output["text"])["data"] == {"text": "first"}
     await communicator.disconnect()
+
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "9" * 40, "%00", "-1", "1e3"])
+async def test_it_refuses_an_after_that_is_not_a_sequence_number_with_4400(alice, after):
+    execution = await create(alice)
+    communicator = await connect(f"/ws/executions/{execution.pk}/?after={after}&token={await token_for(alice)}")
+
+    assert await receive_until_closed(communicator) == ([], 4400)
+
+
+async def test_it_refuses_a_nul_in_the_path_as_not_found(alice):
+    communicator = await connect(f"/ws/executions/%00/?token={await token_for(alice)}")
+
+    assert await receive_until_closed(communicator) == ([], 4404)

@@ -91,11 +91,15 @@ class CheckpointSerializer(serializers.Serializer):
                                             "variables")
 
 
+MAX_SEQ = 2**31 - 1
+
+
 class EventsQuerySerializer(serializers.Serializer):
     """Where a read of the event log starts: after `Last-Event-ID` (SSE resume) or else `?after=`."""
 
-    after = serializers.IntegerField(min_value=0, required=False)
-    last_event_id = serializers.IntegerField(min_value=0, required=False)
+    # A seq is a PositiveIntegerField: nothing past its range can name an event.
+    after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
+    last_event_id = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
 
     def validate(self, attrs: dict) -> dict:
         return {"after": attrs.get("last_event_id", attrs.get("after", 0))}

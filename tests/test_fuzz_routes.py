@@ -1,0 +1,234 @@
+"""Every route of /api/v1/, /langgraph/ and /v1/ (walked from the URL conf), with every method, its path parameters
+filled with the user's real ids and with junk, is sent every kind of bad input: NUL in body strings, keys, query
+values and paths; ORM lookup names as metadata and filter keys; bodies that are not objects; wrong types; huge
+numbers; invalid JSON and the wrong content type. No answer is a 5xx, and every 4xx is in the surface's own error
+shape (tests/surfaces.py). Each request to a sync view runs in a transaction rolled back after it, so every request
+meets the same rows (the async views, which wait for runs, change none when refused). (The /api/v1/ schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
+from __future__ import annotations
+
+import json
+import re
+from asyncio import iscoroutinefunction
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.cache import cache
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from drf_spectacular.generators import SchemaGenerator
+
+from chatter_project.tokens import api_token_create
+from tests.surfaces import assert_surface_error
+
+# Transactional: the async views of /langgraph/ reach the ORM through database_sync_to_async, which closes the
+# connection between calls; the other views' requests are each rolled back to a savepoint instead.
+pytestmark = pytest.mark.django_db(transaction=True)
+SURFACES = ("api/v1/", "langgraph/", "v1/")
+UNFUZZED = ("api/v1/schema/", "api/v1/docs/")  # read no input but ?format and ?lang; tests/api/test_schema.py
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+LOOKUP_LIKE = {"regex": "(", "iregex": "[", "isnull": True, "has_keys": "a", "has_any_keys": 1, "contains": "x",
+               "a__b": 1, "startswith": None, "in": "x", "gt": {"a": 1}}
+FIELDS = ("metadata", "filter", "values", "name", "message", "messages", "title", "content", "assistant_id", "input",
+          "config", "context", "stream_mode", "graph", "nodes", "edges", "cron", "schedule", "timezone", "scopes",
+          "expires_at", "model", "provider", "temperature", "max_tokens", "conversation_id", "template", "definition_id",
+          "key", "value", "namespace", "namespace_prefix", "prefix", "suffix", "max_depth", "checkpoint",
+          "checkpoint_id", "as_node", "supersteps", "thread_id", "ids", "if_exists", "status", "limit", "offset",
+          "sort_by", "sort_order", "select", "enabled", "end_time", "webhook", "after_seconds", "command", "username",
+          "password", "scope", "target_id", "period", "limit_usd", "limit_tokens", "mode", "answer", "answers",
+          "stream", "background", "n", "stop", "tools", "tool_choice", "top_p", "seed", "user", "before")
+QUERY_NAMES = {"limit", "offset", "status", "namespace", "key", "wait", "subgraphs", "stream_mode",
+               "cancel_on_disconnect", "before"}  # what /langgraph/ reads; /api/v1/'s: its OpenAPI schema
+
+
+def raw(value) -> str:
+    return json.dumps(value)
+
+
+BODIES = {  # name: (content type, body)
+    "nul_in_values": ("application/json", raw({name: "a\x00b" for name in FIELDS} | {"metadata": {"k": "a\x00"},
+                                                                                     "namespace": ["a\x00"]})),
+    "nul_in_keys": ("application/json", raw({"a\x00b": 1, "metadata": {"k\x00": 1}})),
+    "lookups_as_keys": ("application/json", raw({"metadata": LOOKUP_LIKE, "filter": LOOKUP_LIKE, "values": LOOKUP_LIKE,
+                                                 "value": LOOKUP_LIKE, "namespace": ["n"], "namespace_prefix": ["n"],
+                                                 "key": "k"})),
+    "array": ("application/json", "[]"), "string": ("application/json", '"x"'), "number": ("application/json", "1"),
+    "null": ("application/json", "null"),
+    "wrong_types": ("application/json", raw({name: [{"x": [1]}] if i % 3 == 0 else ("x" if i % 3 == 1 else {"a": 1})
+                                             for i, name in enumerate(FIELDS)})),
+    "huge_numbers": ("application/json", raw({name: 10**40 for name in FIELDS} | {"temperature": 1e308})),
+    "huge_negative_numbers": ("application/json", raw({name: -10**40 for name in FIELDS} | {"top_p": -1e308})),
+    "huge_number_text": ("application/json", '{"limit": 1e400, "offset": 123456789012345678901234567890}'),
+    "invalid_json": ("application/json", '{"metadata": '),
+    "deep": ("application/json", "[" * 3000 + "]" * 3000),
+    "text_plain": ("text/plain", "hello"),
+    "form": ("application/x-www-form-urlencoded", "message=hi&metadata=x"),
+}
+
+
+JUNK_VALUES = ["9" * 40, "(%5B%27", "2024-13-45T99:99", "-1", "1e400"]
+
+
+def declared_queries() -> dict[tuple[str, str], set[str]]:
+    """{(path with its parameters as X, method): the query parameters its OpenAPI operation declares}."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    return {(re.sub(r"\{\w+\}", "X", path), method.upper()): {
+        parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "query"}
+        for path, operations in schema["paths"].items() for method, operation in operations.items()}
+
+
+def queries(names: set[str]) -> list[str]:
+    """Every parameter at once with each junk value, each one alone with each, a NUL, and an unknown format."""
+    names = names - {"format"}  # DRF answers an unknown ?format= 404 before it reads the rest
+    together = ["&".join(f"{name}={value}" for name in sorted(names)) for value in JUNK_VALUES]
+    alone = [f"{name}={value}" for name in sorted(names) for value in JUNK_VALUES[:3]] if len(names) > 1 else []
+    return ["q=%00", "format=%28", *together, *alone]
+
+
+def routes() -> list[str]:
+    def walk(patterns, prefix: str):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif isinstance(pattern, URLPattern):
+                yield prefix + str(pattern.pattern)
+
+    return [route for route in walk(get_resolver().url_patterns, "")
+            if route.startswith(SURFACES) and not route.startswith(UNFUZZED)]
+
+
+PARAMETER = re.compile(r"<(?:\w+:)?(?P<a>\w+)>|\(\?P<(?P<b>\w+)>[^)]*\)")
+
+
+def path_of(route: str, fill) -> str:
+    return "/" + PARAMETER.sub(lambda m: fill(m.group("a") or m.group("b")), route.replace("^", "").replace("$", ""))
+
+
+class World:
+    """Alice's rows, one of each kind a route may name, made through the API the way a user makes them."""
+
+    def __init__(self, client: Client, headers: dict):
+        def send(method: str, path: str, body=None) -> dict | list:
+            response = client.generic(method, path, json.dumps(body) if body is not None else "",
+                                      content_type="application/json", **headers)
+            assert response.status_code < 300, (path, response.content)
+            return response.json() if response.content else {}
+
+        turn = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
+        self.thread = send("POST", "/langgraph/threads", {"metadata": {"team": "a"}})["thread_id"]
+        send("POST", f"/langgraph/threads/{self.thread}/runs/wait", {"assistant_id": "universal_chat", "input": turn,
+                                                                    "context": {"checkpoints": "every_step"}})
+        self.run = send("GET", f"/langgraph/threads/{self.thread}/runs")[0]["run_id"]
+        self.checkpoint = next(state["checkpoint"]["checkpoint_id"] for state in send(
+            "GET", f"/langgraph/threads/{self.thread}/history") if state["checkpoint"]["checkpoint_id"])
+        self.cron = send("POST", "/langgraph/runs/crons", {"assistant_id": "universal_chat", "schedule": "0 7 * * *",
+                                                           "input": turn})["cron_id"]
+        send("PUT", "/langgraph/store/items", {"namespace": ["n"], "key": "k", "value": {"regex": "("}})
+        definition = send("POST", "/api/v1/workflows/definitions/from-template/", {"template": "summarize"})["id"]
+        graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
+                 "edges": [{"source": "start", "target": "end"}]}
+        self.ids = {
+            "keys": send("POST", "/api/v1/keys/", {"name": "ci", "scopes": ["read"]})["id"],
+            "budgets": send("POST", "/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 10**6,
+                                                         "mode": "soft"})["id"],
+            "executions": self.run, "conversations": self.thread, "workflows/definitions": definition,
+            "schedules": send("POST", "/api/v1/schedules/", {"name": "s", "definition_id": definition,
+                                                             "cron": "0 7 * * *"})["id"],
+            "workflows/templates": send("POST", "/api/v1/workflows/templates/", {"key": "brief", "name": "Brief",
+                                                                                 "graph": graph})["id"],
+            "documents": send("POST", "/api/v1/documents/", {"title": "Refunds", "content": "14 days."})["id"],
+            "pricing": send("GET", "/api/v1/pricing/")["results"][0]["id"],
+            "audit/events": send("GET", "/api/v1/audit/events/")["results"][0]["id"],
+        }
+
+    def real(self, route: str, name: str) -> str:
+        named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,
+                 "assistant_id": "universal_chat", "namespace": "n"}
+        if name in named:
+            return str(named[name])
+        collection = next(prefix for prefix in self.ids if route.replace("^", "").startswith(f"api/v1/{prefix}/"))
+        return str(self.ids[collection])
+
+
+def content_of(response) -> bytes:
+    """The whole body, streams read to their end (an error in a stream is an error too)."""
+    if not response.streaming:
+        return response.content
+    if response.is_async:
+        async def read() -> bytes:
+            return b"".join([chunk async for chunk in response.streaming_content])
+
+        return async_to_sync(read)()
+    return b"".join(response.streaming_content)
+
+
+JUNK_IDS = ["not-an-id", "00000000-0000-0000-0000-000000000000", "9" * 40, "a" * 300]
+
+
+def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_shape(alice, staff):
+    client = Client(raise_request_exception=False)
+    alices, staffs = (token_headers(user) for user in (alice, staff))
+    world = World(client, alices)
+    declared = declared_queries()
+    failures: list[str] = []
+    sent = 0
+
+    def call(method: str, path: str, *, waits: bool, headers: dict, content_type: str = "application/json",
+             body: str = "", query: str = "") -> int:
+        nonlocal sent
+        sent += 1
+        cache.clear()  # the runs throttle would answer 429 before the input is read
+        url = f"{path}?{query}" if query else path
+        if waits:
+            response = client.generic(method, url, body, content_type=content_type, **headers)
+        else:
+            with transaction.atomic():
+                response = client.generic(method, url, body, content_type=content_type, **headers)
+                transaction.set_rollback(True)
+        content = content_of(response)
+        what = f"{method} {url[:200]} {content_type} {body[:60]!r}"
+        if response.status_code >= 500:
+            failures.append(f"{response.status_code} {what}: {content[:200]!r}")
+        elif response.status_code >= 400:
+            try:
+                assert_surface_error(response.status_code, response.get("Content-Type", ""), content, path=path)
+            except (AssertionError, ValueError) as exc:
+                failures.append(f"shape {what}: {exc}")
+        return response.status_code
+
+    def fuzz(route: str, path: str, *, waits: bool, headers: dict) -> dict[str, set[int]]:
+        """{method the route takes: the statuses it answered}"""
+        taken = {}
+        for method in METHODS:
+            status = call(method, path, waits=waits, headers=headers)
+            if status == 405:
+                continue  # the route does not take this method; its 405 was checked
+            statuses = taken[method] = {status}
+            names = declared.get((PARAMETER.sub("X", "/" + route.replace("^", "").replace("$", "")), method),
+                                 QUERY_NAMES if route.startswith("langgraph/") and method == "GET" else set())
+            for query in queries(names):
+                statuses.add(call(method, path, query=query, waits=waits, headers=headers))
+            if method != "GET":
+                for content_type, body in BODIES.values():
+                    statuses.add(call(method, path, content_type=content_type, body=body, waits=waits,
+                                      headers=headers))
+        return taken
+
+    for route in routes():
+        path = path_of(route, lambda name: world.real(route, name))
+        waits = iscoroutinefunction(resolve(path).func)
+        taken = fuzz(route, path, waits=waits, headers=alices)
+        if any(403 in statuses for statuses in taken.values()):
+            fuzz(route, path, waits=waits, headers=staffs)  # what only staff may send (prices, audit verify)
+        if PARAMETER.search(route):
+            for junk in JUNK_IDS:
+                for method in taken:
+                    call(method, path_of(route, lambda name: junk), body=BODIES["lookups_as_keys"][1], waits=waits,
+                         headers=alices)
+
+    assert sent > 3000 and not failures, "\n".join(failures)
+
+
+def token_headers(user) -> dict:
+    key = api_token_create(user=user)[1]
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}", "HTTP_X_API_KEY": key}
