@@ -143,7 +143,8 @@ class World:
 
     def real(self, route: str, name: str) -> str:
         named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,
-                 "assistant_id": "universal_chat", "namespace": "n"}
+                 "assistant_id": "universal_chat", "namespace": "n",
+                 "path": "no/such/route"}  # the gateway's catch-all for URLs it does not serve
         if name in named:
             return str(named[name])
         collection = next(prefix for prefix in self.ids if route.replace("^", "").startswith(f"api/v1/{prefix}/"))
