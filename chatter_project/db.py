@@ -69,27 +69,33 @@ def connections_give_back() -> None:
             wrapper.close()
 
 
-def pooled_connection_check(conn) -> None:
-    """psycopg_pool's `check` (Django's pool OPTIONS): never hand out a connection the server has closed (it was
-    restarted, or ended the session). An idle connection has nothing to read, so polling its socket costs no round
-    trip; one the server closed is readable (its last words, then end of file), and only then is it asked (psycopg_pool's
-    own check), which raises for a dead one: the pool then discards it and gives another. The other idle
-    connections were most likely closed by the same restart, so they are checked now too (the pool's own
-    `check()`): psycopg_pool pauses, growing pauses, between one dead connection and the next it hands out."""
+def pooled_connection_check(sender, connection, **kwargs) -> None:
+    """connection_created receiver: never let a thread use a pooled connection the server has closed (PostgreSQL
+    restarted, or ended the session), or it would be a 500 per connection the pool held. With Django's pool a
+    thread "connects" each time it borrows one. An idle connection has nothing to read, so polling its socket
+    costs no round trip; one the server closed is readable (its last words, then end of file), and only then is
+    it asked (psycopg_pool's own check). A dead one is given back (the pool discards it) for another; the other
+    idle ones most likely went with the same restart, so the pool checks them all now (its `check()`), rather than
+    hand them out one by one. (Django's CONN_HEALTH_CHECKS would check every connection it lends with a round trip,
+    and psycopg_pool pauses longer and longer between the dead ones it finds for one borrower, past the pool's
+    timeout when it held many.)"""
+    pool = getattr(connection, "pool", None)
+    if pool is None:  # SQLite, or PostgreSQL without Django's pool
+        return
     poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(connection.connection.fileno(), select.POLLIN)
     if not poller.poll(0):
         return
-    from psycopg_pool import ConnectionPool  # only PostgreSQL installations have a pool
+    import psycopg  # (a pool is psycopg's)
 
     try:
-        ConnectionPool.check_connection(conn)
-    except Exception:
-        for alias in connections:
-            pool = getattr(connections[alias], "pool", None)
-            if pool is not None:
-                pool.check()
-        raise
+        pool.check_connection(connection.connection)
+        return  # something harmless was waiting (a notice)
+    except psycopg.Error:
+        logger.warning("a pooled database connection was closed by the server; checking the pool's others")
+    pool.check()
+    connection.close()  # the dead one goes back to the pool, which discards it
+    connection.connect()  # (this receiver runs again, for the connection lent now)
 
 
 def _conflict(exc: OperationalError) -> str | None:
