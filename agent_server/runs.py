@@ -18,6 +18,7 @@ from agent_server.models import AgentCron, AgentRun
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
 from agent_server.threads import owned_row, thread_create, thread_get, thread_values
+from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
@@ -67,14 +68,21 @@ def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
     has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
     whose task is missing); it becomes a background run when it is handed to the workers."""
     plan = run_plan(**{**request, "mode": Mode.SYNC, "on_written": None})
-    with transaction.atomic():
-        execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
-        AgentRun.objects.create(execution=execution, queued=True, **agent_run)
-        Conversation.objects.filter(pk=execution.conversation_id).update(runs_queued=F("runs_queued") + 1)
+    execution = _run_queued_write(plan=plan, agent_run=agent_run)
     queued_run_start_if_idle(conversation_id=execution.conversation_id)
     return execution
 
 
+@retried_on_conflict
+def _run_queued_write(*, plan, agent_run: dict) -> WorkflowExecution:
+    with transaction.atomic():
+        execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
+        AgentRun.objects.create(execution=execution, queued=True, **agent_run)
+        Conversation.objects.filter(pk=execution.conversation_id).update(runs_queued=F("runs_queued") + 1)
+    return execution
+
+
+@retried_on_conflict
 def queued_run_start_if_idle(*, conversation_id) -> None:
     """Hand the thread's oldest queued run to the workers when none of its other runs is in progress (called when
     a run of the thread ends, and after queueing one, in case the run it waited for ended meanwhile). One read
@@ -89,8 +97,9 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
     with transaction.atomic():
         if not AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
             return  # another process handed it over first
-        Conversation.objects.filter(pk=conversation_id, runs_queued__gt=0).update(runs_queued=F("runs_queued") - 1)
+        # The run's row before its thread's: the one lock order (chatter_project.db).
         WorkflowExecution.objects.filter(pk=first.pk, status=Status.PENDING).update(mode=Mode.BACKGROUND)
+        Conversation.objects.filter(pk=conversation_id, runs_queued__gt=0).update(runs_queued=F("runs_queued") - 1)
         execution_id = first.pk
         transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))
 

@@ -1,13 +1,51 @@
-"""Database plumbing: Django's connection pool and forks.
+"""Database plumbing: Django's connection pool (forks, dead connections) and transactions PostgreSQL rolls back.
 
 django-q2 forks its worker processes. A pool carried across a fork would hand the child the parent's sockets and
 no threads to tend them; so every pool is closed before a fork (its connections closed cleanly, in the parent) and
-each process makes its own on first use, which Django does by itself."""
+each process makes its own on first use, which Django does by itself.
+
+**Lock order.** Every write path that locks rows takes them in this order, skipping those it does not need and
+never going back up, so no two transactions ever wait on each other in a cycle:
+
+1. the run's own row (`WorkflowExecution`: its terminal write, a pause, a cancel, the sweep, a re-pricing; a new
+   run's row is inserted, so nobody else can wait for it yet);
+2. the conversation (`Conversation`: a message's totals and sequence, `conversations.services`);
+3. the owner's row (`auth_user`, FOR NO KEY UPDATE: run creation, so one user's runs count each other's; taken
+   only there, and never by a lock on a run's row, which would also block every insert referencing the user);
+4. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
+5. aggregates: template analytics, then usage rollups (by key);
+6. the audit chain's head (an advisory lock, last: `audit.services`).
+
+So run creation is conversation → owner → budget periods → (the run inserted) → audit; a run's ending is run →
+conversation → budget periods → aggregates → audit; a cancel or the sweep locks the run (and only the run: FOR
+UPDATE OF its own table) before what its ending locks.
+
+**Deadlocks.** PostgreSQL may still roll a transaction back as a deadlock victim (a lock order can be broken by
+statements we do not write, e.g. foreign-key checks) or as a serialization failure (REPEATABLE READ readers):
+nothing of it was written, so `retried_on_conflict` runs it again, a bounded number of times, at its outermost
+transaction's boundary, and answers 503 `database_conflict` (try again) rather than a 500 if it never gets
+through."""
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import random
+import select
+import time
+from typing import Callable, TypeVar
 
-from django.db import connections
+from django.db import OperationalError, connection, connections
+
+from chatter_project.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# SQLSTATEs of a transaction PostgreSQL rolled back for a passing conflict with another one.
+CONFLICT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF_S = 0.02  # the first pause before trying again (random up to it, then doubling)
 
 
 def _pools_close() -> None:
@@ -29,3 +67,66 @@ def connections_give_back() -> None:
     for wrapper in connections.all(initialized_only=True):
         if wrapper.settings_dict.get("OPTIONS", {}).get("pool") and not wrapper.in_atomic_block:
             wrapper.close()
+
+
+def pooled_connection_check(sender, connection, **kwargs) -> None:
+    """connection_created receiver: never let a thread use a pooled connection the server has closed (PostgreSQL
+    restarted, or ended the session), or it would be a 500 per connection the pool held. With Django's pool a
+    thread "connects" each time it borrows one. An idle connection has nothing to read, so polling its socket
+    costs no round trip; one the server closed is readable (its last words, then end of file), and only then is
+    it asked (psycopg_pool's own check). A dead one is given back (the pool discards it) for another; the other
+    idle ones most likely went with the same restart, so the pool checks them all now (its `check()`), rather than
+    hand them out one by one. (Django's CONN_HEALTH_CHECKS would check every connection it lends with a round trip,
+    and psycopg_pool pauses longer and longer between the dead ones it finds for one borrower, past the pool's
+    timeout when it held many.)"""
+    pool = getattr(connection, "pool", None)
+    if pool is None:  # SQLite, or PostgreSQL without Django's pool
+        return
+    poller = select.poll()
+    poller.register(connection.connection.fileno(), select.POLLIN)
+    if not poller.poll(0):
+        return
+    import psycopg  # (a pool is psycopg's)
+
+    try:
+        pool.check_connection(connection.connection)
+        return  # something harmless was waiting (a notice)
+    except psycopg.Error:
+        logger.warning("a pooled database connection was closed by the server; checking the pool's others")
+    pool.check()
+    connection.close()  # the dead one goes back to the pool, which discards it
+    connection.connect()  # (this receiver runs again, for the connection lent now)
+
+
+def _conflict(exc: OperationalError) -> str | None:
+    """What kind of conflict rolled the transaction back, or None for any other database error."""
+    return CONFLICT_SQLSTATES.get(getattr(exc.__cause__, "sqlstate", None))
+
+
+def retried_on_conflict(write: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a function whose work is one transaction: when PostgreSQL rolls it back as a deadlock victim or a
+    serialization failure, it is called again (CONFLICT_ATTEMPTS times at most, after a short random pause), and
+    then refused as Unavailable (503 `database_conflict`), never a 500. Only a transaction's outermost caller can
+    try it again: called inside a transaction, it runs once and the conflict goes up to whoever opened it."""
+
+    @functools.wraps(write)
+    def attempts(*args, **kwargs) -> T:
+        if connection.in_atomic_block:
+            return write(*args, **kwargs)
+        attempt = 1
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as exc:
+                kind = _conflict(exc)
+                if kind is None:
+                    raise
+                if attempt == CONFLICT_ATTEMPTS:
+                    logger.warning("%s: %s %d times, refused", write.__qualname__, kind, attempt)
+                    raise Unavailable(f"the database rolled this back ({kind}) {attempt} times; try again",
+                                      code="database_conflict") from exc
+                logger.info("%s: %s, trying again (attempt %d)", write.__qualname__, kind, attempt)
+            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2 ** (attempt - 1)))
+            attempt += 1
+
+    return attempts

@@ -142,3 +142,56 @@ def private_redis(tmp_path):
         yield redis
     finally:
         redis.kill()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster (and Redis) of a test's own, from scripts/services.sh, migrated: one the test may restart
+    without touching the suite's database."""
+
+    def __init__(self, tmp_path):
+        self.dir, self.tmp_path = tmp_path / "services", tmp_path
+        self.url = self.redis_url = ""
+
+    def start(self) -> None:
+        with (self.tmp_path / "services.log").open("a") as log:
+            subprocess.run([str(ROOT / "scripts" / "services.sh"), "start", str(self.dir)], check=True,
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+        env = dict(line.removeprefix("export ").split("=", 1) for line in (self.dir / "env").read_text().split("\n")
+                   if line.startswith("export "))
+        self.url, self.redis_url = env["DATABASE_URL"], env["REDIS_URL"]
+        self.manage("migrate", "--noinput")
+
+    def env(self, **extra) -> dict:
+        return server_env(self.tmp_path, DATABASE_URL=self.url, REDIS_URL=self.redis_url, **extra)
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def restart(self) -> None:
+        """`pg_ctl restart` (fast: sessions are ended), back once it accepts connections again."""
+        root = Path((self.dir / "pgroot").read_text().strip())
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))[-1].parent
+        command = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-w",
+                   "-t", "60", "-m", "fast", "restart"]
+        if os.geteuid() == 0:  # as scripts/services.sh runs it
+            command = ["runuser", "-u", "postgres", "--", *command]
+        # The server outlives pg_ctl: it must not hold a pipe of ours.
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), "stop", str(self.dir)], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+@pytest.fixture
+def private_postgres(tmp_path):
+    postgres = PrivatePostgres(tmp_path)
+    try:
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.stop()

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
-from chatter_project.db import connections_give_back
+from chatter_project.db import connections_give_back, retried_on_conflict
 from chatter_project.rows import Rows, row_update, rows_insert, write_atomic
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
@@ -198,6 +198,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
     # --- writing ----------------------------------------------------------------------------------------
     @_locked
+    @retried_on_conflict
     def flush(self) -> None:
         """Write what the run holds, in one transaction (before the run waits)."""
         if not self._holding():

@@ -18,9 +18,9 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
-from chatter_project.db import connections_give_back
+from chatter_project.db import connections_give_back, retried_on_conflict
 from chatter_project.rows import row_update
-from chatter_project.errors import RunCancelled, RunError
+from chatter_project.errors import RunCancelled, RunError, Unavailable
 from conversations.models import Message
 from conversations.services import message_save
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
@@ -150,17 +150,16 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
     finally:
         recorder.forget()
     interrupts = (state or {}).get("__interrupt__") if error is None else None
-    for attempt in (1, 2):
-        try:
-            if interrupts:
-                return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts)
-            return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
-        except OperationalError:  # PostgreSQL broke a deadlock, SQLite was busy past its timeout: nothing written
-            logger.warning("execution %s: its ending failed (attempt %d)", execution.pk, attempt, exc_info=True)
-        except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its rows
-            logger.exception("execution %s could not be ended normally", execution.pk)
-            error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}", error_type="internal_error")
-            break
+    try:
+        if interrupts:
+            return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts)
+        return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
+    except (OperationalError, Unavailable):  # deadlocked past its retries, SQLite busy past its timeout, the
+        # connection lost: nothing was written
+        logger.warning("execution %s: its ending failed", execution.pk, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its rows
+        logger.exception("execution %s could not be ended normally", execution.pk)
+        error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}", error_type="internal_error")
     try:  # what the run still holds (its last LLM calls) goes on disk before the run ends from its rows (I5)
         recorder.flush()
     except Exception:  # noqa: BLE001
@@ -185,6 +184,7 @@ def _fork_start(execution: WorkflowExecution, *, checkpointer, thread_id: str) -
     return True
 
 
+@retried_on_conflict
 def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                     interrupts: list) -> WorkflowExecution:
     """The run waits for input: status `waiting`, an `input_required` event per question (LangGraph's Interrupts),
@@ -226,11 +226,14 @@ def question_of(interrupt) -> dict:
             "schema": None, "value": value}
 
 
+@retried_on_conflict
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                      state: dict | None, error: RunError | None,
                      from_status: str = Status.RUNNING) -> WorkflowExecution:
     """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
-    events, every aggregate (the receivers of execution_finished) and the audit rows commit together."""
+    events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
+    are taken in the one order (chatter_project.db): the run, its conversation, budget periods, aggregates, the
+    audit chain."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
@@ -337,6 +340,7 @@ def _stored_tool_calls(reply) -> list[dict]:
              "arguments": call["function"]["arguments"]} for call in (tool_calls_as_sent(reply) if reply else [])]
 
 
+@retried_on_conflict
 def end_from_ledger(*, execution_id, error: RunError,
                     from_statuses=(Status.PENDING, Status.RUNNING)) -> WorkflowExecution | None:
     """End a run from what its rows hold rather than from the process that ran it (the recovery sweep, a pending
@@ -345,8 +349,9 @@ def end_from_ledger(*, execution_id, error: RunError,
     in one of `from_statuses`."""
     with transaction.atomic():
         # The lock keeps the run's own process (if it still lives) from writing while the trace is closed; its
-        # next write then collides with these events and it stops (see workflows.recorder).
-        locked = WorkflowExecution.objects.select_for_update().select_related("owner").filter(
+        # next write then collides with these events and it stops (see workflows.recorder). The run's row only:
+        # its owner's row comes later in the lock order than the conversation its ending locks.
+        locked = WorkflowExecution.objects.select_for_update(of=("self",)).select_related("owner").filter(
             pk=execution_id, status__in=from_statuses).first()
         if locked is None:
             return None

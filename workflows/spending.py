@@ -2,9 +2,12 @@
 reservation must cover its spend so far and the call's worst case (budgets.services), or the run stops there."""
 from __future__ import annotations
 
+import copy
+
 from django.db import transaction
 
 from budgets.services import CompletionGuard, budget_top_up, worst_case
+from chatter_project.db import retried_on_conflict
 from chatter_project.errors import BudgetExceeded
 from workflows.engine.runtime import CallStarted
 from workflows.engine.usage import Usage
@@ -21,12 +24,23 @@ class BudgetHeld:
         spent = sum((c.usage for c in self.calls), Usage())
         worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0,
                            price=self.price(call.provider, call.requested_model))
-        with transaction.atomic():
-            refused = budget_top_up(holds=self.budget_holds, usd=spent.cost + worst.usd,
-                                    tokens=spent.total_tokens + worst.tokens)
-            WorkflowExecution.objects.filter(pk=self.execution.pk).update(budget_holds=self.budget_holds)
+        self.budget_holds, refused = self._budget_top_up(usd=spent.cost + worst.usd,
+                                                         tokens=spent.total_tokens + worst.tokens)
         if refused is not None:  # (the node's end, next, clears the call it was to make)
             self._budget_stop(refused["budget"])
+
+    @retried_on_conflict
+    def _budget_top_up(self, *, usd, tokens) -> tuple[list[dict], dict | None]:
+        """Top the run's holds up in one transaction, in the one lock order (chatter_project.db): the run's row,
+        then the budgets' periods. Returns the holds as they now are (a copy: a transaction rolled back leaves the
+        run's own as they were) and the hold of the budget that had no room, if one had none."""
+        holds = copy.deepcopy(self.budget_holds)
+        with transaction.atomic():
+            run = WorkflowExecution.objects.filter(pk=self.execution.pk)
+            list(run.select_for_update(no_key=True).values_list("pk"))
+            refused = budget_top_up(holds=holds, usd=usd, tokens=tokens)
+            run.update(budget_holds=holds)
+        return holds, refused
 
     def _budget_stop(self, budget_id: str) -> None:
         self.limit_exceeded("budget", budget_id)

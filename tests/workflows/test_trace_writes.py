@@ -2,6 +2,7 @@
 that do not are written once, completed; and once a run is claimed, every failure still ends it (I4, I6)."""
 import pytest
 from django.db import OperationalError
+from psycopg.errors import DeadlockDetected
 
 from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
@@ -104,6 +105,7 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
     assert_all(execution)
 
 
+@pytest.mark.django_db(transaction=True)  # retried at its outermost transaction: none may be open around the run
 def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice, monkeypatch):
     real = runner.message_save
     refused = []
@@ -111,7 +113,7 @@ def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice,
     def deadlocked_once(**kwargs):
         if kwargs["role"] == "assistant" and not refused:
             refused.append(kwargs)
-            raise OperationalError("deadlock detected")
+            raise OperationalError("deadlock detected") from DeadlockDetected("deadlock detected")
         return real(**kwargs)
 
     monkeypatch.setattr(runner, "message_save", deadlocked_once)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chatter_project.db import retried_on_conflict
 from chatter_project.errors import InvalidInput
 from chatter_project.rows import row_update
 from workflows.engine.runtime import RunInterrupted
@@ -69,6 +70,7 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
                                      error=RunInterrupted(f"the run was interrupted: {reason}"))
 
 
+@retried_on_conflict
 def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecution | None:
     """A running run whose worker died goes back to `pending` and to the queue, to go on from its last checkpoint
     (workflows.runner, after_crash): nodes left running fail as for an ending (the call in flight recorded from
@@ -76,7 +78,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
     already recorded are not made again; a node that runs again makes new ones, recorded as such. None when the
     run was no longer running."""
     with transaction.atomic():
-        locked = WorkflowExecution.objects.select_for_update().select_related("owner").filter(
+        locked = WorkflowExecution.objects.select_for_update(of=("self",)).select_related("owner").filter(
             pk=execution_id, status=Status.RUNNING).first()
         if locked is None:
             return None

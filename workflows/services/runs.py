@@ -28,6 +28,7 @@ from chatter_project.errors import (
     TooManyRuns,
     Unavailable,
 )
+from chatter_project.db import retried_on_conflict
 from chatter_project.rows import db_connection
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
@@ -215,9 +216,11 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
         return cursor.rowcount == 1
 
 
+@retried_on_conflict
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
-    its conversation's user message, in one transaction. Another user's conversation is a 404 and too many runs
+    its conversation's user message, in one transaction, locking in the one order (chatter_project.db): the
+    conversation, the owner, the budgets' periods. Another user's conversation is a 404 and too many runs
     in progress a 429; either way nothing is written. `enqueue=False`: a background run waits, pending, for
     whoever holds it back to enqueue it (a LangGraph run queued behind its thread's run)."""
     now = timezone.now()

@@ -1,0 +1,63 @@
+"""A PostgreSQL restart costs at most the requests in flight: every request sent once the database is back is
+answered 2xx, although each server process's pool still held connections the restart closed (Django's pool,
+psycopg_pool, which hands out what it holds without asking the server).
+
+On a PostgreSQL of the test's own (the suite's is not restarted under it), one daphne process: a burst fills its
+pool, then a light load (one request at a time: chat turns and reads) goes on while PostgreSQL restarts."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.postgres
+
+SERVER_ENV = {"CHATTER_RUN_THROTTLE": "100000/min", "CHATTER_MAX_CONCURRENT_RUNS": "100", "LOG_LEVEL": "WARNING"}
+AFTER_RESTART_S = 5
+
+
+def test_a_restart_costs_no_request_sent_after_the_database_is_back(private_postgres, daphne_server):
+    private_postgres.manage("ensure_admin")
+    token = private_postgres.manage("create_api_token", "admin").strip().split()[-1]
+    server = daphne_server(**private_postgres.env(**SERVER_ENV))
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"}, timeout=60,
+                          limits=httpx.Limits(max_connections=20))
+    with ThreadPoolExecutor(16) as pool:  # the pool grows to hold many connections, idle afterwards
+        burst = list(pool.map(lambda i: client.post("/api/v1/chat/", json={"message": f"burst {i}"}).status_code,
+                              range(32)))
+    assert burst == [201] * 32
+
+    sent: list[tuple[float, int | str]] = []  # (when it was sent, its status or the error)
+    stop = threading.Event()
+
+    def light_load() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            at = time.monotonic()
+            try:
+                response = (client.post("/api/v1/chat/", json={"message": f"turn {i}"}) if i % 2 else
+                            client.get("/api/v1/conversations/"))
+                sent.append((at, response.status_code))
+            except httpx.HTTPError as exc:
+                sent.append((at, f"{type(exc).__name__}: {exc}"))
+            time.sleep(0.05)
+
+    load = threading.Thread(target=light_load)
+    load.start()
+    try:
+        time.sleep(1)
+        private_postgres.restart()
+        back = time.monotonic()
+        time.sleep(AFTER_RESTART_S)
+    finally:
+        stop.set()
+        load.join(120)
+        client.close()
+
+    after = [outcome for at, outcome in sent if at > back]
+    assert len(after) >= 10, sent[-5:]
+    assert [outcome for outcome in after if outcome not in (200, 201)] == [], after
