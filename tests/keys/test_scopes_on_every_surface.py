@@ -4,9 +4,12 @@ error shape: {"detail": …}, 403 / 429 with Retry-After, as LangGraph's SDK map
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import cache
+from django.db.models import Q
 from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
 
@@ -70,7 +73,7 @@ def things(alice):
 
 
 # (method, path, body, the scope it needs, the status it answers with that scope)
-WRITES = [
+ROUTES = [
     ("POST", "/langgraph/threads", {}, "chat", 200),
     ("PATCH", "/langgraph/threads/{thread}", {"metadata": {"team": "b"}}, "chat", 200),
     ("POST", "/langgraph/threads/{thread}/copy", None, "chat", 200),
@@ -95,10 +98,10 @@ WRITES = [
     ("POST", "/v1/chat/completions", {"model": "local-echo-1", "messages": TURN["messages"]}, "gateway", 200),
     ("GET", "/v1/models", None, "gateway", 200),
 ]
-WRITE_IDS = [f"{method} {path.split('?')[0]}" for method, path, *_ in WRITES]
+ROUTE_IDS = [f"{method} {path.split('?')[0]}" for method, path, *_ in ROUTES]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "scope", "works"), WRITES, ids=WRITE_IDS)
+@pytest.mark.parametrize(("method", "path", "body", "scope", "works"), ROUTES, ids=ROUTE_IDS)
 def test_it_refuses_a_key_without_the_scope_a_route_needs_and_writes_nothing(
         alice, things, method, path, body, scope, works):
     path = path.format(**things)
@@ -113,7 +116,7 @@ def test_it_refuses_a_key_without_the_scope_a_route_needs_and_writes_nothing(
     assert world() == before
 
 
-@pytest.mark.parametrize(("method", "path", "body", "scope", "works"), WRITES, ids=WRITE_IDS)
+@pytest.mark.parametrize(("method", "path", "body", "scope", "works"), ROUTES, ids=ROUTE_IDS)
 def test_a_key_with_only_the_scope_a_route_needs_may_use_it(alice, things, method, path, body, scope, works):
     path = path.format(**things)
 
@@ -121,6 +124,23 @@ def test_a_key_with_only_the_scope_a_route_needs_may_use_it(alice, things, metho
                     header="authorization" if path.startswith("/v1/") else "x-api-key")
 
     assert response.status_code == works, response.content
+    if response.streaming:  # read to its end (an SSE stream of an async view: an async iterator)
+        assert async_to_sync(read_all)(response.streaming_content)
+    runs_ended()
+
+
+async def read_all(chunks) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+def runs_ended(timeout: float = 30) -> None:
+    """Wait for the runs a route started (a stream read to its end, a background run) to end: the next test's
+    flush must not race them."""
+    deadline = time.monotonic() + timeout
+    going = WorkflowExecution.objects.filter(Q(status="running") | Q(status="pending", run_after__isnull=True))
+    while going.exists():
+        assert time.monotonic() < deadline, list(going.values_list("id", "status"))
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("path", ["/langgraph/threads/{thread}", "/langgraph/threads/{thread}/state",
@@ -193,3 +213,4 @@ def test_a_key_of_another_user_does_not_share_alices_allowance(alice, bob, monke
     assert call("POST", "/langgraph/runs", key_with(alice, "runs"), RUN).status_code == 429
 
     assert call("POST", "/langgraph/runs", key_with(bob, "runs"), RUN).status_code == 200
+    runs_ended()

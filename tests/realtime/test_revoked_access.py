@@ -7,34 +7,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 
 from chatter_project.asgi import application
 from chatter_project.tokens import api_token_create
 from tests.fixtures_server import start_worker, stop_process
+from tests.realtime.test_scale_out import clients, wait_for  # noqa: F401 - real websocket clients (a fixture)
+from tests.realtime.test_websockets import close_db_connections, run_in_thread  # noqa: F401 - a fixture too
 from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_cancel, execution_create, execution_run
+from workflows.services.runs import execution_cancel, execution_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CLOSE_UNAUTHENTICATED = 4401
 TERMINAL = ("workflow_completed", "workflow_failed", "workflow_cancelled")
 # The local model's reply repeats the message: at 100 ms a word it streams for seconds after the first tokens.
 LONG = "please say every one of these words back to me slowly so that the stream goes on for a while " * 2
-
-
-@pytest.fixture(autouse=True)
-async def close_db_connections():
-    yield
-    await sync_to_async(connections.close_all)()
 
 
 @sync_to_async
@@ -45,18 +37,6 @@ def key_for(user):
 @sync_to_async
 def streamed_run(user) -> WorkflowExecution:
     return execution_create(owner=user, message=LONG, chat=True, mode="stream")
-
-
-def run_in_thread(execution_id) -> threading.Thread:
-    def work():
-        try:
-            execution_run(execution_id=execution_id)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread
 
 
 @sync_to_async
@@ -141,35 +121,8 @@ async def test_a_deactivated_users_sockets_are_closed_and_other_users_are_not(al
 
 
 # --- two server processes on PostgreSQL + Redis ------------------------------------------------------------
-class Listener:
-    """A real websocket client on a thread of its own: what it received, and how the server closed it."""
-
-    def __init__(self, url: str):
-        self.url, self.received, self.close_code = url, [], None
-        self.connected = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.listen()), daemon=True)
-        self.thread.start()
-        assert self.connected.wait(20), f"could not connect to {url}"
-
-    async def listen(self) -> None:
-        async with ws_connect(self.url, open_timeout=20, ping_interval=None) as ws:
-            self.connected.set()
-            try:
-                async for raw in ws:
-                    self.received.append(json.loads(raw))
-            except ConnectionClosed:
-                pass
-            self.close_code = ws.close_code
-
-    def tokens(self) -> int:
-        return sum(e["event"] == "token" for e in self.received)
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
+def tokens_of(client) -> int:
+    return sum(e["event"] == "token" for e in client.received)
 
 
 @pytest.fixture
@@ -183,28 +136,28 @@ def two_servers_and_a_worker(daphne_server, tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
-def test_a_key_revoked_on_one_server_closes_its_socket_on_the_other(alice, two_servers_and_a_worker):
+def test_a_key_revoked_on_one_server_closes_its_socket_on_the_other(alice, two_servers_and_a_worker, clients):
     server_a, server_b = two_servers_and_a_worker
     owner_key = api_token_create(user=alice)[1]
     revoked, revoked_key = api_token_create(user=alice, name="socket")
     kept_key = api_token_create(user=alice, name="kept")[1]
-    doomed = Listener(f"{server_b.ws_url}/ws/events/?token={revoked_key}")
-    other = Listener(f"{server_b.ws_url}/ws/events/?token={kept_key}")
+    doomed = clients.open(f"{server_b.ws_url}/ws/events/?token={revoked_key}")
+    other = clients.open(f"{server_b.ws_url}/ws/events/?token={kept_key}")
     auth = {"Authorization": f"Token {owner_key}"}
     # A background turn, run by the worker: its tokens reach server B through Redis, as the revocation must.
     started = httpx.post(f"{server_a.base_url}/api/v1/chat/", headers=auth, timeout=20,
                          json={"message": LONG, "background": True})
     assert started.status_code == 202, started.text
     try:
-        assert wait_for(lambda: doomed.tokens() >= 3, 30), doomed.received
+        assert wait_for(lambda: tokens_of(doomed) >= 3, 30), doomed.received
 
         response = httpx.delete(f"{server_a.base_url}/api/v1/keys/{revoked.uid}/", headers=auth, timeout=20)
 
         assert response.status_code == 204
-        assert wait_for(lambda: doomed.close_code is not None, 2), f"still open after {doomed.tokens()} tokens"
+        assert wait_for(lambda: doomed.close_code is not None, 2), f"still open after {tokens_of(doomed)} tokens"
         assert doomed.close_code == CLOSE_UNAUTHENTICATED
         assert not any(e["event"] in TERMINAL for e in doomed.received)  # closed while the run went on
-        streamed = other.tokens()
-        assert wait_for(lambda: other.tokens() > streamed, 5)  # and so does the user's other socket
+        streamed = tokens_of(other)
+        assert wait_for(lambda: tokens_of(other) > streamed, 5)  # and so does the user's other socket
     finally:
         httpx.post(f"{server_a.base_url}/api/v1/executions/{started.json()['id']}/cancel/", headers=auth, timeout=20)
