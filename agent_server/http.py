@@ -1,6 +1,7 @@
 """The HTTP plumbing of /langgraph/: what LangGraph's clients send and expect, not /api/v1/'s conventions.
 
-Auth is a Chatter API token in the SDK's `x-api-key` header (or `Authorization: Token|Bearer <key>`); bodies are
+Auth is a Chatter API key in the SDK's `x-api-key` header (or `Authorization: Token|Bearer <key>`), held to its
+scopes and to the run throttle by the checks every surface shares (chatter_project.auth, .api.throttling); bodies are
 JSON validated by pydantic models; errors are `{"detail": …}` with the status the SDK maps to its exceptions
 (404 for another user's thread or run, as for a missing one)."""
 from __future__ import annotations
@@ -17,11 +18,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ValidationError
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import AuthenticationFailed, ParseError, Throttled
+from rest_framework.permissions import SAFE_METHODS
 
 from chatter_project.api.parsers import json_parse
+from chatter_project.api.throttling import run_throttle_wait
+from chatter_project.auth import api_key_authenticate, key_scope_refusal
 from chatter_project.errors import ChatterError
-from chatter_project.tokens import api_token_get
+from chatter_project.signals import access_denied
 
 logger = logging.getLogger(__name__)
 AUTH_SCHEMES = ("token", "bearer")
@@ -35,14 +39,13 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-def request_user(request: HttpRequest):
-    """The active user whose API token the request carries, else None."""
+def request_key(request: HttpRequest) -> str:
+    """The API key the request carries ("" when none): the SDK's x-api-key, or Authorization: Token|Bearer."""
     key = request.headers.get("x-api-key", "")
     if not key:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         key = value.strip() if scheme.lower() in AUTH_SCHEMES else ""
-    token = api_token_get(key=key) if key else None
-    return token.user if token is not None and token.user.is_active else None
+    return key
 
 
 def body_of(request: HttpRequest, model: type[BaseModel]):
@@ -87,23 +90,59 @@ def _response(result) -> HttpResponseBase:
 
 
 _HANDLED = (ApiError, ChatterError, RequestDataTooBig)
-_UNAUTHORIZED = {"detail": "Missing or invalid API key (x-api-key)"}
+_UNAUTHORIZED = "Missing or invalid API key (x-api-key)"
+READ = "read"
+Scope = str | Callable[[HttpRequest], str]
 
 
-def langgraph_endpoint(*methods: str) -> Callable:
-    """A view of /langgraph/: the method check, the token, and errors rendered as {"detail": …}. The handler gets
-    (request, user, **kwargs) and returns a response, or data to send as JSON (None: 204). An async handler (one
-    that waits for a run through its feed) is served as an async view; its ORM work goes through
+def _refused(request: HttpRequest, *, status: int, detail: str, user=None) -> JsonResponse:
+    """A refusal, audited like every surface's (chatter_project.signals.access_denied)."""
+    access_denied.send(sender=None, user=user, ip=request.META.get("REMOTE_ADDR"), method=request.method,
+                       path=request.path, status=status)
+    return json_response({"detail": detail}, status=status)
+
+
+def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: bool):
+    """The request's user, or the response refusing it: the shared checks of every surface, in DRF's order
+    (authentication, the key's scope, the run throttle). The concurrent-run limit is the run path's own
+    (workflows.services.runs), like on every surface."""
+    try:
+        token = api_key_authenticate(request_key(request))
+    except AuthenticationFailed:
+        return _refused(request, status=401, detail=_UNAUTHORIZED)
+    writing = request.method not in SAFE_METHODS
+    needed = scope(request) if callable(scope) else (scope if writing else READ)
+    refusal = key_scope_refusal(token, needed)
+    if refusal is not None:
+        return _refused(request, status=403, detail=refusal, user=token.user)
+    if starts_runs and writing:
+        wait = run_throttle_wait(user=token.user)
+        if wait is not None:
+            throttled = Throttled(wait)  # DRF's message and rounding, as /api/v1/ answers
+            return json_response({"detail": str(throttled.detail)}, status=429,
+                                 headers={"Retry-After": str(throttled.wait)})
+    return token.user
+
+
+def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: bool = False) -> Callable:
+    """A view of /langgraph/: the method check, the API key and what it may do, and errors rendered as
+    {"detail": …}. `scope`: what a key needs for the route's writes (its GETs need "read"), or a function of the
+    request saying what it needs; `starts_runs`: its writes start runs, so they take one from the run throttle.
+    The handler gets (request, user, **kwargs) and returns a response, or data to send as JSON (None: 204). An async
+    handler (one that waits for a run through its feed) is served as an async view; its ORM work goes through
     database_sync_to_async like every async reader's."""
+    if scope is None and set(methods) - set(SAFE_METHODS):
+        raise TypeError(f"a /langgraph/ route that writes ({', '.join(methods)}) must say the key scope it needs")
+    needs = {"scope": scope or READ, "starts_runs": starts_runs}
 
     def decorate(handler: Callable) -> Callable:
         if asyncio.iscoroutinefunction(handler):
             async def async_view(request: HttpRequest, **kwargs) -> HttpResponseBase:
                 if request.method not in methods:
                     return json_response({"detail": "Method Not Allowed"}, status=405)
-                user = await database_sync_to_async(request_user)(request)
-                if user is None:
-                    return json_response(_UNAUTHORIZED, status=401)
+                user = await database_sync_to_async(_authorize)(request, **needs)
+                if isinstance(user, HttpResponseBase):
+                    return user
                 try:
                     return _response(await handler(request, user, **kwargs))
                 except _HANDLED as exc:
@@ -114,9 +153,9 @@ def langgraph_endpoint(*methods: str) -> Callable:
         def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
             if request.method not in methods:
                 return json_response({"detail": "Method Not Allowed"}, status=405)
-            user = request_user(request)
-            if user is None:
-                return json_response(_UNAUTHORIZED, status=401)
+            user = _authorize(request, **needs)
+            if isinstance(user, HttpResponseBase):
+                return user
             try:
                 return _response(handler(request, user, **kwargs))
             except _HANDLED as exc:

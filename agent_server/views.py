@@ -1,5 +1,10 @@
 """/langgraph/: LangGraph's Agent Server API over Chatter's rows. Thin: validate the body, call a service, render
-it as the SDK expects."""
+it as the SDK expects.
+
+The scope an API key needs (README, API keys), as on /api/v1/: "read" for every GET and every search, count or
+read that LangGraph sends as a POST; "chat" to write threads (they are conversations), their state and the store
+(as documents are); "runs" to start a run (billed, and throttled like every run), cancel one, or make a cron
+(agent_server.cron_views)."""
 from __future__ import annotations
 
 import uuid
@@ -45,13 +50,13 @@ Mode = WorkflowExecution.Mode
 
 # Assistants -------------------------------------------------------------------------------------------------
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def assistant_search(request, user):
     body = body_of(request, AssistantSearch)
     return assistants.assistant_search(user=user, **body.model_dump())
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def assistant_count(request, user):
     body = body_of(request, AssistantSearch)
     return len(assistants.assistant_search(user=user, **{**body.model_dump(), "limit": 10**6, "offset": 0}))
@@ -78,7 +83,7 @@ def assistant_subgraphs(request, user, assistant_id, namespace=None):
     return {}
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def assistant_versions(request, user, assistant_id):
     body = body_of(request, Versions)
     versions = assistants.assistant_versions(row=assistants.assistant_row(user=user, assistant_id=assistant_id))
@@ -87,7 +92,7 @@ def assistant_versions(request, user, assistant_id):
 
 # Threads ----------------------------------------------------------------------------------------------------
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="chat")
 def thread_create(request, user):
     body = body_of(request, ThreadCreate)
     if body.supersteps:
@@ -111,7 +116,7 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def thread_search(request, user):
     body = body_of(request, ThreadSearch)
     if body.values:
@@ -120,14 +125,14 @@ def thread_search(request, user):
     return threads.threads_as_dicts(found)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def thread_count(request, user):
     body = body_of(request, ThreadSearch)
     return len(threads.thread_search(user=user, **{**body.model_dump(exclude={"values"}), "limit": 10**6,
                                                    "offset": 0}))
 
 
-@langgraph_endpoint("GET", "PATCH", "DELETE")
+@langgraph_endpoint("GET", "PATCH", "DELETE", scope="chat")
 def thread_detail(request, user, thread_id):
     conversation = threads.thread_get(user=user, thread_id=thread_id)
     if request.method == "PATCH":
@@ -138,13 +143,13 @@ def thread_detail(request, user, thread_id):
     return threads.thread_as_dict(conversation)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="chat")
 def thread_copy(request, user, thread_id):
     conversation = threads.thread_get(user=user, thread_id=thread_id)
     return threads.thread_as_dict(threads.thread_copy(conversation=conversation, actor=user))
 
 
-@langgraph_endpoint("GET", "POST")
+@langgraph_endpoint("GET", "POST", scope="chat")
 def thread_state(request, user, thread_id):
     """GET: the thread's state now; POST: update it (a new checkpoint, LangGraph's update_state)."""
     conversation = threads.thread_get(user=user, thread_id=thread_id)
@@ -166,7 +171,7 @@ def thread_state_at(request, user, thread_id, checkpoint_id):
                               checkpoint_id=checkpoint_id, subgraphs=_flag(request, "subgraphs"))
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def thread_state_at_checkpoint(request, user, thread_id):
     body = body_of(request, StateAt)
     checkpoint_id = body.checkpoint.get("checkpoint_id")
@@ -176,7 +181,7 @@ def thread_state_at_checkpoint(request, user, thread_id):
                               checkpoint_id=checkpoint_id, subgraphs=body.subgraphs)
 
 
-@langgraph_endpoint("GET", "POST")
+@langgraph_endpoint("GET", "POST", scope="read")
 def thread_history(request, user, thread_id):
     """The thread's checkpoints, newest first (agent_server.state)."""
     body = body_of(request, History) if request.method == "POST" else query_of(request, History)
@@ -216,12 +221,12 @@ def _runs(request, user, thread_id=None):
     return json_response(run_as_dict(started.execution), headers={"Content-Location": _run_path(started.execution)})
 
 
-@langgraph_endpoint("GET", "POST")
+@langgraph_endpoint("GET", "POST", scope="runs", starts_runs=True)
 def thread_runs(request, user, thread_id):
     return _runs(request, user, thread_id)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs", starts_runs=True)
 def stateless_runs(request, user):
     return _runs(request, user)
 
@@ -245,12 +250,12 @@ def _canceller(execution_id, user):
     return on_disconnect
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs", starts_runs=True)
 def thread_runs_stream(request, user, thread_id):
     return _runs_stream(request, user, thread_id)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs", starts_runs=True)
 def stateless_runs_stream(request, user):
     return _runs_stream(request, user)
 
@@ -270,17 +275,17 @@ def _values_now(execution, inputs=None) -> dict:
     return run_values(execution=execution, inputs=inputs)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs", starts_runs=True)
 async def thread_runs_wait(request, user, thread_id):
     return await _runs_wait(request, user, thread_id)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs", starts_runs=True)
 async def stateless_runs_wait(request, user):
     return await _runs_wait(request, user)
 
 
-@langgraph_endpoint("GET", "DELETE")
+@langgraph_endpoint("GET", "DELETE", scope="runs")
 def run_detail(request, user, thread_id, run_id):
     execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
     if request.method == "DELETE":
@@ -296,7 +301,11 @@ async def run_join_view(request, user, thread_id, run_id):
     return await database_sync_to_async(_values_now)(execution)
 
 
-@langgraph_endpoint("GET")
+def _join_stream_scope(request: HttpRequest) -> str:
+    return "runs" if _flag(request, "cancel_on_disconnect") else "read"  # leaving then cancels the run
+
+
+@langgraph_endpoint("GET", scope=_join_stream_scope)
 def run_join_stream(request, user, thread_id, run_id):
     execution = run_get(user=user, thread_id=thread_id, run_id=run_id)
     resume = parse_last_event_id(request.headers.get("Last-Event-ID"))
@@ -319,7 +328,7 @@ def _run_now(execution) -> dict:
     return run_as_dict(execution)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="runs")
 async def run_cancel_view(request, user, thread_id, run_id):
     """Ask the run to stop (at once if pending, at its next token or node boundary if running); with ?wait=1,
     answer once it has ended."""
@@ -332,7 +341,7 @@ async def run_cancel_view(request, user, thread_id, run_id):
 
 # Store ------------------------------------------------------------------------------------------------------
 
-@langgraph_endpoint("GET", "PUT", "DELETE")
+@langgraph_endpoint("GET", "PUT", "DELETE", scope="chat")
 def store_items(request, user):
     if request.method == "PUT":
         body = body_of(request, StoreItemPut)
@@ -347,13 +356,13 @@ def store_items(request, user):
     return store.item_as_dict(item)
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def store_search(request, user):
     body = body_of(request, StoreSearch)
     return {"items": [store.item_as_dict(item) for item in store.store_item_search(owner=user, **body.model_dump())]}
 
 
-@langgraph_endpoint("POST")
+@langgraph_endpoint("POST", scope="read")
 def store_namespaces(request, user):
     body = body_of(request, StoreNamespaces)
     return {"namespaces": store.store_namespaces(owner=user, **body.model_dump())}

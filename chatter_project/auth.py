@@ -16,19 +16,27 @@ from chatter_project.models import API_KEY_SCOPES, ApiToken
 ALL_SCOPES = "*"  # a view's key_scope meaning: only a key holding every scope (or a session)
 
 
+def api_key_authenticate(key: str) -> ApiToken:
+    """The live key (revoked and expired ones are not) that `key` is, of an active user, noted as used; else
+    AuthenticationFailed. How every surface authenticates a key: DRF's classes below (/api/v1/, /v1/), /langgraph/
+    (agent_server.http) and the websockets (TokenAuthMiddleware)."""
+    from chatter_project.tokens import api_token_get, api_token_touch
+
+    token = api_token_get(key=key)
+    if token is None:
+        raise AuthenticationFailed("Invalid token.")
+    if not token.user.is_active:
+        raise AuthenticationFailed("User inactive or deleted.")
+    api_token_touch(token=token)
+    return token
+
+
 class ApiTokenAuthentication(TokenAuthentication):
     """DRF's `Authorization: Token <key>` (its header parsing and its 401 with `WWW-Authenticate: Token`), with
     keys checked against the stored digests."""
 
     def authenticate_credentials(self, key: str):
-        from chatter_project.tokens import api_token_get, api_token_touch
-
-        token = api_token_get(key=key)
-        if token is None:
-            raise AuthenticationFailed("Invalid token.")
-        if not token.user.is_active:
-            raise AuthenticationFailed("User inactive or deleted.")
-        api_token_touch(token=token)
+        token = api_key_authenticate(key)
         return token.user, token
 
 
@@ -51,6 +59,21 @@ def required_scope(request, view) -> str:
     return getattr(view, "key_scope", "runs")
 
 
+def key_scope_refusal(token: ApiToken | None, needed: str) -> str | None:
+    """Why `token` may not do what needs the scope `needed` (ALL_SCOPES: every one), or None when it may; a request
+    without a key (a session) is not limited. The one scope rule of every surface: ApiKeyScope (/api/v1/, /v1/),
+    /langgraph/ (agent_server.http) and the websockets (TokenAuthMiddleware)."""
+    if token is None:
+        return None
+    if needed == ALL_SCOPES:
+        if set(API_KEY_SCOPES) <= set(token.scopes):
+            return None
+        needed = "every scope"
+    elif needed in token.scopes:
+        return None
+    return f"this API key does not have the scope this request needs ({needed})"
+
+
 class ApiKeyScope(BasePermission):
     """A request authenticated by an API key may do only what the key's scopes allow (SPEC: chat, runs, gateway,
     read); a session is not limited."""
@@ -58,41 +81,33 @@ class ApiKeyScope(BasePermission):
     message = "this API key does not have the scope this request needs"
 
     def has_permission(self, request, view) -> bool:
-        token = request.auth
-        if not isinstance(token, ApiToken):
-            return True
-        needed = required_scope(request, view)
-        if needed == ALL_SCOPES:
-            allowed = set(API_KEY_SCOPES) <= set(token.scopes)
-            needed = "every scope"
-        else:
-            allowed = needed in token.scopes
-        if not allowed:
-            self.message = f"this API key does not have the scope this request needs ({needed})"
-        return allowed
+        refusal = key_scope_refusal(request_api_key(request), required_scope(request, view))
+        if refusal is not None:
+            self.message = refusal
+        return refusal is None
 
 
 @database_sync_to_async
-def _user_for_token(key: str):
-    from chatter_project.tokens import api_token_get
-
-    token = api_token_get(key=key)
-    if token is None or not token.user.is_active or "read" not in token.scopes:
+def _websocket_key(key: str) -> ApiToken | None:
+    try:
+        token = api_key_authenticate(key)
+    except AuthenticationFailed:
         return None
-    return token.user
+    return token if key_scope_refusal(token, "read") is None else None
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    """Sets scope["user"] from `?token=` when the session did not authenticate the connection."""
+    """Sets scope["user"] from `?token=` when the session did not authenticate the connection, and scope["api_key"]
+    to the key's id (uid), by which its sockets are closed when it is revoked (workflows.consumers)."""
 
     async def __call__(self, scope, receive, send):
         user = scope.get("user")
         if user is None or not user.is_authenticated:
             key = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
             if key:
-                found = await _user_for_token(key)
-                if found is not None:
-                    scope = {**scope, "user": found}
+                token = await _websocket_key(key)
+                if token is not None:
+                    scope = {**scope, "user": token.user, "api_key": str(token.uid)}
         return await super().__call__(scope, receive, send)
 
 

@@ -10,7 +10,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from audit.services import access_denied_record
 from workflows.api.serializers import EventsQuerySerializer
 from workflows.hub import Subscription
-from workflows.realtime import execution_feed, execution_subscribe, user_feed, user_subscribe
+from workflows.realtime import (
+    access_ended,
+    access_subscribe,
+    execution_feed,
+    execution_subscribe,
+    user_feed,
+    user_subscribe,
+)
 from workflows.selectors import execution_get
 
 CLOSE_NORMAL = 1000
@@ -25,15 +32,28 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     feed_task: asyncio.Task | None = None
     subscription: Subscription | None = None
+    access: Subscription | None = None
+    access_task: asyncio.Task | None = None
     # The feeds subscribe to their groups themselves; a per-consumer layer channel would only make every
     # handshake depend on Redis being up (a client could not even get the persisted log during an outage).
     channel_layer_alias = None
 
     async def start(self, subscription: Subscription, feed) -> None:
-        """Accept the handshake and relay `feed`, whose `subscription` was made before (closed on disconnect)."""
+        """Accept the handshake and relay `feed`, whose `subscription` was made before (closed on disconnect), until
+        the socket's access ends."""
         self.subscription = subscription
+        self.access = access_subscribe(self.scope["user"].pk)
         await self.accept()
         self.feed_task = asyncio.create_task(self.relay(feed))
+        self.access_task = asyncio.create_task(self.close_when_access_ends())
+
+    async def close_when_access_ends(self) -> None:
+        """Its API key revoked (scope["api_key"]: TokenAuthMiddleware) or its user deactivated, the socket stops
+        relaying and closes as unauthenticated."""
+        await access_ended(self.access, key=self.scope.get("api_key"))
+        if self.feed_task is not None:
+            self.feed_task.cancel()
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def relay(self, feed) -> None:
         try:
@@ -61,8 +81,11 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code) -> None:
         if self.feed_task is not None:
             self.feed_task.cancel()
-        if self.subscription is not None:  # (closed by the feed too, if it started; closing twice is nothing)
-            self.subscription.close()
+        if self.access_task is not None:
+            self.access_task.cancel()
+        for subscription in (self.subscription, self.access):  # (closed by their readers too, if they started)
+            if subscription is not None:
+                subscription.close()
 
 
 class ExecutionEventsConsumer(FeedConsumer):

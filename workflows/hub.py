@@ -45,6 +45,11 @@ def user_topic(user_id) -> str:
     return f"user.{user_id}"
 
 
+def access_topic(user_id) -> str:
+    """Where the end of a user's access is told (a key revoked, the user deactivated): their sockets close."""
+    return f"access.{user_id}"
+
+
 class Subscription:
     """The events of some topics, handed over from any thread and read on one event loop. Events that arrive
     before a reader is there wait in the buffer; past BACKLOG the newest are dropped (a reader slower than its runs
@@ -155,6 +160,14 @@ class Hub:
             by_topic.setdefault(user_topic(owner_id), []).append(envelope)
         if owner_only:
             by_topic.setdefault(user_topic(owner_id), []).extend(owner_only)
+        self._send(by_topic)
+
+    def announce(self, topic: str, event: str, data: dict) -> None:
+        """Hand one event that is no run's (access_ended) to a topic's subscribers, here and elsewhere. Its seq is
+        not None: never skipped as a token delta may be when the topic had no listener a moment ago."""
+        self._send({topic: [{"event": event, "seq": 0, "data": data}]})
+
+    def _send(self, by_topic: dict[str, list[dict]]) -> None:
         self.deliver(by_topic)
         bridge = self.bridge()
         if bridge is not None:

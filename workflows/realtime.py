@@ -11,9 +11,10 @@ import asyncio
 from typing import AsyncIterator, Iterator
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from workflows.events import TERMINAL_EVENTS, event_envelope
-from workflows.hub import Subscription, execution_topic, hub, user_topic
+from workflows.hub import Subscription, access_topic, execution_topic, hub, user_topic
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 POLL_S = 1.0
@@ -120,6 +121,31 @@ async def user_feed(user_id, *, subscription: Subscription | None = None) -> Asy
                 yield envelope
     finally:
         live.close()
+
+
+def access_subscribe(user_id) -> Subscription:
+    """Listen for the end of a user's access (access_end_on_commit), from before their socket is accepted."""
+    return hub.subscribe([access_topic(user_id)])
+
+
+async def access_ended(subscription: Subscription, *, key: str | None) -> None:
+    """Return once the access a socket was opened with ends: its user deactivated, or its API key (`key`: the key's
+    uid; None for a session) revoked or deleted. Told through the hub, so in every process at once; nothing is
+    read from the database meanwhile."""
+    try:
+        while True:
+            for envelope in await subscription.get(3600):
+                ended = envelope["data"].get("key")
+                if ended is None or ended == key:
+                    return
+    finally:
+        subscription.close()
+
+
+def access_end_on_commit(*, user_id, key: str | None) -> None:
+    """Close the user's sockets opened with `key` (None: all of them), once the change that ends their access
+    commits: from then on a new connection is refused anyway (the key lookup, the user's is_active)."""
+    transaction.on_commit(lambda: hub.announce(access_topic(user_id), "access_ended", {"key": key}))
 
 
 def feed_blocking(feed: AsyncIterator[dict]) -> Iterator[dict]:

@@ -1,8 +1,8 @@
-"""The run throttle (SPEC §7, scope "runs"): DRF's scoped rate throttle (its scope, rate setting and keys) over
-the shared cache (Redis when REDIS_URL is set), and, while that cache cannot be reached, a process-local limit of
-the same rate, so a Redis outage never stops a chat turn or a run. On Redis a request is counted in one round trip
-(a script). An outage is logged once when it begins and once when it ends, and /api/v1/health/ reports it
-(chatter_project.health).
+"""The run throttle (SPEC §7, scope "runs") of every surface that starts runs: DRF's scoped rate throttle (its
+scope, rate setting and keys) over the shared cache (Redis when REDIS_URL is set), and, while that cache cannot be
+reached, a process-local limit of the same rate, so a Redis outage never stops a chat turn or a run. On Redis a
+request is counted in one round trip (a script). An outage is logged once when it begins and once when it ends,
+and /api/v1/health/ reports it (chatter_project.health).
 
 Each user's count is one number, not DRF's list of every request's time (read and written whole by every
 request, so its cost grew with the rate): the generic cell rate algorithm. A rate of N per period lets N runs
@@ -80,9 +80,17 @@ class CellRateThrottle(ScopedRateThrottle):
         self.scope = getattr(view, self.scope_attr, None)
         if not self.scope:
             return True
+        return self.allow_key(self.get_cache_key(request, view))
+
+    def allow_user(self, user, *, scope: str) -> bool:
+        """allow_request for a user known without DRF's request (the same key as DRF's for that user)."""
+        self.scope = scope
+        return self.allow_key(self.cache_format % {"scope": scope, "ident": user.pk})
+
+    def allow_key(self, key: str | None) -> bool:
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        self.key = self.get_cache_key(request, view)
+        self.key = key
         if self.rate is None or self.key is None:
             return True
         self.wait_s = self.take(self.key, now=self.timer(), interval=self.duration / self.num_requests,
@@ -141,17 +149,29 @@ class RunThrottle(CellRateThrottle):
         return float(_take_script(settings.REDIS_URL)(keys=[f"chatter:throttle:{key}"],
                                                       args=[repr(now), repr(interval), repr(duration)]))
 
-    def allow_request(self, request, view) -> bool:
+    def allow_key(self, key: str | None) -> bool:
         if cache_outage.should_try():
             try:
-                allowed = super().allow_request(request, view)
+                allowed = super().allow_key(key)
             except redis.RedisError as exc:
                 cache_outage.failed(exc)
             else:
                 cache_outage.recovered()
                 return allowed
         self.fallback = LocalRunThrottle()
-        return self.fallback.allow_request(request, view)
+        self.fallback.scope = self.scope
+        return self.fallback.allow_key(key)
 
     def wait(self) -> float | None:
         return self.fallback.wait() if self.fallback is not None else super().wait()
+
+
+RUNS = "runs"  # the run throttle's scope: its rate is DEFAULT_THROTTLE_RATES["runs"] (CHATTER_RUN_THROTTLE)
+
+
+def run_throttle_wait(*, user) -> float | None:
+    """Take one run from `user`'s allowance: None when let through, else how many seconds until one would be
+    (nothing taken). The same count as RunThrottle's on DRF's views (throttle_scope "runs"), for the surfaces
+    that start runs outside DRF (/langgraph/: agent_server.http)."""
+    throttle = RunThrottle()
+    return None if throttle.allow_user(user, scope=RUNS) else throttle.wait()

@@ -1,0 +1,29 @@
+"""workflows listens to the plumbing's news (signals go up): when a user's access ends, their open websockets
+(workflows.consumers) are closed, in every process (workflows.realtime.access_end_on_commit)."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from chatter_project.models import ApiToken
+from chatter_project.signals import api_key_changed
+from workflows.realtime import access_end_on_commit
+
+
+@receiver(api_key_changed, sender=ApiToken, dispatch_uid="workflows_sockets_of_revoked_key")
+def sockets_of_revoked_key_close(sender, *, action, token, **kwargs) -> None:
+    if action == "api_key.revoked":
+        access_end_on_commit(user_id=token.user_id, key=str(token.uid))
+
+
+# The admin deletes keys and deactivates users through the models themselves: no service of ours sends news of it.
+@receiver(post_delete, sender=ApiToken, dispatch_uid="workflows_sockets_of_deleted_key")
+def sockets_of_deleted_key_close(sender, *, instance, **kwargs) -> None:
+    access_end_on_commit(user_id=instance.user_id, key=str(instance.uid))
+
+
+@receiver(post_save, sender=get_user_model(), dispatch_uid="workflows_sockets_of_inactive_user")
+def sockets_of_inactive_user_close(sender, *, instance, **kwargs) -> None:
+    if not instance.is_active:
+        access_end_on_commit(user_id=instance.pk, key=None)
