@@ -115,6 +115,7 @@ def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: bool):
     refusal = key_scope_refusal(token, needed)
     if refusal is not None:
         return _refused(request, status=403, detail=refusal, user=token.user)
+    request.auth = token  # the key that made the request, as DRF's request.auth holds it on /api/v1/
     if starts_runs and writing:
         wait = run_throttle_wait(user=token.user)
         if wait is not None:

@@ -120,7 +120,7 @@ def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conv
     return thread_create(owner=owner, thread_id=chosen)
 
 
-def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRun:
+def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None) -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
     On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
     `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
@@ -140,6 +140,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None) -> StartedRu
                  "multitask_strategy": body.multitask_strategy}
     # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
     written = {"on_written": lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run),
+               "api_key": api_key,  # the key's budgets bind the run, and analytics count it under the key
                **({"webhook": body.webhook} if body.webhook else {})}  # webhook: agent_server.webhooks
     if body.fork_from() is not None:
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])

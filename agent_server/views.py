@@ -217,7 +217,8 @@ def _runs(request, user, thread_id=None):
         query = query_of(request, RunList)
         return [run_as_dict(execution) for execution in run_list(
             user=user, thread_id=thread_id, limit=query.limit, offset=query.offset, status=query.status or None)]
-    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.BACKGROUND, thread_id=thread_id)
+    started = run_start(owner=user, body=body_of(request, RunCreate), mode=Mode.BACKGROUND, thread_id=thread_id,
+                        api_key=request.auth)
     return json_response(run_as_dict(started.execution), headers={"Content-Location": _run_path(started.execution)})
 
 
@@ -233,7 +234,7 @@ def stateless_runs(request, user):
 
 def _runs_stream(request, user, thread_id=None):
     body = body_of(request, RunCreate)
-    started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id)
+    started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id, api_key=request.auth)
     maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
                        inputs=started.inputs)
     on_disconnect = _canceller(started.execution.pk, user) if body.on_disconnect == "cancel" else None
@@ -263,7 +264,8 @@ def stateless_runs_stream(request, user):
 async def _runs_wait(request, user, thread_id=None):
     """Run here to its end (or, queued behind the thread's run, wait for a worker to run it) and answer its values."""
     body = body_of(request, RunCreate)
-    started = await database_sync_to_async(run_start)(owner=user, body=body, mode=Mode.SYNC, thread_id=thread_id)
+    started = await database_sync_to_async(run_start)(owner=user, body=body, mode=Mode.SYNC, thread_id=thread_id,
+                                                               api_key=request.auth)
     if not started.execution.is_terminal:
         await run_ended(execution_id=started.execution.pk)
     values = await database_sync_to_async(_values_now)(started.execution, started.inputs)

@@ -80,6 +80,24 @@ def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(daphne_se
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_other_key(daphne_server, bob, bob_api):
+    """A run records the key that started it, on every path (/langgraph/'s too): so the key's budget binds it, and
+    the owner's other keys go on."""
+    server = daphne_server()
+    capped_token, capped = api_token_create(user=bob)
+    free = api_token_create(user=bob)[1]
+    budget = set_budget(bob_api, scope="key", target_id=str(capped_token.uid), limit_tokens=1)
+
+    for path in PATHS:
+        by_free, by_capped = spend(server, free, path), spend(server, capped, path)
+
+        assert by_free.status_code in (200, 201), (path, by_free.text)
+        assert by_capped.status_code == 429 and budget["id"] in by_capped.text, (path, by_capped.text)
+    assert WorkflowExecution.objects.filter(owner=bob).count() == len(PATHS)
+    assert not WorkflowExecution.objects.filter(owner=bob, api_key__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_staff_budget_on_everyone_binds_every_path_and_its_429_shows_its_id_and_limit_only(daphne_server, alice,
                                                                                               bob, staff):
     server = daphne_server()
