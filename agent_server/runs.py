@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
-from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
+from agent_server.assistants import RegisteredGraph, assistant_id_of_execution, assistant_row, run_target
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun
@@ -60,6 +60,18 @@ def chatter_config(body, system_prompt: str | None) -> dict:
     if system_prompt is not None and "system_prompt" not in config:
         config["system_prompt"] = system_prompt
     return config
+
+
+_LANGGRAPH_CONFIGURABLE = ("thread_id", "checkpoint_id", "checkpoint_ns", "run_id", "assistant_id", "graph_id")
+
+
+def graph_request(body) -> dict:
+    """A registered graph's run as asked: its input as given, the configurable keys and context it runs with
+    (Chatter's own config keys and LangGraph's thread keys apart), its static breakpoints."""
+    configurable = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
+                    if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE}
+    return {"graph_input": body.input, "configurable": configurable, "context": body.context,
+            "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
 
 
 def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
@@ -127,7 +139,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
     (fork_request), outside the thread's conversation."""
-    refused = body.refused()
+    row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
+    refused = body.refused() if not isinstance(row, RegisteredGraph) else []
     if refused:
         raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
                            "human_input nodes and interrupt() calls)")
@@ -135,7 +148,6 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         execution, feed = run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
         return StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
                           inputs=[], feed=feed)
-    row = assistant_row(user=owner, assistant_id=body.assistant_id)
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
@@ -146,18 +158,25 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
         return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
                         body=body, mode=mode)
-    messages = input_messages(body.input)
-    message, system_prompt = turn_of(messages)
-    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
-               **run_target(row), **written}
+    if isinstance(row, RegisteredGraph):  # the graph's own input, whatever its schema
+        messages, message = [], None
+        chatter_keys = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
+                        if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
+        request = {"owner": owner, "config": chatter_keys, "graph_request": graph_request(body),
+                   **run_target(row), **written}
+    else:
+        messages = input_messages(body.input)
+        message, system_prompt = turn_of(messages)
+        request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
+                   **run_target(row), **written}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
         return _run_now(started, request=request, body=body, mode=mode)
-    if not message:
+    if not message and not isinstance(row, RegisteredGraph):
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
-    request.update(chat=True, conversation_id=conversation.pk)
+    request.update(chat=not isinstance(row, RegisteredGraph), conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
             return _run_now(started, request={**request, "on_written": _alone_on_thread(request["on_written"])},

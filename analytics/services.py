@@ -92,7 +92,8 @@ def usage_drift() -> list[dict]:
 
 
 def _execution_drift() -> list[dict]:
-    """I3: a finished execution's totals equal the sums over its nodes (and its assistant message)."""
+    """I3: a finished execution's totals equal the sums over its nodes (and over the messages it produced: a chat
+    turn's reply, a registered graph's messages)."""
     drift = []
     finished = WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL)
     node_sums = {
@@ -103,8 +104,9 @@ def _execution_drift() -> list[dict]:
     }
     replies = {
         row["execution_id"]: row
-        for row in Message.objects.filter(execution__in=finished, role=Message.Role.ASSISTANT).values(
-            "execution_id", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
+        for row in Message.objects.filter(execution__in=finished).exclude(role=Message.Role.USER).values(
+            "execution_id").annotate(prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+                                     total_tokens=Sum("total_tokens"), cost=Sum("cost"))
     }
     for execution in finished.values("id", "prompt_tokens", "completion_tokens", "total_tokens", "cost"):
         nodes = node_sums.get(execution["id"], {})

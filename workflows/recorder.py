@@ -475,6 +475,24 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             self._budget_stop(next(hold["budget"] for hold in self.budget_holds if hold["hard"]))
 
     @_locked
+    def node_focus(self, opened: _OpenNode | None = None) -> _OpenNode | None:
+        """Make `opened` (a node still open) the one the next hooks on this thread are about; returns the open
+        one. A registered graph's tasks may run at once, their callbacks served on the run's thread."""
+        if opened is not None:
+            self._opened[opened.index] = opened
+            self._local.open = opened
+        return self.open
+
+    @_locked
+    def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None:
+        """A registered graph's own stream, in its run's log: its state after each step (`values`, the graph's
+        own, not its subgraphs'), each node's update (`updates`, naming its nodes) and what its nodes wrote to
+        the stream (`custom`)."""
+        if mode == "values" and namespace:
+            return
+        self.emit(mode, {"namespace": namespace, mode: data})
+
+    @_locked
     def limit_exceeded(self, limit: str, value: Any) -> None:
         """Every limit a run passes comes here, whether or not it ends the run."""
         self.emit("limit_exceeded", {"limit": limit, "value": value})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -28,6 +29,12 @@ from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
 from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
+from workflows.engine.python_graphs import (
+    MESSAGES_USAGE,
+    graph_input_of,
+    graph_stream_run,
+    registered_graph_name,
+)
 from workflows.engine.runtime import NullHooks, RunContext
 from workflows.models import WorkflowExecution
 from workflows.heartbeat import heartbeat
@@ -84,18 +91,22 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
     none was written). Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
     from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
 
-    thread_id = str(execution.pk)
+    graph = graph or parse_graph(execution.graph)
     fresh = resume is None and not after_crash
-    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh)
+    # A registered graph's thread is its conversation's (the graph's state carries over from run to run);
+    # any other graph's is its run's own.
+    registered = registered_graph_name(graph)
+    thread_id = str(execution.conversation_id) if registered and execution.conversation_id else str(execution.pk)
+    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh and thread_id == str(execution.pk))
     try:
         return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
-                    thread_id=thread_id, resume=resume, fresh=fresh)
+                    thread_id=thread_id, resume=resume, fresh=fresh, registered=registered)
     finally:
         checkpointer.release(thread_id)
 
 
-def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph | None, checkpointer,
-         thread_id: str, resume: dict | None, fresh: bool) -> WorkflowExecution:
+def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph, checkpointer,
+         thread_id: str, resume: dict | None, fresh: bool, registered: str | None) -> WorkflowExecution:
     from_checkpoint = False
     try:
         recorder = ExecutionRecorder(execution, fresh=fresh, prices=prices)
@@ -131,17 +142,24 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         else:
             recorder.emit("workflow_resumed", {"answered": [], "attempt": execution.resume_attempts,
                                                "from_checkpoint": from_checkpoint})
-        if resume is None and not from_checkpoint:  # a fork starts (again, after a crash) from its parent's
-            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)
+        if resume is None and not from_checkpoint and not registered:  # a fork starts (again, after a crash)
+            from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)  # from its parent's
         recorder.heartbeat_start()
-        run_input, graph = execution.input_data, graph or parse_graph(execution.graph)
-        every_step = checkpoints_every_step(execution.config, mode=execution.mode)
-        # Saved only at pauses: a run that cannot pause, and does not go on from a checkpoint, saves nothing.
-        saves = every_step or graph.can_pause or resume is not None or from_checkpoint
-        state = graph_run(graph, ctx=ctx, message=run_input.get("message"), variables=run_input.get("variables"),
-                          messages=run_input.get("messages"), checkpointer=checkpointer if saves else None,
-                          thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
-                          every_step=every_step)
+        run_input = execution.input_data
+        if registered:
+            state = graph_stream_run(
+                registered, ctx=ctx, graph_input=graph_input_of(run_input), checkpointer=checkpointer,
+                thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
+                configurable=run_input.get("configurable"), context=run_input.get("context"),
+                interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
+        else:
+            every_step = checkpoints_every_step(execution.config, mode=execution.mode)
+            # Saved only at pauses: a run that cannot pause, and does not go on from a checkpoint, saves nothing.
+            saves = every_step or graph.can_pause or resume is not None or from_checkpoint
+            state = graph_run(graph, ctx=ctx, message=run_input.get("message"),
+                              variables=run_input.get("variables"), messages=run_input.get("messages"),
+                              checkpointer=checkpointer if saves else None, thread_id=thread_id, resume=resume,
+                              from_checkpoint=from_checkpoint, every_step=every_step)
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -265,25 +283,32 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             recorder.node_abandoned(error=error.message)
         messages = [recorder.user_message] if recorder.user_message is not None else []
         if execution.conversation_id is not None:
-            message = message_save(
-                conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
-                execution=execution, prompt_tokens=execution.prompt_tokens,
-                completion_tokens=execution.completion_tokens, cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
-                reasoning_tokens=ctx.usage.reasoning_tokens, cost=execution.cost,
-                usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
-                provider_used=call.provider if call else execution.provider,
-                model_used=call.model if call else execution.model,
-                finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
-                    "" if error is None else status),
-                response_time_ms=elapsed_ms,
-                tool_calls=_stored_tool_calls(reply),
-                error_message=error.message if error else "", actor=execution.owner,
-            )
-            messages.append(message)
-            recorder.emit("message_saved", {
-                "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
-                "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
-            })
+            if state is not None and MESSAGES_USAGE in state:  # a registered graph: every message it produced
+                saved = _graph_messages_save(execution=execution, state=state, ctx=ctx, elapsed_ms=elapsed_ms)
+            else:
+                saved = [message_save(
+                    conversation_id=execution.conversation_id, role=Message.Role.ASSISTANT, content=content,
+                    execution=execution, prompt_tokens=execution.prompt_tokens,
+                    completion_tokens=execution.completion_tokens,
+                    cached_prompt_tokens=ctx.usage.cached_prompt_tokens,
+                    reasoning_tokens=ctx.usage.reasoning_tokens, cost=execution.cost,
+                    usage_estimated=ctx.usage.estimated, usage_raw=ctx.usage.raw,
+                    provider_used=call.provider if call else execution.provider,
+                    model_used=call.model if call else execution.model,
+                    finish_reason=(reply.response_metadata.get("finish_reason", "") if reply else "") or (
+                        "" if error is None else status),
+                    response_time_ms=elapsed_ms,
+                    tool_calls=_stored_tool_calls(reply),
+                    error_message=error.message if error else "", actor=execution.owner,
+                )]
+            for message in saved:
+                messages.append(message)
+                recorder.emit("message_saved", {
+                    "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
+                    "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
+                })
+        if execution.conversation_id is not None and messages:
+            message = messages[-1]
             conversation = message.conversation  # as this message left it, under its lock: exactly what commits
             execution.conversation = conversation
             recorder.publish_after_write("conversation_updated", {
@@ -304,7 +329,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
             "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
-            "message_id": str(messages[-1].pk) if execution.conversation_id is not None else None,
+            "message_id": str(messages[-1].pk) if execution.conversation_id is not None and messages else None,
         }
         if error is None:
             recorder.emit("workflow_completed", summary)
@@ -322,6 +347,71 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                                 calls=calls_by_model(recorder.calls))
         recorder.write_audits()
     return execution
+
+
+_ROLES = {"human": Message.Role.USER, "ai": Message.Role.ASSISTANT, "tool": Message.Role.TOOL,
+          "system": Message.Role.SYSTEM}
+
+
+def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunContext,
+                         elapsed_ms: int) -> list[Message]:
+    """The messages a registered graph's run added to its state, in order, each saved to the conversation: an AI
+    message with the usage of the model call that produced it; what no message took (a call whose reply the graph
+    kept elsewhere, calls before the run paused) rides on its last AI message, or on an assistant message of its
+    own, so the run's messages hold exactly its usage (I3)."""
+    from langchain_core.messages import BaseMessage
+
+    known = set(Message.objects.filter(conversation_id=execution.conversation_id).exclude(
+        metadata__message_id=None).values_list("metadata__message_id", flat=True))
+    produced = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage) and m.id not in known]
+    booked = state[MESSAGES_USAGE]
+    fields = []
+    for m in produced:
+        content = m.content if isinstance(m.content, str) else m.text
+        entry = {"role": _ROLES.get(m.type, Message.Role.ASSISTANT), "content": content, "usage": None,
+                 "metadata": {"message_id": m.id, **({"name": m.name} if m.name else {}),
+                              **({"tool_call_id": m.tool_call_id} if m.type == "tool" else {})},
+                 "tool_calls": _stored_tool_calls(m) if m.type == "ai" else [],
+                 "provider": "", "model": "",
+                 "finish_reason": (m.response_metadata or {}).get("finish_reason", "") if m.type == "ai" else ""}
+        if m.type == "ai" and "usage" in booked.get(m.id, {}):
+            entry.update(usage=booked[m.id]["usage"], provider=booked[m.id]["provider"], model=booked[m.id]["model"])
+        fields.append(entry)
+    rest = ctx.usage
+    for entry in fields:
+        if entry["usage"] is not None:
+            rest = _less(rest, entry["usage"])
+    if rest.total_tokens or rest.cost:
+        last_ai = next((e for e in reversed(fields) if e["role"] == Message.Role.ASSISTANT), None)
+        if last_ai is None:
+            last_ai = {"role": Message.Role.ASSISTANT, "content": ctx.partial_text, "usage": None, "metadata": {},
+                       "tool_calls": [], "provider": "", "model": "", "finish_reason": ""}
+            fields.append(last_ai)
+        last_ai["usage"] = rest if last_ai["usage"] is None else last_ai["usage"] + rest
+    saved = []
+    for entry in fields:
+        usage = entry["usage"]
+        saved.append(message_save(
+            conversation_id=execution.conversation_id, role=entry["role"], content=entry["content"],
+            execution=execution, actor=execution.owner, metadata=entry["metadata"], tool_calls=entry["tool_calls"],
+            finish_reason=entry["finish_reason"],
+            provider_used=entry["provider"] or (execution.provider if usage is not None else ""),
+            model_used=entry["model"] or (execution.model if usage is not None else ""),
+            response_time_ms=elapsed_ms if entry["role"] == Message.Role.ASSISTANT else 0,
+            **({} if usage is None else {
+                "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
+                "cost": usage.cost, "usage_estimated": usage.estimated, "usage_raw": usage.raw})))
+    return saved
+
+
+def _less(total, part):
+    """What of `total` usage `part` does not account for."""
+    return replace(total, prompt_tokens=total.prompt_tokens - part.prompt_tokens,
+                   completion_tokens=total.completion_tokens - part.completion_tokens,
+                   cached_prompt_tokens=total.cached_prompt_tokens - part.cached_prompt_tokens,
+                   reasoning_tokens=total.reasoning_tokens - part.reasoning_tokens, cost=total.cost - part.cost,
+                   raw={})
 
 
 def _reply_ending(reply) -> dict:

@@ -1,7 +1,8 @@
-"""Python graphs of your own (CHATTER_GRAPHS) as assistants: run through the official langgraph-sdk against a real
-daphne server, their chat model (ChatOpenAI on the fake OpenAI server) and tool calls are accounted exactly like a
-built-in model node's; the same graph run through /api/v1/ gives the same accounting; an unpriced model is
-recorded with its tokens and flagged, not refused."""
+"""Python graphs of your own (CHATTER_GRAPHS) as assistants: run as they are through the official langgraph-sdk
+against a real daphne server: each of the graph's nodes is a node row, each message it produces is in the thread's
+conversation with the usage of the model call that produced it (ChatOpenAI on the fake OpenAI server), tool calls
+in the trail; the same graph run through /api/v1/ gives the same accounting; an unpriced model is recorded with
+its tokens and flagged, not refused."""
 from decimal import Decimal
 
 import httpx
@@ -50,9 +51,14 @@ def test_a_python_graph_is_an_assistant_and_its_calls_are_accounted(graph_server
         ("openai", "gpt-4o-mini", False, 60), ("openai", "gpt-4o-mini", False, 86)]
     tool = ToolCall.objects.get(execution=execution)
     assert tool.tool == "multiply" and tool.ok and "84" in tool.result
-    node = NodeExecution.objects.get(execution=execution, node_type="python_graph")
-    assert node.total_tokens == 146 and node.cost == EXPECTED["cost"] and node.llm_calls == 2
-    assert values["messages"][-1]["usage_metadata"]["total_tokens"] == 146
+    nodes = NodeExecution.objects.filter(execution=execution).order_by("index")
+    assert [(n.node_id, n.node_type, n.total_tokens, n.llm_calls, n.tool_calls) for n in nodes] == [
+        ("agent", "graph_node", 60, 1, 0), ("tools", "graph_node", 0, 0, 1), ("agent", "graph_node", 86, 1, 0)]
+    stored = execution.conversation.messages.order_by("sequence")
+    assert [(m.role, m.total_tokens) for m in stored] == [("user", 0), ("assistant", 60), ("tool", 0),
+                                                         ("assistant", 86)]
+    assert stored.last().content == "12*7 = 84" and stored[1].tool_calls[0]["name"] == "multiply"
+    assert values["messages"][-1]["usage_metadata"]["total_tokens"] == 86
     assert client.runs.get(thread["thread_id"], str(execution.pk))["assistant_id"] == "calculator_agent"
     assert_all(execution)
 
@@ -75,15 +81,15 @@ def test_a_model_without_a_price_is_recorded_and_flagged_not_refused(graph_serve
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub, model="house-model-7")
 
-    parts = list(client.runs.stream(None, "house_agent", input=TURN, stream_mode=["values", "custom"]))
+    parts = list(client.runs.stream(None, "house_agent", input=TURN, stream_mode=["values"]))
 
     execution = WorkflowExecution.objects.get()
     assert parts[-1].event == "end" and execution.status == "completed"
+    assert parts[-2].data["messages"][-1]["content"] == "12*7 = 84"
     assert execution.total_tokens == 146 and execution.cost == 0 and execution.llm_calls == 2
-    assert set(LLMCall.objects.filter(execution=execution).values_list("model", "unpriced")) == {
-        ("house-model-7", True)}
-    usage = [p.data["data"] for p in parts if p.event == "custom" and p.data["event"] == "token_usage"]
-    assert [u["total_tokens"] for u in usage] == [60, 86] and {u["provider"] for u in usage} == {"openai"}
+    calls = LLMCall.objects.filter(execution=execution).order_by("created_at")
+    assert [(c.provider, c.model, c.unpriced, c.total_tokens) for c in calls] == [
+        ("openai", "house-model-7", True, 60), ("openai", "house-model-7", True, 86)]
     assert_all(execution)
 
 
@@ -101,7 +107,8 @@ def test_the_runs_tool_call_limit_holds_inside_a_python_graph(graph_server, open
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub)
 
-    values = client.runs.wait(None, "calculator_agent", input=TURN, context={"max_tool_calls": 0}, raise_error=False)
+    values = client.runs.wait(None, "calculator_agent", input=TURN, config={"configurable": {"max_tool_calls": 0}},
+                              raise_error=False)
 
     execution = WorkflowExecution.objects.get()
     assert values["__error__"]["error"] == "limit_exceeded"

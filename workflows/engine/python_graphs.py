@@ -1,27 +1,47 @@
-"""Python graphs of your own (CHATTER_GRAPHS: LangGraph graphs, compiled or factories) run inside a Chatter run
-as one `python_graph` node: every chat-model call they make, whatever its class, is accounted like a built-in
-model node's, from LangChain's callbacks: usage from the model's own `usage_metadata` (estimated and flagged when
-it reports none), provider and model from the model's LangSmith metadata, priced from ModelPrice (a model with no
-price is recorded with its tokens, flagged `unpriced`, cost 0), tokens streamed live, tool calls in the trail.
+"""Python graphs of your own (CHATTER_GRAPHS: LangGraph graphs, compiled or factories) run as they are.
+
+A registered graph's run executes the graph itself (`graph_stream_run`): its own state schema and input, sync or
+async nodes, subgraphs, a factory called with the run's `config` (and, when it takes one, a runtime). Its thread's
+state is the graph's own, checkpointed on Chatter's checkpointer under the thread's id with every step and its
+parent. Nothing wraps it: what the run records comes from LangChain's callbacks and LangGraph's stream —
+- each top-level task (a node of the graph) is a node row, opened by its chain's start and closed by its end (or
+  paused by an interrupt), once the model calls it made have ended;
+- every chat-model call, whatever its class, is accounted from its own `usage_metadata` (estimated and flagged
+  when it reports none), provider and model from its LangSmith metadata, priced from ModelPrice; tokens stream
+  live; tool calls go to the trail;
+- the graph's `values`, `updates` (naming its own nodes, and its subgraphs' under their namespace) and `custom`
+  (its `get_stream_writer()` output) are the run's events.
+
+The graph runs on an event loop of its own thread; whatever touches the database (the recorder's hooks) runs on
+the run's own thread, which serves the loop's and the callbacks' requests until the graph ends (RunThread).
+A `python_graph` node inside a Chatter graph still runs a registered graph as one node (`python_graph_invoke`).
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
+import queue
+import sys
 import threading
 import time
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Callable
+from uuid import UUID
 
 from django.conf import settings
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatter_project.errors import InvalidInput
+from chatter_project.errors import InvalidInput, RunError
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunContext
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 
 MAX_STEPS = 100
-_loaded: dict[str, Any] = {}
+MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
+NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
+_modules: dict[str, Any] = {}
 _loading = threading.Lock()
 
 
@@ -29,74 +49,297 @@ def graph_names() -> list[str]:
     return sorted(settings.CHATTER_GRAPHS)
 
 
-def graph_load(name: str):
-    """The compiled graph registered as `name` (a factory is called once), imported on first use."""
+def _registered(name: str):
+    """What CHATTER_GRAPHS names: a compiled graph or a factory. Its module is imported once, as a module of its
+    own (in sys.modules, so that postponed annotations and pickling resolve its names)."""
     if name not in settings.CHATTER_GRAPHS:
         raise InvalidInput(f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
+    path, attribute = settings.CHATTER_GRAPHS[name]
     with _loading:
-        if name not in _loaded:
-            path, attribute = settings.CHATTER_GRAPHS[name]
-            spec = importlib.util.spec_from_file_location(f"chatter_graphs.{name}", path)
+        if path not in _modules:
+            module_name = f"chatter_graphs.{name}"
+            spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            graph = getattr(module, attribute)
-            _loaded[name] = graph if hasattr(graph, "invoke") else graph()
-        return _loaded[name]
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
+            _modules[path] = module
+        return getattr(_modules[path], attribute)
 
 
-class CallAccounting(BaseCallbackHandler):
-    """LangChain's callbacks of one python_graph node's run, turned into the run's hooks: each chat-model call
-    recorded and priced through RunContext, its tokens streamed, each tool call in the trail."""
+def is_factory(target) -> bool:
+    return not hasattr(target, "astream")
 
-    raise_error = True  # a cancel or a limit raised at a token boundary must stop the graph
 
-    def __init__(self, node: Node, ctx: RunContext):
-        self.node, self.ctx = node, ctx
-        self.calls: dict[Any, dict] = {}
-        self.tools: dict[Any, dict] = {}
+def _factory_arguments(factory: Callable, *, config: dict, runtime: Any) -> list:
+    """What a factory takes, by its signature: nothing, the run's config, or the config and a runtime."""
+    parameters = [p for p in inspect.signature(factory).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [config, runtime][:len(parameters)]
 
-    def on_chat_model_start(self, serialized, messages, *, run_id, metadata=None, **kwargs) -> None:
+
+async def graph_build(name: str, *, config: dict | None = None, runtime: Any = None):
+    """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
+    target = _registered(name)
+    if not is_factory(target):
+        return target
+    built = target(*_factory_arguments(target, config=config or {}, runtime=runtime))
+    if inspect.isawaitable(built):
+        built = await built
+    if hasattr(built, "__aenter__"):  # an async context manager yielding the graph
+        raise InvalidInput(f"graph factory {name!r} returns a context manager, which Chatter does not run")
+    return built
+
+
+def graph_load(name: str):
+    """The compiled graph of a registered name, for reading its structure (a factory is called with no config)."""
+    target = _registered(name)
+    if not is_factory(target):
+        return target
+    return asyncio.run(graph_build(name))
+
+
+def as_json(value):
+    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts, tuples as lists, a
+    LangGraph Interrupt as {"value", "id"}."""
+    if isinstance(value, dict):
+        return {str(key): as_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [as_json(item) for item in value]
+    if hasattr(value, "model_dump"):
+        return as_json(value.model_dump())
+    if type(value).__name__ == "Interrupt" and hasattr(value, "id"):
+        return {"value": as_json(value.value), "id": value.id}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, UUID):
+        return str(value)
+    if hasattr(value, "__dict__"):
+        return {key: as_json(item) for key, item in vars(value).items() if not key.startswith("_")}
+    return str(value)
+
+
+class RunThread:
+    """The run's own thread serving calls made on other threads (the graph's event loop, LangChain's callback
+    executors): the database is touched on one thread, in the order the calls come."""
+
+    _DONE = object()
+
+    def __init__(self):
+        self.ident = threading.get_ident()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) on the run's thread; returns its result or raises its exception."""
+        if threading.get_ident() == self.ident:
+            return fn(*args, **kwargs)
+        done: Future = Future()
+        self._calls.put((fn, args, kwargs, done))
+        return done.result()
+
+    def finished(self) -> None:
+        self._calls.put(self._DONE)
+
+    def serve(self, *, idle: Callable[[], None], idle_s: float = 0.5) -> None:
+        """Run the calls as they come until `finished`; `idle` is called whenever none came for `idle_s`."""
+        while True:
+            try:
+                item = self._calls.get(timeout=idle_s)
+            except queue.Empty:
+                idle()
+                continue
+            if item is self._DONE:
+                return
+            fn, args, kwargs, done = item
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, on its thread
+                done.set_exception(exc)
+
+
+def _node(name: str) -> Node:
+    return Node(id=name, type=NODE_TYPE, config={}, label=name)
+
+
+class GraphAccounting(BaseCallbackHandler):
+    """LangChain's callbacks of a registered graph's run turned into the run's hooks, on the run's thread."""
+
+    raise_error = True  # a cancel or a limit raised at a token or node boundary must stop the graph
+
+    def __init__(self, ctx: RunContext, run_thread: RunThread | None, *, node: Node | None = None):
+        self.ctx, self.run_thread = ctx, run_thread
+        self.fixed_node = node  # a python_graph node of a Chatter graph: everything is that node's
+        self.root: UUID | None = None
+        self.task_of: dict[UUID, UUID] = {}  # every run seen inside a task → the task's (top-level node's) run id
+        self.tasks: dict[UUID, dict] = {}  # open task → {"node", "opened", "calls", "ending"}
+        self.calls: dict[UUID, dict] = {}
+        self.tools: dict[UUID, dict] = {}
+        self.usage_by_message: dict[str, Any] = {}  # an AI message's id → the usage of the call that produced it
+        self._lock = threading.Lock()
+
+    # --- which node a callback belongs to ----------------------------------------------------------------
+    def _task(self, run_id: UUID, parent_run_id: UUID | None) -> UUID | None:
+        with self._lock:
+            task = self.task_of.get(parent_run_id) if parent_run_id is not None else None
+            if task is not None:
+                self.task_of[run_id] = task
+            return task
+
+    def _call(self, fn: Callable, *args) -> Any:
+        """fn on the run's thread (with no RunThread, a python_graph node's sync run: where the callback is)."""
+        return self.run_thread.call(fn, *args) if self.run_thread is not None else fn(*args)
+
+    def _in_node(self, task: UUID | None, fn: Callable[[Node], Any]) -> Any:
+        """fn(node) on the run's thread with the task's node row as the recorder's open one."""
+        if self.fixed_node is not None:
+            return self._call(fn, self.fixed_node)
+        opened = self.tasks.get(task) if task is not None else None
+
+        def focused():
+            if opened is not None and opened["opened"] is not None:
+                self.ctx.hooks.node_focus(opened["opened"])
+            return fn(opened["node"] if opened is not None else _node("graph"))
+        return self._call(focused)
+
+    # --- nodes ---------------------------------------------------------------------------------------------
+    def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, tags=None, metadata=None,
+                       **kwargs) -> None:
+        if self.root is None and parent_run_id is None:
+            self.root = run_id
+            return
+        if self.fixed_node is not None or parent_run_id != self.root:
+            self._task(run_id, parent_run_id)
+            return
+        name = kwargs.get("name") or (metadata or {}).get("langgraph_node") or "node"
+        if name.startswith("__") or "langsmith:hidden" in (tags or []):
+            return
+        node = _node(name)
+        task = {"node": node, "opened": None, "calls": 0, "ending": None}
+        with self._lock:
+            self.task_of[run_id] = run_id
+            self.tasks[run_id] = task
+
+        def start():
+            self.ctx.checkpoint()
+            self.ctx.hooks.node_started(node)
+            task["opened"] = self.ctx.hooks.node_focus(None)
+        self._call(start)
+
+    def _task_end(self, run_id: UUID, *, status: str, output: dict, error: str = "", paused: bool = False) -> None:
+        task = self.tasks.get(run_id)
+        if task is None or task["opened"] is None:
+            return
+        if task["calls"] > 0:  # a model call of it has not ended yet: the node ends with its last call
+            task["ending"] = {"status": status, "output": output, "error": error, "paused": paused}
+            return
+        self.tasks.pop(run_id, None)
+
+        def end():
+            self.ctx.hooks.node_focus(task["opened"])
+            if paused:
+                self.ctx.hooks.node_paused(task["node"])
+            else:
+                self.ctx.hooks.node_finished(task["node"], status=status, output=output, error=error)
+        self._call(end)
+
+    def on_chain_end(self, outputs, *, run_id, **kwargs) -> None:
+        if run_id in self.tasks:
+            self._task_end(run_id, status="completed", output=_summary(outputs))
+
+    def on_chain_error(self, error, *, run_id, **kwargs) -> None:
+        if run_id not in self.tasks:
+            return
+        from langgraph.errors import GraphBubbleUp
+
+        if isinstance(error, GraphBubbleUp):  # interrupt(): the node waits for an answer, and runs again on it
+            self._task_end(run_id, status="running", output={}, paused=True)
+        else:
+            self._task_end(run_id, status="failed", output={},
+                           error=str(error) if isinstance(error, RunError) else f"{type(error).__name__}: {error}")
+
+    # --- model calls -----------------------------------------------------------------------------------------
+    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, metadata=None,
+                            **kwargs) -> None:
+        task = self._task(run_id, parent_run_id)
         metadata = metadata or {}
         prompt = messages[0] if messages else []
         call = {"provider": str(metadata.get("ls_provider") or "unknown"),
                 "model": str(metadata.get("ls_model_name") or "unknown"), "prompt": prompt,
-                "started": time.monotonic(), "text": ""}
+                "started": time.monotonic(), "text": "", "task": task}
         self.calls[run_id] = call
-        self.ctx.hooks.model_call_started(self.node, CallStarted(
-            call["provider"], call["model"], estimate_prompt_tokens(prompt),
-            lambda: streamed_so_far(AIMessage(call["text"]))))
-        self.ctx.checkpoint()
+        if task in self.tasks:
+            self.tasks[task]["calls"] += 1
+
+        def started(node):
+            self.ctx.hooks.model_call_started(node, CallStarted(
+                call["provider"], call["model"], estimate_prompt_tokens(prompt),
+                lambda: streamed_so_far(AIMessage(call["text"]))))
+            self.ctx.checkpoint()
+        self._in_node(task, started)
 
     def on_llm_new_token(self, token, *, run_id, **kwargs) -> None:
-        if isinstance(token, str) and token:
-            self.calls[run_id]["text"] += token
+        call = self.calls.get(run_id)
+        if call is None or not isinstance(token, str) or not token:
+            return
+        call["text"] += token
+
+        def streamed(node):
             self.ctx.partial_text += token
-            self.ctx.hooks.token(self.node, token)
-        self.ctx.checkpoint()
+            self.ctx.hooks.token(node, token)
+            self.ctx.checkpoint()
+        self._in_node(call["task"], streamed)
 
     def on_llm_end(self, response, *, run_id, **kwargs) -> None:
         call = self.calls.pop(run_id, None)
-        if call is None:  # a completion model, not a chat model: not one this node knows how to account
+        if call is None:  # a completion model, not a chat model: not one this accounting knows
             return
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
         message = getattr(generation, "message", None) or AIMessage(call["text"])
         usage = usage_from_message(message, prompt=call["prompt"])
         reported = (message.response_metadata or {}).get("model_name") or call["model"]
-        self.ctx.call_recorded(self.node, provider=call["provider"], reported_model=reported,
-                               requested_model=call["model"], usage=usage, started=call["started"])
 
-    def on_tool_start(self, serialized, input_str, *, run_id, inputs=None, **kwargs) -> None:
-        self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"])  # the run's limit holds here too
+        def recorded(node):
+            if message.id:  # booked on the message before the call counts: a limit it passes still leaves it there
+                self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
+            recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
+                                                   requested_model=call["model"], usage=usage,
+                                                   started=call["started"])
+            if message.id:
+                self.usage_by_message[message.id]["usage"] = recorded_call.usage
+        self._in_node(call["task"], recorded)
+        self._call_ended(call["task"])
+
+    def on_llm_error(self, error, *, run_id, **kwargs) -> None:
+        call = self.calls.pop(run_id, None)
+        if call is not None:
+            self._call_ended(call["task"])
+
+    def _call_ended(self, task: UUID | None) -> None:
+        opened = self.tasks.get(task) if task is not None else None
+        if opened is None:
+            return
+        opened["calls"] -= 1
+        if opened["calls"] == 0 and opened["ending"] is not None:
+            self._task_end(task, **opened["ending"])
+
+    # --- tools ------------------------------------------------------------------------------------------------
+    def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, inputs=None, **kwargs) -> None:
+        task = self._task(run_id, parent_run_id)
         self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
                               "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
-                              "started": time.monotonic()}
+                              "started": time.monotonic(), "task": task}
+        self._in_node(task, lambda node: self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"]))
 
     def _tool_ended(self, run_id, *, result: str, ok: bool, error: str) -> None:
         tool = self.tools.pop(run_id, None)
         if tool is None:
             return
-        self.ctx.hooks.tool_called(self.node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok,
-                                   error=error, duration_ms=int((time.monotonic() - tool["started"]) * 1000))
+        self._in_node(tool["task"], lambda node: self.ctx.hooks.tool_called(
+            node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
+            duration_ms=int((time.monotonic() - tool["started"]) * 1000)))
 
     def on_tool_end(self, output, *, run_id, **kwargs) -> None:
         content = getattr(output, "content", output)
@@ -105,14 +348,142 @@ class CallAccounting(BaseCallbackHandler):
     def on_tool_error(self, error, *, run_id, **kwargs) -> None:
         self._tool_ended(run_id, result="", ok=False, error=f"{type(error).__name__}: {error}")
 
+    # --- anything else inside a task keeps its task -------------------------------------------------------------
+    def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs) -> None:
+        self._task(run_id, parent_run_id)
+
+    def on_llm_start(self, serialized, prompts, *, run_id, parent_run_id=None, **kwargs) -> None:
+        self._task(run_id, parent_run_id)
+
+
+def _summary(outputs) -> dict:
+    """A node's result as its row keeps it (size-capped by the recorder)."""
+    data = as_json(outputs)
+    return data if isinstance(data, dict) else {"result": data}
+
+
+STREAM_MODES = ["values", "updates", "custom"]
+
+
+def registered_graph_name(graph) -> str | None:
+    """The registered graph a Chatter graph runs as it is (a python_graph node between start and end); None when
+    it is a graph of Chatter's own nodes."""
+    working = [node for node in graph.nodes if node.type not in ("start", "end")]
+    if len(working) == 1 and working[0].type == "python_graph":
+        return working[0].config["graph"]
+    return None
+
+
+def graph_input_of(run_input: dict) -> Any:
+    """What a registered graph's run is given: the input as the request gave it (the Agent Server API), or a chat
+    turn's message (or the gateway's messages) as its `messages`."""
+    if "graph_input" in run_input:
+        return run_input["graph_input"]
+    from langchain_core.messages import HumanMessage
+
+    from workflows.engine.chat_messages import messages_from_openai
+
+    if run_input.get("messages"):
+        return {"messages": messages_from_openai(run_input["messages"])}
+    return {"messages": [HumanMessage(run_input["message"])] if run_input.get("message") else []}
+
+
+def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpointer, thread_id: str,
+                     resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
+                     configurable: dict | None = None, context: Any = None,
+                     interrupt_before=None, interrupt_after=None) -> dict:
+    """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
+    graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
+    when it waits; and under `__messages_usage__` the usage of each AI message a model call produced."""
+    from langgraph.errors import GraphRecursionError
+    from langgraph.types import Command
+
+    run_thread = RunThread()
+    accounting = GraphAccounting(ctx, run_thread)
+    config = {"configurable": {**(configurable or {}), "thread_id": thread_id},
+              "callbacks": [accounting], "recursion_limit": MAX_STEPS}
+    outcome: dict = {}
+
+    async def drive() -> None:
+        graph = await graph_build(name, config=config)
+        compiled = graph.copy(update={"checkpointer": checkpointer})
+        run_input = graph_input
+        if resume is not None:
+            pending = {i.id for i in (await compiled.aget_state(config)).interrupts}
+            answer = resume if (len(resume) != 1 or pending & set(resume)) else next(iter(resume.values()))
+            run_input = Command(resume=answer)
+        elif from_checkpoint:
+            run_input = None
+        kwargs = {"durability": "sync" if every_step else "exit", "subgraphs": True, "stream_mode": STREAM_MODES}
+        if context is not None:
+            kwargs["context"] = context
+        if interrupt_before:
+            kwargs["interrupt_before"] = interrupt_before
+        if interrupt_after:
+            kwargs["interrupt_after"] = interrupt_after
+        async for namespace, mode, part in compiled.astream(run_input, config, **kwargs):
+            data = as_json(part)
+            run_thread.call(ctx.hooks.graph_streamed, mode, list(namespace), data)
+        state = await compiled.aget_state(config)
+        outcome["values"] = dict(state.values or {})
+        outcome["interrupts"] = list(state.interrupts)
+        outcome["waiting"] = bool(state.next)
+
+    loop_task: dict = {}
+
+    def loop_main() -> None:
+        try:
+            loop = asyncio.new_event_loop()
+            loop_task["loop"] = loop
+            try:
+                loop_task["task"] = loop.create_task(drive())
+                loop.run_until_complete(loop_task["task"])
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
+            outcome["error"] = exc
+        finally:
+            run_thread.finished()
+
+    def idle() -> None:  # a graph that neither streams nor calls a model still stops when cancelled or late
+        try:
+            ctx.checkpoint()
+        except RunError as exc:
+            outcome.setdefault("stopped", exc)
+            loop, task = loop_task.get("loop"), loop_task.get("task")
+            if loop is not None and task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+
+    worker = threading.Thread(target=loop_main, name="chatter-graph", daemon=True)
+    worker.start()
+    run_thread.serve(idle=idle)
+    worker.join()
+    error = outcome.get("error")
+    if isinstance(error, asyncio.CancelledError) and "stopped" in outcome:
+        raise outcome["stopped"]
+    if isinstance(error, GraphRecursionError):
+        ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
+        from chatter_project.errors import LimitExceeded
+        raise LimitExceeded("max_steps", MAX_STEPS) from None
+    if error is not None:
+        raise error
+    values = outcome["values"]
+    if outcome["interrupts"] or outcome["waiting"]:
+        values["__interrupt__"] = outcome["interrupts"]
+    values[MESSAGES_USAGE] = accounting.usage_by_message
+    return values
+
 
 def python_graph_invoke(node: Node, messages: list[BaseMessage], ctx: RunContext) -> list[BaseMessage]:
-    """Run the registered graph on the turn's messages; returns the messages it added."""
+    """A python_graph node of a Chatter graph: the registered graph run on the turn's messages, as one node;
+    returns the messages it added."""
     graph = graph_load(node.config["graph"])
     sent = [message.model_copy(update={"id": message.id or f"chatter-input-{index}"})
             for index, message in enumerate(messages)]
-    result = graph.invoke({"messages": sent}, config={"callbacks": [CallAccounting(node, ctx)],
-                                                      "recursion_limit": MAX_STEPS})
+    result = graph.invoke({"messages": sent}, config={
+        "callbacks": [GraphAccounting(ctx, None, node=node)], "recursion_limit": MAX_STEPS})
     known = {message.id for message in sent}
     return [message for message in (result or {}).get("messages") or []
             if isinstance(message, BaseMessage) and message.id not in known]

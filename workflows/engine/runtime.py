@@ -79,6 +79,10 @@ class RunHooks(Protocol):
                     duration_ms: int) -> None: ...
     def token(self, node: Node, text: str) -> None: ...
     def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
+    # A registered graph's own stream (workflows.engine.python_graphs): its values, updates and custom parts.
+    def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None: ...
+    # Which open node the next hook is about (a registered graph's tasks may run at once); returns the open one.
+    def node_focus(self, opened: Any = None) -> Any: ...
     def limit_exceeded(self, limit: str, value: Any) -> None: ...
     def cancel_requested(self) -> bool: ...
     def history(self, limit: int) -> list[BaseMessage]: ...
@@ -97,6 +101,8 @@ class NullHooks:
     def tool_called(self, node, **kwargs): pass
     def token(self, node, text): pass
     def tool_call_delta(self, node, delta): pass
+    def graph_streamed(self, mode, namespace, data): pass
+    def node_focus(self, opened=None): return opened
     def limit_exceeded(self, limit, value): pass
     def cancel_requested(self): return False
     def history(self, limit): return []
@@ -202,10 +208,10 @@ class RunContext:
         return self._record_reply(node, provider, model_name, prompt, streamed, started)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
-                      started: float) -> None:
+                      started: float) -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
         callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
-        self._record(node, provider, reported_model, requested_model, usage, started)
+        return self._record(node, provider, reported_model, requested_model, usage, started)
 
     def _record_reply(self, node, provider, model_name, prompt, streamed, started) -> AIMessage:
         reply = streamed.reply()
@@ -225,7 +231,7 @@ class RunContext:
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
 
-    def _record(self, node, provider, reported_model, requested_model, usage, started) -> None:
+    def _record(self, node, provider, reported_model, requested_model, usage, started) -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it.
         usage = priced(usage, self.hooks.price(provider, requested_model))
@@ -238,6 +244,7 @@ class RunContext:
         limit = self.config["max_total_tokens"]
         if limit is not None and total_tokens > limit:
             self._exceed("max_total_tokens", limit)
+        return call
 
 
 @dataclass

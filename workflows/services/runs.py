@@ -104,6 +104,9 @@ class RunPlan:
     # transaction, so they exist before it can end: called with the execution once its row is inserted.
     on_written: Callable[[WorkflowExecution], None] | None = None
     run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
+    # A registered graph's run as the Agent Server API asks for it: its input as given (graph_input), the
+    # config's configurable keys and context it runs with, its static breakpoints.
+    graph_request: dict | None = None
 
 
 def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
@@ -111,7 +114,8 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
              conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
              correlation_id: str = "", api_key=None, gateway: bool = False,
              messages: list | None = None, from_checkpoint: str | None = None, webhook: str = "",
-             after_seconds: int | None = None, on_written: Callable | None = None) -> RunPlan:
+             after_seconds: int | None = None, on_written: Callable | None = None,
+             graph_request: dict | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
     of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
     message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
@@ -162,7 +166,7 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
                    config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
                    chat=chat, template=template_row, definition=definition, schedule=schedule,
                    correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key, webhook=webhook,
-                   run_after=run_after, on_written=on_written)
+                   run_after=run_after, on_written=on_written, graph_request=graph_request)
 
 
 def _owner_lock_and_budgets(plan: RunPlan) -> list:
@@ -230,7 +234,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         schedule=plan.schedule, mode=plan.mode, provider=plan.config["provider"], model=plan.config["model"],
         config=plan.config, graph=plan.graph.as_dict(), status=status,
         input_data={"message": plan.message, "variables": plan.variables,
-                    **({"messages": plan.messages} if plan.messages else {})},
+                    **({"messages": plan.messages} if plan.messages else {}), **(plan.graph_request or {})},
         api_key=plan.api_key,
         correlation_id=plan.correlation_id or uuid.uuid4().hex,
         forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
