@@ -17,7 +17,7 @@ from agent_server.messages import ai_message_of_run, input_as_dicts, input_messa
 from agent_server.models import AgentCron, AgentRun
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
-from agent_server.threads import owned_row, thread_create, thread_get, thread_values
+from agent_server.threads import graph_thread_values, owned_row, thread_create, thread_get, thread_values
 from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
@@ -317,12 +317,22 @@ def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None
                               "message": execution.error_message or execution.status}}
     if execution.conversation_id:
         values = thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
+    elif is_registered_run(execution):
+        values = graph_thread_values(str(execution.pk)) or {}
     else:
         values = {"messages": [*input_as_dicts(inputs or []),
                                *([] if execution.status == Status.WAITING else [ai_message_of_run(execution)])]}
     if execution.status == Status.WAITING:
         values["__interrupt__"] = run_interrupts(execution)
     return values
+
+
+def is_registered_run(execution: WorkflowExecution) -> bool:
+    """Whether the run ran a registered graph as it is (its state, stream and thread are the graph's own)."""
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import registered_graph_name
+
+    return registered_graph_name(parse_graph(execution.graph)) is not None
 
 
 def run_interrupts(execution: WorkflowExecution) -> list[dict]:

@@ -165,9 +165,61 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
     return execution
 
 
+def _graph_thread(conversation: Conversation):
+    """A registered graph's thread (its checkpoints are the thread's own, under its id): the graph, on Chatter's
+    checkpointer, whose LangGraph API answers for its state; None for any other thread."""
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import graph_load, registered_graph_name
+
+    latest = _runs(conversation).first()
+    name = registered_graph_name(parse_graph(latest.graph)) if latest is not None else None
+    if name is None or not Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns=_ROOT,
+                                                     kind=Checkpoint.Kind.CHECKPOINT).exists():
+        return None
+    try:
+        return graph_load(name, config=_thread_config(conversation)).copy(update={"checkpointer": checkpointer})
+    except InvalidInput:  # no longer registered: its thread reads as its messages
+        return None
+
+
+def _thread_config(conversation: Conversation, checkpoint_id: str | None = None) -> dict:
+    configurable = {"thread_id": str(conversation.pk), "checkpoint_ns": _ROOT}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = str(checkpoint_id)
+    return {"configurable": configurable}
+
+
+def _graph_snapshot(snapshot, conversation: Conversation) -> dict:
+    """A registered graph's StateSnapshot as the SDK's ThreadState: the graph's own values, tasks and parents."""
+    from workflows.engine.python_graphs import as_json
+
+    configurable = snapshot.config["configurable"]
+    parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    checkpoint = {**_checkpoint(conversation, configurable["checkpoint_id"]),
+                  "checkpoint_ns": configurable.get("checkpoint_ns", _ROOT)}
+    tasks = []
+    for task in snapshot.tasks:
+        found = _task_dict(task, conversation)
+        if task.state is not None and not isinstance(task.state, dict):  # subgraphs=True: its subgraph's state
+            found["state"] = _graph_snapshot(task.state, conversation)
+            found["checkpoint"] = found["state"]["checkpoint"]
+        tasks.append(found)
+    return {"values": as_json(dict(snapshot.values or {})), "next": list(snapshot.next), "tasks": tasks,
+            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts], "metadata": as_json(snapshot.metadata or {}),
+            "created_at": snapshot.created_at, "checkpoint": checkpoint,
+            "parent_checkpoint": {**checkpoint, "checkpoint_id": parent} if parent else None}
+
+
 def thread_state(*, conversation: Conversation, checkpoint_id: str | None = None, subgraphs: bool = False) -> dict:
     """The thread's state now, or at one of its checkpoints; `subgraphs`: with the state of the Python graph each
     of its tasks runs, when it saved one."""
+    graph = _graph_thread(conversation)
+    if graph is not None:
+        snapshot = graph.get_state(_thread_config(conversation, checkpoint_id), subgraphs=subgraphs)
+        if checkpoint_id and snapshot.created_at is None:
+            raise NotFound("checkpoint not found in this thread")
+        return _graph_snapshot(snapshot, conversation)
     if checkpoint_id:
         execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
         snapshot = _compiled(execution).get_state(_config(execution, checkpoint_id))
@@ -188,6 +240,11 @@ def thread_history(*, conversation: Conversation, limit: int = 10, before: str |
                    metadata: dict | None = None) -> list[dict]:
     """The thread's checkpoints, newest first: its runs newest first, each run's checkpoints newest first.
     `before`: only those older than that checkpoint; `metadata`: only those whose metadata holds these pairs."""
+    graph = _graph_thread(conversation)
+    if graph is not None:
+        return [_graph_snapshot(snapshot, conversation) for snapshot in graph.get_state_history(
+            _thread_config(conversation), filter=metadata or None,
+            before=_thread_config(conversation, before) if before else None, limit=limit)]
     latest = _runs(conversation).first()
     runs = list(_runs(conversation).filter(checkpoints__kind=Checkpoint.Kind.CHECKPOINT).distinct())
     start = None
@@ -221,6 +278,18 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     """LangGraph's update_state: a new checkpoint of the thread's latest run's graph (or of the run whose checkpoint
     is named), made as if `as_node` had returned `values`. A run waiting for input goes on from it when answered.
     A thread whose runs kept no checkpoint has no graph state to update: a 409."""
+    graph = _graph_thread(conversation)
+    if graph is not None:
+        if _runs(conversation).filter(status__in=(Status.PENDING, Status.RUNNING)).exists():
+            raise Conflict("the thread's run is still running: update its state once it has ended or paused",
+                           code="thread_busy")
+        if values is not None and not isinstance(values, (dict, list)):
+            raise InvalidInput("values must be an object of state keys")
+        try:
+            config = graph.update_state(_thread_config(conversation, checkpoint_id), values, as_node=as_node)
+        except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place
+            raise InvalidInput(f"the state update was refused: {exc}") from None
+        return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
         execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
     else:

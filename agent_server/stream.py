@@ -83,9 +83,13 @@ async def feed_until_waiting(feed: AsyncIterator[dict], *, execution_id) -> Asyn
 class FrameMaker:
     """The frames of one run's feed for the stream modes asked for."""
 
-    def __init__(self, *, run_id: str, thread_id: str | None, modes: list[str], inputs: list[dict]):
+    def __init__(self, *, run_id: str, thread_id: str | None, modes: list[str], inputs: list[dict],
+                 native: bool = False):
         self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
         self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
+        # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
+        self.native = native
+        self.last_values: dict = {}
 
     def _message_id(self, node_id: str) -> str:
         return f"run-{self.run_id}-{node_id}"
@@ -104,9 +108,22 @@ class FrameMaker:
                 "metadata": {"langgraph_node": envelope["data"].get("node_id"), "thread_id": self.thread_id,
                              "chatter_event": envelope["event"]}, "parent_ids": []}
 
+    def _native_frames(self, name: str, data: dict) -> list[tuple[str, object]]:
+        """A registered graph's own stream parts, as LangGraph's server streams them (its subgraphs' under
+        `<mode>|<namespace>`)."""
+        namespace = data.get("namespace") or []
+        event = "|".join([name, *namespace])
+        if name == "values":
+            self.last_values = data["values"]
+        return [(event, data[name])] if name in self.modes else []
+
     async def frames(self, envelope: dict) -> list[tuple[str, object]]:
         """(event, data) pairs for one Chatter event, in order."""
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
+        if name in ("values", "updates", "custom") and "namespace" in data:
+            return self._native_frames(name, data)
+        if self.native:
+            modes = self.modes - {"values", "updates", "custom"}
         node = data.get("node_id") or ""
         if name == "token":
             text = data.get("text", "")
@@ -175,6 +192,8 @@ class FrameMaker:
                 out.append(("updates", {"__interrupt__": [interrupt]}))
             if "values" in modes:
                 out.append(("values", {**await self._values(ended=False), "__interrupt__": [interrupt]}))
+            elif self.native and "values" in self.modes:
+                out.append(("values", {**self.last_values, "__interrupt__": [interrupt]}))
             if "debug" in modes:
                 out.append(("debug", {"type": "task_result", "step": None, "timestamp": envelope["ts"],
                                       "payload": {"id": f"{self.run_id}:{data.get('node_id')}", "name": node,

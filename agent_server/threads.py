@@ -13,7 +13,7 @@ from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
 from conversations.selectors import RUN_IN_PROGRESS, conversation_list
 from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
-from workflows.models import WorkflowExecution
+from workflows.models import Checkpoint, WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
 
@@ -54,12 +54,32 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
     return statuses, interrupts
 
 
+def graph_thread_values(thread_id: str) -> dict | None:
+    """The state a registered graph's thread holds now (its latest checkpoint's channels, as JSON); None when the
+    thread has no checkpoint of its own."""
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.python_graphs import as_json
+
+    found = checkpointer.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    if found is None:
+        return None
+    channels = found.checkpoint.get("channel_values") or {}
+    return {name: as_json(value) for name, value in channels.items()
+            if not name.startswith("__") and ":" not in name}
+
+
 def thread_values(*, conversation_ids) -> dict:
-    """{conversation id: {"messages": [...]}} in one query."""
+    """{conversation id: values}: a registered graph's thread holds the graph's own state (its checkpoints are the
+    thread's); any other thread its messages, {"messages": [...]}, in one query."""
     values = {pk: {"messages": []} for pk in conversation_ids}
-    for message in Message.objects.filter(conversation_id__in=conversation_ids).order_by("conversation_id",
-                                                                                          "sequence"):
+    graph_threads = set(Checkpoint.objects.filter(
+        thread_id__in=[str(pk) for pk in conversation_ids], checkpoint_ns="",
+        kind=Checkpoint.Kind.CHECKPOINT).values_list("thread_id", flat=True).distinct())
+    for message in Message.objects.filter(conversation_id__in=conversation_ids).exclude(
+            conversation_id__in=[uuid.UUID(t) for t in graph_threads]).order_by("conversation_id", "sequence"):
         values[message.conversation_id]["messages"].append(message_dict(message))
+    for thread_id in graph_threads:
+        values[uuid.UUID(thread_id)] = graph_thread_values(thread_id) or {}
     return values
 
 

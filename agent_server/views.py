@@ -32,6 +32,7 @@ from agent_server.bodies import (
 from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, query_of
 from agent_server.runs import (
     agent_run_of,
+    is_registered_run,
     run_as_dict,
     run_cancel,
     run_cancel_if_in_progress,
@@ -236,7 +237,7 @@ def _runs_stream(request, user, thread_id=None):
     body = body_of(request, RunCreate)
     started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id, api_key=request.auth)
     maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
-                       inputs=started.inputs)
+                       inputs=started.inputs, native=is_registered_run(started.execution))
     on_disconnect = _canceller(started.execution.pk, user) if body.on_disconnect == "cancel" else None
     return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
 
@@ -314,7 +315,8 @@ def run_join_stream(request, user, thread_id, run_id):
     agent_run = agent_run_of(execution)
     modes = [mode for mode in request.GET.getlist("stream_mode") if mode] or (
         agent_run.stream_mode if agent_run else ["values"])
-    maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes, inputs=[])
+    maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes, inputs=[],
+                       native=is_registered_run(execution))
     feed = feed_until_waiting(execution_feed(execution.pk, after=resume[0] - 1 if resume else 0),
                               execution_id=execution.pk)
     return _stream_response(feed, maker=maker, resume=resume, on_disconnect=_canceller(

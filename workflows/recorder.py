@@ -116,6 +116,9 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
         self.execution = execution
+        # The thread its graph's checkpoints are held under (workflows.checkpointer): the run's own, or a
+        # registered graph's conversation's (set by the runner).
+        self.thread_id = str(execution.pk)
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
         self._lock = threading.RLock()
@@ -241,7 +244,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                     checkpointer,  # (LangGraph is loaded once a graph has run)
                 )
 
-                checkpointer.held_give_back(str(self.execution.pk), self._checkpoints_taken)
+                checkpointer.held_give_back(self.thread_id, self._checkpoints_taken)
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
@@ -300,7 +303,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         # Imported here: LangGraph takes most of a second to import, and commands load the recorder without a run.
         from workflows.checkpointer import checkpointer
 
-        if not (taken := checkpointer.held_take(str(self.execution.pk))):
+        if not (taken := checkpointer.held_take(self.thread_id)):
             return ()
         self._checkpoints_taken, self._call_since_checkpoints = taken, False
         return (checkpointer.held_rows(taken),)

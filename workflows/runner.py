@@ -110,6 +110,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
     from_checkpoint = False
     try:
         recorder = ExecutionRecorder(execution, fresh=fresh, prices=prices)
+        recorder.thread_id = thread_id
         if fresh:
             recorder.user_message = user_message
             ctx = RunContext(config=execution.config, hooks=recorder)

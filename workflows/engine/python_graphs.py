@@ -86,7 +86,7 @@ async def graph_build(name: str, *, config: dict | None = None, runtime: Any = N
     target = _registered(name)
     if not is_factory(target):
         return target
-    built = target(*_factory_arguments(target, config=config or {}, runtime=runtime))
+    built = target(*_factory_arguments(target, config=config or {"configurable": {}}, runtime=runtime))
     if inspect.isawaitable(built):
         built = await built
     if hasattr(built, "__aenter__"):  # an async context manager yielding the graph
@@ -94,12 +94,13 @@ async def graph_build(name: str, *, config: dict | None = None, runtime: Any = N
     return built
 
 
-def graph_load(name: str):
-    """The compiled graph of a registered name, for reading its structure (a factory is called with no config)."""
+def graph_load(name: str, *, config: dict | None = None):
+    """The compiled graph of a registered name, for reading its structure or a thread's state (a factory is called
+    with `config`, the thread's)."""
     target = _registered(name)
     if not is_factory(target):
         return target
-    return asyncio.run(graph_build(name))
+    return asyncio.run(graph_build(name, config=config))
 
 
 def as_json(value):

@@ -1,0 +1,69 @@
+"""A registered graph runs as it is, through the official langgraph-sdk against a real daphne server: its own
+input and state keys (not only messages), async nodes, its stream writer's output in `custom`, `updates` naming its
+own nodes, interrupt() and resume, update_state on any key, a history of checkpoints with their parents, a
+factory given the run's config; every message it produced is in the thread's conversation."""
+import pytest
+from langgraph_sdk import get_sync_client
+
+from tests.agent_server.conftest import reconcile_exit_code
+from tests.invariants import assert_all
+from workflows.models import NodeExecution, WorkflowExecution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+START = {"messages": [], "value": "init", "items": []}
+
+
+@pytest.mark.parametrize("assistant", ["stateful", "stateful_factory"])
+def test_a_graph_keeps_its_own_state_pauses_and_goes_on(graph_server, alice_key, assistant):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    paused = client.runs.wait(thread["thread_id"], assistant, input=START)
+
+    assert paused["value"] == "greeted" and paused["items"] == ["greeted", "tool"]
+    assert paused["__interrupt__"][0]["value"] == {"question": "Go on?", "value": "greeted"}
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["ask"] and state["values"]["items"] == ["greeted", "tool"]
+
+    client.threads.update_state(thread["thread_id"], {"value": "changed"})
+    assert client.threads.get_state(thread["thread_id"])["values"]["value"] == "changed"
+
+    final = client.runs.wait(thread["thread_id"], assistant, command={"resume": "yes"})
+
+    assert final["items"] == ["greeted", "tool", "asked"] and final["value"] == "changed"
+    assert [m["content"] for m in final["messages"]] == [
+        "Hello there", "", "found x", "You said yes", "from the subgraph"]
+    history = client.threads.get_history(thread["thread_id"], limit=50)
+    assert history[0]["values"]["items"] == ["greeted", "tool", "asked"] and history[0]["next"] == []
+    ids = [h["checkpoint"]["checkpoint_id"] for h in history]
+    assert [h["parent_checkpoint"]["checkpoint_id"] for h in history[:-1]] == ids[1:]  # each step and its parent
+
+    execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    assert execution.status == "completed"
+    nodes = NodeExecution.objects.filter(execution=execution).order_by("index")
+    assert [(n.node_id, n.status) for n in nodes] == [
+        ("greet", "completed"), ("use_tool", "completed"), ("ask", "completed"), ("sub", "completed")]
+    stored = execution.conversation.messages.order_by("sequence")
+    assert [(m.role, m.content) for m in stored] == [
+        ("assistant", "Hello there"), ("assistant", ""), ("tool", "found x"), ("assistant", "You said yes"),
+        ("assistant", "from the subgraph")]
+    assert stored[1].tool_calls[0]["name"] == "lookup" and stored[2].metadata["tool_call_id"] == "tc-1"
+    assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+def test_its_stream_names_its_nodes_and_carries_its_writer(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    parts = list(client.runs.stream(thread["thread_id"], "stateful", input=START,
+                                    stream_mode=["updates", "custom", "values"]))
+
+    updates = [p.data for p in parts if p.event == "updates"]
+    assert [next(iter(u)) for u in updates] == ["greet", "use_tool", "__interrupt__"]
+    assert updates[0]["greet"]["value"] == "greeted"
+    assert [p.data for p in parts if p.event == "custom"] == [{"step": "greet", "phase": "start"},
+                                                               {"step": "greet", "phase": "end"}]
+    values = [p.data for p in parts if p.event == "values"]
+    assert values[0]["value"] == "init" and values[-1]["__interrupt__"][0]["value"]["question"] == "Go on?"
+    assert parts[-1].event == "end"
