@@ -11,6 +11,7 @@ from agent_server.models import AgentRun
 from audit.services import audit_record
 from chatter_project.errors import Conflict
 from conversations.models import Conversation, Message
+from workflows.models import Checkpoint
 from conversations.selectors import RUN_IN_PROGRESS
 from conversations.services import message_delete
 from workflows.models import WorkflowExecution
@@ -51,6 +52,8 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
             "pk", "role", "total_tokens", "cost"))
         for message in messages:
             message_delete(message_id=message["pk"], actor=actor)
+        # A registered graph's thread state is its checkpoints: the steps this run added leave it too.
+        Checkpoint.objects.filter(execution_id=execution.pk, thread_id=str(execution.conversation_id)).delete()
         if AgentRun.objects.filter(execution_id=execution.pk, queued=True).update(queued=False):
             Conversation.objects.filter(pk=execution.conversation_id, runs_queued__gt=0).update(
                 runs_queued=F("runs_queued") - 1)  # it waits no more

@@ -11,13 +11,26 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
-from agent_server.assistants import RegisteredGraph, assistant_id_of_execution, assistant_row, run_target
+from agent_server.assistants import (
+    RegisteredGraph,
+    assistant_id_of_execution,
+    assistant_of,
+    assistant_row,
+    run_target,
+)
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
-from agent_server.threads import graph_thread_values, owned_row, thread_create, thread_get, thread_values
+from agent_server.threads import (
+    graph_thread_values,
+    owned_row,
+    thread_create,
+    thread_get,
+    thread_update,
+    thread_values,
+)
 from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
@@ -176,6 +189,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     if not message and not isinstance(row, RegisteredGraph):
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
+    _thread_stamp(conversation, assistant_id=body.assistant_id, graph_id=assistant_of(row)["graph_id"])
     request.update(chat=not isinstance(row, RegisteredGraph), conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
@@ -189,6 +203,15 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
             started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
     return _run_now(started, request=request, body=body, mode=mode)
+
+
+def _thread_stamp(conversation: Conversation, *, assistant_id: str, graph_id: str) -> None:
+    """A thread names the graph and assistant it runs in its metadata, as LangGraph's server stamps it (clients
+    list a graph's threads by them); once, by its first run."""
+    metadata = conversation.metadata or {}
+    if "graph_id" not in metadata or "assistant_id" not in metadata:
+        thread_update(conversation=conversation, metadata={"graph_id": graph_id, "assistant_id": assistant_id,
+                                                           **metadata})
 
 
 class ThreadBusy(Conflict):

@@ -67,3 +67,17 @@ def test_its_stream_names_its_nodes_and_carries_its_writer(graph_server, alice_k
     values = [p.data for p in parts if p.event == "values"]
     assert values[0]["value"] == "init" and values[-1]["__interrupt__"][0]["value"]["question"] == "Go on?"
     assert parts[-1].event == "end"
+
+
+def test_a_thread_names_its_graph_and_static_breakpoints_hold(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create(metadata={"label": "mine"})
+
+    stopped = client.runs.wait(thread["thread_id"], "stateful", input=START, interrupt_before=["use_tool"])
+
+    assert stopped["items"] == ["greeted"]
+    assert client.threads.get_state(thread["thread_id"])["next"] == ["use_tool"]
+    metadata = client.threads.get(thread["thread_id"])["metadata"]
+    assert metadata == {"label": "mine", "graph_id": "stateful", "assistant_id": "stateful"}
+    assert [t["thread_id"] for t in client.threads.search(metadata={"graph_id": "stateful"})] == [
+        thread["thread_id"]]

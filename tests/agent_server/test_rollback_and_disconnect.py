@@ -23,9 +23,9 @@ SLOW = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
 
 
 def model_call_started(part) -> bool:
-    """The stream's part that says the graph's node, whose model call (1.5 s at the stub) comes next, has started."""
-    return (part.event == "custom" and part.data["event"] == "node_started"
-            and part.data["data"]["node_id"] == "graph")
+    """The stream's part that says the graph has begun: its first state (its input), before its `agent` node,
+    whose model call (1.5 s at the stub) comes next."""
+    return part.event == "values"
 
 
 def call_reached(openai_stub, timeout_s: float = 10.0) -> None:
@@ -115,7 +115,7 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
     script_turn(openai_stub)  # the second run's two calls
     thread = await client.threads.create()
     tid = thread["thread_id"]
-    stream = client.runs.stream(tid, "calculator_agent", input=TURN, stream_mode=["custom"])
+    stream = client.runs.stream(tid, "calculator_agent", input=TURN, stream_mode=["values"])
     async for part in stream:  # until its model call has started
         if model_call_started(part):
             break
@@ -135,7 +135,8 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
     assert first.total_tokens == 34 and await sync_to_async(LLMCall.objects.filter(execution=first).count)() == 1
     assert not await sync_to_async(Message.objects.filter(execution=first).exists)()
     conversation = await sync_to_async(Conversation.objects.get)(pk=tid)
-    assert conversation.total_tokens == second.total_tokens == 146 and conversation.message_count == 2
+    # The thread holds the second run's messages alone: its input, the tool call, the tool's answer, the reply.
+    assert conversation.total_tokens == second.total_tokens == 146 and conversation.message_count == 4
     await sync_to_async(assert_rolled_back_run_kept)(first)
     await sync_to_async(assert_all)(second)
     assert await sync_to_async(reconcile_exit_code)() == 0
@@ -146,7 +147,7 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
     client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
     openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
     thread = await client.threads.create()
-    stream = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["custom"],
+    stream = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["values"],
                                 on_disconnect="cancel")
     async for part in stream:
         if model_call_started(part):
@@ -169,10 +170,10 @@ def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_cli
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
     thread = client.threads.create()
-    streamed = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["custom"])
+    streamed = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["values"])
     run_id = next(streamed).data["run_id"]  # its metadata frame; this reader leaves, the run goes on
     streamed.close()
-    joined = client.runs.join_stream(thread["thread_id"], run_id, stream_mode=["custom"], cancel_on_disconnect=True)
+    joined = client.runs.join_stream(thread["thread_id"], run_id, stream_mode=["values"], cancel_on_disconnect=True)
     for part in joined:
         if model_call_started(part):
             break
