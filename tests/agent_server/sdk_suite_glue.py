@@ -50,4 +50,4 @@ def pytest_fixture_setup(fixturedef, request):
 def pytest_report_header(config) -> str:
     import langgraph_sdk
 
-    return f"sdk_suite_glue: server {SERVER_URL}, langgraph-sdk {langgraph_sdk.__version__} from {langgraph_sdk.__file__}"
+    return f"sdk_suite_glue: {SERVER_URL}; langgraph-sdk {langgraph_sdk.__version__} ({langgraph_sdk.__file__})"
