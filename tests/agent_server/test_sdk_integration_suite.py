@@ -8,9 +8,10 @@ sdist with upstream's pytest config (so with the SDK client of the same release)
 /langgraph/. Only connection glue is added (sdk_suite_glue.py: the server URL and the API key); its health probe
 and every assertion are upstream's.
 
-Every test has a time limit, so a hanging one fails and the rest go on. The per-test outcome is written to
-test-artifacts/sdk-integration-suite-<database>.md (with the suite's log and JUnit XML beside it), and the test
-fails when a test listed in sdk_suite_passing.txt does not pass, or when the suite did not collect its 55 tests.
+Every test has a time limit, so a hanging one fails and the rest go on, and the suite has one. The per-test
+outcome is written to test-artifacts/sdk-integration-suite-<database>.md (with the suite's log and JUnit XML beside
+it), and the test fails when a test listed in sdk_suite_passing.txt does not pass, when the suite did not collect
+its 55 tests, or when it had to be stopped before it ran them all.
 """
 from __future__ import annotations
 
