@@ -158,7 +158,7 @@ def collected(log: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daphne_server, alice_key):
+def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daphne_server, alice_key, capsys):
     sdist = sdist_unpacked()
     server = daphne_server(CHATTER_GRAPHS=str(sdist / "integration" / "langgraph.json"))
     ARTIFACTS.mkdir(exist_ok=True)
@@ -174,16 +174,17 @@ def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daph
     passed = sorted(test_id for test_id, o in outcomes.items() if o.outcome == "passed")
     summary = f"{len(passed)} of {SUITE_SIZE} pass (langgraph-sdk {SDK_VERSION} integration suite, {connection.vendor})"
     write_table(table, outcomes, summary)
-    print(f"\n{summary}; per test: {table}")
-    if not finished:
-        print(f"THE SUITE WAS STOPPED after {SUITE_BUDGET_S} s, {len(outcomes)} of {SUITE_SIZE} tests run")
-    probe_skips = [o for o in outcomes.values() if o.outcome == "skipped" and "not reachable" in o.reason]
-    if probe_skips:
-        print(f"THE SUITE'S HEALTH PROBE FAILED: {len(probe_skips)} tests skipped: {probe_skips[0].reason}")
     expected = expected_passing()
     newly = [test_id for test_id in passed if test_id not in expected]
-    if newly:
-        print(f"{len(newly)} pass that {PASSING.name} does not list yet (add them):\n  " + "\n  ".join(newly))
+    probe_skips = [o for o in outcomes.values() if o.outcome == "skipped" and "not reachable" in o.reason]
+    with capsys.disabled():  # the tally shows in make test's output, not only with -s
+        print(f"\n{summary}; per test: {table}")
+        if not finished:
+            print(f"THE SUITE WAS STOPPED after {SUITE_BUDGET_S} s, {len(outcomes)} of {SUITE_SIZE} tests run")
+        if probe_skips:
+            print(f"THE SUITE'S HEALTH PROBE FAILED: {len(probe_skips)} tests skipped: {probe_skips[0].reason}")
+        if newly:
+            print(f"{len(newly)} pass that {PASSING.name} does not list yet (add them):\n  " + "\n  ".join(newly))
 
     assert collected(log) == SUITE_SIZE, f"the suite collected {collected(log)} tests, not {SUITE_SIZE} (see {log})"
     assert finished and len(outcomes) == SUITE_SIZE, (
