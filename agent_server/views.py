@@ -11,8 +11,9 @@ import uuid
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
-from agent_server import assistants, state, store, threads
+from agent_server import assistants, meta, state, store, threads
 from agent_server.bodies import (
     AssistantSearch,
     History,
@@ -29,7 +30,7 @@ from agent_server.bodies import (
     ThreadUpdate,
     Versions,
 )
-from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, query_of
+from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, not_found, query_of
 from agent_server.runs import (
     agent_run_of,
     run_as_dict,
@@ -42,10 +43,32 @@ from agent_server.runs import (
     run_values,
 )
 from agent_server.stream import FrameMaker, feed_until_waiting, langgraph_stream, parse_last_event_id
+from chatter_project.health import database_reachable
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed
 
 Mode = WorkflowExecution.Mode
+
+
+# The server itself -------------------------------------------------------------------------------------------
+
+@langgraph_endpoint("GET", public=True)
+def server_ok(request, user):
+    """Liveness; with ?check_db=1 the database must answer too (503 when it does not)."""
+    if _flag(request, "check_db") and not database_reachable():
+        raise ApiError(503, "the database does not answer")
+    return {"ok": True}
+
+
+@langgraph_endpoint("GET", public=True)
+def server_info(request, user):
+    return meta.server_info()
+
+
+@csrf_exempt
+def unknown_route(request, path=""):
+    """Any other path under /langgraph/, whatever the method: the API's 404, never Django's page."""
+    return not_found()
 
 
 # Assistants -------------------------------------------------------------------------------------------------
