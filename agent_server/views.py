@@ -21,6 +21,7 @@ from agent_server.bodies import (
     RunList,
     StateAt,
     StateUpdate,
+    StoreItemGet,
     StoreItemKey,
     StoreItemPut,
     StoreNamespaces,
@@ -376,9 +377,9 @@ def store_items(request, user):
         body = body_of(request, StoreItemKey)
         store.store_item_delete(owner=user, namespace=body.namespace, key=body.key)
         return None
-    namespace = [label for label in request.GET.get("namespace", "").split(".") if label]
-    item = store.store_item_get(owner=user, namespace=namespace, key=request.GET.get("key", ""))
-    return store.item_as_dict(item)
+    query = query_of(request, StoreItemGet)
+    item = store.store_item_get(owner=user, namespace=query.labels(), key=query.key)
+    return json_response(None if item is None else store.item_as_dict(item))  # none there: null, as LangGraph's
 
 
 @langgraph_endpoint("POST", scope="read")
