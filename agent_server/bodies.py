@@ -134,6 +134,16 @@ class StoreItemKey(Body):
     key: str = Field(min_length=1, max_length=1024)
 
 
+class StoreItemGet(Body):
+    """client.store.get_item's query: the namespace's labels joined by "." (`refresh_ttl`: items do not expire)."""
+
+    namespace: str = ""
+    key: str = Field(min_length=1, max_length=1024)
+
+    def labels(self) -> list[str]:
+        return [label for label in self.namespace.split(".") if label]
+
+
 class StoreSearch(Body):
     namespace_prefix: list[str] = Field(default_factory=list)
     filter: dict[str, Any] | None = None

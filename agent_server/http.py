@@ -125,23 +125,39 @@ def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: bool):
     return token.user
 
 
-def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: bool = False) -> Callable:
+def method_not_allowed(methods) -> JsonResponse:
+    """405 as LangGraph's server answers it, naming the methods the route takes (Allow)."""
+    return json_response({"detail": "Method Not Allowed"}, status=405, headers={"Allow": ", ".join(methods)})
+
+
+def not_found() -> JsonResponse:
+    """404 for a path no route of /langgraph/ has, as LangGraph's server answers it."""
+    return json_response({"detail": "Not Found"}, status=404)
+
+
+def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: bool = False,
+                       public: bool = False) -> Callable:
     """A view of /langgraph/: the method check, the API key and what it may do, and errors rendered as
     {"detail": …}. `scope`: what a key needs for the route's writes (its GETs need "read"), or a function of the
-    request saying what it needs; `starts_runs`: its writes start runs, so they take one from the run throttle.
+    request saying what it needs; `starts_runs`: its writes start runs, so they take one from the run throttle;
+    `public`: a read answered without a key (the server's liveness and info, as LangGraph's server answers them),
+    its handler getting None for the user.
     The handler gets (request, user, **kwargs) and returns a response, or data to send as JSON (None: 204). An async
     handler (one that waits for a run through its feed) is served as an async view; its ORM work goes through
     database_sync_to_async like every async reader's."""
-    if scope is None and set(methods) - set(SAFE_METHODS):
+    writes = set(methods) - set(SAFE_METHODS)
+    if scope is None and writes:
         raise TypeError(f"a /langgraph/ route that writes ({', '.join(methods)}) must say the key scope it needs")
+    if public and (writes or scope is not None or starts_runs):
+        raise TypeError("a public /langgraph/ route only reads: no key, so no scope and no runs")
     needs = {"scope": scope or READ, "starts_runs": starts_runs}
 
     def decorate(handler: Callable) -> Callable:
         if asyncio.iscoroutinefunction(handler):
             async def async_view(request: HttpRequest, **kwargs) -> HttpResponseBase:
                 if request.method not in methods:
-                    return json_response({"detail": "Method Not Allowed"}, status=405)
-                user = await database_sync_to_async(_authorize)(request, **needs)
+                    return method_not_allowed(methods)
+                user = None if public else await database_sync_to_async(_authorize)(request, **needs)
                 if isinstance(user, HttpResponseBase):
                     return user
                 try:
@@ -153,8 +169,8 @@ def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: b
 
         def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
             if request.method not in methods:
-                return json_response({"detail": "Method Not Allowed"}, status=405)
-            user = _authorize(request, **needs)
+                return method_not_allowed(methods)
+            user = None if public else _authorize(request, **needs)
             if isinstance(user, HttpResponseBase):
                 return user
             try:

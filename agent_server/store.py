@@ -1,13 +1,22 @@
-"""LangGraph's store, owner-scoped: items (JSON objects) under a key in a namespace of labels."""
+"""LangGraph's store, owner-scoped: items (JSON objects) under a key in a namespace of labels, with the semantics of
+LangGraph's BaseStore as its server serves them: a missing item is None, a search filter may compare a field
+(`{"score": {"$gte": 4}}`), and a namespace listing's prefix or suffix may hold "*" for any one label."""
 from __future__ import annotations
+
+import operator
 
 from django.db.models import Q
 
-from agent_server.containment import rows_containing
+from agent_server.containment import json_contains, rows_containing
 from agent_server.models import StoreItem
-from chatter_project.errors import InvalidInput, NotFound
+from chatter_project.errors import InvalidInput
 
 MAX_LABELS = 20
+ANY_LABEL = "*"
+# LangGraph's comparison operators in a store search filter. Ordering compares numbers with numbers and text with
+# text; a field the item lacks, or of another kind, matches none of them (as PostgreSQL's store decides).
+COMPARISONS = {"$eq": None, "$ne": None, "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt,
+               "$lte": operator.le}
 
 
 def namespace_text(labels) -> str:
@@ -32,11 +41,8 @@ def store_item_put(*, owner, namespace: list, key: str, value: dict) -> StoreIte
     return item
 
 
-def store_item_get(*, owner, namespace: list, key: str) -> StoreItem:
-    item = StoreItem.objects.filter(owner=owner, namespace=namespace_text(namespace), key=key).first()
-    if item is None:
-        raise NotFound("item not found")
-    return item
+def store_item_get(*, owner, namespace: list, key: str) -> StoreItem | None:
+    return StoreItem.objects.filter(owner=owner, namespace=namespace_text(namespace), key=key).first()
 
 
 def store_item_delete(*, owner, namespace: list, key: str) -> None:
@@ -48,30 +54,83 @@ def _under(prefix: list) -> Q:
     return Q(namespace=text) | Q(namespace__startswith=f"{text}.")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _comparisons(filter: dict | None) -> tuple[dict, dict]:
+    """(the filter's plain fields, matched by containment; its compared fields: {field: {operator: value}})."""
+    plain, compared = {}, {}
+    for field, wanted in (filter or {}).items():
+        if isinstance(wanted, dict) and wanted and all(name.startswith("$") for name in wanted):
+            for name, value in wanted.items():
+                if name not in COMPARISONS:
+                    raise InvalidInput(f"filter.{field}: unknown operator {name!r}; known: {', '.join(COMPARISONS)}")
+                if COMPARISONS[name] is not None and not (_is_number(value) or isinstance(value, str)):
+                    raise InvalidInput(f"filter.{field}.{name} compares a number or a text")
+            compared[field] = wanted
+        else:
+            plain[field] = wanted
+    return plain, compared
+
+
+def _compares(document: dict, field: str, conditions: dict) -> bool:
+    if field not in document:
+        return False
+    found = document[field]
+    for name, wanted in conditions.items():
+        if name in ("$eq", "$ne"):
+            equal = json_contains(found, wanted) and json_contains(wanted, found)
+            if equal != (name == "$eq"):
+                return False
+        elif not (_is_number(found) and _is_number(wanted) or isinstance(found, str) and isinstance(wanted, str)):
+            return False
+        elif not COMPARISONS[name](found, wanted):
+            return False
+    return True
+
+
 def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = None, query: str | None = None,
                       limit: int = 10, offset: int = 0) -> list[StoreItem]:
-    """Items under a namespace prefix whose value contains `filter` (agent_server.containment), and (`query`)
-    whose value mentions the text; newest first."""
+    """Items under a namespace prefix whose value contains the filter's plain fields (agent_server.containment),
+    passes its compared ones, and (`query`) mentions the text; newest first."""
+    plain, compared = _comparisons(filter)
     items = StoreItem.objects.filter(owner=owner)
     if namespace_prefix:
         items = items.filter(_under(namespace_prefix))
-    items = rows_containing(items, field="value", pattern=filter)
+    items = rows_containing(items, field="value", pattern=plain)
     found = list(items.order_by("-updated_at", "namespace", "key"))
+    if compared:
+        found = [item for item in found if all(_compares(item.value, field, conditions)
+                                               for field, conditions in compared.items())]
     if query:
         needle = query.lower()
         found = [item for item in found if needle in str(item.value).lower()]
     return found[offset:offset + limit]
 
 
+def _labels_match(labels: list[str], pattern: list[str]) -> bool:
+    return len(labels) == len(pattern) and all(want in (ANY_LABEL, label) for label, want in zip(labels, pattern))
+
+
 def store_namespaces(*, owner, prefix: list | None = None, suffix: list | None = None, max_depth: int | None = None,
                      limit: int = 100, offset: int = 0) -> list[list[str]]:
+    """The owner's namespaces (cut to `max_depth` labels), those starting with `prefix` and ending with `suffix`,
+    where a "*" label matches any one label."""
     rows = StoreItem.objects.filter(owner=owner)
     if prefix:
-        rows = rows.filter(_under(prefix))
+        namespace_text(prefix)
+        literal = prefix[:prefix.index(ANY_LABEL)] if ANY_LABEL in prefix else prefix
+        if literal:
+            rows = rows.filter(_under(literal))
+    if suffix:
+        namespace_text(suffix)
     found = set()
     for text in rows.values_list("namespace", flat=True).distinct():
         labels = text.split(".")
-        if suffix and labels[-len(suffix):] != list(suffix):
+        if prefix and not _labels_match(labels[:len(prefix)], prefix):
+            continue
+        if suffix and not _labels_match(labels[-len(suffix):], suffix):
             continue
         found.add(tuple(labels[:max_depth] if max_depth else labels))
     return [list(labels) for labels in sorted(found)][offset:offset + limit]

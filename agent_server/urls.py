@@ -1,9 +1,11 @@
 """/langgraph/ (mounted by chatter_project.urls): the paths of LangGraph's Agent Server API."""
-from django.urls import path
+from django.urls import path, re_path
 
 from agent_server import cron_views, views
 
 urlpatterns = [
+    path("ok", views.server_ok),
+    path("info", views.server_info),
     path("runs/crons", cron_views.cron_create),
     path("runs/crons/search", cron_views.cron_search),
     path("runs/crons/count", cron_views.cron_count),
@@ -39,4 +41,5 @@ urlpatterns = [
     path("store/items", views.store_items),
     path("store/items/search", views.store_search),
     path("store/namespaces", views.store_namespaces),
+    re_path(r"^(?P<path>.*)$", views.unknown_route),  # last: what nothing above serves
 ]

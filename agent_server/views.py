@@ -11,8 +11,9 @@ import uuid
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
-from agent_server import assistants, state, store, threads
+from agent_server import assistants, meta, state, store, threads
 from agent_server.bodies import (
     AssistantSearch,
     History,
@@ -20,6 +21,7 @@ from agent_server.bodies import (
     RunList,
     StateAt,
     StateUpdate,
+    StoreItemGet,
     StoreItemKey,
     StoreItemPut,
     StoreNamespaces,
@@ -29,7 +31,7 @@ from agent_server.bodies import (
     ThreadUpdate,
     Versions,
 )
-from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, query_of
+from agent_server.http import ApiError, body_of, json_response, langgraph_endpoint, not_found, query_of
 from agent_server.runs import (
     agent_run_of,
     is_registered_run,
@@ -43,10 +45,32 @@ from agent_server.runs import (
     run_values,
 )
 from agent_server.stream import FrameMaker, feed_until_waiting, langgraph_stream, parse_last_event_id
+from chatter_project.health import database_reachable
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed
 
 Mode = WorkflowExecution.Mode
+
+
+# The server itself -------------------------------------------------------------------------------------------
+
+@langgraph_endpoint("GET", public=True)
+def server_ok(request, user):
+    """Liveness; with ?check_db=1 the database must answer too (503 when it does not)."""
+    if _flag(request, "check_db") and not database_reachable():
+        raise ApiError(503, "the database does not answer")
+    return {"ok": True}
+
+
+@langgraph_endpoint("GET", public=True)
+def server_info(request, user):
+    return meta.server_info()
+
+
+@csrf_exempt
+def unknown_route(request, path=""):
+    """Any other path under /langgraph/, whatever the method: the API's 404, never Django's page."""
+    return not_found()
 
 
 # Assistants -------------------------------------------------------------------------------------------------
@@ -355,9 +379,9 @@ def store_items(request, user):
         body = body_of(request, StoreItemKey)
         store.store_item_delete(owner=user, namespace=body.namespace, key=body.key)
         return None
-    namespace = [label for label in request.GET.get("namespace", "").split(".") if label]
-    item = store.store_item_get(owner=user, namespace=namespace, key=request.GET.get("key", ""))
-    return store.item_as_dict(item)
+    query = query_of(request, StoreItemGet)
+    item = store.store_item_get(owner=user, namespace=query.labels(), key=query.key)
+    return json_response(None if item is None else store.item_as_dict(item))  # none there: null, as LangGraph's
 
 
 @langgraph_endpoint("POST", scope="read")

@@ -1,6 +1,7 @@
 """Settings read from the environment, failing loudly with the variable's name."""
 import ipaddress
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -55,6 +56,24 @@ def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netwo
             raise ImproperlyConfigured(f"{name} must be comma-separated IP networks (CIDR) or addresses, got "
                                        f"{item!r} ({exc})") from None
     return tuple(networks)
+
+
+# scheme://host[:port], nothing more: what a browser sends in `Origin`.
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[^\s/?#@:*\[\]]+|\[[0-9a-f:.]+\])(?::(?P<port>\d{1,5}))?",
+                     re.IGNORECASE)
+
+
+def env_origins(name: str) -> tuple[str, ...]:
+    """Comma-separated web origins, each scheme://host[:port] as a browser sends it in `Origin` (no path, not even
+    "/", no user, no wildcard). Unset or empty: none. Lower-cased, as browsers send them."""
+    origins = []
+    for item in env_list(name, []):
+        found = _ORIGIN.fullmatch(item)
+        if not found or (found["port"] is not None and not 0 < int(found["port"]) < 65536):
+            raise ImproperlyConfigured(f"{name} must be comma-separated origins, each scheme://host[:port] "
+                                       f"(e.g. http://localhost:3000), got {item!r}")
+        origins.append(item.lower())
+    return tuple(origins)
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

@@ -26,6 +26,11 @@ def _database() -> dict:
     return {"vendor": connection.vendor}
 
 
+def database_reachable() -> bool:
+    """Whether the database answers a query now (LangGraph's `/ok?check_db=1`)."""
+    return _timed(_database)["ok"]
+
+
 def _channel_layer() -> dict:
     if not settings.REDIS_URL:
         return {"backend": "in-memory"}

@@ -2,9 +2,19 @@
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
-from chatter_project.env import env_bool, env_choice, env_graphs, env_int, env_list, env_networks, env_str
+from chatter_project.env import (
+    env_bool,
+    env_choice,
+    env_graphs,
+    env_int,
+    env_list,
+    env_networks,
+    env_origins,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
@@ -35,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "corsheaders",
     "django_q",
     "chatter_project",
     "webhooks",
@@ -63,6 +74,20 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
+
+# CORS (django-cors-headers), for browser clients served from another origin (agent-chat-ui, your own page): off
+# unless CHATTER_CORS_ALLOWED_ORIGINS names the origins allowed, and then only on the APIs. Keys travel in headers
+# (x-api-key, Authorization), never in cookies, so no credentials are allowed. Outermost, so every answer (a refusal
+# too) carries the headers and a preflight is answered before anything asks for a key.
+CORS_ALLOWED_ORIGINS = list(env_origins("CHATTER_CORS_ALLOWED_ORIGINS"))
+CORS_URLS_REGEX = r"^/(langgraph|api/v1|v1)/"
+# What LangGraph's SDKs and UIs send beside Django's defaults: the key, a stream's resume point, agent-chat-ui's
+# auth scheme.
+CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme")
+# What the SDKs read from an answer: a run's path (Content-Location) and its stream's (Location); a throttle's wait.
+CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after")
+if CORS_ALLOWED_ORIGINS:
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 
 ROOT_URLCONF = "chatter_project.urls"
 TEMPLATES = [
