@@ -11,7 +11,13 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
-from agent_server.assistants import assistant_id_of_execution, assistant_row, run_target
+from agent_server.assistants import (
+    assistant_config,
+    assistant_id_of_execution,
+    assistant_row,
+    config_layer,
+    run_target,
+)
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun
@@ -22,7 +28,6 @@ from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
-from workflows.engine.config import CONFIG_KEYS
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
@@ -51,15 +56,14 @@ class StartedRun:
     feed: AsyncIterator[dict] | None = None
 
 
-def chatter_config(body, system_prompt: str | None) -> dict:
-    """The run's Chatter config: the `context` (LangGraph's run-time settings) and the Chatter keys of
-    `config.configurable` (other configurable keys are LangGraph's own, such as thread_id)."""
-    configurable = (body.config or {}).get("configurable") or {}
-    config = {key: value for key, value in configurable.items() if key in CONFIG_KEYS}
-    config.update(body.context or {})
+def chatter_config(body, system_prompt: str | None, *, assistant: dict | None = None) -> dict:
+    """The run's Chatter config: its `context` and `config.configurable` (agent_server.assistants.config_layer), the
+    input's system message as the system prompt unless they name one, all over the `assistant`'s own layer
+    (assistant_config)."""
+    config = config_layer(config=body.config, context=body.context)
     if system_prompt is not None and "system_prompt" not in config:
         config["system_prompt"] = system_prompt
-    return config
+    return {**(assistant or {}), **config}
 
 
 def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
@@ -148,7 +152,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                         body=body, mode=mode)
     messages = input_messages(body.input)
     message, system_prompt = turn_of(messages)
-    request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
+    request = {"owner": owner, "message": message,
+               "config": chatter_config(body, system_prompt, assistant=assistant_config(row)),
                **run_target(row), **written}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
