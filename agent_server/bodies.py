@@ -2,6 +2,7 @@
 LangGraph's server ignores what it does not use, except those whose meaning Chatter cannot honour yet)."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,6 +17,10 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+ASSISTANT_FIELDS = ("assistant_id", "graph_id", "name", "description", "config", "context", "created_at",
+                    "updated_at", "metadata", "version")
+
+
 class AssistantSearch(Body):
     metadata: dict[str, Any] | None = None
     graph_id: str | None = None
@@ -24,6 +29,35 @@ class AssistantSearch(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: str | None = None
     sort_order: Literal["asc", "desc"] | None = None
+    select: list[Literal[ASSISTANT_FIELDS]] | None = None  # the fields each assistant answered carries
+
+
+class AssistantWrite(Body):
+    """What an assistant's version says: created with it, or changed by a new version (None: kept)."""
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = Field(None, max_length=255)
+    description: str | None = None
+
+
+class AssistantCreate(AssistantWrite):
+    graph_id: str = Field(min_length=1, max_length=255)
+    assistant_id: uuid.UUID | None = None
+    if_exists: Literal["raise", "do_nothing"] | None = None
+
+
+class AssistantUpdate(AssistantWrite):
+    graph_id: str | None = Field(None, min_length=1, max_length=255)
+
+
+class AssistantLatest(Body):
+    version: int = Field(ge=1, le=2**31 - 1)  # a version number as the database holds one
+
+
+class AssistantDelete(Body):
+    """The query of DELETE assistants/<id>."""
+    delete_threads: bool = False
 
 
 class Versions(Body):

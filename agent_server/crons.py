@@ -9,14 +9,14 @@ import json
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from agent_server.assistants import DEFINITION_PREFIX, assistant_row, run_target
+from agent_server.assistants import DEFINITION_PREFIX, assistant_config, assistant_row, run_target
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
 from agent_server.containment import json_contains
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config
 from agent_server.threads import owned_row, thread_get
-from chatter_project.errors import InvalidInput
+from chatter_project.errors import InvalidInput, NotFound
 from workflows.models import WorkflowSchedule
 from workflows.services.schedules import schedule_create, schedule_delete, schedule_update
 
@@ -25,13 +25,15 @@ def _as_json(data) -> dict:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
-def _turn(body, *, chat: bool) -> tuple[dict, dict]:
-    """The schedule's input and config from a cron's input (its last user message is the turn) and config."""
+def _turn(body, *, chat: bool, assistant: dict) -> tuple[dict, dict]:
+    """The schedule's input and config from a cron's input (its last user message is the turn) and config, over
+    its assistant's own (as it is when the cron is made or changed: a later version of the assistant does not
+    reach the schedule)."""
     message, system_prompt = turn_of(input_messages(body.input))
     if chat and not message:
         raise InvalidInput("a cron on a thread (or one that keeps its threads) needs a user message in "
                            "input.messages")
-    return ({"message": message} if message else {}), chatter_config(body, system_prompt)
+    return ({"message": message} if message else {}), chatter_config(body, system_prompt, assistant=assistant)
 
 
 def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
@@ -40,12 +42,13 @@ def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
         raise InvalidInput(f"not supported for crons: {', '.join(refused)}")
     if thread_id is not None and body.on_run_completed is not None:
         raise InvalidInput("on_run_completed is for stateless crons (a thread's cron keeps its thread)")
-    target = run_target(assistant_row(user=owner, assistant_id=body.assistant_id))
+    assistant = assistant_row(user=owner, assistant_id=body.assistant_id)
+    target = run_target(assistant)
     if "graph" in target:
         raise InvalidInput("a cron runs a template or a definition: registered Python graphs cannot be scheduled yet")
     conversation = thread_get(user=owner, thread_id=thread_id) if thread_id is not None else None
     chat = conversation is not None or body.on_run_completed == "keep"
-    run_input, config = _turn(body, chat=chat)
+    run_input, config = _turn(body, chat=chat, assistant=assistant_config(assistant))
     with transaction.atomic():
         schedule = schedule_create(
             owner=owner, name=f"{body.assistant_id} cron"[:255], cron=body.schedule,
@@ -93,7 +96,8 @@ def cron_update(*, schedule: WorkflowSchedule, body: CronUpdate) -> WorkflowSche
             raise InvalidInput("on_run_completed is for stateless crons (a thread's cron keeps its thread)")
         changes["chat"] = body.on_run_completed == "keep"
     if sent & {"input", "config", "context"}:
-        run_input, config = _turn(body, chat=changes.get("chat", schedule.chat))
+        run_input, config = _turn(body, chat=changes.get("chat", schedule.chat), assistant=_assistant_config_now(
+            schedule, agent))
         if "input" in sent:
             changes["input"] = run_input
         if sent & {"config", "context"}:
@@ -109,6 +113,16 @@ def cron_update(*, schedule: WorkflowSchedule, body: CronUpdate) -> WorkflowSche
         agent.payload = {**agent.payload, **_as_json(body.model_dump(include=sent))}
         agent.save()
     return cron_get(user=schedule.owner, cron_id=schedule.pk)
+
+
+def _assistant_config_now(schedule: WorkflowSchedule, agent: AgentCron | None) -> dict:
+    """What the cron's assistant puts under its config now (nothing once the assistant is gone)."""
+    try:
+        row = assistant_row(user=schedule.owner,
+                            assistant_id=agent.assistant_id if agent else _assistant_id(schedule))
+    except NotFound:
+        return {}
+    return assistant_config(row)
 
 
 def cron_delete(*, schedule: WorkflowSchedule) -> None:

@@ -2,8 +2,11 @@
 WorkflowExecution, its thread a Conversation), and the store: owner-scoped JSON items in namespaces."""
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from workflows.models import WorkflowExecution, WorkflowSchedule
 
@@ -67,3 +70,42 @@ class AgentCron(models.Model):
 
     def __str__(self) -> str:
         return f"{self.assistant_id} cron {self.schedule_id}"
+
+
+class Assistant(models.Model):
+    """A user's own assistant: one of the graphs the user may run (`graph_id`: a registered graph, a template's key
+    or `definition-<id>`) with a config, context and metadata of its own. Every change is a new numbered version;
+    `current` is the one in force (set_latest can go back to an earlier one). The graphs themselves are assistants
+    too ("system" ones, agent_server.assistants), without rows here."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assistants")
+    # Null only inside the transaction that creates the assistant and its first version. RESTRICT: a version
+    # goes only with its assistant.
+    current = models.ForeignKey("AssistantVersion", null=True, on_delete=models.RESTRICT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.current.name if self.current_id else 'assistant'} ({self.pk})"
+
+
+class AssistantVersion(models.Model):
+    """One version of an assistant, as it was written (versions are never changed, only added)."""
+
+    assistant = models.ForeignKey(Assistant, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    graph_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True, default="")
+    config = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["assistant", "version"], name="assistant_version_unique"),
+                       models.CheckConstraint(condition=models.Q(version__gte=1), name="assistant_version_from_1")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"

@@ -13,14 +13,17 @@ from django.db.models import F
 
 from agent_server.assistants import (
     RegisteredGraph,
+    assistant_config,
     assistant_id_of_execution,
     assistant_of,
     assistant_row,
+    config_layer,
+    graph_of,
     run_target,
 )
 from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
-from agent_server.models import AgentCron, AgentRun
+from agent_server.models import AgentCron, AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
 from agent_server.threads import (
@@ -35,7 +38,6 @@ from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
-from workflows.engine.config import CONFIG_KEYS
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
@@ -64,26 +66,32 @@ class StartedRun:
     feed: AsyncIterator[dict] | None = None
 
 
-def chatter_config(body, system_prompt: str | None) -> dict:
-    """The run's Chatter config: the `context` (LangGraph's run-time settings) and the Chatter keys of
-    `config.configurable` (other configurable keys are LangGraph's own, such as thread_id)."""
-    configurable = (body.config or {}).get("configurable") or {}
-    config = {key: value for key, value in configurable.items() if key in CONFIG_KEYS}
-    config.update(body.context or {})
+def chatter_config(body, system_prompt: str | None, *, assistant: dict | None = None) -> dict:
+    """The run's Chatter config: its `context` and `config.configurable` (agent_server.assistants.config_layer), the
+    input's system message as the system prompt unless they name one, all over the `assistant`'s own layer
+    (assistant_config)."""
+    config = config_layer(config=body.config, context=body.context)
     if system_prompt is not None and "system_prompt" not in config:
         config["system_prompt"] = system_prompt
-    return config
+    return {**(assistant or {}), **config}
 
 
 _LANGGRAPH_CONFIGURABLE = ("thread_id", "checkpoint_id", "checkpoint_ns", "run_id", "assistant_id", "graph_id")
 
 
-def graph_request(body) -> dict:
+def graph_request(body, *, assistant=None) -> dict:
     """A registered graph's run as asked: its input as given, the configurable keys and context it runs with
-    (Chatter's own config keys and LangGraph's thread keys apart), its static breakpoints."""
-    configurable = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
-                    if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE}
-    return {"graph_input": body.input, "configurable": configurable, "context": body.context,
+    (Chatter's own config keys and LangGraph's thread keys apart; a user's assistant's version's under the run's),
+    its static breakpoints."""
+    layers = [(assistant.current.config, assistant.current.context)] if isinstance(assistant, Assistant) else []
+    layers.append((body.config, body.context))
+    configurable, context = {}, None
+    for config, given in layers:
+        configurable.update({key: value for key, value in ((config or {}).get("configurable") or {}).items()
+                             if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE})
+        if given:
+            context = {**(context or {}), **given}
+    return {"graph_input": body.input, "configurable": configurable, "context": context,
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
 
 
@@ -153,7 +161,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
     (fork_request), outside the thread's conversation."""
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
-    refused = body.refused() if not isinstance(row, RegisteredGraph) else []
+    registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
+    refused = body.refused() if not registered else []
     if refused:
         raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
                            "human_input nodes and interrupt() calls)")
@@ -171,26 +180,27 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
         return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
                         body=body, mode=mode)
-    if isinstance(row, RegisteredGraph):  # the graph's own input, whatever its schema
+    if registered:  # the graph's own input, whatever its schema
         messages, message = [], None
         chatter_keys = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
-        request = {"owner": owner, "config": chatter_keys, "graph_request": graph_request(body),
+        request = {"owner": owner, "config": chatter_keys, "graph_request": graph_request(body, assistant=row),
                    **run_target(row), **written}
     else:
         messages = input_messages(body.input)
         message, system_prompt = turn_of(messages)
-        request = {"owner": owner, "message": message, "config": chatter_config(body, system_prompt),
+        request = {"owner": owner, "message": message,
+                   "config": chatter_config(body, system_prompt, assistant=assistant_config(row)),
                    **run_target(row), **written}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
         return _run_now(started, request=request, body=body, mode=mode)
-    if not message and not isinstance(row, RegisteredGraph):
+    if not message and not registered:
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
     _thread_stamp(conversation, assistant_id=body.assistant_id, graph_id=assistant_of(row)["graph_id"])
-    request.update(chat=not isinstance(row, RegisteredGraph), conversation_id=conversation.pk)
+    request.update(chat=not registered, conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
             return _run_now(started, request={**request, "on_written": _alone_on_thread(request["on_written"])},

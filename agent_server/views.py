@@ -2,9 +2,9 @@
 it as the SDK expects.
 
 The scope an API key needs (README, API keys), as on /api/v1/: "read" for every GET and every search, count or
-read that LangGraph sends as a POST; "chat" to write threads (they are conversations), their state and the store
-(as documents are); "runs" to start a run (billed, and throttled like every run), cancel one, or make a cron
-(agent_server.cron_views)."""
+read that LangGraph sends as a POST; "chat" to write threads (they are conversations), their state, the store
+(as documents are) and assistants; "runs" to start a run (billed, and throttled like every run), cancel one, or
+make a cron (agent_server.cron_views)."""
 from __future__ import annotations
 
 import uuid
@@ -15,7 +15,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agent_server import assistants, meta, state, store, threads
 from agent_server.bodies import (
+    AssistantCreate,
+    AssistantDelete,
+    AssistantLatest,
     AssistantSearch,
+    AssistantUpdate,
     History,
     RunCreate,
     RunList,
@@ -75,21 +79,52 @@ def unknown_route(request, path=""):
 
 # Assistants -------------------------------------------------------------------------------------------------
 
+@langgraph_endpoint("POST", scope="chat")
+def assistant_create(request, user):
+    body = body_of(request, AssistantCreate)
+    return assistants.assistant_of(assistants.assistant_create(owner=user, **body.model_dump()))
+
+
 @langgraph_endpoint("POST", scope="read")
 def assistant_search(request, user):
+    """One more than asked is read, to say in X-Pagination-Next (as LangGraph does) where the next page starts."""
     body = body_of(request, AssistantSearch)
-    return assistants.assistant_search(user=user, **body.model_dump())
+    found = assistants.assistant_search(user=user, **{**body.model_dump(exclude={"select"}),
+                                                      "limit": body.limit + 1})
+    more, found = len(found) > body.limit, found[:body.limit]
+    if body.select:
+        found = [{field: assistant[field] for field in body.select} for assistant in found]
+    return json_response(found, headers={"X-Pagination-Next": str(body.offset + body.limit)} if more else None)
 
 
 @langgraph_endpoint("POST", scope="read")
 def assistant_count(request, user):
     body = body_of(request, AssistantSearch)
-    return len(assistants.assistant_search(user=user, **{**body.model_dump(), "limit": 10**6, "offset": 0}))
+    return len(assistants.assistant_search(user=user, **{**body.model_dump(exclude={"select"}), "limit": 10**6,
+                                                         "offset": 0}))
 
 
-@langgraph_endpoint("GET")
+@langgraph_endpoint("GET", "PATCH", "DELETE", scope="chat")
 def assistant_detail(request, user, assistant_id):
-    return assistants.assistant_of(assistants.assistant_row(user=user, assistant_id=assistant_id))
+    """GET: the assistant (its version in force); PATCH: a new version of a user's assistant; DELETE: delete it (a
+    system assistant, its graph's own, cannot be changed or deleted: 403)."""
+    row = assistants.assistant_row(user=user, assistant_id=assistant_id)
+    if request.method == "PATCH":
+        body = body_of(request, AssistantUpdate)
+        row = assistants.assistant_update(assistant=assistants.own_assistant(row), actor=user, **body.model_dump())
+    elif request.method == "DELETE":
+        query = query_of(request, AssistantDelete)
+        assistants.assistant_delete(assistant=assistants.own_assistant(row), actor=user,
+                                    delete_threads=query.delete_threads)
+        return None
+    return assistants.assistant_of(row)
+
+
+@langgraph_endpoint("POST", scope="chat")
+def assistant_latest(request, user, assistant_id):
+    body = body_of(request, AssistantLatest)
+    row = assistants.own_assistant(assistants.assistant_row(user=user, assistant_id=assistant_id))
+    return assistants.assistant_of(assistants.assistant_set_latest(assistant=row, actor=user, version=body.version))
 
 
 @langgraph_endpoint("GET")
@@ -111,8 +146,8 @@ def assistant_subgraphs(request, user, assistant_id, namespace=None):
 @langgraph_endpoint("POST", scope="read")
 def assistant_versions(request, user, assistant_id):
     body = body_of(request, Versions)
-    versions = assistants.assistant_versions(row=assistants.assistant_row(user=user, assistant_id=assistant_id))
-    return versions[body.offset:body.offset + body.limit]
+    return assistants.assistant_versions(row=assistants.assistant_row(user=user, assistant_id=assistant_id),
+                                         **body.model_dump())
 
 
 # Threads ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agent_server.models import AgentRun, StoreItem
+from agent_server.assistants import assistant_create
+from agent_server.models import AgentRun, Assistant, AssistantVersion, StoreItem
 from analytics.models import ModelPrice, TemplateAnalytics
 from audit.models import AuditEvent
 from conversations.models import Conversation, Document, Message
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.django_db
 EVERY_MODEL = [
     Conversation, Message, Document,
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
-    WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem,
+    WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem, Assistant,
+    AssistantVersion,
 ]
 
 
@@ -90,6 +92,7 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     audit_event()
     AgentRun.objects.create(execution=run, assistant_id="universal_chat")
     StoreItem.objects.create(owner=alice, namespace="notes", key="k", value={"text": "calculator"})
+    assistant_create(owner=alice, graph_id="universal_chat", name="calculator helper", context={"temperature": 0.1})
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model

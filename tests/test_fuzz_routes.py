@@ -36,9 +36,11 @@ FIELDS = ("metadata", "filter", "values", "name", "message", "messages", "title"
           "checkpoint_id", "as_node", "supersteps", "thread_id", "ids", "if_exists", "status", "limit", "offset",
           "sort_by", "sort_order", "select", "enabled", "end_time", "webhook", "after_seconds", "command", "username",
           "password", "scope", "target_id", "period", "limit_usd", "limit_tokens", "mode", "answer", "answers",
-          "stream", "background", "n", "stop", "tools", "tool_choice", "top_p", "seed", "user", "before")
+          "stream", "background", "n", "stop", "tools", "tool_choice", "top_p", "seed", "user", "before", "graph_id",
+          "description", "version")
+# What /langgraph/ reads; /api/v1/'s: its OpenAPI schema.
 QUERY_NAMES = {"limit", "offset", "status", "namespace", "key", "wait", "subgraphs", "stream_mode",
-               "cancel_on_disconnect", "before"}  # what /langgraph/ reads; /api/v1/'s: its OpenAPI schema
+               "cancel_on_disconnect", "before", "delete_threads"}
 
 
 def raw(value) -> str:
@@ -124,6 +126,8 @@ class World:
         self.cron = send("POST", "/langgraph/runs/crons", {"assistant_id": "universal_chat", "schedule": "0 7 * * *",
                                                            "input": turn})["cron_id"]
         send("PUT", "/langgraph/store/items", {"namespace": ["n"], "key": "k", "value": {"regex": "("}})
+        self.assistant = send("POST", "/langgraph/assistants", {"graph_id": "universal_chat", "name": "a",
+                                                                "metadata": {"team": "a"}})["assistant_id"]
         definition = send("POST", "/api/v1/workflows/definitions/from-template/", {"template": "summarize"})["id"]
         graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
                  "edges": [{"source": "start", "target": "end"}]}
@@ -143,7 +147,7 @@ class World:
 
     def real(self, route: str, name: str) -> str:
         named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,
-                 "assistant_id": "universal_chat", "namespace": "n",
+                 "assistant_id": self.assistant, "namespace": "n",
                  "path": "no/such/route"}  # the gateway's catch-all for URLs it does not serve
         if name in named:
             return str(named[name])
