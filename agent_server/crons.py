@@ -14,9 +14,10 @@ from agent_server.bodies import CronCreate, CronSearch, CronUpdate
 from agent_server.containment import json_contains
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
-from agent_server.runs import chatter_config
+from agent_server.runs import chatter_config, graph_request
 from agent_server.threads import owned_row, thread_get
 from chatter_project.errors import InvalidInput, NotFound
+from workflows.engine.config import CONFIG_KEYS
 from workflows.models import WorkflowSchedule
 from workflows.services.schedules import schedule_create, schedule_delete, schedule_update
 
@@ -36,6 +37,14 @@ def _turn(body, *, chat: bool, assistant: dict) -> tuple[dict, dict]:
     return ({"message": message} if message else {}), chatter_config(body, system_prompt, assistant=assistant)
 
 
+def _graph_turn(body, *, assistant) -> tuple[dict, dict]:
+    """A registered graph's firing: the graph's input, configurable and context as a run of it takes them
+    (agent_server.runs.graph_request), and the Chatter keys of its configurable as the run's config."""
+    configurable = (body.config or {}).get("configurable") or {}
+    return ({"graph_request": _as_json(graph_request(body, assistant=assistant))},
+            {key: value for key, value in configurable.items() if key in CONFIG_KEYS})
+
+
 def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
     refused = body.refused()
     if refused:
@@ -44,11 +53,13 @@ def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
         raise InvalidInput("on_run_completed is for stateless crons (a thread's cron keeps its thread)")
     assistant = assistant_row(user=owner, assistant_id=body.assistant_id)
     target = run_target(assistant)
-    if "graph" in target:
-        raise InvalidInput("a cron runs a template or a definition: registered Python graphs cannot be scheduled yet")
     conversation = thread_get(user=owner, thread_id=thread_id) if thread_id is not None else None
-    chat = conversation is not None or body.on_run_completed == "keep"
-    run_input, config = _turn(body, chat=chat, assistant=assistant_config(assistant))
+    if "graph" in target:  # a registered graph: its own input, on its thread (or none: each firing stateless)
+        chat = False
+        run_input, config = _graph_turn(body, assistant=assistant)
+    else:
+        chat = conversation is not None or body.on_run_completed == "keep"
+        run_input, config = _turn(body, chat=chat, assistant=assistant_config(assistant))
     with transaction.atomic():
         schedule = schedule_create(
             owner=owner, name=f"{body.assistant_id} cron"[:255], cron=body.schedule,
@@ -96,10 +107,17 @@ def cron_update(*, schedule: WorkflowSchedule, body: CronUpdate) -> WorkflowSche
             raise InvalidInput("on_run_completed is for stateless crons (a thread's cron keeps its thread)")
         changes["chat"] = body.on_run_completed == "keep"
     if sent & {"input", "config", "context"}:
-        run_input, config = _turn(body, chat=changes.get("chat", schedule.chat), assistant=_assistant_config_now(
-            schedule, agent))
-        if "input" in sent:
+        if schedule.graph is not None:  # a registered graph's cron: the graph's input, configurable and context
+            run_input, config = _graph_turn(body, assistant=None)
+            if "input" not in sent:  # only its config changes: the graph's input stays
+                run_input["graph_request"]["graph_input"] = (schedule.input.get("graph_request") or {}).get(
+                    "graph_input")
             changes["input"] = run_input
+        else:
+            run_input, config = _turn(body, chat=changes.get("chat", schedule.chat),
+                                      assistant=_assistant_config_now(schedule, agent))
+            if "input" in sent:
+                changes["input"] = run_input
         if sent & {"config", "context"}:
             changes["config"] = config
     with transaction.atomic():

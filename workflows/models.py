@@ -259,6 +259,8 @@ class WorkflowSchedule(models.Model):
     definition = models.ForeignKey(
         WorkflowDefinition, null=True, blank=True, on_delete=models.CASCADE, related_name="schedules"
     )
+    # Or a raw graph (a registered Python graph's, run as it is: agent_server's crons of such assistants).
+    graph = models.JSONField(null=True, blank=True)
     input = models.JSONField(default=dict, blank=True)
     config = models.JSONField(default=dict, blank=True)
     cron = models.CharField(max_length=100)
@@ -283,9 +285,10 @@ class WorkflowSchedule(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(template__isnull=True, definition__isnull=False)
-                | models.Q(template__isnull=False, definition__isnull=True),
-                name="schedule_runs_template_or_definition",
+                condition=models.Q(template__isnull=True, definition__isnull=False, graph__isnull=True)
+                | models.Q(template__isnull=False, definition__isnull=True, graph__isnull=True)
+                | models.Q(template__isnull=True, definition__isnull=True, graph__isnull=False),
+                name="schedule_runs_one_source",
             )
         ]
 

@@ -222,18 +222,33 @@ def test_a_schedule_made_through_api_v1_is_a_cron_the_sdk_manages(server, alice,
     assert api.get(f"/api/v1/schedules/{made['id']}/").json()["enabled"] is False
 
 
-def test_a_registered_python_graph_cannot_be_scheduled_yet(daphne_server, alice_key):
-    from pathlib import Path
+def test_a_registered_graphs_cron_fires_runs_of_the_graph_on_its_thread(graph_server, alice_key, settings,
+                                                                        monkeypatch):
+    from chatter_project.env import env_graphs
+    from tests.agent_server.conftest import GRAPHS
 
-    graphs = Path(__file__).parent / "graphs" / "langgraph.json"
-    server = daphne_server(CHATTER_GRAPHS=str(graphs))
-    client = get_sync_client(url=f"{server.base_url}/langgraph", api_key=alice_key)
+    monkeypatch.setenv("CHATTER_GRAPHS", str(GRAPHS))
+    settings.CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")  # the firings run in this process
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    start = {"messages": [], "value": "init", "items": []}
 
-    with pytest.raises(UnprocessableEntityError) as refused:
-        client.crons.create("calculator_agent", schedule="* * * * *", input=TURN)
-    assert "Python graphs cannot be scheduled" in refused.value.response.json()["detail"]
+    cron = client.crons.create_for_thread(thread["thread_id"], "stateful", schedule="0 7 * * *", input=start)
+    stateless = client.crons.create("stateful", schedule="0 8 * * *", input=start)
 
-    assert not WorkflowSchedule.objects.exists()
+    schedule = WorkflowSchedule.objects.get(pk=cron["cron_id"])
+    assert schedule.graph is not None and not schedule.chat and cron["assistant_id"] == "stateful"
+    assert {c["cron_id"] for c in client.crons.search(assistant_id="stateful", limit=10)} == {
+        cron["cron_id"], stateless["cron_id"]}
+    (run,) = fire(schedule.pk)
+    run.refresh_from_db()
+    assert run.status == "waiting" and str(run.conversation_id) == thread["thread_id"]  # at the graph's question
+    assert client.threads.get_state(thread["thread_id"])["values"]["items"] == ["greeted", "tool"]
+    (alone,) = fire(stateless["cron_id"])
+    alone.refresh_from_db()
+    assert alone.status == "waiting" and alone.conversation_id is None
+    client.crons.delete(stateless["cron_id"])
+    assert not WorkflowSchedule.objects.filter(pk=stateless["cron_id"]).exists()
 
 
 def test_a_threads_crons_leave_with_it_and_each_is_audited(server, alice, alice_key):

@@ -64,16 +64,20 @@ def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
     if schedule.chat and not (schedule.input.get("message") or "").strip():
         errors.append({"path": "input.message", "code": "required",
                        "message": "a schedule of chat turns needs the turn's message"})
-    if schedule.conversation_id and not schedule.chat:
+    if schedule.conversation_id and not schedule.chat and schedule.graph is None:  # a graph's own input: no turn
         errors.append({"path": "chat", "code": "invalid", "message": "a schedule in a conversation runs chat turns"})
     if errors:
         raise InvalidInput("invalid schedule", details=errors)
     if schedule.webhook:
         webhook_url_check(url=schedule.webhook, path="webhook")
-    params = schedule.template.params if schedule.template_id else (schedule.definition.metadata or {}).get("config")
+    if schedule.template_id:
+        params, graph = schedule.template.params, schedule.template.graph
+    elif schedule.definition_id:
+        params = (schedule.definition.metadata or {}).get("config")
+        graph = {"nodes": schedule.definition.nodes, "edges": schedule.definition.edges}
+    else:
+        params, graph = {}, schedule.graph
     config = config_resolve(params, schedule.config)
-    graph = schedule.template.graph if schedule.template_id else {
-        "nodes": schedule.definition.nodes, "edges": schedule.definition.edges}
     models_check(parse_graph(graph), config)
 
 
@@ -86,15 +90,16 @@ def _owned_conversation(*, owner, conversation_id):
 
 
 def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", template: str | None = None,
-                    definition_id=None, run_input: dict | None = None, config: dict | None = None,
-                    enabled: bool = True, chat: bool = False, conversation_id=None, webhook: str = "",
-                    ends_at: datetime | None = None) -> WorkflowSchedule:
+                    definition_id=None, graph: dict | None = None, run_input: dict | None = None,
+                    config: dict | None = None, enabled: bool = True, chat: bool = False, conversation_id=None,
+                    webhook: str = "", ends_at: datetime | None = None) -> WorkflowSchedule:
     """A workflow run on a cron. Bad cron, time zone, source or config raise InvalidInput before any row. `chat`:
     each run is a chat turn, in the owner's conversation `conversation_id` or in a new one each time; `webhook`:
     each run's end is POSTed there; `ends_at`: no run starts from then on."""
-    if (template is None) == (definition_id is None):
-        raise InvalidInput("give exactly one of template, definition_id")
+    if len([given for given in (template, definition_id, graph) if given is not None]) != 1:
+        raise InvalidInput("give exactly one of template, definition_id, graph")
     schedule = WorkflowSchedule(
+        graph=graph,
         owner=owner, name=(name or "")[:255], cron=cron, timezone=timezone_name, enabled=enabled,
         input=run_input if run_input is not None else {}, config=config or {},
         template=visible_template(owner=owner, key_or_id=template) if template is not None else None,
@@ -195,9 +200,10 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
             execution = execution_create(
                 owner=schedule.owner, mode=WorkflowExecution.Mode.SCHEDULED, schedule=schedule,
                 template=schedule.template.key if schedule.template_id else None,
-                definition_id=schedule.definition_id, message=schedule.input.get("message"),
+                definition_id=schedule.definition_id, graph=schedule.graph, message=schedule.input.get("message"),
                 variables=schedule.input.get("variables"), config=schedule.config, chat=schedule.chat,
                 conversation_id=schedule.conversation_id, webhook=schedule.webhook,
+                graph_request=schedule.input.get("graph_request"),
             )
         except ChatterError:
             logger.exception("schedule %s could not start its run", schedule.pk)
