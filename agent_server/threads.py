@@ -122,7 +122,21 @@ def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation
 
 
 def thread_delete(*, conversation: Conversation, actor) -> None:
-    conversation_delete(conversation=conversation, actor=actor)
+    """As LangGraph's server deletes a thread: its runs that no process runs (pending, or waiting for input) are
+    cancelled first, their usage kept on them (I5); a run still running is a 409 (cancel it, or wait)."""
+    from workflows.services.runs import execution_cancel
+
+    for execution in WorkflowExecution.objects.filter(conversation_id=conversation.pk, status__in=(
+            WorkflowExecution.Status.PENDING, WorkflowExecution.Status.WAITING)):
+        try:
+            execution_cancel(execution=execution, actor=actor)
+        except Conflict:
+            pass  # it ended meanwhile
+    with transaction.atomic():
+        conversation_delete(conversation=conversation, actor=actor)
+        # A registered graph's state under the thread's id goes with it (a thread made again with that id, as
+        # clients choose their ids, starts empty).
+        Checkpoint.objects.filter(thread_id=str(conversation.pk)).delete()
 
 
 def thread_copy(*, conversation: Conversation, actor) -> Conversation:

@@ -81,3 +81,17 @@ def test_a_thread_names_its_graph_and_static_breakpoints_hold(graph_server, alic
     assert metadata == {"label": "mine", "graph_id": "stateful", "assistant_id": "stateful"}
     assert [t["thread_id"] for t in client.threads.search(metadata={"graph_id": "stateful"})] == [
         thread["thread_id"]]
+
+
+def test_deleting_a_thread_whose_run_waits_cancels_the_run_and_forgets_the_graphs_state(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)  # waits at its question
+
+    client.threads.delete(thread["thread_id"])
+
+    execution = WorkflowExecution.objects.get()
+    assert execution.status == "cancelled" and execution.conversation_id is None  # kept, with its figures
+    again = client.threads.create(thread_id=thread["thread_id"])  # the same id, as clients choose theirs
+    assert again["values"] == {"messages": []} and client.threads.get_state(thread["thread_id"])["next"] == []
+    assert reconcile_exit_code() == 0
