@@ -278,13 +278,14 @@ def _graph_id_checked(*, user, graph_id: str) -> str:
     return _graph_id(row)
 
 
-def _config_checked(*, config: dict, context: dict) -> None:
+def _config_checked(*, config: dict, context: dict, graph_id: str) -> None:
     """Refuse (before any write) a config or context a run of the assistant would refuse (workflows.engine.config),
-    and a `configurable` that is not an object."""
+    and a `configurable` that is not an object. A registered graph's context is the graph's own (any keys)."""
     if not isinstance(config.get("configurable", {}), dict):
         raise InvalidInput("config.configurable must be an object", details=[
             {"path": "config.configurable", "code": "invalid_type", "message": "configurable must be an object"}])
-    errors = config_errors(config_layer(config=config, context=context))
+    own_context = graph_id in settings.CHATTER_GRAPHS
+    errors = config_errors(config_layer(config=config, context=None if own_context else context))
     if errors:
         raise InvalidInput("invalid assistant configuration", details=errors)
 
@@ -309,7 +310,7 @@ def assistant_create(*, owner, graph_id: str, assistant_id: uuid.UUID | None = N
     assistant when it is the caller's (another user's stays a 409: it is not revealed as theirs)."""
     graph_id = _graph_id_checked(user=owner, graph_id=graph_id)
     config, context = config or {}, context or {}
-    _config_checked(config=config, context=context)
+    _config_checked(config=config, context=context, graph_id=graph_id)
     if assistant_id is not None:
         existing = Assistant.objects.select_related("current", "owner").filter(pk=assistant_id).first()
         if existing is not None:
@@ -345,7 +346,7 @@ def assistant_update(*, assistant: Assistant, actor, graph_id: str | None = None
             description=base.description if description is None else description,
             config=base.config if config is None else config, context=base.context if context is None else context,
             metadata={**base.metadata, **(metadata or {})})
-        _config_checked(config=version.config, context=version.context)
+        _config_checked(config=version.config, context=version.context, graph_id=version.graph_id)
         version.save()
         locked.current, locked.updated_at = version, django_timezone.now()
         locked.save(update_fields=["current", "updated_at"])

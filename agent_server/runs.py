@@ -38,6 +38,7 @@ from chatter_project.db import retried_on_conflict
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
+from workflows.engine.config import CONFIG_KEYS
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list

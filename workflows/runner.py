@@ -31,6 +31,8 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.python_graphs import (
     MESSAGES_USAGE,
+    booked_as_json,
+    booked_from_json,
     graph_input_of,
     graph_stream_run,
     registered_graph_name,
@@ -152,6 +154,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 registered, ctx=ctx, graph_input=graph_input_of(run_input), checkpointer=checkpointer,
                 thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
                 configurable=run_input.get("configurable"), context=run_input.get("context"),
+                booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
         else:
             every_step = checkpoints_every_step(execution.config, mode=execution.mode)
@@ -171,7 +174,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
     interrupts = (state or {}).get("__interrupt__") if error is None else None
     try:
         if interrupts:
-            return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts)
+            return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts,
+                                   booked=(state or {}).get(MESSAGES_USAGE))
         return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
     except (OperationalError, Unavailable):  # deadlocked past its retries, SQLite busy past its timeout, the
         # connection lost: nothing was written
@@ -205,7 +209,7 @@ def _fork_start(execution: WorkflowExecution, *, checkpointer, thread_id: str) -
 
 @retried_on_conflict
 def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
-                    interrupts: list) -> WorkflowExecution:
+                    interrupts: list, booked: dict | None = None) -> WorkflowExecution:
     """The run waits for input: status `waiting`, an `input_required` event per question (LangGraph's Interrupts),
     what it holds and its graph's checkpoints, in one transaction. Its Python execution ends here: resuming it
     (workflows.services.waiting) runs it again from its last checkpoint, in any process."""
@@ -213,7 +217,9 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
     questions = [question_of(interrupt) for interrupt in interrupts]
     deadlines = [now + timedelta(seconds=q["timeout_s"]) for q in questions if q.get("timeout_s")]
     values = {"status": Status.WAITING, "waiting_until": min(deadlines, default=None), "stream_progress": {},
-              "heartbeat_at": None, "output_data": {"content": "", "input_required": questions}}
+              "heartbeat_at": None, "output_data": {"content": "", "input_required": questions,
+                                                    # a registered graph's messages so far and their calls' usage
+                                                    **({"messages_usage": booked_as_json(booked)} if booked else {})}}
     with recorder.kept_on_failure(), transaction.atomic():
         paused = row_update(WorkflowExecution, where={"id": execution.pk, "status": Status.RUNNING},
                             values={**values, "tool_calls": recorder.tool_calls}, added=recorder.counters_added())

@@ -95,3 +95,18 @@ def test_deleting_a_thread_whose_run_waits_cancels_the_run_and_forgets_the_graph
     again = client.threads.create(thread_id=thread["thread_id"])  # the same id, as clients choose theirs
     assert again["values"] == {"messages": []} and client.threads.get_state(thread["thread_id"])["next"] == []
     assert reconcile_exit_code() == 0
+
+
+def test_a_users_assistant_on_a_graph_takes_the_graphs_own_context(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    mine = client.assistants.create("stateful", context={"tone": "dry"}, config={"configurable": {"team": "a"}},
+                                    name="Mine")
+    thread = client.threads.create()
+
+    paused = client.runs.wait(thread["thread_id"], mine["assistant_id"], input=START)
+
+    execution = WorkflowExecution.objects.get()
+    assert paused["items"] == ["greeted", "tool"]
+    assert execution.input_data["context"] == {"tone": "dry"}
+    assert execution.input_data["configurable"] == {"team": "a"}
+    assert client.threads.get(thread["thread_id"])["metadata"]["assistant_id"] == mine["assistant_id"]

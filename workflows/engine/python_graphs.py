@@ -366,6 +366,28 @@ def _summary(outputs) -> dict:
 STREAM_MODES = ["values", "updates", "custom"]
 
 
+def booked_as_json(booked: dict) -> dict:
+    """Each AI message's call usage (GraphAccounting.usage_by_message) as JSON, kept while a run waits for input
+    (booked_from_json reads it back when it goes on)."""
+    return {message_id: {"provider": entry["provider"], "model": entry["model"],
+                         **({"usage": {**as_json(vars(entry["usage"])), "cost": str(entry["usage"].cost)}}
+                            if "usage" in entry else {})}
+            for message_id, entry in booked.items()}
+
+
+def booked_from_json(kept: dict | None) -> dict:
+    from decimal import Decimal
+
+    from workflows.engine.usage import Usage
+
+    booked = {}
+    for message_id, entry in (kept or {}).items():
+        booked[message_id] = {"provider": entry["provider"], "model": entry["model"]}
+        if "usage" in entry:
+            booked[message_id]["usage"] = Usage(**{**entry["usage"], "cost": Decimal(entry["usage"]["cost"])})
+    return booked
+
+
 def registered_graph_name(graph) -> str | None:
     """The registered graph a Chatter graph runs as it is (a python_graph node between start and end); None when
     it is a graph of Chatter's own nodes."""
@@ -392,7 +414,7 @@ def graph_input_of(run_input: dict) -> Any:
 def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpointer, thread_id: str,
                      resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
                      configurable: dict | None = None, context: Any = None,
-                     interrupt_before=None, interrupt_after=None) -> dict:
+                     interrupt_before=None, interrupt_after=None, booked: dict | None = None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits; and under `__messages_usage__` the usage of each AI message a model call produced."""
@@ -401,6 +423,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
 
     run_thread = RunThread()
     accounting = GraphAccounting(ctx, run_thread)
+    accounting.usage_by_message.update(booked or {})  # a resumed run's messages from before its pause
     config = {"configurable": {**(configurable or {}), "thread_id": thread_id},
               "callbacks": [accounting], "recursion_limit": MAX_STEPS}
     outcome: dict = {}
