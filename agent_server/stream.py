@@ -122,6 +122,8 @@ class FrameMaker:
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
         if name in ("values", "updates", "custom") and "namespace" in data:
             return self._native_frames(name, data)
+        if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
+            return []
         if self.native:
             modes = self.modes - {"values", "updates", "custom"}
         node = data.get("node_id") or ""
@@ -188,7 +190,7 @@ class FrameMaker:
             interrupt = {"value": await _question(self.run_id, interrupt_id), "id": interrupt_id}
             if isinstance(data.get("schema"), dict):
                 interrupt["response_schema"] = data["schema"]
-            if "updates" in modes:
+            if "updates" in self.modes:  # a registered graph's too: its own stream keeps its question apart
                 out.append(("updates", {"__interrupt__": [interrupt]}))
             if "values" in modes:
                 out.append(("values", {**await self._values(ended=False), "__interrupt__": [interrupt]}))

@@ -488,11 +488,10 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
     @_locked
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None:
-        """A registered graph's own stream, in its run's log: its state after each step (`values`, the graph's
-        own, not its subgraphs'), each node's update (`updates`, naming its nodes) and what its nodes wrote to
-        the stream (`custom`)."""
-        if mode == "values" and namespace:
-            return
+        """A registered graph's own stream (LangGraph's protocol events, workflows.engine.python_graphs
+        ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
+        naming its nodes), what its nodes wrote to the stream (`custom`), its models' message deltas (`messages`),
+        its tools' lifecycles (`tools`) and its subgraphs' starts (`lifecycle`)."""
         self.emit(mode, {"namespace": namespace, mode: data})
 
     @_locked

@@ -155,6 +155,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
                 configurable=run_input.get("configurable"), context=run_input.get("context"),
                 booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
+                streaming=run_input.get("streaming") or "classic",
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
         else:
             every_step = checkpoints_every_step(execution.config, mode=execution.mode)

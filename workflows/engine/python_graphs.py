@@ -363,7 +363,50 @@ def _summary(outputs) -> dict:
     return data if isinstance(data, dict) else {"result": data}
 
 
-STREAM_MODES = ["values", "updates", "custom"]
+CLASSIC_MODES = ["values", "updates", "custom"]
+
+
+class ProtocolEvents:
+    """What of LangGraph's protocol stream (astream_events v3) a run keeps, as (method, namespace, data): the
+    graph's values (its own, not its subgraphs'), updates (an interrupt is the run's question, not an update), custom
+    parts, its chat models' message deltas (a message a node returned whole is in the values), tool lifecycles, and
+    its subgraphs' starts (the run's own lifecycle is the run's events)."""
+
+    def __init__(self):
+        self.message_ids: dict[tuple, str] = {}  # namespace → the message streaming there
+
+    def kept(self, event: dict) -> list[tuple[str, list, Any]]:
+        method, params = event.get("method"), event.get("params") or {}
+        namespace, data = list(params.get("namespace") or []), params.get("data")
+        if method == "values":
+            return [] if namespace else [("values", namespace, as_json(data))]
+        if method == "updates":
+            if isinstance(data, dict) and "__interrupt__" in data:
+                return []
+            return [("updates", namespace, as_json(data))]
+        if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
+            return [("custom", namespace, as_json(data))]
+        if method == "messages":
+            payload, metadata = (data[0], data[1]) if isinstance(data, (list, tuple)) and len(data) == 2 else (
+                data, {})
+            if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+                return []
+            payload = as_json(payload)
+            if payload["event"] == "message-start":
+                self.message_ids[tuple(namespace)] = payload.get("id")
+                node = (metadata or {}).get("langgraph_node")
+                if node:
+                    payload["metadata"] = {**(payload.get("metadata") or {}), "langgraph_node": node}
+            elif self.message_ids.get(tuple(namespace)):
+                payload.setdefault("message_id", self.message_ids[tuple(namespace)])
+            return [("messages", namespace, payload)]
+        if method == "tools":
+            return [("tools", namespace, as_json(data))]
+        if method == "lifecycle" and isinstance(data, dict):
+            inner = list(data.get("namespace") or [])
+            if inner and data.get("event") == "started":
+                return [("lifecycle", inner, as_json({k: v for k, v in data.items() if k != "namespace"}))]
+        return []
 
 
 def booked_as_json(booked: dict) -> dict:
@@ -414,10 +457,13 @@ def graph_input_of(run_input: dict) -> Any:
 def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpointer, thread_id: str,
                      resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
                      configurable: dict | None = None, context: Any = None,
-                     interrupt_before=None, interrupt_after=None, booked: dict | None = None) -> dict:
+                     interrupt_before=None, interrupt_after=None, booked: dict | None = None,
+                     streaming: str = "classic") -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
-    when it waits; and under `__messages_usage__` the usage of each AI message a model call produced."""
+    when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
+    `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
+    subgraph lifecycles too), else the classic stream modes (values, updates, custom)."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -438,16 +484,31 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
             run_input = Command(resume=answer)
         elif from_checkpoint:
             run_input = None
-        kwargs = {"durability": "sync" if every_step else "exit", "subgraphs": True, "stream_mode": STREAM_MODES}
+        kwargs = {"durability": "sync" if every_step else "exit"}
         if context is not None:
             kwargs["context"] = context
         if interrupt_before:
             kwargs["interrupt_before"] = interrupt_before
         if interrupt_after:
             kwargs["interrupt_after"] = interrupt_after
-        async for namespace, mode, part in compiled.astream(run_input, config, **kwargs):
-            data = as_json(part)
-            run_thread.call(ctx.hooks.graph_streamed, mode, list(namespace), data)
+        protocol = ProtocolEvents()
+        if streaming == "v3":
+            # LangGraph's own protocol stream: values, messages, lifecycle, tools (agents that add them), and the
+            # graph's updates and custom parts (their transformers added unless the graph compiled them in).
+            from langgraph.stream import CustomTransformer, UpdatesTransformer
+
+            present = set(compiled.stream_transformers)
+            extra = [t for t in (UpdatesTransformer, CustomTransformer) if t not in present]
+            stream = await compiled.astream_events(run_input, config, version="v3", transformers=extra, **kwargs)
+            async for event in stream:
+                for method, namespace, data in protocol.kept(event):
+                    run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
+        else:  # the stream modes of the classic run streams
+            async for namespace, mode, part in compiled.astream(run_input, config, subgraphs=True,
+                                                                stream_mode=CLASSIC_MODES, **kwargs):
+                for method, kept_ns, data in protocol.kept({"method": mode, "params": {
+                        "namespace": list(namespace), "data": part}}):
+                    run_thread.call(ctx.hooks.graph_streamed, method, kept_ns, data)
         state = await compiled.aget_state(config)
         outcome["values"] = dict(state.values or {})
         outcome["interrupts"] = list(state.interrupts)
