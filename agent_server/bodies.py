@@ -256,3 +256,23 @@ class CronSearch(Body):
     sort_by: Literal[CRON_SORT_FIELDS] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None
+
+
+class EventStreamFilter(Body):
+    """What a thread event stream (the thread protocol, agent_server.protocol) sends: its channels (a named custom
+    channel as `custom:<name>`), under which namespaces and how deep, after which seq."""
+
+    channels: list[str] = Field(min_length=1)
+    namespaces: list[list[str]] | None = None
+    depth: int | None = Field(None, ge=0)
+    since: int | None = Field(None, ge=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _known(cls, value):
+        from agent_server.protocol import CHANNELS
+
+        unknown = [c for c in value if c not in CHANNELS and not (c.startswith("custom:") and len(c) > 7)]
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; known: {list(CHANNELS)} and custom:<name>")
+        return value

@@ -58,6 +58,15 @@ def body_of(request: HttpRequest, model: type[BaseModel]):
     return _validated(model, {} if raw is None else raw)
 
 
+def json_parse_or_none(request: HttpRequest):
+    """The request's JSON body as parsed (any JSON), or None when it is none: for a handler that answers a bad
+    body in its own protocol's shape."""
+    try:
+        return json_parse(request.body or b"null")
+    except ParseError:
+        return None
+
+
 def query_of(request: HttpRequest, model: type[BaseModel]):
     """The request's query parameters (the last value of each) validated into `model`: 422 when they are not."""
     return _validated(model, request.GET.dict())

@@ -154,13 +154,15 @@ def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conv
     return thread_create(owner=owner, thread_id=chosen)
 
 
-def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None) -> StartedRun:
+def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None,
+              streaming: str = "classic") -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
     On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
     `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
     to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
-    (fork_request), outside the thread's conversation."""
+    (fork_request), outside the thread's conversation. `streaming`: "v3" for a run the thread protocol starts
+    (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
     refused = body.refused() if not registered else []
@@ -185,7 +187,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         messages, message = [], None
         chatter_keys = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
-        request = {"owner": owner, "config": chatter_keys, "graph_request": graph_request(body, assistant=row),
+        request = {"owner": owner, "config": chatter_keys,
+                   "graph_request": {**graph_request(body, assistant=row), "streaming": streaming},
                    **run_target(row), **written}
     else:
         messages = input_messages(body.input)

@@ -26,6 +26,8 @@ urlpatterns = [
     path("threads/count", views.thread_count),
     path("threads/<str:thread_id>", views.thread_detail),
     path("threads/<str:thread_id>/copy", views.thread_copy),
+    path("threads/<str:thread_id>/commands", views.thread_commands),
+    path("threads/<str:thread_id>/stream/events", views.thread_event_stream),
     path("threads/<str:thread_id>/state", views.thread_state),
     path("threads/<str:thread_id>/state/checkpoint", views.thread_state_at_checkpoint),
     path("threads/<str:thread_id>/state/<str:checkpoint_id>", views.thread_state_at),

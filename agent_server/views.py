@@ -429,3 +429,64 @@ def store_search(request, user):
 def store_namespaces(request, user):
     body = body_of(request, StoreNamespaces)
     return {"namespaces": store.store_namespaces(owner=user, **body.model_dump())}
+
+
+# --- the thread streaming protocol (agent_server.protocol) ----------------------------------------------------------
+def _command_scope(request: HttpRequest) -> str:
+    return "runs"  # its commands start runs (run.start) or answer them (input.respond), billed like every run
+
+
+async def _drained(feed) -> None:
+    """A run a command started goes on without a reader; its feed is read to its end so it lets go of its
+    subscription."""
+    try:
+        async for _ in feed:
+            pass
+    finally:
+        await feed.aclose()
+
+
+_draining: set = set()
+
+
+@langgraph_endpoint("POST", scope=_command_scope, starts_runs=True)
+async def thread_commands(request, user, thread_id):
+    import asyncio
+
+    from agent_server.http import json_parse_or_none
+    from agent_server.protocol import command_answer
+
+    command = json_parse_or_none(request)
+    status, envelope, feed = await database_sync_to_async(command_answer)(
+        owner=user, thread_id=thread_id, command=command, api_key=request.auth)
+    if feed is not None:
+        task = asyncio.get_running_loop().create_task(_drained(feed))
+        _draining.add(task)
+        task.add_done_callback(_draining.discard)
+    return json_response(envelope, status=status)
+
+
+@langgraph_endpoint("POST", scope="read")
+async def thread_event_stream(request, user, thread_id):
+    from agent_server.bodies import EventStreamFilter
+    from agent_server.protocol import sse_frame, thread_events
+
+    wanted = body_of(request, EventStreamFilter)
+    try:
+        uuid.UUID(str(thread_id))
+    except ValueError:
+        raise ApiError(404, "Thread not found") from None
+
+    async def frames():
+        events = thread_events(owner=user, thread_id=thread_id, channels=wanted.channels,
+                               namespaces=wanted.namespaces, depth=wanted.depth, since=wanted.since)
+        try:
+            async for event in events:
+                yield ": heartbeat\r\n\r\n" if event is None else sse_frame(event)
+        finally:
+            await events.aclose()
+
+    response = StreamingHttpResponse(frames(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
