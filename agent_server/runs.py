@@ -96,22 +96,24 @@ def graph_request(body, *, assistant=None) -> dict:
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
 
 
-def _run_queued(*, request: dict, agent_run: dict) -> WorkflowExecution:
+def _run_queued(*, request: dict, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
     """A run written pending behind its thread's run in progress: agent_server.receivers hands it to the workers
     when that one ends. Written and marked queued in one transaction. While it waits its mode is `sync` (nobody
     has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
     whose task is missing); it becomes a background run when it is handed to the workers."""
     plan = run_plan(**{**request, "mode": Mode.SYNC, "on_written": None})
-    execution = _run_queued_write(plan=plan, agent_run=agent_run)
+    execution = _run_queued_write(plan=plan, agent_run=agent_run, graph_id=graph_id)
     queued_run_start_if_idle(conversation_id=execution.conversation_id)
     return execution
 
 
 @retried_on_conflict
-def _run_queued_write(*, plan, agent_run: dict) -> WorkflowExecution:
+def _run_queued_write(*, plan, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
     with transaction.atomic():
         execution, _ = run_write(plan, status=Status.PENDING, enqueue=False)
         AgentRun.objects.create(execution=execution, queued=True, **agent_run)
+        if graph_id:
+            _thread_stamp(execution.conversation_id, assistant_id=agent_run["assistant_id"], graph_id=graph_id)
         Conversation.objects.filter(pk=execution.conversation_id).update(runs_queued=F("runs_queued") + 1)
     return execution
 
@@ -176,7 +178,14 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     agent_run = {"assistant_id": body.assistant_id, "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                  "multitask_strategy": body.multitask_strategy}
     # Written with the run (before it can end: its webhook's payload reads it); a queued run writes its own.
-    written = {"on_written": lambda execution: AgentRun.objects.create(execution_id=execution.pk, **agent_run),
+    graph_id = assistant_of(row)["graph_id"] if row is not None else None
+
+    def on_written(execution: WorkflowExecution) -> None:
+        AgentRun.objects.create(execution_id=execution.pk, **agent_run)
+        if execution.conversation_id and graph_id:
+            _thread_stamp(execution.conversation_id, assistant_id=body.assistant_id, graph_id=graph_id)
+
+    written = {"on_written": on_written,
                "api_key": api_key,  # the key's budgets bind the run, and analytics count it under the key
                **({"webhook": body.webhook} if body.webhook else {})}  # webhook: agent_server.webhooks
     if body.fork_from() is not None:
@@ -203,7 +212,6 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     if not message and not registered:
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
-    _thread_stamp(conversation, assistant_id=body.assistant_id, graph_id=assistant_of(row)["graph_id"])
     request.update(chat=not registered, conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
@@ -212,20 +220,21 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         except ThreadBusy:
             pass  # another run of the thread was written meanwhile: this one meets a busy thread after all
     if _busy_thread(conversation_id=conversation.pk, owner=owner, body=body, request=request):
-        started.execution = _run_queued(request=request, agent_run=agent_run)
+        started.execution = _run_queued(request=request, agent_run=agent_run, graph_id=graph_id)
         if mode == Mode.STREAM:
             started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
     return _run_now(started, request=request, body=body, mode=mode)
 
 
-def _thread_stamp(conversation: Conversation, *, assistant_id: str, graph_id: str) -> None:
+def _thread_stamp(conversation_id, *, assistant_id: str, graph_id: str) -> None:
     """A thread names the graph and assistant it runs in its metadata, as LangGraph's server stamps it (clients
-    list a graph's threads by them); once, by its first run."""
-    metadata = conversation.metadata or {}
+    list a graph's threads by them); once, by its first run, written with that run (a refused run leaves the
+    thread as it was)."""
+    metadata = Conversation.objects.filter(pk=conversation_id).values_list("metadata", flat=True).first() or {}
     if "graph_id" not in metadata or "assistant_id" not in metadata:
-        thread_update(conversation=conversation, metadata={"graph_id": graph_id, "assistant_id": assistant_id,
-                                                           **metadata})
+        Conversation.objects.filter(pk=conversation_id).update(
+            metadata={"graph_id": graph_id, "assistant_id": assistant_id, **metadata})
 
 
 class ThreadBusy(Conflict):

@@ -107,7 +107,13 @@ TEMPLATES = [
 WSGI_APPLICATION = "chatter_project.wsgi.application"
 ASGI_APPLICATION = "chatter_project.asgi.application"
 
-# Database: the embedded default is SQLite in WAL mode; DATABASE_URL selects PostgreSQL.
+# Database: the embedded default is SQLite in WAL mode; DATABASE_URL selects PostgreSQL (or another SQLite file,
+# with the same options: writes take the lock when they begin and wait for it, never fail on a busy database).
+_SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     try:
@@ -128,6 +134,8 @@ if DATABASE_URL:
         # is not): a turn's statements are the same every time, so the client no longer renders each value into
         # SQL and PostgreSQL no longer parses and plans them again.
         _db["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
+    elif _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db.update(CONN_MAX_AGE=None, OPTIONS={**_SQLITE_OPTIONS, **_db.get("OPTIONS", {})})
 else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
@@ -135,11 +143,7 @@ else:
         # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
         # their request: chatter_project/request_threads.py); opening one reads the schema and runs the PRAGMAs.
         "CONN_MAX_AGE": None,
-        "OPTIONS": {
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        },
+        "OPTIONS": dict(_SQLITE_OPTIONS),
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

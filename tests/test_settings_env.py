@@ -65,3 +65,14 @@ def test_cors_origins_are_read_as_browsers_send_them_and_cors_is_off_without_the
         "[] False"
     monkeypatch.delenv("CHATTER_CORS_ALLOWED_ORIGINS", raising=False)
     assert start(tmp_path, SECRET_KEY="k", then=CORS_SETTINGS).stdout.strip() == "[] False"
+
+
+def test_a_sqlite_database_url_gets_the_embedded_databases_locking(tmp_path):
+    """Writes take SQLite's lock when they begin and wait for it, with DATABASE_URL=sqlite:///… too (without these,
+    two writers upgrading their reads failed at once with "database is locked")."""
+    shown = start(tmp_path, DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}", then=(
+        "from django.db import connection; o = connection.settings_dict['OPTIONS']; "
+        "print(o['transaction_mode'], o['timeout'], 'WAL' in o['init_command'])"))
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == ["IMMEDIATE", "20", "True"]

@@ -44,3 +44,31 @@ def test_the_sync_client_streams_custom_parts_and_the_run_is_accounted(graph_ser
     assert execution.status == "completed"
     assert_all(execution)
     assert reconcile_exit_code() == 0
+
+
+def test_two_threads_stream_at_once(graph_server, alice_key):
+    import threading
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    results, errors = {}, []
+
+    def drive(label):
+        try:
+            with client.threads.stream(assistant_id="stateful") as thread:
+                thread.run.start(input=START)
+                for _ in thread.values:
+                    if thread.interrupted:
+                        break
+                thread.run.respond("yes")
+                results[label] = thread.output["items"]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=drive, args=(label,)) for label in "AB"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    if errors:
+        print("LOG", graph_server.log.read_text()[-6000:])
+    assert not errors and results == {"A": ["greeted", "tool", "asked"], "B": ["greeted", "tool", "asked"]}
