@@ -13,12 +13,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chatter_project.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
 from chatter_project.request_threads import RequestThreads  # noqa: E402
+from agent_server.routing import websocket_urlpatterns as agent_server_sockets  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": RequestThreads(django_asgi_app),
-        "websocket": OriginCheckedForCookies(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        "websocket": OriginCheckedForCookies(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(
+            [*websocket_urlpatterns, *agent_server_sockets])))),
     }
 )
 

@@ -1,6 +1,7 @@
 """Authentication by API key (chatter_project.tokens: stored hashed): `Authorization: Token <key>` or
 `Authorization: Bearer <key>` over HTTP, `?token=<key>` on websockets, next to the session cookie; and the scopes
 a key is limited to (ApiKeyScope)."""
+import base64
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -96,14 +97,36 @@ def _websocket_key(key: str) -> ApiToken | None:
     return token if key_scope_refusal(token, "read") is None else None
 
 
+def handshake_key(scope) -> str:
+    """The API key a websocket handshake carries: `?token=`, or (a program's, which sets headers) `x-api-key`, or
+    `Authorization: Token|Bearer <key>` or `Basic` with the key as the user name (what a client sends for a
+    `ws://<key>@host/…` URL, as LangGraph's SDK builds its socket's URL from its server URL)."""
+    key = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+    if key:
+        return key
+    headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+    if headers.get(b"x-api-key", ""):
+        return headers[b"x-api-key"]
+    scheme, _, value = headers.get(b"authorization", "").partition(" ")
+    if scheme.lower() in ("token", "bearer"):
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
 class TokenAuthMiddleware(BaseMiddleware):
-    """Sets scope["user"] from `?token=` when the session did not authenticate the connection, and scope["api_key"]
-    to the key's id (uid), by which its sockets are closed when it is revoked (workflows.consumers)."""
+    """Sets scope["user"] from the handshake's key (handshake_key) when the session did not authenticate the
+    connection, and scope["api_key"] to the key's id (uid), by which its sockets are closed when it is revoked
+    (workflows.consumers)."""
 
     async def __call__(self, scope, receive, send):
         user = scope.get("user")
         if user is None or not user.is_authenticated:
-            key = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+            key = handshake_key(scope)
             if key:
                 token = await _websocket_key(key)
                 if token is not None:

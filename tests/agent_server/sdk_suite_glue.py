@@ -4,6 +4,8 @@ fixture's code and no assertion; it only points the suite's own connections at C
 
 - the raw httpx clients the suite's fixtures build (`async_threads` / `sync_threads`: `base_url` is already
   LANGGRAPH_INTEGRATION_URL) get the `x-api-key` header (LANGGRAPH_API_KEY), which the SDK clients built on them send;
+- the server URL carries the key as its user part (`http://<key>:@host/langgraph`): the SDK builds its websocket's
+  URL from it (the handshake sends none of the clients' headers), and the socket's client sends it as credentials;
 - test_remote_graph_v3.py names the stock server's address in a module constant (`URL`) instead of reading
   LANGGRAPH_INTEGRATION_URL: it gets the same server URL, and its RemoteGraphs' clients the same header.
 

@@ -204,7 +204,7 @@ _PYDANTIC_ERRORS: dict[str, tuple[str, str]] = {
 }
 _OUR_CODES = frozenset(
     {"unknown_type", "unknown_node", "invalid_edge", "invalid_branch", "bad_condition", "invalid_type", "out_of_range",
-     "unknown_graph"}
+     "unknown_graph", "unsupported_factory"}
 )
 
 

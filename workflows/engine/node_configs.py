@@ -132,6 +132,12 @@ def _registered_graph(name: str) -> str:
 
     if name not in settings.CHATTER_GRAPHS:
         raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
+    from workflows.engine.python_graphs import factory_takes_runtime
+
+    if factory_takes_runtime(name):
+        raise custom_error("unsupported_factory", f"graph {name!r} is a factory that takes a runtime (LangGraph's "
+                           "ServerRuntime), which Chatter cannot give it: langgraph-sdk has no public way to make "
+                           "one. A factory may take the run's config")
     return name
 
 

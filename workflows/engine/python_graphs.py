@@ -1,7 +1,8 @@
 """Python graphs of your own (CHATTER_GRAPHS: LangGraph graphs, compiled or factories) run as they are.
 
 A registered graph's run executes the graph itself (`graph_stream_run`): its own state schema and input, sync or
-async nodes, subgraphs, a factory called with the run's `config` (and, when it takes one, a runtime). Its thread's
+async nodes, subgraphs, a factory called with the run's `config` (one that takes a runtime, LangGraph's ServerRuntime,
+is refused when a run or assistant names it: node_configs). Its thread's
 state is the graph's own, checkpointed on Chatter's checkpointer under the thread's id with every step and its
 parent. Nothing wraps it: what the run records comes from LangChain's callbacks and LangGraph's stream —
 - each top-level task (a node of the graph) is a node row, opened by its chain's start and closed by its end (or
@@ -74,19 +75,28 @@ def is_factory(target) -> bool:
     return not hasattr(target, "astream")
 
 
-def _factory_arguments(factory: Callable, *, config: dict, runtime: Any) -> list:
-    """What a factory takes, by its signature: nothing, the run's config, or the config and a runtime."""
-    parameters = [p for p in inspect.signature(factory).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return [config, runtime][:len(parameters)]
+def factory_takes_runtime(name: str) -> bool:
+    """Whether a registered factory asks for a runtime besides the run's config (LangGraph's ServerRuntime)."""
+    target = _registered(name)
+    return is_factory(target) and len(_positional(target)) >= 2
 
 
-async def graph_build(name: str, *, config: dict | None = None, runtime: Any = None):
+def _positional(factory: Callable) -> list:
+    return [p for p in inspect.signature(factory).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _factory_arguments(factory: Callable, *, config: dict) -> list:
+    """What a factory takes, by its signature: nothing, or the run's config."""
+    return [config][:len(_positional(factory))]
+
+
+async def graph_build(name: str, *, config: dict | None = None):
     """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
     target = _registered(name)
     if not is_factory(target):
         return target
-    built = target(*_factory_arguments(target, config=config or {"configurable": {}}, runtime=runtime))
+    built = target(*_factory_arguments(target, config=config or {"configurable": {}}))
     if inspect.isawaitable(built):
         built = await built
     if hasattr(built, "__aenter__"):  # an async context manager yielding the graph
