@@ -72,3 +72,44 @@ def test_two_threads_stream_at_once(graph_server, alice_key):
     if errors:
         print("LOG", graph_server.log.read_text()[-6000:])
     assert not errors and results == {"A": ["greeted", "tool", "asked"], "B": ["greeted", "tool", "asked"]}
+
+
+def test_the_websocket_transport_carries_the_same_events(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    with client.threads.stream(assistant_id="stateful", transport="websocket",
+                               headers={"x-api-key": alice_key}) as thread:
+        thread.run.start(input=START)
+        snapshots = list(thread.values)
+        assert thread.interrupted and snapshots[-1]["items"] == ["greeted", "tool"]
+        thread.run.respond("yes")
+        assert thread.output["items"] == ["greeted", "tool", "asked"]
+
+
+def test_a_socket_without_a_key_is_refused(graph_server):
+    import asyncio
+
+    import websockets
+
+    async def handshake():
+        url = graph_server.base_url.replace("http", "ws") + "/langgraph/threads/00000000-0000-0000-0000-000000000001"
+        async with websockets.connect(url + "/stream/events") as socket:
+            await socket.recv()
+
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        asyncio.run(handshake())
+    assert closed.value.rcvd.code == 4401
+
+
+def test_a_factory_asking_for_a_server_runtime_is_refused_by_name(graph_server, alice_key):
+    import httpx
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        client.runs.wait(thread["thread_id"], "runtime_factory", input=START)
+
+    assert refused.value.response.status_code == 422
+    assert [e["code"] for e in refused.value.response.json()["errors"]] == ["unsupported_factory"]
+    assert "ServerRuntime" in refused.value.response.json()["detail"]
+    assert not WorkflowExecution.objects.exists()

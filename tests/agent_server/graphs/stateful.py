@@ -72,3 +72,8 @@ async def make_graph(config):
     if "configurable" not in config:
         raise TypeError("the factory must be given the run's config")
     return build()
+
+
+async def make_graph_with_runtime(config, runtime):
+    """A factory asking for LangGraph's ServerRuntime too: refused by name (Chatter cannot make one)."""
+    return build()
