@@ -59,8 +59,9 @@ def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netwo
 
 
 # scheme://host[:port], nothing more: what a browser sends in `Origin`.
-_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[^\s/?#@:*\[\]]+|\[[0-9a-f:.]+\])(?::(?P<port>\d{1,5}))?",
-                     re.IGNORECASE)
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
+                     r"(?P<host>[^\s/?#@:*\[\]]+|\[[0-9a-f:.]+\])"  # a name or address, or an IPv6 one in brackets
+                     r"(?::(?P<port>\d{1,5}))?", re.IGNORECASE)
 
 
 def env_origins(name: str) -> tuple[str, ...]:
