@@ -110,3 +110,27 @@ def test_a_users_assistant_on_a_graph_takes_the_graphs_own_context(graph_server,
     assert execution.input_data["context"] == {"tone": "dry"}
     assert execution.input_data["configurable"] == {"team": "a"}
     assert client.threads.get(thread["thread_id"])["metadata"]["assistant_id"] == mine["assistant_id"]
+
+
+def test_a_run_from_an_earlier_checkpoint_branches_the_thread(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)
+    client.runs.wait(thread["thread_id"], "stateful", command={"resume": "yes"})
+    history = client.threads.get_history(thread["thread_id"], limit=50)
+    before_ask = next(h for h in history if h["next"] == ["ask"])  # the question is about to be asked
+
+    again = client.runs.wait(thread["thread_id"], "stateful", input=None,
+                             checkpoint_id=before_ask["checkpoint"]["checkpoint_id"])  # regenerate from there
+
+    assert again["__interrupt__"][0]["value"]["question"] == "Go on?"  # asked again, on the new branch
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["parent_checkpoint"]["checkpoint_id"] == before_ask["checkpoint"]["checkpoint_id"]
+    final = client.runs.wait(thread["thread_id"], "stateful", command={"resume": "no"})
+    assert final["items"] == ["greeted", "tool", "asked"] and final["messages"][-2]["content"] == "You said no"
+    assert reconcile_exit_code() == 0
+    import httpx
+
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        client.runs.wait(thread["thread_id"], "stateful", input=None, checkpoint_id="1f0-not-a-checkpoint")
+    assert missing.value.response.status_code == 404
