@@ -134,3 +134,18 @@ def test_a_run_from_an_earlier_checkpoint_branches_the_thread(graph_server, alic
     with pytest.raises(httpx.HTTPStatusError) as missing:
         client.runs.wait(thread["thread_id"], "stateful", input=None, checkpoint_id="1f0-not-a-checkpoint")
     assert missing.value.response.status_code == 404
+
+
+def test_a_subgraphs_parts_stream_only_when_asked(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    plain, nested = client.threads.create(), client.threads.create()
+    for thread in (plain, nested):
+        client.runs.wait(thread["thread_id"], "stateful", input=START)
+
+    quiet = [p.event for p in client.runs.stream(plain["thread_id"], "stateful", command={"resume": "yes"},
+                                                 stream_mode=["updates"])]
+    loud = [p.event for p in client.runs.stream(nested["thread_id"], "stateful", command={"resume": "yes"},
+                                                stream_mode=["updates"], stream_subgraphs=True)]
+
+    assert not any("|" in event for event in quiet) and "updates" in quiet
+    assert any(event.startswith("updates|sub:") for event in loud)
