@@ -149,3 +149,27 @@ def test_a_subgraphs_parts_stream_only_when_asked(graph_server, alice_key):
 
     assert not any("|" in event for event in quiet) and "updates" in quiet
     assert any(event.startswith("updates|sub:") for event in loud)
+
+
+def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, alice_key, settings, monkeypatch):
+    """Read while its first run starts (a client's projections read the state at once): an empty state, not
+    Chatter's chat state of some other graph (a race that answered 500)."""
+    from agent_server.state import thread_state
+    from chatter_project.env import env_graphs
+    from conversations.models import Conversation
+    from tests.agent_server.conftest import GRAPHS
+
+    monkeypatch.setenv("CHATTER_GRAPHS", str(GRAPHS))
+    settings.CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")  # the state is read in this process
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)
+    conversation = Conversation.objects.get(pk=thread["thread_id"])
+    from workflows.models import Checkpoint
+
+    Checkpoint.objects.filter(thread_id=thread["thread_id"]).delete()  # as it is before the run's first write
+
+    state = thread_state(conversation=conversation)
+
+    assert state["values"] == {} and state["checkpoint"]["checkpoint_id"] is None and state["next"] == []

@@ -178,6 +178,8 @@ def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daph
     passed = sorted(test_id for test_id, o in outcomes.items() if o.outcome == "passed")
     summary = f"{len(passed)} of {SUITE_SIZE} pass (langgraph-sdk {SDK_VERSION} integration suite, {connection.vendor})"
     write_table(table, outcomes, summary)
+    # The server's own log beside the suite's: what a failed test's 500 was, in the server's words.
+    (ARTIFACTS / f"{name}-server.log").write_text(server.log.read_text().replace(alice_key, "<key>"))
     expected = expected_passing()
     newly = [test_id for test_id in passed if test_id not in expected]
     probe_skips = [o for o in outcomes.values() if o.outcome == "skipped" and "not reachable" in o.reason]
