@@ -122,6 +122,7 @@ class RunCreate(Body):
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     stream_mode: list[str] = Field(default_factory=lambda: ["values"])
+    stream_subgraphs: bool = False  # a registered graph's subgraphs' parts too, under `<mode>|<namespace>`
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     if_not_exists: Literal["create", "reject"] = "reject"
     webhook: str | None = None  # POSTed the run when it ends (signed; agent_server.webhooks)

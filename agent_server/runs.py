@@ -39,7 +39,7 @@ from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
 from workflows.engine.config import CONFIG_KEYS
-from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
 from workflows.services.runs import (
@@ -94,6 +94,22 @@ def graph_request(body, *, assistant=None) -> dict:
             context = {**(context or {}), **given}
     return {"graph_input": body.input, "configurable": configurable, "context": context,
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
+
+
+def _branch_from(*, owner, body: RunCreate, thread_id) -> dict:
+    """A registered graph's run from one of its thread's checkpoints (`checkpoint_id`: regenerate, edit, time
+    travel) goes on from there in the same thread, as LangGraph forks: a new branch whose parent is that checkpoint.
+    A checkpoint the thread does not have is a 404."""
+    checkpoint_id = body.fork_from()
+    if checkpoint_id is None:
+        return {}
+    if thread_id is None:
+        raise InvalidInput("checkpoint_id names a checkpoint of a thread: give the thread")
+    conversation = thread_get(user=owner, thread_id=thread_id)
+    if not Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT,
+                                     checkpoint_id=str(checkpoint_id)[:64]).exists():
+        raise NotFound("checkpoint not found in this thread")
+    return {"checkpoint_id": str(checkpoint_id)}
 
 
 def _run_queued(*, request: dict, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
@@ -188,7 +204,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     written = {"on_written": on_written,
                "api_key": api_key,  # the key's budgets bind the run, and analytics count it under the key
                **({"webhook": body.webhook} if body.webhook else {})}  # webhook: agent_server.webhooks
-    if body.fork_from() is not None:
+    if body.fork_from() is not None and not registered:  # (a registered graph forks within its thread: below)
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
         return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
                         body=body, mode=mode)
@@ -197,7 +213,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         chatter_keys = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
         request = {"owner": owner, "config": chatter_keys,
-                   "graph_request": {**graph_request(body, assistant=row), "streaming": streaming},
+                   "graph_request": {**graph_request(body, assistant=row), "streaming": streaming,
+                                     **_branch_from(owner=owner, body=body, thread_id=thread_id)},
                    **run_target(row), **written}
     else:
         messages = input_messages(body.input)

@@ -167,15 +167,15 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
 
 def _graph_thread(conversation: Conversation):
     """A registered graph's thread (its checkpoints are the thread's own, under its id): the graph, on Chatter's
-    checkpointer, whose LangGraph API answers for its state; None for any other thread."""
+    checkpointer, whose LangGraph API answers for its state (before its first checkpoint too: an empty state);
+    None for any other thread."""
     from workflows.checkpointer import checkpointer
     from workflows.engine.graph import parse_graph
     from workflows.engine.python_graphs import graph_load, registered_graph_name
 
     latest = _runs(conversation).first()
     name = registered_graph_name(parse_graph(latest.graph)) if latest is not None else None
-    if name is None or not Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns=_ROOT,
-                                                     kind=Checkpoint.Kind.CHECKPOINT).exists():
+    if name is None:
         return None
     try:
         return graph_load(name, config=_thread_config(conversation)).copy(update={"checkpointer": checkpointer})
@@ -194,9 +194,9 @@ def _graph_snapshot(snapshot, conversation: Conversation) -> dict:
     """A registered graph's StateSnapshot as the SDK's ThreadState: the graph's own values, tasks and parents."""
     from workflows.engine.python_graphs import as_json
 
-    configurable = snapshot.config["configurable"]
+    configurable = (snapshot.config or {}).get("configurable") or {}
     parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
-    checkpoint = {**_checkpoint(conversation, configurable["checkpoint_id"]),
+    checkpoint = {**_checkpoint(conversation, configurable.get("checkpoint_id")),
                   "checkpoint_ns": configurable.get("checkpoint_ns", _ROOT)}
     tasks = []
     for task in snapshot.tasks:

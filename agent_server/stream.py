@@ -84,11 +84,11 @@ class FrameMaker:
     """The frames of one run's feed for the stream modes asked for."""
 
     def __init__(self, *, run_id: str, thread_id: str | None, modes: list[str], inputs: list[dict],
-                 native: bool = False):
+                 native: bool = False, subgraphs: bool = False):
         self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
         self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
         # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
-        self.native = native
+        self.native, self.subgraphs = native, subgraphs
         self.last_values: dict = {}
 
     def _message_id(self, node_id: str) -> str:
@@ -112,6 +112,8 @@ class FrameMaker:
         """A registered graph's own stream parts, as LangGraph's server streams them (its subgraphs' under
         `<mode>|<namespace>`)."""
         namespace = data.get("namespace") or []
+        if namespace and not self.subgraphs:  # a subgraph's parts only when the client asked for them
+            return []
         event = "|".join([name, *namespace])
         if name == "values":
             self.last_values = data["values"]

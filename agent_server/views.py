@@ -296,7 +296,8 @@ def _runs_stream(request, user, thread_id=None):
     body = body_of(request, RunCreate)
     started = run_start(owner=user, body=body, mode=Mode.STREAM, thread_id=thread_id, api_key=request.auth)
     maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
-                       inputs=started.inputs, native=is_registered_run(started.execution))
+                       inputs=started.inputs, native=is_registered_run(started.execution),
+                       subgraphs=body.stream_subgraphs)
     on_disconnect = _canceller(started.execution.pk, user) if body.on_disconnect == "cancel" else None
     return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
 

@@ -55,7 +55,6 @@ def assert_i3(execution: WorkflowExecution) -> None:
     if execution.conversation_id:
         # A chat turn's reply carries them; a registered graph's run spreads them over the messages it produced.
         replies = Message.objects.filter(execution=execution).exclude(role="user")
-        assert replies.filter(role="assistant").exists()
         produced = _sums(replies, (*TOKENS, "cost"))
         for field in (*TOKENS, "cost"):
             assert produced[field] == getattr(execution, field), field

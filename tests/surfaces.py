@@ -1,6 +1,7 @@
 """The error shape of each HTTP surface, as its clients read it: /api/v1/ {"error": {"code", "message",
 "details"}}, /langgraph/ {"detail": …} (LangGraph's server), /v1/ OpenAI's {"error": {"message", "type",
-"param", "code"}}."""
+"param", "code"}}; the thread protocol's commands (/langgraph/threads/<id>/commands) its envelope {"type":
+"error", "id", "error", "message"}, which the SDK reads there."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,8 @@ def assert_surface_error(status: int, content_type: str, content: bytes, *, path
         assert isinstance(body["error"]["details"], list), what
         for item in body["error"]["details"]:
             assert set(item) == {"path", "code", "message"}, what
+    elif path.startswith("/langgraph/threads/") and path.endswith("/commands") and body.get("type") == "error":
+        assert {"id", "error", "message"} <= set(body) and body["error"] and body["message"], what
     elif path.startswith("/langgraph/"):
         assert isinstance(body, dict) and body.get("detail"), what
     elif path.startswith("/v1/"):

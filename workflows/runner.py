@@ -156,6 +156,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 configurable=run_input.get("configurable"), context=run_input.get("context"),
                 booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
                 streaming=run_input.get("streaming") or "classic",
+                checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
         else:
             every_step = checkpoints_every_step(execution.config, mode=execution.mode)
@@ -369,8 +370,12 @@ def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunC
     own, so the run's messages hold exactly its usage (I3)."""
     from langchain_core.messages import BaseMessage
 
-    known = set(Message.objects.filter(conversation_id=execution.conversation_id).exclude(
-        metadata__message_id=None).values_list("metadata__message_id", flat=True))
+    saved_before = Message.objects.filter(conversation_id=execution.conversation_id).exclude(metadata__message_id=None)
+    known = set(saved_before.values_list("metadata__message_id", flat=True))
+    branched_at = _messages_at_branch_point(execution)
+    if branched_at is not None:  # a message of the branch it left, produced again under the same id, is its own
+        known = (known & branched_at) | set(saved_before.filter(execution=execution).values_list(
+            "metadata__message_id", flat=True))
     produced = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage) and m.id not in known]
     booked = state[MESSAGES_USAGE]
     fields = []
@@ -411,6 +416,22 @@ def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunC
                 "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
                 "cost": usage.cost, "usage_estimated": usage.estimated, "usage_raw": usage.raw})))
     return saved
+
+
+def _messages_at_branch_point(execution: WorkflowExecution) -> set[str] | None:
+    """A registered graph's run from one of its thread's checkpoints (regenerate, edit): the ids of the messages
+    its thread held at that checkpoint, which it did not produce. None for any other run."""
+    from langchain_core.messages import BaseMessage
+
+    from workflows.checkpointer import checkpointer
+
+    checkpoint_id = (execution.input_data or {}).get("checkpoint_id")
+    if not checkpoint_id:
+        return None
+    found = checkpointer.get_tuple({"configurable": {"thread_id": str(execution.conversation_id), "checkpoint_ns": "",
+                                                     "checkpoint_id": checkpoint_id}})
+    messages = (found.checkpoint["channel_values"].get("messages") if found else None) or []
+    return {m.id for m in messages if isinstance(m, BaseMessage)}
 
 
 def _less(total, part):

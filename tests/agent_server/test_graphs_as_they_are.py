@@ -110,3 +110,66 @@ def test_a_users_assistant_on_a_graph_takes_the_graphs_own_context(graph_server,
     assert execution.input_data["context"] == {"tone": "dry"}
     assert execution.input_data["configurable"] == {"team": "a"}
     assert client.threads.get(thread["thread_id"])["metadata"]["assistant_id"] == mine["assistant_id"]
+
+
+def test_a_run_from_an_earlier_checkpoint_branches_the_thread(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)
+    client.runs.wait(thread["thread_id"], "stateful", command={"resume": "yes"})
+    history = client.threads.get_history(thread["thread_id"], limit=50)
+    before_ask = next(h for h in history if h["next"] == ["ask"])  # the question is about to be asked
+
+    again = client.runs.wait(thread["thread_id"], "stateful", input=None,
+                             checkpoint_id=before_ask["checkpoint"]["checkpoint_id"])  # regenerate from there
+
+    assert again["__interrupt__"][0]["value"]["question"] == "Go on?"  # asked again, on the new branch
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["parent_checkpoint"]["checkpoint_id"] == before_ask["checkpoint"]["checkpoint_id"]
+    final = client.runs.wait(thread["thread_id"], "stateful", command={"resume": "no"})
+    assert final["items"] == ["greeted", "tool", "asked"] and final["messages"][-2]["content"] == "You said no"
+    assert reconcile_exit_code() == 0
+    import httpx
+
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        client.runs.wait(thread["thread_id"], "stateful", input=None, checkpoint_id="1f0-not-a-checkpoint")
+    assert missing.value.response.status_code == 404
+
+
+def test_a_subgraphs_parts_stream_only_when_asked(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    plain, nested = client.threads.create(), client.threads.create()
+    for thread in (plain, nested):
+        client.runs.wait(thread["thread_id"], "stateful", input=START)
+
+    quiet = [p.event for p in client.runs.stream(plain["thread_id"], "stateful", command={"resume": "yes"},
+                                                 stream_mode=["updates"])]
+    loud = [p.event for p in client.runs.stream(nested["thread_id"], "stateful", command={"resume": "yes"},
+                                                stream_mode=["updates"], stream_subgraphs=True)]
+
+    assert not any("|" in event for event in quiet) and "updates" in quiet
+    assert any(event.startswith("updates|sub:") for event in loud)
+
+
+def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, alice_key, settings, monkeypatch):
+    """Read while its first run starts (a client's projections read the state at once): an empty state, not
+    Chatter's chat state of some other graph (a race that answered 500)."""
+    from agent_server.state import thread_state
+    from chatter_project.env import env_graphs
+    from conversations.models import Conversation
+    from tests.agent_server.conftest import GRAPHS
+
+    monkeypatch.setenv("CHATTER_GRAPHS", str(GRAPHS))
+    settings.CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")  # the state is read in this process
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)
+    conversation = Conversation.objects.get(pk=thread["thread_id"])
+    from workflows.models import Checkpoint
+
+    Checkpoint.objects.filter(thread_id=thread["thread_id"]).delete()  # as it is before the run's first write
+
+    state = thread_state(conversation=conversation)
+
+    assert state["values"] == {} and state["checkpoint"]["checkpoint_id"] is None and state["next"] == []

@@ -178,6 +178,8 @@ def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daph
     passed = sorted(test_id for test_id, o in outcomes.items() if o.outcome == "passed")
     summary = f"{len(passed)} of {SUITE_SIZE} pass (langgraph-sdk {SDK_VERSION} integration suite, {connection.vendor})"
     write_table(table, outcomes, summary)
+    # The server's own log beside the suite's: what a failed test's 500 was, in the server's words.
+    (ARTIFACTS / f"{name}-server.log").write_text(server.log.read_text().replace(alice_key, "<key>"))
     expected = expected_passing()
     newly = [test_id for test_id in passed if test_id not in expected]
     probe_skips = [o for o in outcomes.values() if o.outcome == "skipped" and "not reachable" in o.reason]
@@ -197,3 +199,15 @@ def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daph
             if test_id not in passed}
     assert not lost, "listed as passing in {} but did not pass:\n{}".format(
         PASSING.name, "\n".join(f"{o.test_id}: {o.outcome}: {o.reason}" for o in lost.values()))
+    # Everything the suite's runs did is on the books exactly: every run's totals are its nodes' (and its
+    # messages'), every conversation's its messages', every template's its runs' (I1-I3, reconcile_aggregates).
+    from tests.agent_server.conftest import reconcile_exit_code
+    from tests.invariants import assert_i1_everywhere, assert_i3
+    from workflows.models import WorkflowExecution
+
+    finished_runs = list(WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL))
+    assert finished_runs, "the suite's runs left no finished execution"
+    for execution in finished_runs:
+        assert_i3(execution)
+    assert_i1_everywhere()
+    assert reconcile_exit_code() == 0

@@ -134,7 +134,11 @@ def _registered_graph(name: str) -> str:
         raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
     from workflows.engine.python_graphs import factory_takes_runtime
 
-    if factory_takes_runtime(name):
+    try:
+        takes_runtime = factory_takes_runtime(name)
+    except Exception:  # noqa: BLE001 - a module that cannot load here fails its run, named, when it runs
+        takes_runtime = False
+    if takes_runtime:
         raise custom_error("unsupported_factory", f"graph {name!r} is a factory that takes a runtime (LangGraph's "
                            "ServerRuntime), which Chatter cannot give it: langgraph-sdk has no public way to make "
                            "one. A factory may take the run's config")

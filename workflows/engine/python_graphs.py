@@ -468,10 +468,11 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
                      configurable: dict | None = None, context: Any = None,
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
-                     streaming: str = "classic") -> dict:
+                     streaming: str = "classic", checkpoint_id: str | None = None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
+    `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom)."""
     from langgraph.errors import GraphRecursionError
@@ -480,7 +481,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     run_thread = RunThread()
     accounting = GraphAccounting(ctx, run_thread)
     accounting.usage_by_message.update(booked or {})  # a resumed run's messages from before its pause
-    config = {"configurable": {**(configurable or {}), "thread_id": thread_id},
+    config = {"configurable": {**(configurable or {}), "thread_id": thread_id,
+                               **({"checkpoint_id": checkpoint_id} if checkpoint_id else {})},
               "callbacks": [accounting], "recursion_limit": MAX_STEPS}
     outcome: dict = {}
 
@@ -519,7 +521,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                 for method, kept_ns, data in protocol.kept({"method": mode, "params": {
                         "namespace": list(namespace), "data": part}}):
                     run_thread.call(ctx.hooks.graph_streamed, method, kept_ns, data)
-        state = await compiled.aget_state(config)
+        latest = {**config, "configurable": {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}}
+        state = await compiled.aget_state(latest)  # the thread's state now (a branch's head, when it forked)
         outcome["values"] = dict(state.values or {})
         outcome["interrupts"] = list(state.interrupts)
         outcome["waiting"] = bool(state.next)
