@@ -18,6 +18,10 @@ def assert_surface_error(status: int, content_type: str, content: bytes, *, path
         assert isinstance(body["error"]["details"], list), what
         for item in body["error"]["details"]:
             assert set(item) == {"path", "code", "message"}, what
+    elif path.startswith("/langgraph/mcp") and isinstance(body, dict) and "jsonrpc" in body:
+        # MCP: what reaches the protocol is refused in JSON-RPC's shape (refusals before it: the API's, below)
+        assert set(body) == {"jsonrpc", "id", "error"} and body["jsonrpc"] == "2.0", what
+        assert isinstance(body["error"]["code"], int) and body["error"]["message"], what
     elif path.startswith("/langgraph/"):
         assert isinstance(body, dict) and body.get("detail"), what
     elif path.startswith("/v1/"):
