@@ -102,6 +102,7 @@ _HANDLED = (ApiError, ChatterError, RequestDataTooBig)
 _UNAUTHORIZED = "Missing or invalid API key (x-api-key)"
 READ = "read"
 Scope = str | Callable[[HttpRequest], str]
+StartsRuns = bool | Callable[[HttpRequest], bool]
 
 
 def _refused(request: HttpRequest, *, status: int, detail: str, user=None) -> JsonResponse:
@@ -111,7 +112,7 @@ def _refused(request: HttpRequest, *, status: int, detail: str, user=None) -> Js
     return json_response({"detail": detail}, status=status)
 
 
-def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: bool):
+def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: StartsRuns):
     """The request's user, or the response refusing it: the shared checks of every surface, in DRF's order
     (authentication, the key's scope, the run throttle). The concurrent-run limit is the run path's own
     (workflows.services.runs), like on every surface."""
@@ -125,7 +126,7 @@ def _authorize(request: HttpRequest, *, scope: Scope, starts_runs: bool):
     if refusal is not None:
         return _refused(request, status=403, detail=refusal, user=token.user)
     request.auth = token  # the key that made the request, as DRF's request.auth holds it on /api/v1/
-    if starts_runs and writing:
+    if writing and (starts_runs(request) if callable(starts_runs) else starts_runs):
         wait = run_throttle_wait(user=token.user)
         if wait is not None:
             throttled = Throttled(wait)  # DRF's message and rounding, as /api/v1/ answers
@@ -144,11 +145,12 @@ def not_found() -> JsonResponse:
     return json_response({"detail": "Not Found"}, status=404)
 
 
-def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: bool = False,
+def langgraph_endpoint(*methods: str, scope: Scope | None = None, starts_runs: StartsRuns = False,
                        public: bool = False) -> Callable:
     """A view of /langgraph/: the method check, the API key and what it may do, and errors rendered as
     {"detail": …}. `scope`: what a key needs for the route's writes (its GETs need "read"), or a function of the
-    request saying what it needs; `starts_runs`: its writes start runs, so they take one from the run throttle;
+    request saying what it needs; `starts_runs`: its writes start runs, so they take one from the run throttle (or a
+    function of the request saying whether this one does: one route, several kinds of message);
     `public`: a read answered without a key (the server's liveness and info, as LangGraph's server answers them),
     its handler getting None for the user.
     The handler gets (request, user, **kwargs) and returns a response, or data to send as JSON (None: 204). An async

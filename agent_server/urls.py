@@ -45,5 +45,6 @@ urlpatterns = [
     path("store/items", views.store_items),
     path("store/items/search", views.store_search),
     path("store/namespaces", views.store_namespaces),
+    path("mcp", views.mcp_endpoint),
     re_path(r"^(?P<path>.*)$", views.unknown_route),  # last: what nothing above serves
 ]

@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from agent_server import assistants, meta, state, store, threads
+from agent_server import assistants, mcp, meta, state, store, threads
 from agent_server.bodies import (
     AssistantCreate,
     AssistantDelete,
@@ -491,3 +491,11 @@ async def thread_event_stream(request, user, thread_id):
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# --- MCP (agent_server.mcp) -------------------------------------------------------------------------------------
+@langgraph_endpoint("POST", scope=mcp.mcp_scope, starts_runs=mcp.mcp_starts_run)
+async def mcp_endpoint(request, user):
+    """MCP's Streamable HTTP transport, stateless: one JSON-RPC message per POST, answered as JSON. No server-sent
+    stream and no session, so GET and DELETE are 405 (langgraph_endpoint's, naming POST)."""
+    return await mcp.mcp_answer(request, user=user)

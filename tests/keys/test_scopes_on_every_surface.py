@@ -25,6 +25,8 @@ TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 RUN = {"assistant_id": "universal_chat", "input": TURN}
 CRON = {"assistant_id": "universal_chat", "schedule": "0 7 * * *", "input": TURN}
 ITEM = {"namespace": ["notes"], "key": "k1"}
+MCP_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",  # an MCP tool call starts a run
+            "params": {"name": "universal_chat", "arguments": {"message": "What is 12*7?"}}}
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +97,7 @@ ROUTES = [
     ("POST", "/langgraph/threads/{thread}/runs/crons", CRON, "runs", 200),
     ("PATCH", "/langgraph/runs/crons/{cron}", {"schedule": "0 9 * * *"}, "runs", 200),
     ("DELETE", "/langgraph/runs/crons/{cron}", None, "runs", 204),
+    ("POST", "/langgraph/mcp", MCP_CALL, "runs", 200),
     ("POST", "/v1/chat/completions", {"model": "local-echo-1", "messages": TURN["messages"]}, "gateway", 200),
     ("GET", "/v1/models", None, "gateway", 200),
 ]
@@ -162,6 +165,7 @@ RUN_STARTS = [
     ("/langgraph/runs/stream", RUN, "x-api-key"),
     ("/langgraph/runs", RUN, "x-api-key"),
     ("/langgraph/threads/{thread}/runs/wait", RUN, "x-api-key"),
+    ("/langgraph/mcp", MCP_CALL, "x-api-key"),
     ("/v1/chat/completions", {"model": "local-echo-1", "messages": TURN["messages"]}, "authorization"),
 ]
 
