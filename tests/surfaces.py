@@ -1,7 +1,8 @@
 """The error shape of each HTTP surface, as its clients read it: /api/v1/ {"error": {"code", "message",
 "details"}}, /langgraph/ {"detail": …} (LangGraph's server), /v1/ OpenAI's {"error": {"message", "type",
 "param", "code"}}; the thread protocol's commands (/langgraph/threads/<id>/commands) its envelope {"type":
-"error", "id", "error", "message"}, which the SDK reads there; /langgraph/mcp JSON-RPC's {"jsonrpc", "id", "error"}."""
+"error", "id", "error", "message"}, which the SDK reads there; /langgraph/mcp JSON-RPC's {"jsonrpc", "id",
+"error"}."""
 from __future__ import annotations
 
 import json
