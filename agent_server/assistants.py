@@ -252,9 +252,31 @@ def assistant_graph(*, row) -> dict:
 
 def assistant_schemas(*, row) -> dict:
     graph_id = assistant_of(row)["graph_id"]
-    graph_of(row)  # 404 when the graph of a user's assistant is gone
+    graph = graph_of(row)  # 404 when the graph of a user's assistant is gone
+    if isinstance(graph, RegisteredGraph):
+        return {"graph_id": graph_id, **_registered_schemas(graph.name)}
     return {"graph_id": graph_id, "input_schema": STATE_SCHEMA, "output_schema": STATE_SCHEMA,
             "state_schema": STATE_SCHEMA, "config_schema": _config_schema(), "context_schema": _config_schema()}
+
+
+def _registered_schemas(name: str) -> dict:
+    """A registered graph's own schemas, as LangGraph gives them; one it cannot make (its state type, a factory's
+    needs) is null, as the stock server leaves what it cannot read."""
+    from workflows.engine.python_graphs import graph_load
+
+    def schema(read) -> dict | None:
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 - the graph's own code and types, whatever they raise
+            return None
+
+    graph = schema(lambda: graph_load(name))
+    if graph is None:
+        return {"input_schema": None, "output_schema": None, "state_schema": None, "config_schema": None,
+                "context_schema": None}
+    return {"input_schema": schema(graph.get_input_jsonschema), "output_schema": schema(graph.get_output_jsonschema),
+            "state_schema": schema(graph.get_output_jsonschema), "config_schema": schema(graph.get_config_jsonschema),
+            "context_schema": schema(graph.get_context_jsonschema)}
 
 
 def assistant_versions(*, row, metadata: dict | None = None, limit: int = 10, offset: int = 0) -> list[dict]:

@@ -115,3 +115,13 @@ def test_the_runs_tool_call_limit_holds_inside_a_python_graph(graph_server, open
     assert execution.status == "failed" and execution.error_type == "limit_exceeded"
     assert execution.llm_calls == 1 and execution.total_tokens == 60 and execution.tool_calls == 0  # kept (I5)
     assert_all(execution)
+
+
+def test_a_registered_graphs_schemas_are_its_own(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+
+    schemas = client.assistants.get_schemas("calculator_agent")
+
+    assert schemas["graph_id"] == "calculator_agent"
+    assert "messages" in schemas["input_schema"]["properties"]
+    assert schemas["input_schema"] != client.assistants.get_schemas("universal_chat")["input_schema"]
