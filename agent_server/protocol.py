@@ -13,7 +13,6 @@ stream a client opens meanwhile (its projections open theirs after `run.start`) 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, AsyncIterator
 
@@ -21,6 +20,8 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from agent_server.bodies import RunCreate
+from agent_server.messages import question_interrupt
+from agent_server.stream import frame
 from agent_server.threads import thread_get
 from chatter_project.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
@@ -160,11 +161,11 @@ def wire_events(row: ExecutionEvent, *, graph_name: str) -> list[dict]:
 
 
 def _question(row: ExecutionEvent):
-    """What the run asked (its interrupt's value), as its row keeps it."""
+    """What the run asked (its interrupt's value), as its row keeps it and every surface reads it."""
     for question in (row.execution.output_data or {}).get("input_required") or []:
         if question.get("interrupt_id") == (row.data or {}).get("interrupt_id"):
-            return question["value"] if "value" in question else question.get("prompt")
-    return (row.data or {}).get("prompt")
+            return question_interrupt(question)["value"]
+    return None
 
 
 def _channel(event: dict) -> str:
@@ -218,8 +219,8 @@ def _events_after(*, owner, thread_id, after_pk: int, limit: int = 500) -> list[
 
 
 def sse_frame(event: dict) -> str:
-    return (f"event: {event['method']}\r\ndata: {json.dumps(event, separators=(',', ':'), default=str)}\r\n"
-            f"id: {event['seq']}\r\n\r\n")
+    """An event as an SSE frame, written by the one SSE framer of /langgraph/ (agent_server.stream)."""
+    return frame(event["method"], event, str(event["seq"]))
 
 
 async def thread_events(*, owner, thread_id, channels: list[str], namespaces: list[list[str]] | None,
@@ -246,3 +247,21 @@ async def thread_events(*, owner, thread_id, channels: list[str], namespaces: li
                 quiet_since = time.monotonic()
                 yield None
             await asyncio.sleep(POLL_S)
+
+
+_draining: set = set()
+
+
+def feed_drained(feed) -> None:
+    """A run a command started goes on without a reader: its feed is read to its end on the event loop, so it lets
+    go of its subscription."""
+    async def drain() -> None:
+        try:
+            async for _ in feed:
+                pass
+        finally:
+            await feed.aclose()
+
+    task = asyncio.get_running_loop().create_task(drain())
+    _draining.add(task)  # (the loop keeps only a weak reference to a task)
+    task.add_done_callback(_draining.discard)

@@ -39,7 +39,7 @@ from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
 from workflows.engine.config import CONFIG_KEYS
-from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
+from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import execution_list
 from workflows.services.runs import (
@@ -105,9 +105,11 @@ def _branch_from(*, owner, body: RunCreate, thread_id) -> dict:
         return {}
     if thread_id is None:
         raise InvalidInput("checkpoint_id names a checkpoint of a thread: give the thread")
+    from workflows.checkpointer import checkpointer
+
     conversation = thread_get(user=owner, thread_id=thread_id)
-    if not Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT,
-                                     checkpoint_id=str(checkpoint_id)[:64]).exists():
+    if checkpointer.get_tuple({"configurable": {"thread_id": str(conversation.pk), "checkpoint_ns": "",
+                                                "checkpoint_id": str(checkpoint_id)}}) is None:
         raise NotFound("checkpoint not found in this thread")
     return {"checkpoint_id": str(checkpoint_id)}
 
@@ -248,10 +250,11 @@ def _thread_stamp(conversation_id, *, assistant_id: str, graph_id: str) -> None:
     """A thread names the graph and assistant it runs in its metadata, as LangGraph's server stamps it (clients
     list a graph's threads by them); once, by its first run, written with that run (a refused run leaves the
     thread as it was)."""
-    metadata = Conversation.objects.filter(pk=conversation_id).values_list("metadata", flat=True).first() or {}
+    conversation = Conversation.objects.get(pk=conversation_id)
+    metadata = conversation.metadata or {}
     if "graph_id" not in metadata or "assistant_id" not in metadata:
-        Conversation.objects.filter(pk=conversation_id).update(
-            metadata={"graph_id": graph_id, "assistant_id": assistant_id, **metadata})
+        thread_update(conversation=conversation, metadata={"graph_id": graph_id, "assistant_id": assistant_id,
+                                                           **metadata})
 
 
 class ThreadBusy(Conflict):

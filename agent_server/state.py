@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_server.messages import message_dict
+from workflows.engine.python_graphs import as_json
 from agent_server.threads import thread_values
 from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
@@ -64,17 +65,6 @@ def _lc_message(message) -> dict:
     return message.model_dump() if isinstance(message, BaseMessage) else {"content": str(message), "type": "ai"}
 
 
-def _plain(value):
-    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if hasattr(value, "model_dump"):
-        return _plain(value.model_dump())
-    return value
-
-
 def _checkpoint(conversation: Conversation, checkpoint_id: str | None) -> dict:
     return {"thread_id": str(conversation.pk), "checkpoint_ns": _ROOT, "checkpoint_id": checkpoint_id,
             "checkpoint_map": None}
@@ -83,7 +73,7 @@ def _checkpoint(conversation: Conversation, checkpoint_id: str | None) -> dict:
 def interrupt_dict(interrupt) -> dict:
     """A LangGraph Interrupt as the SDK's Interrupt: its value and id (and the schema its answer must meet)."""
     value = interrupt.value
-    found = {"value": _plain(value), "id": interrupt.id}
+    found = {"value": as_json(value), "id": interrupt.id}
     if isinstance(value, dict) and isinstance(value.get("schema"), dict):
         found["response_schema"] = value["schema"]
     return found
@@ -93,7 +83,7 @@ def _task_dict(task, conversation: Conversation, subgraph: dict | None = None) -
     return {"id": task.id, "name": task.name, "error": str(task.error) if task.error else None,
             "interrupts": [interrupt_dict(i) for i in task.interrupts],
             "checkpoint": subgraph["checkpoint"] if subgraph else None, "state": subgraph,
-            "result": _plain(task.result) if isinstance(task.result, dict) else None}
+            "result": as_json(task.result) if isinstance(task.result, dict) else None}
 
 
 def _subgraph_state(execution: WorkflowExecution, task, conversation: Conversation) -> dict | None:
@@ -116,9 +106,9 @@ def _subgraph_state(execution: WorkflowExecution, task, conversation: Conversati
     checkpoint = {**_checkpoint(conversation, snapshot.config["configurable"]["checkpoint_id"]),
                   "checkpoint_ns": namespace}
     parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
-    return {"values": _plain(dict(snapshot.values or {})), "next": list(snapshot.next),
+    return {"values": as_json(dict(snapshot.values or {})), "next": list(snapshot.next),
             "tasks": [_task_dict(t, conversation) for t in snapshot.tasks],
-            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts], "metadata": _plain(snapshot.metadata or {}),
+            "interrupts": [interrupt_dict(i) for i in snapshot.interrupts], "metadata": as_json(snapshot.metadata or {}),
             "created_at": snapshot.created_at, "checkpoint": checkpoint,
             "parent_checkpoint": {**checkpoint, "checkpoint_id": parent} if parent else None}
 
@@ -132,12 +122,12 @@ def _snapshot_dict(snapshot, *, conversation: Conversation, execution: WorkflowE
     if values is None:
         values = {"messages": [*before, *(_lc_message(m) for m in channels.get("messages") or [])]}
         if channels.get("variables"):
-            values["variables"] = _plain(channels["variables"])
+            values["variables"] = as_json(channels["variables"])
     tasks = [_task_dict(t, conversation, _subgraph_state(execution, t, conversation) if subgraphs else None)
              for t in snapshot.tasks]
     return {"values": values, "next": list(snapshot.next), "tasks": tasks,
             "interrupts": [interrupt_dict(i) for i in snapshot.interrupts],
-            "metadata": {**_plain(snapshot.metadata or {}), "run_id": str(execution.pk),
+            "metadata": {**as_json(snapshot.metadata or {}), "run_id": str(execution.pk),
                          "thread_id": str(conversation.pk)},
             "created_at": snapshot.created_at, "checkpoint": _checkpoint(conversation, configurable["checkpoint_id"]),
             "parent_checkpoint": _checkpoint(conversation, parent) if parent else None}
@@ -192,8 +182,6 @@ def _thread_config(conversation: Conversation, checkpoint_id: str | None = None)
 
 def _graph_snapshot(snapshot, conversation: Conversation) -> dict:
     """A registered graph's StateSnapshot as the SDK's ThreadState: the graph's own values, tasks and parents."""
-    from workflows.engine.python_graphs import as_json
-
     configurable = (snapshot.config or {}).get("configurable") or {}
     parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
     checkpoint = {**_checkpoint(conversation, configurable.get("checkpoint_id")),

@@ -124,6 +124,7 @@ def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation
 def thread_delete(*, conversation: Conversation, actor) -> None:
     """As LangGraph's server deletes a thread: its runs that no process runs (pending, or waiting for input) are
     cancelled first, their usage kept on them (I5); a run still running is a 409 (cancel it, or wait)."""
+    from workflows.checkpointer import checkpointer
     from workflows.services.runs import execution_cancel
 
     for execution in WorkflowExecution.objects.filter(conversation_id=conversation.pk, status__in=(
@@ -136,7 +137,7 @@ def thread_delete(*, conversation: Conversation, actor) -> None:
         conversation_delete(conversation=conversation, actor=actor)
         # A registered graph's state under the thread's id goes with it (a thread made again with that id, as
         # clients choose their ids, starts empty).
-        Checkpoint.objects.filter(thread_id=str(conversation.pk)).delete()
+        checkpointer.delete_thread(str(conversation.pk))
 
 
 def thread_copy(*, conversation: Conversation, actor) -> Conversation:

@@ -437,33 +437,16 @@ def _command_scope(request: HttpRequest) -> str:
     return "runs"  # its commands start runs (run.start) or answer them (input.respond), billed like every run
 
 
-async def _drained(feed) -> None:
-    """A run a command started goes on without a reader; its feed is read to its end so it lets go of its
-    subscription."""
-    try:
-        async for _ in feed:
-            pass
-    finally:
-        await feed.aclose()
-
-
-_draining: set = set()
-
-
 @langgraph_endpoint("POST", scope=_command_scope, starts_runs=True)
 async def thread_commands(request, user, thread_id):
-    import asyncio
-
     from agent_server.http import json_parse_or_none
-    from agent_server.protocol import command_answer
+    from agent_server.protocol import command_answer, feed_drained
 
     command = json_parse_or_none(request)
     status, envelope, feed = await database_sync_to_async(command_answer)(
         owner=user, thread_id=thread_id, command=command, api_key=request.auth)
     if feed is not None:
-        task = asyncio.get_running_loop().create_task(_drained(feed))
-        _draining.add(task)
-        task.add_done_callback(_draining.discard)
+        feed_drained(feed)
     return json_response(envelope, status=status)
 
 

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Callable
 from uuid import UUID
 
@@ -124,8 +126,8 @@ def as_json(value):
         return as_json(value.model_dump())
     if type(value).__name__ == "Interrupt" and hasattr(value, "id"):
         return {"value": as_json(value.value), "id": value.id}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
+    if isinstance(value, (str, int, float, bool, datetime, date, Decimal)) or value is None:
+        return value  # (what a JSON encoder such as Django's writes as it should)
     if isinstance(value, UUID):
         return str(value)
     if hasattr(value, "__dict__"):
