@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from chatter_project.errors import InvalidInput, NotFound
-from workflows.engine.providers import PROVIDERS, provider_check, providers_configured
+from gateway.serializers import media_parts
+from workflows.engine.providers import PROVIDERS, provider_check, provider_models_served, providers_configured
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.runs import execution_run_now, execution_start_streamed
@@ -23,16 +24,39 @@ GATEWAY_GRAPH = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "model", "type": "model"}, {"id": "end", "type": "end"}],
     "edges": [{"source": "start", "target": "model"}, {"source": "model", "target": "end"}],
 }
-# Sampling parameters passed through to the provider as they came.
+# Parameters passed through to the provider as they came (`n` > 1: one call for all the choices, its usage theirs).
 PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
-                  "parallel_tool_calls")
+                  "parallel_tool_calls", "logprobs", "top_logprobs", "logit_bias", "n", "reasoning_effort",
+                  "verbosity", "prediction", "modalities")
+# What only OpenAI's hosted service means: accepted, not sent on, and named in the IGNORED_HEADER of the answer.
+IGNORED = ("store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+           "prompt_cache_options", "moderation")
+# Providers that take image, audio and file parts (LangChain's chat models pass OpenAI's parts on).
+MEDIA_PROVIDERS = ("openai", "anthropic")
+
+
+def gateway_ignored(request: dict) -> list[str]:
+    """The parameters of a request that were accepted and not acted on."""
+    ignored = [name for name in IGNORED if request.get(name) is not None]
+    if "include_obfuscation" in (request.get("stream_options") or {}):
+        ignored.append("stream_options.include_obfuscation")
+    return ignored
 
 
 def gateway_model_list() -> list[dict]:
-    """The priced models this installation can call (analytics.selectors.priced_models of the configured
-    providers), OpenAI-shaped."""
+    """The models this installation can call: priced (analytics.selectors.priced_models), of a configured provider,
+    and served by its upstream (an OpenAI-compatible server's own /models, when it answers one), OpenAI-shaped."""
+    served = {provider: provider_models_served(provider) for provider in providers_configured()}
     return [{"id": model["model"], "object": "model", "created": int(model["since"].timestamp()),
-             "owned_by": model["provider"]} for model in priced_models(providers=providers_configured())]
+             "owned_by": model["provider"]} for model in priced_models(providers=list(served))
+            if served[model["provider"]] is None or model["model"] in served[model["provider"]]]
+
+
+def gateway_model_get(model: str) -> dict:
+    """One model of gateway_model_list, by id (`provider/model` too); else the 404 gateway_model explains."""
+    provider, name = gateway_model(model)
+    listed = next(entry for entry in gateway_model_list() if (entry["owned_by"], entry["id"]) == (provider, name))
+    return {**listed, "id": model}
 
 
 def gateway_model(model: str) -> tuple[str, str]:
@@ -42,12 +66,18 @@ def gateway_model(model: str) -> tuple[str, str]:
     provider, _, name = model.partition("/")
     configured = providers_configured()
     candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in PROVIDERS]
+    not_served = []
     for provider, name in candidates:
         if provider in configured and price_for_call(provider=provider, model=name) is not None:
-            return provider, name
-    callable_ = [entry["model"] for entry in priced_models(providers=configured)]
+            served = provider_models_served(provider)
+            if served is None or name in served:
+                return provider, name
+            not_served.append(provider)
+    callable_ = [entry["id"] for entry in gateway_model_list()]
     message = (f"The model `{model}` does not exist or you do not have access to it. "
                f"Models you can call: {', '.join(callable_) or 'none'} (GET /v1/models).")
+    if not_served:
+        message += f" `{model}` is priced, but {not_served[0]}'s server does not serve it (its /models)."
     elsewhere = [p for p, n in candidates if p not in configured and price_for_call(provider=p, model=n) is not None]
     if elsewhere:
         message += f" `{model}` is priced for {elsewhere[0]}, which is not set up here: {_setup_needed(elsewhere[0])}."
@@ -77,6 +107,14 @@ def _last_user_text(messages: list[dict]) -> str | None:
 def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None) -> dict:
     """The run request (workflows.services.runs) for a validated chat completion request."""
     provider, model = gateway_model(request["model"])
+    if provider not in MEDIA_PROVIDERS:
+        for index, message in enumerate(request["messages"]):
+            if media_parts(message.get("content")):
+                raise InvalidInput(
+                    f"provider {provider!r} takes text only: messages.{index}.content has "
+                    f"{', '.join(sorted(set(media_parts(message['content']))))} parts",
+                    details=[{"path": f"messages.{index}.content", "code": "unsupported_content",
+                              "message": f"{provider} takes text parts only"}])
     config = {
         "provider": provider, "model": model, "system_prompt": None, "enable_memory": False, "enable_tools": False,
         "enable_retrieval": False, "temperature": request.get("temperature"),
@@ -101,25 +139,45 @@ def completion_id(execution_id) -> str:
 
 
 def usage_body(execution: WorkflowExecution) -> dict:
-    """The call's usage as Chatter stored it on the execution (the sum of its LLM calls)."""
-    return {"prompt_tokens": execution.prompt_tokens, "completion_tokens": execution.completion_tokens,
-            "total_tokens": execution.total_tokens}
-
-
-def _assistant_message(output: dict) -> dict:
-    calls = output.get("tool_calls") or []
-    return {"role": "assistant", "content": output.get("content") or (None if calls else ""), "refusal": None,
-            **({"tool_calls": calls} if calls else {})}
-
-
-def completion_body(execution: WorkflowExecution, *, model: str) -> dict:
-    """A finished (completed) gateway run as OpenAI's chat.completion object."""
+    """The call's usage as Chatter stored it on the execution (the sum of its LLM calls): OpenAI's fields, their
+    details (cached prompt tokens, reasoning tokens), and the call's cost in USD (`cost`, as OpenRouter and
+    LiteLLM read it; exact in the X-Chatter-Cost header)."""
     output = execution.output_data or {}
+    return {"prompt_tokens": execution.prompt_tokens, "completion_tokens": execution.completion_tokens,
+            "total_tokens": execution.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": output.get("cached_prompt_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens": output.get("reasoning_tokens") or 0},
+            "cost": float(execution.cost)}
+
+
+def _legacy(message: dict, finish_reason: str) -> tuple[dict, str]:
+    """A message with tool calls as the legacy `functions` API answers it: its first call as `function_call`."""
+    calls = message.pop("tool_calls", None)
+    if not calls:
+        return message, finish_reason
+    return {**message, "function_call": calls[0]["function"]}, "function_call"
+
+
+def _choices(output: dict, *, legacy: bool) -> list[dict]:
+    calls = output.get("tool_calls") or []
+    first = {"index": 0, "message": {"role": "assistant", "content": output.get("content") or (None if calls else ""),
+                                     **({"tool_calls": calls} if calls else {})},
+             "finish_reason": output.get("finish_reason") or "stop", "logprobs": output.get("logprobs")}
+    choices = [first, *({**choice, "message": dict(choice["message"])} for choice in output.get("more_choices", []))]
+    for choice in choices:
+        choice["message"]["refusal"] = None
+        if legacy:
+            choice["message"], choice["finish_reason"] = _legacy(choice["message"], choice["finish_reason"])
+    return choices
+
+
+def completion_body(execution: WorkflowExecution, *, model: str, legacy: bool = False) -> dict:
+    """A finished (completed) gateway run as OpenAI's chat.completion object: a choice per choice asked for (`n`),
+    with its logprobs when asked for; `legacy`: tool calls as the legacy `function_call`."""
     return {
         "id": completion_id(execution.pk), "object": "chat.completion",
         "created": int(execution.created_at.timestamp()), "model": model,
-        "choices": [{"index": 0, "message": _assistant_message(output), "logprobs": None,
-                     "finish_reason": output.get("finish_reason") or "stop"}],
+        "choices": _choices(execution.output_data or {}, legacy=legacy),
         "usage": usage_body(execution),
     }
 
@@ -150,34 +208,53 @@ def _tool_call_delta(data: dict, positions: dict) -> dict:
 
 
 async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[dict], *, model: str,
-                            include_usage: bool) -> AsyncIterator[dict]:
+                            include_usage: bool, legacy: bool = False) -> AsyncIterator[dict]:
     """The run's feed as OpenAI's chat.completion.chunk objects: a role chunk, a chunk per token and per tool-call
-    fragment as the provider streamed them, the finish reason when the run ends, then (include_usage) the usage as
-    stored; a run that fails ends the stream with an error object."""
+    fragment as the provider streamed them, the finish reason (with the reply's logprobs, when asked for) when the
+    run ends, the other choices of a call for several (`n`), whole, then (include_usage) the usage as stored; a
+    run that fails ends the stream with an error object. `legacy`: tool calls as the legacy `function_call`."""
     created = int(time.time())
     positions: dict = {}  # the provider's index of a tool call (or its id) → its index in this stream, from 0
+    streamed_text = False
 
-    def chunk(delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
-        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+    def chunk(delta: dict | None, finish_reason: str | None = None, *, index: int = 0, logprobs=None,
+              **extra) -> dict:
+        choices = [] if delta is None else [{"index": index, "delta": delta, "logprobs": logprobs,
                                               "finish_reason": finish_reason}]
         return {"id": completion_id(execution.pk), "object": "chat.completion.chunk", "created": created,
                 "model": model, "choices": choices, **({"usage": None} if include_usage else {}), **extra}
+
+    def calls_delta(calls: list[dict]) -> dict:
+        if legacy:
+            return {"function_call": calls[0]["function"]} if calls and calls[0]["index"] == 0 else {}
+        return {"tool_calls": calls}
 
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for envelope in feed:
             event = envelope["event"]
             if event == "token":
+                streamed_text = True
                 yield chunk({"content": envelope["data"]["text"]})
             elif event == "tool_call_delta":
-                yield chunk({"tool_calls": [_tool_call_delta(envelope["data"], positions)]})
+                delta = calls_delta([_tool_call_delta(envelope["data"], positions)])
+                if delta:
+                    yield chunk(delta)
             elif event == "workflow_completed":
                 ended = await _ended(execution.pk)
-                output = ended.output_data or {}
-                calls = output.get("tool_calls") or []
+                first, *others = _choices(ended.output_data or {}, legacy=False)
+                if first["message"]["content"] and not streamed_text:  # a reply that came whole (`n` > 1)
+                    yield chunk({"content": first["message"]["content"]})
+                calls = first["message"].get("tool_calls") or []
                 if calls and not positions:  # a provider that gave them whole: whole here too
-                    yield chunk({"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
-                yield chunk({}, output.get("finish_reason") or "stop")
+                    yield chunk(calls_delta([{"index": index, **call} for index, call in enumerate(calls)]))
+                finish = "function_call" if legacy and calls else first["finish_reason"]
+                yield chunk({}, finish, logprobs=first["logprobs"])
+                for other in others:
+                    message, finish = _legacy(other["message"], other["finish_reason"]) if legacy else (
+                        other["message"], other["finish_reason"])
+                    yield chunk(message, index=other["index"], logprobs=other["logprobs"])
+                    yield chunk({}, finish, index=other["index"])
                 if include_usage:
                     yield chunk(None, usage=usage_body(ended))
             elif event in ("workflow_failed", "workflow_cancelled"):

@@ -24,6 +24,8 @@ from gateway.services import (
     completion_body,
     completion_chunks,
     gateway_complete,
+    gateway_ignored,
+    gateway_model_get,
     gateway_model_list,
     gateway_stream,
 )
@@ -33,6 +35,10 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 CONVERSATION_HEADER = "X-Chatter-Conversation"
 EXECUTION_HEADER = "X-Chatter-Execution"
+SERVED = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"  # what unknown_url lists
+REQUEST_ID_HEADER = "X-Request-Id"  # the run's id too, where OpenAI's clients look for it
+COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as stored
+IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
 
 
 def openai_error(*, status: int, code: str, message: str, param: str | None = None) -> dict:
@@ -78,6 +84,14 @@ class ModelsView(GatewayView):
         return Response({"object": "list", "data": gateway_model_list()})
 
 
+class ModelView(GatewayView):
+    """One model the gateway can call; any other is a 404 `model_not_found` saying which there are."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="v1_models_retrieve")
+    def get(self, request: Request, model: str) -> Response:
+        return Response(gateway_model_get(model))
+
+
 async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
@@ -90,7 +104,9 @@ async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
 class ChatCompletionsView(GatewayView):
     """OpenAI's chat completions: a run of the gateway graph, sync (a chat.completion) or streamed (SSE of
     chat.completion.chunk objects, then `[DONE]`). `X-Chatter-Conversation: <id>` appends the exchange (the last
-    user message and the reply) to one of your conversations. The run's id is in the X-Chatter-Execution header."""
+    user message and the reply) to one of your conversations. The run's id is in the X-Request-Id and
+    X-Chatter-Execution headers, its cost (when not streamed) in X-Chatter-Cost and in `usage.cost`; the parameters
+    accepted and ignored are named in X-Chatter-Ignored."""
 
     throttle_classes = (RunThrottle,)
     throttle_scope = "runs"
@@ -104,24 +120,32 @@ class ChatCompletionsView(GatewayView):
         serializer = ChatCompletionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        legacy = bool(data.get("legacy_functions"))
         run = {"owner": request.user, "api_key": request_api_key(request), "request": data,
                "conversation_id": request.headers.get(CONVERSATION_HEADER) or None}
+        ignored = gateway_ignored(data)
+        headers = {IGNORED_HEADER: ", ".join(ignored)} if ignored else {}
         if data["stream"]:
             execution, feed = gateway_stream(**run)
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
             response = StreamingHttpResponse(_sse(completion_chunks(
-                execution, feed, model=data["model"], include_usage=include_usage)), content_type=EVENT_STREAM)
+                execution, feed, model=data["model"], include_usage=include_usage, legacy=legacy)),
+                content_type=EVENT_STREAM, headers=_run_headers(execution, **headers))
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
-            response[EXECUTION_HEADER] = str(execution.pk)
             return response
         execution = gateway_complete(**run)
-        headers = {EXECUTION_HEADER: str(execution.pk)}
+        headers = _run_headers(execution, **headers)
         if execution.status != WorkflowExecution.Status.COMPLETED:
             return Response(openai_error(status=502, code=execution.error_type or "error",
                                          message=execution.error_message or "the call failed"),
-                            status=502, headers=headers)
-        return Response(completion_body(execution, model=data["model"]), headers=headers)
+                            status=502, headers={**headers, COST_HEADER: f"{execution.cost:.8f}"})
+        return Response(completion_body(execution, model=data["model"], legacy=legacy),
+                        headers={**headers, COST_HEADER: f"{execution.cost:.8f}"})
+
+
+def _run_headers(execution: WorkflowExecution, **headers) -> dict:
+    return {EXECUTION_HEADER: str(execution.pk), REQUEST_ID_HEADER: str(execution.pk), **headers}
 
 
 @csrf_exempt
@@ -129,5 +153,4 @@ def unknown_url(request: HttpRequest, path: str = "") -> JsonResponse:
     """Any other URL under /v1/, whatever the method: OpenAI's 404 `unknown_url`, so its clients read it."""
     return JsonResponse(openai_error(
         status=404, code="unknown_url",
-        message=f"Unknown request URL: {request.method} {request.path}. The gateway serves POST "
-                f"/v1/chat/completions and GET /v1/models."), status=404)
+        message=f"Unknown request URL: {request.method} {request.path}. The gateway serves {SERVED}."), status=404)

@@ -28,6 +28,13 @@ None meaning all of them, so after the usage chunk when the request asked for us
   token), so the break can fall in the middle of a call's JSON.
 - usage_every_chunk=True: the usage object rides on every chunk, growing cumulatively (as some servers
   send it); the final usage chunk still carries the final figures.
+
+Parameters, as OpenAI answers them: a request with `logprobs: true` gets a logprob per word chunk (with its
+`top_logprobs` alternatives), on each streamed content chunk or in the choice; `more_choices=["…", …]` answers a
+request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them all, as OpenAI's does).
+
+`GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
+`model_listings`, not kept in `requests`.
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
@@ -84,6 +92,16 @@ class StubReply:
     stall_s: float = 0.0
     usage_every_chunk: bool = False
     argument_chunk_chars: int | None = None
+    more_choices: list[str] = field(default_factory=list)
+
+
+def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
+    """A deterministic logprob for the token at `position`, with `top` alternatives."""
+    logprob = -0.25 * (position + 1)
+    alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+    alternatives += [{"token": f"alt{i}", "logprob": logprob - i, "bytes": list(f"alt{i}".encode())}
+                     for i in range(1, top)]
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": alternatives[:top]}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -102,6 +120,8 @@ class OpenAIStub:
 
     def __init__(self) -> None:
         self.requests: list[StubRequest] = []
+        self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o"]
+        self.model_listings = 0
         self._replies: deque[StubReply] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -166,6 +186,7 @@ class OpenAIStub:
         stall_s: float = 0.0,
         usage_every_chunk: bool = False,
         argument_chunk_chars: int | None = None,
+        more_choices: list[str] | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -176,7 +197,8 @@ class OpenAIStub:
         status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
-        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars: see the module docstring.
+        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices: see the module
+        docstring.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -209,6 +231,7 @@ class OpenAIStub:
                     stall_s=stall_s,
                     usage_every_chunk=usage_every_chunk,
                     argument_chunk_chars=argument_chunk_chars,
+                    more_choices=list(more_choices or []),
                 )
             )
         return self
@@ -233,7 +256,15 @@ class OpenAIStub:
         return f"chatcmpl-stub-{next(self._ids)}"
 
 
-def _completion(reply: StubReply, completion_id: str) -> dict[str, Any]:
+def _logprobs(text: str, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The logprobs of `text` (one per word chunk) when the request asked for them, else None."""
+    if not request.get("logprobs"):
+        return None
+    top = request.get("top_logprobs") or 0
+    return {"content": [logprob_entry(part, i, top) for i, part in enumerate(split_words(text))], "refusal": None}
+
+
+def _completion(reply: StubReply, completion_id: str, request: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": reply.content if (reply.content or not reply.tool_calls) else None,
@@ -244,12 +275,17 @@ def _completion(reply: StubReply, completion_id: str) -> dict[str, Any]:
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in reply.tool_calls
         ]
+    choices = [{"index": 0, "message": message, "logprobs": _logprobs(reply.content, request),
+                "finish_reason": reply.finish_reason}]
+    for index, text in enumerate(reply.more_choices[:max(0, (request.get("n") or 1) - 1)], start=1):
+        choices.append({"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": _logprobs(text, request), "finish_reason": "stop"})
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": reply.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+        "choices": choices,
         "system_fingerprint": "fp_stub",
     }
     if reply.usage is not None:
@@ -257,17 +293,17 @@ def _completion(reply: StubReply, completion_id: str) -> dict[str, Any]:
     return body
 
 
-def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[dict[str, Any]]:
+def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: dict[str, Any]) -> list[dict[str, Any]]:
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": reply.model,
             "system_fingerprint": "fp_stub",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
         if include_usage:
             data["usage"] = None  # as OpenAI does: null on every chunk but the last
@@ -276,7 +312,9 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool) -> list[d
     chunks = [chunk({"role": "assistant", "content": "" if reply.content or not reply.tool_calls else None})]
     if reply.content:
         parts = split_words(reply.content) if reply.chunk_words else [reply.content]
-        chunks.extend(chunk({"content": part}) for part in parts)
+        top = request.get("top_logprobs") or 0
+        chunks.extend(chunk({"content": part}, logprobs={"content": [logprob_entry(part, i, top)], "refusal": None}
+                            if request.get("logprobs") else None) for i, part in enumerate(parts))
     for index, call in enumerate(reply.tool_calls):
         chunks.append(
             chunk(
@@ -332,6 +370,13 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.split("?", 1)[0].rstrip("/") == MODELS_PATH:
+                with stub._lock:
+                    stub.model_listings += 1
+                    served = list(stub.served_models)
+                self._send_json(200, {"object": "list", "data": [
+                    {"id": name, "object": "model", "created": 1700000000, "owned_by": "stub"} for name in served]})
+                return
             self._record_request(None)
             self._send_json(404, error_body(404, f"Unknown path {self.path}"))
 
@@ -360,9 +405,10 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             completion_id = stub._next_id()
             if isinstance(body, dict) and body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._send_stream(_chunks(reply, completion_id, include_usage), reply)
+                self._send_stream(_chunks(reply, completion_id, include_usage, body), reply)
             else:
-                self._send_json(200, _completion(reply, completion_id), reply.headers)
+                self._send_json(200, _completion(reply, completion_id, body if isinstance(body, dict) else {}),
+                                reply.headers)
 
         def _request(self, body: Any) -> StubRequest:
             headers = {name.lower(): value for name, value in self.headers.items()}

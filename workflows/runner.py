@@ -270,7 +270,10 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
     ended = {
         "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
-        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply)},
+        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply),
+                        # the sub-buckets of the run's usage, as its LLM calls record them (the gateway's `usage`)
+                        "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
+                        "reasoning_tokens": ctx.usage.reasoning_tokens},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -444,12 +447,15 @@ def _less(total, part):
 
 
 def _reply_ending(reply) -> dict:
-    """How the last reply ended and the tool calls it asked for, OpenAI-shaped (what the gateway answers with)."""
+    """How the last reply ended and the tool calls it asked for, OpenAI-shaped (what the gateway answers with), with
+    its logprobs and the other choices of a call for several, when the provider gave them."""
     if reply is None:
         return {}
     calls = tool_calls_as_sent(reply)
-    return {"finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
-            **({"tool_calls": calls} if calls else {})}
+    metadata = reply.response_metadata
+    return {"finish_reason": metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
+            **({"tool_calls": calls} if calls else {}),
+            **{name: metadata[name] for name in ("logprobs", "more_choices") if metadata.get(name)}}
 
 
 def _stored_tool_calls(reply) -> list[dict]:

@@ -61,3 +61,13 @@ def tool_calls_as_sent(reply: AIMessage) -> list[dict]:
             *({"id": call["id"], "type": "function",
                "function": {"name": call["name"] or "", "arguments": call["args"] or ""}}
               for call in reply.invalid_tool_calls)]
+
+
+def choice_as_openai(reply: AIMessage, *, index: int = 0) -> dict:
+    """A reply as one of OpenAI's choices: its message, how it ended, its logprobs when the provider gave them."""
+    calls = tool_calls_as_sent(reply)
+    content = reply.content if isinstance(reply.content, str) else str(reply.content)
+    return {"index": index, "message": {"role": "assistant", "content": content or (None if calls else ""),
+                                        **({"tool_calls": calls} if calls else {})},
+            "finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
+            "logprobs": reply.response_metadata.get("logprobs")}

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
+import time
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
@@ -26,6 +28,8 @@ from chatter_project.errors import InvalidInput, ProviderError
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import UsageMetadata
+
+logger = logging.getLogger(__name__)
 
 PROVIDERS = ("local", "openai", "anthropic")
 # Providers whose streamed usage reports are parts of the call's usage, to be added up; every other
@@ -234,6 +238,36 @@ def providers_configured() -> list[str]:
             continue
         usable.append(provider)
     return usable
+
+
+SERVED_MODELS_TTL_S = 60.0
+_served: dict[str, tuple[float, frozenset[str] | None]] = {}  # a server's base URL → (when read, its models)
+
+
+def provider_models_served(provider: str) -> frozenset[str] | None:
+    """The models `provider`'s server serves: the local model's, or what an OpenAI-compatible server lists at its
+    /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
+    if provider == "local":
+        from workflows.engine.local_model import LOCAL_MODELS
+
+        return frozenset(LOCAL_MODELS)
+    if provider != "openai":
+        return None
+    now = time.monotonic()
+    base = (settings.OPENAI_BASE_URL or "https://api.openai.com/v1").rstrip("/")
+    read_at, models = _served.get(base, (None, None))
+    if read_at is not None and now - read_at < SERVED_MODELS_TTL_S:
+        return models
+    try:
+        response = _shared_http_client().get(
+            f"{base}/models", timeout=5, headers={"Authorization": f"Bearer {settings.OPENAI_API_KEY or 'unused'}"})
+        response.raise_for_status()
+        models = frozenset(entry["id"] for entry in response.json()["data"])
+    except Exception:  # noqa: BLE001 - a server without a listing (or down): which models it serves is unknown
+        logger.info("%s: its server's model list could not be read", provider, exc_info=True)
+        models = None
+    _served[base] = (now, models)
+    return models
 
 
 def chat_model(

@@ -21,7 +21,7 @@ from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
 from chatter_project.errors import LimitExceeded, RunCancelled, RunError
-from workflows.engine.chat_messages import tool_calls_streamed
+from workflows.engine.chat_messages import choice_as_openai, tool_calls_streamed
 from workflows.engine.graph import Node
 from workflows.engine.providers import (
     USAGE_REPORTED_IN_PARTS,
@@ -162,7 +162,7 @@ class RunContext:
         timeout_s, bounded_by_run = self._call_timeout_s()
         raw_usage = RawUsageReports()
         max_tokens = _first(cfg.get("max_tokens"), self.config["max_tokens"])
-        model = chat_model(
+        chat = model = chat_model(
             provider=provider,
             model=model_name,
             temperature=_first(cfg.get("temperature"), self.config["temperature"]),
@@ -170,11 +170,13 @@ class RunContext:
             timeout_s=timeout_s,
             raw_usage=raw_usage,
         )
+        params = dict(self.config.get("model_params") or {})
+        choice = self.config.get("tool_choice")
         if tools:
             model = model.bind_tools([TOOLS[name] for name in tools])
         elif self.config.get("client_tools"):  # the gateway's: the client runs them
-            choice = self.config.get("tool_choice")
             model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
+            params.update(tools=self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
         if self.config.get("model_params"):
             model = model.bind(**self.config["model_params"])
         self.partial_text = ""
@@ -186,6 +188,8 @@ class RunContext:
         self.checkpoint()
         started = time.monotonic()
         try:
+            if (params.get("n") or 1) > 1:  # LangChain streams one choice: n of them come whole, in one call
+                return self._call_for_choices(node, chat, prompt, params, provider, model_name, started)
             for chunk in model.stream(list(prompt)):
                 streamed.add(chunk)
                 if isinstance(chunk.content, str) and chunk.content:
@@ -206,6 +210,18 @@ class RunContext:
                 self._exceed("timeout_s", self.config["timeout_s"])
             raise failure from exc
         return self._record_reply(node, provider, model_name, prompt, streamed, started)
+
+    def _call_for_choices(self, node, chat, prompt, params, provider, model_name, started) -> AIMessage:
+        """A call for `n` choices (the gateway's `n` > 1): the first is the reply, the others ride in its metadata,
+        OpenAI-shaped; the usage the provider reported counts them all."""
+        result = chat.generate([list(prompt)], **params)
+        first, *others = [generation.message for generation in result.generations[0]]
+        metadata = {**first.response_metadata, "more_choices": [
+            choice_as_openai(message, index=index) for index, message in enumerate(others, start=1)]}
+        reply = first.model_copy(update={"response_metadata": metadata})
+        usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
+        self._record(node, provider, metadata.get("model_name") or model_name, model_name, usage, started)
+        return reply
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:
