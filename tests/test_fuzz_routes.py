@@ -148,7 +148,8 @@ class World:
     def real(self, route: str, name: str) -> str:
         named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,
                  "assistant_id": self.assistant, "namespace": "n",
-                 "path": "no/such/route"}  # the gateway's catch-all for URLs it does not serve
+                 "path": "no/such/route",  # the gateway's catch-all for URLs it does not serve
+                 "model": "local-echo-1"}  # the gateway's /v1/models/<model>
         if name in named:
             return str(named[name])
         collection = next(prefix for prefix in self.ids if route.replace("^", "").startswith(f"api/v1/{prefix}/"))
