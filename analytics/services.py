@@ -417,6 +417,9 @@ SEED_PRICES = [
     ("openai", r"gpt-4\.1(-\d{4}-\d{2}-\d{2})?", "2.00", "0.50", "8.00"),
     ("openai", r"gpt-4\.1-mini(-\d{4}-\d{2}-\d{2})?", "0.40", "0.10", "1.60"),
     ("openai", r"o3-mini(-\d{4}-\d{2}-\d{2})?", "1.10", "0.55", "4.40"),
+    ("openai", r"text-embedding-3-small", "0.02", None, "0"),
+    ("openai", r"text-embedding-3-large", "0.13", None, "0"),
+    ("openai", r"text-embedding-ada-002", "0.10", None, "0"),
     ("anthropic", r"claude-3-5-haiku.*", "0.80", "0.08", "4.00"),
     ("anthropic", r"claude-sonnet-4.*|claude-3-7-sonnet.*", "3.00", "0.30", "15.00"),
 ]

@@ -259,3 +259,87 @@ def _legacy_function_messages(messages: list[dict]) -> None:
                 raise serializers.ValidationError({index: {"name": ["answers no function_call before it"]}})
             message.update(role="tool", tool_call_id=call_id)
             message.pop("name")
+
+
+class EmbeddingsSerializer(StrictSerializer):
+    """OpenAI's embeddings request: a text, a list of texts, or token arrays (for a server that reads them)."""
+
+    model = serializers.CharField(max_length=255)
+    input = serializers.JSONField(help_text="a text, a list of texts, a token array or a list of token arrays")
+    encoding_format = serializers.ChoiceField(choices=("float", "base64"), default="float")
+    dimensions = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
+    user = serializers.CharField(required=False, allow_null=True, max_length=256)
+
+    def validate_input(self, value):
+        """The inputs, as a list (a text or one token array is a list of one)."""
+        if isinstance(value, str) or (isinstance(value, list) and value and all(_token(t) for t in value)):
+            value = [value]
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_EMBEDDING_INPUTS:
+            raise serializers.ValidationError(f"a text, or a list of 1 to {MAX_EMBEDDING_INPUTS} texts")
+        for item in value:
+            if isinstance(item, str):
+                if not item or len(item) > MAX_MESSAGE_CHARS:
+                    raise serializers.ValidationError(f"each text has 1 to {MAX_MESSAGE_CHARS} characters")
+            elif not (isinstance(item, list) and item and all(_token(t) for t in item)):
+                raise serializers.ValidationError("each input is a text or a token array (integers)")
+        return value
+
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def _token(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class CompletionSerializer(StrictSerializer):
+    """OpenAI's legacy completions request: one prompt, read as a chat completion of one user message."""
+
+    model = serializers.CharField(max_length=255)
+    prompt = serializers.JSONField(help_text="a text (or a list of one text)")
+    stream = serializers.BooleanField(default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    stop = serializers.JSONField(required=False, allow_null=True)
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_null=True, max_length=256)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(child=serializers.IntegerField(min_value=-100, max_value=100), required=False,
+                                       allow_null=True)
+    logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
+    echo = serializers.BooleanField(default=False)
+    best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
+                                       help_text="only 1: a chat model has no server-side best-of")
+    suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                   help_text="refused: a chat model does not insert text")
+
+    def validate_prompt(self, value):
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str) or len(value) > MAX_MESSAGE_CHARS:
+            raise serializers.ValidationError(
+                f"one prompt, a text of at most {MAX_MESSAGE_CHARS} characters (send several prompts as several calls)")
+        return value
+
+    def validate_suffix(self, value):
+        if value:
+            raise serializers.ValidationError("a chat model cannot insert text before a suffix")
+        return value
+
+    def as_chat(self) -> dict:
+        """The chat completion request this is (validated by ChatCompletionSerializer like any other)."""
+        data = dict(self.validated_data)
+        logprobs = data.pop("logprobs", None)
+        for name in ("prompt", "echo", "best_of", "suffix"):
+            data.pop(name, None)
+        chat = {key: value for key, value in data.items() if value is not None}
+        if logprobs is not None:
+            chat.update(logprobs=True, top_logprobs=logprobs)
+        serializer = ChatCompletionSerializer(data={
+            **chat, "messages": [{"role": "user", "content": self.validated_data["prompt"]}]})
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data

@@ -7,6 +7,8 @@ the one usage path, its events and audit rows, and (with X-Chatter-Conversation)
 with its aggregates. This module turns an OpenAI request into a run request and a run into OpenAI's answer."""
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from typing import AsyncIterator
 
@@ -15,7 +17,13 @@ from channels.db import database_sync_to_async
 from analytics.selectors import priced_models
 from chatter_project.errors import InvalidInput, NotFound
 from gateway.serializers import media_parts
-from workflows.engine.providers import PROVIDERS, provider_check, provider_models_served, providers_configured
+from workflows.engine.providers import (
+    EMBEDDING_PROVIDERS,
+    PROVIDERS,
+    provider_check,
+    provider_models_served,
+    providers_configured,
+)
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.runs import execution_run_now, execution_start_streamed
@@ -23,6 +31,10 @@ from workflows.services.runs import execution_run_now, execution_start_streamed
 GATEWAY_GRAPH = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "model", "type": "model"}, {"id": "end", "type": "end"}],
     "edges": [{"source": "start", "target": "model"}, {"source": "model", "target": "end"}],
+}
+EMBEDDINGS_GRAPH = {
+    "nodes": [{"id": "start", "type": "start"}, {"id": "embed", "type": "embedding"}, {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "embed"}, {"source": "embed", "target": "end"}],
 }
 # Parameters passed through to the provider as they came (`n` > 1: one call for all the choices, its usage theirs).
 PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
@@ -44,12 +56,21 @@ def gateway_ignored(request: dict) -> list[str]:
 
 
 def gateway_model_list() -> list[dict]:
-    """The models this installation can call: priced (analytics.selectors.priced_models), of a configured provider,
-    and served by its upstream (an OpenAI-compatible server's own /models, when it answers one), OpenAI-shaped."""
-    served = {provider: provider_models_served(provider) for provider in providers_configured()}
-    return [{"id": model["model"], "object": "model", "created": int(model["since"].timestamp()),
-             "owned_by": model["provider"]} for model in priced_models(providers=list(served))
-            if served[model["provider"]] is None or model["model"] in served[model["provider"]]]
+    """The models this installation can call, OpenAI-shaped: of a configured provider, served by its server (the
+    local models; an OpenAI-compatible server's own /models), and priced. A server that cannot say what it serves
+    is taken to serve its provider's priced models (analytics.selectors.priced_models)."""
+    models = []
+    for provider in providers_configured():
+        served = provider_models_served(provider)
+        if served is None:
+            models += [(provider, model["model"], model["since"]) for model in priced_models(providers=[provider])]
+            continue
+        for name in sorted(served):
+            price = price_for_call(provider=provider, model=name)
+            if price is not None:
+                models.append((provider, name, price.effective_from))
+    return [{"id": name, "object": "model", "created": int(since.timestamp()), "owned_by": provider}
+            for provider, name, since in models]
 
 
 def gateway_model_get(model: str) -> dict:
@@ -132,6 +153,31 @@ def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None) 
         "conversation_id": conversation_id,
         "mode": WorkflowExecution.Mode.STREAM if request.get("stream") else WorkflowExecution.Mode.SYNC,
     }
+
+
+def gateway_embed(*, owner, api_key, request: dict) -> WorkflowExecution:
+    """An embeddings call, run here to its end: a run of the embeddings graph, whose one LLM call is the provider's
+    embeddings call with its usage (the tokens read), priced and recorded like any other."""
+    provider, model = gateway_model(request["model"])
+    if provider not in EMBEDDING_PROVIDERS:
+        raise InvalidInput(f"provider {provider!r} has no embeddings API", details=[
+            {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
+    config = {"provider": provider, "model": model, "system_prompt": None, "enable_memory": False,
+              "enable_tools": False, "enable_retrieval": False}
+    return execution_run_now(owner=owner, api_key=api_key, gateway=True, graph=EMBEDDINGS_GRAPH, config=config,
+                             variables={"input": request["input"], "dimensions": request.get("dimensions")})
+
+
+def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format: str) -> dict:
+    """A finished embeddings run as OpenAI's answer: a vector per input (base64: little-endian float32, as OpenAI
+    encodes them), and the usage as stored with its cost."""
+    vectors = execution.output_data["variables"]["embeddings"]
+    if encoding_format == "base64":
+        vectors = [base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() for vector in vectors]
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],
+            "usage": {"prompt_tokens": execution.prompt_tokens, "total_tokens": execution.total_tokens,
+                      "cost": float(execution.cost)}}
 
 
 def completion_id(execution_id) -> str:
@@ -263,3 +309,54 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
                                  "code": data.get("error_type") or "error", "param": None}}
     finally:
         await feed.aclose()
+
+
+def _legacy_logprobs(logprobs: dict | None, *, offset: int = 0) -> dict | None:
+    """Chat logprobs in the legacy completions' shape: tokens, their logprobs, the top ones as {token: logprob}, and
+    each token's offset in the text."""
+    if not logprobs or not logprobs.get("content"):
+        return None
+    entries, offsets = logprobs["content"], []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [entry["token"] for entry in entries],
+            "token_logprobs": [entry["logprob"] for entry in entries],
+            "top_logprobs": [{top["token"]: top["logprob"] for top in entry.get("top_logprobs") or []}
+                             for entry in entries],
+            "text_offset": offsets}
+
+
+def text_completion_body(chat: dict, *, echo: str = "") -> dict:
+    """A chat.completion (completion_body) as the legacy text_completion it answers; `echo`: the prompt, echoed."""
+    return {"id": chat["id"].replace("chatcmpl-", "cmpl-", 1), "object": "text_completion",
+            "created": chat["created"], "model": chat["model"],
+            "choices": [{"index": choice["index"], "text": echo + (choice["message"]["content"] or ""),
+                         "logprobs": _legacy_logprobs(choice["logprobs"], offset=len(echo)),
+                         "finish_reason": choice["finish_reason"]} for choice in chat["choices"]],
+            "usage": chat["usage"]}
+
+
+async def text_completion_chunks(chunks: AsyncIterator[dict], *, echo: str = "") -> AsyncIterator[dict]:
+    """Chat completion chunks (completion_chunks) as the legacy text_completion chunks; `echo`: the prompt first."""
+    opening = True
+    try:
+        async for chunk in chunks:
+            if "error" in chunk:
+                yield chunk
+                continue
+            choices = [{"index": choice["index"], "text": (choice["delta"] or {}).get("content") or "",
+                        "logprobs": _legacy_logprobs(choice["logprobs"]), "finish_reason": choice["finish_reason"]}
+                       for choice in chunk["choices"]]
+            if opening:  # the chat stream's first chunk: the assistant's role, no text
+                opening = False
+                if not echo:
+                    continue
+                choices[0]["text"] = echo
+            elif chunk["choices"] and not any(c["text"] or c["finish_reason"] or c["logprobs"] for c in choices):
+                continue  # a chunk of nothing a text completion has (a tool call)
+            yield {"id": chunk["id"].replace("chatcmpl-", "cmpl-", 1), "object": "text_completion",
+                   "created": chunk["created"], "model": chunk["model"], "choices": choices,
+                   **({"usage": chunk["usage"]} if "usage" in chunk else {})}
+    finally:
+        await chunks.aclose()

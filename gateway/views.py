@@ -19,15 +19,19 @@ from chatter_project.api.exceptions import api_exception_handler
 from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
 from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
-from gateway.serializers import ChatCompletionSerializer
+from gateway.serializers import ChatCompletionSerializer, CompletionSerializer, EmbeddingsSerializer
 from gateway.services import (
     completion_body,
     completion_chunks,
+    embeddings_body,
     gateway_complete,
+    gateway_embed,
     gateway_ignored,
     gateway_model_get,
     gateway_model_list,
     gateway_stream,
+    text_completion_body,
+    text_completion_chunks,
 )
 from workflows.models import WorkflowExecution
 
@@ -35,7 +39,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 CONVERSATION_HEADER = "X-Chatter-Conversation"
 EXECUTION_HEADER = "X-Chatter-Execution"
-SERVED = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"  # what unknown_url lists
+SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models and "
+          "GET /v1/models/{model}")  # what unknown_url lists
 REQUEST_ID_HEADER = "X-Request-Id"  # the run's id too, where OpenAI's clients look for it
 COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as stored
 IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
@@ -127,25 +132,83 @@ class ChatCompletionsView(GatewayView):
         headers = {IGNORED_HEADER: ", ".join(ignored)} if ignored else {}
         if data["stream"]:
             execution, feed = gateway_stream(**run)
-            include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            response = StreamingHttpResponse(_sse(completion_chunks(
-                execution, feed, model=data["model"], include_usage=include_usage, legacy=legacy)),
-                content_type=EVENT_STREAM, headers=_run_headers(execution, **headers))
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            return response
+            return _streamed(execution, completion_chunks(execution, feed, model=data["model"], legacy=legacy,
+                                                          include_usage=_include_usage(data)), **headers)
         execution = gateway_complete(**run)
-        headers = _run_headers(execution, **headers)
-        if execution.status != WorkflowExecution.Status.COMPLETED:
-            return Response(openai_error(status=502, code=execution.error_type or "error",
-                                         message=execution.error_message or "the call failed"),
-                            status=502, headers={**headers, COST_HEADER: f"{execution.cost:.8f}"})
-        return Response(completion_body(execution, model=data["model"], legacy=legacy),
-                        headers={**headers, COST_HEADER: f"{execution.cost:.8f}"})
+        return _answer(execution, lambda: completion_body(execution, model=data["model"], legacy=legacy), **headers)
+
+
+class CompletionsView(GatewayView):
+    """OpenAI's legacy completions: the prompt as the one user message of a chat completion (the same run, the same
+    parameters), answered as text_completion objects; `echo` puts the prompt before the text. What a chat model
+    cannot do is refused: `suffix`, `best_of` > 1, several prompts in one call."""
+
+    throttle_classes = (RunThrottle,)
+    throttle_scope = "runs"
+    content_negotiation_class = EventStreamNegotiation
+
+    @extend_schema(request=CompletionSerializer, responses={
+        200: OpenApiTypes.OBJECT,
+        (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, "stream: text_completion objects as SSE")},
+        operation_id="v1_completions_create")
+    def post(self, request: Request) -> HttpResponseBase:
+        serializer = CompletionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.as_chat()
+        echo = serializer.validated_data["prompt"] if serializer.validated_data["echo"] else ""
+        run = {"owner": request.user, "api_key": request_api_key(request), "request": data}
+        if data["stream"]:
+            execution, feed = gateway_stream(**run)
+            chunks = completion_chunks(execution, feed, model=data["model"], include_usage=_include_usage(data))
+            return _streamed(execution, text_completion_chunks(chunks, echo=echo))
+        execution = gateway_complete(**run)
+        return _answer(execution, lambda: text_completion_body(completion_body(execution, model=data["model"]),
+                                                               echo=echo))
+
+
+class EmbeddingsView(GatewayView):
+    """OpenAI's embeddings: a run of the embeddings graph (its one LLM call the provider's embeddings call), its
+    usage and cost as stored; `local-embed-1` is the offline `local` provider's deterministic model."""
+
+    throttle_classes = (RunThrottle,)
+    throttle_scope = "runs"
+
+    @extend_schema(request=EmbeddingsSerializer, responses={200: OpenApiTypes.OBJECT},
+                   operation_id="v1_embeddings_create")
+    def post(self, request: Request) -> HttpResponseBase:
+        serializer = EmbeddingsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        execution = gateway_embed(owner=request.user, api_key=request_api_key(request), request=data)
+        headers = {IGNORED_HEADER: "user"} if data.get("user") is not None else {}
+        return _answer(execution, lambda: embeddings_body(execution, model=data["model"],
+                                                          encoding_format=data["encoding_format"]), **headers)
 
 
 def _run_headers(execution: WorkflowExecution, **headers) -> dict:
     return {EXECUTION_HEADER: str(execution.pk), REQUEST_ID_HEADER: str(execution.pk), **headers}
+
+
+def _include_usage(data: dict) -> bool:
+    return bool((data.get("stream_options") or {}).get("include_usage"))
+
+
+def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], **headers) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_sse(chunks), content_type=EVENT_STREAM, headers=_run_headers(execution, **headers))
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _answer(execution: WorkflowExecution, body, **headers) -> Response:
+    """A call run to its end: `body()` when it completed, else a 502 with the run's error; the run's id and cost in
+    the headers either way."""
+    headers = {**_run_headers(execution, **headers), COST_HEADER: f"{execution.cost:.8f}"}
+    if execution.status != WorkflowExecution.Status.COMPLETED:
+        return Response(openai_error(status=502, code=execution.error_type or "error",
+                                     message=execution.error_message or "the call failed"),
+                        status=502, headers=headers)
+    return Response(body(), headers=headers)
 
 
 @csrf_exempt

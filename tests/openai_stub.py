@@ -33,6 +33,9 @@ Parameters, as OpenAI answers them: a request with `logprobs: true` gets a logpr
 `top_logprobs` alternatives), on each streamed content chunk or in the choice; `more_choices=["…", …]` answers a
 request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them all, as OpenAI's does).
 
+`POST /v1/embeddings` takes the next scripted reply too (its `usage`, `status`, `delay_s`; `model`): each input gets
+`stub_embedding(input, dimensions)`.
+
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`.
 """
@@ -51,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
@@ -104,6 +108,21 @@ def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": alternatives[:top]}
 
 
+def stub_embedding(item: Any, dimensions: int | None = None) -> list[float]:
+    """The stub's vector for one input: its length, then 0.5, 0.25, … (`dimensions` of them, 3 by default)."""
+    size = dimensions or 3
+    return [float(len(item))] + [0.5 ** i for i in range(1, size)]
+
+
+def _embeddings(reply: StubReply, request: dict[str, Any]) -> dict[str, Any]:
+    inputs = request["input"] if isinstance(request["input"], list) and not isinstance(
+        request["input"][0], int) else [request["input"]]
+    return {"object": "list", "model": reply.model,
+            "data": [{"object": "embedding", "index": index,
+                      "embedding": stub_embedding(item, request.get("dimensions"))} for index, item in enumerate(inputs)],
+            "usage": reply.usage}
+
+
 def error_body(status: int, message: str) -> dict[str, Any]:
     """An OpenAI-style error object for an HTTP status."""
     error_type, code = _ERROR_TYPES.get(status, ("server_error", "server_error"))
@@ -120,7 +139,7 @@ class OpenAIStub:
 
     def __init__(self) -> None:
         self.requests: list[StubRequest] = []
-        self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o"]
+        self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
         self._replies: deque[StubReply] = deque()
         self._lock = threading.Lock()
@@ -388,7 +407,8 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._record_request(raw.decode("utf-8", "replace"))
                 self._send_json(400, error_body(400, "The request body is not valid JSON."))
                 return
-            if self.path.split("?", 1)[0].rstrip("/") != COMPLETIONS_PATH:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path not in (COMPLETIONS_PATH, EMBEDDINGS_PATH):
                 self._record_request(body)
                 self._send_json(404, error_body(404, f"Unknown path {self.path}"))
                 return
@@ -401,6 +421,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if reply.status != 200:
                 self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."),
                                 reply.headers)
+                return
+            if path == EMBEDDINGS_PATH:
+                self._send_json(200, _embeddings(reply, body), reply.headers)
                 return
             completion_id = stub._next_id()
             if isinstance(body, dict) and body.get("stream"):

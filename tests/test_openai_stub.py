@@ -222,7 +222,7 @@ def test_a_delayed_reply_lets_the_client_time_out(openai_stub):  # noqa: F811
 def test_unknown_paths_are_404_and_consume_no_reply(openai_stub):  # noqa: F811
     openai_stub.reply(content="kept")
 
-    response = httpx.post(f"{openai_stub.base_url}/embeddings", json={"input": "x"})
+    response = httpx.post(f"{openai_stub.base_url}/images/generations", json={"prompt": "x"})
 
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"

@@ -176,6 +176,7 @@ NODE_TYPES: dict[str, type[NodeConfig]] = {
     "start": NoConfig,
     "end": NoConfig,
     "model": ModelConfig,
+    "embedding": NoConfig,
     "tools": ToolsConfig,
     "memory": MemoryConfig,
     "retrieval": RetrievalConfig,

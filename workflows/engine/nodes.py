@@ -120,6 +120,17 @@ def model(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     )
 
 
+def embedding(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    """Embeds the run's variable `input` (a list of texts) with the run's provider and model: the vectors go to the
+    variable `embeddings` (the gateway's /v1/embeddings)."""
+    variables = state.get("variables") or {}
+    inputs = variables.get("input")
+    if not isinstance(inputs, list) or not inputs:
+        raise VariableError("an embedding node embeds the variable `input`: a list of texts")
+    vectors = ctx.embed(node, inputs, dimensions=variables.get("dimensions"))
+    return Outcome(update={"variables": {**variables, "embeddings": vectors}}, output={"embedded": len(vectors)})
+
+
 def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     reply = last_ai_message(state)
     calls = reply.tool_calls if reply is not None else []
@@ -293,6 +304,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "start": passthrough,
     "end": passthrough,
     "model": model,
+    "embedding": embedding,
     "tools": tools,
     "memory": memory,
     "retrieval": retrieval,

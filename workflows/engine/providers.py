@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
@@ -248,9 +249,9 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     """The models `provider`'s server serves: the local model's, or what an OpenAI-compatible server lists at its
     /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
     if provider == "local":
-        from workflows.engine.local_model import LOCAL_MODELS
+        from workflows.engine.local_model import LOCAL_EMBEDDING_MODELS, LOCAL_MODELS
 
-        return frozenset(LOCAL_MODELS)
+        return frozenset(LOCAL_MODELS + LOCAL_EMBEDDING_MODELS)
     if provider != "openai":
         return None
     now = time.monotonic()
@@ -268,6 +269,41 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
         models = None
     _served[base] = (now, models)
     return models
+
+
+# Providers with an embeddings API (anthropic has none).
+EMBEDDING_PROVIDERS = ("local", "openai")
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: list[list[float]]
+    model: str  # as the server reported it
+    usage: dict  # the provider's usage object (prompt_tokens, total_tokens), as sent
+
+
+def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: int | None,
+                      timeout_s: float) -> Embedded:
+    """Embed `inputs` (texts, or token arrays an OpenAI-compatible server takes) with the provider's embeddings API;
+    the `local` provider's deterministic model works offline."""
+    provider_check(provider)
+    if provider not in EMBEDDING_PROVIDERS:
+        raise InvalidInput(f"provider {provider!r} has no embeddings API",
+                           details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
+    if provider == "local":
+        from workflows.engine.local_model import local_embeddings
+
+        vectors, prompt_tokens = local_embeddings(inputs, dimensions=dimensions)
+        return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
+    import openai
+
+    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY or "unused",
+                           timeout=timeout_s, max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+                           http_client=_shared_http_client())
+    response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
+                                        **({"dimensions": dimensions} if dimensions else {}))
+    vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+    return Embedded(vectors, response.model or model, response.usage.model_dump(exclude_none=True))
 
 
 def chat_model(

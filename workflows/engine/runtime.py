@@ -27,6 +27,7 @@ from workflows.engine.providers import (
     USAGE_REPORTED_IN_PARTS,
     RawUsageReports,
     chat_model,
+    embeddings_create,
     provider_failure,
 )
 from workflows.engine.tools import TOOLS
@@ -34,9 +35,11 @@ from workflows.engine.usage import (
     Price,
     Usage,
     estimate_prompt_tokens,
+    estimate_tokens,
     priced,
     streamed_so_far,
     usage_cut_short,
+    usage_from_embeddings,
     usage_from_message,
 )
 
@@ -222,6 +225,28 @@ class RunContext:
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
         self._record(node, provider, metadata.get("model_name") or model_name, model_name, usage, started)
         return reply
+
+    def embed(self, node: Node, inputs: list, *, dimensions: int | None = None) -> list[list[float]]:
+        """One embeddings call of the run's provider and model, recorded like every LLM call: its usage (the tokens
+        read, no completion) priced by the one usage path."""
+        provider, model_name = self.config["provider"], self.config["model"]
+        timeout_s, bounded_by_run = self._call_timeout_s()
+        prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
+        self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
+                                                        lambda: streamed_so_far(None), 0))
+        self.checkpoint()
+        started = time.monotonic()
+        try:
+            embedded = embeddings_create(provider=provider, model=model_name, inputs=inputs, dimensions=dimensions,
+                                         timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
+            failure = provider_failure(exc, provider=provider, timeout_s=timeout_s)
+            if failure.error_type == "provider_timeout" and bounded_by_run:
+                self._exceed("timeout_s", self.config["timeout_s"])
+            raise failure from exc
+        usage = usage_from_embeddings(embedded.usage)
+        self._record(node, provider, embedded.model, model_name, usage, started)
+        return embedded.vectors
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:

@@ -165,6 +165,15 @@ def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = 
     )
 
 
+def usage_from_embeddings(raw: dict) -> Usage:
+    """An embeddings call's usage: the tokens it read (`prompt_tokens`), none completed; a provider's cost wins."""
+    raw = _reported(raw)
+    provider_cost = _provider_cost(raw)
+    return Usage(prompt_tokens=_int(raw.get("prompt_tokens")),
+                 cost=provider_cost if provider_cost is not None else Decimal("0"),
+                 provider_cost=provider_cost is not None, raw=raw)
+
+
 def _reported(raw: Any) -> Any:
     """The usage object as the provider sent it: client libraries pad absent fields with None."""
     if isinstance(raw, dict):
