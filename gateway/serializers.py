@@ -343,3 +343,60 @@ class CompletionSerializer(StrictSerializer):
             **chat, "messages": [{"role": "user", "content": self.validated_data["prompt"]}]})
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+
+class ResponsesSerializer(StrictSerializer):
+    """OpenAI's Responses API request, for text and function tools: its `input` items read as chat messages (see
+    gateway.services.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
+
+    model = serializers.CharField(max_length=255)
+    input = serializers.JSONField(help_text="a text, or a list of input items (messages, function calls and outputs)")
+    instructions = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                         max_length=MAX_MESSAGE_CHARS)
+    previous_response_id = serializers.CharField(required=False, allow_null=True, max_length=64)
+    tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
+    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    max_output_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    stream = serializers.BooleanField(default=False)
+    text = serializers.DictField(required=False, allow_null=True)
+    reasoning = serializers.DictField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_null=True, max_length=256)
+    # What only OpenAI's hosted service means: accepted, named in X-Chatter-Ignored (every response is kept: a run).
+    store = serializers.BooleanField(required=False, allow_null=True)
+    metadata = serializers.DictField(child=serializers.CharField(max_length=512, allow_blank=True), required=False,
+                                     allow_null=True)
+    service_tier = serializers.ChoiceField(choices=SERVICE_TIERS, required=False, allow_null=True)
+    truncation = serializers.ChoiceField(choices=("disabled",), required=False, allow_null=True)
+    include = serializers.ListField(child=serializers.CharField(max_length=100), required=False, allow_null=True)
+
+    def validate_stream(self, value):
+        if value:
+            raise serializers.ValidationError("a streamed response is not served yet: ask without stream")
+        return value
+
+    def validate_tools(self, value):
+        for index, tool in enumerate(value or []):
+            if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+                raise serializers.ValidationError({index: {"type": [
+                    "only function tools ({type: function, name, parameters}): hosted tools are OpenAI's"]}})
+        return value
+
+    def validate_tool_choice(self, value):
+        if value is None or value in ("none", "auto", "required") or (
+                isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str)):
+            return value
+        raise serializers.ValidationError('none, auto, required, or {"type": "function", "name"}')
+
+    def validate_text(self, value):
+        kind = ((value or {}).get("format") or {}).get("type", "text")
+        if set(value or {}) - {"format", "verbosity"} or kind not in ("text", "json_object", "json_schema"):
+            raise serializers.ValidationError('{"format": {"type": "text" | "json_object" | "json_schema", …}}')
+        return value
+
+    def validate_reasoning(self, value):
+        if set(value or {}) - {"effort", "summary"} or (value or {}).get("effort") not in (None, *REASONING_EFFORTS):
+            raise serializers.ValidationError('{"effort": "low" | "medium" | "high" | …}')
+        return value

@@ -8,6 +8,7 @@ with its aggregates. This module turns an OpenAI request into a run request and 
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 from typing import AsyncIterator
@@ -16,7 +17,7 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from chatter_project.errors import InvalidInput, NotFound
-from gateway.serializers import media_parts
+from gateway.serializers import ChatCompletionSerializer, media_parts
 from workflows.engine.providers import (
     EMBEDDING_PROVIDERS,
     PROVIDERS,
@@ -25,6 +26,7 @@ from workflows.engine.providers import (
     providers_configured,
 )
 from workflows.models import WorkflowExecution
+from workflows.selectors import execution_get
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.runs import execution_run_now, execution_start_streamed
 
@@ -125,8 +127,9 @@ def _last_user_text(messages: list[dict]) -> str | None:
     return None
 
 
-def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None) -> dict:
-    """The run request (workflows.services.runs) for a validated chat completion request."""
+def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None, instructions: str | None = None) -> dict:
+    """The run request (workflows.services.runs) for a validated chat completion request; `instructions` (the
+    Responses API's) are the run's system prompt, kept apart from its messages."""
     provider, model = gateway_model(request["model"])
     if provider not in MEDIA_PROVIDERS:
         for index, message in enumerate(request["messages"]):
@@ -137,7 +140,8 @@ def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None) 
                     details=[{"path": f"messages.{index}.content", "code": "unsupported_content",
                               "message": f"{provider} takes text parts only"}])
     config = {
-        "provider": provider, "model": model, "system_prompt": None, "enable_memory": False, "enable_tools": False,
+        "provider": provider, "model": model, "system_prompt": instructions or None, "enable_memory": False,
+        "enable_tools": False,
         "enable_retrieval": False, "temperature": request.get("temperature"),
         "max_tokens": request.get("max_completion_tokens") or request.get("max_tokens"),
     }
@@ -360,3 +364,134 @@ async def text_completion_chunks(chunks: AsyncIterator[dict], *, echo: str = "")
                    **({"usage": chunk["usage"]} if "usage" in chunk else {})}
     finally:
         await chunks.aclose()
+
+
+# --- the Responses API (POST /v1/responses): its items as chat messages, a run as its response -------------------
+RESPONSE_PREFIX = "resp_"
+_PART_TYPES = {"input_text": "text", "output_text": "text", "text": "text"}
+
+
+def _chat_content(content):
+    """A Responses message's content as chat content: its text parts as text, its images as image_url parts."""
+    if isinstance(content, str) or not isinstance(content, list):
+        return content
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _PART_TYPES:
+            parts.append({"type": "text", "text": part.get("text")})
+        elif kind == "input_image":
+            parts.append({"type": "image_url", "image_url": {"url": part.get("image_url"),
+                                                              **({"detail": part["detail"]} if part.get("detail") else {})}})
+        else:
+            parts.append(part)  # refused by the chat request's validation, naming it
+    return parts
+
+
+def _chat_messages(items) -> list[dict]:
+    """Responses input items as chat messages: messages as they are, a run of function_call items as one assistant
+    message with those tool calls, a function_call_output as the tool message answering its call."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise InvalidInput("input is a text or a list of items", details=[
+            {"path": "input", "code": "invalid", "message": "a text or a list of items"}])
+    messages: list[dict] = []
+    for index, item in enumerate(items):
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind == "message" and "role" in item:
+            messages.append({"role": item["role"], "content": _chat_content(item.get("content"))})
+        elif kind == "function_call":
+            call = {"id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
+                             "content": output if isinstance(output, str) else json.dumps(output)})
+        else:
+            raise InvalidInput(f"input.{index}: an item this gateway does not take ({kind!r})", details=[
+                {"path": f"input.{index}.type", "code": "unsupported_item",
+                 "message": "message, function_call or function_call_output"}])
+    return messages
+
+
+def _response_previous(*, owner, response_id: str) -> list[dict]:
+    """The conversation a previous response ended: its run's messages and its reply. Another user's response, or
+    one that did not complete, is not found."""
+    previous = execution_get(user=owner, execution_id=response_id.removeprefix(RESPONSE_PREFIX)) if \
+        response_id.startswith(RESPONSE_PREFIX) else None
+    if previous is None or previous.workflow_type != WorkflowExecution.Type.GATEWAY or \
+            previous.status != WorkflowExecution.Status.COMPLETED or "messages" not in previous.input_data:
+        raise NotFound(f"Previous response with id '{response_id}' not found.", code="previous_response_not_found",
+                       details=[{"path": "previous_response_id", "code": "not_found", "message": "no such response"}])
+    output = previous.output_data
+    calls = output.get("tool_calls") or []
+    return [*previous.input_data["messages"],
+            {"role": "assistant", "content": output.get("content") or ("" if not calls else None),
+             **({"tool_calls": calls} if calls else {})}]
+
+
+def response_chat_request(*, owner, request: dict) -> dict:
+    """The chat completion request a Responses request is (validated as any chat request is): the previous
+    response's conversation, then the input items; tools, tool choice and text format in the chat API's shape."""
+    messages = _chat_messages(request["input"])
+    if request.get("previous_response_id"):
+        messages = _response_previous(owner=owner, response_id=request["previous_response_id"]) + messages
+    chat = {"model": request["model"], "messages": messages}
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "store", "metadata", "service_tier"):
+        if request.get(name) is not None:
+            chat[name] = request[name]
+    if request.get("max_output_tokens"):
+        chat["max_completion_tokens"] = request["max_output_tokens"]
+    if request.get("tools"):
+        chat["tools"] = [{"type": "function", "function": {
+            key: tool[key] for key in ("name", "description", "parameters", "strict") if key in tool}}
+            for tool in request["tools"]]
+    choice = request.get("tool_choice")
+    if choice is not None:
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}} if isinstance(
+            choice, dict) else choice
+    text_format = (request.get("text") or {}).get("format") or {}
+    if text_format.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    elif text_format.get("type") == "json_schema":
+        chat["response_format"] = {"type": "json_schema", "json_schema": {
+            key: text_format[key] for key in ("name", "schema", "strict", "description") if key in text_format}}
+    if (request.get("reasoning") or {}).get("effort"):
+        chat["reasoning_effort"] = request["reasoning"]["effort"]
+    serializer = ChatCompletionSerializer(data=chat)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def response_body(execution: WorkflowExecution, *, model: str, request: dict) -> dict:
+    """A finished (completed) gateway run as the Responses API's response: its text as an output message, its tool
+    calls as function_call items, the usage as stored with its cost."""
+    output = execution.output_data or {}
+    items = []
+    if output.get("content"):
+        items.append({"type": "message", "id": f"msg_{execution.pk.hex}", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": output["content"], "annotations": []}]})
+    items += [{"type": "function_call", "id": f"fc_{call['id']}", "call_id": call["id"],
+               "name": call["function"]["name"], "arguments": call["function"]["arguments"], "status": "completed"}
+              for call in output.get("tool_calls") or []]
+    usage = usage_body(execution)
+    return {
+        "id": f"{RESPONSE_PREFIX}{execution.pk}", "object": "response",
+        "created_at": int(execution.created_at.timestamp()), "status": "completed", "model": model,
+        "output": items, "error": None, "incomplete_details": None,
+        "previous_response_id": request.get("previous_response_id"), "instructions": request.get("instructions"),
+        "tools": request.get("tools") or [], "tool_choice": request.get("tool_choice") or "auto",
+        "parallel_tool_calls": request.get("parallel_tool_calls", True), "temperature": request.get("temperature"),
+        "top_p": request.get("top_p"), "max_output_tokens": request.get("max_output_tokens"),
+        "text": request.get("text") or {"format": {"type": "text"}}, "metadata": request.get("metadata") or {},
+        "usage": {"input_tokens": usage["prompt_tokens"],
+                  "input_tokens_details": usage["prompt_tokens_details"],
+                  "output_tokens": usage["completion_tokens"],
+                  "output_tokens_details": usage["completion_tokens_details"],
+                  "total_tokens": usage["total_tokens"], "cost": usage["cost"]},
+    }

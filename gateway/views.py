@@ -19,7 +19,12 @@ from chatter_project.api.exceptions import api_exception_handler
 from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
 from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
-from gateway.serializers import ChatCompletionSerializer, CompletionSerializer, EmbeddingsSerializer
+from gateway.serializers import (
+    ChatCompletionSerializer,
+    CompletionSerializer,
+    EmbeddingsSerializer,
+    ResponsesSerializer,
+)
 from gateway.services import (
     completion_body,
     completion_chunks,
@@ -30,6 +35,8 @@ from gateway.services import (
     gateway_model_get,
     gateway_model_list,
     gateway_stream,
+    response_body,
+    response_chat_request,
     text_completion_body,
     text_completion_chunks,
 )
@@ -39,8 +46,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 CONVERSATION_HEADER = "X-Chatter-Conversation"
 EXECUTION_HEADER = "X-Chatter-Execution"
-SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models and "
-          "GET /v1/models/{model}")  # what unknown_url lists
+SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, POST /v1/embeddings, "
+          "GET /v1/models and GET /v1/models/{model}")  # what unknown_url lists
 REQUEST_ID_HEADER = "X-Request-Id"  # the run's id too, where OpenAI's clients look for it
 COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as stored
 IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
@@ -187,6 +194,29 @@ class EmbeddingsView(GatewayView):
 
 def _run_headers(execution: WorkflowExecution, **headers) -> dict:
     return {EXECUTION_HEADER: str(execution.pk), REQUEST_ID_HEADER: str(execution.pk), **headers}
+
+
+class ResponsesView(GatewayView):
+    """OpenAI's Responses API for text and function tools: the input items as the messages of a chat completion run
+    (`instructions` its system prompt), answered as a response; `previous_response_id` goes on from a response of
+    yours (its run's messages and reply come first). `X-Chatter-Conversation` keeps the exchange, as for chat."""
+
+    throttle_classes = (RunThrottle,)
+    throttle_scope = "runs"
+
+    @extend_schema(request=ResponsesSerializer, responses={200: OpenApiTypes.OBJECT},
+                   operation_id="v1_responses_create")
+    def post(self, request: Request) -> HttpResponseBase:
+        serializer = ResponsesSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        chat = response_chat_request(owner=request.user, request=data)
+        ignored = gateway_ignored(chat)
+        execution = gateway_complete(owner=request.user, api_key=request_api_key(request), request=chat,
+                                     instructions=data.get("instructions"),
+                                     conversation_id=request.headers.get(CONVERSATION_HEADER) or None)
+        return _answer(execution, lambda: response_body(execution, model=data["model"], request=data),
+                       **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
 
 
 def _include_usage(data: dict) -> bool:

@@ -18,7 +18,7 @@ def keyed(alice):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("get", "/v1/"), ("get", "/v1/nope"), ("post", "/v1/images/generations"), ("post", "/v1/responses"),
+    ("get", "/v1/"), ("get", "/v1/nope"), ("post", "/v1/images/generations"), ("get", "/v1/responses/resp_1"),
     ("post", "/v1/chat/completions/"), ("delete", "/v1/files/file-1"),
 ])
 @pytest.mark.parametrize("authenticated", [True, False], ids=["with a key", "without"])
