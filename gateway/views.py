@@ -113,79 +113,86 @@ async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
         await chunks.aclose()  # a client that went away: the feed's subscription goes (the run goes on)
 
 
-class ChatCompletionsView(GatewayView):
+def _streamable(chunk: str) -> dict:
+    """The responses of a call that may be streamed: an object, or SSE of `chunk` objects."""
+    return {200: OpenApiTypes.OBJECT,
+            (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, f"stream: {chunk} objects as SSE")}
+
+
+class GatewayRunView(GatewayView):
+    """A view whose calls are runs: under the `runs` throttle of the user, streamed when asked."""
+
+    throttle_classes = (RunThrottle,)
+    throttle_scope = "runs"
+    content_negotiation_class = EventStreamNegotiation
+
+
+class ChatCompletionsView(GatewayRunView):
     """OpenAI's chat completions: a run of the gateway graph, sync (a chat.completion) or streamed (SSE of
     chat.completion.chunk objects, then `[DONE]`). `X-Chatter-Conversation: <id>` appends the exchange (the last
     user message and the reply) to one of your conversations. The run's id is in the X-Request-Id and
     X-Chatter-Execution headers, its cost (when not streamed) in X-Chatter-Cost and in `usage.cost`; the parameters
     accepted and ignored are named in X-Chatter-Ignored."""
 
-    throttle_classes = (RunThrottle,)
-    throttle_scope = "runs"
-    content_negotiation_class = EventStreamNegotiation
-
-    @extend_schema(request=ChatCompletionSerializer, responses={
-        200: OpenApiTypes.OBJECT,
-        (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, "stream: chat.completion.chunk objects as SSE")},
-        operation_id="v1_chat_completions_create")
+    @extend_schema(request=ChatCompletionSerializer, responses=_streamable("chat.completion.chunk"),
+                   operation_id="v1_chat_completions_create")
     def post(self, request: Request) -> HttpResponseBase:
-        serializer = ChatCompletionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _validated(ChatCompletionSerializer, request)
         legacy = bool(data.get("legacy_functions"))
-        run = {"owner": request.user, "api_key": request_api_key(request), "request": data,
-               "conversation_id": request.headers.get(CONVERSATION_HEADER) or None}
         ignored = gateway_ignored(data)
-        headers = {IGNORED_HEADER: ", ".join(ignored)} if ignored else {}
-        if data["stream"]:
-            execution, feed = gateway_stream(**run)
-            return _streamed(execution, completion_chunks(execution, feed, model=data["model"], legacy=legacy,
-                                                          include_usage=_include_usage(data)), **headers)
-        execution = gateway_complete(**run)
-        return _answer(execution, lambda: completion_body(execution, model=data["model"], legacy=legacy), **headers)
+        return _called(
+            request, data, conversation_id=request.headers.get(CONVERSATION_HEADER) or None,
+            whole=lambda execution: completion_body(execution, model=data["model"], legacy=legacy),
+            streamed=lambda execution, feed: completion_chunks(
+                execution, feed, model=data["model"], legacy=legacy, include_usage=_include_usage(data)),
+            **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
 
 
-class CompletionsView(GatewayView):
+class CompletionsView(GatewayRunView):
     """OpenAI's legacy completions: the prompt as the one user message of a chat completion (the same run, the same
     parameters), answered as text_completion objects; `echo` puts the prompt before the text. What a chat model
     cannot do is refused: `suffix`, `best_of` > 1, several prompts in one call."""
 
-    throttle_classes = (RunThrottle,)
-    throttle_scope = "runs"
-    content_negotiation_class = EventStreamNegotiation
-
-    @extend_schema(request=CompletionSerializer, responses={
-        200: OpenApiTypes.OBJECT,
-        (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, "stream: text_completion objects as SSE")},
-        operation_id="v1_completions_create")
+    @extend_schema(request=CompletionSerializer, responses=_streamable("text_completion"),
+                   operation_id="v1_completions_create")
     def post(self, request: Request) -> HttpResponseBase:
         serializer = CompletionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.as_chat()
         echo = serializer.validated_data["prompt"] if serializer.validated_data["echo"] else ""
-        run = {"owner": request.user, "api_key": request_api_key(request), "request": data}
-        if data["stream"]:
-            execution, feed = gateway_stream(**run)
-            chunks = completion_chunks(execution, feed, model=data["model"], include_usage=_include_usage(data))
-            return _streamed(execution, text_completion_chunks(chunks, echo=echo))
-        execution = gateway_complete(**run)
-        return _answer(execution, lambda: text_completion_body(completion_body(execution, model=data["model"]),
-                                                               echo=echo))
+        return _called(
+            request, data,
+            whole=lambda execution: text_completion_body(completion_body(execution, model=data["model"]), echo=echo),
+            streamed=lambda execution, feed: text_completion_chunks(completion_chunks(
+                execution, feed, model=data["model"], include_usage=_include_usage(data)), echo=echo))
 
 
-class EmbeddingsView(GatewayView):
+def _validated(serializer_class, request: Request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _called(request: Request, data: dict, *, whole, streamed, conversation_id=None, **headers) -> HttpResponseBase:
+    """Run a validated chat completion request: to its end and answered with `whole(execution)`, or streamed as
+    `streamed(execution, feed)`."""
+    run = {"owner": request.user, "api_key": request_api_key(request), "request": data,
+           "conversation_id": conversation_id}
+    if data["stream"]:
+        execution, feed = gateway_stream(**run)
+        return _streamed(execution, streamed(execution, feed), **headers)
+    execution = gateway_complete(**run)
+    return _answer(execution, lambda: whole(execution), **headers)
+
+
+class EmbeddingsView(GatewayRunView):
     """OpenAI's embeddings: a run of the embeddings graph (its one LLM call the provider's embeddings call), its
     usage and cost as stored; `local-embed-1` is the offline `local` provider's deterministic model."""
-
-    throttle_classes = (RunThrottle,)
-    throttle_scope = "runs"
 
     @extend_schema(request=EmbeddingsSerializer, responses={200: OpenApiTypes.OBJECT},
                    operation_id="v1_embeddings_create")
     def post(self, request: Request) -> HttpResponseBase:
-        serializer = EmbeddingsSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _validated(EmbeddingsSerializer, request)
         execution = gateway_embed(owner=request.user, api_key=request_api_key(request), request=data)
         headers = {IGNORED_HEADER: "user"} if data.get("user") is not None else {}
         return _answer(execution, lambda: embeddings_body(execution, model=data["model"],
@@ -196,20 +203,15 @@ def _run_headers(execution: WorkflowExecution, **headers) -> dict:
     return {EXECUTION_HEADER: str(execution.pk), REQUEST_ID_HEADER: str(execution.pk), **headers}
 
 
-class ResponsesView(GatewayView):
+class ResponsesView(GatewayRunView):
     """OpenAI's Responses API for text and function tools: the input items as the messages of a chat completion run
     (`instructions` its system prompt), answered as a response; `previous_response_id` goes on from a response of
     yours (its run's messages and reply come first). `X-Chatter-Conversation` keeps the exchange, as for chat."""
 
-    throttle_classes = (RunThrottle,)
-    throttle_scope = "runs"
-
     @extend_schema(request=ResponsesSerializer, responses={200: OpenApiTypes.OBJECT},
                    operation_id="v1_responses_create")
     def post(self, request: Request) -> HttpResponseBase:
-        serializer = ResponsesSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _validated(ResponsesSerializer, request)
         chat = response_chat_request(owner=request.user, request=data)
         ignored = gateway_ignored(chat)
         execution = gateway_complete(owner=request.user, api_key=request_api_key(request), request=chat,

@@ -1,6 +1,8 @@
-"""The gateway's tests share a server whose `openai` provider is the OpenAI stub, and alice's gateway key."""
+"""The gateway's tests share a server whose `openai` provider is the OpenAI stub, and alice's gateway key; and, for
+what needs no upstream, Django's test client with that key, out of the box (the offline `local` provider only)."""
 import openai
 import pytest
+from rest_framework.test import APIClient
 
 from chatter_project.tokens import api_token_create
 
@@ -18,3 +20,12 @@ def gateway(daphne_server, openai_stub, alice):
 def client(gateway, **kwargs) -> openai.OpenAI:
     """OpenAI's own Python client, pointed at the gateway with alice's key."""
     return openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def gateway_api(alice, settings):
+    """Django's test client with alice's gateway key; only the offline `local` provider set up (no upstream)."""
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
+    return api

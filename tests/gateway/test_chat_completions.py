@@ -254,7 +254,8 @@ def test_models_lists_the_priced_models_the_upstream_serves(gateway, openai_stub
     models = client(gateway).models.list()
 
     owned = {(model.id, model.owned_by) for model in models.data}
-    assert owned == {("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("local-echo-1", "local")}
+    assert owned == {("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("local-echo-1", "local"),
+                     ("local-embed-1", "local")}
     # gpt-4.1 is priced but not served; the unpriced model is served but cannot be billed; anthropic is not set up
 
 

@@ -4,9 +4,7 @@ whole or streamed, with `echo` and legacy-shaped logprobs; what a chat model can
 from decimal import Decimal
 
 import pytest
-from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from tests.openai_stub import split_words
@@ -82,12 +80,6 @@ def test_n_completions_from_one_call(gateway, openai_stub):
     assert openai_stub.last_request.body["n"] == 2
 
 
-@pytest.fixture
-def gateway_api(alice, settings):
-    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
-    return api
 
 
 def test_the_local_model_completes_out_of_the_box(gateway_api):

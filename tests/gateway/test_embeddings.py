@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 from langchain_openai import OpenAIEmbeddings
-from rest_framework.test import APIClient
 
 from budgets.models import Budget
 from chatter_project.tokens import api_token_create
@@ -142,12 +141,6 @@ def test_another_user_does_not_see_the_run(gateway, openai_stub, bob):
     assert seen.status_code == 404
 
 
-@pytest.fixture
-def gateway_api(alice, settings):
-    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
-    return api
 
 
 BAD = {

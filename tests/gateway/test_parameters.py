@@ -9,9 +9,7 @@ from decimal import Decimal
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
-from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from tests.openai_stub import logprob_entry, split_words
@@ -209,12 +207,6 @@ def test_the_async_client_sends_parameters_alike(gateway, openai_stub):
 
 
 # --- what cannot be honoured: a 400 naming the parameter, and no run ---------------------------------------------
-@pytest.fixture
-def gateway_api(alice):
-    """Django's test client with alice's gateway key; the offline `local` model (no upstream needed)."""
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
-    return api
 
 
 REFUSED = {

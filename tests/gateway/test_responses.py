@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import openai
 import pytest
-from rest_framework.test import APIClient
 
 from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
@@ -109,12 +108,6 @@ def test_another_users_previous_response_is_not_found_and_nothing_runs(gateway, 
     assert len(openai_stub.requests) == 1 and WorkflowExecution.objects.count() == 1
 
 
-@pytest.fixture
-def gateway_api(alice, settings):
-    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
-    return api
 
 
 def test_the_local_model_answers_out_of_the_box(gateway_api):

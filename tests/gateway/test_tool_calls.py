@@ -6,9 +6,7 @@ import json
 
 import openai
 import pytest
-from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
@@ -91,12 +89,6 @@ def test_an_assistant_message_with_tool_calls_and_no_content_key_is_relayed_as_i
 
 
 # --- a client's mistakes: 400 in OpenAI's shape, naming the param, and no run ------------------------------------
-@pytest.fixture
-def gateway_api(alice):
-    """Django's test client with alice's gateway key; the offline `local` model (no upstream needed)."""
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
-    return api
 
 
 def call(function: dict | None = None, **fields) -> dict:
