@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from chatter_project.errors import InvalidInput, NotFound
+from gateway.limits import key_admit
 from gateway.serializers import ChatCompletionSerializer, media_parts
 from workflows.engine.providers import (
     EMBEDDING_PROVIDERS,
@@ -127,10 +128,19 @@ def _last_user_text(messages: list[dict]) -> str | None:
     return None
 
 
-def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None, instructions: str | None = None) -> dict:
-    """The run request (workflows.services.runs) for a validated chat completion request; `instructions` (the
-    Responses API's) are the run's system prompt, kept apart from its messages."""
-    provider, model = gateway_model(request["model"])
+def gateway_admit(*, api_key, model: str) -> tuple[tuple[str, str], dict[str, str]]:
+    """The (provider, model) a call asks for (gateway_model), if its key may call it now (gateway.limits.key_admit:
+    403, 429), and the x-ratelimit-* headers of the key's limits."""
+    resolved = gateway_model(model)
+    return resolved, key_admit(api_key=api_key, model=resolved[1])
+
+
+def gateway_run_request(*, owner, api_key, request: dict, resolved: tuple[str, str], conversation_id=None,
+                        instructions: str | None = None) -> dict:
+    """The run request (workflows.services.runs) for a validated chat completion request, of the (provider, model)
+    gateway_admit resolved; `instructions` (the Responses API's) are the run's system prompt, kept apart from its
+    messages."""
+    provider, model = resolved
     if provider not in MEDIA_PROVIDERS:
         for index, message in enumerate(request["messages"]):
             if media_parts(message.get("content")):
@@ -159,10 +169,11 @@ def gateway_run_request(*, owner, api_key, request: dict, conversation_id=None, 
     }
 
 
-def gateway_embed(*, owner, api_key, request: dict) -> WorkflowExecution:
-    """An embeddings call, run here to its end: a run of the embeddings graph, whose one LLM call is the provider's
-    embeddings call with its usage (the tokens read), priced and recorded like any other."""
-    provider, model = gateway_model(request["model"])
+def gateway_embed(*, owner, api_key, request: dict, resolved: tuple[str, str]) -> WorkflowExecution:
+    """An embeddings call of the (provider, model) gateway_admit resolved, run here to its end: a run of the
+    embeddings graph, whose one LLM call is the provider's embeddings call with its usage (the tokens read), priced
+    and recorded like any other."""
+    provider, model = resolved
     if provider not in EMBEDDING_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no embeddings API", details=[
             {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])

@@ -29,6 +29,7 @@ from gateway.services import (
     completion_body,
     completion_chunks,
     embeddings_body,
+    gateway_admit,
     gateway_complete,
     gateway_embed,
     gateway_ignored,
@@ -66,6 +67,8 @@ def gateway_exception_handler(exc: Exception, context: dict) -> Response | None:
     response = api_exception_handler(exc, context)
     if response is None:
         return None
+    for name, value in getattr(exc, "ratelimit_headers", {}).items():  # a key past its limits (gateway.limits)
+        response[name] = value
     error = response.data["error"]
     details = error.get("details") or []
     param = next((item["path"] for item in details if item.get("path")), None)
@@ -176,7 +179,9 @@ def _validated(serializer_class, request: Request) -> dict:
 def _called(request: Request, data: dict, *, whole, streamed, conversation_id=None, **headers) -> HttpResponseBase:
     """Run a validated chat completion request: to its end and answered with `whole(execution)`, or streamed as
     `streamed(execution, feed)`."""
-    run = {"owner": request.user, "api_key": request_api_key(request), "request": data,
+    resolved, limits = gateway_admit(api_key=request_api_key(request), model=data["model"])
+    headers.update(limits)
+    run = {"owner": request.user, "api_key": request_api_key(request), "request": data, "resolved": resolved,
            "conversation_id": conversation_id}
     if data["stream"]:
         execution, feed = gateway_stream(**run)
@@ -193,8 +198,11 @@ class EmbeddingsView(GatewayRunView):
                    operation_id="v1_embeddings_create")
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(EmbeddingsSerializer, request)
-        execution = gateway_embed(owner=request.user, api_key=request_api_key(request), request=data)
-        headers = {IGNORED_HEADER: "user"} if data.get("user") is not None else {}
+        resolved, headers = gateway_admit(api_key=request_api_key(request), model=data["model"])
+        execution = gateway_embed(owner=request.user, api_key=request_api_key(request), request=data,
+                                  resolved=resolved)
+        if data.get("user") is not None:
+            headers[IGNORED_HEADER] = "user"
         return _answer(execution, lambda: embeddings_body(execution, model=data["model"],
                                                           encoding_format=data["encoding_format"]), **headers)
 
@@ -214,11 +222,12 @@ class ResponsesView(GatewayRunView):
         data = _validated(ResponsesSerializer, request)
         chat = response_chat_request(owner=request.user, request=data)
         ignored = gateway_ignored(chat)
+        resolved, headers = gateway_admit(api_key=request_api_key(request), model=data["model"])
         execution = gateway_complete(owner=request.user, api_key=request_api_key(request), request=chat,
-                                     instructions=data.get("instructions"),
+                                     resolved=resolved, instructions=data.get("instructions"),
                                      conversation_id=request.headers.get(CONVERSATION_HEADER) or None)
         return _answer(execution, lambda: response_body(execution, model=data["model"], request=data),
-                       **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
+                       **headers, **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
 
 
 def _include_usage(data: dict) -> bool:

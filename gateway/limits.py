@@ -1,0 +1,162 @@
+"""Per-key control of the gateway: a key's allowed models, and its requests and tokens per minute, in all and per
+model (gateway.models.KeyLimits).
+
+Counted in one-minute windows in the shared cache (Django's default cache: Redis when REDIS_URL is set, so every
+server process counts together; the process's own memory without it, for a single process). A request is counted
+when it is let in; its tokens when its run ends (the receiver of workflows' execution_finished, after commit), so
+a client that goes away mid-stream is counted all the same. A request over a limit is refused before anything is
+written: 403 for a model the key may not call, 429 with Retry-After (the end of the window) past a limit; each
+answer carries the x-ratelimit-* headers of the tightest limit that applies. If the cache cannot be reached the
+limits are not enforced (logged), as the run throttle does not stop runs either."""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import transaction
+from rest_framework.exceptions import Throttled
+
+from chatter_project.errors import Forbidden, InvalidInput
+from gateway.models import KeyLimits
+
+logger = logging.getLogger(__name__)
+
+WINDOW_S = 60
+LIMITS_TTL_S = 5.0  # how long a process keeps a key's limits before reading them again
+_limits: dict[int, tuple[float, KeyLimits | None]] = {}
+_limits_lock = threading.Lock()
+
+
+class KeyRateLimited(Throttled):
+    """A key past one of its limits: 429 with Retry-After, and the x-ratelimit-* headers (ratelimit_headers)."""
+
+    def __init__(self, *, wait: float, message: str, headers: dict[str, str]):
+        super().__init__(wait=wait, detail=message, code="rate_limit_exceeded")
+        self.ratelimit_headers = headers
+
+
+def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int | None = None,
+                   tpm: int | None = None, per_model: dict | None = None) -> KeyLimits:
+    """Set (replace) a key's gateway limits."""
+    errors = []
+    if not isinstance(allowed_models or [], list) or not all(isinstance(m, str) and m for m in allowed_models or []):
+        errors.append({"path": "allowed_models", "code": "invalid", "message": "a list of model names"})
+    for path, value in [("rpm", rpm), ("tpm", tpm), *(
+            (f"per_model.{model}.{name}", value) for model, limits in (per_model or {}).items()
+            for name, value in (limits.items() if isinstance(limits, dict) else [("", "?")]))]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1 or
+                                  path.rsplit(".", 1)[-1] not in ("rpm", "tpm")):
+            errors.append({"path": path, "code": "invalid", "message": "rpm or tpm, a whole number of 1 or more"})
+    if errors:
+        raise InvalidInput("invalid key limits", details=errors)
+    limits, _ = KeyLimits.objects.update_or_create(api_key=api_key, defaults={
+        "allowed_models": allowed_models or [], "rpm": rpm, "tpm": tpm, "per_model": per_model or {}})
+    with _limits_lock:
+        _limits.pop(api_key.pk, None)
+    return limits
+
+
+def key_limits_of(api_key_id: int | None) -> KeyLimits | None:
+    """The key's limits, read at most every LIMITS_TTL_S per process (a call does not pay a query for them)."""
+    if api_key_id is None:
+        return None
+    now = time.monotonic()
+    with _limits_lock:
+        read_at, limits = _limits.get(api_key_id, (None, None))
+    if read_at is None or now - read_at > LIMITS_TTL_S:
+        limits = KeyLimits.objects.filter(api_key_id=api_key_id).first()
+        with _limits_lock:
+            _limits[api_key_id] = (now, limits)
+    return limits
+
+
+@dataclass(frozen=True)
+class _Window:
+    scope: str  # "key" or "model <name>"
+    rpm: int | None
+    tpm: int | None
+    requests_key: str
+    tokens_key: str
+
+
+def _windows(limits: KeyLimits, model: str, *, at: float) -> list[_Window]:
+    window = int(at // WINDOW_S)
+    own = limits.per_model.get(model) or {}
+    scopes = [("key", "", limits.rpm, limits.tpm), (f"model {model}", model, own.get("rpm"), own.get("tpm"))]
+    return [_Window(scope, rpm, tpm, f"gateway:rpm:{limits.api_key_id}:{name}:{window}",
+                    f"gateway:tpm:{limits.api_key_id}:{name}:{window}")
+            for scope, name, rpm, tpm in scopes if rpm or tpm]
+
+
+def key_admit(*, api_key, model: str) -> dict[str, str]:
+    """Let a call of `model` by `api_key` in, counting it, or refuse it (Forbidden, KeyRateLimited). Returns the
+    x-ratelimit-* headers of the tightest limit that applies ({} when none does)."""
+    limits = key_limits_of(api_key.pk if api_key is not None else None)
+    if limits is None:
+        return {}
+    if limits.allowed_models and model not in limits.allowed_models:
+        raise Forbidden(f"This key may not call the model `{model}`; it may call: {', '.join(limits.allowed_models)}.",
+                        code="model_not_allowed",
+                        details=[{"path": "model", "code": "model_not_allowed", "message": "not allowed for this key"}])
+    now = time.time()
+    windows = _windows(limits, model, at=now)
+    if not windows:
+        return {}
+    reset_s = WINDOW_S - now % WINDOW_S
+    try:
+        tokens = cache.get_many([w.tokens_key for w in windows if w.tpm])
+        requests = {}
+        for w in windows:
+            if w.rpm:
+                cache.add(w.requests_key, 0, timeout=WINDOW_S * 2)
+                requests[w.requests_key] = cache.incr(w.requests_key)
+    except Exception:  # noqa: BLE001 - a cache outage does not stop calls
+        logger.warning("gateway key limits not enforced: the shared cache failed", exc_info=True)
+        return {}
+    headers, remaining = {}, {}
+    for w in windows:
+        if w.rpm:
+            left = w.rpm - requests[w.requests_key]
+            if left < 0:
+                raise KeyRateLimited(wait=math.ceil(reset_s), headers=_headers(w.rpm, 0, reset_s, "requests"),
+                                     message=f"Rate limit reached for {w.scope}: {w.rpm} requests per minute.")
+            if left < remaining.get("requests", (math.inf,))[0]:
+                remaining["requests"] = (left, w.rpm)
+        if w.tpm:
+            left = w.tpm - (tokens.get(w.tokens_key) or 0)
+            if left <= 0:
+                raise KeyRateLimited(wait=math.ceil(reset_s), headers=_headers(w.tpm, 0, reset_s, "tokens"),
+                                     message=f"Rate limit reached for {w.scope}: {w.tpm} tokens per minute.")
+            if left < remaining.get("tokens", (math.inf,))[0]:
+                remaining["tokens"] = (left, w.tpm)
+    for kind, (left, limit) in remaining.items():
+        headers.update(_headers(limit, left, reset_s, kind))
+    return headers
+
+
+def _headers(limit: int, remaining: int, reset_s: float, kind: str) -> dict[str, str]:
+    return {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(max(remaining, 0)),
+            f"x-ratelimit-reset-{kind}": f"{reset_s:.3f}s"}
+
+
+def key_tokens_count(*, api_key_id: int | None, model: str, tokens: int) -> None:
+    """Count a finished call's tokens against its key's token limits, once its run has committed."""
+    limits = key_limits_of(api_key_id)
+    if not tokens or limits is None:
+        return
+    windows = [window for window in _windows(limits, model, at=time.time()) if window.tpm]
+
+    def count() -> None:
+        try:
+            for window in windows:
+                cache.add(window.tokens_key, 0, timeout=WINDOW_S * 2)
+                cache.incr(window.tokens_key, tokens)
+        except Exception:  # noqa: BLE001 - a cache outage does not stop calls
+            logger.warning("gateway key limits: tokens not counted, the shared cache failed", exc_info=True)
+
+    if windows:
+        transaction.on_commit(count)
