@@ -212,7 +212,7 @@ class CronCreate(Body):
     end_time: datetime | None = None
     enabled: bool = True
     timezone: str | None = None
-    # Not honoured (they need checkpoints: issue 13): refused, not ignored.
+    # Not honoured on a cron (a scheduled run pauses only where its graph asks): refused, not ignored.
     interrupt_before: Any = None
     interrupt_after: Any = None
 

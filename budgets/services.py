@@ -1,4 +1,4 @@
-"""Budgets held by reservation (SPEC issue 15). What a run may spend is reserved before it spends it, under a
+"""Budgets held by reservation. What a run may spend is reserved before it spends it, under a
 conditional UPDATE of the budget's period row, so any number of concurrent runs see each other's reservations:
 
 1. A run is written only after reserving, on every hard budget it falls under, the worst case of its first call
