@@ -1,10 +1,12 @@
-"""The OpenAI-compatible gateway (POST /v1/chat/completions, GET /v1/models): a call is a run like any other.
+"""The OpenAI-compatible gateway (/v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/models):
+a call is a run like any other.
 
-Each call runs, through workflows' one run path (run_plan → run_write → the runner with its recorder), a built-in
+Each chat call (a Responses or legacy completions call is read as one) runs, through workflows' one run path (run_plan → run_write → the runner with its recorder), a built-in
 one-node graph (start → model → end) whose model node takes the request's messages, tools and parameters: so a
 call has its execution (`workflow_type = "gateway"`), its node, its LLM call with the provider's usage priced by
 the one usage path, its events and audit rows, and (with X-Chatter-Conversation) the exchange in a conversation
-with its aggregates. This module turns an OpenAI request into a run request and a run into OpenAI's answer."""
+with its aggregates. An embeddings call runs the embeddings graph (start → embedding → end) the same way. This
+module turns an OpenAI request into a run request and a run into OpenAI's answer."""
 from __future__ import annotations
 
 import base64
@@ -27,8 +29,8 @@ from workflows.engine.providers import (
     providers_configured,
 )
 from workflows.models import WorkflowExecution
-from workflows.selectors import execution_get
 from workflows.pricing import HOW_TO_PRICE, price_for_call
+from workflows.selectors import execution_get
 from workflows.services.runs import execution_run_now, execution_start_streamed
 
 GATEWAY_GRAPH = {

@@ -1,5 +1,6 @@
-"""/v1/chat/completions and /v1/models: OpenAI's API over Chatter's runs (gateway.services). Authenticated by an
-API key with the `gateway` scope (`Authorization: Bearer <key>`); errors in OpenAI's shape
+"""/v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings and /v1/models: OpenAI's API over
+Chatter's runs (gateway.services). Authenticated by an API key with the `gateway` scope (`Authorization: Bearer
+<key>`), held to its gateway limits (gateway.limits); errors in OpenAI's shape
 {"error": {"message", "type", "code", "param"}}, made from the one error handler's answer."""
 from __future__ import annotations
 
