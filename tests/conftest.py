@@ -1,7 +1,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components"]
+pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components",
+                  "tests.server_marker"]
 
 
 @pytest.fixture
