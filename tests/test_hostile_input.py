@@ -187,9 +187,8 @@ def test_huge_graphs_are_refused_with_a_clear_error(api):
     many_edges = [{"source": "start", "target": "llm"}] * 20000
     response = api.post("/api/v1/workflows/definitions/validate/", {"nodes": NODES, "edges": many_edges},
                         format="json")
-    assert response.status_code in (200, 413)
-    if response.status_code == 200:
-        assert response.json()["valid"] is False
+    assert response.status_code == 200, response.content  # ~760 kB: under CHATTER_MAX_REQUEST_BYTES, so validated
+    assert response.json()["valid"] is False
     assert not WorkflowDefinition.objects.exists()
 
 

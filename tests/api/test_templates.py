@@ -49,7 +49,9 @@ def test_a_user_creates_a_template_with_normalized_graph_and_analytics(api, alic
 
     template = WorkflowTemplate.objects.get(pk=body["id"])
     assert template.owner == alice and not template.is_builtin and template.version == 1
-    assert body["graph"]["nodes"][1]["config"] is not None or body["graph"] == template.graph
+    normalized = {"nodes": [{**node, "config": {}, "label": node["id"]} for node in GRAPH["nodes"]],
+                  "edges": GRAPH["edges"]}  # every node with its config and label, as stored
+    assert body["graph"] == template.graph == normalized and body["params"] == {"temperature": 0.2}
     [analytics] = [row for row in api.get("/api/v1/analytics/templates/").json()["results"]
                    if row["template_id"] == str(template.pk)]
     assert analytics["total_executions"] == 0 and Decimal(analytics["total_cost"]) == 0  # no run yet: zeros

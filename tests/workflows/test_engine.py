@@ -1,4 +1,5 @@
 """The engine through its services: every kind of run, the trace it leaves, limits and failures."""
+import sys
 import threading
 from decimal import Decimal
 
@@ -366,16 +367,7 @@ def test_another_users_conversation_is_not_found(alice, bob):
 
 
 def test_the_anthropic_provider_without_its_package_is_a_clear_error(alice, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_anthropic(name, *args, **kwargs):
-        if name.startswith("langchain_anthropic"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_anthropic)
+    monkeypatch.setitem(sys.modules, "langchain_anthropic", None)  # Python's own "not installed": import fails
     with pytest.raises(InvalidInput, match="langchain-anthropic"):
         execution_create(owner=alice, message="hi", chat=True, config={"provider": "anthropic"})
     assert WorkflowExecution.objects.count() == 0
