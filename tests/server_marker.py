@@ -13,6 +13,7 @@ the program: the quick run then never starts servers by accident.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
 
@@ -24,6 +25,9 @@ PROCESS_NAMES = frozenset({
     "playwright", "sync_playwright", "async_playwright", "posix_spawn",
 })
 PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.system", "os.spawn"})
+# What the standard library runs to describe the machine (platform.uname(), ctypes.util.find_library()), e.g. for an
+# HTTP client's User-Agent: gone at once, not a server.
+MACHINE_PROBES = frozenset({"uname", "ldconfig", "gcc", "cc", "ld", "objdump", "file"})
 
 _verdicts: dict[int, bool] = {}
 
@@ -110,9 +114,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _started: list[str] | None = None
 
 
+def _program(event: str, args: tuple) -> str:
+    program = args[0] if args else ""
+    if not program and event == "subprocess.Popen" and args[1]:  # no executable: the first argument is the program
+        command = args[1]
+        program = command if isinstance(command, (str, bytes)) else next(iter(command), "")
+    return os.fsdecode(program) if isinstance(program, (str, bytes, os.PathLike)) else str(program)
+
+
 def _audit(event: str, args: tuple) -> None:
-    if _started is not None and (event in PROCESS_EVENTS or event.startswith("os.spawn")):
-        program = args[0] if args else ""
+    if _started is None or not (event in PROCESS_EVENTS or event.startswith("os.spawn")):
+        return
+    program = _program(event, args)
+    if os.path.basename(program.split()[0] if program.strip() else program) not in MACHINE_PROBES:
         _started.append(f"{event}: {program!r}"[:200])
 
 
