@@ -7,6 +7,7 @@ import pytest
 
 from analytics.models import TemplateAnalytics
 from tests.api.conftest import assert_error
+from tests.factories import WorkflowTemplateFactory
 from workflows.models import WorkflowTemplate
 
 URL = "/api/v1/workflows/templates/"
@@ -175,12 +176,12 @@ def test_a_template_cannot_be_shared_under_a_key_another_shared_template_has(api
 def test_the_database_keeps_the_key_rule(alice, bob):
     from django.db import IntegrityError, transaction
 
-    WorkflowTemplate.objects.create(key="k", name="a", owner=alice, graph=GRAPH)
-    WorkflowTemplate.objects.create(key="k", name="b", owner=bob, graph=GRAPH)  # per owner
+    WorkflowTemplateFactory(key="k", name="a", owner=alice, graph=GRAPH)
+    WorkflowTemplateFactory(key="k", name="b", owner=bob, graph=GRAPH)  # per owner
     for fields in ({"owner": alice}, {"owner": None, "is_builtin": True, "is_public": True}):
         with pytest.raises(IntegrityError), transaction.atomic():
-            WorkflowTemplate.objects.create(key="k" if fields["owner"] else "summarize", name="x", graph=GRAPH,
-                                            **fields)
+            WorkflowTemplateFactory(key="k" if fields["owner"] else "summarize", name="x", graph=GRAPH,
+                                    **fields)
     WorkflowTemplate.objects.filter(owner=alice, key="k").update(is_public=True)
     with pytest.raises(IntegrityError), transaction.atomic():
         WorkflowTemplate.objects.filter(owner=bob, key="k").update(is_public=True)

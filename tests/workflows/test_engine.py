@@ -8,6 +8,7 @@ import pytest
 from analytics.selectors import template_figures_stored
 from chatter_project.errors import InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
+from tests.factories import DocumentFactory
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
 from workflows.models import (
     ExecutionEvent,
@@ -140,8 +141,8 @@ def test_memory_can_be_switched_off_by_run_config(alice):
 
 
 def test_retrieval_puts_the_owners_documents_in_context(alice, bob):
-    Document.objects.create(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
-    Document.objects.create(owner=bob, title="Kiwi secrets", content="Bob's kiwi notes.")
+    DocumentFactory(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
+    DocumentFactory(owner=bob, title="Kiwi secrets", content="Bob's kiwi notes.")
     execution = run(owner=alice, message="tell me about the kiwi", chat=True, config={"enable_retrieval": True})
     retrieval = NodeExecution.objects.get(execution=execution, node_id="retrieval")
     assert retrieval.status == "completed"
