@@ -122,8 +122,8 @@ def _program(event: str, args: tuple) -> str:
     return os.fsdecode(program) if isinstance(program, (str, bytes, os.PathLike)) else str(program)
 
 
-def _audit(event: str, args: tuple) -> None:
-    if _started is None or not (event in PROCESS_EVENTS or event.startswith("os.spawn")):
+def _audit(event: str, args: tuple) -> None:  # called for every audited event of the process: cheap first
+    if event not in PROCESS_EVENTS or _started is None:
         return
     program = _program(event, args)
     if os.path.basename(program.split()[0] if program.strip() else program) not in MACHINE_PROBES:
