@@ -2,7 +2,7 @@
 import openai
 import pytest
 
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 
 
 @pytest.fixture
@@ -10,7 +10,7 @@ def gateway(daphne_server, openai_stub, alice):
     """A server whose `openai` provider is the stub, and alice's key with the gateway scope only."""
     server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
                            CHATTER_PROVIDER_MAX_RETRIES="0")
-    server.key = api_token_create(user=alice, name="gateway", scopes=["gateway"])[1]
+    server.key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
     server.v1 = f"{server.base_url}/v1"
     return server
 

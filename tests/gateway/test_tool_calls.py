@@ -9,7 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from chatter_project.tokens import api_token_create
-from conversations.models import Conversation, Message
+from conversations.models import Message
+from tests.factories import ConversationFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
 
@@ -30,7 +31,7 @@ def upstream_tool_calls(openai_stub) -> None:
 
 
 def test_it_hands_over_arguments_as_the_upstream_sent_them_valid_json_or_not(gateway, openai_stub, alice):
-    conversation = Conversation.objects.create(owner=alice, title="tools")
+    conversation = ConversationFactory(owner=alice, title="tools")
     upstream_tool_calls(openai_stub)
 
     raw = client(gateway).chat.completions.with_raw_response.create(
