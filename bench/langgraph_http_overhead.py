@@ -1,7 +1,9 @@
 """/langgraph/'s per-request overhead: sequential `GET /langgraph/threads/{id}` and `POST
 /langgraph/threads/{id}/runs/wait` on a trivial registered graph (one node adding 1), in-process through Django's
-test Client and over HTTP against a daphne of the same settings and database (SQLite, a fresh file), plus the SQL
-statements each request makes (CaptureQueriesContext). One JSON line per run. To compare two trees (a branch and
+test Client and over HTTP against a daphne of the same settings and database (SQLite, a fresh file): the CPU time
+per request (of this process in-process, of daphne's over HTTP: steady on a busy machine) and the wall time's
+median and 90th percentile; plus the SQL statements each request makes (CaptureQueriesContext). One JSON line per
+run. To compare two trees (a branch and
 main), run it from either against the other, interleaved:
 
     python bench/langgraph_http_overhead.py --tree <a source tree> --label main [--gets 500] [--waits 200]
@@ -40,13 +42,24 @@ graph = builder.compile()
 '''
 
 
-def _timed(send, n: int) -> dict:
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of this process (every thread), or of process `pid`: what a request costs
+    whatever else the machine runs meanwhile, unlike its wall time."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(send, n: int, *, cpu_of: int | None = None) -> dict:
     times = []
+    cpu = _cpu_s(cpu_of)
     for _ in range(n):
         started = time.perf_counter()
         send()
         times.append((time.perf_counter() - started) * 1e6)
-    return {"n": n, "mean_us": round(statistics.fmean(times)), "median_us": round(statistics.median(times)),
+    cpu = _cpu_s(cpu_of) - cpu
+    return {"n": n, "cpu_us": round(cpu / n * 1e6), "median_us": round(statistics.median(times)),
             "p90_us": round(statistics.quantiles(times, n=10)[-1])}
 
 
@@ -135,7 +148,8 @@ def main() -> None:
                 assert response.status_code == 200, response.text
 
             _timed(http_get, 50), _timed(http_wait, 20)
-            result["daphne"] = {"get": _timed(http_get, args.gets), "wait": _timed(http_wait, args.waits)}
+            result["daphne"] = {"get": _timed(http_get, args.gets, cpu_of=server.pid),
+                                "wait": _timed(http_wait, args.waits, cpu_of=server.pid)}
     finally:
         server.terminate()
         server.wait(10)
