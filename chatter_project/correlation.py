@@ -4,7 +4,7 @@ request alike), else a new one. The request knows it as `request.correlation_id`
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
@@ -16,7 +16,7 @@ _USABLE = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # what a correlation_id column h
 
 def correlation_id_of(request: HttpRequest) -> str:
     sent = request.headers.get(HEADER, "")
-    return sent if _USABLE.fullmatch(sent) else uuid.uuid4().hex
+    return sent if sent and _USABLE.fullmatch(sent) else secrets.token_hex(16)
 
 
 @sync_and_async_middleware
