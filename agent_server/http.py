@@ -125,6 +125,7 @@ class LangGraphView(APIView):
     http_method_names = ["get", "post", "put", "patch", "delete"]  # no HEAD or OPTIONS (CORS answers preflights)
     throttle_scope = RUNS
     starts_runs = False
+    schema = None  # not in /api/v1/'s OpenAPI document: this is LangGraph's API, documented as LangGraph's
 
     def initial(self, request, *args, **kwargs):
         if not hasattr(self, request.method.lower()) or request.method.lower() not in self.http_method_names:
