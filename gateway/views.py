@@ -3,10 +3,9 @@ API key with the `gateway` scope (`Authorization: Bearer <key>`); errors in Open
 {"error": {"message", "type", "code", "param"}}, made from the one error handler's answer."""
 from __future__ import annotations
 
-import json
 from typing import AsyncIterator
 
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -16,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatter_project.api.exceptions import api_exception_handler
-from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
+from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.serializers import ChatCompletionSerializer
@@ -81,7 +80,7 @@ class ModelsView(GatewayView):
 async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
-            yield f"data: {json.dumps(chunk, separators=(',', ':'), default=str)}\n\n"
+            yield frame(chunk)  # OpenAI's frames: data only
         yield "data: [DONE]\n\n"
     finally:
         await chunks.aclose()  # a client that went away: the feed's subscription goes (the run goes on)
@@ -109,12 +108,9 @@ class ChatCompletionsView(GatewayView):
         if data["stream"]:
             execution, feed = gateway_stream(**run)
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            response = StreamingHttpResponse(_sse(completion_chunks(
-                execution, feed, model=data["model"], include_usage=include_usage)), content_type=EVENT_STREAM)
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            response[EXECUTION_HEADER] = str(execution.pk)
-            return response
+            return event_stream_response(_sse(completion_chunks(
+                execution, feed, model=data["model"], include_usage=include_usage)),
+                headers={EXECUTION_HEADER: str(execution.pk)})
         execution = gateway_complete(**run)
         headers = {EXECUTION_HEADER: str(execution.pk)}
         if execution.status != WorkflowExecution.Status.COMPLETED:
