@@ -131,6 +131,21 @@ def test_every_answer_carries_a_correlation_id_the_clients_own_when_usable(alice
     assert made["X-Request-ID"] != replaced["X-Request-ID"]
 
 
+@pytest.mark.parametrize("surface", RUN_STARTS)
+def test_a_run_a_request_starts_records_its_correlation_id_and_so_do_its_audit_rows(alice, surface):
+    from audit.models import AuditEvent
+
+    key = key_with(alice, *API_KEY_SCOPES)
+
+    response = send(surface, key, headers={"X-Request-ID": f"trace-{surface}-42"})
+
+    assert response.status_code in (200, 201) and response["X-Request-ID"] == f"trace-{surface}-42"
+    execution = WorkflowExecution.objects.get(owner=alice)
+    assert execution.correlation_id == f"trace-{surface}-42"
+    actions = set(AuditEvent.objects.filter(correlation_id=f"trace-{surface}-42").values_list("action", flat=True))
+    assert {"execution.started", "execution.completed"} <= actions
+
+
 def test_unknown_routes_and_public_reads_carry_one_too(alice):
     for path, status in (("/langgraph/no/such/route", 404), ("/api/v1/no/such/route/", 404), ("/langgraph/ok", 200),
                          ("/langgraph/info", 200)):
