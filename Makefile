@@ -5,11 +5,12 @@ STAMP := $(VENV)/.installed
 SERVICES_DIR := var/services
 
 .DEFAULT_GOAL := help
-.PHONY: help .venv run test services-up services-down clean
+.PHONY: help .venv run test test-quick services-up services-down clean
 
 help:
 	@echo "make run            migrate, seed, create a local admin, serve http://127.0.0.1:8000/ (PORT=, HOST=) and the worker"
 	@echo "make test           the whole suite on SQLite, then on PostgreSQL + Redis (started locally)"
+	@echo "make test-quick     pytest -m \"not server\": the tests that start no process, on SQLite (ARGS= as for test)"
 	@echo "make services-up    start a local PostgreSQL + Redis in $(SERVICES_DIR) (source $(SERVICES_DIR)/env)"
 	@echo "make services-down  stop them"
 	@echo "make clean          remove caches, collected static files and test leftovers"
@@ -29,6 +30,10 @@ run: .venv
 # Extra pytest arguments: make test ARGS="-x -k chat"
 test: .venv
 	scripts/test.sh $(ARGS)
+
+# The tests that start no server, worker, browser or CLI (tests/server_marker.py), once, on SQLite.
+test-quick: .venv
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest -m "not server" $(ARGS)
 
 services-up:
 	scripts/services.sh start $(SERVICES_DIR)

@@ -2,37 +2,46 @@
 key scope "runs", what its runs need (as /api/v1/schedules/ does); listing them "read"."""
 from __future__ import annotations
 
+from rest_framework.response import Response
+
 from agent_server import crons
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
-from agent_server.http import body_of, langgraph_endpoint
+from agent_server.http import READ, LangGraphView
 
 
-@langgraph_endpoint("POST", scope="runs")
-def cron_create(request, user):
-    return crons.cron_as_dict(crons.cron_create(owner=user, body=body_of(request, CronCreate)))
+class CronCreateView(LangGraphView):
+    """POST /runs/crons, or /threads/{id}/runs/crons: a cron of the thread."""
+
+    key_scope = "runs"
+
+    def post(self, request, thread_id=None):
+        return Response(crons.cron_as_dict(crons.cron_create(owner=request.user, body=self.body(CronCreate),
+                                                             thread_id=thread_id)))
 
 
-@langgraph_endpoint("POST", scope="runs")
-def thread_cron_create(request, user, thread_id):
-    return crons.cron_as_dict(crons.cron_create(owner=user, body=body_of(request, CronCreate), thread_id=thread_id))
+class CronSearchView(LangGraphView):
+    key_scope = READ
+
+    def post(self, request):
+        return Response(crons.cron_search(user=request.user, body=self.body(CronSearch)))
 
 
-@langgraph_endpoint("POST", scope="read")
-def cron_search(request, user):
-    return crons.cron_search(user=user, body=body_of(request, CronSearch))
+class CronCount(LangGraphView):
+    key_scope = READ
+
+    def post(self, request):
+        body = self.body(CronSearch)
+        return Response(len(crons.cron_search(user=request.user, body=body.model_copy(update={
+            "limit": 10**6, "offset": 0, "select": None}))))
 
 
-@langgraph_endpoint("POST", scope="read")
-def cron_count(request, user):
-    body = body_of(request, CronSearch)
-    return len(crons.cron_search(user=user, body=body.model_copy(update={"limit": 10**6, "offset": 0,
-                                                                         "select": None})))
+class CronDetail(LangGraphView):
+    key_scope = "runs"
 
+    def patch(self, request, cron_id):
+        schedule = crons.cron_get(user=request.user, cron_id=cron_id)
+        return Response(crons.cron_as_dict(crons.cron_update(schedule=schedule, body=self.body(CronUpdate))))
 
-@langgraph_endpoint("PATCH", "DELETE", scope="runs")
-def cron_detail(request, user, cron_id):
-    schedule = crons.cron_get(user=user, cron_id=cron_id)
-    if request.method == "DELETE":
-        crons.cron_delete(schedule=schedule)
-        return None
-    return crons.cron_as_dict(crons.cron_update(schedule=schedule, body=body_of(request, CronUpdate)))
+    def delete(self, request, cron_id):
+        crons.cron_delete(schedule=crons.cron_get(user=request.user, cron_id=cron_id))
+        return Response(status=204)

@@ -3,10 +3,10 @@ exposes its graphs, over MCP's Streamable HTTP transport.
 
 Stateless, as the stock server's endpoint is: no session id is issued, each POST carries one JSON-RPC message and
 is answered with JSON, never with a server-sent stream; so GET (the server's own stream) and DELETE (a session's
-end) are 405. The transport is a view of /langgraph/ (agent_server.views.mcp_endpoint, through
-langgraph_endpoint): the API key, its scopes ("read" to initialize and list, "runs" to call a tool), the run
-throttle (taken by a tools/call only) and the body-size limit are every /langgraph/ route's, and their refusals
-are its `{"detail": …}` errors with their HTTP status. What reaches the protocol is answered in JSON-RPC's shape.
+end) are 405. The transport is a view of /langgraph/ (agent_server.views.McpEndpoint, a LangGraphView): the API
+key, its scopes ("read" to initialize and list, "runs" to call a tool), the run throttle (taken by a tools/call
+only) and the body-size limit are every /langgraph/ route's, and their refusals are its `{"detail": …}` errors
+with their HTTP status. What reaches the protocol is answered in JSON-RPC's shape.
 
 Tools: every assistant `assistant_search` gives the caller (registered Python graphs, templates, definitions, the
 caller's own assistants), named by its assistant id (made a valid MCP tool name where it is not one, and unique),
@@ -25,19 +25,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from rest_framework.exceptions import ParseError
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from agent_server.assistants import assistant_search
 from agent_server.bodies import RunCreate
-from agent_server.http import READ, json_response
+from agent_server.http import READ
 from agent_server.meta import SERVER_VERSION
-from agent_server.runs import run_as_dict, run_cancel, run_ended, run_interrupts, run_start, run_values
+from agent_server.runs import run_as_dict, run_cancel, run_interrupts, run_start, run_values
 from chatter_project.api.parsers import json_parse
 from chatter_project.api.throttling import RUNS
 from chatter_project.errors import Conflict, InvalidInput, NotFound
@@ -136,10 +136,15 @@ class ChatArguments(BaseModel):
         return {"messages": messages}
 
 
-def _message_of(request: HttpRequest) -> Message:
+def _body(request: Request) -> bytes:
+    """The request's body as sent (agent_server.http.BodyBytes: size-limited like every body)."""
+    return request.data if isinstance(request.data, bytes) else b""
+
+
+def _message_of(request: Request) -> Message:
     """The request's one message; RpcError (HTTP 400) when it is not JSON, or not a JSON-RPC message."""
     try:
-        raw = json_parse(request.body or b"")
+        raw = json_parse(_body(request))
     except ParseError as exc:
         raise RpcError(PARSE_ERROR, f"Parse error: {exc.detail}", http_status=400) from None
     if isinstance(raw, list):
@@ -179,30 +184,30 @@ def _params(model: type[BaseModel], message: Message):
         raise RpcError(INVALID_PARAMS, f"Invalid params: {_first_error(exc)}", request_id=message.id) from None
 
 
-def _requested_method(request: HttpRequest) -> str | None:
+def _requested_method(request: Request) -> str | None:
     """The method the request's message names, when it is one well-formed message (None otherwise: the handler
     answers it as the protocol says)."""
     try:
-        raw = json_parse(request.body or b"")
-    except (ParseError, RequestDataTooBig):
+        raw = json_parse(_body(request))
+    except ParseError:
         return None
     method = raw.get("method") if isinstance(raw, dict) else None
     return method if isinstance(method, str) else None
 
 
-def mcp_scope(request: HttpRequest) -> str:
+def mcp_scope(request: Request) -> str:
     """The key scope a message needs: a tool call starts a run ("runs"); the rest reads ("read")."""
     return RUNS if _requested_method(request) == "tools/call" else READ
 
 
-def mcp_starts_run(request: HttpRequest) -> bool:
+def mcp_starts_run(request: Request) -> bool:
     """Whether the message takes one from the run throttle: a tool call does; initialize, listing, ping do not."""
     return mcp_scope(request) == RUNS
 
 
 # --- the transport --------------------------------------------------------------------------------------------
 
-async def mcp_answer(request: HttpRequest, *, user) -> HttpResponse:
+def mcp_answer(request: Request, *, user) -> HttpResponse:
     """The answer to one POST: 202 without a body for a notification (or a client's answer), else a JSON-RPC
     response as JSON."""
     try:
@@ -211,14 +216,14 @@ async def mcp_answer(request: HttpRequest, *, user) -> HttpResponse:
             _version_checked(request, message)
         if not message.is_request:
             return HttpResponse(status=202)
-        result = await _method_answer(message, request=request, user=user)
+        result = _method_answer(message, request=request, user=user)
     except RpcError as exc:
-        return json_response({"jsonrpc": "2.0", "id": exc.request_id,
-                              "error": {"code": exc.code, "message": exc.message}}, status=exc.http_status)
-    return json_response({"jsonrpc": "2.0", "id": message.id, "result": result})
+        return Response({"jsonrpc": "2.0", "id": exc.request_id, "error": {"code": exc.code, "message": exc.message}},
+                        status=exc.http_status)
+    return Response({"jsonrpc": "2.0", "id": message.id, "result": result})
 
 
-def _version_checked(request: HttpRequest, message: Message) -> None:
+def _version_checked(request: Request, message: Message) -> None:
     """After initialize a client names the agreed revision in a header (none: 2025-03-26's clients, which send
     none); one not spoken here is a 400, as the transport's specification says."""
     version = request.headers.get(VERSION_HEADER)
@@ -227,7 +232,7 @@ def _version_checked(request: HttpRequest, message: Message) -> None:
                                         f"{', '.join(PROTOCOL_VERSIONS)})", request_id=message.id, http_status=400)
 
 
-async def _method_answer(message: Message, *, request: HttpRequest, user) -> dict:
+def _method_answer(message: Message, *, request: Request, user) -> dict:
     if message.method == "initialize":
         asked = _params(InitializeParams, message).protocol_version
         return {"protocolVersion": asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0],
@@ -236,11 +241,11 @@ async def _method_answer(message: Message, *, request: HttpRequest, user) -> dic
         return {}
     if message.method == "tools/list":
         cursor = _params(ListParams, message).cursor
-        return await database_sync_to_async(tools_page)(user=user, cursor=cursor, request_id=message.id)
+        return tools_page(user=user, cursor=cursor, request_id=message.id)
     if message.method == "tools/call":
         params = _params(CallParams, message)
-        return await tool_call(user=user, name=params.name, arguments=params.arguments or {},
-                               api_key=request.auth, request_id=message.id)
+        return tool_call(user=user, name=params.name, arguments=params.arguments or {}, api_key=request.auth,
+                         request_id=message.id)
     raise RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}", request_id=message.id)
 
 
@@ -336,19 +341,17 @@ def tool_named(*, user, name: str, request_id=None) -> Tool:
     raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", request_id=request_id)
 
 
-async def tool_call(*, user, name: str, arguments: dict, api_key, request_id=None) -> dict:
-    """tools/call: run the tool's assistant once without a thread, as POST /runs/wait does."""
-    tool = await database_sync_to_async(tool_named)(user=user, name=name, request_id=request_id)
+def tool_call(*, user, name: str, arguments: dict, api_key, request_id=None) -> dict:
+    """tools/call: run the tool's assistant once without a thread, as POST /runs/wait does: here, to its end or its
+    question (a run without a thread is never queued behind another)."""
+    tool = tool_named(user=user, name=name, request_id=request_id)
     try:
         run_input = arguments if tool.runs_registered_graph else _chat_input(arguments)
         body = RunCreate(assistant_id=tool.assistant["assistant_id"], input=run_input)
-        started = await database_sync_to_async(run_start)(owner=user, body=body, mode=Mode.SYNC, api_key=api_key)
+        started = run_start(owner=user, body=body, mode=Mode.SYNC, api_key=api_key)
     except (InvalidInput, NotFound) as exc:  # what the model gave (or the graph it names) does not do
         return _error_result(exc.message)
-    execution = started.execution
-    if not execution.is_terminal and execution.status != Status.WAITING:
-        await run_ended(execution_id=execution.pk)
-    return await database_sync_to_async(tool_result)(execution=execution, inputs=started.inputs, actor=user)
+    return tool_result(execution=started.execution, inputs=started.inputs, actor=user)
 
 
 def _chat_input(arguments: dict) -> dict:

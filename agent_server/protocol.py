@@ -16,13 +16,14 @@ import asyncio
 import time
 from typing import Any, AsyncIterator
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from agent_server.bodies import RunCreate
 from agent_server.messages import question_interrupt
-from agent_server.stream import frame
 from agent_server.threads import thread_get
+from chatter_project.api.sse import frame
 from chatter_project.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -219,8 +220,8 @@ def _events_after(*, owner, thread_id, after_pk: int, limit: int = 500) -> list[
 
 
 def sse_frame(event: dict) -> str:
-    """An event as an SSE frame, written by the one SSE framer of /langgraph/ (agent_server.stream)."""
-    return frame(event["method"], event, str(event["seq"]))
+    """An event as an SSE frame, written by the one SSE writer (chatter_project.api.sse)."""
+    return frame(event, event=event["method"], frame_id=event["seq"])
 
 
 async def thread_events(*, owner, thread_id, channels: list[str], namespaces: list[list[str]] | None,
@@ -253,8 +254,8 @@ _draining: set = set()
 
 
 def feed_drained(feed) -> None:
-    """A run a command started goes on without a reader: its feed is read to its end on the event loop, so it lets
-    go of its subscription."""
+    """A run a command started goes on without a reader: its feed is read to its end on the server's event loop
+    (from the view's thread, asgiref hands the task's start to that loop), so it lets go of its subscription."""
     async def drain() -> None:
         try:
             async for _ in feed:
@@ -262,6 +263,9 @@ def feed_drained(feed) -> None:
         finally:
             await feed.aclose()
 
-    task = asyncio.get_running_loop().create_task(drain())
-    _draining.add(task)  # (the loop keeps only a weak reference to a task)
-    task.add_done_callback(_draining.discard)
+    async def start() -> None:
+        task = asyncio.get_running_loop().create_task(drain())
+        _draining.add(task)  # (the loop keeps only a weak reference to a task)
+        task.add_done_callback(_draining.discard)
+
+    async_to_sync(start)()

@@ -15,7 +15,6 @@ node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__int
 then `end`; its resume (command.resume) streams the rest of the same run."""
 from __future__ import annotations
 
-import json
 import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -23,6 +22,7 @@ from channels.db import database_sync_to_async
 
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
+from chatter_project.api.sse import frame
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -33,12 +33,6 @@ def parse_last_event_id(value: str | None) -> tuple[int, int] | None:
     if seq.isdigit() and k.isdigit():
         return int(seq), int(k)
     return None
-
-
-def frame(event: str, data, frame_id: str | None = None) -> str:
-    lines = [f"id: {frame_id}"] if frame_id is not None else []
-    lines += [f"event: {event}", f"data: {json.dumps(data, separators=(',', ':'), default=str)}"]
-    return "\n".join(lines) + "\n\n"
 
 
 @database_sync_to_async
@@ -243,19 +237,20 @@ class FrameMaker:
 
 async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker, resume: tuple[int, int] | None = None,
                            on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[str]:
-    """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing.
+    """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing, written by the
+    one SSE writer (chatter_project.api.sse).
     `on_disconnect`: called when the client goes away before the feed's end (on_disconnect="cancel")."""
     ended = False
     try:
         if resume is None:
-            yield frame("metadata", {"run_id": maker.run_id, "attempt": 1}, "0-0")
+            yield frame({"run_id": maker.run_id, "attempt": 1}, event="metadata", frame_id="0-0")
         async for envelope in feed:
             seq = envelope["seq"]
             for k, (event, data) in enumerate(await maker.frames(envelope)):
                 if seq is None:
-                    yield frame(event, data)
+                    yield frame(data, event=event)
                 elif resume is None or (seq, k) > resume:
-                    yield frame(event, data, f"{seq}-{k}")
+                    yield frame(data, event=event, frame_id=f"{seq}-{k}")
         ended = True
     finally:
         await feed.aclose()

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
@@ -19,8 +19,8 @@ ALL_SCOPES = "*"  # a view's key_scope meaning: only a key holding every scope (
 
 def api_key_authenticate(key: str) -> ApiToken:
     """The live key (revoked and expired ones are not) that `key` is, of an active user, noted as used; else
-    AuthenticationFailed. How every surface authenticates a key: DRF's classes below (/api/v1/, /v1/), /langgraph/
-    (agent_server.http) and the websockets (TokenAuthMiddleware)."""
+    AuthenticationFailed. How every surface authenticates a key: DRF's classes below (/api/v1/, /v1/, /langgraph/)
+    and the websockets (TokenAuthMiddleware)."""
     from chatter_project.tokens import api_token_get, api_token_touch
 
     token = api_token_get(key=key)
@@ -47,6 +47,22 @@ class ApiKeyBearerAuthentication(ApiTokenAuthentication):
     keyword = "Bearer"
 
 
+class ApiKeyHeaderAuthentication(BaseAuthentication):
+    """The same keys in the `x-api-key` header, as LangGraph's SDKs send them (/langgraph/)."""
+
+    header = "x-api-key"
+
+    def authenticate(self, request):
+        key = request.headers.get(self.header, "")
+        if not key:
+            return None  # the next class reads `Authorization`
+        token = api_key_authenticate(key)
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        return f'ApiKey header="{self.header}"'  # a challenge, so a request without a key is a 401 (DRF)
+
+
 def request_api_key(request) -> ApiToken | None:
     """The API key a request authenticated with, or None (a session)."""
     return request.auth if isinstance(request.auth, ApiToken) else None
@@ -62,8 +78,8 @@ def required_scope(request, view) -> str:
 
 def key_scope_refusal(token: ApiToken | None, needed: str) -> str | None:
     """Why `token` may not do what needs the scope `needed` (ALL_SCOPES: every one), or None when it may; a request
-    without a key (a session) is not limited. The one scope rule of every surface: ApiKeyScope (/api/v1/, /v1/),
-    /langgraph/ (agent_server.http) and the websockets (TokenAuthMiddleware)."""
+    without a key (a session) is not limited. The one scope rule of every surface: ApiKeyScope (/api/v1/, /v1/,
+    /langgraph/) and the websockets (TokenAuthMiddleware)."""
     if token is None:
         return None
     if needed == ALL_SCOPES:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from agent_server.http import json_response, not_found
 from chatter_project.api.exceptions import error_body
 from gateway.views import openai_error
 
@@ -16,7 +15,7 @@ def _surface_error(request: HttpRequest, *, status: int, code: str, message: str
     if request.path.startswith("/api/"):
         return JsonResponse(error_body(code, message), status=status)
     if request.path.startswith("/langgraph/"):
-        return not_found() if status == 404 else json_response({"detail": message}, status=status)
+        return JsonResponse({"detail": "Not Found" if status == 404 else message}, status=status)
     if request.path.startswith("/v1/"):
         return JsonResponse(openai_error(status=status, code=code, message=message), status=status)
     return None

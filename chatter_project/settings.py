@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 # still served before URL resolution; the middleware above it does nothing costly for them (sessions and users
 # are lazy).
 MIDDLEWARE = [
+    "chatter_project.correlation.correlation_id_middleware",  # first: every answer, a refusal too, carries one
     "chatter_project.request_text.nul_refusal_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -84,9 +85,10 @@ CORS_ALLOWED_ORIGINS = list(env_origins("CHATTER_CORS_ALLOWED_ORIGINS"))
 CORS_URLS_REGEX = r"^/(langgraph|api/v1|v1)/"
 # What LangGraph's SDKs and UIs send beside Django's defaults: the key, a stream's resume point, agent-chat-ui's
 # auth scheme.
-CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme")
-# What the SDKs read from an answer: a run's path (Content-Location) and its stream's (Location); a throttle's wait.
-CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after")
+CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme", "x-request-id")
+# What the SDKs read from an answer: a run's path (Content-Location) and its stream's (Location); a throttle's wait;
+# the request's correlation id (chatter_project.correlation).
+CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after", "x-request-id")
 if CORS_ALLOWED_ORIGINS:
     MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 

@@ -4,10 +4,9 @@ Chatter's runs (gateway.services). Authenticated by an API key with the `gateway
 {"error": {"message", "type", "code", "param"}}, made from the one error handler's answer."""
 from __future__ import annotations
 
-import json
 from typing import AsyncIterator
 
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -17,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatter_project.api.exceptions import api_exception_handler
-from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
+from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.serializers import (
@@ -111,7 +110,7 @@ class ModelView(GatewayView):
 async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
-            yield f"data: {json.dumps(chunk, separators=(',', ':'), default=str)}\n\n"
+            yield frame(chunk)  # OpenAI's frames: data only
         yield "data: [DONE]\n\n"
     finally:
         await chunks.aclose()  # a client that went away: the feed's subscription goes (the run goes on)
@@ -235,11 +234,8 @@ def _include_usage(data: dict) -> bool:
     return bool((data.get("stream_options") or {}).get("include_usage"))
 
 
-def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], **headers) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_sse(chunks), content_type=EVENT_STREAM, headers=_run_headers(execution, **headers))
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], **headers) -> HttpResponseBase:
+    return event_stream_response(_sse(chunks), headers=_run_headers(execution, **headers))
 
 
 def _answer(execution: WorkflowExecution, body, **headers) -> Response:

@@ -1,22 +1,24 @@
 import pytest
-from django.contrib.auth import get_user_model
 
-pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components"]
+from tests.factories import StaffFactory, UserFactory
+
+pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components",
+                  "tests.server_marker"]
 
 
 @pytest.fixture
 def alice(db):
-    return get_user_model().objects.create_user("alice", "alice@example.com", "alice-password")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def bob(db):
-    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-password")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "root-password")
+    return StaffFactory(username="root")
 
 
 @pytest.fixture

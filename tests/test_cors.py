@@ -4,8 +4,8 @@ browser sends a preflight (OPTIONS, no key) before each call that carries the SD
 the answer allows its origin, method and headers."""
 import httpx
 import pytest
+from tests.factories import ApiTokenFactory
 
-from chatter_project.tokens import api_token_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +42,7 @@ def test_a_preflight_from_an_allowed_origin_is_allowed_without_a_key(cors_server
 
 
 def test_an_answer_to_an_allowed_origin_exposes_what_the_sdk_reads(cors_server, alice):
-    key = api_token_create(user=alice)[1]
+    key = ApiTokenFactory(user=alice).key
     client = httpx.Client(base_url=f"{cors_server.base_url}/langgraph", headers={"Origin": UI})
 
     created = client.post("/threads", json={}, headers={"x-api-key": key})

@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from drf_spectacular.generators import SchemaGenerator
 
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.surfaces import assert_surface_error
 
 # Transactional: the async views of /langgraph/ reach the ORM through database_sync_to_async, which closes the
@@ -236,5 +236,5 @@ def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_sha
 
 
 def token_headers(user) -> dict:
-    key = api_token_create(user=user)[1]
+    key = ApiTokenFactory(user=user).key
     return {"HTTP_AUTHORIZATION": f"Bearer {key}", "HTTP_X_API_KEY": key}

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from chatter_project.models import ApiToken
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from tests.factories import ApiTokenFactory
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -54,7 +54,7 @@ def stored_rows() -> str:
 
 def test_no_secret_leaks_from_a_full_run_and_a_failing_one(provider, alice, staff, caplog):
     caplog.set_level(logging.DEBUG)
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     staff_client = APIClient()

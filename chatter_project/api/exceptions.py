@@ -1,4 +1,5 @@
-"""The one API error handler: every error leaves as {"error": {"code": …, "message": …, "details": …}}."""
+"""The one API error path (DRF's EXCEPTION_HANDLER): every error leaves in its surface's shape, /api/v1/'s being
+{"error": {"code": …, "message": …, "details": …}}."""
 from __future__ import annotations
 
 import logging
@@ -33,33 +34,43 @@ def error_body(code: str, message: str, details: Any = None) -> dict:
     return {"error": {"code": code, "message": message, "details": error_details(details, code=code)}}
 
 
+class ErrorShape:
+    """How a surface's errors look: /api/v1/'s {"error": {"code", "message", "details"}} (this class); another dialect
+    on the same stack (/langgraph/'s {"detail": …}: agent_server.http) is a subclass, its views selecting it through
+    DRF's get_exception_handler. What a status is, its headers, the rollback and the audit of refusals are
+    exception_response's, shared by every shape."""
+
+    def chatter_error(self, exc: ChatterError) -> tuple[int, Any]:
+        return exc.status, exc.as_dict()
+
+    def api_error(self, exc: exceptions.APIException) -> tuple[int, Any]:
+        return exc.status_code, _api_exception_body(exc)
+
+    def server_error(self) -> Any:
+        return error_body("server_error", "internal server error")
+
+
+CHATTER_ERRORS = ErrorShape()
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: ChatterError subclasses carry their own status and code; DRF's and Django's
-    exceptions are mapped onto the same shape; anything else is a bug, a logged 500."""
-    if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE (= our limit)
-        exc = PayloadTooLarge(f"request body larger than {settings.CHATTER_MAX_REQUEST_BYTES} bytes",
-                              details=[{"path": "", "code": "max_bytes",
-                                        "message": str(settings.CHATTER_MAX_REQUEST_BYTES)}])
-    elif isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied(*exc.args)
-    elif isinstance(exc, TooManyFieldsSent):
-        exc = exceptions.ParseError(f"too many query or form parameters (at most "
-                                    f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
-    elif isinstance(exc, SuspiciousOperation):
-        exc = exceptions.ParseError(f"bad request: {exc}")
-    elif _is_pool_timeout(exc):
-        exc = Unavailable(f"the server is busy: no database connection freed up within "
-                          f"{settings.DATABASES['default']['OPTIONS']['pool']['timeout']} s; try again",
-                          code="server_busy", details=[{"path": "", "code": "retry_after", "message": "1"}])
+    """DRF's EXCEPTION_HANDLER: every error in /api/v1/'s shape (exception_response)."""
+    return exception_response(exc, context, shape=CHATTER_ERRORS)
+
+
+def exception_response(exc: Exception, context: dict, *, shape: ErrorShape) -> Response | None:
+    """The one error path of every DRF view: ChatterError subclasses carry their own status and code; DRF's and
+    Django's exceptions are mapped onto them; anything else is a bug, a logged 500. `shape` renders the body."""
+    exc = _as_api_error(exc)
     if isinstance(exc, ChatterError):
         set_rollback()
         headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
-        return Response(exc.as_dict(), status=exc.status, headers=headers)
+        status, body = shape.chatter_error(exc)
+        return Response(body, status=status, headers=headers)
     if isinstance(exc, exceptions.APIException):
         set_rollback()
-        response = Response(_api_exception_body(exc), status=exc.status_code, headers=_api_exception_headers(exc))
+        status, body = shape.api_error(exc)
+        response = Response(body, status=status, headers=_api_exception_headers(exc))
         if isinstance(exc, ACCESS_DENIED) and context.get("request") is not None:
             _audit_access_denied(context["request"], response)
         return response
@@ -67,7 +78,29 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return None  # Django's debug page, with the traceback
     logger.error("unhandled API error", exc_info=exc)
     set_rollback()
-    return Response(error_body("server_error", "internal server error"), status=500)
+    return Response(shape.server_error(), status=500)
+
+
+def _as_api_error(exc: Exception) -> Exception:
+    """Django's exceptions (and a busy pool) as the API's."""
+    if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE (= our limit)
+        return PayloadTooLarge(f"request body larger than {settings.CHATTER_MAX_REQUEST_BYTES} bytes",
+                               details=[{"path": "", "code": "max_bytes",
+                                         "message": str(settings.CHATTER_MAX_REQUEST_BYTES)}])
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(*exc.args)
+    if isinstance(exc, TooManyFieldsSent):
+        return exceptions.ParseError(f"too many query or form parameters (at most "
+                                     f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
+    if isinstance(exc, SuspiciousOperation):
+        return exceptions.ParseError(f"bad request: {exc}")
+    if _is_pool_timeout(exc):
+        return Unavailable(f"the server is busy: no database connection freed up within "
+                           f"{settings.DATABASES['default']['OPTIONS']['pool']['timeout']} s; try again",
+                           code="server_busy", details=[{"path": "", "code": "retry_after", "message": "1"}])
+    return exc
 
 
 def _is_pool_timeout(exc: Exception) -> bool:

@@ -1,7 +1,11 @@
-"""Server-Sent Events responses (SPEC §6) over a feed of event envelopes (workflows.realtime's).
+"""The one Server-Sent Events writer of every surface: its frames (`id:`, `event:`, `data:` as compact JSON), its
+heartbeat comment, and the streaming response that carries them. /api/v1/ writes its event envelopes (SPEC §6:
+the event's name, its seq as the id); /langgraph/ its stream modes (agent_server.stream: `<seq>-<k>` ids that
+Last-Event-ID resumes from) and its thread protocol's events (agent_server.protocol); /v1/ OpenAI's `data:` chunks
+(gateway.views).
 
-A DRF view validates and checks ownership first (errors are JSON), then returns `sse_response(feed)`;
-Django serves its async iterator natively under ASGI.
+A DRF view validates and checks ownership first (errors are JSON), then returns `event_stream_response(frames)`;
+Django serves its async iterator natively under ASGI: no thread is held while the stream waits for its feed.
 """
 from __future__ import annotations
 
@@ -14,17 +18,25 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
 EVENT_STREAM = "text/event-stream"
+HEARTBEAT = ": heartbeat\r\n\r\n"  # a comment line: keeps proxies from closing a quiet stream, ignored by clients
 
 
 def wants_event_stream(request: Request) -> bool:
     return EVENT_STREAM in request.headers.get("Accept", "")
 
 
-def sse_frame(envelope: dict) -> str:
-    """One Server-Sent Events frame; token frames carry no id (they are not persisted)."""
-    lines = [] if envelope["seq"] is None else [f"id: {envelope['seq']}"]
-    lines += [f"event: {envelope['event']}", f"data: {json.dumps(envelope, separators=(',', ':'), default=str)}"]
+def frame(data, *, event: str | None = None, frame_id: str | int | None = None) -> str:
+    """One frame: its id (none for what cannot be resumed from), its event name, its data as compact JSON."""
+    lines = [] if frame_id is None else [f"id: {frame_id}"]
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'), default=str)}")
     return "\n".join(lines) + "\n\n"
+
+
+def sse_frame(envelope: dict) -> str:
+    """An event envelope of /api/v1/ (SPEC §6); token frames carry no id (they are not persisted)."""
+    return frame(envelope, event=envelope["event"], frame_id=envelope["seq"])
 
 
 class EventStreamNegotiation(DefaultContentNegotiation):
@@ -48,8 +60,15 @@ async def _frames(feed: AsyncIterator[dict]) -> AsyncIterator[str]:
         await feed.aclose()  # a client that went away must not leave a subscription behind
 
 
-def sse_response(feed: AsyncIterator[dict]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_frames(feed), content_type=EVENT_STREAM)
-    response["Cache-Control"] = "no-cache"
+def event_stream_response(frames: AsyncIterator[str], *, cache_control: str = "no-cache",
+                          headers: dict | None = None) -> StreamingHttpResponse:
+    """The response of every stream: its frames as they come."""
+    response = StreamingHttpResponse(frames, content_type=EVENT_STREAM, headers=headers)
+    response["Cache-Control"] = cache_control
     response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
     return response
+
+
+def sse_response(feed: AsyncIterator[dict]) -> StreamingHttpResponse:
+    """/api/v1/'s stream of a run's feed of event envelopes."""
+    return event_stream_response(_frames(feed))

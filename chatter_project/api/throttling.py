@@ -82,11 +82,6 @@ class CellRateThrottle(ScopedRateThrottle):
             return True
         return self.allow_key(self.get_cache_key(request, view))
 
-    def allow_user(self, user, *, scope: str) -> bool:
-        """allow_request for a user known without DRF's request (the same key as DRF's for that user)."""
-        self.scope = scope
-        return self.allow_key(self.cache_format % {"scope": scope, "ident": user.pk})
-
     def allow_key(self, key: str | None) -> bool:
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
@@ -166,12 +161,4 @@ class RunThrottle(CellRateThrottle):
         return self.fallback.wait() if self.fallback is not None else super().wait()
 
 
-RUNS = "runs"  # the run throttle's scope: its rate is DEFAULT_THROTTLE_RATES["runs"] (CHATTER_RUN_THROTTLE)
-
-
-def run_throttle_wait(*, user) -> float | None:
-    """Take one run from `user`'s allowance: None when let through, else how many seconds until one would be
-    (nothing taken). The same count as RunThrottle's on DRF's views (throttle_scope "runs"), for the surfaces
-    that start runs outside DRF (/langgraph/: agent_server.http)."""
-    throttle = RunThrottle()
-    return None if throttle.allow_user(user, scope=RUNS) else throttle.wait()
+RUNS = "runs"  # the run throttle's scope (a view's throttle_scope): its rate is CHATTER_RUN_THROTTLE

@@ -2,19 +2,19 @@ from pathlib import Path
 
 import pytest
 
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 
 GRAPHS = Path(__file__).parent / "graphs" / "langgraph.json"
 
 
 @pytest.fixture
 def alice_key(alice) -> str:
-    return api_token_create(user=alice)[1]
+    return ApiTokenFactory(user=alice).key
 
 
 @pytest.fixture
 def bob_key(bob) -> str:
-    return api_token_create(user=bob)[1]
+    return ApiTokenFactory(user=bob).key
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from langgraph_sdk.errors import ConflictError, NotFoundError, PermissionDeniedE
 
 from agent_server.models import Assistant, AssistantVersion
 from audit.models import AuditEvent
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation
+from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution, WorkflowSchedule, WorkflowTemplate
 from workflows.services.definitions import definition_from_template
 
@@ -168,8 +168,8 @@ def test_a_graphs_own_assistant_cannot_be_changed_or_deleted(server, alice_key):
 
 
 def test_writing_assistants_needs_the_chat_scope(server, alice):
-    reader = get_sync_client(url=server.langgraph_url, api_key=api_token_create(user=alice, scopes=["read"])[1])
-    writer = get_sync_client(url=server.langgraph_url, api_key=api_token_create(user=alice, scopes=["chat"])[1])
+    reader = get_sync_client(url=server.langgraph_url, api_key=ApiTokenFactory(user=alice, scopes=["read"]).key)
+    writer = get_sync_client(url=server.langgraph_url, api_key=ApiTokenFactory(user=alice, scopes=["chat"]).key)
 
     with pytest.raises(PermissionDeniedError):
         reader.assistants.create("universal_chat")

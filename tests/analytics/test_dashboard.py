@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation
 from tests.analytics.usage import assert_usage_exact, totals
+from tests.factories import BudgetFactory
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
 
@@ -160,7 +161,6 @@ def test_the_template_list_shows_its_analytics(staff_client, runs):
 def test_the_dashboard_shows_spend_by_key_and_group_and_budgets_against_their_limits(staff_client, alice, bob):
     from django.contrib.auth.models import Group
 
-    from budgets.models import Budget
     from chatter_project.tokens import api_token_create
 
     team = Group.objects.create(name="platform-team")
@@ -168,8 +168,7 @@ def test_the_dashboard_shows_spend_by_key_and_group_and_budgets_against_their_li
     key, _ = api_token_create(user=alice, name="nightly-ci")
     run(owner=alice, message="hello", chat=True, api_key=key)
     run(owner=bob, message="hello", chat=True)
-    Budget.objects.create(owner=alice, name="alice monthly", scope="user", target_id=str(alice.pk), period="month",
-                          limit_tokens=100, mode="soft")
+    BudgetFactory(owner=alice, name="alice monthly", period="month", limit_tokens=100, mode="soft")
     run(owner=alice, message="and again", chat=True)  # counted on the budget
 
     response = staff_client.get(DASHBOARD)

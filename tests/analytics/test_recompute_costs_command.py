@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from analytics.models import ModelPrice
+from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall
 from workflows.services.runs import execution_create, execution_run
@@ -18,8 +19,8 @@ def test_it_reprices_past_calls_and_carries_the_change_to_every_total(alice):
     execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
     calls = list(LLMCall.objects.filter(execution=execution))
     # A corrected local price that was in force before the run: $10 in, $20 out per million.
-    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
-                              output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                      output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
     out = StringIO()
     call_command("recompute_costs", "--since", "2000-01-01", stdout=out)
 
@@ -33,8 +34,8 @@ def test_it_reprices_past_calls_and_carries_the_change_to_every_total(alice):
 def test_a_price_from_after_the_call_changes_nothing(alice):
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
     before = execution.cost
-    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
-                              output_per_million=20, effective_from=timezone.now() + timedelta(days=1))
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                      output_per_million=20, effective_from=timezone.now() + timedelta(days=1))
     call_command("recompute_costs", stdout=StringIO())
     execution.refresh_from_db()
     assert execution.cost == before
@@ -67,9 +68,9 @@ def openai_turn(owner, stub, *, model=REPORTED):
 @pytest.fixture
 def tiny_local_price(db):
     """A price for the requested name only: $1 in, $0.50 cached, $2 out per million (none matches the path)."""
-    return ModelPrice.objects.create(provider="openai", model_pattern="tiny-local", input_per_million=1,
-                                     cached_input_per_million=Decimal("0.5"), output_per_million=2,
-                                     effective_from=timezone.now() - timedelta(days=1))
+    return ModelPriceFactory(provider="openai", model_pattern="tiny-local", input_per_million=1,
+                             cached_input_per_million=Decimal("0.5"), output_per_million=2,
+                             effective_from=timezone.now() - timedelta(days=1))
 
 
 def test_a_call_is_priced_by_the_requested_model_and_records_the_reported_one(alice, openai_server,
@@ -97,8 +98,8 @@ def test_re_pricing_a_call_whose_server_reported_another_name_keeps_its_cost(ali
 
 def test_re_pricing_uses_the_requested_models_new_price(alice, openai_server, tiny_local_price):
     execution = openai_turn(alice, openai_server)
-    ModelPrice.objects.create(provider="openai", model_pattern="tiny-local", input_per_million=10,
-                              output_per_million=20, effective_from=tiny_local_price.effective_from + timedelta(hours=1))
+    ModelPriceFactory(provider="openai", model_pattern="tiny-local", input_per_million=10,
+                      output_per_million=20, effective_from=tiny_local_price.effective_from + timedelta(hours=1))
     call_command("recompute_costs", stdout=StringIO())
 
     execution.refresh_from_db()
@@ -163,8 +164,8 @@ def test_a_run_repriced_after_its_templates_figures_were_rebuilt_keeps_every_slo
     template_id = runs[0].template_id
     TemplateAnalytics.objects.filter(template_id=template_id).update(total_executions=99, successful_executions=99)
     call_command("reconcile_aggregates", "--fix", stdout=StringIO())
-    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
-                              output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                      output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
 
     call_command("recompute_costs", "--since", "2000-01-01", stdout=StringIO())
 

@@ -8,6 +8,7 @@ import pytest
 
 from analytics.models import TemplateAnalytics
 from tests.api.conftest import assert_error
+from tests.factories import WorkflowTemplateFactory
 from tests.invariants import assert_i2
 from workflows.models import WorkflowExecution, WorkflowTemplate
 from workflows.services.runs import execution_create, execution_run
@@ -27,8 +28,8 @@ def run(**kwargs) -> WorkflowExecution:
 
 @pytest.fixture
 def alices_template(alice, bob):
-    template = WorkflowTemplate.objects.create(key="alices", name="Alice's", owner=alice, is_public=True,
-                                               graph=LINEAR)
+    template = WorkflowTemplateFactory(key="alices", name="Alice's", owner=alice, is_public=True,
+                                       graph=LINEAR)
     TemplateAnalytics.objects.create(template=template)
     run(owner=alice, template="alices", message="hi")
     run(owner=bob, template="alices", message="hello")  # a public template: bob's runs count too

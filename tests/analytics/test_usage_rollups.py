@@ -10,12 +10,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from analytics.models import ModelPrice, UsageRollup
+from analytics.models import UsageRollup
 from analytics.services import usage_rollups_ensure, usage_rollups_rebuild
 from conversations.models import Conversation, Message
 from conversations.services import conversation_delete, message_delete
 from tests.analytics.usage import assert_usage_exact, totals
-from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
+from tests.factories import ModelPriceFactory, WorkflowTemplateFactory
+from workflows.models import LLMCall, WorkflowExecution
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -241,7 +242,7 @@ def test_deleting_a_conversation_through_its_service_keeps_the_rollups_exact(ali
 
 
 def test_deleting_a_template_moves_its_rows_to_no_template(alice, bob):
-    template = WorkflowTemplate.objects.create(key="mine", name="Mine", owner=alice, is_public=True, graph=LINEAR)
+    template = WorkflowTemplateFactory(key="mine", name="Mine", owner=alice, is_public=True, graph=LINEAR)
     alices = run(owner=alice, template="mine", message="hi")
     bobs = run(owner=bob, template="mine", message="hi", conversation_id=run(
         owner=bob, message="hello", chat=True).conversation_id)
@@ -256,7 +257,7 @@ def test_deleting_a_template_moves_its_rows_to_no_template(alice, bob):
 
 
 def test_deleting_a_user_takes_their_rows_and_leaves_others(alice, bob):
-    WorkflowTemplate.objects.create(key="mine", name="Mine", owner=alice, is_public=True, graph=LINEAR)
+    WorkflowTemplateFactory(key="mine", name="Mine", owner=alice, is_public=True, graph=LINEAR)
     run(owner=alice, template="mine", message="hi")
     run(owner=alice, message="hello", chat=True)
     bobs = run(owner=bob, template="mine", message="hi")
@@ -270,8 +271,8 @@ def test_deleting_a_user_takes_their_rows_and_leaves_others(alice, bob):
 
 def test_repricing_carries_the_change_to_the_rollups(alice):
     execution = run(owner=alice, message="What is 12*7?", chat=True)
-    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
-                              output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                      output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
 
     call_command("recompute_costs", stdout=StringIO())
 

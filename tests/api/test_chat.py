@@ -13,9 +13,9 @@ from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
 from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import SSEParser, parse_sse
+from tests.factories import WorkflowExecutionFactory
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
-from workflows.services.runs import execution_create
 
 URL = "/api/v1/chat/"
 EXECUTION_FIELDS = {
@@ -195,7 +195,7 @@ def test_stream_and_background_together_are_a_400_and_no_row(api):
 
 @pytest.mark.django_db
 def test_too_many_concurrent_runs_is_a_429(api, alice):
-    execution_create(owner=alice, chat=True, message="still pending")
+    WorkflowExecutionFactory(owner=alice, message="still pending")  # a chat turn, pending
     before = row_counts()
     with override_settings(CHATTER_MAX_CONCURRENT_RUNS=1):
         assert_error(api.post(URL, {"message": "hi"}), 429, "too_many_runs")

@@ -19,10 +19,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from analytics.models import ModelPrice
 from chatter_project.tokens import api_token_create
 from conversations.models import Message
 from tests.api.sse import SSEParser
+from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
@@ -74,7 +74,7 @@ def assert_accounted(execution, calls, *, counted: dict, reported_model: str) ->
 
 @pytest.mark.django_db(transaction=True)
 def test_real_turns_store_exactly_the_usage_the_server_counted(llama_server, daphne_server, alice):
-    ModelPrice.objects.create(provider="openai", model_pattern=MODEL, effective_from=timezone.now(), **PRICE)
+    ModelPriceFactory(provider="openai", model_pattern=MODEL, effective_from=timezone.now(), **PRICE)
     (reported_model,) = llama_server.models()
     assert reported_model != MODEL and reported_model.endswith(".gguf")  # no --alias: the file's path
     server = daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")

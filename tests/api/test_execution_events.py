@@ -8,9 +8,9 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test import override_settings
 
-from chatter_project.tokens import api_token_create
 from tests.api.conftest import assert_error
 from tests.api.sse import Frame, SSEParser, parse_sse
+from tests.factories import ApiTokenFactory
 from workflows.events import TERMINAL_EVENTS, event_envelope
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.services.runs import (
@@ -165,7 +165,7 @@ def test_a_real_server_resumes_a_finished_run_from_last_event_id(daphne_server, 
     server = daphne_server()
     execution = finished_chat_turn(alice)
     count = execution.events.count()
-    headers = {"Authorization": f"Token {api_token_create(user=alice)[1]}", "Accept": "text/event-stream"}
+    headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}", "Accept": "text/event-stream"}
 
     client = httpx.Client(base_url=server.base_url, headers=headers, timeout=30)
     with client, client.stream("GET", events_url(execution), headers={"Last-Event-ID": "3"}) as response:
@@ -180,7 +180,7 @@ def test_a_real_server_resumes_a_finished_run_from_last_event_id(daphne_server, 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_server_resumes_a_live_run_without_gaps_or_duplicates(daphne_server, alice):
     server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")
-    headers = {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
     message = "tell me everything about the weather in a rather long answer " * 2
 
     def two_tokens(frames: list[Frame]) -> bool:

@@ -8,9 +8,9 @@ from conversations.services import conversation_create
 from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import parse_sse
 from tests.api.test_chat import EXECUTION_FIELDS, TOKENS
+from tests.factories import ConversationFactory, WorkflowDefinitionFactory
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
-from workflows.services.definitions import definition_create
 from workflows.services.runs import execution_create, execution_run
 
 URL = "/api/v1/executions/"
@@ -53,7 +53,7 @@ def test_a_template_runs_by_key(api):
 
 @pytest.mark.django_db
 def test_a_definition_runs_by_id(api, alice):
-    definition = definition_create(owner=alice, name="linear", **LINEAR)
+    definition = WorkflowDefinitionFactory(owner=alice, name="linear", **LINEAR)
     execution = api.post(URL, {"definition_id": str(definition.pk), "input": {"message": "hi"}}).json()["execution"]
     assert (execution["workflow_type"], execution["definition"], execution["definition_version"]) == (
         "definition", str(definition.pk), 1)
@@ -112,8 +112,8 @@ def test_an_invalid_graph_is_a_400_with_the_validation_errors_and_no_row(api):
 
 @pytest.mark.django_db
 def test_someone_elses_definition_or_conversation_is_a_404_and_no_row(api, bob):
-    definition = definition_create(owner=bob, name="bob's", **LINEAR)
-    conversation = conversation_create(owner=bob)
+    definition = WorkflowDefinitionFactory(owner=bob, name="bob's", **LINEAR)
+    conversation = ConversationFactory(owner=bob)
     before = row_counts()
 
     assert_error(api.post(URL, {"definition_id": str(definition.pk)}), 404, "not_found")

@@ -7,6 +7,7 @@ import pytest
 
 from analytics.models import TemplateAnalytics
 from tests.api.conftest import assert_error
+from tests.factories import WorkflowTemplateFactory
 from workflows.models import WorkflowTemplate
 
 URL = "/api/v1/workflows/templates/"
@@ -49,7 +50,9 @@ def test_a_user_creates_a_template_with_normalized_graph_and_analytics(api, alic
 
     template = WorkflowTemplate.objects.get(pk=body["id"])
     assert template.owner == alice and not template.is_builtin and template.version == 1
-    assert body["graph"]["nodes"][1]["config"] is not None or body["graph"] == template.graph
+    normalized = {"nodes": [{**node, "config": {}, "label": node["id"]} for node in GRAPH["nodes"]],
+                  "edges": GRAPH["edges"]}  # every node with its config and label, as stored
+    assert body["graph"] == template.graph == normalized and body["params"] == {"temperature": 0.2}
     [analytics] = [row for row in api.get("/api/v1/analytics/templates/").json()["results"]
                    if row["template_id"] == str(template.pk)]
     assert analytics["total_executions"] == 0 and Decimal(analytics["total_cost"]) == 0  # no run yet: zeros
@@ -173,12 +176,12 @@ def test_a_template_cannot_be_shared_under_a_key_another_shared_template_has(api
 def test_the_database_keeps_the_key_rule(alice, bob):
     from django.db import IntegrityError, transaction
 
-    WorkflowTemplate.objects.create(key="k", name="a", owner=alice, graph=GRAPH)
-    WorkflowTemplate.objects.create(key="k", name="b", owner=bob, graph=GRAPH)  # per owner
+    WorkflowTemplateFactory(key="k", name="a", owner=alice, graph=GRAPH)
+    WorkflowTemplateFactory(key="k", name="b", owner=bob, graph=GRAPH)  # per owner
     for fields in ({"owner": alice}, {"owner": None, "is_builtin": True, "is_public": True}):
         with pytest.raises(IntegrityError), transaction.atomic():
-            WorkflowTemplate.objects.create(key="k" if fields["owner"] else "summarize", name="x", graph=GRAPH,
-                                            **fields)
+            WorkflowTemplateFactory(key="k" if fields["owner"] else "summarize", name="x", graph=GRAPH,
+                                    **fields)
     WorkflowTemplate.objects.filter(owner=alice, key="k").update(is_public=True)
     with pytest.raises(IntegrityError), transaction.atomic():
         WorkflowTemplate.objects.filter(owner=bob, key="k").update(is_public=True)

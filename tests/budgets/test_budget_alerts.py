@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from audit.models import AuditEvent
 from budgets.models import Budget, BudgetPeriod
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -111,9 +111,8 @@ def test_a_webhook_needs_the_signing_secret(api, settings):
 def test_a_crossing_reaches_the_owners_events_websocket(alice, daphne_server):
     """A real server: alice's /ws/events/ client sees `budget_threshold` among her run's events, before its end."""
     server = daphne_server()
-    key = api_token_create(user=alice)[1]
-    Budget.objects.create(owner=alice, scope="user", target_id=str(alice.pk), period="day", limit_tokens=100,
-                          mode="soft", thresholds=[1])
+    key = ApiTokenFactory(user=alice).key
+    BudgetFactory(owner=alice, period="day", limit_tokens=100, mode="soft", thresholds=[1])
     received, subscribed = [], threading.Event()
 
     def listen():

@@ -12,8 +12,8 @@ import pytest
 from django.core.management import call_command
 
 from audit.models import AuditEvent
-from budgets.models import Budget, BudgetPeriod
-from chatter_project.tokens import api_token_create
+from budgets.models import BudgetPeriod
+from tests.factories import ApiTokenFactory, BudgetFactory
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 REQUESTS = 200
@@ -27,10 +27,10 @@ SERVER_ENV = {"CHATTER_MAX_CONCURRENT_RUNS": "1000", "CHATTER_RUN_THROTTLE": "10
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_chat_and_gateway_runs_stay_within_a_hard_budget(daphne_server, alice, bob, staff):
     servers = [daphne_server(**SERVER_ENV), daphne_server(**SERVER_ENV)]
-    budget = Budget.objects.create(owner=staff, set_by_staff=True, scope="global", period="day",
-                                   timezone="Europe/Paris", limit_tokens=LIMIT_TOKENS, mode="hard",
-                                   thresholds=THRESHOLDS)
-    keys = {user.username: api_token_create(user=user)[1] for user in (alice, bob)}
+    budget = BudgetFactory(owner=staff, set_by_staff=True, scope="global", period="day",
+                           timezone="Europe/Paris", limit_tokens=LIMIT_TOKENS, mode="hard",
+                           thresholds=THRESHOLDS)
+    keys = {user.username: ApiTokenFactory(user=user).key for user in (alice, bob)}
 
     def request(i: int) -> tuple[str, httpx.Response]:
         server, user = servers[i % 2], ("alice", "bob")[i // 2 % 2]

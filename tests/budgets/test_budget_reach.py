@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from budgets.models import Budget
 from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory, WorkflowTemplateFactory
 from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
@@ -64,7 +65,7 @@ def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(daphne_se
     """The attack: bob sets every budget he may at a limit nothing fits in. Alice's runs go on, on every path;
     bob's are refused, each 429 naming one of his own budgets."""
     server = daphne_server()
-    alice_key = api_token_create(user=alice)[1]
+    alice_key = ApiTokenFactory(user=alice).key
     bob_token, bob_key = api_token_create(user=bob)
     bobs = {set_budget(bob_api, scope=scope, target_id=target, limit_tokens=1)["id"] for scope, target in (
         ("user", ""), ("key", str(bob_token.uid)), ("template", "universal_chat"))}
@@ -85,7 +86,7 @@ def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_oth
     the owner's other keys go on."""
     server = daphne_server()
     capped_token, capped = api_token_create(user=bob)
-    free = api_token_create(user=bob)[1]
+    free = ApiTokenFactory(user=bob).key
     budget = set_budget(bob_api, scope="key", target_id=str(capped_token.uid), limit_tokens=1)
 
     for path in PATHS:
@@ -101,7 +102,7 @@ def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_oth
 def test_a_staff_budget_on_everyone_binds_every_path_and_its_429_shows_its_id_and_limit_only(daphne_server, alice,
                                                                                               bob, staff):
     server = daphne_server()
-    alice_key, bob_key = api_token_create(user=alice)[1], api_token_create(user=bob)[1]
+    alice_key, bob_key = ApiTokenFactory(user=alice).key, ApiTokenFactory(user=bob).key
     admin = APIClient()
     admin.force_login(staff)
     # Bob spends first under a staff budget that has room: its spend is then other users' for alice.
@@ -201,8 +202,8 @@ def test_it_refuses_a_budget_on_what_the_user_may_not_govern_with_a_400_and_no_r
     it binds its other members) nor everyone. Another's and a missing one are refused alike."""
     team = Group.objects.create(name="team")
     bob.groups.add(team)
-    private = WorkflowTemplate.objects.create(key="private", name="private", owner=alice, graph={})
-    target = {"alice": str(alice.pk), "alices": str(api_token_create(user=alice)[0].uid),
+    private = WorkflowTemplateFactory(key="private", name="private", owner=alice, graph={})
+    target = {"alice": str(alice.pk), "alices": str(ApiTokenFactory(user=alice).uid),
               "alices_private": str(private.pk), "bobs_team": str(team.pk)}.get(target, target)
 
     response = bob_api.post("/api/v1/budgets/", {"scope": scope, "target_id": target, "period": "day",

@@ -9,12 +9,13 @@ from django.utils import timezone
 
 from conversations.models import Document
 from conversations.selectors import documents_search
+from tests.factories import DocumentFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def document(owner, title: str, content: str) -> Document:
-    return Document.objects.create(owner=owner, title=title, content=content)
+    return DocumentFactory(owner=owner, title=title, content=content)
 
 
 def titles(owner, query: str, limit: int = 5) -> list[str]:

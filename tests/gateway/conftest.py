@@ -4,7 +4,7 @@ import openai
 import pytest
 from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 
 
 @pytest.fixture
@@ -12,7 +12,7 @@ def gateway(daphne_server, openai_stub, alice):
     """A server whose `openai` provider is the stub, and alice's key with the gateway scope only."""
     server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
                            CHATTER_PROVIDER_MAX_RETRIES="0")
-    server.key = api_token_create(user=alice, name="gateway", scopes=["gateway"])[1]
+    server.key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
     server.v1 = f"{server.base_url}/v1"
     return server
 
@@ -27,5 +27,5 @@ def gateway_api(alice, settings):
     """Django's test client with alice's gateway key; only the offline `local` provider set up (no upstream)."""
     settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = None
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway']).key}")
     return api

@@ -12,9 +12,9 @@ import openai
 import pytest
 
 from audit.models import AuditEvent
-from budgets.models import Budget
 from chatter_project.tokens import api_token_create
-from conversations.models import Conversation, Message
+from conversations.models import Message
+from tests.factories import BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
@@ -168,7 +168,7 @@ def test_tools_and_tool_calls_pass_through(gateway, openai_stub, stream):
 
 
 def test_a_conversation_header_appends_the_exchange_with_its_aggregates(gateway, openai_stub, alice):
-    conversation = Conversation.objects.create(owner=alice, title="via the gateway")
+    conversation = ConversationFactory(owner=alice, title="via the gateway")
     openai_stub.reply(content="84.", usage=USAGE)
 
     completion = client(gateway).chat.completions.create(
@@ -182,7 +182,7 @@ def test_a_conversation_header_appends_the_exchange_with_its_aggregates(gateway,
 
 
 def test_another_users_conversation_is_not_found_and_nothing_is_run(gateway, openai_stub, bob):
-    bobs = Conversation.objects.create(owner=bob, title="bob's")
+    bobs = ConversationFactory(owner=bob, title="bob's")
 
     with pytest.raises(openai.NotFoundError):
         client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK,
@@ -260,8 +260,7 @@ def test_models_lists_the_priced_models_the_upstream_serves(gateway, openai_stub
 
 
 def test_a_spent_budget_is_a_429_insufficient_quota_and_no_call(gateway, openai_stub, alice):
-    Budget.objects.create(owner=alice, scope="user", target_id=str(alice.pk), period="month", limit_usd="0",
-                          mode="hard")
+    BudgetFactory(owner=alice, period="month", limit_usd="0", mode="hard")
 
     with pytest.raises(openai.RateLimitError) as refused:
         client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)

@@ -12,7 +12,7 @@ import pytest
 from langchain_openai import OpenAIEmbeddings
 
 from budgets.models import Budget
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from tests.openai_stub import stub_embedding
@@ -84,7 +84,7 @@ def test_the_async_client_and_langchain_embed_alike(gateway, openai_stub):
 
 def test_the_local_model_embeds_offline_deterministically(daphne_server, alice):
     server = daphne_server(OPENAI_API_KEY="", OPENAI_BASE_URL="", ANTHROPIC_API_KEY="")
-    key = api_token_create(user=alice, scopes=["gateway"])[1]
+    key = ApiTokenFactory(user=alice, scopes=["gateway"]).key
     api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
 
     assert "local-embed-1" in {model.id for model in api.models.list().data}
@@ -105,7 +105,7 @@ def test_the_local_model_embeds_offline_deterministically(daphne_server, alice):
 def test_embeddings_count_in_analytics_and_budgets(gateway, openai_stub, alice):
     openai_stub.reply(usage=USAGE, model="text-embedding-3-small")
     client(gateway).embeddings.create(model="text-embedding-3-small", input=TEXTS)
-    reader = api_token_create(user=alice, scopes=["read"])[1]
+    reader = ApiTokenFactory(user=alice, scopes=["read"]).key
 
     rows = httpx.get(f"{gateway.base_url}/api/v1/analytics/usage/?group_by=model",
                      headers={"Authorization": f"Bearer {reader}"}).json()["results"]
@@ -133,7 +133,7 @@ def test_an_upstream_failure_is_a_502_with_the_run_failed(gateway, openai_stub):
 def test_another_user_does_not_see_the_run(gateway, openai_stub, bob):
     openai_stub.reply(usage=USAGE)
     raw = client(gateway).embeddings.with_raw_response.create(model="text-embedding-3-small", input="x")
-    bobs = api_token_create(user=bob, scopes=["read"])[1]
+    bobs = ApiTokenFactory(user=bob, scopes=["read"]).key
 
     seen = httpx.get(f"{gateway.base_url}/api/v1/executions/{raw.headers['x-request-id']}/",
                      headers={"Authorization": f"Bearer {bobs}"})

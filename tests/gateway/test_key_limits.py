@@ -10,8 +10,8 @@ import pytest
 
 from chatter_project.errors import InvalidInput
 from chatter_project.models import ApiToken
-from chatter_project.tokens import api_token_create
 from gateway.limits import WINDOW_S, key_limits_set
+from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
 
@@ -125,7 +125,7 @@ def test_the_count_is_shared_by_server_processes(gateway, daphne_server, openai_
     ({"per_model": {"gpt-4o": {"rpd": 5}}}, "per_model.gpt-4o.rpd"),
 ], ids=["zero rpm", "text tpm", "models not a list", "an unknown per-model limit"])
 def test_bad_limits_are_refused(alice, limits, path):
-    key = api_token_create(user=alice, scopes=["gateway"])[0]
+    key = ApiTokenFactory(user=alice, scopes=["gateway"])
 
     with pytest.raises(InvalidInput) as refused:
         key_limits_set(api_key=key, **limits)

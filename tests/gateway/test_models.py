@@ -4,7 +4,7 @@ unknown model. Out of the box only the offline `local` provider is set up."""
 import pytest
 from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution
 
 HOW_TO_PRICE = "give it a price: POST /api/v1/pricing/ as staff, or in the admin (Model prices)"
@@ -18,7 +18,7 @@ def out_of_the_box(settings):
 @pytest.fixture
 def keyed(alice, out_of_the_box):
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway', 'chat'])[1]}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway', 'chat']).key}")
     return api
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 import openai
 import pytest
 
-from chatter_project.tokens import api_token_create
-from conversations.models import Conversation, Message
+from conversations.models import Message
+from tests.factories import ApiTokenFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -78,7 +78,7 @@ def test_function_calls_go_out_and_their_outputs_come_back_on_the_previous_respo
 
 
 def test_a_conversation_goes_on_from_a_previous_response_and_can_be_kept(gateway, openai_stub, alice):
-    conversation = Conversation.objects.create(owner=alice, title="responses")
+    conversation = ConversationFactory(owner=alice, title="responses")
     openai_stub.reply(content="Hello Ada.", usage=USAGE).reply(content="Your name is Ada.", usage=USAGE)
     api = client(gateway)
     kept = {"X-Chatter-Conversation": str(conversation.pk)}
@@ -98,7 +98,7 @@ def test_a_conversation_goes_on_from_a_previous_response_and_can_be_kept(gateway
 def test_another_users_previous_response_is_not_found_and_nothing_runs(gateway, openai_stub, bob):
     openai_stub.reply(content="Hello Ada.", usage=USAGE)
     first = client(gateway).responses.create(model="gpt-4o-mini", input="I am Ada.")
-    bobs = openai.OpenAI(base_url=gateway.v1, api_key=api_token_create(user=bob, scopes=["gateway"])[1],
+    bobs = openai.OpenAI(base_url=gateway.v1, api_key=ApiTokenFactory(user=bob, scopes=["gateway"]).key,
                          max_retries=0)
 
     with pytest.raises(openai.NotFoundError) as refused:

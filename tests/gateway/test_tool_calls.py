@@ -7,7 +7,8 @@ import json
 import openai
 import pytest
 
-from conversations.models import Conversation, Message
+from conversations.models import Message
+from tests.factories import ConversationFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
 
@@ -28,7 +29,7 @@ def upstream_tool_calls(openai_stub) -> None:
 
 
 def test_it_hands_over_arguments_as_the_upstream_sent_them_valid_json_or_not(gateway, openai_stub, alice):
-    conversation = Conversation.objects.create(owner=alice, title="tools")
+    conversation = ConversationFactory(owner=alice, title="tools")
     upstream_tool_calls(openai_stub)
 
     raw = client(gateway).chat.completions.with_raw_response.create(

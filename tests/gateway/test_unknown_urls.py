@@ -4,8 +4,8 @@ import openai
 import pytest
 from rest_framework.test import APIClient
 
-from chatter_project.tokens import api_token_create
 from gateway.views import SERVED
+from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
 
@@ -13,7 +13,7 @@ from workflows.models import WorkflowExecution
 @pytest.fixture
 def keyed(alice):
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=alice, scopes=['gateway'])[1]}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway']).key}")
     return api
 
 

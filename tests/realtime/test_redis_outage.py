@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from chatter_project.tokens import api_token_create
 from tests.api.sse import SSEParser
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -54,7 +54,7 @@ def test_a_run_survives_redis_stopping_and_watchers_catch_up_from_the_database(
         alice, daphne_server, private_redis):
     redis = private_redis
     server = daphne_server(REDIS_URL=redis.url, CHATTER_LOCAL_TOKEN_DELAY_MS="150")
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     streamed: list[dict] = []
     started, first_token = threading.Event(), threading.Event()
 
@@ -113,7 +113,7 @@ def test_a_client_connecting_while_redis_is_down_gets_the_persisted_log(alice, d
 
     execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
     server = daphne_server(REDIS_URL=private_redis.url)
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     private_redis.kill()
 
     feed = WebsocketFeed(f"{server.ws_url}/ws/executions/{execution.pk}/?token={token}&after=2")

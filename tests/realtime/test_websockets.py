@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from chatter_project.asgi import application
-from chatter_project.tokens import api_token_create
+from tests.factories import ApiTokenFactory
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
 
@@ -25,7 +25,7 @@ async def close_db_connections():
 
 @sync_to_async
 def token_for(user) -> str:
-    return api_token_create(user=user)[1]
+    return ApiTokenFactory(user=user).key
 
 
 @sync_to_async

@@ -1,4 +1,5 @@
 """The engine through its services: every kind of run, the trace it leaves, limits and failures."""
+import sys
 import threading
 from decimal import Decimal
 
@@ -7,6 +8,7 @@ import pytest
 from analytics.selectors import template_figures_stored
 from chatter_project.errors import InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
+from tests.factories import DocumentFactory
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
 from workflows.models import (
     ExecutionEvent,
@@ -139,8 +141,8 @@ def test_memory_can_be_switched_off_by_run_config(alice):
 
 
 def test_retrieval_puts_the_owners_documents_in_context(alice, bob):
-    Document.objects.create(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
-    Document.objects.create(owner=bob, title="Kiwi secrets", content="Bob's kiwi notes.")
+    DocumentFactory(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
+    DocumentFactory(owner=bob, title="Kiwi secrets", content="Bob's kiwi notes.")
     execution = run(owner=alice, message="tell me about the kiwi", chat=True, config={"enable_retrieval": True})
     retrieval = NodeExecution.objects.get(execution=execution, node_id="retrieval")
     assert retrieval.status == "completed"
@@ -366,16 +368,7 @@ def test_another_users_conversation_is_not_found(alice, bob):
 
 
 def test_the_anthropic_provider_without_its_package_is_a_clear_error(alice, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_anthropic(name, *args, **kwargs):
-        if name.startswith("langchain_anthropic"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_anthropic)
+    monkeypatch.setitem(sys.modules, "langchain_anthropic", None)  # Python's own "not installed": import fails
     with pytest.raises(InvalidInput, match="langchain-anthropic"):
         execution_create(owner=alice, message="hi", chat=True, config={"provider": "anthropic"})
     assert WorkflowExecution.objects.count() == 0

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from tests.factories import WorkflowDefinitionFactory
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
-from workflows.services.definitions import definition_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +45,7 @@ def test_it_runs_a_graph_file(alice, tmp_path):
 
 
 def test_it_runs_a_definition(alice):
-    definition = definition_create(owner=alice, name="d", nodes=GRAPH["nodes"], edges=GRAPH["edges"])
+    definition = WorkflowDefinitionFactory(owner=alice, name="d", nodes=GRAPH["nodes"], edges=GRAPH["edges"])
     run_workflow("--definition", str(definition.pk), "--input", '{"message": "hi"}', "--user", "alice")
     assert WorkflowExecution.objects.get().definition_version == 1
 

@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from analytics.models import ModelPrice
 from conversations.models import Message
+from tests.factories import ModelPriceFactory
 from workflows.models import LLMCall, WorkflowExecution
 from workflows.services.runs import execution_cancel, execution_create, execution_run
 from workflows.signals import execution_finished, usage_repriced
@@ -68,8 +68,8 @@ def test_a_run_without_a_conversation_has_no_messages(alice, heard):
 
 def test_repricing_an_ended_run_carries_the_change_per_call(alice, heard):
     execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
-    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
-                              output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                      output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
     before = execution.cost
 
     call_command("recompute_costs", stdout=StringIO())

@@ -3,6 +3,7 @@ same of every template a user may or may not see, by id and by key (the user's o
 import pytest
 
 from tests.api.test_templates import GRAPH
+from tests.factories import WorkflowTemplateFactory
 from workflows.models import WorkflowTemplate
 from workflows.selectors import template_get, template_list
 
@@ -12,9 +13,9 @@ pytestmark = pytest.mark.django_db
 def test_template_get_finds_exactly_what_template_list_lists(alice, bob):
     templates = [
         WorkflowTemplate.objects.get(key="universal_chat", owner=None),  # built-in
-        WorkflowTemplate.objects.create(key="alices", name="a", owner=alice, graph=GRAPH),
-        WorkflowTemplate.objects.create(key="bobs", name="b", owner=bob, graph=GRAPH),
-        WorkflowTemplate.objects.create(key="bobs_shared", name="c", owner=bob, graph=GRAPH, is_public=True),
+        WorkflowTemplateFactory(key="alices", name="a", owner=alice, graph=GRAPH),
+        WorkflowTemplateFactory(key="bobs", name="b", owner=bob, graph=GRAPH),
+        WorkflowTemplateFactory(key="bobs_shared", name="c", owner=bob, graph=GRAPH, is_public=True),
     ]
     for user in (alice, bob):
         visible = set(template_list(user=user).values_list("pk", flat=True))
@@ -26,8 +27,8 @@ def test_template_get_finds_exactly_what_template_list_lists(alice, bob):
 
 
 def test_by_key_the_users_own_template_comes_before_a_shared_one(alice, bob):
-    shared = WorkflowTemplate.objects.create(key="brief", name="b", owner=bob, graph=GRAPH, is_public=True)
-    mine = WorkflowTemplate.objects.create(key="brief", name="a", owner=alice, graph=GRAPH)
+    shared = WorkflowTemplateFactory(key="brief", name="b", owner=bob, graph=GRAPH, is_public=True)
+    mine = WorkflowTemplateFactory(key="brief", name="a", owner=alice, graph=GRAPH)
     assert template_get(user=alice, key_or_id="brief").pk == mine.pk
     assert template_get(user=bob, key_or_id="brief").pk == shared.pk
     assert template_get(user=alice, key_or_id="no_such_key") is None

@@ -50,10 +50,11 @@ def test_a_watcher_sees_each_waiting_node_start_before_its_tokens_and_tool_calls
 
 
 def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monkeypatch):
-    def broken(self, data):
-        raise RuntimeError("set-up broke")
+    class SetUpBreaks(ExecutionRecorder):
+        def started(self, data):
+            raise RuntimeError("set-up broke")
 
-    monkeypatch.setattr(ExecutionRecorder, "started", broken)
+    monkeypatch.setattr(runner, "ExecutionRecorder", SetUpBreaks)  # the recorder the runner builds for a run
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
@@ -64,14 +65,13 @@ def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monke
 
 
 def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice, monkeypatch):
-    built = ExecutionRecorder.__init__
+    class Unbuildable(ExecutionRecorder):
+        def __init__(self, execution, *, fresh=False, prices=None):
+            if fresh:  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
+                raise RuntimeError("no recorder")
+            super().__init__(execution, fresh=fresh, prices=prices)
 
-    def broken_for_the_run(self, execution, *, fresh=False, prices=None):
-        if fresh:
-            raise RuntimeError("no recorder")
-        built(self, execution, fresh=fresh, prices=prices)
-
-    monkeypatch.setattr(ExecutionRecorder, "__init__", broken_for_the_run)
+    monkeypatch.setattr(runner, "ExecutionRecorder", Unbuildable)  # the recorder the runner builds for a run
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")

@@ -29,6 +29,7 @@ from chatter_project.errors import (
     Unavailable,
 )
 from chatter_project.db import retried_on_conflict
+from chatter_project.correlation import current_correlation_id
 from chatter_project.rows import db_connection
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
@@ -236,7 +237,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         input_data={"message": plan.message, "variables": plan.variables,
                     **({"messages": plan.messages} if plan.messages else {}), **(plan.graph_request or {})},
         api_key=plan.api_key,
-        correlation_id=plan.correlation_id or uuid.uuid4().hex,
+        correlation_id=plan.correlation_id or current_correlation_id() or uuid.uuid4().hex,
         forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
         webhook=plan.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
