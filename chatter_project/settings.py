@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "audit",
     "agent_server",
     "budgets",
+    "prompts",
 ]
 
 # Under ASGI, Django runs an async-capable MiddlewareMixin middleware's process_request and process_response each

@@ -15,6 +15,7 @@ urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),
     *keys.urls,
     path("health/", HealthView.as_view(), name="api-health"),
+    path("", include("prompts.api.urls")),
     path("", include("workflows.api.urls")),
     path("", include("conversations.api.urls")),
     path("", include("analytics.api.urls")),
