@@ -316,5 +316,6 @@ SPECTACULAR_SETTINGS = {
         "BudgetModeEnum": "budgets.models.Budget.Mode",
         "BudgetScopeEnum": "budgets.models.Budget.Scope",
         "BudgetPeriodEnum": "budgets.models.Budget.Period",
+        "PromptTypeEnum": "prompts.models.PromptVersion.Type",
     },
 }

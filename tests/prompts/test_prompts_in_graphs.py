@@ -1,0 +1,112 @@
+"""A graph's `model` node takes a stored prompt by name and label (or version), fetched when it runs: a label move
+reaches the next run, the version's config fills what the node leaves open, and every LLM call names the version."""
+import pytest
+
+from tests.api.conftest import assert_error
+from tests.invariants import assert_all
+from tests.prompts.conftest import prompt_graph
+from workflows.models import LLMCall, WorkflowExecution
+
+pytestmark = pytest.mark.django_db
+OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
+USAGE = {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
+
+
+def run(api, graph: dict, *, variables=None, config=None, **extra) -> dict:
+    response = api.post("/api/v1/executions/", {
+        "graph": graph, "input": {"message": "Which one?", "variables": variables or {}}, "config": config or {},
+        "mode": "sync", **extra}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["execution"]
+
+
+def define(api, graph: dict) -> str:
+    response = api.post("/api/v1/workflows/definitions/", {"name": "support bot", **graph}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_a_label_move_is_picked_up_by_the_next_run_and_every_call_names_its_version(api, alice, support, stub):
+    definition = define(api, prompt_graph({"name": "support", "label": "production"}))
+    v1, v2 = support.versions.get(version=1), support.versions.get(version=2)
+    stub.reply(content="Kettle A.", usage=USAGE).reply(content="A.", usage=USAGE)
+    body = {"definition_id": definition, "input": {"message": "Which one?", "variables": {"topic": "kettles"}},
+            "config": OPENAI, "mode": "sync"}
+
+    first = api.post("/api/v1/executions/", body, format="json").json()["execution"]
+    assert api.put("/api/v1/prompts/support/labels/production/", {"version": 2}, format="json").status_code == 200
+    second = api.post("/api/v1/executions/", body, format="json").json()["execution"]
+
+    sent = [request.body for request in stub.requests]
+    assert [r["messages"][0] for r in sent] == [{"role": "system", "content": "You answer about kettles."},
+                                                 {"role": "system", "content": "Be terse about kettles."}]
+    assert [r["messages"][1]["content"] for r in sent] == ["Which one?", "Which one?"]
+    assert [r["temperature"] for r in sent] == [0.1, 0.7] and sent[1]["max_completion_tokens"] == 50
+    assert [first["prompt_version"], second["prompt_version"]] == [str(v1.pk), str(v2.pk)]
+    for execution, version in ((first, v1), (second, v2)):
+        detail = api.get(f"/api/v1/executions/{execution['id']}/").json()
+        assert [call["prompt_version"] for call in detail["llm_call_log"]] == [str(version.pk)]
+        assert_all(WorkflowExecution.objects.get(pk=execution["id"]))
+
+
+def test_the_nodes_own_keys_win_over_the_versions_config(api, alice, support, stub):
+    stub.reply(content="ok", usage=USAGE)
+    graph = prompt_graph({"name": "support", "version": 2})
+    graph["nodes"][1]["config"]["temperature"] = 0.0
+
+    run(api, graph, config=OPENAI)
+
+    assert stub.last_request.body["temperature"] == 0.0 and stub.last_request.body["max_completion_tokens"] == 50
+
+
+def test_a_chat_turn_with_a_prompted_definition_records_the_version_on_every_call(api, alice, support):
+    graph = prompt_graph({"name": "support", "label": "latest"})
+    graph["nodes"].insert(1, {"id": "memory", "type": "memory"})
+    graph["edges"] = [{"source": "start", "target": "memory"}, {"source": "memory", "target": "llm"},
+                      {"source": "llm", "target": "end"}]
+    definition = define(api, graph)
+
+    first = api.post("/api/v1/chat/", {"message": "hello", "definition_id": definition}, format="json")
+    conversation = first.json()["conversation"]["id"]
+    second = api.post("/api/v1/chat/", {"message": "again", "definition_id": definition,
+                                        "conversation_id": conversation}, format="json")
+
+    assert second.status_code == 201
+    calls = LLMCall.objects.filter(execution__conversation_id=conversation)
+    assert calls.count() == 2 and set(calls.values_list("prompt_version__version", flat=True)) == {2}
+    assert_all(WorkflowExecution.objects.get(pk=second.json()["execution"]["id"]))
+
+
+def test_an_inline_prompt_records_no_version(api, alice):
+    execution = run(api, {"nodes": [{"id": "start", "type": "start"},
+                                     {"id": "llm", "type": "model", "config": {"system_message": "Be brief."}},
+                                     {"id": "end", "type": "end"}],
+                          "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]})
+
+    assert execution["prompt_version"] is None
+    assert list(LLMCall.objects.values_list("prompt_version", flat=True)) == [None]
+
+
+def test_a_prompt_that_is_not_the_owners_fails_the_run_naming_it(bob_api, bob, support):
+    response = bob_api.post("/api/v1/executions/", {
+        "graph": prompt_graph({"name": "support", "label": "production"}), "input": {"message": "hi"},
+        "mode": "sync"}, format="json")
+
+    execution = WorkflowExecution.objects.get(owner=bob)
+    assert response.status_code == 201 and execution.status == "failed"
+    assert execution.error_type == "prompt_not_found" and "'support' not found" in execution.error_message
+    assert execution.prompt_version is None and execution.llm_calls == 0
+    assert_all(execution)
+
+
+@pytest.mark.parametrize("ref", [{"label": "production"}, {"name": "support", "label": "x", "version": 2},
+                                 {"name": "no spaces allowed"}, {"name": "support", "version": 0}, "support"])
+def test_a_bad_prompt_reference_is_a_400_before_any_row(api, alice, support, ref):
+    before = WorkflowExecution.objects.count()
+
+    response = api.post("/api/v1/executions/", {"graph": prompt_graph(ref), "input": {"message": "hi"}},
+                        format="json")
+
+    details = assert_error(response, 400, "invalid_graph")
+    assert any(".config.prompt" in item["path"] for item in details), details
+    assert WorkflowExecution.objects.count() == before
