@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "webhooks",
     "conversations",
     "workflows",
+    "scores",
     "analytics",
     "audit",
     "agent_server",
@@ -317,5 +318,7 @@ SPECTACULAR_SETTINGS = {
         "BudgetScopeEnum": "budgets.models.Budget.Scope",
         "BudgetPeriodEnum": "budgets.models.Budget.Period",
         "PromptTypeEnum": "prompts.models.PromptVersion.Type",
+        "ScoreDataTypeEnum": "scores.models.Score.DataType",
+        "ScoreSourceEnum": "scores.models.Score.Source",
     },
 }

@@ -7,6 +7,7 @@ from django.db import models
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 LATEST = "latest"  # the label that moves by itself to every new version
+DEFAULT_LABEL = "production"  # what a fetch by name alone gets
 
 
 class ImmutableVersionError(Exception):

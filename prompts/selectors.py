@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Max, QuerySet
 
 from chatter_project.errors import InvalidInput, NotFound
-from prompts.models import Prompt, PromptLabel, PromptVersion
+from prompts.models import DEFAULT_LABEL, Prompt, PromptLabel, PromptVersion
 from prompts.services import prompt_version_assigned
 from prompts.templating import prompt_compile
 
@@ -71,7 +71,7 @@ def prompt_resolve(*, user, name: str, label: str | None = None, version: int | 
     if version is not None:
         found = prompt_version_get(prompt=prompt, version=version)
     else:
-        label = label or "production"
+        label = label or DEFAULT_LABEL
         found = prompt_version_assigned(label=prompt_label_get(prompt=prompt, name=label),
                                         conversation_id=conversation_id)
     found.prompt = prompt

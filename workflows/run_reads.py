@@ -7,6 +7,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from chatter_project.errors import ChatterError, RunError
 from conversations.selectors import conversation_history, documents_search
+from prompts.models import DEFAULT_LABEL
 from prompts.selectors import prompt_resolve
 from workflows.engine.runtime import FetchedPrompt
 from workflows.models import WorkflowExecution
@@ -47,12 +48,13 @@ class RunReads:
         """The node's stored prompt, the owner's, fetched now (a label moved since the last run is seen); a split
         label's draw is kept per conversation (prompts.services) and, within a run, per prompt and label. The
         node's calls record the version; the run records the first version it was given."""
-        key = (ref["name"], ref.get("label"), ref.get("version"))
+        version = ref.get("version")
+        key = (ref["name"], ref.get("label") or (None if version else DEFAULT_LABEL), version)
         drawn = self._prompts_drawn.get(key)
         if drawn is None:
             try:
-                drawn = prompt_resolve(user=self.execution.owner_id, name=ref["name"], label=ref.get("label"),
-                                       version=ref.get("version"), conversation_id=self.execution.conversation_id)
+                drawn = prompt_resolve(user=self.execution.owner_id, name=key[0], label=key[1], version=version,
+                                       conversation_id=self.execution.conversation_id)
             except ChatterError as exc:
                 raise RunError(exc.message, error_type="prompt_not_found") from None
             self._prompts_drawn[key] = drawn
