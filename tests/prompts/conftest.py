@@ -1,14 +1,7 @@
 import pytest
 
+from tests.api.conftest import fresh_throttles  # noqa: F401 - every test starts with a full run allowance
 from tests.prompts.factories import PromptFactory
-
-
-@pytest.fixture
-def stub(openai_stub, settings):
-    """The OpenAI stub as the `openai` provider's server."""
-    settings.OPENAI_BASE_URL = openai_stub.base_url
-    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
-    return openai_stub
 
 
 @pytest.fixture

@@ -41,18 +41,18 @@ def turn(api, definition: str, conversation: str | None = None, **extra) -> dict
 
 
 def test_a_90_10_split_over_2000_new_conversations_lands_within_3_points(api, alice, definition, split_prompt,
-                                                                          stub, monkeypatch):
+                                                                          openai_server, monkeypatch):
     from rest_framework.throttling import ScopedRateThrottle
 
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "100000/min"})  # 2,000 turns at once
     split(api, {"1": 90, "2": 10})
     for _ in range(2000):
-        stub.reply(content="ok", usage=USAGE)
+        openai_server.reply(content="ok", usage=USAGE)
 
     for _ in range(2000):
         turn(api, definition, provider="openai", model="gpt-4o-mini")
 
-    sent = [request.body["messages"][0]["content"] for request in stub.requests]
+    sent = [request.body["messages"][0]["content"] for request in openai_server.requests]
     share_one = sent.count("Version one.") / len(sent)
     assert len(sent) == 2000 and sent.count("Version one.") + sent.count("Version two.") == 2000
     assert abs(share_one - 0.90) <= 0.03, share_one

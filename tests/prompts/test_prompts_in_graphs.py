@@ -26,10 +26,11 @@ def define(api, graph: dict) -> str:
     return response.json()["id"]
 
 
-def test_a_label_move_is_picked_up_by_the_next_run_and_every_call_names_its_version(api, alice, support, stub):
+def test_a_label_move_is_picked_up_by_the_next_run_and_every_call_names_its_version(api, alice, support,
+                                                                                   openai_server):
     definition = define(api, prompt_graph({"name": "support", "label": "production"}))
     v1, v2 = support.versions.get(version=1), support.versions.get(version=2)
-    stub.reply(content="Kettle A.", usage=USAGE).reply(content="A.", usage=USAGE)
+    openai_server.reply(content="Kettle A.", usage=USAGE).reply(content="A.", usage=USAGE)
     body = {"definition_id": definition, "input": {"message": "Which one?", "variables": {"topic": "kettles"}},
             "config": OPENAI, "mode": "sync"}
 
@@ -37,7 +38,7 @@ def test_a_label_move_is_picked_up_by_the_next_run_and_every_call_names_its_vers
     assert api.put("/api/v1/prompts/support/labels/production/", {"version": 2}, format="json").status_code == 200
     second = api.post("/api/v1/executions/", body, format="json").json()["execution"]
 
-    sent = [request.body for request in stub.requests]
+    sent = [request.body for request in openai_server.requests]
     assert [r["messages"][0] for r in sent] == [{"role": "system", "content": "You answer about kettles."},
                                                  {"role": "system", "content": "Be terse about kettles."}]
     assert [r["messages"][1]["content"] for r in sent] == ["Which one?", "Which one?"]
@@ -49,14 +50,15 @@ def test_a_label_move_is_picked_up_by_the_next_run_and_every_call_names_its_vers
         assert_all(WorkflowExecution.objects.get(pk=execution["id"]))
 
 
-def test_the_nodes_own_keys_win_over_the_versions_config(api, alice, support, stub):
-    stub.reply(content="ok", usage=USAGE)
+def test_the_nodes_own_keys_win_over_the_versions_config(api, alice, support, openai_server):
+    openai_server.reply(content="ok", usage=USAGE)
     graph = prompt_graph({"name": "support", "version": 2})
     graph["nodes"][1]["config"]["temperature"] = 0.0
 
     run(api, graph, config=OPENAI)
 
-    assert stub.last_request.body["temperature"] == 0.0 and stub.last_request.body["max_completion_tokens"] == 50
+    sent = openai_server.last_request.body
+    assert sent["temperature"] == 0.0 and sent["max_completion_tokens"] == 50
 
 
 def test_a_chat_turn_with_a_prompted_definition_records_the_version_on_every_call(api, alice, support):
