@@ -112,3 +112,35 @@ def test_a_bad_prompt_reference_is_a_400_before_any_row(api, alice, support, ref
     details = assert_error(response, 400, "invalid_graph")
     assert any(".config.prompt" in item["path"] for item in details), details
     assert WorkflowExecution.objects.count() == before
+
+
+def test_a_python_graph_fetches_a_prompt_and_its_calls_name_the_version(api, alice, support, openai_server,
+                                                                         settings, monkeypatch):
+    from pathlib import Path
+
+    settings.CHATTER_GRAPHS = {"prompted": (str(Path(__file__).parent / "graphs.py"), "graph")}
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    openai_server.reply(content="Teapot B.", usage=USAGE)
+    graph = {"nodes": [{"id": "start", "type": "start"},
+                       {"id": "py", "type": "python_graph", "config": {"graph": "prompted"}},
+                       {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "py"}, {"source": "py", "target": "end"}]}
+
+    execution = run(api, graph)
+
+    sent = openai_server.last_request.body
+    assert sent["messages"][0] == {"role": "system", "content": "You answer about teapots."}
+    assert sent["temperature"] == 0.1
+    version = support.versions.get(version=1)
+    assert execution["status"] == "completed" and execution["prompt_version"] == str(version.pk)
+    assert list(LLMCall.objects.values_list("prompt_version", flat=True)) == [version.pk]
+    assert_all(WorkflowExecution.objects.get(pk=execution["id"]))
+
+
+def test_prompt_fetch_outside_a_run_says_so():
+    from chatter_project.errors import RunError
+    from workflows.engine.graph_prompts import prompt_fetch
+
+    with pytest.raises(RunError, match="inside a node"):
+        prompt_fetch("support")

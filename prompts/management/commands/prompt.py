@@ -125,4 +125,5 @@ class Command(BaseCommand):
         if not serializer.is_valid():
             raise CommandError(f"invalid: {json.dumps(serializer.errors)}")
         label = prompt_label_set(prompt=prompt, name=options["label"], actor=user, **serializer.validated_data)
-        self.stdout.write(f"{prompt.name} {label.name} → {label.target}" + (" (protected)" if label.protected else ""))
+        protected = " (protected)" if label.protected else ""
+        self.stdout.write(f"{prompt.name} {label.name} → {label.target}{protected}")
