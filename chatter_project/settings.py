@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "conversations",
     "workflows",
     "scores",
+    "datasets",
     "analytics",
     "audit",
     "agent_server",

@@ -15,6 +15,8 @@ from analytics.models import ModelPrice, TemplateAnalytics
 from audit.models import AuditEvent
 from conversations.models import Conversation, Document, Message
 from conversations.services import document_create
+from datasets.models import Dataset, DatasetItem
+from datasets.services import dataset_create, dataset_item_from_run
 from prompts.models import Prompt, PromptAssignment, PromptLabel, PromptVersion
 from prompts.services import prompt_create, prompt_label_set, prompt_version_assigned, prompt_version_create
 from scores.models import Score
@@ -38,7 +40,7 @@ EVERY_MODEL = [
     Conversation, Message, Document,
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
     WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem, Assistant,
-    AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score,
+    AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score, Dataset, DatasetItem,
 ]
 
 
@@ -102,6 +104,7 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     label = prompt_label_set(prompt=prompt, name="production", split={"1": 50, "2": 50}, actor=alice)
     prompt_version_assigned(label=label, conversation_id=run.conversation_id)
     score_create(owner=alice, name="calculator", value=1.0, data_type="numeric", execution_id=run.pk)
+    dataset_item_from_run(dataset=dataset_create(owner=alice, name="calculator"), execution_id=run.pk)
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model

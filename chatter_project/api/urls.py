@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("workflows.api.urls")),
     path("", include("conversations.api.urls")),
     path("", include("scores.api.urls")),
+    path("", include("datasets.api.urls")),
     path("", include("analytics.api.urls")),
     path("", include("audit.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -33,8 +33,11 @@ def test_it_creates_versions_moves_labels_and_shows_a_version(alice):
 def test_bad_input_is_an_error_that_writes_nothing(alice):
     with pytest.raises(CommandError, match="does not match"):
         prompt("create", "bad name", "--text", "x")
+    prompt("create", "ok", "--text", "x")
     with pytest.raises(CommandError, match="no version 4"):
-        prompt("create", "ok", "--text", "x") and prompt("label", "ok", "production", "4")
+        prompt("label", "ok", "production", "4")
+    with pytest.raises(CommandError, match="split"):
+        prompt("label", "ok", "production", "--split", "1=90")
     with pytest.raises(CommandError, match="not found"):
         prompt("show", "missing")
     assert list(Prompt.objects.values_list("name", flat=True)) == ["ok"]
