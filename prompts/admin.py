@@ -1,9 +1,10 @@
 """Prompts in the admin: read-only pages (versions are immutable; labels move through prompts.services, which
 audits each move: the API's PUT …/labels/<label>/ or `manage.py prompt label`)."""
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 
-from prompts.models import Prompt, PromptAssignment, PromptLabel, PromptVersion
+from prompts.models import LATEST, Prompt, PromptAssignment, PromptLabel, PromptVersion
+from prompts.services import prompt_label_set
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -65,10 +66,31 @@ class PromptVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(PromptLabel)
 class PromptLabelAdmin(ReadOnlyAdmin):
+    """Staff protect a label here (then only staff move it), through the service that audits every change."""
+
     list_display = ("prompt", "name", "target", "protected", "updated_by", "updated_at")
     list_filter = ("protected", "name")
     search_fields = ("prompt__name", "name")
     list_select_related = ("prompt", "version", "updated_by")
+    actions = ("protect", "unprotect")
+
+    def _protection(self, request, queryset, protected: bool) -> None:
+        changed = 0
+        for label in queryset.select_related("prompt", "version").exclude(name=LATEST):
+            target = {"split": label.split} if label.split else {"version": label.version.version}
+            prompt_label_set(prompt=label.prompt, name=label.name, protected=protected, actor=request.user,
+                             ip=request.META.get("REMOTE_ADDR"), **target)
+            changed += 1
+        self.message_user(request, f"{changed} label(s) {'protected' if protected else 'unprotected'} "
+                                   f"(`latest` moves by itself and is never protected)", messages.SUCCESS)
+
+    @admin.action(description="Protect selected labels (only staff may then move them)")
+    def protect(self, request, queryset):
+        self._protection(request, queryset, True)
+
+    @admin.action(description="Unprotect selected labels")
+    def unprotect(self, request, queryset):
+        self._protection(request, queryset, False)
 
 
 @admin.register(PromptAssignment)

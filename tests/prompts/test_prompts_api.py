@@ -217,3 +217,18 @@ def test_the_list_is_filtered_and_needs_authentication(api, alice):
 
     assert [p["name"] for p in api.get(f"{BASE}?name=sup").json()["results"]] == ["support"]
     assert APIClient().get(BASE).status_code == 401
+
+
+def test_staff_protect_a_users_label_in_the_admin_and_the_owner_can_no_longer_move_it(api, alice, staff, client):
+    prompt = PromptFactory(owner=alice, name="support", labels=["production"])
+    versions_add(prompt, 1)
+    client.force_login(staff)
+    labels = list(prompt.labels.values_list("pk", flat=True))
+
+    response = client.post("/admin/prompts/promptlabel/", {"action": "protect", "_selected_action": labels})
+
+    assert response.status_code == 302
+    assert dict(prompt.labels.values_list("name", "protected")) == {"latest": False, "production": True}
+    assert AuditEvent.objects.filter(action="prompt.label_moved", actor=staff, data__protected=True).count() == 1
+    assert_error(api.put(f"{BASE}support/labels/production/", {"version": 2}, format="json"), 403,
+                 "permission_denied")
