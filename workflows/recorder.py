@@ -363,7 +363,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         if opened is not None:
             self._calls_started += 1
             opened.in_flight = {"call": f"{opened.index}.{self._calls_started}", "provider": call.provider,
-                                "model": call.requested_model, "prompt_tokens": call.prompt_tokens}
+                                "model": call.requested_model, "prompt_tokens": call.prompt_tokens,
+                                "prompt_version": str(opened.prompt_version_id or "") or None}
             self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
         self._wait_ahead()

@@ -144,3 +144,44 @@ def test_prompt_fetch_outside_a_run_says_so():
 
     with pytest.raises(RunError, match="inside a node"):
         prompt_fetch("support")
+
+
+@pytest.mark.django_db(transaction=True)  # the run streams on its own thread, with its own connection
+def test_a_call_swept_mid_stream_still_names_its_prompt_version(alice, support, openai_server, monkeypatch,
+                                                                settings):
+    """The worker's process is as good as gone (its run swept while the call streams): the call the sweep records
+    from what the node row said it sent carries the version too."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from django.db import connections
+    from django.utils import timezone
+
+    from tests.workflows.test_background_runs import wait_for
+    from workflows import heartbeat, recorder
+    from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+    from workflows.services.runs import execution_create, execution_stream
+
+    settings.CHATTER_RESUME_ATTEMPTS = 0  # the sweep ends the run rather than queueing it again
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # not one still asleep for 5 s
+    openai_server.reply(content="one two three four five six seven eight", usage=USAGE, chunk_delay_s=0.3)
+    execution = execution_create(owner=alice, graph=prompt_graph({"name": "support"}), message="Which one?",
+                                 mode="stream", config=OPENAI)
+    reader = threading.Thread(target=lambda: (list(execution_stream(execution_id=execution.pk)),
+                                              connections.close_all()), daemon=True)
+    reader.start()
+    row = WorkflowExecution.objects.filter(pk=execution.pk)
+    assert wait_for(lambda: len(row.get().stream_progress.get("text", "")) > 3, timeout=15)
+
+    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
+        execution.pk]
+    reader.join(15)
+    time.sleep(1)  # the worker sees the sweep at its next chunk and stops
+
+    execution.refresh_from_db()
+    call = LLMCall.objects.get(execution=execution)
+    assert (execution.status, call.estimated) == ("failed", True)
+    assert call.prompt_version == execution.prompt_version == support.versions.get(version=1)
+    assert_all(execution)
