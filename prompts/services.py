@@ -139,14 +139,16 @@ def prompt_version_assigned(*, label: PromptLabel, conversation_id=None) -> Prom
     version = _drawn(label)
     if conversation_id is None:
         return version
-    try:
-        with transaction.atomic():
-            PromptAssignment.objects.update_or_create(label=label, conversation_id=conversation_id,
-                                                      defaults={"version": version})
-    except IntegrityError:  # another turn of the conversation drew first: its draw holds
-        return PromptAssignment.objects.select_related("version").get(
-            label=label, conversation_id=conversation_id).version
-    return version
+    if kept is not None:  # drawn under a split that no longer names its version: this draw replaces it
+        PromptAssignment.objects.filter(pk=kept.pk, version_id=kept.version_id).update(version=version)
+    else:
+        try:
+            with transaction.atomic():
+                PromptAssignment.objects.create(label=label, conversation_id=conversation_id, version=version)
+        except IntegrityError:  # another turn of the conversation drew at the same time: the first draw holds
+            pass
+    return PromptAssignment.objects.select_related("version").get(label=label,
+                                                                  conversation_id=conversation_id).version
 
 
 def _drawn(label: PromptLabel) -> PromptVersion:

@@ -109,3 +109,20 @@ def test_a_standalone_run_draws_once_for_all_its_calls(api, alice, split_prompt)
         assert_all(execution)
     assert PromptAssignment.objects.count() == 0  # nothing to keep: the run is its own unit
     assert WorkflowExecution.objects.values("prompt_version").distinct().count() == 2  # fails once in 512
+
+
+def test_a_conversation_whose_version_left_the_split_draws_again_and_keeps_that(alice, split_prompt):
+    from conversations.services import conversation_create
+    from prompts.services import prompt_label_set, prompt_version_assigned
+
+    versions_add(split_prompt, 1, text="Version three.")
+    conversation = conversation_create(owner=alice)
+    label = prompt_label_set(prompt=split_prompt, name="production", split={"1": 100, "2": 0}, actor=alice)
+    assert prompt_version_assigned(label=label, conversation_id=conversation.pk).version == 1
+
+    label = prompt_label_set(prompt=split_prompt, name="production", split={"2": 0, "3": 100}, actor=alice)
+
+    assert [prompt_version_assigned(label=label, conversation_id=conversation.pk).version for _ in range(3)] == [3] * 3
+    label = prompt_label_set(prompt=split_prompt, name="production", split={"2": 100, "3": 0}, actor=alice)
+    assert prompt_version_assigned(label=label, conversation_id=conversation.pk).version == 3  # weights: it stays
+    assert PromptAssignment.objects.get().version.version == 3
