@@ -89,3 +89,14 @@ def test_a_prompt_that_never_ran_has_no_versions_to_show(api, alice):
 
     assert api.get(REPORT).json() == {"prompt": "support", "baseline": None, "versions": [],
                                       "labels": [{"name": "latest", "version": 1, "split": {}}]}
+
+
+def test_the_admins_prompt_page_compares_the_versions(split_runs, staff, client):
+    client.force_login(staff)
+
+    page = client.get(f"/admin/prompts/prompt/{split_runs.pk}/change/").content.decode()
+
+    assert "Versions compared" in page and "<th>quality (mean)</th>" in page
+    assert "v1 (baseline)" in page and "<td>v2</td>" in page and "production (50/100)" in page
+    assert page.count("n=") >= 4  # quality and helpful means for each version (v2's with its interval)
+    assert "Δ +0.5" in page
