@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
-STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "metadata")
+STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "tasks",
+                "metadata")
 
 
 class Body(BaseModel):
@@ -211,7 +212,7 @@ class CronCreate(Body):
     end_time: datetime | None = None
     enabled: bool = True
     timezone: str | None = None
-    # Not honoured (they need checkpoints: issue 13): refused, not ignored.
+    # Not honoured on a cron (a scheduled run pauses only where its graph asks): refused, not ignored.
     interrupt_before: Any = None
     interrupt_after: Any = None
 

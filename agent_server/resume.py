@@ -52,7 +52,7 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
 
 def fork_request(*, owner, body: RunCreate, thread_id) -> dict:
     """`checkpoint_id` (or `checkpoint`): the request of a new run of that checkpoint's graph going on from it
-    (issue 13's fork, workflows.services.runs.fork_plan), started like any run (agent_server.runs). On a thread,
+    (a fork: workflows.services.runs.fork_plan), started like any run (agent_server.runs). On a thread,
     the checkpoint must be one of the thread's; the fork, like every fork, runs outside the conversation (which
     stays as it was) with accounting of its own."""
     checkpoint_id = body.fork_from()

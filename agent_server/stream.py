@@ -8,7 +8,8 @@ that failed or was cancelled.
 
 values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
 node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
-messages: the message so far / complete; events: astream_events-shaped dicts; debug: task / task_result; custom:
+messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
+(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result; custom:
 Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
 node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
 then `end`; its resume (command.resume) streams the rest of the same run."""
@@ -90,6 +91,8 @@ class FrameMaker:
         # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
         self.native, self.subgraphs = native, subgraphs
         self.last_values: dict = {}
+        self.open_task: dict | None = None  # the node that started last and has not ended (an interrupt's)
+        self.ended_tasks: dict[str, tuple] = {}  # a registered graph's ended nodes (task, step) until their writes
 
     def _message_id(self, node_id: str) -> str:
         return f"run-{self.run_id}-{node_id}"
@@ -108,7 +111,7 @@ class FrameMaker:
                 "metadata": {"langgraph_node": envelope["data"].get("node_id"), "thread_id": self.thread_id,
                              "chatter_event": envelope["event"]}, "parent_ids": []}
 
-    def _native_frames(self, name: str, data: dict) -> list[tuple[str, object]]:
+    def _native_frames(self, name: str, data: dict, ts: str) -> list[tuple[str, object]]:
         """A registered graph's own stream parts, as LangGraph's server streams them (its subgraphs' under
         `<mode>|<namespace>`)."""
         namespace = data.get("namespace") or []
@@ -117,13 +120,27 @@ class FrameMaker:
         event = "|".join([name, *namespace])
         if name == "values":
             self.last_values = data["values"]
-        return [(event, data[name])] if name in self.modes else []
+        out = []
+        if name == "updates" and not namespace:  # a node's own writes are its task's result
+            for node, update in (data["updates"] or {}).items():
+                if node in self.ended_tasks:
+                    task, step = self.ended_tasks.pop(node)
+                    out += self._task_frames({**task, "result": update}, ts=ts, step=step)
+        return out + ([(event, data[name])] if name in self.modes else [])
+
+    def _task_frames(self, task: dict, *, ts, step=None) -> list[tuple[str, object]]:
+        """A task's start or result (LangGraph's task payloads) in the `tasks` and `debug` modes."""
+        out = [("tasks", task)] if "tasks" in self.modes else []
+        if "debug" in self.modes:
+            kind = "task_result" if "result" in task else "task"
+            out.append(("debug", {"type": kind, "step": step, "timestamp": ts, "payload": task}))
+        return out
 
     async def frames(self, envelope: dict) -> list[tuple[str, object]]:
         """(event, data) pairs for one Chatter event, in order."""
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
         if name in ("values", "updates", "custom") and "namespace" in data:
-            return self._native_frames(name, data)
+            return self._native_frames(name, data, envelope["ts"])
         if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
             return []
         if self.native:
@@ -147,10 +164,9 @@ class FrameMaker:
         if name == "workflow_started" and "events" in modes:
             out.append(("events", self._event("on_chain_start", "LangGraph", envelope, {"input": None})))
         if name == "node_started":
-            if "debug" in modes:
-                out.append(("debug", {"type": "task", "step": data.get("index"), "timestamp": envelope["ts"],
-                                      "payload": {"id": f"{self.run_id}:{data.get('index')}", "name": node,
-                                                  "input": None, "triggers": []}}))
+            task = {"id": f"{self.run_id}:{data.get('index')}", "name": node, "input": None, "triggers": []}
+            self.open_task = task
+            out += self._task_frames(task, ts=envelope["ts"], step=data.get("index"))
             if "events" in modes:
                 out.append(("events", self._event("on_chain_start", node, envelope, {"input": None})))
         if name == "token_usage":
@@ -178,15 +194,21 @@ class FrameMaker:
             result = {key: value for key, value in data.items() if key != "node_id"}
             if "updates" in modes:
                 out.append(("updates", {node: result}))
-            if "debug" in modes:
-                out.append(("debug", {"type": "task_result", "step": data.get("index"), "timestamp": envelope["ts"],
-                                      "payload": {"id": f"{self.run_id}:{data.get('index')}", "name": node,
-                                                  "error": data.get("error"), "interrupts": [],
-                                                  "result": result}}))
+            task = {"id": f"{self.run_id}:{data.get('index')}", "name": node, "error": data.get("error"),
+                    "interrupts": []}
+            self.open_task = None
+            if self.native and name == "node_completed":  # its result: the node's own writes, which follow
+                self.ended_tasks[node] = (task, data.get("index"))
+            else:
+                out += self._task_frames({**task, "result": result}, ts=envelope["ts"], step=data.get("index"))
             if "events" in modes:
                 out.append(("events", self._event("on_chain_end", node, envelope, {"output": result})))
         if name == "message_saved" and data.get("role") == "assistant" and "values" in modes:
             out.append(("values", await self._values(ended=True)))
+        if name == "input_required" or name in TERMINAL_EVENTS:  # nodes whose writes never came: no result
+            for task, step in self.ended_tasks.values():
+                out += self._task_frames({**task, "result": None}, ts=envelope["ts"], step=step)
+            self.ended_tasks.clear()
         if name == "input_required":  # the run pauses: LangGraph's interrupt, as its server streams it
             interrupt_id = data.get("interrupt_id")
             interrupt = {"value": await _question(self.run_id, interrupt_id), "id": interrupt_id}
@@ -198,10 +220,10 @@ class FrameMaker:
                 out.append(("values", {**await self._values(ended=False), "__interrupt__": [interrupt]}))
             elif self.native and "values" in self.modes:
                 out.append(("values", {**self.last_values, "__interrupt__": [interrupt]}))
-            if "debug" in modes:
-                out.append(("debug", {"type": "task_result", "step": None, "timestamp": envelope["ts"],
-                                      "payload": {"id": f"{self.run_id}:{data.get('node_id')}", "name": node,
-                                                  "error": None, "interrupts": [interrupt], "result": {}}}))
+            asking = self.open_task or {"id": f"{self.run_id}:{node}", "name": node}  # a graph's interrupt():
+            # the node that was running
+            out += self._task_frames({"id": asking["id"], "name": asking["name"], "error": None,
+                                      "interrupts": [interrupt], "result": {}}, ts=envelope["ts"])
             out.append(("end", None))
         if name == "workflow_completed":
             if "values" in modes and self.thread_id is None:

@@ -34,15 +34,15 @@ DASHBOARD_MAX_DAYS = 366
 
 @admin.register(TemplateAnalytics)
 class TemplateAnalyticsAdmin(admin.ModelAdmin):
-    list_display = ("template", "total_executions", "successful_executions", "failed_executions",
+    list_display = ("template", "slot", "total_executions", "successful_executions", "failed_executions",
                     "cancelled_executions", "average_execution_time_ms", "prompt_tokens", "completion_tokens",
                     "total_tokens", "total_cost", "last_used_at")
     list_filter = ("last_used_at", "last_success_at", "last_failure_at")
     list_select_related = ("template",)
     search_fields = ("template__key", "template__name")
-    # Counters (I2) are kept by analytics.receivers and reconcile_aggregates, never by hand. A template has a row
-    # once its first run has ended; the template pages show every template's figures.
-    readonly_fields = ("template", "total_executions", "successful_executions", "failed_executions",
+    # Counters (I2) are kept by analytics.receivers and reconcile_aggregates, never by hand. Each row is a slot of a
+    # template's figures (their sums), made when the first run picking it ends; the template pages show the sums.
+    readonly_fields = ("template", "slot", "total_executions", "successful_executions", "failed_executions",
                        "cancelled_executions", "total_execution_time_ms", "average_execution_time_ms",
                        "prompt_tokens", "completion_tokens", "total_tokens", "total_cost", "last_used_at",
                        "last_success_at", "last_failure_at")

@@ -14,8 +14,10 @@ from django.db.models import (
     F,
     FloatField,
     Max,
+    OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
     Value,
     Window,
@@ -73,25 +75,13 @@ def template_analytics_from_executions() -> dict:
         ),
         real_last_used=Max("executions__completed_at", filter=terminal),
     )
-    stored = {row.template_id: row for row in TemplateAnalytics.objects.all()}
+    stored = template_figures_stored()
     result = {}
     for template in templates:
         row = stored.get(template.pk)
         result[template.pk] = {
             "key": template.key,
-            "stored": None
-            if row is None
-            else {
-                "total_executions": row.total_executions,
-                "successful_executions": row.successful_executions,
-                "failed_executions": row.failed_executions,
-                "cancelled_executions": row.cancelled_executions,
-                "total_execution_time_ms": row.total_execution_time_ms,
-                "prompt_tokens": row.prompt_tokens,
-                "completion_tokens": row.completion_tokens,
-                "total_tokens": row.total_tokens,
-                "total_cost": row.total_cost,
-            },
+            "stored": None if row is None else {name: row[name] for name in TEMPLATE_COUNTERS},
             "actual": {
                 "total_executions": template.real_total,
                 "successful_executions": template.real_ok,
@@ -174,13 +164,30 @@ def templates_with_analytics(templates: QuerySet[WorkflowTemplate]) -> QuerySet[
     `average_execution_time_ms`, in the same query. A template that never ran has no row yet (it is made when its
     first run ends): its figures are zeros, its moments and average None."""
     money = TemplateAnalytics._meta.get_field("total_cost")
-    figures = {name: Coalesce(F(f"analytics__{name}"), Value(0)) for name in TEMPLATE_COUNTERS}
-    figures["total_cost"] = Coalesce(F("analytics__total_cost"), Value(Decimal("0")), output_field=money)
+    figures = {name: Coalesce(_over_slots(Sum, name), Value(0)) for name in TEMPLATE_COUNTERS}
+    figures["total_cost"] = Coalesce(_over_slots(Sum, "total_cost"), Value(Decimal("0")), output_field=money)
     return templates.annotate(
-        **figures, **{name: F(f"analytics__{name}") for name in TEMPLATE_MOMENTS},
+        **figures, **{name: _over_slots(Max, name) for name in TEMPLATE_MOMENTS},
     ).annotate(average_execution_time_ms=ExpressionWrapper(
         Cast("total_execution_time_ms", FloatField()) / NullIf("total_executions", Value(0)),
         output_field=FloatField()))
+
+
+def _over_slots(function, name: str) -> Subquery:
+    """A template's figure: `function` (Sum, Max) of `name` over its slots (TemplateAnalytics), a subquery per
+    template, so that what else a query joins never counts a slot twice."""
+    slots = TemplateAnalytics.objects.filter(template=OuterRef("pk")).order_by().values("template")
+    return Subquery(slots.annotate(figure=function(name)).values("figure"))
+
+
+def template_figures_stored() -> dict:
+    """Per template that has any: its figures (TEMPLATE_COUNTERS: sums over its slots; TEMPLATE_MOMENTS: the
+    latest)."""
+    rows = TemplateAnalytics.objects.order_by().values("template_id").annotate(
+        **{f"n_{name}": Sum(name) for name in TEMPLATE_COUNTERS},
+        **{f"n_{name}": Max(name) for name in TEMPLATE_MOMENTS})
+    return {row["template_id"]: {name: row[f"n_{name}"] for name in (*TEMPLATE_COUNTERS, *TEMPLATE_MOMENTS)}
+            for row in rows}
 
 
 # --- usage rollups ---------------------------------------------------------------------------------------

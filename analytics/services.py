@@ -136,18 +136,33 @@ def aggregates_fix() -> int:
                 fixed += 1
     with transaction.atomic():
         for pk, row in template_analytics_from_executions().items():
-            if row["stored"] is None and _diff(_template_zero(), row["actual"]):
-                _template_analytics_upsert(template_id=pk, figures={
-                    **row["actual"], **{name: None for name in TEMPLATE_MOMENTS}, "last_used_at": row["last_used_at"]})
-                fixed += 1
-            elif row["stored"] is not None and _diff(row["stored"], row["actual"]):
-                TemplateAnalytics.objects.filter(template_id=pk).update(
-                    **row["actual"], last_used_at=row["last_used_at"])
+            if _diff(row["stored"] or _template_zero(), row["actual"]):
+                _template_analytics_rebuild(template_id=pk)
                 fixed += 1
     if usage_drift():
         fixed += usage_rollups_rebuild()
     fixed += budget_spend_fix()
     return fixed
+
+
+def _template_analytics_rebuild(*, template_id) -> None:
+    """A template's slots again, each from the ended runs whose id picks it."""
+    slots: dict[int, dict] = {}
+    runs = WorkflowExecution.objects.filter(template_id=template_id, status__in=WorkflowExecution.TERMINAL).only(
+        "template_id", "status", "execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
+        "completed_at")
+    for execution in runs.iterator():
+        figures = _template_figures(execution)
+        slot = slots.setdefault(TemplateAnalytics.slot_of(execution.pk), {
+            **{name: 0 for name in TEMPLATE_COUNTERS}, **{name: None for name in TEMPLATE_MOMENTS}})
+        for name in TEMPLATE_COUNTERS:
+            slot[name] += figures[name]
+        for name in TEMPLATE_MOMENTS:
+            if figures[name] is not None and (slot[name] is None or figures[name] > slot[name]):
+                slot[name] = figures[name]
+    TemplateAnalytics.objects.filter(template_id=template_id).delete()
+    for number, figures in sorted(slots.items()):
+        _template_analytics_upsert(template_id=template_id, slot=number, figures=figures)
 
 
 def _template_zero() -> dict:
@@ -221,20 +236,25 @@ def _template_figures(execution: WorkflowExecution) -> dict | None:
 
 
 def template_analytics_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:
-    """Carry the cost change of an ended run's re-priced calls to its template's row (made when it ended)."""
+    """Carry the cost change of an ended run's re-priced calls to its slot of its template's figures (which holds
+    the run's figures since it ended)."""
     if execution.template_id is not None:
-        TemplateAnalytics.objects.filter(template_id=execution.template_id).update(
-            total_cost=F("total_cost") + sum(call["cost"] for call in calls))
+        figures = {**{name: 0 for name in TEMPLATE_COUNTERS}, **{name: None for name in TEMPLATE_MOMENTS},
+                   "total_cost": sum(call["cost"] for call in calls)}
+        _template_analytics_upsert(template_id=execution.template_id, slot=TemplateAnalytics.slot_of(execution.pk),
+                                   figures=figures)
 
 
-def _template_analytics_upsert(*, template_id, figures: dict) -> None:
-    """The one statement that makes a template's analytics row (when its first run ends) or adds to it."""
-    statements_run(_template_analytics_sql(template_id=template_id, figures=figures))
+def _template_analytics_upsert(*, template_id, slot: int, figures: dict) -> None:
+    """The one statement that makes a slot of a template's figures (when the first run picking it ends) or adds
+    to it."""
+    statements_run(_template_analytics_sql(template_id=template_id, slot=slot, figures=figures))
 
 
-def _template_analytics_sql(*, template_id, figures: dict) -> tuple[str, list]:
-    return _insert_or_add_sql(TemplateAnalytics, conflict="template", rows=[{"template_id": template_id, **figures}],
-                              columns=("template_id",), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
+def _template_analytics_sql(*, template_id, slot: int, figures: dict) -> tuple[str, list]:
+    return _insert_or_add_sql(TemplateAnalytics, conflict=("template", "slot"),
+                              rows=[{"template_id": template_id, "slot": slot, **figures}],
+                              columns=("template_id", "slot"), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
 
 
 # --- usage rollups (see UsageRollup for what each counter counts) ----------------------------------------------
@@ -268,7 +288,8 @@ def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages:
     for message in messages:  # a run's messages are in its conversation, which its owner owns
         add(message.created_at, message.provider_used, message.model_used, {"messages": 1})
     figures = _template_figures(execution)
-    statements_run(_usage_sql(rows), [_template_analytics_sql(template_id=execution.template_id, figures=figures)]
+    statements_run(_usage_sql(rows), [_template_analytics_sql(
+        template_id=execution.template_id, slot=TemplateAnalytics.slot_of(execution.pk), figures=figures)]
                    if figures is not None else [])
 
 
@@ -371,14 +392,14 @@ def _usage_upsert(rows: dict) -> None:
 
 def _usage_sql(rows: dict) -> tuple[str, list]:
     """Keys are written in a fixed order, so two transactions never wait on each other's rows in a cycle."""
-    return _insert_or_add_sql(UsageRollup, conflict="key", rows=[rows[key] for key in sorted(rows, key=str)],
+    return _insert_or_add_sql(UsageRollup, conflict=("key",), rows=[rows[key] for key in sorted(rows, key=str)],
                               columns=("key", *UsageRollup.DIMENSIONS), add=UsageRollup.COUNTERS)
 
 
-def _insert_or_add_sql(model, *, conflict: str, rows: list[dict], columns: tuple[str, ...], add: tuple[str, ...],
-                       latest: tuple[str, ...] = ()) -> tuple[str, list]:
+def _insert_or_add_sql(model, *, conflict: tuple[str, ...], rows: list[dict], columns: tuple[str, ...],
+                       add: tuple[str, ...], latest: tuple[str, ...] = ()) -> tuple[str, list]:
     """One INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite) of `rows` (dicts by attname): a row whose
-    `conflict` value is stored adds its `add` counters to the stored ones and sets the `latest` fields it has
+    `conflict` values are stored adds its `add` counters to the stored ones and sets the `latest` fields it has
     (not None); any other row is inserted. Concurrent writers of one row never lose an increment. Counters are
     only ever added here: an INSERT could not carry a negative one past its CHECK (see _usage_change)."""
     meta = model._meta
@@ -394,7 +415,8 @@ def _insert_or_add_sql(model, *, conflict: str, rows: list[dict], columns: tuple
                 for column in (meta.get_field(name).column for name in latest)]
     return (f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
             f"VALUES {', '.join([placeholders] * len(rows))} "
-            f"ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO UPDATE SET {', '.join(changes)}", params)
+            f"ON CONFLICT ({', '.join(quote(meta.get_field(name).column) for name in conflict)}) "
+            f"DO UPDATE SET {', '.join(changes)}", params)
 
 
 def _usage_change(dims: dict, changes: dict) -> None:

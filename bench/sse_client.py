@@ -1,7 +1,7 @@
 """B2's client: a small HTTP/1.1 client over one keep-alive socket that POSTs JSON and reads a Server-Sent Events
 response frame by frame as its bytes arrive. Like B5's load generator it is deliberately small (a socket, no HTTP
 library), so that the time it reports is the server's and not the client's parsing: a general-purpose client
-(httpx, `iter_lines`) added time of its own before it saw the first token frame (bench/RESULTS.md, session 12).
+(httpx, `iter_lines`) added time of its own before it saw the first token frame (bench/RESULTS.md, B2).
 
     client = SseClient("127.0.0.1", port, {"Authorization": "Token …"})
     for seconds, event, data in client.post("/api/v1/chat/", {"message": "hi", "stream": True}):

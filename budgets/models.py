@@ -36,7 +36,7 @@ class Budget(models.Model):
     name = models.CharField(max_length=100, blank=True, default="")
     scope = models.CharField(max_length=16, choices=Scope.choices)
     # What the budget is on, as text: a user's pk, an API key's public id, a group's pk, a template's id; "" for
-    # global. Not a foreign key: budgets sit below the apps whose rows they name (see README, Layout).
+    # global. Not a foreign key: budgets sit below the apps whose rows they name (docs/architecture.md).
     target_id = models.CharField(max_length=64, blank=True, default="")
     period = models.CharField(max_length=8, choices=Period.choices)
     timezone = models.CharField(max_length=64, default="UTC")

@@ -1,4 +1,4 @@
-"""Budgets held by reservation (SPEC issue 15). What a run may spend is reserved before it spends it, under a
+"""Budgets held by reservation. What a run may spend is reserved before it spends it, under a
 conditional UPDATE of the budget's period row, so any number of concurrent runs see each other's reservations:
 
 1. A run is written only after reserving, on every hard budget it falls under, the worst case of its first call
@@ -11,7 +11,7 @@ conditional UPDATE of the budget's period row, so any number of concurrent runs 
 3. When the run ends, in its terminal transaction, its reservation is replaced by what it spent (`budget_settle`).
 
 A hard budget caps each call's max_tokens (CHATTER_BUDGET_DEFAULT_MAX_TOKENS when the run sets none), so no call
-can produce more than its reservation holds; see the README for the overspend bound. Soft budgets reserve
+can produce more than its reservation holds; see docs/operations/budgets.md for the overspend bound. Soft budgets reserve
 nothing: they count what runs spent. A period's row is made by its first run (INSERT … ON CONFLICT DO NOTHING),
 so periods roll over without a race."""
 from __future__ import annotations

@@ -28,5 +28,5 @@ application = ProtocolTypeRouter(
 # garbage collector's full passes, which would otherwise traverse them all again and again.
 gc.freeze()
 # A request leaves few cycles behind, but at the default thresholds its allocations set off young and middle
-# collections every turn or two: fewer, larger young collections cost less in all (bench/RESULTS.md, session 12).
+# collections every turn or two: fewer, larger young collections cost less in all (bench/RESULTS.md, B5).
 gc.set_threshold(20_000, 20, 50)

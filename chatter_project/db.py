@@ -13,7 +13,7 @@ never going back up, so no two transactions ever wait on each other in a cycle:
 3. the owner's row (`auth_user`, FOR NO KEY UPDATE: run creation, so one user's runs count each other's; taken
    only there, and never by a lock on a run's row, which would also block every insert referencing the user);
 4. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
-5. aggregates: template analytics, then usage rollups (by key);
+5. aggregates: usage rollups (by key), then template analytics (a template's slot: `analytics.models`);
 6. the audit chain's head (an advisory lock, last: `audit.services`).
 
 So run creation is conversation → owner → budget periods → (the run inserted) → audit; a run's ending is run →

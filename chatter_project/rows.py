@@ -1,5 +1,5 @@
 """Rows written and read in one statement each, without the ORM's per-statement work: the run path's hot
-statements (issue 12).
+statements.
 
 `rows_insert` is one multi-row INSERT (optionally an upsert, optionally returning columns), `row_update` one
 UPDATE (set and add) and `rows_select` one SELECT of whole rows, through Django's own cursor, the same SQL on

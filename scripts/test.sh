@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite twice, side by side.
+# `make test`: the docs build, then the whole suite twice, side by side.
+#   0. `mkdocs build --strict` (docs/, mkdocs.yml), into a temp dir: a broken link or page fails make test;
 #   1. SQLite, in-memory channel layer (the embedded default);
 #   2. PostgreSQL + Redis, started here on free ports and stopped on exit (also on failure or Ctrl-C).
-# Both phases always run to the end; the exit status is non-zero if either failed.
+# All phases always run to the end; the exit status is non-zero if any failed.
 # A test that needs a real component skips when it is missing; tests/real_components.py lists such skips
 # loudly at the end of each phase, and a phase fails when a component it must have was skipped: the
 # browser (Chromium) in both, PostgreSQL and Redis in the second.
@@ -83,6 +84,11 @@ fi
 skips_dir=$(mktemp -d)
 trap 'stop_sqlite_phase; stop_services; rm -rf "$skips_dir"' EXIT
 
+header "Docs: mkdocs build --strict"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$skips_dir/site"
+docs_rc=$?
+echo "docs: $(result "$docs_rc")"
+
 # The two phases run side by side (each is mostly one process waiting on servers it started); the SQLite
 # phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
 sqlite_log="$skips_dir/sqlite.log"
@@ -117,6 +123,7 @@ for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
 done
 
 header "Summary"
+echo "Docs (mkdocs):       $(result "$docs_rc")"
 echo "SQLite:              $(result "$sqlite_rc")$(skipped_components "$skips_dir/sqlite")"
 echo "PostgreSQL + Redis:  $(result "$postgres_rc")$(skipped_components "$skips_dir/postgres")"
-[ "$sqlite_rc" -eq 0 ] && [ "$postgres_rc" -eq 0 ]
+[ "$docs_rc" -eq 0 ] && [ "$sqlite_rc" -eq 0 ] && [ "$postgres_rc" -eq 0 ]

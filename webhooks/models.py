@@ -1,5 +1,5 @@
 """Outgoing webhooks: one row per delivery (a budget alert, a run's end, …) and what became of it. Plumbing: it
-names what it is about by type and id (text), never by a foreign key, so every app may use it (README, Layout)."""
+names what it is about by type and id (text), never by a foreign key, so every app may use it (docs/architecture.md)."""
 import uuid
 
 from django.db import models

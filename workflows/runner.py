@@ -230,8 +230,8 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
             execution.refresh_from_db()
             return execution
         for question in questions:
-            recorder.emit("input_required", {name: question[name]
-                                             for name in ("node_id", "interrupt_id", "prompt", "schema")})
+            recorder.emit("input_required", {name: question[name] for name in (
+                "node_id", "interrupt_id", "prompt", "schema", "value") if name in question})
         recorder.audit("execution.waiting", {"interrupt_ids": [q["interrupt_id"] for q in questions]})
         recorder.write_held()
     for name, value in values.items():
@@ -274,6 +274,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
+        # a registered graph picks its own models: the run names the one that answered last
+        **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic():
         finished = row_update(WorkflowExecution, where={"id": execution.pk, "status": from_status},

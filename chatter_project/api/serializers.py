@@ -30,8 +30,8 @@ class FieldsBuiltOnce:
     """For a read-only serializer whose fields read nothing from the context (no hyperlinks, no method fields that
     use it): its fields are built once per class and every instance renders through them, with DRF's own
     `Serializer.to_representation`. DRF builds a serializer's fields for every instance, and a ModelSerializer
-    builds them from the model each time, which costs far more than the rendering itself (bench/RESULTS.md, session
-    12). Built-in fields render without changing themselves, so one set of them serves every thread. The output
+    builds them from the model each time, which costs far more than the rendering itself (bench/RESULTS.md, B5).
+    Built-in fields render without changing themselves, so one set of them serves every thread. The output
     is the same, field for field (tests/api/test_fields_built_once.py)."""
 
     def to_representation(self, instance):

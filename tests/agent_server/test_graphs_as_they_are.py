@@ -69,6 +69,41 @@ def test_its_stream_names_its_nodes_and_carries_its_writer(graph_server, alice_k
     assert parts[-1].event == "end"
 
 
+def test_its_tasks_and_debug_streams_name_its_nodes_with_their_own_writes(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    parts = list(client.runs.stream(thread["thread_id"], "stateful", input=START, stream_mode=["tasks", "debug"]))
+    resumed = list(client.runs.stream(thread["thread_id"], "stateful", command={"resume": "yes"},
+                                      stream_mode="tasks"))
+
+    tasks = [p.data for p in parts if p.event == "tasks"]
+    assert [(t["name"], "result" in t) for t in tasks] == [
+        ("greet", False), ("greet", True), ("use_tool", False), ("use_tool", True), ("ask", False), ("ask", True)]
+    assert tasks[1]["result"]["value"] == "greeted" and tasks[1]["id"] == tasks[0]["id"]
+    assert tasks[3]["result"]["items"] == ["tool"] and tasks[3]["error"] is None
+    assert tasks[5]["interrupts"][0]["value"] == {"question": "Go on?", "value": "greeted"}
+    debug = [p.data for p in parts if p.event == "debug"]
+    assert [(d["type"], d["payload"]) for d in debug] == [
+        ("task" if "result" not in t else "task_result", t) for t in tasks]
+    assert [d["step"] for d in debug[:4]] == [1, 1, 2, 2]
+    after = [(p.data["name"], p.data.get("result")) for p in resumed if p.event == "tasks" and "result" in p.data]
+    assert [name for name, _ in after] == ["ask", "sub"] and after[0][1]["items"] == ["asked"]
+
+
+def test_a_json_graphs_tasks_are_its_nodes(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    parts = list(client.runs.stream(thread["thread_id"], "universal_chat", stream_mode="tasks",
+                                    input={"messages": [{"role": "user", "content": "hello"}]}))
+
+    ended = [p.data for p in parts if p.event == "tasks" and "result" in p.data]
+    executed = NodeExecution.objects.filter(execution__conversation_id=thread["thread_id"]).order_by("index")
+    assert [t["name"] for t in ended] == [n.node_id for n in executed]
+    assert all(t["result"]["status"] in ("completed", "skipped") and t["error"] is None for t in ended)
+
+
 def test_a_thread_names_its_graph_and_static_breakpoints_hold(graph_server, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     thread = client.threads.create(metadata={"label": "mine"})

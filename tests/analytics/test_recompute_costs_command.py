@@ -151,3 +151,30 @@ def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one
     execution.refresh_from_db()
     assert (call.unpriced, call.cost, execution.cost) == (False, Decimal("0.00120000"), Decimal("0.00120000"))
     assert_all(execution)
+
+
+def test_a_run_repriced_after_its_templates_figures_were_rebuilt_keeps_every_slot_exact(alice):
+    """reconcile_aggregates --fix rebuilds a drifted template's slots, each from the runs whose id picks it; a later
+    re-pricing of a run adds its change to its own slot, which holds its figures: every slot stays the sums over its
+    runs, and the template's figures the sums over its slots (I2)."""
+    from analytics.models import TemplateAnalytics
+
+    runs = [execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk) for _ in range(4)]
+    template_id = runs[0].template_id
+    TemplateAnalytics.objects.filter(template_id=template_id).update(total_executions=99, successful_executions=99)
+    call_command("reconcile_aggregates", "--fix", stdout=StringIO())
+    ModelPrice.objects.create(provider="local", model_pattern=r"local-.*", input_per_million=10,
+                              output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
+
+    call_command("recompute_costs", "--since", "2000-01-01", stdout=StringIO())
+
+    expected: dict = {}
+    for execution in runs:
+        execution.refresh_from_db()
+        slot = expected.setdefault(TemplateAnalytics.slot_of(execution.pk), {"n": 0, "cost": Decimal("0")})
+        slot["n"] += 1
+        slot["cost"] += execution.cost
+        assert_all(execution)
+    stored = {row.slot: {"n": row.total_executions, "cost": row.total_cost}
+              for row in TemplateAnalytics.objects.filter(template_id=template_id)}
+    assert stored == expected

@@ -56,6 +56,21 @@ def test_the_owner_sees_the_figures_of_their_template(alice_api, alices_template
     assert row["last_used_at"] is not None
 
 
+def test_its_figures_are_the_sums_over_the_slots_its_runs_added_to(alice_api, alice, alices_template):
+    for n in range(6):
+        run(owner=alice, template="alices", message=f"hi {n}")
+
+    [row] = rows(alice_api)
+
+    ended = WorkflowExecution.objects.filter(template=alices_template)
+    slots = TemplateAnalytics.objects.filter(template=alices_template)
+    assert set(slots.values_list("slot", flat=True)) == {0} | {TemplateAnalytics.slot_of(r.pk) for r in ended}
+    assert row["total_executions"] == ended.count() == 9
+    assert row["total_tokens"] == sum(r.total_tokens for r in ended)
+    assert Decimal(row["total_cost"]) == sum(r.cost for r in ended)
+    assert_i2()
+
+
 def test_other_users_never_see_it_nor_the_built_ins(bob_api, alices_template):
     assert rows(bob_api) == []
 

@@ -1,6 +1,6 @@
 """A hard budget under load, on PostgreSQL: 200 concurrent requests, chat turns and gateway calls, to two server
 processes, against one global token budget. Reservations under the period row's lock keep the spend within the
-budget (README, Budgets: the overspend bound is 0 when the provider counts no more than the reserved worst
+budget (docs/operations/budgets.md: the overspend bound is 0 when the provider counts no more than the reserved worst
 case, which the offline `local` model, counted by the same estimator, never does); every refused request wrote
 no run and exactly one audit row; each threshold the spend reached fired exactly once; the reservations all come
 back; the aggregates reconcile."""

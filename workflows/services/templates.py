@@ -48,7 +48,7 @@ def builtins_seed() -> None:
 TEMPLATE_EDITABLE = ("name", "description", "category", "params", "graph", "is_public")
 
 
-# The key rule (README, REST API): a key names one template for a user: their own, else the built-in or public
+# The key rule (docs/api/rest.md): a key names one template for a user: their own, else the built-in or public
 # one. Keys are unique per owner and among shared (built-in and public) templates. A new key may not be one the
 # user can already see, so at creation their own hides nothing; and a key is checked only against what the user
 # may see (their own and the shared ones), so no answer tells of another user's private key.

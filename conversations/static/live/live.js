@@ -6,7 +6,7 @@
  * in italics, replaced by the exact figures of the call's `token_usage` event and the run's terminal event. */
 
 import {
-  apiGet, csrfToken, el, errorMessage, formatCost, showError, shorten, toUnits, ui,
+  apiGet, csrfToken, el, errorMessage, formatCost, inputMessage, showError, shorten, toUnits, ui,
 } from "./page.js";
 import { Run } from "./run.js";
 
@@ -20,6 +20,8 @@ function show(run, status) {
   showError("");
   ui.nodes.replaceChildren();
   ui.text.textContent = "";
+  ui.messages.replaceChildren();
+  ui.messages.hidden = true;
   run.setStatus(status);
   run.setNote("");
   run.render();
@@ -46,8 +48,7 @@ async function conversationTitles(runs) {
 }
 
 function runMessage(run) {
-  const message = run.input_data && run.input_data.message;
-  return typeof message === "string" && message.trim() ? message : "";
+  return inputMessage(run.input_data);
 }
 
 // --- recent runs ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ export const ui = {
   runId: $("run-id"), status: $("run-status"), note: $("run-note"), nodes: $("node-list"), text: $("run-text"),
   prompt: $("prompt-tokens"), completion: $("completion-tokens"), total: $("total-tokens"), cost: $("cost"),
   counters: $("counters"), question: $("run-question"), answerForm: $("answer-form"),
-  answerPrompt: $("answer-prompt"),
+  answerPrompt: $("answer-prompt"), messages: $("run-messages"),
 };
 export const continueLabel = ui.form.querySelector(".continue");
 
@@ -24,6 +24,17 @@ export function el(tag, attrs, ...children) {
   }
   node.append(...children.filter((c) => c !== null && c !== undefined));
   return node;
+}
+
+/** What a run was asked: a chat turn's message, else the last user message of its input (a graph's `messages`,
+ * OpenAI- or LangChain-shaped); "" when it has none. */
+export function inputMessage(input) {
+  if (!input || typeof input !== "object") return "";
+  if (typeof input.message === "string" && input.message.trim()) return input.message;
+  const given = input.graph_input || input;
+  const messages = Array.isArray(given.messages) ? given.messages : [];
+  const asked = messages.filter((m) => m && (m.role === "user" || m.type === "human")).pop();
+  return asked && typeof asked.content === "string" ? asked.content : "";
 }
 
 export function showError(message) {

@@ -1,6 +1,6 @@
 /* Chatter live page: one run on screen (see live.js). */
 import {
-  BACKOFF_MS, TERMINAL, apiGet, continueLabel, csrfToken, el, errorMessage, formatCost, outputPrice,
+  BACKOFF_MS, TERMINAL, apiGet, continueLabel, csrfToken, el, errorMessage, formatCost, inputMessage, outputPrice,
   readEventStream, showError, toUnits, ui,
 } from "./page.js";
 
@@ -21,6 +21,7 @@ export class Run {
     this.question = null;
     this.asking = new Map(); // interrupt id → its input_required data: questions the run waits on
     this.nodes = new Map(); // node run index → its line
+    this.messages = new Map(); // message id → its line: every message the run saved (a graph's tool messages too)
     this.text = "";
     this.textBreak = false;
     this.attempt = 0;
@@ -52,7 +53,8 @@ export class Run {
     ui.question.hidden = !this.question;
     const asked = this.terminal ? null : this.asking.values().next().value;
     ui.answerForm.hidden = !asked;
-    ui.answerPrompt.textContent = asked ? asked.prompt : "";
+    // A graph's interrupt(value) that is not text: its value, as the graph gave it
+    ui.answerPrompt.textContent = !asked ? "" : asked.prompt || JSON.stringify(asked.value ?? "");
     ui.answerForm.dataset.interruptId = asked ? asked.interrupt_id : "";
     continueLabel.hidden = !this.conversationId;
     for (const item of ui.runList.querySelectorAll("[data-execution-id]")) {
@@ -122,6 +124,7 @@ export class Run {
       case "message_saved":
         if (data.role === "assistant") this.messageId = data.message_id;
         this.conversationId = data.conversation_id || this.conversationId;
+        this.messageLine(data.message_id, data);
         break;
       case "limit_exceeded":
         this.setNote(`limit exceeded: ${data.limit} (${data.value})`);
@@ -155,8 +158,8 @@ export class Run {
     if (this.question !== null || !this.id) return;
     try {
       const detail = await apiGet(`/api/v1/executions/${encodeURIComponent(this.id)}/`);
-      const message = detail.input_data && detail.input_data.message;
-      if (!this.closed && this.question === null && typeof message === "string") {
+      const message = inputMessage(detail.input_data);
+      if (!this.closed && this.question === null && message) {
         this.question = message;
         this.render();
       }
@@ -223,7 +226,50 @@ export class Run {
     }
     clearTimeout(this.timer);
     this.showSavedReply();
+    this.showMessages();
     this.listChanged();
+  }
+
+  /** A line of the run's messages: its role and usage now (from its message_saved event), its content once the
+   * run has ended (from the API). */
+  messageLine(id, message) {
+    let line = this.messages.get(id);
+    if (!line) {
+      line = el("li", { class: "run-message", "data-testid": "run-message", "data-message-id": id });
+      this.messages.set(id, line);
+      ui.messages.append(line);
+      ui.messages.hidden = false;
+    }
+    const calls = (message.tool_calls || []).map((call) => `→ ${call.name}(${call.arguments ?? ""})`).join(" ");
+    const content = [message.content, calls].filter(Boolean).join(" ");
+    line.replaceChildren(
+      el("span", { class: "run-message-role", "data-testid": "run-message-role" }, message.role),
+      content ? el("span", { class: "run-message-content", "data-testid": "run-message-content" }, content) : null,
+      el("span", { class: "run-message-usage", "data-testid": "run-message-usage" },
+        `${message.total_tokens} tokens · ${formatCost(toUnits(message.cost))}`));
+    return line;
+  }
+
+  /** Every message the run saved, in the conversation's order, with what each cost. */
+  async showMessages() {
+    if (!this.conversationId || !this.id) return;
+    const messages = [];
+    let url = `/api/v1/conversations/${encodeURIComponent(this.conversationId)}/messages/`
+      + `?execution=${encodeURIComponent(this.id)}`;
+    try {
+      for (let pages = 0; url && pages < 20; pages += 1) {
+        const page = await apiGet(url);
+        messages.push(...(page.results || []));
+        url = page.next;
+      }
+    } catch (e) {
+      return; // the lines from the events stay
+    }
+    if (this.closed) return;
+    ui.messages.replaceChildren();
+    this.messages.clear();
+    for (const message of messages) this.messageLine(message.id, message);
+    ui.messages.hidden = messages.length === 0;
   }
 
   /** Tokens sent while no one listened are gone: show the saved reply when it differs from what streamed. */

@@ -1,0 +1,58 @@
+"""A template's figures, kept in one row before, become its slots when analytics 0005 migrates: each the sums over
+the ended runs whose id picks it, so that a later re-pricing of a run finds the run's figures in its own slot."""
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from analytics.models import TemplateAnalytics
+from tests.invariants import assert_i2
+from workflows.models import WorkflowTemplate
+
+BEFORE = [("analytics", "0004_usage_rollup_api_key")]
+AFTER = [("analytics", "0005_template_analytics_slots")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_templates_one_row_becomes_the_slots_of_its_runs(alice):
+    template = WorkflowTemplate.objects.get(key="universal_chat")
+    ended = timezone.now()
+    runs = [(uuid.uuid4(), status, Decimal(f"0.0000{n}5")) for n, status in
+            enumerate(["completed", "completed", "failed", "cancelled", "completed", "running"])]
+    executor = MigrationExecutor(connection)
+    executor.migrate(BEFORE)
+    try:
+        # every other app as it is now, analytics before its slots
+        others = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "analytics"]
+        old_apps = executor.loader.project_state([*others, *BEFORE]).apps
+        Execution = old_apps.get_model("workflows", "WorkflowExecution")
+        for n, (pk, status, cost) in enumerate(runs):
+            Execution.objects.create(id=pk, owner_id=alice.pk, template_id=template.pk, status=status, cost=cost,
+                                     prompt_tokens=n, completion_tokens=2 * n, total_tokens=3 * n,
+                                     execution_time_ms=10 * n, completed_at=ended + timedelta(seconds=n))
+        old_apps.get_model("analytics", "TemplateAnalytics").objects.create(
+            template_id=template.pk, total_executions=5, successful_executions=3, failed_executions=1,
+            cancelled_executions=1, total_cost=Decimal("0.00025"), prompt_tokens=10, completion_tokens=20,
+            total_tokens=30, total_execution_time_ms=100)
+        executor.loader.build_graph()
+        executor.migrate(AFTER)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    slots = {row.slot: row for row in TemplateAnalytics.objects.filter(template=template)}
+    expected: dict = {}
+    for n, (pk, status, cost) in enumerate(runs[:5]):
+        slot = expected.setdefault(pk.int % TemplateAnalytics.SLOTS, {"runs": 0, "cost": Decimal("0"), "tokens": 0})
+        slot["runs"] += 1
+        slot["cost"] += cost
+        slot["tokens"] += 3 * n
+    assert {n: {"runs": s.total_executions, "cost": s.total_cost, "tokens": s.total_tokens}
+            for n, s in slots.items()} == expected
+    assert max(s.last_used_at for s in slots.values()) == ended + timedelta(seconds=4)
+    assert max(s.last_failure_at for s in slots.values() if s.last_failure_at) == ended + timedelta(seconds=2)
+    assert_i2()
