@@ -91,12 +91,17 @@ def test_a_prompt_that_never_ran_has_no_versions_to_show(api, alice):
                                       "labels": [{"name": "latest", "version": 1, "split": {}}]}
 
 
-def test_the_admins_prompt_page_compares_the_versions(split_runs, staff, client):
+def test_the_admins_prompt_page_compares_the_versions(api, split_runs, staff, client):
+    report = api.get(REPORT).json()  # the page's baseline is the endpoint's default: the version with more runs
+    other = next(row for row in report["versions"] if row["version"] != report["baseline"])
+    difference = other["vs_baseline"]["scores"]["quality"]
     client.force_login(staff)
 
     page = client.get(f"/admin/prompts/prompt/{split_runs.pk}/change/").content.decode()
 
     assert "Versions compared" in page and "<th>quality (mean)</th>" in page
-    assert "v1 (baseline)" in page and "<td>v2</td>" in page and "production (50/100)" in page
-    assert page.count("n=") >= 4  # quality and helpful means for each version (v2's with its interval)
-    assert "Δ +0.5" in page
+    assert f"v{report['baseline']} (baseline)" in page and f"<td>v{other['version']}</td>" in page
+    assert "production (50/100)" in page
+    assert page.count("n=") >= 4  # quality and helpful means for each version
+    low, high = difference["ci95"]
+    assert f"Δ {difference['difference']:+.3g} [{low:+.3g}, {high:+.3g}]" in page
