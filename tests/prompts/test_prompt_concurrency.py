@@ -4,23 +4,13 @@ under a split at once all get one version."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 
 from prompts.models import PromptAssignment
 from prompts.services import prompt_label_set, prompt_version_assigned, prompt_version_create
+from tests.analytics.test_usage_concurrency import in_thread
 from tests.prompts.factories import PromptFactory, versions_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_thread(function):
-    def wrapped(*args):
-        try:
-            return function(*args)
-        finally:
-            connections.close_all()
-
-    return wrapped
 
 
 def test_versions_saved_at_once_are_numbered_1_to_n_and_latest_is_the_last(alice):
