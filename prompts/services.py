@@ -1,14 +1,19 @@
 """Writes of prompts: versions are numbered under a lock on their prompt, `latest` moves with each, and every
-label move (a rollback is one) is audited in the same transaction."""
+label move (a rollback is one) is audited in the same transaction. A fetch by label (prompt_resolve) is here
+too: under a split it may write the conversation's draw."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
 from chatter_project.errors import Forbidden, InvalidInput, NotFound
-from prompts.models import LATEST, Prompt, PromptAssignment, PromptLabel, PromptVersion
+from prompts.models import DEFAULT_LABEL, LATEST, Prompt, PromptAssignment, PromptLabel, PromptVersion
+from prompts.selectors import prompt_get, prompt_label_get, prompt_version_get
+from prompts.templating import prompt_compile
 
 _choice = random.SystemRandom()
 
@@ -158,3 +163,44 @@ def _drawn(label: PromptLabel) -> PromptVersion:
     if version is None:
         raise NotFound(f"version {number} of the split is gone")
     return version
+
+
+@dataclass(frozen=True)
+class ResolvedPrompt:
+    """A version as fetched by label or number: what a run sends, and what it records it used."""
+
+    version: PromptVersion
+    label: str | None
+
+    @property
+    def name(self) -> str:
+        return self.version.prompt.name
+
+    @property
+    def number(self) -> int:
+        return self.version.version
+
+    @property
+    def config(self) -> dict:
+        return dict(self.version.config)
+
+    def messages(self, variables: dict[str, Any] | None = None) -> list[dict]:
+        """The version's messages with {{variables}} filled ([{"role", "content"}])."""
+        return prompt_compile(self.version.content, variables or {})
+
+
+def prompt_resolve(*, user, name: str, label: str | None = None, version: int | None = None,
+                   conversation_id=None) -> ResolvedPrompt:
+    """Fetch by name and label (default `production`) or by version number. A split label draws a version by
+    weight, the same one for every turn of a conversation (prompts.services.prompt_version_assigned)."""
+    if label is not None and version is not None:
+        raise InvalidInput("give label or version, not both", details={"version": ["label or version"]})
+    prompt = prompt_get(user=user, name=name)
+    if version is not None:
+        found = prompt_version_get(prompt=prompt, version=version)
+    else:
+        label = label or DEFAULT_LABEL
+        found = prompt_version_assigned(label=prompt_label_get(prompt=prompt, name=label),
+                                        conversation_id=conversation_id)
+    found.prompt = prompt
+    return ResolvedPrompt(version=found, label=label)

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from chatter_project.errors import ChatterError, RunError
 from conversations.selectors import conversation_history, documents_search
 from prompts.models import DEFAULT_LABEL
-from prompts.selectors import prompt_resolve
+from prompts.services import prompt_resolve
 from workflows.engine.runtime import FetchedPrompt
 from workflows.models import WorkflowExecution
 from workflows.pricing import price_for_call

@@ -3,7 +3,7 @@ validate, call one service or selector, render."""
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -22,18 +22,13 @@ from prompts.api.serializers import (
     ResolvedPromptSerializer,
 )
 from prompts.models import Prompt, PromptLabel
-from prompts.selectors import (
-    prompt_get,
-    prompt_label_get,
-    prompt_list,
-    prompt_resolve,
-    prompt_version_get,
-)
+from prompts.selectors import prompt_get, prompt_label_get, prompt_list, prompt_version_get
 from prompts.services import (
     prompt_create,
     prompt_delete,
     prompt_label_delete,
     prompt_label_set,
+    prompt_resolve,
     prompt_update,
     prompt_version_create,
 )

@@ -19,8 +19,8 @@ from prompts.api.serializers import (
     PromptLabelWriteSerializer,
     PromptVersionWriteSerializer,
 )
-from prompts.selectors import prompt_get, prompt_list, prompt_resolve
-from prompts.services import prompt_create, prompt_label_set, prompt_version_create
+from prompts.selectors import prompt_get, prompt_list
+from prompts.services import prompt_create, prompt_label_set, prompt_resolve, prompt_version_create
 
 
 class Command(BaseCommand):
