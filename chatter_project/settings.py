@@ -51,10 +51,13 @@ INSTALLED_APPS = [
     "webhooks",
     "conversations",
     "workflows",
+    "scores",
+    "datasets",
     "analytics",
     "audit",
     "agent_server",
     "budgets",
+    "prompts",
 ]
 
 # Under ASGI, Django runs an async-capable MiddlewareMixin middleware's process_request and process_response each
@@ -317,5 +320,8 @@ SPECTACULAR_SETTINGS = {
         "BudgetModeEnum": "budgets.models.Budget.Mode",
         "BudgetScopeEnum": "budgets.models.Budget.Scope",
         "BudgetPeriodEnum": "budgets.models.Budget.Period",
+        "PromptTypeEnum": "prompts.models.PromptVersion.Type",
+        "ScoreDataTypeEnum": "scores.models.Score.DataType",
+        "ScoreSourceEnum": "scores.models.Score.Source",
     },
 }
