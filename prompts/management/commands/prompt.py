@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from chatter_project.cli import cli_user
 from chatter_project.errors import ChatterError
 from prompts.api.serializers import (
     PromptCreateSerializer,
@@ -55,8 +56,6 @@ class Command(BaseCommand):
         protect.add_argument("--unprotect", action="store_false", dest="protect")
 
     def handle(self, *args, **options) -> None:
-        from workflows.cli import cli_user  # the commands' one way to name their user
-
         user = cli_user(options["user"])
         try:
             getattr(self, f"_{options['action']}")(user, options)
