@@ -7,11 +7,13 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from analytics.charts import column_chart, row_chart
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.prompt_versions import prompt_version_report
 from analytics.selectors import (
     templates_with_analytics,
     usage_cost_by_group,
@@ -22,6 +24,8 @@ from analytics.selectors import (
 from budgets.models import Budget
 from budgets.services import budgets_current
 from chatter_project.models import ApiToken
+from prompts.admin import PromptAdmin
+from prompts.models import Prompt
 from workflows.admin import WorkflowTemplateAdmin
 from workflows.models import WorkflowTemplate
 
@@ -254,3 +258,37 @@ def _uuids(texts) -> list[uuid.UUID]:
 
 def _by_day(days: list[dict], figure: str, format_value):
     return column_chart([(str(day["day"]), day[figure]) for day in days], format_value=format_value)
+
+
+class PromptWithVersionsAdmin(PromptAdmin):
+    """The prompt pages with its versions and split variants side by side (analytics.prompt_versions)."""
+
+    readonly_fields = ("version_comparison",)
+    fields = ("name", "owner", "description", "version_comparison")
+
+    @admin.display(description="versions compared")
+    def version_comparison(self, prompt: Prompt) -> str:
+        report = prompt_version_report(prompt=prompt)
+        score_names = sorted({name for row in report["versions"] for name, summary in row["scores"].items()
+                              if "mean" in summary})
+        rows = [{**row, "p50": row["latency_ms"]["p50"], "p95": row["latency_ms"]["p95"],
+                 "error_rate": f"{row['means']['error_rate']['mean']:.1%}",
+                 "scores": [_mean_cell(row, name) for name in score_names]} for row in report["versions"]]
+        return render_to_string("admin/prompts/version_comparison.html",
+                                {"report": report, "rows": rows, "score_names": score_names})
+
+
+def _mean_cell(row: dict, name: str) -> str:
+    summary = row["scores"].get(name)
+    if not summary or summary.get("mean") is None:
+        return "–"
+    difference = ((row["vs_baseline"] or {}).get("scores") or {}).get(name) or {}
+    interval = difference.get("ci95")
+    shown = f"{summary['mean']:.3g} (n={summary['n']})"
+    if interval:
+        shown += f"; Δ {difference['difference']:+.3g} [{interval[0]:+.3g}, {interval[1]:+.3g}]"
+    return shown
+
+
+admin.site.unregister(Prompt)
+admin.site.register(Prompt, PromptWithVersionsAdmin)

@@ -51,10 +51,13 @@ INSTALLED_APPS = [
     "webhooks",
     "conversations",
     "workflows",
+    "scores",
+    "datasets",
     "analytics",
     "audit",
     "agent_server",
     "budgets",
+    "prompts",
     "gateway",
 ]
 
@@ -318,5 +321,8 @@ SPECTACULAR_SETTINGS = {
         "BudgetModeEnum": "budgets.models.Budget.Mode",
         "BudgetScopeEnum": "budgets.models.Budget.Scope",
         "BudgetPeriodEnum": "budgets.models.Budget.Period",
+        "PromptTypeEnum": "prompts.models.PromptVersion.Type",
+        "ScoreDataTypeEnum": "scores.models.Score.DataType",
+        "ScoreSourceEnum": "scores.models.Score.Source",
     },
 }

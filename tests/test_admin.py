@@ -15,6 +15,12 @@ from analytics.models import ModelPrice, TemplateAnalytics
 from audit.models import AuditEvent
 from conversations.models import Conversation, Document, Message
 from conversations.services import document_create
+from datasets.models import Dataset, DatasetItem
+from datasets.services import dataset_create, dataset_item_from_run
+from prompts.models import Prompt, PromptAssignment, PromptLabel, PromptVersion
+from prompts.services import prompt_create, prompt_label_set, prompt_version_assigned, prompt_version_create
+from scores.models import Score
+from scores.services import score_create
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -34,7 +40,7 @@ EVERY_MODEL = [
     Conversation, Message, Document,
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
     WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem, Assistant,
-    AssistantVersion,
+    AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score, Dataset, DatasetItem,
 ]
 
 
@@ -93,6 +99,12 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     AgentRun.objects.create(execution=run, assistant_id="universal_chat")
     StoreItem.objects.create(owner=alice, namespace="notes", key="k", value={"text": "calculator"})
     assistant_create(owner=alice, graph_id="universal_chat", name="calculator helper", context={"temperature": 0.1})
+    prompt = prompt_create(owner=alice, name="calculator", type="text", content="Compute.", config={})
+    prompt_version_create(prompt=prompt, type="text", content="Compute {{x}}.", config={}, actor=alice)
+    label = prompt_label_set(prompt=prompt, name="production", split={"1": 50, "2": 50}, actor=alice)
+    prompt_version_assigned(label=label, conversation_id=run.conversation_id)
+    score_create(owner=alice, name="calculator", value=1.0, data_type="numeric", execution_id=run.pk)
+    dataset_item_from_run(dataset=dataset_create(owner=alice, name="calculator"), execution_id=run.pk)
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model

@@ -143,11 +143,17 @@ class World:
             "documents": send("POST", "/api/v1/documents/", {"title": "Refunds", "content": "14 days."})["id"],
             "pricing": send("GET", "/api/v1/pricing/")["results"][0]["id"],
             "audit/events": send("GET", "/api/v1/audit/events/")["results"][0]["id"],
+            "prompts": send("POST", "/api/v1/prompts/", {"name": "support", "prompt": "Help with {{product}}.",
+                                                         "labels": ["production"]})["name"],
+            "scores": send("POST", "/api/v1/scores/", {"name": "q", "value": 1, "execution": self.run})["id"],
+            "datasets": send("POST", "/api/v1/datasets/", {"name": "qa"})["id"],
         }
+        self.ids["analytics/prompts"] = self.ids["prompts"]
 
     def real(self, route: str, name: str) -> str:
         named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,
-                 "assistant_id": self.assistant, "namespace": "n",
+                 "assistant_id": self.assistant, "namespace": "n", "number": "1", "label": "production",
+                 "item": "00000000-0000-0000-0000-000000000000",
                  "path": "no/such/route",  # the gateway's catch-all for URLs it does not serve
                  "model": "local-echo-1"}  # the gateway's /v1/models/<model>
         if name in named:

@@ -78,7 +78,7 @@ class RecordedSoFar:
             execution_id=self.execution.pk, node_execution=row, provider=in_flight["provider"],
             model=in_flight["model"], requested_model=in_flight["model"], unpriced=usage.unpriced,
             **usage.token_fields(), cost=usage.cost, estimated=True, usage_raw={}, duration_ms=duration_ms,
-            created_at=timezone.now())
+            prompt_version_id=in_flight.get("prompt_version"), created_at=timezone.now())
         for name, value in {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}.items():
             self._added[name] += value  # the execution's counters move with the ending's UPDATE
         self._streamed_text = streamed.get("text") or ""

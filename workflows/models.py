@@ -151,6 +151,10 @@ class WorkflowExecution(TokenTotals):
     # A delayed run (LangGraph's after_seconds): pending, not to start before this; django-q2 starts it then, and
     # the recovery sweep counts its deadlines from this instead of created_at.
     run_after = models.DateTimeField(null=True, blank=True)
+    # The stored prompt version its model nodes were given (the first one fetched; a split's draw for this run or
+    # its conversation): what per-version analytics group runs by. Each LLM call names its own (LLMCall).
+    prompt_version = models.ForeignKey("prompts.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="executions")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -318,6 +322,9 @@ class LLMCall(TokenTotals):
     unpriced = models.BooleanField(default=False)
     usage_raw = models.JSONField(default=dict, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # The stored prompt version the call sent (its model node's `prompt`), null for an inline prompt.
+    prompt_version = models.ForeignKey("prompts.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="llm_calls")
     created_at = models.DateTimeField()
 
     class Meta:

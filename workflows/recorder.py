@@ -109,6 +109,7 @@ class _OpenNode:
     clock: float
     usage: dict = field(default_factory=_no_usage)
     in_flight: dict | None = None  # the model call it waits on (see model_call_started)
+    prompt_version_id: Any = None  # the stored prompt version its model calls send (RunReads.prompt)
 
 
 class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
@@ -130,6 +131,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         self.tool_calls = execution.tool_calls
         self.user_message = None  # set by the runner: the turn's own user message, booked with the run's end
         self._prices: dict[tuple[str, str], Any] = dict(prices or {})
+        self._prompts_drawn: dict[tuple, Any] = {}  # (name, label, version) → the stored prompt version fetched
         self._node_pks: dict[int, int] = {}  # index → pk of node rows already written
         # Held until the run's next write: node rows by index, LLM calls (field dicts, with their node's index),
         # tool call rows, the execution's counters to add, events (name, data, when), audit rows (action, data).
@@ -361,7 +363,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         if opened is not None:
             self._calls_started += 1
             opened.in_flight = {"call": f"{opened.index}.{self._calls_started}", "provider": call.provider,
-                                "model": call.requested_model, "prompt_tokens": call.prompt_tokens}
+                                "model": call.requested_model, "prompt_tokens": call.prompt_tokens,
+                                "prompt_version": str(opened.prompt_version_id or "") or None}
             self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
         self._wait_ahead()
@@ -426,7 +429,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             "unpriced": usage.unpriced, **usage.token_fields(),
             "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
             "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
-            "usage_raw": usage.raw, "duration_ms": call.duration_ms, "created_at": timezone.now()}))
+            "usage_raw": usage.raw, "duration_ms": call.duration_ms,
+            "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now()}))
         counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
         for name, value in counted.items():
             self._added[name] += value

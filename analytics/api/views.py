@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -18,6 +18,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from analytics.api.renderers import CSVRenderer
+from analytics.prompt_versions import prompt_version_report
 from analytics.api.serializers import (
     GROUP_COLUMNS,
     PriceSerializer,
@@ -40,6 +41,7 @@ from analytics.services import price_create, price_update
 from chatter_project.api.filters import StrictOrderingFilter
 from chatter_project.api.pagination import PageNumberPagination
 from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from prompts.selectors import prompt_get
 from workflows.models import WorkflowTemplate
 
 FORMAT_PARAMETER = OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
@@ -220,3 +222,21 @@ class PriceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if price is None:
             raise NotFound(f"no price is in force for {provider}/{model}")
         return Response(PriceSerializer(price).data)
+
+
+class PromptReportQuerySerializer(serializers.Serializer):
+    baseline = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
+                                        help_text="the version each one is compared with (default: production's)")
+
+
+class PromptAnalyticsView(APIView):
+    """GET analytics/prompts/<name>/: your prompt's versions (a split's variants) side by side — runs, tokens,
+    cost, latency p50/p95, error rate, mean scores — each mean's difference from the baseline version with its 95%
+    confidence interval. Another user's prompt is a 404."""
+
+    @extend_schema(parameters=[PromptReportQuerySerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, name: str) -> Response:
+        query = PromptReportQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        prompt = prompt_get(user=request.user, name=name)
+        return Response(prompt_version_report(prompt=prompt, baseline=query.validated_data.get("baseline")))

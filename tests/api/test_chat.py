@@ -23,7 +23,7 @@ EXECUTION_FIELDS = {
     "mode", "provider", "model", "config", "input_data", "output_data", "error_type", "error_message",
     "created_at", "started_at", "completed_at", "execution_time_ms", "prompt_tokens", "completion_tokens",
     "total_tokens", "cost", "llm_calls", "tool_calls", "correlation_id", "cancel_requested", "forked_from",
-    "forked_from_checkpoint",
+    "forked_from_checkpoint", "prompt_version",
 }
 CONVERSATION_FIELDS = {
     "id", "title", "status", "created_at", "updated_at", "last_message_at", "message_count",

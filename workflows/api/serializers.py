@@ -117,7 +117,7 @@ class ExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
             "status", "mode", "provider", "model", "config", "input_data", "output_data", "error_type",
             "error_message", "created_at", "started_at", "completed_at", "execution_time_ms",
             "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
-            "correlation_id", "cancel_requested", "forked_from", "forked_from_checkpoint",
+            "correlation_id", "cancel_requested", "forked_from", "forked_from_checkpoint", "prompt_version",
         )
         read_only_fields = fields
 
@@ -170,7 +170,7 @@ class LLMCallSerializer(serializers.ModelSerializer):
         fields = (
             "id", "node_id", "node_index", "provider", "model", "requested_model", "prompt_tokens",
             "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost",
-            "estimated", "unpriced", "usage_raw", "duration_ms", "created_at",
+            "estimated", "unpriced", "usage_raw", "duration_ms", "prompt_version", "created_at",
         )
         read_only_fields = fields
 

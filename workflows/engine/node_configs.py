@@ -78,8 +78,22 @@ class NoConfig(NodeConfig):
     """start and end nodes take no config."""
 
 
+class PromptRef(NodeConfig):
+    """A stored prompt (prompts app), fetched when the node runs: a label move reaches the next run."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # absent: production
+    version: int | None = Field(default=None, ge=1)
+
+    def model_post_init(self, context: Any) -> None:
+        if self.label is not None and self.version is not None:
+            raise custom_error("out_of_range", "give label or version, not both")
+
+
 class ModelConfig(NodeConfig):
-    # Each key overrides the run config's key of the same name; none has a default of its own.
+    # Each key overrides the run config's key of the same name; none has a default of its own. `prompt` replaces
+    # system_message; its version's config fills the keys the node leaves open.
+    prompt: PromptRef | None = None
     system_message: str | None = Field(default=None, max_length=20000)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1, le=200000)

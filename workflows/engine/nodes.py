@@ -6,7 +6,7 @@ import functools
 import operator
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Callable, TypedDict
 
 from langchain_core.messages import (
@@ -17,6 +17,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.conditions import ConditionContext, parse_condition
 from workflows.engine.graph import Graph, Node
 from workflows.engine.runtime import RunContext
@@ -100,10 +101,18 @@ def passthrough(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> O
     return Outcome()
 
 
+PROMPT_CONFIG_KEYS = ("provider", "model", "temperature", "max_tokens")  # what a stored prompt's config may set
+
+
 def model(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     prompt: list[BaseMessage] = []
-    system = node.config.get("system_message") or ctx.config["system_prompt"]
-    if system:
+    if node.config.get("prompt"):  # a stored prompt, fetched now: a label moved since the last run is seen
+        fetched = ctx.hooks.prompt(node, node.config["prompt"], state.get("variables") or {})
+        prompt += messages_from_openai(fetched.messages)
+        node = replace(node, config={**node.config, **{
+            key: fetched.config[key] for key in PROMPT_CONFIG_KEYS
+            if node.config.get(key) is None and fetched.config.get(key) is not None}})
+    elif system := node.config.get("system_message") or ctx.config["system_prompt"]:
         prompt.append(SystemMessage(system))
     documents = state.get("documents") or []
     if documents:

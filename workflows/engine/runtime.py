@@ -72,6 +72,14 @@ class CallStarted:
     max_tokens: int | None = None  # the most it may complete (what a budget reserves for it)
 
 
+@dataclass(frozen=True)
+class FetchedPrompt:
+    """A stored prompt as a model node uses it (RunHooks.prompt): its messages, OpenAI-shaped, with the run's
+    variables filled, and its version's config (provider, model, temperature, max_tokens…)."""
+    messages: list[dict]
+    config: dict
+
+
 class RunHooks(Protocol):
     def node_started(self, node: Node) -> None: ...
     def model_call_started(self, node: Node, call: CallStarted) -> None: ...
@@ -91,6 +99,8 @@ class RunHooks(Protocol):
     def history(self, limit: int) -> list[BaseMessage]: ...
     def documents(self, query: str, limit: int) -> list[dict]: ...
     def price(self, provider: str, model: str) -> Price | None: ...
+    # A stored prompt by name and label or version (the node's `prompt`); the node's LLM calls record its version.
+    def prompt(self, node: Node, ref: dict, variables: dict) -> FetchedPrompt: ...
 
 
 class NullHooks:
@@ -111,6 +121,7 @@ class NullHooks:
     def history(self, limit): return []
     def documents(self, query, limit): return []
     def price(self, provider, model): return None
+    def prompt(self, node, ref, variables): raise RunError("a stored prompt is fetched by a recorded run only")
 
 
 @dataclass

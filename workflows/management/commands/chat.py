@@ -3,7 +3,8 @@ from django.core.management.base import BaseCommand
 
 from chatter_project.errors import ChatterError
 from conversations.services import conversation_delete
-from workflows.cli import EventPrinter, cli_user, command_error, fail_unless_completed, follow_run
+from chatter_project.cli import cli_user
+from workflows.cli import EventPrinter, command_error, fail_unless_completed, follow_run
 from workflows.services.runs import execution_start_streamed
 
 # The offline `local` model answers at once (CHATTER_LOCAL_TOKEN_DELAY_MS, 0 by default); in a terminal its reply

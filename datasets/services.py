@@ -1,0 +1,139 @@
+"""Writes of datasets: items are added one by one, from a run, or by an import that adds all its lines or none."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from django.db import IntegrityError, transaction
+
+from chatter_project.errors import InvalidInput
+from datasets.models import Dataset, DatasetItem
+from workflows.models import WorkflowExecution
+
+MAX_IMPORT_ITEMS = 10_000
+CSV_COLUMNS = ("input", "expected_output", "metadata")
+
+
+def dataset_create(*, owner, name: str, description: str = "", metadata: dict | None = None) -> Dataset:
+    try:
+        with transaction.atomic():
+            return Dataset.objects.create(owner=owner, name=name, description=description, metadata=metadata or {})
+    except IntegrityError:
+        raise InvalidInput(f"you already have a dataset named {name!r}", details={"name": ["already exists"]}) from None
+
+
+def dataset_update(*, dataset: Dataset, **changes) -> Dataset:
+    for field, value in changes.items():
+        setattr(dataset, field, value)
+    try:
+        with transaction.atomic():
+            dataset.save()
+    except IntegrityError:
+        raise InvalidInput("you already have a dataset of that name", details={"name": ["already exists"]}) from None
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    dataset.delete()
+
+
+def dataset_item_create(*, dataset: Dataset, input, expected_output=None, metadata: dict | None = None,
+                        source_execution_id=None) -> DatasetItem:
+    return DatasetItem.objects.create(dataset=dataset, input=input, expected_output=expected_output,
+                                      metadata=metadata or {}, source_execution_id=source_execution_id)
+
+
+def dataset_item_from_run(*, dataset: Dataset, execution_id, metadata: dict | None = None) -> DatasetItem:
+    """The run's input as the item's input and its output as the output expected (edit it, or keep it as a
+    reference). A run that is not the dataset owner's is refused like a missing one."""
+    execution = WorkflowExecution.objects.filter(pk=execution_id, owner_id=dataset.owner_id).values(
+        "pk", "input_data", "output_data", "prompt_version_id", "status").first()
+    if execution is None:
+        raise InvalidInput("run not found", details={"execution": ["no such run of yours"]})
+    return dataset_item_create(
+        dataset=dataset, input=execution["input_data"], expected_output=execution["output_data"] or None,
+        metadata={**(metadata or {}), "run_status": execution["status"]}, source_execution_id=execution["pk"])
+
+
+def dataset_import(*, dataset: Dataset, format: str, content: str) -> list[DatasetItem]:
+    """CSV (columns input, expected_output, metadata; a cell holding a JSON object or list is read as JSON, any
+    other as text) or JSONL ({"input", "expected_output", "metadata"} per line). All lines or none: a bad line is a
+    400 naming it."""
+    rows = _csv_rows(content) if format == "csv" else _jsonl_rows(content)
+    if not rows:
+        raise InvalidInput("nothing to import", details={"content": ["no items"]})
+    if len(rows) > MAX_IMPORT_ITEMS:
+        raise InvalidInput(f"at most {MAX_IMPORT_ITEMS} items at once", details={"content": ["too many items"]})
+    items = [DatasetItem(dataset=dataset, input=row["input"], expected_output=row.get("expected_output"),
+                         metadata=row.get("metadata") or {}) for row in rows]
+    with transaction.atomic():
+        DatasetItem.objects.bulk_create(items)
+    return items
+
+
+def _line_error(number: int, message: str) -> InvalidInput:
+    return InvalidInput(f"line {number}: {message}", details=[{"path": f"content[{number}]", "code": "invalid",
+                                                               "message": message}])
+
+
+def _checked(row: dict, number: int) -> dict:
+    unknown = sorted(set(row) - set(CSV_COLUMNS))
+    if unknown:
+        raise _line_error(number, f"unknown field(s) {', '.join(unknown)}: input, expected_output, metadata")
+    if row.get("input") in (None, ""):
+        raise _line_error(number, "input is required")
+    if not isinstance(row.get("metadata") or {}, dict):
+        raise _line_error(number, "metadata must be an object")
+    return row
+
+
+def _cell(value: str):
+    text = value.strip()
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return value if value != "" else None
+
+
+def _csv_rows(content: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(content))
+    if reader.fieldnames is None or "input" not in reader.fieldnames:
+        raise _line_error(1, "the header must name an input column (and may name expected_output, metadata)")
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        if None in row:
+            raise _line_error(number, "more cells than the header names")
+        rows.append(_checked({key: _cell(value or "") for key, value in row.items()}, number))
+    return rows
+
+
+def _jsonl_rows(content: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _line_error(number, f"not JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise _line_error(number, "each line is an object")
+        rows.append(_checked(row, number))
+    return rows
+
+
+def dataset_export(*, dataset: Dataset, format: str) -> str:
+    """Every item, as CSV (JSON values in their cells) or JSONL, oldest first: what dataset_import reads back."""
+    items = dataset.items.order_by("created_at", "id").values_list("input", "expected_output", "metadata")
+    if format == "jsonl":
+        return "".join(json.dumps({"input": i, "expected_output": e, "metadata": m}) + "\n" for i, e, m in items)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in items:
+        writer.writerow(["" if value is None else value if isinstance(value, str) else json.dumps(value)
+                         for value in row])
+    return out.getvalue()

@@ -1,0 +1,12 @@
+import django_filters
+
+from chatter_project.api.filters import CreatedRangeFilterSet
+from prompts.models import Prompt
+
+
+class PromptFilter(CreatedRangeFilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Prompt
+        fields = ("name",)

@@ -1,0 +1,8 @@
+from chatter_project.api.filters import CreatedRangeFilterSet
+from scores.models import Score
+
+
+class ScoreFilter(CreatedRangeFilterSet):
+    class Meta:
+        model = Score
+        fields = ("name", "data_type", "source", "execution", "message")
