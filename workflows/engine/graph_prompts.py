@@ -30,6 +30,5 @@ def prompt_fetch(name: str, *, label: str | None = None, version: int | None = N
     accounting = next((handler for handler in handlers if isinstance(handler, GraphAccounting)), None)
     if accounting is None:
         raise RunError("prompt_fetch is called inside a node of a graph Chatter runs")
-    task = accounting.task_of.get(getattr(callbacks, "parent_run_id", None))
-    ref = {"name": name, "label": label, "version": version}
-    return accounting._in_node(task, lambda node: accounting.ctx.hooks.prompt(node, ref, dict(variables or {})))
+    return accounting.prompt_for(getattr(callbacks, "parent_run_id", None),
+                                 {"name": name, "label": label, "version": version}, dict(variables or {}))

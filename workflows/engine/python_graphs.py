@@ -217,6 +217,11 @@ class GraphAccounting(BaseCallbackHandler):
             return fn(opened["node"] if opened is not None else _node("graph"))
         return self._call(focused)
 
+    def prompt_for(self, parent_run_id: UUID | None, ref: dict, variables: dict):
+        """A stored prompt fetched by a node of the graph (graph_prompts.prompt_fetch), with that node's row open,
+        so the calls it makes next record the version."""
+        return self._in_node(self.task_of.get(parent_run_id), lambda node: self.ctx.hooks.prompt(node, ref, variables))
+
     # --- nodes ---------------------------------------------------------------------------------------------
     def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, tags=None, metadata=None,
                        **kwargs) -> None:
