@@ -32,11 +32,12 @@ _limits_lock = threading.Lock()
 
 
 class KeyRateLimited(Throttled):
-    """A key past one of its limits: 429 with Retry-After, and the x-ratelimit-* headers (ratelimit_headers)."""
+    """A key past one of its limits: 429 with Retry-After, and the x-ratelimit-* headers (response_headers, which the
+    one error path sends with the answer)."""
 
     def __init__(self, *, wait: float, message: str, headers: dict[str, str]):
         super().__init__(wait=wait, detail=message, code="rate_limit_exceeded")
-        self.ratelimit_headers = headers
+        self.response_headers = headers
 
 
 def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int | None = None,

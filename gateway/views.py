@@ -4,21 +4,23 @@ Chatter's runs (gateway.services). Authenticated by an API key with the `gateway
 {"error": {"message", "type", "code", "param"}}, made from the one error handler's answer."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.api.exceptions import api_exception_handler
+from chatter_project.api.exceptions import ErrorShape, exception_response
 from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from chatter_project.api.throttling import RunThrottle
 from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
+from chatter_project.errors import ChatterError
 from gateway.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
@@ -61,24 +63,39 @@ def openai_error(*, status: int, code: str, message: str, param: str | None = No
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
+class OpenAIErrors(ErrorShape):
+    """OpenAI's error shape on the project's one error path (which decides status, code, message, headers and the
+    side effects: the audit of refusals, the rollback): {"error": {"message", "type", "code", "param"}}, `param`
+    the first field at fault."""
+
+    def chatter_error(self, exc: ChatterError) -> tuple[int, Any]:
+        status, body = super().chatter_error(exc)
+        return status, self._openai(status, body["error"])
+
+    def api_error(self, exc: APIException) -> tuple[int, Any]:
+        status, body = super().api_error(exc)
+        return status, self._openai(status, body["error"])
+
+    def server_error(self) -> Any:
+        return openai_error(status=500, code="server_error", message="internal server error")
+
+    @staticmethod
+    def _openai(status: int, error: dict) -> dict:
+        details = error.get("details") or []
+        param = next((item["path"] for item in details if item.get("path")), None)
+        code, message = error["code"], error["message"]
+        if status == 401:
+            code = "invalid_api_key"
+        if code == "validation_error" and details:  # say what is wrong, not only that something is
+            message = "; ".join(f"{item['path'] or 'request'}: {item['message']}" for item in details[:5])
+        return openai_error(status=status, code=code, message=message, param=param)
+
+
+OPENAI_ERRORS = OpenAIErrors()
+
+
 def gateway_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """The project's one handler decides status, code, message and side effects (audit of refusals, rollback);
-    this only reshapes its answer the way OpenAI's clients read errors (`param`: the first field at fault)."""
-    response = api_exception_handler(exc, context)
-    if response is None:
-        return None
-    for name, value in getattr(exc, "ratelimit_headers", {}).items():  # a key past its limits (gateway.limits)
-        response[name] = value
-    error = response.data["error"]
-    details = error.get("details") or []
-    param = next((item["path"] for item in details if item.get("path")), None)
-    code, message = error["code"], error["message"]
-    if response.status_code == 401:
-        code = "invalid_api_key"
-    if code == "validation_error" and details:  # say what is wrong, not only that something is
-        message = "; ".join(f"{item['path'] or 'request'}: {item['message']}" for item in details[:5])
-    response.data = openai_error(status=response.status_code, code=code, message=message, param=param)
-    return response
+    return exception_response(exc, context, shape=OPENAI_ERRORS)
 
 
 class GatewayView(APIView):

@@ -141,4 +141,5 @@ def _api_exception_headers(exc: exceptions.APIException) -> dict[str, str]:
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
+    headers.update(getattr(exc, "response_headers", None) or {})  # what a refusal says besides (x-ratelimit-*)
     return headers
