@@ -484,6 +484,7 @@ def end_from_ledger(*, execution_id, error: RunError,
             return None
         recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
         recorder.user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first()
+        recorder.audits_from_ledger()
         recorder.nodes_interrupted(error=error.message)
         usage, llm_calls, text = recorder.recorded_so_far()
         ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,

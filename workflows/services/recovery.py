@@ -84,6 +84,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
             return None
         attempt = locked.resume_attempts + 1
         recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.audits_from_ledger()
         recorder.nodes_interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
         recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
