@@ -28,7 +28,6 @@ from chatter_project.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
-CHANNELS = ("values", "updates", "checkpoints", "messages", "tools", "custom", "lifecycle", "input", "tasks")
 PER_ROW = 4  # the most wire events one row gives (seq = row id × PER_ROW + k)
 POLL_S = 0.1
 HEARTBEAT_S = 5.0
