@@ -13,7 +13,7 @@ MAX_OFFSET = 2**62
 # The thread streaming protocol's channels (agent_server.protocol), as a subscription names them.
 CHANNELS = ("values", "updates", "checkpoints", "messages", "tools", "custom", "lifecycle", "input", "tasks")
 STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "tasks",
-                "metadata")
+                "checkpoints", "metadata")
 
 
 class Body(BaseModel):

@@ -216,6 +216,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
         request = {"owner": owner, "config": chatter_keys,
                    "graph_request": {**graph_request(body, assistant=row), "streaming": streaming,
+                                     # the graph's checkpoints go to the run's log only when a stream shows them
+                                     "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
                                      **_branch_from(owner=owner, body=body, thread_id=thread_id)},
                    **run_target(row), **written}
     else:

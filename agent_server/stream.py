@@ -9,7 +9,8 @@ that failed or was cancelled.
 values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
 node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
 messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
-(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result; custom:
+(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result, and a
+registered graph's checkpoints; checkpoints: each checkpoint a registered graph saves (its state snapshot); custom:
 Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
 node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
 then `end`; its resume (command.resume) streams the rest of the same run."""
@@ -115,6 +116,10 @@ class FrameMaker:
         if name == "values":
             self.last_values = data["values"]
         out = []
+        if name == "checkpoints" and "debug" in self.modes:  # LangGraph's debug stream shows each checkpoint
+            step = ((data[name] or {}).get("metadata") or {}).get("step")
+            out.append(("|".join(["debug", *namespace]),
+                        {"type": "checkpoint", "step": step, "timestamp": ts, "payload": data[name]}))
         if name == "updates" and not namespace:  # a node's own writes are its task's result
             for node, update in (data["updates"] or {}).items():
                 if node in self.ended_tasks:
@@ -133,7 +138,7 @@ class FrameMaker:
     async def frames(self, envelope: dict) -> list[tuple[str, object]]:
         """(event, data) pairs for one Chatter event, in order."""
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
-        if name in ("values", "updates", "custom") and "namespace" in data:
+        if name in ("values", "updates", "custom", "checkpoints") and "namespace" in data:
             return self._native_frames(name, data, envelope["ts"])
         if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
             return []

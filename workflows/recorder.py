@@ -505,7 +505,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         """A registered graph's own stream (LangGraph's protocol events, workflows.engine.python_graphs
         ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
         naming its nodes), what its nodes wrote to the stream (`custom`), its models' message deltas (`messages`),
-        its tools' lifecycles (`tools`) and its subgraphs' starts (`lifecycle`)."""
+        its tools' lifecycles (`tools`), its subgraphs' starts (`lifecycle`) and, when a stream shows them, the
+        checkpoints it saves (`checkpoints`)."""
         self.emit(mode, {"namespace": namespace, mode: data})
 
     @_locked

@@ -352,6 +352,8 @@ class ProtocolEvents:
             return [("updates", namespace, as_json(data))]
         if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
             return [("custom", namespace, as_json(data))]
+        if method == "checkpoints":
+            return [("checkpoints", namespace, as_json(data))]
         if method == "messages":
             payload, metadata = (data[0], data[1]) if isinstance(data, (list, tuple)) and len(data) == 2 else (
                 data, {})
@@ -424,13 +426,15 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
                      configurable: dict | None = None, context: Any = None,
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
-                     streaming: str = "classic", checkpoint_id: str | None = None) -> dict:
+                     streaming: str = "classic", checkpoint_id: str | None = None,
+                     stream_checkpoints: bool = False) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
-    subgraph lifecycles too), else the classic stream modes (values, updates, custom)."""
+    subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
+    saves, as its state snapshot, with `stream_checkpoints`)."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -472,8 +476,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                 for method, namespace, data in protocol.kept(event):
                     run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         else:  # the stream modes of the classic run streams
+            modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else CLASSIC_MODES
             async for namespace, mode, part in compiled.astream(run_input, config, subgraphs=True,
-                                                                stream_mode=CLASSIC_MODES, **kwargs):
+                                                                stream_mode=modes, **kwargs):
                 for method, kept_ns, data in protocol.kept({"method": mode, "params": {
                         "namespace": list(namespace), "data": part}}):
                     run_thread.call(ctx.hooks.graph_streamed, method, kept_ns, data)
