@@ -23,8 +23,8 @@ from django.utils import timezone
 from agent_server.bodies import RunCreate
 from agent_server.messages import question_interrupt
 from agent_server.threads import thread_get
-from chatter_project.api.sse import frame
-from chatter_project.errors import ChatterError, Conflict, NotFound
+from core.api.sse import frame
+from core.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -219,7 +219,7 @@ def _events_after(*, owner, thread_id, after_pk: int, limit: int = 500) -> list[
 
 
 def sse_frame(event: dict) -> str:
-    """An event as an SSE frame, written by the one SSE writer (chatter_project.api.sse)."""
+    """An event as an SSE frame, written by the one SSE writer (core.api.sse)."""
     return frame(event, event=event["method"], frame_id=event["seq"])
 
 

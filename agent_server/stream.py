@@ -23,7 +23,7 @@ from channels.db import database_sync_to_async
 
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
-from chatter_project.api.sse import frame
+from core.api.sse import frame
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -243,7 +243,7 @@ class FrameMaker:
 async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker, resume: tuple[int, int] | None = None,
                            on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[str]:
     """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing, written by the
-    one SSE writer (chatter_project.api.sse).
+    one SSE writer (core.api.sse).
     `on_disconnect`: called when the client goes away before the feed's end (on_disconnect="cancel")."""
     ended = False
     try:

@@ -20,7 +20,7 @@ from django.core.cache import cache
 from django.db import transaction
 from rest_framework.exceptions import Throttled
 
-from chatter_project.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput
 from gateway.models import KeyLimits
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from chatter_project.models import ApiToken
+from keys.models import ApiToken
 
 
 class KeyLimits(models.Model):

@@ -42,8 +42,8 @@ from django.utils import timezone
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
-from chatter_project.db import connections_give_back, retried_on_conflict
-from chatter_project.rows import Rows, row_update, rows_insert, write_atomic
+from core.db import connections_give_back, retried_on_conflict
+from core.rows import Rows, row_update, rows_insert, write_atomic
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call

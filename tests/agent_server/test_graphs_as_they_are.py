@@ -218,7 +218,7 @@ def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, a
     """Read while its first run starts (a client's projections read the state at once): an empty state, not
     Chatter's chat state of some other graph (a race that answered 500)."""
     from agent_server.state import thread_state
-    from chatter_project.env import env_graphs
+    from core.env import env_graphs
     from conversations.models import Conversation
     from tests.agent_server.conftest import GRAPHS
 

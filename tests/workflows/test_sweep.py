@@ -15,14 +15,14 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from chatter_project.tokens import api_token_create
+from audit.models import AuditEvent
+from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
+from keys.services import api_token_create
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
 from workflows import heartbeat, recorder
-from audit.models import AuditEvent
-from audit.selectors import audit_chain_verify
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, REQUEUE_AFTER_S, SWEEP_GRACE_S, execution_sweep
 from workflows.services.runs import execution_create, execution_run, execution_stream

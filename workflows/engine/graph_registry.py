@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from django.conf import settings
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 
 _modules: dict[str, Any] = {}
 _loading = threading.Lock()

@@ -33,7 +33,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatter_project.errors import InvalidInput, RunError
+from core.errors import InvalidInput, RunError
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
 from workflows.engine.runtime import CallStarted, RunContext
@@ -524,7 +524,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         raise outcome["stopped"]
     if isinstance(error, GraphRecursionError):
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
-        from chatter_project.errors import LimitExceeded
+        from core.errors import LimitExceeded
         raise LimitExceeded("max_steps", MAX_STEPS) from None
     if error is not None:
         raise error
