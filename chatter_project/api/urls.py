@@ -13,6 +13,7 @@ budgets.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("", include("keys.api.urls")),
+    path("", include("gateway.api.urls")),
     *budgets.urls,
     path("health/", HealthView.as_view(), name="api-health"),
     path("", include("prompts.api.urls")),
