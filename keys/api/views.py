@@ -1,9 +1,8 @@
-"""/api/v1/auth/token/: a new token for a username and password. /api/v1/keys/: a user's API keys. POST makes one (the key is in the 201, and never again), GET lists them (by
+"""/api/v1/keys/: a user's API keys. POST makes one (the key is in the 201, and never again), GET lists them (by
 prefix, never the key), DELETE /keys/<id>/ revokes one. Managing keys with a key needs a key holding every scope,
-so a key limited to some scopes cannot make itself a wider one."""
+so a key limited to some scopes cannot make itself a wider one. /api/v1/auth/token/: a new token for a username
+and password."""
 from __future__ import annotations
-
-import uuid
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -16,7 +15,6 @@ from rest_framework.views import APIView
 from core.api.parsers import FormParser, JSONParser
 from core.api.serializers import StrictSerializer
 from core.api.viewsets import OwnedViewSet
-from core.errors import NotFound
 from keys.auth import ALL_SCOPES
 from keys.models import API_KEY_SCOPES, ApiToken
 from keys.services import api_key_create, api_key_list, api_key_revoke, api_token_create
@@ -69,19 +67,10 @@ class ApiKeyViewSet(mixins.ListModelMixin, OwnedViewSet):
     ordering = ("-created_at",)
     key_scope = ALL_SCOPES
     not_found = "API key not found"
+    id_field = "uid"
 
     def get_queryset(self):
         return api_key_list(user=self.request.user)
-
-    def get_object(self):
-        try:
-            uid = uuid.UUID(str(self.kwargs["pk"]))
-        except ValueError:
-            raise NotFound(self.not_found) from None
-        token = self.get_queryset().filter(uid=uid).first()
-        if token is None:
-            raise NotFound(self.not_found)
-        return token
 
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
     def create(self, request: Request) -> Response:
