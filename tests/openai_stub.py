@@ -36,6 +36,11 @@ request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them a
 `POST /v1/embeddings` takes the next scripted reply too (its `usage`, `status`, `delay_s`; `model`): each input gets
 `stub_embedding(input, dimensions)`.
 
+`always(…)` (the arguments of `reply()`) answers every request the scripted replies leave unanswered the same way, for
+as long as the test runs: a server that is down (`always(status=500)`), rate limited (`always(status=429,
+headers={"retry-after": "30"})`), hung (`always(delay_s=5)`) or healthy (`always(content="…", usage={…})`) however
+many requests reach it; `always()` without arguments goes back to the 500 of an empty queue.
+
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`.
 """
@@ -142,6 +147,7 @@ class OpenAIStub:
         self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
         self._replies: deque[StubReply] = deque()
+        self._always: StubReply | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -255,6 +261,18 @@ class OpenAIStub:
             )
         return self
 
+    def always(self, **reply) -> OpenAIStub:
+        """Answer every request the scripted replies leave unanswered as `reply(**reply)` would (see the module
+        docstring); no arguments: an empty queue's 500 again."""
+        if not reply:
+            with self._lock:
+                self._always = None
+            return self
+        self.reply(**reply)
+        with self._lock:
+            self._always = self._replies.pop()
+        return self
+
     @property
     def pending(self) -> int:
         """Scripted replies not yet used."""
@@ -269,7 +287,7 @@ class OpenAIStub:
     def _record(self, request: StubRequest) -> StubReply | None:
         with self._lock:
             self.requests.append(request)
-            return self._replies.popleft() if self._replies else None
+            return self._replies.popleft() if self._replies else self._always
 
     def _next_id(self) -> str:
         return f"chatcmpl-stub-{next(self._ids)}"

@@ -1,0 +1,259 @@
+"""Routing over deployments (CHATTER_DEPLOYMENTS) through OpenAI's own client against real daphne servers: two stub
+upstreams behind one model name, one of them down, rate limited or hung; the calls are served by the other, the
+failed attempt is on the run, the failing deployment cools down (across server processes with Redis), the totals
+stay exact; when every deployment of a model fails, the call falls back to the next model name."""
+import json
+import os
+import uuid
+from decimal import Decimal
+from io import StringIO
+
+import openai
+import pytest
+import yaml
+from django.core.management import call_command
+
+from tests.factories import ApiTokenFactory
+from tests.invariants import assert_all
+from tests.openai_stub import OpenAIStub
+from workflows.models import LLMCall, ProviderAttempt, WorkflowExecution
+
+ASK = [{"role": "user", "content": "What is 12*7?"}]
+USAGE = {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}
+# gpt-4o-mini: $0.15 input, $0.60 output per million; gpt-4o: $2.50 and $10.00 (analytics' seeded prices)
+MINI_COST = (Decimal(21) * Decimal("0.15") + Decimal(9) * Decimal("0.60")) / 10**6
+KEYS = {"ROUTE_KEY_A": "sk-route-a-not-a-real-key", "ROUTE_KEY_B": "sk-route-b-not-a-real-key"}
+FAULTS = {
+    "500": ({"status": 500}, 500, "provider_error"),
+    "429": ({"status": 429, "headers": {"retry-after": "90"}}, 429, "provider_rate_limited"),
+    "hang": ({"delay_s": 3, "content": "too late", "usage": USAGE}, None, "provider_timeout"),
+}
+
+
+@pytest.fixture
+def upstreams():
+    with OpenAIStub() as first, OpenAIStub() as second:
+        yield first, second
+
+
+def deployment(name: str, stub: OpenAIStub, key: str, **more) -> dict:
+    return {"name": name, "base_url": stub.base_url, "api_key_env": key, **more}
+
+
+@pytest.fixture
+def routed(daphne_server, alice, tmp_path):
+    """Start a server whose deployments file holds `models` (no OPENAI_BASE_URL: the deployments are the upstreams),
+    with alice's gateway key; `.env` to start another on the same file."""
+    def start(models: dict, **settings_file) -> object:
+        path = tmp_path / f"deployments-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump({**settings_file, "models": models}))
+        env = {"CHATTER_DEPLOYMENTS": str(path), "CHATTER_PROVIDER_MAX_RETRIES": "0", **KEYS}
+        server = daphne_server(**env)
+        server.env = env
+        server.key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
+        return server
+    return start
+
+
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.key, max_retries=0, timeout=30)
+
+
+def names() -> tuple[str, str]:
+    """Deployment names of this test's own: cooldowns live in the shared cache (Redis outlives a test)."""
+    suffix = uuid.uuid4().hex[:6]
+    return f"a-{suffix}", f"b-{suffix}"
+
+
+def attempts_of(execution) -> list[tuple]:
+    return list(ProviderAttempt.objects.filter(execution=execution).order_by("id").values_list(
+        "deployment", "model", "ok", "status_code", "error_type"))
+
+
+def assert_exact() -> None:
+    for execution in WorkflowExecution.objects.all():
+        assert_all(execution)
+    call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 (SystemExit) on any drift
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, upstreams, fault):
+    down, healthy = upstreams
+    answer, status, error_type = FAULTS[fault]
+    down.always(**answer)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    # `a` weighs a million times `b`: without the cooldown every call would try it first.
+    server = routed({"gpt-4o-mini": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000, timeout_s=1), deployment(b, healthy, "ROUTE_KEY_B")]}})
+    api = client(server)
+
+    first = api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
+    streamed = api.chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
+                                           stream_options={"include_usage": True})
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    third = api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    assert first.parse().choices[0].message.content == text == third.choices[0].message.content == "84."
+    assert len(down.requests) == 1 and len(healthy.requests) == 3  # cooling down after its failure: left out
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert str(runs[0].pk) == first.headers["x-request-id"]
+    assert attempts_of(runs[0]) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, status, error_type),
+                                    (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
+    assert [attempts_of(run) for run in runs[1:]] == [[(f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]] * 2
+    failed = ProviderAttempt.objects.get(ok=False)
+    assert failed.node_execution.execution_id == runs[0].pk and failed.cooldown_s == (90 if fault == "429" else 30)
+    assert down.base_url.removesuffix("/v1") in failed.error and KEYS["ROUTE_KEY_A"] not in failed.error
+    # Only the attempt that answered is billed: each run is exactly the healthy upstream's report.
+    calls = LLMCall.objects.order_by("created_at")
+    assert [(c.deployment, c.requested_model, c.total_tokens, c.cost) for c in calls] == [
+        (f"gpt-4o-mini/{b}", "gpt-4o-mini", 30, MINI_COST)] * 3
+    assert [(run.status, run.total_tokens, run.cost, run.llm_calls) for run in runs] == [
+        ("completed", 30, MINI_COST, 1)] * 3
+    assert healthy.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_B']}"
+    assert down.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_A']}"
+    assert_exact()
+
+
+def test_when_every_deployment_of_a_model_fails_the_call_falls_back_to_the_next_model(routed, upstreams):
+    down, healthy = upstreams
+    down.always(status=503)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    server = routed({
+        "gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
+        "gpt-4o-mini": {"deployments": [deployment(b, healthy, "ROUTE_KEY_B")]},
+    })
+
+    reply = client(server).chat.completions.create(model="gpt-4o", messages=ASK)
+
+    assert reply.choices[0].message.content == "84." and reply.model == "gpt-4o"
+    assert healthy.requests[0].body["model"] == "gpt-4o-mini"
+    run = WorkflowExecution.objects.get()
+    assert attempts_of(run) == [(f"gpt-4o/{a}", "gpt-4o", False, 503, "provider_error"),
+                                (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
+    call = LLMCall.objects.get()
+    # Billed as the model that answered (the fallback's price), not the one asked for.
+    assert (call.requested_model, call.deployment, call.cost) == ("gpt-4o-mini", f"gpt-4o-mini/{b}", MINI_COST)
+    assert (run.model, run.cost, run.total_tokens) == ("gpt-4o", MINI_COST, 30)
+    assert_exact()
+
+
+def test_when_every_deployment_fails_the_call_fails_with_each_attempt_on_the_run(routed, upstreams):
+    first, second = upstreams
+    first.always(status=500)
+    second.always(status=429)
+    a, b = names()
+    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, first, "ROUTE_KEY_A"),
+                                                     deployment(b, second, "ROUTE_KEY_B")]}})
+    api = client(server)
+
+    with pytest.raises(openai.APIStatusError) as failed:
+        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    with pytest.raises(openai.APIStatusError) as unavailable:
+        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    assert failed.value.status_code == 502 and "every deployment of 'gpt-4o-mini'" in failed.value.message
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert sorted((d, ok, s) for d, _, ok, s, _ in attempts_of(runs[0])) == [
+        (f"gpt-4o-mini/{a}", False, 500), (f"gpt-4o-mini/{b}", False, 429)]
+    # Both cooling down: the next call tries neither, and says why.
+    assert (unavailable.value.status_code, unavailable.value.code) == (502, "provider_unavailable")
+    assert "cooling down" in unavailable.value.message and attempts_of(runs[1]) == []
+    assert len(first.requests) == len(second.requests) == 1
+    assert [(run.status, run.total_tokens, run.cost) for run in runs] == [("failed", 0, 0)] * 2
+    assert not LLMCall.objects.exists()
+    assert_exact()
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="cooldowns are shared across processes through Redis")
+def test_the_cooldown_holds_across_server_processes(routed, daphne_server, upstreams):
+    down, healthy = upstreams
+    down.always(status=500)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, down, "ROUTE_KEY_A", weight=1_000_000),
+                                                     deployment(b, healthy, "ROUTE_KEY_B")]}})
+    other = daphne_server(**server.env)
+    other.key = server.key
+
+    client(server).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    replies = [client(other).chat.completions.create(model="gpt-4o-mini", messages=ASK) for _ in range(3)]
+
+    assert [reply.choices[0].message.content for reply in replies] == ["84."] * 3
+    assert len(down.requests) == 1 and len(healthy.requests) == 4  # the other process never tried `a`
+    assert ProviderAttempt.objects.filter(ok=False).count() == 1
+    assert_exact()
+
+
+def test_the_models_listed_are_the_routed_ones_and_an_unpriced_one_is_explained(routed, upstreams):
+    a, b = names()
+    server = routed({
+        "gpt-4o": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
+        "gpt-4o-mini": {"deployments": [deployment(b, upstreams[1], "ROUTE_KEY_B")]},
+        "house-model": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A")]},
+    })
+    api = client(server)
+
+    listed = {model.id: model.owned_by for model in api.models.list()}
+    one = api.models.retrieve("gpt-4o-mini")
+    with pytest.raises(openai.NotFoundError) as unpriced:
+        api.chat.completions.create(model="house-model", messages=ASK)
+
+    assert {"gpt-4o": "openai", "gpt-4o-mini": "openai"}.items() <= listed.items()
+    assert "house-model" not in listed and "local-echo-1" in listed  # the offline provider is still there
+    assert (one.id, one.owned_by) == ("gpt-4o-mini", "openai")
+    assert "routed to deployments" in unpriced.value.message and f"house-model/{a}" in unpriced.value.message
+    assert not WorkflowExecution.objects.exists() and not upstreams[0].requests
+
+
+# --- a graph's model node is routed the same way, in process ------------------------------------------------------
+GRAPH = {
+    "nodes": [{"id": "start", "type": "start"},
+              {"id": "llm", "type": "model", "config": {"provider": "openai", "model": "gpt-4o-mini"}},
+              {"id": "end", "type": "end"}],
+    "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}],
+}
+
+
+def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployment(
+        api, staff, upstreams, tmp_path, settings, monkeypatch):
+    down, healthy = upstreams
+    down.always(status=500)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "deployments.json"
+    path.write_text(json.dumps({"models": {"gpt-4o-mini": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}}}))
+    settings.CHATTER_DEPLOYMENTS = str(path)
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = None  # the deployments are the only upstreams
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+
+    response = api.post("/api/v1/executions/", {"graph": GRAPH, "input": {"message": "What is 12*7?"}},
+                        format="json")
+    api.post("/api/v1/executions/", {"graph": GRAPH, "input": {"message": "And 6*7?"}}, format="json")
+
+    assert response.status_code == 201, response.content
+    run = WorkflowExecution.objects.get(pk=response.json()["execution"]["id"])
+    assert (run.status, run.output_data["content"], run.total_tokens, run.cost) == ("completed", "84.", 30, MINI_COST)
+    assert attempts_of(run) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, 500, "provider_error"),
+                                (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
+    assert {attempt.node_execution.node_id for attempt in ProviderAttempt.objects.filter(execution=run)} == {"llm"}
+    assert_exact()
+
+    from rest_framework.test import APIClient
+
+    admin = APIClient()
+    admin.force_login(staff)
+    page = admin.get("/admin/analytics/usagerollup/")
+    attempts_page = admin.get("/admin/workflows/providerattempt/")
+
+    assert page.status_code == 200 and attempts_page.status_code == 200
+    rows = page.context["deployments"]
+    assert [(r["deployment"], r["llm_calls"], r["cost"], r["attempts"], r["errors"]) for r in rows] == [
+        (f"gpt-4o-mini/{b}", 2, 2 * MINI_COST, 2, 0), (f"gpt-4o-mini/{a}", 0, Decimal(0), 1, 1)]
+    html = page.content.decode()
+    assert f'data-deployment="gpt-4o-mini/{a}"' in html and f'data-deployment="gpt-4o-mini/{b}"' in html
+    assert f"gpt-4o-mini/{a}" in attempts_page.content.decode()
