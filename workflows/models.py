@@ -331,7 +331,12 @@ class LLMCall(TokenTotals):
 
     class Meta:
         ordering = ["execution", "id"]
-        indexes = [models.Index(fields=["created_at"])]
+        indexes = [
+            models.Index(fields=["created_at"]),
+            # Spend per deployment (the usage dashboard): the routed calls only, so other calls pay nothing for it.
+            models.Index(fields=["deployment", "created_at"], condition=~models.Q(deployment=""),
+                         name="llm_call_deployment_routed"),
+        ]
         constraints = [*TokenTotals.Meta.constraints, *non_negative("cost", model="llm_call")]
 
     def __str__(self) -> str:
