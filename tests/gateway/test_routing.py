@@ -88,16 +88,19 @@ def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, ups
         deployment(a, down, "ROUTE_KEY_A", weight=1_000_000, timeout_s=1), deployment(b, healthy, "ROUTE_KEY_B")]}})
     api = client(server)
 
-    first = api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
-    streamed = api.chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
-                                           stream_options={"include_usage": True})
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    first = api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK, stream=True,
+                                                          stream_options={"include_usage": True})
+    chunks = list(first.parse())
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    second = api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
     third = api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
 
-    assert first.parse().choices[0].message.content == text == third.choices[0].message.content == "84."
+    # The stream carries only the reply of the deployment that answered, and its usage.
+    assert text == second.choices[0].message.content == third.choices[0].message.content == "84."
+    assert chunks[-1].usage.total_tokens == 30
     assert len(down.requests) == 1 and len(healthy.requests) == 3  # cooling down after its failure: left out
     runs = list(WorkflowExecution.objects.order_by("created_at"))
-    assert str(runs[0].pk) == first.headers["x-request-id"]
+    assert str(runs[0].pk) == first.headers["x-request-id"] and runs[0].mode == "stream"
     assert attempts_of(runs[0]) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, status, error_type),
                                     (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
     assert [attempts_of(run) for run in runs[1:]] == [[(f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]] * 2
@@ -257,3 +260,43 @@ def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployme
     html = page.content.decode()
     assert f'data-deployment="gpt-4o-mini/{a}"' in html and f'data-deployment="gpt-4o-mini/{b}"' in html
     assert f"gpt-4o-mini/{a}" in attempts_page.content.decode()
+
+
+def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, tmp_path, settings, monkeypatch):
+    """The deployment is chosen from the table in memory and the shared cache; the attempt row rides on the write
+    of its call (on PostgreSQL in the same statement; on SQLite its own INSERT in the same transaction)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.workflows.test_query_count import statements_and_transactions
+    from workflows.services.runs import execution_run_now
+
+    for stub in upstreams:
+        stub.always(content="84.", usage=USAGE)
+    a, b = names()
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "deployments.json"
+    path.write_text(json.dumps({"models": {"gpt-4o": {"deployments": [
+        deployment(a, upstreams[0], "ROUTE_KEY_A"), deployment(b, upstreams[1], "ROUTE_KEY_B")]}}}))
+    settings.CHATTER_DEPLOYMENTS = str(path)
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = upstreams[0].base_url, "sk-test-not-a-real-key"
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+
+    def run(model: str) -> list[str]:
+        config = {"provider": "openai", "model": model, "enable_memory": False, "enable_tools": False}
+        execution_run_now(owner=alice, chat=True, message="warm up", config=config)  # caches, prices
+        with CaptureQueriesContext(connection) as queries:
+            execution = execution_run_now(owner=alice, chat=True, message="hello", config=config)
+        assert execution.status == "completed"
+        return [q["sql"] for q in queries.captured_queries]
+
+    plain, routed = run("gpt-4o-mini"), run("gpt-4o")  # gpt-4o-mini: OPENAI_BASE_URL's; gpt-4o: routed
+
+    assert ProviderAttempt.objects.filter(deployment__startswith="gpt-4o/").count() == 2
+    plain_statements, plain_transactions, _ = statements_and_transactions(plain)
+    routed_statements, routed_transactions, shown = statements_and_transactions(routed)
+    attempt_inserts = 0 if connection.vendor == "postgresql" else 1
+    assert (routed_statements, routed_transactions) == (plain_statements + attempt_inserts, plain_transactions), (
+        "\n".join(shown))
+    assert sum(sql.startswith("SELECT") for sql in routed) == sum(sql.startswith("SELECT") for sql in plain)

@@ -266,11 +266,12 @@ class RunContext:
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s, mid_stream=streamed.message is not None)
                 run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
-                fault = deployment_fault(exc) if deployment is not None else None
+                # A request that waited out what was left of the run is the run's end, not the deployment's fault.
+                fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 self._attempted(node, target, started, error=failure, fault=fault)
                 # Another deployment is tried only when this one answered nothing yet: nothing was streamed to the
                 # client and nothing was consumed (a reply that broke off is the call, recorded as such).
-                if fault is not None and streamed.message is None and not run_timed_out:
+                if fault is not None and streamed.message is None:
                     last_failure = failure
                     target = next(targets, None)
                     if target is not None:
