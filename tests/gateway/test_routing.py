@@ -219,20 +219,28 @@ GRAPH = {
 }
 
 
+@pytest.fixture
+def routed_here(tmp_path, settings, monkeypatch):
+    """Route this process's calls over `models` (the test's own settings; the keys in its environment)."""
+    def route(models: dict) -> None:
+        for name, value in KEYS.items():
+            monkeypatch.setenv(name, value)
+        path = tmp_path / f"deployments-{uuid.uuid4().hex[:6]}.json"
+        path.write_text(json.dumps({"models": models}))
+        settings.CHATTER_DEPLOYMENTS = str(path)
+        settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+    return route
+
+
 def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployment(
-        api, staff, upstreams, tmp_path, settings, monkeypatch):
+        api, staff, upstreams, routed_here, settings):
     down, healthy = upstreams
     down.always(status=500)
     healthy.always(content="84.", usage=USAGE)
     a, b = names()
-    for name, value in KEYS.items():
-        monkeypatch.setenv(name, value)
-    path = tmp_path / "deployments.json"
-    path.write_text(json.dumps({"models": {"gpt-4o-mini": {"deployments": [
-        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}}}))
-    settings.CHATTER_DEPLOYMENTS = str(path)
+    routed_here({"gpt-4o-mini": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
     settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = None  # the deployments are the only upstreams
-    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
 
     response = api.post("/api/v1/executions/", {"graph": GRAPH, "input": {"message": "What is 12*7?"}},
                         format="json")
@@ -262,7 +270,7 @@ def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployme
     assert f"gpt-4o-mini/{a}" in attempts_page.content.decode()
 
 
-def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, tmp_path, settings, monkeypatch):
+def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, routed_here, settings):
     """The deployment is chosen from the table in memory and the shared cache; the attempt row rides on the write
     of its call (on PostgreSQL in the same statement; on SQLite its own INSERT in the same transaction)."""
     from django.db import connection
@@ -274,14 +282,9 @@ def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, tmp_path, 
     for stub in upstreams:
         stub.always(content="84.", usage=USAGE)
     a, b = names()
-    for name, value in KEYS.items():
-        monkeypatch.setenv(name, value)
-    path = tmp_path / "deployments.json"
-    path.write_text(json.dumps({"models": {"gpt-4o": {"deployments": [
-        deployment(a, upstreams[0], "ROUTE_KEY_A"), deployment(b, upstreams[1], "ROUTE_KEY_B")]}}}))
-    settings.CHATTER_DEPLOYMENTS = str(path)
+    routed_here({"gpt-4o": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A"),
+                                            deployment(b, upstreams[1], "ROUTE_KEY_B")]}})
     settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = upstreams[0].base_url, "sk-test-not-a-real-key"
-    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
 
     def run(model: str) -> list[str]:
         config = {"provider": "openai", "model": model, "enable_memory": False, "enable_tools": False}
