@@ -142,6 +142,37 @@ def test_when_every_deployment_of_a_model_fails_the_call_falls_back_to_the_next_
     assert_exact()
 
 
+def test_a_model_falls_back_to_an_anthropic_deployment(routed, upstreams):
+    down, claude = upstreams
+    down.always(status=502)
+    claude.always(content="84.", usage={"input_tokens": 21, "output_tokens": 9}, model="claude-3-5-haiku-20241022")
+    a, b = names()
+    server = routed({
+        "gpt-4o-mini": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["claude-3-5-haiku-latest"]},
+        "claude-3-5-haiku-latest": {"deployments": [
+            {"name": b, "provider": "anthropic", "base_url": claude.root_url, "api_key_env": "ROUTE_KEY_B"}]},
+    })
+
+    streamed = client(server).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
+                                                      stream_options={"include_usage": True})
+    chunks = list(streamed)
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "84."
+    sent = claude.requests[0]
+    assert (sent.path, sent.body["model"]) == ("/v1/messages", "claude-3-5-haiku-latest")
+    assert KEYS["ROUTE_KEY_B"] in (sent.headers.get("x-api-key"), sent.headers.get("authorization", "")[7:])
+    call = LLMCall.objects.get()
+    # claude-3-5-haiku: $0.80 input, $4.00 output per million (analytics' seeded prices)
+    assert (call.provider, call.requested_model, call.deployment, call.prompt_tokens, call.completion_tokens,
+            call.cost) == ("anthropic", "claude-3-5-haiku-latest", f"claude-3-5-haiku-latest/{b}", 21, 9,
+                           (Decimal(21) * Decimal("0.80") + Decimal(9) * Decimal("4.00")) / 10**6)
+    assert chunks[-1].usage.total_tokens == 30
+    assert attempts_of(WorkflowExecution.objects.get()) == [
+        (f"gpt-4o-mini/{a}", "gpt-4o-mini", False, 502, "provider_error"),
+        (f"claude-3-5-haiku-latest/{b}", "claude-3-5-haiku-latest", True, None, "")]
+    assert_exact()
+
+
 def test_when_every_deployment_fails_the_call_fails_with_each_attempt_on_the_run(routed, upstreams):
     first, second = upstreams
     first.always(status=500)
