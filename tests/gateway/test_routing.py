@@ -4,6 +4,7 @@ failed attempt is on the run, the failing deployment cools down (across server p
 stay exact; when every deployment of a model fails, the call falls back to the next model name."""
 import json
 import os
+import time
 import uuid
 from decimal import Decimal
 from io import StringIO
@@ -299,6 +300,28 @@ def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployme
     html = page.content.decode()
     assert f'data-deployment="gpt-4o-mini/{a}"' in html and f'data-deployment="gpt-4o-mini/{b}"' in html
     assert f"gpt-4o-mini/{a}" in attempts_page.content.decode()
+
+
+def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minute(alice, upstreams, routed_here,
+                                                                                 settings):
+    from workflows.engine.routing import WINDOW_S
+    from workflows.services.runs import execution_run_now
+
+    for stub in upstreams:
+        stub.always(content="84.", usage=USAGE)
+    a, b = names()
+    routed_here({"gpt-4o-mini": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A", weight=1_000_000, rpm=2),
+                                                 deployment(b, upstreams[1], "ROUTE_KEY_B")]}})
+    left = WINDOW_S - time.time() % WINDOW_S
+    if left < 10:  # the counts are per calendar minute: the test stays inside one
+        time.sleep(left + 0.1)
+    config = {"provider": "openai", "model": "gpt-4o-mini", "enable_memory": False, "enable_tools": False}
+
+    runs = [execution_run_now(owner=alice, chat=True, message="hello", config=config) for _ in range(4)]
+
+    assert [attempts_of(run)[0][0] for run in runs] == [f"gpt-4o-mini/{a}"] * 2 + [f"gpt-4o-mini/{b}"] * 2
+    assert len(upstreams[0].requests) == 2 and all(len(attempts_of(run)) == 1 for run in runs)
+    assert_exact()
 
 
 def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, routed_here, settings):

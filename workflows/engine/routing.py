@@ -80,8 +80,8 @@ class _FileSpec(BaseModel):
     def _names(self) -> "_FileSpec":
         problems = []
         for name, route in self.models.items():
-            if not name or "/" in name or len(name) > 255:
-                problems.append(f"models.{name}: a model name is 1 to 255 characters, without '/'")
+            if not name or "/" in name or len(name) > 255 or any(char.isspace() for char in name):
+                problems.append(f"models.{name}: a model name is 1 to 255 characters, without '/' or spaces")
             for index, fallback in enumerate(route.fallbacks):
                 if fallback == name or fallback not in self.models:
                     problems.append(f"models.{name}.fallbacks.{index}: {fallback!r} must be another model of this "
