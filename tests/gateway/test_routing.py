@@ -324,6 +324,32 @@ def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minu
     assert_exact()
 
 
+def test_a_reply_that_breaks_off_is_not_retried_and_its_usage_so_far_is_billed(alice, upstreams, routed_here):
+    """Text already streamed cannot be taken back: the call is the broken reply (estimated, as for any provider), not a
+    second answer from another deployment; the deployment that broke cools down all the same."""
+    from workflows.services.runs import execution_run_now
+
+    breaking, healthy = upstreams
+    breaking.always(content="The answer is 84.", usage=USAGE, fault="reset", fault_after=3)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    routed_here({"gpt-4o-mini": {"deployments": [deployment(a, breaking, "ROUTE_KEY_A", weight=1_000_000),
+                                                 deployment(b, healthy, "ROUTE_KEY_B")]}})
+    config = {"provider": "openai", "model": "gpt-4o-mini", "enable_memory": False, "enable_tools": False}
+
+    broken = execution_run_now(owner=alice, chat=True, message="hello", config=config)
+    after = execution_run_now(owner=alice, chat=True, message="hello", config=config)
+
+    assert (broken.status, broken.error_type) == ("failed", "provider_error")
+    assert attempts_of(broken) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, None, "provider_error")]
+    call = LLMCall.objects.get(execution=broken)
+    assert (call.deployment, call.estimated) == (f"gpt-4o-mini/{a}", True) and call.completion_tokens > 0
+    assert broken.total_tokens == call.total_tokens and broken.cost == call.cost
+    assert attempts_of(after) == [(f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
+    assert len(breaking.requests) == len(healthy.requests) == 1
+    assert_exact()
+
+
 def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, routed_here, settings):
     """The deployment is chosen from the table in memory and the shared cache; the attempt row rides on the write
     of its call (on PostgreSQL in the same statement; on SQLite its own INSERT in the same transaction)."""
