@@ -377,6 +377,9 @@ def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, routed_her
     plain, routed = run("gpt-4o-mini"), run("gpt-4o")  # gpt-4o-mini: OPENAI_BASE_URL's; gpt-4o: routed
 
     assert ProviderAttempt.objects.filter(deployment__startswith="gpt-4o/").count() == 2
+    # A model the file does not route goes to the provider's one upstream as before: no attempt, no deployment.
+    assert ProviderAttempt.objects.count() == 2 and len(upstreams[0].requests) + len(upstreams[1].requests) == 4
+    assert set(LLMCall.objects.filter(requested_model="gpt-4o-mini").values_list("deployment", flat=True)) == {""}
     plain_statements, plain_transactions, _ = statements_and_transactions(plain)
     routed_statements, routed_transactions, shown = statements_and_transactions(routed)
     attempt_inserts = 0 if connection.vendor == "postgresql" else 1
