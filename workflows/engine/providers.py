@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx2
 from django.conf import settings
 
-from chatter_project.errors import InvalidInput, ProviderError
+from core.errors import InvalidInput, ProviderError
 from workflows.engine.routing import route_for
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('prompts', '0001_initial'),
-        ('workflows', '0016_prompt_versions'),
+        ('workflows', '0017_alter_workflowexecution_api_key'),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ import uuid
 
 from rest_framework import viewsets
 
-from chatter_project.errors import NotFound
+from core.errors import NotFound
 
 
 class OwnedViewSet(viewsets.GenericViewSet):
