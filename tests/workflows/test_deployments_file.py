@@ -85,10 +85,11 @@ def test_a_key_variable_that_is_not_set_is_named_and_no_key_is_shown(tmp_path):
     assert "sk-east-secret" not in str(refused.value)
 
 
-@pytest.mark.parametrize("text, expected", [("{not json", "not valid JSON"), (None, "the file cannot be read")],
-                         ids=["malformed", "missing"])
-def test_an_unreadable_file_is_refused(tmp_path, text, expected):
-    path = write(tmp_path, text) if text is not None else str(tmp_path / "nowhere.json")
+@pytest.mark.parametrize("name, text, expected", [
+    ("deployments.json", "{not json", "not valid JSON"), ("deployments.yaml", "models: [a\n", "not valid YAML"),
+    ("deployments.json", None, "the file cannot be read")], ids=["malformed JSON", "malformed YAML", "missing"])
+def test_an_unreadable_file_is_refused(tmp_path, name, text, expected):
+    path = write(tmp_path, text, name) if text is not None else str(tmp_path / name)
 
     with pytest.raises(ImproperlyConfigured) as refused:
         deployments_load(path, environ={})

@@ -143,7 +143,10 @@ def _read(path: Path):
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(str(exc).replace("\n", " ")) from None
     return json.loads(text)
 
 
