@@ -16,6 +16,7 @@ from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.prompt_versions import prompt_version_report
 from analytics.selectors import (
     templates_with_analytics,
+    usage_by_deployment,
     usage_cost_by_group,
     usage_by_day,
     usage_report,
@@ -198,6 +199,7 @@ class UsageDashboardAdmin(admin.ModelAdmin):
                                       for k in usage_report(group_by="key", **scope)[:10]], format_value=money),
             "cost_by_group": row_chart(usage_cost_by_group(**scope)[:10], format_value=money),
             "budget_bars": _budget_bars(),
+            "deployments": usage_by_deployment(**scope),
         }
 
 

@@ -28,7 +28,7 @@ from django.utils import timezone
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from conversations.models import Message
 from core.rows import db_value, rows_select
-from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
+from workflows.models import LLMCall, ProviderAttempt, WorkflowExecution, WorkflowTemplate
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
@@ -315,6 +315,31 @@ def usage_by_day(*, owner_ids: list | None = None, start: date, end: date) -> li
         row = found.get(day, {})
         days.append({"day": day, **{name: row.get(f"n_{name}") or 0 for name in UsageRollup.COUNTERS}})
     return days
+
+
+def usage_by_deployment(*, owner_ids: list | None = None, start: date, end: date) -> list[dict]:
+    """Spend and errors per deployment of the deployments file (CHATTER_DEPLOYMENTS) over [start, end] (UTC days):
+    the calls each served with their tokens and cost (LLMCall.deployment), and its attempts, failed ones among them
+    (ProviderAttempt). Most spent first."""
+    utc = dt_timezone.utc
+    since = datetime.combine(start, datetime.min.time(), tzinfo=utc)
+    until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=utc)
+    owned = {} if owner_ids is None else {"execution__owner_id__in": owner_ids}
+    rows: dict[str, dict] = {}
+
+    def row(deployment: str) -> dict:
+        return rows.setdefault(deployment, {"deployment": deployment, "llm_calls": 0, "total_tokens": 0,
+                                            "cost": Decimal(0), "attempts": 0, "errors": 0})
+
+    for found in LLMCall.objects.filter(created_at__gte=since, created_at__lt=until, **owned).exclude(
+            deployment="").order_by().values("deployment").annotate(
+            n_calls=Count("id"), n_tokens=Sum("total_tokens"), n_cost=Sum("cost")):
+        row(found["deployment"]).update(llm_calls=found["n_calls"], total_tokens=found["n_tokens"] or 0,
+                                        cost=found["n_cost"] or Decimal(0))
+    for found in ProviderAttempt.objects.filter(created_at__gte=since, created_at__lt=until, **owned).order_by(
+            ).values("deployment").annotate(n_attempts=Count("id"), n_errors=Count("id", filter=Q(ok=False))):
+        row(found["deployment"]).update(attempts=found["n_attempts"], errors=found["n_errors"])
+    return sorted(rows.values(), key=lambda r: (-r["cost"], -r["llm_calls"], -r["errors"], r["deployment"]))
 
 
 def usage_from_source() -> dict:

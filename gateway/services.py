@@ -28,6 +28,7 @@ from workflows.engine.providers import (
     provider_models_served,
     providers_configured,
 )
+from workflows.engine.routing import routing_table
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.selectors import execution_get
@@ -60,11 +61,27 @@ def gateway_ignored(request: dict) -> list[str]:
     return ignored
 
 
+def _routed_models() -> list[tuple[str, str, object]]:
+    """The model names of the deployments file (CHATTER_DEPLOYMENTS) that are priced: (provider, name, price since).
+    Its fallbacks are model names of the file too."""
+    table = routing_table()
+    if table is None:
+        return []
+    routed = []
+    for route in table.routes.values():
+        price = price_for_call(provider=route.provider, model=route.name)
+        if price is not None:
+            routed.append((route.provider, route.name, price.effective_from))
+    return routed
+
+
 def gateway_model_list() -> list[dict]:
-    """The models this installation can call, OpenAI-shaped: of a configured provider, served by its server (the
-    local models; an OpenAI-compatible server's own /models), and priced. A server that cannot say what it serves
+    """The models this installation can call, OpenAI-shaped: the model names its deployments file routes (each
+    served by its deployments, then its fallbacks'), then those of a configured provider, served by its server (the
+    local models; an OpenAI-compatible server's own /models); each priced. A server that cannot say what it serves
     is taken to serve its provider's priced models (analytics.selectors.priced_models)."""
-    models = []
+    models = _routed_models()
+    routed = {name for _, name, _ in models}
     for provider in providers_configured():
         served = provider_models_served(provider)
         if served is None:
@@ -75,7 +92,7 @@ def gateway_model_list() -> list[dict]:
             if price is not None:
                 models.append((provider, name, price.effective_from))
     return [{"id": name, "object": "model", "created": int(since.timestamp()), "owned_by": provider}
-            for provider, name, since in models]
+            for index, (provider, name, since) in enumerate(models) if index < len(routed) or name not in routed]
 
 
 def gateway_model_get(model: str) -> dict:
@@ -90,6 +107,15 @@ def gateway_model(model: str) -> tuple[str, str]:
     `model`. A model no configured provider prices is a 404 model_not_found that says which models there are, why
     a priced one cannot be called (its provider is not set up) and how to price another."""
     provider, _, name = model.partition("/")
+    table = routing_table()
+    route = table.routes.get(name if name else model) if table is not None else None
+    if route is not None and (not name or provider == route.provider):
+        if price_for_call(provider=route.provider, model=route.name) is not None:
+            return route.provider, route.name
+        raise NotFound(f"The model `{model}` is routed to deployments ({', '.join(d.label for d in route.deployments)}) "
+                       f"but has no price, so its calls could not be accounted for. To call it, {HOW_TO_PRICE}.",
+                       code="model_not_found",
+                       details=[{"path": "model", "code": "model_not_found", "message": "routed, not priced"}])
     configured = providers_configured()
     candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in PROVIDERS]
     not_served = []

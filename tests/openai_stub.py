@@ -36,6 +36,15 @@ request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them a
 `POST /v1/embeddings` takes the next scripted reply too (its `usage`, `status`, `delay_s`; `model`): each input gets
 `stub_embedding(input, dimensions)`.
 
+`always(…)` (the arguments of `reply()`) answers every request the scripted replies leave unanswered the same way, for
+as long as the test runs: a server that is down (`always(status=500)`), rate limited (`always(status=429,
+headers={"retry-after": "30"})`), hung (`always(delay_s=5)`) or healthy (`always(content="…", usage={…})`) however
+many requests reach it; `always()` without arguments goes back to the 500 of an empty queue.
+
+`POST /v1/messages` speaks Anthropic's Messages API with the next scripted reply (its `content`, `status`, `delay_s`,
+`headers`, `model`; `usage` as Anthropic counts: `{"input_tokens": …, "output_tokens": …}`), streamed as Anthropic's
+events when asked, for `anthropic` deployments (their base URL: `stub.root_url`).
+
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`.
 """
@@ -55,6 +64,7 @@ from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
@@ -142,6 +152,7 @@ class OpenAIStub:
         self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
         self._replies: deque[StubReply] = deque()
+        self._always: StubReply | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -185,6 +196,11 @@ class OpenAIStub:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The server without the /v1 of OpenAI's clients (Anthropic's client adds its own)."""
+        return f"http://127.0.0.1:{self.port}"
 
     # --- scripting ---------------------------------------------------------------------------------
     def reply(
@@ -255,6 +271,18 @@ class OpenAIStub:
             )
         return self
 
+    def always(self, **reply) -> OpenAIStub:
+        """Answer every request the scripted replies leave unanswered as `reply(**reply)` would (see the module
+        docstring); no arguments: an empty queue's 500 again."""
+        if not reply:
+            with self._lock:
+                self._always = None
+            return self
+        self.reply(**reply)
+        with self._lock:
+            self._always = self._replies.pop()
+        return self
+
     @property
     def pending(self) -> int:
         """Scripted replies not yet used."""
@@ -269,7 +297,7 @@ class OpenAIStub:
     def _record(self, request: StubRequest) -> StubReply | None:
         with self._lock:
             self.requests.append(request)
-            return self._replies.popleft() if self._replies else None
+            return self._replies.popleft() if self._replies else self._always
 
     def _next_id(self) -> str:
         return f"chatcmpl-stub-{next(self._ids)}"
@@ -372,6 +400,27 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: 
     return chunks
 
 
+def _anthropic_events(reply: StubReply, message_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A reply as Anthropic streams it: the message's start (its input tokens), the text block word by word, and the
+    message's end with the usage in full (Anthropic's message_delta counts are cumulative)."""
+    usage = reply.usage or {}
+    start = {"id": message_id, "type": "message", "role": "assistant", "model": reply.model, "content": [],
+             "stop_reason": None, "stop_sequence": None,
+             "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0}}
+    return [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        *(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "text_delta", "text": part}})
+          for part in split_words(reply.content)),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": usage}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
 def _usage_so_far(usage: dict[str, Any], fraction: float) -> dict[str, Any]:
     """A cumulative report part-way through a stream: the prompt in full, the completion so far."""
     completion = int(usage.get("completion_tokens", 0) * fraction)
@@ -408,7 +457,7 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._send_json(400, error_body(400, "The request body is not valid JSON."))
                 return
             path = self.path.split("?", 1)[0].rstrip("/")
-            if path not in (COMPLETIONS_PATH, EMBEDDINGS_PATH):
+            if path not in (COMPLETIONS_PATH, EMBEDDINGS_PATH, MESSAGES_PATH):
                 self._record_request(body)
                 self._send_json(404, error_body(404, f"Unknown path {self.path}"))
                 return
@@ -424,6 +473,15 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 return
             if path == EMBEDDINGS_PATH:
                 self._send_json(200, _embeddings(reply, body), reply.headers)
+                return
+            if path == MESSAGES_PATH:
+                events = _anthropic_events(reply, stub._next_id().replace("chatcmpl", "msg"))
+                if body.get("stream"):
+                    self._send_events(events, reply)
+                else:
+                    message = {**events[0][1]["message"], "content": [{"type": "text", "text": reply.content}],
+                               "stop_reason": "end_turn", "usage": reply.usage or {}}
+                    self._send_json(200, message, reply.headers)
                 return
             completion_id = stub._next_id()
             if isinstance(body, dict) and body.get("stream"):
@@ -485,6 +543,20 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client went away (e.g. a cancelled run); nothing to clean up
+
+        def _send_events(self, events: list[tuple[str, dict[str, Any]]], reply: StubReply) -> None:
+            """Named server-sent events (Anthropic's stream)."""
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for name, data in events:
+                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def _send_stream_cut(self, chunks: list[dict[str, Any]], reply: StubReply, fault_at: int) -> None:
             """The whole stream's length announced, its first `fault_at` chunks sent, then a clean close."""

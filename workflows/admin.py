@@ -6,6 +6,7 @@ from workflows.models import (
     ExecutionEvent,
     LLMCall,
     NodeExecution,
+    ProviderAttempt,
     ToolCall,
     WorkflowDefinition,
     WorkflowExecution,
@@ -107,8 +108,16 @@ class ToolCallInline(ReadOnlyInline):
 
 class LLMCallInline(ReadOnlyInline):
     model = LLMCall
-    fields = readonly_fields = ("provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
-                                "estimated", "duration_ms", "created_at")
+    fields = readonly_fields = ("provider", "model", "deployment", *USAGE_FIELDS, "cached_prompt_tokens",
+                                "reasoning_tokens", "estimated", "duration_ms", "created_at")
+
+
+class ProviderAttemptInline(ReadOnlyInline):
+    """A routed call's tries, one per deployment: the one that answered, and those that failed before it and why."""
+
+    model = ProviderAttempt
+    fields = readonly_fields = ("deployment", "model", "ok", "status_code", "error_type", "error", "cooldown_s",
+                                "duration_ms", "created_at")
 
 
 class ExecutionEventInline(ReadOnlyInline):
@@ -142,7 +151,8 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     # Everything on a run is written by the engine; staff act on it through the cancel action.
     readonly_fields = field_names(WorkflowExecution)
-    inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, RunMessageInline, ExecutionEventInline]
+    inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, ProviderAttemptInline, RunMessageInline,
+               ExecutionEventInline]
     actions = ["cancel_runs"]
     EXECUTION_FIELDSETS = (
         ("Run", ("id", "status", "workflow_type", "mode", "owner", "template", "definition", "definition_version",
@@ -215,13 +225,28 @@ class ToolCallAdmin(LedgerMixin, admin.ModelAdmin):
 
 @admin.register(LLMCall)
 class LLMCallAdmin(LedgerMixin, admin.ModelAdmin):
-    list_display = ("__str__", "provider", "model", *USAGE_FIELDS, "cached_prompt_tokens", "reasoning_tokens",
-                    "estimated", "provider_cost", "unpriced", "duration_ms", "execution", "created_at")
-    list_filter = ("provider", "model", "estimated", "provider_cost", "unpriced", "created_at")
+    list_display = ("__str__", "provider", "model", "deployment", *USAGE_FIELDS, "cached_prompt_tokens",
+                    "reasoning_tokens", "estimated", "provider_cost", "unpriced", "duration_ms", "execution",
+                    "created_at")
+    list_filter = ("provider", "model", "deployment", "estimated", "provider_cost", "unpriced", "created_at")
     list_select_related = ("execution",)
-    search_fields = ("provider", "model", "execution__id__exact")
+    search_fields = ("provider", "model", "deployment", "execution__id__exact")
     date_hierarchy = "created_at"
     readonly_fields = field_names(LLMCall)
+
+
+@admin.register(ProviderAttempt)
+class ProviderAttemptAdmin(LedgerMixin, admin.ModelAdmin):
+    """Every try of a routed call (CHATTER_DEPLOYMENTS): filter by deployment and outcome to see which fail and why;
+    the usage dashboard sums spend and errors per deployment."""
+
+    list_display = ("deployment", "model", "ok", "status_code", "error_type", "cooldown_s", "duration_ms",
+                    "execution", "created_at")
+    list_filter = ("ok", "deployment", "model", "error_type", "status_code", "created_at")
+    list_select_related = ("execution",)
+    search_fields = ("deployment", "model", "error", "execution__id__exact")
+    date_hierarchy = "created_at"
+    readonly_fields = field_names(ProviderAttempt)
 
 
 @admin.register(ExecutionEvent)

@@ -21,6 +21,10 @@ class WorkflowsConfig(AppConfig):
         from workflows.services.schedules import schedule_deleted_audit
 
         pools_close_before_fork()
+        # The deployments file (CHATTER_DEPLOYMENTS) is read and checked as the process starts: a bad one stops it.
+        from workflows.engine.routing import routing_table
+
+        routing_table()
         post_delete.connect(schedule_deleted_audit, sender=WorkflowSchedule, dispatch_uid="workflows_schedule_deleted")
         # Built-in templates and the system schedules exist after every migrate (and after test flushes).
         post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

@@ -322,6 +322,8 @@ class LLMCall(TokenTotals):
     unpriced = models.BooleanField(default=False)
     usage_raw = models.JSONField(default=dict, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # The deployment of the deployments file that served it (`model name/deployment name`), "" when not routed.
+    deployment = models.CharField(max_length=400, blank=True, default="")
     # The stored prompt version the call sent (its model node's `prompt`), null for an inline prompt.
     prompt_version = models.ForeignKey("prompts.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="llm_calls")
@@ -329,11 +331,44 @@ class LLMCall(TokenTotals):
 
     class Meta:
         ordering = ["execution", "id"]
-        indexes = [models.Index(fields=["created_at"])]
+        indexes = [
+            models.Index(fields=["created_at"]),
+            # Spend per deployment (the usage dashboard): the routed calls only, so other calls pay nothing for it.
+            models.Index(fields=["deployment", "created_at"], condition=~models.Q(deployment=""),
+                         name="llm_call_deployment_routed"),
+        ]
         constraints = [*TokenTotals.Meta.constraints, *non_negative("cost", model="llm_call")]
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} ({self.total_tokens} tokens)"
+
+
+class ProviderAttempt(models.Model):
+    """One try of a routed model call on one deployment (workflows.engine.routing): the one that answered, and each
+    that failed before it, with why. Usage is the call's (LLMCall, whose `deployment` is the one that served it): an
+    attempt that failed and was retried had no answer, so nothing to bill."""
+
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="provider_attempts")
+    node_execution = models.ForeignKey(
+        NodeExecution, null=True, blank=True, on_delete=models.CASCADE, related_name="provider_attempts"
+    )
+    deployment = models.CharField(max_length=400)  # `model name/deployment name`
+    model = models.CharField(max_length=255)  # the model name tried (a fallback's after a fallback)
+    provider = models.CharField(max_length=64)  # how the deployment is called
+    ok = models.BooleanField()
+    error_type = models.CharField(max_length=64, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    cooldown_s = models.FloatField(null=True, blank=True)  # kept out of every process's choice this long after
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["execution", "id"]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} ({'ok' if self.ok else self.error_type or 'failed'})"
 
 
 class Checkpoint(models.Model):

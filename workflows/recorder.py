@@ -45,7 +45,7 @@ from budgets.services import CompletionGuard
 from core.db import connections_give_back, retried_on_conflict
 from core.rows import Rows, row_update, rows_insert, write_atomic
 from workflows.engine.graph import Node
-from workflows.engine.runtime import CallStarted, RunInterrupted
+from workflows.engine.runtime import Attempt, CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
 from workflows.events import (
     event_envelope,
@@ -55,7 +55,7 @@ from workflows.events import (
 )
 from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RecordedSoFar
-from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.models import LLMCall, NodeExecution, ProviderAttempt, ToolCall, WorkflowExecution
 from workflows.run_reads import RunReads
 from workflows.spending import BudgetHeld
 
@@ -140,6 +140,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         # tool call rows, the execution's counters to add, events (name, data, when), audit rows (action, data).
         self._nodes: dict[int, dict] = {}
         self._calls: list[tuple[int | None, dict]] = []
+        self._attempts: list[tuple[int | None, dict]] = []  # a routed call's tries (ProviderAttempt), likewise
         self._tools: list[dict] = []
         self._added = _no_usage()
         self._events: list[tuple[str, dict, datetime]] = []
@@ -202,7 +203,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         self._live_after.append(event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None))
 
     def _holding(self) -> bool:
-        return bool(self._nodes or self._calls or self._tools or self._events)
+        return bool(self._nodes or self._calls or self._attempts or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
     @_locked
@@ -239,8 +240,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
     def kept_on_failure(self) -> Iterator[None]:
         """Around a transaction that writes what the run holds: if it fails, nothing of it was written, so the
         run holds again what it held before (and events or audit rows added meanwhile are dropped)."""
-        held = (dict(self._nodes), list(self._calls), list(self._tools), dict(self._added), list(self._events),
-                list(self._audits), self.seq, dict(self._node_pks))
+        held = (dict(self._nodes), list(self._calls), list(self._attempts), list(self._tools), dict(self._added),
+                list(self._events), list(self._audits), self.seq, dict(self._node_pks))
         try:
             yield
         except BaseException:
@@ -251,7 +252,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
                 checkpointer.held_give_back(self.thread_id, self._checkpoints_taken)
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
-            (self._nodes, self._calls, self._tools, self._added, self._events, self._audits, self.seq,
+            (self._nodes, self._calls, self._attempts, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
             raise
         self._checkpoints_taken = []
@@ -273,12 +274,15 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             if self._events else ()
         nodes = [{"execution_id": execution_id, "index": index, **fields}
                  for index, fields in sorted(self._nodes.items())]
-        if nodes and any(index is not None and index not in self._node_pks for index, _ in self._calls):
+        if nodes and any(index is not None and index not in self._node_pks
+                         for index, _ in (*self._calls, *self._attempts)):
             self._nodes_write(nodes)
             nodes = []
         along = tuple(rows for rows in (
             Rows(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index), **fields}
                            for index, fields in self._calls]),
+            Rows(ProviderAttempt, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
+                                    **fields} for index, fields in self._attempts]),
             Rows(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools]),
             *events, *checkpoints) if rows.rows)
         if nodes:
@@ -286,7 +290,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         elif along:
             rows_insert(along[-1].model, along[-1].rows, conflict=along[-1].conflict, update=along[-1].update,
                         along=along[:-1])
-        self._nodes, self._calls, self._tools = {}, [], []
+        self._nodes, self._calls, self._attempts, self._tools = {}, [], [], []
         if self._events:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
                                        owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
@@ -324,7 +328,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
-        self._nodes, self._calls, self._tools, self._events, self._audits = {}, [], [], [], []
+        self._nodes, self._calls, self._attempts, self._tools, self._events, self._audits = {}, [], [], [], [], []
         self._added = _no_usage()
         self.open = None
         self._opened = {}
@@ -431,7 +435,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             "unpriced": usage.unpriced, **usage.token_fields(),
             "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
             "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
-            "usage_raw": usage.raw, "duration_ms": call.duration_ms,
+            "usage_raw": usage.raw, "duration_ms": call.duration_ms, "deployment": call.deployment,
             "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now()}))
         counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
         for name, value in counted.items():
@@ -449,6 +453,14 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                                   **usage.as_event_data()})
         self.last_call = call
         self.calls.append(call)
+
+    @_locked
+    def provider_attempted(self, node: Node, attempt: Attempt) -> None:
+        opened = self.open
+        self._attempts.append((opened.index if opened else None, {
+            "deployment": attempt.deployment, "model": attempt.model, "provider": attempt.provider, "ok": attempt.ok,
+            "error_type": attempt.error_type, "error": attempt.error, "status_code": attempt.status_code,
+            "cooldown_s": attempt.cooldown_s, "duration_ms": attempt.duration_ms, "created_at": timezone.now()}))
 
     @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,

@@ -25,10 +25,13 @@ import httpx2
 from django.conf import settings
 
 from core.errors import InvalidInput, ProviderError
+from workflows.engine.routing import route_for
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import UsageMetadata
+
+    from workflows.engine.routing import Deployment
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +208,37 @@ def _path_hint(exc: Exception, url: str) -> str:
     return f"; the path of OPENAI_BASE_URL looks wrong: OpenAI-compatible servers answer under /v1 (try {base}/v1)"
 
 
-def provider_check(provider: str) -> None:
-    """Raise InvalidInput when the provider cannot be used on this installation."""
+# HTTP statuses that say a deployment (not the request) is at fault: rate limited, overloaded or down, or its key or
+# model wrong. A call that gets one before any reply is retried on another deployment.
+DEPLOYMENT_FAULT_STATUSES = frozenset({401, 403, 404, 408, 409, 429}) | frozenset(range(500, 600))
+
+
+def deployment_fault(exc: Exception) -> tuple[int | None, float | None] | None:
+    """Whether a failed call is its deployment's fault (an HTTP status of DEPLOYMENT_FAULT_STATUSES, a timeout, a
+    connection that failed): (its HTTP status or None, the Retry-After it sent in seconds or None); None when the
+    request itself is at fault (another deployment would refuse it too)."""
+    chain = _chain(exc)
+    status = next((getattr(e, "status_code", None) for e in chain if getattr(e, "status_code", None)), None)
+    if status is None:
+        return (None, None) if _connection_failure(chain, timeout_s=None, mid_stream=False) else None
+    if status not in DEPLOYMENT_FAULT_STATUSES:
+        return None
+    retry_after = None
+    response = next((getattr(e, "response", None) for e in chain if getattr(e, "response", None) is not None), None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        if headers.get("retry-after-ms"):
+            retry_after = float(headers["retry-after-ms"]) / 1000
+        elif headers.get("retry-after"):
+            retry_after = float(headers["retry-after"])
+    except ValueError:
+        retry_after = None  # an HTTP date: the table's own cooldown
+    return status, retry_after
+
+
+def provider_check(provider: str, *, model: str | None = None) -> None:
+    """Raise InvalidInput when the provider cannot be used on this installation (for `model`: a model the
+    deployments file routes needs none of the provider's own settings)."""
     if provider not in PROVIDERS:
         raise InvalidInput(
             f"unknown provider {provider!r}", details={"provider": [f"must be one of {', '.join(PROVIDERS)}"]}
@@ -219,7 +251,8 @@ def provider_check(provider: str) -> None:
                 "provider 'anthropic' needs the optional package langchain-anthropic (pip install langchain-anthropic)",
                 details={"provider": ["langchain-anthropic is not installed"]},
             ) from None
-    if provider == "openai" and not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL):
+    if provider == "openai" and not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL) and not (
+            model and route_for(provider, model)):
         raise InvalidInput(
             "provider 'openai' needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local compatible server)",
             details={"provider": ["OPENAI_API_KEY is not set"]},
@@ -314,10 +347,16 @@ def chat_model(
     max_tokens: int | None,
     timeout_s: float,
     raw_usage: RawUsageReports | None = None,
+    deployment: Deployment | None = None,
 ) -> BaseChatModel:
     """The provider's chat model. `raw_usage`, when given, collects the usage objects an openai call's
-    server streams, as sent (other providers' raw usage is what LangChain reports)."""
-    provider_check(provider)
+    server streams, as sent (other providers' raw usage is what LangChain reports). `deployment`: a deployment of
+    the deployments file (workflows.engine.routing) instead of the provider's own server; the routing retries on
+    another deployment, so the client does not retry."""
+    if deployment is None:
+        provider_check(provider)
+    else:  # checked as the deployments file was read
+        provider, model = deployment.provider, deployment.model
     if provider == "local":
         from workflows.engine.local_model import LocalChatModel
 
@@ -338,12 +377,12 @@ def chat_model(
             model=model,
             temperature=temperature,
             max_tokens=max_tokens,
-            base_url=settings.OPENAI_BASE_URL,
+            base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
             # Local OpenAI-compatible servers accept any key; the client insists on one.
-            api_key=settings.OPENAI_API_KEY or "unused",
+            api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
             stream_usage=True,
             timeout=timeout_s,
-            max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+            max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
             http_client=http_client,
         )
     from langchain_anthropic import ChatAnthropic
@@ -352,8 +391,9 @@ def chat_model(
         model=model,
         temperature=temperature,
         max_tokens=max_tokens or 1024,
-        api_key=settings.ANTHROPIC_API_KEY,
+        api_key=settings.ANTHROPIC_API_KEY if deployment is None else deployment.api_key,
+        **({} if deployment is None else {"base_url": deployment.base_url}),
         stream_usage=True,
         timeout=timeout_s,
-        max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+        max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
     )

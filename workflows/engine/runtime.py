@@ -20,15 +20,24 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
-from core.errors import LimitExceeded, RunCancelled, RunError
+from core.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from workflows.engine.chat_messages import choice_as_openai, tool_calls_streamed
 from workflows.engine.graph import Node
 from workflows.engine.providers import (
     USAGE_REPORTED_IN_PARTS,
     RawUsageReports,
     chat_model,
+    deployment_fault,
     embeddings_create,
     provider_failure,
+)
+from workflows.engine.routing import (
+    Deployment,
+    Skipped,
+    deployment_cool_down,
+    deployment_tokens_count,
+    route_deployments,
+    routing_table,
 )
 from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
@@ -59,6 +68,30 @@ class LLMCall:
     requested_model: str  # as the run asked for it: what the call is priced by
     usage: Usage
     duration_ms: int
+    deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a routed model call on one deployment: the one that answered, or one that failed and why. Only
+    the call (LLMCall) carries usage: a failed attempt that was retried had no answer at all."""
+    deployment: str  # its label, `model name/deployment name`
+    model: str  # the model name it was tried for (a fallback's, after a fallback)
+    provider: str
+    ok: bool
+    duration_ms: int
+    error_type: str = ""  # provider_rate_limited, provider_timeout, provider_error
+    error: str = ""
+    status_code: int | None = None
+    cooldown_s: float | None = None  # how long it was kept out of the choice after failing
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one attempt of a call goes: the provider's own server (deployment None), or a deployment."""
+    provider: str  # what the call is recorded and priced under
+    model: str  # the model name asked for (priced by it)
+    deployment: Deployment | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,7 @@ class RunHooks(Protocol):
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None: ...
     def node_paused(self, node: Node) -> None: ...  # it waits for input (human_input), and runs again on resume
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
+    def provider_attempted(self, node: Node, attempt: Attempt) -> None: ...  # a routed call's tries, each
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None: ...
     def token(self, node: Node, text: str) -> None: ...
@@ -111,6 +145,7 @@ class NullHooks:
     def node_finished(self, node, **kwargs): pass
     def node_paused(self, node): pass
     def llm_called(self, node, call): pass
+    def provider_attempted(self, node, attempt): pass
     def tool_called(self, node, **kwargs): pass
     def token(self, node, text): pass
     def tool_call_delta(self, node, delta): pass
@@ -148,10 +183,11 @@ class RunContext:
     def remaining_s(self) -> float:
         return max(0.1, self.config["timeout_s"] - (time.monotonic() - self.started))
 
-    def _call_timeout_s(self) -> tuple[float, bool]:
-        """How long one provider request may wait, and whether the run's own deadline is what bounds it."""
-        remaining = self.remaining_s()
-        return min(remaining, settings.CHATTER_PROVIDER_TIMEOUT_S), remaining < settings.CHATTER_PROVIDER_TIMEOUT_S
+    def _call_timeout_s(self, limit_s: float | None = None) -> tuple[float, bool]:
+        """How long one provider request may wait (`limit_s`: a deployment's own timeout), and whether the run's own
+        deadline is what bounds it."""
+        remaining, limit_s = self.remaining_s(), limit_s or settings.CHATTER_PROVIDER_TIMEOUT_S
+        return min(remaining, limit_s), remaining < limit_s
 
     def _exceed(self, limit: str, value: Any) -> None:
         self.hooks.limit_exceeded(limit, value)
@@ -173,59 +209,123 @@ class RunContext:
         provider = cfg.get("provider") or self.config["provider"]
         model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
         model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
-        timeout_s, bounded_by_run = self._call_timeout_s()
         raw_usage = RawUsageReports()
         max_tokens = _first(cfg.get("max_tokens"), self.config["max_tokens"])
-        chat = model = chat_model(
-            provider=provider,
-            model=model_name,
-            temperature=_first(cfg.get("temperature"), self.config["temperature"]),
-            max_tokens=max_tokens,
-            timeout_s=timeout_s,
-            raw_usage=raw_usage,
-        )
-        params = dict(self.config.get("model_params") or {})
-        choice = self.config.get("tool_choice")
-        if tools:
-            model = model.bind_tools([TOOLS[name] for name in tools])
-        elif self.config.get("client_tools"):  # the gateway's: the client runs them
-            model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
-            params.update(tools=self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
-        if self.config.get("model_params"):
-            model = model.bind(**self.config["model_params"])
         self.partial_text = ""
         streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
         prompt_tokens = estimate_prompt_tokens(prompt)
         # Before the call waits: what it sends is known (and written with the run's write before it waits).
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far,
                                                         max_tokens))
-        self.checkpoint()
-        started = time.monotonic()
-        try:
-            if (params.get("n") or 1) > 1:  # LangChain streams one choice: n of them come whole, in one call
-                return self._call_for_choices(node, chat, prompt, params, provider, model_name, started)
-            for chunk in model.stream(list(prompt)):
-                streamed.add(chunk)
-                if isinstance(chunk.content, str) and chunk.content:
-                    self.partial_text += chunk.content
-                    self.hooks.token(node, chunk.content)
-                for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
-                    self.hooks.tool_call_delta(node, delta)
-                self.checkpoint()
-        except RunError:
-            self._record_cut_short(node, provider, model_name, prompt, prompt_tokens, streamed, started)
-            raise
-        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
-            self._record_cut_short(node, provider, model_name, prompt, prompt_tokens, streamed, started)
-            failure = provider_failure(exc, provider=provider, timeout_s=timeout_s,
-                                       mid_stream=streamed.message is not None)
-            if failure.error_type == "provider_timeout" and bounded_by_run:
-                # The request waited out what was left of the run: the run's timeout is what ended it.
-                self._exceed("timeout_s", self.config["timeout_s"])
-            raise failure from exc
-        return self._record_reply(node, provider, model_name, prompt, streamed, started)
+        skipped: list[Skipped] = []
+        targets = self._targets(provider, model_name, skipped)
+        target = next(targets, None)
+        last_failure = None
+        while target is not None:
+            self.checkpoint()
+            deployment = target.deployment
+            timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
+            chat = model = chat_model(
+                provider=target.provider,
+                model=target.model,
+                temperature=_first(cfg.get("temperature"), self.config["temperature"]),
+                max_tokens=max_tokens,
+                timeout_s=timeout_s,
+                raw_usage=raw_usage,
+                deployment=deployment,
+            )
+            params = dict(self.config.get("model_params") or {})
+            choice = self.config.get("tool_choice")
+            if tools:
+                model = model.bind_tools([TOOLS[name] for name in tools])
+            elif self.config.get("client_tools"):  # the gateway's: the client runs them
+                model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
+                params.update(tools=self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
+            if self.config.get("model_params"):
+                model = model.bind(**self.config["model_params"])
+            streamed.usage_in_parts = (deployment.provider if deployment else provider) in USAGE_REPORTED_IN_PARTS
+            started = time.monotonic()
+            try:
+                if (params.get("n") or 1) > 1:  # LangChain streams one choice: n of them come whole, in one call
+                    reply = self._call_for_choices(node, chat, prompt, params, target, started)
+                    self._attempted(node, target, started)
+                    return reply
+                for chunk in model.stream(list(prompt)):
+                    streamed.add(chunk)
+                    if isinstance(chunk.content, str) and chunk.content:
+                        self.partial_text += chunk.content
+                        self.hooks.token(node, chunk.content)
+                    for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
+                        self.hooks.tool_call_delta(node, delta)
+                    self.checkpoint()
+            except RunError as exc:
+                self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
+                self._attempted(node, target, started, error=exc)
+                raise
+            except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
+                failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
+                                           timeout_s=timeout_s, mid_stream=streamed.message is not None)
+                run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
+                # A request that waited out what was left of the run is the run's end, not the deployment's fault.
+                fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
+                self._attempted(node, target, started, error=failure, fault=fault)
+                # Another deployment is tried only when this one answered nothing yet: nothing was streamed to the
+                # client and nothing was consumed (a reply that broke off is the call, recorded as such).
+                if fault is not None and streamed.message is None:
+                    last_failure = failure
+                    target = next(targets, None)
+                    if target is not None:
+                        continue
+                    raise self._routes_exhausted(model_name, failure, skipped) from exc
+                self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
+                if run_timed_out:
+                    # The request waited out what was left of the run: the run's timeout is what ended it.
+                    self._exceed("timeout_s", self.config["timeout_s"])
+                raise failure from exc
+            self._attempted(node, target, started)
+            reply, call = self._record_reply(node, target, prompt, streamed, started)
+            if deployment is not None:
+                deployment_tokens_count(deployment, call.usage.total_tokens)
+            return reply
+        raise self._routes_exhausted(model_name, last_failure, skipped)
 
-    def _call_for_choices(self, node, chat, prompt, params, provider, model_name, started) -> AIMessage:
+    def _targets(self, provider: str, model_name: str, skipped: list[Skipped]):
+        """Where the call goes, in the order to try: the provider's own server; or, for a model the deployments
+        file routes, its deployments (workflows.engine.routing), then its fallbacks'."""
+        table = routing_table()
+        route = table.route_for(provider, model_name) if table is not None else None
+        if route is None:
+            yield _Target(provider, model_name)
+            return
+        for deployment in route_deployments(route, table=table, skipped=skipped):
+            yield _Target(table.routes[deployment.route].provider, deployment.route, deployment)
+
+    def _attempted(self, node: Node, target: _Target, started: float, *, error: Exception | None = None,
+                   fault: tuple | None = None) -> None:
+        """A routed call's attempt, recorded on the run; a deployment at fault is cooled down for every process."""
+        deployment = target.deployment
+        if deployment is None:
+            return
+        status, retry_after = fault if fault is not None else (None, None)
+        cooldown = deployment_cool_down(deployment, table=routing_table(), retry_after_s=retry_after) \
+            if fault is not None else None
+        self.hooks.provider_attempted(node, Attempt(
+            deployment=deployment.label, model=target.model, provider=deployment.provider, ok=error is None,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            error_type=getattr(error, "error_type", "") or ("error" if error is not None else ""),
+            error=str(getattr(error, "message", "") or error or "")[:2000], status_code=status, cooldown_s=cooldown))
+
+    @staticmethod
+    def _routes_exhausted(model_name: str, failure: ProviderError | None, skipped: list[Skipped]) -> ProviderError:
+        left_out = "; ".join(f"{s.deployment.label} {s.why}" for s in skipped)
+        if failure is None:
+            return ProviderError(f"no deployment of {model_name!r} (or its fallbacks) can take the call now: "
+                                 f"{left_out}", error_type="provider_unavailable")
+        return ProviderError(f"every deployment of {model_name!r} (and its fallbacks) failed; the last: "
+                             f"{failure.message}" + (f" (left out: {left_out})" if left_out else ""),
+                             error_type=failure.error_type)
+
+    def _call_for_choices(self, node, chat, prompt, params, target: _Target, started) -> AIMessage:
         """A call for `n` choices (the gateway's `n` > 1): the first is the reply, the others ride in its metadata,
         OpenAI-shaped; the usage the provider reported counts them all."""
         result = chat.generate([list(prompt)], **params)
@@ -234,7 +334,9 @@ class RunContext:
             choice_as_openai(message, index=index) for index, message in enumerate(others, start=1)]}
         reply = first.model_copy(update={"response_metadata": metadata})
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
-        self._record(node, provider, metadata.get("model_name") or model_name, model_name, usage, started)
+        self._record(node, target, metadata.get("model_name") or target.model, usage, started)
+        if target.deployment is not None:
+            deployment_tokens_count(target.deployment, usage.total_tokens)
         return reply
 
     def embed(self, node: Node, inputs: list, *, dimensions: int | None = None) -> list[list[float]]:
@@ -256,38 +358,39 @@ class RunContext:
                 self._exceed("timeout_s", self.config["timeout_s"])
             raise failure from exc
         usage = usage_from_embeddings(embedded.usage)
-        self._record(node, provider, embedded.model, model_name, usage, started)
+        self._record(node, _Target(provider, model_name), embedded.model, usage, started)
         return embedded.vectors
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
         callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
-        return self._record(node, provider, reported_model, requested_model, usage, started)
+        return self._record(node, _Target(provider, requested_model), reported_model, usage, started)
 
-    def _record_reply(self, node, provider, model_name, prompt, streamed, started) -> AIMessage:
+    def _record_reply(self, node, target: _Target, prompt, streamed, started) -> tuple[AIMessage, LLMCall]:
         reply = streamed.reply()
         usage = usage_from_message(reply, prompt=prompt, raw=streamed.raw_usage.report_for(reply.usage_metadata))
-        self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
-        return reply
+        return reply, self._record(node, target, streamed.model_name or target.model, usage, started)
 
-    def _record_cut_short(self, node, provider, model_name, prompt, prompt_tokens, streamed, started) -> None:
+    def _record_cut_short(self, node, target: _Target, prompt, prompt_tokens, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
         before the break; else, once the server answered at all (it read the prompt), an estimate over the prompt
         and whatever it streamed, text or tool-call fragments (flagged); else (no answer) nothing."""
         if streamed.usage:
-            self._record_reply(node, provider, model_name, prompt, streamed, started)
+            self._record_reply(node, target, prompt, streamed, started)
             return
         if streamed.message is None:
             return
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
-        self._record(node, provider, streamed.model_name or model_name, model_name, usage, started)
+        self._record(node, target, streamed.model_name or target.model, usage, started)
 
-    def _record(self, node, provider, reported_model, requested_model, usage, started) -> LLMCall:
+    def _record(self, node, target: _Target, reported_model, usage, started) -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
-        # llama.cpp server its model file's path), as recompute_costs re-prices it.
-        usage = priced(usage, self.hooks.price(provider, requested_model))
-        call = LLMCall(provider, reported_model, requested_model, usage, int((time.monotonic() - started) * 1000))
+        # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
+        # whose deployment served it (a fallback's own).
+        usage = priced(usage, self.hooks.price(target.provider, target.model))
+        call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
+                       deployment=target.deployment.label if target.deployment else "")
         with self.counting:
             self.usage += usage
             self.llm_calls += 1

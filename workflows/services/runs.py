@@ -65,7 +65,7 @@ def models_check(graph: Graph, config: dict) -> dict:
             pairs.add((provider, model))
     prices = {}
     for provider, model in sorted(pairs):
-        provider_check(provider)
+        provider_check(provider, model=model)
         prices[(provider, model)] = price_for_call(provider=provider, model=model)
         if prices[(provider, model)] is None:
             raise InvalidInput(
