@@ -40,9 +40,17 @@ from workflows.services.costs import llm_call_cost_adjust, llm_call_unpriced_mar
 
 logger = logging.getLogger(__name__)
 RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
+MONEY_PLACES = Decimal("0.00000001")
+
+
+def _money(value):
+    """A sum of money to its stored 8 places: SQLite sums decimals as floats (100 × 0.0000075 comes back
+    0.000750000000000001); a sum of 8-place amounts has 8 places, so rounding only removes that noise."""
+    return value.quantize(MONEY_PLACES) if isinstance(value, Decimal) else value
 
 
 def _diff(stored: dict | None, actual: dict) -> dict:
+    actual = {key: _money(value) for key, value in actual.items()}
     if stored is None:
         return {key: (None, value) for key, value in actual.items()}
     return {key: (stored[key], value) for key, value in actual.items() if stored[key] != value}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from statistics import mean
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import QuerySet
 
 from experiments.models import Experiment, ExperimentResult
 
@@ -43,11 +43,17 @@ def experiment_summary(*, experiment: Experiment) -> dict:
 
 
 def experiment_totals_from_runs(*, experiment: Experiment) -> dict:
-    """The same totals from the runs themselves (targets and judges apart), for checking."""
-    return {role: experiment.runs.filter(role=role).aggregate(
-                runs=Count("id"), total_tokens=Sum("execution__total_tokens"), cost=Sum("execution__cost"),
-                failed=Count("id", filter=~Q(execution__status="completed")))
-            for role in ("target", "judge")}
+    """The same totals read from the runs themselves (targets and judges apart), summed exactly (SQLite would sum
+    money as floats)."""
+    totals = {role: {"runs": 0, "failed": 0, "total_tokens": 0, "cost": Decimal("0")} for role in ("target", "judge")}
+    for role, status, tokens, cost in experiment.runs.values_list(
+            "role", "execution__status", "execution__total_tokens", "execution__cost").iterator():
+        total = totals[role]
+        total["runs"] += 1
+        total["failed"] += status != "completed"
+        total["total_tokens"] += tokens
+        total["cost"] += cost
+    return {role: {**total, "cost": f"{total['cost']:.8f}"} for role, total in totals.items()}
 
 
 def experiments_compare(*, experiments: list[Experiment]) -> dict:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -79,7 +79,7 @@ def judge_request(spec: dict, *, item: dict, output: str) -> dict:
 def _checked(owner, request: dict, path: str) -> None:
     """Validate a target or a judge as run_plan would run it (reads only); its errors name where it is."""
     try:
-        run_plan(owner=owner, message="check", **request)
+        run_plan(owner=owner, **{"message": "check", **request})
     except ChatterError as exc:
         raise InvalidInput(f"{path}: {exc.message}", details=[{"path": path, "code": exc.code,
                                                                 "message": exc.message}]) from None
@@ -226,8 +226,8 @@ def _in_own_thread(function, *args) -> None:
 
 def experiment_spent(*, experiment_id) -> Decimal:
     """What the experiment's runs (targets and judges) cost so far: the sum of its runs."""
-    return ExperimentRun.objects.filter(experiment_id=experiment_id).aggregate(
-        spent=Sum("execution__cost"))["spent"] or Decimal("0")
+    return sum(ExperimentRun.objects.filter(experiment_id=experiment_id).values_list("execution__cost", flat=True),
+               Decimal("0"))  # in Decimal: SQLite would sum money as floats
 
 
 def _stop_reason(experiment: Experiment) -> tuple[str, str] | None:

@@ -1,5 +1,6 @@
 """/api/v1/experiments/: targets run over a dataset, each target × item an ordinary accounted run, evaluated into
 scores; owner-scoped; bad input is a 400 that writes nothing."""
+import re
 from io import StringIO
 
 import pytest
@@ -41,3 +42,49 @@ def test_it_runs_each_target_over_each_item_and_scores_the_runs(api, alice, qa, 
         assert (score.name, score.source, bool(score.value)) == ("contains", "evaluator", result["scores"]["contains"])
         assert_all(run)
     call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_another_users_experiment_is_a_404(api, bob_api, alice, qa):
+    created = api.post(URL, experiment_body(qa, start=False), format="json")
+    assert created.status_code == 201
+    run_id = created.json()["id"]
+
+    assert_error(bob_api.get(f"{URL}{run_id}/"), 404, "not_found")
+    assert_error(bob_api.get(f"{URL}{run_id}/results/"), 404, "not_found")
+    assert_error(bob_api.post(f"{URL}{run_id}/cancel/"), 404, "not_found")
+    assert_error(bob_api.post(f"{URL}{run_id}/resume/", {}, format="json"), 404, "not_found")
+    assert bob_api.get(URL).json()["count"] == 0
+    assert [e["id"] for e in api.get(URL).json()["results"]] == [run_id]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"dataset": "00000000-0000-0000-0000-000000000000"}, "dataset"),
+    ({"targets": []}, "targets"),
+    ({"targets": [{"template": "universal_chat", "prompt": {"name": "support"}}]}, "targets[0]"),
+    ({"targets": [{"template": "no-such-template"}]}, "targets[0]"),
+    ({"targets": [{"template": "universal_chat", "config": {"provider": "openai", "model": "gpt-unpriced"}}]},
+     "targets[0]"),
+    ({"targets": [{"template": "universal_chat"}, {"template": "universal_chat"}]}, "targets"),
+    ({"evaluators": [{"type": "bleu"}]}, "evaluators[0].type"),
+    ({"evaluators": [{"type": "regex", "pattern": "("}]}, "evaluators[0].pattern"),
+    ({"evaluators": [{"type": "regex"}]}, "evaluators[0].pattern"),
+    ({"evaluators": [{"type": "json_schema", "schema": {"type": 12}}]}, "evaluators[0].schema"),
+    ({"evaluators": [{"type": "exact_match", "tolerance": 1}]}, "evaluators[0].tolerance"),
+    ({"evaluators": [{"type": "llm_judge", "provider": "openai", "model": "gpt-unpriced"}]}, "evaluators[0]"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"concurrency": 1000}, "concurrency"),
+    ({"budget": "-1"}, "budget"),
+    ({"total_tokens": 5}, "total_tokens"),
+])
+def test_bad_input_is_a_400_naming_it_and_writes_nothing(api, qa, change, field):
+    response = api.post(URL, {**experiment_body(qa, start=False), **change}, format="json")
+
+    details = assert_error(response, 400, "validation_error")
+    paths = [re.sub(r"\.(\d+)", r"[\1]", d["path"]) for d in details]  # DRF's lists name items `targets.0`
+    assert any(path == field or path.startswith(f"{field}.") for path in paths), details
+    assert Experiment.objects.count() == 0
+
+
+def test_an_experiment_over_someone_elses_dataset_is_refused(bob_api, qa):
+    details = assert_error(bob_api.post(URL, experiment_body(qa), format="json"), 400, "validation_error")
+    assert details[0]["path"] == "dataset" and Experiment.objects.count() == 0
