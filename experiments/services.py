@@ -149,9 +149,11 @@ def experiment_cancel(*, experiment: Experiment, actor=None) -> Experiment:
     return experiment
 
 
-def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, actor=None) -> Experiment:
+def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, actor=None,
+                      enqueue: bool = True) -> Experiment:
     """Go on with a stopped experiment (cancelled, out of budget, failed): only the pairs without a result run.
-    `budget`: a new budget (the whole experiment's, spent so far included)."""
+    `budget`: a new budget (the whole experiment's, spent so far included). `enqueue=False`: left pending for the
+    caller to run (the command runs it in its own process)."""
     changes = {"status": Status.PENDING, "cancel_requested": False, "stop_reason": "", "completed_at": None}
     if budget is not None:
         changes["budget"] = budget
@@ -161,7 +163,8 @@ def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, 
             raise Conflict(f"only a stopped experiment resumes; this one is {experiment.status}",
                            code="not_resumable")
         audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": str(budget)})
-        transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
+        if enqueue:
+            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
     experiment.refresh_from_db()
     return experiment
 
@@ -236,7 +239,7 @@ def _stop_reason(experiment: Experiment) -> tuple[str, str] | None:
     if experiment.budget is not None:
         spent = experiment_spent(experiment_id=experiment.pk)
         if spent >= experiment.budget:
-            return Status.BUDGET_SPENT, f"budget of ${experiment.budget} spent (${spent})"
+            return Status.BUDGET_SPENT, f"budget of ${experiment.budget:.8f} spent (${spent:.8f})"
     return None
 
 
