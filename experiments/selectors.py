@@ -71,4 +71,6 @@ def experiments_compare(*, experiments: list[Experiment]) -> dict:
     rows = [{"item": item, "cells": [by_item.get((item_id, c["experiment"].pk, c["target"])) for c in columns]}
             for item_id, item in sorted(items.items(), key=lambda pair: (pair[1].created_at, str(pair[0])))]
     score_names = sorted({name for total in totals for name in total["scores"]})
+    for total in totals:  # in score_names' order, for a table
+        total["score_means"] = [(total["scores"].get(name) or {}).get("mean") for name in score_names]
     return {"columns": columns, "totals": totals, "rows": rows, "score_names": score_names}
