@@ -5,9 +5,9 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
 
 from experiments.services import experiment_create, experiment_run
+from tests.analytics.test_usage_concurrency import in_thread
 from tests.realtime.test_websockets import close_db_connections, connect, token_for  # noqa: F401 - a fixture too
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,13 +21,7 @@ def pending_experiment(alice, qa):
 
 
 def run_in_thread(experiment_id) -> threading.Thread:
-    def work():
-        try:
-            experiment_run(experiment_id=experiment_id)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=work)
+    thread = threading.Thread(target=in_thread(lambda: experiment_run(experiment_id=experiment_id)))
     thread.start()
     return thread
 
