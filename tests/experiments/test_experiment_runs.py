@@ -149,3 +149,33 @@ def test_cancel_and_resume_run_every_item_once(api, alice, support, openai_serve
     assert len(openai_server.requests) == WorkflowExecution.objects.count() == ExperimentRun.objects.count() == 24
     assert api.post(f"{URL}{experiment_id}/resume/", {}, format="json").status_code == 409
     call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_a_judge_from_a_stored_prompt_sees_the_output_and_a_failed_judge_is_still_accounted(api, alice, support,
+                                                                                             openai_server):
+    from tests.prompts.factories import PromptFactory
+
+    PromptFactory(owner=alice, name="grader", labels=["production"],
+                  content="Grade {{output}} against {{expected_output}}.")
+    dataset = dataset_of(alice, 2)
+    openai_server.reply(content="answer 0", usage=TARGET_USAGE)
+    openai_server.reply(content="0.5", usage=JUDGE_USAGE)
+    openai_server.reply(content="answer 1", usage=TARGET_USAGE)
+    openai_server.reply(status=500)  # the second judge call fails
+    body = versions_body(dataset, evaluators=[{"type": "llm_judge", "name": "graded", "prompt": {"name": "grader"},
+                                               "provider": "openai", "model": JUDGE_MODEL}])
+    body["targets"] = body["targets"][:1]
+
+    experiment = api.post(URL, body, format="json").json()
+
+    assert experiment["status"] == "completed"
+    assert openai_server.requests[1].body["messages"][0] == {"role": "system",
+                                                             "content": "Grade answer 0 against answer 0."}
+    first, second = ExperimentResult.objects.order_by("item__created_at")
+    assert first.scores == {"graded": 0.5} and first.evaluator_errors == {}
+    assert second.scores == {} and list(second.evaluator_errors) == ["graded"]
+    failed_judge = second.runs.get(role="judge").execution
+    assert failed_judge.status == "failed"
+    assert (second.judge_total_tokens, second.judge_cost) == (failed_judge.total_tokens, failed_judge.cost)
+    assert experiment["runs"]["judge"]["runs"] == 2 and experiment["runs"]["judge"]["failed"] == 1
+    call_command("reconcile_aggregates", stdout=StringIO())
