@@ -25,7 +25,7 @@ from experiments.models import Experiment, ExperimentResult, ExperimentRun
 from scores.models import Score
 from scores.services import score_create
 from workflows.events import event_envelope, events_publish
-from workflows.models import WorkflowExecution
+from workflows.models import WorkflowDefinition, WorkflowExecution
 from workflows.services.runs import execution_run_now, run_plan
 
 logger = logging.getLogger(__name__)
@@ -100,14 +100,13 @@ def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], eval
         raise InvalidInput(f"concurrency is at most {settings.CHATTER_MAX_CONCURRENT_RUNS} (your concurrent runs)",
                            details={"concurrency": ["above CHATTER_MAX_CONCURRENT_RUNS"]})
     for index, target in enumerate(targets):
-        if "definition_version" in target:
-            current = dataset.owner.workflow_definitions.filter(pk=target["definition"]).values_list(
-                "version", flat=True).first()
-            if current is not None and current != target["definition_version"]:
+        _checked(owner, target_request(target), f"targets[{index}]")
+        if "definition_version" in target:  # the definition is visible to the owner: _checked found it
+            current = WorkflowDefinition.objects.filter(pk=target["definition"]).values_list("version", flat=True)[0]
+            if current != target["definition_version"]:
                 raise InvalidInput(f"targets[{index}]: the definition is at version {current}; only its current "
                                    "version runs", details=[{"path": f"targets[{index}].definition_version",
                                                              "code": "invalid", "message": f"now {current}"}])
-        _checked(owner, target_request(target), f"targets[{index}]")
     for index, spec in enumerate(evaluators):
         if spec["type"] == LLM_JUDGE:
             _checked(owner, judge_request(spec, item={"input": "", "expected_output": ""}, output=""),

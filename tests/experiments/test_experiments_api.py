@@ -1,6 +1,7 @@
 """/api/v1/experiments/: targets run over a dataset, each target × item an ordinary accounted run, evaluated into
 scores; owner-scoped; bad input is a 400 that writes nothing."""
 import re
+import uuid
 from io import StringIO
 
 import pytest
@@ -88,3 +89,20 @@ def test_bad_input_is_a_400_naming_it_and_writes_nothing(api, qa, change, field)
 def test_an_experiment_over_someone_elses_dataset_is_refused(bob_api, qa):
     details = assert_error(bob_api.post(URL, experiment_body(qa), format="json"), 400, "validation_error")
     assert details[0]["path"] == "dataset" and Experiment.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_definition_runs_at_its_current_version_and_an_older_one_is_refused(api, alice, qa):
+    definition = api.post("/api/v1/workflows/definitions/from-template/", {"template": "summarize"},
+                          format="json").json()
+    target = {"definition": definition["id"], "definition_version": definition["version"]}
+
+    stale = api.post(URL, experiment_body(qa, targets=[{**target, "definition_version": 9}]), format="json")
+    created = api.post(URL, experiment_body(qa, targets=[target]), format="json").json()
+
+    assert assert_error(stale, 400, "validation_error")[0]["path"] == "targets[0].definition_version"
+    assert created["status"] == "completed" and created["progress"]["done"] == 4
+    runs = WorkflowExecution.objects.filter(experiment_run__experiment_id=created["id"])
+    assert {(r.definition_id, r.definition_version, r.status) for r in runs} == {
+        (uuid.UUID(definition["id"]), definition["version"], "completed")}
+    assert ExperimentRun.objects.filter(experiment_id=created["id"], role="target").count() == 4
