@@ -15,6 +15,8 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from analytics.budget_spend import budget_spend_drift, budget_spend_fix
+from experiments.selectors import experiment_results_from_runs
+from experiments.services import experiment_results_fix
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.selectors import (
     TEMPLATE_COUNTERS,
@@ -80,6 +82,9 @@ def _aggregates_drift() -> list[dict]:
     drift += _execution_drift()
     drift += usage_drift()
     drift += budget_spend_drift()
+    for pk, row in experiment_results_from_runs().items():
+        if fields := _diff(row["stored"], row["actual"]):
+            drift.append({"kind": "experiment_result", "id": str(pk), "fields": fields})
     return drift
 
 
@@ -150,6 +155,7 @@ def aggregates_fix() -> int:
     if usage_drift():
         fixed += usage_rollups_rebuild()
     fixed += budget_spend_fix()
+    fixed += experiment_results_fix()
     return fixed
 
 

@@ -6,7 +6,7 @@ from statistics import mean
 
 from django.db.models import QuerySet
 
-from experiments.models import Experiment, ExperimentResult
+from experiments.models import Experiment, ExperimentResult, ExperimentRun
 
 FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "judge_prompt_tokens",
            "judge_completion_tokens", "judge_total_tokens", "judge_cost")
@@ -74,3 +74,22 @@ def experiments_compare(*, experiments: list[Experiment]) -> dict:
     for total in totals:  # in score_names' order, for a table
         total["score_means"] = [(total["scores"].get(name) or {}).get("mean") for name in score_names]
     return {"columns": columns, "totals": totals, "rows": rows, "score_names": score_names}
+
+
+RESULT_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+
+
+def experiment_results_from_runs() -> dict:
+    """Each result's stored figures and the same from its runs: the target's run's, and the sums over its judge
+    runs (the `judge_` ones), summed in Decimal."""
+    zero = {**{name: 0 for name in RESULT_SUMS}, "cost": Decimal("0")}
+    rows = {pk: {"stored": stored, "actual": {**zero, **{f"judge_{k}": v for k, v in zero.items()}}}
+            for pk, *figures in ExperimentResult.objects.values_list("pk", *FIGURES).iterator()
+            for stored in [dict(zip(FIGURES, figures))]}
+    runs = ExperimentRun.objects.values_list("result_id", "role", *(f"execution__{name}" for name in RESULT_SUMS))
+    for result_id, role, *figures in runs.iterator():
+        prefix = "judge_" if role == ExperimentRun.Role.JUDGE else ""
+        actual = rows[result_id]["actual"]
+        for name, value in zip(RESULT_SUMS, figures):
+            actual[prefix + name] += value
+    return rows

@@ -22,6 +22,7 @@ from chatter_project.errors import ChatterError, Conflict, InvalidInput, TooMany
 from datasets.models import Dataset
 from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from experiments.selectors import experiment_results_from_runs
 from scores.models import Score
 from scores.services import score_create
 from workflows.events import event_envelope, events_publish
@@ -323,6 +324,15 @@ def _result_write(experiment: Experiment, target: dict, item: dict, *, execution
         return
     if on_result is not None:
         on_result(result)
+
+
+def experiment_results_fix() -> int:
+    """Each result's figures again from its runs (after re-pricing, say): how many rows changed."""
+    fixed = 0
+    for pk, row in experiment_results_from_runs().items():
+        if any(row["stored"][name] != value for name, value in row["actual"].items()):
+            fixed += ExperimentResult.objects.filter(pk=pk).update(**row["actual"])
+    return fixed
 
 
 def experiment_progress(*, experiment: Experiment) -> dict:

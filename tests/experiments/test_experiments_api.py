@@ -106,3 +106,21 @@ def test_a_definition_runs_at_its_current_version_and_an_older_one_is_refused(ap
     assert {(r.definition_id, r.definition_version, r.status) for r in runs} == {
         (uuid.UUID(definition["id"]), definition["version"], "completed")}
     assert ExperimentRun.objects.filter(experiment_id=created["id"], role="target").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_aggregates_checks_each_results_figures_against_its_runs_and_fixes_them(api, qa):
+    created = api.post(URL, experiment_body(qa), format="json").json()
+    result = ExperimentResult.objects.filter(experiment_id=created["id"]).first()
+    ExperimentResult.objects.filter(pk=result.pk).update(total_tokens=result.total_tokens + 1, judge_cost="0.5")
+
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("reconcile_aggregates", stdout=out, stderr=StringIO())
+    call_command("reconcile_aggregates", "--fix", stdout=StringIO())
+
+    assert f"drift experiment_result {result.pk}: " in out.getvalue()
+    assert "total_tokens: stored" in out.getvalue() and "judge_cost: stored 0.50000000 != actual 0" in out.getvalue()
+    fixed = ExperimentResult.objects.get(pk=result.pk)
+    assert (fixed.total_tokens, fixed.judge_cost) == (result.total_tokens, 0)
+    call_command("reconcile_aggregates", stdout=StringIO())
