@@ -33,6 +33,8 @@ class Experiment(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     stop_reason = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
+    # Refreshed as it starts and with each result: a running experiment whose worker died stops refreshing it.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
 from decimal import Decimal
 from typing import Callable
 
@@ -35,6 +36,9 @@ JUDGE_INSTRUCTIONS = "You grade outputs. Answer only with a JSON object {\"score
 BUSY_RETRIES = 40  # the owner's concurrent-run limit is shared with their other runs: wait for a slot so long
 BUSY_WAIT_S = 0.25
 OUTPUT_CHARS = 20_000
+# A worker's task runs items for about this long, then hands the rest to a new task: django-q2 ends a task at its
+# timeout (a run's, plus a minute), and an experiment may take far longer than one run.
+SLICE_S = 60
 
 
 # --- what a target or a judge runs ---------------------------------------------------------------------------
@@ -149,18 +153,31 @@ def experiment_cancel(*, experiment: Experiment, actor=None) -> Experiment:
     return experiment
 
 
+def experiment_lost(*, experiment: Experiment) -> bool:
+    """A running experiment whose worker died: no result for longer than an item can take (its run and each judge's
+    run to their timeout), plus a minute."""
+    if experiment.status != Status.RUNNING or experiment.heartbeat_at is None:
+        return False
+    judges = sum(spec["type"] == LLM_JUDGE for spec in experiment.evaluators)
+    longest = timedelta(seconds=(1 + judges) * settings.CHATTER_EXECUTION_TIMEOUT_S + 60)
+    return experiment.heartbeat_at < timezone.now() - longest
+
+
 def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, actor=None,
                       enqueue: bool = True) -> Experiment:
-    """Go on with a stopped experiment (cancelled, out of budget, failed): only the pairs without a result run.
-    `budget`: a new budget (the whole experiment's, spent so far included). `enqueue=False`: left pending for the
-    caller to run (the command runs it in its own process)."""
+    """Go on with a stopped experiment (cancelled, out of budget, failed), or a lost one (experiment_lost): only the
+    pairs without a result run. `budget`: a new budget (the whole experiment's, spent so far included).
+    `enqueue=False`: left pending for the caller to run (the command runs it in its own process)."""
     changes = {"status": Status.PENDING, "cancel_requested": False, "stop_reason": "", "completed_at": None}
     if budget is not None:
         changes["budget"] = budget
+    resumable = Q(status__in=Experiment.STOPPED)
+    if experiment_lost(experiment=experiment):
+        resumable |= Q(status=Status.RUNNING, heartbeat_at=experiment.heartbeat_at)
     with transaction.atomic():
-        if not Experiment.objects.filter(pk=experiment.pk, status__in=Experiment.STOPPED).update(**changes):
+        if not Experiment.objects.filter(resumable, pk=experiment.pk).update(**changes):
             experiment.refresh_from_db()
-            raise Conflict(f"only a stopped experiment resumes; this one is {experiment.status}",
+            raise Conflict(f"only a stopped (or lost) experiment resumes; this one is {experiment.status}",
                            code="not_resumable")
         audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": str(budget)})
         if enqueue:
@@ -170,20 +187,29 @@ def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, 
 
 
 # --- running ---------------------------------------------------------------------------------------------------
-def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], None] | None = None) -> Experiment:
-    """Run a pending experiment to its end (a worker's task, or the command). Safe to call twice: one caller claims
-    it. At most `concurrency` items at once; before each item starts, a cancel or a spent budget stops it."""
+def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], None] | None = None,
+                   slice_s: float | None = None) -> Experiment:
+    """Run a pending experiment (a worker's task, or the command). Safe to call twice: one caller claims it. At
+    most `concurrency` items at once; before each item starts, a cancel or a spent budget stops it. `slice_s`: start
+    items for that long, then leave it pending for a new task (queued here), which goes on with the rest."""
+    now = timezone.now()
     claimed = Experiment.objects.filter(pk=experiment_id, status=Status.PENDING).update(
-        status=Status.RUNNING, started_at=timezone.now())
+        status=Status.RUNNING, started_at=now, heartbeat_at=now)
     experiment = Experiment.objects.select_related("owner", "dataset").get(pk=experiment_id)
     if not claimed:
         return experiment
+    deadline = None if slice_s is None else time.monotonic() + slice_s
     try:
-        status, reason = _units_run(experiment, on_result)
+        status, reason = _units_run(experiment, on_result, deadline)
     except Exception as exc:  # noqa: BLE001 - the experiment ends, saying why; its written results stay
         logger.exception("experiment %s failed", experiment_id)
         status, reason = Status.FAILED, f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
+        if status == Status.PENDING:  # the slice is over: the rest in a new task (a cancel meanwhile ends it there)
+            Experiment.objects.filter(pk=experiment_id, status=Status.RUNNING).update(status=Status.PENDING)
+            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment_id))
+            experiment.refresh_from_db()
+            return experiment
         Experiment.objects.filter(pk=experiment_id).update(status=status, stop_reason=reason,
                                                            completed_at=timezone.now(), cancel_requested=False)
         experiment.refresh_from_db()
@@ -191,14 +217,14 @@ def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], Non
     return experiment
 
 
-def _units_run(experiment: Experiment, on_result) -> tuple[str, str]:
+def _units_run(experiment: Experiment, on_result, deadline: float | None) -> tuple[str, str]:
     done = set(experiment.results.values_list("target", "item_id"))
     items = list(experiment.dataset.items.order_by("created_at", "id").values("id", "input", "expected_output"))
     units = [(target, item) for item in items for target in experiment.targets
              if (target["name"], item["id"]) not in done]
     if experiment.concurrency == 1:  # here, in this thread
-        for target, item in units:
-            stop = _stop_reason(experiment)
+        for started, (target, item) in enumerate(units):
+            stop = _stop_reason(experiment, deadline if started else None)  # a slice starts one item at least
             if stop:
                 return stop
             _unit_run(experiment, target, item, on_result)
@@ -206,12 +232,12 @@ def _units_run(experiment: Experiment, on_result) -> tuple[str, str]:
     stop = None
     with ThreadPoolExecutor(max_workers=experiment.concurrency, thread_name_prefix="experiment") as pool:
         under_way: set = set()
-        for target, item in units:
+        for started, (target, item) in enumerate(units):
             while len(under_way) >= experiment.concurrency:
                 finished, under_way = wait(under_way, return_when=FIRST_COMPLETED)
                 for future in finished:
                     future.result()
-            stop = _stop_reason(experiment)
+            stop = _stop_reason(experiment, deadline if started else None)
             if stop:
                 break
             under_way.add(pool.submit(_in_own_thread, _unit_run, experiment, target, item, on_result))
@@ -233,13 +259,16 @@ def experiment_spent(*, experiment_id) -> Decimal:
                Decimal("0"))  # in Decimal: SQLite would sum money as floats
 
 
-def _stop_reason(experiment: Experiment) -> tuple[str, str] | None:
+def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, str] | None:
+    """Why no more item starts now (a cancel, a spent budget, the end of the task's slice: PENDING), or None."""
     if Experiment.objects.filter(pk=experiment.pk, cancel_requested=True).exists():
         return Status.CANCELLED, "cancelled"
     if experiment.budget is not None:
         spent = experiment_spent(experiment_id=experiment.pk)
         if spent >= experiment.budget:
             return Status.BUDGET_SPENT, f"budget of ${experiment.budget:.8f} spent (${spent:.8f})"
+    if deadline is not None and time.monotonic() >= deadline:
+        return Status.PENDING, ""
     return None
 
 
@@ -318,6 +347,7 @@ def _result_write(experiment: Experiment, target: dict, item: dict, *, execution
                 score_create(owner=experiment.owner, name=name, value=value, comment=comment,
                              data_type=Score.DataType.BOOLEAN if isinstance(value, bool) else Score.DataType.NUMERIC,
                              source=Score.Source.EVALUATOR, execution_id=execution.pk)
+            Experiment.objects.filter(pk=experiment.pk).update(heartbeat_at=timezone.now())
             _progress_on_commit(experiment, execution_id=execution.pk if execution else None)
     except IntegrityError:  # another worker wrote this pair first (the unique constraint): its runs stay ordinary
         logger.warning("experiment %s: %s × %s already has a result", experiment.pk, target["name"], item["id"])

@@ -15,7 +15,7 @@ from chatter_project.errors import ChatterError
 from experiments.api.serializers import ExperimentResumeSerializer, ExperimentWriteSerializer
 from experiments.models import Experiment
 from experiments.selectors import experiment_list, experiment_summary
-from experiments.services import experiment_create, experiment_resume, experiment_run
+from experiments.services import experiment_create, experiment_lost, experiment_resume, experiment_run
 from workflows.services.templates import is_uuid
 
 
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         resume = ExperimentResumeSerializer(data={} if budget is None else {"budget": budget})
         if not resume.is_valid():
             raise CommandError(f"--budget: {json.dumps(resume.errors)}")
-        if experiment.status in Experiment.STOPPED:
+        if experiment.status in Experiment.STOPPED or experiment_lost(experiment=experiment):
             experiment = experiment_resume(experiment=experiment, budget=resume.validated_data.get("budget"),
                                            actor=user, enqueue=False)
         elif experiment.status != Experiment.Status.PENDING:
