@@ -14,7 +14,8 @@ from typing import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -194,7 +195,7 @@ def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], Non
     items for that long, then leave it pending for a new task (queued here), which goes on with the rest."""
     now = timezone.now()
     claimed = Experiment.objects.filter(pk=experiment_id, status=Status.PENDING).update(
-        status=Status.RUNNING, started_at=now, heartbeat_at=now)
+        status=Status.RUNNING, started_at=Coalesce("started_at", Value(now)), heartbeat_at=now)
     experiment = Experiment.objects.select_related("owner", "dataset").get(pk=experiment_id)
     if not claimed:
         return experiment
