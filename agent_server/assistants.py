@@ -19,9 +19,9 @@ from django.utils import timezone as django_timezone
 from agent_server.containment import json_contains, rows_containing
 from agent_server.models import Assistant, AssistantVersion
 from audit.services import audit_record
-from chatter_project.errors import Conflict, Forbidden, InvalidInput, NotFound
 from conversations.selectors import conversation_list
 from conversations.services import conversation_delete
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from workflows.engine.config import CONFIG_KEYS, config_errors
 from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowDefinition, WorkflowSchedule, WorkflowTemplate

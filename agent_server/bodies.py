@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
+# The thread streaming protocol's channels (agent_server.protocol), as a subscription names them.
+CHANNELS = ("values", "updates", "checkpoints", "messages", "tools", "custom", "lifecycle", "input", "tasks")
 STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "custom", "debug", "tasks",
-                "metadata")
+                "checkpoints", "metadata")
 
 
 class Body(BaseModel):
@@ -272,8 +274,6 @@ class EventStreamFilter(Body):
     @field_validator("channels")
     @classmethod
     def _known(cls, value):
-        from agent_server.protocol import CHANNELS
-
         unknown = [c for c in value if c not in CHANNELS and not (c.startswith("custom:") and len(c) > 7)]
         if unknown:
             raise ValueError(f"unknown channels {unknown}; known: {list(CHANNELS)} and custom:<name>")

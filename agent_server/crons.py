@@ -16,7 +16,7 @@ from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config, graph_request
 from agent_server.threads import owned_row, thread_get
-from chatter_project.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import WorkflowSchedule
 from workflows.services.schedules import schedule_create, schedule_delete, schedule_update

@@ -5,7 +5,7 @@ Every view is a `LangGraphView`: a Chatter API key in the SDK's `x-api-key` head
 Token|Bearer <key>`), held to its scopes (ApiKeyScope: a view's `key_scope` for its writes, `key_scope_read` for its
 reads) and, on the writes that start runs, to the run throttle (RunThrottle), all as on /api/v1/; bodies are read by
 the size-limited JSON parser every surface uses and validated by pydantic models in one place (`body`, `query`);
-errors go through the one error path (chatter_project.api.exceptions) in LangGraph's shape, `{"detail": …}` with
+errors go through the one error path (core.api.exceptions) in LangGraph's shape, `{"detail": …}` with
 the status the SDK maps to its exceptions (422 for bad input, 404 for another user's thread or run, as for a
 missing one)."""
 from __future__ import annotations
@@ -25,17 +25,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.api.exceptions import ErrorShape, exception_response
-from chatter_project.api.parsers import JSONParser, body_read
-from chatter_project.api.throttling import RUNS, RunThrottle
 from agent_server.runs import run_ended
-from chatter_project.auth import (
+from core.api.exceptions import ErrorShape, exception_response
+from core.api.parsers import JSONParser, body_read
+from core.api.throttling import RUNS, RunThrottle
+from keys.auth import (
     ApiKeyBearerAuthentication,
     ApiKeyHeaderAuthentication,
     ApiKeyScope,
     ApiTokenAuthentication,
 )
-from chatter_project.errors import ChatterError, error_details
+from core.errors import ChatterError, error_details
 
 READ = "read"
 UNAUTHORIZED = "Missing or invalid API key (x-api-key)"

@@ -38,9 +38,9 @@ from agent_server.bodies import RunCreate
 from agent_server.http import READ
 from agent_server.meta import SERVER_VERSION
 from agent_server.runs import run_as_dict, run_cancel, run_interrupts, run_start, run_values
-from chatter_project.api.parsers import json_parse
-from chatter_project.api.throttling import RUNS
-from chatter_project.errors import Conflict, InvalidInput, NotFound
+from core.api.parsers import json_parse
+from core.api.throttling import RUNS
+from core.errors import Conflict, InvalidInput, NotFound
 from workflows.models import WorkflowExecution
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 into one chat turn."""
 from __future__ import annotations
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 
 _TYPES = {"user": "human", "assistant": "ai", "system": "system", "tool": "tool"}
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",

@@ -23,12 +23,11 @@ from django.utils import timezone
 from agent_server.bodies import RunCreate
 from agent_server.messages import question_interrupt
 from agent_server.threads import thread_get
-from chatter_project.api.sse import frame
-from chatter_project.errors import ChatterError, Conflict, NotFound
+from core.api.sse import frame
+from core.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
-CHANNELS = ("values", "updates", "checkpoints", "messages", "tools", "custom", "lifecycle", "input", "tasks")
 PER_ROW = 4  # the most wire events one row gives (seq = row id × PER_ROW + k)
 POLL_S = 0.1
 HEARTBEAT_S = 5.0
@@ -220,7 +219,7 @@ def _events_after(*, owner, thread_id, after_pk: int, limit: int = 500) -> list[
 
 
 def sse_frame(event: dict) -> str:
-    """An event as an SSE frame, written by the one SSE writer (chatter_project.api.sse)."""
+    """An event as an SSE frame, written by the one SSE writer (core.api.sse)."""
     return frame(event, event=event["method"], frame_id=event["seq"])
 
 

@@ -8,7 +8,7 @@ from agent_server.bodies import RunCreate
 from agent_server.models import AgentRun
 from agent_server.state import checkpoint_run
 from agent_server.threads import thread_get
-from chatter_project.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput
 from workflows.models import WorkflowExecution
 from workflows.services.waiting import execution_resume
 

@@ -9,11 +9,11 @@ from django.db.models import F
 from agent_server.assistants import assistant_id_of_execution
 from agent_server.models import AgentRun
 from audit.services import audit_record
-from chatter_project.errors import Conflict
 from conversations.models import Conversation, Message
-from workflows.models import Checkpoint
 from conversations.selectors import RUN_IN_PROGRESS
 from conversations.services import message_delete
+from core.errors import Conflict
+from workflows.models import Checkpoint
 from workflows.models import WorkflowExecution
 from workflows.services.runs import execution_cancel
 

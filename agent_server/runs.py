@@ -34,10 +34,10 @@ from agent_server.threads import (
     thread_update,
     thread_values,
 )
-from chatter_project.db import retried_on_conflict
-from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation
 from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
+from core.db import retried_on_conflict
+from core.errors import Conflict, InvalidInput, NotFound
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
@@ -151,7 +151,7 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
     with transaction.atomic():
         if not AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
             return  # another process handed it over first
-        # The run's row before its thread's: the one lock order (chatter_project.db).
+        # The run's row before its thread's: the one lock order (core.db).
         WorkflowExecution.objects.filter(pk=first.pk, status=Status.PENDING).update(mode=Mode.BACKGROUND)
         Conversation.objects.filter(pk=conversation_id, runs_queued__gt=0).update(runs_queued=F("runs_queued") - 1)
         execution_id = first.pk
@@ -216,6 +216,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
         request = {"owner": owner, "config": chatter_keys,
                    "graph_request": {**graph_request(body, assistant=row), "streaming": streaming,
+                                     # the graph's checkpoints go to the run's log only when a stream shows them
+                                     "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
                                      **_branch_from(owner=owner, body=body, thread_id=thread_id)},
                    **run_target(row), **written}
     else:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from agent_server.messages import message_dict
-from workflows.engine.python_graphs import as_json
 from agent_server.threads import thread_values
-from chatter_project.errors import Conflict, InvalidInput, NotFound
 from conversations.models import Conversation, Message
+from core.errors import Conflict, InvalidInput, NotFound
+from workflows.engine.python_graphs import as_json
 from workflows.models import Checkpoint, WorkflowExecution
 
 Status = WorkflowExecution.Status

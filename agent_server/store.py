@@ -9,7 +9,7 @@ from django.db.models import Q
 
 from agent_server.containment import json_contains, rows_containing
 from agent_server.models import StoreItem
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 
 MAX_LABELS = 20
 ANY_LABEL = "*"

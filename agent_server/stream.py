@@ -9,7 +9,8 @@ that failed or was cancelled.
 values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
 node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
 messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
-(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result; custom:
+(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result, and a
+registered graph's checkpoints; checkpoints: each checkpoint a registered graph saves (its state snapshot); custom:
 Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
 node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
 then `end`; its resume (command.resume) streams the rest of the same run."""
@@ -22,7 +23,7 @@ from channels.db import database_sync_to_async
 
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
-from chatter_project.api.sse import frame
+from core.api.sse import frame
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -115,6 +116,10 @@ class FrameMaker:
         if name == "values":
             self.last_values = data["values"]
         out = []
+        if name == "checkpoints" and "debug" in self.modes:  # LangGraph's debug stream shows each checkpoint
+            step = ((data[name] or {}).get("metadata") or {}).get("step")
+            out.append(("|".join(["debug", *namespace]),
+                        {"type": "checkpoint", "step": step, "timestamp": ts, "payload": data[name]}))
         if name == "updates" and not namespace:  # a node's own writes are its task's result
             for node, update in (data["updates"] or {}).items():
                 if node in self.ended_tasks:
@@ -133,7 +138,7 @@ class FrameMaker:
     async def frames(self, envelope: dict) -> list[tuple[str, object]]:
         """(event, data) pairs for one Chatter event, in order."""
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
-        if name in ("values", "updates", "custom") and "namespace" in data:
+        if name in ("values", "updates", "custom", "checkpoints") and "namespace" in data:
             return self._native_frames(name, data, envelope["ts"])
         if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
             return []
@@ -238,7 +243,7 @@ class FrameMaker:
 async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker, resume: tuple[int, int] | None = None,
                            on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[str]:
     """SSE text of a run's feed (which starts at the resumed event, if any) in LangGraph's framing, written by the
-    one SSE writer (chatter_project.api.sse).
+    one SSE writer (core.api.sse).
     `on_disconnect`: called when the client goes away before the feed's end (on_disconnect="cancel")."""
     ended = False
     try:

@@ -51,9 +51,9 @@ from agent_server.runs import (
     run_values,
 )
 from agent_server.stream import FrameMaker, feed_until_waiting, langgraph_stream, parse_last_event_id
-from chatter_project.api.parsers import json_parse
-from chatter_project.api.sse import HEARTBEAT, event_stream_response
-from chatter_project.health import database_reachable
+from core.api.parsers import json_parse
+from core.api.sse import HEARTBEAT, event_stream_response
+from core.db import database_reachable
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed
 

@@ -23,7 +23,7 @@ from analytics.selectors import (
 )
 from budgets.models import Budget
 from budgets.services import budgets_current
-from chatter_project.models import ApiToken
+from keys.models import ApiToken
 from prompts.admin import PromptAdmin
 from prompts.models import Prompt
 from workflows.admin import WorkflowTemplateAdmin

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from chatter_project.models import MONEY, TokenTotals, non_negative
+from core.models import MONEY, TokenTotals, non_negative
 
 
 class TemplateAnalytics(TokenTotals):
@@ -136,7 +136,7 @@ class UsageRollup(TokenTotals):
     conversation = models.ForeignKey("conversations.Conversation", null=True, blank=True, db_index=False,
                                      on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
     # The API key the runs were started with (null: a session, a schedule, a command; messages of no run).
-    api_key = models.ForeignKey("chatter_project.ApiToken", null=True, blank=True, db_index=False,
+    api_key = models.ForeignKey("keys.ApiToken", null=True, blank=True, db_index=False,
                                 on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
     executions = models.PositiveIntegerField(default=0)
     completed_executions = models.PositiveIntegerField(default=0)

@@ -26,8 +26,8 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from chatter_project.rows import db_value, rows_select
 from conversations.models import Message
+from core.rows import db_value, rows_select
 from workflows.models import LLMCall, WorkflowExecution, WorkflowTemplate
 
 
@@ -36,7 +36,7 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
     a wildcard one from the same moment."""
     at = at or timezone.now()
     # ModelPrice.objects.filter(is_active=True, effective_from__lte=at, provider__in=(provider, WILDCARD))
-    # .order_by("-effective_from"), as one plain statement: every run and every call asks (chatter_project.rows)
+    # .order_by("-effective_from"), as one plain statement: every run and every call asks (core.rows)
     candidates = rows_select(ModelPrice, '"is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s)',
                              [True, db_value(ModelPrice, "effective_from", at), provider, ModelPrice.WILDCARD],
                              order='"effective_from" DESC')

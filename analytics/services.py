@@ -30,11 +30,11 @@ from analytics.selectors import (
     usage_zero,
 )
 from audit.services import audit_record
-from chatter_project.errors import InvalidInput
-from chatter_project.rows import db_connection, statements_run
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
+from core.errors import InvalidInput
+from core.rows import db_connection, statements_run
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.selectors import CALL_FIGURES

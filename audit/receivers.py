@@ -2,7 +2,8 @@
 from django.dispatch import receiver
 
 from audit.services import access_denied_record, audit_record
-from chatter_project.signals import access_denied, api_key_changed
+from core.signals import access_denied
+from keys.signals import api_key_changed
 
 
 @receiver(access_denied, dispatch_uid="audit_access_denied")

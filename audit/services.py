@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.models import AccessDeniedWindow, AuditEvent
-from chatter_project.rows import instances_insert
-from chatter_project.secrets import REDACTED, secrets_configured
+from core.rows import instances_insert
+from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from django.urls import include, path
 from rest_framework.views import APIView
 
 from bench.chatter_calls import local_model
-from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation
-from chatter_project.api.throttling import RunThrottle
+from core.api.sse import EVENT_STREAM, EventStreamNegotiation
+from core.api.throttling import RunThrottle
 
 
 def _model_stream(message: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:

@@ -216,7 +216,7 @@ def call_cost(price, *, prompt: int, completion: int, cached: int = 0) -> Decima
 
 def api_token_key(user) -> str:
     """A new API token's key for `user` (B6's clients)."""
-    from chatter_project.tokens import api_token_create
+    from keys.services import api_token_create
 
     return api_token_create(user=user)[1]
 

@@ -97,7 +97,7 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from chatter_project.tokens import api_token_create
+    from keys.services import api_token_create
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", "bench@example.com", "bench-password")

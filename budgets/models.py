@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from chatter_project.models import MONEY, non_negative
+from core.models import MONEY, non_negative
 
 
 def default_thresholds() -> list[int]:

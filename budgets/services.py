@@ -32,8 +32,8 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
-from chatter_project.errors import ChatterError
-from chatter_project.rows import rows_select
+from core.errors import ChatterError
+from core.rows import rows_select
 from webhooks.services import webhook_delivery_create
 
 MILLION = Decimal(1_000_000)
@@ -85,7 +85,7 @@ def period_start(budget: Budget, at: datetime | None = None) -> datetime:
 
 def budgets_matching(*, owner, api_key=None, template_id=None, lock_owner: bool = False) -> list[Budget]:
     """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under, read by plain statements
-    (every run asks: chatter_project.rows). `lock_owner` (PostgreSQL): first lock the owner's row in the caller's
+    (every run asks: core.rows). `lock_owner` (PostgreSQL): first lock the owner's row in the caller's
     transaction, by the statement that also says whether any budget applies, so simultaneous runs of one user take
     turns and a run under none reads nothing more. FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY
     SHARE locks that every insert referencing the user takes (runs, messages, audit rows), which deadlocked one

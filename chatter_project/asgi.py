@@ -1,5 +1,5 @@
 """ASGI entry point: HTTP through Django's own handler (on request threads that outlive their request:
-chatter_project/request_threads.py), websockets through Channels (session or token auth)."""
+core/request_threads.py), websockets through Channels (session or token auth)."""
 import gc
 import os
 
@@ -11,9 +11,9 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from chatter_project.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
-from chatter_project.request_threads import RequestThreads  # noqa: E402
 from agent_server.routing import websocket_urlpatterns as agent_server_sockets  # noqa: E402
+from core.request_threads import RequestThreads  # noqa: E402
+from keys.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from chatter_project.api.exceptions import error_body
+from core.api.exceptions import error_body
 from gateway.views import openai_error
 
 

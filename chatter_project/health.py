@@ -6,8 +6,9 @@ import time
 import redis
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
 from django.db.models import Count, Sum
+
+from core import db
 
 
 def _timed(check) -> dict:
@@ -20,15 +21,7 @@ def _timed(check) -> dict:
 
 
 def _database() -> dict:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-    return {"vendor": connection.vendor}
-
-
-def database_reachable() -> bool:
-    """Whether the database answers a query now (LangGraph's `/ok?check_db=1`)."""
-    return _timed(_database)["ok"]
+    return db.database_answers()
 
 
 def _channel_layer() -> dict:
@@ -50,7 +43,7 @@ class CacheUnreachable(Exception):
 
 def _cache() -> dict:
     """The shared cache, where the run throttle counts; while it is unreachable the throttle counts per process
-    (chatter_project/api/throttling.py) and runs go on."""
+    (core/api/throttling.py) and runs go on."""
     if not settings.REDIS_URL:
         return {"backend": "local"}
     try:

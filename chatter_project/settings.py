@@ -5,7 +5,7 @@ import dj_database_url
 from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
-from chatter_project.env import (
+from core.env import (
     env_bool,
     env_choice,
     env_graphs,
@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_q",
     "chatter_project",
+    "keys",
     "webhooks",
     "conversations",
     "workflows",
@@ -69,8 +70,8 @@ INSTALLED_APPS = [
 # still served before URL resolution; the middleware above it does nothing costly for them (sessions and users
 # are lazy).
 MIDDLEWARE = [
-    "chatter_project.correlation.correlation_id_middleware",  # first: every answer, a refusal too, carries one
-    "chatter_project.request_text.nul_refusal_middleware",
+    "core.correlation.correlation_id_middleware",  # first: every answer, a refusal too, carries one
+    "core.request_text.nul_refusal_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -91,7 +92,7 @@ CORS_URLS_REGEX = r"^/(langgraph|api/v1|v1)/"
 # auth scheme.
 CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme", "x-request-id")
 # What the SDKs read from an answer: a run's path (Content-Location) and its stream's (Location); a throttle's wait;
-# the request's correlation id (chatter_project.correlation).
+# the request's correlation id (core.correlation).
 CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after", "x-request-id")
 if CORS_ALLOWED_ORIGINS:
     MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
@@ -128,7 +129,7 @@ if DATABASE_URL:
         # it back when it is done, so no request opens a connection of its own. Its size bounds the database work
         # a process takes on at once; a thread that waits longer than CHATTER_DB_POOL_TIMEOUT_S for a connection
         # gets a 503. The pool is closed before a fork (django-q2 forks its workers) and made anew after it
-        # (chatter_project/db.py).
+        # (core/db.py).
         _db = dj_database_url.parse(DATABASE_URL)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a configuration error
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
@@ -148,7 +149,7 @@ else:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "chatter.sqlite3",
         # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
-        # their request: chatter_project/request_threads.py); opening one reads the schema and runs the PRAGMAs.
+        # their request: core/request_threads.py); opening one reads the schema and runs the PRAGMAs.
         "CONN_MAX_AGE": None,
         "OPTIONS": dict(_SQLITE_OPTIONS),
     }
@@ -163,9 +164,9 @@ if REDIS_URL:
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }
     # Short socket timeouts: a Redis that stops answering costs a request at most a second, after which the run
-    # throttle counts in-process for a while (chatter_project/api/throttling.py).
+    # throttle counts in-process for a while (core/api/throttling.py).
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"pool_class": "chatter_project.cache.SharedConnectionPool",
+                          "OPTIONS": {"pool_class": "core.cache.SharedConnectionPool",
                                       "socket_connect_timeout": 1, "socket_timeout": 1}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -280,23 +281,23 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes an unauthenticated request a 401 (not a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "chatter_project.auth.ApiTokenAuthentication",
-        "chatter_project.auth.ApiKeyBearerAuthentication",
+        "keys.auth.ApiTokenAuthentication",
+        "keys.auth.ApiKeyBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "chatter_project.auth.ApiKeyScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "keys.auth.ApiKeyScope"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     ],
-    "DEFAULT_PARSER_CLASSES": ["chatter_project.api.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "chatter_project.api.pagination.PageNumberPagination",
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "chatter_project.api.filters.StrictOrderingFilter",
+        "core.api.filters.StrictOrderingFilter",
     ],
-    "EXCEPTION_HANDLER": "chatter_project.api.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"runs": CHATTER_RUN_THROTTLE},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -311,7 +312,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "chatter_project.api.schema.error_responses_add",
+        "core.api.schema.error_responses_add",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ExecutionStatusEnum": "workflows.models.WorkflowExecution.Status",

@@ -1,9 +1,9 @@
 from django.contrib import admin, messages
 
-from chatter_project.errors import Conflict
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.services import conversation_delete, message_delete
+from core.errors import Conflict
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 

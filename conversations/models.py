@@ -3,7 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from chatter_project.models import MONEY, TokenTotals, non_negative
+from core.models import MONEY, TokenTotals, non_negative
 
 
 class Conversation(TokenTotals):

@@ -7,8 +7,8 @@ from django.db import connection
 from django.db.models import Count, Sum, Value
 from django.db.models.functions import Coalesce
 
-from chatter_project.rows import db_value
 from conversations.models import Conversation, Document, Message
+from core.rows import db_value
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
 # The statuses of a run that has not ended. Runs (workflows, the layer above) refer to their conversation as
@@ -38,7 +38,7 @@ def conversation_history(*, conversation_id, limit: int, before_sequence: int | 
                          before_turn_of=None) -> list[tuple[str, str]]:
     """(role, content) of the last `limit` user/assistant/system messages, oldest first: before a sequence number,
     or before the first user message of run `before_turn_of` (the turn's own message, once written). One plain
-    statement: a continuing turn's memory reads it (chatter_project.rows)."""
+    statement: a continuing turn's memory reads it (core.rows)."""
     meta = Message._meta
     where = '"conversation_id" = %s AND "role" IN (%s, %s, %s)'
     params = [db_value(Message, "conversation", conversation_id), "user", "assistant", "system"]

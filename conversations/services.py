@@ -8,11 +8,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chatter_project.errors import Conflict, InvalidInput, NotFound
-from chatter_project.rows import instance_from_row, instance_insert_from, instances_insert, returned_columns
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
+from core.errors import Conflict, InvalidInput, NotFound
+from core.rows import instance_from_row, instance_insert_from, instances_insert, returned_columns
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 500_000

@@ -7,7 +7,7 @@ import json
 
 from django.db import IntegrityError, transaction
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from datasets.models import Dataset, DatasetItem
 from workflows.models import WorkflowExecution
 

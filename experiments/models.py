@@ -7,7 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from chatter_project.models import MONEY
+from core.models import MONEY
 
 
 class Experiment(models.Model):

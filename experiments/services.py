@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit.services import audit_record
-from chatter_project.errors import ChatterError, Conflict, InvalidInput, TooManyRuns, Unavailable
+from core.errors import ChatterError, Conflict, InvalidInput, TooManyRuns, Unavailable
 from datasets.models import Dataset
 from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
 from experiments.models import Experiment, ExperimentResult, ExperimentRun

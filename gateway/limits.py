@@ -20,7 +20,8 @@ from django.core.cache import cache
 from django.db import transaction
 from rest_framework.exceptions import Throttled
 
-from chatter_project.errors import Forbidden, InvalidInput
+from audit.services import audit_record
+from core.errors import Forbidden, InvalidInput
 from gateway.models import KeyLimits
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class KeyRateLimited(Throttled):
 
 
 def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int | None = None,
-                   tpm: int | None = None, per_model: dict | None = None) -> KeyLimits:
-    """Set (replace) a key's gateway limits."""
+                   tpm: int | None = None, per_model: dict | None = None, actor=None, ip: str | None = None) -> KeyLimits:
+    """Set (replace) a key's gateway limits, audited. `actor`: the user setting them (None: an operator, from the
+    shell); limits staff set are changed by staff only."""
     errors = []
     if not isinstance(allowed_models or [], list) or not all(isinstance(m, str) and m for m in allowed_models or []):
         errors.append({"path": "allowed_models", "code": "invalid", "message": "a list of model names"})
@@ -54,11 +56,42 @@ def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int
             errors.append({"path": path, "code": "invalid", "message": "rpm or tpm, a whole number of 1 or more"})
     if errors:
         raise InvalidInput("invalid key limits", details=errors)
-    limits, _ = KeyLimits.objects.update_or_create(api_key=api_key, defaults={
-        "allowed_models": allowed_models or [], "rpm": rpm, "tpm": tpm, "per_model": per_model or {}})
+    values = {"allowed_models": allowed_models or [], "rpm": rpm, "tpm": tpm, "per_model": per_model or {}}
+    with transaction.atomic():
+        _changeable_by(api_key, actor)
+        limits, _ = KeyLimits.objects.update_or_create(api_key=api_key, defaults={
+            **values, "set_by_staff": actor is None or actor.is_staff})
+        audit_record(action="api_key.limits_set", actor=actor, target=api_key, ip=ip,
+                     data={"prefix": api_key.prefix, **values})
+    _forget(api_key)
+    return limits
+
+
+def key_limits_remove(*, api_key, actor=None, ip: str | None = None) -> bool:
+    """Remove a key's gateway limits (it may then call any model, unlimited), audited; whether it had any."""
+    with transaction.atomic():
+        _changeable_by(api_key, actor)
+        removed, _ = KeyLimits.objects.filter(api_key=api_key).delete()
+        if removed:
+            audit_record(action="api_key.limits_removed", actor=actor, target=api_key, ip=ip,
+                         data={"prefix": api_key.prefix})
+    _forget(api_key)
+    return bool(removed)
+
+
+def _changeable_by(api_key, actor) -> None:
+    """Limits staff set are not the key owner's to change (read under the row's lock, with the change after)."""
+    if actor is None or actor.is_staff:
+        return
+    if KeyLimits.objects.select_for_update().filter(api_key=api_key, set_by_staff=True).exists():
+        raise Forbidden("this key's gateway limits were set by staff: only staff may change them",
+                        code="set_by_staff")
+
+
+def _forget(api_key) -> None:
+    """This process reads the key's limits afresh at its next call (others within LIMITS_TTL_S)."""
     with _limits_lock:
         _limits.pop(api_key.pk, None)
-    return limits
 
 
 def key_limits_of(api_key_id: int | None) -> KeyLimits | None:

@@ -1,7 +1,7 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from chatter_project.models import ApiToken
+from keys.models import ApiToken
 
 
 class KeyLimits(models.Model):
@@ -14,6 +14,8 @@ class KeyLimits(models.Model):
     rpm = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
     tpm = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
     per_model = models.JSONField(default=dict, blank=True)
+    # Set by staff (or an operator's shell): the key's owner may read them, not change or remove them.
+    set_by_staff = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

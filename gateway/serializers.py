@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictFieldsMixin, StrictSerializer
 from conversations.services import MAX_MESSAGE_CHARS
+from core.api.serializers import StrictFieldsMixin, StrictSerializer
 
 MAX_MESSAGES = 1000
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")

@@ -18,7 +18,7 @@ from typing import AsyncIterator
 from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
-from chatter_project.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from gateway.limits import key_admit
 from gateway.serializers import ChatCompletionSerializer, media_parts
 from workflows.engine.providers import (

@@ -16,11 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.api.exceptions import ErrorShape, exception_response
-from chatter_project.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
-from chatter_project.api.throttling import RunThrottle
-from chatter_project.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
-from chatter_project.errors import ChatterError
+from core.api.exceptions import ErrorShape, exception_response
+from core.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
+from core.api.throttling import RunThrottle
+from core.errors import ChatterError
+from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,

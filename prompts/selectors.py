@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Max, QuerySet
 
-from chatter_project.errors import NotFound
+from core.errors import NotFound
 from prompts.models import Prompt, PromptLabel, PromptVersion
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
-from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput, NotFound
 from prompts.models import DEFAULT_LABEL, LATEST, Prompt, PromptAssignment, PromptLabel, PromptVersion
 from prompts.selectors import prompt_get, prompt_label_get, prompt_version_get
 from prompts.templating import prompt_compile

@@ -1,8 +1,8 @@
 """Writes of scores: a score judges one of its owner's runs or messages."""
 from __future__ import annotations
 
-from chatter_project.errors import InvalidInput
 from conversations.models import Message
+from core.errors import InvalidInput
 from scores.models import Score
 from workflows.models import WorkflowExecution
 

@@ -137,11 +137,11 @@ class WorkflowExecutionFactory(factory.django.DjangoModelFactory):
 
 
 class ApiTokenFactory(factory.django.DjangoModelFactory):
-    """Through chatter_project.tokens.api_token_create; the key itself is the token's `.key` (it is stored only
+    """Through keys.services.api_token_create; the key itself is the token's `.key` (it is stored only
     as a digest, so this is the one time a test can read it)."""
 
     class Meta:
-        model = "chatter_project.ApiToken"
+        model = "keys.ApiToken"
 
     user = factory.SubFactory(UserFactory)
     name = ""
@@ -150,7 +150,7 @@ class ApiTokenFactory(factory.django.DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        from chatter_project.tokens import api_token_create
+        from keys.services import api_token_create
 
         token, key = api_token_create(**kwargs)
         token.key = key

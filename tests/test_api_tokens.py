@@ -7,6 +7,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.contrib import admin
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -15,8 +17,8 @@ from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
 from chatter_project.asgi import application
-from chatter_project.models import ApiToken
-from chatter_project.tokens import api_token_create
+from keys.models import ApiToken
+from keys.services import api_token_create, token_digest
 
 BEFORE = [("chatter_project", "0001_initial")]
 AFTER = [("chatter_project", "0002_hash_plain_tokens")]
@@ -84,6 +86,34 @@ def test_a_plain_text_token_still_works_after_the_migration_that_hashes_it(alice
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_made_before_the_keys_app_had_its_table_keeps_working_and_its_admin_permissions(alice, staff):
+    """keys 0001 takes the table over as it is: its rows, and its content type with the permissions on it."""
+    executor = MigrationExecutor(connection)
+    executor.migrate([("chatter_project", "0003_api_keys"), ("keys", None)])
+    try:
+        old_apps = executor.loader.project_state([("chatter_project", "0003_api_keys")]).apps
+        key = "made-before-the-move-" + "x" * 20
+        old_apps.get_model("chatter_project", "ApiToken").objects.create(
+            user_id=alice.pk, digest=token_digest(key), prefix=key[:8], name="old", scopes=["read"])
+        ContentType.objects.filter(app_label="keys").delete()  # as before the keys app existed
+        content_type = ContentType.objects.get_or_create(app_label="chatter_project", model="apitoken")[0]
+        view = Permission.objects.get_or_create(content_type=content_type, codename="view_apitoken",
+                                                defaults={"name": "Can view API key"})[0]
+        staff.user_permissions.add(view)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    [token] = ApiToken.objects.all()
+    assert (token.name, token.scopes, token.user) == ("old", ["read"], alice) and authenticates(key)
+    ContentType.objects.clear_cache()
+    assert ContentType.objects.get_for_model(ApiToken).pk == content_type.pk  # the same row, now the keys app's
+    assert type(staff).objects.get(pk=staff.pk).has_perm("keys.view_apitoken")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_new_token_authenticates_a_websocket(alice):
     key = api_token_create(user=alice)[1]
     assert async_to_sync(websocket_accepts)(key)
@@ -96,14 +126,14 @@ def test_the_admin_shows_prefixes_only_and_cannot_make_or_show_a_key(client, sta
     token, key = api_token_create(user=alice)
     client.force_login(staff)
 
-    pages = [client.get(reverse("admin:chatter_project_apitoken_changelist")),
-             client.get(reverse("admin:chatter_project_apitoken_change", args=[token.pk]))]
+    pages = [client.get(reverse("admin:keys_apitoken_changelist")),
+             client.get(reverse("admin:keys_apitoken_change", args=[token.pk]))]
 
     assert all(page.status_code == 200 for page in pages)
     assert all(token.prefix in page.content.decode() and key not in page.content.decode() for page in pages)
-    assert client.get(reverse("admin:chatter_project_apitoken_add")).status_code == 403
+    assert client.get(reverse("admin:keys_apitoken_add")).status_code == 403
     assert not admin.site.is_registered(TokenProxy)  # DRF's admin made plain-text keys
-    assert client.post(reverse("admin:chatter_project_apitoken_delete", args=[token.pk]), {"post": "yes"}).status_code == 302
+    assert client.post(reverse("admin:keys_apitoken_delete", args=[token.pk]), {"post": "yes"}).status_code == 302
     assert not authenticates(key)  # deleting revokes
 
 

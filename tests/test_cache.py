@@ -1,11 +1,11 @@
-"""The Redis cache's connection pool (chatter_project/cache.py): one per process and URL, whichever cache client
+"""The Redis cache's connection pool (core/cache.py): one per process and URL, whichever cache client
 asks (Django makes a client per request under ASGI)."""
 import os
 
 import pytest
 from django.core.cache import caches
 
-from chatter_project.cache import SharedConnectionPool
+from core.cache import SharedConnectionPool
 
 
 def test_the_same_url_gets_the_same_pool():

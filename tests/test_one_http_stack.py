@@ -10,9 +10,9 @@ from django.core.cache import cache
 from django.test import Client, override_settings
 from rest_framework.throttling import ScopedRateThrottle
 
-from chatter_project.models import API_KEY_SCOPES
-from chatter_project.signals import access_denied
-from chatter_project.tokens import api_token_create
+from core.signals import access_denied
+from keys.models import API_KEY_SCOPES
+from keys.services import api_token_create
 from tests.surfaces import assert_surface_error
 from workflows.models import WorkflowExecution
 
@@ -53,7 +53,7 @@ def error_message(surface: str, response) -> str:
 
 @pytest.fixture
 def denials():
-    """The refusals sent to the audit (chatter_project.signals.access_denied), as (path, status)."""
+    """The refusals sent to the audit (core.signals.access_denied), as (path, status)."""
     seen = []
 
     def heard(sender, *, path, status, **kwargs):

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.fixtures_server import ROOT
 from workflows.models import WorkflowExecution
 

@@ -1,4 +1,4 @@
-"""chatter_project/request_threads.py: a request's thread-sensitive work runs on a thread that outlives it, so the
+"""core/request_threads.py: a request's thread-sensitive work runs on a thread that outlives it, so the
 next request finds the thread (and its database connection) again; concurrent requests never share one."""
 import asyncio
 import logging
@@ -7,7 +7,7 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatter_project.request_threads import RequestThreads
+from core.request_threads import RequestThreads
 
 
 class Recording:

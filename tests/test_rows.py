@@ -1,4 +1,4 @@
-"""chatter_project/rows.py's joined read: the same instances a queryset with select_related reads, in one
+"""core/rows.py's joined read: the same instances a queryset with select_related reads, in one
 statement."""
 from datetime import timedelta
 
@@ -7,9 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chatter_project.models import ApiToken
-from chatter_project.rows import column_of, db_value, rows_select_with
-from chatter_project.tokens import api_token_create, api_token_get
+from core.rows import column_of, db_value, rows_select_with
+from keys.models import ApiToken
+from keys.services import api_token_create, api_token_get
 
 pytestmark = pytest.mark.django_db
 

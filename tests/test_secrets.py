@@ -10,8 +10,8 @@ from django.core import serializers
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from chatter_project.models import ApiToken
 from conversations.models import Conversation, Message
+from keys.models import ApiToken
 from tests.factories import ApiTokenFactory
 from workflows.models import (
     ExecutionEvent,

@@ -7,7 +7,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django_q.tasks import async_task
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from webhooks.destinations import DestinationRefused, destination_check
 from webhooks.models import WebhookDelivery
 

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
-from chatter_project.errors import Conflict
 from conversations.models import Message
+from core.errors import Conflict
 from workflows.models import (
     ExecutionEvent,
     LLMCall,

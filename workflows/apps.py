@@ -15,7 +15,7 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
 
     def ready(self) -> None:
-        from chatter_project.db import pools_close_before_fork
+        from core.db import pools_close_before_fork
         from workflows import receivers  # noqa: F401 - closes sockets when their access ends
         from workflows.models import WorkflowSchedule
         from workflows.services.schedules import schedule_deleted_audit

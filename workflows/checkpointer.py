@@ -34,7 +34,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import Checkpoint as CheckpointData
 
-from chatter_project.rows import Rows, rows_insert
+from core.rows import Rows, rows_insert
 from workflows.models import Checkpoint
 
 KIND_CHECKPOINT, KIND_WRITE = Checkpoint.Kind.CHECKPOINT.value, Checkpoint.Kind.WRITE.value

@@ -9,7 +9,7 @@ from typing import AsyncIterator, Callable
 
 from django.core.management.base import CommandError
 
-from chatter_project.errors import ChatterError, InvalidInput, error_details
+from core.errors import ChatterError, InvalidInput, error_details
 
 
 def dollars(amount) -> str:

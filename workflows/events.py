@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
-from chatter_project.rows import Rows
+from core.rows import Rows
 
 from workflows.hub import TERMINAL_EVENTS, hub
 from workflows.models import ExecutionEvent

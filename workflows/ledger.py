@@ -41,6 +41,23 @@ class RecordedSoFar:
         usage, count, _ = self.recorded_so_far()
         return usage, count
 
+    def audits_from_ledger(self) -> None:
+        """A run whose process died before it paused or ended left its audit rows unwritten (they wait for that):
+        hold them again from its rows, first: `execution.started` and a `tool.called` for each ToolCall row past
+        those already audited (rows and their audits are written oldest first, so those are the newest)."""
+        from audit.models import AuditEvent
+
+        execution = self.execution
+        written = list(AuditEvent.objects.filter(
+            target_type=execution._meta.model_name, target_id=str(execution.pk),
+            action__in=("execution.started", "tool.called")).values_list("action", flat=True))
+        if execution.started_at is not None and "execution.started" not in written:
+            self.audit("execution.started", {"workflow_type": execution.workflow_type, "mode": execution.mode,
+                                             "provider": execution.provider, "model": execution.model})
+        for row in ToolCall.objects.filter(execution=execution).order_by("id")[written.count("tool.called"):]:
+            self.audit_tool_call(node_id=row.node_id, tool=row.tool, ok=row.ok, error=row.error,
+                                 arguments=row.arguments)
+
     def nodes_interrupted(self, *, error: str) -> None:
         """Nodes left running fail with `error`, with the counters their ledger rows add up to; a model call a node
         was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction, before the

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.functional import cached_property
 
-from chatter_project.models import MONEY, TokenTotals, non_negative
+from core.models import MONEY, TokenTotals, non_negative
 
 
 class WorkflowTemplate(models.Model):
@@ -109,7 +109,7 @@ class WorkflowExecution(TokenTotals):
     )
     # The API key the run was started with (None: a session, a schedule, a command): spend by key, key budgets.
     api_key = models.ForeignKey(
-        "chatter_project.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+        "keys.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SYNC)

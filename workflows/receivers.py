@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from chatter_project.models import ApiToken
-from chatter_project.signals import api_key_changed
+from keys.models import ApiToken
+from keys.signals import api_key_changed
 from workflows.realtime import access_end_on_commit
 
 

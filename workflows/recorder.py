@@ -1,8 +1,8 @@
 """ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events.
 
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
-- Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events,
-  audit rows — is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
+- Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events —
+  is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
   statement is that statement alone: rows.write_atomic) just before the run next waits on something
   outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
   token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
@@ -16,7 +16,10 @@ A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
   a node's tokens and tool calls, because a waiting node's start is written before it waits.
 - A node's row is written with the first write after it starts (a waiting node: as `running`) and rewritten
   whole when it ends; only this run writes its rows. Events get their seq as they are written (I6) and are
-  published after their transaction commits. `execution.started` is audited with the run's first audited write.
+  published after their transaction commits.
+- Audit rows are written when the run pauses or ends, with its outcome: what they record (the run's start, its
+  tool calls) is on disk in its rows before, and a run whose process died gets them from those rows
+  (RecordedSoFar.audits_from_ledger), so the chain's head is taken once per run, not before every wait.
 
 A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's next
 write collides with the sweep's events on (execution, seq) and is rolled back; from then on the recorder refuses
@@ -39,8 +42,8 @@ from django.utils import timezone
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
-from chatter_project.db import connections_give_back, retried_on_conflict
-from chatter_project.rows import Rows, row_update, rows_insert, write_atomic
+from core.db import connections_give_back, retried_on_conflict
+from core.rows import Rows, row_update, rows_insert, write_atomic
 from workflows.engine.graph import Node
 from workflows.engine.runtime import CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
@@ -210,13 +213,13 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             return
         if self._superseded:
             raise RunInterrupted("the run was ended while it was still running")
-        # Without a call to count or an audit row to chain, what the run holds rides on one statement on PostgreSQL
-        # (write_held), which needs no transaction around it: the write before a turn's first model call.
-        one_statement = not self._added["llm_calls"] and all(
-            action == "execution.started" for action, _ in self._audits)
+        # Audit rows wait for the run's pause or end (their facts are on disk now: the recovery sweep appends them
+        # from the ledger, audits_from_ledger), so no write before a wait queues on the audit chain's head. Without
+        # a call to count, what the run holds rides on one statement on PostgreSQL (write_held), which needs no
+        # transaction around it: the write before a turn's first model call.
         try:
-            with self.kept_on_failure(), write_atomic(one_statement=one_statement):
-                self.write_held(audits="unless_only_started", lean=True)
+            with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
+                self.write_held(audits="later", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
                     row_update(WorkflowExecution, where={"id": self.execution.pk},
                                values={"tool_calls": self.tool_calls}, added=self.counters_added())
@@ -257,8 +260,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
         checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), then events with the
         next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
-        audits="unless_only_started", a lone `execution.started` waits for a later write; with "later", the caller
-        writes them (write_audits) as the last statements of its transaction."""
+        audits="later" they stay held: for the caller to write (write_audits) as the last statements of its
+        transaction, or for the run's next pause or end."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
         # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
@@ -290,8 +293,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             self._live_after = []
             self.seq += len(self._events)
             self._events = []
-        only_started = all(action == "execution.started" for action, _ in self._audits)
-        if audits == "all" or (audits == "unless_only_started" and not only_started):
+        if audits == "all":
             self.write_audits()
 
     def _nodes_write(self, nodes: list[dict], *, along: tuple[Rows, ...] = ()) -> None:
@@ -456,12 +458,20 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                             "duration_ms": duration_ms})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
                                   "error": error or None})
-        self.audit("tool.called", {"node_id": node.id, "tool": tool, "ok": ok, "error": error or None,
-                                   "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
+        self.audit_tool_call(node_id=node.id, tool=tool, ok=ok, error=error,
+                             arguments=_capped(arguments, MAX_ARGUMENT_CHARS))
         self.tool_calls += 1
         self._added["tool_calls"] += 1
         if self.open is not None:
             self.open.usage["tool_calls"] += 1
+
+    def audit_tool_call(self, *, node_id: str, tool: str, ok: bool, error: str, arguments: Any) -> None:
+        """`tool.called`, from a call's arguments as its ToolCall row keeps them (capped at MAX_ARGUMENT_CHARS),
+        the audit row keeping less."""
+        if isinstance(arguments, dict) and arguments.keys() == {"truncated"}:  # already cut: cut further
+            arguments = {"truncated": arguments["truncated"][:MAX_AUDIT_ARGUMENT_CHARS]}
+        self.audit("tool.called", {"node_id": node_id, "tool": tool, "ok": ok, "error": error or None,
+                                   "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
 
     @_locked
     def token(self, node: Node, text: str) -> None:
@@ -495,7 +505,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         """A registered graph's own stream (LangGraph's protocol events, workflows.engine.python_graphs
         ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
         naming its nodes), what its nodes wrote to the stream (`custom`), its models' message deltas (`messages`),
-        its tools' lifecycles (`tools`) and its subgraphs' starts (`lifecycle`)."""
+        its tools' lifecycles (`tools`), its subgraphs' starts (`lifecycle`) and, when a stream shows them, the
+        checkpoints it saves (`checkpoints`)."""
         self.emit(mode, {"namespace": namespace, mode: data})
 
     @_locked

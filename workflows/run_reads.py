@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from chatter_project.errors import ChatterError, RunError
 from conversations.selectors import conversation_history, documents_search
+from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
 from workflows.engine.runtime import FetchedPrompt

@@ -19,11 +19,11 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
-from chatter_project.db import connections_give_back, retried_on_conflict
-from chatter_project.rows import row_update
-from chatter_project.errors import RunCancelled, RunError, Unavailable
 from conversations.models import Message
 from conversations.services import message_save
+from core.db import connections_give_back, retried_on_conflict
+from core.errors import RunCancelled, RunError, Unavailable
+from core.rows import row_update
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -38,9 +38,9 @@ from workflows.engine.python_graphs import (
     registered_graph_name,
 )
 from workflows.engine.runtime import NullHooks, RunContext
-from workflows.models import WorkflowExecution
 from workflows.heartbeat import heartbeat
 from workflows.ledger import calls_by_model
+from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 from workflows.signals import execution_finished
 
@@ -156,6 +156,7 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 configurable=run_input.get("configurable"), context=run_input.get("context"),
                 booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
                 streaming=run_input.get("streaming") or "classic",
+                stream_checkpoints=bool(run_input.get("stream_checkpoints")),
                 checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
         else:
@@ -259,7 +260,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                      from_status: str = Status.RUNNING) -> WorkflowExecution:
     """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
     events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
-    are taken in the one order (chatter_project.db): the run, its conversation, budget periods, aggregates, the
+    are taken in the one order (core.db): the run, its conversation, budget periods, aggregates, the
     audit chain."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
@@ -484,6 +485,7 @@ def end_from_ledger(*, execution_id, error: RunError,
             return None
         recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
         recorder.user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first()
+        recorder.audits_from_ledger()
         recorder.nodes_interrupted(error=error.message)
         usage, llm_calls, text = recorder.recorded_so_far()
         ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,

@@ -5,7 +5,7 @@ import uuid
 
 from django.db.models import Prefetch, Q, prefetch_related_objects
 
-from chatter_project.rows import db_value, rows_select
+from core.rows import db_value, rows_select
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -31,7 +31,7 @@ def template_list(*, user):
 def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
     """By id, or by key: the user's own template with that key, else the built-in or public one (keys are unique
     per owner and among shared templates, so at most one of each). What template_list(user=user) would find, read
-    by one plain statement: every run names its template (chatter_project.rows)."""
+    by one plain statement: every run names its template (core.rows)."""
     pk = _uuid(key_or_id)
     shared = [True, True, user.pk]
     if pk is not None:

@@ -7,8 +7,8 @@ import copy
 from django.db import transaction
 
 from budgets.services import CompletionGuard, budget_top_up, worst_case
-from chatter_project.db import retried_on_conflict
-from chatter_project.errors import BudgetExceeded
+from core.db import retried_on_conflict
+from core.errors import BudgetExceeded
 from workflows.engine.runtime import CallStarted
 from workflows.engine.usage import Usage
 from workflows.models import WorkflowExecution
@@ -31,7 +31,7 @@ class BudgetHeld:
 
     @retried_on_conflict
     def _budget_top_up(self, *, usd, tokens) -> tuple[list[dict], dict | None]:
-        """Top the run's holds up in one transaction, in the one lock order (chatter_project.db): the run's row,
+        """Top the run's holds up in one transaction, in the one lock order (core.db): the run's row,
         then the budgets' periods. Returns the holds as they now are (a copy: a transaction rolled back leaves the
         run's own as they were) and the hold of the budget that had no room, if one had none."""
         holds = copy.deepcopy(self.budget_holds)

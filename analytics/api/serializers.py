@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from analytics.models import ModelPrice, UsageRollup
 from analytics.selectors import USAGE_GROUPS
-from chatter_project.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 8}
 GROUP_COLUMNS = {group: list(columns.values()) for group, (columns, _) in USAGE_GROUPS.items()}

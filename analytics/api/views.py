@@ -38,9 +38,9 @@ from analytics.selectors import (
     usage_report_page,
 )
 from analytics.services import price_create, price_update
-from chatter_project.api.filters import StrictOrderingFilter
-from chatter_project.api.pagination import PageNumberPagination
-from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from core.api.filters import StrictOrderingFilter
+from core.api.pagination import PageNumberPagination
+from core.errors import Forbidden, InvalidInput, NotFound
 from prompts.selectors import prompt_get
 from workflows.models import WorkflowTemplate
 

@@ -1,5 +1,5 @@
 from audit.models import AuditEvent
-from chatter_project.api.filters import CreatedRangeFilterSet
+from core.api.filters import CreatedRangeFilterSet
 
 
 class AuditEventFilter(CreatedRangeFilterSet):

@@ -17,11 +17,11 @@ from rest_framework.response import Response
 
 from budgets.models import Budget
 from budgets.services import budget_create, budget_deactivate, budgets_current, period_start
-from chatter_project.api.serializers import StrictSerializer
-from chatter_project.api.viewsets import OwnedViewSet
-from chatter_project.auth import ALL_SCOPES
-from chatter_project.errors import InvalidInput, NotFound
-from chatter_project.models import ApiToken
+from core.api.serializers import StrictSerializer
+from core.api.viewsets import OwnedViewSet
+from core.errors import InvalidInput, NotFound
+from keys.auth import ALL_SCOPES
+from keys.models import ApiToken
 from webhooks.services import webhook_url_check
 from workflows.services.templates import visible_template
 

@@ -1,19 +1,20 @@
-"""/api/v1/: each app's `api/urls.py`, plus API tokens and the OpenAPI schema and its UI."""
+"""/api/v1/: each app's `api/urls.py`, plus health and the OpenAPI schema and its UI."""
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
 from rest_framework.routers import SimpleRouter
 
 from chatter_project.api.budgets import BudgetViewSet
-from chatter_project.api.keys import ApiKeyViewSet
-from chatter_project.api.views import AuthTokenView, HealthView
+from chatter_project.api.views import HealthView
 
-keys = SimpleRouter()
-keys.register("keys", ApiKeyViewSet, basename="api-key")
-keys.register("budgets", BudgetViewSet, basename="budget")
+# Budgets span two apps: a budget (budgets) may be on a template (workflows, above budgets)
+budgets = SimpleRouter()
+budgets.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
-    path("auth/token/", AuthTokenView.as_view(), name="api-auth-token"),
-    *keys.urls,
+    path("", include("keys.api.urls")),
+    path("", include("gateway.api.urls")),
+    *budgets.urls,
     path("health/", HealthView.as_view(), name="api-health"),
     path("", include("prompts.api.urls")),
     path("", include("workflows.api.urls")),

@@ -1,38 +1,14 @@
-"""Endpoints that belong to no app: API tokens, health and Prometheus metrics."""
+"""Endpoints that belong to no app: health and Prometheus metrics."""
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers
-from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.api.parsers import FormParser, JSONParser
 from chatter_project.health import health_report
 from chatter_project.metrics import metrics_text
-from chatter_project.tokens import api_token_create
-
-IssuedTokenSerializer = inline_serializer("IssuedToken", {
-    "token": serializers.CharField(help_text="a new API token: shown this once (only its SHA-256 is stored)"),
-})
-
-
-class AuthTokenView(APIView):
-    """POST username + password → {"token": key}, a new token each time, shown once; bad credentials → 400
-    validation_error."""
-
-    authentication_classes = ()  # a stale session cookie must not demand a CSRF token here
-    permission_classes = ()
-    parser_classes = (JSONParser, FormParser)  # the size-limited ones
-
-    @extend_schema(request=AuthTokenSerializer, responses={200: IssuedTokenSerializer})
-    def post(self, request: Request) -> Response:
-        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
-        _, key = api_token_create(user=serializer.validated_data["user"])
-        return Response({"token": key})
-
 
 HealthSerializer = inline_serializer("Health", {
     "status": serializers.ChoiceField(choices=["ok", "degraded", "down"]),

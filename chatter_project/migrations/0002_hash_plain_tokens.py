@@ -9,7 +9,7 @@ def hash_plain_tokens(apps, schema_editor):
     Token = apps.get_model("authtoken", "Token")
     ApiToken = apps.get_model("chatter_project", "ApiToken")
     for old in Token.objects.all().iterator():
-        digest = hashlib.sha256(old.key.encode()).hexdigest()  # as chatter_project.tokens.token_digest
+        digest = hashlib.sha256(old.key.encode()).hexdigest()  # as keys.services.token_digest
         ApiToken.objects.create(user_id=old.user_id, digest=digest, prefix=old.key[:8])
         ApiToken.objects.filter(digest=digest).update(created_at=old.created)
     Token.objects.all().delete()

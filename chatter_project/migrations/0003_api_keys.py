@@ -2,7 +2,7 @@
 working with every scope."""
 import uuid
 
-import chatter_project.models
+import keys.models
 from django.db import migrations, models
 
 
@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
         migrations.AddField(model_name="apitoken", name="name",
                             field=models.CharField(blank=True, default="", max_length=100)),
         migrations.AddField(model_name="apitoken", name="scopes",
-                            field=models.JSONField(default=chatter_project.models.all_scopes)),
+                            field=models.JSONField(default=keys.models.all_scopes)),
         migrations.AddField(model_name="apitoken", name="expires_at",
                             field=models.DateTimeField(blank=True, null=True)),
         migrations.AddField(model_name="apitoken", name="revoked_at",

@@ -1,7 +1,7 @@
 import django_filters
 
-from chatter_project.api.filters import CreatedRangeFilterSet
 from conversations.models import Conversation, Document, Message
+from core.api.filters import CreatedRangeFilterSet
 
 
 class ConversationFilter(CreatedRangeFilterSet):

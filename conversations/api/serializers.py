@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatter_project.api.serializers import FieldsBuiltOnce, StrictFieldsMixin, StrictSerializer
 from conversations.models import Conversation, Document, Message
 from conversations.services import MAX_DOCUMENT_CHARS
+from core.api.serializers import FieldsBuiltOnce, StrictFieldsMixin, StrictSerializer
 
 
 class ConversationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):

@@ -7,9 +7,9 @@ from rest_framework import generics, mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.api.viewsets import OwnedViewSet
-from chatter_project.errors import NotFound
 from conversations.api.filters import ConversationFilter, DocumentFilter, MessageFilter
+from core.api.viewsets import OwnedViewSet
+from core.errors import NotFound
 from conversations.api.serializers import (
     ConversationSerializer,
     ConversationWriteSerializer,
@@ -28,7 +28,7 @@ from conversations.services import (
 
 
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
-    key_scope = "chat"  # what an API key needs to write here (chatter_project.auth.ApiKeyScope)
+    key_scope = "chat"  # what an API key needs to write here (keys.auth.ApiKeyScope)
     queryset = Conversation.objects.none()  # the real one, per user, is get_queryset()
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilter

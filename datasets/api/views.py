@@ -9,9 +9,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.api.filters import CreatedRangeFilterSet
-from chatter_project.api.viewsets import OwnedViewSet
-from chatter_project.errors import NotFound
+from core.api.filters import CreatedRangeFilterSet
+from core.api.viewsets import OwnedViewSet
+from core.errors import NotFound
 from datasets.api.renderers import CSVRenderer, JSONLRenderer
 from datasets.api.serializers import (
     DatasetExportQuerySerializer,

@@ -7,7 +7,7 @@ import re
 import jsonschema
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer
 from experiments.evaluators import KINDS, LLM_JUDGE
 from experiments.models import Experiment, ExperimentResult
 from prompts.models import NAME_PATTERN

@@ -8,8 +8,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.api.filters import CreatedRangeFilterSet
-from chatter_project.api.viewsets import OwnedViewSet
+from core.api.filters import CreatedRangeFilterSet
+from core.api.viewsets import OwnedViewSet
 from experiments.api.serializers import (
     ExperimentResultSerializer,
     ExperimentResumeSerializer,

@@ -1,6 +1,6 @@
 import django_filters
 
-from chatter_project.api.filters import CreatedRangeFilterSet
+from core.api.filters import CreatedRangeFilterSet
 from prompts.models import Prompt
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer
 from prompts.models import LATEST, NAME_PATTERN, Prompt, PromptLabel, PromptVersion
 from prompts.templating import prompt_variables
 

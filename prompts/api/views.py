@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.api.viewsets import OwnedViewSet
+from core.api.viewsets import OwnedViewSet
 from prompts.api.filters import PromptFilter
 from prompts.api.serializers import (
     PromptCreateSerializer,

@@ -1,4 +1,4 @@
-from chatter_project.api.filters import CreatedRangeFilterSet
+from core.api.filters import CreatedRangeFilterSet
 from scores.models import Score
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatter_project.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer
 from scores.models import Score
 
 

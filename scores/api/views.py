@@ -6,7 +6,7 @@ from rest_framework import mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.api.viewsets import OwnedViewSet
+from core.api.viewsets import OwnedViewSet
 from scores.api.filters import ScoreFilter
 from scores.api.serializers import ScoreSerializer, ScoreWriteSerializer
 from scores.models import Score

@@ -224,7 +224,7 @@ def test_a_schedule_made_through_api_v1_is_a_cron_the_sdk_manages(server, alice,
 
 def test_a_registered_graphs_cron_fires_runs_of_the_graph_on_its_thread(graph_server, alice_key, settings,
                                                                         monkeypatch):
-    from chatter_project.env import env_graphs
+    from core.env import env_graphs
     from tests.agent_server.conftest import GRAPHS
 
     monkeypatch.setenv("CHATTER_GRAPHS", str(GRAPHS))

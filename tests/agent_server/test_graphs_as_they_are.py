@@ -83,12 +83,40 @@ def test_its_tasks_and_debug_streams_name_its_nodes_with_their_own_writes(graph_
     assert tasks[1]["result"]["value"] == "greeted" and tasks[1]["id"] == tasks[0]["id"]
     assert tasks[3]["result"]["items"] == ["tool"] and tasks[3]["error"] is None
     assert tasks[5]["interrupts"][0]["value"] == {"question": "Go on?", "value": "greeted"}
-    debug = [p.data for p in parts if p.event == "debug"]
+    debug = [p.data for p in parts if p.event == "debug" and p.data["type"] != "checkpoint"]
     assert [(d["type"], d["payload"]) for d in debug] == [
         ("task" if "result" not in t else "task_result", t) for t in tasks]
     assert [d["step"] for d in debug[:4]] == [1, 1, 2, 2]
     after = [(p.data["name"], p.data.get("result")) for p in resumed if p.event == "tasks" and "result" in p.data]
     assert [name for name, _ in after] == ["ask", "sub"] and after[0][1]["items"] == ["asked"]
+
+
+def test_its_checkpoints_stream_is_its_history_as_it_is_saved(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    parts = list(client.runs.stream(thread["thread_id"], "stateful", input=START,
+                                    stream_mode=["checkpoints", "debug"]))
+
+    checkpoints = [p.data for p in parts if p.event == "checkpoints"]
+    history = client.threads.get_history(thread["thread_id"], limit=50)
+    assert [c["config"]["configurable"]["checkpoint_id"] for c in checkpoints] == [
+        h["checkpoint"]["checkpoint_id"] for h in reversed(history)]  # each one saved, oldest first
+    assert [c["metadata"]["step"] for c in checkpoints] == [h["metadata"]["step"] for h in reversed(history)]
+    assert checkpoints[0]["metadata"]["source"] == "input" and checkpoints[-1]["next"] == ["ask"]
+    assert checkpoints[-1]["values"]["items"] == ["greeted", "tool"]
+    assert all(c["config"]["configurable"]["thread_id"] == thread["thread_id"] for c in checkpoints)
+    assert [c["parent_config"]["configurable"]["checkpoint_id"] for c in checkpoints[1:]] == [
+        c["config"]["configurable"]["checkpoint_id"] for c in checkpoints[:-1]]
+    debug = [p.data for p in parts if p.event == "debug" and p.data["type"] == "checkpoint"]
+    assert [d["payload"] for d in debug] == checkpoints
+    assert [d["step"] for d in debug] == [c["metadata"]["step"] for c in checkpoints]
+
+    other = client.threads.create()
+    plain = list(client.runs.stream(other["thread_id"], "stateful", input=START, stream_mode=["values"]))
+    assert plain[-1].event == "end"
+    events = WorkflowExecution.objects.get(conversation_id=other["thread_id"]).events.values_list("event", flat=True)
+    assert "values" in events and "checkpoints" not in events  # a run whose stream does not show them: not kept
 
 
 def test_a_json_graphs_tasks_are_its_nodes(server, alice_key):
@@ -190,7 +218,7 @@ def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, a
     """Read while its first run starts (a client's projections read the state at once): an empty state, not
     Chatter's chat state of some other graph (a race that answered 500)."""
     from agent_server.state import thread_state
-    from chatter_project.env import env_graphs
+    from core.env import env_graphs
     from conversations.models import Conversation
     from tests.agent_server.conftest import GRAPHS
 

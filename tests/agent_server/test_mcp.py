@@ -14,7 +14,7 @@ from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from audit.models import AuditEvent
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, figures, script_turn
 from tests.invariants import assert_all

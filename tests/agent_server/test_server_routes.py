@@ -28,7 +28,7 @@ def test_ok_and_info_answer_without_a_key(server):
 
 
 def test_ok_with_check_db_is_503_when_the_database_is_down():
-    with mock.patch("chatter_project.health._database", side_effect=OperationalError("connection refused")):
+    with mock.patch("core.db.database_answers", side_effect=OperationalError("connection refused")):
         checked = Client().get("/langgraph/ok", {"check_db": "1"})
         unchecked = Client().get("/langgraph/ok")
 

@@ -161,7 +161,7 @@ def test_the_template_list_shows_its_analytics(staff_client, runs):
 def test_the_dashboard_shows_spend_by_key_and_group_and_budgets_against_their_limits(staff_client, alice, bob):
     from django.contrib.auth.models import Group
 
-    from chatter_project.tokens import api_token_create
+    from keys.services import api_token_create
 
     team = Group.objects.create(name="platform-team")
     alice.groups.add(team)

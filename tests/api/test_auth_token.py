@@ -5,8 +5,8 @@ import hashlib
 import pytest
 from rest_framework.test import APIClient
 
-from chatter_project.models import ApiToken
-from chatter_project.tokens import api_token_create
+from keys.models import ApiToken
+from keys.services import api_token_create
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db

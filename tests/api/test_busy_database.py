@@ -2,7 +2,7 @@
 with Retry-After, in the one error shape: a busy server, not a broken one."""
 from django.db import OperationalError
 
-from chatter_project.api.exceptions import api_exception_handler
+from core.api.exceptions import api_exception_handler
 
 
 class PoolTimeoutStandIn(Exception):

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
 from tests.fixtures_server import database_url

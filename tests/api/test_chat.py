@@ -9,8 +9,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from keys.services import api_token_create
 from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import SSEParser, parse_sse
 from tests.factories import WorkflowExecutionFactory

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from django.db.models import Count
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation
+from keys.services import api_token_create
 from tests.invariants import assert_i1, assert_i2, assert_i3, assert_seq_gapless
 from workflows.models import WorkflowExecution
 

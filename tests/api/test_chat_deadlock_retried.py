@@ -67,7 +67,7 @@ def test_a_turn_deadlocked_at_every_attempt_is_refused_503_and_leaves_no_row(ali
         raise OperationalError("deadlock detected") from DeadlockDetected("deadlock detected")
 
     monkeypatch.setattr("workflows.services.runs.message_save", deadlocked)
-    monkeypatch.setattr("chatter_project.db.CONFLICT_BACKOFF_S", 0)
+    monkeypatch.setattr("core.db.CONFLICT_BACKOFF_S", 0)
     client = APIClient()
     client.force_authenticate(alice)
 

@@ -19,8 +19,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.api.sse import SSEParser
 from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all

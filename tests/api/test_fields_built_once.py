@@ -1,12 +1,12 @@
-"""Response serializers that build their fields once per class (chatter_project.api.serializers.FieldsBuiltOnce)
+"""Response serializers that build their fields once per class (core.api.serializers.FieldsBuiltOnce)
 answer exactly what DRF's own per-instance rendering answers, for every such class, from many threads at once."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rest_framework import serializers
 
-from chatter_project.api.serializers import FieldsBuiltOnce
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
+from core.api.serializers import FieldsBuiltOnce
 from workflows.api.serializers import (
     AcceptedRunSerializer,
     ExecutionDetailSerializer,

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
 from tests.invariants import assert_all

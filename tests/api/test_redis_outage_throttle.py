@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from chatter_project.api.throttling import CacheOutage
-from chatter_project.tokens import api_token_create
+from core.api.throttling import CacheOutage
+from keys.services import api_token_create
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -24,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.api.sse import parse_sse
 from workflows.services.definitions import definition_create
 from workflows.services.runs import execution_create, execution_run

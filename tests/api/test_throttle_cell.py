@@ -1,11 +1,11 @@
-"""The run throttle's cell (chatter_project/api/throttling.py): counted in one round trip on Redis (a script), it
+"""The run throttle's cell (core/api/throttling.py): counted in one round trip on Redis (a script), it
 answers exactly as the same algorithm over a process-local cache, for bursts, refusals and refills."""
 import os
 import uuid
 
 import pytest
 
-from chatter_project.api.throttling import LocalRunThrottle, RunThrottle
+from core.api.throttling import LocalRunThrottle, RunThrottle
 
 
 def _answers(throttle, key: str) -> list[float]:

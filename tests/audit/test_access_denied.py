@@ -14,7 +14,7 @@ from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import access_denied_windows_close
 from chatter_project.asgi import application
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.api.conftest import assert_error
 
 ORIGIN = (b"origin", b"http://127.0.0.1")

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from budgets.models import Budget
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.factories import ApiTokenFactory, WorkflowTemplateFactory
 from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery

@@ -15,8 +15,8 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from budgets.models import Budget, BudgetPeriod
 from budgets.services import period_start
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from keys.services import api_token_create
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 

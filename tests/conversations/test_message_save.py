@@ -9,9 +9,9 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from chatter_project.errors import NotFound
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create, message_save
+from core.errors import NotFound
 from tests.invariants import assert_i1
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from experiments.models import Experiment
 from tests.fixtures_server import ROOT, start_worker, stop_process
 from tests.test_readme import bash, section, server  # noqa: F401 - a fixture too

@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from audit.models import AuditEvent
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.factories import BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all

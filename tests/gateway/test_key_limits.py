@@ -8,9 +8,9 @@ import time
 import openai
 import pytest
 
-from chatter_project.errors import InvalidInput
-from chatter_project.models import ApiToken
+from core.errors import InvalidInput
 from gateway.limits import WINDOW_S, key_limits_set
+from keys.models import ApiToken
 from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution

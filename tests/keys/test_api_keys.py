@@ -13,8 +13,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from chatter_project.models import ApiToken
-from chatter_project.tokens import api_token_create
+from keys.models import ApiToken
+from keys.services import api_token_create
 from tests.test_api_tokens import websocket_accepts
 from workflows.models import WorkflowExecution
 

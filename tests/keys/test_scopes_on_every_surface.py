@@ -14,9 +14,9 @@ from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
 
 from agent_server.models import AgentCron, StoreItem
-from chatter_project.models import API_KEY_SCOPES
-from chatter_project.tokens import api_token_create
 from conversations.models import Conversation, Message
+from keys.models import API_KEY_SCOPES
+from keys.services import api_token_create
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.runs import execution_create
 

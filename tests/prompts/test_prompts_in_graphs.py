@@ -139,7 +139,7 @@ def test_a_python_graph_fetches_a_prompt_and_its_calls_name_the_version(api, ali
 
 
 def test_prompt_fetch_outside_a_run_says_so():
-    from chatter_project.errors import RunError
+    from core.errors import RunError
     from workflows.engine.graph_prompts import prompt_fetch
 
     with pytest.raises(RunError, match="inside a node"):

@@ -8,7 +8,7 @@ import threading
 import pytest
 from websockets.sync.client import connect
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.fixtures_server import ROOT, server_env
 from workflows.models import ExecutionEvent, WorkflowExecution
 

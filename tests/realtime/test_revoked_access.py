@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chatter_project.asgi import application
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import start_worker, stop_process
 from tests.realtime.test_scale_out import clients, wait_for  # noqa: F401 - real websocket clients (a fixture)

@@ -23,7 +23,7 @@ from django.db import connection
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 from tests.fixtures_server import (
     ROOT,
     Server,

@@ -4,8 +4,8 @@ import time
 import httpx
 import pytest
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
 from workflows.models import NodeExecution, WorkflowExecution

@@ -16,12 +16,12 @@ from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
 
-from chatter_project.tokens import api_token_create
 from conversations.models import Message
+from keys.services import api_token_create
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
-from workflows.engine.usage import estimate_tokens
 from workflows import heartbeat, recorder
+from workflows.engine.usage import estimate_tokens
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
 from workflows.services.runs import execution_create, execution_stream

@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 from analytics.selectors import template_figures_stored
-from chatter_project.errors import InvalidInput, NotFound
 from conversations.models import Conversation, Document, Message
+from core.errors import InvalidInput, NotFound
 from tests.factories import DocumentFactory
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
 from workflows.models import (

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from workflows.engine.conditions import ConditionContext
 from workflows.engine.graph import (
     MAX_EDGES,

@@ -156,7 +156,7 @@ def test_simultaneous_requests_never_exceed_the_concurrent_limit(alice, settings
 
     from django.db import connection
 
-    from chatter_project.errors import TooManyRuns
+    from core.errors import TooManyRuns
 
     settings.CHATTER_MAX_CONCURRENT_RUNS = 3
 

@@ -154,7 +154,7 @@ def test_a_provider_error_fails_the_run_and_keeps_earlier_usage(alice, stub):
 
 
 def test_an_unpriced_openai_model_is_refused_before_any_row(alice, stub):
-    from chatter_project.errors import InvalidInput
+    from core.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="unknown model"):
         execution_create(owner=alice, message="hi", chat=True, config={"provider": "openai", "model": "mystery-9"})

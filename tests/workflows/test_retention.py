@@ -8,8 +8,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from analytics.services import aggregates_drift
-from chatter_project.errors import InvalidInput
 from conversations.models import Conversation
+from core.errors import InvalidInput
 from tests.invariants import assert_all, assert_seq_gapless
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.realtime import execution_feed

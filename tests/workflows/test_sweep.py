@@ -15,13 +15,15 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from chatter_project.tokens import api_token_create
+from audit.models import AuditEvent
+from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
+from keys.services import api_token_create
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
 from workflows import heartbeat, recorder
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, REQUEUE_AFTER_S, SWEEP_GRACE_S, execution_sweep
 from workflows.services.runs import execution_create, execution_run, execution_stream
 from workflows.services.schedules import scheduler_ensure
@@ -187,6 +189,13 @@ def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_
     # The stream got the sweep's events from the database, exactly once each: it still ends with the terminal one.
     persisted = [(e["seq"], e["event"]) for e in streamed if e["seq"] is not None]
     assert persisted == list(execution.events.order_by("seq").values_list("seq", "event"))
+    # Its audit rows wait for the run's end, which never came from its process: the sweep appends them from its
+    # rows (the start, the tool call it recorded), before its own, and the chain verifies.
+    audited = AuditEvent.objects.filter(target_id=str(execution.pk)).order_by("id")
+    assert [(a.action, a.data.get("tool")) for a in audited] == [
+        ("execution.started", None), ("tool.called", "calculator"), ("execution.failed", None)]
+    assert audited[1].data["arguments"] == ToolCall.objects.get(execution=execution).arguments
+    assert audit_chain_verify().valid
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,11 +8,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from chatter_project.api.serializers import StrictSerializer
-from chatter_project.api.sse import EventStreamNegotiation
-from chatter_project.api.throttling import RunThrottle
-from chatter_project.auth import request_api_key
 from conversations.services import MAX_MESSAGE_CHARS
+from core.api.serializers import StrictSerializer
+from core.api.sse import EventStreamNegotiation
+from core.api.throttling import RunThrottle
+from keys.auth import request_api_key
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.engine.config import CHECKPOINTS, config_errors
 from workflows.models import WorkflowExecution
@@ -81,7 +81,7 @@ class ChatView(APIView):
 
     throttle_classes = (RunThrottle,)
     throttle_scope = "runs"
-    key_scope = "chat"  # what an API key needs (chatter_project.auth.ApiKeyScope)
+    key_scope = "chat"  # what an API key needs (keys.auth.ApiKeyScope)
     content_negotiation_class = EventStreamNegotiation
 
     @extend_schema(request=ChatSerializer, responses=RUN_RESPONSES)

@@ -5,9 +5,9 @@ from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from chatter_project.api.serializers import FieldsBuiltOnce, StrictSerializer
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
+from core.api.serializers import FieldsBuiltOnce, StrictSerializer
 from workflows.engine.config import config_errors
 from workflows.events import event_envelope
 from workflows.models import (

@@ -12,15 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.api.sse import (
+from core.api.sse import (
     EventStreamNegotiation,
     sse_response,
     wants_event_stream,
 )
-from chatter_project.api.throttling import RunThrottle
-from chatter_project.auth import request_api_key
-from chatter_project.api.viewsets import OwnedViewSet
-from chatter_project.errors import NotFound
+from core.api.throttling import RunThrottle
+from core.api.viewsets import OwnedViewSet
+from core.errors import NotFound
+from keys.auth import request_api_key
 from workflows.api.filters import (
     DefinitionFilter,
     ExecutionFilter,

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from workflows.engine.providers import PROVIDERS
 from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
 

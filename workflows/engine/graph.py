@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from workflows.engine.conditions import Condition, parse_condition
 from workflows.engine.graph_input import (
     EdgeInput,

@@ -11,7 +11,7 @@ version, with {{variables}} filled. The model calls the node makes next record t
 """
 from __future__ import annotations
 
-from chatter_project.errors import RunError
+from core.errors import RunError
 from workflows.engine.python_graphs import GraphAccounting
 from workflows.engine.runtime import FetchedPrompt
 

@@ -146,7 +146,7 @@ def _registered_graph(name: str) -> str:
 
     if name not in settings.CHATTER_GRAPHS:
         raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
-    from workflows.engine.python_graphs import factory_takes_runtime
+    from workflows.engine.graph_registry import factory_takes_runtime
 
     try:
         takes_runtime = factory_takes_runtime(name)

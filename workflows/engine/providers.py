@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx2
 from django.conf import settings
 
-from chatter_project.errors import InvalidInput, ProviderError
+from core.errors import InvalidInput, ProviderError
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

@@ -20,10 +20,8 @@ A `python_graph` node inside a Chatter graph still runs a registered graph as on
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -32,73 +30,24 @@ from decimal import Decimal
 from typing import Any, Callable
 from uuid import UUID
 
-from django.conf import settings
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatter_project.errors import InvalidInput, RunError
+from core.errors import InvalidInput, RunError
 from workflows.engine.graph import Node
+from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
 from workflows.engine.runtime import CallStarted, RunContext
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 
 MAX_STEPS = 100
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
 NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
-_modules: dict[str, Any] = {}
-_loading = threading.Lock()
-
-
-def graph_names() -> list[str]:
-    return sorted(settings.CHATTER_GRAPHS)
-
-
-def _registered(name: str):
-    """What CHATTER_GRAPHS names: a compiled graph or a factory. Its module is imported once, as a module of its
-    own (in sys.modules, so that postponed annotations and pickling resolve its names)."""
-    if name not in settings.CHATTER_GRAPHS:
-        raise InvalidInput(f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
-    path, attribute = settings.CHATTER_GRAPHS[name]
-    with _loading:
-        if path not in _modules:
-            module_name = f"chatter_graphs.{name}"
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                sys.modules.pop(module_name, None)
-                raise
-            _modules[path] = module
-        return getattr(_modules[path], attribute)
-
-
-def is_factory(target) -> bool:
-    return not hasattr(target, "astream")
-
-
-def factory_takes_runtime(name: str) -> bool:
-    """Whether a registered factory asks for a runtime besides the run's config (LangGraph's ServerRuntime)."""
-    target = _registered(name)
-    return is_factory(target) and len(_positional(target)) >= 2
-
-
-def _positional(factory: Callable) -> list:
-    return [p for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _factory_arguments(factory: Callable, *, config: dict) -> list:
-    """What a factory takes, by its signature: nothing, or the run's config."""
-    return [config][:len(_positional(factory))]
-
-
 async def graph_build(name: str, *, config: dict | None = None):
     """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
-    target = _registered(name)
+    target = registered_target(name)
     if not is_factory(target):
         return target
-    built = target(*_factory_arguments(target, config=config or {"configurable": {}}))
+    built = target(*factory_arguments(target, config=config or {"configurable": {}}))
     if inspect.isawaitable(built):
         built = await built
     if hasattr(built, "__aenter__"):  # an async context manager yielding the graph
@@ -109,7 +58,7 @@ async def graph_build(name: str, *, config: dict | None = None):
 def graph_load(name: str, *, config: dict | None = None):
     """The compiled graph of a registered name, for reading its structure or a thread's state (a factory is called
     with `config`, the thread's)."""
-    target = _registered(name)
+    target = registered_target(name)
     if not is_factory(target):
         return target
     return asyncio.run(graph_build(name, config=config))
@@ -403,6 +352,8 @@ class ProtocolEvents:
             return [("updates", namespace, as_json(data))]
         if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
             return [("custom", namespace, as_json(data))]
+        if method == "checkpoints":
+            return [("checkpoints", namespace, as_json(data))]
         if method == "messages":
             payload, metadata = (data[0], data[1]) if isinstance(data, (list, tuple)) and len(data) == 2 else (
                 data, {})
@@ -475,13 +426,15 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
                      configurable: dict | None = None, context: Any = None,
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
-                     streaming: str = "classic", checkpoint_id: str | None = None) -> dict:
+                     streaming: str = "classic", checkpoint_id: str | None = None,
+                     stream_checkpoints: bool = False) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
-    subgraph lifecycles too), else the classic stream modes (values, updates, custom)."""
+    subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
+    saves, as its state snapshot, with `stream_checkpoints`)."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -523,8 +476,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                 for method, namespace, data in protocol.kept(event):
                     run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         else:  # the stream modes of the classic run streams
+            modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else CLASSIC_MODES
             async for namespace, mode, part in compiled.astream(run_input, config, subgraphs=True,
-                                                                stream_mode=CLASSIC_MODES, **kwargs):
+                                                                stream_mode=modes, **kwargs):
                 for method, kept_ns, data in protocol.kept({"method": mode, "params": {
                         "namespace": list(namespace), "data": part}}):
                     run_thread.call(ctx.hooks.graph_streamed, method, kept_ns, data)
@@ -570,7 +524,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         raise outcome["stopped"]
     if isinstance(error, GraphRecursionError):
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
-        from chatter_project.errors import LimitExceeded
+        from core.errors import LimitExceeded
         raise LimitExceeded("max_steps", MAX_STEPS) from None
     if error is not None:
         raise error

@@ -20,7 +20,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
-from chatter_project.errors import LimitExceeded, RunCancelled, RunError
+from core.errors import LimitExceeded, RunCancelled, RunError
 from workflows.engine.chat_messages import choice_as_openai, tool_calls_streamed
 from workflows.engine.graph import Node
 from workflows.engine.providers import (

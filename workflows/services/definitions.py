@@ -5,7 +5,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from audit.services import audit_record
-from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput, NotFound
 from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowDefinition, WorkflowTemplate
 from workflows.services.templates import is_uuid, visible_template

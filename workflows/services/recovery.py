@@ -9,12 +9,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chatter_project.db import retried_on_conflict
-from chatter_project.errors import InvalidInput
-from chatter_project.rows import row_update
+from core.db import retried_on_conflict
+from core.errors import InvalidInput
+from core.rows import row_update
 from workflows.engine.runtime import RunInterrupted
-from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.heartbeat import HEARTBEAT_S
+from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
@@ -84,6 +84,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
             return None
         attempt = locked.resume_attempts + 1
         recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.audits_from_ledger()
         recorder.nodes_interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
         recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})

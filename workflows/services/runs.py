@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from audit.services import audit_record
 from budgets.models import Budget
 from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_matching, worst_case
-from chatter_project.errors import (
+from core.errors import (
     Conflict,
     InvalidInput,
     NotFound,
@@ -28,11 +28,11 @@ from chatter_project.errors import (
     TooManyRuns,
     Unavailable,
 )
-from chatter_project.db import retried_on_conflict
-from chatter_project.correlation import current_correlation_id
-from chatter_project.rows import db_connection
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from core.correlation import current_correlation_id
+from core.db import retried_on_conflict
+from core.rows import db_connection
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.engine.chat_messages import messages_from_openai
@@ -224,7 +224,7 @@ def _insert_within_limit(execution: WorkflowExecution) -> bool:
 @retried_on_conflict
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
-    its conversation's user message, in one transaction, locking in the one order (chatter_project.db): the
+    its conversation's user message, in one transaction, locking in the one order (core.db): the
     conversation, the owner, the budgets' periods. Another user's conversation is a 404 and too many runs
     in progress a 429; either way nothing is written. `enqueue=False`: a background run waits, pending, for
     whoever holds it back to enqueue it (a LangGraph run queued behind its thread's run)."""

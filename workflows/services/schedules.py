@@ -14,8 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from chatter_project.errors import ChatterError, InvalidInput, NotFound
 from conversations.selectors import conversation_has_run_in_progress, conversation_list
+from core.errors import ChatterError, InvalidInput, NotFound
 from webhooks.services import webhook_url_check
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import parse_graph

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from audit.services import audit_record
-from chatter_project.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput, NotFound
 from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.engine.config import config_errors
 from workflows.engine.graph import normalize_graph, parse_graph

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit.services import audit_record
-from chatter_project.errors import Conflict, InvalidInput, RunCancelled, RunError
+from core.errors import Conflict, InvalidInput, RunCancelled, RunError
 from workflows import runner
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed, execution_subscribe, feed_until_paused

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chatter_project.cli import cli_user
-from chatter_project.errors import ChatterError
+from core.cli import cli_user
+from core.errors import ChatterError
 from experiments.api.serializers import ExperimentResumeSerializer, ExperimentWriteSerializer
 from experiments.models import Experiment
 from experiments.selectors import experiment_list, experiment_summary

@@ -1,9 +1,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from chatter_project.errors import ChatterError
 from conversations.services import conversation_delete
-from chatter_project.cli import cli_user
+from core.cli import cli_user
+from core.errors import ChatterError
 from workflows.cli import EventPrinter, command_error, fail_unless_completed, follow_run
 from workflows.services.runs import execution_start_streamed
 

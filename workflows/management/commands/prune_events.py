@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chatter_project.errors import InvalidInput
+from core.errors import InvalidInput
 from workflows.services.recovery import events_prune
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chatter_project.errors import ChatterError
-from chatter_project.cli import cli_user
+from core.cli import cli_user
+from core.errors import ChatterError
 from workflows.cli import EventPrinter, command_error, fail_unless_completed
 from workflows.realtime import feed_blocking
 from workflows.services.runs import execution_start_streamed

@@ -1,22 +1,23 @@
 """/api/v1/keys/: a user's API keys. POST makes one (the key is in the 201, and never again), GET lists them (by
 prefix, never the key), DELETE /keys/<id>/ revokes one. Managing keys with a key needs a key holding every scope,
-so a key limited to some scopes cannot make itself a wider one."""
+so a key limited to some scopes cannot make itself a wider one. /api/v1/auth/token/: a new token for a username
+and password."""
 from __future__ import annotations
 
-import uuid
-
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from chatter_project.api.serializers import StrictSerializer
-from chatter_project.api.viewsets import OwnedViewSet
-from chatter_project.auth import ALL_SCOPES
-from chatter_project.errors import NotFound
-from chatter_project.models import API_KEY_SCOPES, ApiToken
-from chatter_project.tokens import api_key_create, api_key_list, api_key_revoke
+from core.api.parsers import FormParser, JSONParser
+from core.api.serializers import StrictSerializer
+from core.api.viewsets import OwnedViewSet
+from keys.auth import ALL_SCOPES
+from keys.models import API_KEY_SCOPES, ApiToken
+from keys.services import api_key_create, api_key_list, api_key_revoke, api_token_create
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -66,19 +67,10 @@ class ApiKeyViewSet(mixins.ListModelMixin, OwnedViewSet):
     ordering = ("-created_at",)
     key_scope = ALL_SCOPES
     not_found = "API key not found"
+    id_field = "uid"
 
     def get_queryset(self):
         return api_key_list(user=self.request.user)
-
-    def get_object(self):
-        try:
-            uid = uuid.UUID(str(self.kwargs["pk"]))
-        except ValueError:
-            raise NotFound(self.not_found) from None
-        token = self.get_queryset().filter(uid=uid).first()
-        if token is None:
-            raise NotFound(self.not_found)
-        return token
 
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
     def create(self, request: Request) -> Response:
@@ -93,3 +85,24 @@ class ApiKeyViewSet(mixins.ListModelMixin, OwnedViewSet):
     def destroy(self, request: Request, pk: str) -> Response:
         api_key_revoke(token=self.get_object(), actor=request.user, ip=request.META.get("REMOTE_ADDR"))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+IssuedTokenSerializer = inline_serializer("IssuedToken", {
+    "token": serializers.CharField(help_text="a new API token: shown this once (only its SHA-256 is stored)"),
+})
+
+
+class AuthTokenView(APIView):
+    """POST username + password → {"token": key}, a new token each time, shown once; bad credentials → 400
+    validation_error."""
+
+    authentication_classes = ()  # a stale session cookie must not demand a CSRF token here
+    permission_classes = ()
+    parser_classes = (JSONParser, FormParser)  # the size-limited ones
+
+    @extend_schema(request=AuthTokenSerializer, responses={200: IssuedTokenSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        _, key = api_token_create(user=serializer.validated_data["user"])
+        return Response({"token": key})

@@ -1,4 +1,4 @@
-"""Authentication by API key (chatter_project.tokens: stored hashed): `Authorization: Token <key>` or
+"""Authentication by API key (keys.services: stored hashed): `Authorization: Token <key>` or
 `Authorization: Bearer <key>` over HTTP, `?token=<key>` on websockets, next to the session cookie; and the scopes
 a key is limited to (ApiKeyScope)."""
 import base64
@@ -12,7 +12,7 @@ from rest_framework.authentication import BaseAuthentication, TokenAuthenticatio
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from chatter_project.models import API_KEY_SCOPES, ApiToken
+from keys.models import API_KEY_SCOPES, ApiToken
 
 ALL_SCOPES = "*"  # a view's key_scope meaning: only a key holding every scope (or a session)
 
@@ -21,7 +21,7 @@ def api_key_authenticate(key: str) -> ApiToken:
     """The live key (revoked and expired ones are not) that `key` is, of an active user, noted as used; else
     AuthenticationFailed. How every surface authenticates a key: DRF's classes below (/api/v1/, /v1/, /langgraph/)
     and the websockets (TokenAuthMiddleware)."""
-    from chatter_project.tokens import api_token_get, api_token_touch
+    from keys.services import api_token_get, api_token_touch
 
     token = api_token_get(key=key)
     if token is None:

@@ -12,9 +12,9 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from chatter_project.models import API_KEY_SCOPES, ApiToken
-from chatter_project.rows import column_of, db_value, rows_select_with
-from chatter_project.signals import api_key_changed
+from core.rows import column_of, db_value, rows_select_with
+from keys.models import API_KEY_SCOPES, ApiToken
+from keys.signals import api_key_changed
 
 KEY_BYTES = 32  # 256 random bits: a fast hash is enough, no key can be guessed
 MAX_KEY_CHARS = 128  # longer is no key of ours: refused before hashing
@@ -67,7 +67,7 @@ def api_token_get(*, key: str) -> ApiToken | None:
     """The live key (with its user) that `key` is, or None: unknown, revoked or expired."""
     if not key or len(key) > MAX_KEY_CHARS:
         return None
-    # On every API request: one plain statement (chatter_project.rows), the key's row and its user's.
+    # On every API request: one plain statement (core.rows), the key's row and its user's.
     digest, revoked_at, expires_at = (column_of(ApiToken, name) for name in ("digest", "revoked_at", "expires_at"))
     found = rows_select_with(
         ApiToken, "user", f"{digest} = %s AND {revoked_at} IS NULL AND ({expires_at} IS NULL OR {expires_at} > %s)",

@@ -1,37 +1,8 @@
-"""Shared model pieces: the token/cost columns every accounted row carries; API tokens (the plumbing's own table)."""
+"""API keys: the one credential of the API, websockets and compatible surfaces (only their SHA-256 is stored)."""
 import uuid
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
-
-MONEY = {"max_digits": 20, "decimal_places": 8, "default": Decimal("0")}
-
-
-class TokenTotals(models.Model):
-    """Inclusive prompt/completion tokens; total is always their sum (a CHECK enforces it)."""
-
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    total_tokens = models.PositiveBigIntegerField(default=0)
-
-    class Meta:
-        abstract = True
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(total_tokens=F("prompt_tokens") + F("completion_tokens")),
-                name="%(app_label)s_%(class)s_total_is_sum",
-            ),
-        ]
-
-
-def non_negative(*fields: str, model: str) -> list[models.CheckConstraint]:
-    return [
-        models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{model}_{field}_non_negative")
-        for field in fields
-    ]
-
 
 API_KEY_SCOPES = ("chat", "runs", "gateway", "read")
 
@@ -59,6 +30,7 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        db_table = "chatter_project_apitoken"  # made by chatter_project's migrations, before this app had it
         ordering = ["-created_at"]
         verbose_name = "API key"
 

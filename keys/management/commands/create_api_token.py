@@ -2,7 +2,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from chatter_project.tokens import api_token_create
+from keys.services import api_token_create
 
 
 class Command(BaseCommand):

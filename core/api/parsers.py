@@ -12,7 +12,7 @@ from django.http import QueryDict
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from chatter_project.errors import PayloadTooLarge
+from core.errors import PayloadTooLarge
 
 
 def body_read(stream) -> bytes:

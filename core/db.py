@@ -37,7 +37,7 @@ from typing import Callable, TypeVar
 
 from django.db import OperationalError, connection, connections
 
-from chatter_project.errors import Unavailable
+from core.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +58,23 @@ def _pools_close() -> None:
 def pools_close_before_fork() -> None:
     """Call once per process (at start-up)."""
     os.register_at_fork(before=_pools_close)
+
+
+def database_answers() -> dict:
+    """Ask the database one trivial query (raises when it does not answer): its vendor."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def database_reachable() -> bool:
+    """Whether the database answers a query now."""
+    try:
+        database_answers()
+    except Exception:  # noqa: BLE001 - a check reports failures, it never raises them
+        return False
+    return True
 
 
 def connections_give_back() -> None:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import ScopedRateThrottle
 
-from chatter_project.cache import SharedConnectionPool
+from core.cache import SharedConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ return string.format('%.6f', wait)
 @functools.lru_cache(maxsize=8)
 def _take_script(url: str):
     """The script, registered once per process and URL (EVALSHA: one round trip), on the process's one pool for
-    the URL (chatter_project.cache)."""
+    the URL (core.cache)."""
     client = redis.Redis(connection_pool=SharedConnectionPool.from_url(url, socket_connect_timeout=1,
                                                                        socket_timeout=1))
     return client.register_script(_TAKE_LUA)

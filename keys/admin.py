@@ -1,7 +1,7 @@
 from django.contrib import admin
 from rest_framework.authtoken.models import TokenProxy
 
-from chatter_project.models import ApiToken
+from keys.models import ApiToken
 
 admin.site.site_header = "Chatter"
 admin.site.site_title = "Chatter"

@@ -2,7 +2,7 @@
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from typing import Any
 
-from chatter_project.secrets import secrets_scrub
+from core.secrets import secrets_scrub
 
 
 class ChatterError(Exception):

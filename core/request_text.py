@@ -1,6 +1,6 @@
 """Refuse a NUL character in a request's path or query string before any view reads it: no field may hold one,
 and PostgreSQL stores none in text or jsonb, so it would otherwise reach the database as a 500. (JSON bodies:
-chatter_project.api.parsers.) The refusal is a SuspiciousOperation, which Django answers with handler400, in
+core.api.parsers.) The refusal is a SuspiciousOperation, which Django answers with handler400, in
 the error shape of the surface asked (chatter_project.error_pages)."""
 from __future__ import annotations
 

@@ -18,13 +18,13 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from chatter_project.errors import (
+from core.errors import (
     ChatterError,
     PayloadTooLarge,
     Unavailable,
     error_details,
 )
-from chatter_project.signals import access_denied
+from core.signals import access_denied
 
 logger = logging.getLogger(__name__)
 ACCESS_DENIED = (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied)

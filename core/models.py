@@ -1,0 +1,31 @@
+"""Model pieces every app's accounted rows share: the token/cost columns and their checks (abstract: no table)."""
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q
+
+MONEY = {"max_digits": 20, "decimal_places": 8, "default": Decimal("0")}
+
+
+class TokenTotals(models.Model):
+    """Inclusive prompt/completion tokens; total is always their sum (a CHECK enforces it)."""
+
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_tokens=F("prompt_tokens") + F("completion_tokens")),
+                name="%(app_label)s_%(class)s_total_is_sum",
+            ),
+        ]
+
+
+def non_negative(*fields: str, model: str) -> list[models.CheckConstraint]:
+    return [
+        models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{model}_{field}_non_negative")
+        for field in fields
+    ]

@@ -1,0 +1,62 @@
+"""/api/v1/keys/<id>/limits/: a key's gateway limits (gateway.limits). The key's owner reads and sets them, unless
+staff set them (then the owner only reads); staff manage any key's. Changing them needs a key holding every scope
+(or a session), as managing keys does; every change is audited."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import NotFound
+from gateway.api.serializers import KeyLimitsOutSerializer, KeyLimitsSerializer
+from gateway.limits import key_limits_remove, key_limits_set
+from gateway.models import KeyLimits
+from keys.auth import ALL_SCOPES
+from keys.models import ApiToken
+
+
+def _key(*, user, uid) -> ApiToken:
+    """The key the user may manage: their own, or any for staff; another user's is a 404."""
+    keys = ApiToken.objects.all() if user.is_staff else ApiToken.objects.filter(user=user)
+    key = keys.filter(uid=uid).first()
+    if key is None:
+        raise NotFound("API key not found")
+    return key
+
+
+def _shown(key: ApiToken, limits: KeyLimits | None) -> dict:
+    return KeyLimitsOutSerializer({
+        "api_key": key.uid, "allowed_models": limits.allowed_models if limits else [],
+        "rpm": limits.rpm if limits else None, "tpm": limits.tpm if limits else None,
+        "per_model": limits.per_model if limits else {}, "set_by_staff": bool(limits and limits.set_by_staff),
+        "updated_at": limits.updated_at if limits else None}).data
+
+
+class KeyLimitsView(APIView):
+    key_scope = ALL_SCOPES
+
+    @extend_schema(responses={200: KeyLimitsOutSerializer})
+    def get(self, request: Request, uid) -> Response:
+        key = _key(user=request.user, uid=uid)
+        return Response(_shown(key, KeyLimits.objects.filter(api_key=key).first()))
+
+    @extend_schema(request=KeyLimitsSerializer, responses={200: KeyLimitsOutSerializer})
+    def put(self, request: Request, uid) -> Response:
+        key = _key(user=request.user, uid=uid)
+        serializer = KeyLimitsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        per_model = {model: {name: value for name, value in limits.items() if value is not None}
+                     for model, limits in (data.get("per_model") or {}).items()}
+        limits = key_limits_set(api_key=key, allowed_models=data.get("allowed_models") or [], rpm=data.get("rpm"),
+                                tpm=data.get("tpm"), per_model={m: v for m, v in per_model.items() if v},
+                                actor=request.user, ip=request.META.get("REMOTE_ADDR"))
+        return Response(_shown(key, limits))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, uid) -> Response:
+        key_limits_remove(api_key=_key(user=request.user, uid=uid), actor=request.user,
+                          ip=request.META.get("REMOTE_ADDR"))
+        return Response(status=status.HTTP_204_NO_CONTENT)
