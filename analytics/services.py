@@ -15,6 +15,8 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from analytics.budget_spend import budget_spend_drift, budget_spend_fix
+from experiments.selectors import experiment_results_from_runs
+from experiments.services import experiment_results_fix
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.selectors import (
     TEMPLATE_COUNTERS,
@@ -40,9 +42,17 @@ from workflows.services.costs import llm_call_cost_adjust, llm_call_unpriced_mar
 
 logger = logging.getLogger(__name__)
 RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
+MONEY_PLACES = Decimal("0.00000001")
+
+
+def _money(value):
+    """A sum of money to its stored 8 places: SQLite sums decimals as floats (100 × 0.0000075 comes back
+    0.000750000000000001); a sum of 8-place amounts has 8 places, so rounding only removes that noise."""
+    return value.quantize(MONEY_PLACES) if isinstance(value, Decimal) else value
 
 
 def _diff(stored: dict | None, actual: dict) -> dict:
+    actual = {key: _money(value) for key, value in actual.items()}
     if stored is None:
         return {key: (None, value) for key, value in actual.items()}
     return {key: (stored[key], value) for key, value in actual.items() if stored[key] != value}
@@ -72,6 +82,9 @@ def _aggregates_drift() -> list[dict]:
     drift += _execution_drift()
     drift += usage_drift()
     drift += budget_spend_drift()
+    for pk, row in experiment_results_from_runs().items():
+        if fields := _diff(row["stored"], row["actual"]):
+            drift.append({"kind": "experiment_result", "id": str(pk), "fields": fields})
     return drift
 
 
@@ -142,6 +155,7 @@ def aggregates_fix() -> int:
     if usage_drift():
         fixed += usage_rollups_rebuild()
     fixed += budget_spend_fix()
+    fixed += experiment_results_fix()
     return fixed
 
 

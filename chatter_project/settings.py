@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "workflows",
     "scores",
     "datasets",
+    "experiments",
     "analytics",
     "audit",
     "agent_server",

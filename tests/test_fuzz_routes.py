@@ -149,6 +149,10 @@ class World:
             "datasets": send("POST", "/api/v1/datasets/", {"name": "qa"})["id"],
         }
         self.ids["analytics/prompts"] = self.ids["prompts"]
+        send("POST", f"/api/v1/datasets/{self.ids['datasets']}/items/", {"input": "question"})
+        self.ids["experiments"] = send("POST", "/api/v1/experiments/", {
+            "name": "try", "dataset": self.ids["datasets"], "targets": [{"template": "universal_chat"}],
+            "start": False})["id"]
 
     def real(self, route: str, name: str) -> str:
         named = {"thread_id": self.thread, "run_id": self.run, "cron_id": self.cron, "checkpoint_id": self.checkpoint,

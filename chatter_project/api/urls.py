@@ -21,6 +21,7 @@ urlpatterns = [
     path("", include("conversations.api.urls")),
     path("", include("scores.api.urls")),
     path("", include("datasets.api.urls")),
+    path("", include("experiments.api.urls")),
     path("", include("analytics.api.urls")),
     path("", include("audit.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

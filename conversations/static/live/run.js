@@ -3,6 +3,7 @@ import {
   BACKOFF_MS, TERMINAL, apiGet, continueLabel, csrfToken, el, errorMessage, formatCost, inputMessage, outputPrice,
   readEventStream, showError, toUnits, ui,
 } from "./page.js";
+import { thumbs } from "./thumbs.js";
 
 // One run on screen: its events applied once each, in seq order; its counters, text, nodes and question.
 export class Run {
@@ -246,7 +247,8 @@ export class Run {
       el("span", { class: "run-message-role", "data-testid": "run-message-role" }, message.role),
       content ? el("span", { class: "run-message-content", "data-testid": "run-message-content" }, content) : null,
       el("span", { class: "run-message-usage", "data-testid": "run-message-usage" },
-        `${message.total_tokens} tokens · ${formatCost(toUnits(message.cost))}`));
+        `${message.total_tokens} tokens · ${formatCost(toUnits(message.cost))}`),
+      message.role === "assistant" ? thumbs(id) : null);
     return line;
   }
 

@@ -1,0 +1,384 @@
+"""Writes of experiments. Every target × item is an ordinary run through the one run path
+(workflows.services.runs.execution_run_now), so its tokens and cost are accounted as any run's; an LLM judge's
+verdict is a run of its own, tagged as the experiment's judge run. A result is written once, whole (its runs'
+figures, its scores, its tags), when its run and its evaluators are done: a stop, a cancel or a crash leaves no
+half-written item, and a resume runs only the target × item pairs that have no result yet."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
+from decimal import Decimal
+from typing import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from audit.services import audit_record
+from core.errors import ChatterError, Conflict, InvalidInput, TooManyRuns, Unavailable
+from datasets.models import Dataset
+from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
+from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from experiments.selectors import experiment_results_from_runs
+from scores.models import Score
+from scores.services import score_create
+from workflows.events import event_envelope, events_publish
+from workflows.models import WorkflowDefinition, WorkflowExecution
+from workflows.services.runs import execution_run_now, run_plan
+
+logger = logging.getLogger(__name__)
+Status = Experiment.Status
+JUDGE_INSTRUCTIONS = "You grade outputs. Answer only with a JSON object {\"score\": x}, x between 0 and 1."
+BUSY_RETRIES = 40  # the owner's concurrent-run limit is shared with their other runs: wait for a slot so long
+BUSY_WAIT_S = 0.25
+OUTPUT_CHARS = 20_000
+# A worker's task runs items for about this long, then hands the rest to a new task: django-q2 ends a task at its
+# timeout (a run's, plus a minute), and an experiment may take far longer than one run.
+SLICE_S = 60
+
+
+# --- what a target or a judge runs ---------------------------------------------------------------------------
+def model_graph(node_config: dict) -> dict:
+    return {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model", "config": node_config},
+                      {"id": "end", "type": "end"}],
+            "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]}
+
+
+def target_request(target: dict) -> dict:
+    """What run_plan takes to run a target (without the item's input)."""
+    request: dict = {"config": target.get("config") or None}
+    if "template" in target:
+        request["template"] = target["template"]
+    elif "definition" in target:
+        request["definition_id"] = target["definition"]
+    else:  # a stored prompt's version or label, as the one model call of a run
+        request["graph"] = model_graph({"prompt": target["prompt"]})
+    return request
+
+
+def item_request(item_input) -> dict:
+    """An item's input as a run's: `{"message", "variables"}` (a run's own input) as it is; text as the message;
+    any other object as the variables, and as JSON the message."""
+    if isinstance(item_input, dict) and ("message" in item_input or "variables" in item_input):
+        return {"message": item_input.get("message") or "", "variables": item_input.get("variables") or {}}
+    if isinstance(item_input, str):
+        return {"message": item_input, "variables": {}}
+    return {"message": as_text(item_input), "variables": item_input if isinstance(item_input, dict) else {}}
+
+
+def judge_request(spec: dict, *, item: dict, output: str) -> dict:
+    node = {"prompt": spec["prompt"]} if spec.get("prompt") else {
+        "system_message": spec.get("instructions") or JUDGE_INSTRUCTIONS}
+    config = {key: spec[key] for key in ("provider", "model") if spec.get(key)}
+    return {"graph": model_graph(node), "config": config or None,
+            "message": judge_message(input=item["input"], expected_output=item["expected_output"], output=output),
+            # a stored judge prompt may place them itself: {{input}}, {{expected_output}}, {{output}}
+            "variables": {"input": as_text(item["input"]), "expected_output": as_text(item["expected_output"]),
+                          "output": output}}
+
+
+def _checked(owner, request: dict, path: str) -> None:
+    """Validate a target or a judge as run_plan would run it (reads only); its errors name where it is."""
+    try:
+        run_plan(owner=owner, **{"message": "check", **request})
+    except ChatterError as exc:
+        raise InvalidInput(f"{path}: {exc.message}", details=[{"path": path, "code": exc.code,
+                                                                "message": exc.message}]) from None
+
+
+# --- create, cancel, resume ----------------------------------------------------------------------------------
+def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], evaluators: list[dict],
+                      concurrency: int = 1, budget: Decimal | None = None, description: str = "",
+                      start: bool = True) -> Experiment:
+    """Validate every target and judge (as their runs would be), then write the experiment and, unless
+    `start=False`, queue it. Bad input raises before anything is written."""
+    dataset = Dataset.objects.filter(pk=dataset_id, owner=owner).first()
+    if dataset is None:
+        raise InvalidInput("dataset not found", details={"dataset": ["no such dataset of yours"]})
+    if not dataset.items.exists():
+        raise InvalidInput("the dataset has no items", details={"dataset": ["no items"]})
+    if concurrency > settings.CHATTER_MAX_CONCURRENT_RUNS:
+        raise InvalidInput(f"concurrency is at most {settings.CHATTER_MAX_CONCURRENT_RUNS} (your concurrent runs)",
+                           details={"concurrency": ["above CHATTER_MAX_CONCURRENT_RUNS"]})
+    for index, target in enumerate(targets):
+        _checked(owner, target_request(target), f"targets[{index}]")
+        if "definition_version" in target:  # the definition is visible to the owner: _checked found it
+            current = WorkflowDefinition.objects.filter(pk=target["definition"]).values_list("version", flat=True)[0]
+            if current != target["definition_version"]:
+                raise InvalidInput(f"targets[{index}]: the definition is at version {current}; only its current "
+                                   "version runs", details=[{"path": f"targets[{index}].definition_version",
+                                                             "code": "invalid", "message": f"now {current}"}])
+    for index, spec in enumerate(evaluators):
+        if spec["type"] == LLM_JUDGE:
+            _checked(owner, judge_request(spec, item={"input": "", "expected_output": ""}, output=""),
+                     f"evaluators[{index}]")
+    with transaction.atomic():
+        experiment = Experiment.objects.create(
+            owner=owner, name=name, description=description, dataset=dataset, targets=targets,
+            evaluators=evaluators, concurrency=concurrency, budget=budget)
+        audit_record(action="experiment.created", actor=owner, target=experiment, data={
+            "dataset": str(dataset.pk), "targets": [t["name"] for t in targets], "budget": str(budget)})
+        if start:
+            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
+    return experiment
+
+
+def experiment_enqueue(*, experiment_id) -> None:
+    """Hand a committed pending experiment to the django-q2 workers (as background runs are)."""
+    try:
+        async_task("experiments.tasks.experiment_run_task", str(experiment_id),
+                   task_name=f"experiment-{experiment_id}", group="experiments")
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the experiment must not stay pending
+        logger.exception("experiment %s could not be queued", experiment_id)
+        Experiment.objects.filter(pk=experiment_id, status=Status.PENDING).update(
+            status=Status.FAILED, stop_reason=f"could not be queued: {type(exc).__name__}", completed_at=timezone.now())
+        raise Unavailable("the experiment could not be queued", code="queue_unavailable") from exc
+
+
+def experiment_cancel(*, experiment: Experiment, actor=None) -> Experiment:
+    """A pending experiment ends at once; a running one stops starting items (those under way finish, whole)."""
+    ended_now = Experiment.objects.filter(pk=experiment.pk, status=Status.PENDING).update(
+        status=Status.CANCELLED, stop_reason="cancelled before it started", completed_at=timezone.now())
+    if not ended_now and not Experiment.objects.filter(pk=experiment.pk, status=Status.RUNNING).update(
+            cancel_requested=True):
+        experiment.refresh_from_db()
+        raise Conflict(f"the experiment is already {experiment.status}", code="not_cancellable")
+    audit_record(action="experiment.cancel_requested", actor=actor, target=experiment,
+                 data={"status": experiment.status})
+    experiment.refresh_from_db()
+    return experiment
+
+
+def experiment_lost(*, experiment: Experiment) -> bool:
+    """A running experiment whose worker died: no result for longer than an item can take (its run and each judge's
+    run to their timeout), plus a minute."""
+    if experiment.status != Status.RUNNING or experiment.heartbeat_at is None:
+        return False
+    judges = sum(spec["type"] == LLM_JUDGE for spec in experiment.evaluators)
+    longest = timedelta(seconds=(1 + judges) * settings.CHATTER_EXECUTION_TIMEOUT_S + 60)
+    return experiment.heartbeat_at < timezone.now() - longest
+
+
+def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, actor=None,
+                      enqueue: bool = True) -> Experiment:
+    """Go on with a stopped experiment (cancelled, out of budget, failed), or a lost one (experiment_lost): only the
+    pairs without a result run. `budget`: a new budget (the whole experiment's, spent so far included).
+    `enqueue=False`: left pending for the caller to run (the command runs it in its own process)."""
+    changes = {"status": Status.PENDING, "cancel_requested": False, "stop_reason": "", "completed_at": None}
+    if budget is not None:
+        changes["budget"] = budget
+    resumable = Q(status__in=Experiment.STOPPED)
+    if experiment_lost(experiment=experiment):
+        resumable |= Q(status=Status.RUNNING, heartbeat_at=experiment.heartbeat_at)
+    with transaction.atomic():
+        if not Experiment.objects.filter(resumable, pk=experiment.pk).update(**changes):
+            experiment.refresh_from_db()
+            raise Conflict(f"only a stopped (or lost) experiment resumes; this one is {experiment.status}",
+                           code="not_resumable")
+        audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": str(budget)})
+        if enqueue:
+            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
+    experiment.refresh_from_db()
+    return experiment
+
+
+# --- running ---------------------------------------------------------------------------------------------------
+def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], None] | None = None,
+                   slice_s: float | None = None) -> Experiment:
+    """Run a pending experiment (a worker's task, or the command). Safe to call twice: one caller claims it. At
+    most `concurrency` items at once; before each item starts, a cancel or a spent budget stops it. `slice_s`: start
+    items for that long, then leave it pending for a new task (queued here), which goes on with the rest."""
+    now = timezone.now()
+    claimed = Experiment.objects.filter(pk=experiment_id, status=Status.PENDING).update(
+        status=Status.RUNNING, started_at=Coalesce("started_at", Value(now)), heartbeat_at=now)
+    experiment = Experiment.objects.select_related("owner", "dataset").get(pk=experiment_id)
+    if not claimed:
+        return experiment
+    deadline = None if slice_s is None else time.monotonic() + slice_s
+    try:
+        status, reason = _units_run(experiment, on_result, deadline)
+    except Exception as exc:  # noqa: BLE001 - the experiment ends, saying why; its written results stay
+        logger.exception("experiment %s failed", experiment_id)
+        status, reason = Status.FAILED, f"{type(exc).__name__}: {exc}"
+    with transaction.atomic():
+        if status == Status.PENDING:  # the slice is over: the rest in a new task (a cancel meanwhile ends it there)
+            Experiment.objects.filter(pk=experiment_id, status=Status.RUNNING).update(status=Status.PENDING)
+            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment_id))
+            experiment.refresh_from_db()
+            return experiment
+        Experiment.objects.filter(pk=experiment_id).update(status=status, stop_reason=reason,
+                                                           completed_at=timezone.now(), cancel_requested=False)
+        experiment.refresh_from_db()
+        _progress_on_commit(experiment)
+    return experiment
+
+
+def _units_run(experiment: Experiment, on_result, deadline: float | None) -> tuple[str, str]:
+    done = set(experiment.results.values_list("target", "item_id"))
+    items = list(experiment.dataset.items.order_by("created_at", "id").values("id", "input", "expected_output"))
+    units = [(target, item) for item in items for target in experiment.targets
+             if (target["name"], item["id"]) not in done]
+    if experiment.concurrency == 1:  # here, in this thread
+        for started, (target, item) in enumerate(units):
+            stop = _stop_reason(experiment, deadline if started else None)  # a slice starts one item at least
+            if stop:
+                return stop
+            _unit_run(experiment, target, item, on_result)
+        return Status.COMPLETED, ""
+    stop = None
+    with ThreadPoolExecutor(max_workers=experiment.concurrency, thread_name_prefix="experiment") as pool:
+        under_way: set = set()
+        for started, (target, item) in enumerate(units):
+            while len(under_way) >= experiment.concurrency:
+                finished, under_way = wait(under_way, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+            stop = _stop_reason(experiment, deadline if started else None)
+            if stop:
+                break
+            under_way.add(pool.submit(_in_own_thread, _unit_run, experiment, target, item, on_result))
+        for future in wait(under_way).done:
+            future.result()
+    return stop or (Status.COMPLETED, "")
+
+
+def _in_own_thread(function, *args) -> None:
+    try:
+        function(*args)
+    finally:
+        connection.close()  # the pool thread's own connection
+
+
+def experiment_spent(*, experiment_id) -> Decimal:
+    """What the experiment's runs (targets and judges) cost so far: the sum of its runs."""
+    return sum(ExperimentRun.objects.filter(experiment_id=experiment_id).values_list("execution__cost", flat=True),
+               Decimal("0"))  # in Decimal: SQLite would sum money as floats
+
+
+def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, str] | None:
+    """Why no more item starts now (a cancel, a spent budget, the end of the task's slice: PENDING), or None."""
+    if Experiment.objects.filter(pk=experiment.pk, cancel_requested=True).exists():
+        return Status.CANCELLED, "cancelled"
+    if experiment.budget is not None:
+        spent = experiment_spent(experiment_id=experiment.pk)
+        if spent >= experiment.budget:
+            return Status.BUDGET_SPENT, f"budget of ${experiment.budget:.8f} spent (${spent:.8f})"
+    if deadline is not None and time.monotonic() >= deadline:
+        return Status.PENDING, ""
+    return None
+
+
+def _run(owner, request: dict) -> WorkflowExecution:
+    """One ordinary sync run; while the owner is at their concurrent-run limit, wait for a slot."""
+    for _ in range(BUSY_RETRIES):
+        try:
+            return execution_run_now(owner=owner, **request)
+        except TooManyRuns:
+            time.sleep(BUSY_WAIT_S)
+    return execution_run_now(owner=owner, **request)
+
+
+def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> None:
+    owner = experiment.owner
+    try:
+        execution = _run(owner, {**target_request(target), **item_request(item["input"])})
+    except ChatterError as exc:  # refused before it was written: nothing ran, nothing was spent
+        _result_write(experiment, target, item, execution=None, judges=[], scores={}, errors={},
+                      error=exc.message, on_result=on_result)
+        return
+    output = as_text(execution.output_data)[:OUTPUT_CHARS]
+    scores, errors, judges = {}, {}, []
+    if execution.status == WorkflowExecution.Status.COMPLETED:
+        for spec in experiment.evaluators:
+            name = spec["name"]
+            if spec["type"] != LLM_JUDGE:
+                scores[name] = (rule_verdict(spec, output=output, expected=item["expected_output"]), "")
+                continue
+            try:
+                judge = _run(owner, judge_request(spec, item=item, output=output))
+            except ChatterError as exc:
+                errors[name] = exc.message
+                continue
+            judges.append((name, judge))
+            verdict = as_text(judge.output_data)
+            if judge.status != WorkflowExecution.Status.COMPLETED:
+                errors[name] = judge.error_message or judge.status
+                continue
+            try:
+                scores[name] = (judge_verdict(verdict), verdict[:1000])
+            except ValueError as exc:
+                errors[name] = str(exc)
+    _result_write(experiment, target, item, execution=execution, judges=judges, scores=scores, errors=errors,
+                  error="" if execution.status == WorkflowExecution.Status.COMPLETED else (
+                      execution.error_message or execution.status), on_result=on_result)
+
+
+def _result_write(experiment: Experiment, target: dict, item: dict, *, execution: WorkflowExecution | None,
+                  judges: list, scores: dict, errors: dict, error: str, on_result) -> None:
+    """The item's result, its runs' tags and its scores, in one transaction."""
+    completed = execution is not None and execution.status == WorkflowExecution.Status.COMPLETED
+    judge_runs = [judge for _, judge in judges]
+    try:
+        with transaction.atomic():
+            result = ExperimentResult.objects.create(
+                experiment=experiment, target=target["name"], item_id=item["id"], execution=execution,
+                status=ExperimentResult.Status.COMPLETED if completed else ExperimentResult.Status.FAILED,
+                error=error[:5000], output=as_text(execution.output_data)[:OUTPUT_CHARS] if execution else None,
+                scores={name: value for name, (value, _) in scores.items()}, evaluator_errors=errors,
+                prompt_tokens=execution.prompt_tokens if execution else 0,
+                completion_tokens=execution.completion_tokens if execution else 0,
+                total_tokens=execution.total_tokens if execution else 0,
+                cost=execution.cost if execution else Decimal("0"),
+                latency_ms=execution.execution_time_ms if execution else None,
+                judge_prompt_tokens=sum(j.prompt_tokens for j in judge_runs),
+                judge_completion_tokens=sum(j.completion_tokens for j in judge_runs),
+                judge_total_tokens=sum(j.total_tokens for j in judge_runs),
+                judge_cost=sum((j.cost for j in judge_runs), Decimal("0")))
+            ExperimentRun.objects.bulk_create(
+                ([ExperimentRun(experiment=experiment, result=result, execution=execution,
+                                role=ExperimentRun.Role.TARGET)] if execution else [])
+                + [ExperimentRun(experiment=experiment, result=result, execution=judge, evaluator=name,
+                                 role=ExperimentRun.Role.JUDGE) for name, judge in judges])
+            for name, (value, comment) in scores.items():
+                score_create(owner=experiment.owner, name=name, value=value, comment=comment,
+                             data_type=Score.DataType.BOOLEAN if isinstance(value, bool) else Score.DataType.NUMERIC,
+                             source=Score.Source.EVALUATOR, execution_id=execution.pk)
+            Experiment.objects.filter(pk=experiment.pk).update(heartbeat_at=timezone.now())
+            _progress_on_commit(experiment, execution_id=execution.pk if execution else None)
+    except IntegrityError:  # another worker wrote this pair first (the unique constraint): its runs stay ordinary
+        logger.warning("experiment %s: %s × %s already has a result", experiment.pk, target["name"], item["id"])
+        return
+    if on_result is not None:
+        on_result(result)
+
+
+def experiment_results_fix() -> int:
+    """Each result's figures again from its runs (after re-pricing, say): how many rows changed."""
+    fixed = 0
+    for pk, row in experiment_results_from_runs().items():
+        if any(row["stored"][name] != value for name, value in row["actual"].items()):
+            fixed += ExperimentResult.objects.filter(pk=pk).update(**row["actual"])
+    return fixed
+
+
+def experiment_progress(*, experiment: Experiment) -> dict:
+    counts = experiment.results.aggregate(done=Count("id"), failed=Count("id", filter=Q(status="failed")))
+    return {"experiment_id": str(experiment.pk), "status": experiment.status, "stop_reason": experiment.stop_reason,
+            "done": counts["done"], "failed": counts["failed"],
+            "total": experiment.dataset.items.count() * len(experiment.targets)}
+
+
+def _progress_on_commit(experiment: Experiment, *, execution_id=None) -> None:
+    """`experiment_updated` on the owner's feed (/ws/events/), through the one event path, once this commits:
+    after each item, and at the end. Not persisted (it is no run's event)."""
+    def publish() -> None:
+        envelope = event_envelope(execution_id=execution_id or "", event="experiment_updated", seq=None,
+                                  data=experiment_progress(experiment=experiment))
+        events_publish([], owner_id=experiment.owner_id, owner_only=(envelope,))
+
+    transaction.on_commit(publish)

@@ -1,0 +1,47 @@
+"""An experiment's progress is live on the owner's websocket (/ws/events/), as any run's: every target's and
+judge's run events, and an `experiment_updated` after each item and at the end."""
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from experiments.services import experiment_create, experiment_run
+from tests.analytics.test_usage_concurrency import in_thread
+from tests.realtime.test_websockets import close_db_connections, connect, token_for  # noqa: F401 - a fixture too
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def pending_experiment(alice, qa):
+    return experiment_create(owner=alice, name="live", dataset_id=qa.pk, start=False,
+                             targets=[{"name": "chat", "template": "universal_chat"}],
+                             evaluators=[{"type": "regex", "name": "any", "pattern": "."}])
+
+
+def run_in_thread(experiment_id) -> threading.Thread:
+    thread = threading.Thread(target=in_thread(lambda: experiment_run(experiment_id=experiment_id)))
+    thread.start()
+    return thread
+
+
+async def test_the_owners_socket_follows_the_experiment_item_by_item(alice, bob, qa):
+    experiment = await pending_experiment(alice, qa)
+    mine = await connect(f"/ws/events/?token={await token_for(alice)}")
+    theirs = await connect(f"/ws/events/?token={await token_for(bob)}")
+
+    await asyncio.to_thread(run_in_thread(experiment.pk).join)
+    received = []
+    while not received or received[-1]["event"] != "experiment_updated" or received[-1]["data"]["status"] == "running":
+        received.append(await mine.receive_json_from(timeout=10))
+    nothing = await theirs.receive_nothing(timeout=0.3)
+    await mine.disconnect()
+    await theirs.disconnect()
+
+    updates = [e["data"] for e in received if e["event"] == "experiment_updated"]
+    assert [u["done"] for u in updates] == [1, 2, 3, 4, 4]
+    assert {u["total"] for u in updates} == {4} and updates[-1]["status"] == "completed"
+    assert {u["experiment_id"] for u in updates} == {str(experiment.pk)}
+    assert sum(e["event"] == "workflow_completed" for e in received) == 4  # each item's run, as any run
+    assert nothing

@@ -1,0 +1,181 @@
+"""An experiment on the OpenAI stub: two prompt versions over 50 items with an LLM judge, tokens and cost exact for
+the targets and the judge apart; a budget that stops it cleanly; cancel and resume without running an item twice."""
+import threading
+import time
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from experiments.models import ExperimentResult, ExperimentRun
+from scores.models import Score
+from tests.datasets.factories import DatasetFactory, DatasetItemFactory
+from tests.experiments.conftest import JUDGE_MODEL, OPENAI
+from workflows.models import WorkflowExecution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+URL = "/api/v1/experiments/"
+TARGET_USAGE = {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
+JUDGE_USAGE = {"prompt_tokens": 80, "completion_tokens": 3, "total_tokens": 83}
+# USD per million tokens, as seeded: gpt-4o-mini 0.15 in / 0.60 out; gpt-4o 2.50 / 10.00
+TARGET_COST = (30 * Decimal("0.15") + 5 * Decimal("0.60")) / 1_000_000
+JUDGE_COST = (80 * Decimal("2.50") + 3 * Decimal("10.00")) / 1_000_000
+
+
+def dataset_of(owner, count: int):
+    dataset = DatasetFactory(owner=owner)
+    for n in range(count):
+        DatasetItemFactory(dataset=dataset, input={"message": f"question {n}"}, expected_output=f"answer {n}")
+    return dataset
+
+
+def versions_body(dataset, **extra) -> dict:
+    return {"name": "v1 vs v2", "dataset": str(dataset.pk),
+            "targets": [{"name": "v1", "prompt": {"name": "support", "version": 1}, "config": OPENAI},
+                        {"name": "v2", "prompt": {"name": "support", "version": 2}, "config": OPENAI}], **extra}
+
+
+def test_two_prompt_versions_over_50_items_with_a_judge_account_targets_and_judge_apart(api, alice, support,
+                                                                                        openai_server):
+    dataset = dataset_of(alice, 50)
+    # One at a time, so the stub's replies go in order: per item, v1's run, its judge, v2's run, its judge.
+    for n in range(50):
+        for right in (True, False):
+            openai_server.reply(content=f"answer {n}" if right else "no idea", usage=TARGET_USAGE)
+            openai_server.reply(content='{"score": %s}' % (1 if right else 0.25), usage=JUDGE_USAGE,
+                                model=JUDGE_MODEL)
+
+    created = api.post(URL, versions_body(dataset, evaluators=[
+        {"type": "exact_match"},
+        {"type": "llm_judge", "name": "judge", "provider": "openai", "model": JUDGE_MODEL}]), format="json")
+
+    assert created.status_code == 201, created.json()
+    experiment = api.get(f"{URL}{created.json()['id']}/").json()
+    assert experiment["status"] == "completed" and experiment["progress"]["done"] == 100
+    assert openai_server.pending == 0 and len(openai_server.requests) == 200
+    judged = [r.body for r in openai_server.requests[1::2]]
+    assert {body["model"] for body in judged} == {JUDGE_MODEL}
+    assert "Expected output:\nanswer 0\n\nOutput:\nanswer 0" in judged[0]["messages"][-1]["content"]
+
+    summary, runs = experiment["summary"], experiment["runs"]
+    for name, right in (("v1", True), ("v2", False)):
+        target = summary["targets"][name]
+        assert target["items"] == 50 and target["failed"] == 0
+        assert (target["prompt_tokens"], target["completion_tokens"], target["total_tokens"]) == (1500, 250, 1750)
+        assert Decimal(target["cost"]) == 50 * TARGET_COST
+        assert (target["judge_prompt_tokens"], target["judge_total_tokens"]) == (4000, 4150)
+        assert Decimal(target["judge_cost"]) == 50 * JUDGE_COST
+        assert target["scores"]["exact_match"] == {"mean": 1.0 if right else 0.0, "n": 50}
+        assert target["scores"]["judge"] == {"mean": 1.0 if right else 0.25, "n": 50}
+    assert summary["total"]["total_tokens"] == 3500 and Decimal(summary["total"]["cost"]) == 100 * TARGET_COST
+    assert summary["total"]["judge_total_tokens"] == 8300
+    assert Decimal(summary["total"]["judge_cost"]) == 100 * JUDGE_COST
+    # The same figures read from the runs themselves: 100 target runs, 100 judge runs, each its own.
+    assert runs["target"] == {"runs": 100, "total_tokens": 3500, "cost": f"{100 * TARGET_COST:.8f}", "failed": 0}
+    assert runs["judge"] == {"runs": 100, "total_tokens": 8300, "cost": f"{100 * JUDGE_COST:.8f}", "failed": 0}
+    judge_runs = WorkflowExecution.objects.filter(experiment_run__role="judge")
+    assert {(r.model, r.total_tokens, r.cost) for r in judge_runs} == {(JUDGE_MODEL, 83, JUDGE_COST)}
+    for result in ExperimentResult.objects.select_related("execution"):
+        assert result.execution.prompt_version.version == (1 if result.target == "v1" else 2)
+        judge = result.runs.get(role="judge").execution
+        assert (result.judge_total_tokens, result.judge_cost) == (judge.total_tokens, judge.cost)
+        assert not Score.objects.filter(execution=judge).exists()  # the judge's verdicts score the target's run
+        assert Score.objects.get(execution=result.execution, name="judge").comment == judge.output_data["content"]
+    assert WorkflowExecution.objects.count() == 200
+    call_command("reconcile_aggregates", stdout=StringIO())  # exit 1 (SystemExit) on any drift
+
+
+def test_a_budget_stops_it_cleanly_and_a_resume_with_more_goes_on(api, alice, support, openai_server):
+    dataset = dataset_of(alice, 10)
+    for _ in range(10):
+        openai_server.reply(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset, budget=str(3 * TARGET_COST))
+    body["targets"] = body["targets"][:1]
+
+    experiment = api.post(URL, body, format="json").json()
+
+    assert experiment["status"] == "budget_spent"
+    assert experiment["stop_reason"] == f"budget of ${3 * TARGET_COST:.8f} spent (${3 * TARGET_COST:.8f})"
+    assert experiment["progress"]["done"] == 3 and len(openai_server.requests) == 3
+    assert WorkflowExecution.objects.count() == ExperimentResult.objects.count() == 3  # no item half-written
+    assert api.post(f"{URL}{experiment['id']}/cancel/").status_code == 409
+
+    resumed = api.post(f"{URL}{experiment['id']}/resume/", {"budget": "1"}, format="json").json()
+
+    assert resumed["status"] == "completed" and resumed["progress"]["done"] == 10
+    assert len(openai_server.requests) == WorkflowExecution.objects.count() == 10
+    assert Decimal(resumed["runs"]["target"]["cost"]) == 10 * TARGET_COST
+    call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_cancel_and_resume_run_every_item_once(api, alice, support, openai_server):
+    dataset = dataset_of(alice, 12)
+    for _ in range(24):
+        openai_server.reply(content="ok", usage=TARGET_USAGE, delay_s=0.15)
+    started: dict = {}
+
+    def start() -> None:  # the POST runs the experiment (django-q2 runs tasks inline in tests)
+        client = APIClient()
+        client.force_login(alice)
+        try:
+            started["response"] = client.post(URL, versions_body(dataset, concurrency=3), format="json")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while ExperimentResult.objects.count() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    experiment_id = ExperimentResult.objects.values_list("experiment_id", flat=True).first()
+    cancelling = api.post(f"{URL}{experiment_id}/cancel/").json()
+    thread.join(60)
+
+    assert cancelling["cancel_requested"] is True
+    cancelled = api.get(f"{URL}{experiment_id}/").json()
+    assert cancelled["status"] == "cancelled" and cancelled["stop_reason"] == "cancelled"
+    done = cancelled["progress"]["done"]
+    assert 4 <= done < 24
+    assert WorkflowExecution.objects.count() == ExperimentRun.objects.count() == done  # the items under way finished
+
+    resumed = api.post(f"{URL}{experiment_id}/resume/", {}, format="json").json()
+
+    assert resumed["status"] == "completed" and resumed["progress"] == {**resumed["progress"], "done": 24}
+    pairs = list(ExperimentResult.objects.values_list("target", "item_id"))
+    assert len(pairs) == len(set(pairs)) == 24
+    assert len(openai_server.requests) == WorkflowExecution.objects.count() == ExperimentRun.objects.count() == 24
+    assert api.post(f"{URL}{experiment_id}/resume/", {}, format="json").status_code == 409
+    call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_a_judge_from_a_stored_prompt_sees_the_output_and_a_failed_judge_is_still_accounted(api, alice, support,
+                                                                                             openai_server):
+    from tests.prompts.factories import PromptFactory
+
+    PromptFactory(owner=alice, name="grader", labels=["production"],
+                  content="Grade {{output}} against {{expected_output}}.")
+    dataset = dataset_of(alice, 2)
+    openai_server.reply(content="answer 0", usage=TARGET_USAGE)
+    openai_server.reply(content="0.5", usage=JUDGE_USAGE)
+    openai_server.reply(content="answer 1", usage=TARGET_USAGE)
+    openai_server.reply(status=500)  # the second judge call fails
+    body = versions_body(dataset, evaluators=[{"type": "llm_judge", "name": "graded", "prompt": {"name": "grader"},
+                                               "provider": "openai", "model": JUDGE_MODEL}])
+    body["targets"] = body["targets"][:1]
+
+    experiment = api.post(URL, body, format="json").json()
+
+    assert experiment["status"] == "completed"
+    assert openai_server.requests[1].body["messages"][0] == {"role": "system",
+                                                             "content": "Grade answer 0 against answer 0."}
+    first, second = ExperimentResult.objects.order_by("item__created_at")
+    assert first.scores == {"graded": 0.5} and first.evaluator_errors == {}
+    assert second.scores == {} and list(second.evaluator_errors) == ["graded"]
+    failed_judge = second.runs.get(role="judge").execution
+    assert failed_judge.status == "failed"
+    assert (second.judge_total_tokens, second.judge_cost) == (failed_judge.total_tokens, failed_judge.cost)
+    assert experiment["runs"]["judge"]["runs"] == 2 and experiment["runs"]["judge"]["failed"] == 1
+    call_command("reconcile_aggregates", stdout=StringIO())
