@@ -114,3 +114,29 @@ def test_a_stopped_hub_ends_its_bus_thread_once_what_it_was_handed_is_sent():
     assert publisher.flush(0.1)  # nothing is left to send
     mine.join(timeout=5)
     assert not mine.is_alive()
+
+
+async def test_once_redis_is_back_the_layer_carries_events_between_processes_again(hubs, private_redis, settings):
+    """Redis restarted (its subscriptions gone): the processes' channels are in their groups again and live
+    events flow without anyone subscribing anew."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                                           "CONFIG": {"hosts": [private_redis.url]}}}
+    publisher, elsewhere = hubs(), hubs()
+    watched = elsewhere.subscribe([execution_topic("b5-run")])
+    await watched.ready()
+    assert watched.listening.result() is True
+    publisher.publish([envelope(1)], owner_id=13)
+    assert [e["seq"] for e in await received(watched, 1)] == [1]
+
+    private_redis.kill()
+    publisher.publish([envelope(2)], owner_id=13)  # lost: nobody can carry it (a feed reads persisted ones back)
+    private_redis.start()
+
+    got: list[dict] = []
+    async with asyncio.timeout(20):
+        seq = 3
+        while not got:
+            publisher.publish([envelope(seq)], owner_id=13)
+            got = await watched.get(0.5)
+            seq += 1
+    assert got[0]["seq"] >= 3
