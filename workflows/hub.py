@@ -1,5 +1,6 @@
 """The live half of the one event path (SPEC §6), on Channels' channel layer (settings.CHANNEL_LAYERS: channels-redis's
-pub/sub layer with REDIS_URL, the in-memory layer without), through its public API only.
+pub/sub layer with REDIS_URL), through its public API only. Without REDIS_URL there is one process and only the
+local delivery below.
 
 A topic (a run's, a user's, a user's access) is a layer group. Publishing hands the events to this process's
 subscribers at once and to the process's bus thread, which `group_send`s everything handed to it meanwhile, one
@@ -24,6 +25,7 @@ from concurrent.futures import Future
 from typing import Iterable
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "chatter.events"
@@ -184,10 +186,14 @@ class Hub:
                     subscription.close()
 
     def bus(self) -> "LayerBus | None":
+        # Without Redis there is one process, already served by local delivery; the in-memory layer would only
+        # deep-copy every message back to it (bench/RESULTS.md, B4).
+        if not settings.REDIS_URL:
+            return None
         with self._lock:
             if self._bus is None:
                 layer = get_channel_layer()
-                if layer is None:  # no CHANNEL_LAYERS: this process's subscribers only
+                if layer is None:
                     return None
                 self._bus = LayerBus(layer, self)
             return self._bus
