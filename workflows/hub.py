@@ -98,6 +98,9 @@ class Subscription:
         if self._loop is None:
             with self._lock:
                 self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        # Always through the loop once: a reader that always finds events would otherwise never let it run, and a
+        # server's socket writes (the events it relays) wait for the loop.
+        await asyncio.sleep(0)
         for attempt in (1, 2):
             with self._lock:
                 if self._items:
