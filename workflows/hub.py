@@ -56,6 +56,7 @@ class Subscription:
     loses token deltas; a persisted event it lost comes back from the database)."""
 
     BACKLOG = 2000
+    BATCH_MOST = 100  # per read: a relay passes through its loop (which writes to its socket) at least this often
 
     def __init__(self, hub: "Hub", topics: list[str]):
         self.hub, self.topics = hub, topics
@@ -94,7 +95,8 @@ class Subscription:
             await asyncio.wait([asyncio.wrap_future(self.listening)], timeout=timeout)
 
     async def get(self, timeout: float) -> list[dict]:
-        """Everything delivered since the last call, waiting up to `timeout` s for something; [] if nothing came."""
+        """What was delivered since the last call (at most BATCH_MOST, oldest first), waiting up to `timeout` s for
+        something; [] if nothing came."""
         if self._loop is None:
             with self._lock:
                 self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
@@ -104,9 +106,7 @@ class Subscription:
         for attempt in (1, 2):
             with self._lock:
                 if self._items:
-                    batch = list(self._items)
-                    self._items.clear()
-                    return batch
+                    return [self._items.popleft() for _ in range(min(len(self._items), self.BATCH_MOST))]
                 self._wake.clear()
             if attempt == 2:
                 return []
