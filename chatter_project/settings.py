@@ -158,8 +158,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    # Run events travel between processes through workflows/hub.py (redis-py, our own channel names); the
-    # channel layer serves Channels itself.
+    # The one event bus (workflows/hub.py): pub/sub delivers at most once, enough because feeds replay the
+    # database; the list layer cost 17 Redis commands per event (bench/RESULTS.md, B3).
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }

@@ -1,20 +1,20 @@
-"""The live half of the one event path (SPEC §6): a process-local hub that hands every published event to this
-process's subscribers at once, and, with REDIS_URL, a bridge that carries events between processes over Redis
-pub/sub (redis-py, under our own channel names).
+"""The live half of the one event path (SPEC §6), on Channels' channel layer (settings.CHANNEL_LAYERS: channels-redis's
+pub/sub layer with REDIS_URL), through its public API only. Without REDIS_URL there is one process and only the
+local delivery below.
 
-Publishing hands the events to the bridge's sender thread, which PUBLISHes everything handed to it meanwhile, in
-order, in one pipelined round trip: a run never waits on Redis (at exit, what is queued is sent). A process
-listens on Redis only to the topics its readers watch (a run's, a user's), so a server nobody watches receives
-nothing. Delivery is at most once; persisted events are also in the database, and the feeds (workflows.realtime)
-fill any gap from it. Token deltas are not sent to a topic that had no listener anywhere within the last
-AUDIENCE_S (a reader that starts watching a running run may miss up to that much of its tokens, never a
-persisted event). While Redis is unreachable, publishing is skipped for RECONNECT_S after each failure.
+A topic (a run's, a user's, a user's access) is a layer group. Publishing hands the events to this process's
+subscribers at once and to the process's bus thread, which `group_send`s everything handed to it meanwhile, one
+message per topic, in order: a run never waits on the layer (at exit, what is queued is sent). Each process has one
+layer channel, a member of a topic's group from the first reader here of that topic to its last, so a process nobody
+watches receives nothing; what arrives on it goes to the subscribers here, and the process's own messages coming back
+are dropped. Delivery is at most once; persisted events are also in the database, and the feeds
+(workflows.realtime) fill any gap from it. While the layer fails, publishing is skipped for RECONNECT_S after each
+failure.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import logging
 import os
 import threading
@@ -24,17 +24,17 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Iterable
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
-CHANNEL_PREFIX = "chatter:events:"
+MESSAGE_TYPE = "chatter.events"
 TERMINAL_EVENTS = ("workflow_completed", "workflow_failed", "workflow_cancelled")
 FAILURE_LOG_INTERVAL_S = 10.0
 RECONNECT_S = 1.0
-PUBLISH_TIMEOUT_S = 0.5
-AUDIENCE_S = 1.0  # how long "nobody listens to this topic" holds for token deltas
-AUDIENCE_TOPICS = 10_000
-OUTBOX_MOST = 10_000  # hand-offs waiting for the sender; past it (Redis hangs) new ones are dropped and counted
+LAYER_TIMEOUT_S = 0.5  # a layer call that takes longer counts as failed (Redis hangs)
+OUTBOX_MOST = 10_000  # hand-offs waiting for the bus thread; past it (the layer hangs) new ones are dropped and counted
+MESSAGE_MOST = 500  # envelopes in one layer message
 
 
 def execution_topic(execution_id) -> str:
@@ -56,10 +56,11 @@ class Subscription:
     loses token deltas; a persisted event it lost comes back from the database)."""
 
     BACKLOG = 2000
+    BATCH_MOST = 100  # per read: a relay passes through its loop (which writes to its socket) at least this often
 
     def __init__(self, hub: "Hub", topics: list[str]):
         self.hub, self.topics = hub, topics
-        self.listening: Future | None = None  # done once Redis brings this process these topics' events
+        self.listening: Future | None = None  # done once this process's channel is in every topic's group
         self.closed = False
         self._items: deque = deque()
         self._lock = threading.Lock()
@@ -87,23 +88,25 @@ class Subscription:
 
     async def ready(self, timeout: float = 2.0) -> None:
         """Wait (briefly) until events published in other processes reach this subscription: a feed that reads
-        the database after this misses nothing in between. Without Redis (or while it is down) it gives up after
-        `timeout` and the feed's reads of the database cover the rest."""
+        the database after this misses nothing in between. While the layer fails it gives up after `timeout` and
+        the feed's reads of the database cover the rest."""
         if self.listening is not None and not self.listening.done():
-            # asyncio.wait, not wait_for: a reader that gives up must not cancel the bridge's future.
+            # asyncio.wait, not wait_for: a reader that gives up must not cancel the bus's future.
             await asyncio.wait([asyncio.wrap_future(self.listening)], timeout=timeout)
 
     async def get(self, timeout: float) -> list[dict]:
-        """Everything delivered since the last call, waiting up to `timeout` s for something; [] if nothing came."""
+        """What was delivered since the last call (at most BATCH_MOST, oldest first), waiting up to `timeout` s for
+        something; [] if nothing came."""
         if self._loop is None:
             with self._lock:
                 self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        # Always through the loop once: a reader that always finds events would otherwise never let it run, and a
+        # server's socket writes (the events it relays) wait for the loop.
+        await asyncio.sleep(0)
         for attempt in (1, 2):
             with self._lock:
                 if self._items:
-                    batch = list(self._items)
-                    self._items.clear()
-                    return batch
+                    return [self._items.popleft() for _ in range(min(len(self._items), self.BATCH_MOST))]
                 self._wake.clear()
             if attempt == 2:
                 return []
@@ -119,22 +122,23 @@ class Subscription:
 
 
 class Hub:
+    """This process's subscribers by topic, and its bus (its member of the channel layer), started on first use."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._topics: dict[str, set[Subscription]] = {}
-        self._bridge: RedisBridge | None = None
-        self._bridge_url: str | None = None
+        self._bus: LayerBus | None = None
 
     def subscribe(self, topics: Iterable[str], *, remote: bool = True) -> Subscription:
         """Listen to topics here and, when `remote`, to what other processes publish on them too (not needed
         for a run this process runs itself: a streaming request, the `chat` command)."""
         subscription = Subscription(self, list(topics))
-        bridge = self.bridge() if remote else None
+        bus = self.bus() if remote else None
         with self._lock:
             for topic in subscription.topics:
                 self._topics.setdefault(topic, set()).add(subscription)
-            if bridge is not None:  # under the lock: watches and unwatches reach the bridge in order
-                subscription.listening = bridge.watch(subscription.topics)
+            if bus is not None:  # under the lock: joins and leaves reach the bus in order
+                subscription.listening = bus.join(subscription.topics)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -148,11 +152,11 @@ class Hub:
                     subscribers.discard(subscription)
                     if not subscribers:
                         del self._topics[topic]
-            if subscription.listening is not None and self._bridge is not None:
-                self._bridge.unwatch(subscription.topics)
+            if subscription.listening is not None and self._bus is not None:
+                self._bus.leave(subscription.topics)
 
     def publish(self, envelopes: list[dict], *, owner_id, owner_only: list[dict] = ()) -> None:
-        """Hand events (of one owner, in order) to every subscriber here and, through the bridge, elsewhere: each to
+        """Hand events (of one owner, in order) to every subscriber here and, through the layer, elsewhere: each to
         its run's topic and its owner's; `owner_only` ones (conversation_updated) after them, to the owner's."""
         by_topic: dict[str, list[dict]] = {}
         for envelope in envelopes:
@@ -163,18 +167,17 @@ class Hub:
         self._send(by_topic)
 
     def announce(self, topic: str, event: str, data: dict) -> None:
-        """Hand one event that is no run's (access_ended) to a topic's subscribers, here and elsewhere. Its seq is
-        not None: never skipped as a token delta may be when the topic had no listener a moment ago."""
+        """Hand one event that is no run's (access_ended) to a topic's subscribers, here and elsewhere."""
         self._send({topic: [{"event": event, "seq": 0, "data": data}]})
 
     def _send(self, by_topic: dict[str, list[dict]]) -> None:
         self.deliver(by_topic)
-        bridge = self.bridge()
-        if bridge is not None:
-            bridge.send(by_topic)
+        bus = self.bus()
+        if bus is not None:
+            bus.send(by_topic)
 
     def deliver(self, by_topic: dict[str, list[dict]]) -> None:
-        """Local delivery (also of what the bridge received). A run's topic ends with its terminal event: every
+        """Local delivery (also of what the layer brought). A run's topic ends with its terminal event: every
         reader of it ends there, so its subscribers are let go at once (none is left behind)."""
         for topic, envelopes in by_topic.items():
             with self._lock:
@@ -185,251 +188,266 @@ class Hub:
                 for subscription in subscribers:
                     subscription.close()
 
-    def bridge(self) -> "RedisBridge | None":
-        url = settings.REDIS_URL
-        if not url:
+    def bus(self) -> "LayerBus | None":
+        # Without Redis there is one process, already served by local delivery; the in-memory layer would only
+        # deep-copy every message back to it (bench/RESULTS.md, B4).
+        if not settings.REDIS_URL:
             return None
         with self._lock:
-            if self._bridge is None or self._bridge_url != url:  # tests point REDIS_URL elsewhere
-                if self._bridge is not None:
-                    self._bridge.stop()
-                self._bridge, self._bridge_url = RedisBridge(url, self), url
-            return self._bridge
+            if self._bus is None:
+                layer = get_channel_layer()
+                if layer is None:
+                    return None
+                self._bus = LayerBus(layer, self)
+            return self._bus
 
-    def flush(self, timeout: float = PUBLISH_TIMEOUT_S * 2) -> None:
-        """Send what is handed to the bridge before going on (at exit: a command's last events reach watchers)."""
-        if self._bridge is not None:
-            self._bridge.flush(timeout)
+    def flush(self, timeout: float = LAYER_TIMEOUT_S * 2) -> bool:
+        """Send what is handed to the bus, and make the layer's groups match the readers here, before going on
+        (at exit: a command's last events reach watchers). False if `timeout` s passed first."""
+        bus = self._bus
+        return bus.flush(timeout) if bus is not None else True
+
+    def stop(self) -> None:
+        """Flush, leave every group and end the bus thread (a test's hub; a server's lives as long as it)."""
+        with self._lock:
+            bus, self._bus = self._bus, None
+        if bus is not None:
+            bus.stop()
 
     def after_fork(self) -> None:
-        """A forked child owns none of its parent's subscribers or bridge thread."""
+        """A forked child owns none of its parent's subscribers or bus thread."""
         self._lock = threading.Lock()
-        self._topics, self._bridge, self._bridge_url = {}, None, None
+        self._topics, self._bus = {}, None
 
 
-class RedisBridge:
-    """Sends from the publishing thread (one pipelined round trip per hand-off) and listens on a thread with an
-    event loop of its own, subscribed to this process's own channel (so it always has a subscription) and to each
-    topic a reader here watches, from its first reader to its last. Events this process published that come back
-    (a topic watched both here and elsewhere) are recognised by their origin and dropped."""
+class LayerBus:
+    """One process's member of the channel layer: a thread with an event loop of its own (channels-redis keeps a
+    layer per loop) that sends what publishing threads hand over and receives on the process's channel."""
 
-    def __init__(self, url: str, hub: Hub):
-        import redis
-        import redis.asyncio
-
-        self.hub, self.origin = hub, uuid.uuid4().hex
-        self._errors = (redis.RedisError, OSError)
-        self.publisher = redis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S,
-                                              socket_timeout=PUBLISH_TIMEOUT_S)
+    def __init__(self, layer, hub: Hub):
+        self.layer, self.hub, self.origin = layer, hub, uuid.uuid4().hex
+        self.channel: str | None = None
         self._paused_until = 0.0
-        self._unheard_since: dict[str, float] = {}  # topic -> when a PUBLISH on it last reached no listener
         self._failures, self._failure_logged = 0, 0.0
-        # The sender's queue: hand-offs (events by topic), and whether a round trip is under way.
-        lock = threading.Lock()
-        self._queued, self._sent = threading.Condition(lock), threading.Condition(lock)
+        # Shared with publishing threads: the hand-offs, and whether the loop is busy with them or with groups.
+        self._idle = threading.Condition(threading.Lock())
         self._outbox: list[dict[str, list[dict]]] = []
-        self._sending = self._stopped = False
-        threading.Thread(target=self._sender, name="chatter-events-sender", daemon=True).start()
-        # The listener's state, touched on its loop only.
-        self._listener = redis.asyncio.Redis.from_url(url)
-        self._pubsub = None
-        self._watched: dict[str, int] = {}  # channel -> readers here
-        self._subscribed: set[str] = set()  # asked of Redis
-        self._confirmed: set[str] = set()  # confirmed by Redis: its events reach us
-        self._waiting: dict[str, list[Future]] = {}
-        self._syncing = False
+        self._wake_due = self._sending = self._syncing = False
+        # Touched on the loop only.
+        self._wake = asyncio.Event()
+        self._watched: dict[str, int] = {}  # topic -> readers here
+        self._joined: set[str] = set()  # groups the channel is in
+        self._waiting: list[tuple[set[str], Future]] = []
+        self._sync_task: asyncio.Task | None = None
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="chatter-events-bridge", daemon=True).start()
-        self._reader = asyncio.run_coroutine_threadsafe(self._listen(), self.loop)
+        self._thread = threading.Thread(target=self._run_loop, name="chatter-events-bus", daemon=True)
+        self._thread.start()
+        self._tasks = [asyncio.run_coroutine_threadsafe(work(), self.loop) for work in (self._sender, self._receiver)]
 
-    # --- publishing: handed over by the caller's thread, sent by the sender's ----------------------------------
+    def _run_loop(self) -> None:
+        self.loop.run_forever()
+        self.loop.close()  # channels-redis closes its connections of this loop then
+
+    def _call(self, callback, *args) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # stopped
+            return False
+        return True
+
+    # --- publishing: handed over by any thread, sent on the loop -------------------------------------------
     def send(self, by_topic: dict[str, list[dict]]) -> None:
-        now = time.monotonic()
-        if now < self._paused_until:
+        if time.monotonic() < self._paused_until:
             self._failed(len(by_topic), logged=False)
             return
-        # Live-only events (token deltas) skip a topic that nobody anywhere listened to a moment ago: PUBLISH
-        # answers how many listeners got it. Persisted events always go (and learn the audience anew, once
-        # Redis answers).
-        topics = {topic: envelopes for topic, envelopes in by_topic.items() if not (
-            self._unheard_since.get(topic, -AUDIENCE_S) > now - AUDIENCE_S
-            and all(e["seq"] is None for e in envelopes))}
-        if not topics:
-            return
-        with self._queued:
+        with self._idle:
             if len(self._outbox) >= OUTBOX_MOST:
-                self._failed(len(topics))
+                self._failed(len(by_topic))
                 return
-            self._outbox.append(topics)
-            self._queued.notify()
+            self._outbox.append(by_topic)
+            if self._wake_due:
+                return
+            self._wake_due = True
+        self._call(self._wake.set)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything handed over so far is sent (or failed); False if `timeout` s passed first."""
+        """Wait until everything handed over so far is sent (or failed) and the groups match the readers here."""
         deadline = time.monotonic() + timeout
-        with self._sent:
-            while self._outbox or self._sending:
+        with self._idle:
+            while self._outbox or self._sending or self._syncing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._sent.wait(left)
+                self._idle.wait(left)
         return True
 
-    def _sender(self) -> None:
+    async def _sender(self) -> None:
         while True:
-            with self._queued:
-                while not self._outbox and not self._stopped:
-                    self._queued.wait()
-                if not self._outbox:  # stopped, and everything handed over was sent
-                    return
-                handed, self._outbox, self._sending = self._outbox, [], True
+            await self._wake.wait()
+            self._wake.clear()
+            with self._idle:
+                handed, self._outbox, self._wake_due = self._outbox, [], False
+                self._sending = bool(handed)
+            if not handed:
+                continue
             try:
-                self._publish([(topic, envelopes) for by_topic in handed for topic, envelopes in by_topic.items()])
+                await self._publish(handed)
             except Exception:  # noqa: BLE001 - whatever happens, the sender goes on (watchers catch up from the db)
                 logger.exception("live events: a hand-off could not be sent")
             finally:
-                with self._sent:
+                with self._idle:
                     self._sending = False
-                    self._sent.notify_all()
+                    self._idle.notify_all()
 
-    def _publish(self, items: list[tuple[str, list[dict]]]) -> None:
-        """PUBLISH each (topic, events) in order, in one pipelined round trip."""
-        try:
-            with self.publisher.pipeline(transaction=False) as pipeline:
-                for topic, envelopes in items:
-                    pipeline.publish(CHANNEL_PREFIX + topic, json.dumps(
-                        {"o": self.origin, "t": topic, "e": envelopes}, separators=(",", ":"), default=str))
-                heard = pipeline.execute()
-        except self._errors:  # Redis down: watchers elsewhere catch up from the database
-            self._paused_until = time.monotonic() + RECONNECT_S
-            self._failed(len(items))
-            return
-        now = time.monotonic()
-        if len(self._unheard_since) > AUDIENCE_TOPICS:
-            self._unheard_since.clear()
-        for (topic, envelopes), listeners in zip(items, heard):
-            if listeners or any(e["event"] in TERMINAL_EVENTS for e in envelopes):
-                self._unheard_since.pop(topic, None)
-            else:
-                self._unheard_since[topic] = now
+    async def _publish(self, handed: list[dict[str, list[dict]]]) -> None:
+        """One message per topic (of at most MESSAGE_MOST events) for everything handed over, in order."""
+        by_topic: dict[str, list[dict]] = {}
+        for each in handed:
+            for topic, envelopes in each.items():
+                by_topic.setdefault(topic, []).extend(envelopes)
+        for topic, envelopes in by_topic.items():
+            for start in range(0, len(envelopes), MESSAGE_MOST):
+                if time.monotonic() < self._paused_until:
+                    self._failed(1, logged=False)
+                    continue
+                try:
+                    async with asyncio.timeout(LAYER_TIMEOUT_S):
+                        await self.layer.group_send(topic, {"type": MESSAGE_TYPE, "origin": self.origin,
+                                                            "topic": topic,
+                                                            "events": envelopes[start:start + MESSAGE_MOST]})
+                except Exception:  # noqa: BLE001 - the layer is down: watchers elsewhere catch up from the database
+                    self._paused_until = time.monotonic() + RECONNECT_S
+                    self._failed(1)
 
     def _failed(self, count: int, *, logged: bool = True) -> None:
         self._failures += count
         now = time.monotonic()
         if logged and now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
             self._failure_logged = now
-            logger.warning("live events over Redis are failing (%d hand-offs not sent since the last report); "
-                           "watchers catch up from the database", self._failures, exc_info=True)
+            logger.warning("live events over the channel layer are failing (%d messages not sent since the last "
+                           "report); watchers catch up from the database", self._failures, exc_info=True)
             self._failures = 0
 
-    # --- listening: on the bridge's loop -------------------------------------------------------------------
-    def watch(self, topics: list[str]) -> Future:
-        """Any thread: listen to `topics`; the future is done once Redis confirmed every one of them."""
+    # --- receiving, and the channel's groups: on the loop ---------------------------------------------------
+    async def _receiver(self) -> None:
+        while True:
+            try:
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel()
+                    self._sync_soon()
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the layer is down: try again once it may be back
+                self._failed(0)
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            if message.get("type") == MESSAGE_TYPE and message.get("origin") != self.origin:
+                self.hub.deliver({message["topic"]: message["events"]})
+
+    def join(self, topics: list[str]) -> Future:
+        """Any thread: put the channel in `topics`' groups; the future is done once it is in all of them."""
         done: Future = Future()
-        self.loop.call_soon_threadsafe(self._watch, [CHANNEL_PREFIX + t for t in topics], done)
+        self._busy_with_groups()
+        if not self._call(self._join, topics, done):
+            done.set_result(False)
         return done
 
-    def unwatch(self, topics: list[str]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._unwatch, [CHANNEL_PREFIX + t for t in topics])
-        except RuntimeError:  # stopped
-            pass
+    def leave(self, topics: list[str]) -> None:
+        self._busy_with_groups()
+        self._call(self._leave, topics)
 
-    def _watch(self, channels: list[str], done: Future) -> None:
-        for channel in channels:
-            self._watched[channel] = self._watched.get(channel, 0) + 1
-        pending = [c for c in channels if c not in self._confirmed]
-        if not pending:
-            done.set_result(True)
-            return
-        counter = {"left": len(pending)}
+    def _busy_with_groups(self) -> None:
+        with self._idle:
+            self._syncing = True
 
-        def confirmed(_: Future) -> None:
-            counter["left"] -= 1
-            if counter["left"] == 0 and not done.done():
-                done.set_result(True)
-
-        for channel in pending:
-            each: Future = Future()
-            each.add_done_callback(confirmed)
-            self._waiting.setdefault(channel, []).append(each)
+    def _join(self, topics: list[str], done: Future) -> None:
+        for topic in topics:
+            self._watched[topic] = self._watched.get(topic, 0) + 1
+        self._waiting.append((set(topics), done))
         self._sync_soon()
 
-    def _unwatch(self, channels: list[str]) -> None:
-        for channel in channels:
-            left = self._watched.get(channel, 0) - 1
+    def _leave(self, topics: list[str]) -> None:
+        for topic in topics:
+            left = self._watched.get(topic, 0) - 1
             if left > 0:
-                self._watched[channel] = left
+                self._watched[topic] = left
             else:
-                self._watched.pop(channel, None)
+                self._watched.pop(topic, None)
         self._sync_soon()
 
     def _sync_soon(self) -> None:
-        if not self._syncing and self._pubsub is not None:
-            self._syncing = True
-            self.loop.create_task(self._sync())
+        self._settle_waiting()
+        if self._sync_task is None:
+            if self.channel is not None and set(self._watched) != self._joined:
+                self._sync_task = self.loop.create_task(self._sync())
+            else:
+                self._idle_if_settled()
+
+    def _settle_waiting(self) -> None:
+        """Tell joiners whose topics are all joined (True), or no longer all watched: their reader left (False)."""
+        still = []
+        for topics, done in self._waiting:
+            if topics <= self._joined or not topics <= self._watched.keys():
+                if not done.done():
+                    done.set_result(topics <= self._joined)
+            else:
+                still.append((topics, done))
+        self._waiting = still
+
+    def _idle_if_settled(self) -> None:
+        if self._sync_task is None and self._watched.keys() == self._joined:
+            with self._idle:
+                self._syncing = False
+                self._idle.notify_all()
 
     async def _sync(self) -> None:
-        """Make Redis's subscriptions match what is watched here, one SUBSCRIBE / UNSUBSCRIBE at a time."""
+        """Make the channel's groups match what is watched here, one group_add / group_discard at a time."""
+        retry = False
         try:
-            while self._pubsub is not None:
+            while True:
                 wanted = set(self._watched)
-                add, drop = wanted - self._subscribed, self._subscribed - wanted
+                add, drop = wanted - self._joined, self._joined - wanted
                 if not add and not drop:
                     return
-                self._subscribed = wanted
-                if add:
-                    await self._pubsub.subscribe(*add)
-                if drop:
-                    await self._pubsub.unsubscribe(*drop)
-                    self._confirmed -= drop
-        except Exception:  # noqa: BLE001 - the connection broke: _listen reconnects and subscribes again
+                for topic in sorted(add):
+                    async with asyncio.timeout(LAYER_TIMEOUT_S):
+                        await self.layer.group_add(topic, self.channel)
+                    self._joined.add(topic)
+                    self._settle_waiting()
+                for topic in sorted(drop):
+                    self._joined.discard(topic)
+                    async with asyncio.timeout(LAYER_TIMEOUT_S):
+                        await self.layer.group_discard(topic, self.channel)
+        except Exception:  # noqa: BLE001 - the layer is down: try again once it may be back
             self._failed(0)
+            retry = True
         finally:
-            self._syncing = False
+            self._sync_task = None
+            if retry:
+                self.loop.call_later(RECONNECT_S, self._sync_soon)
+            else:
+                self._idle_if_settled()
 
-    async def _listen(self) -> None:
-        own = CHANNEL_PREFIX + "process." + self.origin
-        while True:
-            pubsub = self._listener.pubsub()
-            try:
-                await pubsub.subscribe(own)  # always subscribed: listen() runs while a subscription exists
-                self._pubsub, self._subscribed, self._confirmed = pubsub, set(), set()
-                self._sync_soon()
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    channel = message["channel"].decode()
-                    if kind == "subscribe":
-                        self._confirmed.add(channel)
-                        for each in self._waiting.pop(channel, ()):
-                            each.set_result(True)
-                    elif kind == "message":
-                        body = json.loads(message["data"])
-                        if body["o"] != self.origin:
-                            self.hub.deliver({body["t"]: body["e"]})
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis down or restarted: listen again once it is back
-                self._pubsub = None
-                self._failed(0)
-                await asyncio.sleep(RECONNECT_S)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:  # noqa: BLE001
-                    pass
-
+    # --- the end (of a test's hub; a server's bus lives as long as the process) --------------------------------
     def stop(self) -> None:
-        self.flush(PUBLISH_TIMEOUT_S * 2)
-        with self._queued:
-            self._stopped = True
-            self._queued.notify()
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
-        self.publisher.close()
+        self.flush(LAYER_TIMEOUT_S * 2)
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(LAYER_TIMEOUT_S * 4)
+        except Exception:  # noqa: BLE001 - stopping a bus whose layer hangs: the thread is a daemon
+            logger.warning("live events: the bus did not stop cleanly", exc_info=True)
+        self._thread.join(LAYER_TIMEOUT_S * 4)
 
     async def _stop(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}), return_exceptions=True)
-        self.loop.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self.channel is not None:
+            for topic in list(self._joined):
+                try:
+                    await self.layer.group_discard(topic, self.channel)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.loop.call_soon(self.loop.stop)
 
 
 hub = Hub()

@@ -2,8 +2,8 @@
 websockets and the `chat` command read the same `execution_feed` / `user_feed`.
 
 A run's feed is its persisted log from the database and then the live events from the hub, in seq order, without
-gaps or duplicates: an event that the hub did not bring (Redis down, a full buffer, a run in a process with no
-bridge) is read back from the database when the next one shows the gap, or when the feed has been quiet.
+gaps or duplicates: an event that the hub did not bring (the channel layer down, a full buffer) is read back from
+the database when the next one shows the gap, or when the feed has been quiet.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _persisted(execution_id, *, after: int, before: int | None = None) -> list[d
 
 def execution_subscribe(execution_id, *, remote: bool = True) -> Subscription:
     """Listen to a run; before it starts (a streaming request, the `chat` command), its feed needs no replay, and
-    when this process runs it (`remote=False`) nothing needs to come from Redis."""
+    when this process runs it (`remote=False`) nothing needs to come through the channel layer."""
     return hub.subscribe([execution_topic(execution_id)], remote=remote)
 
 

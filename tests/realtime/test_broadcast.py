@@ -1,8 +1,11 @@
-"""The hub (workflows/hub.py): what a process publishes reaches every subscriber of the run's and of the owner's
-topic, here at once and in another process over Redis, in order, however many events one hand-off carries; a
-process hears from Redis only the topics its readers watch."""
+"""The hub (workflows/hub.py) on Channels' layer: what a process publishes reaches every subscriber of the run's and
+of the owner's topic, here at once and in another process through the layer, in order, however many events one
+hand-off carries; a process receives only the topics its readers watch."""
 import asyncio
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -11,8 +14,8 @@ from workflows.hub import Hub, execution_topic, user_topic
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
 
 
-def envelope(seq, event="token"):
-    return {"event": event, "execution_id": "b5-run", "seq": seq, "ts": "2026-11-21T00:00:00.000Z",
+def envelope(seq, event="token", execution_id="b5-run"):
+    return {"event": event, "execution_id": execution_id, "seq": seq, "ts": "2026-11-21T00:00:00.000Z",
             "data": {"text": f"word{seq} "}}
 
 
@@ -24,13 +27,27 @@ async def received(subscription, count: int) -> list[dict]:
     return got
 
 
-async def test_every_subscriber_here_and_in_another_process_gets_every_event_in_order():
-    publisher, elsewhere = Hub(), Hub()  # two processes' hubs: each has a Redis bridge of its own
+@pytest.fixture
+def hubs():
+    """Hubs as separate processes have them: each its own bus thread, event loop and layer connections."""
+    made: list[Hub] = []
+
+    def make() -> Hub:
+        made.append(Hub())
+        return made[-1]
+
+    yield make
+    for hub in made:
+        hub.stop()
+
+
+async def test_every_subscriber_here_and_in_another_process_gets_every_event_in_order(hubs):
+    publisher, elsewhere = hubs(), hubs()
     here_run = publisher.subscribe([execution_topic("b5-run")])
     there_run, there_user = elsewhere.subscribe([execution_topic("b5-run")]), elsewhere.subscribe([user_topic(7)])
     for subscription in (there_run, there_user):
         await subscription.ready()
-        assert subscription.listening.done()  # Redis confirmed the subscription
+        assert subscription.listening.result() is True  # the process's channel is in the topic's group
 
     publisher.publish([envelope(seq) for seq in range(1, 41)], owner_id=7)  # one hand-off, many events
     for seq in range(41, 61):  # a hand-off each, as token deltas are
@@ -38,68 +55,39 @@ async def test_every_subscriber_here_and_in_another_process_gets_every_event_in_
 
     for subscription in (here_run, there_run, there_user):
         assert [e["seq"] for e in await received(subscription, 60)] == list(range(1, 61))
-    assert await here_run.get(0.3) == []  # its own events do not come back to the publisher from Redis
-    for hub in (publisher, elsewhere):
-        hub.bridge().stop()
+    assert await here_run.get(0.3) == []  # its own events do not come back to the publisher through the layer
 
 
-async def test_a_runs_topic_ends_with_its_terminal_event():
-    hub = Hub()
+async def test_a_runs_topic_ends_with_its_terminal_event(hubs):
+    hub = hubs()
     subscription = hub.subscribe([execution_topic("b5-run")])
     hub.publish([envelope(1, "node_started"), envelope(2, "workflow_completed")], owner_id=7)
     assert [e["seq"] for e in await received(subscription, 2)] == [1, 2]
     hub.publish([envelope(3, "token")], owner_id=7)  # nothing follows a terminal event on the run's topic
     assert await subscription.get(0.3) == []
-    hub.bridge().stop()
 
 
-async def test_a_process_hears_only_the_topics_its_readers_watch():
-    publisher, elsewhere = Hub(), Hub()
+async def test_a_process_receives_only_the_topics_its_readers_watch(hubs):
+    publisher, elsewhere = hubs(), hubs()
     watched = elsewhere.subscribe([execution_topic("b5-run")])
     await watched.ready()
-    heard: list[dict] = []
     other = elsewhere.subscribe([execution_topic("other-run")])
     await other.ready()
-    other.close()  # its last reader left: the process stops listening to it
-    bridge = elsewhere.bridge()
-    for _ in range(50):  # the unsubscription is confirmed by Redis shortly after
-        if "chatter:events:execution.other-run" not in bridge._confirmed:
-            break
-        await asyncio.sleep(0.02)
+    other.close()  # its last reader left: the process leaves the topic's group
+    assert elsewhere.flush(5)
+    heard: list[dict] = []
     original = elsewhere.deliver
     elsewhere.deliver = lambda by_topic: (heard.append(by_topic), original(by_topic))
-    publisher.publish([{**envelope(1), "execution_id": "other-run"}], owner_id=8)  # nobody there watches these
+    publisher.publish([envelope(1, execution_id="other-run")], owner_id=8)  # nobody there watches these
     publisher.publish([envelope(1)], owner_id=8)
     assert [e["seq"] for e in await received(watched, 1)] == [1]
     assert [list(by_topic) for by_topic in heard] == [[execution_topic("b5-run")]]
-    for hub in (publisher, elsewhere):
-        hub.bridge().stop()
 
 
-async def test_token_deltas_skip_a_topic_nobody_listened_to_a_moment_ago_persisted_events_never_do():
-    publisher, elsewhere = Hub(), Hub()
-    publisher.publish([envelope(1, "node_started")], owner_id=9)  # nobody anywhere listens to b5-run or user 9
-    assert publisher.bridge().flush(5)  # sent (by the bridge's sender thread): Redis answered "no listener"
-    late = elsewhere.subscribe([execution_topic("b5-run")])
-    await late.ready()
-
-    publisher.publish([envelope(None)], owner_id=9)  # a token delta: its topics were unheard a moment ago
-    assert await late.get(0.3) == []
-    publisher.publish([envelope(2, "node_completed")], owner_id=9)  # persisted: always sent, and heard
-    assert publisher.bridge().flush(5)  # Redis answered: someone listens
-    publisher.publish([envelope(None)], owner_id=9)  # now someone listens: tokens go again
-    assert [e["seq"] for e in await received(late, 2)] == [2, None]
-    for hub in (publisher, elsewhere):
-        hub.bridge().stop()
-
-
-async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything():
-    """Publishing hands the events to the bridge's sender thread; what is still queued when a process exits (a
-    command's last events) is sent before it goes."""
-    import subprocess
-    import sys
-
-    watcher = Hub()
+async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything(hubs):
+    """Publishing hands the events to the bus thread; what is still queued when a process exits (a command's last
+    events) is sent before it goes."""
+    watcher = hubs()
     watched = watcher.subscribe([execution_topic("exiting-run")])
     await watched.ready()
     script = (
@@ -112,21 +100,43 @@ async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything
                           env={**os.environ, "DEBUG": "1"})
     assert done.returncode == 0, done.stderr
     assert [e["seq"] for e in await received(watched, 200)] == list(range(1, 201))
-    watcher.bridge().stop()
 
 
-def test_a_stopped_bridge_ends_its_sender_thread_once_what_it_was_handed_is_sent():
-    import threading
+def test_a_stopped_hub_ends_its_bus_thread_once_what_it_was_handed_is_sent():
+    def buses() -> set:
+        return {t for t in threading.enumerate() if t.name == "chatter-events-bus"}
 
-    def senders() -> set:
-        return {t for t in threading.enumerate() if t.name == "chatter-events-sender"}
-
-    before = senders()
+    before = buses()
     publisher = Hub()
-    bridge = publisher.bridge()
-    (mine,) = senders() - before
     publisher.publish([envelope(1, "node_started")], owner_id=12)
-    bridge.stop()
-    assert bridge.flush(0.1)  # nothing is left to send
+    (mine,) = buses() - before
+    publisher.stop()
+    assert publisher.flush(0.1)  # nothing is left to send
     mine.join(timeout=5)
     assert not mine.is_alive()
+
+
+async def test_once_redis_is_back_the_layer_carries_events_between_processes_again(hubs, private_redis, settings):
+    """Redis restarted (its subscriptions gone): the processes' channels are in their groups again and live
+    events flow without anyone subscribing anew."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                                           "CONFIG": {"hosts": [private_redis.url]}}}
+    publisher, elsewhere = hubs(), hubs()
+    watched = elsewhere.subscribe([execution_topic("b5-run")])
+    await watched.ready()
+    assert watched.listening.result() is True
+    publisher.publish([envelope(1)], owner_id=13)
+    assert [e["seq"] for e in await received(watched, 1)] == [1]
+
+    private_redis.kill()
+    publisher.publish([envelope(2)], owner_id=13)  # lost: nobody can carry it (a feed reads persisted ones back)
+    private_redis.start()
+
+    got: list[dict] = []
+    async with asyncio.timeout(20):
+        seq = 3
+        while not got:
+            publisher.publish([envelope(seq)], owner_id=13)
+            got = await watched.get(0.5)
+            seq += 1
+    assert got[0]["seq"] >= 3
