@@ -156,21 +156,31 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
 
 
 def _graph_thread(conversation: Conversation):
-    """A registered graph's thread (its checkpoints are the thread's own, under its id): the graph, on Chatter's
+    """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
+    graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run, on Chatter's
     checkpointer, whose LangGraph API answers for its state (before its first checkpoint too: an empty state);
-    None for any other thread."""
+    None for any other thread (one whose runs each kept their own state, or none)."""
     from workflows.checkpointer import checkpointer
     from workflows.engine.graph import parse_graph
     from workflows.engine.python_graphs import graph_load, registered_graph_name
 
     latest = _runs(conversation).first()
-    name = registered_graph_name(parse_graph(latest.graph)) if latest is not None else None
-    if name is None:
+    if latest is None:
         return None
+    graph = parse_graph(latest.graph)
+    name = registered_graph_name(graph)
+    if name is None:
+        return _compiled(latest) if latest.input_data.get("on_thread") else None
     try:
         return graph_load(name, config=_thread_config(conversation)).copy(update={"checkpointer": checkpointer})
     except InvalidInput:  # no longer registered: its thread reads as its messages
         return None
+
+
+def _run_context(execution: WorkflowExecution):
+    from workflows.engine.runtime import NullHooks, RunContext
+
+    return RunContext(config=execution.config, hooks=NullHooks())
 
 
 def _thread_config(conversation: Conversation, checkpoint_id: str | None = None) -> dict:
@@ -273,9 +283,14 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
                            code="thread_busy")
         if values is not None and not isinstance(values, (dict, list)):
             raise InvalidInput("values must be an object of state keys")
+        if as_node is not None and as_node not in graph.nodes:
+            raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
+        config = _thread_config(conversation, checkpoint_id)
+        # A Chatter graph's routing runs (the update is the node's output): it reads the run's context, no hooks.
+        config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
         try:
-            config = graph.update_state(_thread_config(conversation, checkpoint_id), values, as_node=as_node)
-        except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place
+            config = graph.update_state(config, values, as_node=as_node)
+        except (ValueError, KeyError, TypeError) as exc:  # LangGraph refuses an update it cannot place
             raise InvalidInput(f"the state update was refused: {exc}") from None
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
@@ -294,11 +309,9 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     graph = _compiled(execution)
     if as_node is not None and as_node not in graph.nodes:
         raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
-    from workflows.engine.runtime import NullHooks, RunContext
-
     config = _config(execution, checkpoint_id)
     # The node's routing runs (LangGraph: the update is the node's output): it reads the run's context, no hooks.
-    config["configurable"]["chatter"] = RunContext(config=execution.config, hooks=NullHooks())
+    config["configurable"]["chatter"] = _run_context(execution)
     try:
         config = graph.update_state(config, values, as_node=as_node)
     except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place (e.g. an ambiguous node)
