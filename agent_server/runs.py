@@ -186,8 +186,9 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
     `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
     to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
-    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
-    (fork_request), outside the thread's conversation. `streaming`: "v3" for a run the thread protocol starts
+    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` of the thread's
+    state the run goes on from it, a branch of the thread (of a run's own state, from before threads kept their
+    graph's: a fork outside the conversation, fork_request). `streaming`: "v3" for a run the thread protocol starts
     (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)

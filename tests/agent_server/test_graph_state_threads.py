@@ -2,7 +2,8 @@
 does: its runs run on the thread's LangGraph thread (its id), checkpointed every step with parents, the state going
 on from run to run. Over the official langgraph-sdk against a real daphne server: history with parents, update_state
 on messages seen by the next run, regenerate from the parent checkpoint of the last AI message (the thread then holds
-that branch only), a turn of /api/v1/chat/ on the thread, and every message still saved with exact usage (I1–I3)."""
+that branch only), a turn of /api/v1/chat/ on the thread, a conversation of /api/v1/chat/ whose state begins with its
+messages, and every message still saved with exact usage (I1–I3)."""
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
@@ -11,6 +12,7 @@ from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.invariants import assert_all
 from workflows.models import Checkpoint, WorkflowExecution
+from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
@@ -148,5 +150,27 @@ def test_a_turn_of_the_chat_api_on_a_thread_goes_on_from_its_state(server, alice
     other = lean.json()["conversation"]["id"]
     assert not Checkpoint.objects.filter(execution__conversation_id=other).exists()
     assert not Checkpoint.objects.filter(thread_id=other).exists()
+    assert Conversation.objects.get(pk=tid).message_count == 4
+    assert_books_balance(tid)
+
+
+def test_a_conversation_of_the_chat_api_run_as_a_thread_begins_its_state_with_its_messages(
+        graph_server, openai_stub, alice, alice_key, settings):
+    openai_stub.reply(content="Hello Ada.", usage=USAGE)
+    openai_stub.reply(content="You are Ada.", usage=USAGE)
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_stub.base_url, "sk-test-not-a-real-key"  # (this process)
+    earlier = execution_run_now(owner=alice, message="I am Ada.", chat=True, config=OPENAI)  # as /api/v1/chat/
+    tid = str(earlier.conversation_id)
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    assert client.threads.get_state(tid)["checkpoint"]["checkpoint_id"] is None  # no graph state yet
+
+    client.runs.wait(tid, "universal_chat", input=turn("Who am I?"), config={"configurable": OPENAI})
+
+    sent = [(m["role"], m["content"]) for m in openai_stub.requests[1].body["messages"] if m["role"] != "system"]
+    assert sent == [("user", "I am Ada."), ("assistant", "Hello Ada."), ("user", "Who am I?")]
+    state = client.threads.get_state(tid)
+    assert [m["content"] for m in state["values"]["messages"]] == ["I am Ada.", "Hello Ada.", "Who am I?",
+                                                                   "You are Ada."]
+    assert state["values"]["turn_start"] == 2 and state["parent_checkpoint"] is not None
     assert Conversation.objects.get(pk=tid).message_count == 4
     assert_books_balance(tid)
