@@ -323,6 +323,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                     response_time_ms=elapsed_ms,
                     tool_calls=_stored_tool_calls(reply),
                     error_message=error.message if error else "", actor=execution.owner,
+                    # on a thread that keeps its graph's state: the answer's id there
+                    metadata={"message_id": reply.id} if reply is not None and "turn_start" in state else None,
                 )]
             for message in saved:
                 messages.append(message)
