@@ -174,3 +174,22 @@ def test_a_conversation_of_the_chat_api_run_as_a_thread_begins_its_state_with_it
     assert state["values"]["turn_start"] == 2 and state["parent_checkpoint"] is not None
     assert Conversation.objects.get(pk=tid).message_count == 4
     assert_books_balance(tid)
+
+
+def test_edit_a_question_from_the_checkpoint_before_it_branches_the_thread(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+    client.runs.wait(tid, "universal_chat", input=turn("What is 12*7?"))
+    client.runs.wait(tid, "universal_chat", input=turn("What is 2+3?"))
+    question = client.threads.get_state(tid)["values"]["messages"][4]
+    holding = [h for h in client.threads.get_history(tid, limit=100)
+               if question["id"] in [m["id"] for m in h["values"].get("messages", [])]]
+
+    client.runs.wait(tid, "universal_chat", input=turn("What is 3+3?"), checkpoint=holding[-1]["parent_checkpoint"])
+
+    messages = client.threads.get_state(tid)["values"]["messages"]
+    assert [m["type"] for m in messages] == ["human", "ai", "tool", "ai"] * 2
+    assert messages[4]["content"] == "What is 3+3?" and "6" in messages[-1]["content"]
+    assert "What is 2+3?" not in [m["content"] for m in messages]
+    assert Conversation.objects.get(pk=tid).message_count == 6  # the edit is a turn of its own
+    assert_books_balance(tid)
