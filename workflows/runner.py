@@ -122,8 +122,10 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
             usage, llm_calls = recorder.resumed()
             ctx = RunContext(config=execution.config, hooks=recorder, usage=usage, llm_calls=llm_calls,
                              tool_calls=recorder.tool_calls)
-            from_checkpoint = resume is None and checkpointer.get_tuple(
-                {"configurable": {"thread_id": thread_id}}) is not None
+            latest = checkpointer.get_tuple({"configurable": {"thread_id": thread_id}}) if resume is None else None
+            # on a conversation's thread, only a checkpoint this run saved (the latest may be an earlier run's)
+            from_checkpoint = latest is not None and (thread_id == str(execution.pk) or (
+                latest.metadata or {}).get("run_id") == str(execution.pk))
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
         logger.exception("execution %s could not start", execution.pk)
         ended = end_from_ledger(execution_id=execution.pk, from_statuses=(Status.RUNNING,), error=RunError(

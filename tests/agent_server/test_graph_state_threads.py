@@ -23,6 +23,20 @@ def turn(text: str) -> dict:
     return {"messages": [{"role": "user", "content": text}]}
 
 
+def scripted_thread(server, stub, key: str, *answers: str):
+    """A new thread of `key`'s and its client, the fake OpenAI server scripted to give these answers in turn."""
+    for content in answers:
+        stub.reply(content=content, usage=USAGE)
+    client = get_sync_client(url=server.langgraph_url, api_key=key)
+    return client, client.threads.create()["thread_id"]
+
+
+def ask(client, thread_id, text: str | None, **run) -> dict:
+    """A run of universal_chat on the thread, its model the fake OpenAI server's."""
+    return client.runs.wait(thread_id, "universal_chat", input=turn(text) if text else None,
+                            config={"configurable": OPENAI}, **run)
+
+
 def assert_books_balance(thread_id) -> None:
     for execution in WorkflowExecution.objects.filter(conversation_id=thread_id):
         assert execution.status == "completed"
@@ -57,13 +71,10 @@ def test_two_runs_make_one_history_of_checkpoints_each_with_its_parent(server, a
 
 
 def test_memory_gives_the_model_the_threads_earlier_messages_once(graph_server, openai_stub, alice_key):
-    openai_stub.reply(content="Hello Ada.", usage=USAGE)
-    openai_stub.reply(content="You are Ada.", usage=USAGE)
-    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
-    tid = client.threads.create()["thread_id"]
+    client, tid = scripted_thread(graph_server, openai_stub, alice_key, "Hello Ada.", "You are Ada.")
 
-    client.runs.wait(tid, "universal_chat", input=turn("I am Ada."), config={"configurable": OPENAI})
-    client.runs.wait(tid, "universal_chat", input=turn("Who am I?"), config={"configurable": OPENAI})
+    ask(client, tid, "I am Ada.")
+    ask(client, tid, "Who am I?")
 
     sent = [(m["role"], m["content"]) for m in openai_stub.requests[1].body["messages"] if m["role"] != "system"]
     assert sent == [("user", "I am Ada."), ("assistant", "Hello Ada."), ("user", "Who am I?")]
@@ -73,15 +84,12 @@ def test_memory_gives_the_model_the_threads_earlier_messages_once(graph_server, 
 
 
 def test_update_state_on_messages_is_seen_by_the_next_run(graph_server, openai_stub, alice_key):
-    openai_stub.reply(content="Hello.", usage=USAGE)
-    openai_stub.reply(content="Your name is Ada.", usage=USAGE)
-    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
-    tid = client.threads.create()["thread_id"]
-    client.runs.wait(tid, "universal_chat", input=turn("Hi"), config={"configurable": OPENAI})
+    client, tid = scripted_thread(graph_server, openai_stub, alice_key, "Hello.", "Your name is Ada.")
+    ask(client, tid, "Hi")
 
     updated = client.threads.update_state(tid, {"messages": [{"role": "user", "content": "My name is Ada."}]})
     at_update = client.threads.get_state(tid)
-    client.runs.wait(tid, "universal_chat", input=turn("What is my name?"), config={"configurable": OPENAI})
+    ask(client, tid, "What is my name?")
 
     assert at_update["checkpoint"] == updated["checkpoint"] and at_update["metadata"]["source"] == "update"
     assert [m["content"] for m in at_update["values"]["messages"]] == ["Hi", "Hello.", "My name is Ada."]
@@ -97,19 +105,16 @@ def test_update_state_on_messages_is_seen_by_the_next_run(graph_server, openai_s
 
 def test_regenerate_from_the_last_answers_parent_checkpoint_leaves_the_thread_on_the_new_branch(
         graph_server, openai_stub, alice_key):
-    for content in ("One.", "Two.", "Two, again."):
-        openai_stub.reply(content=content, usage=USAGE)
-    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
-    tid = client.threads.create()["thread_id"]
-    client.runs.wait(tid, "universal_chat", input=turn("First?"), config={"configurable": OPENAI})
-    client.runs.wait(tid, "universal_chat", input=turn("Second?"), config={"configurable": OPENAI})
+    client, tid = scripted_thread(graph_server, openai_stub, alice_key, "One.", "Two.", "Two, again.")
+    ask(client, tid, "First?")
+    ask(client, tid, "Second?")
     old = client.threads.get_state(tid)["values"]["messages"][-1]
     # as agent-chat-ui finds it: the oldest checkpoint that holds the answer, and its parent
     holding = [h for h in client.threads.get_history(tid, limit=100)
                if old["id"] in [m["id"] for m in h["values"].get("messages", [])]]
     parent = holding[-1]["parent_checkpoint"]
 
-    client.runs.wait(tid, "universal_chat", input=None, checkpoint=parent, config={"configurable": OPENAI})
+    ask(client, tid, None, checkpoint=parent)
 
     state = client.threads.get_state(tid)
     contents = [m["content"] for m in state["values"]["messages"]]
@@ -164,7 +169,7 @@ def test_a_conversation_of_the_chat_api_run_as_a_thread_begins_its_state_with_it
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     assert client.threads.get_state(tid)["checkpoint"]["checkpoint_id"] is None  # no graph state yet
 
-    client.runs.wait(tid, "universal_chat", input=turn("Who am I?"), config={"configurable": OPENAI})
+    ask(client, tid, "Who am I?")
 
     sent = [(m["role"], m["content"]) for m in openai_stub.requests[1].body["messages"] if m["role"] != "system"]
     assert sent == [("user", "I am Ada."), ("assistant", "Hello Ada."), ("user", "Who am I?")]
