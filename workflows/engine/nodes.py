@@ -36,8 +36,13 @@ def _merged(old: dict | None, new: dict | None) -> dict:
 def _messages_added(old: list | None, new) -> list[BaseMessage]:
     """Messages add up; each gets an id (a client names a message by it: regenerate, edit), and a state update's
     message given as a dict (LangChain's or OpenAI's shape) becomes a message."""
-    added = convert_to_messages(new if isinstance(new, list) else [new])
-    return [*(old or []), *(m if m.id else m.model_copy(update={"id": str(uuid.uuid4())}) for m in added)]
+    added = new if isinstance(new, list) else [new]
+    if not all(isinstance(m, BaseMessage) for m in added):
+        added = convert_to_messages(added)
+    for message in added:
+        if message.id is None:  # as LangGraph's add_messages names them: in place, a node's message being new
+            message.id = str(uuid.uuid4())
+    return [*(old or []), *added]
 
 
 class RunState(TypedDict, total=False):
