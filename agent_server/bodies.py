@@ -151,8 +151,11 @@ class RunCreate(Body):
         return modes
 
     def refused(self) -> list[str]:
+        """What a run of a Chatter graph does not honour (a registered graph honours all): static breakpoints, and
+        the checkpoints stream mode (its checkpoints are not kept in the run's log)."""
         names = ("interrupt_before", "interrupt_after")
-        return [name for name in names if getattr(self, name) not in (None, [], {})]
+        refused = [name for name in names if getattr(self, name) not in (None, [], {})]
+        return refused + (["stream_mode checkpoints"] if "checkpoints" in self.stream_mode else [])
 
     def fork_from(self) -> str | None:
         """The checkpoint a run forks from (`checkpoint_id`, or `checkpoint.checkpoint_id`), if any."""

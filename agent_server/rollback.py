@@ -52,7 +52,7 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
             "pk", "role", "total_tokens", "cost"))
         for message in messages:
             message_delete(message_id=message["pk"], actor=actor)
-        # A registered graph's thread state is its checkpoints: the steps this run added leave it too.
+        # A thread's graph state is its checkpoints: the steps this run added leave it too.
         Checkpoint.objects.filter(execution_id=execution.pk, thread_id=str(execution.conversation_id)).delete()
         if AgentRun.objects.filter(execution_id=execution.pk, queued=True).update(queued=False):
             Conversation.objects.filter(pk=execution.conversation_id, runs_queued__gt=0).update(

@@ -97,21 +97,27 @@ def graph_request(body, *, assistant=None) -> dict:
 
 
 def _branch_from(*, owner, body: RunCreate, thread_id) -> dict:
-    """A registered graph's run from one of its thread's checkpoints (`checkpoint_id`: regenerate, edit, time
-    travel) goes on from there in the same thread, as LangGraph forks: a new branch whose parent is that checkpoint.
-    A checkpoint the thread does not have is a 404."""
+    """A run from one of its thread's checkpoints (`checkpoint_id`: regenerate, edit, time travel) goes on from
+    there in the same thread, as LangGraph forks: a new branch whose parent is that checkpoint. A checkpoint the
+    thread does not have is a 404."""
     checkpoint_id = body.fork_from()
     if checkpoint_id is None:
         return {}
     if thread_id is None:
         raise InvalidInput("checkpoint_id names a checkpoint of a thread: give the thread")
+    if not _thread_has_checkpoint(owner=owner, thread_id=thread_id, checkpoint_id=checkpoint_id):
+        raise NotFound("checkpoint not found in this thread")
+    return {"checkpoint_id": str(checkpoint_id)}
+
+
+def _thread_has_checkpoint(*, owner, thread_id, checkpoint_id) -> bool:
+    """Whether the checkpoint is one of the thread's own state's (saved under its id), not of a run's own thread
+    (a run from before threads kept their graph's state)."""
     from workflows.checkpointer import checkpointer
 
     conversation = thread_get(user=owner, thread_id=thread_id)
-    if checkpointer.get_tuple({"configurable": {"thread_id": str(conversation.pk), "checkpoint_ns": "",
-                                                "checkpoint_id": str(checkpoint_id)}}) is None:
-        raise NotFound("checkpoint not found in this thread")
-    return {"checkpoint_id": str(checkpoint_id)}
+    return checkpointer.get_tuple({"configurable": {"thread_id": str(conversation.pk), "checkpoint_ns": "",
+                                                    "checkpoint_id": str(checkpoint_id)}}) is not None
 
 
 def _run_queued(*, request: dict, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
@@ -180,8 +186,9 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
     `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
     to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
-    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` a fork starts
-    (fork_request), outside the thread's conversation. `streaming`: "v3" for a run the thread protocol starts
+    `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` of the thread's
+    state the run goes on from it, a branch of the thread (of a run's own state, from before threads kept their
+    graph's: a fork outside the conversation, fork_request). `streaming`: "v3" for a run the thread protocol starts
     (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
@@ -206,7 +213,9 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     written = {"on_written": on_written,
                "api_key": api_key,  # the key's budgets bind the run, and analytics count it under the key
                **({"webhook": body.webhook} if body.webhook else {})}  # webhook: agent_server.webhooks
-    if body.fork_from() is not None and not registered:  # (a registered graph forks within its thread: below)
+    branches = body.fork_from() is not None and (registered or thread_id is not None and _thread_has_checkpoint(
+        owner=owner, thread_id=thread_id, checkpoint_id=body.fork_from()))
+    if body.fork_from() is not None and not branches:  # (a thread's own checkpoint: a branch of it, below)
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
         return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
                         body=body, mode=mode)
@@ -226,14 +235,17 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         request = {"owner": owner, "message": message,
                    "config": chatter_config(body, system_prompt, assistant=assistant_config(row)),
                    **run_target(row), **written}
+        if thread_id is not None:  # the thread keeps the graph's state, as a registered graph's does
+            request["graph_request"] = {"on_thread": True,
+                                        **({"checkpoint_id": str(body.fork_from())} if branches else {})}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
         return _run_now(started, request=request, body=body, mode=mode)
-    if not message and not registered:
+    if not message and not registered and not branches:  # (from a checkpoint: it goes on as it is, e.g. regenerate)
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
-    request.update(chat=not registered, conversation_id=conversation.pk)
+    request.update(chat=not registered and bool(message), conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
             return _run_now(started, request={**request, "on_written": _alone_on_thread(request["on_written"])},

@@ -1,18 +1,13 @@
-"""A thread's state and history (LangGraph's ThreadState) from its runs' checkpoints.
+"""A thread's state and history (LangGraph's ThreadState).
 
-How a conversation maps onto checkpoints: a LangGraph thread is per run in Chatter (its graph's checkpoints are
-saved under the run's id, workflows.checkpointer), while an Agent Server thread is a conversation. So:
-- the thread's checkpoints are those of its runs' graphs (the root namespace), the newest run's first; a checkpoint
-  is named by its own id (LangGraph's ids are unique), and shown with the thread's id as its `thread_id`;
-- a checkpoint's `values` are the conversation's messages from before its run, then the messages of the run's graph
-  state at that checkpoint (its `variables` too, when it has some); its `metadata` is LangGraph's (step, source,
-  parents) with the run's `run_id`;
-- the thread's current state is its latest run's latest checkpoint; its values are the conversation's messages
-  (what the thread holds, with their usage), except while that run waits for input: then the checkpoint's. A run
-  that kept no checkpoint (a plain chat turn saves none unless its config asks `checkpoints: every_step`) leaves
-  the state with `checkpoint_id` null, as before durable runs;
-- `next`, `tasks` and `interrupts` are LangGraph's own, read by the run's compiled graph (StateSnapshot).
-Reads only, except thread_state_update (a new checkpoint of the latest run's graph, as LangGraph's update_state).
+A thread whose runs run on its own LangGraph thread (its id: a registered graph's, and any graph's run started on it
+through this API, on_thread) keeps the graph's own state there: LangGraph's own API on Chatter's checkpointer
+answers for it (_graph_thread), values, history, update_state and branches alike.
+
+Any other thread (its turns came through /api/v1/chat/ alone, or before threads kept their graph's state) reads as
+what it has: its conversation's messages with `checkpoint_id` null, or, where a run kept checkpoints of its own
+(under the run's id, at a human_input node's pause), that run's graph state after the messages before it; a
+checkpoint of such a run is forked outside the conversation. Reads only, except thread_state_update.
 """
 from __future__ import annotations
 
@@ -156,21 +151,33 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
 
 
 def _graph_thread(conversation: Conversation):
-    """A registered graph's thread (its checkpoints are the thread's own, under its id): the graph, on Chatter's
+    """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
+    graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run, on Chatter's
     checkpointer, whose LangGraph API answers for its state (before its first checkpoint too: an empty state);
-    None for any other thread."""
+    None for any other thread (one whose runs each kept their own state, or none)."""
     from workflows.checkpointer import checkpointer
     from workflows.engine.graph import parse_graph
     from workflows.engine.python_graphs import graph_load, registered_graph_name
 
     latest = _runs(conversation).first()
-    name = registered_graph_name(parse_graph(latest.graph)) if latest is not None else None
-    if name is None:
+    if latest is None:
         return None
+    graph = parse_graph(latest.graph)
+    name = registered_graph_name(graph)
+    if name is None:
+        on_thread = latest.input_data.get("on_thread") or Checkpoint.objects.filter(
+            thread_id=str(conversation.pk), checkpoint_ns=_ROOT).exists()  # (a later run that did not go on it)
+        return _compiled(latest) if on_thread else None
     try:
         return graph_load(name, config=_thread_config(conversation)).copy(update={"checkpointer": checkpointer})
     except InvalidInput:  # no longer registered: its thread reads as its messages
         return None
+
+
+def _run_context(execution: WorkflowExecution):
+    from workflows.engine.runtime import NullHooks, RunContext
+
+    return RunContext(config=execution.config, hooks=NullHooks())
 
 
 def _thread_config(conversation: Conversation, checkpoint_id: str | None = None) -> dict:
@@ -273,9 +280,14 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
                            code="thread_busy")
         if values is not None and not isinstance(values, (dict, list)):
             raise InvalidInput("values must be an object of state keys")
+        if as_node is not None and as_node not in graph.nodes:
+            raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
+        config = _thread_config(conversation, checkpoint_id)
+        # A Chatter graph's routing runs (the update is the node's output): it reads the run's context, no hooks.
+        config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
         try:
-            config = graph.update_state(_thread_config(conversation, checkpoint_id), values, as_node=as_node)
-        except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place
+            config = graph.update_state(config, values, as_node=as_node)
+        except (ValueError, KeyError, TypeError) as exc:  # LangGraph refuses an update it cannot place
             raise InvalidInput(f"the state update was refused: {exc}") from None
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
@@ -294,11 +306,9 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     graph = _compiled(execution)
     if as_node is not None and as_node not in graph.nodes:
         raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
-    from workflows.engine.runtime import NullHooks, RunContext
-
     config = _config(execution, checkpoint_id)
     # The node's routing runs (LangGraph: the update is the node's output): it reads the run's context, no hooks.
-    config["configurable"]["chatter"] = RunContext(config=execution.config, hooks=NullHooks())
+    config["configurable"]["chatter"] = _run_context(execution)
     try:
         config = graph.update_state(config, values, as_node=as_node)
     except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place (e.g. an ambiguous node)

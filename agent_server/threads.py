@@ -1,6 +1,7 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
-values are its messages in LangGraph's format; its status is `busy` while one of its runs is pending or running,
-`interrupted` while one waits for input (agent_server.state: its state and history from its runs' checkpoints)."""
+values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
+`busy` while one of its runs is pending or running, `interrupted` while one waits for input (agent_server.state: its
+state and history)."""
 from __future__ import annotations
 
 import uuid
@@ -55,8 +56,8 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
 
 
 def graph_thread_values(thread_id: str) -> dict | None:
-    """The state a registered graph's thread holds now (its latest checkpoint's channels, as JSON); None when the
-    thread has no checkpoint of its own."""
+    """The state a thread that keeps its graph's holds now (its latest checkpoint's channels, as JSON); None when
+    the thread has no checkpoint of its own."""
     from workflows.checkpointer import checkpointer
     from workflows.engine.python_graphs import as_json
 
@@ -69,7 +70,7 @@ def graph_thread_values(thread_id: str) -> dict | None:
 
 
 def thread_values(*, conversation_ids) -> dict:
-    """{conversation id: values}: a registered graph's thread holds the graph's own state (its checkpoints are the
+    """{conversation id: values}: a thread that keeps its graph's state holds that state (its checkpoints are the
     thread's); any other thread its messages, {"messages": [...]}, in one query."""
     values = {pk: {"messages": []} for pk in conversation_ids}
     graph_threads = set(Checkpoint.objects.filter(
@@ -135,7 +136,7 @@ def thread_delete(*, conversation: Conversation, actor) -> None:
             pass  # it ended meanwhile
     with transaction.atomic():
         conversation_delete(conversation=conversation, actor=actor)
-        # A registered graph's state under the thread's id goes with it (a thread made again with that id, as
+        # The graph's state under the thread's id goes with it (a thread made again with that id, as
         # clients choose their ids, starts empty).
         checkpointer.delete_thread(str(conversation.pk))
 

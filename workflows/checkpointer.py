@@ -7,8 +7,9 @@ transaction it makes anyway (ExecutionRecorder.write_held), in one multi-row INS
 and before it waits once an LLM call has ended since the last write of checkpoints (what is worth not doing
 twice; a run resumed after a crash repeats at most the nodes since its last LLM call).
 
-A run's thread is its own (`thread_id` = the execution's id): a graph's state begins empty at each run (its
-`messages` channel adds up), and a conversation's runs are the conversation's checkpoints (selectors).
+A run's thread is its own (`thread_id` = the execution's id: a graph's state begins empty at each run, its
+`messages` channel adds up), except on a conversation that keeps its graph's state (workflows.runner): there the
+conversation's id is the thread of all its runs.
 """
 from __future__ import annotations
 

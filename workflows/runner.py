@@ -95,10 +95,12 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
 
     graph = graph or parse_graph(execution.graph)
     fresh = resume is None and not after_crash
-    # A registered graph's thread is its conversation's (the graph's state carries over from run to run);
-    # any other graph's is its run's own.
+    # A registered graph's thread is its conversation's (the graph's state carries over from run to run), and so
+    # is a graph's whose conversation keeps its state (a thread of the Agent Server API: on_thread); any other
+    # run's thread is its own.
     registered = registered_graph_name(graph)
-    thread_id = str(execution.conversation_id) if registered and execution.conversation_id else str(execution.pk)
+    on_thread = bool(registered or execution.input_data.get("on_thread"))
+    thread_id = str(execution.conversation_id) if on_thread and execution.conversation_id else str(execution.pk)
     checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh and thread_id == str(execution.pk))
     try:
         return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
@@ -120,8 +122,10 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
             usage, llm_calls = recorder.resumed()
             ctx = RunContext(config=execution.config, hooks=recorder, usage=usage, llm_calls=llm_calls,
                              tool_calls=recorder.tool_calls)
-            from_checkpoint = resume is None and checkpointer.get_tuple(
-                {"configurable": {"thread_id": thread_id}}) is not None
+            latest = checkpointer.get_tuple({"configurable": {"thread_id": thread_id}}) if resume is None else None
+            # on a conversation's thread, only a checkpoint this run saved (the latest may be an earlier run's)
+            from_checkpoint = latest is not None and (thread_id == str(execution.pk) or (
+                latest.metadata or {}).get("run_id") == str(execution.pk))
     except Exception as exc:  # noqa: BLE001 - without a recorder the run can only end from its rows
         logger.exception("execution %s could not start", execution.pk)
         ended = end_from_ledger(execution_id=execution.pk, from_statuses=(Status.RUNNING,), error=RunError(
@@ -145,7 +149,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         else:
             recorder.emit("workflow_resumed", {"answered": [], "attempt": execution.resume_attempts,
                                                "from_checkpoint": from_checkpoint})
-        if resume is None and not from_checkpoint and not registered:  # a fork starts (again, after a crash)
+        carried = thread_id != str(execution.pk)
+        if resume is None and not from_checkpoint and not carried:  # a fork starts (again, after a crash)
             from_checkpoint = _fork_start(execution, checkpointer=checkpointer, thread_id=thread_id)  # from its parent's
         recorder.heartbeat_start()
         run_input = execution.input_data
@@ -153,20 +158,25 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
             state = graph_stream_run(
                 registered, ctx=ctx, graph_input=graph_input_of(run_input), checkpointer=checkpointer,
                 thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
-                configurable=run_input.get("configurable"), context=run_input.get("context"),
+                configurable={**(run_input.get("configurable") or {}), "run_id": str(execution.pk)},
+                context=run_input.get("context"),
                 booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
                 streaming=run_input.get("streaming") or "classic",
                 stream_checkpoints=bool(run_input.get("stream_checkpoints")),
                 checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
         else:
-            every_step = checkpoints_every_step(execution.config, mode=execution.mode)
-            # Saved only at pauses: a run that cannot pause, and does not go on from a checkpoint, saves nothing.
+            # A thread's state is saved at every step (its history, forks); a run's own only at its pauses unless its
+            # config asks: a run that cannot pause, and does not go on from a checkpoint, saves nothing.
+            every_step = carried or checkpoints_every_step(execution.config, mode=execution.mode)
             saves = every_step or graph.can_pause or resume is not None or from_checkpoint
             state = graph_run(graph, ctx=ctx, message=run_input.get("message"),
                               variables=run_input.get("variables"), messages=run_input.get("messages"),
                               checkpointer=checkpointer if saves else None, thread_id=thread_id, resume=resume,
-                              from_checkpoint=from_checkpoint, every_step=every_step)
+                              from_checkpoint=from_checkpoint, every_step=every_step, carried=carried,
+                              checkpoint_id=run_input.get("checkpoint_id"),
+                              message_id=str(recorder.user_message.pk) if carried and recorder.user_message else None,
+                              run_id=str(execution.pk))
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -315,6 +325,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                     response_time_ms=elapsed_ms,
                     tool_calls=_stored_tool_calls(reply),
                     error_message=error.message if error else "", actor=execution.owner,
+                    # on a thread that keeps its graph's state: the answer's id there
+                    metadata={"message_id": reply.id} if reply is not None and "turn_start" in state else None,
                 )]
             for message in saved:
                 messages.append(message)

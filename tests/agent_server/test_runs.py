@@ -23,11 +23,14 @@ def test_waiting_for_a_run_on_a_thread_is_a_chat_turn_with_exact_accounting(serv
     values = client.runs.wait(thread["thread_id"], "universal_chat", input=TURN, metadata={"source": "sdk"})
 
     execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
-    reply = Message.objects.get(execution=execution, role="assistant")
-    assert [m["type"] for m in values["messages"]] == ["human", "ai"]
-    assert "84" in values["messages"][-1]["content"] and values["messages"][-1]["id"] == str(reply.pk)
-    assert values["messages"][-1]["usage_metadata"]["input_tokens"] == execution.prompt_tokens > 0
-    assert values["messages"][-1]["usage_metadata"]["output_tokens"] == execution.completion_tokens > 0
+    question, reply = Message.objects.filter(execution=execution).order_by("sequence")
+    assert [m["type"] for m in values["messages"]] == ["human", "ai", "tool", "ai"]  # the graph's state
+    assert "84" in values["messages"][-1]["content"] and values["messages"][0]["id"] == str(question.pk)
+    assert values["messages"][-1]["id"] == reply.metadata["message_id"] and reply.content == values["messages"][-1][
+        "content"]
+    answers = [m["usage_metadata"] for m in values["messages"] if m["type"] == "ai"]  # each its call's usage
+    assert sum(u["input_tokens"] for u in answers) == execution.prompt_tokens == reply.prompt_tokens > 0
+    assert sum(u["output_tokens"] for u in answers) == execution.completion_tokens == reply.completion_tokens > 0
     assert execution.workflow_type == "chat" and execution.template.key == "universal_chat"
     assert execution.tool_calls == 1 and execution.llm_calls == 2
     run = client.runs.get(thread["thread_id"], str(execution.pk))
@@ -55,7 +58,7 @@ async def test_a_streamed_run_speaks_each_stream_mode(server, alice_key):
                            "custom", "debug"}
     values = [part.data for part in parts if part.event == "values"]
     assert [m["type"] for m in values[0]["messages"]] == ["human"]
-    assert [m["type"] for m in values[-1]["messages"]] == ["human", "ai"] and "84" in values[-1]["messages"][-1][
+    assert [m["type"] for m in values[-1]["messages"]] == ["human", "ai", "tool", "ai"] and "84" in values[-1]["messages"][-1][
         "content"]
     assert {node for part in parts if part.event == "updates" for node in part.data} >= {"model", "tools"}
     chunks = [part.data[0] for part in parts if part.event == "messages"]

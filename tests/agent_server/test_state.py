@@ -1,6 +1,8 @@
-"""A thread's state and history from its runs' checkpoints (agent_server.state), over the official langgraph-sdk
-against a real daphne server: get_state (now, at a checkpoint), get_history (limit, before, metadata),
-update_state (a new checkpoint), and a run forked from one of the thread's checkpoints."""
+"""A thread's state and history (agent_server.state), over the official langgraph-sdk against a real daphne server:
+a Chatter graph with a human_input node keeps its state in the thread's checkpoints, as a registered graph does:
+get_state (now, at a checkpoint), get_history (limit, before, metadata), update_state (a new checkpoint), resume,
+and a run from one of the thread's checkpoints (a branch in the thread); a conversation never run as a thread has
+no graph state."""
 import pytest
 from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client, get_sync_client
@@ -12,6 +14,7 @@ from tests.agent_server.conftest import reconcile_exit_code
 from tests.api.test_human_input import ASKING
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
+from workflows.services.runs import execution_run_now
 from workflows.services.templates import template_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +30,7 @@ def test_the_state_and_history_of_a_paused_then_answered_thread(server, alice_ke
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
     tid = thread["thread_id"]
-    client.runs.wait(tid, "asking", input=TURN, context={"checkpoints": "every_step"})  # (else: at its pauses)
+    client.runs.wait(tid, "asking", input=TURN)
 
     paused = client.threads.get_state(tid)
     history = client.threads.get_history(tid, limit=100)
@@ -56,7 +59,7 @@ def test_the_state_and_history_of_a_paused_then_answered_thread(server, alice_ke
     after = client.threads.get_history(tid, limit=100)
 
     assert done["next"] == [] and done["interrupts"] == [] and len(after) > len(history)
-    assert [m["type"] for m in done["values"]["messages"]] == ["human", "ai"]  # the conversation's, with usage
+    assert [m["type"] for m in done["values"]["messages"]] == ["human", "ai", "ai"]  # the graph's, with usage
     assert done["values"]["messages"][-1]["usage_metadata"]["total_tokens"] > 0
     assert after[0]["values"] == done["values"] and after[0]["checkpoint"] == done["checkpoint"]
     assert {h["checkpoint"]["checkpoint_id"] for h in history} <= {h["checkpoint"]["checkpoint_id"] for h in after}
@@ -70,7 +73,7 @@ def test_the_state_and_history_of_a_paused_then_answered_thread(server, alice_ke
         client.threads.get_state(tid, checkpoint_id="1f0-not-a-checkpoint")
 
 
-async def test_update_state_makes_a_checkpoint_and_a_run_forks_from_it(server, alice_key, asking):
+async def test_update_state_makes_a_checkpoint_and_a_run_goes_on_from_it_in_the_thread(server, alice_key, asking):
     client = get_client(url=server.langgraph_url, api_key=alice_key)
     thread = await client.threads.create()
     tid = thread["thread_id"]
@@ -84,26 +87,29 @@ async def test_update_state_makes_a_checkpoint_and_a_run_forks_from_it(server, a
                                   metadata={"why": "what if"})
 
     assert state["checkpoint"] == updated["checkpoint"] and state["next"] == ["second"]
-    assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai"]  # the conversation's, as it was
+    assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai", "ai"]  # the graph's, as it was
     at_update = await client.threads.get_state(tid, checkpoint_id=updated["checkpoint"]["checkpoint_id"])
     assert at_update["values"]["variables"] == {"count": 9} and at_update["metadata"]["source"] == "update"
-    forked = await sync_to_async(WorkflowExecution.objects.exclude(conversation_id=tid).get)()
-    assert forked.status == "completed" and forked.conversation_id is None and forked.llm_calls == 1
-    assert forked.forked_from_checkpoint == updated["checkpoint"]["checkpoint_id"]
-    agent_run = await sync_to_async(AgentRun.objects.get)(execution_id=forked.pk)  # written with the run, as any
+    branch = await sync_to_async(WorkflowExecution.objects.filter(conversation_id=tid).order_by("created_at").last)()
+    assert branch.status == "completed" and branch.llm_calls == 1 and not branch.forked_from_checkpoint
+    assert branch.input_data["checkpoint_id"] == updated["checkpoint"]["checkpoint_id"]
+    agent_run = await sync_to_async(AgentRun.objects.get)(execution_id=branch.pk)  # written with the run, as any
     assert (agent_run.assistant_id, agent_run.metadata) == ("asking", {"why": "what if"})
-    assert forked.output_data["variables"] == {"count": 9}
-    assert fork["messages"][-1]["usage_metadata"]["total_tokens"] == forked.total_tokens > 0
+    assert branch.output_data["variables"] == {"count": 9}
+    assert fork["messages"][-1]["usage_metadata"]["total_tokens"] == branch.total_tokens > 0
+    assert len(fork["messages"]) == 4  # the second model's answer again, on top of the updated state
     after = await sync_to_async(Conversation.objects.get)(pk=tid)
-    assert (after.message_count, after.total_tokens) == (before.message_count, before.total_tokens)  # untouched
-    await sync_to_async(assert_all)(forked)
+    assert (after.message_count, after.total_tokens) == (before.message_count + 1,
+                                                         before.total_tokens + branch.total_tokens)
+    for execution in await sync_to_async(list)(WorkflowExecution.objects.filter(conversation_id=tid)):
+        await sync_to_async(assert_all)(execution)
     assert await sync_to_async(reconcile_exit_code)() == 0
 
 
-def test_a_thread_whose_runs_kept_no_checkpoint(server, alice_key):
+def test_a_conversation_never_run_as_a_thread_has_no_graph_state(server, alice, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
-    thread = client.threads.create()
-    client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
+    turn = execution_run_now(owner=alice, message="What is 12*7?", chat=True)  # as /api/v1/chat/ runs it
+    thread = {"thread_id": str(turn.conversation_id)}
 
     state = client.threads.get_state(thread["thread_id"])
 

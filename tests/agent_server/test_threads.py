@@ -49,7 +49,7 @@ def test_thread_metadata_is_merged_searched_and_counted(server, alice_key):
                                                                              second["thread_id"]}
 
 
-def test_a_threads_state_is_its_messages_and_a_copy_carries_no_bill(server, alice_key):
+def test_a_threads_state_is_its_graphs_and_a_copy_carries_its_messages_but_no_bill(server, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
     client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
@@ -58,14 +58,14 @@ def test_a_threads_state_is_its_messages_and_a_copy_carries_no_bill(server, alic
     history = client.threads.get_history(thread["thread_id"])
     copy = client.threads.copy(thread["thread_id"])
 
-    messages = state["values"]["messages"]
-    assert [m["type"] for m in messages] == ["human", "ai"] and "84" in messages[1]["content"]
-    reply = Message.objects.get(pk=messages[1]["id"])
-    assert messages[1]["usage_metadata"]["total_tokens"] == reply.total_tokens > 0
-    assert messages[1]["response_metadata"]["cost"] == str(reply.cost)
+    messages = state["values"]["messages"]  # the graph's: the turn's tool call and result too
+    assert [m["type"] for m in messages] == ["human", "ai", "tool", "ai"] and "84" in messages[-1]["content"]
+    question, reply = Message.objects.filter(conversation_id=thread["thread_id"]).order_by("sequence")
+    assert messages[0]["id"] == str(question.pk) and reply.content == messages[-1]["content"]
+    assert sum(m["usage_metadata"]["total_tokens"] for m in messages if m["type"] == "ai") == reply.total_tokens > 0
     assert history[0]["values"] == state["values"]
     copied = Conversation.objects.get(pk=copy["thread_id"])
-    assert [m["content"] for m in copy["values"]["messages"]] == [m["content"] for m in messages]
+    assert [m["content"] for m in copy["values"]["messages"]] == [question.content, reply.content]
     assert copied.message_count == 2 and copied.total_tokens == 0 and copied.total_cost == 0
     assert_i1(copied)
     assert_i1(Conversation.objects.get(pk=thread["thread_id"]))

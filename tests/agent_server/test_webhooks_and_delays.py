@@ -75,7 +75,7 @@ def test_a_run_with_a_webhook_is_posted_signed_when_it_ends_and_retried_until_re
     assert first["chatter"]["total_tokens"] == execution.total_tokens > 0
     assert first["chatter"]["cost"] == str(execution.cost)
     assert first["chatter"]["prompt_tokens"] == execution.prompt_tokens
-    assert [m["type"] for m in first["values"]["messages"]] == ["human", "ai"]
+    assert [m["type"] for m in first["values"]["messages"]] == ["human", "ai", "tool", "ai"]
     assert "84" in first["values"]["messages"][-1]["content"]
     assert_all(execution)
 
@@ -129,7 +129,7 @@ def test_a_delayed_run_waits_pending_until_its_time_then_runs_as_a_chat_turn(ser
     due_now("workflows.tasks.execution_run_task")
 
     values = client.runs.join(thread["thread_id"], run["run_id"])
-    assert [m["type"] for m in values["messages"]] == ["human", "ai"] and "84" in values["messages"][-1]["content"]
+    assert [m["type"] for m in values["messages"]] == ["human", "ai", "tool", "ai"] and "84" in values["messages"][-1]["content"]
     assert client.runs.get(thread["thread_id"], run["run_id"])["status"] == "success"
     execution.refresh_from_db()
     assert_all(execution)
@@ -198,4 +198,4 @@ async def test_a_delayed_runs_stream_follows_it_once_it_starts(server, alice_key
 
     assert parts[0].event == "metadata" and parts[-1].event == "end"
     last = [part.data for part in parts if part.event == "values"][-1]
-    assert [m["type"] for m in last["messages"]] == ["human", "ai"] and "84" in last["messages"][-1]["content"]
+    assert [m["type"] for m in last["messages"]] == ["human", "ai", "tool", "ai"] and "84" in last["messages"][-1]["content"]

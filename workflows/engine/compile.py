@@ -124,23 +124,36 @@ def graph_compile(graph: Graph, *, checkpointer=None):
 
 def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, variables: dict | None = None,
               messages: list[dict] | None = None, checkpointer=None, thread_id: str | None = None,
-              resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True) -> dict:
+              resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
+              carried: bool = False, checkpoint_id: str | None = None, message_id: str | None = None,
+              run_id: str | None = None) -> dict:
     """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
     LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`.
     With a `checkpointer` (a LangGraph saver), the state is saved under `thread_id` after each step
     (`every_step`), else when the run pauses for input and when it ends; `resume` (interrupt id → answer)
-    continues a paused run from its last checkpoint, and `from_checkpoint` a run whose process died."""
+    continues a paused run from its last checkpoint, and `from_checkpoint` a run whose process died.
+    `carried`: the thread's state goes on from run to run (a conversation's thread): the input's messages are added
+    to it, this turn's own channels start anew, and with `checkpoint_id` the run goes on from that checkpoint
+    instead of the latest (a new branch, as LangGraph forks); `message_id` names the input message. `run_id`: in
+    each checkpoint's metadata, as LangGraph's server puts it."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
-    state: RunState = {
-        "messages": messages_from_openai(messages) if messages else [HumanMessage(message)] if message else [],
+    state: RunState | None = {
+        "messages": messages_from_openai(messages) if messages else [HumanMessage(message, id=message_id)]
+        if message else [],
         "variables": dict(variables or {}),
         "errors": [],
     }
-    configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {})}
+    configurable = {"chatter": ctx, **({"thread_id": thread_id} if checkpointer is not None else {}),
+                    **({"run_id": run_id} if run_id else {})}
     compiled = graph_compile(graph, checkpointer=checkpointer)
+    if carried and resume is None and not from_checkpoint:
+        if checkpoint_id:
+            configurable["checkpoint_id"] = checkpoint_id
+        state = _turn_input(compiled, state, ctx=ctx, config={"configurable": configurable}) if (
+            state["messages"] or not checkpoint_id) else None  # none: the run goes on from the checkpoint as it is
     if resume is not None and len(resume) == 1 and checkpointer is not None:
         pending = {interrupt.id for interrupt in compiled.get_state({"configurable": configurable}).interrupts}
         if not pending & set(resume):
@@ -156,3 +169,21 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     except GraphRecursionError:
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
         raise LimitExceeded("max_steps", MAX_STEPS) from None
+
+
+SEEDED_HISTORY = 1000  # a conversation's messages a thread's state begins with, at most
+
+
+def _turn_input(compiled, state: RunState, *, ctx: RunContext, config: dict) -> RunState:
+    """A turn's input to a thread's state that goes on: its messages after the state's (whose count marks where
+    the turn begins), the turn's own channels empty again. A thread with no state yet (a conversation that had
+    turns before it kept one) begins with the conversation's messages."""
+    from langgraph.types import Overwrite
+
+    before = compiled.get_state(config)
+    earlier = list((before.values or {}).get("messages") or [])
+    if before.created_at is None:
+        earlier = ctx.hooks.history(SEEDED_HISTORY)
+        state = {**state, "messages": [*earlier, *state["messages"]]}
+    return {**state, "turn_start": len(earlier), "history": [], "documents": [], "retry_target": None,
+            "conditions": Overwrite({}), "loops": Overwrite({}), "retries": Overwrite({})}

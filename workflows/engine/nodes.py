@@ -3,9 +3,9 @@ limits and error routing are the compiler's job (compile.py), so every node type
 from __future__ import annotations
 
 import functools
-import operator
 import random
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Callable, TypedDict
 
@@ -15,6 +15,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    convert_to_messages,
 )
 
 from workflows.engine.chat_messages import messages_from_openai
@@ -32,8 +33,23 @@ def _merged(old: dict | None, new: dict | None) -> dict:
     return {**(old or {}), **(new or {})}
 
 
+def _messages_added(old: list | None, new) -> list[BaseMessage]:
+    """Messages add up; each gets an id (a client names a message by it: regenerate, edit), and a state update's
+    message given as a dict (LangChain's or OpenAI's shape) becomes a message."""
+    added = new if isinstance(new, list) else [new]
+    if not all(isinstance(m, BaseMessage) for m in added):
+        added = convert_to_messages(added)
+    for message in added:
+        if message.id is None:  # as LangGraph's add_messages names them: in place, a node's message being new
+            message.id = str(uuid.uuid4())
+    return [*(old or []), *added]
+
+
 class RunState(TypedDict, total=False):
-    messages: Annotated[list[BaseMessage], operator.add]  # this run's messages: input, AI replies, tool results
+    # The run's messages: input, AI replies, tool results. On a thread that keeps its graph's state (turn_start
+    # set) also the thread's earlier messages: this turn's begin at turn_start.
+    messages: Annotated[list[BaseMessage], _messages_added]
+    turn_start: int
     history: list[BaseMessage]  # earlier conversation loaded by a memory node
     documents: list[dict]  # context found by a retrieval node
     variables: Annotated[dict[str, Any], _merged]
@@ -51,11 +67,27 @@ class Outcome:
     skipped: bool = False
 
 
+def turn_messages(state: RunState) -> list[BaseMessage]:
+    """This turn's messages (on a thread that keeps its graph's state, those since its input)."""
+    return (state.get("messages") or [])[state.get("turn_start") or 0:]
+
+
 def last_ai_message(state: RunState) -> AIMessage | None:
-    for message in reversed(state.get("messages") or []):
+    for message in reversed(turn_messages(state)):
         if isinstance(message, AIMessage):
             return message
     return None
+
+
+def conversation_before(state: RunState, ctx: RunContext, limit: int) -> list[BaseMessage]:
+    """The last `limit` messages of the conversation before this turn: the thread's own state when it keeps one
+    (they are in it already, never read twice), else the conversation's messages in the database."""
+    if "turn_start" not in state:
+        return ctx.hooks.history(limit)
+    earlier = (state.get("messages") or [])[:state["turn_start"]][-limit:] if limit else []
+    while earlier and isinstance(earlier[0], ToolMessage):  # a tool result without its call is refused by models
+        earlier = earlier[1:]
+    return earlier
 
 
 def condition_context(graph: Graph, state: RunState, ctx: RunContext) -> ConditionContext:
@@ -119,7 +151,7 @@ def model(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
         context = "\n\n".join(f"[{d['title']}]\n{d['content']}" for d in documents)
         prompt.append(SystemMessage(f"Documents that may help answer:\n\n{context}"))
     prompt += state.get("history") or []
-    prompt += state.get("messages") or []
+    prompt += turn_messages(state)
     tools_on = _setting(node, "enable_tools", ctx)
     tools = tuple(ctx.config["allowed_tools"]) if tools_on and ctx.tool_budget_left() > 0 else ()
     reply = ctx.call_model(node, prompt, tools=tools)
@@ -182,9 +214,9 @@ def memory(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcom
         return Outcome(skipped=True)
     window = _setting(node, "memory_window", ctx)
     if not node.config.get("summarize"):
-        history = ctx.hooks.history(window)
+        history = conversation_before(state, ctx, window)
         return Outcome(update={"history": history}, output={"messages": len(history)})
-    history = ctx.hooks.history(window * 10)
+    history = conversation_before(state, ctx, window * 10)
     older, recent = history[:-window], history[-window:]
     if not older:
         return Outcome(update={"history": recent}, output={"messages": len(recent)})
@@ -302,8 +334,8 @@ def python_graph(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> 
     memory is on); its chat-model calls and tool calls are accounted by workflows.engine.python_graphs."""
     from workflows.engine.python_graphs import python_graph_invoke
 
-    history = ctx.hooks.history(ctx.config["memory_window"]) if ctx.config["enable_memory"] else []
-    added = python_graph_invoke(node, [*history, *(state.get("messages") or [])], ctx)
+    history = conversation_before(state, ctx, ctx.config["memory_window"]) if ctx.config["enable_memory"] else []
+    added = python_graph_invoke(node, [*history, *turn_messages(state)], ctx)
     reply = next((m for m in reversed(added) if isinstance(m, AIMessage)), None)
     return Outcome(update={"messages": added}, output={
         "content": _text(reply)[:MAX_OUTPUT_CHARS] if reply else "", "messages": len(added)})

@@ -105,8 +105,9 @@ class RunPlan:
     # transaction, so they exist before it can end: called with the execution once its row is inserted.
     on_written: Callable[[WorkflowExecution], None] | None = None
     run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
-    # A registered graph's run as the Agent Server API asks for it: its input as given (graph_input), the
-    # config's configurable keys and context it runs with, its static breakpoints.
+    # A run as the Agent Server API asks for it (kept in its input): a registered graph's input as given
+    # (graph_input), the config's configurable keys and context it runs with, its static breakpoints; a graph's
+    # run on a thread that keeps its state (on_thread), and the thread's checkpoint it goes on from (checkpoint_id).
     graph_request: dict | None = None
 
 
@@ -254,6 +255,10 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     conversation_id=conversation_id, opening=opening, owner=plan.owner, role=Message.Role.USER,
                     content=plan.message, execution=execution, provider_used=plan.config["provider"],
                     model_used=plan.config["model"], actor=plan.owner)
+                if not plan.messages and "graph_id" in (user_message.conversation.metadata or {}):
+                    # A thread of the Agent Server API (stamped by its runs) keeps its graph's state: a turn from
+                    # elsewhere goes on from it too (read from the row the message's statement returned).
+                    execution.input_data["on_thread"] = True
             elif conversation_id is not None and not Conversation.objects.filter(
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
