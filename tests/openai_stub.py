@@ -38,6 +38,10 @@ request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them a
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`.
+
+For a benchmark (bench/b8_stub.py): `always(...)` takes `reply()`'s arguments and answers every request that finds no
+scripted reply with them; `OpenAIStub(port=N, keep_alive=True, keep_requests=False)` listens on port N, keeps
+connections open between non-streamed answers (HTTP/1.1, as OpenAI's servers do) and does not keep what it received.
 """
 from __future__ import annotations
 
@@ -137,11 +141,13 @@ def split_words(text: str) -> list[str]:
 class OpenAIStub:
     """An OpenAI-compatible HTTP server on 127.0.0.1 (a free port), served from a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0, keep_alive: bool = False, keep_requests: bool = True) -> None:
+        self.port_asked, self.keep_alive, self.keep_requests = port, keep_alive, keep_requests
         self.requests: list[StubRequest] = []
         self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
         self._replies: deque[StubReply] = deque()
+        self._standing: StubReply | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -151,7 +157,7 @@ class OpenAIStub:
     def start(self) -> OpenAIStub:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server = ThreadingHTTPServer(("127.0.0.1", self.port_asked), _make_handler(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
@@ -255,6 +261,13 @@ class OpenAIStub:
             )
         return self
 
+    def always(self, **reply) -> OpenAIStub:
+        """Answer every request that finds no scripted reply with this one (`reply()`'s arguments)."""
+        self.reply(**reply)
+        with self._lock:
+            self._standing = self._replies.pop()
+        return self
+
     @property
     def pending(self) -> int:
         """Scripted replies not yet used."""
@@ -268,8 +281,9 @@ class OpenAIStub:
 
     def _record(self, request: StubRequest) -> StubReply | None:
         with self._lock:
-            self.requests.append(request)
-            return self._replies.popleft() if self._replies else None
+            if self.keep_requests:
+                self.requests.append(request)
+            return self._replies.popleft() if self._replies else self._standing
 
     def _next_id(self) -> str:
         return f"chatcmpl-stub-{next(self._ids)}"
@@ -381,8 +395,11 @@ def _usage_so_far(usage: dict[str, Any], fraction: float) -> dict[str, Any]:
 
 def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes.
-        protocol_version = "HTTP/1.0"
+        # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes; with keep_alive,
+        # HTTP/1.1 for answers of a known length, and a stream still ends with its connection.
+        protocol_version = "HTTP/1.1" if stub.keep_alive else "HTTP/1.0"
+        # A kept connection's next answer must not wait for the client's delayed ACK of the last one (Nagle).
+        disable_nagle_algorithm = stub.keep_alive
         server_version = "OpenAIStub/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
@@ -439,7 +456,8 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
         def _record_request(self, body: Any) -> None:
             with stub._lock:
-                stub.requests.append(self._request(body))
+                if stub.keep_requests:
+                    stub.requests.append(self._request(body))
 
         def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -465,6 +483,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Cache-Control", "no-cache")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
+                if stub.keep_alive:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 for index, data in enumerate([*chunks, None]):
                     if index == fault_at and reply.fault == "reset":
