@@ -1,7 +1,8 @@
 """B8's in-process view of one gateway call (`POST /v1/chat/completions` through Django's test client, the whole
 request stack in this thread, to the project's OpenAI stub in a thread answering at once): its wall time, the SQL
-statements it runs (listed, as Django logs them), and a cProfile of many calls: self time by area and our
-functions by cumulative time (cProfile inflates Python-heavy code: read it for proportions).
+statements it runs (listed, as Django logs them), and cProfiles of many calls, by wall time and by the calling
+thread's CPU: self time by area and our functions by cumulative time (cProfile inflates Python-heavy code: read it
+for proportions).
 
     .venv/bin/python -m bench.b8_inprocess [--calls 300] [--sqlite]
 
@@ -29,6 +30,22 @@ from bench.stats import median, ms, percentile, table
 from tests.openai_stub import OpenAIStub
 
 BODY = json.dumps({"model": OPENAI_MODEL, "messages": [{"role": "user", "content": MESSAGE}]})
+
+
+def _profiled(call, calls: int, timer) -> pstats.Stats:
+    profiler = cProfile.Profile(timer)
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    return pstats.Stats(profiler)
+
+
+def _ours(stats: pstats.Stats) -> dict[str, tuple[int, float, float]]:
+    """Our functions (the project's files): (calls, self, cumulative)."""
+    return {f"{filename[len(str(ROOT)) + 1:]}:{line} {funcname}": (calls, tottime, cumtime)
+            for (filename, line, funcname), (_, calls, tottime, cumtime, _) in stats.stats.items()
+            if filename.startswith(str(ROOT)) and "/.venv/" not in filename}
 
 
 def main() -> int:
@@ -63,40 +80,37 @@ def main() -> int:
             call()
         statements = [q["sql"] for q in queries.captured_queries]
         log(f"timing {args.calls} calls")
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.calls):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             call()
             times.append(time.perf_counter() - started)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(args.calls):
-            call()
-        profiler.disable()
-        stats = pstats.Stats(profiler)
+            cpu_times.append(time.thread_time() - cpu_started)
+        wall = _profiled(call, args.calls, time.perf_counter)
+        cpu = _profiled(call, args.calls, time.thread_time)
 
         print(f"\nB8 in process ({'SQLite' if args.sqlite else 'PostgreSQL + Redis'}): one gateway call, wall time "
-              f"median {ms(median(times))}, p99 {ms(percentile(times, 99))} over {args.calls} calls (stub included)")
-        print(f"\nStatements of one call ({len(statements)}, as Django logs them"
-              f"{'' if args.sqlite else '; PostgreSQL: BEGIN/COMMIT not logged'}):")
+              f"median {ms(median(times))}, p99 {ms(percentile(times, 99))} over {args.calls} calls (the stub's answer "
+              f"included); CPU of the calling thread median {ms(median(cpu_times))}, p99 {ms(percentile(cpu_times, 99))}")
+        print(f"\nStatements of one call ({sum(not sql.startswith(('BEGIN', 'COMMIT')) for sql in statements)}, "
+              f"in {sum(sql.startswith('BEGIN') for sql in statements)} explicit transactions; as Django logs them):")
         for sql in statements:
             print(f"  {sql_short(sql):40s} {sql[:150]}")
-
-        areas: dict[str, float] = defaultdict(float)
-        total = 0.0
-        ours = []
-        for (filename, line, funcname), (_, calls, tottime, cumtime, _) in stats.stats.items():
-            areas[area_of(filename, funcname)] += tottime
-            total += tottime
-            if filename.startswith(str(ROOT)) and "/.venv/" not in filename:
-                ours.append((f"{filename[len(str(ROOT)) + 1:]}:{line} {funcname}", calls, tottime, cumtime))
         n = args.calls
-        print(f"\ncProfile: {n} calls, {ms(total / n)} profiled per call; self time by area (ms per call)")
-        print(table([[area, ms(t / n), f"{t / total * 100:.0f}%"] for area, t in
-                     sorted(areas.items(), key=lambda kv: -kv[1])[:24]], ["area", "self", "share"]))
-        print("\ncProfile: our functions by cumulative time (ms per call)")
-        print(table([[name, f"{calls / n:.1f}", ms(cum / n), ms(tot / n)] for name, calls, tot, cum in
-                     sorted(ours, key=lambda r: -r[3])[:45]], ["function", "calls/call", "cumulative", "self"]))
+        for label, stats in (("wall time", wall), ("CPU of the calling thread (time.thread_time)", cpu)):
+            areas: dict[str, float] = defaultdict(float)
+            for (filename, _, funcname), (_, _, tottime, _, _) in stats.stats.items():
+                areas[area_of(filename, funcname)] += tottime
+            total = sum(areas.values())
+            print(f"\ncProfile, {label}: {n} calls, {ms(total / n)} profiled per call; self time by area (ms per call)")
+            print(table([[area, ms(t / n), f"{t / total * 100:.0f}%"] for area, t in
+                         sorted(areas.items(), key=lambda kv: -kv[1])[:20]], ["area", "self", "share"]))
+        ours_wall, ours_cpu = _ours(wall), _ours(cpu)
+        print("\ncProfile: our functions by cumulative time, wall and CPU of the calling thread (ms per call)")
+        print(table([[name, f"{calls / n:.1f}", ms(cum / n), ms(ours_cpu.get(name, (0, 0, 0))[2] / n),
+                      ms(ours_cpu.get(name, (0, 0, 0))[1] / n)]
+                     for name, (calls, _, cum) in sorted(ours_wall.items(), key=lambda kv: -kv[1][2])[:50]],
+                    ["function", "calls/call", "wall cumulative", "CPU cumulative", "CPU self"]))
     return 0
 
 

@@ -41,7 +41,8 @@ request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them a
 
 For a benchmark (bench/b8_stub.py): `always(...)` takes `reply()`'s arguments and answers every request that finds no
 scripted reply with them; `OpenAIStub(port=N, keep_alive=True, keep_requests=False)` listens on port N, keeps
-connections open between non-streamed answers (HTTP/1.1, as OpenAI's servers do) and does not keep what it received.
+connections open between answers (HTTP/1.1, streams in chunks, as OpenAI's servers do) and does not keep what it
+received.
 """
 from __future__ import annotations
 
@@ -396,7 +397,7 @@ def _usage_so_far(usage: dict[str, Any], fraction: float) -> dict[str, Any]:
 def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes; with keep_alive,
-        # HTTP/1.1 for answers of a known length, and a stream still ends with its connection.
+        # HTTP/1.1 (_send_stream sends a stream in chunks).
         protocol_version = "HTTP/1.1" if stub.keep_alive else "HTTP/1.0"
         # A kept connection's next answer must not wait for the client's delayed ACK of the last one (Nagle).
         disable_nagle_algorithm = stub.keep_alive
@@ -483,16 +484,25 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Cache-Control", "no-cache")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                if stub.keep_alive:
+                # Kept alive, a stream is sent in chunks (HTTP/1.1), as OpenAI's servers send theirs, and the
+                # connection serves the next request; a stream that breaks closes it.
+                chunked = stub.keep_alive and reply.fault is None
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                elif stub.keep_alive:
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
+
+                def write(data: bytes) -> None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
                 for index, data in enumerate([*chunks, None]):
                     if index == fault_at and reply.fault == "reset":
                         self._reset()
                         return
                     if index == fault_at and reply.fault == "malformed":
-                        self.wfile.write(f"data: {MALFORMED_CHUNK}\n\n".encode())
+                        write(f"data: {MALFORMED_CHUNK}\n\n".encode())
                     if index == fault_at and reply.fault == "stall":
                         self.wfile.flush()
                         time.sleep(reply.stall_s)
@@ -500,9 +510,11 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                         break
                     if reply.chunk_delay_s and index:
                         time.sleep(reply.chunk_delay_s)
-                    self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                    write(f"data: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
+                write(b"data: [DONE]\n\n")
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client went away (e.g. a cancelled run); nothing to clean up
