@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
 import httpx
 
@@ -40,11 +39,10 @@ from bench.b5_servers import Variant, Venv, chatter_pair
 from bench.b8_stub import USAGE
 from bench.chatter_servers import chatter_database
 from bench.machine import CpuMeter, Tree, format_cpu, machine_note, process_tree
-from bench.pg_stats import DbWork, work_per_turn
+from bench.pg_stats import DbWork, services_counted, work_per_turn
 from bench.processes import BENCH_DIR, HOST, PYTHON, ROOT, VAR_DIR, BenchRun, free_port, log, run_main, \
     wait_http, wait_listening
 from bench.pyspy import Profile
-from bench.services import start_services
 from bench.stats import median, percentile, table
 
 LITELLM_VENV = Venv(VAR_DIR / "litellm-venv", BENCH_DIR / "requirements-litellm.txt")
@@ -286,12 +284,7 @@ def main() -> int:
     clients = [int(n) for n in args.clients.split(",") if n]
 
     with BenchRun("b8") as run:
-        services = start_services(run)
-        db = DbWork(services)
-        try:
-            db.enable_statements()
-        except (OSError, subprocess.CalledProcessError) as error:
-            log(f"pg_stat_statements not available ({error}): statements per call not counted")
+        services, db = services_counted(run)
         stub = start_stub(run)
         chatter, database = chatter_gateway(run, services, stub)
         litellm = litellm_pair(run, services, stub, with_database=args.litellm_db)
