@@ -4,7 +4,7 @@ statements it runs (listed, as Django logs them), and cProfiles of many calls, b
 thread's CPU: self time by area and our functions by cumulative time (cProfile inflates Python-heavy code: read it
 for proportions).
 
-    .venv/bin/python -m bench.b8_inprocess [--calls 300] [--sqlite]
+    .venv/bin/python -m bench.b8_inprocess [--calls 300] [--sqlite] [--dump cpu.pstats]
 
 PostgreSQL + Redis (scripts/services.sh) by default, as the servers of bench.b8_gateway run; `--sqlite` for a
 quick look without them.
@@ -52,6 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="calls timed, and profiled (default 300)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite, no Redis")
+    parser.add_argument("--dump", help="write the CPU profile here (pstats), to read further")
     args = parser.parse_args()
     with BenchRun("b8-inprocess") as run:
         stub = OpenAIStub(keep_alive=True, keep_requests=False).start()
@@ -88,6 +89,8 @@ def main() -> int:
             cpu_times.append(time.thread_time() - cpu_started)
         wall = _profiled(call, args.calls, time.perf_counter)
         cpu = _profiled(call, args.calls, time.thread_time)
+        if args.dump:
+            cpu.dump_stats(args.dump)
 
         print(f"\nB8 in process ({'SQLite' if args.sqlite else 'PostgreSQL + Redis'}): one gateway call, wall time "
               f"median {ms(median(times))}, p99 {ms(percentile(times, 99))} over {args.calls} calls (the stub's answer "
