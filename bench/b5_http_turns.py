@@ -44,10 +44,9 @@ from bench.b5_report import report
 from bench.b5_servers import Variant, bare_engine_floor, chatter_pair, dev_pair, peer_pair
 from bench.chatter_servers import chatter_database, uvicorn_env
 from bench.machine import CpuMeter, Tree, machine_note
-from bench.pg_stats import DbWork, PgActivity, work_per_turn
+from bench.pg_stats import DbWork, PgActivity, services_counted, work_per_turn
 from bench.processes import PYTHON, ROOT, BenchRun, log, run_main
 from bench.pyspy import Profile
-from bench.services import start_services
 
 VARIANTS = ("chatter-daphne", "chatter-uvicorn", "langgraph-pg", "langgraph-dev")
 FOCUS = ("workflows/", "conversations/", "analytics/", "audit/", "chatter_project/", "django/db/", "psycopg/",
@@ -171,12 +170,7 @@ def main() -> int:
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
 
     with BenchRun("b5") as run:
-        services = start_services(run)
-        db = DbWork(services)
-        try:
-            db.enable_statements()
-        except (OSError, subprocess.CalledProcessError) as error:
-            log(f"pg_stat_statements not available ({error}): statements per turn not counted")
+        services, db = services_counted(run)
         database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
                                     CHATTER_LOCAL_TOKEN_DELAY_MS=0)
         if "chatter-uvicorn" in names and uvicorn_env(database) is None:

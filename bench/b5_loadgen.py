@@ -2,7 +2,7 @@
 prints what it measured as one JSON line. Deliberately small (asyncio streams, no HTTP library) so the client
 costs little CPU on the machine the servers share.
 
-    python -m bench.b5_loadgen --kind chatter|peer|langgraph --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
+    python -m bench.b5_loadgen --kind chatter|peer|langgraph|openai --targets 127.0.0.1:8001,127.0.0.1:8002 [--token T]
                                (--clients 8 --duration 10 | --clients 1 --count 100) [--warmup 5] [--timeout 30]
     python -m bench.b5_loadgen --round-robin '[{"name": N, "kind": K, "target": "host:port", "token": T}, ...]'
                                --count 100 [--warmup 5] [--timeout 30] [--pause-ms 25]
@@ -20,7 +20,10 @@ them). The same message every turn, and every answer is checked:
 - peer:      `POST /runs/wait {"assistant_id": "chat", "input": {"message"}, "on_completion": "keep"}` (a new
              thread each turn, kept with its run and checkpoints, as Chatter keeps its conversation), 200 with
              the reply;
-- langgraph: the same without "on_completion" (the server's default: the temporary thread is deleted).
+- langgraph: the same without "on_completion" (the server's default: the temporary thread is deleted);
+- openai:    `POST /v1/chat/completions {"model": "gpt-4o-mini", "messages": [user message]}` with `Authorization:
+             Bearer <token>` (B8: a gateway, or its upstream itself), 200 with a chat.completion carrying the
+             upstream's reply (bench/b8_stub.py).
 """
 from __future__ import annotations
 
@@ -32,12 +35,17 @@ import sys
 import time
 
 MESSAGE = "hello there"
+OPENAI_MODEL = "gpt-4o-mini"
+OPENAI_REPLY = b"Hello! How can I help"  # bench/b8_stub.py's reply
 
 
 def request_bytes(kind: str, host: str, token: str) -> bytes:
     if kind == "chatter":
         path, body = "/api/v1/chat/", {"message": MESSAGE}
         extra = f"Authorization: Token {token}\r\n"
+    elif kind == "openai":
+        path, body = "/v1/chat/completions", {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": MESSAGE}]}
+        extra = f"Authorization: Bearer {token}\r\n"
     else:
         path, body = "/runs/wait", {"assistant_id": "chat", "input": {"message": MESSAGE}}
         if kind == "peer":
@@ -52,6 +60,8 @@ def request_bytes(kind: str, host: str, token: str) -> bytes:
 def answer_ok(kind: str, status: int, body: bytes) -> bool:
     if kind == "chatter":
         return status == 201 and b'"status":"completed"' in body
+    if kind == "openai":
+        return status == 200 and b"chat.completion" in body and OPENAI_REPLY in body
     return status == 200 and b'"reply":"(local model)' in body
 
 
@@ -187,7 +197,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--round-robin", help="JSON list of servers ({name, kind, target, token}): sequential "
                         "turns, one per server per round (--count rounds)")
-    parser.add_argument("--kind", choices=("chatter", "peer", "langgraph"))
+    parser.add_argument("--kind", choices=("chatter", "peer", "langgraph", "openai"))
     parser.add_argument("--targets", help="host:port[,host:port...]")
     parser.add_argument("--token", default="", help="Chatter API token")
     parser.add_argument("--clients", type=int, default=1)

@@ -14,7 +14,9 @@ Who uses what:
 - B5's peers: `BareChat` (the graph they serve);
 - B6's data loader: `call_price`, `call_cost`, `usage_rollups_rebuild`, `usage_drift`, `usage_request_sql`,
   `api_token_key`;
-- B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`.
+- B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`;
+- B8's checks: `gateway_runs`, `gateway_i3_failures`, `invariant_i2`, `aggregates_drift`; its in-process profile:
+  `gateway_client`, `GATEWAY_PATH`.
 """
 from __future__ import annotations
 
@@ -281,3 +283,49 @@ def aggregates_drift() -> list:
     from analytics.services import aggregates_drift as drift
 
     return drift()
+
+
+# --- the gateway's record (B8) --------------------------------------------------------------------------------
+def _gateway_executions():
+    from workflows.models import WorkflowExecution
+
+    return WorkflowExecution.objects.filter(workflow_type=WorkflowExecution.Type.GATEWAY)
+
+
+def gateway_runs() -> dict:
+    """Gateway runs: how many, how many completed, and their tokens summed."""
+    from django.db.models import Count, Q, Sum
+
+    from workflows.models import WorkflowExecution
+
+    found = _gateway_executions().aggregate(
+        runs=Count("id"), completed=Count("id", filter=Q(status=WorkflowExecution.Status.COMPLETED)),
+        prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"))
+    return {k: v or 0 for k, v in found.items()}
+
+
+def gateway_i3_failures() -> list[str]:
+    """The gateway runs whose figures are not the sums over their nodes (I3), by id."""
+    from tests import invariants
+
+    failed = []
+    for execution in _gateway_executions().iterator():
+        try:
+            invariants.assert_i3(execution)
+        except AssertionError:
+            failed.append(str(execution.pk))
+    return failed
+
+
+GATEWAY_PATH = "/v1/chat/completions"
+
+
+def gateway_client(user):
+    """Django's test client (the whole request stack, in this thread) with a new key of `user`'s with the gateway
+    scope, as `Authorization: Bearer`."""
+    from django.test import Client
+
+    from keys.services import api_token_create
+
+    key = api_token_create(user=user, name="b8", scopes=["gateway"])[1]
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")

@@ -2,11 +2,13 @@
 and transactions per HTTP turn"), and sampled backend activity (connections, lock waits)."""
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from typing import Self
 
-from bench.services import Services
+from bench.processes import BenchRun, log
+from bench.services import Services, start_services
 
 _TRANSACTION_CONTROL = r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|START TRANSACTION|END)\b"
 # PostgreSQL's own foreign-key checks (one per row written with a foreign key), which pg_stat_statements lists
@@ -70,6 +72,17 @@ class DbWork:
         """(monotonic time, reading) `wait` s from now, when every idle backend has reported what it did."""
         time.sleep(wait)
         return time.monotonic(), self.read(databases)
+
+
+def services_counted(run: BenchRun) -> tuple[Services, DbWork]:
+    """PostgreSQL + Redis for `run`, PostgreSQL restarted to count statements (pg_stat_statements) when it can."""
+    services = start_services(run)
+    db = DbWork(services)
+    try:
+        db.enable_statements()
+    except (OSError, subprocess.CalledProcessError) as error:
+        log(f"pg_stat_statements not available ({error}): statements not counted")
+    return services, db
 
 
 def work_per_turn(before: tuple, after: tuple, idle: dict[str, dict[str, float]], database: str,

@@ -3,13 +3,14 @@
 Every parameter of OpenAI's chat completions API is read here into one of three kinds (gateway.services decides
 what each does): passed through to the upstream, accepted and ignored (what only OpenAI's hosted service means),
 or refused with a 400 naming it (what this gateway cannot honour: audio output). The legacy `functions` /
-`function_call` (and `function` messages) are read as the tools they became."""
+`function_call` (and `function` messages) are read as the tools they became. Every call validates its request,
+through fields built once per class (ValidatedByFieldsBuiltOnce)."""
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from conversations.services import MAX_MESSAGE_CHARS
-from core.api.serializers import StrictFieldsMixin, StrictSerializer
+from core.api.serializers import StrictFieldsMixin, StrictSerializer, ValidatedByFieldsBuiltOnce
 
 MAX_MESSAGES = 1000
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -107,7 +108,7 @@ class ChatMessageSerializer(StrictFieldsMixin, serializers.Serializer):
         return {name: value for name, value in attrs.items() if value is not None or name == "content"}
 
 
-class ChatCompletionSerializer(StrictSerializer):
+class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     model = serializers.CharField(max_length=255)
     messages = serializers.ListField(child=ChatMessageSerializer(), allow_empty=False, max_length=MAX_MESSAGES)
     stream = serializers.BooleanField(default=False)
@@ -261,7 +262,7 @@ def _legacy_function_messages(messages: list[dict]) -> None:
             message.pop("name")
 
 
-class EmbeddingsSerializer(StrictSerializer):
+class EmbeddingsSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     """OpenAI's embeddings request: a text, a list of texts, or token arrays (for a server that reads them)."""
 
     model = serializers.CharField(max_length=255)
@@ -292,7 +293,7 @@ def _token(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-class CompletionSerializer(StrictSerializer):
+class CompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     """OpenAI's legacy completions request: one prompt, read as a chat completion of one user message."""
 
     model = serializers.CharField(max_length=255)
@@ -345,7 +346,7 @@ class CompletionSerializer(StrictSerializer):
         return serializer.validated_data
 
 
-class ResponsesSerializer(StrictSerializer):
+class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     """OpenAI's Responses API request, for text and function tools: its `input` items read as chat messages (see
     gateway.services.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
 

@@ -118,13 +118,14 @@ def gateway_model(model: str) -> tuple[str, str]:
                        details=[{"path": "model", "code": "model_not_found", "message": "routed, not priced"}])
     configured = providers_configured()
     candidates = [(provider, name)] if name and provider in PROVIDERS else [(p, model) for p in PROVIDERS]
-    not_served = []
+    # What a server serves is known without a query (provider_models_served): a provider that does not serve the
+    # model is passed over before its price is read, so a call reads one price here, not one per provider.
     for provider, name in candidates:
-        if provider in configured and price_for_call(provider=provider, model=name) is not None:
-            served = provider_models_served(provider)
-            if served is None or name in served:
-                return provider, name
-            not_served.append(provider)
+        if provider in configured and _served(provider, name) and \
+                price_for_call(provider=provider, model=name) is not None:
+            return provider, name
+    not_served = [p for p, n in candidates if p in configured and not _served(p, n)
+                  and price_for_call(provider=p, model=n) is not None]
     callable_ = [entry["id"] for entry in gateway_model_list()]
     message = (f"The model `{model}` does not exist or you do not have access to it. "
                f"Models you can call: {', '.join(callable_) or 'none'} (GET /v1/models).")
@@ -136,6 +137,11 @@ def gateway_model(model: str) -> tuple[str, str]:
     raise NotFound(f"{message} To call another model, {HOW_TO_PRICE}.",
                    code="model_not_found",
                    details=[{"path": "model", "code": "model_not_found", "message": "no configured provider prices it"}])
+
+
+def _served(provider: str, name: str) -> bool:
+    served = provider_models_served(provider)
+    return served is None or name in served
 
 
 def _setup_needed(provider: str) -> str:

@@ -47,6 +47,11 @@ events when asked, for `anthropic` deployments (their base URL: `stub.root_url`)
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`.
+
+For a benchmark (bench/b8_stub.py): `always(...)` takes `reply()`'s arguments and answers every request that finds no
+scripted reply with them; `OpenAIStub(port=N, keep_alive=True, keep_requests=False)` listens on port N, keeps
+connections open between answers (HTTP/1.1, streams in chunks, as OpenAI's servers do) and does not keep what it
+received.
 """
 from __future__ import annotations
 
@@ -147,7 +152,8 @@ def split_words(text: str) -> list[str]:
 class OpenAIStub:
     """An OpenAI-compatible HTTP server on 127.0.0.1 (a free port), served from a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0, keep_alive: bool = False, keep_requests: bool = True) -> None:
+        self.port_asked, self.keep_alive, self.keep_requests = port, keep_alive, keep_requests
         self.requests: list[StubRequest] = []
         self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
@@ -162,7 +168,7 @@ class OpenAIStub:
     def start(self) -> OpenAIStub:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server = ThreadingHTTPServer(("127.0.0.1", self.port_asked), _make_handler(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
@@ -296,7 +302,8 @@ class OpenAIStub:
 
     def _record(self, request: StubRequest) -> StubReply | None:
         with self._lock:
-            self.requests.append(request)
+            if self.keep_requests:
+                self.requests.append(request)
             return self._replies.popleft() if self._replies else self._always
 
     def _next_id(self) -> str:
@@ -430,8 +437,11 @@ def _usage_so_far(usage: dict[str, Any], fraction: float) -> dict[str, Any]:
 
 def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes.
-        protocol_version = "HTTP/1.0"
+        # HTTP/1.0: one request per connection, so a stream simply ends when the connection closes; with keep_alive,
+        # HTTP/1.1 (_send_stream sends a stream in chunks).
+        protocol_version = "HTTP/1.1" if stub.keep_alive else "HTTP/1.0"
+        # A kept connection's next answer must not wait for the client's delayed ACK of the last one (Nagle).
+        disable_nagle_algorithm = stub.keep_alive
         server_version = "OpenAIStub/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
@@ -497,7 +507,8 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
         def _record_request(self, body: Any) -> None:
             with stub._lock:
-                stub.requests.append(self._request(body))
+                if stub.keep_requests:
+                    stub.requests.append(self._request(body))
 
         def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -523,13 +534,25 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Cache-Control", "no-cache")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
+                # Kept alive, a stream is sent in chunks (HTTP/1.1), as OpenAI's servers send theirs, and the
+                # connection serves the next request; a stream that breaks closes it.
+                chunked = stub.keep_alive and reply.fault is None
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                elif stub.keep_alive:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
+
+                def write(data: bytes) -> None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
                 for index, data in enumerate([*chunks, None]):
                     if index == fault_at and reply.fault == "reset":
                         self._reset()
                         return
                     if index == fault_at and reply.fault == "malformed":
-                        self.wfile.write(f"data: {MALFORMED_CHUNK}\n\n".encode())
+                        write(f"data: {MALFORMED_CHUNK}\n\n".encode())
                     if index == fault_at and reply.fault == "stall":
                         self.wfile.flush()
                         time.sleep(reply.stall_s)
@@ -537,9 +560,11 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                         break
                     if reply.chunk_delay_s and index:
                         time.sleep(reply.chunk_delay_s)
-                    self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                    write(f"data: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
+                write(b"data: [DONE]\n\n")
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client went away (e.g. a cancelled run); nothing to clean up

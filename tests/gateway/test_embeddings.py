@@ -55,9 +55,10 @@ def test_floats_or_base64_as_asked(gateway, openai_stub):
     openai_stub.reply(usage=USAGE).reply(usage=USAGE)
     keyed = {"Authorization": f"Bearer {gateway.key}"}
 
-    floats = httpx.post(f"{gateway.v1}/embeddings", headers=keyed, json={
+    # The server's first call loads the provider's client: as long as the other tests' clients wait (30 s), not 5.
+    floats = httpx.post(f"{gateway.v1}/embeddings", headers=keyed, timeout=30, json={
         "model": "text-embedding-3-small", "input": "hello", "encoding_format": "float"}).json()
-    encoded = httpx.post(f"{gateway.v1}/embeddings", headers=keyed, json={
+    encoded = httpx.post(f"{gateway.v1}/embeddings", headers=keyed, timeout=30, json={
         "model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64"}).json()
 
     assert floats["data"][0]["embedding"] == stub_embedding("hello")
