@@ -84,6 +84,27 @@ def test_the_first_ten_minutes_run_as_written(server):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_prompts_section_goes_on_from_the_first_ten_minutes_as_written(server):
+    (walk,) = re.findall(r"```sh\n(.*?)```", section("The first ten minutes"), flags=re.S)
+    (prompts,) = re.findall(r"```sh\n(.*?)```", section("Prompts: change one without a deploy, split traffic, score"),
+                            flags=re.S)
+    script = (walk + prompts).replace("http://127.0.0.1:8000", server.base_url).replace(
+        PASSWORD_PLACEHOLDER, "alice-password")
+
+    done = bash("set -euo pipefail\n" + script)
+
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    from datasets.models import DatasetItem
+    from experiments.models import Experiment
+
+    experiment = Experiment.objects.get()
+    item = DatasetItem.objects.get(dataset=experiment.dataset)
+    assert item.source_execution.definition.name == "Support"
+    assert [t["name"] for t in experiment.targets] == ["support@v1", "support@v2"]
+    assert '"versions":' in done.stdout and f'"id":"{experiment.pk}"' in done.stdout
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_gateway_example_runs_out_of_the_box(server, alice):
     """The gateway page's example, as written; only its base URL (another port) and its key (a new one) change."""
     base_url, key_placeholder = "http://127.0.0.1:8000/v1", "<a key with the gateway scope>"
