@@ -79,7 +79,7 @@ ROUTES = [
     ("POST", "/langgraph/threads", {}, "chat", 200),
     ("PATCH", "/langgraph/threads/{thread}", {"metadata": {"team": "b"}}, "chat", 200),
     ("POST", "/langgraph/threads/{thread}/copy", None, "chat", 200),
-    ("POST", "/langgraph/threads/{thread}/state", {"values": {"messages": []}}, "chat", 409),  # kept no checkpoint
+    ("POST", "/langgraph/threads/{thread}/state", {"values": {"messages": []}}, "chat", 200),  # the graph's own state
     ("DELETE", "/langgraph/threads/{thread}", None, "chat", 204),
     ("PUT", "/langgraph/store/items", {**ITEM, "value": {"n": 2}}, "chat", 204),
     ("DELETE", "/langgraph/store/items", ITEM, "chat", 204),
