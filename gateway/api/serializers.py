@@ -18,6 +18,11 @@ class KeyLimitsSerializer(StrictSerializer):
     per_model = serializers.DictField(child=ModelLimitsSerializer(), required=False,
                                       help_text='{model: {"rpm": n, "tpm": n}}')
 
+    def validate_per_model(self, value: dict) -> dict:
+        """A null limit is no limit: it is left out, and a model left without any with it."""
+        kept = {model: {name: n for name, n in limits.items() if n is not None} for model, limits in value.items()}
+        return {model: limits for model, limits in kept.items() if limits}
+
 
 class KeyLimitsOutSerializer(serializers.Serializer):
     api_key = serializers.UUIDField(help_text="the key's id (/api/v1/keys/<id>/)")

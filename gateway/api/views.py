@@ -9,21 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import NotFound
 from gateway.api.serializers import KeyLimitsOutSerializer, KeyLimitsSerializer
 from gateway.limits import key_limits_remove, key_limits_set
 from gateway.models import KeyLimits
+from gateway.selectors import key_for_limits_get, key_limits_get
 from keys.auth import ALL_SCOPES
 from keys.models import ApiToken
-
-
-def _key(*, user, uid) -> ApiToken:
-    """The key the user may manage: their own, or any for staff; another user's is a 404."""
-    keys = ApiToken.objects.all() if user.is_staff else ApiToken.objects.filter(user=user)
-    key = keys.filter(uid=uid).first()
-    if key is None:
-        raise NotFound("API key not found")
-    return key
 
 
 def _shown(key: ApiToken, limits: KeyLimits | None) -> dict:
@@ -39,24 +30,22 @@ class KeyLimitsView(APIView):
 
     @extend_schema(responses={200: KeyLimitsOutSerializer})
     def get(self, request: Request, uid) -> Response:
-        key = _key(user=request.user, uid=uid)
-        return Response(_shown(key, KeyLimits.objects.filter(api_key=key).first()))
+        key = key_for_limits_get(user=request.user, uid=uid)
+        return Response(_shown(key, key_limits_get(api_key=key)))
 
     @extend_schema(request=KeyLimitsSerializer, responses={200: KeyLimitsOutSerializer})
     def put(self, request: Request, uid) -> Response:
-        key = _key(user=request.user, uid=uid)
+        key = key_for_limits_get(user=request.user, uid=uid)
         serializer = KeyLimitsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        per_model = {model: {name: value for name, value in limits.items() if value is not None}
-                     for model, limits in (data.get("per_model") or {}).items()}
         limits = key_limits_set(api_key=key, allowed_models=data.get("allowed_models") or [], rpm=data.get("rpm"),
-                                tpm=data.get("tpm"), per_model={m: v for m, v in per_model.items() if v},
+                                tpm=data.get("tpm"), per_model=data.get("per_model") or {},
                                 actor=request.user, ip=request.META.get("REMOTE_ADDR"))
         return Response(_shown(key, limits))
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, uid) -> Response:
-        key_limits_remove(api_key=_key(user=request.user, uid=uid), actor=request.user,
+        key_limits_remove(api_key=key_for_limits_get(user=request.user, uid=uid), actor=request.user,
                           ip=request.META.get("REMOTE_ADDR"))
         return Response(status=status.HTTP_204_NO_CONTENT)
