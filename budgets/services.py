@@ -24,16 +24,14 @@ from decimal import ROUND_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
-from django.db import connection
-from django.db.models import F, Q, Value
-from django.db.models.functions import Greatest
+from django.db.models import CharField, Exists, F, Q, Value
+from django.db.models.functions import Cast, Greatest
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
 from core.errors import ChatterError
-from core.rows import rows_select
 from webhooks.services import webhook_delivery_create
 
 MILLION = Decimal(1_000_000)
@@ -84,42 +82,33 @@ def period_start(budget: Budget, at: datetime | None = None) -> datetime:
 
 
 def budgets_matching(*, owner, api_key=None, template_id=None, lock_owner: bool = False) -> list[Budget]:
-    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under, read by plain statements
-    (every run asks: core.rows). `lock_owner` (PostgreSQL): first lock the owner's row in the caller's
-    transaction, by the statement that also says whether any budget applies, so simultaneous runs of one user take
-    turns and a run under none reads nothing more. FOR NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY
-    SHARE locks that every insert referencing the user takes (runs, messages, audit rows), which deadlocked one
-    user's concurrent turns."""
-    where, params = _matching(owner, api_key, template_id)
+    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under. `lock_owner`
+    (PostgreSQL): first lock the owner's row in the caller's transaction, by the statement that also says whether
+    any budget applies, so simultaneous runs of one user take turns and a run under none reads nothing more. FOR
+    NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing the user
+    takes (runs, messages, audit rows), which deadlocked one user's concurrent turns."""
+    matching = Budget.objects.filter(_matching(owner, api_key, template_id))
     if lock_owner:
-        user = get_user_model()._meta
-        with connection.cursor() as cursor:
-            cursor.execute(f'SELECT EXISTS (SELECT 1 FROM "{Budget._meta.db_table}" WHERE {where}) '
-                           f'FROM "{user.db_table}" WHERE "{user.pk.column}" = %s FOR NO KEY UPDATE',
-                           [*params, owner.pk])
-            found = cursor.fetchone()
-        if not found or not found[0]:
+        any_applies = get_user_model().objects.filter(pk=owner.pk).select_for_update(no_key=True).values_list(
+            Exists(matching), flat=True)
+        if not any(any_applies):
             return []
-    return rows_select(Budget, where, params)
+    return list(matching)
 
 
-def _matching(owner, api_key, template_id) -> tuple[str, list]:
-    """SQL over Budget's columns for the budgets that apply to such a run, and its parameters."""
-    members = get_user_model().groups.through._meta
+def _matching(owner, api_key, template_id) -> Q:
+    """The budgets that apply to such a run."""
     Scope = Budget.Scope
-    # A budget binds a run only when staff set it or the run is its owner's: no user's budget reaches another's runs.
-    where = (f'"is_active" = %s AND ("set_by_staff" = %s OR "{Budget._meta.get_field("owner").column}" = %s) AND '
-             '("scope" = %s OR ("scope" = %s AND "target_id" = %s) OR ("scope" = %s AND '
-             f'"target_id" IN (SELECT CAST("{members.get_field("group").column}" AS VARCHAR(64)) '
-             f'FROM "{members.db_table}" WHERE "{members.get_field("user").column}" = %s))')
-    params = [True, True, owner.pk, Scope.GLOBAL, Scope.USER, str(owner.pk), Scope.GROUP, owner.pk]
+    groups = get_user_model().groups.through.objects.filter(user_id=owner.pk).values(
+        target=Cast("group_id", CharField(max_length=64)))
+    scoped = (Q(scope=Scope.GLOBAL) | Q(scope=Scope.USER, target_id=str(owner.pk))
+              | Q(scope=Scope.GROUP, target_id__in=groups))
     if api_key is not None:
-        where += ' OR ("scope" = %s AND "target_id" = %s)'
-        params += [Scope.KEY, str(api_key.uid)]
+        scoped |= Q(scope=Scope.KEY, target_id=str(api_key.uid))
     if template_id is not None:
-        where += ' OR ("scope" = %s AND "target_id" = %s)'
-        params += [Scope.TEMPLATE, str(template_id)]
-    return where + ")", params
+        scoped |= Q(scope=Scope.TEMPLATE, target_id=str(template_id))
+    # A budget binds a run only when staff set it or the run is its owner's: no user's budget reaches another's runs.
+    return Q(is_active=True) & (Q(set_by_staff=True) | Q(owner_id=owner.pk)) & scoped
 
 
 def _period_rows(hold: dict):

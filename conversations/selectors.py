@@ -8,7 +8,6 @@ from django.db.models import Count, Sum, Value
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Document, Message
-from core.rows import db_value
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
 # The statuses of a run that has not ended. Runs (workflows, the layer above) refer to their conversation as
@@ -37,22 +36,17 @@ def message_list(*, conversation: Conversation):
 def conversation_history(*, conversation_id, limit: int, before_sequence: int | None = None,
                          before_turn_of=None) -> list[tuple[str, str]]:
     """(role, content) of the last `limit` user/assistant/system messages, oldest first: before a sequence number,
-    or before the first user message of run `before_turn_of` (the turn's own message, once written). One plain
-    statement: a continuing turn's memory reads it (core.rows)."""
-    meta = Message._meta
-    where = '"conversation_id" = %s AND "role" IN (%s, %s, %s)'
-    params = [db_value(Message, "conversation", conversation_id), "user", "assistant", "system"]
+    or before the first user message of run `before_turn_of` (the turn's own message, once written). One
+    statement: a continuing turn's memory reads it."""
+    messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))
     if before_sequence is not None:
-        where += ' AND "sequence" < %s'
-        params.append(before_sequence)
+        messages = messages.filter(sequence__lt=before_sequence)
     if before_turn_of is not None:
-        where += (f' AND "sequence" < (SELECT MIN("sequence") FROM "{meta.db_table}" '
-                  'WHERE "execution_id" = %s AND "role" = %s)')
-        params += [db_value(Message, "execution", before_turn_of), "user"]
-    with connection.cursor() as cursor:
-        cursor.execute(f'SELECT "role", "content" FROM "{meta.db_table}" WHERE {where} '
-                       f'ORDER BY "sequence" DESC LIMIT %s', [*params, int(limit)])
-        return [(role, content) for role, content in reversed(cursor.fetchall())]
+        turn_start = Message.objects.filter(execution_id=before_turn_of, role="user").order_by(
+            "sequence").values("sequence")[:1]
+        messages = messages.filter(sequence__lt=turn_start)
+    newest = messages.order_by("-sequence").values_list("role", "content")[:limit]
+    return list(reversed(newest))
 
 
 def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:

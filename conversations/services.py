@@ -12,7 +12,15 @@ from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_has_run_in_progress
 from conversations.signals import message_deleted, message_saved
 from core.errors import Conflict, InvalidInput, NotFound
-from core.rows import instance_from_row, instance_insert_from, instances_insert, returned_columns
+from conversations.statements import (
+    CONVERSATION_COLUMNS,
+    CONVERSATION_MESSAGE_ADD,
+    CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
+    CONVERSATION_OPEN_WITH_MESSAGE,
+    MESSAGE_COLUMNS,
+    MESSAGE_RIDING_COLUMNS,
+    stored_values,
+)
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 500_000
@@ -29,7 +37,7 @@ def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
     if conversation_id is not None:
         conversation.id = conversation_id
     if written:
-        instances_insert([conversation])
+        conversation.save(force_insert=True)
     return conversation
 
 
@@ -78,36 +86,32 @@ def conversation_get_for_update(*, conversation_id) -> Conversation:
 # The totals a message moves (its own field → the conversation's).
 _TOTALS = (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
            ("total_tokens", "total_tokens"), ("cost", "total_cost"))
-def _conversation_totals_change(*, conversation_id, sign: int, values: dict, owner_id=None,
-                                saved_at=None, message: Message | None = None) -> Conversation | None:
-    """Add (sign +1, a new message with the next sequence) or take out (sign -1) a message's figures, in one
-    statement that also locks the row until the caller's transaction ends: so writers of one conversation take
-    turns, sequences never clash, and the totals are exactly the sum over the messages (I1). Returns the row as it
-    now is (its last_sequence is the new message's), or None when there is no such conversation (of `owner_id`).
-    `message` (PostgreSQL): the new message, inserted with that sequence by the same statement (a data-modifying
-    WITH; nothing when there is no such conversation)."""
-    table = connection.ops.quote_name(Conversation._meta.db_table)
-    changes = [f"message_count = message_count + {sign}"]
-    params: list = []
-    for field, column in _TOTALS:
-        changes.append(f"{column} = {column} + %s")
-        params.append(sign * values.get(field, 0))
-    if sign > 0:
-        changes += ["last_sequence = last_sequence + 1", "last_message_at = %s"]
-        params.append(saved_at)
-    where, where_params = "id = %s", [Conversation._meta.pk.get_db_prep_value(conversation_id, connection)]
-    if owner_id is not None:
-        where, where_params = where + " AND owner_id = %s", [*where_params, owner_id]
-    sql = f"UPDATE {table} SET {', '.join(changes)} WHERE {where} RETURNING {returned_columns(Conversation)}"
-    params += where_params
+def _conversation_message_add(*, conversation_id, values: dict, saved_at, owner_id=None,
+                              message: Message | None = None) -> Conversation | None:
+    """Count a new message (the next sequence, its figures) in one statement that also locks the row until the
+    caller's transaction ends: so writers of one conversation take turns, sequences never clash, and the totals are
+    exactly the sum over the messages (I1). Returns the row as it now is (its last_sequence is the new message's),
+    or None when there is no such conversation (of `owner_id`). `message` (PostgreSQL): the new message, inserted
+    with that sequence by the same statement (nothing when there is no such conversation)."""
+    fields = Conversation._meta
+    params = [values["prompt_tokens"], values["completion_tokens"], values["total_tokens"],
+              fields.get_field("total_cost").get_db_prep_save(values["cost"], connection),
+              fields.get_field("last_message_at").get_db_prep_save(saved_at, connection),
+              fields.pk.get_db_prep_value(conversation_id, connection), owner_id]
+    statement = CONVERSATION_MESSAGE_ADD
     if message is not None:
-        insert, insert_params = instance_insert_from(message, source="c", taken={"sequence": "c.last_sequence"})
-        sql = f"WITH c AS ({sql}), m AS ({insert}) SELECT {returned_columns(Conversation)} FROM c"
-        params += insert_params
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else instance_from_row(Conversation, row)
+        statement = CONVERSATION_MESSAGE_ADD_WITH_MESSAGE
+        params += stored_values(message, MESSAGE_RIDING_COLUMNS, connection)
+    return next(iter(Conversation.objects.raw(statement, params)), None)
+
+
+def _conversation_message_take_out(*, message: Message) -> None:
+    """Take a deleted message's figures out of its conversation's totals (the caller holds the row's lock)."""
+    changed = Conversation.objects.filter(pk=message.conversation_id).update(
+        message_count=F("message_count") - 1,
+        **{column: F(column) - getattr(message, field) for field, column in _TOTALS})
+    if changed != 1:
+        raise NotFound("conversation not found")
 
 
 def message_save(
@@ -175,11 +179,19 @@ def message_save(
             for field, column in _TOTALS:
                 setattr(conversation, column, totals[field])
             conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
-            instances_insert([message], along=(conversation,))
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [
+                        *stored_values(conversation, CONVERSATION_COLUMNS, connection),
+                        *stored_values(message, MESSAGE_COLUMNS, connection)])
+                conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
+            else:
+                Conversation.objects.bulk_create([conversation])
+                Message.objects.bulk_create([message])
         else:
             rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
-            conversation = _conversation_totals_change(
-                conversation_id=conversation_id, sign=+1, saved_at=saved_at, owner_id=owner.pk if owner else None,
+            conversation = _conversation_message_add(
+                conversation_id=conversation_id, saved_at=saved_at, owner_id=owner.pk if owner else None,
                 values=totals, message=message if rides else None)
             if conversation is None:
                 raise NotFound("conversation not found")
@@ -187,15 +199,14 @@ def message_save(
             if rides:
                 message._state.adding = False  # stored (Model._state is documented)
             else:
-                instances_insert([message])
+                Message.objects.bulk_create([message])
         message.conversation = conversation  # as it now is: its owner and totals are known without another read
         message_saved.send(sender=Message, message=message, actor=actor)
     return message
 
 
 def _message_take_out(message: Message, *, actor) -> None:
-    _conversation_totals_change(conversation_id=message.conversation_id, sign=-1, values={
-        field: getattr(message, field) for field, _ in _TOTALS})
+    _conversation_message_take_out(message=message)
     message_deleted.send(sender=Message, message=message, actor=actor)
 
 

@@ -1,0 +1,89 @@
+"""The statements of conversations that the ORM cannot say: fixed SQL with placeholders, run by the services.
+
+A message is counted by one UPDATE that locks the conversation's row, gives the message its sequence and returns
+the row as it now is (`RETURNING`, read through `Manager.raw`); on PostgreSQL the message itself rides on that
+statement, and a new conversation's first message on its INSERT (data-modifying WITH: one round trip, no second
+statement). bench/RESULTS.md ("Named statements") has what each saves.
+
+Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
+stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
+to that).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+# message_count, the four totals, last_sequence, last_message_at; then id and, when not NULL, the owner's id.
+CONVERSATION_MESSAGE_ADD = """
+UPDATE "conversations_conversation"
+SET "message_count" = "message_count" + 1,
+    "prompt_tokens" = "prompt_tokens" + %s,
+    "completion_tokens" = "completion_tokens" + %s,
+    "total_tokens" = "total_tokens" + %s,
+    "total_cost" = "total_cost" + %s,
+    "last_sequence" = "last_sequence" + 1,
+    "last_message_at" = %s
+WHERE "id" = %s AND "owner_id" = COALESCE(%s, "owner_id")
+RETURNING *
+"""
+
+MESSAGE_COLUMNS = (
+    "prompt_tokens", "completion_tokens", "total_tokens", "id", "conversation_id", "sequence", "role", "content",
+    "execution_id", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_used", "model_used",
+    "finish_reason", "response_time_ms", "usage_estimated", "usage_raw", "tool_calls", "error_message", "metadata",
+    "created_at",
+)
+# The message's own columns, without the two the conversation's row gives (conversation_id, sequence).
+MESSAGE_RIDING_COLUMNS = tuple(name for name in MESSAGE_COLUMNS if name not in ("conversation_id", "sequence"))
+
+# PostgreSQL: CONVERSATION_MESSAGE_ADD's parameters, then the message's (MESSAGE_RIDING_COLUMNS); no row, and no
+# message, when there is no such conversation.
+CONVERSATION_MESSAGE_ADD_WITH_MESSAGE = f"""
+WITH c AS ({CONVERSATION_MESSAGE_ADD}),
+m AS (
+    INSERT INTO "conversations_message" (
+        "prompt_tokens", "completion_tokens", "total_tokens", "id", "conversation_id", "sequence", "role",
+        "content", "execution_id", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_used",
+        "model_used", "finish_reason", "response_time_ms", "usage_estimated", "usage_raw", "tool_calls",
+        "error_message", "metadata", "created_at")
+    SELECT %s::bigint, %s::bigint, %s::bigint, %s::uuid, c."id", c."last_sequence", %s::varchar, %s::text,
+        %s::uuid, %s::bigint, %s::bigint, %s::numeric, %s::varchar, %s::varchar, %s::varchar, %s::integer,
+        %s::boolean, %s::jsonb, %s::jsonb, %s::text, %s::jsonb, %s::timestamptz
+    FROM c
+)
+SELECT * FROM c
+"""
+
+CONVERSATION_COLUMNS = (
+    "prompt_tokens", "completion_tokens", "total_tokens", "id", "owner_id", "title", "status", "created_at",
+    "updated_at", "last_message_at", "message_count", "last_sequence", "total_cost", "metadata", "runs_queued",
+)
+
+# PostgreSQL: a new conversation (CONVERSATION_COLUMNS) and its first message (MESSAGE_COLUMNS) in one statement.
+CONVERSATION_OPEN_WITH_MESSAGE = """
+WITH c AS (
+    INSERT INTO "conversations_conversation" (
+        "prompt_tokens", "completion_tokens", "total_tokens", "id", "owner_id", "title", "status", "created_at",
+        "updated_at", "last_message_at", "message_count", "last_sequence", "total_cost", "metadata", "runs_queued")
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+)
+INSERT INTO "conversations_message" (
+    "prompt_tokens", "completion_tokens", "total_tokens", "id", "conversation_id", "sequence", "role", "content",
+    "execution_id", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_used", "model_used",
+    "finish_reason", "response_time_ms", "usage_estimated", "usage_raw", "tool_calls", "error_message", "metadata",
+    "created_at")
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def stored_values(instance: models.Model, attnames: tuple[str, ...], connection) -> list[Any]:
+    """A new instance's values for `attnames`, as save(force_insert=True) sends them (auto_now fields set)."""
+    meta = instance._meta
+    values = []
+    for attname in attnames:
+        field = meta.get_field(attname)  # get_field takes a foreign key's attname too
+        value = field.pre_save(instance, add=True)
+        values.append(None if value is None else field.get_db_prep_save(value, connection))
+    return values
