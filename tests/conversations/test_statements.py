@@ -1,0 +1,130 @@
+"""conversations/statements.py, each named statement run as the services run it: its columns are the model's, the
+rows it writes hold what save() would have stored and the row it returns reads as a queryset reads it (SQLite and
+PostgreSQL; the two that ride on one statement are PostgreSQL's alone)."""
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from conversations.models import Conversation, Message
+from conversations.services import conversation_create
+from conversations.statements import (
+    CONVERSATION_COLUMNS,
+    CONVERSATION_MESSAGE_ADD,
+    CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
+    CONVERSATION_OPEN_WITH_MESSAGE,
+    MESSAGE_COLUMNS,
+    MESSAGE_RIDING_COLUMNS,
+    stored_values,
+)
+
+pytestmark = pytest.mark.django_db
+# What differs between a message and its ORM-saved twin (created_at is set as each is stored; checked apart).
+SAME_AS_ORM = ("id", "conversation_id", "sequence", "created_at")
+
+
+def _row(model, pk) -> dict:
+    return model.objects.filter(pk=pk).values(*(f.attname for f in model._meta.concrete_fields)).get()
+
+
+def _awkward_message(conversation_id, sequence=1) -> Message:
+    """Values that a careless write would change: money past its 8 places, non-ASCII JSON, microseconds."""
+    return Message(conversation_id=conversation_id, sequence=sequence, role="assistant", content="naïve ☃ 'quoted'",
+                   prompt_tokens=2**40, completion_tokens=3, total_tokens=2**40 + 3, cost=Decimal("0.123456789"),
+                   usage_raw={"total": 3, "note": "ünï"}, tool_calls=[{"name": "calc", "args": {"x": 1.5}}],
+                   metadata={"k": None}, usage_estimated=True, response_time_ms=12, finish_reason="stop")
+
+
+def _twin(message: Message, conversation_id) -> dict:
+    """The row save() stores for the same message in another conversation."""
+    twin = Message(**{f.attname: getattr(message, f.attname) for f in Message._meta.concrete_fields
+                      if f.attname not in SAME_AS_ORM}, conversation_id=conversation_id, sequence=99)
+    twin.save(force_insert=True)
+    return _row(Message, twin.pk)
+
+
+def _without(row: dict, names) -> dict:
+    return {name: value for name, value in row.items() if name not in names}
+
+
+def test_the_column_lists_are_the_models_concrete_fields_in_order():
+    assert CONVERSATION_COLUMNS == tuple(f.attname for f in Conversation._meta.concrete_fields)
+    assert MESSAGE_COLUMNS == tuple(f.attname for f in Message._meta.concrete_fields)
+    assert set(MESSAGE_COLUMNS) - set(MESSAGE_RIDING_COLUMNS) == {"conversation_id", "sequence"}
+    for columns, statement in ((CONVERSATION_COLUMNS, CONVERSATION_OPEN_WITH_MESSAGE),
+                               (MESSAGE_COLUMNS, CONVERSATION_OPEN_WITH_MESSAGE),
+                               (MESSAGE_COLUMNS, CONVERSATION_MESSAGE_ADD_WITH_MESSAGE)):
+        assert ", ".join(f'"{c}"' for c in columns) in " ".join(statement.split())
+
+
+def _add_params(conversation_id, *, owner_id, cost=Decimal("0.123456789"), at=None) -> list:
+    fields = Conversation._meta
+    return [5, 7, 12, fields.get_field("total_cost").get_db_prep_save(cost, connection),
+            fields.get_field("last_message_at").get_db_prep_save(at or timezone.now(), connection),
+            fields.pk.get_db_prep_value(conversation_id, connection), owner_id]
+
+
+def test_adding_a_message_counts_it_and_returns_the_row_as_a_queryset_reads_it(alice, bob):
+    conversation = conversation_create(owner=alice, title="ünï", metadata={"a": [1, "☃"]})
+    at = timezone.now()
+
+    returned = list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD,
+                                             _add_params(conversation.pk, owner_id=alice.pk, at=at)))
+
+    stored = _row(Conversation, conversation.pk)
+    assert [_row_of(r) for r in returned] == [stored]
+    assert (stored["message_count"], stored["last_sequence"], stored["total_tokens"]) == (1, 1, 12)
+    assert stored["total_cost"] == Decimal("0.12345679") and stored["last_message_at"] == at
+    # any owner, then the wrong owner: the row counts once more, then not at all
+    assert len(list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD,
+                                             _add_params(conversation.pk, owner_id=None)))) == 1
+    assert list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD, _add_params(conversation.pk, owner_id=bob.pk))) \
+        == []
+    assert _row(Conversation, conversation.pk)["message_count"] == 2
+
+
+def _row_of(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_message_riding_on_the_count_is_stored_as_save_stores_it(alice, bob):
+    conversation = conversation_create(owner=alice)
+    message = _awkward_message(conversation.pk)
+    params = _add_params(conversation.pk, owner_id=alice.pk) + stored_values(
+        message, MESSAGE_RIDING_COLUMNS, connection)
+
+    returned = list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params))
+
+    assert [_row_of(r) for r in returned] == [_row(Conversation, conversation.pk)]
+    stored = _row(Message, message.pk)
+    assert (stored["conversation_id"], stored["sequence"], stored["created_at"]) == (
+        conversation.pk, 1, message.created_at)
+    assert _without(stored, SAME_AS_ORM) == _without(_twin(message, conversation.pk), SAME_AS_ORM)
+    # another owner's conversation: no row returned, no message written
+    other = _awkward_message(conversation.pk)
+    params = _add_params(conversation.pk, owner_id=bob.pk) + stored_values(other, MESSAGE_RIDING_COLUMNS, connection)
+    assert list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params)) == []
+    assert not Message.objects.filter(pk=other.pk).exists()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
+    opening = Conversation(owner=alice, title="ünï", metadata={"a": 1}, message_count=1, last_sequence=1,
+                           total_cost=Decimal("0.123456789"), last_message_at=timezone.now())
+    message = _awkward_message(opening.pk)
+
+    with connection.cursor() as cursor:
+        cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(opening, CONVERSATION_COLUMNS, connection),
+                                                        *stored_values(message, MESSAGE_COLUMNS, connection)])
+
+    twin = Conversation(**{f.attname: getattr(opening, f.attname) for f in Conversation._meta.concrete_fields
+                           if f.attname != "id"})
+    twin.save(force_insert=True)
+    skip = ("id", "created_at", "updated_at")  # set when each was stored
+    stored = _row(Conversation, opening.pk)
+    assert _without(stored, skip) == _without(_row(Conversation, twin.pk), skip)
+    assert (stored["created_at"], stored["updated_at"]) == (opening.created_at, opening.updated_at)
+    assert _row(Message, message.pk)["created_at"] == message.created_at
+    assert _without(_row(Message, message.pk), SAME_AS_ORM) == _without(_twin(message, twin.pk), SAME_AS_ORM)

@@ -1,0 +1,33 @@
+"""api_token_get, on every API request: one statement reads the live key and its user; a revoked or expired key
+is refused by the lookup itself."""
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from keys.models import ApiToken
+from keys.services import api_token_create, api_token_get
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_key_is_read_with_its_user_in_one_statement(alice, bob):
+    mine, key = api_token_create(user=alice, name="ci", scopes=["read"],
+                                 expires_at=timezone.now().replace(year=2999))
+    api_token_create(user=bob)
+    with CaptureQueriesContext(connection) as queries:
+        found = api_token_get(key=key)
+        assert (found.pk, found.user.username) == (mine.pk, "alice")  # the user came with the row
+    assert len(queries.captured_queries) == 1
+
+
+def test_a_key_is_found_until_it_is_revoked_or_expires(alice):
+    token, key = api_token_create(user=alice)
+    assert api_token_get(key=key).user == alice
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert api_token_get(key=key) is None
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=None, revoked_at=timezone.now())
+    assert api_token_get(key=key) is None
+    assert api_token_get(key="") is None and api_token_get(key="x" * 500) is None
