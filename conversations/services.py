@@ -14,10 +14,12 @@ from conversations.signals import message_deleted, message_saved
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
     CONVERSATION_COLUMNS,
+    CONVERSATION_INSERT,
     CONVERSATION_MESSAGE_ADD,
     CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
     CONVERSATION_OPEN_WITH_MESSAGE,
     MESSAGE_COLUMNS,
+    MESSAGE_INSERT,
     MESSAGE_RIDING_COLUMNS,
     stored_values,
 )
@@ -179,15 +181,15 @@ def message_save(
             for field, column in _TOTALS:
                 setattr(conversation, column, totals[field])
             conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [
-                        *stored_values(conversation, CONVERSATION_COLUMNS, connection),
-                        *stored_values(message, MESSAGE_COLUMNS, connection)])
-                conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
-            else:
-                Conversation.objects.bulk_create([conversation])
-                Message.objects.bulk_create([message])
+            conversation_values = stored_values(conversation, CONVERSATION_COLUMNS, connection)
+            message_values = stored_values(message, MESSAGE_COLUMNS, connection)
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*conversation_values, *message_values])
+                else:
+                    cursor.execute(CONVERSATION_INSERT, conversation_values)
+                    cursor.execute(MESSAGE_INSERT, message_values)
+            conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
         else:
             rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
             conversation = _conversation_message_add(
@@ -196,10 +198,10 @@ def message_save(
             if conversation is None:
                 raise NotFound("conversation not found")
             message.sequence = conversation.last_sequence
-            if rides:
-                message._state.adding = False  # stored (Model._state is documented)
-            else:
-                Message.objects.bulk_create([message])
+            if not rides:
+                with connection.cursor() as cursor:
+                    cursor.execute(MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection))
+            message._state.adding = False  # stored (Model._state is documented)
         message.conversation = conversation  # as it now is: its owner and totals are known without another read
         message_saved.send(sender=Message, message=message, actor=actor)
     return message

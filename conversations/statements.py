@@ -1,9 +1,10 @@
 """The statements of conversations that the ORM cannot say: fixed SQL with placeholders, run by the services.
 
 A message is counted by one UPDATE that locks the conversation's row, gives the message its sequence and returns
-the row as it now is (`RETURNING`, read through `Manager.raw`); on PostgreSQL the message itself rides on that
-statement, and a new conversation's first message on its INSERT (data-modifying WITH: one round trip, no second
-statement). bench/RESULTS.md ("Named statements") has what each saves.
+the row as it now is (`RETURNING`, read through `Manager.raw`), then inserted; on PostgreSQL the message rides on
+that UPDATE, and a new conversation's first message on its INSERT (data-modifying WITH: one statement, not two).
+A continuing turn's memory is one SELECT. Each is a fixed text because the ORM cannot say it (RETURNING, WITH) or
+says it several times slower on every turn: bench/RESULTS.md ("Conversations' named statements") has the figures.
 
 Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
 stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
@@ -61,20 +62,32 @@ CONVERSATION_COLUMNS = (
     "updated_at", "last_message_at", "message_count", "last_sequence", "total_cost", "metadata", "runs_queued",
 )
 
-# PostgreSQL: a new conversation (CONVERSATION_COLUMNS) and its first message (MESSAGE_COLUMNS) in one statement.
-CONVERSATION_OPEN_WITH_MESSAGE = """
-WITH c AS (
-    INSERT INTO "conversations_conversation" (
-        "prompt_tokens", "completion_tokens", "total_tokens", "id", "owner_id", "title", "status", "created_at",
-        "updated_at", "last_message_at", "message_count", "last_sequence", "total_cost", "metadata", "runs_queued")
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-)
+CONVERSATION_INSERT = """
+INSERT INTO "conversations_conversation" (
+    "prompt_tokens", "completion_tokens", "total_tokens", "id", "owner_id", "title", "status", "created_at",
+    "updated_at", "last_message_at", "message_count", "last_sequence", "total_cost", "metadata", "runs_queued")
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+MESSAGE_INSERT = """
 INSERT INTO "conversations_message" (
     "prompt_tokens", "completion_tokens", "total_tokens", "id", "conversation_id", "sequence", "role", "content",
     "execution_id", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_used", "model_used",
     "finish_reason", "response_time_ms", "usage_estimated", "usage_raw", "tool_calls", "error_message", "metadata",
     "created_at")
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+# PostgreSQL: a new conversation (CONVERSATION_COLUMNS) and its first message (MESSAGE_COLUMNS) in one statement.
+CONVERSATION_OPEN_WITH_MESSAGE = f"WITH c AS ({CONVERSATION_INSERT}) {MESSAGE_INSERT}"
+
+# A continuing turn's memory: (role, content) of the newest messages before its own, newest first; parameters:
+# the conversation's id, the sequence to read before, how many.
+MESSAGE_HISTORY_BEFORE = """
+SELECT "role", "content" FROM "conversations_message"
+WHERE "conversation_id" = %s AND "role" IN ('user', 'assistant', 'system') AND "sequence" < %s
+ORDER BY "sequence" DESC
+LIMIT %s
 """
 
 

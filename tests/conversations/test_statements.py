@@ -8,13 +8,17 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.selectors import conversation_history
+from conversations.services import conversation_create, message_save
 from conversations.statements import (
     CONVERSATION_COLUMNS,
+    CONVERSATION_INSERT,
     CONVERSATION_MESSAGE_ADD,
     CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
     CONVERSATION_OPEN_WITH_MESSAGE,
     MESSAGE_COLUMNS,
+    MESSAGE_HISTORY_BEFORE,
+    MESSAGE_INSERT,
     MESSAGE_RIDING_COLUMNS,
     stored_values,
 )
@@ -52,8 +56,7 @@ def test_the_column_lists_are_the_models_concrete_fields_in_order():
     assert CONVERSATION_COLUMNS == tuple(f.attname for f in Conversation._meta.concrete_fields)
     assert MESSAGE_COLUMNS == tuple(f.attname for f in Message._meta.concrete_fields)
     assert set(MESSAGE_COLUMNS) - set(MESSAGE_RIDING_COLUMNS) == {"conversation_id", "sequence"}
-    for columns, statement in ((CONVERSATION_COLUMNS, CONVERSATION_OPEN_WITH_MESSAGE),
-                               (MESSAGE_COLUMNS, CONVERSATION_OPEN_WITH_MESSAGE),
+    for columns, statement in ((CONVERSATION_COLUMNS, CONVERSATION_INSERT), (MESSAGE_COLUMNS, MESSAGE_INSERT),
                                (MESSAGE_COLUMNS, CONVERSATION_MESSAGE_ADD_WITH_MESSAGE)):
         assert ", ".join(f'"{c}"' for c in columns) in " ".join(statement.split())
 
@@ -109,16 +112,12 @@ def test_on_postgresql_the_message_riding_on_the_count_is_stored_as_save_stores_
     assert not Message.objects.filter(pk=other.pk).exists()
 
 
-@pytest.mark.postgres
-def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
-    opening = Conversation(owner=alice, title="ünï", metadata={"a": 1}, message_count=1, last_sequence=1,
-                           total_cost=Decimal("0.123456789"), last_message_at=timezone.now())
-    message = _awkward_message(opening.pk)
+def _opening(owner) -> Conversation:
+    return Conversation(owner=owner, title="ünï", metadata={"a": 1}, message_count=1, last_sequence=1,
+                        total_cost=Decimal("0.123456789"), last_message_at=timezone.now())
 
-    with connection.cursor() as cursor:
-        cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(opening, CONVERSATION_COLUMNS, connection),
-                                                        *stored_values(message, MESSAGE_COLUMNS, connection)])
 
+def _assert_stored_as_save_stores(opening: Conversation, message: Message) -> None:
     twin = Conversation(**{f.attname: getattr(opening, f.attname) for f in Conversation._meta.concrete_fields
                            if f.attname != "id"})
     twin.save(force_insert=True)
@@ -126,5 +125,49 @@ def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_
     stored = _row(Conversation, opening.pk)
     assert _without(stored, skip) == _without(_row(Conversation, twin.pk), skip)
     assert (stored["created_at"], stored["updated_at"]) == (opening.created_at, opening.updated_at)
-    assert _row(Message, message.pk)["created_at"] == message.created_at
-    assert _without(_row(Message, message.pk), SAME_AS_ORM) == _without(_twin(message, twin.pk), SAME_AS_ORM)
+    stored = _row(Message, message.pk)
+    assert _without(stored, SAME_AS_ORM) == _without(_twin(message, twin.pk), SAME_AS_ORM)
+    assert (stored["conversation_id"], stored["sequence"], stored["created_at"]) == (
+        opening.pk, 1, message.created_at)
+
+
+def test_a_conversation_and_a_message_inserted_are_stored_as_save_stores_them(alice):
+    opening = _opening(alice)
+    message = _awkward_message(opening.pk)
+
+    with connection.cursor() as cursor:
+        cursor.execute(CONVERSATION_INSERT, stored_values(opening, CONVERSATION_COLUMNS, connection))
+        cursor.execute(MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection))
+
+    _assert_stored_as_save_stores(opening, message)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
+    opening = _opening(alice)
+    message = _awkward_message(opening.pk)
+
+    with connection.cursor() as cursor:
+        cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(opening, CONVERSATION_COLUMNS, connection),
+                                                        *stored_values(message, MESSAGE_COLUMNS, connection)])
+
+    _assert_stored_as_save_stores(opening, message)
+
+
+def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alice):
+    conversation = conversation_create(owner=alice)
+    other = conversation_create(owner=alice)
+    for role, content in [("system", "be brief"), ("user", "naïve ☃"), ("tool", "42"), ("assistant", "ok"),
+                          ("user", "again"), ("assistant", "later")]:
+        message_save(conversation_id=conversation.pk, role=role, content=content)
+    message_save(conversation_id=other.pk, role="user", content="elsewhere")
+    conversation_id = Message._meta.get_field("conversation").get_db_prep_value(conversation.pk, connection)
+
+    with connection.cursor() as cursor:
+        cursor.execute(MESSAGE_HISTORY_BEFORE, [conversation_id, 6, 3])
+        newest = cursor.fetchall()
+
+    assert [tuple(row) for row in newest] == [("user", "again"), ("assistant", "ok"), ("user", "naïve ☃")]
+    assert conversation_history(conversation_id=conversation.pk, before_sequence=6, limit=3) == newest[::-1]
+    assert conversation_history(conversation_id=conversation.pk, limit=3) == [
+        ("assistant", "ok"), ("user", "again"), ("assistant", "later")]

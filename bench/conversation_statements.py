@@ -1,0 +1,121 @@
+"""Conversations' named statements against the ORM statements that would say the same, µs per call (median),
+interleaved in one process on a fresh migrated database: SQLite, or PostgreSQL when DATABASE_URL is set (source
+the env of `make services-up`). Each call runs in its own transaction, as the services run it.
+
+- history:  a continuing turn's memory, the last 10 messages before its own (MESSAGE_HISTORY_BEFORE) vs the
+            queryset `values_list(...)[:10]`;
+- add:      counting a message and reading the row back (CONVERSATION_MESSAGE_ADD through Manager.raw) vs
+            `update()` with F() then `get()`;
+- open:     (PostgreSQL) a new conversation with its first message (CONVERSATION_OPEN_WITH_MESSAGE) vs two
+            `bulk_create`.
+
+    .venv/bin/python -m bench.conversation_statements [--reps 300]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from decimal import Decimal
+
+from bench import chatter_calls
+from bench.chatter_servers import chatter_database
+from bench.processes import BenchRun
+from bench.stats import median, table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=300)
+    args = parser.parse_args()
+    with BenchRun("conversation-statements") as run:
+        url = os.environ.get("DATABASE_URL")
+        database = chatter_database(run, "postgres", DATABASE_URL=url) if url else chatter_database(run, "sqlite")
+        chatter_calls.django_setup(database.env)
+        print(_measure(args.reps, chatter_calls.bench_user()))
+    return 0
+
+
+def _measure(reps: int, user) -> str:
+    from django.db import connection, transaction
+    from django.db.models import F
+    from django.utils import timezone
+
+    from conversations.models import Conversation, Message
+    from conversations.services import conversation_create, message_save
+    from conversations.statements import (
+        CONVERSATION_COLUMNS,
+        CONVERSATION_MESSAGE_ADD,
+        CONVERSATION_OPEN_WITH_MESSAGE,
+        MESSAGE_COLUMNS,
+        MESSAGE_HISTORY_BEFORE,
+        stored_values,
+    )
+
+    conversation = conversation_create(owner=user)
+    for number in range(30):
+        message_save(conversation_id=conversation.pk, role="user" if number % 2 else "assistant", content="x" * 200)
+    conversation_id = Message._meta.get_field("conversation").get_db_prep_value(conversation.pk, connection)
+    total_cost = Conversation._meta.get_field("total_cost")
+
+    def history_orm():
+        list(Message.objects.filter(conversation_id=conversation.pk, role__in=("user", "assistant", "system"),
+                                    sequence__lt=31).order_by("-sequence").values_list("role", "content")[:10])
+
+    def history_named():
+        with connection.cursor() as cursor:
+            cursor.execute(MESSAGE_HISTORY_BEFORE, [conversation_id, 31, 10])
+            cursor.fetchall()
+
+    def add_orm():
+        with transaction.atomic():
+            Conversation.objects.filter(pk=conversation.pk, owner_id=user.pk).update(
+                message_count=F("message_count") + 1, prompt_tokens=F("prompt_tokens") + 1,
+                completion_tokens=F("completion_tokens") + 1, total_tokens=F("total_tokens") + 2,
+                total_cost=F("total_cost") + Decimal("0.001"), last_sequence=F("last_sequence") + 1,
+                last_message_at=timezone.now())
+            Conversation.objects.get(pk=conversation.pk)
+
+    def add_named():
+        with transaction.atomic():
+            next(iter(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD, [
+                1, 1, 2, total_cost.get_db_prep_save(Decimal("0.001"), connection),
+                Conversation._meta.get_field("last_message_at").get_db_prep_save(timezone.now(), connection),
+                Conversation._meta.pk.get_db_prep_value(conversation.pk, connection), user.pk])))
+
+    def opened():
+        new = Conversation(owner=user, message_count=1, last_sequence=1)
+        return new, Message(conversation_id=new.pk, sequence=1, role="user", content="hello")
+
+    def open_orm():
+        new, message = opened()
+        with transaction.atomic():
+            Conversation.objects.bulk_create([new])
+            Message.objects.bulk_create([message])
+
+    def open_named():
+        new, message = opened()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(new, CONVERSATION_COLUMNS, connection),
+                                                            *stored_values(message, MESSAGE_COLUMNS, connection)])
+
+    sides = {"history": (history_orm, history_named), "add": (add_orm, add_named)}
+    if connection.vendor == "postgresql":
+        sides["open"] = (open_orm, open_named)
+    times = {(name, way): [] for name in sides for way in ("orm", "named")}
+    for _ in range(reps):
+        order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]
+        random.shuffle(order)
+        for name, way, fn in order:
+            started = time.perf_counter()
+            fn()
+            times[(name, way)].append((time.perf_counter() - started) * 1e6)
+    rows = [[name, f"{median(times[(name, 'orm')]):.0f}", f"{median(times[(name, 'named')]):.0f}"]
+            for name in sides]
+    return f"{connection.vendor}, {reps} interleaved calls each, µs per call (median)\n" + table(
+        rows, ["statement", "ORM", "named"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
