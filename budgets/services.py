@@ -24,13 +24,15 @@ from decimal import ROUND_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
-from django.db.models import CharField, Exists, F, Q, Value
-from django.db.models.functions import Cast, Greatest
+from django.db import connection
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
+from budgets.statements import BUDGETS_MATCHING, OWNER_LOCK_ANY_BUDGET, matching_params
 from core.errors import ChatterError
 from webhooks.services import webhook_delivery_create
 
@@ -86,29 +88,17 @@ def budgets_matching(*, owner, api_key=None, template_id=None, lock_owner: bool 
     (PostgreSQL): first lock the owner's row in the caller's transaction, by the statement that also says whether
     any budget applies, so simultaneous runs of one user take turns and a run under none reads nothing more. FOR
     NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing the user
-    takes (runs, messages, audit rows), which deadlocked one user's concurrent turns."""
-    matching = Budget.objects.filter(_matching(owner, api_key, template_id))
+    takes (runs, messages, audit rows), which deadlocked one user's concurrent turns. Both are named statements
+    (budgets/statements.py): every run asks."""
+    params = matching_params(owner_id=owner.pk, api_key_uid=api_key.uid if api_key is not None else None,
+                             template_id=template_id)
     if lock_owner:
-        any_applies = get_user_model().objects.filter(pk=owner.pk).select_for_update(no_key=True).values_list(
-            Exists(matching), flat=True)
-        if not any(any_applies):
+        with connection.cursor() as cursor:
+            cursor.execute(OWNER_LOCK_ANY_BUDGET, [*params, owner.pk])
+            found = cursor.fetchone()
+        if not found or not found[0]:
             return []
-    return list(matching)
-
-
-def _matching(owner, api_key, template_id) -> Q:
-    """The budgets that apply to such a run."""
-    Scope = Budget.Scope
-    groups = get_user_model().groups.through.objects.filter(user_id=owner.pk).values(
-        target=Cast("group_id", CharField(max_length=64)))
-    scoped = (Q(scope=Scope.GLOBAL) | Q(scope=Scope.USER, target_id=str(owner.pk))
-              | Q(scope=Scope.GROUP, target_id__in=groups))
-    if api_key is not None:
-        scoped |= Q(scope=Scope.KEY, target_id=str(api_key.uid))
-    if template_id is not None:
-        scoped |= Q(scope=Scope.TEMPLATE, target_id=str(template_id))
-    # A budget binds a run only when staff set it or the run is its owner's: no user's budget reaches another's runs.
-    return Q(is_active=True) & (Q(set_by_staff=True) | Q(owner_id=owner.pk)) & scoped
+    return list(Budget.objects.raw(BUDGETS_MATCHING, params))
 
 
 def _period_rows(hold: dict):
