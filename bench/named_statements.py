@@ -1,4 +1,4 @@
-"""Conversations' named statements against the ORM statements that would say the same, µs per call (median),
+"""Conversations' and budgets' named statements against the ORM statements that would say the same, µs per call (median),
 interleaved in one process on a fresh migrated database: SQLite, or PostgreSQL when DATABASE_URL is set (source
 the env of `make services-up`). Each call runs in its own transaction, as the services run it.
 
@@ -7,9 +7,11 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
 - add:      counting a message and reading the row back (CONVERSATION_MESSAGE_ADD through Manager.raw) vs
             `update()` with F() then `get()`;
 - open:     (PostgreSQL) a new conversation with its first message (CONVERSATION_OPEN_WITH_MESSAGE) vs two
-            `bulk_create`.
+            `bulk_create`;
+- budgets:  the budgets a run falls under (BUDGETS_MATCHING through Manager.raw) vs the same rule as a queryset
+            (Q objects, a subquery of the owner's groups with Cast).
 
-    .venv/bin/python -m bench.conversation_statements [--reps 300]
+    .venv/bin/python -m bench.named_statements [--reps 300]
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 from decimal import Decimal
 
 from bench import chatter_calls
-from bench.chatter_servers import chatter_database
+from bench.chatter_servers import chatter_database, chatter_env
 from bench.processes import BenchRun
 from bench.stats import median, table
 
@@ -29,11 +31,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=300)
     args = parser.parse_args()
-    with BenchRun("conversation-statements") as run:
+    with BenchRun("named-statements") as run:
         url = os.environ.get("DATABASE_URL")
-        database = chatter_database(run, "postgres", DATABASE_URL=url) if url else chatter_database(run, "sqlite")
-        chatter_calls.django_setup(database.env)
-        print(_measure(args.reps, chatter_calls.bench_user()))
+        if url:  # the database of `make services-up`, migrated here; its user kept between runs
+            chatter_calls.django_setup(chatter_env(run, "postgres", DATABASE_URL=url))
+            from django.contrib.auth import get_user_model
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0)
+            user = get_user_model().objects.get_or_create(username="bench-statements")[0]
+        else:
+            chatter_calls.django_setup(chatter_database(run, "sqlite").env)
+            user = chatter_calls.bench_user()
+        print(_measure(args.reps, user))
     return 0
 
 
@@ -42,6 +52,12 @@ def _measure(reps: int, user) -> str:
     from django.db.models import F
     from django.utils import timezone
 
+    from django.contrib.auth import get_user_model
+    from django.db.models import CharField, Q
+    from django.db.models.functions import Cast
+
+    from budgets.models import Budget
+    from budgets.statements import BUDGETS_MATCHING, matching_params
     from conversations.models import Conversation, Message
     from conversations.services import conversation_create, message_save
     from conversations.statements import (
@@ -100,7 +116,18 @@ def _measure(reps: int, user) -> str:
             cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(new, CONVERSATION_COLUMNS, connection),
                                                             *stored_values(message, MESSAGE_COLUMNS, connection)])
 
-    sides = {"history": (history_orm, history_named), "add": (add_orm, add_named)}
+    def budgets_orm():
+        groups = get_user_model().groups.through.objects.filter(user_id=user.pk).values(
+            target=Cast("group_id", CharField(max_length=64)))
+        scoped = (Q(scope="global") | Q(scope="user", target_id=str(user.pk)) | Q(scope="group", target_id__in=groups)
+                  | Q(scope="template", target_id="tpl"))
+        list(Budget.objects.filter(Q(is_active=True) & (Q(set_by_staff=True) | Q(owner_id=user.pk)) & scoped))
+
+    def budgets_named():
+        list(Budget.objects.raw(BUDGETS_MATCHING, matching_params(owner_id=user.pk, template_id="tpl")))
+
+    sides = {"history": (history_orm, history_named), "add": (add_orm, add_named),
+             "budgets": (budgets_orm, budgets_named)}
     if connection.vendor == "postgresql":
         sides["open"] = (open_orm, open_named)
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
