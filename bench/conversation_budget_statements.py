@@ -11,7 +11,7 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
 - budgets:  the budgets a run falls under (BUDGETS_MATCHING through Manager.raw) vs the same rule as a queryset
             (Q objects, a subquery of the owner's groups with Cast).
 
-    .venv/bin/python -m bench.named_statements [--reps 300]
+    .venv/bin/python -m bench.conversation_budget_statements [--reps 300]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=300)
     args = parser.parse_args()
-    with BenchRun("named-statements") as run:
+    with BenchRun("conversation-budget-statements") as run:
         url = os.environ.get("DATABASE_URL")
         if url:  # the database of `make services-up`, migrated here; its user kept between runs
             chatter_calls.django_setup(chatter_env(run, "postgres", DATABASE_URL=url))
