@@ -162,7 +162,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     if resume is not None and checkpointer is not None:
         paused_at = compiled.get_state({"configurable": configurable})
         pending = {interrupt.id for interrupt in paused_at.interrupts}
-        if not pending and paused_at.next:
+        if resume and all(key.startswith(_BREAKPOINT) for key in resume):
             resume = None  # stopped at a static breakpoint: it goes on from the checkpoint, with nothing to answer
         elif len(resume) == 1 and not pending & set(resume):
             # The state was updated since the question (LangGraph's update_state: a new checkpoint, from which the
@@ -195,9 +195,15 @@ def breakpoint_question(snapshot):
     prompt, no schema; its id names the checkpoint it stopped at, and `breakpoint` the nodes that run next."""
     from langgraph.types import Interrupt
 
-    checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
     return Interrupt(value={"node_id": snapshot.next[0], "prompt": "", "schema": None,
-                            "breakpoint": list(snapshot.next)}, id=f"breakpoint-{checkpoint_id}")
+                            "breakpoint": list(snapshot.next)}, id=breakpoint_id(snapshot))
+
+
+_BREAKPOINT = "breakpoint-"
+
+
+def breakpoint_id(snapshot) -> str:
+    return _BREAKPOINT + str(snapshot.config["configurable"].get("checkpoint_id"))
 
 
 def _streamed(compiled, run_input, *, config: dict, ctx: RunContext, options: dict) -> dict:
