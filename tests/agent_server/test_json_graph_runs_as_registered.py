@@ -137,3 +137,26 @@ def test_streamed_message_ids_are_the_threads_own(graph_server, openai_stub, ali
     assert complete and complete[-1]["id"] == reply["id"]
     assert [p.data for p in parts if p.event == "values"][-1]["messages"][-1]["id"] == reply["id"]
     assert_books_balance(tid)
+
+
+def test_a_gateway_call_on_a_thread_is_a_turn_of_its_state(graph_server, openai_stub, alice_key):
+    import httpx
+
+    client, tid = thread_of(graph_server, openai_stub, alice_key, "Hello.", "Fine, thanks.")
+    client.runs.wait(tid, "universal_chat", input=turn("Hi"), config=OPENAI)
+
+    called = httpx.post(f"{graph_server.base_url}/v1/chat/completions", timeout=30,
+                        headers={"Authorization": f"Bearer {alice_key}", "X-Chatter-Conversation": tid},
+                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "How are you?"}]})
+
+    assert called.status_code == 200, called.content
+    assert called.json()["choices"][0]["message"]["content"] == "Fine, thanks."
+    # the model was sent what the call sent (the gateway's contract); the thread's state holds the turn too
+    assert [m["content"] for m in openai_stub.requests[-1].body["messages"] if m["role"] != "system"] == [
+        "How are you?"]
+    state = client.threads.get_state(tid)
+    assert [m["content"] for m in state["values"]["messages"]] == ["Hi", "Hello.", "How are you?", "Fine, thanks."]
+    runs = {h["metadata"]["run_id"] for h in client.threads.get_history(tid, limit=100)}
+    assert runs == {str(pk) for pk in WorkflowExecution.objects.filter(conversation_id=tid).values_list("pk", flat=True)}
+    assert len(runs) == 2 and Message.objects.filter(conversation_id=tid).count() == 4
+    assert_books_balance(tid)
