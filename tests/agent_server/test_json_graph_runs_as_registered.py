@@ -9,23 +9,13 @@ from langgraph_sdk.errors import UnprocessableEntityError
 
 from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
+from tests.agent_server.test_graph_state_threads import scripted_thread as thread_of
+from tests.agent_server.test_graph_state_threads import turn
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 OPENAI = {"configurable": {"provider": "openai", "model": "gpt-4o-mini"}}
-USAGE = {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}
-
-
-def turn(text: str) -> dict:
-    return {"messages": [{"role": "user", "content": text}]}
-
-
-def thread_of(server, stub, key: str, *answers: str):
-    for content in answers:
-        stub.reply(content=content, usage=USAGE)
-    client = get_sync_client(url=server.langgraph_url, api_key=key)
-    return client, client.threads.create()["thread_id"]
 
 
 def assert_books_balance(thread_id, status: str = "completed") -> None:

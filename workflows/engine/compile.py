@@ -140,7 +140,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     each checkpoint's metadata, as LangGraph's server puts it. `stream_checkpoints`: each checkpoint saved goes to
     the run's hooks as LangGraph's `checkpoints` stream part. `interrupt_before` / `interrupt_after` (node ids, or
     "*"): static breakpoints; a run stopped at one returns with a breakpoint's question under `__interrupt__`
-    (breakpoint_question), and its resume goes on from the checkpoint without an answer."""
+    (_breakpoint_question), and its resume goes on from the checkpoint without an answer."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -186,23 +186,23 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     if "interrupt_before" in options or "interrupt_after" in options:
         stopped = compiled.get_state({"configurable": {k: v for k, v in configurable.items() if k != "checkpoint_id"}})
         if stopped.next and not stopped.interrupts:
-            result = {**(result or {}), "__interrupt__": [breakpoint_question(stopped)]}
+            result = {**(result or {}), "__interrupt__": [_breakpoint_question(stopped)]}
     return result
 
 
-def breakpoint_question(snapshot):
+def _breakpoint_question(snapshot):
     """A run stopped at a static breakpoint as the question a paused run waits on (LangGraph's Interrupt): no
     prompt, no schema; its id names the checkpoint it stopped at, and `breakpoint` the nodes that run next."""
     from langgraph.types import Interrupt
 
     return Interrupt(value={"node_id": snapshot.next[0], "prompt": "", "schema": None,
-                            "breakpoint": list(snapshot.next)}, id=breakpoint_id(snapshot))
+                            "breakpoint": list(snapshot.next)}, id=_breakpoint_id(snapshot))
 
 
 _BREAKPOINT = "breakpoint-"
 
 
-def breakpoint_id(snapshot) -> str:
+def _breakpoint_id(snapshot) -> str:
     return _BREAKPOINT + str(snapshot.config["configurable"].get("checkpoint_id"))
 
 
