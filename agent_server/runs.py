@@ -269,12 +269,11 @@ def _json_graph_stops(body: RunCreate, row) -> dict:
     checkpoints it saves go to its stream; a node the graph does not have is a 422."""
     from workflows.engine.graph import parse_graph
 
-    stops = {"stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode))}
-    nodes = {node.id for node in parse_graph(graph_of(row).graph).nodes}
-    for name in ("interrupt_before", "interrupt_after"):
+    stops = {"stream_checkpoints": True} if {"checkpoints", "debug"} & set(body.stream_mode) else {}
+    asked = [name for name in ("interrupt_before", "interrupt_after") if getattr(body, name) not in (None, [], {})]
+    nodes = {node.id for node in parse_graph(graph_of(row).graph).nodes} if asked else set()
+    for name in asked:
         value = getattr(body, name)
-        if value in (None, [], {}):
-            continue
         if value != "*" and (not isinstance(value, list) or not all(isinstance(node, str) for node in value)):
             raise InvalidInput(f"{name} is \"*\" or a list of the graph's node ids")
         unknown = sorted(set(value) - nodes) if value != "*" else []
