@@ -486,8 +486,9 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                                    "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
 
     @_locked
-    def token(self, node: Node, text: str) -> None:
-        self._streamed("token", {"node_id": node.id, "text": text}, text)
+    def token(self, node: Node, text: str, message_id: str | None = None) -> None:
+        self._streamed("token", {"node_id": node.id, "text": text,
+                                 **({"message_id": message_id} if message_id else {})}, text)
 
     @_locked
     def tool_call_delta(self, node: Node, delta: dict) -> None:

@@ -176,7 +176,9 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                               from_checkpoint=from_checkpoint, every_step=every_step, carried=carried,
                               checkpoint_id=run_input.get("checkpoint_id"),
                               message_id=str(recorder.user_message.pk) if carried and recorder.user_message else None,
-                              run_id=str(execution.pk))
+                              run_id=str(execution.pk), stream_checkpoints=bool(run_input.get("stream_checkpoints")),
+                              interrupt_before=run_input.get("interrupt_before"),
+                              interrupt_after=run_input.get("interrupt_after"))
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept

@@ -255,9 +255,10 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     conversation_id=conversation_id, opening=opening, owner=plan.owner, role=Message.Role.USER,
                     content=plan.message, execution=execution, provider_used=plan.config["provider"],
                     model_used=plan.config["model"], actor=plan.owner)
-                if not plan.messages and "graph_id" in (user_message.conversation.metadata or {}):
+                if "graph_id" in (user_message.conversation.metadata or {}):
                     # A thread of the Agent Server API (stamped by its runs) keeps its graph's state: a turn from
-                    # elsewhere goes on from it too (read from the row the message's statement returned).
+                    # elsewhere (the gateway's too: its messages are the turn) goes on from it (read from the row
+                    # the message's statement returned).
                     execution.input_data["on_thread"] = True
             elif conversation_id is not None and not Conversation.objects.filter(
                     pk=conversation_id, owner=plan.owner).exists():
