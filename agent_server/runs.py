@@ -50,6 +50,7 @@ from workflows.services.runs import (
     execution_start_streamed,
     run_plan,
     run_write,
+    waiting_run_input_set,
 )
 
 Mode = WorkflowExecution.Mode
@@ -294,9 +295,7 @@ def _breakpoint_go_on(*, owner, thread_id, body: RunCreate, row) -> bool:
         return False
     kept = {key: value for key, value in waiting.input_data.items()
             if key not in ("interrupt_before", "interrupt_after", "stream_checkpoints")}
-    WorkflowExecution.objects.filter(pk=waiting.pk, status=Status.WAITING).update(
-        input_data={**kept, **_json_graph_stops(body, row)})
-    return True
+    return waiting_run_input_set(execution_id=waiting.pk, input_data={**kept, **_json_graph_stops(body, row)})
 
 
 def _thread_stamp(conversation_id, *, assistant_id: str, graph_id: str) -> None:

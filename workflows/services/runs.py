@@ -356,6 +356,13 @@ def execution_enqueue_at(*, execution_id, at: datetime) -> None:
              schedule_type=Schedule.ONCE, next_run=at, repeats=1)
 
 
+def waiting_run_input_set(*, execution_id, input_data: dict) -> bool:
+    """Replace the input of a run that waits (what it goes on with when it is resumed: its breakpoints, its
+    stream's modes); whether it still waited."""
+    return WorkflowExecution.objects.filter(pk=execution_id, status=Status.WAITING).update(
+        input_data=input_data) == 1
+
+
 def _pending_claim(execution_id) -> tuple[bool, WorkflowExecution | None, Message | None]:
     """Claim a pending run for this process (one caller wins): whether it did, the run and its user message."""
     started_at = timezone.now()
