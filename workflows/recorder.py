@@ -59,6 +59,7 @@ from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import RunReads
 from workflows.spending import BudgetHeld
 from workflows.statements import (
+    execution_counters_add,
     llm_calls_insert,
     nodes_upsert,
     provider_attempts_insert,
@@ -228,8 +229,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
                 self.write_held(audits="later", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
-                    WorkflowExecution.objects.filter(pk=self.execution.pk).update(
-                        tool_calls=self.tool_calls, **self.counters_increments())
+                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls,
+                                           added=self.counters_added())
         except IntegrityError:
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise

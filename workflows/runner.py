@@ -42,6 +42,7 @@ from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 from workflows.signals import execution_finished
+from workflows import statements
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -291,8 +292,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic():
-        finished = WorkflowExecution.objects.filter(pk=execution.pk, status=from_status).update(
-            **ended, tool_calls=recorder.tool_calls, **recorder.counters_increments())
+        finished = statements.execution_finish(execution.pk, from_status=from_status, ended=ended,
+                                               tool_calls=recorder.tool_calls, added=recorder.counters_added())
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             recorder.discard_held()
             execution.refresh_from_db()

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Case, Prefetch, Q, Value, When, prefetch_related_objects
+from django.db.models import Prefetch, Q, prefetch_related_objects
 
+from workflows import statements
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -29,13 +30,10 @@ def template_list(*, user):
 
 def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
     """By id, or by key: the user's own template with that key, else the built-in or public one (keys are unique
-    per owner and among shared templates, so at most one of each). What template_list(user=user) would find."""
-    visible = template_list(user=user)
+    per owner and among shared templates, so at most one of each). What template_list(user=user) would find, by a
+    named statement: every run names its template."""
     pk = _uuid(key_or_id)
-    if pk is not None:
-        return visible.filter(pk=pk).first()
-    return visible.filter(key=str(key_or_id)).order_by(
-        Case(When(owner=user, then=Value(0)), default=Value(1))).first()
+    return statements.template_visible(user_id=user.pk, pk=pk, key="" if pk is not None else str(key_or_id))
 
 
 def definition_list(*, user):

@@ -8,6 +8,7 @@ tests/workflows/test_statements.py runs each statement on both databases and che
 """
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -21,6 +22,7 @@ from workflows.models import (
     ProviderAttempt,
     ToolCall,
     WorkflowExecution,
+    WorkflowTemplate,
 )
 
 # Sent to the driver as they are: the field would not change them on either database.
@@ -172,3 +174,75 @@ def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int) -
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, execution.owner_id, limit])
         return cursor.rowcount == 1
+
+
+# What a run adds to its row's counters before it ends (a turn with a tool call: the write before the second model
+# call); the run writes tool_calls whole (only it counts them).
+EXECUTION_COUNTERS_ADD = (
+    'UPDATE "workflows_workflowexecution" SET "tool_calls" = %s, "prompt_tokens" = "prompt_tokens" + %s, '
+    '"completion_tokens" = "completion_tokens" + %s, "total_tokens" = "total_tokens" + %s, "cost" = "cost" + %s, '
+    '"llm_calls" = "llm_calls" + %s WHERE "id" = %s')
+# A run's end, only from the status it is in (the recovery sweep or a claiming worker may have moved it): its
+# outcome, its counters added, the flag of a cancel kept, the answering model when a registered graph names it.
+EXECUTION_FINISH = (
+    'UPDATE "workflows_workflowexecution" SET "status" = %s, "completed_at" = %s, "execution_time_ms" = %s, '
+    '"output_data" = %s, "error_type" = %s, "error_message" = %s, "stream_progress" = %s, '
+    '"cancel_requested" = ("cancel_requested" OR %s), "provider" = COALESCE(%s, "provider"), '
+    '"model" = COALESCE(%s, "model"), "tool_calls" = %s, "prompt_tokens" = "prompt_tokens" + %s, '
+    '"completion_tokens" = "completion_tokens" + %s, "total_tokens" = "total_tokens" + %s, "cost" = "cost" + %s, '
+    '"llm_calls" = "llm_calls" + %s WHERE "id" = %s AND "status" = %s')
+ADDED_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls")
+
+
+def _execution_value(name: str, value: Any, connection) -> Any:
+    return None if value is None else WorkflowExecution._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def _counters(added: dict, connection) -> list:
+    return [_execution_value(name, added.get(name, 0), connection) for name in ADDED_COUNTERS]
+
+
+def execution_counters_add(execution_id, *, tool_calls: int, added: dict) -> int:
+    """Add `added` (counters by name; those left out add nothing) to the run's row. Rows changed."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        cursor.execute(EXECUTION_COUNTERS_ADD, [tool_calls, *_counters(added, connection),
+                                                _execution_value("id", execution_id, connection)])
+        return cursor.rowcount
+
+
+def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls: int, added: dict) -> int:
+    """End the run whose status is still `from_status` with `ended` (status, completed_at, execution_time_ms,
+    output_data, error_type, error_message, stream_progress; cancel_requested, provider and model when they
+    change) and its counters added. Rows changed: 0 when another writer ended or moved it first."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    value = functools.partial(_execution_value, connection=connection)
+    params = [ended["status"], value("completed_at", ended["completed_at"]), ended["execution_time_ms"],
+              value("output_data", ended["output_data"]), ended["error_type"], ended["error_message"],
+              value("stream_progress", ended["stream_progress"]), bool(ended.get("cancel_requested")),
+              ended.get("provider"), ended.get("model"), tool_calls, *_counters(added, connection),
+              value("id", execution_id), from_status]
+    with connection.cursor() as cursor:
+        cursor.execute(EXECUTION_FINISH, params)
+        return cursor.rowcount
+
+
+# A template a user may see (what workflows.selectors.template_list finds), by id, and by key with the user's own
+# before a shared one: every run names its template. The last parameters: the user's id (twice, by key).
+_TEMPLATE_VISIBLE = ('SELECT * FROM "workflows_workflowtemplate" '
+                     'WHERE ("is_builtin" = %s OR "is_public" = %s OR "owner_id" = %s)')
+TEMPLATE_BY_ID = _TEMPLATE_VISIBLE + ' AND "id" = %s LIMIT 1'
+TEMPLATE_BY_KEY = (_TEMPLATE_VISIBLE + ' AND "key" = %s '
+                   'ORDER BY CASE WHEN "owner_id" = %s THEN 0 ELSE 1 END LIMIT 1')
+
+
+def template_visible(*, user_id, pk=None, key: str = "") -> WorkflowTemplate | None:
+    """The template `pk`, or the one `key` names, that the user may see (TEMPLATE_BY_ID, TEMPLATE_BY_KEY)."""
+    if pk is not None:
+        connection = connections[DEFAULT_DB_ALIAS]
+        pk = WorkflowTemplate._meta.get_field("id").get_db_prep_value(pk, connection)
+        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_ID, [True, True, user_id, pk])
+    else:
+        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_KEY, [True, True, user_id, key, user_id])
+    found = list(found)  # read whole: no cursor left open
+    return found[0] if found else None

@@ -162,3 +162,39 @@ def test_a_run_is_inserted_only_under_its_owners_limit_and_as_the_orm_stores_it(
     orm = _stored(WorkflowExecution, pk=twin.pk)
     assert {**mine, "id": None, "created_at": None} == {**orm, "id": None, "created_at": None}
     assert running.status == "pending" and mine["created_at"] is not None
+
+
+def test_a_runs_counters_are_added_to_what_is_stored_and_its_end_lands_only_from_its_status(alice):
+    execution = WorkflowExecutionFactory(owner=alice)
+    WorkflowExecution.objects.filter(pk=execution.pk).update(status="running", cost=Decimal("0.1"), llm_calls=1,
+                                                             provider="openai", model="gpt-x")
+    added = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": Decimal("0.000001"),
+             "llm_calls": 1}
+    assert statements.execution_counters_add(execution.pk, tool_calls=3, added=added) == 1
+    ended = {"status": "completed", "completed_at": WHEN, "execution_time_ms": 120, "output_data": JSON,
+             "error_type": "", "error_message": "", "stream_progress": {}}
+
+    assert statements.execution_finish(execution.pk, from_status="pending", ended=ended, tool_calls=4,
+                                       added=added) == 0  # not in that status: nothing changes
+    assert statements.execution_finish(execution.pk, from_status="running", ended=ended, tool_calls=4,
+                                       added={"cost": Decimal("0.02")}) == 1
+
+    stored = WorkflowExecution.objects.get(pk=execution.pk)
+    assert (stored.status, stored.completed_at, stored.output_data, stored.tool_calls) == (
+        "completed", WHEN, JSON, 4)
+    assert (stored.prompt_tokens, stored.total_tokens, stored.llm_calls, stored.cost) == (
+        10, 12, 2, Decimal("0.120001"))
+    assert (stored.provider, stored.model, stored.cancel_requested) == ("openai", "gpt-x", False)
+
+
+def test_a_cancelled_run_keeps_its_flag_and_a_registered_graph_names_its_model(alice):
+    execution = WorkflowExecutionFactory(owner=alice)
+    ended = {"status": "cancelled", "completed_at": WHEN, "execution_time_ms": 5, "output_data": {},
+             "error_type": "cancelled", "error_message": "cancelled", "stream_progress": {},
+             "cancel_requested": True, "provider": "anthropic", "model": "claude-x"}
+
+    assert statements.execution_finish(execution.pk, from_status="pending", ended=ended, tool_calls=0, added={}) == 1
+
+    stored = WorkflowExecution.objects.get(pk=execution.pk)
+    assert (stored.cancel_requested, stored.provider, stored.model, stored.cost) == (
+        True, "anthropic", "claude-x", Decimal("0"))
