@@ -134,8 +134,7 @@ class RunCreate(Body):
     command: dict | None = None  # {"resume": …}: answers the thread's run waiting for input
     checkpoint: dict | None = None  # {"checkpoint_id": …}: a fork from one of the thread's checkpoints
     checkpoint_id: str | None = None
-    # Not honoured (refused, not ignored): static breakpoints (Chatter's graphs pause at human_input nodes and
-    # at interrupt() calls, not around arbitrary nodes).
+    # Static breakpoints: node ids of the graph (or "*"); a Chatter graph's run honours them on a thread only.
     interrupt_before: Any = None
     interrupt_after: Any = None
 
@@ -151,8 +150,8 @@ class RunCreate(Body):
         return modes
 
     def refused(self) -> list[str]:
-        """What a run of a Chatter graph does not honour (a registered graph honours all): static breakpoints, and
-        the checkpoints stream mode (its checkpoints are not kept in the run's log)."""
+        """What a run of a Chatter graph without a thread does not honour (on a thread, and a registered graph's
+        anywhere, honour all): static breakpoints and the checkpoints stream mode (it keeps no thread's state)."""
         names = ("interrupt_before", "interrupt_after")
         refused = [name for name in names if getattr(self, name) not in (None, [], {})]
         return refused + (["stream_mode checkpoints"] if "checkpoints" in self.stream_mode else [])

@@ -50,6 +50,7 @@ from workflows.services.runs import (
     execution_start_streamed,
     run_plan,
     run_write,
+    waiting_run_input_set,
 )
 
 Mode = WorkflowExecution.Mode
@@ -192,10 +193,13 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
-    refused = body.refused() if not registered else []
+    refused = body.refused() if not registered and thread_id is None else []
     if refused:
-        raise InvalidInput(f"not supported: {', '.join(refused)} (static breakpoints: Chatter's graphs pause at "
-                           "human_input nodes and interrupt() calls)")
+        raise InvalidInput(f"not supported without a thread: {', '.join(refused)} (a Chatter graph's run keeps its "
+                           "checkpoints on its thread)")
+    if body.command is None and body.input is None and thread_id is not None and not registered and (
+            body.fork_from() is None and _breakpoint_go_on(owner=owner, thread_id=thread_id, body=body, row=row)):
+        body = body.model_copy(update={"command": {"resume": None}})  # goes on from it, as LangGraph's server does
     if body.command is not None:
         execution, feed = run_resume(owner=owner, body=body, mode=mode, thread_id=thread_id)
         return StartedRun(execution=execution, thread_id=str(execution.conversation_id), modes=body.stream_mode,
@@ -237,7 +241,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                    **run_target(row), **written}
         if thread_id is not None:  # the thread keeps the graph's state, as a registered graph's does
             request["graph_request"] = {"on_thread": True,
-                                        **({"checkpoint_id": str(body.fork_from())} if branches else {})}
+                                        **({"checkpoint_id": str(body.fork_from())} if branches else {}),
+                                        **_json_graph_stops(body, row)}
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
@@ -258,6 +263,39 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
             started.feed = feed_until_paused(execution_feed(started.execution.pk))
         return started  # waited for by the caller (run_ended) when it waits
     return _run_now(started, request=request, body=body, mode=mode)
+
+
+def _json_graph_stops(body: RunCreate, row) -> dict:
+    """A Chatter graph's run on a thread: its static breakpoints (node ids of its graph, or "*") and whether the
+    checkpoints it saves go to its stream; a node the graph does not have is a 422."""
+    from workflows.engine.graph import parse_graph
+
+    stops = {"stream_checkpoints": True} if {"checkpoints", "debug"} & set(body.stream_mode) else {}
+    asked = [name for name in ("interrupt_before", "interrupt_after") if getattr(body, name) not in (None, [], {})]
+    nodes = {node.id for node in parse_graph(graph_of(row).graph).nodes} if asked else set()
+    for name in asked:
+        value = getattr(body, name)
+        if value != "*" and (not isinstance(value, list) or not all(isinstance(node, str) for node in value)):
+            raise InvalidInput(f"{name} is \"*\" or a list of the graph's node ids")
+        unknown = sorted(set(value) - nodes) if value != "*" else []
+        if unknown:
+            raise InvalidInput(f"{name} names nodes the graph does not have: {unknown} (its nodes: {sorted(nodes)})")
+        stops[name] = value
+    return stops
+
+
+def _breakpoint_go_on(*, owner, thread_id, body: RunCreate, row) -> bool:
+    """Whether the thread's run waits at a static breakpoint; if so it goes on with this request's breakpoints and
+    stream (a new run of LangGraph's server has its own), written on it before it is claimed."""
+    conversation = thread_get(user=owner, thread_id=thread_id)
+    waiting = WorkflowExecution.objects.filter(conversation_id=conversation.pk, status=Status.WAITING).only(
+        "pk", "input_data", "output_data").first()
+    if waiting is None or not any("breakpoint" in question for question in (
+            waiting.output_data or {}).get("input_required") or []):
+        return False
+    kept = {key: value for key, value in waiting.input_data.items()
+            if key not in ("interrupt_before", "interrupt_after", "stream_checkpoints")}
+    return waiting_run_input_set(execution_id=waiting.pk, input_data={**kept, **_json_graph_stops(body, row)})
 
 
 def _thread_stamp(conversation_id, *, assistant_id: str, graph_id: str) -> None:

@@ -83,6 +83,8 @@ class FrameMaker:
                  native: bool = False, subgraphs: bool = False):
         self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
         self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
+        # On a thread, each node's streaming message's id in the thread's state (the model's reply's own).
+        self.message_ids: dict[str, str] = {}
         # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
         self.native, self.subgraphs = native, subgraphs
         self.last_values: dict = {}
@@ -90,7 +92,7 @@ class FrameMaker:
         self.ended_tasks: dict[str, tuple] = {}  # a registered graph's ended nodes (task, step) until their writes
 
     def _message_id(self, node_id: str) -> str:
-        return f"run-{self.run_id}-{node_id}"
+        return self.message_ids.get(node_id) or f"run-{self.run_id}-{node_id}"
 
     def _meta(self, data: dict) -> dict:
         return {"run_id": self.run_id, "thread_id": self.thread_id, "langgraph_node": data.get("node_id"),
@@ -148,6 +150,8 @@ class FrameMaker:
         if name == "token":
             text = data.get("text", "")
             self.text[node] = self.text.get(node, "") + text
+            if self.thread_id is not None and data.get("message_id"):
+                self.message_ids[node] = data["message_id"]
             if "messages-tuple" in modes:
                 out.append(("messages", [self._chunk(data, text), self._meta(data)]))
             if "messages" in modes:
@@ -186,6 +190,7 @@ class FrameMaker:
                 out.append(("events", self._event("on_chat_model_end", node, envelope, {"output": {
                     "content": self.text.get(node, ""), "usage_metadata": usage, "response_metadata": response}})))
             self.text.pop(node, None)
+            self.message_ids.pop(node, None)
         if name == "tool_called" and "events" in modes:
             out.append(("events", self._event("on_tool_end" if data.get("ok") else "on_tool_error",
                                               data.get("tool", ""), envelope, {"output": data})))

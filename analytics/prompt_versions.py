@@ -1,4 +1,4 @@
-"""Per-version insight into a stored prompt (issue 30): the runs each version was given — a split's variants side by
+"""Per-version insight into a stored prompt: the runs each version was given — a split's variants side by
 side — with their totals (exact sums of the runs' own figures), latency percentiles, error rate and mean scores,
 and for each mean a 95% confidence interval of its difference from a baseline version (Welch), so an operator can
 tell noise from a real difference."""

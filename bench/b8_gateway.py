@@ -1,4 +1,4 @@
-"""B8 (issue 29, done means 4): the gateway's added latency (p50, p99) and throughput at 8 and 32 clients, side by
+"""B8: the gateway's added latency (p50, p99) and throughput at 8 and 32 clients, side by
 side with LiteLLM's proxy, in front of the same instant OpenAI stub upstream. Target: at most half of LiteLLM's
 added latency (p50 and p99) and at least 2x its throughput at 8 and 32 clients, Chatter recording every call as a
 run with exact usage.

@@ -1,4 +1,4 @@
-"""Datasets (issue 30): named sets of items — an input, the output expected, metadata — typed in, imported from
+"""Datasets: named sets of items — an input, the output expected, metadata — typed in, imported from
 CSV or JSONL, or taken from past runs."""
 import uuid
 

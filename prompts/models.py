@@ -1,4 +1,4 @@
-"""Prompts (issue 30): a named prompt of one owner, its immutable versions 1, 2, 3…, the labels that point at them
+"""Prompts: a named prompt of one owner, its immutable versions 1, 2, 3…, the labels that point at them
 (one version, or a weighted split of several), and the version each conversation was assigned under a split."""
 import uuid
 

@@ -1,4 +1,4 @@
-"""Scores (issue 30): a named judgement of a run or of a message — a number, a yes/no or a category — from the
+"""Scores: a named judgement of a run or of a message — a number, a yes/no or a category — from the
 API, a person or an evaluator. Numeric and boolean scores have a mean (a boolean counts 1 or 0)."""
 import uuid
 

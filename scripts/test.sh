@@ -6,7 +6,7 @@
 # All phases always run to the end; the exit status is non-zero if any failed.
 # A test that needs a real component skips when it is missing; tests/real_components.py lists such skips
 # loudly at the end of each phase, and a phase fails when a component it must have was skipped: the
-# browser (Chromium) in both, PostgreSQL and Redis in the second.
+# browser (Chromium) and Node.js in both, PostgreSQL and Redis in the second.
 # Arguments are passed to pytest in both phases (e.g. scripts/test.sh -x -k chat).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -81,6 +81,20 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
+# The JavaScript clients' tests (tests/js/) run on Node.js; its npm installs them from tests/js/package-lock.json.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "Installing Debian's nodejs and npm for tests/js/"
+        DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y nodejs npm >/dev/null \
+            || { "${APT_GET[@]}" update >/dev/null \
+                && DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y nodejs npm >/dev/null; } \
+            || echo "could not install nodejs: the JavaScript clients' tests will be skipped, and make test fails"
+    else
+        echo "node or npm is missing (install Debian's nodejs and npm as root): the JavaScript clients' tests" \
+            "will be skipped, and make test fails"
+    fi
+fi
+
 skips_dir=$(mktemp -d)
 trap 'stop_sqlite_phase; stop_services; rm -rf "$skips_dir"' EXIT
 
@@ -93,7 +107,7 @@ echo "docs: $(result "$docs_rc")"
 # phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
 sqlite_log="$skips_dir/sqlite.log"
 (unset DATABASE_URL REDIS_URL
-    CHATTER_REQUIRE_COMPONENTS=browser CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec setsid "$PYTEST" "$@") \
+    CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec setsid "$PYTEST" "$@") \
     >"$sqlite_log" 2>&1 &
 sqlite_pid=$!
 
@@ -103,7 +117,7 @@ echo $$ >"$services_dir/owner.pid"
 if scripts/services.sh start "$services_dir"; then
     # shellcheck disable=SC1091
     (source "$services_dir/env" && echo "DATABASE_URL=${DATABASE_URL%%:*}://…@${DATABASE_URL##*@}  REDIS_URL=$REDIS_URL" \
-        && CHATTER_REQUIRE_COMPONENTS=browser,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
+        && CHATTER_REQUIRE_COMPONENTS=browser,node,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
             exec "$PYTEST" "$@")
     postgres_rc=$?
 else

@@ -2,7 +2,7 @@
 loudly at the end of the run, so a green run without them is never mistaken for a pass.
 
 A test counts as needing a component when its skip reason names it (e.g. "needs Redis (make test's second
-phase)"). `CHATTER_REQUIRE_COMPONENTS` (comma-separated: browser, postgresql, redis, llama) names the
+phase)"). `CHATTER_REQUIRE_COMPONENTS` (comma-separated: browser, postgresql, redis, llama, node) names the
 components this run must have: a skip of one of those fails the run (`make test` sets it for each phase).
 `CHATTER_SKIP_REPORT`, when set, is a file that receives one `component<TAB>count` line per skipped
 component, for scripts/test.sh's summary.
@@ -20,8 +20,10 @@ COMPONENTS = {
     "postgresql": ("postgres",),
     "redis": ("redis",),
     "llama": ("llama",),
+    "node": ("node.js",),
 }
-LABELS = {"browser": "browser (Chromium)", "postgresql": "PostgreSQL", "redis": "Redis", "llama": "llama server"}
+LABELS = {"browser": "browser (Chromium)", "postgresql": "PostgreSQL", "redis": "Redis", "llama": "llama server",
+          "node": "Node.js (the JavaScript clients)"}
 
 _skipped: dict[str, list[tuple[str, str]]] = {}
 

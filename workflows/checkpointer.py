@@ -35,8 +35,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import Checkpoint as CheckpointData
 
-from core.rows import Rows, rows_insert
 from workflows.models import Checkpoint
+from workflows.statements import checkpoints_upsert
 
 KIND_CHECKPOINT, KIND_WRITE = Checkpoint.Kind.CHECKPOINT.value, Checkpoint.Kind.WRITE.value
 ROW_KEY = ("thread_id", "checkpoint_ns", "checkpoint_id", "kind", "task_id", "idx")
@@ -65,6 +65,18 @@ def _merged(rows: list[dict]) -> dict[tuple, dict]:
             continue
         merged[key] = row
     return merged
+
+
+def _rows_write(rows: list[dict], *, replace: bool) -> None:
+    """Rows of a thread no run holds, written at once: a row whose key is taken replaces it, or (`replace` off)
+    is dropped."""
+    if not rows:
+        return
+    if replace:
+        Checkpoint.objects.bulk_create([Checkpoint(**row) for row in rows], update_conflicts=True,
+                                       unique_fields=ROW_KEY, update_fields=(*ROW_DATA, "created_at"))
+    else:
+        Checkpoint.objects.bulk_create([Checkpoint(**row) for row in rows], ignore_conflicts=True)
 
 
 class DatabaseSaver(BaseCheckpointSaver[int]):
@@ -101,9 +113,10 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
                 hold.rows = _merged([*rows, *hold.rows.values()])
 
     @staticmethod
-    def held_rows(rows: list[dict]) -> Rows:
-        """Taken rows as one INSERT, for the caller to write in its transaction (rows_insert, or along another)."""
-        return Rows(Checkpoint, rows, conflict=ROW_KEY, update=(*ROW_DATA, "created_at"))
+    def held_rows(rows: list[dict]) -> tuple[str, list]:
+        """Taken rows as one upsert (SQL, params), for the caller to run in its transaction, on its own or along
+        another (workflows.statements.statements_run)."""
+        return checkpoints_upsert.bound(rows)
 
     def _hold_rows(self, thread_id: str, rows: list[dict]) -> bool:
         with self._lock:
@@ -222,7 +235,7 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
                "parent_checkpoint_id": configurable.get("checkpoint_id") or "", "type": kind, "blob": blob,
                "metadata": get_checkpoint_metadata(config, metadata), "created_at": timezone.now()}
         if not self._hold_rows(thread_id, [row]):
-            rows_insert(Checkpoint, [row], conflict=ROW_KEY, update=(*ROW_DATA, "created_at"))
+            _rows_write([row], replace=True)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
@@ -241,9 +254,8 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
         if not rows or self._hold_rows(thread_id, rows):
             return
         with transaction.atomic():  # special writes (idx < 0) replace; the others are written once
-            rows_insert(Checkpoint, [row for row in rows if row["idx"] < 0], conflict=ROW_KEY,
-                        update=(*ROW_DATA, "created_at"))
-            rows_insert(Checkpoint, [row for row in rows if row["idx"] >= 0], conflict=ROW_KEY)
+            _rows_write([row for row in rows if row["idx"] < 0], replace=True)
+            _rows_write([row for row in rows if row["idx"] >= 0], replace=False)
 
     def delete_thread(self, thread_id: str) -> None:
         self.release(thread_id)

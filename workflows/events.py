@@ -13,10 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
-from core.rows import Rows
-
 from workflows.hub import TERMINAL_EVENTS, hub
-from workflows.models import ExecutionEvent
+from workflows.statements import events_insert
 
 __all__ = ["TERMINAL_EVENTS", "EVENT_LATENCY", "event_envelope", "event_rows", "events_published_on_commit",
            "events_publish"]
@@ -39,12 +37,13 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
     }
 
 
-def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]]) -> Rows:
-    """Consecutive events (`(event, data, when)` each, seq from `first_seq` on) as rows for the caller to write in
-    its transaction, by a statement of their own or along with another table's rows (rows_insert's `along`); the
-    caller then calls events_published_on_commit in the same transaction."""
-    return Rows(ExecutionEvent, [{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
-                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])
+def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]]) -> tuple[str, list]:
+    """Consecutive events (`(event, data, when)` each, seq from `first_seq` on) as the statement that inserts them
+    (SQL, params), for the caller to run in its transaction, on its own or along with another
+    (workflows.statements.statements_run); the caller then calls events_published_on_commit in the same
+    transaction."""
+    return events_insert.bound([{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
+                                 "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])
 
 
 def events_published_on_commit(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,

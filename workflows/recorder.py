@@ -3,7 +3,7 @@
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events —
   is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
-  statement is that statement alone: rows.write_atomic) just before the run next waits on something
+  statement is that statement alone: statements.write_atomic) just before the run next waits on something
   outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
   token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
   node does not wait): what they do is written with the write before the next model call.
@@ -38,12 +38,12 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from django.db import IntegrityError, connections
+from django.db.models import F
 from django.utils import timezone
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
 from core.db import connections_give_back, retried_on_conflict
-from core.rows import Rows, row_update, rows_insert, write_atomic
 from workflows.engine.graph import Node
 from workflows.engine.runtime import Attempt, CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
@@ -55,9 +55,18 @@ from workflows.events import (
 )
 from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RecordedSoFar
-from workflows.models import LLMCall, NodeExecution, ProviderAttempt, ToolCall, WorkflowExecution
+from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import RunReads
 from workflows.spending import BudgetHeld
+from workflows.statements import (
+    execution_counters_add,
+    llm_calls_insert,
+    nodes_upsert,
+    provider_attempts_insert,
+    statements_run,
+    tool_calls_insert,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 4000
@@ -69,8 +78,6 @@ RUNNING = WorkflowExecution.Status.RUNNING
 # model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
 WAITING_NODE_TYPES = frozenset({"delay"})
 COUNTERS = NODE_COUNTERS  # a node's and an execution's
-NODE_ROW_FIELDS = ("node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "output",
-                   "error_message", *COUNTERS)
 
 # Cancels requested in this process reach its runs at the next token; others are polled from the row.
 _local_cancels: set[str] = set()
@@ -222,8 +229,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
                 self.write_held(audits="later", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
-                    row_update(WorkflowExecution, where={"id": self.execution.pk},
-                               values={"tool_calls": self.tool_calls}, added=self.counters_added())
+                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls,
+                                           added=self.counters_added())
         except IntegrityError:
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise
@@ -235,6 +242,10 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         forgotten from the hold."""
         added, self._added = self._added, _no_usage()
         return {name: value for name, value in added.items() if value and name != "tool_calls"}
+
+    def counters_increments(self) -> dict:
+        """counters_added as an update() adds them to what is stored (never lost to a concurrent writer)."""
+        return {name: F(name) + value for name, value in self.counters_added().items()}
 
     @contextmanager
     def kept_on_failure(self) -> Iterator[None]:
@@ -278,18 +289,19 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                          for index, _ in (*self._calls, *self._attempts)):
             self._nodes_write(nodes)
             nodes = []
-        along = tuple(rows for rows in (
-            Rows(LLMCall, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index), **fields}
-                           for index, fields in self._calls]),
-            Rows(ProviderAttempt, [{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
-                                    **fields} for index, fields in self._attempts]),
-            Rows(ToolCall, [{"execution_id": execution_id, **fields} for fields in self._tools]),
-            *events, *checkpoints) if rows.rows)
+        along = [
+            *([llm_calls_insert.bound([{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
+                                        **fields} for index, fields in self._calls])] if self._calls else []),
+            *([provider_attempts_insert.bound([{"execution_id": execution_id,
+                                                "node_execution_id": self._node_pks.get(index), **fields}
+                                               for index, fields in self._attempts])] if self._attempts else []),
+            *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
+              if self._tools else []),
+            *events, *checkpoints]
         if nodes:
             self._nodes_write(nodes, along=along)
         elif along:
-            rows_insert(along[-1].model, along[-1].rows, conflict=along[-1].conflict, update=along[-1].update,
-                        along=along[:-1])
+            statements_run(along[-1], along[:-1])
         self._nodes, self._calls, self._attempts, self._tools = {}, [], [], []
         if self._events:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
@@ -300,11 +312,10 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         if audits == "all":
             self.write_audits()
 
-    def _nodes_write(self, nodes: list[dict], *, along: tuple[Rows, ...] = ()) -> None:
+    def _nodes_write(self, nodes: list[dict], *, along: list[tuple[str, list]] = ()) -> None:
         """Node rows, inserted as they start and updated as they end: one upsert returning their ids."""
-        self._node_pks.update((index, pk) for pk, index in rows_insert(
-            NodeExecution, nodes, conflict=("execution", "index"), update=NODE_ROW_FIELDS, returning=("id", "index"),
-            along=along))
+        self._node_pks.update((index, pk) for pk, index in statements_run(nodes_upsert.bound(nodes), along,
+                                                                          fetch=True))
 
     def _checkpoints_take(self) -> tuple:
         """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""
@@ -467,7 +478,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                     duration_ms: int) -> None:
         self._tools.append({"node_id": node.id, "tool": tool, "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
                             "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error,
-                            "duration_ms": duration_ms})
+                            "duration_ms": duration_ms, "created_at": timezone.now()})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
                                   "error": error or None})
         self.audit_tool_call(node_id=node.id, tool=tool, ok=ok, error=error,
@@ -486,8 +497,9 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                                    "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
 
     @_locked
-    def token(self, node: Node, text: str) -> None:
-        self._streamed("token", {"node_id": node.id, "text": text}, text)
+    def token(self, node: Node, text: str, message_id: str | None = None) -> None:
+        self._streamed("token", {"node_id": node.id, "text": text,
+                                 **({"message_id": message_id} if message_id else {})}, text)
 
     @_locked
     def tool_call_delta(self, node: Node, delta: dict) -> None:

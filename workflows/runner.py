@@ -23,7 +23,6 @@ from conversations.models import Message
 from conversations.services import message_save
 from core.db import connections_give_back, retried_on_conflict
 from core.errors import RunCancelled, RunError, Unavailable
-from core.rows import row_update
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -43,6 +42,7 @@ from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 from workflows.signals import execution_finished
+from workflows import statements
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -176,7 +176,9 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                               from_checkpoint=from_checkpoint, every_step=every_step, carried=carried,
                               checkpoint_id=run_input.get("checkpoint_id"),
                               message_id=str(recorder.user_message.pk) if carried and recorder.user_message else None,
-                              run_id=str(execution.pk))
+                              run_id=str(execution.pk), stream_checkpoints=bool(run_input.get("stream_checkpoints")),
+                              interrupt_before=run_input.get("interrupt_before"),
+                              interrupt_after=run_input.get("interrupt_after"))
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -234,8 +236,8 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
                                                     # a registered graph's messages so far and their calls' usage
                                                     **({"messages_usage": booked_as_json(booked)} if booked else {})}}
     with recorder.kept_on_failure(), transaction.atomic():
-        paused = row_update(WorkflowExecution, where={"id": execution.pk, "status": Status.RUNNING},
-                            values={**values, "tool_calls": recorder.tool_calls}, added=recorder.counters_added())
+        paused = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+            **values, tool_calls=recorder.tool_calls, **recorder.counters_increments())
         if not paused:  # ended meanwhile by someone else (the recovery sweep)
             recorder.discard_held()
             execution.refresh_from_db()
@@ -292,8 +294,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic():
-        finished = row_update(WorkflowExecution, where={"id": execution.pk, "status": from_status},
-                              values={**ended, "tool_calls": recorder.tool_calls}, added=recorder.counters_added())
+        finished = statements.execution_finish(execution.pk, from_status=from_status, ended=ended,
+                                               tool_calls=recorder.tool_calls, added=recorder.counters_added())
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             recorder.discard_held()
             execution.refresh_from_db()

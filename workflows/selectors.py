@@ -5,7 +5,7 @@ import uuid
 
 from django.db.models import Prefetch, Q, prefetch_related_objects
 
-from core.rows import db_value, rows_select
+from workflows import statements
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -30,20 +30,10 @@ def template_list(*, user):
 
 def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
     """By id, or by key: the user's own template with that key, else the built-in or public one (keys are unique
-    per owner and among shared templates, so at most one of each). What template_list(user=user) would find, read
-    by one plain statement: every run names its template (core.rows)."""
+    per owner and among shared templates, so at most one of each). What template_list(user=user) would find, by a
+    named statement: every run names its template."""
     pk = _uuid(key_or_id)
-    shared = [True, True, user.pk]
-    if pk is not None:
-        found = rows_select(WorkflowTemplate, f"{_VISIBLE} AND \"id\" = %s",
-                            [*shared, db_value(WorkflowTemplate, "id", pk)], limit=1)
-    else:
-        found = rows_select(WorkflowTemplate, f"{_VISIBLE} AND \"key\" = %s", [*shared, str(key_or_id), user.pk],
-                            order='CASE WHEN "owner_id" = %s THEN 0 ELSE 1 END', limit=1)
-    return found[0] if found else None
-
-
-_VISIBLE = '("is_builtin" = %s OR "is_public" = %s OR "owner_id" = %s)'  # template_list's filter
+    return statements.template_visible(user_id=user.pk, pk=pk, key="" if pk is not None else str(key_or_id))
 
 
 def definition_list(*, user):

@@ -131,8 +131,8 @@ def test_resume_without_a_waiting_run_is_refused(server, alice_key, bob_key):
         client.runs.create(thread["thread_id"], "universal_chat", command={"resume": "yes"})
     with pytest.raises(UnprocessableEntityError):
         client.runs.create(None, "universal_chat", command={"resume": "yes"})
-    with pytest.raises(UnprocessableEntityError):  # static breakpoints do not fit Chatter's graphs
-        client.runs.create(thread["thread_id"], "universal_chat", input=TURN, interrupt_before=["model"])
+    with pytest.raises(UnprocessableEntityError):  # a breakpoint at a node the graph does not have
+        client.runs.create(thread["thread_id"], "universal_chat", input=TURN, interrupt_before=["nowhere"])
     bob = get_sync_client(url=server.langgraph_url, api_key=bob_key)
     with pytest.raises(NotFoundError):  # another user's thread, waiting or not, is not found
         bob.runs.create(thread["thread_id"], "universal_chat", command={"resume": "yes"})

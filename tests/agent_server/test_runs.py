@@ -230,8 +230,8 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
 
-    for options in ({"interrupt_after": ["model"]}, {"webhook": "http://127.0.0.1:9/hook"},
-                    {"stream_mode": ["checkpoints"]}, {"input": {"messages": [{"role": "robot", "content": "x"}]}}):
+    for options in ({"interrupt_after": ["no_such_node"]}, {"webhook": "http://127.0.0.1:9/hook"},
+                    {"stream_mode": ["no_such_mode"]}, {"input": {"messages": [{"role": "robot", "content": "x"}]}}):
         with pytest.raises(UnprocessableEntityError):
             client.runs.create(thread["thread_id"], "universal_chat", **{"input": TURN, **options})
     with pytest.raises(UnprocessableEntityError):

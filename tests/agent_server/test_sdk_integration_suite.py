@@ -1,4 +1,4 @@
-"""LangGraph's own SDK integration suite against Chatter, as upstream wrote it (issue 28).
+"""LangGraph's own SDK integration suite against Chatter, as upstream wrote it.
 
 The source distribution of langgraph-sdk 0.4.3 carries the suite (`tests/integration/`, 55 tests), the four graphs
 it runs (`integration/graph/`) and their `integration/langgraph.json`. It is downloaded once with pip into

@@ -5,7 +5,7 @@ What is checked is accounting, never the reply's wording: every figure the serve
 counters of prompt tokens processed, prompt tokens taken from its cache, tokens generated) equals what Chatter
 stored for the calls it made, each call's row equals the usage object the server sent, and the cost is the
 price of the model asked for. The server runs without --alias, so it reports its model file's path as the
-model: the call records that name and is priced (and re-priced) by the one requested (issue 16, item 12).
+model: the call records that name and is priced (and re-priced) by the one requested.
 
 A tool turn is not among them: at temperature 0 this small model answers "What is 12*7?" in words, with no
 tool call. The turns: a sync turn, then a streamed (SSE) turn in the same conversation, whose prompt carries

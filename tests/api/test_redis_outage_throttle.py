@@ -1,4 +1,4 @@
-"""Redis killed under a running server (issue 16, item 1): chat turns and runs go on (the run throttle counts in
+"""Redis killed under a running server: chat turns and runs go on (the run throttle counts in
 the process meanwhile, at the same rate), the log says so once per outage, /api/v1/health/ says "degraded"
 naming the cache, and once Redis is back the throttle is shared again.
 

@@ -1,4 +1,4 @@
-"""Time travel (issue 13): GET /api/v1/executions/<id>/checkpoints/ (and /conversations/<id>/checkpoints/) list a
+"""Time travel: GET /api/v1/executions/<id>/checkpoints/ (and /conversations/<id>/checkpoints/) list a
 run's graph checkpoints; POST /api/v1/executions/ {"from_checkpoint": id} forks a new run from one, linked to its
 parent, with accounting of its own, leaving the original run untouched."""
 from io import StringIO

@@ -1,6 +1,6 @@
 """`access.denied` audit rows for refused API requests (401/403) and websockets (4401/4404): one row each for a
 user; for unauthenticated clients one row per source address, status and minute, with the count, written once
-the minute is over (issue 16, item 4)."""
+the minute is over."""
 from datetime import datetime, timedelta
 
 import pytest

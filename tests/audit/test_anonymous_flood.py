@@ -1,4 +1,4 @@
-"""A flood of anonymous refusals (issue 16, item 4): 401s and refused websocket handshakes from unauthenticated
+"""A flood of anonymous refusals: 401s and refused websocket handshakes from unauthenticated
 clients make one `access.denied` row per source address, status and minute, with the exact count, and the chain
 still verifies; a user's refusal is still one row each, at once."""
 from collections import defaultdict

@@ -1,4 +1,4 @@
-"""A period rolls over while runs are in flight (issue 15): runs written before local midnight reserve in, and
+"""A period rolls over while runs are in flight: runs written before local midnight reserve in, and
 settle on, the day they started in; runs written after it reserve in the new day's period, made by whichever
 comes first. Both periods end exact (spent = the sum over their runs, nothing left reserved), and
 reconcile_aggregates agrees. The budget's clock is moved across midnight in America/New_York half-way through

@@ -1,4 +1,4 @@
-"""A server process killed with SIGKILL in the middle of a model call (issue 16, item 3). What the call sent and
+"""A server process killed with SIGKILL in the middle of a model call. What the call sent and
 streamed is on disk before the crash: its prompt estimate on its node row (written as the call started, in the
 run's write before it waits) and its stream so far (carried by the heartbeat). The recovery sweep ends the run
 from these: the call's tokens and cost, estimated and flagged, on the LLM call, the node, the execution, the

@@ -1,4 +1,4 @@
-"""A run whose worker died goes on from its last checkpoint (issue 13): the recovery sweep queues it again, at
+"""A run whose worker died goes on from its last checkpoint: the recovery sweep queues it again, at
 most CHATTER_RESUME_ATTEMPTS times (then it ends failed / interrupted, tests/workflows/test_sweep.py). LLM calls
 recorded before the crash are counted once; the call in flight is recorded from what the crash left (estimated,
 as when a run ends so); a node that runs again makes new calls, recorded as such."""

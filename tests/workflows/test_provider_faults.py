@@ -123,7 +123,7 @@ TOOL_CALL_BREAKS = {"after_the_header": 2, "mid_arguments": 4}
 @pytest.mark.parametrize("where", TOOL_CALL_BREAKS)
 def test_a_stream_broken_after_only_tool_call_fragments_keeps_an_estimate(alice, stub, fault, where):
     """The server read the prompt and began a tool call, then broke: no usage was reported, so the call is estimated
-    from its prompt and the fragments streamed (name and partial arguments), flagged, on every total (issue 16, 13)."""
+    from its prompt and the fragments streamed (name and partial arguments), flagged, on every total."""
     stub.reply(tool_calls=[{"name": "calculator", "arguments": CALCULATOR_ARGUMENTS}], usage=TOOL_USAGE,
                argument_chunk_chars=6, fault=fault, fault_after=TOOL_CALL_BREAKS[where])
     execution = chat(alice, message="What is 12*7?")

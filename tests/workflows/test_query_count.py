@@ -1,4 +1,4 @@
-"""The database statements and transactions of one sync chat turn are bounded (issue 12), so they cannot
+"""The database statements and transactions of one sync chat turn are bounded, so they cannot
 silently grow: with one model call at most 3 transactions and 20 statements, with one tool call (two model
 calls) at most 4 and 30 (the issue's bound is 5), on SQLite and PostgreSQL, in a new conversation and in one that
 goes on.

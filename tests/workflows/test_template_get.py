@@ -1,4 +1,4 @@
-"""workflows.selectors.template_get reads by one plain statement what template_list would find: the two say the
+"""workflows.selectors.template_get finds what template_list would find: the two say the
 same of every template a user may or may not see, by id and by key (the user's own first)."""
 import pytest
 

@@ -126,7 +126,8 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
               messages: list[dict] | None = None, checkpointer=None, thread_id: str | None = None,
               resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
               carried: bool = False, checkpoint_id: str | None = None, message_id: str | None = None,
-              run_id: str | None = None) -> dict:
+              run_id: str | None = None, stream_checkpoints: bool = False, interrupt_before=None,
+              interrupt_after=None) -> dict:
     """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
     LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`.
@@ -136,7 +137,10 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     `carried`: the thread's state goes on from run to run (a conversation's thread): the input's messages are added
     to it, this turn's own channels start anew, and with `checkpoint_id` the run goes on from that checkpoint
     instead of the latest (a new branch, as LangGraph forks); `message_id` names the input message. `run_id`: in
-    each checkpoint's metadata, as LangGraph's server puts it."""
+    each checkpoint's metadata, as LangGraph's server puts it. `stream_checkpoints`: each checkpoint saved goes to
+    the run's hooks as LangGraph's `checkpoints` stream part. `interrupt_before` / `interrupt_after` (node ids, or
+    "*"): static breakpoints; a run stopped at one returns with a breakpoint's question under `__interrupt__`
+    (_breakpoint_question), and its resume goes on from the checkpoint without an answer."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -154,21 +158,78 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
             configurable["checkpoint_id"] = checkpoint_id
         state = _turn_input(compiled, state, ctx=ctx, config={"configurable": configurable}) if (
             state["messages"] or not checkpoint_id) else None  # none: the run goes on from the checkpoint as it is
-    if resume is not None and len(resume) == 1 and checkpointer is not None:
-        pending = {interrupt.id for interrupt in compiled.get_state({"configurable": configurable}).interrupts}
-        if not pending & set(resume):
+    paused_at = None
+    if resume is not None and checkpointer is not None:
+        paused_at = compiled.get_state({"configurable": configurable})
+        pending = {interrupt.id for interrupt in paused_at.interrupts}
+        if resume and all(key.startswith(_BREAKPOINT) for key in resume):
+            resume = None  # stopped at a static breakpoint: it goes on from the checkpoint, with nothing to answer
+        elif len(resume) == 1 and not pending & set(resume):
             # The state was updated since the question (LangGraph's update_state: a new checkpoint, from which the
             # node asks again under a new id): the one answer goes to the interrupt the run meets first.
             resume = next(iter(resume.values()))
+    breakpoints = {"interrupt_before": interrupt_before, "interrupt_after": interrupt_after}
+    options = {name: value for name, value in breakpoints.items() if value} if checkpointer is not None else {}
+    if checkpointer is not None:
+        options["durability"] = "sync" if every_step else "exit"
+    run_input = Command(resume=resume) if resume is not None else None if (
+        from_checkpoint or paused_at is not None) else state
+    config = {"configurable": configurable, "recursion_limit": MAX_STEPS}
     try:
-        return compiled.invoke(
-            Command(resume=resume) if resume is not None else None if from_checkpoint else state,
-            config={"configurable": configurable, "recursion_limit": MAX_STEPS},
-            **({"durability": "sync" if every_step else "exit"} if checkpointer is not None else {}),
-        )
+        if stream_checkpoints and checkpointer is not None:
+            result = _streamed(compiled, run_input, config=config, ctx=ctx, options=options)
+        else:
+            result = compiled.invoke(run_input, config=config, **options)
     except GraphRecursionError:
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
         raise LimitExceeded("max_steps", MAX_STEPS) from None
+    if "interrupt_before" in options or "interrupt_after" in options:
+        stopped = compiled.get_state({"configurable": {k: v for k, v in configurable.items() if k != "checkpoint_id"}})
+        if stopped.next and not stopped.interrupts:
+            result = {**(result or {}), "__interrupt__": [_breakpoint_question(stopped)]}
+    return result
+
+
+def _breakpoint_question(snapshot):
+    """A run stopped at a static breakpoint as the question a paused run waits on (LangGraph's Interrupt): no
+    prompt, no schema; its id names the checkpoint it stopped at, and `breakpoint` the nodes that run next."""
+    from langgraph.types import Interrupt
+
+    return Interrupt(value={"node_id": snapshot.next[0], "prompt": "", "schema": None,
+                            "breakpoint": list(snapshot.next)}, id=_breakpoint_id(snapshot))
+
+
+_BREAKPOINT = "breakpoint-"
+
+
+def _breakpoint_id(snapshot) -> str:
+    return _BREAKPOINT + str(snapshot.config["configurable"].get("checkpoint_id"))
+
+
+def _streamed(compiled, run_input, *, config: dict, ctx: RunContext, options: dict) -> dict:
+    """compiled.invoke's result, streamed with LangGraph's `checkpoints` mode: each checkpoint saved goes to the
+    run's hooks (its config without Chatter's run context, as the thread's history shows it)."""
+    from workflows.engine.python_graphs import as_json
+
+    latest, interrupts = None, []
+    for mode, part in compiled.stream(run_input, config, stream_mode=["updates", "values", "checkpoints"],
+                                      **options):
+        if mode == "updates" and isinstance(part, dict) and part.get("__interrupt__"):
+            interrupts.extend(part["__interrupt__"])
+        elif mode == "values":
+            latest = part
+        elif mode == "checkpoints":
+            ctx.hooks.graph_streamed("checkpoints", [], as_json(_without_run_context(part)))
+    return {**(latest or {}), "__interrupt__": interrupts} if interrupts else latest
+
+
+def _without_run_context(part: dict) -> dict:
+    def public(config):
+        if not config:
+            return config
+        return {**config, "configurable": {k: v for k, v in config["configurable"].items() if k != "chatter"}}
+
+    return {**part, "config": public(part.get("config")), "parent_config": public(part.get("parent_config"))}
 
 
 SEEDED_HISTORY = 1000  # a conversation's messages a thread's state begins with, at most

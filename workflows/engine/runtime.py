@@ -122,7 +122,7 @@ class RunHooks(Protocol):
     def provider_attempted(self, node: Node, attempt: Attempt) -> None: ...  # a routed call's tries, each
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int) -> None: ...
-    def token(self, node: Node, text: str) -> None: ...
+    def token(self, node: Node, text: str, message_id: str | None = None) -> None: ...  # the reply's id so far
     def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
     # A registered graph's own stream (workflows.engine.python_graphs): its values, updates and custom parts.
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None: ...
@@ -147,7 +147,7 @@ class NullHooks:
     def llm_called(self, node, call): pass
     def provider_attempted(self, node, attempt): pass
     def tool_called(self, node, **kwargs): pass
-    def token(self, node, text): pass
+    def token(self, node, text, message_id=None): pass
     def tool_call_delta(self, node, delta): pass
     def graph_streamed(self, mode, namespace, data): pass
     def node_focus(self, opened=None): return opened
@@ -254,7 +254,7 @@ class RunContext:
                     streamed.add(chunk)
                     if isinstance(chunk.content, str) and chunk.content:
                         self.partial_text += chunk.content
-                        self.hooks.token(node, chunk.content)
+                        self.hooks.token(node, chunk.content, message_id=streamed.message.id)
                     for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
                         self.hooks.tool_call_delta(node, delta)
                     self.checkpoint()

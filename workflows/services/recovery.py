@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from core.db import retried_on_conflict
 from core.errors import InvalidInput
-from core.rows import row_update
 from workflows.engine.runtime import RunInterrupted
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
@@ -88,9 +87,9 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
         recorder.nodes_interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
         recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
-        row_update(WorkflowExecution, where={"id": locked.pk, "status": Status.RUNNING}, values={
-            "status": Status.PENDING, "resume_attempts": attempt, "stream_progress": {}, "heartbeat_at": None},
-            added=recorder.counters_added())
+        WorkflowExecution.objects.filter(pk=locked.pk, status=Status.RUNNING).update(
+            status=Status.PENDING, resume_attempts=attempt, stream_progress={}, heartbeat_at=None,
+            **recorder.counters_increments())
         recorder.write_held()
         transaction.on_commit(lambda: execution_enqueue(execution_id=locked.pk))
     locked.status, locked.resume_attempts = Status.PENDING, attempt

@@ -32,7 +32,6 @@ from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from core.correlation import current_correlation_id
 from core.db import retried_on_conflict
-from core.rows import db_connection
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.engine.chat_messages import messages_from_openai
@@ -46,6 +45,7 @@ from workflows.realtime import execution_feed, execution_subscribe, feed_blockin
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.templates import is_uuid, visible_template
+from workflows.statements import execution_insert_within_limit
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -201,27 +201,6 @@ def fork_plan(*, owner, mode: str, checkpoint_id: str) -> RunPlan:
                    prices=models_check(graph, parent.config), forked_from=parent, from_checkpoint=row.checkpoint_id)
 
 
-def _insert_within_limit(execution: WorkflowExecution) -> bool:
-    """INSERT the run only while its owner has fewer than CHATTER_MAX_CONCURRENT_RUNS pending or running: one
-    statement (after _owner_lock_and_budgets). The count reads the partial index of runs in progress
-    (execution_owner_in_progress): its statuses are written into the SQL, as the index names them, so that the
-    database can tell the index covers them."""
-    connection = db_connection()
-    quote = connection.ops.quote_name
-    meta = WorkflowExecution._meta
-    fields = meta.concrete_fields
-    values = [f.get_db_prep_save(f.pre_save(execution, add=True), connection) for f in fields]
-    table = quote(meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "
-            f"SELECT {', '.join(['%s'] * len(fields))} WHERE (SELECT COUNT(*) FROM {table} "
-            f"WHERE {quote(meta.get_field('owner').column)} = %s AND {quote('status')} IN "
-            f"('{Status.PENDING.value}', '{Status.RUNNING.value}')) < %s",
-            [*values, execution.owner_id, settings.CHATTER_MAX_CONCURRENT_RUNS])
-        return cursor.rowcount == 1
-
-
 @retried_on_conflict
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
@@ -255,9 +234,10 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     conversation_id=conversation_id, opening=opening, owner=plan.owner, role=Message.Role.USER,
                     content=plan.message, execution=execution, provider_used=plan.config["provider"],
                     model_used=plan.config["model"], actor=plan.owner)
-                if not plan.messages and "graph_id" in (user_message.conversation.metadata or {}):
+                if "graph_id" in (user_message.conversation.metadata or {}):
                     # A thread of the Agent Server API (stamped by its runs) keeps its graph's state: a turn from
-                    # elsewhere goes on from it too (read from the row the message's statement returned).
+                    # elsewhere (the gateway's too: its messages are the turn) goes on from it (read from the row
+                    # the message's statement returned).
                     execution.input_data["on_thread"] = True
             elif conversation_id is not None and not Conversation.objects.filter(
                     pk=conversation_id, owner=plan.owner).exists():
@@ -269,7 +249,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
                     plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
-            if not _insert_within_limit(execution):
+            if not execution_insert_within_limit(execution, limit=settings.CHATTER_MAX_CONCURRENT_RUNS):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
             if plan.on_written is not None:
                 plan.on_written(execution)
@@ -353,6 +333,13 @@ def execution_enqueue_at(*, execution_id, at: datetime) -> None:
     execution_enqueue names it, so the recovery sweep knows it) runs it then. Cancelled meanwhile, it never starts."""
     schedule("workflows.tasks.execution_run_task", str(execution_id), name=f"execution-{execution_id}",
              schedule_type=Schedule.ONCE, next_run=at, repeats=1)
+
+
+def waiting_run_input_set(*, execution_id, input_data: dict) -> bool:
+    """Replace the input of a run that waits (what it goes on with when it is resumed: its breakpoints, its
+    stream's modes); whether it still waited."""
+    return WorkflowExecution.objects.filter(pk=execution_id, status=Status.WAITING).update(
+        input_data=input_data) == 1
 
 
 def _pending_claim(execution_id) -> tuple[bool, WorkflowExecution | None, Message | None]:

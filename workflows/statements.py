@@ -1,0 +1,248 @@
+"""The run path's SQL statements that the ORM cannot say, or says measurably slower (bench/RESULTS.md, "Named
+statements"): fixed text with placeholders, the same on PostgreSQL and SQLite, as LangGraph's PostgreSQL
+checkpointer keeps its own. A multi-row INSERT repeats its row's placeholders once per row (`{values}`).
+
+Values go in as the ORM sends them (each column's field prepares its value: `Field.get_db_prep_save`) and are read
+back through the ORM, so money, datetimes, JSON and bytes are stored as the ORM stores them.
+tests/workflows/test_statements.py runs each statement on both databases and checks its columns are the model's.
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+
+from workflows.models import (
+    Checkpoint,
+    ExecutionEvent,
+    LLMCall,
+    NodeExecution,
+    ProviderAttempt,
+    ToolCall,
+    WorkflowExecution,
+    WorkflowTemplate,
+)
+
+# Sent to the driver as they are: the field would not change them on either database.
+_PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
+
+NODE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", "index", "node_id",
+                "node_type", "status", "started_at", "completed_at", "duration_ms", "cost", "llm_calls", "tool_calls",
+                "error_message", "output")
+# A node's row is inserted as it starts and rewritten whole as it ends; the ids come back for its LLM calls.
+NODES_UPSERT = (
+    'INSERT INTO "workflows_nodeexecution" ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", '
+    '"index", "node_id", "node_type", "status", "started_at", "completed_at", "duration_ms", "cost", "llm_calls", '
+    '"tool_calls", "error_message", "output") VALUES {values} '
+    'ON CONFLICT ("execution_id", "index") DO UPDATE SET "node_id" = excluded."node_id", '
+    '"node_type" = excluded."node_type", "status" = excluded."status", "started_at" = excluded."started_at", '
+    '"completed_at" = excluded."completed_at", "duration_ms" = excluded."duration_ms", "output" = excluded."output", '
+    '"error_message" = excluded."error_message", "prompt_tokens" = excluded."prompt_tokens", '
+    '"completion_tokens" = excluded."completion_tokens", "total_tokens" = excluded."total_tokens", '
+    '"cost" = excluded."cost", "llm_calls" = excluded."llm_calls", "tool_calls" = excluded."tool_calls" '
+    'RETURNING "id", "index"')
+
+LLM_CALL_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", "node_execution_id",
+                    "provider", "model", "requested_model", "cached_prompt_tokens", "reasoning_tokens", "cost",
+                    "provider_cost", "estimated", "unpriced", "usage_raw", "duration_ms", "deployment",
+                    "prompt_version_id", "created_at")
+LLM_CALLS_INSERT = (
+    'INSERT INTO "workflows_llmcall" ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", '
+    '"node_execution_id", "provider", "model", "requested_model", "cached_prompt_tokens", "reasoning_tokens", '
+    '"cost", "provider_cost", "estimated", "unpriced", "usage_raw", "duration_ms", "deployment", '
+    '"prompt_version_id", "created_at") VALUES {values}')
+
+PROVIDER_ATTEMPT_COLUMNS = ("execution_id", "node_execution_id", "deployment", "model", "provider", "ok",
+                            "error_type", "error", "status_code", "cooldown_s", "duration_ms", "created_at")
+PROVIDER_ATTEMPTS_INSERT = (
+    'INSERT INTO "workflows_providerattempt" ("execution_id", "node_execution_id", "deployment", "model", '
+    '"provider", "ok", "error_type", "error", "status_code", "cooldown_s", "duration_ms", "created_at") '
+    'VALUES {values}')
+
+TOOL_CALL_COLUMNS = ("execution_id", "node_id", "tool", "arguments", "result", "ok", "error", "duration_ms",
+                     "created_at")
+TOOL_CALLS_INSERT = (
+    'INSERT INTO "workflows_toolcall" ("execution_id", "node_id", "tool", "arguments", "result", "ok", "error", '
+    '"duration_ms", "created_at") VALUES {values}')
+
+EVENT_COLUMNS = ("execution_id", "seq", "event", "data", "created_at")
+# (execution, seq) is unique: a second writer's events collide here and roll its write back.
+EVENTS_INSERT = ('INSERT INTO "workflows_executionevent" ("execution_id", "seq", "event", "data", "created_at") '
+                 'VALUES {values}')
+
+CHECKPOINT_COLUMNS = ("execution_id", "thread_id", "checkpoint_ns", "checkpoint_id", "kind", "task_id", "idx",
+                      "task_path", "channel", "parent_checkpoint_id", "type", "blob", "metadata", "created_at")
+# A graph's checkpoints and writes held by its run (workflows.checkpointer): the newest of a key wins.
+CHECKPOINTS_UPSERT = (
+    'INSERT INTO "workflows_checkpoint" ("execution_id", "thread_id", "checkpoint_ns", "checkpoint_id", "kind", '
+    '"task_id", "idx", "task_path", "channel", "parent_checkpoint_id", "type", "blob", "metadata", "created_at") '
+    'VALUES {values} ON CONFLICT ("thread_id", "checkpoint_ns", "checkpoint_id", "kind", "task_id", "idx") '
+    'DO UPDATE SET "execution_id" = excluded."execution_id", "task_path" = excluded."task_path", '
+    '"channel" = excluded."channel", "parent_checkpoint_id" = excluded."parent_checkpoint_id", '
+    '"type" = excluded."type", "blob" = excluded."blob", "metadata" = excluded."metadata", '
+    '"created_at" = excluded."created_at"')
+
+EXECUTION_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "id", "owner_id", "workflow_type",
+                     "template_id", "definition_id", "definition_version", "conversation_id", "schedule_id",
+                     "api_key_id", "status", "mode", "provider", "model", "config", "graph", "input_data",
+                     "output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms",
+                     "cost", "llm_calls", "tool_calls", "correlation_id", "cancel_requested", "heartbeat_at",
+                     "stream_progress", "budget_holds", "waiting_until", "resume_attempts", "forked_from_id",
+                     "forked_from_checkpoint", "webhook", "run_after", "prompt_version_id", "created_at")
+# A run, written only while its owner has fewer than the limit in progress (the last two parameters: the owner,
+# the limit). The statuses are in the text, as the partial index of runs in progress names them, so that the
+# database can tell the index covers the count.
+EXECUTION_INSERT_WITHIN_LIMIT = (
+    'INSERT INTO "workflows_workflowexecution" ("prompt_tokens", "completion_tokens", "total_tokens", "id", '
+    '"owner_id", "workflow_type", "template_id", "definition_id", "definition_version", "conversation_id", '
+    '"schedule_id", "api_key_id", "status", "mode", "provider", "model", "config", "graph", "input_data", '
+    '"output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms", "cost", '
+    '"llm_calls", "tool_calls", "correlation_id", "cancel_requested", "heartbeat_at", "stream_progress", '
+    '"budget_holds", "waiting_until", "resume_attempts", "forked_from_id", "forked_from_checkpoint", "webhook", '
+    '"run_after", "prompt_version_id", "created_at") SELECT {values} '
+    'WHERE (SELECT COUNT(*) FROM "workflows_workflowexecution" WHERE "owner_id" = %s '
+    "AND \"status\" IN ('pending', 'running')) < %s")
+
+
+class Insert:
+    """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values."""
+
+    def __init__(self, model: type[models.Model], columns: tuple[str, ...], sql: str):
+        self.model, self.columns, self.sql = model, columns, sql
+        self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        self._fields = [(name, model._meta.get_field(name)) for name in columns]
+        self._fields = [(name, None if isinstance(field, _PLAIN) and not isinstance(field, models.ForeignKey)
+                         else field) for name, field in self._fields]
+
+    def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
+        """The statement for `rows` (dicts by attname, every column given) and its parameters."""
+        connection = connections[DEFAULT_DB_ALIAS]
+        params = []
+        for row in rows:
+            for name, field in self._fields:
+                value = row[name]
+                params.append(value if field is None or value is None else field.get_db_prep_save(value, connection))
+        return self.sql.format(values=", ".join([self._row] * len(rows))), params
+
+
+nodes_upsert = Insert(NodeExecution, NODE_COLUMNS, NODES_UPSERT)
+llm_calls_insert = Insert(LLMCall, LLM_CALL_COLUMNS, LLM_CALLS_INSERT)
+provider_attempts_insert = Insert(ProviderAttempt, PROVIDER_ATTEMPT_COLUMNS, PROVIDER_ATTEMPTS_INSERT)
+tool_calls_insert = Insert(ToolCall, TOOL_CALL_COLUMNS, TOOL_CALLS_INSERT)
+events_insert = Insert(ExecutionEvent, EVENT_COLUMNS, EVENTS_INSERT)
+checkpoints_upsert = Insert(Checkpoint, CHECKPOINT_COLUMNS, CHECKPOINTS_UPSERT)
+
+
+def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *,
+                   fetch: bool = False) -> list[tuple]:
+    """Run the statement `main` (SQL, params) and, with it, the INSERTs `along`: on PostgreSQL as one statement (a
+    data-modifying WITH, which it runs atomically by itself), elsewhere each on its own before it. Returns `main`'s
+    rows when `fetch`."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            for sql, params in along:
+                cursor.execute(sql, params)
+            along = ()
+        prefix = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(along))
+        cursor.execute((f"WITH {prefix} " if prefix else "") + main[0],
+                       [param for _, params in along for param in params] + main[1])
+        return cursor.fetchall() if fetch else []
+
+
+def write_atomic(*, one_statement: bool) -> AbstractContextManager:
+    """What makes a write all-or-nothing: a transaction, unless it is one statement on PostgreSQL outside any
+    transaction (statements_run), atomic by itself there: BEGIN and COMMIT would cost two more round trips."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if one_statement and connection.vendor == "postgresql" and transaction.get_autocommit():
+        return nullcontext()
+    return transaction.atomic()
+
+
+def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int) -> bool:
+    """INSERT the new `execution` as save(force_insert=True) would store it, only while its owner has fewer than
+    `limit` runs pending or running. Whether it was written."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    values = []
+    for name in EXECUTION_COLUMNS:
+        field = WorkflowExecution._meta.get_field(name)
+        value = field.pre_save(execution, add=True)
+        values.append(None if value is None else field.get_db_prep_save(value, connection))
+    sql = EXECUTION_INSERT_WITHIN_LIMIT.format(values=", ".join(["%s"] * len(EXECUTION_COLUMNS)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, execution.owner_id, limit])
+        return cursor.rowcount == 1
+
+
+# What a run adds to its row's counters before it ends (a turn with a tool call: the write before the second model
+# call); the run writes tool_calls whole (only it counts them).
+EXECUTION_COUNTERS_ADD = (
+    'UPDATE "workflows_workflowexecution" SET "tool_calls" = %s, "prompt_tokens" = "prompt_tokens" + %s, '
+    '"completion_tokens" = "completion_tokens" + %s, "total_tokens" = "total_tokens" + %s, "cost" = "cost" + %s, '
+    '"llm_calls" = "llm_calls" + %s WHERE "id" = %s')
+# A run's end, only from the status it is in (the recovery sweep or a claiming worker may have moved it): its
+# outcome, its counters added, the flag of a cancel kept, the answering model when a registered graph names it.
+EXECUTION_FINISH = (
+    'UPDATE "workflows_workflowexecution" SET "status" = %s, "completed_at" = %s, "execution_time_ms" = %s, '
+    '"output_data" = %s, "error_type" = %s, "error_message" = %s, "stream_progress" = %s, '
+    '"cancel_requested" = ("cancel_requested" OR %s), "provider" = COALESCE(%s, "provider"), '
+    '"model" = COALESCE(%s, "model"), "tool_calls" = %s, "prompt_tokens" = "prompt_tokens" + %s, '
+    '"completion_tokens" = "completion_tokens" + %s, "total_tokens" = "total_tokens" + %s, "cost" = "cost" + %s, '
+    '"llm_calls" = "llm_calls" + %s WHERE "id" = %s AND "status" = %s')
+ADDED_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls")
+
+
+def _execution_value(name: str, value: Any, connection) -> Any:
+    return None if value is None else WorkflowExecution._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def _counters(added: dict, connection) -> list:
+    return [_execution_value(name, added.get(name, 0), connection) for name in ADDED_COUNTERS]
+
+
+def execution_counters_add(execution_id, *, tool_calls: int, added: dict) -> int:
+    """Add `added` (counters by name; those left out add nothing) to the run's row. Rows changed."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        cursor.execute(EXECUTION_COUNTERS_ADD, [tool_calls, *_counters(added, connection),
+                                                _execution_value("id", execution_id, connection)])
+        return cursor.rowcount
+
+
+def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls: int, added: dict) -> int:
+    """End the run whose status is still `from_status` with `ended` (status, completed_at, execution_time_ms,
+    output_data, error_type, error_message, stream_progress; cancel_requested, provider and model when they
+    change) and its counters added. Rows changed: 0 when another writer ended or moved it first."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    value = functools.partial(_execution_value, connection=connection)
+    params = [ended["status"], value("completed_at", ended["completed_at"]), ended["execution_time_ms"],
+              value("output_data", ended["output_data"]), ended["error_type"], ended["error_message"],
+              value("stream_progress", ended["stream_progress"]), bool(ended.get("cancel_requested")),
+              ended.get("provider"), ended.get("model"), tool_calls, *_counters(added, connection),
+              value("id", execution_id), from_status]
+    with connection.cursor() as cursor:
+        cursor.execute(EXECUTION_FINISH, params)
+        return cursor.rowcount
+
+
+# A template a user may see (what workflows.selectors.template_list finds), by id, and by key with the user's own
+# before a shared one: every run names its template. The last parameters: the user's id (twice, by key).
+_TEMPLATE_VISIBLE = ('SELECT * FROM "workflows_workflowtemplate" '
+                     'WHERE ("is_builtin" = %s OR "is_public" = %s OR "owner_id" = %s)')
+TEMPLATE_BY_ID = _TEMPLATE_VISIBLE + ' AND "id" = %s LIMIT 1'
+TEMPLATE_BY_KEY = (_TEMPLATE_VISIBLE + ' AND "key" = %s '
+                   'ORDER BY CASE WHEN "owner_id" = %s THEN 0 ELSE 1 END LIMIT 1')
+
+
+def template_visible(*, user_id, pk=None, key: str = "") -> WorkflowTemplate | None:
+    """The template `pk`, or the one `key` names, that the user may see (TEMPLATE_BY_ID, TEMPLATE_BY_KEY)."""
+    if pk is not None:
+        connection = connections[DEFAULT_DB_ALIAS]
+        pk = WorkflowTemplate._meta.get_field("id").get_db_prep_value(pk, connection)
+        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_ID, [True, True, user_id, pk])
+    else:
+        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_KEY, [True, True, user_id, key, user_id])
+    found = list(found)  # read whole: no cursor left open
+    return found[0] if found else None
