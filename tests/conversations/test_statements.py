@@ -7,21 +7,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from conversations import statements as sql
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_history
 from conversations.services import conversation_create, message_save
-from conversations.statements import (
-    CONVERSATION_COLUMNS,
-    CONVERSATION_INSERT,
-    CONVERSATION_MESSAGE_ADD,
-    CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
-    CONVERSATION_OPEN_WITH_MESSAGE,
-    MESSAGE_COLUMNS,
-    MESSAGE_HISTORY_BEFORE,
-    MESSAGE_INSERT,
-    MESSAGE_RIDING_COLUMNS,
-    stored_values,
-)
 
 pytestmark = pytest.mark.django_db
 # What differs between a message and its ORM-saved twin (created_at is set as each is stored; checked apart).
@@ -53,11 +42,12 @@ def _without(row: dict, names) -> dict:
 
 
 def test_the_column_lists_are_the_models_concrete_fields_in_order():
-    assert CONVERSATION_COLUMNS == tuple(f.attname for f in Conversation._meta.concrete_fields)
-    assert MESSAGE_COLUMNS == tuple(f.attname for f in Message._meta.concrete_fields)
-    assert set(MESSAGE_COLUMNS) - set(MESSAGE_RIDING_COLUMNS) == {"conversation_id", "sequence"}
-    for columns, statement in ((CONVERSATION_COLUMNS, CONVERSATION_INSERT), (MESSAGE_COLUMNS, MESSAGE_INSERT),
-                               (MESSAGE_COLUMNS, CONVERSATION_MESSAGE_ADD_WITH_MESSAGE)):
+    assert sql.CONVERSATION_COLUMNS == tuple(f.attname for f in Conversation._meta.concrete_fields)
+    assert sql.MESSAGE_COLUMNS == tuple(f.attname for f in Message._meta.concrete_fields)
+    assert set(sql.MESSAGE_COLUMNS) - set(sql.MESSAGE_RIDING_COLUMNS) == {"conversation_id", "sequence"}
+    for columns, statement in ((sql.CONVERSATION_COLUMNS, sql.CONVERSATION_INSERT),
+                               (sql.MESSAGE_COLUMNS, sql.MESSAGE_INSERT),
+                               (sql.MESSAGE_COLUMNS, sql.CONVERSATION_MESSAGE_ADD_WITH_MESSAGE)):
         assert ", ".join(f'"{c}"' for c in columns) in " ".join(statement.split())
 
 
@@ -72,7 +62,7 @@ def test_adding_a_message_counts_it_and_returns_the_row_as_a_queryset_reads_it(a
     conversation = conversation_create(owner=alice, title="ünï", metadata={"a": [1, "☃"]})
     at = timezone.now()
 
-    returned = list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD,
+    returned = list(Conversation.objects.raw(sql.CONVERSATION_MESSAGE_ADD,
                                              _add_params(conversation.pk, owner_id=alice.pk, at=at)))
 
     stored = _row(Conversation, conversation.pk)
@@ -80,10 +70,10 @@ def test_adding_a_message_counts_it_and_returns_the_row_as_a_queryset_reads_it(a
     assert (stored["message_count"], stored["last_sequence"], stored["total_tokens"]) == (1, 1, 12)
     assert stored["total_cost"] == Decimal("0.12345679") and stored["last_message_at"] == at
     # any owner, then the wrong owner: the row counts once more, then not at all
-    assert len(list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD,
+    assert len(list(Conversation.objects.raw(sql.CONVERSATION_MESSAGE_ADD,
                                              _add_params(conversation.pk, owner_id=None)))) == 1
-    assert list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD, _add_params(conversation.pk, owner_id=bob.pk))) \
-        == []
+    others = _add_params(conversation.pk, owner_id=bob.pk)
+    assert list(Conversation.objects.raw(sql.CONVERSATION_MESSAGE_ADD, others)) == []
     assert _row(Conversation, conversation.pk)["message_count"] == 2
 
 
@@ -95,10 +85,10 @@ def _row_of(instance) -> dict:
 def test_on_postgresql_the_message_riding_on_the_count_is_stored_as_save_stores_it(alice, bob):
     conversation = conversation_create(owner=alice)
     message = _awkward_message(conversation.pk)
-    params = _add_params(conversation.pk, owner_id=alice.pk) + stored_values(
-        message, MESSAGE_RIDING_COLUMNS, connection)
+    params = _add_params(conversation.pk, owner_id=alice.pk) + sql.stored_values(
+        message, sql.MESSAGE_RIDING_COLUMNS, connection)
 
-    returned = list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params))
+    returned = list(Conversation.objects.raw(sql.CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params))
 
     assert [_row_of(r) for r in returned] == [_row(Conversation, conversation.pk)]
     stored = _row(Message, message.pk)
@@ -107,8 +97,9 @@ def test_on_postgresql_the_message_riding_on_the_count_is_stored_as_save_stores_
     assert _without(stored, SAME_AS_ORM) == _without(_twin(message, conversation.pk), SAME_AS_ORM)
     # another owner's conversation: no row returned, no message written
     other = _awkward_message(conversation.pk)
-    params = _add_params(conversation.pk, owner_id=bob.pk) + stored_values(other, MESSAGE_RIDING_COLUMNS, connection)
-    assert list(Conversation.objects.raw(CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params)) == []
+    params = _add_params(conversation.pk, owner_id=bob.pk) + sql.stored_values(
+        other, sql.MESSAGE_RIDING_COLUMNS, connection)
+    assert list(Conversation.objects.raw(sql.CONVERSATION_MESSAGE_ADD_WITH_MESSAGE, params)) == []
     assert not Message.objects.filter(pk=other.pk).exists()
 
 
@@ -136,8 +127,8 @@ def test_a_conversation_and_a_message_inserted_are_stored_as_save_stores_them(al
     message = _awkward_message(opening.pk)
 
     with connection.cursor() as cursor:
-        cursor.execute(CONVERSATION_INSERT, stored_values(opening, CONVERSATION_COLUMNS, connection))
-        cursor.execute(MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection))
+        cursor.execute(sql.CONVERSATION_INSERT, sql.stored_values(opening, sql.CONVERSATION_COLUMNS, connection))
+        cursor.execute(sql.MESSAGE_INSERT, sql.stored_values(message, sql.MESSAGE_COLUMNS, connection))
 
     _assert_stored_as_save_stores(opening, message)
 
@@ -148,8 +139,9 @@ def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_
     message = _awkward_message(opening.pk)
 
     with connection.cursor() as cursor:
-        cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(opening, CONVERSATION_COLUMNS, connection),
-                                                        *stored_values(message, MESSAGE_COLUMNS, connection)])
+        cursor.execute(sql.CONVERSATION_OPEN_WITH_MESSAGE, [
+            *sql.stored_values(opening, sql.CONVERSATION_COLUMNS, connection),
+            *sql.stored_values(message, sql.MESSAGE_COLUMNS, connection)])
 
     _assert_stored_as_save_stores(opening, message)
 
@@ -164,7 +156,7 @@ def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alic
     conversation_id = Message._meta.get_field("conversation").get_db_prep_value(conversation.pk, connection)
 
     with connection.cursor() as cursor:
-        cursor.execute(MESSAGE_HISTORY_BEFORE, [conversation_id, 6, 3])
+        cursor.execute(sql.MESSAGE_HISTORY_BEFORE, [conversation_id, 6, 3])
         newest = cursor.fetchall()
 
     assert [tuple(row) for row in newest] == [("user", "again"), ("assistant", "ok"), ("user", "naïve ☃")]
