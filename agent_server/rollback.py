@@ -10,11 +10,9 @@ from agent_server.assistants import assistant_id_of_execution
 from agent_server.models import AgentRun
 from audit.services import audit_record
 from conversations.models import Conversation, Message
-from conversations.selectors import RUN_IN_PROGRESS
 from conversations.services import message_delete
 from core.errors import Conflict
-from workflows.models import Checkpoint
-from workflows.models import WorkflowExecution
+from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 from workflows.services.runs import execution_cancel
 
 CANCEL_WAIT_S = 30.0

@@ -35,13 +35,12 @@ from agent_server.threads import (
     thread_values,
 )
 from conversations.models import Conversation
-from conversations.selectors import RUN_IN_PROGRESS, conversation_has_run_in_progress
 from core.db import retried_on_conflict
 from core.errors import Conflict, InvalidInput, NotFound
 from workflows.engine.config import CONFIG_KEYS
-from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.models import RUN_IN_PROGRESS, ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
-from workflows.selectors import execution_list
+from workflows.selectors import conversation_has_run_in_progress, execution_list
 from workflows.services.runs import (
     execution_cancel,
     execution_create,

@@ -11,10 +11,10 @@ from django.db import transaction
 from agent_server.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
 from conversations.models import Conversation, Message
-from conversations.selectors import RUN_IN_PROGRESS, conversation_list
+from conversations.selectors import conversation_list
 from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
 from core.errors import Conflict, InvalidInput, NotFound
-from workflows.models import Checkpoint, WorkflowExecution
+from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
 

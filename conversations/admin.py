@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from conversations.models import Conversation, Document, Message
-from conversations.selectors import conversation_has_run_in_progress
+from conversations.selectors import conversation_is_busy
 from conversations.services import conversation_delete, message_delete
 from core.errors import Conflict
 
@@ -55,7 +55,7 @@ class ConversationAdmin(admin.ModelAdmin):
             self.message_user(request, f"{kept} conversation(s) with a run in progress were kept.", messages.WARNING)
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and conversation_has_run_in_progress(conversation_id=obj.pk):
+        if obj is not None and conversation_is_busy(conversation_id=obj.pk):
             return False
         return super().has_delete_permission(request, obj)
 

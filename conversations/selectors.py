@@ -8,12 +8,10 @@ from django.db.models import Count, Sum, Value
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Document, Message
+from conversations.signals import conversation_busy
 from conversations.statements import MESSAGE_HISTORY_BEFORE
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
-# The statuses of a run that has not ended. Runs (workflows, the layer above) refer to their conversation as
-# `conversation.executions`; this app reads that relation without importing them.
-RUN_IN_PROGRESS = ("pending", "running", "waiting")
 
 
 def conversation_list(*, user):
@@ -21,9 +19,10 @@ def conversation_list(*, user):
     return Conversation.objects.filter(owner=user)
 
 
-def conversation_has_run_in_progress(*, conversation_id) -> bool:
-    """Whether a run of the conversation is pending, running or waiting: it will still save its reply there."""
-    return Conversation.objects.filter(pk=conversation_id, executions__status__in=RUN_IN_PROGRESS).exists()
+def conversation_is_busy(*, conversation_id) -> bool:
+    """Whether something of the apps above still writes to the conversation (a run in progress will save its reply
+    there): the receivers of `conversation_busy` say."""
+    return any(answer for _, answer in conversation_busy.send(sender=Conversation, conversation_id=conversation_id))
 
 
 def document_list(*, user):

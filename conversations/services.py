@@ -9,7 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.models import Conversation, Document, Message
-from conversations.selectors import conversation_has_run_in_progress
+from conversations.selectors import conversation_is_busy
 from conversations.signals import message_deleted, message_saved
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
@@ -68,7 +68,7 @@ def conversation_delete(*, conversation: Conversation, actor=None) -> None:
     409: that run's messages would have nowhere to go."""
     with transaction.atomic():
         conversation_get_for_update(conversation_id=conversation.pk)
-        if conversation_has_run_in_progress(conversation_id=conversation.pk):
+        if conversation_is_busy(conversation_id=conversation.pk):
             raise Conflict("the conversation has a run in progress; cancel it or wait for it to finish")
         messages = list(Message.objects.filter(conversation_id=conversation.pk).order_by("sequence"))
         Message.objects.filter(conversation_id=conversation.pk).delete()

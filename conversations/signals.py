@@ -7,3 +7,6 @@ from django.dispatch import Signal
 message_saved = Signal()
 # sender=Message class; kwargs: message (already deleted, fields intact), actor
 message_deleted = Signal()
+# sender=Conversation class; kwargs: conversation_id. A receiver answers True while something of an app above (a run
+# in progress) still writes to the conversation: it cannot be deleted then.
+conversation_busy = Signal()

@@ -183,6 +183,11 @@ class WorkflowExecution(TokenTotals):
         return list(self.messages.order_by("sequence"))
 
 
+# The statuses of a run that has not ended: it still writes to its conversation (a waiting one when answered).
+RUN_IN_PROGRESS = (WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING,
+                   WorkflowExecution.Status.WAITING)
+
+
 class NodeExecution(TokenTotals):
     class Status(models.TextChoices):
         RUNNING = "running"

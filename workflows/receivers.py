@@ -1,14 +1,18 @@
-"""workflows listens to the plumbing's news (signals go up): when a user's access ends, their open websockets
-(workflows.consumers) are closed, in every process (workflows.realtime.access_end_on_commit)."""
+"""workflows listens to the news of the apps below it (signals go up): when a user's access ends, their open
+websockets (workflows.consumers) are closed, in every process (workflows.realtime.access_end_on_commit); a
+conversation with a run in progress is busy (it cannot be deleted)."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from conversations.models import Conversation
+from conversations.signals import conversation_busy
 from keys.models import ApiToken
 from keys.signals import api_key_changed
 from workflows.realtime import access_end_on_commit
+from workflows.selectors import conversation_has_run_in_progress
 
 
 @receiver(api_key_changed, sender=ApiToken, dispatch_uid="workflows_sockets_of_revoked_key")
@@ -27,3 +31,8 @@ def sockets_of_deleted_key_close(sender, *, instance, **kwargs) -> None:
 def sockets_of_inactive_user_close(sender, *, instance, **kwargs) -> None:
     if not instance.is_active:
         access_end_on_commit(user_id=instance.pk, key=None)
+
+
+@receiver(conversation_busy, sender=Conversation, dispatch_uid="workflows_conversation_busy")
+def conversation_busy_with_a_run(sender, *, conversation_id, **kwargs) -> bool:
+    return conversation_has_run_in_progress(conversation_id=conversation_id)

@@ -7,6 +7,7 @@ from django.db.models import Prefetch, Q, prefetch_related_objects
 
 from workflows import statements
 from workflows.models import (
+    RUN_IN_PROGRESS,
     ExecutionEvent,
     LLMCall,
     WorkflowDefinition,
@@ -70,6 +71,11 @@ def execution_with_trace(*, execution: WorkflowExecution) -> WorkflowExecution:
 def execution_event_list(*, execution: WorkflowExecution, after: int = 0):
     """Persisted events with seq > after, in order."""
     return ExecutionEvent.objects.filter(execution=execution, seq__gt=after).order_by("seq")
+
+
+def conversation_has_run_in_progress(*, conversation_id) -> bool:
+    """Whether a run of the conversation is pending, running or waiting: it will still save its reply there."""
+    return WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS).exists()
 
 
 def schedule_list(*, user):

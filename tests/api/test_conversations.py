@@ -2,10 +2,9 @@
 import pytest
 
 from conversations.models import Conversation, Message
-from conversations.selectors import RUN_IN_PROGRESS
 from tests.api.conftest import assert_error, error_fields
 from tests.invariants import assert_i1_everywhere
-from workflows.models import WorkflowExecution
+from workflows.models import RUN_IN_PROGRESS, WorkflowExecution
 from workflows.services.runs import execution_create
 
 URL = "/api/v1/conversations/"

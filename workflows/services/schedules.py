@@ -14,12 +14,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from conversations.selectors import conversation_has_run_in_progress, conversation_list
+from conversations.selectors import conversation_list
 from core.errors import ChatterError, InvalidInput, NotFound
 from webhooks.services import webhook_url_check
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowExecution, WorkflowSchedule
+from workflows.selectors import conversation_has_run_in_progress
 from workflows.services.definitions import visible_definition
 from workflows.services.recovery import (
     PRUNE_SCHEDULE_NAME,
