@@ -43,6 +43,8 @@ USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 # A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
 _USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
+_DONE_LINE = b"data: [DONE]"
+_DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connection is given up
 
 
 class RawUsageReports:
@@ -79,17 +81,30 @@ class _UsageCopyingStream(httpx2.SyncByteStream):
     def __init__(self, response: httpx2.Response, reports: RawUsageReports) -> None:
         self.response = response
         self.reports = reports
+        self.chunks: Iterator[bytes] | None = None
+        self.done = False
 
     def __iter__(self) -> Iterator[bytes]:
         pending = b""
-        for data in self.response.iter_bytes():
+        self.chunks = self.response.iter_bytes()
+        for data in self.chunks:
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
                 self.reports.read_line(line)
+                self.done = self.done or line.startswith(_DONE_LINE)
             yield data
         self.reports.read_line(pending)
 
     def close(self) -> None:
+        # The SDK stops reading at the stream's last event; the few bytes after it (the chunked body's end) are read
+        # here, so that the connection goes back to the pool instead of being closed (one upstream connection per
+        # call otherwise). A stream cut short, or one going on past its end, is closed as it is.
+        if self.done and self.chunks is not None:
+            left = _DRAIN_LIMIT
+            for data in self.chunks:
+                left -= len(data)
+                if left < 0:
+                    break
         self.response.close()
 
 
