@@ -30,6 +30,7 @@ from workflows.engine.providers import (
     deployment_fault,
     embeddings_create,
     provider_failure,
+    usage_copied_into,
 )
 from workflows.engine.routing import (
     Deployment,
@@ -231,7 +232,6 @@ class RunContext:
                 temperature=_first(cfg.get("temperature"), self.config["temperature"]),
                 max_tokens=max_tokens,
                 timeout_s=timeout_s,
-                raw_usage=raw_usage,
                 deployment=deployment,
             )
             params = dict(self.config.get("model_params") or {})
@@ -250,14 +250,15 @@ class RunContext:
                     reply = self._call_for_choices(node, chat, prompt, params, target, started)
                     self._attempted(node, target, started)
                     return reply
-                for chunk in model.stream(list(prompt)):
-                    streamed.add(chunk)
-                    if isinstance(chunk.content, str) and chunk.content:
-                        self.partial_text += chunk.content
-                        self.hooks.token(node, chunk.content)
-                    for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
-                        self.hooks.tool_call_delta(node, delta)
-                    self.checkpoint()
+                with usage_copied_into(raw_usage):
+                    for chunk in model.stream(list(prompt)):
+                        streamed.add(chunk)
+                        if isinstance(chunk.content, str) and chunk.content:
+                            self.partial_text += chunk.content
+                            self.hooks.token(node, chunk.content)
+                        for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
+                            self.hooks.tool_call_delta(node, delta)
+                        self.checkpoint()
             except RunError as exc:
                 self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
                 self._attempted(node, target, started, error=exc)
