@@ -9,6 +9,7 @@ from core.rows import db_value, rows_select
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
+    ProviderAttempt,
     WorkflowDefinition,
     WorkflowExecution,
     WorkflowSchedule,
@@ -69,10 +70,11 @@ def execution_get(*, user, execution_id) -> WorkflowExecution | None:
 
 
 def execution_with_trace(*, execution: WorkflowExecution) -> WorkflowExecution:
-    """The execution with its node executions, tool calls and LLM calls loaded (three queries)."""
+    """The execution with its node executions, tool calls, LLM calls and provider attempts loaded (four queries)."""
     prefetch_related_objects(
         [execution], "node_executions", "tool_call_rows",
         Prefetch("llm_call_rows", queryset=LLMCall.objects.select_related("node_execution")),
+        Prefetch("provider_attempts", queryset=ProviderAttempt.objects.select_related("node_execution")),
     )
     return execution
 
