@@ -104,6 +104,34 @@ def test_the_execution_detail_lists_each_attempt_of_a_routed_call(routed, upstre
     assert_exact()
 
 
+def test_an_embeddings_call_is_routed_retried_on_the_other_deployment_and_billed_once(routed, upstreams):
+    down, healthy = upstreams
+    down.always(status=503)
+    healthy.always(usage={"prompt_tokens": 5, "total_tokens": 5}, model="text-embedding-3-small-2024")
+    a, b = names()
+    server = routed({"text-embedding-3-small": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
+
+    raw = client(server).embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
+                                                             dimensions=4)
+
+    reply = raw.parse()
+    assert [len(item.embedding) for item in reply.data] == [4, 4] and reply.usage.total_tokens == 5
+    assert len(down.requests) == len(healthy.requests) == 1
+    assert down.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_A']}"
+    assert healthy.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_B']}"
+    run = WorkflowExecution.objects.get(pk=raw.headers["x-request-id"])
+    model = "text-embedding-3-small"
+    assert attempts_of(run) == [(f"{model}/{a}", model, False, 503, "provider_error"),
+                                (f"{model}/{b}", model, True, None, "")]
+    (call,) = LLMCall.objects.filter(execution=run)
+    assert (call.deployment, call.requested_model, call.model, call.prompt_tokens, call.total_tokens) == (
+        f"{model}/{b}", model, "text-embedding-3-small-2024", 5, 5)
+    assert (run.status, run.total_tokens, run.llm_calls, run.cost) == ("completed", 5, 1, call.cost)
+    assert call.cost > 0 and not call.unpriced
+    assert_exact()
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, upstreams, fault):
     down, healthy = upstreams

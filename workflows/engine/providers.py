@@ -374,10 +374,13 @@ class Embedded:
 
 
 def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: int | None,
-                      timeout_s: float) -> Embedded:
+                      timeout_s: float, deployment: Deployment | None = None) -> Embedded:
     """Embed `inputs` (texts, or token arrays an OpenAI-compatible server takes) with the provider's embeddings API;
-    the `local` provider's deterministic model works offline."""
-    provider_check(provider)
+    the `local` provider's deterministic model works offline. `deployment`: as for chat_model."""
+    if deployment is None:
+        provider_check(provider)
+    else:
+        provider, model = deployment.provider, deployment.model
     if provider not in EMBEDDING_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no embeddings API",
                            details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
@@ -388,8 +391,10 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
     import openai
 
-    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY or "unused",
-                           timeout=timeout_s, max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
+                           api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
+                           timeout=timeout_s,
+                           max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
                            http_client=_shared_http_client())
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))

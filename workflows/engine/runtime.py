@@ -344,23 +344,43 @@ class RunContext:
         """One embeddings call of the run's provider and model, recorded like every LLM call: its usage (the tokens
         read, no completion) priced by the one usage path."""
         provider, model_name = self.config["provider"], self.config["model"]
-        timeout_s, bounded_by_run = self._call_timeout_s()
         prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
                                                         lambda: streamed_so_far(None), 0))
-        self.checkpoint()
-        started = time.monotonic()
-        try:
-            embedded = embeddings_create(provider=provider, model=model_name, inputs=inputs, dimensions=dimensions,
-                                         timeout_s=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
-            failure = provider_failure(exc, provider=provider, timeout_s=timeout_s)
-            if failure.error_type == "provider_timeout" and bounded_by_run:
-                self._exceed("timeout_s", self.config["timeout_s"])
-            raise failure from exc
-        usage = usage_from_embeddings(embedded.usage)
-        self._record(node, _Target(provider, model_name), embedded.model, usage, started)
-        return embedded.vectors
+        skipped: list[Skipped] = []
+        targets = self._targets(provider, model_name, skipped)
+        target = next(targets, None)
+        last_failure = None
+        while target is not None:
+            self.checkpoint()
+            deployment = target.deployment
+            timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
+            started = time.monotonic()
+            try:
+                embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,
+                                             dimensions=dimensions, timeout_s=timeout_s, deployment=deployment)
+            except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
+                failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
+                                           timeout_s=timeout_s)
+                run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
+                fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
+                self._attempted(node, target, started, error=failure, fault=fault)
+                if fault is not None:  # an embeddings call answers whole: nothing was consumed, try the next
+                    last_failure = failure
+                    target = next(targets, None)
+                    if target is not None:
+                        continue
+                    raise self._routes_exhausted(model_name, failure, skipped) from exc
+                if run_timed_out:
+                    self._exceed("timeout_s", self.config["timeout_s"])
+                raise failure from exc
+            self._attempted(node, target, started)
+            usage = usage_from_embeddings(embedded.usage)
+            self._record(node, target, embedded.model, usage, started)
+            if deployment is not None:
+                deployment_tokens_count(deployment, usage.total_tokens)
+            return embedded.vectors
+        raise self._routes_exhausted(model_name, last_failure, skipped)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:
