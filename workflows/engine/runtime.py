@@ -348,10 +348,8 @@ class RunContext:
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
                                                         lambda: streamed_so_far(None), 0))
         skipped: list[Skipped] = []
-        targets = self._targets(provider, model_name, skipped)
-        target = next(targets, None)
-        last_failure = None
-        while target is not None:
+        failure = None
+        for target in self._targets(provider, model_name, skipped):
             self.checkpoint()
             deployment = target.deployment
             timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
@@ -366,11 +364,7 @@ class RunContext:
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 self._attempted(node, target, started, error=failure, fault=fault)
                 if fault is not None:  # an embeddings call answers whole: nothing was consumed, try the next
-                    last_failure = failure
-                    target = next(targets, None)
-                    if target is not None:
-                        continue
-                    raise self._routes_exhausted(model_name, failure, skipped) from exc
+                    continue
                 if run_timed_out:
                     self._exceed("timeout_s", self.config["timeout_s"])
                 raise failure from exc
@@ -380,7 +374,7 @@ class RunContext:
             if deployment is not None:
                 deployment_tokens_count(deployment, usage.total_tokens)
             return embedded.vectors
-        raise self._routes_exhausted(model_name, last_failure, skipped)
+        raise self._routes_exhausted(model_name, failure, skipped)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:
