@@ -46,7 +46,7 @@ many requests reach it; `always()` without arguments goes back to the 500 of an 
 events when asked, for `anthropic` deployments (their base URL: `stub.root_url`).
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
-`model_listings`, not kept in `requests`.
+`model_listings`, not kept in `requests`. `connections` counts the TCP connections the stub accepted.
 
 For a benchmark (bench/b8_stub.py): `always(...)` takes `reply()`'s arguments and answers every request that finds no
 scripted reply with them; `OpenAIStub(port=N, keep_alive=True, keep_requests=False)` listens on port N, keeps
@@ -157,6 +157,7 @@ class OpenAIStub:
         self.requests: list[StubRequest] = []
         self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.model_listings = 0
+        self.connections = 0  # TCP connections accepted
         self._replies: deque[StubReply] = deque()
         self._always: StubReply | None = None
         self._lock = threading.Lock()
@@ -446,6 +447,11 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass
+
+        def setup(self) -> None:  # one handler per connection
+            with stub._lock:
+                stub.connections += 1
+            super().setup()
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.split("?", 1)[0].rstrip("/") == MODELS_PATH:

@@ -10,6 +10,7 @@ from workflows.models import (
     RUN_IN_PROGRESS,
     ExecutionEvent,
     LLMCall,
+    ProviderAttempt,
     WorkflowDefinition,
     WorkflowExecution,
     WorkflowSchedule,
@@ -60,10 +61,11 @@ def execution_get(*, user, execution_id) -> WorkflowExecution | None:
 
 
 def execution_with_trace(*, execution: WorkflowExecution) -> WorkflowExecution:
-    """The execution with its node executions, tool calls and LLM calls loaded (three queries)."""
+    """The execution with its node executions, tool calls, LLM calls and provider attempts loaded (four queries)."""
     prefetch_related_objects(
         [execution], "node_executions", "tool_call_rows",
         Prefetch("llm_call_rows", queryset=LLMCall.objects.select_related("node_execution")),
+        Prefetch("provider_attempts", queryset=ProviderAttempt.objects.select_related("node_execution")),
     )
     return execution
 

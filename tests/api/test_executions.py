@@ -209,7 +209,8 @@ def test_the_detail_has_the_node_trace_tool_calls_and_llm_calls(api):
 
     body = api.get(f"{URL}{execution_id}/").json()
 
-    assert set(body) == EXECUTION_FIELDS | {"graph", "node_executions", "tool_call_log", "llm_call_log"}
+    assert set(body) == EXECUTION_FIELDS | {"graph", "node_executions", "tool_call_log", "llm_call_log",
+                                             "provider_attempts"}
     assert [(n["index"], n["node_id"], n["status"]) for n in body["node_executions"]] == [
         (1, "start", "completed"), (2, "memory", "completed"), (3, "retrieval", "skipped"),
         (4, "model", "completed"), (5, "tools", "completed"), (6, "model", "completed"), (7, "end", "completed"),

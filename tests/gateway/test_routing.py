@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 from io import StringIO
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -75,6 +76,60 @@ def assert_exact() -> None:
     for execution in WorkflowExecution.objects.all():
         assert_all(execution)
     call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 (SystemExit) on any drift
+
+
+def test_the_execution_detail_lists_each_attempt_of_a_routed_call(routed, upstreams, alice):
+    down, healthy = upstreams
+    down.always(status=500)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    server = routed({"gpt-4o-mini": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
+    raw = client(server).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
+    reader = ApiTokenFactory(user=alice, scopes=["read"]).key
+
+    detail = httpx.get(f"{server.base_url}/api/v1/executions/{raw.headers['x-request-id']}/",
+                       headers={"Authorization": f"Bearer {reader}"})
+
+    assert detail.status_code == 200, detail.text
+    attempts = detail.json()["provider_attempts"]
+    assert [(t["deployment"], t["model"], t["provider"], t["ok"], t["status_code"], t["error_type"], t["node_id"])
+            for t in attempts] == [
+        (f"gpt-4o-mini/{a}", "gpt-4o-mini", "openai", False, 500, "provider_error", "model"),
+        (f"gpt-4o-mini/{b}", "gpt-4o-mini", "openai", True, None, "", "model")]
+    assert attempts[0]["cooldown_s"] == 30 and down.base_url.removesuffix("/v1") in attempts[0]["error"]
+    assert KEYS["ROUTE_KEY_A"] not in detail.text and KEYS["ROUTE_KEY_B"] not in detail.text
+    assert [(call["deployment"], call["total_tokens"]) for call in detail.json()["llm_call_log"]] == [
+        (f"gpt-4o-mini/{b}", 30)]  # only the attempt that answered is billed
+    assert_exact()
+
+
+def test_an_embeddings_call_is_routed_retried_on_the_other_deployment_and_billed_once(routed, upstreams):
+    down, healthy = upstreams
+    down.always(status=503)
+    healthy.always(usage={"prompt_tokens": 5, "total_tokens": 5}, model="text-embedding-3-small-2024")
+    a, b = names()
+    server = routed({"text-embedding-3-small": {"deployments": [
+        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
+
+    raw = client(server).embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
+                                                             dimensions=4)
+
+    reply = raw.parse()
+    assert [len(item.embedding) for item in reply.data] == [4, 4] and reply.usage.total_tokens == 5
+    assert len(down.requests) == len(healthy.requests) == 1
+    assert down.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_A']}"
+    assert healthy.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_B']}"
+    run = WorkflowExecution.objects.get(pk=raw.headers["x-request-id"])
+    model = "text-embedding-3-small"
+    assert attempts_of(run) == [(f"{model}/{a}", model, False, 503, "provider_error"),
+                                (f"{model}/{b}", model, True, None, "")]
+    (call,) = LLMCall.objects.filter(execution=run)
+    assert (call.deployment, call.requested_model, call.model, call.prompt_tokens, call.total_tokens) == (
+        f"{model}/{b}", model, "text-embedding-3-small-2024", 5, 5)
+    assert (run.status, run.total_tokens, run.llm_calls, run.cost) == ("completed", 5, 1, call.cost)
+    assert call.cost > 0 and not call.unpriced
+    assert_exact()
 
 
 @pytest.mark.parametrize("fault", FAULTS)

@@ -14,6 +14,7 @@ from workflows.models import (
     ExecutionEvent,
     LLMCall,
     NodeExecution,
+    ProviderAttempt,
     ToolCall,
     WorkflowDefinition,
     WorkflowExecution,
@@ -168,23 +169,35 @@ class LLMCallSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLMCall
         fields = (
-            "id", "node_id", "node_index", "provider", "model", "requested_model", "prompt_tokens",
+            "id", "node_id", "node_index", "provider", "model", "requested_model", "deployment", "prompt_tokens",
             "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost",
             "estimated", "unpriced", "usage_raw", "duration_ms", "prompt_version", "created_at",
         )
         read_only_fields = fields
 
 
+class ProviderAttemptSerializer(serializers.ModelSerializer):
+    node_id = serializers.CharField(source="node_execution.node_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ProviderAttempt
+        fields = ("id", "node_id", "deployment", "model", "provider", "ok", "error_type", "error", "status_code",
+                  "cooldown_s", "duration_ms", "created_at")
+        read_only_fields = fields
+
+
 class ExecutionDetailSerializer(ExecutionSerializer):
     """An execution with its trace. `llm_calls`/`tool_calls` stay the counts (as in lists and events); the
-    rows themselves are `llm_call_log`/`tool_call_log`."""
+    rows themselves are `llm_call_log`/`tool_call_log`; a routed call's tries, each, are `provider_attempts`."""
 
     node_executions = NodeExecutionSerializer(many=True, read_only=True)
     tool_call_log = ToolCallSerializer(source="tool_call_rows", many=True, read_only=True)
     llm_call_log = LLMCallSerializer(source="llm_call_rows", many=True, read_only=True)
+    provider_attempts = ProviderAttemptSerializer(many=True, read_only=True)
 
     class Meta(ExecutionSerializer.Meta):
-        fields = (*ExecutionSerializer.Meta.fields, "graph", "node_executions", "tool_call_log", "llm_call_log")
+        fields = (*ExecutionSerializer.Meta.fields, "graph", "node_executions", "tool_call_log", "llm_call_log",
+                  "provider_attempts")
         read_only_fields = fields
 
 

@@ -4,7 +4,8 @@ Usage arrives differently per provider, and the engine (runtime.py) reads it fro
 LangChain's public `usage_metadata`: OpenAI-compatible servers send whole reports (some repeat one,
 growing, on several chunks), Anthropic sends parts that add up. LangChain keeps no copy of a streamed
 OpenAI usage object, so the openai adapter copies the objects off the HTTP response as it passes
-(`RawUsageReports`), through the SDK's documented `http_client` and httpx's transport interface.
+(`RawUsageReports`, `usage_copied_into`), through the SDK's documented `http_client` and httpx's transport
+interface.
 
 The client libraries (openai, langchain-openai, the local model's LangChain base) are imported where a
 model is made, not here: they take about a second to import, and every command and the admin load this
@@ -15,8 +16,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
@@ -43,6 +47,8 @@ USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 # A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
 _USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
+_DONE_LINE = b"data: [DONE]"
+_DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connection is given up
 
 
 class RawUsageReports:
@@ -79,47 +85,99 @@ class _UsageCopyingStream(httpx2.SyncByteStream):
     def __init__(self, response: httpx2.Response, reports: RawUsageReports) -> None:
         self.response = response
         self.reports = reports
+        self.chunks: Iterator[bytes] | None = None
+        self.done = False
 
     def __iter__(self) -> Iterator[bytes]:
         pending = b""
-        for data in self.response.iter_bytes():
+        self.chunks = self.response.iter_bytes()
+        for data in self.chunks:
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
                 self.reports.read_line(line)
+                self.done = self.done or line.startswith(_DONE_LINE)
             yield data
         self.reports.read_line(pending)
 
     def close(self) -> None:
+        # The SDK stops reading at the stream's last event; the few bytes after it (the chunked body's end) are read
+        # here, so that the connection goes back to the pool instead of being closed (one upstream connection per
+        # call otherwise). A stream cut short, or one going on past its end, is closed as it is.
+        if self.done and self.chunks is not None:
+            left = _DRAIN_LIMIT
+            for data in self.chunks:
+                left -= len(data)
+                if left < 0:
+                    break
         self.response.close()
 
 
-class _UsageCopyingTransport(httpx2.BaseTransport):
-    """Sends each request through the shared client and copies the usage out of a streamed reply."""
+# Where the calling thread's current call collects its usage objects (`usage_copied_into`).
+_usage_reports: ContextVar[RawUsageReports | None] = ContextVar("usage_reports", default=None)
 
-    def __init__(self, reports: RawUsageReports) -> None:
-        self.reports = reports
+
+@contextmanager
+def usage_copied_into(reports: RawUsageReports) -> Iterator[RawUsageReports]:
+    """The usage objects the openai calls made in this block stream, copied into `reports` as sent."""
+    token = _usage_reports.set(reports)
+    try:
+        yield reports
+    finally:
+        _usage_reports.reset(token)
+
+
+class _UsageCopyingTransport(httpx2.BaseTransport):
+    """Sends each request through the shared client and copies the usage out of a streamed reply into the calling
+    context's reports, if any."""
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # The calling client follows redirects itself.
         response = _shared_http_client().send(request, stream=True, follow_redirects=False)
-        if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        reports = _usage_reports.get()
+        if reports is None or not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
             return response
         return httpx2.Response(
             status_code=response.status_code,
             # The body is passed on decoded.
             headers=[(k, v) for k, v in response.headers.multi_items() if k not in _ENCODING_HEADERS],
-            stream=_UsageCopyingStream(response, self.reports),
+            stream=_UsageCopyingStream(response, reports),
             extensions=response.extensions,
         )
 
 
 @functools.cache
 def _shared_http_client() -> httpx2.Client:
-    """One client, so one pool of connections, for every openai call: the SDK's defaults, and proxies and
-    certificates from the environment as usual."""
+    """One client, so one pool of kept-alive connections, for every openai call of the process: the SDK's defaults,
+    and proxies and certificates from the environment as usual."""
     import openai
 
     return openai.DefaultHttpxClient()
+
+
+@functools.cache
+def _usage_copying_http_client() -> httpx2.Client:
+    import openai
+
+    return openai.DefaultHttpxClient(transport=_UsageCopyingTransport())
+
+
+@functools.lru_cache(maxsize=64)
+def _openai_chat_model(**params) -> BaseChatModel:
+    """One model object per set of parameters and process: building one builds the SDK's clients (its async one
+    too), which the calls of a gateway would otherwise pay for every time."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(**params, stream_usage=True, http_client=_usage_copying_http_client())
+
+
+def _forget_clients() -> None:
+    # A forked process (django-q2's workers) opens connections of its own: a pooled socket is never shared.
+    _shared_http_client.cache_clear()
+    _usage_copying_http_client.cache_clear()
+    _openai_chat_model.cache_clear()
+
+
+os.register_at_fork(after_in_child=_forget_clients)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -316,10 +374,13 @@ class Embedded:
 
 
 def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: int | None,
-                      timeout_s: float) -> Embedded:
+                      timeout_s: float, deployment: Deployment | None = None) -> Embedded:
     """Embed `inputs` (texts, or token arrays an OpenAI-compatible server takes) with the provider's embeddings API;
-    the `local` provider's deterministic model works offline."""
-    provider_check(provider)
+    the `local` provider's deterministic model works offline. `deployment`: as for chat_model."""
+    if deployment is None:
+        provider_check(provider)
+    else:
+        provider, model = deployment.provider, deployment.model
     if provider not in EMBEDDING_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no embeddings API",
                            details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
@@ -330,8 +391,10 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
     import openai
 
-    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY or "unused",
-                           timeout=timeout_s, max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES,
+    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
+                           api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
+                           timeout=timeout_s,
+                           max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
                            http_client=_shared_http_client())
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))
@@ -346,13 +409,13 @@ def chat_model(
     temperature: float | None,
     max_tokens: int | None,
     timeout_s: float,
-    raw_usage: RawUsageReports | None = None,
     deployment: Deployment | None = None,
 ) -> BaseChatModel:
-    """The provider's chat model. `raw_usage`, when given, collects the usage objects an openai call's
-    server streams, as sent (other providers' raw usage is what LangChain reports). `deployment`: a deployment of
-    the deployments file (workflows.engine.routing) instead of the provider's own server; the routing retries on
-    another deployment, so the client does not retry."""
+    """The provider's chat model (an openai one is made once per set of parameters and process, and shared).
+    Within `usage_copied_into(reports)`, an openai call copies the usage objects its server streams into `reports`,
+    as sent (other providers' raw usage is what LangChain reports). `deployment`: a deployment of the deployments
+    file (workflows.engine.routing) instead of the provider's own server; the routing retries on another
+    deployment, so the client does not retry."""
     if deployment is None:
         provider_check(provider)
     else:  # checked as the deployments file was read
@@ -367,23 +430,15 @@ def chat_model(
             token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000,
         )
     if provider == "openai":
-        import openai
-        from langchain_openai import ChatOpenAI
-
-        http_client = None
-        if raw_usage is not None:
-            http_client = openai.DefaultHttpxClient(transport=_UsageCopyingTransport(raw_usage))
-        return ChatOpenAI(
+        return _openai_chat_model(
             model=model,
             temperature=temperature,
             max_tokens=max_tokens,
             base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
             # Local OpenAI-compatible servers accept any key; the client insists on one.
             api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
-            stream_usage=True,
             timeout=timeout_s,
             max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
-            http_client=http_client,
         )
     from langchain_anthropic import ChatAnthropic
 

@@ -30,6 +30,7 @@ from workflows.engine.providers import (
     deployment_fault,
     embeddings_create,
     provider_failure,
+    usage_copied_into,
 )
 from workflows.engine.routing import (
     Deployment,
@@ -231,7 +232,6 @@ class RunContext:
                 temperature=_first(cfg.get("temperature"), self.config["temperature"]),
                 max_tokens=max_tokens,
                 timeout_s=timeout_s,
-                raw_usage=raw_usage,
                 deployment=deployment,
             )
             params = dict(self.config.get("model_params") or {})
@@ -250,14 +250,15 @@ class RunContext:
                     reply = self._call_for_choices(node, chat, prompt, params, target, started)
                     self._attempted(node, target, started)
                     return reply
-                for chunk in model.stream(list(prompt)):
-                    streamed.add(chunk)
-                    if isinstance(chunk.content, str) and chunk.content:
-                        self.partial_text += chunk.content
-                        self.hooks.token(node, chunk.content, message_id=streamed.message.id)
-                    for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's stream)
-                        self.hooks.tool_call_delta(node, delta)
-                    self.checkpoint()
+                with usage_copied_into(raw_usage):
+                    for chunk in model.stream(list(prompt)):
+                        streamed.add(chunk)
+                        if isinstance(chunk.content, str) and chunk.content:
+                            self.partial_text += chunk.content
+                            self.hooks.token(node, chunk.content, message_id=streamed.message.id)
+                        for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
+                            self.hooks.tool_call_delta(node, delta)
+                        self.checkpoint()
             except RunError as exc:
                 self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
                 self._attempted(node, target, started, error=exc)
@@ -343,23 +344,37 @@ class RunContext:
         """One embeddings call of the run's provider and model, recorded like every LLM call: its usage (the tokens
         read, no completion) priced by the one usage path."""
         provider, model_name = self.config["provider"], self.config["model"]
-        timeout_s, bounded_by_run = self._call_timeout_s()
         prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
                                                         lambda: streamed_so_far(None), 0))
-        self.checkpoint()
-        started = time.monotonic()
-        try:
-            embedded = embeddings_create(provider=provider, model=model_name, inputs=inputs, dimensions=dimensions,
-                                         timeout_s=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run
-            failure = provider_failure(exc, provider=provider, timeout_s=timeout_s)
-            if failure.error_type == "provider_timeout" and bounded_by_run:
-                self._exceed("timeout_s", self.config["timeout_s"])
-            raise failure from exc
-        usage = usage_from_embeddings(embedded.usage)
-        self._record(node, _Target(provider, model_name), embedded.model, usage, started)
-        return embedded.vectors
+        skipped: list[Skipped] = []
+        failure = None
+        for target in self._targets(provider, model_name, skipped):
+            self.checkpoint()
+            deployment = target.deployment
+            timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
+            started = time.monotonic()
+            try:
+                embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,
+                                             dimensions=dimensions, timeout_s=timeout_s, deployment=deployment)
+            except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
+                failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
+                                           timeout_s=timeout_s)
+                run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
+                fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
+                self._attempted(node, target, started, error=failure, fault=fault)
+                if fault is not None:  # an embeddings call answers whole: nothing was consumed, try the next
+                    continue
+                if run_timed_out:
+                    self._exceed("timeout_s", self.config["timeout_s"])
+                raise failure from exc
+            self._attempted(node, target, started)
+            usage = usage_from_embeddings(embedded.usage)
+            self._record(node, target, embedded.model, usage, started)
+            if deployment is not None:
+                deployment_tokens_count(deployment, usage.total_tokens)
+            return embedded.vectors
+        raise self._routes_exhausted(model_name, failure, skipped)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float) -> LLMCall:
