@@ -26,8 +26,8 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.statements import prices_in_force
 from conversations.models import Message
-from core.rows import db_value, rows_select
 from workflows.models import LLMCall, ProviderAttempt, WorkflowExecution, WorkflowTemplate
 
 
@@ -35,11 +35,7 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
     """The price in force for a call: the latest effective_from not after `at`; an exact-provider row beats
     a wildcard one from the same moment."""
     at = at or timezone.now()
-    # ModelPrice.objects.filter(is_active=True, effective_from__lte=at, provider__in=(provider, WILDCARD))
-    # .order_by("-effective_from"), as one plain statement: every run and every call asks (core.rows)
-    candidates = rows_select(ModelPrice, '"is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s)',
-                             [True, db_value(ModelPrice, "effective_from", at), provider, ModelPrice.WILDCARD],
-                             order='"effective_from" DESC')
+    candidates = prices_in_force(provider=provider, at=at)
     best = None
     for price in candidates:
         if not price.matches(provider, model):

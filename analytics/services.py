@@ -29,12 +29,13 @@ from analytics.selectors import (
     usage_stored,
     usage_zero,
 )
+from analytics.statements import template_analytics_add, usage_rollups_add
 from audit.services import audit_record
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
+from core.db import statements_run
 from core.errors import InvalidInput
-from core.rows import db_connection, statements_run
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.selectors import CALL_FIGURES
@@ -266,9 +267,7 @@ def _template_analytics_upsert(*, template_id, slot: int, figures: dict) -> None
 
 
 def _template_analytics_sql(*, template_id, slot: int, figures: dict) -> tuple[str, list]:
-    return _insert_or_add_sql(TemplateAnalytics, conflict=("template", "slot"),
-                              rows=[{"template_id": template_id, "slot": slot, **figures}],
-                              columns=("template_id", "slot"), add=TEMPLATE_COUNTERS, latest=TEMPLATE_MOMENTS)
+    return template_analytics_add({"template_id": template_id, "slot": slot, **figures})
 
 
 # --- usage rollups (see UsageRollup for what each counter counts) ----------------------------------------------
@@ -406,31 +405,7 @@ def _usage_upsert(rows: dict) -> None:
 
 def _usage_sql(rows: dict) -> tuple[str, list]:
     """Keys are written in a fixed order, so two transactions never wait on each other's rows in a cycle."""
-    return _insert_or_add_sql(UsageRollup, conflict=("key",), rows=[rows[key] for key in sorted(rows, key=str)],
-                              columns=("key", *UsageRollup.DIMENSIONS), add=UsageRollup.COUNTERS)
-
-
-def _insert_or_add_sql(model, *, conflict: tuple[str, ...], rows: list[dict], columns: tuple[str, ...],
-                       add: tuple[str, ...], latest: tuple[str, ...] = ()) -> tuple[str, list]:
-    """One INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite) of `rows` (dicts by attname): a row whose
-    `conflict` values are stored adds its `add` counters to the stored ones and sets the `latest` fields it has
-    (not None); any other row is inserted. Concurrent writers of one row never lose an increment. Counters are
-    only ever added here: an INSERT could not carry a negative one past its CHECK (see _usage_change)."""
-    meta = model._meta
-    connection = db_connection()
-    quote = connection.ops.quote_name
-    fields = [meta.get_field(name) for name in (*columns, *add, *latest)]
-    table = quote(meta.db_table)
-    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(row[field.attname], connection) for row in rows for field in fields]
-    changes = [f"{quote(column)} = {table}.{quote(column)} + excluded.{quote(column)}"
-               for column in (meta.get_field(name).column for name in add)]
-    changes += [f"{quote(column)} = COALESCE(excluded.{quote(column)}, {table}.{quote(column)})"
-                for column in (meta.get_field(name).column for name in latest)]
-    return (f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
-            f"VALUES {', '.join([placeholders] * len(rows))} "
-            f"ON CONFLICT ({', '.join(quote(meta.get_field(name).column) for name in conflict)}) "
-            f"DO UPDATE SET {', '.join(changes)}", params)
+    return usage_rollups_add([rows[key] for key in sorted(rows, key=str)])
 
 
 def _usage_change(dims: dict, changes: dict) -> None:

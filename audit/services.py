@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.models import AccessDeniedWindow, AuditEvent
-from core.rows import instances_insert
+from audit.statements import chain_head, chain_lock, events_insert
 from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,7 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
     transaction: one read of the head under its lock and one INSERT, however many rows."""
     with transaction.atomic(savepoint=False):
         _lock_chain_head()
-        with connection.cursor() as cursor:  # the head: one plain read on the run path's every ending
-            cursor.execute(f"SELECT hash FROM {connection.ops.quote_name(AuditEvent._meta.db_table)} "
-                           "ORDER BY id DESC LIMIT 1")
-            head = cursor.fetchone()
-        prev_hash = head[0] if head else GENESIS_HASH
+        prev_hash = chain_head() or GENESIS_HASH
         created_at = timezone.now()  # under the lock, so times never go backwards along the chain
         events = []
         for fields in rows:
@@ -98,7 +94,7 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
                                hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
             events.append(event)
             prev_hash = event.hash
-        instances_insert(events)
+        events_insert(events)
     return events
 
 
@@ -216,8 +212,7 @@ def _lock_chain_head() -> None:
     lock (and a deferred transaction could not fork either: its write would fail with SQLITE_BUSY).
     """
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+        chain_lock(CHAIN_LOCK_KEY)
 
 
 def _text(value: Any, max_length: int) -> str:

@@ -33,9 +33,10 @@ import os
 import random
 import select
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, TypeVar
 
-from django.db import OperationalError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 
 from core.errors import Unavailable
 
@@ -147,3 +148,29 @@ def retried_on_conflict(write: Callable[..., T]) -> Callable[..., T]:
             attempt += 1
 
     return attempts
+
+
+def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *,
+                   fetch: bool = False) -> list[tuple]:
+    """Run the statement `main` (SQL, params) and, with it, the INSERTs `along`: on PostgreSQL as one statement (a
+    data-modifying WITH, which it runs atomically by itself), elsewhere each on its own before it. Returns `main`'s
+    rows when `fetch`."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            for sql, params in along:
+                cursor.execute(sql, params)
+            along = ()
+        prefix = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(along))
+        cursor.execute((f"WITH {prefix} " if prefix else "") + main[0],
+                       [param for _, params in along for param in params] + main[1])
+        return cursor.fetchall() if fetch else []
+
+
+def write_atomic(*, one_statement: bool) -> AbstractContextManager:
+    """What makes a write all-or-nothing: a transaction, unless it is one statement on PostgreSQL outside any
+    transaction (statements_run), atomic by itself there: BEGIN and COMMIT would cost two more round trips."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if one_statement and connection.vendor == "postgresql" and transaction.get_autocommit():
+        return nullcontext()
+    return transaction.atomic()

@@ -115,7 +115,7 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
     @staticmethod
     def held_rows(rows: list[dict]) -> tuple[str, list]:
         """Taken rows as one upsert (SQL, params), for the caller to run in its transaction, on its own or along
-        another (workflows.statements.statements_run)."""
+        another (core.db.statements_run)."""
         return checkpoints_upsert.bound(rows)
 
     def _hold_rows(self, thread_id: str, rows: list[dict]) -> bool:

@@ -40,7 +40,7 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
 def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]]) -> tuple[str, list]:
     """Consecutive events (`(event, data, when)` each, seq from `first_seq` on) as the statement that inserts them
     (SQL, params), for the caller to run in its transaction, on its own or along with another
-    (workflows.statements.statements_run); the caller then calls events_published_on_commit in the same
+    (core.db.statements_run); the caller then calls events_published_on_commit in the same
     transaction."""
     return events_insert.bound([{"execution_id": execution_id, "seq": first_seq + offset, "event": event,
                                  "data": data, "created_at": ts} for offset, (event, data, ts) in enumerate(items)])

@@ -3,7 +3,7 @@
 A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events —
   is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
-  statement is that statement alone: statements.write_atomic) just before the run next waits on something
+  statement is that statement alone: core.db.write_atomic) just before the run next waits on something
   outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
   token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
   node does not wait): what they do is written with the write before the next model call.
@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from audit.services import audit_append, audit_fields
 from budgets.services import CompletionGuard
-from core.db import connections_give_back, retried_on_conflict
+from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from workflows.engine.graph import Node
 from workflows.engine.runtime import Attempt, CallStarted, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
@@ -63,9 +63,7 @@ from workflows.statements import (
     llm_calls_insert,
     nodes_upsert,
     provider_attempts_insert,
-    statements_run,
     tool_calls_insert,
-    write_atomic,
 )
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,9 @@ tests/workflows/test_statements.py runs each statement on both databases and che
 from __future__ import annotations
 
 import functools
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from workflows.models import (
     Checkpoint,
@@ -133,32 +132,6 @@ provider_attempts_insert = Insert(ProviderAttempt, PROVIDER_ATTEMPT_COLUMNS, PRO
 tool_calls_insert = Insert(ToolCall, TOOL_CALL_COLUMNS, TOOL_CALLS_INSERT)
 events_insert = Insert(ExecutionEvent, EVENT_COLUMNS, EVENTS_INSERT)
 checkpoints_upsert = Insert(Checkpoint, CHECKPOINT_COLUMNS, CHECKPOINTS_UPSERT)
-
-
-def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *,
-                   fetch: bool = False) -> list[tuple]:
-    """Run the statement `main` (SQL, params) and, with it, the INSERTs `along`: on PostgreSQL as one statement (a
-    data-modifying WITH, which it runs atomically by itself), elsewhere each on its own before it. Returns `main`'s
-    rows when `fetch`."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            for sql, params in along:
-                cursor.execute(sql, params)
-            along = ()
-        prefix = ", ".join(f"along_{number} AS ({sql})" for number, (sql, _) in enumerate(along))
-        cursor.execute((f"WITH {prefix} " if prefix else "") + main[0],
-                       [param for _, params in along for param in params] + main[1])
-        return cursor.fetchall() if fetch else []
-
-
-def write_atomic(*, one_statement: bool) -> AbstractContextManager:
-    """What makes a write all-or-nothing: a transaction, unless it is one statement on PostgreSQL outside any
-    transaction (statements_run), atomic by itself there: BEGIN and COMMIT would cost two more round trips."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    if one_statement and connection.vendor == "postgresql" and transaction.get_autocommit():
-        return nullcontext()
-    return transaction.atomic()
 
 
 def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int) -> bool:

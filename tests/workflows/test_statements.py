@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, models
 
+from core.db import statements_run, write_atomic
 from tests.factories import WorkflowExecutionFactory
 from workflows import statements
 from workflows.models import (
@@ -76,11 +77,11 @@ def _node(execution, index: int, **fields) -> dict:
 
 def test_nodes_upsert_returns_each_rows_id_and_rewrites_a_row_whole(alice):
     execution = WorkflowExecutionFactory(owner=alice)
-    first = dict(statements.statements_run(statements.nodes_upsert.bound(
+    first = dict(statements_run(statements.nodes_upsert.bound(
         [_node(execution, 1), _node(execution, 2)]), fetch=True))
     assert set(first.values()) == {1, 2}
 
-    again = statements.statements_run(statements.nodes_upsert.bound(
+    again = statements_run(statements.nodes_upsert.bound(
         [_node(execution, 2, status="completed", completed_at=WHEN, duration_ms=40, cost=Decimal("1.5"))]),
         fetch=True)
 
@@ -92,7 +93,7 @@ def test_nodes_upsert_returns_each_rows_id_and_rewrites_a_row_whole(alice):
 
 def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
     execution = WorkflowExecutionFactory(owner=alice)
-    [(node_pk, _)] = statements.statements_run(statements.nodes_upsert.bound([_node(execution, 1)]), fetch=True)
+    [(node_pk, _)] = statements_run(statements.nodes_upsert.bound([_node(execution, 1)]), fetch=True)
     rows = {
         LLMCall: {"execution_id": execution.pk, "node_execution_id": node_pk, "provider": "openai",
                   "model": "gpt-x", "requested_model": "gpt", "prompt_tokens": 10, "completion_tokens": 3,
@@ -112,7 +113,7 @@ def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
     named = {statement.model: statement for statement in NAMED}
     main, *along = [named[model].bound([row]) for model, row in rows.items()]
 
-    statements.statements_run(main, along)
+    statements_run(main, along)
 
     for model, row in rows.items():
         _same_as_orm(model, row, execution=execution)
@@ -124,8 +125,8 @@ def test_checkpoints_upsert_keeps_bytes_and_the_newest_row_of_a_key(alice):
            "kind": Checkpoint.Kind.CHECKPOINT.value, "task_id": "", "idx": 0, "task_path": "", "channel": "",
            "parent_checkpoint_id": "", "type": "msgpack", "blob": bytes(range(256)), "metadata": JSON,
            "created_at": WHEN}
-    statements.statements_run(statements.checkpoints_upsert.bound([row]))
-    statements.statements_run(statements.checkpoints_upsert.bound([{**row, "blob": b"\x00newer\xff"}]))
+    statements_run(statements.checkpoints_upsert.bound([row]))
+    statements_run(statements.checkpoints_upsert.bound([{**row, "blob": b"\x00newer\xff"}]))
 
     stored = Checkpoint.objects.get(thread_id=str(execution.pk))
     assert bytes(stored.blob) == b"\x00newer\xff" and stored.metadata == JSON and stored.created_at == WHEN
@@ -135,10 +136,10 @@ def test_a_write_whose_event_collides_leaves_nothing_of_itself(alice):
     """The recovery sweep's events take the run's next seq: the run's own write then fails whole (I6)."""
     execution = WorkflowExecutionFactory(owner=alice)
     event = {"execution_id": execution.pk, "seq": 1, "event": "workflow_requeued", "data": {}, "created_at": WHEN}
-    statements.statements_run(statements.events_insert.bound([event]))
+    statements_run(statements.events_insert.bound([event]))
 
-    with pytest.raises(IntegrityError), statements.write_atomic(one_statement=True):
-        statements.statements_run(statements.nodes_upsert.bound([_node(execution, 1)]),
+    with pytest.raises(IntegrityError), write_atomic(one_statement=True):
+        statements_run(statements.nodes_upsert.bound([_node(execution, 1)]),
                                   [statements.events_insert.bound([{**event, "event": "node_started"}])], fetch=True)
 
     assert not NodeExecution.objects.filter(execution=execution).exists()
