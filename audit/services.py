@@ -6,6 +6,7 @@ Call it as late as possible in that transaction: from the call to the commit, ev
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -189,6 +190,7 @@ def _redact(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # a run's audit data has the same few keys every time
 def _is_secret_key(name: str) -> bool:
     # camelCase and kebab-case to words: "X-Api-Key" and "xApiKey" → ["x", "api", "key"]
     words = [word for word in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if word]

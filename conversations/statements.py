@@ -12,6 +12,7 @@ to that).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db import models
@@ -93,10 +94,13 @@ LIMIT %s
 
 def stored_values(instance: models.Model, attnames: tuple[str, ...], connection) -> list[Any]:
     """A new instance's values for `attnames`, as save(force_insert=True) sends them (auto_now fields set)."""
-    meta = instance._meta
     values = []
-    for attname in attnames:
-        field = meta.get_field(attname)  # get_field takes a foreign key's attname too
+    for field in _fields(type(instance), attnames):
         value = field.pre_save(instance, add=True)
         values.append(None if value is None else field.get_db_prep_save(value, connection))
     return values
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(model: type[models.Model], attnames: tuple[str, ...]) -> tuple[models.Field, ...]:
+    return tuple(model._meta.get_field(attname) for attname in attnames)  # get_field takes an attname too
