@@ -74,3 +74,26 @@ class AccessDeniedWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source or '?'} {self.status} ×{self.count} from {self.window_start:%H:%M}"
+
+
+class PendingAuditEvent(models.Model):
+    """A row recorded while another writer held the chain (audit.services.audit_append_or_queue): committed with
+    the action it records, and moved into the chain, in id order, by the next writer that holds it. PostgreSQL only
+    (SQLite's writers already take turns, so nothing waits there and nothing is queued)."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField()
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_type = models.CharField(max_length=16)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True, default="")
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"pending #{self.id} {self.action}"

@@ -2,13 +2,16 @@
 
 Services call `audit_record` inside their own transaction, so the row commits or rolls back with the action.
 Call it as late as possible in that transaction: from the call to the commit, every other audited write waits
-(the chain has one head, so appends are serialized).
+(the chain has one head, so appends are serialized). Runs do not wait: `audit_append_or_queue` appends when the
+chain is free and otherwise queues the rows in the run's transaction; whoever holds the chain next appends the
+queue first, and the process's chainer (audit.chainer) makes sure someone does.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import math
+import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -22,8 +25,10 @@ from django.db.models import F, Model
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
-from audit.models import AccessDeniedWindow, AuditEvent
-from audit.statements import chain_head, chain_lock, events_insert
+from audit.chainer import BUSY, CHAINED, NONE, Chainer
+from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
+from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
+                              pending_insert)
 from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -84,19 +89,78 @@ def audit_fields(*, action: str, actor=None, actor_type: str | None = None, targ
 
 def audit_append(rows: list[dict]) -> list[AuditEvent]:
     """Append prepared rows (the hashed fields but created_at and prev_hash) to the chain, in order, in the caller's
-    transaction: one read of the head under its lock and one INSERT, however many rows."""
+    transaction, waiting for the chain: one read of the head (and of the queue) and one INSERT, however many
+    rows."""
     with transaction.atomic(savepoint=False):
-        _lock_chain_head()
-        prev_hash = chain_head() or GENESIS_HASH
-        created_at = timezone.now()  # under the lock, so times never go backwards along the chain
-        events = []
-        for fields in rows:
-            event = AuditEvent(created_at=created_at, prev_hash=prev_hash,
-                               hash=row_hash(created_at=created_at, prev_hash=prev_hash, **fields), **fields)
-            events.append(event)
-            prev_hash = event.hash
+        _chain_hold(wait=True)
+        return _chain_extend(rows)
+
+
+def audit_append_or_queue(rows: list[dict]) -> None:
+    """Append prepared rows as audit_append does when no other writer holds the chain; else queue them in the
+    caller's transaction, which then neither waits for the chain nor holds it (concurrent runs would otherwise
+    end one at a time). The process's chainer is woken when the caller commits."""
+    if not rows:
+        return
+    with transaction.atomic(savepoint=False):
+        if _chain_hold(wait=False):
+            _chain_extend(rows)
+            return
+        created_at = timezone.now()
+        pending_insert([PendingAuditEvent(created_at=created_at, **fields) for fields in rows])
+        transaction.on_commit(_chainer_wake)
+
+
+def audit_pending_chain() -> str:
+    """Append the oldest queued rows to the chain in a transaction of their own, if the chain is free: BUSY
+    (another writer holds it; it appends the queue, or its own rows, first), CHAINED (rows appended: call again),
+    or NONE (held, and nothing was queued: every row committed before this call is in the chain)."""
+    with transaction.atomic():
+        if not _chain_hold(wait=False):
+            return BUSY
+        taken = _chain_extend([])
+    return CHAINED if taken else NONE
+
+
+def audit_queue_flush() -> int:
+    """Append every queued row to the chain, waiting for it (a check of the chain starts with this); the number
+    appended."""
+    appended = 0
+    while True:
+        with transaction.atomic():
+            _chain_hold(wait=True)
+            taken = _chain_extend([])
+        if not taken:
+            return appended
+        appended += len(taken)
+
+
+PENDING_TAKE_MOST = 500  # queued rows one holder appends; more wake the chainer again
+
+
+def _chain_extend(rows: list[dict]) -> list[AuditEvent]:
+    """Holding the chain: the queued rows (with their own times), then `rows`, in one INSERT. Returns the events
+    of `rows` (or, with none, those taken off the queue)."""
+    if connection.vendor == "postgresql":
+        head, pending = chain_head_and_pending(PENDING_TAKE_MOST)
+        if len(pending) == PENDING_TAKE_MOST:
+            transaction.on_commit(_chainer_wake)
+    else:
+        head, pending = chain_head(), []
+    prev_hash = head or GENESIS_HASH
+    created_at = timezone.now()  # under the lock: times go backwards along the chain only by a queued row's wait
+    events = []
+    for fields in [*pending, *({"created_at": created_at, **fields} for fields in rows)]:
+        event = AuditEvent(prev_hash=prev_hash, hash=row_hash(prev_hash=prev_hash, **fields), **fields)
+        events.append(event)
+        prev_hash = event.hash
+    if events:
         events_insert(events)
-    return events
+    return events[len(pending):] if rows else events
+
+
+def _chainer_wake() -> None:
+    chainer.wake()
 
 
 def access_denied_record(*, user=None, ip: str | None, method: str, path: str, status: int) -> None:
@@ -143,7 +207,7 @@ def access_denied_windows_close(*, now: datetime | None = None, batch_size: int 
     appended = 0
     while True:
         with transaction.atomic():
-            _lock_chain_head()
+            _chain_hold(wait=True)
             windows = list(AccessDeniedWindow.objects.select_for_update().filter(window_start__lte=cutoff)
                            .order_by("window_start", "source", "status")[:batch_size])
             if not windows:
@@ -205,16 +269,21 @@ def _holds_secret(text: str, secrets: tuple[str, ...]) -> bool:
     return any(secret in text for secret in secrets)
 
 
-def _lock_chain_head() -> None:
-    """Writers of the chain take turns, so two rows never link to the same predecessor (a fork).
+def _chain_hold(*, wait: bool) -> bool:
+    """Hold the chain until the caller's transaction ends (waiting for it, or only if it is free: False when
+    another writer holds it), so two rows never link to the same predecessor (a fork).
 
-    PostgreSQL: a transaction-level advisory lock, held until the caller's transaction ends; at READ COMMITTED
-    (Django's default) the next statement then sees the previous writer's committed row. SQLite: nothing to
-    do, the settings open every transaction with BEGIN IMMEDIATE, which already takes the database's one write
-    lock (and a deferred transaction could not fork either: its write would fail with SQLITE_BUSY).
+    PostgreSQL: a transaction-level advisory lock; at READ COMMITTED (Django's default) the next statement then
+    sees the previous writer's committed rows. SQLite: nothing to do, the settings open every transaction with
+    BEGIN IMMEDIATE, which already takes the database's one write lock (and a deferred transaction could not fork
+    either: its write would fail with SQLITE_BUSY).
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor != "postgresql":
+        return True
+    if wait:
         chain_lock(CHAIN_LOCK_KEY)
+        return True
+    return chain_try_lock(CHAIN_LOCK_KEY)
 
 
 def _text(value: Any, max_length: int) -> str:
@@ -250,3 +319,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(item) for item in value]
     return _clean_str(str(value))
+
+
+chainer = Chainer(audit_pending_chain)  # this process's (audit.chainer)
+os.register_at_fork(after_in_child=chainer.after_fork)

@@ -127,7 +127,8 @@ class Client:
 
 async def run(args) -> dict:
     targets = args.targets.split(",")
-    clients = [Client(args.kind, targets[i % len(targets)], args.token, args.timeout)
+    tokens = args.token.split(",")  # client i uses key i % len(tokens)
+    clients = [Client(args.kind, targets[i % len(targets)], tokens[i % len(tokens)], args.timeout)
                for i in range(args.clients)]
     for client in clients:  # warm-up: connections open, servers warm
         for _ in range(args.warmup):
@@ -199,7 +200,8 @@ def main() -> int:
                         "turns, one per server per round (--count rounds)")
     parser.add_argument("--kind", choices=("chatter", "peer", "langgraph", "openai"))
     parser.add_argument("--targets", help="host:port[,host:port...]")
-    parser.add_argument("--token", default="", help="Chatter API token")
+    parser.add_argument("--token", default="", help="Chatter API token, or several separated by commas: "
+                        "client i uses the i-th (round robin)")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--duration", type=float, default=0, help="seconds of load (else --count turns)")
     parser.add_argument("--count", type=int, default=100)

@@ -41,7 +41,7 @@ from django.db import IntegrityError, connections
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_append, audit_fields
+from audit.services import audit_append_or_queue, audit_fields
 from budgets.services import CompletionGuard
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from workflows.engine.graph import Node
@@ -326,10 +326,11 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         return (checkpointer.held_rows(taken),)
 
     def write_audits(self) -> None:
-        """The held audit rows, appended in one write: call last in the transaction (the chain has one head)."""
+        """The held audit rows, appended in one write (or queued when another writer holds the chain): call last in
+        the transaction."""
         execution = self.execution
         if self._audits:
-            audit_append([audit_fields(action=action, actor=execution.owner, target=execution,
+            audit_append_or_queue([audit_fields(action=action, actor=execution.owner, target=execution,
                                        actor_type="schedule" if execution.schedule_id else "user",
                                        correlation_id=execution.correlation_id, data=data)
                           for action, data in self._audits])

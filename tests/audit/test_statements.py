@@ -7,7 +7,7 @@ import pytest
 from django.db import models, transaction
 
 from audit import statements
-from audit.models import AuditEvent
+from audit.models import AuditEvent, PendingAuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import audit_append, audit_fields
 from tests.factories import UserFactory
@@ -37,3 +37,28 @@ def test_rows_appended_read_back_as_written_link_up_and_the_head_is_the_last():
     assert events[1].prev_hash == events[0].hash
     assert statements.chain_head() == events[1].hash == AuditEvent.objects.order_by("-id").first().hash
     assert audit_chain_verify().valid
+
+
+def test_the_queue_insert_names_every_column_of_a_pending_row():
+    columns = tuple(re.findall(r'"(\w+)"', statements.PENDING_INSERT.split(")")[0])[1:])
+    assert columns == statements.PENDING_COLUMNS
+    assert set(columns) == {f.attname for f in PendingAuditEvent._meta.concrete_fields
+                            if not isinstance(f, models.AutoField)}
+
+
+@pytest.mark.postgres
+def test_the_head_and_the_oldest_pending_rows_are_read_and_taken_off_the_queue_in_one_statement():
+    from django.utils import timezone
+
+    head = audit_append([audit_fields(action="test.head")])[-1].hash
+    assert statements.chain_head_and_pending(10) == (head, [])
+    now = timezone.now()
+    statements.pending_insert([PendingAuditEvent(created_at=now, action=f"test.p{i}", actor_type="system",
+                                                 data={"i": i}, ip="10.1.2.3") for i in range(3)])
+
+    read_head, pending = statements.chain_head_and_pending(2)
+
+    assert read_head == head
+    assert [(row["action"], row["data"], row["ip"], row["created_at"]) for row in pending] == [
+        ("test.p0", {"i": 0}, "10.1.2.3", now), ("test.p1", {"i": 1}, "10.1.2.3", now)]
+    assert list(PendingAuditEvent.objects.values_list("action", flat=True)) == ["test.p2"]

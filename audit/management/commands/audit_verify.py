@@ -4,6 +4,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.selectors import audit_chain_verify
+from audit.services import audit_queue_flush
 
 
 class Command(BaseCommand):
@@ -15,6 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, batch_size: int, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be positive", returncode=2)
+        audit_queue_flush()  # rows queued by runs that ended while another writer held the chain
         result = audit_chain_verify(batch_size=batch_size)
         if result.valid:
             head = f", head {result.last_hash}" if result.last_hash else ""

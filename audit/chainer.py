@@ -1,0 +1,77 @@
+"""The process's chainer (audit.services.chainer): appends the audit rows runs queued while another writer held
+the chain (audit.services.audit_append_or_queue).
+
+A run that queued rows wakes it when its transaction commits. The chainer keeps trying until it holds the chain
+and finds the queue empty, so a queued row never waits for the next writer, however long that is: when it cannot
+take the chain, whoever holds it appends the queue (or, if the rows committed after that holder read the queue,
+the chainer's next try does). It runs on a thread of its own, which gives its pooled connection back between
+wakes. A queue left by a process that died is appended by the next writer of the chain.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.db import DatabaseError, connection
+
+from core.db import connections_give_back
+
+logger = logging.getLogger(__name__)
+GATHER_S = 0.005  # rows queued by runs ending together are appended in one transaction
+RETRY_S = 0.01  # after finding the chain held
+FAILURE_RETRY_S = 1.0  # after a database error
+BUSY, CHAINED, NONE = "busy", "chained", "none"  # what one try did
+
+
+class Chainer:
+    """`chain_once()` appends the oldest queued rows if it can hold the chain, returning BUSY (it could not),
+    CHAINED (call again) or NONE (held, nothing queued)."""
+
+    def __init__(self, chain_once: Callable[[], str]) -> None:
+        self.chain_once = chain_once
+        self._woken = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        self._woken.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="chatter-audit-chainer", daemon=True)
+                    self._thread.start()
+
+    def after_fork(self) -> None:
+        """A forked child has no chainer thread: the next wake starts its own."""
+        self._woken = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            self._woken.wait()
+            self._woken.clear()
+            time.sleep(GATHER_S)
+            try:
+                self._chain_queue()
+            except Exception:  # noqa: BLE001 - logged; the queue is appended by the next writer or wake
+                pass
+            connections_give_back()
+
+    def _chain_queue(self) -> None:
+        while True:
+            try:
+                outcome = self.chain_once()
+            except Exception as error:  # noqa: BLE001 - the thread must outlive any one failure
+                logger.exception("audit chainer: could not append the queued rows; retrying")
+                if not isinstance(error, DatabaseError):
+                    raise
+                connection.close()
+                time.sleep(FAILURE_RETRY_S)
+                continue
+            if outcome == NONE:
+                return
+            if outcome == BUSY:
+                time.sleep(RETRY_S)
