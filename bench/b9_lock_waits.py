@@ -85,6 +85,8 @@ def main() -> int:
                 print(f"  rep {i}: {load['turns'] / load['elapsed']:.1f} turns/s, {load['failures']} failed; busy backends {busy:.2f}, "
                       f"waiting on a lock {waiting:.2f} (**{100 * waiting / busy if busy else 0:.1f}%**: {events}); "
                       f"other waits: {others}; peak connections {row['pg']['peak_connections']}")
+                for statement, waiting_on in row["pg"]["waiting_statements"].items():
+                    print(f"      {waiting_on:.2f} waiting in  {statement}")
             shares = [lock_share(r["pg"]) for r in rows]
             print(f"  median share of busy backends waiting on a lock: "
                   f"{100 * median([w / b if b else 0 for b, w, _ in shares]):.1f}%")

@@ -111,13 +111,14 @@ class PgActivity:
         self.waits: dict[str, int] = {}  # "Lock:advisory" -> backends seen waiting, summed over samples
         self.active = 0  # active backends, summed over samples
         self.lost = 0  # samples that failed (the sampler's own connection broken)
+        self.waiting_statements: dict[str, int] = {}  # a lock-waiting backend's statement (its start) -> samples
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="pg-activity", daemon=True)
 
     def _sample(self) -> None:
         import psycopg
 
-        query = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+        query = ("SELECT state, wait_event_type, wait_event, left(query, 160) FROM pg_stat_activity "
                  "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = current_database()")
         while not self._stop.wait(self.interval):
             try:
@@ -127,13 +128,16 @@ class PgActivity:
                 continue
             self.samples += 1
             self.peak = max(self.peak, len(rows))
-            for state, wait_type, wait_event in rows:
+            for state, wait_type, wait_event, statement in rows:
                 if state != "active":
                     continue
                 self.active += 1
                 if wait_type in ("Lock", "LWLock", "IO"):
                     key = f"{wait_type}:{wait_event}"
                     self.waits[key] = self.waits.get(key, 0) + 1
+                if wait_type == "Lock":
+                    key = f"{wait_event}: {statement}"
+                    self.waiting_statements[key] = self.waiting_statements.get(key, 0) + 1
 
     def start(self) -> Self:
         self._thread.start()
@@ -146,7 +150,9 @@ class PgActivity:
         n = max(1, self.samples)
         return {"peak_connections": self.peak, "max_connections": self.max_connections,
                 "active_avg": self.active / n,
-                "waits_avg": {k: v / n for k, v in sorted(self.waits.items(), key=lambda kv: -kv[1])}}
+                "waits_avg": {k: v / n for k, v in sorted(self.waits.items(), key=lambda kv: -kv[1])},
+                "waiting_statements": {k: v / n for k, v in sorted(self.waiting_statements.items(),
+                                                                   key=lambda kv: -kv[1])[:5]}}
 
 
 def format_pg_activity(stats: dict) -> str:

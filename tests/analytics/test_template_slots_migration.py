@@ -64,3 +64,39 @@ def test_a_templates_one_row_becomes_the_slots_of_its_runs(alice):
     assert max(s.last_used_at for s in slots.values()) == ended + timedelta(seconds=4)
     assert max(s.last_failure_at for s in slots.values() if s.last_failure_at) == ended + timedelta(seconds=2)
     assert_i2()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_slots_become_sixty_four_each_the_sums_of_the_runs_whose_id_picks_it(alice):
+    before, after = [("analytics", "0006_alter_usagerollup_api_key")], [("analytics", "0007_template_analytics_64_slots")]
+    template = WorkflowTemplate.objects.get(key="universal_chat")
+    ended = timezone.now()
+    runs = [(uuid.UUID(int=(n << 8) + low), status, Decimal(f"0.0000{n}5")) for n, (low, status) in
+            enumerate([(3, "completed"), (19, "completed"), (35, "failed"), (3 + 64, "cancelled"), (3, "running")])]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        others = [_before(executor.loader.graph, node, after[0])
+                  for node in executor.loader.graph.leaf_nodes() if node[0] != "analytics"]
+        old_apps = executor.loader.project_state([*others, *before]).apps
+        Execution = old_apps.get_model("workflows", "WorkflowExecution")
+        for n, (pk, status, cost) in enumerate(runs):
+            Execution.objects.create(id=pk, owner_id=alice.pk, template_id=template.pk, status=status, cost=cost,
+                                     prompt_tokens=n, completion_tokens=2 * n, total_tokens=3 * n,
+                                     execution_time_ms=10 * n, completed_at=ended + timedelta(seconds=n))
+        Analytics = old_apps.get_model("analytics", "TemplateAnalytics")
+        Analytics.objects.filter(template_id=template.pk).delete()
+        Analytics.objects.create(  # the four ended runs all pick slot 3 of 16
+            template_id=template.pk, slot=3, total_executions=4, successful_executions=2, failed_executions=1,
+            cancelled_executions=1, total_cost=sum(cost for _, _, cost in runs[:4]), prompt_tokens=6,
+            completion_tokens=12, total_tokens=18, total_execution_time_ms=60)
+        executor.loader.build_graph()
+        executor.migrate(after)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    slots = {row.slot: (row.total_executions, row.total_tokens) for row in
+             TemplateAnalytics.objects.filter(template=template)}
+    assert slots == {3: (2, 0 + 9), 19: (1, 3), 35: (1, 6)}
+    assert_i2()
