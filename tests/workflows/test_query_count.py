@@ -65,7 +65,8 @@ def test_a_sync_chat_turn_stays_within_its_statements_and_transactions(alice, me
 
 def test_answering_a_sync_turn_reads_nothing_back(api):
     """The 201 is rendered from the ended run, its conversation and its messages as the run left them in memory:
-    after the terminal transaction (whose last write is the audit chain's row) the request runs no statement."""
+    after the terminal transaction (whose last write adds to the usage rollups and the template's analytics) the
+    request runs no statement."""
     api.post("/api/v1/chat/", {"message": "warm up"}, format="json")
 
     with CaptureQueriesContext(connection) as queries:
@@ -77,7 +78,8 @@ def test_answering_a_sync_turn_reads_nothing_back(api):
     assert body["conversation"]["message_count"] == 2 and body["execution"]["status"] == "completed"
     assert body["conversation"]["total_tokens"] == body["execution"]["total_tokens"] > 0
     sqls = [q["sql"] for q in queries.captured_queries]
-    last_write = max(i for i, sql in enumerate(sqls) if "audit_auditevent" in sql and sql.startswith("INSERT"))
+    last_write = max(i for i, sql in enumerate(sqls) if '"analytics_usagerollup"' in sql)
+    assert any("audit_auditevent" in sql and sql.startswith("INSERT") for sql in sqls[:last_write])
     after = [sql for sql in sqls[last_write + 1:] if sql.split()[0].upper() not in ("RELEASE", "COMMIT")]
     assert after == [], after
 
