@@ -1,10 +1,11 @@
 """The process's chainer (audit.services.chainer): appends the audit rows runs queued while another writer held
 the chain (audit.services.audit_append_or_queue).
 
-A run that queued rows wakes it when its transaction commits. The chainer keeps trying until it holds the chain
-and finds the queue empty, so a queued row never waits for the next writer, however long that is: when it cannot
-take the chain, whoever holds it appends the queue (or, if the rows committed after that holder read the queue,
-the chainer's next try does). It runs on a thread of its own, which gives its pooled connection back between
+A run that queued rows wakes it when its transaction commits. Under load the next runs to take the chain append the
+queue anyway, so the chainer first lets them (GATHER_S), then asks whether anything is still queued, and only then
+takes the chain; it keeps trying until it finds the queue empty, so a queued row never waits for the next writer,
+however long that is. Rows committed before a wake are either still queued or already in the chain (only a
+committed holder takes them off). It runs on a thread of its own, which gives its pooled connection back between
 wakes. A queue left by a process that died is appended by the next writer of the chain.
 """
 from __future__ import annotations
@@ -19,17 +20,18 @@ from django.db import DatabaseError, connection
 from core.db import connections_give_back
 
 logger = logging.getLogger(__name__)
-GATHER_S = 0.005  # rows queued by runs ending together are appended in one transaction
-RETRY_S = 0.01  # after finding the chain held
+GATHER_S = 0.05  # after a wake: rows queued meanwhile are appended together, most of them by the next runs
+RETRY_S = 0.05  # after finding the chain held (its holder appends what is queued)
 FAILURE_RETRY_S = 1.0  # after a database error
 BUSY, CHAINED, NONE = "busy", "chained", "none"  # what one try did
 
 
 class Chainer:
-    """`chain_once()` appends the oldest queued rows if it can hold the chain, returning BUSY (it could not),
-    CHAINED (call again) or NONE (held, nothing queued)."""
+    """`any_queued()` says whether a row is queued; `chain_once()` appends the oldest queued rows if it can hold the
+    chain, returning BUSY (it could not), CHAINED (call again) or NONE (held, nothing queued)."""
 
-    def __init__(self, chain_once: Callable[[], str]) -> None:
+    def __init__(self, *, any_queued: Callable[[], bool], chain_once: Callable[[], str]) -> None:
+        self.any_queued = any_queued
         self.chain_once = chain_once
         self._woken = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,7 +65,7 @@ class Chainer:
     def _chain_queue(self) -> None:
         while True:
             try:
-                outcome = self.chain_once()
+                outcome = self.chain_once() if self.any_queued() else NONE
             except Exception as error:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.exception("audit chainer: could not append the queued rows; retrying")
                 if not isinstance(error, DatabaseError):

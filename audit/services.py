@@ -28,7 +28,7 @@ from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.chainer import BUSY, CHAINED, NONE, Chainer
 from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
-                              pending_insert)
+                              pending_any, pending_insert)
 from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -321,5 +321,5 @@ def _jsonable(value: Any) -> Any:
     return _clean_str(str(value))
 
 
-chainer = Chainer(audit_pending_chain)  # this process's (audit.chainer)
+chainer = Chainer(any_queued=pending_any, chain_once=audit_pending_chain)  # this process's (audit.chainer)
 os.register_at_fork(after_in_child=chainer.after_fork)

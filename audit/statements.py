@@ -25,6 +25,8 @@ CHAIN_HEAD_AND_PENDING = (
     '"audit_pendingauditevent" ORDER BY "id" LIMIT %s) RETURNING "id", ' + ", ".join(f'"{c}"' for c in PENDING_COLUMNS)
     + ') SELECT (SELECT "hash" FROM "audit_auditevent" ORDER BY "id" DESC LIMIT 1), "taken".* FROM (SELECT 1) AS "one"'
     ' LEFT JOIN "taken" ON true ORDER BY "taken"."id"')
+# Whether any row is queued (the chainer asks before it takes the chain).
+PENDING_ANY = 'SELECT EXISTS (SELECT 1 FROM "audit_pendingauditevent")'
 PENDING_INSERT = (
     'INSERT INTO "audit_pendingauditevent" (' + ", ".join(f'"{c}"' for c in PENDING_COLUMNS) + ") VALUES {values}")
 EVENT_COLUMNS = ("created_at", "actor_id", "actor_type", "action", "target_type", "target_id", "correlation_id", "ip",
@@ -61,6 +63,12 @@ def chain_head_and_pending(most: int) -> tuple[str | None, list[dict]]:
         fields["ip"] = str(fields["ip"]) if fields["ip"] is not None else None
         pending.append(fields)
     return rows[0][0], pending
+
+
+def pending_any() -> bool:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(PENDING_ANY)
+        return bool(cursor.fetchone()[0])
 
 
 def pending_insert(events: list[PendingAuditEvent]) -> None:

@@ -62,3 +62,11 @@ def test_the_head_and_the_oldest_pending_rows_are_read_and_taken_off_the_queue_i
     assert [(row["action"], row["data"], row["ip"], row["created_at"]) for row in pending] == [
         ("test.p0", {"i": 0}, "10.1.2.3", now), ("test.p1", {"i": 1}, "10.1.2.3", now)]
     assert list(PendingAuditEvent.objects.values_list("action", flat=True)) == ["test.p2"]
+
+
+def test_whether_any_row_is_queued():
+    from django.utils import timezone
+
+    assert statements.pending_any() is False
+    statements.pending_insert([PendingAuditEvent(created_at=timezone.now(), action="test.queued", actor_type="system")])
+    assert statements.pending_any() is True
