@@ -1,4 +1,4 @@
-"""Conversations' and budgets' named statements against the ORM statements that would say the same, µs per call (median),
+"""Conversations', budgets' and keys' named statements against the ORM statements that would say the same, µs per call (median),
 interleaved in one process on a fresh migrated database: SQLite, or PostgreSQL when DATABASE_URL is set (source
 the env of `make services-up`). Each call runs in its own transaction, as the services run it.
 
@@ -9,7 +9,9 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
 - open:     (PostgreSQL) a new conversation with its first message (CONVERSATION_OPEN_WITH_MESSAGE) vs two
             `bulk_create`;
 - budgets:  the budgets a run falls under (BUDGETS_MATCHING through Manager.raw) vs the same rule as a queryset
-            (Q objects, a subquery of the owner's groups with Cast).
+            (Q objects, a subquery of the owner's groups with Cast);
+- key:      (PostgreSQL) the key lookup of every API request, the live key with its user (KEY_LIVE, through
+            Model.from_db) vs the queryset `select_related("user").filter(Q(expires…) | Q(…), digest=…)[:1]`.
 
     .venv/bin/python -m bench.conversation_budget_statements [--reps 300]
 """
@@ -126,10 +128,26 @@ def _measure(reps: int, user) -> str:
     def budgets_named():
         list(Budget.objects.raw(BUDGETS_MATCHING, matching_params(owner_id=user.pk, template_id="tpl")))
 
+    from keys.models import API_KEY_SCOPES, ApiToken
+    from keys.services import api_token_create, token_digest
+    from keys.statements import key_live
+
+    _, key = api_token_create(user=user, name="bench", scopes=list(API_KEY_SCOPES))
+    digest = token_digest(key)
+
+    def key_orm():
+        found = ApiToken.objects.select_related("user").filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()), digest=digest, revoked_at__isnull=True)[:1]
+        assert next(iter(found)).user.pk == user.pk
+
+    def key_named():
+        assert key_live(digest=digest, now=timezone.now()).user.pk == user.pk
+
     sides = {"history": (history_orm, history_named), "add": (add_orm, add_named),
              "budgets": (budgets_orm, budgets_named)}
     if connection.vendor == "postgresql":
         sides["open"] = (open_orm, open_named)
+        sides["key"] = (key_orm, key_named)
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
     for _ in range(reps):
         order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]

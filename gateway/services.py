@@ -188,6 +188,7 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: tuple[str, s
         "enable_tools": False,
         "enable_retrieval": False, "temperature": request.get("temperature"),
         "max_tokens": request.get("max_completion_tokens") or request.get("max_tokens"),
+        "reply_whole": not request.get("stream"),
     }
     if request.get("tools"):
         config["client_tools"] = request["tools"]

@@ -46,6 +46,9 @@ CONFIG_KEYS: dict[str, Key] = {
     "client_tools": Key(list, nullable=True),
     "tool_choice": Key((str, dict), nullable=True),
     "model_params": Key(dict, nullable=True),
+    # Also the gateway's, for a client that did not ask for a stream: the provider is asked for the reply whole
+    # (one response, not a stream), as the client asked Chatter.
+    "reply_whole": Key(bool, nullable=True),
 }
 
 

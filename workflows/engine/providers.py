@@ -52,10 +52,27 @@ _DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connectio
 
 
 class RawUsageReports:
-    """The usage objects an OpenAI-compatible server streamed during one call, exactly as sent."""
+    """The usage objects an OpenAI-compatible server streamed during one call, exactly as sent; for a reply sent
+    whole (not streamed), its usage object and its choices' tool calls as sent (LangChain keeps only the arguments
+    it could parse, re-encoded)."""
 
     def __init__(self) -> None:
         self.reports: list[dict] = []
+        self.tool_calls: list[list[dict] | None] = []  # per choice of a whole reply, by its index
+
+    def read_body(self, body: bytes) -> None:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return  # the SDK reports it
+        if not isinstance(document, dict):
+            return
+        usage = document.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.reports.append(usage)
+        choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
+        choices.sort(key=lambda choice: choice.get("index") if isinstance(choice.get("index"), int) else 0)
+        self.tool_calls = [(choice.get("message") or {}).get("tool_calls") or None for choice in choices]
 
     def report_for(self, usage: UsageMetadata | None) -> dict | None:
         """The object `usage` was read from: the last one with its counts (a server may send several, and
@@ -134,15 +151,21 @@ class _UsageCopyingTransport(httpx2.BaseTransport):
         # The calling client follows redirects itself.
         response = _shared_http_client().send(request, stream=True, follow_redirects=False)
         reports = _usage_reports.get()
-        if reports is None or not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        content_type = response.headers.get("content-type", "").lower()
+        if reports is None or not content_type.startswith(("text/event-stream", "application/json")):
             return response
-        return httpx2.Response(
-            status_code=response.status_code,
-            # The body is passed on decoded.
-            headers=[(k, v) for k, v in response.headers.multi_items() if k not in _ENCODING_HEADERS],
-            stream=_UsageCopyingStream(response, reports),
-            extensions=response.extensions,
-        )
+        # The body is passed on decoded.
+        headers = [(k, v) for k, v in response.headers.multi_items() if k not in _ENCODING_HEADERS]
+        if content_type.startswith("application/json"):  # a reply sent whole
+            try:
+                body = response.read()
+            finally:
+                response.close()
+            reports.read_body(body)
+            return httpx2.Response(status_code=response.status_code, headers=headers, content=body,
+                                   extensions=response.extensions)
+        return httpx2.Response(status_code=response.status_code, headers=headers,
+                               stream=_UsageCopyingStream(response, reports), extensions=response.extensions)
 
 
 @functools.cache

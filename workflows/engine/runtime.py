@@ -246,8 +246,10 @@ class RunContext:
             streamed.usage_in_parts = (deployment.provider if deployment else provider) in USAGE_REPORTED_IN_PARTS
             started = time.monotonic()
             try:
-                if (params.get("n") or 1) > 1:  # LangChain streams one choice: n of them come whole, in one call
-                    reply = self._call_for_choices(node, chat, prompt, params, target, started)
+                # Whole, in one response: a reply the client asked for whole (the gateway's, not streamed), and
+                # `n` > 1 choices (LangChain streams one).
+                if self.config.get("reply_whole") or (params.get("n") or 1) > 1:
+                    reply = self._call_whole(node, chat, prompt, params, target, started, raw_usage)
                     self._attempted(node, target, started)
                     return reply
                 with usage_copied_into(raw_usage):
@@ -326,14 +328,27 @@ class RunContext:
                              f"{failure.message}" + (f" (left out: {left_out})" if left_out else ""),
                              error_type=failure.error_type)
 
-    def _call_for_choices(self, node, chat, prompt, params, target: _Target, started) -> AIMessage:
-        """A call for `n` choices (the gateway's `n` > 1): the first is the reply, the others ride in its metadata,
-        OpenAI-shaped; the usage the provider reported counts them all."""
-        result = chat.generate([list(prompt)], **params)
-        first, *others = [generation.message for generation in result.generations[0]]
-        metadata = {**first.response_metadata, "more_choices": [
-            choice_as_openai(message, index=index) for index, message in enumerate(others, start=1)]}
+    def _call_whole(self, node, chat, prompt, params, target: _Target, started, raw: RawUsageReports) -> AIMessage:
+        """A call answered in one response (not streamed): the first choice is the reply, any others (the gateway's
+        `n` > 1) ride in its metadata, OpenAI-shaped; the usage the provider reported counts them all. Its text
+        reaches the run's watchers as one token event. Tool calls keep their arguments as the model sent them
+        (where the streamed reply keeps them: workflows.engine.chat_messages.tool_calls_as_sent)."""
+        with usage_copied_into(raw):
+            result = chat.generate([list(prompt)], **params)
+        messages = [generation.message for generation in result.generations[0]]
+        for index, (message, sent) in enumerate(zip(messages, raw.tool_calls)):
+            if sent and (message.tool_calls or message.invalid_tool_calls):
+                messages[index] = message.model_copy(
+                    update={"additional_kwargs": {**message.additional_kwargs, "tool_calls": sent}})
+        first, *others = messages
+        metadata = dict(first.response_metadata)
+        if others:
+            metadata["more_choices"] = [choice_as_openai(message, index=index)
+                                        for index, message in enumerate(others, start=1)]
         reply = first.model_copy(update={"response_metadata": metadata})
+        if isinstance(reply.content, str) and reply.content:
+            self.partial_text = reply.content
+            self.hooks.token(node, reply.content, message_id=reply.id)
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
         self._record(node, target, metadata.get("model_name") or target.model, usage, started)
         if target.deployment is not None:
