@@ -1,5 +1,5 @@
 """The statements of budgets that the ORM says several times slower on every run (bench/RESULTS.md, "Named
-statements of conversations and budgets"): which active budgets a run falls under, fixed SQL with placeholders.
+statements of conversations, budgets and keys"): which active budgets a run falls under, fixed SQL with placeholders.
 
 Parameters, in order (`matching_params`): the owner's id (the budgets of the owner, or set by staff), the owner's
 id as text (a `user` budget's target), the owner's id again (their groups), the API key's uid or NULL, the

@@ -13,7 +13,7 @@ import base64
 import json
 import struct
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, NamedTuple
 
 from channels.db import database_sync_to_async
 
@@ -33,6 +33,9 @@ from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.selectors import execution_get
 from workflows.services.runs import execution_run_now, execution_start_streamed
+
+if TYPE_CHECKING:
+    from analytics.models import ModelPrice
 
 GATEWAY_GRAPH = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "model", "type": "model"}, {"id": "end", "type": "end"}],
@@ -97,21 +100,28 @@ def gateway_model_list() -> list[dict]:
 
 def gateway_model_get(model: str) -> dict:
     """One model of gateway_model_list, by id (`provider/model` too); else the 404 gateway_model explains."""
-    provider, name = gateway_model(model)
+    provider, name, _ = gateway_model(model)
     listed = next(entry for entry in gateway_model_list() if (entry["owned_by"], entry["id"]) == (provider, name))
     return {**listed, "id": model}
 
 
-def gateway_model(model: str) -> tuple[str, str]:
-    """(provider, model) for a requested model: `provider/model`, or the first configured provider that prices
+class ResolvedModel(NamedTuple):
+    """The provider and model a call goes to, and the price in force read to know it is priced."""
+    provider: str
+    model: str
+    price: ModelPrice
+
+
+def gateway_model(model: str) -> ResolvedModel:
+    """The provider and model for a requested model: `provider/model`, or the first configured provider that prices
     `model`. A model no configured provider prices is a 404 model_not_found that says which models there are, why
     a priced one cannot be called (its provider is not set up) and how to price another."""
     provider, _, name = model.partition("/")
     table = routing_table()
     route = table.routes.get(name if name else model) if table is not None else None
     if route is not None and (not name or provider == route.provider):
-        if price_for_call(provider=route.provider, model=route.name) is not None:
-            return route.provider, route.name
+        if (price := price_for_call(provider=route.provider, model=route.name)) is not None:
+            return ResolvedModel(route.provider, route.name, price)
         raise NotFound(f"The model `{model}` is routed to deployments ({', '.join(d.label for d in route.deployments)}) "
                        f"but has no price, so its calls could not be accounted for. To call it, {HOW_TO_PRICE}.",
                        code="model_not_found",
@@ -122,8 +132,8 @@ def gateway_model(model: str) -> tuple[str, str]:
     # model is passed over before its price is read, so a call reads one price here, not one per provider.
     for provider, name in candidates:
         if provider in configured and _served(provider, name) and \
-                price_for_call(provider=provider, model=name) is not None:
-            return provider, name
+                (price := price_for_call(provider=provider, model=name)) is not None:
+            return ResolvedModel(provider, name, price)
     not_served = [p for p, n in candidates if p in configured and not _served(p, n)
                   and price_for_call(provider=p, model=n) is not None]
     callable_ = [entry["id"] for entry in gateway_model_list()]
@@ -162,19 +172,19 @@ def _last_user_text(messages: list[dict]) -> str | None:
     return None
 
 
-def gateway_admit(*, api_key, model: str) -> tuple[tuple[str, str], dict[str, str]]:
+def gateway_admit(*, api_key, model: str) -> tuple[ResolvedModel, dict[str, str]]:
     """The (provider, model) a call asks for (gateway_model), if its key may call it now (gateway.limits.key_admit:
     403, 429), and the x-ratelimit-* headers of the key's limits."""
     resolved = gateway_model(model)
     return resolved, key_admit(api_key=api_key, model=resolved[1])
 
 
-def gateway_run_request(*, owner, api_key, request: dict, resolved: tuple[str, str], conversation_id=None,
+def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedModel, conversation_id=None,
                         instructions: str | None = None) -> dict:
     """The run request (workflows.services.runs) for a validated chat completion request, of the (provider, model)
     gateway_admit resolved; `instructions` (the Responses API's) are the run's system prompt, kept apart from its
     messages."""
-    provider, model = resolved
+    provider, model, price = resolved
     if provider not in MEDIA_PROVIDERS:
         for index, message in enumerate(request["messages"]):
             if media_parts(message.get("content")):
@@ -201,21 +211,23 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: tuple[str, s
         "messages": request["messages"], "message": _last_user_text(request["messages"]),
         "conversation_id": conversation_id,
         "mode": WorkflowExecution.Mode.STREAM if request.get("stream") else WorkflowExecution.Mode.SYNC,
+        "prices_read": {(provider, model): price},
     }
 
 
-def gateway_embed(*, owner, api_key, request: dict, resolved: tuple[str, str]) -> WorkflowExecution:
+def gateway_embed(*, owner, api_key, request: dict, resolved: ResolvedModel) -> WorkflowExecution:
     """An embeddings call of the (provider, model) gateway_admit resolved, run here to its end: a run of the
     embeddings graph, whose one LLM call is the provider's embeddings call with its usage (the tokens read), priced
     and recorded like any other."""
-    provider, model = resolved
+    provider, model, price = resolved
     if provider not in EMBEDDING_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no embeddings API", details=[
             {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
     config = {"provider": provider, "model": model, "system_prompt": None, "enable_memory": False,
               "enable_tools": False, "enable_retrieval": False}
     return execution_run_now(owner=owner, api_key=api_key, gateway=True, graph=EMBEDDINGS_GRAPH, config=config,
-                             variables={"input": request["input"], "dimensions": request.get("dimensions")})
+                             variables={"input": request["input"], "dimensions": request.get("dimensions")},
+                             prices_read={(provider, model): price})
 
 
 def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format: str) -> dict:

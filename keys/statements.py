@@ -1,6 +1,6 @@
 """The key lookup every API request makes on PostgreSQL (keys.services.api_token_get), as one fixed statement: the
 live key's row and its user's, joined. The ORM's queryset for it (select_related, an OR on the expiry) costs three
-times the statement on every request (bench/RESULTS.md, "Named statements of keys"). psycopg hands back each
+times the statement on every request (bench/RESULTS.md, "Named statements of conversations, budgets and keys"). psycopg hands back each
 column as its field's Python value (Django has it hand jsonb over as text, which the JSON field's documented
 `from_db_value` parses), so the rows become model instances through `Model.from_db` as the ORM makes them. On
 SQLite, whose values need the backend's own conversions, the ORM looks the key up. tests/keys/test_statements.py."""

@@ -52,9 +52,10 @@ Status = WorkflowExecution.Status
 Mode = WorkflowExecution.Mode
 
 
-def models_check(graph: Graph, config: dict) -> dict:
+def models_check(graph: Graph, config: dict, *, read: dict | None = None) -> dict:
     """Every provider/model the run may call must exist and be priced, or we could not account for it. Returns the
-    prices read, by (provider, model): the run prices its calls with them."""
+    prices read, by (provider, model): the run prices its calls with them. `read`: prices its caller has just read
+    (the gateway, resolving the model asked for), not read again."""
     pairs = {(config["provider"], config["model"])}
     for node in graph.nodes:
         if node.type == "model" and (node.config.get("provider") or node.config.get("model")):
@@ -66,7 +67,8 @@ def models_check(graph: Graph, config: dict) -> dict:
     prices = {}
     for provider, model in sorted(pairs):
         provider_check(provider, model=model)
-        prices[(provider, model)] = price_for_call(provider=provider, model=model)
+        known = (read or {}).get((provider, model))
+        prices[(provider, model)] = known if known is not None else price_for_call(provider=provider, model=model)
         if prices[(provider, model)] is None:
             raise InvalidInput(
                 f"unknown model {model!r} for provider {provider!r} (no price configured); "
@@ -117,12 +119,13 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
              correlation_id: str = "", api_key=None, gateway: bool = False,
              messages: list | None = None, from_checkpoint: str | None = None, webhook: str = "",
              after_seconds: int | None = None, on_written: Callable | None = None,
-             graph_request: dict | None = None) -> RunPlan:
+             graph_request: dict | None = None, prices_read: dict | None = None) -> RunPlan:
     """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
     of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
     message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
     `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late.
-    `on_written`: the caller's rows about the run, written with it (RunPlan.on_written)."""
+    `on_written`: the caller's rows about the run, written with it (RunPlan.on_written). `prices_read`: prices the
+    caller has just read, by (provider, model) (models_check)."""
     if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
     if webhook:
@@ -161,7 +164,7 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
         raw_graph, workflow_type = graph, "custom"
     parsed = parse_graph(raw_graph)
     resolved = config_resolve(params, config)
-    prices = models_check(parsed, resolved)
+    prices = models_check(parsed, resolved, read=prices_read)
     if gateway:
         workflow_type = WorkflowExecution.Type.GATEWAY
     return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
