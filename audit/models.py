@@ -14,23 +14,32 @@ class AuditEventQuerySet(models.QuerySet):
         raise AppendOnlyError("audit events are append-only")
 
 
-class AuditEvent(models.Model):
-    class ActorType(models.TextChoices):
-        USER = "user"
-        SYSTEM = "system"
-        SCHEDULE = "schedule"
+class AuditFields(models.Model):
+    """What an audit row records (the chain's rows and the queued ones alike): when, the action, on what, in which
+    request, from where, and its data."""
 
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField()
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                              db_constraint=False, related_name="+")
-    actor_type = models.CharField(max_length=16, choices=ActorType.choices, default=ActorType.SYSTEM)
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True, default="")
     target_id = models.CharField(max_length=64, blank=True, default="")
     correlation_id = models.CharField(max_length=64, blank=True, default="")
     ip = models.GenericIPAddressField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class AuditEvent(AuditFields):
+    class ActorType(models.TextChoices):
+        USER = "user"
+        SYSTEM = "system"
+        SCHEDULE = "schedule"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                              db_constraint=False, related_name="+")
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices, default=ActorType.SYSTEM)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
@@ -76,21 +85,13 @@ class AccessDeniedWindow(models.Model):
         return f"{self.source or '?'} {self.status} ×{self.count} from {self.window_start:%H:%M}"
 
 
-class PendingAuditEvent(models.Model):
+class PendingAuditEvent(AuditFields):
     """A row recorded while another writer held the chain (audit.services.audit_append_or_queue): committed with
     the action it records, and moved into the chain, in id order, by the next writer that holds it. PostgreSQL only
     (SQLite's writers already take turns, so nothing waits there and nothing is queued)."""
 
-    id = models.BigAutoField(primary_key=True)
-    created_at = models.DateTimeField()
     actor_id = models.BigIntegerField(null=True, blank=True)
     actor_type = models.CharField(max_length=16)
-    action = models.CharField(max_length=64)
-    target_type = models.CharField(max_length=64, blank=True, default="")
-    target_id = models.CharField(max_length=64, blank=True, default="")
-    correlation_id = models.CharField(max_length=64, blank=True, default="")
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    data = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["id"]

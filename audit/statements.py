@@ -73,13 +73,8 @@ def pending_any() -> bool:
 
 def pending_insert(events: list[PendingAuditEvent]) -> None:
     """INSERT rows to be chained later, in one statement."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    fields = [PendingAuditEvent._meta.get_field(name) for name in PENDING_COLUMNS]
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(field.pre_save(event, add=True), connection) for event in events
-              for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(PENDING_INSERT.format(values=", ".join([row] * len(events))), params)
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*_insert(PENDING_INSERT, PendingAuditEvent, PENDING_COLUMNS, events))
 
 
 def chain_head() -> str | None:
@@ -90,16 +85,20 @@ def chain_head() -> str | None:
 
 
 def events_insert(events: list[AuditEvent]) -> None:
-    """INSERT new `events` as save(force_insert=True) stores them (each field prepares its value), in one
-    statement; each gets its id."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    fields = [AuditEvent._meta.get_field(name) for name in EVENT_COLUMNS]
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(field.pre_save(event, add=True), connection) for event in events
-              for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(EVENTS_INSERT.format(values=", ".join([row] * len(events))), params)
+    """INSERT new `events` as save(force_insert=True) stores them, in one statement; each gets its id."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*_insert(EVENTS_INSERT, AuditEvent, EVENT_COLUMNS, events))
         ids = [pk for (pk,) in cursor.fetchall()]
     for event, pk in zip(events, ids, strict=True):
         event.pk = pk
         event._state.adding = False  # stored, as save() leaves it (Model._state is documented)
+
+
+def _insert(sql: str, model, columns: tuple[str, ...], instances: list) -> tuple[str, list]:
+    """`sql` with a row of placeholders per instance, and the values each field prepares for saving."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    fields = [model._meta.get_field(name) for name in columns]
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for instance in instances
+              for field in fields]
+    return sql.format(values=", ".join([row] * len(instances))), params

@@ -9,10 +9,10 @@ OUTCOMES = {"completed": ("successful_executions", "last_success_at"), "failed":
             "cancelled": ("cancelled_executions", None)}
 
 
-def slots_from_runs(apps, schema_editor):
+def slots_from_runs(apps, schema_editor, count=SLOTS):
     """Each template's figures, so far in one row, become its slots: each the sums over the ended runs whose id
     picks it (the low bits of the id, as TemplateAnalytics.slot_of), so that a run's later re-pricing finds its
-    figures in its own slot."""
+    figures in its own slot. (0007 spreads them again over 64 slots with this function.)"""
     analytics = apps.get_model("analytics", "TemplateAnalytics")
     executions = apps.get_model("workflows", "WorkflowExecution")
     for template_id in list(analytics.objects.values_list("template_id", flat=True).distinct()):
@@ -20,7 +20,7 @@ def slots_from_runs(apps, schema_editor):
         runs = executions.objects.filter(template_id=template_id, status__in=list(OUTCOMES)).values_list(
             "pk", "status", "execution_time_ms", *COUNTERS, "cost", "completed_at")
         for pk, status, time_ms, prompt, completion, total, cost, ended in runs.iterator():
-            slot = slots.setdefault(pk.int % SLOTS, analytics(template_id=template_id, slot=pk.int % SLOTS))
+            slot = slots.setdefault(pk.int % count, analytics(template_id=template_id, slot=pk.int % count))
             outcome, moment = OUTCOMES[status]
             slot.total_executions += 1
             setattr(slot, outcome, getattr(slot, outcome) + 1)
