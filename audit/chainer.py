@@ -1,9 +1,8 @@
-"""The process's chainer (audit.services.chainer): appends the audit rows runs queued while another writer held
-the chain (audit.services.audit_append_or_queue).
+"""The process's chainer (audit.services.chainer): appends the audit rows runs queued (audit.services.audit_queue).
 
-A run that queued rows wakes it when its transaction commits. Under load the next runs to take the chain append the
-queue anyway, so the chainer first lets them (GATHER_S), then asks whether anything is still queued, and only then
-takes the chain; it keeps trying until it finds the queue empty, so a queued row never waits for the next writer,
+A run that queued rows wakes it when its transaction commits. The chainer first gathers what more runs queue
+meanwhile (GATHER_S: under load one pass appends many runs' rows), then asks whether anything is still queued (a
+writer of the chain may have appended it), and only then takes the chain; it keeps trying until it finds the queue empty, so a queued row never waits for the next writer,
 however long that is. Rows committed before a wake are either still queued or already in the chain (only a
 committed holder takes them off). It runs on a thread of its own, which gives its pooled connection back between
 wakes. A queue left by a process that died is appended by the next writer of the chain.
@@ -20,7 +19,7 @@ from django.db import DatabaseError, connection
 from core.db import connections_give_back
 
 logger = logging.getLogger(__name__)
-GATHER_S = 0.05  # after a wake: rows queued meanwhile are appended together, most of them by the next runs
+GATHER_S = 0.05  # after a wake: rows queued meanwhile are appended together
 RETRY_S = 0.05  # after finding the chain held (its holder appends what is queued)
 FAILURE_RETRY_S = 1.0  # after a database error
 BUSY, CHAINED, NONE = "busy", "chained", "none"  # what one try did

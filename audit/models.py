@@ -86,9 +86,10 @@ class AccessDeniedWindow(models.Model):
 
 
 class PendingAuditEvent(AuditFields):
-    """A row recorded while another writer held the chain (audit.services.audit_append_or_queue): committed with
-    the action it records, and moved into the chain, in id order, by the next writer that holds it. PostgreSQL only
-    (SQLite's writers already take turns, so nothing waits there and nothing is queued)."""
+    """A run's row waiting for the chain (audit.services.audit_queue): committed with the action it records, and
+    moved into the chain, in id order, by the next writer that holds it (the process's chainer, right after the
+    run commits). PostgreSQL only (SQLite's writers already take turns, so nothing waits there and nothing is
+    queued)."""
 
     actor_id = models.BigIntegerField(null=True, blank=True)
     actor_type = models.CharField(max_length=16)

@@ -2,9 +2,10 @@
 
 Services call `audit_record` inside their own transaction, so the row commits or rolls back with the action.
 Call it as late as possible in that transaction: from the call to the commit, every other audited write waits
-(the chain has one head, so appends are serialized). Runs do not wait: `audit_append_or_queue` appends when the
-chain is free and otherwise queues the rows in the run's transaction; whoever holds the chain next appends the
-queue first, and the process's chainer (audit.chainer) makes sure someone does.
+(the chain has one head, so appends are serialized). Runs never touch the chain: `audit_queue` queues their rows in
+the run's transaction; whoever holds the chain next appends the queue first, and the process's chainer
+(audit.chainer) does so right after the run commits. Reads of the trail append the queue first
+(audit_queue_flush).
 """
 from __future__ import annotations
 
@@ -96,19 +97,19 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
         return _chain_extend(rows)
 
 
-def audit_append_or_queue(rows: list[dict]) -> None:
-    """Append prepared rows as audit_append does when no other writer holds the chain; else queue them in the
-    caller's transaction, which then neither waits for the chain nor holds it (concurrent runs would otherwise
-    end one at a time). The process's chainer is woken when the caller commits."""
+def audit_queue(rows: list[dict]) -> None:
+    """A run's prepared rows, in the caller's transaction, without waiting for or holding the chain: on PostgreSQL
+    they are queued (PendingAuditEvent) and, once the caller commits, the process's chainer appends them (or the
+    next writer of the chain does, first); so concurrent runs never end one at a time, and a run's answer does not
+    wait for the chain's lock, head and hashes. Elsewhere (SQLite, one writer at a time: nothing to wait for) they
+    are appended at once."""
     if not rows:
         return
-    with transaction.atomic(savepoint=False):
-        if _chain_hold(wait=False):
-            _chain_extend(rows)
-            return
-        created_at = timezone.now()
-        pending_insert([PendingAuditEvent(created_at=created_at, **fields) for fields in rows])
-        transaction.on_commit(_chainer_wake)
+    if connection.vendor != "postgresql":
+        audit_append(rows)
+        return
+    pending_insert([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+    transaction.on_commit(_chainer_wake)
 
 
 def audit_pending_chain() -> str:
@@ -123,8 +124,10 @@ def audit_pending_chain() -> str:
 
 
 def audit_queue_flush() -> int:
-    """Append every queued row to the chain, waiting for it (a check of the chain starts with this); the number
-    appended."""
+    """Append every queued row to the chain, waiting for it (a read or a check of the trail starts with this); the
+    number appended."""
+    if connection.vendor != "postgresql":  # nothing is queued there
+        return 0
     appended = 0
     while True:
         with transaction.atomic():

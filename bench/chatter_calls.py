@@ -181,7 +181,7 @@ B1_PHASE_MARKS = {"validate (run_plan)": ("workflows.services.runs", "run_plan")
                   "run set-up": ("workflows.runner", "run"),
                   "graph": ("workflows.runner", "graph_run"),
                   "finish": ("workflows.runner", "execution_finish")}
-B1_MARKED_FUNCTIONS = {"audit rows": (("workflows.recorder", "audit_append_or_queue"),)}
+B1_MARKED_FUNCTIONS = {"audit rows": (("workflows.recorder", "audit_queue"),)}
 B1_HOOKS_CLASS = ("workflows.recorder", "ExecutionRecorder")
 B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token", "limit_exceeded",
             "cancel_requested", "history", "documents", "started", "flush")

@@ -14,12 +14,11 @@ never going back up, so no two transactions ever wait on each other in a cycle:
    only there, and never by a lock on a run's row, which would also block every insert referencing the user);
 4. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
 5. aggregates: usage rollups (by key), then template analytics (a template's slot: `analytics.models`);
-6. the audit chain's head (an advisory lock, last: `audit.services`). A run's ending takes it before the
-   aggregates, and only if it is free (`pg_try_advisory_xact_lock`; else its rows are queued): a lock taken
-   without waiting cannot close a cycle.
+6. the audit chain's head (an advisory lock, last: `audit.services`). Runs never take it: their rows are queued
+   and the process's chainer appends them after the run commits.
 
-So run creation is conversation → owner → budget periods → (the run inserted) → audit; a run's ending is run →
-conversation → budget periods → audit (if free) → aggregates; a cancel or the sweep locks the run (and only the
+So run creation is conversation → owner → budget periods → (the run inserted); a run's ending is run →
+conversation → budget periods → aggregates; a cancel or the sweep locks the run (and only the
 run: FOR UPDATE OF its own table) before what its ending locks.
 
 **Deadlocks.** PostgreSQL may still roll a transaction back as a deadlock victim (a lock order can be broken by

@@ -134,6 +134,7 @@ def test_every_answer_carries_a_correlation_id_the_clients_own_when_usable(alice
 @pytest.mark.parametrize("surface", RUN_STARTS)
 def test_a_run_a_request_starts_records_its_correlation_id_and_so_do_its_audit_rows(alice, surface):
     from audit.models import AuditEvent
+    from audit.services import audit_queue_flush
 
     key = key_with(alice, *API_KEY_SCOPES)
 
@@ -142,6 +143,7 @@ def test_a_run_a_request_starts_records_its_correlation_id_and_so_do_its_audit_r
     assert response.status_code in (200, 201) and response["X-Request-ID"] == f"trace-{surface}-42"
     execution = WorkflowExecution.objects.get(owner=alice)
     assert execution.correlation_id == f"trace-{surface}-42"
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     actions = set(AuditEvent.objects.filter(correlation_id=f"trace-{surface}-42").values_list("action", flat=True))
     assert {"execution.started", "execution.completed"} <= actions
 

@@ -3,8 +3,8 @@ pub/sub layer with REDIS_URL), through its public API only. Without REDIS_URL th
 local delivery below.
 
 A topic (a run's, a user's, a user's access) is a layer group. Publishing hands the events to this process's
-subscribers at once and to the process's bus thread, which `group_send`s everything handed to it meanwhile, one
-message per topic, in order: a run never waits on the layer (at exit, what is queued is sent). Each process has one
+subscribers at once and to the process's bus thread, which `group_send`s everything handed to it within GATHER_S
+of a wake, one message per topic, in order: a run never waits on the layer (at exit, what is queued is sent). Each process has one
 layer channel, a member of a topic's group from the first reader here of that topic to its last, so a process nobody
 watches receives nothing; what arrives on it goes to the subscribers here, and the process's own messages coming back
 are dropped. Delivery is at most once; persisted events are also in the database, and the feeds
@@ -35,6 +35,10 @@ RECONNECT_S = 1.0
 LAYER_TIMEOUT_S = 0.5  # a layer call that takes longer counts as failed (Redis hangs)
 OUTBOX_MOST = 10_000  # hand-offs waiting for the bus thread; past it (the layer hangs) new ones are dropped and counted
 MESSAGE_MOST = 500  # envelopes in one layer message
+# After a wake the bus gathers hand-offs this long before it sends: a run's events of one moment go as one message
+# per topic, and a request's own events leave after its answer rather than beside it on the GIL. Watchers in other
+# processes see them this much later (bench/RESULTS.md, B3); watchers here get them at once.
+GATHER_S = 0.02
 
 
 def execution_topic(execution_id) -> str:
@@ -284,6 +288,7 @@ class LayerBus:
     async def _sender(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(GATHER_S)
             self._wake.clear()
             with self._idle:
                 handed, self._outbox, self._wake_due = self._outbox, [], False

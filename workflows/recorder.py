@@ -19,7 +19,8 @@ A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
   published after their transaction commits.
 - Audit rows are written when the run pauses or ends, with its outcome: what they record (the run's start, its
   tool calls) is on disk in its rows before, and a run whose process died gets them from those rows
-  (RecordedSoFar.audits_from_ledger), so the chain's head is taken once per run, not before every wait.
+  (RecordedSoFar.audits_from_ledger). They are queued, never appended by the run: the process's chainer links them
+  into the chain after the run's transaction commits (audit.services.audit_queue).
 
 A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's next
 write collides with the sweep's events on (execution, seq) and is rolled back; from then on the recorder refuses
@@ -41,7 +42,7 @@ from django.db import IntegrityError, connections
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_append_or_queue, audit_fields
+from audit.services import audit_fields, audit_queue
 from budgets.services import CompletionGuard
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from workflows.engine.graph import Node
@@ -326,11 +327,10 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         return (checkpointer.held_rows(taken),)
 
     def write_audits(self) -> None:
-        """The held audit rows, appended in one write (or queued when another writer holds the chain): call last in
-        the transaction."""
+        """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
         execution = self.execution
         if self._audits:
-            audit_append_or_queue([audit_fields(action=action, actor=execution.owner, target=execution,
+            audit_queue([audit_fields(action=action, actor=execution.owner, target=execution,
                                        actor_type="schedule" if execution.schedule_id else "user",
                                        correlation_id=execution.correlation_id, data=data)
                           for action, data in self._audits])

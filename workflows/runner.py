@@ -370,9 +370,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         execution.turn_messages = messages
         recorder.write_held(audits="later")
-        # The audit rows (appended, or queued when another run holds the chain: never waiting), then the rows every
-        # run of a template updates (its analytics): the row locks every run's ending shares are taken last, so
-        # each is held for one round trip, to the commit.
+        # The audit rows (queued for the chain), then the rows every run of a template updates (its analytics): the
+        # row locks every run's ending shares are taken last, so each is held for one round trip, to the commit.
         recorder.write_audits()
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,
                                 calls=calls_by_model(recorder.calls))

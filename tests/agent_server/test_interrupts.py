@@ -11,6 +11,7 @@ from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.api.test_human_input import ASKING
@@ -76,6 +77,7 @@ def test_interrupt_in_a_python_graph_pauses_the_run_and_resume_goes_on_with_it(g
     replies = Message.objects.filter(execution=execution, role="assistant").order_by("sequence")
     assert [(m.content, m.total_tokens) for m in replies] == [("12*7 = 74", 48), ("12*7 = 84", 75)]
     assert sum(m.cost for m in replies) == execution.cost
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     assert AuditEvent.objects.filter(action="execution.resumed", target_id=str(execution.pk)).exists()
     assert_all(execution)
     assert reconcile_exit_code() == 0

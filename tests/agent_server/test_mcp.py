@@ -14,6 +14,7 @@ from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from keys.services import api_token_create
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, figures, script_turn
@@ -79,6 +80,7 @@ def test_the_mcp_client_lists_assistants_as_tools_and_a_call_is_an_accounted_run
     assert execution.api_key.user == alice  # the key that made the call, as on every surface
     assert result.meta["chatter/run"]["total_tokens"] == execution.total_tokens
     assert result.meta["chatter/run"]["cost"] == str(execution.cost)
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     audited = set(AuditEvent.objects.filter(target_id=str(execution.pk)).values_list("action", flat=True))
     assert {"execution.started", "execution.completed"} <= audited
     assert_all(execution)

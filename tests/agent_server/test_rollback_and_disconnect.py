@@ -11,6 +11,7 @@ from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import NotFoundError
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import script_turn
@@ -81,6 +82,7 @@ def test_rollback_of_a_pending_run_takes_it_out_of_the_thread(server, alice_key)
     conversation = Conversation.objects.get(pk=tid)
     assert conversation.message_count == 2 and conversation.total_tokens == second.total_tokens
     assert conversation.total_cost == second.cost
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     audit = AuditEvent.objects.get(action="execution.rolled_back", target_id=str(rolled_back.pk))
     assert [m["role"] for m in audit.data["messages_removed"]] == ["user", "assistant"]
     assert_all(second)

@@ -4,6 +4,7 @@ import pytest
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
+from audit.services import audit_queue_flush
 
 pytestmark = pytest.mark.django_db
 NODES = [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}]
@@ -11,6 +12,7 @@ EDGES = [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"
 
 
 def trail(**filters) -> list[tuple[str, str]]:
+    audit_queue_flush()  # what runs queued (PostgreSQL), as a read of the trail sees it
     return list(AuditEvent.objects.filter(**filters).order_by("id").values_list("action", "target_id"))
 
 
@@ -70,6 +72,7 @@ def test_a_run_is_audited_from_start_to_end_with_its_tool_calls(api, alice):
     turn = api.post("/api/v1/chat/", {"message": "What is 12*7?"}).json()
     execution_id = turn["execution"]["id"]
 
+    audit_queue_flush()
     rows = list(AuditEvent.objects.filter(target_id=execution_id).order_by("id"))
     assert [r.action for r in rows] == ["execution.started", "tool.called", "execution.completed"]
     assert {r.actor_id for r in rows} == {alice.pk}

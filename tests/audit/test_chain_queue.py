@@ -1,6 +1,6 @@
-"""A run never waits for the audit chain (PostgreSQL): when another writer holds it, the run's rows are queued in
-its own transaction and appended by the next holder, or by the process's chainer once the chain is free. The chain
-stays one linear, verifiable sequence with every row in it."""
+"""A run never touches the audit chain (PostgreSQL): its rows are queued in its own transaction and appended by the
+process's chainer once it commits (or first by the next writer that holds the chain); a read of the trail appends
+the queue first. The chain stays one linear, verifiable sequence with every row in it."""
 import threading
 import time
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit import statements
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.selectors import audit_chain_verify
-from audit.services import (CHAIN_LOCK_KEY, audit_append_or_queue, audit_fields, audit_queue_flush, audit_record)
+from audit.services import CHAIN_LOCK_KEY, audit_fields, audit_queue, audit_queue_flush, audit_record
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.postgres
@@ -77,8 +77,8 @@ def test_rows_written_while_the_chain_is_held_are_queued_then_appended_once_it_i
     audit_record(action="test.before", actor=user)
     held = ChainHeld()
     try:
-        in_thread(lambda: audit_append_or_queue([audit_fields(action="test.queued", actor=user, data={"n": 1}),
-                                                 audit_fields(action="test.queued", actor=user, data={"n": 2})]))
+        in_thread(lambda: audit_queue([audit_fields(action="test.queued", actor=user, data={"n": 1}),
+                                       audit_fields(action="test.queued", actor=user, data={"n": 2})]))
         assert list(PendingAuditEvent.objects.values_list("action", "data")) == [
             ("test.queued", {"n": 1}), ("test.queued", {"n": 2})]
         assert not AuditEvent.objects.filter(action="test.queued").exists()
@@ -91,6 +91,18 @@ def test_rows_written_while_the_chain_is_held_are_queued_then_appended_once_it_i
     assert [(row.action, row.data) for row in rows] == [
         ("test.before", {}), ("test.queued", {"n": 1}), ("test.queued", {"n": 2})]
     assert {row.actor_id for row in rows} == {user.pk}
+    assert audit_chain_verify().valid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_are_queued_even_when_the_chain_is_free_and_the_chainer_appends_them_after_the_commit():
+    user = UserFactory()
+    with transaction.atomic():
+        audit_queue([audit_fields(action="test.queued", actor=user)])
+        assert not AuditEvent.objects.exists()  # nothing of the chain is read or locked in the writer's transaction
+
+    assert eventually(lambda: AuditEvent.objects.filter(action="test.queued").exists())
+    assert not PendingAuditEvent.objects.exists()
     assert audit_chain_verify().valid
 
 
@@ -120,7 +132,7 @@ def test_a_queued_row_rolls_back_with_its_transaction():
     try:
         def queue_then_fail():
             with transaction.atomic():
-                audit_append_or_queue([audit_fields(action="test.rolled_back")])
+                audit_queue([audit_fields(action="test.rolled_back")])
                 raise RuntimeError("the action failed")
 
         with pytest.raises(RuntimeError):
@@ -163,11 +175,24 @@ def test_a_run_ends_while_the_chain_is_held_and_its_rows_reach_the_chain(api, al
     assert audit_chain_verify().valid
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_api_shows_a_runs_rows_as_soon_as_it_has_ended(api, alice):
+    """A read of the trail appends what runs queued first: the chainer's pause is never visible."""
+    turn = api.post("/api/v1/chat/", {"message": "What is 12*7?"}).json()
+    execution_id = turn["execution"]["id"]
+
+    listed = api.get("/api/v1/audit/events/", {"target_id": execution_id, "ordering": "id"}).json()
+
+    assert [row["action"] for row in listed["results"]] == ["execution.started", "tool.called",
+                                                            "execution.completed"]
+    assert not PendingAuditEvent.objects.filter(target_id=execution_id).exists()
+
+
 WRITERS, EACH = 8, 25
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_runs_queue_instead_of_waiting_and_every_row_ends_in_one_linear_chain():
+def test_concurrent_runs_queue_and_every_row_ends_in_one_linear_chain():
     barrier = threading.Barrier(WRITERS)
     errors = []
 
@@ -176,7 +201,7 @@ def test_concurrent_runs_queue_instead_of_waiting_and_every_row_ends_in_one_line
             barrier.wait(timeout=30)
             for i in range(EACH):
                 with transaction.atomic():
-                    audit_append_or_queue([audit_fields(action="test.concurrent", target_id=f"{n}-{i}")])
+                    audit_queue([audit_fields(action="test.concurrent", target_id=f"{n}-{i}")])
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
         finally:

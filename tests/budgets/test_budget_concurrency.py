@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from budgets.models import BudgetPeriod
 from tests.factories import ApiTokenFactory, BudgetFactory
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -56,6 +57,7 @@ def test_concurrent_chat_and_gateway_runs_stay_within_a_hard_budget(daphne_serve
     # Every admitted request is one run, every refused one none, and each refusal one audit row.
     runs = WorkflowExecution.objects.all()
     assert runs.count() == len(ok) and set(runs.values_list("status", flat=True)) == {"completed"}
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     assert AuditEvent.objects.filter(action="limit.exceeded", data__limit="budget").count() == len(refused)
     period = BudgetPeriod.objects.get(budget=budget)
     spent = sum(runs.values_list("total_tokens", flat=True))

@@ -13,6 +13,7 @@ from django.db.migrations.executor import MigrationExecutor
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from budgets.models import Budget
 from keys.services import api_token_create
 from tests.factories import ApiTokenFactory, WorkflowTemplateFactory
@@ -254,6 +255,7 @@ def test_a_staff_budgets_crossing_reaches_staff_not_the_runs_owner(alice, staff,
     assert mine and "budget.threshold" not in {row["action"] for row in mine}
     (payload,) = hook.verified()
     assert payload["budget"]["id"] == budget["id"] and payload["threshold"] == 1
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     (row,) = AuditEvent.objects.filter(action="budget.threshold")
     assert (row.actor, row.target_id) == (None, budget["id"])
     staffs = admin.get("/api/v1/audit/events/", {"action": "budget.threshold"}).json()["results"]

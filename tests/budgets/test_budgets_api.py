@@ -13,6 +13,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from budgets.models import Budget, BudgetPeriod
 from budgets.services import period_start
 from conversations.models import Conversation, Message
@@ -58,6 +59,7 @@ def test_a_hard_budget_already_spent_refuses_with_429_writes_no_run_and_one_audi
 
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     assert (WorkflowExecution.objects.count(), Message.objects.count(), Conversation.objects.count()) == before
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     (row,) = AuditEvent.objects.filter(action="limit.exceeded")
     assert row.actor == alice and row.data["limit"] == "budget"
     assert BudgetPeriod.objects.get().reserved_tokens == 0

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from conversations.models import Message
 from keys.services import api_token_create
 from tests.factories import BudgetFactory, ConversationFactory
@@ -62,6 +63,7 @@ def test_a_sync_call_answers_and_bills_what_the_provider_reported(gateway, opena
     assert sent["max_completion_tokens"] == 50  # langchain-openai's name for max_tokens
     events = list(ExecutionEvent.objects.filter(execution=execution).values_list("event", flat=True))
     assert events[0] == "workflow_started" and "token_usage" in events and events[-1] == "workflow_completed"
+    audit_queue_flush()  # a run's rows are queued for the chain (PostgreSQL), as a read of the trail sees them
     audited = set(AuditEvent.objects.filter(target_id=str(execution.pk)).values_list("action", flat=True))
     assert {"execution.started", "execution.completed"} <= audited
 

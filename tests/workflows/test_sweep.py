@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
 from keys.services import api_token_create
@@ -191,6 +192,7 @@ def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_
     assert persisted == list(execution.events.order_by("seq").values_list("seq", "event"))
     # Its audit rows wait for the run's end, which never came from its process: the sweep appends them from its
     # rows (the start, the tool call it recorded), before its own, and the chain verifies.
+    audit_queue_flush()  # queued for the chain (PostgreSQL), as a read of the trail sees them
     audited = AuditEvent.objects.filter(target_id=str(execution.pk)).order_by("id")
     assert [(a.action, a.data.get("tool")) for a in audited] == [
         ("execution.started", None), ("tool.called", "calculator"), ("execution.failed", None)]
