@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 GATHER_S = 0.05  # after a wake: rows queued meanwhile are appended together
 RETRY_S = 0.05  # after finding the chain held (its holder appends what is queued)
 FAILURE_RETRY_S = 1.0  # after a database error
+EXIT_DRAIN_S = 2.0  # at most, at exit
 BUSY, CHAINED, NONE = "busy", "chained", "none"  # what one try did
 
 
@@ -43,6 +44,24 @@ class Chainer:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="chatter-audit-chainer", daemon=True)
                     self._thread.start()
+
+    def drain(self, timeout: float = EXIT_DRAIN_S) -> None:
+        """At exit (a command's run, a server stopping): append what this process queued since its last pass, now,
+        rather than leaving it for the next writer of the chain; gives up after `timeout` s if the chain stays held."""
+        if self._thread is None and not self._woken.is_set():
+            return  # nothing was ever queued here
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                outcome = self.chain_once() if self.any_queued() else NONE
+            except Exception:  # noqa: BLE001 - at exit: the queue stays for the next writer
+                logger.warning("audit chainer: could not append the queued rows at exit; the next writer of the chain will")
+                return
+            if outcome == NONE:
+                return
+            if outcome == BUSY:
+                time.sleep(RETRY_S)
+        connections_give_back()
 
     def after_fork(self) -> None:
         """A forked child has no chainer thread: the next wake starts its own."""

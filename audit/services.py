@@ -9,6 +9,7 @@ the run's transaction; whoever holds the chain next appends the queue first, and
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
@@ -326,3 +327,4 @@ def _jsonable(value: Any) -> Any:
 
 chainer = Chainer(any_queued=pending_any, chain_once=audit_pending_chain)  # this process's (audit.chainer)
 os.register_at_fork(after_in_child=chainer.after_fork)
+atexit.register(chainer.drain)

@@ -221,3 +221,23 @@ def test_concurrent_runs_queue_and_every_row_ends_in_one_linear_chain():
     assert {target for _, target in rows} == {f"{n}-{i}" for n in range(WRITERS) for i in range(EACH)}
     result = audit_chain_verify(batch_size=17)
     assert (result.valid, result.checked) == (True, WRITERS * EACH)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_that_ran_a_run_leaves_its_rows_in_the_chain_when_it_exits(alice, tmp_path):
+    """The process's chainer appends what it queued before the process ends (no writer has to come by later)."""
+    import subprocess
+    import sys
+
+    from tests.fixtures_server import ROOT, server_env
+    from workflows.models import WorkflowExecution
+
+    done = subprocess.run([sys.executable, "manage.py", "chat", "What is 12*7?", "--user", alice.username],
+                          cwd=ROOT, env=server_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    execution = WorkflowExecution.objects.get()
+    assert not PendingAuditEvent.objects.exists()
+    rows = list(AuditEvent.objects.filter(target_id=str(execution.pk)).order_by("id"))
+    assert [row.action for row in rows] == ["execution.started", "tool.called", "execution.completed"]
+    assert audit_chain_verify().valid
