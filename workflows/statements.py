@@ -1,6 +1,8 @@
 """The run path's SQL statements that the ORM cannot say, or says measurably slower (bench/RESULTS.md, "Named
 statements"): fixed text with placeholders, the same on PostgreSQL and SQLite, as LangGraph's PostgreSQL
-checkpointer keeps its own. A multi-row INSERT repeats its row's placeholders once per row (`{values}`).
+checkpointer keeps its own. A multi-row INSERT's rows go in at `VALUES {values}`: on SQLite its row's placeholders
+once per row; on PostgreSQL one array per column (`SELECT * FROM unnest(...)`), so that its text and its number of
+parameters do not change with its rows: psycopg keeps it converted and PostgreSQL keeps it prepared.
 
 Values go in as the ORM sends them (each column's field prepares its value: `Field.get_db_prep_save`) and are read
 back through the ORM, so money, datetimes, JSON and bytes are stored as the ORM stores them.
@@ -109,21 +111,29 @@ class Insert:
     """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values."""
 
     def __init__(self, model: type[models.Model], columns: tuple[str, ...], sql: str):
+        assert "VALUES {values}" in sql, "the rows go in at VALUES {values}"
         self.model, self.columns, self.sql = model, columns, sql
         self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        self._fields = [(name, model._meta.get_field(name)) for name in columns]
+        self._model_fields = [model._meta.get_field(name) for name in columns]
         self._fields = [(name, None if isinstance(field, _PLAIN) and not isinstance(field, models.ForeignKey)
-                         else field) for name, field in self._fields]
+                         else field) for name, field in zip(columns, self._model_fields)]
+
+    @functools.cached_property
+    def _arrays_sql(self) -> str:
+        """PostgreSQL: the statement with one array parameter per column, cast to the column's type."""
+        connection = connections[DEFAULT_DB_ALIAS]
+        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in self._model_fields)
+        return self.sql.replace("VALUES {values}", f"SELECT * FROM unnest({arrays})")
 
     def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
         """The statement for `rows` (dicts by attname, every column given) and its parameters."""
         connection = connections[DEFAULT_DB_ALIAS]
-        params = []
-        for row in rows:
-            for name, field in self._fields:
-                value = row[name]
-                params.append(value if field is None or value is None else field.get_db_prep_save(value, connection))
-        return self.sql.format(values=", ".join([self._row] * len(rows))), params
+        values = [[value if field is None or value is None else field.get_db_prep_save(value, connection)
+                   for value in (row[name] for row in rows)] for name, field in self._fields]
+        if connection.vendor == "postgresql":
+            return self._arrays_sql, values
+        return (self.sql.format(values=", ".join([self._row] * len(rows))),
+                [value for row in zip(*values) for value in row])
 
 
 nodes_upsert = Insert(NodeExecution, NODE_COLUMNS, NODES_UPSERT)
