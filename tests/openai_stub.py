@@ -72,7 +72,8 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
-SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")  # what /v1/models lists unless told
+# What /v1/models lists unless a test says otherwise.
+SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
 _ERROR_TYPES = {
