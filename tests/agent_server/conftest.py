@@ -36,7 +36,7 @@ def graph_server(shared_daphne_server, openai_stub):
     """A real daphne server (shared) serving the sample Python graphs (CHATTER_GRAPHS), their model the fake OpenAI
     server."""
     server = shared_daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
+                                  OPENAI_API_KEY="sk-test-not-a-real-key")
     server.langgraph_url = f"{server.base_url}/langgraph"
     return server
 
