@@ -68,36 +68,127 @@ class Server:
         self.ws_url = f"ws://127.0.0.1:{port}"
 
 
+def daphne_start(tmp_path, **extra_env) -> Server:
+    """A daphne process on a free port, serving the test database with `extra_env`; back once it accepts
+    connections."""
+    port = free_port()
+    log = tmp_path / f"daphne-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
+        cwd=ROOT, env=server_env(tmp_path, **extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError(f"daphne did not start: {log.read_text()}")
+    return Server(process, port, log)
+
+
 @pytest.fixture
 def daphne_server(transactional_db, tmp_path):
+    """Starts servers of this test's own (`daphne_server(**env)`), stopped when it ends: for a test that needs its
+    own environment, stops or restarts its server, or needs two."""
     servers: list[Server] = []
 
     def start(**extra_env) -> Server:
-        port = free_port()
-        log = tmp_path / f"daphne-{port}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
-            cwd=ROOT, env=server_env(tmp_path, **extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            process.kill()
-            raise RuntimeError(f"daphne did not start: {log.read_text()}")
-        server = Server(process, port, log)
+        server = daphne_start(tmp_path, **extra_env)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         stop_process(server.process)
+
+
+# How long a shared server's runs may take to end after their test (a stub reply's delay, a cancelled stream's
+# last call): a run still going then would write into the next test's database, so its server is replaced.
+SETTLE_S = 10.0
+
+
+class SharedServers:
+    """Daphne servers shared by the tests of one pytest process, one per environment, started when first asked for.
+
+    The server reads the test database live and `transactional_db` empties it after each test. What a server keeps
+    in memory is keyed by what a flush never gives out again (a key's, user's or run's id; ids are not reused), by
+    the graph, or by its environment, except the upstream's model list (read once a minute): a test that changes
+    what the stub serves is marked `own_server`. After each test its server must be idle: once no run of the test
+    is `running`, and none is left `pending` (which the server itself could start later), it serves the next test;
+    otherwise it is stopped and the next test gets a new one, as does a test after a server that died."""
+
+    started = replaced = 0  # over the session, for its summary
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.servers: dict[tuple, Server] = {}
+
+    def server(self, **extra_env) -> Server:
+        key = tuple(sorted(extra_env.items()))
+        server = self.servers.get(key)
+        if server is not None and server.process.poll() is not None:
+            self.retire(server)
+            server = None
+        if server is None:
+            server = self.servers[key] = daphne_start(self.tmp_path, **extra_env)
+            SharedServers.started += 1
+        return server
+
+    def settle(self, server: Server) -> None:
+        from workflows.models import WorkflowExecution
+
+        Status = WorkflowExecution.Status
+        deadline = time.monotonic() + SETTLE_S
+        while WorkflowExecution.objects.filter(status=Status.RUNNING).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if WorkflowExecution.objects.filter(status__in=(Status.RUNNING, Status.PENDING)).exists():
+            self.retire(server)
+            SharedServers.replaced += 1
+
+    def retire(self, server: Server) -> None:
+        stop_process(server.process)
+        self.servers = {key: kept for key, kept in self.servers.items() if kept is not server}
+
+    def stop_all(self) -> None:
+        for server in list(self.servers.values()):
+            self.retire(server)
+
+
+@pytest.fixture(scope="session")
+def _shared_servers(django_db_setup, tmp_path_factory):
+    servers = SharedServers(tmp_path_factory.mktemp("shared-servers"))
+    yield servers
+    servers.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if SharedServers.started:
+        terminalreporter.write_line(f"shared daphne servers: {SharedServers.started} started, {SharedServers.replaced} "
+                                    "replaced after a test left a run going")
+
+
+@pytest.fixture
+def shared_daphne_server(transactional_db, _shared_servers, daphne_server, request):
+    """Like `daphne_server`, but a server shared with the other tests of the session that ask for the same
+    environment (see SharedServers); a test marked `own_server` gets one of its own."""
+    used: list[Server] = []
+
+    def start(**extra_env) -> Server:
+        if request.node.get_closest_marker("own_server"):
+            return daphne_server(**extra_env)
+        server = _shared_servers.server(**extra_env)
+        used.append(server)
+        return server
+
+    yield start
+    for server in dict.fromkeys(used):
+        _shared_servers.settle(server)
 
 
 def _pong(port: int) -> bool:

@@ -72,6 +72,8 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
+# What /v1/models lists unless a test says otherwise.
+SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
 _ERROR_TYPES = {
@@ -155,7 +157,7 @@ class OpenAIStub:
     def __init__(self, *, port: int = 0, keep_alive: bool = False, keep_requests: bool = True) -> None:
         self.port_asked, self.keep_alive, self.keep_requests = port, keep_alive, keep_requests
         self.requests: list[StubRequest] = []
-        self.served_models: list[str] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+        self.served_models: list[str] = list(SERVED_MODELS)
         self.model_listings = 0
         self.connections = 0  # TCP connections accepted
         self._replies: deque[StubReply] = deque()
@@ -208,6 +210,18 @@ class OpenAIStub:
     def root_url(self) -> str:
         """The server without the /v1 of OpenAI's clients (Anthropic's client adds its own)."""
         return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> OpenAIStub:
+        """Forget what was scripted and received, as a new stub would (the same port): a stub shared by the tests
+        of a session (tests/fixtures_openai.py) starts each test this way."""
+        with self._lock:
+            self.requests = []
+            self.served_models = list(SERVED_MODELS)
+            self.model_listings = self.connections = 0
+            self._replies.clear()
+            self._always = None
+            self._ids = itertools.count(1)
+        return self
 
     # --- scripting ---------------------------------------------------------------------------------
     def reply(

@@ -26,8 +26,8 @@ def listed(response: httpx.Response, header: str) -> set[str]:
 
 
 @pytest.fixture
-def cors_server(daphne_server):
-    return daphne_server(CHATTER_CORS_ALLOWED_ORIGINS=f"{UI}, https://admin.example")
+def cors_server(shared_daphne_server):
+    return shared_daphne_server(CHATTER_CORS_ALLOWED_ORIGINS=f"{UI}, https://admin.example")
 
 
 def test_a_preflight_from_an_allowed_origin_is_allowed_without_a_key(cors_server):
@@ -72,8 +72,8 @@ def test_pages_outside_the_apis_get_no_cors_headers(cors_server):
                                                               headers={"Origin": UI}).headers, path
 
 
-def test_cors_is_off_when_no_origin_is_configured(daphne_server):
-    server = daphne_server()
+def test_cors_is_off_when_no_origin_is_configured(shared_daphne_server):
+    server = shared_daphne_server()
 
     for method, path in API_CALLS:
         response = preflight(server.base_url, path, origin=UI, method=method)

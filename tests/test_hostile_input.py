@@ -112,9 +112,9 @@ def test_it_refuses_json_no_column_can_hold_on_langgraph_with_a_422_and_no_row(a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_server_refuses_a_nul_in_a_path_or_query_string(daphne_server, alice):
+def test_a_real_server_refuses_a_nul_in_a_path_or_query_string(shared_daphne_server, alice):
     """Through daphne, as an attacker sends it: the ASGI path of the same refusal."""
-    server = daphne_server()
+    server = shared_daphne_server()
     key = ApiTokenFactory(user=alice).key
     headers = {"Authorization": f"Bearer {key}", "x-api-key": key}
     for url in NUL_IN_PATH_OR_QUERY:

@@ -18,18 +18,25 @@ def bob_key(bob) -> str:
 
 
 @pytest.fixture
-def server(daphne_server):
-    """A real daphne server; the SDK's base URL is its /langgraph/."""
-    started = daphne_server()
+def openai_stub(session_openai_stub):
+    """The session's stub: graph_server's upstream, as its environment names it."""
+    return session_openai_stub
+
+
+@pytest.fixture
+def server(shared_daphne_server):
+    """A real daphne server (shared: tests/fixtures_server.py SharedServers); the SDK's base URL is its /langgraph/."""
+    started = shared_daphne_server()
     started.langgraph_url = f"{started.base_url}/langgraph"
     return started
 
 
 @pytest.fixture
-def graph_server(daphne_server, openai_stub):
-    """A real daphne server serving the sample Python graphs (CHATTER_GRAPHS), their model the fake OpenAI server."""
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
+def graph_server(shared_daphne_server, openai_stub):
+    """A real daphne server (shared) serving the sample Python graphs (CHATTER_GRAPHS), their model the fake OpenAI
+    server."""
+    server = shared_daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
+                                  OPENAI_API_KEY="sk-test-not-a-real-key")
     server.langgraph_url = f"{server.base_url}/langgraph"
     return server
 

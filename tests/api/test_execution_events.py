@@ -161,8 +161,8 @@ def read_frames(response, *, until=None) -> list[Frame]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_server_resumes_a_finished_run_from_last_event_id(daphne_server, alice):
-    server = daphne_server()
+def test_a_real_server_resumes_a_finished_run_from_last_event_id(shared_daphne_server, alice):
+    server = shared_daphne_server()
     execution = finished_chat_turn(alice)
     count = execution.events.count()
     headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}", "Accept": "text/event-stream"}

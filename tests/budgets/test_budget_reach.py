@@ -62,10 +62,10 @@ def schedule_ticks(*keys_by_owner) -> set:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(daphne_server, alice, bob, bob_api):
+def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(shared_daphne_server, alice, bob, bob_api):
     """The attack: bob sets every budget he may at a limit nothing fits in. Alice's runs go on, on every path;
     bob's are refused, each 429 naming one of his own budgets."""
-    server = daphne_server()
+    server = shared_daphne_server()
     alice_key = ApiTokenFactory(user=alice).key
     bob_token, bob_key = api_token_create(user=bob)
     bobs = {set_budget(bob_api, scope=scope, target_id=target, limit_tokens=1)["id"] for scope, target in (
@@ -82,10 +82,11 @@ def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(daphne_se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_other_key(daphne_server, bob, bob_api):
+def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_other_key(shared_daphne_server, bob,
+                                                                                       bob_api):
     """A run records the key that started it, on every path (/langgraph/'s too): so the key's budget binds it, and
     the owner's other keys go on."""
-    server = daphne_server()
+    server = shared_daphne_server()
     capped_token, capped = api_token_create(user=bob)
     free = ApiTokenFactory(user=bob).key
     budget = set_budget(bob_api, scope="key", target_id=str(capped_token.uid), limit_tokens=1)
@@ -100,9 +101,9 @@ def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_oth
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_staff_budget_on_everyone_binds_every_path_and_its_429_shows_its_id_and_limit_only(daphne_server, alice,
-                                                                                              bob, staff):
-    server = daphne_server()
+def test_a_staff_budget_on_everyone_binds_every_path_and_its_429_shows_its_id_and_limit_only(shared_daphne_server,
+                                                                                              alice, bob, staff):
+    server = shared_daphne_server()
     alice_key, bob_key = ApiTokenFactory(user=alice).key, ApiTokenFactory(user=bob).key
     admin = APIClient()
     admin.force_login(staff)

@@ -8,10 +8,17 @@ from tests.factories import ApiTokenFactory
 
 
 @pytest.fixture
-def gateway(daphne_server, openai_stub, alice):
-    """A server whose `openai` provider is the stub, and alice's key with the gateway scope only."""
-    server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
-                           CHATTER_PROVIDER_MAX_RETRIES="0")
+def openai_stub(session_openai_stub):
+    """The session's stub: the gateway server's upstream, as its environment names it."""
+    return session_openai_stub
+
+
+@pytest.fixture
+def gateway(shared_daphne_server, openai_stub, alice):
+    """A server whose `openai` provider is the stub (shared: tests/fixtures_server.py SharedServers), and alice's key
+    with the gateway scope only."""
+    server = shared_daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
+                                  CHATTER_PROVIDER_MAX_RETRIES="0")
     server.key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
     server.v1 = f"{server.base_url}/v1"
     return server

@@ -250,6 +250,8 @@ def test_a_provider_failure_is_a_502_with_the_run_failed(gateway, openai_stub):
     assert (execution.workflow_type, execution.status) == ("gateway", "failed")
 
 
+# A server reads the upstream's model list once a minute: this test's list needs a server of its own.
+@pytest.mark.own_server
 def test_models_lists_the_priced_models_the_upstream_serves(gateway, openai_stub):
     openai_stub.served_models = ["gpt-4o-mini", "gpt-4o", "an-unpriced-model"]
 

@@ -87,6 +87,8 @@ def test_a_model_is_read_by_its_id(gateway):
     assert (prefixed.id, prefixed.owned_by) == ("openai/gpt-4o", "openai")
 
 
+# A server reads the upstream's model list once a minute: this test's list needs a server of its own.
+@pytest.mark.own_server
 def test_a_priced_model_the_upstream_does_not_serve_is_not_found_and_not_called(gateway, openai_stub):
     openai_stub.served_models = ["SmolLM2-135M-Instruct"]  # a llama.cpp server: it answers any name with its model
 
