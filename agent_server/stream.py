@@ -173,6 +173,8 @@ class FrameMaker:
             if "events" in modes:
                 out.append(("events", self._event("on_chain_start", node, envelope, {"input": None})))
         if name == "token_usage":
+            if self.thread_id is not None and data.get("message_id"):  # a reply of tool calls alone streamed no text
+                self.message_ids[node] = data["message_id"]
             usage = usage_metadata(prompt_tokens=data.get("prompt_tokens", 0),
                                    completion_tokens=data.get("completion_tokens", 0),
                                    cached_prompt_tokens=data.get("cached_prompt_tokens", 0),

@@ -10,7 +10,7 @@ from langgraph_sdk.errors import UnprocessableEntityError
 from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_graph_state_threads import scripted_thread as thread_of
-from tests.agent_server.test_graph_state_threads import turn
+from tests.agent_server.test_graph_state_threads import USAGE, turn
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
@@ -126,6 +126,24 @@ def test_streamed_message_ids_are_the_threads_own(graph_server, openai_stub, ali
     assert "".join(chunk["content"] for chunk in tuples) == "Hello there."
     assert complete and complete[-1]["id"] == reply["id"]
     assert [p.data for p in parts if p.event == "values"][-1]["messages"][-1]["id"] == reply["id"]
+    assert_books_balance(tid)
+
+
+def test_a_reply_of_tool_calls_alone_streams_the_threads_own_id(graph_server, openai_stub, alice_key):
+    client, tid = thread_of(graph_server, openai_stub, alice_key)
+    openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=USAGE)
+    openai_stub.reply(content="It is 84.", usage=USAGE)
+
+    parts = list(client.runs.stream(tid, "universal_chat", input=turn("What is 12*7?"), config=OPENAI,
+                                    stream_mode=["messages-tuple", "messages"]))
+
+    asked, answered = [m for m in client.threads.get_state(tid)["values"]["messages"] if m["type"] == "ai"]
+    assert asked["tool_calls"][0]["name"] == "calculator" and asked["content"] == ""
+    chunks = [p.data[0] for p in parts if p.event == "messages"]
+    assert [c["id"] for c in chunks if c.get("chunk_position") == "last"] == [asked["id"], answered["id"]]
+    assert {c["id"] for c in chunks} == {asked["id"], answered["id"]}
+    assert "".join(c["content"] for c in chunks if c["id"] == answered["id"]) == "It is 84."
+    assert [p.data[-1]["id"] for p in parts if p.event == "messages/complete"] == [asked["id"], answered["id"]]
     assert_books_balance(tid)
 
 

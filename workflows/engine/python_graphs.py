@@ -253,9 +253,11 @@ class GraphAccounting(BaseCallbackHandler):
             return
         call["text"] += token
 
+        message = getattr(kwargs.get("chunk"), "message", None)
+
         def streamed(node):
             self.ctx.partial_text += token
-            self.ctx.hooks.token(node, token)
+            self.ctx.hooks.token(node, token, message_id=getattr(message, "id", None))
             self.ctx.checkpoint()
         self._in_node(call["task"], streamed)
 
@@ -267,13 +269,17 @@ class GraphAccounting(BaseCallbackHandler):
         message = getattr(generation, "message", None) or AIMessage(call["text"])
         usage = usage_from_message(message, prompt=call["prompt"])
         reported = (message.response_metadata or {}).get("model_name") or call["model"]
+        whole = message.content if not call["text"] and isinstance(message.content, str) else ""
 
         def recorded(node):
+            if whole:  # a reply given whole (not streamed) reaches the run's watchers as one token, as it streams
+                self.ctx.partial_text += whole
+                self.ctx.hooks.token(node, whole, message_id=message.id)
             if message.id:  # booked on the message before the call counts: a limit it passes still leaves it there
                 self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
             recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
                                                    requested_model=call["model"], usage=usage,
-                                                   started=call["started"])
+                                                   started=call["started"], message_id=message.id)
             if message.id:
                 self.usage_by_message[message.id]["usage"] = recorded_call.usage
         self._in_node(call["task"], recorded)
