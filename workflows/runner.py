@@ -30,6 +30,7 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.python_graphs import (
     MESSAGES_USAGE,
+    STOPPED_BEFORE,
     booked_as_json,
     booked_from_json,
     graph_input_of,
@@ -244,7 +245,7 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
             return execution
         for question in questions:
             recorder.emit("input_required", {name: question[name] for name in (
-                "node_id", "interrupt_id", "prompt", "schema", "value") if name in question})
+                "node_id", "interrupt_id", "prompt", "schema", "value", "breakpoint") if name in question})
         recorder.audit("execution.waiting", {"interrupt_ids": [q["interrupt_id"] for q in questions]})
         recorder.write_held()
     for name, value in values.items():
@@ -286,7 +287,9 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply),
                         # the sub-buckets of the run's usage, as its LLM calls record them (the gateway's `usage`)
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
-                        "reasoning_tokens": ctx.usage.reasoning_tokens},
+                        "reasoning_tokens": ctx.usage.reasoning_tokens,
+                        # a registered graph stopped at a static breakpoint: the nodes its thread runs next
+                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {})},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),

@@ -64,13 +64,18 @@ def test_a_breakpoint_before_a_node_stops_the_run_and_a_run_without_input_goes_o
     state = client.threads.get_state(tid)
     assert state["next"] == ["model"] and state["interrupts"] == []
     assert [m["content"] for m in stopped["messages"]] == ["Hi"] and not openai_stub.requests
+    assert "__interrupt__" not in stopped  # a static breakpoint asks nothing, as on LangGraph's server
     run = client.runs.list(tid)[0]
-    assert run["status"] == "interrupted" and client.threads.get(tid)["status"] == "interrupted"
+    thread = client.threads.get(tid)
+    assert run["status"] == "interrupted" and (thread["status"], thread["interrupts"]) == ("interrupted", {})
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [tid]
+    assert client.threads.search(status="idle") == []
     assert_books_balance(tid, status="waiting")
 
     final = client.runs.wait(tid, "universal_chat", input=None, config=OPENAI)
 
     assert [m["content"] for m in final["messages"]] == ["Hi", "Hello."]
+    assert client.threads.get(tid)["status"] == "idle" and client.threads.search(status="interrupted") == []
     assert client.threads.get_state(tid)["next"] == [] and client.runs.get(tid, run["run_id"])["status"] == "success"
     execution = WorkflowExecution.objects.get(conversation_id=tid)  # the run that stopped is the run that went on
     assert (execution.llm_calls, execution.total_tokens) == (1, 24)
@@ -82,8 +87,12 @@ def test_a_breakpoint_before_a_node_stops_the_run_and_a_run_without_input_goes_o
 def test_a_breakpoint_after_a_node_stops_after_it_and_a_resume_command_goes_on(graph_server, openai_stub, alice_key):
     client, tid = thread_of(graph_server, openai_stub, alice_key, "Hello.")
 
-    client.runs.wait(tid, "universal_chat", input=turn("Hi"), config=OPENAI, interrupt_after=["model"])
+    parts = list(client.runs.stream(tid, "universal_chat", input=turn("Hi"), config=OPENAI, interrupt_after=["model"],
+                                    stream_mode=["updates", "values"]))
 
+    assert [p.data for p in parts if p.event == "updates"][-1] == {"__interrupt__": []}  # as LangGraph streams it
+    assert [m["content"] for m in [p.data for p in parts if p.event == "values"][-1]["messages"]] == ["Hi", "Hello."]
+    assert parts[-1].event == "end" and client.threads.get(tid)["status"] == "interrupted"
     state = client.threads.get_state(tid)
     assert state["next"] == ["end"] and [m["content"] for m in state["values"]["messages"]] == ["Hi", "Hello."]
     execution = WorkflowExecution.objects.get(conversation_id=tid)

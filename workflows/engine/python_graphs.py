@@ -41,6 +41,9 @@ from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usag
 
 MAX_STEPS = 100
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
+# In a registered graph run's final state when it stopped at a static breakpoint: the nodes that run next. The run
+# ends (as LangGraph's server ends it, `success`); its thread waits there, `interrupted`, until a run goes on.
+STOPPED_BEFORE = "__stopped_before__"
 NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
 async def graph_build(name: str, *, config: dict | None = None):
     """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
@@ -342,10 +345,12 @@ class ProtocolEvents:
     """What of LangGraph's protocol stream (astream_events v3) a run keeps, as (method, namespace, data): the
     graph's values (its own, not its subgraphs'), updates (an interrupt is the run's question, not an update), custom
     parts, its chat models' message deltas (a message a node returned whole is in the values), tool lifecycles, and
-    its subgraphs' starts (the run's own lifecycle is the run's events)."""
+    its subgraphs' starts (the run's own lifecycle is the run's events). `classic`: for the classic stream modes,
+    where a static breakpoint's empty interrupt is an update, as LangGraph's server streams it."""
 
-    def __init__(self):
+    def __init__(self, *, classic: bool = False):
         self.message_ids: dict[tuple, str] = {}  # namespace → the message streaming there
+        self.classic = classic
 
     def kept(self, event: dict) -> list[tuple[str, list, Any]]:
         method, params = event.get("method"), event.get("params") or {}
@@ -353,7 +358,7 @@ class ProtocolEvents:
         if method == "values":
             return [] if namespace else [("values", namespace, as_json(data))]
         if method == "updates":
-            if isinstance(data, dict) and "__interrupt__" in data:
+            if isinstance(data, dict) and "__interrupt__" in data and (data["__interrupt__"] or not self.classic):
                 return []
             return [("updates", namespace, as_json(data))]
         if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
@@ -436,7 +441,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      stream_checkpoints: bool = False) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
-    when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
+    when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
+    `__messages_usage__` the usage of each AI message a model call produced.
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
@@ -469,7 +475,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
             kwargs["interrupt_before"] = interrupt_before
         if interrupt_after:
             kwargs["interrupt_after"] = interrupt_after
-        protocol = ProtocolEvents()
+        protocol = ProtocolEvents(classic=streaming != "v3")
         if streaming == "v3":
             # LangGraph's own protocol stream: values, messages, lifecycle, tools (agents that add them), and the
             # graph's updates and custom parts (their transformers added unless the graph compiled them in).
@@ -492,7 +498,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         state = await compiled.aget_state(latest)  # the thread's state now (a branch's head, when it forked)
         outcome["values"] = dict(state.values or {})
         outcome["interrupts"] = list(state.interrupts)
-        outcome["waiting"] = bool(state.next)
+        outcome["next"] = list(state.next)
 
     loop_task: dict = {}
 
@@ -535,8 +541,10 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     if error is not None:
         raise error
     values = outcome["values"]
-    if outcome["interrupts"] or outcome["waiting"]:
+    if outcome["interrupts"]:
         values["__interrupt__"] = outcome["interrupts"]
+    elif outcome["next"]:
+        values[STOPPED_BEFORE] = outcome["next"]
     values[MESSAGES_USAGE] = accounting.usage_by_message
     return values
 
