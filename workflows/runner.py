@@ -157,7 +157,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         run_input = execution.input_data
         if registered:
             state = graph_stream_run(
-                registered, ctx=ctx, graph_input=graph_input_of(run_input), checkpointer=checkpointer,
+                registered, ctx=ctx, checkpointer=checkpointer, graph_input=graph_input_of(
+                    run_input, message_id=str(recorder.user_message.pk) if recorder.user_message else None),
                 thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
                 configurable={**(run_input.get("configurable") or {}), "run_id": str(execution.pk)},
                 context=run_input.get("context"),
@@ -400,6 +401,9 @@ def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunC
     if branched_at is not None:  # a message of the branch it left, produced again under the same id, is its own
         known = (known & branched_at) | set(saved_before.filter(execution=execution).values_list(
             "metadata__message_id", flat=True))
+    # the run's own message, saved before it ran, is in the graph's state under its row's id (graph_input_of)
+    known |= {str(pk) for pk in Message.objects.filter(execution=execution, role=Message.Role.USER).values_list(
+        "pk", flat=True)}
     produced = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage) and m.id not in known]
     booked = state[MESSAGES_USAGE]
     fields = []

@@ -419,9 +419,10 @@ def registered_graph_name(graph) -> str | None:
     return None
 
 
-def graph_input_of(run_input: dict) -> Any:
+def graph_input_of(run_input: dict, *, message_id: str | None = None) -> Any:
     """What a registered graph's run is given: the input as the request gave it (the Agent Server API), or a chat
-    turn's message (or the gateway's messages) as its `messages`."""
+    turn's message (or the gateway's messages) as its `messages`; `message_id`: the id of the turn's message in the
+    conversation, which its message in the graph's state keeps (so it is not saved again when the run ends)."""
     if "graph_input" in run_input:
         return run_input["graph_input"]
     from langchain_core.messages import HumanMessage
@@ -430,7 +431,7 @@ def graph_input_of(run_input: dict) -> Any:
 
     if run_input.get("messages"):
         return {"messages": messages_from_openai(run_input["messages"])}
-    return {"messages": [HumanMessage(run_input["message"])] if run_input.get("message") else []}
+    return {"messages": [HumanMessage(run_input["message"], id=message_id)] if run_input.get("message") else []}
 
 
 def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpointer, thread_id: str,
