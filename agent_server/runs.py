@@ -31,6 +31,7 @@ from agent_server.threads import (
     owned_row,
     thread_create,
     thread_get,
+    thread_stopped,
     thread_update,
     thread_values,
 )
@@ -190,6 +191,11 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     state the run goes on from it, a branch of the thread (of a run's own state, from before threads kept their
     graph's: a fork outside the conversation, fork_request). `streaming`: "v3" for a run the thread protocol starts
     (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
+    if body.command is not None and set(body.command) == {"resume"} and thread_id is not None and thread_stopped(
+            conversation=thread_get(user=owner, thread_id=thread_id)):
+        # A registered graph's thread at a static breakpoint (its run ended there): a new run goes on from it, as
+        # LangGraph's server runs Command(resume=…) there (no interrupt asked: the value is not used).
+        body = body.model_copy(update={"command": None, "input": None})
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
     refused = body.refused() if not registered and thread_id is None else []
@@ -428,7 +434,8 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
 def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
     """What /runs/wait and join answer: the thread's state after the run ({"messages": [...]}), or for a run
     without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}; a run waiting
-    for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's."""
+    for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's (none at a
+    static breakpoint)."""
     if execution.status in (Status.FAILED, Status.CANCELLED):
         return {"__error__": {"error": execution.error_type or execution.status,
                               "message": execution.error_message or execution.status}}
@@ -439,8 +446,9 @@ def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None
     else:
         values = {"messages": [*input_as_dicts(inputs or []),
                                *([] if execution.status == Status.WAITING else [ai_message_of_run(execution)])]}
-    if execution.status == Status.WAITING:
-        values["__interrupt__"] = run_interrupts(execution)
+    interrupts = run_interrupts(execution) if execution.status == Status.WAITING else []
+    if interrupts:
+        values["__interrupt__"] = interrupts
     return values
 
 
@@ -453,8 +461,10 @@ def is_registered_run(execution: WorkflowExecution) -> bool:
 
 
 def run_interrupts(execution: WorkflowExecution) -> list[dict]:
-    """The questions a waiting run holds, as the SDK's Interrupts."""
-    return [question_interrupt(q) for q in (execution.output_data or {}).get("input_required") or []]
+    """The questions a waiting run holds, as the SDK's Interrupts; a static breakpoint asks none (LangGraph's
+    server answers the state alone there)."""
+    return [question_interrupt(q) for q in (execution.output_data or {}).get("input_required") or []
+            if "breakpoint" not in q]
 
 
 @database_sync_to_async

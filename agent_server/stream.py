@@ -173,6 +173,8 @@ class FrameMaker:
             if "events" in modes:
                 out.append(("events", self._event("on_chain_start", node, envelope, {"input": None})))
         if name == "token_usage":
+            if self.thread_id is not None and data.get("message_id"):  # a reply of tool calls alone streamed no text
+                self.message_ids[node] = data["message_id"]
             usage = usage_metadata(prompt_tokens=data.get("prompt_tokens", 0),
                                    completion_tokens=data.get("completion_tokens", 0),
                                    cached_prompt_tokens=data.get("cached_prompt_tokens", 0),
@@ -213,7 +215,13 @@ class FrameMaker:
             for task, step in self.ended_tasks.values():
                 out += self._task_frames({**task, "result": None}, ts=envelope["ts"], step=step)
             self.ended_tasks.clear()
-        if name == "input_required":  # the run pauses: LangGraph's interrupt, as its server streams it
+        if name == "input_required" and "breakpoint" in data:  # a static breakpoint: no question, as LangGraph's
+            if "updates" in self.modes:
+                out.append(("updates", {"__interrupt__": []}))
+            if "values" in modes:
+                out.append(("values", await self._values(ended=False)))
+            out.append(("end", None))
+        elif name == "input_required":  # the run pauses: LangGraph's interrupt, as its server streams it
             interrupt_id = data.get("interrupt_id")
             interrupt = {"value": await _question(self.run_id, interrupt_id), "id": interrupt_id}
             if isinstance(data.get("schema"), dict):

@@ -1,12 +1,13 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
 values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
-`busy` while one of its runs is pending or running, `interrupted` while one waits for input (agent_server.state: its
-state and history)."""
+`busy` while one of its runs is pending or running, `interrupted` while one waits for input or while its graph
+stands at a static breakpoint where its latest run stopped (agent_server.state: its state and history)."""
 from __future__ import annotations
 
 import uuid
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from agent_server.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
@@ -36,9 +37,25 @@ def thread_get(*, user, thread_id) -> Conversation:
     return owned_row(conversation_list(user=user), thread_id, what="thread")
 
 
+def _with_stop(threads: QuerySet) -> QuerySet:
+    """`threads` annotated with `stopped`: whether the thread's latest run (of its history: not rolled back) ended
+    with its graph at a static breakpoint (a registered graph's run ends there, as on LangGraph's server, and its
+    thread waits until a run goes on: its output names the nodes next)."""
+    latest = WorkflowExecution.objects.filter(conversation_id=OuterRef("pk")).exclude(
+        agent_run__rolled_back=True).order_by("-created_at", "-pk").values("pk")[:1]
+    return threads.annotate(latest_run=Subquery(latest)).annotate(stopped=Exists(WorkflowExecution.objects.filter(
+        pk=OuterRef("latest_run"), status=WorkflowExecution.Status.COMPLETED, output_data__has_key="next")))
+
+
+def thread_stopped(*, conversation: Conversation) -> bool:
+    """Whether the thread's graph stands at a static breakpoint where its latest run stopped."""
+    return _with_stop(Conversation.objects.filter(pk=conversation.pk)).filter(stopped=True).exists()
+
+
 def _statuses(conversation_ids) -> tuple[dict, dict]:
     """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
-    input, else `idle`) and the interrupts its waiting runs hold (by node), in one query."""
+    input or its graph stands at a static breakpoint, else `idle`) and the interrupts its waiting runs hold (by
+    node; a static breakpoint is none, as in LangGraph), in two queries."""
 
     statuses: dict = {}
     interrupts: dict = {}
@@ -48,10 +65,16 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
         if status == WorkflowExecution.Status.WAITING:
             statuses.setdefault(conversation_id, "interrupted")
             for question in (output or {}).get("input_required") or []:
-                interrupts.setdefault(conversation_id, {}).setdefault(question.get("node_id") or "__root__", []).append(
-                    question_interrupt(question))
+                if "breakpoint" not in question:
+                    interrupts.setdefault(conversation_id, {}).setdefault(
+                        question.get("node_id") or "__root__", []).append(question_interrupt(question))
         else:
             statuses[conversation_id] = "busy"
+    rest = [pk for pk in conversation_ids if pk not in statuses]
+    if rest:
+        for pk in _with_stop(Conversation.objects.filter(pk__in=rest)).filter(stopped=True).values_list(
+                "pk", flat=True):
+            statuses[pk] = "interrupted"
     return statuses, interrupts
 
 
@@ -165,12 +188,15 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
             raise InvalidInput("ids must be thread ids") from None
     running = (WorkflowExecution.Status.PENDING, WorkflowExecution.Status.RUNNING)
     waiting = WorkflowExecution.Status.WAITING
+
+    def runs(statuses):
+        return Exists(WorkflowExecution.objects.filter(conversation_id=OuterRef("pk"), status__in=statuses))
     if status == "busy":
-        threads = threads.filter(executions__status__in=running).distinct()
+        threads = threads.filter(runs(running))
     elif status == "interrupted":
-        threads = threads.filter(executions__status=waiting).exclude(executions__status__in=running).distinct()
+        threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True))
     elif status == "idle":
-        threads = threads.exclude(executions__status__in=RUN_IN_PROGRESS)
+        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False)
     elif status is not None:
         return []  # error: a thread's status is never `error` here (a failed run's reply is in its messages)
     field = SORT_FIELDS.get(sort_by or "created_at", "created_at")

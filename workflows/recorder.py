@@ -460,7 +460,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
                 self._hold_node(opened)
         self._call_since_checkpoints = True
         self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
-                                  **usage.as_event_data()})
+                                  **usage.as_event_data(),
+                                  **({"message_id": call.message_id} if call.message_id else {})})
         self.last_call = call
         self.calls.append(call)
 

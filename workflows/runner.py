@@ -30,6 +30,7 @@ from workflows.engine.graph import Graph, parse_graph
 from workflows.engine.nodes import last_ai_message
 from workflows.engine.python_graphs import (
     MESSAGES_USAGE,
+    STOPPED_BEFORE,
     booked_as_json,
     booked_from_json,
     graph_input_of,
@@ -156,7 +157,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
         run_input = execution.input_data
         if registered:
             state = graph_stream_run(
-                registered, ctx=ctx, graph_input=graph_input_of(run_input), checkpointer=checkpointer,
+                registered, ctx=ctx, checkpointer=checkpointer, graph_input=graph_input_of(
+                    run_input, message_id=str(recorder.user_message.pk) if recorder.user_message else None),
                 thread_id=thread_id, resume=resume, from_checkpoint=from_checkpoint,
                 configurable={**(run_input.get("configurable") or {}), "run_id": str(execution.pk)},
                 context=run_input.get("context"),
@@ -244,7 +246,7 @@ def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder
             return execution
         for question in questions:
             recorder.emit("input_required", {name: question[name] for name in (
-                "node_id", "interrupt_id", "prompt", "schema", "value") if name in question})
+                "node_id", "interrupt_id", "prompt", "schema", "value", "breakpoint") if name in question})
         recorder.audit("execution.waiting", {"interrupt_ids": [q["interrupt_id"] for q in questions]})
         recorder.write_held()
     for name, value in values.items():
@@ -286,7 +288,9 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply),
                         # the sub-buckets of the run's usage, as its LLM calls record them (the gateway's `usage`)
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
-                        "reasoning_tokens": ctx.usage.reasoning_tokens},
+                        "reasoning_tokens": ctx.usage.reasoning_tokens,
+                        # a registered graph stopped at a static breakpoint: the nodes its thread runs next
+                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {})},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -396,6 +400,9 @@ def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunC
     if branched_at is not None:  # a message of the branch it left, produced again under the same id, is its own
         known = (known & branched_at) | set(saved_before.filter(execution=execution).values_list(
             "metadata__message_id", flat=True))
+    # the run's own message, saved before it ran, is in the graph's state under its row's id (graph_input_of)
+    known |= {str(pk) for pk in Message.objects.filter(execution=execution, role=Message.Role.USER).values_list(
+        "pk", flat=True)}
     produced = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage) and m.id not in known]
     booked = state[MESSAGES_USAGE]
     fields = []

@@ -5,6 +5,7 @@ factory given the run's config; every message it produced is in the thread's con
 import pytest
 from langgraph_sdk import get_sync_client
 
+from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.invariants import assert_all
 from workflows.models import NodeExecution, WorkflowExecution
@@ -144,6 +145,72 @@ def test_a_thread_names_its_graph_and_static_breakpoints_hold(graph_server, alic
     assert metadata == {"label": "mine", "graph_id": "stateful", "assistant_id": "stateful"}
     assert [t["thread_id"] for t in client.threads.search(metadata={"graph_id": "stateful"})] == [
         thread["thread_id"]]
+
+
+def assert_books_balance(thread_id) -> None:
+    for execution in WorkflowExecution.objects.filter(conversation_id=thread_id).exclude(status="waiting"):
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+@pytest.mark.parametrize("go_on", [{"input": None}, {"command": {"resume": "go"}}])
+def test_a_run_stopped_at_a_static_breakpoint_ends_and_its_thread_waits_there(graph_server, alice_key, go_on):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+    idle = client.threads.create()["thread_id"]
+
+    stopped = client.runs.wait(tid, "stateful", input=START, interrupt_before=["use_tool"])
+
+    # As LangGraph's server: the run succeeded, its answer is the state (no interrupt was asked), and the thread
+    # waits at the checkpoint, `interrupted` with no interrupts, its next node the breakpoint's.
+    assert stopped["items"] == ["greeted"] and "__interrupt__" not in stopped
+    run = client.runs.list(tid)[0]
+    assert run["status"] == "success" and client.runs.join(tid, run["run_id"]) == stopped
+    thread = client.threads.get(tid)
+    assert (thread["status"], thread["interrupts"], thread["values"]["items"]) == ("interrupted", {}, ["greeted"])
+    state = client.threads.get_state(tid)
+    assert state["next"] == ["use_tool"] and state["interrupts"] == []
+    assert [(t["name"], t["interrupts"]) for t in state["tasks"]] == [("use_tool", [])]
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [tid]
+    assert [t["thread_id"] for t in client.threads.search(status="idle")] == [idle]
+    assert client.threads.count(status="interrupted") == 1 and client.threads.search(status="busy") == []
+    execution = WorkflowExecution.objects.get(pk=run["run_id"])
+    assert execution.status == "completed" and execution.output_data["next"] == ["use_tool"]
+
+    went_on = client.runs.wait(tid, "stateful", **go_on)  # a new run, from the checkpoint, to the graph's question
+
+    assert went_on["items"] == ["greeted", "tool"] and went_on["__interrupt__"][0]["value"]["question"] == "Go on?"
+    runs = client.runs.list(tid)
+    assert [r["status"] for r in runs] == ["interrupted", "success"] and runs[1]["run_id"] == run["run_id"]
+    assert client.threads.get(tid)["interrupts"]["__root__"][0]["value"]["question"] == "Go on?"
+    final = client.runs.wait(tid, "stateful", command={"resume": "yes"})
+    assert final["items"] == ["greeted", "tool", "asked"]
+    assert client.threads.get(tid)["status"] == "idle" and client.threads.search(status="interrupted") == []
+    assert sorted(t["thread_id"] for t in client.threads.search(status="idle")) == sorted([tid, idle])
+    assert [m.content for m in Message.objects.filter(conversation_id=tid).order_by("sequence")] == [
+        "Hello there", "", "found x", "You said yes", "from the subgraph"]  # each message once, whichever run
+    assert_books_balance(tid)
+
+
+def test_a_breakpoint_compiled_into_the_graph_stops_its_runs_and_its_stream_says_so(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+
+    parts = list(client.runs.stream(tid, "stateful_stopping", input=START, stream_mode=["updates", "values"]))
+
+    assert [p.data for p in parts if p.event == "updates"][-1] == {"__interrupt__": []}  # as LangGraph streams it
+    assert [p.data for p in parts if p.event == "values"][-1]["items"] == ["greeted"]
+    assert parts[-1].event == "end" and client.runs.list(tid)[0]["status"] == "success"
+    assert client.threads.get(tid)["status"] == "interrupted"
+    assert client.threads.get_state(tid)["next"] == ["use_tool"]
+
+    client.threads.update_state(tid, {"value": "changed"})  # the thread still stands there
+
+    assert client.threads.get(tid)["status"] == "interrupted"
+    went_on = client.runs.wait(tid, "stateful_stopping", input=None)
+    assert went_on["value"] == "changed" and went_on["__interrupt__"][0]["value"] == {
+        "question": "Go on?", "value": "changed"}
+    assert_books_balance(tid)
 
 
 def test_deleting_a_thread_whose_run_waits_cancels_the_run_and_forgets_the_graphs_state(graph_server, alice_key):

@@ -10,7 +10,7 @@ from langgraph_sdk.errors import UnprocessableEntityError
 from conversations.models import Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_graph_state_threads import scripted_thread as thread_of
-from tests.agent_server.test_graph_state_threads import turn
+from tests.agent_server.test_graph_state_threads import USAGE, turn
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
@@ -64,13 +64,18 @@ def test_a_breakpoint_before_a_node_stops_the_run_and_a_run_without_input_goes_o
     state = client.threads.get_state(tid)
     assert state["next"] == ["model"] and state["interrupts"] == []
     assert [m["content"] for m in stopped["messages"]] == ["Hi"] and not openai_stub.requests
+    assert "__interrupt__" not in stopped  # a static breakpoint asks nothing, as on LangGraph's server
     run = client.runs.list(tid)[0]
-    assert run["status"] == "interrupted" and client.threads.get(tid)["status"] == "interrupted"
+    thread = client.threads.get(tid)
+    assert run["status"] == "interrupted" and (thread["status"], thread["interrupts"]) == ("interrupted", {})
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [tid]
+    assert client.threads.search(status="idle") == []
     assert_books_balance(tid, status="waiting")
 
     final = client.runs.wait(tid, "universal_chat", input=None, config=OPENAI)
 
     assert [m["content"] for m in final["messages"]] == ["Hi", "Hello."]
+    assert client.threads.get(tid)["status"] == "idle" and client.threads.search(status="interrupted") == []
     assert client.threads.get_state(tid)["next"] == [] and client.runs.get(tid, run["run_id"])["status"] == "success"
     execution = WorkflowExecution.objects.get(conversation_id=tid)  # the run that stopped is the run that went on
     assert (execution.llm_calls, execution.total_tokens) == (1, 24)
@@ -82,8 +87,12 @@ def test_a_breakpoint_before_a_node_stops_the_run_and_a_run_without_input_goes_o
 def test_a_breakpoint_after_a_node_stops_after_it_and_a_resume_command_goes_on(graph_server, openai_stub, alice_key):
     client, tid = thread_of(graph_server, openai_stub, alice_key, "Hello.")
 
-    client.runs.wait(tid, "universal_chat", input=turn("Hi"), config=OPENAI, interrupt_after=["model"])
+    parts = list(client.runs.stream(tid, "universal_chat", input=turn("Hi"), config=OPENAI, interrupt_after=["model"],
+                                    stream_mode=["updates", "values"]))
 
+    assert [p.data for p in parts if p.event == "updates"][-1] == {"__interrupt__": []}  # as LangGraph streams it
+    assert [m["content"] for m in [p.data for p in parts if p.event == "values"][-1]["messages"]] == ["Hi", "Hello."]
+    assert parts[-1].event == "end" and client.threads.get(tid)["status"] == "interrupted"
     state = client.threads.get_state(tid)
     assert state["next"] == ["end"] and [m["content"] for m in state["values"]["messages"]] == ["Hi", "Hello."]
     execution = WorkflowExecution.objects.get(conversation_id=tid)
@@ -126,6 +135,24 @@ def test_streamed_message_ids_are_the_threads_own(graph_server, openai_stub, ali
     assert "".join(chunk["content"] for chunk in tuples) == "Hello there."
     assert complete and complete[-1]["id"] == reply["id"]
     assert [p.data for p in parts if p.event == "values"][-1]["messages"][-1]["id"] == reply["id"]
+    assert_books_balance(tid)
+
+
+def test_a_reply_of_tool_calls_alone_streams_the_threads_own_id(graph_server, openai_stub, alice_key):
+    client, tid = thread_of(graph_server, openai_stub, alice_key)
+    openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=USAGE)
+    openai_stub.reply(content="It is 84.", usage=USAGE)
+
+    parts = list(client.runs.stream(tid, "universal_chat", input=turn("What is 12*7?"), config=OPENAI,
+                                    stream_mode=["messages-tuple", "messages"]))
+
+    asked, answered = [m for m in client.threads.get_state(tid)["values"]["messages"] if m["type"] == "ai"]
+    assert asked["tool_calls"][0]["name"] == "calculator" and asked["content"] == ""
+    chunks = [p.data[0] for p in parts if p.event == "messages"]
+    assert [c["id"] for c in chunks if c.get("chunk_position") == "last"] == [asked["id"], answered["id"]]
+    assert {c["id"] for c in chunks} == {asked["id"], answered["id"]}
+    assert "".join(c["content"] for c in chunks if c["id"] == answered["id"]) == "It is 84."
+    assert [p.data[-1]["id"] for p in parts if p.event == "messages/complete"] == [asked["id"], answered["id"]]
     assert_books_balance(tid)
 
 

@@ -77,6 +77,25 @@ def test_a_python_graph_is_an_assistant_and_its_calls_are_accounted(graph_server
     assert reconcile_exit_code() == 0
 
 
+def test_its_streamed_messages_carry_the_ids_of_its_state(graph_server, openai_stub, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    script_turn(openai_stub)  # its model is called whole (invoke): each reply streams as one piece
+    thread = client.threads.create()
+
+    parts = list(client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN,
+                                    stream_mode=["messages-tuple", "messages"]))
+
+    asked, answered = [m for m in client.threads.get_state(thread["thread_id"])["values"]["messages"]
+                       if m["type"] == "ai"]
+    assert asked["tool_calls"][0]["name"] == "multiply" and asked["content"] == ""
+    chunks = [p.data[0] for p in parts if p.event == "messages"]
+    assert [(c["id"], c["content"]) for c in chunks] == [
+        (asked["id"], ""), (answered["id"], "12*7 = 84"), (answered["id"], "")]  # the last with the call's usage
+    assert chunks[-1]["usage_metadata"]["total_tokens"] == 86
+    complete = [p.data[-1] for p in parts if p.event == "messages/complete"]
+    assert [(c["id"], c["content"]) for c in complete] == [(asked["id"], ""), (answered["id"], "12*7 = 84")]
+
+
 def test_a_model_without_a_price_is_recorded_and_flagged_not_refused(graph_server, openai_stub, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub, model="house-model-7")

@@ -67,6 +67,8 @@ def test_a_streamed_turn_records_the_same_numbers_and_streams_the_text(alice, st
 
     assert "".join(e["data"]["text"] for e in envelopes if e["event"] == "token") == "Streaming works fine."
     usage_event = next(e for e in envelopes if e["event"] == "token_usage")["data"]
+    tokens = [e["data"] for e in envelopes if e["event"] == "token"]
+    assert usage_event.pop("message_id") == tokens[0]["message_id"] == tokens[-1]["message_id"]  # the reply's id
     assert usage_event == {
         "node_id": "model", "provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 1000,
         "completion_tokens": 200, "total_tokens": 1200, "cached_prompt_tokens": 400, "reasoning_tokens": 50,

@@ -41,6 +41,9 @@ from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usag
 
 MAX_STEPS = 100
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
+# In a registered graph run's final state when it stopped at a static breakpoint: the nodes that run next. The run
+# ends (as LangGraph's server ends it, `success`); its thread waits there, `interrupted`, until a run goes on.
+STOPPED_BEFORE = "__stopped_before__"
 NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
 async def graph_build(name: str, *, config: dict | None = None):
     """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
@@ -253,9 +256,11 @@ class GraphAccounting(BaseCallbackHandler):
             return
         call["text"] += token
 
+        message = getattr(kwargs.get("chunk"), "message", None)
+
         def streamed(node):
             self.ctx.partial_text += token
-            self.ctx.hooks.token(node, token)
+            self.ctx.hooks.token(node, token, message_id=getattr(message, "id", None))
             self.ctx.checkpoint()
         self._in_node(call["task"], streamed)
 
@@ -267,13 +272,17 @@ class GraphAccounting(BaseCallbackHandler):
         message = getattr(generation, "message", None) or AIMessage(call["text"])
         usage = usage_from_message(message, prompt=call["prompt"])
         reported = (message.response_metadata or {}).get("model_name") or call["model"]
+        whole = message.content if not call["text"] and isinstance(message.content, str) else ""
 
         def recorded(node):
+            if whole:  # a reply given whole (not streamed) reaches the run's watchers as one token, as it streams
+                self.ctx.partial_text += whole
+                self.ctx.hooks.token(node, whole, message_id=message.id)
             if message.id:  # booked on the message before the call counts: a limit it passes still leaves it there
                 self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
             recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
                                                    requested_model=call["model"], usage=usage,
-                                                   started=call["started"])
+                                                   started=call["started"], message_id=message.id)
             if message.id:
                 self.usage_by_message[message.id]["usage"] = recorded_call.usage
         self._in_node(call["task"], recorded)
@@ -336,10 +345,12 @@ class ProtocolEvents:
     """What of LangGraph's protocol stream (astream_events v3) a run keeps, as (method, namespace, data): the
     graph's values (its own, not its subgraphs'), updates (an interrupt is the run's question, not an update), custom
     parts, its chat models' message deltas (a message a node returned whole is in the values), tool lifecycles, and
-    its subgraphs' starts (the run's own lifecycle is the run's events)."""
+    its subgraphs' starts (the run's own lifecycle is the run's events). `classic`: for the classic stream modes,
+    where a static breakpoint's empty interrupt is an update, as LangGraph's server streams it."""
 
-    def __init__(self):
+    def __init__(self, *, classic: bool = False):
         self.message_ids: dict[tuple, str] = {}  # namespace → the message streaming there
+        self.classic = classic
 
     def kept(self, event: dict) -> list[tuple[str, list, Any]]:
         method, params = event.get("method"), event.get("params") or {}
@@ -347,7 +358,7 @@ class ProtocolEvents:
         if method == "values":
             return [] if namespace else [("values", namespace, as_json(data))]
         if method == "updates":
-            if isinstance(data, dict) and "__interrupt__" in data:
+            if isinstance(data, dict) and "__interrupt__" in data and (data["__interrupt__"] or not self.classic):
                 return []
             return [("updates", namespace, as_json(data))]
         if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
@@ -408,9 +419,10 @@ def registered_graph_name(graph) -> str | None:
     return None
 
 
-def graph_input_of(run_input: dict) -> Any:
+def graph_input_of(run_input: dict, *, message_id: str | None = None) -> Any:
     """What a registered graph's run is given: the input as the request gave it (the Agent Server API), or a chat
-    turn's message (or the gateway's messages) as its `messages`."""
+    turn's message (or the gateway's messages) as its `messages`; `message_id`: the id of the turn's message in the
+    conversation, which its message in the graph's state keeps (so it is not saved again when the run ends)."""
     if "graph_input" in run_input:
         return run_input["graph_input"]
     from langchain_core.messages import HumanMessage
@@ -419,7 +431,7 @@ def graph_input_of(run_input: dict) -> Any:
 
     if run_input.get("messages"):
         return {"messages": messages_from_openai(run_input["messages"])}
-    return {"messages": [HumanMessage(run_input["message"])] if run_input.get("message") else []}
+    return {"messages": [HumanMessage(run_input["message"], id=message_id)] if run_input.get("message") else []}
 
 
 def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpointer, thread_id: str,
@@ -430,7 +442,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      stream_checkpoints: bool = False) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
-    when it waits; and under `__messages_usage__` the usage of each AI message a model call produced.
+    when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
+    `__messages_usage__` the usage of each AI message a model call produced.
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
@@ -463,7 +476,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
             kwargs["interrupt_before"] = interrupt_before
         if interrupt_after:
             kwargs["interrupt_after"] = interrupt_after
-        protocol = ProtocolEvents()
+        protocol = ProtocolEvents(classic=streaming != "v3")
         if streaming == "v3":
             # LangGraph's own protocol stream: values, messages, lifecycle, tools (agents that add them), and the
             # graph's updates and custom parts (their transformers added unless the graph compiled them in).
@@ -486,7 +499,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         state = await compiled.aget_state(latest)  # the thread's state now (a branch's head, when it forked)
         outcome["values"] = dict(state.values or {})
         outcome["interrupts"] = list(state.interrupts)
-        outcome["waiting"] = bool(state.next)
+        outcome["next"] = list(state.next)
 
     loop_task: dict = {}
 
@@ -529,8 +542,10 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     if error is not None:
         raise error
     values = outcome["values"]
-    if outcome["interrupts"] or outcome["waiting"]:
+    if outcome["interrupts"]:
         values["__interrupt__"] = outcome["interrupts"]
+    elif outcome["next"]:
+        values[STOPPED_BEFORE] = outcome["next"]
     values[MESSAGES_USAGE] = accounting.usage_by_message
     return values
 

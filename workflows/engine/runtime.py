@@ -70,6 +70,7 @@ class LLMCall:
     usage: Usage
     duration_ms: int
     deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
+    message_id: str = ""  # the reply's id (its message's in the graph's state), "" when it has none
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ class RunContext:
             self.partial_text = reply.content
             self.hooks.token(node, reply.content, message_id=reply.id)
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
-        self._record(node, target, metadata.get("model_name") or target.model, usage, started)
+        self._record(node, target, metadata.get("model_name") or target.model, usage, started, message_id=reply.id)
         if target.deployment is not None:
             deployment_tokens_count(target.deployment, usage.total_tokens)
         return reply
@@ -392,15 +393,17 @@ class RunContext:
         raise self._routes_exhausted(model_name, failure, skipped)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
-                      started: float) -> LLMCall:
+                      started: float, message_id: str | None = None) -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
         callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
-        return self._record(node, _Target(provider, requested_model), reported_model, usage, started)
+        return self._record(node, _Target(provider, requested_model), reported_model, usage, started,
+                            message_id=message_id)
 
     def _record_reply(self, node, target: _Target, prompt, streamed, started) -> tuple[AIMessage, LLMCall]:
         reply = streamed.reply()
         usage = usage_from_message(reply, prompt=prompt, raw=streamed.raw_usage.report_for(reply.usage_metadata))
-        return reply, self._record(node, target, streamed.model_name or target.model, usage, started)
+        return reply, self._record(node, target, streamed.model_name or target.model, usage, started,
+                                   message_id=reply.id)
 
     def _record_cut_short(self, node, target: _Target, prompt, prompt_tokens, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
@@ -414,13 +417,13 @@ class RunContext:
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, target, streamed.model_name or target.model, usage, started)
 
-    def _record(self, node, target: _Target, reported_model, usage, started) -> LLMCall:
+    def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None) -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
         # whose deployment served it (a fallback's own).
         usage = priced(usage, self.hooks.price(target.provider, target.model))
         call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
-                       deployment=target.deployment.label if target.deployment else "")
+                       deployment=target.deployment.label if target.deployment else "", message_id=message_id or "")
         with self.counting:
             self.usage += usage
             self.llm_calls += 1

@@ -50,7 +50,7 @@ _sub_builder.add_edge("inner", END)
 subgraph = _sub_builder.compile()
 
 
-def build(config=None):
+def build(config=None, **compiled):
     builder = StateGraph(State)
     builder.add_node("greet", greet)
     builder.add_node("use_tool", use_tool)
@@ -61,10 +61,11 @@ def build(config=None):
     builder.add_edge("use_tool", "ask")
     builder.add_edge("ask", "sub")
     builder.add_edge("sub", END)
-    return builder.compile()
+    return builder.compile(**compiled)
 
 
 graph = build()
+stopping = build(interrupt_after=["greet"])  # a static breakpoint compiled into the graph
 
 
 async def make_graph(config):
