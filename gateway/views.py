@@ -54,6 +54,9 @@ SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, 
           "GET /v1/models and GET /v1/models/{model}")  # what unknown_url lists
 REQUEST_ID_HEADER = "X-Request-Id"  # the run's id too, where OpenAI's clients look for it
 COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as stored
+# The same figure where LiteLLM's SDK reads an upstream's cost (its proxy's header): its completion_cost() reads
+# `usage.cost` of a chat completion, but an embeddings response's usage has no cost to it.
+LITELLM_COST_HEADER = "x-litellm-response-cost"
 IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
 
 
@@ -266,7 +269,8 @@ def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], *, name
 def _answer(execution: WorkflowExecution, body, **headers) -> Response:
     """A call run to its end: `body()` when it completed, else a 502 with the run's error; the run's id and cost in
     the headers either way."""
-    headers = {**_run_headers(execution, **headers), COST_HEADER: f"{execution.cost:.8f}"}
+    cost = f"{execution.cost:.8f}"
+    headers = {**_run_headers(execution, **headers), COST_HEADER: cost, LITELLM_COST_HEADER: cost}
     if execution.status != WorkflowExecution.Status.COMPLETED:
         return Response(openai_error(status=502, code=execution.error_type or "error",
                                      message=execution.error_message or "the call failed"),
