@@ -206,6 +206,10 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedMode
         config["client_tools"] = request["tools"]
         config["tool_choice"] = request.get("tool_choice")
     params = {name: request[name] for name in PASSED_THROUGH if request.get(name) is not None}
+    if provider == "openai" and "response_format" in params:
+        # In the request's body as it came: given `response_format`, LangChain's ChatOpenAI parses the reply itself
+        # through the SDK, which refuses tools that are not `strict`; a gateway relays, and the client parses.
+        params["extra_body"] = {"response_format": params.pop("response_format")}
     if params:
         config["model_params"] = params
     return {

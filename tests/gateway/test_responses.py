@@ -61,6 +61,28 @@ def test_a_text_input_with_instructions_is_answered_as_a_response(gateway, opena
     assert_recorded(response, raw.headers["x-request-id"])
 
 
+def test_its_parameters_reach_the_upstream_in_the_chat_apis_names(gateway, openai_stub):
+    openai_stub.reply(content='{"city": "Paris"}', usage=USAGE)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+    raw = client(gateway).responses.with_raw_response.create(
+        model="gpt-4o-mini", input="Where?", text={"format": {"type": "json_schema", "name": "place", "schema": schema,
+                                                              "strict": True}},
+        reasoning={"effort": "low"}, tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False, top_p=0.5, user="end-user-7", metadata={"team": "search"}, service_tier="flex")
+
+    sent = openai_stub.last_request.body
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "place", "schema": schema, "strict": True}}
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert (sent["reasoning_effort"], sent["parallel_tool_calls"], sent["top_p"], sent["user"]) == (
+        "low", False, 0.5, "end-user-7")
+    assert not {"metadata", "service_tier"} & set(sent) and raw.headers["x-chatter-ignored"] == "metadata, service_tier"
+    response = raw.parse()
+    assert response.output_text == '{"city": "Paris"}' and response.metadata == {"team": "search"}
+    assert_recorded(response, raw.headers["x-request-id"])
+
+
 def test_function_calls_go_out_and_their_outputs_come_back_on_the_previous_response(gateway, openai_stub):
     openai_stub.reply(tool_calls=[{"id": "call_w1", "name": "get_weather", "arguments": {"city": "Paris"}}],
                       usage=USAGE)
