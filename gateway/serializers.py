@@ -362,6 +362,8 @@ class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     stream = serializers.BooleanField(default=False)
+    stream_options = serializers.DictField(child=serializers.BooleanField(), required=False, allow_null=True,
+                                           help_text="include_obfuscation: accepted and ignored")
     text = serializers.DictField(required=False, allow_null=True)
     reasoning = serializers.DictField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
@@ -373,9 +375,9 @@ class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     truncation = serializers.ChoiceField(choices=("disabled",), required=False, allow_null=True)
     include = serializers.ListField(child=serializers.CharField(max_length=100), required=False, allow_null=True)
 
-    def validate_stream(self, value):
-        if value:
-            raise serializers.ValidationError("a streamed response is not served yet: ask without stream")
+    def validate_stream_options(self, value):
+        if set(value or {}) - {"include_obfuscation"}:
+            raise serializers.ValidationError("include_obfuscation (a boolean)")
         return value
 
     def validate_tools(self, value):

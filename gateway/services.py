@@ -10,6 +10,8 @@ module turns an OpenAI request into a run request and a run into OpenAI's answer
 from __future__ import annotations
 
 import base64
+import copy
+import itertools
 import json
 import struct
 import time
@@ -204,6 +206,10 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedMode
         config["client_tools"] = request["tools"]
         config["tool_choice"] = request.get("tool_choice")
     params = {name: request[name] for name in PASSED_THROUGH if request.get(name) is not None}
+    if provider == "openai" and "response_format" in params:
+        # In the request's body as it came: given `response_format`, LangChain's ChatOpenAI parses the reply itself
+        # through the SDK, which refuses tools that are not `strict`; a gateway relays, and the client parses.
+        params["extra_body"] = {"response_format": params.pop("response_format")}
     if params:
         config["model_params"] = params
     return {
@@ -500,7 +506,8 @@ def response_chat_request(*, owner, request: dict) -> dict:
     if request.get("previous_response_id"):
         messages = _response_previous(owner=owner, response_id=request["previous_response_id"]) + messages
     chat = {"model": request["model"], "messages": messages}
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "store", "metadata", "service_tier"):
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "store", "metadata", "service_tier", "stream",
+                 "stream_options"):
         if request.get(name) is not None:
             chat[name] = request[name]
     if request.get("max_output_tokens"):
@@ -526,30 +533,153 @@ def response_chat_request(*, owner, request: dict) -> dict:
     return serializer.validated_data
 
 
-def response_body(execution: WorkflowExecution, *, model: str, request: dict) -> dict:
-    """A finished (completed) gateway run as the Responses API's response: its text as an output message, its tool
-    calls as function_call items, the usage as stored with its cost."""
-    output = execution.output_data or {}
-    items = []
-    if output.get("content"):
-        items.append({"type": "message", "id": f"msg_{execution.pk.hex}", "status": "completed", "role": "assistant",
-                      "content": [{"type": "output_text", "text": output["content"], "annotations": []}]})
-    items += [{"type": "function_call", "id": f"fc_{call['id']}", "call_id": call["id"],
-               "name": call["function"]["name"], "arguments": call["function"]["arguments"], "status": "completed"}
-              for call in output.get("tool_calls") or []]
-    usage = usage_body(execution)
+def _response(execution: WorkflowExecution, *, model: str, request: dict, status: str, output: list[dict],
+              usage: dict | None = None, error: dict | None = None) -> dict:
+    """The Responses API's response object of a gateway run, in any of its states."""
     return {
         "id": f"{RESPONSE_PREFIX}{execution.pk}", "object": "response",
-        "created_at": int(execution.created_at.timestamp()), "status": "completed", "model": model,
-        "output": items, "error": None, "incomplete_details": None,
+        "created_at": int(execution.created_at.timestamp()), "status": status, "model": model,
+        "output": output, "error": error, "incomplete_details": None,
         "previous_response_id": request.get("previous_response_id"), "instructions": request.get("instructions"),
         "tools": request.get("tools") or [], "tool_choice": request.get("tool_choice") or "auto",
         "parallel_tool_calls": request.get("parallel_tool_calls", True), "temperature": request.get("temperature"),
         "top_p": request.get("top_p"), "max_output_tokens": request.get("max_output_tokens"),
         "text": request.get("text") or {"format": {"type": "text"}}, "metadata": request.get("metadata") or {},
-        "usage": {"input_tokens": usage["prompt_tokens"],
-                  "input_tokens_details": usage["prompt_tokens_details"],
-                  "output_tokens": usage["completion_tokens"],
-                  "output_tokens_details": usage["completion_tokens_details"],
-                  "total_tokens": usage["total_tokens"], "cost": usage["cost"]},
+        "usage": usage,
     }
+
+
+def _response_usage(execution: WorkflowExecution) -> dict:
+    """The run's usage as stored (usage_body), in the Responses API's names, with its cost."""
+    usage = usage_body(execution)
+    return {"input_tokens": usage["prompt_tokens"], "input_tokens_details": usage["prompt_tokens_details"],
+            "output_tokens": usage["completion_tokens"], "output_tokens_details": usage["completion_tokens_details"],
+            "total_tokens": usage["total_tokens"], "cost": usage["cost"]}
+
+
+def _message_item(execution_id, text: str, *, status: str = "completed") -> dict:
+    return {"type": "message", "id": f"msg_{execution_id.hex}", "status": status, "role": "assistant",
+            "content": [_text_part(text)] if status == "completed" else []}
+
+
+def _text_part(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _call_item(call_id: str, name: str, arguments: str, *, status: str = "completed") -> dict:
+    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": name,
+            "arguments": arguments, "status": status}
+
+
+def response_body(execution: WorkflowExecution, *, model: str, request: dict) -> dict:
+    """A finished (completed) gateway run as the Responses API's response: its text as an output message, its tool
+    calls as function_call items, the usage as stored with its cost."""
+    output = execution.output_data or {}
+    items = [_message_item(execution.pk, output["content"])] if output.get("content") else []
+    items += [_call_item(call["id"], call["function"]["name"], call["function"]["arguments"])
+              for call in output.get("tool_calls") or []]
+    return _response(execution, model=model, request=request, status="completed", output=items,
+                     usage=_response_usage(execution))
+
+
+async def response_events(execution: WorkflowExecution, feed: AsyncIterator[dict], *, model: str,
+                          request: dict) -> AsyncIterator[dict]:
+    """The run's feed as the Responses API's stream events, numbered by `sequence_number` from 0: the response
+    created and in progress; the output message (added, its text part, a delta per token, done) and each function
+    call (added, a delta per fragment as the provider streamed it, done), one item after the other; then the
+    response completed as response_body answers it (the usage as stored, with its cost). A run that fails or is
+    cancelled ends the stream with `response.failed`: its error, the items so far, the usage it recorded."""
+    numbers = itertools.count()
+    items: list[dict] = []  # the output items in the order they were added (their output_index)
+    positions: dict = {}  # the provider's index of a tool call (or its id) → its place in the stream
+    open_item: dict | None = None  # the item being streamed: others are added after it is done
+
+    def event(kind: str, **fields) -> dict:
+        return {"type": kind, "sequence_number": next(numbers), **fields}
+
+    def add(item: dict) -> list[dict]:
+        nonlocal open_item
+        done = close()
+        items.append(item)
+        open_item = item
+        added = [event("response.output_item.added", output_index=len(items) - 1, item=copy.deepcopy(item))]
+        if item["type"] == "message":
+            added.append(event("response.content_part.added", item_id=item["id"], output_index=len(items) - 1,
+                               content_index=0, part=_text_part("")))
+            item["content"] = [_text_part("")]
+        return done + added
+
+    def delta(text: str) -> dict:
+        index = items.index(open_item)
+        if open_item["type"] == "message":
+            open_item["content"][0]["text"] += text
+            return event("response.output_text.delta", item_id=open_item["id"], output_index=index,
+                         content_index=0, delta=text, logprobs=[])
+        open_item["arguments"] += text
+        return event("response.function_call_arguments.delta", item_id=open_item["id"], output_index=index,
+                     delta=text)
+
+    def close() -> list[dict]:
+        nonlocal open_item
+        item, open_item = open_item, None
+        if item is None:
+            return []
+        index, item["status"] = items.index(item), "completed"
+        if item["type"] == "message":
+            part = item["content"][0]
+            done = [event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                          text=part["text"], logprobs=[]),
+                    event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                          part=dict(part))]
+        else:
+            done = [event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                          arguments=item["arguments"])]
+        return done + [event("response.output_item.done", output_index=index, item=copy.deepcopy(item))]
+
+    try:
+        started = _response(execution, model=model, request=request, status="in_progress", output=[])
+        yield event("response.created", response=started)
+        yield event("response.in_progress", response=started)
+        async for envelope in feed:
+            kind, data = envelope["event"], envelope["data"]
+            if kind == "token":
+                if open_item is None or open_item["type"] != "message":
+                    for added in add(_message_item(execution.pk, "", status="in_progress")):
+                        yield added
+                yield delta(data["text"])
+            elif kind == "tool_call_delta":
+                fragment = _tool_call_delta(data, positions)
+                if "id" in fragment:  # a call's first fragment
+                    for added in add(_call_item(fragment["id"], fragment["function"]["name"], "",
+                                                status="in_progress")):
+                        yield added
+                if fragment["function"]["arguments"]:
+                    yield delta(fragment["function"]["arguments"])
+            elif kind == "workflow_completed":
+                ended = await _ended(execution.pk)
+                body = response_body(ended, model=model, request=request)
+                streamed = {(item["type"], item.get("call_id")) for item in items}
+                for item in body["output"]:  # what the provider gave whole: whole here too
+                    if (item["type"], item.get("call_id")) not in streamed:
+                        whole = item["content"][0]["text"] if item["type"] == "message" else item["arguments"]
+                        for added in add({**item, "status": "in_progress", **(
+                                {"content": []} if item["type"] == "message" else {"arguments": ""})}):
+                            yield added
+                        if whole:
+                            yield delta(whole)
+                for done in close():
+                    yield done
+                stored = {(item["type"], item.get("call_id")): item for item in body["output"]}
+                body["output"] = [stored.get((item["type"], item.get("call_id")), item) for item in items]
+                yield event("response.completed", response=body)
+            elif kind in ("workflow_failed", "workflow_cancelled"):
+                ended = await _ended(execution.pk)
+                if open_item is not None:
+                    open_item["status"] = "incomplete"
+                error = {"code": data.get("error_type") or "error",
+                         "message": data.get("error_message") or "the call failed"}
+                yield event("response.failed", response=_response(
+                    ended, model=model, request=request, status="failed", output=items,
+                    usage=_response_usage(ended), error=error))
+    finally:
+        await feed.aclose()

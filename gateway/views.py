@@ -40,6 +40,7 @@ from gateway.services import (
     gateway_stream,
     response_body,
     response_chat_request,
+    response_events,
     text_completion_body,
     text_completion_chunks,
 )
@@ -53,6 +54,9 @@ SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, 
           "GET /v1/models and GET /v1/models/{model}")  # what unknown_url lists
 REQUEST_ID_HEADER = "X-Request-Id"  # the run's id too, where OpenAI's clients look for it
 COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as stored
+# The same figure where LiteLLM's SDK reads an upstream's cost (its proxy's header): its completion_cost() reads
+# `usage.cost` of a chat completion, but an embeddings response's usage has no cost to it.
+LITELLM_COST_HEADER = "x-litellm-response-cost"
 IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
 
 
@@ -124,11 +128,14 @@ class ModelView(GatewayView):
         return Response(gateway_model_get(model))
 
 
-async def _sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
+async def _sse(chunks: AsyncIterator[dict], *, named: bool = False) -> AsyncIterator[str]:
+    """OpenAI's frames: data only, then `[DONE]`; `named`, as the Responses API sends its events: each frame
+    named by its event's type, and no `[DONE]`."""
     try:
         async for chunk in chunks:
-            yield frame(chunk)  # OpenAI's frames: data only
-        yield "data: [DONE]\n\n"
+            yield frame(chunk, event=chunk.get("type") if named else None)
+        if not named:
+            yield "data: [DONE]\n\n"
     finally:
         await chunks.aclose()  # a client that went away: the feed's subscription goes (the run goes on)
 
@@ -193,16 +200,18 @@ def _validated(serializer_class, request: Request) -> dict:
     return serializer.validated_data
 
 
-def _called(request: Request, data: dict, *, whole, streamed, conversation_id=None, **headers) -> HttpResponseBase:
+def _called(request: Request, data: dict, *, whole, streamed, conversation_id=None, instructions=None,
+            named: bool = False, **headers) -> HttpResponseBase:
     """Run a validated chat completion request: to its end and answered with `whole(execution)`, or streamed as
-    `streamed(execution, feed)`."""
+    `streamed(execution, feed)` (`named`: frames named by their type, see _sse); `instructions`: the Responses
+    API's system prompt."""
     resolved, limits = gateway_admit(api_key=request_api_key(request), model=data["model"])
     headers.update(limits)
     run = {"owner": request.user, "api_key": request_api_key(request), "request": data, "resolved": resolved,
-           "conversation_id": conversation_id}
+           "conversation_id": conversation_id, "instructions": instructions}
     if data["stream"]:
         execution, feed = gateway_stream(**run)
-        return _streamed(execution, streamed(execution, feed), **headers)
+        return _streamed(execution, streamed(execution, feed), named=named, **headers)
     execution = gateway_complete(**run)
     return _answer(execution, lambda: whole(execution), **headers)
 
@@ -230,35 +239,38 @@ def _run_headers(execution: WorkflowExecution, **headers) -> dict:
 
 class ResponsesView(GatewayRunView):
     """OpenAI's Responses API for text and function tools: the input items as the messages of a chat completion run
-    (`instructions` its system prompt), answered as a response; `previous_response_id` goes on from a response of
-    yours (its run's messages and reply come first). `X-Chatter-Conversation` keeps the exchange, as for chat."""
+    (`instructions` its system prompt), answered as a response, or streamed (`stream`: SSE of the Responses API's
+    events, ending with `response.completed` or `response.failed`); `previous_response_id` goes on from a response
+    of yours (its run's messages and reply come first). `X-Chatter-Conversation` keeps the exchange, as for chat."""
 
-    @extend_schema(request=ResponsesSerializer, responses={200: OpenApiTypes.OBJECT},
+    @extend_schema(request=ResponsesSerializer, responses=_streamable("response stream event"),
                    operation_id="v1_responses_create")
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(ResponsesSerializer, request)
         chat = response_chat_request(owner=request.user, request=data)
         ignored = gateway_ignored(chat)
-        resolved, headers = gateway_admit(api_key=request_api_key(request), model=data["model"])
-        execution = gateway_complete(owner=request.user, api_key=request_api_key(request), request=chat,
-                                     resolved=resolved, instructions=data.get("instructions"),
-                                     conversation_id=request.headers.get(CONVERSATION_HEADER) or None)
-        return _answer(execution, lambda: response_body(execution, model=data["model"], request=data),
-                       **headers, **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
+        return _called(
+            request, chat, conversation_id=request.headers.get(CONVERSATION_HEADER) or None,
+            instructions=data.get("instructions"), named=True,
+            whole=lambda execution: response_body(execution, model=data["model"], request=data),
+            streamed=lambda execution, feed: response_events(execution, feed, model=data["model"], request=data),
+            **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
 
 
 def _include_usage(data: dict) -> bool:
     return bool((data.get("stream_options") or {}).get("include_usage"))
 
 
-def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], **headers) -> HttpResponseBase:
-    return event_stream_response(_sse(chunks), headers=_run_headers(execution, **headers))
+def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], *, named: bool = False,
+              **headers) -> HttpResponseBase:
+    return event_stream_response(_sse(chunks, named=named), headers=_run_headers(execution, **headers))
 
 
 def _answer(execution: WorkflowExecution, body, **headers) -> Response:
     """A call run to its end: `body()` when it completed, else a 502 with the run's error; the run's id and cost in
     the headers either way."""
-    headers = {**_run_headers(execution, **headers), COST_HEADER: f"{execution.cost:.8f}"}
+    cost = f"{execution.cost:.8f}"
+    headers = {**_run_headers(execution, **headers), COST_HEADER: cost, LITELLM_COST_HEADER: cost}
     if execution.status != WorkflowExecution.Status.COMPLETED:
         return Response(openai_error(status=502, code=execution.error_type or "error",
                                      message=execution.error_message or "the call failed"),

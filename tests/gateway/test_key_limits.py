@@ -107,17 +107,22 @@ def test_a_key_without_limits_gets_no_ratelimit_headers(gateway, openai_stub):
 def test_the_count_is_shared_by_server_processes(gateway, daphne_server, openai_stub):
     other = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
                           CHATTER_PROVIDER_MAX_RETRIES="0")
-    limit(gateway, rpm=3)
+    limit(gateway, allowed_models=["gpt-4o-mini"], rpm=3)
     for _ in range(3):
         openai_stub.reply(content="84.", usage=USAGE)
     apis = [client(gateway), openai.OpenAI(base_url=f"{other.base_url}/v1", api_key=gateway.key, max_retries=0)]
 
     for index in range(3):
         apis[index % 2].chat.completions.create(model="gpt-4o-mini", messages=ASK)
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(openai.PermissionDeniedError) as not_allowed:
+        apis[0].chat.completions.create(model="gpt-4o", messages=ASK)
+    with pytest.raises(openai.RateLimitError) as refused:
         apis[1].chat.completions.create(model="gpt-4o-mini", messages=ASK)
 
-    assert WorkflowExecution.objects.count() == 3
+    assert not_allowed.value.code == "model_not_allowed"
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+    assert WorkflowExecution.objects.count() == 3 and len(openai_stub.requests) == 3
 
 
 @pytest.mark.parametrize("limits, path", [

@@ -1,6 +1,6 @@
 """OpenAI's official Node client (`openai`, tests/js/openai_sdk.mjs) against the gateway on a real daphne server,
 the project's OpenAI stub upstream: models, a call with logprobs and its cached tokens, a streamed call, a tool round,
-embeddings, the Responses API and legacy completions, refusals as the client's own error classes; every call that
+embeddings, the Responses API (whole and streamed) and legacy completions, refusals as the client's own error classes; every call that
 reached the upstream is a run whose tokens and cost are what the client was told."""
 from decimal import Decimal
 
@@ -26,6 +26,7 @@ def test_openais_node_client_is_served_by_the_gateway_with_exact_usage_and_cost(
      .reply(content="84.", usage=PLAIN)
      .reply(usage=EMBEDDED, model="text-embedding-3-small")
      .reply(content="Responded 84.", usage=PLAIN)
+     .reply(content="Streamed response 84.", usage=CACHED)
      .reply(content="Completed 84.", usage=PLAIN))
 
     seen = run_script("openai_sdk.mjs", CHATTER_V1_URL=gateway.v1, CHATTER_KEY=gateway.key)
@@ -42,10 +43,17 @@ def test_openais_node_client_is_served_by_the_gateway_with_exact_usage_and_cost(
     assert seen["stream"]["usage"]["total_tokens"] == 15 and seen["embeddings"]["total_tokens"] == 4
     assert [u["total_tokens"] for u in seen["tools"]] == [15, 15]
     assert seen["responses"]["usage"]["total_tokens"] == 15 and seen["completions"]["total_tokens"] == 15
+    streamed = WorkflowExecution.objects.get(pk=seen["responsesStream"]["id"].removeprefix("resp_"))
+    usage = seen["responsesStream"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["input_tokens_details"]["cached_tokens"]) == (
+        streamed.prompt_tokens, streamed.completion_tokens, LLMCall.objects.get(execution=streamed).cached_prompt_tokens
+    ) == (1200, 40, 1024)
+    assert Decimal(str(usage["cost"])) == streamed.cost == call.cost
     runs = WorkflowExecution.objects.filter(workflow_type="gateway").order_by("created_at")
-    # one run per call that reached the upstream: 2 chat calls, the 2 of the tool round, embeddings, responses, legacy
-    assert runs.count() == 7 and all(r.status == "completed" for r in runs)
-    assert sum(r.total_tokens for r in runs) == 1240 + 15 * 5 + 4
+    # one run per call that reached the upstream: 2 chat calls, the 2 of the tool round, embeddings, 2 responses,
+    # legacy
+    assert runs.count() == 8 and all(r.status == "completed" for r in runs)
+    assert sum(r.total_tokens for r in runs) == 1240 * 2 + 15 * 5 + 4
     for run in runs:
         assert_all(run)
     assert reconcile_exit_code() == 0

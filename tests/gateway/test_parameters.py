@@ -52,6 +52,29 @@ def test_sampling_parameters_reach_the_upstream_and_logprobs_come_back(gateway, 
     assert the_run(raw.headers["x-request-id"]).total_tokens == 30
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_output_format_and_tool_parameters_reach_the_upstream(gateway, openai_stub, stream):
+    openai_stub.reply(content='{"answer": 84}', usage=USAGE)
+    schema = {"name": "answer", "strict": True, "schema": {
+        "type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}}
+    tool = {"type": "function", "function": WEATHER}  # not `strict`: OpenAI takes it beside a response format
+
+    with client(gateway).chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=ASK, response_format={"type": "json_schema", "json_schema": schema},
+            tools=[tool], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            parallel_tool_calls=False, max_completion_tokens=33, stream=stream) as raw:
+        answer = raw.parse()
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices) if stream else \
+            answer.choices[0].message.content
+
+    sent = openai_stub.last_request.body
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": schema}
+    assert (sent["parallel_tool_calls"], sent["max_completion_tokens"], sent["stream"]) == (False, 33, stream)
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert text == '{"answer": 84}'
+    assert the_run(raw.headers["x-request-id"]).total_tokens == 30
+
+
 def test_a_stream_carries_the_logprobs_the_upstream_streamed(gateway, openai_stub):
     openai_stub.reply(content=ANSWER, usage=USAGE)
 
@@ -107,16 +130,21 @@ def test_n_choices_come_from_one_upstream_call_billed_as_it_reported(gateway, op
         Decimal("0.00000001"))
 
 
+IGNORED = ("store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+           "prompt_cache_options", "moderation")
+
+
 def test_what_only_openais_service_means_is_accepted_not_sent_on_and_named(gateway, openai_stub):
     openai_stub.reply(content=ANSWER, usage=USAGE)
 
     raw = client(gateway).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=ASK, store=True, metadata={"team": "search"}, service_tier="flex",
-        safety_identifier="user-7", prompt_cache_key="k1")
+        safety_identifier="user-7", prompt_cache_key="k1", extra_body={
+            "prompt_cache_retention": "24h", "prompt_cache_options": {"mode": "auto"}, "moderation": True})
 
     sent = openai_stub.last_request.body
-    assert not {"store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key"} & set(sent)
-    assert raw.headers["x-chatter-ignored"] == "store, metadata, service_tier, safety_identifier, prompt_cache_key"
+    assert not set(IGNORED) & set(sent)
+    assert raw.headers["x-chatter-ignored"] == ", ".join(IGNORED)
     assert raw.parse().choices[0].message.content == ANSWER
 
 

@@ -1,5 +1,5 @@
 """What a gateway call cost comes back to the client as Chatter stored it: `usage` with its details (cached prompt
-tokens, reasoning tokens), the cost in `usage.cost` and (a call not streamed) in X-Chatter-Cost, and the run's id in
+tokens, reasoning tokens), the cost in `usage.cost` and (a call not streamed) in X-Chatter-Cost and x-litellm-response-cost, and the run's id in
 X-Request-Id; and the models a client may ask for: /v1/models and /v1/models/{id} list what an upstream serves."""
 from decimal import Decimal
 
@@ -39,6 +39,7 @@ def test_a_call_returns_its_cached_tokens_and_cost_as_stored(gateway, openai_stu
     assert raw.headers["x-request-id"] == raw.headers["x-chatter-execution"]
     assert_as_stored(completion.usage, raw.headers["x-request-id"])
     assert Decimal(raw.headers["x-chatter-cost"]) == COST and raw.headers["x-chatter-cost"] == f"{COST:.8f}"
+    assert raw.headers["x-litellm-response-cost"] == raw.headers["x-chatter-cost"]  # where LiteLLM's SDK reads it
 
 
 def test_a_streamed_call_ends_with_its_usage_details_and_cost(gateway, openai_stub):

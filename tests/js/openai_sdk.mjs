@@ -50,7 +50,7 @@ const answered = await client.chat.completions.create({
 assert.equal(answered.choices[0].message.content, "84.");
 seen.tools = [asked.usage, answered.usage];
 
-// 4. Embeddings, the Responses API and the legacy completions.
+// 4. Embeddings, the Responses API (whole and streamed) and the legacy completions.
 const embedded = await client.embeddings.create({ model: "text-embedding-3-small", input: ["one", "two"] });
 assert.equal(embedded.data.length, 2);
 assert.ok(embedded.data[0].embedding.length > 0);
@@ -58,6 +58,18 @@ seen.embeddings = embedded.usage;
 const answer = await client.responses.create({ model: "gpt-4o-mini", input: "Say 84." });
 assert.equal(answer.output_text, "Responded 84.");
 seen.responses = { id: answer.id, usage: answer.usage };
+const responseStream = client.responses.stream({ model: "gpt-4o-mini", input: "Stream 84." });
+let streamedText = "";
+const sequence = [];
+for await (const event of responseStream) {
+  sequence.push(event.sequence_number);
+  if (event.type === "response.output_text.delta") streamedText += event.delta;
+}
+const streamedAnswer = await responseStream.finalResponse();
+assert.equal(streamedText, "Streamed response 84.");
+assert.equal(streamedAnswer.output_text, streamedText);
+assert.deepEqual(sequence, sequence.map((_, index) => index));
+seen.responsesStream = { id: streamedAnswer.id, usage: streamedAnswer.usage };
 const legacy = await client.completions.create({ model: "gpt-4o-mini", prompt: "Say 84." });
 assert.equal(legacy.choices[0].text, "Completed 84.");
 seen.completions = legacy.usage;
