@@ -253,12 +253,11 @@ def test_it_offers_no_server_stream_and_no_session_to_end(alice_key):
         assert response.status_code == 405 and response["Allow"] == "POST"
 
 
-def test_only_a_tool_call_takes_from_the_run_throttle(alice_key, monkeypatch):
+def test_only_a_tool_call_takes_from_the_run_throttle(alice_key, run_rate):
     from django.core.cache import cache
-    from rest_framework.throttling import ScopedRateThrottle
 
     cache.clear()
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "1/min"})
+    run_rate("1/min")
     handshake = [mcp_post(alice_key, initialize("2025-11-25")),
                  mcp_post(alice_key, {"jsonrpc": "2.0", "method": "notifications/initialized"}),
                  mcp_post(alice_key, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})]

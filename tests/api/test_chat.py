@@ -7,7 +7,6 @@ import httpx
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
-from rest_framework.throttling import ScopedRateThrottle
 
 from conversations.models import Conversation, Message
 from keys.services import api_token_create
@@ -203,8 +202,8 @@ def test_too_many_concurrent_runs_is_a_429(api, alice):
 
 
 @pytest.mark.django_db
-def test_run_creation_is_throttled(api, monkeypatch):
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "2/min"})
+def test_run_creation_is_throttled(api, run_rate):
+    run_rate("2/min")
     assert api.post(URL, {"message": "one"}).status_code == 201
     assert api.post("/api/v1/executions/", {"template": "universal_chat"}).status_code == 201  # same scope
     before = row_counts()

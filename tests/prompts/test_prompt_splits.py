@@ -53,10 +53,8 @@ def test_a_90_10_split_lands_within_a_point_and_a_half_over_10000_draws(api, spl
 
 
 def test_200_new_conversations_each_send_the_version_they_drew_and_record_it(api, alice, definition, split_prompt,
-                                                                             openai_server, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
-
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "100000/min"})  # 200 turns at once
+                                                                             openai_server, run_rate):
+    run_rate("100000/min")  # 200 turns at once
     split(api, {"1": 90, "2": 10})
     for _ in range(200):
         openai_server.reply(content="ok", usage=USAGE)
