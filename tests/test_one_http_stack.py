@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 
 from core.signals import access_denied
 from keys.models import API_KEY_SCOPES
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.surfaces import assert_surface_error
 from workflows.models import WorkflowExecution
 
@@ -32,7 +32,7 @@ def fresh_throttles():
 
 
 def key_with(user, *scopes: str) -> str:
-    return api_token_create(user=user, name="test", scopes=list(scopes))[1]
+    return ApiTokenFactory(user=user, name="test", scopes=list(scopes)).key
 
 
 def send(surface: str, key: str | None, *, body: bytes | None = None, headers: dict | None = None):

@@ -14,9 +14,9 @@ from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from audit.models import AuditEvent
-from keys.services import api_token_create
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, figures, script_turn
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
@@ -145,7 +145,7 @@ def test_bob_neither_sees_nor_calls_alices_assistants(server, alice_key, bob, bo
 
 
 def test_a_key_without_the_runs_scope_lists_tools_but_cannot_call_one(server, alice):
-    reader = api_token_create(user=alice, name="reader", scopes=["read"])[1]
+    reader = ApiTokenFactory(user=alice, name="reader", scopes=["read"]).key
 
     async def work(session):
         tools = await all_tools(session)

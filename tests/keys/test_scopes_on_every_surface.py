@@ -15,7 +15,7 @@ from django.test import Client
 from agent_server.models import AgentCron, StoreItem
 from conversations.models import Conversation, Message
 from keys.models import API_KEY_SCOPES
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.runs import execution_create
 
@@ -34,7 +34,7 @@ def fresh_throttles():
 
 
 def key_with(user, *scopes: str) -> str:
-    return api_token_create(user=user, name="test", scopes=list(scopes))[1]
+    return ApiTokenFactory(user=user, name="test", scopes=list(scopes)).key
 
 
 def key_without(user, scope: str) -> str:
