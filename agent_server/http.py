@@ -72,6 +72,9 @@ class LangGraphErrors(ErrorShape):
     def server_error(self) -> Any:
         return {"detail": "internal server error"}
 
+    def error_page(self, *, status: int, code: str, message: str) -> Any:
+        return {"detail": "Not Found" if status == 404 else message}
+
 
 LANGGRAPH_ERRORS = LangGraphErrors()
 

@@ -3,8 +3,9 @@ from django.db.backends.signals import connection_created
 
 
 class ChatterProjectConfig(AppConfig):
-    """The composition root: settings, URLs, ASGI, health and metrics (its migrations made the API keys' table,
-    which the keys app owns now)."""
+    """The composition root: settings, URLs, ASGI, health and metrics. It has no models; it stays an installed app
+    for its migrations, which made the API keys' table (the keys app's now): databases record them, and keys',
+    gateway's, workflows' and analytics' migrations depend on them."""
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "chatter_project"

@@ -1,4 +1,4 @@
-"""What /api/v1/health/ and /metrics report: read-only checks of the parts a run needs, and usage totals."""
+"""/api/v1/health/, and what it and /metrics report: read-only checks of the parts a run needs, and usage totals."""
 from __future__ import annotations
 
 import time
@@ -7,6 +7,11 @@ import redis
 from django.conf import settings
 from django.core.cache import caches
 from django.db.models import Count, Sum
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core import db
 
@@ -102,3 +107,22 @@ def runs_by_status() -> dict[str, int]:
 
     counts = dict(WorkflowExecution.objects.values_list("status").annotate(n=Count("id")).order_by())
     return {status: counts.get(status, 0) for status in WorkflowExecution.Status.values}
+
+
+HealthSerializer = inline_serializer("Health", {
+    "status": serializers.ChoiceField(choices=["ok", "degraded", "down"]),
+    "checks": serializers.DictField(child=serializers.DictField()),
+})
+
+
+class HealthView(APIView):
+    """Database, channel layer, queue and stale runs. Open to load balancers (no auth, no per-user data);
+    503 when the database is down."""
+
+    authentication_classes = ()
+    permission_classes = ()
+
+    @extend_schema(responses={200: HealthSerializer, 503: OpenApiResponse(HealthSerializer, "database down")})
+    def get(self, request: Request) -> Response:
+        database_up, report = health_report()
+        return Response(report, status=200 if database_up else 503)

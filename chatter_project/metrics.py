@@ -4,7 +4,8 @@ Run and usage figures are read from the database at scrape time, so every proces
 event latency (persist → handed to the hub) is observed in the process that publishes."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chatter_project.health import runs_by_status, stale_runs_count, usage_by_model
@@ -40,3 +41,8 @@ REGISTRY.register(DatabaseCollector())
 
 def metrics_text() -> bytes:
     return generate_latest(REGISTRY)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for scrapers (no auth; totals only, nothing per user)."""
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

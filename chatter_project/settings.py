@@ -47,7 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "corsheaders",
     "django_q",
-    "chatter_project",
+    "chatter_project",  # model-free: installed for its historical migrations (ChatterProjectConfig)
     "keys",
     "webhooks",
     "conversations",

@@ -1,7 +1,7 @@
 """Refuse a NUL character in a request's path or query string before any view reads it: no field may hold one,
 and PostgreSQL stores none in text or jsonb, so it would otherwise reach the database as a 500. (JSON bodies:
 core.api.parsers.) The refusal is a SuspiciousOperation, which Django answers with handler400, in
-the error shape of the surface asked (chatter_project.error_pages)."""
+the error shape of the surface asked (core.error_pages)."""
 from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes

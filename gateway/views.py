@@ -83,6 +83,9 @@ class OpenAIErrors(ErrorShape):
     def server_error(self) -> Any:
         return openai_error(status=500, code="server_error", message="internal server error")
 
+    def error_page(self, *, status: int, code: str, message: str) -> Any:
+        return openai_error(status=status, code=code, message=message)
+
     @staticmethod
     def _openai(status: int, error: dict) -> dict:
         details = error.get("details") or []

@@ -71,3 +71,11 @@ def close_async_thread_connections(django_db_setup, django_db_blocker):
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
+
+
+@pytest.fixture
+def run_rate(settings):
+    """Sets the run throttle's rate for one test, as the settings do (REST_FRAMEWORK's DEFAULT_THROTTLE_RATES)."""
+    def set_rate(rate: str) -> None:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"runs": rate}}
+    return set_rate

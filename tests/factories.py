@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from analytics.models import ModelPrice
@@ -44,6 +45,21 @@ class StaffFactory(UserFactory):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
         return model_class.objects.create_superuser(*args, **kwargs)
+
+
+class GroupFactory(factory.django.DjangoModelFactory):
+    """A group of users, e.g. `GroupFactory(name="team", members=[alice])`."""
+
+    class Meta:
+        model = Group
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"group{n}")
+
+    @factory.post_generation
+    def members(group, create, users, **kwargs):
+        if create and users:
+            group.user_set.add(*users)
 
 
 class ConversationFactory(factory.django.DjangoModelFactory):

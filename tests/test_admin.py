@@ -22,6 +22,7 @@ from prompts.models import Prompt, PromptAssignment, PromptLabel, PromptVersion
 from prompts.services import prompt_create, prompt_label_set, prompt_version_assigned, prompt_version_create
 from scores.models import Score
 from scores.services import score_create
+from tests.factories import WorkflowDefinitionFactory
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -32,7 +33,6 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
-from workflows.services.definitions import definition_create
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -93,8 +93,8 @@ def test_every_model_is_registered():
 def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     document_create(owner=alice, title="Tea", content="Green tea is steeped at 80 degrees.")
     template = WorkflowTemplate.objects.get(key="universal_chat")
-    definition = definition_create(owner=alice, name="My chat", nodes=template.graph["nodes"],
-                                   edges=template.graph["edges"])
+    definition = WorkflowDefinitionFactory(owner=alice, name="My chat", nodes=template.graph["nodes"],
+                                           edges=template.graph["edges"])
     WorkflowSchedule.objects.create(owner=alice, name="Nightly", definition=definition, cron="0 3 * * *")
     audit_event()
     AgentRun.objects.create(execution=run, assistant_id="universal_chat")
@@ -202,12 +202,12 @@ def test_bulk_deleting_messages_keeps_the_conversation_totals_exact(staff_client
 
 
 def test_the_conversation_page_cannot_delete_or_add_messages(staff_client, run):
-    inline = admin.site._registry[Conversation].get_inline_instances(None)[0]
+    inline = admin.site.get_model_admin(Conversation).get_inline_instances(None)[0]
     request = type("Request", (), {"user": run.owner})
 
     assert inline.model is Message and inline.can_delete is False
     assert not inline.has_add_permission(request, run.conversation)
-    assert not admin.site._registry[Message].has_add_permission(request)
+    assert not admin.site.get_model_admin(Message).has_add_permission(request)
 
 
 def test_the_cancel_action_cancels_pending_runs_and_skips_finished_ones(staff_client, alice, run):
@@ -252,7 +252,7 @@ def test_engine_written_rows_cannot_be_added(staff_client, model):
 @pytest.mark.parametrize("model", [Conversation, Message, WorkflowExecution, NodeExecution, LLMCall,
                                    TemplateAnalytics])
 def test_usage_aggregates_are_read_only(model):
-    readonly = set(admin.site._registry[model].readonly_fields)
+    readonly = set(admin.site.get_model_admin(model).readonly_fields)
     cost = "total_cost" if model in (Conversation, TemplateAnalytics) else "cost"
 
     assert {"prompt_tokens", "completion_tokens", "total_tokens", cost} <= readonly

@@ -18,7 +18,8 @@ from rest_framework.test import APIClient
 
 from chatter_project.asgi import application
 from keys.models import ApiToken
-from keys.services import api_token_create, token_digest
+from keys.services import token_digest
+from tests.factories import ApiTokenFactory
 
 BEFORE = [("chatter_project", "0001_initial")]
 AFTER = [("chatter_project", "0002_hash_plain_tokens")]
@@ -56,7 +57,7 @@ def stored_strings() -> list[str]:
 def test_the_database_holds_no_token_that_authenticates(alice, bob):
     keys = [APIClient().post("/api/v1/auth/token/", {"username": user, "password": f"{user}-password"}).json()["token"]
             for user in ("alice", "bob")]
-    keys.append(api_token_create(user=alice)[1])
+    keys.append(ApiTokenFactory(user=alice).key)
     assert all(authenticates(key) for key in keys)
 
     stored = stored_strings()
@@ -115,7 +116,7 @@ def test_a_key_made_before_the_keys_app_had_its_table_keeps_working_and_its_admi
 
 @pytest.mark.django_db(transaction=True)
 def test_a_new_token_authenticates_a_websocket(alice):
-    key = api_token_create(user=alice)[1]
+    key = ApiTokenFactory(user=alice).key
     assert async_to_sync(websocket_accepts)(key)
     ApiToken.objects.all().delete()
     assert not async_to_sync(websocket_accepts)(key)
@@ -123,7 +124,8 @@ def test_a_new_token_authenticates_a_websocket(alice):
 
 @pytest.mark.django_db
 def test_the_admin_shows_prefixes_only_and_cannot_make_or_show_a_key(client, staff, alice):
-    token, key = api_token_create(user=alice)
+    token = ApiTokenFactory(user=alice)
+    key = token.key
     client.force_login(staff)
 
     pages = [client.get(reverse("admin:keys_apitoken_changelist")),

@@ -1,8 +1,10 @@
 """The Redis cache's connection pool (core/cache.py): one per process and URL, whichever cache client
 asks (Django makes a client per request under ASGI)."""
 import os
+import uuid
 
 import pytest
+import redis
 from django.core.cache import caches
 
 from core.cache import SharedConnectionPool
@@ -15,8 +17,15 @@ def test_the_same_url_gets_the_same_pool():
 
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
-def test_cache_clients_of_different_requests_share_one_pool():
+def test_cache_clients_of_different_requests_share_one_pool(settings):
+    # Every connection of this test's cache carries a name of its own: Redis lists them, whichever process looks.
+    name = f"cache-test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "OPTIONS": {
+        **settings.CACHES["default"]["OPTIONS"], "client_name": name}}}
     first, second = caches.create_connection("default"), caches.create_connection("default")  # as two requests
     first.set("b5-cache", "value")
     assert second.get("b5-cache") == "value"
-    assert first._cache.get_client(write=True).connection_pool is second._cache.get_client().connection_pool
+
+    server = redis.Redis.from_url(settings.REDIS_URL)
+    assert [client["name"] for client in server.client_list()].count(name) == 1  # one pool, one connection
+    server.close()

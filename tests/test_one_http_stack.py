@@ -8,11 +8,10 @@ import json
 import pytest
 from django.core.cache import cache
 from django.test import Client, override_settings
-from rest_framework.throttling import ScopedRateThrottle
 
 from core.signals import access_denied
 from keys.models import API_KEY_SCOPES
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.surfaces import assert_surface_error
 from workflows.models import WorkflowExecution
 
@@ -33,7 +32,7 @@ def fresh_throttles():
 
 
 def key_with(user, *scopes: str) -> str:
-    return api_token_create(user=user, name="test", scopes=list(scopes))[1]
+    return ApiTokenFactory(user=user, name="test", scopes=list(scopes)).key
 
 
 def send(surface: str, key: str | None, *, body: bytes | None = None, headers: dict | None = None):
@@ -86,9 +85,9 @@ def test_a_missing_or_unknown_key_is_a_401_in_the_surfaces_shape_and_audited(ali
 
 
 @pytest.mark.parametrize("surface", RUN_STARTS)
-def test_the_run_throttle_is_a_429_with_retry_after_on_both_counting_one_allowance(alice, monkeypatch, surface):
+def test_the_run_throttle_is_a_429_with_retry_after_on_both_counting_one_allowance(alice, run_rate, surface):
     key = key_with(alice, *API_KEY_SCOPES)
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "2/min"})
+    run_rate("2/min")
     other = "langgraph" if surface == "api" else "api"
     assert send(other, key).status_code in (200, 201)
     assert send(surface, key).status_code in (200, 201)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT
 from workflows.models import WorkflowExecution
 
@@ -110,7 +110,7 @@ def test_the_gateway_example_runs_out_of_the_box(server, alice):
     base_url, key_placeholder = "http://127.0.0.1:8000/v1", "<a key with the gateway scope>"
     (code,) = re.findall(r"```python\n(.*?)```", section("A first call", GATEWAY_PAGE), flags=re.S)
     assert base_url in code and key_placeholder in code, "the example's base URL and key changed: update this test"
-    key = api_token_create(user=alice, name="readme", scopes=["gateway"])[1]
+    key = ApiTokenFactory(user=alice, name="readme", scopes=["gateway"]).key
     names: dict = {}
 
     exec(compile(code.replace(base_url, f"{server.base_url}/v1").replace(key_placeholder, key),  # noqa: S102

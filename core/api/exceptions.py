@@ -49,6 +49,10 @@ class ErrorShape:
     def server_error(self) -> Any:
         return error_body("server_error", "internal server error")
 
+    def error_page(self, *, status: int, code: str, message: str) -> Any:
+        """The body of an error answered outside any view (core.error_pages)."""
+        return error_body(code, message)
+
 
 CHATTER_ERRORS = ErrorShape()
 

@@ -17,6 +17,8 @@ import time
 import redis
 from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from core.cache import SharedConnectionPool
@@ -81,6 +83,14 @@ class CellRateThrottle(ScopedRateThrottle):
         if not self.scope:
             return True
         return self.allow_key(self.get_cache_key(request, view))
+
+    def get_rate(self) -> str:
+        """The scope's rate as the settings say now (DRF's own copy of them is taken when it is imported)."""
+        try:
+            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+        except KeyError:
+            raise ImproperlyConfigured(
+                f"no rate in DEFAULT_THROTTLE_RATES for the throttle scope {self.scope!r}") from None
 
     def allow_key(self, key: str | None) -> bool:
         self.rate = self.get_rate()

@@ -129,7 +129,7 @@ def test_a_json_graphs_tasks_are_its_nodes(server, alice_key):
 
     ended = [p.data for p in parts if p.event == "tasks" and "result" in p.data]
     executed = NodeExecution.objects.filter(execution__conversation_id=thread["thread_id"]).order_by("index")
-    assert [t["name"] for t in ended] == [n.node_id for n in executed]
+    assert [t["name"] for t in ended] == [n.node_id for n in executed] and ended
     assert all(t["result"]["status"] in ("completed", "skipped") and t["error"] is None for t in ended)
 
 

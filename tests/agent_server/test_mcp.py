@@ -15,9 +15,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from audit.models import AuditEvent
 from audit.services import audit_queue_flush
-from keys.services import api_token_create
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, figures, script_turn
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
@@ -147,7 +147,7 @@ def test_bob_neither_sees_nor_calls_alices_assistants(server, alice_key, bob, bo
 
 
 def test_a_key_without_the_runs_scope_lists_tools_but_cannot_call_one(server, alice):
-    reader = api_token_create(user=alice, name="reader", scopes=["read"])[1]
+    reader = ApiTokenFactory(user=alice, name="reader", scopes=["read"]).key
 
     async def work(session):
         tools = await all_tools(session)
@@ -255,12 +255,11 @@ def test_it_offers_no_server_stream_and_no_session_to_end(alice_key):
         assert response.status_code == 405 and response["Allow"] == "POST"
 
 
-def test_only_a_tool_call_takes_from_the_run_throttle(alice_key, monkeypatch):
+def test_only_a_tool_call_takes_from_the_run_throttle(alice_key, run_rate):
     from django.core.cache import cache
-    from rest_framework.throttling import ScopedRateThrottle
 
     cache.clear()
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "1/min"})
+    run_rate("1/min")
     handshake = [mcp_post(alice_key, initialize("2025-11-25")),
                  mcp_post(alice_key, {"jsonrpc": "2.0", "method": "notifications/initialized"}),
                  mcp_post(alice_key, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})]

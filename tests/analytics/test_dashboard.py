@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation
 from tests.analytics.usage import assert_usage_exact, totals
-from tests.factories import BudgetFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
 
@@ -159,13 +159,8 @@ def test_the_template_list_shows_its_analytics(staff_client, runs):
 
 
 def test_the_dashboard_shows_spend_by_key_and_group_and_budgets_against_their_limits(staff_client, alice, bob):
-    from django.contrib.auth.models import Group
-
-    from keys.services import api_token_create
-
-    team = Group.objects.create(name="platform-team")
-    alice.groups.add(team)
-    key, _ = api_token_create(user=alice, name="nightly-ci")
+    team = GroupFactory(name="platform-team", members=[alice])
+    key = ApiTokenFactory(user=alice, name="nightly-ci")
     run(owner=alice, message="hello", chat=True, api_key=key)
     run(owner=bob, message="hello", chat=True)
     BudgetFactory(owner=alice, name="alice monthly", period="month", limit_tokens=100, mode="soft")

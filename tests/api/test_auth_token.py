@@ -6,8 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from keys.models import ApiToken
-from keys.services import api_token_create
 from tests.api.conftest import assert_error
+from tests.factories import ApiTokenFactory
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/auth/token/"
@@ -43,8 +43,8 @@ def test_it_rejects_bad_credentials_with_a_400_in_the_error_shape(alice):
 
 
 def test_a_deleted_token_and_an_inactive_users_token_are_refused(alice):
-    kept_key = api_token_create(user=alice)[1]
-    gone_key = api_token_create(user=alice)[1]
+    kept_key = ApiTokenFactory(user=alice).key
+    gone_key = ApiTokenFactory(user=alice).key
     ApiToken.objects.filter(prefix=gone_key[:8]).delete()
 
     assert_error(APIClient().get("/api/v1/executions/", HTTP_AUTHORIZATION=f"Token {gone_key}"), 401,
@@ -81,7 +81,7 @@ def test_the_token_authenticates_api_requests(alice):
 
 def test_a_token_post_needs_no_csrf_token(alice):
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice)[1]}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice).key}")
     assert client.post("/api/v1/chat/", {"message": "hello"}).status_code == 201
 
 

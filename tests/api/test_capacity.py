@@ -10,9 +10,9 @@ from django.db import connection
 from django.test import override_settings
 
 from conversations.models import Message
-from keys.services import api_token_create
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import database_url
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -60,7 +60,7 @@ def test_a_burst_over_capacity_is_served_in_turn_on_a_bounded_number_of_connecti
     server = daphne_server(CHATTER_DB_POOL_SIZE=str(slots), CHATTER_MAX_CONCURRENT_RUNS="1000",
                            DATABASE_URL=f"{database_url()}?application_name=burst-server",
                            CHATTER_RUN_THROTTLE="100000/min", LOG_LEVEL="WARNING")
-    key = api_token_create(user=alice)[1]
+    key = ApiTokenFactory(user=alice).key
     peak, done = 0, threading.Event()
 
     def watch_connections():

@@ -7,13 +7,11 @@ import httpx
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
-from rest_framework.throttling import ScopedRateThrottle
 
 from conversations.models import Conversation, Message
-from keys.services import api_token_create
 from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import SSEParser, parse_sse
-from tests.factories import WorkflowExecutionFactory
+from tests.factories import ApiTokenFactory, WorkflowExecutionFactory
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
 
@@ -203,8 +201,8 @@ def test_too_many_concurrent_runs_is_a_429(api, alice):
 
 
 @pytest.mark.django_db
-def test_run_creation_is_throttled(api, monkeypatch):
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "2/min"})
+def test_run_creation_is_throttled(api, run_rate):
+    run_rate("2/min")
     assert api.post(URL, {"message": "one"}).status_code == 201
     assert api.post("/api/v1/executions/", {"template": "universal_chat"}).status_code == 201  # same scope
     before = row_counts()
@@ -354,7 +352,7 @@ async def test_a_streamed_turn_with_bad_input_is_a_json_400_and_no_row(async_cli
 @pytest.mark.django_db(transaction=True)
 def test_a_client_that_disconnects_mid_stream_does_not_fail_the_run(daphne_server, alice):
     server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")
-    key = api_token_create(user=alice)[1]
+    key = ApiTokenFactory(user=alice).key
     message = "please repeat all of these words back to me slowly one at a time " * 2
 
     parser, tokens = SSEParser(), []

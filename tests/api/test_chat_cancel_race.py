@@ -18,7 +18,7 @@ import pytest
 from django.db.models import Count
 
 from conversations.models import Conversation
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_i1, assert_i2, assert_i3, assert_seq_gapless
 from workflows.models import WorkflowExecution
 
@@ -50,7 +50,7 @@ def _turn(client: httpx.Client, i: int, conversation_id: str) -> tuple[int, str,
 
 def test_turns_cancelled_from_another_server_never_get_a_5xx(alice, daphne_server):
     server_a, server_b = daphne_server(**SERVER_ENV), daphne_server(**SERVER_ENV)
-    headers = {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
     turns_client = httpx.Client(base_url=server_a.base_url, headers=headers, timeout=120,
                                 limits=httpx.Limits(max_connections=TURNS))
     cancel_client = httpx.Client(base_url=server_b.base_url, headers=headers, timeout=120)

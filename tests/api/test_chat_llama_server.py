@@ -20,9 +20,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from conversations.models import Message
-from keys.services import api_token_create
 from tests.api.sse import SSEParser
-from tests.factories import ModelPriceFactory
+from tests.factories import ApiTokenFactory, ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
@@ -78,7 +77,7 @@ def test_real_turns_store_exactly_the_usage_the_server_counted(llama_server, dap
     (reported_model,) = llama_server.models()
     assert reported_model != MODEL and reported_model.endswith(".gguf")  # no --alias: the file's path
     server = daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
-    auth = {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    auth = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
     client = httpx.Client(base_url=server.base_url, headers=auth, timeout=120)
 
     # 1. A sync turn.

@@ -2,8 +2,8 @@
 `details` is always a list of {path, code, message}."""
 import pytest
 
-from conversations.services import conversation_create
 from tests.api.conftest import assert_error, row_counts
+from tests.factories import ConversationFactory
 
 SCHEMA = "/api/v1/schema/"
 
@@ -17,7 +17,7 @@ def ordered_lists(api) -> list[str]:
 
 @pytest.mark.django_db
 def test_an_unknown_ordering_field_is_a_400_on_every_list(api, alice):
-    conversation = conversation_create(owner=alice, title="t")
+    conversation = ConversationFactory(owner=alice)
     paths = ordered_lists(api)
     assert {"/api/v1/executions/", "/api/v1/conversations/", "/api/v1/audit/events/",
             "/api/v1/analytics/templates/", "/api/v1/pricing/"} <= set(paths)
@@ -33,7 +33,7 @@ def test_an_unknown_ordering_field_is_a_400_on_every_list(api, alice):
 @pytest.mark.django_db
 def test_a_known_ordering_field_still_orders(api, alice):
     for title in ("b", "a", "c"):
-        conversation_create(owner=alice, title=title)
+        ConversationFactory(owner=alice, title=title)
     response = api.get("/api/v1/conversations/", {"ordering": "-created_at"})
     assert response.status_code == 200
     assert [c["title"] for c in response.json()["results"]] == ["c", "a", "b"]

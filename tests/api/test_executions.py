@@ -4,7 +4,6 @@ from decimal import Decimal
 
 import pytest
 
-from conversations.services import conversation_create
 from tests.api.conftest import assert_error, error_fields, row_counts
 from tests.api.sse import parse_sse
 from tests.api.test_chat import EXECUTION_FIELDS, TOKENS
@@ -61,7 +60,7 @@ def test_a_definition_runs_by_id(api, alice):
 
 @pytest.mark.django_db
 def test_a_run_in_a_conversation_returns_both_messages(api, alice):
-    conversation = conversation_create(owner=alice)
+    conversation = ConversationFactory(owner=alice)
     body = api.post(URL, {"template": "universal_chat", "input": {"message": "hello"},
                           "conversation_id": str(conversation.pk)}).json()
 

@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from conversations.models import Message
-from keys.services import api_token_create
 from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import execution_sweep
@@ -172,7 +172,7 @@ def test_an_unanswered_question_ends_the_run_at_its_timeout(api, on_timeout, sta
 
 @pytest.mark.django_db(transaction=True)
 def test_an_answer_sent_to_another_server_after_the_first_was_killed_completes_the_run(daphne_server, alice):
-    key = api_token_create(user=alice)[1]
+    key = ApiTokenFactory(user=alice).key
     headers = {"Authorization": f"Token {key}"}
     first = daphne_server()
     with httpx.Client(base_url=first.base_url, headers=headers, timeout=30) as client:

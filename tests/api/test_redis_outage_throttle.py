@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from core.api.throttling import CacheOutage
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -25,7 +25,7 @@ RECOVERY_LOGGED = "run throttles are shared again"
 def test_runs_go_on_throttled_per_process_while_redis_is_down_and_health_says_so(alice, daphne_server,
                                                                                   private_redis):
     server = daphne_server(REDIS_URL=private_redis.url, CHATTER_RUN_THROTTLE="4/min")
-    headers = {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
 
     def turn(text: str) -> httpx.Response:
         return httpx.post(f"{server.base_url}/api/v1/chat/", headers=headers, json={"message": text}, timeout=30)

@@ -24,9 +24,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from keys.services import api_token_create
 from tests.api.sse import parse_sse
-from workflows.services.definitions import definition_create
+from tests.factories import ApiTokenFactory, WorkflowDefinitionFactory
 from workflows.services.runs import execution_create, execution_run
 
 schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))
@@ -82,7 +81,7 @@ def existing_data(alice) -> None:
 
 @pytest.fixture
 def token_header(alice, keep_test_connection) -> dict:
-    return {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    return {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
 
 
 @pytest.mark.django_db
@@ -120,7 +119,7 @@ def test_chained_operations_answer_within_their_schema(token_header):
 
 
 def run_of_raw_nodes(owner):
-    definition = definition_create(owner=owner, name="raw nodes", **RAW_GRAPH)
+    definition = WorkflowDefinitionFactory(owner=owner, name="raw nodes", **RAW_GRAPH)
     return execution_run(execution_id=execution_create(owner=owner, definition_id=definition.pk, message="hi").pk)
 
 

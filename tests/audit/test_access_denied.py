@@ -14,8 +14,8 @@ from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import access_denied_windows_close
 from chatter_project.asgi import application
-from keys.services import api_token_create
 from tests.api.conftest import assert_error
+from tests.factories import ApiTokenFactory
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -114,7 +114,7 @@ async def close_code(path: str) -> int:
 @pytest.mark.django_db(transaction=True)
 async def test_a_refused_websocket_is_recorded(bob, close_db_connections):
     missing = "00000000-0000-0000-0000-000000000000"
-    token = await sync_to_async(lambda: api_token_create(user=bob)[1])()
+    token = await sync_to_async(lambda: ApiTokenFactory(user=bob).key)()
 
     assert await close_code("/ws/events/") == 4401
     assert await close_code(f"/ws/executions/{missing}/?token={token}") == 4404

@@ -17,6 +17,7 @@ from audit.chain import GENESIS_HASH, row_hash
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import REDACTED, audit_record, redact
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 TABLE = AuditEvent._meta.db_table
@@ -309,7 +310,7 @@ def test_concurrent_audited_actions_leave_one_linear_chain():
         try:
             barrier.wait(timeout=60)
             with transaction.atomic():
-                user = get_user_model().objects.create_user(f"writer{n}")
+                user = UserFactory(username=f"writer{n}")
                 audit_record(action="definition.created", actor=user, target_id=str(n))
                 # Commit a little later: a writer that read the head meanwhile without waiting would fork here.
                 get_user_model().objects.filter(pk=user.pk).update(first_name="done")

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from rest_framework.test import APIClient
@@ -15,8 +14,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from audit.services import audit_queue_flush
 from budgets.models import Budget
-from keys.services import api_token_create
-from tests.factories import ApiTokenFactory, WorkflowTemplateFactory
+from tests.factories import ApiTokenFactory, GroupFactory, WorkflowTemplateFactory
 from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
@@ -67,7 +65,8 @@ def test_bobs_budgets_bind_his_own_runs_on_every_path_and_never_alices(shared_da
     bob's are refused, each 429 naming one of his own budgets."""
     server = shared_daphne_server()
     alice_key = ApiTokenFactory(user=alice).key
-    bob_token, bob_key = api_token_create(user=bob)
+    bob_token = ApiTokenFactory(user=bob)
+    bob_key = bob_token.key
     bobs = {set_budget(bob_api, scope=scope, target_id=target, limit_tokens=1)["id"] for scope, target in (
         ("user", ""), ("key", str(bob_token.uid)), ("template", "universal_chat"))}
 
@@ -87,7 +86,8 @@ def test_a_key_budget_binds_the_runs_made_with_that_key_on_every_path_and_no_oth
     """A run records the key that started it, on every path (/langgraph/'s too): so the key's budget binds it, and
     the owner's other keys go on."""
     server = shared_daphne_server()
-    capped_token, capped = api_token_create(user=bob)
+    capped_token = ApiTokenFactory(user=bob)
+    capped = capped_token.key
     free = ApiTokenFactory(user=bob).key
     budget = set_budget(bob_api, scope="key", target_id=str(capped_token.uid), limit_tokens=1)
 
@@ -128,9 +128,9 @@ def test_a_staff_budget_on_everyone_binds_every_path_and_its_429_shows_its_id_an
 
 @pytest.mark.django_db
 def test_staff_budgets_on_a_group_a_template_a_key_and_a_user_bind_whom_they_name(alice, bob, staff, api, bob_api):
-    team = Group.objects.create(name="team")
-    alice.groups.add(team)
-    token, key = api_token_create(user=alice)
+    team = GroupFactory(name="team", members=[alice])
+    token = ApiTokenFactory(user=alice)
+    key = token.key
     admin = APIClient()
     admin.force_login(staff)
     chat = {"message": "hello"}
@@ -160,7 +160,8 @@ def test_staff_budgets_on_a_group_a_template_a_key_and_a_user_bind_whom_they_nam
 @pytest.mark.django_db
 @pytest.mark.parametrize("scope", ["user", "key", "template"])
 def test_a_users_soft_budget_counts_only_their_own_spend(alice, bob, api, bob_api, scope):
-    token, key = api_token_create(user=bob)
+    token = ApiTokenFactory(user=bob)
+    key = token.key
     target = {"user": "", "key": str(token.uid), "template": "universal_chat"}[scope]
     budget = set_budget(bob_api, scope=scope, target_id=target, limit_tokens=1, mode="soft")
 
@@ -202,8 +203,7 @@ def test_it_refuses_a_budget_on_what_the_user_may_not_govern_with_a_400_and_no_r
                                                                                    target, field):
     """Bob governs his own spend only: not alice, nor her key or private template, nor a group (his own included:
     it binds its other members) nor everyone. Another's and a missing one are refused alike."""
-    team = Group.objects.create(name="team")
-    bob.groups.add(team)
+    team = GroupFactory(name="team", members=[bob])
     private = WorkflowTemplateFactory(key="private", name="private", owner=alice, graph={})
     target = {"alice": str(alice.pk), "alices": str(ApiTokenFactory(user=alice).uid),
               "alices_private": str(private.pk), "bobs_team": str(team.pk)}.get(target, target)

@@ -8,7 +8,6 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -17,7 +16,7 @@ from audit.services import audit_queue_flush
 from budgets.models import Budget, BudgetPeriod
 from budgets.services import period_start
 from conversations.models import Conversation, Message
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory, GroupFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
@@ -101,7 +100,8 @@ def test_a_run_that_reaches_its_budget_stops_before_its_next_model_call(api):
 
 
 def test_key_budgets_apply_to_runs_made_with_that_key_only(api, alice):
-    token, key = api_token_create(user=alice, name="ci")
+    token = ApiTokenFactory(user=alice, name="ci")
+    key = token.key
     set_budget(api, scope="key", target_id=str(token.uid), limit_tokens=1, mode="hard")
     by_key = APIClient()
     by_key.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
@@ -111,8 +111,7 @@ def test_key_budgets_apply_to_runs_made_with_that_key_only(api, alice):
 
 
 def test_group_and_global_budgets_are_staffs_and_apply_to_members_and_everyone(api, alice, bob, bob_api, staff):
-    team = Group.objects.create(name="team")
-    alice.groups.add(team)
+    team = GroupFactory(name="team", members=[alice])
     admin = APIClient()
     admin.force_login(staff)
     assert api.post("/api/v1/budgets/", {"scope": "global", "period": "day", "limit_tokens": 1},
@@ -137,7 +136,7 @@ def test_template_budgets_apply_to_runs_of_that_template(api):
 
 
 def test_bob_neither_sees_alices_budgets_nor_budgets_her_key(api, alice, bob_api):
-    token, _ = api_token_create(user=alice)
+    token = ApiTokenFactory(user=alice)
     set_budget(api, limit_usd="1")
 
     assert bob_api.get("/api/v1/budgets/").json()["results"] == []

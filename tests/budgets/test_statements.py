@@ -2,13 +2,12 @@
 under are exactly the rule's (each scope; staff's or the owner's own; active only), read as a queryset reads them;
 on PostgreSQL the owner's row is locked by the statement that says whether any applies."""
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.db.models import Q
 
 from budgets.models import Budget
 from budgets.statements import BUDGETS_MATCHING, OWNER_LOCK_ANY_BUDGET, matching_params
-from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +25,7 @@ def _row(budget) -> dict:
 
 
 def test_the_budgets_a_run_falls_under_are_the_rules(alice, bob, staff):
-    team = Group.objects.create(name="team")
-    alice.groups.add(team)
+    team = GroupFactory(name="team", members=[alice])
     key = ApiTokenFactory(user=alice)
     applies = [
         BudgetFactory(owner=alice),  # her own user budget

@@ -6,6 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from tests.factories import UserFactory
+
 pytestmark = pytest.mark.django_db
 
 LOGIN_LINE = re.compile(
@@ -52,7 +54,7 @@ def test_it_leaves_an_existing_superuser_alone(staff):
 
 
 def test_it_refuses_to_promote_an_ordinary_user_named_admin():
-    get_user_model().objects.create_user("admin", "admin@example.com", "their-own-password")
+    UserFactory(username="admin", password="their-own-password")
 
     with pytest.raises(CommandError, match="not a superuser"):
         run_ensure_admin()

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from keys.services import api_token_create
 from experiments.models import Experiment
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, start_worker, stop_process
 from tests.test_readme import bash, section, server  # noqa: F401 - a fixture too
 
@@ -16,7 +16,7 @@ PAGE = ROOT / "docs" / "prompts.md"
 @pytest.mark.django_db(transaction=True)
 def test_the_loop_runs_as_written(server, alice, tmp_path):  # noqa: F811 - the fixture imported above
     (loop,) = re.findall(r"```sh\n(.*?)```", section("The loop in a few commands", PAGE), flags=re.S)
-    key = api_token_create(user=alice, name="docs")[1]
+    key = ApiTokenFactory(user=alice, name="docs").key
     head = (f'API={server.base_url}/api/v1\nJSON="Content-Type: application/json"\n'
             f'AUTH="Authorization: Token {key}"\nset -euo pipefail\n')
     worker = start_worker(tmp_path)

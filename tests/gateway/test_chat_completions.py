@@ -14,8 +14,7 @@ import pytest
 from audit.models import AuditEvent
 from audit.services import audit_queue_flush
 from conversations.models import Message
-from keys.services import api_token_create
-from tests.factories import BudgetFactory, ConversationFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
@@ -71,7 +70,7 @@ def test_a_sync_call_answers_and_bills_what_the_provider_reported(gateway, opena
 def test_gateway_runs_are_executions_filterable_by_type(gateway, openai_stub, alice):
     openai_stub.reply(content="84.", usage=USAGE)
     client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)
-    reader = api_token_create(user=alice, scopes=["read"])[1]
+    reader = ApiTokenFactory(user=alice, scopes=["read"]).key
 
     listed = httpx.get(f"{gateway.base_url}/api/v1/executions/?workflow_type=gateway",
                        headers={"Authorization": f"Bearer {reader}"}).json()
@@ -218,7 +217,7 @@ def test_errors_come_in_openais_shape(gateway, openai_stub, alice):
             model="gpt-4o-mini", messages=ASK)
     with pytest.raises(openai.NotFoundError) as unknown_model:
         client(gateway).chat.completions.create(model="gpt-99-imaginary", messages=ASK)
-    reader = api_token_create(user=alice, scopes=["read", "chat", "runs"])[1]
+    reader = ApiTokenFactory(user=alice, scopes=["read", "chat", "runs"]).key
     with pytest.raises(openai.PermissionDeniedError) as no_scope:
         openai.OpenAI(base_url=gateway.v1, api_key=reader, max_retries=0).chat.completions.create(
             model="gpt-4o-mini", messages=ASK)

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from keys.models import ApiToken
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.test_api_tokens import websocket_accepts
 from workflows.models import WorkflowExecution
 
@@ -161,7 +161,8 @@ def test_tokens_from_auth_token_have_every_scope(alice):
 
 
 def test_usage_is_reported_by_key(api, alice):
-    ci, ci_key = api_token_create(user=alice, name="ci")
+    ci = ApiTokenFactory(user=alice, name="ci")
+    ci_key = ci.key
     by_key = client_with(ci_key)
     assert by_key.post("/api/v1/chat/", {"message": "hello"}, format="json").status_code == 201
     assert by_key.post("/api/v1/chat/", {"message": "hello again"}, format="json").status_code == 201
@@ -183,7 +184,8 @@ def test_usage_is_reported_by_key(api, alice):
 
 
 def test_runs_can_be_listed_by_the_key_that_started_them(api, alice):
-    ci, ci_key = api_token_create(user=alice, name="ci")
+    ci = ApiTokenFactory(user=alice, name="ci")
+    ci_key = ci.key
     client_with(ci_key).post("/api/v1/chat/", {"message": "by key"}, format="json")
     api.post("/api/v1/chat/", {"message": "by session"}, format="json")
 

@@ -8,15 +8,17 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keys.models import ApiToken
-from keys.services import api_token_create, api_token_get
+from keys.services import api_token_get
+from tests.factories import ApiTokenFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_key_is_read_with_its_user_in_one_statement(alice, bob):
-    mine, key = api_token_create(user=alice, name="ci", scopes=["read"],
-                                 expires_at=timezone.now().replace(year=2999))
-    api_token_create(user=bob)
+    mine = ApiTokenFactory(user=alice, name="ci", scopes=["read"],
+                           expires_at=timezone.now().replace(year=2999))
+    key = mine.key
+    ApiTokenFactory(user=bob)
     with CaptureQueriesContext(connection) as queries:
         found = api_token_get(key=key)
         assert (found.pk, found.user.username) == (mine.pk, "alice")  # the user came with the row
@@ -24,7 +26,8 @@ def test_a_key_is_read_with_its_user_in_one_statement(alice, bob):
 
 
 def test_a_key_is_found_until_it_is_revoked_or_expires(alice):
-    token, key = api_token_create(user=alice)
+    token = ApiTokenFactory(user=alice)
+    key = token.key
     assert api_token_get(key=key).user == alice
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert api_token_get(key=key) is None

@@ -11,12 +11,11 @@ from asgiref.sync import async_to_sync
 from django.core.cache import cache
 from django.db.models import Q
 from django.test import Client
-from rest_framework.throttling import ScopedRateThrottle
 
 from agent_server.models import AgentCron, StoreItem
 from conversations.models import Conversation, Message
 from keys.models import API_KEY_SCOPES
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.runs import execution_create
 
@@ -35,7 +34,7 @@ def fresh_throttles():
 
 
 def key_with(user, *scopes: str) -> str:
-    return api_token_create(user=user, name="test", scopes=list(scopes))[1]
+    return ApiTokenFactory(user=user, name="test", scopes=list(scopes)).key
 
 
 def key_without(user, scope: str) -> str:
@@ -177,11 +176,11 @@ def start(path: str, body: dict, header: str, key: str):
 
 
 @pytest.mark.parametrize(("path", "body", "header"), RUN_STARTS, ids=[p for p, *_ in RUN_STARTS])
-def test_the_run_throttle_is_one_count_across_surfaces_and_a_429_on_each(alice, monkeypatch, path, body, header):
+def test_the_run_throttle_is_one_count_across_surfaces_and_a_429_on_each(alice, run_rate, path, body, header):
     key = key_with(alice, *API_KEY_SCOPES)
     thread = call("POST", "/langgraph/threads", key, {}).json()["thread_id"]
     path = path.format(thread=thread)
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "2/min"})
+    run_rate("2/min")
     assert start("/api/v1/chat/", {"message": "one"}, "authorization", key).status_code == 201
     assert call("POST", "/langgraph/runs/wait", key, RUN).status_code == 200  # the same allowance
     before = world()
@@ -211,8 +210,8 @@ def test_the_concurrent_run_limit_is_a_429_on_every_surface(alice, settings, pat
     assert world() == before
 
 
-def test_a_key_of_another_user_does_not_share_alices_allowance(alice, bob, monkeypatch):
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "1/min"})
+def test_a_key_of_another_user_does_not_share_alices_allowance(alice, bob, run_rate):
+    run_rate("1/min")
     assert call("POST", "/langgraph/runs", key_with(alice, "runs"), RUN).status_code == 200
     assert call("POST", "/langgraph/runs", key_with(alice, "runs"), RUN).status_code == 429
 

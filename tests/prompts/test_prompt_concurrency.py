@@ -8,6 +8,7 @@ import pytest
 from prompts.models import PromptAssignment
 from prompts.services import prompt_label_set, prompt_version_assigned, prompt_version_create
 from tests.analytics.test_usage_concurrency import in_thread
+from tests.factories import ConversationFactory
 from tests.prompts.factories import PromptFactory, versions_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,12 +30,11 @@ def test_versions_saved_at_once_are_numbered_1_to_n_and_latest_is_the_last(alice
 
 
 def test_turns_of_one_conversation_drawing_at_once_get_one_version(alice):
-    from conversations.services import conversation_create
-
+    
     prompt = PromptFactory(owner=alice, name="support")
     versions_add(prompt, 1)
     label = prompt_label_set(prompt=prompt, name="production", split={"1": 50, "2": 50}, actor=alice)
-    conversations = [conversation_create(owner=alice) for _ in range(6)]
+    conversations = ConversationFactory.create_batch(6, owner=alice)
 
     @in_thread
     def draw(conversation):

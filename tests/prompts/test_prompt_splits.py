@@ -4,6 +4,7 @@ import pytest
 
 from prompts.models import PromptAssignment, PromptLabel
 from prompts.services import prompt_version_assigned
+from tests.factories import ConversationFactory
 from tests.invariants import assert_all
 from tests.prompts.conftest import prompt_graph
 from tests.prompts.factories import PromptFactory, versions_add
@@ -53,10 +54,8 @@ def test_a_90_10_split_lands_within_a_point_and_a_half_over_10000_draws(api, spl
 
 
 def test_200_new_conversations_each_send_the_version_they_drew_and_record_it(api, alice, definition, split_prompt,
-                                                                             openai_server, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
-
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"runs": "100000/min"})  # 200 turns at once
+                                                                             openai_server, run_rate):
+    run_rate("100000/min")  # 200 turns at once
     split(api, {"1": 90, "2": 10})
     for _ in range(200):
         openai_server.reply(content="ok", usage=USAGE)
@@ -122,11 +121,10 @@ def test_a_standalone_run_draws_once_for_all_its_calls(api, alice, split_prompt)
 
 
 def test_a_conversation_whose_version_left_the_split_draws_again_and_keeps_that(alice, split_prompt):
-    from conversations.services import conversation_create
     from prompts.services import prompt_label_set, prompt_version_assigned
 
     versions_add(split_prompt, 1, text="Version three.")
-    conversation = conversation_create(owner=alice)
+    conversation = ConversationFactory(owner=alice)
     label = prompt_label_set(prompt=split_prompt, name="production", split={"1": 100, "2": 0}, actor=alice)
     assert prompt_version_assigned(label=label, conversation_id=conversation.pk).version == 1
 

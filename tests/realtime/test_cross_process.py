@@ -8,7 +8,7 @@ import threading
 import pytest
 from websockets.sync.client import connect
 
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env
 from workflows.models import ExecutionEvent, WorkflowExecution
 
@@ -20,7 +20,7 @@ pytestmark = [
 
 def test_a_run_in_a_command_process_reaches_a_websocket_client_of_a_daphne_process(alice, daphne_server, tmp_path):
     server = daphne_server()
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     received: list[dict] = []
     subscribed = threading.Event()
 

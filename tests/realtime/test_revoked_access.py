@@ -15,7 +15,6 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chatter_project.asgi import application
-from keys.services import api_token_create
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import start_worker, stop_process
 from tests.realtime.test_scale_out import clients, wait_for  # noqa: F401 - real websocket clients (a fixture)
@@ -32,7 +31,8 @@ LONG = "please say every one of these words back to me slowly so that the stream
 
 @sync_to_async
 def key_for(user):
-    return api_token_create(user=user, name="socket")
+    token = ApiTokenFactory(user=user, name="socket")
+    return token, token.key
 
 
 @sync_to_async
@@ -143,7 +143,8 @@ def two_servers_and_a_worker(daphne_server, tmp_path):
 def test_a_key_revoked_on_one_server_closes_its_socket_on_the_other(alice, two_servers_and_a_worker, clients):
     server_a, server_b = two_servers_and_a_worker
     owner_key = ApiTokenFactory(user=alice).key
-    revoked, revoked_key = api_token_create(user=alice, name="socket")
+    revoked = ApiTokenFactory(user=alice, name="socket")
+    revoked_key = revoked.key
     kept_key = ApiTokenFactory(user=alice, name="kept").key
     doomed = clients.open(f"{server_b.ws_url}/ws/events/?token={revoked_key}")
     other = clients.open(f"{server_b.ws_url}/ws/events/?token={kept_key}")

@@ -23,7 +23,7 @@ from django.db import connection
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import (
     ROOT,
     Server,
@@ -192,8 +192,8 @@ def sse_events(response) -> list[dict]:
 def test_every_client_on_every_server_receives_every_event_of_runs_started_anywhere(
         alice, bob, cluster, clients, tmp_path):
     server_a, server_b = cluster
-    alice_token = api_token_create(user=alice)[1]
-    bob_token = api_token_create(user=bob)[1]
+    alice_token = ApiTokenFactory(user=alice).key
+    bob_token = ApiTokenFactory(user=bob).key
     headers = {"Authorization": f"Token {alice_token}"}
 
     def events_url(server, token):

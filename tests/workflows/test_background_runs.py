@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from conversations.models import Message
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
 from workflows.models import NodeExecution, WorkflowExecution
@@ -24,7 +24,7 @@ def wait_for(predicate, timeout=60.0):
 
 @pytest.fixture
 def http(alice):
-    return {"Authorization": f"Token {api_token_create(user=alice)[1]}"}
+    return {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
 
 
 def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, daphne_server, tmp_path, http):

@@ -17,7 +17,7 @@ from django.db import connections
 from django.utils import timezone
 
 from conversations.models import Message
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
 from workflows import heartbeat, recorder
@@ -61,7 +61,7 @@ def test_a_server_killed_mid_stream_leaves_what_was_sent_and_streamed_for_the_sw
                                                                                    openai_stub):
     openai_stub.reply(content=REPLY, usage=USAGE, chunk_delay_s=0.25)
     server = daphne_server(OPENAI_BASE_URL=openai_stub.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"}, timeout=30)
     received: list[str] = []
     with client.stream("POST", "/api/v1/chat/", json={

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from conversations.models import Message
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
@@ -45,7 +45,7 @@ def reconcile() -> None:
 def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_checkpoint(alice, daphne_server,
                                                                                      tmp_path):
     server = daphne_server()
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
                           json={"message": "What is 12*7?", "background": True}, timeout=30)
     assert response.status_code == 202, response.text

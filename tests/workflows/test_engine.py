@@ -8,7 +8,7 @@ import pytest
 from analytics.selectors import template_figures_stored
 from conversations.models import Conversation, Document, Message
 from core.errors import InvalidInput, NotFound
-from tests.factories import DocumentFactory
+from tests.factories import DocumentFactory, WorkflowDefinitionFactory
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
 from workflows.models import (
     ExecutionEvent,
@@ -17,7 +17,6 @@ from workflows.models import (
     ToolCall,
     WorkflowExecution,
 )
-from workflows.services.definitions import definition_create
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -158,7 +157,7 @@ def test_a_custom_graph_runs_without_a_conversation(alice):
 
 
 def test_a_definition_run_records_the_version_it_ran(alice):
-    definition = definition_create(owner=alice, name="linear", nodes=LINEAR["nodes"], edges=LINEAR["edges"])
+    definition = WorkflowDefinitionFactory(owner=alice, name="linear", nodes=LINEAR["nodes"], edges=LINEAR["edges"])
     execution = run(owner=alice, definition_id=definition.pk, message="hi")
     assert (execution.workflow_type, execution.definition_version) == ("definition", 1)
     assert_all(execution)

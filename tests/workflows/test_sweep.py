@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from audit.services import audit_queue_flush
 from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
-from keys.services import api_token_create
+from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
@@ -264,7 +264,7 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne_server, tmp_path):
     server = daphne_server()
-    token = api_token_create(user=alice)[1]
+    token = ApiTokenFactory(user=alice).key
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
                           json={"message": "What is 12*7?", "background": True}, timeout=30)
     assert response.status_code == 202, response.text
@@ -303,23 +303,23 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne
 
 # --- a real cluster killed with SIGKILL while it held queued runs ---------------------------------------------
 @pytest.mark.django_db(transaction=True)
-def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_one(alice, tmp_path, monkeypatch,
-                                                                                   settings):
-    from django_q.conf import Conf
+def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_one(alice, tmp_path,
+                                                                                   daphne_server):
     from django_q.models import OrmQ
 
-    monkeypatch.setattr(Conf, "SYNC", False)  # this process queues for real workers, like a server does
-    signed = {"SECRET_KEY": settings.SECRET_KEY}  # the workers read the tasks this process signs
-    runs = [execution_create(owner=alice, message=text, chat=True, mode="background", config={"enable_tools": False})
-            for text in ("hello there, tell me a long story about the sea", "What is 12*7?", "And 13*7?")]
+    server = daphne_server()  # a server queues the runs for real workers (this process runs tasks in place)
+    key = ApiTokenFactory(user=alice).key
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {key}"}, timeout=30) as client:
+        runs = [WorkflowExecution.objects.get(pk=client.post("/api/v1/chat/", json={
+                    "message": text, "background": True, "enable_tools": False}).raise_for_status().json()["id"])
+                for text in ("hello there, tell me a long story about the sea", "What is 12*7?", "And 13*7?")]
     assert OrmQ.objects.count() == 3  # queued once each committed
 
     # One worker process, busy streaming the first answer slowly: the cluster has taken the other two tasks too
     # (one waits in its internal queue, one in its pusher). Its own session, so SIGKILL reaches every process.
     log = (tmp_path / "qcluster-killed.log").open("w")
     doomed = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300",
-                                             **signed),
+                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300"),
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         assert wait_for(lambda: WorkflowExecution.objects.filter(pk=runs[0].pk, status="running").exists()
@@ -332,7 +332,7 @@ def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_o
     assert [WorkflowExecution.objects.get(pk=run.pk).status for run in runs] == ["running", "pending", "pending"]
     assert OrmQ.objects.filter(lock__gt=timezone.now() + timedelta(minutes=5)).count() == 3  # locked for `retry`
 
-    worker = start_worker(tmp_path, **signed)
+    worker = start_worker(tmp_path)
     try:
         # The sweep, half a minute on (not the 7 minutes django-q2 keeps the dead cluster's tasks locked): the
         # run the dead worker was running is interrupted, the two it had only taken are queued again.

@@ -1,7 +1,7 @@
-"""URLs of the live page; included at the root by chatter_project/urls.py."""
+"""URLs of the live page; included at the root by the project's URLconf."""
 from django.urls import path
 
-from chatter_project.live import LiveLoginView, LiveLogoutView, live_page
+from workflows.live import LiveLoginView, LiveLogoutView, live_page
 
 urlpatterns = [
     path("live/", live_page, name="live"),

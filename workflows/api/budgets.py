@@ -1,7 +1,8 @@
 """/api/v1/budgets/: spend limits (budgets.services). POST sets one; GET lists yours (staff: all) with what is
 spent and reserved in the current period; DELETE deactivates one. A user may set budgets on themselves, their own
 API keys and the templates they can see, and such a budget binds only their own runs; budgets on a group or
-everyone are staff's, and a budget staff set binds every run in its scope (budgets.models.Budget.set_by_staff)."""
+everyone are staff's, and a budget staff set binds every run in its scope (budgets.models.Budget.set_by_staff).
+Served by workflows, the lowest app that knows both budgets and the templates a budget may be on."""
 from __future__ import annotations
 
 import uuid
