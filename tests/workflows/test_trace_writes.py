@@ -8,7 +8,6 @@ from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
 from workflows import runner
 from workflows.models import ExecutionEvent, NodeExecution
-from workflows.recorder import ExecutionRecorder
 from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
@@ -50,11 +49,17 @@ def test_a_watcher_sees_each_waiting_node_start_before_its_tokens_and_tool_calls
 
 
 def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monkeypatch):
-    class SetUpBreaks(ExecutionRecorder):
-        def started(self, data):
-            raise RuntimeError("set-up broke")
+    real = runner.run_recorder
 
-    monkeypatch.setattr(runner, "ExecutionRecorder", SetUpBreaks)  # the recorder the runner builds for a run
+    def set_up_breaks(execution, **parts):
+        recorder = real(execution, **parts)
+        if parts.get("fresh"):  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
+            def started(data):
+                raise RuntimeError("set-up broke")
+            recorder.started = started
+        return recorder
+
+    monkeypatch.setattr(runner, "run_recorder", set_up_breaks)  # the recorder the runner builds for a run
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
@@ -65,13 +70,14 @@ def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monke
 
 
 def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice, monkeypatch):
-    class Unbuildable(ExecutionRecorder):
-        def __init__(self, execution, *, fresh=False, prices=None):
-            if fresh:  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
-                raise RuntimeError("no recorder")
-            super().__init__(execution, fresh=fresh, prices=prices)
+    real = runner.run_recorder
 
-    monkeypatch.setattr(runner, "ExecutionRecorder", Unbuildable)  # the recorder the runner builds for a run
+    def unbuildable(execution, **parts):
+        if parts.get("fresh"):  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
+            raise RuntimeError("no recorder")
+        return real(execution, **parts)
+
+    monkeypatch.setattr(runner, "run_recorder", unbuildable)  # the recorder the runner builds for a run
     execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
