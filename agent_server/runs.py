@@ -4,7 +4,7 @@ a chat turn in that thread's conversation."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
@@ -42,6 +42,7 @@ from workflows.engine.config import CONFIG_KEYS
 from workflows.models import RUN_IN_PROGRESS, ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import conversation_has_run_in_progress, execution_list
+from workflows.services.run_requests import AgentRunRequest
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -121,12 +122,12 @@ def _thread_has_checkpoint(*, owner, thread_id, checkpoint_id) -> bool:
                                                     "checkpoint_id": str(checkpoint_id)}}) is not None
 
 
-def _run_queued(*, request: dict, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
+def _run_queued(*, request: AgentRunRequest, agent_run: dict, graph_id: str | None = None) -> WorkflowExecution:
     """A run written pending behind its thread's run in progress: agent_server.receivers hands it to the workers
     when that one ends. Written and marked queued in one transaction. While it waits its mode is `sync` (nobody
     has queued a task for it, and the recovery sweep must not queue one: it re-queues pending background runs
     whose task is missing); it becomes a background run when it is handed to the workers."""
-    plan = run_plan(**{**request, "mode": Mode.SYNC, "on_written": None})
+    plan = run_plan(replace(request, on_written=None), mode=Mode.SYNC)
     execution = _run_queued_write(plan=plan, agent_run=agent_run, graph_id=graph_id)
     queued_run_start_if_idle(conversation_id=execution.conversation_id)
     return execution
@@ -165,7 +166,7 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
         transaction.on_commit(lambda: execution_enqueue(execution_id=execution_id))
 
 
-def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conversation:
+def _thread_for_run(*, owner, thread_id, body: RunCreate, request: AgentRunRequest) -> Conversation:
     """The run's thread; with if_not_exists="create" a missing one is created, once the run is known to be valid
     (a refused run leaves no thread behind)."""
     try:
@@ -177,7 +178,7 @@ def _thread_for_run(*, owner, thread_id, body: RunCreate, request: dict) -> Conv
         chosen = uuid.UUID(str(thread_id))
     except ValueError:
         raise InvalidInput("thread_id must be a UUID") from None
-    run_plan(**request)
+    run_plan(request)
     return thread_create(owner=owner, thread_id=chosen)
 
 
@@ -226,28 +227,28 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         owner=owner, thread_id=thread_id, checkpoint_id=body.fork_from()))
     if body.fork_from() is not None and not branches:  # (a thread's own checkpoint: a branch of it, below)
         started = StartedRun(execution=None, thread_id=None, modes=body.stream_mode, inputs=[])
-        return _run_now(started, request={**fork_request(owner=owner, body=body, thread_id=thread_id), **written},
-                        body=body, mode=mode)
+        return _run_now(started, request=AgentRunRequest(**fork_request(owner=owner, body=body, thread_id=thread_id),
+                                                         **written), body=body, mode=mode)
     if registered:  # the graph's own input, whatever its schema
         messages, message = [], None
         chatter_keys = {key: value for key, value in ((body.config or {}).get("configurable") or {}).items()
                         if key in CONFIG_KEYS}  # its context is the graph's own, not Chatter's run config
-        request = {"owner": owner, "config": chatter_keys,
-                   "graph_request": {**graph_request(body, assistant=row), "streaming": streaming,
-                                     # the graph's checkpoints go to the run's log only when a stream shows them
-                                     "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
-                                     **_branch_from(owner=owner, body=body, thread_id=thread_id)},
-                   **run_target(row), **written}
+        request = AgentRunRequest(
+            owner=owner, config=chatter_keys,
+            graph_request={**graph_request(body, assistant=row), "streaming": streaming,
+                           # the graph's checkpoints go to the run's log only when a stream shows them
+                           "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
+                           **_branch_from(owner=owner, body=body, thread_id=thread_id)},
+            **run_target(row), **written)
     else:
         messages = input_messages(body.input)
         message, system_prompt = turn_of(messages)
-        request = {"owner": owner, "message": message,
-                   "config": chatter_config(body, system_prompt, assistant=assistant_config(row)),
-                   **run_target(row), **written}
-        if thread_id is not None:  # the thread keeps the graph's state, as a registered graph's does
-            request["graph_request"] = {"on_thread": True,
-                                        **({"checkpoint_id": str(body.fork_from())} if branches else {}),
-                                        **_json_graph_stops(body, row)}
+        request = AgentRunRequest(
+            owner=owner, message=message, config=chatter_config(body, system_prompt, assistant=assistant_config(row)),
+            # on a thread, the thread keeps the graph's state, as a registered graph's does
+            graph_request={"on_thread": True, **({"checkpoint_id": str(body.fork_from())} if branches else {}),
+                           **_json_graph_stops(body, row)} if thread_id is not None else None,
+            **run_target(row), **written)
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
@@ -255,10 +256,10 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     if not message and not registered and not branches:  # (from a checkpoint: it goes on as it is, e.g. regenerate)
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
-    request.update(chat=not registered and bool(message), conversation_id=conversation.pk)
+    request = replace(request, chat=not registered and bool(message), conversation_id=conversation.pk)
     if not conversation_has_run_in_progress(conversation_id=conversation.pk):
         try:
-            return _run_now(started, request={**request, "on_written": _alone_on_thread(request["on_written"])},
+            return _run_now(started, request=replace(request, on_written=_alone_on_thread(request.on_written)),
                             body=body, mode=mode)
         except ThreadBusy:
             pass  # another run of the thread was written meanwhile: this one meets a busy thread after all
@@ -331,7 +332,7 @@ def _alone_on_thread(on_written):
     return written
 
 
-def _busy_thread(*, conversation_id, owner, body: RunCreate, request: dict) -> bool:
+def _busy_thread(*, conversation_id, owner, body: RunCreate, request: AgentRunRequest) -> bool:
     """What `multitask_strategy` does on a busy thread: whether the new run is queued behind the one in progress
     (`enqueue`, `interrupt`) or starts now (`rollback`, once that one left the thread); `reject`: a 409."""
     if body.multitask_strategy == "reject":
@@ -339,7 +340,7 @@ def _busy_thread(*, conversation_id, owner, body: RunCreate, request: dict) -> b
                        "multitask strategy.", code="thread_busy")
     if body.after_seconds:
         raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
-    run_plan(**request)  # bad input is refused before the thread's runs are touched
+    run_plan(request)  # bad input is refused before the thread's runs are touched
     if body.multitask_strategy == "rollback":
         runs_roll_back(conversation_id=conversation_id, actor=owner)  # then this one starts now
         return False
@@ -353,17 +354,17 @@ def _busy_thread(*, conversation_id, owner, body: RunCreate, request: dict) -> b
     return True
 
 
-def _run_now(started: StartedRun, *, request: dict, body: RunCreate, mode: str) -> StartedRun:
+def _run_now(started: StartedRun, *, request: AgentRunRequest, body: RunCreate, mode: str) -> StartedRun:
     if body.after_seconds:  # a delayed run: pending until then, started by django-q2; stream and wait follow it
-        started.execution = execution_create(mode=Mode.BACKGROUND, after_seconds=body.after_seconds, **request)
+        started.execution = execution_create(replace(request, mode=Mode.BACKGROUND, after_seconds=body.after_seconds))
         if mode == Mode.STREAM:
             started.feed = execution_feed(started.execution.pk)
     elif mode == Mode.BACKGROUND:
-        started.execution = execution_create(mode=Mode.BACKGROUND, **request)
+        started.execution = execution_create(replace(request, mode=Mode.BACKGROUND))
     elif mode == Mode.STREAM:
-        started.execution, started.feed = execution_start_streamed(**request)
+        started.execution, started.feed = execution_start_streamed(request)
     else:
-        started.execution = execution_run_now(**request)
+        started.execution = execution_run_now(request)
     return started
 
 

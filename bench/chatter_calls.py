@@ -110,9 +110,10 @@ class BareChat:
 # --- chat turns through the services (B1, B2's in-process reference) ---------------------------------------
 def sync_turn(*, user, message: str, conversation_id=None):
     """What POST /api/v1/chat/ {"message": …} runs for a sync turn, without HTTP: the ended execution."""
+    from workflows.services.run_requests import ChatRequest
     from workflows.services.runs import execution_run_now
 
-    return execution_run_now(owner=user, chat=True, message=message, conversation_id=conversation_id, config={})
+    return execution_run_now(ChatRequest(owner=user, message=message, conversation_id=conversation_id, config={}))
 
 
 def turn_render(execution) -> dict:
@@ -135,9 +136,10 @@ def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
     since before it started): ("created", {}) once it returns, then ("event", envelope) for every event to the
     end, read from the feed on an event loop as the SSE response reads it."""
     from workflows.realtime import feed_blocking
+    from workflows.services.run_requests import ChatRequest
     from workflows.services.runs import execution_start_streamed
 
-    _, feed = execution_start_streamed(owner=user, chat=True, mode="stream", message=message, config={})
+    _, feed = execution_start_streamed(ChatRequest(owner=user, mode="stream", message=message, config={}))
     yield "created", {}
     for envelope in feed_blocking(feed):
         yield "event", envelope
@@ -168,7 +170,9 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 
 
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
-RUN_PATH_FILES = ("workflows/services/runs.py", "workflows/runner.py", "workflows/recorder.py",
+RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs.py", "workflows/runner.py",
+                  "workflows/recorder.py", "workflows/run_reads.py", "workflows/spending.py", "workflows/ledger.py",
+                  "workflows/checkpointer.py",
                   "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
                   "workflows/engine/runtime.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",

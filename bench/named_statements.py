@@ -26,9 +26,10 @@ def pairs(user):
 
     from workflows import statements
     from workflows.models import ExecutionEvent, NodeExecution, WorkflowExecution, WorkflowTemplate
+    from workflows.services.run_requests import ChatRequest
     from workflows.services.runs import execution_run_now
 
-    execution = execution_run_now(owner=user, chat=True, message="hello")
+    execution = execution_run_now(ChatRequest(owner=user, message="hello"))
     seq = itertools.count(1_000)
 
     def node(index):

@@ -29,6 +29,7 @@ from scores.models import Score
 from scores.services import score_create
 from workflows.events import event_envelope, events_publish
 from workflows.models import WorkflowDefinition, WorkflowExecution
+from workflows.services.run_requests import ExperimentRequest
 from workflows.services.runs import execution_run_now, run_plan
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def model_graph(node_config: dict) -> dict:
 
 
 def target_request(target: dict) -> dict:
-    """What run_plan takes to run a target (without the item's input)."""
+    """What an ExperimentRequest of a target has (without the item's input)."""
     request: dict = {"config": target.get("config") or None}
     if "template" in target:
         request["template"] = target["template"]
@@ -85,7 +86,7 @@ def judge_request(spec: dict, *, item: dict, output: str) -> dict:
 def _checked(owner, request: dict, path: str) -> None:
     """Validate a target or a judge as run_plan would run it (reads only); its errors name where it is."""
     try:
-        run_plan(owner=owner, **{"message": "check", **request})
+        run_plan(ExperimentRequest(owner=owner, **{"message": "check", **request}))
     except ChatterError as exc:
         raise InvalidInput(f"{path}: {exc.message}", details=[{"path": path, "code": exc.code,
                                                                 "message": exc.message}]) from None
@@ -277,10 +278,10 @@ def _run(owner, request: dict) -> WorkflowExecution:
     """One ordinary sync run; while the owner is at their concurrent-run limit, wait for a slot."""
     for _ in range(BUSY_RETRIES):
         try:
-            return execution_run_now(owner=owner, **request)
+            return execution_run_now(ExperimentRequest(owner=owner, **request))
         except TooManyRuns:
             time.sleep(BUSY_WAIT_S)
-    return execution_run_now(owner=owner, **request)
+    return execution_run_now(ExperimentRequest(owner=owner, **request))
 
 
 def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> None:

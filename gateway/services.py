@@ -34,6 +34,7 @@ from workflows.engine.routing import routing_table
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.selectors import execution_get
+from workflows.services.run_requests import GatewayRequest
 from workflows.services.runs import execution_run_now, execution_start_streamed
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def gateway_admit(*, api_key, model: str) -> tuple[ResolvedModel, dict[str, str]
 
 
 def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedModel, conversation_id=None,
-                        instructions: str | None = None) -> dict:
+                        instructions: str | None = None) -> GatewayRequest:
     """The run request (workflows.services.runs) for a validated chat completion request, of the (provider, model)
     gateway_admit resolved; `instructions` (the Responses API's) are the run's system prompt, kept apart from its
     messages."""
@@ -212,13 +213,10 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedMode
         params["extra_body"] = {"response_format": params.pop("response_format")}
     if params:
         config["model_params"] = params
-    return {
-        "owner": owner, "api_key": api_key, "gateway": True, "graph": GATEWAY_GRAPH, "config": config,
-        "messages": request["messages"], "message": _last_user_text(request["messages"]),
-        "conversation_id": conversation_id,
-        "mode": WorkflowExecution.Mode.STREAM if request.get("stream") else WorkflowExecution.Mode.SYNC,
-        "prices_read": {(provider, model): price},
-    }
+    return GatewayRequest(
+        owner=owner, api_key=api_key, graph=GATEWAY_GRAPH, config=config, messages=request["messages"],
+        message=_last_user_text(request["messages"]), conversation_id=conversation_id,
+        prices_read={(provider, model): price})
 
 
 def gateway_embed(*, owner, api_key, request: dict, resolved: ResolvedModel) -> WorkflowExecution:
@@ -231,9 +229,10 @@ def gateway_embed(*, owner, api_key, request: dict, resolved: ResolvedModel) -> 
             {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
     config = {"provider": provider, "model": model, "system_prompt": None, "enable_memory": False,
               "enable_tools": False, "enable_retrieval": False}
-    return execution_run_now(owner=owner, api_key=api_key, gateway=True, graph=EMBEDDINGS_GRAPH, config=config,
-                             variables={"input": request["input"], "dimensions": request.get("dimensions")},
-                             prices_read={(provider, model): price})
+    return execution_run_now(GatewayRequest(
+        owner=owner, api_key=api_key, graph=EMBEDDINGS_GRAPH, config=config,
+        variables={"input": request["input"], "dimensions": request.get("dimensions")},
+        prices_read={(provider, model): price}))
 
 
 def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format: str) -> dict:
@@ -298,13 +297,13 @@ def completion_body(execution: WorkflowExecution, *, model: str, legacy: bool = 
 
 def gateway_complete(*, request: dict, **run) -> WorkflowExecution:
     """Run a non-streamed call here, to its end."""
-    return execution_run_now(**gateway_run_request(request=request, **run))
+    return execution_run_now(gateway_run_request(request=request, **run))
 
 
 def gateway_stream(*, request: dict, **run) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
     """Start a streamed call on the runner's threads: its execution and its feed. The run goes on whether or not
     the feed is read to its end, so a client that disconnects mid-stream is billed for all the provider did."""
-    return execution_start_streamed(**gateway_run_request(request=request, **run))
+    return execution_start_streamed(gateway_run_request(request=request, **run))
 
 
 @database_sync_to_async

@@ -135,8 +135,9 @@ class WorkflowDefinitionFactory(factory.django.DjangoModelFactory):
 
 
 class WorkflowExecutionFactory(factory.django.DjangoModelFactory):
-    """A pending run, through workflows.services.runs.execution_create: by default a chat turn saying hello.
-    Every keyword is the service's (`chat`, `message`, `template`, `graph`, `config`, `mode`, …)."""
+    """A pending run, through workflows.services.runs.execution_create: by default a chat turn saying hello (a
+    ChatRequest); with `chat=False`, an ExecutionRequest. Every other keyword is the request's (`message`,
+    `template`, `graph`, `config`, `mode`, …)."""
 
     class Meta:
         model = WorkflowExecution
@@ -149,7 +150,14 @@ class WorkflowExecutionFactory(factory.django.DjangoModelFactory):
     def _create(cls, model_class, *args, **kwargs):
         from workflows.services.runs import execution_create
 
-        return execution_create(**kwargs)
+        return execution_create(run_request(**kwargs))
+
+
+def run_request(*, chat: bool = False, **fields):
+    """A run request as the tests write one: a ChatRequest for a chat turn, else an ExecutionRequest."""
+    from workflows.services.run_requests import ChatRequest, ExecutionRequest
+
+    return ChatRequest(**fields) if chat else ExecutionRequest(**fields)
 
 
 class ApiTokenFactory(factory.django.DjangoModelFactory):

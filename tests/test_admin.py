@@ -33,6 +33,7 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def url(model, view: str, *args) -> str:
 
 
 def chat_turn(owner, message: str = "What is 12*7?") -> WorkflowExecution:
-    execution = execution_create(owner=owner, message=message, chat=True)
+    execution = execution_create(ChatRequest(owner=owner, message=message))
     return execution_run(execution_id=execution.pk)
 
 
@@ -174,7 +175,7 @@ def test_deleting_a_message_keeps_the_conversation_totals_exact(staff_client, al
     chat_turn(alice, "What is 3+4?")
     conversation = run.conversation
     execution_run(execution_id=execution_create(
-        owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk).pk)
+        ChatRequest(owner=alice, message="And 2*5?", conversation_id=conversation.pk)).pk)
     assistant = conversation.messages.filter(role=Message.Role.ASSISTANT).first()
     assert assistant.total_tokens > 0 and assistant.cost > Decimal("0")
 
@@ -189,7 +190,7 @@ def test_deleting_a_message_keeps_the_conversation_totals_exact(staff_client, al
 def test_bulk_deleting_messages_keeps_the_conversation_totals_exact(staff_client, alice, run):
     conversation = run.conversation
     execution_run(execution_id=execution_create(
-        owner=alice, message="And 2*5?", chat=True, conversation_id=conversation.pk).pk)
+        ChatRequest(owner=alice, message="And 2*5?", conversation_id=conversation.pk)).pk)
     doomed = list(conversation.messages.order_by("sequence").values_list("pk", flat=True)[1:3])
 
     response = staff_client.post(url(Message, "changelist"), {
@@ -211,7 +212,7 @@ def test_the_conversation_page_cannot_delete_or_add_messages(staff_client, run):
 
 
 def test_the_cancel_action_cancels_pending_runs_and_skips_finished_ones(staff_client, alice, run):
-    pending = execution_create(owner=alice, message="What is 1+1?", chat=True, mode="background")
+    pending = execution_create(ChatRequest(owner=alice, message="What is 1+1?", mode="background"))
 
     response = staff_client.post(url(WorkflowExecution, "changelist"), {
         "action": "cancel_runs", "_selected_action": [str(pending.pk), str(run.pk)]}, follow=True)
@@ -364,7 +365,7 @@ def test_the_executions_list_shows_the_runs_waiting_for_input_and_their_question
     from tests.api.test_human_input import ASKING
     from workflows.services.runs import execution_run_now
 
-    waiting = execution_run_now(owner=alice, graph=ASKING, message="hello")
+    waiting = execution_run_now(ExecutionRequest(owner=alice, graph=ASKING, message="hello"))
 
     page = staff_client.get(url(WorkflowExecution, "changelist"), {"status__exact": "waiting"})
 

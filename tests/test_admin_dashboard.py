@@ -11,6 +11,7 @@ from django.test import override_settings
 
 from budgets.models import BudgetPeriod
 from budgets.services import budget_create, period_start
+from tests.factories import run_request
 from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
@@ -33,7 +34,7 @@ def admin_url(daphne_server, staff, tmp_path) -> str:
 
 
 def run(**kwargs) -> WorkflowExecution:
-    return execution_run(execution_id=execution_create(**kwargs).pk)
+    return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
 
 
 @needs_chromium

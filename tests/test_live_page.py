@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from workflows.models import NodeExecution, WorkflowExecution
+from workflows.services.run_requests import ExecutionRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -293,7 +294,7 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
     from tests.api.test_human_input import ASKING
     from workflows.services.runs import execution_run_now
 
-    paused = execution_run_now(owner=alice, graph=ASKING, message="hello")
+    paused = execution_run_now(ExecutionRequest(owner=alice, graph=ASKING, message="hello"))
     assert paused.status == "waiting"
     with logged_in_page(live_server_url, name="live-page-question") as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()

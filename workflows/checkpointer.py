@@ -2,8 +2,9 @@
 BaseCheckpointSaver on the Django ORM (rows: workflows.models.Checkpoint), passing langgraph-checkpoint-conformance.
 
 Used alone it writes at once, like any saver. A run's graph uses it *held* (SPEC §6, lean writes): while the
-runner holds a run's thread, what LangGraph saves for it stays in memory and the run's recorder writes it with a
-transaction it makes anyway (ExecutionRecorder.write_held), in one multi-row INSERT: when the run ends or pauses,
+runner holds a run's thread, what LangGraph saves for it stays in memory (a CheckpointHold, handed to the run's
+recorder) and the recorder writes it with a transaction it makes anyway (ExecutionRecorder.write_held), in one
+multi-row INSERT: when the run ends or pauses,
 and before it waits once an LLM call has ended since the last write of checkpoints (what is worth not doing
 twice; a run resumed after a crash repeats at most the nodes since its last LLM call).
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -44,11 +44,49 @@ ROW_DATA = ("execution_id", "task_path", "channel", "parent_checkpoint_id", "typ
 _READ = (*ROW_KEY, *ROW_DATA)
 
 
-@dataclass
-class _Hold:
-    execution_id: Any
-    fresh: bool  # a new run: nothing of its thread is on disk, so reads need not look
-    rows: dict[tuple, dict] = field(default_factory=dict)  # by ROW_KEY, in the order saved
+class CheckpointHold:
+    """What LangGraph saves for a run's thread between the run's writes: the saver adds to it (and reads it back),
+    the run's recorder takes it into its next write, and gives it back if that write fails. Made by
+    DatabaseSaver.hold for one run and handed to its recorder, so neither reaches into the other."""
+
+    def __init__(self, *, thread_id: str, execution_id, fresh: bool):
+        self.thread_id = thread_id
+        self.execution_id = execution_id
+        self.fresh = fresh  # a new run: nothing of its thread is on disk, so reads need not look
+        self._rows: dict[tuple, dict] = {}  # by ROW_KEY, in the order saved
+        self._lock = threading.Lock()
+
+    def add(self, rows: list[dict]) -> None:
+        with self._lock:
+            for row in rows:
+                row["execution_id"] = self.execution_id
+            self._rows = _merged([*self._rows.values(), *rows])
+
+    def rows(self) -> tuple[list[dict], bool]:
+        """The rows held, and whether the thread's disk may hold more."""
+        with self._lock:
+            return list(self._rows.values()), not self.fresh
+
+    def take(self) -> list[dict]:
+        """The rows saved since the last write, for the caller to write (`statement`) and forgotten here."""
+        with self._lock:
+            if not self._rows:
+                return []
+            rows, self._rows = list(self._rows.values()), {}
+            self.fresh = False
+            return rows
+
+    def give_back(self, rows: list[dict]) -> None:
+        """The transaction that was to write `rows` failed: held again, before what came since."""
+        with self._lock:
+            if rows:
+                self._rows = _merged([*rows, *self._rows.values()])
+
+    @staticmethod
+    def statement(rows: list[dict]) -> tuple[str, list]:
+        """Taken rows as one upsert (SQL, params), for the caller to run in its transaction, on its own or along
+        another (core.db.statements_run)."""
+        return checkpoints_upsert.bound(rows)
 
 
 def _key(row: dict) -> tuple:
@@ -82,59 +120,34 @@ def _rows_write(rows: list[dict], *, replace: bool) -> None:
 class DatabaseSaver(BaseCheckpointSaver[int]):
     def __init__(self, *, serde=None):
         super().__init__(serde=serde)
-        self._held: dict[str, _Hold] = {}
+        self._held: dict[str, CheckpointHold] = {}
         self._lock = threading.Lock()
 
     # --- a run's thread, held in memory between its writes ----------------------------------------------
-    def hold(self, thread_id: str, *, execution_id, fresh: bool) -> None:
+    def hold(self, thread_id: str, *, execution_id, fresh: bool) -> CheckpointHold:
+        """Hold what is saved for the thread in memory until the run's recorder writes it (`release` ends it)."""
+        held = CheckpointHold(thread_id=thread_id, execution_id=execution_id, fresh=fresh)
         with self._lock:
-            self._held[thread_id] = _Hold(execution_id=execution_id, fresh=fresh)
+            self._held[thread_id] = held
+        return held
 
     def release(self, thread_id: str) -> None:
         with self._lock:
             self._held.pop(thread_id, None)
 
-    def held_take(self, thread_id: str) -> list[dict]:
-        """The rows a held thread has saved since its last write, to be written by the caller (held_write) and
-        forgotten here."""
-        with self._lock:
-            hold = self._held.get(thread_id)
-            if hold is None or not hold.rows:
-                return []
-            rows, hold.rows = list(hold.rows.values()), {}
-            hold.fresh = False
-            return rows
-
-    def held_give_back(self, thread_id: str, rows: list[dict]) -> None:
-        """The transaction that was to write `rows` failed: the thread holds them again, before what came since."""
-        with self._lock:
-            hold = self._held.get(thread_id)
-            if hold is not None and rows:
-                hold.rows = _merged([*rows, *hold.rows.values()])
-
-    @staticmethod
-    def held_rows(rows: list[dict]) -> tuple[str, list]:
-        """Taken rows as one upsert (SQL, params), for the caller to run in its transaction, on its own or along
-        another (core.db.statements_run)."""
-        return checkpoints_upsert.bound(rows)
-
     def _hold_rows(self, thread_id: str, rows: list[dict]) -> bool:
         with self._lock:
-            hold = self._held.get(thread_id)
-            if hold is None:
-                return False
-            for row in rows:
-                row["execution_id"] = hold.execution_id
-            hold.rows = _merged([*hold.rows.values(), *rows])
-            return True
+            held = self._held.get(thread_id)
+        if held is None:
+            return False
+        held.add(rows)
+        return True
 
     def _held_rows(self, thread_id: str) -> tuple[list[dict], bool]:
         """A held thread's rows in memory, and whether its disk may hold more."""
         with self._lock:
-            hold = self._held.get(thread_id)
-            if hold is None:
-                return [], True
-            return list(hold.rows.values()), not hold.fresh
+            held = self._held.get(thread_id)
+        return held.rows() if held is not None else ([], True)
 
     # --- reading ----------------------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

@@ -1,10 +1,13 @@
-"""What a run's rows already hold, read back by its recorder (workflows.recorder.ExecutionRecorder): for a run
-ended from its ledger (the recovery sweep, a run whose own ending failed) and for a run that goes on in another
-process (a paused run answered, workflows.services.waiting)."""
+"""What a run's rows already hold, read back: for a run ended from its ledger (the recovery sweep, a run whose own
+ending failed) and for a run that goes on in another process (a paused run answered, workflows.services.waiting).
+One RunLedger per run, handed to its recorder (workflows.recorder), which holds the events and audit rows of what
+it reads."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Callable
 
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -18,54 +21,101 @@ USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # w
 NODE_COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # what a node's row counts
 
 
-class RecordedSoFar:
-    """Mixed into ExecutionRecorder, whose state it reads and sets (execution, index, node rows, calls, usage)."""
+@dataclass(frozen=True)
+class PausedNode:
+    """A node row left `running` while its run waits for input: its row is the node's again when it runs on."""
 
-    execution: object
+    pk: int
     index: int
-    _paused: dict[str, tuple[int, datetime, dict]]
+    node_id: str
+    started_at: datetime
+    counted: dict  # what the row counted before the run paused
 
-    def resumed(self) -> tuple[Usage, int]:
-        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
-        its row back when it runs again, with what it counted before it paused (a Python graph's node may have
-        called its model before its interrupt()), and what the run recorded before counts (usage, LLM and tool
-        calls)."""
+
+@dataclass(frozen=True)
+class NodesSoFar:
+    last_index: int
+    paused: list[PausedNode]
+
+
+@dataclass(frozen=True)
+class Unaudited:
+    """What a run's rows hold that its audit rows do not yet say (they are written when it pauses or ends)."""
+
+    started: bool  # `execution.started` is missing
+    tool_calls: list[dict] = field(default_factory=list)  # ToolCall rows without their `tool.called`
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Node rows a run left running, now failed: their ending's event data, and what a model call a node was
+    waiting on adds to the run's counters (recorded as an estimated LLMCall)."""
+
+    nodes: list[dict]
+    added: dict
+
+
+@dataclass(frozen=True)
+class SoFar:
+    """What a run's ledger holds: its usage over every recorded LLM call, the calls, its tool calls and the last
+    text a model node produced (its output summary, or the partial reply of a call cut short)."""
+
+    usage: Usage
+    calls: list[Call]
+    tool_calls: int
+    text: str
+
+
+class RunLedger:
+    def __init__(self, execution, *, price: Callable):
+        """`price`: (provider, model) → the price a call recorded from its marker is charged at (RunReads.price)."""
+        self.execution = execution
+        self._price = price
+        self._streamed_text = ""  # what the call in flight had streamed, once recorded (nodes_interrupted)
+
+    def user_message(self) -> Message | None:
+        return Message.objects.filter(execution_id=self.execution.pk, role=Message.Role.USER).first()
+
+    def nodes_so_far(self) -> NodesSoFar:
+        """A paused run goes on in this process: its nodes are numbered on from its rows, and a node that waited
+        gets its row back when it runs again, with what it counted before it paused (a Python graph's node may
+        have called its model before its interrupt())."""
+        last, paused = 0, []
         for row in NodeExecution.objects.filter(execution=self.execution).values(
                 "pk", "index", "node_id", "started_at", "status", "output", *NODE_COUNTERS):
-            self.index = max(self.index, row["index"])
+            last = max(last, row["index"])
             if row["status"] == NodeExecution.Status.RUNNING and (row["output"] or {}).get("waiting_for_input"):
-                self._node_pks[row["index"]] = row["pk"]
-                self._paused[row["node_id"]] = (row["index"], row["started_at"],
-                                                {name: row[name] for name in NODE_COUNTERS})
-        self.user_message = Message.objects.filter(execution_id=self.execution.pk, role=Message.Role.USER).first()
-        usage, count, _ = self.recorded_so_far()
-        return usage, count
+                paused.append(PausedNode(pk=row["pk"], index=row["index"], node_id=row["node_id"],
+                                         started_at=row["started_at"],
+                                         counted={name: row[name] for name in NODE_COUNTERS}))
+        return NodesSoFar(last_index=last, paused=paused)
 
-    def audits_from_ledger(self) -> None:
+    def unaudited(self) -> Unaudited:
         """A run whose process died before it paused or ended left its audit rows unwritten (they wait for that):
-        hold them again from its rows, first: `execution.started` and a `tool.called` for each ToolCall row past
-        those already audited (rows and their audits are written oldest first, so those are the newest)."""
+        `execution.started` and a `tool.called` for each ToolCall row past those already audited (rows and their
+        audits are written oldest first, so those are the newest)."""
         from audit.models import AuditEvent
 
         execution = self.execution
         written = list(AuditEvent.objects.filter(
             target_type=execution._meta.model_name, target_id=str(execution.pk),
             action__in=("execution.started", "tool.called")).values_list("action", flat=True))
-        if execution.started_at is not None and "execution.started" not in written:
-            self.audit("execution.started", {"workflow_type": execution.workflow_type, "mode": execution.mode,
-                                             "provider": execution.provider, "model": execution.model})
-        for row in ToolCall.objects.filter(execution=execution).order_by("id")[written.count("tool.called"):]:
-            self.audit_tool_call(node_id=row.node_id, tool=row.tool, ok=row.ok, error=row.error,
-                                 arguments=row.arguments)
+        rows = ToolCall.objects.filter(execution=execution).order_by("id")[written.count("tool.called"):]
+        return Unaudited(
+            started=execution.started_at is not None and "execution.started" not in written,
+            tool_calls=[{"node_id": row.node_id, "tool": row.tool, "ok": row.ok, "error": row.error,
+                         "arguments": row.arguments} for row in rows])
 
-    def nodes_interrupted(self, *, error: str) -> None:
+    def nodes_interrupted(self, *, error: str) -> Interrupted:
         """Nodes left running fail with `error`, with the counters their ledger rows add up to; a model call a node
-        was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction, before the
-        terminal event."""
+        was waiting on is recorded first (call_in_flight_recorded). Call inside the ending transaction."""
         now = timezone.now()
+        ended, added = [], {name: 0 for name in (*USAGE_SUMS, "llm_calls")}
+        added["cost"] = Decimal("0")
         for row in NodeExecution.objects.filter(execution=self.execution, status=NodeExecution.Status.RUNNING):
             duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
-            self.call_in_flight_recorded(row, duration_ms=duration_ms)
+            for name, value in self.call_in_flight_recorded(row, duration_ms=duration_ms).items():
+                added[name] += value
             sums = LLMCall.objects.filter(node_execution=row).aggregate(
                 llm_calls=Count("id"), **{name: Sum(name) for name in USAGE_SUMS})
             counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
@@ -76,35 +126,33 @@ class RecordedSoFar:
             NodeExecution.objects.filter(pk=row.pk).update(
                 status=NodeExecution.Status.FAILED, completed_at=now, duration_ms=duration_ms, error_message=error,
                 **counters)
-            self._emit_node_finished(node_id=row.node_id, node_type=row.node_type, index=row.index, status="failed",
-                                     duration_ms=duration_ms, total_tokens=counters["total_tokens"],
-                                     cost=counters["cost"], error=error)
+            ended.append({"node_id": row.node_id, "node_type": row.node_type, "index": row.index,
+                          "status": "failed", "duration_ms": duration_ms, "total_tokens": counters["total_tokens"],
+                          "cost": counters["cost"], "error": error})
+        return Interrupted(nodes=ended, added={name: value for name, value in added.items() if value})
 
-    def call_in_flight_recorded(self, row: NodeExecution, *, duration_ms: int) -> None:
+    def call_in_flight_recorded(self, row: NodeExecution, *, duration_ms: int) -> dict:
         """The model call a node row says it was waiting on when its process died becomes an LLMCall: the prompt
         estimated as the call started and what the heartbeat last carried of its stream, estimated and flagged,
-        priced like any call by the model it asked for."""
+        priced like any call by the model it asked for. Returns what it adds to the run's counters."""
         in_flight = (row.output or {}).get("call_in_flight") if isinstance(row.output, dict) else None
         if not in_flight:
-            return
+            return {}
         progress = self.execution.stream_progress or {}
         streamed = progress if progress.get("call") == in_flight["call"] else {}
         usage = usage_cut_short(prompt_tokens=in_flight["prompt_tokens"], streamed=streamed)
-        usage = priced(usage, self.price(in_flight["provider"], in_flight["model"]))
+        usage = priced(usage, self._price(in_flight["provider"], in_flight["model"]))
         LLMCall.objects.create(
             execution_id=self.execution.pk, node_execution=row, provider=in_flight["provider"],
             model=in_flight["model"], requested_model=in_flight["model"], unpriced=usage.unpriced,
             **usage.token_fields(), cost=usage.cost, estimated=True, usage_raw={}, duration_ms=duration_ms,
             prompt_version_id=in_flight.get("prompt_version"), created_at=timezone.now())
-        for name, value in {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}.items():
-            self._added[name] += value  # the execution's counters move with the ending's UPDATE
         self._streamed_text = streamed.get("text") or ""
+        return {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
 
-    def recorded_so_far(self) -> tuple[Usage, int, str]:
-        """What the run's ledger holds: its usage summed over every recorded LLM call, their number, and the last
-        text a model node produced (its output summary): all a sweep can know of a dead run."""
-        usage, count = Usage(), 0
-        self.calls = []
+    def so_far(self) -> SoFar:
+        """All a sweep can know of a dead run (SoFar)."""
+        usage, calls = Usage(), []
         for row in LLMCall.objects.filter(execution=self.execution).order_by("id"):
             call = Usage(
                 prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
@@ -113,17 +161,15 @@ class RecordedSoFar:
                 raw=row.usage_raw,
             )
             usage += call
-            self.last_call = Call(row.provider, row.model, row.requested_model, call, row.duration_ms)
-            self.calls.append(self.last_call)
-            count += 1
-        self.tool_calls = ToolCall.objects.filter(execution=self.execution).count()
+            calls.append(Call(row.provider, row.model, row.requested_model, call, row.duration_ms))
+        tool_calls = ToolCall.objects.filter(execution=self.execution).count()
         output = NodeExecution.objects.filter(
             execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,
         ).order_by("-index").values_list("output", flat=True).first()
         text = output.get("content", "") if isinstance(output, dict) else ""
         if self._streamed_text:  # the call in flight came after every completed one: its partial reply is the last
             text = self._streamed_text
-        return usage, count, text if isinstance(text, str) else ""
+        return SoFar(usage=usage, calls=calls, tool_calls=tool_calls, text=text if isinstance(text, str) else "")
 
 
 def calls_by_model(calls: list[Call]) -> list[dict]:

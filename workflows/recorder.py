@@ -19,8 +19,14 @@ A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
   published after their transaction commits.
 - Audit rows are written when the run pauses or ends, with its outcome: what they record (the run's start, its
   tool calls) is on disk in its rows before, and a run whose process died gets them from those rows
-  (RecordedSoFar.audits_from_ledger). They are queued, never appended by the run: the process's chainer links them
+  (ExecutionRecorder.interrupted). They are queued, never appended by the run: the process's chainer links them
   into the chain after the run's transaction commits (audit.services.audit_queue).
+
+The recorder is one unit of work over the run's trace and events; what else it needs is handed to it, each with
+its own state (run_recorder builds them for a run): a RunReads (workflows.run_reads: history, documents, prices,
+prompts), a BudgetGuard (workflows.spending: the run's budget holds, topped up before each model call), a
+RunLedger (workflows.ledger: what the run's rows already hold, for a run resumed or ended from them) and the
+CheckpointHold of its graph's thread (workflows.checkpointer), whose rows ride on the recorder's writes.
 
 A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's next
 write collides with the sweep's events on (execution, seq) and is rolled back; from then on the recorder refuses
@@ -43,11 +49,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import audit_fields, audit_queue
-from budgets.services import CompletionGuard
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
+from core.errors import BudgetExceeded
 from workflows.engine.graph import Node
-from workflows.engine.runtime import Attempt, CallStarted, RunInterrupted
+from workflows.engine.runtime import Attempt, CallStarted, FetchedPrompt, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
+from workflows.engine.usage import Usage
 from workflows.events import (
     event_envelope,
     event_rows,
@@ -55,10 +62,10 @@ from workflows.events import (
     events_published_on_commit,
 )
 from workflows.heartbeat import heartbeat
-from workflows.ledger import NODE_COUNTERS, RecordedSoFar
+from workflows.ledger import NODE_COUNTERS, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import RunReads
-from workflows.spending import BudgetHeld
+from workflows.spending import BudgetGuard
 from workflows.statements import (
     execution_counters_add,
     llm_calls_insert,
@@ -118,17 +125,26 @@ class _OpenNode:
     clock: float
     usage: dict = field(default_factory=_no_usage)
     in_flight: dict | None = None  # the model call it waits on (see model_call_started)
-    prompt_version_id: Any = None  # the stored prompt version its model calls send (RunReads.prompt)
+    prompt_version_id: Any = None  # the stored prompt version its model calls send (ExecutionRecorder.prompt)
 
 
-class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
-    def __init__(self, execution: WorkflowExecution, *, fresh: bool = False, prices: dict | None = None):
+def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_message=None, prices: dict | None = None,
+                 checkpoints=None) -> ExecutionRecorder:
+    """The recorder of a run with its collaborators, made for it: `user_message`, the turn's own message; `prices`,
+    (provider, model) → price already read for this run; `checkpoints`, the CheckpointHold of its graph's thread."""
+    reads = RunReads(execution, user_message=user_message, prices=prices)
+    return ExecutionRecorder(execution, reads=reads, budget=BudgetGuard(execution.pk, execution.budget_holds),
+                             ledger=RunLedger(execution, price=reads.price), checkpoints=checkpoints, fresh=fresh)
+
+
+class ExecutionRecorder:
+    def __init__(self, execution: WorkflowExecution, *, reads: RunReads, budget: BudgetGuard, ledger: RunLedger,
+                 checkpoints=None, fresh: bool = False):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
-        cancelled: neither is read. `prices`: (provider, model) → price already read for this run."""
+        cancelled: neither is read. `checkpoints`: the CheckpointHold whose rows ride on this recorder's writes
+        (workflows.checkpointer), or None (nothing is held)."""
         self.execution = execution
-        # The thread its graph's checkpoints are held under (workflows.checkpointer): the run's own, or a
-        # registered graph's conversation's (set by the runner).
-        self.thread_id = str(execution.pk)
+        self.reads, self.budget, self.ledger, self.checkpoints = reads, budget, ledger, checkpoints
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
         self._lock = threading.RLock()
@@ -138,9 +154,6 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         self.last_call: Call | None = None
         self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
         self.tool_calls = execution.tool_calls
-        self.user_message = None  # set by the runner: the turn's own user message, booked with the run's end
-        self._prices: dict[tuple[str, str], Any] = dict(prices or {})
-        self._prompts_drawn: dict[tuple, Any] = {}  # (name, label, version) → the stored prompt version fetched
         self._node_pks: dict[int, int] = {}  # index → pk of node rows already written
         # Held until the run's next write: node rows by index, LLM calls (field dicts, with their node's index),
         # tool call rows, the execution's counters to add, events (name, data, when), audit rows (action, data).
@@ -157,12 +170,14 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         # node id → (index, started_at, what its row counted) of a node waiting for input
         self._paused: dict[str, tuple[int, datetime, dict]] = {}
         self._calls_started = 0
-        self._streamed_text = ""  # a run ended from its ledger: what its call in flight had streamed
         self._cancel_polled = time.monotonic() if fresh else 0.0
         self._cancelled = False
         self._superseded = False
-        self.budget_holds: list[dict] = [dict(hold) for hold in execution.budget_holds or []]
-        self._guard: CompletionGuard | None = None  # the call in flight's, under a hard budget
+
+    @property
+    def user_message(self):
+        """The turn's own user message (booked with the run's end), if it has one."""
+        return self.reads.user_message
 
     @property
     def open(self) -> _OpenNode | None:
@@ -221,7 +236,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         if self._superseded:
             raise RunInterrupted("the run was ended while it was still running")
         # Audit rows wait for the run's pause or end (their facts are on disk now: the recovery sweep appends them
-        # from the ledger, audits_from_ledger), so no write before a wait queues on the audit chain's head. Without
+        # from its rows: ExecutionRecorder.interrupted), so no write before a wait queues on the audit chain's head. Without
         # a call to count, what the run holds rides on one statement on PostgreSQL (write_held), which needs no
         # transaction around it: the write before a turn's first model call.
         try:
@@ -256,11 +271,7 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             yield
         except BaseException:
             if self._checkpoints_taken:
-                from workflows.checkpointer import (
-                    checkpointer,  # (LangGraph is loaded once a graph has run)
-                )
-
-                checkpointer.held_give_back(self.thread_id, self._checkpoints_taken)
+                self.checkpoints.give_back(self._checkpoints_taken)
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._attempts, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
@@ -318,13 +329,10 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
 
     def _checkpoints_take(self) -> tuple:
         """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""
-        # Imported here: LangGraph takes most of a second to import, and commands load the recorder without a run.
-        from workflows.checkpointer import checkpointer
-
-        if not (taken := checkpointer.held_take(self.thread_id)):
+        if self.checkpoints is None or not (taken := self.checkpoints.take()):
             return ()
         self._checkpoints_taken, self._call_since_checkpoints = taken, False
-        return (checkpointer.held_rows(taken),)
+        return (self.checkpoints.statement(taken),)
 
     def write_audits(self) -> None:
         """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
@@ -384,8 +392,15 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
             self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
         self._wait_ahead()
-        if any(hold["hard"] for hold in self.budget_holds):
-            self._budget_cover(call)
+        if self.budget.hard:  # the reservation covers the run's spend so far and this call's worst case, or it stops
+            refused = self.budget.cover(call, spent=sum((c.usage for c in self.calls), Usage()),
+                                        price=self.reads.price(call.provider, call.requested_model))
+            if refused is not None:  # (the node's end, next, clears the call it was to make)
+                self._budget_stop(refused)
+
+    def _budget_stop(self, budget_id: str) -> None:
+        self.limit_exceeded("budget", budget_id)
+        raise BudgetExceeded("budget", budget_id, f"the run reached budget {budget_id}")
 
     def _wait_ahead(self) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database
@@ -512,8 +527,8 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         if self._events:  # what happened before reaches watchers before the fragments
             self._wait_ahead()
         self.publish(event, data)
-        if self._guard is not None and self._guard.past(text):  # streaming past its reservation: stop it here
-            self._budget_stop(next(hold["budget"] for hold in self.budget_holds if hold["hard"]))
+        if (refused := self.budget.past(text)) is not None:  # streaming past its reservation: stop it here
+            self._budget_stop(refused)
 
     @_locked
     def node_focus(self, opened: _OpenNode | None = None) -> _OpenNode | None:
@@ -564,3 +579,64 @@ class ExecutionRecorder(RecordedSoFar, BudgetHeld, RunReads):
         heartbeat.discard(self.execution.pk)
         with _local_cancels_lock:
             _local_cancels.discard(str(self.execution.pk))
+
+    # --- reads (RunHooks), answered by the run's RunReads -------------------------------------------------
+    def history(self, limit: int) -> list:
+        return self.reads.history(limit)
+
+    def documents(self, query: str, limit: int) -> list[dict]:
+        return self.reads.documents(query, limit)
+
+    def price(self, provider: str, model: str):
+        return self.reads.price(provider, model)
+
+    def prompt(self, node, ref: dict, variables: dict) -> FetchedPrompt:
+        """The node's stored prompt (RunReads.prompt). The node's calls record its version; the run records the
+        first version it was given."""
+        version_id = (drawn := self.reads.prompt(ref)).version.pk
+        if self.open is not None:
+            self.open.prompt_version_id = version_id
+        if self.execution.prompt_version_id is None:
+            self.execution.prompt_version_id = version_id
+            WorkflowExecution.objects.filter(pk=self.execution.pk).update(prompt_version_id=version_id)
+        return FetchedPrompt(messages=drawn.messages(variables), config=drawn.config)
+
+    # --- what the run's rows hold, from its RunLedger -----------------------------------------------------
+    def resumed(self) -> tuple[Usage, int]:
+        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
+        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
+        nodes = self.ledger.nodes_so_far()
+        self.index = max(self.index, nodes.last_index)
+        for paused in nodes.paused:
+            self._node_pks[paused.index] = paused.pk
+            self._paused[paused.node_id] = (paused.index, paused.started_at, paused.counted)
+        self.reads.user_message = self.ledger.user_message()
+        usage, count, _ = self.recorded_so_far()
+        return usage, count
+
+    def interrupted(self, *, error: str) -> None:
+        """A run ended (or queued again) from its rows, outside its process: its missing audit rows are held again
+        first, then nodes left running fail with `error` (a model call one was waiting on recorded, its usage added
+        to the run's counters). Call inside the ending transaction, before the terminal event."""
+        unaudited = self.ledger.unaudited()
+        execution = self.execution
+        if unaudited.started:
+            self.audit("execution.started", {"workflow_type": execution.workflow_type, "mode": execution.mode,
+                                             "provider": execution.provider, "model": execution.model})
+        for row in unaudited.tool_calls:
+            self.audit_tool_call(**row)
+        ended = self.ledger.nodes_interrupted(error=error)
+        for node in ended.nodes:
+            self._emit_node_finished(**node)
+        for name, value in ended.added.items():
+            self._added[name] += value  # the execution's counters move with the ending's UPDATE
+
+    def recorded_so_far(self) -> tuple[Usage, int, str]:
+        """What the run's ledger holds (RunLedger.so_far): its usage, LLM calls and last text, which its ending
+        books."""
+        so_far = self.ledger.so_far()
+        self.calls = so_far.calls
+        if so_far.calls:
+            self.last_call = so_far.calls[-1]
+        self.tool_calls = so_far.tool_calls
+        return so_far.usage, len(so_far.calls), so_far.text

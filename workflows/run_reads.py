@@ -1,6 +1,6 @@
-"""What a run reads through its hooks (workflows.recorder.ExecutionRecorder): the conversation before its turn
-(the memory node), the owner's documents (retrieval), the prices its calls are charged at and its stored
-prompts (a model node's `prompt`)."""
+"""What a run reads through its hooks: the conversation before its turn (the memory node), the owner's documents
+(retrieval), the prices its calls are charged at and its stored prompts (a model node's `prompt`). One RunReads
+per run, handed to its recorder (workflows.recorder), which answers the engine's reading hooks with it."""
 from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -9,16 +9,17 @@ from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
-from workflows.engine.runtime import FetchedPrompt
-from workflows.models import WorkflowExecution
 from workflows.pricing import price_for_call
 
 
 class RunReads:
-    """Mixed into ExecutionRecorder, whose state it reads (execution, user_message, the prices read so far, the
-    prompts fetched so far)."""
-
-    _prompts_drawn: dict
+    def __init__(self, execution, *, user_message=None, prices: dict | None = None):
+        """`user_message`: the turn's own message, where its history ends (a resumed run's is read back from its
+        ledger and set here). `prices`: (provider, model) → price already read for this run."""
+        self.execution = execution
+        self.user_message = user_message
+        self._prices: dict[tuple[str, str], object] = dict(prices or {})
+        self._prompts: dict[tuple, object] = {}  # (name, label, version) → the stored prompt version drawn
 
     def history(self, limit: int) -> list[BaseMessage]:
         execution = self.execution
@@ -44,23 +45,17 @@ class RunReads:
             self._prices[key] = price_for_call(provider=provider, model=model)
         return self._prices[key]
 
-    def prompt(self, node, ref: dict, variables: dict) -> FetchedPrompt:
-        """The node's stored prompt, the owner's, fetched now (a label moved since the last run is seen); a split
-        label's draw is kept per conversation (prompts.services) and, within a run, per prompt and label. The
-        node's calls record the version; the run records the first version it was given."""
+    def prompt(self, ref: dict):
+        """The owner's stored prompt a node names, fetched now (a label moved since the last run is seen); a split
+        label's draw is kept per conversation (prompts.services) and, within a run, per prompt and label."""
         version = ref.get("version")
         key = (ref["name"], ref.get("label") or (None if version else DEFAULT_LABEL), version)
-        drawn = self._prompts_drawn.get(key)
+        drawn = self._prompts.get(key)
         if drawn is None:
             try:
                 drawn = prompt_resolve(user=self.execution.owner_id, name=key[0], label=key[1], version=version,
                                        conversation_id=self.execution.conversation_id)
             except ChatterError as exc:
                 raise RunError(exc.message, error_type="prompt_not_found") from None
-            self._prompts_drawn[key] = drawn
-        if self.open is not None:
-            self.open.prompt_version_id = drawn.version.pk
-        if self.execution.prompt_version_id is None:
-            self.execution.prompt_version_id = drawn.version.pk
-            WorkflowExecution.objects.filter(pk=self.execution.pk).update(prompt_version_id=drawn.version.pk)
-        return FetchedPrompt(messages=drawn.messages(variables), config=drawn.config)
+            self._prompts[key] = drawn
+        return drawn

@@ -41,7 +41,7 @@ from workflows.engine.runtime import NullHooks, RunContext
 from workflows.heartbeat import heartbeat
 from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
-from workflows.recorder import ExecutionRecorder
+from workflows.recorder import ExecutionRecorder, run_recorder
 from workflows.signals import execution_finished
 from workflows import statements
 
@@ -91,7 +91,7 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
     wrong, its set-up included, still ends it through execution_finish. `graph` and `prices`: what the request's
     plan already read (else from the row); `resume` (interrupt id → answer): a paused run goes on from its last
     checkpoint; `after_crash`: a run whose worker died goes on from its last checkpoint (or from its input when
-    none was written). Its graph's checkpoints are held for the recorder's writes (workflows.checkpointer)."""
+    none was written). Its graph's checkpoints are held for the recorder's writes (a CheckpointHold handed to it)."""
     from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
 
     graph = graph or parse_graph(execution.graph)
@@ -102,22 +102,22 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
     registered = registered_graph_name(graph)
     on_thread = bool(registered or execution.input_data.get("on_thread"))
     thread_id = str(execution.conversation_id) if on_thread and execution.conversation_id else str(execution.pk)
-    checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh and thread_id == str(execution.pk))
+    held = checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh and thread_id == str(execution.pk))
     try:
         return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
-                    thread_id=thread_id, resume=resume, fresh=fresh, registered=registered)
+                    held=held, resume=resume, fresh=fresh, registered=registered)
     finally:
         checkpointer.release(thread_id)
 
 
 def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph, checkpointer,
-         thread_id: str, resume: dict | None, fresh: bool, registered: str | None) -> WorkflowExecution:
+         held, resume: dict | None, fresh: bool, registered: str | None) -> WorkflowExecution:
     from_checkpoint = False
+    thread_id = held.thread_id
     try:
-        recorder = ExecutionRecorder(execution, fresh=fresh, prices=prices)
-        recorder.thread_id = thread_id
+        recorder = run_recorder(execution, fresh=fresh, user_message=user_message if fresh else None, prices=prices,
+                                checkpoints=held)
         if fresh:
-            recorder.user_message = user_message
             ctx = RunContext(config=execution.config, hooks=recorder)
         else:
             usage, llm_calls = recorder.resumed()
@@ -348,11 +348,11 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
                 "total_cost": str(conversation.total_cost)})
-        if recorder.budget_holds:  # a shared row (a budget's period): locked late, held to the commit;
+        if holds := recorder.budget.holds:  # a shared row (a budget's period): locked late, held to the commit;
             # settled before the terminal event, which must be the run's last (I6)
-            crossings = budget_settle(holds=recorder.budget_holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
+            crossings = budget_settle(holds=holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
             # each threshold once per period (the row's lock decides who); in the run's log only its owner's
-            in_run = budget_crossings_own(crossings=crossings, holds=recorder.budget_holds, owner_id=execution.owner_id)
+            in_run = budget_crossings_own(crossings=crossings, holds=holds, owner_id=execution.owner_id)
             for crossing in in_run:
                 recorder.emit("budget_threshold", crossing)
                 recorder.audit("budget.threshold", crossing)
@@ -504,10 +504,10 @@ def end_from_ledger(*, execution_id, error: RunError,
             pk=execution_id, status__in=from_statuses).first()
         if locked is None:
             return None
-        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
-        recorder.user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first()
-        recorder.audits_from_ledger()
-        recorder.nodes_interrupted(error=error.message)
+        # (counts the events under the lock: its seq follows the last)
+        recorder = run_recorder(locked, user_message=Message.objects.filter(
+            execution_id=execution_id, role=Message.Role.USER).first())
+        recorder.interrupted(error=error.message)
         usage, llm_calls, text = recorder.recorded_so_far()
         ctx = RunContext(config=locked.config, hooks=NullHooks(), usage=usage, llm_calls=llm_calls,
                          partial_text=text)

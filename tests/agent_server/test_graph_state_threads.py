@@ -12,6 +12,7 @@ from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.invariants import assert_all
 from workflows.models import Checkpoint, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,7 +165,7 @@ def test_a_conversation_of_the_chat_api_run_as_a_thread_begins_its_state_with_it
     openai_stub.reply(content="Hello Ada.", usage=USAGE)
     openai_stub.reply(content="You are Ada.", usage=USAGE)
     settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_stub.base_url, "sk-test-not-a-real-key"  # (this process)
-    earlier = execution_run_now(owner=alice, message="I am Ada.", chat=True, config=OPENAI)  # as /api/v1/chat/
+    earlier = execution_run_now(ChatRequest(owner=alice, message="I am Ada.", config=OPENAI))  # as /api/v1/chat/
     tid = str(earlier.conversation_id)
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     assert client.threads.get_state(tid)["checkpoint"]["checkpoint_id"] is None  # no graph state yet

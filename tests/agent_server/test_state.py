@@ -14,6 +14,7 @@ from tests.agent_server.conftest import reconcile_exit_code
 from tests.api.test_human_input import ASKING
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 from workflows.services.templates import template_create
 
@@ -108,7 +109,7 @@ async def test_update_state_makes_a_checkpoint_and_a_run_goes_on_from_it_in_the_
 
 def test_a_conversation_never_run_as_a_thread_has_no_graph_state(server, alice, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
-    turn = execution_run_now(owner=alice, message="What is 12*7?", chat=True)  # as /api/v1/chat/ runs it
+    turn = execution_run_now(ChatRequest(owner=alice, message="What is 12*7?"))  # as /api/v1/chat/ runs it
     thread = {"thread_id": str(turn.conversation_id)}
 
     state = client.threads.get_state(thread["thread_id"])

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from conversations.models import Conversation
 from tests.analytics.usage import assert_usage_exact, totals
-from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory, run_request
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ DASHBOARD = "/admin/analytics/usagerollup/"
 
 
 def run(**kwargs) -> WorkflowExecution:
-    return execution_run(execution_id=execution_create(**kwargs).pk)
+    return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_deleting_a_conversation_in_the_admin_keeps_the_rollups_exact(staff_clie
 
 
 def test_a_conversation_with_a_run_in_progress_cannot_be_deleted(staff_client, alice):
-    pending = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    pending = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
 
     url = reverse("admin:conversations_conversation_delete", args=[pending.conversation_id])
     assert staff_client.post(url, {"post": "yes"}).status_code == 403

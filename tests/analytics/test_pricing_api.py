@@ -11,6 +11,7 @@ from analytics.selectors import price_for_call
 from audit.models import AuditEvent
 from tests.api.conftest import assert_error
 from workflows.models import LLMCall
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,7 @@ def test_every_user_reads_the_prices(alice_api):
 
 
 def test_a_new_price_is_a_new_row_and_leaves_history_alone(staff_api, staff, alice):
-    before = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    before = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
     old = ModelPrice.objects.get(provider="local")
 
     response = staff_api.post(URL, NEW_LOCAL_PRICE, format="json")
@@ -49,7 +50,7 @@ def test_a_new_price_is_a_new_row_and_leaves_history_alone(staff_api, staff, ali
     call = LLMCall.objects.get(execution=before)
     assert call.cost == (Decimal(call.prompt_tokens) * Decimal("0.5")
                          + Decimal(call.completion_tokens) * Decimal("1.5")) / 10**6  # priced as it was
-    after = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    after = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
     call = LLMCall.objects.get(execution=after)
     assert call.cost == (Decimal(call.prompt_tokens) * 10 + Decimal(call.completion_tokens) * 20) / 10**6
     audit = AuditEvent.objects.filter(action="price.changed").last()
@@ -124,7 +125,7 @@ def test_the_price_in_force_is_the_one_a_run_is_charged_at(alice_api, staff_api,
                          .isoformat()}, format="json")  # an older wildcard row: the newer one wins
     newer = staff_api.post(URL, {**NEW_LOCAL_PRICE, "effective_from": (timezone.now() - timedelta(seconds=1))
                                  .isoformat()}, format="json").json()
-    run = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    run = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
     call = LLMCall.objects.get(execution=run)
 
     response = alice_api.get(f"{URL}in-force/", {"provider": call.provider, "model": call.model})

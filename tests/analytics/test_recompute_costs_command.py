@@ -10,13 +10,14 @@ from analytics.models import ModelPrice
 from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 
 
 def test_it_reprices_past_calls_and_carries_the_change_to_every_total(alice):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
     calls = list(LLMCall.objects.filter(execution=execution))
     # A corrected local price that was in force before the run: $10 in, $20 out per million.
     ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
@@ -32,7 +33,7 @@ def test_it_reprices_past_calls_and_carries_the_change_to_every_total(alice):
 
 
 def test_a_price_from_after_the_call_changes_nothing(alice):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
     before = execution.cost
     ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
                       output_per_million=20, effective_from=timezone.now() + timedelta(days=1))
@@ -57,8 +58,8 @@ USAGE = {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
 
 def openai_turn(owner, stub, *, model=REPORTED):
     stub.reply(content="Paris is the capital.", usage=USAGE, model=model)
-    execution = execution_create(owner=owner, message="Capital of France?", chat=True,
-                                 config={"provider": "openai", "model": "tiny-local", "enable_tools": False})
+    execution = execution_create(ChatRequest(owner=owner, message="Capital of France?",
+                                             config={"provider": "openai", "model": "tiny-local", "enable_tools": False}))
     execution = execution_run(execution_id=execution.pk)
     execution.refresh_from_db()
     assert execution.status == "completed", execution.error_message
@@ -132,8 +133,8 @@ def test_a_call_left_without_a_price_keeps_its_cost_is_flagged_and_reported(alic
 def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one_is_added(
         alice, openai_server, tiny_local_price):
     openai_server.reply(content="Paris.", usage=USAGE, model=REPORTED)
-    pending = execution_create(owner=alice, message="Capital of France?", chat=True,
-                               config={"provider": "openai", "model": "tiny-local", "enable_tools": False})
+    pending = execution_create(ChatRequest(owner=alice, message="Capital of France?",
+                                           config={"provider": "openai", "model": "tiny-local", "enable_tools": False}))
     ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=False)  # withdrawn before the run ran
     execution = execution_run(execution_id=pending.pk)
 
@@ -160,7 +161,7 @@ def test_a_run_repriced_after_its_templates_figures_were_rebuilt_keeps_every_slo
     runs, and the template's figures the sums over its slots (I2)."""
     from analytics.models import TemplateAnalytics
 
-    runs = [execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk) for _ in range(4)]
+    runs = [execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk) for _ in range(4)]
     template_id = runs[0].template_id
     TemplateAnalytics.objects.filter(template_id=template_id).update(total_executions=99, successful_executions=99)
     call_command("reconcile_aggregates", "--fix", stdout=StringIO())

@@ -9,6 +9,7 @@ from conversations.models import Conversation
 from conversations.services import message_delete
 from tests.analytics.usage import assert_usage_exact
 from tests.invariants import assert_i1, assert_i2
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -25,9 +26,9 @@ def reconcile(*args):
 
 @pytest.fixture
 def runs(alice):
-    executions = [execution_run(execution_id=execution_create(owner=alice, message=m, chat=True).pk)
+    executions = [execution_run(execution_id=execution_create(ChatRequest(owner=alice, message=m)).pk)
                   for m in ("What is 12*7?", "hello")]
-    failed = execution_create(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3})
+    failed = execution_create(ChatRequest(owner=alice, message="What is 1+1?", config={"max_total_tokens": 3}))
     executions.append(execution_run(execution_id=failed.pk))
     message_delete(message_id=executions[1].messages.get(role="user").pk)
     return executions
@@ -39,7 +40,7 @@ def test_it_reports_zero_drift_after_runs_failures_and_deletes(runs):
 
 
 def test_it_reports_zero_drift_while_a_run_is_in_progress(alice):
-    pending = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="background")
+    pending = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="background"))
     code, output = reconcile()
     assert code == 0 and "zero drift" in output  # its user message is not in the rollups yet, nor counted
 

@@ -7,13 +7,14 @@ from django_q.models import Schedule
 from analytics.services import reconcile_schedule_ensure
 from analytics.tasks import aggregates_reconcile_task
 from conversations.models import Conversation
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 
 
 def test_the_reconcile_task_reports_drift_in_the_log(alice, caplog):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
     assert aggregates_reconcile_task() == 0
     Conversation.objects.filter(pk=execution.conversation_id).update(message_count=7)
 

@@ -8,7 +8,7 @@ import pytest
 
 from analytics.models import TemplateAnalytics
 from tests.api.conftest import assert_error
-from tests.factories import WorkflowTemplateFactory
+from tests.factories import WorkflowTemplateFactory, run_request
 from tests.invariants import assert_i2
 from workflows.models import WorkflowExecution, WorkflowTemplate
 from workflows.services.runs import execution_create, execution_run
@@ -23,7 +23,7 @@ LINEAR = {
 
 
 def run(**kwargs) -> WorkflowExecution:
-    return execution_run(execution_id=execution_create(**kwargs).pk)
+    return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from conversations.models import Message
 from conversations.services import message_delete
+from tests.factories import run_request
 from tests.analytics.usage import COUNTERS, assert_usage_exact, totals
 from tests.api.conftest import assert_error
 from workflows.models import WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_cancel, execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +30,7 @@ TODAY = timezone.now().date()
 
 
 def run(**kwargs) -> WorkflowExecution:
-    return execution_run(execution_id=execution_create(**kwargs).pk)
+    return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
 
 
 def on_day(monkeypatch, day: date) -> None:
@@ -46,7 +48,7 @@ def usage(alice, bob, monkeypatch):
     run(owner=alice, message="again", chat=True, conversation_id=first.conversation_id)
     run(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3})
     monkeypatch.undo()
-    pending = execution_create(owner=alice, message="never mind", chat=True, mode="background")
+    pending = execution_create(ChatRequest(owner=alice, message="never mind", mode="background"))
     execution_cancel(execution=pending, actor=alice)
     run(owner=alice, graph=LINEAR, message="hi")
     run(owner=alice, template="summarize", message="Long text " * 20)

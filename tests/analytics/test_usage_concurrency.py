@@ -13,6 +13,7 @@ from analytics.models import UsageRollup
 from conversations.models import Message
 from conversations.services import message_delete
 from tests.analytics.usage import assert_usage_exact, totals
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +40,7 @@ def test_parallel_runs_on_one_row_lose_no_increment(alice, settings):
 
     @in_thread
     def standalone(i):
-        execution = execution_create(owner=alice, graph=LINEAR, message=f"run {i}")
+        execution = execution_create(ExecutionRequest(owner=alice, graph=LINEAR, message=f"run {i}"))
         return execution_run(execution_id=execution.pk).status
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -53,7 +54,7 @@ def test_parallel_runs_on_one_row_lose_no_increment(alice, settings):
 def test_parallel_turns_and_deletes_keep_the_rollups_exact(alice, bob, settings):
     settings.CHATTER_MAX_CONCURRENT_RUNS = RUNS + 1
     conversations = {
-        user.pk: execution_run(execution_id=execution_create(owner=user, message="hi", chat=True).pk).conversation_id
+        user.pk: execution_run(execution_id=execution_create(ChatRequest(owner=user, message="hi")).pk).conversation_id
         for user in (alice, bob)
     }
 
@@ -61,10 +62,10 @@ def test_parallel_turns_and_deletes_keep_the_rollups_exact(alice, bob, settings)
     def turn(i):
         user = (alice, bob)[i % 2]
         if i % 5 == 4:  # a standalone run now and then: its rows share no conversation lock with the turns
-            execution = execution_create(owner=user, graph=LINEAR, message=f"run {i}")
+            execution = execution_create(ExecutionRequest(owner=user, graph=LINEAR, message=f"run {i}"))
         else:
-            execution = execution_create(owner=user, message=f"What is {i}*3?", chat=True,
-                                         conversation_id=conversations[user.pk])
+            execution = execution_create(ChatRequest(owner=user, message=f"What is {i}*3?",
+                                                     conversation_id=conversations[user.pk]))
         return execution_run(execution_id=execution.pk).status
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -91,14 +92,14 @@ def test_reconcile_reports_no_drift_while_turns_commit_around_it(alice, settings
     from workflows.services.runs import execution_run_now
 
     settings.CHATTER_MAX_CONCURRENT_RUNS = 100
-    conversation = execution_run_now(owner=alice, chat=True, message="hello").conversation_id
+    conversation = execution_run_now(ChatRequest(owner=alice, message="hello")).conversation_id
     done, reports = [], []
 
     @in_thread
     def turns(i):
         for n in range(8):
-            execution_run_now(owner=alice, chat=True, message=f"What is {i}*{n}?",
-                              conversation_id=conversation if n % 2 else None)
+            execution_run_now(ChatRequest(owner=alice, message=f"What is {i}*{n}?",
+                                          conversation_id=conversation if n % 2 else None))
 
     @in_thread
     def check():

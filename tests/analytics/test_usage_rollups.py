@@ -15,8 +15,9 @@ from analytics.services import usage_rollups_ensure, usage_rollups_rebuild
 from conversations.models import Conversation, Message
 from conversations.services import conversation_delete, message_delete
 from tests.analytics.usage import assert_usage_exact, totals
-from tests.factories import ModelPriceFactory, WorkflowTemplateFactory
+from tests.factories import ModelPriceFactory, WorkflowTemplateFactory, run_request
 from workflows.models import LLMCall, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -33,7 +34,7 @@ LINEAR = {
 
 
 def run(**kwargs) -> WorkflowExecution:
-    return execution_run(execution_id=execution_create(**kwargs).pk)
+    return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
 
 
 def rollup_of(execution: WorkflowExecution, **dims) -> UsageRollup:
@@ -104,7 +105,7 @@ def test_a_failing_node_fails_the_run_without_tokens(alice):
 
 
 def test_a_run_cancelled_before_it_started_is_counted_with_no_tokens(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
     execution_cancel(execution=execution, actor=alice)
     execution.refresh_from_db()
 
@@ -115,7 +116,7 @@ def test_a_run_cancelled_before_it_started_is_counted_with_no_tokens(alice):
 
 
 def test_a_pending_run_is_not_booked_until_it_ends(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
 
     assert not UsageRollup.objects.exists()  # its user message too is booked when the run ends
     assert_usage_exact()
@@ -143,7 +144,7 @@ def test_a_run_books_its_calls_and_messages_in_one_statement_when_it_ends(alice)
 
 
 def test_a_message_deleted_while_its_run_is_pending_is_never_counted(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
     assert message_delete(message_id=Message.objects.get(execution=execution).pk) is True
     assert not UsageRollup.objects.exists()
 
@@ -156,7 +157,7 @@ def test_a_message_deleted_while_its_run_is_pending_is_never_counted(alice):
 @pytest.mark.django_db(transaction=True)
 def test_a_run_cancelled_while_running_keeps_the_usage_it_had(alice, settings):
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 20
-    execution = execution_create(owner=alice, message="tell me a long story please", chat=True, mode="stream")
+    execution = execution_create(ChatRequest(owner=alice, message="tell me a long story please", mode="stream"))
     for envelope in execution_stream(execution_id=execution.pk):
         if envelope["event"] == "token":
             execution_cancel(execution=execution, actor=alice)

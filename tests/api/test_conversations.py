@@ -5,6 +5,7 @@ from conversations.models import Conversation, Message
 from tests.api.conftest import assert_error, error_fields
 from tests.invariants import assert_i1_everywhere
 from workflows.models import RUN_IN_PROGRESS, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create
 
 URL = "/api/v1/conversations/"
@@ -80,7 +81,7 @@ def test_delete_removes_the_conversation_and_its_messages_and_keeps_the_runs(api
 
 def test_a_conversation_with_a_run_in_progress_cannot_be_deleted(api, alice):
     conversation_id = chat(api)["conversation"]["id"]
-    execution_create(owner=alice, chat=True, message="later", conversation_id=conversation_id, mode="background")
+    execution_create(ChatRequest(owner=alice, message="later", conversation_id=conversation_id, mode="background"))
 
     assert_error(api.delete(f"{URL}{conversation_id}/"), 409, "conflict")
     assert Message.objects.filter(conversation_id=conversation_id).count() == 3

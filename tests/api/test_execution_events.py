@@ -13,6 +13,7 @@ from tests.api.sse import Frame, SSEParser, parse_sse
 from tests.factories import ApiTokenFactory
 from workflows.events import TERMINAL_EVENTS, event_envelope
 from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import (
     execution_create,
     execution_run,
@@ -26,7 +27,7 @@ def events_url(execution) -> str:
 
 
 def finished_chat_turn(owner, message: str = "What is 12*7?") -> WorkflowExecution:
-    execution = execution_create(owner=owner, chat=True, message=message)
+    execution = execution_create(ChatRequest(owner=owner, message=message))
     return execution_run(execution_id=execution.pk)
 
 
@@ -69,7 +70,7 @@ def test_after_starts_the_list_after_a_seq(api, alice):
     ("", {"HTTP_LAST_EVENT_ID": "x", **SSE}, "last_event_id"),
 ])
 def test_a_bad_starting_point_is_a_400(api, alice, query, headers, field):
-    execution = execution_create(owner=alice, chat=True, message="hi")
+    execution = execution_create(ChatRequest(owner=alice, message="hi"))
     details = assert_error(api.get(f"{events_url(execution)}{query}", **headers), 400, "validation_error")
     assert {d["path"] for d in details} == {field}
 
@@ -126,7 +127,7 @@ async def test_resuming_after_the_terminal_event_is_a_204_so_event_source_stops(
 
 @pytest.mark.django_db(transaction=True)
 async def test_sse_follows_a_live_run_with_tokens_and_no_gaps(async_client, alice):
-    execution = await sync_to_async(execution_create)(owner=alice, chat=True, message="say something long")
+    execution = await sync_to_async(execution_create)(ChatRequest(owner=alice, message="say something long"))
     await async_client.aforce_login(alice)
     done = threading.Event()
 

@@ -10,6 +10,7 @@ from tests.api.test_chat import EXECUTION_FIELDS, TOKENS
 from tests.factories import ConversationFactory, WorkflowDefinitionFactory
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
+from workflows.services.run_requests import ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 URL = "/api/v1/executions/"
@@ -183,7 +184,7 @@ def test_the_list_is_the_owners_newest_first_and_paginated(api, bob_api, alice):
 def test_the_list_filters_by_status_and_workflow_type(api, alice):
     done = api.post(URL, {"graph": LINEAR}).json()["execution"]["id"]
     chat = api.post("/api/v1/chat/", {"message": "hi"}).json()["execution"]["id"]
-    pending = str(execution_create(owner=alice, graph=LINEAR).pk)
+    pending = str(execution_create(ExecutionRequest(owner=alice, graph=LINEAR)).pk)
 
     def ids(query: str) -> list[str]:
         return [e["id"] for e in api.get(f"{URL}?{query}").json()["results"]]
@@ -232,7 +233,7 @@ def test_the_detail_has_the_node_trace_tool_calls_and_llm_calls(api):
 
 @pytest.mark.django_db
 def test_bob_gets_404_for_alices_execution_everywhere(api, bob_api, alice):
-    execution = execution_create(owner=alice, graph=LINEAR)
+    execution = execution_create(ExecutionRequest(owner=alice, graph=LINEAR))
 
     for path in (f"{URL}{execution.pk}/", f"{URL}{execution.pk}/events/"):
         assert_error(bob_api.get(path), 404, "not_found")
@@ -247,7 +248,7 @@ def test_bob_gets_404_for_alices_execution_everywhere(api, bob_api, alice):
 # --- cancel ---------------------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_cancelling_a_pending_run_ends_it(api, alice):
-    execution = execution_create(owner=alice, graph=LINEAR)
+    execution = execution_create(ExecutionRequest(owner=alice, graph=LINEAR))
 
     response = api.post(f"{URL}{execution.pk}/cancel/")
 

@@ -18,6 +18,7 @@ from workflows.api.serializers import (
     RunResultSerializer,
 )
 from workflows.selectors import execution_with_trace
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +39,7 @@ def drf_rendered(serializer_class: type, instance) -> dict:
 @pytest.fixture
 def turn(alice):
     """A tool-calling chat turn, ended: an execution with nodes, calls, a conversation and both messages."""
-    return execution_run_now(owner=alice, chat=True, message="What is 12*7?")
+    return execution_run_now(ChatRequest(owner=alice, message="What is 12*7?"))
 
 
 def test_every_class_that_builds_its_fields_once_is_checked_here():
@@ -63,7 +64,7 @@ def test_each_renders_what_drf_renders_with_fields_of_its_own(turn):
 
 
 def test_many_threads_render_different_rows_with_the_same_fields(alice, turn):
-    other = execution_run_now(owner=alice, chat=True, message="hello")
+    other = execution_run_now(ChatRequest(owner=alice, message="hello"))
     expected = {row.pk: drf_rendered(RunResultSerializer, row) for row in (turn, other)}
     assert expected[turn.pk] != expected[other.pk]
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from workflows.models import ExecutionEvent, LLMCall, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def test_health_is_open_and_reports_every_part():
 
 
 def test_a_stale_run_degrades_health(alice):
-    execution = execution_create(owner=alice, chat=True, message="hi", mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
     WorkflowExecution.objects.filter(pk=execution.pk).update(created_at=timezone.now() - timedelta(hours=2))
 
     body = Client().get("/api/v1/health/").json()

@@ -26,6 +26,7 @@ from schemathesis.checks import (
 
 from tests.api.sse import parse_sse
 from tests.factories import ApiTokenFactory, WorkflowDefinitionFactory
+from workflows.services.run_requests import ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))
@@ -120,7 +121,8 @@ def test_chained_operations_answer_within_their_schema(token_header):
 
 def run_of_raw_nodes(owner):
     definition = WorkflowDefinitionFactory(owner=owner, name="raw nodes", **RAW_GRAPH)
-    return execution_run(execution_id=execution_create(owner=owner, definition_id=definition.pk, message="hi").pk)
+    return execution_run(execution_id=execution_create(ExecutionRequest(owner=owner, definition_id=definition.pk,
+                                                                        message="hi")).pk)
 
 
 @pytest.mark.django_db(transaction=True)

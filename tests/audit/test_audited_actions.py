@@ -5,6 +5,7 @@ import pytest
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import audit_queue_flush
+from workflows.services.run_requests import ChatRequest
 
 pytestmark = pytest.mark.django_db
 NODES = [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}]
@@ -85,7 +86,7 @@ def test_a_run_is_audited_from_start_to_end_with_its_tool_calls(api, alice):
 def test_cancelling_and_failing_runs_are_audited(api, alice):
     from workflows.services.runs import execution_create
 
-    pending = execution_create(owner=alice, chat=True, message="later", mode="background")
+    pending = execution_create(ChatRequest(owner=alice, message="later", mode="background"))
     api.post(f"/api/v1/executions/{pending.pk}/cancel/")
     assert [a for a, _ in trail(target_id=str(pending.pk))] == ["execution.cancel_requested",
                                                                  "execution.cancelled"]
@@ -101,7 +102,7 @@ def test_too_many_runs_is_audited_as_a_limit(api, alice, settings):
     from workflows.services.runs import execution_create
 
     settings.CHATTER_MAX_CONCURRENT_RUNS = 1
-    execution_create(owner=alice, chat=True, message="one", mode="background")
+    execution_create(ChatRequest(owner=alice, message="one", mode="background"))
     assert api.post("/api/v1/chat/", {"message": "two"}).status_code == 429
 
     row = AuditEvent.objects.get(action="limit.exceeded")

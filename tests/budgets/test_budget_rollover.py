@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from io import StringIO
 from types import SimpleNamespace
+from workflows.services.run_requests import ChatRequest
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -40,7 +41,7 @@ def test_a_period_rolls_over_under_load_in_the_budgets_time_zone(alice, settings
 
     def turn(i):
         try:
-            execution = execution_run_now(owner=alice, chat=True, message=f"hello {i}", config={"max_tokens": 64})
+            execution = execution_run_now(ChatRequest(owner=alice, message=f"hello {i}", config={"max_tokens": 64}))
             with lock:
                 written.append(execution.pk)
             return execution.status

@@ -10,6 +10,7 @@ from django.db import connection, connections
 from conversations.models import Message
 from conversations.services import message_delete
 from tests.invariants import assert_i1
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 TURNS = 50
@@ -28,13 +29,13 @@ def _in_thread(function):
 @pytest.mark.django_db(transaction=True)
 def test_fifty_parallel_turns_and_deletes_keep_conversation_totals_exact(alice, settings):
     settings.CHATTER_MAX_CONCURRENT_RUNS = TURNS + 1
-    first = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    first = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
     conversation = first.conversation
 
     @_in_thread
     def turn(i):
-        execution = execution_create(owner=alice, message=f"What is {i}*3?", chat=True,
-                                     conversation_id=conversation.pk)
+        execution = execution_create(ChatRequest(owner=alice, message=f"What is {i}*3?",
+                                                 conversation_id=conversation.pk))
         return execution_run(execution_id=execution.pk).status
 
     with ThreadPoolExecutor(max_workers=8) as pool:

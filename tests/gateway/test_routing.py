@@ -12,6 +12,7 @@ from io import StringIO
 import httpx
 import openai
 import pytest
+from workflows.services.run_requests import ChatRequest
 import yaml
 from django.core.management import call_command
 
@@ -372,7 +373,7 @@ def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minu
         time.sleep(left + 0.1)
     config = {"provider": "openai", "model": "gpt-4o-mini", "enable_memory": False, "enable_tools": False}
 
-    runs = [execution_run_now(owner=alice, chat=True, message="hello", config=config) for _ in range(4)]
+    runs = [execution_run_now(ChatRequest(owner=alice, message="hello", config=config)) for _ in range(4)]
 
     assert [attempts_of(run)[0][0] for run in runs] == [f"gpt-4o-mini/{a}"] * 2 + [f"gpt-4o-mini/{b}"] * 2
     assert len(upstreams[0].requests) == 2 and all(len(attempts_of(run)) == 1 for run in runs)
@@ -392,8 +393,8 @@ def test_a_reply_that_breaks_off_is_not_retried_and_its_usage_so_far_is_billed(a
                                                  deployment(b, healthy, "ROUTE_KEY_B")]}})
     config = {"provider": "openai", "model": "gpt-4o-mini", "enable_memory": False, "enable_tools": False}
 
-    broken = execution_run_now(owner=alice, chat=True, message="hello", config=config)
-    after = execution_run_now(owner=alice, chat=True, message="hello", config=config)
+    broken = execution_run_now(ChatRequest(owner=alice, message="hello", config=config))
+    after = execution_run_now(ChatRequest(owner=alice, message="hello", config=config))
 
     assert (broken.status, broken.error_type) == ("failed", "provider_error")
     assert attempts_of(broken) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, None, "provider_error")]
@@ -423,9 +424,9 @@ def test_routing_a_call_adds_no_database_round_trip(alice, upstreams, routed_her
 
     def run(model: str) -> list[str]:
         config = {"provider": "openai", "model": model, "enable_memory": False, "enable_tools": False}
-        execution_run_now(owner=alice, chat=True, message="warm up", config=config)  # caches, prices
+        execution_run_now(ChatRequest(owner=alice, message="warm up", config=config))  # caches, prices
         with CaptureQueriesContext(connection) as queries:
-            execution = execution_run_now(owner=alice, chat=True, message="hello", config=config)
+            execution = execution_run_now(ChatRequest(owner=alice, message="hello", config=config))
         assert execution.status == "completed"
         return [q["sql"] for q in queries.captured_queries]
 

@@ -17,6 +17,7 @@ from conversations.models import Conversation, Message
 from keys.models import API_KEY_SCOPES
 from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution, WorkflowSchedule
+from workflows.services.run_requests import AgentRunRequest
 from workflows.services.runs import execution_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,8 +67,8 @@ def things(alice):
     assert done.status_code == 200, done.content
     finished = WorkflowExecution.objects.get(conversation_id=thread)
     waiting = call("POST", "/langgraph/threads", owner, {}).json()["thread_id"]
-    pending = execution_create(owner=alice, chat=True, conversation_id=waiting, message="later", mode="background",
-                               after_seconds=3600)
+    pending = execution_create(AgentRunRequest(owner=alice, chat=True, conversation_id=waiting, message="later",
+                                               mode="background", after_seconds=3600))
     assert call("PUT", "/langgraph/store/items", owner, {**ITEM, "value": {"n": 1}}).status_code == 204
     cron = call("POST", "/langgraph/runs/crons", owner, CRON).json()["cron_id"]
     return {"thread": thread, "finished": finished.pk, "waiting": waiting, "pending": pending.pk, "cron": cron}
@@ -200,7 +201,8 @@ def test_the_concurrent_run_limit_is_a_429_on_every_surface(alice, settings, pat
     thread = call("POST", "/langgraph/threads", key, {}).json()["thread_id"]
     path = path.format(thread=thread)
     settings.CHATTER_MAX_CONCURRENT_RUNS = 1
-    execution_create(owner=alice, template="universal_chat", message="later", mode="background", after_seconds=3600)
+    execution_create(AgentRunRequest(owner=alice, template="universal_chat", message="later", mode="background",
+                                     after_seconds=3600))
     before = world()
 
     response = start(path, body, header, key)

@@ -6,6 +6,7 @@ from tests.api.conftest import assert_error
 from tests.invariants import assert_all
 from tests.prompts.conftest import prompt_graph
 from workflows.models import LLMCall, WorkflowExecution
+from workflows.services.run_requests import ExecutionRequest
 
 pytestmark = pytest.mark.django_db
 OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
@@ -167,8 +168,8 @@ def test_a_call_swept_mid_stream_still_names_its_prompt_version(alice, support, 
     monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.2)
     monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # not one still asleep for 5 s
     openai_server.reply(content="one two three four five six seven eight", usage=USAGE, chunk_delay_s=0.3)
-    execution = execution_create(owner=alice, graph=prompt_graph({"name": "support"}), message="Which one?",
-                                 mode="stream", config=OPENAI)
+    execution = execution_create(ExecutionRequest(owner=alice, graph=prompt_graph({"name": "support"}),
+                                                  message="Which one?", mode="stream", config=OPENAI))
     reader = threading.Thread(target=lambda: (list(execution_stream(execution_id=execution.pk)),
                                               connections.close_all()), daemon=True)
     reader.start()

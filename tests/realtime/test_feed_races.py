@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, connections
 
 from workflows import realtime
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = [
@@ -31,7 +32,7 @@ def end_in_another_connection(execution_id) -> None:
 
 
 def test_a_run_that_ends_between_the_feeds_reads_is_never_taken_for_a_pruned_one(alice):
-    execution = execution_create(owner=alice, message="hello there", chat=True)  # pending: nothing persisted yet
+    execution = execution_create(ChatRequest(owner=alice, message="hello there"))  # pending: nothing persisted yet
     reads = []
 
     def end_the_run_after_the_first_read(execute, sql, params, many, context):

@@ -19,6 +19,7 @@ from tests.api.sse import SSEParser
 from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -111,7 +112,7 @@ def test_a_run_survives_redis_stopping_and_watchers_catch_up_from_the_database(
 def test_a_client_connecting_while_redis_is_down_gets_the_persisted_log(alice, daphne_server, private_redis):
     from workflows.services.runs import execution_create, execution_run
 
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
     server = daphne_server(REDIS_URL=private_redis.url)
     token = ApiTokenFactory(user=alice).key
     private_redis.kill()

@@ -20,6 +20,7 @@ from tests.fixtures_server import start_worker, stop_process
 from tests.realtime.test_scale_out import clients, wait_for  # noqa: F401 - real websocket clients (a fixture)
 from tests.realtime.test_websockets import close_db_connections, run_in_thread  # noqa: F401 - a fixture too
 from workflows.models import WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_cancel, execution_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +38,7 @@ def key_for(user):
 
 @sync_to_async
 def streamed_run(user) -> WorkflowExecution:
-    return execution_create(owner=user, message=LONG, chat=True, mode="stream")
+    return execution_create(ChatRequest(owner=user, message=LONG, mode="stream"))
 
 
 @sync_to_async

@@ -10,6 +10,7 @@ from django.db import connections
 from chatter_project.asgi import application
 from tests.factories import ApiTokenFactory
 from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +31,7 @@ def token_for(user) -> str:
 
 @sync_to_async
 def create(user, message="What is 12*7?", **kwargs) -> WorkflowExecution:
-    return execution_create(owner=user, message=message, chat=True, mode="stream", **kwargs)
+    return execution_create(ChatRequest(owner=user, message=message, mode="stream", **kwargs))
 
 
 def run_in_thread(execution_id) -> threading.Thread:

@@ -6,6 +6,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 
 from workflows.checkpointer import DatabaseSaver
 from workflows.models import Checkpoint
+from workflows.services.run_requests import ChatRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,7 +42,7 @@ def test_a_run_leaves_its_graphs_checkpoints_on_its_own_thread(alice):
 
     from workflows.services.runs import execution_run_now
 
-    execution = execution_run_now(owner=alice, chat=True, message="hello", config={"checkpoints": "every_step"})
+    execution = execution_run_now(ChatRequest(owner=alice, message="hello", config={"checkpoints": "every_step"}))
 
     latest = DatabaseSaver().get_tuple({"configurable": {"thread_id": str(execution.pk)}})
     assert latest is not None and latest.metadata["step"] > 0

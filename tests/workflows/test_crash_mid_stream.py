@@ -24,6 +24,7 @@ from workflows import heartbeat, recorder
 from workflows.engine.usage import estimate_tokens
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,8 +125,8 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     arguments = json.dumps({"expression": "12*7 + 1000 - 3 * 4 / 2"})
     openai_stub.reply(tool_calls=[{"name": "calculator", "arguments": arguments}], usage=USAGE,
                       argument_chunk_chars=2, chunk_delay_s=0.2)
-    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream",
-                                 config={"provider": "openai", "model": "gpt-4o-mini"})
+    execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream",
+                                             config={"provider": "openai", "model": "gpt-4o-mini"}))
     envelopes: list[dict] = []
 
     def read() -> None:

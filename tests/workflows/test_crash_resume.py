@@ -21,6 +21,7 @@ from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create
 
 
@@ -96,7 +97,7 @@ def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_check
 @pytest.mark.django_db
 def test_the_sweep_queues_a_run_again_at_most_resume_attempts_times_then_ends_it(alice, settings):
     settings.CHATTER_RESUME_ATTEMPTS = 2
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
 
     for attempt in (1, 2):
         died_while_running(execution)
@@ -115,7 +116,7 @@ def test_the_sweep_queues_a_run_again_at_most_resume_attempts_times_then_ends_it
 
 @pytest.mark.django_db
 def test_a_run_past_its_timeout_is_never_queued_again(alice):
-    execution = died_while_running(execution_create(owner=alice, message="hi", chat=True, config={"timeout_s": 10}))
+    execution = died_while_running(execution_create(ChatRequest(owner=alice, message="hi", config={"timeout_s": 10})))
     assert execution_sweep(now=later(60)) == [execution]
     execution.refresh_from_db()
     assert (execution.status, execution.resume_attempts) == ("failed", 0)
@@ -124,7 +125,7 @@ def test_a_run_past_its_timeout_is_never_queued_again(alice):
 @pytest.mark.django_db(transaction=True)
 def test_a_run_that_died_before_it_wrote_a_checkpoint_starts_again_from_its_input(alice):
     # A sync turn whose server died with it (a pending row, claimed, nothing written since): a worker goes on.
-    execution = died_while_running(execution_create(owner=alice, message="What is 12*7?", chat=True))
+    execution = died_while_running(execution_create(ChatRequest(owner=alice, message="What is 12*7?")))
     assert not Checkpoint.objects.filter(execution=execution).exists()
 
     assert execution_sweep() == []  # queued again, and run by the (synchronous) queue
@@ -144,9 +145,11 @@ def test_a_fork_whose_worker_died_before_it_wrote_a_checkpoint_starts_again_from
     from workflows.selectors import execution_checkpoint_list
     from workflows.services.runs import execution_run_now
 
-    parent = execution_run_now(owner=alice, graph=TWO_CALLS, message="hello", config={"checkpoints": "every_step"})
+    parent = execution_run_now(ExecutionRequest(owner=alice, graph=TWO_CALLS, message="hello",
+                                                config={"checkpoints": "every_step"}))
     after_first = next(c for c in execution_checkpoint_list(execution=parent) if c["nodes"] == ["first"])
-    fork = died_while_running(execution_create(owner=alice, from_checkpoint=after_first["checkpoint_id"]))
+    fork = died_while_running(execution_create(ExecutionRequest(owner=alice,
+                                                                from_checkpoint=after_first["checkpoint_id"])))
 
     assert execution_sweep() == []  # queued again, and run by the (synchronous) queue
 

@@ -6,6 +6,7 @@ import pytest
 from workflows.engine.graph import GraphInvalid
 from workflows.models import WorkflowDefinition, WorkflowExecution
 from workflows.services.definitions import definition_create, definition_update
+from workflows.services.run_requests import ExecutionRequest
 from workflows.services.runs import execution_create
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +47,7 @@ def test_an_invalid_graph_gets_its_error_code_and_creates_no_row(alice, code):
     assert code in {error["code"] for error in caught.value.errors}
     assert all(set(error) == {"path", "code", "message"} for error in caught.value.errors)
     with pytest.raises(GraphInvalid):
-        execution_create(owner=alice, graph=graph, message="hi")
+        execution_create(ExecutionRequest(owner=alice, graph=graph, message="hi"))
     assert WorkflowDefinition.objects.count() == 0 and WorkflowExecution.objects.count() == 0
 
 

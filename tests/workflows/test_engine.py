@@ -8,7 +8,7 @@ import pytest
 from analytics.selectors import template_figures_stored
 from conversations.models import Conversation, Document, Message
 from core.errors import InvalidInput, NotFound
-from tests.factories import DocumentFactory, WorkflowDefinitionFactory
+from tests.factories import DocumentFactory, WorkflowDefinitionFactory, run_request
 from tests.invariants import assert_all, assert_i1, assert_seq_gapless
 from workflows.models import (
     ExecutionEvent,
@@ -17,6 +17,7 @@ from workflows.models import (
     ToolCall,
     WorkflowExecution,
 )
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -33,7 +34,7 @@ LINEAR = {
 
 
 def run(**kwargs) -> WorkflowExecution:
-    execution = execution_create(**kwargs)
+    execution = execution_create(run_request(**kwargs))
     return execution_run(execution_id=execution.pk)
 
 
@@ -103,7 +104,7 @@ def test_the_event_log_of_a_tools_run_is_complete_and_in_order(alice):
 
 def test_streaming_and_blocking_runs_leave_the_same_trace(alice, transactional_db):
     blocking = run(owner=alice, message="What is 12*7?", chat=True)
-    streamed = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream")
+    streamed = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream"))
     envelopes = list(execution_stream(execution_id=streamed.pk))
     streamed.refresh_from_db()
 
@@ -225,7 +226,7 @@ def test_the_timeout_ends_a_run_as_limit_exceeded(alice):
 
 
 def test_cancelling_a_pending_run_means_it_never_runs(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
     execution_cancel(execution=execution, actor=alice)
     after = execution_run(execution_id=execution.pk)
     assert after.status == "cancelled"
@@ -244,7 +245,7 @@ def test_cancelling_a_running_run_stops_it_at_the_next_boundary_and_keeps_usage(
         "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "wait"},
                   {"source": "wait", "target": "end"}],
     }
-    execution = execution_create(owner=alice, graph=graph, message="hi", mode="stream")
+    execution = execution_create(ExecutionRequest(owner=alice, graph=graph, message="hi", mode="stream"))
     seen = []
     stream = execution_stream(execution_id=execution.pk)
     for envelope in stream:
@@ -261,7 +262,7 @@ def test_cancelling_a_running_run_stops_it_at_the_next_boundary_and_keeps_usage(
 
 def test_a_cancelled_chat_turn_keeps_the_partial_reply_and_its_usage(alice, transactional_db, settings):
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 20
-    execution = execution_create(owner=alice, message="tell me a long story please", chat=True, mode="stream")
+    execution = execution_create(ChatRequest(owner=alice, message="tell me a long story please", mode="stream"))
     cancelled = False
     for envelope in execution_stream(execution_id=execution.pk):
         if envelope["event"] == "token" and not cancelled:  # tokens already sent may follow; one cancel is asked
@@ -345,7 +346,7 @@ def test_a_failing_node_without_a_handler_fails_the_run(alice):
         ({"config": {"temperature": 3}}, InvalidInput),
         ({"config": {"surprise": 1}}, InvalidInput),
         ({"config": {"allowed_tools": ["rm_rf"]}}, InvalidInput),
-        ({"graph": {"nodes": [], "edges": []}, "template": None}, InvalidInput),
+        ({"graph": {"nodes": [], "edges": []}, "chat": False}, InvalidInput),
         ({"template": "no_such_template"}, NotFound),
         ({"conversation_id": "00000000-0000-0000-0000-000000000000"}, NotFound),
         ({"message": ""}, InvalidInput),
@@ -354,7 +355,7 @@ def test_a_failing_node_without_a_handler_fails_the_run(alice):
 def test_bad_input_is_refused_before_any_row_is_written(alice, kwargs, error):
     request = {"owner": alice, "message": "hi", "chat": True, **kwargs}
     with pytest.raises(error):
-        execution_create(**request)
+        execution_create(run_request(**request))
     assert WorkflowExecution.objects.count() == 0
     assert Conversation.objects.count() == 0 and Message.objects.count() == 0
 
@@ -362,14 +363,14 @@ def test_bad_input_is_refused_before_any_row_is_written(alice, kwargs, error):
 def test_another_users_conversation_is_not_found(alice, bob):
     first = run(owner=alice, message="hi", chat=True)
     with pytest.raises(NotFound):
-        execution_create(owner=bob, message="hi", chat=True, conversation_id=first.conversation_id)
+        execution_create(ChatRequest(owner=bob, message="hi", conversation_id=first.conversation_id))
     assert Message.objects.count() == 2
 
 
 def test_the_anthropic_provider_without_its_package_is_a_clear_error(alice, monkeypatch):
     monkeypatch.setitem(sys.modules, "langchain_anthropic", None)  # Python's own "not installed": import fails
     with pytest.raises(InvalidInput, match="langchain-anthropic"):
-        execution_create(owner=alice, message="hi", chat=True, config={"provider": "anthropic"})
+        execution_create(ChatRequest(owner=alice, message="hi", config={"provider": "anthropic"}))
     assert WorkflowExecution.objects.count() == 0
 
 

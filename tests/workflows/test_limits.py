@@ -6,16 +6,18 @@ import pytest
 from django.core.cache import cache
 
 from conversations.models import Conversation, Message
+from tests.factories import run_request
 from tests.api.conftest import assert_error, row_counts
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, ToolCall, WorkflowExecution
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
 
 
 def run(**kwargs) -> WorkflowExecution:
-    execution = execution_create(**kwargs)
+    execution = execution_create(run_request(**kwargs))
     return execution_run(execution_id=execution.pk)
 
 
@@ -96,7 +98,7 @@ def fresh_throttles():
 def test_a_run_over_the_concurrent_limit_is_a_429_with_the_error_shape_and_no_row(api, bob_api, alice, settings):
     settings.CHATTER_MAX_CONCURRENT_RUNS = 2
     for _ in range(2):  # background runs wait in the queue: pending counts as running
-        execution_create(owner=alice, template="universal_chat", message="queued", mode="background")
+        execution_create(ExecutionRequest(owner=alice, template="universal_chat", message="queued", mode="background"))
     before = (*row_counts(), LLMCall.objects.count())
 
     for url, body in (("/api/v1/executions/", {"template": "universal_chat", "input": {"message": "hi"}}),
@@ -112,7 +114,7 @@ def test_a_run_over_the_concurrent_limit_is_a_429_with_the_error_shape_and_no_ro
 
 def test_a_finished_run_frees_its_slot(api, alice, settings):
     settings.CHATTER_MAX_CONCURRENT_RUNS = 1
-    waiting = execution_create(owner=alice, chat=True, message="queued", mode="background")
+    waiting = execution_create(ChatRequest(owner=alice, message="queued", mode="background"))
     assert api.post("/api/v1/chat/", {"message": "hi"}, format="json").status_code == 429
 
     execution_run(execution_id=waiting.pk)
@@ -129,7 +131,7 @@ def test_the_concurrent_limit_is_counted_from_the_index_of_runs_in_progress_not_
     from django.db import connection
 
     for _ in range(3):
-        execution_run(execution_id=execution_create(owner=alice, chat=True, message="history").pk)
+        execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="history")).pk)
     sent = []
 
     def keep(execute, sql, params, many, context):
@@ -137,7 +139,7 @@ def test_the_concurrent_limit_is_counted_from_the_index_of_runs_in_progress_not_
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(keep):
-        execution_create(owner=alice, chat=True, message="counted")
+        execution_create(ChatRequest(owner=alice, message="counted"))
     sql, params = next((sql, params) for sql, params in sent if "COUNT(*)" in sql)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # a tiny test table: show that the index can serve it at all
@@ -162,7 +164,7 @@ def test_simultaneous_requests_never_exceed_the_concurrent_limit(alice, settings
 
     def create(index: int) -> str:
         try:
-            execution_create(owner=alice, chat=True, message=f"turn {index}")  # stays pending: nobody runs it
+            execution_create(ChatRequest(owner=alice, message=f"turn {index}"))  # stays pending: nobody runs it
             return "created"
         except TooManyRuns:
             return "refused"

@@ -13,6 +13,7 @@ from tests.invariants import assert_all
 from workflows.engine.providers import chat_model
 from workflows.engine.usage import usage_from_message
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +38,7 @@ def stub(openai_stub, settings):
 
 
 def chat(owner, message="What is 12*7?", **config):
-    execution = execution_create(owner=owner, message=message, chat=True, config={**OPENAI, **config})
+    execution = execution_create(ChatRequest(owner=owner, message=message, config={**OPENAI, **config}))
     return execution_run(execution_id=execution.pk)
 
 
@@ -62,7 +63,7 @@ def test_a_sync_turn_records_exact_tokens_sub_buckets_and_cost(alice, stub):
 
 def test_a_streamed_turn_records_the_same_numbers_and_streams_the_text(alice, stub, transactional_db):
     stub.reply(content="Streaming works fine.", usage=USAGE)
-    execution = execution_create(owner=alice, message="Say hi", chat=True, mode="stream", config=OPENAI)
+    execution = execution_create(ChatRequest(owner=alice, message="Say hi", mode="stream", config=OPENAI))
     envelopes = list(execution_stream(execution_id=execution.pk))
 
     assert "".join(e["data"]["text"] for e in envelopes if e["event"] == "token") == "Streaming works fine."
@@ -159,5 +160,5 @@ def test_an_unpriced_openai_model_is_refused_before_any_row(alice, stub):
     from core.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="unknown model"):
-        execution_create(owner=alice, message="hi", chat=True, config={"provider": "openai", "model": "mystery-9"})
+        execution_create(ChatRequest(owner=alice, message="hi", config={"provider": "openai", "model": "mystery-9"}))
     assert WorkflowExecution.objects.count() == 0 and stub.requests == []

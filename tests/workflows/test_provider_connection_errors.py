@@ -7,6 +7,7 @@ import pytest
 from conversations.models import Message
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ AFTER_TWO_WORDS = 3  # the role chunk and two words
 
 
 def chat(owner, **config):
-    execution = execution_create(owner=owner, message="Tell me something", chat=True, config={**OPENAI, **config})
+    execution = execution_create(ChatRequest(owner=owner, message="Tell me something", config={**OPENAI, **config}))
     execution = execution_run(execution_id=execution.pk)
     execution.refresh_from_db()
     return execution

@@ -15,6 +15,7 @@ from conversations.models import Message
 from tests.invariants import assert_all
 from workflows.engine.usage import estimate_tokens
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def stub(openai_server):
 
 
 def chat(owner, message="Tell me something", **config):
-    execution = execution_create(owner=owner, message=message, chat=True, config={**OPENAI, **config})
+    execution = execution_create(ChatRequest(owner=owner, message=message, config={**OPENAI, **config}))
     return execution_run(execution_id=execution.pk)
 
 
@@ -266,7 +267,7 @@ def test_retries_that_all_fail_count_nothing(alice, stub, settings):
 # --- the same through a streamed run --------------------------------------------------------------------
 def test_a_streamed_turn_whose_stream_breaks_ends_with_its_terminal_event(alice, stub, transactional_db):
     stub.reply(content=REPLY, usage=USAGE, fault="reset", fault_after=AFTER_TWO_WORDS)
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="stream", config=OPENAI)
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="stream", config=OPENAI))
     envelopes = list(execution_stream(execution_id=execution.pk))
 
     assert "".join(e["data"]["text"] for e in envelopes if e["event"] == "token") == "one two "

@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 from workflows.models import ExecutionEvent
 from workflows.recorder import ExecutionRecorder
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 
 pytestmark = pytest.mark.django_db
@@ -50,11 +51,11 @@ def statements_and_transactions(sqls: list[str]) -> tuple[int, int, list[str]]:
 @pytest.mark.parametrize("conversation", ["new", "going on"])
 @pytest.mark.parametrize("message", sorted(BOUNDS))
 def test_a_sync_chat_turn_stays_within_its_statements_and_transactions(alice, message, conversation):
-    warm_up = execution_run_now(owner=alice, chat=True, message="warm up")  # caches, prices
+    warm_up = execution_run_now(ChatRequest(owner=alice, message="warm up"))  # caches, prices
     going_on = {"conversation_id": warm_up.conversation_id} if conversation == "going on" else {}
 
     with CaptureQueriesContext(connection) as queries:
-        execution = execution_run_now(owner=alice, chat=True, message=message, **going_on)
+        execution = execution_run_now(ChatRequest(owner=alice, message=message, **going_on))
 
     assert execution.status == "completed" and execution.llm_calls == (2 if "12*7" in message else 1)
     statements, transactions, shown = statements_and_transactions([q["sql"] for q in queries.captured_queries])
@@ -93,7 +94,7 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
     """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
     PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer). Every other write
     of the turn is a transaction; the statement's events are on disk when they are published."""
-    execution_run_now(owner=alice, chat=True, message="warm up")
+    execution_run_now(ChatRequest(owner=alice, message="warm up"))
     ran = []
     published_with_rows = []
     write_held = ExecutionRecorder.write_held
@@ -110,7 +111,7 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
 
     monkeypatch.setattr(ExecutionRecorder, "write_held", watched)
     with connection.execute_wrapper(record):
-        execution = execution_run_now(owner=alice, chat=True, message="hello")
+        execution = execution_run_now(ChatRequest(owner=alice, message="hello"))
 
     assert execution.status == "completed"
     writes_outside = [(word, events) for word, atomic, events in ran if not atomic and word not in ("SELECT",)]

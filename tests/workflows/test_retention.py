@@ -14,6 +14,7 @@ from tests.invariants import assert_all, assert_seq_gapless
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.realtime import execution_feed
 from workflows.services.recovery import events_prune
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 from workflows.tasks import events_prune_task
 
@@ -25,15 +26,15 @@ def days_ago(days: int):
 
 
 def finished(owner, *, days: int, message="What is 12*7?") -> WorkflowExecution:
-    execution = execution_run(execution_id=execution_create(owner=owner, message=message, chat=True,
-                                                            config={"checkpoints": "every_step"}).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=owner, message=message,
+                                                                        config={"checkpoints": "every_step"})).pk)
     WorkflowExecution.objects.filter(pk=execution.pk).update(completed_at=days_ago(days))
     return execution
 
 
 def running_since(owner, *, days: int) -> WorkflowExecution:
     """A long-running run (started long ago, still running) with a few events logged back then."""
-    execution = execution_create(owner=owner, message="still going", chat=True)
+    execution = execution_create(ChatRequest(owner=owner, message="still going"))
     WorkflowExecution.objects.filter(pk=execution.pk).update(status="running", started_at=days_ago(days))
     for seq, event in enumerate(("workflow_started", "node_started", "node_completed"), start=1):
         ExecutionEvent.objects.create(execution=execution, seq=seq, event=event, data={}, created_at=days_ago(days))

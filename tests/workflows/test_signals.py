@@ -10,6 +10,7 @@ from django.utils import timezone
 from conversations.models import Message
 from tests.factories import ModelPriceFactory
 from workflows.models import LLMCall, WorkflowExecution
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_cancel, execution_create, execution_run
 from workflows.signals import execution_finished, usage_repriced
 
@@ -33,7 +34,7 @@ def heard():
 
 
 def test_a_run_ending_carries_its_messages_and_its_calls_per_model(alice, heard):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
 
     [(signal, news)] = heard
     assert signal is execution_finished and news["sender"] is WorkflowExecution
@@ -50,7 +51,7 @@ def test_a_run_ending_carries_its_messages_and_its_calls_per_model(alice, heard)
 
 
 def test_a_run_cancelled_before_it_started_has_no_calls(alice, heard):
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background"))
     execution_cancel(execution=execution, actor=alice)
 
     [(_, news)] = heard
@@ -60,14 +61,14 @@ def test_a_run_cancelled_before_it_started_has_no_calls(alice, heard):
 def test_a_run_without_a_conversation_has_no_messages(alice, heard):
     graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
              "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]}
-    execution_run(execution_id=execution_create(owner=alice, graph=graph, message="hi").pk)
+    execution_run(execution_id=execution_create(ExecutionRequest(owner=alice, graph=graph, message="hi")).pk)
 
     [(_, news)] = heard
     assert news["messages"] == [] and len(news["calls"]) == 1
 
 
 def test_repricing_an_ended_run_carries_the_change_per_call(alice, heard):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
     ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10,
                       output_per_million=20, effective_from=timezone.now() - timedelta(days=1))
     before = execution.cost

@@ -26,6 +26,7 @@ from tests.workflows.test_background_runs import wait_for
 from workflows import heartbeat, recorder
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, REQUEUE_AFTER_S, SWEEP_GRACE_S, execution_sweep
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream
 from workflows.services.schedules import scheduler_ensure
 from workflows.tasks import execution_sweep_task
@@ -65,7 +66,7 @@ def assert_interrupted(execution, reason: str):
 
 # --- what the sweep ends, and what it leaves alone ---------------------------------------------------------
 def test_a_running_run_whose_heartbeat_stopped_is_interrupted(alice):
-    execution = claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+    execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
                                     beat_seconds_ago=HEARTBEAT_LOST_S + 5)
 
     assert execution_sweep() == [execution]
@@ -77,7 +78,7 @@ def test_a_running_run_whose_heartbeat_stopped_is_interrupted(alice):
 
 
 def test_a_running_run_with_a_fresh_heartbeat_is_left_alone_until_its_timeout_passes(alice):
-    execution = execution_create(owner=alice, message="hi", chat=True, config={"timeout_s": 60})
+    execution = execution_create(ChatRequest(owner=alice, message="hi", config={"timeout_s": 60}))
     claimed_by_a_worker(execution, beat_seconds_ago=1)
 
     assert execution_sweep() == []
@@ -104,8 +105,8 @@ def waiting_in_the_queue(execution):
 
 
 def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alice):
-    execution = waiting_in_the_queue(execution_create(owner=alice, message="hi", chat=True, mode="background",
-                                                      config={"timeout_s": 30}))
+    execution = waiting_in_the_queue(execution_create(ChatRequest(owner=alice, message="hi", mode="background",
+                                                                  config={"timeout_s": 30})))
 
     assert execution_sweep(now=later(30)) == []
     assert execution_sweep(now=later(30 + SWEEP_GRACE_S + 1)) == [execution]
@@ -117,7 +118,7 @@ def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alic
 
 # --- pending runs whose task was lost are queued again, long before their timeout ---------------------------
 def test_a_pending_run_without_a_task_is_queued_again_and_runs(alice):
-    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="background")
+    execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="background"))
     # No task: e.g. the process that wrote it died before its commit hook queued it.
 
     assert execution_sweep(now=later(REQUEUE_AFTER_S - 1)) == []
@@ -138,7 +139,7 @@ def test_a_pending_run_without_a_task_is_queued_again_and_runs(alice):
 def test_a_pending_run_whose_task_waits_for_a_worker_is_not_queued_again(alice):
     from django_q.models import OrmQ
 
-    execution = waiting_in_the_queue(execution_create(owner=alice, message="hi", chat=True, mode="background"))
+    execution = waiting_in_the_queue(execution_create(ChatRequest(owner=alice, message="hi", mode="background")))
 
     assert execution_sweep(now=later(REQUEUE_AFTER_S + 60)) == []
     execution.refresh_from_db()
@@ -147,7 +148,7 @@ def test_a_pending_run_whose_task_waits_for_a_worker_is_not_queued_again(alice):
 
 def test_a_run_with_a_short_timeout_is_queued_again_after_a_third_of_it(alice):
     """A run with a short timeout is queued again after a third of it, still well before the sweep ends it."""
-    execution = execution_create(owner=alice, message="hi", chat=True, mode="background", config={"timeout_s": 9})
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="background", config={"timeout_s": 9}))
 
     assert execution_sweep(now=later(4)) == []
     execution.refresh_from_db()
@@ -155,7 +156,7 @@ def test_a_run_with_a_short_timeout_is_queued_again_after_a_third_of_it(alice):
 
 
 def test_finished_runs_are_never_touched(alice):
-    done = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    done = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
     events = list(done.events.values_list("seq", "event"))
 
     assert execution_sweep(now=later(10 * 24 * 3600)) == []
@@ -167,7 +168,7 @@ def test_finished_runs_are_never_touched(alice):
 def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_the_terminal_event(alice, settings):
     """The sweep wins; the worker's next write collides with the sweep's events, is rolled back, and it stops."""
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 150
-    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream")
+    execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream"))
     swept, streamed = [], []
     for envelope in execution_stream(execution_id=execution.pk):
         streamed.append(envelope)
@@ -205,8 +206,8 @@ def test_a_run_in_progress_keeps_its_heartbeat_fresh(alice, settings, monkeypatc
     monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.1)
     monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # not one still asleep for 5 s
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100
-    execution = execution_create(owner=alice, message="hello there, tell me a long story", chat=True,
-                                 mode="stream", config={"enable_tools": False})
+    execution = execution_create(ChatRequest(owner=alice, message="hello there, tell me a long story", mode="stream",
+                                             config={"enable_tools": False}))
     beats = set()
     for envelope in execution_stream(execution_id=execution.pk):
         if envelope["event"] == "token":
@@ -218,7 +219,7 @@ def test_a_run_in_progress_keeps_its_heartbeat_fresh(alice, settings, monkeypatc
 
 # --- the command, the tasks and their schedules ---------------------------------------------------------
 def test_the_command_sweeps_and_names_the_runs_it_ended(alice):
-    execution = claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+    execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
                                     beat_seconds_ago=HEARTBEAT_LOST_S + 60)
     out = StringIO()
     call_command("sweep_executions", stdout=out)
@@ -231,7 +232,7 @@ def test_the_command_sweeps_and_names_the_runs_it_ended(alice):
 
 
 def test_the_sweep_task_returns_how_many_runs_it_ended(alice):
-    claimed_by_a_worker(execution_create(owner=alice, message="hi", chat=True, mode="background"),
+    claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
                         beat_seconds_ago=HEARTBEAT_LOST_S + 60)
     assert execution_sweep_task() == 1
     assert execution_sweep_task() == 0

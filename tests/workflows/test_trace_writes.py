@@ -8,14 +8,14 @@ from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
 from workflows import runner
 from workflows.models import ExecutionEvent, NodeExecution
-from workflows.recorder import ExecutionRecorder
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
 
 
 def test_nodes_that_do_not_wait_are_written_once_completed_with_both_events(alice):
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hello", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
 
     nodes = list(NodeExecution.objects.filter(execution=execution).order_by("index").values_list(
         "node_id", "status", "completed_at"))
@@ -32,7 +32,7 @@ def test_nodes_that_do_not_wait_are_written_once_completed_with_both_events(alic
 
 @pytest.mark.django_db(transaction=True)
 def test_a_watcher_sees_each_waiting_node_start_before_its_tokens_and_tool_calls(alice):
-    execution = execution_create(owner=alice, message="What is 12*7?", chat=True, mode="stream")
+    execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream"))
     envelopes = list(execution_stream(execution_id=execution.pk))
 
     persisted = [e for e in envelopes if e["seq"] is not None]
@@ -50,12 +50,18 @@ def test_a_watcher_sees_each_waiting_node_start_before_its_tokens_and_tool_calls
 
 
 def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monkeypatch):
-    class SetUpBreaks(ExecutionRecorder):
-        def started(self, data):
-            raise RuntimeError("set-up broke")
+    real = runner.run_recorder
 
-    monkeypatch.setattr(runner, "ExecutionRecorder", SetUpBreaks)  # the recorder the runner builds for a run
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    def set_up_breaks(execution, **parts):
+        recorder = real(execution, **parts)
+        if parts.get("fresh"):  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
+            def started(data):
+                raise RuntimeError("set-up broke")
+            recorder.started = started
+        return recorder
+
+    monkeypatch.setattr(runner, "run_recorder", set_up_breaks)  # the recorder the runner builds for a run
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
     assert "set-up broke" in execution.error_message
@@ -65,14 +71,15 @@ def test_a_failure_in_the_set_up_after_the_claim_still_ends_the_run(alice, monke
 
 
 def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice, monkeypatch):
-    class Unbuildable(ExecutionRecorder):
-        def __init__(self, execution, *, fresh=False, prices=None):
-            if fresh:  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
-                raise RuntimeError("no recorder")
-            super().__init__(execution, fresh=fresh, prices=prices)
+    real = runner.run_recorder
 
-    monkeypatch.setattr(runner, "ExecutionRecorder", Unbuildable)  # the recorder the runner builds for a run
-    execution = execution_run(execution_id=execution_create(owner=alice, message="hi", chat=True).pk)
+    def unbuildable(execution, **parts):
+        if parts.get("fresh"):  # the run's own; the one that ends it from its rows is built elsewhere, not fresh
+            raise RuntimeError("no recorder")
+        return real(execution, **parts)
+
+    monkeypatch.setattr(runner, "run_recorder", unbuildable)  # the recorder the runner builds for a run
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hi")).pk)
 
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
     assert "no recorder" in execution.error_message
@@ -91,7 +98,7 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
         return real(**kwargs)
 
     monkeypatch.setattr(runner, "message_save", refuse_the_first_reply)
-    execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
 
     assert failures
     assert (execution.status, execution.error_type) == ("failed", "internal_error")
@@ -117,7 +124,7 @@ def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice,
         return real(**kwargs)
 
     monkeypatch.setattr(runner, "message_save", deadlocked_once)
-    execution = execution_run(execution_id=execution_create(owner=alice, message="What is 12*7?", chat=True).pk)
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
 
     assert refused and execution.status == "completed"
     # Nothing of the failed attempt was kept, and nothing the run held was lost: every node, each event once.

@@ -16,6 +16,7 @@ from keys.auth import request_api_key
 from workflows.api.views import RUN_RESPONSES, run_response
 from workflows.engine.config import CHECKPOINTS, config_errors
 from workflows.models import WorkflowExecution
+from workflows.services.run_requests import ChatRequest
 
 # The chat fields that become the run's config (same names as the config keys, SPEC §7).
 CHAT_CONFIG_FIELDS = (
@@ -94,8 +95,8 @@ class ChatView(APIView):
             mode = WorkflowExecution.Mode.BACKGROUND
         elif data["stream"]:
             mode = WorkflowExecution.Mode.STREAM
-        return run_response(
-            owner=request.user, chat=True, mode=mode, api_key=request_api_key(request),
+        return run_response(ChatRequest(
+            owner=request.user, mode=mode, api_key=request_api_key(request),
             message=data["message"], template=data.get("template"), definition_id=data.get("definition_id"),
             conversation_id=data.get("conversation_id"), config=data["config"],
-        )
+        ))

@@ -75,6 +75,7 @@ from workflows.services.definitions import (
     definition_from_template,
     definition_update,
 )
+from workflows.services.run_requests import ExecutionRequest, RunRequest
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
@@ -106,17 +107,17 @@ RUN_RESPONSES = {
 _RUN_RESULT = RunResultSerializer()
 
 
-def run_response(**run_request) -> HttpResponseBase:
+def run_response(run_request: RunRequest) -> HttpResponseBase:
     """Start a run in its mode and answer: 202 with the pending run and where to poll it (a worker runs it), SSE
     of its events while the runner runs it, or 201 with the result of running it here to its end."""
-    mode = run_request["mode"]
+    mode = run_request.mode
     if mode == WorkflowExecution.Mode.BACKGROUND:
-        execution = execution_create(**run_request)
+        execution = execution_create(run_request)
         body = AcceptedRunSerializer(execution).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
     if mode == WorkflowExecution.Mode.STREAM:
-        return sse_response(execution_start_streamed(**run_request)[1])
-    execution = execution_run_now(**run_request)
+        return sse_response(execution_start_streamed(run_request)[1])
+    execution = execution_run_now(run_request)
     return Response(_RUN_RESULT.to_representation(execution), status=status.HTTP_201_CREATED)
 
 
@@ -142,12 +143,12 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         run_input = data.get("input") or {}
-        return run_response(
+        return run_response(ExecutionRequest(
             owner=request.user, mode=data["mode"], template=data.get("template"),
             definition_id=data.get("definition_id"), graph=data.get("graph"), message=run_input.get("message"),
             variables=run_input.get("variables"), conversation_id=data.get("conversation_id"),
             config=data.get("config"), api_key=request_api_key(request), from_checkpoint=data.get("from_checkpoint"),
-        )
+        ))
 
     @extend_schema(responses=CheckpointSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)

@@ -14,7 +14,7 @@ from core.errors import InvalidInput
 from workflows.engine.runtime import RunInterrupted
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
-from workflows.recorder import ExecutionRecorder
+from workflows.recorder import run_recorder
 from workflows.runner import end_from_ledger
 from workflows.services.runs import execution_enqueue
 from workflows.services.waiting import executions_waiting_expire
@@ -82,9 +82,8 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
         if locked is None:
             return None
         attempt = locked.resume_attempts + 1
-        recorder = ExecutionRecorder(locked)  # counts the events under the lock: its seq follows the last
-        recorder.audits_from_ledger()
-        recorder.nodes_interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
+        recorder = run_recorder(locked)  # counts the events under the lock: its seq follows the last
+        recorder.interrupted(error=f"the run was interrupted: {reason}; it goes on from its last checkpoint")
         recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
         WorkflowExecution.objects.filter(pk=locked.pk, status=Status.RUNNING).update(

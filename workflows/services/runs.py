@@ -7,7 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Iterator
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -44,6 +44,7 @@ from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
+from workflows.services.run_requests import RunRequest
 from workflows.services.templates import is_uuid, visible_template
 from workflows.statements import execution_insert_within_limit
 
@@ -81,8 +82,11 @@ def models_check(graph: Graph, config: dict, *, read: dict | None = None) -> dic
 
 @dataclass
 class RunPlan:
-    """A validated request to run something: all that is needed to write it, nothing written yet."""
+    """A validated request to run something: all that is needed to write it, nothing written yet. What the request
+    says as it is (its schedule, key, webhook, rows of the caller's own, the Agent Server's graph request, the
+    gateway's messages) is read from `request`."""
 
+    request: RunRequest
     owner: object
     mode: str
     workflow_type: str
@@ -94,60 +98,42 @@ class RunPlan:
     chat: bool = False
     template: WorkflowTemplate | None = None
     definition: WorkflowDefinition | None = None
-    schedule: object = None
-    correlation_id: str = ""
+    api_key: object = None  # the ApiToken the request authenticated with (a fork's plan has none)
     prices: dict = field(default_factory=dict)
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    messages: list | None = None  # the gateway's input messages (OpenAI-shaped), instead of `message` alone
-    api_key: object = None  # the ApiToken the request authenticated with
     forked_from: WorkflowExecution | None = None
     from_checkpoint: str = ""
-    webhook: str = ""  # POSTed the run when it ends (webhooks app)
-    # Rows of the caller's own about the run (e.g. agent_server's AgentRun), written in the run's creating
-    # transaction, so they exist before it can end: called with the execution once its row is inserted.
-    on_written: Callable[[WorkflowExecution], None] | None = None
     run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
-    # A run as the Agent Server API asks for it (kept in its input): a registered graph's input as given
-    # (graph_input), the config's configurable keys and context it runs with, its static breakpoints; a graph's
-    # run on a thread that keeps its state (on_thread), and the thread's checkpoint it goes on from (checkpoint_id).
-    graph_request: dict | None = None
 
 
-def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, definition_id=None,
-             graph: dict | None = None, message: str | None = None, variables: dict | None = None,
-             conversation_id=None, config: dict | None = None, chat: bool = False, schedule=None,
-             correlation_id: str = "", api_key=None, gateway: bool = False,
-             messages: list | None = None, from_checkpoint: str | None = None, webhook: str = "",
-             after_seconds: int | None = None, on_written: Callable | None = None,
-             graph_request: dict | None = None, prices_read: dict | None = None) -> RunPlan:
-    """Validate a run request (reads only). Bad input raises here, before anything is written. `gateway`: a call
-    of the OpenAI-compatible gateway (its graph given, its `messages` the input; `message`, the last user
-    message's text, is what a conversation it is appended to keeps). `from_checkpoint`: a fork (time travel).
-    `webhook`: a URL the run is POSTed to when it ends. `after_seconds`: a background run that starts that late.
-    `on_written`: the caller's rows about the run, written with it (RunPlan.on_written). `prices_read`: prices the
-    caller has just read, by (provider, model) (models_check)."""
+def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
+    """Validate a run request of any entry point (reads only; `mode`: the service's, over the request's). Bad input
+    raises here, before anything is written."""
+    owner, mode = request.owner, mode or request.mode
+    template, definition_id, graph = request.template, request.definition_id, request.graph
+    message, variables, after_seconds = request.message, request.variables, request.after_seconds
     if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
-    if webhook:
-        webhook_url_check(url=webhook, path="webhook")
+    if request.webhook:
+        webhook_url_check(url=request.webhook, path="webhook")
     if after_seconds is not None and (mode != Mode.BACKGROUND or not isinstance(after_seconds, int)
                                       or isinstance(after_seconds, bool) or after_seconds < 0):
         raise InvalidInput("after_seconds delays a background run by a whole number of seconds (0 or more)")
     run_after = timezone.now() + timedelta(seconds=after_seconds) if after_seconds else None
-    if from_checkpoint is not None:
-        return replace(fork_plan(owner=owner, mode=mode, checkpoint_id=from_checkpoint), webhook=webhook,
-                       run_after=run_after, on_written=on_written)
-    if chat and not template and not definition_id and graph is None:
+    if request.from_checkpoint is not None:
+        return replace(fork_plan(request, mode=mode), run_after=run_after)
+    if request.chat and not template and not definition_id and graph is None:
         template = "universal_chat"
     if len([s for s in (template, definition_id, graph) if s is not None]) != 1:
         raise InvalidInput("give exactly one of template, definition_id, graph")
     if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS):
         raise InvalidInput(f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
-    if chat and not (message or "").strip():
+    if request.chat and not (message or "").strip():
         raise InvalidInput("a chat turn needs a message", details=[{"path": "message", "code": "required",
                                                                     "message": "message is required"}])
     if variables is not None and not isinstance(variables, dict):
         raise InvalidInput("variables must be an object")
+    conversation_id = request.conversation_id
     if conversation_id is not None and not is_uuid(conversation_id):
         raise NotFound("conversation not found")
 
@@ -163,15 +149,14 @@ def run_plan(*, owner, mode: str = Mode.SYNC, template: str | None = None, defin
     else:
         raw_graph, workflow_type = graph, "custom"
     parsed = parse_graph(raw_graph)
-    resolved = config_resolve(params, config)
-    prices = models_check(parsed, resolved, read=prices_read)
-    if gateway:
+    resolved = config_resolve(params, request.config)
+    prices = models_check(parsed, resolved, read=request.prices_read)
+    if request.gateway:
         workflow_type = WorkflowExecution.Type.GATEWAY
-    return RunPlan(owner=owner, mode=mode, workflow_type="chat" if chat else workflow_type, graph=parsed,
-                   config=resolved, message=message, variables=variables or {}, conversation_id=conversation_id,
-                   chat=chat, template=template_row, definition=definition, schedule=schedule,
-                   correlation_id=correlation_id, prices=prices, messages=messages, api_key=api_key, webhook=webhook,
-                   run_after=run_after, on_written=on_written, graph_request=graph_request)
+    return RunPlan(request=request, owner=owner, mode=mode, workflow_type="chat" if request.chat else workflow_type,
+                   graph=parsed, config=resolved, message=message, variables=variables or {},
+                   conversation_id=conversation_id, chat=request.chat, template=template_row, definition=definition,
+                   api_key=request.api_key, prices=prices, run_after=run_after)
 
 
 def _owner_lock_and_budgets(plan: RunPlan) -> list:
@@ -185,22 +170,24 @@ def _owner_lock_and_budgets(plan: RunPlan) -> list:
     return sorted(budgets, key=lambda budget: str(budget.pk))  # one order for every run's locks
 
 
-def fork_plan(*, owner, mode: str, checkpoint_id: str) -> RunPlan:
+def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
     """Time travel: a new run of a past run's graph that goes on from one of its checkpoints (workflows.runner
     copies it into the new run's own thread), linked to it, with accounting of its own; outside any conversation,
     so the original run and its conversation stay as they are. Another user's checkpoint is a 404."""
     if mode not in Mode.values:
         raise InvalidInput(f"unknown mode {mode!r}")
-    row = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_id=str(checkpoint_id)[:64],
+    owner = request.owner
+    row = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_id=str(request.from_checkpoint)[:64],
                                     execution__owner=owner).select_related("execution__template",
                                                                            "execution__definition").first()
     if row is None:
         raise NotFound("checkpoint not found")
     parent = row.execution
     graph = parse_graph(parent.graph)
-    return RunPlan(owner=owner, mode=mode, workflow_type=parent.workflow_type, graph=graph, config=parent.config,
-                   message=parent.input_data.get("message"), variables=parent.input_data.get("variables") or {},
-                   template=parent.template, definition=parent.definition,
+    return RunPlan(request=request, owner=owner, mode=mode, workflow_type=parent.workflow_type, graph=graph,
+                   config=parent.config, message=parent.input_data.get("message"),
+                   variables=parent.input_data.get("variables") or {}, template=parent.template,
+                   definition=parent.definition,
                    prices=models_check(graph, parent.config), forked_from=parent, from_checkpoint=row.checkpoint_id)
 
 
@@ -215,14 +202,15 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
     execution = WorkflowExecution(
         id=plan.execution_id, owner=plan.owner, workflow_type=plan.workflow_type, template=plan.template,
         definition=plan.definition, definition_version=plan.definition.version if plan.definition else None,
-        schedule=plan.schedule, mode=plan.mode, provider=plan.config["provider"], model=plan.config["model"],
+        schedule=plan.request.schedule, mode=plan.mode, provider=plan.config["provider"], model=plan.config["model"],
         config=plan.config, graph=plan.graph.as_dict(), status=status,
         input_data={"message": plan.message, "variables": plan.variables,
-                    **({"messages": plan.messages} if plan.messages else {}), **(plan.graph_request or {})},
+                    **({"messages": plan.request.messages} if plan.request.messages else {}),
+                    **(plan.request.graph_request or {})},
         api_key=plan.api_key,
-        correlation_id=plan.correlation_id or current_correlation_id() or uuid.uuid4().hex,
+        correlation_id=current_correlation_id() or uuid.uuid4().hex,
         forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
-        webhook=plan.webhook, run_after=plan.run_after,
+        webhook=plan.request.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
     user_message = None
@@ -254,8 +242,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
             if not execution_insert_within_limit(execution, limit=settings.CHATTER_MAX_CONCURRENT_RUNS):
                 raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
-            if plan.on_written is not None:
-                plan.on_written(execution)
+            if plan.request.on_written is not None:
+                plan.request.on_written(execution)
             if enqueue and plan.run_after is not None:
                 transaction.on_commit(lambda: execution_enqueue_at(execution_id=execution.pk, at=plan.run_after))
             elif enqueue and plan.mode in (Mode.BACKGROUND, Mode.SCHEDULED):
@@ -276,8 +264,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
 def _first_call_worst_case(plan: RunPlan) -> Worst:
     """What the run's first call can cost at most, from its input alone (a longer prompt, with history, is
     reserved for as the call starts: ExecutionRecorder.model_call_started)."""
-    if plan.messages:
-        prompt = messages_from_openai(plan.messages)
+    if plan.request.messages:
+        prompt = messages_from_openai(plan.request.messages)
     else:
         prompt = [HumanMessage(plan.message or ""), *([SystemMessage(plan.config["system_prompt"])]
                                                        if plan.config.get("system_prompt") else [])]
@@ -287,23 +275,23 @@ def _first_call_worst_case(plan: RunPlan) -> Worst:
                       price=price)
 
 
-def execution_create(**request) -> WorkflowExecution:
+def execution_create(request: RunRequest) -> WorkflowExecution:
     """Validate a run request and write it `pending` (a worker runs background and scheduled runs; a pending run
     is also what execution_run runs). Bad input raises before any row exists."""
-    return run_write(run_plan(**request), status=Status.PENDING)[0]
+    return run_write(run_plan(request), status=Status.PENDING)[0]
 
 
-def execution_run_now(**request) -> WorkflowExecution:
+def execution_run_now(request: RunRequest) -> WorkflowExecution:
     """A sync run: written already running and run to its end in this thread. Returns the ended run."""
-    plan = run_plan(**{**request, "mode": Mode.SYNC})
+    plan = run_plan(request, mode=Mode.SYNC)
     execution, user_message = run_write(plan, status=Status.RUNNING)
     return runner.run(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
 
 
-def execution_start_streamed(**request) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
+def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
     """A streamed run: written already running, run on the runner's threads, and its feed (listening since before
     it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on."""
-    plan = run_plan(**{**request, "mode": Mode.STREAM})
+    plan = run_plan(request, mode=Mode.STREAM)
     subscription = execution_subscribe(plan.execution_id, remote=False)
     try:
         execution, user_message = run_write(plan, status=Status.RUNNING)

@@ -26,6 +26,7 @@ from workflows.services.recovery import (
     PRUNE_SCHEDULE_NAME,
     SWEEP_SCHEDULE_NAME,
 )
+from workflows.services.run_requests import ScheduledRequest
 from workflows.services.runs import execution_create, models_check
 from workflows.services.templates import is_uuid, visible_template
 
@@ -198,14 +199,7 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
             logger.info("schedule %s skipped a run: its conversation is busy", schedule.pk)
             continue
         try:
-            execution = execution_create(
-                owner=schedule.owner, mode=WorkflowExecution.Mode.SCHEDULED, schedule=schedule,
-                template=schedule.template.key if schedule.template_id else None,
-                definition_id=schedule.definition_id, graph=schedule.graph, message=schedule.input.get("message"),
-                variables=schedule.input.get("variables"), config=schedule.config, chat=schedule.chat,
-                conversation_id=schedule.conversation_id, webhook=schedule.webhook,
-                graph_request=schedule.input.get("graph_request"),
-            )
+            execution = execution_create(ScheduledRequest(schedule=schedule))
         except ChatterError:
             logger.exception("schedule %s could not start its run", schedule.pk)
             continue

@@ -5,6 +5,7 @@ from conversations.services import conversation_delete
 from core.cli import cli_user
 from core.errors import ChatterError
 from workflows.cli import EventPrinter, command_error, fail_unless_completed, follow_run
+from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_start_streamed
 
 # The offline `local` model answers at once (CHATTER_LOCAL_TOKEN_DELAY_MS, 0 by default); in a terminal its reply
@@ -29,10 +30,10 @@ class Command(BaseCommand):
         user = cli_user(options["user"])
         config = {key: options[key] for key in ("provider", "model") if options[key]}
         try:
-            execution, feed = execution_start_streamed(
-                owner=user, chat=True, message=options["text"],
+            execution, feed = execution_start_streamed(ChatRequest(
+                owner=user, message=options["text"],
                 template=options["template"], conversation_id=options["conversation"], config=config,
-            )
+            ))
         except ChatterError as exc:
             raise command_error(exc) from None
         paced = (execution.provider == "local" and not settings.CHATTER_LOCAL_TOKEN_DELAY_MS

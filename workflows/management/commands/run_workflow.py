@@ -7,6 +7,7 @@ from core.cli import cli_user
 from core.errors import ChatterError
 from workflows.cli import EventPrinter, command_error, fail_unless_completed
 from workflows.realtime import feed_blocking
+from workflows.services.run_requests import ExecutionRequest
 from workflows.services.runs import execution_start_streamed
 
 
@@ -42,12 +43,12 @@ class Command(BaseCommand):
                 raise CommandError(f"no such file: {path}")
             graph = _json_argument(path.read_text(), str(path))
         try:
-            execution, feed = execution_start_streamed(
+            execution, feed = execution_start_streamed(ExecutionRequest(
                 owner=user, template=options["template"],
                 definition_id=options["definition"], graph=graph, message=run_input.get("message"),
                 variables=run_input.get("variables"), conversation_id=options["conversation"],
                 config=_json_argument(options["config"], "--config"),
-            )
+            ))
         except ChatterError as exc:
             raise command_error(exc) from None
         printer = EventPrinter(self.stdout, nodes=True)
