@@ -1,9 +1,9 @@
 """The process's chainer (audit.services.chainer): appends the audit rows runs queued (audit.services.audit_queue).
 
 A run that queued rows wakes it when its transaction commits. The chainer first gathers what more runs queue
-meanwhile (GATHER_S: under load one pass appends many runs' rows), then asks whether anything is still queued (a
-writer of the chain may have appended it), and only then takes the chain; it keeps trying until it finds the queue empty, so a queued row never waits for the next writer,
-however long that is. Rows committed before a wake are either still queued or already in the chain (only a
+meanwhile (GATHER_S: one pass appends the rows of every run of that time, under load and in sequential turns
+alike), then takes the chain; it keeps trying until it finds the queue empty, so a queued row never waits for the
+next writer, however long that is. Rows committed before a wake are either still queued or already in the chain (only a
 committed holder takes them off). It runs on a thread of its own, which gives its pooled connection back between
 wakes. A queue left by a process that died is appended by the next writer of the chain.
 """
@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 from core.db import connections_give_back
 
 logger = logging.getLogger(__name__)
-GATHER_S = 0.05  # after a wake: rows queued meanwhile are appended together
+GATHER_S = 0.25  # after a wake: rows queued meanwhile are appended together (reads append the queue first)
 RETRY_S = 0.05  # after finding the chain held (its holder appends what is queued)
 FAILURE_RETRY_S = 1.0  # after a database error
 EXIT_DRAIN_S = 2.0  # at most, at exit
@@ -72,8 +72,8 @@ class Chainer:
     def _run(self) -> None:
         while True:
             self._woken.wait()
-            self._woken.clear()
             time.sleep(GATHER_S)
+            self._woken.clear()  # wakes from here on get a pass of their own
             try:
                 self._chain_queue()
             except Exception:  # noqa: BLE001 - logged; the queue is appended by the next writer or wake
@@ -83,7 +83,7 @@ class Chainer:
     def _chain_queue(self) -> None:
         while True:
             try:
-                outcome = self.chain_once() if self.any_queued() else NONE
+                outcome = self.chain_once()
             except Exception as error:  # noqa: BLE001 - the thread must outlive any one failure
                 logger.exception("audit chainer: could not append the queued rows; retrying")
                 if not isinstance(error, DatabaseError):

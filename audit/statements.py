@@ -4,11 +4,12 @@ queryset and bulk_create work (bench/RESULTS.md, "Named statements"). The lock a
 PostgreSQL's; the rest is the same on SQLite. tests/audit/test_statements.py runs them on both databases."""
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connections
-
 import json
 
+from django.db import DEFAULT_DB_ALIAS, connections
+
 from audit.models import AuditEvent, PendingAuditEvent
+from core.db import Insert
 
 # Writers of the chain take turns on PostgreSQL (the transaction's advisory lock; see audit.services): waiting for
 # it, or only if it is free.
@@ -71,10 +72,14 @@ def pending_any() -> bool:
         return bool(cursor.fetchone()[0])
 
 
+_pending_insert = Insert(PendingAuditEvent, PENDING_COLUMNS, PENDING_INSERT)
+_events_insert = Insert(AuditEvent, EVENT_COLUMNS, EVENTS_INSERT)
+
+
 def pending_insert(events: list[PendingAuditEvent]) -> None:
     """INSERT rows to be chained later, in one statement."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*_insert(PENDING_INSERT, PendingAuditEvent, PENDING_COLUMNS, events))
+        cursor.execute(*_pending_insert.bound(_rows(PENDING_COLUMNS, events)))
 
 
 def chain_head() -> str | None:
@@ -87,18 +92,14 @@ def chain_head() -> str | None:
 def events_insert(events: list[AuditEvent]) -> None:
     """INSERT new `events` as save(force_insert=True) stores them, in one statement; each gets its id."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*_insert(EVENTS_INSERT, AuditEvent, EVENT_COLUMNS, events))
+        cursor.execute(*_events_insert.bound(_rows(EVENT_COLUMNS, events)))
         ids = [pk for (pk,) in cursor.fetchall()]
     for event, pk in zip(events, ids, strict=True):
         event.pk = pk
         event._state.adding = False  # stored, as save() leaves it (Model._state is documented)
 
 
-def _insert(sql: str, model, columns: tuple[str, ...], instances: list) -> tuple[str, list]:
-    """`sql` with a row of placeholders per instance, and the values each field prepares for saving."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    fields = [model._meta.get_field(name) for name in columns]
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for instance in instances
-              for field in fields]
-    return sql.format(values=", ".join([row] * len(instances))), params
+def _rows(columns: tuple[str, ...], instances: list) -> list[dict]:
+    """The values save(force_insert=True) would store, by column."""
+    fields = [instances[0]._meta.get_field(name) for name in columns] if instances else []
+    return [{field.attname: field.pre_save(instance, add=True) for field in fields} for instance in instances]

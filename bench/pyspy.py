@@ -5,6 +5,8 @@ the time goes, not for the figures."""
 from __future__ import annotations
 
 import os
+import shutil
+import time
 
 from bench.processes import ROOT, BenchRun, ensure_tools, log
 _IDLE_LEAVES = ("EpollSelector.select", "Condition.wait", "Event.wait", "Thread._wait_for_tstate_lock",
@@ -23,7 +25,9 @@ class Profile:
         if py_spy is None or not py_spy.exists():
             log("py-spy is not available (bench/requirements.txt): no profile")
             return
-        self.process = run.spawn([str(py_spy), "record", "--nonblocking", "--format", "raw", "--rate", str(rate),
+        # --gil: only the thread holding the GIL is sampled, i.e. the Python work that costs the process its CPU
+        # (threads waiting for the GIL, the database or a socket would otherwise look busy).
+        self.process = run.spawn([str(py_spy), "record", "--nonblocking", "--gil", "--format", "raw", "--rate", str(rate),
                                   "--duration", str(max(1, int(seconds))), "--pid", str(pid), "-o", str(self.raw)],
                                  env=dict(os.environ), log_name=f"pyspy-{label}.log")
 
@@ -35,6 +39,10 @@ class Profile:
         self.process.wait(60)
         if not self.raw.exists():
             return f"py-spy wrote nothing for {self.label}"
+        kept = ROOT / "bench" / "results" / time.strftime("%Y-%m-%d", time.gmtime())  # git-ignored
+        kept.mkdir(parents=True, exist_ok=True)
+        kept = kept / f"pyspy-{self.label}-{time.strftime('%H%M%S', time.gmtime())}.txt"
+        shutil.copyfile(self.raw, kept)
         own: dict[str, int] = {}
         total: dict[str, int] = {}
         samples = idle = 0
@@ -55,7 +63,8 @@ class Profile:
                 total[frame] = total.get(frame, 0) + n
         if not samples:
             return f"py-spy: no on-CPU samples for {self.label}"
-        lines = [f"py-spy, {self.label}: {samples} running samples ({idle} more waiting in select/locks, left out)",
+        lines = [f"py-spy, {self.label}: {samples} running samples ({idle} more waiting in select/locks, left out); "
+                 f"raw samples: {kept.relative_to(ROOT)}",
                  "  self time:"]
         lines += [f"    {n / samples * 100:5.1f}%  {frame}" for frame, n in
                   sorted(own.items(), key=lambda kv: -kv[1])[:top]]

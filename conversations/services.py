@@ -26,6 +26,8 @@ from conversations.statements import (
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 500_000
+_ROLES = frozenset(Message.Role.values)  # (Choices.values builds its list on every read)
+_STATUSES = frozenset(Conversation.Status.values)
 
 
 def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
@@ -33,7 +35,7 @@ def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
                         written: bool = True) -> Conversation:
     """A new conversation; `conversation_id`: the id a client chose (LangGraph's threads may be created so).
     `written=False`: not inserted yet, to be opened by its first message (message_save's `opening`)."""
-    if status not in Conversation.Status.values:
+    if status not in _STATUSES:
         raise InvalidInput(f"unknown status {status!r}")
     conversation = Conversation(owner=owner, title=title[:255], metadata=metadata or {}, status=status)
     if conversation_id is not None:
@@ -52,7 +54,7 @@ def conversation_update(*, conversation: Conversation, **changes) -> Conversatio
     if unknown:
         raise InvalidInput("these fields cannot be changed", details=[
             {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
-    if "status" in changes and changes["status"] not in Conversation.Status.values:
+    if "status" in changes and changes["status"] not in _STATUSES:
         raise InvalidInput(f"unknown status {changes['status']!r}")
     if "title" in changes:
         changes["title"] = changes["title"][:255]
@@ -147,7 +149,7 @@ def message_save(
     counting the message, as its first (on PostgreSQL by the message's statement). Inside a caller's transaction it
     takes no savepoint: if it fails, the caller's transaction fails with it. `message.conversation` is the
     conversation as this message left it."""
-    if role not in Message.Role.values:
+    if role not in _ROLES:
         raise InvalidInput(f"unknown message role {role!r}")
     saved_at = timezone.now()
     totals = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -28,16 +28,20 @@ transaction's boundary, and answers 503 `database_conflict` (try again) rather t
 through."""
 from __future__ import annotations
 
+import datetime
 import functools
+import json
 import logging
 import os
 import random
 import select
 import time
+import uuid
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, TypeVar
+from decimal import Decimal
+from typing import Any, Callable, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, models, transaction
 
 from core.errors import Unavailable
 
@@ -175,3 +179,65 @@ def write_atomic(*, one_statement: bool) -> AbstractContextManager:
     if one_statement and connection.vendor == "postgresql" and transaction.get_autocommit():
         return nullcontext()
     return transaction.atomic()
+
+
+# Sent to the driver as they are: the field would not change them on either database.
+_PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
+
+
+class Insert:
+    """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values. Its rows
+    go in at `VALUES {values}`: on SQLite a row of placeholders each; on PostgreSQL all of them as one JSON
+    parameter (`json_populate_recordset`), so that its text and its one parameter stay the same whatever its rows
+    (psycopg keeps it converted, PostgreSQL keeps it prepared) and the rows cost one json.dumps (bench/RESULTS.md,
+    "Named statements")."""
+
+    def __init__(self, model: type[models.Model], columns: tuple[str, ...], sql: str):
+        assert "VALUES {values}" in sql, "the rows go in at VALUES {values}"
+        self.model, self.columns, self.sql = model, columns, sql
+        self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        self._model_fields = [model._meta.get_field(name) for name in columns]
+        self._fields = [(name, None if isinstance(field, _PLAIN) and not isinstance(field, models.ForeignKey)
+                         else field) for name, field in zip(columns, self._model_fields)]
+
+    @functools.cached_property
+    def _json_sql(self) -> str:
+        """PostgreSQL: the statement with its rows as one JSON array of objects keyed by column, read as the
+        table's row type (each value goes through its column type's input, as a literal would)."""
+        quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+        columns = ", ".join(quote(field.column) for field in self._model_fields)
+        return self.sql.replace("VALUES {values}", f"SELECT {columns} FROM json_populate_recordset("
+                                                   f"NULL::{quote(self.model._meta.db_table)}, %s::json)")
+
+    @functools.cached_property
+    def _json_fields(self) -> list[tuple[str, str, models.Field | None]]:
+        """(attname, column, the field when its value needs preparing: not one json.dumps writes as it is)."""
+        as_is = (*_PLAIN, models.JSONField)
+        return [(name, field.column, None if isinstance(field, as_is) and not isinstance(field, models.ForeignKey)
+                 else field) for name, field in zip(self.columns, self._model_fields)]
+
+    def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
+        """The statement for `rows` (dicts by attname, every column given) and its parameters."""
+        connection = connections[DEFAULT_DB_ALIAS]
+        if connection.vendor == "postgresql":
+            fields = self._json_fields
+            objects = [{column: value if field is None or value is None else _json_literal(field, value)
+                        for name, column, field in fields for value in (row[name],)} for row in rows]
+            return self._json_sql, [json.dumps(objects, ensure_ascii=False, separators=(",", ":"))]
+        values = [[value if field is None or value is None else field.get_db_prep_save(value, connection)
+                   for value in (row[name] for row in rows)] for name, field in self._fields]
+        return (self.sql.format(values=", ".join([self._row] * len(rows))),
+                [value for row in zip(*values) for value in row])
+
+
+def _json_literal(field: models.Field, value: Any) -> Any:
+    """A value as its field prepares it for any database (`get_prep_value`: an aware datetime, a Decimal, a UUID,
+    an address as text), written as the text its column type reads."""
+    value = field.get_prep_value(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value

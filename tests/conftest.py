@@ -65,10 +65,16 @@ def fresh_channel_layer():
 @pytest.fixture(scope="session", autouse=True)
 def close_async_thread_connections(django_db_setup, django_db_blocker):
     """Async tests reach the database from asgiref's sync thread; close its connections before the test
-    database is dropped (PostgreSQL refuses to drop a database in use)."""
+    database is dropped (PostgreSQL refuses to drop a database in use). The audit chainer appends what the last
+    tests queued first, while the database is still there (not at the process's exit, after it is dropped)."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
+
+    from audit.services import chainer
+
+    with django_db_blocker.unblock():
+        chainer.drain()
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
 

@@ -1,8 +1,7 @@
 """The run path's SQL statements that the ORM cannot say, or says measurably slower (bench/RESULTS.md, "Named
 statements"): fixed text with placeholders, the same on PostgreSQL and SQLite, as LangGraph's PostgreSQL
-checkpointer keeps its own. A multi-row INSERT's rows go in at `VALUES {values}`: on SQLite its row's placeholders
-once per row; on PostgreSQL one array per column (`SELECT * FROM unnest(...)`), so that its text and its number of
-parameters do not change with its rows: psycopg keeps it converted and PostgreSQL keeps it prepared.
+checkpointer keeps its own. A multi-row INSERT's rows go in at `VALUES {values}` (core.db.Insert: on PostgreSQL
+as one JSON parameter, so its text does not change with its rows).
 
 Values go in as the ORM sends them (each column's field prepares its value: `Field.get_db_prep_save`) and are read
 back through the ORM, so money, datetimes, JSON and bytes are stored as the ORM stores them.
@@ -13,7 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from core.db import Insert
 
 from workflows.models import (
     Checkpoint,
@@ -26,8 +27,6 @@ from workflows.models import (
     WorkflowTemplate,
 )
 
-# Sent to the driver as they are: the field would not change them on either database.
-_PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
 
 NODE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", "index", "node_id",
                 "node_type", "status", "started_at", "completed_at", "duration_ms", "cost", "llm_calls", "tool_calls",
@@ -102,38 +101,9 @@ EXECUTION_INSERT_WITHIN_LIMIT = (
     '"output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms", "cost", '
     '"llm_calls", "tool_calls", "correlation_id", "cancel_requested", "heartbeat_at", "stream_progress", '
     '"budget_holds", "waiting_until", "resume_attempts", "forked_from_id", "forked_from_checkpoint", "webhook", '
-    '"run_after", "prompt_version_id", "created_at") SELECT {values} '
+    '"run_after", "prompt_version_id", "created_at") SELECT * FROM (VALUES {values}) AS "new" '
     'WHERE (SELECT COUNT(*) FROM "workflows_workflowexecution" WHERE "owner_id" = %s '
     "AND \"status\" IN ('pending', 'running')) < %s")
-
-
-class Insert:
-    """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values."""
-
-    def __init__(self, model: type[models.Model], columns: tuple[str, ...], sql: str):
-        assert "VALUES {values}" in sql, "the rows go in at VALUES {values}"
-        self.model, self.columns, self.sql = model, columns, sql
-        self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        self._model_fields = [model._meta.get_field(name) for name in columns]
-        self._fields = [(name, None if isinstance(field, _PLAIN) and not isinstance(field, models.ForeignKey)
-                         else field) for name, field in zip(columns, self._model_fields)]
-
-    @functools.cached_property
-    def _arrays_sql(self) -> str:
-        """PostgreSQL: the statement with one array parameter per column, cast to the column's type."""
-        connection = connections[DEFAULT_DB_ALIAS]
-        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in self._model_fields)
-        return self.sql.replace("VALUES {values}", f"SELECT * FROM unnest({arrays})")
-
-    def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
-        """The statement for `rows` (dicts by attname, every column given) and its parameters."""
-        connection = connections[DEFAULT_DB_ALIAS]
-        values = [[value if field is None or value is None else field.get_db_prep_save(value, connection)
-                   for value in (row[name] for row in rows)] for name, field in self._fields]
-        if connection.vendor == "postgresql":
-            return self._arrays_sql, values
-        return (self.sql.format(values=", ".join([self._row] * len(rows))),
-                [value for row in zip(*values) for value in row])
 
 
 nodes_upsert = Insert(NodeExecution, NODE_COLUMNS, NODES_UPSERT)
@@ -142,20 +112,16 @@ provider_attempts_insert = Insert(ProviderAttempt, PROVIDER_ATTEMPT_COLUMNS, PRO
 tool_calls_insert = Insert(ToolCall, TOOL_CALL_COLUMNS, TOOL_CALLS_INSERT)
 events_insert = Insert(ExecutionEvent, EVENT_COLUMNS, EVENTS_INSERT)
 checkpoints_upsert = Insert(Checkpoint, CHECKPOINT_COLUMNS, CHECKPOINTS_UPSERT)
+_execution_insert = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_WITHIN_LIMIT)
 
 
 def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int) -> bool:
     """INSERT the new `execution` as save(force_insert=True) would store it, only while its owner has fewer than
     `limit` runs pending or running. Whether it was written."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    values = []
-    for name in EXECUTION_COLUMNS:
-        field = WorkflowExecution._meta.get_field(name)
-        value = field.pre_save(execution, add=True)
-        values.append(None if value is None else field.get_db_prep_save(value, connection))
-    sql = EXECUTION_INSERT_WITHIN_LIMIT.format(values=", ".join(["%s"] * len(EXECUTION_COLUMNS)))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, execution.owner_id, limit])
+    row = {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
+    sql, params = _execution_insert.bound([row])
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(sql, [*params, execution.owner_id, limit])
         return cursor.rowcount == 1
 
 

@@ -7,7 +7,6 @@ error_handler node, else the run fails.
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -104,7 +103,7 @@ def graph_compile(graph: Graph, *, checkpointer=None):
     # `manage.py chat --help` (or the admin) load this module without ever compiling a graph.
     from langgraph.graph import START, StateGraph
 
-    key = json.dumps(graph.as_dict(), sort_keys=True, default=str) + f"|{id(checkpointer)}"
+    key = graph.key + f"|{id(checkpointer)}"
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)

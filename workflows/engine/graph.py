@@ -8,6 +8,9 @@ so their errors speak about a well-formed graph.
 from __future__ import annotations
 
 import copy
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -83,6 +86,11 @@ class Graph:
         which may call LangGraph's interrupt() anywhere inside."""
         return any(node.type in ("human_input", "python_graph") for node in self.nodes)
 
+    @cached_property
+    def key(self) -> str:
+        """Its normalized form as text: equal graphs, equal keys (the compiled graphs' cache)."""
+        return json.dumps(self.as_dict(), sort_keys=True, default=str)
+
     def outgoing(self, node_id: str) -> tuple[Edge, ...]:
         """The edges leaving a node, in list order (routing takes the first whose condition holds)."""
         return self._outgoing[node_id]
@@ -127,10 +135,32 @@ def validate_graph(raw: Any) -> list[dict]:
     return _read_graph(raw)[1]
 
 
+_PARSED_MOST = 256
+_parsed: OrderedDict[str, Graph] = OrderedDict()  # by the raw graph's text: a template's runs read it once
+_parsed_lock = threading.Lock()
+
+
 def parse_graph(raw: Any) -> Graph:
+    """The Graph of `raw`, or GraphInvalid with every problem. A Graph is immutable, so the same raw graph gives the
+    same Graph in a process: parsing it costs ten times more than writing it out as its key."""
+    try:
+        key = json.dumps(raw, sort_keys=True)
+    except (TypeError, ValueError):
+        key = None  # not JSON: _read_graph says what is wrong with it
+    if key is not None:
+        with _parsed_lock:
+            graph = _parsed.get(key)
+            if graph is not None:
+                _parsed.move_to_end(key)
+                return graph
     graph, errors = _read_graph(raw)
     if errors or graph is None:
         raise GraphInvalid(errors)
+    if key is not None and not any(node.type == "python_graph" for node in graph.nodes):  # (their names are
+        with _parsed_lock:                                                               # checked against settings)
+            _parsed[key] = graph
+            while len(_parsed) > _PARSED_MOST:
+                _parsed.popitem(last=False)
     return graph
 
 

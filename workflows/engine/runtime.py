@@ -258,7 +258,7 @@ class RunContext:
                         streamed.add(chunk)
                         if isinstance(chunk.content, str) and chunk.content:
                             self.partial_text += chunk.content
-                            self.hooks.token(node, chunk.content, message_id=streamed.message.id)
+                            self.hooks.token(node, chunk.content, message_id=streamed.message_id)
                         for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
                             self.hooks.tool_call_delta(node, delta)
                         self.checkpoint()
@@ -268,14 +268,14 @@ class RunContext:
                 raise
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
-                                           timeout_s=timeout_s, mid_stream=streamed.message is not None)
+                                           timeout_s=timeout_s, mid_stream=bool(streamed.chunks))
                 run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
                 # A request that waited out what was left of the run is the run's end, not the deployment's fault.
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 self._attempted(node, target, started, error=failure, fault=fault)
                 # Another deployment is tried only when this one answered nothing yet: nothing was streamed to the
                 # client and nothing was consumed (a reply that broke off is the call, recorded as such).
-                if fault is not None and streamed.message is None:
+                if fault is not None and not streamed.chunks:
                     last_failure = failure
                     target = next(targets, None)
                     if target is not None:
@@ -412,7 +412,7 @@ class RunContext:
         if streamed.usage:
             self._record_reply(node, target, prompt, streamed, started)
             return
-        if streamed.message is None:
+        if not streamed.chunks:
             return
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, target, streamed.model_name or target.model, usage, started)
@@ -439,11 +439,15 @@ class RunContext:
 class _StreamedReply:
     """One streamed reply as its chunks arrive. Usage and the model's name are kept out of the message
     built from the chunks: adding chunks sums their usage and concatenates their strings, which is wrong
-    for a usage report repeated on several chunks and for a name sent more than once."""
+    for a usage report repeated on several chunks and for a name sent more than once. The chunks are added up
+    when the message is asked for (once, at the end), not as each arrives: LangChain's `+` builds a new message
+    each time. `message_id`: the id the message has so far (LangChain's rule, applied only when a chunk's id
+    differs from the last one's)."""
 
     usage_in_parts: bool
     raw_usage: RawUsageReports
-    message: AIMessageChunk | None = None
+    chunks: list[AIMessageChunk] = field(default_factory=list)
+    message_id: str | None = None
     usage: UsageMetadata | None = None
     model_name: str = ""
 
@@ -458,21 +462,35 @@ class _StreamedReply:
             update["response_metadata"] = {k: v for k, v in chunk.response_metadata.items() if k != "model_name"}
         if update:
             chunk = chunk.model_copy(update=update)
-        self.message = chunk if self.message is None else self.message + chunk
+        if not self.chunks:
+            self.message_id = chunk.id
+        elif chunk.id != self.chunks[-1].id:
+            self.message_id = (AIMessageChunk(content="", id=self.message_id)
+                               + AIMessageChunk(content="", id=chunk.id)).id
+        self.chunks.append(chunk)
+
+    @property
+    def message(self) -> AIMessageChunk | None:
+        """The chunks so far added up, or None before any (read from another thread too: a copy is added)."""
+        chunks = list(self.chunks)
+        if len(chunks) < 2:
+            return chunks[0] if chunks else None
+        return chunks[0] + chunks[1:]
 
     def so_far(self) -> dict:
         """What has streamed so far (see usage.streamed_so_far); safe to call from another thread."""
         return streamed_so_far(self.message)
 
     def reply(self) -> AIMessage:
-        reply = message_chunk_to_message(self.message) if self.message is not None else AIMessage("")
+        message = self.message
+        reply = message_chunk_to_message(message) if message is not None else AIMessage("")
         metadata = {**reply.response_metadata, **({"model_name": self.model_name} if self.model_name else {})}
         update: dict[str, Any] = {"usage_metadata": self.usage, "response_metadata": metadata}
-        if self.message is not None and self.message.tool_call_chunks:
+        if message is not None and message.tool_call_chunks:
             # The message keeps only the parsed arguments; the strings as streamed are what the model sent
             # (chat_messages.tool_calls_as_sent), kept where LangChain keeps a provider's own encoding of them.
             update["additional_kwargs"] = {**reply.additional_kwargs,
-                                           "tool_calls": tool_calls_streamed(self.message)}
+                                           "tool_calls": tool_calls_streamed(message)}
         return reply.model_copy(update=update)
 
 

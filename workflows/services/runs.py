@@ -51,6 +51,7 @@ from workflows.statements import execution_insert_within_limit
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 Mode = WorkflowExecution.Mode
+_MODES = frozenset(Mode.values)
 
 
 def models_check(graph: Graph, config: dict, *, read: dict | None = None) -> dict:
@@ -112,7 +113,7 @@ def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
     owner, mode = request.owner, mode or request.mode
     template, definition_id, graph = request.template, request.definition_id, request.graph
     message, variables, after_seconds = request.message, request.variables, request.after_seconds
-    if mode not in Mode.values:
+    if mode not in _MODES:
         raise InvalidInput(f"unknown mode {mode!r}")
     if request.webhook:
         webhook_url_check(url=request.webhook, path="webhook")
@@ -174,7 +175,7 @@ def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
     """Time travel: a new run of a past run's graph that goes on from one of its checkpoints (workflows.runner
     copies it into the new run's own thread), linked to it, with accounting of its own; outside any conversation,
     so the original run and its conversation stay as they are. Another user's checkpoint is a 404."""
-    if mode not in Mode.values:
+    if mode not in _MODES:
         raise InvalidInput(f"unknown mode {mode!r}")
     owner = request.owner
     row = Checkpoint.objects.filter(kind=Checkpoint.Kind.CHECKPOINT, checkpoint_id=str(request.from_checkpoint)[:64],
