@@ -55,7 +55,9 @@ class LocalChatModel(BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "LocalChatModel":
         # LangChain tools, or OpenAI function schemas ({"type": "function", "function": {"name", …}}).
         names = tuple(getattr(tool, "name", None) or (tool.get("function") or tool)["name"] for tool in tools)
-        return self.model_copy(update={"tool_names": names})
+        # A new object (not model_copy, which would carry what LangChain cached about this one, shared as it is).
+        return type(self)(model_name=self.model_name, temperature=self.temperature, max_tokens=self.max_tokens,
+                          token_delay_s=self.token_delay_s, tool_names=names)
 
     # --- the deterministic "thinking" -------------------------------------------------------------
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:

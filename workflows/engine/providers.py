@@ -193,6 +193,15 @@ def _openai_chat_model(**params) -> BaseChatModel:
     return ChatOpenAI(**params, stream_usage=True, http_client=_usage_copying_http_client())
 
 
+@functools.lru_cache(maxsize=64)
+def _local_chat_model(**params) -> BaseChatModel:
+    """One model object per set of parameters and process, as for openai: LangChain describes a model object
+    (for its callbacks) once, the first time it is called."""
+    from workflows.engine.local_model import LocalChatModel
+
+    return LocalChatModel(**params)
+
+
 def _forget_clients() -> None:
     # A forked process (django-q2's workers) opens connections of its own: a pooled socket is never shared.
     _shared_http_client.cache_clear()
@@ -434,7 +443,8 @@ def chat_model(
     timeout_s: float,
     deployment: Deployment | None = None,
 ) -> BaseChatModel:
-    """The provider's chat model (an openai one is made once per set of parameters and process, and shared).
+    """The provider's chat model (a local or openai one is made once per set of parameters and process, and
+    shared).
     Within `usage_copied_into(reports)`, an openai call copies the usage objects its server streams into `reports`,
     as sent (other providers' raw usage is what LangChain reports). `deployment`: a deployment of the deployments
     file (workflows.engine.routing) instead of the provider's own server; the routing retries on another
@@ -444,9 +454,7 @@ def chat_model(
     else:  # checked as the deployments file was read
         provider, model = deployment.provider, deployment.model
     if provider == "local":
-        from workflows.engine.local_model import LocalChatModel
-
-        return LocalChatModel(
+        return _local_chat_model(
             model_name=model,
             temperature=temperature,
             max_tokens=max_tokens,
