@@ -30,7 +30,7 @@ from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.chainer import BUSY, CHAINED, NONE, Chainer
 from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
-                              pending_any, pending_insert)
+                              pending_any, pending_insert, pending_insert_bound)
 from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,16 @@ def audit_queue(rows: list[dict]) -> None:
         return
     pending_insert([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
     transaction.on_commit(_chainer_wake)
+
+
+def audit_queue_along(rows: list[dict]) -> tuple[str, list] | None:
+    """audit_queue's statement for a caller that runs it with its own (core.db.statements_run), in its
+    transaction: on PostgreSQL the INSERT that queues `rows` (the chainer is woken once the caller commits);
+    elsewhere None, and the caller calls audit_queue."""
+    if not rows or connection.vendor != "postgresql":
+        return None
+    transaction.on_commit(_chainer_wake)
+    return pending_insert_bound([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
 
 
 def audit_pending_chain() -> str:

@@ -79,7 +79,12 @@ _events_insert = Insert(AuditEvent, EVENT_COLUMNS, EVENTS_INSERT)
 def pending_insert(events: list[PendingAuditEvent]) -> None:
     """INSERT rows to be chained later, in one statement."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*_pending_insert.bound(_rows(PENDING_COLUMNS, events)))
+        cursor.execute(*pending_insert_bound(events))
+
+
+def pending_insert_bound(events: list[PendingAuditEvent]) -> tuple[str, list]:
+    """That statement and its parameters, for a caller that runs it with others (core.db.statements_run)."""
+    return _pending_insert.bound(_rows(PENDING_COLUMNS, events))
 
 
 def chain_head() -> str | None:

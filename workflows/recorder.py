@@ -48,7 +48,7 @@ from django.db import IntegrityError, connections
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_fields, audit_queue
+from audit.services import audit_fields, audit_queue, audit_queue_along
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
 from workflows.engine.graph import Node
@@ -280,10 +280,9 @@ class ExecutionRecorder:
 
     def write_held(self, *, audits: str = "all", lean: bool = False) -> None:
         """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
-        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), then events with the
-        next seqs, then audit rows (last: from the first of them to the commit every audited write waits). With
-        audits="later" they stay held: for the caller to write (write_audits) as the last statements of its
-        transaction, or for the run's next pause or end."""
+        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), events with the
+        next seqs, and the audit rows, queued for the chain (on PostgreSQL by the same statement). With
+        audits="later" they stay held, for the run's next pause or end."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
         # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
@@ -308,6 +307,9 @@ class ExecutionRecorder:
             *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
               if self._tools else []),
             *events, *checkpoints]
+        if audits == "all" and self._audits and (queued := audit_queue_along(self._audit_rows())) is not None:
+            along.append(queued)
+            self._audits = []
         if nodes:
             self._nodes_write(nodes, along=along)
         elif along:
@@ -336,13 +338,15 @@ class ExecutionRecorder:
 
     def write_audits(self) -> None:
         """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
-        execution = self.execution
         if self._audits:
-            audit_queue([audit_fields(action=action, actor=execution.owner, target=execution,
-                                       actor_type="schedule" if execution.schedule_id else "user",
-                                       correlation_id=execution.correlation_id, data=data)
-                          for action, data in self._audits])
+            audit_queue(self._audit_rows())
         self._audits = []
+
+    def _audit_rows(self) -> list[dict]:
+        execution = self.execution
+        return [audit_fields(action=action, actor=execution.owner, target=execution,
+                             actor_type="schedule" if execution.schedule_id else "user",
+                             correlation_id=execution.correlation_id, data=data) for action, data in self._audits]
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""

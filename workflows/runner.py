@@ -373,10 +373,9 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         execution.turn_messages = messages
-        recorder.write_held(audits="later")
-        # The audit rows (queued for the chain), then the rows every run of a template updates (its analytics): the
-        # row locks every run's ending shares are taken last, so each is held for one round trip, to the commit.
-        recorder.write_audits()
+        recorder.write_held()  # the audit rows with the trace (queued for the chain), then the rows every run of
+        # a template updates (its analytics): the row locks every run's ending shares are taken last, so each is
+        # held for one round trip, to the commit
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,
                                 calls=calls_by_model(recorder.calls))
     return execution
