@@ -34,7 +34,7 @@ test: .venv
 # The tests that start no server, worker, browser or CLI (tests/server_marker.py), once, on SQLite, on two
 # pytest-xdist workers (each with its own test database: chatter_project/test_settings.py).
 test-quick: .venv
-	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest -m "not server" -n 2 $(ARGS)
+	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m "not server" -n 2 $(ARGS)
 
 services-up:
 	scripts/services.sh start $(SERVICES_DIR)

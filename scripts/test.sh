@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.." || exit 1
 
 PYTEST=.venv/bin/pytest
 SERVICES_ROOT=var/test-services
+# Bytecode is written (into git-ignored __pycache__ dirs): pytest keeps each test module's rewritten asserts there,
+# so the phases and their workers after the first do not rewrite and compile them again.
+unset PYTHONDONTWRITEBYTECODE
 
 header() {
     printf '\n%s\n== %s\n%s\n' "$(printf '=%.0s' {1..78})" "$1" "$(printf '=%.0s' {1..78})"
