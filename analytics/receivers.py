@@ -17,18 +17,20 @@ from analytics.services import (
 from conversations.models import Conversation
 from conversations.signals import message_deleted, message_saved
 from workflows.models import WorkflowTemplate
-from workflows.signals import execution_finished, usage_repriced
+from workflows.signals import execution_ending, usage_repriced
 
 
-# One receiver for both kinds of news, a run ended and the cost of an ended run's calls changed, for the usage
-# rollups and the template analytics (booked by one statement on PostgreSQL).
-@receiver([execution_finished, usage_repriced], dispatch_uid="analytics_book")
-def analytics_book(sender, signal, execution, calls, **kwargs) -> None:
-    if signal is usage_repriced:
-        usage_calls_reprice(execution=execution, calls=calls)
-        template_analytics_reprice(execution=execution, calls=calls)
-    else:
-        execution_book(execution=execution, calls=calls, messages=kwargs["messages"])
+# A run ending is booked in the usage rollups and its template's analytics by statements riding on its last write.
+@receiver(execution_ending, dispatch_uid="analytics_book")
+def analytics_book(sender, execution, calls, messages, **kwargs) -> list[tuple]:
+    return execution_book(execution=execution, calls=calls, messages=messages)
+
+
+# The cost of an ended run's calls changed.
+@receiver(usage_repriced, dispatch_uid="analytics_reprice")
+def analytics_reprice(sender, execution, calls, **kwargs) -> None:
+    usage_calls_reprice(execution=execution, calls=calls)
+    template_analytics_reprice(execution=execution, calls=calls)
 
 
 # A message of a run is left to the run's ending (analytics_book).

@@ -278,12 +278,11 @@ _OUTCOME = {
 }
 
 
-def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> None:
-    """Book an ended run in the transaction that ends it: in the usage rollups, the run, its LLM calls (summed per
-    provider and model, as execution_finished carries them) and its messages; in its template's analytics row, the
-    run. One statement on PostgreSQL (a data-modifying WITH), one per table elsewhere. On PostgreSQL the rollups'
-    rows are locked first and the template's row, which every run of the template updates, last, so that its lock
-    is held only to the commit."""
+def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages: list[Message]) -> list[tuple]:
+    """The statements that book an ending run, to run in the transaction that ends it, in this order: the usage
+    rollups (the run, its LLM calls summed per provider and model, as execution_finished carries them, and its
+    messages), then its template's analytics slot (the run), which every run of the template updates: last, so
+    that its lock is held only to the commit. The runner runs them with the run's last write (execution_ending)."""
     rows: dict = {}
 
     def add(moment, provider: str, model: str, counters: dict) -> None:
@@ -301,9 +300,9 @@ def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages:
     for message in messages:  # a run's messages are in its conversation, which its owner owns
         add(message.created_at, message.provider_used, message.model_used, {"messages": 1})
     figures = _template_figures(execution)
-    statements_run(_usage_sql(rows), [_template_analytics_sql(
+    return [_usage_sql(rows), *([_template_analytics_sql(
         template_id=execution.template_id, slot=TemplateAnalytics.slot_of(execution.pk), figures=figures)]
-                   if figures is not None else [])
+        if figures is not None else [])]
 
 
 def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> None:

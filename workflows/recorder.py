@@ -278,11 +278,12 @@ class ExecutionRecorder:
             raise
         self._checkpoints_taken = []
 
-    def write_held(self, *, audits: str = "all", lean: bool = False) -> None:
+    def write_held(self, *, audits: str = "all", lean: bool = False, riding: list[tuple[str, list]] = ()) -> None:
         """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
         checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), events with the
         next seqs, and the audit rows, queued for the chain (on PostgreSQL by the same statement). With
-        audits="later" they stay held, for the run's next pause or end."""
+        audits="later" they stay held, for the run's next pause or end. `riding`: statements of the caller's to
+        run with them, after them and in their order (execution_ending's)."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
         # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
@@ -307,9 +308,14 @@ class ExecutionRecorder:
             *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
               if self._tools else []),
             *events, *checkpoints]
-        if audits == "all" and self._audits and (queued := audit_queue_along(self._audit_rows())) is not None:
-            along.append(queued)
-            self._audits = []
+        if audits == "all" and self._audits:
+            if (queued := audit_queue_along(self._audit_rows())) is not None:
+                along.append(queued)
+                self._audits = []
+            else:  # appended at once (SQLite: one writer at a time)
+                self.write_audits()
+        # PostgreSQL runs a statement's WITH parts after its main, from the last to the first: the riding ones last
+        along[:0] = reversed(riding)
         if nodes:
             self._nodes_write(nodes, along=along)
         elif along:
@@ -321,8 +327,6 @@ class ExecutionRecorder:
             self._live_after = []
             self.seq += len(self._events)
             self._events = []
-        if audits == "all":
-            self.write_audits()
 
     def _nodes_write(self, nodes: list[dict], *, along: list[tuple[str, list]] = ()) -> None:
         """Node rows, inserted as they start and updated as they end: one upsert returning their ids."""

@@ -42,7 +42,7 @@ from workflows.heartbeat import heartbeat
 from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
-from workflows.signals import execution_finished
+from workflows.signals import execution_ending, execution_finished
 from workflows import statements
 
 logger = logging.getLogger(__name__)
@@ -373,11 +373,13 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         execution.turn_messages = messages
-        recorder.write_held()  # the audit rows with the trace (queued for the chain), then the rows every run of
-        # a template updates (its analytics): the row locks every run's ending shares are taken last, so each is
-        # held for one round trip, to the commit
-        execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages,
-                                calls=calls_by_model(recorder.calls))
+        calls = calls_by_model(recorder.calls)
+        # The trace, the audit rows (queued for the chain) and what books the run in aggregates (its analytics: the
+        # rows every run's ending shares, whose locks are so held for one round trip, to the commit), in one write.
+        riding = [statement for _, statements in execution_ending.send(
+            sender=WorkflowExecution, execution=execution, messages=messages, calls=calls) for statement in statements]
+        recorder.write_held(riding=riding)
+        execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages, calls=calls)
     return execution
 
 

@@ -7,6 +7,12 @@ from django.dispatch import Signal
 # completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens, cost.
 execution_finished = Signal()
 
+# A run is ending: sent in the transaction that ends it, just before its last write, with execution_finished's
+# kwargs. Receivers return the statements [(sql, params), ...] that book the run in aggregates of theirs, in the
+# order to run them; they ride on that write (core.db.statements_run: one statement on PostgreSQL), so the shared
+# rows they lock are held for one round trip, to the commit.
+execution_ending = Signal()
+
 # The cost of LLM calls of an ended run changed (re-pricing: workflows.services.costs). sender=WorkflowExecution
 # class; kwargs: execution (terminal), calls: one dict per (provider, model) with keys provider, model and cost (the
 # change: a Decimal, negative when the price fell). A run still going books its calls' new cost when it ends.

@@ -79,11 +79,13 @@ def test_answering_a_sync_turn_reads_nothing_back(api):
     assert body["conversation"]["message_count"] == 2 and body["execution"]["status"] == "completed"
     assert body["conversation"]["total_tokens"] == body["execution"]["total_tokens"] > 0
     sqls = [q["sql"] for q in queries.captured_queries]
-    last_write = max(i for i, sql in enumerate(sqls) if '"analytics_usagerollup"' in sql)
-    # its audit rows are in the terminal transaction: appended (SQLite) or queued for the chain (PostgreSQL, riding
-    # on the statement of the run's trace)
+    ending = max(i for i, sql in enumerate(sqls) if sql.startswith('UPDATE "workflows_workflowexecution" SET "status"'))
+    # the terminal transaction books the run (the usage rollups) and holds its audit rows: appended (SQLite) or
+    # queued for the chain (PostgreSQL, riding on the statement of the run's trace)
+    assert any('INSERT INTO "analytics_usagerollup"' in sql for sql in sqls[ending:])
     assert any('INSERT INTO "audit_auditevent"' in sql or 'INSERT INTO "audit_pendingauditevent"' in sql
-               for sql in sqls[:last_write])
+               for sql in sqls[ending:])
+    last_write = max(i for i, sql in enumerate(sqls) if sql.split()[0].upper() in ("INSERT", "UPDATE", "WITH"))
     after = [sql for sql in sqls[last_write + 1:] if sql.split()[0].upper() not in ("RELEASE", "COMMIT")]
     assert after == [], after
 
