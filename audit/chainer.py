@@ -48,20 +48,24 @@ class Chainer:
     def drain(self, timeout: float = EXIT_DRAIN_S) -> None:
         """At exit (a command's run, a server stopping): append what this process queued since its last pass, now,
         rather than leaving it for the next writer of the chain; gives up after `timeout` s if the chain stays held."""
-        if self._thread is None and not self._woken.is_set():
-            return  # nothing was ever queued here
+        if not self._woken.is_set():
+            return  # nothing was queued here since the thread's last pass began (or the last drain)
+        self._woken.clear()  # what woke the thread so far is appended here: its pass waits for a new wake
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                outcome = self.chain_once() if self.any_queued() else NONE
-            except Exception:  # noqa: BLE001 - at exit: the queue stays for the next writer
-                logger.warning("audit chainer: could not append the queued rows at exit; the next writer of the chain will")
-                return
-            if outcome == NONE:
-                return
-            if outcome == BUSY:
-                time.sleep(RETRY_S)
-        connections_give_back()
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    outcome = self.chain_once() if self.any_queued() else NONE
+                except Exception:  # noqa: BLE001 - at exit: the queue stays for the next writer
+                    logger.warning("audit chainer: could not append the queued rows at exit; the next writer of the "
+                                   "chain will")
+                    return
+                if outcome == NONE:
+                    return
+                if outcome == BUSY:
+                    time.sleep(RETRY_S)
+        finally:
+            connections_give_back()
 
     def after_fork(self) -> None:
         """A forked child has no chainer thread: the next wake starts its own."""
@@ -73,6 +77,8 @@ class Chainer:
         while True:
             self._woken.wait()
             time.sleep(GATHER_S)
+            if not self._woken.is_set():
+                continue  # a drain appended what woke it
             self._woken.clear()  # wakes from here on get a pass of their own
             try:
                 self._chain_queue()

@@ -158,8 +158,9 @@ def retried_on_conflict(write: Callable[..., T]) -> Callable[..., T]:
 def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *,
                    fetch: bool = False) -> list[tuple]:
     """Run the statement `main` (SQL, params) and, with it, the INSERTs `along`: on PostgreSQL as one statement (a
-    data-modifying WITH, which it runs atomically by itself), elsewhere each on its own before it. Returns `main`'s
-    rows when `fetch`."""
+    data-modifying WITH, which it runs atomically by itself: `main` first, then the parts of `along` from the last
+    to the first, as PostgreSQL runs the WITH parts a statement does not read), elsewhere each on its own before
+    it. Returns `main`'s rows when `fetch`."""
     connection = connections[DEFAULT_DB_ALIAS]
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
@@ -181,8 +182,10 @@ def write_atomic(*, one_statement: bool) -> AbstractContextManager:
     return transaction.atomic()
 
 
-# Sent to the driver as they are: the field would not change them on either database.
-_PLAIN = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
+def _plain(field: models.Field) -> bool:
+    """Whether its values go to the driver as they are: the field would not change them on either database."""
+    return isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField)) \
+        and not isinstance(field, models.ForeignKey)
 
 
 class Insert:
@@ -197,8 +200,12 @@ class Insert:
         self.model, self.columns, self.sql = model, columns, sql
         self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
         self._model_fields = [model._meta.get_field(name) for name in columns]
-        self._fields = [(name, None if isinstance(field, _PLAIN) and not isinstance(field, models.ForeignKey)
-                         else field) for name, field in zip(columns, self._model_fields)]
+        # (attname, column, the field when its value needs preparing): on SQLite every field but the plain ones;
+        # in JSON also JSON fields, whose values json.dumps writes as they are.
+        self._fields = [(name, field.column, None if _plain(field) else field)
+                        for name, field in zip(columns, self._model_fields)]
+        self._json_fields = [(name, column, None if field is None or isinstance(field, models.JSONField) else field)
+                             for name, column, field in self._fields]
 
     @functools.cached_property
     def _json_sql(self) -> str:
@@ -209,13 +216,6 @@ class Insert:
         return self.sql.replace("VALUES {values}", f"SELECT {columns} FROM json_populate_recordset("
                                                    f"NULL::{quote(self.model._meta.db_table)}, %s::json)")
 
-    @functools.cached_property
-    def _json_fields(self) -> list[tuple[str, str, models.Field | None]]:
-        """(attname, column, the field when its value needs preparing: not one json.dumps writes as it is)."""
-        as_is = (*_PLAIN, models.JSONField)
-        return [(name, field.column, None if isinstance(field, as_is) and not isinstance(field, models.ForeignKey)
-                 else field) for name, field in zip(self.columns, self._model_fields)]
-
     def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
         """The statement for `rows` (dicts by attname, every column given) and its parameters."""
         connection = connections[DEFAULT_DB_ALIAS]
@@ -225,7 +225,7 @@ class Insert:
                         for name, column, field in fields for value in (row[name],)} for row in rows]
             return self._json_sql, [json.dumps(objects, ensure_ascii=False, separators=(",", ":"))]
         values = [[value if field is None or value is None else field.get_db_prep_save(value, connection)
-                   for value in (row[name] for row in rows)] for name, field in self._fields]
+                   for value in (row[name] for row in rows)] for name, _, field in self._fields]
         return (self.sql.format(values=", ".join([self._row] * len(rows))),
                 [value for row in zip(*values) for value in row])
 

@@ -314,8 +314,7 @@ class ExecutionRecorder:
                 self._audits = []
             else:  # appended at once (SQLite: one writer at a time)
                 self.write_audits()
-        # PostgreSQL runs a statement's WITH parts after its main, from the last to the first: the riding ones last
-        along[:0] = reversed(riding)
+        along[:0] = reversed(riding)  # run last, in their order (core.db.statements_run)
         if nodes:
             self._nodes_write(nodes, along=along)
         elif along:
