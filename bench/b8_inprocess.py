@@ -1,10 +1,10 @@
 """B8's in-process view of one gateway call (`POST /v1/chat/completions` through Django's test client, the whole
-request stack in this thread, to the project's OpenAI stub in a thread answering at once): its wall time, the SQL
-statements it runs (listed, as Django logs them), and cProfiles of many calls, by wall time and by the calling
-thread's CPU: self time by area and our functions by cumulative time (cProfile inflates Python-heavy code: read it
-for proportions).
+request stack in this thread, to the project's OpenAI stub in a thread answering at once), or with `--chat` of B5's
+turn (`POST /api/v1/chat/`, the local model): its wall time, the SQL statements it runs (listed, as Django logs
+them), and cProfiles of many calls, by wall time and by the calling thread's CPU: self time by area and our
+functions by cumulative time (cProfile inflates Python-heavy code: read it for proportions).
 
-    .venv/bin/python -m bench.b8_inprocess [--calls 300] [--sqlite] [--dump cpu.pstats]
+    .venv/bin/python -m bench.b8_inprocess [--calls 300] [--sqlite] [--chat] [--dump cpu.pstats]
 
 PostgreSQL + Redis (scripts/services.sh) by default, as the servers of bench.b8_gateway run; `--sqlite` for a
 quick look without them.
@@ -30,6 +30,7 @@ from bench.stats import median, ms, percentile, table
 from tests.openai_stub import OpenAIStub
 
 BODY = json.dumps({"model": OPENAI_MODEL, "messages": [{"role": "user", "content": MESSAGE}]})
+CHAT_PATH, CHAT_BODY = "/api/v1/chat/", json.dumps({"message": MESSAGE})
 
 
 def _profiled(call, calls: int, timer) -> pstats.Stats:
@@ -52,6 +53,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="calls timed, and profiled (default 300)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite, no Redis")
+    parser.add_argument("--chat", action="store_true", help="B5's chat turn (POST /api/v1/chat/) instead of a "
+                        "gateway call")
     parser.add_argument("--dump", help="write the CPU profile here (pstats), to read further")
     args = parser.parse_args()
     with BenchRun("b8-inprocess") as run:
@@ -68,11 +71,18 @@ def main() -> int:
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
-        client = chatter_calls.gateway_client(chatter_calls.bench_user(USERNAME))
+        user = chatter_calls.bench_user(USERNAME)
+        if args.chat:
+            from django.test import Client
+            client = Client(HTTP_AUTHORIZATION=f"Token {chatter_calls.api_token_key(user)}", HTTP_HOST="127.0.0.1")
+            path, body, status = CHAT_PATH, CHAT_BODY, 201
+        else:
+            client = chatter_calls.gateway_client(user)
+            path, body, status = chatter_calls.GATEWAY_PATH, BODY, 200
 
         def call() -> None:
-            response = client.post(chatter_calls.GATEWAY_PATH, BODY, content_type="application/json")
-            if response.status_code != 200:
+            response = client.post(path, body, content_type="application/json")
+            if response.status_code != status:
                 raise RuntimeError(f"{response.status_code} {response.content[:300]!r}")
 
         for _ in range(20):
@@ -92,9 +102,10 @@ def main() -> int:
         if args.dump:
             cpu.dump_stats(args.dump)
 
-        print(f"\nB8 in process ({'SQLite' if args.sqlite else 'PostgreSQL + Redis'}): one gateway call, wall time "
-              f"median {ms(median(times))}, p99 {ms(percentile(times, 99))} over {args.calls} calls (the stub's answer "
-              f"included); CPU of the calling thread median {ms(median(cpu_times))}, p99 {ms(percentile(cpu_times, 99))}")
+        what = "one chat turn (the local model)" if args.chat else "one gateway call (the stub's answer included)"
+        print(f"\nB8 in process ({'SQLite' if args.sqlite else 'PostgreSQL + Redis'}): {what}, wall time "
+              f"median {ms(median(times))}, p99 {ms(percentile(times, 99))} over {args.calls} calls; CPU of the "
+              f"calling thread median {ms(median(cpu_times))}, p99 {ms(percentile(cpu_times, 99))}")
         print(f"\nStatements of one call ({sum(not sql.startswith(('BEGIN', 'COMMIT')) for sql in statements)}, "
               f"in {sum(sql.startswith('BEGIN') for sql in statements)} explicit transactions; as Django logs them):")
         for sql in statements:
