@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
-from budgets.statements import BUDGETS_MATCHING, OWNER_LOCK_ANY_BUDGET, matching_params
+from budgets.statements import ANY_BUDGET, BUDGETS_MATCHING, matching_params
 from core.errors import ChatterError
 from webhooks.services import webhook_delivery_create
 
@@ -83,20 +83,15 @@ def period_start(budget: Budget, at: datetime | None = None) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(budget.timezone)).astimezone(dt_timezone.utc)
 
 
-def budgets_matching(*, owner, api_key=None, template_id=None, lock_owner: bool = False) -> list[Budget]:
-    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under. `lock_owner`
-    (PostgreSQL): first lock the owner's row in the caller's transaction, by the statement that also says whether
-    any budget applies, so simultaneous runs of one user take turns and a run under none reads nothing more. FOR
-    NO KEY UPDATE: unlike FOR UPDATE it does not block the KEY SHARE locks that every insert referencing the user
-    takes (runs, messages, audit rows), which deadlocked one user's concurrent turns. Both are named statements
-    (budgets/statements.py): every run asks."""
+def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:
+    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under: named statements
+    (budgets/statements.py), as every run asks, whether any applies first. Reading them locks nothing: a
+    reservation's own conditional UPDATE locks its period's row (`budget_reserve`)."""
     params = matching_params(owner_id=owner.pk, api_key_uid=api_key.uid if api_key is not None else None,
                              template_id=template_id)
-    if lock_owner:
-        with connection.cursor() as cursor:
-            cursor.execute(OWNER_LOCK_ANY_BUDGET, [*params, owner.pk])
-            found = cursor.fetchone()
-        if not found or not found[0]:
+    with connection.cursor() as cursor:
+        cursor.execute(ANY_BUDGET, params)
+        if not cursor.fetchone()[0]:
             return []
     return list(Budget.objects.raw(BUDGETS_MATCHING, params))
 

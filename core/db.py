@@ -10,14 +10,15 @@ never going back up, so no two transactions ever wait on each other in a cycle:
 1. the run's own row (`WorkflowExecution`: its terminal write, a pause, a cancel, the sweep, a re-pricing; a new
    run's row is inserted, so nobody else can wait for it yet);
 2. the conversation (`Conversation`: a message's totals and sequence, `conversations.services`);
-3. the owner's row (`auth_user`, FOR NO KEY UPDATE: run creation, so one user's runs count each other's; taken
-   only there, and never by a lock on a run's row, which would also block every insert referencing the user);
-4. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
+3. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
+4. the owner's row (`auth_user`, FOR NO KEY UPDATE: run creation, so one user's runs count each other's against
+   their limit; on PostgreSQL inside its commit, by a deferred constraint trigger (workflows.statements); taken
+   only there, and never as a lock on a run's row, which would also block every insert referencing the user);
 5. aggregates: usage rollups (by key), then template analytics (a template's slot: `analytics.models`);
 6. the audit chain's head (an advisory lock, last: `audit.services`). Runs never take it: their rows are queued
    and the process's chainer appends them after the run commits.
 
-So run creation is conversation → owner → budget periods → (the run inserted); a run's ending is run →
+So run creation is conversation → budget periods → (the run inserted) → owner; a run's ending is run →
 conversation → budget periods → aggregates; a cancel or the sweep locks the run (and only the
 run: FOR UPDATE OF its own table) before what its ending locks.
 

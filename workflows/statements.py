@@ -91,19 +91,34 @@ EXECUTION_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "id",
                      "cost", "llm_calls", "tool_calls", "correlation_id", "cancel_requested", "heartbeat_at",
                      "stream_progress", "budget_holds", "waiting_until", "resume_attempts", "forked_from_id",
                      "forked_from_checkpoint", "webhook", "run_after", "prompt_version_id", "created_at")
-# A run, written only while its owner has fewer than the limit in progress (the last two parameters: the owner,
-# the limit). The statuses are in the text, as the partial index of runs in progress names them, so that the
-# database can tell the index covers the count.
-EXECUTION_INSERT_WITHIN_LIMIT = (
+_EXECUTION_INSERT = (
     'INSERT INTO "workflows_workflowexecution" ("prompt_tokens", "completion_tokens", "total_tokens", "id", '
     '"owner_id", "workflow_type", "template_id", "definition_id", "definition_version", "conversation_id", '
     '"schedule_id", "api_key_id", "status", "mode", "provider", "model", "config", "graph", "input_data", '
     '"output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms", "cost", '
     '"llm_calls", "tool_calls", "correlation_id", "cancel_requested", "heartbeat_at", "stream_progress", '
     '"budget_holds", "waiting_until", "resume_attempts", "forked_from_id", "forked_from_checkpoint", "webhook", '
-    '"run_after", "prompt_version_id", "created_at") SELECT * FROM (VALUES {values}) AS "new" '
-    'WHERE (SELECT COUNT(*) FROM "workflows_workflowexecution" WHERE "owner_id" = %s '
-    "AND \"status\" IN ('pending', 'running')) < %s")
+    '"run_after", "prompt_version_id", "created_at") SELECT * FROM (VALUES {values}) AS "new" ')
+# The runs a user has in progress, which CHATTER_MAX_CONCURRENT_RUNS bounds. The statuses are in the text, as the
+# partial index of runs in progress names them, so that the database can tell the index covers the count.
+RUNS_IN_PROGRESS = '"owner_id" = %s AND "status" IN (\'pending\', \'running\')'
+# SQLite: a run, written only while its owner has fewer than the limit in progress (the last two parameters: the
+# owner, the limit). Its write transaction is the database's one writer: simultaneous creations take turns.
+EXECUTION_INSERT_WITHIN_LIMIT = (
+    _EXECUTION_INSERT + f'WHERE (SELECT COUNT(*) FROM "workflows_workflowexecution" WHERE {RUNS_IN_PROGRESS}) < %s')
+# PostgreSQL: the run, written as it is; the limit (the last parameter) goes into a setting of the transaction,
+# which the constraint trigger RUNS_WITHIN_LIMIT (migration 0019) reads when the transaction commits: it locks the
+# owner's row, counts their runs in progress with their creations committed before it, and refuses the commit if
+# there are more than the limit. Simultaneous creations of one user take turns only inside their commits, not
+# from a statement to the commit: one user's concurrent turns do not queue at creation (bench/RESULTS.md, B9).
+EXECUTION_INSERT_LIMITED_AT_COMMIT = (
+    _EXECUTION_INSERT + "WHERE set_config('chatter.max_concurrent_runs', %s, true) <> ''")
+RUNS_WITHIN_LIMIT = "workflows_runs_within_limit"
+# In a transaction the run's creation did not open (its caller's), the check is made at once (a refusal is this
+# statement's error), and the owner's row stays locked to that transaction's commit; the limit is taken back, so
+# that what the caller inserts next is limited only if it says so.
+RUNS_WITHIN_LIMIT_NOW = (f'SET CONSTRAINTS "{RUNS_WITHIN_LIMIT}" IMMEDIATE; '
+                         "SELECT set_config('chatter.max_concurrent_runs', '', true)")
 
 
 nodes_upsert = Insert(NodeExecution, NODE_COLUMNS, NODES_UPSERT)
@@ -112,17 +127,32 @@ provider_attempts_insert = Insert(ProviderAttempt, PROVIDER_ATTEMPT_COLUMNS, PRO
 tool_calls_insert = Insert(ToolCall, TOOL_CALL_COLUMNS, TOOL_CALLS_INSERT)
 events_insert = Insert(ExecutionEvent, EVENT_COLUMNS, EVENTS_INSERT)
 checkpoints_upsert = Insert(Checkpoint, CHECKPOINT_COLUMNS, CHECKPOINTS_UPSERT)
-_execution_insert = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_WITHIN_LIMIT)
+_execution_insert_within_limit = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_WITHIN_LIMIT)
+_execution_insert_limited_at_commit = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_LIMITED_AT_COMMIT)
 
 
-def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int) -> bool:
-    """INSERT the new `execution` as save(force_insert=True) would store it, only while its owner has fewer than
-    `limit` runs pending or running. Whether it was written."""
+def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int, check_now: bool = False) -> bool:
+    """INSERT the new `execution` as save(force_insert=True) would store it, within its owner's `limit` of runs
+    pending or running. Whether it was written. On PostgreSQL it is always written, and the limit is checked when
+    the transaction commits (a refusal: an IntegrityError that `runs_limit_refused` tells), or at once with
+    `check_now` (the transaction is a caller's, which commits later)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     row = {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
-    sql, params = _execution_insert.bound([row])
-    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(sql, [*params, execution.owner_id, limit])
-        return cursor.rowcount == 1
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            sql, params = _execution_insert_within_limit.bound([row])
+            cursor.execute(sql, [*params, execution.owner_id, limit])
+            return cursor.rowcount == 1
+        sql, params = _execution_insert_limited_at_commit.bound([row])
+        cursor.execute(sql, [*params, str(limit)])
+        if check_now:
+            cursor.execute(RUNS_WITHIN_LIMIT_NOW)
+    return True
+
+
+def runs_limit_refused(exc: BaseException) -> bool:
+    """Whether `exc` (a commit's, or RUNS_WITHIN_LIMIT_NOW's IntegrityError) is the limit's refusal."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == RUNS_WITHIN_LIMIT
 
 
 # What a run adds to its row's counters before it ends (a turn with a tool call: the write before the second model

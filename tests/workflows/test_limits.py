@@ -125,10 +125,12 @@ def test_a_finished_run_frees_its_slot(api, alice, settings):
 
 
 def test_the_concurrent_limit_is_counted_from_the_index_of_runs_in_progress_not_the_users_history(alice):
-    """Every run's start counts its owner's runs in progress: the statement that does, as it is sent with its
-    parameters, must be able to read only the partial index of pending and running runs, never every run the user
-    ever had."""
+    """Every run's start counts its owner's runs in progress: the count, as the database runs it (SQLite: in the
+    statement sent with its parameters; PostgreSQL: in the trigger that checks the commit), must be able to read only
+    the partial index of pending and running runs, never every run the user ever had."""
     from django.db import connection
+
+    from workflows.statements import RUNS_IN_PROGRESS, RUNS_WITHIN_LIMIT
 
     for _ in range(3):
         execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="history")).pk)
@@ -140,12 +142,17 @@ def test_the_concurrent_limit_is_counted_from_the_index_of_runs_in_progress_not_
 
     with connection.execute_wrapper(keep):
         execution_create(ChatRequest(owner=alice, message="counted"))
-    sql, params = next((sql, params) for sql, params in sent if "COUNT(*)" in sql)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # a tiny test table: show that the index can serve it at all
+            cursor.execute("SELECT pg_get_functiondef(%s::regproc)", [RUNS_WITHIN_LIMIT])
+            trigger = " ".join(cursor.fetchone()[0].split())
+            assert RUNS_IN_PROGRESS.replace("%s", "NEW.owner_id") in trigger, trigger
+            sql, params = (f'SELECT COUNT(*) FROM "workflows_workflowexecution" WHERE {RUNS_IN_PROGRESS}',
+                           [alice.pk])
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute("EXPLAIN " + sql, params)
         else:
+            sql, params = next((sql, params) for sql, params in sent if "COUNT(*)" in sql)
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
         plan = " ".join(str(row) for row in cursor.fetchall())
     assert "execution_owner_in_progress" in plan, plan
@@ -177,3 +184,49 @@ def test_simultaneous_requests_never_exceed_the_concurrent_limit(alice, settings
     assert outcomes.count("created") == 3 and outcomes.count("refused") == 13
     assert WorkflowExecution.objects.filter(owner=alice).count() == 3
     assert Message.objects.count() == 3 and Conversation.objects.count() == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_users_creations_do_not_wait_for_each_other_until_they_commit(alice, settings):
+    """On PostgreSQL the owner's limit is checked inside each creation's commit: a creation whose transaction is
+    still open (its user message and run written, its commit not yet made) holds no lock that another creation of
+    the same user waits for, and the limit still counts both once they commit."""
+    import threading
+
+    from django.db import connection
+
+    from core.errors import TooManyRuns
+    from workflows.services.run_requests import AgentRunRequest
+
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 2
+    written, go_on, outcomes = threading.Event(), threading.Event(), []
+
+    def held_open(execution) -> None:  # in the first creation's transaction, after its run's INSERT
+        written.set()
+        assert go_on.wait(30)
+
+    def first() -> None:
+        try:
+            # (the Agent Server API's request, which can call back in the creating transaction)
+            execution_create(AgentRunRequest(owner=alice, message="first", chat=True, on_written=held_open))
+            outcomes.append("first created")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert written.wait(30)
+        execution_create(ChatRequest(owner=alice, message="second"))  # not waiting for the first's commit
+        assert WorkflowExecution.objects.filter(owner=alice).count() == 1  # the first is not committed yet
+    finally:
+        go_on.set()
+        thread.join(30)
+    assert outcomes == ["first created"]
+    assert WorkflowExecution.objects.filter(owner=alice, status="pending").count() == 2
+
+    with pytest.raises(TooManyRuns):  # both count now: a third is refused at its commit, and leaves nothing
+        execution_create(ChatRequest(owner=alice, message="third"))
+    assert WorkflowExecution.objects.filter(owner=alice).count() == 2
+    assert Message.objects.filter(conversation__owner=alice).count() == 2

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, models
+from django.db import IntegrityError, models, transaction
 
 from core.db import statements_run, write_atomic
 from tests.factories import WorkflowExecutionFactory
@@ -147,15 +147,26 @@ def test_a_write_whose_event_collides_leaves_nothing_of_itself(alice):
         "workflow_requeued"]
 
 
+def _inserted_within_limit(execution, *, limit: int) -> bool:
+    """As run_write inserts a run in a caller's transaction (here the test's): checked at once on PostgreSQL, where
+    a refusal is the limit's IntegrityError and leaves nothing (the savepoint)."""
+    try:
+        with transaction.atomic():
+            return statements.execution_insert_within_limit(execution, limit=limit, check_now=True)
+    except IntegrityError as exc:
+        assert statements.runs_limit_refused(exc), exc
+        return False
+
+
 def test_a_run_is_inserted_only_under_its_owners_limit_and_as_the_orm_stores_it(alice):
     running = WorkflowExecutionFactory(owner=alice)
     new = WorkflowExecution(owner=alice, workflow_type="chat", status="running", config=JSON,
                             cost=Decimal("0.5"), started_at=WHEN, budget_holds=[{"budget": "b", "hard": True}])
 
-    assert not statements.execution_insert_within_limit(new, limit=1)  # `running` is pending: 1 in progress
+    assert not _inserted_within_limit(new, limit=1)  # `running` is pending: 1 in progress
     assert not WorkflowExecution.objects.filter(pk=new.pk).exists()
 
-    assert statements.execution_insert_within_limit(new, limit=2)
+    assert _inserted_within_limit(new, limit=2)
 
     mine = _stored(WorkflowExecution, pk=new.pk)
     twin = WorkflowExecution.objects.create(**{name: getattr(new, name) for name in _attnames(WorkflowExecution)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
@@ -46,7 +47,7 @@ from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.run_requests import RunRequest
 from workflows.services.templates import is_uuid, visible_template
-from workflows.statements import execution_insert_within_limit
+from workflows.statements import execution_insert_within_limit, runs_limit_refused
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -160,15 +161,11 @@ def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
                    api_key=request.api_key, prices=prices, run_after=run_after)
 
 
-def _owner_lock_and_budgets(plan: RunPlan) -> list:
-    """The budgets the run falls under. On PostgreSQL the owner's row is locked first, so simultaneous requests take
-    turns and each counts the runs committed before it (SQLite's transactions already take turns); the same
-    statement says whether any budget applies, so a run under none reads nothing more. The lock is taken late in
-    the creating transaction, held only to its commit, never while it waits for a conversation's lock."""
+def _budgets(plan: RunPlan) -> list:
+    """The budgets the run falls under, in one order for every run's locks of their periods."""
     budgets = budgets_matching(owner=plan.owner, api_key=plan.api_key,
-                               template_id=plan.template.pk if plan.template else None,
-                               lock_owner=connection.features.has_select_for_update)
-    return sorted(budgets, key=lambda budget: str(budget.pk))  # one order for every run's locks
+                               template_id=plan.template.pk if plan.template else None)
+    return sorted(budgets, key=lambda budget: str(budget.pk))
 
 
 def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
@@ -196,9 +193,11 @@ def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
     its conversation's user message, in one transaction, locking in the one order (core.db): the
-    conversation, the owner, the budgets' periods. Another user's conversation is a 404 and too many runs
-    in progress a 429; either way nothing is written. `enqueue=False`: a background run waits, pending, for
-    whoever holds it back to enqueue it (a LangGraph run queued behind its thread's run)."""
+    conversation, the budgets' periods, the owner (on PostgreSQL at the commit, where the owner's limit of runs
+    in progress is checked: workflows.statements.EXECUTION_INSERT_LIMITED_AT_COMMIT). Another user's
+    conversation is a 404 and too many runs in progress a 429; either way nothing is written. `enqueue=False`: a
+    background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
+    thread's run)."""
     now = timezone.now()
     execution = WorkflowExecution(
         id=plan.execution_id, owner=plan.owner, workflow_type=plan.workflow_type, template=plan.template,
@@ -215,8 +214,9 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
     user_message = None
+    check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
     try:
-        with transaction.atomic():
+        with _limit_refusal_is_too_many_runs(), transaction.atomic():
             conversation_id, opening = plan.conversation_id, None
             if conversation_id is None and plan.chat:  # a new conversation, opened by the turn's message
                 opening = conversation_create(owner=plan.owner, title=plan.message.strip()[:60], written=False)
@@ -235,14 +235,15 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
             execution.conversation_id = conversation_id
-            budgets = _owner_lock_and_budgets(plan)
+            budgets = _budgets(plan)
             if budgets:  # before the run's row: its reservations (and bounded max_tokens) are written with it
                 if plan.config["max_tokens"] is None and any(b.mode == Budget.Mode.HARD for b in budgets):
                     # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
                     plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
-            if not execution_insert_within_limit(execution, limit=settings.CHATTER_MAX_CONCURRENT_RUNS):
-                raise TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+            if not execution_insert_within_limit(execution, limit=settings.CHATTER_MAX_CONCURRENT_RUNS,
+                                                 check_now=check_now):
+                raise _too_many_runs()
             if plan.request.on_written is not None:
                 plan.request.on_written(execution)
             if enqueue and plan.run_after is not None:
@@ -260,6 +261,21 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
             "api_key": str(plan.api_key.uid) if plan.api_key is not None else None})
         raise
     return execution, user_message
+
+
+def _too_many_runs() -> TooManyRuns:
+    return TooManyRuns(f"at most {settings.CHATTER_MAX_CONCURRENT_RUNS} runs at once per user")
+
+
+@contextmanager
+def _limit_refusal_is_too_many_runs() -> Iterator[None]:
+    """PostgreSQL refuses a run over its owner's limit at its creation's commit (or check): a TooManyRuns."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if not runs_limit_refused(exc):
+            raise
+        raise _too_many_runs() from None
 
 
 def _first_call_worst_case(plan: RunPlan) -> Worst:
