@@ -121,10 +121,11 @@ def _reserve_more(hold: dict, *, usd: Decimal, tokens: int) -> bool:
 
     if attempt():
         return True
-    if not _period_rows(hold).exists():  # the period's first run: make its row, then try again
-        _period_ensure(hold)
-        return bool(attempt())
-    return False
+    # The period's first run makes its row, then tries again. Made whether or not the first try saw a row: a row
+    # another run made (and committed) between the try and a check would look like no room. The second try, a
+    # statement of its own, sees every row committed before it.
+    _period_ensure(hold)
+    return bool(attempt())
 
 
 def _hold(budget: Budget, at: datetime | None) -> dict:
