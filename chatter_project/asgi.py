@@ -1,24 +1,24 @@
-"""ASGI entry point: HTTP through Django's own handler (on request threads that outlive their request:
-core/request_threads.py), websockets through Channels (session or token auth)."""
+"""ASGI entry point: HTTP through Django's request handling in one hand-off to a request thread that outlives its
+request (core/http_handler.py), websockets through Channels (session or token auth)."""
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as get_asgi_application() does: the script prefix comes from each request
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from agent_server.routing import websocket_urlpatterns as agent_server_sockets  # noqa: E402
-from core.request_threads import RequestThreads  # noqa: E402
+from core.http_handler import HttpHandler  # noqa: E402
 from keys.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestThreads(django_asgi_app),
+        "http": HttpHandler(),
         "websocket": OriginCheckedForCookies(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(
             [*websocket_urlpatterns, *agent_server_sockets])))),
     }
