@@ -13,6 +13,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from core.db import instances
 
 USAGE_ROLLUP_COLUMNS = ("key", "day", "owner_id", "provider", "model", "template_id", "conversation_id", "api_key_id",
                         "executions", "completed_executions", "failed_executions", "cancelled_executions",
@@ -66,7 +67,7 @@ TEMPLATE_ANALYTICS_ADD = (
     '"last_failure_at" = COALESCE(excluded."last_failure_at", "analytics_templateanalytics"."last_failure_at")')
 
 # The prices that may be in force for a call of `provider` at a moment (the provider's and the wildcard's), newest
-# first: every run and every call asks, so it is one plain statement (ModelPrice.objects.raw).
+# first: every run and every call asks, so it is one plain statement (read as instances: core.db.instances).
 PRICES_IN_FORCE = (
     'SELECT "id", "provider", "model_pattern", "input_per_million", "cached_input_per_million", '
     '"output_per_million", "effective_from", "is_active", "created_at" FROM "analytics_modelprice" '
@@ -94,4 +95,4 @@ def template_analytics_add(row: dict[str, Any]) -> tuple[str, list]:
 def prices_in_force(*, provider: str, at) -> list[ModelPrice]:
     connection = connections[DEFAULT_DB_ALIAS]
     moment = ModelPrice._meta.get_field("effective_from").get_db_prep_value(at, connection)
-    return list(ModelPrice.objects.raw(PRICES_IN_FORCE, [True, moment, provider, ModelPrice.WILDCARD]))
+    return instances(ModelPrice, PRICES_IN_FORCE, [True, moment, provider, ModelPrice.WILDCARD])

@@ -33,6 +33,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
 from budgets.statements import ANY_BUDGET, BUDGETS_MATCHING, matching_params
+from core.db import instances
 from core.errors import ChatterError
 from webhooks.services import webhook_delivery_create
 
@@ -93,7 +94,7 @@ def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:
         cursor.execute(ANY_BUDGET, params)
         if not cursor.fetchone()[0]:
             return []
-    return list(Budget.objects.raw(BUDGETS_MATCHING, params))
+    return instances(Budget, BUDGETS_MATCHING, params)
 
 
 def _period_rows(hold: dict):

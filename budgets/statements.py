@@ -21,7 +21,7 @@ _MATCHING = """
 
 BUDGETS_MATCHING = f'SELECT * FROM "budgets_budget" WHERE {_MATCHING}'
 # Whether any applies: most runs fall under none, and this answer costs less than an empty BUDGETS_MATCHING read
-# through Manager.raw().
+# as instances (core.db.instances).
 ANY_BUDGET = f'SELECT EXISTS (SELECT 1 FROM "budgets_budget" WHERE {_MATCHING})'
 
 

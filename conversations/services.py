@@ -11,6 +11,7 @@ from django.utils import timezone
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
 from conversations.signals import message_deleted, message_saved
+from core.db import instances
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
     CONVERSATION_COLUMNS,
@@ -106,7 +107,7 @@ def _conversation_message_add(*, conversation_id, values: dict, saved_at, owner_
     if message is not None:
         statement = CONVERSATION_MESSAGE_ADD_WITH_MESSAGE
         params += stored_values(message, MESSAGE_RIDING_COLUMNS, connection)
-    return next(iter(Conversation.objects.raw(statement, params)), None)
+    return next(iter(instances(Conversation, statement, params)), None)
 
 
 def _conversation_message_take_out(*, message: Message) -> None:

@@ -1,7 +1,7 @@
 """The statements of conversations that the ORM cannot say: fixed SQL with placeholders, run by the services.
 
 A message is counted by one UPDATE that locks the conversation's row, gives the message its sequence and returns
-the row as it now is (`RETURNING`, read through `Manager.raw`), then inserted; on PostgreSQL the message rides on
+the row as it now is (`RETURNING`, read by core.db.instances), then inserted; on PostgreSQL the message rides on
 that UPDATE, and a new conversation's first message on its INSERT (data-modifying WITH: one statement, not two).
 A continuing turn's memory is one SELECT. Each is a fixed text because the ORM cannot say it (RETURNING, WITH) or
 says it several times slower on every turn: bench/RESULTS.md ("Named statements of conversations, budgets and keys") has the figures.

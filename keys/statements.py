@@ -11,6 +11,7 @@ import functools
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from core.db import field_values
 from keys.models import ApiToken
 
 
@@ -46,15 +47,8 @@ def key_live(*, digest: str, now) -> ApiToken | None:
     if row is None:
         return None
     token_columns, user_columns = _columns()
-    token = ApiToken.from_db(DEFAULT_DB_ALIAS, token_columns, _values(ApiToken, token_columns, row, connection))
+    token = ApiToken.from_db(DEFAULT_DB_ALIAS, token_columns, field_values(ApiToken, token_columns, row, connection))
     user_model = get_user_model()
     token.user = user_model.from_db(DEFAULT_DB_ALIAS, user_columns,
-                                    _values(user_model, user_columns, row[len(token_columns):], connection))
+                                    field_values(user_model, user_columns, row[len(token_columns):], connection))
     return token
-
-
-def _values(model, columns: list[str], values, connection) -> list:
-    """Through each field's own from_db_value, where it has one (a JSON field's text parsed)."""
-    fields = [model._meta.get_field(name) for name in columns]
-    return [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-            for field, value in zip(fields, values)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core.db import Insert
+from core.db import Insert, instances
 
 from workflows.models import (
     Checkpoint,
@@ -220,8 +220,7 @@ def template_visible(*, user_id, pk=None, key: str = "") -> WorkflowTemplate | N
     if pk is not None:
         connection = connections[DEFAULT_DB_ALIAS]
         pk = WorkflowTemplate._meta.get_field("id").get_db_prep_value(pk, connection)
-        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_ID, [True, True, user_id, pk])
+        found = instances(WorkflowTemplate, TEMPLATE_BY_ID, [True, True, user_id, pk])
     else:
-        found = WorkflowTemplate.objects.raw(TEMPLATE_BY_KEY, [True, True, user_id, key, user_id])
-    found = list(found)  # read whole: no cursor left open
+        found = instances(WorkflowTemplate, TEMPLATE_BY_KEY, [True, True, user_id, key, user_id])
     return found[0] if found else None
