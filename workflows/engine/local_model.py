@@ -6,6 +6,7 @@ message and `current_time` when asked for the time, then answers from the tool r
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -55,9 +56,7 @@ class LocalChatModel(BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "LocalChatModel":
         # LangChain tools, or OpenAI function schemas ({"type": "function", "function": {"name", …}}).
         names = tuple(getattr(tool, "name", None) or (tool.get("function") or tool)["name"] for tool in tools)
-        # A new object (not model_copy, which would carry what LangChain cached about this one, shared as it is).
-        return type(self)(model_name=self.model_name, temperature=self.temperature, max_tokens=self.max_tokens,
-                          token_delay_s=self.token_delay_s, tool_names=names)
+        return _with_tools(self.model_name, self.temperature, self.max_tokens, self.token_delay_s, names)
 
     # --- the deterministic "thinking" -------------------------------------------------------------
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:
@@ -172,3 +171,14 @@ def local_embeddings(inputs: list, *, dimensions: int | None = None) -> tuple[li
         norm = math.sqrt(sum(value * value for value in vector)) or 1.0
         vectors.append([value / norm for value in vector])
     return vectors, tokens
+
+
+@functools.lru_cache(maxsize=64)
+def _with_tools(model_name: str, temperature: float | None, max_tokens: int | None, token_delay_s: float,
+                tool_names: tuple[str, ...]) -> LocalChatModel:
+    """One model object with tools per set of parameters and tools, and process, shared as the model without
+    tools is (workflows.engine.providers): LangChain describes a model object once, the first time it is called
+    (its `_serialized`, about 0.4 ms of a turn). A new object, not a model_copy, which would carry what LangChain
+    cached about the model without tools."""
+    return LocalChatModel(model_name=model_name, temperature=temperature, max_tokens=max_tokens,
+                          token_delay_s=token_delay_s, tool_names=tool_names)
