@@ -14,7 +14,7 @@ class TemplateAnalytics(TokenTotals):
     template's figures are the sums over its slots, always equal to the sums over its ended runs (I2). A run adds
     to its slot in its ending transaction, so that concurrent runs of one template rarely wait on one row's lock."""
 
-    SLOTS = 64
+    SLOTS = 256
 
     template = models.ForeignKey("workflows.WorkflowTemplate", on_delete=models.CASCADE, related_name="analytics")
     slot = models.PositiveSmallIntegerField(default=0)

@@ -1,5 +1,6 @@
 """A template's figures, kept in one row before, become its slots when analytics 0005 migrates: each the sums over
-the ended runs whose id picks it, so that a later re-pricing of a run finds the run's figures in its own slot."""
+the ended runs whose id picks it, so that a later re-pricing of a run finds the run's figures in its own slot; 0007
+and 0008 spread the slots again (16 to 64, 64 to 256) the same way."""
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -66,13 +67,24 @@ def test_a_templates_one_row_becomes_the_slots_of_its_runs(alice):
     assert_i2()
 
 
+SPREADS = {  # (the migration before, the one that spreads, the slots before; the runs' low bits and outcomes)
+    "16 to 64": ("0006_alter_usagerollup_api_key", "0007_template_analytics_64_slots", 16,
+                 [(3, "completed"), (19, "completed"), (35, "failed"), (3 + 64, "cancelled"), (3, "running")]),
+    "64 to 256": ("0007_template_analytics_64_slots", "0008_template_analytics_256_slots", 64,
+                  [(3, "completed"), (67, "completed"), (131, "failed"), (3 + 256, "cancelled"), (3, "running")]),
+}
+
+
+@pytest.mark.parametrize("spread", SPREADS, ids=list(SPREADS))
 @pytest.mark.django_db(transaction=True)
-def test_sixteen_slots_become_sixty_four_each_the_sums_of_the_runs_whose_id_picks_it(alice):
-    before, after = [("analytics", "0006_alter_usagerollup_api_key")], [("analytics", "0007_template_analytics_64_slots")]
+def test_a_templates_slots_spread_again_each_the_sums_of_the_runs_whose_id_picks_it(alice, spread):
+    before_name, after_name, old_slots, lows = SPREADS[spread]
+    before, after = [("analytics", before_name)], [("analytics", after_name)]
+    new_slots = 4 * old_slots
     template = WorkflowTemplate.objects.get(key="universal_chat")
     ended = timezone.now()
-    runs = [(uuid.UUID(int=(n << 8) + low), status, Decimal(f"0.0000{n}5")) for n, (low, status) in
-            enumerate([(3, "completed"), (19, "completed"), (35, "failed"), (3 + 64, "cancelled"), (3, "running")])]
+    runs = [(uuid.UUID(int=(n << 12) + low), status, Decimal(f"0.0000{n}5")) for n, (low, status) in enumerate(lows)]
+    assert {pk.int % old_slots for pk, _, _ in runs} == {3}  # before: the four ended runs all in slot 3
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     try:
@@ -86,17 +98,18 @@ def test_sixteen_slots_become_sixty_four_each_the_sums_of_the_runs_whose_id_pick
                                      execution_time_ms=10 * n, completed_at=ended + timedelta(seconds=n))
         Analytics = old_apps.get_model("analytics", "TemplateAnalytics")
         Analytics.objects.filter(template_id=template.pk).delete()
-        Analytics.objects.create(  # the four ended runs all pick slot 3 of 16
+        Analytics.objects.create(
             template_id=template.pk, slot=3, total_executions=4, successful_executions=2, failed_executions=1,
             cancelled_executions=1, total_cost=sum(cost for _, _, cost in runs[:4]), prompt_tokens=6,
             completion_tokens=12, total_tokens=18, total_execution_time_ms=60)
         executor.loader.build_graph()
         executor.migrate(after)
+        slots = {row.slot: (row.total_executions, row.total_tokens) for row in
+                 TemplateAnalytics.objects.filter(template=template)}
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
 
-    slots = {row.slot: (row.total_executions, row.total_tokens) for row in
-             TemplateAnalytics.objects.filter(template=template)}
-    assert slots == {3: (2, 0 + 9), 19: (1, 3), 35: (1, 6)}
+    # the first and the fourth run still share slot 3; the second and third have slots of their own
+    assert slots == {3: (2, 0 + 9), lows[1][0] % new_slots: (1, 3), lows[2][0] % new_slots: (1, 6)}
     assert_i2()
