@@ -10,6 +10,7 @@ from rest_framework import serializers
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from core.api.serializers import FieldsBuiltOnce, ValidatedByFieldsBuiltOnce
 from gateway.serializers import ChatCompletionSerializer, CompletionSerializer, EmbeddingsSerializer, ResponsesSerializer
+from workflows.api.chat import ChatSerializer
 from workflows.api.serializers import (
     AcceptedRunSerializer,
     ExecutionDetailSerializer,
@@ -78,6 +79,14 @@ def test_many_threads_render_different_rows_with_the_same_fields(alice, turn):
 
 TOOL = {"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}
 REQUESTS = {
+    ChatSerializer: [
+        {"message": "hello there"},
+        {"message": "hi", "temperature": 0.5, "max_tokens": 64, "allowed_tools": ["calculator"], "stream": True,
+         "template": "universal_chat", "enable_memory": False, "checkpoints": "every_step"},
+        {"message": "  "}, {"message": "hi", "temperature": 9}, {"message": "hi", "allowed_tools": ["rm -rf"]},
+        {"message": "hi", "template": "t", "definition_id": "00000000-0000-0000-0000-000000000001"},
+        {"message": "hi", "stream": True, "background": True}, {"message": "hi", "bogus": 1}, {}, "not an object",
+    ],
     ChatCompletionSerializer: [
         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
         {"model": "m", "messages": [
