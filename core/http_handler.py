@@ -75,8 +75,10 @@ class HttpHandler(BaseHandler):
                 await send({"type": "http.response.start", "status": response.status_code,
                             "headers": _headers(response)})
                 if response.streaming:
-                    await _streamed(response, receive, send)
-                    await sync_to_async(response.close, thread_sensitive=True)()
+                    try:
+                        await _streamed(response, receive, send)
+                    finally:  # a stream that failed is closed too: its thread's connection goes back to the pool
+                        await sync_to_async(response.close, thread_sensitive=True)()
                 else:
                     await send({"type": "http.response.body", "body": response.content})
         finally:

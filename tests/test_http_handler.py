@@ -21,10 +21,12 @@ from core.http_handler import HttpHandler
 stream_log: list[str] = []
 
 
-async def _parts(count: int, then_wait: bool):
+async def _parts(count: int, then_wait: bool, then_fail: bool = False):
     try:
         for i in range(count):
             yield f"part {i}\n"
+        if then_fail:
+            raise RuntimeError("the feed broke")
         if then_wait:
             await asyncio.Event().wait()  # a feed with nothing more to say yet
     finally:
@@ -37,7 +39,7 @@ def whoami(request):
 
 
 def stream(request):
-    return StreamingHttpResponse(_parts(int(request.GET["count"]), "wait" in request.GET),
+    return StreamingHttpResponse(_parts(int(request.GET["count"]), "wait" in request.GET, "fail" in request.GET),
                                  content_type="text/plain")
 
 
@@ -199,6 +201,19 @@ def test_a_stream_stops_when_its_client_goes_away(recorded):
     assert client.body == b"part 0\n"
     assert stream_log == ["stream closed"]
     assert [signal for signal, _ in recorded] == ["started", "finished"]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_fails_is_closed_and_its_error_raised(recorded):
+    handler = HttpHandler()
+    stream_log.clear()
+    client = Client()
+    with pytest.raises(RuntimeError, match="the feed broke"):
+        asyncio.run(handler(scope_for("/stream/?count=1&fail=1"), client.receive, client.send))
+    assert client.body == b"part 0\n" and stream_log == ["stream closed"]
+    assert [signal for signal, _ in recorded] == ["started", "finished"]  # closed: its connection given back
+    assert handler.kept == 1
 
 
 @pytest.mark.urls(__name__)
