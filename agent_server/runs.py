@@ -92,7 +92,7 @@ def graph_request(body, *, assistant=None) -> dict:
     for config, given in layers:
         configurable.update({key: value for key, value in ((config or {}).get("configurable") or {}).items()
                              if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE})
-        if given:
+        if given is not None:  # an empty context is a context (a context_schema graph gets its defaults)
             context = {**(context or {}), **given}
     return {"graph_input": body.input, "configurable": configurable, "context": context,
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
