@@ -82,3 +82,32 @@ def test_item_05_a_delta_channel_state_reads_as_the_graph_reads_it(graph_server,
     assert [t["values"] for t in found] == [expected]
     assert client.runs.wait(None, "delta_ledger", input={"entries": ["given"], "total": 0}) == {
         "entries": ["given", "entry 2"], "total": 1}
+
+
+def test_item_12_mcp_tools_list_each_assistant_with_a_compact_input_schema(alice_key, settings, monkeypatch):
+    import json
+
+    from django.test import Client as DjangoClient
+    from jsonschema import Draft202012Validator
+
+    from core.env import env_graphs
+    from tests.agent_server.conftest import GRAPHS
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("CHATTER_GRAPHS", str(GRAPHS))
+    settings.CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")  # (the graphs are loaded in this process)
+    listed = DjangoClient().post("/langgraph/mcp", data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+                                 content_type="application/json",
+                                 headers={"x-api-key": alice_key, "accept": "application/json, text/event-stream"})
+
+    tools = {tool["name"]: tool for tool in listed.json()["result"]["tools"]}
+    assert {"calculator_agent", "async_agent", "context_graph", "universal_chat"} <= set(tools)
+    assert len(listed.content) < 1500 * len(tools)  # (each messages graph's was 20 KB: every message class in full)
+    agent = tools["calculator_agent"]
+    assert set(agent) == {"name", "title", "description", "inputSchema", "_meta"}
+    assert len(json.dumps(agent)) < 1500 and set(agent["inputSchema"]["properties"]) == {"messages"}
+    validator = Draft202012Validator(agent["inputSchema"])
+    assert validator.is_valid({"messages": [{"role": "user", "content": "What is 12*7?"}]})
+    assert not validator.is_valid({"messages": [{"role": "user"}]}) and not validator.is_valid({"messages": "hi"})
+    assert tools["context_graph"]["inputSchema"]["properties"] == {"text": {"title": "Text", "type": "string"}}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import operator
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage
@@ -15,6 +15,7 @@ from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict  # (pydantic reads its schema on Python < 3.12)
 
 
 @dataclass
