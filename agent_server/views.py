@@ -168,8 +168,8 @@ class AssistantSchemas(LangGraphView):
 
 class AssistantSubgraphs(LangGraphView):
     def get(self, request, assistant_id, namespace=None):
-        assistants.assistant_row(user=request.user, assistant_id=assistant_id)
-        return Response({})
+        row = assistants.assistant_row(user=request.user, assistant_id=assistant_id)
+        return Response(assistants.assistant_subgraphs(row=row, namespace=namespace, recurse=self.flag("recurse")))
 
 
 class AssistantVersions(LangGraphView):

@@ -111,3 +111,24 @@ def test_item_12_mcp_tools_list_each_assistant_with_a_compact_input_schema(alice
     assert validator.is_valid({"messages": [{"role": "user", "content": "What is 12*7?"}]})
     assert not validator.is_valid({"messages": [{"role": "user"}]}) and not validator.is_valid({"messages": "hi"})
     assert tools["context_graph"]["inputSchema"]["properties"] == {"text": {"title": "Text", "type": "string"}}
+
+
+def test_item_02_subgraphs_answer_each_namespace_with_its_schemas(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+
+    top = client.assistants.get_subgraphs("nested")
+    every = client.assistants.get_subgraphs("nested", recurse=True)
+    one = client.assistants.get_subgraphs("nested", namespace="middle")
+    none = client.assistants.get_subgraphs("nested", namespace="nope")
+
+    assert list(every) == [name for name, _ in conformance.nested.get_subgraphs(recurse=True)] == [
+        "middle", "middle|inner"]
+    assert list(top) == list(one) == ["middle"] and none == {}
+    inner = dict(conformance.nested.get_subgraphs(recurse=True))["middle|inner"]
+    assert every["middle|inner"]["input_schema"] == inner.get_input_jsonschema()
+    assert every["middle|inner"]["output_schema"] == inner.get_output_jsonschema()
+    assert set(every["middle"]) >= {"input_schema", "output_schema", "state_schema", "config_schema",
+                                    "context_schema"}
+    assert "messages" in every["middle"]["state_schema"]["properties"]
+    assert client.assistants.get_subgraphs("async_agent") == {}
+    assert client.assistants.get_subgraphs("universal_chat") == {}
