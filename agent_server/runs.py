@@ -25,6 +25,7 @@ from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
+from agent_server.stream import graph_streams_asked
 from agent_server.rollback import runs_roll_back
 from agent_server.threads import (
     graph_thread_values,
@@ -238,6 +239,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
             graph_request={**graph_request(body, assistant=row), "streaming": streaming,
                            # the graph's checkpoints go to the run's log only when a stream shows them
                            "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
+                           "graph_streams": graph_streams_asked(body.stream_mode),
                            **_branch_from(owner=owner, body=body, thread_id=thread_id)},
             **run_target(row), **written)
     else:
