@@ -331,6 +331,10 @@ def _config_checked(*, config: dict, context: dict, graph_id: str) -> None:
         raise InvalidInput("config.configurable must be an object", details=[
             {"path": "config.configurable", "code": "invalid_type", "message": "configurable must be an object"}])
     own_context = graph_id in settings.CHATTER_GRAPHS
+    if own_context:  # a graph none of its runs could run (a factory asking for a ServerRuntime): refused as they are
+        from workflows.engine.graph import parse_graph
+
+        parse_graph(RegisteredGraph(graph_id).as_graph())
     errors = config_errors(config_layer(config=config, context=None if own_context else context))
     if errors:
         raise InvalidInput("invalid assistant configuration", details=errors)

@@ -132,3 +132,23 @@ def test_item_02_subgraphs_answer_each_namespace_with_its_schemas(graph_server, 
     assert "messages" in every["middle"]["state_schema"]["properties"]
     assert client.assistants.get_subgraphs("async_agent") == {}
     assert client.assistants.get_subgraphs("universal_chat") == {}
+
+
+def test_item_11_a_server_runtime_factory_is_refused_in_the_apis_json_error_shape(graph_server, alice_key):
+    """No public langgraph / langgraph-sdk name makes a ServerRuntime (docs/api/langgraph.md says why): a factory
+    asking for one is refused, by name, as a JSON 422, wherever it is named; nothing is written."""
+    import httpx
+
+    from agent_server.models import Assistant
+    from workflows.models import WorkflowExecution
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    for attempt in (lambda: client.runs.wait(None, "runtime_factory", input={}),
+                    lambda: client.assistants.create(graph_id="runtime_factory", name="needs a runtime")):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            attempt()
+        response = refused.value.response
+        assert response.status_code == 422 and response.headers["content-type"].startswith("application/json")
+        assert [e["code"] for e in response.json()["errors"]] == ["unsupported_factory"]
+        assert "ServerRuntime" in response.json()["detail"]
+    assert not WorkflowExecution.objects.exists() and not Assistant.objects.exists()
