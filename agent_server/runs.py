@@ -25,8 +25,8 @@ from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
-from agent_server.stream import graph_streams_asked
 from agent_server.rollback import runs_roll_back
+from agent_server.stream import graph_streams_asked
 from agent_server.threads import (
     graph_thread_values,
     owned_row,

@@ -11,7 +11,9 @@ node's result; messages-tuple: [message chunk, metadata] per token and a last ch
 messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
 (LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result, and a
 registered graph's checkpoints; checkpoints: each checkpoint a registered graph saves (its state snapshot); custom:
-Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
+Chatter's own event envelopes (tokens, cost, tools, limits, totals). A registered graph's run streams its own
+messages-tuple (LangGraph's chunks and their metadata) and events (its astream_events, v2, as they are) when the
+stream that started or resumed it asks them (graph_streams_asked). A run that pauses for input (a human_input
 node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
 then `end`; its resume (command.resume) streams the rest of the same run."""
 from __future__ import annotations
