@@ -264,19 +264,43 @@ def _registered_schemas(name: str) -> dict:
     needs) is null, as the stock server leaves what it cannot read."""
     from workflows.engine.python_graphs import graph_load
 
-    def schema(read) -> dict | None:
-        try:
-            return read()
-        except Exception:  # noqa: BLE001 - the graph's own code and types, whatever they raise
-            return None
-
-    graph = schema(lambda: graph_load(name))
+    graph = _schema(lambda: graph_load(name))
     if graph is None:
         return {"input_schema": None, "output_schema": None, "state_schema": None, "config_schema": None,
                 "context_schema": None}
-    return {"input_schema": schema(graph.get_input_jsonschema), "output_schema": schema(graph.get_output_jsonschema),
-            "state_schema": schema(graph.get_output_jsonschema), "config_schema": schema(graph.get_config_jsonschema),
-            "context_schema": schema(graph.get_context_jsonschema)}
+    return graph_schemas(graph)
+
+
+def _schema(read):
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - the graph's own code and types, whatever they raise
+        return None
+
+
+def graph_schemas(graph) -> dict:
+    """A compiled graph's (or subgraph's) schemas, as LangGraph gives them; one it cannot make is null."""
+    return {"input_schema": _schema(graph.get_input_jsonschema),
+            "output_schema": _schema(graph.get_output_jsonschema),
+            "state_schema": _schema(graph.get_output_jsonschema),
+            "config_schema": _schema(graph.get_config_jsonschema),
+            "context_schema": _schema(graph.get_context_jsonschema)}
+
+
+def assistant_subgraphs(*, row, namespace: str | None = None, recurse: bool = False) -> dict:
+    """The subgraphs of the assistant's graph, as the stock server answers them: each one's namespace (a nested
+    one's `outer|inner`, with `recurse`) and its schemas; `namespace`: only that subgraph (LangGraph's own
+    get_subgraphs). A graph of Chatter's own nodes has none (a python_graph node runs its graph as one node)."""
+    from workflows.engine.python_graphs import graph_load
+
+    graph = graph_of(row)  # 404 when the graph of a user's assistant is gone
+    if not isinstance(graph, RegisteredGraph):
+        return {}
+    compiled = _schema(lambda: graph_load(graph.name))
+    if compiled is None:  # a graph that cannot be built outside a run: nothing to read its subgraphs from
+        return {}
+    return {found: graph_schemas(subgraph)
+            for found, subgraph in compiled.get_subgraphs(namespace=namespace, recurse=recurse)}
 
 
 def assistant_versions(*, row, metadata: dict | None = None, limit: int = 10, offset: int = 0) -> list[dict]:
@@ -307,6 +331,10 @@ def _config_checked(*, config: dict, context: dict, graph_id: str) -> None:
         raise InvalidInput("config.configurable must be an object", details=[
             {"path": "config.configurable", "code": "invalid_type", "message": "configurable must be an object"}])
     own_context = graph_id in settings.CHATTER_GRAPHS
+    if own_context:  # a graph none of its runs could run (a factory asking for a ServerRuntime): refused as they are
+        from workflows.engine.graph import parse_graph
+
+        parse_graph(RegisteredGraph(graph_id).as_graph())
     errors = config_errors(config_layer(config=config, context=None if own_context else context))
     if errors:
         raise InvalidInput("invalid assistant configuration", details=errors)

@@ -328,10 +328,73 @@ def graph_input_schema(name: str) -> dict:
     except Exception as exc:  # the graph's own code, whatever it raises: the tool is still listed
         logger.warning("graph %r: no input schema for its MCP tool (%s: %s)", name, type(exc).__name__, exc)
         return ANY_OBJECT_SCHEMA
-    if schema.get("type") != "object":
-        schema = ANY_OBJECT_SCHEMA  # MCP's tool input is an object
+    schema = input_schema_compact(schema) if schema.get("type") == "object" else ANY_OBJECT_SCHEMA  # (MCP's
+    # tool input is an object)
     _graph_schemas[name] = (graph, schema)
     return schema
+
+
+MESSAGE_DEF = "Message"
+MESSAGE_SCHEMA = {  # a message as a caller writes one (LangGraph's add_messages takes it as it takes its class)
+    "type": "object",
+    "description": "A message: its role (user, assistant, system, tool) or LangChain type, and its content.",
+    "properties": {"role": {"type": "string"}, "type": {"type": "string"},
+                   "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+                   "id": {"type": "string"}, "name": {"type": "string"}, "tool_call_id": {"type": "string"},
+                   "tool_calls": {"type": "array", "items": {"type": "object"}}},
+    "required": ["content"],
+}
+
+
+def _is_message_class(name: str) -> bool:
+    import langchain_core.messages as lc_messages
+    from langchain_core.messages import BaseMessage
+
+    found = getattr(lc_messages, name, None)
+    return isinstance(found, type) and issubclass(found, BaseMessage)
+
+
+def input_schema_compact(schema: dict) -> dict:
+    """A graph's input schema as a tool's: LangChain's message classes (pydantic writes each one, its tool calls
+    and usage, in full: about 20 KB for any graph with messages) are one message object, as a caller writes it;
+    the rest is the graph's own, its definitions that are no longer referred to left out."""
+    defs = schema.get("$defs") or {}
+    messages = {name for name in defs if _is_message_class(name)}
+    if not messages:
+        return schema
+
+    def rewritten(value):
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/"):] in messages:
+                return {"$ref": f"#/$defs/{MESSAGE_DEF}"}
+            value = {key: rewritten(item) for key, item in value.items() if key != "$defs"}
+            one_of = value.get("oneOf") or value.get("anyOf")
+            if isinstance(one_of, list) and one_of and all(item == {"$ref": f"#/$defs/{MESSAGE_DEF}"}
+                                                         for item in one_of):
+                return {"$ref": f"#/$defs/{MESSAGE_DEF}"}  # any of the message classes: a message
+            return value
+        if isinstance(value, list):
+            return [rewritten(item) for item in value]
+        return value
+
+    compact = rewritten(schema)
+    kept = {name: rewritten(definition) for name, definition in defs.items() if name not in messages}
+    kept[MESSAGE_DEF] = MESSAGE_SCHEMA
+    used: set[str] = set()
+    pending = [compact]
+    while pending:  # the definitions the schema refers to, directly or through others
+        value = pending.pop()
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/"):] not in used:
+                used.add(ref[len("#/$defs/"):])
+                pending.append(kept.get(ref[len("#/$defs/"):]))
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    compact["$defs"] = {name: definition for name, definition in kept.items() if name in used}
+    return compact
 
 
 def tool_named(*, user, name: str, request_id=None) -> Tool:

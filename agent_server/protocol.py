@@ -59,7 +59,7 @@ def command_run(*, owner, thread_id: str, command: dict, api_key=None):
         run_input = params.get("input")
         body = {"assistant_id": assistant_id, "config": params.get("config") or None,
                 "metadata": params.get("metadata") or None, "if_not_exists": "create",
-                "multitask_strategy": "enqueue", "context": params.get("context") or None}
+                "multitask_strategy": "enqueue", "context": params.get("context")}
         if run_input is not None and _waiting(owner=owner, thread_id=thread_id):
             body["command"] = {"resume": run_input}  # the thread waits for an answer: this input is it
         else:

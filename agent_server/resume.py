@@ -7,9 +7,11 @@ from typing import AsyncIterator
 from agent_server.bodies import RunCreate
 from agent_server.models import AgentRun
 from agent_server.state import checkpoint_run
+from agent_server.stream import graph_streams_asked
 from agent_server.threads import thread_get
 from core.errors import Conflict, InvalidInput
 from workflows.models import WorkflowExecution
+from workflows.services.runs import waiting_run_input_set
 from workflows.services.waiting import execution_resume
 
 Mode = WorkflowExecution.Mode
@@ -38,6 +40,7 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
         raise InvalidInput(f"only command.resume is supported (not {unknown or ['an empty command']}): Chatter's "
                            "graphs are run from their own edges")
     execution = _waiting_run(owner=owner, thread_id=thread_id)
+    _graph_streams_set(execution, body.stream_mode)
     resume = body.command["resume"]
     asked = {q["interrupt_id"] for q in (execution.output_data or {}).get("input_required") or []}
     by_id = isinstance(resume, dict) and resume and set(resume) <= asked
@@ -48,6 +51,20 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
                                                        "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                                                        "multitask_strategy": body.multitask_strategy})
     return (execution, outcome) if mode == Mode.STREAM else (outcome, None)
+
+
+def _graph_streams_set(execution: WorkflowExecution, modes: list[str]) -> None:
+    """A registered graph's run goes on with the graph's own streams its resume's stream shows (agent_server.stream
+    graph_streams_asked), written on it before it is claimed."""
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import registered_graph_name
+
+    asked = graph_streams_asked(modes)
+    if registered_graph_name(parse_graph(execution.graph)) is None or asked == execution.input_data.get(
+            "graph_streams", []):
+        return
+    execution.input_data = {**execution.input_data, "graph_streams": asked}
+    waiting_run_input_set(execution_id=execution.pk, input_data=execution.input_data)
 
 
 def fork_request(*, owner, body: RunCreate, thread_id) -> dict:

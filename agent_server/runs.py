@@ -26,6 +26,7 @@ from agent_server.messages import ai_message_of_run, input_as_dicts, input_messa
 from agent_server.models import AgentCron, AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import runs_roll_back
+from agent_server.stream import graph_streams_asked
 from agent_server.threads import (
     graph_thread_values,
     owned_row,
@@ -92,7 +93,7 @@ def graph_request(body, *, assistant=None) -> dict:
     for config, given in layers:
         configurable.update({key: value for key, value in ((config or {}).get("configurable") or {}).items()
                              if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE})
-        if given:
+        if given is not None:  # an empty context is a context (a context_schema graph gets its defaults)
             context = {**(context or {}), **given}
     return {"graph_input": body.input, "configurable": configurable, "context": context,
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
@@ -238,6 +239,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
             graph_request={**graph_request(body, assistant=row), "streaming": streaming,
                            # the graph's checkpoints go to the run's log only when a stream shows them
                            "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
+                           "graph_streams": graph_streams_asked(body.stream_mode),
                            **_branch_from(owner=owner, body=body, thread_id=thread_id)},
             **run_target(row), **written)
     else:

@@ -174,6 +174,26 @@ def _graph_thread(conversation: Conversation):
         return None
 
 
+def thread_graph(thread_id: str):
+    """The compiled graph (on Chatter's checkpointer) whose state a LangGraph thread id holds: a thread's
+    (_graph_thread), or a run's own when it ran a registered graph without a thread; None when there is none."""
+    from workflows.checkpointer import checkpointer
+    from workflows.engine.graph import parse_graph
+    from workflows.engine.python_graphs import graph_load, registered_graph_name
+
+    conversation = Conversation.objects.filter(pk=thread_id).first()
+    if conversation is not None:
+        return _graph_thread(conversation)
+    execution = WorkflowExecution.objects.filter(pk=thread_id).only("graph").first()
+    name = registered_graph_name(parse_graph(execution.graph)) if execution is not None else None
+    if name is None:
+        return None
+    try:
+        return graph_load(name, config=_thread_config(execution)).copy(update={"checkpointer": checkpointer})
+    except InvalidInput:  # no longer registered
+        return None
+
+
 def _run_context(execution: WorkflowExecution):
     from workflows.engine.runtime import NullHooks, RunContext
 

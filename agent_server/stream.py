@@ -11,7 +11,9 @@ node's result; messages-tuple: [message chunk, metadata] per token and a last ch
 messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
 (LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result, and a
 registered graph's checkpoints; checkpoints: each checkpoint a registered graph saves (its state snapshot); custom:
-Chatter's own event envelopes (tokens, cost, tools, limits, totals). A run that pauses for input (a human_input
+Chatter's own event envelopes (tokens, cost, tools, limits, totals). A registered graph's run streams its own
+messages-tuple (LangGraph's chunks and their metadata) and events (its astream_events, v2, as they are) when the
+stream that started or resumed it asks them (graph_streams_asked). A run that pauses for input (a human_input
 node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
 then `end`; its resume (command.resume) streams the rest of the same run."""
 from __future__ import annotations
@@ -26,6 +28,20 @@ from agent_server.threads import thread_values
 from core.api.sse import frame
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
+
+
+GRAPH_STREAMS = ("messages-tuple", "events")  # a registered graph's own, when a stream shows them
+
+
+def graph_streams_asked(modes) -> list[str]:
+    """The stream modes a registered graph's run gives from the graph's own stream, not from Chatter's events:
+    its chat models' chunks (LangGraph's `messages`) and its astream_events (workflows.engine.graph_streams)."""
+    return [mode for mode in GRAPH_STREAMS if mode in (modes or ())]
+
+
+def graph_streams_of(execution) -> set[str]:
+    """Those a run was started (or resumed) with."""
+    return set((execution.input_data or {}).get("graph_streams") or ())
 
 
 def parse_last_event_id(value: str | None) -> tuple[int, int] | None:
@@ -80,13 +96,14 @@ class FrameMaker:
     """The frames of one run's feed for the stream modes asked for."""
 
     def __init__(self, *, run_id: str, thread_id: str | None, modes: list[str], inputs: list[dict],
-                 native: bool = False, subgraphs: bool = False):
+                 native: bool = False, subgraphs: bool = False, graph_streams: set[str] = frozenset()):
         self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
         self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
         # On a thread, each node's streaming message's id in the thread's state (the model's reply's own).
         self.message_ids: dict[str, str] = {}
         # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
         self.native, self.subgraphs = native, subgraphs
+        self.graph_streams = set(graph_streams) if native else set()  # modes the graph's own stream gives
         self.last_values: dict = {}
         self.open_task: dict | None = None  # the node that started last and has not ended (an interrupt's)
         self.ended_tasks: dict[str, tuple] = {}  # a registered graph's ended nodes (task, step) until their writes
@@ -144,8 +161,14 @@ class FrameMaker:
             return self._native_frames(name, data, envelope["ts"])
         if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
             return []
+        if name == "message_chunk":  # a registered graph's model chunk, [chunk, metadata], as LangGraph streams it
+            namespace = data.get("namespace") or []
+            event = "|".join(["messages", *namespace]) if self.subgraphs else "messages"
+            return [(event, data[name])] if "messages-tuple" in self.modes else []
+        if name == "graph_event":  # one of its astream_events, as it is
+            return [("events", data[name])] if "events" in self.modes else []
         if self.native:
-            modes = self.modes - {"values", "updates", "custom"}
+            modes = self.modes - {"values", "updates", "custom"} - self.graph_streams
         node = data.get("node_id") or ""
         if name == "token":
             text = data.get("text", "")

@@ -79,16 +79,21 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
 
 
 def graph_thread_values(thread_id: str) -> dict | None:
-    """The state a thread that keeps its graph's holds now (its latest checkpoint's channels, as JSON); None when
-    the thread has no checkpoint of its own."""
+    """The state a thread that keeps its graph's holds now, as JSON: read through its graph, as the graph's own
+    get_state reads it (a channel kept as deltas, LangGraph's DeltaChannel, is its writes replayed, not the
+    sentinel its checkpoint stores); None when the thread has no checkpoint of its own. A thread whose graph is no
+    longer registered reads as its latest checkpoint's channels."""
+    from agent_server.state import thread_graph
     from workflows.checkpointer import checkpointer
     from workflows.engine.python_graphs import as_json
 
-    found = checkpointer.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    found = checkpointer.get_tuple(config)
     if found is None:
         return None
-    channels = found.checkpoint.get("channel_values") or {}
-    return {name: as_json(value) for name, value in channels.items()
+    graph = thread_graph(thread_id)
+    channels = graph.get_state(config).values if graph is not None else found.checkpoint.get("channel_values")
+    return {name: as_json(value) for name, value in (channels or {}).items()
             if not name.startswith("__") and ":" not in name}
 
 

@@ -50,7 +50,7 @@ from agent_server.runs import (
     run_start,
     run_values,
 )
-from agent_server.stream import FrameMaker, feed_until_waiting, langgraph_stream, parse_last_event_id
+from agent_server.stream import FrameMaker, feed_until_waiting, graph_streams_of, langgraph_stream, parse_last_event_id
 from core.api.parsers import json_parse
 from core.api.sse import HEARTBEAT, event_stream_response
 from core.db import database_reachable
@@ -168,8 +168,8 @@ class AssistantSchemas(LangGraphView):
 
 class AssistantSubgraphs(LangGraphView):
     def get(self, request, assistant_id, namespace=None):
-        assistants.assistant_row(user=request.user, assistant_id=assistant_id)
-        return Response({})
+        row = assistants.assistant_row(user=request.user, assistant_id=assistant_id)
+        return Response(assistants.assistant_subgraphs(row=row, namespace=namespace, recurse=self.flag("recurse")))
 
 
 class AssistantVersions(LangGraphView):
@@ -357,7 +357,7 @@ class RunsStream(LangGraphView):
                             api_key=request.auth)
         maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
                            inputs=started.inputs, native=is_registered_run(started.execution),
-                           subgraphs=body.stream_subgraphs)
+                           subgraphs=body.stream_subgraphs, graph_streams=graph_streams_of(started.execution))
         on_disconnect = _canceller(started.execution.pk, request.user) if body.on_disconnect == "cancel" else None
         return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
 
@@ -417,7 +417,7 @@ class RunJoinStream(LangGraphView):
         modes = [mode for mode in request.query_params.getlist("stream_mode") if mode] or (
             agent_run.stream_mode if agent_run else ["values"])
         maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes,
-                           inputs=[], native=is_registered_run(execution))
+                           inputs=[], native=is_registered_run(execution), graph_streams=graph_streams_of(execution))
         feed = feed_until_waiting(execution_feed(execution.pk, after=resume[0] - 1 if resume else 0),
                                   execution_id=execution.pk)
         return _stream_response(feed, maker=maker, resume=resume, on_disconnect=_canceller(

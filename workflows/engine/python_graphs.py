@@ -338,56 +338,6 @@ def _summary(outputs) -> dict:
     return data if isinstance(data, dict) else {"result": data}
 
 
-CLASSIC_MODES = ["values", "updates", "custom"]
-
-
-class ProtocolEvents:
-    """What of LangGraph's protocol stream (astream_events v3) a run keeps, as (method, namespace, data): the
-    graph's values (its own, not its subgraphs'), updates (an interrupt is the run's question, not an update), custom
-    parts, its chat models' message deltas (a message a node returned whole is in the values), tool lifecycles, and
-    its subgraphs' starts (the run's own lifecycle is the run's events). `classic`: for the classic stream modes,
-    where a static breakpoint's empty interrupt is an update, as LangGraph's server streams it."""
-
-    def __init__(self, *, classic: bool = False):
-        self.message_ids: dict[tuple, str] = {}  # namespace → the message streaming there
-        self.classic = classic
-
-    def kept(self, event: dict) -> list[tuple[str, list, Any]]:
-        method, params = event.get("method"), event.get("params") or {}
-        namespace, data = list(params.get("namespace") or []), params.get("data")
-        if method == "values":
-            return [] if namespace else [("values", namespace, as_json(data))]
-        if method == "updates":
-            if isinstance(data, dict) and "__interrupt__" in data and (data["__interrupt__"] or not self.classic):
-                return []
-            return [("updates", namespace, as_json(data))]
-        if method == "custom" or (isinstance(method, str) and method.startswith("custom:")):
-            return [("custom", namespace, as_json(data))]
-        if method == "checkpoints":
-            return [("checkpoints", namespace, as_json(data))]
-        if method == "messages":
-            payload, metadata = (data[0], data[1]) if isinstance(data, (list, tuple)) and len(data) == 2 else (
-                data, {})
-            if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
-                return []
-            payload = as_json(payload)
-            if payload["event"] == "message-start":
-                self.message_ids[tuple(namespace)] = payload.get("id")
-                node = (metadata or {}).get("langgraph_node")
-                if node:
-                    payload["metadata"] = {**(payload.get("metadata") or {}), "langgraph_node": node}
-            elif self.message_ids.get(tuple(namespace)):
-                payload.setdefault("message_id", self.message_ids[tuple(namespace)])
-            return [("messages", namespace, payload)]
-        if method == "tools":
-            return [("tools", namespace, as_json(data))]
-        if method == "lifecycle" and isinstance(data, dict):
-            inner = list(data.get("namespace") or [])
-            if inner and data.get("event") == "started":
-                return [("lifecycle", inner, as_json({k: v for k, v in data.items() if k != "namespace"}))]
-        return []
-
-
 def booked_as_json(booked: dict) -> dict:
     """Each AI message's call usage (GraphAccounting.usage_by_message) as JSON, kept while a run waits for input
     (booked_from_json reads it back when it goes on)."""
@@ -439,7 +389,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      configurable: dict | None = None, context: Any = None,
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
                      streaming: str = "classic", checkpoint_id: str | None = None,
-                     stream_checkpoints: bool = False) -> dict:
+                     stream_checkpoints: bool = False, graph_streams: list | None = None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
@@ -447,9 +397,12 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
-    saves, as its state snapshot, with `stream_checkpoints`)."""
+    saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "events", the
+    graph's own message chunks and astream_events, when a stream shows them: classic_stream)."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
+
+    from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, classic_stream
 
     run_thread = RunThread()
     accounting = GraphAccounting(ctx, run_thread)
@@ -489,12 +442,13 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                 for method, namespace, data in protocol.kept(event):
                     run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         else:  # the stream modes of the classic run streams
-            modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else CLASSIC_MODES
-            async for namespace, mode, part in compiled.astream(run_input, config, subgraphs=True,
-                                                                stream_mode=modes, **kwargs):
-                for method, kept_ns, data in protocol.kept({"method": mode, "params": {
-                        "namespace": list(namespace), "data": part}}):
-                    run_thread.call(ctx.hooks.graph_streamed, method, kept_ns, data)
+            modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else list(CLASSIC_MODES)
+            if "messages-tuple" in (graph_streams or ()):
+                modes.append("messages")
+            async for method, namespace, data in classic_stream(compiled, run_input, config, modes=modes,
+                                                                events="events" in (graph_streams or ()),
+                                                                protocol=protocol, **kwargs):
+                run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         latest = {**config, "configurable": {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}}
         state = await compiled.aget_state(latest)  # the thread's state now (a branch's head, when it forked)
         outcome["values"] = dict(state.values or {})
