@@ -26,6 +26,7 @@ import time
 
 import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,7 +36,10 @@ TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
 
 
 def build_mcp() -> FastMCP:
-    mcp = FastMCP("chatter-test-tools", host="127.0.0.1", log_level="WARNING")
+    # Any Host header: tests reach it by names their fake resolver points at 127.0.0.1 (the SDK's own DNS rebinding
+    # guard would accept only 127.0.0.1 and localhost).
+    mcp = FastMCP("chatter-test-tools", host="127.0.0.1", log_level="WARNING",
+                  transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
     @mcp.tool(description="Adds two numbers.")
     def add(a: float, b: float) -> float:
