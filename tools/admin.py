@@ -12,6 +12,7 @@ class McpServerAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "url", "transport", "shared", "enabled", "health", "tools_refreshed_at")
     list_filter = ("transport", "shared", "enabled", "health")
     search_fields = ("name", "url", "owner__username")
+    list_select_related = ("owner",)
     fields = ("id", "name", "owner", "url", "transport", "header_names", "shared", "enabled", "health", "last_error",
               "checked_at", "tools", "tools_refreshed_at", "created_at", "updated_at")
     readonly_fields = ("id", "name", "owner", "url", "transport", "header_names", "health", "last_error",
