@@ -12,7 +12,8 @@ Tools:
 - `echo_header(name)`: the value of the request's header `name` ("" when absent): which credential a call carried.
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
-`requests` records each HTTP request's method, path and headers (lower-cased names), in order.
+`requests` records each HTTP request's method, path and headers (lower-cased names), in order; `calls` each tool
+call, (tool name, arguments).
 
     with McpTestServer() as server:
         async with streamable_http_client(server.url) as (read, write, _): ...
@@ -35,7 +36,8 @@ from starlette.routing import Route
 TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
 
 
-def build_mcp() -> FastMCP:
+def build_mcp(called) -> FastMCP:
+    """The server's tools; `called(name, arguments)` notes each call."""
     # Any Host header: tests reach it by names their fake resolver points at 127.0.0.1 (the SDK's own DNS rebinding
     # guard would accept only 127.0.0.1 and localhost).
     mcp = FastMCP("chatter-test-tools", host="127.0.0.1", log_level="WARNING",
@@ -43,23 +45,28 @@ def build_mcp() -> FastMCP:
 
     @mcp.tool(description="Adds two numbers.")
     def add(a: float, b: float) -> float:
+        called("add", {"a": a, "b": b})
         return a + b
 
     @mcp.tool(description="Waits for some seconds, then answers.")
     async def sleep(seconds: float) -> str:
+        called("sleep", {"seconds": seconds})
         await asyncio.sleep(seconds)
         return "slept"
 
     @mcp.tool(description="Always fails with the message given.")
     def fail(message: str = "it failed") -> str:
+        called("fail", {"message": message})
         raise RuntimeError(message)
 
     @mcp.tool(description="Returns a text of `size` characters.")
     def big(size: int) -> str:
+        called("big", {"size": size})
         return "x" * size
 
     @mcp.tool(description="Returns the value of one header of the HTTP request that called it.")
     def echo_header(name: str, ctx: Context) -> str:
+        called("echo_header", {"name": name})
         return ctx.request_context.request.headers.get(name, "")
 
     return mcp
@@ -68,6 +75,7 @@ def build_mcp() -> FastMCP:
 class McpTestServer:
     def __init__(self) -> None:
         self.requests: list[dict] = []
+        self.calls: list[tuple[str, dict]] = []
         self.token: str | None = None
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
@@ -97,6 +105,7 @@ class McpTestServer:
     def reset(self) -> McpTestServer:
         with self._lock:
             self.requests.clear()
+            self.calls.clear()
             self.token = None
         return self
 
@@ -107,7 +116,11 @@ class McpTestServer:
 
     # --- the ASGI app ---------------------------------------------------------------------------------------
     def _app(self):
-        mcp = build_mcp()
+        def called(name: str, arguments: dict) -> None:
+            with self._lock:
+                self.calls.append((name, arguments))
+
+        mcp = build_mcp(called)
         streamable = mcp.streamable_http_app()
         sse = mcp.sse_app()
 

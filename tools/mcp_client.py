@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import json
+from dataclasses import dataclass
+
 import anyio
 import httpx
-from mcp import ClientSession, McpError
+from mcp import ClientSession, McpError, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -92,6 +95,69 @@ async def mcp_tools_discover(*, url: str, transport: str, headers: dict[str, str
                              refused=isinstance(cause, DestinationRefused)) from None
     raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
                                    headers))
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one call of a tool gave: its text (for the model), or the error (`ok` false: the tool answered an
+    error, or the server could not be asked); `truncated` when the text was cut at the size cap."""
+    ok: bool
+    text: str
+    error: str = ""
+    truncated: bool = False
+
+
+async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], tool: str, arguments: dict,
+                        timeout_s: float, max_result_bytes: int) -> ToolResult:
+    """Call `tool` with `arguments` on the server, the whole exchange within `timeout_s`. A tool error (isError),
+    an MCP error or a timeout: a ToolResult that is not ok, saying why; a server that could not be asked (down,
+    refused, an HTTP error status, an answer that cannot be read) raises McpUnreachable (the caller marks it). The text
+    is cut at `max_result_bytes` (UTF-8) with a note."""
+    failures = TransportFailures()
+    try:
+        with anyio.fail_after(timeout_s), failures.scope:
+            async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
+                                   failures=failures) as session:
+                result = await session.call_tool(tool, arguments)
+                text = _result_text(result)
+                capped, truncated = _capped(text, max_result_bytes)
+                if result.isError:
+                    return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
+                return ToolResult(ok=True, text=capped, truncated=truncated)
+    except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
+        cause = _cause(exc)
+        if cause is None:
+            raise
+        if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
+            return ToolResult(ok=False, text="", error=_scrubbed(_describe(cause, timeout_s), headers))
+        raise McpUnreachable(_scrubbed(_describe(cause, timeout_s), headers),
+                             refused=isinstance(cause, DestinationRefused)) from None
+    raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
+                                   headers))
+
+
+def _result_text(result: types.CallToolResult) -> str:
+    """The result as text for a model: its text blocks; other blocks named; the structured content when there is
+    no text."""
+    parts = []
+    for block in result.content:
+        if isinstance(block, types.TextContent):
+            parts.append(block.text)
+        elif isinstance(block, types.EmbeddedResource) and isinstance(block.resource, types.TextResourceContents):
+            parts.append(block.resource.text)
+        else:
+            parts.append(f"[{block.type}{': ' + block.mimeType if getattr(block, 'mimeType', None) else ''}]")
+    if not parts and result.structuredContent is not None:
+        parts.append(json.dumps(result.structuredContent, ensure_ascii=False))
+    return "\n".join(parts)
+
+
+def _capped(text: str, max_bytes: int) -> tuple[str, bool]:
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text, False
+    kept = encoded[:max_bytes].decode(errors="ignore")
+    return f"{kept}\n[truncated: the result was {len(encoded)} bytes, only the first {max_bytes} are kept]", True
 
 
 async def _all_tools(session: ClientSession) -> list[dict]:

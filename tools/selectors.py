@@ -15,6 +15,28 @@ def mcp_server_list(*, user) -> QuerySet[McpServer]:
     return McpServer.objects.filter(Q(owner=user) | Q(shared=True)).select_related("owner")
 
 
+class ToolUnavailable(Exception):
+    """The caller may not call this tool now (no such server or tool that it sees, or the server is switched off);
+    the message says which."""
+
+
+def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
+    """The server and the server's own name of the MCP tool `<server>__<tool>` that `user` may call (their own
+    server before a shared one of the same name), or ToolUnavailable."""
+    server_name, qualifier, tool = name.partition(QUALIFIER)
+    if not qualifier or not server_name or not tool:
+        raise ToolUnavailable(f"{name!r} is not an MCP tool's name (<server>__<tool>)")
+    servers = sorted(mcp_server_list(user=user).filter(name=server_name), key=lambda s: s.owner_id != user.pk)
+    if not servers:
+        raise ToolUnavailable(f"there is no MCP server {server_name!r}")
+    server = servers[0]
+    if not server.enabled:
+        raise ToolUnavailable(f"the MCP server {server_name!r} is switched off")
+    if tool not in {each["name"] for each in server.tools}:
+        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool!r}")
+    return server, tool
+
+
 def mcp_server_headers(*, server: McpServer) -> dict[str, str]:
     """The server's headers, decrypted: for the MCP client only, never for a response or a log."""
     return json.loads(secret_decrypt(server.headers_encrypted)) if server.headers_encrypted else {}

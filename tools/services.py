@@ -15,9 +15,9 @@ from core.encryption import secret_encrypt
 from core.errors import Forbidden, InvalidInput
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
-from tools.mcp_client import McpUnreachable, mcp_tools_discover
+from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.models import McpServer
-from tools.selectors import mcp_server_headers
+from tools.selectors import mcp_server_headers, mcp_tool_get
 
 EDITABLE = ("name", "url", "transport", "headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
@@ -105,6 +105,32 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
     for field, value in fields.items():
         setattr(server, field, value)
     return server
+
+
+def mcp_tool_run(*, user, name: str, arguments: dict) -> ToolResult:
+    """Call the MCP tool `<server>__<tool>` that `user` may call (ToolUnavailable otherwise), with the server's
+    headers, within CHATTER_MCP_TIMEOUT_S, its text capped at CHATTER_MCP_MAX_RESULT_BYTES. A server that could not
+    be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
+    server, tool = mcp_tool_get(user=user, name=name)
+    try:
+        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport,
+                                              headers=mcp_server_headers(server=server), tool=tool,
+                                              arguments=arguments, timeout_s=settings.CHATTER_MCP_TIMEOUT_S,
+                                              max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
+    except McpUnreachable as exc:
+        _health_set(server, healthy=False, error=str(exc))
+        return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
+    if server.health != McpServer.Health.HEALTHY:
+        _health_set(server, healthy=True, error="")
+    return result
+
+
+def _health_set(server: McpServer, *, healthy: bool, error: str) -> None:
+    fields = {"health": McpServer.Health.HEALTHY if healthy else McpServer.Health.UNHEALTHY, "last_error": error,
+              "checked_at": timezone.now()}
+    McpServer.objects.filter(pk=server.pk).update(**fields)
+    for field, value in fields.items():
+        setattr(server, field, value)
 
 
 def mcp_server_editable_check(*, server: McpServer, actor) -> None:
