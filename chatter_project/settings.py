@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from core.env import (
     env_bool,
     env_choice,
+    env_fernet_keys,
     env_graphs,
     env_int,
     env_list,
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "budgets",
     "prompts",
     "gateway",
+    "tools",
 ]
 
 # Under ASGI, Django runs an async-capable MiddlewareMixin middleware's process_request and process_response each
@@ -220,11 +222,19 @@ CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS",
 # cron may name a webhook only when it is set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling.
 CHATTER_WEBHOOK_SECRET = env_str("CHATTER_WEBHOOK_SECRET") or ""
 CHATTER_WEBHOOK_RETRY_S = env_int("CHATTER_WEBHOOK_RETRY_S", 30, minimum=1)
-# Webhooks go to public addresses only; these networks (CIDRs or addresses, comma-separated) are the operator's
-# internal receivers, allowed too (webhooks/destinations.py).
+# Outbound requests made for a user (webhooks, MCP tool servers) go to public addresses only; these networks (CIDRs
+# or addresses, comma-separated) are the operator's internal destinations, allowed too (core/outbound.py).
+# CHATTER_WEBHOOK_ALLOWED_NETWORKS is the older name, still honoured: both lists are allowed.
+CHATTER_OUTBOUND_ALLOWED_NETWORKS = env_networks("CHATTER_OUTBOUND_ALLOWED_NETWORKS")
 CHATTER_WEBHOOK_ALLOWED_NETWORKS = env_networks("CHATTER_WEBHOOK_ALLOWED_NETWORKS")
-# How a webhook's host name becomes addresses: (host, port) -> [address]. A seam for tests, not an operator setting.
-CHATTER_WEBHOOK_RESOLVER = "webhooks.destinations.system_resolve"
+# MCP tool servers (tools/): how long discovery or one tool call may take, and how much of a call's result is kept.
+CHATTER_MCP_TIMEOUT_S = env_int("CHATTER_MCP_TIMEOUT_S", 30, minimum=1)
+CHATTER_MCP_MAX_RESULT_BYTES = env_int("CHATTER_MCP_MAX_RESULT_BYTES", 1_048_576, minimum=1)
+# Keys of what is kept encrypted at rest (an MCP server's headers), core/encryption.py: Fernet keys, the first
+# encrypts; a key derived from SECRET_KEY always decrypts too (and encrypts when none is set).
+CHATTER_ENCRYPTION_KEYS = env_fernet_keys("CHATTER_ENCRYPTION_KEYS")
+# How an outbound host name becomes addresses: (host, port) -> [address]. A seam for tests, not an operator setting.
+CHATTER_OUTBOUND_RESOLVER = "core.outbound.system_resolve"
 # Mail (Django's settings): with EMAIL_HOST set, alerts are also emailed to the budget's owner.
 EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

@@ -58,6 +58,23 @@ def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netwo
     return tuple(networks)
 
 
+def env_fernet_keys(name: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys (32 bytes, URL-safe base64: `Fernet.generate_key()`). Unset: none."""
+    import base64
+    import binascii
+
+    keys = env_list(name, [])
+    for key in keys:
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise ImproperlyConfigured(f"{name} must be comma-separated Fernet keys (32 bytes, URL-safe base64), "
+                                       f"one is not") from None
+    return tuple(keys)
+
+
 # scheme://host[:port], nothing more: what a browser sends in `Origin`.
 _ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
                      r"(?P<host>[^\s/?#@:*\[\]]+|\[[0-9a-f:.]+\])"  # a name or address, or an IPv6 one in brackets

@@ -23,6 +23,8 @@ from prompts.services import prompt_create, prompt_label_set, prompt_version_ass
 from scores.models import Score
 from scores.services import score_create
 from tests.factories import WorkflowDefinitionFactory
+from tools.models import McpServer
+from tools.services import mcp_server_create
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -42,7 +44,7 @@ EVERY_MODEL = [
     Conversation, Message, Document,
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
     WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem, Assistant,
-    AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score, Dataset, DatasetItem,
+    AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score, Dataset, DatasetItem, McpServer,
 ]
 
 
@@ -107,6 +109,7 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     prompt_version_assigned(label=label, conversation_id=run.conversation_id)
     score_create(owner=alice, name="calculator", value=1.0, data_type="numeric", execution_id=run.pk)
     dataset_item_from_run(dataset=dataset_create(owner=alice, name="calculator"), execution_id=run.pk)
+    mcp_server_create(owner=alice, name="calculator", url="https://93.184.215.14/mcp", discover=False)
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model

@@ -6,6 +6,7 @@ shape (tests/surfaces.py). Each request to a sync view runs in a transaction rol
 meets the same rows (the async views, which wait for runs, change none when refused). (The /api/v1/ schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from asyncio import iscoroutinefunction
@@ -109,7 +110,7 @@ def path_of(route: str, fill) -> str:
 class World:
     """Alice's rows, one of each kind a route may name, made through the API the way a user makes them."""
 
-    def __init__(self, client: Client, headers: dict):
+    def __init__(self, client: Client, headers: dict, mcp_url: str):
         def send(method: str, path: str, body=None) -> dict | list:
             response = client.generic(method, path, json.dumps(body) if body is not None else "",
                                       content_type="application/json", **headers)
@@ -147,6 +148,7 @@ class World:
                                                          "labels": ["production"]})["name"],
             "scores": send("POST", "/api/v1/scores/", {"name": "q", "value": 1, "execution": self.run})["id"],
             "datasets": send("POST", "/api/v1/datasets/", {"name": "qa"})["id"],
+            "tools/servers": send("POST", "/api/v1/tools/servers/", {"name": "t", "url": mcp_url})["id"],
         }
         self.ids["analytics/prompts"] = self.ids["prompts"]
         send("POST", f"/api/v1/datasets/{self.ids['datasets']}/items/", {"input": "question"})
@@ -181,10 +183,11 @@ def content_of(response) -> bytes:
 JUNK_IDS = ["not-an-id", "00000000-0000-0000-0000-000000000000", "9" * 40, "a" * 300]
 
 
-def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_shape(alice, staff):
+def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_shape(alice, staff, mcp_server, settings):
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)  # the real MCP server's
     client = Client(raise_request_exception=False)
     alices, staffs = (token_headers(user) for user in (alice, staff))
-    world = World(client, alices)
+    world = World(client, alices, mcp_server.url)
     declared = declared_queries()
     failures: list[str] = []
     sent = 0

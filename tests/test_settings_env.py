@@ -29,6 +29,8 @@ def start(tmp_path, *, then: str = "", **env):
         ("CHATTER_GRAPHS", str(ROOT / "tests" / "agent_server" / "graphs" / "agent.py")),  # not a JSON file
         ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
         ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.1.2.3/24"),  # host bits set: refused, not widened
+        ("CHATTER_OUTBOUND_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
+        ("CHATTER_ENCRYPTION_KEYS", "not-a-fernet-key"),
         ("CHATTER_CORS_ALLOWED_ORIGINS", "localhost:3000"),  # no scheme
         ("CHATTER_CORS_ALLOWED_ORIGINS", "http://localhost:3000/"),  # a path, even "/", never matches an Origin
         ("CHATTER_CORS_ALLOWED_ORIGINS", "http://ui.example,*"),  # no wildcard: name the origins

@@ -83,7 +83,7 @@ def receiver():
 
 class FakeDNS:
     """Name resolution of webhook hosts, scripted: each name gives its answers in turn (the last one from then on),
-    an unknown name does not resolve; every lookup is kept. Webhooks reach it through CHATTER_WEBHOOK_RESOLVER."""
+    an unknown name does not resolve; every lookup is kept. Webhooks and MCP clients reach it through CHATTER_OUTBOUND_RESOLVER."""
 
     current = None
 
@@ -109,6 +109,6 @@ def fake_resolve(host: str, port: int) -> list[str]:
 def fake_dns(settings):
     """Webhook hosts resolve as the test scripts them (in this process: deliveries run inline in tests)."""
     FakeDNS.current = FakeDNS()
-    settings.CHATTER_WEBHOOK_RESOLVER = "tests.webhook_receiver.fake_resolve"
+    settings.CHATTER_OUTBOUND_RESOLVER = "tests.webhook_receiver.fake_resolve"
     yield FakeDNS.current
     FakeDNS.current = None

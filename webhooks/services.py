@@ -8,14 +8,14 @@ from django.db import transaction
 from django_q.tasks import async_task
 
 from core.errors import InvalidInput
-from webhooks.destinations import DestinationRefused, destination_check
+from core.outbound import DestinationRefused, destination_check
 from webhooks.models import WebhookDelivery
 
 MAX_URL_CHARS = 500
 
 
 def webhook_url_check(*, url, path: str = "webhook") -> None:
-    """A webhook must be an http(s) URL to an allowed destination (webhooks.destinations: public, or in the
+    """A webhook must be an http(s) URL to an allowed destination (core.outbound: public, or in the
     operator's allowed networks; no credentials in it), and deliveries must be signable: CHATTER_WEBHOOK_SECRET
     set. InvalidInput (naming `path`) otherwise, before anything is written."""
     if not settings.CHATTER_WEBHOOK_SECRET:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
-from webhooks.destinations import DestinationRefused, DestinationUnresolved, destination_check
+from core.outbound import DestinationRefused, DestinationUnresolved, destination_check
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _post(url: str, *, body: bytes, headers: dict) -> tuple[int, str]:
 
 def webhook_deliver(delivery_id: str) -> str:
     """One attempt to deliver; a failure (an error, or a status outside 2xx) schedules the next after a backoff,
-    until MAX_ATTEMPTS. A destination that is not allowed (webhooks.destinations) fails the delivery at once.
+    until MAX_ATTEMPTS. A destination that is not allowed (core.outbound) fails the delivery at once.
     Every attempt is logged on the delivery (the admin shows it)."""
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
     if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):

@@ -6,11 +6,12 @@ import asyncio
 import json
 from decimal import Decimal
 
-import httpx2
+import httpx
 import pytest
 from django.test import Client as DjangoClient
+from langchain_mcp_adapters.client import MultiServerMCPClient
 from langgraph_sdk import get_sync_client
-from mcp import Client, ClientSession, MCPError
+from mcp import ClientSession, McpError
 from mcp.client.streamable_http import streamable_http_client
 
 from audit.models import AuditEvent
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUESTION = "What is 12*7?"
 
 
-def http_client(key: str | None) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(headers={"x-api-key": key} if key else {}, timeout=httpx2.Timeout(30, read=120))
+def http_client(key: str | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(headers={"x-api-key": key} if key else {}, timeout=httpx.Timeout(30, read=120))
 
 
 def with_session(server, key: str, work):
@@ -34,7 +35,7 @@ def with_session(server, key: str, work):
     returns (the initialize result, what work returned)."""
     async def connected():
         async with http_client(key) as http, streamable_http_client(f"{server.langgraph_url}/mcp",
-                                                                    http_client=http) as (read, write):
+                                                                    http_client=http) as (read, write, _):
             async with ClientSession(read, write) as session:
                 initialized = await session.initialize()
                 return initialized, await work(session)
@@ -56,22 +57,22 @@ def test_the_mcp_client_lists_assistants_as_tools_and_a_call_is_an_accounted_run
 
     initialized, (tools, result) = with_session(graph_server, alice_key, work)
 
-    assert initialized.server_info.name == "chatter" and initialized.protocol_version == "2025-11-25"
+    assert initialized.serverInfo.name == "chatter" and initialized.protocolVersion == "2025-11-25"
     assert initialized.capabilities.tools is not None
     assert {"universal_chat", "calculator_agent", "house_agent"} <= tools.keys()
     chat = tools["universal_chat"]
-    assert chat.title == "Universal chat" and set(chat.input_schema["properties"]) == {"message", "messages"}
+    assert chat.title == "Universal chat" and set(chat.inputSchema["properties"]) == {"message", "messages"}
     graph = tools["calculator_agent"]  # the graph's own input schema (a MessagesState)
-    assert graph.input_schema["required"] == ["messages"] and "$defs" in graph.input_schema
+    assert graph.inputSchema["required"] == ["messages"] and "$defs" in graph.inputSchema
     assert graph.meta == {"chatter/assistant_id": "calculator_agent", "chatter/graph_id": "calculator_agent"}
     # A graph whose schema cannot be made (a TypedDict state pydantic cannot read on Python 3.11, a factory that
     # needs a runtime) is still a tool, taking any object.
-    assert tools["stateful"].input_schema == {"type": "object"} and "runtime_factory" in tools
+    assert tools["stateful"].inputSchema == {"type": "object"} and "runtime_factory" in tools
 
-    assert result.is_error is False
+    assert result.isError is False
     assert "84" in result.content[0].text
-    assert [m["type"] for m in result.structured_content["messages"]] == ["human", "ai"]
-    assert result.structured_content["messages"][-1]["content"] == result.content[0].text
+    assert [m["type"] for m in result.structuredContent["messages"]] == ["human", "ai"]
+    assert result.structuredContent["messages"][-1]["content"] == result.content[0].text
     execution = run_of(result)
     assert execution.owner == alice and execution.template.key == "universal_chat" and execution.status == "completed"
     assert execution.conversation_id is None and execution.mode == "sync"
@@ -93,8 +94,8 @@ def test_a_registered_graph_is_called_with_its_own_input_and_accounted(graph_ser
     _, result = with_session(graph_server, alice_key, lambda session: session.call_tool(
         "calculator_agent", {"messages": [{"role": "user", "content": QUESTION}]}))
 
-    assert result.is_error is False and result.content[0].text == "12*7 = 84"
-    assert [m["type"] for m in result.structured_content["messages"]] == ["human", "ai", "tool", "ai"]
+    assert result.isError is False and result.content[0].text == "12*7 = 84"
+    assert [m["type"] for m in result.structuredContent["messages"]] == ["human", "ai", "tool", "ai"]
     execution = run_of(result)
     assert execution.status == "completed" and figures(execution) == EXPECTED
     assert_all(execution)
@@ -109,19 +110,19 @@ def test_a_run_that_fails_is_an_error_result_and_its_usage_is_kept(server, alice
     async def work(session):
         failed = await session.call_tool(tight["assistant_id"], {"message": QUESTION})
         refused = await session.call_tool("universal_chat", {})  # no message: nothing to run
-        with pytest.raises(MCPError) as unknown:
+        with pytest.raises(McpError) as unknown:
             await session.call_tool("no_such_assistant", {"message": "hi"})
         return failed, refused, unknown.value
 
     _, (failed, refused, unknown) = with_session(server, alice_key, work)
 
-    assert failed.is_error is True and "limit_exceeded" in failed.content[0].text
+    assert failed.isError is True and "limit_exceeded" in failed.content[0].text
     execution = run_of(failed)
     assert execution.status == "failed" and execution.error_type == "limit_exceeded"
     assert execution.total_tokens > 0  # what the model reported before the limit stopped the run (I5)
     assert_all(execution)
-    assert refused.is_error is True and "message" in refused.content[0].text and refused.meta is None
-    assert unknown.code == -32602 and "no_such_assistant" in unknown.error.message
+    assert refused.isError is True and "message" in refused.content[0].text and refused.meta is None
+    assert unknown.error.code == -32602 and "no_such_assistant" in unknown.error.message
     assert WorkflowExecution.objects.count() == runs_before + 1  # only the run that failed
     assert reconcile_exit_code() == 0
 
@@ -134,7 +135,7 @@ def test_bob_neither_sees_nor_calls_alices_assistants(server, alice_key, bob, bo
 
     async def bobs_work(session):
         tools = await all_tools(session)
-        with pytest.raises(MCPError) as refused:
+        with pytest.raises(McpError) as refused:
             await session.call_tool(mine, {"message": "hi"})
         return tools, refused.value
 
@@ -142,38 +143,41 @@ def test_bob_neither_sees_nor_calls_alices_assistants(server, alice_key, bob, bo
 
     assert mine in alices and alices[mine].title == "Alice's helper"
     assert mine not in bobs and "universal_chat" in bobs
-    assert refused.code == -32602
+    assert refused.error.code == -32602
     assert not WorkflowExecution.objects.filter(owner=bob).exists()
 
 
 def test_a_key_without_the_runs_scope_lists_tools_but_cannot_call_one(server, alice):
     reader = ApiTokenFactory(user=alice, name="reader", scopes=["read"]).key
 
-    async def work(session):
-        tools = await all_tools(session)
-        with pytest.raises(MCPError):
-            await session.call_tool("universal_chat", {"message": QUESTION})
-        return tools
-
-    _, tools = with_session(server, reader, work)
+    _, tools = with_session(server, reader, all_tools)
+    # mcp 1.x's transport raises an HTTP error status (here the 403) out of the connection, not as an McpError.
+    with pytest.raises(ExceptionGroup) as failed:
+        with_session(server, reader, lambda session: session.call_tool("universal_chat", {"message": QUESTION}))
     refused = mcp_post(reader, call_message("universal_chat"))
 
     assert "universal_chat" in tools
+    forbidden = failed.value.subgroup(httpx.HTTPStatusError).exceptions[0]
+    assert forbidden.response.status_code == 403
     assert refused.status_code == 403 and "(runs)" in refused.json()["detail"]
     assert not WorkflowExecution.objects.exists()
 
 
-def test_the_default_client_falls_back_from_its_2026_probe_to_initialize(server, alice_key):
-    """mcp's Client first probes `server/discover` (the 2026-07-28 revision, not spoken here); refused, it
-    falls back to the initialize handshake."""
-    async def connected():
-        async with http_client(alice_key) as http:
-            async with Client(streamable_http_client(f"{server.langgraph_url}/mcp", http_client=http)) as client:
-                return client.protocol_version, (await client.list_tools()).tools
+def test_langchains_mcp_adapters_load_the_assistants_as_tools_and_a_call_is_a_run(server, alice, alice_key):
+    """langchain-mcp-adapters (what a Python graph uses for MCP tools) over the same endpoint: the assistants
+    become LangChain tools, and invoking one is a run of the caller's."""
+    async def loaded():
+        client = MultiServerMCPClient({"chatter": {
+            "transport": "streamable_http", "url": f"{server.langgraph_url}/mcp", "headers": {"x-api-key": alice_key}}})
+        tools = {tool.name: tool for tool in await client.get_tools()}
+        return tools, await tools["universal_chat"].ainvoke({"message": QUESTION})
 
-    version, tools = asyncio.run(connected())
+    tools, answer = asyncio.run(loaded())
 
-    assert version == "2025-11-25" and "universal_chat" in {tool.name for tool in tools}
+    assert "universal_chat" in tools and set(tools["universal_chat"].args_schema["properties"]) == {"message", "messages"}
+    assert "84" in str(answer)
+    execution = WorkflowExecution.objects.get()
+    assert execution.owner == alice and execution.status == "completed" and execution.template.key == "universal_chat"
 
 
 # --- the transport's edges (Django's test client) ------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Where a webhook may be sent: a public address, or one in CHATTER_WEBHOOK_ALLOWED_NETWORKS (the operator's own
-receivers). A URL is checked when it is saved, and each delivery resolves its host once, checks every address it
-gets and connects to the checked address itself, so a name cannot point somewhere else between check and connect
-(DNS rebinding)."""
+"""Where Chatter may send a request on a user's behalf (webhooks, MCP tool servers): a public address, or one in
+CHATTER_OUTBOUND_ALLOWED_NETWORKS (the operator's own internal destinations; CHATTER_WEBHOOK_ALLOWED_NETWORKS, its
+older name, is honoured too). A URL is checked when it is saved, and each request resolves its host once, checks
+every address it gets and connects to the checked address itself, so a name cannot point somewhere else between
+check and connect (DNS rebinding): webhooks through `destination_check`, async HTTP clients (the MCP client)
+through `CheckedAsyncTransport`, which checks every request it sends."""
 from __future__ import annotations
 
 import ipaddress
 import socket
 from dataclasses import dataclass
 
+import anyio
 import httpx
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -27,7 +30,7 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix: the las
 
 
 class DestinationRefused(Exception):
-    """The URL points at something Chatter does not send webhooks to; the message says why."""
+    """The URL points at something Chatter does not send requests to; the message says why."""
 
 
 class DestinationUnresolved(Exception):
@@ -36,7 +39,7 @@ class DestinationUnresolved(Exception):
 
 @dataclass(frozen=True)
 class Destination:
-    """A checked webhook destination: `url` has the checked address as its host; `host` (the Host header) and
+    """A checked destination: `url` has the checked address as its host; `host` (the Host header) and
     `sni_hostname` (https: the name sent in TLS and checked against the certificate) keep the URL's name."""
     url: httpx.URL
     host: str
@@ -44,14 +47,14 @@ class Destination:
 
 
 def system_resolve(host: str, port: int) -> list[str]:
-    """The addresses the system's resolver (/etc/hosts, DNS) gives `host`. The default CHATTER_WEBHOOK_RESOLVER."""
+    """The addresses the system's resolver (/etc/hosts, DNS) gives `host`. The default CHATTER_OUTBOUND_RESOLVER."""
     return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination | None:
     """The URL's destination, once every address its host resolves to is allowed. DestinationRefused says why not.
-    A name that does not resolve raises DestinationUnresolved; with `unresolved_ok` (a webhook being saved: it may
-    resolve later, and every delivery checks it again) it gives None instead, unless it is an internal name."""
+    A name that does not resolve raises DestinationUnresolved; with `unresolved_ok` (a URL being saved: it may
+    resolve later, and every request checks it again) it gives None instead, unless it is an internal name."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -76,8 +79,8 @@ def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination |
         refusal = address_refusal(address)
         if refusal:
             where = f"{host} resolves to {address}, " if literal is None else f"{address} is "
-            raise DestinationRefused(f"{where}{refusal}: webhooks go to public addresses only (an operator may "
-                                     "allow internal receivers with CHATTER_WEBHOOK_ALLOWED_NETWORKS)")
+            raise DestinationRefused(f"{where}{refusal}: requests go to public addresses only (an operator may "
+                                     "allow internal destinations with CHATTER_OUTBOUND_ALLOWED_NETWORKS)")
     chosen = addresses[0]
     return Destination(url=parsed.copy_with(host=str(chosen)), host=parsed.netloc.decode("ascii"),
                        sni_hostname=host if literal is None and parsed.scheme == "https" else None)
@@ -85,7 +88,7 @@ def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination |
 
 def _resolved(host: str, port: int, *, unresolved_ok: bool) -> list[Address]:
     internal = host in INTERNAL_NAMES or host.endswith(INTERNAL_SUFFIXES)
-    resolve = import_string(settings.CHATTER_WEBHOOK_RESOLVER)
+    resolve = import_string(settings.CHATTER_OUTBOUND_RESOLVER)
     try:
         found = resolve(host, port)
     except (OSError, UnicodeError) as exc:
@@ -105,10 +108,10 @@ def _resolved(host: str, port: int, *, unresolved_ok: bool) -> list[Address]:
 
 
 def address_refusal(address: Address) -> str:
-    """Why webhooks may not go to `address` ("" when they may): it is allowed when it is in
-    CHATTER_WEBHOOK_ALLOWED_NETWORKS, refused when it (or the IPv4 address inside an IPv6 one) is not public."""
+    """Why requests may not go to `address` ("" when they may): it is allowed when it is in an allowed network
+    (allowed_networks()), refused when it (or the IPv4 address inside an IPv6 one) is not public."""
     inner = _embedded_ipv4(address)
-    if any(each in network for network in settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS
+    if any(each in network for network in allowed_networks()
            for each in (address, inner) if each is not None and each.version == network.version):
         return ""
     for each in (inner, address):  # the IPv4 address first: it names what the address really is
@@ -125,6 +128,12 @@ def address_refusal(address: Address) -> str:
     return ""
 
 
+def allowed_networks() -> tuple:
+    """The operator's internal destinations: CHATTER_OUTBOUND_ALLOWED_NETWORKS and its older name
+    CHATTER_WEBHOOK_ALLOWED_NETWORKS, both honoured (for webhooks and MCP servers alike)."""
+    return (*settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS, *settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS)
+
+
 def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, NAT64), which is where it really goes."""
     if address.version != 6:
@@ -134,3 +143,37 @@ def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
     if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+class CheckedAsyncTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request only to a checked destination (destination_check, run again
+    for every request, so for every connection a client opens, and for whatever URL a server points the client
+    at): to the address it checked, with the URL's name as Host and TLS SNI. A refused destination raises
+    DestinationRefused, a name that does not resolve DestinationUnresolved; nothing is sent then. Proxies of the
+    environment are not used (the checked address is the peer)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport(trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if _is_literal(request.url.host):
+            destination = destination_check(url)
+        else:  # the system's resolver blocks: not on the event loop
+            destination = await anyio.to_thread.run_sync(destination_check, url)
+        request.url = destination.url
+        request.headers["Host"] = destination.host
+        if destination.sni_hostname:
+            request.extensions = {**request.extensions, "sni_hostname": destination.sni_hostname}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

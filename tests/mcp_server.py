@@ -1,0 +1,178 @@
+"""A real MCP server for tests: the official SDK's FastMCP (mcp 1.x), served by uvicorn on 127.0.0.1 in a thread.
+
+Only the process boundary is shared with the tests: Chatter reaches it over HTTP exactly as it would reach a team's
+tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older HTTP+SSE at `/sse` (`server.sse_url`).
+`/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would.
+
+Tools:
+- `add(a, b)`: a + b.
+- `sleep(seconds)`: waits, then answers "slept" (for timeouts).
+- `fail(message)`: raises; the SDK answers a tool error (a result with `isError` true and the message).
+- `big(size)`: a text of `size` characters "x" (for result size caps).
+- `echo_header(name)`: the value of the request's header `name` ("" when absent): which credential a call carried.
+
+`require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
+`requests` records each HTTP request's method, path and headers (lower-cased names), in order; `calls` each tool
+call, (tool name, arguments).
+
+    with McpTestServer() as server:
+        async with streamable_http_client(server.url) as (read, write, _): ...
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import uvicorn
+from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
+
+
+def build_mcp(called) -> FastMCP:
+    """The server's tools; `called(name, arguments)` notes each call."""
+    # Any Host header: tests reach it by names their fake resolver points at 127.0.0.1 (the SDK's own DNS rebinding
+    # guard would accept only 127.0.0.1 and localhost).
+    mcp = FastMCP("chatter-test-tools", host="127.0.0.1", log_level="WARNING",
+                  transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Adds two numbers.")
+    def add(a: float, b: float) -> float:
+        called("add", {"a": a, "b": b})
+        return a + b
+
+    @mcp.tool(description="Waits for some seconds, then answers.")
+    async def sleep(seconds: float) -> str:
+        called("sleep", {"seconds": seconds})
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    @mcp.tool(description="Always fails with the message given.")
+    def fail(message: str = "it failed") -> str:
+        called("fail", {"message": message})
+        raise RuntimeError(message)
+
+    @mcp.tool(description="Returns a text of `size` characters.")
+    def big(size: int) -> str:
+        called("big", {"size": size})
+        return "x" * size
+
+    @mcp.tool(description="Returns the value of one header of the HTTP request that called it.")
+    def echo_header(name: str, ctx: Context) -> str:
+        called("echo_header", {"name": name})
+        return ctx.request_context.request.headers.get(name, "")
+
+    return mcp
+
+
+class McpTestServer:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.calls: list[tuple[str, dict]] = []
+        self.token: str | None = None
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- what tests set and read ----------------------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.root_url}/mcp"
+
+    @property
+    def sse_url(self) -> str:
+        return f"{self.root_url}/sse"
+
+    @property
+    def malformed_url(self) -> str:
+        return f"{self.root_url}/malformed"
+
+    def require_token(self, token: str | None) -> None:
+        self.token = token
+
+    def reset(self) -> McpTestServer:
+        with self._lock:
+            self.requests.clear()
+            self.calls.clear()
+            self.token = None
+        return self
+
+    def headers_seen(self, name: str) -> list[str | None]:
+        """The value of header `name` on each request received, in order."""
+        with self._lock:
+            return [request["headers"].get(name.lower()) for request in self.requests]
+
+    # --- the ASGI app ---------------------------------------------------------------------------------------
+    def _app(self):
+        def called(name: str, arguments: dict) -> None:
+            with self._lock:
+                self.calls.append((name, arguments))
+
+        mcp = build_mcp(called)
+        streamable = mcp.streamable_http_app()
+        sse = mcp.sse_app()
+
+        async def malformed(request: Request) -> Response:
+            return Response(b'{"jsonrpc": "2.0", "id": 1, "result": ', media_type="application/json")
+
+        app = Starlette(routes=[*streamable.routes, *sse.routes, Route("/malformed", malformed, methods=["POST"])],
+                        lifespan=lambda _app: mcp.session_manager.run())
+
+        async def guarded(scope, receive, send):
+            if scope["type"] == "http":
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                with self._lock:
+                    self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers})
+                    token = self.token
+                if token is not None and headers.get("authorization") != f"Bearer {token}":
+                    await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
+                    return
+            await app(scope, receive, send)
+
+        return guarded
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self, deadline_s: float = 20) -> McpTestServer:
+        if self._server is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="mcp-test-server",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + deadline_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the MCP test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> McpTestServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,87 @@
+"""Calling an MCP tool for a user (tools.services.mcp_tool_run) against the real MCP server: the result as text,
+the server's headers sent, and every fault (a tool error, a timeout, an oversized result, a server that is down)
+a result that says why rather than an exception; only tools the user sees are called (issue 44)."""
+import pytest
+
+from tests.tools.conftest import client_with_key
+from tools.models import McpServer
+from tools.selectors import ToolUnavailable
+from tools.services import mcp_server_create, mcp_server_update, mcp_tool_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+
+
+@pytest.fixture
+def tracker(alice, mcp_server):
+    return mcp_server_create(owner=alice, name="tracker", url=mcp_server.url,
+                             headers={"X-User-Token": "alice-token"})
+
+
+def test_a_tool_computes_and_gets_the_servers_headers(alice, tracker, mcp_server):
+    added = mcp_tool_run(user=alice, name="tracker__add", arguments={"a": 2, "b": 40})
+    echoed = mcp_tool_run(user=alice, name="tracker__echo_header", arguments={"name": "x-user-token"})
+
+    assert (added.ok, added.text, added.error, added.truncated) == (True, "42.0", "", False)
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40}), ("echo_header", {"name": "x-user-token"})]
+    assert echoed.ok and echoed.text == "alice-token"
+
+
+def test_a_tool_error_is_a_result_that_says_so(alice, tracker):
+    failed = mcp_tool_run(user=alice, name="tracker__fail", arguments={"message": "no such issue"})
+
+    assert failed.ok is False and "no such issue" in failed.error
+    tracker.refresh_from_db()
+    assert tracker.health == "healthy"  # the server answered: the tool failed, not the server
+
+
+def test_a_slow_tool_times_out_as_a_result_and_the_server_stays_healthy(alice, tracker, settings):
+    settings.CHATTER_MCP_TIMEOUT_S = 1
+
+    slow = mcp_tool_run(user=alice, name="tracker__sleep", arguments={"seconds": 5})
+
+    assert slow.ok is False and "1 s" in slow.error
+    tracker.refresh_from_db()
+    assert tracker.health == "healthy"
+
+
+def test_an_oversized_result_is_cut_with_a_note(alice, tracker, settings):
+    settings.CHATTER_MCP_MAX_RESULT_BYTES = 1000
+
+    big = mcp_tool_run(user=alice, name="tracker__big", arguments={"size": 5000})
+
+    assert big.ok and big.truncated
+    assert big.text.startswith("x" * 1000) and "x" * 1001 not in big.text
+    assert big.text.endswith("[truncated: the result was 5000 bytes, only the first 1000 are kept]")
+
+
+def test_a_server_that_went_down_is_a_result_and_is_marked_unhealthy(alice, tracker, mcp_server):
+    McpServer.objects.filter(pk=tracker.pk).update(url=mcp_server.url.replace(str(mcp_server.port), "1"))
+
+    down = mcp_tool_run(user=alice, name="tracker__add", arguments={"a": 1, "b": 2})
+
+    assert down.ok is False and "could not be asked" in down.error
+    tracker.refresh_from_db()
+    assert tracker.health == "unhealthy" and "could not reach the server" in tracker.last_error
+
+
+def test_only_tools_the_user_sees_of_enabled_servers_are_called(alice, bob, tracker, mcp_server):
+    for user, name, reason in [(bob, "tracker__add", "no MCP server 'tracker'"),
+                               (alice, "tracker__nope", "offers no tool 'nope'"),
+                               (alice, "calculator", "not an MCP tool"),
+                               (alice, "other__add", "no MCP server 'other'")]:
+        with pytest.raises(ToolUnavailable, match=reason):
+            mcp_tool_run(user=user, name=name, arguments={})
+    mcp_server_update(server=tracker, actor=alice, changes={"enabled": False})
+    with pytest.raises(ToolUnavailable, match="switched off"):
+        mcp_tool_run(user=alice, name="tracker__add", arguments={"a": 1, "b": 2})
+    assert mcp_server.calls == []  # none reached the server
+
+
+def test_a_shared_server_is_called_with_its_own_headers_for_everyone(bob, staff, mcp_server):
+    mcp_server_create(owner=staff, name="docs", url=mcp_server.url, headers={"X-User-Token": "team-token"},
+                      shared=True)
+
+    echoed = mcp_tool_run(user=bob, name="docs__echo_header", arguments={"name": "x-user-token"})
+
+    assert echoed.ok and echoed.text == "team-token"
+    assert client_with_key(bob).get("/api/v1/tools/servers/").json()["results"][0]["header_names"] == ["X-User-Token"]

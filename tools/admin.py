@@ -1,0 +1,36 @@
+"""MCP servers in the admin: what they are, their tools and health; header values are never shown (their names
+are). Registered through the API (where the URL is checked and the tools discovered); here staff may switch a
+server on or off, share it, or delete it, through the same services (audited)."""
+from django.contrib import admin
+
+from tools.models import McpServer
+from tools.services import mcp_server_delete, mcp_server_update
+
+
+@admin.register(McpServer)
+class McpServerAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "url", "transport", "shared", "enabled", "health", "tools_refreshed_at")
+    list_filter = ("transport", "shared", "enabled", "health")
+    search_fields = ("name", "url", "owner__username")
+    list_select_related = ("owner",)
+    fields = ("id", "name", "owner", "url", "transport", "header_names", "shared", "enabled", "health", "last_error",
+              "checked_at", "tools", "tools_refreshed_at", "created_at", "updated_at")
+    readonly_fields = ("id", "name", "owner", "url", "transport", "header_names", "health", "last_error",
+                       "checked_at", "tools", "tools_refreshed_at", "created_at", "updated_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in ("shared", "enabled")}
+        if changes:
+            original = McpServer.objects.get(pk=obj.pk)
+            mcp_server_update(server=original, actor=request.user, changes=changes,
+                              ip=request.META.get("REMOTE_ADDR"))
+
+    def delete_model(self, request, obj) -> None:
+        mcp_server_delete(server=obj, actor=request.user, ip=request.META.get("REMOTE_ADDR"))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for server in queryset:
+            self.delete_model(request, server)

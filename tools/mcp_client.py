@@ -1,0 +1,211 @@
+"""Talking to an MCP server through the official `mcp` SDK's client (its transports and ClientSession; never a
+protocol of our own): a session over Streamable HTTP or the older HTTP+SSE, whose every HTTP request goes through
+core.outbound's checked transport (public destinations only, checked again at each connection: DNS rebinding), and
+the discovery of a server's tools. Async: call it from sync code with asgiref's async_to_sync."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import json
+from dataclasses import dataclass
+
+import anyio
+import httpx
+from mcp import ClientSession, McpError, types
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
+from core.secrets import REDACTED
+
+MAX_TOOLS = 500  # per server: a server listing more is cut here
+MAX_PAGES = 50
+MAX_DESCRIPTION_CHARS = 2000
+ERROR_CHARS = 500
+
+
+class McpUnreachable(Exception):
+    """The server could not be asked (refused destination, connection, HTTP status, MCP error, timeout, malformed
+    answer). The message says why, without the request's header values; `refused` is true when the outbound
+    policy refused the destination."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
+                        auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+    """An httpx client for MCP transports (the SDK's McpHttpClientFactory signature) that sends only to checked
+    destinations and uses no proxy or .netrc of the environment."""
+    return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=CheckedAsyncTransport(),
+                             trust_env=False, follow_redirects=False)
+
+
+class TransportFailures:
+    """What the transport could not read (malformed JSON, a broken stream): the SDK hands it to the session, not
+    to the request waiting for the answer, so the first one cancels the work (`scope`) and is kept to say why."""
+
+    def __init__(self) -> None:
+        self.first: Exception | None = None
+        self.scope = anyio.CancelScope()
+
+    async def message_handler(self, message) -> None:
+        if isinstance(message, Exception) and self.first is None:
+            self.first = message
+            self.scope.cancel()
+
+
+@asynccontextmanager
+async def mcp_session(*, url: str, transport: str, headers: dict[str, str], timeout_s: float,
+                      failures: TransportFailures) -> AsyncIterator[ClientSession]:
+    """An initialized ClientSession with the server at `url`, closed on exit."""
+    timeout = httpx.Timeout(timeout_s)
+    options = {"read_timeout_seconds": timedelta(seconds=timeout_s), "message_handler": failures.message_handler}
+    if transport == "sse":
+        async with sse_client(url, headers=headers, timeout=timeout_s, sse_read_timeout=timeout_s,
+                              httpx_client_factory=checked_http_client) as (read, write):
+            async with ClientSession(read, write, **options) as session:
+                await session.initialize()
+                yield session
+        return
+    async with checked_http_client(headers=headers, timeout=timeout) as http, \
+            streamable_http_client(url, http_client=http) as (read, write, _):
+        async with ClientSession(read, write, **options) as session:
+            await session.initialize()
+            yield session
+
+
+async def mcp_tools_discover(*, url: str, transport: str, headers: dict[str, str], timeout_s: float) -> list[dict]:
+    """The server's tools, [{"name", "description", "input_schema"}] (every page, at most MAX_TOOLS), or
+    McpUnreachable saying why not. The whole exchange takes at most `timeout_s`."""
+    failures = TransportFailures()
+    try:
+        with anyio.fail_after(timeout_s), failures.scope:
+            async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
+                                   failures=failures) as session:
+                return await _all_tools(session)
+    except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
+        cause = _cause(exc)
+        if cause is None:
+            raise
+        raise McpUnreachable(_scrubbed(_describe(cause, timeout_s), headers),
+                             refused=isinstance(cause, DestinationRefused)) from None
+    raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
+                                   headers))
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one call of a tool gave: its text (for the model), or the error (`ok` false: the tool answered an
+    error, or the server could not be asked); `truncated` when the text was cut at the size cap."""
+    ok: bool
+    text: str
+    error: str = ""
+    truncated: bool = False
+
+
+async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], tool: str, arguments: dict,
+                        timeout_s: float, max_result_bytes: int) -> ToolResult:
+    """Call `tool` with `arguments` on the server, the whole exchange within `timeout_s`. A tool error (isError),
+    an MCP error or a timeout: a ToolResult that is not ok, saying why; a server that could not be asked (down,
+    refused, an HTTP error status, an answer that cannot be read) raises McpUnreachable (the caller marks it). The text
+    is cut at `max_result_bytes` (UTF-8) with a note."""
+    failures = TransportFailures()
+    try:
+        with anyio.fail_after(timeout_s), failures.scope:
+            async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
+                                   failures=failures) as session:
+                result = await session.call_tool(tool, arguments)
+                text = _result_text(result)
+                capped, truncated = _capped(text, max_result_bytes)
+                if result.isError:
+                    return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
+                return ToolResult(ok=True, text=capped, truncated=truncated)
+    except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
+        cause = _cause(exc)
+        if cause is None:
+            raise
+        if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
+            return ToolResult(ok=False, text="", error=_scrubbed(_describe(cause, timeout_s), headers))
+        raise McpUnreachable(_scrubbed(_describe(cause, timeout_s), headers),
+                             refused=isinstance(cause, DestinationRefused)) from None
+    raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
+                                   headers))
+
+
+def _result_text(result: types.CallToolResult) -> str:
+    """The result as text for a model: its text blocks; other blocks named; the structured content when there is
+    no text."""
+    parts = []
+    for block in result.content:
+        if isinstance(block, types.TextContent):
+            parts.append(block.text)
+        elif isinstance(block, types.EmbeddedResource) and isinstance(block.resource, types.TextResourceContents):
+            parts.append(block.resource.text)
+        else:
+            parts.append(f"[{block.type}{': ' + block.mimeType if getattr(block, 'mimeType', None) else ''}]")
+    if not parts and result.structuredContent is not None:
+        parts.append(json.dumps(result.structuredContent, ensure_ascii=False))
+    return "\n".join(parts)
+
+
+def _capped(text: str, max_bytes: int) -> tuple[str, bool]:
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text, False
+    kept = encoded[:max_bytes].decode(errors="ignore")
+    return f"{kept}\n[truncated: the result was {len(encoded)} bytes, only the first {max_bytes} are kept]", True
+
+
+async def _all_tools(session: ClientSession) -> list[dict]:
+    tools, cursor = [], None
+    for _ in range(MAX_PAGES):
+        page = await session.list_tools(cursor=cursor)
+        tools += [{"name": tool.name, "description": (tool.description or "")[:MAX_DESCRIPTION_CHARS],
+                   "input_schema": tool.inputSchema or {"type": "object"}} for tool in page.tools]
+        cursor = page.nextCursor
+        if not cursor or len(tools) >= MAX_TOOLS:
+            break
+    return tools[:MAX_TOOLS]
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """The first failure inside `exc` (which may be an exception group, nested), not a cancellation; None for
+    what must go on up (KeyboardInterrupt, SystemExit, a cancellation of the caller)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _cause(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, anyio.get_cancelled_exc_class())):
+        return None
+    return exc
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, DestinationRefused):
+        return f"refused: {exc}"
+    if isinstance(exc, DestinationUnresolved):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"the server answered HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, httpx.HTTPError):
+        return f"could not reach the server ({type(exc).__name__}: {exc})"[:ERROR_CHARS]
+    if isinstance(exc, McpError):
+        return f"MCP error {exc.error.code}: {exc.error.message}"[:ERROR_CHARS]
+    return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+
+
+def _scrubbed(text: str, headers: dict[str, str]) -> str:
+    for value in headers.values():
+        if value:
+            text = text.replace(value, REDACTED)
+    return text

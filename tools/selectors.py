@@ -1,0 +1,68 @@
+"""Reads of tool servers and the tool registry: what a user may see and call."""
+from __future__ import annotations
+
+import json
+
+from django.db.models import Q, QuerySet
+
+from core.encryption import secret_decrypt
+from tools.models import QUALIFIER, McpServer
+from workflows.engine.tools import TOOLS
+
+
+def mcp_server_list(*, user) -> QuerySet[McpServer]:
+    """The servers `user` sees: their own and the shared ones."""
+    return McpServer.objects.filter(Q(owner=user) | Q(shared=True)).select_related("owner")
+
+
+class ToolUnavailable(Exception):
+    """The caller may not call this tool now (no such server or tool that it sees, or the server is switched off);
+    the message says which."""
+
+
+def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
+    """The server and the server's own name of the MCP tool `<server>__<tool>` that `user` may call (their own
+    server before a shared one of the same name), or ToolUnavailable."""
+    server_name, qualifier, tool = name.partition(QUALIFIER)
+    if not qualifier or not server_name or not tool:
+        raise ToolUnavailable(f"{name!r} is not an MCP tool's name (<server>__<tool>)")
+    servers = sorted(mcp_server_list(user=user).filter(name=server_name), key=lambda s: s.owner_id != user.pk)
+    if not servers:
+        raise ToolUnavailable(f"there is no MCP server {server_name!r}")
+    server = servers[0]
+    if not server.enabled:
+        raise ToolUnavailable(f"the MCP server {server_name!r} is switched off")
+    if tool not in {each["name"] for each in server.tools}:
+        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool!r}")
+    return server, tool
+
+
+def mcp_server_headers(*, server: McpServer) -> dict[str, str]:
+    """The server's headers, decrypted: for the MCP client only, never for a response or a log."""
+    return json.loads(secret_decrypt(server.headers_encrypted)) if server.headers_encrypted else {}
+
+
+def builtin_tool_list() -> list[dict]:
+    """The built-in tools (workflows.engine.tools), in the registry's shape."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    described = [convert_to_openai_tool(tool)["function"] for tool in TOOLS.values()]
+    return [{"name": each["name"], "description": each["description"], "input_schema": each["parameters"],
+             "server": None, "enabled": True} for each in described]
+
+
+def tool_list(*, user) -> list[dict]:
+    """Every tool `user` may use: the built-ins by their bare names, then each visible server's tools as
+    `<server>__<tool>` (`enabled` false while the server is disabled). A user's own server comes before a shared
+    one of the same name, whose tools it hides."""
+    tools = builtin_tool_list()
+    seen: set[str] = set()
+    servers = sorted(mcp_server_list(user=user), key=lambda server: (server.owner_id != user.pk, server.name))
+    for server in servers:
+        if server.name in seen:
+            continue
+        seen.add(server.name)
+        tools += [{"name": f"{server.name}{QUALIFIER}{tool['name']}", "description": tool["description"],
+                   "input_schema": tool["input_schema"], "server": {"id": str(server.pk), "name": server.name},
+                   "enabled": server.enabled} for tool in server.tools]
+    return tools

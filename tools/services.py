@@ -1,0 +1,162 @@
+"""Writes of MCP tool servers: register, change, share, delete (each audited, header values masked), and the
+discovery of a server's tools through the official MCP client (tools.mcp_client), kept with the server along with
+its health."""
+from __future__ import annotations
+
+import json
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from core.encryption import secret_encrypt
+from core.errors import Forbidden, InvalidInput
+from core.outbound import DestinationRefused, destination_check
+from core.secrets import REDACTED
+from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
+from tools.models import McpServer
+from tools.selectors import mcp_server_headers, mcp_tool_get
+
+EDITABLE = ("name", "url", "transport", "headers", "shared", "enabled")
+# What changes where the server is, or how it is reached: its tools are asked for again.
+REACH = ("url", "transport", "headers")
+
+
+def mcp_url_check(*, url: str, path: str = "url") -> None:
+    """An MCP server's URL goes where webhooks may (core.outbound: http(s), no credentials in it, public addresses
+    or the operator's allowed networks). InvalidInput naming `path` otherwise."""
+    try:
+        destination_check(url, unresolved_ok=True)
+    except DestinationRefused as refused:
+        raise InvalidInput(f"{path} is not an allowed destination: {refused}", details=[
+            {"path": path, "code": "forbidden_destination", "message": str(refused)}]) from None
+
+
+def mcp_server_create(*, owner, name: str, url: str, transport: str = McpServer.Transport.STREAMABLE_HTTP,
+                      headers: dict[str, str] | None = None, shared: bool = False, enabled: bool = True,
+                      ip: str | None = None, discover: bool = True) -> McpServer:
+    """Register a server (audited `mcp_server.registered`), then ask it for its tools (mcp_server_refresh): a
+    server that does not answer is registered all the same, unhealthy, with the reason."""
+    if shared and not owner.is_staff:
+        raise Forbidden("only staff may share an MCP server with everyone")
+    mcp_url_check(url=url)
+    server = McpServer(owner=owner, name=name, url=url, transport=transport, shared=shared, enabled=enabled)
+    _headers_set(server, headers or {})
+    with transaction.atomic():
+        _saved(server)
+        audit_record(action="mcp_server.registered", actor=owner, target=server, ip=ip, data=_audited(server))
+    return mcp_server_refresh(server=server) if discover else server
+
+
+def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None = None) -> McpServer:
+    """Change a server (audited `mcp_server.changed`, and `mcp_server.shared` / `mcp_server.unshared` when its
+    sharing changes); its tools are asked for again when where or how it is reached changed."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    if "shared" in changes and changes["shared"] != server.shared and not actor.is_staff:
+        raise Forbidden("only staff may share an MCP server with everyone")
+    if "url" in changes:
+        mcp_url_check(url=changes["url"])
+    was_shared = server.shared
+    changed = []
+    for field, value in changes.items():
+        if field == "headers":
+            if value != mcp_server_headers(server=server):
+                _headers_set(server, value or {})
+                changed.append(field)
+        elif getattr(server, field) != value:
+            setattr(server, field, value)
+            changed.append(field)
+    if not changed:
+        return server
+    with transaction.atomic():
+        _saved(server)
+        audit_record(action="mcp_server.changed", actor=actor, target=server, ip=ip,
+                     data={**_audited(server), "changed": changed})
+        if server.shared != was_shared:
+            audit_record(action="mcp_server.shared" if server.shared else "mcp_server.unshared", actor=actor,
+                         target=server, ip=ip, data={"name": server.name, "owner_id": server.owner_id})
+    return mcp_server_refresh(server=server) if set(changed) & set(REACH) else server
+
+
+def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> None:
+    with transaction.atomic():
+        audit_record(action="mcp_server.deleted", actor=actor, target=server, ip=ip, data=_audited(server))
+        server.delete()
+
+
+def mcp_server_refresh(*, server: McpServer) -> McpServer:
+    """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S) and keep them
+    with it: healthy with the new list, or unhealthy with the reason (the last list it gave is kept)."""
+    now = timezone.now()
+    try:
+        tools = async_to_sync(mcp_tools_discover)(url=server.url, transport=server.transport,
+                                                  headers=mcp_server_headers(server=server),
+                                                  timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
+    except McpUnreachable as exc:
+        fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
+    else:
+        fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY, "last_error": "",
+                  "checked_at": now}
+    McpServer.objects.filter(pk=server.pk).update(**fields)
+    for field, value in fields.items():
+        setattr(server, field, value)
+    return server
+
+
+def mcp_tool_run(*, user, name: str, arguments: dict) -> ToolResult:
+    """Call the MCP tool `<server>__<tool>` that `user` may call (ToolUnavailable otherwise), with the server's
+    headers, within CHATTER_MCP_TIMEOUT_S, its text capped at CHATTER_MCP_MAX_RESULT_BYTES. A server that could not
+    be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
+    server, tool = mcp_tool_get(user=user, name=name)
+    try:
+        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport,
+                                              headers=mcp_server_headers(server=server), tool=tool,
+                                              arguments=arguments, timeout_s=settings.CHATTER_MCP_TIMEOUT_S,
+                                              max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
+    except McpUnreachable as exc:
+        _health_set(server, healthy=False, error=str(exc))
+        return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
+    if server.health != McpServer.Health.HEALTHY:
+        _health_set(server, healthy=True, error="")
+    return result
+
+
+def _health_set(server: McpServer, *, healthy: bool, error: str) -> None:
+    fields = {"health": McpServer.Health.HEALTHY if healthy else McpServer.Health.UNHEALTHY, "last_error": error,
+              "checked_at": timezone.now()}
+    McpServer.objects.filter(pk=server.pk).update(**fields)
+    for field, value in fields.items():
+        setattr(server, field, value)
+
+
+def mcp_server_editable_check(*, server: McpServer, actor) -> None:
+    """Only its owner changes a server; staff may also change a shared one. Forbidden otherwise (whoever may see
+    a shared server may not change it)."""
+    if server.owner_id != actor.pk and not (actor.is_staff and server.shared):
+        raise Forbidden("only the server's owner (or staff, for a shared server) may change it")
+
+
+def _headers_set(server: McpServer, headers: dict[str, str]) -> None:
+    server.headers_encrypted = secret_encrypt(json.dumps(headers, sort_keys=True)) if headers else ""
+    server.header_names = sorted(headers)
+
+
+def _saved(server: McpServer) -> None:
+    try:
+        with transaction.atomic():
+            server.save()
+    except IntegrityError:
+        message = ("a shared server already has this name" if server.shared
+                   else "you already have a server with this name")
+        raise InvalidInput(message, details=[{"path": "name", "code": "unique", "message": message}]) from None
+
+
+def _audited(server: McpServer) -> dict:
+    """What an audit row says of a server: never a header's value."""
+    return {"name": server.name, "url": server.url, "transport": server.transport,
+            "headers": {name: REDACTED for name in server.header_names}, "shared": server.shared,
+            "enabled": server.enabled, "owner_id": server.owner_id}
