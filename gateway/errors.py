@@ -86,9 +86,9 @@ def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: 
                             message=f"The upstream of model `{model}` did not answer in time. {where}")
     else:
         answer = 502
-        what = f"answered HTTP {status}" if status else "could not be reached"
-        body = openai_error(status=answer, code=error_type or "provider_error",
-                            message=f"The upstream of model `{model}` {what}. {where}")
+        message = (f"The upstream of model `{model}` answered HTTP {status}." if status else
+                   f"The connection to the upstream of model `{model}` failed.")  # refused, reset, closed
+        body = openai_error(status=answer, code=error_type or "provider_error", message=f"{message} {where}")
     logger.warning("gateway call %s (model %s) failed, answered %s: %s: %s", request_id, model, answer,
                    error_type or "error", detail)
     return CallFailure(answer, body, headers)

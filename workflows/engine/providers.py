@@ -304,26 +304,37 @@ def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None =
         reason = f"{type(exc).__name__}: {exc}"
     target = f" to {url}" if url else ""
     return ProviderError(f"{provider} call{target} failed: {reason}{_path_hint(exc, url)}", error_type=error_type,
-                         upstream=upstream_facts(chain, timed_out=error_type == "provider_timeout"))
+                         upstream=_facts(chain, timed_out=error_type == "provider_timeout"))
 
 
-def upstream_facts(chain: list[BaseException], *, timed_out: bool = False) -> dict:
+def upstream_facts(*, status: int | None, headers=None, body=None, timed_out: bool = False) -> dict:
     """What an upstream answered a failed call, as JSON-ready facts: its HTTP status (None: no answer at all), its
-    own error object ({message, type, code, param}) when it sent one, its Retry-After in seconds, whether the call
-    timed out. gateway.errors makes a caller's answer of them."""
-    status = _status(chain)
-    return {"status": status, "timed_out": timed_out, "retry_after_s": _retry_after_s(chain) if status else None,
-            "error": _error_object(chain) if status else None}
+    own error object ({message, type, code, param}, from its JSON `body`) when it sent one, its Retry-After in
+    seconds (from its `headers`), whether the call timed out. gateway.errors makes a caller's answer of them, for a
+    call through a client library (provider_failure) or relayed as is."""
+    return {"status": status, "timed_out": timed_out,
+            "retry_after_s": retry_after_s(headers or {}) if status else None,
+            "error": error_object(body) if status else None}
+
+
+def _facts(chain: list[BaseException], *, timed_out: bool) -> dict:
+    """upstream_facts of a client library's error: its status, its response's headers, the body it parsed (its
+    `body`)."""
+    body = next((e.body for e in chain if isinstance(getattr(e, "body", None), dict)), None)
+    return upstream_facts(status=_status(chain), headers=_response_headers(chain), body=body, timed_out=timed_out)
 
 
 def _status(chain: list[BaseException]) -> int | None:
     return next((e.status_code for e in chain if isinstance(getattr(e, "status_code", None), int)), None)
 
 
-def _retry_after_s(chain: list[BaseException]) -> float | None:
-    """The Retry-After an upstream's answer sent (retry-after-ms first, as OpenAI's clients read it), in seconds."""
+def _response_headers(chain: list[BaseException]):
     response = next((getattr(e, "response", None) for e in chain if getattr(e, "response", None) is not None), None)
-    headers = getattr(response, "headers", None) or {}
+    return getattr(response, "headers", None) or {}
+
+
+def retry_after_s(headers) -> float | None:
+    """The Retry-After an upstream's answer sent (retry-after-ms first, as OpenAI's clients read it), in seconds."""
     try:
         if headers.get("retry-after-ms"):
             return float(headers["retry-after-ms"]) / 1000
@@ -334,11 +345,10 @@ def _retry_after_s(chain: list[BaseException]) -> float | None:
     return None
 
 
-def _error_object(chain: list[BaseException]) -> dict | None:
-    """The error object an upstream's answer carried (the client libraries' `body`: OpenAI's is the object itself,
-    Anthropic's wraps it in `error`), its string fields only."""
-    body = next((e.body for e in chain if isinstance(getattr(e, "body", None), dict)), None)
-    if body is None:
+def error_object(body) -> dict | None:
+    """The error object of an upstream's error body, its string fields only: OpenAI's {"error": {...}} (which
+    OpenAI's client hands over unwrapped) and Anthropic's {"type": "error", "error": {...}}."""
+    if not isinstance(body, dict):
         return None
     if isinstance(body.get("error"), dict):
         body = body["error"]
@@ -371,7 +381,7 @@ def deployment_fault(exc: Exception) -> tuple[int | None, float | None] | None:
         return (None, None) if _connection_failure(chain, timeout_s=None, mid_stream=False) else None
     if status not in DEPLOYMENT_FAULT_STATUSES:
         return None
-    return status, _retry_after_s(chain)
+    return status, retry_after_s(_response_headers(chain))
 
 
 def provider_check(provider: str, *, model: str | None = None) -> None:
