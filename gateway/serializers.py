@@ -38,6 +38,24 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number, as OpenAI takes one: "5" (a text) or true is refused, naming the field."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, bool)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number, as OpenAI takes one: "0.5" (a text) or true is refused, naming the field."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, bool)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _function_errors(function: dict) -> dict:
     """What is wrong with a function tool's definition, by field, as OpenAI checks it: its name a text, its
     description a text, its parameters a JSON Schema object, `strict` a boolean."""
@@ -63,7 +81,7 @@ class ChatToolCallSerializer(StrictFieldsMixin, serializers.Serializer):
     id = StringField(max_length=128)
     type = serializers.ChoiceField(choices=["function"], default="function")
     function = ChatFunctionCallSerializer()
-    index = serializers.IntegerField(required=False, min_value=0, help_text="ignored (a streamed call's position)")
+    index = StrictIntegerField(required=False, min_value=0, help_text="ignored (a streamed call's position)")
 
 
 def _part_ok(part) -> bool:
@@ -142,21 +160,21 @@ class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     functions = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128,
                                       help_text="legacy: tools")
     function_call = serializers.JSONField(required=False, allow_null=True, help_text="legacy: tool_choice")
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    max_completion_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    presence_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    seed = StrictIntegerField(required=False, allow_null=True)
     stop = serializers.JSONField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     response_format = serializers.DictField(required=False, allow_null=True)
     parallel_tool_calls = StrictBooleanField(required=False, allow_null=True)
     logprobs = StrictBooleanField(required=False, allow_null=True)
-    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
-    logit_bias = serializers.DictField(child=serializers.IntegerField(min_value=-100, max_value=100), required=False,
+    top_logprobs = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=20)
+    logit_bias = serializers.DictField(child=StrictIntegerField(min_value=-100, max_value=100), required=False,
                                        allow_null=True)
     reasoning_effort = serializers.ChoiceField(choices=REASONING_EFFORTS, required=False, allow_null=True)
     verbosity = serializers.ChoiceField(choices=("low", "medium", "high"), required=False, allow_null=True)
@@ -293,7 +311,7 @@ class EmbeddingsSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     model = serializers.CharField(max_length=255)
     input = serializers.JSONField(help_text="a text, a list of texts, a token array or a list of token arrays")
     encoding_format = serializers.ChoiceField(choices=("float", "base64"), default="float")
-    dimensions = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
+    dimensions = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
 
     def validate_input(self, value):
@@ -325,20 +343,20 @@ class CompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     prompt = serializers.JSONField(help_text="a text (or a list of one text)")
     stream = StrictBooleanField(default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     stop = serializers.JSONField(required=False, allow_null=True)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    seed = StrictIntegerField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
-    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    logit_bias = serializers.DictField(child=serializers.IntegerField(min_value=-100, max_value=100), required=False,
+    presence_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(child=StrictIntegerField(min_value=-100, max_value=100), required=False,
                                        allow_null=True)
-    logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
+    logprobs = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=5)
     echo = StrictBooleanField(default=False)
-    best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
+    best_of = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=1,
                                        help_text="only 1: a chat model has no server-side best-of")
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                    help_text="refused: a chat model does not insert text")
@@ -383,9 +401,9 @@ class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
     parallel_tool_calls = StrictBooleanField(required=False, allow_null=True)
-    max_output_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    max_output_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
     stream = StrictBooleanField(default=False)
     stream_options = serializers.DictField(child=StrictBooleanField(), required=False, allow_null=True,
                                            help_text="include_obfuscation: accepted and ignored")

@@ -269,6 +269,9 @@ def test_item_20_the_upstreams_system_fingerprint_is_passed_through(gateway, ope
     ({"stream": "true"}, "stream"),
     ({"logprobs": 1}, "logprobs"),
     ({"parallel_tool_calls": "false"}, "parallel_tool_calls"),
+    ({"temperature": "0.5"}, "temperature"),
+    ({"max_tokens": "5"}, "max_tokens"),
+    ({"n": True}, "n"),
 ])
 def test_item_20_a_parameter_of_the_wrong_type_is_a_400_naming_it(gateway, openai_stub, body, param):
     with pytest.raises(openai.BadRequestError) as refused:
