@@ -519,9 +519,10 @@ class ExecutionRecorder:
                                    "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
 
     @_locked
-    def token(self, node: Node, text: str, message_id: str | None = None) -> None:
+    def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None:
         self._streamed("token", {"node_id": node.id, "text": text,
-                                 **({"message_id": message_id} if message_id else {})}, text)
+                                 **({"message_id": message_id} if message_id else {}),
+                                 **({"reply": reply} if reply else {})}, text)
 
     @_locked
     def tool_call_delta(self, node: Node, delta: dict) -> None:

@@ -22,7 +22,7 @@ from budgets.services import budget_alerts_send, budget_crossings_own, budget_se
 from conversations.models import Message
 from conversations.services import message_save
 from core.db import connections_give_back, retried_on_conflict
-from core.errors import RunCancelled, RunError, Unavailable
+from core.errors import ProviderError, RunCancelled, RunError, Unavailable
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -291,7 +291,12 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
                         "reasoning_tokens": ctx.usage.reasoning_tokens,
                         # a registered graph stopped at a static breakpoint: the nodes its thread runs next
-                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {})},
+                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {}),
+                        # the model name whose deployment answered last (after a fallback, the fallback's)
+                        **({"answered_model": call.requested_model} if call and error is None else {}),
+                        # what a failed provider's upstream said, a caller's answer is made of (gateway.errors)
+                        **({"upstream": error.upstream} if isinstance(error, ProviderError) and error.upstream
+                           else {})},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -481,7 +486,8 @@ def _reply_ending(reply) -> dict:
     metadata = reply.response_metadata
     return {"finish_reason": metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
             **({"tool_calls": calls} if calls else {}),
-            **{name: metadata[name] for name in ("logprobs", "more_choices") if metadata.get(name)}}
+            **{name: metadata[name] for name in ("logprobs", "more_choices", "system_fingerprint")
+               if metadata.get(name)}}
 
 
 def _stored_tool_calls(reply) -> list[dict]:

@@ -112,11 +112,15 @@ class LocalChatModel(BaseChatModel):
         return {"model_name": self.model_name, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
 
     # --- LangChain interface ----------------------------------------------------------------------
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+    def _generate(self, messages, stop=None, run_manager=None, n: int | None = None, **kwargs) -> ChatResult:
+        """`n` choices, as OpenAI answers a call for several: the same deterministic reply each time, the usage
+        (on each, as LangChain's OpenAI model reports one call's) the prompt once and every choice's completion."""
         reply = self._reply(messages)
-        reply.usage_metadata = self._with_usage(reply, messages)
+        one = self._with_usage(reply, messages)
+        completion = one["output_tokens"] * (n or 1)
+        reply.usage_metadata = {**one, "output_tokens": completion, "total_tokens": one["input_tokens"] + completion}
         reply.response_metadata = self._metadata(reply)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        return ChatResult(generations=[ChatGeneration(message=reply.model_copy()) for _ in range(n or 1)])
 
     def _stream(
         self,
