@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from agent_server.assistants import (
     RegisteredGraph,
@@ -392,7 +392,11 @@ def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str |
         agent_run__rolled_back=True)
     if status is not None:
         wanted = [chatter for chatter, langgraph in RUN_STATUS.items() if langgraph == status]
-        runs = runs.filter(status__in=wanted)
+        stopping = Q(cancel_requested=True, status__in=(Status.PENDING, Status.RUNNING))  # (_stopping)
+        matching = Q(status__in=wanted) & ~stopping
+        if status == "interrupted":
+            matching |= stopping
+        runs = runs.filter(matching)
     return list(runs.order_by("-created_at")[offset:offset + limit])
 
 
@@ -415,12 +419,20 @@ def _cron_run_of(execution) -> AgentRun | None:
                     multitask_strategy=AgentRun.Strategy.REJECT, stream_mode=["values"])
 
 
+def _stopping(execution: WorkflowExecution) -> bool:
+    """A run asked to stop that has not yet reached its next token or node boundary: `interrupted` from the cancel
+    on, as the stock server marks a run it cancels (its process ends it `cancelled` when it stops)."""
+    return execution.cancel_requested and execution.status in (Status.PENDING, Status.RUNNING)
+
+
 def run_as_dict(execution: WorkflowExecution) -> dict:
     """A run as LangGraph's Run, with Chatter's accounting under "chatter"."""
     agent_run = agent_run_of(execution) or _cron_run_of(execution)
     status = RUN_STATUS[execution.status]
     if execution.status == Status.FAILED and execution.error_type == "timeout":
         status = "timeout"
+    if _stopping(execution):
+        status = "interrupted"
     return {
         "run_id": str(execution.pk),
         "thread_id": str(execution.conversation_id) if execution.conversation_id else None,

@@ -142,11 +142,14 @@ def test_item_09_cancel_interrupts_a_running_run_and_rollback_deletes_it(graph_s
     status_at_once = client.runs.get(tid, interrupted)["status"]
     unwaited = _running_run(client, openai_stub, tid)
     client.runs.cancel(tid, unwaited, action="interrupt")
+    status_after_asking = client.runs.get(tid, unwaited)["status"]  # it stops at its call's end, 1.5 s on
+    listed_interrupted = [run["run_id"] for run in client.runs.list(tid, status="interrupted")]
     unwaited_run = ended(unwaited)  # (the next run would queue behind it)
     rolled_back = _running_run(client, openai_stub, tid)
     client.runs.cancel(tid, rolled_back, action="rollback", wait=True)
 
-    assert status_at_once == "interrupted"
+    assert status_at_once == status_after_asking == "interrupted"
+    assert listed_interrupted == [unwaited, interrupted]
     assert unwaited_run.status == "cancelled" and client.runs.get(tid, unwaited)["status"] == "interrupted"
     with pytest.raises(NotFoundError):  # rollback deletes the run: gone from the thread's runs
         client.runs.get(tid, rolled_back)
@@ -154,6 +157,34 @@ def test_item_09_cancel_interrupts_a_running_run_and_rollback_deletes_it(graph_s
     assert not Message.objects.filter(execution_id=rolled_back).exists()
     # what it spent stays on the books, on its row
     assert WorkflowExecution.objects.get(pk=rolled_back).total_tokens == SLOW["total_tokens"]
+    assert reconcile_exit_code() == 0
+
+
+def test_item_09_a_workers_run_is_interrupted_from_the_cancel_on(graph_server, openai_stub, alice_key,
+                                                                           tmp_path):
+    """The run runs in a worker (another process): it is `interrupted` from the cancel on, and wait=True answers
+    once it has stopped."""
+    from tests.agent_server.conftest import GRAPHS
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    worker = start_worker(tmp_path, CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
+                          OPENAI_API_KEY="sk-test-not-a-real-key")
+    try:
+        run_id = client.runs.create(tid, "calculator_agent", input=TURN)["run_id"]
+        call_reached(openai_stub, timeout_s=60)  # the worker runs it: its model call is under way
+        client.runs.cancel(tid, run_id)  # the worker sees it at its next boundary, after its call
+        status_after_asking = client.runs.get(tid, run_id)["status"]
+        answered = client.runs.cancel(tid, run_id, wait=True)
+        status_at_once = client.runs.get(tid, run_id)["status"]
+    finally:
+        stop_process(worker)
+
+    assert status_after_asking == status_at_once == answered["status"] == "interrupted"
+    execution = WorkflowExecution.objects.get(pk=run_id)
+    assert execution.status == "cancelled" and execution.total_tokens == SLOW["total_tokens"]
+    assert_all(execution)
     assert reconcile_exit_code() == 0
 
 
