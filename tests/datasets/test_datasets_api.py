@@ -118,6 +118,15 @@ def test_bob_gets_404s_for_alices_dataset_and_cannot_add_her_run(api, bob_api, b
     assert DatasetItem.objects.count() == 1 and Dataset.objects.get(pk=dataset.pk).name == "support questions"
 
 
+@pytest.mark.parametrize("malformed", ["-" * 36, "0123456789abcdef" * 2 + "0123", "0" * 35 + "g"])
+def test_item_13_an_item_id_of_a_uuids_length_that_is_not_one_is_a_404(api, dataset, malformed):
+    item = DatasetItemFactory(dataset=dataset)
+
+    details = assert_error(api.delete(f"{BASE}{dataset.pk}/items/{malformed}/"), 404, "not_found")
+
+    assert details == [] and DatasetItem.objects.filter(pk=item.pk).exists()
+
+
 def test_items_and_datasets_are_deleted_by_their_owner(api, dataset):
     item = DatasetItemFactory(dataset=dataset)
 
