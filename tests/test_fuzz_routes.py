@@ -1,10 +1,11 @@
 """Every route of /api/v1/, /langgraph/ and /v1/ (walked from the URL conf), with every method, its path parameters
 filled with the user's real ids and each in turn with a malformed one (the others real), is sent every kind of bad
 input: NUL in body strings, keys, query values and paths; ORM lookup names as metadata and filter keys; bodies that
-are not objects; wrong types; huge numbers; invalid JSON, oversize bodies and the wrong content type. No answer is a 5xx, and every 4xx is in the surface's own error
-shape (tests/surfaces.py). Each request to a sync view runs in a transaction rolled back after it, so every request
-meets the same rows (the async views, which wait for runs, change none when refused). The admin's and the live
-page's routes get malformed ids as staff: no 5xx. (The /api/v1/ schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
+are not objects; wrong types; huge numbers; invalid JSON, oversize bodies and the wrong content type. No answer is a
+5xx, and every 4xx is in the surface's own error shape (tests/surfaces.py). Each request to a sync view runs in a
+transaction rolled back after it, so every request meets the same rows (the async views, which wait for runs,
+change none when refused). The admin's and the live page's routes get malformed ids as staff: no 5xx. (The /api/v1/
+schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
 from __future__ import annotations
 
 import json

@@ -47,6 +47,7 @@ from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.run_requests import RunRequest
 from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
+from workflows.signals import execution_writing
 from workflows.statements import execution_insert_within_limit, runs_limit_refused
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         webhook=plan.request.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
+    execution_writing.send(sender=WorkflowExecution, execution=execution, models=sorted(plan.prices),
+                           admitted=plan.request.gateway)
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
     try:
