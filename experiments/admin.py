@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -12,6 +13,7 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from core.csv_cells import csv_cell
 from experiments.models import Experiment, ExperimentResult
 from experiments.selectors import experiments_compare
 from workflows.services.templates import is_uuid
@@ -91,12 +93,13 @@ def comparison_csv(comparison: dict) -> str:
         for column, result in zip(comparison["columns"], row["cells"]):
             if result is None:
                 continue
-            writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], row["item"].pk,
-                             _cell(row["item"].input), _cell(row["item"].expected_output),
-                             *(getattr(result, figure) for figure in CSV_FIGURES),
+            writer.writerow([_cell(column["experiment"].name), column["experiment"].pk, _cell(column["target"]),
+                             row["item"].pk, _cell(row["item"].input), _cell(row["item"].expected_output),
+                             *(_cell(getattr(result, figure)) for figure in CSV_FIGURES),
                              *(_cell(result.scores.get(name)) for name in names)])
     for column, total in zip(comparison["columns"], comparison["totals"]):
-        writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], "total", "", "",
+        writer.writerow([_cell(column["experiment"].name), column["experiment"].pk, _cell(column["target"]), "total",
+                         "", "",
                          f"{total['items']} items, {total['failed']} failed", "", total["total_tokens"],
                          total["cost"], total["judge_total_tokens"], total["judge_cost"],
                          "" if total["latency_ms_mean"] is None else round(total["latency_ms_mean"], 1),
@@ -104,7 +107,10 @@ def comparison_csv(comparison: dict) -> str:
     return out.getvalue()
 
 
-def _cell(value) -> str:
+def _cell(value):
+    """A number as it is; anything else as text (JSON when it is not text), formulas quoted (core.csv_cells)."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return value
+    return csv_cell(value if isinstance(value, str) else json.dumps(value))
