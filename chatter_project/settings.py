@@ -109,6 +109,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"money": "core.money"},  # {% load money %}: amounts as plain decimals
         },
     },
 ]

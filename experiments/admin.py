@@ -12,6 +12,7 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from core.money import usd
 from experiments.models import Experiment, ExperimentResult
 from experiments.selectors import experiments_compare
 from workflows.services.templates import is_uuid
@@ -78,6 +79,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 
 
 CSV_FIGURES = ("status", "output", "total_tokens", "cost", "judge_total_tokens", "judge_cost", "latency_ms")
+MONEY_FIGURES = ("cost", "judge_cost")
 
 
 def comparison_csv(comparison: dict) -> str:
@@ -93,15 +95,20 @@ def comparison_csv(comparison: dict) -> str:
                 continue
             writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], row["item"].pk,
                              _cell(row["item"].input), _cell(row["item"].expected_output),
-                             *(getattr(result, figure) for figure in CSV_FIGURES),
+                             *(_figure(result, figure) for figure in CSV_FIGURES),
                              *(_cell(result.scores.get(name)) for name in names)])
     for column, total in zip(comparison["columns"], comparison["totals"]):
         writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], "total", "", "",
                          f"{total['items']} items, {total['failed']} failed", "", total["total_tokens"],
-                         total["cost"], total["judge_total_tokens"], total["judge_cost"],
+                         usd(total["cost"]), total["judge_total_tokens"], usd(total["judge_cost"]),
                          "" if total["latency_ms_mean"] is None else round(total["latency_ms_mean"], 1),
                          *(_cell((total["scores"].get(name) or {}).get("mean")) for name in names)])
     return out.getvalue()
+
+
+def _figure(result, figure: str):
+    value = getattr(result, figure)
+    return usd(value) if figure in MONEY_FIGURES else value
 
 
 def _cell(value) -> str:

@@ -6,6 +6,7 @@ from statistics import mean
 
 from django.db.models import QuerySet
 
+from core.money import usd
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
 
 FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "judge_prompt_tokens",
@@ -30,7 +31,7 @@ def _summary(results: list[ExperimentResult]) -> dict:
     figures = {field: sum((getattr(r, field) for r in results), Decimal("0") if "cost" in field else 0)
                for field in FIGURES}
     return {"items": len(results), "failed": sum(r.status == ExperimentResult.Status.FAILED for r in results),
-            **{k: str(v) if isinstance(v, Decimal) else v for k, v in figures.items()},
+            **{k: usd(v) if isinstance(v, Decimal) else v for k, v in figures.items()},
             "latency_ms_mean": mean(latencies) if latencies else None, "scores": _means(results)}
 
 
@@ -53,7 +54,7 @@ def experiment_totals_from_runs(*, experiment: Experiment) -> dict:
         total["failed"] += status != "completed"
         total["total_tokens"] += tokens
         total["cost"] += cost
-    return {role: {**total, "cost": f"{total['cost']:.8f}"} for role, total in totals.items()}
+    return {role: {**total, "cost": usd(total["cost"])} for role, total in totals.items()}
 
 
 def experiments_compare(*, experiments: list[Experiment]) -> dict:

@@ -21,6 +21,7 @@ from django_q.tasks import async_task
 
 from audit.services import audit_record
 from core.errors import ChatterError, Conflict, InvalidInput, TooManyRuns, Unavailable
+from core.money import dollars, usd
 from datasets.models import Dataset
 from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
@@ -123,7 +124,7 @@ def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], eval
             owner=owner, name=name, description=description, dataset=dataset, targets=targets,
             evaluators=evaluators, concurrency=concurrency, budget=budget)
         audit_record(action="experiment.created", actor=owner, target=experiment, data={
-            "dataset": str(dataset.pk), "targets": [t["name"] for t in targets], "budget": str(budget)})
+            "dataset": str(dataset.pk), "targets": [t["name"] for t in targets], "budget": usd(budget) or None})
         if start:
             transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
     return experiment
@@ -181,7 +182,7 @@ def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, 
             experiment.refresh_from_db()
             raise Conflict(f"only a stopped (or lost) experiment resumes; this one is {experiment.status}",
                            code="not_resumable")
-        audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": str(budget)})
+        audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": usd(budget) or None})
         if enqueue:
             transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
     experiment.refresh_from_db()
@@ -268,7 +269,7 @@ def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, s
     if experiment.budget is not None:
         spent = experiment_spent(experiment_id=experiment.pk)
         if spent >= experiment.budget:
-            return Status.BUDGET_SPENT, f"budget of ${experiment.budget:.8f} spent (${spent:.8f})"
+            return Status.BUDGET_SPENT, f"budget of {dollars(experiment.budget)} spent ({dollars(spent)})"
     if deadline is not None and time.monotonic() >= deadline:
         return Status.PENDING, ""
     return None
