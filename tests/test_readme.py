@@ -149,3 +149,14 @@ def test_the_readmes_links_lead_to_files():
 def test_env_example_stands_on_its_own_without_citing_the_spec():
     text = (ROOT / ".env.example").read_text()
     assert "SPEC" not in text and "§" not in text
+
+
+def test_item_23_mkdocs_serve_and_make_run_want_different_ports():
+    """`mkdocs serve` (its `dev_addr`, 127.0.0.1:8000 when unset) and `make run` (scripts/run.sh's default PORT) run
+    side by side, and the README says where the docs are served."""
+    dev_addr = re.search(r"^dev_addr: *(\S+)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    docs_port = int((dev_addr.group(1) if dev_addr else "127.0.0.1:8000").rsplit(":", 1)[1])
+    run_port = int(re.search(r'^PORT="\$\{PORT:-(\d+)\}"$', (ROOT / "scripts" / "run.sh").read_text(), re.M).group(1))
+
+    assert docs_port != run_port
+    assert f"http://127.0.0.1:{docs_port}/" in section("Documentation")
