@@ -7,6 +7,7 @@ import io
 import json
 
 from django.contrib import admin
+from django.db.models import Count, Q
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -14,6 +15,7 @@ from django.urls import path, reverse
 
 from core.money import usd
 from experiments.models import Experiment, ExperimentResult
+from experiments.progress import experiment_waiting_for
 from experiments.selectors import experiments_compare
 from workflows.services.templates import is_uuid
 
@@ -33,14 +35,14 @@ class ExperimentResultInline(admin.TabularInline):
 
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "dataset", "status", "stop_reason", "concurrency", "budget", "created_at",
-                    "completed_at")
+    list_display = ("name", "owner", "dataset", "status", "progress", "stop_reason", "concurrency", "budget",
+                     "created_at", "completed_at")
     list_filter = ("status", "created_at")
     search_fields = ("name", "owner__username", "dataset__name")
     list_select_related = ("owner", "dataset")
     readonly_fields = ("id", "owner", "name", "description", "dataset", "targets", "evaluators", "concurrency",
-                       "budget", "status", "stop_reason", "cancel_requested", "created_at", "started_at",
-                       "completed_at")
+                       "budget", "status", "progress", "stop_reason", "cancel_requested", "created_at", "queued_at",
+                       "started_at", "completed_at")
     inlines = [ExperimentResultInline]
     actions = ["compare"]
 
@@ -49,6 +51,20 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            results_done=Count("results", distinct=True),
+            results_failed=Count("results", filter=Q(results__status=ExperimentResult.Status.FAILED), distinct=True),
+            dataset_items=Count("dataset__items", distinct=True))
+
+    @admin.display(description="progress")
+    def progress(self, experiment: Experiment) -> str:
+        """Pairs done (failed) of all target × item pairs, and what a pending or running one waits for."""
+        done, total = experiment.results_done, experiment.dataset_items * len(experiment.targets)
+        waiting = experiment_waiting_for(experiment, done=done, total=total)
+        failed = f" ({experiment.results_failed} failed)" if experiment.results_failed else ""
+        return f"{done} of {total} done{failed}" + (f"; waiting for {waiting}" if waiting else "")
 
     def get_urls(self):
         return [path("compare/", self.admin_site.admin_view(self.compare_view), name="experiments_compare"),

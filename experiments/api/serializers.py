@@ -133,7 +133,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = ("id", "name", "description", "dataset", "targets", "evaluators", "concurrency", "budget",
-                  "status", "stop_reason", "cancel_requested", "created_at", "started_at", "completed_at")
+                  "status", "stop_reason", "cancel_requested", "created_at", "queued_at", "started_at", "completed_at")
         read_only_fields = fields
 
 
