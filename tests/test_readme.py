@@ -1,6 +1,7 @@
 """The README's and the docs' examples, run as a reader pastes them, against a real server; and what the pages
 promise about themselves (every invariant said where it is named, every setting in the settings table)."""
 import re
+import shlex
 import subprocess
 import time
 
@@ -63,10 +64,44 @@ def test_the_token_one_liner_prints_the_apis_message_on_a_wrong_password(server,
     assert accepted.stderr == "" and re.fullmatch(r"TOKEN=\S{40,}", accepted.stdout)
 
 
+def transcripts(text: str) -> list[tuple[str, list[str]]]:
+    """A page's terminal sessions (```console blocks): each `$ command` with the lines it is shown printing."""
+    sessions: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"^```console\n(.*?)^```$", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                sessions.append((line[2:], []))
+            else:
+                sessions[-1][1].append(line)
+    return sessions
+
+
+def as_script(block: str, kind: str) -> str:
+    """A ```sh block as it is; a ```console block's commands, each after a `--- $ command` line and allowed to fail
+    (a session shows refusals too), saying so (`[exited 1]`): what they print is checked against the page."""
+    if kind == "sh":
+        return block
+    return "".join(f"printf '%s\\n' {shlex.quote('--- $ ' + command)}\n"
+                   f"{{ {command}\n}} 2>&1 || printf '[exited %s]\\n' \"$?\"\n"
+                   for command, _ in transcripts(f"```console\n{block}```\n"))
+
+
+def transcript_matches(expected: list[str], printed: str) -> list[str]:
+    """The lines a page shows a command printing that it did not print ("…" elides; numbers may differ)."""
+    missing = []
+    for line in expected:
+        if line.strip() in ("…", ""):
+            continue
+        pattern = re.sub(r"\d+(?:\\\.\d+)?", r"\\d+(?:\\.\\d+)?", re.escape(line))
+        if not re.search(rf"^{pattern}$", printed, re.M):
+            missing.append(line)
+    return missing
+
+
 def walkthroughs() -> list[tuple[str, str]]:
-    """Every page's shell walk-through (its ```sh blocks, in order): the README's (but its two commands, `make run`
-    and `make test`), then each page of docs/ that has one, in the order the README lists them (a page it does not
-    link to last)."""
+    """Every page's shell walk-through (its ```sh blocks, and the commands of its ```console sessions, in order): the
+    README's (but its two commands, `make run` and `make test`), then each page of docs/ that has one, in the order
+    the README lists them (a page it does not link to last)."""
     listed = README.read_text()
 
     def order(page):
@@ -78,9 +113,9 @@ def walkthroughs() -> list[tuple[str, str]]:
         text = page.read_text()
         if page == README:
             text = text.replace(section("Two commands"), "")
-        blocks = re.findall(r"^```sh\n(.*?)^```$", text, flags=re.S | re.M)
+        blocks = re.findall(r"^```(sh|console)\n(.*?)^```$", text, flags=re.S | re.M)
         if blocks:
-            found.append((str(page.relative_to(ROOT)), "".join(blocks)))
+            found.append((str(page.relative_to(ROOT)), "".join(as_script(block, kind) for kind, block in blocks)))
     return found
 
 
@@ -105,7 +140,7 @@ def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server,
     assert pages[0][1].startswith("API=http://127.0.0.1:8000/api/v1;") and PASSWORD_PLACEHOLDER in pages[0][1]
     script = "set -euo pipefail\n" + "".join(f"printf '\\n=== %s\\n' '{name}'\n{walk}" for name, walk in pages)
     script = script.replace("http://127.0.0.1:8000", server.base_url).replace(PASSWORD_PLACEHOLDER, "alice-password")
-    made_here = [name for name in ("my-graph.json",) if not (ROOT / name).exists()]
+    made_here = [name for name in ("my-graph.json", "bad.json") if not (ROOT / name).exists()]
     worker = start_worker(tmp_path)
     try:
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
@@ -124,6 +159,12 @@ def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server,
     for name, out in shown.items():  # a page's call that failed is a broken walk-through, but for what it shows
         refused = re.findall(r'"error":\{"code":"(\w+)"', out)
         assert refused == EXPECTED_REFUSALS.get(name, []), (name, out[-3000:])
+    for name, out in shown.items():  # each terminal session printed what its page shows
+        printed = dict(re.findall(r"^--- \$ (.*?)\n(.*?)(?=^--- \$ |\Z)", out, flags=re.S | re.M))
+        for command, expected in transcripts((ROOT / name).read_text()):
+            assert not transcript_matches(expected, printed[command]), (name, command, printed[command])
+            refused = any(line.startswith("CommandError") for line in expected)
+            assert ("[exited " in printed[command]) == refused, (name, command, printed[command])
     readme, loop = [e for e in experiments if e.name in ("v1 vs v2", "kettle v1 vs staging")]
     for experiment, items in ((readme, 1), (loop, 3)):  # judged offline by the local model (item 22)
         assert experiment.status == "completed", experiment.stop_reason
