@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from core.money import usd
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from experiments.progress import experiment_progress
 
 FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "judge_prompt_tokens",
            "judge_completion_tokens", "judge_total_tokens", "judge_cost")
@@ -63,8 +64,9 @@ def experiments_compare(*, experiments: list[Experiment]) -> dict:
     columns, totals, by_item, items = [], [], {}, {}
     for experiment in experiments:
         summary = experiment_summary(experiment=experiment)
+        progress = experiment_progress(experiment=experiment)
         for target in experiment.targets:
-            columns.append({"experiment": experiment, "target": target["name"]})
+            columns.append({"experiment": experiment, "target": target["name"], "progress": progress})
             totals.append(summary["targets"][target["name"]])
         for result in experiment.results.select_related("item"):
             items.setdefault(result.item_id, result.item)

@@ -72,6 +72,7 @@ def test_item_23_a_pending_experiment_says_what_it_waits_for_in_the_api_and_the_
     detail = api.get(f"/api/v1/experiments/{created['id']}/").json()
     listed = client.get("/admin/experiments/experiment/").content.decode()
     page = client.get(f"/admin/experiments/experiment/{created['id']}/change/").content.decode()
+    compared = client.get(f"/admin/experiments/experiment/compare/?ids={created['id']}").content.decode()
 
     waiting = f"a start: it was created with \"start\": false; run it with `manage.py run_experiment {created['id']}`"
     assert detail["progress"] == {"experiment_id": created["id"], "status": "pending", "stop_reason": "", "done": 0,
@@ -79,3 +80,4 @@ def test_item_23_a_pending_experiment_says_what_it_waits_for_in_the_api_and_the_
     assert created["progress"] == detail["progress"] and detail["queued_at"] is None
     shown = f"0 of 4 done; waiting for {waiting}".replace('"', "&quot;")
     assert shown in listed and shown in page
+    assert f"pending: 0 of 4 done, waiting for {waiting}".replace('"', "&quot;") in compared
