@@ -36,7 +36,7 @@ def experiment_waiting_for(experiment: Experiment, *, done: int, total: int) -> 
         if experiment.queued_at is None:
             return (f"a start: it was created with \"start\": false; run it with "
                     f"`manage.py run_experiment {experiment.pk}`")
-        return (f"a background worker to {'go on with' if experiment.started_at else 'pick up'} it (queued "
+        return (f"a background worker to {'go on with it' if experiment.started_at else 'pick it up'} (queued "
                 f"{_ago(experiment.queued_at)} ago; `make run` runs a worker, or `manage.py qcluster`)")
     if experiment.status != Status.RUNNING:
         return None

@@ -1,6 +1,7 @@
 """An experiment's progress is live on the owner's websocket (/ws/events/), as any run's: every target's and
 judge's run events, and an `experiment_updated` after each item and at the end."""
 import asyncio
+import re
 import threading
 
 import pytest
@@ -81,3 +82,18 @@ def test_item_23_a_pending_experiment_says_what_it_waits_for_in_the_api_and_the_
     shown = f"0 of 4 done; waiting for {waiting}".replace('"', "&quot;")
     assert shown in listed and shown in page
     assert f"pending: 0 of 4 done, waiting for {waiting}".replace('"', "&quot;") in compared
+
+
+def test_item_23_a_queued_experiment_says_it_waits_for_a_worker(api, qa, monkeypatch, django_capture_on_commit_callbacks):
+    """Handed to the workers but picked up by none (no worker running): the answer says so."""
+    queued = []
+    monkeypatch.setattr("experiments.services.async_task", lambda *args, **kwargs: queued.append(args))  # no worker
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post("/api/v1/experiments/", {"name": "queued", "dataset": str(qa.pk),
+                                                    "targets": [{"template": "universal_chat"}]}, format="json")
+
+    progress = api.get(f"/api/v1/experiments/{created.json()['id']}/").json()["progress"]
+    assert queued == [("experiments.tasks.experiment_run_task", created.json()["id"])]
+    assert (progress["status"], progress["done"], progress["total"]) == ("pending", 0, 4)
+    assert re.fullmatch(r"a background worker to pick it up \(queued \d+ s ago; `make run` runs a worker, or "
+                        r"`manage.py qcluster`\)", progress["waiting_for"]), progress
