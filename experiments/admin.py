@@ -8,14 +8,13 @@ import json
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from core.money import usd
 from experiments.models import Experiment, ExperimentResult
-from experiments.progress import experiment_waiting_for
+from experiments.progress import progress_counted, with_progress_counts
 from experiments.selectors import experiments_compare
 from workflows.services.templates import is_uuid
 
@@ -53,18 +52,15 @@ class ExperimentAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            results_done=Count("results", distinct=True),
-            results_failed=Count("results", filter=Q(results__status=ExperimentResult.Status.FAILED), distinct=True),
-            dataset_items=Count("dataset__items", distinct=True))
+        return with_progress_counts(super().get_queryset(request))
 
     @admin.display(description="progress")
     def progress(self, experiment: Experiment) -> str:
         """Pairs done (failed) of all target × item pairs, and what a pending or running one waits for."""
-        done, total = experiment.results_done, experiment.dataset_items * len(experiment.targets)
-        waiting = experiment_waiting_for(experiment, done=done, total=total)
-        failed = f" ({experiment.results_failed} failed)" if experiment.results_failed else ""
-        return f"{done} of {total} done{failed}" + (f"; waiting for {waiting}" if waiting else "")
+        progress = progress_counted(experiment)
+        failed = f" ({progress['failed']} failed)" if progress["failed"] else ""
+        waiting = f"; waiting for {progress['waiting_for']}" if progress["waiting_for"] else ""
+        return f"{progress['done']} of {progress['total']} done{failed}{waiting}"
 
     def get_urls(self):
         return [path("compare/", self.admin_site.admin_view(self.compare_view), name="experiments_compare"),

@@ -71,6 +71,7 @@ def test_item_23_a_pending_experiment_says_what_it_waits_for_in_the_api_and_the_
     client.force_login(staff)
 
     detail = api.get(f"/api/v1/experiments/{created['id']}/").json()
+    (listed_api,) = api.get("/api/v1/experiments/").json()["results"]
     listed = client.get("/admin/experiments/experiment/").content.decode()
     page = client.get(f"/admin/experiments/experiment/{created['id']}/change/").content.decode()
     compared = client.get(f"/admin/experiments/experiment/compare/?ids={created['id']}").content.decode()
@@ -78,7 +79,7 @@ def test_item_23_a_pending_experiment_says_what_it_waits_for_in_the_api_and_the_
     waiting = f"a start: it was created with \"start\": false; run it with `manage.py run_experiment {created['id']}`"
     assert detail["progress"] == {"experiment_id": created["id"], "status": "pending", "stop_reason": "", "done": 0,
                                   "failed": 0, "total": 4, "waiting_for": waiting}
-    assert created["progress"] == detail["progress"] and detail["queued_at"] is None
+    assert created["progress"] == detail["progress"] == listed_api["progress"] and detail["queued_at"] is None
     shown = f"0 of 4 done; waiting for {waiting}".replace('"', "&quot;")
     assert shown in listed and shown in page
     assert f"pending: 0 of 4 done, waiting for {waiting}".replace('"', "&quot;") in compared
