@@ -330,5 +330,7 @@ SPECTACULAR_SETTINGS = {
         "PromptTypeEnum": "prompts.models.PromptVersion.Type",
         "ScoreDataTypeEnum": "scores.models.Score.DataType",
         "ScoreSourceEnum": "scores.models.Score.Source",
+        "ExperimentStatusEnum": "experiments.models.Experiment.Status",
+        "ExperimentResultStatusEnum": "experiments.models.ExperimentResult.Status",
     },
 }
