@@ -208,7 +208,7 @@ def _thresholds_crossed(hold: dict) -> list[dict]:
     _period_rows(hold).update(thresholds_fired=sorted(fired | set(new)))
     unit = {"limit_usd": hold["limit_usd"]} if hold["limit_usd"] is not None else {"limit_tokens": hold["limit_tokens"]}
     return [{"budget_id": hold["budget"], "threshold": threshold, "period_start": hold["starts_at"],
-             "spent": usd(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
+             "spent": usd(spent) if hold["limit_usd"] is not None else str(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
 
 
 def budget_crossings_own(*, crossings: list[dict], holds: list[dict], owner_id) -> list[dict]:
