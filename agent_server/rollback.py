@@ -12,6 +12,7 @@ from audit.services import audit_record
 from conversations.models import Conversation, Message
 from conversations.services import message_delete
 from core.errors import Conflict
+from core.money import usd
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 from workflows.services.runs import execution_cancel
 
@@ -67,7 +68,7 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
                      correlation_id=execution.correlation_id, data={
                          "conversation_id": str(execution.conversation_id), "status": execution.status,
                          "messages_removed": [{"id": str(m["pk"]), "role": m["role"],
-                                               "total_tokens": m["total_tokens"], "cost": str(m["cost"])}
+                                               "total_tokens": m["total_tokens"], "cost": usd(m["cost"])}
                                               for m in messages],
-                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": str(execution.cost),
+                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": usd(execution.cost),
                                              "llm_calls": execution.llm_calls}})

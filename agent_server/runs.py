@@ -39,6 +39,7 @@ from agent_server.threads import (
 from conversations.models import Conversation
 from core.db import retried_on_conflict
 from core.errors import Conflict, InvalidInput, NotFound
+from core.money import usd
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import RUN_IN_PROGRESS, ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
@@ -450,7 +451,7 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
             "error_message": execution.error_message or None, "provider": execution.provider,
             "model": execution.model, "prompt_tokens": execution.prompt_tokens,
             "completion_tokens": execution.completion_tokens, "total_tokens": execution.total_tokens,
-            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "cost": usd(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
             "execution_time_ms": execution.execution_time_ms,
         },
     }

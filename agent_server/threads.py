@@ -17,6 +17,7 @@ from conversations.models import Conversation, Message
 from conversations.selectors import conversation_list
 from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
 from core.errors import Conflict, InvalidInput, NotFound
+from core.money import usd
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
@@ -125,7 +126,7 @@ def threads_as_dicts(conversations: list[Conversation]) -> list[dict]:
 def _totals(conversation: Conversation) -> dict:
     return {"title": conversation.title, "message_count": conversation.message_count,
             "prompt_tokens": conversation.prompt_tokens, "completion_tokens": conversation.completion_tokens,
-            "total_tokens": conversation.total_tokens, "total_cost": str(conversation.total_cost)}
+            "total_tokens": conversation.total_tokens, "total_cost": usd(conversation.total_cost)}
 
 
 def thread_as_dict(conversation: Conversation) -> dict:

@@ -111,6 +111,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"money": "core.money"},  # {% load money %}: amounts as plain decimals
         },
     },
 ]
@@ -339,5 +340,7 @@ SPECTACULAR_SETTINGS = {
         "PromptTypeEnum": "prompts.models.PromptVersion.Type",
         "ScoreDataTypeEnum": "scores.models.Score.DataType",
         "ScoreSourceEnum": "scores.models.Score.Source",
+        "ExperimentStatusEnum": "experiments.models.Experiment.Status",
+        "ExperimentResultStatusEnum": "experiments.models.ExperimentResult.Status",
     },
 }

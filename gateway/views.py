@@ -20,6 +20,7 @@ from core.api.exceptions import ErrorShape, exception_response
 from core.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from core.api.throttling import RunThrottle
 from core.errors import ChatterError
+from core.money import usd
 from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.errors import execution_failure, openai_error
 from gateway.serializers import (
@@ -265,7 +266,7 @@ def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], *, name
 def _answer(execution: WorkflowExecution, body, *, model: str, **headers) -> Response:
     """A call run to its end: `body()` when it completed, else the answer gateway.errors makes of its failure; the
     run's id and cost in the headers either way."""
-    cost = f"{execution.cost:.8f}"
+    cost = usd(execution.cost)
     headers = {**_run_headers(execution, **headers), COST_HEADER: cost, LITELLM_COST_HEADER: cost}
     if execution.status != WorkflowExecution.Status.COMPLETED:
         failed = execution_failure(execution, model=model)

@@ -51,6 +51,7 @@ from django.utils import timezone
 from audit.services import audit_fields, audit_queue, audit_queue_along
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
+from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.runtime import Attempt, CallStarted, FetchedPrompt, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
@@ -456,7 +457,7 @@ class ExecutionRecorder:
     def _emit_node_finished(self, *, node_id, node_type, index, status, duration_ms, total_tokens, cost, error):
         self.emit("node_failed" if status == "failed" else "node_completed", {
             "node_id": node_id, "node_type": node_type, "index": index, "status": status,
-            "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": str(cost), "error": error or None,
+            "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": usd(cost), "error": error or None,
         })
 
     @_locked

@@ -23,6 +23,7 @@ from conversations.models import Message
 from conversations.services import message_save
 from core.db import connections_give_back, retried_on_conflict
 from core.errors import ProviderError, RunCancelled, RunError, Unavailable
+from core.money import usd
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -344,7 +345,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 messages.append(message)
                 recorder.emit("message_saved", {
                     "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
-                    "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
+                    "role": message.role, "total_tokens": message.total_tokens, "cost": usd(message.cost),
                 })
         if execution.conversation_id is not None and messages:
             message = messages[-1]
@@ -353,7 +354,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             recorder.publish_after_write("conversation_updated", {
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
-                "total_cost": str(conversation.total_cost)})
+                "total_cost": usd(conversation.total_cost)})
         if holds := recorder.budget.holds:  # a shared row (a budget's period): locked late, held to the commit;
             # settled before the terminal event, which must be the run's last (I6)
             crossings = budget_settle(holds=holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
@@ -367,7 +368,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "cost": usd(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
             "message_id": str(messages[-1].pk) if execution.conversation_id is not None and messages else None,
         }
         if error is None:

@@ -31,7 +31,7 @@ def test_it_runs_each_target_over_each_item_and_scores_the_runs(api, alice, qa, 
     experiment = api.get(f"{URL}{created.json()['id']}/").json()
     assert experiment["status"] == "completed", experiment
     assert experiment["progress"] == {"experiment_id": experiment["id"], "status": "completed", "stop_reason": "",
-                                      "done": 8, "failed": 0, "total": 8}
+                                      "done": 8, "failed": 0, "total": 8, "waiting_for": None}
     results = api.get(f"{URL}{experiment['id']}/results/?page_size=100").json()["results"]
     assert sorted((r["target"], r["item"]) for r in results) == sorted(
         (t, str(i.pk)) for t in ("support@v1", "newest") for i in qa.items.all())

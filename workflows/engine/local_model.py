@@ -3,6 +3,11 @@
 It streams its answer word by word and reports usage on every call, counted by the offline estimator
 over the real input and output. With tools bound it calls `calculator` for arithmetic in the user's
 message and `current_time` when asked for the time, then answers from the tool results.
+
+It grades too, so an LLM judge works offline: asked to judge an output (a message with an `Output:` section, and
+`Input:` and `Expected output:` ones, asking for `{"score": x}`, as experiments' `llm_judge` writes it), it answers
+`{"score": x}`, x the share of the expected output's words the output contains (without an expected output, of the
+input's words), to two places: a deterministic word-overlap heuristic, not a model's judgement.
 """
 from __future__ import annotations
 
@@ -36,6 +41,11 @@ LOCAL_EMBEDDING_DIMENSIONS = 256
 # An arithmetic expression: numbers joined by at least one operator, parentheses allowed.
 _EXPRESSION = re.compile(r"[(\s]*-?\d+(?:\.\d+)?(?:[\s()]*(?:\*\*|[-+*/%^×÷])[\s(]*-?\d+(?:\.\d+)?[\s)]*)+")
 _TIME_WORDS = re.compile(r"\b(time|date|today|clock)\b", re.IGNORECASE)
+# A request to grade an output (experiments.evaluators.judge_message): its labelled sections, then the answer it asks
+# for. The output is the last section, so an output holding these labels itself is still read whole.
+_GRADING = re.compile(r"^Input:\n(?P<input>.*?)\n\nExpected output:\n(?P<expected>.*?)\n\nOutput:\n(?P<output>.*)"
+                      r"\n\n[^\n]*\{\{?\"score\": x\}\}?[^\n]*\s*\Z", re.MULTILINE | re.DOTALL)
+_WORD = re.compile(r"\w+")
 
 
 def _text(message: BaseMessage) -> str:
@@ -64,6 +74,9 @@ class LocalChatModel(BaseChatModel):
         if isinstance(last, ToolMessage):
             return AIMessage(self._answer_from_tools(messages))
         question = _text(last)
+        grading = _GRADING.search(question) if isinstance(last, HumanMessage) else None
+        if grading:
+            return AIMessage(json.dumps({"score": _grade(**grading.groupdict())}))
         calls = self._tool_calls_for(question) if self.tool_names else []
         if calls:
             return AIMessage("", tool_calls=calls)
@@ -153,6 +166,16 @@ class LocalChatModel(BaseChatModel):
                 content="", usage_metadata=self._with_usage(reply, messages), response_metadata=self._metadata(reply)
             )
         )
+
+
+def _grade(*, input: str, expected: str, output: str) -> float:
+    """The share of the expected output's words (or, without one, the input's) that the output has, to two places;
+    an empty output scores 0, and an output measured against nothing 1."""
+    said = {word.lower() for word in _WORD.findall(output)}
+    wanted = {word.lower() for word in _WORD.findall(expected) or _WORD.findall(input)}
+    if not said:
+        return 0.0
+    return round(len(wanted & said) / len(wanted), 2) if wanted else 1.0
 
 
 def _call_id() -> str:
