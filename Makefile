@@ -38,7 +38,7 @@ test: .venv
 test-quick: .venv
 	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m "not server" -n 2 $(ARGS)
 
-services-up:
+services-up: .venv
 	scripts/services.sh start $(SERVICES_DIR)
 	@echo "Now: source $(SERVICES_DIR)/env"
 
