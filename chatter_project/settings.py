@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "keys",
     "webhooks",
     "conversations",
+    "knowledge",
     "workflows",
     "scores",
     "datasets",
