@@ -12,9 +12,7 @@ input's words), to two places: a deterministic word-overlap heuristic, not a mod
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import math
 import re
 import time
 import uuid
@@ -32,11 +30,9 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens, estimate_tokens
+from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens
 
 LOCAL_MODELS = ("local-echo-1",)
-LOCAL_EMBEDDING_MODELS = ("local-embed-1",)
-LOCAL_EMBEDDING_DIMENSIONS = 256
 
 # An arithmetic expression: numbers joined by at least one operator, parentheses allowed.
 _EXPRESSION = re.compile(r"[(\s]*-?\d+(?:\.\d+)?(?:[\s()]*(?:\*\*|[-+*/%^×÷])[\s(]*-?\d+(?:\.\d+)?[\s)]*)+")
@@ -180,24 +176,6 @@ def _grade(*, input: str, expected: str, output: str) -> float:
 
 def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:16]}"
-
-
-def local_embeddings(inputs: list, *, dimensions: int | None = None) -> tuple[list[list[float]], int]:
-    """The offline embedding model: each word hashed into one of `dimensions` signed buckets, the vector normalized
-    (texts that share words point alike), and the tokens read, counted by the offline estimator. Token arrays are
-    read as their JSON text."""
-    size = dimensions or LOCAL_EMBEDDING_DIMENSIONS
-    vectors, tokens = [], 0
-    for item in inputs:
-        text = item if isinstance(item, str) else json.dumps(item)
-        tokens += estimate_tokens(text)
-        vector = [0.0] * size
-        for word in re.findall(r"\w+", text.lower()):
-            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-            vector[int.from_bytes(digest[:4], "little") % size] += 1.0 if digest[4] & 1 else -1.0
-        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
-        vectors.append([value / norm for value in vector])
-    return vectors, tokens
 
 
 @functools.lru_cache(maxsize=64)

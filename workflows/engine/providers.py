@@ -430,7 +430,8 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     """The models `provider`'s server serves: the local model's, or what an OpenAI-compatible server lists at its
     /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
     if provider == "local":
-        from workflows.engine.local_model import LOCAL_EMBEDDING_MODELS, LOCAL_MODELS
+        from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+        from workflows.engine.local_model import LOCAL_MODELS
 
         return frozenset(LOCAL_MODELS + LOCAL_EMBEDDING_MODELS)
     if provider != "openai":
@@ -475,7 +476,7 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         raise InvalidInput(f"provider {provider!r} has no embeddings API",
                            details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
     if provider == "local":
-        from workflows.engine.local_model import local_embeddings
+        from workflows.engine.embeddings_local import local_embeddings
 
         vectors, prompt_tokens = local_embeddings(inputs, dimensions=dimensions)
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
