@@ -2,7 +2,7 @@
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from typing import Any
 
-from core.secrets import secrets_scrub
+from core.secrets import secrets_scrub, secrets_scrubbed
 
 
 class ChatterError(Exception):
@@ -139,7 +139,7 @@ class ProviderError(RunError):
 
     def __init__(self, message: str, *, upstream: dict | None = None, **kwargs):
         super().__init__(message, **kwargs)
-        self.upstream = upstream
+        self.upstream = secrets_scrubbed(upstream)  # its error object may quote our API key, as its message may
 
 
 class NodeFailed(RunError):

@@ -23,3 +23,14 @@ def secrets_scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def secrets_scrubbed(value):
+    """`value` (JSON-like: dicts, lists, strings) with secrets_scrub applied to every string in it."""
+    if isinstance(value, str):
+        return secrets_scrub(value)
+    if isinstance(value, dict):
+        return {key: secrets_scrubbed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [secrets_scrubbed(item) for item in value]
+    return value
