@@ -3,12 +3,14 @@
 tools.services.mcp_tool_run against the real MCP server, each call a ToolCall row with `tool_start` /
 `tool_called` events. A call outside the allow-list, a timeout, a server that is down, an oversized result and
 an MCP error each end as a tool message the model sees, and the run goes on."""
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 
 from tools.services import mcp_server_create
 from workflows.models import ExecutionEvent, ToolCall
-from workflows.services.run_requests import ChatRequest
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
@@ -34,6 +36,12 @@ def bound(request) -> dict[str, dict]:
 
 def tool_messages(request) -> list[dict]:
     return [message for message in request.body["messages"] if message["role"] == "tool"]
+
+
+def text_of(message: dict) -> str:
+    """A message's text, whether sent as a string or as content blocks (langchain-mcp-adapters' tools give blocks)."""
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(block["text"] for block in content)
 
 
 def test_item_01_a_json_workflow_calls_an_allowed_mcp_tool(alice, tracker, mcp_server, openai_server):
@@ -158,3 +166,65 @@ def test_item_02_each_call_is_a_tool_call_row_with_tool_start_and_tool_called_ev
     assert "tracker__add" in page and "tracker__fail" in page and str(tracker) in page
     inline = client.get(reverse("admin:workflows_workflowexecution_change", args=[execution.pk])).content.decode()
     assert "tracker__add" in inline and str(tracker) in inline
+
+
+def run_agent(owner, settings, monkeypatch, openai_server, attribute="graph"):
+    settings.CHATTER_GRAPHS = {"mcp_agent": (str(Path(__file__).parent / "graphs" / "mcp_agent.py"), attribute)}
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    graph = {"nodes": [{"id": "start", "type": "start"},
+                       {"id": "agent", "type": "python_graph", "config": {"graph": "mcp_agent"}},
+                       {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "agent"}, {"source": "agent", "target": "end"}]}
+    execution = execution_create(ExecutionRequest(owner=owner, graph=graph, message="What is 2 + 40?"))
+    return execution_run(execution_id=execution.pk)
+
+
+def test_item_03_a_registered_react_agent_calls_its_owners_mcp_tool(alice, tracker, mcp_server, openai_server,
+                                                                    settings, monkeypatch):
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}}],
+                        usage={"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60})
+    openai_server.reply(tool_calls=[{"name": "tracker__fail", "arguments": {"message": "no such issue"}}],
+                        usage={"prompt_tokens": 60, "completion_tokens": 10, "total_tokens": 70})
+    openai_server.reply(content="2 + 40 is 42.", usage={"prompt_tokens": 80, "completion_tokens": 6,
+                                                        "total_tokens": 86})
+
+    execution = run_agent(alice, settings, monkeypatch, openai_server)
+
+    assert execution.status == "completed", execution.error_message
+    assert set(bound(openai_server.requests[0])) == {"tracker__add", "tracker__fail"}  # the allowed ones only
+    assert set(bound(openai_server.requests[0])["tracker__add"]["properties"]) == {"a", "b"}
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40}), ("fail", {"message": "no such issue"})]
+    assert text_of(tool_messages(openai_server.requests[1])[-1]) == "42.0"
+    assert "no such issue" in text_of(tool_messages(openai_server.requests[2])[-1])  # an error the model sees
+    added, failed = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert (added.tool, added.server_id, added.ok, added.result) == ("tracker__add", tracker.pk, True, "42.0")
+    assert (failed.tool, failed.server_id, failed.ok) == ("tracker__fail", tracker.pk, False)
+    assert "no such issue" in failed.error
+    assert execution.tool_calls == 2 and execution.llm_calls == 3
+
+
+def test_item_03_another_users_agent_gets_none_of_alices_tools(bob, tracker, mcp_server, openai_server, settings,
+                                                               monkeypatch):
+    openai_server.reply(content="I have no tools.")
+
+    execution = run_agent(bob, settings, monkeypatch, openai_server)
+
+    assert execution.status == "completed", execution.error_message
+    assert bound(openai_server.requests[0]) == {}
+    assert mcp_server.calls == []
+
+
+@pytest.mark.parametrize("fault", [_slow, _down, _oversized], ids=["timeout", "server_down", "oversized_result"])
+def test_item_03_a_fault_in_an_agents_mcp_tool_is_a_tool_message(alice, tracker, mcp_server, openai_server, settings,
+                                                                   monkeypatch, fault):
+    name, arguments, said = fault(settings, mcp_server, tracker)
+    openai_server.reply(tool_calls=[{"name": name, "arguments": arguments}])
+    openai_server.reply(content="Recovered.")
+
+    execution = run_agent(alice, settings, monkeypatch, openai_server, attribute="any_tool_graph")
+
+    assert execution.status == "completed", execution.error_message
+    assert said in text_of(tool_messages(openai_server.requests[1])[-1])
+    row = ToolCall.objects.get(execution=execution)
+    assert row.tool == name and row.server_id == tracker.pk and row.ok is (fault is _oversized)

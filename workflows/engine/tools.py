@@ -143,6 +143,7 @@ ToolRunner = Callable[[str, dict], str]
 # An MCP tool in an allow-list: `<server>__<tool>`, or `<server>__*` for every tool of the server. Which of them the
 # run's user may call is known only when it runs (the app hands them to the engine through its hooks).
 MCP_QUALIFIER = "__"
+MCP_SERVER_METADATA = "chatter_mcp_server"  # an MCP tool's LangChain metadata: its server's id (tools.langchain)
 MCP_TOOL_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?__(?:\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 
 
