@@ -228,3 +228,48 @@ def test_item_03_a_fault_in_an_agents_mcp_tool_is_a_tool_message(alice, tracker,
     assert said in text_of(tool_messages(openai_server.requests[1])[-1])
     row = ToolCall.objects.get(execution=execution)
     assert row.tool == name and row.server_id == tracker.pk and row.ok is (fault is _oversized)
+
+
+def test_item_02_tool_start_is_written_before_the_mcp_server_answers(alice, tracker, mcp_server, openai_server):
+    """Watchers see an MCP call begin while the server works (the run writes what it holds before it waits)."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}},
+                                    {"name": "tracker__sleep", "arguments": {"seconds": 4}}])
+    openai_server.reply(content="Slept.")
+    execution = execution_create(ChatRequest(owner=alice, message="Wait.",
+                                             config={**OPENAI, "allowed_tools": ["tracker__*"]}))
+    ended = threading.Event()
+
+    def run():
+        try:
+            execution_run(execution_id=execution.pk)
+        finally:
+            connection.close()
+            ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while len(mcp_server.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mcp_server.calls == [("add", {"a": 1, "b": 2}), ("sleep", {"seconds": 4})]
+    seen = ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list("event", "data")
+    assert [(event, data["tool"]) for event, data in seen if event.startswith("tool_")] == [
+        ("tool_start", "tracker__add"), ("tool_called", "tracker__add"), ("tool_start", "tracker__sleep")]
+    assert not ended.is_set()  # the server is still working
+    assert ended.wait(30)
+    assert ExecutionEvent.objects.filter(execution=execution, event="tool_called").count() == 2
+
+
+@pytest.mark.parametrize("entry", ["tracker__", "__add", "tracker_", "a b__add", "tracker__a b", "tracker__**", 7])
+def test_item_01_an_allow_list_entry_that_names_no_tool_is_refused(entry):
+    from core.errors import InvalidInput
+    from workflows.engine.config import config_resolve
+
+    assert config_resolve({"allowed_tools": ["calculator", "tracker__add", "tracker__*", "my-docs__search.v2"]})
+    with pytest.raises(InvalidInput) as refused:
+        config_resolve({"allowed_tools": ["tracker__*", entry]})
+    assert [(e["path"], e["code"]) for e in refused.value.details] == [("config.allowed_tools", "invalid_choice")]
