@@ -15,13 +15,15 @@ help:
 	@echo "make services-down  stop them"
 	@echo "make clean          remove caches, collected static files and test leftovers"
 
-# Installs into .venv when it is missing or requirements.txt is newer than the last install.
+# Installs into .venv when it is missing or a requirements file is newer than the last install.
+# requirements-nodeps.txt: packages installed without their declared dependencies (it says why).
 .venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 run: .venv
@@ -36,7 +38,7 @@ test: .venv
 test-quick: .venv
 	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m "not server" -n 2 $(ARGS)
 
-services-up:
+services-up: .venv
 	scripts/services.sh start $(SERVICES_DIR)
 	@echo "Now: source $(SERVICES_DIR)/env"
 

@@ -126,7 +126,11 @@ class RunCreate(Body):
     context: dict[str, Any] | None = None
     stream_mode: list[str] = Field(default_factory=lambda: ["values"])
     stream_subgraphs: bool = False  # a registered graph's subgraphs' parts too, under `<mode>|<namespace>`
-    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+    # What a run meets on a busy thread; `enqueue` (it waits its turn), as the stock server's default.
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "enqueue"
+    # A run without a thread: "keep" runs it on a new thread that stays (its thread_id answered); "delete" (the
+    # stock server's default) leaves no thread behind.
+    on_completion: Literal["delete", "keep"] = "delete"
     if_not_exists: Literal["create", "reject"] = "reject"
     webhook: str | None = None  # POSTed the run when it ends (signed; agent_server.webhooks)
     after_seconds: int | None = Field(None, ge=0)  # a delayed run: pending until then, then run by a worker
@@ -159,6 +163,13 @@ class RunCreate(Body):
     def fork_from(self) -> str | None:
         """The checkpoint a run forks from (`checkpoint_id`, or `checkpoint.checkpoint_id`), if any."""
         return self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id") or None
+
+
+class CancelQuery(Body):
+    """The query of POST threads/<id>/runs/<run>/cancel: `wait` for the run to end; `interrupt` it (it stays, ended
+    `interrupted`) or `rollback` (it is taken out of the thread: gone from its runs, as if deleted)."""
+    wait: bool = False
+    action: Literal["interrupt", "rollback"] = "interrupt"
 
 
 class StoreItemPut(Body):

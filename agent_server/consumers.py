@@ -36,7 +36,8 @@ class ThreadEventsConsumer(AsyncWebsocketConsumer):
         self.access_task = asyncio.create_task(self.close_when_access_ends())
 
     async def close_when_access_ends(self) -> None:
-        await access_ended(self.access, key=self.scope.get("api_key"))
+        await access_ended(self.access, key=self.scope.get("api_key"),
+                           expires_at=self.scope.get("api_key_expires_at"))
         if self.relay_task is not None:
             self.relay_task.cancel()
         await self.close(code=CLOSE_UNAUTHENTICATED)

@@ -10,6 +10,7 @@ the status the SDK maps to its exceptions (422 for bad input, 404 for another us
 missing one)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Callable
 
@@ -38,6 +39,7 @@ from keys.auth import (
 from core.errors import ChatterError, error_details
 
 READ = "read"
+WAIT_HEARTBEAT_S = 5.0  # the stock server's interval of /runs/wait's keep-alive newlines
 UNAUTHORIZED = "Missing or invalid API key (x-api-key)"
 
 
@@ -177,12 +179,20 @@ def answer_when_ended(execution, answer: Callable[[], Any], *, status: int = 200
                       headers: dict | None = None) -> HttpResponseBase:
     """`answer()` as JSON once the run has ended or paused for input. Now when it has (a run that ran in this
     request, or one that had ended); else a response whose body is written when it has: an async iterator
-    awaiting the run's feed (agent_server.runs.run_ended), served by Django under ASGI without holding a thread."""
+    awaiting the run's feed (agent_server.runs.run_ended), served by Django under ASGI without holding a thread.
+    Meanwhile a newline every WAIT_HEARTBEAT_S keeps the connection alive through proxies that cut an idle one, as
+    the stock server does (whitespace before a JSON document is part of it: every JSON parser skips it)."""
     if execution.is_terminal or execution.status == execution.Status.WAITING:
         return Response(answer(), status=status, headers=headers)
 
     async def body():
-        await run_ended(execution_id=execution.pk)
+        ended = asyncio.ensure_future(run_ended(execution_id=execution.pk))
+        try:
+            while not (await asyncio.wait({ended}, timeout=WAIT_HEARTBEAT_S))[0]:
+                yield b"\n"
+            ended.result()
+        finally:
+            ended.cancel()  # the client went away: stop waiting for it
         yield json.dumps(await database_sync_to_async(answer)(), cls=DjangoJSONEncoder)
 
     return StreamingHttpResponse(body(), status=status, content_type="application/json", headers=headers)

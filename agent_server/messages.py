@@ -3,6 +3,7 @@ into one chat turn."""
 from __future__ import annotations
 
 from core.errors import InvalidInput
+from core.money import usd
 
 _TYPES = {"user": "human", "assistant": "ai", "system": "system", "tool": "tool"}
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",
@@ -32,7 +33,7 @@ def message_dict(message) -> dict:
             cached_prompt_tokens=message.cached_prompt_tokens, reasoning_tokens=message.reasoning_tokens)
         data["response_metadata"] = {
             "model_provider": message.provider_used, "model_name": message.model_used,
-            "finish_reason": message.finish_reason or None, "cost": str(message.cost),
+            "finish_reason": message.finish_reason or None, "cost": usd(message.cost),
             "usage_estimated": message.usage_estimated, "execution_id": str(message.execution_id),
         }
     return data
@@ -42,7 +43,7 @@ def ai_message_of_run(execution) -> dict:
     """A run without a thread keeps no message: its answer, as its row holds it."""
     return {"content": (execution.output_data or {}).get("content") or "", "additional_kwargs": {},
             "response_metadata": {"model_provider": execution.provider, "model_name": execution.model,
-                                  "cost": str(execution.cost), "execution_id": str(execution.pk)},
+                                  "cost": usd(execution.cost), "execution_id": str(execution.pk)},
             "type": "ai", "name": None, "id": f"run-{execution.pk}", "tool_calls": [], "invalid_tool_calls": [],
             "usage_metadata": usage_metadata(prompt_tokens=execution.prompt_tokens,
                                              completion_tokens=execution.completion_tokens)}

@@ -12,6 +12,7 @@ from audit.services import audit_record
 from conversations.models import Conversation, Message
 from conversations.services import message_delete
 from core.errors import Conflict
+from core.money import usd
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 from workflows.services.runs import execution_cancel
 
@@ -24,23 +25,28 @@ def runs_roll_back(*, conversation_id, actor) -> None:
     and the usage rollups' message counts follow through its receivers), and the runs leave the thread's runs and
     history. What they spent stays on the books: a run's LLM calls, tokens and cost were spent at the provider,
     so the run row, its calls, the template's analytics and the budgets keep them ("nothing is lost"), and an
-    `execution.rolled_back` audit event says what was taken out of the thread. Waits (up to CANCEL_WAIT_S) for a
-    running run to stop at its next token or node boundary; one that does not is a 409 (its cancel stands,
-    nothing is taken out of the thread)."""
-    running = list(WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS))
-    for execution in running:
+    `execution.rolled_back` audit event says what was taken out of the thread (see runs_stop for the wait)."""
+    ids = list(WorkflowExecution.objects.filter(conversation_id=conversation_id, status__in=RUN_IN_PROGRESS)
+               .values_list("pk", flat=True))
+    runs_stop(execution_ids=ids, actor=actor)
+    for execution in WorkflowExecution.objects.filter(pk__in=ids).select_related("template"):
+        run_roll_back(execution=execution, actor=actor)
+
+
+def runs_stop(*, execution_ids, actor, deadline: float | None = None) -> None:
+    """Cancel each of the runs still in progress (pending or waiting: ended at once; running: asked to stop at its
+    next token or node boundary, wherever it runs) and return once every one has ended. One that has not by the
+    deadline (CANCEL_WAIT_S from now) is a 409: its cancel stands, the caller changes nothing else."""
+    deadline = time.monotonic() + CANCEL_WAIT_S if deadline is None else deadline
+    for execution in WorkflowExecution.objects.filter(pk__in=execution_ids, status__in=RUN_IN_PROGRESS):
         try:
             execution_cancel(execution=execution, actor=actor)
         except Conflict:
-            pass  # it ended meanwhile: rolled back all the same
-    ids = [execution.pk for execution in running]
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while WorkflowExecution.objects.filter(pk__in=ids, status__in=RUN_IN_PROGRESS).exists():
+            pass  # it ended meanwhile
+    while WorkflowExecution.objects.filter(pk__in=execution_ids, status__in=RUN_IN_PROGRESS).exists():
         if time.monotonic() > deadline:
-            raise Conflict("the run to roll back did not stop in time; try again", code="thread_busy")
+            raise Conflict("the run did not stop in time; try again", code="thread_busy")
         time.sleep(0.05)
-    for execution in WorkflowExecution.objects.filter(pk__in=ids).select_related("template"):
-        run_roll_back(execution=execution, actor=actor)
 
 
 def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
@@ -62,7 +68,7 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
                      correlation_id=execution.correlation_id, data={
                          "conversation_id": str(execution.conversation_id), "status": execution.status,
                          "messages_removed": [{"id": str(m["pk"]), "role": m["role"],
-                                               "total_tokens": m["total_tokens"], "cost": str(m["cost"])}
+                                               "total_tokens": m["total_tokens"], "cost": usd(m["cost"])}
                                               for m in messages],
-                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": str(execution.cost),
+                         "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": usd(execution.cost),
                                              "llm_calls": execution.llm_calls}})

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from agent_server.assistants import (
     RegisteredGraph,
@@ -25,7 +25,7 @@ from agent_server.bodies import RunCreate
 from agent_server.messages import ai_message_of_run, input_as_dicts, input_messages, question_interrupt, turn_of
 from agent_server.models import AgentCron, AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
-from agent_server.rollback import runs_roll_back
+from agent_server.rollback import run_roll_back, runs_roll_back, runs_stop
 from agent_server.stream import graph_streams_asked
 from agent_server.threads import (
     graph_thread_values,
@@ -39,6 +39,7 @@ from agent_server.threads import (
 from conversations.models import Conversation
 from core.db import retried_on_conflict
 from core.errors import Conflict, InvalidInput, NotFound
+from core.money import usd
 from workflows.engine.config import CONFIG_KEYS
 from workflows.models import RUN_IN_PROGRESS, ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
@@ -192,7 +193,11 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` of the thread's
     state the run goes on from it, a branch of the thread (of a run's own state, from before threads kept their
     graph's: a fork outside the conversation, fork_request). `streaming`: "v3" for a run the thread protocol starts
-    (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream)."""
+    (agent_server.protocol: a registered graph's run keeps LangGraph's protocol stream). Without a thread,
+    `on_completion="keep"` runs it on a new thread of its own, which stays."""
+    if thread_id is None and body.on_completion == "keep" and body.command is None:
+        thread_id = uuid.uuid4()  # made with the run, once the run is known to be valid (_thread_for_run)
+        body = body.model_copy(update={"if_not_exists": "create"})
     if body.command is not None and set(body.command) == {"resume"} and thread_id is not None and thread_stopped(
             conversation=thread_get(user=owner, thread_id=thread_id)):
         # A registered graph's thread at a static breakpoint (its run ended there): a new run goes on from it, as
@@ -336,10 +341,16 @@ def _alone_on_thread(on_written):
 
 def _busy_thread(*, conversation_id, owner, body: RunCreate, request: AgentRunRequest) -> bool:
     """What `multitask_strategy` does on a busy thread: whether the new run is queued behind the one in progress
-    (`enqueue`, `interrupt`) or starts now (`rollback`, once that one left the thread); `reject`: a 409."""
+    (`enqueue`, `interrupt`) or starts now (`rollback`, once that one left the thread); `reject`, or `enqueue`
+    behind a run that waits for input only: a 409."""
     if body.multitask_strategy == "reject":
         raise Conflict("Thread is already running a task. Wait for it to finish or choose a different "
                        "multitask strategy.", code="thread_busy")
+    if body.multitask_strategy == "enqueue" and not WorkflowExecution.objects.filter(
+            conversation_id=conversation_id, status__in=(Status.PENDING, Status.RUNNING)).exists():
+        # Its run waits for a person, not for a worker: queued behind it, this one would wait with no end in sight.
+        raise Conflict("The thread's run waits for input: answer it (command.resume), or start this run with "
+                       "multitask_strategy interrupt or rollback.", code="thread_busy")
     if body.after_seconds:
         raise InvalidInput("after_seconds is not supported on a busy thread: the run would wait for it anyway")
     run_plan(request)  # bad input is refused before the thread's runs are touched
@@ -384,7 +395,11 @@ def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str |
         agent_run__rolled_back=True)
     if status is not None:
         wanted = [chatter for chatter, langgraph in RUN_STATUS.items() if langgraph == status]
-        runs = runs.filter(status__in=wanted)
+        stopping = Q(cancel_requested=True, status__in=(Status.PENDING, Status.RUNNING))  # (_stopping)
+        matching = Q(status__in=wanted) & ~stopping
+        if status == "interrupted":
+            matching |= stopping
+        runs = runs.filter(matching)
     return list(runs.order_by("-created_at")[offset:offset + limit])
 
 
@@ -407,12 +422,20 @@ def _cron_run_of(execution) -> AgentRun | None:
                     multitask_strategy=AgentRun.Strategy.REJECT, stream_mode=["values"])
 
 
+def _stopping(execution: WorkflowExecution) -> bool:
+    """A run asked to stop that has not yet reached its next token or node boundary: `interrupted` from the cancel
+    on, as the stock server marks a run it cancels (its process ends it `cancelled` when it stops)."""
+    return execution.cancel_requested and execution.status in (Status.PENDING, Status.RUNNING)
+
+
 def run_as_dict(execution: WorkflowExecution) -> dict:
     """A run as LangGraph's Run, with Chatter's accounting under "chatter"."""
     agent_run = agent_run_of(execution) or _cron_run_of(execution)
     status = RUN_STATUS[execution.status]
     if execution.status == Status.FAILED and execution.error_type == "timeout":
         status = "timeout"
+    if _stopping(execution):
+        status = "interrupted"
     return {
         "run_id": str(execution.pk),
         "thread_id": str(execution.conversation_id) if execution.conversation_id else None,
@@ -428,7 +451,7 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
             "error_message": execution.error_message or None, "provider": execution.provider,
             "model": execution.model, "prompt_tokens": execution.prompt_tokens,
             "completion_tokens": execution.completion_tokens, "total_tokens": execution.total_tokens,
-            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "cost": usd(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
             "execution_time_ms": execution.execution_time_ms,
         },
     }
@@ -491,6 +514,19 @@ async def run_ended(*, execution_id) -> None:
 
 def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
     return execution_cancel(execution=execution, actor=actor)
+
+
+def run_cancel_and_roll_back(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
+    """cancel(action="rollback"): the run is stopped (runs_stop), then taken out of its thread (run_roll_back):
+    gone from the thread's runs, as the stock server deletes it; what it spent stays on its row. A run that has
+    ended is a 409, as any cancel of one."""
+    if execution.is_terminal:
+        raise Conflict(f"the run is already {execution.status}", code="not_cancellable")
+    runs_stop(execution_ids=[execution.pk], actor=actor)
+    execution.refresh_from_db()
+    if execution.conversation_id:
+        run_roll_back(execution=execution, actor=actor)
+    return execution
 
 
 def run_cancel_if_in_progress(*, execution_id, actor) -> None:

@@ -4,6 +4,7 @@ values are its graph's state (its messages in LangGraph's format, for a thread t
 stands at a static breakpoint where its latest run stopped (agent_server.state: its state and history)."""
 from __future__ import annotations
 
+import time
 import uuid
 
 from django.db import transaction
@@ -11,10 +12,12 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from agent_server.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
+from agent_server.rollback import CANCEL_WAIT_S, runs_stop
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_list
 from conversations.services import conversation_create, conversation_delete, conversation_update, message_save
 from core.errors import Conflict, InvalidInput, NotFound
+from core.money import usd
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
@@ -123,7 +126,7 @@ def threads_as_dicts(conversations: list[Conversation]) -> list[dict]:
 def _totals(conversation: Conversation) -> dict:
     return {"title": conversation.title, "message_count": conversation.message_count,
             "prompt_tokens": conversation.prompt_tokens, "completion_tokens": conversation.completion_tokens,
-            "total_tokens": conversation.total_tokens, "total_cost": str(conversation.total_cost)}
+            "total_tokens": conversation.total_tokens, "total_cost": usd(conversation.total_cost)}
 
 
 def thread_as_dict(conversation: Conversation) -> dict:
@@ -151,22 +154,29 @@ def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation
 
 
 def thread_delete(*, conversation: Conversation, actor) -> None:
-    """As LangGraph's server deletes a thread: its runs that no process runs (pending, or waiting for input) are
-    cancelled first, their usage kept on them (I5); a run still running is a 409 (cancel it, or wait)."""
+    """As LangGraph's server deletes a thread, whatever its runs are doing: each run in progress is cancelled
+    (their usage kept on them, I5) and, once all have ended, the thread is deleted, under its row's lock where no
+    run may be in progress (conversation_delete). A run that began meanwhile (a worker handed the thread's next
+    queued run over, a client started one) is stopped the same way, then the deletion is tried again: the race
+    with a worker ends in a deletion, never a 409 (one only for a run that does not stop within
+    rollback.CANCEL_WAIT_S)."""
     from workflows.checkpointer import checkpointer
-    from workflows.services.runs import execution_cancel
 
-    for execution in WorkflowExecution.objects.filter(conversation_id=conversation.pk, status__in=(
-            WorkflowExecution.Status.PENDING, WorkflowExecution.Status.WAITING)):
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while True:
+        runs_stop(execution_ids=list(WorkflowExecution.objects.filter(
+            conversation_id=conversation.pk, status__in=RUN_IN_PROGRESS).values_list("pk", flat=True)),
+            actor=actor, deadline=deadline)
         try:
-            execution_cancel(execution=execution, actor=actor)
-        except Conflict:
-            pass  # it ended meanwhile
-    with transaction.atomic():
-        conversation_delete(conversation=conversation, actor=actor)
-        # The graph's state under the thread's id goes with it (a thread made again with that id, as
-        # clients choose their ids, starts empty).
-        checkpointer.delete_thread(str(conversation.pk))
+            with transaction.atomic():
+                conversation_delete(conversation=conversation, actor=actor)
+                # The graph's state under the thread's id goes with it (a thread made again with that id, as
+                # clients choose their ids, starts empty).
+                checkpointer.delete_thread(str(conversation.pk))
+            return
+        except Conflict:  # a run of it began between the stop and the lock
+            if time.monotonic() > deadline:
+                raise
 
 
 def thread_copy(*, conversation: Conversation, actor) -> Conversation:

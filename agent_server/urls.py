@@ -42,6 +42,7 @@ urlpatterns = [
     path("runs", views.StatelessRuns.as_view()),
     path("runs/stream", views.RunsStream.as_view()),
     path("runs/wait", views.RunsWait.as_view()),
+    path("runs/<str:run_id>/join", views.RunJoin.as_view()),  # a run without a thread (its /runs/wait's Location)
     path("store/items", views.StoreItems.as_view()),
     path("store/items/search", views.StoreSearchView.as_view()),
     path("store/namespaces", views.StoreNamespacesView.as_view()),

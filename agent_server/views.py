@@ -21,6 +21,7 @@ from agent_server.bodies import (
     AssistantLatest,
     AssistantSearch,
     AssistantUpdate,
+    CancelQuery,
     EventStreamFilter,
     History,
     RunCreate,
@@ -44,6 +45,7 @@ from agent_server.runs import (
     is_registered_run,
     run_as_dict,
     run_cancel,
+    run_cancel_and_roll_back,
     run_cancel_if_in_progress,
     run_get,
     run_list,
@@ -384,7 +386,13 @@ class RunsWait(LangGraphView):
                             api_key=request.auth)
         execution = started.execution
         return answer_when_ended(execution, lambda: _values_now(execution, started.inputs),
-                                 headers={"Content-Location": _run_path(execution)})
+                                 headers=_joined_at(execution))
+
+
+def _joined_at(execution) -> dict:
+    """Where a run is (Content-Location) and where it is joined (Location: the SDK reconnects there when the
+    answer is cut off), as the stock server names them; relative to the API's root, as the SDK resolves them."""
+    return {"Location": f"{_run_path(execution)}/join", "Content-Location": _run_path(execution)}
 
 
 def _values_now(execution, inputs=None) -> dict:
@@ -404,7 +412,9 @@ class RunDetail(LangGraphView):
 
 
 class RunJoin(LangGraphView):
-    def get(self, request, thread_id, run_id):
+    """A run's values once it has ended (a run without a thread: under /runs/, where its /runs/wait names it)."""
+
+    def get(self, request, run_id, thread_id=None):
         execution = run_get(user=request.user, thread_id=thread_id, run_id=run_id)
         return answer_when_ended(execution, lambda: _values_now(execution))
 
@@ -440,10 +450,13 @@ class RunCancel(LangGraphView):
     key_scope = "runs"
 
     def post(self, request, thread_id, run_id):
-        execution = run_cancel(execution=run_get(user=request.user, thread_id=thread_id, run_id=run_id),
-                               actor=request.user)
-        if request.query_params.get("wait") in ("1", "true", "True"):
-            return answer_when_ended(execution, lambda: _run_now(execution))
+        query = self.query(CancelQuery)
+        execution = run_get(user=request.user, thread_id=thread_id, run_id=run_id)
+        if query.action == "rollback":  # answered once it has stopped and left the thread
+            return Response(run_as_dict(run_cancel_and_roll_back(execution=execution, actor=request.user)))
+        execution = run_cancel(execution=execution, actor=request.user)
+        if query.wait:
+            return answer_when_ended(execution, lambda: _run_now(execution), headers=_joined_at(execution))
         body = _run_now(execution)
         return Response(body, status=200 if body["status"] not in ("pending", "running") else 202)
 

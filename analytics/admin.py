@@ -24,6 +24,7 @@ from analytics.selectors import (
 )
 from budgets.models import Budget
 from budgets.services import budgets_current
+from core.money import dollars
 from keys.models import ApiToken
 from prompts.admin import PromptAdmin
 from prompts.models import Prompt
@@ -142,7 +143,7 @@ class DashboardFilter(forms.Form):
 
 
 def money(value) -> str:
-    return f"${value:.8f}"
+    return dollars(value)
 
 
 def money_axis(value) -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 
+from core.money import usd
 from prompts.models import DEFAULT_LABEL, Prompt
 from scores.models import Score
 from workflows.models import WorkflowExecution
@@ -54,7 +54,7 @@ def prompt_version_report(*, prompt: Prompt, baseline: int | None = None) -> dic
             "labels": [_label_share(label, number) for label in labels if _label_share(label, number)],
             "runs": row["runs"], "failed": row["failed"], "cancelled": row["cancelled"],
             **{name: row[name] or 0 for name in SUMS if name != "cost"},
-            "cost": f"{row['cost'] or Decimal('0'):.8f}",
+            "cost": usd(row["cost"] or 0),
             "latency_ms": {"p50": _percentile(sample["latency_ms"], 50), "p95": _percentile(sample["latency_ms"], 95)},
             "means": {name: summary for name, summary in means.items() if not name.startswith("score:")},
             "scores": {**{name[6:]: summary for name, summary in means.items() if name.startswith("score:")},

@@ -42,7 +42,13 @@ class DbWork:
                                autocommit=True)
 
     def enable_statements(self) -> None:
-        """Restart PostgreSQL with pg_stat_statements preloaded, and create the extension."""
+        """Restart PostgreSQL with pg_stat_statements preloaded, and create the extension. Not where the build has
+        none (scripts/services.sh's has none): the restart would fail, leaving no server."""
+        with self._connect() as connection:
+            available = connection.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone()
+        if not available:
+            raise OSError("this PostgreSQL build has no pg_stat_statements")
         self.services.restart_postgres(shared_preload_libraries="pg_stat_statements",
                                        **{"pg_stat_statements.max": 10000})
         with self._connect() as connection:

@@ -35,6 +35,7 @@ from budgets.models import Budget, BudgetPeriod
 from budgets.statements import ANY_BUDGET, BUDGETS_MATCHING, matching_params
 from core.db import instances
 from core.errors import ChatterError
+from core.money import usd
 from webhooks.services import webhook_delivery_create
 
 MILLION = Decimal(1_000_000)
@@ -133,7 +134,7 @@ def _hold(budget: Budget, at: datetime | None) -> dict:
     """What a run holds of one budget (JSON, kept on the run: WorkflowExecution.budget_holds)."""
     return {"budget": str(budget.pk), "starts_at": period_start(budget, at).isoformat(),
             "hard": budget.mode == Budget.Mode.HARD, "owner": budget.owner_id,
-            "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
+            "limit_usd": usd(budget.limit_usd) or None,
             "limit_tokens": budget.limit_tokens, "thresholds": sorted(budget.thresholds or []), "usd": "0", "tokens": 0}
 
 
@@ -207,7 +208,7 @@ def _thresholds_crossed(hold: dict) -> list[dict]:
     _period_rows(hold).update(thresholds_fired=sorted(fired | set(new)))
     unit = {"limit_usd": hold["limit_usd"]} if hold["limit_usd"] is not None else {"limit_tokens": hold["limit_tokens"]}
     return [{"budget_id": hold["budget"], "threshold": threshold, "period_start": hold["starts_at"],
-             "spent": str(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
+             "spent": usd(spent) if hold["limit_usd"] is not None else str(spent), "percent": str(percent.quantize(Decimal("0.01"))), **unit} for threshold in new]
 
 
 def budget_crossings_own(*, crossings: list[dict], holds: list[dict], owner_id) -> list[dict]:

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "keys",
     "webhooks",
     "conversations",
+    "knowledge",
     "workflows",
     "scores",
     "datasets",
@@ -111,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"money": "core.money"},  # {% load money %}: amounts as plain decimals
         },
     },
 ]
@@ -119,6 +121,8 @@ ASGI_APPLICATION = "chatter_project.asgi.application"
 
 # Database: the embedded default is SQLite in WAL mode; DATABASE_URL selects PostgreSQL (or another SQLite file,
 # with the same options: writes take the lock when they begin and wait for it, never fail on a busy database).
+# SQLite is Django's backend on pysqlite3 with sqlite-vec loaded, for vector search (core/db_backends/sqlite_vec).
+SQLITE_ENGINE = "core.db_backends.sqlite_vec"
 _SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
@@ -145,10 +149,10 @@ if DATABASE_URL:
         # SQL and PostgreSQL no longer parses and plans them again.
         _db["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
     elif _db["ENGINE"] == "django.db.backends.sqlite3":
-        _db.update(CONN_MAX_AGE=None, OPTIONS={**_SQLITE_OPTIONS, **_db.get("OPTIONS", {})})
+        _db.update(ENGINE=SQLITE_ENGINE, CONN_MAX_AGE=None, OPTIONS={**_SQLITE_OPTIONS, **_db.get("OPTIONS", {})})
 else:
     _db = {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": SQLITE_ENGINE,
         "NAME": VAR_DIR / "chatter.sqlite3",
         # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
         # their request: core/http_handler.py); opening one reads the schema and runs the PRAGMAs.
@@ -339,5 +343,7 @@ SPECTACULAR_SETTINGS = {
         "PromptTypeEnum": "prompts.models.PromptVersion.Type",
         "ScoreDataTypeEnum": "scores.models.Score.DataType",
         "ScoreSourceEnum": "scores.models.Score.Source",
+        "ExperimentStatusEnum": "experiments.models.Experiment.Status",
+        "ExperimentResultStatusEnum": "experiments.models.ExperimentResult.Status",
     },
 }

@@ -131,8 +131,15 @@ class RunCancelled(RunError):
 
 
 class ProviderError(RunError):
+    """A provider call failed. `upstream`: what its upstream said, as facts a caller's answer is made from (its HTTP
+    status, its own error object, its Retry-After; see workflows.engine.providers.upstream_facts), kept on the run."""
+
     error_type = "provider_error"
     code = "provider_error"
+
+    def __init__(self, message: str, *, upstream: dict | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.upstream = upstream
 
 
 class NodeFailed(RunError):

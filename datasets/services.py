@@ -7,6 +7,7 @@ import json
 
 from django.db import IntegrityError, transaction
 
+from core.csv_cells import csv_cell, csv_cell_read
 from core.errors import InvalidInput
 from datasets.models import Dataset, DatasetItem
 from workflows.models import WorkflowExecution
@@ -58,7 +59,7 @@ def dataset_item_from_run(*, dataset: Dataset, execution_id, metadata: dict | No
 
 def dataset_import(*, dataset: Dataset, format: str, content: str) -> list[DatasetItem]:
     """CSV (columns input, expected_output, metadata; a cell holding a JSON object or list is read as JSON, any
-    other as text) or JSONL ({"input", "expected_output", "metadata"} per line). All lines or none: a bad line is a
+    other as text, less the quote an export puts before a formula: core.csv_cells) or JSONL ({"input", "expected_output", "metadata"} per line). All lines or none: a bad line is a
     400 naming it."""
     rows = _csv_rows(content) if format == "csv" else _jsonl_rows(content)
     if not rows:
@@ -89,6 +90,7 @@ def _checked(row: dict, number: int) -> dict:
 
 
 def _cell(value: str):
+    value = csv_cell_read(value)
     text = value.strip()
     if text[:1] in ("{", "["):
         try:
@@ -126,7 +128,7 @@ def _jsonl_rows(content: str) -> list[dict]:
 
 
 def dataset_export(*, dataset: Dataset, format: str) -> str:
-    """Every item, as CSV (JSON values in their cells) or JSONL, oldest first: what dataset_import reads back."""
+    """Every item, as CSV (JSON values in their cells, formulas quoted: core.csv_cells) or JSONL, oldest first: what dataset_import reads back."""
     items = dataset.items.order_by("created_at", "id").values_list("input", "expected_output", "metadata")
     if format == "jsonl":
         return "".join(json.dumps({"input": i, "expected_output": e, "metadata": m}) + "\n" for i, e, m in items)
@@ -134,6 +136,6 @@ def dataset_export(*, dataset: Dataset, format: str) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in items:
-        writer.writerow(["" if value is None else value if isinstance(value, str) else json.dumps(value)
+        writer.writerow(["" if value is None else csv_cell(value if isinstance(value, str) else json.dumps(value))
                          for value in row])
     return out.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -12,7 +13,10 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from core.csv_cells import csv_cell
+from core.money import usd
 from experiments.models import Experiment, ExperimentResult
+from experiments.progress import progress_counted, with_progress_counts
 from experiments.selectors import experiments_compare
 from workflows.services.templates import is_uuid
 
@@ -32,14 +36,14 @@ class ExperimentResultInline(admin.TabularInline):
 
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "dataset", "status", "stop_reason", "concurrency", "budget", "created_at",
-                    "completed_at")
+    list_display = ("name", "owner", "dataset", "status", "progress", "stop_reason", "concurrency", "budget",
+                     "created_at", "completed_at")
     list_filter = ("status", "created_at")
     search_fields = ("name", "owner__username", "dataset__name")
     list_select_related = ("owner", "dataset")
     readonly_fields = ("id", "owner", "name", "description", "dataset", "targets", "evaluators", "concurrency",
-                       "budget", "status", "stop_reason", "cancel_requested", "created_at", "started_at",
-                       "completed_at")
+                       "budget", "status", "progress", "stop_reason", "cancel_requested", "created_at", "queued_at",
+                       "started_at", "completed_at")
     inlines = [ExperimentResultInline]
     actions = ["compare"]
 
@@ -48,6 +52,17 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return with_progress_counts(super().get_queryset(request))
+
+    @admin.display(description="progress")
+    def progress(self, experiment: Experiment) -> str:
+        """Pairs done (failed) of all target × item pairs, and what a pending or running one waits for."""
+        progress = progress_counted(experiment)
+        failed = f" ({progress['failed']} failed)" if progress["failed"] else ""
+        waiting = f"; waiting for {progress['waiting_for']}" if progress["waiting_for"] else ""
+        return f"{progress['done']} of {progress['total']} done{failed}{waiting}"
 
     def get_urls(self):
         return [path("compare/", self.admin_site.admin_view(self.compare_view), name="experiments_compare"),
@@ -78,6 +93,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 
 
 CSV_FIGURES = ("status", "output", "total_tokens", "cost", "judge_total_tokens", "judge_cost", "latency_ms")
+MONEY_FIGURES = ("cost", "judge_cost")
 
 
 def comparison_csv(comparison: dict) -> str:
@@ -91,20 +107,29 @@ def comparison_csv(comparison: dict) -> str:
         for column, result in zip(comparison["columns"], row["cells"]):
             if result is None:
                 continue
-            writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], row["item"].pk,
-                             _cell(row["item"].input), _cell(row["item"].expected_output),
-                             *(getattr(result, figure) for figure in CSV_FIGURES),
+            writer.writerow([_cell(column["experiment"].name), column["experiment"].pk, _cell(column["target"]),
+                             row["item"].pk, _cell(row["item"].input), _cell(row["item"].expected_output),
+                             *(_figure(result, figure) for figure in CSV_FIGURES),
                              *(_cell(result.scores.get(name)) for name in names)])
     for column, total in zip(comparison["columns"], comparison["totals"]):
-        writer.writerow([column["experiment"].name, column["experiment"].pk, column["target"], "total", "", "",
+        writer.writerow([_cell(column["experiment"].name), column["experiment"].pk, _cell(column["target"]), "total",
+                         "", "",
                          f"{total['items']} items, {total['failed']} failed", "", total["total_tokens"],
-                         total["cost"], total["judge_total_tokens"], total["judge_cost"],
+                         usd(total["cost"]), total["judge_total_tokens"], usd(total["judge_cost"]),
                          "" if total["latency_ms_mean"] is None else round(total["latency_ms_mean"], 1),
                          *(_cell((total["scores"].get(name) or {}).get("mean")) for name in names)])
     return out.getvalue()
 
 
-def _cell(value) -> str:
+def _figure(result, figure: str):
+    value = getattr(result, figure)
+    return usd(value) if figure in MONEY_FIGURES else _cell(value)
+
+
+def _cell(value):
+    """A number as it is; anything else as text (JSON when it is not text), formulas quoted (core.csv_cells)."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return value
+    return csv_cell(value if isinstance(value, str) else json.dumps(value))

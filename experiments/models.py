@@ -35,6 +35,8 @@ class Experiment(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # Refreshed as it starts and with each result: a running experiment whose worker died stops refreshing it.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When it was last handed to the background workers (null: never, or run by the command): what it waits for.
+    queued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -6,7 +6,9 @@ from statistics import mean
 
 from django.db.models import QuerySet
 
+from core.money import usd
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from experiments.progress import experiment_progress
 
 FIGURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "judge_prompt_tokens",
            "judge_completion_tokens", "judge_total_tokens", "judge_cost")
@@ -30,7 +32,7 @@ def _summary(results: list[ExperimentResult]) -> dict:
     figures = {field: sum((getattr(r, field) for r in results), Decimal("0") if "cost" in field else 0)
                for field in FIGURES}
     return {"items": len(results), "failed": sum(r.status == ExperimentResult.Status.FAILED for r in results),
-            **{k: str(v) if isinstance(v, Decimal) else v for k, v in figures.items()},
+            **{k: usd(v) if isinstance(v, Decimal) else v for k, v in figures.items()},
             "latency_ms_mean": mean(latencies) if latencies else None, "scores": _means(results)}
 
 
@@ -53,7 +55,7 @@ def experiment_totals_from_runs(*, experiment: Experiment) -> dict:
         total["failed"] += status != "completed"
         total["total_tokens"] += tokens
         total["cost"] += cost
-    return {role: {**total, "cost": f"{total['cost']:.8f}"} for role, total in totals.items()}
+    return {role: {**total, "cost": usd(total["cost"])} for role, total in totals.items()}
 
 
 def experiments_compare(*, experiments: list[Experiment]) -> dict:
@@ -62,8 +64,9 @@ def experiments_compare(*, experiments: list[Experiment]) -> dict:
     columns, totals, by_item, items = [], [], {}, {}
     for experiment in experiments:
         summary = experiment_summary(experiment=experiment)
+        progress = experiment_progress(experiment=experiment)
         for target in experiment.targets:
-            columns.append({"experiment": experiment, "target": target["name"]})
+            columns.append({"experiment": experiment, "target": target["name"], "progress": progress})
             totals.append(summary["targets"][target["name"]])
         for result in experiment.results.select_related("item"):
             items.setdefault(result.item_id, result.item)

@@ -8,22 +8,23 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import timedelta
 from decimal import Decimal
 from typing import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q, Value
+from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit.services import audit_record
 from core.errors import ChatterError, Conflict, InvalidInput, TooManyRuns, Unavailable
+from core.money import dollars, usd
 from datasets.models import Dataset
 from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from experiments.progress import experiment_lost, experiment_progress
 from experiments.selectors import experiment_results_from_runs
 from scores.models import Score
 from scores.services import score_create
@@ -123,7 +124,7 @@ def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], eval
             owner=owner, name=name, description=description, dataset=dataset, targets=targets,
             evaluators=evaluators, concurrency=concurrency, budget=budget)
         audit_record(action="experiment.created", actor=owner, target=experiment, data={
-            "dataset": str(dataset.pk), "targets": [t["name"] for t in targets], "budget": str(budget)})
+            "dataset": str(dataset.pk), "targets": [t["name"] for t in targets], "budget": usd(budget) or None})
         if start:
             transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
     return experiment
@@ -131,6 +132,7 @@ def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], eval
 
 def experiment_enqueue(*, experiment_id) -> None:
     """Hand a committed pending experiment to the django-q2 workers (as background runs are)."""
+    Experiment.objects.filter(pk=experiment_id).update(queued_at=timezone.now())
     try:
         async_task("experiments.tasks.experiment_run_task", str(experiment_id),
                    task_name=f"experiment-{experiment_id}", group="experiments")
@@ -155,22 +157,13 @@ def experiment_cancel(*, experiment: Experiment, actor=None) -> Experiment:
     return experiment
 
 
-def experiment_lost(*, experiment: Experiment) -> bool:
-    """A running experiment whose worker died: no result for longer than an item can take (its run and each judge's
-    run to their timeout), plus a minute."""
-    if experiment.status != Status.RUNNING or experiment.heartbeat_at is None:
-        return False
-    judges = sum(spec["type"] == LLM_JUDGE for spec in experiment.evaluators)
-    longest = timedelta(seconds=(1 + judges) * settings.CHATTER_EXECUTION_TIMEOUT_S + 60)
-    return experiment.heartbeat_at < timezone.now() - longest
-
-
 def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, actor=None,
                       enqueue: bool = True) -> Experiment:
     """Go on with a stopped experiment (cancelled, out of budget, failed), or a lost one (experiment_lost): only the
     pairs without a result run. `budget`: a new budget (the whole experiment's, spent so far included).
     `enqueue=False`: left pending for the caller to run (the command runs it in its own process)."""
-    changes = {"status": Status.PENDING, "cancel_requested": False, "stop_reason": "", "completed_at": None}
+    changes = {"status": Status.PENDING, "cancel_requested": False, "stop_reason": "", "completed_at": None,
+               "queued_at": None}
     if budget is not None:
         changes["budget"] = budget
     resumable = Q(status__in=Experiment.STOPPED)
@@ -181,7 +174,7 @@ def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, 
             experiment.refresh_from_db()
             raise Conflict(f"only a stopped (or lost) experiment resumes; this one is {experiment.status}",
                            code="not_resumable")
-        audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": str(budget)})
+        audit_record(action="experiment.resumed", actor=actor, target=experiment, data={"budget": usd(budget) or None})
         if enqueue:
             transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment.pk))
     experiment.refresh_from_db()
@@ -268,7 +261,7 @@ def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, s
     if experiment.budget is not None:
         spent = experiment_spent(experiment_id=experiment.pk)
         if spent >= experiment.budget:
-            return Status.BUDGET_SPENT, f"budget of ${experiment.budget:.8f} spent (${spent:.8f})"
+            return Status.BUDGET_SPENT, f"budget of {dollars(experiment.budget)} spent ({dollars(spent)})"
     if deadline is not None and time.monotonic() >= deadline:
         return Status.PENDING, ""
     return None
@@ -365,13 +358,6 @@ def experiment_results_fix() -> int:
         if any(row["stored"][name] != value for name, value in row["actual"].items()):
             fixed += ExperimentResult.objects.filter(pk=pk).update(**row["actual"])
     return fixed
-
-
-def experiment_progress(*, experiment: Experiment) -> dict:
-    counts = experiment.results.aggregate(done=Count("id"), failed=Count("id", filter=Q(status="failed")))
-    return {"experiment_id": str(experiment.pk), "status": experiment.status, "stop_reason": experiment.stop_reason,
-            "done": counts["done"], "failed": counts["failed"],
-            "total": experiment.dataset.items.count() * len(experiment.targets)}
 
 
 def _progress_on_commit(experiment: Experiment, *, execution_id=None) -> None:

@@ -1,5 +1,7 @@
-"""Per-key control of the gateway: a key's allowed models, and its requests and tokens per minute, in all and per
-model (gateway.models.KeyLimits).
+"""Per-key control of model calls: a key's allowed models, and its requests and tokens per minute, in all and per
+model (gateway.models.KeyLimits). They bind every run the key starts, on every surface (gateway.receivers, when a
+run is written: a run is one request of its model), and the gateway's calls (key_admit, before the run: its
+answer carries the x-ratelimit-* headers).
 
 Counted in one-minute windows in the shared cache (Django's default cache: Redis when REDIS_URL is set, so every
 server process counts together; the process's own memory without it, for a single process). A request is counted
@@ -132,10 +134,7 @@ def key_admit(*, api_key, model: str) -> dict[str, str]:
     limits = key_limits_of(api_key.pk if api_key is not None else None)
     if limits is None:
         return {}
-    if limits.allowed_models and model not in limits.allowed_models:
-        raise Forbidden(f"This key may not call the model `{model}`; it may call: {', '.join(limits.allowed_models)}.",
-                        code="model_not_allowed",
-                        details=[{"path": "model", "code": "model_not_allowed", "message": "not allowed for this key"}])
+    _model_allowed(limits, model)
     now = time.time()
     windows = _windows(limits, model, at=now)
     if not windows:
@@ -170,6 +169,25 @@ def key_admit(*, api_key, model: str) -> dict[str, str]:
     for kind, (left, limit) in remaining.items():
         headers.update(_headers(limit, left, reset_s, kind))
     return headers
+
+
+def _model_allowed(limits: KeyLimits, model: str) -> None:
+    if limits.allowed_models and model not in limits.allowed_models:
+        raise Forbidden(f"This key may not call the model `{model}`; it may call: {', '.join(limits.allowed_models)}.",
+                        code="model_not_allowed",
+                        details=[{"path": "model", "code": "model_not_allowed", "message": "not allowed for this key"}])
+
+
+def key_run_admit(*, api_key, model: str, models: list[str]) -> None:
+    """Let a run started with `api_key` (on any surface) in, or refuse it as a gateway call is refused: every
+    model it may call (`models`) must be one the key may call, and the run counts as one request of its `model`
+    against the key's requests and tokens per minute."""
+    limits = key_limits_of(api_key.pk)
+    if limits is None:
+        return
+    for name in models:
+        _model_allowed(limits, name)
+    key_admit(api_key=api_key, model=model)
 
 
 def _headers(limit: int, remaining: int, reset_s: float, kind: str) -> dict[str, str]:

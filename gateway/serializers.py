@@ -29,6 +29,48 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean, as OpenAI takes one: "true", 1 or "yes" is refused, naming the field, not read as true."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number, as OpenAI takes one: "5" (a text) or true is refused, naming the field."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, bool)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number, as OpenAI takes one: "0.5" (a text) or true is refused, naming the field."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, bool)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _function_errors(function: dict) -> dict:
+    """What is wrong with a function tool's definition, by field, as OpenAI checks it: its name a text, its
+    description a text, its parameters a JSON Schema object, `strict` a boolean."""
+    errors = {}
+    if not isinstance(function.get("name"), str):
+        errors["name"] = ["a text"]
+    if function.get("description") is not None and not isinstance(function["description"], str):
+        errors["description"] = ["a text"]
+    if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+        errors["parameters"] = ["a JSON Schema object"]
+    if function.get("strict") is not None and not isinstance(function["strict"], bool):
+        errors["strict"] = ["a boolean"]
+    return errors
+
+
 class ChatFunctionCallSerializer(StrictFieldsMixin, serializers.Serializer):
     name = StringField(max_length=64)
     # As the model wrote it, valid JSON or not (OpenAI hands it over either way; a client sends it back).
@@ -39,7 +81,7 @@ class ChatToolCallSerializer(StrictFieldsMixin, serializers.Serializer):
     id = StringField(max_length=128)
     type = serializers.ChoiceField(choices=["function"], default="function")
     function = ChatFunctionCallSerializer()
-    index = serializers.IntegerField(required=False, min_value=0, help_text="ignored (a streamed call's position)")
+    index = StrictIntegerField(required=False, min_value=0, help_text="ignored (a streamed call's position)")
 
 
 def _part_ok(part) -> bool:
@@ -111,28 +153,28 @@ class ChatMessageSerializer(StrictFieldsMixin, serializers.Serializer):
 class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     model = serializers.CharField(max_length=255)
     messages = serializers.ListField(child=ChatMessageSerializer(), allow_empty=False, max_length=MAX_MESSAGES)
-    stream = serializers.BooleanField(default=False)
+    stream = StrictBooleanField(default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
     tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
     functions = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128,
                                       help_text="legacy: tools")
     function_call = serializers.JSONField(required=False, allow_null=True, help_text="legacy: tool_choice")
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    max_completion_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    presence_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    seed = StrictIntegerField(required=False, allow_null=True)
     stop = serializers.JSONField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     response_format = serializers.DictField(required=False, allow_null=True)
-    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
-    logprobs = serializers.BooleanField(required=False, allow_null=True)
-    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
-    logit_bias = serializers.DictField(child=serializers.IntegerField(min_value=-100, max_value=100), required=False,
+    parallel_tool_calls = StrictBooleanField(required=False, allow_null=True)
+    logprobs = StrictBooleanField(required=False, allow_null=True)
+    top_logprobs = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=20)
+    logit_bias = serializers.DictField(child=StrictIntegerField(min_value=-100, max_value=100), required=False,
                                        allow_null=True)
     reasoning_effort = serializers.ChoiceField(choices=REASONING_EFFORTS, required=False, allow_null=True)
     verbosity = serializers.ChoiceField(choices=("low", "medium", "high"), required=False, allow_null=True)
@@ -141,7 +183,7 @@ class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
                                        allow_null=True)
     audio = serializers.DictField(required=False, allow_null=True, help_text="refused: no audio output here")
     # What only OpenAI's hosted service means: accepted, not sent on, named in the X-Chatter-Ignored header.
-    store = serializers.BooleanField(required=False, allow_null=True)
+    store = StrictBooleanField(required=False, allow_null=True)
     metadata = serializers.DictField(child=serializers.CharField(max_length=512, allow_blank=True), required=False,
                                      allow_null=True)
     service_tier = serializers.ChoiceField(choices=SERVICE_TIERS, required=False, allow_null=True)
@@ -175,11 +217,12 @@ class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
                 f"tool call {call_id!r} has no tool message answering it (tool_call_id) right after"]}})
 
     def validate_tools(self, value):
-        for tool in value or []:
+        for index, tool in enumerate(value or []):
             function = tool.get("function")
-            if tool.get("type") != "function" or not isinstance(function, dict) or not isinstance(
-                    function.get("name"), str):
+            if tool.get("type") != "function" or not isinstance(function, dict):
                 raise serializers.ValidationError("each tool must be {type: function, function: {name, …}}")
+            if errors := _function_errors(function):
+                raise serializers.ValidationError({index: {"function": errors}})
         return value
 
     def validate_tool_choice(self, value):
@@ -268,7 +311,7 @@ class EmbeddingsSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     model = serializers.CharField(max_length=255)
     input = serializers.JSONField(help_text="a text, a list of texts, a token array or a list of token arrays")
     encoding_format = serializers.ChoiceField(choices=("float", "base64"), default="float")
-    dimensions = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
+    dimensions = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
 
     def validate_input(self, value):
@@ -298,22 +341,22 @@ class CompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
 
     model = serializers.CharField(max_length=255)
     prompt = serializers.JSONField(help_text="a text (or a list of one text)")
-    stream = serializers.BooleanField(default=False)
+    stream = StrictBooleanField(default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     stop = serializers.JSONField(required=False, allow_null=True)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    seed = StrictIntegerField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
-    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    logit_bias = serializers.DictField(child=serializers.IntegerField(min_value=-100, max_value=100), required=False,
+    presence_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(child=StrictIntegerField(min_value=-100, max_value=100), required=False,
                                        allow_null=True)
-    logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
-    echo = serializers.BooleanField(default=False)
-    best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
+    logprobs = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=5)
+    echo = StrictBooleanField(default=False)
+    best_of = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=1,
                                        help_text="only 1: a chat model has no server-side best-of")
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                    help_text="refused: a chat model does not insert text")
@@ -357,18 +400,18 @@ class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
     previous_response_id = serializers.CharField(required=False, allow_null=True, max_length=64)
     tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
-    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
-    max_output_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    stream = serializers.BooleanField(default=False)
-    stream_options = serializers.DictField(child=serializers.BooleanField(), required=False, allow_null=True,
+    parallel_tool_calls = StrictBooleanField(required=False, allow_null=True)
+    max_output_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    stream = StrictBooleanField(default=False)
+    stream_options = serializers.DictField(child=StrictBooleanField(), required=False, allow_null=True,
                                            help_text="include_obfuscation: accepted and ignored")
     text = serializers.DictField(required=False, allow_null=True)
     reasoning = serializers.DictField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
     # What only OpenAI's hosted service means: accepted, named in X-Chatter-Ignored (every response is kept: a run).
-    store = serializers.BooleanField(required=False, allow_null=True)
+    store = StrictBooleanField(required=False, allow_null=True)
     metadata = serializers.DictField(child=serializers.CharField(max_length=512, allow_blank=True), required=False,
                                      allow_null=True)
     service_tier = serializers.ChoiceField(choices=SERVICE_TIERS, required=False, allow_null=True)
@@ -382,9 +425,11 @@ class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
 
     def validate_tools(self, value):
         for index, tool in enumerate(value or []):
-            if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            if tool.get("type") != "function":
                 raise serializers.ValidationError({index: {"type": [
                     "only function tools ({type: function, name, parameters}): hosted tools are OpenAI's"]}})
+            if errors := _function_errors(tool):
+                raise serializers.ValidationError({index: errors})
         return value
 
     def validate_tool_choice(self, value):

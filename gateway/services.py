@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from core.errors import InvalidInput, NotFound
+from gateway.errors import execution_failure
 from gateway.limits import key_admit
 from gateway.serializers import ChatCompletionSerializer, media_parts
 from workflows.engine.providers import (
@@ -241,10 +242,17 @@ def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format
     vectors = execution.output_data["variables"]["embeddings"]
     if encoding_format == "base64":
         vectors = [base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() for vector in vectors]
-    return {"object": "list", "model": model,
+    return {"object": "list", "model": answered_model(execution, asked=model),
             "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],
             "usage": {"prompt_tokens": execution.prompt_tokens, "total_tokens": execution.total_tokens,
                       "cost": float(execution.cost)}}
+
+
+def answered_model(execution: WorkflowExecution, *, asked: str) -> str:
+    """The model an answer names: the one asked for, or, after a fallback, the model name whose deployment
+    answered (as OpenAI names the model that answered)."""
+    answered = (execution.output_data or {}).get("answered_model")
+    return answered if answered and answered != asked.split("/", 1)[-1] else asked
 
 
 def completion_id(execution_id) -> str:
@@ -287,11 +295,12 @@ def _choices(output: dict, *, legacy: bool) -> list[dict]:
 def completion_body(execution: WorkflowExecution, *, model: str, legacy: bool = False) -> dict:
     """A finished (completed) gateway run as OpenAI's chat.completion object: a choice per choice asked for (`n`),
     with its logprobs when asked for; `legacy`: tool calls as the legacy `function_call`."""
+    output = execution.output_data or {}
     return {
         "id": completion_id(execution.pk), "object": "chat.completion",
-        "created": int(execution.created_at.timestamp()), "model": model,
-        "choices": _choices(execution.output_data or {}, legacy=legacy),
-        "usage": usage_body(execution),
+        "created": int(execution.created_at.timestamp()), "model": answered_model(execution, asked=model),
+        "choices": _choices(output, legacy=legacy),
+        "usage": usage_body(execution), "system_fingerprint": output.get("system_fingerprint"),
     }
 
 
@@ -329,23 +338,39 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
     created = int(time.time())
     positions: dict = {}  # the provider's index of a tool call (or its id) → its index in this stream, from 0
     streamed_text = False
+    reply = {"model": model, "system_fingerprint": None}  # as the reply's first token, or its end, tells them
 
     def chunk(delta: dict | None, finish_reason: str | None = None, *, index: int = 0, logprobs=None,
               **extra) -> dict:
         choices = [] if delta is None else [{"index": index, "delta": delta, "logprobs": logprobs,
                                               "finish_reason": finish_reason}]
         return {"id": completion_id(execution.pk), "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": choices, **({"usage": None} if include_usage else {}), **extra}
+                "model": reply["model"], "system_fingerprint": reply["system_fingerprint"], "choices": choices,
+                **({"usage": None} if include_usage else {}), **extra}
+
+    def told(said: dict) -> None:
+        if said.get("model") and said["model"] != model.split("/", 1)[-1]:
+            reply["model"] = said["model"]
+        reply["system_fingerprint"] = said.get("system_fingerprint") or reply["system_fingerprint"]
 
     def calls_delta(calls: list[dict]) -> dict:
         if legacy:
             return {"function_call": calls[0]["function"]} if calls and calls[0]["index"] == 0 else {}
         return {"tool_calls": calls}
 
+    opened = False  # the role chunk goes first, once the reply (or the run's end) says which model answered
     try:
-        yield chunk({"role": "assistant", "content": ""})
         async for envelope in feed:
             event = envelope["event"]
+            if event == "workflow_completed":
+                ended = await _ended(execution.pk)
+                told({"model": (ended.output_data or {}).get("answered_model"),
+                      "system_fingerprint": (ended.output_data or {}).get("system_fingerprint")})
+            elif event == "token":
+                told(envelope["data"].get("reply") or {})
+            if not opened and event in ("token", "tool_call_delta", "workflow_completed"):
+                opened = True
+                yield chunk({"role": "assistant", "content": ""})
             if event == "token":
                 streamed_text = True
                 yield chunk({"content": envelope["data"]["text"]})
@@ -354,7 +379,6 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
                 if delta:
                     yield chunk(delta)
             elif event == "workflow_completed":
-                ended = await _ended(execution.pk)
                 first, *others = _choices(ended.output_data or {}, legacy=False)
                 if first["message"]["content"] and not streamed_text:  # a reply that came whole (`n` > 1)
                     yield chunk({"content": first["message"]["content"]})
@@ -371,9 +395,7 @@ async def completion_chunks(execution: WorkflowExecution, feed: AsyncIterator[di
                 if include_usage:
                     yield chunk(None, usage=usage_body(ended))
             elif event in ("workflow_failed", "workflow_cancelled"):
-                data = envelope["data"]
-                yield {"error": {"message": data.get("error_message") or "the call failed", "type": "api_error",
-                                 "code": data.get("error_type") or "error", "param": None}}
+                yield execution_failure(await _ended(execution.pk), model=model).body
     finally:
         await feed.aclose()
 
@@ -577,7 +599,8 @@ def response_body(execution: WorkflowExecution, *, model: str, request: dict) ->
     items = [_message_item(execution.pk, output["content"])] if output.get("content") else []
     items += [_call_item(call["id"], call["function"]["name"], call["function"]["arguments"])
               for call in output.get("tool_calls") or []]
-    return _response(execution, model=model, request=request, status="completed", output=items,
+    return _response(execution, model=answered_model(execution, asked=model), request=request, status="completed",
+                     output=items,
                      usage=_response_usage(execution))
 
 
@@ -675,8 +698,8 @@ async def response_events(execution: WorkflowExecution, feed: AsyncIterator[dict
                 ended = await _ended(execution.pk)
                 if open_item is not None:
                     open_item["status"] = "incomplete"
-                error = {"code": data.get("error_type") or "error",
-                         "message": data.get("error_message") or "the call failed"}
+                said = execution_failure(ended, model=model).body["error"]
+                error = {"code": said["code"], "message": said["message"]}
                 yield event("response.failed", response=_response(
                     ended, model=model, request=request, status="failed", output=items,
                     usage=_response_usage(ended), error=error))

@@ -20,7 +20,9 @@ from core.api.exceptions import ErrorShape, exception_response
 from core.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from core.api.throttling import RunThrottle
 from core.errors import ChatterError
+from core.money import usd
 from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
+from gateway.errors import execution_failure, openai_error
 from gateway.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
@@ -46,8 +48,6 @@ from gateway.services import (
 )
 from workflows.models import WorkflowExecution
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 CONVERSATION_HEADER = "X-Chatter-Conversation"
 EXECUTION_HEADER = "X-Chatter-Execution"
 SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, POST /v1/embeddings, "
@@ -58,13 +58,6 @@ COST_HEADER = "X-Chatter-Cost"  # the call's cost in USD, exact (8 places), as s
 # `usage.cost` of a chat completion, but an embeddings response's usage has no cost to it.
 LITELLM_COST_HEADER = "x-litellm-response-cost"
 IGNORED_HEADER = "X-Chatter-Ignored"  # the parameters accepted and not acted on (only OpenAI's service means them)
-
-
-def openai_error(*, status: int, code: str, message: str, param: str | None = None) -> dict:
-    error_type = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    if code == "budget_exceeded":
-        error_type = "insufficient_quota"
-    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
 class OpenAIErrors(ErrorShape):
@@ -216,7 +209,7 @@ def _called(request: Request, data: dict, *, whole, streamed, conversation_id=No
         execution, feed = gateway_stream(**run)
         return _streamed(execution, streamed(execution, feed), named=named, **headers)
     execution = gateway_complete(**run)
-    return _answer(execution, lambda: whole(execution), **headers)
+    return _answer(execution, lambda: whole(execution), model=data["model"], **headers)
 
 
 class EmbeddingsView(GatewayRunView):
@@ -233,7 +226,8 @@ class EmbeddingsView(GatewayRunView):
         if data.get("user") is not None:
             headers[IGNORED_HEADER] = "user"
         return _answer(execution, lambda: embeddings_body(execution, model=data["model"],
-                                                          encoding_format=data["encoding_format"]), **headers)
+                                                          encoding_format=data["encoding_format"]),
+                       model=data["model"], **headers)
 
 
 def _run_headers(execution: WorkflowExecution, **headers) -> dict:
@@ -269,15 +263,14 @@ def _streamed(execution: WorkflowExecution, chunks: AsyncIterator[dict], *, name
     return event_stream_response(_sse(chunks, named=named), headers=_run_headers(execution, **headers))
 
 
-def _answer(execution: WorkflowExecution, body, **headers) -> Response:
-    """A call run to its end: `body()` when it completed, else a 502 with the run's error; the run's id and cost in
-    the headers either way."""
-    cost = f"{execution.cost:.8f}"
+def _answer(execution: WorkflowExecution, body, *, model: str, **headers) -> Response:
+    """A call run to its end: `body()` when it completed, else the answer gateway.errors makes of its failure; the
+    run's id and cost in the headers either way."""
+    cost = usd(execution.cost)
     headers = {**_run_headers(execution, **headers), COST_HEADER: cost, LITELLM_COST_HEADER: cost}
     if execution.status != WorkflowExecution.Status.COMPLETED:
-        return Response(openai_error(status=502, code=execution.error_type or "error",
-                                     message=execution.error_message or "the call failed"),
-                        status=502, headers=headers)
+        failed = execution_failure(execution, model=model)
+        return Response(failed.body, status=failed.status, headers={**headers, **failed.headers})
     return Response(body(), headers=headers)
 
 

@@ -136,8 +136,9 @@ def handshake_key(scope) -> str:
 
 class TokenAuthMiddleware(BaseMiddleware):
     """Sets scope["user"] from the handshake's key (handshake_key) when the session did not authenticate the
-    connection, and scope["api_key"] to the key's id (uid), by which its sockets are closed when it is revoked
-    (workflows.consumers)."""
+    connection, scope["api_key"] to the key's id (uid), by which its sockets are closed when it is revoked, and
+    scope["api_key_expires_at"] to its expiry (None: none), when they are closed too
+    (workflows.realtime.access_ended)."""
 
     async def __call__(self, scope, receive, send):
         user = scope.get("user")
@@ -146,7 +147,8 @@ class TokenAuthMiddleware(BaseMiddleware):
             if key:
                 token = await _websocket_key(key)
                 if token is not None:
-                    scope = {**scope, "user": token.user, "api_key": str(token.uid)}
+                    scope = {**scope, "user": token.user, "api_key": str(token.uid),
+                             "api_key_expires_at": token.expires_at}
         return await super().__call__(scope, receive, send)
 
 

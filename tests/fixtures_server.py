@@ -264,7 +264,7 @@ class PrivatePostgres:
     def restart(self) -> None:
         """`pg_ctl restart` (fast: sessions are ended), back once it accepts connections again."""
         root = Path((self.dir / "pgroot").read_text().strip())
-        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))[-1].parent
+        bindir = Path((self.dir / "pgbin").read_text().strip())
         command = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-w",
                    "-t", "60", "-m", "fast", "restart"]
         if os.geteuid() == 0:  # as scripts/services.sh runs it

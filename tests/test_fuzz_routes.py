@@ -1,20 +1,24 @@
 """Every route of /api/v1/, /langgraph/ and /v1/ (walked from the URL conf), with every method, its path parameters
-filled with the user's real ids and with junk, is sent every kind of bad input: NUL in body strings, keys, query
-values and paths; ORM lookup names as metadata and filter keys; bodies that are not objects; wrong types; huge
-numbers; invalid JSON and the wrong content type. No answer is a 5xx, and every 4xx is in the surface's own error
-shape (tests/surfaces.py). Each request to a sync view runs in a transaction rolled back after it, so every request
-meets the same rows (the async views, which wait for runs, change none when refused). (The /api/v1/ schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
+filled with the user's real ids and each in turn with a malformed one (the others real), is sent every kind of bad
+input: NUL in body strings, keys, query values and paths; ORM lookup names as metadata and filter keys; bodies that
+are not objects; wrong types; huge numbers; invalid JSON, oversize bodies and the wrong content type. No answer is a
+5xx, and every 4xx is in the surface's own error shape (tests/surfaces.py). Each request to a sync view runs in a
+transaction rolled back after it, so every request meets the same rows (the async views, which wait for runs,
+change none when refused). The admin's and the live page's routes get malformed ids as staff: no 5xx. (The /api/v1/
+schema's own fuzzing, with schemathesis: tests/api/test_schema_fuzz.py.)"""
 from __future__ import annotations
 
 import ipaddress
 import json
 import re
 from asyncio import iscoroutinefunction
+from urllib.parse import unquote
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
 from django.db import transaction
+from django.http import Http404
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from drf_spectacular.generators import SchemaGenerator
@@ -66,6 +70,10 @@ BODIES = {  # name: (content type, body)
     "deep": ("application/json", "[" * 3000 + "]" * 3000),
     "text_plain": ("text/plain", "hello"),
     "form": ("application/x-www-form-urlencoded", "message=hi&metadata=x"),
+    "oversize": ("application/json", raw({"input": "x" * 1_100_000})),  # over CHATTER_MAX_REQUEST_BYTES
+    "octet_stream": ("application/octet-stream", "\x00\xff"),
+    "multipart_garbage": ("multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data\r\n\r\nx"),
+    "no_content_type": ("", raw({"name": "x"})),
 }
 
 
@@ -89,15 +97,7 @@ def queries(names: set[str]) -> list[str]:
 
 
 def routes() -> list[str]:
-    def walk(patterns, prefix: str):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
-            elif isinstance(pattern, URLPattern):
-                yield prefix + str(pattern.pattern)
-
-    return [route for route in walk(get_resolver().url_patterns, "")
-            if route.startswith(SURFACES) and not route.startswith(UNFUZZED)]
+    return [route for route in every_route() if route.startswith(SURFACES) and not route.startswith(UNFUZZED)]
 
 
 PARAMETER = re.compile(r"<(?:\w+:)?(?P<a>\w+)>|\(\?P<(?P<b>\w+)>[^)]*\)")
@@ -180,10 +180,17 @@ def content_of(response) -> bytes:
     return b"".join(response.streaming_content)
 
 
-JUNK_IDS = ["not-an-id", "00000000-0000-0000-0000-000000000000", "9" * 40, "a" * 300]
+# Malformed ids: of a UUID's length but not one (all dashes, 36 hex digits, not hex), unknown, huge, unicode, path
+# tricks (dot segments, an encoded slash, a semicolon).
+JUNK_IDS = ["-" * 36, "0123456789abcdef" * 2 + "0123", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "9" * 40, "a" * 300,
+            "é漢字🧨", "..%2F..;a"]
+PAGE_JUNK_IDS = ["-" * 36, "9" * 40, "é漢字🧨"]  # the admin's ids are Django's own lookups: fewer kinds
 
 
-def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_shape(alice, staff, mcp_server, settings):
+def test_item_13_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_shape(
+        alice, staff, mcp_server, settings):
+    """Also issue 43 item 13: each path parameter is malformed alone, the others real, so the lookup of each is
+    reached (/api/v1/datasets/<id>/items/<36 dashes>/ answered 500); the admin's and the live page's routes too."""
     settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)  # the real MCP server's
     client = Client(raise_request_exception=False)
     alices, staffs = (token_headers(user) for user in (alice, staff))
@@ -239,13 +246,56 @@ def test_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_error_sha
         taken = fuzz(route, path, waits=waits, headers=alices)
         if any(403 in statuses for statuses in taken.values()):
             fuzz(route, path, waits=waits, headers=staffs)  # what only staff may send (prices, audit verify)
-        if PARAMETER.search(route):
+        for name in parameters(route):
             for junk in JUNK_IDS:
+                junk_path = path_of(route, lambda other: junk if other == name else world.real(route, other))
                 for method in taken:
-                    call(method, path_of(route, lambda name: junk), body=BODIES["lookups_as_keys"][1], waits=waits,
-                         headers=alices)
+                    call(method, junk_path, body=BODIES["lookups_as_keys"][1], headers=alices,
+                         waits=waits_at(junk_path, otherwise=waits))
+
+    pages = Client(raise_request_exception=False)  # the admin and the live page: staff's session, HTML answers
+    pages.force_login(staff)
+    for route in every_route():
+        if route.startswith(SURFACES) or not parameters(route):
+            continue
+        for name in parameters(route):
+            for junk in PAGE_JUNK_IDS:  # GET: the admin's views read an object the same way for every method
+                sent += 1
+                with transaction.atomic():
+                    response = pages.get(path_of(route, lambda other: junk if other == name else
+                                                 PAGE_PARAMETERS.get(other, "1")))
+                    transaction.set_rollback(True)
+                if response.status_code >= 500:
+                    failures.append(f"{response.status_code} GET {route} {name}={junk!r}")
 
     assert sent > 3000 and not failures, "\n".join(failures)
+
+
+PAGE_PARAMETERS = {"app_label": "datasets"}  # what the admin's patterns take besides ids
+
+
+def every_route() -> list[str]:
+    def walk(patterns, prefix: str):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif isinstance(pattern, URLPattern):
+                yield prefix + str(pattern.pattern)
+
+    return list(walk(get_resolver().url_patterns, ""))
+
+
+def parameters(route: str) -> list[str]:
+    return [match.group("a") or match.group("b") for match in PARAMETER.finditer(route)]
+
+
+def waits_at(path: str, *, otherwise: bool) -> bool:
+    """Whether the view a path reaches (decoded, as the client sends it) is async; a path no pattern takes: as
+    the route's."""
+    try:
+        return iscoroutinefunction(resolve(unquote(path)).func)
+    except Http404:
+        return otherwise
 
 
 def token_headers(user) -> dict:

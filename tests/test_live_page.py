@@ -322,3 +322,21 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
     assert answered == {**stored(execution), "asking": False}
     # The browser logs the refused answer's response itself; nothing else went wrong.
     assert [e for e in errors if "status of 400" not in e] == [] and len(errors) == 1
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_item_23_the_live_page_prints_no_literal_null(live_server_url):
+    """A message line without content or thumbs (the user's) once showed the text "null" (replaceChildren(…, null))."""
+    with logged_in_page(live_server_url, name="live-page-null") as (page, errors):
+        send(page, "What is 12*7?")
+        wait_until_finished(page)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=run-message-role]')]"
+                               ".map((role) => role.textContent).includes('user')")
+        lines = page.get_by_test_id("run-message").all_text_contents()
+        text = page.evaluate("() => document.body.textContent")
+
+    assert any(line.startswith("user") for line in lines) and any(line.startswith("assistant") for line in lines)
+    assert not any("null" in line for line in lines), lines  # e.g. "0 tokens · $0.00000000null"
+    assert "null" not in text
+    assert errors == []

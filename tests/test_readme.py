@@ -1,13 +1,15 @@
 """The README's and the docs' examples, run as a reader pastes them, against a real server; and what the pages
 promise about themselves (every invariant said where it is named, every setting in the settings table)."""
 import re
+import shlex
 import subprocess
+import time
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from tests.factories import ApiTokenFactory
-from tests.fixtures_server import ROOT
+from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,16 +64,127 @@ def test_the_token_one_liner_prints_the_apis_message_on_a_wrong_password(server,
     assert accepted.stderr == "" and re.fullmatch(r"TOKEN=\S{40,}", accepted.stdout)
 
 
+def transcripts(text: str) -> list[tuple[str, list[str]]]:
+    """A page's terminal sessions (```console blocks): each `$ command` with the lines it is shown printing."""
+    sessions: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"^```console\n(.*?)^```$", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                sessions.append((line[2:], []))
+            else:
+                sessions[-1][1].append(line)
+    return sessions
+
+
+def as_script(block: str, kind: str) -> str:
+    """A ```sh block as it is; a ```console block's commands, each after a `--- $ command` line and allowed to fail
+    (a session shows refusals too), saying so (`[exited 1]`): what they print is checked against the page."""
+    if kind == "sh":
+        return block
+    return "".join(f"printf '%s\\n' {shlex.quote('--- $ ' + command)}\n"
+                   f"{{ {command}\n}} 2>&1 || printf '[exited %s]\\n' \"$?\"\n"
+                   for command, _ in transcripts(f"```console\n{block}```\n"))
+
+
+def transcript_matches(expected: list[str], printed: str) -> list[str]:
+    """The lines a page shows a command printing that it did not print ("…" elides; numbers may differ)."""
+    missing = []
+    for line in expected:
+        if line.strip() in ("…", ""):
+            continue
+        pattern = re.sub(r"\d+(?:\\\.\d+)?", r"\\d+(?:\\.\\d+)?", re.escape(line))
+        if not re.search(rf"^{pattern}$", printed, re.M):
+            missing.append(line)
+    return missing
+
+
+def walkthroughs() -> list[tuple[str, str]]:
+    """Every page's shell walk-through (its ```sh blocks, and the commands of its ```console sessions, in order): the
+    README's (but its two commands, `make run` and `make test`), then each page of docs/ that has one, in the order
+    the README lists them (a page it does not link to last)."""
+    listed = README.read_text()
+
+    def order(page):
+        at = listed.find(str(page.relative_to(ROOT)))
+        return (at < 0, at, page)
+
+    found = []
+    for page in [README, *sorted(DOCS.rglob("*.md"), key=order)]:
+        text = page.read_text()
+        if page == README:
+            text = text.replace(section("Two commands"), "")
+        blocks = re.findall(r"^```(sh|console)\n(.*?)^```$", text, flags=re.S | re.M)
+        if blocks:
+            found.append((str(page.relative_to(ROOT)), "".join(as_script(block, kind) for kind, block in blocks)))
+    return found
+
+
+def experiments_ended(deadline_s: float = 120) -> list:
+    from experiments.models import Experiment
+
+    deadline = time.monotonic() + deadline_s
+    while Experiment.objects.filter(status__in=("pending", "running")).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return list(Experiment.objects.order_by("created_at"))
+
+
+@pytest.mark.timeout(420)
 @pytest.mark.django_db(transaction=True)
-def test_the_first_ten_minutes_run_as_written(server):
-    (walk,) = re.findall(r"```sh\n(.*?)```", section("The first ten minutes"), flags=re.S)
-    assert walk.startswith("API=http://127.0.0.1:8000/api/v1;") and PASSWORD_PLACEHOLDER in walk
-    script = walk.replace("http://127.0.0.1:8000", server.base_url).replace(PASSWORD_PLACEHOLDER, "alice-password")
+def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server, tmp_path):
+    """As a new user would: the README's walk-through, then every page's of docs/, pasted one after the other into
+    one shell (its variables and functions carry over), against one server and its worker as `make run` serves
+    them. Each page sets what it needs beyond the README's (the admin's token where the README's key lacks a scope)
+    and names what it makes apart from the pages before it."""
+    pages = walkthroughs()
+    assert [name for name, _ in pages][:2] == ["README.md", "docs/prompts.md"] and len(pages) >= 6, pages
+    assert pages[0][1].startswith("API=http://127.0.0.1:8000/api/v1;") and PASSWORD_PLACEHOLDER in pages[0][1]
+    script = "set -euo pipefail\n" + "".join(f"printf '\\n=== %s\\n' '{name}'\n{walk}" for name, walk in pages)
+    script = script.replace("http://127.0.0.1:8000", server.base_url).replace(PASSWORD_PLACEHOLDER, "alice-password")
+    made_here = [name for name in ("my-graph.json", "bad.json") if not (ROOT / name).exists()]
+    worker = start_worker(tmp_path)
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env=server_env(tmp_path))
+        experiments = experiments_ended()
+    finally:
+        stop_process(worker)
+        for name in made_here:
+            (ROOT / name).unlink(missing_ok=True)
 
-    done = bash("set -euo pipefail\n" + script)
+    shown = dict(re.findall(r"^=== (\S+)\n(.*?)(?=^=== |\Z)", done.stdout, flags=re.S | re.M))
+    said = [line for line in done.stderr.splitlines() if not TOKEN_NOTICE.fullmatch(line)]
+    assert done.returncode == 0 and said == [], (list(shown)[-1:], done.stdout[-3000:], done.stderr)
+    assert list(shown) == [name for name, _ in pages]
+    readme_says(shown["README.md"])
+    for name, out in shown.items():  # a page's call that failed is a broken walk-through, but for what it shows
+        refused = re.findall(r'"error":\{"code":"(\w+)"', out)
+        assert refused == EXPECTED_REFUSALS.get(name, []), (name, out[-3000:])
+    for name, out in shown.items():  # each terminal session printed what its page shows
+        printed = dict(re.findall(r"^--- \$ (.*?)\n(.*?)(?=^--- \$ |\Z)", out, flags=re.S | re.M))
+        for command, expected in transcripts((ROOT / name).read_text()):
+            assert not transcript_matches(expected, printed[command]), (name, command, printed[command])
+            refused = any(line.startswith("CommandError") for line in expected)
+            assert ("[exited " in printed[command]) == refused, (name, command, printed[command])
+    readme, loop = [e for e in experiments if e.name in ("v1 vs v2", "kettle v1 vs staging")]
+    for experiment, items in ((readme, 1), (loop, 3)):  # judged offline by the local model (item 22)
+        assert experiment.status == "completed", experiment.stop_reason
+        assert experiment.results.count() == 2 * items and experiment.runs.filter(role="judge").count() == 2 * items
+        assert all(isinstance(r.scores.get("quality"), float) and not r.evaluator_errors
+                   for r in experiment.results.all())
+    assert [t["name"] for t in readme.targets] == ["support@v1", "support@v2"]
+    assert sorted(t["name"] for t in loop.targets) == ["kettle@staging", "kettle@v1"]
 
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    out = done.stdout
+
+TOKEN_NOTICE = re.compile(r"API token \S+ for admin: shown once, store it now\.")  # create_api_token's, on stderr
+# What a walk-through shows refused, on purpose: an answer that breaks its question's schema; a finished run's cancel.
+EXPECTED_REFUSALS = {"docs/operations/durable-runs.md": ["validation_error"], "docs/api/rest.md": ["not_cancellable"]}
+
+
+def readme_says(out: str) -> None:
+    """What the README's walk-through printed, checked against what it wrote."""
+    from datasets.models import DatasetItem
+    from experiments.models import Experiment
+
     assert "84" in out  # the local model's calculator answers the first turn
     assert "91" in out and re.search(r"^workflow_completed \d+ tokens, \$\d+\.\d+$", out, re.M)  # the streamed turn
     run = WorkflowExecution.objects.filter(workflow_type="chat").order_by("created_at").first()
@@ -81,27 +194,10 @@ def test_the_first_ten_minutes_run_as_written(server):
     assert re.search(rf"^  call local {re.escape(run.model)} \d+ tokens, \$\d+\.\d+$", out, re.M)
     assert f"\n{run.conversation.total_cost}\n" in out
     assert re.search(r"^1 workflow_started$", out, re.M) and re.search(r"^\d+ workflow_completed$", out, re.M)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_prompts_section_goes_on_from_the_first_ten_minutes_as_written(server):
-    (walk,) = re.findall(r"```sh\n(.*?)```", section("The first ten minutes"), flags=re.S)
-    (prompts,) = re.findall(r"```sh\n(.*?)```", section("Prompts: change one without a deploy, split traffic, score"),
-                            flags=re.S)
-    script = (walk + prompts).replace("http://127.0.0.1:8000", server.base_url).replace(
-        PASSWORD_PLACEHOLDER, "alice-password")
-
-    done = bash("set -euo pipefail\n" + script)
-
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    from datasets.models import DatasetItem
-    from experiments.models import Experiment
-
-    experiment = Experiment.objects.get()
+    experiment = Experiment.objects.get(name="v1 vs v2")
     item = DatasetItem.objects.get(dataset=experiment.dataset)
     assert item.source_execution.definition.name == "Support"
-    assert [t["name"] for t in experiment.targets] == ["support@v1", "support@v2"]
-    assert '"versions":' in done.stdout and f'"id":"{experiment.pk}"' in done.stdout
+    assert '"versions":' in out and f'"id":"{experiment.pk}"' in out
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,3 +245,14 @@ def test_the_readmes_links_lead_to_files():
 def test_env_example_stands_on_its_own_without_citing_the_spec():
     text = (ROOT / ".env.example").read_text()
     assert "SPEC" not in text and "§" not in text
+
+
+def test_item_23_mkdocs_serve_and_make_run_want_different_ports():
+    """`mkdocs serve` (its `dev_addr`, 127.0.0.1:8000 when unset) and `make run` (scripts/run.sh's default PORT) run
+    side by side, and the README says where the docs are served."""
+    dev_addr = re.search(r"^dev_addr: *(\S+)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    docs_port = int((dev_addr.group(1) if dev_addr else "127.0.0.1:8000").rsplit(":", 1)[1])
+    run_port = int(re.search(r'^PORT="\$\{PORT:-(\d+)\}"$', (ROOT / "scripts" / "run.sh").read_text(), re.M).group(1))
+
+    assert docs_port != run_port
+    assert f"http://127.0.0.1:{docs_port}/" in section("Documentation")

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal
 from typing import AsyncIterator, Callable
 
 from django.core.management.base import CommandError
 
 from core.errors import ChatterError, InvalidInput, error_details
-
-
-def dollars(amount) -> str:
-    """A cost as the API stores it, to the 1e-8 dollar: `$0.00000000`, never `$0E-8`."""
-    return f"${Decimal(str(amount)):.8f}"
+from core.money import dollars
 
 
 def _detail_lines(details, path: str = "") -> list[str]:

@@ -48,9 +48,10 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.access_task = asyncio.create_task(self.close_when_access_ends())
 
     async def close_when_access_ends(self) -> None:
-        """Its API key revoked (scope["api_key"]: TokenAuthMiddleware) or its user deactivated, the socket stops
-        relaying and closes as unauthenticated."""
-        await access_ended(self.access, key=self.scope.get("api_key"))
+        """Its API key revoked or expired (scope["api_key"]: TokenAuthMiddleware) or its user deactivated, the
+        socket stops relaying and closes as unauthenticated."""
+        await access_ended(self.access, key=self.scope.get("api_key"),
+                           expires_at=self.scope.get("api_key_expires_at"))
         if self.feed_task is not None:
             self.feed_task.cancel()
         await self.close(code=CLOSE_UNAUTHENTICATED)

@@ -8,10 +8,12 @@ the database when the next one shows the gap, or when the feed has been quiet.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import AsyncIterator, Iterator
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.utils import timezone
 
 from workflows.events import TERMINAL_EVENTS, event_envelope
 from workflows.hub import Subscription, access_topic, execution_topic, hub, user_topic
@@ -128,13 +130,16 @@ def access_subscribe(user_id) -> Subscription:
     return hub.subscribe([access_topic(user_id)])
 
 
-async def access_ended(subscription: Subscription, *, key: str | None) -> None:
-    """Return once the access a socket was opened with ends: its user deactivated, or its API key (`key`: the key's
-    uid; None for a session) revoked or deleted. Told through the hub, so in every process at once; nothing is
-    read from the database meanwhile."""
+async def access_ended(subscription: Subscription, *, key: str | None, expires_at: datetime | None = None) -> None:
+    """Return once the access a socket was opened with ends: its user deactivated, its API key (`key`: the key's
+    uid; None for a session) revoked or deleted, or the key's expiry (`expires_at`) come. Told through the hub, so
+    in every process at once; nothing is read from the database meanwhile."""
     try:
         while True:
-            for envelope in await subscription.get(3600):
+            left = 3600.0 if expires_at is None else (expires_at - timezone.now()).total_seconds()
+            if left <= 0:
+                return
+            for envelope in await subscription.get(min(left, 3600.0)):
                 ended = envelope["data"].get("key")
                 if ended is None or ended == key:
                     return

@@ -51,6 +51,7 @@ from django.utils import timezone
 from audit.services import audit_fields, audit_queue, audit_queue_along
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
+from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.runtime import Attempt, CallStarted, FetchedPrompt, RunInterrupted
 from workflows.engine.runtime import LLMCall as Call
@@ -459,7 +460,7 @@ class ExecutionRecorder:
     def _emit_node_finished(self, *, node_id, node_type, index, status, duration_ms, total_tokens, cost, error):
         self.emit("node_failed" if status == "failed" else "node_completed", {
             "node_id": node_id, "node_type": node_type, "index": index, "status": status,
-            "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": str(cost), "error": error or None,
+            "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": usd(cost), "error": error or None,
         })
 
     @_locked
@@ -530,9 +531,10 @@ class ExecutionRecorder:
                                    "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
 
     @_locked
-    def token(self, node: Node, text: str, message_id: str | None = None) -> None:
+    def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None:
         self._streamed("token", {"node_id": node.id, "text": text,
-                                 **({"message_id": message_id} if message_id else {})}, text)
+                                 **({"message_id": message_id} if message_id else {}),
+                                 **({"reply": reply} if reply else {})}, text)
 
     @_locked
     def tool_call_delta(self, node: Node, delta: dict) -> None:

@@ -22,7 +22,8 @@ from budgets.services import budget_alerts_send, budget_crossings_own, budget_se
 from conversations.models import Message
 from conversations.services import message_save
 from core.db import connections_give_back, retried_on_conflict
-from core.errors import RunCancelled, RunError, Unavailable
+from core.errors import ProviderError, RunCancelled, RunError, Unavailable
+from core.money import usd
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -291,7 +292,12 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
                         "reasoning_tokens": ctx.usage.reasoning_tokens,
                         # a registered graph stopped at a static breakpoint: the nodes its thread runs next
-                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {})},
+                        **({"next": state[STOPPED_BEFORE]} if state and state.get(STOPPED_BEFORE) else {}),
+                        # the model name whose deployment answered last (after a fallback, the fallback's)
+                        **({"answered_model": call.requested_model} if call and error is None else {}),
+                        # what a failed provider's upstream said, a caller's answer is made of (gateway.errors)
+                        **({"upstream": error.upstream} if isinstance(error, ProviderError) and error.upstream
+                           else {})},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -339,7 +345,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                 messages.append(message)
                 recorder.emit("message_saved", {
                     "message_id": str(message.pk), "conversation_id": str(execution.conversation_id),
-                    "role": message.role, "total_tokens": message.total_tokens, "cost": str(message.cost),
+                    "role": message.role, "total_tokens": message.total_tokens, "cost": usd(message.cost),
                 })
         if execution.conversation_id is not None and messages:
             message = messages[-1]
@@ -348,7 +354,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             recorder.publish_after_write("conversation_updated", {
                 "conversation_id": str(conversation.pk),
                 **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
-                "total_cost": str(conversation.total_cost)})
+                "total_cost": usd(conversation.total_cost)})
         if holds := recorder.budget.holds:  # a shared row (a budget's period): locked late, held to the commit;
             # settled before the terminal event, which must be the run's last (I6)
             crossings = budget_settle(holds=holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)
@@ -362,7 +368,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            "cost": str(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
+            "cost": usd(execution.cost), "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls,
             "message_id": str(messages[-1].pk) if execution.conversation_id is not None and messages else None,
         }
         if error is None:
@@ -481,7 +487,8 @@ def _reply_ending(reply) -> dict:
     metadata = reply.response_metadata
     return {"finish_reason": metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
             **({"tool_calls": calls} if calls else {}),
-            **{name: metadata[name] for name in ("logprobs", "more_choices") if metadata.get(name)}}
+            **{name: metadata[name] for name in ("logprobs", "more_choices", "system_fingerprint")
+               if metadata.get(name)}}
 
 
 def _stored_tool_calls(reply) -> list[dict]:

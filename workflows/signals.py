@@ -17,3 +17,11 @@ execution_ending = Signal()
 # class; kwargs: execution (terminal), calls: one dict per (provider, model) with keys provider, model and cost (the
 # change: a Decimal, negative when the price fell). A run still going books its calls' new cost when it ends.
 usage_repriced = Signal()
+
+# A run is about to be written (workflows.services.runs.run_write, before its transaction): sender=WorkflowExecution
+# class; kwargs: execution (not saved yet; its api_key the key the request authenticated with, or None), models: the
+# (provider, model) pairs the run may call, admitted: whether its entry point admitted its key already (the gateway,
+# which answers with the key's x-ratelimit-* headers). A receiver refuses the run by raising a ChatterError (or DRF's
+# Throttled): nothing is written. The limits of a key hold this way on every surface that starts runs
+# (gateway.receivers).
+execution_writing = Signal()

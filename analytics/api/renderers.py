@@ -7,9 +7,7 @@ from decimal import Decimal
 
 from rest_framework.renderers import BaseRenderer
 
-# A cell starting with one of these is a formula to a spreadsheet: a conversation titled "=HYPERLINK(…)" must
-# arrive as text.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+from core.csv_cells import csv_cell
 
 
 class CSVRenderer(BaseRenderer):
@@ -40,5 +38,4 @@ def _cell(value) -> str:
         return format(value, "f")  # never 0E-8
     if isinstance(value, (int, float)):
         return str(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return csv_cell(str(value))  # a conversation titled "=HYPERLINK(…)" arrives as text

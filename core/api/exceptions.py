@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.exceptions import (
     RequestDataTooBig,
     SuspiciousOperation,
@@ -98,6 +99,8 @@ def _as_api_error(exc: Exception) -> Exception:
     if isinstance(exc, TooManyFieldsSent):
         return exceptions.ParseError(f"too many query or form parameters (at most "
                                      f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
+    if isinstance(exc, DjangoValidationError):  # a model field refused a value a request gave it (a lookup's id)
+        return exceptions.ValidationError(exc.messages)
     if isinstance(exc, SuspiciousOperation):
         return exceptions.ParseError(f"bad request: {exc}")
     if _is_pool_timeout(exc):

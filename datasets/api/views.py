@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.api.filters import CreatedRangeFilterSet
-from core.api.viewsets import OwnedViewSet
+from core.api.viewsets import OwnedViewSet, url_uuid
 from core.errors import NotFound
 from datasets.api.renderers import CSVRenderer, JSONLRenderer
 from datasets.api.serializers import (
@@ -96,7 +96,8 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedView
     @action(detail=True, methods=["delete"], url_path=r"items/(?P<item>[0-9a-f-]{36})", filter_backends=[],
             pagination_class=None)
     def item(self, request: Request, pk: str, item: str) -> Response:
-        deleted, _ = self.get_object().items.filter(pk=item).delete()
+        dataset = self.get_object()
+        deleted, _ = dataset.items.filter(pk=url_uuid(item, not_found="item not found")).delete()
         if not deleted:
             raise NotFound("item not found")
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from core.api.serializers import StrictSerializer
 from experiments.evaluators import KINDS, LLM_JUDGE
 from experiments.models import Experiment, ExperimentResult
+from experiments.progress import progress_counted
 from prompts.models import NAME_PATTERN
 
 SCORE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
@@ -133,8 +134,21 @@ class ExperimentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = ("id", "name", "description", "dataset", "targets", "evaluators", "concurrency", "budget",
-                  "status", "stop_reason", "cancel_requested", "created_at", "started_at", "completed_at")
+                  "status", "stop_reason", "cancel_requested", "created_at", "queued_at", "started_at", "completed_at")
         read_only_fields = fields
+
+
+class ExperimentListSerializer(ExperimentSerializer):
+    """An experiment in a list: with its progress (as the detail's), read through with_progress_counts."""
+
+    progress = serializers.SerializerMethodField()
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = (*ExperimentSerializer.Meta.fields, "progress")
+        read_only_fields = fields
+
+    def get_progress(self, experiment: Experiment) -> dict:
+        return progress_counted(experiment)
 
 
 class ExperimentResultSerializer(serializers.ModelSerializer):

@@ -3,7 +3,7 @@ its totals and its results, cancel it, resume it."""
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from core.api.filters import CreatedRangeFilterSet
 from core.api.viewsets import OwnedViewSet
 from experiments.api.serializers import (
+    ExperimentListSerializer,
     ExperimentResultSerializer,
     ExperimentResumeSerializer,
     ExperimentSerializer,
@@ -18,6 +19,7 @@ from experiments.api.serializers import (
 )
 from experiments.models import Experiment
 from experiments.selectors import experiment_list, experiment_summary, experiment_totals_from_runs
+from experiments.progress import with_progress_counts
 from experiments.services import experiment_cancel, experiment_create, experiment_progress, experiment_resume
 
 
@@ -27,7 +29,7 @@ class ExperimentFilter(CreatedRangeFilterSet):
         fields = ("name", "status", "dataset")
 
 
-class ExperimentViewSet(mixins.ListModelMixin, OwnedViewSet):
+class ExperimentViewSet(OwnedViewSet):
     key_scope = "runs"
     queryset = Experiment.objects.none()
     serializer_class = ExperimentSerializer
@@ -38,6 +40,12 @@ class ExperimentViewSet(mixins.ListModelMixin, OwnedViewSet):
 
     def get_queryset(self):
         return experiment_list(user=self.request.user)
+
+    @extend_schema(responses=ExperimentListSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        """Yours, each with its progress (what a pending or running one waits for)."""
+        page = self.paginate_queryset(with_progress_counts(self.filter_queryset(self.get_queryset())))
+        return self.get_paginated_response(ExperimentListSerializer(page, many=True).data)
 
     def _shown(self, experiment: Experiment) -> dict:
         experiment.refresh_from_db()

@@ -59,8 +59,8 @@ def test_interrupt_in_a_python_graph_pauses_the_run_and_resume_goes_on_with_it(g
     assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [thread["thread_id"]]
     assert client.threads.search(status="busy") == []
 
-    with pytest.raises(ConflictError):  # a new turn waits for the answer (reject, the default strategy)
-        client.runs.create(thread["thread_id"], "review_agent", input=TURN)
+    with pytest.raises(ConflictError):  # with reject, a new turn waits for the answer
+        client.runs.create(thread["thread_id"], "review_agent", input=TURN, multitask_strategy="reject")
     values = client.runs.wait(thread["thread_id"], "review_agent", command={"resume": "no, it is 84"})
 
     execution.refresh_from_db()

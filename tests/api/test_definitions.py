@@ -134,3 +134,43 @@ def test_the_list_filters_by_name_template_and_public(api):
     assert [d["name"] for d in api.get(URL, {"is_public": "true"}).json()["results"]] == ["Beta"]
     names = [d["name"] for d in api.get(URL, {"ordering": "name"}).json()["results"]]
     assert names == sorted(names)
+
+
+def test_item_16_every_graph_naming_another_users_prompt_is_refused_at_once_as_a_missing_one(api, alice, bob):
+    """Definitions (created and changed), templates, runs of a graph and schedules of one (crons): each names a
+    stored prompt its owner must be able to fetch when it runs; bob's prompt is answered as one that does not
+    exist."""
+    from core.errors import InvalidInput
+    from prompts.models import Prompt
+    from tests.prompts.factories import PromptFactory
+    from workflows.models import WorkflowExecution, WorkflowSchedule, WorkflowTemplate
+    from workflows.services.schedules import schedule_create
+
+    PromptFactory(owner=bob, name="bobs", content="Bob's secret instructions.", labels=["production"])
+    mine = create(api)
+    nodes = [NODES[0], {**NODES[1], "config": {"prompt": {"name": "bobs"}}}, NODES[2]]
+    graph = {"nodes": nodes, "edges": EDGES}
+    requests = [
+        ("post", URL, {"name": "Theirs", **graph}),
+        ("patch", f"{URL}{mine['id']}/", {"nodes": nodes}),
+        ("post", "/api/v1/workflows/templates/", {"key": "theirs", "name": "Theirs", "graph": graph}),
+        ("post", "/api/v1/executions/", {"graph": graph, "input": {"message": "hi"}}),
+    ]
+
+    def answers() -> list:
+        with pytest.raises(InvalidInput) as scheduled:
+            schedule_create(owner=alice, name="s", cron="0 7 * * *", graph=graph, run_input={"message": "hi"})
+        assert scheduled.value.details[0]["path"] == "nodes[1].config.prompt"
+        return [getattr(api, method)(url, body, format="json") for method, url, body in requests]
+
+    foreign = answers()
+    Prompt.objects.filter(owner=bob).delete()
+    missing = answers()
+
+    for (method, url, _), refused, absent in zip(requests, foreign, missing):
+        details = assert_error(refused, 400, "validation_error")
+        assert any(d["path"].endswith("nodes[1].config.prompt") for d in details), (method, url, details)
+        assert refused.json() == absent.json(), (method, url)
+    assert WorkflowDefinition.objects.get(pk=mine["id"]).version == 1
+    assert not WorkflowTemplate.objects.filter(key="theirs").exists()
+    assert (WorkflowSchedule.objects.count(), WorkflowExecution.objects.count()) == (0, 0)

@@ -76,3 +76,17 @@ def test_nested_errors_keep_their_full_path(api):
 @pytest.mark.django_db
 def test_a_not_found_has_an_empty_list_of_details(api):
     assert assert_error(api.get("/api/v1/executions/not-a-uuid/"), 404, "not_found") == []
+
+
+def test_item_13_a_value_a_model_field_refuses_is_a_400_in_the_one_shape_not_a_500():
+    """What a lookup raises for an id its field refuses (Django's ValidationError), should a view pass one
+    unparsed, is the caller's bad input."""
+    from django.core.exceptions import ValidationError
+
+    from core.api.exceptions import api_exception_handler
+
+    response = api_exception_handler(ValidationError("“x” is not a valid UUID.", code="invalid"), {})
+
+    assert response.status_code == 400
+    assert response.data["error"]["code"] == "validation_error"
+    assert [item["message"] for item in response.data["error"]["details"]] == ["“x” is not a valid UUID."]

@@ -1,4 +1,7 @@
+import os
 import re
+import shlex
+import subprocess
 from io import StringIO
 
 import pytest
@@ -62,3 +65,16 @@ def test_it_refuses_to_promote_an_ordinary_user_named_admin():
     admin = get_user_model().objects.get(username="admin")
     assert not admin.is_superuser
     assert admin.check_password("their-own-password")
+
+
+def test_item_23_the_changepassword_hint_runs_on_the_projects_python(staff):
+    """The hint is a command a user can paste where `make run` ran: the Python it names has Django and the project
+    (a bare `python` is the system's, or none), shown here by its `--help`, which needs no database."""
+    hint = run_ensure_admin().strip()
+    command = hint.split("to set a new password: ", 1)[1]
+    words = shlex.split(command)
+
+    assert words[0] not in ("python", "python3") and words[1:] == [words[1], "changepassword", "root"]
+    done = subprocess.run([*words[:-1], "--help"], capture_output=True, text=True, timeout=120, cwd=os.getcwd(),
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "chatter_project.settings"})
+    assert done.returncode == 0 and "Change a user's password" in done.stdout, done.stderr

@@ -63,6 +63,28 @@ def test_jsonl_and_csv_imports_round_trip_through_their_exports(api, dataset):
     assert api.get(f"{BASE}{copy.pk}/export/?format=jsonl").content == jsonl.content
 
 
+FORMULAS = ["=HYPERLINK(\"http://evil.example\")", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", "'=already quoted",
+            "''+twice", "'plain quote", "plain"]
+
+
+def test_item_14_a_csv_export_writes_formulas_as_text_and_reads_them_back(api, dataset):
+    for text in FORMULAS:
+        DatasetItemFactory(dataset=dataset, input=text, expected_output=text, metadata={})
+
+    exported = api.get(f"{BASE}{dataset.pk}/export/?format=csv").content.decode()
+
+    rows = list(csv.DictReader(io.StringIO(exported, newline="")))
+    cells = [row[column] for row in rows for column in ("input", "expected_output")]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))], cells
+    assert [row["input"] for row in rows] == ["'" + text if text != "'plain quote" and text != "plain" else text
+                                             for text in FORMULAS]
+    copy = DatasetFactory(owner=dataset.owner, name="copy")
+    assert api.post(f"{BASE}{copy.pk}/import/", {"format": "csv", "content": exported},
+                    format="json").status_code == 201
+    assert list(copy.items.order_by("created_at", "id").values_list("input", "expected_output")) == [
+        (text, text) for text in FORMULAS]
+
+
 @pytest.mark.parametrize("body", [
     {"format": "jsonl", "content": '{"input": "a"}\nnot json\n'},
     {"format": "jsonl", "content": '{"input": "a"}\n[1, 2]\n'},
@@ -116,6 +138,15 @@ def test_bob_gets_404s_for_alices_dataset_and_cannot_add_her_run(api, bob_api, b
                  "validation_error")
     assert [d["name"] for d in bob_api.get(BASE).json()["results"]] == ["bob's"]
     assert DatasetItem.objects.count() == 1 and Dataset.objects.get(pk=dataset.pk).name == "support questions"
+
+
+@pytest.mark.parametrize("malformed", ["-" * 36, "0123456789abcdef" * 2 + "0123", "0" * 35 + "g"])
+def test_item_13_an_item_id_of_a_uuids_length_that_is_not_one_is_a_404(api, dataset, malformed):
+    item = DatasetItemFactory(dataset=dataset)
+
+    details = assert_error(api.delete(f"{BASE}{dataset.pk}/items/{malformed}/"), 404, "not_found")
+
+    assert details == [] and DatasetItem.objects.filter(pk=item.pk).exists()
 
 
 def test_items_and_datasets_are_deleted_by_their_owner(api, dataset):

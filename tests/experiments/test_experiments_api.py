@@ -8,10 +8,12 @@ import pytest
 from django.core.management import call_command
 
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
+from prompts.models import Prompt
 from scores.models import Score
 from tests.api.conftest import assert_error
 from tests.experiments.conftest import experiment_body
 from tests.invariants import assert_all
+from tests.prompts.factories import PromptFactory
 from workflows.models import WorkflowExecution
 
 URL = "/api/v1/experiments/"
@@ -29,7 +31,7 @@ def test_it_runs_each_target_over_each_item_and_scores_the_runs(api, alice, qa, 
     experiment = api.get(f"{URL}{created.json()['id']}/").json()
     assert experiment["status"] == "completed", experiment
     assert experiment["progress"] == {"experiment_id": experiment["id"], "status": "completed", "stop_reason": "",
-                                      "done": 8, "failed": 0, "total": 8}
+                                      "done": 8, "failed": 0, "total": 8, "waiting_for": None}
     results = api.get(f"{URL}{experiment['id']}/results/?page_size=100").json()["results"]
     assert sorted((r["target"], r["item"]) for r in results) == sorted(
         (t, str(i.pk)) for t in ("support@v1", "newest") for i in qa.items.all())
@@ -89,6 +91,31 @@ def test_bad_input_is_a_400_naming_it_and_writes_nothing(api, qa, change, field)
 def test_an_experiment_over_someone_elses_dataset_is_refused(bob_api, qa):
     details = assert_error(bob_api.post(URL, experiment_body(qa), format="json"), 400, "validation_error")
     assert details[0]["path"] == "dataset" and Experiment.objects.count() == 0
+
+
+@pytest.mark.parametrize("where, body", [
+    ("targets[0]", lambda name: {"targets": [{"prompt": {"name": name, "version": 1}}]}),
+    ("targets[0]", lambda name: {"targets": [{"prompt": {"name": name}}]}),
+    ("evaluators[0]", lambda name: {"evaluators": [{"type": "llm_judge", "prompt": {"name": name, "version": 1}}]}),
+])
+def test_item_16_another_users_prompt_is_refused_at_creation_as_a_missing_one_is(api, bob, qa, where, body):
+    PromptFactory(owner=bob, name="bobs", content="Bob's secret instructions.", labels=["production"])
+
+    foreign = api.post(URL, {**experiment_body(qa, start=False), **body("bobs")}, format="json")
+    Prompt.objects.filter(owner=bob).delete()
+    missing = api.post(URL, {**experiment_body(qa, start=False), **body("bobs")}, format="json")
+
+    details = assert_error(foreign, 400, "validation_error")
+    assert details[0]["path"] == where
+    assert foreign.json() == missing.json()
+    assert Experiment.objects.count() == 0 and WorkflowExecution.objects.count() == 0
+
+
+def test_item_16_a_version_or_label_the_prompt_lacks_is_refused_at_creation(api, qa, support):
+    for ref in ({"name": "support", "version": 9}, {"name": "support", "label": "nope"}):
+        response = api.post(URL, experiment_body(qa, targets=[{"prompt": ref}], start=False), format="json")
+        assert assert_error(response, 400, "validation_error")[0]["path"] == "targets[0]"
+    assert Experiment.objects.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -62,6 +62,23 @@ def test_it_exports_the_comparison_as_csv(client, staff, two_experiments):
     assert int(totals[0]["total_tokens"]) == sum(r.total_tokens for r in first.results.all())
 
 
+def test_item_14_the_csv_writes_formulas_as_text(client, staff, two_experiments, qa):
+    first, second = two_experiments
+    type(first).objects.filter(pk=first.pk).update(name="=HYPERLINK(\"http://evil.example\")")
+    qa.items.filter(pk=qa.items.order_by("created_at", "id")[0].pk).update(input="@SUM(1+1)*cmd|' /C calc'!A0",
+                                                                            expected_output="+1")
+    first.results.update(output="-2+3")
+    client.force_login(staff)
+
+    response = client.get(f"{COMPARE}?ids={first.pk},{second.pk}&format=csv")
+
+    rows = list(csv.reader(io.StringIO(response.content.decode(), newline="")))
+    formulas = [cell for row in rows for cell in row if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert not formulas, formulas
+    cells = {cell for row in rows for cell in row}
+    assert {"'=HYPERLINK(\"http://evil.example\")", "'@SUM(1+1)*cmd|' /C calc'!A0", "'+1", "'-2+3"} <= cells
+
+
 def test_it_is_for_staff_only(client, alice, two_experiments):
     client.force_login(alice)
     response = client.get(f"{COMPARE}?ids={two_experiments[0].pk}")

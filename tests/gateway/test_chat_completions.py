@@ -238,7 +238,7 @@ def test_errors_come_in_openais_shape(gateway, openai_stub, alice):
 
 
 def test_a_provider_failure_is_a_502_with_the_run_failed(gateway, openai_stub):
-    openai_stub.reply(status=400, error_body={"error": {"message": "bad upstream", "type": "x", "code": None,
+    openai_stub.reply(status=500, error_body={"error": {"message": "bad upstream", "type": "x", "code": None,
                                                         "param": None}})
 
     with pytest.raises(openai.APIStatusError) as failed:

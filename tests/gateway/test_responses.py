@@ -279,8 +279,10 @@ def test_a_stream_the_upstream_breaks_ends_with_response_failed_and_the_usage_re
     assert failed.type == "response.failed" and [e.sequence_number for e in events] == list(range(len(events)))
     execution = WorkflowExecution.objects.get(pk=failed.response.id.removeprefix("resp_"))
     assert execution.status == "failed" and failed.response.status == "failed"
-    assert (failed.response.error.code, failed.response.error.message) == (execution.error_type,
-                                                                          execution.error_message)
+    # the caller's words: the model and the request id; the upstream's URL is the run's (and the log's) only
+    assert (failed.response.error.code, failed.response.error.message) == (
+        execution.error_type, f"The connection to the upstream of model `gpt-4o-mini` failed. Request id: {execution.pk}.")
+    assert openai_stub.base_url in execution.error_message
     (item,) = failed.response.output
     assert item.status == "incomplete" and item.content[0].text == "one two "
     usage = failed.response.usage

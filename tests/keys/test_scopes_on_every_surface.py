@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.test import Client
 
 from agent_server.models import AgentCron, StoreItem
+from gateway.limits import WINDOW_S, key_limits_remove, key_limits_set
 from conversations.models import Conversation, Message
 from keys.models import API_KEY_SCOPES
 from tests.factories import ApiTokenFactory
@@ -219,3 +220,55 @@ def test_a_key_of_another_user_does_not_share_alices_allowance(alice, bob, run_r
 
     assert call("POST", "/langgraph/runs", key_with(bob, "runs"), RUN).status_code == 200
     runs_ended()
+
+
+# --- a key's limits (gateway.limits: allowed models, requests and tokens per minute) --------------------------
+@pytest.fixture
+def limited_key():
+    """Makes a key with every scope and the limits staff set on it, with the rest of the test inside one counting
+    window (counts are per calendar minute: gateway.limits.WINDOW_S). The limits are removed after the test, so
+    this process does not keep them for a key of the next test that gets the same id."""
+    made = []
+
+    def make(user, **limits) -> str:
+        token = ApiTokenFactory(user=user, name="limited", scopes=list(API_KEY_SCOPES))
+        key_limits_set(api_key=token, **limits)
+        made.append(token)
+        left = WINDOW_S - time.time() % WINDOW_S
+        if left < 20:
+            time.sleep(left + 0.1)
+        return token.key
+
+    yield make
+    for token in made:
+        key_limits_remove(api_key=token)
+
+
+@pytest.mark.parametrize(("path", "body", "header"), RUN_STARTS, ids=[p for p, *_ in RUN_STARTS])
+def test_item_15_a_keys_allowed_models_hold_on_every_surface(alice, limited_key, path, body, header):
+    key = limited_key(alice, allowed_models=["gpt-4o-mini"])
+    thread = call("POST", "/langgraph/threads", key, {}).json()["thread_id"]
+    before = world()
+
+    response = start(path.format(thread=thread), body, header, key)
+
+    assert response.status_code == 403 or "model_not_allowed" in str(response.json()), response.content
+    assert "gpt-4o-mini" in str(response.json())
+    assert world() == before
+
+
+@pytest.mark.parametrize(("path", "body", "header"), RUN_STARTS, ids=[p for p, *_ in RUN_STARTS])
+def test_item_15_a_keys_requests_per_minute_are_one_count_across_surfaces(alice, limited_key, path, body,
+                                                                          header):
+    key = limited_key(alice, rpm=2)
+    thread = call("POST", "/langgraph/threads", key, {}).json()["thread_id"]
+    assert start("/api/v1/chat/", {"message": "one"}, "authorization", key).status_code == 201
+    assert call("POST", "/langgraph/runs/wait", key, RUN).status_code == 200  # the same two a minute
+    before = world()
+
+    response = start(path.format(thread=thread), body, header, key)
+
+    assert response.status_code == 429 or "rate_limit_exceeded" in str(response.json()), response.content
+    assert "2 requests per minute" in str(response.json())
+    assert world() == before
+    assert start("/api/v1/chat/", {"message": "hi"}, "authorization", key_with(alice, "chat")).status_code == 201

@@ -90,16 +90,20 @@ def test_an_inline_prompt_records_no_version(api, alice):
     assert list(LLMCall.objects.values_list("prompt_version", flat=True)) == [None]
 
 
-def test_a_prompt_that_is_not_the_owners_fails_the_run_naming_it(bob_api, bob, support):
-    response = bob_api.post("/api/v1/executions/", {
-        "graph": prompt_graph({"name": "support", "label": "production"}), "input": {"message": "hi"},
-        "mode": "sync"}, format="json")
+def test_item_16_a_prompt_that_is_not_the_owners_is_refused_before_any_run_as_a_missing_one(bob_api, bob, support):
+    """Issue 43 item 16: refused at once (it was a run that failed when it ran), in the words a missing one gets."""
+    def ask(name: str):
+        return bob_api.post("/api/v1/executions/", {
+            "graph": prompt_graph({"name": name, "label": "production"}), "input": {"message": "hi"},
+            "mode": "sync"}, format="json")
 
-    execution = WorkflowExecution.objects.get(owner=bob)
-    assert response.status_code == 201 and execution.status == "failed"
-    assert execution.error_type == "prompt_not_found" and "'support' not found" in execution.error_message
-    assert execution.prompt_version is None and execution.llm_calls == 0
-    assert_all(execution)
+    foreign, missing = ask("support"), ask("nothing-here")
+
+    details = assert_error(foreign, 400, "validation_error")
+    assert [(d["code"], d["message"]) for d in details] == [("not_found", "prompt 'support' not found")]
+    assert foreign.json()["error"]["message"].replace("support", "X") == \
+        missing.json()["error"]["message"].replace("nothing-here", "X")
+    assert not WorkflowExecution.objects.filter(owner=bob).exists()
 
 
 @pytest.mark.parametrize("ref", [{"label": "production"}, {"name": "support", "label": "x", "version": 2},

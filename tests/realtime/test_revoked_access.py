@@ -8,11 +8,13 @@ import asyncio
 import json
 import os
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 
 from chatter_project.asgi import application
 from tests.factories import ApiTokenFactory
@@ -37,8 +39,8 @@ def key_for(user):
 
 
 @sync_to_async
-def streamed_run(user) -> WorkflowExecution:
-    return execution_create(ChatRequest(owner=user, message=LONG, mode="stream"))
+def streamed_run(user, message: str = LONG) -> WorkflowExecution:
+    return execution_create(ChatRequest(owner=user, message=message, mode="stream"))
 
 
 @sync_to_async
@@ -94,6 +96,32 @@ async def test_a_revoked_keys_socket_is_closed_while_it_streams(alice, async_cli
         # The user's other key's socket goes on streaming the run (one that stopped would time out here).
         streamed = await tokens(other, 3)
         assert {e["execution_id"] for e in streamed} == {str(execution.pk)}
+        assert not any(e["event"] in TERMINAL for e in streamed)
+    finally:
+        await cancel(execution.pk)
+        await asyncio.to_thread(thread.join)
+    await other.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/ws/events/", "/ws/executions/{run}/"])
+async def test_item_15_an_expiring_keys_socket_is_closed_when_the_key_expires(alice, settings, path):
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100
+    expiring = await sync_to_async(ApiTokenFactory)(user=alice, name="expiring",
+                                                    expires_at=timezone.now() + timedelta(seconds=5))
+    kept_key = (await key_for(alice))[1]
+    execution = await streamed_run(alice, LONG * 2)  # streams for longer than the key lives
+    doomed = await open_socket(f"{path.format(run=execution.pk)}?token={expiring.key}")
+    other = await open_socket(f"{path.format(run=execution.pk)}?token={kept_key}")
+    thread = run_in_thread(execution.pk)
+    try:
+        await tokens(doomed, 1)  # it streams until then
+
+        received, code = await closed_within(doomed, 10)
+
+        assert code == CLOSE_UNAUTHENTICATED
+        assert timezone.now() >= expiring.expires_at
+        assert not any(e["event"] in TERMINAL for e in received)  # closed while the run went on
+        streamed = await tokens(other, 3)  # the user's other key's socket goes on
         assert not any(e["event"] in TERMINAL for e in streamed)
     finally:
         await cancel(execution.pk)

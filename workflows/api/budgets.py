@@ -21,6 +21,7 @@ from budgets.services import budget_create, budget_deactivate, budgets_current, 
 from core.api.serializers import StrictSerializer
 from core.api.viewsets import OwnedViewSet
 from core.errors import InvalidInput, NotFound
+from core.money import usd
 from keys.auth import ALL_SCOPES
 from keys.models import ApiToken
 from webhooks.services import webhook_url_check
@@ -52,7 +53,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     def get_spent_usd(self, budget) -> str:
         row = self._current(budget)
-        return f"{row.spent_usd if row else 0:.8f}"
+        return usd(row.spent_usd if row else 0)
 
     def get_spent_tokens(self, budget) -> int:
         row = self._current(budget)
@@ -60,7 +61,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     def get_reserved_usd(self, budget) -> str:
         row = self._current(budget)
-        return f"{row.reserved_usd if row else 0:.8f}"
+        return usd(row.reserved_usd if row else 0)
 
     def get_reserved_tokens(self, budget) -> int:
         row = self._current(budget)

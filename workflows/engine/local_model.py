@@ -3,13 +3,16 @@
 It streams its answer word by word and reports usage on every call, counted by the offline estimator
 over the real input and output. With tools bound it calls `calculator` for arithmetic in the user's
 message and `current_time` when asked for the time, then answers from the tool results.
+
+It grades too, so an LLM judge works offline: asked to judge an output (a message with an `Output:` section, and
+`Input:` and `Expected output:` ones, asking for `{"score": x}`, as experiments' `llm_judge` writes it), it answers
+`{"score": x}`, x the share of the expected output's words the output contains (without an expected output, of the
+input's words), to two places: a deterministic word-overlap heuristic, not a model's judgement.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import math
 import re
 import time
 import uuid
@@ -27,15 +30,18 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens, estimate_tokens
+from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens
 
 LOCAL_MODELS = ("local-echo-1",)
-LOCAL_EMBEDDING_MODELS = ("local-embed-1",)
-LOCAL_EMBEDDING_DIMENSIONS = 256
 
 # An arithmetic expression: numbers joined by at least one operator, parentheses allowed.
 _EXPRESSION = re.compile(r"[(\s]*-?\d+(?:\.\d+)?(?:[\s()]*(?:\*\*|[-+*/%^×÷])[\s(]*-?\d+(?:\.\d+)?[\s)]*)+")
 _TIME_WORDS = re.compile(r"\b(time|date|today|clock)\b", re.IGNORECASE)
+# A request to grade an output (experiments.evaluators.judge_message): its labelled sections, then the answer it asks
+# for. The output is the last section, so an output holding these labels itself is still read whole.
+_GRADING = re.compile(r"^Input:\n(?P<input>.*?)\n\nExpected output:\n(?P<expected>.*?)\n\nOutput:\n(?P<output>.*)"
+                      r"\n\n[^\n]*\{\{?\"score\": x\}\}?[^\n]*\s*\Z", re.MULTILINE | re.DOTALL)
+_WORD = re.compile(r"\w+")
 
 
 def _text(message: BaseMessage) -> str:
@@ -64,6 +70,9 @@ class LocalChatModel(BaseChatModel):
         if isinstance(last, ToolMessage):
             return AIMessage(self._answer_from_tools(messages))
         question = _text(last)
+        grading = _GRADING.search(question) if isinstance(last, HumanMessage) else None
+        if grading:
+            return AIMessage(json.dumps({"score": _grade(**grading.groupdict())}))
         calls = self._tool_calls_for(question) if self.tool_names else []
         if calls:
             return AIMessage("", tool_calls=calls)
@@ -112,11 +121,15 @@ class LocalChatModel(BaseChatModel):
         return {"model_name": self.model_name, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
 
     # --- LangChain interface ----------------------------------------------------------------------
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+    def _generate(self, messages, stop=None, run_manager=None, n: int | None = None, **kwargs) -> ChatResult:
+        """`n` choices, as OpenAI answers a call for several: the same deterministic reply each time, the usage
+        (on each, as LangChain's OpenAI model reports one call's) the prompt once and every choice's completion."""
         reply = self._reply(messages)
-        reply.usage_metadata = self._with_usage(reply, messages)
+        one = self._with_usage(reply, messages)
+        completion = one["output_tokens"] * (n or 1)
+        reply.usage_metadata = {**one, "output_tokens": completion, "total_tokens": one["input_tokens"] + completion}
         reply.response_metadata = self._metadata(reply)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        return ChatResult(generations=[ChatGeneration(message=reply.model_copy()) for _ in range(n or 1)])
 
     def _stream(
         self,
@@ -151,26 +164,18 @@ class LocalChatModel(BaseChatModel):
         )
 
 
+def _grade(*, input: str, expected: str, output: str) -> float:
+    """The share of the expected output's words (or, without one, the input's) that the output has, to two places;
+    an empty output scores 0, and an output measured against nothing 1."""
+    said = {word.lower() for word in _WORD.findall(output)}
+    wanted = {word.lower() for word in _WORD.findall(expected) or _WORD.findall(input)}
+    if not said:
+        return 0.0
+    return round(len(wanted & said) / len(wanted), 2) if wanted else 1.0
+
+
 def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:16]}"
-
-
-def local_embeddings(inputs: list, *, dimensions: int | None = None) -> tuple[list[list[float]], int]:
-    """The offline embedding model: each word hashed into one of `dimensions` signed buckets, the vector normalized
-    (texts that share words point alike), and the tokens read, counted by the offline estimator. Token arrays are
-    read as their JSON text."""
-    size = dimensions or LOCAL_EMBEDDING_DIMENSIONS
-    vectors, tokens = [], 0
-    for item in inputs:
-        text = item if isinstance(item, str) else json.dumps(item)
-        tokens += estimate_tokens(text)
-        vector = [0.0] * size
-        for word in re.findall(r"\w+", text.lower()):
-            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-            vector[int.from_bytes(digest[:4], "little") % size] += 1.0 if digest[4] & 1 else -1.0
-        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
-        vectors.append([value / norm for value in vector])
-    return vectors, tokens
 
 
 @functools.lru_cache(maxsize=64)

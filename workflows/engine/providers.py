@@ -48,16 +48,20 @@ USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 _USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
 _DONE_LINE = b"data: [DONE]"
+_FINGERPRINT = b'"system_fingerprint"'
 _DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connection is given up
 
 
 class RawUsageReports:
     """The usage objects an OpenAI-compatible server streamed during one call, exactly as sent; for a reply sent
     whole (not streamed), its usage object and its choices' tool calls as sent (LangChain keeps only the arguments
-    it could parse, re-encoded)."""
+    it could parse, re-encoded). Also the stream's `system_fingerprint` as soon as a chunk carries it (LangChain
+    passes it on with the stream's last chunk only)."""
 
     def __init__(self) -> None:
         self.reports: list[dict] = []
+        self.system_fingerprint: str | None = None
+        self._fingerprint_read = False  # the first chunk that names one (if any) was read
         self.tool_calls: list[list[dict] | None] = []  # per choice of a whole reply, by its index
 
     def read_body(self, body: bytes) -> None:
@@ -85,6 +89,8 @@ class RawUsageReports:
         return next(matching, None)
 
     def read_line(self, line: bytes) -> None:
+        if not self._fingerprint_read and _FINGERPRINT in line and line.startswith(b"data:"):
+            self._read_fingerprint(line)
         if not _USAGE_LINE.match(line):
             return
         try:
@@ -94,6 +100,17 @@ class RawUsageReports:
         usage = event.get("usage") if isinstance(event, dict) else None
         if isinstance(usage, dict) and usage:
             self.reports.append(usage)
+
+
+    def _read_fingerprint(self, line: bytes) -> None:
+        try:
+            event = json.loads(line[len(b"data:"):])
+        except ValueError:
+            return
+        if isinstance(event, dict):
+            self._fingerprint_read = True
+            fingerprint = event.get("system_fingerprint")
+            self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
 
 
 class _UsageCopyingStream(httpx2.SyncByteStream):
@@ -269,7 +286,8 @@ def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None =
                      mid_stream: bool = False) -> ProviderError:
     """What a failed provider call means for the run: rate limited, timed out, or any other provider error. Its
     message names the URL that failed and, for a connection that failed, why (refused, reset, timed out):
-    client libraries say only "Connection error." or "Request timed out."."""
+    client libraries say only "Connection error." or "Request timed out.". That message is the operator's; what
+    the upstream said is kept apart as facts (`upstream`), which a caller's answer is made from."""
     chain = _chain(exc)
     url = _request_url(chain)
     reason = _connection_failure(chain, timeout_s=timeout_s, mid_stream=mid_stream)
@@ -285,7 +303,57 @@ def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None =
     else:
         reason = f"{type(exc).__name__}: {exc}"
     target = f" to {url}" if url else ""
-    return ProviderError(f"{provider} call{target} failed: {reason}{_path_hint(exc, url)}", error_type=error_type)
+    return ProviderError(f"{provider} call{target} failed: {reason}{_path_hint(exc, url)}", error_type=error_type,
+                         upstream=_facts(chain, timed_out=error_type == "provider_timeout"))
+
+
+def upstream_facts(*, status: int | None, headers=None, body=None, timed_out: bool = False) -> dict:
+    """What an upstream answered a failed call, as JSON-ready facts: its HTTP status (None: no answer at all), its
+    own error object ({message, type, code, param}, from its JSON `body`) when it sent one, its Retry-After in
+    seconds (from its `headers`), whether the call timed out. gateway.errors makes a caller's answer of them, for a
+    call through a client library (provider_failure) or relayed as is."""
+    return {"status": status, "timed_out": timed_out,
+            "retry_after_s": retry_after_s(headers or {}) if status else None,
+            "error": error_object(body) if status else None}
+
+
+def _facts(chain: list[BaseException], *, timed_out: bool) -> dict:
+    """upstream_facts of a client library's error: its status, its response's headers, the body it parsed (its
+    `body`)."""
+    body = next((e.body for e in chain if isinstance(getattr(e, "body", None), dict)), None)
+    return upstream_facts(status=_status(chain), headers=_response_headers(chain), body=body, timed_out=timed_out)
+
+
+def _status(chain: list[BaseException]) -> int | None:
+    return next((e.status_code for e in chain if isinstance(getattr(e, "status_code", None), int)), None)
+
+
+def _response_headers(chain: list[BaseException]):
+    response = next((getattr(e, "response", None) for e in chain if getattr(e, "response", None) is not None), None)
+    return getattr(response, "headers", None) or {}
+
+
+def retry_after_s(headers) -> float | None:
+    """The Retry-After an upstream's answer sent (retry-after-ms first, as OpenAI's clients read it), in seconds."""
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        pass  # an HTTP date: not read
+    return None
+
+
+def error_object(body) -> dict | None:
+    """The error object of an upstream's error body, its string fields only: OpenAI's {"error": {...}} (which
+    OpenAI's client hands over unwrapped) and Anthropic's {"type": "error", "error": {...}}."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("error"), dict):
+        body = body["error"]
+    kept = {name: body[name] for name in ("message", "type", "code", "param") if isinstance(body.get(name), str)}
+    return kept or None
 
 
 def _path_hint(exc: Exception, url: str) -> str:
@@ -308,22 +376,12 @@ def deployment_fault(exc: Exception) -> tuple[int | None, float | None] | None:
     connection that failed): (its HTTP status or None, the Retry-After it sent in seconds or None); None when the
     request itself is at fault (another deployment would refuse it too)."""
     chain = _chain(exc)
-    status = next((getattr(e, "status_code", None) for e in chain if getattr(e, "status_code", None)), None)
+    status = _status(chain)
     if status is None:
         return (None, None) if _connection_failure(chain, timeout_s=None, mid_stream=False) else None
     if status not in DEPLOYMENT_FAULT_STATUSES:
         return None
-    retry_after = None
-    response = next((getattr(e, "response", None) for e in chain if getattr(e, "response", None) is not None), None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        if headers.get("retry-after-ms"):
-            retry_after = float(headers["retry-after-ms"]) / 1000
-        elif headers.get("retry-after"):
-            retry_after = float(headers["retry-after"])
-    except ValueError:
-        retry_after = None  # an HTTP date: the table's own cooldown
-    return status, retry_after
+    return status, retry_after_s(_response_headers(chain))
 
 
 def provider_check(provider: str, *, model: str | None = None) -> None:
@@ -372,7 +430,8 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     """The models `provider`'s server serves: the local model's, or what an OpenAI-compatible server lists at its
     /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
     if provider == "local":
-        from workflows.engine.local_model import LOCAL_EMBEDDING_MODELS, LOCAL_MODELS
+        from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+        from workflows.engine.local_model import LOCAL_MODELS
 
         return frozenset(LOCAL_MODELS + LOCAL_EMBEDDING_MODELS)
     if provider != "openai":
@@ -417,7 +476,7 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         raise InvalidInput(f"provider {provider!r} has no embeddings API",
                            details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
     if provider == "local":
-        from workflows.engine.local_model import local_embeddings
+        from workflows.engine.embeddings_local import local_embeddings
 
         vectors, prompt_tokens = local_embeddings(inputs, dimensions=dimensions)
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})

@@ -34,6 +34,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 
 from core.errors import InvalidInput, RunError
+from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
 from workflows.engine.runtime import CallStarted, RunContext
@@ -351,7 +352,7 @@ def booked_as_json(booked: dict) -> dict:
     """Each AI message's call usage (GraphAccounting.usage_by_message) as JSON, kept while a run waits for input
     (booked_from_json reads it back when it goes on)."""
     return {message_id: {"provider": entry["provider"], "model": entry["model"],
-                         **({"usage": {**as_json(vars(entry["usage"])), "cost": str(entry["usage"].cost)}}
+                         **({"usage": {**as_json(vars(entry["usage"])), "cost": usd(entry["usage"].cost)}}
                             if "usage" in entry else {})}
             for message_id, entry in booked.items()}
 

@@ -231,6 +231,7 @@ def _weighted_order(deployments: list[Deployment], rng: random.Random) -> list[D
 class Skipped:
     deployment: Deployment
     why: str  # "cooling down", "at its rpm", "at its tpm"
+    retry_after_s: float  # how long until it may take a call again (its cooldown's rest, or the minute's)
 
 
 def route_deployments(route: Route, *, table: RoutingTable, rng: random.Random | None = None,
@@ -250,19 +251,23 @@ def route_deployments(route: Route, *, table: RoutingTable, rng: random.Random |
             logger.warning("routing: deployments' state not read, the shared cache failed", exc_info=True)
             state = {}
         usable = []
+        now = time.time()
+        next_window_s = (window + 1) * WINDOW_S - now
         for deployment in candidates:
             cooling, requests, tokens = (state.get(key) for key in keys[deployment.name])
+            cooling = cooling if cooling and float(cooling) > now else None  # its entry outlives it by < 1 s
             why = ("cooling down" if cooling else
                    "at its rpm" if deployment.rpm and (requests or 0) >= deployment.rpm else
                    "at its tpm" if deployment.tpm and (tokens or 0) >= deployment.tpm else "")
             if why and skipped is not None:
-                skipped.append(Skipped(deployment, why))
+                wait = float(cooling) - now if cooling else next_window_s  # a cooldown's entry holds its end
+                skipped.append(Skipped(deployment, why, wait))
             elif not why:
                 usable.append(deployment)
         for deployment in _weighted_order(usable, rng):
             if deployment.rpm and _counted(keys[deployment.name][1]) > deployment.rpm:
                 if skipped is not None:  # another process took the last request of the minute meanwhile
-                    skipped.append(Skipped(deployment, "at its rpm"))
+                    skipped.append(Skipped(deployment, "at its rpm", next_window_s))
                 continue
             yield deployment
 

@@ -139,7 +139,9 @@ class RunHooks(Protocol):
     # The MCP tools (OpenAI function schemas) among `patterns` (<server>__<tool>, <server>__*) the run's user may call.
     def tool_schemas(self, patterns: Sequence[str]) -> list[dict]: ...
     def tool_run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome: ...  # an MCP tool, never raises
-    def token(self, node: Node, text: str, message_id: str | None = None) -> None: ...  # the reply's id so far
+    # `message_id`: the reply's id so far; `reply`, with a reply's first token: the model name that answered (a
+    # fallback's, after a fallback) and the upstream's system_fingerprint when it sent one
+    def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None: ...
     def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
     # A registered graph's own stream (workflows.engine.python_graphs): its values, updates and custom parts.
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None: ...
@@ -168,7 +170,7 @@ class NullHooks:
     def tool_schemas(self, patterns): return []
     def tool_run(self, name, arguments, *, timeout_s):
         return ToolOutcome(ok=False, text="", error="MCP tools are called by a recorded run only")
-    def token(self, node, text, message_id=None): pass
+    def token(self, node, text, message_id=None, reply=None): pass
     def tool_call_delta(self, node, delta): pass
     def graph_streamed(self, mode, namespace, data): pass
     def node_focus(self, opened=None): return opened
@@ -241,6 +243,7 @@ class RunContext:
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far,
                                                         max_tokens))
         skipped: list[Skipped] = []
+        faults: list[tuple[int | None, float]] = []  # the failed attempts' statuses and cooldowns
         targets = self._targets(provider, model_name, skipped)
         target = next(targets, None)
         last_failure = None
@@ -278,8 +281,10 @@ class RunContext:
                     for chunk in model.stream(list(prompt)):
                         streamed.add(chunk)
                         if isinstance(chunk.content, str) and chunk.content:
+                            first = not self.partial_text
                             self.partial_text += chunk.content
-                            self.hooks.token(node, chunk.content, message_id=streamed.message_id)
+                            self.hooks.token(node, chunk.content, message_id=streamed.message_id,
+                                             reply=_answered(target, raw_usage.system_fingerprint) if first else None)
                         for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
                             self.hooks.tool_call_delta(node, delta)
                         self.checkpoint()
@@ -293,7 +298,7 @@ class RunContext:
                 run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
                 # A request that waited out what was left of the run is the run's end, not the deployment's fault.
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
-                self._attempted(node, target, started, error=failure, fault=fault)
+                faults += self._attempted(node, target, started, error=failure, fault=fault)
                 # Another deployment is tried only when this one answered nothing yet: nothing was streamed to the
                 # client and nothing was consumed (a reply that broke off is the call, recorded as such).
                 if fault is not None and not streamed.chunks:
@@ -301,7 +306,7 @@ class RunContext:
                     target = next(targets, None)
                     if target is not None:
                         continue
-                    raise self._routes_exhausted(model_name, failure, skipped) from exc
+                    raise self._routes_exhausted(model_name, failure, skipped, faults) from exc
                 self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
                 if run_timed_out:
                     # The request waited out what was left of the run: the run's timeout is what ended it.
@@ -312,7 +317,7 @@ class RunContext:
             if deployment is not None:
                 deployment_tokens_count(deployment, call.usage.total_tokens)
             return reply
-        raise self._routes_exhausted(model_name, last_failure, skipped)
+        raise self._routes_exhausted(model_name, last_failure, skipped, faults)
 
     def _targets(self, provider: str, model_name: str, skipped: list[Skipped]):
         """Where the call goes, in the order to try: the provider's own server; or, for a model the deployments
@@ -326,11 +331,12 @@ class RunContext:
             yield _Target(table.routes[deployment.route].provider, deployment.route, deployment)
 
     def _attempted(self, node: Node, target: _Target, started: float, *, error: Exception | None = None,
-                   fault: tuple | None = None) -> None:
-        """A routed call's attempt, recorded on the run; a deployment at fault is cooled down for every process."""
+                   fault: tuple | None = None) -> list[tuple[int | None, float]]:
+        """A routed call's attempt, recorded on the run; a deployment at fault is cooled down for every process.
+        Returns [(its HTTP status, its cooldown)] for a deployment cooled down, else []."""
         deployment = target.deployment
         if deployment is None:
-            return
+            return []
         status, retry_after = fault if fault is not None else (None, None)
         cooldown = deployment_cool_down(deployment, table=routing_table(), retry_after_s=retry_after) \
             if fault is not None else None
@@ -339,16 +345,27 @@ class RunContext:
             duration_ms=int((time.monotonic() - started) * 1000),
             error_type=getattr(error, "error_type", "") or ("error" if error is not None else ""),
             error=str(getattr(error, "message", "") or error or "")[:2000], status_code=status, cooldown_s=cooldown))
+        return [(status, cooldown)] if cooldown is not None else []
 
     @staticmethod
-    def _routes_exhausted(model_name: str, failure: ProviderError | None, skipped: list[Skipped]) -> ProviderError:
+    def _routes_exhausted(model_name: str, failure: ProviderError | None, skipped: list[Skipped],
+                          faults: list[tuple[int | None, float]]) -> ProviderError:
+        """The call's end when no deployment answered: every one left out (`provider_unavailable`), or every one tried
+        failed. Its upstream facts say when one may take a call again (the shortest cooldown) where the deployments
+        are rate limited or all left out: a wait, not a failure; else they are the last failure's."""
         left_out = "; ".join(f"{s.deployment.label} {s.why}" for s in skipped)
+        shortest = min([s.retry_after_s for s in skipped] + [cooldown for _, cooldown in faults], default=None)
         if failure is None:
             return ProviderError(f"no deployment of {model_name!r} (or its fallbacks) can take the call now: "
-                                 f"{left_out}", error_type="provider_unavailable")
+                                 f"{left_out}", error_type="provider_unavailable",
+                                 upstream={"status": None, "timed_out": False, "retry_after_s": shortest,
+                                           "error": None, "unavailable": True})
+        upstream = failure.upstream
+        if any(status == 429 for status, _ in faults):
+            upstream = {"status": 429, "timed_out": False, "retry_after_s": shortest, "error": None}
         return ProviderError(f"every deployment of {model_name!r} (and its fallbacks) failed; the last: "
                              f"{failure.message}" + (f" (left out: {left_out})" if left_out else ""),
-                             error_type=failure.error_type)
+                             error_type=failure.error_type, upstream=upstream)
 
     def _call_whole(self, node, chat, prompt, params, target: _Target, started, raw: RawUsageReports) -> AIMessage:
         """A call answered in one response (not streamed): the first choice is the reply, any others (the gateway's
@@ -370,7 +387,8 @@ class RunContext:
         reply = first.model_copy(update={"response_metadata": metadata})
         if isinstance(reply.content, str) and reply.content:
             self.partial_text = reply.content
-            self.hooks.token(node, reply.content, message_id=reply.id)
+            self.hooks.token(node, reply.content, message_id=reply.id,
+                             reply=_answered(target, metadata.get("system_fingerprint")))
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
         self._record(node, target, metadata.get("model_name") or target.model, usage, started, message_id=reply.id)
         if target.deployment is not None:
@@ -385,6 +403,7 @@ class RunContext:
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
                                                         lambda: streamed_so_far(None), 0))
         skipped: list[Skipped] = []
+        faults: list[tuple[int | None, float]] = []
         failure = None
         for target in self._targets(provider, model_name, skipped):
             self.checkpoint()
@@ -399,7 +418,7 @@ class RunContext:
                                            timeout_s=timeout_s)
                 run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
-                self._attempted(node, target, started, error=failure, fault=fault)
+                faults += self._attempted(node, target, started, error=failure, fault=fault)
                 if fault is not None:  # an embeddings call answers whole: nothing was consumed, try the next
                     continue
                 if run_timed_out:
@@ -411,7 +430,7 @@ class RunContext:
             if deployment is not None:
                 deployment_tokens_count(deployment, usage.total_tokens)
             return embedded.vectors
-        raise self._routes_exhausted(model_name, failure, skipped)
+        raise self._routes_exhausted(model_name, failure, skipped, faults)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float, message_id: str | None = None) -> LLMCall:
@@ -456,6 +475,15 @@ class RunContext:
         return call
 
 
+# A reply's metadata that every chunk repeats: kept once, not concatenated as chunks are added.
+_ONCE = frozenset({"model_name", "system_fingerprint"})
+
+
+def _answered(target: _Target, system_fingerprint: str | None) -> dict:
+    """What a reply's first token says of the reply: the model name that answered, its upstream's fingerprint."""
+    return {"model": target.model, **({"system_fingerprint": system_fingerprint} if system_fingerprint else {})}
+
+
 @dataclass
 class _StreamedReply:
     """One streamed reply as its chunks arrive. Usage and the model's name are kept out of the message
@@ -471,6 +499,7 @@ class _StreamedReply:
     message_id: str | None = None
     usage: UsageMetadata | None = None
     model_name: str = ""
+    system_fingerprint: str = ""  # sent on every chunk: kept once, like the model's name
 
     def add(self, chunk: AIMessageChunk) -> None:
         update: dict[str, Any] = {}
@@ -478,9 +507,11 @@ class _StreamedReply:
             adds_up = self.usage_in_parts and self.usage is not None
             self.usage = add_usage(self.usage, chunk.usage_metadata) if adds_up else chunk.usage_metadata
             update["usage_metadata"] = None
-        if "model_name" in chunk.response_metadata:
-            self.model_name = chunk.response_metadata["model_name"] or self.model_name
-            update["response_metadata"] = {k: v for k, v in chunk.response_metadata.items() if k != "model_name"}
+        if _ONCE.intersection(chunk.response_metadata):
+            metadata = chunk.response_metadata
+            self.model_name = metadata.get("model_name") or self.model_name
+            self.system_fingerprint = metadata.get("system_fingerprint") or self.system_fingerprint
+            update["response_metadata"] = {k: v for k, v in metadata.items() if k not in _ONCE}
         if update:
             chunk = chunk.model_copy(update=update)
         if not self.chunks:
@@ -505,7 +536,8 @@ class _StreamedReply:
     def reply(self) -> AIMessage:
         message = self.message
         reply = message_chunk_to_message(message) if message is not None else AIMessage("")
-        metadata = {**reply.response_metadata, **({"model_name": self.model_name} if self.model_name else {})}
+        metadata = {**reply.response_metadata, **({"model_name": self.model_name} if self.model_name else {}),
+                    **({"system_fingerprint": self.system_fingerprint} if self.system_fingerprint else {})}
         update: dict[str, Any] = {"usage_metadata": self.usage, "response_metadata": metadata}
         if message is not None and message.tool_call_chunks:
             # The message keeps only the parsed arguments; the strings as streamed are what the model sent

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Protocol
 
 from langchain_core.messages import BaseMessage
 
+from core.money import usd
+
 MILLION = Decimal(1_000_000)
 CENT_PLACES = Decimal("0.00000001")  # money has 8 decimal places everywhere
 
@@ -68,7 +70,7 @@ class Usage:
             **self.token_fields(),
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "reasoning_tokens": self.reasoning_tokens,
-            "cost": str(self.cost),
+            "cost": usd(self.cost),
             "estimated": self.estimated,
         }
 

@@ -8,7 +8,7 @@ from audit.services import audit_record
 from core.errors import Forbidden, InvalidInput, NotFound
 from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowDefinition, WorkflowTemplate
-from workflows.services.templates import is_uuid, visible_template
+from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
 
 # --- definitions ----------------------------------------------------------------------------------------
 DEFINITION_EDITABLE = ("name", "description", "nodes", "edges", "metadata", "is_public")
@@ -16,7 +16,9 @@ DEFINITION_EDITABLE = ("name", "description", "nodes", "edges", "metadata", "is_
 
 def definition_create(*, owner, name: str, nodes, edges, description: str = "", metadata: dict | None = None,
                       template: WorkflowTemplate | None = None, is_public: bool = False) -> WorkflowDefinition:
-    graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
+    parsed = parse_graph({"nodes": nodes, "edges": edges})
+    graph_prompts_check(parsed, owner=owner, kept=True)
+    graph = parsed.as_dict()
     if not name or not name.strip():
         raise InvalidInput("a definition needs a name", details=[{"path": "name", "code": "required",
                                                                   "message": "name is required"}])
@@ -52,7 +54,10 @@ def definition_update(*, definition: WorkflowDefinition, actor=None, **changes) 
         raise InvalidInput("a definition needs a name", details=[{"path": "name", "code": "required",
                                                                   "message": "name is required"}])
     nodes, edges = changes.pop("nodes", definition.nodes), changes.pop("edges", definition.edges)
-    graph = parse_graph({"nodes": nodes, "edges": edges}).as_dict()
+    parsed = parse_graph({"nodes": nodes, "edges": edges})
+    if nodes is not definition.nodes:  # a new graph: the prompts it names are checked (the old ones ran already)
+        graph_prompts_check(parsed, owner=definition.owner, kept=True)
+    graph = parsed.as_dict()
     with transaction.atomic():
         locked = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
         graph_changed = graph["nodes"] != locked.nodes or graph["edges"] != locked.edges

@@ -46,7 +46,8 @@ from workflows.realtime import execution_feed, execution_subscribe, feed_blockin
 from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.run_requests import RunRequest
-from workflows.services.templates import is_uuid, visible_template
+from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
+from workflows.signals import execution_writing
 from workflows.statements import execution_insert_within_limit, runs_limit_refused
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
     else:
         raw_graph, workflow_type = graph, "custom"
     parsed = parse_graph(raw_graph)
+    graph_prompts_check(parsed, owner=owner)
     resolved = config_resolve(params, request.config)
     prices = models_check(parsed, resolved, read=request.prices_read)
     if request.gateway:
@@ -213,6 +215,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
         webhook=plan.request.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),
     )
+    execution_writing.send(sender=WorkflowExecution, execution=execution, models=sorted(plan.prices),
+                           admitted=plan.request.gateway)
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
     try:

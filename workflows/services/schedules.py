@@ -28,7 +28,7 @@ from workflows.services.recovery import (
 )
 from workflows.services.run_requests import ScheduledRequest
 from workflows.services.runs import execution_create, models_check
-from workflows.services.templates import is_uuid, visible_template
+from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
     else:
         params, graph = {}, schedule.graph
     config = config_resolve(params, schedule.config)
-    models_check(parse_graph(graph), config)
+    parsed = parse_graph(graph)
+    graph_prompts_check(parsed, owner=owner, kept=True)
+    models_check(parsed, config)
 
 
 def _owned_conversation(*, owner, conversation_id):

@@ -11,11 +11,32 @@ from audit.services import audit_record
 from core.errors import Forbidden, InvalidInput, NotFound
 from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.engine.config import config_errors
-from workflows.engine.graph import normalize_graph, parse_graph
+from prompts.selectors import prompt_get, prompt_reference_check
+from workflows.engine.graph import Graph, parse_graph
 from workflows.models import WorkflowTemplate
 from workflows.selectors import template_get
 
 _KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+
+
+def graph_prompts_check(graph: Graph, *, owner, kept: bool = False) -> None:
+    """Every stored prompt the graph's model nodes name is one `owner` may fetch: a 400 naming the node now, not a
+    failed run later; another user's prompt is answered as a missing one. A run (the default) needs the version or
+    label too; a graph `kept` to run later (a definition, a template, a schedule) only the prompt: its label or
+    version is fetched when it runs, and may be made meanwhile."""
+    for index, node in enumerate(graph.nodes):
+        reference = node.config.get("prompt") if node.type == "model" else None
+        if not reference:
+            continue
+        try:
+            if kept:
+                prompt_get(user=owner, name=reference["name"])
+            else:
+                prompt_reference_check(user=owner, name=reference["name"], label=reference.get("label"),
+                                       version=reference.get("version"))
+        except NotFound as missing:
+            raise InvalidInput(f"node {node.id!r}: {missing.message}", details=[
+                {"path": f"nodes[{index}].config.prompt", "code": "not_found", "message": missing.message}]) from None
 
 
 def is_uuid(value) -> bool:
@@ -86,7 +107,9 @@ def template_create(*, owner, key: str, name: str, graph, description: str = "",
     errors = _template_errors(owner=owner, key=key, params=params or {})
     if errors:
         raise InvalidInput("invalid template", details=errors)
-    graph = normalize_graph(graph)
+    parsed = parse_graph(graph)
+    graph_prompts_check(parsed, owner=owner, kept=True)
+    graph = parsed.as_dict()
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -123,7 +146,11 @@ def template_update(*, template: WorkflowTemplate, actor, **changes) -> Workflow
                            "message": f"a public template has key {template.key!r}"})
     if errors:
         raise InvalidInput("invalid template", details=errors)
-    graph = normalize_graph(changes.pop("graph")) if "graph" in changes else None
+    graph = None
+    if "graph" in changes:
+        parsed = parse_graph(changes.pop("graph"))
+        graph_prompts_check(parsed, owner=template.owner, kept=True)
+        graph = parsed.as_dict()
     with transaction.atomic():
         locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
         if graph is not None and graph != locked.graph:

@@ -4,6 +4,8 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cli import manage_command
+
 ADMIN_USERNAME = "admin"
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
@@ -25,14 +27,14 @@ class Command(BaseCommand):
             username = existing.get_username()
             self.stdout.write(
                 f"Admin user exists ({username}); to set a new password: "
-                f"python manage.py changepassword {username}"
+                f"{manage_command('changepassword', username)}"
             )
             return
         if users.objects.filter(**{users.USERNAME_FIELD: ADMIN_USERNAME}).exists():
             # Promoting an ordinary account behind its owner's back would be worse than stopping.
             raise CommandError(
                 f"A user named '{ADMIN_USERNAME}' exists but is not a superuser; "
-                "create a superuser with: python manage.py createsuperuser"
+                f"create a superuser with: {manage_command('createsuperuser')}"
             )
         password = secrets.token_urlsafe(12)
         users.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.cli import cli_user
 from core.errors import ChatterError
+from core.money import dollars
 from experiments.api.serializers import ExperimentResumeSerializer, ExperimentWriteSerializer
 from experiments.models import Experiment
 from experiments.selectors import experiment_list, experiment_summary
@@ -74,15 +75,15 @@ class Command(BaseCommand):
     def _shown(self, result) -> None:
         scores = " ".join(f"{name}={value}" for name, value in result.scores.items())
         self.stdout.write(f"  {result.target} · item {result.item_id}: {result.status} · {result.total_tokens} tokens"
-                          f" · ${result.cost} · judge ${result.judge_cost} · {result.latency_ms} ms {scores}")
+                          f" · {dollars(result.cost)} · judge {dollars(result.judge_cost)} · {result.latency_ms} ms {scores}")
 
     def _totals(self, experiment: Experiment) -> None:
         summary = experiment_summary(experiment=experiment)
         for name, total in [*summary["targets"].items(), ("total", summary["total"])]:
             means = " ".join(f"{score}={found['mean']:.3g}" for score, found in total["scores"].items())
             self.stdout.write(f"{name}: {total['items']} items ({total['failed']} failed) · {total['total_tokens']} "
-                              f"tokens · ${total['cost']} · judge {total['judge_total_tokens']} tokens "
-                              f"${total['judge_cost']} {means}".rstrip())
+                              f"tokens · {dollars(total['cost'])} · judge {total['judge_total_tokens']} tokens "
+                              f"{dollars(total['judge_cost'])} {means}".rstrip())
         self.stdout.write(f"status: {experiment.status}" + (f" ({experiment.stop_reason})"
                                                              if experiment.stop_reason else ""))
 

@@ -255,12 +255,14 @@ export class Run {
     }
     const calls = (message.tool_calls || []).map((call) => `→ ${call.name}(${call.arguments ?? ""})`).join(" ");
     const content = [message.content, calls].filter(Boolean).join(" ");
-    line.replaceChildren(
+    // replaceChildren writes a null as the text "null": only the parts the line has
+    line.replaceChildren(...[
       el("span", { class: "run-message-role", "data-testid": "run-message-role" }, message.role),
       content ? el("span", { class: "run-message-content", "data-testid": "run-message-content" }, content) : null,
       el("span", { class: "run-message-usage", "data-testid": "run-message-usage" },
         `${message.total_tokens} tokens · ${formatCost(toUnits(message.cost))}`),
-      message.role === "assistant" ? thumbs(id) : null);
+      message.role === "assistant" ? thumbs(id) : null,
+    ].filter(Boolean));
     return line;
   }
 

@@ -1,0 +1,89 @@
+"""Django's SQLite backend on `pysqlite3` (SQLite 3.51, built to load extensions), with sqlite-vec loaded on every
+connection: `vec0` virtual tables, KNN `MATCH`, `vec_distance_cosine`, for vector search on the embedded database.
+
+Python's own `sqlite3` here (3.11.7) is built without `enable_load_extension`, so it cannot load sqlite-vec. The
+backend is Django's, subclassed, with `Database` set to pysqlite3's `dbapi2`, which has the same API (it is the
+standard module's code, built against a newer SQLite). Django's backend reaches the standard module directly in
+a few places, and each is handled here:
+- base.py registers its converters (bool, date, time, datetime, timestamp) and adapters (Decimal, date,
+  datetime) on the standard module at import: they are registered on pysqlite3's too, with Django's functions.
+- `get_new_connection` calls the standard module's `connect` by name: it is repeated here with pysqlite3's, doing
+  what Django's does (its SQL functions, the two PRAGMAs, the init commands), then loads sqlite-vec.
+- Its cursor class subclasses the standard module's Cursor, which pysqlite3's connection refuses as a factory:
+  `CursorWrapper` below is the same (format and pyformat parameters turned into SQLite's qmark and named ones),
+  with Django's own `convert_query`.
+- features.py and operations.py read the standard module's SQLite version (3.40.1) for their version checks:
+  every check in Django 5.2 is for 3.40 or older, so they come out as they would for 3.51.
+- creation.py copies an in-memory test database to disk with the standard module under Django's own parallel
+  test runner with `spawn` (`manage.py test --parallel` on macOS/Windows): not how this project tests.
+- schema.py quotes literal defaults with the standard module's adapters, which Django registered there too.
+Nothing may open this database with the standard module in the same process: two SQLite libraries in one process
+do not see each other's POSIX locks, and SQLite's documentation lists that as a way to corrupt a database.
+tests/test_vector_extensions.py holds a connection of this backend to Django's own: same PRAGMAs, same SQL
+functions, same parameter styles.
+"""
+from __future__ import annotations
+
+import datetime
+import decimal
+from collections.abc import Mapping
+from itertools import tee
+
+import sqlite_vec
+from django.db.backends.sqlite3 import base as django_sqlite
+from django.utils.asyncio import async_unsafe
+from django.utils.dateparse import parse_date, parse_datetime, parse_time
+from pysqlite3 import dbapi2 as Database
+
+Database.register_converter("bool", b"1".__eq__)
+Database.register_converter("date", django_sqlite.decoder(parse_date))
+Database.register_converter("time", django_sqlite.decoder(parse_time))
+Database.register_converter("datetime", django_sqlite.decoder(parse_datetime))
+Database.register_converter("timestamp", django_sqlite.decoder(parse_datetime))
+Database.register_adapter(decimal.Decimal, str)
+Database.register_adapter(datetime.date, django_sqlite.adapt_date)
+Database.register_adapter(datetime.datetime, django_sqlite.adapt_datetime)
+
+
+class CursorWrapper(Database.Cursor):
+    """Django's SQLiteCursorWrapper on pysqlite3's Cursor: "format" (%s) and "pyformat" (%(name)s) parameters
+    become SQLite's "qmark" (?) and "named" (:name) ones; a literal "%s" is written "%%s"."""
+
+    convert_query = django_sqlite.SQLiteCursorWrapper.convert_query
+
+    def execute(self, query, params=None):
+        if params is None:
+            return super().execute(query)
+        param_names = list(params) if isinstance(params, Mapping) else None
+        return super().execute(self.convert_query(query, param_names=param_names), params)
+
+    def executemany(self, query, param_list):
+        # A generator may be passed: look at its first item without using it up.
+        peekable, param_list = tee(iter(param_list))
+        first = next(peekable, None)
+        param_names = list(first) if first and isinstance(first, Mapping) else None
+        return super().executemany(self.convert_query(query, param_names=param_names), param_list)
+
+
+class DatabaseWrapper(django_sqlite.DatabaseWrapper):
+    Database = Database
+
+    @async_unsafe
+    def get_new_connection(self, conn_params):
+        connection = Database.connect(**conn_params)
+        django_sqlite.register_functions(connection)
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("PRAGMA legacy_alter_table = OFF")
+        for init_command in self.init_commands:
+            if init_command := init_command.strip():
+                connection.execute(init_command)
+        # Only while sqlite-vec loads: SQL cannot load an extension (load_extension()) on this connection after.
+        connection.enable_load_extension(True)
+        try:
+            connection.load_extension(sqlite_vec.loadable_path())
+        finally:
+            connection.enable_load_extension(False)
+        return connection
+
+    def create_cursor(self, name=None):
+        return self.connection.cursor(factory=CursorWrapper)

@@ -1,0 +1,100 @@
+"""The answer to a /v1/ call that did not complete, as OpenAI's clients expect it: made in one place (call_failure)
+from what the upstream said (workflows.engine.providers.upstream_facts), for a whole answer, a stream's error
+object and the Responses API's failed response alike.
+
+- The request's own fault (an upstream 4xx such as a bad parameter or a context too long) keeps its status and
+  the upstream's error object, so a client raises it at once instead of retrying it.
+- An upstream that is rate limited, or a model whose deployments are all cooling down, is a 429 with Retry-After
+  (when the first one may take a call again): a client waits that long and retries.
+- Only an upstream failure (5xx, a deployment's wrong key or model, a refused connection) is a 502, a timeout a
+  504, after the routing has tried every deployment and fallback.
+
+A caller is told the model it asked for and the request id; the rest (the upstream's URL, host names, the
+client library's words) is the operator's, in the log, under the same request id."""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+
+from workflows.engine.providers import DEPLOYMENT_FAULT_STATUSES
+
+logger = logging.getLogger(__name__)
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+               422: "invalid_request_error", 429: "rate_limit_error"}
+# Run errors whose message is Chatter's own words about the call (a limit, a budget, a cancellation): shown as is.
+OWN_WORDS = frozenset({"limit_exceeded", "budget_exceeded", "cancelled"})
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)]+", re.IGNORECASE)
+
+
+def openai_error(*, status: int, code: str, message: str, param: str | None = None,
+                 error_type: str | None = None) -> dict:
+    """OpenAI's error object: {"error": {"message", "type", "code", "param"}}."""
+    error_type = error_type or ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    if code == "budget_exceeded":
+        error_type = "insufficient_quota"
+    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    status: int
+    body: dict  # OpenAI's error object
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def client_fault(status: int | None) -> bool:
+    """An upstream status that says the request itself is at fault: another deployment would refuse it too."""
+    return status is not None and 400 <= status < 500 and status not in DEPLOYMENT_FAULT_STATUSES
+
+
+def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: str,
+                 request_id: str) -> CallFailure:
+    """The answer to a call that failed: `upstream` the facts of its upstream's answer (None: the call failed in
+    Chatter, not upstream), `error_type` the run's, `detail` its full message (logged, never answered), `model` the
+    model the caller asked for, `request_id` the call's (its run's) id."""
+    facts = upstream or {}
+    status = facts.get("status")
+    retry_after = facts.get("retry_after_s")
+    where = f"Request id: {request_id}."
+    headers: dict[str, str] = {}
+    if upstream is None:
+        answer = 502
+        message = detail if error_type in OWN_WORDS else f"The call to model `{model}` failed ({error_type or 'error'})."
+        body = openai_error(status=answer, code=error_type or "error", message=f"{message} {where}")
+    elif facts.get("unavailable") or status == 429:
+        answer = 429
+        wait = f" Retry after {math.ceil(retry_after)} s." if retry_after is not None else ""
+        message = (f"No deployment of model `{model}` can take the call now: each is rate limited or cooling down."
+                   if facts.get("unavailable") else f"The upstream of model `{model}` is rate limited.")
+        body = openai_error(status=answer, code=error_type or "rate_limit_exceeded", message=f"{message}{wait} {where}")
+        if retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after))),
+                       "retry-after-ms": str(max(0, round(retry_after * 1000)))}
+    elif client_fault(status):
+        answer = status
+        said = facts.get("error") or {}
+        message = _URL.sub("<upstream>", said.get("message") or f"The upstream of model `{model}` refused the request.")
+        body = openai_error(status=answer, code=said.get("code") or "invalid_request", message=message,
+                            param=said.get("param"), error_type=said.get("type"))
+    elif facts.get("timed_out") or status == 408:
+        answer = 504
+        body = openai_error(status=answer, code=error_type or "provider_timeout",
+                            message=f"The upstream of model `{model}` did not answer in time. {where}")
+    else:
+        answer = 502
+        message = (f"The upstream of model `{model}` answered HTTP {status}." if status else
+                   f"The connection to the upstream of model `{model}` failed.")  # refused, reset, closed
+        body = openai_error(status=answer, code=error_type or "provider_error", message=f"{message} {where}")
+    logger.warning("gateway call %s (model %s) failed, answered %s: %s: %s", request_id, model, answer,
+                   error_type or "error", detail)
+    return CallFailure(answer, body, headers)
+
+
+def execution_failure(execution, *, model: str) -> CallFailure:
+    """call_failure of a gateway run that did not complete, from what the run recorded."""
+    return call_failure(upstream=(execution.output_data or {}).get("upstream"), error_type=execution.error_type,
+                        detail=execution.error_message, model=model, request_id=str(execution.pk))

@@ -1,0 +1,291 @@
+"""The gateway's errors as OpenAI's clients expect them (issue 43, items 17 to 20), through OpenAI's own Python client
+with its retries on: a request an upstream refuses keeps its status and is raised at once; a rate limited upstream,
+or a model whose deployments all cool down, is a 429 whose Retry-After the client waits out; only an upstream that
+fails is a 502 (504 when it timed out), after every deployment and fallback; a caller is told the model and the
+request id, the operator's log the rest; `n`, the model that answered, `system_fingerprint` and the types of
+parameters as OpenAI has them."""
+import logging
+import socket
+
+import openai
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import ApiTokenFactory
+from tests.gateway.conftest import client
+from tests.gateway.test_routing import (  # noqa: F401 - fixtures
+    ASK,
+    USAGE,
+    assert_exact,
+    attempts_of,
+    deployment,
+    names,
+    routed,
+    upstreams,
+)
+from tests.gateway.test_routing import client as routed_client
+from workflows.models import LLMCall, WorkflowExecution
+
+TOO_LONG = {"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted "
+                                 "in 9001 tokens. Please reduce the length of the messages.",
+                      "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+
+
+def retrying(server, **kwargs) -> openai.OpenAI:
+    """OpenAI's client as users have it: it retries 408, 409, 429 and 5xx (twice by default), honouring
+    Retry-After."""
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.key, timeout=30, **kwargs)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def no_url(text: str, *stubs) -> bool:
+    return "http://" not in text and "127.0.0.1" not in text and all(str(s.port) not in text for s in stubs)
+
+
+# --- 17: an upstream's client error keeps its status; 429 with its Retry-After; failures 502/504 ----------------
+def test_item_17_an_upstream_client_error_keeps_its_status_and_is_raised_at_once(gateway, openai_stub):
+    openai_stub.always(status=400, error_body=TOO_LONG)
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        retrying(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    error = refused.value
+    assert (error.status_code, error.code, error.param, error.type) == (
+        400, "context_length_exceeded", "messages", "invalid_request_error")
+    assert error.body["message"] == TOO_LONG["error"]["message"]  # the upstream's own words
+    # Not retried: one call, one run, one upstream request.
+    assert len(openai_stub.requests) == 1
+    run = WorkflowExecution.objects.get()
+    assert str(run.pk) == error.response.headers["x-request-id"]
+    assert (run.status, run.error_type, run.total_tokens, run.cost) == ("failed", "provider_error", 0, 0)
+    assert_exact()
+
+
+def test_item_17_an_upstream_429_is_a_429_with_its_retry_after_which_the_client_waits_out(gateway, openai_stub):
+    openai_stub.reply(status=429, headers={"retry-after": "7"})
+
+    with pytest.raises(openai.RateLimitError) as limited:
+        client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    openai_stub.reply(status=429, headers={"retry-after-ms": "300"})
+    openai_stub.reply(content="84.", usage=USAGE)
+    reply = retrying(gateway, max_retries=1).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    assert limited.value.status_code == 429 and limited.value.response.headers["retry-after"] == "7"
+    assert no_url(limited.value.message, openai_stub)
+    assert reply.choices[0].message.content == "84." and len(openai_stub.requests) == 3
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert [(run.status, run.error_type) for run in runs] == [
+        ("failed", "provider_rate_limited"), ("failed", "provider_rate_limited"), ("completed", "")]
+    assert LLMCall.objects.get().execution == runs[2]
+    assert_exact()
+
+
+def test_item_17_a_client_error_of_a_deployment_is_not_tried_on_the_others(routed, upstreams):
+    refusing, healthy = upstreams
+    refusing.always(status=400, error_body={"error": {"message": "Invalid value for 'temperature'.",
+                                                      "type": "invalid_request_error", "param": "temperature",
+                                                      "code": "invalid_value"}})
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    server = routed({"gpt-4o": {"deployments": [deployment(a, refusing, "ROUTE_KEY_A", weight=1_000_000),
+                                                deployment(b, healthy, "ROUTE_KEY_B")],
+                                "fallbacks": ["gpt-4o-mini"]},
+                     "gpt-4o-mini": {"deployments": [deployment(f"{b}-mini", healthy, "ROUTE_KEY_B")]}})
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        retrying(server).chat.completions.create(model="gpt-4o", messages=ASK)
+    with pytest.raises(openai.BadRequestError):  # the deployment did not cool down: a request's fault is not its
+        retrying(server).chat.completions.create(model="gpt-4o", messages=ASK)
+
+    assert (refused.value.code, refused.value.param) == ("invalid_value", "temperature")
+    assert len(refusing.requests) == 2 and not healthy.requests  # no other deployment, no fallback
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert [attempts_of(run) for run in runs] == [[(f"gpt-4o/{a}", "gpt-4o", False, None, "provider_error")]] * 2
+    assert_exact()
+
+
+def test_item_17_only_upstream_failures_are_502_or_504_after_every_deployment_and_fallback(routed, upstreams):
+    down, hung = upstreams
+    down.always(status=503)
+    hung.always(delay_s=3, content="too late", usage=USAGE)
+    a, b = names()
+    closed = f"http://127.0.0.1:{closed_port()}/v1"  # nothing listens there: connections are refused
+    server = routed({
+        "gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
+        "gpt-4o-mini": {"deployments": [deployment(b, hung, "ROUTE_KEY_B", timeout_s=1)]},
+        "gpt-4.1": {"deployments": [{"name": a, "base_url": closed, "api_key_env": "ROUTE_KEY_A"}],
+                    "fallbacks": ["gpt-4o"]},
+    })
+    api = routed_client(server)
+
+    with pytest.raises(openai.APIStatusError) as timed_out:
+        api.chat.completions.create(model="gpt-4o", messages=ASK)
+    with pytest.raises(openai.APIStatusError) as failed:
+        api.chat.completions.create(model="gpt-4.1", messages=ASK)
+
+    # gpt-4o: its deployment 503, its fallback's timed out (the last failure); gpt-4.1: refused, then gpt-4o's
+    # deployment (cooling down after its 503) left out
+    assert (timed_out.value.status_code, timed_out.value.code) == (504, "provider_timeout")
+    assert (failed.value.status_code, failed.value.code) == (502, "provider_error")
+    assert failed.value.body["message"].startswith("The connection to the upstream of model `gpt-4.1` failed.")
+    for error in (timed_out.value, failed.value):
+        assert no_url(error.message, down, hung) and closed not in error.message
+        assert error.response.headers["x-request-id"] in error.message
+    first, second = WorkflowExecution.objects.order_by("created_at")
+    assert [(d, ok, status) for d, _, ok, status, _ in attempts_of(first)] == [
+        (f"gpt-4o/{a}", False, 503), (f"gpt-4o-mini/{b}", False, None)]
+    assert [(d, ok) for d, _, ok, _, _ in attempts_of(second)] == [(f"gpt-4.1/{a}", False)]
+    assert_exact()
+
+
+# --- 18: every deployment cooling down: a 429 with the shortest cooldown as Retry-After ---------------------------
+def test_item_18_when_every_deployment_cools_down_the_answer_is_429_with_the_shortest_retry_after(routed, upstreams):
+    limited, down = upstreams
+    limited.always(status=429, headers={"retry-after": "20"})
+    down.always(status=500)
+    a, b = names()
+    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, limited, "ROUTE_KEY_A", weight=1_000_000),
+                                                     deployment(b, down, "ROUTE_KEY_B")]}}, cooldown_s=2)
+    api = routed_client(server)
+
+    with pytest.raises(openai.RateLimitError) as both_failed:
+        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    with pytest.raises(openai.RateLimitError) as cooling:
+        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    down.always(content="84.", usage=USAGE)  # back up: a client that waits the Retry-After out gets its answer
+    reply = retrying(server, max_retries=3).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    # a cooled down for the 20 s its 429 asked, b for the file's 2 s: the shortest is b's
+    assert both_failed.value.response.headers["retry-after"] == "2"
+    assert cooling.value.code == "provider_unavailable"
+    assert 1 <= int(cooling.value.response.headers["retry-after"]) <= 2
+    assert 0 < int(cooling.value.response.headers["retry-after-ms"]) <= 2000
+    assert "gpt-4o-mini" in cooling.value.message and no_url(cooling.value.message, limited, down)
+    assert reply.choices[0].message.content == "84." and len(limited.requests) == 1
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert attempts_of(runs[1]) == [] and runs[-1].status == "completed"
+    assert [run.status for run in runs[:-1]] == ["failed"] * (len(runs) - 1)
+    assert LLMCall.objects.get().execution == runs[-1]
+    assert_exact()
+
+
+# --- 19: a caller sees the model and the request id; the operator's log has the rest ------------------------------
+@pytest.fixture
+def in_process(alice, openai_server, settings):
+    """Django's test client with alice's gateway key against this process, whose `openai` upstream is the stub."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway']).key}")
+    return api
+
+
+def test_item_19_a_failed_call_names_the_model_and_request_id_and_the_log_has_the_rest(in_process, openai_server,
+                                                                                     caplog):
+    openai_server.always(status=500, error_body={"error": {"message": "upstream exploded on gpu-7.internal"}})
+
+    with caplog.at_level(logging.WARNING, logger="gateway.errors"):
+        response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    request_id = response.headers["X-Request-Id"]
+    error = response.json()["error"]
+    assert response.status_code == 502 and (error["code"], error["type"]) == ("provider_error", "api_error")
+    assert error["message"] == f"The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: {request_id}."
+    assert no_url(response.content.decode(), openai_server) and "gpu-7" not in response.content.decode()
+    (logged,) = [record.getMessage() for record in caplog.records if record.name == "gateway.errors"]
+    assert request_id in logged and f"127.0.0.1:{openai_server.port}/v1/chat/completions" in logged
+    assert "gpu-7.internal" in logged
+
+
+def test_item_19_a_stream_and_a_response_that_fail_say_no_more(gateway, openai_stub):
+    openai_stub.always(status=500, error_body={"error": {"message": "upstream exploded on gpu-7.internal"}})
+
+    with pytest.raises(openai.APIError) as streamed:
+        list(client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True))
+    events = list(client(gateway).responses.create(model="gpt-4o-mini", input="hi", stream=True))
+
+    assert "The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: " in streamed.value.message
+    failed = events[-1].response
+    assert events[-1].type == "response.failed" and failed.error.message.startswith(
+        "The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: ")
+    for text in (streamed.value.message, failed.error.message):
+        assert no_url(text, openai_stub) and "gpu-7" not in text
+
+
+# --- 20: n, the model that answered, system_fingerprint, parameters' types -----------------------------------------
+def test_item_20_n_choices_on_the_local_model(gateway):
+    one = client(gateway).chat.completions.create(model="local-echo-1", messages=ASK)
+    two = client(gateway).chat.completions.create(model="local-echo-1", messages=ASK, n=2)
+
+    assert [choice.index for choice in two.choices] == [0, 1]
+    assert {choice.message.content for choice in two.choices} == {one.choices[0].message.content}
+    assert two.usage.prompt_tokens == one.usage.prompt_tokens
+    assert two.usage.completion_tokens == 2 * one.usage.completion_tokens
+    assert_exact()
+
+
+def test_item_20_after_a_fallback_the_answer_names_the_model_that_answered(routed, upstreams):
+    down, healthy = upstreams
+    down.always(status=503)
+    healthy.always(content="84.", usage=USAGE)
+    a, b = names()
+    server = routed({"gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
+                     "gpt-4o-mini": {"deployments": [deployment(b, healthy, "ROUTE_KEY_B")]}}, cooldown_s=0.01)
+    api = routed_client(server)
+
+    whole = api.chat.completions.create(model="gpt-4o", messages=ASK)
+    chunks = list(api.chat.completions.create(model="gpt-4o", messages=ASK, stream=True,
+                                              stream_options={"include_usage": True}))
+    response = api.responses.create(model="gpt-4o", input="What is 12*7?")
+
+    assert whole.model == "gpt-4o-mini" and whole.choices[0].message.content == "84."
+    assert {chunk.model for chunk in chunks} == {"gpt-4o-mini"}
+    assert response.model == "gpt-4o-mini"
+    assert_exact()
+
+
+def test_item_20_the_upstreams_system_fingerprint_is_passed_through(gateway, openai_stub):
+    openai_stub.always(content="The answer is 84.", usage=USAGE)  # the stub sends system_fingerprint "fp_stub"
+
+    whole = client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    chunks = list(client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
+                                                          stream_options={"include_usage": True}))
+    local = client(gateway).chat.completions.create(model="local-echo-1", messages=ASK)
+
+    assert whole.system_fingerprint == "fp_stub"
+    assert len(chunks) > 3 and {chunk.system_fingerprint for chunk in chunks} == {"fp_stub"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The answer is 84."
+    assert local.system_fingerprint is None  # a model that sends none: null, as OpenAI's may be
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "nope"}}]},
+     "tools.0.function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}, "tools.0.function.strict"),
+    ({"stream": "true"}, "stream"),
+    ({"logprobs": 1}, "logprobs"),
+    ({"parallel_tool_calls": "false"}, "parallel_tool_calls"),
+    ({"temperature": "0.5"}, "temperature"),
+    ({"max_tokens": "5"}, "max_tokens"),
+    ({"n": True}, "n"),
+])
+def test_item_20_a_parameter_of_the_wrong_type_is_a_400_naming_it(gateway, openai_stub, body, param):
+    with pytest.raises(openai.BadRequestError) as refused:
+        retrying(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, extra_body=body)
+
+    assert (refused.value.param, refused.value.code) == (param, "validation_error")
+    assert param in refused.value.message
+    assert not WorkflowExecution.objects.exists() and not openai_stub.requests
+
+
+def test_item_20_a_responses_tool_whose_parameters_are_no_object_is_a_400_naming_them(gateway, openai_stub):
+    with pytest.raises(openai.BadRequestError) as refused:
+        retrying(gateway).responses.create(model="gpt-4o-mini", input="hi", tools=[
+            {"type": "function", "name": "f", "parameters": "nope"}])
+
+    assert refused.value.param == "tools.0.parameters"
+    assert not WorkflowExecution.objects.exists() and not openai_stub.requests
