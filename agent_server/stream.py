@@ -216,6 +216,8 @@ class FrameMaker:
                     "content": self.text.get(node, ""), "usage_metadata": usage, "response_metadata": response}})))
             self.text.pop(node, None)
             self.message_ids.pop(node, None)
+        if name == "tool_start" and "events" in modes:
+            out.append(("events", self._event("on_tool_start", data.get("tool", ""), envelope, {"input": data})))
         if name == "tool_called" and "events" in modes:
             out.append(("events", self._event("on_tool_end" if data.get("ok") else "on_tool_error",
                                               data.get("tool", ""), envelope, {"output": data})))

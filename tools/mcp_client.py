@@ -120,7 +120,7 @@ async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], to
                                    failures=failures) as session:
                 result = await session.call_tool(tool, arguments)
                 text = _result_text(result)
-                capped, truncated = _capped(text, max_result_bytes)
+                capped, truncated = result_capped(text, max_result_bytes)
                 if result.isError:
                     return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
                 return ToolResult(ok=True, text=capped, truncated=truncated)
@@ -152,7 +152,7 @@ def _result_text(result: types.CallToolResult) -> str:
     return "\n".join(parts)
 
 
-def _capped(text: str, max_bytes: int) -> tuple[str, bool]:
+def result_capped(text: str, max_bytes: int) -> tuple[str, bool]:
     encoded = text.encode()
     if len(encoded) <= max_bytes:
         return text, False

@@ -107,15 +107,16 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
     return server
 
 
-def mcp_tool_run(*, user, name: str, arguments: dict) -> ToolResult:
+def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:
     """Call the MCP tool `<server>__<tool>` that `user` may call (ToolUnavailable otherwise), with the server's
-    headers, within CHATTER_MCP_TIMEOUT_S, its text capped at CHATTER_MCP_MAX_RESULT_BYTES. A server that could not
-    be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
+    headers, within CHATTER_MCP_TIMEOUT_S (or `timeout_s`, when shorter: a run's own limits), its text capped at
+    CHATTER_MCP_MAX_RESULT_BYTES. A server that could not be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
     server, tool = mcp_tool_get(user=user, name=name)
     try:
         result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport,
                                               headers=mcp_server_headers(server=server), tool=tool,
-                                              arguments=arguments, timeout_s=settings.CHATTER_MCP_TIMEOUT_S,
+                                              arguments=arguments, timeout_s=min(
+                                                  settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                               max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
         _health_set(server, healthy=False, error=str(exc))

@@ -103,7 +103,11 @@ class NodeExecutionInline(ReadOnlyInline):
 
 class ToolCallInline(ReadOnlyInline):
     model = ToolCall
-    fields = readonly_fields = ("node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
+    fields = readonly_fields = ("node_id", "tool", "server", "arguments", "result", "ok", "error", "duration_ms",
+                                "created_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("server")
 
 
 class LLMCallInline(ReadOnlyInline):
@@ -215,9 +219,9 @@ class NodeExecutionAdmin(LedgerMixin, admin.ModelAdmin):
 
 @admin.register(ToolCall)
 class ToolCallAdmin(LedgerMixin, admin.ModelAdmin):
-    list_display = ("tool", "node_id", "ok", "duration_ms", "execution", "created_at")
+    list_display = ("tool", "server", "node_id", "ok", "duration_ms", "execution", "created_at")
     list_filter = ("ok", "tool", "created_at")
-    list_select_related = ("execution",)
+    list_select_related = ("execution", "server")
     search_fields = ("tool", "node_id", "error", "execution__id__exact")
     date_hierarchy = "created_at"
     readonly_fields = field_names(ToolCall)

@@ -226,7 +226,10 @@ class NodeExecution(TokenTotals):
 class ToolCall(models.Model):
     execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="tool_call_rows")
     node_id = models.CharField(max_length=100)
-    tool = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)  # a built-in's name, or an MCP tool's `<server>__<tool>`
+    # The MCP server asked (null for a built-in, and once the server is deleted: `tool` still names it).
+    server = models.ForeignKey("tools.McpServer", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="tool_calls")
     arguments = models.JSONField(default=dict, blank=True)
     result = models.TextField(blank=True, default="")
     ok = models.BooleanField(default=True)

@@ -66,6 +66,7 @@ from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import RunReads
+from workflows.run_tools import RunTools
 from workflows.spending import BudgetGuard
 from workflows.statements import (
     execution_counters_add,
@@ -135,17 +136,19 @@ def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_mess
     (provider, model) → price already read for this run; `checkpoints`, the CheckpointHold of its graph's thread."""
     reads = RunReads(execution, user_message=user_message, prices=prices)
     return ExecutionRecorder(execution, reads=reads, budget=BudgetGuard(execution.pk, execution.budget_holds),
-                             ledger=RunLedger(execution, price=reads.price), checkpoints=checkpoints, fresh=fresh)
+                             ledger=RunLedger(execution, price=reads.price), checkpoints=checkpoints, fresh=fresh,
+                             tools=RunTools(execution))
 
 
 class ExecutionRecorder:
     def __init__(self, execution: WorkflowExecution, *, reads: RunReads, budget: BudgetGuard, ledger: RunLedger,
-                 checkpoints=None, fresh: bool = False):
+                 checkpoints=None, fresh: bool = False, tools: RunTools | None = None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `checkpoints`: the CheckpointHold whose rows ride on this recorder's writes
         (workflows.checkpointer), or None (nothing is held)."""
         self.execution = execution
         self.reads, self.budget, self.ledger, self.checkpoints = reads, budget, ledger, checkpoints
+        self.run_tools = tools or RunTools(execution)  # the MCP tools it may call (workflows.run_tools)
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
         self._lock = threading.RLock()
@@ -497,10 +500,18 @@ class ExecutionRecorder:
             "cooldown_s": attempt.cooldown_s, "duration_ms": attempt.duration_ms, "created_at": timezone.now()}))
 
     @_locked
+    def tool_started(self, node: Node, *, tool: str, call_id: str | None, waits: bool) -> None:
+        """`tool_start`; a call that waits (an MCP tool) writes what the run holds first, so watchers see it."""
+        self.emit("tool_start", {"node_id": node.id, "tool": tool, "call_id": call_id})
+        if waits:
+            self._wait_ahead()
+
+    @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int) -> None:
-        self._tools.append({"node_id": node.id, "tool": tool, "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
-                            "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error,
+                    duration_ms: int, server_id: str | None = None) -> None:
+        self._tools.append({"node_id": node.id, "tool": tool, "server_id": server_id,
+                            "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
+                            "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error[:MAX_RESULT_CHARS],
                             "duration_ms": duration_ms, "created_at": timezone.now()})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
                                   "error": error or None})
@@ -609,6 +620,13 @@ class ExecutionRecorder:
             self.execution.prompt_version_id = version_id
             WorkflowExecution.objects.filter(pk=self.execution.pk).update(prompt_version_id=version_id)
         return FetchedPrompt(messages=drawn.messages(variables), config=drawn.config)
+
+    # --- MCP tools (RunHooks), answered by the run's RunTools ------------------------------------------------
+    def tool_schemas(self, patterns) -> list[dict]:
+        return self.run_tools.schemas(patterns)
+
+    def tool_run(self, name: str, arguments: dict, *, timeout_s: float):
+        return self.run_tools.run(name, arguments, timeout_s=timeout_s)
 
     # --- what the run's rows hold, from its RunLedger -----------------------------------------------------
     def resumed(self) -> tuple[Usage, int]:

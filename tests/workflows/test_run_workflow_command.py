@@ -100,7 +100,8 @@ def test_a_bad_config_is_one_plain_line_per_problem(alice):
                      "--user", "alice")
     assert str(refused.value).splitlines() == [
         "invalid run configuration",
-        "config.allowed_tools: invalid_choice: unknown tools 'x'; known: calculator, current_time",
+        "config.allowed_tools: invalid_choice: unknown tools 'x'; known: calculator, current_time, or an MCP tool as "
+        "<server>__<tool> or <server>__*",
         "config.temperature: invalid_type: temperature has the wrong type",
     ]
     assert WorkflowExecution.objects.count() == 0

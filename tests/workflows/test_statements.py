@@ -11,6 +11,7 @@ from django.db import IntegrityError, models, transaction
 
 from core.db import statements_run, write_atomic
 from tests.factories import WorkflowExecutionFactory
+from tools.models import McpServer
 from workflows import statements
 from workflows.models import (
     Checkpoint,
@@ -105,7 +106,8 @@ def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
                           "model": "gpt-x", "provider": "openai", "ok": False, "error_type": "rate_limited",
                           "error": "429", "status_code": 429, "cooldown_s": 1.25, "duration_ms": 3,
                           "created_at": WHEN},
-        ToolCall: {"execution_id": execution.pk, "node_id": "tools", "tool": "calculator", "arguments": JSON,
+        ToolCall: {"execution_id": execution.pk, "node_id": "tools", "tool": "tracker__add", "arguments": JSON,
+                   "server_id": str(McpServer.objects.create(owner=alice, name="tracker", url="http://t/mcp").pk),
                    "result": "84", "ok": True, "error": "", "duration_ms": 1, "created_at": WHEN},
         ExecutionEvent: {"execution_id": execution.pk, "seq": 1, "event": "node_started", "data": JSON,
                          "created_at": WHEN},

@@ -285,6 +285,10 @@ EVENT_DATA = {
         "cached_prompt_tokens": _count(), "reasoning_tokens": _count(), "cost": _money(),
         "estimated": serializers.BooleanField(),
     },
+    "tool_start": {  # a tool call about to run (an MCP tool's is written and sent before it waits on the server)
+        "node_id": serializers.CharField(), "tool": serializers.CharField(),
+        "call_id": serializers.CharField(allow_null=True, help_text="the model's id of the call"),
+    },
     "tool_called": {
         "node_id": serializers.CharField(), "tool": serializers.CharField(), "ok": serializers.BooleanField(),
         "duration_ms": _count(), "error": serializers.CharField(required=False, allow_null=True),

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from core.errors import InvalidInput
 from workflows.engine.providers import PROVIDERS
-from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
+from workflows.engine.tools import DEFAULT_TOOLS, TOOLS, allowed_tool_unknown
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,11 @@ def config_errors(layer: Any, *, prefix: str = "config") -> list[dict]:
         elif name == "provider" and value not in PROVIDERS:
             errors.append(_error(path, "invalid_choice", f"provider must be one of {', '.join(PROVIDERS)}"))
         elif name == "allowed_tools":
-            unknown = [t for t in value if not isinstance(t, str) or t not in TOOLS]
+            unknown = [t for t in value if allowed_tool_unknown(t)]
             if unknown:
                 errors.append(_error(path, "invalid_choice", f"unknown tools {', '.join(map(repr, unknown))}; "
-                                                             f"known: {', '.join(sorted(TOOLS))}"))
+                                                             f"known: {', '.join(sorted(TOOLS))}, or an MCP tool "
+                                                             "as <server>__<tool> or <server>__*"))
     return errors
 
 

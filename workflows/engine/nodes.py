@@ -22,7 +22,7 @@ from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.conditions import ConditionContext, parse_condition
 from workflows.engine.graph import Graph, Node
 from workflows.engine.runtime import RunContext
-from workflows.engine.tools import ToolFailed, tool_run
+from workflows.engine.tools import TOOLS, ToolFailed, tool_allowed, tool_run
 
 MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
@@ -153,12 +153,20 @@ def model(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     prompt += state.get("history") or []
     prompt += turn_messages(state)
     tools_on = _setting(node, "enable_tools", ctx)
-    tools = tuple(ctx.config["allowed_tools"]) if tools_on and ctx.tool_budget_left() > 0 else ()
+    tools = _bound_tools(ctx) if tools_on and ctx.tool_budget_left() > 0 else ()
     reply = ctx.call_model(node, prompt, tools=tools)
     return Outcome(
         update={"messages": [reply]},
         output={"content": _text(reply)[:MAX_OUTPUT_CHARS], "tool_calls": [c["name"] for c in reply.tool_calls]},
     )
+
+
+def _bound_tools(ctx: RunContext) -> tuple[str | dict, ...]:
+    """The tools a model may call: the allowed built-ins by name, then the allowed MCP tools the run's user may call
+    (their schemas, from the app through the hooks)."""
+    allowed = ctx.config["allowed_tools"]
+    mcp = [name for name in allowed if name not in TOOLS]
+    return (*[name for name in allowed if name in TOOLS], *(ctx.hooks.tool_schemas(mcp) if mcp else ()))
 
 
 def embedding(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
@@ -181,31 +189,41 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     allowed = set(ctx.config["allowed_tools"]) if ctx.config["enable_tools"] else set()
     results = []
     for call in calls:
+        name, arguments = call["name"], call.get("args") or {}
         started = time.monotonic()
-        ok, error, result = True, "", ""
+        ok, error, result, server_id = True, "", "", None
         try:
-            if call["name"] not in allowed:
-                # SPEC §4: the call fails (recorded, the run goes on) and the refusal is reported like a limit.
-                ctx.hooks.limit_exceeded("allowed_tools", call["name"])
-                raise ToolFailed(f"tool {call['name']!r} is not allowed in this run")
-            result = tool_run(call["name"], call.get("args") or {})
+            if not tool_allowed(name, allowed):
+                # The call fails (recorded, the run goes on) and the refusal is reported like a limit.
+                ctx.hooks.limit_exceeded("allowed_tools", name)
+                raise ToolFailed(f"tool {name!r} is not allowed in this run")
+            if name in TOOLS:
+                ctx.hooks.tool_started(node, tool=name, call_id=call.get("id"), waits=False)
+                result = tool_run(name, arguments)
+            else:
+                # An MCP tool reaches outside the process: the run writes what it holds (and sees a cancel) first.
+                ctx.hooks.tool_started(node, tool=name, call_id=call.get("id"), waits=True)
+                ctx.checkpoint()
+                outcome = ctx.hooks.tool_run(name, arguments, timeout_s=min(node.config["tool_timeout_ms"] / 1000,
+                                                                            ctx.remaining_s()))
+                server_id, result = outcome.server_id, outcome.text
+                if not outcome.ok:
+                    raise ToolFailed(outcome.error)
         except ToolFailed as exc:
             ok, error = False, str(exc)
         duration_ms = int((time.monotonic() - started) * 1000)
-        ctx.hooks.tool_called(
-            node, tool=call["name"], arguments=call.get("args") or {}, result=result, ok=ok, error=error,
-            duration_ms=duration_ms,
-        )
+        ctx.hooks.tool_called(node, tool=name, arguments=arguments, result=result, ok=ok, error=error,
+                              duration_ms=duration_ms, server_id=server_id)
         results.append(
             ToolMessage(
                 content=result if ok else f"Error: {error}",
                 tool_call_id=call["id"],
-                name=call["name"],
+                name=name,
                 status="success" if ok else "error",
             )
         )
-    # The built-in tools only compute (bounded input, no I/O): the node does not check in between them, which would
-    # make it a node that waits (workflows.recorder); a cancel or the run's timeout is seen as the next call starts.
+    # The built-in tools only compute (bounded input, no I/O): the node checks in only before an MCP tool, which
+    # waits; a cancel or the run's timeout is seen as the next call starts.
     return Outcome(update={"messages": results}, output={"tools": [c["name"] for c in calls]})
 
 

@@ -38,6 +38,7 @@ from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
 from workflows.engine.runtime import CallStarted, RunContext
+from workflows.engine.tools import MCP_SERVER_METADATA
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 
 MAX_STEPS = 100
@@ -305,9 +306,11 @@ class GraphAccounting(BaseCallbackHandler):
     # --- tools ------------------------------------------------------------------------------------------------
     def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, inputs=None, **kwargs) -> None:
         task = self._task(run_id, parent_run_id)
+        metadata = kwargs.get("metadata") or {}
         self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
                               "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
-                              "started": time.monotonic(), "task": task}
+                              "started": time.monotonic(), "task": task,
+                              "server_id": metadata.get(MCP_SERVER_METADATA)}
         self._in_node(task, lambda node: self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"]))
 
     def _tool_ended(self, run_id, *, result: str, ok: bool, error: str) -> None:
@@ -316,11 +319,17 @@ class GraphAccounting(BaseCallbackHandler):
             return
         self._in_node(tool["task"], lambda node: self.ctx.hooks.tool_called(
             node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
-            duration_ms=int((time.monotonic() - tool["started"]) * 1000)))
+            duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"]))
 
     def on_tool_end(self, output, *, run_id, **kwargs) -> None:
         content = getattr(output, "content", output)
-        self._tool_ended(run_id, result=content if isinstance(content, str) else str(content), ok=True, error="")
+        if isinstance(content, list):  # content blocks (an MCP tool's, through langchain-mcp-adapters): their text
+            content = "\n".join(b["text"] if isinstance(b, dict) and "text" in b else str(b) for b in content)
+        text = content if isinstance(content, str) else str(content)
+        if getattr(output, "status", "success") == "error":  # a ToolMessage of a tool that failed and said so
+            self._tool_ended(run_id, result="", ok=False, error=text)
+        else:
+            self._tool_ended(run_id, result=text, ok=True, error="")
 
     def on_tool_error(self, error, *, run_id, **kwargs) -> None:
         self._tool_ended(run_id, result="", ok=False, error=f"{type(error).__name__}: {error}")

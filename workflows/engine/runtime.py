@@ -115,6 +115,16 @@ class FetchedPrompt:
     config: dict
 
 
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What one call of an MCP tool gave (RunHooks.tool_run): its text for the model, or why it failed; the server
+    that was asked, when there was one."""
+    ok: bool
+    text: str
+    error: str = ""
+    server_id: str | None = None
+
+
 class RunHooks(Protocol):
     def node_started(self, node: Node) -> None: ...
     def model_call_started(self, node: Node, call: CallStarted) -> None: ...
@@ -123,7 +133,12 @@ class RunHooks(Protocol):
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
     def provider_attempted(self, node: Node, attempt: Attempt) -> None: ...  # a routed call's tries, each
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int) -> None: ...
+                    duration_ms: int, server_id: str | None = None) -> None: ...
+    # A tool call about to run (`waits`: it reaches outside the process, an MCP tool, so the run writes first).
+    def tool_started(self, node: Node, *, tool: str, call_id: str | None, waits: bool) -> None: ...
+    # The MCP tools (OpenAI function schemas) among `patterns` (<server>__<tool>, <server>__*) the run's user may call.
+    def tool_schemas(self, patterns: Sequence[str]) -> list[dict]: ...
+    def tool_run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome: ...  # an MCP tool, never raises
     # `message_id`: the reply's id so far; `reply`, with a reply's first token: the model name that answered (a
     # fallback's, after a fallback) and the upstream's system_fingerprint when it sent one
     def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None: ...
@@ -151,6 +166,10 @@ class NullHooks:
     def llm_called(self, node, call): pass
     def provider_attempted(self, node, attempt): pass
     def tool_called(self, node, **kwargs): pass
+    def tool_started(self, node, **kwargs): pass
+    def tool_schemas(self, patterns): return []
+    def tool_run(self, name, arguments, *, timeout_s):
+        return ToolOutcome(ok=False, text="", error="MCP tools are called by a recorded run only")
     def token(self, node, text, message_id=None, reply=None): pass
     def tool_call_delta(self, node, delta): pass
     def graph_streamed(self, mode, namespace, data): pass
@@ -208,7 +227,9 @@ class RunContext:
         self._exceed("max_tool_calls", min(self.config["max_tool_calls"], node_limit))
 
     # --- the one LLM call path ------------------------------------------------------------------------
-    def call_model(self, node: Node, prompt: Sequence[BaseMessage], *, tools: Sequence[str] = ()) -> AIMessage:
+    def call_model(self, node: Node, prompt: Sequence[BaseMessage], *,
+                   tools: Sequence[str | dict] = ()) -> AIMessage:
+        """`tools`: what the model may call, built-ins by name and MCP tools as OpenAI function schemas."""
         cfg = node.config
         provider = cfg.get("provider") or self.config["provider"]
         model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
@@ -241,7 +262,7 @@ class RunContext:
             params = dict(self.config.get("model_params") or {})
             choice = self.config.get("tool_choice")
             if tools:
-                model = model.bind_tools([TOOLS[name] for name in tools])
+                model = model.bind_tools([TOOLS[tool] if isinstance(tool, str) else tool for tool in tools])
             elif self.config.get("client_tools"):  # the gateway's: the client runs them
                 model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
                 params.update(tools=self.config["client_tools"], **({"tool_choice": choice} if choice else {}))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -138,3 +139,22 @@ def tool_run(name: str, arguments: dict) -> str:
 
 
 ToolRunner = Callable[[str, dict], str]
+
+# An MCP tool in an allow-list: `<server>__<tool>`, or `<server>__*` for every tool of the server. Which of them the
+# run's user may call is known only when it runs (the app hands them to the engine through its hooks).
+MCP_QUALIFIER = "__"
+MCP_SERVER_METADATA = "chatter_mcp_server"  # an MCP tool's LangChain metadata: its server's id (tools.langchain)
+MCP_TOOL_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?__(?:\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+
+
+def tool_allowed(name: str, allowed: set[str] | list[str] | tuple[str, ...]) -> bool:
+    """Whether an allow-list names this tool: itself, or (an MCP tool) its server's `<server>__*`."""
+    if name in allowed:
+        return True
+    server, qualifier, tool = name.partition(MCP_QUALIFIER)
+    return bool(qualifier and server and tool) and f"{server}{MCP_QUALIFIER}*" in allowed
+
+
+def allowed_tool_unknown(name: object) -> bool:
+    """An allow-list entry that is neither a built-in tool nor an MCP tool's name or server pattern."""
+    return not isinstance(name, str) or (name not in TOOLS and not MCP_TOOL_PATTERN.match(name))

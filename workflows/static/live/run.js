@@ -111,6 +111,9 @@ export class Run {
       case "node_failed":
         this.nodeFinished(envelope.event === "node_failed" ? "failed" : data.status || "completed", data);
         break;
+      case "tool_start":
+        this.toolStarted(data);
+        break;
       case "tool_called":
         this.toolCalled(data);
         break;
@@ -202,11 +205,20 @@ export class Run {
     line.info.textContent = parts.join(" · ");
   }
 
+  toolStarted(data) {
+    const line = [...this.nodes.values()].reverse().find((l) => l.dataset.nodeId === data.node_id);
+    if (!line) return;
+    line.tools.append(el("span", { class: "tool tool-running", "data-tool": data.tool }, `${data.tool} …`));
+  }
+
   toolCalled(data) {
     const line = [...this.nodes.values()].reverse().find((l) => l.dataset.nodeId === data.node_id);
     if (!line) return;
-    line.tools.append(el("span", { class: data.ok ? "tool" : "tool tool-failed" },
-      `${data.tool} ${data.ok ? "✓" : "✗"} ${data.duration_ms ?? "?"} ms`));
+    const done = el("span", { class: data.ok ? "tool" : "tool tool-failed" },
+      `${data.tool} ${data.ok ? "✓" : "✗"} ${data.duration_ms ?? "?"} ms`);
+    const running = [...line.tools.querySelectorAll(".tool-running")].find((s) => s.dataset.tool === data.tool);
+    if (running) running.replaceWith(done);
+    else line.tools.append(done);
   }
 
   finish(event, data) {

@@ -1,0 +1,106 @@
+"""MCP tools as LangChain tools, for Python graphs of your own (CHATTER_GRAPHS): `await user_tools(user,
+allowed=[...])` gives the tools of `allowed` (`<server>__<tool>`, `<server>__*`) that `user` may call (their own
+servers and the shared ones, switched on), as langchain-mcp-adapters makes them, named `<server>__<tool>`, so
+`create_react_agent(model, tools=...)` takes them as they are. A registered graph's factory gets its run's owner's
+with workflows.graph_tools.run_tools(config, allowed=[...]).
+
+Each call is a fresh session of the official MCP client with the server's headers, through core.outbound's
+checked transport (the same destination policy as every MCP request), within CHATTER_MCP_TIMEOUT_S, its text cut
+at CHATTER_MCP_MAX_RESULT_BYTES; a tool error, a timeout or a server that cannot be asked is an error result the
+model sees (a ToolMessage with status "error"), never an exception that ends the graph."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from mcp import types
+
+from tools.mcp_client import checked_http_client, result_capped
+from tools.models import QUALIFIER
+from tools.selectors import mcp_server_headers, tool_list
+from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
+
+
+async def user_tools(user, *, allowed: Sequence[str]) -> list:
+    """The MCP tools among `allowed` that `user` may call, as LangChain tools (langchain-mcp-adapters)."""
+    servers = await asyncio.to_thread(_allowed_servers, user, tuple(allowed))
+    return [_tool(server, tool) for server in servers for tool in server["tools"]]
+
+
+def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
+    """Read on a thread of its own (a graph's factory runs on an event loop): its database connection is closed
+    when it is done."""
+    from tools.models import McpServer
+
+    try:
+        chosen: dict[str, dict] = {}
+        for tool in tool_list(user=user):
+            if tool["server"] is None or not tool["enabled"] or not tool_allowed(tool["name"], allowed):
+                continue
+            server_id = tool["server"]["id"]
+            if server_id not in chosen:
+                server = McpServer.objects.get(pk=server_id)
+                chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
+                                     "transport": server.transport, "headers": mcp_server_headers(server=server),
+                                     "tools": []}
+            chosen[server_id]["tools"].append(tool)
+        return list(chosen.values())
+    finally:
+        connection.close()
+
+
+def _tool(server: dict, tool: dict):
+    from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
+
+    timeout_s = settings.CHATTER_MCP_TIMEOUT_S
+    own_name = tool["name"].split(QUALIFIER, 1)[1]
+    if server["transport"] == "sse":
+        connection_ = {"transport": "sse", "url": server["url"], "headers": server["headers"], "timeout": timeout_s,
+                       "sse_read_timeout": timeout_s, "httpx_client_factory": checked_http_client}
+    else:
+        connection_ = {"transport": "streamable_http", "url": server["url"], "headers": server["headers"],
+                       "timeout": timedelta(seconds=timeout_s), "sse_read_timeout": timedelta(seconds=timeout_s),
+                       "httpx_client_factory": checked_http_client}
+    converted = convert_mcp_tool_to_langchain_tool(
+        None, types.Tool(name=own_name, description=tool["description"], inputSchema=tool["input_schema"]),
+        connection=connection_, server_name=server["name"], tool_interceptors=[_Bounded(server, timeout_s)])
+    converted.name = tool["name"]
+    converted.metadata = {**(converted.metadata or {}), MCP_SERVER_METADATA: server["id"]}
+    return converted
+
+
+class _Bounded:
+    """The adapters' interceptor around each call: within the timeout, the text capped, and any failure an error
+    result (the adapters give the model an error ToolMessage), its message without the server's header values."""
+
+    def __init__(self, server: dict, timeout_s: float) -> None:
+        self.server, self.timeout_s = server, timeout_s
+
+    async def __call__(self, request, handler):
+        try:
+            result = await asyncio.wait_for(handler(request), self.timeout_s)
+        except TimeoutError:
+            return _error(f"no answer within {self.timeout_s:g} s")
+        except Exception as exc:  # noqa: BLE001 - a server that cannot be asked is the model's to hear about
+            return _error(self._scrubbed(f"the MCP server {self.server['name']!r} could not be asked: "
+                                         f"{type(exc).__name__}: {exc}"[:500]))
+        capped = []
+        for block in result.content:
+            if isinstance(block, types.TextContent):
+                text, _ = result_capped(block.text, settings.CHATTER_MCP_MAX_RESULT_BYTES)
+                block = types.TextContent(type="text", text=text)
+            capped.append(block)
+        return result.model_copy(update={"content": capped})
+
+    def _scrubbed(self, text: str) -> str:
+        for value in self.server["headers"].values():
+            if value:
+                text = text.replace(value, "[redacted]")
+        return text
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], isError=True)

@@ -1,0 +1,38 @@
+"""The MCP tools a run may call, for its engine (RunHooks.tool_schemas and tool_run, answered by the run's
+recorder): those its config's `allowed_tools` names (`<server>__<tool>` or `<server>__*`) that its owner may call
+(their own servers and the shared ones, switched on), each call through tools.services.mcp_tool_run."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tools.selectors import ToolUnavailable, mcp_tool_get, tool_list
+from tools.services import mcp_tool_run
+from workflows.engine.runtime import ToolOutcome
+from workflows.engine.tools import tool_allowed
+
+
+class RunTools:
+    def __init__(self, execution):
+        self.execution = execution
+        self._schemas: dict[tuple[str, ...], list[dict]] = {}  # read once per run for an allow-list
+
+    def schemas(self, patterns: Sequence[str]) -> list[dict]:
+        """The allowed MCP tools the owner may call now, as OpenAI function schemas (what a model is bound with)."""
+        key = tuple(patterns)
+        if key not in self._schemas:
+            self._schemas[key] = [
+                {"type": "function", "function": {"name": tool["name"], "description": tool["description"],
+                                                  "parameters": tool["input_schema"]}}
+                for tool in tool_list(user=self.execution.owner)
+                if tool["server"] is not None and tool["enabled"] and tool_allowed(tool["name"], key)]
+        return self._schemas[key]
+
+    def run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome:
+        """Call the MCP tool `name` as the run's owner; whatever happens, an outcome the model is told."""
+        user = self.execution.owner
+        try:
+            server, _ = mcp_tool_get(user=user, name=name)
+            result = mcp_tool_run(user=user, name=name, arguments=arguments, timeout_s=timeout_s)
+        except ToolUnavailable as exc:
+            return ToolOutcome(ok=False, text="", error=str(exc))
+        return ToolOutcome(ok=result.ok, text=result.text, error=result.error, server_id=str(server.pk))
