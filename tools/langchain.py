@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from mcp import types
 
-from tools.mcp_client import checked_http_client, result_capped
+from tools.mcp_client import checked_http_client, headers_scrubbed, result_capped
 from tools.models import QUALIFIER
 from tools.selectors import mcp_server_headers, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
@@ -85,21 +85,16 @@ class _Bounded:
         except TimeoutError:
             return _error(f"no answer within {self.timeout_s:g} s")
         except Exception as exc:  # noqa: BLE001 - a server that cannot be asked is the model's to hear about
-            return _error(self._scrubbed(f"the MCP server {self.server['name']!r} could not be asked: "
-                                         f"{type(exc).__name__}: {exc}"[:500]))
+            return _error(headers_scrubbed(f"the MCP server {self.server['name']!r} could not be asked: "
+                                           f"{type(exc).__name__}: {exc}"[:500], self.server["headers"]))
         capped = []
         for block in result.content:
             if isinstance(block, types.TextContent):
-                text, _ = result_capped(block.text, settings.CHATTER_MCP_MAX_RESULT_BYTES)
+                text, _ = result_capped(headers_scrubbed(block.text, self.server["headers"]),
+                                        settings.CHATTER_MCP_MAX_RESULT_BYTES)
                 block = types.TextContent(type="text", text=text)
             capped.append(block)
         return result.model_copy(update={"content": capped})
-
-    def _scrubbed(self, text: str) -> str:
-        for value in self.server["headers"].values():
-            if value:
-                text = text.replace(value, "[redacted]")
-        return text
 
 
 def _error(message: str) -> types.CallToolResult:

@@ -91,10 +91,10 @@ async def mcp_tools_discover(*, url: str, transport: str, headers: dict[str, str
         cause = _cause(exc)
         if cause is None:
             raise
-        raise McpUnreachable(_scrubbed(_describe(cause, timeout_s), headers),
+        raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
                              refused=isinstance(cause, DestinationRefused)) from None
-    raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
-                                   headers))
+    unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
+    raise McpUnreachable(headers_scrubbed(unread, headers))
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], to
             async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
                                    failures=failures) as session:
                 result = await session.call_tool(tool, arguments)
-                text = _result_text(result)
+                text = headers_scrubbed(_result_text(result), headers)  # a tool may echo the credential it was sent
                 capped, truncated = result_capped(text, max_result_bytes)
                 if result.isError:
                     return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
@@ -129,11 +129,11 @@ async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], to
         if cause is None:
             raise
         if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
-            return ToolResult(ok=False, text="", error=_scrubbed(_describe(cause, timeout_s), headers))
-        raise McpUnreachable(_scrubbed(_describe(cause, timeout_s), headers),
+            return ToolResult(ok=False, text="", error=headers_scrubbed(_describe(cause, timeout_s), headers))
+        raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
                              refused=isinstance(cause, DestinationRefused)) from None
-    raise McpUnreachable(_scrubbed(f"the server's answer could not be read ({_describe(failures.first, timeout_s)})",
-                                   headers))
+    unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
+    raise McpUnreachable(headers_scrubbed(unread, headers))
 
 
 def _result_text(result: types.CallToolResult) -> str:
@@ -204,7 +204,8 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
-def _scrubbed(text: str, headers: dict[str, str]) -> str:
+def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
+    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote."""
     for value in headers.values():
         if value:
             text = text.replace(value, REDACTED)

@@ -23,7 +23,9 @@ def test_a_tool_computes_and_gets_the_servers_headers(alice, tracker, mcp_server
 
     assert (added.ok, added.text, added.error, added.truncated) == (True, "42.0", "", False)
     assert mcp_server.calls == [("add", {"a": 2, "b": 40}), ("echo_header", {"name": "x-user-token"})]
-    assert echoed.ok and echoed.text == "alice-token"
+    # the credential reached the server, and its echo is not handed back to the model, the run or the API
+    assert mcp_server.headers_seen("x-user-token")[-1] == "alice-token"
+    assert echoed.ok and echoed.text == "[redacted]"
 
 
 def test_a_tool_error_is_a_result_that_says_so(alice, tracker):
@@ -83,5 +85,6 @@ def test_a_shared_server_is_called_with_its_own_headers_for_everyone(bob, staff,
 
     echoed = mcp_tool_run(user=bob, name="docs__echo_header", arguments={"name": "x-user-token"})
 
-    assert echoed.ok and echoed.text == "team-token"
+    assert mcp_server.headers_seen("x-user-token")[-1] == "team-token"
+    assert echoed.ok and echoed.text == "[redacted]"
     assert client_with_key(bob).get("/api/v1/tools/servers/").json()["results"][0]["header_names"] == ["X-User-Token"]
