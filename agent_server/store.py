@@ -58,8 +58,14 @@ def store_item_put(*, owner, namespace: list, key: str, value: dict, index: list
         item.vectors.all().delete()
         StoreVector.objects.bulk_create([
             StoreVector(item=item, field=field, model=config.embed, dimensions=len(vector), embedding=vector)
-            for (field, _), vector in zip(texts, vectors)])
+            for (field, _), vector in zip(texts, vectors) if _has_direction(vector)])
     return item
+
+
+def _has_direction(vector: list[float]) -> bool:
+    """Whether cosine similarity can compare the vector: a zero vector (the lexical model's, of a text without a
+    word) has no direction, and both databases answer no distance for it."""
+    return any(vector)
 
 
 def store_item_get(*, owner, namespace: list, key: str) -> StoreItem | None:
@@ -124,8 +130,10 @@ def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = No
     items = rows_containing(items, field="value", pattern=plain)
     config = store_index()
     if query and config is not None:
-        return _ranked(items, compared, vector=texts_embed(config, [query])[0], model=config.embed, limit=limit,
-                       offset=offset)
+        vector = texts_embed(config, [query])[0]
+        if not _has_direction(vector):
+            return []
+        return _ranked(items, compared, vector=vector, model=config.embed, limit=limit, offset=offset)
     found = list(items.order_by("-updated_at", "namespace", "key"))
     if compared:
         found = [item for item in found if _passes(item, compared)]

@@ -76,6 +76,16 @@ def test_issue45_an_item_is_found_by_its_nearest_vector(alice, settings):
     assert not StoreVector.objects.filter(item__key="off").exists()
 
 
+def test_issue45_a_text_without_words_has_no_vector_and_finds_nothing(alice, settings):
+    settings.CHATTER_STORE_INDEX = {**LEXICAL, "fields": ["text"]}
+    store_item_put(owner=alice, namespace=["n"], key="blank", value={"text": "?!"})  # no word: a zero vector
+    store_item_put(owner=alice, namespace=["n"], key="worded", value={"text": "a word"})
+
+    assert list(StoreVector.objects.values_list("item__key", flat=True)) == ["worded"]
+    assert store_item_search(owner=alice, namespace_prefix=["n"], query="...") == []
+    assert [item.key for item, _ in store_item_search(owner=alice, namespace_prefix=["n"], query="word")] == ["worded"]
+
+
 def test_issue45_a_search_by_meaning_compares_filters_before_it_pages(alice, bob, settings):
     settings.CHATTER_STORE_INDEX = LEXICAL
     for n, text in enumerate(["leaky tap", "leaky tap washer", "leaky roof", "dry roof"]):
