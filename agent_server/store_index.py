@@ -21,6 +21,7 @@ from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, 
 from workflows.engine.providers import EMBEDDING_PROVIDERS, embeddings_create, provider_check, provider_failure
 
 MAX_PATHS = 20  # JSON paths an item's put may name
+MAX_TEXTS = 256  # texts an item's paths may give ("tags[*]" gives one per tag): each is embedded on its put
 EMBED_BATCH = 256  # texts in one embeddings request
 
 
@@ -86,6 +87,9 @@ def item_texts(value: dict, paths: list[str]) -> list[tuple[str, str]]:
     for path in paths:
         texts = get_text_at_path(value, path)
         found += [(f"{path}.{i}" if len(texts) > 1 else path, text) for i, text in enumerate(texts)]
+    if len(found) > MAX_TEXTS:
+        raise InvalidInput(f"the item's index paths give {len(found)} texts to embed; at most {MAX_TEXTS}",
+                           details=[{"path": "index", "code": "too_many_texts", "message": f"at most {MAX_TEXTS}"}])
     return found
 
 

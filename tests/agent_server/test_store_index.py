@@ -10,9 +10,9 @@ from django.test import Client
 
 from agent_server.models import StoreItem, StoreVector
 from agent_server.store import store_item_put, store_item_search
-from agent_server.store_index import store_index_check
+from agent_server.store_index import MAX_TEXTS, store_index_check
 from core.env import env_store_index
-from core.errors import UpstreamFailed
+from core.errors import InvalidInput, UpstreamFailed
 from tests.factories import ApiTokenFactory
 
 LEXICAL = {"dims": 64, "embed": "local:local-embed-1", "fields": ["$"]}
@@ -125,6 +125,17 @@ def test_issue45_a_failed_embedding_writes_nothing_and_answers_502(alice, openai
             store_item_search(owner=alice, namespace_prefix=["n"], query="kept")
     assert list(StoreItem.objects.values_list("key", "value")) == [("k", {"text": "kept"})]
     assert list(StoreVector.objects.values_list("item__value", "field", "embedding")) == kept
+
+
+def test_issue45_a_put_whose_paths_give_too_many_texts_is_refused(alice, settings):
+    settings.CHATTER_STORE_INDEX = {**LEXICAL, "fields": ["tags[*]"]}
+    store_item_put(owner=alice, namespace=["n"], key="k", value={"tags": [f"tag {n}" for n in range(MAX_TEXTS)]})
+    vectors = sorted(StoreVector.objects.values_list("field", flat=True))
+    assert len(vectors) > MAX_TEXTS // 2  # (a tag whose two words cancel out in one bucket has no vector)
+    with pytest.raises(InvalidInput, match="texts to embed"):
+        store_item_put(owner=alice, namespace=["n"], key="k", value={"tags": [f"tag {n}" for n in range(MAX_TEXTS + 1)]})
+    assert StoreItem.objects.get().value["tags"][-1] == f"tag {MAX_TEXTS - 1}"
+    assert sorted(StoreVector.objects.values_list("field", flat=True)) == vectors
 
 
 @pytest.mark.parametrize("index", [True, ["ok", ""], ["ok", 3], "text"])
