@@ -27,7 +27,6 @@ def start(tmp_path, *, then: str = "", **env):
         ("DATABASE_URL", "nonsense://"),
         ("CHATTER_GRAPHS", "/nonexistent/langgraph.json"),
         ("CHATTER_GRAPHS", str(ROOT / "tests" / "agent_server" / "graphs" / "agent.py")),  # not a JSON file
-        ("CHATTER_STORE_INDEX", '{"dims": 1536, "embed": "local:all-MiniLM-L6-v2"}'),  # issue 45: MiniLM has 384
         ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
         ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.1.2.3/24"),  # host bits set: refused, not widened
         ("CHATTER_OUTBOUND_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
