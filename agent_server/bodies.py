@@ -176,7 +176,7 @@ class StoreItemPut(Body):
     namespace: list[str]
     key: str = Field(min_length=1, max_length=1024)
     value: dict[str, Any]
-    index: Any = None
+    index: Literal[False] | list[str] | None = None  # the JSON paths embedded; False: none; None: the index's fields
     ttl: float | None = None
 
 

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from knowledge.vectors import EmbeddingField
 from workflows.models import WorkflowExecution, WorkflowSchedule
 
 
@@ -54,6 +55,25 @@ class StoreItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.key}"
+
+
+class StoreVector(models.Model):
+    """An embedding of a store item, for search by meaning (LangGraph's store with an index): the text at one of
+    the index's JSON paths in its value, under that path ("$" for the whole value; a path matching several texts,
+    such as "tags[*]", gives one vector each, "tags[*].0", "tags[*].1"…). `model` is the index's "provider:model":
+    a search compares only vectors of the model it asks with."""
+
+    item = models.ForeignKey(StoreItem, on_delete=models.CASCADE, related_name="vectors")
+    field = models.CharField(max_length=1024)
+    model = models.CharField(max_length=255)
+    dimensions = models.PositiveIntegerField()
+    embedding = EmbeddingField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "field"], name="store_vector_unique_field")]
+
+    def __str__(self) -> str:
+        return f"{self.item} {self.field}"
 
 
 class AgentCron(models.Model):

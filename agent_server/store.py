@@ -1,15 +1,24 @@
 """LangGraph's store, owner-scoped: items (JSON objects) under a key in a namespace of labels, with the semantics of
 LangGraph's BaseStore as its server serves them: a missing item is None, a search filter may compare a field
-(`{"score": {"$gte": 4}}`), and a namespace listing's prefix or suffix may hold "*" for any one label."""
+(`{"score": {"$gte": 4}}`), and a namespace listing's prefix or suffix may hold "*" for any one label.
+
+With an index (agent_server.store_index) the store searches by meaning, as LangGraph's PostgresStore does: a put
+embeds the texts at the index's JSON paths (or its own `index` paths; none with `index=False`) and keeps one vector
+each (StoreVector), replacing the item's previous ones; a search with `query` ranks the items that have vectors by
+their best vector's cosine similarity to the query's (`score`), highest first. Without an index, `query` keeps the
+items whose value mentions it."""
 from __future__ import annotations
 
 import operator
 
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import Min, Q
 
 from agent_server.containment import json_contains, rows_containing
-from agent_server.models import StoreItem
+from agent_server.models import StoreItem, StoreVector
+from agent_server.store_index import index_paths, item_texts, store_index, texts_embed
 from core.errors import InvalidInput
+from knowledge.vectors import CosineDistance
 
 MAX_LABELS = 20
 ANY_LABEL = "*"
@@ -33,12 +42,30 @@ def item_as_dict(item: StoreItem) -> dict:
             "created_at": item.created_at, "updated_at": item.updated_at}
 
 
-def store_item_put(*, owner, namespace: list, key: str, value: dict) -> StoreItem:
+def store_item_put(*, owner, namespace: list, key: str, value: dict, index: list[str] | bool | None = None
+                   ) -> StoreItem:
+    """The item, written with its vectors (the store has an index and `index` is not False) in one transaction;
+    the texts are embedded first, so a failed embedding writes nothing."""
     if not isinstance(value, dict):
         raise InvalidInput("an item's value is a JSON object")
-    item, _ = StoreItem.objects.update_or_create(owner=owner, namespace=namespace_text(namespace), key=key,
-                                                 defaults={"value": value})
+    namespace = namespace_text(namespace)
+    config = store_index()
+    texts = item_texts(value, index_paths(config, index)) if config is not None else []
+    vectors = texts_embed(config, [text for _, text in texts]) if texts else []
+    with transaction.atomic():
+        item, _ = StoreItem.objects.update_or_create(owner=owner, namespace=namespace, key=key,
+                                                     defaults={"value": value})
+        item.vectors.all().delete()
+        StoreVector.objects.bulk_create([
+            StoreVector(item=item, field=field, model=config.embed, dimensions=len(vector), embedding=vector)
+            for (field, _), vector in zip(texts, vectors) if _has_direction(vector)])
     return item
+
+
+def _has_direction(vector: list[float]) -> bool:
+    """Whether cosine similarity can compare the vector: a zero vector (the lexical model's, of a text without a
+    word) has no direction, and both databases answer no distance for it."""
+    return any(vector)
 
 
 def store_item_get(*, owner, namespace: list, key: str) -> StoreItem | None:
@@ -91,22 +118,50 @@ def _compares(document: dict, field: str, conditions: dict) -> bool:
 
 
 def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = None, query: str | None = None,
-                      limit: int = 10, offset: int = 0) -> list[StoreItem]:
-    """Items under a namespace prefix whose value contains the filter's plain fields (agent_server.containment),
-    passes its compared ones, and (`query`) mentions the text; newest first."""
+                      limit: int = 10, offset: int = 0) -> list[tuple[StoreItem, float | None]]:
+    """(item, score) for the items under a namespace prefix whose value contains the filter's plain fields
+    (agent_server.containment) and passes its compared ones: with a `query` and an index, those with vectors, most
+    similar first (score: the cosine similarity of their nearest vector); else newest first (score None), and a
+    `query` keeps those that mention it."""
     plain, compared = _comparisons(filter)
     items = StoreItem.objects.filter(owner=owner)
     if namespace_prefix:
         items = items.filter(_under(namespace_prefix))
     items = rows_containing(items, field="value", pattern=plain)
+    config = store_index()
+    if query and config is not None:
+        vector = texts_embed(config, [query])[0]
+        if not _has_direction(vector):
+            return []
+        return _ranked(items, compared, vector=vector, model=config.embed, limit=limit, offset=offset)
     found = list(items.order_by("-updated_at", "namespace", "key"))
     if compared:
-        found = [item for item in found if all(_compares(item.value, field, conditions)
-                                               for field, conditions in compared.items())]
+        found = [item for item in found if _passes(item, compared)]
     if query:
         needle = query.lower()
         found = [item for item in found if needle in str(item.value).lower()]
-    return found[offset:offset + limit]
+    return [(item, None) for item in found[offset:offset + limit]]
+
+
+def _passes(item: StoreItem, compared: dict) -> bool:
+    return all(_compares(item.value, field, conditions) for field, conditions in compared.items())
+
+
+def _ranked(items, compared: dict, *, vector: list[float], model: str, limit: int, offset: int
+            ) -> list[tuple[StoreItem, float]]:
+    """The items nearest to `vector` by their nearest vector of `model`, exactly (every vector of the owner's
+    matching items is compared); the compared filters, read here, before the page is cut."""
+    nearest = (StoreVector.objects.filter(item__in=items.values("pk"), model=model, dimensions=len(vector))
+               .values("item").annotate(distance=Min(CosineDistance("embedding", vector)))
+               .order_by("distance", "item"))
+    if not compared:
+        nearest = nearest[offset:offset + limit]
+    ranked = [(row["item"], row["distance"]) for row in nearest]
+    by_id = StoreItem.objects.in_bulk([item_id for item_id, _ in ranked])
+    found = [(by_id[item_id], 1.0 - distance) for item_id, distance in ranked]
+    if compared:
+        found = [(item, score) for item, score in found if _passes(item, compared)][offset:offset + limit]
+    return found
 
 
 def _labels_match(labels: list[str], pattern: list[str]) -> bool:

@@ -473,7 +473,8 @@ class StoreItems(LangGraphView):
 
     def put(self, request):
         body = self.body(StoreItemPut)
-        store.store_item_put(owner=request.user, namespace=body.namespace, key=body.key, value=body.value)
+        store.store_item_put(owner=request.user, namespace=body.namespace, key=body.key, value=body.value,
+                             index=body.index)
         return Response(status=NO_CONTENT)
 
     def delete(self, request):
@@ -487,8 +488,8 @@ class StoreSearchView(LangGraphView):
 
     def post(self, request):
         body = self.body(StoreSearch)
-        return Response({"items": [store.item_as_dict(item)
-                                   for item in store.store_item_search(owner=request.user, **body.model_dump())]})
+        return Response({"items": [{**store.item_as_dict(item), "score": score}
+                                   for item, score in store.store_item_search(owner=request.user, **body.model_dump())]})
 
 
 class StoreNamespacesView(LangGraphView):

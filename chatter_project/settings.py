@@ -14,6 +14,7 @@ from core.env import (
     env_list,
     env_networks,
     env_origins,
+    env_store_index,
     env_str,
 )
 
@@ -218,6 +219,11 @@ ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 CHATTER_DEPLOYMENTS = env_str("CHATTER_DEPLOYMENTS") or None
 # Python graphs of your own (LangGraph, compiled or factories), run as Chatter runs: {name: (module file, attr)}.
 CHATTER_GRAPHS = env_graphs("CHATTER_GRAPHS")
+# LangGraph's store searches by meaning when it has an index: {"dims", "embed": "provider:model", "fields"} as JSON,
+# else langgraph.json's store.index (docs/api/langgraph.md, "The store"). Unset: none.
+CHATTER_STORE_INDEX = env_store_index("CHATTER_STORE_INDEX", graphs="CHATTER_GRAPHS")
+# The store a registered graph's run is given (LangGraph's BaseStore, its run owner's items): built per run, by owner.
+CHATTER_GRAPH_STORE = "agent_server.graph_store.OwnerStore"
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.

@@ -1,7 +1,9 @@
 """Settings read from the environment, failing loudly with the variable's name."""
 import ipaddress
+import json
 import os
 import re
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -101,24 +103,33 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     return value
 
 
+def _langgraph_json(name: str) -> tuple[Path, dict] | None:
+    """The langgraph.json-style file the variable names, read: (its path, its JSON object). Unset: None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}: {raw!r} is not a readable langgraph.json-style file "
+                                   f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(document, dict):
+        raise ImproperlyConfigured(f"{name}: {raw!r} must hold a JSON object")
+    return path, document
+
+
 def env_graphs(name: str) -> dict[str, tuple[str, str]]:
     """A langgraph.json-style file named by the variable (`{"graphs": {"agent": "path/to/module.py:graph"}}`,
     paths relative to the file): {graph name: (absolute module path, attribute)}. Unset: none. A file that is
     missing or malformed, or that names a module that does not exist, stops start-up."""
-    import json
-    from pathlib import Path
-
-    raw = os.environ.get(name, "").strip()
-    if not raw:
+    read = _langgraph_json(name)
+    if read is None:
         return {}
-    path = Path(raw).expanduser()
-    try:
-        graphs = json.loads(path.read_text())["graphs"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImproperlyConfigured(f"{name}: {raw!r} is not a readable langgraph.json-style file with a "
-                                   f"\"graphs\" object ({type(exc).__name__}: {exc})") from None
+    path, document = read
+    graphs = document.get("graphs")
     if not isinstance(graphs, dict):
-        raise ImproperlyConfigured(f"{name}: \"graphs\" in {raw!r} must be an object of name: \"file.py:attr\"")
+        raise ImproperlyConfigured(f"{name}: \"graphs\" in {str(path)!r} must be an object of name: \"file.py:attr\"")
     found = {}
     for graph_name, spec in graphs.items():
         module, _, attribute = spec.partition(":") if isinstance(spec, str) else ("", "", "")
@@ -128,3 +139,44 @@ def env_graphs(name: str) -> dict[str, tuple[str, str]]:
                                        f"naming an existing file, got {spec!r}")
         found[graph_name] = (str(module_path), attribute)
     return found
+
+
+STORE_INDEX_KEYS = {"dims", "embed", "fields"}
+
+
+def env_store_index(name: str, *, graphs: str) -> dict | None:
+    """LangGraph's store index, `{"dims": 384, "embed": "provider:model", "fields": ["$"]}` (IndexConfig, with
+    `embed` a "provider:model" text): the variable's JSON object, else the `store.index` of the langgraph.json-style
+    file the `graphs` variable names, as LangGraph's server reads it. `fields` (JSON paths into an item's value)
+    defaults to ["$"], the whole value. Unset: None, the store has no search by meaning."""
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        source = name
+        try:
+            index = json.loads(raw)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name} must be a JSON object ({exc})") from None
+    else:
+        read = _langgraph_json(graphs)
+        store = (read[1].get("store") or {}) if read is not None else {}
+        if not isinstance(store, dict):
+            raise ImproperlyConfigured(f"{graphs}: \"store\" in {str(read[0])!r} must be an object")
+        index = store.get("index")
+        if index is None:
+            return None
+        source = f"{graphs}: store.index"
+    if not isinstance(index, dict):
+        raise ImproperlyConfigured(f"{source} must be a JSON object with dims, embed and fields")
+    unknown = sorted(set(index) - STORE_INDEX_KEYS)
+    if unknown:
+        raise ImproperlyConfigured(f"{source}: unknown keys {unknown}; known: {sorted(STORE_INDEX_KEYS)}")
+    dims, embed, fields = index.get("dims"), index.get("embed"), index.get("fields", ["$"])
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+        raise ImproperlyConfigured(f"{source}: dims must be a positive integer, got {dims!r}")
+    provider, _, model = embed.partition(":") if isinstance(embed, str) else ("", "", "")
+    if not provider or not model:
+        raise ImproperlyConfigured(f"{source}: embed must be \"provider:model\" (e.g. "
+                                   f"\"openai:text-embedding-3-small\"), got {embed!r}")
+    if not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f.strip() for f in fields):
+        raise ImproperlyConfigured(f"{source}: fields must be a list of JSON paths (e.g. [\"$\"]), got {fields!r}")
+    return {"dims": dims, "embed": embed, "fields": fields}

@@ -97,6 +97,14 @@ class Unavailable(ChatterError):
     status = 503
 
 
+class UpstreamFailed(ChatterError):
+    """A service a request needed (a provider's embeddings API) failed or answered what cannot be used: nothing
+    was written."""
+
+    code = "upstream_error"
+    status = 502
+
+
 class RunError(ChatterError):
     """A run ended early. `error_type` is what lands on the execution row."""
 

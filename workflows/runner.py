@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
 from conversations.models import Message
@@ -168,7 +169,8 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
                 stream_checkpoints=bool(run_input.get("stream_checkpoints")),
                 graph_streams=run_input.get("graph_streams"),
                 checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
-                interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"))
+                interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"),
+                store=import_string(settings.CHATTER_GRAPH_STORE)(owner=execution.owner))
         else:
             # A thread's state is saved at every step (its history, forks); a run's own only at its pauses unless its
             # config asks: a run that cannot pause, and does not go on from a checkpoint, saves nothing.

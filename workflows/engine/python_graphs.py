@@ -103,9 +103,13 @@ class RunThread:
         """fn(*args, **kwargs) on the run's thread; returns its result or raises its exception."""
         if threading.get_ident() == self.ident:
             return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).result()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        """fn(*args, **kwargs) queued for the run's thread: the Future of its result."""
         done: Future = Future()
         self._calls.put((fn, args, kwargs, done))
-        return done.result()
+        return done
 
     def finished(self) -> None:
         self._calls.put(self._DONE)
@@ -399,7 +403,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      configurable: dict | None = None, context: Any = None,
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
                      streaming: str = "classic", checkpoint_id: str | None = None,
-                     stream_checkpoints: bool = False, graph_streams: list | None = None) -> dict:
+                     stream_checkpoints: bool = False, graph_streams: list | None = None,
+                     store=None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
@@ -408,11 +413,13 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
     saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "events", the
-    graph's own message chunks and astream_events, when a stream shows them: classic_stream)."""
+    graph's own message chunks and astream_events, when a stream shows them: classic_stream). `store`: the
+    LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
     from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, classic_stream
+    from workflows.engine.run_store import StoreOnRunThread
 
     run_thread = RunThread()
     accounting = GraphAccounting(ctx, run_thread)
@@ -424,7 +431,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
 
     async def drive() -> None:
         graph = await graph_build(name, config=config)
-        compiled = graph.copy(update={"checkpointer": checkpointer})
+        compiled = graph.copy(update={"checkpointer": checkpointer, **(
+            {"store": StoreOnRunThread(store, run_thread)} if store is not None else {})})
         run_input = graph_input
         if resume is not None:
             pending = {i.id for i in (await compiled.aget_state(config)).interrupts}
