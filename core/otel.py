@@ -120,6 +120,12 @@ def context_for_run(*, execution_id, schedule=None) -> tuple[str, dict]:
     return (trace.format_trace_id(span_context.trace_id) if span_context.is_valid else ""), carrier
 
 
+def current_carrier() -> dict:
+    carrier: dict = {}
+    propagate.inject(carrier)
+    return carrier
+
+
 def context_of(carrier: dict | None) -> otel_context.Context:
     """The context a stored carrier names (an empty one: a root)."""
     return propagate.extract(carrier or {})

@@ -42,6 +42,16 @@ def run_trace_context(*, execution_id, schedule=None) -> tuple[str, dict]:
     return context_for_run(execution_id=execution_id, schedule=schedule)
 
 
+def current_trace_context() -> dict:
+    """The current trace context as W3C headers ({"traceparent": ..., "tracestate": ...}), for work sent later (a
+    webhook's delivery); {} when tracing is off or nothing is being traced."""
+    if not settings.CHATTER_TRACING:
+        return {}
+    from core.otel import current_carrier
+
+    return current_carrier()
+
+
 def outbound_hooks() -> dict:
     """httpx `event_hooks` that put the current trace context (traceparent, tracestate) on every request a client
     sends (providers, webhooks); empty when tracing is off."""

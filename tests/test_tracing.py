@@ -16,6 +16,8 @@ from django.utils import timezone
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.otlp_receiver import OTLPReceiver
+from tests.webhook_receiver import RECEIVER_NETWORK, RECEIVER_NETWORKS
+from tests.webhook_receiver import Receiver as WebhookReceiver
 from workflows.models import WorkflowExecution
 
 GRAPHS = Path(__file__).parent / "agent_server" / "graphs" / "langgraph.json"
@@ -157,34 +159,44 @@ def test_item_tracing_gateway_call(traced, session_openai_stub, receiver):
 def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, session_openai_stub, receiver, alice,
                                                                    tmp_path, settings):
     """The schedule's tick (the worker's task, here in a process of its own) begins the run's trace, stored with the
-    run; the worker that runs it later continues it."""
+    run; the worker that runs it later continues it, and the run's webhook, delivered later still by the worker,
+    carries the run's span as its traceparent."""
     from workflows.services.schedules import schedule_create
+
+    hooks = WebhookReceiver()
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS
 
     session_openai_stub.always(content="Scheduled hello.", usage=USAGE)
     settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = session_openai_stub.base_url, "sk-test-not-a-real-key"
     schedule = schedule_create(owner=alice, name="traced", cron="* * * * *", template="universal_chat",
-                               run_input={"message": "Hi"}, config={"provider": "openai", "model": "gpt-4o-mini"})
+                               run_input={"message": "Hi"}, config={"provider": "openai", "model": "gpt-4o-mini"},
+                               webhook=hooks.url)
     schedule.__class__.objects.filter(pk=schedule.pk).update(next_run_at=timezone.now() - timedelta(minutes=1))
-    env = server_env(tmp_path, **tracing_env(receiver, session_openai_stub))
+    worker_env = {**tracing_env(receiver, session_openai_stub), "CHATTER_WEBHOOK_ALLOWED_NETWORKS": RECEIVER_NETWORK}
+    env = server_env(tmp_path, **worker_env)
     tick = subprocess.run([sys.executable, "-c", "import django; django.setup(); "
                            "from workflows.tasks import schedules_run_due_task; print(schedules_run_due_task())"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert tick.stdout.strip() == "1", tick.stderr
     execution = WorkflowExecution.objects.get(schedule=schedule)
     assert execution.status == "pending" and len(execution.trace_id) == 32
-    worker = start_worker(tmp_path, **tracing_env(receiver, session_openai_stub))
+    worker = start_worker(tmp_path, **worker_env)
     try:
         spans = receiver.wait_for(execution.trace_id, "schedule_run", "invoke_agent universal_chat", "chat ",
                                   timeout_s=60)
+        hooks.wait_for(1, timeout=60)
     finally:
         stop_process(worker)
         session_openai_stub.reset()
+        hooks.server.shutdown()
     created, run = one(spans, "schedule_run"), one(spans, "invoke_agent")
     assert created.parent_span_id == "" and run.parent_span_id == created.span_id
     assert created.attributes["chatter.schedule.id"] == str(schedule.pk)
     assert_chat_span(one(spans, "chat "), parents={s.span_id for s in named(spans, "node ")})
     execution.refresh_from_db()
     assert execution.status == "completed" and run.attributes["chatter.status"] == "completed"
+    headers, _ = hooks.received[0]
+    assert headers["traceparent"] == f"00-{execution.trace_id}-{run.span_id}-01"
 
 
 def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, session_openai_stub, receiver, alice,
