@@ -200,33 +200,39 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert headers["traceparent"].split("-")[1:3] == [execution.trace_id, run.span_id]
 
 
-def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, session_openai_stub, receiver, alice,
-                                                                    tmp_path):
-    """OTEL_SDK_DISABLED=true with an endpoint, or no endpoint: a chat turn (`manage.py chat`, in the probe's own
-    process) runs, nothing reaches the receiver, no trace id is kept, and the SDK was never imported."""
-    session_openai_stub.always(content="Hi.", usage=USAGE)
-    env = {**tracing_env(receiver, session_openai_stub), "OTEL_SERVICE_NAME": "chatter-off"}
-    # (redis-py 8 imports opentelemetry.sdk's metrics by itself once the SDK is installed: what must not be loaded
-    # is tracing's own modules and the exporter, and no tracer provider may be set up)
+def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
+    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules and the
+    exporter are never imported and no tracer provider is set up: with OTEL_SDK_DISABLED=true and an endpoint set
+    (`manage.py chat` in a process of its own), and with no endpoint (this test process, whose settings name none).
+    (redis-py 8 imports opentelemetry.sdk's metrics by itself once the SDK is installed.)"""
+    from opentelemetry import trace
+    from rest_framework.test import APIClient
+
     probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
-             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'openai', '--model', 'gpt-4o-mini'); "
+             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
              "from opentelemetry import trace; "
              "print(json.dumps([type(trace.get_tracer_provider()).__name__, sorted(m for m in sys.modules "
              "if m.startswith(('core.otel', 'workflows.run_spans', 'opentelemetry.exporter')))]))")
-    try:  # both at once
-        probes = [subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, env=server_env(tmp_path, **{**env, **off}),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                  for off in ({"OTEL_SDK_DISABLED": "true"}, {"OTEL_EXPORTER_OTLP_ENDPOINT": ""})]
-        for done in probes:
-            out, err = done.communicate(timeout=120)
-            assert done.returncode == 0, err
-            assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
-    finally:
-        session_openai_stub.reset()
+    disabled = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=server_env(
+                                    tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SDK_DISABLED="true",
+                                    OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0"))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
+    trace_id, _, headers = caller()
+    response = api.post("/api/v1/chat/", {"message": "Hi", "provider": "local"}, format="json",
+                        headers=headers)
+    assert response.status_code == 201, response.content
+    assert not [name for name in sys.modules if name.startswith(("core.otel", "workflows.run_spans",
+                                                                 "opentelemetry.exporter"))]
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    out, err = disabled.communicate(timeout=120)
+    assert disabled.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
     runs = WorkflowExecution.objects.all()
     assert [run.status for run in runs] == ["completed", "completed"]
     assert [run.trace_id for run in runs] == ["", ""]
-    assert not [span for span in receiver.spans if span.service == "chatter-off"]
+    assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
 
 
 def test_item_tracing_an_unreachable_collector_never_fails_or_slows_a_request(daphne_server, session_openai_stub,
