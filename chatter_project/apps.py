@@ -12,6 +12,13 @@ class ChatterProjectConfig(AppConfig):
     verbose_name = "Chatter"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from core.db import pooled_connection_check
+
+        if settings.CHATTER_TRACING:
+            from core.otel import tracing_setup
+
+            tracing_setup()
 
         connection_created.connect(pooled_connection_check, dispatch_uid="chatter_pooled_connection_check")

@@ -17,6 +17,7 @@ from core.env import (
     env_store_index,
     env_str,
 )
+from core.tracing import tracing_configured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
@@ -94,12 +95,20 @@ CORS_ALLOWED_ORIGINS = list(env_origins("CHATTER_CORS_ALLOWED_ORIGINS"))
 CORS_URLS_REGEX = r"^/(langgraph|api/v1|v1)/"
 # What LangGraph's SDKs and UIs send beside Django's defaults: the key, a stream's resume point, agent-chat-ui's
 # auth scheme.
-CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme", "x-request-id")
+CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id", "x-auth-scheme", "x-request-id",
+                      "traceparent", "tracestate")
 # What the SDKs read from an answer: a run's path (Content-Location) and its stream's (Location); a throttle's wait;
 # the request's correlation id (core.correlation).
 CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after", "x-request-id")
 if CORS_ALLOWED_ORIGINS:
     MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
+
+# OpenTelemetry traces (core.tracing): on when OpenTelemetry's standard variables name an OTLP endpoint (and
+# OTEL_SDK_DISABLED is not true). Off, nothing of OpenTelemetry is imported. On, each request is a span
+# (outermost: every answer is in it) and runs, nodes, LLM and tool calls are spans under it.
+CHATTER_TRACING = tracing_configured()
+if CHATTER_TRACING:
+    MIDDLEWARE.insert(0, "core.otel.tracing_middleware")
 
 ROOT_URLCONF = "chatter_project.urls"
 TEMPLATES = [

@@ -19,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.secrets import REDACTED
+from core.tracing import outbound_hooks_async
 
 MAX_TOOLS = 500  # per server: a server listing more is cut here
 MAX_PAGES = 50
@@ -39,9 +40,10 @@ class McpUnreachable(Exception):
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
                         auth: httpx.Auth | None = None) -> httpx.AsyncClient:
     """An httpx client for MCP transports (the SDK's McpHttpClientFactory signature) that sends only to checked
-    destinations and uses no proxy or .netrc of the environment."""
+    destinations and uses no proxy or .netrc of the environment; with tracing on, its requests carry the trace's
+    context (traceparent: core.tracing)."""
     return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=CheckedAsyncTransport(),
-                             trust_env=False, follow_redirects=False)
+                             trust_env=False, follow_redirects=False, event_hooks=outbound_hooks_async())
 
 
 class TransportFailures:

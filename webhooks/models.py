@@ -28,6 +28,9 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True, default="")
     log = models.JSONField(default=list, blank=True)  # [{"at", "status_code", "error"}] per attempt
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # With tracing on (core.tracing): the trace context it was created in (a run's: its span), sent with it as
+    # traceparent/tracestate, so the receiver's work joins the trace
+    trace_context = models.JSONField(default=dict, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -9,6 +9,7 @@ from django_q.tasks import async_task
 
 from core.errors import InvalidInput
 from core.outbound import DestinationRefused, destination_check
+from core.tracing import current_trace_context
 from webhooks.models import WebhookDelivery
 
 MAX_URL_CHARS = 500
@@ -41,7 +42,7 @@ def webhook_delivery_create(*, subject_type: str, subject_id: str, url: str, eve
     """Log a delivery and, once that commits, hand it to a django-q2 task (webhooks.tasks.webhook_deliver), which
     signs and sends it and retries it with backoff. `payload` must be JSON (the delivery's `id` is added to it)."""
     delivery = WebhookDelivery.objects.create(subject_type=subject_type, subject_id=str(subject_id), url=url,
-                                              event=event, payload=payload)
+                                              event=event, payload=payload, trace_context=current_trace_context())
     delivery_id = str(delivery.pk)
     transaction.on_commit(lambda: async_task("webhooks.tasks.webhook_deliver", delivery_id,
                                              task_name=f"webhook-{delivery_id}", group="webhooks"))

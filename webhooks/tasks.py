@@ -61,6 +61,8 @@ def webhook_deliver(delivery_id: str) -> str:
                "X-Chatter-Event": delivery.event, "X-Chatter-Delivery": str(delivery.pk), "X-Chatter-Timestamp": timestamp,
                "X-Chatter-Signature": webhook_signature(secret=settings.CHATTER_WEBHOOK_SECRET, timestamp=timestamp,
                                                         body=body)}
+    headers.update({name: value for name, value in (delivery.trace_context or {}).items()
+                    if name in ("traceparent", "tracestate")})  # the trace it was created in goes on (core.tracing)
     code, error, refused = None, "", False
     try:
         code, error = _post(delivery.url, body=body, headers=headers)

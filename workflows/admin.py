@@ -150,7 +150,7 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
     list_filter = ("status", "workflow_type", "mode", "provider", "model", "error_type",
                    ("template", admin.RelatedOnlyFieldListFilter), "cancel_requested", "created_at", "completed_at")
     list_select_related = ("owner", "template")
-    search_fields = ("id__exact", "correlation_id", "error_type", "error_message", "owner__username",
+    search_fields = ("id__exact", "correlation_id", "trace_id", "error_type", "error_message", "owner__username",
                      "template__key")
     date_hierarchy = "created_at"
     # Everything on a run is written by the engine; staff act on it through the cancel action.
@@ -164,6 +164,7 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
         ("Usage", ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls")),
         ("Timing", ("created_at", "started_at", "completed_at", "execution_time_ms", "waiting_until")),
         ("Outcome", ("error_type", "error_message", "cancel_requested", "input_data", "output_data")),
+        ("Trace", ("correlation_id", "trace_id")),  # trace_id: the run's spans' in the operator's tracing backend
     )
 
     @admin.display(description="id", ordering="id")

@@ -128,6 +128,10 @@ class WorkflowExecution(TokenTotals):
     llm_calls = models.PositiveIntegerField(default=0)
     tool_calls = models.PositiveIntegerField(default=0)
     correlation_id = models.CharField(max_length=64, blank=True, default="")
+    # With tracing on (core.tracing): the W3C trace the run belongs to (its caller's, or one begun as it was
+    # created) and the context its spans are children of (traceparent, tracestate), kept for whoever runs it.
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    trace_context = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     # Refreshed every few seconds by the process running the run; the recovery sweep ends running runs
     # whose heartbeat stopped (their worker died).

@@ -131,24 +131,26 @@ class _OpenNode:
 
 
 def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_message=None, prices: dict | None = None,
-                 checkpoints=None) -> ExecutionRecorder:
+                 checkpoints=None, spans=None) -> ExecutionRecorder:
     """The recorder of a run with its collaborators, made for it: `user_message`, the turn's own message; `prices`,
-    (provider, model) → price already read for this run; `checkpoints`, the CheckpointHold of its graph's thread."""
+    (provider, model) → price already read for this run; `checkpoints`, the CheckpointHold of its graph's thread;
+    `spans`, its RunSpans when tracing is on (workflows.run_spans)."""
     reads = RunReads(execution, user_message=user_message, prices=prices)
     return ExecutionRecorder(execution, reads=reads, budget=BudgetGuard(execution.pk, execution.budget_holds),
                              ledger=RunLedger(execution, price=reads.price), checkpoints=checkpoints, fresh=fresh,
-                             tools=RunTools(execution))
+                             tools=RunTools(execution), spans=spans)
 
 
 class ExecutionRecorder:
     def __init__(self, execution: WorkflowExecution, *, reads: RunReads, budget: BudgetGuard, ledger: RunLedger,
-                 checkpoints=None, fresh: bool = False, tools: RunTools | None = None):
+                 checkpoints=None, fresh: bool = False, tools: RunTools | None = None, spans=None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
         cancelled: neither is read. `checkpoints`: the CheckpointHold whose rows ride on this recorder's writes
         (workflows.checkpointer), or None (nothing is held)."""
         self.execution = execution
         self.reads, self.budget, self.ledger, self.checkpoints = reads, budget, ledger, checkpoints
         self.run_tools = tools or RunTools(execution)  # the MCP tools it may call (workflows.run_tools)
+        self.spans = spans  # its OpenTelemetry spans (workflows.run_spans), told of each moment below; None: off
         self.seq = 0 if fresh else execution.events.count()
         self.index = 0
         self._lock = threading.RLock()
@@ -386,6 +388,8 @@ class ExecutionRecorder:
             self.index += 1
             index, started_at, clock = self.index, timezone.now(), time.monotonic()
         self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock, usage=usage)
+        if self.spans is not None:
+            self.spans.node_started(index, node)
         self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": index})
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
@@ -395,6 +399,8 @@ class ExecutionRecorder:
         """A model call is about to wait: its node row, written now with what the run holds, names it and its
         prompt estimate; the heartbeat carries what it streams. A crash mid-call then loses none of it (I5)."""
         opened = self.open
+        if self.spans is not None:
+            self.spans.call_started(opened.index if opened else None, call)
         if opened is not None:
             self._calls_started += 1
             opened.in_flight = {"call": f"{opened.index}.{self._calls_started}", "provider": call.provider,
@@ -432,6 +438,8 @@ class ExecutionRecorder:
             opened.in_flight = None
             heartbeat.stream_ended(self.execution.pk)
         duration_ms = int((time.monotonic() - opened.clock) * 1000)
+        if self.spans is not None:
+            self.spans.node_ended(opened.index, status=status, error=error, usage=opened.usage)
         self._hold_node(opened, status=status, completed_at=timezone.now(), duration_ms=duration_ms,
                         output=_capped(output, MAX_RESULT_CHARS), error_message=error)
         self._emit_node_finished(node_id=node.id, node_type=node.type, index=opened.index, status=status,
@@ -445,6 +453,8 @@ class ExecutionRecorder:
         self._branch_done()
         if opened is not None:
             self._hold_node(opened, output={"waiting_for_input": True})
+            if self.spans is not None:
+                self.spans.node_ended(opened.index, status="waiting", error="", usage=opened.usage)
 
     def _branch_done(self) -> None:
         """A node of a parallel branch ended on one of LangGraph's threads, which may end without a word: the
@@ -473,6 +483,8 @@ class ExecutionRecorder:
             "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
             "usage_raw": usage.raw, "duration_ms": call.duration_ms, "deployment": call.deployment,
             "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now()}))
+        if self.spans is not None:
+            self.spans.call_ended(opened.index if opened else None, call)
         counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
         for name, value in counted.items():
             self._added[name] += value
@@ -515,6 +527,9 @@ class ExecutionRecorder:
                             "duration_ms": duration_ms, "created_at": timezone.now()})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
                                   "error": error or None})
+        if self.spans is not None:
+            self.spans.tool_called(self.open.index if self.open else None, tool=tool, ok=ok, error=error,
+                                   duration_ms=duration_ms, server_id=server_id, arguments=arguments, result=result)
         self.audit_tool_call(node_id=node.id, tool=tool, ok=ok, error=error,
                              arguments=_capped(arguments, MAX_ARGUMENT_CHARS))
         self.tool_calls += 1

@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from conversations.services import message_save
 from core.db import connections_give_back, retried_on_conflict
 from core.errors import ProviderError, RunCancelled, RunError, Unavailable
 from core.money import usd
+from core.tracing import tracing_on
 from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
 from workflows.engine.compile import graph_run
 from workflows.engine.config import checkpoints_every_step
@@ -105,20 +107,30 @@ def run(execution: WorkflowExecution, *, user_message=None, prices: dict | None 
     on_thread = bool(registered or execution.input_data.get("on_thread"))
     thread_id = str(execution.conversation_id) if on_thread and execution.conversation_id else str(execution.pk)
     held = checkpointer.hold(thread_id, execution_id=execution.pk, fresh=fresh and thread_id == str(execution.pk))
+    spans = ended = None
+    if tracing_on():  # its spans, under the context stored with it (core.tracing)
+        from workflows.run_spans import RunSpans
+
+        spans = RunSpans(execution, graph_name=registered, resumed=not fresh)
     try:
-        return _run(execution, user_message=user_message, prices=prices, graph=graph, checkpointer=checkpointer,
-                    held=held, resume=resume, fresh=fresh, registered=registered)
+        with spans.current() if spans is not None else nullcontext():
+            ended = _run(execution, user_message=user_message, prices=prices, graph=graph,
+                         checkpointer=checkpointer, held=held, resume=resume, fresh=fresh, registered=registered,
+                         spans=spans)
+        return ended
     finally:
         checkpointer.release(thread_id)
+        if spans is not None:
+            spans.ended(ended)
 
 
 def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, graph: Graph, checkpointer,
-         held, resume: dict | None, fresh: bool, registered: str | None) -> WorkflowExecution:
+         held, resume: dict | None, fresh: bool, registered: str | None, spans=None) -> WorkflowExecution:
     from_checkpoint = False
     thread_id = held.thread_id
     try:
         recorder = run_recorder(execution, fresh=fresh, user_message=user_message if fresh else None, prices=prices,
-                                checkpoints=held)
+                                checkpoints=held, spans=spans)
         if fresh:
             ctx = RunContext(config=execution.config, hooks=recorder)
         else:

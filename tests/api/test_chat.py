@@ -20,7 +20,7 @@ EXECUTION_FIELDS = {
     "id", "workflow_type", "template", "definition", "definition_version", "conversation", "schedule", "status",
     "mode", "provider", "model", "config", "input_data", "output_data", "error_type", "error_message",
     "created_at", "started_at", "completed_at", "execution_time_ms", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cost", "llm_calls", "tool_calls", "correlation_id", "cancel_requested", "forked_from",
+    "total_tokens", "cost", "llm_calls", "tool_calls", "correlation_id", "trace_id", "cancel_requested", "forked_from",
     "forked_from_checkpoint", "prompt_version",
 }
 CONVERSATION_FIELDS = {

@@ -118,7 +118,8 @@ class ExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
             "status", "mode", "provider", "model", "config", "input_data", "output_data", "error_type",
             "error_message", "created_at", "started_at", "completed_at", "execution_time_ms",
             "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
-            "correlation_id", "cancel_requested", "forked_from", "forked_from_checkpoint", "prompt_version",
+            "correlation_id", "trace_id", "cancel_requested", "forked_from", "forked_from_checkpoint",
+            "prompt_version",
         )
         read_only_fields = fields
 

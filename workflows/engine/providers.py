@@ -29,6 +29,7 @@ import httpx2
 from django.conf import settings
 
 from core.errors import InvalidInput, ProviderError
+from core.tracing import outbound_hooks
 from workflows.engine.routing import route_for
 
 if TYPE_CHECKING:
@@ -188,10 +189,11 @@ class _UsageCopyingTransport(httpx2.BaseTransport):
 @functools.cache
 def _shared_http_client() -> httpx2.Client:
     """One client, so one pool of kept-alive connections, for every openai call of the process: the SDK's defaults,
-    and proxies and certificates from the environment as usual."""
+    and proxies and certificates from the environment as usual; with tracing on, each request carries the trace's
+    context (traceparent: core.tracing)."""
     import openai
 
-    return openai.DefaultHttpxClient()
+    return openai.DefaultHttpxClient(event_hooks=outbound_hooks())
 
 
 @functools.cache

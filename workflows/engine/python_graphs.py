@@ -252,7 +252,8 @@ class GraphAccounting(BaseCallbackHandler):
         def started(node):
             self.ctx.hooks.model_call_started(node, CallStarted(
                 call["provider"], call["model"], estimate_prompt_tokens(prompt),
-                lambda: streamed_so_far(AIMessage(call["text"]))))
+                lambda: streamed_so_far(AIMessage(call["text"])),
+                temperature=metadata.get("ls_temperature")))
             self.ctx.checkpoint()
         self._in_node(task, started)
 
@@ -288,7 +289,9 @@ class GraphAccounting(BaseCallbackHandler):
                 self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
             recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
                                                    requested_model=call["model"], usage=usage,
-                                                   started=call["started"], message_id=message.id)
+                                                   started=call["started"], message_id=message.id,
+                                                   finish_reason=(message.response_metadata or {}).get(
+                                                       "finish_reason") or "")
             if message.id:
                 self.usage_by_message[message.id]["usage"] = recorded_call.usage
         self._in_node(call["task"], recorded)

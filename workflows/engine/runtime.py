@@ -71,6 +71,7 @@ class LLMCall:
     duration_ms: int
     deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
     message_id: str = ""  # the reply's id (its message's in the graph's state), "" when it has none
+    finish_reason: str = ""  # why the reply ended, as the provider said (stop, length, tool_calls...), "" unknown
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class CallStarted:
     prompt_tokens: int  # estimated from the prompt sent
     streamed_so_far: Callable[[], dict]  # its text and tool-call fragments so far (usage.streamed_so_far); any thread
     max_tokens: int | None = None  # the most it may complete (what a budget reserves for it)
+    operation: str = "chat"  # or "embeddings" (GenAI's operation name, on the call's span: workflows.run_spans)
+    temperature: float | None = None  # as sent, when Chatter sets it
 
 
 @dataclass(frozen=True)
@@ -240,8 +243,9 @@ class RunContext:
         streamed = _StreamedReply(usage_in_parts=provider in USAGE_REPORTED_IN_PARTS, raw_usage=raw_usage)
         prompt_tokens = estimate_prompt_tokens(prompt)
         # Before the call waits: what it sends is known (and written with the run's write before it waits).
+        temperature = _first(cfg.get("temperature"), self.config["temperature"])
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far,
-                                                        max_tokens))
+                                                        max_tokens, temperature=temperature))
         skipped: list[Skipped] = []
         faults: list[tuple[int | None, float]] = []  # the failed attempts' statuses and cooldowns
         targets = self._targets(provider, model_name, skipped)
@@ -254,7 +258,7 @@ class RunContext:
             chat = model = chat_model(
                 provider=target.provider,
                 model=target.model,
-                temperature=_first(cfg.get("temperature"), self.config["temperature"]),
+                temperature=temperature,
                 max_tokens=max_tokens,
                 timeout_s=timeout_s,
                 deployment=deployment,
@@ -390,7 +394,8 @@ class RunContext:
             self.hooks.token(node, reply.content, message_id=reply.id,
                              reply=_answered(target, metadata.get("system_fingerprint")))
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
-        self._record(node, target, metadata.get("model_name") or target.model, usage, started, message_id=reply.id)
+        self._record(node, target, metadata.get("model_name") or target.model, usage, started, message_id=reply.id,
+                     finish_reason=metadata.get("finish_reason") or "")
         if target.deployment is not None:
             deployment_tokens_count(target.deployment, usage.total_tokens)
         return reply
@@ -401,7 +406,7 @@ class RunContext:
         provider, model_name = self.config["provider"], self.config["model"]
         prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
-                                                        lambda: streamed_so_far(None), 0))
+                                                        lambda: streamed_so_far(None), 0, operation="embeddings"))
         skipped: list[Skipped] = []
         faults: list[tuple[int | None, float]] = []
         failure = None
@@ -433,17 +438,18 @@ class RunContext:
         raise self._routes_exhausted(model_name, failure, skipped, faults)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
-                      started: float, message_id: str | None = None) -> LLMCall:
+                      started: float, message_id: str | None = None, finish_reason: str = "") -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
         callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
         return self._record(node, _Target(provider, requested_model), reported_model, usage, started,
-                            message_id=message_id)
+                            message_id=message_id, finish_reason=finish_reason)
 
     def _record_reply(self, node, target: _Target, prompt, streamed, started) -> tuple[AIMessage, LLMCall]:
         reply = streamed.reply()
         usage = usage_from_message(reply, prompt=prompt, raw=streamed.raw_usage.report_for(reply.usage_metadata))
         return reply, self._record(node, target, streamed.model_name or target.model, usage, started,
-                                   message_id=reply.id)
+                                   message_id=reply.id,
+                                   finish_reason=(reply.response_metadata or {}).get("finish_reason") or "")
 
     def _record_cut_short(self, node, target: _Target, prompt, prompt_tokens, streamed, started) -> None:
         """A call that ended early still costs what it consumed: the provider's own report when one arrived
@@ -457,13 +463,15 @@ class RunContext:
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, target, streamed.model_name or target.model, usage, started)
 
-    def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None) -> LLMCall:
+    def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None,
+                finish_reason: str = "") -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
         # whose deployment served it (a fallback's own).
         usage = priced(usage, self.hooks.price(target.provider, target.model))
         call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
-                       deployment=target.deployment.label if target.deployment else "", message_id=message_id or "")
+                       deployment=target.deployment.label if target.deployment else "", message_id=message_id or "",
+                       finish_reason=finish_reason)
         with self.counting:
             self.usage += usage
             self.llm_calls += 1

@@ -33,6 +33,7 @@ from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
 from core.correlation import current_correlation_id
 from core.db import retried_on_conflict
+from core.tracing import run_trace_context
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.engine.chat_messages import messages_from_openai
@@ -201,6 +202,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
     background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
     thread's run)."""
     now = timezone.now()
+    trace_id, trace_context = run_trace_context(execution_id=plan.execution_id, schedule=plan.request.schedule)
     execution = WorkflowExecution(
         id=plan.execution_id, owner=plan.owner, workflow_type=plan.workflow_type, template=plan.template,
         definition=plan.definition, definition_version=plan.definition.version if plan.definition else None,
@@ -211,6 +213,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     **(plan.request.graph_request or {})},
         api_key=plan.api_key,
         correlation_id=current_correlation_id() or uuid.uuid4().hex,
+        trace_id=trace_id, trace_context=trace_context,
         forked_from=plan.forked_from, forked_from_checkpoint=plan.from_checkpoint,
         webhook=plan.request.webhook, run_after=plan.run_after,
         **({"started_at": now, "heartbeat_at": now} if status == Status.RUNNING else {}),

@@ -1,0 +1,260 @@
+"""Issue 47, OpenTelemetry traces: real servers export to a real OTLP/HTTP receiver on loopback (tests/otlp_receiver.py),
+each span decoded from the protobuf the official exporter sent. A caller's traceparent makes Chatter's spans part of
+its trace; runs, nodes, LLM calls (GenAI attributes) and tool calls are spans; the trace id is kept on the run."""
+import json
+import secrets
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from tests.factories import ApiTokenFactory
+from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
+from tests.otlp_receiver import OTLPReceiver
+from tests.webhook_receiver import RECEIVER_NETWORK, RECEIVER_NETWORKS
+from tests.webhook_receiver import Receiver as WebhookReceiver
+from workflows.models import WorkflowExecution
+
+GRAPHS = Path(__file__).parent / "agent_server" / "graphs" / "langgraph.json"
+USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+SERVER, CLIENT = 2, 3  # OTLP's span kinds
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    started = OTLPReceiver().start()
+    yield started
+    started.stop()
+
+
+def tracing_env(receiver, openai_stub) -> dict:
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "20",
+            "OTEL_SERVICE_NAME": "chatter-under-test", "OPENAI_BASE_URL": openai_stub.base_url,
+            "OPENAI_API_KEY": "sk-test-not-a-real-key", "CHATTER_PROVIDER_MAX_RETRIES": "0",
+            "CHATTER_GRAPHS": str(GRAPHS)}
+
+
+@pytest.fixture
+def traced(shared_daphne_server, session_openai_stub, receiver, alice):
+    """A server (one for this module) exporting its traces to `receiver`, and alice's key."""
+    server = shared_daphne_server(**tracing_env(receiver, session_openai_stub))
+    server.key = ApiTokenFactory(user=alice, scopes=["chat", "workflows", "gateway", "runs", "read"]).key
+    return server
+
+
+def caller() -> tuple[str, str, dict]:
+    """A caller's trace id, span id and the headers that carry them (W3C Trace Context)."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, span_id, {"traceparent": f"00-{trace_id}-{span_id}-01", "tracestate": "vendor=caller"}
+
+
+def named(spans, prefix):
+    return [span for span in spans if span.name.startswith(prefix)]
+
+
+def one(spans, prefix):
+    found = named(spans, prefix)
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+def assert_chat_span(span, *, parents, finish_reason: str | None = None) -> None:
+    attributes = span.attributes
+    assert span.kind == CLIENT and span.parent_span_id in parents
+    assert attributes["gen_ai.operation.name"] == "chat" and attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini" and attributes["gen_ai.response.model"]
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (11, 5)
+    assert "chatter.cost" in attributes
+    if finish_reason is not None:
+        assert attributes["gen_ai.response.finish_reasons"] == [finish_reason]
+
+
+def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(traced, session_openai_stub,
+                                                                                receiver):
+    stub = session_openai_stub
+    stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=USAGE)
+    stub.reply(content="It is 84.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{traced.base_url}/api/v1/chat/", timeout=60,
+                          json={"message": "What is 12*7?", "provider": "openai", "model": "gpt-4o-mini"},
+                          headers={"Authorization": f"Token {traced.key}", **headers})
+
+    assert response.status_code == 201, response.text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent", "execute_tool", "node")
+    request = one(spans, "POST /api/v1/chat")
+    assert request.kind == SERVER and request.parent_span_id == parent and request.service == "chatter-under-test"
+    assert request.attributes["http.response.status_code"] == 201
+    run = one(spans, "invoke_agent universal_chat")
+    assert run.parent_span_id == request.span_id
+    assert run.attributes["chatter.execution.id"] == str(execution.pk)
+    assert run.attributes["chatter.template"] == "universal_chat"
+    assert run.attributes["gen_ai.conversation.id"] == str(execution.conversation_id)
+    assert run.attributes["chatter.status"] == "completed"
+    assert (run.attributes["gen_ai.usage.input_tokens"], run.attributes["chatter.total_tokens"]) == (22, 32)
+    nodes = {span.span_id: span for span in named(spans, "node ")}
+    assert nodes and all(node.parent_span_id == run.span_id for node in nodes.values())
+    asked, answered = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert_chat_span(asked, parents=nodes, finish_reason="tool_calls")
+    assert_chat_span(answered, parents=nodes, finish_reason="stop")
+    tool = one(spans, "execute_tool calculator")
+    assert tool.parent_span_id in nodes and tool.attributes["gen_ai.tool.name"] == "calculator"
+    assert "gen_ai.tool.call.arguments" not in tool.attributes  # content only when the operator opts in
+    # the provider was called with the trace's context; the API shows the run's trace id
+    assert all(request.headers["traceparent"].split("-")[1] == trace_id for request in stub.requests[-2:])
+    shown = httpx.get(f"{traced.base_url}/api/v1/executions/{execution.pk}/",
+                      headers={"Authorization": f"Token {traced.key}"}).json()
+    assert shown["trace_id"] == trace_id
+
+
+def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver):
+    stub = session_openai_stub
+    stub.reply(tool_calls=[{"name": "multiply", "arguments": {"a": 12, "b": 7}}], usage=USAGE)
+    stub.reply(content="84.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{traced.base_url}/langgraph/runs/wait", timeout=60, json={
+        "assistant_id": "calculator_agent", "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
+        headers={"x-api-key": traced.key, **headers})
+
+    assert response.status_code == 200, response.text
+    spans = receiver.wait_for(trace_id, "POST /langgraph/runs/wait", "invoke_agent calculator_agent",
+                              "execute_tool multiply")
+    run = one(spans, "invoke_agent calculator_agent")
+    assert run.parent_span_id == one(spans, "POST /langgraph").span_id
+    assert one(spans, "POST /langgraph").parent_span_id == parent
+    nodes = {span.span_id: span for span in named(spans, "node ")}
+    assert {span.attributes["chatter.node.id"] for span in nodes.values()} >= {"agent", "tools"}
+    calls = named(spans, "chat ")
+    assert len(calls) == 2
+    for call in calls:
+        assert_chat_span(call, parents=nodes)
+    assert one(spans, "execute_tool multiply").parent_span_id in nodes
+
+
+def test_item_tracing_gateway_call(traced, session_openai_stub, receiver):
+    session_openai_stub.reply(content="Hello.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{traced.base_url}/v1/chat/completions", timeout=60, json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5},
+        headers={"Authorization": f"Bearer {traced.key}", **headers})
+
+    assert response.status_code == 200, response.text
+    spans = receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat ")
+    run = one(spans, "invoke_agent")
+    assert run.parent_span_id == one(spans, "POST /v1/").span_id and one(spans, "POST /v1/").parent_span_id == parent
+    call = one(spans, "chat ")
+    assert_chat_span(call, parents={s.span_id for s in named(spans, "node ")} | {run.span_id}, finish_reason="stop")
+    assert call.attributes["gen_ai.request.temperature"] == 0.5
+    assert session_openai_stub.last_request.headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, session_openai_stub, receiver, alice,
+                                                                   tmp_path, settings):
+    """The schedule's tick (the worker's task, here in a process of its own) begins the run's trace, stored with the
+    run; the worker that runs it later continues it, and the run's webhook, delivered later still by the worker,
+    carries the run's span as its traceparent."""
+    from workflows.services.schedules import schedule_create
+
+    hooks = WebhookReceiver()
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS, settings.CHATTER_WEBHOOK_SECRET = RECEIVER_NETWORKS, "whsec-test"
+
+    session_openai_stub.always(content="Scheduled hello.", usage=USAGE)
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = session_openai_stub.base_url, "sk-test-not-a-real-key"
+    schedule = schedule_create(owner=alice, name="traced", cron="* * * * *", template="universal_chat",
+                               run_input={"message": "Hi"}, config={"provider": "openai", "model": "gpt-4o-mini"},
+                               webhook=hooks.url)
+    schedule.__class__.objects.filter(pk=schedule.pk).update(next_run_at=timezone.now() - timedelta(minutes=1))
+    worker_env = {**tracing_env(receiver, session_openai_stub), "CHATTER_WEBHOOK_ALLOWED_NETWORKS": RECEIVER_NETWORK,
+                  "CHATTER_WEBHOOK_SECRET": "whsec-test"}
+    env = server_env(tmp_path, **worker_env)
+    tick = subprocess.run([sys.executable, "-c", "import django; django.setup(); "
+                           "from workflows.tasks import schedules_run_due_task; print(schedules_run_due_task())"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert tick.stdout.strip() == "1", tick.stderr
+    execution = WorkflowExecution.objects.get(schedule=schedule)
+    assert execution.status == "pending" and len(execution.trace_id) == 32
+    worker = start_worker(tmp_path, **worker_env)
+    try:
+        spans = receiver.wait_for(execution.trace_id, "schedule_run", "invoke_agent universal_chat", "chat ",
+                                  timeout_s=60)
+        hooks.wait_for(1, timeout=60)
+    finally:
+        stop_process(worker)
+        session_openai_stub.reset()
+        hooks.server.shutdown()
+    created, run = one(spans, "schedule_run"), one(spans, "invoke_agent")
+    assert created.parent_span_id == "" and run.parent_span_id == created.span_id
+    assert created.attributes["chatter.schedule.id"] == str(schedule.pk)
+    assert_chat_span(one(spans, "chat "), parents={s.span_id for s in named(spans, "node ")})
+    execution.refresh_from_db()
+    assert execution.status == "completed" and run.attributes["chatter.status"] == "completed"
+    headers, _ = hooks.received[0]
+    assert headers["traceparent"].split("-")[1:3] == [execution.trace_id, run.span_id]
+
+
+def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
+    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules and the
+    exporter are never imported and no tracer provider is set up: with OTEL_SDK_DISABLED=true and an endpoint set
+    (`manage.py chat` in a process of its own), and with no endpoint (this test process, whose settings name none).
+    (redis-py 8 imports opentelemetry.sdk's metrics by itself once the SDK is installed.)"""
+    from opentelemetry import trace
+    from rest_framework.test import APIClient
+
+    probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
+             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
+             "from opentelemetry import trace; "
+             "print(json.dumps([type(trace.get_tracer_provider()).__name__, sorted(m for m in sys.modules "
+             "if m.startswith(('core.otel', 'workflows.run_spans', 'opentelemetry.exporter')))]))")
+    disabled = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=server_env(
+                                    tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SDK_DISABLED="true",
+                                    OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0"))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
+    trace_id, _, headers = caller()
+    response = api.post("/api/v1/chat/", {"message": "Hi", "provider": "local"}, format="json",
+                        headers=headers)
+    assert response.status_code == 201, response.content
+    assert not [name for name in sys.modules if name.startswith(("core.otel", "workflows.run_spans",
+                                                                 "opentelemetry.exporter"))]
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    out, err = disabled.communicate(timeout=120)
+    assert disabled.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
+    runs = WorkflowExecution.objects.all()
+    assert [run.status for run in runs] == ["completed", "completed"]
+    assert [run.trace_id for run in runs] == ["", ""]
+    assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
+
+
+def test_item_tracing_an_unreachable_collector_never_fails_or_slows_a_request(daphne_server, session_openai_stub,
+                                                                               alice):
+    """The exporter's collector refuses connections: turns still answer at once (spans wait in the bounded queue
+    and are dropped), none failing."""
+    session_openai_stub.always(content="Hi.", usage=USAGE)
+    closed = OTLPReceiver()
+    endpoint = closed.endpoint
+    closed.server.server_close()  # nothing listens there any more
+    server = daphne_server(**{**tracing_env(type("R", (), {"endpoint": endpoint})(), session_openai_stub),
+                              "OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
+                              "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    key = ApiTokenFactory(user=alice, scopes=["chat"]).key
+    took = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(4):
+            began = time.monotonic()
+            response = client.post(f"{server.base_url}/api/v1/chat/", json={
+                "message": "Hi", "provider": "openai", "model": "gpt-4o-mini"},
+                headers={"Authorization": f"Token {key}"})
+            took.append(time.monotonic() - began)
+            assert response.status_code == 201, response.text
+    session_openai_stub.reset()
+    assert max(took[1:]) < 2.0, took  # the exporter's retries (seconds) are on its own thread, never the request's

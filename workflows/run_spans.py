@@ -1,0 +1,177 @@
+"""A run's OpenTelemetry spans (made only when tracing is on: core.tracing), fed by its ExecutionRecorder's hooks,
+the one place every run's moments pass (JSON workflows through the engine, registered Python graphs through
+LangGraph's callbacks and stream: workflows.engine.python_graphs):
+
+- the run: `invoke_agent <template or graph>`, a child of the context stored with the run (its caller's request, or
+  its creation), so a run executed later by a worker keeps its trace; its template, definition, execution id,
+  thread, status, tokens and cost (`chatter.cost`);
+- each node: `node <id>`;
+- each LLM call, as OpenTelemetry's GenAI conventions describe it: `chat <model>` / `embeddings <model>` with
+  gen_ai.operation.name, gen_ai.provider.name, gen_ai.request.* and gen_ai.response.*, gen_ai.usage.* and
+  `chatter.cost`;
+- each tool call: `execute_tool <tool>`.
+
+Message content (the reply's text, a tool's arguments and result) is recorded only when the operator opts in with
+the convention's OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from core.otel import context_of, tracer
+
+CAPTURE_CONTENT = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").strip().lower() in (
+    "true", "1", "span_only", "span_and_event")
+MAX_CONTENT_CHARS = 4000
+
+
+def _cost(value) -> float:
+    return float(value or 0)
+
+
+def _content(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:MAX_CONTENT_CHARS]
+
+
+def _ended_ns(duration_ms: int) -> tuple[int, int]:
+    end = time.time_ns()
+    return end - max(duration_ms, 0) * 1_000_000, end
+
+
+class RunSpans:
+    """The spans of one run in this process (a resumed run gets a new run span, in the same trace). Its recorder
+    calls it under its lock; nodes are known by their index, calls in flight by their node's."""
+
+    def __init__(self, execution, *, graph_name: str | None = None, resumed: bool = False) -> None:
+        """`graph_name`: a registered Python graph's, which names the agent when no template does."""
+        agent = execution.template.key if execution.template_id else (graph_name or execution.workflow_type)
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
+            "gen_ai.request.model": execution.model, "gen_ai.provider.name": execution.provider,
+            "chatter.execution.id": str(execution.pk), "chatter.workflow_type": execution.workflow_type,
+            "chatter.mode": execution.mode, "chatter.resumed": resumed,
+        }
+        if execution.template_id:
+            attributes["chatter.template"] = execution.template.key
+        if execution.definition_id:
+            attributes["chatter.definition.id"] = str(execution.definition_id)
+        if execution.conversation_id:
+            attributes["gen_ai.conversation.id"] = attributes["chatter.thread.id"] = str(execution.conversation_id)
+        self.run = tracer().start_span(f"invoke_agent {agent}", context=context_of(execution.trace_context),
+                                       kind=SpanKind.INTERNAL, attributes=attributes)
+        self.context = trace.set_span_in_context(self.run)
+        self.nodes: dict[int, trace.Span] = {}
+        self.calls: dict[int | None, list[tuple[trace.Span, object]]] = {}
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """The run's span is the current one in here: what the run calls out (providers, MCP servers) carries it
+        as its traceparent (core.tracing.outbound_hooks); LangGraph's threads inherit it."""
+        with trace.use_span(self.run, end_on_exit=False):
+            yield
+
+    def _parent(self, index: int | None):
+        span = self.nodes.get(index) if index is not None else None
+        return trace.set_span_in_context(span) if span is not None else self.context
+
+    # --- nodes ---------------------------------------------------------------------------------------------
+    def node_started(self, index: int, node) -> None:
+        self.nodes[index] = tracer().start_span(f"node {node.id}", context=self.context, attributes={
+            "chatter.node.id": node.id, "chatter.node.type": node.type, "chatter.node.index": index})
+
+    def node_ended(self, index: int, *, status: str, error: str, usage: dict) -> None:
+        for span, _ in self.calls.pop(index, ()):  # a call that never answered ends with its node
+            span.set_status(Status(StatusCode.ERROR, error or "the call ended without an answer"))
+            span.set_attribute("error.type", "no_answer")
+            span.end()
+        span = self.nodes.pop(index, None)
+        if span is None:
+            return
+        span.set_attributes({"chatter.status": status, "chatter.total_tokens": usage.get("total_tokens", 0),
+                             "chatter.cost": _cost(usage.get("cost"))})
+        if status == "failed":
+            span.set_status(Status(StatusCode.ERROR, error[:500]))
+        span.end()
+
+    # --- LLM calls -----------------------------------------------------------------------------------------
+    def call_started(self, index: int | None, call) -> None:
+        attributes = {"gen_ai.operation.name": call.operation, "gen_ai.provider.name": call.provider,
+                      "gen_ai.request.model": call.requested_model}
+        if call.max_tokens:
+            attributes["gen_ai.request.max_tokens"] = call.max_tokens
+        if call.temperature is not None:
+            attributes["gen_ai.request.temperature"] = float(call.temperature)
+        span = tracer().start_span(f"{call.operation} {call.requested_model}", context=self._parent(index),
+                                   kind=SpanKind.CLIENT, attributes=attributes)
+        self.calls.setdefault(index, []).append((span, call))
+
+    def call_ended(self, index: int | None, call) -> None:
+        waiting = self.calls.get(index)
+        if waiting:
+            span, started = waiting.pop(0)
+        else:  # a call not announced (none is in this process): its span from its duration
+            start, _ = _ended_ns(call.duration_ms)
+            span, started = tracer().start_span(f"chat {call.requested_model}", context=self._parent(index),
+                                                kind=SpanKind.CLIENT, start_time=start, attributes={
+                                                    "gen_ai.operation.name": "chat",
+                                                    "gen_ai.provider.name": call.provider,
+                                                    "gen_ai.request.model": call.requested_model}), None
+        usage = call.usage
+        span.set_attributes({
+            "gen_ai.response.model": call.model, "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens, "chatter.cost": _cost(usage.cost),
+            "chatter.usage.estimated": usage.estimated,
+            **({"gen_ai.response.finish_reasons": [call.finish_reason]} if call.finish_reason else {}),
+            **({"gen_ai.response.id": call.message_id} if call.message_id else {}),
+            **({"chatter.deployment": call.deployment} if call.deployment else {}),
+        })
+        if CAPTURE_CONTENT and started is not None and (text := started.streamed_so_far().get("text")):
+            span.set_attribute("gen_ai.output.messages", json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": _content(text)}]}]))
+        span.end()
+
+    # --- tool calls ----------------------------------------------------------------------------------------
+    def tool_called(self, index: int | None, *, tool: str, ok: bool, error: str, duration_ms: int,
+                    server_id: str | None, arguments, result) -> None:
+        start, end = _ended_ns(duration_ms)
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                      "gen_ai.tool.type": "extension" if server_id else "function"}
+        if server_id:
+            attributes["chatter.mcp_server.id"] = str(server_id)
+        if CAPTURE_CONTENT:
+            attributes["gen_ai.tool.call.arguments"] = _content(arguments)
+            attributes["gen_ai.tool.call.result"] = _content(result)
+        span = tracer().start_span(f"execute_tool {tool}", context=self._parent(index), kind=SpanKind.INTERNAL,
+                                   start_time=start, attributes=attributes)
+        if not ok:
+            span.set_status(Status(StatusCode.ERROR, error[:500]))
+            span.set_attribute("error.type", "tool_error")
+        span.end(end_time=end)
+
+    # --- the run's end -------------------------------------------------------------------------------------
+    def ended(self, execution) -> None:
+        """The run ended or paused (`waiting`) in this process, `execution` as it was left."""
+        for index in list(self.nodes):
+            self.node_ended(index, status="abandoned", error="", usage={})
+        for index in list(self.calls):
+            self.node_ended(index, status="abandoned", error="", usage={})
+        if execution is not None:
+            self.run.set_attributes({
+                "chatter.status": execution.status, "gen_ai.usage.input_tokens": execution.prompt_tokens,
+                "gen_ai.usage.output_tokens": execution.completion_tokens,
+                "chatter.total_tokens": execution.total_tokens, "chatter.cost": _cost(execution.cost),
+                "chatter.llm_calls": execution.llm_calls, "chatter.tool_calls": execution.tool_calls})
+            if execution.status == "failed":
+                self.run.set_status(Status(StatusCode.ERROR, (execution.error_message or "")[:500]))
+                self.run.set_attribute("error.type", execution.error_type or "error")
+        else:
+            self.run.set_status(Status(StatusCode.ERROR, "the run's process did not end it"))
+        self.run.end()
