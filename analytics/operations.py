@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
-from django.db.models import Count, F, Q, QuerySet, Sum, Value, Window
+from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When, Window
 from django.db.models.functions import Coalesce, Concat, NullIf, RowNumber, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -134,3 +134,50 @@ def operations_report(*, window: Span, now: datetime | None = None) -> dict:
 
 def _provider_model():
     return Concat(F("provider"), Value("/"), F("model"))
+
+
+# --- /metrics: the same groups as latency histograms ---------------------------------------------------------
+RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LLM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOOL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    bounds: tuple  # upper bounds in seconds, +Inf left out
+    series: list[tuple[tuple[str, ...], list[int], int, float]]  # labels, cumulative counts per bound, count, sum_s
+
+
+def _histogram(rows: QuerySet, *, name: str, documentation: str, labels: dict, value: str, bounds: tuple) -> Histogram:
+    """One grouped query: per label set, how many rows have `value` (ms) at most each bound, their count and sum.
+    `labels`: the metric's label names, each with the expression giving it."""
+    aliases = [f"label_{label}" for label in labels]
+    found = rows.filter(**{f"{value}__isnull": False}).annotate(
+        **{f"label_{label}": expression for label, expression in labels.items()}).order_by().values(*aliases).annotate(
+        n=Count("pk"), total=Sum(value),
+        **{f"le_{index}": Count("pk", filter=Q(**{f"{value}__lte": bound * 1000})) for index, bound in
+           enumerate(bounds)})
+    series = [(tuple(str(row[alias]) for alias in aliases), [row[f"le_{index}"] for index in range(len(bounds))],
+               row["n"], (row["total"] or 0) / 1000) for row in found.order_by(*aliases)]
+    return Histogram(name, documentation, tuple(labels), bounds, series)
+
+
+def latency_histograms() -> list[Histogram]:
+    """Run, LLM call and tool call durations, with the dashboard's groups as labels: every row there is (read at
+    scrape time, so every process reports the same)."""
+    ok = {"status": Case(When(ok=True, then=Value("ok")), default=Value("error"))}
+    return [
+        _histogram(WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL),
+                   name="chatter_run_duration_seconds", documentation="Duration of ended runs.",
+                   labels={"template": template_label(), "status": F("status")}, value="execution_time_ms",
+                   bounds=RUN_BUCKETS_S),
+        _histogram(LLMCall.objects.all(), name="chatter_llm_call_duration_seconds",
+                   documentation="Duration of LLM calls.", labels={"provider": F("provider"), "model": F("model")},
+                   value="duration_ms", bounds=LLM_BUCKETS_S),
+        _histogram(ToolCall.objects.all(), name="chatter_tool_call_duration_seconds",
+                   documentation="Duration of tool calls.", labels={"tool": F("tool"), **ok},
+                   value="duration_ms", bounds=TOOL_BUCKETS_S),
+    ]

@@ -166,3 +166,35 @@ def test_item_dashboard_page_shows_the_figures_and_refuses_an_unknown_window(row
 def test_item_dashboard_is_for_staff_only(client, alice):
     client.force_login(alice)
     assert client.get(PAGE).status_code in (302, 403)
+
+
+def test_item_metrics_latency_histograms_count_the_raw_rows_with_the_dashboard_labels(rows, client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(response.content.decode()) for sample in family.samples}
+    ended = WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL).select_related("template")
+    cases = [
+        ("chatter_run_duration_seconds", [((("status", run.status), ("template", run.template.key if run.template
+                                            else run.workflow_type)), run.execution_time_ms) for run in ended]),
+        ("chatter_llm_call_duration_seconds", [((("model", call.model), ("provider", call.provider)), call.duration_ms)
+                                               for call in LLMCall.objects.all()]),
+        ("chatter_tool_call_duration_seconds", [((("status", "ok" if call.ok else "error"), ("tool", call.tool)),
+                                                 call.duration_ms) for call in ToolCall.objects.all()]),
+    ]
+    for name, observed in cases:
+        by_labels = defaultdict(list)
+        for labels, ms in observed:
+            by_labels[labels].append(ms)
+        assert len(by_labels) >= 2, name
+        for labels, values in by_labels.items():
+            assert samples[(f"{name}_count", labels)] == len(values), (name, labels)
+            assert samples[(f"{name}_sum", labels)] == pytest.approx(sum(values) / 1000)
+            assert samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", "+Inf")))))] == len(values)
+            for bound in (0.1, 1.0):
+                key = (f"{name}_bucket", tuple(sorted((*labels, ("le", str(bound))))))
+                if key in samples:
+                    assert samples[key] == sum(ms <= bound * 1000 for ms in values), (name, labels, bound)
+        assert any(key[0] == f"{name}_bucket" and ("le", "0.1") in key[1] for key in samples), name
