@@ -34,7 +34,7 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
                                    f" === '{tools_run.pk}'")
             page.get_by_test_id("run-admin").click()
             page.wait_for_url(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
-            page.wait_for_selector("[data-testid=run-timeline]")
+            span_ms = int(page.get_by_test_id("run-timeline").get_attribute("data-span-ms"))
             rows = page.eval_on_selector_all("[data-testid=timeline-row]", """rows => rows.map(row => {
                 const lane = row.querySelector('.lane').getBoundingClientRect();
                 const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
@@ -55,8 +55,17 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
         assert row["laneLeft"] - 0.5 <= row["left"] < row["right"] <= row["laneRight"] + 0.5, row
     lefts = [row["left"] for row in rows]
     assert lefts == sorted(lefts)  # earliest first, on one axis
-    first_node = next(row for row in rows if row["kind"] == "node")
-    assert first_node["left"] - first_node["laneLeft"] < 0.05 * (first_node["laneRight"] - first_node["laneLeft"])
-    longest = max(rows, key=lambda row: row["ms"])
-    assert longest["width"] == max(row["width"] for row in rows)  # widths follow the durations
+    # Each node is drawn where and as long as it ran: its offset from the first node and its duration, in
+    # fractions of the run's span, are those of its row (to a pixel of the lane).
+    nodes = list(NodeExecution.objects.filter(execution=tools_run).order_by("started_at", "index"))
+    drawn = [row for row in rows if row["kind"] == "node"]
+    lane = drawn[0]["laneRight"] - drawn[0]["laneLeft"]
+    assert span_ms >= tools_run.execution_time_ms
+    for node, row in zip(nodes, drawn, strict=True):
+        offset_ms = (node.started_at - nodes[0].started_at).total_seconds() * 1000
+        assert (row["left"] - drawn[0]["left"]) == pytest.approx(offset_ms / span_ms * lane, abs=1.5), node.node_id
+        assert row["ms"] == node.duration_ms
+        if node.duration_ms / span_ms > 0.01:
+            assert row["width"] == pytest.approx(node.duration_ms / span_ms * lane, abs=1.5), node.node_id
+    assert max(row["width"] for row in drawn) > 5  # the model node's bar is a bar, not a tick
     assert outside == [] and errors == []

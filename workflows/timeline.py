@@ -24,12 +24,9 @@ class TimelineBar:
     tokens: int | None
     cost: Decimal | None
     failed: bool
+    duration_ms: int | None  # as recorded (None: still going)
     left: float = 0.0  # percents of the axis
     width: float = 0.0
-
-    @property
-    def duration_ms(self) -> int:
-        return round((self.end - self.start) / timedelta(milliseconds=1))
 
 
 @dataclass(frozen=True)
@@ -58,14 +55,15 @@ def run_timeline(execution: WorkflowExecution, *, now: datetime | None = None) -
     for node in NodeExecution.objects.filter(execution=execution).order_by("index")[:MAX_BARS]:
         bars.append(TimelineBar("node", f"{node.node_id} ({node.node_type})", node.started_at,
                                 _ended(node.started_at, node.completed_at, node.duration_ms, now),
-                                node.total_tokens, node.cost, node.status == NodeExecution.Status.FAILED))
+                                node.total_tokens, node.cost, node.status == NodeExecution.Status.FAILED,
+                                node.duration_ms))
     for call in LLMCall.objects.filter(execution=execution).order_by("id")[:MAX_BARS]:
         bars.append(TimelineBar("llm", f"{call.provider}/{call.model}",
                                 call.created_at - timedelta(milliseconds=call.duration_ms), call.created_at,
-                                call.total_tokens, call.cost, False))
+                                call.total_tokens, call.cost, False, call.duration_ms))
     for call in ToolCall.objects.filter(execution=execution).order_by("id")[:MAX_BARS]:
         bars.append(TimelineBar("tool", call.tool, call.created_at - timedelta(milliseconds=call.duration_ms),
-                                call.created_at, None, None, not call.ok))
+                                call.created_at, None, None, not call.ok, call.duration_ms))
     bars.sort(key=lambda bar: (bar.start, bar.kind != "node"))
     total = len(bars)
     bars = bars[:MAX_BARS]
