@@ -198,3 +198,23 @@ def test_item_metrics_latency_histograms_count_the_raw_rows_with_the_dashboard_l
                 if key in samples:
                     assert samples[key] == sum(ms <= bound * 1000 for ms in values), (name, labels, bound)
         assert any(key[0] == f"{name}_bucket" and ("le", "0.1") in key[1] for key in samples), name
+
+
+def test_item_grafana_dashboard_queries_only_metrics_that_metrics_serves(rows, client):
+    import json
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs/operations/grafana-dashboard.json").read_text())
+    served = {sample.name for family in text_string_to_metric_families(client.get("/metrics").content.decode())
+              for sample in family.samples}
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bchatter_[a-z_]+", expr)}
+    assert {"chatter_run_duration_seconds_bucket", "chatter_llm_call_duration_seconds_bucket",
+            "chatter_tool_call_duration_seconds_bucket"} <= used
+    assert used <= served
+    labels = {"template", "status", "provider", "model", "tool", "kind", "le"}
+    for expr in exprs:  # every label grouped or filtered on is one the metrics carry
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            assert {name.strip() for name in group.split(",")} <= labels, expr
