@@ -68,7 +68,7 @@ def run_timeline(execution: WorkflowExecution, *, now: datetime | None = None) -
     total = len(bars)
     bars = bars[:MAX_BARS]
     start = min([execution.started_at or execution.created_at, *(bar.start for bar in bars)])
-    end = max([execution.completed_at or (now if not bars else start), *(bar.end for bar in bars)])
+    end = max([execution.completed_at or now, *(bar.end for bar in bars)])  # a run still going: until now
     span = max((end - start).total_seconds(), 0.001)
     placed = []
     for bar in bars:
