@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from agent_server.runs import run_ended
 from core.api.exceptions import ErrorShape, exception_response
 from core.api.parsers import JSONParser, body_read
+from core.api.schema import AgentServerSchema
 from core.api.throttling import RUNS, RunThrottle
 from keys.auth import (
     ApiKeyBearerAuthentication,
@@ -130,7 +131,7 @@ class LangGraphView(APIView):
     http_method_names = ["get", "post", "put", "patch", "delete"]  # no HEAD or OPTIONS (CORS answers preflights)
     throttle_scope = RUNS
     starts_runs = False
-    schema = None  # not in /api/v1/'s OpenAPI document: this is LangGraph's API, documented as LangGraph's
+    schema = AgentServerSchema()  # in the OpenAPI document under "Agent Server", documented as LangGraph's
 
     def initial(self, request, *args, **kwargs):
         if not hasattr(self, request.method.lower()) or request.method.lower() not in self.http_method_names:

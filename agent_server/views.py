@@ -82,6 +82,7 @@ class UnknownRoute(PublicView):
     """Any other path under /langgraph/, whatever the method: the API's 404, never Django's page."""
 
     http_method_names = PublicView.http_method_names + ["head", "options", "trace"]
+    schema = None  # no operation: what the API does not have
 
     def initial(self, request, *args, **kwargs):
         raise ApiError(404, "Not Found")

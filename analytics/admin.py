@@ -9,10 +9,12 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 
 from analytics.charts import column_chart, row_chart
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from analytics.operations_admin import operations_view
 from analytics.prompt_versions import prompt_version_report
 from analytics.selectors import (
     templates_with_analytics,
@@ -168,6 +170,16 @@ class UsageDashboardAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        return [path("operations/", self.admin_site.admin_view(self.operations_view),
+                     name="analytics_operations"), *super().get_urls()]
+
+    def operations_view(self, request):
+        """The operations dashboard (analytics.operations_admin): the last hours' runs, latency and errors."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return operations_view(request, admin_site=self.admin_site, opts=self.model._meta, budget_bars=_budget_bars)
 
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):

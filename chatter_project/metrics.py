@@ -1,4 +1,5 @@
-"""Prometheus metrics (/metrics): runs by status, tokens and cost by provider and model, event latency.
+"""Prometheus metrics (/metrics): runs by status, tokens and cost by provider and model, latency histograms of
+runs, LLM calls and tool calls (labelled as the operations dashboard groups them), event latency.
 
 Run and usage figures are read from the database at scrape time, so every process reports the same totals;
 event latency (persist → handed to the hub) is observed in the process that publishes."""
@@ -6,8 +7,9 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from analytics.operations import latency_histograms
 from chatter_project.health import runs_by_status, stale_runs_count, usage_by_model
 from workflows.events import EVENT_LATENCY
 
@@ -34,6 +36,12 @@ class DatabaseCollector:
             cost.add_metric(labels, float(row["cost"] or 0))
             calls.add_metric(labels, row["calls"])
         yield from (tokens, cost, calls)
+        for histogram in latency_histograms():
+            family = HistogramMetricFamily(histogram.name, histogram.documentation, labels=histogram.labels)
+            for labels, counts, count, total in histogram.series:
+                buckets = [(format(bound, "g"), found) for bound, found in zip(histogram.bounds, counts, strict=True)]
+                family.add_metric(list(labels), [*buckets, ("+Inf", count)], total)
+            yield family
 
 
 REGISTRY.register(DatabaseCollector())

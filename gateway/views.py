@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.exceptions import ErrorShape, exception_response
+from core.api.schema import OPENAI_REFERENCE
 from core.api.sse import EVENT_STREAM, EventStreamNegotiation, event_stream_response, frame
 from core.api.throttling import RunThrottle
 from core.errors import ChatterError
@@ -98,6 +99,17 @@ def gateway_exception_handler(exc: Exception, context: dict) -> Response | None:
     return exception_response(exc, context, shape=OPENAI_ERRORS)
 
 
+def _openai(operation_id: str, reference: str) -> dict:
+    """An operation of OpenAI's API: its id here, and OpenAI's reference page for it (the request's and the
+    answer's shape, which the gateway keeps)."""
+    return {"operation_id": operation_id,
+            "external_docs": {"url": f"{OPENAI_REFERENCE}/{reference}", "description": "OpenAI's API reference"}}
+
+
+def _openai_object(name: str) -> OpenApiResponse:
+    return OpenApiResponse(OpenApiTypes.OBJECT, f"OpenAI's {name} object, as its API reference gives it")
+
+
 class GatewayView(APIView):
     authentication_classes = (ApiKeyBearerAuthentication, ApiTokenAuthentication)  # keys only, no session
     permission_classes = (IsAuthenticated, ApiKeyScope)
@@ -111,7 +123,7 @@ class ModelsView(GatewayView):
     """The models the gateway can call: those with a price in force, of a provider this installation is set up
     for."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="v1_models_list")
+    @extend_schema(responses={200: _openai_object("list of model")}, **_openai("v1_models_list", "models/list"))
     def get(self, request: Request) -> Response:
         return Response({"object": "list", "data": gateway_model_list()})
 
@@ -119,7 +131,7 @@ class ModelsView(GatewayView):
 class ModelView(GatewayView):
     """One model the gateway can call; any other is a 404 `model_not_found` saying which there are."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="v1_models_retrieve")
+    @extend_schema(responses={200: _openai_object("model")}, **_openai("v1_models_retrieve", "models/retrieve"))
     def get(self, request: Request, model: str) -> Response:
         return Response(gateway_model_get(model))
 
@@ -136,10 +148,10 @@ async def _sse(chunks: AsyncIterator[dict], *, named: bool = False) -> AsyncIter
         await chunks.aclose()  # a client that went away: the feed's subscription goes (the run goes on)
 
 
-def _streamable(chunk: str) -> dict:
-    """The responses of a call that may be streamed: an object, or SSE of `chunk` objects."""
-    return {200: OpenApiTypes.OBJECT,
-            (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, f"stream: {chunk} objects as SSE")}
+def _streamable(whole: str, chunk: str) -> dict:
+    """The responses of a call that may be streamed: a `whole` object, or SSE of `chunk` objects."""
+    return {200: _openai_object(whole),
+            (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, f"stream: OpenAI's {chunk} objects as SSE")}
 
 
 class GatewayRunView(GatewayView):
@@ -157,8 +169,8 @@ class ChatCompletionsView(GatewayRunView):
     X-Chatter-Execution headers, its cost (when not streamed) in X-Chatter-Cost and in `usage.cost`; the parameters
     accepted and ignored are named in X-Chatter-Ignored."""
 
-    @extend_schema(request=ChatCompletionSerializer, responses=_streamable("chat.completion.chunk"),
-                   operation_id="v1_chat_completions_create")
+    @extend_schema(request=ChatCompletionSerializer, responses=_streamable("chat.completion", "chat.completion.chunk"),
+                   **_openai("v1_chat_completions_create", "chat/create"))
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(ChatCompletionSerializer, request)
         legacy = bool(data.get("legacy_functions"))
@@ -176,8 +188,8 @@ class CompletionsView(GatewayRunView):
     parameters), answered as text_completion objects; `echo` puts the prompt before the text. What a chat model
     cannot do is refused: `suffix`, `best_of` > 1, several prompts in one call."""
 
-    @extend_schema(request=CompletionSerializer, responses=_streamable("text_completion"),
-                   operation_id="v1_completions_create")
+    @extend_schema(request=CompletionSerializer, responses=_streamable("text_completion", "text_completion"),
+                   **_openai("v1_completions_create", "completions/create"))
     def post(self, request: Request) -> HttpResponseBase:
         serializer = CompletionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -216,8 +228,8 @@ class EmbeddingsView(GatewayRunView):
     """OpenAI's embeddings: a run of the embeddings graph (its one LLM call the provider's embeddings call), its
     usage and cost as stored; `local-embed-1` is the offline `local` provider's deterministic model."""
 
-    @extend_schema(request=EmbeddingsSerializer, responses={200: OpenApiTypes.OBJECT},
-                   operation_id="v1_embeddings_create")
+    @extend_schema(request=EmbeddingsSerializer, responses={200: _openai_object("list of embedding")},
+                   **_openai("v1_embeddings_create", "embeddings/create"))
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(EmbeddingsSerializer, request)
         resolved, headers = gateway_admit(api_key=request_api_key(request), model=data["model"])
@@ -240,8 +252,8 @@ class ResponsesView(GatewayRunView):
     events, ending with `response.completed` or `response.failed`); `previous_response_id` goes on from a response
     of yours (its run's messages and reply come first). `X-Chatter-Conversation` keeps the exchange, as for chat."""
 
-    @extend_schema(request=ResponsesSerializer, responses=_streamable("response stream event"),
-                   operation_id="v1_responses_create")
+    @extend_schema(request=ResponsesSerializer, responses=_streamable("response", "response stream event"),
+                   **_openai("v1_responses_create", "responses/create"))
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(ResponsesSerializer, request)
         chat = response_chat_request(owner=request.user, request=data)

@@ -177,3 +177,14 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "an API key (POST /api/v1/keys/)"}
+
+
+class ApiKeyHeaderScheme(OpenApiAuthenticationExtension):
+    """The OpenAPI security scheme of `x-api-key: <key>`, as LangGraph's SDKs send it (/langgraph/)."""
+
+    target_class = ApiKeyHeaderAuthentication
+    name = "apiKeyHeader"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": ApiKeyHeaderAuthentication.header,
+                "description": "an API key (POST /api/v1/keys/), as LangGraph's SDKs send it"}

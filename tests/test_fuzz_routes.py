@@ -230,8 +230,8 @@ def test_item_13_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_e
             if status == 405:
                 continue  # the route does not take this method; its 405 was checked
             statuses = taken[method] = {status}
-            names = declared.get((PARAMETER.sub("X", "/" + route.replace("^", "").replace("$", "")), method),
-                                 QUERY_NAMES if route.startswith("langgraph/") and method == "GET" else set())
+            names = (QUERY_NAMES if route.startswith("langgraph/") and method == "GET" else declared.get(
+                (PARAMETER.sub("X", "/" + route.replace("^", "").replace("$", "")), method), set()))
             for query in queries(names):
                 statuses.add(call(method, path, query=query, waits=waits, headers=headers))
             if method != "GET":

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
 
 from conversations.models import Message
 from core.errors import Conflict
@@ -14,6 +15,7 @@ from workflows.models import (
     WorkflowTemplate,
 )
 from workflows.services.runs import execution_cancel
+from workflows.timeline import run_timeline
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
 
@@ -154,13 +156,14 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
                      "template__key")
     date_hierarchy = "created_at"
     # Everything on a run is written by the engine; staff act on it through the cancel action.
-    readonly_fields = field_names(WorkflowExecution)
+    readonly_fields = (*field_names(WorkflowExecution), "timeline")
     inlines = [NodeExecutionInline, ToolCallInline, LLMCallInline, ProviderAttemptInline, RunMessageInline,
                ExecutionEventInline]
     actions = ["cancel_runs"]
     EXECUTION_FIELDSETS = (
         ("Run", ("id", "status", "workflow_type", "mode", "owner", "template", "definition", "definition_version",
                  "conversation", "schedule", "provider", "model")),
+        ("Timeline", ("timeline",)),
         ("Usage", ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls")),
         ("Timing", ("created_at", "started_at", "completed_at", "execution_time_ms", "waiting_until")),
         ("Outcome", ("error_type", "error_message", "cancel_requested", "input_data", "output_data")),
@@ -178,6 +181,11 @@ class WorkflowExecutionAdmin(LedgerMixin, admin.ModelAdmin):
             asked = [q.get("prompt", "") for q in (execution.output_data or {}).get("input_required") or []]
             return f"{what}: asks {'; '.join(asked)[:80]!r}"
         return what
+
+    @admin.display(description="timeline")
+    def timeline(self, execution: WorkflowExecution) -> str:
+        """Its nodes, LLM calls and tool calls on one time axis (workflows.timeline)."""
+        return render_to_string("admin/workflows/timeline.html", {"timeline": run_timeline(execution)})
 
     def get_fieldsets(self, request, obj=None):
         listed = {name for _, names in self.EXECUTION_FIELDSETS for name in names}

@@ -11,6 +11,7 @@ export const ui = {
   prompt: $("prompt-tokens"), completion: $("completion-tokens"), total: $("total-tokens"), cost: $("cost"),
   counters: $("counters"), question: $("run-question"), answerForm: $("answer-form"),
   answerPrompt: $("answer-prompt"), messages: $("run-messages"),
+  runAdmin: $("run-admin"), // staff only: the run's admin page (null for other users)
 };
 export const continueLabel = ui.form.querySelector(".continue");
 

@@ -43,6 +43,10 @@ export class Run {
   // Rendering
   render() {
     ui.runId.textContent = this.id || "—";
+    if (ui.runAdmin) {
+      ui.runAdmin.hidden = !this.id;
+      ui.runAdmin.href = this.id ? `${ui.runAdmin.dataset.base}${encodeURIComponent(this.id)}/change/` : "#";
+    }
     const streamed = this.terminal ? 0 : this.streamed;
     ui.prompt.textContent = String(this.counters.prompt);
     ui.completion.textContent = String(this.counters.completion + streamed);

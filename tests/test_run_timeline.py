@@ -1,0 +1,71 @@
+"""Issue 47 in a real browser: from the operations dashboard, a run's live page and back to its admin page, whose
+timeline (its nodes, LLM calls and tool calls on one time axis, with tokens and cost) Chromium draws in order."""
+import pytest
+
+from tests.test_admin_dashboard import admin_url, log_in, run  # noqa: F401 (the fixture)
+from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from workflows.models import LLMCall, NodeExecution, ToolCall
+
+
+@needs_chromium
+@pytest.mark.django_db(transaction=True)
+def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(admin_url, staff):  # noqa: F811
+    tools_run = run(owner=staff, message="What is 12*7?", chat=True)
+    expected = {"node": NodeExecution.objects.filter(execution=tools_run).count(),
+                "llm": LLMCall.objects.filter(execution=tools_run).count(),
+                "tool": ToolCall.objects.filter(execution=tools_run).count()}
+    assert expected["node"] >= 2 and expected["llm"] >= 1 and expected["tool"] == 1
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        outside: list[str] = []
+        page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
+        try:
+            log_in(page, admin_url, staff)
+            page.get_by_test_id("operations-link").click()
+            slowest = page.get_by_test_id("slowest-runs")
+            slowest.get_by_test_id("run-live-link").first.click()
+            page.wait_for_function(f"() => document.querySelector('[data-testid=run-id]').textContent"
+                                   f" === '{tools_run.pk}'")
+            page.get_by_test_id("run-admin").click()
+            page.wait_for_url(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
+            span_ms = int(page.get_by_test_id("run-timeline").get_attribute("data-span-ms"))
+            rows = page.eval_on_selector_all("[data-testid=timeline-row]", """rows => rows.map(row => {
+                const lane = row.querySelector('.lane').getBoundingClientRect();
+                const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
+                return {kind: row.dataset.kind, left: bar.left, right: bar.right, width: bar.width,
+                        laneLeft: lane.left, laneRight: lane.right, ms: Number(row.querySelector(
+                            '[data-testid=timeline-ms]').textContent)};
+            })""")
+            page.screenshot(path=str(ARTIFACTS / "admin-run-timeline.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "admin-run-timeline-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    kinds = {kind: sum(row["kind"] == kind for row in rows) for kind in expected}
+    assert kinds == expected
+    for row in rows:  # every bar is drawn inside its lane, with a width
+        assert row["laneLeft"] - 0.5 <= row["left"] < row["right"] <= row["laneRight"] + 0.5, row
+    lefts = [row["left"] for row in rows]
+    assert lefts == sorted(lefts)  # earliest first, on one axis
+    # Each node is drawn where and as long as it ran: its offset from the first node and its duration, in
+    # fractions of the run's span, are those of its row (to a pixel of the lane).
+    nodes = list(NodeExecution.objects.filter(execution=tools_run).order_by("started_at", "index"))
+    drawn = [row for row in rows if row["kind"] == "node"]
+    lane = drawn[0]["laneRight"] - drawn[0]["laneLeft"]
+    assert span_ms >= tools_run.execution_time_ms
+    for node, row in zip(nodes, drawn, strict=True):
+        offset_ms = (node.started_at - nodes[0].started_at).total_seconds() * 1000
+        assert (row["left"] - drawn[0]["left"]) == pytest.approx(offset_ms / span_ms * lane, abs=1.5), node.node_id
+        assert row["ms"] == node.duration_ms
+        if node.duration_ms / span_ms > 0.01:
+            assert row["width"] == pytest.approx(node.duration_ms / span_ms * lane, abs=1.5), node.node_id
+    assert max(row["width"] for row in drawn) > 5  # the model node's bar is a bar, not a tick
+    assert outside == [] and errors == []
