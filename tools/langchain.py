@@ -20,7 +20,7 @@ from mcp import types
 
 from tools.mcp_client import checked_http_client, headers_scrubbed, result_capped
 from tools.models import QUALIFIER
-from tools.selectors import mcp_server_headers, tool_list
+from tools.selectors import CredentialMissing, mcp_call_headers, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
 
 
@@ -43,8 +43,12 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
             server_id = tool["server"]["id"]
             if server_id not in chosen:
                 server = McpServer.objects.get(pk=server_id)
+                try:  # the user's own values of its per_user_headers, or the refusal each call answers
+                    headers, refusal = mcp_call_headers(server=server, user=user), ""
+                except CredentialMissing as missing:
+                    headers, refusal = {}, str(missing)
                 chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
-                                     "transport": server.transport, "headers": mcp_server_headers(server=server),
+                                     "transport": server.transport, "headers": headers, "refusal": refusal,
                                      "tools": []}
             chosen[server_id]["tools"].append(tool)
         return list(chosen.values())
@@ -80,6 +84,8 @@ class _Bounded:
         self.server, self.timeout_s = server, timeout_s
 
     async def __call__(self, request, handler):
+        if self.server["refusal"]:  # the user has not set their own credentials for it: nothing is sent
+            return _error(self.server["refusal"])
         try:
             result = await asyncio.wait_for(handler(request), self.timeout_s)
         except TimeoutError:
