@@ -106,7 +106,7 @@ admin.site.register(WorkflowTemplate, TemplateWithAnalyticsAdmin)
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ("provider", "model_pattern", "input_per_million", "cached_input_per_million",
-                    "output_per_million", "effective_from", "is_active", "created_at")
+                    "output_per_million", "per_call", "effective_from", "is_active", "created_at")
     list_filter = ("provider", "is_active", "effective_from")
     search_fields = ("provider", "model_pattern")
     date_hierarchy = "effective_from"

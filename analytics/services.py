@@ -446,18 +446,38 @@ def prices_seed() -> None:
             )
 
 
-def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal,
-                 output_per_million: Decimal, cached_input_per_million: Decimal | None = None,
-                 effective_from: datetime | None = None, is_active: bool = True) -> ModelPrice:
+def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal | None = None,
+                 output_per_million: Decimal | None = None, cached_input_per_million: Decimal | None = None,
+                 per_call: Decimal | None = None, effective_from: datetime | None = None,
+                 is_active: bool = True) -> ModelPrice:
     """A new price row. Prices are never edited in place: a change is a new row from its effective_from on, so
-    calls priced before keep the price they had (recompute_costs re-prices them only when asked)."""
+    calls priced before keep the price they had (recompute_costs re-prices them only when asked). A row of provider
+    "mcp" prices MCP tool calls: `per_call` only, its pattern matching `<server>__<tool>`."""
     errors = []
-    if provider != ModelPrice.WILDCARD and provider not in settings.CHATTER_PROVIDERS:
-        errors.append({"path": "provider", "code": "unknown_provider",
-                       "message": f"provider must be one of {sorted(settings.CHATTER_PROVIDERS)} or '*'"})
+    if provider == ModelPrice.TOOLS:
+        if per_call is None:
+            errors.append({"path": "per_call", "code": "required", "message": "an MCP tool's price is per call"})
+        errors += [{"path": name, "code": "invalid", "message": "an MCP tool's price is per call, not per token"}
+                   for name, value in (("input_per_million", input_per_million),
+                                       ("cached_input_per_million", cached_input_per_million),
+                                       ("output_per_million", output_per_million)) if value]
+        input_per_million = output_per_million = Decimal("0")
+    else:
+        if provider != ModelPrice.WILDCARD and provider not in settings.CHATTER_PROVIDERS:
+            errors.append({"path": "provider", "code": "unknown_provider",
+                           "message": f"provider must be one of {sorted(settings.CHATTER_PROVIDERS)}, '*' or "
+                                      f"'{ModelPrice.TOOLS}' (MCP tools)"})
+        errors += [{"path": name, "code": "required", "message": f"{name} is required"}
+                   for name, value in (("input_per_million", input_per_million),
+                                       ("output_per_million", output_per_million)) if value is None]
+        if per_call is not None:
+            errors.append({"path": "per_call", "code": "invalid",
+                           "message": f"only an MCP tool's price (provider '{ModelPrice.TOOLS}') is per call"})
+    if errors:
+        raise InvalidInput("invalid price", details=errors)
     price = ModelPrice(provider=provider, model_pattern=model_pattern, input_per_million=input_per_million,
                        cached_input_per_million=cached_input_per_million, output_per_million=output_per_million,
-                       effective_from=effective_from or timezone.now(), is_active=is_active)
+                       per_call=per_call, effective_from=effective_from or timezone.now(), is_active=is_active)
     try:
         price.full_clean(exclude=["created_at"])
     except DjangoValidationError as exc:
@@ -489,6 +509,7 @@ def _price_audit(price: ModelPrice, *, actor, change: str) -> None:
     audit_record(action="price.changed", actor=actor, target=price, data={
         "change": change, "provider": price.provider, "model_pattern": price.model_pattern,
         "input_per_million": price.input_per_million, "cached_input_per_million": price.cached_input_per_million,
-        "output_per_million": price.output_per_million, "effective_from": price.effective_from,
+        "output_per_million": price.output_per_million, "per_call": price.per_call,
+        "effective_from": price.effective_from,
         "is_active": price.is_active,
     })

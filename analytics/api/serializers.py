@@ -132,18 +132,22 @@ class PriceSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelPrice
         fields = ("id", "provider", "model_pattern", "input_per_million", "cached_input_per_million",
-                  "output_per_million", "effective_from", "is_active", "created_at")
+                  "output_per_million", "per_call", "effective_from", "is_active", "created_at")
         read_only_fields = fields
 
 
 class PriceWriteSerializer(StrictSerializer):
     """A new price row. On PATCH only `is_active` may change: figures and dates are history (post a new row)."""
 
-    provider = serializers.CharField(max_length=64, help_text='a provider name, or "*" for any provider')
+    provider = serializers.CharField(max_length=64, help_text='a provider name, "*" for any provider, or "mcp" for '
+                                                              'MCP tool calls')
     model_pattern = serializers.CharField(max_length=255, help_text="a regular expression matching the whole "
-                                                                    "model name (or provider/model)")
-    input_per_million = serializers.DecimalField(min_value=0, **MONEY)
+                                                                    "model name (or provider/model); for provider "
+                                                                    "mcp, the tool's <server>__<tool>")
+    input_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
     cached_input_per_million = serializers.DecimalField(min_value=0, required=False, allow_null=True, **MONEY)
-    output_per_million = serializers.DecimalField(min_value=0, **MONEY)
+    output_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
+    per_call = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="USD per call of an MCP "
+                                                                                        "tool (provider mcp)")
     effective_from = serializers.DateTimeField(required=False, help_text="default: now")
     is_active = serializers.BooleanField(required=False, default=True)
