@@ -1,13 +1,18 @@
 """Analytics over the API: usage reports, template analytics and prices. Money is rendered as strings (Decimal)."""
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from analytics.models import ModelPrice, UsageRollup
 from analytics.selectors import USAGE_GROUPS
+from analytics.tool_usage import TOOL_GROUPS
 from core.api.serializers import StrictSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 8}
+MAX_TOOL_REPORT_DAYS = 366
 GROUP_COLUMNS = {group: list(columns.values()) for group, (columns, _) in USAGE_GROUPS.items()}
 
 
@@ -30,6 +35,39 @@ class UsageQuerySerializer(serializers.Serializer):
         if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
             raise serializers.ValidationError({"end": ["end is before start"]})
         return attrs
+
+
+class ToolUsageQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=list(TOOL_GROUPS), default="tool",
+                                       help_text="a row per tool (its qualified name), per MCP server or per template")
+    start = serializers.DateField(required=False, help_text="first UTC day included; default: 29 days before end")
+    end = serializers.DateField(required=False, help_text="last UTC day included; default: today (UTC)")
+    owner = serializers.CharField(required=False, max_length=150,
+                                  help_text="staff only: one user's runs (username); default: everyone's")
+
+    def validate(self, attrs):
+        attrs.setdefault("end", timezone.now().date())
+        attrs.setdefault("start", attrs["end"] - timedelta(days=29))
+        if attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["end is before start"]})
+        if (attrs["end"] - attrs["start"]).days >= MAX_TOOL_REPORT_DAYS:
+            raise serializers.ValidationError({"start": [f"at most {MAX_TOOL_REPORT_DAYS} days at once"]})
+        return attrs
+
+
+class ToolFiguresSerializer(serializers.Serializer):
+    """A tool's, server's or template's calls in the range: how many, how many failed, what they cost (priced MCP
+    tools), and their duration's 50th and 95th percentiles."""
+
+    FIELDS = ("key", "name", "calls", "errors", "cost", "p50_ms", "p95_ms")
+    key = serializers.CharField(allow_null=True, help_text="the tool's qualified name, the server's or template's "
+                                                           "id (null: built-in tools / no template)")
+    name = serializers.CharField(help_text="the server's or template's name (a tool's: its server's)")
+    calls = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    cost = serializers.DecimalField(**MONEY)
+    p50_ms = serializers.IntegerField()
+    p95_ms = serializers.IntegerField()
 
 
 class UsageFiguresSerializer(serializers.Serializer):

@@ -51,8 +51,32 @@ def prices(staff):
     return client
 
 
+def assert_tool_analytics(alice, bob, tracker, execution):
+    """/api/v1/analytics/tools/: calls, errors, cost and p50/p95 duration per tool, server and template."""
+    durations = sorted(ToolCall.objects.filter(execution=execution).values_list("duration_ms", flat=True))
+    alice_api, bob_api = APIClient(), APIClient()
+    alice_api.force_login(alice)
+    bob_api.force_login(bob)
+    by_server = alice_api.get("/api/v1/analytics/tools/", {"group_by": "server"})
+    assert by_server.status_code == 200, by_server.content
+    [row] = by_server.json()["results"]
+    assert (row["key"], row["name"], row["calls"], row["errors"], Decimal(row["cost"])) == (
+        str(tracker.pk), "tracker", 3, 1, Decimal("0.02"))
+    assert (row["p50_ms"], row["p95_ms"]) == (durations[1], durations[2])  # nearest rank of 3
+    by_tool = {row["key"]: row for row in alice_api.get("/api/v1/analytics/tools/").json()["results"]}
+    assert {key: (row["calls"], row["errors"]) for key, row in by_tool.items()} == {
+        "tracker__add": (1, 0), "tracker__echo_header": (1, 0), "tracker__fail": (1, 1)}
+    [template] = alice_api.get("/api/v1/analytics/tools/", {"group_by": "template"}).json()["results"]
+    assert (template["key"], template["name"], template["calls"]) == (
+        str(execution.template_id), execution.template.name, 3)
+    assert bob_api.get("/api/v1/analytics/tools/").json()["results"] == []  # his own runs only
+    assert bob_api.get("/api/v1/analytics/tools/", {"owner": "alice"}).status_code == 403
+    csv = alice_api.get("/api/v1/analytics/tools/", {"group_by": "server", "format": "csv"})
+    assert csv.status_code == 200 and csv.content.decode().splitlines()[0] == "key,name,calls,errors,cost,p50_ms,p95_ms"
+
+
 def test_item_05_each_answered_call_is_charged_on_its_row_node_run_reply_and_rollups(
-        alice, tracker, prices, mcp_server, openai_server):
+        alice, bob, tracker, prices, mcp_server, openai_server):
     openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}},
                                     {"name": "tracker__echo_header", "arguments": {"name": "host"}},
                                     {"name": "tracker__fail", "arguments": {"message": "no"}}], usage=USAGE)
@@ -72,6 +96,7 @@ def test_item_05_each_answered_call_is_charged_on_its_row_node_run_reply_and_rol
     assert dict(mcp_rows.values_list("model", "cost")) == {"tracker__add": Decimal("0.01"),
                                                            "tracker__echo_header": Decimal("0.01")}
     call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 on any drift
+    assert_tool_analytics(alice, bob, tracker, execution)
     called = ExecutionEvent.objects.filter(execution=execution, event="tool_called").order_by("seq")
     assert [Decimal(event.data["cost"]) if "cost" in event.data else None for event in called] == [
         Decimal("0.01"), Decimal("0.01"), None]
