@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -76,7 +77,7 @@ def assert_tool_analytics(alice, bob, tracker, execution):
 
 
 def test_item_05_each_answered_call_is_charged_on_its_row_node_run_reply_and_rollups(
-        alice, bob, tracker, prices, mcp_server, openai_server):
+        alice, bob, staff, client, tracker, prices, mcp_server, openai_server):
     openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}},
                                     {"name": "tracker__echo_header", "arguments": {"name": "host"}},
                                     {"name": "tracker__fail", "arguments": {"message": "no"}}], usage=USAGE)
@@ -97,6 +98,9 @@ def test_item_05_each_answered_call_is_charged_on_its_row_node_run_reply_and_rol
                                                            "tracker__echo_header": Decimal("0.01")}
     call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 on any drift
     assert_tool_analytics(alice, bob, tracker, execution)
+    client.force_login(staff)  # the admin's usage dashboard shows them too
+    dashboard = client.get(reverse("admin:analytics_usagerollup_changelist")).content.decode()
+    assert 'data-testid="tools-by-server"' in dashboard and 'data-key="tracker__fail"' in dashboard
     called = ExecutionEvent.objects.filter(execution=execution, event="tool_called").order_by("seq")
     assert [Decimal(event.data["cost"]) if "cost" in event.data else None for event in called] == [
         Decimal("0.01"), Decimal("0.01"), None]
