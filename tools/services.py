@@ -133,15 +133,19 @@ def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = 
                                                   settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                               max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
-        _health_set(server, healthy=False, error=str(exc))
+        mcp_server_health_note(server, error=str(exc))
         return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
-    if server.health != McpServer.Health.HEALTHY:
-        _health_set(server, healthy=True, error="")
+    mcp_server_health_note(server, error="")
     return result
 
 
-def _health_set(server: McpServer, *, healthy: bool, error: str) -> None:
-    fields = {"health": McpServer.Health.HEALTHY if healthy else McpServer.Health.UNHEALTHY, "last_error": error,
+def mcp_server_health_note(server: McpServer, *, error: str) -> None:
+    """What a call found (the JSON-workflow path's and the Python-graph path's alike): `error`, why the server
+    could not be asked, marks it unhealthy with it; "" (it answered) marks an unhealthy or unknown server healthy
+    again (a healthy one is not written)."""
+    if not error and server.health == McpServer.Health.HEALTHY:
+        return
+    fields = {"health": McpServer.Health.UNHEALTHY if error else McpServer.Health.HEALTHY, "last_error": error,
               "checked_at": timezone.now()}
     McpServer.objects.filter(pk=server.pk).update(**fields)
     for field, value in fields.items():

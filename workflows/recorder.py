@@ -511,6 +511,9 @@ class ExecutionRecorder:
     @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
                     duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None:
+        # An MCP call keeps nothing of its server's registered secrets (a model may pass one on, a tool echo it).
+        arguments, result, error = (self.run_tools.redacted(value, server_id=server_id)
+                                    for value in (arguments, result, error))
         self._tools.append({"node_id": node.id, "tool": tool, "server_id": server_id,
                             "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
                             "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error[:MAX_RESULT_CHARS],
