@@ -28,6 +28,7 @@ from django.utils import timezone
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.statements import prices_in_force
 from conversations.models import Message
+from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
 
 
@@ -374,8 +375,8 @@ def usage_from_source() -> dict:
         llm_calls=Count("id"), cost=Sum("cost"), **{name: Sum(name) for name in tokens}).order_by(),
         ("llm_calls", *tokens, "cost"))
 
-    # A run's priced MCP tool calls: their cost, on provider "mcp" and the tool's qualified name as the model.
-    add(ToolCall.objects.filter(execution__status__in=WorkflowExecution.TERMINAL, cost__gt=0).values(
+    # A run's MCP tool calls that answered: their cost, on provider "mcp" and the tool's name as the model.
+    add(ToolCall.objects.filter(MCP_ANSWERED, execution__status__in=WorkflowExecution.TERMINAL).values(
         d_day=run_ended, d_owner=F("execution__owner_id"), d_provider=Value(ModelPrice.TOOLS), d_model=F("tool"),
         d_template=F("execution__template_id"), d_conversation=F("execution__conversation_id"),
         d_key=F("execution__api_key_id")).annotate(cost=Sum("cost")).order_by(), ("cost",))

@@ -9,13 +9,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Callable
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Message
 from workflows.engine.runtime import LLMCall as Call
 from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.models import LLMCall, NodeExecution, ToolCall
+
+# The MCP tool calls that answered (a built-in's name has no "__"): those booked, and re-priced, like LLM calls.
+MCP_ANSWERED = Q(ok=True, tool__contains="__")
 
 USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
 NODE_COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # what a node's row counts
@@ -165,8 +168,8 @@ class RunLedger:
             usage += call
             calls.append(Call(row.provider, row.model, row.requested_model, call, row.duration_ms))
         tool_calls = ToolCall.objects.filter(execution=self.execution).count()
-        tool_costs = dict(ToolCall.objects.filter(execution=self.execution, cost__gt=0).values("tool").annotate(
-            sum=Sum("cost")).order_by().values_list("tool", "sum"))
+        tool_costs = dict(ToolCall.objects.filter(execution=self.execution).filter(MCP_ANSWERED).values(
+            "tool").annotate(sum=Sum("cost")).order_by().values_list("tool", "sum"))
         usage += Usage(cost=sum(tool_costs.values(), Decimal("0")))
         output = NodeExecution.objects.filter(
             execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,

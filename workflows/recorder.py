@@ -520,8 +520,9 @@ class ExecutionRecorder:
                             "duration_ms": duration_ms, "cost": cost, "created_at": timezone.now()})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
                                   "error": error or None, **({"cost": usd(cost)} if cost else {})})
-        if cost:  # what it cost counts like an LLM call's: on its node, the run, and so budgets and the reply
+        if server_id is not None and ok:  # an MCP call that answered: booked in the rollups, priced or not
             self._tool_costs[tool] = self._tool_costs.get(tool, Decimal("0")) + cost
+        if cost:  # what it cost counts like an LLM call's: on its node, the run, and so budgets and the reply
             self._added["cost"] += cost
             if self.open is not None:
                 self.open.usage["cost"] += cost
@@ -656,7 +657,8 @@ class ExecutionRecorder:
         return sum((c.usage for c in self.calls), Usage()) + Usage(cost=sum(self._tool_costs.values(), Decimal("0")))
 
     def tool_costs(self) -> list[dict]:
-        """The run's priced tool calls' cost per tool, as the usage rollups book them at its end (provider "mcp")."""
+        """The cost of the run's MCP calls that answered, per tool (0 when unpriced: a later re-pricing finds its
+        row), as the usage rollups book them at its end (provider "mcp")."""
         return [{"provider": TOOL_PRICES, "model": tool, "llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
                  "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0, "cost": cost}
                 for tool, cost in sorted(self._tool_costs.items())]

@@ -146,6 +146,35 @@ def test_item_05_a_python_graphs_priced_call_is_charged_too(alice, tracker, pric
     call_command("reconcile_aggregates", stdout=StringIO())
 
 
+def test_item_05_recompute_costs_re_prices_past_tool_calls_and_every_total_follows(
+        alice, staff, tracker, mcp_server, openai_server):
+    client = staff_api(staff)
+    hour_ago = timezone.now() - timedelta(hours=1)
+    client.post("/api/v1/pricing/", {"provider": "mcp", "model_pattern": "tracker__add", "per_call": "0.01",
+                                     "effective_from": hour_ago.isoformat()}, format="json")
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}},
+                                    {"name": "tracker__echo_header", "arguments": {"name": "host"}}], usage=USAGE)
+    openai_server.reply(content="42.", usage=USAGE)
+    execution = chat(alice, ["tracker__*"])
+    assert dict(ToolCall.objects.filter(execution=execution).values_list("tool", "cost")) == {
+        "tracker__add": Decimal("0.01"), "tracker__echo_header": Decimal("0")}  # echo_header had no price
+    # A server-wide price backdated before add's own: add keeps its later row, echo_header gets the server's.
+    client.post("/api/v1/pricing/", {"provider": "mcp", "model_pattern": "tracker__.*", "per_call": "0.02",
+                                     "effective_from": (hour_ago - timedelta(hours=1)).isoformat()}, format="json")
+    out = StringIO()
+
+    call_command("recompute_costs", stdout=out)
+
+    assert "re-priced 1 MCP tool calls" in out.getvalue()
+    assert dict(ToolCall.objects.filter(execution=execution).values_list("tool", "cost")) == {
+        "tracker__add": Decimal("0.01"), "tracker__echo_header": Decimal("0.02")}
+    execution.refresh_from_db()
+    assert execution.cost == 2 * LLM_COST + Decimal("0.03")
+    assert UsageRollup.objects.get(owner=alice, provider="mcp", model="tracker__echo_header").cost == Decimal("0.02")
+    assert_all(execution)
+    call_command("reconcile_aggregates", stdout=StringIO())
+
+
 @pytest.mark.parametrize("body, path", [
     ({"provider": "mcp", "model_pattern": "tracker__.*"}, "per_call"),
     ({"provider": "mcp", "model_pattern": "tracker__.*", "per_call": "1", "input_per_million": "1"},
