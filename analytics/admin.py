@@ -24,6 +24,7 @@ from analytics.selectors import (
     usage_report,
     usage_report_page,
 )
+from analytics.tool_usage import tool_usage_report
 from budgets.models import Budget
 from budgets.services import budgets_current
 from core.money import dollars
@@ -108,7 +109,7 @@ admin.site.register(WorkflowTemplate, TemplateWithAnalyticsAdmin)
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ("provider", "model_pattern", "input_per_million", "cached_input_per_million",
-                    "output_per_million", "effective_from", "is_active", "created_at")
+                    "output_per_million", "per_call", "effective_from", "is_active", "created_at")
     list_filter = ("provider", "is_active", "effective_from")
     search_fields = ("provider", "model_pattern")
     date_hierarchy = "effective_from"
@@ -213,7 +214,17 @@ class UsageDashboardAdmin(admin.ModelAdmin):
             "cost_by_group": row_chart(usage_cost_by_group(**scope)[:10], format_value=money),
             "budget_bars": _budget_bars(),
             "deployments": usage_by_deployment(**scope),
+            **_tool_figures(start=start, end=end, owner=owner),
         }
+
+
+def _tool_figures(*, start, end, owner) -> dict:
+    """Tool calls per tool and per MCP server (analytics.tool_usage), the 10 most called of each."""
+    scope = {"start": start, "end": end, "owner_ids": None if owner is None else [owner.pk]}
+    by_tool = tool_usage_report(group_by="tool", **scope)[:10]
+    by_server = tool_usage_report(group_by="server", **scope)[:10]
+    return {"tools_by_tool": by_tool, "tool_tables": [("By tool", by_tool, "tools-by-tool"),
+                                                      ("By MCP server", by_server, "tools-by-server")]}
 
 
 def _budget_bars():

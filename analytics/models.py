@@ -67,15 +67,21 @@ def validate_pattern(value: str) -> None:
 
 
 class ModelPrice(models.Model):
-    """USD per million tokens. `provider` "*" is a wildcard; the pattern must match the whole model name."""
+    """USD per million tokens. `provider` "*" is a wildcard; the pattern must match the whole model name.
+
+    A row of provider TOOLS ("mcp") prices MCP tool calls instead: USD `per_call`, its pattern matching the whole
+    qualified name `<server>__<tool>` (`tracker__.*` a whole server, `tracker__search` one tool); its token prices
+    are 0. Dated and re-priced like model rows; a wildcard row never prices a tool."""
 
     WILDCARD = "*"
+    TOOLS = "mcp"
 
     provider = models.CharField(max_length=64)
     model_pattern = models.CharField(max_length=255, validators=[validate_pattern])
     input_per_million = models.DecimalField(max_digits=20, decimal_places=8)
     cached_input_per_million = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
     output_per_million = models.DecimalField(max_digits=20, decimal_places=8)
+    per_call = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)  # a TOOLS row's price
     effective_from = models.DateTimeField()
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -83,14 +89,16 @@ class ModelPrice(models.Model):
     class Meta:
         ordering = ["provider", "model_pattern", "-effective_from"]
         constraints = [
-            *non_negative("input_per_million", "output_per_million", "cached_input_per_million", model="model_price"),
+            *non_negative("input_per_million", "output_per_million", "cached_input_per_million", "per_call",
+                          model="model_price"),
         ]
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model_pattern} from {self.effective_from:%Y-%m-%d}"
 
     def matches(self, provider: str, model: str) -> bool:
-        if self.provider not in (provider, self.WILDCARD):
+        allowed = (provider,) if provider == self.TOOLS else (provider, self.WILDCARD)  # a tool: tool rows only
+        if self.provider not in allowed:
             return False
         return re.fullmatch(self.model_pattern, model) is not None or re.fullmatch(
             self.model_pattern, f"{provider}/{model}"

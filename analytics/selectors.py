@@ -28,7 +28,8 @@ from django.utils import timezone
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.statements import prices_in_force
 from conversations.models import Message
-from workflows.models import LLMCall, ProviderAttempt, WorkflowExecution, WorkflowTemplate
+from workflows.ledger import MCP_ANSWERED
+from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
@@ -373,6 +374,12 @@ def usage_from_source() -> dict:
         d_key=F("execution__api_key_id")).annotate(
         llm_calls=Count("id"), cost=Sum("cost"), **{name: Sum(name) for name in tokens}).order_by(),
         ("llm_calls", *tokens, "cost"))
+
+    # A run's MCP tool calls that answered: their cost, on provider "mcp" and the tool's name as the model.
+    add(ToolCall.objects.filter(MCP_ANSWERED, execution__status__in=WorkflowExecution.TERMINAL).values(
+        d_day=run_ended, d_owner=F("execution__owner_id"), d_provider=Value(ModelPrice.TOOLS), d_model=F("tool"),
+        d_template=F("execution__template_id"), d_conversation=F("execution__conversation_id"),
+        d_key=F("execution__api_key_id")).annotate(cost=Sum("cost")).order_by(), ("cost",))
 
     # A run's messages count once it has ended (it books them then); messages of no run count as they are saved.
     counted = Message.objects.filter(Q(execution__isnull=True) | Q(execution__status__in=WorkflowExecution.TERMINAL))

@@ -37,9 +37,11 @@ from conversations.services import conversation_get_for_update
 from core.db import statements_run
 from core.errors import InvalidInput
 from workflows.engine.usage import Usage, cost_for_usage
-from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.ledger import MCP_ANSWERED
+from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.pricing import tool_price_for_call
 from workflows.selectors import CALL_FIGURES
-from workflows.services.costs import llm_call_cost_adjust, llm_call_unpriced_mark
+from workflows.services.costs import llm_call_cost_adjust, llm_call_unpriced_mark, tool_call_cost_adjust
 
 logger = logging.getLogger(__name__)
 RECONCILE_SCHEDULE_NAME = "chatter-reconcile-aggregates"
@@ -196,6 +198,7 @@ def reconcile_schedule_ensure() -> None:
 class CostsRecomputed:
     repriced: int  # calls whose cost changed
     unpriced: dict[str, int]  # "provider/model": calls left without a price in force at their time
+    tools_repriced: int = 0  # MCP tool calls whose cost changed
 
 
 def costs_recompute(*, since: datetime | None = None) -> CostsRecomputed:
@@ -203,7 +206,9 @@ def costs_recompute(*, since: datetime | None = None) -> CostsRecomputed:
     (as runs price them: a server may report another name). Each difference is carried to the node, execution,
     assistant message and conversation by their services, and to the template analytics and usage rollups by the
     receivers of usage_repriced. Provider-reported costs stay. A call whose model has no price in force keeps its
-    cost (never a silent 0), is flagged `unpriced` and counted in the answer."""
+    cost (never a silent 0), is flagged `unpriced` and counted in the answer. MCP tool calls that answered are
+    re-priced the same way with the per-call price in force at their time (0 where none: a tool is free unless
+    priced), counted in `tools_repriced`."""
     calls = LLMCall.objects.filter(provider_cost=False).order_by("id")
     if since is not None:
         calls = calls.filter(created_at__gte=since)
@@ -222,7 +227,15 @@ def costs_recompute(*, since: datetime | None = None) -> CostsRecomputed:
         delta = cost_for_usage(usage, price) - call.cost
         if delta and llm_call_cost_adjust(call=call, delta=delta):
             changed += 1
-    return CostsRecomputed(repriced=changed, unpriced=dict(sorted(unpriced.items())))
+    tool_calls = ToolCall.objects.filter(MCP_ANSWERED).order_by("id")  # a tool unpriced at its time costs 0
+    if since is not None:
+        tool_calls = tool_calls.filter(created_at__gte=since)
+    tools_changed = 0
+    for call in tool_calls.iterator():
+        delta = tool_price_for_call(tool=call.tool, at=call.created_at) - call.cost
+        if delta and tool_call_cost_adjust(call=call, delta=delta):
+            tools_changed += 1
+    return CostsRecomputed(repriced=changed, unpriced=dict(sorted(unpriced.items())), tools_repriced=tools_changed)
 
 
 # --- template analytics (I2) ----------------------------------------------------------------------------------
@@ -446,18 +459,38 @@ def prices_seed() -> None:
             )
 
 
-def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal,
-                 output_per_million: Decimal, cached_input_per_million: Decimal | None = None,
-                 effective_from: datetime | None = None, is_active: bool = True) -> ModelPrice:
+def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal | None = None,
+                 output_per_million: Decimal | None = None, cached_input_per_million: Decimal | None = None,
+                 per_call: Decimal | None = None, effective_from: datetime | None = None,
+                 is_active: bool = True) -> ModelPrice:
     """A new price row. Prices are never edited in place: a change is a new row from its effective_from on, so
-    calls priced before keep the price they had (recompute_costs re-prices them only when asked)."""
+    calls priced before keep the price they had (recompute_costs re-prices them only when asked). A row of provider
+    "mcp" prices MCP tool calls: `per_call` only, its pattern matching `<server>__<tool>`."""
     errors = []
-    if provider != ModelPrice.WILDCARD and provider not in settings.CHATTER_PROVIDERS:
-        errors.append({"path": "provider", "code": "unknown_provider",
-                       "message": f"provider must be one of {sorted(settings.CHATTER_PROVIDERS)} or '*'"})
+    if provider == ModelPrice.TOOLS:
+        if per_call is None:
+            errors.append({"path": "per_call", "code": "required", "message": "an MCP tool's price is per call"})
+        errors += [{"path": name, "code": "invalid", "message": "an MCP tool's price is per call, not per token"}
+                   for name, value in (("input_per_million", input_per_million),
+                                       ("cached_input_per_million", cached_input_per_million),
+                                       ("output_per_million", output_per_million)) if value]
+        input_per_million = output_per_million = Decimal("0")
+    else:
+        if provider != ModelPrice.WILDCARD and provider not in settings.CHATTER_PROVIDERS:
+            errors.append({"path": "provider", "code": "unknown_provider",
+                           "message": f"provider must be one of {sorted(settings.CHATTER_PROVIDERS)}, '*' or "
+                                      f"'{ModelPrice.TOOLS}' (MCP tools)"})
+        errors += [{"path": name, "code": "required", "message": f"{name} is required"}
+                   for name, value in (("input_per_million", input_per_million),
+                                       ("output_per_million", output_per_million)) if value is None]
+        if per_call is not None:
+            errors.append({"path": "per_call", "code": "invalid",
+                           "message": f"only an MCP tool's price (provider '{ModelPrice.TOOLS}') is per call"})
+    if errors:
+        raise InvalidInput("invalid price", details=errors)
     price = ModelPrice(provider=provider, model_pattern=model_pattern, input_per_million=input_per_million,
                        cached_input_per_million=cached_input_per_million, output_per_million=output_per_million,
-                       effective_from=effective_from or timezone.now(), is_active=is_active)
+                       per_call=per_call, effective_from=effective_from or timezone.now(), is_active=is_active)
     try:
         price.full_clean(exclude=["created_at"])
     except DjangoValidationError as exc:
@@ -489,6 +522,7 @@ def _price_audit(price: ModelPrice, *, actor, change: str) -> None:
     audit_record(action="price.changed", actor=actor, target=price, data={
         "change": change, "provider": price.provider, "model_pattern": price.model_pattern,
         "input_per_million": price.input_per_million, "cached_input_per_million": price.cached_input_per_million,
-        "output_per_million": price.output_per_million, "effective_from": price.effective_from,
+        "output_per_million": price.output_per_million, "per_call": price.per_call,
+        "effective_from": price.effective_from,
         "is_active": price.is_active,
     })

@@ -70,7 +70,7 @@ TEMPLATE_ANALYTICS_ADD = (
 # first: every run and every call asks, so it is one plain statement (read as instances: core.db.instances).
 PRICES_IN_FORCE = (
     'SELECT "id", "provider", "model_pattern", "input_per_million", "cached_input_per_million", '
-    '"output_per_million", "effective_from", "is_active", "created_at" FROM "analytics_modelprice" '
+    '"output_per_million", "per_call", "effective_from", "is_active", "created_at" FROM "analytics_modelprice" '
     'WHERE "is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s) ORDER BY "effective_from" DESC')
 
 

@@ -13,13 +13,19 @@ class McpServerAdmin(admin.ModelAdmin):
     list_filter = ("transport", "shared", "enabled", "health")
     search_fields = ("name", "url", "owner__username")
     list_select_related = ("owner",)
-    fields = ("id", "name", "owner", "url", "transport", "header_names", "shared", "enabled", "health", "last_error",
-              "checked_at", "tools", "tools_refreshed_at", "created_at", "updated_at")
-    readonly_fields = ("id", "name", "owner", "url", "transport", "header_names", "health", "last_error",
-                       "checked_at", "tools", "tools_refreshed_at", "created_at", "updated_at")
+    fields = ("id", "name", "owner", "url", "transport", "header_names", "per_user_headers", "user_credentials",
+              "shared", "enabled", "health", "last_error", "checked_at", "tools", "tools_refreshed_at", "created_at",
+              "updated_at")
+    readonly_fields = tuple(field for field in fields if field not in ("shared", "enabled"))
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="users' own credentials")
+    def user_credentials(self, obj: McpServer) -> str:
+        """Who has set their own values of its per_user_headers: the user and the header names, never a value."""
+        return ", ".join(f"{credential.user} ({', '.join(credential.header_names)})"
+                         for credential in obj.credentials.select_related("user").order_by("user__username")) or "-"
 
     def save_model(self, request, obj, form, change) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in ("shared", "enabled")}

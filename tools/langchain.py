@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import connection
 from mcp import types
 
-from tools.mcp_client import checked_http_client, headers_scrubbed, result_capped
+from tools.mcp_client import checked_http_client, headers_scrubbed, result_capped, unreachable_reason
 from tools.models import QUALIFIER
-from tools.selectors import mcp_server_headers, tool_list
+from tools.selectors import CredentialMissing, mcp_call_headers, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
 
 
@@ -43,9 +43,13 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
             server_id = tool["server"]["id"]
             if server_id not in chosen:
                 server = McpServer.objects.get(pk=server_id)
+                try:  # the user's own values of its per_user_headers, or the refusal each call answers
+                    headers, refusal = mcp_call_headers(server=server, user=user), ""
+                except CredentialMissing as missing:
+                    headers, refusal = {}, str(missing)
                 chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
-                                     "transport": server.transport, "headers": mcp_server_headers(server=server),
-                                     "tools": []}
+                                     "transport": server.transport, "headers": headers, "refusal": refusal,
+                                     "tools": [], "record": server}
             chosen[server_id]["tools"].append(tool)
         return list(chosen.values())
     finally:
@@ -80,13 +84,22 @@ class _Bounded:
         self.server, self.timeout_s = server, timeout_s
 
     async def __call__(self, request, handler):
+        if self.server["refusal"]:  # the user has not set their own credentials for it: nothing is sent
+            return _error(self.server["refusal"])
         try:
             result = await asyncio.wait_for(handler(request), self.timeout_s)
         except TimeoutError:
             return _error(f"no answer within {self.timeout_s:g} s")
         except Exception as exc:  # noqa: BLE001 - a server that cannot be asked is the model's to hear about
+            reason = unreachable_reason(exc, self.timeout_s)
+            if reason is not None:  # marked unhealthy as the JSON-workflow path marks it (tools.services)
+                await asyncio.to_thread(_health_note, self.server["record"],
+                                        headers_scrubbed(reason, self.server["headers"]))
             return _error(headers_scrubbed(f"the MCP server {self.server['name']!r} could not be asked: "
-                                           f"{type(exc).__name__}: {exc}"[:500], self.server["headers"]))
+                                           f"{reason or f'{type(exc).__name__}: {exc}'}"[:500],
+                                           self.server["headers"]))
+        if self.server["record"].health != "healthy":
+            await asyncio.to_thread(_health_note, self.server["record"], "")
         capped = []
         for block in result.content:
             if isinstance(block, types.TextContent):
@@ -95,6 +108,16 @@ class _Bounded:
                 block = types.TextContent(type="text", text=text)
             capped.append(block)
         return result.model_copy(update={"content": capped})
+
+
+def _health_note(server, error: str) -> None:
+    """On a thread of its own (the graph's loop must not wait on the database): its connection closed after."""
+    from tools.services import mcp_server_health_note
+
+    try:
+        mcp_server_health_note(server, error=error)
+    finally:
+        connection.close()
 
 
 def _error(message: str) -> types.CallToolResult:

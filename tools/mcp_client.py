@@ -212,3 +212,13 @@ def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
         if value:
             text = text.replace(value, REDACTED)
     return text
+
+
+def unreachable_reason(exc: BaseException, timeout_s: float) -> str | None:
+    """Why a call's failure `exc` (as the SDK or an adapter raised it) says the server could not be asked, as
+    mcp_tool_call tells McpUnreachable apart; None when it is the call's own (an MCP error, a slow answer) or
+    what must go on up."""
+    cause = _cause(exc)
+    if cause is None or isinstance(cause, (McpError, TimeoutError)):
+        return None
+    return _describe(cause, timeout_s)

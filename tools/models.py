@@ -30,6 +30,8 @@ class McpServer(models.Model):
     # {name: value} as JSON, encrypted (core.encryption): write-only, never returned, never in an audit row.
     headers_encrypted = models.TextField(blank=True, default="")
     header_names = models.JSONField(default=list, blank=True)  # which headers are set (their values are not)
+    # Headers each user supplies for themselves (McpCredential), e.g. ["Authorization"]: a call carries the caller's.
+    per_user_headers = models.JSONField(default=list, blank=True)
     shared = models.BooleanField(default=False)  # staff only: every user sees it and may call its tools
     enabled = models.BooleanField(default=True)
     # The tools the server listed when last asked: [{"name", "description", "input_schema"}].
@@ -52,3 +54,21 @@ class McpServer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.url})"
+
+
+class McpCredential(models.Model):
+    """A user's own values of a server's `per_user_headers` (their token for a shared server): write-only, encrypted
+    like the server's headers, sent only with that user's calls."""
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="credentials")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mcp_credentials")
+    headers_encrypted = models.TextField()  # {name: value} as JSON, encrypted (core.encryption)
+    header_names = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "MCP credential"
+        constraints = [models.UniqueConstraint(fields=["server", "user"], name="mcp_credential_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} @ {self.server_id}"

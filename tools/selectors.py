@@ -6,7 +6,8 @@ import json
 from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
-from tools.models import QUALIFIER, McpServer
+from tools.mcp_client import headers_scrubbed
+from tools.models import QUALIFIER, McpCredential, McpServer
 from workflows.engine.tools import TOOLS
 
 
@@ -40,6 +41,59 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
 def mcp_server_headers(*, server: McpServer) -> dict[str, str]:
     """The server's headers, decrypted: for the MCP client only, never for a response or a log."""
     return json.loads(secret_decrypt(server.headers_encrypted)) if server.headers_encrypted else {}
+
+
+class CredentialMissing(ToolUnavailable):
+    """The server asks each user for their own header values (`per_user_headers`) and this user has not given
+    them: the message names the server and the headers."""
+
+
+def mcp_credential_get(*, server: McpServer, user) -> McpCredential | None:
+    return McpCredential.objects.filter(server=server, user=user).first()
+
+
+def mcp_call_headers(*, server: McpServer, user) -> dict[str, str]:
+    """The headers of a request to `server` on `user`'s behalf, decrypted (for the MCP client only): the server's,
+    and for a server with `per_user_headers` the user's own values of those (never another user's), or
+    CredentialMissing."""
+    headers = mcp_server_headers(server=server)
+    if not server.per_user_headers:
+        return headers
+    credential = mcp_credential_get(server=server, user=user) if user is not None else None
+    own = json.loads(secret_decrypt(credential.headers_encrypted)) if credential is not None else {}
+    given = {name.lower() for name in own}
+    missing = [name for name in server.per_user_headers if name.lower() not in given]
+    if missing:
+        raise CredentialMissing(
+            f"the MCP server {server.name!r} needs your own {', '.join(missing)}: set it with "
+            f"PUT /api/v1/tools/servers/{server.pk}/credentials/")
+    wanted = {name.lower() for name in server.per_user_headers}
+    kept = {name: value for name, value in headers.items() if name.lower() not in wanted}
+    return {**kept, **{name: value for name, value in own.items() if name.lower() in wanted}}
+
+
+def mcp_secrets(*, server_id, user) -> list[str]:
+    """The registered secrets a call of the server's tools on `user`'s behalf may carry, which nothing stored may
+    hold: the server's header values and the user's own values of its per_user_headers."""
+    server = McpServer.objects.filter(pk=server_id).first()
+    if server is None:
+        return []
+    credential = mcp_credential_get(server=server, user=user) if server.per_user_headers else None
+    own = json.loads(secret_decrypt(credential.headers_encrypted)) if credential is not None else {}
+    return [value for value in (*mcp_server_headers(server=server).values(), *own.values()) if value]
+
+
+def secrets_redacted(value, secrets: list[str]):
+    """`value` (text, or JSON: dicts, lists, strings) with every secret replaced by "[redacted]"."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return headers_scrubbed(value, dict(enumerate(sorted(secrets, key=len, reverse=True))))
+    if isinstance(value, dict):
+        return {secrets_redacted(key, secrets): secrets_redacted(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [secrets_redacted(item, secrets) for item in value]
+    return value
 
 
 def builtin_tool_list() -> list[dict]:

@@ -12,16 +12,16 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from core.encryption import secret_encrypt
-from core.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput, NotFound
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
-from tools.models import McpServer
-from tools.selectors import mcp_server_headers, mcp_tool_get
+from tools.models import McpCredential, McpServer
+from tools.selectors import CredentialMissing, mcp_call_headers, mcp_server_headers, mcp_tool_get
 
-EDITABLE = ("name", "url", "transport", "headers", "shared", "enabled")
+EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
-REACH = ("url", "transport", "headers")
+REACH = ("url", "transport", "headers", "per_user_headers")
 
 
 def mcp_url_check(*, url: str, path: str = "url") -> None:
@@ -35,19 +35,21 @@ def mcp_url_check(*, url: str, path: str = "url") -> None:
 
 
 def mcp_server_create(*, owner, name: str, url: str, transport: str = McpServer.Transport.STREAMABLE_HTTP,
-                      headers: dict[str, str] | None = None, shared: bool = False, enabled: bool = True,
-                      ip: str | None = None, discover: bool = True) -> McpServer:
-    """Register a server (audited `mcp_server.registered`), then ask it for its tools (mcp_server_refresh): a
-    server that does not answer is registered all the same, unhealthy, with the reason."""
+                      headers: dict[str, str] | None = None, per_user_headers: list[str] | None = None,
+                      shared: bool = False, enabled: bool = True, ip: str | None = None,
+                      discover: bool = True) -> McpServer:
+    """Register a server (audited `mcp_server.registered`), then ask it for its tools (mcp_server_refresh, as the
+    owner): a server that does not answer is registered all the same, unhealthy, with the reason."""
     if shared and not owner.is_staff:
         raise Forbidden("only staff may share an MCP server with everyone")
     mcp_url_check(url=url)
-    server = McpServer(owner=owner, name=name, url=url, transport=transport, shared=shared, enabled=enabled)
+    server = McpServer(owner=owner, name=name, url=url, transport=transport, shared=shared, enabled=enabled,
+                       per_user_headers=list(per_user_headers or []))
     _headers_set(server, headers or {})
     with transaction.atomic():
         _saved(server)
         audit_record(action="mcp_server.registered", actor=owner, target=server, ip=ip, data=_audited(server))
-    return mcp_server_refresh(server=server) if discover else server
+    return _discovered(server, owner) if discover else server
 
 
 def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None = None) -> McpServer:
@@ -79,7 +81,7 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
         if server.shared != was_shared:
             audit_record(action="mcp_server.shared" if server.shared else "mcp_server.unshared", actor=actor,
                          target=server, ip=ip, data={"name": server.name, "owner_id": server.owner_id})
-    return mcp_server_refresh(server=server) if set(changed) & set(REACH) else server
+    return _discovered(server, actor) if set(changed) & set(REACH) else server
 
 
 def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> None:
@@ -88,13 +90,23 @@ def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> Non
         server.delete()
 
 
-def mcp_server_refresh(*, server: McpServer) -> McpServer:
-    """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S) and keep them
-    with it: healthy with the new list, or unhealthy with the reason (the last list it gave is kept)."""
+def _discovered(server: McpServer, actor) -> McpServer:
+    """Registered or changed: its tools asked for as `actor`; not yet when the server asks for each user's own
+    headers and the actor has not set theirs (their refresh, once they have, asks)."""
+    try:
+        return mcp_server_refresh(server=server, user=actor)
+    except CredentialMissing:
+        return server
+
+
+def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
+    """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S) as `user` (with
+    their own values of its `per_user_headers`: CredentialMissing when they have none) and keep them with it:
+    healthy with the new list, or unhealthy with the reason (the last list it gave is kept)."""
+    headers = mcp_call_headers(server=server, user=user)
     now = timezone.now()
     try:
-        tools = async_to_sync(mcp_tools_discover)(url=server.url, transport=server.transport,
-                                                  headers=mcp_server_headers(server=server),
+        tools = async_to_sync(mcp_tools_discover)(url=server.url, transport=server.transport, headers=headers,
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
@@ -110,28 +122,73 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
 def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:
     """Call the MCP tool `<server>__<tool>` that `user` may call (ToolUnavailable otherwise), with the server's
     headers, within CHATTER_MCP_TIMEOUT_S (or `timeout_s`, when shorter: a run's own limits), its text capped at
-    CHATTER_MCP_MAX_RESULT_BYTES. A server that could not be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
+    CHATTER_MCP_MAX_RESULT_BYTES. A server asking for each user's own headers gets `user`'s (CredentialMissing, a
+    ToolUnavailable, when they have set none). A server that could not be asked is marked unhealthy with the reason
+    (and healthy again once it answers); the result then says so."""
     server, tool = mcp_tool_get(user=user, name=name)
+    headers = mcp_call_headers(server=server, user=user)
     try:
-        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport,
-                                              headers=mcp_server_headers(server=server), tool=tool,
+        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport, headers=headers, tool=tool,
                                               arguments=arguments, timeout_s=min(
                                                   settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                               max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
-        _health_set(server, healthy=False, error=str(exc))
+        mcp_server_health_note(server, error=str(exc))
         return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
-    if server.health != McpServer.Health.HEALTHY:
-        _health_set(server, healthy=True, error="")
+    mcp_server_health_note(server, error="")
     return result
 
 
-def _health_set(server: McpServer, *, healthy: bool, error: str) -> None:
-    fields = {"health": McpServer.Health.HEALTHY if healthy else McpServer.Health.UNHEALTHY, "last_error": error,
+def mcp_server_health_note(server: McpServer, *, error: str) -> None:
+    """What a call found (the JSON-workflow path's and the Python-graph path's alike): `error`, why the server
+    could not be asked, marks it unhealthy with it; "" (it answered) marks an unhealthy or unknown server healthy
+    again (a healthy one is not written)."""
+    if not error and server.health == McpServer.Health.HEALTHY:
+        return
+    fields = {"health": McpServer.Health.UNHEALTHY if error else McpServer.Health.HEALTHY, "last_error": error,
               "checked_at": timezone.now()}
     McpServer.objects.filter(pk=server.pk).update(**fields)
     for field, value in fields.items():
         setattr(server, field, value)
+
+
+def mcp_credential_set(*, server: McpServer, user, headers: dict[str, str], ip: str | None = None) -> McpCredential:
+    """`user`'s own values of the server's `per_user_headers` (all of them, no others), encrypted, replacing any
+    they set before; audited `mcp_credential.set` with the values masked."""
+    wanted = {name.lower(): name for name in server.per_user_headers}
+    if not wanted:
+        raise InvalidInput(f"the MCP server {server.name!r} asks its users for no headers of their own", details=[
+            {"path": "headers", "code": "invalid", "message": "this server has no per_user_headers"}])
+    given = {name.lower(): name for name in headers}
+    if given.keys() != wanted.keys():
+        message = (f"the MCP server {server.name!r} asks each user for exactly these headers: "
+                   f"{', '.join(server.per_user_headers)}")
+        raise InvalidInput(message, details=[{"path": "headers", "code": "invalid", "message": message}])
+    encrypted = secret_encrypt(json.dumps({wanted[key]: headers[name] for key, name in given.items()},
+                                          sort_keys=True))
+    with transaction.atomic():
+        credential, _ = McpCredential.objects.update_or_create(
+            server=server, user=user, defaults={"headers_encrypted": encrypted,
+                                                "header_names": sorted(server.per_user_headers)})
+        audit_record(action="mcp_credential.set", actor=user, target=server, ip=ip,
+                     data=_credential_audited(server, credential))
+    return credential
+
+
+def mcp_credential_delete(*, server: McpServer, user, ip: str | None = None) -> None:
+    """Forget `user`'s own header values for the server (audited `mcp_credential.removed`); NotFound if none."""
+    with transaction.atomic():
+        credential = McpCredential.objects.select_for_update().filter(server=server, user=user).first()
+        if credential is None:
+            raise NotFound("you have set no credentials for this MCP server")
+        audit_record(action="mcp_credential.removed", actor=user, target=server, ip=ip,
+                     data=_credential_audited(server, credential))
+        credential.delete()
+
+
+def _credential_audited(server: McpServer, credential: McpCredential) -> dict:
+    return {"server": server.name, "user_id": credential.user_id,
+            "headers": {name: REDACTED for name in credential.header_names}}
 
 
 def mcp_server_editable_check(*, server: McpServer, actor) -> None:
@@ -159,5 +216,6 @@ def _saved(server: McpServer) -> None:
 def _audited(server: McpServer) -> dict:
     """What an audit row says of a server: never a header's value."""
     return {"name": server.name, "url": server.url, "transport": server.transport,
-            "headers": {name: REDACTED for name in server.header_names}, "shared": server.shared,
+            "headers": {name: REDACTED for name in server.header_names},
+            "per_user_headers": server.per_user_headers, "shared": server.shared,
             "enabled": server.enabled, "owner_id": server.owner_id}

@@ -9,13 +9,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Callable
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Message
 from workflows.engine.runtime import LLMCall as Call
 from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.models import LLMCall, NodeExecution, ToolCall
+
+# The MCP tool calls that answered (a built-in's name has no "__"): those booked, and re-priced, like LLM calls.
+MCP_ANSWERED = Q(ok=True, tool__contains="__")
 
 USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # what the LLMCall ledger sums up
 NODE_COUNTERS = (*USAGE_SUMS, "llm_calls", "tool_calls")  # what a node's row counts
@@ -60,10 +63,11 @@ class SoFar:
     """What a run's ledger holds: its usage over every recorded LLM call, the calls, its tool calls and the last
     text a model node produced (its output summary, or the partial reply of a call cut short)."""
 
-    usage: Usage
+    usage: Usage  # its LLM calls' and its priced tool calls' (their cost)
     calls: list[Call]
     tool_calls: int
     text: str
+    tool_costs: dict[str, Decimal] = field(default_factory=dict)  # the priced tool calls' cost, per tool
 
 
 class RunLedger:
@@ -118,11 +122,12 @@ class RunLedger:
                 added[name] += value
             sums = LLMCall.objects.filter(node_execution=row).aggregate(
                 llm_calls=Count("id"), **{name: Sum(name) for name in USAGE_SUMS})
-            counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
-                        "cost": sums["cost"] or Decimal("0")}
             # Tool calls name their node, not its pass: this pass's are those since it started.
-            counters["tool_calls"] = ToolCall.objects.filter(
-                execution=self.execution, node_id=row.node_id, created_at__gte=row.started_at).count()
+            tools = ToolCall.objects.filter(execution=self.execution, node_id=row.node_id,
+                                            created_at__gte=row.started_at).aggregate(count=Count("id"), cost=Sum("cost"))
+            counters = {**{name: sums[name] or 0 for name in (*USAGE_SUMS, "llm_calls")},
+                        "cost": (sums["cost"] or Decimal("0")) + (tools["cost"] or Decimal("0")),
+                        "tool_calls": tools["count"]}
             NodeExecution.objects.filter(pk=row.pk).update(
                 status=NodeExecution.Status.FAILED, completed_at=now, duration_ms=duration_ms, error_message=error,
                 **counters)
@@ -163,13 +168,17 @@ class RunLedger:
             usage += call
             calls.append(Call(row.provider, row.model, row.requested_model, call, row.duration_ms))
         tool_calls = ToolCall.objects.filter(execution=self.execution).count()
+        tool_costs = dict(ToolCall.objects.filter(execution=self.execution).filter(MCP_ANSWERED).values(
+            "tool").annotate(sum=Sum("cost")).order_by().values_list("tool", "sum"))
+        usage += Usage(cost=sum(tool_costs.values(), Decimal("0")))
         output = NodeExecution.objects.filter(
             execution=self.execution, node_type="model", status=NodeExecution.Status.COMPLETED,
         ).order_by("-index").values_list("output", flat=True).first()
         text = output.get("content", "") if isinstance(output, dict) else ""
         if self._streamed_text:  # the call in flight came after every completed one: its partial reply is the last
             text = self._streamed_text
-        return SoFar(usage=usage, calls=calls, tool_calls=tool_calls, text=text if isinstance(text, str) else "")
+        return SoFar(usage=usage, calls=calls, tool_calls=tool_calls, text=text if isinstance(text, str) else "",
+                     tool_costs=tool_costs)
 
 
 def calls_by_model(calls: list[Call]) -> list[dict]:

@@ -239,6 +239,7 @@ class ToolCall(models.Model):
     ok = models.BooleanField(default=True)
     error = models.TextField(blank=True, default="")
     duration_ms = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(**MONEY)  # its price per call (analytics.ModelPrice, provider "mcp") when it answered
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -4,6 +4,7 @@ above workflows (analytics.ModelPrice), so the app that keeps them registers its
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from django.core.exceptions import ImproperlyConfigured
@@ -41,6 +42,16 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
             "no price lookup is registered: workflows prices LLM calls through the app that keeps prices "
             "(add 'analytics' to INSTALLED_APPS, or call workflows.pricing.price_lookup_register)")
     return _lookup(provider=provider, model=model, at=at)
+
+
+# The provider of price rows that price MCP tool calls (analytics.ModelPrice.TOOLS): per call, by `<server>__<tool>`.
+TOOL_PRICES = "mcp"
+
+
+def tool_price_for_call(*, tool: str, at: datetime | None = None) -> Decimal:
+    """USD per call of the MCP tool `tool` (`<server>__<tool>`) in force at `at` (default: now); 0 when unpriced."""
+    price = price_for_call(provider=TOOL_PRICES, model=tool, at=at)
+    return (price.per_call or Decimal("0")) if price is not None else Decimal("0")
 
 
 def priced_model_names(*, provider: str) -> list[str]:

@@ -65,6 +65,7 @@ from workflows.events import (
 from workflows.heartbeat import heartbeat
 from workflows.ledger import NODE_COUNTERS, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
+from workflows.pricing import TOOL_PRICES
 from workflows.run_reads import RunReads
 from workflows.run_tools import RunTools
 from workflows.spending import BudgetGuard
@@ -167,6 +168,7 @@ class ExecutionRecorder:
         self._calls: list[tuple[int | None, dict]] = []
         self._attempts: list[tuple[int | None, dict]] = []  # a routed call's tries (ProviderAttempt), likewise
         self._tools: list[dict] = []
+        self._tool_costs: dict[str, Decimal] = {}  # the run's priced tool calls' cost, per tool
         self._added = _no_usage()
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
@@ -410,7 +412,7 @@ class ExecutionRecorder:
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
         self._wait_ahead()
         if self.budget.hard:  # the reservation covers the run's spend so far and this call's worst case, or it stops
-            refused = self.budget.cover(call, spent=sum((c.usage for c in self.calls), Usage()),
+            refused = self.budget.cover(call, spent=self.spent(),
                                         price=self.reads.price(call.provider, call.requested_model))
             if refused is not None:  # (the node's end, next, clears the call it was to make)
                 self._budget_stop(refused)
@@ -520,16 +522,25 @@ class ExecutionRecorder:
 
     @_locked
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int, server_id: str | None = None) -> None:
+                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None:
+        # An MCP call keeps nothing of its server's registered secrets (a model may pass one on, a tool echo it).
+        arguments, result, error = (self.run_tools.redacted(value, server_id=server_id)
+                                    for value in (arguments, result, error))
         self._tools.append({"node_id": node.id, "tool": tool, "server_id": server_id,
                             "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
                             "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error[:MAX_RESULT_CHARS],
-                            "duration_ms": duration_ms, "created_at": timezone.now()})
+                            "duration_ms": duration_ms, "cost": cost, "created_at": timezone.now()})
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
-                                  "error": error or None})
+                                  "error": error or None, **({"cost": usd(cost)} if cost else {})})
         if self.spans is not None:
             self.spans.tool_called(self.open.index if self.open else None, tool=tool, ok=ok, error=error,
                                    duration_ms=duration_ms, server_id=server_id, arguments=arguments, result=result)
+        if server_id is not None and ok:  # an MCP call that answered: booked in the rollups, priced or not
+            self._tool_costs[tool] = self._tool_costs.get(tool, Decimal("0")) + cost
+        if cost:  # what it cost counts like an LLM call's: on its node, the run, and so budgets and the reply
+            self._added["cost"] += cost
+            if self.open is not None:
+                self.open.usage["cost"] += cost
         self.audit_tool_call(node_id=node.id, tool=tool, ok=ok, error=error,
                              arguments=_capped(arguments, MAX_ARGUMENT_CHARS))
         self.tool_calls += 1
@@ -643,6 +654,30 @@ class ExecutionRecorder:
     def tool_run(self, name: str, arguments: dict, *, timeout_s: float):
         return self.run_tools.run(name, arguments, timeout_s=timeout_s)
 
+    def tool_price(self, name: str) -> Decimal:
+        return self.reads.tool_price(name)
+
+    def tool_cover(self, price: Decimal) -> str | None:
+        """Under a hard budget, the reservation must cover the run's spend so far and this priced call, or the
+        call is refused (a `limit_exceeded` event names the budget; the run goes on)."""
+        if not self.budget.hard:
+            return None
+        refused = self.budget.cover_cost(spent=self.spent(), cost=price)
+        if refused is not None:
+            self.limit_exceeded("budget", refused)
+        return refused
+
+    def spent(self) -> Usage:
+        """What the run has spent so far: its LLM calls and its priced tool calls."""
+        return sum((c.usage for c in self.calls), Usage()) + Usage(cost=sum(self._tool_costs.values(), Decimal("0")))
+
+    def tool_costs(self) -> list[dict]:
+        """The cost of the run's MCP calls that answered, per tool (0 when unpriced: a later re-pricing finds its
+        row), as the usage rollups book them at its end (provider "mcp")."""
+        return [{"provider": TOOL_PRICES, "model": tool, "llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                 "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0, "cost": cost}
+                for tool, cost in sorted(self._tool_costs.items())]
+
     # --- what the run's rows hold, from its RunLedger -----------------------------------------------------
     def resumed(self) -> tuple[Usage, int]:
         """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
@@ -681,4 +716,5 @@ class ExecutionRecorder:
         if so_far.calls:
             self.last_call = so_far.calls[-1]
         self.tool_calls = so_far.tool_calls
+        self._tool_costs = dict(so_far.tool_costs)
         return so_far.usage, len(so_far.calls), so_far.text

@@ -3,13 +3,15 @@
 per run, handed to its recorder (workflows.recorder), which answers the engine's reading hooks with it."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
-from workflows.pricing import price_for_call
+from workflows.pricing import TOOL_PRICES, price_for_call, tool_price_for_call
 
 
 class RunReads:
@@ -43,6 +45,13 @@ class RunReads:
         key = (provider, model)
         if key not in self._prices:
             self._prices[key] = price_for_call(provider=provider, model=model)
+        return self._prices[key]
+
+    def tool_price(self, tool: str) -> Decimal:
+        """An MCP tool's price per call, read once per tool in a run: its calls are priced alike."""
+        key = (TOOL_PRICES, tool)
+        if key not in self._prices:
+            self._prices[key] = tool_price_for_call(tool=tool)
         return self._prices[key]
 
     def prompt(self, ref: dict):

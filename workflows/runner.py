@@ -394,7 +394,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})
         execution.turn_messages = messages
-        calls = calls_by_model(recorder.calls)
+        calls = calls_by_model(recorder.calls) + recorder.tool_costs()  # (priced tool calls: provider "mcp")
         # The trace, the audit rows (queued for the chain) and what books the run in aggregates (its analytics: the
         # rows every run's ending shares, whose locks are so held for one round trip, to the commit), in one write.
         riding = [statement for _, statements in execution_ending.send(

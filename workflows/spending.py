@@ -34,6 +34,12 @@ class BudgetGuard:
         self.holds, refused = self._top_up(usd=spent.cost + worst.usd, tokens=spent.total_tokens + worst.tokens)
         return refused["budget"] if refused is not None else None
 
+    def cover_cost(self, *, spent: Usage, cost) -> str | None:
+        """Before a priced tool call, the reservation must cover the run's spend so far and the call's price:
+        topped up if not. Returns the budget that had no room (the call is refused), else None."""
+        self.holds, refused = self._top_up(usd=spent.cost + cost, tokens=spent.total_tokens)
+        return refused["budget"] if refused is not None else None
+
     def past(self, text: str) -> str | None:
         """A fragment of the call in flight's reply: the hard budget it streams past its reservation of, if any."""
         if self._completion is not None and self._completion.past(text):

@@ -62,10 +62,10 @@ PROVIDER_ATTEMPTS_INSERT = (
     'VALUES {values}')
 
 TOOL_CALL_COLUMNS = ("execution_id", "node_id", "tool", "server_id", "arguments", "result", "ok", "error",
-                     "duration_ms", "created_at")
+                     "duration_ms", "cost", "created_at")
 TOOL_CALLS_INSERT = (
     'INSERT INTO "workflows_toolcall" ("execution_id", "node_id", "tool", "server_id", "arguments", "result", "ok", '
-    '"error", "duration_ms", "created_at") VALUES {values}')
+    '"error", "duration_ms", "cost", "created_at") VALUES {values}')
 
 EVENT_COLUMNS = ("execution_id", "seq", "event", "data", "created_at")
 # (execution, seq) is unique: a second writer's events collide here and roll its write back.

@@ -1,13 +1,18 @@
 """Analytics over the API: usage reports, template analytics and prices. Money is rendered as strings (Decimal)."""
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from analytics.models import ModelPrice, UsageRollup
 from analytics.selectors import USAGE_GROUPS
+from analytics.tool_usage import TOOL_GROUPS
 from core.api.serializers import StrictSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 8}
+MAX_TOOL_REPORT_DAYS = 366
 GROUP_COLUMNS = {group: list(columns.values()) for group, (columns, _) in USAGE_GROUPS.items()}
 
 
@@ -30,6 +35,39 @@ class UsageQuerySerializer(serializers.Serializer):
         if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
             raise serializers.ValidationError({"end": ["end is before start"]})
         return attrs
+
+
+class ToolUsageQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=list(TOOL_GROUPS), default="tool",
+                                       help_text="a row per tool (its qualified name), per MCP server or per template")
+    start = serializers.DateField(required=False, help_text="first UTC day included; default: 29 days before end")
+    end = serializers.DateField(required=False, help_text="last UTC day included; default: today (UTC)")
+    owner = serializers.CharField(required=False, max_length=150,
+                                  help_text="staff only: one user's runs (username); default: everyone's")
+
+    def validate(self, attrs):
+        attrs.setdefault("end", timezone.now().date())
+        attrs.setdefault("start", attrs["end"] - timedelta(days=29))
+        if attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["end is before start"]})
+        if (attrs["end"] - attrs["start"]).days >= MAX_TOOL_REPORT_DAYS:
+            raise serializers.ValidationError({"start": [f"at most {MAX_TOOL_REPORT_DAYS} days at once"]})
+        return attrs
+
+
+class ToolFiguresSerializer(serializers.Serializer):
+    """A tool's, server's or template's calls in the range: how many, how many failed, what they cost (priced MCP
+    tools), and their duration's 50th and 95th percentiles."""
+
+    FIELDS = ("key", "name", "calls", "errors", "cost", "p50_ms", "p95_ms")
+    key = serializers.CharField(allow_null=True, help_text="the tool's qualified name, the server's or template's "
+                                                           "id (null: built-in tools / no template)")
+    name = serializers.CharField(help_text="the server's or template's name (a tool's: its server's)")
+    calls = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    cost = serializers.DecimalField(**MONEY)
+    p50_ms = serializers.IntegerField()
+    p95_ms = serializers.IntegerField()
 
 
 class UsageFiguresSerializer(serializers.Serializer):
@@ -132,18 +170,22 @@ class PriceSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelPrice
         fields = ("id", "provider", "model_pattern", "input_per_million", "cached_input_per_million",
-                  "output_per_million", "effective_from", "is_active", "created_at")
+                  "output_per_million", "per_call", "effective_from", "is_active", "created_at")
         read_only_fields = fields
 
 
 class PriceWriteSerializer(StrictSerializer):
     """A new price row. On PATCH only `is_active` may change: figures and dates are history (post a new row)."""
 
-    provider = serializers.CharField(max_length=64, help_text='a provider name, or "*" for any provider')
+    provider = serializers.CharField(max_length=64, help_text='a provider name, "*" for any provider, or "mcp" for '
+                                                              'MCP tool calls')
     model_pattern = serializers.CharField(max_length=255, help_text="a regular expression matching the whole "
-                                                                    "model name (or provider/model)")
-    input_per_million = serializers.DecimalField(min_value=0, **MONEY)
+                                                                    "model name (or provider/model); for provider "
+                                                                    "mcp, the tool's <server>__<tool>")
+    input_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
     cached_input_per_million = serializers.DecimalField(min_value=0, required=False, allow_null=True, **MONEY)
-    output_per_million = serializers.DecimalField(min_value=0, **MONEY)
+    output_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
+    per_call = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="USD per call of an MCP "
+                                                                                        "tool (provider mcp)")
     effective_from = serializers.DateTimeField(required=False, help_text="default: now")
     is_active = serializers.BooleanField(required=False, default=True)

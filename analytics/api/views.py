@@ -24,6 +24,8 @@ from analytics.api.serializers import (
     PriceSerializer,
     PriceWriteSerializer,
     TemplateAnalyticsSerializer,
+    ToolFiguresSerializer,
+    ToolUsageQuerySerializer,
     UsageFiguresSerializer,
     UsageQuerySerializer,
     UsageReportSerializer,
@@ -38,6 +40,7 @@ from analytics.selectors import (
     usage_report_page,
 )
 from analytics.services import price_create, price_update
+from analytics.tool_usage import tool_usage_report
 from core.api.filters import StrictOrderingFilter
 from core.api.pagination import PageNumberPagination
 from core.errors import Forbidden, InvalidInput, NotFound
@@ -137,6 +140,28 @@ class TemplateOrdering(StrictOrderingFilter):
 
     def get_ordering(self, request, queryset, view):
         return [term.replace("template__key", "key") for term in super().get_ordering(request, queryset, view)]
+
+
+class ToolUsageView(CSVExportMixin, APIView):
+    """Tool calls per tool, MCP server or template over a range of UTC days: calls, errors, cost and p50/p95
+    duration. The caller's own runs; staff, everyone's or one user's (?owner=)."""
+
+    @extend_schema(operation_id="analytics_tools", parameters=[ToolUsageQuerySerializer, FORMAT_PARAMETER],
+                   responses={(200, "application/json"): ToolFiguresSerializer(many=True),
+                              (200, "text/csv"): CSV_RESPONSE})
+    def get(self, request: Request) -> Response:
+        query = ToolUsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        group_by, start, end = (query.validated_data[name] for name in ("group_by", "start", "end"))
+        owner = UsageView._owner(request, query.validated_data.get("owner"))
+        rows = ToolFiguresSerializer(tool_usage_report(group_by=group_by, start=start, end=end,
+                                                       owner_ids=None if owner is None else [owner.pk]),
+                                     many=True).data
+        self.csv_columns, self.csv_name = ToolFiguresSerializer.FIELDS, f"tools-by-{group_by}"
+        if self.wants_csv:
+            return Response(rows)
+        return Response({"group_by": group_by, "start": start, "end": end,
+                         "owner": owner.get_username() if owner is not None else None, "results": rows})
 
 
 class TemplateAnalyticsView(CSVExportMixin, ListAPIView):

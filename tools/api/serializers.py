@@ -45,6 +45,27 @@ class HeadersField(serializers.DictField):
         return headers
 
 
+class HeaderNamesField(serializers.ListField):
+    """Names of headers each user supplies for themselves (their token for a shared server)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.CharField(max_length=100), allow_empty=True, max_length=MAX_HEADERS,
+                         **kwargs)
+
+    def to_internal_value(self, data):
+        names = super().to_internal_value(data)
+        lowered = set()
+        for name in names:
+            if not HEADER_NAME.match(name):
+                raise serializers.ValidationError(f"{name[:100]!r} is not an HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise serializers.ValidationError(f"{name} is set by the MCP transport, not here")
+            if name.lower() in lowered:
+                raise serializers.ValidationError(f"{name} is given twice")
+            lowered.add(name.lower())
+        return names
+
+
 class McpServerWriteSerializer(StrictSerializer):
     name = serializers.RegexField(SERVER_NAME_PATTERN, help_text="letters, digits, _ and -, at most 32, no `__`: "
                                   "its tools are named `<name>__<tool>`")
@@ -53,8 +74,21 @@ class McpServerWriteSerializer(StrictSerializer):
     transport = serializers.ChoiceField(choices=McpServer.Transport.choices, default=McpServer.Transport.STREAMABLE_HTTP)
     headers = HeadersField(required=False, write_only=True, help_text="sent with every request to the server "
                            "(write-only: encrypted at rest, never returned)")
+    per_user_headers = HeaderNamesField(required=False, help_text="headers each user sets for themselves "
+                                        "(PUT .../credentials/): a call carries the caller's own values")
     shared = serializers.BooleanField(default=False, help_text="staff only: every user sees it and may call it")
     enabled = serializers.BooleanField(default=True)
+
+
+class McpCredentialWriteSerializer(StrictSerializer):
+    headers = HeadersField(write_only=True, help_text="your own values of the server's per_user_headers (all of "
+                           "them): write-only, encrypted at rest, never returned")
+
+
+class McpCredentialSerializer(serializers.Serializer):
+    header_names = serializers.ListField(child=serializers.CharField(), help_text="which are set (never a value)")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
 
 
 class McpServerUpdateSerializer(McpServerWriteSerializer):
@@ -76,7 +110,7 @@ class McpServerSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = McpServer
-        fields = ("id", "name", "url", "transport", "header_names", "shared", "enabled", "owner", "tools",
+        fields = ("id", "name", "url", "transport", "header_names", "per_user_headers", "shared", "enabled", "owner", "tools",
                   "tools_refreshed_at", "health", "last_error", "checked_at", "created_at", "updated_at")
         read_only_fields = fields
 

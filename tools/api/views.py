@@ -11,12 +11,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.viewsets import OwnedViewSet
-from tools.api.serializers import (McpServerSerializer, McpServerUpdateSerializer, McpServerWriteSerializer,
-                                   ToolSerializer)
+from core.errors import InvalidInput, NotFound
+from tools.api.serializers import (McpCredentialSerializer, McpCredentialWriteSerializer, McpServerSerializer,
+                                   McpServerUpdateSerializer, McpServerWriteSerializer, ToolSerializer)
 from tools.models import McpServer
-from tools.selectors import mcp_server_list, tool_list
-from tools.services import (mcp_server_create, mcp_server_delete, mcp_server_editable_check, mcp_server_refresh,
-                            mcp_server_update)
+from tools.selectors import CredentialMissing, mcp_credential_get, mcp_server_list, tool_list
+from tools.services import (mcp_credential_delete, mcp_credential_set, mcp_server_create, mcp_server_delete,
+                            mcp_server_editable_check, mcp_server_refresh, mcp_server_update)
 
 TOOLS_SCOPE = "tools"
 
@@ -77,4 +78,30 @@ class McpServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVi
         """Ask the server for its tools again; answers the server with its tools and health."""
         server = self.get_object()
         mcp_server_editable_check(server=server, actor=request.user)
-        return Response(McpServerSerializer(mcp_server_refresh(server=server)).data)
+        try:
+            server = mcp_server_refresh(server=server, user=request.user)
+        except CredentialMissing as missing:
+            raise InvalidInput(str(missing), code="credentials_missing") from None
+        return Response(McpServerSerializer(server).data)
+
+    @extend_schema(methods=["GET"], request=None, responses=McpCredentialSerializer)
+    @extend_schema(methods=["PUT"], request=McpCredentialWriteSerializer, responses=McpCredentialSerializer)
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None})
+    @action(detail=True, methods=["get", "put", "delete"], filter_backends=[])
+    def credentials(self, request: Request, pk: str) -> Response:
+        """Your own values of a server's `per_user_headers` (write-only): PUT sets them (all), GET says which are
+        set, DELETE forgets them. Your calls of its tools carry them; nobody else's do."""
+        server = self.get_object()
+        if request.method == "PUT":
+            serializer = McpCredentialWriteSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            credential = mcp_credential_set(server=server, user=request.user, ip=_ip(request),
+                                            headers=serializer.validated_data["headers"])
+            return Response(McpCredentialSerializer(credential).data)
+        if request.method == "DELETE":
+            mcp_credential_delete(server=server, user=request.user, ip=_ip(request))
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        credential = mcp_credential_get(server=server, user=request.user)
+        if credential is None:
+            raise NotFound("you have set no credentials for this MCP server")
+        return Response(McpCredentialSerializer(credential).data)

@@ -3,6 +3,7 @@ limits and error routing are the compiler's job (compile.py), so every node type
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 import random
 import time
 import uuid
@@ -191,7 +192,7 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
     for call in calls:
         name, arguments = call["name"], call.get("args") or {}
         started = time.monotonic()
-        ok, error, result, server_id = True, "", "", None
+        ok, error, result, server_id, cost = True, "", "", None, Decimal("0")
         try:
             if not tool_allowed(name, allowed):
                 # The call fails (recorded, the run goes on) and the refusal is reported like a limit.
@@ -204,16 +205,21 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
                 # An MCP tool reaches outside the process: the run writes what it holds (and sees a cancel) first.
                 ctx.hooks.tool_started(node, tool=name, call_id=call.get("id"), waits=True)
                 ctx.checkpoint()
+                price = ctx.hooks.tool_price(name)
+                if price and (budget := ctx.hooks.tool_cover(price)) is not None:
+                    raise ToolFailed(f"the run reached budget {budget}: the priced tool {name!r} was not called")
                 outcome = ctx.hooks.tool_run(name, arguments, timeout_s=min(node.config["tool_timeout_ms"] / 1000,
                                                                             ctx.remaining_s()))
                 server_id, result = outcome.server_id, outcome.text
                 if not outcome.ok:
                     raise ToolFailed(outcome.error)
+                cost = price  # a call is charged when it answered
         except ToolFailed as exc:
             ok, error = False, str(exc)
         duration_ms = int((time.monotonic() - started) * 1000)
+        ctx.tool_cost_add(cost)
         ctx.hooks.tool_called(node, tool=name, arguments=arguments, result=result, ok=ok, error=error,
-                              duration_ms=duration_ms, server_id=server_id)
+                              duration_ms=duration_ms, server_id=server_id, cost=cost)
         results.append(
             ToolMessage(
                 content=result if ok else f"Error: {error}",

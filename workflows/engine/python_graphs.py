@@ -324,9 +324,12 @@ class GraphAccounting(BaseCallbackHandler):
         tool = self.tools.pop(run_id, None)
         if tool is None:
             return
+        # An MCP tool's call is charged its price when it answered (its server named in its metadata).
+        cost = self.ctx.hooks.tool_price(tool["tool"]) if ok and tool["server_id"] else Decimal("0")
+        self.ctx.tool_cost_add(cost)
         self._in_node(tool["task"], lambda node: self.ctx.hooks.tool_called(
             node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
-            duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"]))
+            duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"], cost=cost))
 
     def on_tool_end(self, output, *, run_id, **kwargs) -> None:
         content = getattr(output, "content", output)

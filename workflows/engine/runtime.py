@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Protocol, Sequence
 
 from django.conf import settings
@@ -136,7 +137,11 @@ class RunHooks(Protocol):
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
     def provider_attempted(self, node: Node, attempt: Attempt) -> None: ...  # a routed call's tries, each
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int, server_id: str | None = None) -> None: ...
+                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None: ...
+    # An MCP tool's price per call (0: unpriced), and whether the run's hard budgets cover one more such call (the
+    # budget that has no room, else None).
+    def tool_price(self, name: str) -> Decimal: ...
+    def tool_cover(self, price: Decimal) -> str | None: ...
     # A tool call about to run (`waits`: it reaches outside the process, an MCP tool, so the run writes first).
     def tool_started(self, node: Node, *, tool: str, call_id: str | None, waits: bool) -> None: ...
     # The MCP tools (OpenAI function schemas) among `patterns` (<server>__<tool>, <server>__*) the run's user may call.
@@ -171,6 +176,8 @@ class NullHooks:
     def tool_called(self, node, **kwargs): pass
     def tool_started(self, node, **kwargs): pass
     def tool_schemas(self, patterns): return []
+    def tool_price(self, name): return Decimal("0")
+    def tool_cover(self, price): return None
     def tool_run(self, name, arguments, *, timeout_s):
         return ToolOutcome(ok=False, text="", error="MCP tools are called by a recorded run only")
     def token(self, node, text, message_id=None, reply=None): pass
@@ -221,6 +228,12 @@ class RunContext:
 
     def tool_budget_left(self) -> int:
         return self.config["max_tool_calls"] - self.tool_calls
+
+    def tool_cost_add(self, cost: Decimal) -> None:
+        """A priced tool call's cost counts in the run's usage, as an LLM call's does."""
+        if cost:
+            with self.counting:
+                self.usage += Usage(cost=cost)
 
     def claim_tool_calls(self, count: int, *, node_limit: int) -> None:
         with self.counting:

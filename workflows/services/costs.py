@@ -8,7 +8,8 @@ from django.db.models import F
 
 from conversations.models import Message
 from conversations.services import message_cost_adjust
-from workflows.models import LLMCall, NodeExecution, WorkflowExecution
+from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.pricing import TOOL_PRICES
 from workflows.signals import usage_repriced
 
 
@@ -31,6 +32,28 @@ def llm_call_cost_adjust(*, call: LLMCall, delta: Decimal) -> bool:
             message_cost_adjust(message_id=reply.pk, delta=delta)
         usage_repriced.send(sender=WorkflowExecution, execution=execution,
                             calls=[{"provider": call.provider, "model": call.model, "cost": delta}])
+    return True
+
+
+def tool_call_cost_adjust(*, call: ToolCall, delta: Decimal) -> bool:
+    """Change an ended run's MCP tool call's cost by `delta`, and by the same amount its node's (the pass of its
+    node that made it), its run's and the run's assistant message's; the aggregates hear it as usage_repriced (on
+    provider "mcp", the tool as the model). A run still in progress is left alone (False), as for LLM calls."""
+    with transaction.atomic():
+        execution = WorkflowExecution.objects.select_for_update().get(pk=call.execution_id)
+        if execution.status not in WorkflowExecution.TERMINAL:
+            return False
+        ToolCall.objects.filter(pk=call.pk).update(cost=F("cost") + delta)
+        node = NodeExecution.objects.filter(execution=execution, node_id=call.node_id,
+                                            started_at__lte=call.created_at).order_by("-index").only("pk").first()
+        if node is not None:
+            NodeExecution.objects.filter(pk=node.pk).update(cost=F("cost") + delta)
+        WorkflowExecution.objects.filter(pk=execution.pk).update(cost=F("cost") + delta)
+        reply = Message.objects.filter(execution=execution, role=Message.Role.ASSISTANT).only("pk").first()
+        if reply is not None:
+            message_cost_adjust(message_id=reply.pk, delta=delta)
+        usage_repriced.send(sender=WorkflowExecution, execution=execution,
+                            calls=[{"provider": TOOL_PRICES, "model": call.tool, "cost": delta}])
     return True
 
 

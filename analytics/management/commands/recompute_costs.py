@@ -29,6 +29,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         result = costs_recompute(since=_since(options["since"]))
         self.stdout.write(f"re-priced {result.repriced} LLM calls")
+        if result.tools_repriced:
+            self.stdout.write(f"re-priced {result.tools_repriced} MCP tool calls")
         if result.unpriced:
             models = ", ".join(f"{model}: {count}" for model, count in result.unpriced.items())
             self.stderr.write(f"{sum(result.unpriced.values())} LLM calls have no price in force at their time "

@@ -1,0 +1,95 @@
+"""Issue 44, traced safely and marked when failing (item 06 of this suite): a ToolCall row (and its `tool.called`
+audit row) keeps none of the registered secrets of its server — the server's header values and the caller's own
+credential — whether the model passed one in the arguments or the tool quoted it; and a server that cannot be
+asked is marked unhealthy (healthy again once it answers) from the Python-graph path as from the JSON-workflow
+path, by the same code. Against the real MCP server and the OpenAI stub."""
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from tests.tools.test_workflow_tools import chat, run_agent
+from tools.models import McpServer
+from tools.services import mcp_credential_set, mcp_server_create
+from workflows.models import ToolCall
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+TEAM = "team-SECRET-51c0e2"
+BOBS = "Bearer bob-SECRET-9d7a10"
+
+
+@pytest.fixture
+def shared(staff, bob, mcp_server):
+    server = mcp_server_create(owner=staff, name="tracker", url=mcp_server.url, shared=True,
+                               headers={"X-Team-Key": TEAM}, per_user_headers=["Authorization"], discover=False)
+    mcp_credential_set(server=server, user=staff, headers={"Authorization": "Bearer staff"})
+    mcp_credential_set(server=server, user=bob, headers={"Authorization": BOBS})
+    client = APIClient()
+    client.force_login(staff)
+    assert client.post(f"/api/v1/tools/servers/{server.pk}/refresh/").json()["health"] == "healthy"
+    mcp_server.reset()
+    return server
+
+
+def leaks(execution) -> list[str]:
+    """Where a secret is still stored: the run's ToolCall rows and its audit rows."""
+    stored = [json.dumps([row.arguments, row.result, row.error]) for row in ToolCall.objects.filter(
+        execution=execution)]
+    stored += [json.dumps(row.data) for row in AuditEvent.objects.filter(target_id=str(execution.pk))]
+    return [text for text in stored if TEAM in text or "bob-SECRET" in text]
+
+
+LEAKY_CALLS = [{"name": "tracker__fail", "arguments": {"message": f"keys: {TEAM} / {BOBS}"}},
+               {"name": "tracker__echo_header", "arguments": {"name": "x-team-key"}}]
+
+
+def test_item_06_a_json_workflows_tool_calls_keep_no_registered_secret(shared, bob, mcp_server, openai_server):
+    openai_server.reply(tool_calls=LEAKY_CALLS)
+    openai_server.reply(content="Done.")
+
+    execution = chat(bob, ["tracker__*"])
+
+    assert execution.status == "completed"
+    assert mcp_server.calls[0] == ("fail", {"message": f"keys: {TEAM} / {BOBS}"})  # the server got them as sent
+    failed, echoed = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert failed.arguments == {"message": "keys: [redacted] / [redacted]"}
+    assert echoed.result == "[redacted]"
+    assert leaks(execution) == []
+
+
+def test_item_06_a_python_graphs_tool_calls_keep_no_registered_secret(shared, bob, mcp_server, openai_server,
+                                                                      settings, monkeypatch):
+    openai_server.reply(tool_calls=LEAKY_CALLS)
+    openai_server.reply(content="Done.")
+
+    execution = run_agent(bob, settings, monkeypatch, openai_server, attribute="any_tool_graph")
+
+    assert execution.status == "completed", execution.error_message
+    failed, echoed = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert failed.arguments == {"message": "keys: [redacted] / [redacted]"}
+    assert echoed.result == "[redacted]"
+    assert leaks(execution) == []
+
+
+def test_item_06_a_python_graph_marks_a_server_it_cannot_ask_unhealthy_and_healthy_again(
+        alice, mcp_server, openai_server, settings, monkeypatch):
+    tracker = mcp_server_create(owner=alice, name="tracker", url=mcp_server.url)
+    assert tracker.health == "healthy"
+    McpServer.objects.filter(pk=tracker.pk).update(url=mcp_server.url.replace(str(mcp_server.port), "1"))
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}}])
+    openai_server.reply(content="It is down.")
+
+    execution = run_agent(alice, settings, monkeypatch, openai_server)
+
+    assert execution.status == "completed", execution.error_message
+    tracker.refresh_from_db()
+    assert tracker.health == "unhealthy" and "could not reach the server" in tracker.last_error
+    assert not ToolCall.objects.get(execution=execution).ok
+
+    McpServer.objects.filter(pk=tracker.pk).update(url=mcp_server.url)
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}}])
+    openai_server.reply(content="3.")
+    assert run_agent(alice, settings, monkeypatch, openai_server).status == "completed"
+    tracker.refresh_from_db()
+    assert (tracker.health, tracker.last_error) == ("healthy", "")
