@@ -6,6 +6,7 @@ import json
 from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
+from tools.mcp_pool import Endpoint
 from tools.models import QUALIFIER, McpServer
 from workflows.engine.tools import TOOLS
 
@@ -40,6 +41,12 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
 def mcp_server_headers(*, server: McpServer) -> dict[str, str]:
     """The server's headers, decrypted: for the MCP client only, never for a response or a log."""
     return json.loads(secret_decrypt(server.headers_encrypted)) if server.headers_encrypted else {}
+
+
+def mcp_endpoint(*, server: McpServer) -> Endpoint:
+    """How the MCP client reaches `server` (its headers decrypted): what a kept session is keyed by."""
+    headers = tuple(sorted(mcp_server_headers(server=server).items()))
+    return Endpoint(server_id=str(server.pk), transport=server.transport, url=server.url, headers=headers)
 
 
 def builtin_tool_list() -> list[dict]:

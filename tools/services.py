@@ -17,7 +17,8 @@ from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.models import McpServer
-from tools.selectors import mcp_server_headers, mcp_tool_get
+from tools.mcp_pool import mcp_pool, mcp_pool_forget
+from tools.selectors import mcp_endpoint, mcp_server_headers, mcp_tool_get
 
 EDITABLE = ("name", "url", "transport", "headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
@@ -74,6 +75,7 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
         return server
     with transaction.atomic():
         _saved(server)
+        transaction.on_commit(lambda: mcp_pool_forget(server.pk))
         audit_record(action="mcp_server.changed", actor=actor, target=server, ip=ip,
                      data={**_audited(server), "changed": changed})
         if server.shared != was_shared:
@@ -85,7 +87,9 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
 def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> None:
     with transaction.atomic():
         audit_record(action="mcp_server.deleted", actor=actor, target=server, ip=ip, data=_audited(server))
+        server_id = server.pk
         server.delete()
+        transaction.on_commit(lambda: mcp_pool_forget(server_id))
 
 
 def mcp_server_refresh(*, server: McpServer) -> McpServer:
@@ -93,8 +97,7 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
     with it: healthy with the new list, or unhealthy with the reason (the last list it gave is kept)."""
     now = timezone.now()
     try:
-        tools = async_to_sync(mcp_tools_discover)(url=server.url, transport=server.transport,
-                                                  headers=mcp_server_headers(server=server),
+        tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server),
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
@@ -113,11 +116,9 @@ def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = 
     CHATTER_MCP_MAX_RESULT_BYTES. A server that could not be asked is marked unhealthy with the reason (and healthy again once it answers); the result then says so."""
     server, tool = mcp_tool_get(user=user, name=name)
     try:
-        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport,
-                                              headers=mcp_server_headers(server=server), tool=tool,
-                                              arguments=arguments, timeout_s=min(
-                                                  settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
-                                              max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
+        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server), tool=tool, arguments=arguments,
+                                 timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
+                                 max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
         _health_set(server, healthy=False, error=str(exc))
         return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
