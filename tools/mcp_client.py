@@ -96,7 +96,7 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, timeout_s: float |
 async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[dict]:
     """The server's tools, [{"name", "description", "input_schema"}] (every page, at most MAX_TOOLS), or
     McpUnreachable saying why not, on a session of its own. The whole exchange takes at most `timeout_s`."""
-    headers = endpoint.header_dict
+    headers = endpoint.secrets
     failures = TransportFailures()
     try:
         with anyio.fail_after(timeout_s), failures.scope:
@@ -129,7 +129,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
     not ok, saying why; a server that could not be asked (down, refused, an HTTP error status, an answer that
     cannot be read) raises McpUnreachable (the caller marks it). The text is cut at `max_result_bytes` (UTF-8) with
     a note."""
-    headers = endpoint.header_dict
+    headers = endpoint.secrets
     try:
         result = await mcp_pool().call_tool(endpoint, tool, arguments, timeout_s=timeout_s)
     except TransportFailed as failed:

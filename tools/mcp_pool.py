@@ -53,6 +53,11 @@ class Endpoint:
     def header_dict(self) -> dict[str, str]:
         return dict(self.headers)
 
+    @property
+    def secrets(self) -> dict[str, str]:
+        """What a call sends that an answer must not quote back: the headers' values, a stdio server's env's."""
+        return {**dict(self.env), **dict(self.headers)}
+
 
 class TransportFailed(Exception):
     """What the transport could not read or send (malformed JSON, an HTTP error status, a broken stream, a process

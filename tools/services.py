@@ -135,9 +135,13 @@ def _health_set(server: McpServer, *, healthy: bool, error: str) -> None:
         setattr(server, field, value)
 
 
-def mcp_server_editable_check(*, server: McpServer, actor) -> None:
+def mcp_server_editable_check(*, server: McpServer, actor, refresh: bool = False) -> None:
     """Only its owner changes a server; staff may also change a shared one. Forbidden otherwise (whoever may see
-    a shared server may not change it)."""
+    a shared server may not change it). A server the operator declared is changed in its file only (staff may
+    still ask it for its tools again: `refresh`)."""
+    if server.declared and not (refresh and actor.is_staff):
+        raise Forbidden(f"the MCP server {server.name!r} is declared by the operator (CHATTER_MCP_SERVERS_FILE): "
+                        "it is changed there, not through the API")
     if server.owner_id != actor.pk and not (actor.is_staff and server.shared):
         raise Forbidden("only the server's owner (or staff, for a shared server) may change it")
 
