@@ -54,7 +54,8 @@ class BareChat:
         from workflows.engine.compile import MAX_STEPS, graph_compile
         from workflows.engine.config import config_resolve
         from workflows.engine.graph import parse_graph
-        from workflows.engine.runtime import NullHooks, RunContext
+        from workflows.engine.hooks import NullHooks
+        from workflows.engine.runtime import RunContext
 
         template = next(t for t in BUILTIN_TEMPLATES if t["key"] == "universal_chat")
         self.graph = parse_graph(template["graph"])
@@ -175,7 +176,7 @@ RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs
                   "workflows/recorder.py", "workflows/run_reads.py", "workflows/spending.py", "workflows/ledger.py",
                   "workflows/checkpointer.py",
                   "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
-                  "workflows/engine/runtime.py", "workflows/engine/nodes.py",
+                  "workflows/engine/runtime.py", "workflows/engine/hooks.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
