@@ -119,7 +119,10 @@ def _write(entries: dict[str, dict]) -> None:
     from tools.services import mcp_server_refresh
     from tools.mcp_pool import mcp_pool_forget
 
-    McpServer.objects.filter(declared=True).exclude(name__in=list(entries)).delete()
+    removed = McpServer.objects.filter(declared=True).exclude(name__in=list(entries))
+    for server_id in list(removed.values_list("pk", flat=True)):
+        mcp_pool_forget(server_id)  # a stdio server's process ends with its session
+    removed.delete()
     existing = {server.name: server for server in McpServer.objects.filter(declared=True)}
     for name, entry in entries.items():
         server = existing.get(name) or McpServer(name=name, declared=True, shared=True, owner=None)
