@@ -195,7 +195,8 @@ def thread_graph(thread_id: str):
 
 
 def _run_context(execution: WorkflowExecution):
-    from workflows.engine.runtime import NullHooks, RunContext
+    from workflows.engine.hooks import NullHooks
+    from workflows.engine.runtime import RunContext
 
     return RunContext(config=execution.config, hooks=NullHooks())
 

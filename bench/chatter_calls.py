@@ -16,7 +16,8 @@ Who uses what:
   `api_token_key`;
 - B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`;
 - B8's checks: `gateway_runs`, `gateway_i3_failures`, `invariant_i2`, `aggregates_drift`; its in-process profile:
-  `gateway_client`, `GATEWAY_PATH`.
+  `gateway_client`, `GATEWAY_PATH`;
+- B11's workflow side: `mcp_tool_path`.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class BareChat:
         from workflows.engine.compile import MAX_STEPS, graph_compile
         from workflows.engine.config import config_resolve
         from workflows.engine.graph import parse_graph
-        from workflows.engine.runtime import NullHooks, RunContext
+        from workflows.engine.hooks import NullHooks
+        from workflows.engine.runtime import RunContext
 
         template = next(t for t in BUILTIN_TEMPLATES if t["key"] == "universal_chat")
         self.graph = parse_graph(template["graph"])
@@ -174,7 +176,7 @@ RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs
                   "workflows/recorder.py", "workflows/run_reads.py", "workflows/spending.py", "workflows/ledger.py",
                   "workflows/checkpointer.py",
                   "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
-                  "workflows/engine/runtime.py", "workflows/engine/nodes.py",
+                  "workflows/engine/runtime.py", "workflows/engine/hooks.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
@@ -333,3 +335,35 @@ def gateway_client(user):
 
     key = api_token_create(user=user, name="b8", scopes=["gateway"])[1]
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")
+
+
+# --- B11: an MCP tool call as a JSON workflow's tools node makes it --------------------------------------------
+def mcp_tool_path(user, url: str, name: str = "bench"):
+    """`url` registered as the MCP server `name` of `user`, and a run of theirs allowed its tools: returns
+    `call(a, b)`, which calls `<name>__add` through the run's tool path (workflows.run_tools.RunTools.run) and
+    returns its wall time in seconds."""
+    from tools.services import mcp_server_create
+    from workflows.run_tools import RunTools
+    from workflows.services.run_requests import ChatRequest
+    from workflows.services.runs import execution_create
+
+    mcp_server_create(owner=user, name=name, url=url)
+    execution = execution_create(ChatRequest(owner=user, message="add", config={"allowed_tools": [f"{name}__*"]}))
+    tools = RunTools(execution)
+
+    def call(a, b) -> float:
+        started = time.perf_counter()
+        outcome = tools.run(f"{name}__add", {"a": a, "b": b}, timeout_s=30)
+        elapsed = time.perf_counter() - started
+        if not outcome.ok:
+            raise RuntimeError(outcome.error)
+        return elapsed
+
+    return call
+
+
+def mcp_sessions_close() -> None:
+    """Close the kept MCP sessions of this process (before the server they are open with stops)."""
+    from tools.mcp_pool import mcp_pool_close_all
+
+    mcp_pool_close_all()

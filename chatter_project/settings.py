@@ -249,6 +249,10 @@ CHATTER_WEBHOOK_ALLOWED_NETWORKS = env_networks("CHATTER_WEBHOOK_ALLOWED_NETWORK
 # MCP tool servers (tools/): how long discovery or one tool call may take, and how much of a call's result is kept.
 CHATTER_MCP_TIMEOUT_S = env_int("CHATTER_MCP_TIMEOUT_S", 30, minimum=1)
 CHATTER_MCP_MAX_RESULT_BYTES = env_int("CHATTER_MCP_MAX_RESULT_BYTES", 1_048_576, minimum=1)
+# MCP servers the operator declares (tools/declared.py): a JSON file in the `mcpServers` shape; stdio servers only here.
+CHATTER_MCP_SERVERS_FILE = env_str("CHATTER_MCP_SERVERS_FILE", "")
+# How long a kept MCP session (tools/mcp_pool.py: reused across a run's calls and across runs) may sit unused.
+CHATTER_MCP_IDLE_S = env_int("CHATTER_MCP_IDLE_S", 60, minimum=1)
 # Keys of what is kept encrypted at rest (an MCP server's headers), core/encryption.py: Fernet keys, the first
 # encrypts; a key derived from SECRET_KEY always decrypts too (and encrypts when none is set).
 CHATTER_ENCRYPTION_KEYS = env_fernet_keys("CHATTER_ENCRYPTION_KEYS")

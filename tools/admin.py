@@ -9,13 +9,14 @@ from tools.services import mcp_server_delete, mcp_server_update
 
 @admin.register(McpServer)
 class McpServerAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "url", "transport", "shared", "enabled", "health", "tools_refreshed_at")
-    list_filter = ("transport", "shared", "enabled", "health")
+    list_display = ("name", "owner", "url", "transport", "shared", "declared", "enabled", "health",
+                    "tools_refreshed_at")
+    list_filter = ("transport", "shared", "declared", "enabled", "health")
     search_fields = ("name", "url", "owner__username")
     list_select_related = ("owner",)
-    fields = ("id", "name", "owner", "url", "transport", "header_names", "per_user_headers", "user_credentials",
-              "shared", "enabled", "health", "last_error", "checked_at", "tools", "tools_refreshed_at", "created_at",
-              "updated_at")
+    fields = ("id", "name", "owner", "url", "transport", "command", "header_names", "per_user_headers",
+              "user_credentials", "shared", "declared", "enabled", "health", "last_error", "checked_at", "tools",
+              "tools_refreshed_at", "created_at", "updated_at")
     readonly_fields = tuple(field for field in fields if field not in ("shared", "enabled"))
 
     def has_add_permission(self, request) -> bool:
@@ -26,6 +27,12 @@ class McpServerAdmin(admin.ModelAdmin):
         """Who has set their own values of its per_user_headers: the user and the header names, never a value."""
         return ", ".join(f"{credential.user} ({', '.join(credential.header_names)})"
                          for credential in obj.credentials.select_related("user").order_by("user__username")) or "-"
+
+    def has_change_permission(self, request, obj=None) -> bool:  # the operator's file is where a declared one changes
+        return super().has_change_permission(request, obj) and not (obj is not None and obj.declared)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.declared)
 
     def save_model(self, request, obj, form, change) -> None:
         changes = {field: form.cleaned_data[field] for field in form.changed_data if field in ("shared", "enabled")}

@@ -4,8 +4,8 @@ servers and the shared ones, switched on), as langchain-mcp-adapters makes them,
 `create_react_agent(model, tools=...)` takes them as they are. A registered graph's factory gets its run's owner's
 with workflows.graph_tools.run_tools(config, allowed=[...]).
 
-Each call is a fresh session of the official MCP client with the server's headers, through core.outbound's
-checked transport (the same destination policy as every MCP request), within CHATTER_MCP_TIMEOUT_S, its text cut
+Each call is made on a kept session of the official MCP client (tools.mcp_pool) with the server's headers, through
+core.outbound's checked transport (the same destination policy as every MCP request), within CHATTER_MCP_TIMEOUT_S, its text cut
 at CHATTER_MCP_MAX_RESULT_BYTES; a tool error, a timeout or a server that cannot be asked is an error result the
 model sees (a ToolMessage with status "error"), never an exception that ends the graph."""
 from __future__ import annotations
@@ -18,9 +18,10 @@ from django.conf import settings
 from django.db import connection
 from mcp import types
 
-from tools.mcp_client import checked_http_client, headers_scrubbed, result_capped, unreachable_reason
+from tools.mcp_client import McpUnreachable, checked_http_client, mcp_tool_call
+from tools.mcp_pool import mcp_pool
 from tools.models import QUALIFIER
-from tools.selectors import CredentialMissing, mcp_call_headers, tool_list
+from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
 
 
@@ -49,7 +50,8 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
                     headers, refusal = {}, str(missing)
                 chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
                                      "transport": server.transport, "headers": headers, "refusal": refusal,
-                                     "tools": [], "record": server}
+                                     "endpoint": mcp_endpoint(server=server, headers=headers), "tools": [],
+                                     "record": server}
             chosen[server_id]["tools"].append(tool)
         return list(chosen.values())
     finally:
@@ -77,7 +79,8 @@ def _tool(server: dict, tool: dict):
 
 
 class _Bounded:
-    """The adapters' interceptor around each call: within the timeout, the text capped, and any failure an error
+    """The adapters' interceptor around each call: the call is made on a kept session of the server
+    (tools.mcp_pool, as a JSON workflow's are) within the timeout, its text capped, and any failure an error
     result (the adapters give the model an error ToolMessage), its message without the server's header values."""
 
     def __init__(self, server: dict, timeout_s: float) -> None:
@@ -87,27 +90,17 @@ class _Bounded:
         if self.server["refusal"]:  # the user has not set their own credentials for it: nothing is sent
             return _error(self.server["refusal"])
         try:
-            result = await asyncio.wait_for(handler(request), self.timeout_s)
-        except TimeoutError:
-            return _error(f"no answer within {self.timeout_s:g} s")
-        except Exception as exc:  # noqa: BLE001 - a server that cannot be asked is the model's to hear about
-            reason = unreachable_reason(exc, self.timeout_s)
-            if reason is not None:  # marked unhealthy as the JSON-workflow path marks it (tools.services)
-                await asyncio.to_thread(_health_note, self.server["record"],
-                                        headers_scrubbed(reason, self.server["headers"]))
-            return _error(headers_scrubbed(f"the MCP server {self.server['name']!r} could not be asked: "
-                                           f"{reason or f'{type(exc).__name__}: {exc}'}"[:500],
-                                           self.server["headers"]))
+            result = await mcp_pool().call_async(
+                mcp_tool_call, self.server["endpoint"], tool=request.name, arguments=request.args,
+                timeout_s=self.timeout_s, max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
+        except McpUnreachable as exc:  # marked unhealthy as the JSON-workflow path marks it (tools.services)
+            await asyncio.to_thread(_health_note, self.server["record"], str(exc))
+            return _error(f"the MCP server {self.server['name']!r} could not be asked: {exc}")
         if self.server["record"].health != "healthy":
             await asyncio.to_thread(_health_note, self.server["record"], "")
-        capped = []
-        for block in result.content:
-            if isinstance(block, types.TextContent):
-                text, _ = result_capped(headers_scrubbed(block.text, self.server["headers"]),
-                                        settings.CHATTER_MCP_MAX_RESULT_BYTES)
-                block = types.TextContent(type="text", text=text)
-            capped.append(block)
-        return result.model_copy(update={"content": capped})
+        if not result.ok:
+            return _error(result.error)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=result.text)])
 
 
 def _health_note(server, error: str) -> None:

@@ -1,7 +1,8 @@
 """Talking to an MCP server through the official `mcp` SDK's client (its transports and ClientSession; never a
 protocol of our own): a session over Streamable HTTP or the older HTTP+SSE, whose every HTTP request goes through
-core.outbound's checked transport (public destinations only, checked again at each connection: DNS rebinding), and
-the discovery of a server's tools. Async: call it from sync code with asgiref's async_to_sync."""
+core.outbound's checked transport (public destinations only, checked again at each connection: DNS rebinding), or
+over stdio (a process the operator declared: tools.declared); the discovery of a server's tools, and a tool's call
+on a kept session (tools.mcp_pool). Async: sync code runs these on the pool's loop, `mcp_pool().call(...)`."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -13,18 +14,22 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
-from mcp import ClientSession, McpError, types
+from django.conf import settings
+from mcp import ClientSession, McpError, StdioServerParameters, types
 from mcp.client.sse import sse_client
+from mcp.client.stdio import get_default_environment, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.secrets import REDACTED
 from core.tracing import outbound_hooks_async
+from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
 
 MAX_TOOLS = 500  # per server: a server listing more is cut here
 MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
 ERROR_CHARS = 500
+SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay quiet (the SDK's default)
 
 
 class McpUnreachable(Exception):
@@ -61,33 +66,43 @@ class TransportFailures:
 
 
 @asynccontextmanager
-async def mcp_session(*, url: str, transport: str, headers: dict[str, str], timeout_s: float,
-                      failures: TransportFailures) -> AsyncIterator[ClientSession]:
-    """An initialized ClientSession with the server at `url`, closed on exit."""
-    timeout = httpx.Timeout(timeout_s)
-    options = {"read_timeout_seconds": timedelta(seconds=timeout_s), "message_handler": failures.message_handler}
-    if transport == "sse":
-        async with sse_client(url, headers=headers, timeout=timeout_s, sse_read_timeout=timeout_s,
+async def mcp_session(endpoint: Endpoint, *, message_handler, timeout_s: float | None = None
+                      ) -> AsyncIterator[ClientSession]:
+    """An initialized ClientSession with the server at `endpoint`, closed on exit. Each request waits at most
+    `timeout_s` (CHATTER_MCP_TIMEOUT_S by default); callers bound a whole exchange themselves."""
+    timeout_s = timeout_s or settings.CHATTER_MCP_TIMEOUT_S
+    options = {"read_timeout_seconds": timedelta(seconds=timeout_s), "message_handler": message_handler}
+    if endpoint.transport == STDIO:
+        params = StdioServerParameters(command=endpoint.command, args=list(endpoint.args),
+                                       env={**get_default_environment(), **dict(endpoint.env)})
+        async with stdio_client(params) as (read, write), ClientSession(read, write, **options) as session:
+            await session.initialize()
+            yield session
+        return
+    if endpoint.transport == "sse":
+        async with sse_client(endpoint.url, headers=endpoint.header_dict, timeout=timeout_s,
                               httpx_client_factory=checked_http_client) as (read, write):
             async with ClientSession(read, write, **options) as session:
                 await session.initialize()
                 yield session
         return
-    async with checked_http_client(headers=headers, timeout=timeout) as http, \
-            streamable_http_client(url, http_client=http) as (read, write, _):
+    # The SDK's recommended timeouts: a request's own, and a long read for the server's stream of messages.
+    timeout = httpx.Timeout(timeout_s, read=max(timeout_s, SSE_READ_TIMEOUT_S))
+    async with checked_http_client(headers=endpoint.header_dict, timeout=timeout) as http, \
+            streamable_http_client(endpoint.url, http_client=http) as (read, write, _):
         async with ClientSession(read, write, **options) as session:
             await session.initialize()
             yield session
 
 
-async def mcp_tools_discover(*, url: str, transport: str, headers: dict[str, str], timeout_s: float) -> list[dict]:
+async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[dict]:
     """The server's tools, [{"name", "description", "input_schema"}] (every page, at most MAX_TOOLS), or
-    McpUnreachable saying why not. The whole exchange takes at most `timeout_s`."""
+    McpUnreachable saying why not, on a session of its own. The whole exchange takes at most `timeout_s`."""
+    headers = endpoint.secrets
     failures = TransportFailures()
     try:
         with anyio.fail_after(timeout_s), failures.scope:
-            async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
-                                   failures=failures) as session:
+            async with mcp_session(endpoint, timeout_s=timeout_s, message_handler=failures.message_handler) as session:
                 return await _all_tools(session)
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
         cause = _cause(exc)
@@ -109,23 +124,21 @@ class ToolResult:
     truncated: bool = False
 
 
-async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], tool: str, arguments: dict,
-                        timeout_s: float, max_result_bytes: int) -> ToolResult:
-    """Call `tool` with `arguments` on the server, the whole exchange within `timeout_s`. A tool error (isError),
-    an MCP error or a timeout: a ToolResult that is not ok, saying why; a server that could not be asked (down,
-    refused, an HTTP error status, an answer that cannot be read) raises McpUnreachable (the caller marks it). The text
-    is cut at `max_result_bytes` (UTF-8) with a note."""
-    failures = TransportFailures()
+async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeout_s: float,
+                        max_result_bytes: int) -> ToolResult:
+    """Call `tool` with `arguments` on a kept session of the server (tools.mcp_pool: run this on the pool's loop),
+    the whole exchange within `timeout_s`. A tool error (isError), an MCP error or a timeout: a ToolResult that is
+    not ok, saying why; a server that could not be asked (down, refused, an HTTP error status, an answer that
+    cannot be read) raises McpUnreachable (the caller marks it). The text is cut at `max_result_bytes` (UTF-8) with
+    a note."""
+    headers = endpoint.secrets
     try:
-        with anyio.fail_after(timeout_s), failures.scope:
-            async with mcp_session(url=url, transport=transport, headers=headers, timeout_s=timeout_s,
-                                   failures=failures) as session:
-                result = await session.call_tool(tool, arguments)
-                text = headers_scrubbed(_result_text(result), headers)  # a tool may echo the credential it was sent
-                capped, truncated = result_capped(text, max_result_bytes)
-                if result.isError:
-                    return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
-                return ToolResult(ok=True, text=capped, truncated=truncated)
+        result = await mcp_pool().call_tool(endpoint, tool, arguments, timeout_s=timeout_s)
+    except TransportFailed as failed:
+        cause = _cause(failed.cause) or failed.cause
+        why = _describe(cause, timeout_s)
+        why = f"the server's answer could not be read ({why})" if failed.unread else why
+        raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused)) from None
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
         cause = _cause(exc)
         if cause is None:
@@ -134,8 +147,11 @@ async def mcp_tool_call(*, url: str, transport: str, headers: dict[str, str], to
             return ToolResult(ok=False, text="", error=headers_scrubbed(_describe(cause, timeout_s), headers))
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
                              refused=isinstance(cause, DestinationRefused)) from None
-    unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
-    raise McpUnreachable(headers_scrubbed(unread, headers))
+    text = headers_scrubbed(_result_text(result), headers)  # a tool may echo the credential it was sent
+    capped, truncated = result_capped(text, max_result_bytes)
+    if result.isError:
+        return ToolResult(ok=False, text="", error=capped or "the tool failed", truncated=truncated)
+    return ToolResult(ok=True, text=capped, truncated=truncated)
 
 
 def _result_text(result: types.CallToolResult) -> str:
@@ -212,13 +228,3 @@ def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
         if value:
             text = text.replace(value, REDACTED)
     return text
-
-
-def unreachable_reason(exc: BaseException, timeout_s: float) -> str | None:
-    """Why a call's failure `exc` (as the SDK or an adapter raised it) says the server could not be asked, as
-    mcp_tool_call tells McpUnreachable apart; None when it is the call's own (an MCP error, a slow answer) or
-    what must go on up."""
-    cause = _cause(exc)
-    if cause is None or isinstance(cause, (McpError, TimeoutError)):
-        return None
-    return _describe(cause, timeout_s)

@@ -16,6 +16,7 @@ class McpServer(models.Model):
     class Transport(models.TextChoices):
         STREAMABLE_HTTP = "streamable_http", "Streamable HTTP"
         SSE = "sse", "HTTP+SSE (the older transport)"
+        STDIO = "stdio", "stdio (a process; declared by the operator only)"
 
     class Health(models.TextChoices):
         UNKNOWN = "unknown"
@@ -23,7 +24,10 @@ class McpServer(models.Model):
         UNHEALTHY = "unhealthy"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mcp_servers")
+    # None for a server the operator declared (CHATTER_MCP_SERVERS_FILE: tools.declared), shared and read-only.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mcp_servers",
+                              null=True, blank=True)
+    declared = models.BooleanField(default=False)
     name = models.CharField(max_length=32)
     url = models.CharField(max_length=500)
     transport = models.CharField(max_length=16, choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
@@ -32,6 +36,9 @@ class McpServer(models.Model):
     header_names = models.JSONField(default=list, blank=True)  # which headers are set (their values are not)
     # Headers each user supplies for themselves (McpCredential), e.g. ["Authorization"]: a call carries the caller's.
     per_user_headers = models.JSONField(default=list, blank=True)
+    # stdio (declared servers only): the command and its arguments, and its environment as JSON, encrypted.
+    command = models.JSONField(default=list, blank=True)
+    env_encrypted = models.TextField(blank=True, default="")
     shared = models.BooleanField(default=False)  # staff only: every user sees it and may call its tools
     enabled = models.BooleanField(default=True)
     # The tools the server listed when last asked: [{"name", "description", "input_schema"}].

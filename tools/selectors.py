@@ -6,13 +6,17 @@ import json
 from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
+from tools.declared import declared_servers_sync
 from tools.mcp_client import headers_scrubbed
+from tools.mcp_pool import Endpoint
 from tools.models import QUALIFIER, McpCredential, McpServer
 from workflows.engine.tools import TOOLS
 
 
 def mcp_server_list(*, user) -> QuerySet[McpServer]:
-    """The servers `user` sees: their own and the shared ones."""
+    """The servers `user` sees: their own and the shared ones (the operator's declared ones among them, written
+    first when their file changed)."""
+    declared_servers_sync()
     return McpServer.objects.filter(Q(owner=user) | Q(shared=True)).select_related("owner")
 
 
@@ -94,6 +98,22 @@ def secrets_redacted(value, secrets: list[str]):
     if isinstance(value, list):
         return [secrets_redacted(item, secrets) for item in value]
     return value
+
+
+def mcp_server_env(*, server: McpServer) -> dict[str, str]:
+    """A stdio server's environment, decrypted: for the MCP client only."""
+    return json.loads(secret_decrypt(server.env_encrypted)) if server.env_encrypted else {}
+
+
+def mcp_endpoint(*, server: McpServer, headers: dict[str, str] | None = None) -> Endpoint:
+    """How the MCP client reaches `server` (the headers a request sends, `mcp_call_headers`, else the server's own;
+    or a stdio server's environment, decrypted): what a kept session is keyed by."""
+    headers = tuple(sorted((mcp_server_headers(server=server) if headers is None else headers).items()))
+    if server.transport == McpServer.Transport.STDIO:
+        command, *args = server.command
+        return Endpoint(server_id=str(server.pk), transport=server.transport, command=command, args=tuple(args),
+                        env=tuple(sorted(mcp_server_env(server=server).items())))
+    return Endpoint(server_id=str(server.pk), transport=server.transport, url=server.url, headers=headers)
 
 
 def builtin_tool_list() -> list[dict]:

@@ -16,8 +16,9 @@ from core.errors import Forbidden, InvalidInput, NotFound
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
+from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import McpCredential, McpServer
-from tools.selectors import CredentialMissing, mcp_call_headers, mcp_server_headers, mcp_tool_get
+from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
 
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
@@ -76,6 +77,7 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
         return server
     with transaction.atomic():
         _saved(server)
+        transaction.on_commit(lambda: mcp_pool_forget(server.pk))
         audit_record(action="mcp_server.changed", actor=actor, target=server, ip=ip,
                      data={**_audited(server), "changed": changed})
         if server.shared != was_shared:
@@ -87,7 +89,9 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
 def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> None:
     with transaction.atomic():
         audit_record(action="mcp_server.deleted", actor=actor, target=server, ip=ip, data=_audited(server))
+        server_id = server.pk
         server.delete()
+        transaction.on_commit(lambda: mcp_pool_forget(server_id))
 
 
 def _discovered(server: McpServer, actor) -> McpServer:
@@ -106,7 +110,7 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     headers = mcp_call_headers(server=server, user=user)
     now = timezone.now()
     try:
-        tools = async_to_sync(mcp_tools_discover)(url=server.url, transport=server.transport, headers=headers,
+        tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
@@ -128,10 +132,9 @@ def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = 
     server, tool = mcp_tool_get(user=user, name=name)
     headers = mcp_call_headers(server=server, user=user)
     try:
-        result = async_to_sync(mcp_tool_call)(url=server.url, transport=server.transport, headers=headers, tool=tool,
-                                              arguments=arguments, timeout_s=min(
-                                                  settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
-                                              max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
+        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool, arguments=arguments,
+                                 timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
+                                 max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
         mcp_server_health_note(server, error=str(exc))
         return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
@@ -191,9 +194,13 @@ def _credential_audited(server: McpServer, credential: McpCredential) -> dict:
             "headers": {name: REDACTED for name in credential.header_names}}
 
 
-def mcp_server_editable_check(*, server: McpServer, actor) -> None:
+def mcp_server_editable_check(*, server: McpServer, actor, refresh: bool = False) -> None:
     """Only its owner changes a server; staff may also change a shared one. Forbidden otherwise (whoever may see
-    a shared server may not change it)."""
+    a shared server may not change it). A server the operator declared is changed in its file only (staff may
+    still ask it for its tools again: `refresh`)."""
+    if server.declared and not (refresh and actor.is_staff):
+        raise Forbidden(f"the MCP server {server.name!r} is declared by the operator (CHATTER_MCP_SERVERS_FILE): "
+                        "it is changed there, not through the API")
     if server.owner_id != actor.pk and not (actor.is_staff and server.shared):
         raise Forbidden("only the server's owner (or staff, for a shared server) may change it")
 

@@ -13,7 +13,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Message
-from workflows.engine.runtime import LLMCall as Call
+from workflows.engine.hooks import LLMCall as Call
 from workflows.engine.usage import Usage, priced, usage_cut_short
 from workflows.models import LLMCall, NodeExecution, ToolCall
 

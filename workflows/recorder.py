@@ -53,8 +53,9 @@ from core.db import connections_give_back, retried_on_conflict, statements_run, 
 from core.errors import BudgetExceeded
 from core.money import usd
 from workflows.engine.graph import Node
-from workflows.engine.runtime import Attempt, CallStarted, FetchedPrompt, RunInterrupted
-from workflows.engine.runtime import LLMCall as Call
+from workflows.engine.hooks import Attempt, CallStarted, FetchedPrompt
+from workflows.engine.hooks import LLMCall as Call
+from workflows.engine.runtime import RunInterrupted
 from workflows.engine.usage import Usage
 from workflows.events import (
     event_envelope,

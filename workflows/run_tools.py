@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from tools.selectors import ToolUnavailable, mcp_secrets, mcp_tool_get, secrets_redacted, tool_list
 from tools.services import mcp_tool_run
-from workflows.engine.runtime import ToolOutcome
+from workflows.engine.hooks import ToolOutcome
 from workflows.engine.tools import tool_allowed
 
 

@@ -41,7 +41,8 @@ from workflows.engine.python_graphs import (
     graph_stream_run,
     registered_graph_name,
 )
-from workflows.engine.runtime import NullHooks, RunContext
+from workflows.engine.hooks import NullHooks
+from workflows.engine.runtime import RunContext
 from workflows.heartbeat import heartbeat
 from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution

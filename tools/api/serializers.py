@@ -71,7 +71,9 @@ class McpServerWriteSerializer(StrictSerializer):
                                   "its tools are named `<name>__<tool>`")
     url = serializers.URLField(max_length=MAX_URL_CHARS, help_text="http(s), to a public address (or one the "
                                "operator allows: CHATTER_OUTBOUND_ALLOWED_NETWORKS)")
-    transport = serializers.ChoiceField(choices=McpServer.Transport.choices, default=McpServer.Transport.STREAMABLE_HTTP)
+    # stdio servers (a command to run) are declared by the operator only (CHATTER_MCP_SERVERS_FILE), never here.
+    transport = serializers.ChoiceField(choices=[McpServer.Transport.STREAMABLE_HTTP, McpServer.Transport.SSE],
+                                        default=McpServer.Transport.STREAMABLE_HTTP)
     headers = HeadersField(required=False, write_only=True, help_text="sent with every request to the server "
                            "(write-only: encrypted at rest, never returned)")
     per_user_headers = HeaderNamesField(required=False, help_text="headers each user sets for themselves "
@@ -105,12 +107,14 @@ class McpServerToolSerializer(serializers.Serializer):
 
 
 class McpServerSerializer(serializers.ModelSerializer):
-    owner = serializers.CharField(source="owner.username", read_only=True)
+    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True,
+                                  help_text="null for a server the operator declared")
     tools = McpServerToolSerializer(many=True, read_only=True)
 
     class Meta:
         model = McpServer
-        fields = ("id", "name", "url", "transport", "header_names", "per_user_headers", "shared", "enabled", "owner", "tools",
+        fields = ("id", "name", "url", "transport", "header_names", "per_user_headers", "shared", "declared", "enabled",
+                  "owner", "tools",
                   "tools_refreshed_at", "health", "last_error", "checked_at", "created_at", "updated_at")
         read_only_fields = fields
 

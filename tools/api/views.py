@@ -77,7 +77,7 @@ class McpServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVi
     def refresh(self, request: Request, pk: str) -> Response:
         """Ask the server for its tools again; answers the server with its tools and health."""
         server = self.get_object()
-        mcp_server_editable_check(server=server, actor=request.user)
+        mcp_server_editable_check(server=server, actor=request.user, refresh=True)
         try:
             server = mcp_server_refresh(server=server, user=request.user)
         except CredentialMissing as missing:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from core.errors import RunError
 from workflows.engine.python_graphs import GraphAccounting
-from workflows.engine.runtime import FetchedPrompt
+from workflows.engine.hooks import FetchedPrompt
 
 
 def prompt_fetch(name: str, *, label: str | None = None, version: int | None = None,

@@ -2,7 +2,9 @@
 
 It streams its answer word by word and reports usage on every call, counted by the offline estimator
 over the real input and output. With tools bound it calls `calculator` for arithmetic in the user's
-message and `current_time` when asked for the time, then answers from the tool results.
+message, `current_time` when asked for the time, and any other bound tool (an MCP tool, `<server>__<tool>`) the
+message names, with the JSON object that follows the name as its arguments (`demo__search_issues {"query": "login"}`),
+then answers from the tool results.
 
 It grades too, so an LLM judge works offline: asked to judge an output (a message with an `Output:` section, and
 `Input:` and `Expected output:` ones, asking for `{"score": x}`, as experiments' `llm_judge` writes it), it answers
@@ -42,6 +44,15 @@ _TIME_WORDS = re.compile(r"\b(time|date|today|clock)\b", re.IGNORECASE)
 _GRADING = re.compile(r"^Input:\n(?P<input>.*?)\n\nExpected output:\n(?P<expected>.*?)\n\nOutput:\n(?P<output>.*)"
                       r"\n\n[^\n]*\{\{?\"score\": x\}\}?[^\n]*\s*\Z", re.MULTILINE | re.DOTALL)
 _WORD = re.compile(r"\w+")
+
+
+def _arguments(text: str | None) -> dict:
+    """A named tool's arguments: the JSON object after its name, or none."""
+    try:
+        arguments = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return arguments if isinstance(arguments, dict) else {}
 
 
 def _text(message: BaseMessage) -> str:
@@ -87,6 +98,11 @@ class LocalChatModel(BaseChatModel):
                 calls.append({"name": "calculator", "args": {"expression": expression}, "id": _call_id()})
         if "current_time" in self.tool_names and _TIME_WORDS.search(question):
             calls.append({"name": "current_time", "args": {}, "id": _call_id()})
+        for name in self.tool_names:
+            if name in ("calculator", "current_time"):
+                continue
+            for match in re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])(?:\s*(\{{[^{{}}]*\}}))?", question):
+                calls.append({"name": name, "args": _arguments(match.group(1)), "id": _call_id()})
         return calls
 
     def _answer_from_tools(self, messages: list[BaseMessage]) -> str:

@@ -37,7 +37,8 @@ from core.errors import InvalidInput, RunError
 from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
-from workflows.engine.runtime import CallStarted, RunContext
+from workflows.engine.hooks import CallStarted
+from workflows.engine.runtime import RunContext
 from workflows.engine.tools import MCP_SERVER_METADATA
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 

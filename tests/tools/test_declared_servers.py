@@ -1,0 +1,97 @@
+"""MCP servers the operator declares in CHATTER_MCP_SERVERS_FILE (issue 44; tools.declared), the `mcpServers` shape:
+a stdio server (tests/mcp_stdio_server.py, the SDK's FastMCP over stdio) and a Streamable HTTP one (the real test
+server) are shared with every user, listed by the registry, read-only through the API (403 saying where they are
+changed), read again when the file changes; the API never takes a command (400). A JSON workflow calls the stdio
+server's tools on one kept process, its environment's values scrubbed from what comes back."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.models import McpServer
+from workflows.models import ToolCall
+from workflows.services.run_requests import ChatRequest
+from workflows.services.runs import execution_create, execution_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+
+STDIO_SERVER = str(Path(__file__).resolve().parents[1] / "mcp_stdio_server.py")
+SERVERS = "/api/v1/tools/servers/"
+
+
+def declare(settings, path: Path, servers: dict) -> None:
+    path.write_text(json.dumps({"mcpServers": servers}))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a change however quick the rewrite
+    settings.CHATTER_MCP_SERVERS_FILE = str(path)
+
+
+@pytest.fixture
+def declared(settings, tmp_path, mcp_server):
+    servers = {"files": {"command": sys.executable, "args": [STDIO_SERVER], "env": {"FILES_TOKEN": "env-s3cret"}},
+               "docs": {"url": mcp_server.url, "headers": {"X-Docs-Token": "docs-s3cret"}}}
+    declare(settings, tmp_path / "mcp.json", servers)
+    return servers
+
+
+@pytest.mark.server  # the stdio server's process
+def test_declared_servers_are_shared_listed_and_read_only(declared, bob_client, staff_client, settings, tmp_path):
+    tools = bob_client.get("/api/v1/tools/")
+    servers = bob_client.get(SERVERS)
+
+    assert tools.status_code == 200 and servers.status_code == 200
+    names = {tool["name"] for tool in tools.json()}
+    assert {"files__add", "files__echo_env", "files__pid", "docs__add", "docs__echo_header"} <= names
+    listed = {server["name"]: server for server in servers.json()["results"]}
+    assert {name: (s["transport"], s["declared"], s["shared"], s["owner"], s["health"], s["header_names"])
+            for name, s in listed.items()} == {
+        "files": ("stdio", True, True, None, "healthy", []),
+        "docs": ("streamable_http", True, True, None, "healthy", ["X-Docs-Token"])}
+    for response in (tools, servers):
+        assert b"s3cret" not in response.content
+
+    files = listed["files"]["id"]
+    changed = staff_client.patch(f"{SERVERS}{files}/", {"enabled": False}, format="json")
+    deleted = staff_client.delete(f"{SERVERS}{files}/")
+    assert (changed.status_code, deleted.status_code) == (403, 403)
+    assert "CHATTER_MCP_SERVERS_FILE" in changed.json()["error"]["message"]
+    assert McpServer.objects.get(pk=files).enabled is True
+    assert staff_client.post(f"{SERVERS}{files}/refresh/").status_code == 200  # asked for its tools again
+
+    declare(settings, tmp_path / "mcp.json", {"files": declared["files"]})  # docs removed from the file
+    assert [server["name"] for server in bob_client.get(SERVERS).json()["results"]] == ["files"]
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "local", "url": "http://127.0.0.1:1/mcp", "transport": "stdio"},
+    {"name": "local", "url": "http://127.0.0.1:1/mcp", "command": "python"},
+    {"name": "local", "command": "python", "args": ["-m", "http.server"]},
+], ids=["stdio_transport", "command_with_url", "command"])
+def test_the_api_never_takes_a_stdio_server(alice_client, body):
+    response = alice_client.post(SERVERS, body, format="json")
+
+    assert response.status_code == 400
+    assert not McpServer.objects.exists()
+
+
+@pytest.mark.server
+def test_a_json_workflow_calls_a_declared_stdio_server_on_one_kept_process(declared, alice, openai_server):
+    for calls in ([("files__add", {"a": 2, "b": 40}), ("files__pid", {})],
+                  [("files__pid", {}), ("files__echo_env", {"name": "FILES_TOKEN"})]):
+        openai_server.reply(tool_calls=[{"name": name, "arguments": arguments} for name, arguments in calls])
+        openai_server.reply(content="done")
+        execution = execution_create(ChatRequest(owner=alice, message="go", config={
+            "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["files__*"]}))
+        assert execution_run(execution_id=execution.pk).status == "completed"
+
+    rows = list(ToolCall.objects.order_by("created_at", "id").values_list("tool", "ok", "result", "server__name"))
+    assert [(tool, ok, server) for tool, ok, _, server in rows] == [
+        ("files__add", True, "files"), ("files__pid", True, "files"), ("files__pid", True, "files"),
+        ("files__echo_env", True, "files")]
+    results = {tool: result for tool, _, result, _ in rows}
+    assert results["files__add"] == "42.0"
+    pids = [result for tool, _, result, _ in rows if tool == "files__pid"]
+    assert pids[0] == pids[1] and pids[0].isdigit()  # both runs' calls answered by one kept process
+    assert results["files__echo_env"] == "[redacted]"  # its environment reached it, and is not handed back

@@ -1,0 +1,115 @@
+"""MCP sessions kept and reused (issue 44, B11; tools.mcp_pool) against the real MCP server: a run's calls and the
+next run's share one session of the server (one initialize, one Mcp-Session-Id); a changed or deleted server's
+session is closed (the server sees its DELETE), as is an idle one after CHATTER_MCP_IDLE_S and one whose transport
+failed; a session the server dropped is replaced and the call made once."""
+import time
+
+import httpx
+import pytest
+
+from tools.services import mcp_server_create, mcp_server_delete, mcp_server_update, mcp_tool_run
+from workflows.models import ToolCall
+from workflows.services.run_requests import ChatRequest
+from workflows.services.runs import execution_create, execution_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+
+SESSION = "mcp-session-id"
+
+
+@pytest.fixture
+def tracker(alice, mcp_server):
+    server = mcp_server_create(owner=alice, name="tracker", url=mcp_server.url, headers={"X-Token": "one"})
+    mcp_server.reset()  # what discovery asked (on a session of its own) is not a call's
+    return server
+
+
+def sessions_used(mcp_server) -> list[str]:
+    """The session ids of the tool-call exchanges (POSTs carrying one), in order, each once."""
+    seen = [r["headers"][SESSION] for r in mcp_server.requests if r["method"] == "POST" and SESSION in r["headers"]]
+    return list(dict.fromkeys(seen))
+
+
+def closed_sessions(mcp_server) -> set[str]:
+    return {r["headers"].get(SESSION) for r in mcp_server.requests if r["method"] == "DELETE"}
+
+
+def wait_for(condition, deadline_s=10.0):
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.02)
+
+
+def add(user, a=1, b=2):
+    return mcp_tool_run(user=user, name="tracker__add", arguments={"a": a, "b": b})
+
+
+def test_b11_a_runs_calls_and_the_next_runs_share_one_kept_session(alice, tracker, mcp_server, openai_server):
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}},
+                                    {"name": "tracker__add", "arguments": {"a": 3, "b": 4}}])
+    openai_server.reply(content="3 and 7.")
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 5, "b": 6}}])
+    openai_server.reply(content="11.")
+
+    for _ in range(2):
+        execution = execution_create(ChatRequest(owner=alice, message="add", config={
+            "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["tracker__add"]}))
+        assert execution_run(execution_id=execution.pk).status == "completed"
+
+    assert [args for _, args in mcp_server.calls] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 5, "b": 6}]
+    assert ToolCall.objects.filter(tool="tracker__add", ok=True).count() == 3
+    assert len(sessions_used(mcp_server)) == 1
+    initializes = [r for r in mcp_server.requests if r["method"] == "POST" and SESSION not in r["headers"]]
+    assert len(initializes) == 1  # three calls, two runs: the session was opened once
+
+
+def test_b11_a_changed_or_deleted_servers_session_is_closed(alice, tracker, mcp_server):
+    assert add(alice).ok
+    [first] = sessions_used(mcp_server)
+
+    mcp_server_update(server=tracker, actor=alice, changes={"headers": {"X-Token": "two"}})
+    wait_for(lambda: first in closed_sessions(mcp_server))
+    echoed = mcp_tool_run(user=alice, name="tracker__echo_header", arguments={"name": "x-token"})
+    assert echoed.ok and mcp_server.headers_seen("x-token")[-1] == "two"  # a new session, with the new header
+    second = sessions_used(mcp_server)[-1]
+    assert second != first
+
+    mcp_server_delete(server=tracker, actor=alice)
+    wait_for(lambda: second in closed_sessions(mcp_server))
+
+
+def test_b11_a_session_the_server_dropped_is_replaced_and_the_call_made_once(alice, tracker, mcp_server):
+    assert add(alice).ok
+    [first] = sessions_used(mcp_server)
+    # The server forgets the session (as a restarted one would): a request naming it is a 404.
+    httpx.delete(mcp_server.url, headers={SESSION: first, "mcp-protocol-version": "2025-06-18"}).raise_for_status()
+    mcp_server.reset()
+
+    again = add(alice, 20, 22)
+
+    assert (again.ok, again.text) == (True, "42.0")
+    assert mcp_server.calls == [("add", {"a": 20, "b": 22})]  # once
+    assert first not in sessions_used(mcp_server)[1:] and len(sessions_used(mcp_server)) == 2
+
+
+def test_b11_an_idle_session_is_closed_after_its_idle_life(alice, tracker, mcp_server, settings):
+    settings.CHATTER_MCP_IDLE_S = 1
+
+    assert add(alice).ok
+    [kept] = sessions_used(mcp_server)
+
+    wait_for(lambda: kept in closed_sessions(mcp_server))
+
+
+def test_b11_a_session_whose_transport_failed_is_not_reused(alice, tracker, mcp_server):
+    assert add(alice).ok
+    [first] = sessions_used(mcp_server)
+    mcp_server.require_token("secret")
+
+    refused = add(alice)
+
+    assert not refused.ok and "HTTP 401" in refused.error
+    mcp_server.require_token(None)
+    assert add(alice).ok
+    assert sessions_used(mcp_server)[-1] != first
