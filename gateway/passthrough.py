@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from django.http import HttpResponseBase, JsonResponse
 from core.errors import ProviderError, RunError
 from core.money import usd
 from gateway.errors import execution_failure
-from gateway.services import IGNORED
+from gateway.services import IGNORED, usage_body
 from workflows.engine.providers import provider_failure, upstream_facts
 from workflows.engine.routing import routing_table
 from workflows.engine.runtime import CallStarted, RunContext
@@ -34,6 +35,7 @@ from workflows.recorder import ExecutionRecorder, run_recorder
 from workflows.runner import run_end
 from workflows.services.runs import run_plan, run_write
 
+logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
 OPENAI_URL = "https://api.openai.com/v1"
 _OUTPUT_CHARS = 500  # a model node's output summary (workflows.engine.nodes.MAX_OUTPUT_CHARS)
@@ -127,8 +129,10 @@ def _upstream_body(raw: bytes, request: dict, *, model: str, stream: bool, inclu
     if request["model"] != model:
         changes["model"] = model
     dropped = [name for name in IGNORED if request.get(name) is not None]
-    if stream and not include_usage:
-        changes["stream_options"] = {**(request.get("stream_options") or {}), "include_usage": True}
+    options = request.get("stream_options") or {}
+    if stream and (not include_usage or "include_obfuscation" in options):  # (obfuscation: OpenAI's own, ignored)
+        changes["stream_options"] = {**{k: v for k, v in options.items() if k != "include_obfuscation"},
+                                     "include_usage": True}
     if max_tokens and not (request.get("max_tokens") or request.get("max_completion_tokens")):
         changes["max_completion_tokens"] = max_tokens
     if not changes and not dropped:
@@ -227,7 +231,7 @@ async def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseB
     if ended.status != Status.COMPLETED:
         return failure_response(ended, model=passing.model, headers=headers)
     body.update(id=f"chatcmpl-{ended.pk.hex}", model=passing.model)
-    body["usage"] = {**(body.get("usage") or {}), "cost": float(ended.cost)}
+    body["usage"] = {**(body.get("usage") or {}), **usage_body(ended)}
     return JsonResponse(body, headers={**headers, **cost_headers(ended)})
 
 
@@ -288,28 +292,35 @@ class _Relay:
         self.done = False
 
     async def frames(self):
-        passing, error, closed = self.passing, None, False
-        pieces = self.response.aiter_raw()
+        """The client's stream. The upstream is read by a task of its own (`pump`), which goes on to the end when
+        the client goes away, so the call is accounted for all the upstream produced; the client's stream waits for
+        it to be accounted for either way (the request's thread is the one its accounting runs on)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.ensure_future(self.pump(queue))
         try:
-            try:
-                async for piece in pieces:
-                    out = self.feed(piece)
-                    if out:
-                        yield out
-            except httpx.HTTPError as exc:
-                error = _failure(exc, mid_stream=True)
-            closed = True
-            ended = await self.close(error)
-            yield self.last(ended)
+            while (out := await queue.get()) is not None:
+                yield out
         finally:
-            if not closed:  # the client went away: the call goes on to its end, and is accounted for all of it
-                try:
-                    async for piece in pieces:
-                        self.feed(piece)
-                except httpx.HTTPError as exc:
-                    error = _failure(exc, mid_stream=True)
-                await self.close(error)
-            await self.response.aclose()
+            await asyncio.shield(pump)
+
+    async def pump(self, queue: asyncio.Queue) -> None:
+        error = None
+        try:
+            async for piece in self.response.aiter_raw():
+                out = self.feed(piece)
+                if out:
+                    queue.put_nowait(out)
+        except httpx.HTTPError as exc:
+            error = _failure(exc, mid_stream=True)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the relay, the call is still ended and accounted
+            logger.exception("gateway pass-through: the relay of %s failed", self.passing.execution.pk)
+            error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
+        finally:
+            await self.response.aclose()  # its connection back to the pool before the client's next call
+            try:
+                queue.put_nowait(self.last(await self.close(error)))
+            finally:
+                queue.put_nowait(None)
 
     def feed(self, piece: bytes) -> bytes:
         """The events of `piece` to relay (whole events only; a partial one waits for its end)."""
@@ -389,6 +400,6 @@ class _Relay:
         if self.passing.include_usage:
             chunk = self.usage_chunk or {"id": "", "object": "chat.completion.chunk", "created": int(time.time()),
                                          "model": self.model, "choices": [], "usage": self.usage or {}}
-            chunk.update(id=self.own_id.decode(), usage={**(chunk.get("usage") or {}), "cost": float(ended.cost)})
+            chunk.update(id=self.own_id.decode(), usage={**(chunk.get("usage") or {}), **usage_body(ended)})
             out = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
         return out + b"data: [DONE]\n\n"
