@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
 OPENAI_URL = "https://api.openai.com/v1"
 _OUTPUT_CHARS = 500  # a model node's output summary (workflows.engine.nodes.MAX_OUTPUT_CHARS)
-_clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {upstream: client}
 
 
 def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str | None:
@@ -56,13 +57,17 @@ def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str |
 
 def upstream_client(base_url: str) -> httpx.AsyncClient:
     """One client (so one pool of kept-alive connections) per upstream and event loop."""
-    key = (id(asyncio.get_running_loop()), base_url)
-    client = _clients.get(key)
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(base_url)
     if client is None:
-        client = _clients[key] = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.CHATTER_PROVIDER_TIMEOUT_S, connect=10.0),
+        client = clients[base_url] = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
     return client
+
+
+def _timeout() -> httpx.Timeout:
+    """How long the upstream may take to connect, and then between any two reads (a stream's chunks too)."""
+    return httpx.Timeout(settings.CHATTER_PROVIDER_TIMEOUT_S, connect=min(10.0, settings.CHATTER_PROVIDER_TIMEOUT_S))
 
 
 @dataclass
@@ -174,7 +179,7 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
 _close = sync_to_async(_ended, thread_sensitive=True)
 
 
-def _headers(passing: Passing) -> dict:
+def _headers(passing: Passing) -> dict:  # noqa: ARG001
     return {"Authorization": f"Bearer {settings.OPENAI_API_KEY or ''}", "Content-Type": "application/json",
             "Accept-Encoding": "identity"}
 
@@ -186,9 +191,11 @@ def _status_failure(response: httpx.Response, content: bytes) -> ProviderError:
     except ValueError:
         said = None
     status = response.status_code
-    return ProviderError(f"openai call to {response.request.url.copy_with(query=None)} failed: HTTP {status}",
-                         error_type="provider_rate_limited" if status == 429 else "provider_error",
-                         upstream=upstream_facts(status=status, headers=response.headers, body=said))
+    facts = upstream_facts(status=status, headers=response.headers, body=said)
+    said_text = (facts["error"] or {}).get("message") or content[:200].decode(errors="replace")
+    return ProviderError(f"openai call to {response.request.url.copy_with(query=None)} failed: HTTP {status}: "
+                         f"{said_text}", error_type="provider_rate_limited" if status == 429 else "provider_error",
+                         upstream=facts)
 
 
 def _failure(exc: Exception, *, mid_stream: bool = False) -> ProviderError:
@@ -210,7 +217,7 @@ async def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseB
     error = None
     try:
         response = await upstream_client(passing.url).post(passing.url, content=passing.body,
-                                                           headers=_headers(passing))
+                                                           headers=_headers(passing), timeout=_timeout())
         if response.status_code >= 400:
             error = _status_failure(response, response.content)
         else:
@@ -258,7 +265,7 @@ async def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponse
     client = upstream_client(passing.url)
     try:
         response = await client.send(client.build_request("POST", passing.url, content=passing.body,
-                                                          headers=_headers(passing)), stream=True)
+                                                          headers=_headers(passing), timeout=_timeout()), stream=True)
     except httpx.HTTPError as exc:
         ended = await _close(passing, usage=None, reported_model="", error=_failure(exc), content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
