@@ -222,14 +222,17 @@ async def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseB
             error = _status_failure(response, response.content)
         else:
             body = response.json()
+            choice = (body.get("choices") or [{}])[0]
+            message = choice.get("message") or {}
+            content = message.get("content") or ""
     except (httpx.HTTPError, ValueError) as exc:
         error = _failure(exc)
+    except (AttributeError, IndexError, TypeError):  # JSON, not a chat completion
+        error = ProviderError("openai call answered something that is not a chat completion",
+                              error_type="provider_error", upstream=upstream_facts(status=502))
     if error is not None:
         ended = await _close(passing, usage=None, reported_model="", error=error, content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    content = message.get("content") or ""
     usage = usage_from_openai(body["usage"]) if isinstance(body.get("usage"), dict) else usage_cut_short(
         prompt_tokens=passing.prompt_tokens, streamed={"text": content})
     ended = await _close(passing, usage=usage, reported_model=body.get("model") or passing.requested_model,
