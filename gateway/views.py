@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +25,7 @@ from core.errors import ChatterError
 from core.money import usd
 from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.errors import execution_failure, openai_error
+from gateway.passthrough import passthrough_open, passthrough_stream, passthrough_upstream, passthrough_whole
 from gateway.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
@@ -40,6 +42,7 @@ from gateway.services import (
     gateway_ignored,
     gateway_model_get,
     gateway_model_list,
+    gateway_run_request,
     gateway_stream,
     response_body,
     response_chat_request,
@@ -172,11 +175,18 @@ class ChatCompletionsView(GatewayRunView):
     @extend_schema(request=ChatCompletionSerializer, responses=_streamable("chat.completion", "chat.completion.chunk"),
                    **_openai("v1_chat_completions_create", "chat/create"))
     def post(self, request: Request) -> HttpResponseBase:
+        raw = request.body  # as the client sent it: what a pass-through call sends on (read before it is parsed)
         data = _validated(ChatCompletionSerializer, request)
         legacy = bool(data.get("legacy_functions"))
         ignored = gateway_ignored(data)
+        conversation_id = request.headers.get(CONVERSATION_HEADER) or None
+        if not legacy:
+            passing = _passing(request, data, raw=raw, conversation_id=conversation_id,
+                               **({IGNORED_HEADER: ", ".join(ignored)} if ignored else {}))
+            if passing is not None:
+                return passing
         return _called(
-            request, data, conversation_id=request.headers.get(CONVERSATION_HEADER) or None,
+            request, data, conversation_id=conversation_id,
             whole=lambda execution: completion_body(execution, model=data["model"], legacy=legacy),
             streamed=lambda execution, feed: completion_chunks(
                 execution, feed, model=data["model"], legacy=legacy, include_usage=_include_usage(data)),
@@ -202,6 +212,51 @@ class CompletionsView(GatewayRunView):
                 execution, feed, model=data["model"], include_usage=_include_usage(data)), echo=echo))
 
 
+class Passing(Response):
+    """What the view hands to passthrough_view: a call written and to be sent upstream (gateway.passthrough)."""
+
+    def __init__(self, passing, headers: dict):
+        super().__init__(status=202)
+        self.passing, self.passing_headers = passing, headers
+
+
+def _passing(request: Request, data: dict, *, raw: bytes, conversation_id, **headers) -> HttpResponseBase | None:
+    """A chat completion that goes straight to its upstream (gateway.passthrough), written and ready to send; None
+    when it takes the run path."""
+    resolved, limits = gateway_admit(api_key=request_api_key(request), model=data["model"])
+    base_url = passthrough_upstream(provider=resolved.provider, model=resolved.model,
+                                    conversation_id=conversation_id)
+    if base_url is None:
+        request.gateway_admitted = (resolved, limits)
+        return None
+    headers.update(limits)
+    run_request = gateway_run_request(owner=request.user, api_key=request_api_key(request), request=data,
+                                      resolved=resolved)
+    opened = passthrough_open(run_request=run_request, request=data, raw=raw, base_url=base_url)
+    if isinstance(opened, WorkflowExecution):  # ended at its start (a budget that cannot cover it)
+        return _answer(opened, lambda: None, model=data["model"], **headers)
+    return Passing(opened, _run_headers(opened.execution, **headers))
+
+
+def passthrough_view(view_class):
+    """The view of a call that may go straight through: the DRF view (authentication, scopes, throttles,
+    validation, limits, the error shape: the one stack) on the request's thread, then, for a call it wrote to pass
+    through, the upstream call on the event loop (gateway.passthrough)."""
+    drf_view = view_class.as_view()
+    in_thread = sync_to_async(drf_view, thread_sensitive=True)
+
+    async def view(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        response = await in_thread(request, *args, **kwargs)
+        if not isinstance(response, Passing):
+            return response
+        passing = response.passing
+        call = passthrough_stream if passing.stream else passthrough_whole
+        return await call(passing, headers=response.passing_headers)
+
+    view.cls, view.initkwargs = drf_view.cls, drf_view.initkwargs  # what the schema generator reads
+    return csrf_exempt(view)
+
+
 def _validated(serializer_class, request: Request) -> dict:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -213,7 +268,8 @@ def _called(request: Request, data: dict, *, whole, streamed, conversation_id=No
     """Run a validated chat completion request: to its end and answered with `whole(execution)`, or streamed as
     `streamed(execution, feed)` (`named`: frames named by their type, see _sse); `instructions`: the Responses
     API's system prompt."""
-    resolved, limits = gateway_admit(api_key=request_api_key(request), model=data["model"])
+    admitted = getattr(request, "gateway_admitted", None)  # the pass-through's check let it in, counted
+    resolved, limits = admitted or gateway_admit(api_key=request_api_key(request), model=data["model"])
     headers.update(limits)
     run = {"owner": request.user, "api_key": request_api_key(request), "request": data, "resolved": resolved,
            "conversation_id": conversation_id, "instructions": instructions}

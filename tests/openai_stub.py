@@ -365,14 +365,15 @@ def _completion(reply: StubReply, completion_id: str, request: dict[str, Any]) -
 def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: dict[str, Any]) -> list[dict[str, Any]]:
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None,
+              index: int = 0) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": reply.model,
             "system_fingerprint": "fp_stub",
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
         if include_usage:
             data["usage"] = None  # as OpenAI does: null on every chunk but the last
@@ -404,6 +405,9 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: 
         chunks.extend(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
                       for fragment in fragments or [""])
     chunks.append(chunk({}, reply.finish_reason))
+    # the other choices of a call for several (`n`), as OpenAI streams them: each in chunks of its own index
+    for index, text in enumerate(reply.more_choices[:max(0, (request.get("n") or 1) - 1)], start=1):
+        chunks += [chunk({"role": "assistant", "content": text}, index=index), chunk({}, "stop", index=index)]
     if include_usage and reply.usage is not None and reply.usage_every_chunk:
         for index, data in enumerate(chunks, start=1):
             data["usage"] = _usage_so_far(reply.usage, index / len(chunks))

@@ -206,11 +206,20 @@ def _run(execution: WorkflowExecution, *, user_message, prices: dict | None, gra
     finally:
         recorder.forget()
     interrupts = (state or {}).get("__interrupt__") if error is None else None
+    return run_end(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error, interrupts=interrupts)
+
+
+def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext, state: dict | None,
+            error: RunError | None, interrupts: list | None = None, ending: dict | None = None) -> WorkflowExecution:
+    """End a run that ran here (or pause it, with `interrupts`): execution_finish, or, when its ending cannot be
+    written, from its rows (end_from_ledger). `ending`: how the reply ended (finish reason, tool calls), for a run
+    that has no graph state to read it from (the gateway's pass-through)."""
     try:
         if interrupts:
             return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts,
                                    booked=(state or {}).get(MESSAGES_USAGE))
-        return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error)
+        return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error,
+                                ending=ending)
     except (OperationalError, Unavailable):  # deadlocked past its retries, SQLite busy past its timeout, the
         # connection lost: nothing was written
         logger.warning("execution %s: its ending failed", execution.pk, exc_info=True)
@@ -288,7 +297,7 @@ def question_of(interrupt) -> dict:
 @retried_on_conflict
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                      state: dict | None, error: RunError | None,
-                     from_status: str = Status.RUNNING) -> WorkflowExecution:
+                     from_status: str = Status.RUNNING, ending: dict | None = None) -> WorkflowExecution:
     """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
     events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
     are taken in the one order (core.db): the run, its conversation, budget periods, aggregates, the
@@ -302,7 +311,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
     ended = {
         "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
-        "output_data": {"content": content, "variables": (state or {}).get("variables") or {}, **_reply_ending(reply),
+        "output_data": {"content": content, "variables": (state or {}).get("variables") or {},
+                        **(_reply_ending(reply) if reply is not None else ending or {}),
                         # the sub-buckets of the run's usage, as its LLM calls record them (the gateway's `usage`)
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
                         "reasoning_tokens": ctx.usage.reasoning_tokens,

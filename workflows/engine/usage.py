@@ -167,6 +167,28 @@ def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = 
     )
 
 
+def usage_from_openai(raw: dict) -> Usage:
+    """A chat completion's usage as an OpenAI-shaped server reports it (a call relayed as is, not through a client
+    library): its tokens, the cached and reasoning ones within them, a provider's own cost."""
+    raw = _reported(raw)
+    prompt_tokens, completion_tokens = _int(raw.get("prompt_tokens")), _int(raw.get("completion_tokens"))
+    provider_cost = _provider_cost(raw)
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        cached_prompt_tokens=min(_int((raw.get("prompt_tokens_details") or {}).get("cached_tokens")), prompt_tokens),
+        reasoning_tokens=min(_int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens")),
+                             completion_tokens),
+        cost=provider_cost if provider_cost is not None else Decimal("0"),
+        provider_cost=provider_cost is not None, raw=raw)
+
+
+def estimate_openai_prompt_tokens(messages: list) -> int:
+    """estimate_prompt_tokens of OpenAI-shaped messages (dicts), as sent."""
+    return sum(estimate_tokens(message.get("content") if isinstance(message.get("content"), str) else json.dumps(
+        {k: v for k, v in message.items() if k != "role"}, default=str)) + 4
+        for message in messages if isinstance(message, dict))
+
+
 def usage_from_embeddings(raw: dict) -> Usage:
     """An embeddings call's usage: the tokens it read (`prompt_tokens`), none completed; a provider's cost wins."""
     raw = _reported(raw)

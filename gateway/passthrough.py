@@ -1,0 +1,415 @@
+"""The pass-through of /v1/chat/completions to an upstream that speaks OpenAI's protocol (the `openai` provider's
+server, not routed through deployments): the request's body goes on as the client sent it, the answer comes back
+as the upstream gave it, a stream's chunks relayed as they arrive, without re-encoding them. No graph runs and no
+client library is involved; the call is still a run with the records of any other gateway call (its execution,
+node rows, LLM call priced, events, audit, budgets), written by the run's own recorder and terminal transaction
+(workflows.runner.run_end), committed before the answer's last byte leaves.
+
+A call is three steps: `passthrough_open` (on the request's thread, in the view: the run written, as every run is,
+with its budget reservation, and its model call marked as started), the upstream call on the event loop through
+one pooled httpx.AsyncClient per upstream (kept-alive connections), then `_close` (one hop to the request's thread:
+the LLM call and the run's end in one transaction)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponseBase, JsonResponse
+
+from core.errors import ProviderError, RunError
+from core.money import usd
+from gateway.errors import execution_failure
+from gateway.services import IGNORED, usage_body
+from workflows.engine.providers import provider_failure, upstream_facts
+from workflows.engine.routing import routing_table
+from workflows.engine.runtime import CallStarted, RunContext
+from workflows.engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
+from workflows.models import WorkflowExecution
+from workflows.recorder import ExecutionRecorder, run_recorder
+from workflows.runner import run_end
+from workflows.services.runs import run_plan, run_write
+
+logger = logging.getLogger(__name__)
+Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
+OPENAI_URL = "https://api.openai.com/v1"
+_OUTPUT_CHARS = 500  # a model node's output summary (workflows.engine.nodes.MAX_OUTPUT_CHARS)
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {upstream: client}
+
+
+def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str | None:
+    """The base URL a call goes straight to, or None when it takes the run path: another provider (its adapter
+    translates), a model routed through deployments (their routing, cool-downs and fallbacks), a call kept in a
+    conversation."""
+    if provider != "openai" or conversation_id:
+        return None
+    table = routing_table()
+    if table is not None and model in table.routes:
+        return None
+    return (settings.OPENAI_BASE_URL or OPENAI_URL).rstrip("/")
+
+
+def upstream_client(base_url: str) -> httpx.AsyncClient:
+    """One client (so one pool of kept-alive connections) per upstream and event loop."""
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(base_url)
+    if client is None:
+        client = clients[base_url] = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
+    return client
+
+
+def _timeout() -> httpx.Timeout:
+    """How long the upstream may take to connect, and then between any two reads (a stream's chunks too)."""
+    return httpx.Timeout(settings.CHATTER_PROVIDER_TIMEOUT_S, connect=min(10.0, settings.CHATTER_PROVIDER_TIMEOUT_S))
+
+
+@dataclass
+class Passing:
+    """A call written and on its way upstream: its run, its recorder and what the upstream is sent."""
+
+    execution: WorkflowExecution
+    recorder: ExecutionRecorder
+    ctx: RunContext
+    nodes: dict
+    url: str
+    body: bytes
+    stream: bool
+    include_usage: bool  # the client asked for the usage chunk (else it is asked for upstream, and kept back)
+    model: str  # as the client asked for it
+    requested_model: str  # as priced
+    started: float = field(default_factory=time.monotonic)
+    prompt_tokens: int = 0
+    text: list = field(default_factory=list)
+    tool_text: list = field(default_factory=list)
+
+    def so_far(self) -> dict:
+        return {"text": "".join(self.text), "tool_call_text": "".join(self.tool_text)}
+
+
+def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -> Passing | WorkflowExecution:
+    """Write the call's run (the run path's own plan and write: limits of runs at once, budgets reserved), its start
+    events and its model call marked as started, in this thread. Returns the call on its way, or the ended run when
+    its start already ended it (a hard budget that cannot cover it)."""
+    stream = bool(request.get("stream"))
+    plan = run_plan(run_request, mode=Mode.STREAM if stream else Mode.SYNC)
+    execution, _ = run_write(plan, status=Status.RUNNING)
+    recorder = run_recorder(execution, fresh=True, prices=plan.prices)
+    ctx = RunContext(config=execution.config, hooks=recorder)
+    nodes = {node.type: node for node in plan.graph.nodes}
+    include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    body = _upstream_body(raw, request, model=execution.model, stream=stream, include_usage=include_usage,
+                          max_tokens=execution.config.get("max_tokens"))
+    passing = Passing(execution, recorder, ctx, nodes, f"{base_url}/chat/completions", body, stream, include_usage,
+                      model=request["model"], requested_model=execution.model,
+                      prompt_tokens=estimate_openai_prompt_tokens(request["messages"]))
+    try:
+        recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
+                          "conversation_id": None, "provider": execution.provider, "model": execution.model})
+        recorder.heartbeat_start()
+        recorder.node_started(nodes["start"])
+        recorder.node_finished(nodes["start"], status="completed", output={})
+        recorder.node_started(nodes["model"])
+        recorder.model_call_started(nodes["model"], CallStarted(
+            execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
+            execution.config.get("max_tokens")))
+    except RunError as refused:  # a hard budget that cannot cover the call: ended, no call made
+        recorder.node_finished(nodes["model"], status="failed", output={}, error=str(refused))
+        return _ended(passing, usage=None, reported_model="", error=refused, content="", ending={})
+    return passing
+
+
+def _upstream_body(raw: bytes, request: dict, *, model: str, stream: bool, include_usage: bool,
+                   max_tokens: int | None) -> bytes:
+    """The body as the client sent it; changed (and so encoded again) only where it must be: the model's name
+    without its provider, the parameters only OpenAI's service means left out, a stream's usage asked for, and the
+    completion bounded by what a hard budget reserved."""
+    changes: dict = {}
+    if request["model"] != model:
+        changes["model"] = model
+    dropped = [name for name in IGNORED if request.get(name) is not None]
+    options = request.get("stream_options") or {}
+    if stream and (not include_usage or "include_obfuscation" in options):  # (obfuscation: OpenAI's own, ignored)
+        changes["stream_options"] = {**{k: v for k, v in options.items() if k != "include_obfuscation"},
+                                     "include_usage": True}
+    if max_tokens and not (request.get("max_tokens") or request.get("max_completion_tokens")):
+        changes["max_completion_tokens"] = max_tokens
+    if not changes and not dropped:
+        return raw
+    body = json.loads(raw)
+    for name in dropped:
+        body.pop(name, None)
+    body.update(changes)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error: RunError | None, content: str,
+           ending: dict, message_id: str = "") -> WorkflowExecution:
+    """The call's end, on the request's thread: its LLM call recorded and priced (the run's one recording path),
+    the model and end nodes closed, the run ended: one transaction (workflows.runner.run_end)."""
+    recorder, ctx, nodes = passing.recorder, passing.ctx, passing.nodes
+    try:
+        if usage is not None:
+            ctx.call_recorded(nodes["model"], provider=passing.execution.provider, reported_model=reported_model,
+                              requested_model=passing.requested_model, usage=usage, started=passing.started,
+                              message_id=message_id)
+    except RunError as exc:  # past the run's max_total_tokens: the call is recorded, the run fails
+        error = error or exc
+    if recorder.open is not None:
+        if error is None:
+            recorder.node_finished(nodes["model"], status="completed", output={
+                "content": content[:_OUTPUT_CHARS],
+                "tool_calls": [call["function"]["name"] for call in ending.get("tool_calls") or []]})
+        else:
+            recorder.node_finished(nodes["model"], status="failed", output={}, error=error.message)
+    if error is None:
+        recorder.node_started(nodes["end"])
+        recorder.node_finished(nodes["end"], status="completed", output={})
+    recorder.forget()
+    ctx.partial_text = content
+    return run_end(execution=passing.execution, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
+
+
+_close = sync_to_async(_ended, thread_sensitive=True)
+
+
+def _headers(passing: Passing) -> dict:  # noqa: ARG001
+    return {"Authorization": f"Bearer {settings.OPENAI_API_KEY or ''}", "Content-Type": "application/json",
+            "Accept-Encoding": "identity"}
+
+
+def _status_failure(response: httpx.Response, content: bytes) -> ProviderError:
+    """An upstream's error answer as the run's failure, with the facts a caller's answer is made of."""
+    try:
+        said = json.loads(content)
+    except ValueError:
+        said = None
+    status = response.status_code
+    facts = upstream_facts(status=status, headers=response.headers, body=said)
+    said_text = (facts["error"] or {}).get("message") or content[:200].decode(errors="replace")
+    return ProviderError(f"openai call to {response.request.url.copy_with(query=None)} failed: HTTP {status}: "
+                         f"{said_text}", error_type="provider_rate_limited" if status == 429 else "provider_error",
+                         upstream=facts)
+
+
+def _failure(exc: Exception, *, mid_stream: bool = False) -> ProviderError:
+    return provider_failure(exc, provider="openai", timeout_s=settings.CHATTER_PROVIDER_TIMEOUT_S,
+                            mid_stream=mid_stream)
+
+
+def _ending(message: dict, choice: dict, body: dict) -> dict:
+    calls = message.get("tool_calls") or []
+    return {"finish_reason": choice.get("finish_reason") or ("tool_calls" if calls else "stop"),
+            **({"tool_calls": calls} if calls else {}),
+            **{name: value for name, value in (("logprobs", choice.get("logprobs")),
+                                               ("system_fingerprint", body.get("system_fingerprint"))) if value}}
+
+
+async def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
+    """A call answered whole: the upstream's answer, with the run's id as its id and the stored cost in its usage;
+    an upstream's error as gateway.errors answers a failed call."""
+    error = None
+    try:
+        response = await upstream_client(passing.url).post(passing.url, content=passing.body,
+                                                           headers=_headers(passing), timeout=_timeout())
+        if response.status_code >= 400:
+            error = _status_failure(response, response.content)
+        else:
+            body = response.json()
+            choice = (body.get("choices") or [{}])[0]
+            message = choice.get("message") or {}
+            content = message.get("content") or ""
+    except (httpx.HTTPError, ValueError) as exc:
+        error = _failure(exc)
+    except (AttributeError, IndexError, TypeError):  # JSON, not a chat completion
+        error = ProviderError("openai call answered something that is not a chat completion",
+                              error_type="provider_error", upstream=upstream_facts(status=502))
+    if error is not None:
+        ended = await _close(passing, usage=None, reported_model="", error=error, content="", ending={})
+        return failure_response(ended, model=passing.model, headers=headers)
+    usage = usage_from_openai(body["usage"]) if isinstance(body.get("usage"), dict) else usage_cut_short(
+        prompt_tokens=passing.prompt_tokens, streamed={"text": content})
+    ended = await _close(passing, usage=usage, reported_model=body.get("model") or passing.requested_model,
+                         error=None, content=content, ending=_ending(message, choice, body),
+                         message_id=body.get("id") or "")
+    if ended.status != Status.COMPLETED:
+        return failure_response(ended, model=passing.model, headers=headers)
+    body.update(id=f"chatcmpl-{ended.pk.hex}", model=passing.model)
+    body["usage"] = {**(body.get("usage") or {}), **usage_body(ended)}
+    return JsonResponse(body, headers={**headers, **cost_headers(ended)})
+
+
+def cost_headers(execution: WorkflowExecution) -> dict:
+    from gateway.views import COST_HEADER, LITELLM_COST_HEADER
+
+    cost = usd(execution.cost)
+    return {COST_HEADER: cost, LITELLM_COST_HEADER: cost}
+
+
+def failure_response(ended: WorkflowExecution, *, model: str, headers: dict) -> JsonResponse:
+    failed = execution_failure(ended, model=model)
+    return JsonResponse(failed.body, status=failed.status, headers={**headers, **cost_headers(ended),
+                                                                    **failed.headers})
+
+
+async def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
+    """A streamed call: once the upstream answers 200, its chunks as they arrive (the run's id in place of the
+    upstream's); the usage chunk (when asked for, with the stored cost) and `[DONE]` after the run's end is
+    committed. An upstream's error before the stream is a whole error answer; a stream cut short ends with an
+    error object, the call failed and accounted for what it produced."""
+    from core.api.sse import event_stream_response
+
+    client = upstream_client(passing.url)
+    try:
+        response = await client.send(client.build_request("POST", passing.url, content=passing.body,
+                                                          headers=_headers(passing), timeout=_timeout()), stream=True)
+    except httpx.HTTPError as exc:
+        ended = await _close(passing, usage=None, reported_model="", error=_failure(exc), content="", ending={})
+        return failure_response(ended, model=passing.model, headers=headers)
+    if response.status_code >= 400:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        ended = await _close(passing, usage=None, reported_model="", error=_status_failure(response, content),
+                             content="", ending={})
+        return failure_response(ended, model=passing.model, headers=headers)
+    return event_stream_response(_Relay(passing, response).frames(), headers=headers)
+
+
+class _Relay:
+    """One upstream stream relayed: its events as they came, what they say kept for the accounting."""
+
+    def __init__(self, passing: Passing, response: httpx.Response):
+        self.passing, self.response = passing, response
+        self.buffer = b""
+        self.upstream_id: bytes | None = None
+        self.own_id = f"chatcmpl-{passing.execution.pk.hex}".encode()
+        self.usage: dict | None = None
+        self.usage_chunk: dict | None = None
+        self.model = ""
+        self.message_id = ""
+        self.ending: dict = {}
+        self.calls: dict = {}
+        self.done = False
+
+    async def frames(self):
+        """The client's stream. The upstream is read by a task of its own (`pump`), which goes on to the end when
+        the client goes away, so the call is accounted for all the upstream produced; the client's stream waits for
+        it to be accounted for either way (the request's thread is the one its accounting runs on)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.ensure_future(self.pump(queue))
+        try:
+            while (out := await queue.get()) is not None:
+                yield out
+        finally:
+            await asyncio.shield(pump)
+
+    async def pump(self, queue: asyncio.Queue) -> None:
+        error = None
+        try:
+            async for piece in self.response.aiter_raw():
+                out = self.feed(piece)
+                if out:
+                    queue.put_nowait(out)
+        except httpx.HTTPError as exc:
+            error = _failure(exc, mid_stream=True)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the relay, the call is still ended and accounted
+            logger.exception("gateway pass-through: the relay of %s failed", self.passing.execution.pk)
+            error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
+        finally:
+            await self.response.aclose()  # its connection back to the pool before the client's next call
+            try:
+                queue.put_nowait(self.last(await self.close(error)))
+            finally:
+                queue.put_nowait(None)
+
+    def feed(self, piece: bytes) -> bytes:
+        """The events of `piece` to relay (whole events only; a partial one waits for its end)."""
+        self.buffer += piece.replace(b"\r\n", b"\n")
+        out = []
+        while (cut := self.buffer.find(b"\n\n")) >= 0:
+            event, self.buffer = self.buffer[:cut + 2], self.buffer[cut + 2:]
+            if self.read(event):
+                out.append(event)
+        out = b"".join(out)
+        return out.replace(self.upstream_id, self.own_id) if out and self.upstream_id else out
+
+    def read(self, event: bytes) -> bool:
+        """Keep what an event says (its text, tool calls, usage); whether it is relayed now."""
+        data = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if not data:
+            return True
+        if data == b"[DONE]":
+            self.done = True
+            return False  # sent after the run's end
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return True
+        if self.upstream_id is None and chunk.get("id"):
+            self.upstream_id = chunk["id"].encode()
+            self.message_id = chunk["id"]
+        self.model = chunk.get("model") or self.model
+        if chunk.get("system_fingerprint"):
+            self.ending["system_fingerprint"] = chunk["system_fingerprint"]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.passing.text.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                self._tool_call(call)
+            if choice.get("finish_reason"):
+                self.ending["finish_reason"] = choice["finish_reason"]
+        if isinstance(chunk.get("usage"), dict) and not chunk.get("choices"):
+            self.usage_chunk = chunk
+            return False  # sent after the run's end, with its cost, when the client asked for it
+        return True
+
+    def _tool_call(self, call: dict) -> None:
+        function = call.get("function") or {}
+        kept = self.calls.setdefault(call.get("index", len(self.calls)), {
+            "id": call.get("id") or "", "type": "function", "function": {"name": "", "arguments": ""}})
+        kept["function"]["name"] += function.get("name") or ""
+        kept["function"]["arguments"] += function.get("arguments") or ""
+        self.passing.tool_text.append((function.get("name") or "") + (function.get("arguments") or ""))
+
+    async def close(self, error: RunError | None) -> WorkflowExecution:
+        passing = self.passing
+        if error is None and not self.done:
+            error = ProviderError("openai stream ended before [DONE]", error_type="provider_error",
+                                  upstream=upstream_facts(status=None))
+        if self.usage is not None:
+            usage = usage_from_openai(self.usage)
+        else:  # cut short before the upstream said: estimated over what it sent (nothing: it never answered)
+            usage = usage_cut_short(prompt_tokens=passing.prompt_tokens, streamed=passing.so_far()) \
+                if passing.text or passing.tool_text or error is None else None
+        calls = [self.calls[index] for index in sorted(self.calls)]
+        ending = {**self.ending, **({"tool_calls": calls} if calls else {})}
+        return await _close(passing, usage=usage, reported_model=self.model or passing.requested_model, error=error,
+                            content="".join(passing.text), ending=ending, message_id=self.message_id)
+
+    def last(self, ended: WorkflowExecution) -> bytes:
+        """What follows the upstream's chunks: the usage (asked for), then `[DONE]`; or the failure's error object."""
+        if ended.status != Status.COMPLETED:
+            failed = execution_failure(ended, model=self.passing.model).body
+            return b"data: " + json.dumps(failed, separators=(",", ":")).encode() + b"\n\n"
+        out = b""
+        if self.passing.include_usage:
+            chunk = self.usage_chunk or {"id": "", "object": "chat.completion.chunk", "created": int(time.time()),
+                                         "model": self.model, "choices": [], "usage": self.usage or {}}
+            chunk.update(id=self.own_id.decode(), usage={**(chunk.get("usage") or {}), **usage_body(ended)})
+            out = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        return out + b"data: [DONE]\n\n"

@@ -1,0 +1,181 @@
+"""Issue 46: a chat completion of the `openai` provider (not routed, not kept in a conversation) goes straight
+through (gateway.passthrough): the body as the client sent it, the answer as the upstream gave it, and still one run
+with exactly the records of any gateway call; key revocation and limit changes hold from the next call; racing calls
+are held to a key's requests per minute and a budget; an upstream that dies mid-stream or does not answer in time
+ends the call failed, accounted for."""
+import asyncio
+import json
+from io import StringIO
+
+import httpx
+import openai
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from budgets.models import BudgetPeriod
+from gateway.limits import key_limits_set
+from keys.services import api_key_revoke
+from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.gateway.conftest import client
+from tests.invariants import assert_all
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
+
+USAGE = {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}
+ASK = [{"role": "user", "content": "What is 12*7?"}]
+
+
+def assert_recorded(execution_id, *, estimated: bool = False) -> WorkflowExecution:
+    """The records of a gateway run: its three nodes, one LLM call, its events from start to end, its invariants."""
+    execution = WorkflowExecution.objects.get(pk=execution_id)
+    assert execution.workflow_type == "gateway" and execution.llm_calls == 1
+    (call,) = LLMCall.objects.filter(execution=execution)
+    assert (call.total_tokens, call.cost, call.estimated) == (execution.total_tokens, execution.cost, estimated)
+    nodes = list(NodeExecution.objects.filter(execution=execution).order_by("started_at").values_list(
+        "node_id", "status"))
+    events = list(ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list("event", flat=True))
+    assert events[0] == "workflow_started" and "token_usage" in events
+    if execution.status == "completed":
+        assert nodes == [("start", "completed"), ("model", "completed"), ("end", "completed")]
+        assert events[-1] == "workflow_completed"
+    else:
+        assert nodes == [("start", "completed"), ("model", "failed")] and events[-1] == "workflow_failed"
+    assert_all(execution)
+    call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 (SystemExit) on any drift
+    return execution
+
+
+def test_item_46_passthrough_sync_and_streamed_with_exact_usage(gateway, openai_stub):
+    openai_stub.reply(content="84.", usage=USAGE).reply(content="Eighty four.", usage=USAGE)
+    sent = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 50, "temperature": 0.2, "seed": 3}
+
+    whole = httpx.post(f"{gateway.v1}/chat/completions", json=sent, timeout=120,  # (a server's first call loads it)
+                       headers={"Authorization": f"Bearer {gateway.key}"})
+    assert openai_stub.last_request.body == sent  # the body as the client sent it
+    with client(gateway).chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=ASK, stream=True) as raw:
+        chunks = list(raw.parse())
+        streamed_id = raw.headers["x-chatter-execution"]
+
+    assert whole.status_code == 200
+    body = whole.json()
+    assert body["choices"][0]["message"]["content"] == "84."
+    execution = assert_recorded(whole.headers["x-chatter-execution"])
+    assert body["id"] == f"chatcmpl-{execution.pk.hex}" and body["usage"]["total_tokens"] == 30
+    assert (execution.prompt_tokens, execution.completion_tokens) == (21, 9)
+    assert whole.headers["x-chatter-cost"] == f"{execution.cost:.8f}" and execution.cost > 0
+    # A stream without include_usage asks the upstream for it (to account for it) and gives the client none.
+    assert openai_stub.last_request.body["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Eighty four."
+    assert all(c.usage is None for c in chunks)
+    assert {c.id for c in chunks} == {f"chatcmpl-{streamed_id.replace('-', '')}"}
+    assert assert_recorded(streamed_id).total_tokens == 30
+
+
+def test_item_46_a_killed_upstream_mid_stream_ends_the_stream_with_an_error_and_a_failed_accounted_call(
+        gateway, openai_stub):
+    words = " ".join(f"word{i}" for i in range(20))
+    openai_stub.reply(content=words, usage=USAGE, fault="reset", fault_after=4)
+
+    with httpx.stream("POST", f"{gateway.v1}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {gateway.key}"},
+                      json={"model": "gpt-4o-mini", "messages": ASK, "stream": True,
+                            "stream_options": {"include_usage": True}}) as response:
+        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        execution_id = response.headers["x-chatter-execution"]
+
+    assert response.status_code == 200 and "[DONE]" not in frames
+    last = json.loads(frames[-1])
+    assert last["error"]["type"] == "api_error" and execution_id in last["error"]["message"]
+    streamed = "".join(json.loads(f)["choices"][0]["delta"].get("content") or "" for f in frames[:-1])
+    assert streamed and words.startswith(streamed)
+    execution = assert_recorded(execution_id, estimated=True)  # what it produced, estimated: no usage came
+    assert (execution.status, execution.error_type) == ("failed", "provider_error")
+    assert execution.output_data["content"] == streamed and execution.completion_tokens > 0
+
+
+def test_item_46_revocation_and_limit_changes_take_effect_on_the_next_call(gateway, openai_stub, alice):
+    openai_stub.always(content="84.", usage=USAGE)
+    key = ApiTokenFactory(user=alice, name="app", scopes=["chat", "runs", "gateway", "read", "tools"])
+    other = ApiTokenFactory(user=alice, name="other", scopes=["gateway"])
+    call = openai.OpenAI(base_url=gateway.v1, api_key=other.key, max_retries=0, timeout=30).chat.completions
+    owner = httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {key.key}"}, timeout=30)
+
+    assert call.create(model="gpt-4o-mini", messages=ASK).choices[0].message.content == "84."  # limits read
+    changed = owner.put(f"/api/v1/keys/{other.uid}/limits/", json={"allowed_models": ["gpt-4o"]})
+    assert changed.status_code == 200, changed.text
+    with pytest.raises(openai.PermissionDeniedError) as not_allowed:
+        call.create(model="gpt-4o-mini", messages=ASK)
+    assert owner.put(f"/api/v1/keys/{other.uid}/limits/", json={"rpm": 1}).status_code == 200
+    call.create(model="gpt-4o-mini", messages=ASK)
+    with pytest.raises(openai.RateLimitError):
+        call.create(model="gpt-4o-mini", messages=ASK)
+    assert owner.delete(f"/api/v1/keys/{other.uid}/limits/").status_code in (200, 204)
+    call.create(model="gpt-4o-mini", messages=ASK)
+    api_key_revoke(token=other, actor=alice)
+    with pytest.raises(openai.AuthenticationError):
+        call.create(model="gpt-4o-mini", messages=ASK)
+
+    assert not_allowed.value.code == "model_not_allowed"
+    assert WorkflowExecution.objects.filter(api_key=other).count() == 3
+
+
+def _race(gateway, key: str, count: int) -> list[int]:
+    async def one(http: httpx.AsyncClient) -> int:
+        response = await http.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": ASK,
+                                                              "max_tokens": 20})
+        return response.status_code
+
+    async def calls() -> list[int]:
+        async with httpx.AsyncClient(base_url=gateway.v1, timeout=60, headers={"Authorization": f"Bearer {key}"},
+                                     limits=httpx.Limits(max_connections=count)) as http:
+            return await asyncio.gather(*(one(http) for _ in range(count)))
+
+    return asyncio.run(calls())
+
+
+def test_item_46_64_racing_calls_against_an_rpm_of_10_get_10_answers_and_54_429s(gateway, openai_stub, alice):
+    openai_stub.always(content="84.", usage=USAGE)
+    key = ApiTokenFactory(user=alice, name="racing", scopes=["gateway"])
+    key_limits_set(api_key=key, rpm=10)
+
+    statuses = _race(gateway, key.key, 64)
+
+    assert (statuses.count(200), statuses.count(429)) == (10, 54), statuses
+    assert WorkflowExecution.objects.filter(api_key=key, status="completed").count() == 10
+    assert LLMCall.objects.filter(execution__api_key=key).count() == 10 == len(openai_stub.requests)
+
+
+def test_item_46_racing_calls_never_pass_a_nearly_spent_budget_by_more_than_one_call(gateway, openai_stub, alice):
+    openai_stub.always(content="84.", usage=USAGE)
+    budget = BudgetFactory(owner=alice, period="month", limit_tokens=200, mode="hard")
+
+    statuses = _race(gateway, gateway.key, 16)
+
+    spent = BudgetPeriod.objects.get(budget=budget).spent_tokens
+    answered = statuses.count(200)
+    assert answered >= 1 and statuses.count(429) == 16 - answered, statuses
+    assert spent == 30 * answered == LLMCall.objects.count() * 30
+    assert spent <= 200 + 30  # never past the budget by more than one call's tokens
+
+
+@pytest.fixture
+def in_process(alice, openai_server, settings):
+    """Django's test client with alice's gateway key against this process, its `openai` upstream the stub."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 0.5
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway']).key}")
+    return api
+
+
+def test_item_46_an_upstream_that_does_not_answer_in_time_is_a_504_and_a_failed_run(in_process, openai_server):
+    openai_server.reply(content="late", usage=USAGE, delay_s=2)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    error = response.json()["error"]
+    assert response.status_code == 504 and error["code"] == "provider_timeout"
+    run = WorkflowExecution.objects.get()
+    assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "provider_timeout", 0, 0)
+    assert error["message"].endswith(f"Request id: {run.pk}.")
