@@ -71,6 +71,7 @@ class LLMCall:
     duration_ms: int
     deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
     message_id: str = ""  # the reply's id (its message's in the graph's state), "" when it has none
+    kind: str = "chat"  # what the call was: "chat", or "embedding" (an embeddings API call)
 
 
 @dataclass(frozen=True)
@@ -426,7 +427,7 @@ class RunContext:
                 raise failure from exc
             self._attempted(node, target, started)
             usage = usage_from_embeddings(embedded.usage)
-            self._record(node, target, embedded.model, usage, started)
+            self._record(node, target, embedded.model, usage, started, kind="embedding")
             if deployment is not None:
                 deployment_tokens_count(deployment, usage.total_tokens)
             return embedded.vectors
@@ -457,13 +458,15 @@ class RunContext:
         usage = usage_cut_short(prompt_tokens=prompt_tokens, streamed=streamed.so_far())
         self._record(node, target, streamed.model_name or target.model, usage, started)
 
-    def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None) -> LLMCall:
+    def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None,
+                kind: str = "chat") -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
         # whose deployment served it (a fallback's own).
         usage = priced(usage, self.hooks.price(target.provider, target.model))
         call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
-                       deployment=target.deployment.label if target.deployment else "", message_id=message_id or "")
+                       deployment=target.deployment.label if target.deployment else "", message_id=message_id or "",
+                       kind=kind)
         with self.counting:
             self.usage += usage
             self.llm_calls += 1
