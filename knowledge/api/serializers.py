@@ -42,7 +42,7 @@ class CollectionUpdateSerializer(StrictSerializer):
     shared = serializers.BooleanField(required=False)
 
 
-class DocumentSerializer(serializers.ModelSerializer):
+class CollectionDocumentSerializer(serializers.ModelSerializer):
     class Meta:
         model = CollectionDocument
         fields = ("id", "collection", "title", "metadata", "status", "error", "chunk_count", "content_hash",
@@ -58,7 +58,7 @@ class MetadataField(serializers.DictField):
         return metadata
 
 
-class DocumentWriteSerializer(StrictSerializer):
+class CollectionDocumentWriteSerializer(StrictSerializer):
     title = serializers.CharField(max_length=255)
     text = serializers.CharField(trim_whitespace=False)
     metadata = MetadataField(required=False, default=dict, help_text="searched with `filters`")
@@ -69,7 +69,8 @@ class SearchSerializer(StrictSerializer):
     k = serializers.IntegerField(default=5, min_value=1, max_value=MAX_K)
     mode = serializers.ChoiceField(choices=MODES, default="hybrid")
     score_threshold = serializers.FloatField(required=False, allow_null=True, default=None)
-    filters = serializers.DictField(required=False, default=dict, help_text="document metadata key: value, all must match")
+    filters = serializers.DictField(required=False, default=dict,
+                                    help_text="document metadata key: value, all must match")
 
 
 class HitSerializer(serializers.Serializer):
@@ -80,3 +81,7 @@ class HitSerializer(serializers.Serializer):
     position = serializers.IntegerField(source="chunk.position")
     score = serializers.FloatField()
     scores = serializers.DictField(child=serializers.FloatField())
+
+
+class SearchResultSerializer(serializers.Serializer):
+    results = HitSerializer(many=True)

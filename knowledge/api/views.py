@@ -4,7 +4,8 @@ and vectors) and search (`search/`). An API key needs the `knowledge` scope. Thi
 selector, render."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -13,8 +14,9 @@ from rest_framework.response import Response
 from core.api.viewsets import OwnedViewSet, url_uuid
 from core.errors import NotFound
 from keys.auth import request_api_key
-from knowledge.api.serializers import (CollectionSerializer, CollectionUpdateSerializer, CollectionWriteSerializer,
-                                       DocumentSerializer, DocumentWriteSerializer, HitSerializer, SearchSerializer)
+from knowledge.api.serializers import (CollectionDocumentSerializer, CollectionDocumentWriteSerializer,
+                                       CollectionSerializer, CollectionUpdateSerializer, CollectionWriteSerializer,
+                                       SearchResultSerializer, SearchSerializer)
 from knowledge.ingest import document_ingest
 from knowledge.models import Collection, CollectionDocument
 from knowledge.search import collection_search
@@ -23,6 +25,7 @@ from knowledge.services import (collection_create, collection_delete, collection
                                 document_delete)
 
 KNOWLEDGE_SCOPE = "knowledge"
+DOCUMENT_ID = OpenApiParameter("document_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
@@ -59,9 +62,9 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection_delete(collection=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(methods=["GET"], responses=DocumentSerializer(many=True))
-    @extend_schema(methods=["POST"], request=DocumentWriteSerializer, responses={201: DocumentSerializer,
-                                                                                 200: DocumentSerializer})
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True))
+    @extend_schema(methods=["POST"], request=CollectionDocumentWriteSerializer,
+                   responses={201: CollectionDocumentSerializer, 200: CollectionDocumentSerializer})
     @action(detail=True, methods=["get", "post"], filter_backends=[])
     def documents(self, request: Request, pk: str) -> Response:
         """GET: the collection's documents. POST: add a document as JSON text (`title`, `text`, `metadata`); it is
@@ -70,13 +73,13 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection = self.get_object()
         if request.method == "GET":
             page = self.paginate_queryset(document_list(collection=collection))
-            return self.get_paginated_response(DocumentSerializer(page, many=True).data)
-        serializer = DocumentWriteSerializer(data=request.data)
+            return self.get_paginated_response(CollectionDocumentSerializer(page, many=True).data)
+        serializer = CollectionDocumentWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         document, created = document_add(collection=collection, actor=request.user, **serializer.validated_data)
         if document.status == CollectionDocument.Status.QUEUED:
             document = document_ingest(document, api_key=request_api_key(request))
-        return Response(DocumentSerializer(document).data,
+        return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     def _document(self, collection: Collection, document_id: str) -> CollectionDocument:
@@ -86,19 +89,19 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
             raise NotFound("document not found")
         return found
 
-    @extend_schema(methods=["GET"], responses=DocumentSerializer)
-    @extend_schema(methods=["DELETE"], responses={204: None})
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer, parameters=[DOCUMENT_ID])
+    @extend_schema(methods=["DELETE"], responses={204: None}, parameters=[DOCUMENT_ID])
     @action(detail=True, methods=["get", "delete"], url_path=r"documents/(?P<document_id>[^/.]+)",
             filter_backends=[])
     def document(self, request: Request, pk: str, document_id: str) -> Response:
         """GET: one document. DELETE: the document with its chunks and their vectors."""
         document = self._document(self.get_object(), document_id)
         if request.method == "GET":
-            return Response(DocumentSerializer(document).data)
+            return Response(CollectionDocumentSerializer(document).data)
         document_delete(document=document, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=SearchSerializer, responses=HitSerializer(many=True))
+    @extend_schema(request=SearchSerializer, responses=SearchResultSerializer)
     @action(detail=True, methods=["post"], filter_backends=[])
     def search(self, request: Request, pk: str) -> Response:
         """The chunks that best answer `query`, best first: `mode` hybrid (default), vector or keyword; `k`;
