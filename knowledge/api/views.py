@@ -111,4 +111,4 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         serializer.is_valid(raise_exception=True)
         hits = collection_search(collection=collection, user=request.user, api_key=request_api_key(request),
                                  **serializer.validated_data)
-        return Response({"results": HitSerializer(hits, many=True).data})
+        return Response(SearchResultSerializer({"results": hits}).data)
