@@ -435,6 +435,7 @@ PRICE_EDITABLE = ("is_active",)
 # Seeded prices, USD per million tokens. The `local` price is simulated, so accounting shows out of the box.
 SEED_PRICES = [
     ("local", r"local-.*", "0.50", None, "1.50"),
+    ("local", r"all-MiniLM-L6-v2", "0.02", None, "0"),  # simulated, as text-embedding-3-small's
     ("openai", r"gpt-4o-mini(-\d{4}-\d{2}-\d{2})?", "0.15", "0.075", "0.60"),
     ("openai", r"gpt-4o(-\d{4}-\d{2}-\d{2})?", "2.50", "1.25", "10.00"),
     ("openai", r"gpt-4\.1(-\d{4}-\d{2}-\d{2})?", "2.00", "0.50", "8.00"),

@@ -237,6 +237,17 @@ CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimu
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
 # A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.
 CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1)
+# Chatter's own embeddings (knowledge): texts per embeddings request (each request an LLM call), and the model a
+# new collection embeds with (`provider/model`; local/all-MiniLM-L6-v2 runs in-process and searches by meaning,
+# local/local-embed-1 is lexical, for tests and demos).
+CHATTER_EMBEDDING_BATCH_SIZE = env_int("CHATTER_EMBEDDING_BATCH_SIZE", 64, minimum=1)
+CHATTER_KNOWLEDGE_EMBEDDING_MODEL = env_str("CHATTER_KNOWLEDGE_EMBEDDING_MODEL") or "local/all-MiniLM-L6-v2"
+# A new collection's chunks: size and overlap in its model's tokens (all-MiniLM-L6-v2 reads at most 254), the
+# largest size any model may be given, and the most text one document may have.
+CHATTER_KNOWLEDGE_CHUNK_SIZE = env_int("CHATTER_KNOWLEDGE_CHUNK_SIZE", 200, minimum=1)
+CHATTER_KNOWLEDGE_CHUNK_OVERLAP = env_int("CHATTER_KNOWLEDGE_CHUNK_OVERLAP", 40, minimum=0)
+CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS = env_int("CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS", 2000, minimum=1)
+CHATTER_KNOWLEDGE_MAX_TEXT_CHARS = env_int("CHATTER_KNOWLEDGE_MAX_TEXT_CHARS", 5_000_000, minimum=1)
 # Webhooks (budget alerts, /langgraph/ runs and crons) are signed with this secret (HMAC-SHA256); a budget, run or
 # cron may name a webhook only when it is set. A failed delivery is retried after CHATTER_WEBHOOK_RETRY_S, doubling.
 CHATTER_WEBHOOK_SECRET = env_str("CHATTER_WEBHOOK_SECRET") or ""

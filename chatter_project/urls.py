@@ -25,6 +25,7 @@ api_v1 = [
     path("", include("analytics.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("tools.api.urls")),
+    path("", include("knowledge.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

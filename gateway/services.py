@@ -9,11 +9,9 @@ with its aggregates. An embeddings call runs the embeddings graph (start → emb
 module turns an OpenAI request into a run request and a run into OpenAI's answer."""
 from __future__ import annotations
 
-import base64
 import copy
 import itertools
 import json
-import struct
 import time
 from typing import TYPE_CHECKING, AsyncIterator, NamedTuple
 
@@ -25,7 +23,6 @@ from gateway.errors import execution_failure
 from gateway.limits import key_admit
 from gateway.serializers import ChatCompletionSerializer, media_parts
 from workflows.engine.providers import (
-    EMBEDDING_PROVIDERS,
     PROVIDERS,
     provider_check,
     provider_models_served,
@@ -44,10 +41,6 @@ if TYPE_CHECKING:
 GATEWAY_GRAPH = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "model", "type": "model"}, {"id": "end", "type": "end"}],
     "edges": [{"source": "start", "target": "model"}, {"source": "model", "target": "end"}],
-}
-EMBEDDINGS_GRAPH = {
-    "nodes": [{"id": "start", "type": "start"}, {"id": "embed", "type": "embedding"}, {"id": "end", "type": "end"}],
-    "edges": [{"source": "start", "target": "embed"}, {"source": "embed", "target": "end"}],
 }
 # Parameters passed through to the provider as they came (`n` > 1: one call for all the choices, its usage theirs).
 PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "response_format",
@@ -218,34 +211,6 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedMode
         owner=owner, api_key=api_key, graph=GATEWAY_GRAPH, config=config, messages=request["messages"],
         message=_last_user_text(request["messages"]), conversation_id=conversation_id,
         prices_read={(provider, model): price})
-
-
-def gateway_embed(*, owner, api_key, request: dict, resolved: ResolvedModel) -> WorkflowExecution:
-    """An embeddings call of the (provider, model) gateway_admit resolved, run here to its end: a run of the
-    embeddings graph, whose one LLM call is the provider's embeddings call with its usage (the tokens read), priced
-    and recorded like any other."""
-    provider, model, price = resolved
-    if provider not in EMBEDDING_PROVIDERS:
-        raise InvalidInput(f"provider {provider!r} has no embeddings API", details=[
-            {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
-    config = {"provider": provider, "model": model, "system_prompt": None, "enable_memory": False,
-              "enable_tools": False, "enable_retrieval": False}
-    return execution_run_now(GatewayRequest(
-        owner=owner, api_key=api_key, graph=EMBEDDINGS_GRAPH, config=config,
-        variables={"input": request["input"], "dimensions": request.get("dimensions")},
-        prices_read={(provider, model): price}))
-
-
-def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format: str) -> dict:
-    """A finished embeddings run as OpenAI's answer: a vector per input (base64: little-endian float32, as OpenAI
-    encodes them), and the usage as stored with its cost."""
-    vectors = execution.output_data["variables"]["embeddings"]
-    if encoding_format == "base64":
-        vectors = [base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() for vector in vectors]
-    return {"object": "list", "model": answered_model(execution, asked=model),
-            "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],
-            "usage": {"prompt_tokens": execution.prompt_tokens, "total_tokens": execution.total_tokens,
-                      "cost": float(execution.cost)}}
 
 
 def answered_model(execution: WorkflowExecution, *, asked: str) -> str:

@@ -24,6 +24,7 @@ from core.api.throttling import RunThrottle
 from core.errors import ChatterError
 from core.money import usd
 from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
+from gateway.embeddings import embeddings_body, embeddings_run
 from gateway.errors import execution_failure, openai_error
 from gateway.passthrough import passthrough_open, passthrough_stream, passthrough_upstream, passthrough_whole
 from gateway.serializers import (
@@ -35,10 +36,8 @@ from gateway.serializers import (
 from gateway.services import (
     completion_body,
     completion_chunks,
-    embeddings_body,
     gateway_admit,
     gateway_complete,
-    gateway_embed,
     gateway_ignored,
     gateway_model_get,
     gateway_model_list,
@@ -289,8 +288,8 @@ class EmbeddingsView(GatewayRunView):
     def post(self, request: Request) -> HttpResponseBase:
         data = _validated(EmbeddingsSerializer, request)
         resolved, headers = gateway_admit(api_key=request_api_key(request), model=data["model"])
-        execution = gateway_embed(owner=request.user, api_key=request_api_key(request), request=data,
-                                  resolved=resolved)
+        execution = embeddings_run(owner=request.user, api_key=request_api_key(request), texts=data["input"],
+                                   dimensions=data.get("dimensions"), resolved=resolved)
         if data.get("user") is not None:
             headers[IGNORED_HEADER] = "user"
         return _answer(execution, lambda: embeddings_body(execution, model=data["model"],

@@ -4,7 +4,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-API_KEY_SCOPES = ("chat", "runs", "gateway", "read", "tools")
+API_KEY_SCOPES = ("chat", "runs", "gateway", "read", "tools", "knowledge")
 
 
 def all_scopes() -> list[str]:

@@ -1,14 +1,137 @@
+"""Collections and their documents: made, changed and removed here (chunks and their vectors through
+knowledge.ingest)."""
 from __future__ import annotations
 
-from django.db import transaction
+import hashlib
 
-from knowledge.models import Chunk
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from gateway.embeddings import embeddings_create
+from gateway.services import gateway_model
+from knowledge.models import Chunk, Collection, CollectionDocument
+from workflows.engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
+from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
+
+# Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.
+KNOWN_DIMENSIONS = {("local", MINILM_MODEL): MINILM_DIMENSIONS, ("local", "local-embed-1"): LOCAL_EMBEDDING_DIMENSIONS}
+# all-MiniLM-L6-v2 reads at most 256 word pieces, [CLS] and [SEP] included: a longer chunk would be cut.
+MAX_CHUNK_TOKENS = {("local", MINILM_MODEL): 254}
 
 
 @transaction.atomic
-def chunks_create(*, texts: list[str], embeddings: list[list[float]]) -> list[Chunk]:
-    """Chunks of `texts` with their `embeddings`, in one statement."""
+def chunks_create(*, texts: list[str], embeddings: list[list[float]],
+                  document: CollectionDocument | None = None) -> list[Chunk]:
+    """Chunks of `texts` with their `embeddings` (of `document`, in its collection, at positions from 0), in one
+    statement."""
     if len(texts) != len(embeddings):
         raise ValueError(f"{len(texts)} texts and {len(embeddings)} embeddings")
+    collection_id = document.collection_id if document is not None else None
     return Chunk.objects.bulk_create(
-        [Chunk(text=text, dimensions=len(embedding), embedding=embedding) for text, embedding in zip(texts, embeddings)])
+        [Chunk(text=text, dimensions=len(embedding), embedding=embedding, document=document,
+               collection_id=collection_id, position=position)
+         for position, (text, embedding) in enumerate(zip(texts, embeddings))])
+
+
+def collection_editable_check(*, collection: Collection, actor) -> None:
+    """Only its owner changes a collection or its documents; staff may also change a shared one. Whoever may see
+    a shared collection may search it, not change it (403)."""
+    if collection.owner_id != actor.pk and not (actor.is_staff and collection.shared):
+        raise Forbidden("only the collection's owner (or staff, for a shared collection) may change it")
+
+
+def _shared_check(*, shared: bool, actor) -> None:
+    if shared and not actor.is_staff:
+        raise InvalidInput("only staff may share a collection", details=[
+            {"path": "shared", "code": "staff_only", "message": "only staff may share a collection"}])
+
+
+def collection_create(*, owner, name: str, embedding_model: str | None = None, chunk_size: int | None = None,
+                      chunk_overlap: int | None = None, description: str = "", shared: bool = False,
+                      api_key=None) -> Collection:
+    """A new collection. Its embedding model (`provider/model` or a model name the gateway knows; by default
+    CHATTER_KNOWLEDGE_EMBEDDING_MODEL), the vectors' size and the chunking are fixed from now on. A model whose size
+    is not known here is asked once (an embedding call, counted as every one is)."""
+    _shared_check(shared=shared, actor=owner)
+    asked = embedding_model or settings.CHATTER_KNOWLEDGE_EMBEDDING_MODEL
+    try:
+        provider, model, _ = gateway_model(asked)
+    except NotFound as unknown:
+        raise InvalidInput(unknown.message, details=[
+            {"path": "embedding_model", "code": "unknown_model", "message": f"{asked} cannot be called"}]) from None
+    limit = MAX_CHUNK_TOKENS.get((provider, model), settings.CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS)
+    chunk_size = chunk_size or min(settings.CHATTER_KNOWLEDGE_CHUNK_SIZE, limit)
+    chunk_overlap = settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
+    if not 1 <= chunk_size <= limit:
+        raise InvalidInput(f"chunk_size must be from 1 to {limit} tokens for {provider}/{model}", details=[
+            {"path": "chunk_size", "code": "out_of_range", "message": f"at most {limit}"}])
+    if not 0 <= chunk_overlap < chunk_size:
+        raise InvalidInput("chunk_overlap must be 0 or more and less than chunk_size", details=[
+            {"path": "chunk_overlap", "code": "out_of_range", "message": "less than chunk_size"}])
+    dimensions = KNOWN_DIMENSIONS.get((provider, model))
+    if dimensions is None:
+        dimensions = len(embeddings_create(owner=owner, model=f"{provider}/{model}", texts=[name], api_key=api_key,
+                                           purpose={"collection_probe": name}).vectors[0])
+    try:
+        with transaction.atomic():
+            return Collection.objects.create(
+                owner=owner, name=name, description=description, shared=shared,
+                embedding_model=f"{provider}/{model}", dimensions=dimensions, chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap)
+    except IntegrityError:
+        raise Conflict(f"you have a collection named {name!r}") from None
+
+
+def collection_update(*, collection: Collection, actor, changes: dict) -> Collection:
+    """Rename, describe or (staff) share a collection; its model and chunking stay as they were made."""
+    collection_editable_check(collection=collection, actor=actor)
+    if "shared" in changes:
+        _shared_check(shared=changes["shared"], actor=actor)
+    for name, value in changes.items():
+        setattr(collection, name, value)
+    try:
+        with transaction.atomic():
+            collection.save(update_fields=[*changes, "updated_at"])
+    except IntegrityError:
+        raise Conflict(f"you have a collection named {changes.get('name')!r}") from None
+    return collection
+
+
+def collection_delete(*, collection: Collection, actor) -> None:
+    """A collection with its documents, chunks and vectors."""
+    collection_editable_check(collection=collection, actor=actor)
+    collection.delete()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def document_add(*, collection: Collection, actor, title: str, text: str,
+                 metadata: dict | None = None) -> tuple[CollectionDocument, bool]:
+    """A document of `text`, `queued` for knowledge.ingest.document_ingest; and whether it is new. Identical text
+    already in the collection is that document (a failed one is queued again). Text with nothing to search is a
+    400, text over CHATTER_KNOWLEDGE_MAX_TEXT_CHARS a 413; either way nothing is written."""
+    collection_editable_check(collection=collection, actor=actor)
+    if not text.strip():
+        raise InvalidInput("a document needs some text", details=[
+            {"path": "text", "code": "blank", "message": "the text is empty"}])
+    if len(text) > settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS:
+        raise PayloadTooLarge(f"a document's text may be at most {settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS} "
+                              "characters", code="document_too_large")
+    digest = content_hash(text)
+    with transaction.atomic():
+        document, created = CollectionDocument.objects.get_or_create(
+            collection=collection, content_hash=digest,
+            defaults={"title": title, "text": text, "metadata": metadata or {}})
+        if not created and document.status == CollectionDocument.Status.FAILED:
+            document.status, document.error = CollectionDocument.Status.QUEUED, ""
+            document.save(update_fields=["status", "error", "updated_at"])
+    return document, created
+
+
+def document_delete(*, document: CollectionDocument, actor) -> None:
+    """A document with its chunks and their vectors (the keyword index follows: knowledge's migrations)."""
+    collection_editable_check(collection=document.collection, actor=actor)
+    document.delete()

@@ -18,6 +18,8 @@ from conversations.models import Conversation, Document, Message
 from conversations.services import document_create
 from datasets.models import Dataset, DatasetItem
 from datasets.services import dataset_create, dataset_item_from_run
+from knowledge.models import Collection, CollectionDocument
+from knowledge.services import collection_create, document_add
 from prompts.models import Prompt, PromptAssignment, PromptLabel, PromptVersion
 from prompts.services import prompt_create, prompt_label_set, prompt_version_assigned, prompt_version_create
 from scores.models import Score
@@ -45,6 +47,7 @@ EVERY_MODEL = [
     WorkflowTemplate, WorkflowDefinition, WorkflowExecution, NodeExecution, ToolCall, ExecutionEvent,
     WorkflowSchedule, LLMCall, TemplateAnalytics, ModelPrice, AuditEvent, AgentRun, StoreItem, Assistant,
     AssistantVersion, Prompt, PromptVersion, PromptLabel, PromptAssignment, Score, Dataset, DatasetItem, McpServer,
+    Collection, CollectionDocument,
 ]
 
 
@@ -110,6 +113,8 @@ def test_it_shows_every_changelist_and_change_page(staff_client, alice, run):
     score_create(owner=alice, name="calculator", value=1.0, data_type="numeric", execution_id=run.pk)
     dataset_item_from_run(dataset=dataset_create(owner=alice, name="calculator"), execution_id=run.pk)
     mcp_server_create(owner=alice, name="calculator", url="https://93.184.215.14/mcp", discover=False)
+    collection = collection_create(owner=alice, name="calculator", embedding_model="local/local-embed-1")
+    document_add(collection=collection, actor=alice, title="calculator", text="It adds.")
 
     for model in EVERY_MODEL:
         assert staff_client.get(url(model, "changelist")).status_code == 200, model

@@ -149,7 +149,11 @@ class World:
             "scores": send("POST", "/api/v1/scores/", {"name": "q", "value": 1, "execution": self.run})["id"],
             "datasets": send("POST", "/api/v1/datasets/", {"name": "qa"})["id"],
             "tools/servers": send("POST", "/api/v1/tools/servers/", {"name": "t", "url": mcp_url})["id"],
+            "collections": send("POST", "/api/v1/collections/", {"name": "c",
+                                                                 "embedding_model": "local/local-embed-1"})["id"],
         }
+        self.document = send("POST", f"/api/v1/collections/{self.ids['collections']}/documents/",
+                             {"title": "Refunds", "text": "Refunds within 14 days."})["id"]
         self.ids["analytics/prompts"] = self.ids["prompts"]
         send("POST", f"/api/v1/datasets/{self.ids['datasets']}/items/", {"input": "question"})
         self.ids["experiments"] = send("POST", "/api/v1/experiments/", {
@@ -161,7 +165,8 @@ class World:
                  "assistant_id": self.assistant, "namespace": "n", "number": "1", "label": "production",
                  "item": "00000000-0000-0000-0000-000000000000",
                  "path": "no/such/route",  # the gateway's catch-all for URLs it does not serve
-                 "model": "local-echo-1"}  # the gateway's /v1/models/<model>
+                 "model": "local-echo-1",  # the gateway's /v1/models/<model>
+                 "document_id": self.document}  # a collection's document
         if name in named:
             return str(named[name])
         collection = next(prefix for prefix in self.ids if route.replace("^", "").startswith(f"api/v1/{prefix}/"))

@@ -316,6 +316,10 @@ class WorkflowSchedule(models.Model):
 class LLMCall(TokenTotals):
     """The ledger: one row per LLM call, the source every usage aggregate sums up (and re-pricing reads)."""
 
+    class Kind(models.TextChoices):
+        CHAT = "chat"  # a chat model's call
+        EMBEDDING = "embedding"  # an embeddings API call: tokens read, none completed
+
     execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="llm_call_rows")
     node_execution = models.ForeignKey(
         NodeExecution, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_call_rows"
@@ -341,6 +345,7 @@ class LLMCall(TokenTotals):
     prompt_version = models.ForeignKey("prompts.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="llm_calls")
     created_at = models.DateTimeField()
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)
 
     class Meta:
         ordering = ["execution", "id"]

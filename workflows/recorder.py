@@ -485,7 +485,8 @@ class ExecutionRecorder:
             "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
             "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
             "usage_raw": usage.raw, "duration_ms": call.duration_ms, "deployment": call.deployment,
-            "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now()}))
+            "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now(),
+            "kind": call.kind}))
         if self.spans is not None:
             self.spans.call_ended(opened.index if opened else None, call)
         counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}

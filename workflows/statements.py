@@ -47,12 +47,12 @@ NODES_UPSERT = (
 LLM_CALL_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", "node_execution_id",
                     "provider", "model", "requested_model", "cached_prompt_tokens", "reasoning_tokens", "cost",
                     "provider_cost", "estimated", "unpriced", "usage_raw", "duration_ms", "deployment",
-                    "prompt_version_id", "created_at")
+                    "prompt_version_id", "created_at", "kind")
 LLM_CALLS_INSERT = (
     'INSERT INTO "workflows_llmcall" ("prompt_tokens", "completion_tokens", "total_tokens", "execution_id", '
     '"node_execution_id", "provider", "model", "requested_model", "cached_prompt_tokens", "reasoning_tokens", '
     '"cost", "provider_cost", "estimated", "unpriced", "usage_raw", "duration_ms", "deployment", '
-    '"prompt_version_id", "created_at") VALUES {values}')
+    '"prompt_version_id", "created_at", "kind") VALUES {values}')
 
 PROVIDER_ATTEMPT_COLUMNS = ("execution_id", "node_execution_id", "deployment", "model", "provider", "ok",
                             "error_type", "error", "status_code", "cooldown_s", "duration_ms", "created_at")

@@ -27,7 +27,7 @@ def assert_recorded(execution_id, *, tokens: int, cost: Decimal, model: str) -> 
     execution = WorkflowExecution.objects.get(pk=execution_id)
     assert (execution.workflow_type, execution.status) == ("gateway", "completed"), execution.error_message
     (call,) = LLMCall.objects.filter(execution=execution)
-    assert (call.requested_model, call.estimated) == (model, False)
+    assert (call.requested_model, call.estimated, call.kind) == (model, False, "embedding")
     assert (execution.prompt_tokens, execution.completion_tokens, execution.total_tokens) == (tokens, 0, tokens) == (
         call.prompt_tokens, call.completion_tokens, call.total_tokens)
     assert execution.cost == call.cost == cost

@@ -101,7 +101,7 @@ def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
                   "total_tokens": 13, "cached_prompt_tokens": 2, "reasoning_tokens": 1,
                   "cost": Decimal("0.0000123456"), "provider_cost": True, "estimated": False, "unpriced": False,
                   "usage_raw": JSON, "duration_ms": 812, "deployment": "d1", "prompt_version_id": None,
-                  "created_at": WHEN},
+                  "created_at": WHEN, "kind": "embedding"},
         ProviderAttempt: {"execution_id": execution.pk, "node_execution_id": None, "deployment": "d1",
                           "model": "gpt-x", "provider": "openai", "ok": False, "error_type": "rate_limited",
                           "error": "429", "status_code": 429, "cooldown_s": 1.25, "duration_ms": 3,

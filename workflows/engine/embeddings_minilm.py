@@ -112,12 +112,16 @@ class _MiniLM:
             config = json.loads(archive.read("config.json"))
             self.max_length = json.loads(archive.read("sentence_bert_config.json"))["max_seq_length"]
             tokenizer = Tokenizer.from_str(archive.read("tokenizer.json").decode())
+            # The same word pieces, neither padded nor cut: how long a text is (minilm_token_count).
+            self.counter = Tokenizer.from_str(archive.read("tokenizer.json").decode())
             weights = load(archive.read("model.safetensors"))
         if config["hidden_act"] != "gelu" or config["position_embedding_type"] != "absolute":
             raise MiniLMUnavailable(f"unexpected model configuration: {config}")
         # The file pads every input to 128 and cuts there; the model reads up to max_seq_length word pieces
         # ([CLS] and [SEP] included), and a batch is padded to its longest input only.
         tokenizer.no_padding()
+        self.counter.no_padding()
+        self.counter.no_truncation()
         tokenizer.enable_truncation(max_length=self.max_length)
         tokenizer.enable_padding(pad_id=config["pad_token_id"], pad_token="[PAD]")
         self.tokenizer = tokenizer
@@ -230,6 +234,12 @@ def _loaded() -> _MiniLM:
 def minilm_load() -> None:
     """Load the model now (it otherwise loads on first use): a worker can pay the second or so before a request."""
     _loaded()
+
+
+def minilm_token_count(text: str) -> int:
+    """The word pieces of `text` without [CLS] and [SEP], not cut at the model's limit: what a chunk of at most
+    max_seq_length - 2 of them fits in (knowledge's chunks are measured with it)."""
+    return len(_loaded().counter.encode(text, add_special_tokens=False).ids)
 
 
 def _batches(lengths: list[int]) -> list[list[int]]:

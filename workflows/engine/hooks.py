@@ -25,6 +25,7 @@ class LLMCall:
     deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
     message_id: str = ""  # the reply's id (its message's in the graph's state), "" when it has none
     finish_reason: str = ""  # why the reply ended, as the provider said (stop, length, tool_calls...), "" unknown
+    kind: str = "chat"  # what the call was: "chat", or "embedding" (an embeddings API call)
 
 
 @dataclass(frozen=True)

@@ -172,12 +172,18 @@ def _bound_tools(ctx: RunContext) -> tuple[str | dict, ...]:
 
 def embedding(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     """Embeds the run's variable `input` (a list of texts) with the run's provider and model: the vectors go to the
-    variable `embeddings` (the gateway's /v1/embeddings)."""
+    variable `embeddings` (the gateway's /v1/embeddings). The variable `batch_size` splits the texts into calls of
+    at most that many, each an LLM call of its own; without it they go in one call."""
     variables = state.get("variables") or {}
     inputs = variables.get("input")
     if not isinstance(inputs, list) or not inputs:
         raise VariableError("an embedding node embeds the variable `input`: a list of texts")
-    vectors = ctx.embed(node, inputs, dimensions=variables.get("dimensions"))
+    size = variables.get("batch_size") or len(inputs)
+    if not isinstance(size, int) or size < 1:
+        raise VariableError("batch_size must be a positive whole number")
+    vectors = []
+    for start in range(0, len(inputs), size):
+        vectors += ctx.embed(node, inputs[start:start + size], dimensions=variables.get("dimensions"))
     return Outcome(update={"variables": {**variables, "embeddings": vectors}}, output={"embedded": len(vectors)})
 
 

@@ -30,6 +30,7 @@ from django.conf import settings
 
 from core.errors import InvalidInput, ProviderError
 from core.tracing import outbound_hooks
+from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
 from workflows.engine.routing import route_for
 
 if TYPE_CHECKING:
@@ -433,9 +434,10 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
     if provider == "local":
         from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+        from workflows.engine.embeddings_minilm import MINILM_MODEL
         from workflows.engine.local_model import LOCAL_MODELS
 
-        return frozenset(LOCAL_MODELS + LOCAL_EMBEDDING_MODELS)
+        return frozenset((*LOCAL_MODELS, *LOCAL_EMBEDDING_MODELS, MINILM_MODEL))
     if provider != "openai":
         return None
     now = time.monotonic()
@@ -469,7 +471,8 @@ class Embedded:
 def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: int | None,
                       timeout_s: float, deployment: Deployment | None = None) -> Embedded:
     """Embed `inputs` (texts, or token arrays an OpenAI-compatible server takes) with the provider's embeddings API;
-    the `local` provider's deterministic model works offline. `deployment`: as for chat_model."""
+    the `local` provider's models work offline: `local-embed-1` (lexical, deterministic) and all-MiniLM-L6-v2 (a
+    real model, in-process). `deployment`: as for chat_model."""
     if deployment is None:
         provider_check(provider)
     else:
@@ -477,6 +480,12 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
     if provider not in EMBEDDING_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no embeddings API",
                            details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
+    if provider == "local" and model == MINILM_MODEL:
+        if dimensions not in (None, MINILM_DIMENSIONS) or not all(isinstance(item, str) for item in inputs):
+            raise InvalidInput(f"{MINILM_MODEL} embeds texts in {MINILM_DIMENSIONS} dimensions", details=[
+                {"path": "input", "code": "unsupported", "message": f"texts only, {MINILM_DIMENSIONS} dimensions"}])
+        vectors, prompt_tokens = minilm_embed(inputs)
+        return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
     if provider == "local":
         from workflows.engine.embeddings_local import local_embeddings
 

@@ -323,7 +323,7 @@ class RunContext:
                 raise failure from exc
             self._attempted(node, target, started)
             usage = usage_from_embeddings(embedded.usage)
-            self._record(node, target, embedded.model, usage, started)
+            self._record(node, target, embedded.model, usage, started, kind="embedding")
             if deployment is not None:
                 deployment_tokens_count(deployment, usage.total_tokens)
             return embedded.vectors
@@ -356,14 +356,14 @@ class RunContext:
         self._record(node, target, streamed.model_name or target.model, usage, started)
 
     def _record(self, node, target: _Target, reported_model, usage, started, message_id: str | None = None,
-                finish_reason: str = "") -> LLMCall:
+                finish_reason: str = "", kind: str = "chat") -> LLMCall:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
         # whose deployment served it (a fallback's own).
         usage = priced(usage, self.hooks.price(target.provider, target.model))
         call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
                        deployment=target.deployment.label if target.deployment else "", message_id=message_id or "",
-                       finish_reason=finish_reason)
+                       finish_reason=finish_reason, kind=kind)
         with self.counting:
             self.usage += usage
             self.llm_calls += 1

@@ -1,0 +1,87 @@
+"""Collections, their documents and search over the API."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from core.api.serializers import StrictSerializer
+from knowledge.models import Collection, CollectionDocument
+from knowledge.search import MAX_K, MODES
+
+MAX_METADATA_KEYS = 50
+
+
+class CollectionSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    documents = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Collection
+        fields = ("id", "name", "description", "owner", "shared", "embedding_model", "dimensions", "chunk_size",
+                  "chunk_overlap", "documents", "created_at", "updated_at")
+        read_only_fields = fields
+
+    def get_documents(self, collection: Collection) -> int:
+        counted = getattr(collection, "document_count", None)  # knowledge.selectors.collection_list's
+        return collection.documents.count() if counted is None else counted
+
+
+class CollectionWriteSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    shared = serializers.BooleanField(default=False, help_text="staff only: every user may read and search it")
+    embedding_model = serializers.CharField(max_length=255, required=False, help_text=(
+        "`provider/model` (or a model name the gateway knows); default CHATTER_KNOWLEDGE_EMBEDDING_MODEL. Fixed "
+        "from now on"))
+    chunk_size = serializers.IntegerField(required=False, min_value=1, help_text="in the model's tokens; fixed")
+    chunk_overlap = serializers.IntegerField(required=False, min_value=0, help_text="in the model's tokens; fixed")
+
+
+class CollectionUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    shared = serializers.BooleanField(required=False)
+
+
+class CollectionDocumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CollectionDocument
+        fields = ("id", "collection", "title", "metadata", "status", "error", "chunk_count", "content_hash",
+                  "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class MetadataField(serializers.DictField):
+    def to_internal_value(self, data):
+        metadata = super().to_internal_value(data)
+        if len(metadata) > MAX_METADATA_KEYS:
+            raise serializers.ValidationError(f"at most {MAX_METADATA_KEYS} keys")
+        return metadata
+
+
+class CollectionDocumentWriteSerializer(StrictSerializer):
+    title = serializers.CharField(max_length=255)
+    text = serializers.CharField(trim_whitespace=False)
+    metadata = MetadataField(required=False, default=dict, help_text="searched with `filters`")
+
+
+class SearchSerializer(StrictSerializer):
+    query = serializers.CharField(max_length=2000)
+    k = serializers.IntegerField(default=5, min_value=1, max_value=MAX_K)
+    mode = serializers.ChoiceField(choices=MODES, default="hybrid")
+    score_threshold = serializers.FloatField(required=False, allow_null=True, default=None)
+    filters = serializers.DictField(required=False, default=dict,
+                                    help_text="document metadata key: value, all must match")
+
+
+class HitSerializer(serializers.Serializer):
+    chunk_id = serializers.IntegerField(source="chunk.pk")
+    document_id = serializers.UUIDField(source="chunk.document_id")
+    title = serializers.CharField(source="chunk.document.title")
+    text = serializers.CharField(source="chunk.text")
+    position = serializers.IntegerField(source="chunk.position")
+    score = serializers.FloatField()
+    scores = serializers.DictField(child=serializers.FloatField())
+
+
+class SearchResultSerializer(serializers.Serializer):
+    results = HitSerializer(many=True)

@@ -1,0 +1,114 @@
+"""/api/v1/collections/: your collections and the shared ones (another user's own is a 404 on every route), their
+documents (`documents/`: add JSON text, which is chunked and embedded at once; DELETE a document removes its chunks
+and vectors) and search (`search/`). An API key needs the `knowledge` scope. Thin: validate, call one service or
+selector, render."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.api.viewsets import OwnedViewSet, url_uuid
+from core.errors import NotFound
+from keys.auth import request_api_key
+from knowledge.api.serializers import (CollectionDocumentSerializer, CollectionDocumentWriteSerializer,
+                                       CollectionSerializer, CollectionUpdateSerializer, CollectionWriteSerializer,
+                                       SearchResultSerializer, SearchSerializer)
+from knowledge.ingest import document_ingest
+from knowledge.models import Collection, CollectionDocument
+from knowledge.search import collection_search
+from knowledge.selectors import collection_list, document_list
+from knowledge.services import (collection_create, collection_delete, collection_update, document_add,
+                                document_delete)
+
+KNOWLEDGE_SCOPE = "knowledge"
+DOCUMENT_ID = OpenApiParameter("document_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+
+class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    queryset = Collection.objects.none()
+    serializer_class = CollectionSerializer
+    ordering_fields = ("name", "created_at")
+    ordering = ("name",)
+    key_scope = KNOWLEDGE_SCOPE
+    key_scope_read = KNOWLEDGE_SCOPE
+    not_found = "collection not found"
+
+    def get_queryset(self):
+        return collection_list(user=self.request.user)
+
+    @extend_schema(request=CollectionWriteSerializer, responses={201: CollectionSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = CollectionWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        collection = collection_create(owner=request.user, api_key=request_api_key(request),
+                                       **serializer.validated_data)
+        return Response(CollectionSerializer(collection).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CollectionUpdateSerializer, responses=CollectionSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        collection = self.get_object()
+        serializer = CollectionUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        collection = collection_update(collection=collection, actor=request.user,
+                                       changes=dict(serializer.validated_data))
+        return Response(CollectionSerializer(collection).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        collection_delete(collection=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True))
+    @extend_schema(methods=["POST"], request=CollectionDocumentWriteSerializer,
+                   responses={201: CollectionDocumentSerializer, 200: CollectionDocumentSerializer})
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    def documents(self, request: Request, pk: str) -> Response:
+        """GET: the collection's documents. POST: add a document as JSON text (`title`, `text`, `metadata`); it is
+        chunked and embedded now and answered with its status (`ready`, or `failed` and why). The same text again
+        is the document already there (200), unchanged."""
+        collection = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(document_list(collection=collection))
+            return self.get_paginated_response(CollectionDocumentSerializer(page, many=True).data)
+        serializer = CollectionDocumentWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        document, created = document_add(collection=collection, actor=request.user, **serializer.validated_data)
+        if document.status == CollectionDocument.Status.QUEUED:
+            document = document_ingest(document, api_key=request_api_key(request))
+        return Response(CollectionDocumentSerializer(document).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def _document(self, collection: Collection, document_id: str) -> CollectionDocument:
+        found = document_list(collection=collection).filter(
+            pk=url_uuid(document_id, not_found="document not found")).first()
+        if found is None:
+            raise NotFound("document not found")
+        return found
+
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer, parameters=[DOCUMENT_ID])
+    @extend_schema(methods=["DELETE"], responses={204: None}, parameters=[DOCUMENT_ID])
+    @action(detail=True, methods=["get", "delete"], url_path=r"documents/(?P<document_id>[^/.]+)",
+            filter_backends=[])
+    def document(self, request: Request, pk: str, document_id: str) -> Response:
+        """GET: one document. DELETE: the document with its chunks and their vectors."""
+        document = self._document(self.get_object(), document_id)
+        if request.method == "GET":
+            return Response(CollectionDocumentSerializer(document).data)
+        document_delete(document=document, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=SearchSerializer, responses=SearchResultSerializer)
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def search(self, request: Request, pk: str) -> Response:
+        """The chunks that best answer `query`, best first: `mode` hybrid (default), vector or keyword; `k`;
+        `score_threshold`; `filters` on the documents' metadata. The query's embedding is your LLM call."""
+        collection = self.get_object()
+        serializer = SearchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        hits = collection_search(collection=collection, user=request.user, api_key=request_api_key(request),
+                                 **serializer.validated_data)
+        return Response(SearchResultSerializer({"results": hits}).data)

@@ -1,0 +1,112 @@
+"""A collection searched: by meaning (cosine distance of the query's embedding: pgvector, sqlite-vec), by words
+(PostgreSQL full-text search, SQLite FTS5 with BM25), or both fused by reciprocal rank (the default).
+
+The query's embedding is an LLM call of the searcher's, counted and held to budgets like every one
+(gateway.embeddings). Scores: `vector` is the cosine similarity (1 - distance), `keyword` the database's text
+rank (PostgreSQL's ts_rank_cd, SQLite's BM25 negated: higher is better), `hybrid` the sum of 1 / (60 + rank) over
+the two rankings. `score_threshold` drops results scored below it, in the mode's own score.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import BooleanField, FloatField, QuerySet
+from django.db.models.expressions import RawSQL
+
+from core.errors import InvalidInput
+from gateway.embeddings import embeddings_create
+from knowledge.models import Chunk, Collection
+from knowledge.selectors import chunks_nearest
+
+MODES = ("hybrid", "vector", "keyword")
+RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
+MAX_K = 100
+_WORD = re.compile(r"\w+")
+_FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+_PG_QUERY = "to_tsquery('english'::regconfig, %s)"
+_PG_VECTOR = "to_tsvector('english'::regconfig, \"knowledge_chunk\".\"text\")"
+_FTS_MATCH = "SELECT rowid FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH %s"
+_FTS_RANK = ("SELECT -bm25(knowledge_chunk_fts) FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH %s "
+             "AND rowid = \"knowledge_chunk\".\"id\"")
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    scores: dict  # the chunk's score in each ranking it was found by
+
+
+def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
+    """The collection's chunks whose document's metadata has each of `filters`' key: value pairs."""
+    chunks = Chunk.objects.filter(collection=collection).select_related("document")
+    for key, value in (filters or {}).items():
+        if not _FILTER_KEY.match(str(key)) or not isinstance(value, (str, int, float, bool)) or value is None:
+            raise InvalidInput("filters match a document's metadata: keys of letters, digits and _, scalar values",
+                               details=[{"path": f"filters.{key}", "code": "invalid_filter",
+                                         "message": "a metadata key and a string, number or boolean"}])
+        chunks = chunks.filter(**{f"document__metadata__{key}": value})
+    return chunks
+
+
+def keyword_ranked(chunks: QuerySet[Chunk], query: str, limit: int) -> list[tuple[Chunk, float]]:
+    """`chunks` that contain any word of `query` (its first 30 distinct words), best first, with their rank."""
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:30]
+    if not words:
+        return []
+    if connection.vendor == "postgresql":
+        terms = " | ".join(words)
+        found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
+        found = found.filter(matched=True).annotate(
+            rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
+    else:
+        terms = " OR ".join(f'"{word}"' for word in words)
+        found = chunks.filter(id__in=RawSQL(_FTS_MATCH, [terms])).annotate(
+            rank=RawSQL(f"({_FTS_RANK})", [terms], output_field=FloatField()))
+    return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
+
+
+def _query_vector(*, collection: Collection, user, query: str, api_key) -> list[float]:
+    return embeddings_create(owner=user, model=collection.embedding_model, texts=[query], api_key=api_key,
+                             purpose={"query": query[:500], "collection": str(collection.pk)}).vectors[0]
+
+
+def collection_search(*, collection: Collection, user, query: str, k: int = 5, mode: str = "hybrid",
+                      score_threshold: float | None = None, filters: dict | None = None,
+                      api_key=None) -> list[Hit]:
+    """The `k` chunks of `collection` that best answer `query` in `mode`, best first (ties by id), scored as the
+    module says; only chunks of documents whose metadata matches `filters`. The query's embedding (vector and
+    hybrid modes) is `user`'s LLM call."""
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}", details=[
+            {"path": "mode", "code": "invalid_choice", "message": f"one of {', '.join(MODES)}"}])
+    if not query.strip():
+        raise InvalidInput("a search needs a query", details=[
+            {"path": "query", "code": "blank", "message": "the query is empty"}])
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be from 1 to {MAX_K}", details=[
+            {"path": "k", "code": "out_of_range", "message": f"1 to {MAX_K}"}])
+    chunks = _filtered(collection, filters)
+    depth = k if mode != "hybrid" else max(4 * k, 40)
+    rankings: dict[str, list[tuple[Chunk, float]]] = {}
+    if mode in ("vector", "hybrid"):
+        vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key)
+        rankings["vector"] = [(chunk, 1.0 - chunk.distance)
+                              for chunk in chunks_nearest(vector=vector, k=depth, chunks=chunks)]
+    if mode in ("keyword", "hybrid"):
+        rankings["keyword"] = keyword_ranked(chunks, query, depth)
+    if mode != "hybrid":
+        hits = [Hit(chunk, score, {mode: score}) for chunk, score in rankings[mode]]
+    else:
+        fused: dict[int, Hit] = {}
+        for name, ranked in rankings.items():
+            for rank, (chunk, score) in enumerate(ranked, start=1):
+                hit = fused.get(chunk.pk) or Hit(chunk, 0.0, {})
+                fused[chunk.pk] = Hit(hit.chunk, hit.score + 1.0 / (RRF_K + rank), {**hit.scores, name: score})
+        hits = sorted(fused.values(), key=lambda hit: (-hit.score, hit.chunk.pk))
+    if score_threshold is not None:
+        hits = [hit for hit in hits if hit.score >= score_threshold]
+    return hits[:k]

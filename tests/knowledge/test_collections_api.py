@@ -1,0 +1,142 @@
+"""Issue 45, collections and documents over /api/v1/collections/ (on SQLite and PostgreSQL: make test runs this file
+on each): CRUD with the model and chunking fixed at creation; a document added as JSON text is chunked
+(langchain-text-splitters) and embedded at once, each embeddings request the owner's LLM call; identical text is a
+no-op; DELETE removes a document's chunks, vectors and keyword index rows; a failure (budget, provider) leaves it
+`failed` with the reason and no chunk; another user gets 404 on every route; keys need the `knowledge` scope."""
+import pytest
+from rest_framework.test import APIClient
+
+from knowledge.models import Chunk, CollectionDocument
+from knowledge.search import keyword_ranked
+from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.openai_stub import stub_embedding
+from workflows.models import LLMCall
+
+pytestmark = pytest.mark.django_db
+
+LEXICAL = "local/local-embed-1"
+TEXT = ("Kettles boil water. A cracked seal lets water out of the appliance.\n\n"
+        "Descale the kettle every month. Limescale clogs the element and slows boiling.\n\n"
+        "Never run the kettle dry: the element overheats and the cut-out trips.")
+
+
+def api_for(user, scopes=("knowledge",)) -> APIClient:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=user, scopes=list(scopes)).key}")
+    return api
+
+
+def collection_made(api, **fields) -> dict:
+    answer = api.post("/api/v1/collections/", {"name": "manuals", "embedding_model": LEXICAL, **fields},
+                      format="json")
+    assert answer.status_code == 201, answer.json()
+    return answer.json()
+
+
+def test_item_02_a_collections_model_and_chunking_are_fixed_when_it_is_made(alice):
+    api = api_for(alice)
+    made = collection_made(api, chunk_size=50, chunk_overlap=10)
+    url = f"/api/v1/collections/{made['id']}/"
+
+    assert (made["embedding_model"], made["dimensions"], made["chunk_size"], made["chunk_overlap"]) == (
+        LEXICAL, 256, 50, 10)
+    renamed = api.patch(url, {"name": "kettles"}, format="json")
+    refused = api.patch(url, {"embedding_model": "local/all-MiniLM-L6-v2"}, format="json")
+    shared = api.patch(url, {"shared": True}, format="json")
+    again = api.post("/api/v1/collections/", {"name": "kettles"}, format="json")
+    unknown = api.post("/api/v1/collections/", {"name": "x", "embedding_model": "local/no-such-model"}, format="json")
+    too_big = api.post("/api/v1/collections/", {"name": "y", "chunk_size": 300}, format="json")  # MiniLM reads 254
+
+    assert renamed.status_code == 200 and renamed.json()["name"] == "kettles"
+    assert refused.status_code == 400 and shared.status_code == 400  # unknown field; only staff share
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
+    assert unknown.status_code == 400 and unknown.json()["error"]["details"][0]["path"] == "embedding_model"
+    assert too_big.status_code == 400 and too_big.json()["error"]["details"][0]["path"] == "chunk_size"
+    assert [c["name"] for c in api.get("/api/v1/collections/").json()["results"]] == ["kettles"]
+    assert api.delete(url).status_code == 204 and api.get(url).status_code == 404
+
+
+def test_item_02_a_document_is_chunked_embedded_counted_and_removed_whole(alice, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 2
+    api = api_for(alice)
+    collection = collection_made(api, chunk_size=20, chunk_overlap=4)
+    documents = f"/api/v1/collections/{collection['id']}/documents/"
+
+    added = api.post(documents, {"title": "Kettle manual", "text": TEXT, "metadata": {"lang": "en"}}, format="json")
+
+    assert added.status_code == 201, added.json()
+    document = added.json()
+    chunks = list(Chunk.objects.filter(document_id=document["id"]).order_by("position"))
+    assert document["status"] == "ready" and document["chunk_count"] == len(chunks) >= 3
+    assert [chunk.position for chunk in chunks] == list(range(len(chunks)))
+    assert all(len(chunk.embedding) == 256 and str(chunk.collection_id) == collection["id"] for chunk in chunks)
+    assert "cracked seal" in " ".join(chunk.text for chunk in chunks)
+    calls = LLMCall.objects.filter(execution__owner=alice, kind="embedding")
+    assert calls.count() == -(-len(chunks) // 2)  # one request per batch of two
+    execution = calls.first().execution
+    assert execution.input_data["variables"]["purpose"]["document"] == document["id"]
+
+    again = api.post(documents, {"title": "Same text", "text": TEXT}, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, document["id"])
+    assert LLMCall.objects.filter(execution__owner=alice).count() == calls.count()
+    assert [d["id"] for d in api.get(documents).json()["results"]] == [document["id"]]
+    assert api.get(f"{documents}{document['id']}/").json()["chunk_count"] == len(chunks)
+
+    assert keyword_ranked(Chunk.objects.all(), "limescale", 5)
+    assert api.delete(f"{documents}{document['id']}/").status_code == 204
+    assert not Chunk.objects.exists() and not CollectionDocument.objects.exists()
+    assert keyword_ranked(Chunk.objects.all(), "limescale", 5) == []
+
+
+def test_item_02_a_user_over_budget_cannot_ingest_and_nothing_is_half_written(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+    BudgetFactory(owner=alice, period="month", limit_usd="0.00000001", mode="hard")
+    api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "a", "text": "spend it " * 50},
+             format="json")
+
+    refused = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "b", "text": TEXT},
+                       format="json")
+
+    assert refused.status_code == 201
+    assert (refused.json()["status"], refused.json()["chunk_count"]) == ("failed", 0)
+    assert refused.json()["error"].startswith("budget_exceeded")
+    assert not Chunk.objects.filter(document_id=refused.json()["id"]).exists()
+
+
+def test_item_02_a_provider_failing_mid_document_leaves_it_failed_without_chunks(alice, openai_server, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 1
+    openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1})  # the collection's probe of the vectors' size
+    api = api_for(alice)
+    collection = collection_made(api, embedding_model="openai/text-embedding-3-small", chunk_size=20,
+                                 chunk_overlap=0)
+    openai_server.reply(usage={"prompt_tokens": 5, "total_tokens": 5})  # the first chunk's request answers ...
+    openai_server.reply(status=500)  # ... the second's fails
+
+    failed = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "m", "text": TEXT},
+                      format="json").json()
+
+    assert (failed["status"], failed["chunk_count"]) == ("failed", 0)
+    assert collection["dimensions"] == len(stub_embedding("manuals"))  # as the model answered the probe
+    assert failed["error"].startswith("embeddings_failed")
+    assert not Chunk.objects.exists()
+    assert LLMCall.objects.filter(execution__owner=alice, kind="embedding").count() == 2  # the probe, chunk 1
+
+
+def test_item_02_another_user_gets_404_on_every_collection_route_and_keys_need_the_scope(alice, bob):
+    api = api_for(alice)
+    collection = collection_made(api)
+    url = f"/api/v1/collections/{collection['id']}/"
+    document = api.post(f"{url}documents/", {"title": "a", "text": TEXT}, format="json").json()
+    bobs = api_for(bob)
+
+    answers = [bobs.get(url), bobs.patch(url, {"name": "mine"}, format="json"), bobs.delete(url),
+               bobs.get(f"{url}documents/"), bobs.post(f"{url}documents/", {"title": "b", "text": "x"}, format="json"),
+               bobs.get(f"{url}documents/{document['id']}/"), bobs.delete(f"{url}documents/{document['id']}/"),
+               bobs.post(f"{url}search/", {"query": "kettle"}, format="json"),
+               bobs.get("/api/v1/collections/not-a-uuid/")]
+
+    assert [answer.status_code for answer in answers] == [404] * len(answers)
+    assert bobs.get("/api/v1/collections/").json()["results"] == []
+    assert api_for(alice, scopes=("read", "runs")).get("/api/v1/collections/").status_code == 403
+    assert Chunk.objects.filter(document_id=document["id"]).count() == document["chunk_count"] > 0

@@ -1,0 +1,79 @@
+"""Issue 45, embeddings through the provider layer: gateway.embeddings.embeddings_create batches texts, and each
+provider request is an LLMCall of kind `embedding` with the tokens it read and its cost, in one run that says what it
+served; the in-process MiniLM model, the lexical `local-embed-1` and an OpenAI-compatible upstream alike; a user over
+budget is refused before any call; aggregates reconcile."""
+from decimal import Decimal
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from budgets.services import BudgetRefused
+from gateway.embeddings import embeddings_create
+from tests.factories import BudgetFactory
+from tests.invariants import assert_all
+from workflows.engine.embeddings_minilm import minilm_embed
+from workflows.models import LLMCall, WorkflowExecution
+
+pytestmark = pytest.mark.django_db
+
+
+def price(tokens: int, per_million: str) -> Decimal:
+    return (Decimal(tokens) * Decimal(per_million) / 10**6).quantize(Decimal("0.00000001"))
+
+
+def test_item_01_each_batch_is_an_llm_call_of_kind_embedding_with_its_tokens_and_cost(alice, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 2
+    texts = ["one kettle", "two kettles leak", "a cracked seal", "water on the floor", "five"]
+
+    embedded = embeddings_create(owner=alice, model="local/local-embed-1", texts=texts,
+                                 purpose={"document": 7})
+
+    execution = embedded.execution
+    calls = list(LLMCall.objects.filter(execution=execution).order_by("id"))
+    assert len(embedded.vectors) == 5 and len(calls) == 3
+    assert {call.kind for call in calls} == {"embedding"}
+    assert execution.input_data["variables"]["purpose"] == {"document": 7}
+    assert (execution.owner, execution.status, execution.llm_calls) == (alice, "completed", 3)
+    assert execution.prompt_tokens == sum(call.prompt_tokens for call in calls) > 0
+    assert all(call.cost == price(call.prompt_tokens, "0.50") for call in calls)
+    assert execution.cost == sum(call.cost for call in calls)
+    assert_all(execution)
+    out = StringIO()
+    call_command("reconcile_aggregates", stdout=out)
+    assert "zero drift" in out.getvalue(), out.getvalue()
+
+
+def test_item_01_the_in_process_minilm_model_is_a_local_model_counted_by_its_word_pieces(alice):
+    texts = ["My kettle leaks, what is broken?", "A cracked seal lets water out of the appliance."]
+
+    embedded = embeddings_create(owner=alice, model="local/all-MiniLM-L6-v2", texts=texts)
+
+    vectors, word_pieces = minilm_embed(texts)
+    assert np.allclose(embedded.vectors, vectors, atol=1e-6)
+    (call,) = LLMCall.objects.filter(execution=embedded.execution)
+    assert (call.kind, call.provider, call.requested_model, call.prompt_tokens) == (
+        "embedding", "local", "all-MiniLM-L6-v2", word_pieces)
+    assert call.cost == price(word_pieces, "0.02")
+
+
+def test_item_01_an_upstreams_usage_is_what_the_call_records(alice, openai_server):
+    openai_server.reply(usage={"prompt_tokens": 11, "total_tokens": 11}, model="text-embedding-3-small")
+
+    embedded = embeddings_create(owner=alice, model="openai/text-embedding-3-small", texts=["a", "b"])
+
+    (call,) = LLMCall.objects.filter(execution=embedded.execution)
+    assert (call.kind, call.prompt_tokens, call.estimated, call.cost) == ("embedding", 11, False, price(11, "0.02"))
+    assert openai_server.requests[-1].body["input"] == ["a", "b"]
+
+
+def test_item_01_a_user_over_budget_is_refused_before_the_call(alice):
+    first = embeddings_create(owner=alice, model="local/local-embed-1", texts=["spend something"])
+    BudgetFactory(owner=alice, period="month", limit_usd=first.execution.cost, mode="hard")
+
+    with pytest.raises(BudgetRefused):
+        embeddings_create(owner=alice, model="local/local-embed-1", texts=["more"])
+
+    assert WorkflowExecution.objects.filter(owner=alice).count() == 1
+    assert LLMCall.objects.filter(execution__owner=alice).count() == 1

@@ -1,0 +1,79 @@
+"""Issue 45, POST /api/v1/collections/{id}/search/ on SQLite (sqlite-vec, FTS5) and PostgreSQL (pgvector, full-text
+search): make test runs this file on each. With the real small model (all-MiniLM-L6-v2, in-process) a paraphrase
+that shares no word with its answer finds it first by meaning (vector and hybrid), where words alone find nothing;
+the query's embedding is the searcher's LLM call; filters, the score threshold and bad input."""
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import ApiTokenFactory
+from workflows.models import LLMCall
+
+pytestmark = pytest.mark.django_db
+
+QUESTION = "My kettle leaks, what is broken?"
+DOCUMENTS = [
+    ("Seal", "A cracked seal lets water out of the appliance.", {"topic": "appliances"}),
+    ("Gears", "Index the rear derailleur by turning the barrel adjuster.", {"topic": "bicycles"}),
+    ("Budgets", "Budgets reserve an estimate before each call and settle after it, so racing calls cannot "
+                "overspend.", {"topic": "accounting"}),
+]
+
+
+@pytest.fixture
+def manuals(alice):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "manuals", "embedding_model": "local/all-MiniLM-L6-v2"},
+                          format="json").json()
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+    for title, text, metadata in DOCUMENTS:
+        added = api.post(f"/api/v1/collections/{collection['id']}/documents/",
+                         {"title": title, "text": text, "metadata": metadata}, format="json").json()
+        assert added["status"] == "ready", added
+    return api
+
+
+def search(api, **body) -> list[dict]:
+    answer = api.post(api.url, body, format="json")
+    assert answer.status_code == 200, answer.json()
+    return answer.json()["results"]
+
+
+def test_item_03_a_paraphrase_finds_its_document_first_by_meaning_not_by_words(manuals, alice):
+    calls_before = LLMCall.objects.filter(execution__owner=alice).count()
+
+    hybrid = search(manuals, query=QUESTION, k=3)
+    vector = search(manuals, query=QUESTION, k=3, mode="vector")
+    keyword = search(manuals, query=QUESTION, k=3, mode="keyword")
+
+    assert [hit["title"] for hit in hybrid][:1] == [hit["title"] for hit in vector][:1] == ["Seal"]
+    assert hybrid[0]["text"] == DOCUMENTS[0][1] and hybrid[0]["position"] == 0
+    assert vector[0]["score"] > vector[1]["score"] + 0.1 and 0 < vector[0]["score"] <= 1
+    assert keyword == []  # no word in common: what keyword search alone misses
+    queries = LLMCall.objects.filter(execution__owner=alice).order_by("id")[calls_before:]
+    assert [call.kind for call in queries] == ["embedding", "embedding"]  # hybrid's and vector's, not keyword's
+    assert queries[0].execution.input_data["variables"]["purpose"]["query"] == QUESTION
+    assert queries[0].prompt_tokens > 0
+
+
+def test_item_03_words_filters_and_threshold(manuals):
+    by_words = search(manuals, query="barrel adjuster", mode="keyword")
+    fused = search(manuals, query="barrel adjuster")
+    filtered = search(manuals, query=QUESTION, mode="vector", filters={"topic": "accounting"})
+    above = search(manuals, query=QUESTION, mode="vector", score_threshold=0.99)
+
+    assert [hit["title"] for hit in by_words] == ["Gears"] and by_words[0]["score"] > 0
+    assert fused[0]["title"] == "Gears" and set(fused[0]["scores"]) == {"vector", "keyword"}
+    assert [hit["title"] for hit in filtered] == ["Budgets"]
+    assert above == []
+
+
+def test_item_03_bad_search_input_is_a_400(manuals):
+    bad = [({"query": "x", "mode": "fuzzy"}, "mode"), ({"query": "x", "k": 0}, "k"), ({"query": ""}, "query"),
+           ({"query": "x", "filters": {"a b": 1}}, "filters.a b"),
+           ({"query": "x", "filters": {"topic": [1]}}, "filters.topic")]
+
+    answers = [manuals.post(manuals.url, body, format="json") for body, _ in bad]
+
+    assert [answer.status_code for answer in answers] == [400] * len(bad)
+    assert [answer.json()["error"]["details"][0]["path"] for answer in answers] == [path for _, path in bad]
