@@ -234,6 +234,8 @@ CHATTER_WEBHOOK_ALLOWED_NETWORKS = env_networks("CHATTER_WEBHOOK_ALLOWED_NETWORK
 # MCP tool servers (tools/): how long discovery or one tool call may take, and how much of a call's result is kept.
 CHATTER_MCP_TIMEOUT_S = env_int("CHATTER_MCP_TIMEOUT_S", 30, minimum=1)
 CHATTER_MCP_MAX_RESULT_BYTES = env_int("CHATTER_MCP_MAX_RESULT_BYTES", 1_048_576, minimum=1)
+# Knowledge (knowledge/): a file added to a collection may be at most this large (413 over it, knowledge/parsers.py).
+CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES = env_int("CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES", 20_971_520, minimum=1024)
 # Keys of what is kept encrypted at rest (an MCP server's headers), core/encryption.py: Fernet keys, the first
 # encrypts; a key derived from SECRET_KEY always decrypts too (and encrypts when none is set).
 CHATTER_ENCRYPTION_KEYS = env_fernet_keys("CHATTER_ENCRYPTION_KEYS")
