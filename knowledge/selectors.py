@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
-
 from knowledge.models import Chunk
-from knowledge.vectors import CosineDistance
+from knowledge.vector_index import chunks_nearest_indexed
 
 
-def chunks_nearest(*, vector: list[float], k: int) -> QuerySet[Chunk]:
+def chunks_nearest(*, vector: list[float], k: int, exact: bool = False) -> list[Chunk]:
     """The `k` chunks of the vector's size nearest to it by cosine distance (annotated `distance`), nearest
-    first; ties by id."""
-    return (Chunk.objects.filter(dimensions=len(vector))
-            .annotate(distance=CosineDistance("embedding", [float(x) for x in vector]))
-            .order_by("distance", "id")[:k])
+    first: through the dimension's vector index (approximate, knowledge/vector_index.py), or, `exact`, by
+    comparing every chunk of that size (ties by id)."""
+    return chunks_nearest_indexed(vector=vector, k=k, exact=exact)
