@@ -97,3 +97,13 @@ def test_issue_45_a_search_among_some_chunks_finds_their_nearest_not_fewer():
     by_pk = {chunk.pk: i for i, chunk in enumerate(chunks)}
     expected = sorted(some, key=lambda pk: -float(vectors[by_pk[pk]] @ vectors[0]))[:5]
     assert [chunk.pk for chunk in found] == expected
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's vec_distance_cosine")
+def test_issue_45_sqlite_reads_the_query_vector_once_per_search_not_once_per_chunk():
+    chunks_create(texts=["a", "b"], embeddings=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with CaptureQueriesContext(connection) as queries:
+        found = chunks_nearest(vector=[1.0, 0.1, 0.0], k=2)
+    assert [chunk.text for chunk in found] == ["a", "b"]
+    (search,) = [query["sql"] for query in queries.captured_queries if "vec_distance_cosine" in query["sql"]]
+    assert 'vec_distance_cosine("knowledge_chunk"."embedding", vec_f32(' in search, search
