@@ -1,6 +1,6 @@
 """B12: vector search over 100,000 chunks of 384 dimensions through the chunks' ANN indexes
-(knowledge/vector_index.py): PostgreSQL/pgvector HNSW (target p95 ≤ 20 ms) and SQLite/sqlite-vec (≤ 50 ms), recall@10
-against exact search (≥ 0.95), and ingestion in chunks/s with all-MiniLM-L6-v2 in process.
+(knowledge/vector_index.py): PostgreSQL/pgvector HNSW (target p95 ≤ 20 ms) and SQLite/sqlite-vec (≤ 50 ms),
+recall@10 against exact search (≥ 0.95), and ingestion in chunks/s with all-MiniLM-L6-v2 in process.
 
     .venv/bin/python -m bench.b12_vector_search [--db both|sqlite|pg] [--chunks 100000] [--queries 200]
                                                 [--data clustered|random] [--ef-search 40,100,200]
@@ -40,7 +40,8 @@ def vectors_make(kind: str, count: int, rng: np.random.Generator, centres: np.nd
     if kind == "random":
         points = rng.standard_normal((count, DIMENSIONS))
     else:
-        points = centres[rng.integers(0, len(centres), count)] + rng.standard_normal((count, DIMENSIONS)) / np.sqrt(DIMENSIONS)
+        noise = rng.standard_normal((count, DIMENSIONS)) / np.sqrt(DIMENSIONS)
+        points = centres[rng.integers(0, len(centres), count)] + noise
     return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 

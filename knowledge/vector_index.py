@@ -169,7 +169,8 @@ def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chun
     return found
 
 
-def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, *, filtered: bool) -> list[Chunk] | None:
+def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, *,
+                           filtered: bool) -> list[Chunk] | None:
     """The index's answer, None when the vector's dimension has no index here."""
     d = len(vector)
     if connection.vendor == "postgresql" and d <= HNSW_MAX_DIMENSIONS:
