@@ -11,8 +11,8 @@ indexed dimension `d` gets its own index of the chunks whose `dimensions` is `d`
   floats), kept in step with the chunk rows by triggers (insert, update, delete: every path, bulk_create and
   cascades included, since they are SQL). A search takes the nearest candidates by Hamming distance from it and
   ranks them by exact cosine distance on the float vectors (sqlite-vec's binary quantisation with re-scoring):
-  sqlite-vec 0.1.9 searches a `vec0` table by brute force, and over 100,000 float vectors of 384 dimensions that
-  is a few hundred milliseconds here, over the bits a few.
+  sqlite-vec 0.1.9 searches a `vec0` table by brute force: over 100,000 float vectors of 384 dimensions that took
+  hundreds of milliseconds here, over their bits a few (B12 in bench/RESULTS.md).
 
 A dimension with no index is searched exactly (every chunk of that size compared), as before. The migration
 indexes INDEXED_DIMENSIONS; `vector_index_create` indexes another. On SQLite, Django rebuilds a table for many
@@ -36,9 +36,10 @@ from knowledge.vectors import CosineDistance
 INDEXED_DIMENSIONS = (256, 384, 1536)
 HNSW_MAX_DIMENSIONS = 2000
 # SQLite: how many candidates the bit index gives for exact re-scoring: RESCORE_FACTOR per result, at least
-# RESCORE_MIN.
-RESCORE_FACTOR = 20
-RESCORE_MIN = 200
+# RESCORE_MIN. sqlite-vec 0.1.9's KNN slows steeply with its k (over 100,000 vectors here: k=10 a few ms, k=50
+# and k=100 tens to a hundred), while 50 candidates found 0.97 of exact search's 10 nearest in B12's data.
+RESCORE_FACTOR = 5
+RESCORE_MIN = 50
 SQLITE_VEC_MAX_K = 4096  # sqlite-vec's largest `k`
 
 PG_HNSW_CREATE = ("CREATE INDEX IF NOT EXISTS knowledge_chunk_hnsw_{d} ON knowledge_chunk USING hnsw "
