@@ -42,8 +42,11 @@ RESCORE_FACTOR = 5
 RESCORE_MIN = 50
 SQLITE_VEC_MAX_K = 4096  # sqlite-vec's largest `k`
 
+# m=32, ef_construction=128 (pgvector's defaults are 16 and 64): over 20,000 clustered vectors (B12's kind) the
+# defaults found 0.98 of exact search's 10 nearest at ef_search 100, these 0.998; over 100,000 the defaults 0.87.
 PG_HNSW_CREATE = ("CREATE INDEX IF NOT EXISTS knowledge_chunk_hnsw_{d} ON knowledge_chunk USING hnsw "
-                  "((embedding::vector({d})) vector_cosine_ops) WHERE dimensions = {d}")
+                  "((embedding::vector({d})) vector_cosine_ops) WITH (m = 32, ef_construction = 128) "
+                  "WHERE dimensions = {d}")
 PG_HNSW_DROP = "DROP INDEX IF EXISTS knowledge_chunk_hnsw_{d}"
 PG_HNSW_EXISTS = "SELECT 1 FROM pg_indexes WHERE tablename = 'knowledge_chunk' AND indexname = %s"
 PG_EF_SEARCH_SET = "SET LOCAL hnsw.ef_search = {ef}"
