@@ -264,6 +264,11 @@ CHATTER_MCP_MAX_RESULT_BYTES = env_int("CHATTER_MCP_MAX_RESULT_BYTES", 1_048_576
 CHATTER_MCP_SERVERS_FILE = env_str("CHATTER_MCP_SERVERS_FILE", "")
 # How long a kept MCP session (tools/mcp_pool.py: reused across a run's calls and across runs) may sit unused.
 CHATTER_MCP_IDLE_S = env_int("CHATTER_MCP_IDLE_S", 60, minimum=1)
+# Knowledge (knowledge/): a file added to a collection may be at most this large (413 over it, knowledge/parsers.py).
+CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES = env_int("CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES", 20_971_520, minimum=1024)
+# PostgreSQL: the candidates an HNSW search keeps (pgvector's hnsw.ef_search, at least k): more is slower and finds more
+# of the true nearest (knowledge/vector_index.py; bench/b12_vector_search.py measures both).
+CHATTER_KNOWLEDGE_HNSW_EF_SEARCH = env_int("CHATTER_KNOWLEDGE_HNSW_EF_SEARCH", 100, minimum=1)
 # Keys of what is kept encrypted at rest (an MCP server's headers), core/encryption.py: Fernet keys, the first
 # encrypts; a key derived from SECRET_KEY always decrypts too (and encrypts when none is set).
 CHATTER_ENCRYPTION_KEYS = env_fernet_keys("CHATTER_ENCRYPTION_KEYS")

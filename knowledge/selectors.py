@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 
 from knowledge.models import Chunk, Collection, CollectionDocument
-from knowledge.vectors import CosineDistance
+from knowledge.vector_index import chunks_nearest_indexed
 
 
 def collection_list(*, user) -> QuerySet[Collection]:
@@ -17,10 +17,9 @@ def document_list(*, collection: Collection) -> QuerySet[CollectionDocument]:
     return collection.documents.defer("text")
 
 
-def chunks_nearest(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None) -> QuerySet[Chunk]:
-    """The `k` chunks (of `chunks`, all by default) of the vector's size nearest to it by cosine distance
-    (annotated `distance`), nearest first; ties by id."""
-    chunks = Chunk.objects.all() if chunks is None else chunks
-    return (chunks.filter(dimensions=len(vector))
-            .annotate(distance=CosineDistance("embedding", [float(x) for x in vector]))
-            .order_by("distance", "id")[:k])
+def chunks_nearest(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,
+                   exact: bool = False) -> list[Chunk]:
+    """The `k` chunks (of `chunks`, all by default) of the vector's size nearest to it by cosine distance (annotated
+    `distance`), nearest first: through the dimension's vector index (approximate, knowledge/vector_index.py), or,
+    `exact`, by comparing every chunk of that size (ties by id)."""
+    return chunks_nearest_indexed(vector=vector, k=k, chunks=chunks, exact=exact)

@@ -29,7 +29,7 @@ def test_issue_45_knn_by_cosine_over_100_vectors_ranks_as_exact_search():
     by_id = {chunk.pk: i for i, chunk in enumerate(chunks)}
 
     for query in rng.standard_normal((5, 384)).astype(np.float32):
-        found = list(chunks_nearest(vector=query.tolist(), k=10))
+        found = list(chunks_nearest(vector=query.tolist(), k=10, exact=True))
         expected = exact_ranking(vectors, query, 10)
         assert [by_id[chunk.pk] for chunk in found] == expected
         exact = [1 - float(vectors[i] @ query / (np.linalg.norm(vectors[i]) * np.linalg.norm(query))) for i in expected]

@@ -1,0 +1,203 @@
+"""Approximate nearest-neighbour indexes of the chunks' vectors, one per dimension, on both databases, and the
+search that uses them.
+
+The `embedding` column has no fixed size (each embedding model has its own), and an ANN index needs one, so each
+indexed dimension `d` gets its own index of the chunks whose `dimensions` is `d`:
+
+- PostgreSQL: an HNSW index with cosine distance (pgvector ≥ 0.5) on the expression `embedding::vector(d)`, partial
+  on `dimensions = d`. A search orders by that same expression's `<=>` distance to the query, which the planner
+  answers from the index; `hnsw.ef_search` (CHATTER_KNOWLEDGE_HNSW_EF_SEARCH) trades speed for recall.
+- SQLite: a sqlite-vec `vec0` table of the vectors quantised to one bit per dimension (`bit[d]`, 1/32 of the
+  floats), kept in step with the chunk rows by triggers (insert, update, delete: every path, bulk_create and
+  cascades included, since they are SQL). A search takes the nearest candidates by Hamming distance from it and
+  ranks them by exact cosine distance on the float vectors (sqlite-vec's binary quantisation with re-scoring):
+  sqlite-vec 0.1.9 searches a `vec0` table by brute force: over 100,000 float vectors of 384 dimensions that took
+  hundreds of milliseconds here, over their bits a few (B12 in bench/RESULTS.md).
+
+A dimension with no index is searched exactly (every chunk of that size compared), as before. The migration
+indexes INDEXED_DIMENSIONS; `vector_index_create` indexes another. On SQLite, Django rebuilds a table for many
+schema changes, which drops its triggers: `vector_indexes_ensure` (run after every `migrate`, apps.py) puts them
+back and fills the `vec0` tables with any chunk they lack.
+"""
+from __future__ import annotations
+
+import sqlite_vec
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.functions import Cast
+from pgvector.django import VectorField
+
+from knowledge.models import Chunk
+from knowledge.vectors import CosineDistance
+
+# The local lexical provider's (workflows/engine/embeddings_local.py), all-MiniLM-L6-v2's, OpenAI
+# text-embedding-3-small's. pgvector's HNSW takes `vector` of at most 2,000 dimensions.
+INDEXED_DIMENSIONS = (256, 384, 1536)
+HNSW_MAX_DIMENSIONS = 2000
+# SQLite: how many candidates the bit index gives for exact re-scoring: RESCORE_FACTOR per result, at least
+# RESCORE_MIN. sqlite-vec 0.1.9's KNN slows steeply with its k (over 100,000 vectors here: k=10 a few ms, k=50
+# and k=100 tens to a hundred), while 50 candidates found 0.97 of exact search's 10 nearest in B12's data.
+RESCORE_FACTOR = 5
+RESCORE_MIN = 50
+SQLITE_VEC_MAX_K = 4096  # sqlite-vec's largest `k`
+
+# m=32, ef_construction=128 (pgvector's defaults are 16 and 64): over 20,000 clustered vectors (B12's kind) the
+# defaults found 0.98 of exact search's 10 nearest at ef_search 100, these 0.998; over 100,000 the defaults 0.87.
+PG_HNSW_CREATE = ("CREATE INDEX IF NOT EXISTS knowledge_chunk_hnsw_{d} ON knowledge_chunk USING hnsw "
+                  "((embedding::vector({d})) vector_cosine_ops) WITH (m = 32, ef_construction = 128) "
+                  "WHERE dimensions = {d}")
+PG_HNSW_DROP = "DROP INDEX IF EXISTS knowledge_chunk_hnsw_{d}"
+PG_HNSW_EXISTS = "SELECT 1 FROM pg_indexes WHERE tablename = 'knowledge_chunk' AND indexname = %s"
+PG_EF_SEARCH_SET = "SET LOCAL hnsw.ef_search = {ef}"
+
+SQLITE_VEC_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_bits_{d} USING vec0(embedding bit[{d}])"
+SQLITE_VEC_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS knowledge_chunk_bits_{d}_insert AFTER INSERT ON knowledge_chunk "
+    "WHEN NEW.dimensions = {d} BEGIN "
+    "INSERT INTO knowledge_chunk_bits_{d}(rowid, embedding) VALUES (NEW.id, vec_quantize_binary(NEW.embedding)); END",
+    # Two update triggers whose conditions exclude each other, so their order does not matter. The insert is
+    # INSERT ... VALUES: through INSERT ... SELECT the quantised value loses the subtype that marks it as bits.
+    "CREATE TRIGGER IF NOT EXISTS knowledge_chunk_bits_{d}_update AFTER UPDATE OF id, dimensions, embedding "
+    "ON knowledge_chunk WHEN NEW.dimensions = {d} BEGIN "
+    "DELETE FROM knowledge_chunk_bits_{d} WHERE rowid = OLD.id; "
+    "INSERT INTO knowledge_chunk_bits_{d}(rowid, embedding) VALUES (NEW.id, vec_quantize_binary(NEW.embedding)); END",
+    "CREATE TRIGGER IF NOT EXISTS knowledge_chunk_bits_{d}_resize AFTER UPDATE OF id, dimensions, embedding "
+    "ON knowledge_chunk WHEN OLD.dimensions = {d} AND NEW.dimensions <> {d} BEGIN "
+    "DELETE FROM knowledge_chunk_bits_{d} WHERE rowid = OLD.id; END",
+    "CREATE TRIGGER IF NOT EXISTS knowledge_chunk_bits_{d}_delete AFTER DELETE ON knowledge_chunk "
+    "WHEN OLD.dimensions = {d} BEGIN DELETE FROM knowledge_chunk_bits_{d} WHERE rowid = OLD.id; END",
+)
+# Chunks a rebuilt table's missing triggers let through (inserted one by one, VALUES keeping the bits' subtype),
+# and rows of chunks gone meanwhile.
+SQLITE_VEC_MISSING = ("SELECT id, embedding FROM knowledge_chunk WHERE dimensions = {d} "
+                      "AND id NOT IN (SELECT rowid FROM knowledge_chunk_bits_{d})")
+SQLITE_VEC_INSERT = "INSERT INTO knowledge_chunk_bits_{d}(rowid, embedding) VALUES (%s, vec_quantize_binary(%s))"
+SQLITE_VEC_PRUNE = ("DELETE FROM knowledge_chunk_bits_{d} WHERE rowid NOT IN "
+                    "(SELECT id FROM knowledge_chunk WHERE dimensions = {d})")
+SQLITE_VEC_DROP = ("DROP TRIGGER IF EXISTS knowledge_chunk_bits_{d}_insert",
+                   "DROP TRIGGER IF EXISTS knowledge_chunk_bits_{d}_update",
+                   "DROP TRIGGER IF EXISTS knowledge_chunk_bits_{d}_resize",
+                   "DROP TRIGGER IF EXISTS knowledge_chunk_bits_{d}_delete",
+                   "DROP TABLE IF EXISTS knowledge_chunk_bits_{d}")
+SQLITE_VEC_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s"
+SQLITE_VEC_INDEXED = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'knowledge_chunk_bits_%'"
+# KNN over the bits; `rowid IN (...)` keeps to the chunks searched (sqlite-vec filters before it ranks).
+SQLITE_VEC_CANDIDATES = ("SELECT rowid FROM knowledge_chunk_bits_{d} "
+                         "WHERE embedding MATCH vec_quantize_binary(%s) AND k = %s")
+SQLITE_VEC_CANDIDATES_WITHIN = SQLITE_VEC_CANDIDATES + " AND rowid IN ({within})"
+
+
+def _dimensions_checked(dimensions: int) -> int:
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions <= 0:
+        raise ValueError(f"dimensions must be a positive integer, got {dimensions!r}")
+    if dimensions % 8:  # a vec0 bit column holds whole bytes
+        raise ValueError(f"vectors of {dimensions} dimensions cannot be indexed (a multiple of 8 can)")
+    return dimensions
+
+
+def vector_index_create(*, dimensions: int, using=None) -> None:
+    """An index of the chunks of `dimensions` (idempotent). On SQLite its `vec0` table is filled with the chunks
+    there are; on PostgreSQL the index is built from them (a lock on the table's writes while it builds)."""
+    conn = using or connection
+    d = _dimensions_checked(dimensions)
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            if d > HNSW_MAX_DIMENSIONS:
+                raise ValueError(f"pgvector's HNSW indexes vectors of at most {HNSW_MAX_DIMENSIONS} dimensions")
+            cursor.execute(PG_HNSW_CREATE.format(d=d))
+        elif conn.vendor == "sqlite":
+            cursor.execute(SQLITE_VEC_CREATE.format(d=d))
+            for statement in SQLITE_VEC_TRIGGERS:
+                cursor.execute(statement.format(d=d))
+            cursor.execute(SQLITE_VEC_PRUNE.format(d=d))
+            cursor.execute(SQLITE_VEC_MISSING.format(d=d))
+            missing = cursor.fetchall()
+            if missing:
+                cursor.executemany(SQLITE_VEC_INSERT.format(d=d), missing)
+
+
+def vector_index_drop(*, dimensions: int, using=None) -> None:
+    conn = using or connection
+    d = _dimensions_checked(dimensions)
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute(PG_HNSW_DROP.format(d=d))
+        elif conn.vendor == "sqlite":
+            for statement in SQLITE_VEC_DROP:
+                cursor.execute(statement.format(d=d))
+
+
+def vector_indexes_ensure(*, using=None) -> None:
+    """On SQLite, every `vec0` table's triggers back and its rows in step with the chunks (after a migration
+    rebuilt the chunk table). PostgreSQL's indexes outlive such changes: nothing to do."""
+    conn = using or connection
+    if conn.vendor != "sqlite":
+        return
+    with conn.cursor() as cursor:
+        cursor.execute(SQLITE_VEC_INDEXED)
+        names = [name for (name,) in cursor.fetchall()]
+    for name in names:
+        suffix = name.removeprefix("knowledge_chunk_bits_")
+        if suffix.isdigit():
+            vector_index_create(dimensions=int(suffix), using=conn)
+
+
+def vector_index_exists(*, dimensions: int) -> bool:
+    if connection.vendor == "postgresql":
+        sql, name = PG_HNSW_EXISTS, f"knowledge_chunk_hnsw_{dimensions}"
+    elif connection.vendor == "sqlite":
+        sql, name = SQLITE_VEC_EXISTS, f"knowledge_chunk_bits_{dimensions}"
+    else:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [name])
+        return cursor.fetchone() is not None
+
+
+def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,
+                           exact: bool = False) -> list[Chunk]:
+    """The `k` chunks of the vector's size nearest to it by cosine distance (each with `distance`), nearest first,
+    among `chunks` (all when None), through the dimension's index when it has one (approximate: see the module's
+    docstring), by comparing every chunk when it has none or `exact` (ties by id)."""
+    d = len(vector)
+    vector = [float(x) for x in vector]
+    among = (Chunk.objects.all() if chunks is None else chunks).filter(dimensions=d)
+    if k <= 0:
+        return []
+    found = None if exact else _nearest_through_index(among, vector, k, filtered=chunks is not None)
+    # An index answers fewer than k when the chunks searched are few or its nearest candidates are not among them
+    # (other collections' chunks, rows deleted and not yet vacuumed): those are found by comparing every one.
+    if found is None or len(found) < k:
+        found = list(among.annotate(distance=CosineDistance("embedding", vector)).order_by("distance", "id")[:k])
+    return found
+
+
+def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, *,
+                           filtered: bool) -> list[Chunk] | None:
+    """The index's answer, None when the vector's dimension has no index here."""
+    d = len(vector)
+    if connection.vendor == "postgresql" and d <= HNSW_MAX_DIMENSIONS:
+        # Without an index for `d` the same query compares every chunk of that size: exact, slower.
+        with transaction.atomic(), connection.cursor() as cursor:
+            # SET LOCAL: for this transaction only, so a pooled connection keeps its default.
+            cursor.execute(PG_EF_SEARCH_SET.format(ef=max(int(settings.CHATTER_KNOWLEDGE_HNSW_EF_SEARCH), k)))
+            # Ordered by the indexed expression's distance alone: a second key would keep the planner off the index.
+            return list(among.annotate(distance=CosineDistance(Cast("embedding", VectorField(dimensions=d)), vector))
+                        .order_by("distance")[:k])
+    if not (connection.vendor == "sqlite" and d % 8 == 0 and k <= SQLITE_VEC_MAX_K
+            and vector_index_exists(dimensions=d)):
+        return None
+    candidates = min(max(RESCORE_MIN, RESCORE_FACTOR * k), SQLITE_VEC_MAX_K)
+    query = sqlite_vec.serialize_float32(vector)
+    if not filtered:
+        sql, params = SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates]
+    else:
+        within_sql, within_params = among.values("id").query.sql_with_params()
+        sql = SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql)
+        params = [query, candidates, *within_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()]
+    return list(Chunk.objects.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
+                .order_by("distance", "id")[:k])
