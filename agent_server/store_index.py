@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from langgraph.store.base import get_text_at_path
 
 from core.errors import InvalidInput, UpstreamFailed
 from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
@@ -83,6 +82,8 @@ def index_paths(index: StoreIndex, requested) -> list[str]:
 
 def item_texts(value: dict, paths: list[str]) -> list[tuple[str, str]]:
     """(field, text) for each text of `value` at `paths`; a path with several texts names each "<path>.<i>"."""
+    from langgraph.store.base import get_text_at_path  # here: the commands start without LangGraph (test_cli_startup)
+
     found = []
     for path in paths:
         texts = get_text_at_path(value, path)

@@ -68,6 +68,8 @@ def _missing_required() -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: its controller hears every report, and writes
+        return
     report_path = os.environ.get("CHATTER_SKIP_REPORT")
     if report_path:
         Path(report_path).write_text("".join(f"{name}\t{len(tests)}\n" for name, tests in _skipped.items()))

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.fixtures_server import ROOT
+
+pytestmark = pytest.mark.one_database  # pytest runs of their own, with no database
 
 TESTS = '''
 import pytest

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures_server import ROOT, free_port
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.one_database]  # `make run` brings its own SQLite
 
 
 def run_script(tmp_path, **env_vars) -> subprocess.Popen:

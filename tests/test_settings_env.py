@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.one_database  # settings are read in processes of their own, with the database they are given
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.one_database  # what a command imports, whatever the database
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"langgraph", "openai", "langchain_openai", "langchain_core.tools"}
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+pytestmark = pytest.mark.one_database  # a file checked, no database read
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SPEC_EXAMPLE = {
