@@ -380,5 +380,7 @@ SPECTACULAR_SETTINGS = {
         "ScoreSourceEnum": "scores.models.Score.Source",
         "ExperimentStatusEnum": "experiments.models.Experiment.Status",
         "ExperimentResultStatusEnum": "experiments.models.ExperimentResult.Status",
+        "McpServerTransportEnum": "tools.models.McpServer.Transport",
+        "McpServerApiTransportEnum": "tools.api.serializers.API_TRANSPORTS",
     },
 }

@@ -25,6 +25,7 @@ from django.http import HttpResponseBase, JsonResponse
 
 from core.errors import ProviderError, RunError
 from core.money import usd
+from core.tracing import tracing_on
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
 from workflows.engine.providers import provider_failure, upstream_facts
@@ -88,6 +89,7 @@ class Passing:
     prompt_tokens: int = 0
     text: list = field(default_factory=list)
     tool_text: list = field(default_factory=list)
+    spans: object | None = None  # the run's OpenTelemetry spans (workflows.run_spans) when tracing is on
 
     def so_far(self) -> dict:
         return {"text": "".join(self.text), "tool_call_text": "".join(self.tool_text)}
@@ -100,7 +102,12 @@ def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -
     stream = bool(request.get("stream"))
     plan = run_plan(run_request, mode=Mode.STREAM if stream else Mode.SYNC)
     execution, _ = run_write(plan, status=Status.RUNNING)
-    recorder = run_recorder(execution, fresh=True, prices=plan.prices)
+    spans = None
+    if tracing_on():  # its spans, as the run path's (workflows.runner)
+        from workflows.run_spans import RunSpans
+
+        spans = RunSpans(execution)
+    recorder = run_recorder(execution, fresh=True, prices=plan.prices, spans=spans)
     ctx = RunContext(config=execution.config, hooks=recorder)
     nodes = {node.type: node for node in plan.graph.nodes}
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
@@ -108,7 +115,7 @@ def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -
                           max_tokens=execution.config.get("max_tokens"))
     passing = Passing(execution, recorder, ctx, nodes, f"{base_url}/chat/completions", body, stream, include_usage,
                       model=request["model"], requested_model=execution.model,
-                      prompt_tokens=estimate_openai_prompt_tokens(request["messages"]))
+                      prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
     try:
         recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
                           "conversation_id": None, "provider": execution.provider, "model": execution.model})
@@ -118,7 +125,7 @@ def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -
         recorder.node_started(nodes["model"])
         recorder.model_call_started(nodes["model"], CallStarted(
             execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
-            execution.config.get("max_tokens")))
+            execution.config.get("max_tokens"), temperature=request.get("temperature")))
     except RunError as refused:  # a hard budget that cannot cover the call: ended, no call made
         recorder.node_finished(nodes["model"], status="failed", output={}, error=str(refused))
         return _ended(passing, usage=None, reported_model="", error=refused, content="", ending={})
@@ -158,7 +165,7 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
         if usage is not None:
             ctx.call_recorded(nodes["model"], provider=passing.execution.provider, reported_model=reported_model,
                               requested_model=passing.requested_model, usage=usage, started=passing.started,
-                              message_id=message_id)
+                              message_id=message_id, finish_reason=ending.get("finish_reason") or "")
     except RunError as exc:  # past the run's max_total_tokens: the call is recorded, the run fails
         error = error or exc
     if recorder.open is not None:
@@ -173,15 +180,19 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
         recorder.node_finished(nodes["end"], status="completed", output={})
     recorder.forget()
     ctx.partial_text = content
-    return run_end(execution=passing.execution, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
+    ended = run_end(execution=passing.execution, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
+    if passing.spans is not None:
+        passing.spans.ended(ended)
+    return ended
 
 
 _close = sync_to_async(_ended, thread_sensitive=True)
 
 
-def _headers(passing: Passing) -> dict:  # noqa: ARG001
-    return {"Authorization": f"Bearer {settings.OPENAI_API_KEY or ''}", "Content-Type": "application/json",
-            "Accept-Encoding": "identity"}
+def _headers(passing: Passing) -> dict:
+    headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY or ''}", "Content-Type": "application/json",
+               "Accept-Encoding": "identity"}
+    return headers if passing.spans is None else {**headers, **passing.spans.outbound_headers()}
 
 
 def _status_failure(response: httpx.Response, content: bytes) -> ProviderError:

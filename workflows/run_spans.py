@@ -78,6 +78,15 @@ class RunSpans:
         with trace.use_span(self.run, end_on_exit=False):
             yield
 
+    def outbound_headers(self) -> dict[str, str]:
+        """The run's span as a request's traceparent (and tracestate), for a call made where it is not the current
+        span (the gateway's pass-through, on the event loop)."""
+        from opentelemetry import propagate
+
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=trace.set_span_in_context(self.run))
+        return headers
+
     def _parent(self, index: int | None):
         span = self.nodes.get(index) if index is not None else None
         return trace.set_span_in_context(span) if span is not None else self.context

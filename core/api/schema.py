@@ -106,7 +106,7 @@ AREAS = {
     "workflows": "Templates, definitions (graphs) and schedules.",
     "runs": "Runs (executions): start, read, cancel, resume; their events and checkpoints.",
     "tools": "Tools and MCP servers.",
-    "knowledge": "Documents the retrieval nodes search.",
+    "knowledge": "Collections of documents searched by meaning (and the documents the retrieval nodes search).",
     "prompts": "Prompts, their versions and labels.",
     "datasets": "Datasets and their items.",
     "experiments": "Experiments over datasets, and scores.",
@@ -122,7 +122,7 @@ AREAS = {
 # An /api/v1/ path's first segment: its area.
 API_AREAS = {
     "chat": "chat", "conversations": "conversations", "workflows": "workflows", "schedules": "workflows",
-    "executions": "runs", "tools": "tools", "documents": "knowledge", "prompts": "prompts", "datasets": "datasets",
+    "executions": "runs", "tools": "tools", "documents": "knowledge", "collections": "knowledge", "prompts": "prompts", "datasets": "datasets",
     "experiments": "experiments", "scores": "experiments", "analytics": "analytics", "pricing": "analytics",
     "health": "analytics", "keys": "keys", "auth": "keys", "budgets": "budgets", "audit": "audit",
 }

@@ -27,7 +27,7 @@ def test_every_user_reads_the_prices(alice_api):
     assert response.status_code == 200
     body = response.json()
     assert body["count"] == ModelPrice.objects.count() > 0
-    local = next(row for row in body["results"] if row["provider"] == "local")
+    local = next(row for row in body["results"] if row["provider"] == "local" and row["model_pattern"] == "local-.*")
     assert (local["model_pattern"], local["input_per_million"], local["output_per_million"]) == (
         "local-.*", "0.50000000", "1.50000000")
     assert alice_api.get(URL, {"provider": "openai"}).json()["count"] == ModelPrice.objects.filter(
@@ -37,7 +37,7 @@ def test_every_user_reads_the_prices(alice_api):
 
 def test_a_new_price_is_a_new_row_and_leaves_history_alone(staff_api, staff, alice):
     before = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello")).pk)
-    old = ModelPrice.objects.get(provider="local")
+    old = ModelPrice.objects.get(provider="local", model_pattern="local-.*")
 
     response = staff_api.post(URL, NEW_LOCAL_PRICE, format="json")
 
@@ -68,7 +68,7 @@ def test_a_price_can_start_at_a_given_time(staff_api):
 
 
 def test_staff_retire_a_row_but_never_change_its_figures(staff_api):
-    price = ModelPrice.objects.get(provider="local")
+    price = ModelPrice.objects.get(provider="local", model_pattern="local-.*")
 
     response = staff_api.patch(f"{URL}{price.pk}/", {"is_active": False}, format="json")
     assert response.status_code == 200 and response.json()["is_active"] is False

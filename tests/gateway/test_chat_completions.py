@@ -258,7 +258,7 @@ def test_models_lists_the_priced_models_the_upstream_serves(gateway, openai_stub
 
     owned = {(model.id, model.owned_by) for model in models.data}
     assert owned == {("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("local-echo-1", "local"),
-                     ("local-embed-1", "local")}
+                     ("local-embed-1", "local"), ("all-MiniLM-L6-v2", "local")}
     # gpt-4.1 is priced but not served; the unpriced model is served but cannot be billed; anthropic is not set up
 
 

@@ -26,7 +26,7 @@ def test_out_of_the_box_the_gateway_lists_the_local_models(keyed):
     response = keyed.get("/v1/models")
 
     assert [(m["id"], m["owned_by"]) for m in response.json()["data"]] == [
-        ("local-echo-1", "local"), ("local-embed-1", "local")]
+        ("all-MiniLM-L6-v2", "local"), ("local-echo-1", "local"), ("local-embed-1", "local")]
 
 
 def test_an_unknown_model_names_the_models_there_are_and_how_to_price_one(keyed):
@@ -38,7 +38,7 @@ def test_an_unknown_model_names_the_models_there_are_and_how_to_price_one(keyed)
     assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
     assert error["message"] == (
         "The model `gpt-99-imaginary` does not exist or you do not have access to it. Models you can call: "
-        f"local-echo-1, local-embed-1 (GET /v1/models). To call another model, {HOW_TO_PRICE}.")
+        f"all-MiniLM-L6-v2, local-echo-1, local-embed-1 (GET /v1/models). To call another model, {HOW_TO_PRICE}.")
     assert not WorkflowExecution.objects.exists()
 
 
@@ -48,7 +48,7 @@ def test_a_model_priced_for_a_provider_not_set_up_says_what_it_needs(keyed):
 
     assert response.status_code == 404
     message = response.json()["error"]["message"]
-    assert "Models you can call: local-echo-1, local-embed-1 (GET /v1/models)." in message
+    assert "Models you can call: all-MiniLM-L6-v2, local-echo-1, local-embed-1 (GET /v1/models)." in message
     assert "`gpt-4o-mini` is priced for openai, which is not set up here: provider 'openai' needs OPENAI_API_KEY " \
            "(or OPENAI_BASE_URL for a local compatible server)." in message
     assert not WorkflowExecution.objects.exists()
@@ -60,6 +60,6 @@ def test_api_v1_names_the_providers_priced_models_for_an_unknown_model(keyed):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["message"] == ("unknown model 'gpt-99-imaginary' for provider 'local' (no price configured); "
-                                f"local's priced models: local-echo-1; to call another, {HOW_TO_PRICE}")
+                                f"local's priced models: all-MiniLM-L6-v2, local-echo-1; to call another, {HOW_TO_PRICE}")
     assert error["details"][0]["path"] == "config.model"
     assert not WorkflowExecution.objects.exists()

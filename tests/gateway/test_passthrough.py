@@ -96,7 +96,7 @@ def test_item_46_a_killed_upstream_mid_stream_ends_the_stream_with_an_error_and_
 
 def test_item_46_revocation_and_limit_changes_take_effect_on_the_next_call(gateway, openai_stub, alice):
     openai_stub.always(content="84.", usage=USAGE)
-    key = ApiTokenFactory(user=alice, name="app", scopes=["chat", "runs", "gateway", "read", "tools"])
+    key = ApiTokenFactory(user=alice, name="app")  # every scope: it manages the other key
     other = ApiTokenFactory(user=alice, name="other", scopes=["gateway"])
     call = openai.OpenAI(base_url=gateway.v1, api_key=other.key, max_retries=0, timeout=30).chat.completions
     owner = httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {key.key}"}, timeout=30)

@@ -101,7 +101,7 @@ def test_a_priced_model_the_upstream_does_not_serve_is_not_found_and_not_called(
     for refused in (listed, called):
         assert (refused.value.code, refused.value.param) == ("model_not_found", "model")
         assert "`gpt-4o-mini` is priced, but openai's server does not serve it" in refused.value.message
-    assert [m.id for m in client(gateway).models.list().data] == ["local-echo-1", "local-embed-1"]
+    assert [m.id for m in client(gateway).models.list().data] == ["all-MiniLM-L6-v2", "local-echo-1", "local-embed-1"]
     assert not openai_stub.requests and not WorkflowExecution.objects.exists()
 
 

@@ -108,7 +108,8 @@ def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
                           "created_at": WHEN},
         ToolCall: {"execution_id": execution.pk, "node_id": "tools", "tool": "tracker__add", "arguments": JSON,
                    "server_id": str(McpServer.objects.create(owner=alice, name="tracker", url="http://t/mcp").pk),
-                   "result": "84", "ok": True, "error": "", "duration_ms": 1, "created_at": WHEN},
+                   "result": "84", "ok": True, "error": "", "duration_ms": 1, "cost": Decimal("0.002"),
+                   "created_at": WHEN},
         ExecutionEvent: {"execution_id": execution.pk, "seq": 1, "event": "node_started", "data": JSON,
                          "created_at": WHEN},
     }

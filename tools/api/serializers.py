@@ -20,6 +20,10 @@ RESERVED_HEADERS = {"host", "content-length", "content-type", "transfer-encoding
                     "last-event-id"}
 
 
+# What a server registered through the API may speak: stdio servers (a command to run) are the operator's only.
+API_TRANSPORTS = [(McpServer.Transport.STREAMABLE_HTTP.value, McpServer.Transport.STREAMABLE_HTTP.label),
+                  (McpServer.Transport.SSE.value, McpServer.Transport.SSE.label)]
+
 class HeadersField(serializers.DictField):
     """{name: value}: a bearer token, an API key. Write-only."""
 
@@ -72,7 +76,7 @@ class McpServerWriteSerializer(StrictSerializer):
     url = serializers.URLField(max_length=MAX_URL_CHARS, help_text="http(s), to a public address (or one the "
                                "operator allows: CHATTER_OUTBOUND_ALLOWED_NETWORKS)")
     # stdio servers (a command to run) are declared by the operator only (CHATTER_MCP_SERVERS_FILE), never here.
-    transport = serializers.ChoiceField(choices=[McpServer.Transport.STREAMABLE_HTTP, McpServer.Transport.SSE],
+    transport = serializers.ChoiceField(choices=API_TRANSPORTS,
                                         default=McpServer.Transport.STREAMABLE_HTTP)
     headers = HeadersField(required=False, write_only=True, help_text="sent with every request to the server "
                            "(write-only: encrypted at rest, never returned)")
