@@ -70,6 +70,17 @@ class ToolFiguresSerializer(serializers.Serializer):
     p95_ms = serializers.IntegerField()
 
 
+class ToolUsageReportSerializer(serializers.Serializer):
+    """/analytics/tools/'s answer: the grouping and range asked for, and a row per tool, server or template."""
+
+    group_by = serializers.ChoiceField(choices=list(TOOL_GROUPS))
+    start = serializers.DateField()
+    end = serializers.DateField()
+    owner = serializers.CharField(allow_null=True, help_text="whose runs (staff: ?owner=); null: the caller's own, "
+                                                             "or for staff everyone's")
+    results = ToolFiguresSerializer(many=True)
+
+
 class UsageFiguresSerializer(serializers.Serializer):
     """What a usage row counts (analytics.models.UsageRollup): runs ended, by outcome; messages that exist (a
     run's once it has ended); and the LLM calls of ended runs with their tokens and cost."""

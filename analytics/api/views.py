@@ -25,6 +25,7 @@ from analytics.api.serializers import (
     PriceWriteSerializer,
     TemplateAnalyticsSerializer,
     ToolFiguresSerializer,
+    ToolUsageReportSerializer,
     ToolUsageQuerySerializer,
     UsageFiguresSerializer,
     UsageQuerySerializer,
@@ -147,7 +148,7 @@ class ToolUsageView(CSVExportMixin, APIView):
     duration. The caller's own runs; staff, everyone's or one user's (?owner=)."""
 
     @extend_schema(operation_id="analytics_tools", parameters=[ToolUsageQuerySerializer, FORMAT_PARAMETER],
-                   responses={(200, "application/json"): ToolFiguresSerializer(many=True),
+                   responses={(200, "application/json"): ToolUsageReportSerializer,
                               (200, "text/csv"): CSV_RESPONSE})
     def get(self, request: Request) -> Response:
         query = ToolUsageQuerySerializer(data=request.query_params)
