@@ -1,10 +1,13 @@
 """Issue 47 in a real browser: from the operations dashboard, a run's live page and back to its admin page, whose
 timeline (its nodes, LLM calls and tool calls on one time axis, with tokens and cost) Chromium draws in order."""
+from datetime import timedelta
+
 import pytest
 
 from tests.test_admin_dashboard import admin_url, log_in, run  # noqa: F401 (the fixture)
 from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, ToolCall
+from workflows.timeline import MIN_WIDTH
 
 
 @needs_chromium
@@ -35,6 +38,7 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
             page.get_by_test_id("run-admin").click()
             page.wait_for_url(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
             span_ms = int(page.get_by_test_id("run-timeline").get_attribute("data-span-ms"))
+            span_us = int(page.get_by_test_id("run-timeline").get_attribute("data-span-us"))
             rows = page.eval_on_selector_all("[data-testid=timeline-row]", """rows => rows.map(row => {
                 const lane = row.querySelector('.lane').getBoundingClientRect();
                 const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
@@ -61,11 +65,17 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
     drawn = [row for row in rows if row["kind"] == "node"]
     lane = drawn[0]["laneRight"] - drawn[0]["laneLeft"]
     assert span_ms >= tools_run.execution_time_ms
+    # To the microsecond, as the page places them: a quick run spans a few milliseconds, where whole ones are coarse.
+    us = timedelta(microseconds=1)
+    first = nodes[0].started_at
+    base = (drawn[0]["left"] - drawn[0]["laneLeft"]) / lane  # where the first node starts on the axis
     for node, row in zip(nodes, drawn, strict=True):
-        offset_ms = (node.started_at - nodes[0].started_at).total_seconds() * 1000
-        assert (row["left"] - drawn[0]["left"]) == pytest.approx(offset_ms / span_ms * lane, abs=1.5), node.node_id
+        offset_us, ran_us = (node.started_at - first) / us, (node.completed_at - node.started_at) / us
+        # a bar is at least MIN_WIDTH wide, and one that would then pass the axis's end ends there
+        at = min(base + offset_us / span_us, 1 - max(ran_us / span_us, MIN_WIDTH / 100))
+        assert row["left"] - row["laneLeft"] == pytest.approx(at * lane, abs=1.5), node.node_id
         assert row["ms"] == node.duration_ms
-        if node.duration_ms / span_ms > 0.01:
-            assert row["width"] == pytest.approx(node.duration_ms / span_ms * lane, abs=1.5), node.node_id
+        if ran_us / span_us > 0.01:
+            assert row["width"] == pytest.approx(ran_us / span_us * lane, abs=1.5), node.node_id
     assert max(row["width"] for row in drawn) > 5  # the model node's bar is a bar, not a tick
     assert outside == [] and errors == []

@@ -40,6 +40,10 @@ class Timeline:
     def span_ms(self) -> int:
         return round((self.end - self.start) / timedelta(milliseconds=1))
 
+    @property
+    def span_us(self) -> int:  # what the bars are placed by, to the microsecond (a quick run spans a few ms)
+        return round((self.end - self.start) / timedelta(microseconds=1))
+
 
 def _ended(start: datetime, completed: datetime | None, duration_ms: int | None, now: datetime) -> datetime:
     if completed is not None:
