@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone as django_timezone
 
-from agent_server.containment import json_contains, rows_containing
+from core.containment import json_contains, rows_containing
 from agent_server.models import Assistant, AssistantVersion
 from audit.services import audit_record
 from conversations.selectors import conversation_list

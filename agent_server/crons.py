@@ -11,7 +11,7 @@ from django.db import transaction
 
 from agent_server.assistants import DEFINITION_PREFIX, assistant_config, assistant_row, run_target
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
-from agent_server.containment import json_contains
+from core.containment import json_contains
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config, graph_request

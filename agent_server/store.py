@@ -14,7 +14,7 @@ import operator
 from django.db import transaction
 from django.db.models import Min, Q
 
-from agent_server.containment import json_contains, rows_containing
+from core.containment import json_contains, rows_containing
 from agent_server.models import StoreItem, StoreVector
 from agent_server.store_index import index_paths, item_texts, store_index, texts_embed
 from core.errors import InvalidInput
@@ -120,7 +120,7 @@ def _compares(document: dict, field: str, conditions: dict) -> bool:
 def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = None, query: str | None = None,
                       limit: int = 10, offset: int = 0) -> list[tuple[StoreItem, float | None]]:
     """(item, score) for the items under a namespace prefix whose value contains the filter's plain fields
-    (agent_server.containment) and passes its compared ones: with a `query` and an index, those with vectors, most
+    (core.containment) and passes its compared ones: with a `query` and an index, those with vectors, most
     similar first (score: the cosine similarity of their nearest vector); else newest first (score None), and a
     `query` keeps those that mention it."""
     plain, compared = _comparisons(filter)

@@ -10,7 +10,7 @@ import uuid
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
-from agent_server.containment import rows_containing
+from core.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
 from agent_server.rollback import CANCEL_WAIT_S, runs_stop
 from conversations.models import Conversation, Message

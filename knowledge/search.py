@@ -15,6 +15,7 @@ from django.db import connection
 from django.db.models import BooleanField, FloatField, QuerySet
 from django.db.models.expressions import RawSQL
 
+from core.containment import rows_containing
 from core.errors import InvalidInput
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection
@@ -48,8 +49,8 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
             raise InvalidInput("filters match a document's metadata: keys of letters, digits and _, scalar values",
                                details=[{"path": f"filters.{key}", "code": "invalid_filter",
                                          "message": "a metadata key and a string, number or boolean"}])
-        chunks = chunks.filter(**{f"document__metadata__{key}": value})
-    return chunks
+    # The filter's keys are data, never ORM lookups (`contains`, `a__b`): JSON containment, as /langgraph/'s.
+    return rows_containing(chunks, field="document__metadata", pattern=filters)
 
 
 def keyword_ranked(chunks: QuerySet[Chunk], query: str, limit: int) -> list[tuple[Chunk, float]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite_vec
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Cast
@@ -193,7 +194,10 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
     if not filtered:
         sql, params = SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates]
     else:
-        within_sql, within_params = among.values("id").query.sql_with_params()
+        try:
+            within_sql, within_params = among.values("id").query.sql_with_params()
+        except EmptyResultSet:  # a filter no chunk can match (e.g. `id IN ()`): nothing to search
+            return []
         sql = SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql)
         params = [query, candidates, *within_params]
     with connection.cursor() as cursor:

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from agent_server.containment import json_contains
+from core.containment import json_contains
 
 pytestmark = pytest.mark.django_db
 LOOKUP_LIKE = {"regex": "(", "iregex": "[", "isnull": True, "has_keys": "a", "has_key": "a", "contains": "x",

@@ -68,6 +68,13 @@ def test_item_03_words_filters_and_threshold(manuals):
     assert above == []
 
 
+def test_item_03_a_filter_key_named_like_an_orm_lookup_is_a_metadata_key(manuals):
+    """`contains` and `topic__startswith` are keys the documents do not have: nothing matches (as ORM lookups on the
+    metadata, the first matched every document holding the value and the second every topic starting "acc")."""
+    for filters in ({"contains": "accounting"}, {"topic__startswith": "acc"}, {"isnull": False}):
+        assert search(manuals, query=QUESTION, mode="vector", filters=filters) == [], filters
+
+
 def test_item_03_bad_search_input_is_a_400(manuals):
     bad = [({"query": "x", "mode": "fuzzy"}, "mode"), ({"query": "x", "k": 0}, "k"), ({"query": ""}, "query"),
            ({"query": "x", "filters": {"a b": 1}}, "filters.a b"),

@@ -1,5 +1,5 @@
-"""The one metadata and value filter of /langgraph/: a row matches when its JSON contains the filter, as
-PostgreSQL's `jsonb @>` decides (LangGraph's own server filters threads, assistants and crons that way). The
+"""The one JSON metadata filter (/langgraph/'s, and knowledge's search): a row matches when its JSON contains the
+filter, as PostgreSQL's `jsonb @>` decides (LangGraph's own server filters threads, assistants and crons that way). The
 filter's keys are data: a key named `regex`, `isnull` or `a__b` matches a key of that name, never an ORM lookup."""
 from __future__ import annotations
 
