@@ -50,15 +50,17 @@ def is_uuid(value) -> bool:
 # --- built-ins ------------------------------------------------------------------------------------------
 def builtins_seed() -> None:
     """Idempotent: built-in templates, updated in place (version +1 when the graph changes). Their analytics
-    row is made when their first run ends; prices are seeded by analytics."""
+    row is made when their first run ends; prices are seeded by analytics. One read when all are current."""
+    stored = {template.key: template for template in WorkflowTemplate.objects.filter(
+        is_builtin=True, key__in=[spec["key"] for spec in BUILTIN_TEMPLATES])}
     for spec in BUILTIN_TEMPLATES:
         parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
-        template, created = WorkflowTemplate.objects.get_or_create(
-            key=spec["key"], is_builtin=True,
-            defaults={**{k: spec[k] for k in ("name", "category", "description", "params", "graph")},
-                      "is_public": True},
-        )
-        if not created and (template.graph != spec["graph"] or template.params != spec["params"]):
+        template = stored.get(spec["key"])
+        if template is None:
+            WorkflowTemplate.objects.create(
+                key=spec["key"], is_builtin=True, is_public=True,
+                **{k: spec[k] for k in ("name", "category", "description", "params", "graph")})
+        elif template.graph != spec["graph"] or template.params != spec["params"]:
             template.graph, template.params = spec["graph"], spec["params"]
             template.name, template.description = spec["name"], spec["description"]
             template.version += 1
