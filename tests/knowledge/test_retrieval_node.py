@@ -1,0 +1,115 @@
+"""Issue 45, "In workflows": the retrieval node searches the knowledge collections its definition names (hybrid by
+default), as the run's owner sees them (their own and the shared ones); each retrieval is recorded (query,
+collections, chunk ids, scores, latency, the query's embedding as an LLM call of the node) and shown in the run's
+timeline; the answer cites the chunks it was given (the assistant message's metadata, the run's output). make test
+runs this file on SQLite (sqlite-vec, FTS5) and PostgreSQL (pgvector, full-text search)."""
+import pytest
+
+from conversations.models import Message
+from knowledge.ingest import document_ingest
+from knowledge.models import Chunk
+from knowledge.services import collection_create, document_add
+from tests.factories import DocumentFactory, WorkflowDefinitionFactory
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution
+from workflows.services.run_requests import ChatRequest
+from workflows.services.runs import execution_create, execution_run
+from workflows.timeline import run_timeline
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "local/local-embed-1"  # the offline embedder (hashed words): quick, and enough to rank by shared words
+DOCUMENTS = [("Seal", "A cracked kettle seal lets water out of the kettle."),
+             ("Gears", "Index the rear derailleur by turning the barrel adjuster.")]
+
+
+def graph(**retrieval) -> dict:
+    return {"nodes": [{"id": "start", "type": "start"}, {"id": "search", "type": "retrieval", "config": retrieval},
+                      {"id": "answer", "type": "model"}, {"id": "end", "type": "end"}],
+            "edges": [{"source": "start", "target": "search"}, {"source": "search", "target": "answer"},
+                      {"source": "answer", "target": "end"}]}
+
+
+def collection_with_documents(owner, name: str, *, shared: bool = False):
+    collection = collection_create(owner=owner, name=name, embedding_model=MODEL, shared=shared)
+    for title, text in DOCUMENTS:
+        document, _ = document_add(collection=collection, actor=owner, title=title, text=text)
+        assert document_ingest(document).status == "ready"
+    return collection
+
+
+def turn(owner, message: str, **retrieval):
+    nodes = graph(**retrieval)
+    definition = WorkflowDefinitionFactory(owner=owner, nodes=nodes["nodes"], edges=nodes["edges"])
+    execution = execution_create(ChatRequest(owner=owner, message=message, definition_id=definition.pk))
+    return execution_run(execution_id=execution.pk)
+
+
+def test_item_in_workflows_the_retrieval_node_searches_named_collections_and_cites_the_chunks(alice):
+    manuals = collection_with_documents(alice, "manuals")
+    seal = Chunk.objects.get(document__title="Seal")
+
+    execution = turn(alice, "why does my kettle leak water?", collections=["manuals"], k=1)
+
+    assert execution.status == "completed", execution.error_message
+    cited = {"chunk_id": seal.pk, "document_id": str(seal.document_id), "collection_id": str(manuals.pk),
+             "title": "Seal", "position": 0}
+    (citation,) = execution.output_data["citations"]
+    assert {key: citation[key] for key in cited} == cited and citation["score"] > 0
+    reply = Message.objects.get(execution=execution, role="assistant")
+    assert reply.metadata["citations"] == execution.output_data["citations"]
+    node = NodeExecution.objects.get(execution=execution, node_id="search")
+    assert node.output["documents"] == [seal.pk] and node.output["citations"] == [citation]
+
+
+def test_item_in_workflows_each_retrieval_is_recorded_with_its_embedding_call(alice):
+    collection_with_documents(alice, "manuals")
+    seal = Chunk.objects.get(document__title="Seal")
+
+    execution = turn(alice, "kettle seal", collections=["manuals"], k=2)
+
+    (event,) = ExecutionEvent.objects.filter(execution=execution, event="retrieval")
+    record = event.data
+    assert (record["node_id"], record["query"], record["collections"], record["mode"], record["k"]) == (
+        "search", "kettle seal", ["manuals"], "hybrid", 2)
+    assert record["chunks"][0]["chunk_id"] == seal.pk and record["chunks"][0]["score"] > 0
+    assert record["latency_ms"] >= 0 and record["embeddings"] == [{"model": MODEL, "texts": 1}]
+    node = NodeExecution.objects.get(execution=execution, node_id="search")
+    (embedding,) = LLMCall.objects.filter(execution=execution, kind="embedding")
+    assert embedding.node_execution_id == node.pk and (embedding.provider, embedding.requested_model) == (
+        "local", "local-embed-1")
+    assert embedding.prompt_tokens > 0 and node.llm_calls == 1 and node.total_tokens == embedding.total_tokens
+    execution.refresh_from_db()
+    assert execution.llm_calls == 2  # the query's embedding and the answer
+    bars = [bar for bar in run_timeline(execution).bars if bar.kind == "retrieval"]
+    assert [bar.label for bar in bars] == ['search: "kettle seal" in manuals, 2 chunks']
+
+
+def test_item_in_workflows_a_shared_collection_is_searched_another_users_is_a_run_error(alice, bob, staff):
+    collection_with_documents(staff, "handbook", shared=True)
+    private = collection_with_documents(bob, "bobs")
+
+    shared = turn(alice, "kettle seal", collections=["handbook"])
+    by_name = turn(alice, "kettle seal", collections=["bobs"])
+    by_id = turn(alice, "kettle seal", collections=[str(private.pk)])
+
+    assert shared.status == "completed" and shared.output_data["citations"][0]["title"] == "Seal"
+    for refused in (by_name, by_id):
+        assert (refused.status, refused.error_type) == ("failed", "collection_not_found")
+        assert "no such collection of yours or shared" in refused.error_message
+        assert not ExecutionEvent.objects.filter(execution=refused, event="retrieval").exists()
+        assert not LLMCall.objects.filter(execution=refused, kind="embedding").exists()
+
+
+def test_item_in_workflows_without_collections_the_old_documents_are_searched(alice):
+    DocumentFactory(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
+    collection_with_documents(alice, "manuals")
+    nodes = graph()
+    definition = WorkflowDefinitionFactory(owner=alice, nodes=nodes["nodes"], edges=nodes["edges"])
+    execution = execution_run(execution_id=execution_create(ChatRequest(
+        owner=alice, message="tell me about the kiwi", definition_id=definition.pk,
+        config={"enable_retrieval": True})).pk)
+
+    node = NodeExecution.objects.get(execution=execution, node_id="search")
+    assert node.status == "completed" and len(node.output["documents"]) == 1
+    assert "citations" not in execution.output_data
+    assert not LLMCall.objects.filter(execution=execution, kind="embedding").exists()
