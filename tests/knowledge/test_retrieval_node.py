@@ -2,7 +2,10 @@
 default), as the run's owner sees them (their own and the shared ones); each retrieval is recorded (query,
 collections, chunk ids, scores, latency, the query's embedding as an LLM call of the node) and shown in the run's
 timeline; the answer cites the chunks it was given (the assistant message's metadata, the run's output). make test
-runs this file on SQLite (sqlite-vec, FTS5) and PostgreSQL (pgvector, full-text search)."""
+runs this file on SQLite (sqlite-vec, FTS5) and PostgreSQL (pgvector, full-text search). Python graphs get the same
+search as a LangChain retriever and as a tool (workflows.graph_knowledge), recorded the same way."""
+from pathlib import Path
+
 import pytest
 
 from conversations.models import Message
@@ -10,8 +13,8 @@ from knowledge.ingest import document_ingest
 from knowledge.models import Chunk
 from knowledge.services import collection_create, document_add
 from tests.factories import DocumentFactory, WorkflowDefinitionFactory
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution
-from workflows.services.run_requests import ChatRequest
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall
+from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
 from workflows.timeline import run_timeline
 
@@ -113,3 +116,54 @@ def test_item_in_workflows_without_collections_the_old_documents_are_searched(al
     assert node.status == "completed" and len(node.output["documents"]) == 1
     assert "citations" not in execution.output_data
     assert not LLMCall.objects.filter(execution=execution, kind="embedding").exists()
+
+
+def python_graph_run(owner, settings, attribute: str, message: str):
+    settings.CHATTER_GRAPHS = {"knowledge": (str(Path(__file__).parent / "graphs" / "knowledge_graphs.py"),
+                                             attribute)}
+    graph = {"nodes": [{"id": "start", "type": "start"},
+                       {"id": "agent", "type": "python_graph", "config": {"graph": "knowledge"}},
+                       {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "agent"}, {"source": "agent", "target": "end"}]}
+    return execution_run(execution_id=execution_create(ExecutionRequest(owner=owner, graph=graph,
+                                                                        message=message)).pk)
+
+
+def test_item_python_graphs_get_the_same_search_as_a_retriever(alice, bob, settings):
+    collection_with_documents(alice, "manuals")
+    seal = Chunk.objects.get(document__title="Seal")
+
+    execution = python_graph_run(alice, settings, "retriever_graph", "kettle seal")
+    refused = python_graph_run(bob, settings, "retriever_graph", "kettle seal")  # bob has no "manuals"
+
+    assert execution.status == "completed", execution.error_message
+    assert execution.output_data["content"] == DOCUMENTS[0][1]
+    (event,) = ExecutionEvent.objects.filter(execution=execution, event="retrieval")
+    assert (event.data["node_id"], event.data["query"], event.data["collections"]) == (
+        "answer", "kettle seal", ["manuals"])  # the graph's own node that searched
+    assert [chunk["chunk_id"] for chunk in event.data["chunks"]] == [seal.pk]
+    (embedding,) = LLMCall.objects.filter(execution=execution, kind="embedding")
+    assert embedding.node_execution.node_id == "answer" and embedding.prompt_tokens > 0
+    assert refused.status == "failed" and "no such collection of yours or shared" in refused.error_message
+    assert not LLMCall.objects.filter(execution=refused).exists()
+
+
+def test_item_python_graphs_get_the_same_search_as_a_tool(alice, settings, monkeypatch, openai_server):
+    collection_with_documents(alice, "manuals")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    openai_server.reply(tool_calls=[{"name": "search_manuals", "arguments": {"query": "kettle seal"}}],
+                        usage={"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60})
+    openai_server.reply(content="The seal is cracked.", usage={"prompt_tokens": 80, "completion_tokens": 6,
+                                                               "total_tokens": 86})
+
+    execution = python_graph_run(alice, settings, "agent_graph", "Why does my kettle leak?")
+
+    assert execution.status == "completed", execution.error_message
+    (tool,) = ToolCall.objects.filter(execution=execution)
+    assert (tool.tool, tool.ok, tool.result) == ("search_manuals", True, DOCUMENTS[0][1])
+    assert DOCUMENTS[0][1] in str(openai_server.requests[1].body["messages"][-1])  # what the model was told
+    (event,) = ExecutionEvent.objects.filter(execution=execution, event="retrieval")
+    assert event.data["query"] == "kettle seal" and len(event.data["chunks"]) == 1
+    kinds = sorted(LLMCall.objects.filter(execution=execution).values_list("kind", flat=True))
+    assert kinds == ["chat", "chat", "embedding"] and execution.llm_calls == 3 and execution.tool_calls == 1
