@@ -12,7 +12,7 @@ class KnowledgeConfig(AppConfig):
         # Runs search collections through workflows, which sits below this app and never imports it.
         from workflows.knowledge_search import collections_search_register
 
-        collections_search_register(_collections_search)
+        collections_search_register(_collections_search, check=_collections_check)
 
 
 def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
@@ -27,3 +27,9 @@ def _collections_search(**kwargs):
     from knowledge.retrieval import collections_search_for_run
 
     return collections_search_for_run(**kwargs)
+
+
+def _collections_check(*, user, refs) -> None:
+    from knowledge.retrieval import collections_named
+
+    collections_named(user=user, refs=refs)

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from conversations.models import Message
+from core.errors import InvalidInput
 from knowledge.ingest import document_ingest
 from knowledge.models import Chunk
 from knowledge.services import collection_create, document_add
 from tests.factories import DocumentFactory, WorkflowDefinitionFactory
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall
 from workflows.services.run_requests import ChatRequest, ExecutionRequest
+from workflows.services.definitions import definition_create
 from workflows.services.runs import execution_create, execution_run
 from workflows.timeline import run_timeline
 
@@ -87,20 +89,31 @@ def test_item_in_workflows_each_retrieval_is_recorded_with_its_embedding_call(al
     assert [bar.label for bar in bars] == ['search: "kettle seal" in manuals, 2 chunks']
 
 
-def test_item_in_workflows_a_shared_collection_is_searched_another_users_is_a_run_error(alice, bob, staff):
-    collection_with_documents(staff, "handbook", shared=True)
+def test_item_in_workflows_a_shared_collection_is_searched_another_users_is_refused(alice, bob, staff):
+    handbook = collection_with_documents(staff, "handbook", shared=True)
     private = collection_with_documents(bob, "bobs")
+    nodes = graph(collections=["handbook"])
+    definition = WorkflowDefinitionFactory(owner=alice, nodes=nodes["nodes"], edges=nodes["edges"])
 
-    shared = turn(alice, "kettle seal", collections=["handbook"])
-    by_name = turn(alice, "kettle seal", collections=["bobs"])
-    by_id = turn(alice, "kettle seal", collections=[str(private.pk)])
+    shared = execution_run(execution_id=execution_create(ChatRequest(
+        owner=alice, message="kettle seal", definition_id=definition.pk)).pk)
+    pending = execution_create(ChatRequest(owner=alice, message="kettle seal", definition_id=definition.pk))
+    handbook.shared = False  # no longer alice's to search: her next run is refused as it starts...
+    handbook.save(update_fields=["shared"])
+    with pytest.raises(InvalidInput, match="'handbook': no such collection of yours or shared"):
+        execution_create(ChatRequest(owner=alice, message="kettle seal", definition_id=definition.pk))
+    unshared = execution_run(execution_id=pending.pk)  # ... and one made before fails as it searches
 
     assert shared.status == "completed" and shared.output_data["citations"][0]["title"] == "Seal"
-    for refused in (by_name, by_id):
-        assert (refused.status, refused.error_type) == ("failed", "collection_not_found")
-        assert "no such collection of yours or shared" in refused.error_message
-        assert not ExecutionEvent.objects.filter(execution=refused, event="retrieval").exists()
-        assert not LLMCall.objects.filter(execution=refused, kind="embedding").exists()
+    assert (unshared.status, unshared.error_type) == ("failed", "collection_not_found")
+    assert "'handbook': no such collection of yours or shared" in unshared.error_message
+    assert not ExecutionEvent.objects.filter(execution=unshared, event="retrieval").exists()
+    assert not LLMCall.objects.filter(execution=unshared, kind="embedding").exists()
+    for ref in ("bobs", str(private.pk), "nowhere"):  # another user's is answered as a missing one
+        with pytest.raises(InvalidInput) as refused:
+            definition_create(owner=alice, name="peek", **graph(collections=[ref]))
+        assert refused.value.details == [{"path": "nodes[1].config.collections", "code": "not_found",
+                                          "message": f"{ref!r}: no such collection of yours or shared"}]
 
 
 def test_item_in_workflows_without_collections_the_old_documents_are_searched(alice):
