@@ -1,6 +1,7 @@
 """What a run reads through its hooks: the conversation before its turn (the memory node), the owner's documents
-(retrieval) and knowledge collections, the prices its calls are charged at and its stored prompts (a model node's `prompt`). One RunReads
-per run, handed to its recorder (workflows.recorder), which answers the engine's reading hooks with it."""
+and knowledge collections (retrieval), the prices its calls are charged at and its stored prompts (a model node's
+`prompt`). One RunReads per run, handed to its recorder (workflows.recorder), which answers the engine's reading
+hooks with it."""
 from __future__ import annotations
 
 from decimal import Decimal

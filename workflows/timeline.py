@@ -1,6 +1,7 @@
 """A run's timeline for its admin page: its nodes, LLM calls, tool calls and searches of knowledge collections (its
-`retrieval` events: a retrieval node's, a Python graph's retriever) as bars on one time axis, each with its duration, tokens and cost. Positions are percents of the run's span, drawn by
-admin/workflows/timeline.html with HTML and CSS only."""
+`retrieval` events: a retrieval node's, a Python graph's retriever) as bars on one time axis, each with its
+duration, tokens and cost. Positions are percents of the run's span, drawn by admin/workflows/timeline.html with
+HTML and CSS only."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -298,6 +298,7 @@ EVENT_DATA = {
         "node_id": serializers.CharField(), "query": serializers.CharField(),
         "collections": serializers.ListField(child=serializers.CharField(), help_text="as named: ids or names"),
         "mode": serializers.CharField(), "k": _count(),
+        "score_threshold": serializers.FloatField(required=False), "filters": serializers.DictField(required=False),
         "chunks": serializers.ListField(child=serializers.DictField(), help_text="best first: chunk_id, "
                                         "document_id, collection_id, title, position, score"),
         "embeddings": serializers.ListField(child=serializers.DictField(), help_text="the query's embedding "

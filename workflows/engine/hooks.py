@@ -1,7 +1,7 @@
 """The seam between the engine and what records a run: `RunHooks`, what a running graph tells (and asks of) its
 recorder, and the records it passes through them (a model call, a routed attempt, a call about to wait, a fetched
-prompt, an MCP tool's outcome, a search of knowledge collections). The workflows services implement the hooks with rows and events; a bare run
-(benchmarks) uses `NullHooks`, which records nothing."""
+prompt, an MCP tool's outcome, a search of knowledge collections). The workflows services implement the hooks with
+rows and events; a bare run (benchmarks) uses `NullHooks`, which records nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
