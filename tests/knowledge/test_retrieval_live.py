@@ -10,6 +10,7 @@ __all__ = ["live_server_url"]
 
 
 @needs_chromium
+@pytest.mark.one_database  # the page shows a recorded event; the search on each database is test_retrieval_node's
 @pytest.mark.django_db(transaction=True)
 def test_item_in_workflows_the_live_page_shows_a_retrieval(live_server_url, alice):  # noqa: F811
     collection_with_documents(alice, "manuals")
