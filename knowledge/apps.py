@@ -9,6 +9,10 @@ class KnowledgeConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_vector_indexes_ensure, sender=self, dispatch_uid="knowledge_vector_indexes_ensure")
+        # Runs search collections through workflows, which sits below this app and never imports it.
+        from workflows.knowledge_search import collections_search_register
+
+        collections_search_register(_collections_search, check=_collections_check)
 
 
 def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
@@ -16,3 +20,16 @@ def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
     from knowledge.vector_index import vector_indexes_ensure
 
     vector_indexes_ensure(using=connections[using])
+
+
+def _collections_search(**kwargs):
+    # Imported when a run first searches: a command's start stays free of the search's imports.
+    from knowledge.retrieval import collections_search_for_run
+
+    return collections_search_for_run(**kwargs)
+
+
+def _collections_check(*, user, refs) -> None:
+    from knowledge.retrieval import collections_named
+
+    collections_named(user=user, refs=refs)

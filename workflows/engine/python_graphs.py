@@ -37,7 +37,8 @@ from core.errors import InvalidInput, RunError
 from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
-from workflows.engine.hooks import CallStarted
+from workflows.engine.hooks import CallStarted, RetrievalRequest
+from workflows.engine.retrieval import collections_retrieve
 from workflows.engine.runtime import RunContext
 from workflows.engine.tools import MCP_SERVER_METADATA
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
@@ -344,6 +345,11 @@ class GraphAccounting(BaseCallbackHandler):
 
     def on_tool_error(self, error, *, run_id, **kwargs) -> None:
         self._tool_ended(run_id, result="", ok=False, error=f"{type(error).__name__}: {error}")
+
+    # --- knowledge collections (workflows.graph_knowledge) --------------------------------------------------------
+    def collections_search(self, run_id: UUID, request: RetrievalRequest) -> list[dict]:
+        """A retriever's search (its run `run_id`), done by the run in the node it is part of: recorded there."""
+        return self._in_node(self.task_of.get(run_id), lambda node: collections_retrieve(node, self.ctx, request))
 
     # --- anything else inside a task keeps its task -------------------------------------------------------------
     def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs) -> None:
