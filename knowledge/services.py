@@ -3,17 +3,21 @@ knowledge.ingest)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from gateway.embeddings import embeddings_create
 from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection, CollectionDocument
+from knowledge.parsers import file_type, upload_size_check
 from workflows.engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
 from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 
+logger = logging.getLogger(__name__)
 # Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.
 KNOWN_DIMENSIONS = {("local", MINILM_MODEL): MINILM_DIMENSIONS, ("local", "local-embed-1"): LOCAL_EMBEDDING_DIMENSIONS}
 # all-MiniLM-L6-v2 reads at most 256 word pieces, [CLS] and [SEP] included: a longer chunk would be cut.
@@ -129,6 +133,46 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
             document.status, document.error = CollectionDocument.Status.QUEUED, ""
             document.save(update_fields=["status", "error", "updated_at"])
     return document, created
+
+
+def document_upload(*, collection: Collection, actor, upload, title: str | None = None,
+                    metadata: dict | None = None) -> tuple[CollectionDocument, bool]:
+    """A document of an uploaded file (Django's UploadedFile), stored as it came and `queued` for the ingestion job
+    (knowledge.tasks), which reads, cuts and embeds it; and whether it is new. A file over
+    CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413 and one of a type no parser reads a 415, before it is stored. The
+    same bytes again are the document already there (a failed one is queued again)."""
+    collection_editable_check(collection=collection, actor=actor)
+    upload_size_check(upload.size)
+    file_type(upload.name, upload.content_type)
+    data = b"".join(upload.chunks())
+    upload_size_check(len(data))
+    with transaction.atomic():
+        document, created = CollectionDocument.objects.get_or_create(
+            collection=collection, content_hash=hashlib.sha256(data).hexdigest(),
+            defaults={"title": title or upload.name[:255] or "upload", "metadata": metadata or {},
+                      "file_name": (upload.name or "")[:255], "file_data": data,
+                      "content_type": (upload.content_type or "")[:255]})
+        if not created and document.status == CollectionDocument.Status.FAILED:
+            document.status, document.error = CollectionDocument.Status.QUEUED, ""
+            document.save(update_fields=["status", "error", "updated_at"])
+        if document.status == CollectionDocument.Status.QUEUED:
+            document_enqueue(document)
+    return document, created
+
+
+def document_enqueue(document: CollectionDocument) -> None:
+    """Hand a queued document to the django-q2 workers once the caller's transaction commits. A document the queue
+    refuses is `failed` at once (queue_unavailable), not left waiting for a worker that never comes."""
+    def enqueue() -> None:
+        try:
+            async_task("knowledge.tasks.document_ingest_task", str(document.pk),
+                       task_name=f"document-{document.pk}", group="knowledge")
+        except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the document must not stay queued
+            logger.exception("document %s could not be queued", document.pk)
+            CollectionDocument.objects.filter(pk=document.pk, status=CollectionDocument.Status.QUEUED).update(
+                status=CollectionDocument.Status.FAILED, error=f"queue_unavailable: {type(exc).__name__}")
+
+    transaction.on_commit(enqueue)
 
 
 def document_delete(*, document: CollectionDocument, actor) -> None:

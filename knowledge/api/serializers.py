@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 
+from core.api.parsers import json_parse
 from core.api.serializers import StrictSerializer
 from knowledge.models import Collection, CollectionDocument
 from knowledge.search import MAX_K, MODES
@@ -62,6 +64,28 @@ class CollectionDocumentWriteSerializer(StrictSerializer):
     title = serializers.CharField(max_length=255)
     text = serializers.CharField(trim_whitespace=False)
     metadata = MetadataField(required=False, default=dict, help_text="searched with `filters`")
+
+
+class JSONMetadataField(MetadataField):
+    """A form field holding document metadata as a JSON object (read as every JSON body is)."""
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, serializers.empty)  # the form's one value, not `metadata.key` fields
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json_parse(data.encode())
+            except ParseError as error:
+                raise serializers.ValidationError(f"metadata must be a JSON object: {error.detail}") from None
+        return super().to_internal_value(data)
+
+
+class CollectionDocumentUploadSerializer(StrictSerializer):
+    file = serializers.FileField(allow_empty_file=False, help_text=(
+        "PDF, DOCX, HTML, Markdown, CSV or plain text, at most CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES"))
+    title = serializers.CharField(max_length=255, required=False, help_text="the file's name by default")
+    metadata = JSONMetadataField(required=False, default=dict, help_text="a JSON object, searched with `filters`")
 
 
 class SearchSerializer(StrictSerializer):
