@@ -25,7 +25,7 @@ from core.errors import ChatterError, PayloadTooLarge
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import text_from_file
-from knowledge.services import chunks_create
+from knowledge.services import chunks_create, document_enqueue
 from workflows.engine.embeddings_minilm import MINILM_MODEL, minilm_token_count
 from workflows.engine.usage import estimate_tokens
 from workflows.events import event_envelope, events_publish
@@ -102,6 +102,12 @@ def _file_read(document: CollectionDocument) -> str:
     return text
 
 
+def _queued_again(document: CollectionDocument) -> CollectionDocument:
+    CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0)
+    document_enqueue(document)
+    return CollectionDocument.objects.get(pk=document.pk)
+
+
 def document_ingest(document: CollectionDocument, *, api_key=None) -> CollectionDocument:
     """Read an uploaded file's text, cut `document`'s text into chunks, embed them (batched; each request an LLM
     call of the collection's owner, with `api_key`'s limits when a key asked), and write the chunks with their
@@ -124,6 +130,9 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
             on_batch=lambda done: document_progress(document, status=Status.PROCESSING, done=done,
                                                     total=len(texts)))
         with transaction.atomic():
+            if not Collection.objects.select_for_update().filter(
+                    pk=collection.pk, embedding_model=collection.embedding_model).exists():
+                return _queued_again(document)  # the collection changed model meanwhile (knowledge.reembed)
             Chunk.objects.filter(document=document).delete()
             chunks_create(texts=texts, embeddings=vectors, document=document)
             CollectionDocument.objects.filter(pk=document.pk).update(status=Status.READY, chunk_count=len(texts))

@@ -19,7 +19,7 @@ class CollectionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Collection
         fields = ("id", "name", "description", "owner", "shared", "embedding_model", "dimensions", "chunk_size",
-                  "chunk_overlap", "documents", "created_at", "updated_at")
+                  "chunk_overlap", "pending_embedding_model", "reembed_error", "documents", "created_at", "updated_at")
         read_only_fields = fields
 
     def get_documents(self, collection: Collection) -> int:
@@ -42,6 +42,9 @@ class CollectionUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     shared = serializers.BooleanField(required=False)
+    embedding_model = serializers.CharField(max_length=255, required=False, help_text=(
+        "another model re-embeds every document as a background job (`pending_embedding_model` until it ends; "
+        "searches use the old vectors until then; progress: `collection_updated` on /ws/events/)"))
 
 
 class CollectionDocumentSerializer(serializers.ModelSerializer):

@@ -56,7 +56,7 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection = self.get_object()
         serializer = CollectionUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        collection = collection_update(collection=collection, actor=request.user,
+        collection = collection_update(collection=collection, actor=request.user, api_key=request_api_key(request),
                                        changes=dict(serializer.validated_data))
         return Response(CollectionSerializer(collection).data)
 
