@@ -60,6 +60,10 @@ class CollectionDocument(models.Model):
     file_name = models.CharField(max_length=255, blank=True, default="")
     content_type = models.CharField(max_length=255, blank=True, default="")  # as the upload declared it
     file_data = models.BinaryField(null=True, blank=True, editable=False)  # the upload, until it is read
+    # A document of /api/v1/documents/ (conversations' Document) mirrored in its owner's default collection
+    # (knowledge.defaults): deleted with it.
+    source_document = models.OneToOneField("conversations.Document", null=True, blank=True, editable=False,
+                                           on_delete=models.CASCADE, related_name="collection_document")
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, default="")  # why it failed
