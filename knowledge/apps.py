@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.db import connections
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 
 
 class KnowledgeConfig(AppConfig):
@@ -13,6 +13,8 @@ class KnowledgeConfig(AppConfig):
         from workflows.knowledge_search import collections_search_register
 
         collections_search_register(_collections_search, check=_collections_check)
+        post_migrate.connect(_queued_enqueue, sender=self, dispatch_uid="knowledge_queued_enqueue")
+        post_save.connect(_document_mirror, sender="conversations.Document", dispatch_uid="knowledge_document_mirror")
 
 
 def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
@@ -33,3 +35,18 @@ def _collections_check(*, user, refs) -> None:
     from knowledge.retrieval import collections_named
 
     collections_named(user=user, refs=refs)
+
+
+def _queued_enqueue(*, using: str, **kwargs) -> None:
+    # Documents a migration queued (knowledge.defaults) get their vectors from the workers, not the migration.
+    from knowledge.defaults import queued_documents_enqueue
+
+    queued_documents_enqueue()
+
+
+def _document_mirror(*, instance, created: bool, raw: bool = False, **kwargs) -> None:
+    # A Document of /api/v1/documents/ joins its owner's default collection (knowledge.defaults).
+    if created and not raw:
+        from knowledge.defaults import document_mirror
+
+        document_mirror(instance)
