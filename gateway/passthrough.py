@@ -57,12 +57,13 @@ def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str |
 
 
 def upstream_client(base_url: str) -> httpx.AsyncClient:
-    """One client (so one pool of kept-alive connections) per upstream and event loop."""
+    """One client (so one pool of kept-alive connections) per upstream and event loop; HTTP/2 with an upstream
+    that offers it (TLS's ALPN: many calls on one connection), HTTP/1.1 otherwise (and always over plain http)."""
     clients = _clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(base_url)
     if client is None:
         client = clients[base_url] = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
+            http2=True, limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
     return client
 
 
