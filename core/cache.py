@@ -34,7 +34,7 @@ class HotReads:
     kept per process for as long as one shared version stays the same. Any change to those rows names a new version
     (`changed`, after its transaction commits: reading the old rows under the new version would keep them), so every
     process reads afresh at its next call: a revoked key is refused, a lowered limit holds, from the next call on.
-    A call pays one cache read for all of it (the version), instead of a statement for each.
+    Each read costs a cache read (the version, one round trip to Redis) instead of a statement.
 
     Kept only where the cache is shared by every process (Redis): with a process-local cache (locmem, the
     default without REDIS_URL) another process's change could not reach this one, so each call reads the rows."""
