@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.statements import prices_in_force
+from core.cache import hot_reads
 from conversations.models import Message
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
@@ -36,9 +37,11 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
     """The price in force for a call: the latest effective_from not after `at`; an exact-provider row beats
     a wildcard one from the same moment."""
     at = at or timezone.now()
-    candidates = prices_in_force(provider=provider, at=at)
+    candidates = hot_reads.get(("prices", provider), lambda: prices_in_force(provider=provider, at=None))
     best = None
     for price in candidates:
+        if price.effective_from > at:  # (every active row is read: one dated later comes into force by itself)
+            continue
         if not price.matches(provider, model):
             continue
         if best is None:

@@ -72,6 +72,7 @@ PRICES_IN_FORCE = (
     'SELECT "id", "provider", "model_pattern", "input_per_million", "cached_input_per_million", '
     '"output_per_million", "per_call", "effective_from", "is_active", "created_at" FROM "analytics_modelprice" '
     'WHERE "is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s) ORDER BY "effective_from" DESC')
+PRICES_ACTIVE = PRICES_IN_FORCE.replace(' AND "effective_from" <= %s', "")
 
 
 def _bound(model, columns: tuple[str, ...], sql: str, rows: list[dict[str, Any]]) -> tuple[str, list]:
@@ -93,6 +94,10 @@ def template_analytics_add(row: dict[str, Any]) -> tuple[str, list]:
 
 
 def prices_in_force(*, provider: str, at) -> list[ModelPrice]:
+    """The active price rows of `provider` and the wildcard in force at `at` (None: every one, those dated later
+    too), the latest first."""
     connection = connections[DEFAULT_DB_ALIAS]
+    if at is None:
+        return instances(ModelPrice, PRICES_ACTIVE, [True, provider, ModelPrice.WILDCARD])
     moment = ModelPrice._meta.get_field("effective_from").get_db_prep_value(at, connection)
     return instances(ModelPrice, PRICES_IN_FORCE, [True, moment, provider, ModelPrice.WILDCARD])
