@@ -54,7 +54,7 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
                     headers, refusal = mcp_call_headers(server=server, user=user), ""
                 except CredentialMissing as missing:
                     headers, refusal = {}, str(missing)
-                chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
+                chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url, "user": user,
                                      "transport": server.transport, "headers": headers, "refusal": refusal,
                                      "endpoint": mcp_endpoint(server=server, headers=headers), "tools": [],
                                      "record": server}
@@ -110,6 +110,7 @@ class _Bounded:
         if self.server["record"].health != "healthy":
             await asyncio.to_thread(_health_note, self.server["record"], "")
         if not result.ok:
+            result = await asyncio.to_thread(_gone_check, self.server, request.name, result)
             return _error(result.error)
         return types.CallToolResult(content=[types.TextContent(type="text", text=result.text)])
 
@@ -120,6 +121,16 @@ def _health_note(server, error: str) -> None:
 
     try:
         mcp_server_health_note(server, error=error)
+    finally:
+        connection.close()
+
+
+def _gone_check(server: dict, tool: str, result):
+    """On a thread of its own, as _health_note: a call that found its tool gone refreshes the server's tools."""
+    from tools.services import mcp_tool_gone_check
+
+    try:
+        return mcp_tool_gone_check(server=server["record"], user=server["user"], tool=tool, result=result)
     finally:
         connection.close()
 
