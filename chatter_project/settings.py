@@ -305,7 +305,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"}, "django_q": {"level": "WARNING"}},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"},
+                "django_q": {"level": "WARNING"},
+                # The MCP SDK logs every JSON-RPC message whole at DEBUG: tool arguments and results before Chatter
+                # scrubs them of the server's credentials (tools.mcp_client). Never below INFO, whatever LOG_LEVEL.
+                "mcp": {"level": "INFO"}},
 }
 
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)
