@@ -111,3 +111,17 @@ def test_scope_a_call_that_finds_its_tool_gone_refreshes_the_servers_tools(alice
     assert sorted(tool["name"] for tool in tracker.tools) == sorted(TOOL_NAMES) and tracker.tools_refreshed_at > listed_at
     with pytest.raises(ToolUnavailable):  # no longer offered to anyone
         mcp_tool_run(user=alice, name="tracker__vanished", arguments={})
+
+
+def test_scope_a_tool_is_called_over_the_older_http_sse_transport_too(alice, mcp_server):
+    mcp_server_create(owner=alice, name="legacy", url=mcp_server.sse_url, transport="sse",
+                      headers={"X-User-Token": "alice-token"})
+
+    added = mcp_tool_run(user=alice, name="legacy__add", arguments={"a": 2, "b": 40})
+    failed = mcp_tool_run(user=alice, name="legacy__fail", arguments={"message": "no such issue"})
+
+    assert (added.ok, added.text) == (True, "42.0")
+    assert failed.ok is False and "no such issue" in failed.error
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40}), ("fail", {"message": "no such issue"})]
+    assert {request["path"] for request in mcp_server.requests} <= {"/sse", "/messages/"}
+    assert set(mcp_server.headers_seen("x-user-token")) == {"alice-token"}
