@@ -108,7 +108,8 @@ def test_scope_a_call_that_finds_its_tool_gone_refreshes_the_servers_tools(alice
     assert gone.error.startswith("the MCP server 'tracker' no longer offers the tool 'vanished'"), gone.error
     assert "Unknown tool: vanished" in gone.error  # what the server said
     tracker.refresh_from_db()
-    assert sorted(tool["name"] for tool in tracker.tools) == sorted(TOOL_NAMES) and tracker.tools_refreshed_at > listed_at
+    assert sorted(tool["name"] for tool in tracker.tools) == sorted(TOOL_NAMES)
+    assert tracker.tools_refreshed_at > listed_at
     with pytest.raises(ToolUnavailable):  # no longer offered to anyone
         mcp_tool_run(user=alice, name="tracker__vanished", arguments={})
 
