@@ -130,9 +130,17 @@ def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = 
     ToolUnavailable, when they have set none). A server that could not be asked is marked unhealthy with the reason
     (and healthy again once it answers); the result then says so."""
     server, tool = mcp_tool_get(user=user, name=name)
+    return mcp_server_tool_run(server=server, user=user, tool=tool, arguments=arguments, timeout_s=timeout_s)
+
+
+def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
+                        timeout_s: float | None = None) -> ToolResult:
+    """mcp_tool_run for a server and tool already found for `user` (mcp_tool_get): a run's tools path finds them
+    once for both the call and its row."""
     headers = mcp_call_headers(server=server, user=user)
     try:
-        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool, arguments=arguments,
+        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool,
+                                 arguments=arguments,
                                  timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                  max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
