@@ -25,7 +25,7 @@ from workflows.engine.graph import Graph, Node
 from workflows.engine.hooks import RetrievalRequest
 from workflows.engine.retrieval import citation, collections_retrieve
 from workflows.engine.runtime import RunContext
-from workflows.engine.tools import TOOLS, ToolFailed, tool_allowed, tool_run
+from workflows.engine.tools import TOOLS, ToolFailed, budget_refusal, tool_allowed, tool_run
 
 MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
@@ -215,7 +215,7 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
                 ctx.checkpoint()
                 price = ctx.hooks.tool_price(name)
                 if price and (budget := ctx.hooks.tool_cover(price)) is not None:
-                    raise ToolFailed(f"the run reached budget {budget}: the priced tool {name!r} was not called")
+                    raise ToolFailed(budget_refusal(budget, name))
                 outcome = ctx.hooks.tool_run(name, arguments, timeout_s=min(node.config["tool_timeout_ms"] / 1000,
                                                                             ctx.remaining_s()))
                 server_id, result = outcome.server_id, outcome.text
