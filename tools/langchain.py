@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection
-from mcp import types
 
 from tools.mcp_client import McpUnreachable, checked_http_client, mcp_tool_call
 from tools.mcp_pool import mcp_pool
 from tools.models import QUALIFIER
 from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
+
+if TYPE_CHECKING:
+    from mcp import types
 
 
 # Asked before each call with the tool's qualified name and its tool call id: None to make it, else why not.
@@ -66,6 +69,7 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
 
 def _tool(server: dict, tool: dict, before_call: BeforeCall | None):
     from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
+    from mcp import types
 
     timeout_s = settings.CHATTER_MCP_TIMEOUT_S
     own_name = tool["name"].split(QUALIFIER, 1)[1]
@@ -112,6 +116,8 @@ class _Bounded:
         if not result.ok:
             result = await asyncio.to_thread(_gone_check, self.server, request.name, result)
             return _error(result.error)
+        from mcp import types
+
         return types.CallToolResult(content=[types.TextContent(type="text", text=result.text)])
 
 
@@ -136,4 +142,6 @@ def _gone_check(server: dict, tool: str, result):
 
 
 def _error(message: str) -> types.CallToolResult:
+    from mcp import types
+
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], isError=True)
