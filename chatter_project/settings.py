@@ -166,7 +166,7 @@ else:
         "ENGINE": SQLITE_ENGINE,
         "NAME": VAR_DIR / "chatter.sqlite3",
         # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
-        # their request: core/http_handler.py); opening one reads the schema and runs the PRAGMAs.
+        # their request: core/serving.py); opening one reads the schema and runs the PRAGMAs.
         "CONN_MAX_AGE": None,
         "OPTIONS": dict(_SQLITE_OPTIONS),
     }
