@@ -1,4 +1,5 @@
-"""Request parsers that refuse oversized, absurdly nested or non-UTF-8 bodies before any view sees them (SPEC §7).
+"""Request parsers that refuse oversized, absurdly nested or non-UTF-8 bodies before any view sees them
+(docs/api/rest.md).
 
 Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE (= CHATTER_MAX_REQUEST_BYTES) when DRF reads it (the
 error handler makes that a 413); the parsers also read at most that many bytes from whatever stream they are
