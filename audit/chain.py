@@ -1,4 +1,5 @@
-"""The audit hash chain's format (SPEC §2, I7): which fields a row's hash covers and how they are serialized.
+"""The audit hash chain's format (docs/architecture.md#i7): which fields a row's hash covers and how they are
+serialized.
 
 hash = SHA-256 (hex) of the UTF-8 bytes of a canonical JSON object holding the row's
     created_at, actor_id, actor_type, action, target_type, target_id, correlation_id, ip, data, prev_hash
