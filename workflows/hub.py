@@ -1,6 +1,6 @@
-"""The live half of the one event path (SPEC §6), on Channels' channel layer (settings.CHANNEL_LAYERS: channels-redis's
-pub/sub layer with REDIS_URL), through its public API only. Without REDIS_URL there is one process and only the
-local delivery below.
+"""The live half of the one event path (docs/architecture.md#the-event-bus), on Channels' channel layer
+(settings.CHANNEL_LAYERS: channels-redis's pub/sub layer with REDIS_URL), through its public API only. Without
+REDIS_URL there is one process and only the local delivery below.
 
 A topic (a run's, a user's, a user's access) is a layer group. Publishing hands the events to this process's
 subscribers at once and to the process's bus thread, which `group_send`s everything handed to it within GATHER_S

@@ -1,6 +1,6 @@
 """ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events.
 
-A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
+A run writes only when it is about to wait and when it ends (docs/architecture.md#the-run-path, #i5, #i6):
 - Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events —
   is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
   statement is that statement alone: core.db.write_atomic) just before the run next waits on something
