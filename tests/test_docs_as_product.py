@@ -1,6 +1,7 @@
 """The docs as part of the product (issue 48 item 5): the code cites docs/ (never a document outside the
 repository), bench/RESULTS.md's tables stay readable, and the app import order drawn in docs/architecture.md is
 the code's."""
+import ast
 import os
 import re
 from pathlib import Path
@@ -30,3 +31,57 @@ def test_item_05_the_code_cites_the_docs_never_a_spec_outside_the_repository():
                  if cited.search(line)]
     assert len(product_files(".py")) > 100  # the walk found the product
     assert offenders == [], "cite the docs page instead:\n" + "\n".join(offenders)
+
+
+OUTSIDE_THE_DRAWING = {"bench", "examples", "scripts", "tests"}
+
+
+def import_drawing() -> dict[str, int]:
+    """docs/architecture.md's drawing of the packages: each package's line, counted from the bottom (core: 0)."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("\n## Apps and the import order\n", 1)[1].split("\n## ", 1)[0]
+    drawing = re.search(r"^```text\n(.*?)^```$", section, re.S | re.M).group(1)
+    lines = [re.split(r" {2,}", line.strip(), maxsplit=1)[0] for line in drawing.splitlines() if line.strip()]
+    return {package: rank for rank, line in enumerate(reversed(lines)) for package in line.split(", ")}
+
+
+def package_of(module: str, packages: dict[str, int]) -> str | None:
+    """The drawing's package a dotted module belongs to: the longest one that is the module or holds it."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in packages:
+            return ".".join(parts[:end])
+    return None
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """Every absolute import of a module, at any depth (a function's own imports included): (line, module)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{alias.name}")
+                                                      for alias in node.names]
+    return found
+
+
+def test_done_means_3_every_import_follows_the_drawing_in_architecture_md():
+    packages = import_drawing()
+    assert {"core", "workflows", "workflows.engine", "chatter_project"} <= set(packages)
+
+    top_level = {path.relative_to(ROOT).parts[0] for path in product_files(".py")} - {"manage.py"}
+    assert top_level - OUTSIDE_THE_DRAWING == {name for name in packages if "." not in name}, (
+        "a package is missing from docs/architecture.md's drawing, or the drawing names one that is gone")
+
+    upward = set()
+    for path in product_files(".py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        importer = package_of(module, packages)
+        if importer is None:
+            continue  # outside the drawing
+        for line, imported in imports_of(path):
+            target = package_of(imported, packages)
+            if target is not None and target != importer and packages[target] >= packages[importer]:
+                upward.add(f"{path.relative_to(ROOT)}:{line}: {importer} imports {target}")
+    assert not upward, "imports against docs/architecture.md's drawing:\n" + "\n".join(sorted(upward))
