@@ -1,4 +1,4 @@
-"""The edge/node condition language (docs/usage.md#the-graph-format), parsed into an AST (never `eval`).
+"""The edge/node condition language (docs/usage.md#conditions), parsed into an AST (never `eval`).
 
 Grammar (precedence: not > and > or)::
 
