@@ -137,6 +137,10 @@ def test_item_05_bench_results_has_one_table_per_benchmark_and_no_cell_over_400_
     long_cells = [f"line {number}: {len(cell)} characters: {cell[:80]}…" for number, cell in cells if len(cell) > 400]
     assert long_cells == [], "move the explanation under the table:\n" + "\n".join(long_cells)
 
+    for table in re.findall(r"(?:^\|[^\n]*\n?)+", text, re.M):  # every row as many cells as its header
+        widths = {len(re.split(r"(?<!\\)\|", row.strip().strip("|"))) for row in table.splitlines()}
+        assert len(widths) == 1, f"a table whose rows differ in cells: {table.splitlines()[0]}"
+
     for section in re.split(r"^## ", text, flags=re.M)[1:]:
         heading = section.splitlines()[0]
         if re.match(r"B\d+\b", heading):
