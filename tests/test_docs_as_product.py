@@ -33,7 +33,6 @@ def test_item_05_the_code_cites_the_docs_never_a_spec_outside_the_repository():
     assert offenders == [], "cite the docs page instead:\n" + "\n".join(offenders)
 
 
-
 def anchors_of(page: Path) -> set[str]:
     """The anchors a docs page has: its headings' slugs (as the toc extension makes them) and explicit `{ #id }`s."""
     text = page.read_text(encoding="utf-8")
@@ -52,6 +51,7 @@ def test_item_05_every_docs_page_the_code_cites_is_there_with_its_anchor():
                 if not target.exists() or (anchor and anchor not in anchors_of(target)):
                     broken.append(f"{path.relative_to(ROOT)}:{number}: docs/{page}#{anchor}")
     assert broken == [], "the code cites docs that are not there:\n" + "\n".join(broken)
+
 
 OUTSIDE_THE_DRAWING = {"bench", "examples", "scripts", "tests"}
 
