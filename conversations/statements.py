@@ -1,10 +1,6 @@
-"""The statements of conversations that the ORM cannot say: fixed SQL with placeholders, run by the services.
-
-A message is counted by one UPDATE that locks the conversation's row, gives the message its sequence and returns
-the row as it now is (`RETURNING`, read by core.db.instances), then inserted; on PostgreSQL the message rides on
-that UPDATE, and a new conversation's first message on its INSERT (data-modifying WITH: one statement, not two).
-A continuing turn's memory is one SELECT. Each is a fixed text because the ORM cannot say it (RETURNING, WITH) or
-says it several times slower on every turn: bench/RESULTS.md ("Named statements of conversations, budgets and keys") has the figures.
+"""The statements of conversations that the ORM cannot say (RETURNING, a data-modifying WITH) or says several times
+slower on every turn: fixed SQL with placeholders, run by the services (docs/architecture.md#named-statements; the
+figures: bench/RESULTS.md, "Named statements of conversations, budgets and keys").
 
 Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
 stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
