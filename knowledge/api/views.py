@@ -126,7 +126,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
     @action(detail=True, methods=["post"], filter_backends=[])
     def search(self, request: Request, pk: str) -> Response:
         """The chunks that best answer `query`, best first: `mode` hybrid (default), vector or keyword; `k`;
-        `score_threshold`; `filters` on the documents' metadata. The query's embedding is your LLM call."""
+        `score_threshold`; `filters` on the documents' metadata; `rerank_model` reranks them. The query's embedding
+        and the rerank are your LLM calls."""
         collection = self.get_object()
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
