@@ -66,7 +66,8 @@ def document_progress(document: CollectionDocument, *, status: str, done: int = 
                       error: str = "") -> None:
     """`document_updated` on the collection owner's feed, once the caller's transaction (if any) commits."""
     envelope = event_envelope(execution_id="", event="document_updated", seq=None, data={
-        "document_id": str(document.pk), "collection_id": str(document.collection_id), "status": status,
+        "document_id": str(document.pk), "collection_id": str(document.collection_id), "title": document.title,
+        "status": status,
         "chunks_done": done, "chunks_total": total, "error": error})
     owner_id = document.collection.owner_id
     transaction.on_commit(lambda: events_publish([], owner_id=owner_id, owner_only=(envelope,)))
