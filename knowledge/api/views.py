@@ -99,7 +99,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         document, created = document_upload(collection=collection, actor=request.user,
                                             upload=serializer.validated_data["file"],
                                             title=serializer.validated_data.get("title"),
-                                            metadata=serializer.validated_data.get("metadata"))
+                                            metadata=serializer.validated_data.get("metadata"),
+                                            api_key=request_api_key(request))
         return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
