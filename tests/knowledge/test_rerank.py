@@ -12,6 +12,7 @@ from knowledge.ingest import document_ingest
 from knowledge.models import Chunk
 from knowledge.services import collection_create, document_add
 from tests.factories import ApiTokenFactory, BudgetFactory, ModelPriceFactory, WorkflowDefinitionFactory
+from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
@@ -72,6 +73,7 @@ def test_item_01_a_search_reranked_by_a_providers_rerank_endpoint_keeps_its_best
         "openai", RERANKER, 42, 0, False)
     assert call.cost == cost(42) and call.execution.cost == cost(42)
     assert call.execution.input_data["variables"]["purpose"] == {"query": QUERY, "collection": str(manuals.pk)}
+    assert_all(call.execution)  # the run's, the conversation's and the usage aggregates equal the call's row
 
 
 def test_item_01_a_rerank_model_that_cannot_rerank_is_a_400_before_anything_is_charged(alice, manuals, reranker):
