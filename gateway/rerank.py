@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from core.errors import InvalidInput
 from gateway.embeddings import completed_check
 from gateway.services import gateway_admit
-from workflows.engine.providers import RERANK_PROVIDERS
+from workflows.engine.reranking import RERANK_PROVIDERS
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import GatewayRequest
 from workflows.services.runs import execution_run_now

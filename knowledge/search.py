@@ -28,7 +28,7 @@ from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
 from workflows.engine.hooks import Embed, Rerank
-from workflows.engine.providers import RERANK_PROVIDERS
+from workflows.engine.reranking import RERANK_PROVIDERS
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it

@@ -32,9 +32,9 @@ from workflows.engine.providers import (
     deployment_fault,
     embeddings_create,
     provider_failure,
-    rerank_create,
     usage_copied_into,
 )
+from workflows.engine.reranking import rerank_create
 from workflows.engine.routing import (
     Deployment,
     Skipped,
