@@ -64,8 +64,9 @@ def embeddings_create(*, owner, model: str, texts: list[str], purpose: dict | No
                       api_key=None, dimensions: int | None = None) -> Embeddings:
     """Embed `texts` with `model` for `owner` (and the API key the request came with, whose limits apply): batched
     by CHATTER_EMBEDDING_BATCH_SIZE, each batch an LLM call of kind `embedding`, all in one run that records
-    `purpose` (what the vectors serve); `dimensions`: the vectors' size, for a model that makes any size. Raises before any call when the model is unknown (404), the key may not call
-    it (403/429) or a budget has no room (429); EmbeddingsFailed when the run did not complete."""
+    `purpose` (what the vectors serve); `dimensions`: the vectors' size, for a model that makes any size. Raises
+    before any call when the model is unknown (404), the key may not call it (403/429) or a budget has no room
+    (429); EmbeddingsFailed when the run did not complete."""
     if not texts:
         return Embeddings([], None)
     resolved, _ = gateway_admit(api_key=api_key, model=model)

@@ -101,8 +101,8 @@ def rerank_model_resolved(asked: str) -> str:
             {"path": "rerank_model", "code": "unknown_model", "message": f"{asked} cannot be called"}]) from None
     if provider not in RERANK_PROVIDERS:
         raise InvalidInput(f"provider {provider!r} has no rerank API (providers with one: "
-                           f"{', '.join(RERANK_PROVIDERS)})", details=[
-                               {"path": "rerank_model", "code": "no_rerank", "message": f"{provider} has no rerank API"}])
+                           f"{', '.join(RERANK_PROVIDERS)})", details=[{"path": "rerank_model", "code": "no_rerank",
+                                                                       "message": f"{provider} has no rerank API"}])
     return f"{provider}/{model}"
 
 

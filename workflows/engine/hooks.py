@@ -162,7 +162,8 @@ class NullHooks:
     def cancel_requested(self): return False
     def history(self, limit): return []
     def documents(self, query, limit): return []
-    def collections_search(self, request, embed, rerank): raise RunError("collections are searched by a recorded run only")
+    def collections_search(self, request, embed, rerank):
+        raise RunError("collections are searched by a recorded run only")
     def retrieved(self, node, record): pass
     def price(self, provider, model): return None
     def prompt(self, node, ref, variables): raise RunError("a stored prompt is fetched by a recorded run only")
