@@ -140,3 +140,14 @@ def tool_list(*, user) -> list[dict]:
                    "input_schema": tool["input_schema"], "server": {"id": str(server.pk), "name": server.name},
                    "enabled": server.enabled} for tool in server.tools]
     return tools
+
+
+def mcp_server_name_taken(*, owner, name: str, shared: bool, server: McpServer | None = None) -> str | None:
+    """Why `name` cannot be used by a server of `owner` (shared or not), `server` itself aside: None when it can.
+    The same rules the database holds (its owner's names, and every shared server's, are unique)."""
+    others = McpServer.objects.filter(name=name).exclude(pk=server.pk if server else None)
+    if others.filter(owner=owner).exists():
+        return "its owner already has a server with this name"
+    if shared and others.filter(shared=True).exists():
+        return "a shared server already has this name"
+    return None
