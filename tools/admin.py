@@ -23,7 +23,10 @@ class McpServerAdminForm(forms.ModelForm):
     """A server's fields as the API takes them (validated by its serializer); `headers` a password-style input
     that is never rendered back (left empty on change, the stored headers are kept)."""
 
-    owner = None  # whose server it is (or will be): set per request by McpServerAdmin.get_form
+    # Set per request by McpServerAdmin.get_form: whose server it is (or will be), and the server changed (None
+    # when one is added).
+    owner = None
+    server: McpServer | None = None
 
     transport = forms.ChoiceField(choices=API_TRANSPORTS, initial=McpServer.Transport.STREAMABLE_HTTP)
     headers = forms.CharField(
@@ -71,21 +74,23 @@ class McpServerAdminForm(forms.ModelForm):
                 self.add_error(field if field in self.fields else None, item["message"])
             return cleaned
         cleaned.update(serializer.validated_data)
-        if "url" in given:
+        if "url" in given and (self.server is None or cleaned["url"] != self.server.url):  # (checked when set)
             try:
                 mcp_url_check(url=cleaned["url"])
             except InvalidInput as refused:
                 self.add_error("url", refused.message)
         if "name" in given:
             taken = mcp_server_name_taken(owner=self.owner, name=cleaned["name"], shared=cleaned.get("shared", False),
-                                          server=self.instance if self.instance.pk else None)
+                                          server=self.server)
             if taken:
                 self.add_error("name", taken)
         return cleaned
 
     def service_values(self) -> dict:
-        """What mcp_server_create / mcp_server_update are given: `headers` only when typed in or cleared."""
-        values = {field: self.cleaned_data[field] for field in FORM_VALUES}
+        """What mcp_server_create / mcp_server_update are given: on a change, the fields changed; `headers` only
+        when typed in or cleared."""
+        changed = [field for field in FORM_VALUES if self.server is None or field in self.changed_data]
+        values = {field: self.cleaned_data[field] for field in changed}
         if self.cleaned_data.get("headers"):
             values["headers"] = self.cleaned_data["headers"]
         elif self.cleaned_data.get("clear_headers"):
@@ -113,7 +118,7 @@ class McpServerAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.owner = obj.owner if obj is not None else request.user  # a class of this request's own
+        form.owner, form.server = (obj.owner if obj is not None else request.user), obj  # a class of this request's
         return form
 
     @admin.display(description="users' own credentials")

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from core.secrets import REDACTED
+from tests.tools.conftest import LOOPBACK
 from tools.models import McpServer
 from tools.selectors import mcp_server_headers
 from tools.services import mcp_server_create
@@ -132,6 +133,19 @@ def test_item_07_admin_change_keeps_headers_left_empty_and_refuses_a_private_url
     assert [action for action, _ in audited(server)] == [
         "mcp_server.registered", "mcp_server.changed", "mcp_server.shared"]
     assert audited(server)[1][1]["changed"] == ["name", "shared", "enabled"]
+
+
+def test_item_07_admin_change_checks_only_a_url_that_changed(staff_client, alice, settings):
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = LOOPBACK
+    internal = mcp_server_create(owner=alice, name="internal", url="http://127.0.0.1:9/mcp", discover=False)
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = ()  # the operator no longer allows it: switching it off still works
+
+    response = staff_client.post(change_url(internal), form(name="internal", url=internal.url, enabled=None))
+
+    assert response.status_code == 302, response.content.decode()
+    internal.refresh_from_db()
+    assert internal.enabled is False
+    assert audited(internal)[-1][1]["changed"] == ["enabled"]
 
 
 def test_item_07_admin_change_replaces_or_clears_headers_masked_in_the_audit_row(staff_client, server):
