@@ -30,13 +30,26 @@ from tests.openai_stub import OpenAIStub
 HOPS: Counter = Counter()
 
 
+def _name(func) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', None) or type(func).__name__}"
+
+
 def _counting(call):
-    """SyncToAsync.__call__, counting each hop by the function it runs (a bench's own instrument)."""
+    """SyncToAsync.__call__ (loop -> thread), counting each hop by the function it runs (a bench's own instrument)."""
 
     async def counted(self, *args, **kwargs):
-        func = getattr(self.func, "__qualname__", None) or type(self.func).__name__
-        HOPS[f"{getattr(self.func, '__module__', '?')}.{func}"] += 1
+        HOPS[f"to a thread: {_name(self.func)}"] += 1
         return await call(self, *args, **kwargs)
+
+    return counted
+
+
+def _counting_back(call):
+    """AsyncToSync.__call__ (thread -> loop), likewise."""
+
+    def counted(self, *args, **kwargs):
+        HOPS[f"to the loop: {_name(self.awaitable)}"] += 1
+        return call(self, *args, **kwargs)
 
     return counted
 
@@ -94,7 +107,7 @@ def main() -> int:
         user = chatter_calls.bench_user(USERNAME)
         key = api_token_create(user=user, name="b8", scopes=["gateway"])[1]
         asgiref_sync.SyncToAsync.__call__ = _counting(asgiref_sync.SyncToAsync.__call__)
-        rows = []
+        asgiref_sync.AsyncToSync.__call__ = _counting_back(asgiref_sync.AsyncToSync.__call__)
         for stream in (False, True):
             body = json.dumps({"model": OPENAI_MODEL, "messages": [{"role": "user", "content": MESSAGE}],
                                "stream": stream}).encode()
@@ -112,8 +125,8 @@ def main() -> int:
             async_to_sync(calls)(10)
             HOPS.clear()
             times = async_to_sync(calls)(args.calls)
+            HOPS[f"to the loop: {_name(calls)}"] -= 1  # (this script's own)
             kind = "streamed" if stream else "sync"
-            rows.append((kind, sum(HOPS.values()) / args.calls, median(times)))
             print(f"\n{kind}: {sum(HOPS.values()) / args.calls:.1f} hops per call, wall median {ms(median(times))}")
             for name, count in HOPS.most_common():
                 print(f"  {count / args.calls:5.1f}  {name}")
