@@ -18,7 +18,7 @@ from gateway.limits import key_limits_of, key_limits_set
 from gateway.models import KeyLimits
 from keys.models import ApiToken
 from keys.services import api_token_get
-from tests.factories import ApiTokenFactory, ModelPriceFactory
+from tests.factories import ApiTokenFactory
 from workflows.pricing import price_for_call
 
 pytestmark = pytest.mark.django_db
@@ -136,7 +136,8 @@ def test_item_46_hot_reads_a_keys_last_use_renews_nothing(shared_cache, alice, d
 _WRITES = {"update", "bulk_update", "bulk_create", "_update", "raw"}
 _USER_NAMES = {"User", "get_user_model", "user_model", "users", "_base_manager"}
 _TABLES = [model._meta.db_table for model in (*HOT_MODELS, get_user_model())]
-_USER_WRITER = re.compile(r"(get_user_model|\bUser\b|_base_manager)[\s\S]*\.(update|bulk_update|bulk_create|_update|raw)\(")
+_USER_WRITER = re.compile(
+    r"(get_user_model|\bUser\b|_base_manager)[\s\S]*\.(update|bulk_update|bulk_create|_update|raw)\(")
 _SQL_WRITE = re.compile(r"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+\"?(" + "|".join(_TABLES) + r")\b", re.I)
 
 
