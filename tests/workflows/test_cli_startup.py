@@ -3,11 +3,11 @@ Django, the apps and the engine's own modules, and LangGraph, openai and langcha
 compiled or an openai model is made (together they took seconds to import); the MCP SDK only when a tool server is
 reached (it imports its server side too: half a second of CPU at every process start, servers' and workers' too),
 and a document's parsers only when a file of their type is read. Issue 43 item 24 (a server's or a command's start
-cost about 2.8 s of CPU, and `make test` starts hundreds): numpy only when the embedding model runs (sqlite-vec's
-package imports it, so the SQLite backend loads sqlite-vec's extension without importing the package), redis-py
-(which imports OpenTelemetry) only with REDIS_URL, and pgvector's Django integration only on PostgreSQL.
-psycopg stays on SQLite: Django REST framework imports django.contrib.postgres's fields whenever psycopg is
-installed."""
+cost about 2.8 s of CPU, and `make test` starts hundreds): jsonschema only where a JSON schema is checked, numpy
+only when the embedding model runs (sqlite-vec's package imports it, so the SQLite backend loads sqlite-vec's
+extension without importing the package), redis-py (which imports OpenTelemetry) only with REDIS_URL, and
+pgvector's Django integration only on PostgreSQL. psycopg stays on SQLite: Django REST framework imports
+django.contrib.postgres's fields whenever psycopg is installed."""
 import json
 import os
 import subprocess
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"langgraph", "openai", "httpx2", "langchain_openai", "langchain_core.tools", "mcp", "pypdf", "bs4", "mammoth",
-         "numpy", "sqlite_vec"}
+         "numpy", "sqlite_vec", "jsonschema"}
 # Per database and cache: redis-py with OpenTelemetry only where Redis is the cache, pgvector.django (psycopg's
 # types) only on PostgreSQL.
 HEAVY_WITHOUT_REDIS = {"redis", "opentelemetry"}
