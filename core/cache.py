@@ -1,4 +1,5 @@
-"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings)."""
+"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings); the connection pool is
+core/redis_pool.py."""
 from __future__ import annotations
 
 import copy
@@ -8,29 +9,9 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-import redis
 from django.db import models
 
 logger = logging.getLogger(__name__)
-
-
-class SharedConnectionPool(redis.ConnectionPool):
-    """One Redis connection pool per process and URL for Django's RedisCache (and the run throttle's script).
-
-    Django makes a cache client, and with it a connection pool, per request under ASGI (caches are context-local),
-    so every request that touched the cache (the run throttle does, twice) connected to Redis anew. redis-py's pool
-    is thread-safe, and a forked child resets the pool it inherits."""
-
-    _shared: dict[tuple, "SharedConnectionPool"] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs) -> "SharedConnectionPool":
-        key = (url, tuple(sorted(kwargs.items())))
-        with cls._lock:
-            if key not in cls._shared:
-                cls._shared[key] = super().from_url(url, **kwargs)
-            return cls._shared[key]
 
 
 class HotReads:
