@@ -74,6 +74,10 @@ class Names:
         return f"gpt-4o-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
 
     @property
+    def four_one(self) -> str:
+        return f"gpt-4.1-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
+
+    @property
     def a(self) -> str:
         return f"a-{self.run}"
 
@@ -82,15 +86,16 @@ class Names:
         return f"b-{self.run}"
 
 
-# The models each server test routes, by its pytest name: `build(first, second, names)` with the two upstreams.
-MODELS_OF: dict[str, Callable[[OpenAIStub, OpenAIStub, Names], dict]] = {}
+# The models each server test routes, by its module and pytest name: `build(first, second, names)` with the two
+# upstreams (tests/gateway/test_upstream_errors.py registers its own too, and shares these fixtures).
+MODELS_OF: dict[tuple[str, str], Callable[[OpenAIStub, OpenAIStub, Names], dict]] = {}
 
 
 def routes(build, ids=("",)):
     """The test's models in the module's deployments file (one per parameter id of a parametrized test)."""
     def register(test):
         for id_ in ids:
-            MODELS_OF[f"{test.__name__}[{id_}]" if id_ else test.__name__] = build
+            MODELS_OF[test.__module__, f"{test.__name__}[{id_}]" if id_ else test.__name__] = build
         return test
     return register
 
@@ -116,7 +121,7 @@ class Routed:
     base_url: str
     key: str
     env: dict
-    names: Names
+    names: Names | None = None  # a shared server's test's
 
 
 @pytest.fixture
@@ -126,7 +131,21 @@ def routed(shared_daphne_server, _deployments_of_module, alice, request) -> Rout
     env, names = _deployments_of_module
     server = shared_daphne_server(**env)
     key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
-    return Routed(base_url=server.base_url, key=key, env=env, names=names[request.node.name])
+    return Routed(base_url=server.base_url, key=key, env=env,
+                  names=names[request.module.__name__, request.node.name])
+
+
+@pytest.fixture
+def routed_own(daphne_server, alice, tmp_path):
+    """For a test whose deployments file needs settings of its own (`cooldown_s`): a server of its own, on a file
+    holding `models` and those settings."""
+    def start(models: dict, **settings_file) -> Routed:
+        path = tmp_path / "deployments.yaml"
+        path.write_text(yaml.safe_dump({**settings_file, "models": models}))
+        env = {"CHATTER_DEPLOYMENTS": str(path), "CHATTER_PROVIDER_MAX_RETRIES": "0", **KEYS}
+        key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
+        return Routed(base_url=daphne_server(**env).base_url, key=key, env=env)
+    return start
 
 
 def client(server) -> openai.OpenAI:
