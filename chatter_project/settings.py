@@ -17,6 +17,7 @@ from core.env import (
     env_origins,
     env_store_index,
     env_str,
+    redis_channel_prefix,
 )
 from core.tracing import tracing_configured
 
@@ -178,7 +179,8 @@ if REDIS_URL:
     # The one event bus (workflows/hub.py): pub/sub delivers at most once, enough because feeds replay the
     # database; the list layer cost 17 Redis commands per event (bench/RESULTS.md, B3).
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                    "CONFIG": {"hosts": [REDIS_URL], "prefix": redis_channel_prefix(REDIS_URL)}}
     }
     # Short socket timeouts: a Redis that stops answering costs a request at most a second, after which the run
     # throttle counts in-process for a while (core/api/throttling.py).

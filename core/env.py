@@ -4,6 +4,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -38,6 +39,14 @@ def env_int(name: str, default: int | None, *, minimum: int = 0) -> int | None:
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def redis_channel_prefix(url: str) -> str:
+    """The channel layer's prefix for a Redis URL. Redis's pub/sub spans its numbered databases: channels carry the
+    URL's database number, so deployments on one Redis with databases of their own (/1, /2) never hear each other's
+    events. Database 0 keeps channels_redis's own prefix."""
+    database = urlsplit(url).path.strip("/") or "0"
+    return "asgi" if database == "0" else f"asgi-db{database}"
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
