@@ -3,6 +3,13 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("CHATTER_Q_SYNC", "1")  # django-q2 reads `sync` at import
+# make test's pytest-xdist workers share one Redis: each gets a database of its own (cache keys, throttle counters,
+# and the channel layer's channels, which follow the database number), as do the servers its tests start.
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and os.environ.get("REDIS_URL"):
+    from urllib.parse import urlsplit
+
+    _redis = urlsplit(os.environ["REDIS_URL"])
+    os.environ["REDIS_URL"] = _redis._replace(path=f"/{int(os.environ['PYTEST_XDIST_WORKER'][2:]) + 1}").geturl()
 
 from chatter_project.settings import *  # noqa: E402,F401,F403
 from chatter_project.settings import DATABASES, SQLITE_ENGINE  # noqa: E402

@@ -12,6 +12,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 PYTEST=.venv/bin/pytest
+# Each phase runs on pytest-xdist workers (CHATTER_TEST_WORKERS, 2 unless set; 1: no workers), a test file at a time
+# per worker: the tests mostly wait on servers they started, so four workers keep the two cores busy. Each worker
+# has its own test database, Redis database (chatter_project/test_settings.py) and shared servers.
+TEST_WORKERS=${CHATTER_TEST_WORKERS:-2}
+WORKERS=()
+[ "$TEST_WORKERS" -le 1 ] || WORKERS=(-n "$TEST_WORKERS" --dist loadfile)
 SERVICES_ROOT=var/test-services
 # Bytecode is written (into git-ignored __pycache__ dirs): pytest keeps each test module's rewritten asserts there,
 # so the phases and their workers after the first do not rewrite and compile them again.
@@ -113,7 +119,7 @@ sqlite_log="$skips_dir/sqlite.log"
 # waiting modules rather than the same ones at the same time.
 (unset DATABASE_URL REDIS_URL
     CHATTER_TEST_ORDER=modules-reversed CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" \
-        exec setsid "$PYTEST" "$@") \
+        exec setsid "$PYTEST" "${WORKERS[@]}" "$@") \
     >"$sqlite_log" 2>&1 &
 sqlite_pid=$!
 
@@ -124,7 +130,7 @@ if scripts/services.sh start "$services_dir"; then
     # shellcheck disable=SC1091
     (source "$services_dir/env" && echo "DATABASE_URL=${DATABASE_URL%%:*}://…@${DATABASE_URL##*@}  REDIS_URL=$REDIS_URL" \
         && CHATTER_REQUIRE_COMPONENTS=browser,node,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
-            exec "$PYTEST" "$@")
+            exec "$PYTEST" "${WORKERS[@]}" "$@")
     postgres_rc=$?
 else
     echo "could not start PostgreSQL and Redis"

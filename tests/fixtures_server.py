@@ -70,7 +70,21 @@ class Server:
 
 def daphne_start(tmp_path, **extra_env) -> Server:
     """A daphne process on a free port, serving the test database with `extra_env`; back once it accepts
-    connections."""
+    connections. A port another process took between `free_port()` and daphne's bind (make test's parallel
+    workers) is tried again on another."""
+    for _ in range(3):
+        try:
+            return _daphne_start(tmp_path, **extra_env)
+        except PortTaken:
+            continue
+    return _daphne_start(tmp_path, **extra_env)
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _daphne_start(tmp_path, **extra_env) -> Server:
     port = free_port()
     log = tmp_path / f"daphne-{port}.log"
     process = subprocess.Popen(
@@ -80,7 +94,8 @@ def daphne_start(tmp_path, **extra_env) -> Server:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"daphne exited: {log.read_text()}")
+            output = log.read_text()
+            raise (PortTaken if "Address already in use" in output else RuntimeError)(f"daphne exited: {output}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -177,6 +192,8 @@ def collected_static(_shared_servers) -> Path:
     root = _shared_servers.tmp_path / "static"
     with override_settings(STATIC_ROOT=root):
         call_command("collectstatic", interactive=False, verbosity=0)
+    # WhiteNoise lists the files when its server starts: one started before (by another module's test) serves none.
+    _shared_servers.stop_all()
     return root
 
 
