@@ -17,7 +17,7 @@ Who uses what:
 - B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`;
 - B8's checks: `gateway_runs`, `gateway_i3_failures`, `invariant_i2`, `aggregates_drift`; its in-process profile:
   `gateway_client`, `GATEWAY_PATH`;
-- B11's workflow side: `mcp_tool_path`; its profile: `mcp_pool_run`.
+- B11's workflow side: `mcp_tool_path`; its profile: `mcp_pool_run`; `direct kept`'s client: `mcp_kept_alive_http_client`.
 """
 from __future__ import annotations
 
@@ -360,6 +360,17 @@ def mcp_tool_path(user, url: str, name: str = "bench"):
         return elapsed
 
     return call
+
+
+def mcp_kept_alive_http_client():
+    """An httpx client for the SDK's transport that keeps its connections from call to call as Chatter's MCP client
+    does (tools.mcp_client.ConnectionKeeping), without Chatter's destination checks: B11's `direct kept`."""
+    import httpx
+
+    from tools.mcp_client import LIMITS, ConnectionKeeping
+
+    return httpx.AsyncClient(transport=ConnectionKeeping(httpx.AsyncHTTPTransport(limits=LIMITS)),
+                             timeout=httpx.Timeout(30, read=300))
 
 
 def mcp_pool_run(fn, *args):

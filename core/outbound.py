@@ -152,8 +152,8 @@ class CheckedAsyncTransport(httpx.AsyncBaseTransport):
     DestinationRefused, a name that does not resolve DestinationUnresolved; nothing is sent then. Proxies of the
     environment are not used (the checked address is the peer)."""
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport(trust_env=False)
+    def __init__(self, *, limits: httpx.Limits | None = None) -> None:
+        self._inner = httpx.AsyncHTTPTransport(trust_env=False, **({"limits": limits} if limits else {}))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)

@@ -14,7 +14,8 @@ Tools:
 - `echo_header(name)`: the value of the request's header `name` ("" when absent): which credential a call carried.
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
-`requests` records each HTTP request's method, path and headers (lower-cased names), in order; `calls` each tool
+`requests` records each HTTP request's method, path, headers (lower-cased names) and client (address, port: its
+connection), in order; `calls` each tool
 call, (tool name, arguments).
 
     with McpTestServer() as server:
@@ -144,7 +145,8 @@ class McpTestServer:
             if scope["type"] == "http":
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
                 with self._lock:
-                    self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers})
+                    self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers,
+                                          "client": tuple(scope["client"] or ())})
                     token = self.token
                 if token is not None and headers.get("authorization") != f"Bearer {token}":
                     await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)

@@ -48,10 +48,77 @@ class McpUnreachable(Exception):
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
                         auth: httpx.Auth | None = None) -> httpx.AsyncClient:
     """An httpx client for MCP transports (the SDK's McpHttpClientFactory signature) that sends only to checked
-    destinations and uses no proxy or .netrc of the environment; with tracing on, its requests carry the trace's
-    context (traceparent: core.tracing)."""
-    return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=CheckedAsyncTransport(),
-                             trust_env=False, follow_redirects=False, event_hooks=outbound_hooks_async())
+    destinations and uses no proxy or .netrc of the environment, and keeps its connections from call to call
+    (ConnectionKeeping); with tracing on, its requests carry the trace's context (traceparent: core.tracing)."""
+    return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth,
+                             transport=ConnectionKeeping(CheckedAsyncTransport(limits=LIMITS)), trust_env=False,
+                             follow_redirects=False, event_hooks=outbound_hooks_async())
+
+
+class ConnectionKeeping(httpx.AsyncBaseTransport):
+    """Keeps the connection of a POST whose answer is an SSE stream for the next request. The SDK reads a call's
+    answer from that stream and closes the response as soon as the answer is in, a moment before the server ends
+    the stream, so httpx would close the connection and every call would open a new one (bench/RESULTS.md, B11).
+    Here closing such a response first reads the rest of the stream, at most DRAIN_BYTES within DRAIN_S (the
+    server ends it right after the answer; the caller has its answer already), so the connection can be reused."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.method != "POST" or not response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response
+        return httpx.Response(status_code=response.status_code, headers=response.headers,
+                              stream=ReadToEndOnClose(response.stream), extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+DRAIN_S = 1.0
+DRAIN_BYTES = 64 * 1024
+# An idle connection is dropped after 1 s, before the server's own idle timeout closes it (uvicorn's is 5 s,
+# gunicorn's 2 s): a request sent as the server closes its connection would fail. A run's calls of one turn, and of
+# quick turns, share a connection.
+LIMITS = httpx.Limits(keepalive_expiry=1.0)
+
+
+class ReadToEndOnClose(httpx.AsyncByteStream):
+    """A response's stream that, closed before its end, reads on to the end (within DRAIN_S and DRAIN_BYTES)
+    before it closes, so its connection goes back to the pool. One iterator over the stream serves the reader
+    and the close: the reader's may be dropped (and finalized) before the close, which must not end the stream."""
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+        self._chunks = None
+
+    def _iterator(self):
+        if self._chunks is None:
+            self._chunks = aiter(self._stream)
+        return self._chunks
+
+    async def __aiter__(self):
+        chunks = self._iterator()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            with anyio.move_on_after(DRAIN_S):
+                chunks, read = self._iterator(), 0
+                while read <= DRAIN_BYTES:
+                    read += len(await anext(chunks))
+        except StopAsyncIteration:
+            pass  # the end: the connection is reusable
+        except Exception:  # noqa: BLE001 - the answer is in; a stream that fails now only costs its connection
+            pass
+        finally:
+            await self._stream.aclose()
 
 
 class TransportFailures:

@@ -1,12 +1,14 @@
 """MCP sessions kept and reused (issue 44, B11; tools.mcp_pool) against the real MCP server: a run's calls and the
 next run's share one session of the server (one initialize, one Mcp-Session-Id); a changed or deleted server's
 session is closed (the server sees its DELETE), as is an idle one after CHATTER_MCP_IDLE_S and one whose transport
-failed; a session the server dropped is replaced and the call made once."""
+failed; a session the server dropped is replaced and the call made once; calls share a connection."""
 import time
 
+import anyio
 import httpx
 import pytest
 
+from tools.mcp_client import checked_http_client
 from tools.services import mcp_server_create, mcp_server_delete, mcp_server_update, mcp_tool_run
 from workflows.models import ToolCall
 from workflows.services.run_requests import ChatRequest
@@ -113,3 +115,30 @@ def test_b11_a_session_whose_transport_failed_is_not_reused(alice, tracker, mcp_
     mcp_server.require_token(None)
     assert add(alice).ok
     assert sessions_used(mcp_server)[-1] != first
+
+
+def test_b11_calls_share_one_connection(mcp_server):
+    """The SDK reads a call's answer from its SSE stream and closes the response before the server ends the stream;
+    the MCP client's transport reads it to its end (tools.mcp_client.ConnectionKeeping), so the next request goes
+    on the same connection, not a TCP connection per call. Closed here as the SDK closes it."""
+    initialize = {"jsonrpc": "2.0", "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    accept = {"accept": "application/json, text/event-stream"}
+
+    async def exchanges():
+        async with checked_http_client() as http:
+            for number in range(3):
+                async with http.stream("POST", mcp_server.url, json={**initialize, "id": number},
+                                       headers=accept) as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            break  # the answer is in
+                await http.delete(mcp_server.url, headers={SESSION: response.headers[SESSION],
+                                                           "mcp-protocol-version": "2025-06-18"})
+
+    mcp_server.reset()
+    anyio.run(exchanges)
+
+    posts = [request["client"] for request in mcp_server.requests if request["method"] == "POST"]
+    assert len(posts) == 3 and len(set(posts)) == 1

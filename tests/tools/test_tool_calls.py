@@ -90,6 +90,15 @@ def test_a_shared_server_is_called_with_its_own_headers_for_everyone(bob, staff,
     assert client_with_key(bob).get("/api/v1/tools/servers/").json()["results"][0]["header_names"] == ["X-User-Token"]
 
 
+def test_b11_a_users_own_server_is_called_before_a_shared_one_of_the_same_name(alice, bob, staff, mcp_server):
+    mcp_server_create(owner=staff, name="docs", url=mcp_server.url, headers={"X-Which": "shared"}, shared=True)
+    mcp_server_create(owner=alice, name="docs", url=mcp_server.url, headers={"X-Which": "alices"})
+
+    for user, which in [(alice, "alices"), (bob, "shared"), (alice, "alices")]:
+        assert mcp_tool_run(user=user, name="docs__echo_header", arguments={"name": "x-which"}).ok
+        assert mcp_server.headers_seen("x-which")[-1] == which
+
+
 VANISHED = {"name": "vanished", "description": "A tool the server listed once.", "input_schema": {"type": "object"}}
 
 
