@@ -5,7 +5,6 @@ import json
 
 from django.db.models import Q, QuerySet
 
-from core.db import instances
 from core.encryption import secret_decrypt
 from tools.declared import declared_servers_sync
 from tools.mcp_client import headers_scrubbed
@@ -25,8 +24,8 @@ def _visible(*, user) -> QuerySet[McpServer]:
     return McpServer.objects.filter(Q(owner=user) | Q(shared=True))
 
 
-# The server of a name that a user sees, their own before a shared one (what mcp_server_list finds). Parameters: the
-# user's id, True, the name, the user's id.
+# The server of a name that a user sees, their own before a shared one (what mcp_server_list finds), read through
+# Manager.raw(). Parameters: the user's id, True, the name, the user's id.
 SERVER_BY_NAME = ('SELECT * FROM "tools_mcpserver" WHERE ("owner_id" = %s OR "shared" = %s) AND "name" = %s '
                   'ORDER BY CASE WHEN "owner_id" = %s THEN 0 ELSE 1 END LIMIT 1')
 
@@ -45,7 +44,7 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
     # Every call of a run asks (a server switched off or unshared meanwhile is not called): one named statement
     # (bench/RESULTS.md, B11: the ORM's own work was most of this path's cost).
     declared_servers_sync()
-    server = next(iter(instances(McpServer, SERVER_BY_NAME, [user.pk, True, server_name, user.pk])), None)
+    server = next(iter(McpServer.objects.raw(SERVER_BY_NAME, [user.pk, True, server_name, user.pk])), None)
     if server is None:
         raise ToolUnavailable(f"there is no MCP server {server_name!r}")
     if not server.enabled:
