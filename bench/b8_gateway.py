@@ -6,9 +6,10 @@ run with exact usage.
 Side by side in one run, every server on free loopback ports:
 - upstream: the project's OpenAI stub as a process (bench/b8_stub.py), answering every chat completion at once
             with the same reply and usage (9 + 9 tokens), keep-alive; called straight, it is the floor;
-- chatter:  Chatter on 2 daphne processes, PostgreSQL + Redis (scripts/services.sh), its `openai` provider pointed
-            at the stub; `POST /v1/chat/completions` with a key of the `gateway` scope: every call a run
-            (execution, node, LLM call priced, events, audit);
+- chatter-daphne, chatter-uvicorn: Chatter on 2 daphne processes, and on 2 uvicorn processes (uvloop,
+            httptools: LiteLLM's own server stack, the fair comparison), one PostgreSQL database + Redis
+            (scripts/services.sh), its `openai` provider pointed at the stub; `POST /v1/chat/completions` with a
+            key of the `gateway` scope: every call a run (execution, node, LLM call priced, events, audit);
 - litellm:  LiteLLM's stock proxy (`litellm[proxy]`, bench/requirements-litellm.txt, in var/bench/litellm-venv,
             made on first use: pip needs PyPI once), 2 processes, `gpt-4o-mini` routed to the stub, its master key.
             With its database (`--litellm-db`, a database of its own on the same PostgreSQL, spend logs on) when its
@@ -16,7 +17,7 @@ Side by side in one run, every server on free loopback ports:
             cannot reach, so by default it runs as it can here, without a database (nothing recorded).
 One load generator for all (bench/b5_loadgen.py, kind `openai`, HTTP/1.1 keep-alive, client i on process i % 2).
 
-Each repetition: sequential calls interleaved call by call across the three (one client each, the order rotating
+Each repetition: sequential calls interleaved call by call across the variants (one client each, the order rotating
 every round, 25 ms apart), from which the added latency is read (a gateway's p50 and p99 less the stub's); then
 for 8 and 32 clients, each variant for --duration s (order rotating), with CPU per process. Before the
 repetitions, statements and transactions per call from PostgreSQL's own counters (bench/pg_stats.py); after them,
@@ -24,7 +25,7 @@ Chatter's exactness: one run per call sent, each with the stub's usage, I2 and I
 drift check.
 
     .venv/bin/python -m bench.b8_gateway [--reps 2] [--duration 10] [--seq-count 200] [--clients 8,32]
-        [--litellm-db] [--profile]
+        [--servers daphne,uvicorn] [--litellm-db] [--profile]
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ MAX_CONCURRENT_RUNS = 64
 LATENCY_RATIO_TARGET = 0.5  # at most half of LiteLLM's added latency
 THROUGHPUT_TARGET = 2.0  # at least twice its calls/s
 FOCUS = ("gateway/", "workflows/", "chatter_project/", "conversations/", "analytics/", "audit/", "budgets/",
-         "django/db/", "psycopg/", "rest_framework/", "django/core/handlers", "asgiref/", "daphne/", "langchain",
-         "openai/", "httpx/")
+         "django/db/", "psycopg/", "rest_framework/", "django/core/handlers", "asgiref/", "daphne/", "twisted/",
+         "uvicorn/", "httpx/", "httpcore/", "keys/", "core/")
 
 
 def start_stub(run: BenchRun) -> Variant:
@@ -77,16 +78,21 @@ def gateway_key(variant: Variant) -> str:
     return response.json()["key"]
 
 
-def chatter_gateway(run: BenchRun, services, stub: Variant) -> tuple[Variant, object]:
+def chatter_gateways(run: BenchRun, services, stub: Variant, servers: list[str]) -> tuple[dict[str, Variant], object]:
+    """Chatter on each server stack of `servers` (daphne, uvicorn), 2 processes each, all on one database and one
+    gateway key."""
     database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
                                 OPENAI_BASE_URL=f"http://{stub.targets(first_only=True)}/v1",
                                 OPENAI_API_KEY=UPSTREAM_KEY, CHATTER_PROVIDER_MAX_RETRIES=0,
                                 CHATTER_MAX_CONCURRENT_RUNS=MAX_CONCURRENT_RUNS)
-    variant = chatter_pair(run, database, "daphne")
-    variant.name, variant.kind = "chatter", "openai"
-    variant.token = gateway_key(variant)
-    variant.note = f"CHATTER_MAX_CONCURRENT_RUNS={MAX_CONCURRENT_RUNS} (the default 10 refuses 32 clients' calls)"
-    return variant, database
+    variants, key = {}, ""
+    for server in servers:
+        variant = chatter_pair(run, database, server)
+        variant.kind = "openai"
+        variant.token = key = key or gateway_key(variant)
+        variant.note = f"CHATTER_MAX_CONCURRENT_RUNS={MAX_CONCURRENT_RUNS} (the default 10 refuses 32 clients' calls)"
+        variants[variant.name] = variant
+    return variants, database
 
 
 def litellm_pair(run: BenchRun, services, stub: Variant, *, with_database: bool) -> Variant:
@@ -155,13 +161,13 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, clients: list
                 meter = CpuMeter({"servers": variant.pids, **shared})
                 meter.start()
                 profile = None
-                if args.profile and rep == 0 and name == "chatter" and n == clients[0]:
-                    profile = Profile(run, variant.pids[0], f"chatter-1-{n}-clients", args.duration)
+                if args.profile and rep == 0 and name.startswith("chatter") and n == clients[0]:
+                    profile = Profile(run, variant.pids[0], f"{name}-1-{n}-clients", args.duration)
                 result = loadgen(variant, clients=n, duration=args.duration)
                 results[name][f"cpu{n}"].append(meter.stop())
                 results[name][n].append(result)
                 if profile is not None:
-                    profile_text = profile.summary(focus=FOCUS, top=30)
+                    profile_text += "\n" + profile.summary(focus=FOCUS, top=30)
     return results, profile_text
 
 
@@ -238,19 +244,20 @@ def report(results: dict, variants: dict[str, Variant], work: dict, clients: lis
             print(f"  {name} failures, e.g.: {examples[:3]}")
     print("settings: " + "; ".join(f"{v.name}: {v.note}" for v in variants.values() if v.note))
 
-    if "chatter" in summary and "litellm" in summary:
-        mine, peer = summary["chatter"], summary["litellm"]
+    for name in [name for name in summary if name.startswith("chatter")] if "litellm" in summary else []:
+        mine, peer = summary[name], summary["litellm"]
         print()
         for q in (50, 99):
             ratio = mine[f"added{q}"] / peer[f"added{q}"] if peer[f"added{q}"] > 0 else float("nan")
-            print(f"added latency p{q}: chatter {_ms(mine[f'added{q}'])} ms vs litellm {_ms(peer[f'added{q}'])} ms: "
+            print(f"added latency p{q}: {name} {_ms(mine[f'added{q}'])} ms vs litellm {_ms(peer[f'added{q}'])} ms: "
                   f"x{ratio:.2f} (target <= x{LATENCY_RATIO_TARGET:g}: "
                   f"{'met' if ratio <= LATENCY_RATIO_TARGET else 'not met'})")
         for n in clients:
             ratio = mine[n]["rate"] / peer[n]["rate"] if peer[n]["rate"] else float("nan")
-            print(f"throughput at {n} clients: chatter {mine[n]['rate']:.1f} vs litellm {peer[n]['rate']:.1f} calls/s: "
-                  f"x{ratio:.2f} (target >= x{THROUGHPUT_TARGET:g}: {'met' if ratio >= THROUGHPUT_TARGET else 'not met'})"
-                  f"; server CPU per call {mine[n]['cpu_ms']:.1f} vs {peer[n]['cpu_ms']:.1f} ms")
+            print(f"throughput at {n} clients: {name} {mine[n]['rate']:.1f} vs litellm {peer[n]['rate']:.1f} "
+                  f"calls/s: x{ratio:.2f} (target >= x{THROUGHPUT_TARGET:g}: "
+                  f"{'met' if ratio >= THROUGHPUT_TARGET else 'not met'}); server CPU per call "
+                  f"{mine[n]['cpu_ms']:.1f} vs {peer[n]['cpu_ms']:.1f} ms")
 
     if work:
         print("\nDatabase work per call (sequential calls, PostgreSQL's counters for the variant's own database, less "
@@ -275,6 +282,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per concurrent phase (default 10)")
     parser.add_argument("--seq-count", type=int, default=200, help="sequential calls per variant per repetition")
     parser.add_argument("--clients", default="8,32", help="client counts of the concurrent phases (default 8,32)")
+    parser.add_argument("--servers", default="daphne,uvicorn", help="Chatter's server stacks (default "
+                        "daphne,uvicorn: both, on one database)")
     parser.add_argument("--work-count", type=int, default=40, help="calls counted for statements per call")
     parser.add_argument("--litellm-db", action="store_true", help="LiteLLM with its database (needs its Prisma "
                         "engines, which it downloads at start)")
@@ -286,16 +295,19 @@ def main() -> int:
     with BenchRun("b8") as run:
         services, db = services_counted(run)
         stub = start_stub(run)
-        chatter, database = chatter_gateway(run, services, stub)
+        chatters, database = chatter_gateways(run, services, stub, [s for s in args.servers.split(",") if s])
         litellm = litellm_pair(run, services, stub, with_database=args.litellm_db)
-        variants = {"upstream": stub, "chatter": chatter, "litellm": litellm}
+        variants = {"upstream": stub, **chatters, "litellm": litellm}
         databases = sorted({v.database for v in variants.values() if v.database})
         idle = idle_work(db, databases)
         log(f"database work: {args.work_count} sequential calls per gateway with a database")
         work = database_work(db, variants, idle, args.work_count)
         results, profile_text = measure(run, variants, services, clients, args)
         report(results, variants, work, clients, args, db.statements)
-        sent, failed = calls_sent(results["chatter"], clients, work.get("chatter"))
+        sent = failed = 0
+        for name in chatters:  # (one database: its runs are all of them)
+            sent_here, failed_here = calls_sent(results[name], clients, work.get(name))
+            sent, failed = sent + sent_here, failed + failed_here
         print("\nChatter's record of the calls it was sent:")
         checks = exactness(database, sent, failed)
         for name, ok, detail in checks:

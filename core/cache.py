@@ -6,6 +6,7 @@ import copy
 import logging
 import threading
 import uuid
+from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -22,7 +23,11 @@ class HotReads:
     Each read costs a cache read (the version, one round trip to Redis) instead of a statement.
 
     Kept only where the cache is shared by every process (Redis): with a process-local cache (locmem, the
-    default without REDIS_URL) another process's change could not reach this one, so each call reads the rows."""
+    default without REDIS_URL) another process's change could not reach this one, so each call reads the rows.
+
+    Within one HTTP request (from Django's request_started to its request_finished, on every surface) the version
+    is read once, by the request's first hot read: a call reads its key, its limits and its prices (and its limits
+    again at its end) for one round trip, not one each; a change still holds from the next request on."""
 
     VERSION_KEY = "hot-reads:version"
     MAX_ENTRIES = 10_000  # past it, the process's memo starts over (keys are many; no bound would be a leak)
@@ -51,13 +56,8 @@ class HotReads:
         if not self.shared():
             value = load()
             return value if thaw else frozen(value, related)
-        from django.core.cache import cache
-
         try:
-            version = cache.get(self.VERSION_KEY)
-            if version is None:  # never set, or evicted: a version of its own, which no memo holds
-                cache.add(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
-                version = cache.get(self.VERSION_KEY)
+            version = self._version_now()
         except Exception:  # noqa: BLE001 - the cache unreachable: read the rows, as without one
             logger.warning("hot reads: the shared cache failed; reading from the database", exc_info=True)
             value = load()
@@ -74,6 +74,31 @@ class HotReads:
                         self._values[item] = found
         return thawed(found) if thaw else found
 
+    def _version_now(self) -> str:
+        """The shared version: the request's, once read (see the class), else read now."""
+        from django.core.cache import cache
+
+        request = _request.get()
+        if request is not None and request.version is not None:
+            return request.version
+        version = cache.get(self.VERSION_KEY)
+        if version is None:  # never set, or evicted: a version of its own, which no memo holds
+            cache.add(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
+            version = cache.get(self.VERSION_KEY)
+        if request is not None:
+            request.version = version
+        return version
+
+    @staticmethod
+    def request_began(**kwargs) -> None:
+        """Django's request_started: the request reads the version once, at its first hot read."""
+        _request.set(_Request())
+
+    @staticmethod
+    def request_ended(**kwargs) -> None:
+        """Django's request_finished: what runs next, outside a request, reads the version at each hot read."""
+        _request.set(None)
+
     def changed(self, **kwargs) -> None:
         """A row the memo may hold changed (a signal receiver, or a caller that wrote without signals): this
         process's memo goes at once (its own transaction reads its change), every process's once the change
@@ -84,8 +109,10 @@ class HotReads:
         transaction.on_commit(self.renew)
 
     def renew(self) -> None:
-        """A new version, now: every process reads afresh at its next call."""
+        """A new version, now: every process reads afresh at its next call (this request too)."""
         self._forget()
+        if (request := _request.get()) is not None:
+            request.version = None
         if not self.shared():
             return
         from django.core.cache import cache
@@ -100,6 +127,16 @@ class HotReads:
             self._version, self._values = None, {}
 
 
+class _Request:
+    """The version one request read (None: not yet)."""
+
+    __slots__ = ("version",)
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+
+
+_request: ContextVar[_Request | None] = ContextVar("hot_reads_request", default=None)
 hot_reads = HotReads()
 _MISSING = object()
 # Values a frozen row hands out as they are (no caller can change them in place); any other (a JSON field's list or
@@ -189,3 +226,13 @@ class RenewsHotReads(models.QuerySet):
         if count and set(fields) - self.unread:
             hot_reads.changed()
         return count
+
+
+def _connect_requests() -> None:
+    from django.core.signals import request_finished, request_started
+
+    request_started.connect(hot_reads.request_began, dispatch_uid="hot_reads_request_began")
+    request_finished.connect(hot_reads.request_ended, dispatch_uid="hot_reads_request_ended")
+
+
+_connect_requests()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from io import StringIO
 
@@ -16,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from budgets.models import BudgetPeriod
@@ -247,6 +249,39 @@ def test_item_46_a_call_is_accounted_in_one_write_before_the_upstream_and_one_af
         assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 2, statements
     assert len(reads) == (0 if hot_reads.shared() else 4), reads  # (no memo: the limits twice, at the start and end)
     assert_recorded(response.headers["x-chatter-execution"])
+
+
+def test_item_46_a_call_reads_the_hot_reads_version_once(alice, openai_server, settings, tmp_path, monkeypatch):
+    """Where the memo is kept (a shared cache), a call asks the cache for its version once (the request's first hot
+    read: the key), not at each read (its limits, the price, its limits again at its end); another process's change
+    still holds from the next call on (its key revoked there: a 401)."""
+    from django.core.cache import cache, caches
+
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                       "LOCATION": str(tmp_path / "cache")}}
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+    token = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=token, rpm=1000)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    openai_server.always(content="84.", usage=USAGE)
+    ask = {"model": "gpt-4o-mini", "messages": ASK}
+    hot_reads.renew()
+    assert api.post("/v1/chat/completions", ask, format="json").status_code == 200  # the memo filled
+    asked = []
+    backend = caches["default"]
+    get = backend.get
+    monkeypatch.setattr(backend, "get", lambda key, *args, **kwargs: (asked.append(key), get(key, *args, **kwargs))[1])
+
+    response = api.post("/v1/chat/completions", ask, format="json")
+
+    assert response.status_code == 200 and response.headers["x-ratelimit-limit-requests"] == "1000"
+    assert asked.count(hot_reads.VERSION_KEY) == 1, asked
+    with connection.cursor() as cursor:  # another process revokes the key (this process's memo still has it) ...
+        cursor.execute("UPDATE chatter_project_apitoken SET revoked_at = %s WHERE id = %s", [timezone.now(), token.pk])
+    cache.set(hot_reads.VERSION_KEY, uuid.uuid4().hex, timeout=None)  # ... and announces it after its commit
+    assert api.post("/v1/chat/completions", ask, format="json").status_code == 401
 
 
 _UPSTREAM = """
