@@ -26,10 +26,16 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from analytics.statements import prices_in_force
 from conversations.models import Message
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
+
+
+def prices_in_force(*, provider: str, at: datetime) -> list[ModelPrice]:
+    """The prices that may be in force for a call of `provider` at `at` (the provider's and the wildcard's),
+    newest first: every run and every call asks."""
+    return list(ModelPrice.objects.filter(is_active=True, effective_from__lte=at,
+                                          provider__in=(provider, ModelPrice.WILDCARD)).order_by("-effective_from"))
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:

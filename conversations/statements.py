@@ -1,10 +1,11 @@
-"""The statements of conversations that the ORM cannot say: fixed SQL with placeholders, run by the services.
+"""The two writes of conversations the ORM has no form for, fixed SQL run by the services (bench/RESULTS.md,
+"Named statements of conversations" has their figures; tests/conversations/test_statements.py runs them):
 
-A message is counted by one UPDATE that locks the conversation's row, gives the message its sequence and returns
-the row as it now is (`RETURNING`, read by core.db.instances), then inserted; on PostgreSQL the message rides on
-that UPDATE, and a new conversation's first message on its INSERT (data-modifying WITH: one statement, not two).
-A continuing turn's memory is one SELECT. Each is a fixed text because the ORM cannot say it (RETURNING, WITH) or
-says it several times slower on every turn: bench/RESULTS.md ("Named statements of conversations, budgets and keys") has the figures.
+- CONVERSATION_MESSAGE_ADD counts a message: one UPDATE that locks the conversation's row, gives the message its
+  sequence and returns the row as it now is (`RETURNING`, which `update()` cannot say: it would take an
+  `update()` and a `get()`). On PostgreSQL the message's INSERT rides on it (CONVERSATION_MESSAGE_ADD_WITH_MESSAGE).
+- CONVERSATION_OPEN_WITH_MESSAGE (PostgreSQL): a new conversation and its first message in one statement (a
+  data-modifying WITH), where the ORM's two `save()`s are two round trips. SQLite saves them so.
 
 Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
 stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 # message_count, the four totals, last_sequence, last_message_at; then id and, when not NULL, the owner's id.
 CONVERSATION_MESSAGE_ADD = """
@@ -82,15 +83,14 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 
 # PostgreSQL: a new conversation (CONVERSATION_COLUMNS) and its first message (MESSAGE_COLUMNS) in one statement.
 CONVERSATION_OPEN_WITH_MESSAGE = f"WITH c AS ({CONVERSATION_INSERT}) {MESSAGE_INSERT}"
 
-# A continuing turn's memory: (role, content) of the newest messages before its own, newest first; parameters:
-# the conversation's id, the sequence to read before, how many.
-MESSAGE_HISTORY_BEFORE = """
-SELECT "role", "content" FROM "conversations_message"
-WHERE "conversation_id" = %s AND "role" IN ('user', 'assistant', 'system') AND "sequence" < %s
-ORDER BY "sequence" DESC
-LIMIT %s
-"""
 
+def conversation_open_with_message(conversation: models.Model, message: models.Model) -> None:
+    """PostgreSQL: insert a new conversation and its first message (CONVERSATION_OPEN_WITH_MESSAGE)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(conversation, CONVERSATION_COLUMNS, connection),
+                                                        *stored_values(message, MESSAGE_COLUMNS, connection)])
+    conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
 
 def stored_values(instance: models.Model, attnames: tuple[str, ...], connection) -> list[Any]:
     """A new instance's values for `attnames`, as save(force_insert=True) sends them (auto_now fields set)."""
