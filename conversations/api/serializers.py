@@ -5,10 +5,10 @@ from rest_framework import serializers
 
 from conversations.models import Conversation, Document, Message
 from conversations.services import MAX_DOCUMENT_CHARS
-from core.api.serializers import FieldsBuiltOnce, StrictFieldsMixin, StrictSerializer
+from core.api.serializers import StrictFieldsMixin, StrictSerializer
 
 
-class ConversationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+class ConversationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
         fields = (
@@ -34,7 +34,7 @@ class DocumentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         extra_kwargs = {"title": {"max_length": 255}, "content": {"max_length": MAX_DOCUMENT_CHARS}}
 
 
-class MessageSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = (

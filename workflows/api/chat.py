@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from conversations.services import MAX_MESSAGE_CHARS
-from core.api.serializers import StrictSerializer, ValidatedByFieldsBuiltOnce
+from core.api.serializers import StrictSerializer
 from core.api.sse import EventStreamNegotiation
 from core.api.throttling import RunThrottle
 from keys.auth import request_api_key
@@ -36,7 +36,7 @@ def config_key(name: str):
     return validate
 
 
-class ChatSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
+class ChatSerializer(StrictSerializer):
     """POST /chat/. The config fields are validated like any run config, and reported per field."""
 
     message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)

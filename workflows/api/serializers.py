@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
-from core.api.serializers import FieldsBuiltOnce, StrictSerializer
+from core.api.serializers import StrictSerializer
 from workflows.engine.config import config_errors
 from workflows.events import event_envelope
 from workflows.models import (
@@ -107,7 +107,7 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 # --- responses ------------------------------------------------------------------------------------------
-class ExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+class ExecutionSerializer(serializers.ModelSerializer):
     # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
     template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
 
@@ -145,7 +145,7 @@ class AcceptedRunSerializer(ExecutionSerializer):
         read_only_fields = fields
 
 
-class NodeExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+class NodeExecutionSerializer(serializers.ModelSerializer):
     class Meta:
         model = NodeExecution
         fields = (
@@ -202,7 +202,7 @@ class ExecutionDetailSerializer(ExecutionSerializer):
         read_only_fields = fields
 
 
-class RunResultSerializer(FieldsBuiltOnce, serializers.Serializer):
+class RunResultSerializer(serializers.Serializer):
     """A finished sync run (SPEC §7): the execution, its conversation (fresh aggregates) and the turn's
     messages, oldest first ([user, assistant] for a chat turn; empty without a conversation)."""
 
