@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Case, Prefetch, Q, When, prefetch_related_objects
+from django.db.models import Prefetch, Q, prefetch_related_objects
 
 from workflows.models import (
     RUN_IN_PROGRESS,
@@ -36,10 +36,9 @@ def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
     pk = _uuid(key_or_id)
     visible = template_list(user=user)
     if pk is not None:
-        found = visible.filter(pk=pk)
-    else:
-        found = visible.filter(key=str(key_or_id)).order_by(Case(When(owner_id=user.pk, then=0), default=1))
-    return next(iter(found[:1]), None)
+        return next(iter(visible.filter(pk=pk)[:1]), None)
+    found = list(visible.filter(key=str(key_or_id))[:2])  # at most the user's own and a shared one
+    return next((template for template in found if template.owner_id == user.pk), found[0] if found else None)
 
 
 def definition_list(*, user):
