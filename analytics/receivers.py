@@ -3,9 +3,10 @@
 workflows."""
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
-from django.db.models.signals import pre_delete
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
+from analytics.models import ModelPrice
 from analytics.services import (
     execution_book,
     template_analytics_reprice,
@@ -16,6 +17,7 @@ from analytics.services import (
 )
 from conversations.models import Conversation
 from conversations.signals import message_deleted, message_saved
+from core.cache import hot_reads
 from workflows.models import WorkflowTemplate
 from workflows.signals import execution_ending, usage_repriced
 
@@ -66,3 +68,8 @@ def _owners_being_deleted(origin) -> set:
     if isinstance(origin, QuerySet) and origin.model is user_model:
         return set(origin.values_list("pk", flat=True))
     return set()
+
+
+# A price row made, changed or deleted: every process reads the prices afresh at its next call (core.cache.hot_reads).
+post_save.connect(hot_reads.changed, sender=ModelPrice, dispatch_uid="hot_reads_price_saved")
+post_delete.connect(hot_reads.changed, sender=ModelPrice, dispatch_uid="hot_reads_price_deleted")

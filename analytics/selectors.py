@@ -26,25 +26,30 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
+from core.cache import hot_reads
 from conversations.models import Message
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
 
 
-def prices_in_force(*, provider: str, at: datetime) -> list[ModelPrice]:
-    """The prices that may be in force for a call of `provider` at `at` (the provider's and the wildcard's),
-    newest first: every run and every call asks."""
-    return list(ModelPrice.objects.filter(is_active=True, effective_from__lte=at,
-                                          provider__in=(provider, ModelPrice.WILDCARD)).order_by("-effective_from"))
+def prices_in_force(*, provider: str, at: datetime | None) -> list[ModelPrice]:
+    """The active prices of `provider` and the wildcard in force at `at` (None: every one, those dated later
+    too), the latest first: every run and every call asks."""
+    prices = ModelPrice.objects.filter(is_active=True, provider__in=(provider, ModelPrice.WILDCARD))
+    if at is not None:
+        prices = prices.filter(effective_from__lte=at)
+    return list(prices.order_by("-effective_from"))
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
     """The price in force for a call: the latest effective_from not after `at`; an exact-provider row beats
     a wildcard one from the same moment."""
     at = at or timezone.now()
-    candidates = prices_in_force(provider=provider, at=at)
+    candidates = hot_reads.get(("prices", provider), lambda: prices_in_force(provider=provider, at=None))
     best = None
     for price in candidates:
+        if price.effective_from > at:  # (every active row is read: one dated later comes into force by itself)
+            continue
         if not price.matches(provider, model):
             continue
         if best is None:

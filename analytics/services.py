@@ -34,8 +34,10 @@ from audit.services import audit_record
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
+from core.cache import hot_reads
 from core.db import statements_run
 from core.errors import InvalidInput
+from core.schedules import schedule_keep
 from workflows.engine.usage import Usage, cost_for_usage
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
@@ -190,8 +192,8 @@ def reconcile_schedule_ensure() -> None:
     """The django-q2 schedule of the hourly reconciliation (analytics.tasks), kept by name (idempotent)."""
     from django_q.models import Schedule
 
-    Schedule.objects.update_or_create(name=RECONCILE_SCHEDULE_NAME, defaults={
-        "func": "analytics.tasks.aggregates_reconcile_task", "schedule_type": Schedule.HOURLY, "repeats": -1})
+    schedule_keep(RECONCILE_SCHEDULE_NAME, func="analytics.tasks.aggregates_reconcile_task",
+                  schedule_type=Schedule.HOURLY, repeats=-1)
 
 
 @dataclass(frozen=True)
@@ -450,14 +452,16 @@ SEED_PRICES = [
 
 
 def prices_seed() -> None:
-    """Idempotent: the seed prices for (provider, pattern) pairs that have no row yet."""
+    """Idempotent: the seed prices for (provider, pattern) pairs that have no row yet (one read, one insert)."""
     epoch = timezone.make_aware(timezone.datetime(2024, 1, 1))
-    for provider, pattern, price_in, price_cached, price_out in SEED_PRICES:
-        if not ModelPrice.objects.filter(provider=provider, model_pattern=pattern).exists():
-            ModelPrice.objects.create(
-                provider=provider, model_pattern=pattern, input_per_million=price_in,
-                cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch,
-            )
+    seeded = set(ModelPrice.objects.filter(
+        provider__in={seed[0] for seed in SEED_PRICES}, model_pattern__in={seed[1] for seed in SEED_PRICES},
+    ).values_list("provider", "model_pattern"))
+    ModelPrice.objects.bulk_create([
+        ModelPrice(provider=provider, model_pattern=pattern, input_per_million=price_in,
+                   cached_input_per_million=price_cached, output_per_million=price_out, effective_from=epoch)
+        for provider, pattern, price_in, price_cached, price_out in SEED_PRICES
+        if (provider, pattern) not in seeded])
 
 
 def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal | None = None,
@@ -514,6 +518,7 @@ def price_update(*, price: ModelPrice, actor, **changes) -> ModelPrice:
                                      "message": f"{name} is fixed once the price exists"} for name in fixed])
     with transaction.atomic():
         ModelPrice.objects.filter(pk=price.pk).update(**changes)
+        hot_reads.changed()  # (an UPDATE sends no post_save)
         price.refresh_from_db()
         _price_audit(price, actor=actor, change="updated")
     return price

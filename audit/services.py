@@ -31,6 +31,7 @@ from audit.chainer import BUSY, CHAINED, NONE, Chainer
 from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
                               pending_any, pending_insert, pending_insert_bound)
+from core.schedules import schedule_keep
 from core.secrets import REDACTED, secrets_configured
 
 logger = logging.getLogger(__name__)
@@ -240,9 +241,8 @@ def access_denied_schedule_ensure() -> None:
     """The django-q2 schedule that closes the windows of anonymous refusals every minute (kept by name)."""
     from django_q.models import Schedule
 
-    Schedule.objects.update_or_create(name=ACCESS_DENIED_SCHEDULE_NAME, defaults={
-        "func": "audit.tasks.access_denied_windows_close_task", "schedule_type": Schedule.MINUTES, "minutes": 1,
-        "repeats": -1})
+    schedule_keep(ACCESS_DENIED_SCHEDULE_NAME, func="audit.tasks.access_denied_windows_close_task",
+                  schedule_type=Schedule.MINUTES, minutes=1, repeats=-1)
 
 
 def redact(value: Any) -> Any:

@@ -1,4 +1,5 @@
 """Chatter settings: everything comes from the environment (SPEC §11)."""
+import logging
 from pathlib import Path
 
 import dj_database_url
@@ -165,7 +166,7 @@ else:
         "ENGINE": SQLITE_ENGINE,
         "NAME": VAR_DIR / "chatter.sqlite3",
         # Persistent: a thread keeps its connection from one request or run to the next (request threads outlive
-        # their request: core/http_handler.py); opening one reads the schema and runs the PRAGMAs.
+        # their request: core/serving.py); opening one reads the schema and runs the PRAGMAs.
         "CONN_MAX_AGE": None,
         "OPTIONS": dict(_SQLITE_OPTIONS),
     }
@@ -299,13 +300,18 @@ Q_CLUSTER = {
     "sync": env_bool("CHATTER_Q_SYNC", False),
 }
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"}, "django_q": {"level": "WARNING"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"},
+                "django_q": {"level": "WARNING"},
+                # The MCP SDK logs every JSON-RPC message whole at DEBUG: tool arguments and results before Chatter
+                # scrubs them of the server's credentials (tools.mcp_client): LOG_LEVEL, but never below INFO.
+                "mcp": {"level": max(logging.INFO, logging.getLevelNamesMapping().get(LOG_LEVEL, logging.INFO))}},
 }
 
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,15 +22,13 @@ from django.db import transaction
 from rest_framework.exceptions import Throttled
 
 from audit.services import audit_record
+from core.cache import hot_reads
 from core.errors import Forbidden, InvalidInput
 from gateway.models import KeyLimits
 
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 60
-LIMITS_TTL_S = 5.0  # how long a process keeps a key's limits before reading them again
-_limits: dict[int, tuple[float, KeyLimits | None]] = {}
-_limits_lock = threading.Lock()
 
 
 class KeyRateLimited(Throttled):
@@ -65,7 +62,6 @@ def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int
             **values, "set_by_staff": actor is None or actor.is_staff})
         audit_record(action="api_key.limits_set", actor=actor, target=api_key, ip=ip,
                      data={"prefix": api_key.prefix, **values})
-    _forget(api_key)
     return limits
 
 
@@ -77,7 +73,6 @@ def key_limits_remove(*, api_key, actor=None, ip: str | None = None) -> bool:
         if removed:
             audit_record(action="api_key.limits_removed", actor=actor, target=api_key, ip=ip,
                          data={"prefix": api_key.prefix})
-    _forget(api_key)
     return bool(removed)
 
 
@@ -90,24 +85,17 @@ def _changeable_by(api_key, actor) -> None:
                         code="set_by_staff")
 
 
-def _forget(api_key) -> None:
-    """This process reads the key's limits afresh at its next call (others within LIMITS_TTL_S)."""
-    with _limits_lock:
-        _limits.pop(api_key.pk, None)
-
-
 def key_limits_of(api_key_id: int | None) -> KeyLimits | None:
-    """The key's limits, read at most every LIMITS_TTL_S per process (a call does not pay a query for them)."""
+    """The key's limits, from the process's memo of hot reads (core.cache.hot_reads: a change of any key's limits
+    is seen by every process at its next call)."""
     if api_key_id is None:
         return None
-    now = time.monotonic()
-    with _limits_lock:
-        read_at, limits = _limits.get(api_key_id, (None, None))
-    if read_at is None or now - read_at > LIMITS_TTL_S:
-        limits = KeyLimits.objects.filter(api_key_id=api_key_id).first()
-        with _limits_lock:
-            _limits[api_key_id] = (now, limits)
-    return limits
+    limits = hot_reads.get(("key_limits", api_key_id),
+                           lambda: KeyLimits.objects.filter(api_key_id=api_key_id).first() or _NONE)
+    return None if limits is _NONE else limits
+
+
+_NONE = object()  # a key without limits (kept in the memo: the memo keeps no None)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ node rows, LLM call priced, events, audit, budgets), written by the run's own re
 (workflows.runner.run_end), committed before the answer's last byte leaves.
 
 A call is three steps: `passthrough_open` (on the request's thread, in the view: the run written, as every run is,
-with its budget reservation, and its model call marked as started), the upstream call on the event loop through
+with its budget reservation, its start and its model call marked as started, in one transaction), the upstream call on the event loop through
 one pooled httpx.AsyncClient per upstream (kept-alive connections), then `_close` (one hop to the request's thread:
 the LLM call and the run's end in one transaction)."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from asgiref.sync import sync_to_async
@@ -57,12 +57,13 @@ def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str |
 
 
 def upstream_client(base_url: str) -> httpx.AsyncClient:
-    """One client (so one pool of kept-alive connections) per upstream and event loop."""
+    """One client (so one pool of kept-alive connections) per upstream and event loop; HTTP/2 with an upstream
+    that offers it (TLS's ALPN: many calls on one connection), HTTP/1.1 otherwise (and always over plain http)."""
     clients = _clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(base_url)
     if client is None:
         client = clients[base_url] = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
+            http2=True, limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
     return client
 
 
@@ -96,39 +97,49 @@ class Passing:
 
 
 def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -> Passing | WorkflowExecution:
-    """Write the call's run (the run path's own plan and write: limits of runs at once, budgets reserved), its start
-    events and its model call marked as started, in this thread. Returns the call on its way, or the ended run when
-    its start already ended it (a hard budget that cannot cover it)."""
+    """Write the call's run (the run path's own plan and write: limits of runs at once, budgets reserved) with its
+    start events and its model call marked as started, in one transaction (what a crash mid-call leaves for the
+    recovery sweep to account for), in this thread. Returns the call on its way, or the ended run when its start
+    already ended it (a hard budget that cannot cover it)."""
     stream = bool(request.get("stream"))
-    plan = run_plan(run_request, mode=Mode.STREAM if stream else Mode.SYNC)
-    execution, _ = run_write(plan, status=Status.RUNNING)
-    spans = None
-    if tracing_on():  # its spans, as the run path's (workflows.runner)
-        from workflows.run_spans import RunSpans
-
-        spans = RunSpans(execution)
-    recorder = run_recorder(execution, fresh=True, prices=plan.prices, spans=spans)
-    ctx = RunContext(config=execution.config, hooks=recorder)
-    nodes = {node.type: node for node in plan.graph.nodes}
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-    body = _upstream_body(raw, request, model=execution.model, stream=stream, include_usage=include_usage,
-                          max_tokens=execution.config.get("max_tokens"))
-    passing = Passing(execution, recorder, ctx, nodes, f"{base_url}/chat/completions", body, stream, include_usage,
-                      model=request["model"], requested_model=execution.model,
-                      prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
-    try:
+    opened: list[Passing] = []
+    refusals: list[RunError] = []
+
+    def start(execution: WorkflowExecution) -> None:  # in the run's creating transaction, once its row is in
+        spans = None
+        if tracing_on():  # its spans, as the run path's (workflows.runner)
+            from workflows.run_spans import RunSpans
+
+            spans = RunSpans(execution)
+        recorder = run_recorder(execution, fresh=True, prices=plan.prices, spans=spans)
+        nodes = {node.type: node for node in plan.graph.nodes}
+        body = _upstream_body(raw, request, model=execution.model, stream=stream, include_usage=include_usage,
+                              max_tokens=execution.config.get("max_tokens"))
+        passing = Passing(execution, recorder, RunContext(config=execution.config, hooks=recorder), nodes,
+                          f"{base_url}/chat/completions", body, stream, include_usage, model=request["model"],
+                          requested_model=execution.model,
+                          prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
+        opened.append(passing)
         recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
                           "conversation_id": None, "provider": execution.provider, "model": execution.model})
         recorder.heartbeat_start()
         recorder.node_started(nodes["start"])
         recorder.node_finished(nodes["start"], status="completed", output={})
         recorder.node_started(nodes["model"])
-        recorder.model_call_started(nodes["model"], CallStarted(
-            execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
-            execution.config.get("max_tokens"), temperature=request.get("temperature")))
-    except RunError as refused:  # a hard budget that cannot cover the call: ended, no call made
-        recorder.node_finished(nodes["model"], status="failed", output={}, error=str(refused))
-        return _ended(passing, usage=None, reported_model="", error=refused, content="", ending={})
+        try:
+            recorder.model_call_started(nodes["model"], CallStarted(
+                execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
+                execution.config.get("max_tokens"), temperature=request.get("temperature")))
+        except RunError as refused:  # (its write is made: the run ends, failed, after the commit)
+            refusals.append(refused)
+
+    plan = run_plan(replace(run_request, on_written=start), mode=Mode.STREAM if stream else Mode.SYNC)
+    run_write(plan, status=Status.RUNNING)
+    (passing,) = opened
+    if refusals:  # a hard budget that cannot cover the call: ended, no call made
+        passing.recorder.node_finished(passing.nodes["model"], status="failed", output={}, error=str(refusals[0]))
+        return _ended(passing, usage=None, reported_model="", error=refusals[0], content="", ending={})
     return passing
 
 

@@ -1,7 +1,11 @@
-"""The gateway's receivers of workflows' domain signals: a key's limits (gateway.limits) bind every run it starts."""
+"""The gateway's receivers of workflows' domain signals: a key's limits (gateway.limits) bind every run it starts;
+and of its limits' rows, which the hot path reads from a memo."""
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from core.cache import hot_reads
 from gateway.limits import key_run_admit, key_tokens_count
+from gateway.models import KeyLimits
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished, execution_writing
 
@@ -20,3 +24,8 @@ def key_tokens_of_a_finished_call(sender, *, execution: WorkflowExecution, **kwa
     started it."""
     if execution.api_key_id is not None:
         key_tokens_count(api_key_id=execution.api_key_id, model=execution.model, tokens=execution.total_tokens)
+
+
+# A key's limits changed: every process reads them afresh at its next call (core.cache.hot_reads).
+post_save.connect(hot_reads.changed, sender=KeyLimits, dispatch_uid="hot_reads_key_limits_saved")
+post_delete.connect(hot_reads.changed, sender=KeyLimits, dispatch_uid="hot_reads_key_limits_deleted")

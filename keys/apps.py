@@ -7,3 +7,6 @@ class KeysConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "keys"
     verbose_name = "API keys"
+
+    def ready(self) -> None:
+        from keys import receivers  # noqa: F401 - connects the receivers that refresh the memo of key reads

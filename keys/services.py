@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from core.cache import hot_reads
 from keys.models import API_KEY_SCOPES, ApiToken
 from keys.signals import api_key_changed
 
@@ -66,10 +67,17 @@ def api_token_get(*, key: str) -> ApiToken | None:
     """The live key (with its user) that `key` is, or None: unknown, revoked or expired."""
     if not key or len(key) > MAX_KEY_CHARS:
         return None
-    # On every API request: one statement, the key's row and its user's.
+    digest, now = token_digest(key), timezone.now()
+    token = hot_reads.get(("api_key", digest), lambda: _key_live(digest=digest, now=now))
+    if token is None or (token.expires_at is not None and token.expires_at <= now):
+        return None
+    return token
+
+
+def _key_live(*, digest: str, now) -> ApiToken | None:
+    """One statement: the key's row and its user's."""
     found = ApiToken.objects.select_related("user").filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()), digest=token_digest(key),
-        revoked_at__isnull=True)[:1]
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now), digest=digest, revoked_at__isnull=True)[:1]
     return next(iter(found), None)
 
 
@@ -81,4 +89,4 @@ def api_token_touch(*, token: ApiToken) -> None:
         return
     ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_EVERY),
                             pk=token.pk).update(last_used_at=now)
-    token.last_used_at = now
+    token.last_used_at = now  # (the process's memo of keys holds this instance: its next request sees it)

@@ -24,8 +24,8 @@ class CollectionAdmin(admin.ModelAdmin):
     list_filter = ("shared", "embedding_model")
     search_fields = ("name", "owner__username")
     list_select_related = ("owner",)
-    readonly_fields = ("id", "owner", "embedding_model", "dimensions", "chunk_size", "chunk_overlap", "created_at",
-                       "updated_at")
+    readonly_fields = ("id", "owner", "embedding_model", "dimensions", "chunk_size", "chunk_overlap",
+                       "pending_embedding_model", "reembed_error", "created_at", "updated_at")
     fields = ("id", "name", "description", "owner", "shared", *readonly_fields[2:])
     inlines = [DocumentInline]
     change_form_template = "admin/knowledge/collection/change_form.html"
@@ -53,8 +53,8 @@ class CollectionDocumentAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("title", "collection__name")
     list_select_related = ("collection",)
-    fields = ("id", "collection", "title", "status", "error", "chunk_count", "content_hash", "metadata", "created_at",
-              "updated_at")
+    fields = ("id", "collection", "title", "status", "error", "chunk_count", "file_name", "content_type",
+              "content_hash", "metadata", "source_document", "created_at", "updated_at")
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:

@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.db import connections
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 
 
 class KnowledgeConfig(AppConfig):
@@ -9,6 +9,12 @@ class KnowledgeConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_vector_indexes_ensure, sender=self, dispatch_uid="knowledge_vector_indexes_ensure")
+        # Runs search collections through workflows, which sits below this app and never imports it.
+        from workflows.knowledge_search import collections_search_register
+
+        collections_search_register(_collections_search, check=_collections_check)
+        post_migrate.connect(_queued_enqueue, sender=self, dispatch_uid="knowledge_queued_enqueue")
+        post_save.connect(_document_mirror, sender="conversations.Document", dispatch_uid="knowledge_document_mirror")
 
 
 def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
@@ -16,3 +22,31 @@ def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
     from knowledge.vector_index import vector_indexes_ensure
 
     vector_indexes_ensure(using=connections[using])
+
+
+def _collections_search(**kwargs):
+    # Imported when a run first searches: a command's start stays free of the search's imports.
+    from knowledge.retrieval import collections_search_for_run
+
+    return collections_search_for_run(**kwargs)
+
+
+def _collections_check(*, user, refs) -> None:
+    from knowledge.retrieval import collections_named
+
+    collections_named(user=user, refs=refs)
+
+
+def _queued_enqueue(*, using: str, **kwargs) -> None:
+    # Documents a migration queued (knowledge.defaults) get their vectors from the workers, not the migration.
+    from knowledge.defaults import queued_documents_enqueue
+
+    queued_documents_enqueue()
+
+
+def _document_mirror(*, instance, created: bool, raw: bool = False, **kwargs) -> None:
+    # A Document of /api/v1/documents/ joins its owner's default collection (knowledge.defaults).
+    if created and not raw:
+        from knowledge.defaults import document_mirror
+
+        document_mirror(instance)

@@ -1,24 +1,34 @@
 """A document's way to chunks: cut, embedded, written whole or not at all.
 
 `document_ingest(document)` is the one entry point, for a document added as JSON text (run inline by the API) and
-for a queued job (a file parsed to text first): it takes a `queued` (or `failed`) document to `ready` with its
-chunks, or to `failed` with the reason and no chunk. The embedding calls are the collection owner's, counted and
-held to budgets as every LLM call (gateway.embeddings).
+for a queued job (knowledge.tasks: an uploaded file is read to text first): it takes a `queued` (or `failed`)
+document to `ready` with its chunks, or to `failed` with the reason (a parser's, a budget's, a provider's) and no
+chunk. The embedding calls are the collection owner's, counted and held to budgets as every LLM call
+(gateway.embeddings), one run per CHATTER_EMBEDDING_BATCH_SIZE chunks.
+
+Progress goes to the owner's feed (/ws/events/) through the one event path, as an experiment's does: a
+`document_updated` event (not persisted: it is no run's) when the document starts, after each batch of chunks is
+embedded (`chunks_done` of `chunks_total`), and when it is `ready` or `failed`. The owner's feed, not a
+collection's: it is where a user's background work (runs, experiments) is already followed, and a collection's
+documents are only ever changed by its owner (or staff, for a shared one).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import transaction
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from core.errors import ChatterError
+from core.errors import ChatterError, PayloadTooLarge
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
-from knowledge.services import chunks_create
+from knowledge.parsers import text_from_file
+from knowledge.services import chunks_create, document_enqueue
 from workflows.engine.embeddings_minilm import MINILM_MODEL, minilm_token_count
 from workflows.engine.usage import estimate_tokens
+from workflows.events import event_envelope, events_publish
 
 logger = logging.getLogger(__name__)
 Status = CollectionDocument.Status
@@ -30,12 +40,13 @@ def token_counter(embedding_model: str) -> Callable[[str], int]:
     return minilm_token_count if embedding_model == f"local/{MINILM_MODEL}" else estimate_tokens
 
 
-def text_split(text: str, collection: Collection) -> list[str]:
-    """`text` in chunks of at most the collection's chunk_size tokens, overlapping by chunk_overlap: cut at
-    paragraphs, then lines, sentences and words (langchain-text-splitters' recursive splitter)."""
+def text_split(text: str, collection: Collection, *, embedding_model: str | None = None) -> list[str]:
+    """`text` in chunks of at most the collection's chunk_size tokens (of `embedding_model`, the collection's by
+    default), overlapping by chunk_overlap: cut at paragraphs, then lines, sentences and words
+    (langchain-text-splitters' recursive splitter)."""
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=collection.chunk_size, chunk_overlap=collection.chunk_overlap,
-        length_function=token_counter(collection.embedding_model),
+        length_function=token_counter(embedding_model or collection.embedding_model),
         separators=["\n\n", "\n", ". ", "? ", "! ", " ", ""], keep_separator="end")
     return [chunk.strip() for chunk in splitter.split_text(text) if chunk.strip()]
 
@@ -51,30 +62,87 @@ def _failed(document: CollectionDocument, reason: str) -> None:
                                                              chunk_count=0)
 
 
+def document_progress(document: CollectionDocument, *, status: str, done: int = 0, total: int = 0,
+                      error: str = "") -> None:
+    """`document_updated` on the collection owner's feed, once the caller's transaction (if any) commits."""
+    envelope = event_envelope(execution_id="", event="document_updated", seq=None, data={
+        "document_id": str(document.pk), "collection_id": str(document.collection_id), "status": status,
+        "chunks_done": done, "chunks_total": total, "error": error})
+    owner_id = document.collection.owner_id
+    transaction.on_commit(lambda: events_publish([], owner_id=owner_id, owner_only=(envelope,)))
+
+
+def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purpose: dict, api_key=None,
+                   on_batch: Callable[[int], None] | None = None) -> list[list[float]]:
+    """`texts`' vectors by `model`, CHATTER_EMBEDDING_BATCH_SIZE at a time (each batch a run with one LLM call of
+    `owner`'s), `on_batch(done)` after each; a ChatterError when a batch fails (a budget, the provider) or the model
+    answers vectors of another size than `dimensions`."""
+    vectors: list[list[float]] = []
+    size = settings.CHATTER_EMBEDDING_BATCH_SIZE
+    for start in range(0, len(texts), size):
+        batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size], api_key=api_key,
+                                  purpose=purpose).vectors
+        if any(len(vector) != dimensions for vector in batch):
+            raise ChatterError(f"the model answered vectors of {len(batch[0])} dimensions, "
+                               f"the collection's are {dimensions}")
+        vectors += batch
+        if on_batch is not None:
+            on_batch(len(vectors))
+    return vectors
+
+
+def _file_read(document: CollectionDocument) -> str:
+    """An uploaded file's text (the parser's error when it cannot be read), kept as the document's text; the file
+    itself is let go."""
+    text = text_from_file(document.file_name, document.content_type, bytes(document.file_data))
+    if len(text) > settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS:
+        raise PayloadTooLarge(f"the file's text is more than {settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS} "
+                              "characters", code="document_too_large")
+    CollectionDocument.objects.filter(pk=document.pk).update(text=text, file_data=None)
+    return text
+
+
+def _queued_again(document: CollectionDocument) -> CollectionDocument:
+    CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0)
+    document_enqueue(document)
+    return CollectionDocument.objects.get(pk=document.pk)
+
+
 def document_ingest(document: CollectionDocument, *, api_key=None) -> CollectionDocument:
-    """Cut `document`'s text into chunks, embed them (batched; each request an LLM call of the collection's owner,
-    with `api_key`'s limits when a key asked), and write the chunks with their vectors and the document `ready`
-    in one transaction. Any failure (the provider, a budget, a limit) leaves it `failed` with the reason and
-    without chunks; nothing is raised. A document that is not waiting (already processing or ready) is left as it
-    is. Returns the document as stored."""
+    """Read an uploaded file's text, cut `document`'s text into chunks, embed them (batched; each request an LLM
+    call of the collection's owner, with `api_key`'s limits when a key asked), and write the chunks with their
+    vectors and the document `ready` in one transaction. Any failure (the parser, the provider, a budget, a limit)
+    leaves it `failed` with the reason and without chunks; nothing is raised. A document that is not waiting
+    (already processing or ready) is left as it is. Progress is published (the module's docstring). Returns the
+    document as stored."""
     if not _claimed(document):
         return CollectionDocument.objects.get(pk=document.pk)
+    document = CollectionDocument.objects.select_related("collection").get(pk=document.pk)
     collection = document.collection
+    texts: list[str] = []
     try:
-        texts = text_split(document.text, collection)
-        vectors = embeddings_create(owner=collection.owner, model=collection.embedding_model, texts=texts,
-                                    api_key=api_key, purpose={"document": str(document.pk),
-                                                              "collection": str(collection.pk)}).vectors
-        if any(len(vector) != collection.dimensions for vector in vectors):
-            raise ChatterError(f"the model answered vectors of {len(vectors[0])} dimensions, "
-                               f"the collection's are {collection.dimensions}")
+        document_progress(document, status=Status.PROCESSING)
+        text = _file_read(document) if document.file_data is not None else document.text
+        texts = text_split(text, collection)
+        vectors = texts_embedded(
+            owner=collection.owner, model=collection.embedding_model, dimensions=collection.dimensions, texts=texts,
+            api_key=api_key, purpose={"document": str(document.pk), "collection": str(collection.pk)},
+            on_batch=lambda done: document_progress(document, status=Status.PROCESSING, done=done,
+                                                    total=len(texts)))
         with transaction.atomic():
+            if not Collection.objects.select_for_update().filter(
+                    pk=collection.pk, embedding_model=collection.embedding_model).exists():
+                return _queued_again(document)  # the collection changed model meanwhile (knowledge.reembed)
             Chunk.objects.filter(document=document).delete()
             chunks_create(texts=texts, embeddings=vectors, document=document)
             CollectionDocument.objects.filter(pk=document.pk).update(status=Status.READY, chunk_count=len(texts))
+            document_progress(document, status=Status.READY, done=len(texts), total=len(texts))
     except ChatterError as failure:
         _failed(document, f"{failure.code}: {failure.message}")
+        document_progress(document, status=Status.FAILED, total=len(texts), error=f"{failure.code}: {failure.message}")
     except Exception as failure:  # noqa: BLE001 - whatever broke, the document says so rather than stay processing
         logger.exception("document %s could not be ingested", document.pk)
         _failed(document, f"internal_error: {type(failure).__name__}")
+        document_progress(document, status=Status.FAILED, total=len(texts),
+                          error=f"internal_error: {type(failure).__name__}")
     return CollectionDocument.objects.get(pk=document.pk)

@@ -20,6 +20,12 @@ class Collection(models.Model):
     dimensions = models.PositiveIntegerField()
     chunk_size = models.PositiveIntegerField()
     chunk_overlap = models.PositiveIntegerField()
+    # A change of embedding model under way (knowledge.reembed): the model its documents are being embedded with
+    # and its vectors' size. Searches use the model above and its chunks until every document's new chunks are in
+    # place; then one transaction swaps them. A failed change leaves the old model and says why.
+    pending_embedding_model = models.CharField(max_length=255, blank=True, default="")
+    pending_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    reembed_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -37,7 +43,8 @@ class Collection(models.Model):
 
 class CollectionDocument(models.Model):
     """A document of a collection: its text as given (a file's as parsed), and its state on the way to chunks.
-    Its content hash tells an identical re-add, which changes nothing."""
+    Its content hash tells an identical re-add, which changes nothing. An uploaded file is kept (`file_data`) until
+    the ingestion job has read it into `text`."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -48,8 +55,15 @@ class CollectionDocument(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
     title = models.CharField(max_length=255)
-    text = models.TextField()
-    content_hash = models.CharField(max_length=64)  # SHA-256 of the text
+    text = models.TextField(blank=True, default="")  # a file's is empty until the job reads it
+    content_hash = models.CharField(max_length=64)  # SHA-256 of the text, or of an uploaded file's bytes
+    file_name = models.CharField(max_length=255, blank=True, default="")
+    content_type = models.CharField(max_length=255, blank=True, default="")  # as the upload declared it
+    file_data = models.BinaryField(null=True, blank=True, editable=False)  # the upload, until it is read
+    # A document of /api/v1/documents/ (conversations' Document) mirrored in its owner's default collection
+    # (knowledge.defaults): deleted with it.
+    source_document = models.OneToOneField("conversations.Document", null=True, blank=True, editable=False,
+                                           on_delete=models.CASCADE, related_name="collection_document")
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, default="")  # why it failed

@@ -16,13 +16,17 @@ import io
 import zipfile
 from pathlib import PurePosixPath
 
-import mammoth
-import pypdf
-from bs4 import BeautifulSoup
+from typing import TYPE_CHECKING
+
 from django.conf import settings
-from markdownify import MarkdownConverter
 
 from core.errors import ChatterError, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from bs4 import BeautifulSoup
+
+# The parsers (pypdf, mammoth, BeautifulSoup, markdownify: a quarter of a second of imports) are imported where a
+# file of their type is read: the API and the admin import this module at every process's start.
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -87,7 +91,7 @@ def text_from_file(name: str, content_type: str | None, data: bytes) -> str:
     elif kind == DOCX:
         text = _docx_text(data)
     elif kind == HTML:
-        text = _html_markdown(BeautifulSoup(data, "html.parser"))
+        text = _html_markdown(_soup(data))
     elif kind == CSV:
         text = _csv_markdown(_decoded(data, content_type))
     else:
@@ -98,7 +102,15 @@ def text_from_file(name: str, content_type: str | None, data: bytes) -> str:
     return text
 
 
+def _soup(markup: bytes | str) -> BeautifulSoup:
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(markup, "html.parser")
+
+
 def _pdf_text(data: bytes) -> str:
+    import pypdf
+
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))  # an encrypted file with no user password opens as is
         if reader.is_encrypted and not reader.decrypt(""):
@@ -113,6 +125,8 @@ def _pdf_text(data: bytes) -> str:
 
 
 def _docx_text(data: bytes) -> str:
+    import mammoth
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(member.file_size for member in archive.infolist())
@@ -126,10 +140,12 @@ def _docx_text(data: bytes) -> str:
         raise FileUnreadable("the DOCX cannot be read: it is not a zip archive") from None
     except Exception as exc:  # a zip without word/document.xml (KeyError), XML that does not parse, ...
         raise FileUnreadable(f"the DOCX cannot be read: {exc or type(exc).__name__}") from None
-    return _html_markdown(BeautifulSoup(html, "html.parser"))
+    return _html_markdown(_soup(html))
 
 
 def _html_markdown(soup: BeautifulSoup) -> str:
+    from markdownify import MarkdownConverter
+
     for hidden in soup(["script", "style", "template", "noscript"]):
         hidden.decompose()
     return MarkdownConverter(heading_style="ATX").convert_soup(soup)

@@ -20,6 +20,7 @@ from core.errors import InvalidInput
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
+from workflows.engine.hooks import Embed
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
@@ -70,17 +71,20 @@ def keyword_ranked(chunks: QuerySet[Chunk], query: str, limit: int) -> list[tupl
     return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
 
 
-def _query_vector(*, collection: Collection, user, query: str, api_key) -> list[float]:
+def _query_vector(*, collection: Collection, user, query: str, api_key, embed: Embed | None) -> list[float]:
+    if embed is not None:  # a run's search: the run embeds it, an LLM call of its own node
+        return embed(collection.embedding_model, [query])[0]
     return embeddings_create(owner=user, model=collection.embedding_model, texts=[query], api_key=api_key,
                              purpose={"query": query[:500], "collection": str(collection.pk)}).vectors[0]
 
 
 def collection_search(*, collection: Collection, user, query: str, k: int = 5, mode: str = "hybrid",
                       score_threshold: float | None = None, filters: dict | None = None,
-                      api_key=None) -> list[Hit]:
+                      api_key=None, embed: Embed | None = None) -> list[Hit]:
     """The `k` chunks of `collection` that best answer `query` in `mode`, best first (ties by id), scored as the
     module says; only chunks of documents whose metadata matches `filters`. The query's embedding (vector and
-    hybrid modes) is `user`'s LLM call."""
+    hybrid modes) is `user`'s LLM call: through `embed` ((`provider/model`, texts) -> vectors) in a run, which
+    records it, else a run of its own (gateway.embeddings)."""
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}", details=[
             {"path": "mode", "code": "invalid_choice", "message": f"one of {', '.join(MODES)}"}])
@@ -94,7 +98,7 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
     depth = k if mode != "hybrid" else max(4 * k, 40)
     rankings: dict[str, list[tuple[Chunk, float]]] = {}
     if mode in ("vector", "hybrid"):
-        vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key)
+        vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
         rankings["vector"] = [(chunk, 1.0 - chunk.distance)
                               for chunk in chunks_nearest(vector=vector, k=depth, chunks=chunks)]
     if mode in ("keyword", "hybrid"):

@@ -3,17 +3,21 @@ knowledge.ingest)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from gateway.embeddings import embeddings_create
 from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection, CollectionDocument
+from knowledge.parsers import file_type, upload_size_check
 from workflows.engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
 from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 
+logger = logging.getLogger(__name__)
 # Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.
 KNOWN_DIMENSIONS = {("local", MINILM_MODEL): MINILM_DIMENSIONS, ("local", "local-embed-1"): LOCAL_EMBEDDING_DIMENSIONS}
 # all-MiniLM-L6-v2 reads at most 256 word pieces, [CLS] and [SEP] included: a longer chunk would be cut.
@@ -22,12 +26,13 @@ MAX_CHUNK_TOKENS = {("local", MINILM_MODEL): 254}
 
 @transaction.atomic
 def chunks_create(*, texts: list[str], embeddings: list[list[float]],
-                  document: CollectionDocument | None = None) -> list[Chunk]:
+                  document: CollectionDocument | None = None, staged: bool = False) -> list[Chunk]:
     """Chunks of `texts` with their `embeddings` (of `document`, in its collection, at positions from 0), in one
-    statement."""
+    statement. `staged` ones are the document's but in no collection yet (no search finds them): a re-embedding's,
+    until it swaps them in."""
     if len(texts) != len(embeddings):
         raise ValueError(f"{len(texts)} texts and {len(embeddings)} embeddings")
-    collection_id = document.collection_id if document is not None else None
+    collection_id = document.collection_id if document is not None and not staged else None
     return Chunk.objects.bulk_create(
         [Chunk(text=text, dimensions=len(embedding), embedding=embedding, document=document,
                collection_id=collection_id, position=position)
@@ -47,20 +52,40 @@ def _shared_check(*, shared: bool, actor) -> None:
             {"path": "shared", "code": "staff_only", "message": "only staff may share a collection"}])
 
 
-def collection_create(*, owner, name: str, embedding_model: str | None = None, chunk_size: int | None = None,
-                      chunk_overlap: int | None = None, description: str = "", shared: bool = False,
-                      api_key=None) -> Collection:
-    """A new collection. Its embedding model (`provider/model` or a model name the gateway knows; by default
-    CHATTER_KNOWLEDGE_EMBEDDING_MODEL), the vectors' size and the chunking are fixed from now on. A model whose size
-    is not known here is asked once (an embedding call, counted as every one is)."""
-    _shared_check(shared=shared, actor=owner)
-    asked = embedding_model or settings.CHATTER_KNOWLEDGE_EMBEDDING_MODEL
+def _model_resolved(asked: str) -> tuple[str, str]:
+    """(provider, model) of an embedding model as a collection names it; a 400 on `embedding_model` when it
+    cannot be called."""
     try:
         provider, model, _ = gateway_model(asked)
     except NotFound as unknown:
         raise InvalidInput(unknown.message, details=[
             {"path": "embedding_model", "code": "unknown_model", "message": f"{asked} cannot be called"}]) from None
-    limit = MAX_CHUNK_TOKENS.get((provider, model), settings.CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS)
+    return provider, model
+
+
+def _chunk_limit(provider: str, model: str) -> int:
+    return MAX_CHUNK_TOKENS.get((provider, model), settings.CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS)
+
+
+def _dimensions(*, provider: str, model: str, owner, api_key, probe: str) -> int:
+    """The size of the model's vectors: known here, or asked of it once (an embedding call, counted as every one)."""
+    dimensions = KNOWN_DIMENSIONS.get((provider, model))
+    if dimensions is None:
+        dimensions = len(embeddings_create(owner=owner, model=f"{provider}/{model}", texts=[probe], api_key=api_key,
+                                           purpose={"collection_probe": probe}).vectors[0])
+    return dimensions
+
+
+def collection_create(*, owner, name: str, embedding_model: str | None = None, chunk_size: int | None = None,
+                      chunk_overlap: int | None = None, description: str = "", shared: bool = False,
+                      api_key=None) -> Collection:
+    """A new collection. Its embedding model (`provider/model` or a model name the gateway knows; by default
+    CHATTER_KNOWLEDGE_EMBEDDING_MODEL), the vectors' size and the chunking are fixed from now on (a change of
+    model re-embeds: collection_update). A model whose size is not known here is asked once (an embedding call,
+    counted as every one is)."""
+    _shared_check(shared=shared, actor=owner)
+    provider, model = _model_resolved(embedding_model or settings.CHATTER_KNOWLEDGE_EMBEDDING_MODEL)
+    limit = _chunk_limit(provider, model)
     chunk_size = chunk_size or min(settings.CHATTER_KNOWLEDGE_CHUNK_SIZE, limit)
     chunk_overlap = settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
     if not 1 <= chunk_size <= limit:
@@ -69,10 +94,7 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
     if not 0 <= chunk_overlap < chunk_size:
         raise InvalidInput("chunk_overlap must be 0 or more and less than chunk_size", details=[
             {"path": "chunk_overlap", "code": "out_of_range", "message": "less than chunk_size"}])
-    dimensions = KNOWN_DIMENSIONS.get((provider, model))
-    if dimensions is None:
-        dimensions = len(embeddings_create(owner=owner, model=f"{provider}/{model}", texts=[name], api_key=api_key,
-                                           purpose={"collection_probe": name}).vectors[0])
+    dimensions = _dimensions(provider=provider, model=model, owner=owner, api_key=api_key, probe=name)
     try:
         with transaction.atomic():
             return Collection.objects.create(
@@ -83,19 +105,59 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
         raise Conflict(f"you have a collection named {name!r}") from None
 
 
-def collection_update(*, collection: Collection, actor, changes: dict) -> Collection:
-    """Rename, describe or (staff) share a collection; its model and chunking stay as they were made."""
+def collection_update(*, collection: Collection, actor, changes: dict, api_key=None) -> Collection:
+    """Rename, describe or (staff) share a collection, or change its embedding model: that re-embeds every document
+    as a job (knowledge.reembed; the model is `pending_embedding_model` until its chunks are all in place, and
+    searches use the old ones until then). Its chunking stays as it was made."""
     collection_editable_check(collection=collection, actor=actor)
+    changes = dict(changes)
     if "shared" in changes:
         _shared_check(shared=changes["shared"], actor=actor)
+    asked = changes.pop("embedding_model", None)
+    if asked is not None:
+        _reembed_plan(collection=collection, asked=asked, actor=actor, api_key=api_key, changes=changes)
     for name, value in changes.items():
         setattr(collection, name, value)
     try:
         with transaction.atomic():
             collection.save(update_fields=[*changes, "updated_at"])
+            if changes.get("pending_embedding_model"):
+                transaction.on_commit(lambda: collection_reembed_enqueue(collection))
     except IntegrityError:
         raise Conflict(f"you have a collection named {changes.get('name')!r}") from None
     return collection
+
+
+def _reembed_plan(*, collection: Collection, asked: str, actor, api_key, changes: dict) -> None:
+    """Add to `changes` what starts a change of `collection`'s embedding model to `asked` (nothing when it is the
+    model it has): 409 while another change is under way, 400 when the model cannot be called or reads less than
+    the collection's chunk size."""
+    provider, model = _model_resolved(asked)
+    if collection.pending_embedding_model:
+        raise Conflict(f"the collection is being re-embedded with {collection.pending_embedding_model}; wait for it "
+                       "to end", code="reembedding")
+    if f"{provider}/{model}" == collection.embedding_model:
+        return
+    limit = _chunk_limit(provider, model)
+    if collection.chunk_size > limit:
+        raise InvalidInput(f"{provider}/{model} reads at most {limit} tokens, less than the collection's chunk size "
+                           f"({collection.chunk_size})", details=[
+                               {"path": "embedding_model", "code": "chunk_size_too_large",
+                                "message": f"at most {limit}"}])
+    changes.update(pending_embedding_model=f"{provider}/{model}", reembed_error="",
+                   pending_dimensions=_dimensions(provider=provider, model=model, owner=collection.owner,
+                                                  api_key=api_key, probe=collection.name))
+
+
+def collection_reembed_enqueue(collection: Collection) -> None:
+    """Hand a collection's change of model to the django-q2 workers; one the queue refuses is ended at once."""
+    try:
+        async_task("knowledge.tasks.collection_reembed_task", str(collection.pk),
+                   task_name=f"reembed-{collection.pk}", group="knowledge")
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the change must not stay pending
+        logger.exception("collection %s could not be queued for re-embedding", collection.pk)
+        Collection.objects.filter(pk=collection.pk).update(pending_embedding_model="", pending_dimensions=None,
+                                                           reembed_error=f"queue_unavailable: {type(exc).__name__}")
 
 
 def collection_delete(*, collection: Collection, actor) -> None:
@@ -129,6 +191,46 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
             document.status, document.error = CollectionDocument.Status.QUEUED, ""
             document.save(update_fields=["status", "error", "updated_at"])
     return document, created
+
+
+def document_upload(*, collection: Collection, actor, upload, title: str | None = None,
+                    metadata: dict | None = None) -> tuple[CollectionDocument, bool]:
+    """A document of an uploaded file (Django's UploadedFile), stored as it came and `queued` for the ingestion job
+    (knowledge.tasks), which reads, cuts and embeds it; and whether it is new. A file over
+    CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413 and one of a type no parser reads a 415, before it is stored. The
+    same bytes again are the document already there (a failed one is queued again)."""
+    collection_editable_check(collection=collection, actor=actor)
+    upload_size_check(upload.size)
+    file_type(upload.name, upload.content_type)
+    data = b"".join(upload.chunks())
+    upload_size_check(len(data))
+    with transaction.atomic():
+        document, created = CollectionDocument.objects.get_or_create(
+            collection=collection, content_hash=hashlib.sha256(data).hexdigest(),
+            defaults={"title": title or upload.name[:255] or "upload", "metadata": metadata or {},
+                      "file_name": (upload.name or "")[:255], "file_data": data,
+                      "content_type": (upload.content_type or "")[:255]})
+        if not created and document.status == CollectionDocument.Status.FAILED:
+            document.status, document.error = CollectionDocument.Status.QUEUED, ""
+            document.save(update_fields=["status", "error", "updated_at"])
+        if document.status == CollectionDocument.Status.QUEUED:
+            document_enqueue(document)
+    return document, created
+
+
+def document_enqueue(document: CollectionDocument) -> None:
+    """Hand a queued document to the django-q2 workers once the caller's transaction commits. A document the queue
+    refuses is `failed` at once (queue_unavailable), not left waiting for a worker that never comes."""
+    def enqueue() -> None:
+        try:
+            async_task("knowledge.tasks.document_ingest_task", str(document.pk),
+                       task_name=f"document-{document.pk}", group="knowledge")
+        except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the document must not stay queued
+            logger.exception("document %s could not be queued", document.pk)
+            CollectionDocument.objects.filter(pk=document.pk, status=CollectionDocument.Status.QUEUED).update(
+                status=CollectionDocument.Status.FAILED, error=f"queue_unavailable: {type(exc).__name__}")
+
+    transaction.on_commit(enqueue)
 
 
 def document_delete(*, document: CollectionDocument, actor) -> None:

@@ -67,6 +67,15 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_hot_reads():
+    """Every test reads keys, limits and prices afresh (core.cache.hot_reads): a test's rows are rolled back or
+    flushed without the signals that renew the memo, and some tests change them with a bare UPDATE."""
+    from core.cache import hot_reads
+
+    hot_reads.renew()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def close_async_thread_connections(django_db_setup, django_db_blocker):
     """Async tests reach the database from asgiref's sync thread; close its connections before the test

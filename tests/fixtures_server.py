@@ -167,6 +167,19 @@ def _shared_servers(django_db_setup, tmp_path_factory):
     servers.stop_all()
 
 
+@pytest.fixture(scope="session")
+def collected_static(_shared_servers) -> Path:
+    """The static files collected once, where the shared servers serve them from (their CHATTER_VAR_DIR): for the
+    tests that open pages in a browser."""
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    root = _shared_servers.tmp_path / "static"
+    with override_settings(STATIC_ROOT=root):
+        call_command("collectstatic", interactive=False, verbosity=0)
+    return root
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if SharedServers.started:
         terminalreporter.write_line(f"shared daphne servers: {SharedServers.started} started, {SharedServers.replaced} "

@@ -2,7 +2,9 @@
 
 Only the process boundary is shared with the tests: Chatter reaches it over HTTP exactly as it would reach a team's
 tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older HTTP+SSE at `/sse` (`server.sse_url`).
-`/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would.
+`/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would;
+`/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
+origin.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -30,7 +32,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
@@ -99,6 +101,10 @@ class McpTestServer:
     def malformed_url(self) -> str:
         return f"{self.root_url}/malformed"
 
+    @property
+    def redirect_url(self) -> str:
+        return f"{self.root_url}/redirect"
+
     def require_token(self, token: str | None) -> None:
         self.token = token
 
@@ -127,7 +133,11 @@ class McpTestServer:
         async def malformed(request: Request) -> Response:
             return Response(b'{"jsonrpc": "2.0", "id": 1, "result": ', media_type="application/json")
 
-        app = Starlette(routes=[*streamable.routes, *sse.routes, Route("/malformed", malformed, methods=["POST"])],
+        async def redirect(request: Request) -> Response:
+            return RedirectResponse(f"http://localhost:{self.port}/mcp", status_code=307)
+
+        app = Starlette(routes=[*streamable.routes, *sse.routes, Route("/malformed", malformed, methods=["POST"]),
+                                Route("/redirect", redirect, methods=["GET", "POST", "DELETE"])],
                         lifespan=lambda _app: mcp.session_manager.run())
 
         async def guarded(scope, receive, send):

@@ -5,9 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.core.management import call_command
 from django.db.models import Sum
-from django.test import override_settings
 
 from budgets.models import BudgetPeriod
 from budgets.services import budget_create, period_start
@@ -20,14 +18,12 @@ PASSWORD = "staff-password"
 
 
 @pytest.fixture
-def admin_url(daphne_server, staff, tmp_path) -> str:
-    """A daphne server on the production settings, the staff user able to log in, static files served."""
+def admin_url(shared_daphne_server, collected_static, staff) -> str:
+    """A daphne server on the production settings (shared), the staff user able to log in, static files served."""
     hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
     staff.password = hasher.encode(PASSWORD, hasher.salt())
     staff.save(update_fields=["password"])
-    with override_settings(STATIC_ROOT=tmp_path / "static"):
-        call_command("collectstatic", interactive=False, verbosity=0)
-    server = daphne_server()
+    server = shared_daphne_server()
     yield server.base_url
     if server.process.poll() is not None:
         print(server.log.read_text())

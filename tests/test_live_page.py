@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.core.management import call_command
-from django.test import override_settings
 
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.services.run_requests import ExecutionRequest
@@ -82,15 +80,14 @@ def test_it_logs_out(client, alice):
 
 # --- in a browser ------------------------------------------------------------------------------------------
 @pytest.fixture
-def live_server_url(daphne_server, alice, tmp_path) -> str:
-    """A daphne server on the production settings, with alice able to log in and the static files served."""
+def live_server_url(shared_daphne_server, collected_static, alice) -> str:
+    """A daphne server on the production settings (shared by these tests), with alice able to log in and the
+    static files served."""
     # Its hashers cannot check the tests' fast MD5 hash, and whitenoise serves collected files only.
     hasher = PBKDF2PasswordHasher()
     alice.password = hasher.encode("alice-password", hasher.salt())
     alice.save(update_fields=["password"])
-    with override_settings(STATIC_ROOT=tmp_path / "static"):
-        call_command("collectstatic", interactive=False, verbosity=0)
-    server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="30")
+    server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="30")
     yield server.base_url
     if server.process.poll() is not None:
         print(server.log.read_text())

@@ -11,12 +11,12 @@ model sees (a ToolMessage with status "error"), never an exception that ends the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection
-from mcp import types
 
 from tools.mcp_client import McpUnreachable, checked_http_client, mcp_tool_call
 from tools.mcp_pool import mcp_pool
@@ -24,11 +24,20 @@ from tools.models import QUALIFIER
 from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, tool_list
 from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
 
+if TYPE_CHECKING:
+    from mcp import types
 
-async def user_tools(user, *, allowed: Sequence[str]) -> list:
-    """The MCP tools among `allowed` that `user` may call, as LangChain tools (langchain-mcp-adapters)."""
+
+# Asked before each call with the tool's qualified name and its tool call id: None to make it, else why not.
+BeforeCall = Callable[[str, "str | None"], Awaitable["str | None"]]
+
+
+async def user_tools(user, *, allowed: Sequence[str], before_call: BeforeCall | None = None) -> list:
+    """The MCP tools among `allowed` that `user` may call, as LangChain tools (langchain-mcp-adapters).
+    `before_call` (a run's budgets: workflows.graph_tools) may refuse a call, which is then not made: the model
+    gets the refusal as the tool's error."""
     servers = await asyncio.to_thread(_allowed_servers, user, tuple(allowed))
-    return [_tool(server, tool) for server in servers for tool in server["tools"]]
+    return [_tool(server, tool, before_call) for server in servers for tool in server["tools"]]
 
 
 def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
@@ -48,7 +57,7 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
                     headers, refusal = mcp_call_headers(server=server, user=user), ""
                 except CredentialMissing as missing:
                     headers, refusal = {}, str(missing)
-                chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url,
+                chosen[server_id] = {"id": server_id, "name": server.name, "url": server.url, "user": user,
                                      "transport": server.transport, "headers": headers, "refusal": refusal,
                                      "endpoint": mcp_endpoint(server=server, headers=headers), "tools": [],
                                      "record": server}
@@ -58,8 +67,9 @@ def _allowed_servers(user, allowed: tuple[str, ...]) -> list[dict]:
         connection.close()
 
 
-def _tool(server: dict, tool: dict):
+def _tool(server: dict, tool: dict, before_call: BeforeCall | None):
     from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
+    from mcp import types
 
     timeout_s = settings.CHATTER_MCP_TIMEOUT_S
     own_name = tool["name"].split(QUALIFIER, 1)[1]
@@ -72,7 +82,8 @@ def _tool(server: dict, tool: dict):
                        "httpx_client_factory": checked_http_client}
     converted = convert_mcp_tool_to_langchain_tool(
         None, types.Tool(name=own_name, description=tool["description"], inputSchema=tool["input_schema"]),
-        connection=connection_, server_name=server["name"], tool_interceptors=[_Bounded(server, timeout_s)])
+        connection=connection_, server_name=server["name"],
+        tool_interceptors=[_Bounded(server, timeout_s, tool["name"], before_call)])
     converted.name = tool["name"]
     converted.metadata = {**(converted.metadata or {}), MCP_SERVER_METADATA: server["id"]}
     return converted
@@ -83,12 +94,16 @@ class _Bounded:
     (tools.mcp_pool, as a JSON workflow's are) within the timeout, its text capped, and any failure an error
     result (the adapters give the model an error ToolMessage), its message without the server's header values."""
 
-    def __init__(self, server: dict, timeout_s: float) -> None:
-        self.server, self.timeout_s = server, timeout_s
+    def __init__(self, server: dict, timeout_s: float, qualified: str, before_call: BeforeCall | None) -> None:
+        self.server, self.timeout_s, self.qualified, self.before_call = server, timeout_s, qualified, before_call
 
     async def __call__(self, request, handler):
         if self.server["refusal"]:  # the user has not set their own credentials for it: nothing is sent
             return _error(self.server["refusal"])
+        if self.before_call is not None:  # LangGraph's ToolNode hands the tool its runtime, with the call's id
+            refused = await self.before_call(self.qualified, getattr(request.runtime, "tool_call_id", None))
+            if refused is not None:
+                return _error(refused)
         try:
             result = await mcp_pool().call_async(
                 mcp_tool_call, self.server["endpoint"], tool=request.name, arguments=request.args,
@@ -99,7 +114,10 @@ class _Bounded:
         if self.server["record"].health != "healthy":
             await asyncio.to_thread(_health_note, self.server["record"], "")
         if not result.ok:
+            result = await asyncio.to_thread(_gone_check, self.server, request.name, result)
             return _error(result.error)
+        from mcp import types
+
         return types.CallToolResult(content=[types.TextContent(type="text", text=result.text)])
 
 
@@ -113,5 +131,17 @@ def _health_note(server, error: str) -> None:
         connection.close()
 
 
+def _gone_check(server: dict, tool: str, result):
+    """On a thread of its own, as _health_note: a call that found its tool gone refreshes the server's tools."""
+    from tools.services import mcp_tool_gone_check
+
+    try:
+        return mcp_tool_gone_check(server=server["record"], user=server["user"], tool=tool, result=result)
+    finally:
+        connection.close()
+
+
 def _error(message: str) -> types.CallToolResult:
+    from mcp import types
+
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], isError=True)

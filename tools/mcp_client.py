@@ -11,19 +11,22 @@ from datetime import timedelta
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 from django.conf import settings
-from mcp import ClientSession, McpError, StdioServerParameters, types
-from mcp.client.sse import sse_client
-from mcp.client.stdio import get_default_environment, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.secrets import REDACTED
 from core.tracing import outbound_hooks_async
 from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
+
+if TYPE_CHECKING:
+    from mcp import ClientSession, types
+
+# The `mcp` SDK (a second of imports: its server side too) is imported where a server is reached, so a process
+# that never calls a tool (a command, a worker, a server's start) does not load it.
 
 MAX_TOOLS = 500  # per server: a server listing more is cut here
 MAX_PAGES = 50
@@ -70,6 +73,11 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, timeout_s: float |
                       ) -> AsyncIterator[ClientSession]:
     """An initialized ClientSession with the server at `endpoint`, closed on exit. Each request waits at most
     `timeout_s` (CHATTER_MCP_TIMEOUT_S by default); callers bound a whole exchange themselves."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.sse import sse_client
+    from mcp.client.stdio import get_default_environment, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
+
     timeout_s = timeout_s or settings.CHATTER_MCP_TIMEOUT_S
     options = {"read_timeout_seconds": timedelta(seconds=timeout_s), "message_handler": message_handler}
     if endpoint.transport == STDIO:
@@ -143,6 +151,8 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         cause = _cause(exc)
         if cause is None:
             raise
+        from mcp import McpError
+
         if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
             return ToolResult(ok=False, text="", error=headers_scrubbed(_describe(cause, timeout_s), headers))
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
@@ -157,6 +167,8 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
 def _result_text(result: types.CallToolResult) -> str:
     """The result as text for a model: its text blocks; other blocks named; the structured content when there is
     no text."""
+    from mcp import types
+
     parts = []
     for block in result.content:
         if isinstance(block, types.TextContent):
@@ -205,6 +217,8 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:
+    from mcp import McpError
+
     if isinstance(exc, DestinationRefused):
         return f"refused: {exc}"
     if isinstance(exc, DestinationUnresolved):

@@ -24,12 +24,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.from_thread import BlockingPortal
 from django.conf import settings
-from mcp import ClientSession, McpError
+
+if TYPE_CHECKING:
+    from mcp import ClientSession
 
 MAX_IDLE_PER_ENDPOINT = 8
 STDIO = "stdio"
@@ -172,6 +174,8 @@ class McpPool:
     async def call_tool(self, endpoint: Endpoint, tool: str, arguments: dict, *, timeout_s: float):
         """Call `tool` on a kept session of `endpoint` (on the pool's loop), within `timeout_s`: the SDK's
         CallToolResult, or what the call raised (McpError, TimeoutError, TransportFailed, the transport's own)."""
+        from mcp import McpError
+
         with anyio.fail_after(timeout_s):
             for attempt in range(2):
                 held = await self._checkout(endpoint)

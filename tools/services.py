@@ -130,16 +130,47 @@ def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = 
     ToolUnavailable, when they have set none). A server that could not be asked is marked unhealthy with the reason
     (and healthy again once it answers); the result then says so."""
     server, tool = mcp_tool_get(user=user, name=name)
+    return mcp_server_tool_run(server=server, user=user, tool=tool, arguments=arguments, timeout_s=timeout_s)
+
+
+def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
+                        timeout_s: float | None = None) -> ToolResult:
+    """mcp_tool_run for a server and tool already found for `user` (mcp_tool_get): a run's tools path finds them
+    once for both the call and its row."""
     headers = mcp_call_headers(server=server, user=user)
     try:
-        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool, arguments=arguments,
+        result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool,
+                                 arguments=arguments,
                                  timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                  max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
         mcp_server_health_note(server, error=str(exc))
         return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
     mcp_server_health_note(server, error="")
-    return result
+    return mcp_tool_gone_check(server=server, user=user, tool=tool, result=result)
+
+
+def mcp_tool_gone_check(*, server: McpServer, user, tool: str, result: ToolResult) -> ToolResult:
+    """A call that failed saying the server has no such tool: the server's tools are asked for again as `user` (and
+    kept with it, so no later run is offered the tool); when it no longer lists the tool, the result says so."""
+    if result.ok or not _tool_gone(result.error, tool):
+        return result
+    try:
+        mcp_server_refresh(server=server, user=user)
+    except CredentialMissing:  # (the call was made with the user's own headers: they have them)
+        return result
+    if tool in {each["name"] for each in server.tools}:
+        return result
+    return ToolResult(ok=False, text="", truncated=result.truncated, error=(
+        f"the MCP server {server.name!r} no longer offers the tool {tool!r} (its list of tools was refreshed): "
+        f"{result.error}"))
+
+
+def _tool_gone(error: str, tool: str) -> bool:
+    """What servers answer a call of a tool they do not have: "Unknown tool: <name>" (the MCP spec's example
+    error, the Python SDK's servers), "Tool <name> not found" (the TypeScript SDK's)."""
+    said = error.lower()
+    return "unknown tool" in said or f"tool {tool.lower()} not found" in said
 
 
 def mcp_server_health_note(server: McpServer, *, error: str) -> None:

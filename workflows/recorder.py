@@ -635,6 +635,14 @@ class ExecutionRecorder:
     def documents(self, query: str, limit: int) -> list[dict]:
         return self.reads.documents(query, limit)
 
+    def collections_search(self, request, embed) -> list[dict]:
+        return self.reads.collections_search(request, embed)
+
+    @_locked
+    def retrieved(self, node: Node, record: dict) -> None:
+        """A search of knowledge collections, in the run's log (the timeline and the live page show it)."""
+        self.emit("retrieval", {"node_id": node.id, **record})
+
     def price(self, provider: str, model: str):
         return self.reads.price(provider, model)
 

@@ -1,6 +1,7 @@
 """What a run reads through its hooks: the conversation before its turn (the memory node), the owner's documents
-(retrieval), the prices its calls are charged at and its stored prompts (a model node's `prompt`). One RunReads
-per run, handed to its recorder (workflows.recorder), which answers the engine's reading hooks with it."""
+and knowledge collections (retrieval), the prices its calls are charged at and its stored prompts (a model node's
+`prompt`). One RunReads per run, handed to its recorder (workflows.recorder), which answers the engine's reading
+hooks with it."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -11,6 +12,8 @@ from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
+from workflows.engine.hooks import Embed, RetrievalRequest
+from workflows.knowledge_search import collections_search
 from workflows.pricing import TOOL_PRICES, price_for_call, tool_price_for_call
 
 
@@ -39,6 +42,16 @@ class RunReads:
 
     def documents(self, query: str, limit: int) -> list[dict]:
         return documents_search(owner_id=self.execution.owner_id, query=query, limit=limit)
+
+    def collections_search(self, request: RetrievalRequest, embed: Embed) -> list[dict]:
+        """The owner's search of knowledge collections (workflows.knowledge_search); what refuses it (a collection
+        the owner cannot see, a bad filter) ends the run with its code as the error type."""
+        try:
+            return collections_search(user=self.execution.owner, request=request, embed=embed)
+        except RunError:
+            raise  # the query's embedding failed, or a limit or budget stopped it
+        except ChatterError as exc:
+            raise RunError(exc.message, error_type=exc.code) from None
 
     def price(self, provider: str, model: str):
         """Prices are read once per (provider, model) in a run: its calls are priced alike."""

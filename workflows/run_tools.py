@@ -1,12 +1,12 @@
 """The MCP tools a run may call, for its engine (RunHooks.tool_schemas and tool_run, answered by the run's
 recorder): those its config's `allowed_tools` names (`<server>__<tool>` or `<server>__*`) that its owner may call
-(their own servers and the shared ones, switched on), each call through tools.services.mcp_tool_run."""
+(their own servers and the shared ones, switched on), each call through tools.services.mcp_server_tool_run."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from tools.selectors import ToolUnavailable, mcp_secrets, mcp_tool_get, secrets_redacted, tool_list
-from tools.services import mcp_tool_run
+from tools.services import mcp_server_tool_run
 from workflows.engine.hooks import ToolOutcome
 from workflows.engine.tools import tool_allowed
 
@@ -42,8 +42,9 @@ class RunTools:
         """Call the MCP tool `name` as the run's owner; whatever happens, an outcome the model is told."""
         user = self.execution.owner
         try:
-            server, _ = mcp_tool_get(user=user, name=name)
-            result = mcp_tool_run(user=user, name=name, arguments=arguments, timeout_s=timeout_s)
+            server, tool = mcp_tool_get(user=user, name=name)  # once, for the call and its row
+            result = mcp_server_tool_run(server=server, user=user, tool=tool, arguments=arguments,
+                                         timeout_s=timeout_s)
         except ToolUnavailable as exc:
             return ToolOutcome(ok=False, text="", error=str(exc))
         return ToolOutcome(ok=result.ok, text=result.text, error=result.error, server_id=str(server.pk))

@@ -309,10 +309,13 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
     call = recorder.last_call
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
+    citations = _citations(state)
     ended = {
         "status": status, "completed_at": now, "execution_time_ms": elapsed_ms,
         "output_data": {"content": content, "variables": (state or {}).get("variables") or {},
                         **(_reply_ending(reply) if reply is not None else ending or {}),
+                        # the knowledge chunks the answer was given (a retrieval node's), best first
+                        **({"citations": citations} if citations else {}),
                         # the sub-buckets of the run's usage, as its LLM calls record them (the gateway's `usage`)
                         "cached_prompt_tokens": ctx.usage.cached_prompt_tokens,
                         "reasoning_tokens": ctx.usage.reasoning_tokens,
@@ -364,7 +367,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                     tool_calls=_stored_tool_calls(reply),
                     error_message=error.message if error else "", actor=execution.owner,
                     # on a thread that keeps its graph's state: the answer's id there
-                    metadata={"message_id": reply.id} if reply is not None and "turn_start" in state else None,
+                    metadata={**({"message_id": reply.id} if reply is not None and "turn_start" in state else {}),
+                              **({"citations": citations} if citations else {})} or None,
                 )]
             for message in saved:
                 messages.append(message)
@@ -501,6 +505,11 @@ def _less(total, part):
                    cached_prompt_tokens=total.cached_prompt_tokens - part.cached_prompt_tokens,
                    reasoning_tokens=total.reasoning_tokens - part.reasoning_tokens, cost=total.cost - part.cost,
                    raw={})
+
+
+def _citations(state: dict | None) -> list[dict]:
+    """The knowledge chunks a retrieval node gave the run (its state's documents that cite one)."""
+    return [document["citation"] for document in (state or {}).get("documents") or [] if "citation" in document]
 
 
 def _reply_ending(reply) -> dict:

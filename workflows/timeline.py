@@ -1,6 +1,7 @@
-"""A run's timeline for its admin page: its nodes, LLM calls and tool calls (a retrieval is a node of its own) as
-bars on one time axis, each with its duration, tokens and cost. Positions are percents of the run's span, drawn by
-admin/workflows/timeline.html with HTML and CSS only."""
+"""A run's timeline for its admin page: its nodes, LLM calls, tool calls and searches of knowledge collections (its
+`retrieval` events: a retrieval node's, a Python graph's retriever) as bars on one time axis, each with its
+duration, tokens and cost. Positions are percents of the run's span, drawn by admin/workflows/timeline.html with
+HTML and CSS only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 
 MAX_BARS = 300  # a longer run shows its first bars and says how many it left out
 MIN_WIDTH = 0.3  # percent of the axis
@@ -17,7 +18,7 @@ MIN_WIDTH = 0.3  # percent of the axis
 
 @dataclass(frozen=True)
 class TimelineBar:
-    kind: str  # "node", "llm" or "tool"
+    kind: str  # "node", "llm", "tool" or "retrieval"
     label: str
     start: datetime
     end: datetime
@@ -51,6 +52,17 @@ def _ended(start: datetime, completed: datetime | None, duration_ms: int | None,
     return start + timedelta(milliseconds=duration_ms) if duration_ms is not None else now
 
 
+def _retrieval_bar(event: ExecutionEvent) -> TimelineBar:
+    """A search, recorded as it ended, with its latency (its query's embedding call is a bar of its own)."""
+    data = event.data
+    latency_ms = int(data.get("latency_ms") or 0)
+    query = str(data.get("query") or "")
+    label = (f"{data.get('node_id')}: \"{query[:60]}{'…' if len(query) > 60 else ''}\" in "
+             f"{', '.join(map(str, data.get('collections') or []))}, {len(data.get('chunks') or [])} chunks")
+    return TimelineBar("retrieval", label, event.created_at - timedelta(milliseconds=latency_ms), event.created_at,
+                       None, None, False, latency_ms)
+
+
 def run_timeline(execution: WorkflowExecution, *, now: datetime | None = None) -> Timeline:
     """The bars of a run, earliest first. An LLM or tool call is recorded when it ends, with its duration: it
     started that long before."""
@@ -68,6 +80,8 @@ def run_timeline(execution: WorkflowExecution, *, now: datetime | None = None) -
     for call in ToolCall.objects.filter(execution=execution).order_by("id")[:MAX_BARS]:
         bars.append(TimelineBar("tool", call.tool, call.created_at - timedelta(milliseconds=call.duration_ms),
                                 call.created_at, None, None, not call.ok, call.duration_ms))
+    for event in ExecutionEvent.objects.filter(execution=execution, event="retrieval").order_by("seq")[:MAX_BARS]:
+        bars.append(_retrieval_bar(event))
     bars.sort(key=lambda bar: (bar.start, bar.kind != "node"))
     total = len(bars)
     bars = bars[:MAX_BARS]

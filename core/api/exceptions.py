@@ -19,9 +19,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from core.api.parsers import body_too_large
 from core.errors import (
     ChatterError,
-    PayloadTooLarge,
     Unavailable,
     error_details,
 )
@@ -89,9 +89,7 @@ def exception_response(exc: Exception, context: dict, *, shape: ErrorShape) -> R
 def _as_api_error(exc: Exception) -> Exception:
     """Django's exceptions (and a busy pool) as the API's."""
     if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE (= our limit)
-        return PayloadTooLarge(f"request body larger than {settings.CHATTER_MAX_REQUEST_BYTES} bytes",
-                               details=[{"path": "", "code": "max_bytes",
-                                         "message": str(settings.CHATTER_MAX_REQUEST_BYTES)}])
+        return body_too_large()
     if isinstance(exc, Http404):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):

@@ -2,7 +2,13 @@
 
 Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE (= CHATTER_MAX_REQUEST_BYTES) when DRF reads it (the
 error handler makes that a 413); the parsers also read at most that many bytes from whatever stream they are
-given, so no path parses more."""
+given, so no path parses more.
+
+The one exception is a file upload: a view that takes files lists MultiPartParser among its parsers and names the
+setting of its largest file in `upload_limit_setting` (knowledge's documents: CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES).
+Its multipart body may be that large plus CHATTER_MAX_REQUEST_BYTES (the form's other fields and its framing);
+the file goes to Django's upload handlers (memory, then a temporary file), never into a parsed string. Every other
+body on that route (its JSON) keeps the project-wide limit."""
 from __future__ import annotations
 
 import json
@@ -15,13 +21,44 @@ from rest_framework.exceptions import ParseError
 from core.errors import PayloadTooLarge
 
 
-def body_read(stream) -> bytes:
-    limit = settings.CHATTER_MAX_REQUEST_BYTES
+def body_too_large(limit: int | None = None) -> PayloadTooLarge:
+    """The 413 of a request body over `limit` bytes (CHATTER_MAX_REQUEST_BYTES by default), on every surface."""
+    limit = settings.CHATTER_MAX_REQUEST_BYTES if limit is None else limit
+    return PayloadTooLarge(f"request body larger than {limit} bytes",
+                           details=[{"path": "", "code": "max_bytes", "message": str(limit)}])
+
+
+def body_read(stream, limit: int | None = None) -> bytes:
+    """The whole body, at most `limit` bytes (CHATTER_MAX_REQUEST_BYTES by default); PayloadTooLarge past it."""
+    limit = settings.CHATTER_MAX_REQUEST_BYTES if limit is None else limit
     raw = stream.read(limit + 1) if stream is not None else b""
     if len(raw) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes",
-                              details=[{"path": "", "code": "max_bytes", "message": str(limit)}])
+        raise body_too_large(limit)
     return raw
+
+
+def upload_body_limit(view) -> int:
+    """The most bytes a multipart body may have on `view`: its largest file (the setting its
+    `upload_limit_setting` names) plus CHATTER_MAX_REQUEST_BYTES for the other fields; without one, the project's
+    limit."""
+    name = getattr(view, "upload_limit_setting", None)
+    extra = getattr(settings, name) if name else 0
+    return settings.CHATTER_MAX_REQUEST_BYTES + extra
+
+
+class _BoundedStream:
+    """A body read in chunks by Django's multipart parser, refused once more than `limit` bytes were read (a client
+    whose Content-Length understated its body gets the same 413)."""
+
+    def __init__(self, stream, limit: int):
+        self.stream, self.limit, self.read_bytes = stream, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(self.limit + 1 - self.read_bytes if size is None or size < 0 else size)
+        self.read_bytes += len(data)
+        if self.read_bytes > self.limit:
+            raise body_too_large(self.limit)
+        return data
 
 
 def json_check(value, *, depth_limit: int) -> None:
@@ -76,6 +113,23 @@ class FormParser(parsers.FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         return QueryDict(body_read(stream), encoding=encoding)
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """multipart/form-data, for the views that take a file (see the module's docstring for its limit): refused
+    by its declared length before anything is read, and by what is read."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        limit = upload_body_limit(parser_context.get("view"))
+        try:
+            declared = int(parser_context["request"].META.get("CONTENT_LENGTH") or 0)
+        except (KeyError, ValueError):
+            declared = 0
+        if declared > limit:
+            raise body_too_large(limit)
+        return super().parse(_BoundedStream(stream, limit) if stream is not None else stream, media_type,
+                             parser_context)
 
 
 def _refuse_constant(name: str):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 
+from core.api.parsers import json_parse
 from core.api.serializers import StrictSerializer
 from knowledge.models import Collection, CollectionDocument
 from knowledge.search import MAX_K, MODES
@@ -17,7 +19,7 @@ class CollectionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Collection
         fields = ("id", "name", "description", "owner", "shared", "embedding_model", "dimensions", "chunk_size",
-                  "chunk_overlap", "documents", "created_at", "updated_at")
+                  "chunk_overlap", "pending_embedding_model", "reembed_error", "documents", "created_at", "updated_at")
         read_only_fields = fields
 
     def get_documents(self, collection: Collection) -> int:
@@ -40,6 +42,9 @@ class CollectionUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     shared = serializers.BooleanField(required=False)
+    embedding_model = serializers.CharField(max_length=255, required=False, help_text=(
+        "another model re-embeds every document as a background job (`pending_embedding_model` until it ends; "
+        "searches use the old vectors until then; progress: `collection_updated` on /ws/events/)"))
 
 
 class CollectionDocumentSerializer(serializers.ModelSerializer):
@@ -62,6 +67,28 @@ class CollectionDocumentWriteSerializer(StrictSerializer):
     title = serializers.CharField(max_length=255)
     text = serializers.CharField(trim_whitespace=False)
     metadata = MetadataField(required=False, default=dict, help_text="searched with `filters`")
+
+
+class JSONMetadataField(MetadataField):
+    """A form field holding document metadata as a JSON object (read as every JSON body is)."""
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, serializers.empty)  # the form's one value, not `metadata.key` fields
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json_parse(data.encode())
+            except ParseError as error:
+                raise serializers.ValidationError(f"metadata must be a JSON object: {error.detail}") from None
+        return super().to_internal_value(data)
+
+
+class CollectionDocumentUploadSerializer(StrictSerializer):
+    file = serializers.FileField(allow_empty_file=False, help_text=(
+        "PDF, DOCX, HTML, Markdown, CSV or plain text, at most CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES"))
+    title = serializers.CharField(max_length=255, required=False, help_text="the file's name by default")
+    metadata = JSONMetadataField(required=False, default=dict, help_text="a JSON object, searched with `filters`")
 
 
 class SearchSerializer(StrictSerializer):

@@ -11,18 +11,20 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.api.parsers import JSONParser, MultiPartParser
 from core.api.viewsets import OwnedViewSet, url_uuid
 from core.errors import NotFound
 from keys.auth import request_api_key
 from knowledge.api.serializers import (CollectionDocumentSerializer, CollectionDocumentWriteSerializer,
-                                       CollectionSerializer, CollectionUpdateSerializer, CollectionWriteSerializer,
-                                       SearchResultSerializer, SearchSerializer)
+                                       CollectionDocumentUploadSerializer, CollectionSerializer,
+                                       CollectionUpdateSerializer, CollectionWriteSerializer, SearchResultSerializer,
+                                       SearchSerializer)
 from knowledge.ingest import document_ingest
 from knowledge.models import Collection, CollectionDocument
 from knowledge.search import collection_search
 from knowledge.selectors import collection_list, document_list
 from knowledge.services import (collection_create, collection_delete, collection_update, document_add,
-                                document_delete)
+                                document_delete, document_upload)
 
 KNOWLEDGE_SCOPE = "knowledge"
 DOCUMENT_ID = OpenApiParameter("document_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -36,6 +38,7 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
     key_scope = KNOWLEDGE_SCOPE
     key_scope_read = KNOWLEDGE_SCOPE
     not_found = "collection not found"
+    upload_limit_setting = None  # set on the route that takes files (core.api.parsers)
 
     def get_queryset(self):
         return collection_list(user=self.request.user)
@@ -53,7 +56,7 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection = self.get_object()
         serializer = CollectionUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        collection = collection_update(collection=collection, actor=request.user,
+        collection = collection_update(collection=collection, actor=request.user, api_key=request_api_key(request),
                                        changes=dict(serializer.validated_data))
         return Response(CollectionSerializer(collection).data)
 
@@ -63,17 +66,25 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True))
-    @extend_schema(methods=["POST"], request=CollectionDocumentWriteSerializer,
-                   responses={201: CollectionDocumentSerializer, 200: CollectionDocumentSerializer})
-    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    @extend_schema(methods=["POST"], request={"application/json": CollectionDocumentWriteSerializer,
+                                              "multipart/form-data": CollectionDocumentUploadSerializer},
+                   responses={201: CollectionDocumentSerializer, 202: CollectionDocumentSerializer,
+                              200: CollectionDocumentSerializer})
+    @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[JSONParser, MultiPartParser],
+            upload_limit_setting="CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES")
     def documents(self, request: Request, pk: str) -> Response:
         """GET: the collection's documents. POST: add a document as JSON text (`title`, `text`, `metadata`); it is
-        chunked and embedded now and answered with its status (`ready`, or `failed` and why). The same text again
-        is the document already there (200), unchanged."""
+        chunked and embedded now and answered with its status (`ready`, or `failed` and why) (201). Or upload a
+        file as multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered
+        `queued` (202) while a background job reads, chunks and embeds it (its progress: `document_updated` events
+        on /ws/events/). A file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413, one of a type no parser reads a
+        415. The same text or file again is the document already there (200), unchanged."""
         collection = self.get_object()
         if request.method == "GET":
             page = self.paginate_queryset(document_list(collection=collection))
             return self.get_paginated_response(CollectionDocumentSerializer(page, many=True).data)
+        if request.content_type.startswith("multipart/"):
+            return self._document_upload(request, collection)
         serializer = CollectionDocumentWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         document, created = document_add(collection=collection, actor=request.user, **serializer.validated_data)
@@ -81,6 +92,16 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
             document = document_ingest(document, api_key=request_api_key(request))
         return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def _document_upload(self, request: Request, collection: Collection) -> Response:
+        serializer = CollectionDocumentUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        document, created = document_upload(collection=collection, actor=request.user,
+                                            upload=serializer.validated_data["file"],
+                                            title=serializer.validated_data.get("title"),
+                                            metadata=serializer.validated_data.get("metadata"))
+        return Response(CollectionDocumentSerializer(document).data,
+                        status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
     def _document(self, collection: Collection, document_id: str) -> CollectionDocument:
         found = document_list(collection=collection).filter(

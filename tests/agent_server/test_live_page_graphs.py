@@ -7,8 +7,6 @@ import json
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.core.management import call_command
-from django.test import override_settings
 from langgraph_sdk import get_sync_client
 
 from tests.agent_server.conftest import GRAPHS, reconcile_exit_code
@@ -23,14 +21,13 @@ MESSAGES_SHOWN = "n => document.querySelectorAll('[data-testid=run-message] [dat
 
 
 @pytest.fixture
-def graph_page_server(daphne_server, openai_stub, alice, tmp_path):
+def graph_page_server(daphne_server, openai_stub, alice, tmp_path, collected_static):
     """A daphne server serving the sample graphs (their model the fake OpenAI server), the live page's static files
     collected and alice able to log in."""
     hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
     alice.password = hasher.encode("alice-password", hasher.salt())
     alice.save(update_fields=["password"])
-    with override_settings(STATIC_ROOT=tmp_path / "static"):
-        call_command("collectstatic", interactive=False, verbosity=0)
+    (tmp_path / "static").symlink_to(collected_static)  # the server's STATIC_ROOT (its CHATTER_VAR_DIR is tmp_path)
     server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
                            OPENAI_API_KEY="sk-test-not-a-real-key")
     server.langgraph_url = f"{server.base_url}/langgraph"

@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from analytics.models import ModelPrice
+from core.cache import hot_reads
 from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall
@@ -111,6 +112,7 @@ def test_re_pricing_uses_the_requested_models_new_price(alice, openai_server, ti
 def test_a_call_left_without_a_price_keeps_its_cost_is_flagged_and_reported(alice, openai_server, tiny_local_price):
     execution = openai_turn(alice, openai_server)
     ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=False)
+    hot_reads.renew()  # (a bare UPDATE sends no signal: renewed as a change would)
     out, err = StringIO(), StringIO()
     with pytest.raises(SystemExit) as exit_:
         call_command("recompute_costs", stdout=out, stderr=err)
@@ -125,6 +127,7 @@ def test_a_call_left_without_a_price_keeps_its_cost_is_flagged_and_reported(alic
 
     # Once it has a price again, re-pricing prices it and clears the flag.
     ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=True)
+    hot_reads.renew()  # (a bare UPDATE sends no signal: renewed as a change would)
     call_command("recompute_costs", stdout=StringIO(), stderr=StringIO())
     call.refresh_from_db()
     assert not call.unpriced and call.cost == Decimal("0.00120000")
@@ -136,6 +139,7 @@ def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one
     pending = execution_create(ChatRequest(owner=alice, message="Capital of France?",
                                            config={"provider": "openai", "model": "tiny-local", "enable_tools": False}))
     ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=False)  # withdrawn before the run ran
+    hot_reads.renew()  # (a bare UPDATE sends no signal: renewed as a change would)
     execution = execution_run(execution_id=pending.pk)
 
     call = LLMCall.objects.get(execution=execution)
@@ -146,6 +150,7 @@ def test_a_call_made_when_its_model_had_no_price_is_flagged_then_priced_once_one
     assert "openai/tiny-local: 1" in err.getvalue()
 
     ModelPrice.objects.filter(pk=tiny_local_price.pk).update(is_active=True)
+    hot_reads.renew()  # (a bare UPDATE sends no signal: renewed as a change would)
     out = StringIO()
     call_command("recompute_costs", stdout=out, stderr=StringIO())
     assert "re-priced 1 LLM calls" in out.getvalue()

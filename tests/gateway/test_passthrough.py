@@ -5,18 +5,25 @@ are held to a key's requests per minute and a budget; an upstream that dies mid-
 ends the call failed, accounted for."""
 import asyncio
 import json
+import subprocess
+import sys
+from decimal import Decimal
 from io import StringIO
 
 import httpx
 import openai
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from budgets.models import BudgetPeriod
-from gateway.limits import key_limits_set
+from core.cache import hot_reads
+from gateway.limits import key_limits_remove, key_limits_set
 from keys.services import api_key_revoke
-from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, ModelPriceFactory
+from tests.fixtures_server import ROOT
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
@@ -179,3 +186,113 @@ def test_item_46_an_upstream_that_does_not_answer_in_time_is_a_504_and_a_failed_
     run = WorkflowExecution.objects.get()
     assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "provider_timeout", 0, 0)
     assert error["message"].endswith(f"Request id: {run.pk}.")
+
+
+def test_item_46_a_change_made_by_another_process_holds_at_the_servers_next_call(gateway, openai_stub, alice):
+    """Limits, prices and revocation changed here, in the test's process (as an operator's shell or another server
+    process would): the server's next call holds to them, with no wait for a memo to age."""
+    openai_stub.always(content="84.", usage=USAGE)
+    key = ApiTokenFactory(user=alice, name="app", scopes=["gateway"])
+    key_limits_set(api_key=key, rpm=100)
+    call = openai.OpenAI(base_url=gateway.v1, api_key=key.key, max_retries=0, timeout=30).chat.completions
+    first = call.with_raw_response.create(model="gpt-4o-mini", messages=ASK)  # the server reads key, limits, price
+
+    key_limits_set(api_key=key, rpm=100, allowed_models=["gpt-4o"])
+    with pytest.raises(openai.PermissionDeniedError):
+        call.create(model="gpt-4o-mini", messages=ASK)
+    key_limits_set(api_key=key, rpm=2)  # one call counted this minute: one more
+    ModelPriceFactory(provider="openai", model_pattern="gpt-4o-mini", input_per_million=Decimal("1000"),
+                      output_per_million=Decimal("1000"))
+    dearer = call.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
+    with pytest.raises(openai.RateLimitError):
+        call.create(model="gpt-4o-mini", messages=ASK)
+    key_limits_remove(api_key=key)
+    call.create(model="gpt-4o-mini", messages=ASK)
+    api_key_revoke(token=key, actor=alice)
+    with pytest.raises(openai.AuthenticationError):
+        call.create(model="gpt-4o-mini", messages=ASK)
+
+    assert Decimal(dearer.headers["x-chatter-cost"]) == Decimal("0.03") > Decimal(first.headers["x-chatter-cost"])
+
+
+def _transactions(statements: list[str]) -> int:
+    """The transactions among `statements` (the test's own transaction makes each a savepoint: the outermost)."""
+    depth = count = 0
+    for sql in statements:
+        if sql.startswith("SAVEPOINT"):
+            count += depth == 0
+            depth += 1
+        elif sql.startswith(("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")):
+            depth -= sql.startswith("RELEASE")
+    return count
+
+
+def test_item_46_a_call_is_accounted_in_one_write_before_the_upstream_and_one_after(in_process, openai_server):
+    """A pass-through call's statements: the key, its limits and the price from the process's memo where the
+    cache is shared (Redis); the run with its start and its call marked in flight in one transaction (what a
+    crash mid-call leaves for the sweep); the call, the run's end, audit and rollups in one more."""
+    openai_server.always(content="84.", usage=USAGE)
+    ask = {"model": "gpt-4o-mini", "messages": ASK}
+    assert in_process.post("/v1/chat/completions", ask, format="json").status_code == 200  # memo filled
+
+    with CaptureQueriesContext(connection) as queries:
+        response = in_process.post("/v1/chat/completions", ask, format="json")
+
+    assert response.status_code == 200
+    statements = [query["sql"] for query in queries.captured_queries]
+    reads = [sql for sql in statements if sql.startswith("SELECT") and ("apitoken" in sql or "keylimits" in sql
+                                                                       or "modelprice" in sql)]
+    assert _transactions(statements) == 2, statements
+    assert len(reads) == (0 if hot_reads.shared() else 4), reads  # (no memo: the limits twice, at the start and end)
+    assert_recorded(response.headers["x-chatter-execution"])
+
+
+_UPSTREAM = """
+import json, sys, threading
+from tests.openai_stub import OpenAIStub
+stub = OpenAIStub(keep_alive=True).start()
+stub.always(content=" ".join(f"word{i}" for i in range(100)), usage=json.loads(sys.argv[1]), chunk_delay_s=0.1)
+print(stub.base_url, flush=True)
+threading.Event().wait()
+"""
+
+
+@pytest.fixture
+def upstream_process():
+    """The OpenAI stub as a process of its own (each reply 100 words, 0.1 s apart), to be killed mid-stream."""
+    process = subprocess.Popen([sys.executable, "-c", _UPSTREAM, json.dumps(USAGE)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        yield process, process.stdout.readline().strip()  # its base URL, once it listens
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_item_46_an_upstream_process_killed_mid_stream_ends_the_stream_with_an_error_and_an_accounted_call(
+        shared_daphne_server, upstream_process, alice):
+    process, base_url = upstream_process
+    assert base_url.startswith("http://127.0.0.1:")
+    server = shared_daphne_server(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-upstream-not-a-real-key",
+                                  CHATTER_PROVIDER_MAX_RETRIES="0")
+    key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
+
+    frames = []
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "gpt-4o-mini", "messages": ASK, "stream": True}) as response:
+        execution_id = response.headers["x-chatter-execution"]
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                frames.append(line[6:])
+            if len(frames) == 3:  # the answer under way: its upstream dies
+                process.kill()
+
+    assert response.status_code == 200 and "[DONE]" not in frames
+    error = json.loads(frames[-1])["error"]
+    assert error["type"] == "api_error" and execution_id in error["message"] and base_url not in error["message"]
+    streamed = "".join(json.loads(f)["choices"][0]["delta"].get("content") or "" for f in frames[:-1])
+    assert streamed.startswith("word0 word1") and len(streamed.split()) < 100
+    execution = assert_recorded(execution_id, estimated=True)  # what it produced, estimated: no usage came
+    assert (execution.status, execution.error_type) == ("failed", "provider_error")
+    assert execution.output_data["content"] == streamed and execution.completion_tokens > 0

@@ -1,7 +1,8 @@
 """An MCP server's URL passes the destination checks webhooks pass (core.outbound): refused with a 400 and the
 reason when it points at loopback, link-local (the cloud metadata address), private or other non-public addresses,
 or at a name resolving to one, unless the operator allows the network (CHATTER_OUTBOUND_ALLOWED_NETWORKS, or its
-older name CHATTER_WEBHOOK_ALLOWED_NETWORKS); checked again when the client connects (DNS rebinding)."""
+older name CHATTER_WEBHOOK_ALLOWED_NETWORKS); checked again when the client connects (DNS rebinding); a redirect
+to another origin is not followed."""
 import pytest
 
 from audit.models import AuditEvent
@@ -108,3 +109,15 @@ def test_a_changed_url_is_checked_too(alice_client, mcp_server, settings):
     assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
     assert McpServer.objects.get().url == mcp_server.url
     assert [row.action for row in AuditEvent.objects.filter(target_id=server_id)] == ["mcp_server.registered"]
+
+
+def test_a_redirect_to_another_origin_is_not_followed_even_to_an_allowed_address(alice_client, mcp_server,
+                                                                                   settings):
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = LOOPBACK  # localhost, where it points, is allowed: still not followed
+
+    response = register(alice_client, mcp_server.redirect_url)
+
+    assert response.status_code == 201, response.content
+    assert (response.json()["health"], response.json()["tools"]) == ("unhealthy", [])
+    assert response.json()["last_error"] == "the server answered HTTP 307"
+    assert {request["path"] for request in mcp_server.requests} == {"/redirect"}  # /mcp was never asked

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from analytics.models import UsageRollup
 from budgets.services import budget_create
 from tests.invariants import assert_all
-from tests.tools.test_workflow_tools import chat, run_agent, tool_messages
+from tests.tools.test_workflow_tools import chat, run_agent, text_of, tool_messages
 from tools.services import mcp_server_create
 from workflows.models import ExecutionEvent, NodeExecution, ToolCall
 
@@ -144,6 +144,37 @@ def test_item_05_a_python_graphs_priced_call_is_charged_too(alice, tracker, pric
     assert execution.cost == 2 * LLM_COST + Decimal("0.01")
     assert_all(execution)
     call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_item_05_a_python_graphs_priced_calls_are_held_to_the_budget_before_they_are_made(
+        alice, staff, tracker, mcp_server, openai_server, settings, monkeypatch):
+    """A ReAct agent's ToolNode makes a turn's calls at once: each priced one is reserved before it is made, the
+    ones still in flight counted, so two calls of 0.60 under a hard budget of 1 make one call, not two."""
+    staff_api(staff).post("/api/v1/pricing/", {
+        "provider": "mcp", "model_pattern": "tracker__add", "per_call": "0.6",
+        "effective_from": (timezone.now() - timedelta(minutes=1)).isoformat()}, format="json")
+    budget = budget_create(owner=staff, scope="user", target_id=str(alice.pk), period="day", timezone_name="UTC",
+                           mode="hard", limit_usd=Decimal("1"))
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}},
+                                    {"name": "tracker__add", "arguments": {"a": 3, "b": 4}},
+                                    {"name": "tracker__echo_header", "arguments": {"name": "host"}}], usage=USAGE)
+    openai_server.reply(content="One sum was too dear.", usage=USAGE)
+
+    execution = run_agent(alice, settings, monkeypatch, openai_server, attribute="any_tool_graph")
+
+    assert execution.status == "completed", execution.error_message
+    assert sorted(name for name, _ in mcp_server.calls) == ["add", "echo_header"]  # one add only
+    refusal = f"the run reached budget {budget.pk}: the priced tool 'tracker__add' was not called"
+    assert sorted(text_of(message) for message in tool_messages(openai_server.requests[1])
+                  if refusal in text_of(message)) == [refusal]
+    rows = ToolCall.objects.filter(execution=execution, tool="tracker__add")
+    assert sorted((row.ok, row.cost, row.error) for row in rows) == [
+        (False, Decimal("0"), refusal), (True, Decimal("0.6"), "")]
+    assert ExecutionEvent.objects.filter(execution=execution, event="limit_exceeded", data__limit="budget").exists()
+    execution.refresh_from_db()
+    assert execution.cost == 2 * LLM_COST + Decimal("0.6")
+    assert_all(execution)
+    call_command("reconcile_aggregates", stdout=StringIO())  # the budget's period too
 
 
 def test_item_05_recompute_costs_re_prices_past_tool_calls_and_every_total_follows(

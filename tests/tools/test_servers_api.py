@@ -135,6 +135,20 @@ def test_bob_neither_sees_nor_changes_alices_server(alice_client, bob_client, mc
     assert McpServer.objects.get().enabled is True
 
 
+def test_item_01_the_registry_lists_a_private_server_for_its_owner_only_not_bob_nor_staff(
+        alice_client, bob_client, staff_client, mcp_server):
+    register(alice_client, mcp_server.url)
+
+    mcp_tools = {who: [name for name in tool_names(client) if "__" in name]
+                 for who, client in (("alice", alice_client), ("bob", bob_client), ("staff", staff_client))}
+
+    assert sorted(mcp_tools["alice"]) == sorted(f"tracker__{name}" for name in TOOL_NAMES)
+    assert mcp_tools["bob"] == [] and mcp_tools["staff"] == []  # staff sees what is shared, not everyone's own
+    assert staff_client.get(SERVERS).json()["results"] == []
+    for client in (bob_client, staff_client):  # and the built-ins are everyone's, with no setup
+        assert {"calculator", "current_time"} <= set(tool_names(client))
+
+
 def test_staff_shares_a_server_with_everyone_and_only_staff_changes_it(alice_client, staff_client, mcp_server):
     refused = register(alice_client, mcp_server.url, shared=True)
     shared = register(staff_client, mcp_server.url, name="docs", shared=True).json()

@@ -88,3 +88,41 @@ def test_a_shared_server_is_called_with_its_own_headers_for_everyone(bob, staff,
     assert mcp_server.headers_seen("x-user-token")[-1] == "team-token"
     assert echoed.ok and echoed.text == "[redacted]"
     assert client_with_key(bob).get("/api/v1/tools/servers/").json()["results"][0]["header_names"] == ["X-User-Token"]
+
+
+VANISHED = {"name": "vanished", "description": "A tool the server listed once.", "input_schema": {"type": "object"}}
+
+
+def test_scope_a_call_that_finds_its_tool_gone_refreshes_the_servers_tools(alice, tracker, mcp_server):
+    from tests.mcp_server import TOOL_NAMES
+
+    McpServer.objects.filter(pk=tracker.pk).update(tools=[*tracker.tools, VANISHED])
+    listed_at = McpServer.objects.get(pk=tracker.pk).tools_refreshed_at
+
+    failed = mcp_tool_run(user=alice, name="tracker__fail", arguments={"message": "no such issue"})
+    assert McpServer.objects.get(pk=tracker.pk).tools_refreshed_at == listed_at  # a tool's own error: no re-listing
+    gone = mcp_tool_run(user=alice, name="tracker__vanished", arguments={})
+
+    assert failed.ok is False and "no longer offers" not in failed.error
+    assert gone.ok is False
+    assert gone.error.startswith("the MCP server 'tracker' no longer offers the tool 'vanished'"), gone.error
+    assert "Unknown tool: vanished" in gone.error  # what the server said
+    tracker.refresh_from_db()
+    assert sorted(tool["name"] for tool in tracker.tools) == sorted(TOOL_NAMES)
+    assert tracker.tools_refreshed_at > listed_at
+    with pytest.raises(ToolUnavailable):  # no longer offered to anyone
+        mcp_tool_run(user=alice, name="tracker__vanished", arguments={})
+
+
+def test_scope_a_tool_is_called_over_the_older_http_sse_transport_too(alice, mcp_server):
+    mcp_server_create(owner=alice, name="legacy", url=mcp_server.sse_url, transport="sse",
+                      headers={"X-User-Token": "alice-token"})
+
+    added = mcp_tool_run(user=alice, name="legacy__add", arguments={"a": 2, "b": 40})
+    failed = mcp_tool_run(user=alice, name="legacy__fail", arguments={"message": "no such issue"})
+
+    assert (added.ok, added.text) == (True, "42.0")
+    assert failed.ok is False and "no such issue" in failed.error
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40}), ("fail", {"message": "no such issue"})]
+    assert {request["path"] for request in mcp_server.requests} <= {"/sse", "/messages/"}
+    assert set(mcp_server.headers_seen("x-user-token")) == {"alice-token"}

@@ -230,6 +230,24 @@ def test_item_03_a_fault_in_an_agents_mcp_tool_is_a_tool_message(alice, tracker,
     assert row.tool == name and row.server_id == tracker.pk and row.ok is (fault is _oversized)
 
 
+def test_scope_an_agents_call_that_finds_its_tool_gone_refreshes_the_servers_tools(
+        alice, tracker, mcp_server, openai_server, settings, monkeypatch):
+    from tools.models import McpServer
+
+    McpServer.objects.filter(pk=tracker.pk).update(tools=[*tracker.tools, {
+        "name": "vanished", "description": "Listed once.", "input_schema": {"type": "object"}}])
+    openai_server.reply(tool_calls=[{"name": "tracker__vanished", "arguments": {}}])
+    openai_server.reply(content="It is gone.")
+
+    execution = run_agent(alice, settings, monkeypatch, openai_server, attribute="any_tool_graph")
+
+    assert execution.status == "completed", execution.error_message
+    assert "tracker__vanished" in bound(openai_server.requests[0])
+    said = text_of(tool_messages(openai_server.requests[1])[-1])
+    assert said.startswith("the MCP server 'tracker' no longer offers the tool 'vanished'"), said
+    assert "vanished" not in {tool["name"] for tool in McpServer.objects.get(pk=tracker.pk).tools}
+
+
 def test_item_02_tool_start_is_written_before_the_mcp_server_answers(alice, tracker, mcp_server, openai_server):
     """Watchers see an MCP call begin while the server works (the run writes what it holds before it waits)."""
     import threading

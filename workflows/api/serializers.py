@@ -294,6 +294,17 @@ EVENT_DATA = {
         "node_id": serializers.CharField(), "tool": serializers.CharField(), "ok": serializers.BooleanField(),
         "duration_ms": _count(), "error": serializers.CharField(required=False, allow_null=True),
     },
+    "retrieval": {  # a search of knowledge collections (a retrieval node's, a Python graph's retriever)
+        "node_id": serializers.CharField(), "query": serializers.CharField(),
+        "collections": serializers.ListField(child=serializers.CharField(), help_text="as named: ids or names"),
+        "mode": serializers.CharField(), "k": _count(),
+        "score_threshold": serializers.FloatField(required=False), "filters": serializers.DictField(required=False),
+        "chunks": serializers.ListField(child=serializers.DictField(), help_text="best first: chunk_id, "
+                                        "document_id, collection_id, title, position, score"),
+        "embeddings": serializers.ListField(child=serializers.DictField(), help_text="the query's embedding "
+                                            "calls (LLM calls of the node): model, texts"),
+        "latency_ms": _count(),
+    },
     "node_completed": NodeFinishedData,
     "node_failed": NodeFinishedData,
     "message_saved": {

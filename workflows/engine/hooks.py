@@ -1,7 +1,7 @@
 """The seam between the engine and what records a run: `RunHooks`, what a running graph tells (and asks of) its
 recorder, and the records it passes through them (a model call, a routed attempt, a call about to wait, a fetched
-prompt, an MCP tool's outcome). The workflows services implement the hooks with rows and events; a bare run
-(benchmarks) uses `NullHooks`, which records nothing."""
+prompt, an MCP tool's outcome, a search of knowledge collections). The workflows services implement the hooks with
+rows and events; a bare run (benchmarks) uses `NullHooks`, which records nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,6 +74,25 @@ class ToolOutcome:
     server_id: str | None = None
 
 
+@dataclass(frozen=True)
+class RetrievalRequest:
+    """A search of knowledge collections (a retrieval node's, a Python graph's retriever): `collections` by id or
+    name, as the run's owner sees them; `mode` hybrid, vector or keyword; `filters` on the documents' metadata."""
+    query: str
+    collections: tuple[str, ...]
+    k: int = 5
+    mode: str = "hybrid"
+    score_threshold: float | None = None
+    filters: dict | None = None
+
+
+# How a search embeds its query in the run: (`provider/model`, texts) -> vectors, each call an LLM call of the run's.
+Embed = Callable[[str, list[str]], list[list[float]]]
+
+# What a chunk found says of itself, as a retrieval is recorded and an answer cites it.
+CITATION_KEYS = ("chunk_id", "document_id", "collection_id", "title", "position", "score")
+
+
 class RunHooks(Protocol):
     def node_started(self, node: Node) -> None: ...
     def model_call_started(self, node: Node, call: CallStarted) -> None: ...
@@ -104,6 +123,12 @@ class RunHooks(Protocol):
     def cancel_requested(self) -> bool: ...
     def history(self, limit: int) -> list[BaseMessage]: ...
     def documents(self, query: str, limit: int) -> list[dict]: ...
+    # The chunks of the named collections (the run's owner's and the shared ones) that best answer the request, best
+    # first: each {CITATION_KEYS..., "text"}; the query embedded through `embed`. A collection the owner cannot see
+    # is a RunError.
+    def collections_search(self, request: RetrievalRequest, embed: Embed) -> list[dict]: ...
+    # A search done (workflows.engine.retrieval): the request, the chunks' citations and its latency.
+    def retrieved(self, node: Node, record: dict) -> None: ...
     def price(self, provider: str, model: str) -> Price | None: ...
     # A stored prompt by name and label or version (the node's `prompt`); the node's LLM calls record its version.
     def prompt(self, node: Node, ref: dict, variables: dict) -> FetchedPrompt: ...
@@ -133,5 +158,7 @@ class NullHooks:
     def cancel_requested(self): return False
     def history(self, limit): return []
     def documents(self, query, limit): return []
+    def collections_search(self, request, embed): raise RunError("collections are searched by a recorded run only")
+    def retrieved(self, node, record): pass
     def price(self, provider, model): return None
     def prompt(self, node, ref, variables): raise RunError("a stored prompt is fetched by a recorded run only")

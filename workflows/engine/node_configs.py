@@ -112,8 +112,18 @@ class MemoryConfig(NodeConfig):
     summarize: bool = False
 
 
+FilterValue = str | int | float | bool
+
+
 class RetrievalConfig(NodeConfig):
     max_documents: int | None = Field(default=None, ge=1, le=50)  # absent: the run config's (5)
+    # Knowledge collections (ids or names, the run owner's or shared) searched instead of the owner's old documents.
+    collections: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=20)
+    k: int | None = Field(default=None, ge=1, le=100)  # absent: max_documents
+    mode: Literal["hybrid", "vector", "keyword"] | None = None  # absent: hybrid
+    score_threshold: float | None = None
+    filters: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")], FilterValue] | None = None
 
 
 class ConditionalConfig(NodeConfig):

@@ -22,8 +22,10 @@ from langchain_core.messages import (
 from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.conditions import ConditionContext, parse_condition
 from workflows.engine.graph import Graph, Node
+from workflows.engine.hooks import RetrievalRequest
+from workflows.engine.retrieval import citation, collections_retrieve
 from workflows.engine.runtime import RunContext
-from workflows.engine.tools import TOOLS, ToolFailed, tool_allowed, tool_run
+from workflows.engine.tools import TOOLS, ToolFailed, budget_refusal, tool_allowed, tool_run
 
 MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
@@ -213,7 +215,7 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
                 ctx.checkpoint()
                 price = ctx.hooks.tool_price(name)
                 if price and (budget := ctx.hooks.tool_cover(price)) is not None:
-                    raise ToolFailed(f"the run reached budget {budget}: the priced tool {name!r} was not called")
+                    raise ToolFailed(budget_refusal(budget, name))
                 outcome = ctx.hooks.tool_run(name, arguments, timeout_s=min(node.config["tool_timeout_ms"] / 1000,
                                                                             ctx.remaining_s()))
                 server_id, result = outcome.server_id, outcome.text
@@ -256,11 +258,26 @@ def memory(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcom
 
 
 def retrieval(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
-    if not ctx.config["enable_retrieval"]:
+    """The last user message searched: in the knowledge collections the node names (always: naming them is asking
+    for them), else, when the run enables retrieval, in the owner's documents by keywords."""
+    collections = node.config.get("collections")
+    if not collections and not ctx.config["enable_retrieval"]:
         return Outcome(skipped=True)
     query = next((_text(m) for m in reversed(state.get("messages") or []) if isinstance(m, HumanMessage)), "")
-    documents = ctx.hooks.documents(query, _setting(node, "max_documents", ctx)) if query else []
-    return Outcome(update={"documents": documents}, output={"documents": [d["id"] for d in documents]})
+    if not collections:
+        documents = ctx.hooks.documents(query, _setting(node, "max_documents", ctx)) if query else []
+        return Outcome(update={"documents": documents}, output={"documents": [d["id"] for d in documents]})
+    if not query.strip():
+        return Outcome(update={"documents": []}, output={"documents": []})
+    request = RetrievalRequest(
+        query=query, collections=tuple(collections), k=node.config.get("k") or _setting(node, "max_documents", ctx),
+        mode=node.config.get("mode") or "hybrid", score_threshold=node.config.get("score_threshold"),
+        filters=node.config.get("filters"))
+    chunks = collections_retrieve(node, ctx, request)
+    documents = [{"id": chunk["chunk_id"], "title": chunk["title"], "content": chunk["text"],
+                  "citation": citation(chunk)} for chunk in chunks]
+    return Outcome(update={"documents": documents}, output={
+        "documents": [d["id"] for d in documents], "citations": [d["citation"] for d in documents]})
 
 
 def conditional(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:

@@ -5,9 +5,9 @@ LangChain's public `usage_metadata`: OpenAI-compatible servers send whole report
 growing, on several chunks), Anthropic sends parts that add up. LangChain keeps no copy of a streamed
 OpenAI usage object, so the openai adapter copies the objects off the HTTP response as it passes
 (`RawUsageReports`, `usage_copied_into`), through the SDK's documented `http_client` and httpx's transport
-interface.
+interface (openai_http).
 
-The client libraries (openai, langchain-openai, the local model's LangChain base) are imported where a
+The client libraries (openai and its httpx2, langchain-openai, the local model's LangChain base) are imported where a
 model is made, not here: they take about a second to import, and every command and the admin load this
 module (through the run services) without necessarily calling a model.
 """
@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
-import httpx2
 from django.conf import settings
 
 from core.errors import InvalidInput, ProviderError
-from core.tracing import outbound_hooks
 from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
 from workflows.engine.routing import route_for
 
@@ -48,10 +46,7 @@ USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 
 # A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
 _USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
-_ENCODING_HEADERS = {"content-encoding", "content-length"}
-_DONE_LINE = b"data: [DONE]"
 _FINGERPRINT = b'"system_fingerprint"'
-_DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connection is given up
 
 
 class RawUsageReports:
@@ -115,39 +110,6 @@ class RawUsageReports:
             self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
 
 
-class _UsageCopyingStream(httpx2.SyncByteStream):
-    """A streamed response body, passed on (decoded) while its usage objects are copied out."""
-
-    def __init__(self, response: httpx2.Response, reports: RawUsageReports) -> None:
-        self.response = response
-        self.reports = reports
-        self.chunks: Iterator[bytes] | None = None
-        self.done = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        pending = b""
-        self.chunks = self.response.iter_bytes()
-        for data in self.chunks:
-            *lines, pending = (pending + data).split(b"\n")
-            for line in lines:
-                self.reports.read_line(line)
-                self.done = self.done or line.startswith(_DONE_LINE)
-            yield data
-        self.reports.read_line(pending)
-
-    def close(self) -> None:
-        # The SDK stops reading at the stream's last event; the few bytes after it (the chunked body's end) are read
-        # here, so that the connection goes back to the pool instead of being closed (one upstream connection per
-        # call otherwise). A stream cut short, or one going on past its end, is closed as it is.
-        if self.done and self.chunks is not None:
-            left = _DRAIN_LIMIT
-            for data in self.chunks:
-                left -= len(data)
-                if left < 0:
-                    break
-        self.response.close()
-
-
 # Where the calling thread's current call collects its usage objects (`usage_copied_into`).
 _usage_reports: ContextVar[RawUsageReports | None] = ContextVar("usage_reports", default=None)
 
@@ -162,46 +124,9 @@ def usage_copied_into(reports: RawUsageReports) -> Iterator[RawUsageReports]:
         _usage_reports.reset(token)
 
 
-class _UsageCopyingTransport(httpx2.BaseTransport):
-    """Sends each request through the shared client and copies the usage out of a streamed reply into the calling
-    context's reports, if any."""
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        # The calling client follows redirects itself.
-        response = _shared_http_client().send(request, stream=True, follow_redirects=False)
-        reports = _usage_reports.get()
-        content_type = response.headers.get("content-type", "").lower()
-        if reports is None or not content_type.startswith(("text/event-stream", "application/json")):
-            return response
-        # The body is passed on decoded.
-        headers = [(k, v) for k, v in response.headers.multi_items() if k not in _ENCODING_HEADERS]
-        if content_type.startswith("application/json"):  # a reply sent whole
-            try:
-                body = response.read()
-            finally:
-                response.close()
-            reports.read_body(body)
-            return httpx2.Response(status_code=response.status_code, headers=headers, content=body,
-                                   extensions=response.extensions)
-        return httpx2.Response(status_code=response.status_code, headers=headers,
-                               stream=_UsageCopyingStream(response, reports), extensions=response.extensions)
-
-
-@functools.cache
-def _shared_http_client() -> httpx2.Client:
-    """One client, so one pool of kept-alive connections, for every openai call of the process: the SDK's defaults,
-    and proxies and certificates from the environment as usual; with tracing on, each request carries the trace's
-    context (traceparent: core.tracing)."""
-    import openai
-
-    return openai.DefaultHttpxClient(event_hooks=outbound_hooks())
-
-
-@functools.cache
-def _usage_copying_http_client() -> httpx2.Client:
-    import openai
-
-    return openai.DefaultHttpxClient(transport=_UsageCopyingTransport())
+def usage_reports_current() -> RawUsageReports | None:
+    """The reports of the call this context is making (`usage_copied_into`), if any."""
+    return _usage_reports.get()
 
 
 @functools.lru_cache(maxsize=64)
@@ -210,7 +135,9 @@ def _openai_chat_model(**params) -> BaseChatModel:
     too), which the calls of a gateway would otherwise pay for every time."""
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(**params, stream_usage=True, http_client=_usage_copying_http_client())
+    from workflows.engine.openai_http import usage_copying_http_client
+
+    return ChatOpenAI(**params, stream_usage=True, http_client=usage_copying_http_client())
 
 
 @functools.lru_cache(maxsize=64)
@@ -224,9 +151,7 @@ def _local_chat_model(**params) -> BaseChatModel:
 
 def _forget_clients() -> None:
     # A forked process (django-q2's workers) opens connections of its own: a pooled socket is never shared.
-    _shared_http_client.cache_clear()
-    _usage_copying_http_client.cache_clear()
-    _openai_chat_model.cache_clear()
+    _openai_chat_model.cache_clear()  # (openai_http forgets its clients itself)
 
 
 os.register_at_fork(after_in_child=_forget_clients)
@@ -445,8 +370,10 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     read_at, models = _served.get(base, (None, None))
     if read_at is not None and now - read_at < SERVED_MODELS_TTL_S:
         return models
+    from workflows.engine.openai_http import shared_http_client
+
     try:
-        response = _shared_http_client().get(
+        response = shared_http_client().get(
             f"{base}/models", timeout=5, headers={"Authorization": f"Bearer {settings.OPENAI_API_KEY or 'unused'}"})
         response.raise_for_status()
         models = frozenset(entry["id"] for entry in response.json()["data"])
@@ -493,11 +420,13 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
     import openai
 
+    from workflows.engine.openai_http import shared_http_client
+
     client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
                            api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
                            timeout=timeout_s,
                            max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
-                           http_client=_shared_http_client())
+                           http_client=shared_http_client())
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))
     vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]

@@ -37,8 +37,10 @@ from core.errors import InvalidInput, RunError
 from core.money import usd
 from workflows.engine.graph import Node
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
-from workflows.engine.hooks import CallStarted
+from workflows.engine.hooks import CallStarted, RetrievalRequest
+from workflows.engine.retrieval import collections_retrieve
 from workflows.engine.runtime import RunContext
+from workflows.engine.tool_reservations import ToolReservations
 from workflows.engine.tools import MCP_SERVER_METADATA
 from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 
@@ -149,6 +151,7 @@ class GraphAccounting(BaseCallbackHandler):
         self.tasks: dict[UUID, dict] = {}  # open task → {"node", "opened", "calls", "ending"}
         self.calls: dict[UUID, dict] = {}
         self.tools: dict[UUID, dict] = {}
+        self.reservations = ToolReservations(ctx)  # priced MCP calls in flight, held to the run's budgets
         self.usage_by_message: dict[str, Any] = {}  # an AI message's id → the usage of the call that produced it
         self._lock = threading.Lock()
 
@@ -317,7 +320,7 @@ class GraphAccounting(BaseCallbackHandler):
         metadata = kwargs.get("metadata") or {}
         self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
                               "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
-                              "started": time.monotonic(), "task": task,
+                              "started": time.monotonic(), "task": task, "call_id": kwargs.get("tool_call_id"),
                               "server_id": metadata.get(MCP_SERVER_METADATA)}
         self._in_node(task, lambda node: self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"]))
 
@@ -328,9 +331,19 @@ class GraphAccounting(BaseCallbackHandler):
         # An MCP tool's call is charged its price when it answered (its server named in its metadata).
         cost = self.ctx.hooks.tool_price(tool["tool"]) if ok and tool["server_id"] else Decimal("0")
         self.ctx.tool_cost_add(cost)
-        self._in_node(tool["task"], lambda node: self.ctx.hooks.tool_called(
-            node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
-            duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"], cost=cost))
+
+        def recorded(node):  # its cost counts as its reservation ends, in one step on the run's thread
+            self.reservations.release(tool["call_id"])
+            self.ctx.hooks.tool_called(
+                node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
+                duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"], cost=cost)
+        self._in_node(tool["task"], recorded)
+
+    async def tool_reserve(self, tool: str, call_id: str | None) -> str | None:
+        """Before an MCP tool's call (tools.langchain, on the graph's loop): None when it may be made, else why not
+        (ToolReservations), decided on the run's thread within the node that makes the call."""
+        task = next((t["task"] for t in list(self.tools.values()) if t["call_id"] == call_id), None)
+        return await asyncio.to_thread(self._in_node, task, lambda node: self.reservations.reserve(tool, call_id))
 
     def on_tool_end(self, output, *, run_id, **kwargs) -> None:
         content = getattr(output, "content", output)
@@ -344,6 +357,11 @@ class GraphAccounting(BaseCallbackHandler):
 
     def on_tool_error(self, error, *, run_id, **kwargs) -> None:
         self._tool_ended(run_id, result="", ok=False, error=f"{type(error).__name__}: {error}")
+
+    # --- knowledge collections (workflows.graph_knowledge) --------------------------------------------------------
+    def collections_search(self, run_id: UUID, request: RetrievalRequest) -> list[dict]:
+        """A retriever's search (its run `run_id`), done by the run in the node it is part of: recorded there."""
+        return self._in_node(self.task_of.get(run_id), lambda node: collections_retrieve(node, self.ctx, request))
 
     # --- anything else inside a task keeps its task -------------------------------------------------------------
     def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs) -> None:

@@ -292,10 +292,12 @@ class RunContext:
             deployment_tokens_count(target.deployment, usage.total_tokens)
         return reply
 
-    def embed(self, node: Node, inputs: list, *, dimensions: int | None = None) -> list[list[float]]:
-        """One embeddings call of the run's provider and model, recorded like every LLM call: its usage (the tokens
-        read, no completion) priced by the one usage path."""
-        provider, model_name = self.config["provider"], self.config["model"]
+    def embed(self, node: Node, inputs: list, *, dimensions: int | None = None, provider: str | None = None,
+              model: str | None = None) -> list[list[float]]:
+        """One embeddings call of the run's provider and model (or `provider` and `model`: a collection's, for a
+        query searched), recorded like every LLM call: its usage (the tokens read, no completion) priced by the one
+        usage path."""
+        provider, model_name = provider or self.config["provider"], model or self.config["model"]
         prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
                                                         lambda: streamed_so_far(None), 0, operation="embeddings"))

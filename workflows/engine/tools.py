@@ -155,6 +155,11 @@ def tool_allowed(name: str, allowed: set[str] | list[str] | tuple[str, ...]) -> 
     return bool(qualifier and server and tool) and f"{server}{MCP_QUALIFIER}*" in allowed
 
 
+def budget_refusal(budget: str, name: str) -> str:
+    """What the model is told of a priced tool's call the run's hard budget could not cover (it was not made)."""
+    return f"the run reached budget {budget}: the priced tool {name!r} was not called"
+
+
 def allowed_tool_unknown(name: object) -> bool:
     """An allow-list entry that is neither a built-in tool nor an MCP tool's name or server pattern."""
     return not isinstance(name, str) or (name not in TOOLS and not MCP_TOOL_PATTERN.match(name))

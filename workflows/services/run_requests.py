@@ -94,6 +94,7 @@ class GatewayRequest(RunRequest):
     variables: dict | None = None
     conversation_id: Any = None
     prices_read: dict | None = None
+    on_written: Callable[[WorkflowExecution], None] | None = None  # (the pass-through's start: gateway.passthrough)
     gateway: ClassVar[bool] = True
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from conversations.selectors import conversation_list
 from core.errors import ChatterError, InvalidInput, NotFound
+from core.schedules import schedule_keep
 from webhooks.services import webhook_url_check
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import parse_graph
@@ -180,7 +181,7 @@ def scheduler_ensure() -> None:
                               "repeats": -1},
     }
     for name, defaults in schedules.items():
-        Schedule.objects.update_or_create(name=name, defaults=defaults)
+        schedule_keep(name, **defaults)
 
 
 def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]:

@@ -13,6 +13,7 @@ from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.engine.config import config_errors
 from prompts.selectors import prompt_get, prompt_reference_check
 from workflows.engine.graph import Graph, parse_graph
+from workflows.knowledge_search import collections_check
 from workflows.models import WorkflowTemplate
 from workflows.selectors import template_get
 
@@ -20,7 +21,8 @@ _KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 
 
 def graph_prompts_check(graph: Graph, *, owner, kept: bool = False) -> None:
-    """Every stored prompt the graph's model nodes name is one `owner` may fetch: a 400 naming the node now, not a
+    """Every stored prompt the graph's model nodes name is one `owner` may fetch (and every knowledge collection its
+    retrieval nodes name one they see: graph_collections_check): a 400 naming the node now, not a
     failed run later; another user's prompt is answered as a missing one. A run (the default) needs the version or
     label too; a graph `kept` to run later (a definition, a template, a schedule) only the prompt: its label or
     version is fetched when it runs, and may be made meanwhile."""
@@ -37,6 +39,23 @@ def graph_prompts_check(graph: Graph, *, owner, kept: bool = False) -> None:
         except NotFound as missing:
             raise InvalidInput(f"node {node.id!r}: {missing.message}", details=[
                 {"path": f"nodes[{index}].config.prompt", "code": "not_found", "message": missing.message}]) from None
+    graph_collections_check(graph, owner=owner)
+
+
+def graph_collections_check(graph: Graph, *, owner) -> None:
+    """Every knowledge collection the graph's retrieval nodes name is one `owner` sees (their own or a shared one):
+    a 400 naming the node now, not a failed run later; another user's collection is answered as a missing one. The
+    run checks again, as its owner (workflows.knowledge_search)."""
+    for index, node in enumerate(graph.nodes):
+        refs = node.config.get("collections") if node.type == "retrieval" else None
+        if not refs:
+            continue
+        try:
+            collections_check(user=owner, refs=refs)
+        except InvalidInput as missing:
+            raise InvalidInput(f"node {node.id!r}: {missing.message}", details=[
+                {"path": f"nodes[{index}].config.collections", "code": "not_found", "message": missing.message}]
+            ) from None
 
 
 def is_uuid(value) -> bool:
@@ -50,15 +69,17 @@ def is_uuid(value) -> bool:
 # --- built-ins ------------------------------------------------------------------------------------------
 def builtins_seed() -> None:
     """Idempotent: built-in templates, updated in place (version +1 when the graph changes). Their analytics
-    row is made when their first run ends; prices are seeded by analytics."""
+    row is made when their first run ends; prices are seeded by analytics. One read when all are current."""
+    stored = {template.key: template for template in WorkflowTemplate.objects.filter(
+        is_builtin=True, key__in=[spec["key"] for spec in BUILTIN_TEMPLATES])}
     for spec in BUILTIN_TEMPLATES:
         parse_graph(spec["graph"])  # a broken built-in must fail loudly, not at a user's first run
-        template, created = WorkflowTemplate.objects.get_or_create(
-            key=spec["key"], is_builtin=True,
-            defaults={**{k: spec[k] for k in ("name", "category", "description", "params", "graph")},
-                      "is_public": True},
-        )
-        if not created and (template.graph != spec["graph"] or template.params != spec["params"]):
+        template = stored.get(spec["key"])
+        if template is None:
+            WorkflowTemplate.objects.create(
+                key=spec["key"], is_builtin=True, is_public=True,
+                **{k: spec[k] for k in ("name", "category", "description", "params", "graph")})
+        elif template.graph != spec["graph"] or template.params != spec["params"]:
             template.graph, template.params = spec["graph"], spec["params"]
             template.name, template.description = spec["name"], spec["description"]
             template.version += 1

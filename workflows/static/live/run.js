@@ -121,6 +121,9 @@ export class Run {
       case "tool_called":
         this.toolCalled(data);
         break;
+      case "retrieval":
+        this.retrieved(data);
+        break;
       case "token_usage":
         this.counters.prompt += Number(data.prompt_tokens) || 0;
         this.counters.completion += Number(data.completion_tokens) || 0;
@@ -223,6 +226,16 @@ export class Run {
     const running = [...line.tools.querySelectorAll(".tool-running")].find((s) => s.dataset.tool === data.tool);
     if (running) running.replaceWith(done);
     else line.tools.append(done);
+  }
+
+  /** A search of knowledge collections: how many chunks it found, and how long it took, on its node's line. */
+  retrieved(data) {
+    const line = [...this.nodes.values()].reverse().find((l) => l.dataset.nodeId === data.node_id);
+    if (!line) return;
+    const chunks = data.chunks || [];
+    line.tools.append(el("span", { class: "tool retrieval", "data-testid": "retrieval",
+      title: chunks.map((c) => `${c.title} #${c.position} (${Number(c.score).toFixed(3)})`).join("\n") },
+    `retrieval: ${chunks.length} chunks ${data.latency_ms ?? "?"} ms`));
   }
 
   finish(event, data) {

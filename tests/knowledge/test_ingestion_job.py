@@ -1,0 +1,82 @@
+"""Issue 45, the ingestion job: its progress on the owner's websocket (/ws/events/, `document_updated`: chunks done
+of the total, then `ready`), and once end to end through a real daphne server and a real django-q2 worker."""
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+
+from knowledge.models import CollectionDocument
+from knowledge.services import collection_create, content_hash
+from knowledge.tasks import document_ingest_task
+from tests.analytics.test_usage_concurrency import in_thread
+from tests.factories import ApiTokenFactory
+from tests.fixtures_server import start_worker, stop_process
+from tests.knowledge.files import pdf_bytes
+from tests.knowledge.test_collections_api import LEXICAL, TEXT
+from tests.realtime.test_websockets import close_db_connections, connect, token_for  # noqa: F401 - a fixture too
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def uploaded(owner) -> CollectionDocument:
+    """A file stored and queued as an upload leaves it (the tests' django-q2 would run its job at once)."""
+    collection = collection_create(owner=owner, name="manuals", embedding_model=LEXICAL, chunk_size=20,
+                                   chunk_overlap=0)
+    return CollectionDocument.objects.create(collection=collection, title="manual", file_name="manual.txt",
+                                             content_type="text/plain", file_data=TEXT.encode(),
+                                             content_hash=content_hash(TEXT))
+
+
+async def test_ingestion_progress_reaches_the_owners_socket_chunk_batch_by_batch(alice, bob, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 2
+    document = await uploaded(alice)
+    mine = await connect(f"/ws/events/?token={await token_for(alice)}")
+    theirs = await connect(f"/ws/events/?token={await token_for(bob)}")
+
+    worker = threading.Thread(target=in_thread(lambda: document_ingest_task(str(document.pk))))
+    worker.start()
+    await asyncio.to_thread(worker.join)
+    updates = []
+    while not updates or updates[-1]["status"] == "processing":
+        event = await mine.receive_json_from(timeout=10)
+        if event["event"] == "document_updated":
+            updates.append(event["data"])
+    nothing = await theirs.receive_nothing(timeout=0.3)
+    await mine.disconnect()
+    await theirs.disconnect()
+
+    total = updates[-1]["chunks_total"]
+    assert total >= 3 and updates[-1]["status"] == "ready" and updates[-1]["chunks_done"] == total
+    assert [(u["status"], u["chunks_done"]) for u in updates] == [
+        ("processing", 0), *(("processing", min(done, total)) for done in range(2, total + 2, 2)), ("ready", total)]
+    assert {u["document_id"] for u in updates} == {str(document.pk)}
+    assert {u["collection_id"] for u in updates} == {str(document.collection_id)}
+    assert nothing
+
+
+def test_ingestion_job_runs_in_a_real_worker_after_a_real_upload(alice, shared_daphne_server, tmp_path):
+    server = shared_daphne_server()
+    headers = {"Authorization": f"Token {ApiTokenFactory(user=alice, scopes=['knowledge']).key}"}
+    collection = httpx.post(f"{server.base_url}/api/v1/collections/", headers=headers, timeout=30,
+                            json={"name": "manuals", "embedding_model": LEXICAL}).json()
+    lines = ["Kettle repairs", "A cracked seal lets water out of the appliance."]
+    answer = httpx.post(f"{server.base_url}/api/v1/collections/{collection['id']}/documents/", headers=headers,
+                        timeout=30, files={"file": ("manual.pdf", pdf_bytes(lines), "application/pdf")})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "queued"
+
+    worker = start_worker(tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while CollectionDocument.objects.get(pk=answer.json()["id"]).status in ("queued", "processing"):
+            assert time.monotonic() < deadline, "the worker did not ingest the document"
+            time.sleep(0.2)
+    finally:
+        stop_process(worker)
+    document = CollectionDocument.objects.get(pk=answer.json()["id"])
+    assert (document.status, document.error) == ("ready", "")
+    assert document.chunk_count > 0 and document.text.splitlines() == lines

@@ -1,0 +1,28 @@
+"""Issue 45, "In workflows": a run's retrieval shown on the live page (headless Chromium against a real daphne
+server): the run picked from the list is replayed, and its retrieval node's line says how many chunks it found and
+how long it took, each chunk's title, position and score on hover."""
+import pytest
+
+from tests.knowledge.test_retrieval_node import collection_with_documents, turn
+from tests.test_live_page import live_server_url, logged_in_page, needs_chromium  # noqa: F401 - the fixture
+
+__all__ = ["live_server_url"]
+
+
+@needs_chromium
+@pytest.mark.one_database  # the page shows a recorded event; the search on each database is test_retrieval_node's
+@pytest.mark.django_db(transaction=True)
+def test_item_in_workflows_the_live_page_shows_a_retrieval(live_server_url, alice):  # noqa: F811
+    collection_with_documents(alice, "manuals")
+    execution = turn(alice, "kettle seal", collections=["manuals"], k=2)
+    assert execution.status == "completed", execution.error_message
+
+    with logged_in_page(live_server_url, name="live-page-retrieval") as (page, errors):
+        page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
+        shown = page.locator('[data-testid=node][data-node-id=search] [data-testid=retrieval]')
+        shown.wait_for(timeout=30_000)
+        text, hover = shown.inner_text(), shown.get_attribute("title")
+
+    assert text.startswith("retrieval: 2 chunks ") and text.endswith(" ms"), text
+    assert hover.splitlines()[0].startswith("Seal #0 (") and len(hover.splitlines()) == 2, hover
+    assert errors == []

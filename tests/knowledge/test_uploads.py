@@ -1,0 +1,176 @@
+"""Issue 45, ingestion of uploaded files (on SQLite and PostgreSQL: make test runs this file on each): a multipart
+upload to /api/v1/collections/{id}/documents/ is stored and answered `queued` (202), and the django-q2 job
+(knowledge.tasks, called here as the worker calls it) reads, chunks and embeds it to `ready`, or `failed` with the
+parser's or the budget's reason, the collection's other documents untouched. The upload's own body limit is the
+one stack's per-route exception: larger than CHATTER_MAX_REQUEST_BYTES, never past the upload limit (413)."""
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+
+from knowledge.models import Chunk, CollectionDocument
+from knowledge.tasks import document_ingest_task
+from tests.factories import BudgetFactory
+from tests.knowledge.files import docx_bytes, pdf_bytes
+from tests.knowledge.test_collections_api import TEXT, api_for, collection_made
+from workflows.models import LLMCall
+
+pytestmark = pytest.mark.django_db
+
+LINES = ["Kettle repairs", "A cracked seal lets water out of the appliance.", "Replace the seal (part 7)."]
+
+
+@pytest.fixture(autouse=True)
+def commits(django_capture_on_commit_callbacks):
+    """What a request hands over on commit (the job's enqueueing) is kept in `enqueued`, not run: the tests call
+    the task as the worker would."""
+    global _commits
+    _commits = django_capture_on_commit_callbacks
+    enqueued.clear()
+    yield
+
+
+def upload(api, collection, name, data, content_type, **fields):
+    with _commits() as callbacks:
+        answer = api.post(f"/api/v1/collections/{collection['id']}/documents/",
+                    {"file": SimpleUploadedFile(name, data, content_type=content_type), **fields}, format="multipart")
+    enqueued.extend(callbacks)
+    return answer
+
+
+_commits = None
+enqueued = []
+
+
+def test_upload_pdf_is_queued_then_the_job_reads_chunks_and_embeds_it(alice):
+    api = api_for(alice)
+    collection = collection_made(api, chunk_size=20, chunk_overlap=0)
+
+    answer = upload(api, collection, "manual.pdf", pdf_bytes(LINES), "application/pdf", title="Kettle manual",
+                    metadata=json.dumps({"lang": "en"}))
+
+    assert answer.status_code == 202, answer.json()
+    document = answer.json()
+    assert (document["status"], document["chunk_count"], document["title"]) == ("queued", 0, "Kettle manual")
+    assert len(enqueued) == 1 and not LLMCall.objects.exists()
+
+    enqueued[0]()  # async_task, run inline by the tests' django-q2 (CHATTER_Q_SYNC)
+    assert document_ingest_task(document["id"]) == "ready"  # a second delivery changes nothing
+
+    stored = CollectionDocument.objects.get(pk=document["id"])
+    assert stored.text.splitlines() == LINES and stored.file_data is None and stored.metadata == {"lang": "en"}
+    assert stored.chunk_count == Chunk.objects.filter(document=stored).count() > 0
+    assert "cracked seal" in " ".join(Chunk.objects.filter(document=stored).values_list("text", flat=True))
+    assert LLMCall.objects.filter(execution__owner=alice, kind="embedding").count() >= 1
+    shown = api.get(f"/api/v1/collections/{collection['id']}/documents/{document['id']}/").json()
+    assert (shown["status"], shown["chunk_count"]) == ("ready", stored.chunk_count)
+
+
+def test_upload_docx_and_html_become_ready_and_readding_identical_content_is_a_noop(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+    docx = docx_bytes("Kettle repairs", LINES[1:])
+    made = upload(api, collection, "notes.docx", docx, "application/octet-stream").json()
+    page = upload(api, collection, "page.html", b"<h1>Descaling</h1><p>Limescale clogs the element.</p>",
+                  "text/html").json()
+    for document in (made, page):
+        assert document_ingest_task(document["id"]) == "ready"
+    tasks = len(enqueued)
+
+    again = upload(api, collection, "copy.docx", docx, "application/octet-stream")
+
+    assert (again.status_code, again.json()["id"], again.json()["status"]) == (200, made["id"], "ready")
+    assert len(enqueued) == tasks and CollectionDocument.objects.count() == 2
+    assert CollectionDocument.objects.get(pk=made["id"]).text.startswith("# Kettle repairs")
+    assert "# Descaling" in CollectionDocument.objects.get(pk=page["id"]).text
+
+
+@pytest.mark.parametrize("data, reason", [
+    (pdf_bytes(LINES, user_password="s3cret"), "file_unreadable: the PDF is encrypted: it needs a password to be read"),
+    (pdf_bytes(LINES)[:200], "file_unreadable: the PDF cannot be read: "),
+])
+def test_upload_encrypted_or_corrupt_pdf_fails_with_reason_and_the_others_are_untouched(alice, data, reason):
+    api = api_for(alice)
+    collection = collection_made(api)
+    kept = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "kept", "text": TEXT},
+                    format="json").json()
+    kept_chunks = list(Chunk.objects.filter(document_id=kept["id"]).values_list("id", "text"))
+
+    document = upload(api, collection, "manual.pdf", data, "application/pdf").json()
+
+    assert document_ingest_task(document["id"]) == "failed"
+    shown = api.get(f"/api/v1/collections/{collection['id']}/documents/{document['id']}/").json()
+    assert shown["status"] == "failed" and shown["error"].startswith(reason) and len(shown["error"]) > len(reason) - 2
+    assert not Chunk.objects.filter(document_id=document["id"]).exists()
+    assert list(Chunk.objects.filter(document_id=kept["id"]).values_list("id", "text")) == kept_chunks
+    assert CollectionDocument.objects.get(pk=kept["id"]).status == "ready"
+
+
+def test_upload_unsupported_type_is_415_and_stores_nothing(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    answer = upload(api, collection, "photo.png", b"\x89PNG....", "image/png")
+
+    assert answer.status_code == 415 and answer.json()["error"]["code"] == "unsupported_media_type"
+    assert not CollectionDocument.objects.exists() and not enqueued
+
+
+@override_settings(CHATTER_MAX_REQUEST_BYTES=2048, DATA_UPLOAD_MAX_MEMORY_SIZE=2048,
+                   CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES=8192)
+def test_upload_past_the_request_limit_is_taken_and_oversize_is_413_in_the_error_shape(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+    documents = f"/api/v1/collections/{collection['id']}/documents/"
+
+    taken = upload(api, collection, "long.txt", b"kettle " * 1000, "text/plain")  # 7,000 bytes: over 2,048
+    oversize = upload(api, collection, "big.txt", b"x" * 8193, "text/plain")  # the file over its limit
+    far_over = upload(api, collection, "huge.txt", b"x" * 20_000, "text/plain")  # the body over the route's
+    json_body = api.post(documents, {"title": "t", "text": "x" * 4096}, format="json")  # JSON keeps its limit
+    elsewhere = api.post("/api/v1/collections/", {"name": "x", "file": SimpleUploadedFile("a.txt", b"x" * 4096)},
+                         format="multipart")  # a route that takes no files
+
+    assert taken.status_code == 202, taken.json()
+    assert oversize.status_code == 413 and oversize.json()["error"]["details"] == [
+        {"path": "file", "code": "max_bytes", "message": "8192"}]
+    assert far_over.status_code == 413 and far_over.json()["error"]["details"] == [
+        {"path": "", "code": "max_bytes", "message": str(8192 + 2048)}]
+    assert json_body.status_code == 413 and json_body.json()["error"]["details"][0]["message"] == "2048"
+    assert elsewhere.status_code == 415
+    assert list(CollectionDocument.objects.values_list("file_name", flat=True)) == ["long.txt"]
+
+
+def test_upload_bad_metadata_or_no_file_is_400_and_stores_nothing(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    not_json = upload(api, collection, "a.txt", b"kettle", "text/plain", metadata="{lang: en}")
+    not_object = upload(api, collection, "a.txt", b"kettle", "text/plain", metadata="[1, 2]")
+    no_file = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "t"}, format="multipart")
+
+    assert [a.status_code for a in (not_json, not_object, no_file)] == [400, 400, 400]
+    assert not_json.json()["error"]["details"][0]["path"] == "metadata"
+    assert no_file.json()["error"]["details"][0]["path"] == "file"
+    assert not CollectionDocument.objects.exists()
+
+
+def test_upload_by_a_user_over_budget_fails_with_budget_reason(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+    BudgetFactory(owner=alice, period="month", limit_usd="0.00000001", mode="hard")
+    api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "a", "text": "spend it " * 50},
+             format="json")
+    document = upload(api, collection, "manual.pdf", pdf_bytes(LINES), "application/pdf").json()
+
+    assert document_ingest_task(document["id"]) == "failed"
+
+    stored = CollectionDocument.objects.get(pk=document["id"])
+    assert stored.error.startswith("budget_exceeded") and stored.chunk_count == 0
+    assert not Chunk.objects.filter(document=stored).exists()
+
+
+def test_upload_to_another_users_collection_is_404(alice, bob):
+    collection = collection_made(api_for(alice))
+    answer = upload(api_for(bob), collection, "a.txt", b"kettle", "text/plain")
+    assert answer.status_code == 404 and not CollectionDocument.objects.exists()

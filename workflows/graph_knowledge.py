@@ -1,0 +1,66 @@
+"""Knowledge collections for a registered Python graph (CHATTER_GRAPHS): the retrieval node's search as a LangChain
+retriever, or as a tool a model may call.
+
+    from langgraph.prebuilt import create_react_agent
+    from workflows.graph_knowledge import collections_retriever, collections_tool
+
+    def answer(state):  # a node: the chunks as LangChain Documents, best first
+        found = collections_retriever(["manuals"], k=4).invoke(state["messages"][-1].content)
+        ...
+
+    graph = create_react_agent(model, tools=[collections_tool(["manuals"], name="search_manuals",
+                                                              description="Search the product manuals.")])
+
+The search is the run's owner's (their collections and the shared ones, by id or name), done by the run: the
+query's embedding is an LLM call of the node that searched, the search a `retrieval` event with the chunks' ids
+and scores, as a retrieval node's (workflows.engine.retrieval). Each Document's metadata is its citation: chunk_id,
+document_id, collection_id, title, position, score. Outside a Chatter run there is no owner: searching is an
+error."""
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import BaseTool, create_retriever_tool
+from pydantic import Field
+
+from core.errors import RunError
+from workflows.engine.hooks import RetrievalRequest
+from workflows.engine.python_graphs import GraphAccounting
+from workflows.engine.retrieval import citation
+
+
+class CollectionsRetriever(BaseRetriever):
+    """The chunks of `collections` that best answer a query, as Documents (their text; their citation as
+    metadata)."""
+
+    collections: list[str] = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    score_threshold: float | None = None
+    filters: dict | None = None
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        # The run that runs the graph is among the callbacks it was handed (LangChain passes them to every call).
+        accounting = next((handler for handler in run_manager.handlers if isinstance(handler, GraphAccounting)), None)
+        if accounting is None:
+            raise RunError("knowledge collections are searched inside a Chatter run (a registered graph's)")
+        request = RetrievalRequest(query=query, collections=tuple(self.collections), k=self.k, mode=self.mode,
+                                   score_threshold=self.score_threshold, filters=self.filters)
+        chunks = accounting.collections_search(run_manager.run_id, request)
+        return [Document(page_content=chunk["text"], metadata=citation(chunk)) for chunk in chunks]
+
+
+def collections_retriever(collections: list[str], **options) -> CollectionsRetriever:
+    """A retriever of `collections` (ids or names); `options`: k, mode, score_threshold, filters."""
+    return CollectionsRetriever(collections=list(collections), **options)
+
+
+def collections_tool(collections: list[str], *, name: str = "search_knowledge",
+                     description: str = "Search the knowledge collections for passages that answer a query.",
+                     **options) -> BaseTool:
+    """The retriever of `collections` as a tool (its answer: the chunks' text, best first); a call of it is a tool
+    call of the run, and its search a retrieval."""
+    return create_retriever_tool(collections_retriever(collections, **options), name, description)
