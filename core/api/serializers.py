@@ -3,8 +3,11 @@ silently dropped value (a client that sends `total_tokens` or a typo learns it h
 
 Every request makes its own serializers (one to validate its input, another to render its answer), as DRF has
 them: nothing of a serializer is shared between requests or threads (docs/architecture.md, "Serializers")."""
+import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
+from django.utils import timezone
 from rest_framework import serializers
 
 
@@ -20,3 +23,18 @@ class StrictFieldsMixin:
 
 class StrictSerializer(StrictFieldsMixin, serializers.Serializer):
     pass
+
+
+# A response's values as DRF's fields render them, for a shape rendered by a plain function (one every request
+# answers, e.g. a run's result: no fields built per request).
+def moment(value: datetime | None) -> str | None:
+    """DateTimeField's: ISO 8601 in the current time zone, UTC as Z; None for none."""
+    if not value:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def uuid_text(value: uuid.UUID | None) -> str | None:
+    """UUIDField's: the hyphenated form; None for none."""
+    return None if value is None else str(value)

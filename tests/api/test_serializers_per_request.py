@@ -1,16 +1,23 @@
 """Serializers are made per request (core.api.serializers): none renders or validates through an instance shared
 between requests or threads, or through DRF's methods called with another instance as `self`; many threads at once
 render and validate exactly what one thread does."""
+import json
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import pytest
 from django.urls import get_resolver
+from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
+from conversations.api.serializers import ConversationSerializer, MessageSerializer
+from conversations.models import Conversation, Message
 from core.api import serializers as core_serializers
 from gateway.serializers import ChatCompletionSerializer, CompletionSerializer, EmbeddingsSerializer, ResponsesSerializer
 from workflows.api.chat import ChatSerializer
-from workflows.api.serializers import RunResultSerializer
+from workflows.api.run_serializers import ExecutionSerializer, RunResultSerializer
+from workflows.models import WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 
@@ -114,3 +121,62 @@ def test_many_threads_render_what_one_thread_renders(alice):
 
     with ThreadPoolExecutor(8) as threads:
         assert all(threads.map(render, range(64)))
+
+
+def _model_serializer(serializer_class: type, model: type) -> type:
+    """A ModelSerializer over the same fields: what rendered these shapes before they were declared."""
+    names = tuple(serializer_class().fields)
+    declared = {name: field for name, field in serializer_class().fields.items() if name == "template"}
+    meta = type("Meta", (), {"model": model, "fields": names, "read_only_fields": names})
+    return type(f"Model{serializer_class.__name__}", (serializers.ModelSerializer,), {**declared, "Meta": meta})
+
+
+def _as_json(data) -> object:
+    return json.loads(JSONRenderer().render(data))
+
+
+def test_item_03_hot_shapes_render_as_drf_renders_their_declared_fields(alice):
+    """A run, its conversation and its messages render through plain functions (no fields built per request):
+    what they answer is, field for field, what DRF renders through their declared fields, and what the model
+    serializers rendered before (null fields, a template, a fork, money, another time zone)."""
+    first = execution_run_now(ChatRequest(owner=alice, message="What is 12*7?"))
+    run = execution_run_now(ChatRequest(owner=alice, message="hello", conversation_id=first.conversation_id))
+    bare = WorkflowExecution.objects.create(owner=alice, workflow_type="custom", status="pending", mode="sync",
+                                            cost=Decimal("0.1"), forked_from=first, forked_from_checkpoint="cp")
+    with_template = WorkflowExecution.objects.filter(template__isnull=False).first()
+    assert run.template_id is not None and run.turn_messages[1].execution_id == run.pk
+    executions = [run, bare, with_template, WorkflowExecution.objects.get(pk=run.pk)]
+    messages = [*run.turn_messages, *Message.objects.filter(conversation=run.conversation)]
+    conversations = [run.conversation, Conversation.objects.get(pk=run.conversation_id)]
+    cases = [(ExecutionSerializer, WorkflowExecution, executions), (MessageSerializer, Message, messages),
+             (ConversationSerializer, Conversation, conversations)]
+    for zone in ("UTC", "Europe/Paris"):
+        with timezone.override(zone):
+            for serializer_class, model, instances in cases:
+                before = _model_serializer(serializer_class, model)
+                for instance in instances:
+                    answered = serializer_class(instance).data
+                    assert answered == serializers.Serializer.to_representation(serializer_class(), instance)
+                    assert _as_json(answered) == _as_json(before(instance).data), (serializer_class, zone)
+            result = RunResultSerializer(run).data
+            assert result == {"execution": ExecutionSerializer(run).data,
+                              "conversation": ConversationSerializer(run.conversation).data,
+                              "messages": MessageSerializer(run.turn_messages, many=True).data}
+    assert _as_json(RunResultSerializer(run).data)["execution"]["cost"] == f"{run.cost:.8f}"
+
+
+def test_item_03_a_run_result_builds_no_fields(alice, monkeypatch):
+    """What every sync chat turn answers (the run, its conversation, its two messages) is rendered without building
+    one serializer field: DRF builds a serializer's fields on each instance, which cost a turn milliseconds."""
+    run = execution_run_now(ChatRequest(owner=alice, message="hello"))
+    built = []
+    get_fields = serializers.Serializer.get_fields
+
+    def counted(self):
+        built.append(type(self).__name__)
+        return get_fields(self)
+
+    monkeypatch.setattr(serializers.Serializer, "get_fields", counted)
+    body = RunResultSerializer(run).data
+    assert len(body["messages"]) == 2 and body["execution"]["id"] == str(run.pk)
+    assert built == []

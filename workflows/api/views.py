@@ -31,24 +31,26 @@ from workflows.api.serializers import (
     CheckpointSerializer,
     ResumeSerializer,
     EXECUTION_EVENT,
-    AcceptedRunSerializer,
     DefinitionSerializer,
     DefinitionUpdateSerializer,
     DefinitionWriteSerializer,
     EventEnvelopeSerializer,
     EventsQuerySerializer,
     ExecutionCreateSerializer,
-    ExecutionDetailSerializer,
-    ExecutionSerializer,
     FromTemplateSerializer,
     GraphSerializer,
-    RunResultSerializer,
     ScheduleSerializer,
     ScheduleWriteSerializer,
     TemplateSerializer,
     TemplateUpdateSerializer,
     TemplateWriteSerializer,
     ValidationResultSerializer,
+)
+from workflows.api.run_serializers import (
+    AcceptedRunSerializer,
+    ExecutionDetailSerializer,
+    ExecutionSerializer,
+    RunResultSerializer,
 )
 from workflows.engine.graph import validate_graph
 from workflows.models import (
