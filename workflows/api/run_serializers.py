@@ -20,7 +20,7 @@ class ExecutionSerializer(serializers.Serializer):
     id = serializers.UUIDField(read_only=True)
     workflow_type = serializers.ChoiceField(choices=WorkflowExecution.Type.choices, read_only=True)
     # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
-    template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
+    template = serializers.CharField(source="template.key", read_only=True, allow_null=True)
     definition = serializers.UUIDField(source="definition_id", allow_null=True, read_only=True)
     definition_version = serializers.IntegerField(allow_null=True, read_only=True)
     conversation = serializers.UUIDField(source="conversation_id", allow_null=True, read_only=True)
