@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
+from core.cache import hot_reads
 from core.errors import ChatterError
 from core.money import usd
 from webhooks.services import webhook_delivery_create
@@ -83,10 +84,16 @@ def period_start(budget: Budget, at: datetime | None = None) -> datetime:
 
 
 def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:
-    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under: one statement, as every
-    run asks. A budget binds a run only when staff set it or the run is its owner's: no user's budget reaches
-    another's runs. Reading them locks nothing: a reservation's own conditional UPDATE locks its period's row
-    (`budget_reserve`)."""
+    """The active budgets a run of `owner` (with `api_key`, of `template_id`) falls under. A budget binds a run only
+    when staff set it or the run is its owner's: no user's budget reaches another's runs. Reading them locks
+    nothing: a reservation's own conditional UPDATE locks its period's row (`budget_reserve`).
+
+    Every run asks, and most find none: whether any budget is active at all is memoised per process
+    (core.cache.hot_reads, renewed when a budget is saved or deleted), so a run under no budget reads none. The
+    question's queryset costs about 2 ms of CPU to compile, the memo a cache read (bench/RESULTS.md, "Budgets a
+    run falls under")."""
+    if not hot_reads.get(("budgets_active",), budgets_active):
+        return []
     groups = get_user_model().groups.through.objects.filter(user_id=owner.pk).values(
         target=Cast("group_id", CharField(max_length=64)))
     scoped = (Q(scope=Budget.Scope.GLOBAL) | Q(scope=Budget.Scope.USER, target_id=str(owner.pk))
@@ -96,6 +103,11 @@ def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:
     if template_id is not None:
         scoped |= Q(scope=Budget.Scope.TEMPLATE, target_id=str(template_id))
     return list(Budget.objects.filter(scoped, Q(set_by_staff=True) | Q(owner_id=owner.pk), is_active=True))
+
+
+def budgets_active() -> bool:
+    """Whether any budget is active (one statement)."""
+    return Budget.objects.filter(is_active=True).exists()
 
 
 def _period_rows(hold: dict):
