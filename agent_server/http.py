@@ -1,13 +1,11 @@
 """/langgraph/'s dialect on the project's one HTTP stack (DRF, as /api/v1/ and /v1/): what LangGraph's clients send
-and expect, not /api/v1/'s conventions.
+and expect, not /api/v1/'s conventions (docs/api/langgraph.md#one-http-stack).
 
-Every view is a `LangGraphView`: a Chatter API key in the SDK's `x-api-key` header (or `Authorization:
-Token|Bearer <key>`), held to its scopes (ApiKeyScope: a view's `key_scope` for its writes, `key_scope_read` for its
-reads) and, on the writes that start runs, to the run throttle (RunThrottle), all as on /api/v1/; bodies are read by
-the size-limited JSON parser every surface uses and validated by pydantic models in one place (`body`, `query`);
-errors go through the one error path (core.api.exceptions) in LangGraph's shape, `{"detail": …}` with
-the status the SDK maps to its exceptions (422 for bad input, 404 for another user's thread or run, as for a
-missing one)."""
+Every view is a `LangGraphView`: a Chatter API key (`x-api-key`, or `Authorization: Token|Bearer <key>`) held to its
+scopes (`key_scope` for writes, `key_scope_read` for reads) and, where a write starts a run, the run throttle; bodies
+read by the size-limited JSON parser and validated by pydantic models in one place (`body`, `query`); errors through
+the one error path in LangGraph's shape, `{"detail": …}`, with the statuses the SDK maps to its exceptions.
+"""
 from __future__ import annotations
 
 import asyncio

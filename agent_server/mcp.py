@@ -1,22 +1,12 @@
 """MCP (the Model Context Protocol) on /langgraph/mcp: the caller's assistants as tools, as LangGraph's Agent Server
-exposes its graphs, over MCP's Streamable HTTP transport.
+exposes its graphs, over MCP's Streamable HTTP transport, stateless as the stock server's endpoint is
+(docs/api/langgraph.md#mcp).
 
-Stateless, as the stock server's endpoint is: no session id is issued, each POST carries one JSON-RPC message and
-is answered with JSON, never with a server-sent stream; so GET (the server's own stream) and DELETE (a session's
-end) are 405. The transport is a view of /langgraph/ (agent_server.views.McpEndpoint, a LangGraphView): the API
-key, its scopes ("read" to initialize and list, "runs" to call a tool), the run throttle (taken by a tools/call
-only) and the body-size limit are every /langgraph/ route's, and their refusals are its `{"detail": …}` errors
-with their HTTP status. What reaches the protocol is answered in JSON-RPC's shape.
-
-Tools: every assistant `assistant_search` gives the caller (registered Python graphs, templates, definitions, the
-caller's own assistants), named by its assistant id (made a valid MCP tool name where it is not one, and unique),
-titled by its name, with its graph's input schema: a registered graph's own (LangGraph's
-`get_input_jsonschema()`), else a chat turn's (`message`, or LangGraph-style `messages`). A call runs the
-assistant as `POST /runs/wait` without a thread does (agent_server.runs.run_start, sync): one run, accounted,
-traced and audited like any other. Its answer is the last AI message's text (or the output values as JSON) with
-the output values as `structuredContent`, and the run's id, tokens and cost under `_meta`; a run that failed, or
-input the assistant does not take, is a result with `isError: true` saying why (the model calling the tool can
-read it and correct itself); an unknown tool is JSON-RPC's invalid-params error."""
+The transport is a view of /langgraph/ (agent_server.views.McpEndpoint, a LangGraphView): the key, its scopes, the
+run throttle and the body-size limit are every /langgraph/ route's, refused in its `{"detail": …}` shape; what
+reaches the protocol is answered in JSON-RPC's. A tool call runs the assistant as `POST /runs/wait` without a
+thread does (agent_server.runs.run_start): one run, accounted like any other; a failed run is `isError: true`.
+"""
 from __future__ import annotations
 
 import json

@@ -1,15 +1,12 @@
-"""LangGraph's thread streaming protocol (the SDK's `client.threads.stream`, RemoteGraph's v3): commands to a
-thread (`POST /threads/{id}/commands`: `run.start`, `input.respond`) and its event streams (`POST
-/threads/{id}/stream/events`, SSE), over the same runs, rows and log as every other surface.
+"""LangGraph's thread streaming protocol (the SDK's `client.threads.stream`, RemoteGraph's v3): commands to a thread
+(`POST /threads/{id}/commands`: `run.start`, `input.respond`) and its event streams (`POST
+/threads/{id}/stream/events`, SSE), over the same runs, rows and log as every other surface
+(docs/api/langgraph.md#the-thread-streaming-protocol).
 
-A thread's events are its runs' events (workflows.ExecutionEvent), spoken as the protocol's: a run's start is the
-thread's root `lifecycle` `running`; a registered graph's values, updates, custom parts, message deltas, tool
-lifecycles and subgraph starts are its own (LangGraph's stream, kept by the run: workflows.engine.python_graphs);
-a question is `input.requested` then `lifecycle` `interrupted`; its end `lifecycle` `completed` (or `failed`).
-An event's `seq` orders the whole thread (from the row's id, k-th of the events a row gives), `event_id` names it
-the same on every stream. A stream replays what its filter asks (after `since`), then follows the thread until the
-client leaves; a run's question or end is sent no sooner than QUESTION_DELAY_S after it was written, so that a
-stream a client opens meanwhile (its projections open theirs after `run.start`) has what came before it first."""
+A thread's events are its runs' events (workflows.ExecutionEvent) spoken as the protocol's; an event's `seq` orders
+the whole thread (from the row's id, k-th of the events a row gives). A run's question or end is sent no sooner
+than QUESTION_DELAY_S after it was written, so that a stream a client opens meanwhile has what came before it first.
+"""
 from __future__ import annotations
 
 import asyncio

@@ -161,7 +161,7 @@ def queued_run_start_if_idle(*, conversation_id) -> None:
     with transaction.atomic():
         if not AgentRun.objects.filter(execution=first, queued=True).update(queued=False):
             return  # another process handed it over first
-        # The run's row before its thread's: the one lock order (core.db).
+        # The run's row before its thread's: the one lock order (docs/architecture.md#the-lock-order).
         WorkflowExecution.objects.filter(pk=first.pk, status=Status.PENDING).update(mode=Mode.BACKGROUND)
         Conversation.objects.filter(pk=conversation_id, runs_queued__gt=0).update(runs_queued=F("runs_queued") - 1)
         execution_id = first.pk

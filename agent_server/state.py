@@ -1,13 +1,9 @@
-"""A thread's state and history (LangGraph's ThreadState).
+"""A thread's state and history (LangGraph's ThreadState; docs/api/langgraph.md#state-and-history-from-checkpoints).
 
-A thread whose runs run on its own LangGraph thread (its id: a registered graph's, and any graph's run started on it
-through this API, on_thread) keeps the graph's own state there: LangGraph's own API on Chatter's checkpointer
-answers for it (_graph_thread), values, history, update_state and branches alike.
-
-Any other thread (its turns came through /api/v1/chat/ alone, or before threads kept their graph's state) reads as
-what it has: its conversation's messages with `checkpoint_id` null, or, where a run kept checkpoints of its own
-(under the run's id, at a human_input node's pause), that run's graph state after the messages before it; a
-checkpoint of such a run is forked outside the conversation. Reads only, except thread_state_update.
+A thread whose runs run on its own LangGraph thread keeps the graph's own state there: LangGraph's own API on
+Chatter's checkpointer answers for it (_graph_thread). Any other thread reads as what it has: its conversation's
+messages with `checkpoint_id` null, or, where a run kept checkpoints of its own (at a human_input node's pause),
+that run's graph state after the messages before it. Reads only, except thread_state_update.
 """
 from __future__ import annotations
 

@@ -1,21 +1,11 @@
-"""Chatter's one event feed (workflows.realtime) spoken as LangGraph's SSE stream modes.
+"""Chatter's one event feed (workflows.realtime) spoken as LangGraph's SSE stream modes
+(docs/api/langgraph.md#stream-modes).
 
 Each persisted event of a run becomes zero or more frames, numbered `<seq>-<k>` (k: the frame's place among those
 the event gave), so `Last-Event-ID` resumes exactly after the last frame the client got: the feed is read again
-from that seq and the frames already sent are skipped. Token frames are live only, like Chatter's own token
-events, and carry no id. The first frame is always `metadata` ({"run_id"}), the last `end`, or `error` for a run
-that failed or was cancelled.
-
-values: the thread's state ({"messages": [...]}) when the run starts and when its reply is saved; updates: each
-node's result; messages-tuple: [message chunk, metadata] per token and a last chunk with the call's usage;
-messages: the message so far / complete; events: astream_events-shaped dicts; tasks: each node's start and result
-(LangGraph's task payloads, named by the graph's own nodes); debug: the same as task / task_result, and a
-registered graph's checkpoints; checkpoints: each checkpoint a registered graph saves (its state snapshot); custom:
-Chatter's own event envelopes (tokens, cost, tools, limits, totals). A registered graph's run streams its own
-messages-tuple (LangGraph's chunks and their metadata) and events (its astream_events, v2, as they are) when the
-stream that started or resumed it asks them (graph_streams_asked). A run that pauses for input (a human_input
-node, interrupt() in a Python graph) ends its stream as LangGraph's does: `__interrupt__` in updates and values,
-then `end`; its resume (command.resume) streams the rest of the same run."""
+from that seq and the frames already sent are skipped. Token frames are live only and carry no id. The first frame
+is always `metadata` ({"run_id"}), the last `end`, or `error` for a run that failed or was cancelled.
+"""
 from __future__ import annotations
 
 import uuid

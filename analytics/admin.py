@@ -68,8 +68,8 @@ def _template_figure(name: str, description: str = ""):
 
 
 class TemplateWithAnalyticsAdmin(WorkflowTemplateAdmin):
-    """The template pages with the template's analytics (SPEC §8), read in the same query as the template: a
-    template that never ran shows zeros."""
+    """The template pages with the template's analytics (docs/usage.md#the-back-office-admin-and-analytics), read in
+    the same query as the template: a template that never ran shows zeros."""
 
     SHOWN = ("total_executions", "successful_executions", "failed_executions", "cancelled_executions",
              "average_execution_time_ms", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost",
@@ -159,9 +159,9 @@ def count_axis(value) -> str:
 
 @admin.register(UsageRollup)
 class UsageDashboardAdmin(admin.ModelAdmin):
-    """The staff dashboard (SPEC §8): usage and cost over time and by model, read from the usage rollups. Its
-    changelist is the dashboard; the rows themselves are written only by analytics.receivers and
-    `reconcile_aggregates --fix`."""
+    """The staff dashboard (docs/usage.md#the-back-office-admin-and-analytics): usage and cost over time and by model,
+    read from the usage rollups. Its changelist is the dashboard; the rows themselves are written only by
+    analytics.receivers and `reconcile_aggregates --fix`."""
 
     def has_add_permission(self, request):
         return False

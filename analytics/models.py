@@ -111,7 +111,7 @@ class ModelPrice(models.Model):
 
 class UsageRollup(TokenTotals):
     """Usage counters per (UTC day, owner, provider, model, template, conversation), kept exact in the
-    transactions that write their source rows (like I1), so §9's reports never scan raw rows.
+    transactions that write their source rows (like I1), so the usage reports never scan raw rows.
 
     What a row counts, so that it can be recomputed from the source rows (analytics.selectors.usage_from_source):
     - a run, once, when it ends (the execution_finished signal): `executions` and one of completed/failed/

@@ -1,17 +1,6 @@
-"""The audit hash chain's format (SPEC §2, I7): which fields a row's hash covers and how they are serialized.
-
-hash = SHA-256 (hex) of the UTF-8 bytes of a canonical JSON object holding the row's
-    created_at, actor_id, actor_type, action, target_type, target_id, correlation_id, ip, data, prev_hash
-with keys sorted at every level, no whitespace, ASCII-only strings (json.dumps escaping), and:
-- created_at: UTC ISO 8601 with microseconds, "2026-11-21T10:00:00.123456+00:00";
-- ip: the address in Django's normal form (compressed IPv6, "::ffff:1.2.3.4" for IPv4-mapped), or null;
-- numbers (in data, and actor_id): the exact decimal value in fixed-point notation without trailing zeros
-  (1, 1.5, 10000000000000000), so an int and a float of equal value serialize alike. PostgreSQL's jsonb
-  hands 1e16 back as an int and drops a float's -0: the stored row must hash the same when read back;
-- data holds only JSON values (the service converts Decimal, UUID and datetimes to strings before storing).
-
-`id` is not covered: the database assigns it at insert, after the hash is computed. Order is protected by the
-links instead: each row's prev_hash is its predecessor's hash, the first row's is GENESIS_HASH.
+"""The audit hash chain's format (docs/architecture.md#i7): which fields a row's hash covers and how they are
+serialized, one implementation for the writers and the check. The format, field by field, and why numbers and
+addresses are normalized: docs/operations/audit.md#the-chains-format.
 """
 from __future__ import annotations
 

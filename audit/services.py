@@ -1,4 +1,4 @@
-"""Writes of the audit trail (SPEC §2, I7): one append-only, hash-chained row per sensitive action.
+"""Writes of the audit trail (docs/architecture.md#i7): one append-only, hash-chained row per sensitive action.
 
 Services call `audit_record` inside their own transaction, so the row commits or rolls back with the action.
 Call it as late as possible in that transaction: from the call to the commit, every other audited write waits

@@ -1,4 +1,4 @@
-"""Chatter's benchmarks (SPEC §13), one command each: `python -m bench.<name>` from the repository root.
+"""Chatter's benchmarks, one command each: `python -m bench.<name>` from the repository root.
 
 See bench/README.md for the commands and bench/RESULTS.md for the figures.
 """

@@ -1,4 +1,4 @@
-"""B1 (SPEC §13): engine overhead per sync chat turn vs invoking the same compiled graph with the same model bare,
+"""B1: engine overhead per sync chat turn vs invoking the same compiled graph with the same model bare,
 in one process, SQLite; target ≤ 5 ms median.
 
 Side by side, interleaved in one process (a new random order every repetition), on a fresh migrated and seeded

@@ -1,4 +1,4 @@
-"""B2 (SPEC §13): time to first token over SSE vs the model's own first token; target ≤ 5 ms added.
+"""B2: time to first token over SSE vs the model's own first token; target ≤ 5 ms added.
 
 Side by side, interleaved in one run (rotating order each repetition):
 - model:   in this process, the local model with universal_chat's tools bound, `.stream(messages)` to its first
@@ -18,7 +18,7 @@ Side by side, interleaved in one run (rotating order each repetition):
             Chatter's authentication, permissions, throttle and parser, then the local model streamed on a thread
             of its own, no run and nothing written. Its added time is the stack's; Chatter's minus it is what the
             run path adds over HTTP (one on SQLite, one on PostgreSQL unless --no-postgres; skip with --no-floor);
-- peer:     the fair peer (SPEC §13): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
+- peer:     the fair peer (bench/README.md): the stock LangGraph Agent Server on PostgreSQL + Redis (bench.b5_servers,
             one process), serving the same compiled graph (bench/b5_langgraph_graph.py), sending
             `POST /runs/stream {"assistant_id": "chat", "input": {"message"}, "stream_mode": ["messages-tuple"],
             "stream_subgraphs": true, "on_completion": "keep"}` to the first `event: messages|…` frame with text

@@ -1,9 +1,9 @@
-"""B3 (SPEC §13): event emit → websocket client latency across processes over Redis at 1,000 events/s;
+"""B3: event emit → websocket client latency across processes over Redis at 1,000 events/s;
 target p99 ≤ 50 ms.
 
 One daphne process (PostgreSQL + Redis from scripts/services.sh), one real `websockets` client on
 /ws/events/?token=…, and a separate publisher process (bench/event_publisher.py: Django set up, publishing
-envelopes as a run does) at a steady rate with §6 token envelopes carrying `sent_at`.
+envelopes as a run does) at a steady rate with token envelopes carrying `sent_at`.
 Latency = the client's receive time − sent_at (one machine, one clock).
 
     .venv/bin/python -m bench.b3_ws_latency [--rates 1000,500] [--reps 2] [--duration 10] [--profile]

@@ -1,4 +1,4 @@
-"""B4 (SPEC §13): events delivered per second to websocket clients by one server process; target ≥ 5,000.
+"""B4: events delivered per second to websocket clients by one server process; target ≥ 5,000.
 
 One daphne process; N real `websockets` clients on /ws/events/ for the same user (every event reaches all N),
 for N in --clients, each case repeated --reps times with the N interleaved. Delivered/s = messages received

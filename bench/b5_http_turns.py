@@ -1,4 +1,4 @@
-"""B5 (SPEC §13): sync chat turns per second over HTTP, 2 server processes, PostgreSQL + Redis, 8 clients, and
+"""B5: sync chat turns per second over HTTP, 2 server processes, PostgreSQL + Redis, 8 clients, and
 sequential turn latency, side by side with the stock LangGraph Agent Server on PostgreSQL + Redis serving the
 same graph. Target: at least 2x the peer's throughput; a sequential median of at most 20 ms and at most half
 the peer's.

@@ -1,4 +1,4 @@
-"""B7 (SPEC §13): 200 concurrent chat turns on 10 conversations across 2 server processes; I1-I3 hold exactly.
+"""B7: 200 concurrent chat turns on 10 conversations across 2 server processes; I1-I3 hold exactly.
 
 PostgreSQL + Redis from scripts/services.sh, a fresh migrated database, two daphne processes (A and B) and one
 django-q2 worker (`manage.py qcluster`), all on loopback. Two users own 5 conversations each (made by one sync

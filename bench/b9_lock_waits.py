@@ -1,4 +1,4 @@
-"""B9 (SPEC §13): lock waits at 16 concurrent clients on 2 server processes, PostgreSQL. Target: under 10% of the
+"""B9: lock waits at 16 concurrent clients on 2 server processes, PostgreSQL. Target: under 10% of the
 busy backends waiting on a lock, 0 drift.
 
 Chatter on 2 daphne processes, PostgreSQL + Redis (scripts/services.sh), the `local` model answering at once;

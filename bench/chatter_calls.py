@@ -195,7 +195,7 @@ B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token
 
 # --- events (B3/B4 publishers, B1) ------------------------------------------------------------------------
 def broadcast(envelope: dict, *, owner_id) -> None:
-    """Publish one §6 envelope as a run does (to its run's and its owner's watchers, here and elsewhere)."""
+    """Publish one event envelope as a run does (to its run's and its owner's watchers, here and elsewhere)."""
     from workflows.events import events_publish
 
     events_publish([envelope], owner_id=owner_id)

@@ -1,5 +1,5 @@
 """The publisher process of B3 and B4 (both ends of its protocol): plain Python with Django set up, like a
-command or a worker, publishing §6-shaped token events as a run does.
+command or a worker, publishing token events shaped as a run does.
 
 Protocol, in rounds: the process says {"ready": true}; until a line `go RATE DURATION [bounded]` arrives on
 stdin it sends one probe event (n = -1) every 20 ms, so the benchmark can see that its websocket clients are

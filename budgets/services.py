@@ -1,19 +1,9 @@
-"""Budgets held by reservation. What a run may spend is reserved before it spends it, under a
-conditional UPDATE of the budget's period row, so any number of concurrent runs see each other's reservations:
-
-1. A run is written only after reserving, on every hard budget it falls under, the worst case of its first call
-   (`worst_case`: its prompt estimate with a margin, and its max_tokens, priced). A budget whose spent + reserved
-   leaves no room for that is refused: 429 `budget_exceeded`, no run row (budget_reserve raises BudgetRefused
-   inside the run's creating transaction).
-2. Before each model call the run makes sure its reservation covers what it has spent so far plus that call's
-   worst case, topping it up the same way (`budget_top_up`); refused, the run stops there, failed /
-   budget_exceeded, with its usage kept.
-3. When the run ends, in its terminal transaction, its reservation is replaced by what it spent (`budget_settle`).
-
-A hard budget caps each call's max_tokens (CHATTER_BUDGET_DEFAULT_MAX_TOKENS when the run sets none), so no call
-can produce more than its reservation holds; see docs/operations/budgets.md for the overspend bound. Soft budgets reserve
-nothing: they count what runs spent. A period's row is made by its first run (INSERT … ON CONFLICT DO NOTHING),
-so periods roll over without a race."""
+"""Budgets held by reservation: what a run may spend is reserved before it spends it, under a conditional UPDATE of
+the budget's period row, so concurrent runs see each other's reservations. A run reserves its first call's worst
+case before it is written (`budget_reserve`; refused: 429 `budget_exceeded`, no run row), tops the reservation up
+before each model call (`budget_top_up`) and settles it to what it spent in its terminal transaction
+(`budget_settle`). Soft budgets reserve nothing. The design and its bound: docs/operations/budgets.md.
+"""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Chatter settings: everything comes from the environment (SPEC §11)."""
+"""Chatter settings: everything comes from the environment (docs/operations/configuration.md#settings)."""
 import logging
 from pathlib import Path
 
@@ -325,7 +325,7 @@ CHATTER_RESUME_ATTEMPTS = env_int("CHATTER_RESUME_ATTEMPTS", 2, minimum=0)
 # Slows the local demo model's stream so people can watch it; 0 in tests and benchmarks.
 CHATTER_LOCAL_TOKEN_DELAY_MS = env_int("CHATTER_LOCAL_TOKEN_DELAY_MS", 0)
 
-# --- REST API (SPEC §7) ----------------------------------------------------------------------
+# --- REST API (docs/api/rest.md) ----------------------------------------------------------------------
 # Chat and execution creation share one throttle scope, "runs" (per user): e.g. "120/min".
 CHATTER_RUN_THROTTLE = env_str("CHATTER_RUN_THROTTLE", "120/min")
 _runs, _, _period = CHATTER_RUN_THROTTLE.partition("/")

@@ -1,11 +1,6 @@
-"""The two writes of conversations the ORM has no form for, fixed SQL run by the services (bench/RESULTS.md,
-"Named statements of conversations" has their figures; tests/conversations/test_statements.py runs them):
-
-- CONVERSATION_MESSAGE_ADD counts a message: one UPDATE that locks the conversation's row, gives the message its
-  sequence and returns the row as it now is (`RETURNING`, which `update()` cannot say: it would take an
-  `update()` and a `get()`). On PostgreSQL the message's INSERT rides on it (CONVERSATION_MESSAGE_ADD_WITH_MESSAGE).
-- CONVERSATION_OPEN_WITH_MESSAGE (PostgreSQL): a new conversation and its first message in one statement (a
-  data-modifying WITH), where the ORM's two `save()`s are two round trips. SQLite saves them so.
+"""The two writes of conversations the ORM has no form for (RETURNING, a data-modifying WITH): fixed SQL with
+placeholders, run by the services (docs/architecture.md#named-statements; the figures: bench/RESULTS.md, "Named
+statements").
 
 Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
 stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them

@@ -1,4 +1,4 @@
-"""Redis cache plumbing (SPEC §11 CACHES)."""
+"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings)."""
 from __future__ import annotations
 
 import logging

@@ -4,29 +4,9 @@ django-q2 forks its worker processes. A pool carried across a fork would hand th
 no threads to tend them; so every pool is closed before a fork (its connections closed cleanly, in the parent) and
 each process makes its own on first use, which Django does by itself.
 
-**Lock order.** Every write path that locks rows takes them in this order, skipping those it does not need and
-never going back up, so no two transactions ever wait on each other in a cycle:
-
-1. the run's own row (`WorkflowExecution`: its terminal write, a pause, a cancel, the sweep, a re-pricing; a new
-   run's row is inserted, so nobody else can wait for it yet);
-2. the conversation (`Conversation`: a message's totals and sequence, `conversations.services`);
-3. budget periods (`BudgetPeriod`, by budget id: reservations, top-ups, settlements);
-4. the owner's row (`auth_user`, FOR NO KEY UPDATE: run creation, so one user's runs count each other's against
-   their limit; on PostgreSQL inside its commit, by a deferred constraint trigger (workflows.statements); taken
-   only there, and never as a lock on a run's row, which would also block every insert referencing the user);
-5. aggregates: usage rollups (by key), then template analytics (a template's slot: `analytics.models`);
-6. the audit chain's head (an advisory lock, last: `audit.services`). Runs never take it: their rows are queued
-   and the process's chainer appends them after the run commits.
-
-So run creation is conversation → budget periods → (the run inserted) → owner; a run's ending is run →
-conversation → budget periods → aggregates; a cancel or the sweep locks the run (and only the
-run: FOR UPDATE OF its own table) before what its ending locks.
-
-**Deadlocks.** PostgreSQL may still roll a transaction back as a deadlock victim (a lock order can be broken by
-statements we do not write, e.g. foreign-key checks) or as a serialization failure (REPEATABLE READ readers):
-nothing of it was written, so `retried_on_conflict` runs it again, a bounded number of times, at its outermost
-transaction's boundary, and answers 503 `database_conflict` (try again) rather than a 500 if it never gets
-through."""
+Every write path takes its row locks in one order (docs/architecture.md#the-lock-order); a transaction PostgreSQL
+still rolls back as a deadlock or serialization failure is run again by `retried_on_conflict`.
+"""
 from __future__ import annotations
 
 import datetime

@@ -1,16 +1,9 @@
 """The answer to a /v1/ call that did not complete, as OpenAI's clients expect it: made in one place (call_failure)
 from what the upstream said (workflows.engine.providers.upstream_facts), for a whole answer, a stream's error
-object and the Responses API's failed response alike.
-
-- The request's own fault (an upstream 4xx such as a bad parameter or a context too long) keeps its status and
-  the upstream's error object, so a client raises it at once instead of retrying it.
-- An upstream that is rate limited, or a model whose deployments are all cooling down, is a 429 with Retry-After
-  (when the first one may take a call again): a client waits that long and retries.
-- Only an upstream failure (5xx, a deployment's wrong key or model, a refused connection) is a 502, a timeout a
-  504, after the routing has tried every deployment and fallback.
-
-A caller is told the model it asked for and the request id; the rest (the upstream's URL, host names, the
-client library's words) is the operator's, in the log, under the same request id."""
+object and the Responses API's failed response alike. The request's own fault keeps the upstream's status and
+error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504); the caller is told
+the model and the request id, the operator's log has the rest (docs/api/gateway.md#errors).
+"""
 from __future__ import annotations
 
 import logging

@@ -1,15 +1,9 @@
-"""Per-key control of model calls: a key's allowed models, and its requests and tokens per minute, in all and per
-model (gateway.models.KeyLimits). They bind every run the key starts, on every surface (gateway.receivers, when a
-run is written: a run is one request of its model), and the gateway's calls (key_admit, before the run: its
-answer carries the x-ratelimit-* headers).
-
-Counted in one-minute windows in the shared cache (Django's default cache: Redis when REDIS_URL is set, so every
-server process counts together; the process's own memory without it, for a single process). A request is counted
-when it is let in; its tokens when its run ends (the receiver of workflows' execution_finished, after commit), so
-a client that goes away mid-stream is counted all the same. A request over a limit is refused before anything is
-written: 403 for a model the key may not call, 429 with Retry-After (the end of the window) past a limit; each
-answer carries the x-ratelimit-* headers of the tightest limit that applies. If the cache cannot be reached the
-limits are not enforced (logged), as the run throttle does not stop runs either."""
+"""Per-key control of model calls (docs/api/gateway.md#per-key-control): a key's allowed models, and its requests and
+tokens per minute, in all and per model (gateway.models.KeyLimits). They bind every run the key starts, on every
+surface (gateway.receivers, when a run is written) and the gateway's calls (key_admit, before the run, whose answer
+carries the x-ratelimit-* headers). Counted in one-minute windows in the shared cache: a request when it is let in,
+its tokens when its run ends; if the cache cannot be reached the limits are not enforced (logged).
+"""
 from __future__ import annotations
 
 import logging

@@ -1,14 +1,12 @@
 """The pass-through of /v1/chat/completions to an upstream that speaks OpenAI's protocol (the `openai` provider's
-server, not routed through deployments): the request's body goes on as the client sent it, the answer comes back
-as the upstream gave it, a stream's chunks relayed as they arrive, without re-encoding them. No graph runs and no
-client library is involved; the call is still a run with the records of any other gateway call (its execution,
-node rows, LLM call priced, events, audit, budgets), written by the run's own recorder and terminal transaction
-(workflows.runner.run_end), committed before the answer's last byte leaves.
+server, not routed; docs/api/gateway.md#a-call-is-a-run): the body goes on as the client sent it and the answer
+comes back as the upstream gave it, a stream's chunks relayed as they arrive. No graph runs and no client library is
+involved; the call is still a run with the records of any other gateway call, written by the run's own recorder.
 
-A call is three steps: `passthrough_open` (on the request's thread, in the view: the run written, as every run is,
-with its budget reservation, its start and its model call marked as started, in one transaction), the upstream call on the event loop through
-one pooled httpx.AsyncClient per upstream (kept-alive connections), then `_close` (one hop to the request's thread:
-the LLM call and the run's end in one transaction)."""
+A call is three steps: `passthrough_open` (on the request's thread: the run written with its budget reservation,
+start and model call marked as started, in one transaction), the upstream call on the event loop through one pooled
+httpx.AsyncClient per upstream, then `_close` (the LLM call and the run's end in one transaction).
+"""
 from __future__ import annotations
 
 import asyncio

@@ -92,8 +92,8 @@ def key_scope_refusal(token: ApiToken | None, needed: str) -> str | None:
 
 
 class ApiKeyScope(BasePermission):
-    """A request authenticated by an API key may do only what the key's scopes allow (SPEC: chat, runs, gateway,
-    read); a session is not limited."""
+    """A request authenticated by an API key may do only what the key's scopes allow (docs/api/rest.md#api-keys: chat,
+    runs, gateway, read); a session is not limited."""
 
     message = "this API key does not have the scope this request needs"
 

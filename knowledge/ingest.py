@@ -1,16 +1,9 @@
-"""A document's way to chunks: cut, embedded, written whole or not at all.
+"""A document's way to chunks: cut, embedded, written whole or not at all (docs/knowledge.md#ingestion).
 
 `document_ingest(document)` is the one entry point, for a document added as JSON text (run inline by the API) and
 for a queued job (knowledge.tasks: an uploaded file is read to text first): it takes a `queued` (or `failed`)
-document to `ready` with its chunks, or to `failed` with the reason (a parser's, a budget's, a provider's) and no
-chunk. The embedding calls are the collection owner's, counted and held to budgets as every LLM call
-(gateway.embeddings), one run per CHATTER_EMBEDDING_BATCH_SIZE chunks.
-
-Progress goes to the owner's feed (/ws/events/) through the one event path, as an experiment's does: a
-`document_updated` event (not persisted: it is no run's) when the document starts, after each batch of chunks is
-embedded (`chunks_done` of `chunks_total`), and when it is `ready` or `failed`. The owner's feed, not a
-collection's: it is where a user's background work (runs, experiments) is already followed, and a collection's
-documents are only ever changed by its owner (or staff, for a shared one).
+document to `ready` with its chunks, or to `failed` with the reason and no chunk. The embedding calls are the
+collection owner's LLM calls (gateway.embeddings); progress is a `document_updated` event on the owner's feed.
 """
 from __future__ import annotations
 

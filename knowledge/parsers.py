@@ -1,13 +1,8 @@
-"""A file's text, by its type, for a collection's documents: PDF with pypdf, DOCX with mammoth (to HTML, then
-Markdown), HTML with markdownify (headings, lists and tables kept as Markdown), CSV as a Markdown table, Markdown
-and plain text as they are.
-
-Three answers besides the text, each an error of the one hierarchy:
-- a file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES: PayloadTooLarge (413), before anything is read;
-- a type this module does not read: UnsupportedFileType (415);
-- a file of a readable type that cannot be read (a corrupt or encrypted PDF, a DOCX that is no zip, text that is not
-  in its charset, a file with no text): FileUnreadable, whose message is the parser's reason; ingestion marks the
-  document `failed` with it.
+"""A file's text, by its type, for a collection's documents (docs/knowledge.md#ingestion): PDF with pypdf, DOCX with
+mammoth (to HTML, then Markdown), HTML with markdownify, CSV as a Markdown table, Markdown and plain text as they
+are. Besides the text, each an error of the one hierarchy: PayloadTooLarge (413) before anything is read,
+UnsupportedFileType (415), and FileUnreadable for a readable type that cannot be read (its message is the parser's
+reason, with which ingestion marks the document `failed`).
 """
 from __future__ import annotations
 

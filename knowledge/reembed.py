@@ -1,16 +1,7 @@
-"""A collection's change of embedding model, as a job (knowledge.tasks): every ready document cut again (in the new
-model's tokens) and embedded with the new model, each embedding request an LLM call of the owner's as at ingestion.
-
-The new chunks are written `staged` (the document's, in no collection) as each document is embedded, so the job
-holds one document's vectors at a time, and no search sees them. When every document has its new chunks, one
-transaction swaps them in: the old chunks go, the staged ones join the collection, the collection takes the new
-model and size. Until then searches embed their queries with the old model and rank the old chunks; if any request
-fails (a budget, the provider), the staged chunks go and the collection keeps its old model and chunks, with the
-reason in `reembed_error`. Documents added while it ran were embedded with the old model: the swap queues them
-again.
-
-Progress: `collection_updated` on the owner's feed (/ws/events/), as a document's ingestion reports, with
-`chunks_done` of `chunks_total` over the whole collection.
+"""A collection's change of embedding model, as a job (knowledge.tasks): every ready document cut again and embedded
+with the new model into `staged` chunks, swapped in by one transaction once all are there; a failed request drops
+the staged chunks and keeps the old model (`reembed_error`). Progress is `collection_updated` on the owner's feed.
+The design: docs/knowledge.md#ingestion.
 """
 from __future__ import annotations
 

@@ -1,23 +1,7 @@
 """Approximate nearest-neighbour indexes of the chunks' vectors, one per dimension, on both databases, and the
-search that uses them.
-
-The `embedding` column has no fixed size (each embedding model has its own), and an ANN index needs one, so each
-indexed dimension `d` gets its own index of the chunks whose `dimensions` is `d`:
-
-- PostgreSQL: an HNSW index with cosine distance (pgvector ≥ 0.5) on the expression `embedding::vector(d)`, partial
-  on `dimensions = d`. A search orders by that same expression's `<=>` distance to the query, which the planner
-  answers from the index; `hnsw.ef_search` (CHATTER_KNOWLEDGE_HNSW_EF_SEARCH) trades speed for recall.
-- SQLite: a sqlite-vec `vec0` table of the vectors quantised to one bit per dimension (`bit[d]`, 1/32 of the
-  floats), kept in step with the chunk rows by triggers (insert, update, delete: every path, bulk_create and
-  cascades included, since they are SQL). A search takes the nearest candidates by Hamming distance from it and
-  ranks them by exact cosine distance on the float vectors (sqlite-vec's binary quantisation with re-scoring):
-  sqlite-vec 0.1.9 searches a `vec0` table by brute force: over 100,000 float vectors of 384 dimensions that took
-  hundreds of milliseconds here, over their bits a few (B12 in bench/RESULTS.md).
-
-A dimension with no index is searched exactly (every chunk of that size compared), as before. The migration
-indexes INDEXED_DIMENSIONS; `vector_index_create` indexes another. On SQLite, Django rebuilds a table for many
-schema changes, which drops its triggers: `vector_indexes_ensure` (run after every `migrate`, apps.py) puts them
-back and fills the `vec0` tables with any chunk they lack.
+search that uses them: an HNSW index on `embedding::vector(d)` partial on `dimensions = d` (PostgreSQL), a `vec0`
+table of the vectors' bits kept in step by triggers, its candidates re-scored by exact cosine (SQLite). A dimension
+with no index is searched exactly. Why each, and the figures: docs/knowledge.md#databases (B12 in bench/RESULTS.md).
 """
 from __future__ import annotations
 

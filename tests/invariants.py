@@ -1,4 +1,4 @@
-"""Independent checks of the invariants (SPEC §2), computed straight from the source rows."""
+"""Independent checks of the invariants (docs/architecture.md#invariants), computed straight from the source rows."""
 from decimal import Decimal
 
 from django.db.models import Count, Sum

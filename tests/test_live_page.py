@@ -1,5 +1,5 @@
-"""The live page (SPEC §6): login, then a chat turn streamed into the page, the same run replayed over the
-websocket, and a dropped stream recovered, in headless Chromium against a real daphne server."""
+"""The live page (docs/usage.md#the-live-page): login, then a chat turn streamed into the page, the same run replayed
+over the websocket, and a dropped stream recovered, in headless Chromium against a real daphne server."""
 import re
 from contextlib import contextmanager
 from itertools import pairwise

@@ -1,5 +1,5 @@
 """Secrets (the provider API key, SECRET_KEY, passwords, API tokens) never appear in responses, logs, events or
-audit rows — also when the provider echoes the key back in an error (SPEC §11)."""
+audit rows — also when the provider echoes the key back in an error (docs/operations/audit.md#secrets)."""
 import json
 import logging
 

@@ -1,4 +1,5 @@
-"""Settings come from the environment and a bad value stops start-up naming the variable (SPEC §11)."""
+"""Settings come from the environment and a bad value stops start-up naming the variable
+(docs/operations/configuration.md#settings)."""
 import os
 import subprocess
 import sys

@@ -1,17 +1,9 @@
 """MCP servers the operator declares in a settings file (CHATTER_MCP_SERVERS_FILE), in the `mcpServers` JSON shape
-Claude Desktop and Cursor use:
-
-    {"mcpServers": {
-        "docs": {"url": "https://mcp.example/mcp", "headers": {"Authorization": "Bearer …"}},
-        "legacy": {"url": "https://old.example/sse", "type": "sse"},
-        "files": {"command": "python", "args": ["-m", "files_server"], "env": {"ROOT": "/srv/files"}}}}
-
-A `url` entry is reached over Streamable HTTP (or HTTP+SSE with `"type": "sse"`), through the same outbound checks as
-any MCP server; a `command` entry is a **stdio** server (a process Chatter starts), which only this file may declare.
-Each is kept as an McpServer row (`declared`, no owner, shared with every user), so the registry, runs, ToolCall
-rows and health treat it as any server; the API and the admin show it and never change it. The file is read again
-when it changes (its size and modification time, looked at whenever servers are listed): new or changed entries are
-written and asked for their tools, removed ones deleted. An entry that is not valid is left out, and logged."""
+Claude Desktop and Cursor use (docs/tools.md#servers-the-operator-declares): a `url` entry is reached over
+Streamable HTTP (or HTTP+SSE), a `command` entry is a stdio server, which only this file may declare. Each is kept as
+an McpServer row (`declared`, no owner, shared), synced whenever the file's size or modification time changes; an
+entry that is not valid is left out, and logged.
+"""
 from __future__ import annotations
 
 import json

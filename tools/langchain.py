@@ -1,13 +1,9 @@
-"""MCP tools as LangChain tools, for Python graphs of your own (CHATTER_GRAPHS): `await user_tools(user,
-allowed=[...])` gives the tools of `allowed` (`<server>__<tool>`, `<server>__*`) that `user` may call (their own
-servers and the shared ones, switched on), as langchain-mcp-adapters makes them, named `<server>__<tool>`, so
-`create_react_agent(model, tools=...)` takes them as they are. A registered graph's factory gets its run's owner's
-with workflows.graph_tools.run_tools(config, allowed=[...]).
-
-Each call is made on a kept session of the official MCP client (tools.mcp_pool) with the server's headers, through
-core.outbound's checked transport (the same destination policy as every MCP request), within CHATTER_MCP_TIMEOUT_S, its text cut
-at CHATTER_MCP_MAX_RESULT_BYTES; a tool error, a timeout or a server that cannot be asked is an error result the
-model sees (a ToolMessage with status "error"), never an exception that ends the graph."""
+"""MCP tools as LangChain tools, for Python graphs of your own (CHATTER_GRAPHS; docs/tools.md#tools-in-workflows):
+`await user_tools(user, allowed=[...])` gives the tools of `allowed` (`<server>__<tool>`, `<server>__*`) that `user`
+may call, as langchain-mcp-adapters makes them, named `<server>__<tool>`. Each call goes over a kept session
+(tools.mcp_pool) through core.outbound's checked transport, within CHATTER_MCP_TIMEOUT_S, its text cut at
+CHATTER_MCP_MAX_RESULT_BYTES; a failure is an error result the model sees, never an exception that ends the graph.
+"""
 from __future__ import annotations
 
 import asyncio

@@ -1,17 +1,11 @@
-"""Kept MCP sessions: one event loop per process (a daemon thread running an anyio BlockingPortal) holds initialized
-ClientSessions of the official SDK, keyed by the server and how it is reached (its Endpoint: URL, transport and the
-headers a call sends, or a stdio server's command), so the calls of a run, and of later runs, reuse a session
-instead of opening one (and its TCP connection, its initialize and tools/list round trips, or its process) each time.
+"""Kept MCP sessions (docs/tools.md#kept-sessions): one event loop per process (a daemon thread running an anyio
+BlockingPortal) holds initialized ClientSessions of the official SDK, keyed by their Endpoint (URL, transport and
+headers, or a stdio server's command), so calls reuse a session instead of opening one each time.
 
-A call checks a session out for itself (concurrent calls each get their own, so a failure of the transport is
-always the one call's), and checks it back in once the server answered; a session whose transport failed, whose
-call timed out or was cut short is closed instead. Idle sessions are closed after CHATTER_MCP_IDLE_S, and at once
-when their server changes or is deleted (`mcp_pool_forget`); at most MAX_IDLE_PER_ENDPOINT are kept per endpoint. A
-session the server has since dropped (it restarted: "Session terminated") is replaced, and the call made again on
-a fresh one, once: the server had not run it.
-
-Sync code calls through `mcp_pool().call(fn, ...)` (a coroutine function run on the pool's loop); async code on
-another loop through `await mcp_pool().call_async(fn, ...)`."""
+A call checks a session out for itself and back in once the server answered; a session whose transport failed,
+whose call timed out or was cut short is closed instead. Sync code calls through `mcp_pool().call(fn, ...)` (a
+coroutine function run on the pool's loop); async code on another loop through `await mcp_pool().call_async(...)`.
+"""
 from __future__ import annotations
 
 import asyncio

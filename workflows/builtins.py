@@ -1,4 +1,4 @@
-"""Built-in templates: read-only graphs every user can run (SPEC §2, §3)."""
+"""Built-in templates: read-only graphs every user can run (docs/usage.md#templates-and-definitions)."""
 
 _CHAT_NODES = [
     {"id": "start", "type": "start"},

@@ -1,16 +1,10 @@
 """LangGraph's checkpoints on the project's database (SQLite and PostgreSQL alike): `DatabaseSaver`, a
 BaseCheckpointSaver on the Django ORM (rows: workflows.models.Checkpoint), passing langgraph-checkpoint-conformance.
 
-Used alone it writes at once, like any saver. A run's graph uses it *held* (SPEC §6, lean writes): while the
-runner holds a run's thread, what LangGraph saves for it stays in memory (a CheckpointHold, handed to the run's
-recorder) and the recorder writes it with a transaction it makes anyway (ExecutionRecorder.write_held), in one
-multi-row INSERT: when the run ends or pauses,
-and before it waits once an LLM call has ended since the last write of checkpoints (what is worth not doing
-twice; a run resumed after a crash repeats at most the nodes since its last LLM call).
-
-A run's thread is its own (`thread_id` = the execution's id: a graph's state begins empty at each run, its
-`messages` channel adds up), except on a conversation that keeps its graph's state (workflows.runner): there the
-conversation's id is the thread of all its runs.
+Used alone it writes at once, like any saver. A run's graph uses it *held*: what LangGraph saves stays in a
+CheckpointHold that the run's recorder writes with a transaction it makes anyway (ExecutionRecorder.write_held).
+A run's thread is its own (`thread_id` = the execution's id) except on a conversation that keeps its graph's state,
+whose id is the thread of all its runs. When, and why: docs/operations/durable-runs.md#checkpoints-in-the-database.
 """
 from __future__ import annotations
 

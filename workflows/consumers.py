@@ -1,4 +1,5 @@
-"""Websocket consumers (SPEC §6): thin — check the user and ownership on connect, then relay a feed."""
+"""Websocket consumers (docs/api/rest.md#following-runs-live): thin — check the user and ownership on connect, then
+relay a feed."""
 from __future__ import annotations
 
 import asyncio

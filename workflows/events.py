@@ -1,4 +1,5 @@
-"""The one event path (SPEC §6): build the envelope, persist it with the next seq, publish after commit.
+"""The one event path (docs/architecture.md#the-event-bus): build the envelope, persist it with the next seq, publish
+after commit.
 
 Every event of a run goes this way: the recorder persists it (`event_rows`, written inside the transaction that
 writes what it describes, usually by the same statement) and it is published once that commits

@@ -1,21 +1,11 @@
 """Knowledge collections for a registered Python graph (CHATTER_GRAPHS): the retrieval node's search as a LangChain
-retriever, or as a tool a model may call.
+retriever (`collections_retriever`), or as a tool a model may call (`collections_tool`); usage in
+docs/knowledge.md#python-graphs.
 
-    from langgraph.prebuilt import create_react_agent
-    from workflows.graph_knowledge import collections_retriever, collections_tool
-
-    def answer(state):  # a node: the chunks as LangChain Documents, best first
-        found = collections_retriever(["manuals"], k=4).invoke(state["messages"][-1].content)
-        ...
-
-    graph = create_react_agent(model, tools=[collections_tool(["manuals"], name="search_manuals",
-                                                              description="Search the product manuals.")])
-
-The search is the run's owner's (their collections and the shared ones, by id or name), done by the run: the
-query's embedding is an LLM call of the node that searched, the search a `retrieval` event with the chunks' ids
-and scores, as a retrieval node's (workflows.engine.retrieval). Each Document's metadata is its citation: chunk_id,
-document_id, collection_id, title, position, score. Outside a Chatter run there is no owner: searching is an
-error."""
+The search is the run's owner's, done by the run: the query's embedding is an LLM call of the node that searched,
+the search a `retrieval` event, as a retrieval node's (workflows.engine.retrieval). Each Document's metadata is its
+citation. Outside a Chatter run there is no owner: searching is an error.
+"""
 from __future__ import annotations
 
 from typing import Literal

@@ -1,6 +1,6 @@
-"""The heartbeat of the runs a process is running (SPEC §8 recovery): one thread refreshes their `heartbeat_at`
-every HEARTBEAT_S, and carries what each run's call in flight has streamed so far (`stream_progress`), so the
-recovery sweep knows a run whose process died, and what that call had already cost."""
+"""The heartbeat of the runs a process is running (docs/operations/audit.md#recovery): one thread refreshes their
+`heartbeat_at` every HEARTBEAT_S, and carries what each run's call in flight has streamed so far (`stream_progress`),
+so the recovery sweep knows a run whose process died, and what that call had already cost."""
 from __future__ import annotations
 
 import logging

@@ -1,15 +1,10 @@
-"""The live half of the one event path (SPEC §6), on Channels' channel layer (settings.CHANNEL_LAYERS: channels-redis's
-pub/sub layer with REDIS_URL), through its public API only. Without REDIS_URL there is one process and only the
-local delivery below.
+"""The live half of the one event path, on Channels' channel layer (settings.CHANNEL_LAYERS: channels-redis's pub/sub
+layer with REDIS_URL), through its public API only; without REDIS_URL, one process and only the local delivery.
 
 A topic (a run's, a user's, a user's access) is a layer group. Publishing hands the events to this process's
-subscribers at once and to the process's bus thread, which `group_send`s everything handed to it within GATHER_S
-of a wake, one message per topic, in order: a run never waits on the layer (at exit, what is queued is sent). Each process has one
-layer channel, a member of a topic's group from the first reader here of that topic to its last, so a process nobody
-watches receives nothing; what arrives on it goes to the subscribers here, and the process's own messages coming back
-are dropped. Delivery is at most once; persisted events are also in the database, and the feeds
-(workflows.realtime) fill any gap from it. While the layer fails, publishing is skipped for RECONNECT_S after each
-failure.
+subscribers at once and to the bus thread, which `group_send`s what it was handed within GATHER_S of a wake, one
+message per topic, in order. Delivery is at most once; the feeds (workflows.realtime) fill any gap from the
+database. How and why: docs/architecture.md#the-event-bus.
 """
 from __future__ import annotations
 

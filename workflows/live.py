@@ -1,4 +1,5 @@
-"""The live page (SPEC §6): a logged-in user's recent runs, a chat form, and one run watched as it happens.
+"""The live page (docs/usage.md#the-live-page): a logged-in user's recent runs, a chat form, and one run watched as it
+happens.
 
 The views only render templates; the page reads and writes through the REST API and the websocket.
 """

@@ -391,9 +391,10 @@ class ProviderAttempt(models.Model):
 
 class Checkpoint(models.Model):
     """LangGraph's checkpoints of a run, on the project's database (workflows.checkpointer): two kinds of row in
-    one table, so that a run writes its checkpoints with one statement per write (SPEC §6). A `checkpoint` row is
-    one snapshot of the graph's state (`blob`: the serialized Checkpoint, `metadata`: its step, source and
-    parents); a `write` row is one pending write of a task against that snapshot (`channel`, `blob`: the value)."""
+    one table, so that a run writes its checkpoints with one statement per write (docs/architecture.md#the-run-path).
+    A `checkpoint` row is one snapshot of the graph's state (`blob`: the serialized Checkpoint, `metadata`: its step,
+    source and parents); a `write` row is one pending write of a task against that snapshot (`channel`, `blob`: the
+    value)."""
 
     class Kind(models.TextChoices):
         CHECKPOINT = "checkpoint"

@@ -1,5 +1,5 @@
-"""The feeds every reader of run events uses (SPEC §6): the SSE of a streaming POST and of `GET …/events/`, both
-websockets and the `chat` command read the same `execution_feed` / `user_feed`.
+"""The feeds every reader of run events uses (docs/api/rest.md#following-runs-live): the SSE of a streaming POST and
+of `GET …/events/`, both websockets and the `chat` command read the same `execution_feed` / `user_feed`.
 
 A run's feed is its persisted log from the database and then the live events from the hub, in seq order, without
 gaps or duplicates: an event that the hub did not bring (the channel layer down, a full buffer) is read back from

@@ -1,36 +1,13 @@
 """ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events.
 
-A run writes only when it is about to wait and when it ends (SPEC §6, I5, I6):
-- Everything that happens in between — node starts and ends, LLM calls with their usage, tool calls, events —
-  is held in memory and written in ONE transaction (on PostgreSQL, a write whose rows ride on one
-  statement is that statement alone: core.db.write_atomic) just before the run next waits on something
-  outside it (a model or the clock: a model call, a `delay` node starting, or a node that checks in or streams a
-  token) or in the terminal transaction (runner.execution_finish). The built-in tools only compute (a `tools`
-  node does not wait): what they do is written with the write before the next model call.
-- A model call's write, just before it waits, puts on its node row (`output.call_in_flight`) what the call sent
-  (provider, model, a prompt estimate); the heartbeat carries what it has streamed so far
-  (`WorkflowExecution.stream_progress`). If the process dies mid-call, the sweep records that call from these,
-  estimated and flagged (I5); a call that ends in its process replaces the marker with its LLMCall in one write.
-- So a provider's usage is on disk before the run waits for anything else or ends: only the run's own CPU work
-  (routing, nodes that do not wait) lies between the report and the write. Watchers see `node_started` before
-  a node's tokens and tool calls, because a waiting node's start is written before it waits.
-- A node's row is written with the first write after it starts (a waiting node: as `running`) and rewritten
-  whole when it ends; only this run writes its rows. Events get their seq as they are written (I6) and are
-  published after their transaction commits.
-- Audit rows are written when the run pauses or ends, with its outcome: what they record (the run's start, its
-  tool calls) is on disk in its rows before, and a run whose process died gets them from those rows
-  (ExecutionRecorder.interrupted). They are queued, never appended by the run: the process's chainer links them
-  into the chain after the run's transaction commits (audit.services.audit_queue).
+A run holds what happens in memory and writes it in one transaction just before it next waits (a model call, a
+delay, a node that checks in or streams) and in its terminal transaction; it has one writer, and once a write
+collides with the recovery sweep's the recorder refuses every later one (RunInterrupted). What each write holds,
+and why: docs/architecture.md#when-a-run-writes (I5, I6).
 
-The recorder is one unit of work over the run's trace and events; what else it needs is handed to it, each with
-its own state (run_recorder builds them for a run): a RunReads (workflows.run_reads: history, documents, prices,
-prompts), a BudgetGuard (workflows.spending: the run's budget holds, topped up before each model call), a
-RunLedger (workflows.ledger: what the run's rows already hold, for a run resumed or ended from them) and the
-CheckpointHold of its graph's thread (workflows.checkpointer), whose rows ride on the recorder's writes.
-
-A run has one writer. If the recovery sweep ends a run while its process still runs it, the process's next
-write collides with the sweep's events on (execution, seq) and is rolled back; from then on the recorder refuses
-every write and the run stops with RunInterrupted, so nothing lands after the terminal event."""
+It is one unit of work over the run's trace and events; run_recorder hands it what else it needs, each object
+with its own state: RunReads, BudgetGuard, RunLedger and the CheckpointHold (docs/architecture.md#the-run-path).
+"""
 from __future__ import annotations
 
 import functools

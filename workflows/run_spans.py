@@ -1,18 +1,8 @@
-"""A run's OpenTelemetry spans (made only when tracing is on: core.tracing), fed by its ExecutionRecorder's hooks,
-the one place every run's moments pass (JSON workflows through the engine, registered Python graphs through
-LangGraph's callbacks and stream: workflows.engine.python_graphs):
-
-- the run: `invoke_agent <template or graph>`, a child of the context stored with the run (its caller's request, or
-  its creation), so a run executed later by a worker keeps its trace; its template, definition, execution id,
-  thread, status, tokens and cost (`chatter.cost`);
-- each node: `node <id>`;
-- each LLM call, as OpenTelemetry's GenAI conventions describe it: `chat <model>` / `embeddings <model>` with
-  gen_ai.operation.name, gen_ai.provider.name, gen_ai.request.* and gen_ai.response.*, gen_ai.usage.* and
-  `chatter.cost`;
-- each tool call: `execute_tool <tool>`.
-
-Message content (the reply's text, a tool's arguments and result) is recorded only when the operator opts in with
-the convention's OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+"""A run's OpenTelemetry spans (made only when tracing is on: core.tracing), fed by its ExecutionRecorder's hooks, the
+one place every run's moments pass (JSON workflows through the engine, registered Python graphs through LangGraph's
+callbacks and stream): `invoke_agent` for the run (a child of the context stored with it, so a run a worker
+executes later keeps its trace), `node`, `chat` / `embeddings` per LLM call with OpenTelemetry's GenAI attributes,
+`execute_tool`. Which attributes, and the opt-in for message content: docs/operations/tracing.md#what-a-trace-holds.
 """
 from __future__ import annotations
 

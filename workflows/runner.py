@@ -1,6 +1,7 @@
-"""The runner: the one place runs execute (SPEC §5). A sync run runs in its caller's thread (`run`), a streamed one
-on the runner's threads (`submit`), a background or scheduled one in a worker's task (workflows.tasks → `run`);
-each way the same `run`: the graph with an ExecutionRecorder, then `execution_finish`, the terminal transaction.
+"""The runner: the one place runs execute (docs/architecture.md#the-run-path). A sync run runs in its caller's thread
+(`run`), a streamed one on the runner's threads (`submit`), a background or scheduled one in a worker's task
+(workflows.tasks → `run`); each way the same `run`: the graph with an ExecutionRecorder, then `execution_finish`, the
+terminal transaction.
 
 A run that cannot end normally (its terminal transaction fails twice) or whose process is gone (the recovery
 sweep) ends from what its rows hold: `end_from_ledger`.

@@ -48,9 +48,9 @@ class BudgetGuard:
 
     @retried_on_conflict
     def _top_up(self, *, usd, tokens) -> tuple[list[dict], dict | None]:
-        """Top the run's holds up in one transaction, in the one lock order (core.db): the run's row,
-        then the budgets' periods. Returns the holds as they now are (a copy: a transaction rolled back leaves the
-        run's own as they were) and the hold of the budget that had no room, if one had none."""
+        """Top the run's holds up in one transaction, in the one lock order (docs/architecture.md#the-lock-order): the
+        run's row, then the budgets' periods. Returns the holds as they now are (a copy: a transaction rolled back
+        leaves the run's own as they were) and the hold of the budget that had no room, if one had none."""
         holds = copy.deepcopy(self.holds)
         with transaction.atomic():
             run = WorkflowExecution.objects.filter(pk=self.execution_id)

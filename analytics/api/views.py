@@ -1,6 +1,6 @@
-"""Analytics over the API (SPEC §7, §9): usage reports and template analytics answered from the stored
-aggregates, exported as JSON or CSV; model prices (everyone reads, staff write). Thin: validate, call a
-selector or service, render."""
+"""Analytics over the API (docs/usage.md#the-back-office-admin-and-analytics): usage reports and template analytics
+answered from the stored aggregates, exported as JSON or CSV; model prices (everyone reads, staff write). Thin:
+validate, call a selector or service, render."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model

@@ -1,4 +1,4 @@
-"""The audit trail over the API (SPEC §7): a user's own rows (staff: all), and the chain check (staff)."""
+"""The audit trail over the API (docs/api/rest.md): a user's own rows (staff: all), and the chain check (staff)."""
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema

@@ -1,4 +1,4 @@
-"""Conversations and documents over the API (SPEC §7). Thin: validate, call a service, render. (Chat turns,
+"""Conversations and documents over the API (docs/api/rest.md). Thin: validate, call a service, render. (Chat turns,
 which run workflows, are workflows.api.chat's.)"""
 from __future__ import annotations
 

@@ -1,14 +1,11 @@
-"""Request parsers that refuse oversized, absurdly nested or non-UTF-8 bodies before any view sees them (SPEC §7).
-
-Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE (= CHATTER_MAX_REQUEST_BYTES) when DRF reads it (the
-error handler makes that a 413); the parsers also read at most that many bytes from whatever stream they are
-given, so no path parses more.
+"""Request parsers that refuse oversized, absurdly nested or non-UTF-8 bodies before any view sees them
+(docs/api/rest.md). They read at most CHATTER_MAX_REQUEST_BYTES from whatever stream they are given, so no path
+parses more (Django refuses a larger body too; the error handler makes that a 413).
 
 The one exception is a file upload: a view that takes files lists MultiPartParser among its parsers and names the
-setting of its largest file in `upload_limit_setting` (knowledge's documents: CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES).
-Its multipart body may be that large plus CHATTER_MAX_REQUEST_BYTES (the form's other fields and its framing);
-the file goes to Django's upload handlers (memory, then a temporary file), never into a parsed string. Every other
-body on that route (its JSON) keeps the project-wide limit."""
+setting of its largest file in `upload_limit_setting`; its multipart body may be that large plus
+CHATTER_MAX_REQUEST_BYTES, the file going to Django's upload handlers, never into a parsed string.
+"""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,8 @@
 """The one Server-Sent Events writer of every surface: its frames (`id:`, `event:`, `data:` as compact JSON), its
-heartbeat comment, and the streaming response that carries them. /api/v1/ writes its event envelopes (SPEC §6:
-the event's name, its seq as the id); /langgraph/ its stream modes (agent_server.stream: `<seq>-<k>` ids that
-Last-Event-ID resumes from) and its thread protocol's events (agent_server.protocol); /v1/ OpenAI's `data:` chunks
-(gateway.views).
+heartbeat comment, and the streaming response that carries them. /api/v1/ writes its event envelopes
+(docs/api/rest.md#following-runs-live: the event's name, its seq as the id); /langgraph/ its stream modes
+(agent_server.stream: `<seq>-<k>` ids that Last-Event-ID resumes from) and its thread protocol's events
+(agent_server.protocol); /v1/ OpenAI's `data:` chunks (gateway.views).
 
 A DRF view validates and checks ownership first (errors are JSON), then returns `event_stream_response(frames)`;
 Django serves its async iterator natively under ASGI: no thread is held while the stream waits for its feed.
@@ -35,7 +35,7 @@ def frame(data, *, event: str | None = None, frame_id: str | int | None = None) 
 
 
 def sse_frame(envelope: dict) -> str:
-    """An event envelope of /api/v1/ (SPEC §6); token frames carry no id (they are not persisted)."""
+    """An event envelope of /api/v1/ (docs/api/rest.md#events); token frames carry no id (they are not persisted)."""
     return frame(envelope, event=envelope["event"], frame_id=envelope["seq"])
 
 

@@ -1,4 +1,4 @@
-"""The run throttle (SPEC §7, scope "runs") of every surface that starts runs: DRF's scoped rate throttle (its
+"""The run throttle (scope "runs", docs/api/rest.md) of every surface that starts runs: DRF's scoped rate throttle (its
 scope, rate setting and keys) over the shared cache (Redis when REDIS_URL is set), and, while that cache cannot be
 reached, a process-local limit of the same rate, so a Redis outage never stops a chat turn or a run. On Redis a
 request is counted in one round trip (a script). An outage is logged once when it begins and once when it ends,

@@ -20,7 +20,7 @@ def url_uuid(value, *, not_found: str) -> uuid.UUID:
 
 class OwnedViewSet(viewsets.GenericViewSet):
     """Objects are looked up in get_queryset(), which subclasses restrict to what the user may see, so another
-    user's object is a 404, never a 403 that confirms it exists (SPEC §7). Ids that are not UUIDs are 404s."""
+    user's object is a 404, never a 403 that confirms it exists (docs/api/rest.md). Ids that are not UUIDs are 404s."""
 
     not_found = "not found"
     id_field = "pk"  # the model field the URL's id names (a public uid, for a model whose pk is not one)

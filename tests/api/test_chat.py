@@ -325,7 +325,7 @@ async def test_a_streamed_turn_is_sse_whose_tokens_make_the_saved_reply(async_cl
         range(1, len(persisted) + 1))
     assert all(f.event == f.envelope["event"] and f.envelope["execution_id"] == str(execution.pk) for f in frames)
     assert persisted[0].event == "workflow_started" and persisted[-1].event == "workflow_completed"
-    assert frames[-1] == persisted[-1]  # the stream ends with the terminal event (SPEC §6)
+    assert frames[-1] == persisted[-1]  # the stream ends with the terminal event (I6)
 
     done = persisted[-1].envelope["data"]
     assert execution.status == "completed" and execution.mode == "stream"

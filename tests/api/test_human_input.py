@@ -1,6 +1,6 @@
-"""A `human_input` node (SPEC §3): the run pauses `waiting` with an `input_required` event, holds nothing while it
-waits, and POST /api/v1/executions/<id>/resume/ goes on with it from its checkpoint; a bad answer is a 400 that
-writes nothing; an unanswered question ends the run at its timeout (the recovery sweep)."""
+"""A `human_input` node (docs/operations/durable-runs.md): the run pauses `waiting` with an `input_required` event,
+holds nothing while it waits, and POST /api/v1/executions/<id>/resume/ goes on with it from its checkpoint; a bad
+answer is a 400 that writes nothing; an unanswered question ends the run at its timeout (the recovery sweep)."""
 from datetime import timedelta
 from io import StringIO
 

@@ -1,4 +1,5 @@
-"""The audit admin's "Verify audit chain" button (SPEC §8). Read-only-ness is in tests/test_admin.py."""
+"""The audit admin's "Verify audit chain" button (docs/usage.md#the-back-office-admin-and-analytics). Read-only-ness
+is in tests/test_admin.py."""
 import pytest
 from django.db import connection
 from django.urls import reverse

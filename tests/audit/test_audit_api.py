@@ -1,4 +1,4 @@
-"""GET /api/v1/audit/events/ (own rows; staff all) and GET /api/v1/audit/verify/ (staff): SPEC §7."""
+"""GET /api/v1/audit/events/ (own rows; staff all) and GET /api/v1/audit/verify/ (staff): docs/api/rest.md."""
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient

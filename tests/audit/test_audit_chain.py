@@ -1,4 +1,5 @@
-"""The audit chain through its service (audit_record, redact) and its verifier (audit_chain_verify): SPEC §2, I7.
+"""The audit chain through its service (audit_record, redact) and its verifier (audit_chain_verify):
+docs/architecture.md#i7.
 
 Tampering is done the way an intruder with database access would do it: raw SQL, past the ORM's refusal."""
 import math

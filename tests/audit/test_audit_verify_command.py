@@ -1,4 +1,4 @@
-"""`manage.py audit_verify` (SPEC §10, I7): OK with the row count, or exit 1 naming the first bad row."""
+"""`manage.py audit_verify` (docs/architecture.md#i7): OK with the row count, or exit 1 naming the first bad row."""
 from io import StringIO
 
 import pytest

@@ -1,6 +1,6 @@
-"""documents_search, what `retrieval` nodes put in context (SPEC §2, §3): the owner's documents that contain the
-words of the query, most relevant first. PostgreSQL full-text search there, a ranked word match on SQLite; both
-behave the same on everything below (`make test` runs this file on each)."""
+"""documents_search, what `retrieval` nodes put in context (docs/usage.md#the-graph-format): the owner's documents
+that contain the words of the query, most relevant first. PostgreSQL full-text search there, a ranked word match on
+SQLite; both behave the same on everything below (`make test` runs this file on each)."""
 from datetime import timedelta
 
 import pytest

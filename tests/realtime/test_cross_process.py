@@ -1,4 +1,4 @@
-"""Events raised in one process reach websocket clients of another, through Redis (SPEC §1 scale-out)."""
+"""Events raised in one process reach websocket clients of another, through Redis (docs/operations/scale-out.md)."""
 import json
 import os
 import subprocess

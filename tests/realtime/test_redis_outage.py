@@ -1,4 +1,4 @@
-"""Redis stopped in the middle of a run (SPEC §6 "a slow or gone client never slows or breaks a run"):
+"""Redis stopped in the middle of a run ("a slow or gone reader never slows or breaks a run": docs/api/rest.md#events):
 the run still completes and persists everything, the stream that started it still ends with its terminal
 event, a websocket client connected before the outage still gets every persisted event (from the database),
 and one reconnecting with ?after= during the outage gets the rest of the log.

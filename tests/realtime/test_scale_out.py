@@ -1,4 +1,4 @@
-"""Scale-out (SPEC §1, §6): two daphne processes and a qcluster worker on one PostgreSQL + Redis.
+"""Scale-out (docs/operations/scale-out.md): two daphne processes and a qcluster worker on one PostgreSQL + Redis.
 
 Real websocket clients on BOTH servers (`/ws/events/` as alice, `/ws/executions/<id>/` per run) receive every
 persisted event of every run, wherever it ran: a sync turn on server A, a streamed turn on server B,
@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 TERMINAL = ("workflow_completed", "workflow_failed", "workflow_cancelled")
-PROBE = "scale_out_probe"  # not a §6 event: only this test sends it, to know a feed is subscribed
+PROBE = "scale_out_probe"  # not a run's event: only this test sends it, to know a feed is subscribed
 # Slow enough that a client connecting right after a run starts still sees part of it live.
 SERVER_ENV = {"CHATTER_LOCAL_TOKEN_DELAY_MS": "5", "CHATTER_RUN_THROTTLE": "10000/min", "LOG_LEVEL": "WARNING"}
 

@@ -1,4 +1,4 @@
-"""The condition language of SPEC §3, through parse_condition / Condition.evaluate."""
+"""The condition language (docs/usage.md#conditions), through parse_condition / Condition.evaluate."""
 import dataclasses
 import sys
 

@@ -1,4 +1,4 @@
-"""Invalid graphs get the documented error and leave no row (SPEC §3 validation, done-means 6)."""
+"""Invalid graphs get the documented error and leave no row (docs/usage.md#the-graph-format)."""
 import copy
 
 import pytest

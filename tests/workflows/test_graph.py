@@ -1,4 +1,5 @@
-"""Workflow graphs (SPEC §3): normalization, validation errors with their paths, and the parsed Graph."""
+"""Workflow graphs (docs/usage.md#the-graph-format): normalization, validation errors with their paths, and the parsed
+Graph."""
 import copy
 import json
 import random

@@ -1,7 +1,7 @@
-"""Limits enforced at run time (SPEC §5, §4 allow-list). Each violation leaves a `limit_exceeded` event with
-the limit and its value; a run-ending one fails the run with error_type `limit_exceeded`, keeps its usage
-(I5) and ends its log with the terminal event. tests/workflows/test_engine.py has the basic cases; these
-add what they leave open."""
+"""Limits enforced at run time (docs/usage.md#templates-and-definitions, and the tools' allow-list). Each violation
+leaves a `limit_exceeded` event with the limit and its value; a run-ending one fails the run with error_type
+`limit_exceeded`, keeps its usage (I5) and ends its log with the terminal event. tests/workflows/test_engine.py has
+the basic cases; these add what they leave open."""
 import pytest
 from django.core.cache import cache
 

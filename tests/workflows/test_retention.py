@@ -1,4 +1,4 @@
-"""Retention (SPEC §11 CHATTER_EVENT_RETENTION_DAYS): the event logs of runs finished long ago are deleted
+"""Retention (CHATTER_EVENT_RETENTION_DAYS): the event logs of runs finished long ago are deleted
 in batches, whole; running runs, recent runs, totals, traces and every aggregate are left as they are."""
 from datetime import timedelta
 from io import StringIO

@@ -1,6 +1,6 @@
-"""Recovery (SPEC §5, I4): the sweep ends, as `failed` / `interrupted`, runs whose worker died (their heartbeat
-stopped) and runs pending or running past their timeout, through the same terminal path as any run: usage
-kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2 schedules that run it, and a real
+"""Recovery (docs/operations/audit.md#recovery, I4): the sweep ends, as `failed` / `interrupted`, runs whose worker
+died (their heartbeat stopped) and runs pending or running past their timeout, through the same terminal path as any
+run: usage kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2 schedules that run it, and a real
 worker killed with SIGKILL."""
 import os
 import signal

@@ -1,4 +1,5 @@
-"""`manage.py validate_workflow graph.json` (SPEC §10): "valid" and exit 0, or one line per error and exit 1."""
+"""`manage.py validate_workflow graph.json` (docs/operations/commands.md): "valid" and exit 0, or one line per error
+and exit 1."""
 import json
 import os
 import subprocess

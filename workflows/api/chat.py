@@ -1,4 +1,4 @@
-"""POST /api/v1/chat/ (SPEC §7): one chat turn, a run of a template or definition in a conversation. Thin:
+"""POST /api/v1/chat/ (docs/api/rest.md): one chat turn, a run of a template or definition in a conversation. Thin:
 validate, then start the run and answer in the run's mode like POST /executions/."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from workflows.engine.config import CHECKPOINTS, config_errors
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 
-# The chat fields that become the run's config (same names as the config keys, SPEC §7).
+# The chat fields that become the run's config (same names as the config keys).
 CHAT_CONFIG_FIELDS = (
     "provider", "model", "temperature", "max_tokens", "system_prompt", "enable_memory", "memory_window",
     "enable_tools", "allowed_tools", "max_tool_calls", "enable_retrieval", "checkpoints",

@@ -179,7 +179,7 @@ class ExecutionDetailSerializer(ExecutionSerializer):
 
 
 class RunResultSerializer(serializers.Serializer):
-    """A finished sync run: the execution, its conversation (fresh aggregates) and the turn's
+    """A finished sync run (docs/api/rest.md): the execution, its conversation (fresh aggregates) and the turn's
     messages, oldest first ([user, assistant] for a chat turn; empty without a conversation)."""
 
     execution = ExecutionSerializer(source="*", read_only=True)

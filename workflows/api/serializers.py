@@ -28,7 +28,7 @@ class RunInputSerializer(StrictSerializer):
 
 
 class ExecutionCreateSerializer(StrictSerializer):
-    """POST /executions/: exactly one of template (key or id), definition_id, graph (SPEC §3)."""
+    """POST /executions/: exactly one of template (key or id), definition_id, graph (docs/usage.md#the-graph-format)."""
 
     template = serializers.CharField(required=False, allow_null=True, max_length=100)
     definition_id = serializers.UUIDField(required=False, allow_null=True)
@@ -103,8 +103,9 @@ class EventsQuerySerializer(serializers.Serializer):
 
 # --- responses ------------------------------------------------------------------------------------------
 class EventEnvelopeSerializer(serializers.Serializer):
-    """A persisted event as the §6 envelope, the very dict websockets and SSE carry (the fields document it;
-    events.event_envelope builds it). Each event's `data` is documented by EXECUTION_EVENT below."""
+    """A persisted event as its envelope (docs/api/rest.md#following-runs-live), the very dict websockets and SSE
+    carry (the fields document it; events.event_envelope builds it). Each event's `data` is documented by
+    EXECUTION_EVENT below."""
 
     event = serializers.CharField()
     execution_id = serializers.UUIDField()
@@ -117,9 +118,9 @@ class EventEnvelopeSerializer(serializers.Serializer):
                               seq=instance.seq, ts=instance.created_at)
 
 
-# What each event's `data` holds (SPEC §6), for the schema only: the recorder and the runner write it. Fields
-# SPEC §6 lists are required, later additions optional (older rows may lack them); null only where it is a
-# real value.
+# What each event's `data` holds (docs/api/rest.md#events), for the schema only: the recorder and the runner
+# write it. Fields that page lists are required, later additions optional (older rows may lack them); null only
+# where it is a real value.
 def _count(**kwargs) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=0, **kwargs)
 
@@ -235,7 +236,7 @@ def _event_serializer(event: str, data) -> type[serializers.Serializer]:
         data = type(f"{name}Data", (serializers.Serializer,), dict(data))
     return type(f"{name}Event", (EventEnvelopeSerializer,), {
         "event": serializers.ChoiceField(choices=[event]), "data": data(),
-        "__doc__": f"The `{event}` event (SPEC §6)."})
+        "__doc__": f"The `{event}` event (see the REST API docs: Events)."})
 
 
 EXECUTION_EVENT = PolymorphicProxySerializer(
@@ -340,7 +341,7 @@ class DefinitionUpdateSerializer(DefinitionWriteSerializer):
 
 
 class GraphSerializer(StrictSerializer):
-    """A graph to check: flat or React-Flow `nodes` and `edges` (SPEC §3)."""
+    """A graph to check: flat or React-Flow `nodes` and `edges` (docs/usage.md#the-graph-format)."""
 
     nodes = serializers.JSONField()
     edges = serializers.JSONField(required=False)

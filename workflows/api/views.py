@@ -1,5 +1,5 @@
-"""Workflows over the API (SPEC §7): templates, definitions, runs (start, list, read, cancel, event log as JSON or
-SSE) and schedules. Thin: validate with a serializer, call a service or selector, render; ChatterErrors render
+"""Workflows over the API (docs/api/rest.md): templates, definitions, runs (start, list, read, cancel, event log as
+JSON or SSE) and schedules. Thin: validate with a serializer, call a service or selector, render; ChatterErrors render
 themselves."""
 from __future__ import annotations
 
@@ -96,12 +96,12 @@ from workflows.services.templates import (
     template_update,
 )
 
-# What starting a run answers, by mode (SPEC §7): documented once for POST /chat/ and POST /executions/.
+# What starting a run answers, by mode (docs/api/rest.md): documented once for POST /chat/ and POST /executions/.
 RUN_RESPONSES = {
     201: RunResultSerializer,
     202: OpenApiResponse(AcceptedRunSerializer, "background: the pending run, handed to a worker; poll `links.self` "
                                                 "(also the Location header) or follow `links.events`"),
-    (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "stream: the run's events as SSE (SPEC §6)"),
+    (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "stream: the run's events as SSE"),
 }
 
 
@@ -209,7 +209,8 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
 
 
 class ScheduleViewSet(mixins.ListModelMixin, OwnedViewSet):
-    """Cron runs of a template or definition (SPEC §7): a bad cron or time zone is a 400 and writes nothing."""
+    """Cron runs of a template or definition (docs/api/rest.md#schedules): a bad cron or time zone is a 400 and writes
+    nothing."""
 
     queryset = WorkflowSchedule.objects.none()
     serializer_class = ScheduleSerializer

@@ -1,8 +1,8 @@
 """Turns a validated Graph into a LangGraph StateGraph and runs it.
 
 Every node is wrapped the same way: checkpoint (cancel, timeout), hooks.node_started, the behaviour,
-hooks.node_finished. Routing follows SPEC §3: the first outgoing edge whose condition holds, unless edges
-marked `parallel` hold: then all of those, run together in one step; a failed node may only go to an
+hooks.node_finished. Routing follows docs/usage.md#the-graph-format: the first outgoing edge whose condition holds,
+unless edges marked `parallel` hold: then all of those, run together in one step; a failed node may only go to an
 error_handler node, else the run fails.
 """
 from __future__ import annotations

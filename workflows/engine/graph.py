@@ -1,4 +1,5 @@
-"""Workflow graphs (SPEC §3): normalization of flat and React-Flow input, validation, and the parsed `Graph`.
+"""Workflow graphs (docs/usage.md#the-graph-format): normalization of flat and React-Flow input, validation, and the
+parsed `Graph`.
 
 `validate_graph` never raises on any JSON value; it returns a list of `{"path", "code", "message"}` errors.
 Nodes and edges are validated by pydantic models (graph_input.py, node_configs.py) and every problem of every

@@ -1,5 +1,5 @@
-"""The graph as given (SPEC §3): pydantic models of the graph, a node and an edge, the lifting of React-Flow's
-fields into the flat form, and pydantic's errors turned into our `{"path", "code", "message"}` items.
+"""The graph as given (docs/usage.md#the-graph-format): pydantic models of the graph, a node and an edge, the lifting
+of React-Flow's fields into the flat form, and pydantic's errors turned into our `{"path", "code", "message"}` items.
 
 Nodes and edges are validated one by one, with the graph's `KnownNodes` as context, so that every problem of
 every node and edge is reported at once.
@@ -112,7 +112,8 @@ class EdgeInput(BaseModel):
     id: str | None = None  # a client-side edge id, kept for round-trips
     condition: ConditionText | None = None
     branch: Literal["true", "false"] | None = None
-    parallel: bool = False  # taken together with the source's other parallel edges that hold (SPEC §3 routing)
+    # taken together with the source's other parallel edges that hold (docs/usage.md#the-graph-format)
+    parallel: bool = False
 
     @field_validator("branch")
     @classmethod

@@ -1,15 +1,11 @@
-"""The `local` provider: an offline, deterministic chat model for demos and tests.
+"""The `local` provider: an offline, deterministic chat model for demos and tests
+(docs/operations/configuration.md#providers).
 
-It streams its answer word by word and reports usage on every call, counted by the offline estimator
-over the real input and output. With tools bound it calls `calculator` for arithmetic in the user's
-message, `current_time` when asked for the time, and any other bound tool (an MCP tool, `<server>__<tool>`) the
-message names, with the JSON object that follows the name as its arguments (`demo__search_issues {"query": "login"}`),
-then answers from the tool results.
-
-It grades too, so an LLM judge works offline: asked to judge an output (a message with an `Output:` section, and
-`Input:` and `Expected output:` ones, asking for `{"score": x}`, as experiments' `llm_judge` writes it), it answers
-`{"score": x}`, x the share of the expected output's words the output contains (without an expected output, of the
-input's words), to two places: a deterministic word-overlap heuristic, not a model's judgement.
+It streams its answer word by word and reports usage on every call, counted by the offline estimator over the
+real input and output. With tools bound it calls `calculator` for arithmetic, `current_time` when asked for the
+time, and any other bound tool the message names, with the JSON object after the name as its arguments
+(`demo__search_issues {"query": "login"}`), then answers from the results. Asked to judge an output (as
+experiments' `llm_judge` asks), it answers `{"score": x}` by word overlap: a heuristic, not a model's judgement.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The config of each node type (SPEC §3): one pydantic model per type, with its keys, defaults and ranges.
+"""The config of each node type (docs/usage.md#the-graph-format): one pydantic model per type, with its keys, defaults
+and ranges.
 
 Validation is strict (no "10" for 10, no 1 for true) and unknown keys are errors. A key whose default is None
 is left out of the normalized config unless given: for those, absent or null means "use the run config".

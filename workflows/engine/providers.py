@@ -1,15 +1,11 @@
-"""Chat models per provider, as LangChain chat models the engine streams alike.
+"""Chat models per provider, as LangChain chat models the engine streams alike
+(docs/operations/configuration.md#providers).
 
-Usage arrives differently per provider, and the engine (runtime.py) reads it from the stream through
-LangChain's public `usage_metadata`: OpenAI-compatible servers send whole reports (some repeat one,
-growing, on several chunks), Anthropic sends parts that add up. LangChain keeps no copy of a streamed
-OpenAI usage object, so the openai adapter copies the objects off the HTTP response as it passes
-(`RawUsageReports`, `usage_copied_into`), through the SDK's documented `http_client` and httpx's transport
-interface (openai_http).
-
-The client libraries (openai and its httpx2, langchain-openai, the local model's LangChain base) are imported where a
-model is made, not here: they take about a second to import, and every command and the admin load this
-module (through the run services) without necessarily calling a model.
+The engine (runtime.py) reads usage from the stream through LangChain's public `usage_metadata`; LangChain keeps
+no copy of a streamed OpenAI usage object, so the openai adapter copies the raw objects off the HTTP response
+(`RawUsageReports`, `usage_copied_into`, through the SDK's `http_client`: openai_http). The client libraries are
+imported where a model is made, not here: they take about a second to import, and every command and the admin
+load this module without necessarily calling a model.
 """
 from __future__ import annotations
 

@@ -1,21 +1,12 @@
-"""Python graphs of your own (CHATTER_GRAPHS: LangGraph graphs, compiled or factories) run as they are.
+"""Python graphs of your own (CHATTER_GRAPHS: LangGraph graphs, compiled or factories) run as they are
+(docs/api/langgraph.md#your-own-python-graphs).
 
-A registered graph's run executes the graph itself (`graph_stream_run`): its own state schema and input, sync or
-async nodes, subgraphs, a factory called with the run's `config` (one that takes a runtime, LangGraph's ServerRuntime,
-is refused when a run or assistant names it: node_configs). Its thread's
-state is the graph's own, checkpointed on Chatter's checkpointer under the thread's id with every step and its
-parent. Nothing wraps it: what the run records comes from LangChain's callbacks and LangGraph's stream —
-- each top-level task (a node of the graph) is a node row, opened by its chain's start and closed by its end (or
-  paused by an interrupt), once the model calls it made have ended;
-- every chat-model call, whatever its class, is accounted from its own `usage_metadata` (estimated and flagged
-  when it reports none), provider and model from its LangSmith metadata, priced from ModelPrice; tokens stream
-  live; tool calls go to the trail;
-- the graph's `values`, `updates` (naming its own nodes, and its subgraphs' under their namespace) and `custom`
-  (its `get_stream_writer()` output) are the run's events.
-
-The graph runs on an event loop of its own thread; whatever touches the database (the recorder's hooks) runs on
-the run's own thread, which serves the loop's and the callbacks' requests until the graph ends (RunThread).
-A `python_graph` node inside a Chatter graph still runs a registered graph as one node (`python_graph_invoke`).
+A registered graph's run executes the graph itself (`graph_stream_run`), its thread's state checkpointed on
+Chatter's checkpointer. Nothing wraps it: the run's rows and events come from LangChain's callbacks (a node per
+top-level task, each chat-model call accounted from its own `usage_metadata`) and LangGraph's stream (`values`,
+`updates`, `custom`). The graph runs on an event loop of its own thread; whatever touches the database runs on the
+run's own thread, which serves the loop's and the callbacks' requests until the graph ends (RunThread). A
+`python_graph` node inside a Chatter graph runs a registered graph as one node (`python_graph_invoke`).
 """
 from __future__ import annotations
 

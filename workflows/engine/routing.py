@@ -1,13 +1,10 @@
-"""Routing of model calls over deployments (CHATTER_DEPLOYMENTS, a JSON or YAML file): a model name served by
-several OpenAI-compatible or Anthropic deployments, chosen by weight among the healthy ones, with ordered
-fallbacks to other model names of the file.
+"""Routing of model calls over deployments (CHATTER_DEPLOYMENTS, a JSON or YAML file): a model name served by several
+deployments, chosen by weight among the healthy ones, with ordered fallbacks
+(docs/api/gateway.md#routing-over-deployments).
 
-The file is read and validated once per process (at start-up: workflows.apps), its keys read from the environment
-variables it names; a call reads the table from memory. Which deployments are cooling down after a failure, and
-how many requests and tokens each has taken this minute (its `rpm`, `tpm`), are kept in the shared cache (Django's
-default cache: Redis when REDIS_URL is set, so every server process sees them; the process's own memory without
-it): choosing a deployment costs one cache read, never a database query. If the cache cannot be reached every
-deployment counts as healthy (logged), as the gateway's key limits do.
+The file is read and validated once per process (workflows.apps); a call reads the table from memory. Cooldowns
+and each deployment's requests and tokens this minute are kept in the shared cache, so choosing a deployment costs
+one cache read, never a database query; if the cache cannot be reached every deployment counts as healthy (logged).
 """
 from __future__ import annotations
 

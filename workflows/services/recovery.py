@@ -160,14 +160,13 @@ def execution_overdue_count(*, now: datetime | None = None) -> int:
 
 
 def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
-    """The recovery sweep (SPEC §5, I4): every run pending or running past its timeout (plus a grace), and
-    every running run whose process stopped beating (its worker died) after CHATTER_RESUME_ATTEMPTS re-queues,
-    ends `failed` / `interrupted`; before those are used up, such a run is queued again to go on from its last
-    checkpoint (execution_requeue_after_crash). Unanswered questions past their timeout end too
-    (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is logged and left
-    for the next sweep.
-    Before that, a pending background or scheduled run whose task was lost with a dead worker is queued again
-    (executions_requeue_lost), well before its timeout would end it."""
+    """The recovery sweep (docs/operations/audit.md#recovery, docs/architecture.md#i4): every run pending or running
+    past its timeout (plus a grace), and every running run whose process stopped beating (its worker died) after
+    CHATTER_RESUME_ATTEMPTS re-queues, ends `failed` / `interrupted`; before those are used up, such a run is queued
+    again to go on from its last checkpoint (execution_requeue_after_crash). Unanswered questions past their timeout
+    end too (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is logged and left
+    for the next sweep. Before that, a pending background or scheduled run whose task was lost with a dead worker is
+    queued again (executions_requeue_lost), well before its timeout would end it."""
     now = now or timezone.now()
     ended = []
     runs = list(_runs_in_progress())

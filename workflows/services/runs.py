@@ -1,6 +1,6 @@
-"""Starting runs (SPEC §5): every request to run something is validated into a plan, written in one transaction,
-and handed to the runner (workflows.runner), which runs it here (sync), on its threads (stream) or leaves it to
-a worker (background, scheduled). Views and commands call these and nothing else of the run path."""
+"""Starting runs (docs/architecture.md#the-run-path): every request to run something is validated into a plan, written
+in one transaction, and handed to the runner (workflows.runner), which runs it here (sync), on its threads (stream) or
+leaves it to a worker (background, scheduled). Views and commands call these and nothing else of the run path."""
 from __future__ import annotations
 
 import logging

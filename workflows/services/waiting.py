@@ -1,4 +1,5 @@
-"""Runs that wait for a person (a `human_input` node, SPEC §3): answering them, and ending those left unanswered.
+"""Runs that wait for a person (a `human_input` node, docs/operations/durable-runs.md): answering them, and ending
+those left unanswered.
 
 A waiting run holds nothing but rows: its questions (`output_data.input_required`, each with its LangGraph
 interrupt id) and its graph's checkpoints. An answer is checked against its question's JSON Schema before anything

@@ -1,4 +1,4 @@
-"""`manage.py audit_verify` (SPEC §10, I7): "OK" with the row count, or the first bad row and exit 1."""
+"""`manage.py audit_verify` (docs/architecture.md#i7): "OK" with the row count, or the first bad row and exit 1."""
 import sys
 
 from django.core.management.base import BaseCommand, CommandError

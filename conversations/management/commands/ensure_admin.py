@@ -1,4 +1,4 @@
-"""Make sure a local superuser exists: `make run` calls this on every start (SPEC §12)."""
+"""Make sure a local superuser exists: `make run` calls this on every start (docs/development.md#make-run)."""
 import secrets
 
 from django.contrib.auth import get_user_model

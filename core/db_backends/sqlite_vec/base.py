@@ -1,26 +1,9 @@
 """Django's SQLite backend on `pysqlite3` (SQLite 3.51, built to load extensions), with sqlite-vec loaded on every
 connection: `vec0` virtual tables, KNN `MATCH`, `vec_distance_cosine`, for vector search on the embedded database.
 
-Python's own `sqlite3` here (3.11.7) is built without `enable_load_extension`, so it cannot load sqlite-vec. The
-backend is Django's, subclassed, with `Database` set to pysqlite3's `dbapi2`, which has the same API (it is the
-standard module's code, built against a newer SQLite). Django's backend reaches the standard module directly in
-a few places, and each is handled here:
-- base.py registers its converters (bool, date, time, datetime, timestamp) and adapters (Decimal, date,
-  datetime) on the standard module at import: they are registered on pysqlite3's too, with Django's functions.
-- `get_new_connection` calls the standard module's `connect` by name: it is repeated here with pysqlite3's, doing
-  what Django's does (its SQL functions, the two PRAGMAs, the init commands), then loads sqlite-vec.
-- Its cursor class subclasses the standard module's Cursor, which pysqlite3's connection refuses as a factory:
-  `CursorWrapper` below is the same (format and pyformat parameters turned into SQLite's qmark and named ones),
-  with Django's own `convert_query`.
-- features.py and operations.py read the standard module's SQLite version (3.40.1) for their version checks:
-  every check in Django 5.2 is for 3.40 or older, so they come out as they would for 3.51.
-- creation.py copies an in-memory test database to disk with the standard module under Django's own parallel
-  test runner with `spawn` (`manage.py test --parallel` on macOS/Windows): not how this project tests.
-- schema.py quotes literal defaults with the standard module's adapters, which Django registered there too.
-Nothing may open this database with the standard module in the same process: two SQLite libraries in one process
-do not see each other's POSIX locks, and SQLite's documentation lists that as a way to corrupt a database.
-tests/test_vector_extensions.py holds a connection of this backend to Django's own: same PRAGMAs, same SQL
-functions, same parameter styles.
+Where Django's backend reaches the standard `sqlite3` module by name, this one does the same with pysqlite3's
+(why, and each place: docs/architecture.md#the-sqlite-backend). Nothing may open this database with the standard
+module in the same process: two SQLite libraries do not see each other's POSIX locks.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`manage.py prune_events [--days N] [--batch-size N]`: delete old event logs (SPEC §11 retention)."""
+"""`manage.py prune_events [--days N] [--batch-size N]`: delete old event logs (CHATTER_EVENT_RETENTION_DAYS:
+docs/operations/configuration.md#settings)."""
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,4 +1,5 @@
-"""`manage.py sweep_executions`: the recovery sweep of SPEC §5, the same one django-q2 runs on a schedule."""
+"""`manage.py sweep_executions`: the recovery sweep (docs/operations/audit.md#recovery), the same one django-q2 runs
+on a schedule."""
 from django.core.management.base import BaseCommand
 
 from workflows.services.recovery import execution_sweep

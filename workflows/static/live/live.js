@@ -1,5 +1,5 @@
-/* Chatter live page (SPEC §6): recent runs, a chat turn streamed over SSE, and any run watched over the
- * websocket. Persisted events are applied once each, in seq order, so a reconnect with ?after=<last seq>
+/* Chatter live page (docs/usage.md#the-live-page): recent runs, a chat turn streamed over SSE, and any run
+ * watched over the websocket. Persisted events are applied once each, in seq order, so a reconnect with ?after=<last seq>
  * never repeats a node line or a counter. Tokens are not persisted: text missed while disconnected is
  * replaced by the saved reply once the run has ended. While a model call streams, each `token` event counts
  * as one completion token (priced at the model's output price, as the server resolves it): an estimate shown
