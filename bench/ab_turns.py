@@ -2,7 +2,8 @@
 from its own checkout, e.g. a `git worktree` of the commit before), on one PostgreSQL + Redis database, both
 migrated by the newer checkout. Sequential turns alternate between them turn by turn, with a pause before each:
 100 ms (each server has been idle about 200 ms: the cold turn B5's interleaved column measures) and 10 ms (warm);
-then each alone under 4 clients for 8 s. Beside each figure, each server's CPU per turn (its process's user + system
+then each alone under 4 clients for 8 s (after first in odd repetitions, before first in even ones: the second
+runs just after the first's writes). Beside each figure, each server's CPU per turn (its process's user + system
 time over the turns it served): on a loaded machine the one figure the load does not swamp. The figures of one
 variant move by several percent between runs: read the difference within a repetition, and only across repetitions
 that agree.
@@ -106,7 +107,8 @@ def main() -> int:
                 line.append(f"{'cold' if pause > 0.05 else 'warm'} {ms(before)} -> {ms(after)} ({ms(after - before)}; "
                             f"CPU {per_turn['before']} -> {per_turn['after']})")
             rates, turns, per_turn = {}, {}, {}
-            for name, target in targets.items():
+            for name in sorted(targets, reverse=rep % 2 == 0):  # after first in odd reps, before first in even
+                target = targets[name]
                 cpu = {name: cpu_seconds(servers[name].process.pid)}
                 rates[name], turns[name] = turns_per_second(target, token)
                 per_turn.update(cpu_ms({name: servers[name]}, cpu, turns))

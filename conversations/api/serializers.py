@@ -13,7 +13,6 @@ from core.money import usd
 # renders those fields (tests/api/test_serializers_per_request.py), building no fields per conversation: every
 # sync chat turn answers one.
 class ConversationSerializer(serializers.Serializer):
-
     id = serializers.UUIDField(read_only=True)
     title = serializers.CharField(read_only=True)
     status = serializers.ChoiceField(choices=Conversation.Status.choices, read_only=True)
@@ -69,7 +68,6 @@ class DocumentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 # renders those fields (tests/api/test_serializers_per_request.py), building no fields per message: every
 # sync chat turn answers two.
 class MessageSerializer(serializers.Serializer):
-
     id = serializers.UUIDField(read_only=True)
     conversation = serializers.UUIDField(source="conversation_id", read_only=True)
     sequence = serializers.IntegerField(read_only=True)

@@ -16,8 +16,14 @@ from conversations.models import Conversation, Message
 from core.api import serializers as core_serializers
 from gateway.serializers import ChatCompletionSerializer, CompletionSerializer, EmbeddingsSerializer, ResponsesSerializer
 from workflows.api.chat import ChatSerializer
-from workflows.api.run_serializers import ExecutionSerializer, RunResultSerializer
+from workflows.api.run_serializers import (
+    AcceptedRunSerializer,
+    ExecutionDetailSerializer,
+    ExecutionSerializer,
+    RunResultSerializer,
+)
 from workflows.models import WorkflowExecution
+from workflows.selectors import execution_with_trace
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_run_now
 
@@ -164,6 +170,11 @@ def test_item_03_hot_shapes_render_as_drf_renders_their_declared_fields(alice):
                               "conversation": ConversationSerializer(run.conversation).data,
                               "messages": MessageSerializer(run.turn_messages, many=True).data}
     assert _as_json(RunResultSerializer(run).data)["execution"]["cost"] == f"{run.cost:.8f}"
+    traced = execution_with_trace(execution=WorkflowExecution.objects.get(pk=run.pk))
+    for serializer_class in (ExecutionDetailSerializer, AcceptedRunSerializer):  # the run's shape and more
+        answered = serializer_class(traced).data
+        assert answered == serializers.Serializer.to_representation(serializer_class(traced), traced)
+        assert answered["total_tokens"] == run.total_tokens and len(answered) > len(ExecutionSerializer(run).data)
 
 
 def test_item_03_a_run_result_builds_no_fields(alice, monkeypatch):

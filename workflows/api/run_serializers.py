@@ -16,7 +16,6 @@ from workflows.models import LLMCall, NodeExecution, ProviderAttempt, ToolCall, 
 # renders those fields (tests/api/test_serializers_per_request.py), building no fields per run: every
 # sync chat turn answers one.
 class ExecutionSerializer(serializers.Serializer):
-
     id = serializers.UUIDField(read_only=True)
     workflow_type = serializers.ChoiceField(choices=WorkflowExecution.Type.choices, read_only=True)
     # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
