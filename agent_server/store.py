@@ -10,6 +10,7 @@ items whose value mentions it."""
 from __future__ import annotations
 
 import operator
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Min, Q
@@ -19,6 +20,9 @@ from agent_server.models import StoreItem, StoreVector
 from agent_server.store_index import index_paths, item_texts, store_index, texts_embed
 from core.errors import InvalidInput
 from knowledge.vectors import CosineDistance
+
+if TYPE_CHECKING:
+    from workflows.engine.run_store import StoreEmbed
 
 MAX_LABELS = 20
 ANY_LABEL = "*"
@@ -42,16 +46,18 @@ def item_as_dict(item: StoreItem) -> dict:
             "created_at": item.created_at, "updated_at": item.updated_at}
 
 
-def store_item_put(*, owner, namespace: list, key: str, value: dict, index: list[str] | bool | None = None
-                   ) -> StoreItem:
+def store_item_put(*, owner, namespace: list, key: str, value: dict, index: list[str] | bool | None = None,
+                   api_key=None, embed: StoreEmbed | None = None) -> StoreItem:
     """The item, written with its vectors (the store has an index and `index` is not False) in one transaction;
-    the texts are embedded first, so a failed embedding writes nothing."""
+    the texts are embedded first (the owner's LLM calls, held to their budgets and `api_key`'s limits; in a run,
+    through its `embed`: store_index.texts_embed), so a failed or refused embedding writes nothing."""
     if not isinstance(value, dict):
         raise InvalidInput("an item's value is a JSON object")
-    namespace = namespace_text(namespace)
+    labels, namespace = list(namespace), namespace_text(namespace)
     config = store_index()
     texts = item_texts(value, index_paths(config, index)) if config is not None else []
-    vectors = texts_embed(config, [text for _, text in texts]) if texts else []
+    vectors = texts_embed(config, [text for _, text in texts], owner=owner, api_key=api_key, embed=embed,
+                          purpose={"store_item": {"namespace": labels, "key": key}}) if texts else []
     with transaction.atomic():
         item, _ = StoreItem.objects.update_or_create(owner=owner, namespace=namespace, key=key,
                                                      defaults={"value": value})
@@ -118,11 +124,12 @@ def _compares(document: dict, field: str, conditions: dict) -> bool:
 
 
 def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = None, query: str | None = None,
-                      limit: int = 10, offset: int = 0) -> list[tuple[StoreItem, float | None]]:
+                      limit: int = 10, offset: int = 0, api_key=None, embed: StoreEmbed | None = None
+                      ) -> list[tuple[StoreItem, float | None]]:
     """(item, score) for the items under a namespace prefix whose value contains the filter's plain fields
     (core.containment) and passes its compared ones: with a `query` and an index, those with vectors, most
     similar first (score: the cosine similarity of their nearest vector); else newest first (score None), and a
-    `query` keeps those that mention it."""
+    `query` keeps those that mention it. The query's embedding is the owner's LLM call, as a put's are."""
     plain, compared = _comparisons(filter)
     items = StoreItem.objects.filter(owner=owner)
     if namespace_prefix:
@@ -130,7 +137,8 @@ def store_item_search(*, owner, namespace_prefix: list, filter: dict | None = No
     items = rows_containing(items, field="value", pattern=plain)
     config = store_index()
     if query and config is not None:
-        vector = texts_embed(config, [query])[0]
+        vector = texts_embed(config, [query], owner=owner, api_key=api_key, embed=embed,
+                             purpose={"store_query": query[:500]})[0]
         if not _has_direction(vector):
             return []
         return _ranked(items, compared, vector=vector, model=config.embed, limit=limit, offset=offset)

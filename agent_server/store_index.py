@@ -10,18 +10,21 @@ value) gives one text, or several ("tags[*]"), each embedded apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from core.errors import InvalidInput, UpstreamFailed
 from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
-from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, MiniLMUnavailable, minilm_embed
-from workflows.engine.providers import EMBEDDING_PROVIDERS, embeddings_create, provider_check, provider_failure
+from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
+from workflows.engine.providers import EMBEDDING_PROVIDERS, provider_check
+
+if TYPE_CHECKING:
+    from workflows.engine.run_store import StoreEmbed
 
 MAX_PATHS = 20  # JSON paths an item's put may name
 MAX_TEXTS = 256  # texts an item's paths may give ("tags[*]" gives one per tag): each is embedded on its put
-EMBED_BATCH = 256  # texts in one embeddings request
 
 
 @dataclass(frozen=True)
@@ -94,32 +97,32 @@ def item_texts(value: dict, paths: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def texts_embed(index: StoreIndex, texts: list[str]) -> list[list[float]]:
-    """The index model's vectors of `texts`, in order, each of the index's dims. A provider's failure, or vectors
-    of another size, is UpstreamFailed (nothing is written)."""
-    vectors: list[list[float]] = []
-    for start in range(0, len(texts), EMBED_BATCH):
-        vectors += _embed_batch(index, texts[start:start + EMBED_BATCH])
+def texts_embed(index: StoreIndex, texts: list[str], *, owner, purpose: dict, api_key=None,
+                embed: StoreEmbed | None = None) -> list[list[float]]:
+    """The index model's vectors of `texts`, in order, each of the index's dims: every request an LLM call of kind
+    `embedding` charged to `owner` and held to their budgets (and `api_key`'s limits), as every embedding is. In a
+    graph's run, `embed` makes them calls of the run's (workflows.engine.run_store); else they are a run of their own
+    (gateway.embeddings) that records `purpose`. A provider's failure, or vectors of another size, is UpstreamFailed
+    (nothing is written); a budget or limit with no room is its own refusal (429)."""
+    from gateway.embeddings import EmbeddingsFailed, embeddings_create  # a run's path: commands start without it
+
+    model = f"{index.provider}/{index.model}"
+    # The lexical local model makes vectors of any size: the index's.
+    dimensions = index.dims if index.provider == "local" and index.model != MINILM_MODEL else None
+    if embed is not None:
+        batch = settings.CHATTER_EMBEDDING_BATCH_SIZE
+        vectors = [vector for start in range(0, len(texts), batch)
+                   for vector in embed(model, texts[start:start + batch], dimensions)]
+    else:
+        try:
+            vectors = embeddings_create(owner=owner, model=model, texts=texts, purpose=purpose, api_key=api_key,
+                                        dimensions=dimensions).vectors
+        except EmbeddingsFailed as failed:
+            if failed.status != 502:
+                raise
+            raise UpstreamFailed(failed.message, details=failed.details) from None
     wrong = next((len(vector) for vector in vectors if len(vector) != index.dims), None)
     if wrong is not None:
         raise UpstreamFailed(f"{index.embed} answered vectors of {wrong} dimensions; the store's index has "
                              f"{index.dims} (dims)")
     return vectors
-
-
-def _embed_batch(index: StoreIndex, texts: list[str]) -> list[list[float]]:
-    if index.provider == "local" and index.model == MINILM_MODEL:
-        try:
-            return minilm_embed(texts)[0]
-        except MiniLMUnavailable as exc:
-            raise UpstreamFailed(str(exc)) from None
-    # The lexical local model makes vectors of any size: the index's.
-    dimensions = index.dims if index.provider == "local" else None
-    try:
-        return embeddings_create(provider=index.provider, model=index.model, inputs=texts, dimensions=dimensions,
-                                 timeout_s=settings.CHATTER_PROVIDER_TIMEOUT_S).vectors
-    except InvalidInput:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any provider or client failure: the request fails, nothing written
-        raise UpstreamFailed(provider_failure(exc, provider=index.provider,
-                                              timeout_s=settings.CHATTER_PROVIDER_TIMEOUT_S).message) from exc

@@ -475,7 +475,7 @@ class StoreItems(LangGraphView):
     def put(self, request):
         body = self.body(StoreItemPut)
         store.store_item_put(owner=request.user, namespace=body.namespace, key=body.key, value=body.value,
-                             index=body.index)
+                             index=body.index, api_key=request.auth)
         return Response(status=NO_CONTENT)
 
     def delete(self, request):
@@ -490,7 +490,8 @@ class StoreSearchView(LangGraphView):
     def post(self, request):
         body = self.body(StoreSearch)
         return Response({"items": [{**store.item_as_dict(item), "score": score}
-                                   for item, score in store.store_item_search(owner=request.user, **body.model_dump())]})
+                                   for item, score in store.store_item_search(
+                                       owner=request.user, api_key=request.auth, **body.model_dump())]})
 
 
 class StoreNamespacesView(LangGraphView):

@@ -61,24 +61,33 @@ def embeddings_run(*, owner, api_key, texts: list, resolved: ResolvedModel, dime
 
 
 def embeddings_create(*, owner, model: str, texts: list[str], purpose: dict | None = None,
-                      api_key=None) -> Embeddings:
+                      api_key=None, dimensions: int | None = None) -> Embeddings:
     """Embed `texts` with `model` for `owner` (and the API key the request came with, whose limits apply): batched
     by CHATTER_EMBEDDING_BATCH_SIZE, each batch an LLM call of kind `embedding`, all in one run that records
-    `purpose` (what the vectors serve). Raises before any call when the model is unknown (404), the key may not call
-    it (403/429) or a budget has no room (429); EmbeddingsFailed when the run did not complete."""
+    `purpose` (what the vectors serve); `dimensions`: the vectors' size, for a model that makes any size. Raises
+    before any call when the model is unknown (404), the key may not call it (403/429) or a budget has no room
+    (429); EmbeddingsFailed when the run did not complete."""
     if not texts:
         return Embeddings([], None)
     resolved, _ = gateway_admit(api_key=api_key, model=model)
     execution = embeddings_run(owner=owner, api_key=api_key, texts=list(texts), resolved=resolved,
-                               batch_size=settings.CHATTER_EMBEDDING_BATCH_SIZE, purpose=purpose)
-    if execution.status != WorkflowExecution.Status.COMPLETED:
-        failed = EmbeddingsFailed(f"embedding with {model} failed: {execution.error_message or execution.error_type}",
-                                  details=[{"path": "execution_id", "code": execution.error_type or "failed",
-                                            "message": str(execution.pk)}])
-        if execution.error_type in ("budget_exceeded", "limit_exceeded"):
-            failed.code, failed.status = execution.error_type, 429
-        raise failed
+                               dimensions=dimensions, batch_size=settings.CHATTER_EMBEDDING_BATCH_SIZE,
+                               purpose=purpose)
+    completed_check(execution, doing=f"embedding with {model}")
     return Embeddings(execution.output_data["variables"]["embeddings"], execution)
+
+
+def completed_check(execution: WorkflowExecution, *, doing: str, code: str = EmbeddingsFailed.code) -> None:
+    """Raise EmbeddingsFailed (with `code`) unless a run of Chatter's own calls completed: 429 with the run's error
+    type when a budget or limit stopped it, else 502; the run's id in the details."""
+    if execution.status == WorkflowExecution.Status.COMPLETED:
+        return
+    failed = EmbeddingsFailed(f"{doing} failed: {execution.error_message or execution.error_type}", code=code,
+                              details=[{"path": "execution_id", "code": execution.error_type or "failed",
+                                        "message": str(execution.pk)}])
+    if execution.error_type in ("budget_exceeded", "limit_exceeded"):
+        failed.code, failed.status = execution.error_type, 429
+    raise failed
 
 
 def embeddings_body(execution: WorkflowExecution, *, model: str, encoding_format: str) -> dict:

@@ -59,7 +59,8 @@ def document_progress(document: CollectionDocument, *, status: str, done: int = 
                       error: str = "") -> None:
     """`document_updated` on the collection owner's feed, once the caller's transaction (if any) commits."""
     envelope = event_envelope(execution_id="", event="document_updated", seq=None, data={
-        "document_id": str(document.pk), "collection_id": str(document.collection_id), "status": status,
+        "document_id": str(document.pk), "collection_id": str(document.collection_id), "title": document.title,
+        "status": status,
         "chunks_done": done, "chunks_total": total, "error": error})
     owner_id = document.collection.owner_id
     transaction.on_commit(lambda: events_publish([], owner_id=owner_id, owner_only=(envelope,)))
@@ -95,9 +96,9 @@ def _file_read(document: CollectionDocument) -> str:
     return text
 
 
-def _queued_again(document: CollectionDocument) -> CollectionDocument:
+def _queued_again(document: CollectionDocument, api_key) -> CollectionDocument:
     CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0)
-    document_enqueue(document)
+    document_enqueue(document, api_key=api_key)
     return CollectionDocument.objects.get(pk=document.pk)
 
 
@@ -125,7 +126,7 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
         with transaction.atomic():
             if not Collection.objects.select_for_update().filter(
                     pk=collection.pk, embedding_model=collection.embedding_model).exists():
-                return _queued_again(document)  # the collection changed model meanwhile (knowledge.reembed)
+                return _queued_again(document, api_key)  # the collection changed model meanwhile (knowledge.reembed)
             Chunk.objects.filter(document=document).delete()
             chunks_create(texts=texts, embeddings=vectors, document=document)
             CollectionDocument.objects.filter(pk=document.pk).update(status=Status.READY, chunk_count=len(texts))

@@ -34,7 +34,7 @@ def _staged(collection: Collection):
     return Chunk.objects.filter(document__collection=collection, collection__isnull=True)
 
 
-def reembed_stage(collection: Collection) -> dict:
+def reembed_stage(collection: Collection, *, api_key=None) -> dict:
     """Embed every ready document of `collection` with its pending model into staged chunks (what a failed or
     dead try left staged goes first). Returns {document id: chunk count}. Raises the ChatterError that stopped it."""
     model, dimensions = collection.pending_embedding_model, collection.pending_dimensions
@@ -45,7 +45,7 @@ def reembed_stage(collection: Collection) -> dict:
     collection_progress(collection, status="reembedding", total=total)
     for document, texts in plans:
         vectors = texts_embedded(
-            owner=collection.owner, model=model, dimensions=dimensions, texts=texts,
+            owner=collection.owner, model=model, dimensions=dimensions, texts=texts, api_key=api_key,
             purpose={"document": str(document.pk), "collection": str(collection.pk), "reembed": model},
             on_batch=lambda count, before=done: collection_progress(collection, status="reembedding",
                                                                     done=before + count, total=total))
@@ -80,14 +80,16 @@ def reembed_swap(collection: Collection, counts: dict) -> Collection | None:
     return locked
 
 
-def collection_reembed(collection_id) -> Collection | None:
-    """The job: stage, then swap (the module's docstring). A collection with no change pending (done already, or
-    deleted) is left as it is. Never raises: a failure is the collection's `reembed_error`."""
+def collection_reembed(collection_id, *, api_key=None) -> Collection | None:
+    """The job: stage, then swap (the module's docstring); the embeddings are `api_key`'s calls when a key asked. A
+    collection with no change pending (done already, or deleted) is left as it is. Never raises: a failure is the
+    collection's `reembed_error`."""
     collection = Collection.objects.select_related("owner").filter(pk=collection_id).first()
     if collection is None or not collection.pending_embedding_model:
         return collection
     try:
-        return reembed_swap(collection, reembed_stage(collection)) or Collection.objects.get(pk=collection.pk)
+        staged = reembed_stage(collection, api_key=api_key)
+        return reembed_swap(collection, staged) or Collection.objects.get(pk=collection.pk)
     except Exception as failure:  # noqa: BLE001 - whatever broke, the collection says so rather than stay pending
         if not isinstance(failure, ChatterError):
             logger.exception("collection %s could not be re-embedded", collection.pk)

@@ -9,9 +9,9 @@ from django.db.models import Q
 
 from core.errors import InvalidInput
 from knowledge.models import Collection
-from knowledge.search import collection_search
+from knowledge.search import collection_search, hits_reranked, rerank_depth, rerank_model_resolved
 from knowledge.selectors import collection_list
-from workflows.engine.hooks import Embed, RetrievalRequest
+from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
 
 
 def collections_named(*, user, refs) -> list[Collection]:
@@ -37,9 +37,10 @@ def collections_named(*, user, refs) -> list[Collection]:
     return found
 
 
-def collections_search_for_run(*, user, request: RetrievalRequest, embed: Embed) -> list[dict]:
+def collections_search_for_run(*, user, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]:
     """The `k` best chunks over the request's collections (each searched as knowledge.search does, merged by
-    score, ties by id), each a citation with its text. The query is embedded once per embedding model."""
+    score, ties by id), each a citation with its text. The query is embedded once per embedding model; with a
+    rerank model, the best of every collection are reranked together, in one call."""
     vectors: dict[str, list[list[float]]] = {}
 
     def embed_once(model: str, texts: list[str]) -> list[list[float]]:
@@ -48,12 +49,20 @@ def collections_search_for_run(*, user, request: RetrievalRequest, embed: Embed)
             vectors[key] = embed(model, texts)
         return vectors[key]
 
+    collections = collections_named(user=user, refs=request.collections)
+    model = rerank_model_resolved(request.rerank_model) if request.rerank_model else None
     hits = []
-    for collection in collections_named(user=user, refs=request.collections):
-        hits += collection_search(collection=collection, user=user, query=request.query, k=request.k,
-                                  mode=request.mode, score_threshold=request.score_threshold,
+    for collection in collections:
+        hits += collection_search(collection=collection, user=user, query=request.query,
+                                  k=rerank_depth(request.k) if model else request.k, mode=request.mode,
+                                  score_threshold=None if model else request.score_threshold,
                                   filters=request.filters, embed=embed_once)
     hits.sort(key=lambda hit: (-hit.score, hit.chunk.pk))
+    if model:
+        hits = hits_reranked(hits=hits[:rerank_depth(request.k)], query=request.query, model=model, k=request.k,
+                             user=user, rerank=rerank)
+        if request.score_threshold is not None:
+            hits = [hit for hit in hits if hit.score >= request.score_threshold]
     return [{"chunk_id": hit.chunk.pk, "document_id": str(hit.chunk.document_id) if hit.chunk.document_id else None,
              "collection_id": str(hit.chunk.collection_id), "title": hit.chunk.document.title if hit.chunk.document
              else "", "position": hit.chunk.position, "score": hit.score, "text": hit.chunk.text}

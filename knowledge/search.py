@@ -5,6 +5,11 @@ The query's embedding is an LLM call of the searcher's, counted and held to budg
 (gateway.embeddings). Scores: `vector` is the cosine similarity (1 - distance), `keyword` the database's text
 rank (PostgreSQL's ts_rank_cd, SQLite's BM25 negated: higher is better), `hybrid` the sum of 1 / (60 + rank) over
 the two rankings. `score_threshold` drops results scored below it, in the mode's own score.
+
+A search that names a rerank model (any model with a rerank API: a provider's `/rerank`, Cohere's and Jina's shape,
+which llama.cpp's server speaks) sends the best `rerank_depth(k)` chunks of its mode to it and keeps the `k` it
+scores most relevant: their score is then its relevance score (`scores["rerank"]`), which the threshold reads. Each
+rerank is an LLM call of kind `rerank` (gateway.rerank; in a run, the run's own), counted like an embedding.
 """
 from __future__ import annotations
 
@@ -16,11 +21,14 @@ from django.db.models import BooleanField, FloatField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from core.containment import rows_containing
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from gateway.embeddings import embeddings_create
+from gateway.rerank import rerank_create
+from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
-from workflows.engine.hooks import Embed
+from workflows.engine.hooks import Embed, Rerank
+from workflows.engine.reranking import RERANK_PROVIDERS
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
@@ -78,13 +86,51 @@ def _query_vector(*, collection: Collection, user, query: str, api_key, embed: E
                              purpose={"query": query[:500], "collection": str(collection.pk)}).vectors[0]
 
 
+def rerank_depth(k: int) -> int:
+    """How many chunks a search sends to be reranked, to keep `k`."""
+    return min(max(4 * k, 20), MAX_K)
+
+
+def rerank_model_resolved(asked: str) -> str:
+    """`provider/model` of a rerank model as a search names it; a 400 on `rerank_model` when it cannot be called or
+    its provider has no rerank API."""
+    try:
+        provider, model, _ = gateway_model(asked)
+    except NotFound as unknown:
+        raise InvalidInput(unknown.message, details=[
+            {"path": "rerank_model", "code": "unknown_model", "message": f"{asked} cannot be called"}]) from None
+    if provider not in RERANK_PROVIDERS:
+        raise InvalidInput(f"provider {provider!r} has no rerank API (providers with one: "
+                           f"{', '.join(RERANK_PROVIDERS)})", details=[{"path": "rerank_model", "code": "no_rerank",
+                                                                       "message": f"{provider} has no rerank API"}])
+    return f"{provider}/{model}"
+
+
+def hits_reranked(*, hits: list[Hit], query: str, model: str, k: int, user, api_key=None, rerank: Rerank | None = None,
+                  purpose: dict | None = None) -> list[Hit]:
+    """The `k` of `hits` that `model` (`provider/model`) finds most relevant to `query`, most relevant first, scored
+    by it: `user`'s LLM call of kind `rerank`, through `rerank` in a run, else a run of its own (gateway.rerank). No
+    hits, no call."""
+    if not hits:
+        return []
+    texts = [hit.chunk.text for hit in hits]
+    if rerank is not None:
+        scores = rerank(model, query, texts, min(k, len(texts)))
+    else:
+        scores = rerank_create(owner=user, model=model, query=query, documents=texts, top_n=min(k, len(texts)),
+                               api_key=api_key, purpose=purpose).scores
+    return [Hit(hits[index].chunk, score, {**hits[index].scores, "rerank": score}) for index, score in scores]
+
+
 def collection_search(*, collection: Collection, user, query: str, k: int = 5, mode: str = "hybrid",
                       score_threshold: float | None = None, filters: dict | None = None,
-                      api_key=None, embed: Embed | None = None) -> list[Hit]:
+                      rerank_model: str | None = None, api_key=None, embed: Embed | None = None,
+                      rerank: Rerank | None = None) -> list[Hit]:
     """The `k` chunks of `collection` that best answer `query` in `mode`, best first (ties by id), scored as the
-    module says; only chunks of documents whose metadata matches `filters`. The query's embedding (vector and
-    hybrid modes) is `user`'s LLM call: through `embed` ((`provider/model`, texts) -> vectors) in a run, which
-    records it, else a run of its own (gateway.embeddings)."""
+    module says; only chunks of documents whose metadata matches `filters`; reranked by `rerank_model` when one
+    is named. The query's embedding (vector and hybrid modes) and the rerank are `user`'s LLM calls: through
+    `embed` ((`provider/model`, texts) -> vectors) and `rerank` in a run, which records them, else runs of their
+    own (gateway.embeddings, gateway.rerank)."""
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}", details=[
             {"path": "mode", "code": "invalid_choice", "message": f"one of {', '.join(MODES)}"}])
@@ -95,7 +141,10 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
         raise InvalidInput(f"k must be from 1 to {MAX_K}", details=[
             {"path": "k", "code": "out_of_range", "message": f"1 to {MAX_K}"}])
     chunks = _filtered(collection, filters)
-    depth = k if mode != "hybrid" else max(4 * k, 40)
+    # Resolved before anything is embedded: a model that cannot be called costs the searcher nothing.
+    rerank_model = rerank_model_resolved(rerank_model) if rerank_model else None
+    wanted = rerank_depth(k) if rerank_model else k
+    depth = wanted if mode != "hybrid" else max(4 * wanted, 40)
     rankings: dict[str, list[tuple[Chunk, float]]] = {}
     if mode in ("vector", "hybrid"):
         vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
@@ -112,6 +161,9 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
                 hit = fused.get(chunk.pk) or Hit(chunk, 0.0, {})
                 fused[chunk.pk] = Hit(hit.chunk, hit.score + 1.0 / (RRF_K + rank), {**hit.scores, name: score})
         hits = sorted(fused.values(), key=lambda hit: (-hit.score, hit.chunk.pk))
+    if rerank_model:
+        hits = hits_reranked(hits=hits[:wanted], query=query, model=rerank_model, k=k, user=user, api_key=api_key,
+                             rerank=rerank, purpose={"query": query[:500], "collection": str(collection.pk)})
     if score_threshold is not None:
         hits = [hit for hit in hits if hit.score >= score_threshold]
     return hits[:k]

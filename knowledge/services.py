@@ -122,7 +122,7 @@ def collection_update(*, collection: Collection, actor, changes: dict, api_key=N
         with transaction.atomic():
             collection.save(update_fields=[*changes, "updated_at"])
             if changes.get("pending_embedding_model"):
-                transaction.on_commit(lambda: collection_reembed_enqueue(collection))
+                transaction.on_commit(lambda: collection_reembed_enqueue(collection, api_key=api_key))
     except IntegrityError:
         raise Conflict(f"you have a collection named {changes.get('name')!r}") from None
     return collection
@@ -149,10 +149,11 @@ def _reembed_plan(*, collection: Collection, asked: str, actor, api_key, changes
                                                   api_key=api_key, probe=collection.name))
 
 
-def collection_reembed_enqueue(collection: Collection) -> None:
-    """Hand a collection's change of model to the django-q2 workers; one the queue refuses is ended at once."""
+def collection_reembed_enqueue(collection: Collection, *, api_key=None) -> None:
+    """Hand a collection's change of model to the django-q2 workers, with the API key that asked for it (its limits
+    and budgets hold in the job as in the request); one the queue refuses is ended at once."""
     try:
-        async_task("knowledge.tasks.collection_reembed_task", str(collection.pk),
+        async_task("knowledge.tasks.collection_reembed_task", str(collection.pk), _key_id(api_key),
                    task_name=f"reembed-{collection.pk}", group="knowledge")
     except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the change must not stay pending
         logger.exception("collection %s could not be queued for re-embedding", collection.pk)
@@ -194,9 +195,10 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
 
 
 def document_upload(*, collection: Collection, actor, upload, title: str | None = None,
-                    metadata: dict | None = None) -> tuple[CollectionDocument, bool]:
+                    metadata: dict | None = None, api_key=None) -> tuple[CollectionDocument, bool]:
     """A document of an uploaded file (Django's UploadedFile), stored as it came and `queued` for the ingestion job
-    (knowledge.tasks), which reads, cuts and embeds it; and whether it is new. A file over
+    (knowledge.tasks), which reads, cuts and embeds it as `api_key` would (its limits and budgets hold in the job as
+    in a request that adds text); and whether it is new. A file over
     CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413 and one of a type no parser reads a 415, before it is stored. The
     same bytes again are the document already there (a failed one is queued again)."""
     collection_editable_check(collection=collection, actor=actor)
@@ -214,16 +216,21 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
             document.status, document.error = CollectionDocument.Status.QUEUED, ""
             document.save(update_fields=["status", "error", "updated_at"])
         if document.status == CollectionDocument.Status.QUEUED:
-            document_enqueue(document)
+            document_enqueue(document, api_key=api_key)
     return document, created
 
 
-def document_enqueue(document: CollectionDocument) -> None:
-    """Hand a queued document to the django-q2 workers once the caller's transaction commits. A document the queue
-    refuses is `failed` at once (queue_unavailable), not left waiting for a worker that never comes."""
+def _key_id(api_key) -> int | None:
+    return api_key.pk if api_key is not None else None
+
+
+def document_enqueue(document: CollectionDocument, *, api_key=None) -> None:
+    """Hand a queued document to the django-q2 workers once the caller's transaction commits, with the API key that
+    added it (the job embeds as that key would: knowledge.tasks). A document the queue refuses is `failed` at once
+    (queue_unavailable), not left waiting for a worker that never comes."""
     def enqueue() -> None:
         try:
-            async_task("knowledge.tasks.document_ingest_task", str(document.pk),
+            async_task("knowledge.tasks.document_ingest_task", str(document.pk), _key_id(api_key),
                        task_name=f"document-{document.pk}", group="knowledge")
         except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the document must not stay queued
             logger.exception("document %s could not be queued", document.pk)

@@ -1,17 +1,27 @@
-"""django-q2 task functions of knowledge: they take ids and call services, and are safe to deliver twice."""
+"""django-q2 task functions of knowledge: they take ids and call services, and are safe to deliver twice.
+
+A job asked for through an API key carries the key's id: its embeddings are that key's calls, held to its limits
+(model allow-list, requests and tokens a minute) and to the budgets of the key, as the request's own would be. A key
+deleted meanwhile has no limits left to hold."""
+from keys.models import ApiToken
 from knowledge.ingest import document_ingest
 from knowledge.models import CollectionDocument
 from knowledge.reembed import collection_reembed
 
 
-def document_ingest_task(document_id: str) -> str:
-    """Read, cut and embed a queued document (an upload). A second delivery finds it taken and does nothing; a
-    document deleted meanwhile is gone."""
+def _api_key(api_key_id: int | None) -> ApiToken | None:
+    return ApiToken.objects.filter(pk=api_key_id).first() if api_key_id is not None else None
+
+
+def document_ingest_task(document_id: str, api_key_id: int | None = None) -> str:
+    """Read, cut and embed a queued document (an upload), as the key that added it. A second delivery finds it taken
+    and does nothing; a document deleted meanwhile is gone."""
     document = CollectionDocument.objects.filter(pk=document_id).first()
-    return "gone" if document is None else document_ingest(document).status
+    return "gone" if document is None else document_ingest(document, api_key=_api_key(api_key_id)).status
 
 
-def collection_reembed_task(collection_id: str) -> str:
-    """Re-embed a collection whose embedding model was changed (knowledge.reembed): its model once it ends."""
-    collection = collection_reembed(collection_id)
+def collection_reembed_task(collection_id: str, api_key_id: int | None = None) -> str:
+    """Re-embed a collection whose embedding model was changed (knowledge.reembed), as the key that changed it: its
+    model once it ends."""
+    collection = collection_reembed(collection_id, api_key=_api_key(api_key_id))
     return "gone" if collection is None else collection.embedding_model

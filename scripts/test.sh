@@ -109,8 +109,11 @@ echo "docs: $(result "$docs_rc")"
 # The two phases run side by side (each is mostly one process waiting on servers it started); the SQLite
 # phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
 sqlite_log="$skips_dir/sqlite.log"
+# It runs the modules in reverse order (tests/conftest.py): the two phases then meet each other's CPU-heavy and
+# waiting modules rather than the same ones at the same time.
 (unset DATABASE_URL REDIS_URL
-    CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" exec setsid "$PYTEST" "$@") \
+    CHATTER_TEST_ORDER=modules-reversed CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" \
+        exec setsid "$PYTEST" "$@") \
     >"$sqlite_log" 2>&1 &
 sqlite_pid=$!
 

@@ -41,6 +41,8 @@ def bob_api(bob):
 
 
 def pytest_collection_modifyitems(config, items):
+    import os
+
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
@@ -49,11 +51,18 @@ def pytest_collection_modifyitems(config, items):
         if once:
             config.hook.pytest_deselected(items=once)
             items[:] = [item for item in items if not item.get_closest_marker("one_database")]
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL (make test runs it with DATABASE_URL)")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+    else:
+        skip = pytest.mark.skip(reason="needs PostgreSQL (make test runs it with DATABASE_URL)")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+    if os.environ.get("CHATTER_TEST_ORDER") == "modules-reversed":
+        # make test's SQLite phase: the modules last to first (each module's tests in their order), so that its
+        # busy stretches meet the PostgreSQL phase's waiting ones rather than the same modules' (scripts/test.sh).
+        modules: dict = {}
+        for item in items:
+            modules.setdefault(item.path, []).append(item)
+        items[:] = [item for module in reversed(modules.values()) for item in module]
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,11 @@ request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them a
 `POST /v1/embeddings` takes the next scripted reply too (its `usage`, `status`, `delay_s`; `model`): each input gets
 `stub_embedding(input, dimensions)`.
 
+`POST /v1/rerank` (Cohere's and Jina's rerank API, as llama.cpp's server speaks it: `{"model", "query", "documents",
+"top_n"}`) takes the next scripted reply (its `usage`, `status`, `delay_s`, `model`): each document is scored by
+`relevance_scores=[…]` (one per document, in order) when the reply has them, else by `stub_relevance(query,
+document)`; the answer's `results` ({index, relevance_score}) are the best `top_n`, most relevant first.
+
 `always(…)` (the arguments of `reply()`) answers every request the scripted replies leave unanswered the same way, for
 as long as the test runs: a server that is down (`always(status=500)`), rate limited (`always(status=429,
 headers={"retry-after": "30"})`), hung (`always(delay_s=5)`) or healthy (`always(content="…", usage={…})`) however
@@ -69,6 +74,7 @@ from typing import Any
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+RERANK_PATH = "/v1/rerank"
 MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall")
@@ -114,6 +120,7 @@ class StubReply:
     usage_every_chunk: bool = False
     argument_chunk_chars: int | None = None
     more_choices: list[str] = field(default_factory=list)
+    relevance_scores: list[float] | None = None
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -138,6 +145,21 @@ def _embeddings(reply: StubReply, request: dict[str, Any]) -> dict[str, Any]:
             "data": [{"object": "embedding", "index": index,
                       "embedding": stub_embedding(item, request.get("dimensions"))} for index, item in enumerate(inputs)],
             "usage": reply.usage}
+
+
+def stub_relevance(query: str, document: str) -> float:
+    """The share of the query's words the document has (case-blind)."""
+    asked = set(re.findall(r"\w+", query.lower()))
+    return len(asked & set(re.findall(r"\w+", document.lower()))) / max(len(asked), 1)
+
+
+def _rerank(reply: StubReply, request: dict[str, Any]) -> dict[str, Any]:
+    documents = request["documents"]
+    scores = reply.relevance_scores or [stub_relevance(request["query"], document) for document in documents]
+    ranked = sorted(range(len(documents)), key=lambda index: (-scores[index], index))
+    return {"model": reply.model, "object": "list", "usage": reply.usage,
+            "results": [{"index": index, "relevance_score": scores[index]}
+                        for index in ranked[:request.get("top_n") or len(documents)]]}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -243,6 +265,7 @@ class OpenAIStub:
         usage_every_chunk: bool = False,
         argument_chunk_chars: int | None = None,
         more_choices: list[str] | None = None,
+        relevance_scores: list[float] | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -253,8 +276,8 @@ class OpenAIStub:
         status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
-        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices: see the module
-        docstring.
+        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores: see
+        the module docstring.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -288,6 +311,7 @@ class OpenAIStub:
                     usage_every_chunk=usage_every_chunk,
                     argument_chunk_chars=argument_chunk_chars,
                     more_choices=list(more_choices or []),
+                    relevance_scores=list(relevance_scores) if relevance_scores is not None else None,
                 )
             )
         return self
@@ -491,7 +515,7 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._send_json(400, error_body(400, "The request body is not valid JSON."))
                 return
             path = self.path.split("?", 1)[0].rstrip("/")
-            if path not in (COMPLETIONS_PATH, EMBEDDINGS_PATH, MESSAGES_PATH):
+            if path not in (COMPLETIONS_PATH, EMBEDDINGS_PATH, RERANK_PATH, MESSAGES_PATH):
                 self._record_request(body)
                 self._send_json(404, error_body(404, f"Unknown path {self.path}"))
                 return
@@ -507,6 +531,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 return
             if path == EMBEDDINGS_PATH:
                 self._send_json(200, _embeddings(reply, body), reply.headers)
+                return
+            if path == RERANK_PATH:
+                self._send_json(200, _rerank(reply, body), reply.headers)
                 return
             if path == MESSAGES_PATH:
                 events = _anthropic_events(reply, stub._next_id().replace("chatcmpl", "msg"))

@@ -31,6 +31,7 @@ class CollectionsRetriever(BaseRetriever):
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
     score_threshold: float | None = None
     filters: dict | None = None
+    rerank_model: str | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         # The run that runs the graph is among the callbacks it was handed (LangChain passes them to every call).
@@ -38,13 +39,14 @@ class CollectionsRetriever(BaseRetriever):
         if accounting is None:
             raise RunError("knowledge collections are searched inside a Chatter run (a registered graph's)")
         request = RetrievalRequest(query=query, collections=tuple(self.collections), k=self.k, mode=self.mode,
-                                   score_threshold=self.score_threshold, filters=self.filters)
+                                   score_threshold=self.score_threshold, filters=self.filters,
+                                   rerank_model=self.rerank_model)
         chunks = accounting.collections_search(run_manager.run_id, request)
         return [Document(page_content=chunk["text"], metadata=citation(chunk)) for chunk in chunks]
 
 
 def collections_retriever(collections: list[str], **options) -> CollectionsRetriever:
-    """A retriever of `collections` (ids or names); `options`: k, mode, score_threshold, filters."""
+    """A retriever of `collections` (ids or names); `options`: k, mode, score_threshold, filters, rerank_model."""
     return CollectionsRetriever(collections=list(collections), **options)
 
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from core.errors import InvalidInput, RunError
-from workflows.engine.hooks import Embed, RetrievalRequest
+from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
 
 
 class CollectionsSearch(Protocol):
-    def __call__(self, *, user, request: RetrievalRequest, embed: Embed) -> list[dict]: ...
+    def __call__(self, *, user, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]: ...
 
 
 class CollectionsCheck(Protocol):
@@ -36,9 +36,9 @@ def collections_check(*, user, refs: Sequence[str]) -> None:
     _check(user=user, refs=refs)
 
 
-def collections_search(*, user, request: RetrievalRequest, embed: Embed) -> list[dict]:
+def collections_search(*, user, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]:
     """The chunks of the request's collections (as `user` sees them) that best answer it, best first."""
     if _search is None:
         raise RunError("no knowledge collections can be searched: add 'knowledge' to INSTALLED_APPS",
                        error_type="collection_not_found")
-    return _search(user=user, request=request, embed=embed)
+    return _search(user=user, request=request, embed=embed, rerank=rerank)

@@ -319,6 +319,7 @@ class LLMCall(TokenTotals):
     class Kind(models.TextChoices):
         CHAT = "chat"  # a chat model's call
         EMBEDDING = "embedding"  # an embeddings API call: tokens read, none completed
+        RERANK = "rerank"  # a rerank API call (documents scored against a query): tokens read, none completed
 
     execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="llm_call_rows")
     node_execution = models.ForeignKey(

@@ -612,8 +612,8 @@ class ExecutionRecorder:
     def documents(self, query: str, limit: int) -> list[dict]:
         return self.reads.documents(query, limit)
 
-    def collections_search(self, request, embed) -> list[dict]:
-        return self.reads.collections_search(request, embed)
+    def collections_search(self, request, embed, rerank) -> list[dict]:
+        return self.reads.collections_search(request, embed, rerank)
 
     @_locked
     def retrieved(self, node: Node, record: dict) -> None:

@@ -12,7 +12,7 @@ from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
-from workflows.engine.hooks import Embed, RetrievalRequest
+from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
 from workflows.knowledge_search import collections_search
 from workflows.pricing import TOOL_PRICES, price_for_call, tool_price_for_call
 
@@ -43,13 +43,13 @@ class RunReads:
     def documents(self, query: str, limit: int) -> list[dict]:
         return documents_search(owner_id=self.execution.owner_id, query=query, limit=limit)
 
-    def collections_search(self, request: RetrievalRequest, embed: Embed) -> list[dict]:
+    def collections_search(self, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]:
         """The owner's search of knowledge collections (workflows.knowledge_search); what refuses it (a collection
         the owner cannot see, a bad filter) ends the run with its code as the error type."""
         try:
-            return collections_search(user=self.execution.owner, request=request, embed=embed)
+            return collections_search(user=self.execution.owner, request=request, embed=embed, rerank=rerank)
         except RunError:
-            raise  # the query's embedding failed, or a limit or budget stopped it
+            raise  # the query's embedding or the rerank failed, or a limit or budget stopped it
         except ChatterError as exc:
             raise RunError(exc.message, error_type=exc.code) from None
 

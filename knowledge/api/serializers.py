@@ -98,6 +98,8 @@ class SearchSerializer(StrictSerializer):
     score_threshold = serializers.FloatField(required=False, allow_null=True, default=None)
     filters = serializers.DictField(required=False, default=dict,
                                     help_text="document metadata key: value, all must match")
+    rerank_model = serializers.CharField(max_length=255, required=False, allow_null=True, default=None, help_text=(
+        "a model with a rerank API (`provider/model` or a model name): the chunks found are reranked by it"))
 
 
 class HitSerializer(serializers.Serializer):

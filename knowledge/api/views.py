@@ -99,7 +99,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         document, created = document_upload(collection=collection, actor=request.user,
                                             upload=serializer.validated_data["file"],
                                             title=serializer.validated_data.get("title"),
-                                            metadata=serializer.validated_data.get("metadata"))
+                                            metadata=serializer.validated_data.get("metadata"),
+                                            api_key=request_api_key(request))
         return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
@@ -126,7 +127,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
     @action(detail=True, methods=["post"], filter_backends=[])
     def search(self, request: Request, pk: str) -> Response:
         """The chunks that best answer `query`, best first: `mode` hybrid (default), vector or keyword; `k`;
-        `score_threshold`; `filters` on the documents' metadata. The query's embedding is your LLM call."""
+        `score_threshold`; `filters` on the documents' metadata; `rerank_model` reranks them. The query's embedding
+        and the rerank are your LLM calls."""
         collection = self.get_object()
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -1,12 +1,20 @@
 """The store searches by meaning (issue 45) when the server has an index, here langgraph.json's store.index with the
 real small model (all-MiniLM-L6-v2, in process): the official langgraph-sdk's store calls against a real daphne
-server, and a registered graph's own store.put / store.asearch(query=...). Run on SQLite and on PostgreSQL."""
+server, and a registered graph's own store.put / store.asearch(query=...). Run on SQLite and on PostgreSQL. Every
+embedding the index makes (a put's texts, a search's query) is an LLM call of kind `embedding` charged to the store's
+owner and held to their budgets, as a collection's are: in a graph's run, a call of the node that used the store."""
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from langgraph.store.base import get_text_at_path
 from langgraph_sdk import get_sync_client
+from langgraph_sdk.errors import APIStatusError
 
 from agent_server.models import StoreItem, StoreVector
+from tests.factories import BudgetFactory
+from workflows.engine.embeddings_minilm import minilm_embed
+from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,6 +68,38 @@ def test_issue45_store_search_items_ranks_a_paraphrase_by_meaning(store_server, 
     assert bob.store.search_items(["notes"], query=QUESTION)["items"] == []
 
 
+def word_pieces(value: dict | str) -> int:
+    """What all-MiniLM-L6-v2 reads of a query, or of an item's value indexed whole ("$": its JSON, as LangGraph's)."""
+    return minilm_embed([value if isinstance(value, str) else get_text_at_path(value, "$")[0]])[1]
+
+
+def test_item_02_store_embeddings_are_llm_calls_charged_to_the_owner_and_held_to_budgets(store_server, alice,
+                                                                                           alice_key):
+    alice_client = get_sync_client(url=store_server.langgraph_url, api_key=alice_key)
+    alice_client.store.put_item(["notes"], "seal", NOTES["seal"])
+    alice_client.store.search_items(["notes"], query=QUESTION)
+
+    put, query = LLMCall.objects.filter(execution__owner=alice).order_by("id")
+    assert [(call.kind, call.provider, call.requested_model) for call in (put, query)] == [
+        ("embedding", "local", "all-MiniLM-L6-v2")] * 2
+    # The provider's count of what it read (the model's word pieces), priced as every call: $0.02 a million.
+    assert (put.prompt_tokens, query.prompt_tokens) == (word_pieces(NOTES["seal"]), word_pieces(QUESTION))
+    assert put.cost == (Decimal(put.prompt_tokens) * Decimal("0.02") / 10**6).quantize(Decimal("1e-8"))
+    assert put.execution.input_data["variables"]["purpose"] == {"store_item": {"namespace": ["notes"], "key": "seal"}}
+    assert query.execution.input_data["variables"]["purpose"] == {"store_query": QUESTION}
+    spent = sum(WorkflowExecution.objects.filter(owner=alice).values_list("cost", flat=True))
+    assert spent == put.cost + query.cost > 0
+
+    BudgetFactory(owner=alice, period="month", limit_usd=spent, mode="hard")  # no room left
+    for refused in (lambda: alice_client.store.put_item(["notes"], "lid", NOTES["lid"]),
+                    lambda: alice_client.store.search_items(["notes"], query=QUESTION)):
+        with pytest.raises(APIStatusError) as answer:
+            refused()
+        assert answer.value.response.status_code == 429
+    assert list(StoreItem.objects.values_list("key", flat=True)) == ["seal"]  # the refused put wrote nothing
+    assert LLMCall.objects.filter(execution__owner=alice).count() == 2
+
+
 def test_issue45_store_put_item_embeds_the_paths_it_names(store_server, alice_key):
     alice = get_sync_client(url=store_server.langgraph_url, api_key=alice_key)
     notes_put(alice)
@@ -82,8 +122,11 @@ def test_issue45_a_registered_graph_searches_its_store_by_meaning(store_server, 
     get_sync_client(url=store_server.langgraph_url, api_key=bob_key).store.put_item(
         ["notes"], "bobs", {"text": "The kettle leaks because its seal is cracked."})  # bob's: not alice's run's
 
+    calls_before = set(LLMCall.objects.values_list("pk", flat=True))
     values = alice_client.runs.wait(None, "memory", input={
         "remember": "Water drips from the kettle when the gasket is worn.", "question": QUESTION})
+    in_run = list(LLMCall.objects.exclude(pk__in=calls_before).select_related("execution", "node_execution")
+                  .order_by("id"))
 
     # The graph's search is the API's: the same items, ranked alike, bob's never among them.
     recalled = [(note["key"], round(note["score"], 5)) for note in values["recalled"]]
@@ -95,3 +138,9 @@ def test_issue45_a_registered_graph_searches_its_store_by_meaning(store_server, 
     assert item.owner == alice and item.vectors.count() == 1
     assert alice_client.store.get_item(["notes"], "from-graph")["value"] == {
         "text": "Water drips from the kettle when the gasket is worn."}
+    # item 2: what the graph's store embedded is two LLM calls of the run, each in the node that used the store.
+    assert [(call.kind, call.node_execution.node_id, call.prompt_tokens) for call in in_run] == [
+        ("embedding", "remember", word_pieces(item.value)), ("embedding", "recall", word_pieces(QUESTION))]
+    run = in_run[0].execution
+    assert {call.execution_id for call in in_run} == {run.pk}
+    assert run.owner == alice and run.llm_calls == 2 and run.cost == sum(call.cost for call in in_run) > 0

@@ -4,12 +4,8 @@ detail, cancel, events and delete operations), and checks that no response is a 
 (status codes, content types, headers, bodies). Both run on data already there, made through the API the way
 other tests make it, so that the values only real data has (a definition made from raw nodes has no template,
 a pending run has no start time, a schedule has a template or a definition) are in the responses checked."""
-from datetime import timedelta
-
-import httpx
 import pytest
 import schemathesis
-from asgiref.sync import sync_to_async
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, transaction
@@ -24,10 +20,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.api.sse import parse_sse
-from tests.factories import ApiTokenFactory, WorkflowDefinitionFactory
-from workflows.services.run_requests import ExecutionRequest
-from workflows.services.runs import execution_create, execution_run
+from tests.factories import ApiTokenFactory, UserFactory
 
 # Registering or changing an MCP server connects to the URL given: generated URLs (a public address among them) must
 # never be reached from a test, so those writes are left to tests/tools/ (their bad input: tests/test_fuzz_routes.py).
@@ -43,7 +36,7 @@ RAW_GRAPH = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "
 
 
 @pytest.fixture
-def keep_test_connection(existing_data):
+def keep_test_connection(existing_data, db):
     """Like Django's test client: the request cycle must not close the connection holding the test's
     transaction. (After the data is made: the test client reconnects these receivers after each request.)"""
     request_started.disconnect(close_old_connections)
@@ -80,14 +73,21 @@ def data_left_by_other_tests(user) -> None:
     made("/api/v1/documents/", {"title": "Refunds", "content": "Refunds take 14 days."})
 
 
-@pytest.fixture
-def existing_data(alice) -> None:
-    data_left_by_other_tests(alice)
+@pytest.fixture(scope="module")
+def existing_data(django_db_setup, django_db_blocker):
+    """Made once for the module, in a transaction rolled back after its last test; each test runs in a savepoint
+    inside it (pytest-django's `db`), so every test meets the same rows, as if each had made them."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        user = UserFactory(username="alice")
+        data_left_by_other_tests(user)
+        token = ApiTokenFactory(user=user).key
+        yield token
+        transaction.set_rollback(True)
 
 
 @pytest.fixture
-def token_header(alice, keep_test_connection) -> dict:
-    return {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
+def token_header(existing_data, keep_test_connection) -> dict:
+    return {"Authorization": f"Token {existing_data}"}
 
 
 @pytest.mark.django_db
@@ -122,28 +122,3 @@ def test_chained_operations_answer_within_their_schema(token_header):
     Workflow.run(settings=settings(max_examples=25, stateful_step_count=6, deadline=None, derandomize=True,
                                    database=None, phases=[Phase.generate],
                                    suppress_health_check=list(HealthCheck)))
-
-
-def run_of_raw_nodes(owner):
-    definition = WorkflowDefinitionFactory(owner=owner, name="raw nodes", **RAW_GRAPH)
-    return execution_run(execution_id=execution_create(ExecutionRequest(owner=owner, definition_id=definition.pk,
-                                                                        message="hi")).pk)
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_the_events_of_a_run_without_a_template_are_within_the_schema_as_json_and_as_sse(async_client,
-                                                                                               alice):
-    execution = await sync_to_async(run_of_raw_nodes)(alice)
-    await async_client.aforce_login(alice)
-    url = f"/api/v1/executions/{execution.pk}/events/"
-
-    page = (await async_client.get(url)).json()
-    streamed = await async_client.get(url, headers={"Accept": "text/event-stream"})
-    frames = parse_sse(b"".join([chunk async for chunk in streamed.streaming_content]).decode())
-
-    assert page["results"][0]["event"] == "workflow_started" and page["results"][0]["data"]["template"] is None
-    assert [frame.envelope for frame in frames] == page["results"]  # SSE carries the very envelopes
-    case = schema["/api/v1/executions/{id}/events/"]["GET"].Case(path_parameters={"id": str(execution.pk)})
-    as_served = httpx.Response(200, json=page, request=httpx.Request("GET", f"http://testserver{url}"))
-    as_served.elapsed = timedelta(0)
-    case.validate_response(as_served, checks=[response_schema_conformance])

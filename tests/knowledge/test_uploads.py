@@ -8,10 +8,12 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
+from rest_framework.test import APIClient
 
+from gateway.models import KeyLimits
 from knowledge.models import Chunk, CollectionDocument
 from knowledge.tasks import document_ingest_task
-from tests.factories import BudgetFactory
+from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.knowledge.files import docx_bytes, pdf_bytes
 from tests.knowledge.test_collections_api import TEXT, api_for, collection_made
 from workflows.models import LLMCall
@@ -105,6 +107,33 @@ def test_upload_encrypted_or_corrupt_pdf_fails_with_reason_and_the_others_are_un
     assert not Chunk.objects.filter(document_id=document["id"]).exists()
     assert list(Chunk.objects.filter(document_id=kept["id"]).values_list("id", "text")) == kept_chunks
     assert CollectionDocument.objects.get(pk=kept["id"]).status == "ready"
+
+
+def test_item_04_the_ingestion_job_embeds_as_the_key_that_uploaded_its_limits_holding(alice):
+    """A key that may not call the collection's model cannot get its embeddings made by uploading a file instead of
+    sending text: the job's calls are the key's (its limits, its budgets, its spend), as the request's would be."""
+    keys = {"open": ApiTokenFactory(user=alice, scopes=["knowledge"]),
+            "chat only": ApiTokenFactory(user=alice, scopes=["knowledge"])}
+    KeyLimits.objects.create(api_key=keys["chat only"], allowed_models=["gpt-4o-mini"])
+    apis = {name: APIClient() for name in keys}
+    for name, api in apis.items():
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {keys[name].key}")
+    collection = collection_made(apis["open"])
+
+    added = upload(apis["open"], collection, "a.txt", b"Kettles boil water.", "text/plain").json()
+    enqueued[-1]()  # the job, inline (CHATTER_Q_SYNC), as the worker runs it
+    refused = upload(apis["chat only"], collection, "b.txt", b"Descale the kettle monthly.", "text/plain").json()
+    enqueued[-1]()
+
+    assert CollectionDocument.objects.get(pk=added["id"]).status == "ready"
+    (call,) = LLMCall.objects.filter(kind="embedding").select_related("execution")
+    assert call.execution.api_key == keys["open"]  # the key's spend, under its budgets
+    stored = CollectionDocument.objects.get(pk=refused["id"])
+    assert (stored.status, stored.chunk_count) == ("failed", 0)
+    assert stored.error.startswith("model_not_allowed: This key may not call the model `local-embed-1`"), stored.error
+    as_text = apis["chat only"].post(f"/api/v1/collections/{collection['id']}/documents/",
+                                     {"title": "c", "text": "Descale the kettle weekly."}, format="json").json()
+    assert as_text["status"] == "failed" and as_text["error"].startswith("model_not_allowed")  # as the job decided
 
 
 def test_upload_unsupported_type_is_415_and_stores_nothing(alice):

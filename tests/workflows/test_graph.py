@@ -118,7 +118,7 @@ def test_variable_nodes_default_to_set():
 def test_every_documented_node_type_is_known():
     assert set(NODE_TYPES) == {
         "start", "end", "model", "tools", "memory", "retrieval", "conditional", "loop", "variable", "error_handler",
-        "delay", "python_graph", "human_input", "embedding",
+        "delay", "python_graph", "human_input", "embedding", "rerank",
     }
 
 

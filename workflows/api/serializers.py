@@ -195,6 +195,9 @@ EVENT_DATA = {
                                         "document_id, collection_id, title, position, score"),
         "embeddings": serializers.ListField(child=serializers.DictField(), help_text="the query's embedding "
                                             "calls (LLM calls of the node): model, texts"),
+        "rerank_model": serializers.CharField(required=False, help_text="the rerank model, when it reranked"),
+        "reranks": serializers.ListField(child=serializers.DictField(), required=False, help_text="the rerank "
+                                         "calls (LLM calls of the node, kind rerank): model, documents"),
         "latency_ms": _count(),
     },
     "node_completed": NodeFinishedData,

@@ -84,10 +84,14 @@ class RetrievalRequest:
     mode: str = "hybrid"
     score_threshold: float | None = None
     filters: dict | None = None
+    rerank_model: str | None = None  # a model with a rerank API, to rerank the chunks found (as the gateway names it)
 
 
 # How a search embeds its query in the run: (`provider/model`, texts) -> vectors, each call an LLM call of the run's.
 Embed = Callable[[str, list[str]], list[list[float]]]
+# How a search reranks what it found in the run: (`provider/model`, query, texts, top_n) -> (index, relevance score)
+# of the top_n texts, most relevant first; an LLM call of the run's, of kind `rerank`.
+Rerank = Callable[[str, str, list[str], int], list[tuple[int, float]]]
 
 # What a chunk found says of itself, as a retrieval is recorded and an answer cites it.
 CITATION_KEYS = ("chunk_id", "document_id", "collection_id", "title", "position", "score")
@@ -124,9 +128,9 @@ class RunHooks(Protocol):
     def history(self, limit: int) -> list[BaseMessage]: ...
     def documents(self, query: str, limit: int) -> list[dict]: ...
     # The chunks of the named collections (the run's owner's and the shared ones) that best answer the request, best
-    # first: each {CITATION_KEYS..., "text"}; the query embedded through `embed`. A collection the owner cannot see
-    # is a RunError.
-    def collections_search(self, request: RetrievalRequest, embed: Embed) -> list[dict]: ...
+    # first: each {CITATION_KEYS..., "text"}; the query embedded through `embed`, the chunks found reranked through
+    # `rerank` (when the request names a rerank model). A collection the owner cannot see is a RunError.
+    def collections_search(self, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]: ...
     # A search done (workflows.engine.retrieval): the request, the chunks' citations and its latency.
     def retrieved(self, node: Node, record: dict) -> None: ...
     def price(self, provider: str, model: str) -> Price | None: ...
@@ -158,7 +162,8 @@ class NullHooks:
     def cancel_requested(self): return False
     def history(self, limit): return []
     def documents(self, query, limit): return []
-    def collections_search(self, request, embed): raise RunError("collections are searched by a recorded run only")
+    def collections_search(self, request, embed, rerank):
+        raise RunError("collections are searched by a recorded run only")
     def retrieved(self, node, record): pass
     def price(self, provider, model): return None
     def prompt(self, node, ref, variables): raise RunError("a stored prompt is fetched by a recorded run only")

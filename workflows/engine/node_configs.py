@@ -125,6 +125,8 @@ class RetrievalConfig(NodeConfig):
     mode: Literal["hybrid", "vector", "keyword"] | None = None  # absent: hybrid
     score_threshold: float | None = None
     filters: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")], FilterValue] | None = None
+    # A model with a rerank API (`provider/model` or a model name the gateway knows): the chunks found are reranked.
+    rerank_model: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class ConditionalConfig(NodeConfig):
@@ -202,6 +204,7 @@ NODE_TYPES: dict[str, type[NodeConfig]] = {
     "end": NoConfig,
     "model": ModelConfig,
     "embedding": NoConfig,
+    "rerank": NoConfig,
     "tools": ToolsConfig,
     "memory": MemoryConfig,
     "retrieval": RetrievalConfig,

@@ -189,6 +189,25 @@ def embedding(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Out
     return Outcome(update={"variables": {**variables, "embeddings": vectors}}, output={"embedded": len(vectors)})
 
 
+def rerank(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
+    """Reranks the run's variable `documents` (a list of texts) against its variable `query` with the run's provider
+    and model (a rerank API): the variable `reranked` gets the best `top_n` (default all) as {index, relevance_score},
+    most relevant first, in one LLM call of kind `rerank` (knowledge's searches, outside a run: gateway.rerank)."""
+    variables = state.get("variables") or {}
+    query, documents = variables.get("query"), variables.get("documents")
+    if not isinstance(query, str) or not query.strip():
+        raise VariableError("a rerank node reranks against the variable `query`: a text")
+    if not isinstance(documents, list) or not documents or not all(isinstance(text, str) for text in documents):
+        raise VariableError("a rerank node reranks the variable `documents`: a list of texts")
+    top_n = variables.get("top_n") or len(documents)
+    if not isinstance(top_n, int) or top_n < 1:
+        raise VariableError("top_n must be a positive whole number")
+    scores = ctx.rerank(node, query, documents, provider=ctx.config["provider"], model=ctx.config["model"],
+                        top_n=min(top_n, len(documents)))
+    reranked = [{"index": index, "relevance_score": score} for index, score in scores]
+    return Outcome(update={"variables": {**variables, "reranked": reranked}}, output={"reranked": len(reranked)})
+
+
 def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     reply = last_ai_message(state)
     calls = reply.tool_calls if reply is not None else []
@@ -272,7 +291,7 @@ def retrieval(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Out
     request = RetrievalRequest(
         query=query, collections=tuple(collections), k=node.config.get("k") or _setting(node, "max_documents", ctx),
         mode=node.config.get("mode") or "hybrid", score_threshold=node.config.get("score_threshold"),
-        filters=node.config.get("filters"))
+        filters=node.config.get("filters"), rerank_model=node.config.get("rerank_model"))
     chunks = collections_retrieve(node, ctx, request)
     documents = [{"id": chunk["chunk_id"], "title": chunk["title"], "content": chunk["text"],
                   "citation": citation(chunk)} for chunk in chunks]
@@ -393,6 +412,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "end": passthrough,
     "model": model,
     "embedding": embedding,
+    "rerank": rerank,
     "tools": tools,
     "memory": memory,
     "retrieval": retrieval,

@@ -414,19 +414,24 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
 
         vectors, prompt_tokens = local_embeddings(inputs, dimensions=dimensions)
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
-    import openai
-
-    from workflows.engine.openai_http import shared_http_client
-
-    client = openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
-                           api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
-                           timeout=timeout_s,
-                           max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
-                           http_client=shared_http_client())
+    client = openai_client(deployment, timeout_s)
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))
     vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
     return Embedded(vectors, response.model or model, response.usage.model_dump(exclude_none=True))
+
+
+def openai_client(deployment: Deployment | None, timeout_s: float):
+    """An OpenAI client of the provider's own server, or of `deployment`'s (whose routing retries, not the client)."""
+    import openai
+
+    from workflows.engine.openai_http import shared_http_client
+
+    return openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
+                         api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
+                         timeout=timeout_s,
+                         max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
+                         http_client=shared_http_client())
 
 
 def chat_model(

@@ -354,6 +354,18 @@ class GraphAccounting(BaseCallbackHandler):
         """A retriever's search (its run `run_id`), done by the run in the node it is part of: recorded there."""
         return self._in_node(self.task_of.get(run_id), lambda node: collections_retrieve(node, self.ctx, request))
 
+    # --- the store's index (workflows.engine.run_store) -----------------------------------------------------------
+    def store_embed(self, run_id: UUID | None) -> Callable[[str, list[str], int | None], list[list[float]]]:
+        """How the store embeds for the LangChain run `run_id` (a node, or inside one): each request an LLM call of
+        that node (of the graph, when it is none), on the run's thread."""
+        task = self.task_of.get(run_id) if run_id is not None else None
+
+        def embed(model: str, texts: list[str], dimensions: int | None) -> list[list[float]]:
+            provider, _, name = model.partition("/")
+            return self._in_node(task, lambda node: self.ctx.embed(node, texts, dimensions=dimensions,
+                                                                   provider=provider, model=name))
+        return embed
+
     # --- anything else inside a task keeps its task -------------------------------------------------------------
     def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs) -> None:
         self._task(run_id, parent_run_id)
@@ -448,7 +460,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     async def drive() -> None:
         graph = await graph_build(name, config=config)
         compiled = graph.copy(update={"checkpointer": checkpointer, **(
-            {"store": StoreOnRunThread(store, run_thread)} if store is not None else {})})
+            {"store": StoreOnRunThread(store, run_thread, accounting)} if store is not None else {})})
         run_input = graph_input
         if resume is not None:
             pending = {i.id for i in (await compiled.aget_state(config)).interrupts}

@@ -34,6 +34,7 @@ from workflows.engine.providers import (
     provider_failure,
     usage_copied_into,
 )
+from workflows.engine.reranking import rerank_create
 from workflows.engine.routing import (
     Deployment,
     Skipped,
@@ -52,6 +53,7 @@ from workflows.engine.usage import (
     usage_cut_short,
     usage_from_embeddings,
     usage_from_message,
+    usage_from_rerank,
 )
 
 
@@ -299,8 +301,36 @@ class RunContext:
         usage path."""
         provider, model_name = provider or self.config["provider"], model or self.config["model"]
         prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
+
+        def call(target: _Target, deployment, timeout_s: float) -> tuple[list[list[float]], str, Usage]:
+            embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,
+                                         dimensions=dimensions, timeout_s=timeout_s, deployment=deployment)
+            return embedded.vectors, embedded.model, usage_from_embeddings(embedded.usage)
+
+        return self._call_answered_whole(node, provider, model_name, prompt_tokens, call, kind="embedding",
+                                         operation="embeddings")
+
+    def rerank(self, node: Node, query: str, documents: list[str], *, provider: str, model: str,
+               top_n: int) -> list[tuple[int, float]]:
+        """One rerank call (a provider's /rerank): the `top_n` of `documents` most relevant to `query`, as (index,
+        relevance score), most relevant first; recorded like every LLM call, of kind `rerank` (the tokens the server
+        read, no completion)."""
+        estimate = estimate_tokens(query) * len(documents) + sum(estimate_tokens(text) for text in documents)
+
+        def call(target: _Target, deployment, timeout_s: float) -> tuple[list[tuple[int, float]], str, Usage]:
+            reranked = rerank_create(provider=target.provider, model=target.model, query=query, documents=documents,
+                                     top_n=top_n, timeout_s=timeout_s, deployment=deployment)
+            return reranked.scores, reranked.model, usage_from_rerank(reranked.usage, estimate=estimate)
+
+        return self._call_answered_whole(node, provider, model, estimate, call, kind="rerank", operation="rerank")
+
+    def _call_answered_whole(self, node: Node, provider: str, model_name: str, prompt_tokens: int, call, *,
+                             kind: str, operation: str):
+        """A call whose answer comes whole (embeddings, rerank) on the model's deployments in turn (or its provider's
+        own server): `call(target, deployment, timeout_s)` -> (result, the model the server reported, its Usage),
+        recorded as an LLM call of `kind` and returned; the last failure raised when none answered."""
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens,
-                                                        lambda: streamed_so_far(None), 0, operation="embeddings"))
+                                                        lambda: streamed_so_far(None), 0, operation=operation))
         skipped: list[Skipped] = []
         faults: list[tuple[int | None, float]] = []
         failure = None
@@ -310,25 +340,23 @@ class RunContext:
             timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
             started = time.monotonic()
             try:
-                embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,
-                                             dimensions=dimensions, timeout_s=timeout_s, deployment=deployment)
+                result, reported_model, usage = call(target, deployment, timeout_s)
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s)
                 run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 faults += self._attempted(node, target, started, error=failure, fault=fault)
-                if fault is not None:  # an embeddings call answers whole: nothing was consumed, try the next
+                if fault is not None:  # a call answered whole: nothing was consumed, try the next
                     continue
                 if run_timed_out:
                     self._exceed("timeout_s", self.config["timeout_s"])
                 raise failure from exc
             self._attempted(node, target, started)
-            usage = usage_from_embeddings(embedded.usage)
-            self._record(node, target, embedded.model, usage, started, kind="embedding")
+            self._record(node, target, reported_model, usage, started, kind=kind)
             if deployment is not None:
                 deployment_tokens_count(deployment, usage.total_tokens)
-            return embedded.vectors
+            return result
         raise self._routes_exhausted(model_name, failure, skipped, faults)
 
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,

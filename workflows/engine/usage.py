@@ -198,6 +198,18 @@ def usage_from_embeddings(raw: dict) -> Usage:
                  provider_cost=provider_cost is not None, raw=raw)
 
 
+def usage_from_rerank(raw: Any, *, estimate: int) -> Usage:
+    """A rerank call's usage: the tokens it read, as the server counted them (llama.cpp's `prompt_tokens`, Jina's
+    and Cohere-compatible servers' `total_tokens`); `estimate` (the query and documents, estimated) flagged when it
+    reported none. A provider's cost wins."""
+    raw = _reported(raw) if isinstance(raw, dict) else {}
+    provider_cost = _provider_cost(raw)
+    read = _int(raw.get("prompt_tokens")) or _int(raw.get("total_tokens"))
+    return Usage(prompt_tokens=read or estimate, estimated=not read,
+                 cost=provider_cost if provider_cost is not None else Decimal("0"),
+                 provider_cost=provider_cost is not None, raw=raw)
+
+
 def _reported(raw: Any) -> Any:
     """The usage object as the provider sent it: client libraries pad absent fields with None."""
     if isinstance(raw, dict):

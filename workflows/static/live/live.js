@@ -8,6 +8,7 @@
 import {
   apiGet, csrfToken, el, errorMessage, formatCost, inputMessage, showError, shorten, toUnits, ui,
 } from "./page.js";
+import { watchIngestion } from "./ingestion.js";
 import { Run } from "./run.js";
 
 const TITLE_CHARS = 60;
@@ -137,5 +138,6 @@ ui.form.elements.message.addEventListener("keydown", (event) => {
 ui.refresh.addEventListener("click", refreshRuns);
 
 refreshRuns();
+watchIngestion();
 const fromHash = location.hash.slice(1);
 if (/^[0-9a-f-]{36}$/i.test(fromHash)) watchRun(fromHash);
