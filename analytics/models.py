@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from core.cache import RenewsHotReads
 from core.models import MONEY, TokenTotals, non_negative
 
 
@@ -86,6 +87,8 @@ class ModelPrice(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = RenewsHotReads.as_manager()  # (a bare update renews the processes' memo of prices: core.cache)
+
     class Meta:
         ordering = ["provider", "model_pattern", "-effective_from"]
         constraints = [
@@ -97,11 +100,17 @@ class ModelPrice(models.Model):
         return f"{self.provider}/{self.model_pattern} from {self.effective_from:%Y-%m-%d}"
 
     def matches(self, provider: str, model: str) -> bool:
-        allowed = (provider,) if provider == self.TOOLS else (provider, self.WILDCARD)  # a tool: tool rows only
-        if self.provider not in allowed:
+        return self.row_matches(self, provider, model)
+
+    @classmethod
+    def row_matches(cls, row, provider: str, model: str) -> bool:
+        """Whether `row` (an instance, or the memo's frozen row of one: core.cache.Row) prices `model` of
+        `provider`."""
+        allowed = (provider,) if provider == cls.TOOLS else (provider, cls.WILDCARD)  # a tool: tool rows only
+        if row.provider not in allowed:
             return False
-        return re.fullmatch(self.model_pattern, model) is not None or re.fullmatch(
-            self.model_pattern, f"{provider}/{model}"
+        return re.fullmatch(row.model_pattern, model) is not None or re.fullmatch(
+            row.model_pattern, f"{provider}/{model}"
         ) is not None
 
     @property

@@ -45,12 +45,13 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
     """The price in force for a call: the latest effective_from not after `at`; an exact-provider row beats
     a wildcard one from the same moment."""
     at = at or timezone.now()
-    candidates = hot_reads.get(("prices", provider), lambda: prices_in_force(provider=provider, at=None))
+    candidates = hot_reads.get(("prices", provider), lambda: prices_in_force(provider=provider, at=None),
+                               thaw=False)  # (frozen rows: only the one chosen is made an instance)
     best = None
     for price in candidates:
         if price.effective_from > at:  # (every active row is read: one dated later comes into force by itself)
             continue
-        if not price.matches(provider, model):
+        if not ModelPrice.row_matches(price, provider, model):
             continue
         if best is None:
             best = price
@@ -58,7 +59,7 @@ def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> 
             break
         elif price.provider == provider and best.provider == ModelPrice.WILDCARD:
             best = price
-    return best
+    return None if best is None else best.thaw()
 
 
 _STATUS = WorkflowExecution.Status

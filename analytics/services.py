@@ -34,7 +34,6 @@ from audit.services import audit_record
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
-from core.cache import hot_reads
 from core.db import statements_run
 from core.errors import InvalidInput
 from core.schedules import schedule_keep
@@ -517,8 +516,7 @@ def price_update(*, price: ModelPrice, actor, **changes) -> ModelPrice:
                            details=[{"path": name, "code": "read_only",
                                      "message": f"{name} is fixed once the price exists"} for name in fixed])
     with transaction.atomic():
-        ModelPrice.objects.filter(pk=price.pk).update(**changes)
-        hot_reads.changed()  # (an UPDATE sends no post_save)
+        ModelPrice.objects.filter(pk=price.pk).update(**changes)  # (renews the memo of prices: core.cache)
         price.refresh_from_db()
         _price_audit(price, actor=actor, change="updated")
     return price

@@ -1,6 +1,6 @@
 """B11: what a workflow's MCP tool call adds over calling the same server directly with the `mcp` client.
 
-    .venv/bin/python -m bench.b11_mcp_tool_call [--calls 300] [--reps 3]
+    .venv/bin/python -m bench.b11_mcp_tool_call [--calls 300] [--reps 3] [--profile 300]
 
 A real MCP server (tests/mcp_server.py's tools: the official SDK's FastMCP, Streamable HTTP) in a process of its
 own on 127.0.0.1; a fresh SQLite database with the server registered for the bench user (loopback allowed, as an
@@ -17,11 +17,15 @@ repetitions of `--calls` calls of `add`:
 
 Prints p50/p95 of each, and the workflow's added p50/p95 over direct (target: ≤ 2 ms at p50); and this process's
 CPU time per call of each (all its threads: the pool's loop, the worker, this one), which waits for a core on a
-busy machine do not inflate.
+busy machine do not inflate. `--profile N`: then N more calls of each side under cProfile, the workflow's on its
+worker thread and on the pool's loop, the direct ones on this thread's loop, and the functions each spent most in.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import random
 import sys
 import time
@@ -49,6 +53,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then cProfile N calls of each side (0: none)")
     args = parser.parse_args()
 
     with BenchRun("b11") as run:
@@ -61,10 +67,11 @@ def main() -> int:
         chatter_calls.django_setup(database.env)
         workflow = chatter_calls.mcp_tool_path(chatter_calls.bench_user(USERNAME), url)
         try:
-            reps, cpu, shares = anyio.run(measure, args, workflow, url, server.pid)
+            reps, cpu, shares, profiles = anyio.run(measure, args, workflow, url, server.pid)
         finally:  # before the server stops
             chatter_calls.mcp_sessions_close()
         report(args, reps, cpu, shares)
+        profiles_print(profiles)
     return 0
 
 
@@ -112,7 +119,47 @@ async def measure(args, workflow, url: str, server_pid: int):
             reps.append(times)
             log(f"rep {rep + 1}: workflow {ms(median(times['workflow']))} ms, direct "
                 f"{ms(median(times['direct']))} ms: +{ms(median(times['workflow']) - median(times['direct']))} ms")
-        return reps, cpu, meter.stop()
+        shares = meter.stop()
+        profiles = await profiled(args.profile, workflow, direct) if args.profile else {}
+        return reps, cpu, shares, profiles
+
+
+async def profiled(calls: int, workflow, direct) -> dict[str, cProfile.Profile]:
+    """`calls` calls of each side under cProfile: the workflow's on the thread that makes it and on the pool's
+    loop (where its session is), the direct ones on this thread (its loop)."""
+    worker, pool, here = cProfile.Profile(), cProfile.Profile(), cProfile.Profile()
+
+    def workflow_profiled(a, b) -> float:
+        worker.enable()
+        try:
+            return workflow(a, b)
+        finally:
+            worker.disable()
+
+    async def pool_profiling(on: bool) -> None:
+        pool.enable() if on else pool.disable()
+
+    chatter_calls.mcp_pool_run(pool_profiling, True)
+    for i in range(calls):
+        await anyio.to_thread.run_sync(workflow_profiled, i, 3)
+    chatter_calls.mcp_pool_run(pool_profiling, False)
+    here.enable()
+    for i in range(calls):
+        await direct(i, 3)
+    here.disable()
+    return {"workflow, its thread": worker, "workflow, the pool's loop": pool, "direct": here}
+
+
+# What a profile prints: Chatter's code, the MCP client, httpx's client, Django's querysets (not the event loop's).
+PROFILED = r"/(tools|workflows|core)/|/mcp/client/|/httpx/_client|/django/db/models/query\.py"
+
+
+def profiles_print(profiles: dict[str, cProfile.Profile], top: int = 25) -> None:
+    for name, profile in profiles.items():
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(PROFILED, top)
+        print(f"\n--- cProfile, {name} (cumulative; a coroutine's every resumption counts as a call) ---")
+        print(out.getvalue().strip())
 
 
 def report(args, reps, cpu, shares) -> None:

@@ -17,7 +17,7 @@ Who uses what:
 - B7's checks: `invariant_i1`, `invariant_i2`, `invariant_i3`, `invariant_i6`, `aggregates_drift`;
 - B8's checks: `gateway_runs`, `gateway_i3_failures`, `invariant_i2`, `aggregates_drift`; its in-process profile:
   `gateway_client`, `GATEWAY_PATH`;
-- B11's workflow side: `mcp_tool_path`.
+- B11's workflow side: `mcp_tool_path`; its profile: `mcp_pool_run`.
 """
 from __future__ import annotations
 
@@ -360,6 +360,13 @@ def mcp_tool_path(user, url: str, name: str = "bench"):
         return elapsed
 
     return call
+
+
+def mcp_pool_run(fn, *args):
+    """Run the coroutine function `fn(*args)` on this process's MCP pool's loop and wait (B11's profile of it)."""
+    from tools.mcp_pool import mcp_pool
+
+    return mcp_pool().call(fn, *args)
 
 
 def mcp_sessions_close() -> None:

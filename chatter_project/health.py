@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import redis
 from django.conf import settings
 from django.core.cache import caches
 from django.db.models import Count, Sum
@@ -51,6 +50,8 @@ def _cache() -> dict:
     (core/api/throttling.py) and runs go on."""
     if not settings.REDIS_URL:
         return {"backend": "local"}
+    import redis
+
     try:
         caches["default"].has_key("chatter:health")
     except redis.RedisError as exc:

@@ -183,7 +183,7 @@ if REDIS_URL:
     # Short socket timeouts: a Redis that stops answering costs a request at most a second, after which the run
     # throttle counts in-process for a while (core/api/throttling.py).
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"pool_class": "core.cache.SharedConnectionPool",
+                          "OPTIONS": {"pool_class": "core.redis_pool.SharedConnectionPool",
                                       "socket_connect_timeout": 1, "socket_timeout": 1}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -1,32 +1,17 @@
-"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings)."""
+"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings); the connection pool is
+core/redis_pool.py."""
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import uuid
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 
-import redis
+from django.db import models
 
 logger = logging.getLogger(__name__)
-
-
-class SharedConnectionPool(redis.ConnectionPool):
-    """One Redis connection pool per process and URL for Django's RedisCache (and the run throttle's script).
-
-    Django makes a cache client, and with it a connection pool, per request under ASGI (caches are context-local),
-    so every request that touched the cache (the run throttle does, twice) connected to Redis anew. redis-py's pool
-    is thread-safe, and a forked child resets the pool it inherits."""
-
-    _shared: dict[tuple, "SharedConnectionPool"] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs) -> "SharedConnectionPool":
-        key = (url, tuple(sorted(kwargs.items())))
-        with cls._lock:
-            if key not in cls._shared:
-                cls._shared[key] = super().from_url(url, **kwargs)
-            return cls._shared[key]
 
 
 class HotReads:
@@ -55,11 +40,17 @@ class HotReads:
         backend = settings.CACHES["default"]["BACKEND"]
         return not backend.endswith(("LocMemCache", "DummyCache"))
 
-    def get(self, item, load):
+    def get(self, item, load, *, related: tuple[str, ...] = (), thaw: bool = True):
         """`item`'s value (any hashable name of it), from this process's memo while the version holds, else
-        `load()`; a value of None is not kept (an unknown key would otherwise fill the memo)."""
+        `load()`; a value of None is not kept (an unknown key would otherwise fill the memo).
+
+        The memo keeps rows frozen (`Row`: a model instance, with the rows `related` names read with it; a list of
+        them as a tuple): each caller gets instances of its own (`thaw`, the default), so what one request changes
+        on its key or user no other request reads. `thaw=False`: the frozen rows themselves (read only), for a
+        caller that picks one of many and thaws only that one."""
         if not self.shared():
-            return load()
+            value = load()
+            return value if thaw else frozen(value, related)
         from django.core.cache import cache
 
         try:
@@ -69,18 +60,19 @@ class HotReads:
                 version = cache.get(self.VERSION_KEY)
         except Exception:  # noqa: BLE001 - the cache unreachable: read the rows, as without one
             logger.warning("hot reads: the shared cache failed; reading from the database", exc_info=True)
-            return load()
+            value = load()
+            return value if thaw else frozen(value, related)
         with self._lock:
             if version != self._version or len(self._values) >= self.MAX_ENTRIES:
                 self._version, self._values = version, {}
-            if item in self._values:
-                return self._values[item]
-        value = load()
-        if value is not None:
-            with self._lock:
-                if self._version == version:
-                    self._values[item] = value
-        return value
+            found = self._values.get(item, _MISSING)
+        if found is _MISSING:
+            found = frozen(load(), related)
+            if found is not None:
+                with self._lock:
+                    if self._version == version:
+                        self._values[item] = found
+        return thawed(found) if thaw else found
 
     def changed(self, **kwargs) -> None:
         """A row the memo may hold changed (a signal receiver, or a caller that wrote without signals): this
@@ -109,3 +101,91 @@ class HotReads:
 
 
 hot_reads = HotReads()
+_MISSING = object()
+# Values a frozen row hands out as they are (no caller can change them in place); any other (a JSON field's list or
+# dict) is copied for each caller.
+_IMMUTABLE = (str, int, float, bool, bytes, Decimal, datetime, date, time, timedelta, uuid.UUID, type(None))
+
+
+class Row:
+    """A model instance as read, frozen: what the hot reads' memo keeps, shared by a process's requests. Its fields
+    (and the rows read with it, `related`) can be read, not written; `thaw()` makes a new instance of it, and of
+    its related rows, for one caller to use and change as it likes (Model.from_db: about 5 us an instance)."""
+
+    __slots__ = ("_model", "_db", "_names", "_values", "_related")
+
+    def __init__(self, instance: models.Model, related: tuple[str, ...] = ()):
+        deferred = instance.get_deferred_fields()  # (never read here: reading one would query)
+        names = tuple(field.attname for field in instance._meta.concrete_fields if field.attname not in deferred)
+        set_ = object.__setattr__
+        set_(self, "_model", type(instance))
+        set_(self, "_db", instance._state.db)
+        set_(self, "_names", names)
+        set_(self, "_values", tuple(copy.deepcopy(getattr(instance, name)) for name in names))
+        set_(self, "_related", tuple((name, Row(getattr(instance, name))) for name in related))
+
+    def __getattr__(self, name: str):
+        for related, row in self._related:
+            if related == name:
+                return row
+        try:
+            value = self._values[self._names.index(name)]
+        except ValueError:
+            raise AttributeError(f"{self._model.__name__} row has no field {name!r} read") from None
+        return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"a memoised {self._model.__name__} row is read only: thaw() it for an instance to change")
+
+    def thaw(self) -> models.Model:
+        instance = self._model.from_db(self._db, self._names, [
+            value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value) for value in self._values])
+        for name, row in self._related:
+            setattr(instance, name, row.thaw())
+        return instance
+
+
+def frozen(value, related: tuple[str, ...] = ()):
+    """What the memo keeps of a loaded value: a model instance as a Row, a list of them as a tuple of Rows, any
+    other value (None, a sentinel) as it is."""
+    if isinstance(value, models.Model):
+        return Row(value, related)
+    if isinstance(value, (list, tuple)):
+        return tuple(frozen(item, related) for item in value)
+    return value
+
+
+def thawed(value):
+    """A frozen value as its caller's own: new instances of its rows."""
+    if isinstance(value, Row):
+        return value.thaw()
+    if isinstance(value, tuple):
+        return [thawed(item) for item in value]
+    return value
+
+
+class RenewsHotReads(models.QuerySet):
+    """The queryset of a model whose rows the hot reads memoise (a key, its limits, a price): its writes that send no
+    signal (`update`, `bulk_create`, `bulk_update`) renew the memo as a save or delete does (through their signals'
+    receivers), so no bare update of such rows leaves a process reading the old ones. `unread`: fields no memo
+    reads; an update of only those renews nothing (a key's last use, written once a minute)."""
+
+    unread: frozenset[str] = frozenset()
+
+    def update(self, **kwargs) -> int:
+        count = super().update(**kwargs)
+        if count and set(kwargs) - self.unread:
+            hot_reads.changed()
+        return count
+
+    def bulk_create(self, objs, *args, **kwargs):
+        made = super().bulk_create(objs, *args, **kwargs)
+        if made:
+            hot_reads.changed()
+        return made
+
+    def bulk_update(self, objs, fields, *args, **kwargs) -> int:
+        count = super().bulk_update(objs, fields, *args, **kwargs)
+        if count and set(fields) - self.unread:
+            hot_reads.changed()
+        return count

@@ -155,11 +155,13 @@ def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *
 
 
 def write_atomic(*, one_statement: bool) -> AbstractContextManager:
-    """What makes a write all-or-nothing: a transaction, unless it is one statement on PostgreSQL outside any
-    transaction (statements_run), atomic by itself there: BEGIN and COMMIT would cost two more round trips."""
+    """What makes a write all-or-nothing: a transaction, unless it is one statement on PostgreSQL (statements_run),
+    atomic by itself there: outside any transaction, BEGIN and COMMIT would cost two more round trips; inside one (a
+    gateway call's start, in its run's creating transaction), a savepoint two more, and a failed statement rolls
+    the enclosing transaction back whole instead (nothing of it half-written)."""
     connection = connections[DEFAULT_DB_ALIAS]
-    if one_statement and connection.vendor == "postgresql" and transaction.get_autocommit():
-        return nullcontext()
+    if one_statement and connection.vendor == "postgresql":
+        return nullcontext() if transaction.get_autocommit() else transaction.atomic(savepoint=False)
     return transaction.atomic()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-import jsonschema
-
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 RULES = ("exact_match", "contains", "regex", "json_schema", "numeric")
 LLM_JUDGE = "llm_judge"
@@ -41,6 +39,8 @@ def rule_verdict(spec: dict, *, output: str, expected) -> bool:
     if kind == "regex":
         return re.search(spec["pattern"], output) is not None
     if kind == "json_schema":
+        import jsonschema  # here, not at every process start (0.1 s): only a json_schema evaluator needs it
+
         try:
             jsonschema.validate(json.loads(output), spec["schema"])
         except (json.JSONDecodeError, jsonschema.ValidationError):

@@ -1,6 +1,8 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from core.cache import RenewsHotReads
+
 from keys.models import ApiToken
 
 
@@ -17,6 +19,8 @@ class KeyLimits(models.Model):
     # Set by staff (or an operator's shell): the key's owner may read them, not change or remove them.
     set_by_staff = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RenewsHotReads.as_manager()  # (a bare update renews the processes' memo of limits: core.cache)
 
     class Meta:
         verbose_name = "gateway key limits"

@@ -4,11 +4,17 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from core.cache import RenewsHotReads
+
 API_KEY_SCOPES = ("chat", "runs", "gateway", "read", "tools", "knowledge")
 
 
 def all_scopes() -> list[str]:
     return list(API_KEY_SCOPES)
+
+
+class ApiTokenQuerySet(RenewsHotReads):
+    unread = frozenset({"last_used_at"})  # a key's last use: no memo reads it
 
 
 class ApiToken(models.Model):
@@ -28,6 +34,8 @@ class ApiToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ApiTokenQuerySet.as_manager()  # (a bare update renews the processes' memo of keys: core.cache)
 
     class Meta:
         db_table = "chatter_project_apitoken"  # made by chatter_project's migrations, before this app had it

@@ -68,7 +68,7 @@ def api_token_get(*, key: str) -> ApiToken | None:
     if not key or len(key) > MAX_KEY_CHARS:
         return None
     digest, now = token_digest(key), timezone.now()
-    token = hot_reads.get(("api_key", digest), lambda: _key_live(digest=digest, now=now))
+    token = hot_reads.get(("api_key", digest), lambda: _key_live(digest=digest, now=now), related=("user",))
     if token is None or (token.expires_at is not None and token.expires_at <= now):
         return None
     return token
@@ -81,12 +81,24 @@ def _key_live(*, digest: str, now) -> ApiToken | None:
     return next(iter(found), None)
 
 
+# Per process: a key's digest -> (its last use as its row said, the use this process wrote over it). Each request's
+# key is its own copy of the memo's (core.cache.hot_reads), so the memo never sees the write; this does, until the row
+# changes.
+_noted: dict[str, tuple[datetime | None, datetime]] = {}
+_NOTED_MAX = 10_000  # past it, the process starts over (one conditional UPDATE more per key)
+
+
 def api_token_touch(*, token: ApiToken) -> None:
     """Note that `token` was used: one conditional UPDATE at most once a LAST_USED_EVERY per key (of several
     requests at once, one writes), and no statement at all when the key was noted less than that ago."""
-    now = timezone.now()
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_EVERY:
+    now, read = timezone.now(), token.last_used_at
+    noted = _noted.get(token.digest)
+    last = noted[1] if noted is not None and noted[0] == read else read
+    if last is not None and now - last < LAST_USED_EVERY:
         return
     ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_EVERY),
-                            pk=token.pk).update(last_used_at=now)
-    token.last_used_at = now  # (the process's memo of keys holds this instance: its next request sees it)
+                            pk=token.pk).update(last_used_at=now)  # (renews no memo: core.cache.RenewsHotReads)
+    token.last_used_at = now
+    if len(_noted) >= _NOTED_MAX:
+        _noted.clear()
+    _noted[token.digest] = (read, now)

@@ -5,16 +5,14 @@ with no index is searched exactly. Why each, and the figures: docs/knowledge.md#
 """
 from __future__ import annotations
 
-import sqlite_vec
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Cast
-from pgvector.django import VectorField
 
 from knowledge.models import Chunk
-from knowledge.vectors import CosineDistance
+from knowledge.vectors import CosineDistance, EmbeddingField, float32_blob
 
 # The local lexical provider's (workflows/engine/embeddings_local.py), all-MiniLM-L6-v2's, OpenAI
 # text-embedding-3-small's. pgvector's HNSW takes `vector` of at most 2,000 dimensions.
@@ -168,13 +166,13 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
             # SET LOCAL: for this transaction only, so a pooled connection keeps its default.
             cursor.execute(PG_EF_SEARCH_SET.format(ef=max(int(settings.CHATTER_KNOWLEDGE_HNSW_EF_SEARCH), k)))
             # Ordered by the indexed expression's distance alone: a second key would keep the planner off the index.
-            return list(among.annotate(distance=CosineDistance(Cast("embedding", VectorField(dimensions=d)), vector))
+            return list(among.annotate(distance=CosineDistance(Cast("embedding", EmbeddingField(dimensions=d)), vector))
                         .order_by("distance")[:k])
     if not (connection.vendor == "sqlite" and d % 8 == 0 and k <= SQLITE_VEC_MAX_K
             and vector_index_exists(dimensions=d)):
         return None
     candidates = min(max(RESCORE_MIN, RESCORE_FACTOR * k), SQLITE_VEC_MAX_K)
-    query = sqlite_vec.serialize_float32(vector)
+    query = float32_blob(vector)
     if not filtered:
         sql, params = SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates]
     else:

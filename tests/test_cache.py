@@ -1,4 +1,4 @@
-"""The Redis cache's connection pool (core/cache.py): one per process and URL, whichever cache client
+"""The Redis cache's connection pool (core/redis_pool.py): one per process and URL, whichever cache client
 asks (Django makes a client per request under ASGI)."""
 import os
 import uuid
@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.core.cache import caches
 
-from core.cache import SharedConnectionPool
+from core.redis_pool import SharedConnectionPool
 
 
 def test_the_same_url_gets_the_same_pool():

@@ -43,6 +43,13 @@ def test_issue_45_the_default_sqlite_database_loads_sqlite_vec():
     assert tuple(int(part) for part in sqlite_version.split(".")) >= (3, 41)  # pysqlite3's, not Python's 3.40
 
 
+def test_item_24_the_backend_loads_the_extension_sqlite_vec_names_without_importing_it():
+    # Found beside the package's __init__, as the package finds it, where importing the package imports numpy.
+    from core.db_backends.sqlite_vec.base import VEC0_PATH
+
+    assert VEC0_PATH == sqlite_vec.loadable_path()
+
+
 @sqlite_only
 @pytest.mark.django_db
 def test_issue_45_a_vec0_table_answers_knn_by_cosine_through_django():

@@ -1,16 +1,16 @@
-"""Kept MCP sessions (docs/tools.md#kept-sessions): one event loop per process (a daemon thread running an anyio
-BlockingPortal) holds initialized ClientSessions of the official SDK, keyed by their Endpoint (URL, transport and
-headers, or a stdio server's command), so calls reuse a session instead of opening one each time.
+"""Kept MCP sessions (docs/tools.md#kept-sessions): one event loop per process (a daemon thread running anyio on
+asyncio) holds initialized ClientSessions of the official SDK, keyed by their Endpoint (URL, transport and headers,
+or a stdio server's command), so calls reuse a session instead of opening one each time.
 
 A call checks a session out for itself and back in once the server answered; a session whose transport failed,
 whose call timed out or was cut short is closed instead. Sync code calls through `mcp_pool().call(fn, ...)` (a
 coroutine function run on the pool's loop); async code on another loop through `await mcp_pool().call_async(...)`.
+Each hands the coroutine over with asyncio's `run_coroutine_threadsafe`: one hand-off a call (bench/RESULTS.md, B11).
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
 import os
 import threading
 import time
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.from_thread import BlockingPortal
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -148,7 +147,7 @@ class McpPool:
         self._opened = opened
         self._idle: dict[Endpoint, list[_Session]] = defaultdict(list)
         self._sessions: set[_Session] = set()
-        self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         started = threading.Event()
         self._thread = threading.Thread(target=anyio.run, args=(self._main, started), name="mcp-pool", daemon=True)
@@ -159,11 +158,11 @@ class McpPool:
     # --- what callers use ---------------------------------------------------------------------------------------
     def call(self, fn: Callable[..., Awaitable[Any]], /, *args, **kwargs) -> Any:
         """Run the coroutine function `fn(*args, **kwargs)` on the pool's loop and wait for it (sync code)."""
-        return self._portal.call(functools.partial(fn, *args, **kwargs))
+        return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop).result()
 
     async def call_async(self, fn: Callable[..., Awaitable[Any]], /, *args, **kwargs) -> Any:
         """The same from async code on another event loop (a Python graph's); cancelling it cancels the call."""
-        return await asyncio.wrap_future(self._portal.start_task_soon(functools.partial(fn, *args, **kwargs)))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop))
 
     async def call_tool(self, endpoint: Endpoint, tool: str, arguments: dict, *, timeout_s: float):
         """Call `tool` on a kept session of `endpoint` (on the pool's loop), within `timeout_s`: the SDK's
@@ -191,7 +190,7 @@ class McpPool:
 
     def forget(self, server_id: str) -> None:
         """Close the sessions of a server that changed or is gone (those in use, once their call ends)."""
-        self._portal.call(self._forget, str(server_id))
+        self.call(self._forget, str(server_id))
 
     def kept(self, endpoint: Endpoint) -> int:
         """How many idle sessions of `endpoint` are kept now."""
@@ -199,7 +198,7 @@ class McpPool:
 
     def close_all(self) -> None:
         """Close every kept session now (those in use, once their call ends), waiting a few seconds at most."""
-        self._portal.start_task_soon(self._close_all).result(timeout=5)
+        asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(timeout=5)
 
     def shutdown(self) -> None:
         if self._thread.is_alive():
@@ -210,11 +209,10 @@ class McpPool:
 
     # --- on the pool's loop -------------------------------------------------------------------------------------
     async def _main(self, started: threading.Event) -> None:
-        async with BlockingPortal() as portal, anyio.create_task_group() as tasks:
-            self._portal, self._tasks = portal, tasks
+        async with anyio.create_task_group() as tasks:  # the sessions' tasks, and the reaper (which never ends)
+            self._loop, self._tasks = asyncio.get_running_loop(), tasks
             tasks.start_soon(self._reap)
             started.set()
-            await portal.sleep_until_stopped()
 
     async def _checkout(self, endpoint: Endpoint) -> _Session:
         idle = self._idle.get(endpoint, [])

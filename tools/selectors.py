@@ -16,8 +16,12 @@ from workflows.engine.tools import TOOLS
 def mcp_server_list(*, user) -> QuerySet[McpServer]:
     """The servers `user` sees: their own and the shared ones (the operator's declared ones among them, written
     first when their file changed)."""
+    return _visible(user=user).select_related("owner")
+
+
+def _visible(*, user) -> QuerySet[McpServer]:
     declared_servers_sync()
-    return McpServer.objects.filter(Q(owner=user) | Q(shared=True)).select_related("owner")
+    return McpServer.objects.filter(Q(owner=user) | Q(shared=True))
 
 
 class ToolUnavailable(Exception):
@@ -31,7 +35,9 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
     server_name, qualifier, tool = name.partition(QUALIFIER)
     if not qualifier or not server_name or not tool:
         raise ToolUnavailable(f"{name!r} is not an MCP tool's name (<server>__<tool>)")
-    servers = sorted(mcp_server_list(user=user).filter(name=server_name), key=lambda s: s.owner_id != user.pk)
+    # Every call of a run asks (a server switched off or unshared meanwhile is not called): one lean read, no
+    # owner joined and no ordering (bench/RESULTS.md, B11: the ORM's own work is most of this path's cost).
+    servers = sorted(_visible(user=user).filter(name=server_name).order_by(), key=lambda s: s.owner_id != user.pk)
     if not servers:
         raise ToolUnavailable(f"there is no MCP server {server_name!r}")
     server = servers[0]
@@ -140,3 +146,14 @@ def tool_list(*, user) -> list[dict]:
                    "input_schema": tool["input_schema"], "server": {"id": str(server.pk), "name": server.name},
                    "enabled": server.enabled} for tool in server.tools]
     return tools
+
+
+def mcp_server_name_taken(*, owner, name: str, shared: bool, server: McpServer | None = None) -> str | None:
+    """Why `name` cannot be used by a server of `owner` (shared or not), `server` itself aside: None when it can.
+    The same rules the database holds (its owner's names, and every shared server's, are unique)."""
+    others = McpServer.objects.filter(name=name).exclude(pk=server.pk if server else None)
+    if others.filter(owner=owner).exists():
+        return "its owner already has a server with this name"
+    if shared and others.filter(shared=True).exists():
+        return "a shared server already has this name"
+    return None

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, connections
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -232,6 +232,8 @@ class ExecutionRecorder:
                     execution_counters_add(self.execution.pk, tool_calls=self.tool_calls,
                                            added=self.counters_added())
         except IntegrityError:
+            if not transaction.get_autocommit() and transaction.get_rollback():
+                raise  # (a statement with no savepoint failed in its caller's transaction: the caller's to undo)
             if WorkflowExecution.objects.filter(pk=self.execution.pk, status=RUNNING).exists():
                 raise
             self._superseded = True

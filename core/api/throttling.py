@@ -14,14 +14,11 @@ import logging
 import threading
 import time
 
-import redis
 from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
-
-from core.cache import SharedConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +130,24 @@ return string.format('%.6f', wait)
 """
 
 
+def cache_errors() -> tuple[type[Exception], ...]:
+    """What the shared cache raises when it cannot be reached: redis-py's errors with REDIS_URL (redis-py is
+    imported only then), none from the process's own cache."""
+    if not settings.REDIS_URL:
+        return ()
+    import redis
+
+    return (redis.RedisError,)
+
+
 @functools.lru_cache(maxsize=8)
 def _take_script(url: str):
     """The script, registered once per process and URL (EVALSHA: one round trip), on the process's one pool for
-    the URL (core.cache)."""
+    the URL (core.redis_pool)."""
+    import redis
+
+    from core.redis_pool import SharedConnectionPool
+
     client = redis.Redis(connection_pool=SharedConnectionPool.from_url(url, socket_connect_timeout=1,
                                                                        socket_timeout=1))
     return client.register_script(_TAKE_LUA)
@@ -158,7 +169,7 @@ class RunThrottle(CellRateThrottle):
         if cache_outage.should_try():
             try:
                 allowed = super().allow_key(key)
-            except redis.RedisError as exc:
+            except cache_errors() as exc:
                 cache_outage.failed(exc)
             else:
                 cache_outage.recovered()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import jsonschema
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer
@@ -92,6 +91,8 @@ class EvaluatorSerializer(StrictSerializer):
             except re.error as exc:
                 raise serializers.ValidationError({"pattern": [f"not a regular expression: {exc}"]}) from None
         if kind == "json_schema":
+            import jsonschema  # here, not at every process start: only a json_schema evaluator needs it
+
             try:
                 jsonschema.validators.validator_for(attrs["schema"]).check_schema(attrs["schema"])
             except jsonschema.SchemaError as exc:

@@ -56,11 +56,11 @@ def reconcile_exit_code() -> int:
 
 
 @pytest.fixture
-def server_with_webhooks(daphne_server):
-    """A real daphne server that signs webhooks (CHATTER_WEBHOOK_SECRET set, as the test receiver expects) and allows
-    them to the test receivers' address."""
+def server_with_webhooks(shared_daphne_server):
+    """A real daphne server (shared) that signs webhooks (CHATTER_WEBHOOK_SECRET set, as the test receiver expects) and
+    allows them to the test receivers' address."""
     from tests.webhook_receiver import RECEIVER_NETWORK, SECRET
 
-    started = daphne_server(CHATTER_WEBHOOK_SECRET=SECRET, CHATTER_WEBHOOK_ALLOWED_NETWORKS=RECEIVER_NETWORK)
+    started = shared_daphne_server(CHATTER_WEBHOOK_SECRET=SECRET, CHATTER_WEBHOOK_ALLOWED_NETWORKS=RECEIVER_NETWORK)
     started.langgraph_url = f"{started.base_url}/langgraph"
     return started

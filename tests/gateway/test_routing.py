@@ -6,8 +6,11 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 from io import StringIO
+from typing import Callable
 
 import httpx
 import openai
@@ -33,28 +36,115 @@ FAULTS = {
 }
 
 
-@pytest.fixture
-def upstreams():
+@pytest.fixture(scope="module")
+def _upstreams_of_module():
     with OpenAIStub() as first, OpenAIStub() as second:
         yield first, second
+
+
+@pytest.fixture
+def upstreams(_upstreams_of_module):
+    """The module's two stub upstreams, as new ones: what a test scripts and what they received go with it."""
+    for stub in _upstreams_of_module:
+        stub.reset()
+    yield _upstreams_of_module
+    for stub in _upstreams_of_module:
+        stub.reset()
 
 
 def deployment(name: str, stub: OpenAIStub, key: str, **more) -> dict:
     return {"name": name, "base_url": stub.base_url, "api_key_env": key, **more}
 
 
+@dataclass(frozen=True)
+class Names:
+    """A test's own names in the module's deployments file. Its model names are dated variants, priced as the plain
+    name (analytics' seeded prices match `gpt-4o-mini-2024-01-02`); its deployments' names are the module run's own,
+    as cooldowns live in the shared cache (Redis outlives a run)."""
+
+    day: int
+    run: str
+
+    @property
+    def mini(self) -> str:
+        return f"gpt-4o-mini-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
+
+    @property
+    def four_o(self) -> str:
+        return f"gpt-4o-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
+
+    @property
+    def four_one(self) -> str:
+        return f"gpt-4.1-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
+
+    @property
+    def a(self) -> str:
+        return f"a-{self.run}"
+
+    @property
+    def b(self) -> str:
+        return f"b-{self.run}"
+
+
+# The models each server test routes, by its module and pytest name: `build(first, second, names)` with the two
+# upstreams (tests/gateway/test_upstream_errors.py registers its own too, and shares these fixtures).
+MODELS_OF: dict[tuple[str, str], Callable[[OpenAIStub, OpenAIStub, Names], dict]] = {}
+
+
+def routes(build, ids=("",)):
+    """The test's models in the module's deployments file (one per parameter id of a parametrized test)."""
+    def register(test):
+        for id_ in ids:
+            MODELS_OF[test.__module__, f"{test.__name__}[{id_}]" if id_ else test.__name__] = build
+        return test
+    return register
+
+
+@pytest.fixture(scope="module")
+def _deployments_of_module(_upstreams_of_module, tmp_path_factory) -> tuple[dict, dict[str, Names]]:
+    """ONE deployments file holding every server test's models: the environment of the server they share, and each
+    test's names."""
+    run = uuid.uuid4().hex[:6]
+    names, models = {}, {}
+    for day, (test, build) in enumerate(MODELS_OF.items(), start=1):
+        names[test] = Names(day=day, run=run)
+        own = build(*_upstreams_of_module, names[test])
+        assert not own.keys() & models.keys(), f"{test}: a model name of another test's ({own.keys() & models.keys()})"
+        models.update(own)
+    path = tmp_path_factory.mktemp("routing") / "deployments.yaml"
+    path.write_text(yaml.safe_dump({"models": models}))
+    return {"CHATTER_DEPLOYMENTS": str(path), "CHATTER_PROVIDER_MAX_RETRIES": "0", **KEYS}, names
+
+
+@dataclass
+class Routed:
+    base_url: str
+    key: str
+    env: dict
+    names: Names | None = None  # a shared server's test's
+
+
 @pytest.fixture
-def routed(daphne_server, alice, tmp_path):
-    """Start a server whose deployments file holds `models` (no OPENAI_BASE_URL: the deployments are the upstreams),
-    with alice's gateway key; `.env` to start another on the same file."""
-    def start(models: dict, **settings_file) -> object:
-        path = tmp_path / f"deployments-{uuid.uuid4().hex[:6]}.yaml"
+def routed(shared_daphne_server, _deployments_of_module, alice, request) -> Routed:
+    """The server of the module's deployments file (no OPENAI_BASE_URL: the deployments are the upstreams), shared
+    by its tests; alice's gateway key; this test's names; `.env` to start another on the same file."""
+    env, names = _deployments_of_module
+    server = shared_daphne_server(**env)
+    key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
+    return Routed(base_url=server.base_url, key=key, env=env,
+                  names=names[request.module.__name__, request.node.name])
+
+
+@pytest.fixture
+def routed_own(daphne_server, alice, tmp_path):
+    """For a test whose deployments file needs settings of its own (`cooldown_s`): a server of its own, on a file
+    holding `models` and those settings."""
+    def start(models: dict, **settings_file) -> Routed:
+        path = tmp_path / "deployments.yaml"
         path.write_text(yaml.safe_dump({**settings_file, "models": models}))
         env = {"CHATTER_DEPLOYMENTS": str(path), "CHATTER_PROVIDER_MAX_RETRIES": "0", **KEYS}
-        server = daphne_server(**env)
-        server.env = env
-        server.key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
-        return server
+        key = ApiTokenFactory(user=alice, name="gateway", scopes=["gateway"]).key
+        return Routed(base_url=daphne_server(**env).base_url, key=key, env=env)
     return start
 
 
@@ -79,41 +169,42 @@ def assert_exact() -> None:
     call_command("reconcile_aggregates", stdout=StringIO())  # exits 1 (SystemExit) on any drift
 
 
+@routes(lambda down, healthy, n: {n.mini: {"deployments": [
+    deployment(n.a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(n.b, healthy, "ROUTE_KEY_B")]}})
 def test_the_execution_detail_lists_each_attempt_of_a_routed_call(routed, upstreams, alice):
     down, healthy = upstreams
     down.always(status=500)
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    server = routed({"gpt-4o-mini": {"deployments": [
-        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
-    raw = client(server).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
+    a, b, mini = routed.names.a, routed.names.b, routed.names.mini
+    raw = client(routed).chat.completions.with_raw_response.create(model=mini, messages=ASK)
     reader = ApiTokenFactory(user=alice, scopes=["read"]).key
 
-    detail = httpx.get(f"{server.base_url}/api/v1/executions/{raw.headers['x-request-id']}/",
+    detail = httpx.get(f"{routed.base_url}/api/v1/executions/{raw.headers['x-request-id']}/",
                        headers={"Authorization": f"Bearer {reader}"})
 
     assert detail.status_code == 200, detail.text
     attempts = detail.json()["provider_attempts"]
     assert [(t["deployment"], t["model"], t["provider"], t["ok"], t["status_code"], t["error_type"], t["node_id"])
             for t in attempts] == [
-        (f"gpt-4o-mini/{a}", "gpt-4o-mini", "openai", False, 500, "provider_error", "model"),
-        (f"gpt-4o-mini/{b}", "gpt-4o-mini", "openai", True, None, "", "model")]
+        (f"{mini}/{a}", mini, "openai", False, 500, "provider_error", "model"),
+        (f"{mini}/{b}", mini, "openai", True, None, "", "model")]
     assert attempts[0]["cooldown_s"] == 30 and down.base_url.removesuffix("/v1") in attempts[0]["error"]
     assert KEYS["ROUTE_KEY_A"] not in detail.text and KEYS["ROUTE_KEY_B"] not in detail.text
     assert [(call["deployment"], call["total_tokens"]) for call in detail.json()["llm_call_log"]] == [
-        (f"gpt-4o-mini/{b}", 30)]  # only the attempt that answered is billed
+        (f"{mini}/{b}", 30)]  # only the attempt that answered is billed
     assert_exact()
 
 
+# The only test that routes text-embedding-3-small (whose seeded price has no dated variants).
+@routes(lambda down, healthy, n: {"text-embedding-3-small": {"deployments": [
+    deployment(n.a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(n.b, healthy, "ROUTE_KEY_B")]}})
 def test_an_embeddings_call_is_routed_retried_on_the_other_deployment_and_billed_once(routed, upstreams):
     down, healthy = upstreams
     down.always(status=503)
     healthy.always(usage={"prompt_tokens": 5, "total_tokens": 5}, model="text-embedding-3-small-2024")
-    a, b = names()
-    server = routed({"text-embedding-3-small": {"deployments": [
-        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(b, healthy, "ROUTE_KEY_B")]}})
+    a, b = routed.names.a, routed.names.b
 
-    raw = client(server).embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
+    raw = client(routed).embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
                                                              dimensions=4)
 
     reply = raw.parse()
@@ -133,24 +224,25 @@ def test_an_embeddings_call_is_routed_retried_on_the_other_deployment_and_billed
     assert_exact()
 
 
+# `a` weighs a million times `b`: without the cooldown every call would try it first.
+@routes(lambda down, healthy, n: {n.mini: {"deployments": [
+    deployment(n.a, down, "ROUTE_KEY_A", weight=1_000_000, timeout_s=1), deployment(n.b, healthy, "ROUTE_KEY_B")]}},
+    ids=FAULTS)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, upstreams, fault):
     down, healthy = upstreams
     answer, status, error_type = FAULTS[fault]
     down.always(**answer)
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    # `a` weighs a million times `b`: without the cooldown every call would try it first.
-    server = routed({"gpt-4o-mini": {"deployments": [
-        deployment(a, down, "ROUTE_KEY_A", weight=1_000_000, timeout_s=1), deployment(b, healthy, "ROUTE_KEY_B")]}})
-    api = client(server)
+    a, b, mini = routed.names.a, routed.names.b, routed.names.mini
+    api = client(routed)
 
-    first = api.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK, stream=True,
+    first = api.chat.completions.with_raw_response.create(model=mini, messages=ASK, stream=True,
                                                           stream_options={"include_usage": True})
     chunks = list(first.parse())
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    second = api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
-    third = api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    second = api.chat.completions.create(model=mini, messages=ASK)
+    third = api.chat.completions.create(model=mini, messages=ASK)
 
     # The stream carries only the reply of the deployment that answered, and its usage.
     assert text == second.choices[0].message.content == third.choices[0].message.content == "84."
@@ -158,16 +250,16 @@ def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, ups
     assert len(down.requests) == 1 and len(healthy.requests) == 3  # cooling down after its failure: left out
     runs = list(WorkflowExecution.objects.order_by("created_at"))
     assert str(runs[0].pk) == first.headers["x-request-id"] and runs[0].mode == "stream"
-    assert attempts_of(runs[0]) == [(f"gpt-4o-mini/{a}", "gpt-4o-mini", False, status, error_type),
-                                    (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
-    assert [attempts_of(run) for run in runs[1:]] == [[(f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]] * 2
+    assert attempts_of(runs[0]) == [(f"{mini}/{a}", mini, False, status, error_type),
+                                    (f"{mini}/{b}", mini, True, None, "")]
+    assert [attempts_of(run) for run in runs[1:]] == [[(f"{mini}/{b}", mini, True, None, "")]] * 2
     failed = ProviderAttempt.objects.get(ok=False)
     assert failed.node_execution.execution_id == runs[0].pk and failed.cooldown_s == (90 if fault == "429" else 30)
     assert down.base_url.removesuffix("/v1") in failed.error and KEYS["ROUTE_KEY_A"] not in failed.error
     # Only the attempt that answered is billed: each run is exactly the healthy upstream's report.
     calls = LLMCall.objects.order_by("created_at")
     assert [(c.deployment, c.requested_model, c.total_tokens, c.cost) for c in calls] == [
-        (f"gpt-4o-mini/{b}", "gpt-4o-mini", 30, MINI_COST)] * 3
+        (f"{mini}/{b}", mini, 30, MINI_COST)] * 3
     assert [(run.status, run.total_tokens, run.cost, run.llm_calls) for run in runs] == [
         ("completed", 30, MINI_COST, 1)] * 3
     assert healthy.requests[0].headers["authorization"] == f"Bearer {KEYS['ROUTE_KEY_B']}"
@@ -175,43 +267,44 @@ def test_a_failing_deployment_is_retried_on_the_other_and_cools_down(routed, ups
     assert_exact()
 
 
+@routes(lambda down, healthy, n: {
+    n.four_o: {"deployments": [deployment(n.a, down, "ROUTE_KEY_A")], "fallbacks": [n.mini]},
+    n.mini: {"deployments": [deployment(n.b, healthy, "ROUTE_KEY_B")]},
+})
 def test_when_every_deployment_of_a_model_fails_the_call_falls_back_to_the_next_model(routed, upstreams):
     down, healthy = upstreams
     down.always(status=503)
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    server = routed({
-        "gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
-        "gpt-4o-mini": {"deployments": [deployment(b, healthy, "ROUTE_KEY_B")]},
-    })
+    a, b, mini, four_o = routed.names.a, routed.names.b, routed.names.mini, routed.names.four_o
 
-    reply = client(server).chat.completions.create(model="gpt-4o", messages=ASK)
+    reply = client(routed).chat.completions.create(model=four_o, messages=ASK)
 
     # named as the model that answered (issue 43 item 20), as OpenAI names the model that answered
-    assert reply.choices[0].message.content == "84." and reply.model == "gpt-4o-mini"
-    assert healthy.requests[0].body["model"] == "gpt-4o-mini"
+    assert reply.choices[0].message.content == "84." and reply.model == mini
+    assert healthy.requests[0].body["model"] == mini
     run = WorkflowExecution.objects.get()
-    assert attempts_of(run) == [(f"gpt-4o/{a}", "gpt-4o", False, 503, "provider_error"),
-                                (f"gpt-4o-mini/{b}", "gpt-4o-mini", True, None, "")]
+    assert attempts_of(run) == [(f"{four_o}/{a}", four_o, False, 503, "provider_error"),
+                                (f"{mini}/{b}", mini, True, None, "")]
     call = LLMCall.objects.get()
     # Billed as the model that answered (the fallback's price), not the one asked for.
-    assert (call.requested_model, call.deployment, call.cost) == ("gpt-4o-mini", f"gpt-4o-mini/{b}", MINI_COST)
-    assert (run.model, run.cost, run.total_tokens) == ("gpt-4o", MINI_COST, 30)
+    assert (call.requested_model, call.deployment, call.cost) == (mini, f"{mini}/{b}", MINI_COST)
+    assert (run.model, run.cost, run.total_tokens) == (four_o, MINI_COST, 30)
     assert_exact()
 
 
+# The only test that routes claude-3-5-haiku-latest.
+@routes(lambda down, claude, n: {
+    n.mini: {"deployments": [deployment(n.a, down, "ROUTE_KEY_A")], "fallbacks": ["claude-3-5-haiku-latest"]},
+    "claude-3-5-haiku-latest": {"deployments": [
+        {"name": n.b, "provider": "anthropic", "base_url": claude.root_url, "api_key_env": "ROUTE_KEY_B"}]},
+})
 def test_a_model_falls_back_to_an_anthropic_deployment(routed, upstreams):
     down, claude = upstreams
     down.always(status=502)
     claude.always(content="84.", usage={"input_tokens": 21, "output_tokens": 9}, model="claude-3-5-haiku-20241022")
-    a, b = names()
-    server = routed({
-        "gpt-4o-mini": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["claude-3-5-haiku-latest"]},
-        "claude-3-5-haiku-latest": {"deployments": [
-            {"name": b, "provider": "anthropic", "base_url": claude.root_url, "api_key_env": "ROUTE_KEY_B"}]},
-    })
+    a, b, mini = routed.names.a, routed.names.b, routed.names.mini
 
-    streamed = client(server).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
+    streamed = client(routed).chat.completions.create(model=mini, messages=ASK, stream=True,
                                                       stream_options={"include_usage": True})
     chunks = list(streamed)
 
@@ -226,31 +319,31 @@ def test_a_model_falls_back_to_an_anthropic_deployment(routed, upstreams):
                            (Decimal(21) * Decimal("0.80") + Decimal(9) * Decimal("4.00")) / 10**6)
     assert chunks[-1].usage.total_tokens == 30
     assert attempts_of(WorkflowExecution.objects.get()) == [
-        (f"gpt-4o-mini/{a}", "gpt-4o-mini", False, 502, "provider_error"),
+        (f"{mini}/{a}", mini, False, 502, "provider_error"),
         (f"claude-3-5-haiku-latest/{b}", "claude-3-5-haiku-latest", True, None, "")]
     assert_exact()
 
 
+@routes(lambda first, second, n: {n.mini: {"deployments": [deployment(n.a, first, "ROUTE_KEY_A"),
+                                                           deployment(n.b, second, "ROUTE_KEY_B")]}})
 def test_when_every_deployment_fails_the_call_fails_with_each_attempt_on_the_run(routed, upstreams):
     first, second = upstreams
     first.always(status=500)
     second.always(status=429)
-    a, b = names()
-    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, first, "ROUTE_KEY_A"),
-                                                     deployment(b, second, "ROUTE_KEY_B")]}})
-    api = client(server)
+    a, b, mini = routed.names.a, routed.names.b, routed.names.mini
+    api = client(routed)
 
     with pytest.raises(openai.APIStatusError) as failed:
-        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        api.chat.completions.create(model=mini, messages=ASK)
     with pytest.raises(openai.APIStatusError) as unavailable:
-        api.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        api.chat.completions.create(model=mini, messages=ASK)
 
     # One rate limited among them: a wait (429, Retry-After: when the first may take a call again), not a failure.
     assert failed.value.status_code == 429 and failed.value.response.headers["retry-after"] == "30"
     runs = list(WorkflowExecution.objects.order_by("created_at"))
-    assert "every deployment of 'gpt-4o-mini'" in runs[0].error_message  # the run (the operator's) says which
+    assert f"every deployment of '{mini}'" in runs[0].error_message  # the run (the operator's) says which
     assert sorted((d, ok, s) for d, _, ok, s, _ in attempts_of(runs[0])) == [
-        (f"gpt-4o-mini/{a}", False, 500), (f"gpt-4o-mini/{b}", False, 429)]
+        (f"{mini}/{a}", False, 500), (f"{mini}/{b}", False, 429)]
     # Both cooling down: the next call tries neither; the run says why.
     assert (unavailable.value.status_code, unavailable.value.code) == (429, "provider_unavailable")
     assert 1 <= int(unavailable.value.response.headers["retry-after"]) <= 30
@@ -261,19 +354,19 @@ def test_when_every_deployment_fails_the_call_fails_with_each_attempt_on_the_run
     assert_exact()
 
 
+@routes(lambda down, healthy, n: {n.mini: {"deployments": [
+    deployment(n.a, down, "ROUTE_KEY_A", weight=1_000_000), deployment(n.b, healthy, "ROUTE_KEY_B")]}})
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="cooldowns are shared across processes through Redis")
 def test_the_cooldown_holds_across_server_processes(routed, daphne_server, upstreams):
     down, healthy = upstreams
     down.always(status=500)
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, down, "ROUTE_KEY_A", weight=1_000_000),
-                                                     deployment(b, healthy, "ROUTE_KEY_B")]}})
-    other = daphne_server(**server.env)
-    other.key = server.key
+    mini = routed.names.mini
+    other = Routed(base_url=daphne_server(**routed.env).base_url, key=routed.key, env=routed.env,
+                   names=routed.names)  # a second process of the same file, the test's own
 
-    client(server).chat.completions.create(model="gpt-4o-mini", messages=ASK)
-    replies = [client(other).chat.completions.create(model="gpt-4o-mini", messages=ASK) for _ in range(3)]
+    client(routed).chat.completions.create(model=mini, messages=ASK)
+    replies = [client(other).chat.completions.create(model=mini, messages=ASK) for _ in range(3)]
 
     assert [reply.choices[0].message.content for reply in replies] == ["84."] * 3
     assert len(down.requests) == 1 and len(healthy.requests) == 4  # the other process never tried `a`
@@ -281,23 +374,24 @@ def test_the_cooldown_holds_across_server_processes(routed, daphne_server, upstr
     assert_exact()
 
 
+# The only test that routes house-model (which has no price).
+@routes(lambda first, second, n: {
+    n.four_o: {"deployments": [deployment(n.a, first, "ROUTE_KEY_A")], "fallbacks": [n.mini]},
+    n.mini: {"deployments": [deployment(n.b, second, "ROUTE_KEY_B")]},
+    "house-model": {"deployments": [deployment(n.a, first, "ROUTE_KEY_A")]},
+})
 def test_the_models_listed_are_the_routed_ones_and_an_unpriced_one_is_explained(routed, upstreams):
-    a, b = names()
-    server = routed({
-        "gpt-4o": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
-        "gpt-4o-mini": {"deployments": [deployment(b, upstreams[1], "ROUTE_KEY_B")]},
-        "house-model": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A")]},
-    })
-    api = client(server)
+    a, mini, four_o = routed.names.a, routed.names.mini, routed.names.four_o
+    api = client(routed)
 
     listed = {model.id: model.owned_by for model in api.models.list()}
-    one = api.models.retrieve("gpt-4o-mini")
+    one = api.models.retrieve(mini)
     with pytest.raises(openai.NotFoundError) as unpriced:
         api.chat.completions.create(model="house-model", messages=ASK)
 
-    assert {"gpt-4o": "openai", "gpt-4o-mini": "openai"}.items() <= listed.items()
+    assert {four_o: "openai", mini: "openai"}.items() <= listed.items()
     assert "house-model" not in listed and "local-echo-1" in listed  # the offline provider is still there
-    assert (one.id, one.owned_by) == ("gpt-4o-mini", "openai")
+    assert (one.id, one.owned_by) == (mini, "openai")
     assert "routed to deployments" in unpriced.value.message and f"house-model/{a}" in unpriced.value.message
     assert not WorkflowExecution.objects.exists() and not upstreams[0].requests
 

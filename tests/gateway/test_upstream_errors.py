@@ -16,11 +16,15 @@ from tests.gateway.conftest import client
 from tests.gateway.test_routing import (  # noqa: F401 - fixtures
     ASK,
     USAGE,
+    _deployments_of_module,
+    _upstreams_of_module,
     assert_exact,
     attempts_of,
     deployment,
     names,
     routed,
+    routed_own,
+    routes,
     upstreams,
 )
 from tests.gateway.test_routing import client as routed_client
@@ -85,71 +89,76 @@ def test_item_17_an_upstream_429_is_a_429_with_its_retry_after_which_the_client_
     assert_exact()
 
 
+@routes(lambda refusing, healthy, n: {
+    n.four_o: {"deployments": [deployment(n.a, refusing, "ROUTE_KEY_A", weight=1_000_000),
+                               deployment(n.b, healthy, "ROUTE_KEY_B")],
+               "fallbacks": [n.mini]},
+    n.mini: {"deployments": [deployment(f"{n.b}-mini", healthy, "ROUTE_KEY_B")]}})
 def test_item_17_a_client_error_of_a_deployment_is_not_tried_on_the_others(routed, upstreams):
     refusing, healthy = upstreams
     refusing.always(status=400, error_body={"error": {"message": "Invalid value for 'temperature'.",
                                                       "type": "invalid_request_error", "param": "temperature",
                                                       "code": "invalid_value"}})
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    server = routed({"gpt-4o": {"deployments": [deployment(a, refusing, "ROUTE_KEY_A", weight=1_000_000),
-                                                deployment(b, healthy, "ROUTE_KEY_B")],
-                                "fallbacks": ["gpt-4o-mini"]},
-                     "gpt-4o-mini": {"deployments": [deployment(f"{b}-mini", healthy, "ROUTE_KEY_B")]}})
+    a, four_o = routed.names.a, routed.names.four_o
 
     with pytest.raises(openai.BadRequestError) as refused:
-        retrying(server).chat.completions.create(model="gpt-4o", messages=ASK)
+        retrying(routed).chat.completions.create(model=four_o, messages=ASK)
     with pytest.raises(openai.BadRequestError):  # the deployment did not cool down: a request's fault is not its
-        retrying(server).chat.completions.create(model="gpt-4o", messages=ASK)
+        retrying(routed).chat.completions.create(model=four_o, messages=ASK)
 
     assert (refused.value.code, refused.value.param) == ("invalid_value", "temperature")
     assert len(refusing.requests) == 2 and not healthy.requests  # no other deployment, no fallback
     runs = list(WorkflowExecution.objects.order_by("created_at"))
-    assert [attempts_of(run) for run in runs] == [[(f"gpt-4o/{a}", "gpt-4o", False, None, "provider_error")]] * 2
+    assert [attempts_of(run) for run in runs] == [[(f"{four_o}/{a}", four_o, False, None, "provider_error")]] * 2
     assert_exact()
 
 
+CLOSED = f"http://127.0.0.1:{closed_port()}/v1"  # nothing listens there: connections are refused
+
+
+@routes(lambda down, hung, n: {
+    n.four_o: {"deployments": [deployment(n.a, down, "ROUTE_KEY_A")], "fallbacks": [n.mini]},
+    n.mini: {"deployments": [deployment(n.b, hung, "ROUTE_KEY_B", timeout_s=1)]},
+    n.four_one: {"deployments": [{"name": n.a, "base_url": CLOSED, "api_key_env": "ROUTE_KEY_A"}],
+                 "fallbacks": [n.four_o]},
+})
 def test_item_17_only_upstream_failures_are_502_or_504_after_every_deployment_and_fallback(routed, upstreams):
     down, hung = upstreams
     down.always(status=503)
     hung.always(delay_s=3, content="too late", usage=USAGE)
-    a, b = names()
-    closed = f"http://127.0.0.1:{closed_port()}/v1"  # nothing listens there: connections are refused
-    server = routed({
-        "gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
-        "gpt-4o-mini": {"deployments": [deployment(b, hung, "ROUTE_KEY_B", timeout_s=1)]},
-        "gpt-4.1": {"deployments": [{"name": a, "base_url": closed, "api_key_env": "ROUTE_KEY_A"}],
-                    "fallbacks": ["gpt-4o"]},
-    })
-    api = routed_client(server)
+    a, b, mini, four_o, four_one = (routed.names.a, routed.names.b, routed.names.mini, routed.names.four_o,
+                                    routed.names.four_one)
+    api = routed_client(routed)
 
     with pytest.raises(openai.APIStatusError) as timed_out:
-        api.chat.completions.create(model="gpt-4o", messages=ASK)
+        api.chat.completions.create(model=four_o, messages=ASK)
     with pytest.raises(openai.APIStatusError) as failed:
-        api.chat.completions.create(model="gpt-4.1", messages=ASK)
+        api.chat.completions.create(model=four_one, messages=ASK)
 
-    # gpt-4o: its deployment 503, its fallback's timed out (the last failure); gpt-4.1: refused, then gpt-4o's
+    # four_o: its deployment 503, its fallback's timed out (the last failure); four_one: refused, then four_o's
     # deployment (cooling down after its 503) left out
     assert (timed_out.value.status_code, timed_out.value.code) == (504, "provider_timeout")
     assert (failed.value.status_code, failed.value.code) == (502, "provider_error")
-    assert failed.value.body["message"].startswith("The connection to the upstream of model `gpt-4.1` failed.")
+    assert failed.value.body["message"].startswith(f"The connection to the upstream of model `{four_one}` failed.")
     for error in (timed_out.value, failed.value):
-        assert no_url(error.message, down, hung) and closed not in error.message
+        assert no_url(error.message, down, hung) and CLOSED not in error.message
         assert error.response.headers["x-request-id"] in error.message
     first, second = WorkflowExecution.objects.order_by("created_at")
     assert [(d, ok, status) for d, _, ok, status, _ in attempts_of(first)] == [
-        (f"gpt-4o/{a}", False, 503), (f"gpt-4o-mini/{b}", False, None)]
-    assert [(d, ok) for d, _, ok, _, _ in attempts_of(second)] == [(f"gpt-4.1/{a}", False)]
+        (f"{four_o}/{a}", False, 503), (f"{mini}/{b}", False, None)]
+    assert [(d, ok) for d, _, ok, _, _ in attempts_of(second)] == [(f"{four_one}/{a}", False)]
     assert_exact()
 
 
 # --- 18: every deployment cooling down: a 429 with the shortest cooldown as Retry-After ---------------------------
-def test_item_18_when_every_deployment_cools_down_the_answer_is_429_with_the_shortest_retry_after(routed, upstreams):
+def test_item_18_when_every_deployment_cools_down_the_answer_is_429_with_the_shortest_retry_after(routed_own,
+                                                                                                    upstreams):
     limited, down = upstreams
     limited.always(status=429, headers={"retry-after": "20"})
     down.always(status=500)
     a, b = names()
-    server = routed({"gpt-4o-mini": {"deployments": [deployment(a, limited, "ROUTE_KEY_A", weight=1_000_000),
+    server = routed_own({"gpt-4o-mini": {"deployments": [deployment(a, limited, "ROUTE_KEY_A", weight=1_000_000),
                                                      deployment(b, down, "ROUTE_KEY_B")]}}, cooldown_s=2)
     api = routed_client(server)
 
@@ -228,12 +237,12 @@ def test_item_20_n_choices_on_the_local_model(gateway):
     assert_exact()
 
 
-def test_item_20_after_a_fallback_the_answer_names_the_model_that_answered(routed, upstreams):
+def test_item_20_after_a_fallback_the_answer_names_the_model_that_answered(routed_own, upstreams):
     down, healthy = upstreams
     down.always(status=503)
     healthy.always(content="84.", usage=USAGE)
     a, b = names()
-    server = routed({"gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
+    server = routed_own({"gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
                      "gpt-4o-mini": {"deployments": [deployment(b, healthy, "ROUTE_KEY_B")]}}, cooldown_s=0.01)
     api = routed_client(server)
 

@@ -141,7 +141,9 @@ def test_a_write_whose_event_collides_leaves_nothing_of_itself(alice):
     event = {"execution_id": execution.pk, "seq": 1, "event": "workflow_requeued", "data": {}, "created_at": WHEN}
     statements_run(statements.events_insert.bound([event]))
 
-    with pytest.raises(IntegrityError), write_atomic(one_statement=True):
+    # In a caller's transaction (here one in the test's), the one statement takes no savepoint of its own: the
+    # caller's transaction is rolled back with it.
+    with pytest.raises(IntegrityError), transaction.atomic(), write_atomic(one_statement=True):
         statements_run(statements.nodes_upsert.bound([_node(execution, 1)]),
                                   [statements.events_insert.bound([{**event, "event": "node_started"}])], fetch=True)
 

@@ -16,8 +16,10 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where the model runs: the engine's importers (every process start) need none
+    import numpy as np
 
 MINILM_MODEL = "all-MiniLM-L6-v2"
 MINILM_DIMENSIONS = 384
@@ -63,6 +65,8 @@ def model_zip_path() -> Path:
 
 
 def _layer_norm(x: np.ndarray, norm: tuple[np.ndarray, np.ndarray], eps: float) -> np.ndarray:
+    import numpy as np
+
     weight, bias = norm
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
@@ -71,6 +75,8 @@ def _layer_norm(x: np.ndarray, norm: tuple[np.ndarray, np.ndarray], eps: float) 
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     # Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7): numpy has no erf, and BERT's GELU is the exact,
     # erf-based one (its tanh approximation differs by up to 1e-3).
     sign = np.sign(x)
@@ -81,6 +87,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return 0.5 * x * (1.0 + _erf(x * np.float32(1 / np.sqrt(2))))
 
 
@@ -90,6 +98,8 @@ _FEED_FORWARD_ROWS = 128
 
 
 def _feed_forward(x: np.ndarray, layer: _Layer) -> np.ndarray:
+    import numpy as np
+
     out = np.empty_like(x)
     for start in range(0, x.shape[0], _FEED_FORWARD_ROWS):
         rows = slice(start, start + _FEED_FORWARD_ROWS)
@@ -100,6 +110,7 @@ def _feed_forward(x: np.ndarray, layer: _Layer) -> np.ndarray:
 
 class _MiniLM:
     def __init__(self, path: Path):
+        import numpy as np
         from safetensors.numpy import load
         from tokenizers import Tokenizer
 
@@ -156,6 +167,8 @@ class _MiniLM:
 
     def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Unit vectors (batch, 384) for word-piece ids and their attention mask, both (batch, length)."""
+        import numpy as np
+
         batch, length = ids.shape
         x = self.word_embeddings[ids] + self.position_embeddings[:length] + self.token_type_embedding
         # Linear layers on (batch * length, hidden): one matrix product each, where numpy calls BLAS once.
@@ -259,6 +272,8 @@ def _batches(lengths: list[int]) -> list[list[int]]:
 def minilm_embed(texts: list[str]) -> tuple[list[list[float]], int]:
     """Unit vectors of 384 dimensions for `texts`, in order, and the word pieces the model read ([CLS] and [SEP]
     included, after truncation), the tokens an embedding call is billed for."""
+    import numpy as np
+
     model = _loaded()
     encodings = model.tokenizer.encode_batch([str(text) for text in texts]) if texts else []
     lengths = [sum(encoding.attention_mask) for encoding in encodings]

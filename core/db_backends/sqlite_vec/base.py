@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import importlib.util
+import os
 from collections.abc import Mapping
 from itertools import tee
 
-import sqlite_vec
 from django.db.backends.sqlite3 import base as django_sqlite
 from django.utils.asyncio import async_unsafe
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
 from pysqlite3 import dbapi2 as Database
+
+# sqlite-vec's loadable extension, `vec0` beside the package's __init__ (where sqlite_vec.loadable_path() finds it),
+# found without importing the package: its __init__ imports numpy, 0.2-0.4 s of CPU at every process start.
+VEC0_PATH = os.path.join(os.path.dirname(importlib.util.find_spec("sqlite_vec").origin), "vec0")
 
 Database.register_converter("bool", b"1".__eq__)
 Database.register_converter("date", django_sqlite.decoder(parse_date))
@@ -63,7 +68,7 @@ class DatabaseWrapper(django_sqlite.DatabaseWrapper):
         # Only while sqlite-vec loads: SQL cannot load an extension (load_extension()) on this connection after.
         connection.enable_load_extension(True)
         try:
-            connection.load_extension(sqlite_vec.loadable_path())
+            connection.load_extension(VEC0_PATH)
         finally:
             connection.enable_load_extension(False)
         return connection

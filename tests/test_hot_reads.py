@@ -1,0 +1,196 @@
+"""The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices), issue 46:
+each request gets rows of its own, so what one changes no other reads; and every write of those rows that sends no
+signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves a process reading old rows."""
+import ast
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from analytics.models import ModelPrice
+from core.cache import RenewsHotReads, Row, hot_reads
+from gateway.limits import key_limits_of, key_limits_set
+from gateway.models import KeyLimits
+from keys.models import ApiToken
+from keys.services import api_token_get
+from tests.factories import ApiTokenFactory
+from workflows.pricing import price_for_call
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+HOT_MODELS = (ApiToken, KeyLimits, ModelPrice)  # the memo's rows, with the user model (Django's own: no queryset here)
+
+
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    """A cache every process shares (the memo is kept only then): Redis where the suite has it, else files."""
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                       "LOCATION": str(tmp_path / "cache")}}
+    hot_reads.renew()
+    assert hot_reads.shared()
+    yield
+    hot_reads.renew()
+
+
+def _reads(function):
+    with CaptureQueriesContext(connection) as queries:
+        value = function()
+    return value, len(queries.captured_queries)
+
+
+def test_item_46_hot_reads_each_request_gets_a_key_and_user_of_its_own(shared_cache, alice):
+    key = ApiTokenFactory(user=alice, name="app", scopes=["gateway"]).key
+    first, statements = _reads(lambda: api_token_get(key=key))
+    assert statements == 1
+    first.scopes.append("chat")  # what a request does to its own key and user ...
+    first.name, first.user.username, first.user.is_staff = "changed", "mallory", True
+
+    second, statements = _reads(lambda: api_token_get(key=key))
+    assert statements == 0  # ... the next request's, from the memo, does not see
+    assert second is not first and second.user is not first.user
+    assert (second.scopes, second.name, second.user.username, second.user.is_staff) == (
+        ["gateway"], "app", "alice", False)
+
+
+def test_item_46_hot_reads_limits_and_prices_handed_out_are_each_callers_own(shared_cache, alice):
+    token = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=token, rpm=5, allowed_models=["gpt-4o-mini"])
+    mine = key_limits_of(token.pk)
+    mine.allowed_models.append("gpt-4o")
+    mine.rpm = 1000
+    assert _reads(lambda: (key_limits_of(token.pk).rpm, key_limits_of(token.pk).allowed_models)) == (
+        (5, ["gpt-4o-mini"]), 0)
+
+    price = price_for_call(provider="openai", model="gpt-4o-mini")
+    price.input_per_million = Decimal("999")
+    again, statements = _reads(lambda: price_for_call(provider="openai", model="gpt-4o-mini"))
+    assert statements == 0 and again.input_per_million == Decimal("0.15") and again is not price
+
+
+def test_item_46_hot_reads_a_memoised_row_cannot_be_changed():
+    user = get_user_model()(username="carol", is_staff=False)
+    row = Row(ApiToken(user=user, name="app", scopes=["gateway"], digest="d"), related=("user",))
+    with pytest.raises(AttributeError):
+        row.name = "changed"
+    row.scopes.append("chat")  # a copy: the row's own list is not handed out
+    assert row.scopes == ["gateway"] and row.user.username == "carol"
+    thawed = row.thaw()
+    assert (thawed.name, thawed.scopes, thawed.user.username) == ("app", ["gateway"], "carol")
+
+
+@pytest.mark.parametrize("write", ["update", "bulk_update", "bulk_create"])
+def test_item_46_hot_reads_a_write_without_signals_renews_the_memo(shared_cache, alice, write,
+                                                                   django_capture_on_commit_callbacks):
+    token = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=token, rpm=5)
+    unlimited = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key = token.key
+    assert api_token_get(key=key).name == "" and key_limits_of(token.pk).rpm == 5
+    assert key_limits_of(unlimited.pk) is None
+    assert price_for_call(provider="openai", model="gpt-4o-mini").input_per_million == Decimal("0.15")
+    version = cache.get(hot_reads.VERSION_KEY)
+    openai_mini = ModelPrice.objects.filter(provider="openai", model_pattern__startswith="gpt-4o-mini")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        if write == "update":
+            ApiToken.objects.filter(pk=token.pk).update(name="renamed")
+            KeyLimits.objects.filter(api_key=token).update(rpm=7)
+            openai_mini.update(input_per_million=Decimal("3"))
+        elif write == "bulk_update":
+            ApiToken.objects.bulk_update([ApiToken(pk=token.pk, name="renamed")], ["name"])
+            KeyLimits.objects.bulk_update([KeyLimits(pk=KeyLimits.objects.get().pk, rpm=7)], ["rpm"])
+            prices = list(openai_mini)
+            for price in prices:
+                price.input_per_million = Decimal("3")
+            ModelPrice.objects.bulk_update(prices, ["input_per_million"])
+        else:  # a price in force later than the seeded one, and limits for a key that had none (as a seed makes them)
+            ModelPrice.objects.bulk_create([ModelPrice(
+                provider="openai", model_pattern="gpt-4o-mini", input_per_million=Decimal("3"),
+                output_per_million=Decimal("3"), effective_from=openai_mini.get().effective_from.replace(year=2025))])
+            KeyLimits.objects.bulk_create([KeyLimits(api_key=unlimited, rpm=9)])
+
+    assert cache.get(hot_reads.VERSION_KEY) != version  # every process reads afresh at its next call
+    assert price_for_call(provider="openai", model="gpt-4o-mini").input_per_million == Decimal("3")
+    if write == "bulk_create":
+        assert key_limits_of(unlimited.pk).rpm == 9
+    else:
+        assert api_token_get(key=key).name == "renamed" and key_limits_of(token.pk).rpm == 7
+
+
+def test_item_46_hot_reads_a_keys_last_use_renews_nothing(shared_cache, alice, django_capture_on_commit_callbacks):
+    token = ApiTokenFactory(user=alice)
+    api_token_get(key=token.key)
+    version = cache.get(hot_reads.VERSION_KEY)
+    with django_capture_on_commit_callbacks(execute=True):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=token.created_at)
+    assert cache.get(hot_reads.VERSION_KEY) == version and _reads(lambda: api_token_get(key=token.key))[1] == 0
+
+
+# --- no write of the memo's rows in product code escapes the renewal ---------------------------------------------
+_WRITES = {"update", "bulk_update", "bulk_create", "_update", "raw"}
+_USER_NAMES = {"User", "get_user_model", "user_model", "users", "_base_manager"}
+_TABLES = [model._meta.db_table for model in (*HOT_MODELS, get_user_model())]
+_USER_WRITER = re.compile(
+    r"(get_user_model|\bUser\b|_base_manager)[\s\S]*\.(update|bulk_update|bulk_create|_update|raw)\(")
+_SQL_WRITE = re.compile(r"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+\"?(" + "|".join(_TABLES) + r")\b", re.I)
+
+
+def _product_files():
+    """The project's own modules: its packages' (tests, benches and migrations aside)."""
+    for package in ROOT.iterdir():
+        if package.name in {"tests", "bench"} or not (package / "__init__.py").exists():
+            continue
+        for path in package.rglob("*.py"):
+            if "migrations" not in path.parts:
+                yield path, path.read_text()
+
+
+def _names_in(node) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+
+
+def _unrenewed_writes(tree: ast.AST) -> list[tuple[int, str]]:
+    """A module's writes of the memo's rows that no signal or RenewsHotReads renews: a bare update or bulk write of
+    users (through a name bound to the user model's rows), or SQL of its own writing one of the memo's tables."""
+    nodes = list(ast.walk(tree))
+    user_bound = {target.id for node in nodes if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                  and _names_in(node.value) & _USER_NAMES for target in node.targets if isinstance(target, ast.Name)}
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _WRITES \
+                and _names_in(node.func.value) & (_USER_NAMES | user_bound):
+            found.append((node.lineno, ast.unparse(node)[:80]))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL_WRITE.search(node.value):
+            found.append((node.lineno, f"SQL {node.value[:60]!r}"))
+    return found
+
+
+def test_item_46_hot_reads_every_write_of_the_memos_rows_renews_it():
+    """The memo's models write through RenewsHotReads (their every manager), and product code writes users (Django's
+    model, whose queryset is not ours) only through save() or delete(), whose signals renew the memo: no bare
+    update, bulk write or SQL of its own on the user table, or on the memo's tables."""
+    for model in HOT_MODELS:
+        assert all(isinstance(manager.get_queryset(), RenewsHotReads) for manager in model._meta.managers), model
+    found = [f"{path.relative_to(ROOT)}:{line}: {what}" for path, source in _product_files()
+             if _USER_WRITER.search(source) or _SQL_WRITE.search(source)  # (parsed only where one may be)
+             for line, what in _unrenewed_writes(ast.parse(source))]
+    assert not found, "writes of the hot reads' rows that renew no memo (core.cache.RenewsHotReads):\n" + "\n".join(
+        found)
+
+
+def test_item_46_hot_reads_the_check_finds_a_bare_update_of_users():
+    """The walk above sees one, and SQL of its own (its logic, on a module that has them)."""
+    tree = ast.parse("from django.contrib.auth import get_user_model\n"
+                     "def deactivate(pks):\n"
+                     "    users = get_user_model().objects.filter(pk__in=pks)\n"
+                     "    users.update(is_active=False)\n"
+                     "    get_user_model().objects.bulk_update([], ['is_staff'])\n"
+                     "    cursor.execute('UPDATE \"auth_user\" SET is_active = false')\n")
+    assert [line for line, _ in _unrenewed_writes(tree)] == [4, 5, 6]
