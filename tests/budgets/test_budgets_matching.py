@@ -2,7 +2,6 @@
 staff's or the owner's own; active only), read in one statement; none read while no budget is active, where the
 cache is shared (core.cache.hot_reads)."""
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
@@ -74,8 +73,8 @@ def test_item_02_no_budget_active_no_budget_read(alice, django_capture_on_commit
     with CaptureQueriesContext(connection) as queries:
         assert budgets_matching(owner=alice) == []
     assert len(queries.captured_queries) == (0 if hot_reads.shared() else 1)
-    version = cache.get(hot_reads.VERSION_KEY)
+    version = hot_reads.version()
     with django_capture_on_commit_callbacks(execute=True):
         made = BudgetFactory(owner=alice)
-    assert cache.get(hot_reads.VERSION_KEY) != version or not hot_reads.shared()  # every process reads afresh
+    assert hot_reads.version() != version or not hot_reads.shared()  # every process reads afresh
     assert [b.pk for b in budgets_matching(owner=alice)] == [made.pk]
