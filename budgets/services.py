@@ -79,9 +79,9 @@ def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:
     nothing: a reservation's own conditional UPDATE locks its period's row (`budget_reserve`).
 
     Every run asks, and most find none: whether any budget is active at all is memoised per process
-    (core.cache.hot_reads, renewed when a budget is saved or deleted), so a run while none is active compiles and
-    reads none (the queryset: about 2 ms of CPU to compile, loaded; the memo: a cache read, about 0.4 ms;
-    bench/RESULTS.md, "Issue 48, items 2 and 3")."""
+    (core.cache.hot_reads, renewed when a budget is written), so a run while none is active compiles and reads none
+    (the queryset: 1.8-3.0 ms of CPU to compile, loaded; the memo: one Redis read, 0.12-0.17 ms; bench/RESULTS.md,
+    "Issue 48, items 2 and 3")."""
     if not hot_reads.get(("budgets_active",), budgets_active):
         return []
     groups = get_user_model().groups.through.objects.filter(user_id=owner.pk).values(

@@ -126,7 +126,7 @@ _MISSING = object()
 
 def _redis_client():
     """The process's Redis client for the cache's server when the cache is Django's RedisCache on one server (on
-    the pool the cache uses: core.redis_pool), else None."""
+    the process's pool for its URL, as the run throttle's: core.redis_pool), else None."""
     from django.conf import settings
 
     cache = settings.CACHES["default"]

@@ -37,7 +37,8 @@ def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
 
     Every run names its template and templates hardly ever change: a hot read (core.cache.hot_reads, renewed when
     any template is written), so a run reads it from the process's memo, each its own instance, where the cache is
-    shared (the queryset: about 0.7 ms of CPU a run, loaded; bench/RESULTS.md, "Issue 48, items 2 and 3")."""
+    shared (the queryset 1.3-1.9 ms of CPU a run, the memo 0.24-0.30, loaded; bench/RESULTS.md, "Issue 48, items 2
+    and 3")."""
     return hot_reads.get(("template", user.pk, str(key_or_id)),
                          lambda: _template_visible(user=user, key_or_id=key_or_id))
 

@@ -69,8 +69,8 @@ class ChatSerializer(StrictSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # Its fields are made for each request by their constructors (chat_fields): DRF's own get_fields() makes
-        # them by deep copies of declared fields, which costs twice as much on every chat turn (0.58 against
-        # 0.25 ms of CPU, loaded; bench/RESULTS.md, "Issue 48, items 2 and 3").
+        # them by deep copies of declared fields, which costs a third more CPU on every chat turn (0.56-0.79
+        # against 0.39-0.61 ms, loaded; bench/RESULTS.md, "Issue 48, items 2 and 3").
         return chat_fields()
 
     def validate_message(self, value: str) -> str:
