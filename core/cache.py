@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 class HotReads:
-    """What every gateway call reads and hardly ever changes (a key and its user, the key's limits, the prices),
-    kept per process for as long as one shared version stays the same. Any change to those rows names a new version
+    """What every gateway call and run reads and hardly ever changes (a key and its user, the key's limits, the
+    prices, a run's template, whether any budget is active), kept per process for as long as one shared version stays the same. Any change to those rows names a new version
     (`changed`, after its transaction commits: reading the old rows under the new version would keep them), so every
     process reads afresh at its next call: a revoked key is refused, a lowered limit holds, from the next call on.
     Each read costs a cache read (the version, one round trip to Redis) instead of a statement.

@@ -1,4 +1,5 @@
-"""The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices), issue 46:
+"""The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices, issue 46;
+a run's template and whether any budget is active, issue 48):
 each request gets rows of its own, so what one changes no other reads; and every write of those rows that sends no
 signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves a process reading old rows."""
 import ast
