@@ -26,11 +26,19 @@ from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from analytics.statements import prices_in_force
 from core.cache import hot_reads
 from conversations.models import Message
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, ProviderAttempt, ToolCall, WorkflowExecution, WorkflowTemplate
+
+
+def prices_in_force(*, provider: str, at: datetime | None) -> list[ModelPrice]:
+    """The active prices of `provider` and the wildcard in force at `at` (None: every one, those dated later
+    too), the latest first: every run and every call asks."""
+    prices = ModelPrice.objects.filter(is_active=True, provider__in=(provider, ModelPrice.WILDCARD))
+    if at is not None:
+        prices = prices.filter(effective_from__lte=at)
+    return list(prices.order_by("-effective_from"))
 
 
 def price_for_call(*, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:

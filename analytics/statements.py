@@ -12,8 +12,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from core.db import instances
+from analytics.models import TemplateAnalytics, UsageRollup
 
 USAGE_ROLLUP_COLUMNS = ("key", "day", "owner_id", "provider", "model", "template_id", "conversation_id", "api_key_id",
                         "executions", "completed_executions", "failed_executions", "cancelled_executions",
@@ -66,15 +65,6 @@ TEMPLATE_ANALYTICS_ADD = (
     '"last_success_at" = COALESCE(excluded."last_success_at", "analytics_templateanalytics"."last_success_at"), '
     '"last_failure_at" = COALESCE(excluded."last_failure_at", "analytics_templateanalytics"."last_failure_at")')
 
-# The prices that may be in force for a call of `provider` at a moment (the provider's and the wildcard's), newest
-# first: every run and every call asks, so it is one plain statement (read as instances: core.db.instances).
-PRICES_IN_FORCE = (
-    'SELECT "id", "provider", "model_pattern", "input_per_million", "cached_input_per_million", '
-    '"output_per_million", "per_call", "effective_from", "is_active", "created_at" FROM "analytics_modelprice" '
-    'WHERE "is_active" = %s AND "effective_from" <= %s AND "provider" IN (%s, %s) ORDER BY "effective_from" DESC')
-PRICES_ACTIVE = PRICES_IN_FORCE.replace(' AND "effective_from" <= %s', "")
-
-
 def _bound(model, columns: tuple[str, ...], sql: str, rows: list[dict[str, Any]]) -> tuple[str, list]:
     connection = connections[DEFAULT_DB_ALIAS]
     fields = [model._meta.get_field(name) for name in columns]
@@ -91,13 +81,3 @@ def usage_rollups_add(rows: list[dict[str, Any]]) -> tuple[str, list]:
 def template_analytics_add(row: dict[str, Any]) -> tuple[str, list]:
     """TEMPLATE_ANALYTICS_ADD for one slot's `row` (by attname, every column given), and its parameters."""
     return _bound(TemplateAnalytics, TEMPLATE_ANALYTICS_COLUMNS, TEMPLATE_ANALYTICS_ADD, [row])
-
-
-def prices_in_force(*, provider: str, at) -> list[ModelPrice]:
-    """The active price rows of `provider` and the wildcard in force at `at` (None: every one, those dated later
-    too), the latest first."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    if at is None:
-        return instances(ModelPrice, PRICES_ACTIVE, [True, provider, ModelPrice.WILDCARD])
-    moment = ModelPrice._meta.get_field("effective_from").get_db_prep_value(at, connection)
-    return instances(ModelPrice, PRICES_IN_FORCE, [True, moment, provider, ModelPrice.WILDCARD])

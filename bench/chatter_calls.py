@@ -120,7 +120,7 @@ def sync_turn(*, user, message: str, conversation_id=None):
 
 def turn_render(execution) -> dict:
     """What the chat view renders for a finished sync turn."""
-    from workflows.api.serializers import RunResultSerializer
+    from workflows.api.run_serializers import RunResultSerializer
 
     return RunResultSerializer(execution).data
 

@@ -1,17 +1,11 @@
-"""Conversations', budgets' and keys' named statements against the ORM statements that would say the same, µs per call (median),
+"""Conversations' named statements against the ORM statements that would say the same, µs per call (median),
 interleaved in one process on a fresh migrated database: SQLite, or PostgreSQL when DATABASE_URL is set (source
 the env of `make services-up`). Each call runs in its own transaction, as the services run it.
 
-- history:  a continuing turn's memory, the last 10 messages before its own (MESSAGE_HISTORY_BEFORE) vs the
-            queryset `values_list(...)[:10]`;
 - add:      counting a message and reading the row back (CONVERSATION_MESSAGE_ADD through Manager.raw) vs
             `update()` with F() then `get()`;
 - open:     (PostgreSQL) a new conversation with its first message (CONVERSATION_OPEN_WITH_MESSAGE) vs two
-            `bulk_create`;
-- budgets:  the budgets a run falls under (BUDGETS_MATCHING through Manager.raw) vs the same rule as a queryset
-            (Q objects, a subquery of the owner's groups with Cast);
-- key:      (PostgreSQL) the key lookup of every API request, the live key with its user (KEY_LIVE, through
-            Model.from_db) vs the queryset `select_related("user").filter(Q(expires…) | Q(…), digest=…)[:1]`.
+            `save()`s.
 
     .venv/bin/python -m bench.conversation_budget_statements [--reps 300]
 """
@@ -54,12 +48,6 @@ def _measure(reps: int, user) -> str:
     from django.db.models import F
     from django.utils import timezone
 
-    from django.contrib.auth import get_user_model
-    from django.db.models import CharField, Q
-    from django.db.models.functions import Cast
-
-    from budgets.models import Budget
-    from budgets.statements import BUDGETS_MATCHING, matching_params
     from conversations.models import Conversation, Message
     from conversations.services import conversation_create, message_save
     from conversations.statements import (
@@ -67,24 +55,13 @@ def _measure(reps: int, user) -> str:
         CONVERSATION_MESSAGE_ADD,
         CONVERSATION_OPEN_WITH_MESSAGE,
         MESSAGE_COLUMNS,
-        MESSAGE_HISTORY_BEFORE,
         stored_values,
     )
 
     conversation = conversation_create(owner=user)
     for number in range(30):
         message_save(conversation_id=conversation.pk, role="user" if number % 2 else "assistant", content="x" * 200)
-    conversation_id = Message._meta.get_field("conversation").get_db_prep_value(conversation.pk, connection)
     total_cost = Conversation._meta.get_field("total_cost")
-
-    def history_orm():
-        list(Message.objects.filter(conversation_id=conversation.pk, role__in=("user", "assistant", "system"),
-                                    sequence__lt=31).order_by("-sequence").values_list("role", "content")[:10])
-
-    def history_named():
-        with connection.cursor() as cursor:
-            cursor.execute(MESSAGE_HISTORY_BEFORE, [conversation_id, 31, 10])
-            cursor.fetchall()
 
     def add_orm():
         with transaction.atomic():
@@ -109,8 +86,8 @@ def _measure(reps: int, user) -> str:
     def open_orm():
         new, message = opened()
         with transaction.atomic():
-            Conversation.objects.bulk_create([new])
-            Message.objects.bulk_create([message])
+            new.save(force_insert=True)
+            message.save(force_insert=True)
 
     def open_named():
         new, message = opened()
@@ -118,36 +95,9 @@ def _measure(reps: int, user) -> str:
             cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(new, CONVERSATION_COLUMNS, connection),
                                                             *stored_values(message, MESSAGE_COLUMNS, connection)])
 
-    def budgets_orm():
-        groups = get_user_model().groups.through.objects.filter(user_id=user.pk).values(
-            target=Cast("group_id", CharField(max_length=64)))
-        scoped = (Q(scope="global") | Q(scope="user", target_id=str(user.pk)) | Q(scope="group", target_id__in=groups)
-                  | Q(scope="template", target_id="tpl"))
-        list(Budget.objects.filter(Q(is_active=True) & (Q(set_by_staff=True) | Q(owner_id=user.pk)) & scoped))
-
-    def budgets_named():
-        list(Budget.objects.raw(BUDGETS_MATCHING, matching_params(owner_id=user.pk, template_id="tpl")))
-
-    from keys.models import API_KEY_SCOPES, ApiToken
-    from keys.services import api_token_create, token_digest
-    from keys.statements import key_live
-
-    _, key = api_token_create(user=user, name="bench", scopes=list(API_KEY_SCOPES))
-    digest = token_digest(key)
-
-    def key_orm():
-        found = ApiToken.objects.select_related("user").filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()), digest=digest, revoked_at__isnull=True)[:1]
-        assert next(iter(found)).user.pk == user.pk
-
-    def key_named():
-        assert key_live(digest=digest, now=timezone.now()).user.pk == user.pk
-
-    sides = {"history": (history_orm, history_named), "add": (add_orm, add_named),
-             "budgets": (budgets_orm, budgets_named)}
+    sides = {"add": (add_orm, add_named)}
     if connection.vendor == "postgresql":
         sides["open"] = (open_orm, open_named)
-        sides["key"] = (key_orm, key_named)
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
     for _ in range(reps):
         order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]

@@ -21,11 +21,11 @@ from bench.stats import median, table
 
 def pairs(user):
     """(what, named statement, ORM) for each statement a turn runs."""
-    from django.db.models import Case, F, Q, Value, When
+    from django.db.models import F
     from django.utils import timezone
 
     from workflows import statements
-    from workflows.models import ExecutionEvent, NodeExecution, WorkflowExecution, WorkflowTemplate
+    from workflows.models import ExecutionEvent, NodeExecution, WorkflowExecution
     from workflows.services.run_requests import ChatRequest
     from workflows.services.runs import execution_run_now
 
@@ -50,7 +50,6 @@ def pairs(user):
              "output_data": {"content": "hi"}, "error_type": "", "error_message": "", "stream_progress": {}}
     added = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": Decimal("0.000001"),
              "llm_calls": 1}
-    visible = Q(is_builtin=True) | Q(is_public=True) | Q(owner=user)
     return [
         ("node rows' upsert, 2 rows, ids returned",
          lambda: statements.statements_run(statements.nodes_upsert.bound([node(1), node(2)]), fetch=True),
@@ -69,10 +68,6 @@ def pairs(user):
          lambda: statements.execution_counters_add(execution.pk, tool_calls=0, added=added),
          lambda: WorkflowExecution.objects.filter(pk=execution.pk).update(
              tool_calls=0, **{name: F(name) + value for name, value in added.items()})),
-        ("its template by key (TEMPLATE_BY_KEY)",
-         lambda: statements.template_visible(user_id=user.pk, key="universal_chat"),
-         lambda: WorkflowTemplate.objects.filter(visible, key="universal_chat").order_by(
-             Case(When(owner=user, then=Value(0)), default=Value(1))).first()),
     ]
 
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.cache import RenewsHotReads
 from core.models import MONEY, non_negative
 
 
@@ -54,6 +55,8 @@ class Budget(models.Model):
     set_by_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RenewsHotReads.as_manager()  # (a bare update renews the memo of whether any is active: core.cache)
 
     class Meta:
         ordering = ["-created_at"]

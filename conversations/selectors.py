@@ -9,7 +9,6 @@ from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Document, Message
 from conversations.signals import conversation_busy
-from conversations.statements import MESSAGE_HISTORY_BEFORE
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
 
@@ -37,13 +36,7 @@ def conversation_history(*, conversation_id, limit: int, before_sequence: int | 
                          before_turn_of=None) -> list[tuple[str, str]]:
     """(role, content) of the last `limit` user/assistant/system messages, oldest first: before a sequence number,
     or before the first user message of run `before_turn_of` (the turn's own message, once written). One
-    statement: a continuing turn's memory reads it (before its own message's sequence: a named statement)."""
-    if before_sequence is not None and before_turn_of is None:
-        with connection.cursor() as cursor:
-            cursor.execute(MESSAGE_HISTORY_BEFORE, [
-                Message._meta.get_field("conversation").get_db_prep_value(conversation_id, connection),
-                before_sequence, int(limit)])
-            return cursor.fetchall()[::-1]
+    statement."""
     messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))
     if before_sequence is not None:
         messages = messages.filter(sequence__lt=before_sequence)

@@ -11,17 +11,12 @@ from django.utils import timezone
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
 from conversations.signals import message_deleted, message_saved
-from core.db import instances
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
-    CONVERSATION_COLUMNS,
-    CONVERSATION_INSERT,
     CONVERSATION_MESSAGE_ADD,
     CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
-    CONVERSATION_OPEN_WITH_MESSAGE,
-    MESSAGE_COLUMNS,
-    MESSAGE_INSERT,
     MESSAGE_RIDING_COLUMNS,
+    conversation_open_with_message,
     stored_values,
 )
 
@@ -107,7 +102,7 @@ def _conversation_message_add(*, conversation_id, values: dict, saved_at, owner_
     if message is not None:
         statement = CONVERSATION_MESSAGE_ADD_WITH_MESSAGE
         params += stored_values(message, MESSAGE_RIDING_COLUMNS, connection)
-    return next(iter(instances(Conversation, statement, params)), None)
+    return next(iter(Conversation.objects.raw(statement, params)), None)
 
 
 def _conversation_message_take_out(*, message: Message) -> None:
@@ -184,15 +179,11 @@ def message_save(
             for field, column in _TOTALS:
                 setattr(conversation, column, totals[field])
             conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
-            conversation_values = stored_values(conversation, CONVERSATION_COLUMNS, connection)
-            message_values = stored_values(message, MESSAGE_COLUMNS, connection)
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*conversation_values, *message_values])
-                else:
-                    cursor.execute(CONVERSATION_INSERT, conversation_values)
-                    cursor.execute(MESSAGE_INSERT, message_values)
-            conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
+            if connection.vendor == "postgresql":
+                conversation_open_with_message(conversation, message)
+            else:
+                conversation.save(force_insert=True)
+                message.save(force_insert=True)
         else:
             rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
             conversation = _conversation_message_add(
@@ -201,10 +192,10 @@ def message_save(
             if conversation is None:
                 raise NotFound("conversation not found")
             message.sequence = conversation.last_sequence
-            if not rides:
-                with connection.cursor() as cursor:
-                    cursor.execute(MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection))
-            message._state.adding = False  # stored (Model._state is documented)
+            if rides:
+                message._state.adding = False  # stored by the conversation's statement (Model._state is documented)
+            else:
+                message.save(force_insert=True)
         message.conversation = conversation  # as it now is: its owner and totals are known without another read
         message_saved.send(sender=Message, message=message, actor=actor)
     return message

@@ -28,7 +28,6 @@ from core.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", bound=models.Model)
 
 # SQLSTATEs of a transaction PostgreSQL rolled back for a passing conflict with another one.
 CONFLICT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
@@ -166,46 +165,6 @@ def write_atomic(*, one_statement: bool) -> AbstractContextManager:
     return transaction.atomic()
 
 
-def field_values(model: type[models.Model], attnames, values, connection) -> list:
-    """Column values as `model`'s fields read them: through a field's own from_db_value where it has one (a JSON
-    field's text parsed), as Django's compiler converts them on PostgreSQL."""
-    return [value if read is None else read(value, None, connection)
-            for read, value in zip(_from_db(model, tuple(attnames)), values)]
-
-
-@functools.cache
-def _from_db(model: type[models.Model], attnames: tuple[str, ...]) -> list:
-    """Each field's from_db_value, None where it has none (its value is taken as it is)."""
-    return [getattr(model._meta.get_field(name), "from_db_value", None) for name in attnames]
-
-
-def instances(model: type[M], sql: str, params: list) -> list[M]:
-    """`model`'s rows as a named statement selects or returns them (`SELECT *`, `RETURNING *`, or some of its
-    columns, in any order; those left out are deferred). On PostgreSQL they are read from the cursor and made by
-    `Model.from_db`, each value through `field_values`: what `Manager.raw()` does, without its set-up for each
-    query (bench/RESULTS.md, "Named statements"). Elsewhere through `Manager.raw()`, whose backend converters
-    SQLite's columns need."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    if connection.vendor != "postgresql":
-        return list(model.objects.raw(sql, params))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        columns = tuple(column.name for column in cursor.description)
-        rows = cursor.fetchall()
-    attnames, positions = _read_order(model, columns)
-    return [model.from_db(DEFAULT_DB_ALIAS, attnames,
-                          field_values(model, attnames, [row[at] for at in positions], connection)) for row in rows]
-
-
-@functools.cache
-def _read_order(model: type[models.Model], columns: tuple[str, ...]) -> tuple[tuple[str, ...], list[int]]:
-    """For rows of `columns`: the attnames they give, in the model's field order (as Model.from_db takes them), and
-    where each is in a row."""
-    position = {column: index for index, column in enumerate(columns)}
-    fields = [field for field in model._meta.concrete_fields if field.column in position]
-    return tuple(field.attname for field in fields), [position[field.column] for field in fields]
-
-
 def _plain(field: models.Field) -> bool:
     """Whether its values go to the driver as they are: the field would not change them on either database."""
     return isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField)) \
@@ -216,8 +175,10 @@ class Insert:
     """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values. Its rows
     go in at `VALUES {values}`: on SQLite a row of placeholders each; on PostgreSQL all of them as one JSON
     parameter (`json_populate_recordset`), so that its text and its one parameter stay the same whatever its rows
-    (psycopg keeps it converted, PostgreSQL keeps it prepared) and the rows cost one json.dumps (bench/RESULTS.md,
-    "Named statements")."""
+    (psycopg keeps it converted, PostgreSQL keeps it prepared) and the rows cost one json.dumps: 116 µs of client
+    CPU for one node row against 158 as a row of placeholders, 152 against 251 for three (bench/RESULTS.md, "How a
+    multi-row INSERT sends its rows"). It binds only what the ORM has no form for: upserts (nodes, checkpoints),
+    INSERTs riding on another statement (statements_run) and conditional INSERTs; other rows are `bulk_create`d."""
 
     def __init__(self, model: type[models.Model], columns: tuple[str, ...], sql: str):
         assert "VALUES {values}" in sql, "the rows go in at VALUES {values}"

@@ -3,14 +3,13 @@
 Every parameter of OpenAI's chat completions API is read here into one of three kinds (gateway.services decides
 what each does): passed through to the upstream, accepted and ignored (what only OpenAI's hosted service means),
 or refused with a 400 naming it (what this gateway cannot honour: audio output). The legacy `functions` /
-`function_call` (and `function` messages) are read as the tools they became. Every call validates its request,
-through fields built once per class (ValidatedByFieldsBuiltOnce)."""
+`function_call` (and `function` messages) are read as the tools they became."""
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from conversations.services import MAX_MESSAGE_CHARS
-from core.api.serializers import StrictFieldsMixin, StrictSerializer, ValidatedByFieldsBuiltOnce
+from core.api.serializers import StrictFieldsMixin, StrictSerializer
 
 MAX_MESSAGES = 1000
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -150,7 +149,7 @@ class ChatMessageSerializer(StrictFieldsMixin, serializers.Serializer):
         return {name: value for name, value in attrs.items() if value is not None or name == "content"}
 
 
-class ChatCompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
+class ChatCompletionSerializer(StrictSerializer):
     model = serializers.CharField(max_length=255)
     messages = serializers.ListField(child=ChatMessageSerializer(), allow_empty=False, max_length=MAX_MESSAGES)
     stream = StrictBooleanField(default=False)
@@ -305,7 +304,7 @@ def _legacy_function_messages(messages: list[dict]) -> None:
             message.pop("name")
 
 
-class EmbeddingsSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
+class EmbeddingsSerializer(StrictSerializer):
     """OpenAI's embeddings request: a text, a list of texts, or token arrays (for a server that reads them)."""
 
     model = serializers.CharField(max_length=255)
@@ -336,7 +335,7 @@ def _token(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-class CompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
+class CompletionSerializer(StrictSerializer):
     """OpenAI's legacy completions request: one prompt, read as a chat completion of one user message."""
 
     model = serializers.CharField(max_length=255)
@@ -389,7 +388,7 @@ class CompletionSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
         return serializer.validated_data
 
 
-class ResponsesSerializer(ValidatedByFieldsBuiltOnce, StrictSerializer):
+class ResponsesSerializer(StrictSerializer):
     """OpenAI's Responses API request, for text and function tools: its `input` items read as chat messages (see
     gateway.services.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
 

@@ -8,13 +8,12 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.cache import hot_reads
 from keys.models import API_KEY_SCOPES, ApiToken
-from keys.statements import key_live
 from keys.signals import api_key_changed
 
 KEY_BYTES = 32  # 256 random bits: a fast hash is enough, no key can be guessed
@@ -77,8 +76,6 @@ def api_token_get(*, key: str) -> ApiToken | None:
 
 def _key_live(*, digest: str, now) -> ApiToken | None:
     """One statement: the key's row and its user's."""
-    if connection.vendor == "postgresql":
-        return key_live(digest=digest, now=now)
     found = ApiToken.objects.select_related("user").filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now), digest=digest, revoked_at__isnull=True)[:1]
     return next(iter(found), None)

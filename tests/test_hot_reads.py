@@ -1,4 +1,5 @@
-"""The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices), issue 46:
+"""The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices, issue 46;
+a run's template and whether any budget is active, issue 48):
 each request gets rows of its own, so what one changes no other reads; and every write of those rows that sends no
 signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves a process reading old rows."""
 import ast
@@ -8,22 +9,26 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analytics.models import ModelPrice
+from budgets.models import Budget
+from budgets.services import budget_deactivate, budgets_matching
 from core.cache import RenewsHotReads, Row, hot_reads
 from gateway.limits import key_limits_of, key_limits_set
 from gateway.models import KeyLimits
 from keys.models import ApiToken
 from keys.services import api_token_get
-from tests.factories import ApiTokenFactory
+from tests.factories import ApiTokenFactory, BudgetFactory
+from workflows.models import WorkflowTemplate
 from workflows.pricing import price_for_call
+from workflows.selectors import template_get
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
-HOT_MODELS = (ApiToken, KeyLimits, ModelPrice)  # the memo's rows, with the user model (Django's own: no queryset here)
+# The memo's rows, with the user model (Django's own: no queryset here).
+HOT_MODELS = (ApiToken, KeyLimits, ModelPrice, WorkflowTemplate, Budget)
 
 
 @pytest.fixture
@@ -94,7 +99,7 @@ def test_item_46_hot_reads_a_write_without_signals_renews_the_memo(shared_cache,
     assert api_token_get(key=key).name == "" and key_limits_of(token.pk).rpm == 5
     assert key_limits_of(unlimited.pk) is None
     assert price_for_call(provider="openai", model="gpt-4o-mini").input_per_million == Decimal("0.15")
-    version = cache.get(hot_reads.VERSION_KEY)
+    version = hot_reads.version()
     openai_mini = ModelPrice.objects.filter(provider="openai", model_pattern__startswith="gpt-4o-mini")
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -115,7 +120,7 @@ def test_item_46_hot_reads_a_write_without_signals_renews_the_memo(shared_cache,
                 output_per_million=Decimal("3"), effective_from=openai_mini.get().effective_from.replace(year=2025))])
             KeyLimits.objects.bulk_create([KeyLimits(api_key=unlimited, rpm=9)])
 
-    assert cache.get(hot_reads.VERSION_KEY) != version  # every process reads afresh at its next call
+    assert hot_reads.version() != version  # every process reads afresh at its next call
     assert price_for_call(provider="openai", model="gpt-4o-mini").input_per_million == Decimal("3")
     if write == "bulk_create":
         assert key_limits_of(unlimited.pk).rpm == 9
@@ -126,10 +131,50 @@ def test_item_46_hot_reads_a_write_without_signals_renews_the_memo(shared_cache,
 def test_item_46_hot_reads_a_keys_last_use_renews_nothing(shared_cache, alice, django_capture_on_commit_callbacks):
     token = ApiTokenFactory(user=alice)
     api_token_get(key=token.key)
-    version = cache.get(hot_reads.VERSION_KEY)
+    version = hot_reads.version()
     with django_capture_on_commit_callbacks(execute=True):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=token.created_at)
-    assert cache.get(hot_reads.VERSION_KEY) == version and _reads(lambda: api_token_get(key=token.key))[1] == 0
+    assert hot_reads.version() == version and _reads(lambda: api_token_get(key=token.key))[1] == 0
+
+
+def test_item_02_a_template_by_key_is_a_hot_read(shared_cache, alice, bob, django_capture_on_commit_callbacks):
+    """Every run names its template: from the second run on it is read from the memo, each run's its own instance;
+    any write of a template (made, changed by a bare update, deleted) reaches the next run."""
+    shared, statements = _reads(lambda: template_get(user=alice, key_or_id="universal_chat"))
+    assert statements == 1 and shared.is_builtin
+    shared.graph.clear()  # what one run does to its own template ...
+    shared.params["enable_memory"] = "changed"
+    again, statements = _reads(lambda: template_get(user=alice, key_or_id="universal_chat"))
+    assert statements == 0 and again is not shared  # ... the next run's, from the memo, does not see
+    assert again.graph["nodes"] and again.params["enable_memory"] is True
+    assert _reads(lambda: template_get(user=alice, key_or_id=str(again.pk)))[0].pk == again.pk  # by id as well
+
+    version = hot_reads.version()
+    with django_capture_on_commit_callbacks(execute=True):
+        own = WorkflowTemplate.objects.create(key="universal_chat", owner=alice, name="mine", graph={"nodes": []})
+    assert hot_reads.version() != version  # every process reads afresh at its next run
+    assert template_get(user=alice, key_or_id="universal_chat").pk == own.pk  # her own now hides the built-in
+    assert template_get(user=bob, key_or_id="universal_chat").pk == again.pk  # not bob's
+    with django_capture_on_commit_callbacks(execute=True):
+        WorkflowTemplate.objects.filter(pk=own.pk).update(name="renamed")
+    assert template_get(user=alice, key_or_id="universal_chat").name == "renamed"
+    with django_capture_on_commit_callbacks(execute=True):
+        own.delete()
+    assert template_get(user=alice, key_or_id="universal_chat").pk == again.pk
+
+
+def test_item_02_a_bare_update_of_a_budget_renews_whether_any_is_active(shared_cache, alice,
+                                                                        django_capture_on_commit_callbacks):
+    """Whether any budget is active is memoised (budgets_matching): a budget (de)activated by a bare update, as
+    budget_deactivate does, binds, or stops binding, from the next run on."""
+    budget = BudgetFactory(owner=alice, is_active=False)
+    assert budgets_matching(owner=alice) == []  # none active: remembered
+    with django_capture_on_commit_callbacks(execute=True):
+        Budget.objects.filter(pk=budget.pk).update(is_active=True)
+    assert [b.pk for b in budgets_matching(owner=alice)] == [budget.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        budget_deactivate(budget=budget)
+    assert budgets_matching(owner=alice) == []
 
 
 # --- no write of the memo's rows in product code escapes the renewal ---------------------------------------------

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.functional import cached_property
 
+from core.cache import RenewsHotReads
 from core.models import MONEY, TokenTotals, non_negative
 
 
@@ -26,6 +27,8 @@ class WorkflowTemplate(models.Model):
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RenewsHotReads.as_manager()  # (a bare update renews the processes' memo of templates: core.cache)
 
     class Meta:
         ordering = ["key"]

@@ -1,6 +1,6 @@
 """workflows listens to the news of the apps below it (signals go up): when a user's access ends, their open
 websockets (workflows.consumers) are closed, in every process (workflows.realtime.access_end_on_commit); a
-conversation with a run in progress is busy (it cannot be deleted)."""
+conversation with a run in progress is busy (it cannot be deleted); a template written renews the memo of hot reads."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
@@ -9,10 +9,17 @@ from django.dispatch import receiver
 
 from conversations.models import Conversation
 from conversations.signals import conversation_busy
+from core.cache import hot_reads
 from keys.models import ApiToken
 from keys.signals import api_key_changed
+from workflows.models import WorkflowTemplate
 from workflows.realtime import access_end_on_commit
 from workflows.selectors import conversation_has_run_in_progress
+
+# A template made, changed or deleted: every process reads templates afresh at its next run (workflows.selectors.
+# template_get's memo, core.cache.hot_reads).
+post_save.connect(hot_reads.changed, sender=WorkflowTemplate, dispatch_uid="hot_reads_template_saved")
+post_delete.connect(hot_reads.changed, sender=WorkflowTemplate, dispatch_uid="hot_reads_template_deleted")
 
 
 @receiver(api_key_changed, sender=ApiToken, dispatch_uid="workflows_sockets_of_revoked_key")

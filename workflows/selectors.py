@@ -5,7 +5,8 @@ import uuid
 
 from django.db.models import Prefetch, Q, prefetch_related_objects
 
-from workflows import statements
+from core.cache import hot_reads
+
 from workflows.models import (
     RUN_IN_PROGRESS,
     ExecutionEvent,
@@ -32,10 +33,24 @@ def template_list(*, user):
 
 def template_get(*, user, key_or_id) -> WorkflowTemplate | None:
     """By id, or by key: the user's own template with that key, else the built-in or public one (keys are unique
-    per owner and among shared templates, so at most one of each). What template_list(user=user) would find, by a
-    named statement: every run names its template."""
+    per owner and among shared templates, so at most one of each). What template_list(user=user) would find.
+
+    Every run names its template and templates hardly ever change: a hot read (core.cache.hot_reads, renewed when
+    any template is written), so a run reads it from the process's memo, each its own instance, where the cache is
+    shared (the queryset 1.3-1.9 ms of CPU a run, the memo 0.24-0.30, loaded; bench/RESULTS.md, "Issue 48, items 2
+    and 3")."""
+    return hot_reads.get(("template", user.pk, str(key_or_id)),
+                         lambda: _template_visible(user=user, key_or_id=key_or_id))
+
+
+def _template_visible(*, user, key_or_id) -> WorkflowTemplate | None:
+    """template_get's read: one statement."""
     pk = _uuid(key_or_id)
-    return statements.template_visible(user_id=user.pk, pk=pk, key="" if pk is not None else str(key_or_id))
+    visible = template_list(user=user)
+    if pk is not None:
+        return next(iter(visible.filter(pk=pk)[:1]), None)
+    found = list(visible.filter(key=str(key_or_id))[:2])  # at most the user's own and a shared one
+    return next((template for template in found if template.owner_id == user.pk), found[0] if found else None)
 
 
 def definition_list(*, user):

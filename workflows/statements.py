@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core.db import Insert, instances
+from core.db import Insert
 
 from workflows.models import (
     Checkpoint,
@@ -24,7 +24,6 @@ from workflows.models import (
     ProviderAttempt,
     ToolCall,
     WorkflowExecution,
-    WorkflowTemplate,
 )
 
 
@@ -206,23 +205,3 @@ def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls:
     with connection.cursor() as cursor:
         cursor.execute(EXECUTION_FINISH, params)
         return cursor.rowcount
-
-
-# A template a user may see (what workflows.selectors.template_list finds), by id, and by key with the user's own
-# before a shared one: every run names its template. The last parameters: the user's id (twice, by key).
-_TEMPLATE_VISIBLE = ('SELECT * FROM "workflows_workflowtemplate" '
-                     'WHERE ("is_builtin" = %s OR "is_public" = %s OR "owner_id" = %s)')
-TEMPLATE_BY_ID = _TEMPLATE_VISIBLE + ' AND "id" = %s LIMIT 1'
-TEMPLATE_BY_KEY = (_TEMPLATE_VISIBLE + ' AND "key" = %s '
-                   'ORDER BY CASE WHEN "owner_id" = %s THEN 0 ELSE 1 END LIMIT 1')
-
-
-def template_visible(*, user_id, pk=None, key: str = "") -> WorkflowTemplate | None:
-    """The template `pk`, or the one `key` names, that the user may see (TEMPLATE_BY_ID, TEMPLATE_BY_KEY)."""
-    if pk is not None:
-        connection = connections[DEFAULT_DB_ALIAS]
-        pk = WorkflowTemplate._meta.get_field("id").get_db_prep_value(pk, connection)
-        found = instances(WorkflowTemplate, TEMPLATE_BY_ID, [True, True, user_id, pk])
-    else:
-        found = instances(WorkflowTemplate, TEMPLATE_BY_KEY, [True, True, user_id, key, user_id])
-    return found[0] if found else None

@@ -1,7 +1,7 @@
 """analytics/statements.py's named statements on the database the suite runs on (SQLite, and PostgreSQL with
 DATABASE_URL): the two upserts name every column of their model and add to the stored counters as they collide
-(money exact, a moment given replacing the stored one, a missing one keeping it); the price read finds what the
-same query written with the ORM finds."""
+(money exact, a moment given replacing the stored one, a missing one keeping it); the prices read are those in force,
+newest first."""
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from analytics import statements
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
-from analytics.selectors import TEMPLATE_COUNTERS, TEMPLATE_MOMENTS, usage_dimensions
+from analytics.selectors import TEMPLATE_COUNTERS, TEMPLATE_MOMENTS, prices_in_force, usage_dimensions
 from core.db import statements_run
 from tests.factories import ModelPriceFactory, UserFactory, WorkflowTemplateFactory
 
@@ -80,19 +80,18 @@ def test_a_template_slot_is_made_then_added_to_and_keeps_a_moment_not_given():
     assert (slot.last_used_at, slot.last_success_at, slot.last_failure_at) == (later, succeeded, later)
 
 
-def test_the_prices_in_force_are_what_the_orm_finds_newest_first():
+def test_the_prices_in_force_are_the_providers_and_the_wildcards_active_ones_newest_first():
     now = timezone.now()
-    ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now - timedelta(days=2))
-    ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now - timedelta(days=1))
-    ModelPriceFactory(provider=ModelPrice.WILDCARD, model_pattern=".*", effective_from=now - timedelta(days=3))
-    ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now + timedelta(days=1))  # later
-    ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now, is_active=False)
-    ModelPriceFactory(provider="anthropic", model_pattern="claude-.*", effective_from=now - timedelta(days=1))
+    older = ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now - timedelta(days=2))
+    newer = ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now - timedelta(days=1))
+    wildcard = ModelPriceFactory(provider=ModelPrice.WILDCARD, model_pattern=".*", effective_from=now - timedelta(days=3))
+    others = [ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now + timedelta(days=1)),
+              ModelPriceFactory(provider="openai", model_pattern="gpt-.*", effective_from=now, is_active=False),
+              ModelPriceFactory(provider="anthropic", model_pattern="claude-.*", effective_from=now - timedelta(days=1))]
 
-    found = statements.prices_in_force(provider="openai", at=now)
+    made = {price.pk for price in (older, newer, wildcard, *others)}
+    found = [price for price in prices_in_force(provider="openai", at=now) if price.pk in made]  # (not the seeded)
 
-    expected = ModelPrice.objects.filter(is_active=True, effective_from__lte=now,
-                                         provider__in=("openai", ModelPrice.WILDCARD)).order_by("-effective_from")
-    assert [price.pk for price in found] == [price.pk for price in expected] and len(found) >= 3
+    assert [price.pk for price in found] == [newer.pk, older.pk, wildcard.pk]
     assert [(p.input_per_million, p.effective_from) for p in found] == [
-        (p.input_per_million, p.effective_from) for p in expected]
+        (p.input_per_million, p.effective_from) for p in (newer, older, wildcard)]

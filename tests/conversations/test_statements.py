@@ -1,10 +1,11 @@
 """conversations/statements.py, each named statement run as the services run it: its columns are the model's, the
 rows it writes hold what save() would have stored and the row it returns reads as a queryset reads it (SQLite and
-PostgreSQL; the two that ride on one statement are PostgreSQL's alone)."""
+PostgreSQL; the two that ride on one statement are PostgreSQL's alone). A turn's memory is one queryset."""
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations import statements as sql
@@ -122,28 +123,15 @@ def _assert_stored_as_save_stores(opening: Conversation, message: Message) -> No
         opening.pk, 1, message.created_at)
 
 
-def test_a_conversation_and_a_message_inserted_are_stored_as_save_stores_them(alice):
-    opening = _opening(alice)
-    message = _awkward_message(opening.pk)
-
-    with connection.cursor() as cursor:
-        cursor.execute(sql.CONVERSATION_INSERT, sql.stored_values(opening, sql.CONVERSATION_COLUMNS, connection))
-        cursor.execute(sql.MESSAGE_INSERT, sql.stored_values(message, sql.MESSAGE_COLUMNS, connection))
-
-    _assert_stored_as_save_stores(opening, message)
-
-
 @pytest.mark.postgres
 def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
     opening = _opening(alice)
     message = _awkward_message(opening.pk)
 
-    with connection.cursor() as cursor:
-        cursor.execute(sql.CONVERSATION_OPEN_WITH_MESSAGE, [
-            *sql.stored_values(opening, sql.CONVERSATION_COLUMNS, connection),
-            *sql.stored_values(message, sql.MESSAGE_COLUMNS, connection)])
+    sql.conversation_open_with_message(opening, message)
 
     _assert_stored_as_save_stores(opening, message)
+    assert not opening._state.adding and not message._state.adding
 
 
 def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alice):
@@ -153,13 +141,10 @@ def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alic
                           ("user", "again"), ("assistant", "later")]:
         message_save(conversation_id=conversation.pk, role=role, content=content)
     message_save(conversation_id=other.pk, role="user", content="elsewhere")
-    conversation_id = Message._meta.get_field("conversation").get_db_prep_value(conversation.pk, connection)
 
-    with connection.cursor() as cursor:
-        cursor.execute(sql.MESSAGE_HISTORY_BEFORE, [conversation_id, 6, 3])
-        newest = cursor.fetchall()
-
-    assert [tuple(row) for row in newest] == [("user", "again"), ("assistant", "ok"), ("user", "naïve ☃")]
-    assert conversation_history(conversation_id=conversation.pk, before_sequence=6, limit=3) == newest[::-1]
+    with CaptureQueriesContext(connection) as queries:
+        newest = conversation_history(conversation_id=conversation.pk, before_sequence=6, limit=3)
+    assert len(queries.captured_queries) == 1
+    assert newest == [("user", "naïve ☃"), ("assistant", "ok"), ("user", "again")]
     assert conversation_history(conversation_id=conversation.pk, limit=3) == [
         ("assistant", "ok"), ("user", "again"), ("assistant", "later")]

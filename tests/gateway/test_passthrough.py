@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from decimal import Decimal
 from io import StringIO
 
@@ -255,8 +254,6 @@ def test_item_46_a_call_reads_the_hot_reads_version_once(alice, openai_server, s
     """Where the memo is kept (a shared cache), a call asks the cache for its version once (the request's first hot
     read: the key), not at each read (its limits, the price, its limits again at its end); another process's change
     still holds from the next call on (its key revoked there: a 401)."""
-    from django.core.cache import cache, caches
-
     if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                                        "LOCATION": str(tmp_path / "cache")}}
@@ -270,17 +267,16 @@ def test_item_46_a_call_reads_the_hot_reads_version_once(alice, openai_server, s
     hot_reads.renew()
     assert api.post("/v1/chat/completions", ask, format="json").status_code == 200  # the memo filled
     asked = []
-    backend = caches["default"]
-    get = backend.get
-    monkeypatch.setattr(backend, "get", lambda key, *args, **kwargs: (asked.append(key), get(key, *args, **kwargs))[1])
+    version = hot_reads.version
+    monkeypatch.setattr(hot_reads, "version", lambda: (asked.append(1), version())[1])
 
     response = api.post("/v1/chat/completions", ask, format="json")
 
     assert response.status_code == 200 and response.headers["x-ratelimit-limit-requests"] == "1000"
-    assert asked.count(hot_reads.VERSION_KEY) == 1, asked
+    assert len(asked) == 1, asked  # the shared cache asked once
     with connection.cursor() as cursor:  # another process revokes the key (this process's memo still has it) ...
         cursor.execute("UPDATE chatter_project_apitoken SET revoked_at = %s WHERE id = %s", [timezone.now(), token.pk])
-    cache.set(hot_reads.VERSION_KEY, uuid.uuid4().hex, timeout=None)  # ... and announces it after its commit
+    hot_reads.announce()  # ... and announces it after its commit
     assert api.post("/v1/chat/completions", ask, format="json").status_code == 401
 
 

@@ -1,7 +1,7 @@
 """workflows/statements.py's named statements, run on the database the suite runs on (SQLite, and PostgreSQL with
 DATABASE_URL): each writes the model's every column, and what it stores reads back exactly as the same values
 saved by the ORM (money, datetimes, JSON, bytes, a UUID foreign key); a write whose statement fails leaves nothing
-of itself. The template reads (TEMPLATE_BY_ID, TEMPLATE_BY_KEY): tests/workflows/test_template_get.py."""
+of itself."""
 import re
 from datetime import datetime, timezone
 from decimal import Decimal

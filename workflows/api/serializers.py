@@ -1,21 +1,16 @@
-"""Runs over the API: requests to start one, and executions with their trace. Money is rendered as strings."""
+"""Runs over the API: requests to start one, their events, schedules, templates and definitions (what a run answers:
+workflows/api/run_serializers.py). Money is rendered as strings."""
 from __future__ import annotations
 
-from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from conversations.api.serializers import ConversationSerializer, MessageSerializer
 from conversations.services import MAX_MESSAGE_CHARS
-from core.api.serializers import FieldsBuiltOnce, StrictSerializer
+from core.api.serializers import StrictSerializer
 from workflows.engine.config import config_errors
 from workflows.events import event_envelope
 from workflows.models import (
     ExecutionEvent,
-    LLMCall,
-    NodeExecution,
-    ProviderAttempt,
-    ToolCall,
     WorkflowDefinition,
     WorkflowExecution,
     WorkflowSchedule,
@@ -107,110 +102,6 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 # --- responses ------------------------------------------------------------------------------------------
-class ExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
-    # null: a run of a definition made from raw nodes, of a raw graph or of a template since deleted
-    template = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
-
-    class Meta:
-        model = WorkflowExecution
-        fields = (
-            "id", "workflow_type", "template", "definition", "definition_version", "conversation", "schedule",
-            "status", "mode", "provider", "model", "config", "input_data", "output_data", "error_type",
-            "error_message", "created_at", "started_at", "completed_at", "execution_time_ms",
-            "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
-            "correlation_id", "trace_id", "cancel_requested", "forked_from", "forked_from_checkpoint",
-            "prompt_version",
-        )
-        read_only_fields = fields
-
-
-class RunLinksSerializer(serializers.Serializer):
-    self = serializers.SerializerMethodField(help_text="the run: poll it until its status is terminal")
-    events = serializers.SerializerMethodField(help_text="its events: JSON, or SSE with Accept: text/event-stream")
-
-    def get_self(self, execution: WorkflowExecution) -> str:
-        return reverse("execution-detail", args=[execution.pk])
-
-    def get_events(self, execution: WorkflowExecution) -> str:
-        return reverse("execution-events", args=[execution.pk])
-
-
-class AcceptedRunSerializer(ExecutionSerializer):
-    """A background run's 202: the pending execution and where to follow it (also in the Location header)."""
-
-    links = RunLinksSerializer(source="*", read_only=True)
-
-    class Meta(ExecutionSerializer.Meta):
-        fields = (*ExecutionSerializer.Meta.fields, "links")
-        read_only_fields = fields
-
-
-class NodeExecutionSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
-    class Meta:
-        model = NodeExecution
-        fields = (
-            "index", "node_id", "node_type", "status", "started_at", "completed_at", "duration_ms",
-            "prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls", "tool_calls",
-            "error_message", "output",
-        )
-        read_only_fields = fields
-
-
-class ToolCallSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ToolCall
-        fields = ("id", "node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
-        read_only_fields = fields
-
-
-class LLMCallSerializer(serializers.ModelSerializer):
-    node_id = serializers.CharField(source="node_execution.node_id", read_only=True, allow_null=True)
-    node_index = serializers.IntegerField(source="node_execution.index", read_only=True, allow_null=True)
-
-    class Meta:
-        model = LLMCall
-        fields = (
-            "id", "node_id", "node_index", "provider", "model", "requested_model", "deployment", "prompt_tokens",
-            "completion_tokens", "total_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "provider_cost",
-            "estimated", "unpriced", "usage_raw", "duration_ms", "prompt_version", "created_at",
-        )
-        read_only_fields = fields
-
-
-class ProviderAttemptSerializer(serializers.ModelSerializer):
-    node_id = serializers.CharField(source="node_execution.node_id", read_only=True, allow_null=True)
-
-    class Meta:
-        model = ProviderAttempt
-        fields = ("id", "node_id", "deployment", "model", "provider", "ok", "error_type", "error", "status_code",
-                  "cooldown_s", "duration_ms", "created_at")
-        read_only_fields = fields
-
-
-class ExecutionDetailSerializer(ExecutionSerializer):
-    """An execution with its trace. `llm_calls`/`tool_calls` stay the counts (as in lists and events); the
-    rows themselves are `llm_call_log`/`tool_call_log`; a routed call's tries, each, are `provider_attempts`."""
-
-    node_executions = NodeExecutionSerializer(many=True, read_only=True)
-    tool_call_log = ToolCallSerializer(source="tool_call_rows", many=True, read_only=True)
-    llm_call_log = LLMCallSerializer(source="llm_call_rows", many=True, read_only=True)
-    provider_attempts = ProviderAttemptSerializer(many=True, read_only=True)
-
-    class Meta(ExecutionSerializer.Meta):
-        fields = (*ExecutionSerializer.Meta.fields, "graph", "node_executions", "tool_call_log", "llm_call_log",
-                  "provider_attempts")
-        read_only_fields = fields
-
-
-class RunResultSerializer(FieldsBuiltOnce, serializers.Serializer):
-    """A finished sync run (docs/api/rest.md): the execution, its conversation (fresh aggregates) and the turn's
-    messages, oldest first ([user, assistant] for a chat turn; empty without a conversation)."""
-
-    execution = ExecutionSerializer(source="*", read_only=True)
-    conversation = ConversationSerializer(read_only=True, allow_null=True)
-    messages = MessageSerializer(many=True, read_only=True, source="turn_messages")
-
-
 class EventEnvelopeSerializer(serializers.Serializer):
     """A persisted event as its envelope (docs/api/rest.md#following-runs-live), the very dict websockets and SSE
     carry (the fields document it; events.event_envelope builds it). Each event's `data` is documented by

@@ -31,24 +31,26 @@ from workflows.api.serializers import (
     CheckpointSerializer,
     ResumeSerializer,
     EXECUTION_EVENT,
-    AcceptedRunSerializer,
     DefinitionSerializer,
     DefinitionUpdateSerializer,
     DefinitionWriteSerializer,
     EventEnvelopeSerializer,
     EventsQuerySerializer,
     ExecutionCreateSerializer,
-    ExecutionDetailSerializer,
-    ExecutionSerializer,
     FromTemplateSerializer,
     GraphSerializer,
-    RunResultSerializer,
     ScheduleSerializer,
     ScheduleWriteSerializer,
     TemplateSerializer,
     TemplateUpdateSerializer,
     TemplateWriteSerializer,
     ValidationResultSerializer,
+)
+from workflows.api.run_serializers import (
+    AcceptedRunSerializer,
+    ExecutionDetailSerializer,
+    ExecutionSerializer,
+    RunResultSerializer,
 )
 from workflows.engine.graph import validate_graph
 from workflows.models import (
@@ -103,10 +105,6 @@ RUN_RESPONSES = {
 }
 
 
-# Built once: answering a sync run is then only reading the ended run, its conversation and messages (in memory).
-_RUN_RESULT = RunResultSerializer()
-
-
 def run_response(run_request: RunRequest) -> HttpResponseBase:
     """Start a run in its mode and answer: 202 with the pending run and where to poll it (a worker runs it), SSE
     of its events while the runner runs it, or 201 with the result of running it here to its end."""
@@ -118,7 +116,7 @@ def run_response(run_request: RunRequest) -> HttpResponseBase:
     if mode == WorkflowExecution.Mode.STREAM:
         return sse_response(execution_start_streamed(run_request)[1])
     execution = execution_run_now(run_request)
-    return Response(_RUN_RESULT.to_representation(execution), status=status.HTTP_201_CREATED)
+    return Response(RunResultSerializer(execution).data, status=status.HTTP_201_CREATED)
 
 
 class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
@@ -186,7 +184,7 @@ class ExecutionViewSet(mixins.ListModelMixin, OwnedViewSet):
         if data["mode"] == WorkflowExecution.Mode.BACKGROUND:
             body = AcceptedRunSerializer(outcome).data
             return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
-        return Response(_RUN_RESULT.to_representation(outcome))
+        return Response(RunResultSerializer(outcome).data)
 
     @extend_schema(responses={
         200: EXECUTION_EVENT,
