@@ -40,18 +40,8 @@ from agent_server.bodies import (
 )
 from agent_server.http import READ, ApiError, BodyBytes, LangGraphView, PublicView, answer_when_ended, json_null
 from agent_server.protocol import command_answer, feed_drained, sse_frame, thread_events
-from agent_server.runs import (
-    agent_run_of,
-    is_registered_run,
-    run_as_dict,
-    run_cancel,
-    run_cancel_and_roll_back,
-    run_cancel_if_in_progress,
-    run_get,
-    run_list,
-    run_start,
-    run_values,
-)
+from agent_server.run_selectors import agent_run_of, is_registered_run, run_as_dict, run_get, run_list, run_values
+from agent_server.runs import run_cancel, run_cancel_and_roll_back, run_cancel_if_in_progress, run_start
 from agent_server.stream import FrameMaker, feed_until_waiting, graph_streams_of, langgraph_stream, parse_last_event_id
 from core.api.parsers import json_parse
 from core.api.sse import HEARTBEAT, event_stream_response
