@@ -36,6 +36,7 @@ from core.db import retried_on_conflict
 from core.tracing import run_trace_context
 from webhooks.services import webhook_url_check
 from workflows import runner
+from workflows.cancels import cancel_signal_local
 from workflows.ending import end_from_ledger
 from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.config import config_resolve
@@ -45,7 +46,6 @@ from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
-from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.run_requests import RunRequest
 from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
