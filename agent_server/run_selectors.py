@@ -1,5 +1,4 @@
-"""Runs of the Agent Server API as it shows them: one run or a thread's list, each as LangGraph's Run, what a run
-answers (its values, the questions it waits on), and waiting for one to end."""
+"""Runs as the Agent Server API shows them: one or a thread's list, their values and questions, their end."""
 from __future__ import annotations
 
 from channels.db import database_sync_to_async

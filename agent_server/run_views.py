@@ -1,6 +1,4 @@
-"""/langgraph/'s runs (agent_server.runs, agent_server.run_selectors): start one (in the background, streamed, or
-waited for), list a thread's, read, join, stream again and cancel one. Views on the one HTTP stack, as
-agent_server.views'."""
+"""/langgraph/'s runs: start (background, streamed, waited for), list, read, join, stream again, cancel."""
 from __future__ import annotations
 
 from channels.db import database_sync_to_async

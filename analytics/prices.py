@@ -1,4 +1,4 @@
-"""Model prices: the seeded rows, and a staff member's new price row or its retiring (never an edit in place)."""
+"""Model prices: the seeded rows, a staff member's new price row, and retiring or restoring one."""
 from __future__ import annotations
 
 from datetime import datetime

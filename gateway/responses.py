@@ -1,5 +1,4 @@
-"""The Responses API (POST /v1/responses): its input items as a chat completion request, a run as its response
-object and its feed as its stream events."""
+"""The Responses API (POST /v1/responses): its items as a chat request, a run as its response and stream."""
 from __future__ import annotations
 
 import copy

@@ -1,5 +1,4 @@
-"""Cancelling a running run: asked in this process, the run sees it at its next check; asked in another, its row
-is polled (at most every CANCEL_POLL_S), which also tells a run that it was ended elsewhere."""
+"""Cancelling a running run: asked in this process, or polled from the run's row when asked in another."""
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,4 @@
-"""A run's ending: its pause for input (execution_pause), its terminal transaction (execution_finish), and its end
-from what its rows hold when its process cannot end it or is gone (end_from_ledger)."""
+"""A run's ending: its pause for input, its terminal transaction, and its end from its rows."""
 from __future__ import annotations
 
 from datetime import timedelta

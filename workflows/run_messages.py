@@ -1,5 +1,4 @@
-"""The messages a run's ending saves to its conversation: its reply, or every message a registered graph produced,
-each with the usage it carries, so that the run's messages hold exactly its usage (I3)."""
+"""The messages a run's ending saves to its conversation, each with the usage it carries (I3)."""
 from __future__ import annotations
 
 from dataclasses import replace

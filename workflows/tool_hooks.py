@@ -1,6 +1,4 @@
-"""What a run's tool calls record, for its recorder (ExecutionRecorder, which mixes ToolCallHooks in): each call's row,
-events, audit row and cost, the MCP tools it may call (RunTools) and, under a hard budget, whether a priced call is
-covered. It holds them with the recorder's: they are written by its unit of work."""
+"""What a run's tool calls record (the recorder's tool RunHooks): rows, events, audit rows and cost."""
 from __future__ import annotations
 
 from decimal import Decimal

@@ -1,5 +1,4 @@
-"""The rows and events of a run's trace as its recorder holds them until its next write: a node, an LLM call, a
-provider attempt, a tool call and its audit row, each built from what the engine reports (text capped)."""
+"""The rows and events of a run's trace as its recorder holds them, built from what the engine reports."""
 from __future__ import annotations
 
 import functools

@@ -1,3 +1,4 @@
+"""The budgets app's routes under /api/v1/: budgets/."""
 from rest_framework.routers import SimpleRouter
 
 from budgets.api.views import BudgetViewSet

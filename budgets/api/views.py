@@ -1,8 +1,4 @@
-"""/api/v1/budgets/: spend limits (budgets.services). POST sets one; GET lists yours (staff: all) with what is
-spent and reserved in the current period; DELETE deactivates one. A user may set budgets on themselves, their own
-API keys and the templates they can see, and such a budget binds only their own runs; budgets on a group or
-everyone are staff's, and a budget staff set binds every run in its scope (budgets.models.Budget.set_by_staff).
-What a budget may be on is checked by budgets.targets."""
+"""/api/v1/budgets/: setting, listing (with the current period's spend) and deactivating spend limits."""
 from __future__ import annotations
 
 import zoneinfo
