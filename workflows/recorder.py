@@ -34,7 +34,7 @@ from workflows.heartbeat import heartbeat
 from workflows.ledger import LedgerHooks, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import ReadHooks, RunReads
-from workflows.run_tools import RunTools
+from workflows.run_tools import RunTools, ToolCallHooks
 from workflows.spending import BudgetGuard
 from workflows.statements import (
     execution_counters_add,
@@ -43,7 +43,6 @@ from workflows.statements import (
     provider_attempts_insert,
     tool_calls_insert,
 )
-from workflows.tool_hooks import ToolCallHooks
 from workflows.trace_rows import (
     MAX_RESULT_CHARS,
     OpenNode,
@@ -77,7 +76,7 @@ def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_mess
 
 class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     """The engine's RunHooks with rows and events: nodes and model calls here; tool calls, reads and what the run's
-    rows hold mixed in (workflows.tool_hooks, run_reads, ledger), each row built by workflows.trace_rows."""
+    rows hold mixed in (workflows.run_tools, run_reads, ledger), each row built by workflows.trace_rows."""
 
     def __init__(self, execution: WorkflowExecution, *, reads: RunReads, budget: BudgetGuard, ledger: RunLedger,
                  checkpoints=None, fresh: bool = False, tools: RunTools | None = None, spans=None):
