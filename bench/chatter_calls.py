@@ -174,7 +174,8 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
 RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs.py", "workflows/runner.py",
                   "workflows/ending.py", "workflows/run_messages.py", "workflows/recorder.py", "workflows/run_reads.py",
-                  "workflows/spending.py", "workflows/ledger.py", "workflows/checkpointer.py",
+                  "workflows/trace_rows.py", "workflows/cancels.py", "workflows/run_tools.py", "workflows/spending.py",
+                  "workflows/ledger.py", "workflows/checkpointer.py",
                   "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
                   "workflows/engine/runtime.py", "workflows/engine/hooks.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
