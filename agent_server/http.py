@@ -24,7 +24,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agent_server.runs import run_ended
+from agent_server.run_selectors import run_ended
 from core.api.exceptions import ErrorShape, exception_response
 from core.api.parsers import JSONParser, body_read
 from core.api.schema import AgentServerSchema
@@ -178,7 +178,7 @@ def answer_when_ended(execution, answer: Callable[[], Any], *, status: int = 200
                       headers: dict | None = None) -> HttpResponseBase:
     """`answer()` as JSON once the run has ended or paused for input. Now when it has (a run that ran in this
     request, or one that had ended); else a response whose body is written when it has: an async iterator
-    awaiting the run's feed (agent_server.runs.run_ended), served by Django under ASGI without holding a thread.
+    awaiting the run's feed (agent_server.run_selectors.run_ended), served by Django under ASGI without holding a thread.
     Meanwhile a newline every WAIT_HEARTBEAT_S keeps the connection alive through proxies that cut an idle one, as
     the stock server does (whitespace before a JSON document is part of it: every JSON parser skips it)."""
     if execution.is_terminal or execution.status == execution.Status.WAITING:

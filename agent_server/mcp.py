@@ -27,7 +27,8 @@ from agent_server.assistants import assistant_search
 from agent_server.bodies import RunCreate
 from agent_server.http import READ
 from agent_server.meta import SERVER_VERSION
-from agent_server.runs import run_as_dict, run_cancel, run_interrupts, run_start, run_values
+from agent_server.run_selectors import run_as_dict, run_interrupts, run_values
+from agent_server.runs import run_cancel, run_start
 from core.api.parsers import json_parse
 from core.api.throttling import RUNS
 from core.errors import Conflict, InvalidInput, NotFound

@@ -1,7 +1,7 @@
 """/langgraph/ (mounted by chatter_project.urls): the paths of LangGraph's Agent Server API."""
 from django.urls import path, re_path
 
-from agent_server import cron_views, views
+from agent_server import cron_views, run_views, views
 
 urlpatterns = [
     path("ok", views.ServerOk.as_view()),
@@ -32,17 +32,17 @@ urlpatterns = [
     path("threads/<str:thread_id>/state/checkpoint", views.ThreadStateAtCheckpoint.as_view()),
     path("threads/<str:thread_id>/state/<str:checkpoint_id>", views.ThreadStateAt.as_view()),
     path("threads/<str:thread_id>/history", views.ThreadHistory.as_view()),
-    path("threads/<str:thread_id>/runs", views.RunsView.as_view()),
-    path("threads/<str:thread_id>/runs/stream", views.RunsStream.as_view()),
-    path("threads/<str:thread_id>/runs/wait", views.RunsWait.as_view()),
-    path("threads/<str:thread_id>/runs/<str:run_id>", views.RunDetail.as_view()),
-    path("threads/<str:thread_id>/runs/<str:run_id>/join", views.RunJoin.as_view()),
-    path("threads/<str:thread_id>/runs/<str:run_id>/stream", views.RunJoinStream.as_view()),
-    path("threads/<str:thread_id>/runs/<str:run_id>/cancel", views.RunCancel.as_view()),
-    path("runs", views.StatelessRuns.as_view()),
-    path("runs/stream", views.RunsStream.as_view()),
-    path("runs/wait", views.RunsWait.as_view()),
-    path("runs/<str:run_id>/join", views.RunJoin.as_view()),  # a run without a thread (its /runs/wait's Location)
+    path("threads/<str:thread_id>/runs", run_views.RunsView.as_view()),
+    path("threads/<str:thread_id>/runs/stream", run_views.RunsStream.as_view()),
+    path("threads/<str:thread_id>/runs/wait", run_views.RunsWait.as_view()),
+    path("threads/<str:thread_id>/runs/<str:run_id>", run_views.RunDetail.as_view()),
+    path("threads/<str:thread_id>/runs/<str:run_id>/join", run_views.RunJoin.as_view()),
+    path("threads/<str:thread_id>/runs/<str:run_id>/stream", run_views.RunJoinStream.as_view()),
+    path("threads/<str:thread_id>/runs/<str:run_id>/cancel", run_views.RunCancel.as_view()),
+    path("runs", run_views.StatelessRuns.as_view()),
+    path("runs/stream", run_views.RunsStream.as_view()),
+    path("runs/wait", run_views.RunsWait.as_view()),
+    path("runs/<str:run_id>/join", run_views.RunJoin.as_view()),  # a run without a thread (its /runs/wait's Location)
     path("store/items", views.StoreItems.as_view()),
     path("store/items/search", views.StoreSearchView.as_view()),
     path("store/namespaces", views.StoreNamespacesView.as_view()),

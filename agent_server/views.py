@@ -5,12 +5,11 @@ as /api/v1/).
 The scope an API key needs (README, API keys), as on /api/v1/: "read" for every GET and every search, count or
 read that LangGraph sends as a POST; "chat" to write threads (they are conversations), their state, the store
 (as documents are) and assistants; "runs" to start a run (billed, and throttled like every run), cancel one, or
-make a cron (agent_server.cron_views)."""
+make a cron (agent_server.cron_views). The runs' routes are agent_server.run_views'."""
 from __future__ import annotations
 
 import uuid
 
-from channels.db import database_sync_to_async
 from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 
@@ -21,11 +20,8 @@ from agent_server.bodies import (
     AssistantLatest,
     AssistantSearch,
     AssistantUpdate,
-    CancelQuery,
     EventStreamFilter,
     History,
-    RunCreate,
-    RunList,
     StateAt,
     StateUpdate,
     StoreItemGet,
@@ -38,28 +34,12 @@ from agent_server.bodies import (
     ThreadUpdate,
     Versions,
 )
-from agent_server.http import READ, ApiError, BodyBytes, LangGraphView, PublicView, answer_when_ended, json_null
+from agent_server.http import READ, ApiError, BodyBytes, LangGraphView, PublicView, json_null
 from agent_server.protocol import command_answer, feed_drained, sse_frame, thread_events
-from agent_server.runs import (
-    agent_run_of,
-    is_registered_run,
-    run_as_dict,
-    run_cancel,
-    run_cancel_and_roll_back,
-    run_cancel_if_in_progress,
-    run_get,
-    run_list,
-    run_start,
-    run_values,
-)
-from agent_server.stream import FrameMaker, feed_until_waiting, graph_streams_of, langgraph_stream, parse_last_event_id
 from core.api.parsers import json_parse
 from core.api.sse import HEARTBEAT, event_stream_response
 from core.db import database_reachable
-from workflows.models import WorkflowExecution
-from workflows.realtime import execution_feed
 
-Mode = WorkflowExecution.Mode
 NO_CONTENT = 204
 
 
@@ -308,158 +288,6 @@ class ThreadHistory(LangGraphView):
         return Response(state.thread_history(
             conversation=threads.thread_get(user=self.request.user, thread_id=thread_id), limit=body.limit,
             before=before, metadata=body.metadata))
-
-
-# Runs -------------------------------------------------------------------------------------------------------
-
-def _run_path(execution) -> str:
-    if execution.conversation_id:
-        return f"/threads/{execution.conversation_id}/runs/{execution.pk}"
-    return f"/runs/{execution.pk}"
-
-
-def _stream_response(started_or_feed, *, maker: FrameMaker, resume=None, execution=None, on_disconnect=None):
-    headers = {}
-    if execution is not None:
-        headers["Content-Location"] = _run_path(execution)
-        if execution.conversation_id:
-            headers["Location"] = f"{_run_path(execution)}/stream"  # relative to the API's root, as the SDK joins it
-    return event_stream_response(langgraph_stream(started_or_feed, maker=maker, resume=resume,
-                                                  on_disconnect=on_disconnect), headers=headers)
-
-
-class RunsView(LangGraphView):
-    """GET: the thread's runs; POST: start one in the background."""
-
-    key_scope = "runs"
-    starts_runs = True
-
-    def get(self, request, thread_id):
-        query = self.query(RunList)
-        return Response([run_as_dict(execution) for execution in run_list(
-            user=request.user, thread_id=thread_id, limit=query.limit, offset=query.offset,
-            status=query.status or None)])
-
-    def post(self, request, thread_id=None):
-        started = run_start(owner=request.user, body=self.body(RunCreate), mode=Mode.BACKGROUND,
-                            thread_id=thread_id, api_key=request.auth)
-        return Response(run_as_dict(started.execution), headers={"Content-Location": _run_path(started.execution)})
-
-
-class StatelessRuns(RunsView):
-    http_method_names = ["post"]
-
-
-class RunsStream(LangGraphView):
-    key_scope = "runs"
-    starts_runs = True
-
-    def post(self, request, thread_id=None):
-        body = self.body(RunCreate)
-        started = run_start(owner=request.user, body=body, mode=Mode.STREAM, thread_id=thread_id,
-                            api_key=request.auth)
-        maker = FrameMaker(run_id=str(started.execution.pk), thread_id=started.thread_id, modes=started.modes,
-                           inputs=started.inputs, native=is_registered_run(started.execution),
-                           subgraphs=body.stream_subgraphs, graph_streams=graph_streams_of(started.execution))
-        on_disconnect = _canceller(started.execution.pk, request.user) if body.on_disconnect == "cancel" else None
-        return _stream_response(started.feed, maker=maker, execution=started.execution, on_disconnect=on_disconnect)
-
-
-def _canceller(execution_id, user):
-    """What a stream does when its client goes away before the end with on_disconnect="cancel" (a run's stream) or
-    cancel_on_disconnect=true (joining one): cancel the run it was reading."""
-
-    async def on_disconnect() -> None:
-        await database_sync_to_async(run_cancel_if_in_progress)(execution_id=execution_id, actor=user)
-
-    return on_disconnect
-
-
-class RunsWait(LangGraphView):
-    """Run here to its end (or, queued behind the thread's run, wait for a worker to run it, holding no thread
-    meanwhile) and answer its values."""
-
-    key_scope = "runs"
-    starts_runs = True
-
-    def post(self, request, thread_id=None):
-        started = run_start(owner=request.user, body=self.body(RunCreate), mode=Mode.SYNC, thread_id=thread_id,
-                            api_key=request.auth)
-        execution = started.execution
-        return answer_when_ended(execution, lambda: _values_now(execution, started.inputs),
-                                 headers=_joined_at(execution))
-
-
-def _joined_at(execution) -> dict:
-    """Where a run is (Content-Location) and where it is joined (Location: the SDK reconnects there when the
-    answer is cut off), as the stock server names them; relative to the API's root, as the SDK resolves them."""
-    return {"Location": f"{_run_path(execution)}/join", "Content-Location": _run_path(execution)}
-
-
-def _values_now(execution, inputs=None) -> dict:
-    execution.refresh_from_db()
-    return run_values(execution=execution, inputs=inputs)
-
-
-class RunDetail(LangGraphView):
-    key_scope = "runs"
-
-    def get(self, request, thread_id, run_id):
-        return Response(run_as_dict(run_get(user=request.user, thread_id=thread_id, run_id=run_id)))
-
-    def delete(self, request, thread_id, run_id):
-        run_get(user=request.user, thread_id=thread_id, run_id=run_id)
-        raise ApiError(422, "runs are kept: their tokens and cost are part of the record")
-
-
-class RunJoin(LangGraphView):
-    """A run's values once it has ended (a run without a thread: under /runs/, where its /runs/wait names it)."""
-
-    def get(self, request, run_id, thread_id=None):
-        execution = run_get(user=request.user, thread_id=thread_id, run_id=run_id)
-        return answer_when_ended(execution, lambda: _values_now(execution))
-
-
-class RunJoinStream(LangGraphView):
-    def get(self, request, thread_id, run_id):
-        execution = run_get(user=request.user, thread_id=thread_id, run_id=run_id)
-        resume = parse_last_event_id(request.headers.get("Last-Event-ID"))
-        agent_run = agent_run_of(execution)
-        modes = [mode for mode in request.query_params.getlist("stream_mode") if mode] or (
-            agent_run.stream_mode if agent_run else ["values"])
-        maker = FrameMaker(run_id=str(execution.pk), thread_id=str(execution.conversation_id), modes=modes,
-                           inputs=[], native=is_registered_run(execution), graph_streams=graph_streams_of(execution))
-        feed = feed_until_waiting(execution_feed(execution.pk, after=resume[0] - 1 if resume else 0),
-                                  execution_id=execution.pk)
-        return _stream_response(feed, maker=maker, resume=resume, on_disconnect=_canceller(
-            execution.pk, request.user) if self.flag("cancel_on_disconnect") else None)
-
-    @property
-    def key_scope_read(self) -> str:
-        return "runs" if self.flag("cancel_on_disconnect") else READ  # leaving then cancels the run
-
-
-def _run_now(execution) -> dict:
-    execution.refresh_from_db()
-    return run_as_dict(execution)
-
-
-class RunCancel(LangGraphView):
-    """Ask the run to stop (at once if pending, at its next token or node boundary if running); with ?wait=1,
-    answer once it has ended."""
-
-    key_scope = "runs"
-
-    def post(self, request, thread_id, run_id):
-        query = self.query(CancelQuery)
-        execution = run_get(user=request.user, thread_id=thread_id, run_id=run_id)
-        if query.action == "rollback":  # answered once it has stopped and left the thread
-            return Response(run_as_dict(run_cancel_and_roll_back(execution=execution, actor=request.user)))
-        execution = run_cancel(execution=execution, actor=request.user)
-        if query.wait:
-            return answer_when_ended(execution, lambda: _run_now(execution), headers=_joined_at(execution))
-        body = _run_now(execution)
-        return Response(body, status=200 if body["status"] not in ("pending", "running") else 202)
 
 
 # Store ------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.dispatch import receiver
 
-from agent_server.runs import run_as_dict, run_values
+from agent_server.run_selectors import run_as_dict, run_values
 from webhooks.services import webhook_delivery_create
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished

@@ -3,11 +3,8 @@ from django.db.models.signals import post_migrate
 
 
 def _after_migrate(sender, **kwargs) -> None:
-    from analytics.services import (
-        prices_seed,
-        reconcile_schedule_ensure,
-        usage_rollups_ensure,
-    )
+    from analytics.prices import prices_seed
+    from analytics.services import reconcile_schedule_ensure, usage_rollups_ensure
 
     prices_seed()
     reconcile_schedule_ensure()

@@ -173,8 +173,9 @@ def local_model_first_token(message: str, delay_ms: int) -> float:
 
 # The files on a sync turn's path: B1 prints those that differ from HEAD (others edit them while it measures).
 RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs.py", "workflows/runner.py",
-                  "workflows/recorder.py", "workflows/run_reads.py", "workflows/spending.py", "workflows/ledger.py",
-                  "workflows/checkpointer.py",
+                  "workflows/ending.py", "workflows/run_messages.py", "workflows/recorder.py", "workflows/run_reads.py",
+                  "workflows/trace_rows.py", "workflows/cancels.py", "workflows/run_tools.py", "workflows/spending.py",
+                  "workflows/ledger.py", "workflows/checkpointer.py",
                   "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
                   "workflows/engine/runtime.py", "workflows/engine/hooks.py", "workflows/engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
@@ -186,7 +187,7 @@ B1_PHASE_MARKS = {"validate (run_plan)": ("workflows.services.runs", "run_plan")
                   "write (run_write)": ("workflows.services.runs", "run_write"),
                   "run set-up": ("workflows.runner", "run"),
                   "graph": ("workflows.runner", "graph_run"),
-                  "finish": ("workflows.runner", "execution_finish")}
+                  "finish": ("workflows.runner", "execution_finish")}  # (as the runner calls it)
 B1_MARKED_FUNCTIONS = {"audit rows": (("workflows.recorder", "audit_queue"),)}
 B1_HOOKS_CLASS = ("workflows.recorder", "ExecutionRecorder")
 B1_HOOKS = ("node_started", "node_finished", "llm_called", "tool_called", "token", "limit_exceeded",

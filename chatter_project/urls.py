@@ -18,6 +18,7 @@ api_v1 = [
     path("health/", HealthView.as_view(), name="api-health"),
     path("", include("prompts.api.urls")),
     path("", include("workflows.api.urls")),
+    path("", include("budgets.api.urls")),
     path("", include("conversations.api.urls")),
     path("", include("scores.api.urls")),
     path("", include("datasets.api.urls")),

@@ -390,7 +390,7 @@ class CompletionSerializer(StrictSerializer):
 
 class ResponsesSerializer(StrictSerializer):
     """OpenAI's Responses API request, for text and function tools: its `input` items read as chat messages (see
-    gateway.services.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
+    gateway.responses.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
 
     model = serializers.CharField(max_length=255)
     input = serializers.JSONField(help_text="a text, or a list of input items (messages, function calls and outputs)")

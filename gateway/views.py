@@ -27,6 +27,7 @@ from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentic
 from gateway.embeddings import embeddings_body, embeddings_run
 from gateway.errors import execution_failure, openai_error
 from gateway.passthrough import passthrough_open, passthrough_stream, passthrough_upstream, passthrough_whole
+from gateway.responses import response_body, response_chat_request, response_events
 from gateway.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
@@ -43,9 +44,6 @@ from gateway.services import (
     gateway_model_list,
     gateway_run_request,
     gateway_stream,
-    response_body,
-    response_chat_request,
-    response_events,
     text_completion_body,
     text_completion_chunks,
 )

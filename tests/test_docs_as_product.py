@@ -146,3 +146,18 @@ def test_item_05_bench_results_has_one_table_per_benchmark_and_no_cell_over_400_
         if re.match(r"B\d+\b", heading):
             tables = re.findall(r"^\|[^\n]*\n\|[-| ]+\|$", section, re.M)  # a header row and its rule
             assert len(tables) == 1, f"{heading}: {len(tables)} tables, not one"
+
+
+NOT_SIZED = {"bench", "examples", "scripts", "migrations"}
+MAX_MODULE_LINES = 500
+
+
+def test_item_04_no_product_module_over_500_lines():
+    """A module that outgrows 500 lines is split by what it owns (docs/architecture.md#layout names each)."""
+    engine = ROOT / "workflows" / "engine"
+    sized = [path for path in product_files(".py")
+             if not NOT_SIZED & set(path.relative_to(ROOT).parts) and engine not in path.parents]
+    assert len(sized) > 100  # the walk found the product
+    over = sorted(f"{path.relative_to(ROOT)}: {lines} lines" for path in sized
+                  if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES)
+    assert over == [], "split these by responsibility:\n" + "\n".join(over)

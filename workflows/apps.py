@@ -10,17 +10,27 @@ def _seed_builtins(sender, **kwargs) -> None:
     scheduler_ensure()
 
 
+def _template_visible(*, owner, key_or_id: str):
+    """The id of the template `owner` may see by key or id, None when none (what a budget may be on)."""
+    from workflows.selectors import template_get
+
+    template = template_get(user=owner, key_or_id=key_or_id)
+    return template.pk if template is not None else None
+
+
 class WorkflowsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "workflows"
 
     def ready(self) -> None:
+        from budgets.targets import template_lookup_register
         from core.db import pools_close_before_fork
         from workflows import receivers  # noqa: F401 - closes sockets when their access ends
         from workflows.models import WorkflowSchedule
         from workflows.services.schedules import schedule_deleted_audit
 
         pools_close_before_fork()
+        template_lookup_register(_template_visible)  # a budget may be on a template (budgets.targets)
         # The deployments file (CHATTER_DEPLOYMENTS) is read and checked as the process starts: a bad one stops it.
         from workflows.engine.routing import routing_table
 

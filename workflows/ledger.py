@@ -194,3 +194,48 @@ def calls_by_model(calls: list[Call]) -> list[dict]:
                      "reasoning_tokens", "cost"):
             row[name] += getattr(call.usage, name)
     return list(sums.values())
+
+
+class LedgerHooks:
+    """What ExecutionRecorder (which mixes LedgerHooks in) takes from its RunLedger (`ledger`): a run resumed in this
+    process, or ended from its rows."""
+
+    def resumed(self) -> tuple[Usage, int]:
+        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
+        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
+        nodes = self.ledger.nodes_so_far()
+        self.index = max(self.index, nodes.last_index)
+        for paused in nodes.paused:
+            self._node_pks[paused.index] = paused.pk
+            self._paused[paused.node_id] = (paused.index, paused.started_at, paused.counted)
+        self.reads.user_message = self.ledger.user_message()
+        usage, count, _ = self.recorded_so_far()
+        return usage, count
+
+    def interrupted(self, *, error: str) -> None:
+        """A run ended (or queued again) from its rows, outside its process: its missing audit rows are held again
+        first, then nodes left running fail with `error` (a model call one was waiting on recorded, its usage added
+        to the run's counters). Call inside the ending transaction, before the terminal event."""
+        unaudited = self.ledger.unaudited()
+        execution = self.execution
+        if unaudited.started:
+            self.audit("execution.started", {"workflow_type": execution.workflow_type, "mode": execution.mode,
+                                             "provider": execution.provider, "model": execution.model})
+        for row in unaudited.tool_calls:
+            self.audit_tool_call(**row)
+        ended = self.ledger.nodes_interrupted(error=error)
+        for node in ended.nodes:
+            self._emit_node_finished(**node)
+        for name, value in ended.added.items():
+            self._added[name] += value  # the execution's counters move with the ending's UPDATE
+
+    def recorded_so_far(self) -> tuple[Usage, int, str]:
+        """What the run's ledger holds (RunLedger.so_far): its usage, LLM calls and last text, which its ending
+        books."""
+        so_far = self.ledger.so_far()
+        self.calls = so_far.calls
+        if so_far.calls:
+            self.last_call = so_far.calls[-1]
+        self.tool_calls = so_far.tool_calls
+        self._tool_costs = dict(so_far.tool_costs)
+        return so_far.usage, len(so_far.calls), so_far.text

@@ -1,22 +1,13 @@
-"""ExecutionRecorder: the database side of a run. It implements the engine's RunHooks with rows and events.
-
-A run holds what happens in memory and writes it in one transaction just before it next waits (a model call, a
-delay, a node that checks in or streams) and in its terminal transaction; it has one writer, and once a write
-collides with the recovery sweep's the recorder refuses every later one (RunInterrupted). What each write holds,
-and why: docs/architecture.md#when-a-run-writes (I5, I6).
-
-It is one unit of work over the run's trace and events; run_recorder hands it what else it needs, each object
-with its own state: RunReads, BudgetGuard, RunLedger and the CheckpointHold (docs/architecture.md#the-run-path).
-"""
+"""ExecutionRecorder: the database side of a run, one unit of work over its trace and events, written in one
+transaction just before the run next waits and in its terminal one; one writer, and once a write collides with the
+recovery sweep's, every later one is refused (RunInterrupted): docs/architecture.md#when-a-run-writes (I5, I6).
+run_recorder hands it its collaborators (RunReads, BudgetGuard, RunLedger, the CheckpointHold, RunTools)."""
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
@@ -25,15 +16,14 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_fields, audit_queue, audit_queue_along
+from audit.services import audit_queue, audit_queue_along
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
-from core.money import usd
+from workflows.cancels import CancelWatch
 from workflows.engine.graph import Node
-from workflows.engine.hooks import Attempt, CallStarted, FetchedPrompt
+from workflows.engine.hooks import Attempt, CallStarted
 from workflows.engine.hooks import LLMCall as Call
 from workflows.engine.runtime import RunInterrupted
-from workflows.engine.usage import Usage
 from workflows.events import (
     event_envelope,
     event_rows,
@@ -41,11 +31,10 @@ from workflows.events import (
     events_published_on_commit,
 )
 from workflows.heartbeat import heartbeat
-from workflows.ledger import NODE_COUNTERS, RunLedger
+from workflows.ledger import LedgerHooks, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
-from workflows.pricing import TOOL_PRICES
-from workflows.run_reads import RunReads
-from workflows.run_tools import RunTools
+from workflows.run_reads import ReadHooks, RunReads
+from workflows.run_tools import RunTools, ToolCallHooks
 from workflows.spending import BudgetGuard
 from workflows.statements import (
     execution_counters_add,
@@ -54,59 +43,24 @@ from workflows.statements import (
     provider_attempts_insert,
     tool_calls_insert,
 )
+from workflows.trace_rows import (
+    MAX_RESULT_CHARS,
+    OpenNode,
+    attempt_row,
+    audit_rows,
+    capped,
+    llm_call_row,
+    no_usage,
+    node_finished_event,
+    node_row,
+    one_at_a_time,
+)
 
 logger = logging.getLogger(__name__)
-MAX_ARGUMENT_CHARS = 4000
-MAX_AUDIT_ARGUMENT_CHARS = 1000
-MAX_RESULT_CHARS = 4000
-CANCEL_POLL_S = 0.2
 RUNNING = WorkflowExecution.Status.RUNNING
 # Node types that wait on something outside the run (the clock): the run writes what it holds as they start. A
 # model call (in a `model` node or any other) writes as it starts (model_call_started), with its prompt.
 WAITING_NODE_TYPES = frozenset({"delay"})
-COUNTERS = NODE_COUNTERS  # a node's and an execution's
-
-# Cancels requested in this process reach its runs at the next token; others are polled from the row.
-_local_cancels: set[str] = set()
-_local_cancels_lock = threading.Lock()
-
-
-def cancel_signal_local(execution_id) -> None:
-    with _local_cancels_lock:
-        _local_cancels.add(str(execution_id))
-
-
-
-def _locked(method):
-    """Parallel branches run their nodes on LangGraph's threads: one recorder, one at a time."""
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return locked
-
-
-def _capped(value: Any, limit: int) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + "…"
-    encoded = json.dumps(value, default=str)
-    return value if len(encoded) <= limit else {"truncated": encoded[:limit]}
-
-
-def _no_usage() -> dict:
-    return {name: Decimal("0") if name == "cost" else 0 for name in COUNTERS}
-
-
-@dataclass
-class _OpenNode:
-    node: Node
-    index: int
-    started_at: datetime
-    clock: float
-    usage: dict = field(default_factory=_no_usage)
-    in_flight: dict | None = None  # the model call it waits on (see model_call_started)
-    prompt_version_id: Any = None  # the stored prompt version its model calls send (ExecutionRecorder.prompt)
 
 
 def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_message=None, prices: dict | None = None,
@@ -120,7 +74,10 @@ def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_mess
                              tools=RunTools(execution), spans=spans)
 
 
-class ExecutionRecorder:
+class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
+    """The engine's RunHooks with rows and events: nodes and model calls here; tool calls, reads and what the run's
+    rows hold mixed in (workflows.run_tools, run_reads, ledger), each row built by workflows.trace_rows."""
+
     def __init__(self, execution: WorkflowExecution, *, reads: RunReads, budget: BudgetGuard, ledger: RunLedger,
                  checkpoints=None, fresh: bool = False, tools: RunTools | None = None, spans=None):
         """`fresh`: this process has just created or claimed the run, so its event log is empty and it was not
@@ -134,7 +91,7 @@ class ExecutionRecorder:
         self.index = 0
         self._lock = threading.RLock()
         self._local = threading.local()  # the node open on each thread (parallel branches: one per branch)
-        self._opened: dict[int, _OpenNode] = {}  # every open node, by index
+        self._opened: dict[int, OpenNode] = {}  # every open node, by index
         self._thread = threading.get_ident()  # the run's own; LangGraph runs parallel branches on others
         self.last_call: Call | None = None
         self.calls: list[Call] = []  # every LLM call of the run made here (the rollups book them at its end)
@@ -147,7 +104,7 @@ class ExecutionRecorder:
         self._attempts: list[tuple[int | None, dict]] = []  # a routed call's tries (ProviderAttempt), likewise
         self._tools: list[dict] = []
         self._tool_costs: dict[str, Decimal] = {}  # the run's priced tool calls' cost, per tool
-        self._added = _no_usage()
+        self._added = no_usage()
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
@@ -156,8 +113,7 @@ class ExecutionRecorder:
         # node id → (index, started_at, what its row counted) of a node waiting for input
         self._paused: dict[str, tuple[int, datetime, dict]] = {}
         self._calls_started = 0
-        self._cancel_polled = time.monotonic() if fresh else 0.0
-        self._cancelled = False
+        self.cancels = CancelWatch(execution.pk, fresh=fresh)  # (workflows.cancels)
         self._superseded = False
 
     @property
@@ -166,7 +122,7 @@ class ExecutionRecorder:
         return self.reads.user_message
 
     @property
-    def open(self) -> _OpenNode | None:
+    def open(self) -> OpenNode | None:
         """The node open on this thread; on a thread that opened none (a tool a graph runs on an executor's
         thread, say), the run's one open node when there is just one."""
         opened = getattr(self._local, "open", None)
@@ -175,7 +131,7 @@ class ExecutionRecorder:
         return opened
 
     @open.setter
-    def open(self, opened: _OpenNode | None) -> None:
+    def open(self, opened: OpenNode | None) -> None:
         mine = getattr(self._local, "open", None)
         if mine is not None:
             self._opened.pop(mine.index, None)
@@ -183,7 +139,7 @@ class ExecutionRecorder:
             self._opened[opened.index] = opened
         self._local.open = opened
 
-    def _open_close(self) -> _OpenNode | None:
+    def _open_close(self) -> OpenNode | None:
         """The open node (see `open`), no longer open."""
         opened, self.open = self.open, None
         if opened is not None:
@@ -191,12 +147,12 @@ class ExecutionRecorder:
         return opened
 
     # --- holding --------------------------------------------------------------------------------------
-    @_locked
+    @one_at_a_time
     def emit(self, event: str, data: dict) -> None:
         """A persisted event; it gets its seq, and is published, with the run's next write."""
         self._events.append((event, data, timezone.now()))
 
-    @_locked
+    @one_at_a_time
     def audit(self, action: str, data: dict) -> None:
         self._audits.append((action, data))
 
@@ -213,7 +169,7 @@ class ExecutionRecorder:
         return bool(self._nodes or self._calls or self._attempts or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
-    @_locked
+    @one_at_a_time
     @retried_on_conflict
     def flush(self) -> None:
         """Write what the run holds, in one transaction (before the run waits)."""
@@ -242,7 +198,7 @@ class ExecutionRecorder:
     def counters_added(self) -> dict:
         """What the run holds adds to the execution's counters (tool_calls aside: only the run writes it, whole),
         forgotten from the hold."""
-        added, self._added = self._added, _no_usage()
+        added, self._added = self._added, no_usage()
         return {name: value for name, value in added.items() if value and name != "tool_calls"}
 
     def counters_increments(self) -> dict:
@@ -297,7 +253,7 @@ class ExecutionRecorder:
               if self._tools else []),
             *events, *checkpoints]
         if audits == "all" and self._audits:
-            if (queued := audit_queue_along(self._audit_rows())) is not None:
+            if (queued := audit_queue_along(audit_rows(self.execution, self._audits))) is not None:
                 along.append(queued)
                 self._audits = []
             else:  # appended at once (SQLite: one writer at a time)
@@ -330,28 +286,18 @@ class ExecutionRecorder:
     def write_audits(self) -> None:
         """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
         if self._audits:
-            audit_queue(self._audit_rows())
+            audit_queue(audit_rows(self.execution, self._audits))
         self._audits = []
-
-    def _audit_rows(self) -> list[dict]:
-        execution = self.execution
-        return [audit_fields(action=action, actor=execution.owner, target=execution,
-                             actor_type="schedule" if execution.schedule_id else "user",
-                             correlation_id=execution.correlation_id, data=data) for action, data in self._audits]
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
         self._nodes, self._calls, self._attempts, self._tools, self._events, self._audits = {}, [], [], [], [], []
-        self._added = _no_usage()
+        self._added = no_usage()
         self.open = None
         self._opened = {}
 
-    def _hold_node(self, opened: _OpenNode, **fields) -> None:
-        self._nodes[opened.index] = {
-            "node_id": opened.node.id, "node_type": opened.node.type, "started_at": opened.started_at,
-            "status": NodeExecution.Status.RUNNING, "completed_at": None, "duration_ms": None,
-            "output": {"call_in_flight": opened.in_flight} if opened.in_flight else {},
-            "error_message": "", **opened.usage, **fields}
+    def _hold_node(self, opened: OpenNode, **fields) -> None:
+        self._nodes[opened.index] = node_row(opened, **fields)
 
     def started(self, data: dict) -> None:
         self.emit("workflow_started", data)
@@ -359,9 +305,9 @@ class ExecutionRecorder:
                                          "provider": data["provider"], "model": data["model"]})
 
     # --- RunHooks -------------------------------------------------------------------------------------
-    @_locked
+    @one_at_a_time
     def node_started(self, node: Node) -> None:
-        usage = _no_usage()
+        usage = no_usage()
         if node.id in self._paused:  # a node that waited for input runs again on resume: its row is its own again,
             index, started_at, counted = self._paused.pop(node.id)  # with what it counted before it paused
             clock = time.monotonic() - (timezone.now() - started_at).total_seconds()
@@ -369,14 +315,14 @@ class ExecutionRecorder:
         else:
             self.index += 1
             index, started_at, clock = self.index, timezone.now(), time.monotonic()
-        self.open = _OpenNode(node=node, index=index, started_at=started_at, clock=clock, usage=usage)
+        self.open = OpenNode(node=node, index=index, started_at=started_at, clock=clock, usage=usage)
         if self.spans is not None:
             self.spans.node_started(index, node)
         self.emit("node_started", {"node_id": node.id, "node_type": node.type, "index": index})
         if node.type in WAITING_NODE_TYPES:
             self._wait_ahead()
 
-    @_locked
+    @one_at_a_time
     def model_call_started(self, node: Node, call: CallStarted) -> None:
         """A model call is about to wait: its node row, written now with what the run holds, names it and its
         prompt estimate; the heartbeat carries what it streams. A crash mid-call then loses none of it (I5)."""
@@ -410,7 +356,7 @@ class ExecutionRecorder:
         self.flush()
         connections_give_back()
 
-    @_locked
+    @one_at_a_time
     def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
         opened = self._open_close()
         self._branch_done()
@@ -423,12 +369,12 @@ class ExecutionRecorder:
         if self.spans is not None:
             self.spans.node_ended(opened.index, status=status, error=error, usage=opened.usage)
         self._hold_node(opened, status=status, completed_at=timezone.now(), duration_ms=duration_ms,
-                        output=_capped(output, MAX_RESULT_CHARS), error_message=error)
+                        output=capped(output, MAX_RESULT_CHARS), error_message=error)
         self._emit_node_finished(node_id=node.id, node_type=node.type, index=opened.index, status=status,
                                  duration_ms=duration_ms, total_tokens=opened.usage["total_tokens"],
                                  cost=opened.usage["cost"], error=error)
 
-    @_locked
+    @one_at_a_time
     def node_paused(self, node: Node) -> None:
         """The open node waits for input (human_input): its row stays `running`, marked so, until the run resumes."""
         opened = self._open_close()
@@ -449,23 +395,14 @@ class ExecutionRecorder:
         if self.open is not None:
             self.node_finished(self.open.node, status=NodeExecution.Status.FAILED, output={}, error=error)
 
-    def _emit_node_finished(self, *, node_id, node_type, index, status, duration_ms, total_tokens, cost, error):
-        self.emit("node_failed" if status == "failed" else "node_completed", {
-            "node_id": node_id, "node_type": node_type, "index": index, "status": status,
-            "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": usd(cost), "error": error or None,
-        })
+    def _emit_node_finished(self, **ended) -> None:
+        self.emit(*node_finished_event(**ended))
 
-    @_locked
+    @one_at_a_time
     def llm_called(self, node: Node, call: Call) -> None:
         usage, opened = call.usage, self.open
-        self._calls.append((opened.index if opened else None, {
-            "provider": call.provider, "model": call.model, "requested_model": call.requested_model,
-            "unpriced": usage.unpriced, **usage.token_fields(),
-            "cached_prompt_tokens": usage.cached_prompt_tokens, "reasoning_tokens": usage.reasoning_tokens,
-            "cost": usage.cost, "provider_cost": usage.provider_cost, "estimated": usage.estimated,
-            "usage_raw": usage.raw, "duration_ms": call.duration_ms, "deployment": call.deployment,
-            "prompt_version_id": opened.prompt_version_id if opened else None, "created_at": timezone.now(),
-            "kind": call.kind}))
+        self._calls.append((opened.index if opened else None, llm_call_row(
+            call, prompt_version_id=opened.prompt_version_id if opened else None)))
         if self.spans is not None:
             self.spans.call_ended(opened.index if opened else None, call)
         counted = {**usage.token_fields(), "cost": usage.cost, "llm_calls": 1}
@@ -486,64 +423,18 @@ class ExecutionRecorder:
         self.last_call = call
         self.calls.append(call)
 
-    @_locked
+    @one_at_a_time
     def provider_attempted(self, node: Node, attempt: Attempt) -> None:
         opened = self.open
-        self._attempts.append((opened.index if opened else None, {
-            "deployment": attempt.deployment, "model": attempt.model, "provider": attempt.provider, "ok": attempt.ok,
-            "error_type": attempt.error_type, "error": attempt.error, "status_code": attempt.status_code,
-            "cooldown_s": attempt.cooldown_s, "duration_ms": attempt.duration_ms, "created_at": timezone.now()}))
+        self._attempts.append((opened.index if opened else None, attempt_row(attempt)))
 
-    @_locked
-    def tool_started(self, node: Node, *, tool: str, call_id: str | None, waits: bool) -> None:
-        """`tool_start`; a call that waits (an MCP tool) writes what the run holds first, so watchers see it."""
-        self.emit("tool_start", {"node_id": node.id, "tool": tool, "call_id": call_id})
-        if waits:
-            self._wait_ahead()
-
-    @_locked
-    def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None:
-        # An MCP call keeps nothing of its server's registered secrets (a model may pass one on, a tool echo it).
-        arguments, result, error = (self.run_tools.redacted(value, server_id=server_id)
-                                    for value in (arguments, result, error))
-        self._tools.append({"node_id": node.id, "tool": tool, "server_id": server_id,
-                            "arguments": _capped(arguments, MAX_ARGUMENT_CHARS),
-                            "result": _capped(result, MAX_RESULT_CHARS), "ok": ok, "error": error[:MAX_RESULT_CHARS],
-                            "duration_ms": duration_ms, "cost": cost, "created_at": timezone.now()})
-        self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
-                                  "error": error or None, **({"cost": usd(cost)} if cost else {})})
-        if self.spans is not None:
-            self.spans.tool_called(self.open.index if self.open else None, tool=tool, ok=ok, error=error,
-                                   duration_ms=duration_ms, server_id=server_id, arguments=arguments, result=result)
-        if server_id is not None and ok:  # an MCP call that answered: booked in the rollups, priced or not
-            self._tool_costs[tool] = self._tool_costs.get(tool, Decimal("0")) + cost
-        if cost:  # what it cost counts like an LLM call's: on its node, the run, and so budgets and the reply
-            self._added["cost"] += cost
-            if self.open is not None:
-                self.open.usage["cost"] += cost
-        self.audit_tool_call(node_id=node.id, tool=tool, ok=ok, error=error,
-                             arguments=_capped(arguments, MAX_ARGUMENT_CHARS))
-        self.tool_calls += 1
-        self._added["tool_calls"] += 1
-        if self.open is not None:
-            self.open.usage["tool_calls"] += 1
-
-    def audit_tool_call(self, *, node_id: str, tool: str, ok: bool, error: str, arguments: Any) -> None:
-        """`tool.called`, from a call's arguments as its ToolCall row keeps them (capped at MAX_ARGUMENT_CHARS),
-        the audit row keeping less."""
-        if isinstance(arguments, dict) and arguments.keys() == {"truncated"}:  # already cut: cut further
-            arguments = {"truncated": arguments["truncated"][:MAX_AUDIT_ARGUMENT_CHARS]}
-        self.audit("tool.called", {"node_id": node_id, "tool": tool, "ok": ok, "error": error or None,
-                                   "arguments": _capped(arguments, MAX_AUDIT_ARGUMENT_CHARS)})
-
-    @_locked
+    @one_at_a_time
     def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None:
         self._streamed("token", {"node_id": node.id, "text": text,
                                  **({"message_id": message_id} if message_id else {}),
                                  **({"reply": reply} if reply else {})}, text)
 
-    @_locked
+    @one_at_a_time
     def tool_call_delta(self, node: Node, delta: dict) -> None:
         arguments = delta.get("args") or ""
         self._streamed("tool_call_delta", {"node_id": node.id, "index": delta.get("index"), "id": delta.get("id"),
@@ -557,8 +448,8 @@ class ExecutionRecorder:
         if (refused := self.budget.past(text)) is not None:  # streaming past its reservation: stop it here
             self._budget_stop(refused)
 
-    @_locked
-    def node_focus(self, opened: _OpenNode | None = None) -> _OpenNode | None:
+    @one_at_a_time
+    def node_focus(self, opened: OpenNode | None = None) -> OpenNode | None:
         """Make `opened` (a node still open) the one the next hooks on this thread are about; returns the open
         one. A registered graph's tasks may run at once, their callbacks served on the run's thread."""
         if opened is not None:
@@ -566,7 +457,7 @@ class ExecutionRecorder:
             self._local.open = opened
         return self.open
 
-    @_locked
+    @one_at_a_time
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None:
         """A registered graph's own stream (LangGraph's protocol events, workflows.engine.python_graphs
         ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
@@ -575,135 +466,30 @@ class ExecutionRecorder:
         checkpoints it saves (`checkpoints`)."""
         self.emit(mode, {"namespace": namespace, mode: data})
 
-    @_locked
+    @one_at_a_time
     def limit_exceeded(self, limit: str, value: Any) -> None:
         """Every limit a run passes comes here, whether or not it ends the run."""
         self.emit("limit_exceeded", {"limit": limit, "value": value})
         self.audit("limit.exceeded", {"limit": limit, "value": value})
 
-    @_locked
+    @one_at_a_time
     def cancel_requested(self) -> bool:
         if self.open is not None and self.open.index not in self._node_pks:
             self._wait_ahead()  # a node checks in the middle of its work: it is about to wait
-        if self._cancelled:
-            return True
-        if str(self.execution.pk) in _local_cancels:
-            self._cancelled = True
-        elif time.monotonic() - self._cancel_polled >= CANCEL_POLL_S:
-            self._cancel_polled = time.monotonic()
-            row = WorkflowExecution.objects.filter(pk=self.execution.pk).values_list(
-                "status", "cancel_requested").first()
-            if row is None or row[0] != RUNNING:  # ended elsewhere (the recovery sweep): stop spending
-                self._superseded = True
-                raise RunInterrupted("the run was ended while it was still running")
-            self._cancelled = row[1]
-        return self._cancelled
+        try:
+            return self.cancels.asked()
+        except RunInterrupted:  # ended elsewhere (the recovery sweep): stop spending
+            self._superseded = True
+            raise
 
     def heartbeat_start(self) -> None:
         heartbeat.add(self.execution.pk)
 
     def forget(self) -> None:
         heartbeat.discard(self.execution.pk)
-        with _local_cancels_lock:
-            _local_cancels.discard(str(self.execution.pk))
+        self.cancels.forget()
 
-    # --- reads (RunHooks), answered by the run's RunReads -------------------------------------------------
-    def history(self, limit: int) -> list:
-        return self.reads.history(limit)
-
-    def documents(self, query: str, limit: int) -> list[dict]:
-        return self.reads.documents(query, limit)
-
-    def collections_search(self, request, embed, rerank) -> list[dict]:
-        return self.reads.collections_search(request, embed, rerank)
-
-    @_locked
+    @one_at_a_time
     def retrieved(self, node: Node, record: dict) -> None:
         """A search of knowledge collections, in the run's log (the timeline and the live page show it)."""
         self.emit("retrieval", {"node_id": node.id, **record})
-
-    def price(self, provider: str, model: str):
-        return self.reads.price(provider, model)
-
-    def prompt(self, node, ref: dict, variables: dict) -> FetchedPrompt:
-        """The node's stored prompt (RunReads.prompt). The node's calls record its version; the run records the
-        first version it was given."""
-        version_id = (drawn := self.reads.prompt(ref)).version.pk
-        if self.open is not None:
-            self.open.prompt_version_id = version_id
-        if self.execution.prompt_version_id is None:
-            self.execution.prompt_version_id = version_id
-            WorkflowExecution.objects.filter(pk=self.execution.pk).update(prompt_version_id=version_id)
-        return FetchedPrompt(messages=drawn.messages(variables), config=drawn.config)
-
-    # --- MCP tools (RunHooks), answered by the run's RunTools ------------------------------------------------
-    def tool_schemas(self, patterns) -> list[dict]:
-        return self.run_tools.schemas(patterns)
-
-    def tool_run(self, name: str, arguments: dict, *, timeout_s: float):
-        return self.run_tools.run(name, arguments, timeout_s=timeout_s)
-
-    def tool_price(self, name: str) -> Decimal:
-        return self.reads.tool_price(name)
-
-    def tool_cover(self, price: Decimal) -> str | None:
-        """Under a hard budget, the reservation must cover the run's spend so far and this priced call, or the
-        call is refused (a `limit_exceeded` event names the budget; the run goes on)."""
-        if not self.budget.hard:
-            return None
-        refused = self.budget.cover_cost(spent=self.spent(), cost=price)
-        if refused is not None:
-            self.limit_exceeded("budget", refused)
-        return refused
-
-    def spent(self) -> Usage:
-        """What the run has spent so far: its LLM calls and its priced tool calls."""
-        return sum((c.usage for c in self.calls), Usage()) + Usage(cost=sum(self._tool_costs.values(), Decimal("0")))
-
-    def tool_costs(self) -> list[dict]:
-        """The cost of the run's MCP calls that answered, per tool (0 when unpriced: a later re-pricing finds its
-        row), as the usage rollups book them at its end (provider "mcp")."""
-        return [{"provider": TOOL_PRICES, "model": tool, "llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                 "total_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0, "cost": cost}
-                for tool, cost in sorted(self._tool_costs.items())]
-
-    # --- what the run's rows hold, from its RunLedger -----------------------------------------------------
-    def resumed(self) -> tuple[Usage, int]:
-        """A paused run goes on in this process: its nodes are numbered on from its rows, a node that waited gets
-        its row back when it runs again, and what the run recorded before counts (usage, LLM and tool calls)."""
-        nodes = self.ledger.nodes_so_far()
-        self.index = max(self.index, nodes.last_index)
-        for paused in nodes.paused:
-            self._node_pks[paused.index] = paused.pk
-            self._paused[paused.node_id] = (paused.index, paused.started_at, paused.counted)
-        self.reads.user_message = self.ledger.user_message()
-        usage, count, _ = self.recorded_so_far()
-        return usage, count
-
-    def interrupted(self, *, error: str) -> None:
-        """A run ended (or queued again) from its rows, outside its process: its missing audit rows are held again
-        first, then nodes left running fail with `error` (a model call one was waiting on recorded, its usage added
-        to the run's counters). Call inside the ending transaction, before the terminal event."""
-        unaudited = self.ledger.unaudited()
-        execution = self.execution
-        if unaudited.started:
-            self.audit("execution.started", {"workflow_type": execution.workflow_type, "mode": execution.mode,
-                                             "provider": execution.provider, "model": execution.model})
-        for row in unaudited.tool_calls:
-            self.audit_tool_call(**row)
-        ended = self.ledger.nodes_interrupted(error=error)
-        for node in ended.nodes:
-            self._emit_node_finished(**node)
-        for name, value in ended.added.items():
-            self._added[name] += value  # the execution's counters move with the ending's UPDATE
-
-    def recorded_so_far(self) -> tuple[Usage, int, str]:
-        """What the run's ledger holds (RunLedger.so_far): its usage, LLM calls and last text, which its ending
-        books."""
-        so_far = self.ledger.so_far()
-        self.calls = so_far.calls
-        if so_far.calls:
-            self.last_call = so_far.calls[-1]
-        self.tool_calls = so_far.tool_calls
-        self._tool_costs = dict(so_far.tool_costs)
-        return so_far.usage, len(so_far.calls), so_far.text

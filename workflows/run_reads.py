@@ -12,8 +12,9 @@ from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
-from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
+from workflows.engine.hooks import Embed, FetchedPrompt, Rerank, RetrievalRequest
 from workflows.knowledge_search import collections_search
+from workflows.models import WorkflowExecution
 from workflows.pricing import TOOL_PRICES, price_for_call, tool_price_for_call
 
 
@@ -81,3 +82,31 @@ class RunReads:
                 raise RunError(exc.message, error_type="prompt_not_found") from None
             self._prompts[key] = drawn
         return drawn
+
+
+class ReadHooks:
+    """The reading RunHooks of ExecutionRecorder (which mixes ReadHooks in), answered by its RunReads (`reads`); a
+    stored prompt's version is recorded on the node open (`open`) and, the first, on the run."""
+
+    def history(self, limit: int) -> list:
+        return self.reads.history(limit)
+
+    def documents(self, query: str, limit: int) -> list[dict]:
+        return self.reads.documents(query, limit)
+
+    def collections_search(self, request, embed, rerank) -> list[dict]:
+        return self.reads.collections_search(request, embed, rerank)
+
+    def price(self, provider: str, model: str):
+        return self.reads.price(provider, model)
+
+    def prompt(self, node, ref: dict, variables: dict) -> FetchedPrompt:
+        """The node's stored prompt (RunReads.prompt). The node's calls record its version; the run records the
+        first version it was given."""
+        version_id = (drawn := self.reads.prompt(ref)).version.pk
+        if self.open is not None:
+            self.open.prompt_version_id = version_id
+        if self.execution.prompt_version_id is None:
+            self.execution.prompt_version_id = version_id
+            WorkflowExecution.objects.filter(pk=self.execution.pk).update(prompt_version_id=version_id)
+        return FetchedPrompt(messages=drawn.messages(variables), config=drawn.config)

@@ -40,7 +40,7 @@ from analytics.selectors import (
     usage_report,
     usage_report_page,
 )
-from analytics.services import price_create, price_update
+from analytics.prices import price_create, price_update
 from analytics.tool_usage import tool_usage_report
 from core.api.filters import StrictOrderingFilter
 from core.api.pagination import PageNumberPagination

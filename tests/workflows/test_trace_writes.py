@@ -6,7 +6,7 @@ from psycopg.errors import DeadlockDetected
 
 from conversations.models import Message
 from tests.invariants import assert_all, assert_seq_gapless
-from workflows import runner
+from workflows import run_messages, runner
 from workflows.models import ExecutionEvent, NodeExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream
@@ -88,7 +88,7 @@ def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice,
 
 
 def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(alice, monkeypatch):
-    real = runner.message_save
+    real = run_messages.message_save
     failures = []
 
     def refuse_the_first_reply(**kwargs):
@@ -97,7 +97,7 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
             raise RuntimeError("the reply could not be stored")
         return real(**kwargs)
 
-    monkeypatch.setattr(runner, "message_save", refuse_the_first_reply)
+    monkeypatch.setattr(run_messages, "message_save", refuse_the_first_reply)
     execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
 
     assert failures
@@ -114,7 +114,7 @@ def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(ali
 
 @pytest.mark.django_db(transaction=True)  # retried at its outermost transaction: none may be open around the run
 def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice, monkeypatch):
-    real = runner.message_save
+    real = run_messages.message_save
     refused = []
 
     def deadlocked_once(**kwargs):
@@ -123,7 +123,7 @@ def test_an_ending_the_database_refuses_once_is_tried_again_and_completes(alice,
             raise OperationalError("deadlock detected") from DeadlockDetected("deadlock detected")
         return real(**kwargs)
 
-    monkeypatch.setattr(runner, "message_save", deadlocked_once)
+    monkeypatch.setattr(run_messages, "message_save", deadlocked_once)
     execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="What is 12*7?")).pk)
 
     assert refused and execution.status == "completed"

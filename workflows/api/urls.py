@@ -1,7 +1,6 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from workflows.api.budgets import BudgetViewSet
 from workflows.api.chat import ChatView
 from workflows.api.views import (
     ConversationCheckpointsView,
@@ -16,7 +15,6 @@ router.register("executions", ExecutionViewSet, basename="execution")
 router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("workflows/templates", TemplateViewSet, basename="template")
 router.register("workflows/definitions", DefinitionViewSet, basename="definition")
-router.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("chat/", ChatView.as_view(), name="chat"),

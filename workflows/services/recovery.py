@@ -15,7 +15,7 @@ from workflows.engine.runtime import RunInterrupted
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.recorder import run_recorder
-from workflows.runner import end_from_ledger
+from workflows.ending import end_from_ledger
 from workflows.services.runs import execution_enqueue
 from workflows.services.waiting import executions_waiting_expire
 

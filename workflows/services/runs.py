@@ -36,6 +36,8 @@ from core.db import retried_on_conflict
 from core.tracing import run_trace_context
 from webhooks.services import webhook_url_check
 from workflows import runner
+from workflows.cancels import cancel_signal_local
+from workflows.ending import end_from_ledger
 from workflows.engine.chat_messages import messages_from_openai
 from workflows.engine.config import config_resolve
 from workflows.engine.graph import Graph, parse_graph
@@ -44,7 +46,6 @@ from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
-from workflows.recorder import cancel_signal_local
 from workflows.services.definitions import visible_definition
 from workflows.services.run_requests import RunRequest
 from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
@@ -309,7 +310,8 @@ def execution_run_now(request: RunRequest) -> WorkflowExecution:
     """A sync run: written already running and run to its end in this thread. Returns the ended run."""
     plan = run_plan(request, mode=Mode.SYNC)
     execution, user_message = run_write(plan, status=Status.RUNNING)
-    return runner.run(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
+    return runner.run(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices,
+                                      graph=plan.graph))
 
 
 def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
@@ -322,7 +324,7 @@ def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, As
     except BaseException:
         subscription.close()
         raise
-    runner.submit(execution, user_message=user_message, prices=plan.prices, graph=plan.graph)
+    runner.submit(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices, graph=plan.graph))
     return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
 
 
@@ -336,7 +338,7 @@ def execution_enqueue(*, execution_id) -> None:
         logger.exception("execution %s could not be queued", execution_id)
         error = RunError(f"the run could not be queued: {type(exc).__name__}: {exc}", error_type="queue_unavailable")
         try:
-            runner.end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
+            end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
         except Exception:  # noqa: BLE001 - the database is down too: the sweep ends it later (I4)
             logger.exception("execution %s: not queued and not ended; the sweep will end it", execution_id)
         raise Unavailable("the run could not be queued; it was recorded as failed", code="queue_unavailable",
@@ -376,7 +378,8 @@ def execution_run(*, execution_id) -> WorkflowExecution:
     if not claimed:
         return WorkflowExecution.objects.get(pk=execution_id)
     # A run the sweep queued again after its worker died goes on from its last checkpoint.
-    return runner.run(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
+    return runner.run(runner.RunStart(execution=execution, user_message=user_message,
+                                      after_crash=execution.resume_attempts > 0))
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:
@@ -385,7 +388,8 @@ def execution_stream(*, execution_id) -> Iterator[dict]:
     subscription = execution_subscribe(execution_id, remote=False)
     claimed, execution, user_message = _pending_claim(execution_id)
     if claimed:
-        runner.submit(execution, user_message=user_message, after_crash=execution.resume_attempts > 0)
+        runner.submit(runner.RunStart(execution=execution, user_message=user_message,
+                                      after_crash=execution.resume_attempts > 0))
     else:
         subscription.close()
     yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
@@ -399,8 +403,8 @@ def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExe
                  correlation_id=execution.correlation_id, data={"status": execution.status})
     if execution.status in (Status.PENDING, Status.WAITING):  # no process runs it: it ends here
         reason = "cancelled before it started" if execution.status == Status.PENDING else "cancelled while waiting"
-        ended = runner.end_from_ledger(execution_id=execution.pk, error=RunCancelled(reason),
-                                       from_statuses=(execution.status,))
+        ended = end_from_ledger(execution_id=execution.pk, error=RunCancelled(reason),
+                                from_statuses=(execution.status,))
         if ended is not None:
             return ended
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)

@@ -16,6 +16,7 @@ from django_q.tasks import async_task
 from audit.services import audit_record
 from core.errors import Conflict, InvalidInput, RunCancelled, RunError
 from workflows import runner
+from workflows.ending import end_from_ledger
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed, execution_subscribe, feed_until_paused
 
@@ -82,14 +83,14 @@ def execution_resume(*, execution: WorkflowExecution, actor, answer: Any = NO_AN
             subscription.close()
             raise
         after = claimed.events.count()
-        runner.submit(claimed, resume=answers)
+        runner.submit(runner.RunStart(execution=claimed, resume=answers))
         return feed_until_paused(execution_feed(claimed.pk, after=after, subscription=subscription))
     claimed = _claim(execution=execution, answers=answers, mode=mode, actor=actor)
     if mode == Mode.BACKGROUND:
         transaction.on_commit(lambda: async_task("workflows.tasks.execution_resume_task", str(claimed.pk), answers,
                                                  task_name=f"execution-{claimed.pk}", group="executions"))
         return claimed
-    return runner.run(claimed, resume=answers)
+    return runner.run(runner.RunStart(execution=claimed, resume=answers))
 
 
 def execution_resume_claimed(*, execution_id, answers: dict) -> WorkflowExecution:
@@ -97,7 +98,7 @@ def execution_resume_claimed(*, execution_id, answers: dict) -> WorkflowExecutio
     execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
     if execution.status != Status.RUNNING:
         return execution
-    return runner.run(execution, resume=answers)
+    return runner.run(runner.RunStart(execution=execution, resume=answers))
 
 
 def executions_waiting_expire(*, now=None) -> list[WorkflowExecution]:
@@ -112,7 +113,7 @@ def executions_waiting_expire(*, now=None) -> list[WorkflowExecution]:
         message = f"no answer came within {first.get('timeout_s')} s"
         error = RunCancelled(message) if first.get("on_timeout") == "cancel" else RunError(
             message, error_type="input_timeout")
-        done = runner.end_from_ledger(execution_id=execution.pk, error=error, from_statuses=(Status.WAITING,))
+        done = end_from_ledger(execution_id=execution.pk, error=error, from_statuses=(Status.WAITING,))
         if done is not None:
             ended.append(done)
     return ended

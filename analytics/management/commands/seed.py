@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from analytics.services import prices_seed
+from analytics.prices import prices_seed
 from workflows.services.templates import builtins_seed
 
 

@@ -1,16 +1,9 @@
-"""/api/v1/budgets/: spend limits (budgets.services). POST sets one; GET lists yours (staff: all) with what is
-spent and reserved in the current period; DELETE deactivates one. A user may set budgets on themselves, their own
-API keys and the templates they can see, and such a budget binds only their own runs; budgets on a group or
-everyone are staff's, and a budget staff set binds every run in its scope (budgets.models.Budget.set_by_staff).
-Served by workflows, the lowest app that knows both budgets and the templates a budget may be on."""
+"""/api/v1/budgets/: setting, listing (with the current period's spend) and deactivating spend limits."""
 from __future__ import annotations
 
-import uuid
 import zoneinfo
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.request import Request
@@ -18,16 +11,13 @@ from rest_framework.response import Response
 
 from budgets.models import Budget
 from budgets.services import budget_create, budget_deactivate, budgets_current, period_start
+from budgets.targets import budget_target
 from core.api.serializers import StrictSerializer
 from core.api.viewsets import OwnedViewSet
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.money import usd
 from keys.auth import ALL_SCOPES
-from keys.models import ApiToken
 from webhooks.services import webhook_url_check
-from workflows.services.templates import visible_template
-
-STAFF_SCOPES = (Budget.Scope.GROUP, Budget.Scope.GLOBAL)
 
 
 class BudgetSerializer(serializers.ModelSerializer):
@@ -103,47 +93,6 @@ class BudgetCreateSerializer(StrictSerializer):
         if (attrs.get("limit_usd") is None) == (attrs.get("limit_tokens") is None):
             raise serializers.ValidationError({"limit_usd": ["give limit_usd or limit_tokens (one of them)"]})
         return attrs
-
-
-def budget_target(*, user, scope: str, target_id: str | None) -> str:
-    """The target's id as budgets keep it, once checked: what the user may not govern is a 400 on the field that
-    names it (the same whether it does not exist or is another's, so nothing is revealed). A user governs their
-    own spend: themselves, their own keys, their own runs of a template they can see; staff govern anyone's."""
-    if scope in STAFF_SCOPES and not user.is_staff:
-        raise InvalidInput("a budget on a group or on everyone binds other users: only staff set one; "
-                           "set a user budget for your own runs", details={"scope": ["staff only"]})
-    if scope == Budget.Scope.GLOBAL:
-        return ""
-    if scope == Budget.Scope.USER:
-        target = target_id or str(user.pk)
-        if target != str(user.pk) and not (user.is_staff and get_user_model().objects.filter(
-                pk=target if target.isdigit() else None).exists()):
-            raise _not_yours("user")
-        return target
-    if not target_id:
-        raise InvalidInput("target_id is required for this scope", details={"target_id": ["required"]})
-    if scope == Budget.Scope.GROUP:
-        if not (target_id.isdigit() and Group.objects.filter(pk=target_id).exists()):
-            raise _not_yours("group")
-        return target_id
-    if scope == Budget.Scope.KEY:
-        try:
-            uid = uuid.UUID(target_id)
-        except ValueError:
-            raise _not_yours("API key") from None
-        keys = ApiToken.objects.filter(uid=uid)
-        if not (keys.filter(user=user).exists() or (user.is_staff and keys.exists())):
-            raise _not_yours("API key")
-        return str(uid)
-    try:
-        return str(visible_template(owner=user, key_or_id=target_id).pk)
-    except NotFound:
-        raise _not_yours("template") from None
-
-
-def _not_yours(kind: str) -> InvalidInput:
-    message = f"names no {kind} you may set a budget on"
-    return InvalidInput(f"target_id {message}", details={"target_id": [message]})
 
 
 class BudgetViewSet(mixins.ListModelMixin, OwnedViewSet):

@@ -1,0 +1,49 @@
+"""Cancelling a running run: asked in this process, or polled from the run's row when asked in another."""
+from __future__ import annotations
+
+import threading
+import time
+
+from workflows.engine.runtime import RunInterrupted
+from workflows.models import WorkflowExecution
+
+CANCEL_POLL_S = 0.2
+
+_local_cancels: set[str] = set()
+_local_cancels_lock = threading.Lock()
+
+
+def cancel_signal_local(execution_id) -> None:
+    """Tell the run, if this process runs it, at its next check."""
+    with _local_cancels_lock:
+        _local_cancels.add(str(execution_id))
+
+
+class CancelWatch:
+    """Whether one run was asked to stop. `fresh`: the run was just created or claimed here, so its row is not
+    polled at once."""
+
+    def __init__(self, execution_id, *, fresh: bool = False):
+        self.execution_id = execution_id
+        self.cancelled = False
+        self._polled = time.monotonic() if fresh else 0.0
+
+    def asked(self) -> bool:
+        """Whether the run was asked to stop; RunInterrupted when it was ended elsewhere (the recovery sweep)."""
+        if self.cancelled:
+            return True
+        if str(self.execution_id) in _local_cancels:
+            self.cancelled = True
+        elif time.monotonic() - self._polled >= CANCEL_POLL_S:
+            self._polled = time.monotonic()
+            row = WorkflowExecution.objects.filter(pk=self.execution_id).values_list(
+                "status", "cancel_requested").first()
+            if row is None or row[0] != WorkflowExecution.Status.RUNNING:  # ended elsewhere: stop spending
+                raise RunInterrupted("the run was ended while it was still running")
+            self.cancelled = row[1]
+        return self.cancelled
+
+    def forget(self) -> None:
+        """The run ends in this process: a cancel asked here has nothing left to tell."""
+        with _local_cancels_lock:
+            _local_cancels.discard(str(self.execution_id))
