@@ -208,7 +208,7 @@ def _breakpoint_id(snapshot) -> str:
 def _streamed(compiled, run_input, *, config: dict, ctx: RunContext, options: dict) -> dict:
     """compiled.invoke's result, streamed with LangGraph's `checkpoints` mode: each checkpoint saved goes to the
     run's hooks (its config without Chatter's run context, as the thread's history shows it)."""
-    from workflows.engine.python_graphs import as_json
+    from workflows.engine.graph_streams import as_json
 
     latest, interrupts = None, []
     for mode, part in compiled.stream(run_input, config, stream_mode=["updates", "values", "checkpoints"],
