@@ -13,8 +13,8 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from core.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
 from workflows.engine.chat_messages import messages_from_openai
+from workflows.engine.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
 from workflows.engine.graph import Graph, Node
 from workflows.engine.nodes import (
     BEHAVIOURS,

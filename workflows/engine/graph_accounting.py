@@ -16,7 +16,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage
 
-from core.errors import RunError
+from workflows.engine.errors import RunError
 from workflows.engine.graph import Node
 from workflows.engine.graph_streams import as_json
 from workflows.engine.hooks import CallStarted, RetrievalRequest

@@ -11,7 +11,7 @@ version, with {{variables}} filled. The model calls the node makes next record t
 """
 from __future__ import annotations
 
-from core.errors import RunError
+from workflows.engine.errors import RunError
 from workflows.engine.graph_accounting import GraphAccounting
 from workflows.engine.hooks import FetchedPrompt
 

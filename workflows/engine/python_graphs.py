@@ -18,12 +18,12 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from core.errors import InvalidInput, LimitExceeded, RunError
-from core.money import usd
+from workflows.engine.errors import InvalidInput, LimitExceeded, RunError
 from workflows.engine.graph import Node
 from workflows.engine.graph_accounting import GraphAccounting, RunThread
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
 from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, as_json, classic_stream
+from workflows.engine.money import usd
 from workflows.engine.runtime import RunContext
 from workflows.engine.usage import Usage
 
