@@ -99,3 +99,38 @@ def test_item_04_the_engine_runs_a_graph_alone_without_django():
     llm_calls, tool_calls, tokens = map(int, counts.split())
     assert "84" in reply and (llm_calls, tool_calls) == (2, 1) and tokens > 0  # the model called the calculator
     assert loaded == "[]", "the engine imported Django or a package of the project"
+
+
+def test_item_04_alone_routing_keeps_cooldowns_and_counts_in_its_own_process_cache(tmp_path):
+    from workflows.engine.routing import deployment_cool_down, deployments_load, route_deployments
+    from workflows.engine.settings import ProcessCache, settings, settings_update
+
+    path = tmp_path / "deployments.json"
+    path.write_text('{"models": {"m": {"deployments": [{"name": "a", "base_url": "http://127.0.0.1:9/v1"},'
+                    ' {"name": "b", "base_url": "http://127.0.0.1:10/v1", "rpm": 1}]}}}')
+    table = deployments_load(str(path), environ={})
+    given = settings.shared_cache  # (Django's cache, in this process)
+    settings_update(shared_cache=ProcessCache())
+    try:
+        deployment_cool_down(table.routes["m"].deployments[0], table=table)
+        skipped, skipped_again = [], []
+        first = [d.name for d in route_deployments(table.routes["m"], table=table, skipped=skipped)]
+        again = [d.name for d in route_deployments(table.routes["m"], table=table, skipped=skipped_again)]
+    finally:
+        settings_update(shared_cache=given)
+
+    assert first == ["b"] and [(s.deployment.name, s.why) for s in skipped] == [("a", "cooling down")]
+    assert again == [] and {(s.deployment.name, s.why) for s in skipped_again} == {("a", "cooling down"),
+                                                                                    ("b", "at its rpm")}
+
+
+def test_item_04_the_process_cache_expires_what_it_holds():
+    from workflows.engine.settings import ProcessCache
+
+    cache = ProcessCache()
+    assert cache.add("n", 0, timeout=60) and not cache.add("n", 5, timeout=60)
+    assert cache.incr("n", 3) == 3 and cache.get_many(["n", "missing"]) == {"n": 3}
+    cache.set("gone", 1, timeout=-1)  # already past its time
+    assert cache.get_many(["gone"]) == {} and cache.add("gone", 2, timeout=60)
+    with pytest.raises(ValueError):
+        cache.incr("missing")
