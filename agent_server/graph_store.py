@@ -6,7 +6,7 @@ as LangGraph's server hands it over (a `store` argument, `get_store()`, the runt
 What its index embeds (a put's texts, a search's query) is an LLM call of the run's owner: in the node that used the
 store (the run hands over its `embed`: workflows.engine.run_store), else a run of its own, as /langgraph/store/'s.
 
-Its operations touch the database, so the engine calls them on the run's own thread (python_graphs.RunThread)."""
+Its operations touch the database, so the engine calls them on the run's own thread (graph_accounting.RunThread)."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -13,7 +13,7 @@ from agent_server.messages import message_dict
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
 from core.errors import Conflict, InvalidInput, NotFound
-from workflows.engine.python_graphs import as_json
+from workflows.engine.graph_streams import as_json
 from workflows.models import Checkpoint, WorkflowExecution
 
 Status = WorkflowExecution.Status

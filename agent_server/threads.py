@@ -88,7 +88,7 @@ def graph_thread_values(thread_id: str) -> dict | None:
     longer registered reads as its latest checkpoint's channels."""
     from agent_server.state import thread_graph
     from workflows.checkpointer import checkpointer
-    from workflows.engine.python_graphs import as_json
+    from workflows.engine.graph_streams import as_json
 
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     found = checkpointer.get_tuple(config)

@@ -56,7 +56,9 @@ class BareChat:
         from workflows.engine.graph import parse_graph
         from workflows.engine.hooks import NullHooks
         from workflows.engine.runtime import RunContext
+        from workflows.engine_setup import engine_configure
 
+        engine_configure()  # the engine's settings from Django's, as a process's start hands them over
         template = next(t for t in BUILTIN_TEMPLATES if t["key"] == "universal_chat")
         self.graph = parse_graph(template["graph"])
         self.config = config_resolve(template["params"], {})

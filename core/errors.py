@@ -1,66 +1,17 @@
-"""The one error hierarchy. Every layer raises these; interfaces render them in one shape:
+"""The one error hierarchy (docs/architecture.md#errors): the engine's errors (workflows.engine.errors: the base,
+bad input, a run's ends), re-exported here, and the interfaces' own below, built on them. Every layer raises these;
+interfaces render them in one shape:
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
-from typing import Any
-
-from core.secrets import secrets_scrub, secrets_scrubbed
-
-
-class ChatterError(Exception):
-    code = "error"
-    status = 500
-
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None):
-        # Messages reach responses, events, messages and logs; a provider's error may quote our API key.
-        message = secrets_scrub(message)
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
-        self.details = details
-
-    def as_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message,
-                          "details": error_details(self.details, code=self.code)}}
-
-
-ITEM_KEYS = {"path", "code", "message"}
-
-
-def error_details(details: Any, *, code: str, path: str = "") -> list[dict]:
-    """Every error's `details` in the one shape: a list of {path, code, message}, empty when there is nothing
-    more to say. `path` is where in the input ("config.temperature", "nodes[3].id"; "" for the request as a
-    whole). Accepts what raisers give: items already in that shape, DRF's field maps (their ErrorDetail codes
-    kept), and {name: value} specifics such as a limit (the name is the path, the value the message)."""
-    if details is None:
-        return []
-    if isinstance(details, dict):
-        if set(details) == ITEM_KEYS:
-            return [{"path": str(details["path"]), "code": str(details["code"]),
-                     "message": str(details["message"])}]
-        items = []
-        for key, value in details.items():
-            inner = path if key == "non_field_errors" else _path_join(path, str(key))
-            items += error_details(value, code=code, path=inner)
-        return items
-    if isinstance(details, (list, tuple)):
-        items = []
-        for index, value in enumerate(details):
-            nested = isinstance(value, dict) and set(value) != ITEM_KEYS
-            items += error_details(value, code=code, path=f"{path}[{index}]" if nested else path)
-        return items
-    # a leaf: DRF's ErrorDetail (a str with a code), a plain message, or a value such as a limit
-    return [{"path": path, "code": str(getattr(details, "code", None) or code), "message": str(details)}]
-
-
-def _path_join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-class InvalidInput(ChatterError):
-    """Bad input from a user: nothing was written."""
-
-    code = "validation_error"
-    status = 400
+from workflows.engine.errors import (  # noqa: F401 - re-exported: the one hierarchy
+    ChatterError,
+    InvalidInput,
+    LimitExceeded,
+    NodeFailed,
+    ProviderError,
+    RunCancelled,
+    RunError,
+    error_details,
+)
 
 
 class PayloadTooLarge(ChatterError):
@@ -105,51 +56,8 @@ class UpstreamFailed(ChatterError):
     status = 502
 
 
-class RunError(ChatterError):
-    """A run ended early. `error_type` is what lands on the execution row."""
-
-    error_type = "internal_error"
-
-    def __init__(self, message: str, *, error_type: str | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        if error_type:
-            self.error_type = error_type
-
-
-class LimitExceeded(RunError):
-    error_type = "limit_exceeded"
-    code = "limit_exceeded"
-
-    def __init__(self, limit: str, value: Any, message: str | None = None):
-        super().__init__(message or f"run exceeded {limit} ({value})")
-        self.limit = limit
-        self.value = value
-
-
 class BudgetExceeded(LimitExceeded):
     """A run reached a hard budget: it stops before its next model call, its usage so far kept."""
 
     error_type = "budget_exceeded"
     code = "budget_exceeded"
-
-
-class RunCancelled(RunError):
-    error_type = "cancelled"
-    code = "cancelled"
-
-
-class ProviderError(RunError):
-    """A provider call failed. `upstream`: what its upstream said, as facts a caller's answer is made from (its HTTP
-    status, its own error object, its Retry-After; see workflows.engine.providers.upstream_facts), kept on the run."""
-
-    error_type = "provider_error"
-    code = "provider_error"
-
-    def __init__(self, message: str, *, upstream: dict | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        self.upstream = secrets_scrubbed(upstream)  # its error object may quote our API key, as its message may
-
-
-class NodeFailed(RunError):
-    error_type = "node_error"
-    code = "node_error"

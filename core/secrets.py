@@ -1,10 +1,12 @@
-"""The configured secrets, and the one function that takes them out of text meant for people (error messages
-that reach responses, events, messages and logs). The audit trail's redaction uses the same list."""
+"""The configured secrets: what no text meant for people may show (error messages that reach responses, events,
+messages and logs: the engine's errors scrub them, workflows.engine.errors.secrets_scrub, handed this list by
+workflows.engine_setup). The audit trail's redaction uses the same list."""
 from __future__ import annotations
 
 from django.conf import settings
 
-REDACTED = "[redacted]"
+from workflows.engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
+
 _MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
 
 
@@ -15,22 +17,3 @@ def secrets_configured() -> tuple[str, ...]:
                   getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"),
                   getattr(settings, "CHATTER_WEBHOOK_SECRET", None), getattr(settings, "EMAIL_HOST_PASSWORD", None))
     return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
-
-
-def secrets_scrub(text: str) -> str:
-    """`text` with every configured secret replaced by "[redacted]" (a provider's error may quote our key)."""
-    for secret in secrets_configured():
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def secrets_scrubbed(value):
-    """`value` (JSON-like: dicts, lists, strings) with secrets_scrub applied to every string in it."""
-    if isinstance(value, str):
-        return secrets_scrub(value)
-    if isinstance(value, dict):
-        return {key: secrets_scrubbed(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [secrets_scrubbed(item) for item in value]
-    return value

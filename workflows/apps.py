@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import setting_changed  # (documented as django.test.signals.setting_changed)
 from django.db.models.signals import post_delete, post_migrate
 
 
@@ -31,10 +32,13 @@ class WorkflowsConfig(AppConfig):
 
         pools_close_before_fork()
         template_lookup_register(_template_visible)  # a budget may be on a template (budgets.targets)
-        # The deployments file (CHATTER_DEPLOYMENTS) is read and checked as the process starts: a bad one stops it.
-        from workflows.engine.routing import routing_table
+        # The engine is configured from the settings, now and at every change of one; the deployments file
+        # (CHATTER_DEPLOYMENTS) is read and checked as the process starts: a bad one stops it.
+        from workflows.engine_setup import deployments_check, engine_configure
 
-        routing_table()
+        engine_configure()
+        setting_changed.connect(engine_configure, dispatch_uid="workflows_engine_configure")
+        deployments_check()
         post_delete.connect(schedule_deleted_audit, sender=WorkflowSchedule, dispatch_uid="workflows_schedule_deleted")
         # Built-in templates and the system schedules exist after every migrate (and after test flushes).
         post_migrate.connect(_seed_builtins, sender=self, dispatch_uid="workflows_seed_builtins")

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from core.errors import RunError
 from workflows.engine.hooks import RetrievalRequest
-from workflows.engine.python_graphs import GraphAccounting
+from workflows.engine.graph_accounting import GraphAccounting
 from workflows.engine.retrieval import citation
 
 

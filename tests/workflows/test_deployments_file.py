@@ -1,14 +1,14 @@
 """The deployments file (CHATTER_DEPLOYMENTS) is checked as a process starts: a bad one stops it with a message
-naming the setting, the file and every problem, and never the value of a key."""
+naming the setting, the file and every problem, and never the value of a key (the engine's DeploymentsInvalid names
+the file and the problems; the app's start names the setting)."""
 import json
 import subprocess
 import sys
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from tests.fixtures_server import ROOT, server_env
-from workflows.engine.routing import deployments_load
+from workflows.engine.routing import DeploymentsInvalid, deployments_load
 
 GOOD = {"cooldown_s": 10, "models": {
     "gpt-4o": {"deployments": [
@@ -71,14 +71,14 @@ def test_a_bad_file_is_refused_naming_the_setting_the_file_and_the_problem(tmp_p
     change(data)
     path = write(tmp_path, data)
 
-    with pytest.raises(ImproperlyConfigured) as refused:
+    with pytest.raises(DeploymentsInvalid) as refused:
         deployments_load(path, environ=ENV)
 
-    assert str(refused.value).startswith(f"CHATTER_DEPLOYMENTS ({path}): ") and expected in str(refused.value)
+    assert str(refused.value).startswith(f"deployments file {path}: ") and expected in str(refused.value)
 
 
 def test_a_key_variable_that_is_not_set_is_named_and_no_key_is_shown(tmp_path):
-    with pytest.raises(ImproperlyConfigured) as refused:
+    with pytest.raises(DeploymentsInvalid) as refused:
         deployments_load(write(tmp_path, GOOD), environ={"EAST_KEY": "sk-east-secret"})
 
     assert "the environment variable CLAUDE_KEY is not set" in str(refused.value)
@@ -91,7 +91,7 @@ def test_a_key_variable_that_is_not_set_is_named_and_no_key_is_shown(tmp_path):
 def test_an_unreadable_file_is_refused(tmp_path, name, text, expected):
     path = write(tmp_path, text, name) if text is not None else str(tmp_path / name)
 
-    with pytest.raises(ImproperlyConfigured) as refused:
+    with pytest.raises(DeploymentsInvalid) as refused:
         deployments_load(path, environ={})
 
     assert expected in str(refused.value)
@@ -106,5 +106,5 @@ def test_a_process_does_not_start_with_a_bad_file(tmp_path):
                           timeout=120)
 
     assert done.returncode != 0
-    assert "CHATTER_DEPLOYMENTS" in done.stderr and "models.gpt-4o.deployments.0.weight" in done.stderr
+    assert f"CHATTER_DEPLOYMENTS ({env['CHATTER_DEPLOYMENTS']}): models.gpt-4o.deployments.0.weight" in done.stderr
     assert "sk-east-secret" not in done.stderr + done.stdout

@@ -1,13 +1,12 @@
-"""Run configuration: defaults from settings, then template params, then the request; validated once."""
+"""Run configuration: defaults from the engine's settings, then template params, then the request; validated once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
-from core.errors import InvalidInput
+from workflows.engine.errors import InvalidInput
 from workflows.engine.providers import PROVIDERS
+from workflows.engine.settings import settings
 from workflows.engine.tools import DEFAULT_TOOLS, TOOLS, allowed_tool_unknown
 
 
@@ -54,8 +53,8 @@ CONFIG_KEYS: dict[str, Key] = {
 
 def config_defaults() -> dict[str, Any]:
     return {
-        "provider": settings.CHATTER_DEFAULT_PROVIDER,
-        "model": settings.CHATTER_DEFAULT_MODEL,
+        "provider": settings.default_provider,
+        "model": settings.default_model,
         "temperature": None,
         "max_tokens": None,
         "system_prompt": None,
@@ -66,7 +65,7 @@ def config_defaults() -> dict[str, Any]:
         "max_tool_calls": 10,
         "enable_retrieval": False,
         "max_documents": 5,
-        "timeout_s": settings.CHATTER_EXECUTION_TIMEOUT_S,
+        "timeout_s": settings.execution_timeout_s,
         "max_total_tokens": None,
         "checkpoints": None,
     }
@@ -125,8 +124,8 @@ def config_resolve(*layers: dict | None) -> dict[str, Any]:
             resolved.update(layer)
     if errors:
         raise InvalidInput("invalid run configuration", details=errors)
-    if "model" not in _explicit_keys(layers) and resolved["provider"] != settings.CHATTER_DEFAULT_PROVIDER:
-        resolved["model"] = settings.CHATTER_PROVIDER_DEFAULT_MODELS[resolved["provider"]]
+    if "model" not in _explicit_keys(layers) and resolved["provider"] != settings.default_provider:
+        resolved["model"] = settings.provider_default_models[resolved["provider"]]
     return resolved
 
 

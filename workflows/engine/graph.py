@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import InvalidInput
 from workflows.engine.conditions import Condition, parse_condition
+from workflows.engine.errors import InvalidInput
 from workflows.engine.graph_input import (
     EdgeInput,
     GraphInput,

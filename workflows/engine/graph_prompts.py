@@ -11,8 +11,8 @@ version, with {{variables}} filled. The model calls the node makes next record t
 """
 from __future__ import annotations
 
-from core.errors import RunError
-from workflows.engine.python_graphs import GraphAccounting
+from workflows.engine.errors import RunError
+from workflows.engine.graph_accounting import GraphAccounting
 from workflows.engine.hooks import FetchedPrompt
 
 

@@ -1,5 +1,5 @@
-"""The Python graphs registered in CHATTER_GRAPHS: each one's module, loaded once, and what it names (a compiled
-graph or a factory). Plain Python: validation (node_configs) and the runs (python_graphs) both read it."""
+"""The Python graphs registered (settings.graphs: Chatter's CHATTER_GRAPHS): each one's module, loaded once, and what
+it names (a compiled graph or a factory). Validation (node_configs) and the runs (python_graphs) both read it."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,20 +8,19 @@ import sys
 import threading
 from typing import Any, Callable
 
-from django.conf import settings
-
-from core.errors import InvalidInput
+from workflows.engine.errors import InvalidInput
+from workflows.engine.settings import settings
 
 _modules: dict[str, Any] = {}
 _loading = threading.Lock()
 
 
 def registered_target(name: str):
-    """What CHATTER_GRAPHS names: a compiled graph or a factory. Its module is imported once, as a module of its
+    """What a registered name stands for: a compiled graph or a factory. Its module is imported once, as a module of its
     own (in sys.modules, so that postponed annotations and pickling resolve its names)."""
-    if name not in settings.CHATTER_GRAPHS:
+    if name not in settings.graphs:
         raise InvalidInput(f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
-    path, attribute = settings.CHATTER_GRAPHS[name]
+    path, attribute = settings.graphs[name]
     with _loading:
         if path not in _modules:
             module_name = f"chatter_graphs.{name}"

@@ -1,13 +1,34 @@
 """What of a registered graph's own stream its run keeps (workflows.engine.python_graphs.graph_stream_run), as
 (method, namespace, data) for its run's log (the recorder's `graph_streamed`): LangGraph's protocol stream
-(astream_events v3) for the thread protocol, else the classic stream modes."""
+(astream_events v3) for the thread protocol, else the classic stream modes; and a state's values as JSON (as_json)."""
 from __future__ import annotations
 
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
-
-from workflows.engine.python_graphs import as_json
+from uuid import UUID
 
 CLASSIC_MODES = ["values", "updates", "custom"]
+
+
+def as_json(value):
+    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts, tuples as lists, a
+    LangGraph Interrupt as {"value", "id"}."""
+    if isinstance(value, dict):
+        return {str(key): as_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [as_json(item) for item in value]
+    if hasattr(value, "model_dump"):
+        return as_json(value.model_dump())
+    if type(value).__name__ == "Interrupt" and hasattr(value, "id"):
+        return {"value": as_json(value.value), "id": value.id}
+    if isinstance(value, (str, int, float, bool, datetime, date, Decimal)) or value is None:
+        return value  # (what a JSON encoder such as Django's writes as it should)
+    if isinstance(value, UUID):
+        return str(value)
+    if hasattr(value, "__dict__"):
+        return {key: as_json(item) for key, item in vars(value).items() if not key.startswith("_")}
+    return str(value)
 
 
 class ProtocolEvents:

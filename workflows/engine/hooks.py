@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from langchain_core.messages import BaseMessage
 
-from core.errors import RunError
+from workflows.engine.errors import RunError
 from workflows.engine.graph import Node
 from workflows.engine.usage import Price, Usage
 

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from workflows.engine.conditions import ConditionError, parse_condition
+from workflows.engine.settings import settings
 
 MAX_VALUE_DEPTH = 32  # nesting of free-form JSON values (variable.value): deeper ones could exhaust the stack
 
@@ -155,9 +156,7 @@ class DelayConfig(NodeConfig):
 
 
 def _registered_graph(name: str) -> str:
-    from django.conf import settings
-
-    if name not in settings.CHATTER_GRAPHS:
+    if name not in settings.graphs:
         raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
     from workflows.engine.graph_registry import factory_takes_runtime
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import httpx2
 
-from core.tracing import outbound_hooks
 from workflows.engine.providers import RawUsageReports, usage_reports_current
+from workflows.engine.settings import settings
 
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
 _DONE_LINE = b"data: [DONE]"
@@ -80,11 +80,11 @@ class UsageCopyingTransport(httpx2.BaseTransport):
 @functools.cache
 def shared_http_client() -> httpx2.Client:
     """One client, so one pool of kept-alive connections, for every openai call of the process: the SDK's defaults,
-    and proxies and certificates from the environment as usual; with tracing on, each request carries the trace's
-    context (traceparent: core.tracing)."""
+    and proxies and certificates from the environment as usual; and the application's hooks (settings.outbound_hooks:
+    Chatter's put the trace's context, traceparent, on each request when tracing is on)."""
     import openai
 
-    return openai.DefaultHttpxClient(event_hooks=outbound_hooks())
+    return openai.DefaultHttpxClient(event_hooks=settings.outbound_hooks())
 
 
 @functools.cache

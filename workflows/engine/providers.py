@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
-from django.conf import settings
-
-from core.errors import InvalidInput, ProviderError
 from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
+from workflows.engine.errors import InvalidInput, ProviderError
 from workflows.engine.routing import route_for
+from workflows.engine.settings import settings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -323,7 +322,7 @@ def provider_check(provider: str, *, model: str | None = None) -> None:
                 "provider 'anthropic' needs the optional package langchain-anthropic (pip install langchain-anthropic)",
                 details={"provider": ["langchain-anthropic is not installed"]},
             ) from None
-    if provider == "openai" and not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL) and not (
+    if provider == "openai" and not (settings.openai_api_key or settings.openai_base_url) and not (
             model and route_for(provider, model)):
         raise InvalidInput(
             "provider 'openai' needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local compatible server)",
@@ -340,7 +339,7 @@ def providers_configured() -> list[str]:
             provider_check(provider)
         except InvalidInput:
             continue
-        if provider == "anthropic" and not settings.ANTHROPIC_API_KEY:
+        if provider == "anthropic" and not settings.anthropic_api_key:
             continue
         usable.append(provider)
     return usable
@@ -362,7 +361,7 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     if provider != "openai":
         return None
     now = time.monotonic()
-    base = (settings.OPENAI_BASE_URL or "https://api.openai.com/v1").rstrip("/")
+    base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
     read_at, models = _served.get(base, (None, None))
     if read_at is not None and now - read_at < SERVED_MODELS_TTL_S:
         return models
@@ -370,7 +369,7 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
 
     try:
         response = shared_http_client().get(
-            f"{base}/models", timeout=5, headers={"Authorization": f"Bearer {settings.OPENAI_API_KEY or 'unused'}"})
+            f"{base}/models", timeout=5, headers={"Authorization": f"Bearer {settings.openai_api_key or 'unused'}"})
         response.raise_for_status()
         models = frozenset(entry["id"] for entry in response.json()["data"])
     except Exception:  # noqa: BLE001 - a server without a listing (or down): which models it serves is unknown
@@ -427,10 +426,10 @@ def openai_client(deployment: Deployment | None, timeout_s: float):
 
     from workflows.engine.openai_http import shared_http_client
 
-    return openai.OpenAI(base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
-                         api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
+    return openai.OpenAI(base_url=settings.openai_base_url if deployment is None else deployment.base_url,
+                         api_key=(settings.openai_api_key if deployment is None else deployment.api_key) or "unused",
                          timeout=timeout_s,
-                         max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
+                         max_retries=settings.provider_max_retries if deployment is None else 0,
                          http_client=shared_http_client())
 
 
@@ -458,18 +457,18 @@ def chat_model(
             model_name=model,
             temperature=temperature,
             max_tokens=max_tokens,
-            token_delay_s=settings.CHATTER_LOCAL_TOKEN_DELAY_MS / 1000,
+            token_delay_s=settings.local_token_delay_ms / 1000,
         )
     if provider == "openai":
         return _openai_chat_model(
             model=model,
             temperature=temperature,
             max_tokens=max_tokens,
-            base_url=settings.OPENAI_BASE_URL if deployment is None else deployment.base_url,
+            base_url=settings.openai_base_url if deployment is None else deployment.base_url,
             # Local OpenAI-compatible servers accept any key; the client insists on one.
-            api_key=(settings.OPENAI_API_KEY if deployment is None else deployment.api_key) or "unused",
+            api_key=(settings.openai_api_key if deployment is None else deployment.api_key) or "unused",
             timeout=timeout_s,
-            max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
+            max_retries=settings.provider_max_retries if deployment is None else 0,
         )
     from langchain_anthropic import ChatAnthropic
 
@@ -477,9 +476,9 @@ def chat_model(
         model=model,
         temperature=temperature,
         max_tokens=max_tokens or 1024,
-        api_key=settings.ANTHROPIC_API_KEY if deployment is None else deployment.api_key,
+        api_key=settings.anthropic_api_key if deployment is None else deployment.api_key,
         **({} if deployment is None else {"base_url": deployment.base_url}),
         stream_usage=True,
         timeout=timeout_s,
-        max_retries=settings.CHATTER_PROVIDER_MAX_RETRIES if deployment is None else 0,
+        max_retries=settings.provider_max_retries if deployment is None else 0,
     )

@@ -2,45 +2,38 @@
 (docs/api/langgraph.md#your-own-python-graphs).
 
 A registered graph's run executes the graph itself (`graph_stream_run`), its thread's state checkpointed on
-Chatter's checkpointer. Nothing wraps it: the run's rows and events come from LangChain's callbacks (a node per
-top-level task, each chat-model call accounted from its own `usage_metadata`) and LangGraph's stream (`values`,
-`updates`, `custom`). The graph runs on an event loop of its own thread; whatever touches the database runs on the
-run's own thread, which serves the loop's and the callbacks' requests until the graph ends (RunThread). A
-`python_graph` node inside a Chatter graph runs a registered graph as one node (`python_graph_invoke`).
+Chatter's checkpointer. Nothing wraps it: the run's rows and events come from LangChain's callbacks
+(graph_accounting.GraphAccounting) and LangGraph's stream (`values`, `updates`, `custom`: graph_streams). The graph
+runs on an event loop of its own thread; whatever touches the database runs on the run's own thread, which serves the
+loop's and the callbacks' requests until the graph ends (graph_accounting.RunThread). A `python_graph` node inside a
+Chatter graph runs a registered graph as one node (`python_graph_invoke`).
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
-import queue
 import threading
-import time
-from concurrent.futures import Future
-from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable
-from uuid import UUID
+from typing import Any
 
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 
-from core.errors import InvalidInput, RunError
-from core.money import usd
+from workflows.engine.errors import InvalidInput, LimitExceeded, RunError
 from workflows.engine.graph import Node
+from workflows.engine.graph_accounting import GraphAccounting, RunThread
 from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
-from workflows.engine.hooks import CallStarted, RetrievalRequest
-from workflows.engine.retrieval import collections_retrieve
+from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, as_json, classic_stream
+from workflows.engine.money import usd
 from workflows.engine.runtime import RunContext
-from workflows.engine.tool_reservations import ToolReservations
-from workflows.engine.tools import MCP_SERVER_METADATA
-from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
+from workflows.engine.usage import Usage
 
 MAX_STEPS = 100
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
 # In a registered graph run's final state when it stopped at a static breakpoint: the nodes that run next. The run
 # ends (as LangGraph's server ends it, `success`); its thread waits there, `interrupted`, until a run goes on.
 STOPPED_BEFORE = "__stopped_before__"
-NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
+
+
 async def graph_build(name: str, *, config: dict | None = None):
     """The compiled graph a registered name stands for; a factory is called (and awaited) with the run's config."""
     target = registered_target(name)
@@ -63,323 +56,6 @@ def graph_load(name: str, *, config: dict | None = None):
     return asyncio.run(graph_build(name, config=config))
 
 
-def as_json(value):
-    """A state value as JSON: LangChain's messages (and any pydantic model) as their dicts, tuples as lists, a
-    LangGraph Interrupt as {"value", "id"}."""
-    if isinstance(value, dict):
-        return {str(key): as_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [as_json(item) for item in value]
-    if hasattr(value, "model_dump"):
-        return as_json(value.model_dump())
-    if type(value).__name__ == "Interrupt" and hasattr(value, "id"):
-        return {"value": as_json(value.value), "id": value.id}
-    if isinstance(value, (str, int, float, bool, datetime, date, Decimal)) or value is None:
-        return value  # (what a JSON encoder such as Django's writes as it should)
-    if isinstance(value, UUID):
-        return str(value)
-    if hasattr(value, "__dict__"):
-        return {key: as_json(item) for key, item in vars(value).items() if not key.startswith("_")}
-    return str(value)
-
-
-class RunThread:
-    """The run's own thread serving calls made on other threads (the graph's event loop, LangChain's callback
-    executors): the database is touched on one thread, in the order the calls come."""
-
-    _DONE = object()
-
-    def __init__(self):
-        self.ident = threading.get_ident()
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-
-    def call(self, fn: Callable, *args, **kwargs):
-        """fn(*args, **kwargs) on the run's thread; returns its result or raises its exception."""
-        if threading.get_ident() == self.ident:
-            return fn(*args, **kwargs)
-        return self.submit(fn, *args, **kwargs).result()
-
-    def submit(self, fn: Callable, *args, **kwargs) -> Future:
-        """fn(*args, **kwargs) queued for the run's thread: the Future of its result."""
-        done: Future = Future()
-        self._calls.put((fn, args, kwargs, done))
-        return done
-
-    def finished(self) -> None:
-        self._calls.put(self._DONE)
-
-    def serve(self, *, idle: Callable[[], None], idle_s: float = 0.5) -> None:
-        """Run the calls as they come until `finished`; `idle` is called whenever none came for `idle_s`."""
-        while True:
-            try:
-                item = self._calls.get(timeout=idle_s)
-            except queue.Empty:
-                idle()
-                continue
-            if item is self._DONE:
-                return
-            fn, args, kwargs, done = item
-            try:
-                done.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, on its thread
-                done.set_exception(exc)
-
-
-def _node(name: str) -> Node:
-    return Node(id=name, type=NODE_TYPE, config={}, label=name)
-
-
-class GraphAccounting(BaseCallbackHandler):
-    """LangChain's callbacks of a registered graph's run turned into the run's hooks, on the run's thread."""
-
-    raise_error = True  # a cancel or a limit raised at a token or node boundary must stop the graph
-
-    def __init__(self, ctx: RunContext, run_thread: RunThread | None, *, node: Node | None = None):
-        self.ctx, self.run_thread = ctx, run_thread
-        self.fixed_node = node  # a python_graph node of a Chatter graph: everything is that node's
-        self.root: UUID | None = None
-        self.task_of: dict[UUID, UUID] = {}  # every run seen inside a task → the task's (top-level node's) run id
-        self.tasks: dict[UUID, dict] = {}  # open task → {"node", "opened", "calls", "ending"}
-        self.calls: dict[UUID, dict] = {}
-        self.tools: dict[UUID, dict] = {}
-        self.reservations = ToolReservations(ctx)  # priced MCP calls in flight, held to the run's budgets
-        self.usage_by_message: dict[str, Any] = {}  # an AI message's id → the usage of the call that produced it
-        self._lock = threading.Lock()
-
-    # --- which node a callback belongs to ----------------------------------------------------------------
-    def _task(self, run_id: UUID, parent_run_id: UUID | None) -> UUID | None:
-        with self._lock:
-            task = self.task_of.get(parent_run_id) if parent_run_id is not None else None
-            if task is not None:
-                self.task_of[run_id] = task
-            return task
-
-    def _call(self, fn: Callable, *args) -> Any:
-        """fn on the run's thread (with no RunThread, a python_graph node's sync run: where the callback is)."""
-        return self.run_thread.call(fn, *args) if self.run_thread is not None else fn(*args)
-
-    def _in_node(self, task: UUID | None, fn: Callable[[Node], Any]) -> Any:
-        """fn(node) on the run's thread with the task's node row as the recorder's open one."""
-        if self.fixed_node is not None:
-            return self._call(fn, self.fixed_node)
-        opened = self.tasks.get(task) if task is not None else None
-
-        def focused():
-            if opened is not None and opened["opened"] is not None:
-                self.ctx.hooks.node_focus(opened["opened"])
-            return fn(opened["node"] if opened is not None else _node("graph"))
-        return self._call(focused)
-
-    def prompt_for(self, parent_run_id: UUID | None, ref: dict, variables: dict):
-        """A stored prompt fetched by a node of the graph (graph_prompts.prompt_fetch), with that node's row open,
-        so the calls it makes next record the version."""
-        return self._in_node(self.task_of.get(parent_run_id), lambda node: self.ctx.hooks.prompt(node, ref, variables))
-
-    # --- nodes ---------------------------------------------------------------------------------------------
-    def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, tags=None, metadata=None,
-                       **kwargs) -> None:
-        if self.root is None and parent_run_id is None:
-            self.root = run_id
-            return
-        if self.fixed_node is not None or parent_run_id != self.root:
-            self._task(run_id, parent_run_id)
-            return
-        name = kwargs.get("name") or (metadata or {}).get("langgraph_node") or "node"
-        if name.startswith("__") or "langsmith:hidden" in (tags or []):
-            return
-        node = _node(name)
-        task = {"node": node, "opened": None, "calls": 0, "ending": None}
-        with self._lock:
-            self.task_of[run_id] = run_id
-            self.tasks[run_id] = task
-
-        def start():
-            self.ctx.checkpoint()
-            self.ctx.hooks.node_started(node)
-            task["opened"] = self.ctx.hooks.node_focus(None)
-        self._call(start)
-
-    def _task_end(self, run_id: UUID, *, status: str, output: dict, error: str = "", paused: bool = False) -> None:
-        task = self.tasks.get(run_id)
-        if task is None or task["opened"] is None:
-            return
-        if task["calls"] > 0:  # a model call of it has not ended yet: the node ends with its last call
-            task["ending"] = {"status": status, "output": output, "error": error, "paused": paused}
-            return
-        self.tasks.pop(run_id, None)
-
-        def end():
-            self.ctx.hooks.node_focus(task["opened"])
-            if paused:
-                self.ctx.hooks.node_paused(task["node"])
-            else:
-                self.ctx.hooks.node_finished(task["node"], status=status, output=output, error=error)
-        self._call(end)
-
-    def on_chain_end(self, outputs, *, run_id, **kwargs) -> None:
-        if run_id in self.tasks:
-            self._task_end(run_id, status="completed", output=_summary(outputs))
-
-    def on_chain_error(self, error, *, run_id, **kwargs) -> None:
-        if run_id not in self.tasks:
-            return
-        from langgraph.errors import GraphBubbleUp
-
-        if isinstance(error, GraphBubbleUp):  # interrupt(): the node waits for an answer, and runs again on it
-            self._task_end(run_id, status="running", output={}, paused=True)
-        else:
-            self._task_end(run_id, status="failed", output={},
-                           error=str(error) if isinstance(error, RunError) else f"{type(error).__name__}: {error}")
-
-    # --- model calls -----------------------------------------------------------------------------------------
-    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, metadata=None,
-                            **kwargs) -> None:
-        task = self._task(run_id, parent_run_id)
-        metadata = metadata or {}
-        prompt = messages[0] if messages else []
-        call = {"provider": str(metadata.get("ls_provider") or "unknown"),
-                "model": str(metadata.get("ls_model_name") or "unknown"), "prompt": prompt,
-                "started": time.monotonic(), "text": "", "task": task}
-        self.calls[run_id] = call
-        if task in self.tasks:
-            self.tasks[task]["calls"] += 1
-
-        def started(node):
-            self.ctx.hooks.model_call_started(node, CallStarted(
-                call["provider"], call["model"], estimate_prompt_tokens(prompt),
-                lambda: streamed_so_far(AIMessage(call["text"])),
-                temperature=metadata.get("ls_temperature")))
-            self.ctx.checkpoint()
-        self._in_node(task, started)
-
-    def on_llm_new_token(self, token, *, run_id, **kwargs) -> None:
-        call = self.calls.get(run_id)
-        if call is None or not isinstance(token, str) or not token:
-            return
-        call["text"] += token
-
-        message = getattr(kwargs.get("chunk"), "message", None)
-
-        def streamed(node):
-            self.ctx.partial_text += token
-            self.ctx.hooks.token(node, token, message_id=getattr(message, "id", None))
-            self.ctx.checkpoint()
-        self._in_node(call["task"], streamed)
-
-    def on_llm_end(self, response, *, run_id, **kwargs) -> None:
-        call = self.calls.pop(run_id, None)
-        if call is None:  # a completion model, not a chat model: not one this accounting knows
-            return
-        generation = response.generations[0][0] if response.generations and response.generations[0] else None
-        message = getattr(generation, "message", None) or AIMessage(call["text"])
-        usage = usage_from_message(message, prompt=call["prompt"])
-        reported = (message.response_metadata or {}).get("model_name") or call["model"]
-        whole = message.content if not call["text"] and isinstance(message.content, str) else ""
-
-        def recorded(node):
-            if whole:  # a reply given whole (not streamed) reaches the run's watchers as one token, as it streams
-                self.ctx.partial_text += whole
-                self.ctx.hooks.token(node, whole, message_id=message.id)
-            if message.id:  # booked on the message before the call counts: a limit it passes still leaves it there
-                self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
-            recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
-                                                   requested_model=call["model"], usage=usage,
-                                                   started=call["started"], message_id=message.id,
-                                                   finish_reason=(message.response_metadata or {}).get(
-                                                       "finish_reason") or "")
-            if message.id:
-                self.usage_by_message[message.id]["usage"] = recorded_call.usage
-        self._in_node(call["task"], recorded)
-        self._call_ended(call["task"])
-
-    def on_llm_error(self, error, *, run_id, **kwargs) -> None:
-        call = self.calls.pop(run_id, None)
-        if call is not None:
-            self._call_ended(call["task"])
-
-    def _call_ended(self, task: UUID | None) -> None:
-        opened = self.tasks.get(task) if task is not None else None
-        if opened is None:
-            return
-        opened["calls"] -= 1
-        if opened["calls"] == 0 and opened["ending"] is not None:
-            self._task_end(task, **opened["ending"])
-
-    # --- tools ------------------------------------------------------------------------------------------------
-    def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, inputs=None, **kwargs) -> None:
-        task = self._task(run_id, parent_run_id)
-        metadata = kwargs.get("metadata") or {}
-        self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
-                              "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
-                              "started": time.monotonic(), "task": task, "call_id": kwargs.get("tool_call_id"),
-                              "server_id": metadata.get(MCP_SERVER_METADATA)}
-        self._in_node(task, lambda node: self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"]))
-
-    def _tool_ended(self, run_id, *, result: str, ok: bool, error: str) -> None:
-        tool = self.tools.pop(run_id, None)
-        if tool is None:
-            return
-        # An MCP tool's call is charged its price when it answered (its server named in its metadata).
-        cost = self.ctx.hooks.tool_price(tool["tool"]) if ok and tool["server_id"] else Decimal("0")
-        self.ctx.tool_cost_add(cost)
-
-        def recorded(node):  # its cost counts as its reservation ends, in one step on the run's thread
-            self.reservations.release(tool["call_id"])
-            self.ctx.hooks.tool_called(
-                node, tool=tool["tool"], arguments=tool["arguments"], result=result, ok=ok, error=error,
-                duration_ms=int((time.monotonic() - tool["started"]) * 1000), server_id=tool["server_id"], cost=cost)
-        self._in_node(tool["task"], recorded)
-
-    async def tool_reserve(self, tool: str, call_id: str | None) -> str | None:
-        """Before an MCP tool's call (tools.langchain, on the graph's loop): None when it may be made, else why not
-        (ToolReservations), decided on the run's thread within the node that makes the call."""
-        task = next((t["task"] for t in list(self.tools.values()) if t["call_id"] == call_id), None)
-        return await asyncio.to_thread(self._in_node, task, lambda node: self.reservations.reserve(tool, call_id))
-
-    def on_tool_end(self, output, *, run_id, **kwargs) -> None:
-        content = getattr(output, "content", output)
-        if isinstance(content, list):  # content blocks (an MCP tool's, through langchain-mcp-adapters): their text
-            content = "\n".join(b["text"] if isinstance(b, dict) and "text" in b else str(b) for b in content)
-        text = content if isinstance(content, str) else str(content)
-        if getattr(output, "status", "success") == "error":  # a ToolMessage of a tool that failed and said so
-            self._tool_ended(run_id, result="", ok=False, error=text)
-        else:
-            self._tool_ended(run_id, result=text, ok=True, error="")
-
-    def on_tool_error(self, error, *, run_id, **kwargs) -> None:
-        self._tool_ended(run_id, result="", ok=False, error=f"{type(error).__name__}: {error}")
-
-    # --- knowledge collections (workflows.graph_knowledge) --------------------------------------------------------
-    def collections_search(self, run_id: UUID, request: RetrievalRequest) -> list[dict]:
-        """A retriever's search (its run `run_id`), done by the run in the node it is part of: recorded there."""
-        return self._in_node(self.task_of.get(run_id), lambda node: collections_retrieve(node, self.ctx, request))
-
-    # --- the store's index (workflows.engine.run_store) -----------------------------------------------------------
-    def store_embed(self, run_id: UUID | None) -> Callable[[str, list[str], int | None], list[list[float]]]:
-        """How the store embeds for the LangChain run `run_id` (a node, or inside one): each request an LLM call of
-        that node (of the graph, when it is none), on the run's thread."""
-        task = self.task_of.get(run_id) if run_id is not None else None
-
-        def embed(model: str, texts: list[str], dimensions: int | None) -> list[list[float]]:
-            provider, _, name = model.partition("/")
-            return self._in_node(task, lambda node: self.ctx.embed(node, texts, dimensions=dimensions,
-                                                                   provider=provider, model=name))
-        return embed
-
-    # --- anything else inside a task keeps its task -------------------------------------------------------------
-    def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs) -> None:
-        self._task(run_id, parent_run_id)
-
-    def on_llm_start(self, serialized, prompts, *, run_id, parent_run_id=None, **kwargs) -> None:
-        self._task(run_id, parent_run_id)
-
-
-def _summary(outputs) -> dict:
-    """A node's result as its row keeps it (size-capped by the recorder)."""
-    data = as_json(outputs)
-    return data if isinstance(data, dict) else {"result": data}
-
-
 def booked_as_json(booked: dict) -> dict:
     """Each AI message's call usage (GraphAccounting.usage_by_message) as JSON, kept while a run waits for input
     (booked_from_json reads it back when it goes on)."""
@@ -390,10 +66,6 @@ def booked_as_json(booked: dict) -> dict:
 
 
 def booked_from_json(kept: dict | None) -> dict:
-    from decimal import Decimal
-
-    from workflows.engine.usage import Usage
-
     booked = {}
     for message_id, entry in (kept or {}).items():
         booked[message_id] = {"provider": entry["provider"], "model": entry["model"]}
@@ -446,7 +118,6 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
-    from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, classic_stream
     from workflows.engine.run_store import StoreOnRunThread
 
     run_thread = RunThread()
@@ -537,7 +208,6 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         raise outcome["stopped"]
     if isinstance(error, GraphRecursionError):
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
-        from core.errors import LimitExceeded
         raise LimitExceeded("max_steps", MAX_STEPS) from None
     if error is not None:
         raise error

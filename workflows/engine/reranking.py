@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.errors import InvalidInput, ProviderError
+from workflows.engine.errors import InvalidInput, ProviderError
 from workflows.engine.providers import openai_client, provider_check
 
 if TYPE_CHECKING:

@@ -1,10 +1,11 @@
-"""Routing of model calls over deployments (CHATTER_DEPLOYMENTS, a JSON or YAML file): a model name served by several
+"""Routing of model calls over deployments (settings.deployments, a JSON or YAML file): a model name served by several
 deployments, chosen by weight among the healthy ones, with ordered fallbacks
 (docs/api/gateway.md#routing-over-deployments).
 
-The file is read and validated once per process (workflows.apps); a call reads the table from memory. Cooldowns
-and each deployment's requests and tokens this minute are kept in the shared cache, so choosing a deployment costs
-one cache read, never a database query; if the cache cannot be reached every deployment counts as healthy (logged).
+The file is read and validated once per process (Chatter reads it as it starts: workflows.engine_setup); a call reads
+the table from memory. Cooldowns and each deployment's requests and tokens this minute are kept in the shared cache
+(settings.shared_cache), so choosing a deployment costs one cache read, never a database query; if the cache cannot be
+reached every deployment counts as healthy (logged).
 """
 from __future__ import annotations
 
@@ -19,17 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-from django.conf import settings
-from django.core.cache import cache
-from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workflows.engine.settings import settings
 
 logger = logging.getLogger(__name__)
 
-SETTING = "CHATTER_DEPLOYMENTS"
 WINDOW_S = 60  # the counting window of a deployment's rpm and tpm
 COOLDOWN_MAX_S = 3600.0
 ROUTED_PROVIDERS = ("openai", "anthropic")
+
+
+class DeploymentsInvalid(ValueError):
+    """A deployments file that cannot be used: every problem named (a variable that is not set by its name, its
+    value never shown)."""
+
+    def __init__(self, path: str, problems: str):
+        super().__init__(f"deployments file {path}: {problems}")
+        self.path, self.problems = path, problems
 
 
 class _DeploymentSpec(BaseModel):
@@ -148,23 +156,21 @@ def _read(path: Path):
 
 
 def deployments_load(raw: str, *, environ=os.environ) -> RoutingTable:
-    """The routing table of the file `raw` names, validated; ImproperlyConfigured naming the setting, the file and
-    every problem (a variable that is not set is named, its value never shown)."""
+    """The routing table of the file `raw` names, validated; DeploymentsInvalid naming the file and every problem."""
     path = Path(raw).expanduser()
-    where = f"{SETTING} ({raw})"
     try:
         data = _read(path)
     except OSError as exc:
-        raise ImproperlyConfigured(f"{where}: the file cannot be read ({exc.strerror or exc})") from None
+        raise DeploymentsInvalid(raw, f"the file cannot be read ({exc.strerror or exc})") from None
     except ValueError as exc:  # json's and yaml's parse errors
-        raise ImproperlyConfigured(f"{where}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} "
-                                   f"({str(exc).splitlines()[0]})") from None
+        raise DeploymentsInvalid(raw, f"not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} "
+                                      f"({str(exc).splitlines()[0]})") from None
     try:
         spec = _FileSpec.model_validate(data)
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, error['loc'])) or 'file'}: {error['msg'].removeprefix('Value error, ')}"
                     for error in exc.errors(include_input=False, include_url=False)]
-        raise ImproperlyConfigured(f"{where}: {'; '.join(problems)}") from None
+        raise DeploymentsInvalid(raw, "; ".join(problems)) from None
     missing, anthropic = [], False
     routes = {}
     for name, route in spec.models.items():
@@ -186,7 +192,7 @@ def deployments_load(raw: str, *, environ=os.environ) -> RoutingTable:
         if importlib.util.find_spec("langchain_anthropic") is None:
             missing.append("an anthropic deployment needs the optional package langchain-anthropic")
     if missing:
-        raise ImproperlyConfigured(f"{where}: {'; '.join(missing)}")
+        raise DeploymentsInvalid(raw, "; ".join(missing))
     return RoutingTable(routes=routes, cooldown_s=spec.cooldown_s)
 
 
@@ -195,8 +201,8 @@ _tables_lock = threading.Lock()
 
 
 def routing_table() -> RoutingTable | None:
-    """The table of the file CHATTER_DEPLOYMENTS names, read once per process; None without the setting."""
-    raw = getattr(settings, SETTING, None)
+    """The table of the deployments file (settings.deployments), read once per process; None without one."""
+    raw = settings.deployments
     if not raw:
         return None
     table = _tables.get(raw)
@@ -243,7 +249,7 @@ def route_deployments(route: Route, *, table: RoutingTable, rng: random.Random |
         window = int(time.time() // WINDOW_S)
         keys = {d.name: (_key("cooldown", d), _key("rpm", d, window), _key("tpm", d, window)) for d in candidates}
         try:
-            state = cache.get_many([key for group in keys.values() for key in group])
+            state = settings.shared_cache.get_many([key for group in keys.values() for key in group])
         except Exception:  # noqa: BLE001 - a cache outage does not stop calls
             logger.warning("routing: deployments' state not read, the shared cache failed", exc_info=True)
             state = {}
@@ -271,8 +277,8 @@ def route_deployments(route: Route, *, table: RoutingTable, rng: random.Random |
 
 def _counted(key: str, amount: int = 1) -> int:
     try:
-        cache.add(key, 0, timeout=WINDOW_S * 2)
-        return cache.incr(key, amount)
+        settings.shared_cache.add(key, 0, timeout=WINDOW_S * 2)
+        return settings.shared_cache.incr(key, amount)
     except Exception:  # noqa: BLE001 - a cache outage does not stop calls
         logger.warning("routing: a deployment's count not kept, the shared cache failed", exc_info=True)
         return 0
@@ -283,7 +289,7 @@ def deployment_cool_down(deployment: Deployment, *, table: RoutingTable, retry_a
     Retry-After when longer, up to an hour). Returns the seconds it cools down."""
     seconds = min(max(table.cooldown_s, retry_after_s or 0.0), COOLDOWN_MAX_S)
     try:
-        cache.set(_key("cooldown", deployment), time.time() + seconds, timeout=math.ceil(seconds))
+        settings.shared_cache.set(_key("cooldown", deployment), time.time() + seconds, timeout=math.ceil(seconds))
     except Exception:  # noqa: BLE001 - a cache outage does not stop calls
         logger.warning("routing: %s not cooled down, the shared cache failed", deployment.label, exc_info=True)
     return seconds

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Sequence
 
-from django.conf import settings
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -21,8 +20,8 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
-from core.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from workflows.engine.chat_messages import choice_as_openai, tool_calls_streamed
+from workflows.engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from workflows.engine.graph import Node
 from workflows.engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
 from workflows.engine.providers import (
@@ -43,6 +42,7 @@ from workflows.engine.routing import (
     route_deployments,
     routing_table,
 )
+from workflows.engine.settings import settings
 from workflows.engine.tools import TOOLS
 from workflows.engine.usage import (
     Usage,
@@ -100,7 +100,7 @@ class RunContext:
     def _call_timeout_s(self, limit_s: float | None = None) -> tuple[float, bool]:
         """How long one provider request may wait (`limit_s`: a deployment's own timeout), and whether the run's own
         deadline is what bounds it."""
-        remaining, limit_s = self.remaining_s(), limit_s or settings.CHATTER_PROVIDER_TIMEOUT_S
+        remaining, limit_s = self.remaining_s(), limit_s or settings.provider_timeout_s
         return min(remaining, limit_s), remaining < limit_s
 
     def _exceed(self, limit: str, value: Any) -> None:
@@ -130,7 +130,7 @@ class RunContext:
         cfg = node.config
         provider = cfg.get("provider") or self.config["provider"]
         model_name = cfg.get("model") or (self.config["model"] if provider == self.config["provider"] else None)
-        model_name = model_name or settings.CHATTER_PROVIDER_DEFAULT_MODELS[provider]
+        model_name = model_name or settings.provider_default_models[provider]
         raw_usage = RawUsageReports()
         max_tokens = _first(cfg.get("max_tokens"), self.config["max_tokens"])
         self.partial_text = ""
