@@ -23,6 +23,7 @@ from tests.factories import ApiTokenFactory
 
 BEFORE = [("chatter_project", "0001_initial")]
 AFTER = [("chatter_project", "0002_hash_plain_tokens")]
+MOVED = [("chatter_project", "0003_api_keys")]
 OLD_KEY = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"  # DRF's shape: 40 hex characters
 
 
@@ -67,32 +68,26 @@ def test_the_database_holds_no_token_that_authenticates(alice, bob):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_plain_text_token_still_works_after_the_migration_that_hashes_it(alice):
+def test_tokens_from_before_the_hashing_and_before_the_keys_app_keep_working_after_their_migrations(alice, staff):
+    """One trip back through the migrations (each costs seconds: every app after chatter_project 0001 is unapplied
+    and applied again) for two kinds of old key: a plain-text token as DRF stored it, hashed by chatter_project 0002
+    (the plain-text row deleted, the key still authenticating over HTTP and websockets), and a key made in
+    chatter_project's table before the keys app existed, which keys 0001 takes over as it is: its row, and its
+    content type with the admin permissions on it."""
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
     try:
         Token.objects.create(key=OLD_KEY, user=alice)  # as DRF stored it
         executor.loader.build_graph()
         executor.migrate(AFTER)
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        hashed_apps = executor.loader.project_state(AFTER).apps
+        assert not hashed_apps.get_model("authtoken", "Token").objects.exists()  # the plain-text key is gone
+        [hashed] = hashed_apps.get_model("chatter_project", "ApiToken").objects.all()  # one key for one token
+        assert hashed.user_id == alice.pk and hashed.prefix == OLD_KEY[:8]
 
-    assert not Token.objects.exists()  # the plain-text key is gone
-    [token] = ApiToken.objects.all()
-    assert token.user == alice and token.prefix == OLD_KEY[:8] and OLD_KEY not in stored_strings()
-    assert authenticates(OLD_KEY)
-    assert async_to_sync(websocket_accepts)(OLD_KEY)
-    assert not async_to_sync(websocket_accepts)(OLD_KEY[:-1] + "0")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_key_made_before_the_keys_app_had_its_table_keeps_working_and_its_admin_permissions(alice, staff):
-    """keys 0001 takes the table over as it is: its rows, and its content type with the permissions on it."""
-    executor = MigrationExecutor(connection)
-    executor.migrate([("chatter_project", "0003_api_keys"), ("keys", None)])
-    try:
-        old_apps = executor.loader.project_state([("chatter_project", "0003_api_keys")]).apps
+        executor.loader.build_graph()
+        executor.migrate(MOVED)  # chatter_project's ApiToken grown into an API key; the keys app not yet there
+        old_apps = executor.loader.project_state(MOVED).apps
         key = "made-before-the-move-" + "x" * 20
         old_apps.get_model("chatter_project", "ApiToken").objects.create(
             user_id=alice.pk, digest=token_digest(key), prefix=key[:8], name="old", scopes=["read"])
@@ -107,8 +102,14 @@ def test_a_key_made_before_the_keys_app_had_its_table_keeps_working_and_its_admi
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
 
-    [token] = ApiToken.objects.all()
-    assert (token.name, token.scopes, token.user) == ("old", ["read"], alice) and authenticates(key)
+    assert not Token.objects.exists()
+    from_token, made_before = ApiToken.objects.order_by("name")  # exactly these two
+    assert from_token.user == alice and from_token.prefix == OLD_KEY[:8] and OLD_KEY not in stored_strings()
+    assert authenticates(OLD_KEY)
+    assert async_to_sync(websocket_accepts)(OLD_KEY)
+    assert not async_to_sync(websocket_accepts)(OLD_KEY[:-1] + "0")
+
+    assert (made_before.name, made_before.scopes, made_before.user) == ("old", ["read"], alice) and authenticates(key)
     ContentType.objects.clear_cache()
     assert ContentType.objects.get_for_model(ApiToken).pk == content_type.pk  # the same row, now the keys app's
     assert type(staff).objects.get(pk=staff.pk).has_perm("keys.view_apitoken")

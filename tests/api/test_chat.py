@@ -350,8 +350,9 @@ async def test_a_streamed_turn_with_bad_input_is_a_json_400_and_no_row(async_cli
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_client_that_disconnects_mid_stream_does_not_fail_the_run(daphne_server, alice):
-    server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")
+def test_a_client_that_disconnects_mid_stream_does_not_fail_the_run(shared_daphne_server, alice):
+    server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")  # as test_execution_events' live resume
+    logged_before = server.log.stat().st_size  # what the shared server logged for earlier tests
     key = ApiTokenFactory(user=alice).key
     message = "please repeat all of these words back to me slowly one at a time " * 2
 
@@ -378,4 +379,4 @@ def test_a_client_that_disconnects_mid_stream_does_not_fail_the_run(daphne_serve
     assert reply.completion_tokens > 0 and reply.total_tokens == execution.total_tokens
     assert reply.cost == execution.cost > 0
     assert_all(execution)
-    assert "Traceback" not in server.log.read_text()
+    assert b"Traceback" not in server.log.read_bytes()[logged_before:]

@@ -179,8 +179,8 @@ def test_a_real_server_resumes_a_finished_run_from_last_event_id(shared_daphne_s
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_server_resumes_a_live_run_without_gaps_or_duplicates(daphne_server, alice):
-    server = daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")
+def test_a_real_server_resumes_a_live_run_without_gaps_or_duplicates(shared_daphne_server, alice):
+    server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="50")  # as test_chat's client that disconnects
     headers = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
     message = "tell me everything about the weather in a rather long answer " * 2
 

@@ -110,9 +110,9 @@ def test_a_webhook_needs_the_signing_secret(api, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_crossing_reaches_the_owners_events_websocket(alice, daphne_server):
+def test_a_crossing_reaches_the_owners_events_websocket(alice, shared_daphne_server):
     """A real server: alice's /ws/events/ client sees `budget_threshold` among her run's events, before its end."""
-    server = daphne_server()
+    server = shared_daphne_server()
     key = ApiTokenFactory(user=alice).key
     BudgetFactory(owner=alice, period="day", limit_tokens=100, mode="soft", thresholds=[1])
     received, subscribed = [], threading.Event()

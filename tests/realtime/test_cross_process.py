@@ -18,8 +18,9 @@ pytestmark = [
 ]
 
 
-def test_a_run_in_a_command_process_reaches_a_websocket_client_of_a_daphne_process(alice, daphne_server, tmp_path):
-    server = daphne_server()
+def test_a_run_in_a_command_process_reaches_a_websocket_client_of_a_daphne_process(alice, shared_daphne_server,
+                                                                                   tmp_path):
+    server = shared_daphne_server()
     token = ApiTokenFactory(user=alice).key
     received: list[dict] = []
     subscribed = threading.Event()

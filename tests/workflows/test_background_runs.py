@@ -27,8 +27,8 @@ def http(alice):
     return {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
 
 
-def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, daphne_server, tmp_path, http):
-    server = daphne_server()
+def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, shared_daphne_server, tmp_path, http):
+    server = shared_daphne_server()
     worker = start_worker(tmp_path)
     try:
         response = httpx.post(f"{server.base_url}/api/v1/chat/", headers=http, timeout=30,
@@ -47,10 +47,11 @@ def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, daphne_server
     assert_all(execution)
 
 
-def test_cancelling_a_pending_background_run_means_the_worker_never_runs_it(alice, daphne_server, tmp_path, http):
+def test_cancelling_a_pending_background_run_means_the_worker_never_runs_it(alice, shared_daphne_server, tmp_path,
+                                                                           http):
     from django_q.models import OrmQ
 
-    server = daphne_server()
+    server = shared_daphne_server()
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers=http, timeout=30,
                           json={"message": "What is 12*7?", "background": True})
     execution_id = response.json()["id"]

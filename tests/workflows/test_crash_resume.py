@@ -43,9 +43,9 @@ def reconcile() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_checkpoint(alice, daphne_server,
+def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_checkpoint(alice, shared_daphne_server,
                                                                                      tmp_path):
-    server = daphne_server()
+    server = shared_daphne_server()
     token = ApiTokenFactory(user=alice).key
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
                           json={"message": "What is 12*7?", "background": True}, timeout=30)

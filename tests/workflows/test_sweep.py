@@ -263,8 +263,8 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
 
 # --- a real worker process killed with SIGKILL mid-run -------------------------------------------------
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne_server, tmp_path):
-    server = daphne_server()
+def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, shared_daphne_server, tmp_path):
+    server = shared_daphne_server()
     token = ApiTokenFactory(user=alice).key
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers={"Authorization": f"Token {token}"},
                           json={"message": "What is 12*7?", "background": True}, timeout=30)
@@ -305,10 +305,10 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, daphne
 # --- a real cluster killed with SIGKILL while it held queued runs ---------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_one(alice, tmp_path,
-                                                                                   daphne_server):
+                                                                                   shared_daphne_server):
     from django_q.models import OrmQ
 
-    server = daphne_server()  # a server queues the runs for real workers (this process runs tasks in place)
+    server = shared_daphne_server()  # a server queues the runs for real workers (this process runs tasks in place)
     key = ApiTokenFactory(user=alice).key
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {key}"}, timeout=30) as client:
         runs = [WorkflowExecution.objects.get(pk=client.post("/api/v1/chat/", json={
