@@ -16,14 +16,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone as django_timezone
 
-from core.containment import json_contains, rows_containing
 from agent_server.models import Assistant, AssistantVersion
 from audit.services import audit_record
 from conversations.selectors import conversation_list
 from conversations.services import conversation_delete
+from core.containment import json_contains, rows_containing
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from workflows.engine.config import CONFIG_KEYS, config_errors
-from workflows.engine.graph import parse_graph
+from engine.config import CONFIG_KEYS, config_errors
+from engine.graph import parse_graph
 from workflows.models import WorkflowDefinition, WorkflowSchedule, WorkflowTemplate
 from workflows.selectors import definition_get, definition_list, template_get, template_list
 from workflows.services.schedules import schedule_delete
@@ -75,7 +75,7 @@ class RegisteredGraph:
     name: str
 
     def as_graph(self) -> dict:
-        """The Chatter graph that runs it: one python_graph node (workflows.engine.python_graphs)."""
+        """The Chatter graph that runs it: one python_graph node (engine.python_graphs)."""
         return {"nodes": [{"id": "start", "type": "start"},
                           {"id": "graph", "type": "python_graph", "config": {"graph": self.name}},
                           {"id": "end", "type": "end"}],
@@ -237,7 +237,7 @@ def assistant_graph(*, row) -> dict:
     """The graph in LangGraph's drawable JSON shape: nodes {id, type, data}, edges {source, target, conditional}."""
     row = graph_of(row)
     if isinstance(row, RegisteredGraph):
-        from workflows.engine.python_graphs import graph_load
+        from engine.python_graphs import graph_load
 
         return graph_load(row.name).get_graph().to_json()
     graph = parse_graph(row.graph if isinstance(row, WorkflowTemplate) else {"nodes": row.nodes, "edges": row.edges})
@@ -262,7 +262,7 @@ def assistant_schemas(*, row) -> dict:
 def _registered_schemas(name: str) -> dict:
     """A registered graph's own schemas, as LangGraph gives them; one it cannot make (its state type, a factory's
     needs) is null, as the stock server leaves what it cannot read."""
-    from workflows.engine.python_graphs import graph_load
+    from engine.python_graphs import graph_load
 
     graph = _schema(lambda: graph_load(name))
     if graph is None:
@@ -291,7 +291,7 @@ def assistant_subgraphs(*, row, namespace: str | None = None, recurse: bool = Fa
     """The subgraphs of the assistant's graph, as the stock server answers them: each one's namespace (a nested
     one's `outer|inner`, with `recurse`) and its schemas; `namespace`: only that subgraph (LangGraph's own
     get_subgraphs). A graph of Chatter's own nodes has none (a python_graph node runs its graph as one node)."""
-    from workflows.engine.python_graphs import graph_load
+    from engine.python_graphs import graph_load
 
     graph = graph_of(row)  # 404 when the graph of a user's assistant is gone
     if not isinstance(graph, RegisteredGraph):
@@ -325,14 +325,14 @@ def _graph_id_checked(*, user, graph_id: str) -> str:
 
 
 def _config_checked(*, config: dict, context: dict, graph_id: str) -> None:
-    """Refuse (before any write) a config or context a run of the assistant would refuse (workflows.engine.config),
+    """Refuse (before any write) a config or context a run of the assistant would refuse (engine.config),
     and a `configurable` that is not an object. A registered graph's context is the graph's own (any keys)."""
     if not isinstance(config.get("configurable", {}), dict):
         raise InvalidInput("config.configurable must be an object", details=[
             {"path": "config.configurable", "code": "invalid_type", "message": "configurable must be an object"}])
     own_context = graph_id in settings.CHATTER_GRAPHS
     if own_context:  # a graph none of its runs could run (a factory asking for a ServerRuntime): refused as they are
-        from workflows.engine.graph import parse_graph
+        from engine.graph import parse_graph
 
         parse_graph(RegisteredGraph(graph_id).as_graph())
     errors = config_errors(config_layer(config=config, context=None if own_context else context))

@@ -11,13 +11,13 @@ from django.db import transaction
 
 from agent_server.assistants import DEFINITION_PREFIX, assistant_config, assistant_row, run_target
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
-from core.containment import json_contains
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
 from agent_server.runs import chatter_config, graph_request
 from agent_server.threads import owned_row, thread_get
+from core.containment import json_contains
 from core.errors import InvalidInput, NotFound
-from workflows.engine.config import CONFIG_KEYS
+from engine.config import CONFIG_KEYS
 from workflows.models import WorkflowSchedule
 from workflows.services.schedules import schedule_create, schedule_delete, schedule_update
 

@@ -4,7 +4,7 @@ as LangGraph's server hands it over (a `store` argument, `get_store()`, the runt
 `await store.asearch(namespace, query=..., filter=..., limit=...)` (by meaning, with an index), `aget`, `adelete`,
 `alist_namespaces`. Items do not expire: an operation's `ttl` and `refresh_ttl` are ignored, as /langgraph/ does.
 What its index embeds (a put's texts, a search's query) is an LLM call of the run's owner: in the node that used the
-store (the run hands over its `embed`: workflows.engine.run_store), else a run of its own, as /langgraph/store/'s.
+store (the run hands over its `embed`: engine.run_store), else a run of its own, as /langgraph/store/'s.
 
 Its operations touch the database, so the engine calls them on the run's own thread (graph_accounting.RunThread)."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ from langgraph.store.base import (
 
 from agent_server import store
 from agent_server.models import StoreItem
-from workflows.engine.run_store import StoreEmbed
+from engine.run_store import StoreEmbed
 
 
 def _item(row: StoreItem) -> Item:
@@ -37,7 +37,7 @@ def _item(row: StoreItem) -> Item:
 class OwnerStore(BaseStore):
     """An owner's store items as LangGraph's BaseStore."""
 
-    embeds_in_runs = True  # batch takes the run's `embed` (workflows.engine.run_store.StoreOnRunThread)
+    embeds_in_runs = True  # batch takes the run's `embed` (engine.run_store.StoreOnRunThread)
 
     def __init__(self, *, owner):
         super().__init__()

@@ -308,7 +308,7 @@ def graph_input_schema(name: str) -> dict:
     """A registered graph's input schema, as LangGraph gives it (`get_input_jsonschema()`); a graph whose schema
     cannot be made (a factory that needs what only a run has, a state type pydantic cannot read) takes any object.
     Kept per compiled graph: a compiled graph is loaded once, a factory builds a new one each time."""
-    from workflows.engine.python_graphs import graph_load
+    from engine.python_graphs import graph_load
 
     try:
         graph = graph_load(name)

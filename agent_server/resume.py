@@ -56,8 +56,8 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
 def _graph_streams_set(execution: WorkflowExecution, modes: list[str]) -> None:
     """A registered graph's run goes on with the graph's own streams its resume's stream shows (agent_server.stream
     graph_streams_asked), written on it before it is claimed."""
-    from workflows.engine.graph import parse_graph
-    from workflows.engine.python_graphs import registered_graph_name
+    from engine.graph import parse_graph
+    from engine.python_graphs import registered_graph_name
 
     asked = graph_streams_asked(modes)
     if registered_graph_name(parse_graph(execution.graph)) is None or asked == execution.input_data.get(

@@ -117,8 +117,8 @@ def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None
 
 def is_registered_run(execution: WorkflowExecution) -> bool:
     """Whether the run ran a registered graph as it is (its state, stream and thread are the graph's own)."""
-    from workflows.engine.graph import parse_graph
-    from workflows.engine.python_graphs import registered_graph_name
+    from engine.graph import parse_graph
+    from engine.python_graphs import registered_graph_name
 
     return registered_graph_name(parse_graph(execution.graph)) is not None
 

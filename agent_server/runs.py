@@ -34,7 +34,7 @@ from agent_server.threads import (
 from conversations.models import Conversation
 from core.db import retried_on_conflict
 from core.errors import Conflict, InvalidInput, NotFound
-from workflows.engine.config import CONFIG_KEYS
+from engine.config import CONFIG_KEYS
 from workflows.models import RUN_IN_PROGRESS, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import conversation_has_run_in_progress
@@ -273,7 +273,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
 def _json_graph_stops(body: RunCreate, row) -> dict:
     """A Chatter graph's run on a thread: its static breakpoints (node ids of its graph, or "*") and whether the
     checkpoints it saves go to its stream; a node the graph does not have is a 422."""
-    from workflows.engine.graph import parse_graph
+    from engine.graph import parse_graph
 
     stops = {"stream_checkpoints": True} if {"checkpoints", "debug"} & set(body.stream_mode) else {}
     asked = [name for name in ("interrupt_before", "interrupt_after") if getattr(body, name) not in (None, [], {})]

@@ -13,7 +13,7 @@ from agent_server.messages import message_dict
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
 from core.errors import Conflict, InvalidInput, NotFound
-from workflows.engine.graph_streams import as_json
+from engine.graph_streams import as_json
 from workflows.models import Checkpoint, WorkflowExecution
 
 Status = WorkflowExecution.Status
@@ -27,9 +27,9 @@ def _runs(conversation: Conversation):
 
 
 def _compiled(execution: WorkflowExecution):
+    from engine.compile import graph_compile
+    from engine.graph import parse_graph
     from workflows.checkpointer import checkpointer
-    from workflows.engine.compile import graph_compile
-    from workflows.engine.graph import parse_graph
 
     return graph_compile(parse_graph(execution.graph), checkpointer=checkpointer)
 
@@ -80,9 +80,9 @@ def _task_dict(task, conversation: Conversation, subgraph: dict | None = None) -
 def _subgraph_state(execution: WorkflowExecution, task, conversation: Conversation) -> dict | None:
     """subgraphs=true: the state of a Python graph (CHATTER_GRAPHS) that a task of the run runs, from the
     checkpoints it saved under the task's namespace in the run's thread (LangGraph's `<node>:<task id>`)."""
+    from engine.graph import parse_graph
+    from engine.python_graphs import graph_load
     from workflows.checkpointer import checkpointer
-    from workflows.engine.graph import parse_graph
-    from workflows.engine.python_graphs import graph_load
 
     node = next((n for n in parse_graph(execution.graph).nodes if n.id == task.name), None)
     namespace = f"{task.name}:{task.id}"
@@ -151,9 +151,9 @@ def _graph_thread(conversation: Conversation):
     graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run, on Chatter's
     checkpointer, whose LangGraph API answers for its state (before its first checkpoint too: an empty state);
     None for any other thread (one whose runs each kept their own state, or none)."""
+    from engine.graph import parse_graph
+    from engine.python_graphs import graph_load, registered_graph_name
     from workflows.checkpointer import checkpointer
-    from workflows.engine.graph import parse_graph
-    from workflows.engine.python_graphs import graph_load, registered_graph_name
 
     latest = _runs(conversation).first()
     if latest is None:
@@ -173,9 +173,9 @@ def _graph_thread(conversation: Conversation):
 def thread_graph(thread_id: str):
     """The compiled graph (on Chatter's checkpointer) whose state a LangGraph thread id holds: a thread's
     (_graph_thread), or a run's own when it ran a registered graph without a thread; None when there is none."""
+    from engine.graph import parse_graph
+    from engine.python_graphs import graph_load, registered_graph_name
     from workflows.checkpointer import checkpointer
-    from workflows.engine.graph import parse_graph
-    from workflows.engine.python_graphs import graph_load, registered_graph_name
 
     conversation = Conversation.objects.filter(pk=thread_id).first()
     if conversation is not None:
@@ -191,8 +191,8 @@ def thread_graph(thread_id: str):
 
 
 def _run_context(execution: WorkflowExecution):
-    from workflows.engine.hooks import NullHooks
-    from workflows.engine.runtime import RunContext
+    from engine.hooks import NullHooks
+    from engine.runtime import RunContext
 
     return RunContext(config=execution.config, hooks=NullHooks())
 

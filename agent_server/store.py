@@ -22,7 +22,7 @@ from core.errors import InvalidInput
 from knowledge.vectors import CosineDistance
 
 if TYPE_CHECKING:
-    from workflows.engine.run_store import StoreEmbed
+    from engine.run_store import StoreEmbed
 
 MAX_LABELS = 20
 ANY_LABEL = "*"

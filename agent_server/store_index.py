@@ -16,12 +16,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from core.errors import InvalidInput, UpstreamFailed
-from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
-from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
-from workflows.engine.providers import EMBEDDING_PROVIDERS, provider_check
+from engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
+from engine.providers import EMBEDDING_PROVIDERS, provider_check
 
 if TYPE_CHECKING:
-    from workflows.engine.run_store import StoreEmbed
+    from engine.run_store import StoreEmbed
 
 MAX_PATHS = 20  # JSON paths an item's put may name
 MAX_TEXTS = 256  # texts an item's paths may give ("tags[*]" gives one per tag): each is embedded on its put
@@ -101,7 +101,7 @@ def texts_embed(index: StoreIndex, texts: list[str], *, owner, purpose: dict, ap
                 embed: StoreEmbed | None = None) -> list[list[float]]:
     """The index model's vectors of `texts`, in order, each of the index's dims: every request an LLM call of kind
     `embedding` charged to `owner` and held to their budgets (and `api_key`'s limits), as every embedding is. In a
-    graph's run, `embed` makes them calls of the run's (workflows.engine.run_store); else they are a run of their own
+    graph's run, `embed` makes them calls of the run's (engine.run_store); else they are a run of their own
     (gateway.embeddings) that records `purpose`. A provider's failure, or vectors of another size, is UpstreamFailed
     (nothing is written); a budget or limit with no room is its own refusal (429)."""
     from gateway.embeddings import EmbeddingsFailed, embeddings_create  # a run's path: commands start without it

@@ -25,7 +25,7 @@ GRAPH_STREAMS = ("messages-tuple", "events")  # a registered graph's own, when a
 
 def graph_streams_asked(modes) -> list[str]:
     """The stream modes a registered graph's run gives from the graph's own stream, not from Chatter's events:
-    its chat models' chunks (LangGraph's `messages`) and its astream_events (workflows.engine.graph_streams)."""
+    its chat models' chunks (LangGraph's `messages`) and its astream_events (engine.graph_streams)."""
     return [mode for mode in GRAPH_STREAMS if mode in (modes or ())]
 
 

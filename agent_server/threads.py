@@ -87,8 +87,8 @@ def graph_thread_values(thread_id: str) -> dict | None:
     sentinel its checkpoint stores); None when the thread has no checkpoint of its own. A thread whose graph is no
     longer registered reads as its latest checkpoint's channels."""
     from agent_server.state import thread_graph
+    from engine.graph_streams import as_json
     from workflows.checkpointer import checkpointer
-    from workflows.engine.graph_streams import as_json
 
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     found = checkpointer.get_tuple(config)

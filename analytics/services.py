@@ -12,8 +12,6 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 
 from analytics.budget_spend import budget_spend_drift, budget_spend_fix
-from experiments.selectors import experiment_results_from_runs
-from experiments.services import experiment_results_fix
 from analytics.models import TemplateAnalytics, UsageRollup
 from analytics.selectors import (
     TEMPLATE_COUNTERS,
@@ -32,7 +30,9 @@ from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
 from core.db import statements_run
 from core.schedules import schedule_keep
-from workflows.engine.usage import Usage, cost_for_usage
+from engine.usage import Usage, cost_for_usage
+from experiments.selectors import experiment_results_from_runs
+from experiments.services import experiment_results_fix
 from workflows.ledger import MCP_ANSWERED
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.pricing import tool_price_for_call

@@ -5,7 +5,7 @@
 
 - keyword: SQLite FTS5 (porter stemming, unicode61), the question's words OR-ed, ranked by bm25 — the generous
   form of keyword search (an AND of the words, as PostgreSQL's plainto_tsquery makes, finds less on paraphrases);
-- vector: all-MiniLM-L6-v2 in process (workflows/engine/embeddings_minilm.py), cosine, every document compared;
+- vector: all-MiniLM-L6-v2 in process (engine/embeddings_minilm.py), cosine, every document compared;
 - hybrid: reciprocal rank fusion of the two rankings, score = sum of 1 / (rrf_k + rank) over the lists a
   document is in.
 Prints recall@1 and recall@5 of each (the share of questions whose document is in the first 1 or 5) and the
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--rrf-k", type=int, default=60)
     args = parser.parse_args()
 
-    from workflows.engine.embeddings_minilm import minilm_embed
+    from engine.embeddings_minilm import minilm_embed
 
     data = json.loads(DATA.read_text())
     names = list(data["documents"])

@@ -1,4 +1,4 @@
-"""B12's ingestion figure, in part: all-MiniLM-L6-v2 in process (workflows/engine/embeddings_minilm.py), chunks/s.
+"""B12's ingestion figure, in part: all-MiniLM-L6-v2 in process (engine/embeddings_minilm.py), chunks/s.
 
     .venv/bin/python -m bench.b12_minilm_throughput [--chunks 128] [--words 150] [--rounds 3]
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from workflows.engine.embeddings_minilm import minilm_embed, minilm_load
+    from engine.embeddings_minilm import minilm_embed, minilm_load
 
     started = time.perf_counter()
     minilm_load()

@@ -115,7 +115,7 @@ def measure_one(args) -> dict:
 
     # Ingestion with the model in process: embed, then write with the index in place.
     from bench.b12_minilm_throughput import chunk_texts
-    from workflows.engine.embeddings_minilm import minilm_embed, minilm_load
+    from engine.embeddings_minilm import minilm_embed, minilm_load
 
     minilm_load()
     texts = chunk_texts(args.ingest, 150, seed=45)

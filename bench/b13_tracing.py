@@ -55,8 +55,8 @@ def span_cost(turns: int) -> tuple[float, float, int]:
     from opentelemetry import propagate, trace
 
     from core.otel import tracer, tracing_setup
-    from workflows.engine.runtime import CallStarted, LLMCall
-    from workflows.engine.usage import Usage
+    from engine.runtime import CallStarted, LLMCall
+    from engine.usage import Usage
     from workflows.run_spans import RunSpans
 
     tracing_setup()

@@ -97,7 +97,7 @@ def profile_report(sides: Sides, turns: int) -> None:
         return sorted(found, key=lambda r: -r[3])
 
     rows = [[name, f"{calls:.1f}", ms(cum), ms(tot)] for name, calls, tot, cum in ours(engine_stats, engine_n)
-            if not name.startswith("workflows/engine/") or "runtime.py" in name or "compile.py" in name][:34]
+            if not name.startswith("engine/") or "runtime.py" in name or "compile.py" in name][:34]
     print("\ncProfile, engine turns: our functions by cumulative time (ms per turn; the engine package's node "
           "behaviours left out except runtime/compile, they run bare too)")
     print(table(rows, ["function", "calls/turn", "cumulative", "self"]))

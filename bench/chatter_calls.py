@@ -50,12 +50,12 @@ class BareChat:
     def __init__(self) -> None:
         from langchain_core.messages import AIMessage, HumanMessage
 
+        from engine.compile import MAX_STEPS, graph_compile
+        from engine.config import config_resolve
+        from engine.graph import parse_graph
+        from engine.hooks import NullHooks
+        from engine.runtime import RunContext
         from workflows.builtins import BUILTIN_TEMPLATES
-        from workflows.engine.compile import MAX_STEPS, graph_compile
-        from workflows.engine.config import config_resolve
-        from workflows.engine.graph import parse_graph
-        from workflows.engine.hooks import NullHooks
-        from workflows.engine.runtime import RunContext
         from workflows.engine_setup import engine_configure
 
         engine_configure()  # the engine's settings from Django's, as a process's start hands them over
@@ -105,8 +105,8 @@ class BareChat:
 
     def same_graph_as(self, graph: dict) -> bool:
         """Whether the engine runs this very compiled object for a run of `graph`."""
-        from workflows.engine.compile import graph_compile
-        from workflows.engine.graph import parse_graph
+        from engine.compile import graph_compile
+        from engine.graph import parse_graph
 
         return graph_compile(parse_graph(graph)) is self.compiled
 
@@ -151,8 +151,8 @@ def stream_turn(*, user, message: str) -> Iterator[tuple[str, dict]]:
 
 def local_model(delay_ms: int):
     """The local model as universal_chat's model node calls it (its tools bound), `delay_ms` between tokens."""
-    from workflows.engine.local_model import LocalChatModel
-    from workflows.engine.tools import DEFAULT_TOOLS, TOOLS
+    from engine.local_model import LocalChatModel
+    from engine.tools import DEFAULT_TOOLS, TOOLS
 
     model = LocalChatModel(model_name="local-echo-1", token_delay_s=delay_ms / 1000)
     return model.bind_tools([TOOLS[name] for name in DEFAULT_TOOLS])
@@ -178,8 +178,8 @@ RUN_PATH_FILES = ("workflows/services/run_requests.py", "workflows/services/runs
                   "workflows/ending.py", "workflows/run_messages.py", "workflows/recorder.py", "workflows/run_reads.py",
                   "workflows/trace_rows.py", "workflows/cancels.py", "workflows/run_tools.py", "workflows/spending.py",
                   "workflows/ledger.py", "workflows/checkpointer.py",
-                  "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "workflows/engine/compile.py",
-                  "workflows/engine/runtime.py", "workflows/engine/hooks.py", "workflows/engine/nodes.py",
+                  "workflows/events.py", "workflows/hub.py", "workflows/pricing.py", "engine/compile.py",
+                  "engine/runtime.py", "engine/hooks.py", "engine/nodes.py",
                   "conversations/services.py", "conversations/signals.py", "analytics/services.py",
                   "analytics/receivers.py", "analytics/selectors.py", "audit/services.py")
 
@@ -219,7 +219,7 @@ def call_price(provider: str, model: str):
 
 def call_cost(price, *, prompt: int, completion: int, cached: int = 0) -> Decimal:
     """What the engine books for one LLM call at `price`."""
-    from workflows.engine.usage import Usage, cost_for_usage
+    from engine.usage import Usage, cost_for_usage
 
     return cost_for_usage(Usage(prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached),
                           price)

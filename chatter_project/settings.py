@@ -226,7 +226,7 @@ CHATTER_DEFAULT_MODEL = env_str("CHATTER_DEFAULT_MODEL") or CHATTER_PROVIDER_DEF
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
-# A JSON or YAML file of deployments: model names served by several upstreams, with fallbacks (workflows.engine.
+# A JSON or YAML file of deployments: model names served by several upstreams, with fallbacks (engine.
 # routing; read and checked at start-up). Unset: each provider's one upstream above.
 CHATTER_DEPLOYMENTS = env_str("CHATTER_DEPLOYMENTS") or None
 # Python graphs of your own (LangGraph, compiled or factories), run as Chatter runs: {name: (module file, attr)}.

@@ -1,8 +1,8 @@
-"""The one error hierarchy (docs/architecture.md#errors): the engine's errors (workflows.engine.errors: the base,
+"""The one error hierarchy (docs/architecture.md#errors): the engine's errors (engine.errors: the base,
 bad input, a run's ends), re-exported here, and the interfaces' own below, built on them. Every layer raises these;
 interfaces render them in one shape:
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
-from workflows.engine.errors import (  # noqa: F401 - re-exported: the one hierarchy
+from engine.errors import (  # noqa: F401 - re-exported: the one hierarchy
     ChatterError,
     InvalidInput,
     LimitExceeded,

@@ -1,11 +1,11 @@
 """The configured secrets: what no text meant for people may show (error messages that reach responses, events,
-messages and logs: the engine's errors scrub them, workflows.engine.errors.secrets_scrub, handed this list by
+messages and logs: the engine's errors scrub them, engine.errors.secrets_scrub, handed this list by
 workflows.engine_setup). The audit trail's redaction uses the same list."""
 from __future__ import annotations
 
 from django.conf import settings
 
-from workflows.engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
+from engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
 
 _MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from core.errors import ChatterError, InvalidInput
+from engine.providers import EMBEDDING_PROVIDERS
 from gateway.services import ResolvedModel, answered_model, gateway_admit
-from workflows.engine.providers import EMBEDDING_PROVIDERS
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import GatewayRequest
 from workflows.services.runs import execution_run_now

@@ -1,5 +1,5 @@
 """The answer to a /v1/ call that did not complete, as OpenAI's clients expect it: made in one place (call_failure)
-from what the upstream said (workflows.engine.providers.upstream_facts), for a whole answer, a stream's error
+from what the upstream said (engine.providers.upstream_facts), for a whole answer, a stream's error
 object and the Responses API's failed response alike. The request's own fault keeps the upstream's status and
 error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504); the caller is told
 the model and the request id, the operator's log has the rest (docs/api/gateway.md#errors).
@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from workflows.engine.providers import DEPLOYMENT_FAULT_STATUSES
+from engine.providers import DEPLOYMENT_FAULT_STATUSES
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from django.http import HttpResponseBase, JsonResponse
 from core.errors import ProviderError, RunError
 from core.money import usd
 from core.tracing import tracing_on
+from engine.providers import provider_failure, upstream_facts
+from engine.routing import routing_table
+from engine.runtime import CallStarted, RunContext
+from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
-from workflows.engine.providers import provider_failure, upstream_facts
-from workflows.engine.routing import routing_table
-from workflows.engine.runtime import CallStarted, RunContext
-from workflows.engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
 from workflows.runner import run_end
@@ -38,7 +38,7 @@ from workflows.services.runs import run_plan, run_write
 logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
 OPENAI_URL = "https://api.openai.com/v1"
-_OUTPUT_CHARS = 500  # a model node's output summary (workflows.engine.nodes.MAX_OUTPUT_CHARS)
+_OUTPUT_CHARS = 500  # a model node's output summary (engine.nodes.MAX_OUTPUT_CHARS)
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {upstream: client}
 
 

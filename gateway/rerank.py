@@ -1,5 +1,5 @@
 """Reranking, every request an LLM call: the one path for Chatter's own reranks outside a run (a knowledge search's
-rerank step; inside a run the run calls the provider itself: workflows.engine.runtime.RunContext.rerank).
+rerank step; inside a run the run calls the provider itself: engine.runtime.RunContext.rerank).
 
 A request to rerank is a run of the rerank graph (start → rerank → end) through workflows' one run path, admitted as
 every call is (the model resolved as the gateway resolves it, the API key's model allow-list and limits, budgets,
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
+from engine.reranking import RERANK_PROVIDERS
 from gateway.embeddings import completed_check
 from gateway.services import gateway_admit
-from workflows.engine.reranking import RERANK_PROVIDERS
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import GatewayRequest
 from workflows.services.runs import execution_run_now

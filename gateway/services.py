@@ -17,16 +17,16 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from core.errors import InvalidInput, NotFound
-from gateway.errors import execution_failure
-from gateway.limits import key_admit
-from gateway.serializers import media_parts
-from workflows.engine.providers import (
+from engine.providers import (
     PROVIDERS,
     provider_check,
     provider_models_served,
     providers_configured,
 )
-from workflows.engine.routing import routing_table
+from engine.routing import routing_table
+from gateway.errors import execution_failure
+from gateway.limits import key_admit
+from gateway.serializers import media_parts
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.run_requests import GatewayRequest

@@ -15,12 +15,12 @@ from django.db import transaction
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from core.errors import ChatterError, PayloadTooLarge
+from engine.embeddings_minilm import MINILM_MODEL, minilm_token_count
+from engine.usage import estimate_tokens
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import text_from_file
 from knowledge.services import chunks_create, document_enqueue
-from workflows.engine.embeddings_minilm import MINILM_MODEL, minilm_token_count
-from workflows.engine.usage import estimate_tokens
 from workflows.events import event_envelope, events_publish
 
 logger = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ import uuid
 from django.db.models import Q
 
 from core.errors import InvalidInput
+from engine.hooks import Embed, Rerank, RetrievalRequest
 from knowledge.models import Collection
 from knowledge.search import collection_search, hits_reranked, rerank_depth, rerank_model_resolved
 from knowledge.selectors import collection_list
-from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
 
 
 def collections_named(*, user, refs) -> list[Collection]:

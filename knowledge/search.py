@@ -22,13 +22,13 @@ from django.db.models.expressions import RawSQL
 
 from core.containment import rows_containing
 from core.errors import InvalidInput, NotFound
+from engine.hooks import Embed, Rerank
+from engine.reranking import RERANK_PROVIDERS
 from gateway.embeddings import embeddings_create
 from gateway.rerank import rerank_create
 from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
-from workflows.engine.hooks import Embed, Rerank
-from workflows.engine.reranking import RERANK_PROVIDERS
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it

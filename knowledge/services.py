@@ -10,12 +10,12 @@ from django.db import IntegrityError, transaction
 from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
+from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 from gateway.embeddings import embeddings_create
 from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import file_type, upload_size_check
-from workflows.engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
-from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 
 logger = logging.getLogger(__name__)
 # Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.

@@ -14,7 +14,7 @@ from django.db.models.functions import Cast
 from knowledge.models import Chunk
 from knowledge.vectors import CosineDistance, EmbeddingField, float32_blob
 
-# The local lexical provider's (workflows/engine/embeddings_local.py), all-MiniLM-L6-v2's, OpenAI
+# The local lexical provider's (engine/embeddings_local.py), all-MiniLM-L6-v2's, OpenAI
 # text-embedding-3-small's. pgvector's HNSW takes `vector` of at most 2,000 dimensions.
 INDEXED_DIMENSIONS = (256, 384, 1536)
 HNSW_MAX_DIMENSIONS = 2000

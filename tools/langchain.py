@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import connection
 
+from engine.tools import MCP_SERVER_METADATA, tool_allowed
 from tools.mcp_client import McpUnreachable, checked_http_client, mcp_tool_call
 from tools.mcp_pool import mcp_pool
 from tools.models import QUALIFIER
 from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, tool_list
-from workflows.engine.tools import MCP_SERVER_METADATA, tool_allowed
 
 if TYPE_CHECKING:
     from mcp import types

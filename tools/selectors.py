@@ -6,11 +6,11 @@ import json
 from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
+from engine.tools import TOOLS
 from tools.declared import declared_servers_sync
 from tools.mcp_client import headers_scrubbed
 from tools.mcp_pool import Endpoint
 from tools.models import QUALIFIER, McpCredential, McpServer
-from workflows.engine.tools import TOOLS
 
 
 def mcp_server_list(*, user) -> QuerySet[McpServer]:
@@ -129,7 +129,7 @@ def mcp_endpoint(*, server: McpServer, headers: dict[str, str] | None = None) ->
 
 
 def builtin_tool_list() -> list[dict]:
-    """The built-in tools (workflows.engine.tools), in the registry's shape."""
+    """The built-in tools (engine.tools), in the registry's shape."""
     from langchain_core.utils.function_calling import convert_to_openai_tool
 
     described = [convert_to_openai_tool(tool)["function"] for tool in TOOLS.values()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from workflows.engine.runtime import RunInterrupted
+from engine.runtime import RunInterrupted
 from workflows.models import WorkflowExecution
 
 CANCEL_POLL_S = 0.2

@@ -11,12 +11,12 @@ from conversations.models import Message
 from core.db import retried_on_conflict
 from core.errors import ProviderError, RunCancelled, RunError
 from core.money import usd
+from engine.chat_messages import tool_calls_as_sent
+from engine.hooks import NullHooks
+from engine.nodes import last_ai_message
+from engine.python_graphs import MESSAGES_USAGE, STOPPED_BEFORE, booked_as_json
+from engine.runtime import RunContext
 from workflows import statements
-from workflows.engine.chat_messages import tool_calls_as_sent
-from workflows.engine.hooks import NullHooks
-from workflows.engine.nodes import last_ai_message
-from workflows.engine.python_graphs import MESSAGES_USAGE, STOPPED_BEFORE, booked_as_json
-from workflows.engine.runtime import RunContext
 from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder

@@ -1,4 +1,4 @@
-"""The engine's settings (workflows.engine.settings) filled from Django's: as the process starts (WorkflowsConfig.ready)
+"""The engine's settings (engine.settings) filled from Django's: as the process starts (WorkflowsConfig.ready)
 and again whenever a setting changes (override_settings, the tests' `settings`), so the engine reads what Django
 has. The engine is also handed the shared cache (routing's counters), the secrets its errors scrub and the tracing
 hooks of its HTTP clients."""
@@ -8,8 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.secrets import secrets_configured
 from core.tracing import outbound_hooks
-from workflows.engine.routing import DeploymentsInvalid, routing_table
-from workflows.engine.settings import settings_update
+from engine.routing import DeploymentsInvalid, routing_table
+from engine.settings import settings_update
 
 
 def engine_configure(**kwargs) -> None:

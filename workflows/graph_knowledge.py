@@ -3,7 +3,7 @@ retriever (`collections_retriever`), or as a tool a model may call (`collections
 docs/knowledge.md#python-graphs.
 
 The search is the run's owner's, done by the run: the query's embedding is an LLM call of the node that searched,
-the search a `retrieval` event, as a retrieval node's (workflows.engine.retrieval). Each Document's metadata is its
+the search a `retrieval` event, as a retrieval node's (engine.retrieval). Each Document's metadata is its
 citation. Outside a Chatter run there is no owner: searching is an error.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from langchain_core.tools import BaseTool, create_retriever_tool
 from pydantic import Field
 
 from core.errors import RunError
-from workflows.engine.hooks import RetrievalRequest
-from workflows.engine.graph_accounting import GraphAccounting
-from workflows.engine.retrieval import citation
+from engine.graph_accounting import GraphAccounting
+from engine.hooks import RetrievalRequest
+from engine.retrieval import citation
 
 
 class CollectionsRetriever(BaseRetriever):

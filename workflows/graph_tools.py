@@ -32,7 +32,7 @@ async def run_tools(config: dict | None, *, allowed: Sequence[str]) -> list:
 
 def _run_accounting(config: dict):
     """The run's GraphAccounting among the config's callbacks (a list, or LangChain's callback manager)."""
-    from workflows.engine.graph_accounting import GraphAccounting
+    from engine.graph_accounting import GraphAccounting
 
     callbacks = config.get("callbacks") or []
     handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", [])

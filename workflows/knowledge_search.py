@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from core.errors import InvalidInput, RunError
-from workflows.engine.hooks import Embed, Rerank, RetrievalRequest
+from engine.hooks import Embed, Rerank, RetrievalRequest
 
 
 class CollectionsSearch(Protocol):

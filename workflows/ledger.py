@@ -13,8 +13,8 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Message
-from workflows.engine.hooks import LLMCall as Call
-from workflows.engine.usage import Usage, priced, usage_cut_short
+from engine.hooks import LLMCall as Call
+from engine.usage import Usage, priced, usage_cut_short
 from workflows.models import LLMCall, NodeExecution, ToolCall
 
 # The MCP tool calls that answered (a built-in's name has no "__"): those booked, and re-priced, like LLM calls.

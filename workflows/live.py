@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from workflows.engine.providers import providers_configured
+from engine.providers import providers_configured
 
 LOGIN_URL = reverse_lazy("live-login")
 

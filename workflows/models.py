@@ -366,7 +366,7 @@ class LLMCall(TokenTotals):
 
 
 class ProviderAttempt(models.Model):
-    """One try of a routed model call on one deployment (workflows.engine.routing): the one that answered, and each
+    """One try of a routed model call on one deployment (engine.routing): the one that answered, and each
     that failed before it, with why. Usage is the call's (LLMCall, whose `deployment` is the one that served it): an
     attempt that failed and was retried had no answer, so nothing to bill."""
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
-from workflows.engine.usage import Price
+from engine.usage import Price
 
 
 # What an error about an unpriced model says to do about it.

@@ -19,11 +19,11 @@ from django.utils import timezone
 from audit.services import audit_queue, audit_queue_along
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
+from engine.graph import Node
+from engine.hooks import Attempt, CallStarted
+from engine.hooks import LLMCall as Call
+from engine.runtime import RunInterrupted
 from workflows.cancels import CancelWatch
-from workflows.engine.graph import Node
-from workflows.engine.hooks import Attempt, CallStarted
-from workflows.engine.hooks import LLMCall as Call
-from workflows.engine.runtime import RunInterrupted
 from workflows.events import (
     event_envelope,
     event_rows,
@@ -459,7 +459,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
 
     @one_at_a_time
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None:
-        """A registered graph's own stream (LangGraph's protocol events, workflows.engine.python_graphs
+        """A registered graph's own stream (LangGraph's protocol events, engine.python_graphs
         ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
         naming its nodes), what its nodes wrote to the stream (`custom`), its models' message deltas (`messages`),
         its tools' lifecycles (`tools`), its subgraphs' starts (`lifecycle`) and, when a stream shows them, the

@@ -6,9 +6,9 @@ from dataclasses import replace
 from conversations.models import Message
 from conversations.services import message_save
 from core.errors import RunError
-from workflows.engine.chat_messages import tool_call_args, tool_calls_as_sent
-from workflows.engine.python_graphs import MESSAGES_USAGE
-from workflows.engine.runtime import RunContext
+from engine.chat_messages import tool_call_args, tool_calls_as_sent
+from engine.python_graphs import MESSAGES_USAGE
+from engine.runtime import RunContext
 from workflows.models import WorkflowExecution
 
 

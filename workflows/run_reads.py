@@ -10,9 +10,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from conversations.selectors import conversation_history, documents_search
 from core.errors import ChatterError, RunError
+from engine.hooks import Embed, FetchedPrompt, Rerank, RetrievalRequest
 from prompts.models import DEFAULT_LABEL
 from prompts.services import prompt_resolve
-from workflows.engine.hooks import Embed, FetchedPrompt, Rerank, RetrievalRequest
 from workflows.knowledge_search import collections_search
 from workflows.models import WorkflowExecution
 from workflows.pricing import TOOL_PRICES, price_for_call, tool_price_for_call

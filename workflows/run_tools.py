@@ -5,12 +5,12 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from core.money import usd
+from engine.graph import Node
+from engine.hooks import ToolOutcome
+from engine.tools import tool_allowed
+from engine.usage import Usage
 from tools.selectors import ToolUnavailable, mcp_secrets, mcp_tool_get, secrets_redacted, tool_list
 from tools.services import mcp_server_tool_run
-from workflows.engine.graph import Node
-from workflows.engine.hooks import ToolOutcome
-from workflows.engine.tools import tool_allowed
-from workflows.engine.usage import Usage
 from workflows.pricing import TOOL_PRICES
 from workflows.trace_rows import MAX_ARGUMENT_CHARS, capped, one_at_a_time, tool_call_audit, tool_call_row
 

@@ -21,18 +21,18 @@ from conversations.models import Message
 from core.db import connections_give_back
 from core.errors import RunError, Unavailable
 from core.tracing import tracing_on
-from workflows.ending import end_from_ledger, execution_finish, execution_pause
-from workflows.engine.compile import graph_run
-from workflows.engine.config import checkpoints_every_step
-from workflows.engine.graph import Graph, parse_graph
-from workflows.engine.python_graphs import (
+from engine.compile import graph_run
+from engine.config import checkpoints_every_step
+from engine.graph import Graph, parse_graph
+from engine.python_graphs import (
     MESSAGES_USAGE,
     booked_from_json,
     graph_input_of,
     graph_stream_run,
     registered_graph_name,
 )
-from workflows.engine.runtime import RunContext
+from engine.runtime import RunContext
+from workflows.ending import end_from_ledger, execution_finish, execution_pause
 from workflows.heartbeat import heartbeat
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder

@@ -9,8 +9,8 @@ from django.db import transaction
 
 from budgets.services import CompletionGuard, budget_top_up, worst_case
 from core.db import retried_on_conflict
-from workflows.engine.hooks import CallStarted
-from workflows.engine.usage import Usage
+from engine.hooks import CallStarted
+from engine.usage import Usage
 from workflows.models import WorkflowExecution
 
 

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from audit.services import audit_fields
 from core.money import usd
-from workflows.engine.graph import Node
-from workflows.engine.hooks import Attempt
-from workflows.engine.hooks import LLMCall as Call
+from engine.graph import Node
+from engine.hooks import Attempt
+from engine.hooks import LLMCall as Call
 from workflows.ledger import NODE_COUNTERS
 from workflows.models import NodeExecution
 

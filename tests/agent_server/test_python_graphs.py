@@ -117,7 +117,7 @@ def test_a_model_without_a_price_is_recorded_and_flagged_not_refused(graph_serve
 
 
 def test_a_graph_naming_an_unregistered_python_graph_is_invalid(settings):
-    from workflows.engine.graph import validate_graph
+    from engine.graph import validate_graph
 
     settings.CHATTER_GRAPHS = {"calculator_agent": (str(GRAPHS.parent / "agent.py"), "graph")}
 

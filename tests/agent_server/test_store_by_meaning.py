@@ -12,8 +12,8 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import APIStatusError
 
 from agent_server.models import StoreItem, StoreVector
+from engine.embeddings_minilm import minilm_embed
 from tests.factories import BudgetFactory
-from workflows.engine.embeddings_minilm import minilm_embed
 from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)

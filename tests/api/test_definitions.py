@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
+from engine.graph import normalize_graph
 from tests.api.conftest import assert_error, error_fields
-from workflows.engine.graph import normalize_graph
 from workflows.models import WorkflowDefinition
 
 URL = "/api/v1/workflows/definitions/"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import workflows.engine as engine_package
+import engine as engine_package
 
 pytestmark = pytest.mark.one_database
 
@@ -102,8 +102,8 @@ def test_item_04_the_engine_runs_a_graph_alone_without_django():
 
 
 def test_item_04_alone_routing_keeps_cooldowns_and_counts_in_its_own_process_cache(tmp_path):
-    from workflows.engine.routing import deployment_cool_down, deployments_load, route_deployments
-    from workflows.engine.settings import ProcessCache, settings, settings_update
+    from engine.routing import deployment_cool_down, deployments_load, route_deployments
+    from engine.settings import ProcessCache, settings, settings_update
 
     path = tmp_path / "deployments.json"
     path.write_text('{"models": {"m": {"deployments": [{"name": "a", "base_url": "http://127.0.0.1:9/v1"},'
@@ -125,7 +125,7 @@ def test_item_04_alone_routing_keeps_cooldowns_and_counts_in_its_own_process_cac
 
 
 def test_item_04_the_process_cache_expires_what_it_holds():
-    from workflows.engine.settings import ProcessCache
+    from engine.settings import ProcessCache
 
     cache = ProcessCache()
     assert cache.add("n", 0, timeout=60) and not cache.add("n", 5, timeout=60)

@@ -8,13 +8,13 @@ import pytest
 from django.core.management import call_command
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from engine.local_model import LocalChatModel
 from experiments.evaluators import judge_message
 from experiments.models import ExperimentResult
 from experiments.services import JUDGE_INSTRUCTIONS
 from tests.datasets.factories import DatasetFactory, DatasetItemFactory
 from tests.experiments.conftest import experiment_body
 from tests.prompts.factories import PromptFactory
-from workflows.engine.local_model import LocalChatModel
 
 URL = "/api/v1/experiments/"
 

@@ -458,7 +458,7 @@ def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployme
 
 def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minute(alice, upstreams, routed_here,
                                                                                  settings):
-    from workflows.engine.routing import WINDOW_S
+    from engine.routing import WINDOW_S
     from workflows.services.runs import execution_run_now
 
     for stub in upstreams:

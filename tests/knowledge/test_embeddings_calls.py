@@ -10,10 +10,10 @@ import pytest
 from django.core.management import call_command
 
 from budgets.services import BudgetRefused
+from engine.embeddings_minilm import minilm_embed
 from gateway.embeddings import embeddings_create
 from tests.factories import BudgetFactory
 from tests.invariants import assert_all
-from workflows.engine.embeddings_minilm import minilm_embed
 from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from django.db import connection
 
+from engine.embeddings_minilm import minilm_embed
 from knowledge.models import Chunk
 from knowledge.selectors import chunks_nearest
 from knowledge.services import chunks_create
-from workflows.engine.embeddings_minilm import minilm_embed
 
 REFERENCE = json.loads((Path(__file__).parent.parent / "data" / "minilm-reference.json").read_text())
 

@@ -4,7 +4,7 @@ import os
 from langchain_openai import ChatOpenAI
 from langgraph.graph import START, MessagesState, StateGraph
 
-from workflows.engine.graph_prompts import prompt_fetch
+from engine.graph_prompts import prompt_fetch
 
 
 def agent(state: MessagesState) -> dict:

@@ -145,7 +145,7 @@ def test_a_python_graph_fetches_a_prompt_and_its_calls_name_the_version(api, ali
 
 def test_prompt_fetch_outside_a_run_says_so():
     from core.errors import RunError
-    from workflows.engine.graph_prompts import prompt_fetch
+    from engine.graph_prompts import prompt_fetch
 
     with pytest.raises(RunError, match="inside a node"):
         prompt_fetch("support")

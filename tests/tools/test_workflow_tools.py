@@ -285,7 +285,7 @@ def test_item_02_tool_start_is_written_before_the_mcp_server_answers(alice, trac
 @pytest.mark.parametrize("entry", ["tracker__", "__add", "tracker_", "a b__add", "tracker__a b", "tracker__**", 7])
 def test_item_01_an_allow_list_entry_that_names_no_tool_is_refused(entry):
     from core.errors import InvalidInput
-    from workflows.engine.config import config_resolve
+    from engine.config import config_resolve
 
     assert config_resolve({"allowed_tools": ["calculator", "tracker__add", "tracker__*", "my-docs__search.v2"]})
     with pytest.raises(InvalidInput) as refused:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from workflows.engine.conditions import (
+from engine.conditions import (
     MAX_CONDITION_LENGTH,
     MAX_NESTING_DEPTH,
     ConditionContext,

@@ -17,11 +17,11 @@ from django.db import connections
 from django.utils import timezone
 
 from conversations.models import Message
+from engine.usage import estimate_tokens
 from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
 from workflows import heartbeat, recorder
-from workflows.engine.usage import estimate_tokens
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
 from workflows.services.run_requests import ChatRequest

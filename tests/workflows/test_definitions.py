@@ -3,7 +3,7 @@ import copy
 
 import pytest
 
-from workflows.engine.graph import GraphInvalid
+from engine.graph import GraphInvalid
 from workflows.models import WorkflowDefinition, WorkflowExecution
 from workflows.services.definitions import definition_create, definition_update
 from workflows.services.run_requests import ExecutionRequest

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from engine.routing import DeploymentsInvalid, deployments_load
 from tests.fixtures_server import ROOT, server_env
-from workflows.engine.routing import DeploymentsInvalid, deployments_load
 
 GOOD = {"cooldown_s": 10, "models": {
     "gpt-4o": {"deployments": [

@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 in-process (workflows/engine/embeddings_minilm.py), held to the canonical implementation.
+"""all-MiniLM-L6-v2 in-process (engine/embeddings_minilm.py), held to the canonical implementation.
 
 tests/data/minilm-reference.json holds 20 texts (empty, one letter, accents, CJK, emoji, one longer than the
 model's 256 word pieces, paragraphs of three lengths) and the vectors sentence-transformers made of them with
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workflows.engine.embeddings_local import local_embeddings
-from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, minilm_embed
+from engine.embeddings_local import local_embeddings
+from engine.embeddings_minilm import MINILM_DIMENSIONS, minilm_embed
 
 REFERENCE = json.loads((Path(__file__).parent.parent / "data" / "minilm-reference.json").read_text())
 

@@ -4,7 +4,7 @@ import pytest
 from django.test import override_settings
 
 from core.errors import InvalidInput
-from workflows.engine.settings import settings as engine_settings
+from engine.settings import settings as engine_settings
 
 pytestmark = pytest.mark.one_database
 

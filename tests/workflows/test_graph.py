@@ -7,8 +7,8 @@ import random
 import pytest
 
 from core.errors import InvalidInput
-from workflows.engine.conditions import ConditionContext
-from workflows.engine.graph import (
+from engine.conditions import ConditionContext
+from engine.graph import (
     MAX_EDGES,
     MAX_NODES,
     NODE_TYPES,

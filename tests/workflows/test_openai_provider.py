@@ -9,9 +9,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from conversations.models import Message
+from engine.providers import chat_model
+from engine.usage import usage_from_message
 from tests.invariants import assert_all
-from workflows.engine.providers import chat_model
-from workflows.engine.usage import usage_from_message
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream

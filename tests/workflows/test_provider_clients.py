@@ -5,9 +5,9 @@ import multiprocessing
 
 from langchain_core.messages import HumanMessage
 
+from engine.providers import chat_model
+from engine.tools import TOOLS
 from tests.openai_stub import OpenAIStub
-from workflows.engine.providers import chat_model
-from workflows.engine.tools import TOOLS
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 from conversations.models import Message
+from engine.usage import estimate_tokens
 from tests.invariants import assert_all
-from workflows.engine.usage import estimate_tokens
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run, execution_stream

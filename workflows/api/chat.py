@@ -12,9 +12,9 @@ from conversations.services import MAX_MESSAGE_CHARS
 from core.api.serializers import StrictSerializer
 from core.api.sse import EventStreamNegotiation
 from core.api.throttling import RunThrottle
+from engine.config import CHECKPOINTS, config_errors
 from keys.auth import request_api_key
 from workflows.api.views import RUN_RESPONSES, run_response
-from workflows.engine.config import CHECKPOINTS, config_errors
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 

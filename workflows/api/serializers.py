@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from conversations.services import MAX_MESSAGE_CHARS
 from core.api.serializers import StrictSerializer
-from workflows.engine.config import config_errors
+from engine.config import config_errors
 from workflows.events import event_envelope
 from workflows.models import (
     ExecutionEvent,

@@ -20,12 +20,19 @@ from core.api.sse import (
 from core.api.throttling import RunThrottle
 from core.api.viewsets import OwnedViewSet
 from core.errors import NotFound
+from engine.graph import validate_graph
 from keys.auth import request_api_key
 from workflows.api.filters import (
     DefinitionFilter,
     ExecutionFilter,
     ScheduleFilter,
     TemplateFilter,
+)
+from workflows.api.run_serializers import (
+    AcceptedRunSerializer,
+    ExecutionDetailSerializer,
+    ExecutionSerializer,
+    RunResultSerializer,
 )
 from workflows.api.serializers import (
     CheckpointSerializer,
@@ -46,13 +53,6 @@ from workflows.api.serializers import (
     TemplateWriteSerializer,
     ValidationResultSerializer,
 )
-from workflows.api.run_serializers import (
-    AcceptedRunSerializer,
-    ExecutionDetailSerializer,
-    ExecutionSerializer,
-    RunResultSerializer,
-)
-from workflows.engine.graph import validate_graph
 from workflows.models import (
     WorkflowDefinition,
     WorkflowExecution,
@@ -84,7 +84,6 @@ from workflows.services.runs import (
     execution_run_now,
     execution_start_streamed,
 )
-from workflows.services.waiting import NO_ANSWER, execution_resume
 from workflows.services.schedules import (
     schedule_create,
     schedule_delete,
@@ -95,6 +94,7 @@ from workflows.services.templates import (
     template_delete,
     template_update,
 )
+from workflows.services.waiting import NO_ANSWER, execution_resume
 
 # What starting a run answers, by mode (docs/api/rest.md): documented once for POST /chat/ and POST /executions/.
 RUN_RESPONSES = {

@@ -6,7 +6,7 @@ from django.db.models import Q
 
 from audit.services import audit_record
 from core.errors import Forbidden, InvalidInput, NotFound
-from workflows.engine.graph import parse_graph
+from engine.graph import parse_graph
 from workflows.models import WorkflowDefinition, WorkflowTemplate
 from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
 

@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from core.db import retried_on_conflict
 from core.errors import InvalidInput
-from workflows.engine.runtime import RunInterrupted
+from engine.runtime import RunInterrupted
+from workflows.ending import end_from_ledger
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.recorder import run_recorder
-from workflows.ending import end_from_ledger
 from workflows.services.runs import execution_enqueue
 from workflows.services.waiting import executions_waiting_expire
 

@@ -20,6 +20,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from audit.services import audit_record
 from budgets.models import Budget
 from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_matching, worst_case
+from conversations.models import Conversation, Message
+from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from core.correlation import current_correlation_id
+from core.db import retried_on_conflict
 from core.errors import (
     Conflict,
     InvalidInput,
@@ -29,20 +33,16 @@ from core.errors import (
     TooManyRuns,
     Unavailable,
 )
-from conversations.models import Conversation, Message
-from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
-from core.correlation import current_correlation_id
-from core.db import retried_on_conflict
 from core.tracing import run_trace_context
+from engine.chat_messages import messages_from_openai
+from engine.config import config_resolve
+from engine.graph import Graph, parse_graph
+from engine.providers import provider_check
+from engine.usage import estimate_prompt_tokens
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.cancels import cancel_signal_local
 from workflows.ending import end_from_ledger
-from workflows.engine.chat_messages import messages_from_openai
-from workflows.engine.config import config_resolve
-from workflows.engine.graph import Graph, parse_graph
-from workflows.engine.providers import provider_check
-from workflows.engine.usage import estimate_prompt_tokens
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call, unpriced_model_message
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused

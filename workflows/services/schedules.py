@@ -17,9 +17,9 @@ from audit.services import audit_record
 from conversations.selectors import conversation_list
 from core.errors import ChatterError, InvalidInput, NotFound
 from core.schedules import schedule_keep
+from engine.config import config_resolve
+from engine.graph import parse_graph
 from webhooks.services import webhook_url_check
-from workflows.engine.config import config_resolve
-from workflows.engine.graph import parse_graph
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.selectors import conversation_has_run_in_progress
 from workflows.services.definitions import visible_definition

@@ -9,10 +9,10 @@ from django.db.models import Q
 
 from audit.services import audit_record
 from core.errors import Forbidden, InvalidInput, NotFound
-from workflows.builtins import BUILTIN_TEMPLATES
-from workflows.engine.config import config_errors
+from engine.config import config_errors
+from engine.graph import Graph, parse_graph
 from prompts.selectors import prompt_get, prompt_reference_check
-from workflows.engine.graph import Graph, parse_graph
+from workflows.builtins import BUILTIN_TEMPLATES
 from workflows.knowledge_search import collections_check
 from workflows.models import WorkflowTemplate
 from workflows.selectors import template_get

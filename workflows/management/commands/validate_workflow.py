@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.engine.graph import validate_graph
+from engine.graph import validate_graph
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 `prompt` is fetched: the run owner's, by label (default `production`; a split draws once per conversation) or
 version, with {{variables}} filled. The model calls the node makes next record the version, like every call.
 
-    from workflows.engine.graph_prompts import prompt_fetch
+    from engine.graph_prompts import prompt_fetch
 
     def agent(state: MessagesState) -> dict:
         prompt = prompt_fetch("support", label="production", variables={"product": "kettle"})
@@ -11,9 +11,9 @@ version, with {{variables}} filled. The model calls the node makes next record t
 """
 from __future__ import annotations
 
-from workflows.engine.errors import RunError
-from workflows.engine.graph_accounting import GraphAccounting
-from workflows.engine.hooks import FetchedPrompt
+from engine.errors import RunError
+from engine.graph_accounting import GraphAccounting
+from engine.hooks import FetchedPrompt
 
 
 def prompt_fetch(name: str, *, label: str | None = None, version: int | None = None,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from workflows.engine.runtime import RunContext
-from workflows.engine.tools import budget_refusal
+from engine.runtime import RunContext
+from engine.tools import budget_refusal
 
 
 class ToolReservations:

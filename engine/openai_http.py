@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import httpx2
 
-from workflows.engine.providers import RawUsageReports, usage_reports_current
-from workflows.engine.settings import settings
+from engine.providers import RawUsageReports, usage_reports_current
+from engine.settings import settings
 
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
 _DONE_LINE = b"data: [DONE]"

@@ -3,7 +3,7 @@ core.errors, which re-exports these). Every interface renders them in one shape:
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from typing import Any
 
-from workflows.engine.settings import settings
+from engine.settings import settings
 
 REDACTED = "[redacted]"
 
@@ -114,7 +114,7 @@ class RunCancelled(RunError):
 
 class ProviderError(RunError):
     """A provider call failed. `upstream`: what its upstream said, as facts a caller's answer is made from (its HTTP
-    status, its own error object, its Retry-After; see workflows.engine.providers.upstream_facts), kept on the run."""
+    status, its own error object, its Retry-After; see engine.providers.upstream_facts), kept on the run."""
 
     error_type = "provider_error"
     code = "provider_error"

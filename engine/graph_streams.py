@@ -1,4 +1,4 @@
-"""What of a registered graph's own stream its run keeps (workflows.engine.python_graphs.graph_stream_run), as
+"""What of a registered graph's own stream its run keeps (engine.python_graphs.graph_stream_run), as
 (method, namespace, data) for its run's log (the recorder's `graph_streamed`): LangGraph's protocol stream
 (astream_events v3) for the thread protocol, else the classic stream modes; and a state's values as JSON (as_json)."""
 from __future__ import annotations

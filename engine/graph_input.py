@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from workflows.engine.node_configs import (
+from engine.node_configs import (
     NODE_TYPES,
     ConditionText,
     KnownNodes,

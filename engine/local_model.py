@@ -28,7 +28,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from workflows.engine.usage import estimate_completion_tokens, estimate_prompt_tokens
+from engine.usage import estimate_completion_tokens, estimate_prompt_tokens
 
 LOCAL_MODELS = ("local-echo-1",)
 
@@ -194,7 +194,7 @@ def _call_id() -> str:
 def _with_tools(model_name: str, temperature: float | None, max_tokens: int | None, token_delay_s: float,
                 tool_names: tuple[str, ...]) -> LocalChatModel:
     """One model object with tools per set of parameters and tools, and process, shared as the model without
-    tools is (workflows.engine.providers): LangChain describes a model object once, the first time it is called
+    tools is (engine.providers): LangChain describes a model object once, the first time it is called
     (its `_serialized`, about 0.4 ms of a turn). A new object, not a model_copy, which would carry what LangChain
     cached about the model without tools."""
     return LocalChatModel(model_name=model_name, temperature=temperature, max_tokens=max_tokens,

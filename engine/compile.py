@@ -13,16 +13,16 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from workflows.engine.chat_messages import messages_from_openai
-from workflows.engine.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
-from workflows.engine.graph import Graph, Node
-from workflows.engine.nodes import (
+from engine.chat_messages import messages_from_openai
+from engine.errors import LimitExceeded, NodeFailed, RunCancelled, RunError
+from engine.graph import Graph, Node
+from engine.nodes import (
     BEHAVIOURS,
     HandlerStopped,
     RunState,
     condition_context,
 )
-from workflows.engine.runtime import RunContext
+from engine.runtime import RunContext
 
 MAX_STEPS = 1000
 _CACHE_SIZE = 128
@@ -208,7 +208,7 @@ def _breakpoint_id(snapshot) -> str:
 def _streamed(compiled, run_input, *, config: dict, ctx: RunContext, options: dict) -> dict:
     """compiled.invoke's result, streamed with LangGraph's `checkpoints` mode: each checkpoint saved goes to the
     run's hooks (its config without Chatter's run context, as the thread's history shows it)."""
-    from workflows.engine.graph_streams import as_json
+    from engine.graph_streams import as_json
 
     latest, interrupts = None, []
     for mode, part in compiled.stream(run_input, config, stream_mode=["updates", "values", "checkpoints"],

@@ -18,14 +18,14 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from workflows.engine.errors import InvalidInput, LimitExceeded, RunError
-from workflows.engine.graph import Node
-from workflows.engine.graph_accounting import GraphAccounting, RunThread
-from workflows.engine.graph_registry import factory_arguments, is_factory, registered_target
-from workflows.engine.graph_streams import CLASSIC_MODES, ProtocolEvents, as_json, classic_stream
-from workflows.engine.money import usd
-from workflows.engine.runtime import RunContext
-from workflows.engine.usage import Usage
+from engine.errors import InvalidInput, LimitExceeded, RunError
+from engine.graph import Node
+from engine.graph_accounting import GraphAccounting, RunThread
+from engine.graph_registry import factory_arguments, is_factory, registered_target
+from engine.graph_streams import CLASSIC_MODES, ProtocolEvents, as_json, classic_stream
+from engine.money import usd
+from engine.runtime import RunContext
+from engine.usage import Usage
 
 MAX_STEPS = 100
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
@@ -91,7 +91,7 @@ def graph_input_of(run_input: dict, *, message_id: str | None = None) -> Any:
         return run_input["graph_input"]
     from langchain_core.messages import HumanMessage
 
-    from workflows.engine.chat_messages import messages_from_openai
+    from engine.chat_messages import messages_from_openai
 
     if run_input.get("messages"):
         return {"messages": messages_from_openai(run_input["messages"])}
@@ -118,7 +118,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
-    from workflows.engine.run_store import StoreOnRunThread
+    from engine.run_store import StoreOnRunThread
 
     run_thread = RunThread()
     accounting = GraphAccounting(ctx, run_thread)

@@ -52,7 +52,7 @@ def tool_calls_streamed(message: AIMessageChunk) -> list[dict]:
 
 def tool_calls_as_sent(reply: AIMessage) -> list[dict]:
     """A reply's tool calls, OpenAI-shaped, with their arguments as the model sent them: those the streamed reply
-    kept (workflows.engine.runtime), else the parsed and the unparsable ones LangChain made of them."""
+    kept (engine.runtime), else the parsed and the unparsable ones LangChain made of them."""
     kept = reply.additional_kwargs.get("tool_calls")
     if isinstance(kept, list) and kept:
         return kept

@@ -8,7 +8,7 @@ from uuid import UUID
 from langgraph.store.base import BaseStore, Op, Result
 
 if TYPE_CHECKING:
-    from workflows.engine.graph_accounting import GraphAccounting, RunThread
+    from engine.graph_accounting import GraphAccounting, RunThread
 
 # How a store embeds the texts of its index in a run: (`provider/model`, texts, dimensions or None) -> vectors, each
 # request an LLM call of the run's, in the node that used the store.

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Protocol
 
 from langchain_core.messages import BaseMessage
 
-from workflows.engine.money import usd
+from engine.money import usd
 
 MILLION = Decimal(1_000_000)
 CENT_PLACES = Decimal("0.00000001")  # money has 8 decimal places everywhere

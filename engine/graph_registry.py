@@ -8,8 +8,8 @@ import sys
 import threading
 from typing import Any, Callable
 
-from workflows.engine.errors import InvalidInput
-from workflows.engine.settings import settings
+from engine.errors import InvalidInput
+from engine.settings import settings
 
 _modules: dict[str, Any] = {}
 _loading = threading.Lock()

@@ -10,9 +10,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 from langchain_core.messages import BaseMessage
 
-from workflows.engine.errors import RunError
-from workflows.engine.graph import Node
-from workflows.engine.usage import Price, Usage
+from engine.errors import RunError
+from engine.graph import Node
+from engine.usage import Price, Usage
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class LLMCall:
     requested_model: str  # as the run asked for it: what the call is priced by
     usage: Usage
     duration_ms: int
-    deployment: str = ""  # the deployment that served it (workflows.engine.routing), "" when not routed
+    deployment: str = ""  # the deployment that served it (engine.routing), "" when not routed
     message_id: str = ""  # the reply's id (its message's in the graph's state), "" when it has none
     finish_reason: str = ""  # why the reply ended, as the provider said (stop, length, tool_calls...), "" unknown
     kind: str = "chat"  # what the call was: "chat", or "embedding" (an embeddings API call)
@@ -119,7 +119,7 @@ class RunHooks(Protocol):
     # fallback's, after a fallback) and the upstream's system_fingerprint when it sent one
     def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None: ...
     def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
-    # A registered graph's own stream (workflows.engine.python_graphs): its values, updates and custom parts.
+    # A registered graph's own stream (engine.python_graphs): its values, updates and custom parts.
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None: ...
     # Which open node the next hook is about (a registered graph's tasks may run at once); returns the open one.
     def node_focus(self, opened: Any = None) -> Any: ...
@@ -131,7 +131,7 @@ class RunHooks(Protocol):
     # first: each {CITATION_KEYS..., "text"}; the query embedded through `embed`, the chunks found reranked through
     # `rerank` (when the request names a rerank model). A collection the owner cannot see is a RunError.
     def collections_search(self, request: RetrievalRequest, embed: Embed, rerank: Rerank) -> list[dict]: ...
-    # A search done (workflows.engine.retrieval): the request, the chunks' citations and its latency.
+    # A search done (engine.retrieval): the request, the chunks' citations and its latency.
     def retrieved(self, node: Node, record: dict) -> None: ...
     def price(self, provider: str, model: str) -> Price | None: ...
     # A stored prompt by name and label or version (the node's `prompt`); the node's LLM calls record its version.

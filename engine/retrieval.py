@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
-from workflows.engine.graph import Node
-from workflows.engine.hooks import CITATION_KEYS, RetrievalRequest
-from workflows.engine.runtime import RunContext
+from engine.graph import Node
+from engine.hooks import CITATION_KEYS, RetrievalRequest
+from engine.runtime import RunContext
 
 
 def citation(chunk: dict) -> dict:

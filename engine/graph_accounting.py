@@ -16,15 +16,15 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage
 
-from workflows.engine.errors import RunError
-from workflows.engine.graph import Node
-from workflows.engine.graph_streams import as_json
-from workflows.engine.hooks import CallStarted, RetrievalRequest
-from workflows.engine.retrieval import collections_retrieve
-from workflows.engine.runtime import RunContext
-from workflows.engine.tool_reservations import ToolReservations
-from workflows.engine.tools import MCP_SERVER_METADATA
-from workflows.engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
+from engine.errors import RunError
+from engine.graph import Node
+from engine.graph_streams import as_json
+from engine.hooks import CallStarted, RetrievalRequest
+from engine.retrieval import collections_retrieve
+from engine.runtime import RunContext
+from engine.tool_reservations import ToolReservations
+from engine.tools import MCP_SERVER_METADATA
+from engine.usage import estimate_prompt_tokens, streamed_so_far, usage_from_message
 
 NODE_TYPE = "graph_node"  # a node of a registered graph, as its node rows name their type
 
@@ -300,7 +300,7 @@ class GraphAccounting(BaseCallbackHandler):
         """A retriever's search (its run `run_id`), done by the run in the node it is part of: recorded there."""
         return self._in_node(self.task_of.get(run_id), lambda node: collections_retrieve(node, self.ctx, request))
 
-    # --- the store's index (workflows.engine.run_store) -----------------------------------------------------------
+    # --- the store's index (engine.run_store) -----------------------------------------------------------
     def store_embed(self, run_id: UUID | None) -> Callable[[str, list[str], int | None], list[list[float]]]:
         """How the store embeds for the LangChain run `run_id` (a node, or inside one): each request an LLM call of
         that node (of the graph, when it is none), on the run's thread."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workflows.engine.errors import InvalidInput
-from workflows.engine.providers import PROVIDERS
-from workflows.engine.settings import settings
-from workflows.engine.tools import DEFAULT_TOOLS, TOOLS, allowed_tool_unknown
+from engine.errors import InvalidInput
+from engine.providers import PROVIDERS
+from engine.settings import settings
+from engine.tools import DEFAULT_TOOLS, TOOLS, allowed_tool_unknown
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 
-from workflows.engine.chat_messages import messages_from_openai
-from workflows.engine.conditions import ConditionContext, parse_condition
-from workflows.engine.graph import Graph, Node
-from workflows.engine.hooks import RetrievalRequest
-from workflows.engine.retrieval import citation, collections_retrieve
-from workflows.engine.runtime import RunContext
-from workflows.engine.tools import TOOLS, ToolFailed, budget_refusal, tool_allowed, tool_run
+from engine.chat_messages import messages_from_openai
+from engine.conditions import ConditionContext, parse_condition
+from engine.graph import Graph, Node
+from engine.hooks import RetrievalRequest
+from engine.retrieval import citation, collections_retrieve
+from engine.runtime import RunContext
+from engine.tools import TOOLS, ToolFailed, budget_refusal, tool_allowed, tool_run
 
 MAX_OUTPUT_CHARS = 500
 SUMMARY_PROMPT = "Summarize the conversation so far in a few sentences, keeping facts and numbers."
@@ -397,8 +397,8 @@ def human_input(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> O
 Behaviour = Callable[[Node, RunState, RunContext, Graph], Outcome]
 def python_graph(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome:
     """A registered Python graph (CHATTER_GRAPHS) run on the turn (with the conversation's recent history when
-    memory is on); its chat-model calls and tool calls are accounted by workflows.engine.python_graphs."""
-    from workflows.engine.python_graphs import python_graph_invoke
+    memory is on); its chat-model calls and tool calls are accounted by engine.python_graphs."""
+    from engine.python_graphs import python_graph_invoke
 
     history = conversation_before(state, ctx, ctx.config["memory_window"]) if ctx.config["enable_memory"] else []
     added = python_graph_invoke(node, [*history, *turn_messages(state)], ctx)

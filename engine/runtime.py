@@ -1,6 +1,6 @@
 """What a running graph can touch: its config, its limits, and the hooks that record it.
 
-The engine package knows nothing of the database or HTTP. `RunHooks` (workflows.engine.hooks) is the seam: the
+The engine package knows nothing of the database or HTTP. `RunHooks` (engine.hooks) is the seam: the
 workflows services implement it with rows and events; a bare run (benchmarks) uses `NullHooks`.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import add_usage
 from langchain_core.messages.utils import message_chunk_to_message
 
-from workflows.engine.chat_messages import choice_as_openai, tool_calls_streamed
-from workflows.engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
-from workflows.engine.graph import Node
-from workflows.engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
-from workflows.engine.providers import (
+from engine.chat_messages import choice_as_openai, tool_calls_streamed
+from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
+from engine.graph import Node
+from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
+from engine.providers import (
     USAGE_REPORTED_IN_PARTS,
     RawUsageReports,
     chat_model,
@@ -33,8 +33,8 @@ from workflows.engine.providers import (
     provider_failure,
     usage_copied_into,
 )
-from workflows.engine.reranking import rerank_create
-from workflows.engine.routing import (
+from engine.reranking import rerank_create
+from engine.routing import (
     Deployment,
     Skipped,
     deployment_cool_down,
@@ -42,9 +42,9 @@ from workflows.engine.routing import (
     route_deployments,
     routing_table,
 )
-from workflows.engine.settings import settings
-from workflows.engine.tools import TOOLS
-from workflows.engine.usage import (
+from engine.settings import settings
+from engine.tools import TOOLS
+from engine.usage import (
     Usage,
     estimate_prompt_tokens,
     estimate_tokens,
@@ -219,7 +219,7 @@ class RunContext:
 
     def _targets(self, provider: str, model_name: str, skipped: list[Skipped]):
         """Where the call goes, in the order to try: the provider's own server; or, for a model the deployments
-        file routes, its deployments (workflows.engine.routing), then its fallbacks'."""
+        file routes, its deployments (engine.routing), then its fallbacks'."""
         table = routing_table()
         route = table.route_for(provider, model_name) if table is not None else None
         if route is None:
@@ -269,7 +269,7 @@ class RunContext:
         """A call answered in one response (not streamed): the first choice is the reply, any others (the gateway's
         `n` > 1) ride in its metadata, OpenAI-shaped; the usage the provider reported counts them all. Its text
         reaches the run's watchers as one token event. Tool calls keep their arguments as the model sent them
-        (where the streamed reply keeps them: workflows.engine.chat_messages.tool_calls_as_sent)."""
+        (where the streamed reply keeps them: engine.chat_messages.tool_calls_as_sent)."""
         with usage_copied_into(raw):
             result = chat.generate([list(prompt)], **params)
         messages = [generation.message for generation in result.generations[0]]
@@ -362,7 +362,7 @@ class RunContext:
     def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
                       started: float, message_id: str | None = None, finish_reason: str = "") -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
-        callbacks: workflows.engine.python_graphs): priced and recorded like every other call."""
+        callbacks: engine.python_graphs): priced and recorded like every other call."""
         return self._record(node, _Target(provider, requested_model), reported_model, usage, started,
                             message_id=message_id, finish_reason=finish_reason)
 

@@ -3,7 +3,7 @@
 Each word of a text is hashed into one of `dimensions` signed buckets and the vector normalised to unit length,
 so texts that share words point alike, whatever their order; a paraphrase with other words does not. It is for
 tests and demos that must run offline. Search by meaning needs a real model: all-MiniLM-L6-v2 runs in-process
-(workflows/engine/embeddings_minilm.py), or any OpenAI-compatible embeddings server through the `openai` provider.
+(engine/embeddings_minilm.py), or any OpenAI-compatible embeddings server through the `openai` provider.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 import math
 import re
 
-from workflows.engine.usage import estimate_tokens
+from engine.usage import estimate_tokens
 
 LOCAL_EMBEDDING_MODELS = ("local-embed-1",)
 LOCAL_EMBEDDING_DIMENSIONS = 256

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from workflows.engine.conditions import ConditionError, parse_condition
-from workflows.engine.settings import settings
+from engine.conditions import ConditionError, parse_condition
+from engine.settings import settings
 
 MAX_VALUE_DEPTH = 32  # nesting of free-form JSON values (variable.value): deeper ones could exhaust the stack
 
@@ -158,7 +158,7 @@ class DelayConfig(NodeConfig):
 def _registered_graph(name: str) -> str:
     if name not in settings.graphs:
         raise custom_error("unknown_graph", f"no Python graph {name!r} is registered (CHATTER_GRAPHS)")
-    from workflows.engine.graph_registry import factory_takes_runtime
+    from engine.graph_registry import factory_takes_runtime
 
     try:
         takes_runtime = factory_takes_runtime(name)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workflows.engine.errors import InvalidInput, ProviderError
-from workflows.engine.providers import openai_client, provider_check
+from engine.errors import InvalidInput, ProviderError
+from engine.providers import openai_client, provider_check
 
 if TYPE_CHECKING:
-    from workflows.engine.routing import Deployment
+    from engine.routing import Deployment
 
 # Providers with a rerank API: an OpenAI-compatible server's `/rerank` (Cohere's and Jina's shape, which llama.cpp's
 # server speaks when started with --reranking, as do vLLM and Infinity).

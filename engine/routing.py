@@ -22,7 +22,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workflows.engine.settings import settings
+from engine.settings import settings
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
-from workflows.engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
-from workflows.engine.errors import InvalidInput, ProviderError
-from workflows.engine.routing import route_for
-from workflows.engine.settings import settings
+from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
+from engine.errors import InvalidInput, ProviderError
+from engine.routing import route_for
+from engine.settings import settings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import UsageMetadata
 
-    from workflows.engine.routing import Deployment
+    from engine.routing import Deployment
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _openai_chat_model(**params) -> BaseChatModel:
     too), which the calls of a gateway would otherwise pay for every time."""
     from langchain_openai import ChatOpenAI
 
-    from workflows.engine.openai_http import usage_copying_http_client
+    from engine.openai_http import usage_copying_http_client
 
     return ChatOpenAI(**params, stream_usage=True, http_client=usage_copying_http_client())
 
@@ -139,7 +139,7 @@ def _openai_chat_model(**params) -> BaseChatModel:
 def _local_chat_model(**params) -> BaseChatModel:
     """One model object per set of parameters and process, as for openai: LangChain describes a model object
     (for its callbacks) once, the first time it is called."""
-    from workflows.engine.local_model import LocalChatModel
+    from engine.local_model import LocalChatModel
 
     return LocalChatModel(**params)
 
@@ -353,9 +353,9 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     """The models `provider`'s server serves: the local model's, or what an OpenAI-compatible server lists at its
     /models (read once a minute per process); None when that cannot be told (no listing, or it failed)."""
     if provider == "local":
-        from workflows.engine.embeddings_local import LOCAL_EMBEDDING_MODELS
-        from workflows.engine.embeddings_minilm import MINILM_MODEL
-        from workflows.engine.local_model import LOCAL_MODELS
+        from engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+        from engine.embeddings_minilm import MINILM_MODEL
+        from engine.local_model import LOCAL_MODELS
 
         return frozenset((*LOCAL_MODELS, *LOCAL_EMBEDDING_MODELS, MINILM_MODEL))
     if provider != "openai":
@@ -365,7 +365,7 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     read_at, models = _served.get(base, (None, None))
     if read_at is not None and now - read_at < SERVED_MODELS_TTL_S:
         return models
-    from workflows.engine.openai_http import shared_http_client
+    from engine.openai_http import shared_http_client
 
     try:
         response = shared_http_client().get(
@@ -409,7 +409,7 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         vectors, prompt_tokens = minilm_embed(inputs)
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
     if provider == "local":
-        from workflows.engine.embeddings_local import local_embeddings
+        from engine.embeddings_local import local_embeddings
 
         vectors, prompt_tokens = local_embeddings(inputs, dimensions=dimensions)
         return Embedded(vectors, model, {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
@@ -424,7 +424,7 @@ def openai_client(deployment: Deployment | None, timeout_s: float):
     """An OpenAI client of the provider's own server, or of `deployment`'s (whose routing retries, not the client)."""
     import openai
 
-    from workflows.engine.openai_http import shared_http_client
+    from engine.openai_http import shared_http_client
 
     return openai.OpenAI(base_url=settings.openai_base_url if deployment is None else deployment.base_url,
                          api_key=(settings.openai_api_key if deployment is None else deployment.api_key) or "unused",
@@ -446,7 +446,7 @@ def chat_model(
     shared).
     Within `usage_copied_into(reports)`, an openai call copies the usage objects its server streams into `reports`,
     as sent (other providers' raw usage is what LangChain reports). `deployment`: a deployment of the deployments
-    file (workflows.engine.routing) instead of the provider's own server; the routing retries on another
+    file (engine.routing) instead of the provider's own server; the routing retries on another
     deployment, so the client does not retry."""
     if deployment is None:
         provider_check(provider)

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflows.engine.conditions import Condition, parse_condition
-from workflows.engine.errors import InvalidInput
-from workflows.engine.graph_input import (
+from engine.conditions import Condition, parse_condition
+from engine.errors import InvalidInput
+from engine.graph_input import (
     EdgeInput,
     GraphInput,
     error_item,
@@ -30,7 +30,7 @@ from workflows.engine.graph_input import (
     known_nodes,
     node_model_for,
 )
-from workflows.engine.node_configs import NODE_TYPES, KnownNodes, config_as_dict
+from engine.node_configs import NODE_TYPES, KnownNodes, config_as_dict
 
 __all__ = [  # NODE_TYPES is re-exported: the node types and their config models live in node_configs.py
     "MAX_EDGES", "MAX_NODES", "NODE_TYPES", "Edge", "Graph", "GraphInvalid", "Node", "normalize_graph", "parse_graph",
