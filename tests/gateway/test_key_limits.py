@@ -3,14 +3,14 @@ for another, and nothing runs; a key past its requests or tokens per minute (in 
 with Retry-After and the x-ratelimit-* headers, and nothing runs; with Redis the count is shared by server
 processes."""
 import os
-import time
 
 import openai
 import pytest
 
 from core.errors import InvalidInput
-from gateway.limits import WINDOW_S, key_limits_set
+from gateway.limits import key_limits_set
 from keys.models import ApiToken
+from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
@@ -21,11 +21,9 @@ ASK = [{"role": "user", "content": "What is 12*7?"}]
 
 def limit(gateway, **limits) -> None:
     """Limit alice's key, with the rest of the test inside one counting window: counts are per calendar minute
-    (gateway.limits.WINDOW_S), so a test that crossed into the next would start counting anew."""
+    (tests.clock), so a test that crossed into the next would start counting anew."""
     key_limits_set(api_key=ApiToken.objects.get(user__username="alice"), **limits)
-    left = WINDOW_S - time.time() % WINDOW_S
-    if left < 20:
-        time.sleep(left + 0.1)
+    inside_one_minute()
 
 
 def test_a_key_calls_only_its_allowed_models(gateway, openai_stub):

@@ -23,6 +23,7 @@ from budgets.models import BudgetPeriod
 from core.cache import hot_reads
 from gateway.limits import key_limits_remove, key_limits_set
 from keys.services import api_key_revoke
+from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory, BudgetFactory, ModelPriceFactory
 from tests.fixtures_server import ROOT
 from tests.gateway.conftest import client
@@ -195,6 +196,7 @@ def test_item_46_a_change_made_by_another_process_holds_at_the_servers_next_call
     openai_stub.always(content="84.", usage=USAGE)
     key = ApiTokenFactory(user=alice, name="app", scopes=["gateway"])
     key_limits_set(api_key=key, rpm=100)
+    inside_one_minute(at_least_s=30)  # the calls counted below fall in one minute: a new one would count anew
     call = openai.OpenAI(base_url=gateway.v1, api_key=key.key, max_retries=0, timeout=30).chat.completions
     first = call.with_raw_response.create(model="gpt-4o-mini", messages=ASK)  # the server reads key, limits, price
 

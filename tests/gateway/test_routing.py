@@ -4,7 +4,6 @@ failed attempt is on the run, the failing deployment cools down (across server p
 stay exact; when every deployment of a model fails, the call falls back to the next model name."""
 import json
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -19,6 +18,7 @@ from workflows.services.run_requests import ChatRequest
 import yaml
 from django.core.management import call_command
 
+from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from tests.openai_stub import OpenAIStub
@@ -458,7 +458,6 @@ def test_a_graph_runs_model_node_is_routed_and_the_dashboard_shows_each_deployme
 
 def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minute(alice, upstreams, routed_here,
                                                                                  settings):
-    from engine.routing import WINDOW_S
     from workflows.services.runs import execution_run_now
 
     for stub in upstreams:
@@ -466,9 +465,7 @@ def test_a_deployment_at_its_requests_per_minute_is_left_out_until_the_next_minu
     a, b = names()
     routed_here({"gpt-4o-mini": {"deployments": [deployment(a, upstreams[0], "ROUTE_KEY_A", weight=1_000_000, rpm=2),
                                                  deployment(b, upstreams[1], "ROUTE_KEY_B")]}})
-    left = WINDOW_S - time.time() % WINDOW_S
-    if left < 10:  # the counts are per calendar minute: the test stays inside one
-        time.sleep(left + 0.1)
+    inside_one_minute()  # the counts are per calendar minute: the test stays inside one
     config = {"provider": "openai", "model": "gpt-4o-mini", "enable_memory": False, "enable_tools": False}
 
     runs = [execution_run_now(ChatRequest(owner=alice, message="hello", config=config)) for _ in range(4)]

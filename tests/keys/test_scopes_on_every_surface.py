@@ -13,9 +13,10 @@ from django.db.models import Q
 from django.test import Client
 
 from agent_server.models import AgentCron, StoreItem
-from gateway.limits import WINDOW_S, key_limits_remove, key_limits_set
+from gateway.limits import key_limits_remove, key_limits_set
 from conversations.models import Conversation, Message
 from keys.models import API_KEY_SCOPES
+from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.run_requests import AgentRunRequest
@@ -234,9 +235,7 @@ def limited_key():
         token = ApiTokenFactory(user=user, name="limited", scopes=list(API_KEY_SCOPES))
         key_limits_set(api_key=token, **limits)
         made.append(token)
-        left = WINDOW_S - time.time() % WINDOW_S
-        if left < 20:
-            time.sleep(left + 0.1)
+        inside_one_minute()
         return token.key
 
     yield make
