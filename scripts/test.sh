@@ -14,10 +14,11 @@ cd "$(dirname "$0")/.." || exit 1
 PYTEST=.venv/bin/pytest
 # Each phase runs on pytest-xdist workers (CHATTER_TEST_WORKERS, 2 unless set; 1: no workers), a test file at a time
 # per worker: the tests mostly wait on servers they started, so four workers keep the two cores busy. Each worker
-# has its own test database, Redis database (chatter_project/test_settings.py) and shared servers.
+# has its own test database, Redis database (chatter_project/test_settings.py) and shared servers. The workers take
+# the modules in collection order, the longest first (tests/conftest.py heaviest_first, tests/module_seconds.tsv).
 TEST_WORKERS=${CHATTER_TEST_WORKERS:-2}
 WORKERS=()
-[ "$TEST_WORKERS" -le 1 ] || WORKERS=(-n "$TEST_WORKERS" --dist loadfile)
+[ "$TEST_WORKERS" -le 1 ] || WORKERS=(-n "$TEST_WORKERS" --dist loadfile --no-loadscope-reorder)
 SERVICES_ROOT=var/test-services
 # Bytecode is written (into git-ignored __pycache__ dirs): pytest keeps each test module's rewritten asserts there,
 # so the phases and their workers after the first do not rewrite and compile them again.
@@ -115,10 +116,9 @@ echo "docs: $(result "$docs_rc")"
 # The two phases run side by side (each is mostly one process waiting on servers it started); the SQLite
 # phase's output is kept in a file and shown after the PostgreSQL phase's, which is shown as it runs.
 sqlite_log="$skips_dir/sqlite.log"
-# It runs the modules in reverse order (tests/conftest.py): the two phases then meet each other's CPU-heavy and
-# waiting modules rather than the same ones at the same time.
 (unset DATABASE_URL REDIS_URL
-    CHATTER_TEST_ORDER=modules-reversed CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" \
+    CHATTER_MODULE_SECONDS_OUT="$skips_dir/sqlite.seconds" \
+    CHATTER_REQUIRE_COMPONENTS=browser,node CHATTER_SKIP_REPORT="$skips_dir/sqlite" \
         exec setsid "$PYTEST" "${WORKERS[@]}" "$@") \
     >"$sqlite_log" 2>&1 &
 sqlite_pid=$!
@@ -129,7 +129,8 @@ echo $$ >"$services_dir/owner.pid"
 if scripts/services.sh start "$services_dir"; then
     # shellcheck disable=SC1091
     (source "$services_dir/env" && echo "DATABASE_URL=${DATABASE_URL%%:*}://…@${DATABASE_URL##*@}  REDIS_URL=$REDIS_URL" \
-        && CHATTER_REQUIRE_COMPONENTS=browser,node,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
+        && CHATTER_MODULE_SECONDS_OUT="$skips_dir/postgres.seconds" \
+            CHATTER_REQUIRE_COMPONENTS=browser,node,postgresql,redis CHATTER_SKIP_REPORT="$skips_dir/postgres" \
             exec "$PYTEST" "${WORKERS[@]}" "$@")
     postgres_rc=$?
 else
@@ -147,6 +148,17 @@ cat "$sqlite_log"
 for sidecar in var/chatter-test-*.sqlite3-wal var/chatter-test-*.sqlite3-shm; do
     [ -e "${sidecar%-*}" ] || rm -f "$sidecar"
 done
+
+# CHATTER_RECORD_MODULE_SECONDS=1: each module's seconds in both phases, added up, become the order of the next
+# runs (tests/module_seconds.tsv: the longest modules first).
+if [ -n "${CHATTER_RECORD_MODULE_SECONDS:-}" ] && [ -s "$skips_dir/sqlite.seconds" ] \
+        && [ -s "$skips_dir/postgres.seconds" ]; then
+    { echo "# seconds	module: both phases of make test added up (tests/conftest.py heaviest_first)"
+      cat "$skips_dir/sqlite.seconds" "$skips_dir/postgres.seconds" | grep -v '^#' \
+        | awk -F'\t' '{ took[$2] += $1 } END { for (m in took) printf "%.1f\t%s\n", took[m], m }' | sort -rn
+    } >tests/module_seconds.tsv
+    echo "tests/module_seconds.tsv written"
+fi
 
 header "Summary"
 echo "Docs (mkdocs):       $(result "$docs_rc")"

@@ -1,3 +1,7 @@
+import os
+from collections import defaultdict
+from pathlib import Path
+
 import pytest
 
 from tests.factories import StaffFactory, UserFactory
@@ -41,8 +45,6 @@ def bob_api(bob):
 
 
 def pytest_collection_modifyitems(config, items):
-    import os
-
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
@@ -56,13 +58,45 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
-    if os.environ.get("CHATTER_TEST_ORDER") == "modules-reversed":
-        # make test's SQLite phase: the modules last to first (each module's tests in their order), so that its
-        # busy stretches meet the PostgreSQL phase's waiting ones rather than the same modules' (scripts/test.sh).
-        modules: dict = {}
-        for item in items:
-            modules.setdefault(item.path, []).append(item)
-        items[:] = [item for module in reversed(modules.values()) for item in module]
+    heaviest_first(items)
+
+
+# --- the order of modules -------------------------------------------------------------------------------------
+# make test's workers take whole modules in collection order (scripts/test.sh: --dist loadfile
+# --no-loadscope-reorder). The longest go first, so that a phase ends on short modules on both workers rather than
+# on one long module while the other worker idles. The seconds per module are a past run's, kept in
+# tests/module_seconds.tsv and written again by a run with CHATTER_MODULE_SECONDS_OUT=tests/module_seconds.tsv.
+MODULE_SECONDS = Path(__file__).with_name("module_seconds.tsv")
+_ran_seconds: dict[str, float] = defaultdict(float)
+
+
+def heaviest_first(items) -> None:
+    """Sorts `items` by module, the longest module first (each module's tests keep their order); a module the
+    file does not know yet goes before every known one: it may be long."""
+    seconds = {}
+    if MODULE_SECONDS.exists():
+        for line in MODULE_SECONDS.read_text().splitlines():
+            if line and not line.startswith("#"):
+                took, module = line.split("\t")
+                seconds[module] = float(took)
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    order = sorted(modules, key=lambda module: -seconds.get(module, float("inf")))
+    items[:] = [item for module in order for item in modules[module]]
+
+
+def pytest_runtest_logreport(report):
+    """Adds up each module's seconds (setup, call and teardown of its tests; with workers, on the controller)."""
+    _ran_seconds[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("CHATTER_MODULE_SECONDS_OUT")
+    if out and not hasattr(session.config, "workerinput"):  # the controller, or a run without workers
+        taken = sorted(_ran_seconds.items(), key=lambda kept: -kept[1])
+        Path(out).write_text("# seconds\tmodule (tests/conftest.py heaviest_first)\n"
+                             + "".join(f"{took:.1f}\t{module}\n" for module, took in taken))
 
 
 @pytest.fixture(autouse=True)
