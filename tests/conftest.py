@@ -1,5 +1,5 @@
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,12 @@ def bob_api(bob):
 
 def pytest_collection_modifyitems(config, items):
     from django.conf import settings
+
+    # pytest-xdist tells tests apart by their ids: of tests that share one, it runs only the first.
+    shared = [nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1]
+    if shared:
+        raise pytest.UsageError(f"{len(shared)} test ids are shared by several tests, so pytest-xdist would run one "
+                                f"of each (make test's workers): {shared[:5]}")
 
     if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # What checks nothing of the database it runs on runs once, in the SQLite phase of make test.
