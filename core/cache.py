@@ -121,31 +121,41 @@ class HotReads:
         from django.db import DEFAULT_DB_ALIAS, transaction
 
         using = kwargs.get("using") or DEFAULT_DB_ALIAS
-        self._forget()
+        self.forget()
         if self.shared():
             transaction.on_commit(self.renew, using=using)
-            return
-        from core.models import HotReadsVersion
-
-        HotReadsVersion.objects.using(using).bulk_create(
-            [HotReadsVersion(version=_new_version())], update_conflicts=True, unique_fields=["id"],
-            update_fields=["version"])
-        if (scope := _scope.get()) is not None:
-            scope.version = None  # (this scope reads the new one: its own transaction sees it)
+        else:
+            self._store(using)
 
     def renew(self) -> None:
-        """This process's memo goes, and this scope reads the version again; where the version is in the shared
-        cache, a new one, now: every process reads afresh at its next call. (In the database, `changed` writes the
-        new version with the change.)"""
-        self._forget()
-        if (scope := _scope.get()) is not None:
-            scope.version = None
+        """A new version, now: every process reads afresh at its next call (this one too). In the database, written
+        in the caller's transaction, if it is in one."""
+        from django.db import DEFAULT_DB_ALIAS
+
+        self.forget()
         if not self.shared():
+            self._store(DEFAULT_DB_ALIAS)
             return
         try:
             self.announce()
         except Exception:  # noqa: BLE001
             logger.error("hot reads: a change could not be announced through the shared cache", exc_info=True)
+
+    def forget(self) -> None:
+        """This process's memo goes, and this scope reads the version again (other processes keep theirs)."""
+        with self._lock:
+            self._version, self._values = None, {}
+        if (scope := _scope.get()) is not None:
+            scope.version = None
+
+    @staticmethod
+    def _store(using: str) -> None:
+        """A new version in the database's row (made if it is missing)."""
+        from core.models import HotReadsVersion
+
+        HotReadsVersion.objects.using(using).bulk_create(
+            [HotReadsVersion(version=_new_version())], update_conflicts=True, unique_fields=["id"],
+            update_fields=["version"])
 
     def announce(self) -> None:
         """A new shared version (renew's announcement, without forgetting this process's memo)."""
@@ -199,10 +209,6 @@ class HotReads:
         except LookupError:  # (core's table not made yet: a migrate of other apps only)
             return
         model.objects.using(using).get_or_create(pk=1, defaults={"version": _new_version()})
-
-    def _forget(self) -> None:
-        with self._lock:
-            self._version, self._values = None, {}
 
 
 # The database's version, read by every scope (a request, a run) that makes a hot read: SQL of its own because the
