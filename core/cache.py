@@ -27,7 +27,8 @@ class HotReads:
       rows under the new version would keep them); a read of it is a round trip to the cache;
     - else in the database (core.models.HotReadsVersion, one row), renewed in the changing transaction itself, so
       that every process sees the new version when, and only when, it sees the change (the version is random: one
-      rolled back with its change never comes back); a read of it is one statement.
+      rolled back with its change never comes back); a read of it is one statement. (On PostgreSQL, writers of
+      these rows, all rarely written, then take turns on that row until they commit.)
 
     The version is read once a scope: an HTTP request (Django's request_started to its request_finished, on every
     surface), or a run outside any request (`scope`): a call reads its key, its limits and its prices (and its
