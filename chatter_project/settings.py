@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_q",
     "chatter_project",  # model-free: installed for its historical migrations (ChatterProjectConfig)
+    "core",  # one table: the hot reads' version where no cache is shared (core.models.HotReadsVersion)
     "keys",
     "webhooks",
     "conversations",

@@ -1,12 +1,14 @@
-"""Redis cache plumbing (CACHES; REDIS_URL in docs/operations/configuration.md#settings); the connection pool is
-core/redis_pool.py."""
+"""The hot reads' memo (HotReads: its version in the shared cache, or in the database) and Redis cache plumbing
+(CACHES; REDIS_URL in docs/operations/configuration.md#settings); the connection pool is core/redis_pool.py."""
 from __future__ import annotations
 
 import copy
 import functools
 import logging
+import secrets
 import threading
 import uuid
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -18,29 +20,31 @@ logger = logging.getLogger(__name__)
 
 class HotReads:
     """What every gateway call and run reads and hardly ever changes (a key and its user, the key's limits, the
-    prices, a run's template, whether any budget is active), kept per process for as long as one shared version stays the same. Any change to those rows names a new version
-    (`changed`, after its transaction commits: reading the old rows under the new version would keep them), so every
-    process reads afresh at its next call: a revoked key is refused, a lowered limit holds, from the next call on.
-    Each read costs a cache read (the version, one round trip to Redis) instead of a statement.
+    prices, a run's template, whether any budget is active), kept per process for as long as a version every process
+    reads stays the same. Any change to those rows names a new version (`changed`), so every process reads afresh at
+    its next call: a revoked key is refused, a lowered limit holds, from the next call on. The version is kept:
+    - in the cache, where every process shares it (Redis: `shared`), renewed once the change commits (reading the old
+      rows under the new version would keep them); a read of it is a round trip to the cache;
+    - else in the database (core.models.HotReadsVersion, one row), renewed in the changing transaction itself, so
+      that every process sees the new version when, and only when, it sees the change (the version is random: one
+      rolled back with its change never comes back); a read of it is one statement. (On PostgreSQL, writers of
+      these rows, all rarely written, then take turns on that row until they commit.)
 
-    Kept only where the cache is shared by every process (Redis): with a process-local cache (locmem, the
-    default without REDIS_URL) another process's change could not reach this one, so each call reads the rows.
-
-    Within one HTTP request (from Django's request_started to its request_finished, on every surface) the version
-    is read once, by the request's first hot read: a call reads its key, its limits and its prices (and its limits
-    again at its end) for one round trip, not one each; a change still holds from the next request on."""
+    The version is read once a scope: an HTTP request (Django's request_started to its request_finished, on every
+    surface), or a run outside any request (`scope`): a call reads its key, its limits and its prices (and its
+    limits again at its end) for one read of the version, not one each; a change holds from the next one on."""
 
     VERSION_KEY = "chatter:hot-reads:version"
     MAX_ENTRIES = 10_000  # past it, the process's memo starts over (keys are many; no bound would be a leak)
 
     def __init__(self):
-        self._version: str | None = None
+        self._version = None
         self._values: dict = {}
         self._lock = threading.Lock()
 
     @staticmethod
     def shared() -> bool:
-        """Whether the memo is kept: the cache is one every process shares."""
+        """Whether the version is kept in the cache (one every process shares), else in the database."""
         from django.conf import settings
 
         backend = settings.CACHES["default"]["BACKEND"]
@@ -54,13 +58,14 @@ class HotReads:
         them as a tuple): each caller gets instances of its own (`thaw`, the default), so what one request changes
         on its key or user no other request reads. `thaw=False`: the frozen rows themselves (read only), for a
         caller that picks one of many and thaws only that one."""
-        if not self.shared():
-            value = load()
-            return value if thaw else frozen(value, related)
         try:
             version = self._version_now()
-        except Exception:  # noqa: BLE001 - the cache unreachable: read the rows, as without one
+        except Exception:  # noqa: BLE001 - the shared cache unreachable: read the rows, as without a memo
+            if not self.shared():
+                raise
             logger.warning("hot reads: the shared cache failed; reading from the database", exc_info=True)
+            version = None
+        if version is None:  # (no version to keep the value under)
             value = load()
             return value if thaw else frozen(value, related)
         with self._lock:
@@ -75,46 +80,83 @@ class HotReads:
                         self._values[item] = found
         return thawed(found) if thaw else found
 
-    def _version_now(self) -> str:
-        """The shared version: the request's, once read (see the class), else read now."""
-        request = _request.get()
-        if request is not None and request.version is not None:
-            return request.version
+    def _version_now(self):
+        """The version: the scope's, once read (see the class), else read now."""
+        scope = _scope.get()
+        if scope is not None and scope.version is not None:
+            return scope.version
         version = self.version()
-        if request is not None:
-            request.version = version
+        if scope is not None:
+            scope.version = version
         return version
+
+    @staticmethod
+    @contextmanager
+    def scope():
+        """A block that reads the version once, as a request does (a run outside any request: a worker's, a
+        command's, one on the runner's threads); within a request or another scope, theirs."""
+        if _scope.get() is not None:
+            yield
+            return
+        token = _scope.set(_Scope())
+        try:
+            yield
+        finally:
+            _scope.reset(token)
 
     @staticmethod
     def request_began(**kwargs) -> None:
         """Django's request_started: the request reads the version once, at its first hot read."""
-        _request.set(_Request())
+        _scope.set(_Scope())
 
     @staticmethod
     def request_ended(**kwargs) -> None:
         """Django's request_finished: what runs next, outside a request, reads the version at each hot read."""
-        _request.set(None)
+        _scope.set(None)
 
     def changed(self, **kwargs) -> None:
         """A row the memo may hold changed (a signal receiver, or a caller that wrote without signals): this
-        process's memo goes at once (its own transaction reads its change), every process's once the change
-        commits (a new version: at once outside a transaction)."""
-        from django.db import transaction
+        process's memo goes at once (its own transaction reads its change); every process's with the change's
+        commit (in the database, a new version written in the changing transaction; in the shared cache, one
+        announced once it commits: at once outside a transaction)."""
+        from django.db import DEFAULT_DB_ALIAS, transaction
 
-        self._forget()
-        transaction.on_commit(self.renew)
+        using = kwargs.get("using") or DEFAULT_DB_ALIAS
+        self.forget()
+        if self.shared():
+            transaction.on_commit(self.renew, using=using)
+        else:
+            self._store(using)
 
     def renew(self) -> None:
-        """A new version, now: every process reads afresh at its next call (this request too)."""
-        self._forget()
-        if (request := _request.get()) is not None:
-            request.version = None
+        """A new version, now: every process reads afresh at its next call (this one too). In the database, written
+        in the caller's transaction, if it is in one."""
+        from django.db import DEFAULT_DB_ALIAS
+
+        self.forget()
         if not self.shared():
+            self._store(DEFAULT_DB_ALIAS)
             return
         try:
             self.announce()
         except Exception:  # noqa: BLE001
             logger.error("hot reads: a change could not be announced through the shared cache", exc_info=True)
+
+    def forget(self) -> None:
+        """This process's memo goes, and this scope reads the version again (other processes keep theirs)."""
+        with self._lock:
+            self._version, self._values = None, {}
+        if (scope := _scope.get()) is not None:
+            scope.version = None
+
+    @staticmethod
+    def _store(using: str) -> None:
+        """A new version in the database's row (made if it is missing)."""
+        from core.models import HotReadsVersion
+
+        HotReadsVersion.objects.using(using).bulk_create(
+            [HotReadsVersion(version=_new_version())], update_conflicts=True, unique_fields=["id"],
+            update_fields=["version"])
 
     def announce(self) -> None:
         """A new shared version (renew's announcement, without forgetting this process's memo)."""
@@ -126,10 +168,22 @@ class HotReads:
 
             cache.set(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
 
-    def version(self) -> str:
-        """The shared version (made if there is none: never set, or evicted). Where the cache is Redis it is read
-        by the process's one Redis client: Django's RedisCache makes a client for every call, which cost 0.33 ms
-        of CPU a read against 0.13 (loaded; bench/RESULTS.md, "Issue 48, items 2 and 3"), and a run reads it for
+    def version(self):
+        """The version every process reads: in the shared cache, or in the database (None: its row is gone, and
+        nothing is kept until a change or a migrate writes it again)."""
+        if not self.shared():
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                cursor.execute(HOT_READS_VERSION)
+                row = cursor.fetchone()
+            return None if row is None else row[0]
+        return self._cached_version()
+
+    def _cached_version(self) -> str:
+        """The shared cache's version (made if there is none: never set, or evicted). Where the cache is Redis it is
+        read by the process's one Redis client: Django's RedisCache makes a client for every call, which cost 0.33
+        ms of CPU a read against 0.13 (loaded; bench/RESULTS.md, "Issue 48, items 2 and 3"), and a run reads it for
         its key, its template, its prices and its budgets."""
         client = _redis_client()
         if client is not None:
@@ -146,21 +200,39 @@ class HotReads:
             version = cache.get(self.VERSION_KEY)
         return version
 
-    def _forget(self) -> None:
-        with self._lock:
-            self._version, self._values = None, {}
+    @staticmethod
+    def version_row_ensure(*, using, apps=None, **kwargs) -> None:
+        """post_migrate (after every migrate, and a flush's): the version's row, where it is missing."""
+        if apps is None:  # (a flush sends the signal without the migration state: the models as they are)
+            from django.apps import apps
+        try:
+            model = apps.get_model("core", "HotReadsVersion")
+        except LookupError:  # (core's table not made yet: a migrate of other apps only)
+            return
+        model.objects.using(using).get_or_create(pk=1, defaults={"version": _new_version()})
 
 
-class _Request:
-    """The version one request read (None: not yet)."""
+# The database's version, read by every scope (a request, a run) that makes a hot read: SQL of its own because the
+# queryset (filter(pk=1).values_list("version").first()) cost 420-500 us of CPU a read against 34 us on SQLite
+# (loaded host, 2026-11-26; bench/RESULTS.md, B1). The table is core.models.HotReadsVersion's (its db_table).
+HOT_READS_VERSION = "SELECT version FROM core_hot_reads_version WHERE id = 1"
+
+
+class _Scope:
+    """The version one scope (a request, a run) read (None: not yet)."""
 
     __slots__ = ("version",)
 
     def __init__(self) -> None:
-        self.version: str | None = None
+        self.version = None
 
 
-_request: ContextVar[_Request | None] = ContextVar("hot_reads_request", default=None)
+def _new_version() -> int:
+    """A new random version for the database's row (63 bits: a signed bigint on both databases)."""
+    return secrets.randbits(63)
+
+
+_scope: ContextVar[_Scope | None] = ContextVar("hot_reads_scope", default=None)
 hot_reads = HotReads()
 _MISSING = object()
 

@@ -29,3 +29,15 @@ def non_negative(*fields: str, model: str) -> list[models.CheckConstraint]:
         models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{model}_{field}_non_negative")
         for field in fields
     ]
+
+
+class HotReadsVersion(models.Model):
+    """The version of the hot reads' memo (core.cache.HotReads) where no cache is shared by every process: one row,
+    given a new random value in the transaction of every change of the rows the memo holds, so every process sees
+    the new version exactly when it sees the change. Made by migrate (core.apps), and again after a flush."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)  # (the one row)
+    version = models.BigIntegerField()
+
+    class Meta:
+        db_table = "core_hot_reads_version"

@@ -1,9 +1,12 @@
 """The process's memo of hot reads (core.cache.hot_reads: a key and its user, a key's limits, the prices, issue 46;
 a run's template and whether any budget is active, issue 48):
 each request gets rows of its own, so what one changes no other reads; and every write of those rows that sends no
-signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves a process reading old rows."""
+signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves a process reading old rows. Each
+with the memo's version in the shared cache and in the database (the default cache, a process's own)."""
 import ast
 import re
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,13 +17,17 @@ from django.test.utils import CaptureQueriesContext
 
 from analytics.models import ModelPrice
 from budgets.models import Budget
+from core.models import HotReadsVersion
 from budgets.services import budget_deactivate, budgets_matching
-from core.cache import RenewsHotReads, Row, hot_reads
+from core.cache import HOT_READS_VERSION, RenewsHotReads, Row, hot_reads
 from gateway.limits import key_limits_of, key_limits_set
 from gateway.models import KeyLimits
 from keys.models import ApiToken
 from keys.services import api_token_get
 from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.fixtures_server import server_env
+from workflows.services.run_requests import ChatRequest
+from workflows.services.runs import execution_run_now
 from workflows.models import WorkflowTemplate
 from workflows.pricing import price_for_call
 from workflows.selectors import template_get
@@ -31,22 +38,30 @@ ROOT = Path(__file__).resolve().parent.parent
 HOT_MODELS = (ApiToken, KeyLimits, ModelPrice, WorkflowTemplate, Budget)
 
 
-@pytest.fixture
-def shared_cache(settings, tmp_path):
-    """A cache every process shares (the memo is kept only then): Redis where the suite has it, else files."""
-    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+LOCAL_CACHE = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+@pytest.fixture(params=["cache", "database"])
+def shared_cache(request, settings, tmp_path):
+    """Where the memo's version is kept: in a cache every process shares (Redis where the suite has it, else files),
+    or in the database (the default cache, LocMem, is a process's own)."""
+    if request.param == "database":
+        settings.CACHES = LOCAL_CACHE
+    elif "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                                        "LOCATION": str(tmp_path / "cache")}}
     hot_reads.renew()
-    assert hot_reads.shared()
-    yield
+    assert hot_reads.shared() == (request.param == "cache")
+    yield request.param
     hot_reads.renew()
 
 
 def _reads(function):
+    """`function()`'s value and the statements it ran, the reads of the version aside (one a scope: a request, a
+    run; outside any, one a hot read: test_item_48_a_scope_reads_the_version_once)."""
     with CaptureQueriesContext(connection) as queries:
         value = function()
-    return value, len(queries.captured_queries)
+    return value, len([query for query in queries.captured_queries if query["sql"] != HOT_READS_VERSION])
 
 
 def test_item_46_hot_reads_each_request_gets_a_key_and_user_of_its_own(shared_cache, alice):
@@ -175,6 +190,94 @@ def test_item_02_a_bare_update_of_a_budget_renews_whether_any_is_active(shared_c
     with django_capture_on_commit_callbacks(execute=True):
         budget_deactivate(budget=budget)
     assert budgets_matching(owner=alice) == []
+
+
+def test_item_48_a_scope_reads_the_version_once(shared_cache, alice):
+    """A request, or a run outside any (hot_reads.scope()), reads the version once for all its hot reads: where it
+    is in the database, one statement (and none of the rows'); in the shared cache, none."""
+    token = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=token, rpm=5)
+
+    def call():
+        return (api_token_get(key=token.key).pk, key_limits_of(token.pk).rpm, template_get(
+            user=alice, key_or_id="universal_chat").key, budgets_matching(owner=alice),
+            price_for_call(provider="openai", model="gpt-4o-mini").input_per_million, key_limits_of(token.pk).rpm)
+
+    call()  # the memo filled
+    with CaptureQueriesContext(connection) as queries, hot_reads.scope():
+        assert call() == (token.pk, 5, "universal_chat", [], Decimal("0.15"), 5)
+    assert [query["sql"] for query in queries.captured_queries] == (
+        [HOT_READS_VERSION] if shared_cache == "database" else [])
+
+
+def test_item_48_a_chat_turn_reads_its_template_prices_and_budgets_from_the_memo(shared_cache, alice):
+    """A sync chat turn outside a request (a command; B1) reads its template, its model's prices and whether any
+    budget is active from the memo, for one read of the version, wherever it is kept."""
+    execution_run_now(ChatRequest(owner=alice, message="warm up"))
+    with CaptureQueriesContext(connection) as queries:
+        execution = execution_run_now(ChatRequest(owner=alice, message="hello"))
+    assert execution.status == "completed"
+    hot = [query["sql"] for query in queries.captured_queries if re.search(
+        r"^SELECT .*(workflowtemplate|modelprice|budgets_budget|core_hot_reads_version)", query["sql"])]
+    assert hot == ([HOT_READS_VERSION] if shared_cache == "database" else []), hot
+
+
+def test_item_48_the_version_row_gone_nothing_is_kept_until_a_change(settings, alice,
+                                                                       django_capture_on_commit_callbacks):
+    """Without the database's version row (a flush, until its post_migrate makes it again) every hot read reads
+    its rows; the next change writes the row again."""
+    settings.CACHES = LOCAL_CACHE
+    HotReadsVersion.objects.all().delete()
+    assert hot_reads.version() is None
+    template_get(user=alice, key_or_id="universal_chat")
+    assert _reads(lambda: template_get(user=alice, key_or_id="universal_chat"))[1] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        budget_deactivate(budget=BudgetFactory(owner=alice))
+    assert hot_reads.version() == HotReadsVersion.objects.get().version  # (the named statement reads the ORM's row)
+    template_get(user=alice, key_or_id="universal_chat")
+    assert _reads(lambda: template_get(user=alice, key_or_id="universal_chat"))[1] == 0
+
+
+_ANOTHER_PROCESS = """
+import sys
+import django
+
+django.setup()
+from budgets.models import Budget
+from gateway.limits import key_limits_set
+from keys.models import ApiToken
+from keys.services import api_key_revoke
+
+revoked, limited = ApiToken.objects.get(pk=sys.argv[1]), ApiToken.objects.get(pk=sys.argv[2])
+api_key_revoke(token=revoked, actor=revoked.user)  # a bare UPDATE and the keys app's signal
+key_limits_set(api_key=limited, rpm=2)  # a save
+Budget.objects.filter(pk=sys.argv[3]).update(is_active=True)  # a bare update (RenewsHotReads)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_item_48_a_change_made_by_another_process_is_seen_at_the_next_call(settings, alice, tmp_path):
+    """With the version in the database (no shared cache), another process's change is seen at this process's next
+    call, its memo notwithstanding: a key revoked there is refused, a limit lowered there holds, a budget activated
+    there by a bare update binds."""
+    settings.CACHES = LOCAL_CACHE
+    hot_reads.renew()
+    revoked, limited = ApiTokenFactory(user=alice, scopes=["gateway"]), ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=limited, rpm=5)
+    budget = BudgetFactory(owner=alice, is_active=False)
+
+    def call():
+        key = api_token_get(key=revoked.key)
+        return key and key.pk, key_limits_of(limited.pk).rpm, [b.pk for b in budgets_matching(owner=alice)]
+
+    call()
+    assert _reads(call) == ((revoked.pk, 5, []), 0)  # from this process's memo
+    env = server_env(tmp_path)
+    env.pop("REDIS_URL", None)  # (its version in the database too)
+    done = subprocess.run([sys.executable, "-c", _ANOTHER_PROCESS, str(revoked.pk), str(limited.pk), str(budget.pk)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert call() == (None, 2, [budget.pk])
 
 
 # --- no write of the memo's rows in product code escapes the renewal ---------------------------------------------

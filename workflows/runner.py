@@ -18,6 +18,7 @@ from django.db import OperationalError
 from django.utils.module_loading import import_string
 
 from conversations.models import Message
+from core.cache import hot_reads
 from core.db import connections_give_back
 from core.errors import RunError, Unavailable
 from core.tracing import tracing_on
@@ -97,7 +98,12 @@ def submit(start: RunStart) -> None:
 def run(start: RunStart) -> WorkflowExecution:
     """Run a claimed (`running`) execution until it ends or waits for input (`waiting`). Every way it can go
     wrong, its set-up included, still ends it through execution_finish. Its graph's checkpoints are held for the
-    recorder's writes (a CheckpointHold handed to it)."""
+    recorder's writes (a CheckpointHold handed to it). Its hot reads read their version once (core.cache)."""
+    with hot_reads.scope():
+        return _run_held(start)
+
+
+def _run_held(start: RunStart) -> WorkflowExecution:
     from workflows.checkpointer import checkpointer  # loads LangGraph, which commands without a run never need
 
     execution = start.execution

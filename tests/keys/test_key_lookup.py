@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core.cache import hot_reads
+from core.cache import HOT_READS_VERSION, hot_reads
 from keys.models import ApiToken
 from keys.services import api_token_get
 from tests.factories import ApiTokenFactory
@@ -23,7 +23,8 @@ def test_a_key_is_read_with_its_user_in_one_statement(alice, bob):
     with CaptureQueriesContext(connection) as queries:
         found = api_token_get(key=key)
         assert (found.pk, found.user.username) == (mine.pk, "alice")  # the user came with the row
-    assert len(queries.captured_queries) == 1
+    # (and the hot reads' version, where it is in the database: once a request)
+    assert len([query for query in queries.captured_queries if query["sql"] != HOT_READS_VERSION]) == 1
 
 
 def test_a_key_is_found_until_it_is_revoked_or_expires(alice):

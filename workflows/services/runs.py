@@ -22,6 +22,7 @@ from budgets.models import Budget
 from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_matching, worst_case
 from conversations.models import Conversation, Message
 from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from core.cache import hot_reads
 from core.correlation import current_correlation_id
 from core.db import retried_on_conflict
 from core.errors import (
@@ -307,11 +308,13 @@ def execution_create(request: RunRequest) -> WorkflowExecution:
 
 
 def execution_run_now(request: RunRequest) -> WorkflowExecution:
-    """A sync run: written already running and run to its end in this thread. Returns the ended run."""
-    plan = run_plan(request, mode=Mode.SYNC)
-    execution, user_message = run_write(plan, status=Status.RUNNING)
-    return runner.run(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices,
-                                      graph=plan.graph))
+    """A sync run: written already running and run to its end in this thread. Returns the ended run. Outside a
+    request (a command, a benchmark), its hot reads read their version once, as a request's do."""
+    with hot_reads.scope():
+        plan = run_plan(request, mode=Mode.SYNC)
+        execution, user_message = run_write(plan, status=Status.RUNNING)
+        return runner.run(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices,
+                                          graph=plan.graph))
 
 
 def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
