@@ -91,7 +91,7 @@ def test_upload_docx_and_html_become_ready_and_readding_identical_content_is_a_n
 @pytest.mark.parametrize("data, reason", [
     (pdf_bytes(LINES, user_password="s3cret"), "file_unreadable: the PDF is encrypted: it needs a password to be read"),
     (pdf_bytes(LINES)[:200], "file_unreadable: the PDF cannot be read: "),
-])
+], ids=["encrypted", "corrupt"])  # (an encrypted PDF's bytes differ in each process: make test's workers must agree)
 def test_upload_encrypted_or_corrupt_pdf_fails_with_reason_and_the_others_are_untouched(alice, data, reason):
     api = api_for(alice)
     collection = collection_made(api)
