@@ -41,15 +41,16 @@ def token_one_liner(api: str, password: str, path=README) -> subprocess.Complete
 
 
 @pytest.fixture
-def server(daphne_server, alice):
-    """A server as `make run` serves it out of the box (the `local` model only), alice as its `admin`: a superuser,
-    as `manage.py ensure_admin` makes it (the pages' staff-only steps, e.g. a tool's price, are the admin's)."""
+def server(shared_daphne_server, alice):
+    """A server as `make run` serves it out of the box (the `local` model only), shared by the module's tests, alice
+    as its `admin`: a superuser, as `manage.py ensure_admin` makes it (the pages' staff-only steps, e.g. a tool's
+    price, are the admin's)."""
     hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
     alice.password = hasher.encode("alice-password", hasher.salt())
     alice.username = "admin"
     alice.is_staff = alice.is_superuser = True
     alice.save(update_fields=["password", "username", "is_staff", "is_superuser"])
-    return daphne_server(OPENAI_API_KEY="", OPENAI_BASE_URL="", ANTHROPIC_API_KEY="",
+    return shared_daphne_server(OPENAI_API_KEY="", OPENAI_BASE_URL="", ANTHROPIC_API_KEY="",
                          CHATTER_DEFAULT_PROVIDER="local", CHATTER_DEFAULT_MODEL="")
 
 

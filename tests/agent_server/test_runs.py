@@ -184,7 +184,8 @@ def test_runs_sent_at_once_to_an_idle_thread_start_one_the_others_are_rejected(s
     leaves nothing behind."""
     from concurrent.futures import ThreadPoolExecutor
 
-    thread = get_sync_client(url=server.langgraph_url, api_key=alice_key).threads.create()
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
 
     def send(number: int) -> int:
         response = httpx.post(f"{server.langgraph_url}/threads/{thread['thread_id']}/runs", timeout=60,
@@ -200,6 +201,9 @@ def test_runs_sent_at_once_to_an_idle_thread_start_one_the_others_are_rejected(s
     run = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
     assert list(Message.objects.filter(conversation_id=thread["thread_id"]).values_list("execution_id", "role")) == [
         (run.pk, "user")]
+    # Nothing runs the run taken here: cancelled, it leaves the shared server idle for the next test (a pending one
+    # would have it replaced, tests/fixtures_server.py SharedServers).
+    assert client.runs.cancel(thread["thread_id"], str(run.pk), wait=True)["status"] == "interrupted"
 
 
 def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):

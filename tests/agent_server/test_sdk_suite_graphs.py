@@ -18,8 +18,9 @@ ROLES = {"human": "user", "ai": "assistant", "tool": "tool"}
 
 
 @pytest.fixture
-def suite_graph_server(daphne_server):
-    server = daphne_server(CHATTER_GRAPHS=str(sdist_unpacked() / "integration" / "langgraph.json"))
+def suite_graph_server(shared_daphne_server):
+    """A server (shared by the module's tests: tests/fixtures_server.py SharedServers) serving the suite's graphs."""
+    server = shared_daphne_server(CHATTER_GRAPHS=str(sdist_unpacked() / "integration" / "langgraph.json"))
     server.langgraph_url = f"{server.base_url}/langgraph"
     return server
 

@@ -78,6 +78,10 @@ class Names:
         return f"gpt-4.1-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
 
     @property
+    def four_one_mini(self) -> str:
+        return f"gpt-4.1-mini-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
+
+    @property
     def a(self) -> str:
         return f"a-{self.run}"
 

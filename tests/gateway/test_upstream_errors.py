@@ -237,23 +237,28 @@ def test_item_20_n_choices_on_the_local_model(gateway):
     assert_exact()
 
 
-def test_item_20_after_a_fallback_the_answer_names_the_model_that_answered(routed_own, upstreams):
+# Each call asks a model of its own, whose one deployment is down: each fails over for real (on the module's shared
+# server, whose cooldown would have the next call of the same model skip the deployment instead).
+@routes(lambda down, healthy, n: {
+    **{asked: {"deployments": [deployment(n.a, down, "ROUTE_KEY_A")], "fallbacks": [n.mini]}
+       for asked in (n.four_o, n.four_one, n.four_one_mini)},
+    n.mini: {"deployments": [deployment(n.b, healthy, "ROUTE_KEY_B")]}})
+def test_item_20_after_a_fallback_the_answer_names_the_model_that_answered(routed, upstreams):
     down, healthy = upstreams
     down.always(status=503)
     healthy.always(content="84.", usage=USAGE)
-    a, b = names()
-    server = routed_own({"gpt-4o": {"deployments": [deployment(a, down, "ROUTE_KEY_A")], "fallbacks": ["gpt-4o-mini"]},
-                     "gpt-4o-mini": {"deployments": [deployment(b, healthy, "ROUTE_KEY_B")]}}, cooldown_s=0.01)
-    api = routed_client(server)
+    n = routed.names
+    api = routed_client(routed)
 
-    whole = api.chat.completions.create(model="gpt-4o", messages=ASK)
-    chunks = list(api.chat.completions.create(model="gpt-4o", messages=ASK, stream=True,
+    whole = api.chat.completions.create(model=n.four_o, messages=ASK)
+    chunks = list(api.chat.completions.create(model=n.four_one, messages=ASK, stream=True,
                                               stream_options={"include_usage": True}))
-    response = api.responses.create(model="gpt-4o", input="What is 12*7?")
+    response = api.responses.create(model=n.four_one_mini, input="What is 12*7?")
 
-    assert whole.model == "gpt-4o-mini" and whole.choices[0].message.content == "84."
-    assert {chunk.model for chunk in chunks} == {"gpt-4o-mini"}
-    assert response.model == "gpt-4o-mini"
+    assert whole.model == n.mini and whole.choices[0].message.content == "84."
+    assert {chunk.model for chunk in chunks} == {n.mini}
+    assert response.model == n.mini
+    assert len(down.requests) == 3 and len(healthy.requests) == 3  # each call failed over after its own try
     assert_exact()
 
 
