@@ -1,9 +1,11 @@
 """The README's and the docs' examples, run as a reader pastes them, against a real server; and what the pages
 promise about themselves (every invariant said where it is named, every setting in the settings table)."""
+import fcntl
 import re
 import shlex
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
@@ -131,7 +133,20 @@ def experiments_ended(deadline_s: float = 120) -> list:
     return list(Experiment.objects.order_by("created_at"))
 
 
-@pytest.mark.timeout(420)
+@contextmanager
+def walkthrough_turn():
+    """Holds the checkout's walk-through lock: the pages write my-graph.json and bad.json where a reader pastes them
+    (the checkout), so two walk-throughs at once (make test's phases) would delete each other's files."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    with open(ROOT / "var" / "readme-walkthrough.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.mark.timeout(720)
 @pytest.mark.django_db(transaction=True)
 def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server, tmp_path):
     """As a new user would: the README's walk-through, then every page's of docs/, pasted one after the other into
@@ -143,16 +158,17 @@ def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server,
     assert pages[0][1].startswith("API=http://127.0.0.1:8000/api/v1;") and PASSWORD_PLACEHOLDER in pages[0][1]
     script = "set -euo pipefail\n" + "".join(f"printf '\\n=== %s\\n' '{name}'\n{walk}" for name, walk in pages)
     script = script.replace("http://127.0.0.1:8000", server.base_url).replace(PASSWORD_PLACEHOLDER, "alice-password")
-    made_here = [name for name in ("my-graph.json", "bad.json") if not (ROOT / name).exists()]
-    worker = start_worker(tmp_path)
-    try:
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                              env=server_env(tmp_path))
-        experiments = experiments_ended()
-    finally:
-        stop_process(worker)
-        for name in made_here:
-            (ROOT / name).unlink(missing_ok=True)
+    with walkthrough_turn():  # the pages write files into the checkout: make test's other phase waits its turn
+        made_here = [name for name in ("my-graph.json", "bad.json") if not (ROOT / name).exists()]
+        worker = start_worker(tmp_path)
+        try:
+            done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                                  env=server_env(tmp_path))
+            experiments = experiments_ended()
+        finally:
+            stop_process(worker)
+            for name in made_here:
+                (ROOT / name).unlink(missing_ok=True)
 
     shown = dict(re.findall(r"^=== (\S+)\n(.*?)(?=^=== |\Z)", done.stdout, flags=re.S | re.M))
     said = [line for line in done.stderr.splitlines() if not TOKEN_NOTICE.fullmatch(line)]
