@@ -259,6 +259,26 @@ def test_item_46_a_whole_call_is_one_write_after_the_upstream(in_process, openai
     assert_recorded(response.headers["x-chatter-execution"])
 
 
+def test_item_46_a_whole_call_whose_one_write_fails_is_written_in_two(in_process, openai_server, monkeypatch):
+    """Should the one write of a whole call fail (here its end's statement), nothing of it is written and the
+    call is written as any other (its run, then its end): answered, and recorded exactly."""
+    import gateway.passthrough
+    from django.db import OperationalError
+
+    def refused(**kwargs):
+        raise OperationalError("the database went away mid-write")
+
+    monkeypatch.setattr(gateway.passthrough, "execution_finish", refused)
+    openai_server.always(content="84.", usage=USAGE)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "84."
+    assert _transactions([query["sql"] for query in queries.captured_queries]) == 3  # the one rolled back, two
+    assert assert_recorded(response.headers["x-chatter-execution"]).status == "completed"
+
+
 def test_item_46_a_stream_is_written_with_its_call_in_flight_before_the_upstream_answers(gateway, openai_stub):
     """A streamed call's answer leaves before its end is written: its run, its start and its model call marked in
     flight are written in one transaction before the upstream is asked (what a crash mid-stream leaves for the
