@@ -3,13 +3,17 @@ server, not routed; docs/api/gateway.md#a-call-is-a-run): the body goes on as th
 comes back as the upstream gave it, a stream's chunks relayed as they arrive. No graph runs and no client library is
 involved; the call is still a run with the records of any other gateway call, written by the run's own recorder.
 
-A call is three steps: `passthrough_open` (on the request's thread: the run written with its budget reservation,
-start and model call marked as started, in one transaction), the upstream call on the event loop through one pooled
-httpx.AsyncClient per upstream, then `_close` (the LLM call and the run's end in one transaction).
+A call is three steps: `passthrough_open` (on the request's thread: the run planned and its start recorded), the
+upstream call on the event loop through one pooled httpx.AsyncClient per upstream, then `_close` (the LLM call and
+the run's end). A call answered whole with no hard budget over it is one write, after the upstream's answer: its
+run, start, LLM call and end in one transaction. A stream, or a call a hard budget reserves for, is two: its run
+with its reservation, start and model call marked as started before the upstream is asked (what a crash mid-call
+leaves for the recovery sweep), then the LLM call and the run's end.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -21,6 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponseBase, JsonResponse
 
+from budgets.models import Budget
 from core.errors import ProviderError, RunError
 from core.money import usd
 from core.tracing import tracing_on
@@ -30,10 +35,11 @@ from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
+from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
 from workflows.runner import run_end
-from workflows.services.runs import run_plan, run_write
+from workflows.services.runs import RunPlan, plan_budgets, run_plan, run_row, run_write
 
 logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
@@ -89,55 +95,74 @@ class Passing:
     text: list = field(default_factory=list)
     tool_text: list = field(default_factory=list)
     spans: object | None = None  # the run's OpenTelemetry spans (workflows.run_spans) when tracing is on
+    call: CallStarted | None = None  # its model call, as the recorder is told of it
+    plan: RunPlan | None = None  # a call written whole after its answer (_written_whole); None: written already
 
     def so_far(self) -> dict:
         return {"text": "".join(self.text), "tool_call_text": "".join(self.tool_text)}
 
 
 def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -> Passing | WorkflowExecution:
-    """Write the call's run (the run path's own plan and write: limits of runs at once, budgets reserved) with its
-    start events and its model call marked as started, in one transaction (what a crash mid-call leaves for the
-    recovery sweep to account for), in this thread. Returns the call on its way, or the ended run when its start
-    already ended it (a hard budget that cannot cover it)."""
+    """The call's run, planned (the run path's own plan: bad input raises here), with its start recorded. A call
+    answered whole with no hard budget over it is written whole once the upstream has answered (_written_whole):
+    nothing of it is in the database while it waits. Any other (a stream, whose answer leaves before its end is
+    written; a call a hard budget reserves for) is written now, in this thread, with its start events and its
+    model call marked as started, in one transaction (run_write: the limit of runs at once, budgets reserved): what
+    a crash mid-call leaves for the recovery sweep to account for. Returns the call on its way, or the ended run
+    when its start already ended it (a hard budget that cannot cover it)."""
     stream = bool(request.get("stream"))
-    include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    plan = run_plan(run_request, mode=Mode.STREAM if stream else Mode.SYNC)
+    if not stream and not any(budget.mode == Budget.Mode.HARD for budget in plan_budgets(plan)):
+        passing = _started(run_row(plan, status=Status.RUNNING), plan, request=request, raw=raw, base_url=base_url)
+        passing.plan = plan
+        if passing.spans is not None:
+            passing.spans.call_started(passing.recorder.open.index, passing.call)
+        return passing
     opened: list[Passing] = []
     refusals: list[RunError] = []
 
     def start(execution: WorkflowExecution) -> None:  # in the run's creating transaction, once its row is in
-        spans = None
-        if tracing_on():  # its spans, as the run path's (workflows.runner)
-            from workflows.run_spans import RunSpans
-
-            spans = RunSpans(execution)
-        recorder = run_recorder(execution, fresh=True, prices=plan.prices, spans=spans)
-        nodes = {node.type: node for node in plan.graph.nodes}
-        body = _upstream_body(raw, request, model=execution.model, stream=stream, include_usage=include_usage,
-                              max_tokens=execution.config.get("max_tokens"))
-        passing = Passing(execution, recorder, RunContext(config=execution.config, hooks=recorder), nodes,
-                          f"{base_url}/chat/completions", body, stream, include_usage, model=request["model"],
-                          requested_model=execution.model,
-                          prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
+        passing = _started(execution, plan, request=request, raw=raw, base_url=base_url)
         opened.append(passing)
-        recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
-                          "conversation_id": None, "provider": execution.provider, "model": execution.model})
-        recorder.heartbeat_start()
-        recorder.node_started(nodes["start"])
-        recorder.node_finished(nodes["start"], status="completed", output={})
-        recorder.node_started(nodes["model"])
+        passing.recorder.heartbeat_start()
         try:
-            recorder.model_call_started(nodes["model"], CallStarted(
-                execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
-                execution.config.get("max_tokens"), temperature=request.get("temperature")))
+            passing.recorder.model_call_started(passing.nodes["model"], passing.call)
         except RunError as refused:  # (its write is made: the run ends, failed, after the commit)
             refusals.append(refused)
 
-    plan = run_plan(replace(run_request, on_written=start), mode=Mode.STREAM if stream else Mode.SYNC)
-    run_write(plan, status=Status.RUNNING)
+    run_write(replace(plan, request=replace(run_request, on_written=start)), status=Status.RUNNING)
     (passing,) = opened
     if refusals:  # a hard budget that cannot cover the call: ended, no call made
         passing.recorder.node_finished(passing.nodes["model"], status="failed", output={}, error=str(refusals[0]))
         return _ended(passing, usage=None, reported_model="", error=refusals[0], content="", ending={})
+    return passing
+
+
+def _started(execution: WorkflowExecution, plan: RunPlan, *, request: dict, raw: bytes, base_url: str) -> Passing:
+    """The call on its way: its recorder (with its spans when tracing is on, as the run path's: workflows.runner),
+    what the upstream is sent, and its start recorded up to its model node's start (held, not written)."""
+    stream = bool(request.get("stream"))
+    include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    spans = None
+    if tracing_on():
+        from workflows.run_spans import RunSpans
+
+        spans = RunSpans(execution)
+    recorder = run_recorder(execution, fresh=True, prices=plan.prices, spans=spans)
+    nodes = {node.type: node for node in plan.graph.nodes}
+    body = _upstream_body(raw, request, model=execution.model, stream=stream, include_usage=include_usage,
+                          max_tokens=execution.config.get("max_tokens"))
+    passing = Passing(execution, recorder, RunContext(config=execution.config, hooks=recorder), nodes,
+                      f"{base_url}/chat/completions", body, stream, include_usage, model=request["model"],
+                      requested_model=execution.model,
+                      prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
+    passing.call = CallStarted(execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
+                               execution.config.get("max_tokens"), temperature=request.get("temperature"))
+    recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
+                      "conversation_id": None, "provider": execution.provider, "model": execution.model})
+    recorder.node_started(nodes["start"])
+    recorder.node_finished(nodes["start"], status="completed", output={})
+    recorder.node_started(nodes["model"])
     return passing
 
 
@@ -189,10 +214,44 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
         recorder.node_finished(nodes["end"], status="completed", output={})
     recorder.forget()
     ctx.partial_text = content
-    ended = run_end(execution=passing.execution, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
+    if passing.plan is not None:
+        ended = _written_whole(passing, error=error, ending=ending)
+    else:
+        ended = run_end(execution=passing.execution, recorder=recorder, ctx=ctx, state=None, error=error,
+                        ending=ending)
     if passing.spans is not None:
         passing.spans.ended(ended)
     return ended
+
+
+def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) -> WorkflowExecution:
+    """A call not written before its upstream answered, written now whole: its row, its start, its LLM call and
+    its end in one transaction, its creation's (run_write; its end execution_finish's, without a savepoint). Never
+    seen in progress, it is not counted by the limit of runs at once. It is tried once: should that write fail
+    (nothing of it is then written, and the recorder holds what it held), or the database ask for it again (a
+    conflict), the call is written as any other: its run, then its end by run_end (which ends it from its rows if
+    its end cannot be written)."""
+    execution, recorder, ctx, plan = passing.execution, passing.recorder, passing.ctx, passing.plan
+    tries: list[WorkflowExecution] = []
+
+    def finish(written: WorkflowExecution) -> None:  # in the run's creating transaction, once its row is in
+        tries.append(written)
+        if len(tries) > 1:  # (what the first try wrote, rolled back, the recorder no longer holds)
+            raise RunError("the call's one write was rolled back", error_type="internal_error")
+        recorder.reserved(written.budget_holds)
+        execution_finish(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending,
+                         savepoint=False)
+
+    try:
+        with recorder.kept_on_failure():  # (a failure, even at the commit, leaves it holding what it held)
+            run_write(replace(plan, request=replace(plan.request, on_written=finish)), status=Status.RUNNING,
+                      row=copy.copy(execution))
+        return tries[0]
+    except Exception:  # noqa: BLE001 - whatever refused the one write, the call is still written and ended
+        logger.exception("gateway pass-through: the one write of %s failed; written in two", execution.pk)
+    written, _ = run_write(plan, status=Status.RUNNING, row=execution)
+    recorder.reserved(written.budget_holds)
+    return run_end(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
 
 
 _close = sync_to_async(_ended, thread_sensitive=True)

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 
 from core.errors import InvalidInput, NotFound
 from gateway.errors import execution_failure
-from gateway.serializers import ChatCompletionSerializer
+from gateway.chat_request import chat_request_validated
 from gateway.services import answered_model, execution_ended, tool_call_fragment, usage_body
 from workflows.models import WorkflowExecution
 from workflows.selectors import execution_get
@@ -110,9 +110,7 @@ def response_chat_request(*, owner, request: dict) -> dict:
             key: text_format[key] for key in ("name", "schema", "strict", "description") if key in text_format}}
     if (request.get("reasoning") or {}).get("effort"):
         chat["reasoning_effort"] = request["reasoning"]["effort"]
-    serializer = ChatCompletionSerializer(data=chat)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    return chat_request_validated(chat)
 
 
 def _response(execution: WorkflowExecution, *, model: str, request: dict, status: str, output: list[dict],

@@ -26,7 +26,7 @@ from engine.providers import (
 from engine.routing import routing_table
 from gateway.errors import execution_failure
 from gateway.limits import key_admit
-from gateway.serializers import media_parts
+from gateway.chat_request import media_parts
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.run_requests import GatewayRequest

@@ -28,12 +28,8 @@ from gateway.embeddings import embeddings_body, embeddings_run
 from gateway.errors import execution_failure, openai_error
 from gateway.passthrough import passthrough_open, passthrough_stream, passthrough_upstream, passthrough_whole
 from gateway.responses import response_body, response_chat_request, response_events
-from gateway.serializers import (
-    ChatCompletionSerializer,
-    CompletionSerializer,
-    EmbeddingsSerializer,
-    ResponsesSerializer,
-)
+from gateway.chat_request import ChatCompletionRequest, chat_request_validated
+from gateway.serializers import CompletionSerializer, EmbeddingsSerializer, ResponsesSerializer
 from gateway.services import (
     completion_body,
     completion_chunks,
@@ -169,11 +165,11 @@ class ChatCompletionsView(GatewayRunView):
     X-Chatter-Execution headers, its cost (when not streamed) in X-Chatter-Cost and in `usage.cost`; the parameters
     accepted and ignored are named in X-Chatter-Ignored."""
 
-    @extend_schema(request=ChatCompletionSerializer, responses=_streamable("chat.completion", "chat.completion.chunk"),
+    @extend_schema(request=ChatCompletionRequest, responses=_streamable("chat.completion", "chat.completion.chunk"),
                    **_openai("v1_chat_completions_create", "chat/create"))
     def post(self, request: Request) -> HttpResponseBase:
         raw = request.body  # as the client sent it: what a pass-through call sends on (read before it is parsed)
-        data = _validated(ChatCompletionSerializer, request)
+        data = chat_request_validated(request.data)
         legacy = bool(data.get("legacy_functions"))
         ignored = gateway_ignored(data)
         conversation_id = request.headers.get(CONVERSATION_HEADER) or None

@@ -74,11 +74,13 @@ def question_of(interrupt) -> dict:
 @retried_on_conflict
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                      state: dict | None, error: RunError | None,
-                     from_status: str = Status.RUNNING, ending: dict | None = None) -> WorkflowExecution:
+                     from_status: str = Status.RUNNING, ending: dict | None = None,
+                     savepoint: bool = True) -> WorkflowExecution:
     """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
     events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
     are taken in the one order (core.db): the run, its conversation, budget periods, aggregates, the
-    audit chain."""
+    audit chain. `savepoint=False`: part of its caller's transaction (the run's creation), which a failure here
+    rolls back whole."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
@@ -109,7 +111,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         # a registered graph picks its own models: the run names the one that answered last
         **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
-    with recorder.kept_on_failure(), transaction.atomic():
+    with recorder.kept_on_failure(), transaction.atomic(savepoint=savepoint):
         finished = statements.execution_finish(execution.pk, from_status=from_status, ended=ended,
                                                tool_calls=recorder.tool_calls, added=recorder.counters_added())
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first

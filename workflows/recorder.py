@@ -343,6 +343,10 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             if refused is not None:  # (the node's end, next, clears the call it was to make)
                 self._budget_stop(refused)
 
+    def reserved(self, holds: list[dict]) -> None:
+        """The run's reservations, made with its row after its start was recorded (a run written whole at its end)."""
+        self.budget = BudgetGuard(self.execution.pk, holds)
+
     def _budget_stop(self, budget_id: str) -> None:
         self.limit_exceeded("budget", budget_id)
         raise BudgetExceeded("budget", budget_id, f"the run reached budget {budget_id}")

@@ -130,16 +130,21 @@ events_insert = Insert(ExecutionEvent, EVENT_COLUMNS, EVENTS_INSERT)
 checkpoints_upsert = Insert(Checkpoint, CHECKPOINT_COLUMNS, CHECKPOINTS_UPSERT)
 _execution_insert_within_limit = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_WITHIN_LIMIT)
 _execution_insert_limited_at_commit = Insert(WorkflowExecution, EXECUTION_COLUMNS, EXECUTION_INSERT_LIMITED_AT_COMMIT)
+_execution_insert = Insert(WorkflowExecution, EXECUTION_COLUMNS, _EXECUTION_INSERT)
 
 
-def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int, check_now: bool = False) -> bool:
+def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int | None, check_now: bool = False) -> bool:
     """INSERT the new `execution` as save(force_insert=True) would store it, within its owner's `limit` of runs
     pending or running. Whether it was written. On PostgreSQL it is always written, and the limit is checked when
     the transaction commits (a refusal: an IntegrityError that `runs_limit_refused` tells), or at once with
-    `check_now` (the transaction is a caller's, which commits later)."""
+    `check_now` (the transaction is a caller's, which commits later). `limit=None`: a run never seen in progress
+    (ended in the transaction that writes it), which the limit does not count."""
     connection = connections[DEFAULT_DB_ALIAS]
     row = {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
     with connection.cursor() as cursor:
+        if limit is None:
+            cursor.execute(*_execution_insert.bound([row]))
+            return True
         if connection.vendor != "postgresql":
             sql, params = _execution_insert_within_limit.bound([row])
             cursor.execute(sql, [*params, execution.owner_id, limit])

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import inspect
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
+from pydantic.json_schema import GenerateJsonSchema, model_json_schema
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -175,3 +178,40 @@ class AgentServerSchema(ChatterAutoSchema):
         own = own or type(self.view).__dict__.get("__doc__")
         reference = f"LangGraph's `{self.method} {self.path.removeprefix('/langgraph')}`."
         return f"{inspect.cleandoc(own)}\n\n{reference}" if own else reference
+
+
+class OpenAPI30JsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema in OpenAPI 3.0's dialect: a value that may be null is `nullable`, not `anyOf` with
+    {"type": "null"}, and one value allowed is an enum of one, not a `const` (OpenAPI 3.0 has neither)."""
+
+    def literal_schema(self, schema) -> dict:
+        generated = super().literal_schema(schema)
+        if "const" in generated:
+            generated["enum"] = [generated.pop("const")]
+        return generated
+
+    def nullable_schema(self, schema) -> dict:
+        inner = self.generate_inner(schema["schema"])
+        if "$ref" in inner:
+            return {"allOf": [inner], "nullable": True}
+        return {**inner, "nullable": True}
+
+
+class PydanticRequestSchema(OpenApiSerializerExtension):
+    """A request validated by a pydantic model (gateway.chat_request) documented by that model, in OpenAPI 3.0's
+    dialect (drf-spectacular's own pydantic extension writes 3.1's null types); its nested models as components."""
+
+    target_class = "pydantic.BaseModel"
+    match_subclasses = True
+    priority = 1  # over drf-spectacular's contrib extension
+
+    def get_name(self, auto_schema, direction):
+        return self.target.__name__
+
+    def map_serializer(self, auto_schema, direction):
+        schema = model_json_schema(self.target, ref_template="#/components/schemas/{model}",
+                                   schema_generator=OpenAPI30JsonSchema, mode="validation")
+        for name, nested in schema.pop("$defs", {}).items():
+            auto_schema.registry.register_on_missing(ResolvedComponent(
+                name=name, type=ResolvedComponent.SCHEMA, object=name, schema=nested))
+        return schema

@@ -230,25 +230,74 @@ def _transactions(statements: list[str]) -> int:
     return count
 
 
-def test_item_46_a_call_is_accounted_in_one_write_before_the_upstream_and_one_after(in_process, openai_server):
-    """A pass-through call's statements: the key, its limits and the price from the process's memo; the run with its start and its call marked in flight in one transaction (what a
-    crash mid-call leaves for the sweep); the call, the run's end, audit and rollups in one more."""
+def test_item_46_a_whole_call_is_one_write_after_the_upstream(in_process, openai_server):
+    """A pass-through call answered whole (no hard budget over it): the key, its limits and the price from the
+    process's memo; nothing written before the upstream answers (a crash
+    mid-call leaves nothing, and answered nothing), then its run, start, LLM call, end, audit and rollups in one
+    transaction, not counted by the limit of runs at once (never seen in progress)."""
     openai_server.always(content="84.", usage=USAGE)
     ask = {"model": "gpt-4o-mini", "messages": ASK}
     assert in_process.post("/v1/chat/completions", ask, format="json").status_code == 200  # memo filled
+    asked, before = len(openai_server.requests), []
 
-    with CaptureQueriesContext(connection) as queries:
+    def noted(execute, sql, params, many, context):  # the statements run before the upstream is asked
+        if len(openai_server.requests) == asked:
+            before.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(noted), CaptureQueriesContext(connection) as queries:
         response = in_process.post("/v1/chat/completions", ask, format="json")
 
     assert response.status_code == 200
+    assert all(sql.startswith("SELECT") for sql in before), before
     statements = [query["sql"] for query in queries.captured_queries]
     reads = [sql for sql in statements if sql.startswith("SELECT") and ("apitoken" in sql or "keylimits" in sql
                                                                        or "modelprice" in sql)]
-    assert _transactions(statements) == 2, statements
-    if connection.vendor == "postgresql":  # the start's one statement rides in its transaction without a savepoint
-        assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 2, statements
+    assert _transactions(statements) == 1, statements
+    assert not any("max_concurrent_runs" in sql or "COUNT(*)" in sql for sql in statements), statements
     assert reads == [], reads  # (the memo's version: in the shared cache, or one statement in the database)
     assert_recorded(response.headers["x-chatter-execution"])
+
+
+def test_item_46_a_whole_call_whose_one_write_fails_is_written_in_two(in_process, openai_server, monkeypatch):
+    """Should the one write of a whole call fail (here its end's statement), nothing of it is written and the
+    call is written as any other (its run, then its end): answered, and recorded exactly."""
+    import gateway.passthrough
+    from django.db import OperationalError
+
+    def refused(**kwargs):
+        raise OperationalError("the database went away mid-write")
+
+    monkeypatch.setattr(gateway.passthrough, "execution_finish", refused)
+    openai_server.always(content="84.", usage=USAGE)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "84."
+    assert _transactions([query["sql"] for query in queries.captured_queries]) == 3  # the one rolled back, two
+    assert assert_recorded(response.headers["x-chatter-execution"]).status == "completed"
+
+
+def test_item_46_a_stream_is_written_with_its_call_in_flight_before_the_upstream_answers(gateway, openai_stub):
+    """A streamed call's answer leaves before its end is written: its run, its start and its model call marked in
+    flight are written in one transaction before the upstream is asked (what a crash mid-stream leaves for the
+    recovery sweep to account for), its call and end in one more."""
+    openai_stub.reply(content="one two three", usage=USAGE, chunk_delay_s=0.2)
+
+    with httpx.stream("POST", f"{gateway.v1}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {gateway.key}"},
+                      json={"model": "gpt-4o-mini", "messages": ASK, "stream": True}) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the upstream is answering
+        execution_id = response.headers["x-chatter-execution"]
+        run = WorkflowExecution.objects.get(pk=execution_id)
+        model = NodeExecution.objects.get(execution=run, node_id="model")
+        assert (run.status, model.status) == ("running", "running")
+        assert model.output["call_in_flight"]["prompt_tokens"] > 0
+        list(lines)
+
+    assert assert_recorded(execution_id).status == "completed"
 
 
 def test_item_46_a_call_reads_the_hot_reads_version_once(alice, openai_server, settings, tmp_path, monkeypatch):

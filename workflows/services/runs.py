@@ -110,6 +110,7 @@ class RunPlan:
     forked_from: WorkflowExecution | None = None
     from_checkpoint: str = ""
     run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
+    budgets: list | None = None  # the budgets it falls under, once read (plan_budgets)
 
 
 def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
@@ -166,11 +167,13 @@ def run_plan(request: RunRequest, *, mode: str | None = None) -> RunPlan:
                    api_key=request.api_key, prices=prices, run_after=run_after)
 
 
-def _budgets(plan: RunPlan) -> list:
-    """The budgets the run falls under, in one order for every run's locks of their periods."""
-    budgets = budgets_matching(owner=plan.owner, api_key=plan.api_key,
-                               template_id=plan.template.pk if plan.template else None)
-    return sorted(budgets, key=lambda budget: str(budget.pk))
+def plan_budgets(plan: RunPlan) -> list:
+    """The budgets the run falls under, in one order for every run's locks of their periods (read once a plan)."""
+    if plan.budgets is None:
+        budgets = budgets_matching(owner=plan.owner, api_key=plan.api_key,
+                                   template_id=plan.template.pk if plan.template else None)
+        plan.budgets = sorted(budgets, key=lambda budget: str(budget.pk))
+    return plan.budgets
 
 
 def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
@@ -194,15 +197,8 @@ def fork_plan(request: RunRequest, *, mode: str) -> RunPlan:
                    prices=models_check(graph, parent.config), forked_from=parent, from_checkpoint=row.checkpoint_id)
 
 
-@retried_on_conflict
-def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[WorkflowExecution, Message | None]:
-    """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
-    its conversation's user message, in one transaction, locking in the one order (core.db): the
-    conversation, the budgets' periods, the owner (on PostgreSQL at the commit, where the owner's limit of runs
-    in progress is checked: workflows.statements.EXECUTION_INSERT_LIMITED_AT_COMMIT). Another user's
-    conversation is a 404 and too many runs in progress a 429; either way nothing is written. `enqueue=False`: a
-    background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
-    thread's run)."""
+def run_row(plan: RunPlan, *, status: str) -> WorkflowExecution:
+    """The run's row as run_write writes it (`running`: started now), not written yet."""
     now = timezone.now()
     trace_id, trace_context = run_trace_context(execution_id=plan.execution_id, schedule=plan.request.schedule)
     execution = WorkflowExecution(
@@ -222,6 +218,21 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
     )
     execution_writing.send(sender=WorkflowExecution, execution=execution, models=sorted(plan.prices),
                            admitted=plan.request.gateway)
+    return execution
+
+
+@retried_on_conflict
+def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
+              row: WorkflowExecution | None = None) -> tuple[WorkflowExecution, Message | None]:
+    """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
+    its conversation's user message, in one transaction, locking in the one order (core.db): the
+    conversation, the budgets' periods, the owner (on PostgreSQL at the commit, where the owner's limit of runs
+    in progress is checked: workflows.statements.EXECUTION_INSERT_LIMITED_AT_COMMIT). Another user's
+    conversation is a 404 and too many runs in progress a 429; either way nothing is written. `enqueue=False`: a
+    background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
+    thread's run). `row`: the run's row made by run_row at its start, written now with its end (by the plan's
+    `on_written`, in this transaction): never seen in progress, so not counted by the limit of runs in progress."""
+    execution = row if row is not None else run_row(plan, status=status)
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
     try:
@@ -244,14 +255,14 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True) -> tuple[Work
                     pk=conversation_id, owner=plan.owner).exists():
                 raise NotFound("conversation not found")
             execution.conversation_id = conversation_id
-            budgets = _budgets(plan)
+            budgets = plan_budgets(plan)
             if budgets:  # before the run's row: its reservations (and bounded max_tokens) are written with it
                 if plan.config["max_tokens"] is None and any(b.mode == Budget.Mode.HARD for b in budgets):
                     # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
                     plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
-            if not execution_insert_within_limit(execution, limit=settings.CHATTER_MAX_CONCURRENT_RUNS,
-                                                 check_now=check_now):
+            limit = settings.CHATTER_MAX_CONCURRENT_RUNS if row is None else None
+            if not execution_insert_within_limit(execution, limit=limit, check_now=check_now):
                 raise _too_many_runs()
             if plan.request.on_written is not None:
                 plan.request.on_written(execution)
