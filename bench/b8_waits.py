@@ -3,7 +3,8 @@ processes used ~112% of the 2 cores). Chatter only (2 daphne or uvicorn processe
 upstream), `POST /v1/chat/completions` from --clients clients, in phases interleaved for --reps repetitions:
 - one key: every client with the same gateway key (as B8 runs: every call's rows share their dimensions);
 - a key per client: the same user's keys, one each (calls of different keys share no usage-rollup row).
-Each phase: calls/s, p50, the servers' CPU per call (and of their event-loop thread apart), and pg_stat_activity
+Each phase: calls/s, p50, the servers' CPU per call (and of their event-loop thread apart), how long their threads
+and PostgreSQL's waited for a core per call (schedstat's run delay: the machine's cores, not a lock), and pg_stat_activity
 sampled every 10 ms: backends executing a statement, waiting on a lock (by statement), and in a transaction but
 waiting for their process ('idle in transaction', by the statement they ran last: the process's time inside the
 transaction, its row locks held).
@@ -18,7 +19,7 @@ from bench.b5_http_turns import loadgen
 from bench.b5_servers import chatter_pair
 from bench.b8_gateway import MAX_CONCURRENT_RUNS, UPSTREAM_KEY, gateway_key, start_stub
 from bench.chatter_servers import chatter_database
-from bench.machine import CpuMeter, Tree, format_cpu, loop_thread_cpu, machine_note
+from bench.machine import CpuMeter, Tree, format_cpu, loop_thread_cpu, machine_note, run_queue_seconds
 from bench.pg_stats import PgActivity, services_counted
 from bench.processes import BenchRun, log, run_main
 from bench.stats import percentile
@@ -59,10 +60,12 @@ def main() -> int:
                 log(f"rep {rep + 1}/{args.reps}: {name}")
                 meter = CpuMeter({"servers": variant.pids, "postgresql": Tree(services.postmaster_pid())})
                 loop0 = _loop_cpu(variant.pids)
+                queued0 = run_queue_seconds(variant.pids), run_queue_seconds([services.postmaster_pid()])
                 meter.start()
                 activity = PgActivity(url, interval=0.01).start()
                 result = loadgen(variant, clients=args.clients, duration=args.duration)
                 pg, cpu, loop1 = activity.stop(), meter.stop(), _loop_cpu(variant.pids)
+                queued1 = run_queue_seconds(variant.pids), run_queue_seconds([services.postmaster_pid()])
                 rate = result["turns"] / result["elapsed"]
                 per_call = {"loop": (loop1[0] - loop0[0]) / result["turns"] * 1000,
                             "other threads": (loop1[1] - loop0[1]) / result["turns"] * 1000}
@@ -71,6 +74,9 @@ def main() -> int:
                       f"ms, {result['failures']} failed; servers' CPU per call {cpu['servers'] / rate * 1000:.1f} ms "
                       f"(event-loop threads {per_call['loop']:.1f}, other threads {per_call['other threads']:.1f}); "
                       f"{format_cpu(cpu)}")
+                print(f"  waiting for a core (runnable, not running) per call: the servers' threads "
+                      f"{(queued1[0] - queued0[0]) / result['turns'] * 1000:.1f} ms, PostgreSQL's "
+                      f"{(queued1[1] - queued0[1]) / result['turns'] * 1000:.1f} ms")
                 print(f"  PostgreSQL: backends executing {pg['active_avg']:.2f}, of them waiting on a lock "
                       f"{locks:.2f}; in a transaction waiting for their process {pg['in_transaction_avg']:.2f}")
                 for statement, share in pg["waiting_statements"].items():

@@ -133,3 +133,16 @@ def loop_thread_cpu(pid: int) -> tuple[float, float]:
             rest += seconds
     return main, rest
 
+
+def run_queue_seconds(pids: list[int]) -> float:
+    """Seconds the threads of `pids` (and of their children, as a PostgreSQL postmaster's backends) have spent
+    runnable but waiting for a core so far (/proc/…/schedstat's run delay), live threads only."""
+    total = 0
+    for pid in {child for pid in pids for child in process_tree(pid)}:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
+
