@@ -135,7 +135,15 @@ class UsageRollup(TokenTotals):
       run in progress is not in the rollups at all. A deleted message is taken out again.
     When a conversation or template is deleted, its rows move to the null conversation/template (its runs stay,
     with the reference set null); messages that go with a conversation leave its count.
+
+    Runs of no conversation (gateway calls, a template's runs through the API) book on one of SLOTS rows of their
+    dimensions, picked by the run's id (`slot_of`) and told apart by the key alone: concurrent calls of one key
+    would otherwise all update one row, whose lock each holds to its commit, and take turns there (B8: half the
+    two server processes' time idle). A figure is the sum over the rows of its dimensions, as every reader sums.
+    A conversation's runs take turns on the conversation anyway: one row each.
     """
+
+    SLOTS = 16
 
     key = models.UUIDField(unique=True, editable=False)
     day = models.DateField()
@@ -197,13 +205,19 @@ class UsageRollup(TokenTotals):
         return f"usage {self.day} {self.provider}/{self.model}"
 
     @staticmethod
-    def key_for(day, owner_id, provider, model, template_id, conversation_id, api_key_id=None) -> uuid.UUID:
-        """The row's identity, derived from its dimensions: one unique column that upserts can conflict on
-        (a unique constraint over nullable columns would let NULLs repeat). Without an API key it is what it was
-        before keys were a dimension, so older rows keep their identity."""
+    def key_for(day, owner_id, provider, model, template_id, conversation_id, api_key_id=None,
+                slot: int = 0) -> uuid.UUID:
+        """The row's identity, derived from its dimensions and slot: one unique column that upserts can conflict on
+        (a unique constraint over nullable columns would let NULLs repeat). Without an API key and in slot 0 it is
+        what it was before keys and slots were, so older rows keep their identity."""
         parts = (day.isoformat(), str(owner_id), provider, model, str(template_id or ""), str(conversation_id or ""),
-                 *((str(api_key_id),) if api_key_id is not None else ()))
+                 *((str(api_key_id),) if api_key_id is not None else ()), *((f"slot {slot}",) if slot else ()))
         return uuid.uuid5(_USAGE_KEY_NAMESPACE, "\x1f".join(parts))
+
+    @classmethod
+    def slot_of(cls, execution) -> int:
+        """The row of its dimensions a run books on: 0 in a conversation, else the low bits of its id."""
+        return 0 if execution.conversation_id is not None else execution.pk.int % cls.SLOTS
 
 
 _USAGE_KEY_NAMESPACE = uuid.UUID("6f3d1c2e-8a4b-4f0e-9c7d-2b5a1e3f4d60")

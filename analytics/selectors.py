@@ -214,11 +214,11 @@ USAGE_GROUPS = {
 
 
 def usage_dimensions(*, day: date, owner_id, provider: str, model: str, template_id, conversation_id,
-                     api_key_id=None) -> dict:
-    """One rollup row's identity: its dimension columns and the key derived from them."""
+                     api_key_id=None, slot: int = 0) -> dict:
+    """One rollup row's identity: its dimension columns and the key derived from them and its slot."""
     dims = {"day": day, "owner_id": owner_id, "provider": provider or "", "model": model or "",
             "template_id": template_id, "conversation_id": conversation_id, "api_key_id": api_key_id}
-    return {"key": UsageRollup.key_for(*dims.values()), **dims}
+    return {"key": UsageRollup.key_for(*dims.values(), slot=slot), **dims}
 
 
 def usage_day(moment: datetime) -> date:
@@ -408,9 +408,11 @@ def usage_zero() -> dict:
 
 
 def usage_stored() -> dict:
-    """The rollup rows as stored, keyed by the key their dimensions give."""
-    stored = {}
+    """The rollup rows as stored, summed over the slots of their dimensions, keyed by the key of slot 0."""
+    stored: dict = {}
     for row in UsageRollup.objects.values(*UsageRollup.DIMENSIONS, *UsageRollup.COUNTERS).order_by():
         dims = usage_dimensions(**{name: row[name] for name in UsageRollup.DIMENSIONS})
-        stored[dims["key"]] = {**dims, **{name: row[name] for name in UsageRollup.COUNTERS}}
+        target = stored.setdefault(dims["key"], {**dims, **usage_zero()})
+        for name in UsageRollup.COUNTERS:
+            target[name] += row[name]
     return stored

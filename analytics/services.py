@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, Q, Sum, Value, When
 
 from analytics.budget_spend import budget_spend_drift, budget_spend_fix
 from analytics.models import TemplateAnalytics, UsageRollup
@@ -293,11 +293,12 @@ def execution_book(*, execution: WorkflowExecution, calls: list[dict], messages:
     messages), then its template's analytics slot (the run), which every run of the template updates: last, so
     that its lock is held only to the commit. The runner runs them with the run's last write (execution_ending)."""
     rows: dict = {}
+    slot = UsageRollup.slot_of(execution)
 
     def add(moment, provider: str, model: str, counters: dict) -> None:
         dims = usage_dimensions(day=usage_day(moment), owner_id=execution.owner_id, provider=provider, model=model,
                                 template_id=execution.template_id, conversation_id=execution.conversation_id,
-                                api_key_id=execution.api_key_id)
+                                api_key_id=execution.api_key_id, slot=slot)
         row = rows.setdefault(dims["key"], {**dims, **usage_zero()})
         for name, value in counters.items():
             row[name] += value or 0
@@ -320,7 +321,7 @@ def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> N
     for call in sorted(calls, key=lambda call: (call["provider"], call["model"])):
         dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=call["provider"], model=call["model"],
                                 template_id=execution.template_id, conversation_id=execution.conversation_id,
-                                api_key_id=execution.api_key_id)
+                                api_key_id=execution.api_key_id, slot=UsageRollup.slot_of(execution))
         _usage_change(dims, {"cost": call["cost"]})
 
 
@@ -417,8 +418,13 @@ def _usage_sql(rows: dict) -> tuple[str, list]:
 
 
 def _usage_change(dims: dict, changes: dict) -> None:
-    """Change an existing row by signed amounts (an INSERT could not carry a negative count past its CHECK)."""
-    updated = UsageRollup.objects.filter(key=dims["key"]).update(
+    """Change an existing row by signed amounts (an INSERT could not carry a negative count past its CHECK): the
+    row of `dims`' key, or, where that one cannot take it (a rebuild put its dimensions' figures in slot 0),
+    another slot of the same dimensions that can (a figure is the sum over its slots)."""
+    fits = Q(**{f"{name}__gte": -value for name, value in changes.items() if value < 0})
+    same = UsageRollup.objects.filter(fits, **{name: dims[name] for name in UsageRollup.DIMENSIONS})
+    first = same.annotate(other=Case(When(key=dims["key"], then=Value(0)), default=Value(1))).order_by("other", "key")
+    updated = UsageRollup.objects.filter(fits, pk__in=first.values("pk")[:1]).update(
         **{name: F(name) + value for name, value in changes.items()})
     if updated != 1:
         # The row predates the rollups (or was lost): reconcile_aggregates reports it and --fix rebuilds it.

@@ -115,3 +115,34 @@ def threads_cpu() -> dict[str, float]:
         name = name if name.startswith(("chatter-", "MainThread")) else "other"
         found[name] += (int(fields[11]) + int(fields[12])) / _TICKS
     return found
+
+
+def loop_thread_cpu(pid: int) -> tuple[float, float]:
+    """(CPU seconds so far of process `pid`'s main thread, where an ASGI server runs its event loop; of all its
+    other threads): another process's threads, by thread id."""
+    main = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        if int(task.name) == pid:
+            main += seconds
+        else:
+            rest += seconds
+    return main, rest
+
+
+def run_queue_seconds(pids: list[int]) -> float:
+    """Seconds the threads of `pids` (and of their children, as a PostgreSQL postmaster's backends) have spent
+    runnable but waiting for a core so far (/proc/…/schedstat's run delay), live threads only."""
+    total = 0
+    for pid in {child for pid in pids for child in process_tree(pid)}:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
+

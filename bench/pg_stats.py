@@ -118,6 +118,9 @@ class PgActivity:
         self.active = 0  # active backends, summed over samples
         self.lost = 0  # samples that failed (the sampler's own connection broken)
         self.waiting_statements: dict[str, int] = {}  # a lock-waiting backend's statement (its start) -> samples
+        # Backends in a transaction waiting for their client (state 'idle in transaction'), by the statement they
+        # ran last: where a transaction's own process keeps it open (and any row lock it took) between statements.
+        self.in_transaction: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="pg-activity", daemon=True)
 
@@ -135,6 +138,9 @@ class PgActivity:
             self.samples += 1
             self.peak = max(self.peak, len(rows))
             for state, wait_type, wait_event, statement in rows:
+                if state == "idle in transaction":
+                    key = statement[:60]
+                    self.in_transaction[key] = self.in_transaction.get(key, 0) + 1
                 if state != "active":
                     continue
                 self.active += 1
@@ -158,7 +164,10 @@ class PgActivity:
                 "active_avg": self.active / n,
                 "waits_avg": {k: v / n for k, v in sorted(self.waits.items(), key=lambda kv: -kv[1])},
                 "waiting_statements": {k: v / n for k, v in sorted(self.waiting_statements.items(),
-                                                                   key=lambda kv: -kv[1])[:5]}}
+                                                                   key=lambda kv: -kv[1])[:5]},
+                "in_transaction_avg": sum(self.in_transaction.values()) / n,
+                "in_transaction_after": {k: v / n for k, v in sorted(self.in_transaction.items(),
+                                                                     key=lambda kv: -kv[1])[:4]}}
 
 
 def format_pg_activity(stats: dict) -> str:

@@ -185,3 +185,34 @@ def test_a_run_repriced_after_its_templates_figures_were_rebuilt_keeps_every_slo
     stored = {row.slot: {"n": row.total_executions, "cost": row.total_cost}
               for row in TemplateAnalytics.objects.filter(template_id=template_id)}
     assert stored == expected
+
+
+def test_issue_46_a_run_of_no_conversation_repriced_after_a_rebuild_changes_its_dimensions_row(alice):
+    """A run of no conversation books on a slot of its dimensions' rows (analytics.models.UsageRollup); a rebuild
+    of the rollups puts each dimensions' figures in slot 0. A re-pricing after it, down, takes the change from that
+    row: the totals stay exact, nothing is lost or refused by the rows' CHECKs."""
+    from analytics.models import UsageRollup
+    from analytics.services import aggregates_drift, usage_rollups_rebuild
+    from workflows.services.run_requests import ExecutionRequest
+
+    graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]}
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=10, output_per_million=20,
+                      effective_from=timezone.now() - timedelta(days=2))
+    hot_reads.forget()
+    while True:  # (one run in 16 books on slot 0 already)
+        execution = execution_run(execution_id=execution_create(ExecutionRequest(
+            owner=alice, graph=graph, message="What is 12*7?")).pk)
+        if UsageRollup.slot_of(execution):
+            break
+    usage_rollups_rebuild()
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=1, output_per_million=2,
+                      effective_from=timezone.now() - timedelta(days=1))
+    call_command("recompute_costs", "--since", "2000-01-01", stdout=StringIO())
+
+    execution.refresh_from_db()
+    calls = LLMCall.objects.filter(execution=execution)
+    assert execution.cost == sum((Decimal(c.prompt_tokens) * 1 + Decimal(c.completion_tokens) * 2) / 10**6
+                                 for c in calls).quantize(Decimal("0.00000001"))
+    assert_all(execution)
+    assert aggregates_drift() == []

@@ -3,6 +3,7 @@ turns in shared conversations and parallel deletes lose no increment and subtrac
 
 Runs on SQLite and (with DATABASE_URL, as `make test`'s second phase does) on PostgreSQL, where the writers
 really run in parallel and meet in INSERT … ON CONFLICT DO UPDATE."""
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,8 +47,12 @@ def test_parallel_runs_on_one_row_lose_no_increment(alice, settings):
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(standalone, range(RUNS))) == ["completed"] * RUNS
 
-    row = UsageRollup.objects.get()  # every run of the day on one key: one row, created by whichever came first
-    assert (row.executions, row.llm_calls) == (RUNS, RUNS)
+    # Every run of the day on one set of dimensions: on its slot's row (UsageRollup.slot_of), 40 runs over at most
+    # 16 rows, each made by whichever of its runs came first and added to by the others.
+    rows = list(UsageRollup.objects.all())
+    assert 1 < len(rows) <= UsageRollup.SLOTS
+    assert len({(row.day, row.owner_id, row.provider, row.model, row.template_id) for row in rows}) == 1
+    assert (sum(row.executions for row in rows), sum(row.llm_calls for row in rows)) == (RUNS, RUNS)
     assert_usage_exact()
 
 
@@ -114,3 +119,54 @@ def test_reconcile_reports_no_drift_while_turns_commit_around_it(alice, settings
         checker.result()
     assert len(reports) >= 3 and all(report == [] for report in reports), [r for r in reports if r][:1]
     assert aggregates_drift() == []
+
+
+def test_issue_46_runs_of_no_conversation_do_not_wait_on_one_rollup_row(alice, settings):
+    """Two ending runs of one owner, model and day and no conversation (two gateway calls of one key): the second
+    books its usage while the first's ending transaction is still open, without waiting on its row lock. On one
+    row every call of a key took turns there, each holding it to its commit (B8: the servers half idle)."""
+    from django.db import connection, transaction
+
+    from analytics.services import execution_book
+    from core.db import statements_run
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    settings.CHATTER_MAX_CONCURRENT_RUNS = RUNS + 1
+    runs: dict[int, object] = {}
+    while len(runs) < 2:  # two runs whose ids pick different rows (a 16th of pairs would pick the same)
+        execution = execution_run(execution_id=execution_create(ExecutionRequest(
+            owner=alice, graph=LINEAR, message="hi")).pk)
+        runs.setdefault(execution.pk.int % 16, execution)
+    first, second = runs.values()
+    booked = threading.Event()
+    release = threading.Event()
+
+    @in_thread
+    def hold_first():
+        with transaction.atomic():
+            statements_run(*_booking(execution_book(execution=first, calls=[], messages=[])))
+            booked.set()
+            release.wait(10)
+            transaction.set_rollback(True)
+
+    @in_thread
+    def book_second():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")
+            statements_run(*_booking(execution_book(execution=second, calls=[], messages=[])))
+            transaction.set_rollback(True)
+
+    with ThreadPoolExecutor(2) as pool:
+        holding = pool.submit(hold_first)
+        assert booked.wait(10)
+        try:
+            pool.submit(book_second).result(15)  # (before: "canceling statement due to lock timeout")
+        finally:
+            release.set()
+            holding.result(15)
+    assert_usage_exact()
+
+
+def _booking(statements: list) -> tuple:
+    return statements[-1], statements[:-1]

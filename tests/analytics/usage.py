@@ -42,12 +42,14 @@ def usage_from_raw_rows() -> dict:
 
 
 def usage_stored() -> dict:
-    stored = {}
+    """The stored rows summed over the slots of their dimensions (runs of no conversation book on one of several
+    rows: analytics.models.UsageRollup)."""
+    stored: dict = defaultdict(lambda: {name: Decimal("0") if name == "cost" else 0 for name in COUNTERS})
     for row in UsageRollup.objects.all():
-        counters = {name: getattr(row, name) for name in COUNTERS}
-        if any(counters.values()):
-            stored[(row.day, row.owner_id, row.provider, row.model, row.template_id, row.conversation_id)] = counters
-    return stored
+        target = stored[(row.day, row.owner_id, row.provider, row.model, row.template_id, row.conversation_id)]
+        for name in COUNTERS:
+            target[name] += getattr(row, name)
+    return {dims: counters for dims, counters in stored.items() if any(counters.values())}
 
 
 def assert_usage_exact() -> dict:
