@@ -37,7 +37,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "daphne",
+    "chatter_project.daphne_app.DaphneConfig",  # daphne's runserver, its server imported only by a server
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -47,8 +47,9 @@ def page_origin():
         thread.join(5)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def allowed_origin():
+    """The page's origin, one for the module: its tests share one server allowing it."""
     with page_origin() as origin:
         yield origin
 
@@ -60,19 +61,21 @@ def other_origin():
 
 
 @pytest.fixture
-def cors_graph_server(daphne_server, allowed_origin):
-    """Daphne serving the sample graphs, CORS allowed for the page's origin only."""
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), CHATTER_CORS_ALLOWED_ORIGINS=allowed_origin)
+def cors_graph_server(shared_daphne_server, allowed_origin):
+    """Daphne serving the sample graphs, CORS allowed for the page's origin only (shared by this module's tests);
+    its access log read from where it ends when the test begins."""
+    server = shared_daphne_server(CHATTER_GRAPHS=str(GRAPHS), CHATTER_CORS_ALLOWED_ORIGINS=allowed_origin)
     server.langgraph_url = f"{server.base_url}/langgraph"
+    server.access_log_from = server.log.stat().st_size
     return server
 
 
 def requests_seen(server, *, until: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """(method, path, status) of each request in the server's access log, in order; with `until`, once the log has
-    that request (a line is written when its answer has gone, maybe after the browser read it)."""
+    """(method, path, status) of each request of this test in the server's access log, in order; with `until`, once
+    the log has that request (a line is written when its answer has gone, maybe after the browser read it)."""
     deadline = time.monotonic() + 10
     while True:
-        lines = ACCESS_LINE.findall(server.log.read_text())
+        lines = ACCESS_LINE.findall(server.log.read_bytes()[server.access_log_from:].decode())
         if until is None or until in [(method, path) for method, path, _ in lines] or time.monotonic() > deadline:
             return lines
         time.sleep(0.1)

@@ -21,19 +21,16 @@ MESSAGES_SHOWN = "n => document.querySelectorAll('[data-testid=run-message] [dat
 
 
 @pytest.fixture
-def graph_page_server(daphne_server, openai_stub, alice, tmp_path, collected_static):
-    """A daphne server serving the sample graphs (their model the fake OpenAI server), the live page's static files
-    collected and alice able to log in."""
+def graph_page_server(collected_static, graph_server, alice):
+    """The agent_server tests' shared graph server (the sample graphs, their model the fake OpenAI server), which
+    serves the collected static files (collected_static, asked for first, is where the shared servers serve them
+    from), and alice able to log in."""
     hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
     alice.password = hasher.encode("alice-password", hasher.salt())
     alice.save(update_fields=["password"])
-    (tmp_path / "static").symlink_to(collected_static)  # the server's STATIC_ROOT (its CHATTER_VAR_DIR is tmp_path)
-    server = daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
-                           OPENAI_API_KEY="sk-test-not-a-real-key")
-    server.langgraph_url = f"{server.base_url}/langgraph"
-    yield server
-    if server.process.poll() is not None:
-        print(server.log.read_text())
+    yield graph_server
+    if graph_server.process.poll() is not None:
+        print(graph_server.log.read_text())
 
 
 def messages_shown(page) -> list[tuple[str, str, str]]:

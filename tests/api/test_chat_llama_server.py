@@ -72,11 +72,12 @@ def assert_accounted(execution, calls, *, counted: dict, reported_model: str) ->
 
 
 @pytest.mark.django_db(transaction=True)
-def test_real_turns_store_exactly_the_usage_the_server_counted(llama_server, daphne_server, alice):
+def test_real_turns_store_exactly_the_usage_the_server_counted(llama_server, shared_daphne_server, alice):
     ModelPriceFactory(provider="openai", model_pattern=MODEL, effective_from=timezone.now(), **PRICE)
     (reported_model,) = llama_server.models()
     assert reported_model != MODEL and reported_model.endswith(".gguf")  # no --alias: the file's path
-    server = daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
+    # tests/gateway/test_llama_server's server too: one daphne for both modules
+    server = shared_daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
     auth = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
     client = httpx.Client(base_url=server.base_url, headers=auth, timeout=120)
 

@@ -84,8 +84,11 @@ def test_the_async_client_and_langchain_embed_alike(gateway, openai_stub):
     assert WorkflowExecution.objects.filter(workflow_type="gateway", status="completed", total_tokens=11).count() == 2
 
 
-def test_the_local_model_embeds_offline_deterministically(daphne_server, alice):
-    server = daphne_server(OPENAI_API_KEY="", OPENAI_BASE_URL="", ANTHROPIC_API_KEY="")
+def test_the_local_model_embeds_offline_deterministically(shared_daphne_server, alice):
+    # No upstream configured, the offline `local` model the default: tests/test_readme's server's environment, so
+    # the two share one daphne.
+    server = shared_daphne_server(OPENAI_API_KEY="", OPENAI_BASE_URL="", ANTHROPIC_API_KEY="",
+                                  CHATTER_DEFAULT_PROVIDER="local", CHATTER_DEFAULT_MODEL="")
     key = ApiTokenFactory(user=alice, scopes=["gateway"]).key
     api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
 

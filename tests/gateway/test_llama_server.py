@@ -41,10 +41,11 @@ def assert_counted(execution_id, *, told: tuple[int, int, int], cost, counted: d
     return execution
 
 
-def test_gateway_calls_store_exactly_what_the_real_server_counted(llama_server, daphne_server, alice):
+def test_gateway_calls_store_exactly_what_the_real_server_counted(llama_server, shared_daphne_server, alice):
     (served,) = llama_server.models()
     ModelPriceFactory(provider="openai", model_pattern=re.escape(served), **PRICE)
-    server = daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
+    # tests/api/test_chat_llama_server's server too: one daphne for both modules
+    server = shared_daphne_server(OPENAI_BASE_URL=llama_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
     api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=ApiTokenFactory(user=alice, scopes=["gateway"]).key,
                         max_retries=0, timeout=120)
     asked = {"model": served, "temperature": 0}

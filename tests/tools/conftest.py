@@ -8,6 +8,17 @@ from tests.factories import ApiTokenFactory
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)  # where the test MCP server listens
 
 
+# A daphne server's environment for the tools over HTTP: loopback allowed (the test MCP servers listen there) and
+# the offline `local` model, as docs/tools.md's walk-through asks; one shared server for the modules that use it.
+LOOPBACK_SERVER_ENV = {"CHATTER_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32", "OPENAI_API_KEY": "",
+                       "ANTHROPIC_API_KEY": "", "CHATTER_DEFAULT_PROVIDER": "local", "CHATTER_DEFAULT_MODEL": ""}
+
+
+@pytest.fixture
+def loopback_server(shared_daphne_server):
+    return shared_daphne_server(**LOOPBACK_SERVER_ENV)
+
+
 @pytest.fixture
 def loopback_allowed(settings):
     """The test MCP server (on 127.0.0.1) allowed as an operator allows an internal tool server."""

@@ -24,9 +24,8 @@ def readme_setup() -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_tools_walkthrough_registers_a_server_and_a_run_calls_it(daphne_server, alice, tmp_path):
-    server = daphne_server(CHATTER_OUTBOUND_ALLOWED_NETWORKS="127.0.0.1/32", OPENAI_API_KEY="",
-                           ANTHROPIC_API_KEY="", CHATTER_DEFAULT_PROVIDER="local", CHATTER_DEFAULT_MODEL="")
+def test_the_tools_walkthrough_registers_a_server_and_a_run_calls_it(loopback_server, alice, tmp_path):
+    server = loopback_server
     token = ApiTokenFactory(user=alice, name="walk", scopes=["chat", "read", "tools"]).key
     blocks = re.findall(r"^```shell\n(.*?)^```$", PAGE.read_text(), flags=re.S | re.M)
     assert blocks, "docs/tools.md has no walk-through"

@@ -9,8 +9,8 @@ from tests.factories import ApiTokenFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_registration_and_the_registry_over_http(daphne_server, alice, mcp_server):
-    server = daphne_server(CHATTER_OUTBOUND_ALLOWED_NETWORKS="127.0.0.1/32")
+def test_registration_and_the_registry_over_http(loopback_server, alice, mcp_server):
+    server = loopback_server
     headers = {"Authorization": f"Token {ApiTokenFactory(user=alice, scopes=['tools']).key}"}
 
     with httpx.Client(base_url=f"{server.base_url}/api/v1", headers=headers, timeout=60) as client:

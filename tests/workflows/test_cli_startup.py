@@ -77,6 +77,13 @@ def test_item_24_a_start_imports_neither_numpy_nor_redis_nor_pgvector_where_it_s
 
 
 @pytest.mark.one_database
+def test_item_24_setting_django_up_imports_neither_daphnes_server_nor_twisted(loaded_at_startup):
+    """Daphne's app is installed (its runserver) without daphne.apps, which imported daphne's server, Twisted and
+    pyOpenSSL in every worker and command (about 0.4 s of CPU a start); the daphne server imports them itself."""
+    assert among(loaded_at_startup, {"daphne.server", "daphne.apps", "twisted", "OpenSSL", "autobahn"}) == set()
+
+
+@pytest.mark.one_database
 def test_chat_help_answers_without_them_too():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatter_project.test_settings"}
     result = subprocess.run([sys.executable, "-X", "importtime", "manage.py", "chat", "--help"], cwd=ROOT, env=env,
