@@ -12,7 +12,8 @@ it sends them in kind (TYPED_BY_THE_SCHEMA_FUZZ: the body as null, a number, a t
 types; text/plain; multipart without a usable boundary). Everything else is sent to every route: what no schema
 says (NUL, lookups, huge numbers, broken or deep JSON, size, the other content types), junk query values, malformed
 ids, undeclared methods (which the schema fuzz sends as OPTIONS, TRACE and QUERY only), and all of it to /langgraph/
-and to the routes no schema documents."""
+and to the routes no schema documents; but a DELETE that reads no body (it answers invalid JSON 2xx) is sent no other
+body (UNREAD_BODIES says why that loses nothing)."""
 from __future__ import annotations
 
 import ipaddress
@@ -96,6 +97,13 @@ JUNK_VALUES = ["9" * 40, "(%5B%27", "2024-13-45T99:99", "-1", "1e400"]
 TYPED_BY_THE_SCHEMA_FUZZ = {"array", "string", "number", "null", "wrong_types", "text_plain", "multipart_garbage"}
 # What tests/api/test_schema_fuzz.py leaves out of the schema it fuzzes (its `exclude`s)
 UNTYPED = re.compile(r"^/langgraph/|^/api/v1/tools/servers/.*(POST|PATCH)$")
+
+# A DELETE answered 2xx to invalid JSON read no body (every view that reads one parses it with a parser that refuses
+# invalid JSON: DRF's JSONParser through request.data, the agent server's self.body()), and no middleware reads a
+# body: the other bodies, whatever their content type, size or content, would reach exactly the code its plain
+# DELETE (no body) reached, so they are not sent to it. A DELETE that reads its body (the store's items) gets them
+# all.
+UNREAD_BODIES = "invalid_json"  # sent first
 
 
 def declared() -> dict[tuple[str, str], tuple[set[str], set[str]]]:
@@ -269,10 +277,13 @@ def test_item_13_no_route_answers_bad_input_with_a_5xx_or_outside_its_surfaces_e
             for query in queries(QUERY_NAMES if route.startswith("langgraph/") and method == "GET" else names):
                 statuses.add(call(method, path, query=query, waits=waits, headers=headers))
             if method != "GET":
-                for name, (content_type, body) in BODIES.items():
+                for name, (content_type, body) in sorted(BODIES.items(), key=lambda item: item[0] != UNREAD_BODIES):
                     if name not in typed:
-                        statuses.add(call(method, path, content_type=content_type, body=body, waits=waits,
-                                          headers=headers))
+                        status = call(method, path, content_type=content_type, body=body, waits=waits,
+                                      headers=headers)
+                        statuses.add(status)
+                        if method == "DELETE" and name == UNREAD_BODIES and status < 300:
+                            break  # it read no body: see UNREAD_BODIES
         return taken
 
     for route in routes():
