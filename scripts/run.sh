@@ -76,11 +76,7 @@ export CHATTER_LOCAL_TOKEN_DELAY_MS="${CHATTER_LOCAL_TOKEN_DELAY_MS:-25}"
 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py collectstatic --noinput -v0
-if "$PY" manage.py help seed >/dev/null 2>&1; then
-    "$PY" manage.py seed
-else
-    echo "No 'seed' command yet: skipping seeding of built-ins and prices"
-fi
+"$PY" manage.py seed
 case "$HOST" in
     *:*) url_host="[$HOST]" ;;
     *) url_host=$HOST ;;
@@ -140,9 +136,9 @@ case "$HOST" in
     ::) probe_host=::1 ;;
     *) probe_host=$HOST ;;
 esac
-# "Serving" only once daphne accepts connections (it can take seconds to start, or fail to bind).
-until "$PY" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' \
-    "$probe_host" "$PORT" 2>/dev/null; do
+# "Serving" only once daphne accepts connections (it can take seconds to start, or fail to bind); bash's own
+# /dev/tcp connects without starting a Python each try.
+until (exec 3<>"/dev/tcp/$probe_host/$PORT") 2>/dev/null; do
     if ! kill -0 "$daphne_pid" 2>/dev/null; then
         echo "daphne could not serve $HOST:$PORT (is the port in use?); stopping the worker." >&2
         trap - INT TERM
