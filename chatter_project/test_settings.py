@@ -31,3 +31,8 @@ CHATTER_PROVIDER_MAX_RETRIES = 0
 
 # The suite's own `flush` (after each transactional test): Django's result from fewer statements (its docstring).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.quick_flush"]  # noqa: F405
+
+# No GIS here. drf-spectacular's django-filters support asks Django's GIS whether a filter is a geometry's the first
+# time a process builds the schema, and GIS then looks for GDAL with ctypes' find_library (37 processes: ldconfig,
+# gcc, ld) before it gives up. A library path that is none gives the same answer (no GIS) without looking.
+GDAL_LIBRARY_PATH = "/nonexistent/libgdal.so"

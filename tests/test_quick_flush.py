@@ -63,3 +63,19 @@ def test_the_suites_flush_leaves_every_table_as_djangos_does_and_keeps_content_t
     rows_written()
     flush("flush")
     assert dict(ContentType.objects.values_list("model", "id")) == kept  # ...the suite's keeps them
+
+
+def test_item_24_a_test_that_changed_content_types_or_permissions_gets_djangos_flush():
+    """The suite's flush keeps content types and permissions only while they are what Django's flush made: a test
+    that deleted or renamed some (a migration test does) gets them made again from the models."""
+    flush("flush")
+    made = table_rows()
+    Permission.objects.filter(codename="view_group").update(name="Renamed")
+    Permission.objects.filter(codename="add_group").delete()
+    ContentType.objects.filter(app_label="sessions").delete()
+    rows_written()
+    flush("flush")
+    assert table_rows() == made
+    assert Permission.objects.get(codename="view_group").name == "Can view group"
+    assert Permission.objects.filter(codename="add_group").exists()
+    assert ContentType.objects.filter(app_label="sessions", model="session").exists()

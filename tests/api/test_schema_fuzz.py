@@ -72,11 +72,20 @@ CONFIG = schemathesis.Config.from_dict({
 })
 # Registering or changing an MCP server connects to the URL given: generated URLs (a public address among them) must
 # never be reached from a test, so those writes are left to tests/tools/ (their bad input: tests/test_fuzz_routes.py).
-schema = schemathesis.openapi.from_dict(OPENAPI, config=CONFIG).exclude(
-    path_regex=r"^/api/v1/tools/servers/", method=["POST", "PATCH"]).exclude(
-    path_regex=r"^/langgraph/")  # LangGraph's API, documented as objects in and out: tests/test_fuzz_routes.py and
-# the SDK suites (tests/agent_server/) hold it to LangGraph's shapes
+#
+# The operations' tests are built when the test runs (schemathesis' lazy schema, from the `api_schema` fixture), not
+# at collection: building them (the coverage phase's cases of 114 operations) costs seconds of CPU, which every make
+# test worker would pay where only the one running this module needs them. The same cases are generated and
+# checked; each operation is a subtest, and runs on the rows as the module made them (operation_savepoint).
+def left_out(schema):
+    return schema.exclude(path_regex=r"^/api/v1/tools/servers/", method=["POST", "PATCH"]).exclude(
+        path_regex=r"^/langgraph/")  # LangGraph's API, documented as objects in and out: tests/test_fuzz_routes.py
+    # and the SDK suites (tests/agent_server/) hold it to LangGraph's shapes
+
+
+schema = left_out(schemathesis.openapi.from_dict(OPENAPI, config=CONFIG))
 schema.app = WSGIHandler()
+lazy_schema = left_out(schemathesis.pytest.from_fixture("api_schema"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 RAW_GRAPH = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
@@ -218,11 +227,33 @@ def token_header(existing_data, keep_test_connection) -> dict:
     return {"Authorization": f"Token {existing_data}"}
 
 
+@pytest.fixture
+def api_schema():
+    return schema
+
+
+@pytest.fixture
+def operation_savepoint(db):
+    """Each operation's cases run on the module's rows: what an operation's cases wrote is rolled back before the
+    next operation's first case (the operations run one after the other), as if each were a test of its own."""
+    current = {}
+
+    def enter(label: str) -> None:
+        if current.get("label") != label:
+            if "savepoint" in current:
+                transaction.savepoint_rollback(current["savepoint"])
+                transaction.savepoint_commit(current["savepoint"])
+            current.update(label=label, savepoint=transaction.savepoint())
+
+    return enter
+
+
 @pytest.mark.django_db
-@schema.parametrize()
+@lazy_schema.parametrize()
 @settings(max_examples=8, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_every_operation_answers_within_its_schema(case, token_header):
+def test_every_operation_answers_within_its_schema(case, token_header, operation_savepoint):
+    operation_savepoint(case.operation.label)
     case.call_and_validate(headers=token_header, checks=CHECKS)
 
 

@@ -20,10 +20,17 @@ from tests.factories import ModelPriceFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
-# The price map packaged with LiteLLM (no download at import), and no `.env` read into this process.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
-import litellm  # noqa: E402 - after the environment it reads at import
+
+def sdk():
+    """LiteLLM's SDK, imported by the first test that calls it: its import costs seconds of CPU, which the
+    collection of every make test worker would pay (only the one running this module needs it). The price map
+    packaged with LiteLLM (no download at import), and no `.env` read into this process."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
+    import litellm
+
+    return litellm
+
 
 # What LiteLLM's own types make pydantic say as they are built: not this test's concern.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning"),
@@ -70,12 +77,12 @@ class LoggedCosts:
 @pytest.fixture
 def logged(monkeypatch) -> LoggedCosts:
     costs = LoggedCosts()
-    monkeypatch.setattr(litellm, "success_callback", [costs.record])
+    monkeypatch.setattr(sdk(), "success_callback", [costs.record])
     return costs
 
 
 def call(chatter, messages=ASK, **request):
-    return litellm.completion(model="openai/gpt-4o-mini", api_base=chatter.v1, api_key=chatter.key,
+    return sdk().completion(model="openai/gpt-4o-mini", api_base=chatter.v1, api_key=chatter.key,
                               messages=messages, num_retries=0, timeout=30, **request)
 
 
@@ -95,7 +102,7 @@ def assert_stored_as_told(response, usage: dict) -> WorkflowExecution:
     assert told.prompt_tokens_details.cached_tokens == stored.cached_prompt_tokens == usage.get(
         "prompt_tokens_details", {}).get("cached_tokens", 0)
     assert execution.cost == stored.cost == priced(usage).quantize(Decimal("0.00000001"))
-    assert Decimal(str(litellm.completion_cost(completion_response=response))) == execution.cost
+    assert Decimal(str(sdk().completion_cost(completion_response=response))) == execution.cost
     assert_all(execution)
     return execution
 
@@ -110,7 +117,7 @@ def test_a_call_is_billed_as_chatter_stored_it_and_litellm_reads_chatters_cost(c
     assert logged.wait(1) == [execution.cost]
     assert response.usage.completion_tokens_details.reasoning_tokens == 16
     # LiteLLM's own price of the same tokens differs: the figure above is Chatter's, read from `usage.cost`.
-    assert Decimal(str(litellm.completion_cost(model="gpt-4o-mini", prompt="", completion="84."))) != \
+    assert Decimal(str(sdk().completion_cost(model="gpt-4o-mini", prompt="", completion="84."))) != \
         WorkflowExecution.objects.get().cost
     sent = openai_stub.last_request.body
     assert (sent["temperature"], sent["seed"], sent["messages"]) == (0.2, 7, ASK)
@@ -121,7 +128,7 @@ def test_a_streamed_call_ends_with_the_stored_usage(chatter, openai_stub, logged
     openai_stub.reply(content="Twelve sevens make 84.", usage=USAGE)
 
     chunks = list(call(chatter, stream=True, stream_options={"include_usage": True}))
-    response = litellm.stream_chunk_builder(chunks, messages=ASK)
+    response = sdk().stream_chunk_builder(chunks, messages=ASK)
 
     assert response.choices[0].message.content == "Twelve sevens make 84."
     execution = assert_stored_as_told(response, USAGE)
@@ -165,7 +172,7 @@ def test_embeddings_are_runs_with_the_usage_and_the_cost_litellm_logs(chatter, o
                       output_per_million=Decimal("0"))  # LiteLLM's is $0.02
     openai_stub.reply(usage={"prompt_tokens": 4, "total_tokens": 4}, model="text-embedding-3-small")
 
-    embedded = litellm.embedding(model="openai/text-embedding-3-small", api_base=chatter.v1, api_key=chatter.key,
+    embedded = sdk().embedding(model="openai/text-embedding-3-small", api_base=chatter.v1, api_key=chatter.key,
                                  input=["one", "two"], num_retries=0, timeout=30)
 
     assert len(embedded.data) == 2 and len(embedded.data[0]["embedding"]) > 0
@@ -174,7 +181,7 @@ def test_embeddings_are_runs_with_the_usage_and_the_cost_litellm_logs(chatter, o
         execution.prompt_tokens, execution.total_tokens) == (4, 4)
     assert execution.cost == 4 * INPUT / 10**6 == logged.wait(1)[0]  # from the x-litellm-response-cost header
     # An embeddings response's usage carries no cost to LiteLLM: completion_cost() on it prices by LiteLLM's map.
-    assert Decimal(str(litellm.completion_cost(completion_response=embedded))) == 4 * Decimal("0.02") / 10**6
+    assert Decimal(str(sdk().completion_cost(completion_response=embedded))) == 4 * Decimal("0.02") / 10**6
     assert openai_stub.last_request.body["input"] == ["one", "two"]
     assert_all(execution)
     call_command("reconcile_aggregates", stdout=StringIO())
