@@ -3,7 +3,8 @@ of `GET …/events/`, both websockets and the `chat` command read the same `exec
 
 A run's feed is its persisted log from the database and then the live events from the hub, in seq order, without
 gaps or duplicates: an event that the hub did not bring (the channel layer down, a full buffer) is read back from
-the database when the next one shows the gap, or when the feed has been quiet.
+the database when the next one shows the gap, or when the feed has been quiet. A user's feed does the same for each
+of the user's runs since it opened, looking at the user's runs every few seconds for one it heard nothing of.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from workflows.models import ExecutionEvent, WorkflowExecution
 POLL_S = 1.0
 USER_POLL_S = 2.0  # how often a user's feed looks for what the hub did not bring
 RUN_VISIBLE_S = 10.0  # a run's row is visible (its start committed) this soon after its created_at, at most
+ENDED_KEPT_S = 60.0  # how long a user's feed remembers a run it saw end (a late live copy of its events is dropped)
 
 
 @database_sync_to_async
@@ -171,7 +173,7 @@ class _UserLog:
         runs = await _user_runs(self.user_id, since=self.window, watched=self.watched)
         self.window = look - timedelta(seconds=RUN_VISIBLE_S)
         now = time.monotonic()
-        self.ended = {run: when for run, when in self.ended.items() if now - when < RUN_VISIBLE_S * 6}
+        self.ended = {run: when for run, when in self.ended.items() if now - when < ENDED_KEPT_S}
         runs = [(run, status, conversation) for run, status, conversation in runs if run not in self.ended]
         self.watched = {run for run, status, _ in runs if status not in WorkflowExecution.TERMINAL}
         out = []
@@ -199,10 +201,12 @@ class _UserLog:
 
 @database_sync_to_async
 def _user_runs(user_id, *, since: datetime, watched: set[str]) -> list[tuple[str, str, str | None]]:
-    """The user's runs that may have events the feed has not relayed: those not ended, those that were not at the
-    last look, and those made since (which may have ended in between)."""
+    """The user's runs that may have events the feed has not relayed: those under way (the index of a user's runs
+    in progress), those not ended at the last look (a paused one too), and those made since (which may have ended in
+    between)."""
+    Status = WorkflowExecution.Status
     rows = WorkflowExecution.objects.filter(owner_id=user_id).filter(
-        ~Q(status__in=WorkflowExecution.TERMINAL) | Q(created_at__gte=since) | Q(pk__in=watched))
+        Q(status__in=(Status.PENDING, Status.RUNNING)) | Q(created_at__gte=since) | Q(pk__in=watched))
     return [(str(pk), status, conversation and str(conversation))
             for pk, status, conversation in rows.values_list("pk", "status", "conversation_id")]
 
