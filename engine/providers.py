@@ -10,6 +10,7 @@ load this module without necessarily calling a model.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -314,14 +315,13 @@ def provider_check(provider: str, *, model: str | None = None) -> None:
         raise InvalidInput(
             f"unknown provider {provider!r}", details={"provider": [f"must be one of {', '.join(PROVIDERS)}"]}
         )
-    if provider == "anthropic":
-        try:
-            import langchain_anthropic  # noqa: F401
-        except ImportError:
-            raise InvalidInput(
-                "provider 'anthropic' needs the optional package langchain-anthropic (pip install langchain-anthropic)",
-                details={"provider": ["langchain-anthropic is not installed"]},
-            ) from None
+    # Whether it is installed, without importing it: the Anthropic SDK takes seconds to import (tens under load),
+    # and every gateway call asks which providers are usable, an OpenAI one too.
+    if provider == "anthropic" and importlib.util.find_spec("langchain_anthropic") is None:
+        raise InvalidInput(
+            "provider 'anthropic' needs the optional package langchain-anthropic (pip install langchain-anthropic)",
+            details={"provider": ["langchain-anthropic is not installed"]},
+        )
     if provider == "openai" and not (settings.openai_api_key or settings.openai_base_url) and not (
             model and route_for(provider, model)):
         raise InvalidInput(

@@ -17,6 +17,7 @@ from engine.nodes import last_ai_message
 from engine.python_graphs import MESSAGES_USAGE, STOPPED_BEFORE, booked_as_json
 from engine.runtime import RunContext
 from workflows import statements
+from workflows.events import conversation_updated_data
 from workflows.ledger import calls_by_model
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -24,9 +25,6 @@ from workflows.run_messages import citations_of, run_messages_save
 from workflows.signals import execution_ending, execution_finished
 
 Status = WorkflowExecution.Status
-_CONVERSATION_TOTALS = ("message_count", "prompt_tokens", "completion_tokens", "total_tokens")
-
-
 @retried_on_conflict
 def execution_pause(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                     interrupts: list, booked: dict | None = None) -> WorkflowExecution:
@@ -140,10 +138,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             message = messages[-1]
             conversation = message.conversation  # as this message left it, under its lock: exactly what commits
             execution.conversation = conversation
-            recorder.publish_after_write("conversation_updated", {
-                "conversation_id": str(conversation.pk),
-                **{name: getattr(conversation, name) for name in _CONVERSATION_TOTALS},
-                "total_cost": usd(conversation.total_cost)})
+            recorder.publish_after_write("conversation_updated", conversation_updated_data(conversation))
         if holds := recorder.budget.holds:  # a shared row (a budget's period): locked late, held to the commit;
             # settled before the terminal event, which must be the run's last (I6)
             crossings = budget_settle(holds=holds, usd=ctx.usage.cost, tokens=ctx.usage.total_tokens)

@@ -14,11 +14,12 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Histogram
 
+from core.money import usd
 from workflows.hub import TERMINAL_EVENTS, hub
 from workflows.statements import events_insert
 
-__all__ = ["TERMINAL_EVENTS", "EVENT_LATENCY", "event_envelope", "event_rows", "events_published_on_commit",
-           "events_publish"]
+__all__ = ["TERMINAL_EVENTS", "EVENT_LATENCY", "conversation_updated_data", "event_envelope", "event_rows",
+           "events_published_on_commit", "events_publish"]
 
 # Registered by the /metrics view's registry (chatter_project.metrics).
 EVENT_LATENCY = Histogram(
@@ -36,6 +37,14 @@ def event_envelope(*, execution_id, event: str, data: dict, seq: int | None, ts=
         "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": data,
     }
+
+
+def conversation_updated_data(conversation) -> dict:
+    """What `conversation_updated` says: the conversation's totals as they are now."""
+    return {"conversation_id": str(conversation.pk),
+            **{name: getattr(conversation, name)
+               for name in ("message_count", "prompt_tokens", "completion_tokens", "total_tokens")},
+            "total_cost": usd(conversation.total_cost)}
 
 
 def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]]) -> tuple[str, list]:

@@ -3,23 +3,30 @@ of `GET …/events/`, both websockets and the `chat` command read the same `exec
 
 A run's feed is its persisted log from the database and then the live events from the hub, in seq order, without
 gaps or duplicates: an event that the hub did not bring (the channel layer down, a full buffer) is read back from
-the database when the next one shows the gap, or when the feed has been quiet.
+the database when the next one shows the gap, or when the feed has been quiet. A user's feed does the same for each
+of the user's runs since it opened, looking at the user's runs every few seconds for one it heard nothing of.
 """
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from workflows.events import TERMINAL_EVENTS, event_envelope
+from conversations.models import Conversation
+from workflows.events import TERMINAL_EVENTS, conversation_updated_data, event_envelope
 from workflows.hub import Subscription, access_topic, execution_topic, hub, user_topic
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 POLL_S = 1.0
+USER_POLL_S = 2.0  # how often a user's feed looks for what the hub did not bring
+RUN_VISIBLE_S = 10.0  # a run's row is visible (its start committed) this soon after its created_at, at most
+ENDED_KEPT_S = 60.0  # how long a user's feed remembers a run it saw end (a late live copy of its events is dropped)
 
 
 @database_sync_to_async
@@ -35,10 +42,12 @@ def _terminal_seq(execution_id) -> int | None:
 
 
 @database_sync_to_async
-def _persisted(execution_id, *, after: int, before: int | None = None) -> list[dict]:
+def _persisted(execution_id, *, after: int, before: int | None = None, since: datetime | None = None) -> list[dict]:
     rows = ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after)
     if before is not None:
         rows = rows.filter(seq__lt=before)
+    if since is not None:  # a user's feed: the events since it opened
+        rows = rows.filter(created_at__gte=since)
     return [event_envelope(execution_id=execution_id, event=row.event, data=row.data, seq=row.seq, ts=row.created_at)
             for row in rows.order_by("seq")]
 
@@ -112,17 +121,101 @@ def user_subscribe(user_id) -> Subscription:
     return hub.subscribe([user_topic(user_id)])
 
 
-async def user_feed(user_id, *, subscription: Subscription | None = None) -> AsyncIterator[dict]:
+async def user_feed(user_id, *, subscription: Subscription | None = None,
+                    poll_s: float = USER_POLL_S) -> AsyncIterator[dict]:
     """Everything published for one user's runs (tokens and conversation_updated included), until closed;
-    `subscription`: made by the caller (user_subscribe), so that nothing published from then on is missed."""
+    `subscription`: made by the caller (user_subscribe), so that nothing published from then on is missed. Each
+    run's persisted events since the feed opened come once each and in order: what the hub did not bring is read
+    back from the database when a later event shows the gap, or by the look at the user's runs every `poll_s`."""
     live = subscription or user_subscribe(user_id)
+    log = _UserLog(user_id)
     try:
         await live.ready()
+        next_look = time.monotonic() + poll_s
         while True:
-            for envelope in await live.get(3600):
-                yield envelope
+            for envelope in await live.get(max(0.0, next_look - time.monotonic())):
+                for item in await log.relayed(envelope):
+                    yield item
+            if time.monotonic() >= next_look:
+                for item in await log.missed():
+                    yield item
+                next_look = time.monotonic() + poll_s
     finally:
         live.close()
+
+
+class _UserLog:
+    """What a user's feed relayed of each run's persisted log since it opened, to put back what the hub lost."""
+
+    def __init__(self, user_id):
+        self.user_id = user_id
+        self.opened = timezone.now()
+        self.window = self.opened - timedelta(seconds=RUN_VISIBLE_S)
+        self.last: dict[str, int] = {}  # a run's last seq relayed
+        self.watched: set[str] = set()  # runs not ended at the last look
+        self.ended: dict[str, float] = {}  # runs whose terminal event was relayed (when), to drop late copies
+
+    async def relayed(self, envelope: dict) -> list[dict]:
+        """A live envelope as the feed relays it: with the persisted events it skipped before it, or nothing if it
+        was relayed already."""
+        seq, run = envelope["seq"], envelope.get("execution_id")
+        if seq is None or run is None:
+            return [envelope]  # live only (a token delta, conversation_updated)
+        last = self.last.get(run, 0)
+        if run in self.ended or seq <= last:
+            return []
+        missed = await _persisted(run, after=last, before=seq, since=self.opened) if seq > last + 1 else []
+        return self._relay([*missed, envelope])
+
+    async def missed(self) -> list[dict]:
+        """The persisted events of the user's runs the hub did not bring (then each run's conversation_updated)."""
+        look = timezone.now()
+        runs = await _user_runs(self.user_id, since=self.window, watched=self.watched)
+        self.window = look - timedelta(seconds=RUN_VISIBLE_S)
+        now = time.monotonic()
+        self.ended = {run: when for run, when in self.ended.items() if now - when < ENDED_KEPT_S}
+        runs = [(run, status, conversation) for run, status, conversation in runs if run not in self.ended]
+        self.watched = {run for run, status, _ in runs if status not in WorkflowExecution.TERMINAL}
+        out = []
+        for run, status, conversation in runs:
+            read = self._relay(await _persisted(run, after=self.last.get(run, 0), since=self.opened))
+            out += read
+            if read and read[-1]["event"] in TERMINAL_EVENTS and conversation is not None:
+                out.append(await _conversation_updated(run, conversation))
+            if status in WorkflowExecution.TERMINAL:  # its terminal event committed with its status: all read
+                self._ended(run)
+        return out
+
+    def _relay(self, envelopes: list[dict]) -> list[dict]:
+        for envelope in envelopes:
+            self.last[envelope["execution_id"]] = envelope["seq"]
+            if envelope["event"] in TERMINAL_EVENTS:
+                self._ended(envelope["execution_id"])
+        return envelopes
+
+    def _ended(self, run: str) -> None:
+        self.last.pop(run, None)
+        self.watched.discard(run)
+        self.ended.setdefault(run, time.monotonic())
+
+
+@database_sync_to_async
+def _user_runs(user_id, *, since: datetime, watched: set[str]) -> list[tuple[str, str, str | None]]:
+    """The user's runs that may have events the feed has not relayed: those under way (the index of a user's runs
+    in progress), those not ended at the last look (a paused one too), and those made since (which may have ended in
+    between)."""
+    Status = WorkflowExecution.Status
+    rows = WorkflowExecution.objects.filter(owner_id=user_id).filter(
+        Q(status__in=(Status.PENDING, Status.RUNNING)) | Q(created_at__gte=since) | Q(pk__in=watched))
+    return [(str(pk), status, conversation and str(conversation))
+            for pk, status, conversation in rows.values_list("pk", "status", "conversation_id")]
+
+
+@database_sync_to_async
+def _conversation_updated(execution_id: str, conversation_id: str) -> dict:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    return event_envelope(execution_id=execution_id, event="conversation_updated",
+                          data=conversation_updated_data(conversation), seq=None)
 
 
 def access_subscribe(user_id) -> Subscription:

@@ -330,6 +330,21 @@ def test_item_46_a_call_reads_the_hot_reads_version_once(alice, openai_server, s
     assert api.post("/v1/chat/completions", ask, format="json").status_code == 401
 
 
+def test_fl1_item_02_knowing_which_providers_are_usable_imports_no_providers_sdk():
+    """Every gateway call asks which providers are usable; Anthropic's is usable when its package is installed, which
+    is asked without importing it: its SDK took tens of seconds to import under load, on a process's first call (an
+    OpenAI pass-through whose client timed out waiting for its headers). A fresh interpreter: this one has it."""
+    check = ("import sys\n"
+             "from engine.providers import providers_configured\n"
+             "from engine.settings import settings_update\n"
+             "settings_update(anthropic_api_key='sk-ant-not-a-real-key')\n"
+             "print(providers_configured(), sorted({'anthropic', 'langchain_anthropic'} & set(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    usable, imported = out.stdout.strip().rsplit("] ", 1)
+    assert "'anthropic'" in usable and imported == "[]", out.stdout
+
+
 _UPSTREAM = """
 import json, sys, threading
 from tests.openai_stub import OpenAIStub

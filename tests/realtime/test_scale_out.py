@@ -170,6 +170,17 @@ def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
     return predicate()
 
 
+def in_order_within(pieces: list[str], text: str) -> bool:
+    """Whether `pieces` are parts of `text` in order, none used twice (some may be missing)."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
+
+
 def probe_until_subscribed(feeds: dict, timeout: float = 20) -> None:
     """A `/ws/events/` feed subscribes to its Redis group just after the handshake; broadcast a probe to each
     user's group until every feed has seen one, so no run can start before its watchers listen."""
@@ -304,8 +315,10 @@ def test_every_client_on_every_server_receives_every_event_of_runs_started_anywh
         for feed in alice_feeds:
             # Every persisted event, in order, exactly once, through Redis from whichever process ran it.
             assert feed.persisted(pk) == events, (feed.url, execution.mode)
-            tokens = "".join(e["data"]["text"] for e in feed.envelopes(pk) if e["event"] == "token")
-            assert tokens == execution.output_data["content"], feed.url  # tokens are only ever live
+            # Token deltas are only ever live and, across processes, at most once (a publisher's send that timed out
+            # under load drops them): the ones a feed got are pieces of the reply, in order, none twice.
+            tokens = [e["data"]["text"] for e in feed.envelopes(pk) if e["event"] == "token"]
+            assert in_order_within(tokens, execution.output_data["content"]), (feed.url, tokens)
         for watcher in run_clients[pk]:
             assert watcher.persisted(pk) == events, (watcher.url, execution.mode, watcher.close_code)
             assert watcher.close_code == 1000  # closed after the terminal event
