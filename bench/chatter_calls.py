@@ -97,7 +97,7 @@ class BareChat:
         """Seconds from invoking the turn to the model's first token reaching the hooks (read to its end)."""
         hooks, first = self._null_hooks(), []
         started = time.perf_counter()
-        hooks.token = lambda node, text: first or first.append(time.perf_counter() - started)
+        hooks.token = lambda node, text, **_: first or first.append(time.perf_counter() - started)
         self.invoke(message, hooks=hooks)
         if not first:
             raise RuntimeError("the bare graph streamed no token")
