@@ -181,7 +181,7 @@ class _UserLog:
             read = self._relay(await _persisted(run, after=self.last.get(run, 0), since=self.opened))
             out += read
             if read and read[-1]["event"] in TERMINAL_EVENTS and conversation is not None:
-                out.append(await _conversation_updated(run, conversation))
+                out += await _conversation_updated(run, conversation)
             if status in WorkflowExecution.TERMINAL:  # its terminal event committed with its status: all read
                 self._ended(run)
         return out
@@ -212,10 +212,13 @@ def _user_runs(user_id, *, since: datetime, watched: set[str]) -> list[tuple[str
 
 
 @database_sync_to_async
-def _conversation_updated(execution_id: str, conversation_id: str) -> dict:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    return event_envelope(execution_id=execution_id, event="conversation_updated",
-                          data=conversation_updated_data(conversation), seq=None)
+def _conversation_updated(execution_id: str, conversation_id: str) -> list[dict]:
+    """The conversation's totals as they are now; none if it was deleted since the run was read."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return []
+    return [event_envelope(execution_id=execution_id, event="conversation_updated",
+                           data=conversation_updated_data(conversation), seq=None)]
 
 
 def access_subscribe(user_id) -> Subscription:

@@ -107,3 +107,12 @@ async def test_item_03_events_the_hub_lost_before_later_ones_are_read_back_in_or
 
     assert persisted[0][1] == "workflow_started"
     assert persisted_of(got, execution) == persisted
+
+
+async def test_a_conversation_deleted_between_the_feeds_two_reads_leaves_it_running():
+    """The feed reads a run's conversation after the run: a conversation deleted in between gives no
+    conversation_updated, and the feed goes on (it raised DoesNotExist, which ended the user's socket)."""
+    from workflows.realtime import _conversation_updated
+
+    assert await _conversation_updated("00000000-0000-0000-0000-000000000001",
+                                       "00000000-0000-0000-0000-000000000002") == []
