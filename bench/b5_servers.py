@@ -67,14 +67,17 @@ class Variant:
         return ",".join(f"{HOST}:{port}" for port in (self.ports[:1] if first_only else self.ports))
 
 
-def chatter_pair(run: BenchRun, database: Database, server: str) -> Variant:
-    """Chatter (chatter_project.asgi) served by 2 daphne or 2 uvicorn processes on one database."""
-    if server == "daphne":
+def chatter_pair(run: BenchRun, database: Database, server: str, *, root: Path | None = None) -> Variant:
+    """Chatter (chatter_project.asgi) served by 2 daphne or 2 uvicorn processes on one database; `root`: 2 uvicorn
+    processes serving another checkout (named chatter-baseline)."""
+    if root is not None:
+        servers = [uvicorn(run, database, label=f"baseline{i}", root=root) for i in (1, 2)]
+    elif server == "daphne":
         servers = [daphne(run, database, label=f"daphne{i}") for i in (1, 2)]
     else:
         servers = [uvicorn(run, database, label=f"uvicorn{i}") for i in (1, 2)]
     database_name = database.env["DATABASE_URL"].rsplit("/", 1)[1]
-    return Variant(f"chatter-{server}", "chatter", [s.port for s in servers], [s.pid for s in servers],
+    return Variant("chatter-baseline" if root is not None else f"chatter-{server}", "chatter", [s.port for s in servers], [s.pid for s in servers],
                    token=bench_token(servers[0], database), database=database_name,
                    logs=[s.log_path for s in servers])
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import httpx
 
@@ -78,7 +79,8 @@ def gateway_key(variant: Variant) -> str:
     return response.json()["key"]
 
 
-def chatter_gateways(run: BenchRun, services, stub: Variant, servers: list[str]) -> tuple[dict[str, Variant], object]:
+def chatter_gateways(run: BenchRun, services, stub: Variant, servers: list[str],
+                     baseline: Path | None = None) -> tuple[dict[str, Variant], object]:
     """Chatter on each server stack of `servers` (daphne, uvicorn), 2 processes each, all on one database and one
     gateway key."""
     database = chatter_database(run, "postgres", DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
@@ -86,8 +88,8 @@ def chatter_gateways(run: BenchRun, services, stub: Variant, servers: list[str])
                                 OPENAI_API_KEY=UPSTREAM_KEY, CHATTER_PROVIDER_MAX_RETRIES=0,
                                 CHATTER_MAX_CONCURRENT_RUNS=MAX_CONCURRENT_RUNS)
     variants, key = {}, ""
-    for server in servers:
-        variant = chatter_pair(run, database, server)
+    for server in servers + (["baseline"] if baseline else []):
+        variant = chatter_pair(run, database, server, root=baseline if server == "baseline" else None)
         variant.kind = "openai"
         variant.token = key = key or gateway_key(variant)
         variant.note = f"CHATTER_MAX_CONCURRENT_RUNS={MAX_CONCURRENT_RUNS} (the default 10 refuses 32 clients' calls)"
@@ -289,13 +291,17 @@ def main() -> int:
                         "engines, which it downloads at start)")
     parser.add_argument("--profile", action="store_true", help="py-spy the first Chatter process during its "
                         "first concurrent phase")
+    parser.add_argument("--baseline", type=Path, help="another checkout of Chatter (e.g. main before a change, "
+                        "`git worktree add`), served by 2 uvicorn processes beside the others on the same database: "
+                        "before and after side by side")
     args = parser.parse_args()
     clients = [int(n) for n in args.clients.split(",") if n]
 
     with BenchRun("b8") as run:
         services, db = services_counted(run)
         stub = start_stub(run)
-        chatters, database = chatter_gateways(run, services, stub, [s for s in args.servers.split(",") if s])
+        chatters, database = chatter_gateways(run, services, stub, [s for s in args.servers.split(",") if s],
+                                              baseline=args.baseline)
         litellm = litellm_pair(run, services, stub, with_database=args.litellm_db)
         variants = {"upstream": stub, **chatters, "litellm": litellm}
         databases = sorted({v.database for v in variants.values() if v.database})

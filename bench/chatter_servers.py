@@ -118,16 +118,18 @@ def uvicorn_env(database: Database) -> dict | None:
     return env if found.returncode == 0 else None
 
 
-def uvicorn(run: BenchRun, database: Database, *, label: str) -> Server:
-    """The same ASGI application served by uvicorn (httptools, uvloop), from the bench's tools."""
+def uvicorn(run: BenchRun, database: Database, *, label: str, root: Path = ROOT) -> Server:
+    """The same ASGI application served by uvicorn (httptools, uvloop), from the bench's tools; `root`: the
+    checkout it is served from (another's, to compare two side by side on one database)."""
     env = uvicorn_env(database)
     if env is None:
         raise RuntimeError("uvicorn is not available (see bench/requirements.txt)")
+    env["PYTHONPATH"] = env["PYTHONPATH"].replace(str(ROOT), str(root), 1)
     port = free_port()
     log_name = f"uvicorn-{label}-{port}.log"
     process = run.spawn([PYTHON, "-m", "uvicorn", "chatter_project.asgi:application", "--host", HOST, "--port",
                          str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
-                        env=env, log_name=log_name)
+                        env=env, log_name=log_name, cwd=root)
     wait_http(process, port, "/api/v1/auth/token/", run.tmp / log_name, what="uvicorn")
     log(f"uvicorn ({label}) on {HOST}:{port}, pid {process.pid}")
     return Server(process=process, port=port, log_path=run.tmp / log_name, env=env)

@@ -163,7 +163,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _kinds(chain: list[BaseException]) -> set[str]:
-    # By class name, so that openai's (httpx2) and anthropic's (httpx) transport errors read alike.
+    # By class name, so that openai's (httpx2), anthropic's (httpx) and the gateway's (aiohttp) transport errors
+    # read alike.
     return {cls.__name__ for exc in chain for cls in type(exc).__mro__}
 
 
@@ -176,12 +177,17 @@ def _request_url(chain: list[BaseException]) -> str:
         except RuntimeError:  # httpx: an error raised outside any request has none
             url = None
         if url is not None:
-            parts = urlsplit(str(url))
-            host = parts.hostname or ""
-            host = f"[{host}]" if ":" in host else host
-            port = f":{parts.port}" if parts.port else ""
-            return f"{parts.scheme}://{host}{port}{parts.path}"
+            return safe_url(str(url))
     return ""
+
+
+def safe_url(url: str) -> str:
+    """`url` without credentials or query (either may carry a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _connection_failure(chain: list[BaseException], *, timeout_s: float | None, mid_stream: bool) -> str:
@@ -190,7 +196,7 @@ def _connection_failure(chain: list[BaseException], *, timeout_s: float | None, 
     where = "mid-stream" if mid_stream else "before any reply"
     if any(isinstance(exc, TimeoutError) for exc in chain) or kinds & {"APITimeoutError", "TimeoutException"}:
         after = f" after {timeout_s:g} s" if timeout_s else ""
-        if "ConnectTimeout" in kinds:
+        if kinds & {"ConnectTimeout", "ConnectionTimeoutError"}:
             return f"timed out{after} connecting"
         return f"timed out{after} without data mid-stream" if mid_stream else f"timed out{after} waiting for a reply"
     if "ConnectionRefusedError" in kinds:
@@ -199,21 +205,21 @@ def _connection_failure(chain: list[BaseException], *, timeout_s: float | None, 
         return "host not found"
     if "ConnectionResetError" in kinds:
         return f"connection reset {where}"
-    if "RemoteProtocolError" in kinds:
+    if kinds & {"RemoteProtocolError", "ServerDisconnectedError", "ClientPayloadError"}:
         return f"connection closed by the server {where}"
-    if kinds & {"APIConnectionError", "TransportError", "ConnectionError"}:
+    if kinds & {"APIConnectionError", "TransportError", "ConnectionError", "ClientConnectionError"}:
         return "connection failed" + (f" {where}" if mid_stream else "")
     return ""
 
 
 def provider_failure(exc: Exception, *, provider: str, timeout_s: float | None = None,
-                     mid_stream: bool = False) -> ProviderError:
+                     mid_stream: bool = False, url: str = "") -> ProviderError:
     """What a failed provider call means for the run: rate limited, timed out, or any other provider error. Its
     message names the URL that failed and, for a connection that failed, why (refused, reset, timed out):
     client libraries say only "Connection error." or "Request timed out.". That message is the operator's; what
     the upstream said is kept apart as facts (`upstream`), which a caller's answer is made from."""
     chain = _chain(exc)
-    url = _request_url(chain)
+    url = _request_url(chain) or (safe_url(url) if url else "")  # (`url`: the call's, where the error names none)
     reason = _connection_failure(chain, timeout_s=timeout_s, mid_stream=mid_stream)
     if getattr(exc, "status_code", None) == 429:
         error_type = "provider_rate_limited"

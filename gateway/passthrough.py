@@ -3,9 +3,10 @@ server, not routed; docs/api/gateway.md#a-call-is-a-run): the body goes on as th
 comes back as the upstream gave it, a stream's chunks relayed as they arrive. No graph runs and no client library is
 involved; the call is still a run with the records of any other gateway call, written by the run's own recorder.
 
-A call is three steps: `passthrough_open` (on the request's thread: the run planned and its start recorded), the
-upstream call on the event loop through one pooled httpx.AsyncClient per upstream, then `_close` (the LLM call and
-the run's end). A call answered whole with no hard budget over it is one write, after the upstream's answer: its
+A call is three steps on the request's thread: `passthrough_open` (the run planned and its start recorded), the
+upstream call (on the gateway's upstream loop, gateway.upstream: the thread waits for a call answered whole; a
+stream's chunks are relayed from there to the server's loop as they arrive), then `_ended` (the LLM call and the
+run's end; a stream's once its upstream has ended). A call answered whole with no hard budget over it is one write, after the upstream's answer: its
 run, start, LLM call and end in one transaction. A stream, or a call a hard budget reserves for, is two: its run
 with its reservation, start and model call marked as started before the upstream is asked (what a crash mid-call
 leaves for the recovery sweep), then the LLM call and the run's end.
@@ -17,10 +18,9 @@ import copy
 import json
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field, replace
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponseBase, JsonResponse
@@ -29,12 +29,13 @@ from budgets.models import Budget
 from core.errors import ProviderError, RunError
 from core.money import usd
 from core.tracing import tracing_on
-from engine.providers import provider_failure, upstream_facts
+from engine.providers import provider_failure, safe_url, upstream_facts
 from engine.routing import routing_table
 from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
+from gateway.upstream import upstream_call, upstream_future, upstream_session, upstream_timeout
 from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
 OPENAI_URL = "https://api.openai.com/v1"
 _OUTPUT_CHARS = 500  # a model node's output summary (engine.nodes.MAX_OUTPUT_CHARS)
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {upstream: client}
+_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)  # what a call that got no (whole) answer raises
 
 
 def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str | None:
@@ -58,22 +59,6 @@ def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str |
     if table is not None and model in table.routes:
         return None
     return (settings.OPENAI_BASE_URL or OPENAI_URL).rstrip("/")
-
-
-def upstream_client(base_url: str) -> httpx.AsyncClient:
-    """One client (so one pool of kept-alive connections) per upstream and event loop; HTTP/2 with an upstream
-    that offers it (TLS's ALPN: many calls on one connection), HTTP/1.1 otherwise (and always over plain http)."""
-    clients = _clients.setdefault(asyncio.get_running_loop(), {})
-    client = clients.get(base_url)
-    if client is None:
-        client = clients[base_url] = httpx.AsyncClient(
-            http2=True, limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60))
-    return client
-
-
-def _timeout() -> httpx.Timeout:
-    """How long the upstream may take to connect, and then between any two reads (a stream's chunks too)."""
-    return httpx.Timeout(settings.CHATTER_PROVIDER_TIMEOUT_S, connect=min(10.0, settings.CHATTER_PROVIDER_TIMEOUT_S))
 
 
 @dataclass
@@ -254,7 +239,7 @@ def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) ->
     return run_end(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending)
 
 
-_close = sync_to_async(_ended, thread_sensitive=True)
+_close = sync_to_async(_ended, thread_sensitive=True)  # a stream's end, from the server's loop
 
 
 def _headers(passing: Passing) -> dict:
@@ -263,23 +248,21 @@ def _headers(passing: Passing) -> dict:
     return headers if passing.spans is None else {**headers, **passing.spans.outbound_headers()}
 
 
-def _status_failure(response: httpx.Response, content: bytes) -> ProviderError:
+def _status_failure(passing: Passing, status: int, headers, content: bytes) -> ProviderError:
     """An upstream's error answer as the run's failure, with the facts a caller's answer is made of."""
     try:
         said = json.loads(content)
     except ValueError:
         said = None
-    status = response.status_code
-    facts = upstream_facts(status=status, headers=response.headers, body=said)
+    facts = upstream_facts(status=status, headers=headers, body=said)
     said_text = (facts["error"] or {}).get("message") or content[:200].decode(errors="replace")
-    return ProviderError(f"openai call to {response.request.url.copy_with(query=None)} failed: HTTP {status}: "
-                         f"{said_text}", error_type="provider_rate_limited" if status == 429 else "provider_error",
-                         upstream=facts)
+    return ProviderError(f"openai call to {safe_url(passing.url)} failed: HTTP {status}: {said_text}",
+                         error_type="provider_rate_limited" if status == 429 else "provider_error", upstream=facts)
 
 
-def _failure(exc: Exception, *, mid_stream: bool = False) -> ProviderError:
+def _failure(passing: Passing, exc: Exception, *, mid_stream: bool = False) -> ProviderError:
     return provider_failure(exc, provider="openai", timeout_s=settings.CHATTER_PROVIDER_TIMEOUT_S,
-                            mid_stream=mid_stream)
+                            mid_stream=mid_stream, url=passing.url)
 
 
 def _ending(message: dict, choice: dict, body: dict) -> dict:
@@ -290,33 +273,37 @@ def _ending(message: dict, choice: dict, body: dict) -> dict:
                                                ("system_fingerprint", body.get("system_fingerprint"))) if value}}
 
 
-async def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
+async def _post(passing: Passing) -> tuple[int, object, bytes]:
+    async with upstream_session(passing.url).post(passing.url, data=passing.body, headers=_headers(passing),
+                                                  timeout=upstream_timeout()) as response:
+        return response.status, response.headers, await response.read()
+
+
+def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
     """A call answered whole: the upstream's answer, with the run's id as its id and the stored cost in its usage;
     an upstream's error as gateway.errors answers a failed call."""
     error = None
     try:
-        response = await upstream_client(passing.url).post(passing.url, content=passing.body,
-                                                           headers=_headers(passing), timeout=_timeout())
-        if response.status_code >= 400:
-            error = _status_failure(response, response.content)
+        status, upstream_headers, content = upstream_call(_post(passing))
+        if status >= 400:
+            error = _status_failure(passing, status, upstream_headers, content)
         else:
-            body = response.json()
+            body = json.loads(content)
             choice = (body.get("choices") or [{}])[0]
             message = choice.get("message") or {}
             content = message.get("content") or ""
-    except (httpx.HTTPError, ValueError) as exc:
-        error = _failure(exc)
+    except (*_UPSTREAM_ERRORS, ValueError) as exc:
+        error = _failure(passing, exc)
     except (AttributeError, IndexError, TypeError):  # JSON, not a chat completion
         error = ProviderError("openai call answered something that is not a chat completion",
                               error_type="provider_error", upstream=upstream_facts(status=502))
     if error is not None:
-        ended = await _close(passing, usage=None, reported_model="", error=error, content="", ending={})
+        ended = _ended(passing, usage=None, reported_model="", error=error, content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
     usage = usage_from_openai(body["usage"]) if isinstance(body.get("usage"), dict) else usage_cut_short(
         prompt_tokens=passing.prompt_tokens, streamed={"text": content})
-    ended = await _close(passing, usage=usage, reported_model=body.get("model") or passing.requested_model,
-                         error=None, content=content, ending=_ending(message, choice, body),
-                         message_id=body.get("id") or "")
+    ended = _ended(passing, usage=usage, reported_model=body.get("model") or passing.requested_model, error=None,
+                   content=content, ending=_ending(message, choice, body), message_id=body.get("id") or "")
     if ended.status != Status.COMPLETED:
         return failure_response(ended, model=passing.model, headers=headers)
     body.update(id=f"chatcmpl-{ended.pk.hex}", model=passing.model)
@@ -337,29 +324,37 @@ def failure_response(ended: WorkflowExecution, *, model: str, headers: dict) -> 
                                                                     **failed.headers})
 
 
-async def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
+async def _open(passing: Passing) -> aiohttp.ClientResponse:
+    return await upstream_session(passing.url).post(passing.url, data=passing.body, headers=_headers(passing),
+                                                    timeout=upstream_timeout())
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    finally:
+        response.release()
+
+
+def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
     """A streamed call: once the upstream answers 200, its chunks as they arrive (the run's id in place of the
     upstream's); the usage chunk (when asked for, with the stored cost) and `[DONE]` after the run's end is
     committed. An upstream's error before the stream is a whole error answer; a stream cut short ends with an
     error object, the call failed and accounted for what it produced."""
     from core.api.sse import event_stream_response
 
-    client = upstream_client(passing.url)
     try:
-        response = await client.send(client.build_request("POST", passing.url, content=passing.body,
-                                                          headers=_headers(passing), timeout=_timeout()), stream=True)
-    except httpx.HTTPError as exc:
-        ended = await _close(passing, usage=None, reported_model="", error=_failure(exc), content="", ending={})
+        response = upstream_call(_open(passing))
+    except _UPSTREAM_ERRORS as exc:
+        ended = _ended(passing, usage=None, reported_model="", error=_failure(passing, exc), content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
-    if response.status_code >= 400:
+    if response.status >= 400:
         try:
-            content = await response.aread()
-        except httpx.HTTPError:
+            content = upstream_call(_read(response))
+        except _UPSTREAM_ERRORS:
             content = b""
-        finally:
-            await response.aclose()
-        ended = await _close(passing, usage=None, reported_model="", error=_status_failure(response, content),
-                             content="", ending={})
+        ended = _ended(passing, usage=None, reported_model="", content="", ending={},
+                       error=_status_failure(passing, response.status, response.headers, content))
         return failure_response(ended, model=passing.model, headers=headers)
     return event_stream_response(_Relay(passing, response).frames(), headers=headers)
 
@@ -367,7 +362,7 @@ async def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponse
 class _Relay:
     """One upstream stream relayed: its events as they came, what they say kept for the accounting."""
 
-    def __init__(self, passing: Passing, response: httpx.Response):
+    def __init__(self, passing: Passing, response: aiohttp.ClientResponse):
         self.passing, self.response = passing, response
         self.buffer = b""
         self.upstream_id: bytes | None = None
@@ -381,35 +376,40 @@ class _Relay:
         self.done = False
 
     async def frames(self):
-        """The client's stream. The upstream is read by a task of its own (`pump`), which goes on to the end when
-        the client goes away, so the call is accounted for all the upstream produced; the client's stream waits for
-        it to be accounted for either way (the request's thread is the one its accounting runs on)."""
+        """The client's stream. The upstream is read on the upstream loop (`pump`), which goes on to the end when the
+        client goes away, so the call is accounted for all the upstream produced (`end`, on this loop: the request's
+        thread is the one its accounting runs on); the client's stream waits for that either way."""
+        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        pump = asyncio.ensure_future(self.pump(queue))
+        pumped = upstream_future(self.pump(lambda out: loop.call_soon_threadsafe(queue.put_nowait, out)))
+        ended = asyncio.ensure_future(self.end(pumped))
         try:
             while (out := await queue.get()) is not None:
                 yield out
+            yield self.last(await ended)
         finally:
-            await asyncio.shield(pump)
+            await asyncio.shield(ended)
 
-    async def pump(self, queue: asyncio.Queue) -> None:
+    async def pump(self, put) -> RunError | None:
+        """The upstream's events relayed (`put`, then None at the end), on the upstream loop; what ended it."""
         error = None
         try:
-            async for piece in self.response.aiter_raw():
+            async for piece in self.response.content.iter_any():
                 out = self.feed(piece)
                 if out:
-                    queue.put_nowait(out)
-        except httpx.HTTPError as exc:
-            error = _failure(exc, mid_stream=True)
+                    put(out)
+        except _UPSTREAM_ERRORS as exc:
+            error = _failure(self.passing, exc, mid_stream=True)
         except Exception as exc:  # noqa: BLE001 - whatever broke the relay, the call is still ended and accounted
             logger.exception("gateway pass-through: the relay of %s failed", self.passing.execution.pk)
             error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
         finally:
-            await self.response.aclose()  # its connection back to the pool before the client's next call
-            try:
-                queue.put_nowait(self.last(await self.close(error)))
-            finally:
-                queue.put_nowait(None)
+            self.response.release()  # its connection back to the pool (closed when not read to its end)
+            put(None)
+        return error
+
+    async def end(self, pumped: asyncio.Future) -> WorkflowExecution:
+        return await self.close(await pumped)
 
     def feed(self, piece: bytes) -> bytes:
         """The events of `piece` to relay (whole events only; a partial one waits for its end)."""

@@ -7,12 +7,11 @@ from gateway.views import (
     ModelsView,
     ModelView,
     ResponsesView,
-    passthrough_view,
     unknown_url,
 )
 
 urlpatterns = [
-    path("chat/completions", passthrough_view(ChatCompletionsView), name="gateway-chat-completions"),
+    path("chat/completions", ChatCompletionsView.as_view(), name="gateway-chat-completions"),
     path("completions", CompletionsView.as_view(), name="gateway-completions"),
     path("responses", ResponsesView.as_view(), name="gateway-responses"),
     path("embeddings", EmbeddingsView.as_view(), name="gateway-embeddings"),

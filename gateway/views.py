@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -205,14 +204,6 @@ class CompletionsView(GatewayRunView):
                 execution, feed, model=data["model"], include_usage=_include_usage(data)), echo=echo))
 
 
-class Passing(Response):
-    """What the view hands to passthrough_view: a call written and to be sent upstream (gateway.passthrough)."""
-
-    def __init__(self, passing, headers: dict):
-        super().__init__(status=202)
-        self.passing, self.passing_headers = passing, headers
-
-
 def _passing(request: Request, data: dict, *, raw: bytes, conversation_id, **headers) -> HttpResponseBase | None:
     """A chat completion that goes straight to its upstream (gateway.passthrough), written and ready to send; None
     when it takes the run path."""
@@ -228,26 +219,8 @@ def _passing(request: Request, data: dict, *, raw: bytes, conversation_id, **hea
     opened = passthrough_open(run_request=run_request, request=data, raw=raw, base_url=base_url)
     if isinstance(opened, WorkflowExecution):  # ended at its start (a budget that cannot cover it)
         return _answer(opened, lambda: None, model=data["model"], **headers)
-    return Passing(opened, _run_headers(opened.execution, **headers))
-
-
-def passthrough_view(view_class):
-    """The view of a call that may go straight through: the DRF view (authentication, scopes, throttles,
-    validation, limits, the error shape: the one stack) on the request's thread, then, for a call it wrote to pass
-    through, the upstream call on the event loop (gateway.passthrough)."""
-    drf_view = view_class.as_view()
-    in_thread = sync_to_async(drf_view, thread_sensitive=True)
-
-    async def view(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
-        response = await in_thread(request, *args, **kwargs)
-        if not isinstance(response, Passing):
-            return response
-        passing = response.passing
-        call = passthrough_stream if passing.stream else passthrough_whole
-        return await call(passing, headers=response.passing_headers)
-
-    view.cls, view.initkwargs = drf_view.cls, drf_view.initkwargs  # what the schema generator reads
-    return csrf_exempt(view)
+    call = passthrough_stream if opened.stream else passthrough_whole
+    return call(opened, headers=_run_headers(opened.execution, **headers))
 
 
 def _validated(serializer_class, request: Request) -> dict:

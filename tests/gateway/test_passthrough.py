@@ -5,8 +5,11 @@ are held to a key's requests per minute and a budget; an upstream that dies mid-
 ends the call failed, accounted for."""
 import asyncio
 import json
+import multiprocessing
+import socket
 import subprocess
 import sys
+import threading
 from decimal import Decimal
 from io import StringIO
 
@@ -22,6 +25,7 @@ from rest_framework.test import APIClient
 from budgets.models import BudgetPeriod
 from core.cache import hot_reads
 from gateway.limits import key_limits_remove, key_limits_set
+from gateway.upstream import upstream_call, upstream_session
 from keys.services import api_key_revoke
 from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory, BudgetFactory, ModelPriceFactory
@@ -188,6 +192,62 @@ def test_item_46_an_upstream_that_does_not_answer_in_time_is_a_504_and_a_failed_
     run = WorkflowExecution.objects.get()
     assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "provider_timeout", 0, 0)
     assert error["message"].endswith(f"Request id: {run.pk}.")
+
+
+def test_item_46_a_refused_upstream_is_a_502_naming_its_url_and_the_reason(in_process, settings):
+    """The pass-through's client (aiohttp) says what failed as the run path's does (engine.providers)."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 502 and response.json()["error"]["code"] == "provider_error"
+    run = WorkflowExecution.objects.get()
+    assert (run.status, run.error_type, run.llm_calls) == ("failed", "provider_error", 0)
+    assert run.error_message.startswith(
+        f"openai call to http://127.0.0.1:{port}/v1/chat/completions failed: connection refused")
+
+
+def test_item_46_a_stream_through_a_client_without_a_server_loop_is_relayed_and_accounted(in_process, openai_server):
+    """Django's test client serves the call with no event loop of a server's: the upstream is read on the gateway's
+    own loop (gateway.upstream) and relayed to the loop that reads the answer."""
+    openai_server.reply(content="Eighty four.", usage=USAGE)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK, "stream": True,
+                                                        "stream_options": {"include_usage": True}}, format="json")
+
+    with pytest.warns(Warning, match="consume asynchronous iterators"):  # (Django's, to read it synchronously)
+        body = b"".join(response).decode()
+    frames = [line[6:] for line in body.split("\n") if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(frame) for frame in frames[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Eighty four."
+    execution = assert_recorded(response.headers["X-Chatter-Execution"])
+    assert chunks[-1]["usage"]["total_tokens"] == USAGE["total_tokens"] == execution.total_tokens
+
+
+def _upstream_status(url: str, answers) -> None:
+    async def status():
+        async with upstream_session(url).get(url) as response:
+            return response.status, threading.current_thread().name
+
+    answers.put(upstream_call(status()))
+
+
+def test_item_46_a_forked_process_calls_its_upstreams_on_a_loop_of_its_own(openai_stub):
+    """A process forked after its parent's first pass-through call (django-q2 forks its workers) starts a loop and
+    sessions of its own: the parent's thread is not in the child."""
+    url = f"{openai_stub.base_url}/models"
+    fork = multiprocessing.get_context("fork")
+    answers = fork.Queue()
+    _upstream_status(url, answers)
+    child = fork.Process(target=_upstream_status, args=(url, answers))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert answers.get(timeout=5) == answers.get(timeout=5) == (200, "gateway-upstream")
 
 
 def test_item_46_a_change_made_by_another_process_holds_at_the_servers_next_call(gateway, openai_stub, alice):
