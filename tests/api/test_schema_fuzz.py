@@ -263,6 +263,7 @@ def operation_savepoint(db):
     return enter
 
 
+@pytest.mark.timeout(900)  # 227 s in make test's PostgreSQL phase; past the default 300 s on a loaded machine
 @pytest.mark.django_db
 @lazy_schema.parametrize()
 @settings(max_examples=8, deadline=None, derandomize=True, database=None,
