@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -243,10 +244,9 @@ def run(start: dict) -> None:
         sys.path[0] = start["cwd"]
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
     else:
-        script = str(Path(start["cwd"], argv[1]))
-        sys.argv = [argv[1], *argv[2:]]
-        sys.path[0] = os.path.dirname(script)
-        runpy.run_path(script, run_name="__main__")
+        sys.argv = argv[1:]
+        sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
+        runpy.run_path(argv[1], run_name="__main__")
 
 
 def write_modules() -> None:
@@ -281,6 +281,10 @@ def write_modules() -> None:
 
 # --- the test side ---------------------------------------------------------------------------------------------
 class LauncherUnavailable(RuntimeError):
+    pass
+
+
+class NotForked(UserWarning):
     pass
 
 
@@ -395,6 +399,7 @@ def launch(argv: list[str], *, cwd: Path, env: dict, log: Path) -> "Process | su
     fallbacks[reason] = fallbacks.get(reason, 0) + 1
     message = f"tests/launcher.py: not forked, started by subprocess.Popen: {reason}"
     print(message, file=sys.stderr)
+    warnings.warn(message, NotForked, stacklevel=2)  # in pytest's warnings summary, also from xdist's workers
     with log.open("w") as output:
         output.write(message + "\n")
         return subprocess.Popen(argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
