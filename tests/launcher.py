@@ -22,8 +22,14 @@ A start that cannot be forked (the parent would not start or died, or one of the
 subprocess.Popen, said in the server's log, on stderr and in pytest's summary.
 
 The parent forks and reaps (it answers one request at a time); the test side waits on a pidfd of the child and asks
-the parent for the exit status once the child has ended. Modules preloaded: tests/launcher_modules.txt (written by
-`python -m tests.launcher --write-modules`, from what a daphne server and a qcluster worker import).
+the parent for the exit status once the child has ended.
+
+The modules preloaded: tests/launcher_modules.txt, written by `python -m tests.launcher --write-modules` from what a
+daphne server and a qcluster worker have imported once started, less the project's packages (but engine/), less what
+fails to import without settings (Django's models, admin and auth modules, DRF's renderers and test client, django_q
+but its parts that need no settings, drf_spectacular), imports a module such a process has not, goes on without one
+that failed here (a swallowed ImportError), or reads the whole environment (croniter: platform.architecture()
+copies it). A list gone stale (a module on it fails to import) makes every start fall back, naming the fix.
 """
 from __future__ import annotations
 
@@ -34,7 +40,9 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -43,9 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = Path(__file__).with_name("launcher_modules.txt")
 # The project's packages read Django's settings or models; engine/ is plain Python.
 PROJECT_PACKAGES = frozenset(p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()) - {"engine"}
-# Importing these installs a Twisted reactor (daphne.server installs the asyncio one, which opens an event loop): the
-# child's program installs it.
-# wsgiref.handlers copies the whole environment into a class attribute at import.
+# Never imported in the parent: the first two install a Twisted reactor (daphne.server the asyncio one, which opens an
+# event loop and its descriptors), as the child's program does; daphne's command line imports daphne.server; and
+# wsgiref.handlers copies the whole environment into a class attribute at import (prometheus_client and
+# django.test's client import it: not preloaded either).
 NOT_PRELOADED = ("twisted.internet.reactor", "daphne.server", "daphne.cli", "daphne.__main__", "wsgiref.handlers")
 
 
@@ -220,8 +229,16 @@ def _stop_children(children: set[int]) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    for pid in children:
-        os.waitpid(pid, 0)
+    deadline = time.monotonic() + 20
+    while children:
+        for pid in list(children):
+            if time.monotonic() > deadline:  # one that ignores SIGTERM
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                children.discard(pid)
+            elif os.waitpid(pid, os.WNOHANG)[0]:
+                children.discard(pid)
+        time.sleep(0.05)
 
 
 def run(start: dict) -> None:
@@ -335,14 +352,17 @@ class Launcher:
                     if not k.startswith("PYTEST") and k not in ("CHATTER_Q_SYNC", "DJANGO_SETTINGS_MODULE")}
         self.env["PYTHONUNBUFFERED"] = "1"
         self.lock = threading.Lock()
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=ROOT, env=self.env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # Its own output (a traceback, should it fail) goes to a file of its own, named when it exits.
+        with tempfile.NamedTemporaryFile(prefix="tests-launcher-", suffix=".log", delete=False) as log:
+            self.log = Path(log.name)
+            self.process = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=ROOT, env=self.env,
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self.loaded = self._read()
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise LauncherUnavailable(f"the launcher exited ({self.process.wait()})")
+            raise LauncherUnavailable(f"the launcher exited ({self.process.wait()}): {self.log.read_text()[-2000:]}")
         return json.loads(line)
 
     def request(self, message: dict) -> dict:
@@ -357,6 +377,8 @@ class Launcher:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(30)
+        if not self.log.read_text():
+            self.log.unlink()
 
 
 _launcher: Launcher | None = None
