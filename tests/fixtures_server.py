@@ -203,6 +203,11 @@ def collected_static(_shared_servers) -> Path:
     return root
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.get_closest_marker("server") for item in session.items):
+        launcher.prestart()  # it preloads while the test database is created
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     for line in launcher.summary():
         terminalreporter.write_line(line)

@@ -357,7 +357,14 @@ class Launcher:
             self.log = Path(log.name)
             self.process = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=ROOT, env=self.env,
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        self.loaded = self._read()
+        self._loaded: dict | None = None
+
+    @property
+    def loaded(self) -> dict:
+        """What the parent preloaded (its first answer: waited for on first use, while it preloads)."""
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
@@ -367,6 +374,7 @@ class Launcher:
 
     def request(self, message: dict) -> dict:
         with self.lock:
+            self.loaded  # noqa: B018 - its first answer comes first
             try:
                 self.process.stdin.write((json.dumps(message) + "\n").encode())
                 self.process.stdin.flush()
@@ -395,11 +403,23 @@ def launcher() -> Launcher:
     if _launcher is None or _launcher.process.poll() is not None:
         try:
             _launcher = Launcher()
+            _launcher.loaded  # noqa: B018 - started, or why not
         except (OSError, LauncherUnavailable, ValueError) as error:
             _unavailable = str(error)
             raise LauncherUnavailable(_unavailable) from error
         atexit.register(_launcher.close)
     return _launcher
+
+
+def prestart() -> None:
+    """Starts the parent now, to preload while pytest sets up (e.g. creates the test database)."""
+    global _launcher
+    if _launcher is None and _unavailable is None:
+        try:
+            _launcher = Launcher()
+        except OSError:
+            return  # launcher() tries again, and says why
+        atexit.register(_launcher.close)
 
 
 def launch(argv: list[str], *, cwd: Path, env: dict, log: Path) -> "Process | subprocess.Popen":
