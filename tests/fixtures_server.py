@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests import launcher
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,14 +47,21 @@ def server_env(tmp_path, **extra) -> dict:
     return env
 
 
-def start_worker(tmp_path, **extra_env) -> subprocess.Popen:
-    """A real django-q2 worker (`manage.py qcluster`) on the test database."""
+def start_worker(tmp_path, **extra_env) -> launcher.Process | subprocess.Popen:
+    """A real django-q2 worker (`manage.py qcluster`) on the test database (forked by tests/launcher.py)."""
     log = tmp_path / f"qcluster-{time.monotonic_ns()}.log"
-    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=server_env(tmp_path, **extra_env),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return launcher.launch([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=server_env(tmp_path, **extra_env),
+                           log=log)
 
 
-def stop_process(process: subprocess.Popen) -> None:
+def start_daphne(tmp_path, port: int, **extra_env) -> launcher.Process | subprocess.Popen:
+    """A daphne process serving the test database on `port` (forked by tests/launcher.py); not waited for."""
+    return launcher.launch(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
+        cwd=ROOT, env=server_env(tmp_path, **extra_env), log=tmp_path / f"daphne-{port}.log")
+
+
+def stop_process(process: launcher.Process | subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(20)
@@ -62,7 +71,7 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen, port: int, log: Path):
+    def __init__(self, process: launcher.Process | subprocess.Popen, port: int, log: Path):
         self.process, self.port, self.log = process, port, log
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
@@ -87,10 +96,7 @@ class PortTaken(RuntimeError):
 def _daphne_start(tmp_path, **extra_env) -> Server:
     port = free_port()
     log = tmp_path / f"daphne-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
-        cwd=ROOT, env=server_env(tmp_path, **extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
+    process = start_daphne(tmp_path, port, **extra_env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -197,7 +203,14 @@ def collected_static(_shared_servers) -> Path:
     return root
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.get_closest_marker("server") for item in session.items):
+        launcher.prestart()  # it preloads while the test database is created
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    for line in launcher.summary():
+        terminalreporter.write_line(line)
     if SharedServers.started:
         terminalreporter.write_line(f"shared daphne servers: {SharedServers.started} started, {SharedServers.replaced} "
                                     "replaced after a test left a run going")

@@ -24,7 +24,8 @@ PROCESS_NAMES = frozenset({
     "subprocess", "Popen", "multiprocessing", "create_subprocess_exec", "create_subprocess_shell",
     "playwright", "sync_playwright", "async_playwright", "posix_spawn",
 })
-PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.system", "os.spawn"})
+PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.system", "os.spawn",
+                            "tests.launcher.fork"})  # a server forked by tests/launcher.py's parent
 # What the standard library runs to describe the machine (platform.uname(), ctypes.util.find_library()), e.g. for an
 # HTTP client's User-Agent: gone at once, not a server.
 MACHINE_PROBES = frozenset({"uname", "ldconfig", "gcc", "cc", "ld", "objdump", "file"})

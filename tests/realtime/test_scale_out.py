@@ -29,6 +29,7 @@ from tests.fixtures_server import (
     Server,
     free_port,
     server_env,
+    start_daphne,
     start_worker,
     stop_process,
 )
@@ -51,12 +52,7 @@ SERVER_ENV = {"CHATTER_LOCAL_TOKEN_DELAY_MS": "5", "CHATTER_RUN_THROTTLE": "1000
 # --- processes -----------------------------------------------------------------------------------------------
 def _daphne(tmp_path) -> Server:
     port = free_port()
-    log = tmp_path / f"daphne-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatter_project.asgi:application"],
-        cwd=ROOT, env=server_env(tmp_path, **SERVER_ENV), stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    return Server(process, port, log)
+    return Server(start_daphne(tmp_path, port, **SERVER_ENV), port, tmp_path / f"daphne-{port}.log")
 
 
 def _wait_listening(server: Server, timeout: float = 60) -> None:

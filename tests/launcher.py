@@ -1,0 +1,466 @@
+"""Server processes for tests, forked from a parent that has imported their environment-independent modules once.
+
+A daphne server or `manage.py qcluster` worker spends most of its start importing modules (~1.5 s of CPU). Most of
+them do not depend on the process's environment: third-party libraries and `engine/`. Each pytest process keeps one
+long-lived parent (`python -m tests.launcher`) that imported them at its start, and asks it to fork a child per
+server start; the child takes that start's environment, cwd, argv and log file and runs the program as `python -m
+daphne ...` or `python manage.py ...` would (runpy). The test keeps a `Process` handle: `pid`, `poll`, `wait`,
+`terminate`, `kill`, `returncode`, as subprocess.Popen's.
+
+What keeps a child the same as a process started from scratch:
+- Django's settings are never configured in the parent (it has no DJANGO_SETTINGS_MODULE): a module that reads a
+  setting at import fails there, and is not preloaded.
+- The parent records which environment variables the preloaded modules read (`os.environ`, `os.getenv`); a start
+  whose environment differs from the parent's in one of them is not forked.
+- Startup variables (PYTHON*, LD_*) act when an interpreter starts: a start that differs in one is not forked.
+- Before each fork the parent checks it runs one thread and holds no descriptors but its own pipes, and that no
+  module installed Twisted's reactor.
+- A child is in the parent's process group, which is pytest's: stopping the group stops the servers too.
+- Signals are the program's own: SIGTERM reaches daphne or qcluster as it would reach them started alone.
+
+A start that cannot be forked (the parent would not start or died, or one of the checks above failed) falls back to
+subprocess.Popen, said in the server's log, on stderr and in pytest's summary.
+
+The parent forks and reaps (it answers one request at a time); the test side waits on a pidfd of the child and asks
+the parent for the exit status once the child has ended.
+
+The modules preloaded: tests/launcher_modules.txt, written by `python -m tests.launcher --write-modules` from what a
+daphne server and a qcluster worker have imported once started, less the project's packages (but engine/), less what
+fails to import without settings (Django's models, admin and auth modules, DRF's renderers and test client, django_q
+but its parts that need no settings, drf_spectacular), imports a module such a process has not, goes on without one
+that failed here (a swallowed ImportError), or reads the whole environment (croniter: platform.architecture()
+copies it). A list gone stale (a module on it fails to import) makes every start fall back, naming the fix.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import MutableMapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = Path(__file__).with_name("launcher_modules.txt")
+# The project's packages read Django's settings or models; engine/ is plain Python.
+PROJECT_PACKAGES = frozenset(p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()) - {"engine"}
+# Never imported in the parent: the first two install a Twisted reactor (daphne.server the asyncio one, which opens an
+# event loop and its descriptors), as the child's program does; daphne's command line imports daphne.server; and
+# wsgiref.handlers copies the whole environment into a class attribute at import (prometheus_client and
+# django.test's client import it: not preloaded either).
+NOT_PRELOADED = ("twisted.internet.reactor", "daphne.server", "daphne.cli", "daphne.__main__", "wsgiref.handlers")
+
+
+def startup_env(env: dict) -> dict:
+    """The variables an interpreter acts on as it starts, which a fork cannot apply afterwards."""
+    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "LD_")) and k != "PYTHONUNBUFFERED"}
+
+
+# --- the parent ------------------------------------------------------------------------------------------------
+class _ReadRecorder(MutableMapping):
+    """os.environ while the parent preloads: the names of the variables read."""
+
+    def __init__(self, environ):
+        self.environ, self.read = environ, set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return self.environ[key]
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return key in self.environ
+
+    def __setitem__(self, key, value):
+        self.environ[key] = value
+
+    def __delitem__(self, key):
+        del self.environ[key]
+
+    def __iter__(self):
+        self.read.add("*")
+        return iter(self.environ)
+
+    def __len__(self):
+        return len(self.environ)
+
+    def copy(self):
+        self.read.add("*")
+        return self.environ.copy()
+
+
+class NotPreloaded(Exception):
+    """Raised (not an ImportError, which a module may catch and go on without) when a preloaded module imports one
+    that must not be."""
+
+
+class _Watcher:
+    """A meta path finder, first while the parent preloads: notes each module asked for, and stops those that
+    must not be imported there."""
+
+    def __init__(self):
+        self.asked: set[str] = set()
+
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(NOT_PRELOADED):
+            raise NotPreloaded(f"{name} must not be preloaded")
+        self.asked.add(name)
+        return None  # found by the usual finders
+
+
+def preload(names: list[str], real: set[str] | None = None) -> dict:
+    """Imports `names`, in order. Reports the imports that failed, read the whole environment (e.g. copied it) or,
+    given the modules of a real process (`real`), imported one it has not or went on without one of them that
+    failed here; and which environment variables were read."""
+    failed, listed = {}, set(names)
+    environ, watcher = os.environ, _Watcher()
+    recorder = os.environ = _ReadRecorder(environ)
+    sys.meta_path.insert(0, watcher)
+    try:
+        for name in names:
+            if name in sys.modules:
+                continue
+            before, whole = set(sys.modules), "*" in recorder.read
+            watcher.asked.clear()
+            try:
+                __import__(name)
+            except Exception as error:  # noqa: BLE001 - e.g. a module that reads Django's settings at import
+                failed[name] = f"{type(error).__name__}: {error}"[:300]
+                continue
+            unlisted = sorted(set(sys.modules) - before - (real or listed))
+            swallowed = sorted(n for n in watcher.asked & (real or set()) if n not in sys.modules)
+            if unlisted and real is not None:
+                failed[name] = f"imported modules a real process has not: {unlisted[:5]}"
+            elif swallowed:
+                failed[name] = f"went on without {swallowed[:5]}, which failed here"
+            elif not whole and "*" in recorder.read:
+                failed[name] = "read the whole environment"
+    finally:
+        sys.meta_path.remove(watcher)
+        os.environ = environ
+    return {"failed": failed, "env_read": sorted(recorder.read), "modules": len(sys.modules)}
+
+
+def _stale(loaded: dict) -> str | None:
+    if loaded["failed"] or "*" in loaded["env_read"]:
+        return (f"{MODULES.name} is stale (run python -m tests.launcher --write-modules): {loaded['failed']}")
+    return None
+
+
+def _unforkable(own_fds: set[int]) -> str | None:
+    if threading.active_count() != 1:
+        return f"the launcher runs {threading.active_count()} threads"
+    fds = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    # listdir's own descriptor is closed by now; one opened since (a preloaded module's) is not.
+    extra = sorted(fd for fd in fds - own_fds if os.path.exists(f"/proc/self/fd/{fd}"))
+    if extra:
+        return "the launcher holds descriptors " + ", ".join(f"{fd}: {os.readlink(f'/proc/self/fd/{fd}')}"
+                                                             for fd in extra)
+    if "twisted.internet.reactor" in sys.modules:
+        return "a preloaded module installed Twisted's reactor"
+    return None
+
+
+def serve() -> dict | None:
+    """Answers requests (one JSON line each) on stdin until it closes; returns in a child, with its start."""
+    commands, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # a stray print of a preloaded module does not reach the replies
+    os.close(devnull)
+    loaded = preload(MODULES.read_text().split())
+    stale = _stale(loaded)
+    import gc
+
+    gc.freeze()  # the children do not copy the preloaded objects' pages by touching their GC headers
+    own_fds = {0, 1, 2, commands, replies}
+    parent_env = dict(os.environ)
+    children: set[int] = set()
+
+    def reply(message: dict) -> None:
+        os.write(replies, (json.dumps(message) + "\n").encode())
+
+    reply({"ready": True, **loaded})
+    buffered = b""
+    while True:
+        while b"\n" not in buffered:
+            chunk = os.read(commands, 65536)
+            if not chunk:
+                _stop_children(children)
+                return None
+            buffered += chunk
+        line, buffered = buffered.split(b"\n", 1)
+        request = json.loads(line)
+        if request["op"] == "status":  # asked once the child has ended (its pidfd said so)
+            pid = request["pid"]
+            _, status = os.waitpid(pid, 0)
+            children.discard(pid)
+            reply({"returncode": os.waitstatus_to_exitcode(status)})
+            continue
+        env = request["env"]
+        changed = sorted(k for k in loaded["env_read"] if env.get(k) != parent_env.get(k))
+        reason = stale or _unforkable(own_fds) or (
+            f"the preloaded modules read {', '.join(changed)}, which this start changes" if changed else None) or (
+            "the start changes the interpreter's startup variables"
+            if startup_env(env) != startup_env(parent_env) else None)
+        if reason:
+            reply({"refused": reason})
+            continue
+        pid = os.fork()
+        if pid == 0:
+            os.close(commands)
+            os.close(replies)
+            return request
+        children.add(pid)
+        reply({"pid": pid})
+
+
+def _stop_children(children: set[int]) -> None:
+    """stdin closed (pytest ended or died): the servers still running are stopped."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while children:
+        for pid in list(children):
+            if time.monotonic() > deadline:  # one that ignores SIGTERM
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                children.discard(pid)
+            elif os.waitpid(pid, os.WNOHANG)[0]:
+                children.discard(pid)
+        time.sleep(0.05)
+
+
+def run(start: dict) -> None:
+    """In the child: becomes the start's program, as the interpreter would have run it."""
+    log = os.open(start["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.chdir(start["cwd"])
+    os.environ.clear()
+    os.environ.update(start["env"])
+    if os.environ.get("PYTHONUNBUFFERED"):
+        sys.stdout.reconfigure(line_buffering=True, write_through=True)
+        sys.stderr.reconfigure(line_buffering=True, write_through=True)
+    argv = start["argv"]
+    import runpy
+
+    if argv[1] == "-m":
+        sys.argv = [argv[2], *argv[3:]]
+        sys.path[0] = start["cwd"]
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv[1:]
+        sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
+        runpy.run_path(argv[1], run_name="__main__")
+
+
+def write_modules() -> None:
+    """tests/launcher_modules.txt: of the modules a daphne server and a qcluster worker have imported once started,
+    those that import, in that order, in an interpreter without Django settings, without importing a module off the
+    list and without reading the whole environment. Each round drops what failed and tries again."""
+    code = ("import sys, django; import daphne.cli, daphne.server; django.setup(); import chatter_project.asgi; "
+            "from django.core.management import load_command_class; load_command_class('django_q', 'qcluster'); "
+            "import django_q.cluster; print('\\n'.join(sys.modules))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatter_project.settings", "SECRET_KEY": "list-modules",
+           "CHATTER_VAR_DIR": str(ROOT / "var")}
+    names = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True,
+                           text=True).stdout.split()
+    names = [n for n in names if n != "__main__" and n.split(".")[0] not in PROJECT_PACKAGES]
+    bare = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    real = list(names)
+    for _ in range(30):
+        checked = json.loads(subprocess.run([sys.executable, "-m", "tests.launcher", "--check"], cwd=ROOT, env=bare,
+                                            input=json.dumps({"names": names, "real": real}), check=True,
+                                            capture_output=True, text=True).stdout)
+        dropped = set(checked["failed"])
+        for name in sorted(dropped):
+            print(f"left out: {name}: {checked['failed'][name]}")
+        if not dropped:
+            break
+        names = [n for n in names if n not in dropped]
+    else:
+        raise RuntimeError("the module list did not settle")
+    MODULES.write_text("\n".join(names) + "\n")
+    print(f"{len(names)} modules, reading {checked['env_read']}")
+
+
+# --- the test side ---------------------------------------------------------------------------------------------
+class LauncherUnavailable(RuntimeError):
+    pass
+
+
+class NotForked(UserWarning):
+    pass
+
+
+class Process:
+    """A forked child, as a test uses a subprocess.Popen: the parent reaps it and reports its exit status."""
+
+    def __init__(self, launcher: "Launcher", pid: int, args: list[str]):
+        self.launcher, self.pid, self.args = launcher, pid, args
+        self.returncode: int | None = None
+        # The child stays a zombie until the parent is asked for its status: this pidfd is of the child.
+        self.pidfd = os.pidfd_open(pid)
+
+    def _reap(self) -> None:
+        self.returncode = self.launcher.request({"op": "status", "pid": self.pid})["returncode"]
+        os.close(self.pidfd)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.pidfd], [], [], 0)[0]:
+            self._reap()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self.pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._reap()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:  # ended since poll()
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Launcher:
+    """The parent of one pytest process, started on first use and ended when pytest's process ends."""
+
+    def __init__(self) -> None:
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("PYTEST") and k not in ("CHATTER_Q_SYNC", "DJANGO_SETTINGS_MODULE")}
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.lock = threading.Lock()
+        # Its own output (a traceback, should it fail) goes to a file of its own, named when it exits.
+        with tempfile.NamedTemporaryFile(prefix="tests-launcher-", suffix=".log", delete=False) as log:
+            self.log = Path(log.name)
+            self.process = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=ROOT, env=self.env,
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        self._loaded: dict | None = None
+
+    @property
+    def loaded(self) -> dict:
+        """What the parent preloaded (its first answer: waited for on first use, while it preloads)."""
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise LauncherUnavailable(f"the launcher exited ({self.process.wait()}): {self.log.read_text()[-2000:]}")
+        return json.loads(line)
+
+    def request(self, message: dict) -> dict:
+        with self.lock:
+            self.loaded  # noqa: B018 - its first answer comes first
+            try:
+                self.process.stdin.write((json.dumps(message) + "\n").encode())
+                self.process.stdin.flush()
+            except OSError as error:
+                raise LauncherUnavailable(f"the launcher exited ({error})") from error
+            return self._read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+        if not self.log.read_text():
+            self.log.unlink()
+
+
+_launcher: Launcher | None = None
+_unavailable: str | None = None
+# Over this pytest process: how many starts were forked, and why the others were not.
+forked = 0
+fallbacks: dict[str, int] = {}
+
+
+def launcher() -> Launcher:
+    global _launcher, _unavailable
+    if _unavailable is not None:
+        raise LauncherUnavailable(_unavailable)
+    if _launcher is None or _launcher.process.poll() is not None:
+        try:
+            _launcher = Launcher()
+            _launcher.loaded  # noqa: B018 - started, or why not
+        except (OSError, LauncherUnavailable, ValueError) as error:
+            _unavailable = str(error)
+            raise LauncherUnavailable(_unavailable) from error
+        atexit.register(_launcher.close)
+    return _launcher
+
+
+def prestart() -> None:
+    """Starts the parent now, to preload while pytest sets up (e.g. creates the test database)."""
+    global _launcher
+    if _launcher is None and _unavailable is None:
+        try:
+            _launcher = Launcher()
+        except OSError:
+            return  # launcher() tries again, and says why
+        atexit.register(_launcher.close)
+
+
+def launch(argv: list[str], *, cwd: Path, env: dict, log: Path) -> "Process | subprocess.Popen":
+    """`argv` (`python -m module ...` or `python script ...`) run in `cwd` with `env`, its output into `log`:
+    forked from the launcher, or, where it cannot be, started by subprocess.Popen (said on stderr and in `log`)."""
+    global forked
+    start = {"op": "start", "argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "log": str(log)}
+    log.write_bytes(b"")  # as Popen's stdout=log.open("w"), before the child appends to it
+    try:
+        current = launcher()
+        sys.audit("tests.launcher.fork", argv[0], argv)  # a process start, for tests/server_marker.py
+        answer = current.request(start)
+    except LauncherUnavailable as error:
+        answer = {"refused": str(error)}
+    if "pid" in answer:
+        forked += 1
+        return Process(current, answer["pid"], start["argv"])
+    reason = answer["refused"]
+    fallbacks[reason] = fallbacks.get(reason, 0) + 1
+    message = f"tests/launcher.py: not forked, started by subprocess.Popen: {reason}"
+    print(message, file=sys.stderr)
+    warnings.warn(message, NotForked, stacklevel=2)  # in pytest's warnings summary, also from xdist's workers
+    with log.open("w") as output:
+        output.write(message + "\n")
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+def summary() -> list[str]:
+    """Lines for pytest's summary: how the servers of this pytest process were started."""
+    lines = [f"server processes forked from tests/launcher.py: {forked}"] if forked else []
+    lines += [f"NOT FORKED ({count}, started by subprocess.Popen): {reason}" for reason, count in fallbacks.items()]
+    return lines
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-modules"]:
+        write_modules()
+    elif sys.argv[1:] == ["--check"]:
+        _asked = json.loads(sys.stdin.read())
+        print(json.dumps(preload(_asked["names"], set(_asked["real"]))))
+    else:
+        _start = serve()
+        if _start is not None:
+            run(_start)
