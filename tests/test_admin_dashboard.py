@@ -1,6 +1,6 @@
 """The staff back-office in a real browser: headless Chromium logs in to the admin of a real daphne server, opens
 the usage dashboard (figures equal to the database's, charts drawn) and a run's page with its inlines. A
-screenshot of each is kept in test-artifacts/ (not committed)."""
+test that fails leaves a screenshot of its page in test-artifacts/ (not committed)."""
 from decimal import Decimal
 
 import pytest
@@ -8,7 +8,7 @@ from django.db.models import Sum
 
 from budgets.models import BudgetPeriod
 from budgets.services import budget_create, period_start
-from tests.browser import ARTIFACTS, collect_errors, needs_chromium, server_password
+from tests.browser import collect_errors, needs_chromium, server_password
 from tests.factories import run_request
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
@@ -46,37 +46,30 @@ def test_staff_see_the_dashboard_and_a_run_with_its_inlines(admin_url, staff, al
         "events": tools_run.events.count(),
         "llm_calls": tools_run.llm_call_rows.count(),
     }
-    ARTIFACTS.mkdir(exist_ok=True)
     page = new_page(viewport={"width": 1280, "height": 900})
     errors = collect_errors(page)
     outside: list[str] = []
     page.on("response", lambda response: response.status >= 400 and errors.append(f"{response.status} {response.url}"))
     page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
-    try:
-        page.goto(f"{admin_url}/admin/")
-        page.fill("#id_username", staff.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        page.get_by_test_id("dashboard-link").click()
-        page.wait_for_selector("[data-testid=chart-cost-by-day]")
-        shown = {name: page.get_by_test_id(f"total-{name}").inner_text()
-                 for name in ("cost", "tokens", "executions", "llm-calls", "messages")}
-        model_rows = page.get_by_test_id("model-row").count()
-        model_cost = page.get_by_test_id("model-cost").first.inner_text()
-        bars = {name: page.locator(f"[data-testid=chart-{name}] [data-testid=bar]").count()
-                for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model")}
-        today_bar = page.locator("[data-testid=chart-cost-by-day] [data-testid=bar]").last.bounding_box()
-        page.screenshot(path=str(ARTIFACTS / "admin-dashboard.png"), full_page=True)
+    page.goto(f"{admin_url}/admin/")
+    page.fill("#id_username", staff.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.get_by_test_id("dashboard-link").click()
+    page.wait_for_selector("[data-testid=chart-cost-by-day]")
+    shown = {name: page.get_by_test_id(f"total-{name}").inner_text()
+             for name in ("cost", "tokens", "executions", "llm-calls", "messages")}
+    model_rows = page.get_by_test_id("model-row").count()
+    model_cost = page.get_by_test_id("model-cost").first.inner_text()
+    bars = {name: page.locator(f"[data-testid=chart-{name}] [data-testid=bar]").count()
+            for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model")}
+    today_bar = page.locator("[data-testid=chart-cost-by-day] [data-testid=bar]").last.bounding_box()
 
-        page.goto(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
-        inline_rows = {group: page.locator(f"#{group}-group tr.has_original").count()
-                       for group in ("node_executions", "tool_call_rows", "llm_call_rows", "messages", "events")}
-        tool_text = page.locator("#tool_call_rows-group").inner_text()
-        messages_text = page.locator("#messages-group").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "admin-execution.png"), full_page=True)
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / "admin-dashboard-failure.png"), full_page=True)
-        raise
+    page.goto(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
+    inline_rows = {group: page.locator(f"#{group}-group tr.has_original").count()
+                   for group in ("node_executions", "tool_call_rows", "llm_call_rows", "messages", "events")}
+    tool_text = page.locator("#tool_call_rows-group").inner_text()
+    messages_text = page.locator("#messages-group").inner_text()
 
     assert shown["cost"] == expected["cost"] and Decimal(expected["cost"][1:]) > 0
     assert shown["tokens"] == expected["tokens"]
@@ -129,7 +122,6 @@ def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_ur
     chart = "[data-testid=chart-budgets]"
     bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
     lines = boxes(page, f"{chart} line")
-    page.screenshot(path=str(ARTIFACTS / "admin-dashboard-budgets.png"), full_page=True)
     labels = [text["text"] for text in boxes(page, f"{chart} text")]
 
     # Newest first: the company's, bob's, alice's. Each label names its target, never a bare id.
@@ -203,6 +195,5 @@ def test_at_1400_px_the_run_list_and_a_conversations_messages_fit_the_window(adm
     for name, path in pages.items():
         page.goto(f"{admin_url}{path}")
         overflow[name] = page.evaluate(OVERFLOW)
-        page.screenshot(path=str(ARTIFACTS / f"admin-1400-{name.replace(' ', '-')}.png"), full_page=True)
 
     assert overflow == {name: [] for name in pages}

@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from tests.browser import ARTIFACTS, VIEWPORT, collect_errors, needs_chromium, server_password
+from tests.browser import VIEWPORT, collect_errors, needs_chromium, server_password
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.services.run_requests import ExecutionRequest
 
@@ -96,23 +96,18 @@ def live_server_url(shared_daphne_server, collected_static, alice) -> str:
 
 
 @contextmanager
-def logged_in_page(new_page, base_url: str, *, name: str):
+def logged_in_page(new_page, base_url: str):
     """A Chromium page (of the `new_page` fixture: a browser context of the test's own) logged in as alice through
-    the login form; `errors` collects script errors. A failure in the block leaves a screenshot of the page."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    the login form; `errors` collects script errors."""
     page = new_page(viewport=VIEWPORT)
     errors = collect_errors(page)
-    try:
-        page.goto(f"{base_url}/live/")
-        assert page.url == f"{base_url}/live/login/?next=/live/"
-        page.get_by_test_id("login-username").fill("alice")
-        page.get_by_test_id("login-password").fill("alice-password")
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(f"{base_url}/live/")
-        yield page, errors
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"), full_page=True)
-        raise
+    page.goto(f"{base_url}/live/")
+    assert page.url == f"{base_url}/live/login/?next=/live/"
+    page.get_by_test_id("login-username").fill("alice")
+    page.get_by_test_id("login-password").fill("alice-password")
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(f"{base_url}/live/")
+    yield page, errors
 
 
 def send(page, message: str) -> None:
@@ -152,14 +147,13 @@ def stored(execution: WorkflowExecution) -> dict:
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
 def test_it_streams_a_chat_turn_and_replays_it(live_server_url, new_page):
-    with logged_in_page(new_page, live_server_url, name="live-page") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.evaluate(RECORD_TEXT)
         send(page, "What is 12*7?")
         wait_until_finished(page)
         streamed = shown(page)
         streamed_text = page.get_by_test_id("run-text").inner_text()
         samples = page.evaluate("window.textSamples")
-        page.screenshot(path=str(ARTIFACTS / "live-page-streamed.png"), full_page=True)
 
         # A fresh page: pick the run from the list and watch it replayed over the websocket.
         page.goto(f"{live_server_url}/live/")
@@ -167,7 +161,6 @@ def test_it_streams_a_chat_turn_and_replays_it(live_server_url, new_page):
         wait_until_finished(page)
         replayed = shown(page)
         replayed_text = page.get_by_test_id("run-text").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "live-page-replayed.png"), full_page=True)
 
     execution = WorkflowExecution.objects.get()
     assert execution.status == "completed" and execution.total_tokens > 0 and execution.cost > 0
@@ -193,7 +186,7 @@ def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url, new_pa
         first_token = next(i for i, frame in enumerate(frames) if "event: token" in frame)
         route.fulfill(response=response, body="\n\n".join(frames[: first_token + 2]) + "\n\n")
 
-    with logged_in_page(new_page, live_server_url, name="live-page-dropped") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.route("**/api/v1/chat/", cut_after_first_tokens)
         sockets: list[str] = []
         page.on("websocket", lambda socket: sockets.append(socket.url))
@@ -218,7 +211,7 @@ def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url, new_pa
 @pytest.mark.django_db(transaction=True)
 def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(live_server_url, new_page):
     question = "What is 12*7?"
-    with logged_in_page(new_page, live_server_url, name="live-page-counters") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.evaluate(RECORD_COUNTERS)
         page.evaluate(RECORD_TOKEN_READS)
         send(page, question)
@@ -229,7 +222,6 @@ def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(
         answer_box = page.get_by_test_id("run-text").bounding_box()
         estimated_at_end = page.get_by_test_id("counters").get_attribute("class")
         finished = shown(page)
-        page.screenshot(path=str(ARTIFACTS / "live-page-counters.png"), full_page=True)
 
         page.goto(f"{live_server_url}/live/")
         item = page.locator(f'[data-testid=run-item][data-execution-id="{finished["run-id"]}"]')
@@ -261,7 +253,7 @@ def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px
     cost of a run are on screen."""
     alice.is_staff = alice.is_superuser = True
     alice.save(update_fields=["is_staff", "is_superuser"])
-    with logged_in_page(new_page, live_server_url, name="admin-runs-list") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         send(page, "What is 12*7?")
         wait_until_finished(page)
         page.goto(f"{live_server_url}/admin/workflows/workflowexecution/")
@@ -293,7 +285,7 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
 
     paused = execution_run_now(ExecutionRequest(owner=alice, graph=ASKING, message="hello"))
     assert paused.status == "waiting"
-    with logged_in_page(new_page, live_server_url, name="live-page-question") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()
         page.get_by_test_id("answer-form").wait_for(state="visible", timeout=15_000)
         prompt = page.get_by_test_id("answer-prompt").inner_text()
@@ -309,7 +301,6 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
         page.get_by_test_id("answer-submit").click()
         page.wait_for_function(
             "() => document.querySelector('[data-testid=run-status]').textContent === 'completed'", timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "live-page-question.png"), full_page=True)
         answered = {**shown(page), "asking": page.get_by_test_id("answer-form").is_visible()}
 
     execution = WorkflowExecution.objects.get(pk=paused.pk)
@@ -325,7 +316,7 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
 @pytest.mark.django_db(transaction=True)
 def test_item_23_the_live_page_prints_no_literal_null(live_server_url, new_page):
     """A message line without content or thumbs (the user's) once showed the text "null" (replaceChildren(…, null))."""
-    with logged_in_page(new_page, live_server_url, name="live-page-null") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         send(page, "What is 12*7?")
         wait_until_finished(page)
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=run-message-role]')]"

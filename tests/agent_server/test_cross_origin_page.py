@@ -17,7 +17,7 @@ import pytest
 
 from conversations.models import Conversation
 from tests.agent_server.conftest import GRAPHS, reconcile_exit_code
-from tests.browser import ARTIFACTS, VIEWPORT, needs_chromium
+from tests.browser import VIEWPORT, needs_chromium
 from tests.invariants import assert_all
 from workflows.models import NodeExecution, WorkflowExecution
 
@@ -92,21 +92,16 @@ def node_ids(execution: WorkflowExecution) -> list[str]:
     return list(NodeExecution.objects.filter(execution=execution).order_by("index").values_list("node_id", flat=True))
 
 
-def open_page(new_page, origin: str, *, server, key: str, name: str) -> tuple[dict, list[str]]:
+def open_page(new_page, origin: str, *, server, key: str) -> tuple[dict, list[str]]:
     """The page from `origin` in Chromium (a browser context of the test's own), run to its end: what it wrote into
-    its DOM, and the browser's console errors. A screenshot of it goes to test-artifacts/<name>.png, also when it
-    does not finish."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    its DOM, and the browser's console errors."""
     query = urlencode({"server": server.langgraph_url, "key": key, "assistant": "stateful"})
     console: list[str] = []
     page = new_page(viewport=VIEWPORT)
     page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
     page.on("console", lambda msg: msg.type == "error" and console.append(msg.text))
     page.goto(f"{origin}/index.html?{query}")
-    try:
-        page.wait_for_function(FINISHED, timeout=60_000)
-    finally:
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.wait_for_function(FINISHED, timeout=60_000)
     seen = json.loads(page.get_by_test_id("seen").inner_text())
     seen["status"] = page.get_by_test_id("status").inner_text()
     seen["steps"] = page.get_by_test_id("step").evaluate_all("items => items.map(i => i.dataset.step)")
@@ -115,8 +110,7 @@ def open_page(new_page, origin: str, *, server, key: str, name: str) -> tuple[di
 
 def test_a_page_of_an_allowed_origin_streams_answers_and_regenerates(cors_graph_server, allowed_origin, alice,
                                                                      alice_key, new_page):
-    seen, console = open_page(new_page, allowed_origin, server=cors_graph_server, key=alice_key,
-                              name="cross-origin-langgraph")
+    seen, console = open_page(new_page, allowed_origin, server=cors_graph_server, key=alice_key)
 
     assert seen["status"] == "done", seen.get("error")
     assert console == []
@@ -175,8 +169,7 @@ def test_a_page_of_an_allowed_origin_streams_answers_and_regenerates(cors_graph_
 
 def test_a_page_of_an_origin_not_allowed_is_refused_at_the_preflight(cors_graph_server, other_origin, alice_key,
                                                                     new_page):
-    seen, console = open_page(new_page, other_origin, server=cors_graph_server, key=alice_key,
-                              name="cross-origin-langgraph-refused")
+    seen, console = open_page(new_page, other_origin, server=cors_graph_server, key=alice_key)
 
     assert seen["status"] == "failed" and seen["steps"] == ["create"]
     assert seen["error"] == {"name": "TypeError", "message": "Failed to fetch", "step": "create"}

@@ -10,7 +10,7 @@ from langgraph_sdk import get_sync_client
 
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, TURN, figures, script_turn
-from tests.browser import ARTIFACTS, needs_chromium, server_password
+from tests.browser import needs_chromium, server_password
 from tests.invariants import assert_all
 from tests.test_live_page import logged_in_page, shown, stored
 from workflows.models import WorkflowExecution
@@ -57,11 +57,10 @@ def test_a_graphs_run_shows_every_message_it_produced_with_its_usage(graph_page_
     client.runs.wait(thread["thread_id"], "calculator_agent", input=TURN)
     execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
 
-    with logged_in_page(new_page, graph_page_server.base_url, name="live-page-graph") as (page, errors):
+    with logged_in_page(new_page, graph_page_server.base_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
         page.wait_for_function(COMPLETED, timeout=30_000)
         page.wait_for_function(MESSAGES_SHOWN, arg=3, timeout=15_000)
-        page.screenshot(path=str(ARTIFACTS / "live-page-graph.png"), full_page=True)
         on_page, counters, text = messages_shown(page), shown(page), page.get_by_test_id("run-text").inner_text()
         listed = page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').inner_text()
 
@@ -85,7 +84,7 @@ def test_a_graph_waiting_at_its_interrupt_is_answered_on_the_page(graph_page_ser
     paused = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
     assert paused.status == "waiting"
 
-    with logged_in_page(new_page, graph_page_server.base_url, name="live-page-graph-question") as (page, errors):
+    with logged_in_page(new_page, graph_page_server.base_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()
         page.get_by_test_id("answer-form").wait_for(state="visible", timeout=15_000)
         prompt = page.get_by_test_id("answer-prompt").inner_text()

@@ -24,7 +24,7 @@ def test_item_in_workflows_the_live_page_shows_a_retrieval_and_item_03_ingestion
     execution = turn(alice, "kettle seal", collections=["manuals"], k=2)
     assert execution.status == "completed", execution.error_message
 
-    with logged_in_page(new_page, live_server_url, name="live-page-retrieval") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
         shown = page.locator('[data-testid=node][data-node-id=search] [data-testid=retrieval]')
         shown.wait_for(timeout=30_000)
