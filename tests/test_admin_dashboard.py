@@ -1,27 +1,26 @@
 """The staff back-office in a real browser: headless Chromium logs in to the admin of a real daphne server, opens
 the usage dashboard (figures equal to the database's, charts drawn) and a run's page with its inlines. A
-screenshot of each is kept in test-artifacts/ (not committed)."""
+test that fails leaves a screenshot of its page in test-artifacts/ (not committed)."""
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db.models import Sum
 
 from budgets.models import BudgetPeriod
 from budgets.services import budget_create, period_start
+from tests.browser import collect_errors, needs_chromium, server_password
 from tests.factories import run_request
-from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.runs import execution_create, execution_run
 
+pytest_plugins = ["tests.fixtures_browser"]
 PASSWORD = "staff-password"
 
 
 @pytest.fixture
 def admin_url(shared_daphne_server, collected_static, staff) -> str:
     """A daphne server on the production settings (shared), the staff user able to log in, static files served."""
-    hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
-    staff.password = hasher.encode(PASSWORD, hasher.salt())
+    staff.password = server_password(PASSWORD)
     staff.save(update_fields=["password"])
     server = shared_daphne_server()
     yield server.base_url
@@ -35,7 +34,7 @@ def run(**kwargs) -> WorkflowExecution:
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_staff_see_the_dashboard_and_a_run_with_its_inlines(admin_url, staff, alice, bob):
+def test_staff_see_the_dashboard_and_a_run_with_its_inlines(admin_url, staff, alice, bob, new_page):
     tools_run = run(owner=alice, message="What is 12*7?", chat=True)
     run(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3})
     run(owner=bob, message="hello there", chat=True)
@@ -47,46 +46,30 @@ def test_staff_see_the_dashboard_and_a_run_with_its_inlines(admin_url, staff, al
         "events": tools_run.events.count(),
         "llm_calls": tools_run.llm_call_rows.count(),
     }
-    from playwright.sync_api import sync_playwright
+    page = new_page(viewport={"width": 1280, "height": 900})
+    errors = collect_errors(page)
+    outside: list[str] = []
+    page.on("response", lambda response: response.status >= 400 and errors.append(f"{response.status} {response.url}"))
+    page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
+    page.goto(f"{admin_url}/admin/")
+    page.fill("#id_username", staff.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.get_by_test_id("dashboard-link").click()
+    page.wait_for_selector("[data-testid=chart-cost-by-day]")
+    shown = {name: page.get_by_test_id(f"total-{name}").inner_text()
+             for name in ("cost", "tokens", "executions", "llm-calls", "messages")}
+    model_rows = page.get_by_test_id("model-row").count()
+    model_cost = page.get_by_test_id("model-cost").first.inner_text()
+    bars = {name: page.locator(f"[data-testid=chart-{name}] [data-testid=bar]").count()
+            for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model")}
+    today_bar = page.locator("[data-testid=chart-cost-by-day] [data-testid=bar]").last.bounding_box()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
-        outside: list[str] = []
-        page.on("response", lambda response: response.status >= 400 and errors.append(f"{response.status} {response.url}"))
-        page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
-        try:
-            page.goto(f"{admin_url}/admin/")
-            page.fill("#id_username", staff.username)
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.get_by_test_id("dashboard-link").click()
-            page.wait_for_selector("[data-testid=chart-cost-by-day]")
-            shown = {name: page.get_by_test_id(f"total-{name}").inner_text()
-                     for name in ("cost", "tokens", "executions", "llm-calls", "messages")}
-            model_rows = page.get_by_test_id("model-row").count()
-            model_cost = page.get_by_test_id("model-cost").first.inner_text()
-            bars = {name: page.locator(f"[data-testid=chart-{name}] [data-testid=bar]").count()
-                    for name in ("cost-by-day", "tokens-by-day", "runs-by-day", "cost-by-model")}
-            today_bar = page.locator("[data-testid=chart-cost-by-day] [data-testid=bar]").last.bounding_box()
-            page.screenshot(path=str(ARTIFACTS / "admin-dashboard.png"), full_page=True)
-
-            page.goto(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
-            inline_rows = {group: page.locator(f"#{group}-group tr.has_original").count()
-                           for group in ("node_executions", "tool_call_rows", "llm_call_rows", "messages",
-                                         "events")}
-            tool_text = page.locator("#tool_call_rows-group").inner_text()
-            messages_text = page.locator("#messages-group").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "admin-execution.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "admin-dashboard-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    page.goto(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
+    inline_rows = {group: page.locator(f"#{group}-group tr.has_original").count()
+                   for group in ("node_executions", "tool_call_rows", "llm_call_rows", "messages", "events")}
+    tool_text = page.locator("#tool_call_rows-group").inner_text()
+    messages_text = page.locator("#messages-group").inner_text()
 
     assert shown["cost"] == expected["cost"] and Decimal(expected["cost"][1:]) > 0
     assert shown["tokens"] == expected["tokens"]
@@ -122,7 +105,7 @@ def boxes(page, selector: str) -> list[dict]:
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_url, staff, alice, bob):
+def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_url, staff, alice, bob, new_page):
     spends = [  # (budget, spent): 0.1 %, 50 % and 150 % of the limit
         (budget_create(owner=staff, scope="user", target_id=str(alice.pk), period="day", timezone_name="UTC",
                        mode="hard", limit_usd=Decimal("10"), limit_tokens=None), {"spent_usd": Decimal("0.01")}),
@@ -133,21 +116,13 @@ def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_ur
     ]
     for budget, spent in spends:
         BudgetPeriod.objects.create(budget=budget, starts_at=period_start(budget), **spent)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            log_in(page, admin_url, staff)
-            page.goto(f"{admin_url}/admin/analytics/usagerollup/")
-            chart = "[data-testid=chart-budgets]"
-            bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
-            lines = boxes(page, f"{chart} line")
-            page.screenshot(path=str(ARTIFACTS / "admin-dashboard-budgets.png"), full_page=True)
-            labels = [text["text"] for text in boxes(page, f"{chart} text")]
-        finally:
-            browser.close()
+    page = new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, admin_url, staff)
+    page.goto(f"{admin_url}/admin/analytics/usagerollup/")
+    chart = "[data-testid=chart-budgets]"
+    bars = {bar["text"].split(":")[0]: bar for bar in boxes(page, f"{chart} [data-testid=bar]")}
+    lines = boxes(page, f"{chart} line")
+    labels = [text["text"] for text in boxes(page, f"{chart} text")]
 
     # Newest first: the company's, bob's, alice's. Each label names its target, never a bare id.
     assert list(bars) == ["Company (everyone, total)", "user bob (month)", "user alice (day)"], labels
@@ -161,21 +136,14 @@ def test_budget_bars_are_drawn_to_their_limit_and_named_by_their_target(admin_ur
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_day_labels_sit_under_their_own_bar_only(admin_url, staff, alice):
+def test_day_labels_sit_under_their_own_bar_only(admin_url, staff, alice, new_page):
     run(owner=alice, message="What is 12*7?", chat=True)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            log_in(page, admin_url, staff)
-            page.goto(f"{admin_url}/admin/analytics/usagerollup/")
-            charts = {name: (boxes(page, f"[data-testid=chart-{name}] [data-testid=bar]"),
-                             boxes(page, f"[data-testid=chart-{name}] text"))
-                      for name in ("cost-by-day", "tokens-by-day", "runs-by-day")}
-        finally:
-            browser.close()
+    page = new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, admin_url, staff)
+    page.goto(f"{admin_url}/admin/analytics/usagerollup/")
+    charts = {name: (boxes(page, f"[data-testid=chart-{name}] [data-testid=bar]"),
+                     boxes(page, f"[data-testid=chart-{name}] text"))
+              for name in ("cost-by-day", "tokens-by-day", "runs-by-day")}
 
     for name, (bars, texts) in charts.items():
         axis = max(bar["bottom"] for bar in bars)
@@ -208,15 +176,13 @@ OVERFLOW = """() => {
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_at_1400_px_the_run_list_and_a_conversations_messages_fit_the_window(admin_url, staff, alice):
+def test_at_1400_px_the_run_list_and_a_conversations_messages_fit_the_window(admin_url, staff, alice, new_page):
     # Long values with nowhere to break: a link, and the error of a run whose provider could not be reached.
     link = "https://docs.example.com/" + "chatter-admin-tables-" * 8
     run(owner=alice, message=f"Please read {link} and summarize it", chat=True)
     failed = run(owner=alice, message="What is 12*7?", chat=True, config={"max_total_tokens": 3})
     WorkflowExecution.objects.filter(pk=failed.pk).update(
         error_message=f"openai call to {link}v1/chat/completions failed: connection refused")
-    from playwright.sync_api import sync_playwright
-
     pages = {"run list": "/admin/workflows/workflowexecution/",
              "conversation": f"/admin/conversations/conversation/{failed.conversation_id}/change/",
              "link conversation": "/admin/conversations/conversation/"
@@ -224,16 +190,10 @@ def test_at_1400_px_the_run_list_and_a_conversations_messages_fit_the_window(adm
              "run": f"/admin/workflows/workflowexecution/{failed.pk}/change/",
              "messages": "/admin/conversations/message/"}
     overflow = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            log_in(page, admin_url, staff)
-            for name, path in pages.items():
-                page.goto(f"{admin_url}{path}")
-                overflow[name] = page.evaluate(OVERFLOW)
-                page.screenshot(path=str(ARTIFACTS / f"admin-1400-{name.replace(' ', '-')}.png"), full_page=True)
-        finally:
-            browser.close()
+    page = new_page(viewport={"width": 1400, "height": 900})
+    log_in(page, admin_url, staff)
+    for name, path in pages.items():
+        page.goto(f"{admin_url}{path}")
+        overflow[name] = page.evaluate(OVERFLOW)
 
     assert overflow == {name: [] for name in pages}

@@ -3,22 +3,15 @@ over the websocket, and a dropped stream recovered, in headless Chromium against
 import re
 from contextlib import contextmanager
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from tests.browser import VIEWPORT, collect_errors, needs_chromium, server_password
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.services.run_requests import ExecutionRequest
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+pytest_plugins = ["tests.fixtures_browser"]
 TERMINAL_STATUSES = ("completed", "failed", "cancelled", "error")
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs /usr/bin/chromium (make test installs Debian's chromium)")
 
 # Records every change of the streamed text with the run status at that moment, so the test can tell that
 # the text grew while the run was still going (sampling from Python could miss a fast stream).
@@ -51,7 +44,6 @@ RECORD_TOKEN_READS = """() => {
         return result;
     };
 }"""
-VIEWPORT = {"width": 1366, "height": 768}
 
 
 def test_it_sends_anonymous_users_to_the_login_page(client):
@@ -95,9 +87,7 @@ def test_it_logs_out(client, alice):
 def live_server_url(shared_daphne_server, collected_static, alice) -> str:
     """A daphne server on the production settings (shared by these tests), with alice able to log in and the
     static files served."""
-    # Its hashers cannot check the tests' fast MD5 hash, and whitenoise serves collected files only.
-    hasher = PBKDF2PasswordHasher()
-    alice.password = hasher.encode("alice-password", hasher.salt())
+    alice.password = server_password("alice-password")  # whitenoise serves collected files only
     alice.save(update_fields=["password"])
     server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="30")
     yield server.base_url
@@ -106,32 +96,18 @@ def live_server_url(shared_daphne_server, collected_static, alice) -> str:
 
 
 @contextmanager
-def logged_in_page(base_url: str, *, name: str):
-    """A Chromium page logged in as alice through the login form; `errors` collects script errors.
-
-    Sync Playwright keeps an event loop running in this thread: read the ORM only after the block."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
-        try:
-            page.goto(f"{base_url}/live/")
-            assert page.url == f"{base_url}/live/login/?next=/live/"
-            page.get_by_test_id("login-username").fill("alice")
-            page.get_by_test_id("login-password").fill("alice-password")
-            page.get_by_test_id("login-submit").click()
-            page.wait_for_url(f"{base_url}/live/")
-            yield page, errors
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+def logged_in_page(new_page, base_url: str):
+    """A Chromium page (of the `new_page` fixture: a browser context of the test's own) logged in as alice through
+    the login form; `errors` collects script errors."""
+    page = new_page(viewport=VIEWPORT)
+    errors = collect_errors(page)
+    page.goto(f"{base_url}/live/")
+    assert page.url == f"{base_url}/live/login/?next=/live/"
+    page.get_by_test_id("login-username").fill("alice")
+    page.get_by_test_id("login-password").fill("alice-password")
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(f"{base_url}/live/")
+    yield page, errors
 
 
 def send(page, message: str) -> None:
@@ -170,15 +146,14 @@ def stored(execution: WorkflowExecution) -> dict:
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_it_streams_a_chat_turn_and_replays_it(live_server_url):
-    with logged_in_page(live_server_url, name="live-page") as (page, errors):
+def test_it_streams_a_chat_turn_and_replays_it(live_server_url, new_page):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.evaluate(RECORD_TEXT)
         send(page, "What is 12*7?")
         wait_until_finished(page)
         streamed = shown(page)
         streamed_text = page.get_by_test_id("run-text").inner_text()
         samples = page.evaluate("window.textSamples")
-        page.screenshot(path=str(ARTIFACTS / "live-page-streamed.png"), full_page=True)
 
         # A fresh page: pick the run from the list and watch it replayed over the websocket.
         page.goto(f"{live_server_url}/live/")
@@ -186,7 +161,6 @@ def test_it_streams_a_chat_turn_and_replays_it(live_server_url):
         wait_until_finished(page)
         replayed = shown(page)
         replayed_text = page.get_by_test_id("run-text").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "live-page-replayed.png"), full_page=True)
 
     execution = WorkflowExecution.objects.get()
     assert execution.status == "completed" and execution.total_tokens > 0 and execution.cost > 0
@@ -202,7 +176,7 @@ def test_it_streams_a_chat_turn_and_replays_it(live_server_url):
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url):
+def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url, new_page):
     """The chat response is cut after its first tokens: the page goes on over the websocket from the last
     seq it saw, without a repeated node line or counter, and shows the saved reply in full."""
 
@@ -212,7 +186,7 @@ def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url):
         first_token = next(i for i, frame in enumerate(frames) if "event: token" in frame)
         route.fulfill(response=response, body="\n\n".join(frames[: first_token + 2]) + "\n\n")
 
-    with logged_in_page(live_server_url, name="live-page-dropped") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.route("**/api/v1/chat/", cut_after_first_tokens)
         sockets: list[str] = []
         page.on("websocket", lambda socket: sockets.append(socket.url))
@@ -235,9 +209,9 @@ def test_it_recovers_a_dropped_stream_over_the_websocket(live_server_url):
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(live_server_url):
+def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(live_server_url, new_page):
     question = "What is 12*7?"
-    with logged_in_page(live_server_url, name="live-page-counters") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.evaluate(RECORD_COUNTERS)
         page.evaluate(RECORD_TOKEN_READS)
         send(page, question)
@@ -248,7 +222,6 @@ def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(
         answer_box = page.get_by_test_id("run-text").bounding_box()
         estimated_at_end = page.get_by_test_id("counters").get_attribute("class")
         finished = shown(page)
-        page.screenshot(path=str(ARTIFACTS / "live-page-counters.png"), full_page=True)
 
         page.goto(f"{live_server_url}/live/")
         item = page.locator(f'[data-testid=run-item][data-execution-id="{finished["run-id"]}"]')
@@ -274,12 +247,13 @@ def test_it_shows_the_question_the_runs_titles_and_counts_tokens_as_they_stream(
     assert errors == []
 
 
-def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px(live_server_url, alice):
+@needs_chromium
+def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px(live_server_url, alice, new_page):
     """A staff user's runs list in the admin, in Chromium at 1366×768: no horizontal scroll, and the tokens and
     cost of a run are on screen."""
     alice.is_staff = alice.is_superuser = True
     alice.save(update_fields=["is_staff", "is_superuser"])
-    with logged_in_page(live_server_url, name="admin-runs-list") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         send(page, "What is 12*7?")
         wait_until_finished(page)
         page.goto(f"{live_server_url}/admin/workflows/workflowexecution/")
@@ -303,7 +277,7 @@ def test_the_admins_runs_list_shows_tokens_and_cost_without_scrolling_at_1366_px
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_url, alice):
+def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_url, alice, new_page):
     """A run paused at a human_input node: the page shows its question with an answer box; an answer its schema
     refuses is shown as the server's error and the box stays; a good one goes on with the run to its end."""
     from tests.api.test_human_input import ASKING
@@ -311,7 +285,7 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
 
     paused = execution_run_now(ExecutionRequest(owner=alice, graph=ASKING, message="hello"))
     assert paused.status == "waiting"
-    with logged_in_page(live_server_url, name="live-page-question") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()
         page.get_by_test_id("answer-form").wait_for(state="visible", timeout=15_000)
         prompt = page.get_by_test_id("answer-prompt").inner_text()
@@ -327,7 +301,6 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
         page.get_by_test_id("answer-submit").click()
         page.wait_for_function(
             "() => document.querySelector('[data-testid=run-status]').textContent === 'completed'", timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "live-page-question.png"), full_page=True)
         answered = {**shown(page), "asking": page.get_by_test_id("answer-form").is_visible()}
 
     execution = WorkflowExecution.objects.get(pk=paused.pk)
@@ -341,9 +314,9 @@ def test_it_asks_the_question_of_a_waiting_run_and_sends_the_answer(live_server_
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_item_23_the_live_page_prints_no_literal_null(live_server_url):
+def test_item_23_the_live_page_prints_no_literal_null(live_server_url, new_page):
     """A message line without content or thumbs (the user's) once showed the text "null" (replaceChildren(…, null))."""
-    with logged_in_page(live_server_url, name="live-page-null") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         send(page, "What is 12*7?")
         wait_until_finished(page)
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=run-message-role]')]"

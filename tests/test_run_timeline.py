@@ -4,54 +4,44 @@ from datetime import timedelta
 
 import pytest
 
+from tests.browser import needs_chromium
 from tests.test_admin_dashboard import admin_url, log_in, run  # noqa: F401 (the fixture)
-from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from workflows.models import LLMCall, NodeExecution, ToolCall
 from workflows.timeline import MIN_WIDTH
+
+pytest_plugins = ["tests.fixtures_browser"]
 
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(admin_url, staff):  # noqa: F811
+def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(admin_url, staff, new_page):  # noqa: F811
     tools_run = run(owner=staff, message="What is 12*7?", chat=True)
     expected = {"node": NodeExecution.objects.filter(execution=tools_run).count(),
                 "llm": LLMCall.objects.filter(execution=tools_run).count(),
                 "tool": ToolCall.objects.filter(execution=tools_run).count()}
     assert expected["node"] >= 2 and expected["llm"] >= 1 and expected["tool"] == 1
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        outside: list[str] = []
-        page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
-        try:
-            log_in(page, admin_url, staff)
-            page.get_by_test_id("operations-link").click()
-            slowest = page.get_by_test_id("slowest-runs")
-            slowest.get_by_test_id("run-live-link").first.click()
-            page.wait_for_function(f"() => document.querySelector('[data-testid=run-id]').textContent"
-                                   f" === '{tools_run.pk}'")
-            page.get_by_test_id("run-admin").click()
-            page.wait_for_url(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
-            span_ms = int(page.get_by_test_id("run-timeline").get_attribute("data-span-ms"))
-            span_us = int(page.get_by_test_id("run-timeline").get_attribute("data-span-us"))
-            rows = page.eval_on_selector_all("[data-testid=timeline-row]", """rows => rows.map(row => {
-                const lane = row.querySelector('.lane').getBoundingClientRect();
-                const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
-                return {kind: row.dataset.kind, left: bar.left, right: bar.right, width: bar.width,
-                        laneLeft: lane.left, laneRight: lane.right, ms: Number(row.querySelector(
-                            '[data-testid=timeline-ms]').textContent)};
-            })""")
-            page.screenshot(path=str(ARTIFACTS / "admin-run-timeline.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "admin-run-timeline-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    page = new_page(viewport={"width": 1366, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    outside: list[str] = []
+    page.on("request", lambda request: request.url.startswith(admin_url) or outside.append(request.url))
+    log_in(page, admin_url, staff)
+    page.get_by_test_id("operations-link").click()
+    slowest = page.get_by_test_id("slowest-runs")
+    slowest.get_by_test_id("run-live-link").first.click()
+    page.wait_for_function(f"() => document.querySelector('[data-testid=run-id]').textContent"
+                           f" === '{tools_run.pk}'")
+    page.get_by_test_id("run-admin").click()
+    page.wait_for_url(f"{admin_url}/admin/workflows/workflowexecution/{tools_run.pk}/change/")
+    span_ms = int(page.get_by_test_id("run-timeline").get_attribute("data-span-ms"))
+    span_us = int(page.get_by_test_id("run-timeline").get_attribute("data-span-us"))
+    rows = page.eval_on_selector_all("[data-testid=timeline-row]", """rows => rows.map(row => {
+        const lane = row.querySelector('.lane').getBoundingClientRect();
+        const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
+        return {kind: row.dataset.kind, left: bar.left, right: bar.right, width: bar.width,
+                laneLeft: lane.left, laneRight: lane.right, ms: Number(row.querySelector(
+                    '[data-testid=timeline-ms]').textContent)};
+    })""")
 
     kinds = {kind: sum(row["kind"] == kind for row in rows) for kind in expected}
     assert kinds == expected

@@ -17,10 +17,11 @@ import pytest
 
 from conversations.models import Conversation
 from tests.agent_server.conftest import GRAPHS, reconcile_exit_code
+from tests.browser import VIEWPORT, needs_chromium
 from tests.invariants import assert_all
-from tests.test_live_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT, needs_chromium
 from workflows.models import NodeExecution, WorkflowExecution
 
+pytest_plugins = ["tests.fixtures_browser"]
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 
 PAGE = Path(__file__).parent / "cross_origin_page"
@@ -48,25 +49,29 @@ def page_origin():
 
 
 @pytest.fixture(scope="module")
-def allowed_origin():
-    """The page's origin, one for the module: its tests share one server allowing it."""
-    with page_origin() as origin:
-        yield origin
+def origins():
+    """The page's two origins for this module's tests: the one the API allows, and another."""
+    with page_origin() as allowed, page_origin() as other:
+        yield allowed, other
 
 
 @pytest.fixture
-def other_origin():
-    with page_origin() as origin:
-        yield origin
+def allowed_origin(origins):
+    return origins[0]
+
+
+@pytest.fixture
+def other_origin(origins):
+    return origins[1]
 
 
 @pytest.fixture
 def cors_graph_server(shared_daphne_server, allowed_origin):
     """Daphne serving the sample graphs, CORS allowed for the page's origin only (shared by this module's tests);
-    its access log read from where it ends when the test begins."""
+    `log_start`: where this test's part of its access log begins."""
     server = shared_daphne_server(CHATTER_GRAPHS=str(GRAPHS), CHATTER_CORS_ALLOWED_ORIGINS=allowed_origin)
     server.langgraph_url = f"{server.base_url}/langgraph"
-    server.access_log_from = server.log.stat().st_size
+    server.log_start = server.log.stat().st_size
     return server
 
 
@@ -75,7 +80,9 @@ def requests_seen(server, *, until: tuple[str, str] | None = None) -> list[tuple
     the log has that request (a line is written when its answer has gone, maybe after the browser read it)."""
     deadline = time.monotonic() + 10
     while True:
-        lines = ACCESS_LINE.findall(server.log.read_bytes()[server.access_log_from:].decode())
+        with server.log.open("rb") as log:
+            log.seek(server.log_start)
+            lines = ACCESS_LINE.findall(log.read().decode(errors="replace"))
         if until is None or until in [(method, path) for method, path, _ in lines] or time.monotonic() > deadline:
             return lines
         time.sleep(0.1)
@@ -85,37 +92,25 @@ def node_ids(execution: WorkflowExecution) -> list[str]:
     return list(NodeExecution.objects.filter(execution=execution).order_by("index").values_list("node_id", flat=True))
 
 
-def open_page(origin: str, *, server, key: str, name: str) -> tuple[dict, list[str]]:
-    """The page from `origin` in Chromium, run to its end: what it wrote into its DOM, and the browser's console
-    errors. A screenshot of it goes to test-artifacts/<name>.png, also when it does not finish. Sync Playwright
-    keeps an event loop running in this thread: read the ORM only after it returns."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
+def open_page(new_page, origin: str, *, server, key: str) -> tuple[dict, list[str]]:
+    """The page from `origin` in Chromium (a browser context of the test's own), run to its end: what it wrote into
+    its DOM, and the browser's console errors."""
     query = urlencode({"server": server.langgraph_url, "key": key, "assistant": "stateful"})
     console: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
-            page.on("console", lambda msg: msg.type == "error" and console.append(msg.text))
-            page.goto(f"{origin}/index.html?{query}")
-            try:
-                page.wait_for_function(FINISHED, timeout=60_000)
-            finally:
-                page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-            seen = json.loads(page.get_by_test_id("seen").inner_text())
-            seen["status"] = page.get_by_test_id("status").inner_text()
-            seen["steps"] = page.get_by_test_id("step").evaluate_all("items => items.map(i => i.dataset.step)")
-        finally:
-            browser.close()
+    page = new_page(viewport=VIEWPORT)
+    page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
+    page.on("console", lambda msg: msg.type == "error" and console.append(msg.text))
+    page.goto(f"{origin}/index.html?{query}")
+    page.wait_for_function(FINISHED, timeout=60_000)
+    seen = json.loads(page.get_by_test_id("seen").inner_text())
+    seen["status"] = page.get_by_test_id("status").inner_text()
+    seen["steps"] = page.get_by_test_id("step").evaluate_all("items => items.map(i => i.dataset.step)")
     return seen, console
 
 
 def test_a_page_of_an_allowed_origin_streams_answers_and_regenerates(cors_graph_server, allowed_origin, alice,
-                                                                     alice_key):
-    seen, console = open_page(allowed_origin, server=cors_graph_server, key=alice_key, name="cross-origin-langgraph")
+                                                                     alice_key, new_page):
+    seen, console = open_page(new_page, allowed_origin, server=cors_graph_server, key=alice_key)
 
     assert seen["status"] == "done", seen.get("error")
     assert console == []
@@ -172,9 +167,9 @@ def test_a_page_of_an_allowed_origin_streams_answers_and_regenerates(cors_graph_
     assert reconcile_exit_code() == 0
 
 
-def test_a_page_of_an_origin_not_allowed_is_refused_at_the_preflight(cors_graph_server, other_origin, alice_key):
-    seen, console = open_page(other_origin, server=cors_graph_server, key=alice_key,
-                              name="cross-origin-langgraph-refused")
+def test_a_page_of_an_origin_not_allowed_is_refused_at_the_preflight(cors_graph_server, other_origin, alice_key,
+                                                                    new_page):
+    seen, console = open_page(new_page, other_origin, server=cors_graph_server, key=alice_key)
 
     assert seen["status"] == "failed" and seen["steps"] == ["create"]
     assert seen["error"] == {"name": "TypeError", "message": "Failed to fetch", "step": "create"}

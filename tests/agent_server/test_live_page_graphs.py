@@ -6,15 +6,16 @@ the answer typed into the page."""
 import json
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from langgraph_sdk import get_sync_client
 
-from tests.agent_server.conftest import GRAPHS, reconcile_exit_code
+from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import EXPECTED, TURN, figures, script_turn
+from tests.browser import needs_chromium, server_password
 from tests.invariants import assert_all
-from tests.test_live_page import ARTIFACTS, logged_in_page, needs_chromium, shown, stored
+from tests.test_live_page import logged_in_page, shown, stored
 from workflows.models import WorkflowExecution
 
+pytest_plugins = ["tests.fixtures_browser"]
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 COMPLETED = "() => document.querySelector('[data-testid=run-status]').textContent === 'completed'"
 MESSAGES_SHOWN = "n => document.querySelectorAll('[data-testid=run-message] [data-testid=run-message-content]').length >= n"
@@ -25,8 +26,7 @@ def graph_page_server(collected_static, graph_server, alice):
     """The agent_server tests' shared graph server (the sample graphs, their model the fake OpenAI server), which
     serves the collected static files (collected_static, asked for first, is where the shared servers serve them
     from), and alice able to log in."""
-    hasher = PBKDF2PasswordHasher()  # the server's hashers cannot check the tests' fast MD5 hash
-    alice.password = hasher.encode("alice-password", hasher.salt())
+    alice.password = server_password("alice-password")
     alice.save(update_fields=["password"])
     yield graph_server
     if graph_server.process.poll() is not None:
@@ -50,18 +50,17 @@ def messages_stored(execution) -> list[tuple[str, str, str]]:
     return lines
 
 
-def test_a_graphs_run_shows_every_message_it_produced_with_its_usage(graph_page_server, openai_stub, alice_key):
+def test_a_graphs_run_shows_every_message_it_produced_with_its_usage(graph_page_server, openai_stub, alice_key, new_page):
     client = get_sync_client(url=graph_page_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub)
     thread = client.threads.create()
     client.runs.wait(thread["thread_id"], "calculator_agent", input=TURN)
     execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
 
-    with logged_in_page(graph_page_server.base_url, name="live-page-graph") as (page, errors):
+    with logged_in_page(new_page, graph_page_server.base_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
         page.wait_for_function(COMPLETED, timeout=30_000)
         page.wait_for_function(MESSAGES_SHOWN, arg=3, timeout=15_000)
-        page.screenshot(path=str(ARTIFACTS / "live-page-graph.png"), full_page=True)
         on_page, counters, text = messages_shown(page), shown(page), page.get_by_test_id("run-text").inner_text()
         listed = page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').inner_text()
 
@@ -78,14 +77,14 @@ def test_a_graphs_run_shows_every_message_it_produced_with_its_usage(graph_page_
     assert reconcile_exit_code() == 0
 
 
-def test_a_graph_waiting_at_its_interrupt_is_answered_on_the_page(graph_page_server, alice_key):
+def test_a_graph_waiting_at_its_interrupt_is_answered_on_the_page(graph_page_server, alice_key, new_page):
     client = get_sync_client(url=graph_page_server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
     client.runs.wait(thread["thread_id"], "stateful", input={"messages": [], "value": "init", "items": []})
     paused = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
     assert paused.status == "waiting"
 
-    with logged_in_page(graph_page_server.base_url, name="live-page-graph-question") as (page, errors):
+    with logged_in_page(new_page, graph_page_server.base_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{paused.pk}"]').click()
         page.get_by_test_id("answer-form").wait_for(state="visible", timeout=15_000)
         prompt = page.get_by_test_id("answer-prompt").inner_text()

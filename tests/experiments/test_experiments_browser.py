@@ -5,14 +5,15 @@ import pytest
 from conversations.models import Message
 from experiments.services import experiment_create, experiment_run
 from scores.models import Score
-from tests.test_live_page import ARTIFACTS, live_server_url, logged_in_page, needs_chromium, send  # noqa: F401
-from tests.test_live_page import wait_until_finished
+from tests.browser import needs_chromium
+from tests.test_live_page import live_server_url, logged_in_page, send, wait_until_finished  # noqa: F401
 
+pytest_plugins = ["tests.fixtures_browser"]
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 
 
-def test_thumbs_and_a_comment_on_the_live_page_become_a_score_of_the_message(live_server_url, alice):
-    with logged_in_page(live_server_url, name="live-thumbs") as (page, errors):
+def test_thumbs_and_a_comment_on_the_live_page_become_a_score_of_the_message(live_server_url, alice, new_page):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         send(page, "What is 12*7?")
         wait_until_finished(page)
         reply = page.locator("[data-testid=run-message]").filter(has=page.locator("[data-testid=thumbs]"))
@@ -23,7 +24,6 @@ def test_thumbs_and_a_comment_on_the_live_page_become_a_score_of_the_message(liv
         page.wait_for_function(
             "() => document.querySelector('[data-testid=thumbs-note]').textContent.startsWith('thanks')")
         message_id = reply.get_attribute("data-message-id")
-        page.screenshot(path=str(ARTIFACTS / "live-thumbs.png"), full_page=True)
         assert errors == []
 
     message = Message.objects.get(pk=message_id)
@@ -34,7 +34,7 @@ def test_thumbs_and_a_comment_on_the_live_page_become_a_score_of_the_message(liv
     assert (score.message_id, score.execution_id, score.owner_id) == (message.pk, message.execution_id, alice.pk)
 
 
-def test_the_comparison_page_shows_two_experiments_side_by_side(live_server_url, alice):
+def test_the_comparison_page_shows_two_experiments_side_by_side(live_server_url, alice, new_page):
     from tests.datasets.factories import DatasetFactory, DatasetItemFactory
     from tests.prompts.factories import PromptFactory, versions_add
 
@@ -52,7 +52,7 @@ def test_the_comparison_page_shows_two_experiments_side_by_side(live_server_url,
                                  evaluators=[{"type": "regex", "name": "nonempty", "pattern": "."}])
         experiments.append(experiment_run(experiment_id=made.pk))
 
-    with logged_in_page(live_server_url, name="experiments-compare") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.goto(f"{live_server_url}/admin/experiments/experiment/")
         for experiment in experiments:
             page.locator(f"input[name=_selected_action][value='{experiment.pk}']").check()
@@ -65,7 +65,6 @@ def test_the_comparison_page_shows_two_experiments_side_by_side(live_server_url,
         cells = page.locator("[data-testid=compare-item]").evaluate_all(
             "rows => rows.map(r => r.querySelectorAll('[data-testid=compare-cell]').length)")
         headers = [h.strip() for h in page.locator("[data-testid=compare-items] thead th").all_text_contents()]
-        page.screenshot(path=str(ARTIFACTS / "experiments-compare.png"), full_page=True)
         assert errors == []
 
     assert sorted(totals) == sorted(

@@ -5,23 +5,26 @@ progress on the same page (the ingestion job's `document_updated` events on the 
 import httpx
 import pytest
 
+from tests.browser import needs_chromium
 from tests.factories import ApiTokenFactory
 from tests.knowledge.test_retrieval_node import collection_with_documents, turn
-from tests.test_live_page import live_server_url, logged_in_page, needs_chromium  # noqa: F401 - the fixture
+from tests.test_live_page import live_server_url, logged_in_page  # noqa: F401 - the fixture
 
 __all__ = ["live_server_url"]
+pytest_plugins = ["tests.fixtures_browser"]
 
 
 @needs_chromium
 @pytest.mark.one_database  # the page shows a recorded event; the search on each database is test_retrieval_node's
 @pytest.mark.django_db(transaction=True)
-def test_item_in_workflows_the_live_page_shows_a_retrieval_and_item_03_ingestion(live_server_url, alice):  # noqa: F811
+def test_item_in_workflows_the_live_page_shows_a_retrieval_and_item_03_ingestion(
+        live_server_url, alice, new_page):  # noqa: F811
     manuals = collection_with_documents(alice, "manuals")
     key = ApiTokenFactory(user=alice, scopes=["knowledge"]).key
     execution = turn(alice, "kettle seal", collections=["manuals"], k=2)
     assert execution.status == "completed", execution.error_message
 
-    with logged_in_page(live_server_url, name="live-page-retrieval") as (page, errors):
+    with logged_in_page(new_page, live_server_url) as (page, errors):
         page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
         shown = page.locator('[data-testid=node][data-node-id=search] [data-testid=retrieval]')
         shown.wait_for(timeout=30_000)
