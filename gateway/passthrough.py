@@ -6,10 +6,10 @@ involved; the call is still a run with the records of any other gateway call, wr
 A call is three steps on the request's thread: `passthrough_open` (the run planned and its start recorded), the
 upstream call (on the gateway's upstream loop, gateway.upstream: the thread waits for a call answered whole; a
 stream's chunks are relayed from there to the server's loop as they arrive), then `_ended` (the LLM call and the
-run's end; a stream's once its upstream has ended). A call answered whole with no hard budget over it is one write, after the upstream's answer: its
-run, start, LLM call and end in one transaction. A stream, or a call a hard budget reserves for, is two: its run
-with its reservation, start and model call marked as started before the upstream is asked (what a crash mid-call
-leaves for the recovery sweep), then the LLM call and the run's end.
+run's end; a stream's once its upstream has ended). A call answered whole with no hard budget over it is one write,
+after the upstream's answer: its run, start, LLM call and end in one transaction. A stream, or a call a hard budget
+reserves for, is two: its run with its reservation, start and model call marked as started before the upstream is
+asked (what a crash mid-call leaves for the recovery sweep), then the LLM call and the run's end.
 """
 from __future__ import annotations
 

@@ -2,11 +2,11 @@
 of kept-alive HTTP/1.1 connections), on an event loop of the gateway's own, in a thread a process starts on its
 first pass-through call (a forked child, as django-q2's workers are, starts its own and drops what it inherited).
 
-Why a loop of its own: a call's upstream I/O never depends on which loop, if any, served its request (a server's,
-or the short-lived one `async_to_sync` makes under a WSGI or test client), so the sessions live as long as the
-process. Why aiohttp: a call through it costs about a quarter of the CPU of one through httpx.AsyncClient on this
-machine (0.3-0.6 against 1.5-2.1 ms, bench/RESULTS.md, B8: bench/b8_clients.py), on the gateway's hot path; it speaks HTTP/1.1 only (LiteLLM's
-proxy calls OpenAI through it too).
+Why a loop of its own: a call's upstream I/O never depends on which loop, if any, served its request (a server's, or
+the short-lived one `async_to_sync` makes under a WSGI or test client), so the sessions live as long as the process.
+Why aiohttp: a call through it costs about a quarter of the CPU of one through httpx.AsyncClient on this machine
+(0.3-0.6 against 1.5-2.1 ms, bench/RESULTS.md, B8: bench/b8_clients.py), on the gateway's hot path; it speaks
+HTTP/1.1 only (LiteLLM's proxy calls OpenAI through it too).
 
 `upstream_call(coroutine)`: from the request's thread, waits for the coroutine's result. `upstream_future(coroutine)`:
 from another event loop (a stream's relay), an asyncio future of it.
