@@ -35,7 +35,7 @@ from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
-from gateway.upstream import upstream_call, upstream_future, upstream_session, upstream_timeout
+from gateway.upstream import upstream_call, upstream_future, upstream_post, upstream_timeout
 from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -274,8 +274,8 @@ def _ending(message: dict, choice: dict, body: dict) -> dict:
 
 
 async def _post(passing: Passing) -> tuple[int, object, bytes]:
-    async with upstream_session(passing.url).post(passing.url, data=passing.body, headers=_headers(passing),
-                                                  timeout=upstream_timeout()) as response:
+    async with upstream_post(passing.url, data=passing.body, headers=_headers(passing),
+                             timeout=upstream_timeout()) as response:
         return response.status, response.headers, await response.read()
 
 
@@ -325,8 +325,7 @@ def failure_response(ended: WorkflowExecution, *, model: str, headers: dict) -> 
 
 
 async def _open(passing: Passing) -> aiohttp.ClientResponse:
-    return await upstream_session(passing.url).post(passing.url, data=passing.body, headers=_headers(passing),
-                                                    timeout=upstream_timeout())
+    return await upstream_post(passing.url, data=passing.body, headers=_headers(passing), timeout=upstream_timeout())
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:

@@ -4,6 +4,8 @@ with exactly the records of any gateway call; key revocation and limit changes h
 are held to a key's requests per minute and a budget; an upstream that dies mid-stream or does not answer in time
 ends the call failed, accounted for."""
 import asyncio
+import base64
+import http.server
 import json
 import multiprocessing
 import socket
@@ -454,3 +456,55 @@ def test_item_46_an_upstream_process_killed_mid_stream_ends_the_stream_with_an_e
     execution = assert_recorded(execution_id, estimated=True)  # what it produced, estimated: no usage came
     assert (execution.status, execution.error_type) == ("failed", "provider_error")
     assert execution.output_data["content"] == streamed and execution.completion_tokens > 0
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that answers a chat completion itself, noting the request line and its credentials."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        length = int(self.headers["Content-Length"])
+        type(self).seen.append((self.requestline, self.headers.get("Proxy-Authorization"),
+                                json.loads(self.rfile.read(length))["model"]))
+        body = json.dumps({"id": "chatcmpl-proxied", "object": "chat.completion", "model": "gpt-4o-mini",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "via proxy"},
+                                        "finish_reason": "stop"}], "usage": USAGE}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 - (the provider's model list, asked in the background)
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_item_46_the_pass_through_goes_through_the_proxy_the_environment_names(in_process, settings, monkeypatch):
+    """HTTP_PROXY (with its credentials) and NO_PROXY as the openai SDK's client honours them, read once per
+    upstream (gateway.upstream): the call reaches its upstream through the proxy, a host NO_PROXY names directly."""
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _Proxy.seen = []
+    monkeypatch.setenv("HTTP_PROXY", f"http://gw%40user:s%3Acret@127.0.0.1:{proxy.server_port}")
+    monkeypatch.setenv("NO_PROXY", "exempt.invalid")
+    settings.OPENAI_BASE_URL = "http://proxied-upstream.invalid/v1"  # (a name no resolver knows: only the proxy)
+    try:
+        response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "via proxy"
+    credentials = "Basic " + base64.b64encode(b"gw@user:s:cret").decode()
+    assert _Proxy.seen == [("POST http://proxied-upstream.invalid/v1/chat/completions HTTP/1.1", credentials,
+                            "gpt-4o-mini")]
+    assert_recorded(response.headers["x-chatter-execution"])
+
+    settings.OPENAI_BASE_URL = "http://exempt.invalid/v1"  # NO_PROXY: asked directly, which cannot resolve it
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+    assert response.status_code == 502 and len(_Proxy.seen) == 1
+    assert "exempt.invalid" in WorkflowExecution.objects.latest("created_at").error_message
