@@ -210,9 +210,10 @@ def serve() -> dict | None:
         request = json.loads(line)
         if request["op"] == "status":  # asked once the child has ended (its pidfd said so)
             pid = request["pid"]
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)
             children.discard(pid)
-            reply({"returncode": os.waitstatus_to_exitcode(status)})
+            # its CPU time, with that of the processes it waited for (e.g. a qcluster's workers)
+            reply({"returncode": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime})
             continue
         env = request["env"]
         changed = sorted(k for k in loaded["env_read"] if env.get(k) != parent_env.get(k))
@@ -346,11 +347,15 @@ class Process:
     def __init__(self, launcher: "Launcher", pid: int, args: list[str]):
         self.launcher, self.pid, self.args = launcher, pid, args
         self.returncode: int | None = None
+        self.cpu: float | None = None  # seconds of CPU, once it has ended
         # The child stays a zombie until the parent is asked for its status: this pidfd is of the child.
         self.pidfd = os.pidfd_open(pid)
 
     def _reap(self) -> None:
-        self.returncode = self.launcher.request({"op": "status", "pid": self.pid})["returncode"]
+        global forked_cpu
+        answer = self.launcher.request({"op": "status", "pid": self.pid})
+        self.returncode, self.cpu = answer["returncode"], answer["cpu"]
+        forked_cpu += self.cpu
         os.close(self.pidfd)
 
     def poll(self) -> int | None:
@@ -428,6 +433,7 @@ _launcher: Launcher | None = None
 _unavailable: str | None = None
 # Over this pytest process: how many starts were forked, and why the others were not.
 forked = 0
+forked_cpu = 0.0  # seconds, of those that have ended
 fallbacks: dict[str, int] = {}
 
 
@@ -541,7 +547,8 @@ def run(argv: list, *, cwd: Path | str, env: dict, input: str | bytes | None = N
 
 def summary() -> list[str]:
     """Lines for pytest's summary: how the servers of this pytest process were started."""
-    lines = [f"processes forked from tests/launcher.py: {forked}"] if forked else []
+    lines = [f"processes forked from tests/launcher.py: {forked} ({forked_cpu:.1f} s of CPU those ended used)"
+             ] if forked else []
     lines += [f"NOT FORKED ({count}, started by subprocess): {reason}" for reason, count in fallbacks.items()]
     return lines
 

@@ -210,3 +210,13 @@ def test_item_24_a_command_that_cannot_be_forked_is_run_by_subprocess_loudly(tmp
     assert done.returncode == 2 and json.loads(done.stdout)["line"] == "x\n"
     assert done.stderr == "to stderr\n"  # the fallback is said on pytest's stderr, not in the command's output
     assert list(launcher.fallbacks.values()) == [1]
+
+
+@pytest.mark.one_database
+def test_item_24_a_forked_process_reports_the_cpu_it_used(tmp_path):
+    script = "import time\nwhile time.process_time() < 0.3:\n    pass\n"  # burns 0.3 s of CPU, however long it takes
+    process = launcher.launch([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ),
+                              log=tmp_path / "cpu.log")
+    assert isinstance(process, launcher.Process), "not forked: see the warning"
+    assert process.cpu is None and process.wait(60) == 0
+    assert 0.3 <= process.cpu < 30  # its own, from its exit status (the summary adds them up)
