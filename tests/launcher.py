@@ -278,13 +278,12 @@ def become(start: dict) -> None:
             sys.path[0] = start["cwd"]
             runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
         elif argv[1] == "-c":
+            import builtins
             import types
+            from importlib.machinery import BuiltinImporter
 
             sys.argv = ["-c", *argv[3:]]
             sys.path[0] = ""  # as the interpreter's for -c: the current directory
-            import builtins
-            from importlib.machinery import BuiltinImporter
-
             main = types.ModuleType("__main__")  # as the interpreter's for -c
             main.__loader__, main.__annotations__, main.__builtins__ = BuiltinImporter, {}, builtins
             sys.modules["__main__"] = main
@@ -342,7 +341,8 @@ class NotForked(UserWarning):
 
 
 class Process:
-    """A forked child, as a test uses a subprocess.Popen: the parent reaps it and reports its exit status."""
+    """A forked child, as a test uses a subprocess.Popen: the parent reaps it and reports its exit status and the
+    CPU time it used."""
 
     def __init__(self, launcher: "Launcher", pid: int, args: list[str]):
         self.launcher, self.pid, self.args = launcher, pid, args
@@ -463,7 +463,7 @@ def prestart() -> None:
         atexit.register(_launcher.close)
 
 
-def _start(start: dict, argv: list, fallback) -> "Process | subprocess.Popen | subprocess.CompletedProcess":
+def _fork(start: dict, argv: list, fallback) -> "Process | subprocess.Popen | subprocess.CompletedProcess":
     """Forks `start` from the launcher; where it cannot be, says why (stderr, pytest's warnings summary) and calls
     `fallback(message)`, which starts it by subprocess."""
     global forked
@@ -501,7 +501,7 @@ def launch(argv: list, *, cwd: Path, env: dict, log: Path,
             return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                     stderr=subprocess.STDOUT, start_new_session=new_session)
 
-    return _start(start, argv, popen)
+    return _fork(start, argv, popen)
 
 
 def run(argv: list, *, cwd: Path | str, env: dict, input: str | bytes | None = None, timeout: float | None = None,
@@ -525,7 +525,7 @@ def run(argv: list, *, cwd: Path | str, env: dict, input: str | bytes | None = N
             return subprocess.run(argv, cwd=cwd, env=env, input=input, timeout=timeout, capture_output=True,
                                   text=text, stdin=None if input is not None else subprocess.DEVNULL)
 
-        process = _start(start, argv, subprocess_run)
+        process = _fork(start, argv, subprocess_run)
         if isinstance(process, subprocess.CompletedProcess):
             return process
 
@@ -546,7 +546,7 @@ def run(argv: list, *, cwd: Path | str, env: dict, input: str | bytes | None = N
 
 
 def summary() -> list[str]:
-    """Lines for pytest's summary: how the servers of this pytest process were started."""
+    """Lines for pytest's summary: how the processes of this pytest process were started."""
     lines = [f"processes forked from tests/launcher.py: {forked} ({forked_cpu:.1f} s of CPU those ended used)"
              ] if forked else []
     lines += [f"NOT FORKED ({count}, started by subprocess): {reason}" for reason, count in fallbacks.items()]
@@ -560,6 +560,6 @@ if __name__ == "__main__":
         _asked = json.loads(sys.stdin.read())
         print(json.dumps(preload(_asked["names"], set(_asked["real"]))))
     else:
-        _start = serve()
-        if _start is not None:
-            become(_start)
+        _request = serve()
+        if _request is not None:
+            become(_request)
