@@ -299,8 +299,7 @@ class PrivatePostgres:
         return server_env(self.tmp_path, DATABASE_URL=self.url, REDIS_URL=self.redis_url, **extra)
 
     def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True,
-                              text=True, timeout=600)
+        done = launcher.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

@@ -1,11 +1,14 @@
-"""Server processes for tests, forked from a parent that has imported their environment-independent modules once.
+"""Python processes for tests, forked from a parent that has imported their environment-independent modules once.
 
-A daphne server or `manage.py qcluster` worker spends most of its start importing modules (~1.5 s of CPU). Most of
-them do not depend on the process's environment: third-party libraries and `engine/`. Each pytest process keeps one
-long-lived parent (`python -m tests.launcher`) that imported them at its start, and asks it to fork a child per
-server start; the child takes that start's environment, cwd, argv and log file and runs the program as `python -m
-daphne ...` or `python manage.py ...` would (runpy). The test keeps a `Process` handle: `pid`, `poll`, `wait`,
-`terminate`, `kill`, `returncode`, as subprocess.Popen's.
+A daphne server, a `manage.py qcluster` worker or a `manage.py <command>` spends most of its start importing modules
+(~1.5 s of CPU). Most of them do not depend on the process's environment: third-party libraries and `engine/`. Each
+pytest process keeps one long-lived parent (`python -m tests.launcher`) that imported them at its start, and asks it
+to fork a child per start; the child takes that start's environment, cwd, argv and standard streams and runs the
+program as `python -m module ...`, `python script ...` (runpy) or `python -c code ...` would. Two calls:
+- `launch(argv, cwd=, env=, log=)`: a server; returns at once a `Process` handle: `pid`, `poll`, `wait`,
+  `terminate`, `kill`, `returncode`, as subprocess.Popen's.
+- `run(argv, cwd=, env=, input=, timeout=)`: a command run to completion; returns a subprocess.CompletedProcess
+  (stdout, stderr, returncode), as subprocess.run(..., capture_output=True) would.
 
 What keeps a child the same as a process started from scratch:
 - Django's settings are never configured in the parent (it has no DJANGO_SETTINGS_MODULE): a module that reads a
@@ -15,11 +18,16 @@ What keeps a child the same as a process started from scratch:
 - Startup variables (PYTHON*, LD_*) act when an interpreter starts: a start that differs in one is not forked.
 - Before each fork the parent checks it runs one thread and holds no descriptors but its own pipes, and that no
   module installed Twisted's reactor.
-- A child is in the parent's process group, which is pytest's: stopping the group stops the servers too.
+- A child is in the parent's process group, which is pytest's: stopping the group stops the servers too; or, given
+  `new_session`, in a session of its own (as Popen's start_new_session), for a test that ends it with os.killpg.
 - Signals are the program's own: SIGTERM reaches daphne or qcluster as it would reach them started alone.
 
 A start that cannot be forked (the parent would not start or died, or one of the checks above failed) falls back to
-subprocess.Popen, said in the server's log, on stderr and in pytest's summary.
+subprocess.Popen (launch, said in the server's log) or subprocess.run (run), said on stderr, in pytest's warnings
+summary and in its terminal summary.
+
+Not for a start whose check is about the interpreter's own start: which modules it imported (the parent's are
+there already), `-X` options or startup variables, or a command a user types (a shell script, `make run`).
 
 The parent forks and reaps (it answers one request at a time); the test side waits on a pidfd of the child and asks
 the parent for the exit status once the child has ended.
@@ -34,9 +42,11 @@ copies it). A list gone stale (a module on it fails to import) makes every start
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,9 +210,10 @@ def serve() -> dict | None:
         request = json.loads(line)
         if request["op"] == "status":  # asked once the child has ended (its pidfd said so)
             pid = request["pid"]
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)
             children.discard(pid)
-            reply({"returncode": os.waitstatus_to_exitcode(status)})
+            # its CPU time, with that of the processes it waited for (e.g. a qcluster's workers)
+            reply({"returncode": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime})
             continue
         env = request["env"]
         changed = sorted(k for k in loaded["env_read"] if env.get(k) != parent_env.get(k))
@@ -241,12 +252,17 @@ def _stop_children(children: set[int]) -> None:
         time.sleep(0.05)
 
 
-def run(start: dict) -> None:
-    """In the child: becomes the start's program, as the interpreter would have run it."""
-    log = os.open(start["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+def become(start: dict) -> None:
+    """In the child: becomes the start's program, as the interpreter would have run it: `python -m module ...`,
+    `python script ...` or `python -c code ...`, with its own standard streams, session, cwd and environment."""
+    if start.get("new_session"):
+        os.setsid()  # as Popen's start_new_session: the test may end the child's group with os.killpg
+    for fd, path, flags in ((0, start.get("stdin") or os.devnull, os.O_RDONLY),
+                            (1, start["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+                            (2, start["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)):
+        opened = os.open(path, flags, 0o644)
+        os.dup2(opened, fd)
+        os.close(opened)
     os.chdir(start["cwd"])
     os.environ.clear()
     os.environ.update(start["env"])
@@ -256,14 +272,33 @@ def run(start: dict) -> None:
     argv = start["argv"]
     import runpy
 
-    if argv[1] == "-m":
-        sys.argv = [argv[2], *argv[3:]]
-        sys.path[0] = start["cwd"]
-        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = argv[1:]
-        sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
-        runpy.run_path(argv[1], run_name="__main__")
+    try:
+        if argv[1] == "-m":
+            sys.argv = [argv[2], *argv[3:]]
+            sys.path[0] = start["cwd"]
+            runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        elif argv[1] == "-c":
+            import builtins
+            import types
+            from importlib.machinery import BuiltinImporter
+
+            sys.argv = ["-c", *argv[3:]]
+            sys.path[0] = ""  # as the interpreter's for -c: the current directory
+            main = types.ModuleType("__main__")  # as the interpreter's for -c
+            main.__loader__, main.__annotations__, main.__builtins__ = BuiltinImporter, {}, builtins
+            sys.modules["__main__"] = main
+            exec(compile(argv[2], "<string>", "exec"), main.__dict__)  # noqa: S102 - the start's program
+        else:
+            sys.argv = argv[1:]
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
+            runpy.run_path(argv[1], run_name="__main__")
+    except Exception as error:  # noqa: BLE001 - an uncaught exception, reported as the interpreter does
+        # its traceback from the program's first frame on (not this module's and runpy's), exit status 1
+        trace = error.__traceback__
+        while trace is not None and trace.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+            trace = trace.tb_next
+        sys.excepthook(type(error), error.with_traceback(trace), trace)  # (it prints the exception's own)
+        sys.exit(1)
 
 
 def write_modules() -> None:
@@ -306,16 +341,21 @@ class NotForked(UserWarning):
 
 
 class Process:
-    """A forked child, as a test uses a subprocess.Popen: the parent reaps it and reports its exit status."""
+    """A forked child, as a test uses a subprocess.Popen: the parent reaps it and reports its exit status and the
+    CPU time it used."""
 
     def __init__(self, launcher: "Launcher", pid: int, args: list[str]):
         self.launcher, self.pid, self.args = launcher, pid, args
         self.returncode: int | None = None
+        self.cpu: float | None = None  # seconds of CPU, once it has ended
         # The child stays a zombie until the parent is asked for its status: this pidfd is of the child.
         self.pidfd = os.pidfd_open(pid)
 
     def _reap(self) -> None:
-        self.returncode = self.launcher.request({"op": "status", "pid": self.pid})["returncode"]
+        global forked_cpu
+        answer = self.launcher.request({"op": "status", "pid": self.pid})
+        self.returncode, self.cpu = answer["returncode"], answer["cpu"]
+        forked_cpu += self.cpu
         os.close(self.pidfd)
 
     def poll(self) -> int | None:
@@ -393,6 +433,7 @@ _launcher: Launcher | None = None
 _unavailable: str | None = None
 # Over this pytest process: how many starts were forked, and why the others were not.
 forked = 0
+forked_cpu = 0.0  # seconds, of those that have ended
 fallbacks: dict[str, int] = {}
 
 
@@ -422,12 +463,10 @@ def prestart() -> None:
         atexit.register(_launcher.close)
 
 
-def launch(argv: list[str], *, cwd: Path, env: dict, log: Path) -> "Process | subprocess.Popen":
-    """`argv` (`python -m module ...` or `python script ...`) run in `cwd` with `env`, its output into `log`:
-    forked from the launcher, or, where it cannot be, started by subprocess.Popen (said on stderr and in `log`)."""
+def _fork(start: dict, argv: list, fallback) -> "Process | subprocess.Popen | subprocess.CompletedProcess":
+    """Forks `start` from the launcher; where it cannot be, says why (stderr, pytest's warnings summary) and calls
+    `fallback(message)`, which starts it by subprocess."""
     global forked
-    start = {"op": "start", "argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "log": str(log)}
-    log.write_bytes(b"")  # as Popen's stdout=log.open("w"), before the child appends to it
     try:
         current = launcher()
         sys.audit("tests.launcher.fork", argv[0], argv)  # a process start, for tests/server_marker.py
@@ -439,18 +478,78 @@ def launch(argv: list[str], *, cwd: Path, env: dict, log: Path) -> "Process | su
         return Process(current, answer["pid"], start["argv"])
     reason = answer["refused"]
     fallbacks[reason] = fallbacks.get(reason, 0) + 1
-    message = f"tests/launcher.py: not forked, started by subprocess.Popen: {reason}"
+    message = f"tests/launcher.py: not forked, started by subprocess: {reason}"
     print(message, file=sys.stderr)
-    warnings.warn(message, NotForked, stacklevel=2)  # in pytest's warnings summary, also from xdist's workers
-    with log.open("w") as output:
-        output.write(message + "\n")
-        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+    warnings.warn(message, NotForked, stacklevel=3)  # in pytest's warnings summary, also from xdist's workers
+    return fallback(message)
+
+
+def launch(argv: list, *, cwd: Path, env: dict, log: Path,
+           new_session: bool = False) -> "Process | subprocess.Popen":
+    """A server: `argv` (`python -m module ...`, `python script ...` or `python -c code ...`) run in `cwd` with
+    `env`, its stdout and stderr into `log`, its stdin /dev/null, in a session of its own if `new_session` (as
+    Popen's start_new_session). Forked from the launcher, or, where it cannot be, started by subprocess.Popen (said
+    on stderr and in `log`). Returns at once, with a handle as Popen's."""
+    start = {"op": "start", "argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "stdout": str(log),
+             "stderr": str(log), "new_session": new_session}
+    log.write_bytes(b"")  # as Popen's stdout=log.open("w"), before the child appends to it
+
+    def popen(message: str) -> subprocess.Popen:
+        with log.open("w") as output:
+            output.write(message + "\n")
+            output.flush()
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=new_session)
+
+    return _fork(start, argv, popen)
+
+
+def run(argv: list, *, cwd: Path | str, env: dict, input: str | bytes | None = None, timeout: float | None = None,
+        text: bool = True) -> subprocess.CompletedProcess:
+    """A command run to completion, as subprocess.run(argv, cwd=cwd, env=env, input=input, timeout=timeout,
+    capture_output=True, text=text) runs it under pytest (whose stdin is /dev/null): `argv` is `python -m module
+    ...`, `python script ...` or `python -c code ...`. Its stdout and stderr go to files of their own, read once it
+    has ended; `input` is its stdin (else /dev/null); past `timeout` seconds it is killed and TimeoutExpired raised
+    with what it printed. A non-zero exit status is the caller's to check (returncode). Forked from the launcher,
+    or, where it cannot be, run by subprocess.run: said on stderr and in pytest's warnings summary, not in the
+    command's own output."""
+    scratch = Path(tempfile.mkdtemp(prefix="tests-launcher-run-"))
+    try:
+        start = {"op": "start", "argv": [str(a) for a in argv], "cwd": str(cwd), "env": env,
+                 "stdout": str(scratch / "stdout"), "stderr": str(scratch / "stderr"), "stdin": None}
+        if input is not None:
+            (scratch / "stdin").write_bytes(input.encode() if isinstance(input, str) else input)
+            start["stdin"] = str(scratch / "stdin")
+
+        def subprocess_run(message: str) -> subprocess.CompletedProcess:
+            return subprocess.run(argv, cwd=cwd, env=env, input=input, timeout=timeout, capture_output=True,
+                                  text=text, stdin=None if input is not None else subprocess.DEVNULL)
+
+        process = _fork(start, argv, subprocess_run)
+        if isinstance(process, subprocess.CompletedProcess):
+            return process
+
+        def output(name: str) -> str | bytes:
+            data = (scratch / name).read_bytes() if (scratch / name).exists() else b""
+            # as subprocess's text mode: the locale's encoding, universal newlines
+            return io.TextIOWrapper(io.BytesIO(data)).read() if text else data
+
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise subprocess.TimeoutExpired(start["argv"], timeout, output("stdout"), output("stderr")) from None
+        return subprocess.CompletedProcess(start["argv"], process.returncode, output("stdout"), output("stderr"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def summary() -> list[str]:
-    """Lines for pytest's summary: how the servers of this pytest process were started."""
-    lines = [f"server processes forked from tests/launcher.py: {forked}"] if forked else []
-    lines += [f"NOT FORKED ({count}, started by subprocess.Popen): {reason}" for reason, count in fallbacks.items()]
+    """Lines for pytest's summary: how the processes of this pytest process were started."""
+    lines = [f"processes forked from tests/launcher.py: {forked} ({forked_cpu:.1f} s of CPU those ended used)"
+             ] if forked else []
+    lines += [f"NOT FORKED ({count}, started by subprocess): {reason}" for reason, count in fallbacks.items()]
     return lines
 
 
@@ -461,6 +560,6 @@ if __name__ == "__main__":
         _asked = json.loads(sys.stdin.read())
         print(json.dumps(preload(_asked["names"], set(_asked["real"]))))
     else:
-        _start = serve()
-        if _start is not None:
-            run(_start)
+        _request = serve()
+        if _request is not None:
+            become(_request)

@@ -5,7 +5,6 @@ signal (a bare update, bulk_create, bulk_update) renews the memo, so none leaves
 with the memo's version in the shared cache and in the database (the default cache, a process's own)."""
 import ast
 import re
-import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +23,7 @@ from gateway.limits import key_limits_of, key_limits_set
 from gateway.models import KeyLimits
 from keys.models import ApiToken
 from keys.services import api_token_get
+from tests import launcher
 from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.fixtures_server import server_env
 from workflows.services.run_requests import ChatRequest
@@ -274,8 +274,8 @@ def test_item_48_a_change_made_by_another_process_is_seen_at_the_next_call(setti
     assert _reads(call) == ((revoked.pk, 5, []), 0)  # from this process's memo
     env = server_env(tmp_path)
     env.pop("REDIS_URL", None)  # (its version in the database too)
-    done = subprocess.run([sys.executable, "-c", _ANOTHER_PROCESS, str(revoked.pk), str(limited.pk), str(budget.pk)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = launcher.run([sys.executable, "-c", _ANOTHER_PROCESS, str(revoked.pk), str(limited.pk), str(budget.pk)],
+                        cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert call() == (None, 2, [budget.pk])
 

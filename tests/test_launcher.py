@@ -1,9 +1,12 @@
-"""tests/launcher.py (issue 43 item 24): server processes forked from a parent that preloaded their modules behave
-as processes started alone: each takes its own environment, cwd, argv and log; the parent configured no settings,
-runs no thread and holds no descriptor a child would inherit; a child is in pytest's process group; signals and
-exit statuses reach the test as subprocess.Popen's do; a start the parent cannot fork is started by Popen, loudly."""
+"""tests/launcher.py (issue 43 item 24): processes forked from a parent that preloaded their modules behave as
+processes started alone: each takes its own environment, cwd, argv and log; the parent configured no settings,
+runs no thread and holds no descriptor a child would inherit; a child is in pytest's process group (or a session
+of its own, asked for); signals and exit statuses reach the test as subprocess.Popen's do; a command run to
+completion gives what subprocess.run gives (its output, exit status, input, timeout, traceback); a start the
+parent cannot fork is started by subprocess, loudly."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,8 +46,6 @@ def _output(tmp_path, name: str) -> list[str]:
 
 @pytest.mark.one_database  # the launcher's own behaviour: no database
 def test_item_24_a_child_runs_its_program_with_its_own_environment_cwd_argv_and_log(tmp_path):
-    import json
-
     process = _start(tmp_path, "exit", "3", MARKER="first")
     assert isinstance(process, launcher.Process), "not forked: see the warning"
     assert process.wait(30) == 3 and process.returncode == 3 and process.poll() == 3
@@ -104,3 +105,118 @@ def test_item_24_two_servers_forked_from_one_parent_answer_with_their_own_settin
     for server in (local, other):
         server.process.terminate()
         assert server.process.wait(30) == 0  # daphne's clean shutdown on SIGTERM
+
+
+# What a `python -c` command sees of its own start, printed on stdout and stderr, its input echoed, its exit status
+# its first argument: the same forked and started by subprocess.run.
+COMMAND = """
+import json, os, sys, threading
+line = sys.stdin.readline()
+print(json.dumps({"name": __name__, "argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(), "line": line,
+                  "marker": os.environ.get("MARKER"), "threads": threading.active_count(), "pgrp": os.getpgrp(),
+                  "main": {k: repr(v) for k, v in vars(sys.modules["__main__"]).items()},
+                  "fds": sorted(os.listdir("/proc/self/fd")), "tty": sys.stdin.isatty() or sys.stdout.isatty()}))
+print("to stderr", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.one_database
+def test_item_24_a_command_run_to_completion_gives_what_subprocess_run_gives(tmp_path, monkeypatch):
+    monkeypatch.setattr(launcher, "fallbacks", {})
+    before = launcher.forked
+    env = {**os.environ, "MARKER": "mine"}
+    argv = [sys.executable, "-c", COMMAND, "5", "more"]
+
+    forked = launcher.run(argv, cwd=tmp_path, env=env, input="typed\r\nnext\n", timeout=60)
+    alone = subprocess.run(argv, cwd=tmp_path, env=env, input="typed\r\nnext\n", timeout=60, capture_output=True,
+                           text=True)
+
+    assert launcher.forked == before + 1 and launcher.fallbacks == {}
+    assert isinstance(forked, subprocess.CompletedProcess) and forked.args == argv
+    assert forked.returncode == alone.returncode == 5
+    assert forked.stdout == alone.stdout and forked.stderr == alone.stderr == "to stderr\n"
+    seen = json.loads(forked.stdout)
+    assert seen["argv"] == ["-c", "5", "more"] and seen["path0"] == "" and seen["cwd"] == str(tmp_path)
+    assert seen["line"] == "typed\r\n" and seen["marker"] == "mine"
+    assert seen["main"]["__name__"] == "'__main__'" and seen["main"]["__spec__"] == "None"
+    assert seen["threads"] == 1 and seen["fds"] == ["0", "1", "2", "3"] and seen["tty"] is False
+    no_input = launcher.run(argv[:3] + ["0"], cwd=tmp_path, env=env, text=False)
+    assert no_input.returncode == 0 and json.loads(no_input.stdout)["line"] == ""  # stdin: /dev/null
+    assert isinstance(no_input.stdout, bytes) and no_input.stderr == b"to stderr\n"
+
+
+@pytest.mark.one_database
+def test_item_24_a_manage_py_command_runs_forked_with_its_own_settings(tmp_path):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatter_project.settings", "SECRET_KEY": "k",
+           "CHATTER_VAR_DIR": str(tmp_path), "CHATTER_MAX_CONCURRENT_RUNS": "lots"}
+    env.pop("DEBUG", None)
+    refused = launcher.run([sys.executable, "manage.py", "check"], cwd=launcher.ROOT, env=env, timeout=120)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.splitlines()[-1] == ("django.core.exceptions.ImproperlyConfigured: "
+                                               "CHATTER_MAX_CONCURRENT_RUNS must be an integer, got 'lots'")
+    env["CHATTER_MAX_CONCURRENT_RUNS"] = "3"
+    done = launcher.run([sys.executable, "manage.py", "check"], cwd=launcher.ROOT, env=env, timeout=120)
+    assert done.returncode == 0 and "System check identified no issues" in done.stdout, done.stderr
+
+
+@pytest.mark.one_database
+def test_item_24_an_uncaught_exception_is_reported_as_the_interpreter_does(tmp_path):
+    argv = [sys.executable, "-c", "import json\ndef fail():\n    json.loads('{')\nfail()\n"]
+    forked = launcher.run(argv, cwd=tmp_path, env=dict(os.environ), timeout=60)
+    alone = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert forked.returncode == alone.returncode == 1 and forked.stdout == ""
+    assert forked.stderr == alone.stderr  # from the program's first frame: none of the launcher's or runpy's
+    assert forked.stderr.startswith('Traceback (most recent call last):\n  File "<string>", line 4, in <module>\n')
+
+
+@pytest.mark.one_database
+def test_item_24_a_command_past_its_timeout_is_killed_with_what_it_printed(tmp_path):
+    script = "import os, signal\nprint('started', os.getpid(), flush=True)\nsignal.pause()\n"
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        launcher.run([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), timeout=3)
+    said, pid = expired.value.output.split()
+    assert expired.value.timeout == 3 and said == "started" and expired.value.stderr == ""
+    assert not os.path.exists(f"/proc/{pid}")  # killed and reaped, as subprocess.run's
+
+
+@pytest.mark.one_database
+def test_item_24_a_server_in_a_session_of_its_own_ends_with_its_group(tmp_path):
+    process = _start_in_session(tmp_path)
+    assert isinstance(process, launcher.Process), "not forked: see the warning"
+    assert os.getsid(process.pid) == process.pid and os.getpgid(process.pid) == process.pid != os.getpgrp()
+    os.killpg(process.pid, signal.SIGKILL)  # as a test that kills a worker and the processes it started
+    assert process.wait(30) == -signal.SIGKILL
+
+
+def _start_in_session(tmp_path) -> launcher.Process | subprocess.Popen:
+    import time
+
+    script = "import signal\nprint('waiting', flush=True)\nsignal.pause()\n"
+    process = launcher.launch([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ),
+                              log=tmp_path / "session.log", new_session=True)
+    deadline = time.monotonic() + 30
+    while "waiting" not in _output(tmp_path, "session") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process
+
+
+@pytest.mark.one_database
+def test_item_24_a_command_that_cannot_be_forked_is_run_by_subprocess_loudly(tmp_path, monkeypatch):
+    monkeypatch.setattr(launcher, "fallbacks", {})
+    argv = [sys.executable, "-c", COMMAND, "2"]
+    with pytest.warns(launcher.NotForked, match="HOME"):
+        done = launcher.run(argv, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)}, input="x\n", timeout=60)
+    assert done.returncode == 2 and json.loads(done.stdout)["line"] == "x\n"
+    assert done.stderr == "to stderr\n"  # the fallback is said on pytest's stderr, not in the command's output
+    assert list(launcher.fallbacks.values()) == [1]
+
+
+@pytest.mark.one_database
+def test_item_24_a_forked_process_reports_the_cpu_it_used(tmp_path):
+    script = "import time\nwhile time.process_time() < 0.3:\n    pass\n"  # burns 0.3 s of CPU, however long it takes
+    process = launcher.launch([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ),
+                              log=tmp_path / "cpu.log")
+    assert isinstance(process, launcher.Process), "not forked: see the warning"
+    assert process.cpu is None and process.wait(60) == 0
+    assert 0.3 <= process.cpu < 30  # its own, from its exit status (the summary adds them up)

@@ -8,12 +8,12 @@ the while): what they check is what the module makes of the environment, and a p
 (issue 43 item 24)."""
 import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from tests import launcher
 
 pytestmark = pytest.mark.one_database  # settings are read under an environment of their own, with its database
 
@@ -30,8 +30,8 @@ def environment(tmp_path, **env) -> dict[str, str]:
 
 
 def start(tmp_path, *, then: str = "", **env):
-    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {then}"], cwd=ROOT,
-                          env=environment(tmp_path, **env), capture_output=True, text=True, timeout=60)
+    return launcher.run([sys.executable, "-c", f"import django; django.setup(); {then}"], cwd=ROOT,
+                        env=environment(tmp_path, **env), timeout=60)
 
 
 def settings_under(tmp_path, **env) -> dict:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from tests import launcher
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.otlp_receiver import OTLPReceiver
@@ -175,9 +176,9 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     worker_env = {**tracing_env(receiver, session_openai_stub), "CHATTER_WEBHOOK_ALLOWED_NETWORKS": RECEIVER_NETWORK,
                   "CHATTER_WEBHOOK_SECRET": "whsec-test"}
     env = server_env(tmp_path, **worker_env)
-    tick = subprocess.run([sys.executable, "-c", "import django; django.setup(); "
-                           "from workflows.tasks import schedules_run_due_task; print(schedules_run_due_task())"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    tick = launcher.run([sys.executable, "-c", "import django; django.setup(); "
+                         "from workflows.tasks import schedules_run_due_task; print(schedules_run_due_task())"],
+                        cwd=ROOT, env=env, timeout=60)
     assert tick.stdout.strip() == "1", tick.stderr
     execution = WorkflowExecution.objects.get(schedule=schedule)
     assert execution.status == "pending" and len(execution.trace_id) == 32

@@ -13,6 +13,7 @@ from audit import statements
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import CHAIN_LOCK_KEY, audit_fields, audit_queue, audit_queue_flush, audit_record
+from tests import launcher
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.postgres
@@ -226,14 +227,13 @@ def test_concurrent_runs_queue_and_every_row_ends_in_one_linear_chain():
 @pytest.mark.django_db(transaction=True)
 def test_a_command_that_ran_a_run_leaves_its_rows_in_the_chain_when_it_exits(alice, tmp_path):
     """The process's chainer appends what it queued before the process ends (no writer has to come by later)."""
-    import subprocess
     import sys
 
     from tests.fixtures_server import ROOT, server_env
     from workflows.models import WorkflowExecution
 
-    done = subprocess.run([sys.executable, "manage.py", "chat", "What is 12*7?", "--user", alice.username],
-                          cwd=ROOT, env=server_env(tmp_path), capture_output=True, text=True, timeout=120)
+    done = launcher.run([sys.executable, "manage.py", "chat", "What is 12*7?", "--user", alice.username],
+                        cwd=ROOT, env=server_env(tmp_path), timeout=120)
 
     assert done.returncode == 0, done.stdout + done.stderr
     execution = WorkflowExecution.objects.get()

@@ -3,12 +3,12 @@ of the owner's topic, here at once and in another process through the layer, in 
 hand-off carries; a process receives only the topics its readers watch."""
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 
 import pytest
 
+from tests import launcher
 from workflows.hub import Hub, execution_topic, user_topic
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
@@ -96,8 +96,7 @@ async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything
         "[hub.publish([{'event': 'node_started', 'execution_id': 'exiting-run', 'seq': seq, 'ts': '', "
         "'data': {}}], owner_id=11) for seq in range(1, 201)]"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "DEBUG": "1"})
+    done = launcher.run([sys.executable, "-c", script], cwd=os.getcwd(), env={**os.environ, "DEBUG": "1"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert [e["seq"] for e in await received(watched, 200)] == list(range(1, 201))
 

@@ -1,13 +1,13 @@
 """Events raised in one process reach websocket clients of another, through Redis (docs/operations/scale-out.md)."""
 import json
 import os
-import subprocess
 import sys
 import threading
 
 import pytest
 from websockets.sync.client import connect
 
+from tests import launcher
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -38,11 +38,10 @@ def test_a_run_in_a_command_process_reaches_a_websocket_client_of_a_daphne_proce
     listener = threading.Thread(target=listen)
     listener.start()
     assert subscribed.wait(15)
-    command = subprocess.run(
+    command = launcher.run(
         [sys.executable, "manage.py", "run_workflow", "--template", "universal_chat", "--user", "alice",
          "--input", '{"message": "What is 12*7?"}'],
-        cwd=ROOT, env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="5"), capture_output=True, text=True,
-        timeout=120,
+        cwd=ROOT, env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="5"), timeout=120,
     )
     assert command.returncode == 0, command.stderr
     listener.join(60)

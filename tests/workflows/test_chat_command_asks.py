@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from tests import launcher
 from tests.api.test_human_input import ASKING
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def chat(tmp_path, typed: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", "chat", "hello", "--template", "asking", "--user", "alice"],
-                          cwd=ROOT, env=server_env(tmp_path), input=typed, capture_output=True, text=True, timeout=60)
+    return launcher.run([sys.executable, "manage.py", "chat", "hello", "--template", "asking", "--user", "alice"],
+                        cwd=ROOT, env=server_env(tmp_path), input=typed, timeout=60)
 
 
 def test_it_asks_in_the_terminal_and_goes_on_with_the_answer(alice, tmp_path):

@@ -4,7 +4,6 @@ recorded before the crash are counted once; the call in flight is recorded from 
 as when a run ends so); a node that runs again makes new calls, recorded as such."""
 import os
 import signal
-import subprocess
 import sys
 from datetime import timedelta
 from io import StringIO
@@ -15,6 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from conversations.models import Message
+from tests import launcher
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all, assert_seq_gapless
@@ -52,10 +52,9 @@ def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_check
     assert response.status_code == 202, response.text
     execution_id = response.json()["id"]
     # Its own session, so SIGKILL reaches the whole cluster (django-q2 runs tasks in child processes).
-    log = (tmp_path / "qcluster-killed.log").open("w")
-    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-                              env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="400"),
-                              stdout=log, stderr=subprocess.STDOUT)
+    worker = launcher.launch([sys.executable, "manage.py", "qcluster"], cwd=ROOT, new_session=True,
+                             env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="400"),
+                             log=tmp_path / "qcluster-killed.log")
     try:
         answering = ExecutionEvent.objects.filter(execution_id=execution_id, event="node_started",
                                                   data__node_id="model")
@@ -63,7 +62,6 @@ def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_check
     finally:
         os.killpg(worker.pid, signal.SIGKILL)  # in the second model call, the first one recorded
         worker.wait(10)
-        log.close()
     execution = WorkflowExecution.objects.get(pk=execution_id)
     assert execution.status == "running" and execution.llm_calls == 1
     first_call = LLMCall.objects.get(execution=execution)

@@ -2,12 +2,12 @@
 naming the setting, the file and every problem, and never the value of a key (the engine's DeploymentsInvalid names
 the file and the problems; the app's start names the setting)."""
 import json
-import subprocess
 import sys
 
 import pytest
 
 from engine.routing import DeploymentsInvalid, deployments_load
+from tests import launcher
 from tests.fixtures_server import ROOT, server_env
 
 GOOD = {"cooldown_s": 10, "models": {
@@ -102,8 +102,7 @@ def test_a_process_does_not_start_with_a_bad_file(tmp_path):
     data["models"]["gpt-4o"]["deployments"][0]["weight"] = -2
     env = server_env(tmp_path, CHATTER_DEPLOYMENTS=write(tmp_path, data), **ENV)
 
-    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = launcher.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, timeout=120)
 
     assert done.returncode != 0
     assert f"CHATTER_DEPLOYMENTS ({env['CHATTER_DEPLOYMENTS']}): models.gpt-4o.deployments.0.weight" in done.stderr

@@ -4,7 +4,6 @@ run: usage kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q
 worker killed with SIGKILL."""
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -19,6 +18,7 @@ from audit.models import AuditEvent
 from audit.services import audit_queue_flush
 from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
+from tests import launcher
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
@@ -272,10 +272,9 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, shared
     execution_id = response.json()["id"]
 
     # Its own session, so SIGKILL reaches the whole cluster (django-q2 runs tasks in child processes).
-    log = (tmp_path / "qcluster-killed.log").open("w")
-    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-                              env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="400"),
-                              stdout=log, stderr=subprocess.STDOUT)
+    worker = launcher.launch([sys.executable, "manage.py", "qcluster"], cwd=ROOT, new_session=True,
+                             env=server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="400"),
+                             log=tmp_path / "qcluster-killed.log")
     try:
         answering = ExecutionEvent.objects.filter(execution_id=execution_id, event="node_started",
                                                   data__node_id="model")
@@ -284,7 +283,6 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, shared
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
-        log.close()
 
     execution = WorkflowExecution.objects.get(pk=execution_id)
     assert execution.status == "running" and execution.llm_calls == 1
@@ -318,10 +316,9 @@ def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_o
 
     # One worker process, busy streaming the first answer slowly: the cluster has taken the other two tasks too
     # (one waits in its internal queue, one in its pusher). Its own session, so SIGKILL reaches every process.
-    log = (tmp_path / "qcluster-killed.log").open("w")
-    doomed = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-                              env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300"),
-                              stdout=log, stderr=subprocess.STDOUT)
+    doomed = launcher.launch([sys.executable, "manage.py", "qcluster"], cwd=ROOT, new_session=True,
+                             env=server_env(tmp_path, CHATTER_WORKERS="1", CHATTER_LOCAL_TOKEN_DELAY_MS="300"),
+                             log=tmp_path / "qcluster-killed.log")
     try:
         assert wait_for(lambda: WorkflowExecution.objects.filter(pk=runs[0].pk, status="running").exists()
                         and OrmQ.objects.filter(lock__gt=timezone.now()).count() == 3), \
@@ -329,7 +326,6 @@ def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_o
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(10)
-        log.close()
     assert [WorkflowExecution.objects.get(pk=run.pk).status for run in runs] == ["running", "pending", "pending"]
     assert OrmQ.objects.filter(lock__gt=timezone.now() + timedelta(minutes=5)).count() == 3  # locked for `retry`
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from tests import launcher
 
 pytestmark = pytest.mark.one_database  # a file checked, no database read
 
@@ -47,14 +48,8 @@ def write_json(tmp_path: Path, value) -> Path:
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatter_project.test_settings"}
-    return subprocess.run(
-        [sys.executable, "manage.py", "validate_workflow", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return launcher.run([sys.executable, "manage.py", "validate_workflow", *args], cwd=PROJECT_ROOT, env=env,
+                        timeout=120)
 
 
 def test_it_prints_valid_for_a_valid_graph(tmp_path):
