@@ -1,11 +1,9 @@
 """The README's and the docs' examples, run as a reader pastes them, against a real server; and what the pages
 promise about themselves (every invariant said where it is named, every setting in the settings table)."""
-import fcntl
 import re
 import shlex
 import subprocess
 import time
-from contextlib import contextmanager
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
@@ -133,17 +131,21 @@ def experiments_ended(deadline_s: float = 120) -> list:
     return list(Experiment.objects.order_by("created_at"))
 
 
-@contextmanager
-def walkthrough_turn():
-    """Holds the checkout's walk-through lock: the pages write my-graph.json and bad.json where a reader pastes them
-    (the checkout), so two walk-throughs at once (make test's phases) would delete each other's files."""
-    (ROOT / "var").mkdir(exist_ok=True)
-    with open(ROOT / "var" / "readme-walkthrough.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+# What the walk-throughs write where a reader pastes them (the checkout's top level): never linked, so always written
+# into the test's own copy of the top level, even where a reader left one in the checkout.
+WRITTEN_BY_PAGES = frozenset({"my-graph.json", "bad.json"})
+
+
+def reader_checkout(tmp_path):
+    """The checkout as a reader's shell sees it (a link to each of its top-level entries, `manage.py`, `.venv`,
+    `examples/` among them) in a directory of the test's own: the files the pages write land there, so make test's
+    two phases walk through at the same time, neither deleting the other's files nor waiting for the other's turn."""
+    top = tmp_path / "checkout"
+    top.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in WRITTEN_BY_PAGES | {"var"}:
+            (top / entry.name).symlink_to(entry)
+    return top
 
 
 @pytest.mark.timeout(720)
@@ -158,22 +160,20 @@ def test_item_21_the_readme_then_every_docs_walkthrough_run_in_one_shell(server,
     assert pages[0][1].startswith("API=http://127.0.0.1:8000/api/v1;") and PASSWORD_PLACEHOLDER in pages[0][1]
     script = "set -euo pipefail\n" + "".join(f"printf '\\n=== %s\\n' '{name}'\n{walk}" for name, walk in pages)
     script = script.replace("http://127.0.0.1:8000", server.base_url).replace(PASSWORD_PLACEHOLDER, "alice-password")
-    with walkthrough_turn():  # the pages write files into the checkout: make test's other phase waits its turn
-        made_here = [name for name in ("my-graph.json", "bad.json") if not (ROOT / name).exists()]
-        worker = start_worker(tmp_path)
-        try:
-            done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                                  env=server_env(tmp_path))
-            experiments = experiments_ended()
-        finally:
-            stop_process(worker)
-            for name in made_here:
-                (ROOT / name).unlink(missing_ok=True)
+    checkout = reader_checkout(tmp_path)
+    worker = start_worker(tmp_path)
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=checkout,
+                              env=server_env(tmp_path))
+        experiments = experiments_ended()
+    finally:
+        stop_process(worker)
 
     shown = dict(re.findall(r"^=== (\S+)\n(.*?)(?=^=== |\Z)", done.stdout, flags=re.S | re.M))
     said = [line for line in done.stderr.splitlines() if not TOKEN_NOTICE.fullmatch(line)]
     assert done.returncode == 0 and said == [], (list(shown)[-1:], done.stdout[-3000:], done.stderr)
     assert list(shown) == [name for name, _ in pages]
+    assert WRITTEN_BY_PAGES <= {path.name for path in checkout.iterdir() if not path.is_symlink()}  # (not in ROOT)
     readme_says(shown["README.md"])
     for name, out in shown.items():  # a page's call that failed is a broken walk-through, but for what it shows
         refused = re.findall(r'"error":\{"code":"(\w+)"', out)

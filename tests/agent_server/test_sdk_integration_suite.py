@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 from django.db import connection
 
@@ -165,6 +166,9 @@ def test_langgraphs_sdk_integration_suite_passes_as_far_as_the_ratchet_says(daph
     name = f"sdk-integration-suite-{connection.vendor}"
     junit, log, table = (ARTIFACTS / f"{name}{suffix}" for suffix in (".xml", ".log", ".md"))
     junit.unlink(missing_ok=True)
+    # The suite's health probe gives the server 2 s: its first request (the URLconf, the graphs) can take longer on
+    # a busy machine (make test's four workers on two cores), and then every test skips. Answered once, it is warm.
+    assert httpx.get(f"{server.base_url}/langgraph/ok", timeout=60).status_code == 200
 
     # The key rides in the server URL's user part too: the SDK builds its websocket's URL from the server URL, and
     # that handshake carries no header of the suite's clients (the socket's client sends it as Basic credentials).

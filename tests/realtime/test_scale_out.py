@@ -31,7 +31,7 @@ from tests.fixtures_server import (
     server_env,
     start_daphne,
     start_worker,
-    stop_process,
+    stop_processes,
 )
 from tests.invariants import assert_all
 from workflows.events import events_publish
@@ -80,8 +80,7 @@ def cluster(transactional_db, tmp_path):
             _wait_listening(server)
         yield servers
     finally:
-        for process in processes:
-            stop_process(process)
+        stop_processes(processes)
 
 
 # --- websocket clients ---------------------------------------------------------------------------------------

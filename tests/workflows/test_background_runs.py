@@ -18,7 +18,7 @@ def wait_for(predicate, timeout=60.0):
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.2)
+        time.sleep(0.05)
     return False
 
 
@@ -49,7 +49,7 @@ def test_a_background_turn_is_accepted_then_run_by_a_worker(alice, shared_daphne
 
 def test_cancelling_a_pending_background_run_means_the_worker_never_runs_it(alice, shared_daphne_server, tmp_path,
                                                                            http):
-    from django_q.models import OrmQ
+    from django_q.models import OrmQ, Task
 
     server = shared_daphne_server()
     response = httpx.post(f"{server.base_url}/api/v1/chat/", headers=http, timeout=30,
@@ -62,7 +62,7 @@ def test_cancelling_a_pending_background_run_means_the_worker_never_runs_it(alic
     worker = start_worker(tmp_path)
     try:
         assert wait_for(lambda: not OrmQ.objects.exists(), timeout=60)  # the worker took the task...
-        time.sleep(1)
+        assert wait_for(lambda: Task.objects.exists(), timeout=60)  # ...and its result is saved: it has ended
     finally:
         stop_process(worker)
     execution = WorkflowExecution.objects.get(pk=execution_id)
