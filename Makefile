@@ -10,7 +10,7 @@ SERVICES_DIR := var/services
 help:
 	@echo "make run            migrate, seed, create a local admin, serve http://127.0.0.1:8000/ (PORT=, HOST=) and the worker"
 	@echo "make test           the whole suite on SQLite, then on PostgreSQL + Redis (started locally)"
-	@echo "make test-quick     pytest -m \"not server\" -n 2: the tests that start no process, on SQLite, 2 workers (ARGS= as for test)"
+	@echo "make test-quick     pytest -m \"not server and not fuzz\" -n 2: the tests that start no process, but the two fuzzers, on SQLite, 2 workers (ARGS= as for test)"
 	@echo "make services-up    start a local PostgreSQL + Redis in $(SERVICES_DIR) (source $(SERVICES_DIR)/env)"
 	@echo "make services-down  stop them"
 	@echo "make clean          remove caches, collected static files and test leftovers"
@@ -33,10 +33,11 @@ run: .venv
 test: .venv
 	scripts/test.sh $(ARGS)
 
-# The tests that start no server, worker, browser or CLI (tests/server_marker.py), once, on SQLite, on two
-# pytest-xdist workers (each with its own test database: chatter_project/test_settings.py).
+# The tests that start no server, worker, browser or CLI (tests/server_marker.py), but the two fuzzers (marked
+# `fuzz`: make test runs them), once, on SQLite, on two pytest-xdist workers (each with its own test database:
+# chatter_project/test_settings.py).
 test-quick: .venv
-	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m "not server" -n 2 $(ARGS)
+	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m "not server and not fuzz" -n 2 $(ARGS)
 
 services-up: .venv
 	scripts/services.sh start $(SERVICES_DIR)

@@ -36,7 +36,7 @@ from tests.surfaces import assert_surface_error
 
 # Transactional: the async views of /langgraph/ reach the ORM through database_sync_to_async, which closes the
 # connection between calls; the other views' requests are each rolled back to a savepoint instead.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fuzz]  # fuzz: not in make test-quick (pytest.ini)
 SURFACES = ("api/v1/", "langgraph/", "v1/")
 UNFUZZED = ("api/v1/schema/", "api/v1/docs/")  # read no input but ?format and ?lang; tests/api/test_schema.py
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

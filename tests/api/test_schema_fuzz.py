@@ -54,6 +54,7 @@ from schemathesis.checks import (
 
 from tests.factories import ApiTokenFactory, UserFactory
 
+pytestmark = pytest.mark.fuzz  # not in make test-quick (pytest.ini)
 OPENAPI = SchemaGenerator().get_schema(request=None, public=True)
 
 
