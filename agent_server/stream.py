@@ -43,10 +43,13 @@ def parse_last_event_id(value: str | None) -> tuple[int, int] | None:
 
 
 @database_sync_to_async
-def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool) -> dict:
+def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool, started: bool = False) -> dict:
+    """The run's values: its thread's (`started`: as they were when it started, whenever the frame is made: a
+    client that reads behind the run, or replays its log, sees its first values without its replies), or its
+    input (and, `ended`, its answer) for a run without a thread."""
     if conversation_id is not None:
         pk = uuid.UUID(str(conversation_id))
-        return thread_values(conversation_ids=[pk])[pk]
+        return thread_values(conversation_ids=[pk], replies_of=execution_id if started else None)[pk]
     messages = input_as_dicts(inputs)
     if ended:
         messages.append(ai_message_of_run(WorkflowExecution.objects.get(pk=execution_id)))
@@ -176,7 +179,7 @@ class FrameMaker:
         if "custom" in modes:
             out.append(("custom", envelope))
         if name in ("workflow_started", "workflow_resumed") and "values" in modes:
-            out.append(("values", await self._values(ended=False)))
+            out.append(("values", await self._values(ended=False, started=True)))
         if name == "workflow_started" and "events" in modes:
             out.append(("events", self._event("on_chain_start", "LangGraph", envelope, {"input": None})))
         if name == "node_started":
@@ -263,9 +266,9 @@ class FrameMaker:
                                   "message": data.get("error_message") or name}))
         return out
 
-    async def _values(self, *, ended: bool) -> dict:
+    async def _values(self, *, ended: bool, started: bool = False) -> dict:
         return await _state(execution_id=self.run_id, conversation_id=self.thread_id, inputs=self.inputs,
-                            ended=ended)
+                            ended=ended, started=started)
 
 
 async def langgraph_stream(feed: AsyncIterator[dict], *, maker: FrameMaker, resume: tuple[int, int] | None = None,

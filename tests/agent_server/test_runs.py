@@ -97,6 +97,23 @@ async def test_joining_a_runs_stream_resumes_after_the_last_event_id(server, ali
     assert len(replayed) - 2 == sum(1 for p in first if p.event == "updates")
 
 
+async def test_a_runs_first_values_are_its_threads_at_its_start_however_late_they_are_read(server, alice_key):
+    """The values of a run's start are the thread's as it started (its own user message, none of its replies),
+    also when the frame is made after the run has ended: a client reading behind the run (make test's SQLite phase
+    on three workers saw the whole answer in the first values) or replaying its log."""
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)  # ended before its stream is read
+    (run,) = await client.runs.list(thread["thread_id"])
+
+    replayed = [part async for part in client.runs.join_stream(thread["thread_id"], run["run_id"],
+                                                               stream_mode=["values"])]
+
+    values = [part.data for part in replayed if part.event == "values"]
+    assert [m["type"] for m in values[0]["messages"]] == ["human"]
+    assert [m["type"] for m in values[-1]["messages"]] == ["human", "ai", "tool", "ai"]
+
+
 def test_a_run_without_a_thread_keeps_its_accounting_on_the_run(server, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
 
