@@ -12,11 +12,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 PYTEST=.venv/bin/pytest
-# Each phase runs on pytest-xdist workers (CHATTER_TEST_WORKERS, 2 unless set; 1: no workers), a test file at a time
-# per worker: the tests mostly wait on servers they started, so four workers keep the two cores busy. Each worker
+# Each phase runs on pytest-xdist workers (CHATTER_TEST_WORKERS, 3 unless set; 1: no workers), a test file at a time
+# per worker: the tests often wait on servers they started, and with six workers in all the two cores idle about 4%
+# of the run (with four: 158% of two cores used, over 19 minutes; docs/development.md). Each worker
 # has its own test database, Redis database (chatter_project/test_settings.py) and shared servers. The workers take
 # the modules in collection order, the longest first (tests/conftest.py heaviest_first, tests/module_seconds.tsv).
-TEST_WORKERS=${CHATTER_TEST_WORKERS:-2}
+TEST_WORKERS=${CHATTER_TEST_WORKERS:-3}
 WORKERS=()
 [ "$TEST_WORKERS" -le 1 ] || WORKERS=(-n "$TEST_WORKERS" --dist loadfile --no-loadscope-reorder)
 SERVICES_ROOT=var/test-services
