@@ -16,7 +16,8 @@ def over_streamable_http(url: str, work, headers: dict | None = None):
     async def connected():
         async with httpx.AsyncClient(headers=headers or {}) as http, \
                 streamable_http_client(url, http_client=http) as (read, write, _):
-            async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=1)) as session:
+            # (a bound for a server that never answers, not a speed check: a loaded machine took over 1 s)
+            async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=30)) as session:
                 await session.initialize()
                 return await work(session)
     return asyncio.run(connected())
