@@ -49,7 +49,7 @@ def _state(*, execution_id, conversation_id, inputs: list[dict], ended: bool, st
     input (and, `ended`, its answer) for a run without a thread."""
     if conversation_id is not None:
         pk = uuid.UUID(str(conversation_id))
-        return thread_values(conversation_ids=[pk], replies_of=execution_id if started else None)[pk]
+        return thread_values(conversation_ids=[pk], at_start_of=execution_id if started else None)[pk]
     messages = input_as_dicts(inputs)
     if ended:
         messages.append(ai_message_of_run(WorkflowExecution.objects.get(pk=execution_id)))

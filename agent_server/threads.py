@@ -81,20 +81,20 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
     return statuses, interrupts
 
 
-def graph_thread_values(thread_id: str, *, started=None) -> dict | None:
+def graph_thread_values(thread_id: str, *, at_start_of=None) -> dict | None:
     """The state a thread that keeps its graph's holds now, as JSON: read through its graph, as the graph's own
     get_state reads it (a channel kept as deltas, LangGraph's DeltaChannel, is its writes replayed, not the
     sentinel its checkpoint stores); None when the thread has no checkpoint of its own. A thread whose graph is no
-    longer registered reads as its latest checkpoint's channels. `started`: a run whose first state is read (its
-    input applied: its first checkpoint after the input's), when it has written one."""
+    longer registered reads as its latest checkpoint's channels. `at_start_of`: a run (its id) whose first state is
+    read (its input applied: its first checkpoint after the input's), when it has written one."""
     from agent_server.state import thread_graph
     from engine.graph_streams import as_json
     from workflows.checkpointer import checkpointer
 
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    if started is not None:
+    if at_start_of is not None:
         first = Checkpoint.objects.filter(
-            thread_id=thread_id, checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT, execution_id=started).exclude(
+            thread_id=thread_id, checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT, execution_id=at_start_of).exclude(
             metadata__source="input").order_by("checkpoint_id").values_list("checkpoint_id", flat=True).first()
         if first is not None:
             config["configurable"]["checkpoint_id"] = first
@@ -107,22 +107,22 @@ def graph_thread_values(thread_id: str, *, started=None) -> dict | None:
             if not name.startswith("__") and ":" not in name}
 
 
-def thread_values(*, conversation_ids, replies_of=None) -> dict:
+def thread_values(*, conversation_ids, at_start_of=None) -> dict:
     """{conversation id: values}: a thread that keeps its graph's state holds that state (its checkpoints are the
-    thread's); any other thread its messages, {"messages": [...]}, in one query. `replies_of`: a run whose replies
-    are left out (its values as they were when it started, with its input, however far it got since)."""
+    thread's); any other thread its messages, {"messages": [...]}, in one query. `at_start_of`: a run (its id)
+    whose thread is read as it was when the run started, with its input: without the replies it made since."""
     values = {pk: {"messages": []} for pk in conversation_ids}
     graph_threads = set(Checkpoint.objects.filter(
         thread_id__in=[str(pk) for pk in conversation_ids], checkpoint_ns="",
         kind=Checkpoint.Kind.CHECKPOINT).values_list("thread_id", flat=True).distinct())
     messages = Message.objects.filter(conversation_id__in=conversation_ids)
-    if replies_of is not None:
-        messages = messages.exclude(Q(execution_id=replies_of) & ~Q(role=Message.Role.USER))
+    if at_start_of is not None:
+        messages = messages.exclude(Q(execution_id=at_start_of) & ~Q(role=Message.Role.USER))
     for message in messages.exclude(
             conversation_id__in=[uuid.UUID(t) for t in graph_threads]).order_by("conversation_id", "sequence"):
         values[message.conversation_id]["messages"].append(message_dict(message))
     for thread_id in graph_threads:
-        values[uuid.UUID(thread_id)] = graph_thread_values(thread_id, started=replies_of) or {}
+        values[uuid.UUID(thread_id)] = graph_thread_values(thread_id, at_start_of=at_start_of) or {}
     return values
 
 
