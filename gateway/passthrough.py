@@ -210,8 +210,9 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
 
 
 def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) -> WorkflowExecution:
-    """A call not written before its upstream answered, written now whole: its row, its start, its LLM call and
-    its end in one transaction, its creation's (run_write; its end execution_finish's, without a savepoint). Never
+    """A call not written before its upstream answered, written now whole: its row (inserted as it ends), its
+    start, its LLM call and its end in one transaction, its creation's (run_write; its end execution_finish's,
+    without a savepoint). Never
     seen in progress, it is not counted by the limit of runs at once. It is tried once: should that write fail
     (nothing of it is then written, and the recorder holds what it held), or the database ask for it again (a
     conflict), the call is written as any other: its run, then its end by run_end (which ends it from its rows if
@@ -219,18 +220,18 @@ def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) ->
     execution, recorder, ctx, plan = passing.execution, passing.recorder, passing.ctx, passing.plan
     tries: list[WorkflowExecution] = []
 
-    def finish(written: WorkflowExecution) -> None:  # in the run's creating transaction, once its row is in
+    def finish(written: WorkflowExecution) -> None:  # in the run's creating transaction, which it inserts
         tries.append(written)
         if len(tries) > 1:  # (what the first try wrote, rolled back, the recorder no longer holds)
             raise RunError("the call's one write was rolled back", error_type="internal_error")
         recorder.reserved(written.budget_holds)
         execution_finish(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending,
-                         savepoint=False)
+                         savepoint=False, insert=True)
 
     try:
         with recorder.kept_on_failure():  # (a failure, even at the commit, leaves it holding what it held)
             run_write(replace(plan, request=replace(plan.request, on_written=finish)), status=Status.RUNNING,
-                      row=copy.copy(execution))
+                      row=copy.copy(execution), inserted_as_ended=True)
         return tries[0]
     except Exception:  # noqa: BLE001 - whatever refused the one write, the call is still written and ended
         logger.exception("gateway pass-through: the one write of %s failed; written in two", execution.pk)

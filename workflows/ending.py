@@ -73,12 +73,13 @@ def question_of(interrupt) -> dict:
 def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext,
                      state: dict | None, error: RunError | None,
                      from_status: str = Status.RUNNING, ending: dict | None = None,
-                     savepoint: bool = True) -> WorkflowExecution:
+                     savepoint: bool = True, insert: bool = False) -> WorkflowExecution:
     """The terminal transaction: status and counters, the trace the run still holds, the assistant message, the
     events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
     are taken in the one order (core.db): the run, its conversation, budget periods, aggregates, the
     audit chain. `savepoint=False`: part of its caller's transaction (the run's creation), which a failure here
-    rolls back whole."""
+    rolls back whole. `insert`: the run's row is not in the database yet (a gateway call written whole, in the
+    transaction that creates it): it is inserted as it ends (statements.execution_insert_ended)."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
@@ -110,8 +111,12 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
     with recorder.kept_on_failure(), transaction.atomic(savepoint=savepoint):
-        finished = statements.execution_finish(execution.pk, from_status=from_status, ended=ended,
-                                               tool_calls=recorder.tool_calls, added=recorder.counters_added())
+        if insert:
+            finished = statements.execution_insert_ended(execution, ended=ended, tool_calls=recorder.tool_calls,
+                                                         added=recorder.counters_added())
+        else:
+            finished = statements.execution_finish(execution.pk, from_status=from_status, ended=ended,
+                                                   tool_calls=recorder.tool_calls, added=recorder.counters_added())
         if not finished:  # someone else (the recovery sweep, a worker claiming it) got there first
             recorder.discard_held()
             execution.refresh_from_db()

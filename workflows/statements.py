@@ -196,6 +196,19 @@ def execution_counters_add(execution_id, *, tool_calls: int, added: dict) -> int
         return cursor.rowcount
 
 
+def execution_insert_ended(execution: WorkflowExecution, *, ended: dict, tool_calls: int, added: dict) -> int:
+    """INSERT a run not written yet as execution_finish would leave it: `ended` set, its counters `added`. One
+    statement where its INSERT then its UPDATE were two, and PostgreSQL indexes its row once: the UPDATE of a status
+    moved it in all eleven of the table's indexes (bench/RESULTS.md, B8: a gateway call written whole). Rows
+    written (1)."""
+    for name, value in ended.items():
+        setattr(execution, name, value)
+    for name in ADDED_COUNTERS:
+        setattr(execution, name, getattr(execution, name) + added.get(name, 0))
+    execution.tool_calls = tool_calls
+    return int(execution_insert_within_limit(execution, limit=None))
+
+
 def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls: int, added: dict) -> int:
     """End the run whose status is still `from_status` with `ended` (status, completed_at, execution_time_ms,
     output_data, error_type, error_message, stream_progress; cancel_requested, provider and model when they

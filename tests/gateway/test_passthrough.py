@@ -318,6 +318,9 @@ def test_item_46_a_whole_call_is_one_write_after_the_upstream(in_process, openai
     assert _transactions(statements) == 1, statements
     assert not any("max_concurrent_runs" in sql or "COUNT(*)" in sql for sql in statements), statements
     assert reads == [], reads  # (the memo's version: in the shared cache, or one statement in the database)
+    runs_written = [sql for sql in statements if '"workflows_workflowexecution"' in sql.split("(", 1)[0]
+                    and not sql.startswith("SELECT")]
+    assert len(runs_written) == 1 and runs_written[0].startswith("INSERT"), runs_written  # inserted as it ended
     assert_recorded(response.headers["x-chatter-execution"])
 
 

@@ -223,7 +223,8 @@ def run_row(plan: RunPlan, *, status: str) -> WorkflowExecution:
 
 @retried_on_conflict
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
-              row: WorkflowExecution | None = None) -> tuple[WorkflowExecution, Message | None]:
+              row: WorkflowExecution | None = None,
+              inserted_as_ended: bool = False) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
     its conversation's user message, in one transaction, locking in the one order (core.db): the
     conversation, the budgets' periods, the owner (on PostgreSQL at the commit, where the owner's limit of runs
@@ -231,7 +232,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
     conversation is a 404 and too many runs in progress a 429; either way nothing is written. `enqueue=False`: a
     background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
     thread's run). `row`: the run's row made by run_row at its start, written now with its end (by the plan's
-    `on_written`, in this transaction): never seen in progress, so not counted by the limit of runs in progress."""
+    `on_written`, in this transaction): never seen in progress, so not counted by the limit of runs in progress.
+    `inserted_as_ended`: `row` is inserted by `on_written` as it ends (execution_finish(insert=True)), not here."""
     execution = row if row is not None else run_row(plan, status=status)
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
@@ -262,7 +264,8 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
                     plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
             limit = settings.CHATTER_MAX_CONCURRENT_RUNS if row is None else None
-            if not execution_insert_within_limit(execution, limit=limit, check_now=check_now):
+            if not inserted_as_ended and not execution_insert_within_limit(execution, limit=limit,
+                                                                           check_now=check_now):
                 raise _too_many_runs()
             if plan.request.on_written is not None:
                 plan.request.on_written(execution)
