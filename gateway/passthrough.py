@@ -212,11 +212,10 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
 def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) -> WorkflowExecution:
     """A call not written before its upstream answered, written now whole: its row (inserted as it ends), its
     start, its LLM call and its end in one transaction, its creation's (run_write; its end execution_finish's,
-    without a savepoint). Never
-    seen in progress, it is not counted by the limit of runs at once. It is tried once: should that write fail
-    (nothing of it is then written, and the recorder holds what it held), or the database ask for it again (a
-    conflict), the call is written as any other: its run, then its end by run_end (which ends it from its rows if
-    its end cannot be written)."""
+    without a savepoint). Never seen in progress, it is not counted by the limit of runs at once. It is tried
+    once: should that write fail (nothing of it is then written, and the recorder holds what it held), or the
+    database ask for it again (a conflict), the call is written as any other: its run, then its end by run_end
+    (which ends it from its rows if its end cannot be written)."""
     execution, recorder, ctx, plan = passing.execution, passing.recorder, passing.ctx, passing.plan
     tries: list[WorkflowExecution] = []
 
