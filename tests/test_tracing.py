@@ -76,7 +76,7 @@ def assert_chat_span(span, *, parents, finish_reason: str | None = None) -> None
 
 
 def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(traced, session_openai_stub,
-                                                                                receiver):
+                                                                                receiver, client, staff):
     stub = session_openai_stub
     stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=USAGE)
     stub.reply(content="It is 84.", usage=USAGE)
@@ -112,6 +112,9 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     shown = httpx.get(f"{traced.base_url}/api/v1/executions/{execution.pk}/",
                       headers={"Authorization": f"Token {traced.key}"}).json()
     assert shown["trace_id"] == trace_id
+    client.force_login(staff)  # and so does the run's admin page
+    page = client.get(f"/admin/workflows/workflowexecution/{execution.pk}/change/")
+    assert page.status_code == 200 and trace_id in page.content.decode()
 
 
 def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver):
@@ -139,21 +142,84 @@ def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai
     assert one(spans, "execute_tool multiply").parent_span_id in nodes
 
 
-def test_item_tracing_gateway_call(traced, session_openai_stub, receiver):
+def gateway_spans(receiver, trace_id, parent):
+    """A gateway call's spans: its request's (a child of the caller's), its run's and its one chat call's."""
+    spans = receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat ")
+    request = one(spans, "POST /v1/")
+    run = one(spans, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    call = one(spans, "chat ")
+    assert_chat_span(call, parents={s.span_id for s in named(spans, "node ")} | {run.span_id}, finish_reason="stop")
+    return run, call
+
+
+def test_item_tracing_gateway_pass_through_call_sync_and_streamed(traced, session_openai_stub, receiver):
+    """/v1/chat/completions to the `openai` upstream, not routed, in no conversation: the pass-through
+    (gateway.passthrough, no graph), answered whole and streamed."""
+    stub = session_openai_stub
+    for stream in (False, True):
+        stub.reply(content="Hello.", usage=USAGE)
+        trace_id, parent, headers = caller()
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5}
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        with httpx.stream("POST", f"{traced.base_url}/v1/chat/completions", timeout=60, json=body,
+                          headers={"Authorization": f"Bearer {traced.key}", **headers}) as response:
+            text = response.read().decode()
+        assert response.status_code == 200, text
+        assert ("data: [DONE]" in text) is stream
+
+        run, call = gateway_spans(receiver, trace_id, parent)
+        execution = WorkflowExecution.objects.get(pk=response.headers["x-chatter-execution"])
+        assert execution.trace_id == trace_id and run.attributes["chatter.execution.id"] == str(execution.pk)
+        assert run.attributes["chatter.mode"] == ("stream" if stream else "sync")
+        assert run.attributes["chatter.status"] == "completed"
+        assert call.attributes["gen_ai.request.temperature"] == 0.5
+        sent = stub.last_request.headers
+        assert "aiohttp" in sent["user-agent"]  # the pass-through's own client: no graph, no OpenAI SDK
+        assert sent["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_gateway_run_path_call(traced, session_openai_stub, receiver, alice):
+    """A /v1/chat/completions call kept in a conversation takes the run path (a graph, the OpenAI client)."""
+    from tests.factories import ConversationFactory
+
     session_openai_stub.reply(content="Hello.", usage=USAGE)
     trace_id, parent, headers = caller()
+    conversation = ConversationFactory(owner=alice)
 
     response = httpx.post(f"{traced.base_url}/v1/chat/completions", timeout=60, json={
         "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5},
-        headers={"Authorization": f"Bearer {traced.key}", **headers})
+        headers={"Authorization": f"Bearer {traced.key}", "X-Chatter-Conversation": str(conversation.pk), **headers})
 
     assert response.status_code == 200, response.text
-    spans = receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat ")
-    run = one(spans, "invoke_agent")
-    assert run.parent_span_id == one(spans, "POST /v1/").span_id and one(spans, "POST /v1/").parent_span_id == parent
-    call = one(spans, "chat ")
-    assert_chat_span(call, parents={s.span_id for s in named(spans, "node ")} | {run.span_id}, finish_reason="stop")
+    run, call = gateway_spans(receiver, trace_id, parent)
+    execution = WorkflowExecution.objects.get(pk=response.headers["x-chatter-execution"])
+    assert execution.trace_id == trace_id and execution.conversation_id == conversation.pk
+    assert run.attributes["gen_ai.conversation.id"] == str(conversation.pk)
     assert call.attributes["gen_ai.request.temperature"] == 0.5
+    sent = session_openai_stub.last_request.headers
+    assert "aiohttp" not in sent["user-agent"]  # the OpenAI client of the run path
+    assert sent["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_a_streamed_chat_turn_is_a_child_of_the_callers_span(traced, session_openai_stub, receiver):
+    session_openai_stub.reply(content="Streamed hello.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    with httpx.stream("POST", f"{traced.base_url}/api/v1/chat/", timeout=60, json={
+            "message": "Hi", "provider": "openai", "model": "gpt-4o-mini", "stream": True},
+            headers={"Authorization": f"Token {traced.key}", **headers}) as response:
+        text = response.read().decode()
+    assert response.status_code == 200 and "workflow_completed" in text, text
+
+    spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent universal_chat", "chat ")
+    request, run = one(spans, "POST /api/v1/chat"), one(spans, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    assert run.attributes["chatter.mode"] == "stream" and run.attributes["chatter.status"] == "completed"
+    assert_chat_span(one(spans, "chat "), parents={s.span_id for s in named(spans, "node ")}, finish_reason="stop")
+    execution = WorkflowExecution.objects.get(pk=run.attributes["chatter.execution.id"])
+    assert execution.trace_id == trace_id
     assert session_openai_stub.last_request.headers["traceparent"].split("-")[1] == trace_id
 
 

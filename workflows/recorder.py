@@ -497,3 +497,5 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def retrieved(self, node: Node, record: dict) -> None:
         """A search of knowledge collections, in the run's log (the timeline and the live page show it)."""
         self.emit("retrieval", {"node_id": node.id, **record})
+        if self.spans is not None:
+            self.spans.retrieved(self.open.index if self.open else None, record)
