@@ -1,6 +1,7 @@
 """Issue 47, OpenTelemetry traces: real servers export to a real OTLP/HTTP receiver on loopback (tests/otlp_receiver.py),
 each span decoded from the protobuf the official exporter sent. A caller's traceparent makes Chatter's spans part of
 its trace; runs, nodes, LLM calls (GenAI attributes) and tool calls are spans; the trace id is kept on the run."""
+import ipaddress
 import json
 import secrets
 import subprocess
@@ -24,6 +25,8 @@ from workflows.models import WorkflowExecution
 GRAPHS = Path(__file__).parent / "agent_server" / "graphs" / "langgraph.json"
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
 SERVER, CLIENT = 2, 3  # OTLP's span kinds
+CAPTURING = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+             "CHATTER_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,15 @@ def traced(shared_daphne_server, session_openai_stub, receiver, alice):
     """A server (one for this module) exporting its traces to `receiver`, and alice's key."""
     server = shared_daphne_server(**tracing_env(receiver, session_openai_stub))
     server.key = ApiTokenFactory(user=alice, scopes=["chat", "workflows", "gateway", "runs", "read"]).key
+    return server
+
+
+@pytest.fixture
+def capturing(shared_daphne_server, session_openai_stub, receiver, alice):
+    """A server exporting to `receiver` that records message content (the operator's opt-in) and may call the test
+    MCP server (on loopback), and alice's key."""
+    server = shared_daphne_server(**tracing_env(receiver, session_openai_stub), **CAPTURING)
+    server.key = ApiTokenFactory(user=alice, scopes=["chat", "workflows", "runs", "read"]).key
     return server
 
 
@@ -221,6 +233,84 @@ def test_item_tracing_a_streamed_chat_turn_is_a_child_of_the_callers_span(traced
     execution = WorkflowExecution.objects.get(pk=run.attributes["chatter.execution.id"])
     assert execution.trace_id == trace_id
     assert session_openai_stub.last_request.headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_an_mcp_tool_call_and_message_content_when_opted_in(capturing, session_openai_stub, receiver,
+                                                                        alice, mcp_server, settings):
+    """A chat turn calling an MCP server's tool: its `execute_tool` span (an extension), the MCP server called with
+    the run's traceparent; the operator opted in to message content, so the reply's text and the tool's arguments
+    and result are on their spans."""
+    from tools.services import mcp_server_create
+
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
+    tracker = mcp_server_create(owner=alice, name="tracker", url=mcp_server.url)
+    stub = session_openai_stub
+    stub.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}}], usage=USAGE)
+    stub.reply(content="It is 42.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{capturing.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "What is 2 + 40?", "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["tracker__add"]},
+        headers={"Authorization": f"Token {capturing.key}", **headers})
+
+    assert response.status_code == 201, response.text
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40})]
+    spans = receiver.wait_for(trace_id, "invoke_agent", "execute_tool tracker__add", "node")
+    run = one(spans, "invoke_agent")
+    assert one(spans, "POST /api/v1/chat").parent_span_id == parent
+    nodes = {span.span_id for span in named(spans, "node ")}
+    tool = one(spans, "execute_tool tracker__add")
+    assert tool.parent_span_id in nodes and tool.status_code != 2
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "tracker__add" and tool.attributes["gen_ai.tool.type"] == "extension"
+    assert tool.attributes["chatter.mcp_server.id"] == str(tracker.pk)
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"a": 2, "b": 40}
+    assert "42" in tool.attributes["gen_ai.tool.call.result"]
+    answered = max(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert_chat_span(answered, parents=nodes, finish_reason="stop")
+    assert json.loads(answered.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "It is 42."}]}]
+    # the MCP server's requests of this run carried its trace (its tools/call, at least)
+    seen = [value for value in mcp_server.headers_seen("traceparent") if value]
+    assert seen and all(value.split("-")[1] == trace_id for value in seen), mcp_server.headers_seen("traceparent")
+    assert run.attributes["chatter.tool_calls"] == 1
+
+
+def test_item_tracing_a_retrieval_has_its_span_and_its_embedding_call(capturing, receiver, alice):
+    """A workflow's retrieval node: a `retrieval` span after its query's `embeddings` call, in the node's span."""
+    from knowledge.ingest import document_ingest
+    from knowledge.services import collection_create, document_add
+    from tests.factories import WorkflowDefinitionFactory
+
+    collection = collection_create(owner=alice, name="manuals", embedding_model="local/local-embed-1")
+    document, _ = document_add(collection=collection, actor=alice, title="Seal",
+                               text="A cracked kettle seal lets water out of the kettle.")
+    assert document_ingest(document).status == "ready"
+    definition = WorkflowDefinitionFactory(owner=alice, nodes=[
+        {"id": "start", "type": "start"}, {"id": "search", "type": "retrieval", "config": {"collections": ["manuals"]}},
+        {"id": "answer", "type": "model"}, {"id": "end", "type": "end"}], edges=[
+        {"source": "start", "target": "search"}, {"source": "search", "target": "answer"},
+        {"source": "answer", "target": "end"}])
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{capturing.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "why does my kettle leak?", "provider": "local", "definition_id": str(definition.pk)},
+        headers={"Authorization": f"Token {capturing.key}", **headers})
+
+    assert response.status_code == 201, response.text
+    spans = receiver.wait_for(trace_id, "invoke_agent", "retrieval", "embeddings", "node search")
+    assert one(spans, "POST /api/v1/chat").parent_span_id == parent
+    search = one(spans, "node search")
+    retrieval, embedding = one(spans, "retrieval"), one(spans, "embeddings")
+    assert retrieval.parent_span_id == embedding.parent_span_id == search.span_id
+    assert retrieval.attributes["gen_ai.operation.name"] == "retrieval"
+    assert retrieval.attributes["gen_ai.data_source.id"] == "manuals"
+    assert retrieval.attributes["chatter.retrieval.chunks"] == 1
+    assert retrieval.attributes["gen_ai.retrieval.query.text"] == "why does my kettle leak?"
+    assert embedding.attributes["gen_ai.operation.name"] == "embeddings"
+    assert embedding.attributes["gen_ai.provider.name"] == "local"
+    assert embedding.attributes["gen_ai.request.model"] == "local-embed-1"
+    assert embedding.attributes["gen_ai.usage.input_tokens"] > 0
 
 
 def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, session_openai_stub, receiver, alice,
