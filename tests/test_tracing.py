@@ -357,23 +357,33 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert headers["traceparent"].split("-")[1:3] == [execution.trace_id, run.span_id]
 
 
+# Chatter's tracing, the exporter, and what only setting up and using a tracer provider imports (the span
+# processors, the propagators). Not opentelemetry.sdk.trace itself: langsmith (langchain-core's dependency) imports
+# it at import time whenever the SDK is installed, and redis-py 8 opentelemetry.sdk.metrics (and its resources).
+OFF_MODULES = ("core.otel", "workflows.run_spans", "opentelemetry.exporter", "opentelemetry.sdk.trace.export",
+               "opentelemetry.propagate")
+
+
 def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
-    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules and the
-    exporter are never imported and no tracer provider is set up: with OTEL_SDK_DISABLED=true and an endpoint set
-    (`manage.py chat` in a process of its own), and with no endpoint (this test process, whose settings name none).
-    (redis-py 8 imports opentelemetry.sdk's metrics by itself once the SDK is installed.)"""
-    from opentelemetry import trace
+    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules, the
+    exporter and the SDK's span processors (OFF_MODULES) are never imported and no tracer provider is set up: in
+    fresh processes (`manage.py chat`), one with OTEL_SDK_DISABLED=true and an endpoint set, one with no endpoint;
+    and in this test process, whose settings name none."""
     from rest_framework.test import APIClient
 
     probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
              "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
+             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
              "from opentelemetry import trace; "
-             "print(json.dumps([type(trace.get_tracer_provider()).__name__, sorted(m for m in sys.modules "
-             "if m.startswith(('core.otel', 'workflows.run_spans', 'opentelemetry.exporter')))]))")
-    disabled = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=server_env(
-                                    tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SDK_DISABLED="true",
-                                    OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0"))
+             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
+    environments = [{"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "true"}, {}]
+    probes = [subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={
+                                   name: value for name, value in server_env(
+                                       tmp_path, OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0",
+                                       **environment).items()
+                                   if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
+              for environment in environments]
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
     trace_id, _, headers = caller()
@@ -382,13 +392,16 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     assert response.status_code == 201, response.content
     assert not [name for name in sys.modules if name.startswith(("core.otel", "workflows.run_spans",
                                                                  "opentelemetry.exporter"))]
+    from opentelemetry import trace
+
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
-    out, err = disabled.communicate(timeout=120)
-    assert disabled.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
+    for process in probes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
     runs = WorkflowExecution.objects.all()
-    assert [run.status for run in runs] == ["completed", "completed"]
-    assert [run.trace_id for run in runs] == ["", ""]
+    assert [run.status for run in runs] == ["completed"] * 3
+    assert [run.trace_id for run in runs] == [""] * 3
     assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
 
 
