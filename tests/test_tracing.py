@@ -405,26 +405,58 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
 
 
+def dropped_spans(server) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "chatter_trace_spans_dropped_total")
+
+
 def test_item_tracing_an_unreachable_collector_never_fails_or_slows_a_request(daphne_server, session_openai_stub,
                                                                                alice):
-    """The exporter's collector refuses connections: turns still answer at once (spans wait in the bounded queue
-    and are dropped), none failing."""
+    """The collector takes the first export and holds it (longer than a request may wait: the client's timeout)
+    before refusing it: meanwhile every turn answers (none waits for the exporter, whose one thread is held), the
+    spans wait in the bounded queue and those that do not fit are dropped; the spans the collector refused are
+    counted on /metrics (chatter_trace_spans_dropped_total)."""
     session_openai_stub.always(content="Hi.", usage=USAGE)
-    closed = OTLPReceiver()
-    endpoint = closed.endpoint
-    closed.server.server_close()  # nothing listens there any more
-    server = daphne_server(**{**tracing_env(type("R", (), {"endpoint": endpoint})(), session_openai_stub),
-                              "OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
-                              "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    collector = OTLPReceiver(refusing=True).start()
+    server = daphne_server(**{**tracing_env(collector, session_openai_stub), "OTEL_BSP_MAX_QUEUE_SIZE": "8",
+                              "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4", "OTEL_EXPORTER_OTLP_TIMEOUT": "60"})
     key = ApiTokenFactory(user=alice, scopes=["chat"]).key
-    took = []
-    with httpx.Client(timeout=30) as client:
-        for _ in range(4):
-            began = time.monotonic()
-            response = client.post(f"{server.base_url}/api/v1/chat/", json={
-                "message": "Hi", "provider": "openai", "model": "gpt-4o-mini"},
-                headers={"Authorization": f"Token {key}"})
-            took.append(time.monotonic() - began)
-            assert response.status_code == 201, response.text
-    session_openai_stub.reset()
-    assert max(took[1:]) < 2.0, took  # the exporter's retries (seconds) are on its own thread, never the request's
+    turns = 6
+    try:
+        with httpx.Client(timeout=30) as client:
+            for turn in range(turns):
+                response = client.post(f"{server.base_url}/api/v1/chat/", json={
+                    "message": "Hi", "provider": "openai", "model": "gpt-4o-mini"},
+                    headers={"Authorization": f"Token {key}"})
+                assert response.status_code == 201, response.text
+                if turn == 0:  # the first export reaches the collector, which holds it
+                    deadline = time.monotonic() + 20
+                    while not collector.exports and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    assert collector.exports == 1
+        assert collector.exports == 1 and not collector.release.is_set()  # every turn answered while it held
+        held = len(collector.spans)
+        assert 1 <= held <= 4  # one batch
+
+        collector.release.set()  # refused: that batch and the queued ones are counted as dropped
+        metrics_spans = 0  # each /metrics request is a span too (exported after the turns' queued ones)
+        deadline = time.monotonic() + 30
+        while True:
+            metrics_spans += 1
+            counted = dropped_spans(server)
+            if counted == len(collector.spans) and counted >= held + 8:
+                break
+            assert time.monotonic() < deadline, (counted, len(collector.spans))
+            time.sleep(0.1)
+    finally:
+        session_openai_stub.reset()
+        collector.release.set()
+        stop_process(server.process)  # its last spans refused at once (not retried against a closed port)
+        collector.stop()
+    # Each turn makes at least 5 spans (its request, run, two nodes, its LLM call: the chat turn test above), more
+    # than the held batch and the queue (8) took: the rest were dropped, never waited for.
+    assert len([span for span in collector.spans if span.name.startswith("POST /api/v1/chat")]) < turns
+    assert len(collector.spans) - metrics_spans <= held + 8 < 5 * turns
