@@ -121,6 +121,8 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     assert "gen_ai.tool.call.arguments" not in tool.attributes  # content only when the operator opts in
     # the provider was called with the trace's context; the API shows the run's trace id
     assert all(request.headers["traceparent"].split("-")[1] == trace_id for request in stub.requests[-2:])
+    assert all(request.headers["tracestate"] == "vendor=caller" for request in stub.requests[-2:])
+    assert run.attributes["chatter.cost"] == float(execution.cost) > 0
     shown = httpx.get(f"{traced.base_url}/api/v1/executions/{execution.pk}/",
                       headers={"Authorization": f"Token {traced.key}"}).json()
     assert shown["trace_id"] == trace_id
@@ -129,19 +131,23 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     assert page.status_code == 200 and trace_id in page.content.decode()
 
 
-def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver):
+@pytest.mark.parametrize("how", ["wait", "stream"])
+def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver, how):
     stub = session_openai_stub
     stub.reply(tool_calls=[{"name": "multiply", "arguments": {"a": 12, "b": 7}}], usage=USAGE)
     stub.reply(content="84.", usage=USAGE)
     trace_id, parent, headers = caller()
 
-    response = httpx.post(f"{traced.base_url}/langgraph/runs/wait", timeout=60, json={
-        "assistant_id": "calculator_agent", "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
-        headers={"x-api-key": traced.key, **headers})
+    with httpx.stream("POST", f"{traced.base_url}/langgraph/runs/{how}", timeout=60, json={
+            "assistant_id": "calculator_agent", "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
+            headers={"x-api-key": traced.key, **headers}) as response:
+        text = response.read().decode()
 
-    assert response.status_code == 200, response.text
-    spans = receiver.wait_for(trace_id, "POST /langgraph/runs/wait", "invoke_agent calculator_agent",
+    assert response.status_code == 200, text
+    assert ("event: " in text) is (how == "stream")
+    spans = receiver.wait_for(trace_id, f"POST /langgraph/runs/{how}", "invoke_agent calculator_agent",
                               "execute_tool multiply")
+    assert one(spans, "invoke_agent").attributes["chatter.status"] == "completed"
     run = one(spans, "invoke_agent calculator_agent")
     assert run.parent_span_id == one(spans, "POST /langgraph").span_id
     assert one(spans, "POST /langgraph").parent_span_id == parent
@@ -317,7 +323,8 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
                                                                    tmp_path, settings):
     """The schedule's tick (the worker's task, here in a process of its own) begins the run's trace, stored with the
     run; the worker that runs it later continues it, and the run's webhook, delivered later still by the worker,
-    carries the run's span as its traceparent."""
+    carries the run's span as its traceparent. A background turn, its request carrying the caller's traceparent, is
+    run by the same worker in the caller's trace."""
     from workflows.services.schedules import schedule_create
 
     hooks = WebhookReceiver()
@@ -338,11 +345,20 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert tick.stdout.strip() == "1", tick.stderr
     execution = WorkflowExecution.objects.get(schedule=schedule)
     assert execution.status == "pending" and len(execution.trace_id) == 32
+    trace_id, parent, headers = caller()
+    queued = httpx.post(f"{traced.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "Hi", "provider": "openai", "model": "gpt-4o-mini", "background": True},
+        headers={"Authorization": f"Token {traced.key}", **headers})
+    assert queued.status_code == 202, queued.text
+    background = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert background.status == "pending"
     worker = start_worker(tmp_path, **worker_env)
     try:
         spans = receiver.wait_for(execution.trace_id, "schedule_run", "invoke_agent universal_chat", "chat ",
                                   timeout_s=60)
         hooks.wait_for(1, timeout=60)
+        asked = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent universal_chat", "chat ",
+                                  timeout_s=60)
     finally:
         stop_process(worker)
         session_openai_stub.reset()
@@ -355,6 +371,10 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert execution.status == "completed" and run.attributes["chatter.status"] == "completed"
     headers, _ = hooks.received[0]
     assert headers["traceparent"].split("-")[1:3] == [execution.trace_id, run.span_id]
+    request, run = one(asked, "POST /api/v1/chat"), one(asked, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    assert run.attributes["chatter.execution.id"] == str(background.pk) and run.start_ns >= request.end_ns
+    assert_chat_span(one(asked, "chat "), parents={s.span_id for s in named(asked, "node ")})
 
 
 # Chatter's tracing, the exporter, and what only setting up and using a tracer provider imports (the span
