@@ -185,8 +185,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
                 self.write_held(audits="later", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
-                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls,
-                                           added=self.counters_added())
+                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls, added=self.counters_added())
         except IntegrityError:
             if not transaction.get_autocommit() and transaction.get_rollback():
                 raise  # (a statement with no savepoint failed in its caller's transaction: the caller's to undo)
