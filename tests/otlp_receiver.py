@@ -43,6 +43,7 @@ class OTLPReceiver:
     def __init__(self, *, refusing: bool = False) -> None:
         self.spans: list[ReceivedSpan] = []
         self.exports = 0
+        self.headers: list[dict] = []  # each export's request headers (lower-case names)
         self.lock = threading.Lock()
         self.refusing, self.release = refusing, threading.Event()
         receiver = self
@@ -54,6 +55,8 @@ class OTLPReceiver:
                     body = gzip.decompress(body)
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
+                with receiver.lock:
+                    receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
                 receiver.add(request)
                 if receiver.refusing:
                     receiver.release.wait(120)

@@ -38,9 +38,9 @@ def receiver():
 
 def tracing_env(receiver, openai_stub) -> dict:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "20",
-            "OTEL_SERVICE_NAME": "chatter-under-test", "OPENAI_BASE_URL": openai_stub.base_url,
-            "OPENAI_API_KEY": "sk-test-not-a-real-key", "CHATTER_PROVIDER_MAX_RETRIES": "0",
-            "CHATTER_GRAPHS": str(GRAPHS)}
+            "OTEL_SERVICE_NAME": "chatter-under-test", "OTEL_EXPORTER_OTLP_HEADERS": "x-collector-key=test-key",
+            "OPENAI_BASE_URL": openai_stub.base_url, "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "CHATTER_PROVIDER_MAX_RETRIES": "0", "CHATTER_GRAPHS": str(GRAPHS)}
 
 
 @pytest.fixture
@@ -103,6 +103,7 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent", "execute_tool", "node")
     request = one(spans, "POST /api/v1/chat")
     assert request.kind == SERVER and request.parent_span_id == parent and request.service == "chatter-under-test"
+    assert receiver.headers[-1]["x-collector-key"] == "test-key"  # OTEL_EXPORTER_OTLP_HEADERS
     assert request.attributes["http.response.status_code"] == 201
     run = one(spans, "invoke_agent universal_chat")
     assert run.parent_span_id == request.span_id
