@@ -159,7 +159,7 @@ class RunSpans:
     # --- retrievals ----------------------------------------------------------------------------------------
     def retrieved(self, index: int | None, record: dict) -> None:
         """A search of knowledge collections (engine.retrieval), ended: its query's embedding call is a span of
-        its own, before it."""
+        its own, beside it (the same parent, within its time)."""
         start, end = _ended_ns(int(record.get("latency_ms") or 0))
         collections = [str(name) for name in record.get("collections") or ()]
         attributes = {"gen_ai.operation.name": "retrieval", "gen_ai.data_source.id": ",".join(collections),
