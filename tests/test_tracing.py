@@ -411,8 +411,8 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     response = api.post("/api/v1/chat/", {"message": "Hi", "provider": "local"}, format="json",
                         headers=headers)
     assert response.status_code == 201, response.content
-    assert not [name for name in sys.modules if name.startswith(("core.otel", "workflows.run_spans",
-                                                                 "opentelemetry.exporter"))]
+    # (this process's sys.modules is shared with the other tests of its pytest worker: the fresh processes above
+    # are what show nothing is imported)
     from opentelemetry import trace
 
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
