@@ -1,10 +1,12 @@
 """Prometheus metrics (/metrics): runs by status, tokens and cost by provider and model, latency histograms of
-runs, LLM calls and tool calls (labelled as the operations dashboard groups them), event latency.
+runs, LLM calls and tool calls (labelled as the operations dashboard groups them), event latency, and (tracing on)
+the spans the OTLP collector did not take.
 
 Run and usage figures are read from the database at scrape time, so every process reports the same totals;
 event latency (persist → handed to the hub) is observed in the process that publishes."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -45,6 +47,10 @@ class DatabaseCollector:
 
 
 REGISTRY.register(DatabaseCollector())
+if settings.CHATTER_TRACING:  # spans the collector did not take (core.otel), counted where they were made
+    from core.otel import SPANS_DROPPED
+
+    REGISTRY.register(SPANS_DROPPED)
 
 
 def metrics_text() -> bytes:

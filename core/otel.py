@@ -24,7 +24,9 @@ from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
 TRACER_NAME = "chatter"
-SPANS_DROPPED = Counter("chatter_trace_spans_dropped", "Spans the OTLP collector did not take (unreachable, refused)")
+# On /metrics (chatter_project.metrics registers it in its registry when tracing is on).
+SPANS_DROPPED = Counter("chatter_trace_spans_dropped", "Spans the OTLP collector did not take (unreachable, refused)",
+                        registry=None)
 
 
 class CountedExporter(SpanExporter):

@@ -37,9 +37,15 @@ class ReceivedSpan:
 
 
 class OTLPReceiver:
-    def __init__(self) -> None:
+    """`refusing`: a collector that takes no span: it holds each export until `release` is set, then answers it
+    400 (which the exporter does not retry); what it was sent is still in `spans`, and each export in `exports`."""
+
+    def __init__(self, *, refusing: bool = False) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.exports = 0
+        self.headers: list[dict] = []  # each export's request headers (lower-case names)
         self.lock = threading.Lock()
+        self.refusing, self.release = refusing, threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,7 +55,15 @@ class OTLPReceiver:
                     body = gzip.decompress(body)
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
+                with receiver.lock:
+                    receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
                 receiver.add(request)
+                if receiver.refusing:
+                    receiver.release.wait(120)
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -72,6 +86,7 @@ class OTLPReceiver:
         return self
 
     def stop(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -89,6 +104,7 @@ class OTLPReceiver:
                         end_ns=span.end_time_unix_nano))
         with self.lock:
             self.spans.extend(received)
+            self.exports += 1
 
     def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self.lock:

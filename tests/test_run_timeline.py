@@ -40,7 +40,8 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
         const bar = row.querySelector('[data-testid=timeline-bar]').getBoundingClientRect();
         return {kind: row.dataset.kind, left: bar.left, right: bar.right, width: bar.width,
                 laneLeft: lane.left, laneRight: lane.right, ms: Number(row.querySelector(
-                    '[data-testid=timeline-ms]').textContent)};
+                    '[data-testid=timeline-ms]').textContent), tokens: row.cells[3].textContent.trim(),
+                cost: row.cells[4].textContent.trim()};
     })""")
 
     kinds = {kind: sum(row["kind"] == kind for row in rows) for kind in expected}
@@ -68,4 +69,9 @@ def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(ad
         if ran_us / span_us > 0.01:
             assert row["width"] == pytest.approx(ran_us / span_us * lane, abs=1.5), node.node_id
     assert max(row["width"] for row in drawn) > 5  # the model node's bar is a bar, not a tick
+    # each LLM call's row shows its tokens and its cost (a dollar figure)
+    calls = LLMCall.objects.filter(execution=tools_run)
+    assert sorted(row["tokens"] for row in rows if row["kind"] == "llm") == sorted(
+        str(call.total_tokens) for call in calls)
+    assert all(row["cost"].startswith("$") for row in rows if row["kind"] == "llm")
     assert outside == [] and errors == []

@@ -1,6 +1,7 @@
 """Issue 47, OpenTelemetry traces: real servers export to a real OTLP/HTTP receiver on loopback (tests/otlp_receiver.py),
 each span decoded from the protobuf the official exporter sent. A caller's traceparent makes Chatter's spans part of
 its trace; runs, nodes, LLM calls (GenAI attributes) and tool calls are spans; the trace id is kept on the run."""
+import ipaddress
 import json
 import secrets
 import subprocess
@@ -24,6 +25,8 @@ from workflows.models import WorkflowExecution
 GRAPHS = Path(__file__).parent / "agent_server" / "graphs" / "langgraph.json"
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
 SERVER, CLIENT = 2, 3  # OTLP's span kinds
+CAPTURING = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+             "CHATTER_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +38,9 @@ def receiver():
 
 def tracing_env(receiver, openai_stub) -> dict:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "20",
-            "OTEL_SERVICE_NAME": "chatter-under-test", "OPENAI_BASE_URL": openai_stub.base_url,
-            "OPENAI_API_KEY": "sk-test-not-a-real-key", "CHATTER_PROVIDER_MAX_RETRIES": "0",
-            "CHATTER_GRAPHS": str(GRAPHS)}
+            "OTEL_SERVICE_NAME": "chatter-under-test", "OTEL_EXPORTER_OTLP_HEADERS": "x-collector-key=test-key",
+            "OPENAI_BASE_URL": openai_stub.base_url, "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "CHATTER_PROVIDER_MAX_RETRIES": "0", "CHATTER_GRAPHS": str(GRAPHS)}
 
 
 @pytest.fixture
@@ -45,6 +48,15 @@ def traced(shared_daphne_server, session_openai_stub, receiver, alice):
     """A server (one for this module) exporting its traces to `receiver`, and alice's key."""
     server = shared_daphne_server(**tracing_env(receiver, session_openai_stub))
     server.key = ApiTokenFactory(user=alice, scopes=["chat", "workflows", "gateway", "runs", "read"]).key
+    return server
+
+
+@pytest.fixture
+def capturing(shared_daphne_server, session_openai_stub, receiver, alice):
+    """A server exporting to `receiver` that records message content (the operator's opt-in) and may call the test
+    MCP server (on loopback), and alice's key."""
+    server = shared_daphne_server(**tracing_env(receiver, session_openai_stub), **CAPTURING)
+    server.key = ApiTokenFactory(user=alice, scopes=["chat", "workflows", "runs", "read"]).key
     return server
 
 
@@ -76,7 +88,7 @@ def assert_chat_span(span, *, parents, finish_reason: str | None = None) -> None
 
 
 def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(traced, session_openai_stub,
-                                                                                receiver):
+                                                                                receiver, client, staff):
     stub = session_openai_stub
     stub.reply(tool_calls=[{"name": "calculator", "arguments": {"expression": "12*7"}}], usage=USAGE)
     stub.reply(content="It is 84.", usage=USAGE)
@@ -91,6 +103,7 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent", "execute_tool", "node")
     request = one(spans, "POST /api/v1/chat")
     assert request.kind == SERVER and request.parent_span_id == parent and request.service == "chatter-under-test"
+    assert receiver.headers[-1]["x-collector-key"] == "test-key"  # OTEL_EXPORTER_OTLP_HEADERS
     assert request.attributes["http.response.status_code"] == 201
     run = one(spans, "invoke_agent universal_chat")
     assert run.parent_span_id == request.span_id
@@ -109,24 +122,33 @@ def test_item_tracing_chat_turn_with_a_tool_call_is_a_child_of_the_callers_span(
     assert "gen_ai.tool.call.arguments" not in tool.attributes  # content only when the operator opts in
     # the provider was called with the trace's context; the API shows the run's trace id
     assert all(request.headers["traceparent"].split("-")[1] == trace_id for request in stub.requests[-2:])
+    assert all(request.headers["tracestate"] == "vendor=caller" for request in stub.requests[-2:])
+    assert run.attributes["chatter.cost"] == float(execution.cost) > 0
     shown = httpx.get(f"{traced.base_url}/api/v1/executions/{execution.pk}/",
                       headers={"Authorization": f"Token {traced.key}"}).json()
     assert shown["trace_id"] == trace_id
+    client.force_login(staff)  # and so does the run's admin page
+    page = client.get(f"/admin/workflows/workflowexecution/{execution.pk}/change/")
+    assert page.status_code == 200 and trace_id in page.content.decode()
 
 
-def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver):
+@pytest.mark.parametrize("how", ["wait", "stream"])
+def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai_stub, receiver, how):
     stub = session_openai_stub
     stub.reply(tool_calls=[{"name": "multiply", "arguments": {"a": 12, "b": 7}}], usage=USAGE)
     stub.reply(content="84.", usage=USAGE)
     trace_id, parent, headers = caller()
 
-    response = httpx.post(f"{traced.base_url}/langgraph/runs/wait", timeout=60, json={
-        "assistant_id": "calculator_agent", "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
-        headers={"x-api-key": traced.key, **headers})
+    with httpx.stream("POST", f"{traced.base_url}/langgraph/runs/{how}", timeout=60, json={
+            "assistant_id": "calculator_agent", "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
+            headers={"x-api-key": traced.key, **headers}) as response:
+        text = response.read().decode()
 
-    assert response.status_code == 200, response.text
-    spans = receiver.wait_for(trace_id, "POST /langgraph/runs/wait", "invoke_agent calculator_agent",
+    assert response.status_code == 200, text
+    assert ("event: " in text) is (how == "stream")
+    spans = receiver.wait_for(trace_id, f"POST /langgraph/runs/{how}", "invoke_agent calculator_agent",
                               "execute_tool multiply")
+    assert one(spans, "invoke_agent").attributes["chatter.status"] == "completed"
     run = one(spans, "invoke_agent calculator_agent")
     assert run.parent_span_id == one(spans, "POST /langgraph").span_id
     assert one(spans, "POST /langgraph").parent_span_id == parent
@@ -139,29 +161,171 @@ def test_item_tracing_python_graph_run_has_the_same_spans(traced, session_openai
     assert one(spans, "execute_tool multiply").parent_span_id in nodes
 
 
-def test_item_tracing_gateway_call(traced, session_openai_stub, receiver):
+def gateway_spans(receiver, trace_id, parent):
+    """A gateway call's spans: its request's (a child of the caller's), its run's and its one chat call's."""
+    spans = receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat ")
+    request = one(spans, "POST /v1/")
+    run = one(spans, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    call = one(spans, "chat ")
+    assert_chat_span(call, parents={s.span_id for s in named(spans, "node ")} | {run.span_id}, finish_reason="stop")
+    return run, call
+
+
+def test_item_tracing_gateway_pass_through_call_sync_and_streamed(traced, session_openai_stub, receiver):
+    """/v1/chat/completions to the `openai` upstream, not routed, in no conversation: the pass-through
+    (gateway.passthrough, no graph), answered whole and streamed."""
+    stub = session_openai_stub
+    for stream in (False, True):
+        stub.reply(content="Hello.", usage=USAGE)
+        trace_id, parent, headers = caller()
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5}
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        with httpx.stream("POST", f"{traced.base_url}/v1/chat/completions", timeout=60, json=body,
+                          headers={"Authorization": f"Bearer {traced.key}", **headers}) as response:
+            text = response.read().decode()
+        assert response.status_code == 200, text
+        assert ("data: [DONE]" in text) is stream
+
+        run, call = gateway_spans(receiver, trace_id, parent)
+        execution = WorkflowExecution.objects.get(pk=response.headers["x-chatter-execution"])
+        assert execution.trace_id == trace_id and run.attributes["chatter.execution.id"] == str(execution.pk)
+        assert run.attributes["chatter.mode"] == ("stream" if stream else "sync")
+        assert run.attributes["chatter.status"] == "completed"
+        assert call.attributes["gen_ai.request.temperature"] == 0.5
+        sent = stub.last_request.headers
+        assert "aiohttp" in sent["user-agent"]  # the pass-through's own client: no graph, no OpenAI SDK
+        assert sent["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_gateway_run_path_call(traced, session_openai_stub, receiver, alice):
+    """A /v1/chat/completions call kept in a conversation takes the run path (a graph, the OpenAI client)."""
+    from tests.factories import ConversationFactory
+
     session_openai_stub.reply(content="Hello.", usage=USAGE)
     trace_id, parent, headers = caller()
+    conversation = ConversationFactory(owner=alice)
 
     response = httpx.post(f"{traced.base_url}/v1/chat/completions", timeout=60, json={
         "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5},
-        headers={"Authorization": f"Bearer {traced.key}", **headers})
+        headers={"Authorization": f"Bearer {traced.key}", "X-Chatter-Conversation": str(conversation.pk), **headers})
 
     assert response.status_code == 200, response.text
-    spans = receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat ")
-    run = one(spans, "invoke_agent")
-    assert run.parent_span_id == one(spans, "POST /v1/").span_id and one(spans, "POST /v1/").parent_span_id == parent
-    call = one(spans, "chat ")
-    assert_chat_span(call, parents={s.span_id for s in named(spans, "node ")} | {run.span_id}, finish_reason="stop")
+    run, call = gateway_spans(receiver, trace_id, parent)
+    execution = WorkflowExecution.objects.get(pk=response.headers["x-chatter-execution"])
+    assert execution.trace_id == trace_id and execution.conversation_id == conversation.pk
+    assert run.attributes["gen_ai.conversation.id"] == str(conversation.pk)
     assert call.attributes["gen_ai.request.temperature"] == 0.5
+    sent = session_openai_stub.last_request.headers
+    assert "aiohttp" not in sent["user-agent"]  # the OpenAI client of the run path
+    assert sent["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_a_streamed_chat_turn_is_a_child_of_the_callers_span(traced, session_openai_stub, receiver):
+    session_openai_stub.reply(content="Streamed hello.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    with httpx.stream("POST", f"{traced.base_url}/api/v1/chat/", timeout=60, json={
+            "message": "Hi", "provider": "openai", "model": "gpt-4o-mini", "stream": True},
+            headers={"Authorization": f"Token {traced.key}", **headers}) as response:
+        text = response.read().decode()
+    assert response.status_code == 200 and "workflow_completed" in text, text
+
+    spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent universal_chat", "chat ")
+    request, run = one(spans, "POST /api/v1/chat"), one(spans, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    assert run.attributes["chatter.mode"] == "stream" and run.attributes["chatter.status"] == "completed"
+    assert_chat_span(one(spans, "chat "), parents={s.span_id for s in named(spans, "node ")}, finish_reason="stop")
+    execution = WorkflowExecution.objects.get(pk=run.attributes["chatter.execution.id"])
+    assert execution.trace_id == trace_id
     assert session_openai_stub.last_request.headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_item_tracing_an_mcp_tool_call_and_message_content_when_opted_in(capturing, session_openai_stub, receiver,
+                                                                        alice, mcp_server, settings):
+    """A chat turn calling an MCP server's tool: its `execute_tool` span (an extension), the MCP server called with
+    the run's traceparent; the operator opted in to message content, so the reply's text and the tool's arguments
+    and result are on their spans."""
+    from tools.services import mcp_server_create
+
+    settings.CHATTER_OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
+    tracker = mcp_server_create(owner=alice, name="tracker", url=mcp_server.url)
+    stub = session_openai_stub
+    stub.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}}], usage=USAGE)
+    stub.reply(content="It is 42.", usage=USAGE)
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{capturing.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "What is 2 + 40?", "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["tracker__add"]},
+        headers={"Authorization": f"Token {capturing.key}", **headers})
+
+    assert response.status_code == 201, response.text
+    assert mcp_server.calls == [("add", {"a": 2, "b": 40})]
+    spans = receiver.wait_for(trace_id, "invoke_agent", "execute_tool tracker__add", "node")
+    run = one(spans, "invoke_agent")
+    assert one(spans, "POST /api/v1/chat").parent_span_id == parent
+    nodes = {span.span_id for span in named(spans, "node ")}
+    tool = one(spans, "execute_tool tracker__add")
+    assert tool.parent_span_id in nodes and tool.status_code != 2
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "tracker__add" and tool.attributes["gen_ai.tool.type"] == "extension"
+    assert tool.attributes["chatter.mcp_server.id"] == str(tracker.pk)
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"a": 2, "b": 40}
+    assert "42" in tool.attributes["gen_ai.tool.call.result"]
+    answered = max(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert_chat_span(answered, parents=nodes, finish_reason="stop")
+    assert json.loads(answered.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "It is 42."}]}]
+    # the MCP server's requests of this run carried its trace (its tools/call, at least)
+    seen = [value for value in mcp_server.headers_seen("traceparent") if value]
+    assert seen and all(value.split("-")[1] == trace_id for value in seen), mcp_server.headers_seen("traceparent")
+    assert run.attributes["chatter.tool_calls"] == 1
+
+
+def test_item_tracing_a_retrieval_has_its_span_and_its_embedding_call(capturing, receiver, alice):
+    """A workflow's retrieval node: a `retrieval` span after its query's `embeddings` call, in the node's span."""
+    from knowledge.ingest import document_ingest
+    from knowledge.services import collection_create, document_add
+    from tests.factories import WorkflowDefinitionFactory
+
+    collection = collection_create(owner=alice, name="manuals", embedding_model="local/local-embed-1")
+    document, _ = document_add(collection=collection, actor=alice, title="Seal",
+                               text="A cracked kettle seal lets water out of the kettle.")
+    assert document_ingest(document).status == "ready"
+    definition = WorkflowDefinitionFactory(owner=alice, nodes=[
+        {"id": "start", "type": "start"}, {"id": "search", "type": "retrieval", "config": {"collections": ["manuals"]}},
+        {"id": "answer", "type": "model"}, {"id": "end", "type": "end"}], edges=[
+        {"source": "start", "target": "search"}, {"source": "search", "target": "answer"},
+        {"source": "answer", "target": "end"}])
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{capturing.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "why does my kettle leak?", "provider": "local", "definition_id": str(definition.pk)},
+        headers={"Authorization": f"Token {capturing.key}", **headers})
+
+    assert response.status_code == 201, response.text
+    spans = receiver.wait_for(trace_id, "invoke_agent", "retrieval", "embeddings", "node search")
+    assert one(spans, "POST /api/v1/chat").parent_span_id == parent
+    search = one(spans, "node search")
+    retrieval, embedding = one(spans, "retrieval"), one(spans, "embeddings")
+    assert retrieval.parent_span_id == embedding.parent_span_id == search.span_id
+    assert retrieval.attributes["gen_ai.operation.name"] == "retrieval"
+    assert retrieval.attributes["gen_ai.data_source.id"] == "manuals"
+    assert retrieval.attributes["chatter.retrieval.chunks"] == 1
+    assert retrieval.attributes["gen_ai.retrieval.query.text"] == "why does my kettle leak?"
+    assert embedding.attributes["gen_ai.operation.name"] == "embeddings"
+    assert embedding.attributes["gen_ai.provider.name"] == "local"
+    assert embedding.attributes["gen_ai.request.model"] == "local-embed-1"
+    assert embedding.attributes["gen_ai.usage.input_tokens"] > 0
 
 
 def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, session_openai_stub, receiver, alice,
                                                                    tmp_path, settings):
     """The schedule's tick (the worker's task, here in a process of its own) begins the run's trace, stored with the
     run; the worker that runs it later continues it, and the run's webhook, delivered later still by the worker,
-    carries the run's span as its traceparent."""
+    carries the run's span as its traceparent. A background turn, its request carrying the caller's traceparent, is
+    run by the same worker in the caller's trace."""
     from workflows.services.schedules import schedule_create
 
     hooks = WebhookReceiver()
@@ -182,11 +346,20 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert tick.stdout.strip() == "1", tick.stderr
     execution = WorkflowExecution.objects.get(schedule=schedule)
     assert execution.status == "pending" and len(execution.trace_id) == 32
+    trace_id, parent, headers = caller()
+    queued = httpx.post(f"{traced.base_url}/api/v1/chat/", timeout=60, json={
+        "message": "Hi", "provider": "openai", "model": "gpt-4o-mini", "background": True},
+        headers={"Authorization": f"Token {traced.key}", **headers})
+    assert queued.status_code == 202, queued.text
+    background = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert background.status == "pending"
     worker = start_worker(tmp_path, **worker_env)
     try:
         spans = receiver.wait_for(execution.trace_id, "schedule_run", "invoke_agent universal_chat", "chat ",
                                   timeout_s=60)
         hooks.wait_for(1, timeout=60)
+        asked = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent universal_chat", "chat ",
+                                  timeout_s=60)
     finally:
         stop_process(worker)
         session_openai_stub.reset()
@@ -199,63 +372,112 @@ def test_item_tracing_a_schedule_run_by_the_worker_keeps_its_trace(traced, sessi
     assert execution.status == "completed" and run.attributes["chatter.status"] == "completed"
     headers, _ = hooks.received[0]
     assert headers["traceparent"].split("-")[1:3] == [execution.trace_id, run.span_id]
+    request, run = one(asked, "POST /api/v1/chat"), one(asked, "invoke_agent")
+    assert request.parent_span_id == parent and run.parent_span_id == request.span_id
+    assert run.attributes["chatter.execution.id"] == str(background.pk) and run.start_ns >= request.end_ns
+    assert_chat_span(one(asked, "chat "), parents={s.span_id for s in named(asked, "node ")})
+
+
+# Chatter's tracing, the exporter, and what only setting up and using a tracer provider imports (the span
+# processors, the propagators). Not opentelemetry.sdk.trace itself: langsmith (langchain-core's dependency) imports
+# it at import time whenever the SDK is installed, and redis-py 8 opentelemetry.sdk.metrics (and its resources).
+OFF_MODULES = ("core.otel", "workflows.run_spans", "opentelemetry.exporter", "opentelemetry.sdk.trace.export",
+               "opentelemetry.propagate")
 
 
 def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
-    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules and the
-    exporter are never imported and no tracer provider is set up: with OTEL_SDK_DISABLED=true and an endpoint set
-    (`manage.py chat` in a process of its own), and with no endpoint (this test process, whose settings name none).
-    (redis-py 8 imports opentelemetry.sdk's metrics by itself once the SDK is installed.)"""
-    from opentelemetry import trace
+    """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules, the
+    exporter and the SDK's span processors (OFF_MODULES) are never imported and no tracer provider is set up: in
+    fresh processes (`manage.py chat`), one with OTEL_SDK_DISABLED=true and an endpoint set, one with no endpoint;
+    and in this test process, whose settings name none."""
     from rest_framework.test import APIClient
 
     probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
              "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
+             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
              "from opentelemetry import trace; "
-             "print(json.dumps([type(trace.get_tracer_provider()).__name__, sorted(m for m in sys.modules "
-             "if m.startswith(('core.otel', 'workflows.run_spans', 'opentelemetry.exporter')))]))")
-    disabled = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=server_env(
-                                    tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SDK_DISABLED="true",
-                                    OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0"))
+             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
+    environments = [{"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "true"}, {}]
+    probes = [subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={
+                                   name: value for name, value in server_env(
+                                       tmp_path, OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0",
+                                       **environment).items()
+                                   if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
+              for environment in environments]
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
     trace_id, _, headers = caller()
     response = api.post("/api/v1/chat/", {"message": "Hi", "provider": "local"}, format="json",
                         headers=headers)
     assert response.status_code == 201, response.content
-    assert not [name for name in sys.modules if name.startswith(("core.otel", "workflows.run_spans",
-                                                                 "opentelemetry.exporter"))]
+    # (this process's sys.modules is shared with the other tests of its pytest worker: the fresh processes above
+    # are what show nothing is imported)
+    from opentelemetry import trace
+
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
-    out, err = disabled.communicate(timeout=120)
-    assert disabled.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
+    for process in probes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == ["ProxyTracerProvider", []]
     runs = WorkflowExecution.objects.all()
-    assert [run.status for run in runs] == ["completed", "completed"]
-    assert [run.trace_id for run in runs] == ["", ""]
+    assert [run.status for run in runs] == ["completed"] * 3
+    assert [run.trace_id for run in runs] == [""] * 3
     assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
+
+
+def dropped_spans(server) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "chatter_trace_spans_dropped_total")
 
 
 def test_item_tracing_an_unreachable_collector_never_fails_or_slows_a_request(daphne_server, session_openai_stub,
                                                                                alice):
-    """The exporter's collector refuses connections: turns still answer at once (spans wait in the bounded queue
-    and are dropped), none failing."""
+    """The collector takes the first export and holds it (longer than a request may wait: the client's timeout)
+    before refusing it: meanwhile every turn answers (none waits for the exporter, whose one thread is held), the
+    spans wait in the bounded queue and those that do not fit are dropped; the spans the collector refused are
+    counted on /metrics (chatter_trace_spans_dropped_total)."""
     session_openai_stub.always(content="Hi.", usage=USAGE)
-    closed = OTLPReceiver()
-    endpoint = closed.endpoint
-    closed.server.server_close()  # nothing listens there any more
-    server = daphne_server(**{**tracing_env(type("R", (), {"endpoint": endpoint})(), session_openai_stub),
-                              "OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
-                              "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    collector = OTLPReceiver(refusing=True).start()
+    server = daphne_server(**{**tracing_env(collector, session_openai_stub), "OTEL_BSP_MAX_QUEUE_SIZE": "8",
+                              "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4", "OTEL_EXPORTER_OTLP_TIMEOUT": "60"})
     key = ApiTokenFactory(user=alice, scopes=["chat"]).key
-    took = []
-    with httpx.Client(timeout=30) as client:
-        for _ in range(4):
-            began = time.monotonic()
-            response = client.post(f"{server.base_url}/api/v1/chat/", json={
-                "message": "Hi", "provider": "openai", "model": "gpt-4o-mini"},
-                headers={"Authorization": f"Token {key}"})
-            took.append(time.monotonic() - began)
-            assert response.status_code == 201, response.text
-    session_openai_stub.reset()
-    assert max(took[1:]) < 2.0, took  # the exporter's retries (seconds) are on its own thread, never the request's
+    turns = 6
+    try:
+        with httpx.Client(timeout=30) as client:
+            for turn in range(turns):
+                response = client.post(f"{server.base_url}/api/v1/chat/", json={
+                    "message": "Hi", "provider": "openai", "model": "gpt-4o-mini"},
+                    headers={"Authorization": f"Token {key}"})
+                assert response.status_code == 201, response.text
+                if turn == 0:  # the first export reaches the collector, which holds it
+                    deadline = time.monotonic() + 20
+                    while not collector.exports and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    assert collector.exports == 1
+        assert collector.exports == 1 and not collector.release.is_set()  # every turn answered while it held
+        held = len(collector.spans)
+        assert 1 <= held <= 4  # one batch
+
+        collector.release.set()  # refused: that batch and the queued ones are counted as dropped
+        metrics_spans = 0  # each /metrics request is a span too (exported after the turns' queued ones)
+        deadline = time.monotonic() + 30
+        while True:
+            metrics_spans += 1
+            counted = dropped_spans(server)
+            if counted == len(collector.spans) and counted >= held + 8:
+                break
+            assert time.monotonic() < deadline, (counted, len(collector.spans))
+            time.sleep(0.1)
+    finally:
+        session_openai_stub.reset()
+        collector.release.set()
+        stop_process(server.process)  # its last spans refused at once (not retried against a closed port)
+        collector.stop()
+    # Each turn makes at least 5 spans (its request, run, two nodes, its LLM call: the chat turn test above), more
+    # than the held batch and the queue (8) took: the rest were dropped, never waited for.
+    assert len([span for span in collector.spans if span.name.startswith("POST /api/v1/chat")]) < turns
+    assert len(collector.spans) - metrics_spans <= held + 8 < 5 * turns

@@ -185,8 +185,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
                 self.write_held(audits="later", lean=True)
                 if self._added["llm_calls"]:  # a run in progress shows its usage (its tool count rides along)
-                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls,
-                                           added=self.counters_added())
+                    execution_counters_add(self.execution.pk, tool_calls=self.tool_calls, added=self.counters_added())
         except IntegrityError:
             if not transaction.get_autocommit() and transaction.get_rollback():
                 raise  # (a statement with no savepoint failed in its caller's transaction: the caller's to undo)
@@ -497,3 +496,5 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def retrieved(self, node: Node, record: dict) -> None:
         """A search of knowledge collections, in the run's log (the timeline and the live page show it)."""
         self.emit("retrieval", {"node_id": node.id, **record})
+        if self.spans is not None:
+            self.spans.retrieved(self.open.index if self.open else None, record)

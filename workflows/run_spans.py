@@ -2,7 +2,8 @@
 one place every run's moments pass (JSON workflows through the engine, registered Python graphs through LangGraph's
 callbacks and stream): `invoke_agent` for the run (a child of the context stored with it, so a run a worker
 executes later keeps its trace), `node`, `chat` / `embeddings` per LLM call with OpenTelemetry's GenAI attributes,
-`execute_tool`. Which attributes, and the opt-in for message content: docs/operations/tracing.md#what-a-trace-holds.
+`execute_tool`, `retrieval`. Which attributes, and the opt-in for message content:
+docs/operations/tracing.md#what-a-trace-holds.
 """
 from __future__ import annotations
 
@@ -154,6 +155,21 @@ class RunSpans:
             span.set_status(Status(StatusCode.ERROR, error[:500]))
             span.set_attribute("error.type", "tool_error")
         span.end(end_time=end)
+
+    # --- retrievals ----------------------------------------------------------------------------------------
+    def retrieved(self, index: int | None, record: dict) -> None:
+        """A search of knowledge collections (engine.retrieval), ended: its query's embedding call is a span of
+        its own, beside it (the same parent, within its time)."""
+        start, end = _ended_ns(int(record.get("latency_ms") or 0))
+        collections = [str(name) for name in record.get("collections") or ()]
+        attributes = {"gen_ai.operation.name": "retrieval", "gen_ai.data_source.id": ",".join(collections),
+                      "chatter.retrieval.mode": str(record.get("mode") or ""),
+                      "chatter.retrieval.k": int(record.get("k") or 0),
+                      "chatter.retrieval.chunks": len(record.get("chunks") or ())}
+        if CAPTURE_CONTENT:
+            attributes["gen_ai.retrieval.query.text"] = _content(record.get("query") or "")
+        tracer().start_span(f"retrieval {','.join(collections)}", context=self._parent(index), start_time=start,
+                            kind=SpanKind.INTERNAL, attributes=attributes).end(end_time=end)
 
     # --- the run's end -------------------------------------------------------------------------------------
     def ended(self, execution) -> None:
