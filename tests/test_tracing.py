@@ -262,7 +262,7 @@ def test_item_tracing_an_mcp_tool_call_and_message_content_when_opted_in(capturi
 
     assert response.status_code == 201, response.text
     assert mcp_server.calls == [("add", {"a": 2, "b": 40})]
-    spans = receiver.wait_for(trace_id, "invoke_agent", "execute_tool tracker__add", "node")
+    spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent", "execute_tool tracker__add", "node")
     run = one(spans, "invoke_agent")
     assert one(spans, "POST /api/v1/chat").parent_span_id == parent
     nodes = {span.span_id for span in named(spans, "node ")}
@@ -305,7 +305,7 @@ def test_item_tracing_a_retrieval_has_its_span_and_its_embedding_call(capturing,
         headers={"Authorization": f"Token {capturing.key}", **headers})
 
     assert response.status_code == 201, response.text
-    spans = receiver.wait_for(trace_id, "invoke_agent", "retrieval", "embeddings", "node search")
+    spans = receiver.wait_for(trace_id, "POST /api/v1/chat", "invoke_agent", "retrieval", "embeddings", "node search")
     assert one(spans, "POST /api/v1/chat").parent_span_id == parent
     search = one(spans, "node search")
     retrieval, embedding = one(spans, "retrieval"), one(spans, "embeddings")
