@@ -141,7 +141,8 @@ def statements_run(main: tuple[str, list], along: list[tuple[str, list]] = (), *
     """Run the statement `main` (SQL, params) and, with it, the INSERTs `along`: on PostgreSQL as one statement (a
     data-modifying WITH, which it runs atomically by itself: `main` first, then the parts of `along` from the last
     to the first, as PostgreSQL runs the WITH parts a statement does not read), elsewhere each on its own before
-    it. Returns `main`'s rows when `fetch`."""
+    it. The parts are named along_0, along_1...: `main` and a later part may read an earlier one (PostgreSQL only).
+    Returns `main`'s rows when `fetch`."""
     connection = connections[DEFAULT_DB_ALIAS]
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
@@ -200,6 +201,19 @@ class Insert:
         columns = ", ".join(quote(field.column) for field in self._model_fields)
         return self.sql.replace("VALUES {values}", f"SELECT {columns} FROM json_populate_recordset("
                                                    f"NULL::{quote(self.model._meta.db_table)}, %s::json)")
+
+    def bound_joined(self, rows: list[dict[str, Any]], *, column: str, part: str, key: str) -> tuple[str, list]:
+        """PostgreSQL: as `bound`, each row's `column` taking the id of the row of the WITH part `part` (an earlier
+        one of statements_run's `along`, which returns "id" and `key`) whose `key` is the value the row gives for
+        it: rows whose parent is written by the same statement, its id not known before (a node and its calls)."""
+        quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+        target = self.model._meta.get_field(column).column
+        picked = ", ".join('"parent"."id"' if field.column == target else f'"row".{quote(field.column)}'
+                           for field in self._model_fields)
+        sql = self.sql.replace("VALUES {values}", (
+            f"SELECT {picked} FROM json_populate_recordset(NULL::{quote(self.model._meta.db_table)}, %s::json) "
+            f'AS "row" JOIN {quote(part)} AS "parent" ON "parent".{quote(key)} = "row".{quote(target)}'))
+        return sql, self.bound(rows)[1]
 
     def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:
         """The statement for `rows` (dicts by attname, every column given) and its parameters."""

@@ -82,6 +82,7 @@ class Passing:
     spans: object | None = None  # the run's OpenTelemetry spans (workflows.run_spans) when tracing is on
     call: CallStarted | None = None  # its model call, as the recorder is told of it
     plan: RunPlan | None = None  # a call written whole after its answer (_written_whole); None: written already
+    alone: bool = False  # written whole, with no conversation and no budget: nothing to write but its own rows
 
     def so_far(self) -> dict:
         return {"text": "".join(self.text), "tool_call_text": "".join(self.tool_text)}
@@ -97,9 +98,10 @@ def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -
     when its start already ended it (a hard budget that cannot cover it)."""
     stream = bool(request.get("stream"))
     plan = run_plan(run_request, mode=Mode.STREAM if stream else Mode.SYNC)
-    if not stream and not any(budget.mode == Budget.Mode.HARD for budget in plan_budgets(plan)):
+    budgets = plan_budgets(plan)
+    if not stream and not any(budget.mode == Budget.Mode.HARD for budget in budgets):
         passing = _started(run_row(plan, status=Status.RUNNING), plan, request=request, raw=raw, base_url=base_url)
-        passing.plan = plan
+        passing.plan, passing.alone = plan, not budgets and plan.conversation_id is None and not plan.chat
         if passing.spans is not None:
             passing.spans.call_started(passing.recorder.open.index, passing.call)
         return passing
@@ -212,10 +214,11 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
 def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) -> WorkflowExecution:
     """A call not written before its upstream answered, written now whole: its row (inserted as it ends), its
     start, its LLM call and its end in one transaction, its creation's (run_write; its end execution_finish's,
-    without a savepoint). Never seen in progress, it is not counted by the limit of runs at once. It is tried
-    once: should that write fail (nothing of it is then written, and the recorder holds what it held), or the
-    database ask for it again (a conflict), the call is written as any other: its run, then its end by run_end
-    (which ends it from its rows if its end cannot be written)."""
+    without a savepoint); a call `alone` by its end alone (on PostgreSQL one statement). Never seen in progress,
+    it is not counted by the limit of runs at once. It is tried once: should that write fail (nothing of it is
+    then written, and the recorder holds what it held), or the database ask for it again (a conflict), the call
+    is written as any other: its run, then its end by run_end (which ends it from its rows if its end cannot be
+    written)."""
     execution, recorder, ctx, plan = passing.execution, passing.recorder, passing.ctx, passing.plan
     tries: list[WorkflowExecution] = []
 
@@ -225,12 +228,15 @@ def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) ->
             raise RunError("the call's one write was rolled back", error_type="internal_error")
         recorder.reserved(written.budget_holds)
         execution_finish(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending,
-                         savepoint=False, insert=True)
+                         savepoint=passing.alone, insert=True)
 
     try:
         with recorder.kept_on_failure():  # (a failure, even at the commit, leaves it holding what it held)
-            run_write(replace(plan, request=replace(plan.request, on_written=finish)), status=Status.RUNNING,
-                      row=copy.copy(execution), inserted_as_ended=True)
+            if passing.alone:
+                finish(copy.copy(execution))
+            else:
+                run_write(replace(plan, request=replace(plan.request, on_written=finish)), status=Status.RUNNING,
+                          row=copy.copy(execution), inserted_as_ended=True)
         return tries[0]
     except Exception:  # noqa: BLE001 - whatever refused the one write, the call is still written and ended
         logger.exception("gateway pass-through: the one write of %s failed; written in two", execution.pk)

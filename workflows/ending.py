@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
 from conversations.models import Message
-from core.db import retried_on_conflict
+from core.db import retried_on_conflict, write_atomic
 from core.errors import ProviderError, RunCancelled, RunError
 from core.money import usd
 from engine.chat_messages import tool_calls_as_sent
@@ -78,8 +78,10 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     events, every aggregate (the receivers of execution_finished) and the audit rows commit together; its locks
     are taken in the one order (core.db): the run, its conversation, budget periods, aggregates, the
     audit chain. `savepoint=False`: part of its caller's transaction (the run's creation), which a failure here
-    rolls back whole. `insert`: the run's row is not in the database yet (a gateway call written whole, in the
-    transaction that creates it): it is inserted as it ends (statements.execution_insert_ended)."""
+    rolls back whole. `insert`: the run's row is not in the database yet (a gateway call written whole): it is
+    inserted as it ends (statements.execution_insert_ended); on PostgreSQL, a run with no conversation and no
+    budget held is then written by one statement, its row riding on its trace's write, atomic by itself (no
+    BEGIN and COMMIT outside a transaction: bench/RESULTS.md, B8)."""
     now = timezone.now()
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
@@ -110,8 +112,16 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         # a registered graph picks its own models: the run names the one that answered last
         **({"provider": call.provider, "model": call.model} if call and state and MESSAGES_USAGE in state else {}),
     }
-    with recorder.kept_on_failure(), transaction.atomic(savepoint=savepoint):
-        if insert:
+    one_statement = insert and connection.vendor == "postgresql" and execution.conversation_id is None \
+        and not recorder.budget.holds
+    inserted = []  # the run's row, riding on the last write
+    with recorder.kept_on_failure(), (write_atomic(one_statement=True) if one_statement
+                                      else transaction.atomic(savepoint=savepoint)):
+        if one_statement:
+            inserted.append(statements.execution_ended_insert(execution, ended=ended, tool_calls=recorder.tool_calls,
+                                                              added=recorder.counters_added()))
+            finished = 1
+        elif insert:
             finished = statements.execution_insert_ended(execution, ended=ended, tool_calls=recorder.tool_calls,
                                                          added=recorder.counters_added())
         else:
@@ -172,8 +182,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         calls = calls_by_model(recorder.calls) + recorder.tool_costs()  # (priced tool calls: provider "mcp")
         # The trace, the audit rows (queued for the chain) and what books the run in aggregates (its analytics: the
         # rows every run's ending shares, whose locks are so held for one round trip, to the commit), in one write.
-        riding = [statement for _, statements in execution_ending.send(
-            sender=WorkflowExecution, execution=execution, messages=messages, calls=calls) for statement in statements]
+        riding = [*inserted, *(statement for _, statements in execution_ending.send(
+            sender=WorkflowExecution, execution=execution, messages=messages, calls=calls) for statement in statements)]
         recorder.write_held(riding=riding)
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages, calls=calls)
     return execution

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterator
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -53,6 +53,7 @@ from workflows.trace_rows import (
     no_usage,
     node_finished_event,
     node_row,
+    node_rows_bound,
     one_at_a_time,
 )
 
@@ -223,31 +224,29 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
 
     def write_held(self, *, audits: str = "all", lean: bool = False, riding: list[tuple[str, list]] = ()) -> None:
         """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
-        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), events with the
-        next seqs, and the audit rows, queued for the chain (on PostgreSQL by the same statement). With
-        audits="later" they stay held, for the run's next pause or end. `riding`: statements of the caller's to
-        run with them, after them and in their order (execution_ending's)."""
+        checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), events with the next
+        seqs, and the audit rows, queued for the chain (on PostgreSQL by the same statement; audits="later": held
+        for the run's next pause or end). `riding`: the caller's statements, run after them in their order."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
         # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
-        # returns their ids, with the LLM calls, tool calls, events and the graph's checkpoints along. Elsewhere
-        # each table's rows are a statement of their own. A call whose node row is new in this write needs the
-        # node's id first: the nodes are then written before it (a model call's node is written as it starts, so
-        # this is rare).
+        # returns their ids, with the LLM calls (whose node is new: from the upsert), tool calls, events and the
+        # graph's checkpoints along. Elsewhere each table's rows are a statement, and a new node is written first.
         events = (event_rows(execution_id=execution_id, first_seq=self.seq + 1, items=self._events),) \
             if self._events else ()
         nodes = [{"execution_id": execution_id, "index": index, **fields}
                  for index, fields in sorted(self._nodes.items())]
-        if nodes and any(index is not None and index not in self._node_pks
-                         for index, _ in (*self._calls, *self._attempts)):
+        parents = {index for index, _ in (*self._calls, *self._attempts) if index is not None}
+        unwritten = not parents <= self._node_pks.keys()
+        joined = unwritten and connection.vendor == "postgresql" and parents <= self._nodes.keys()
+        if nodes and unwritten and not joined:
             self._nodes_write(nodes)
             nodes = []
         along = [
-            *([llm_calls_insert.bound([{"execution_id": execution_id, "node_execution_id": self._node_pks.get(index),
-                                        **fields} for index, fields in self._calls])] if self._calls else []),
-            *([provider_attempts_insert.bound([{"execution_id": execution_id,
-                                                "node_execution_id": self._node_pks.get(index), **fields}
-                                               for index, fields in self._attempts])] if self._attempts else []),
+            *([nodes_upsert.bound(nodes)] if joined else []),
+            *(node_rows_bound(insert, held, execution_id=execution_id, node_pks=None if joined else self._node_pks)
+              for insert, held in ((llm_calls_insert, self._calls), (provider_attempts_insert, self._attempts))
+              if held),
             *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
               if self._tools else []),
             *events, *checkpoints]
@@ -257,9 +256,9 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                 self._audits = []
             else:  # appended at once (SQLite: one writer at a time)
                 self.write_audits()
-        along[:0] = reversed(riding)  # run last, in their order (core.db.statements_run)
+        along[int(joined):int(joined)] = reversed(riding)  # run last, in their order (core.db.statements_run)
         if nodes:
-            self._nodes_write(nodes, along=along)
+            self._nodes_write(nodes, along=along, joined=joined)
         elif along:
             statements_run(along[-1], along[:-1])
         self._nodes, self._calls, self._attempts, self._tools = {}, [], [], []
@@ -270,10 +269,11 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             self.seq += len(self._events)
             self._events = []
 
-    def _nodes_write(self, nodes: list[dict], *, along: list[tuple[str, list]] = ()) -> None:
-        """Node rows, inserted as they start and updated as they end: one upsert returning their ids."""
-        self._node_pks.update((index, pk) for pk, index in statements_run(nodes_upsert.bound(nodes), along,
-                                                                          fetch=True))
+    def _nodes_write(self, nodes: list[dict], *, along: list[tuple[str, list]] = (), joined: bool = False) -> None:
+        """Node rows, inserted as they start and updated as they end: one upsert returning their ids (`joined`: it
+        is the first part of `along`, which its calls read)."""
+        main = ('SELECT "id", "index" FROM "along_0"', []) if joined else nodes_upsert.bound(nodes)
+        self._node_pks.update((index, pk) for pk, index in statements_run(main, along, fetch=True))
 
     def _checkpoints_take(self) -> tuple:
         """The graph's checkpoints held since the last write (workflows.checkpointer), as rows to insert."""

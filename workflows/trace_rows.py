@@ -11,6 +11,7 @@ from typing import Any
 from django.utils import timezone
 
 from audit.services import audit_fields
+from core.db import Insert
 from core.money import usd
 from engine.graph import Node
 from engine.hooks import Attempt
@@ -119,3 +120,14 @@ def node_finished_event(*, node_id, node_type, index, status, duration_ms, total
         "node_id": node_id, "node_type": node_type, "index": index, "status": status,
         "duration_ms": duration_ms, "total_tokens": total_tokens, "cost": usd(cost), "error": error or None,
     })
+
+
+def node_rows_bound(insert: Insert, held: list[tuple[int | None, dict]], *, execution_id,
+                    node_pks: dict[int, int] | None) -> tuple[str, list]:
+    """The statement of a run's held rows of a node (LLM calls, their tries: the node's index, the row's fields),
+    each naming its node's row by `node_pks` (index → id), or with None by the id the nodes' upsert in the same
+    statement returns for its index (the WITH part along_0: core.db.Insert.bound_joined)."""
+    rows = [{"execution_id": execution_id, "node_execution_id": index if node_pks is None else node_pks.get(index),
+             **fields} for index, fields in held]
+    return insert.bound(rows) if node_pks is not None else \
+        insert.bound_joined(rows, column="node_execution_id", part="along_0", key="index")
