@@ -205,14 +205,15 @@ class Insert:
     def bound_joined(self, rows: list[dict[str, Any]], *, column: str, part: str, key: str) -> tuple[str, list]:
         """PostgreSQL: as `bound`, each row's `column` taking the id of the row of the WITH part `part` (an earlier
         one of statements_run's `along`, which returns "id" and `key`) whose `key` is the value the row gives for
-        it: rows whose parent is written by the same statement, its id not known before (a node and its calls)."""
+        it (none when it gives none): rows whose parent is written by the same statement, its id not known before
+        (a node and its calls)."""
         quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
         target = self.model._meta.get_field(column).column
         picked = ", ".join('"parent"."id"' if field.column == target else f'"row".{quote(field.column)}'
                            for field in self._model_fields)
         sql = self.sql.replace("VALUES {values}", (
             f"SELECT {picked} FROM json_populate_recordset(NULL::{quote(self.model._meta.db_table)}, %s::json) "
-            f'AS "row" JOIN {quote(part)} AS "parent" ON "parent".{quote(key)} = "row".{quote(target)}'))
+            f'AS "row" LEFT JOIN {quote(part)} AS "parent" ON "parent".{quote(key)} = "row".{quote(target)}'))
         return sql, self.bound(rows)[1]
 
     def bound(self, rows: list[dict[str, Any]]) -> tuple[str, list]:

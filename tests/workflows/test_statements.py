@@ -92,6 +92,30 @@ def test_nodes_upsert_returns_each_rows_id_and_rewrites_a_row_whole(alice):
     _same_as_orm(NodeExecution, _node(execution, 1), execution=execution, index=1)
 
 
+@pytest.mark.postgres
+def test_calls_whose_nodes_the_same_statement_writes_take_their_ids_from_it_and_one_of_no_node_is_kept(alice):
+    """A gateway call written whole: its nodes' upsert is the statement's first part, and its LLM calls' rows name
+    their node by index (Insert.bound_joined); a row naming no node is written with none, not dropped."""
+    from workflows.trace_rows import node_rows_bound
+
+    execution = WorkflowExecutionFactory(owner=alice)
+    call = {"provider": "openai", "model": "gpt-x", "requested_model": "gpt", "prompt_tokens": 10,
+            "completion_tokens": 3, "total_tokens": 13, "cached_prompt_tokens": 0, "reasoning_tokens": 0,
+            "cost": Decimal("0.0000123456"), "provider_cost": False, "estimated": False, "unpriced": False,
+            "usage_raw": JSON, "duration_ms": 8, "deployment": "", "prompt_version_id": None, "created_at": WHEN,
+            "kind": "chat"}
+    along = [statements.nodes_upsert.bound([_node(execution, 1), _node(execution, 2)]),
+             node_rows_bound(statements.llm_calls_insert, [(2, {**call, "duration_ms": 2}),
+                                                           (None, {**call, "duration_ms": 0})],
+                             execution_id=execution.pk, node_pks=None)]
+
+    written = dict(statements_run(('SELECT "id", "index" FROM "along_0"', []), along, fetch=True))
+
+    stored = dict(LLMCall.objects.filter(execution=execution).values_list("duration_ms", "node_execution_id"))
+    assert stored == {2: next(pk for pk, index in written.items() if index == 2), 0: None}
+    assert NodeExecution.objects.get(pk=stored[2]).node_id == "n2"
+
+
 def test_a_runs_trace_rows_store_what_the_orm_stores(alice):
     execution = WorkflowExecutionFactory(owner=alice)
     [(node_pk, _)] = statements_run(statements.nodes_upsert.bound([_node(execution, 1)]), fetch=True)
