@@ -228,7 +228,7 @@ def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) ->
             raise RunError("the call's one write was rolled back", error_type="internal_error")
         recorder.reserved(written.budget_holds)
         execution_finish(execution=written, recorder=recorder, ctx=ctx, state=None, error=error, ending=ending,
-                         savepoint=passing.alone, insert=True)
+                         savepoint=passing.alone, insert=True)  # (alone: its own transaction, or statement)
 
     try:
         with recorder.kept_on_failure():  # (a failure, even at the commit, leaves it holding what it held)

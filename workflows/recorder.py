@@ -229,9 +229,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         for the run's next pause or end). `riding`: the caller's statements, run after them in their order."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
-        # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert, which
-        # returns their ids, with the LLM calls (whose node is new: from the upsert), tool calls, events and the
-        # graph's checkpoints along. Elsewhere each table's rows are a statement, and a new node is written first.
+        # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert (ids back, a
+        # new node's to its calls), calls, events, checkpoints. Elsewhere a statement per table, a new node first.
         events = (event_rows(execution_id=execution_id, first_seq=self.seq + 1, items=self._events),) \
             if self._events else ()
         nodes = [{"execution_id": execution_id, "index": index, **fields}
@@ -256,7 +255,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                 self._audits = []
             else:  # appended at once (SQLite: one writer at a time)
                 self.write_audits()
-        along[int(joined):int(joined)] = reversed(riding)  # run last, in their order (core.db.statements_run)
+        at = 1 if joined else 0  # (after the nodes' upsert, along_0:) run last, in their order (statements_run)
+        along[at:at] = reversed(riding)
         if nodes:
             self._nodes_write(nodes, along=along, joined=joined)
         elif along:

@@ -141,7 +141,7 @@ def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int | 
     `check_now` (the transaction is a caller's, which commits later). `limit=None`: a run never seen in progress
     (ended in the transaction that writes it), which the limit does not count."""
     connection = connections[DEFAULT_DB_ALIAS]
-    row = {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
+    row = _execution_values(execution)
     with connection.cursor() as cursor:
         if limit is None:
             cursor.execute(*_execution_insert.bound([row]))
@@ -217,9 +217,14 @@ def execution_ended_insert(execution: WorkflowExecution, *, ended: dict, tool_ca
     for name in ADDED_COUNTERS:
         setattr(row, name, getattr(row, name) + added.get(name, 0))
     row.tool_calls = tool_calls
-    values = {name: WorkflowExecution._meta.get_field(name).pre_save(row, add=True) for name in EXECUTION_COLUMNS}
+    values = _execution_values(row)
     execution.created_at = row.created_at
     return _execution_insert.bound([values])
+
+
+def _execution_values(execution: WorkflowExecution) -> dict:
+    """The new run's row as save(force_insert=True) would store it (its created_at set now)."""
+    return {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
 
 
 def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls: int, added: dict) -> int:
