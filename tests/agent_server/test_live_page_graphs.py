@@ -19,6 +19,8 @@ pytest_plugins = ["tests.fixtures_browser"]
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 COMPLETED = "() => document.querySelector('[data-testid=run-status]').textContent === 'completed'"
 MESSAGES_SHOWN = "n => document.querySelectorAll('[data-testid=run-message] [data-testid=run-message-content]').length >= n"
+# A run that ended before the page opened shows its saved reply once the page has fetched it, after the replay
+REPLY_SHOWN = "() => document.querySelector('[data-testid=run-text]').textContent !== ''"
 
 
 @pytest.fixture
@@ -61,6 +63,7 @@ def test_a_graphs_run_shows_every_message_it_produced_with_its_usage(graph_page_
         page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').click()
         page.wait_for_function(COMPLETED, timeout=30_000)
         page.wait_for_function(MESSAGES_SHOWN, arg=3, timeout=15_000)
+        page.wait_for_function(REPLY_SHOWN, timeout=15_000)
         on_page, counters, text = messages_shown(page), shown(page), page.get_by_test_id("run-text").inner_text()
         listed = page.locator(f'[data-testid=run-item][data-execution-id="{execution.pk}"]').inner_text()
 
