@@ -7,7 +7,7 @@ import pytest
 from tests.factories import StaffFactory, UserFactory
 
 pytest_plugins = ["tests.fixtures_openai", "tests.fixtures_server", "tests.fixtures_llama", "tests.real_components",
-                  "tests.server_marker", "tests.js_clients", "tests.fixtures_mcp"]
+                  "tests.server_marker", "tests.js_clients", "tests.fixtures_mcp", "tests.db_leftovers"]
 
 
 @pytest.fixture

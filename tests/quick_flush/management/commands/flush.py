@@ -9,7 +9,11 @@ from fewer statements:
   every row there and write nothing, so the signal is sent without those two; their ids stay what every cached
   `ContentType` holds. Where a test changed them (a migration test does), this flush is Django's own again;
 - only tables with rows are emptied, with DELETE (both databases create foreign keys deferred, so the order within
-  the one transaction does not matter), where a TRUNCATE of every table makes PostgreSQL new files for each.
+  the one transaction does not matter), where a TRUNCATE of every table makes PostgreSQL new files for each. On
+  PostgreSQL the tables are locked against writers first, as TRUNCATE locks them: a writer the test left going (a
+  server's audit chainer, which appends queued rows a moment after a run) either commits before the tables are
+  looked at, and its rows are deleted, or waits for the flush; without the lock its rows could land in a table
+  seen empty a moment before, and stay for the next tests (tests/db_leftovers.py found such rows).
 Every other receiver of the signal runs: the apps' seeders (templates, prices, schedules, the hot reads' version).
 A flush that must reset sequences, inhibits the signal or asks for anything else, is Django's own.
 """
@@ -49,6 +53,8 @@ class Command(flush.Command):
                 tables = [name for name in connection.introspection.django_table_names(only_existing=True,
                                                                                        include_views=False)
                           if name not in KEPT]
+                if connection.vendor == "postgresql":  # (SQLite's transactions take its one write lock already)
+                    cursor.execute(f"LOCK TABLE {', '.join(map(quote, tables))} IN SHARE ROW EXCLUSIVE MODE")
                 for start in range(0, len(tables), 200):  # SQLite allows 500 terms in one compound SELECT
                     part = tables[start:start + 200]
                     cursor.execute(" UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {quote(name)})"
