@@ -115,13 +115,18 @@ def audit_queue(rows: list[dict]) -> None:
 
 
 def audit_queue_along(rows: list[dict]) -> tuple[str, list] | None:
-    """audit_queue's statement for a caller that runs it with its own (core.db.statements_run), in its
-    transaction: on PostgreSQL the INSERT that queues `rows` (the chainer is woken once the caller commits);
-    elsewhere None, and the caller calls audit_queue."""
+    """audit_queue's statement for a caller that runs it with its own (core.db.statements_run): on PostgreSQL the
+    INSERT that queues `rows`, after which the caller calls audit_queued; elsewhere None, and the caller calls
+    audit_queue."""
     if not rows or connection.vendor != "postgresql":
         return None
-    transaction.on_commit(_chainer_wake)
     return pending_insert_bound([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+
+
+def audit_queued() -> None:
+    """A caller's statement queued rows (audit_queue_along): the chainer is woken once it commits (at once, outside
+    a transaction: a statement by itself, a gateway call's write, has committed when this is called)."""
+    transaction.on_commit(_chainer_wake)
 
 
 def audit_pending_chain() -> str:

@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_queue, audit_queue_along
+from audit.services import audit_queue, audit_queue_along, audit_queued
 from core.db import connections_give_back, retried_on_conflict, statements_run, write_atomic
 from core.errors import BudgetExceeded
 from engine.graph import Node
@@ -249,10 +249,11 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
               if self._tools else []),
             *events, *checkpoints]
+        queued = False
         if audits == "all" and self._audits:
-            if (queued := audit_queue_along(audit_rows(self.execution, self._audits))) is not None:
-                along.append(queued)
-                self._audits = []
+            if (statement := audit_queue_along(audit_rows(self.execution, self._audits))) is not None:
+                along.append(statement)
+                self._audits, queued = [], True
             else:  # appended at once (SQLite: one writer at a time)
                 self.write_audits()
         at = 1 if joined else 0  # (after the nodes' upsert, along_0:) run last, in their order (statements_run)
@@ -262,6 +263,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         elif along:
             statements_run(along[-1], along[:-1])
         self._nodes, self._calls, self._attempts, self._tools = {}, [], [], []
+        if queued:  # (the chainer, woken once they commit: at once when the statement was alone)
+            audit_queued()
         if self._events:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
                                        owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
@@ -270,8 +273,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             self._events = []
 
     def _nodes_write(self, nodes: list[dict], *, along: list[tuple[str, list]] = (), joined: bool = False) -> None:
-        """Node rows, inserted as they start and updated as they end: one upsert returning their ids (`joined`: it
-        is the first part of `along`, which its calls read)."""
+        """Node rows, upserted, returning their ids (`joined`: the upsert is `along`'s first part, its calls read)."""
         main = ('SELECT "id", "index" FROM "along_0"', []) if joined else nodes_upsert.bound(nodes)
         self._node_pks.update((index, pk) for pk, index in statements_run(main, along, fetch=True))
 
@@ -284,16 +286,13 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
 
     def write_audits(self) -> None:
         """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
-        if self._audits:
-            audit_queue(audit_rows(self.execution, self._audits))
+        audit_queue(audit_rows(self.execution, self._audits))  # (nothing when none is held)
         self._audits = []
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
         self._nodes, self._calls, self._attempts, self._tools, self._events, self._audits = {}, [], [], [], [], []
-        self._added = no_usage()
-        self.open = None
-        self._opened = {}
+        self._added, self.open, self._opened = no_usage(), None, {}
 
     def _hold_node(self, opened: OpenNode, **fields) -> None:
         self._nodes[opened.index] = node_row(opened, **fields)

@@ -12,7 +12,9 @@ from django.utils import timezone
 from audit import statements
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.selectors import audit_chain_verify
-from audit.services import CHAIN_LOCK_KEY, audit_fields, audit_queue, audit_queue_flush, audit_record
+from audit.services import (CHAIN_LOCK_KEY, audit_fields, audit_queue, audit_queue_along, audit_queue_flush,
+                            audit_queued, audit_record)
+from core.db import statements_run
 from tests import launcher
 from tests.factories import UserFactory
 
@@ -104,6 +106,30 @@ def test_rows_are_queued_even_when_the_chain_is_free_and_the_chainer_appends_the
 
     assert eventually(lambda: AuditEvent.objects.filter(action="test.queued").exists())
     assert not PendingAuditEvent.objects.exists()
+    assert audit_chain_verify().valid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_queued_by_a_statement_alone_wake_the_chainer_once_they_are_in(monkeypatch):
+    """A gateway call's one write is a statement outside any transaction (committed as it runs): the chainer is
+    woken after it (audit_queued), when its rows are in the queue, never before they are."""
+    import audit.services
+
+    wake, in_queue_at_wake = audit.services._chainer_wake, []
+
+    def noted() -> None:
+        in_queue_at_wake.append(PendingAuditEvent.objects.filter(action="test.alone").count()
+                                + AuditEvent.objects.filter(action="test.alone").count())
+        wake()
+
+    monkeypatch.setattr(audit.services, "_chainer_wake", noted)
+    user = UserFactory()
+
+    statements_run(audit_queue_along([audit_fields(action="test.alone", actor=user)]))
+    audit_queued()
+
+    assert in_queue_at_wake == [1]
+    assert eventually(lambda: AuditEvent.objects.filter(action="test.alone").exists())
     assert audit_chain_verify().valid
 
 
