@@ -9,11 +9,12 @@ from fewer statements:
   every row there and write nothing, so the signal is sent without those two; their ids stay what every cached
   `ContentType` holds. Where a test changed them (a migration test does), this flush is Django's own again;
 - only tables with rows are emptied, with DELETE (both databases create foreign keys deferred, so the order within
-  the one transaction does not matter), where a TRUNCATE of every table makes PostgreSQL new files for each. On
-  PostgreSQL the tables are locked against writers first, as TRUNCATE locks them: a writer the test left going (a
-  server's audit chainer, which appends queued rows a moment after a run) either commits before the tables are
-  looked at, and its rows are deleted, or waits for the flush; without the lock its rows could land in a table
-  seen empty a moment before, and stay for the next tests (tests/db_leftovers.py found such rows).
+  the one transaction does not matter), where a TRUNCATE of every table makes PostgreSQL new files for each. A
+  process's audit chainer appends queued rows a moment after a run, so after a test's last run: on PostgreSQL the
+  flush holds the chain first (audit.services: the chain's advisory lock), so that a chainer either has committed
+  before the tables are looked at, and its rows are deleted, or finds the queue empty after the flush. Without it
+  the chainer's rows could land in a table seen empty a moment before, and stay for the next tests
+  (tests/db_leftovers.py found such rows); locking the tables instead deadlocks with the chainer's statements.
 Every other receiver of the signal runs: the apps' seeders (templates, prices, schedules, the hot reads' version).
 A flush that must reset sequences, inhibits the signal or asks for anything else, is Django's own.
 """
@@ -25,6 +26,8 @@ from django.core.management.commands import flush
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connections, transaction
 from django.db.models.signals import post_migrate
+
+from audit.services import CHAIN_LOCK_KEY
 
 # The kept tables, and the columns that make a row what the models say.
 KEPT = {"django_content_type": ("id", "app_label", "model"),
@@ -54,7 +57,7 @@ class Command(flush.Command):
                                                                                        include_views=False)
                           if name not in KEPT]
                 if connection.vendor == "postgresql":  # (SQLite's transactions take its one write lock already)
-                    cursor.execute(f"LOCK TABLE {', '.join(map(quote, tables))} IN SHARE ROW EXCLUSIVE MODE")
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
                 for start in range(0, len(tables), 200):  # SQLite allows 500 terms in one compound SELECT
                     part = tables[start:start + 200]
                     cursor.execute(" UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {quote(name)})"
