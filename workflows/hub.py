@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future
+from datetime import datetime, timezone
 from typing import Iterable
 
 from channels.layers import get_channel_layer
@@ -59,6 +60,7 @@ class Subscription:
 
     def __init__(self, hub: "Hub", topics: list[str]):
         self.hub, self.topics = hub, topics
+        self.made_at = datetime.now(timezone.utc)  # what is published from now on is its reader's
         self.listening: Future | None = None  # done once this process's channel is in every topic's group
         self.closed = False
         self._items: deque = deque()

@@ -128,7 +128,7 @@ async def user_feed(user_id, *, subscription: Subscription | None = None,
     run's persisted events since the feed opened come once each and in order: what the hub did not bring is read
     back from the database when a later event shows the gap, or by the look at the user's runs every `poll_s`."""
     live = subscription or user_subscribe(user_id)
-    log = _UserLog(user_id)
+    log = _UserLog(user_id, opened=live.made_at)
     try:
         await live.ready()
         next_look = time.monotonic() + poll_s
@@ -147,9 +147,9 @@ async def user_feed(user_id, *, subscription: Subscription | None = None,
 class _UserLog:
     """What a user's feed relayed of each run's persisted log since it opened, to put back what the hub lost."""
 
-    def __init__(self, user_id):
+    def __init__(self, user_id, *, opened: datetime):
         self.user_id = user_id
-        self.opened = timezone.now()
+        self.opened = opened  # its subscription's making, not the feed's first read: a run may start in between
         self.window = self.opened - timedelta(seconds=RUN_VISIBLE_S)
         self.last: dict[str, int] = {}  # a run's last seq relayed
         self.watched: set[str] = set()  # runs not ended at the last look

@@ -116,3 +116,23 @@ async def test_a_conversation_deleted_between_the_feeds_two_reads_leaves_it_runn
 
     assert await _conversation_updated("00000000-0000-0000-0000-000000000001",
                                        "00000000-0000-0000-0000-000000000002") == []
+
+
+async def test_item_03_a_run_that_ends_before_the_feed_is_first_read_is_read_back_from_its_subscription(
+        lost_publishes):
+    """The feed's log starts when its subscription was made, not when the feed is first read: a run that started
+    (and here even ended) in between, its every event lost by the hub, still reaches the feed, once each."""
+    from django.contrib.auth import get_user_model
+
+    lost_publishes.update(range(1000))
+    user = await database_sync_to_async(get_user_model().objects.create_user)(username="carol")
+    subscription = user_subscribe(user.pk)
+    execution, persisted = await chat_run(user, "hello there")  # before anything reads the feed
+    feed = user_feed(user.pk, subscription=subscription, poll_s=0.1)
+    try:
+        got = await feed_until(feed, lambda got: any(e["event"] == "workflow_completed" for e in got))
+        got += await more(feed, 0.5)
+    finally:
+        await feed.aclose()
+
+    assert persisted_of(got, execution) == persisted
