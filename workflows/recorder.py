@@ -1,7 +1,6 @@
-"""ExecutionRecorder: the database side of a run, one unit of work over its trace and events, written in one
-transaction just before the run next waits and in its terminal one; one writer, and once a write collides with the
-recovery sweep's, every later one is refused (RunInterrupted): docs/architecture.md#when-a-run-writes (I5, I6).
-run_recorder hands it its collaborators (RunReads, BudgetGuard, RunLedger, the CheckpointHold, RunTools)."""
+"""ExecutionRecorder: the database side of a run, one unit of work over its trace and events, written just before the
+run next waits and in its terminal transaction; once a write collides with the recovery sweep's, every later one is
+refused (RunInterrupted): docs/architecture.md#when-a-run-writes (I5, I6). run_recorder makes its collaborators."""
 from __future__ import annotations
 
 import logging
@@ -56,6 +55,7 @@ from workflows.trace_rows import (
     node_rows_bound,
     one_at_a_time,
 )
+from workflows.writer import WriteBehind
 
 logger = logging.getLogger(__name__)
 RUNNING = WorkflowExecution.Status.RUNNING
@@ -115,6 +115,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self._paused: dict[str, tuple[int, datetime, dict]] = {}
         self._calls_started = 0
         self.cancels = CancelWatch(execution.pk, fresh=fresh)  # (workflows.cancels)
+        self.writing = WriteBehind()  # the write made as a model call goes out (workflows.writer)
         self._superseded = False
 
     @property
@@ -124,8 +125,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
 
     @property
     def open(self) -> OpenNode | None:
-        """The node open on this thread; on a thread that opened none (a tool a graph runs on an executor's
-        thread, say), the run's one open node when there is just one."""
+        """The node open on this thread, else the run's one open node (a tool run on an executor's thread, say)."""
         opened = getattr(self._local, "open", None)
         if opened is None and len(self._opened) == 1:
             return next(iter(self._opened.values()))
@@ -170,18 +170,16 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         return bool(self._nodes or self._calls or self._attempts or self._tools or self._events)
 
     # --- writing ----------------------------------------------------------------------------------------
-    @one_at_a_time
     @retried_on_conflict
-    def flush(self) -> None:
-        """Write what the run holds, in one transaction (before the run waits)."""
+    def _flush(self) -> None:
+        """Write what the run holds, in one transaction (before the run waits); `flush` with the recorder's lock."""
         if not self._holding():
             return
         if self._superseded:
             raise RunInterrupted("the run was ended while it was still running")
-        # Audit rows wait for the run's pause or end (their facts are on disk now: the recovery sweep appends them
-        # from its rows: ExecutionRecorder.interrupted), so no write before a wait queues on the audit chain's head. Without
-        # a call to count, what the run holds rides on one statement on PostgreSQL (write_held), which needs no
-        # transaction around it: the write before a turn's first model call.
+        # Audit rows wait for the run's pause or end (the recovery sweep appends them from its rows), so no write
+        # before a wait queues on the audit chain's head. Without a call to count, what the run holds rides on one
+        # statement on PostgreSQL (write_held), needing no transaction around it: the write before a first model call.
         try:
             with self.kept_on_failure(), write_atomic(one_statement=not self._added["llm_calls"]):
                 self.write_held(audits="later", lean=True)
@@ -194,6 +192,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                 raise
             self._superseded = True
             raise RunInterrupted("the run was ended while it was still running") from None
+
+    flush = one_at_a_time(_flush)
 
     def counters_added(self) -> dict:
         """What the run holds adds to the execution's counters (tool_calls aside: only the run writes it, whole),
@@ -334,7 +334,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                                 "prompt_version": str(opened.prompt_version_id or "") or None}
             self._hold_node(opened)  # (re)written with the marker: a second call in one node rewrites its row
             heartbeat.stream(self.execution.pk, call=opened.in_flight["call"], so_far=call.streamed_so_far)
-        self._wait_ahead()
+        self._wait_ahead(behind=not self.budget.hard)
         if self.budget.hard:  # the reservation covers the run's spend so far and this call's worst case, or it stops
             refused = self.budget.cover(call, spent=self.spent(),
                                         price=self.reads.price(call.provider, call.requested_model))
@@ -349,13 +349,17 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self.limit_exceeded("budget", budget_id)
         raise BudgetExceeded("budget", budget_id, f"the run reached budget {budget_id}")
 
-    def _wait_ahead(self) -> None:
+    def _wait_ahead(self, *, behind: bool = False) -> None:
         """The run is about to wait: its running node gets its row, everything held is written, and its database
-        connection goes back to the pool while it waits."""
+        connection goes back to the pool while it waits. `behind`: written on a writer thread while the run goes
+        on into its wait, unless that is inside a caller's transaction (workflows.writer)."""
         opened = self.open
         if opened is not None and opened.index not in self._node_pks and opened.index not in self._nodes:
             self._hold_node(opened)
-        self.flush()
+        if behind and self._holding() and not connection.in_atomic_block:
+            self.writing.hand(self._flush)
+        else:
+            self.flush()
         connections_give_back()
 
     @one_at_a_time
@@ -461,11 +465,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
 
     @one_at_a_time
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None:
-        """A registered graph's own stream (LangGraph's protocol events, engine.python_graphs
-        ProtocolEvents), in its run's log: its state after each step (`values`), each node's update (`updates`,
-        naming its nodes), what its nodes wrote to the stream (`custom`), its models' message deltas (`messages`),
-        its tools' lifecycles (`tools`), its subgraphs' starts (`lifecycle`) and, when a stream shows them, the
-        checkpoints it saves (`checkpoints`)."""
+        """A registered graph's own stream (LangGraph's protocol events: engine.python_graphs ProtocolEvents), in
+        its run's log, an event per part under its mode's name (`values`, `updates`, `custom`, `messages`, ...)."""
         self.emit(mode, {"namespace": namespace, mode: data})
 
     @one_at_a_time
@@ -474,15 +475,15 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self.emit("limit_exceeded", {"limit": limit, "value": value})
         self.audit("limit.exceeded", {"limit": limit, "value": value})
 
-    @one_at_a_time
     def cancel_requested(self) -> bool:
-        if self.open is not None and self.open.index not in self._node_pks:
-            self._wait_ahead()  # a node checks in the middle of its work: it is about to wait
-        try:
-            return self.cancels.asked()
-        except RunInterrupted:  # ended elsewhere (the recovery sweep): stop spending
-            self._superseded = True
-            raise
+        with self._lock:  # not after a write under way (one_at_a_time): that write holds the open node's row
+            if not self.writing.under_way and self.open is not None and self.open.index not in self._node_pks:
+                self._wait_ahead()  # a node checks in the middle of its work: it is about to wait
+            try:
+                return self.cancels.asked()
+            except RunInterrupted:  # ended elsewhere (the recovery sweep): stop spending
+                self._superseded = True
+                raise
 
     def heartbeat_start(self) -> None:
         heartbeat.add(self.execution.pk)

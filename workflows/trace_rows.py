@@ -27,10 +27,11 @@ COUNTERS = NODE_COUNTERS  # a node's and an execution's
 
 def one_at_a_time(method):
     """A recorder's method: parallel branches run their nodes on LangGraph's threads, one recorder, one at a time
-    (its `_lock`)."""
+    (its `_lock`), each after the recorder's write under way on a writer thread, if any (workflows.writer)."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
+            self.writing.settle()
             return method(self, *args, **kwargs)
 
     return locked

@@ -96,7 +96,8 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         alice, monkeypatch):
     """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
     PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer). Every other write
-    of the turn is a transaction; the statement's events are on disk when they are published."""
+    of the turn is a transaction; the statement's events are on disk when they are published. (That write is made
+    on a writer thread as the call goes out: workflows.writer. Its statements are followed there too.)"""
     execution_run_now(ChatRequest(owner=alice, message="warm up"))
     ran = []
     published_with_rows = []
@@ -112,7 +113,14 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         ran.append((sql.split()[0].upper(), connection.in_atomic_block, "workflows_executionevent" in sql))
         return execute(sql, params, many, context)
 
+    flush = ExecutionRecorder._flush
+
+    def flush_watched(recorder):  # on whichever thread makes it
+        with connection.execute_wrapper(record):
+            flush(recorder)
+
     monkeypatch.setattr(ExecutionRecorder, "write_held", watched)
+    monkeypatch.setattr(ExecutionRecorder, "_flush", flush_watched)
     with connection.execute_wrapper(record):
         execution = execution_run_now(ChatRequest(owner=alice, message="hello"))
 

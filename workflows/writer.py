@@ -1,0 +1,70 @@
+"""The write a run makes as a model call starts, made on a writer thread while the call goes out
+(docs/architecture.md#when-a-run-writes): the run's first token then waits for the model, not for the write too.
+`WriteBehind` holds a recorder's one write under way; each of the recorder's methods waits for it first
+(trace_rows.one_at_a_time), so nothing the run does next is held, written or published before it."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from core.db import connections_give_back
+from core.errors import RunError
+
+WRITER_THREADS = 4  # writes take about a millisecond; a run waits for its own only at its model's first answer
+
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _threads, _threads_lock
+    _threads, _threads_lock = None, threading.Lock()  # a forked child owns none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _written(write: Callable[[], None]) -> None:
+    try:
+        write()
+    finally:
+        connections_give_back()  # a pooled connection goes back at once (SQLite's stays with the thread)
+
+
+class WriteBehind:
+    """One write under way on a writer thread, or none. Its owner calls `hand` and `settle` one thread at a time
+    (under the recorder's lock)."""
+
+    def __init__(self) -> None:
+        self._pending: Future | None = None
+
+    def hand(self, write: Callable[[], None]) -> None:
+        """Make `write` on a writer thread (after the one under way, which is waited for first)."""
+        global _threads
+        self.settle()
+        with _threads_lock:
+            if _threads is None:
+                _threads = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chatter-write")
+            threads = _threads
+        self._pending = threads.submit(_written, write)
+
+    @property
+    def under_way(self) -> bool:
+        """A write was handed and not yet waited for."""
+        return self._pending is not None
+
+    def settle(self) -> None:
+        """Wait for the write under way, if any; what it raised is raised here, as the run's end (a RunError: raised
+        inside a model call's stream, anything else would read as the provider's failure)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except RunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database's refusal, or a conflict past its retries
+            raise RunError(f"the run's trace could not be written: {type(exc).__name__}: {exc}",
+                           error_type="internal_error") from exc
