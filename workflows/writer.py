@@ -39,6 +39,7 @@ class WriteBehind:
 
     def __init__(self) -> None:
         self._pending: Future | None = None
+        self._write: Callable[[], None] | None = None
 
     def hand(self, write: Callable[[], None]) -> None:
         """Make `write` on a writer thread (after the one under way, which is waited for first)."""
@@ -48,7 +49,7 @@ class WriteBehind:
             if _threads is None:
                 _threads = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chatter-write")
             threads = _threads
-        self._pending = threads.submit(_written, write)
+        self._pending, self._write = threads.submit(_written, write), write
 
     @property
     def under_way(self) -> bool:
@@ -58,11 +59,14 @@ class WriteBehind:
     def settle(self) -> None:
         """Wait for the write under way, if any; what it raised is raised here, as the run's end (a RunError: raised
         inside a model call's stream, anything else would read as the provider's failure)."""
-        pending, self._pending = self._pending, None
+        pending, write, self._pending, self._write = self._pending, self._write, None, None
         if pending is None:
             return
         try:
-            pending.result()
+            if pending.cancel():  # no writer has taken it yet (the run never let go of the GIL): made here
+                write()
+            else:
+                pending.result()
         except RunError:
             raise
         except Exception as exc:  # noqa: BLE001 - the database's refusal, or a conflict past its retries

@@ -14,7 +14,7 @@ from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 
 URL = "/api/v1/chat/"
-pytestmark = pytest.mark.django_db(transaction=True)
+TRANSACTIONAL = pytest.mark.django_db(transaction=True)
 
 
 async def frames_of(async_client, message: str) -> list:
@@ -50,6 +50,7 @@ def first_write_watched(monkeypatch, what) -> None:
     monkeypatch.setattr(ExecutionRecorder, "write_held", watched)
 
 
+@TRANSACTIONAL
 async def test_the_model_call_goes_out_while_the_write_before_it_is_made(async_client, alice, monkeypatch,
                                                                          model_asked):
     waited = []  # the first write waits for the model to be asked: made before the call, it would wait in vain
@@ -74,6 +75,7 @@ async def test_the_model_call_goes_out_while_the_write_before_it_is_made(async_c
     await sync_to_async(assert_all)(execution)
 
 
+@TRANSACTIONAL
 async def test_a_write_that_fails_behind_the_call_ends_the_run_with_what_it_held(async_client, alice, monkeypatch,
                                                                                  model_asked):
     def refused(recorder):
@@ -95,3 +97,25 @@ async def test_a_write_that_fails_behind_the_call_ends_the_run_with_what_it_held
     assert nodes == ["start", "memory", "retrieval", "model"]
     assert execution.llm_calls == 1 and execution.prompt_tokens > 0
     await sync_to_async(assert_all)(execution)
+
+
+def test_a_write_no_writer_has_taken_yet_is_made_by_the_run_itself():
+    """When the run needs its recorder again before any writer thread took its write (every writer busy, or the
+    run never let go of the GIL: a model that answers at once), it makes the write itself rather than wait."""
+    from workflows.writer import WRITER_THREADS, WriteBehind
+
+    release, busy = threading.Event(), []
+    for _ in range(WRITER_THREADS):  # every writer thread busy
+        writing = WriteBehind()
+        writing.hand(lambda: release.wait(timeout=10))
+        busy.append(writing)
+    made_on = []
+    queued = WriteBehind()
+    queued.hand(lambda: made_on.append(threading.get_ident()))
+
+    queued.settle()
+
+    assert made_on == [threading.get_ident()]
+    release.set()
+    for writing in busy:
+        writing.settle()
