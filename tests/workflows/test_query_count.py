@@ -10,6 +10,7 @@ nodes, the run's status and counters, the reply, every aggregate, the events and
 adds the write before the second model call, with the first call and the tools node (a built-in tool does not
 wait, so nothing is written before it runs)."""
 import re
+import threading
 
 import pytest
 from django.db import connection, transaction
@@ -113,9 +114,11 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         ran.append((sql.split()[0].upper(), connection.in_atomic_block, "workflows_executionevent" in sql))
         return execute(sql, params, many, context)
 
-    flush = ExecutionRecorder._flush
+    flush, here = ExecutionRecorder._flush, threading.get_ident()
 
-    def flush_watched(recorder):  # on whichever thread makes it
+    def flush_watched(recorder):  # on a writer thread (or on this one, where `record` already follows it)
+        if threading.get_ident() == here:
+            return flush(recorder)
         with connection.execute_wrapper(record):
             flush(recorder)
 
