@@ -7,9 +7,6 @@ written).
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -21,6 +18,7 @@ from conversations.models import Message
 from core.cache import hot_reads
 from core.db import connections_give_back
 from core.errors import RunError, Unavailable
+from core.threads import ProcessThreads
 from core.tracing import tracing_on
 from engine.compile import graph_run
 from engine.config import checkpoints_every_step
@@ -41,16 +39,7 @@ from workflows.recorder import ExecutionRecorder, run_recorder
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
-_threads: ThreadPoolExecutor | None = None
-_threads_lock = threading.Lock()
-
-
-def _after_fork() -> None:
-    global _threads, _threads_lock
-    _threads, _threads_lock = None, threading.Lock()  # a forked child owns none of its parent's threads
-
-
-os.register_at_fork(after_in_child=_after_fork)
+_threads = ProcessThreads(lambda: settings.CHATTER_RUN_THREADS, "chatter-run")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,11 +64,6 @@ class RunStart:
 
 def submit(start: RunStart) -> None:
     """Run a written, running execution on one of the runner's CHATTER_RUN_THREADS threads."""
-    global _threads
-    with _threads_lock:
-        if _threads is None:
-            _threads = ThreadPoolExecutor(settings.CHATTER_RUN_THREADS, thread_name_prefix="chatter-run")
-        threads = _threads
     execution = start.execution
     heartbeat.add(execution.pk)  # a run waiting for a free thread still shows that its process is alive
 
@@ -92,7 +76,7 @@ def submit(start: RunStart) -> None:
             heartbeat.discard(execution.pk)
             connections_give_back()  # a pooled connection goes back (SQLite's stays with the thread for its next run)
 
-    threads.submit(work)
+    _threads.submit(work)
 
 
 def run(start: RunStart) -> WorkflowExecution:

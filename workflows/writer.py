@@ -4,26 +4,16 @@
 (trace_rows.one_at_a_time), so nothing the run does next is held, written or published before it."""
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable
 
 from core.db import connections_give_back
 from core.errors import RunError
+from core.threads import ProcessThreads
 
 WRITER_THREADS = 4  # writes take about a millisecond; a run waits for its own only at its model's first answer
 
-_threads: ThreadPoolExecutor | None = None
-_threads_lock = threading.Lock()
-
-
-def _after_fork() -> None:
-    global _threads, _threads_lock
-    _threads, _threads_lock = None, threading.Lock()  # a forked child owns none of its parent's threads
-
-
-os.register_at_fork(after_in_child=_after_fork)
+_threads = ProcessThreads(lambda: WRITER_THREADS, "chatter-write")
 
 
 def _written(write: Callable[[], None]) -> None:
@@ -43,13 +33,8 @@ class WriteBehind:
 
     def hand(self, write: Callable[[], None]) -> None:
         """Make `write` on a writer thread (after the one under way, which is waited for first)."""
-        global _threads
         self.settle()
-        with _threads_lock:
-            if _threads is None:
-                _threads = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chatter-write")
-            threads = _threads
-        self._pending, self._write = threads.submit(_written, write), write
+        self._pending, self._write = _threads.submit(_written, write), write
 
     @property
     def under_way(self) -> bool:
