@@ -4,8 +4,8 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
 
 - add:      counting a message and reading the row back (CONVERSATION_MESSAGE_ADD through Manager.raw) vs
             `update()` with F() then `get()`;
-- open:     (PostgreSQL) a new conversation with its first message (CONVERSATION_OPEN_WITH_MESSAGE) vs two
-            `save()`s.
+- open:     a new conversation with its first message (conversation_open_with_message: one statement on
+            PostgreSQL, two named INSERTs on SQLite) vs two `save()`s.
 
     .venv/bin/python -m bench.conversation_budget_statements [--reps 300]
 """
@@ -51,11 +51,8 @@ def _measure(reps: int, user) -> str:
     from conversations.models import Conversation, Message
     from conversations.services import conversation_create, message_save
     from conversations.statements import (
-        CONVERSATION_COLUMNS,
         CONVERSATION_MESSAGE_ADD,
-        CONVERSATION_OPEN_WITH_MESSAGE,
-        MESSAGE_COLUMNS,
-        stored_values,
+        conversation_open_with_message,
     )
 
     conversation = conversation_create(owner=user)
@@ -91,13 +88,10 @@ def _measure(reps: int, user) -> str:
 
     def open_named():
         new, message = opened()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(CONVERSATION_OPEN_WITH_MESSAGE, [*stored_values(new, CONVERSATION_COLUMNS, connection),
-                                                            *stored_values(message, MESSAGE_COLUMNS, connection)])
+        with transaction.atomic():
+            conversation_open_with_message(new, message)
 
-    sides = {"add": (add_orm, add_named)}
-    if connection.vendor == "postgresql":
-        sides["open"] = (open_orm, open_named)
+    sides = {"add": (add_orm, add_named), "open": (open_orm, open_named)}
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
     for _ in range(reps):
         order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]

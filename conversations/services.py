@@ -174,16 +174,12 @@ def message_save(
         created_at=saved_at,
     )
     with transaction.atomic(savepoint=False):
-        if opening is not None:  # inserted counting the message, by the same statement on PostgreSQL
+        if opening is not None:  # inserted counting the message (one statement on PostgreSQL)
             conversation = opening
             for field, column in _TOTALS:
                 setattr(conversation, column, totals[field])
             conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
-            if connection.vendor == "postgresql":
-                conversation_open_with_message(conversation, message)
-            else:
-                conversation.save(force_insert=True)
-                message.save(force_insert=True)
+            conversation_open_with_message(conversation, message)
         else:
             rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
             conversation = _conversation_message_add(

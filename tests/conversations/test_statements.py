@@ -123,8 +123,7 @@ def _assert_stored_as_save_stores(opening: Conversation, message: Message) -> No
         opening.pk, 1, message.created_at)
 
 
-@pytest.mark.postgres
-def test_on_postgresql_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
+def test_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(alice):
     opening = _opening(alice)
     message = _awkward_message(opening.pk)
 

@@ -2,6 +2,8 @@
 validate, then start the run and answer in the run's mode like POST /executions/."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from django.http import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -36,42 +38,50 @@ def config_key(name: str):
     return validate
 
 
-def chat_fields() -> dict[str, serializers.Field]:
-    """ChatSerializer's fields, new ones at each call."""
-    return {
-        "message": serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False),
-        "conversation_id": serializers.UUIDField(required=False, allow_null=True),
-        "template": serializers.CharField(required=False, allow_null=True, max_length=100,
-                                          help_text="template key or id; default universal_chat"),
-        "definition_id": serializers.UUIDField(required=False, allow_null=True),
-        "provider": serializers.CharField(required=False, validators=[config_key("provider")]),
-        "model": serializers.CharField(required=False, validators=[config_key("model")]),
-        "temperature": serializers.FloatField(required=False, allow_null=True, validators=[config_key("temperature")]),
-        "max_tokens": serializers.IntegerField(required=False, allow_null=True, validators=[config_key("max_tokens")]),
-        "system_prompt": serializers.CharField(required=False, allow_null=True, allow_blank=True,
-                                               trim_whitespace=False, validators=[config_key("system_prompt")]),
-        "enable_memory": serializers.BooleanField(required=False),
-        "memory_window": serializers.IntegerField(required=False, validators=[config_key("memory_window")]),
-        "enable_tools": serializers.BooleanField(required=False),
-        "allowed_tools": serializers.ListField(child=serializers.CharField(), required=False,
-                                               validators=[config_key("allowed_tools")]),
-        "max_tool_calls": serializers.IntegerField(required=False, validators=[config_key("max_tool_calls")]),
-        "enable_retrieval": serializers.BooleanField(required=False),
-        "checkpoints": serializers.ChoiceField(choices=CHECKPOINTS, required=False, allow_null=True,
-                                               help_text="when the run saves its state; default: at pauses"),
-        "stream": serializers.BooleanField(default=False),
-        "background": serializers.BooleanField(default=False),
-    }
+# ChatSerializer's fields by name, each a new one at each call of its maker (nothing of a field is shared).
+CHAT_FIELDS: dict[str, Callable[[], serializers.Field]] = {
+    "message": lambda: serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False),
+    "conversation_id": lambda: serializers.UUIDField(required=False, allow_null=True),
+    "template": lambda: serializers.CharField(required=False, allow_null=True, max_length=100,
+                                              help_text="template key or id; default universal_chat"),
+    "definition_id": lambda: serializers.UUIDField(required=False, allow_null=True),
+    "provider": lambda: serializers.CharField(required=False, validators=[config_key("provider")]),
+    "model": lambda: serializers.CharField(required=False, validators=[config_key("model")]),
+    "temperature": lambda: serializers.FloatField(required=False, allow_null=True,
+                                                  validators=[config_key("temperature")]),
+    "max_tokens": lambda: serializers.IntegerField(required=False, allow_null=True,
+                                                   validators=[config_key("max_tokens")]),
+    "system_prompt": lambda: serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                                   trim_whitespace=False, validators=[config_key("system_prompt")]),
+    "enable_memory": lambda: serializers.BooleanField(required=False),
+    "memory_window": lambda: serializers.IntegerField(required=False, validators=[config_key("memory_window")]),
+    "enable_tools": lambda: serializers.BooleanField(required=False),
+    "allowed_tools": lambda: serializers.ListField(child=serializers.CharField(), required=False,
+                                                   validators=[config_key("allowed_tools")]),
+    "max_tool_calls": lambda: serializers.IntegerField(required=False, validators=[config_key("max_tool_calls")]),
+    "enable_retrieval": lambda: serializers.BooleanField(required=False),
+    "checkpoints": lambda: serializers.ChoiceField(choices=CHECKPOINTS, required=False, allow_null=True,
+                                                   help_text="when the run saves its state; default: at pauses"),
+    "stream": lambda: serializers.BooleanField(default=False),
+    "background": lambda: serializers.BooleanField(default=False),
+}
+# What a request is validated with whatever it sends: the one required field and those with a default.
+_ALWAYS = ("message", "stream", "background")
 
 
 class ChatSerializer(StrictSerializer):
     """POST /chat/. The config fields are validated like any run config, and reported per field."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
-        # Its fields are made for each request by their constructors (chat_fields): DRF's own get_fields() makes
+        # Its fields are made for each request by their constructors (CHAT_FIELDS): DRF's own get_fields() makes
         # them by deep copies of declared fields, which costs a third more CPU on every chat turn (0.56-0.79
-        # against 0.39-0.61 ms, loaded; bench/RESULTS.md, "Issue 48, items 2 and 3").
-        return chat_fields()
+        # against 0.39-0.61 ms, loaded; bench/RESULTS.md, "Issue 48, items 2 and 3"). A request's input is
+        # validated by the fields it sends and those it cannot leave out (a typical turn: 3 fields of 20); an
+        # unknown name is refused as by every serializer (StrictFieldsMixin), and the schema reads them all.
+        data = getattr(self, "initial_data", None)
+        names = CHAT_FIELDS if not isinstance(data, Mapping) else [
+            name for name in CHAT_FIELDS if name in data or name in _ALWAYS]
+        return {name: CHAT_FIELDS[name]() for name in names}
 
     def validate_message(self, value: str) -> str:
         if not value.strip():
