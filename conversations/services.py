@@ -11,6 +11,7 @@ from django.utils import timezone
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
 from conversations.signals import message_deleted, message_saved
+from core.db import write_atomic
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
     CONVERSATION_MESSAGE_ADD,
@@ -137,16 +138,21 @@ def message_save(
     metadata: dict | None = None,
     actor=None,
     opening: Conversation | None = None,
+    riding: list[tuple[str, list]] = (),
 ) -> Message:
     """The one path by which a message is stored, whatever kind of run or mode produced it: the conversation's
     row, locked, gives the sequence and takes the totals, then the message is inserted (on PostgreSQL by the same
     statement). With `owner`, a conversation of another user is a NotFound. `opening`, instead of
     `conversation_id`: a new conversation (not yet written) that this message opens; it is inserted already
-    counting the message, as its first (on PostgreSQL by the message's statement). Inside a caller's transaction it
-    takes no savepoint: if it fails, the caller's transaction fails with it. `message.conversation` is the
+    counting the message, as its first (on PostgreSQL by the message's statement). `riding`: INSERTs written with a
+    new conversation and its message (core.db.statements_run: on PostgreSQL that one statement, which outside any
+    transaction commits by itself; a run's row: workflows.services.runs.run_write). Inside a caller's transaction
+    it takes no savepoint: if it fails, the caller's transaction fails with it. `message.conversation` is the
     conversation as this message left it."""
     if role not in _ROLES:
         raise InvalidInput(f"unknown message role {role!r}")
+    if riding and opening is None:
+        raise ValueError("statements ride only on a new conversation's write")
     saved_at = timezone.now()
     totals = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
               "total_tokens": prompt_tokens + completion_tokens, "cost": cost}
@@ -173,13 +179,15 @@ def message_save(
         metadata=metadata or {},
         created_at=saved_at,
     )
-    with transaction.atomic(savepoint=False):
+    # With statements riding on it, on PostgreSQL outside any transaction, one statement that commits by itself;
+    # message_saved is then sent after it (its receivers leave a run's messages to the run's end).
+    with write_atomic(one_statement=True) if riding else transaction.atomic(savepoint=False):
         if opening is not None:  # inserted counting the message (one statement on PostgreSQL)
             conversation = opening
             for field, column in _TOTALS:
                 setattr(conversation, column, totals[field])
             conversation.message_count, conversation.last_sequence, conversation.last_message_at = 1, 1, saved_at
-            conversation_open_with_message(conversation, message)
+            conversation_open_with_message(conversation, message, riding)
         else:
             rides = connection.vendor == "postgresql"  # the message rides on the conversation's UPDATE
             conversation = _conversation_message_add(

@@ -82,11 +82,13 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 
 # A new conversation (CONVERSATION_COLUMNS) and its first message (MESSAGE_COLUMNS): on PostgreSQL one statement
 # (a data-modifying WITH), 714 µs against 1,024 for two `save()`s; on SQLite the two INSERTs, each prepared without
 # the ORM's compiler (bench/RESULTS.md, "Named statements of conversations").
-def conversation_open_with_message(conversation: models.Model, message: models.Model) -> None:
-    """Insert a new conversation and its first message (core.db.statements_run: one statement on PostgreSQL)."""
+def conversation_open_with_message(conversation: models.Model, message: models.Model,
+                                   riding: list[tuple[str, list]] = ()) -> None:
+    """Insert a new conversation and its first message, and the INSERTs `riding` with them (core.db.statements_run:
+    one statement on PostgreSQL)."""
     connection = connections[DEFAULT_DB_ALIAS]
     statements_run((MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection)),
-                   [(CONVERSATION_INSERT, stored_values(conversation, CONVERSATION_COLUMNS, connection))])
+                   [(CONVERSATION_INSERT, stored_values(conversation, CONVERSATION_COLUMNS, connection)), *riding])
     conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
 
 

@@ -141,20 +141,26 @@ def execution_insert_within_limit(execution: WorkflowExecution, *, limit: int | 
     `check_now` (the transaction is a caller's, which commits later). `limit=None`: a run never seen in progress
     (ended in the transaction that writes it), which the limit does not count."""
     connection = connections[DEFAULT_DB_ALIAS]
-    row = _execution_values(execution)
     with connection.cursor() as cursor:
         if limit is None:
-            cursor.execute(*_execution_insert.bound([row]))
+            cursor.execute(*_execution_insert.bound([_execution_values(execution)]))
             return True
         if connection.vendor != "postgresql":
-            sql, params = _execution_insert_within_limit.bound([row])
+            sql, params = _execution_insert_within_limit.bound([_execution_values(execution)])
             cursor.execute(sql, [*params, execution.owner_id, limit])
             return cursor.rowcount == 1
-        sql, params = _execution_insert_limited_at_commit.bound([row])
-        cursor.execute(sql, [*params, str(limit)])
+        cursor.execute(*execution_insert_limited_at_commit(execution, limit=limit))
         if check_now:
             cursor.execute(RUNS_WITHIN_LIMIT_NOW)
     return True
+
+
+def execution_insert_limited_at_commit(execution: WorkflowExecution, *, limit: int) -> tuple[str, list]:
+    """PostgreSQL: the INSERT of the new `execution` within its owner's `limit` of runs in progress, checked when
+    its transaction commits (EXECUTION_INSERT_LIMITED_AT_COMMIT), for a caller that runs it with others
+    (core.db.statements_run): outside any transaction, as one statement that commits by itself."""
+    sql, params = _execution_insert_limited_at_commit.bound([_execution_values(execution)])
+    return sql, [*params, str(limit)]
 
 
 def runs_limit_refused(exc: BaseException) -> bool:

@@ -96,8 +96,8 @@ def test_answering_a_sync_turn_reads_nothing_back(api):
 def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_and_its_own_transaction(
         alice, monkeypatch):
     """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
-    PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer). Every other write
-    of the turn is a transaction; the statement's events are on disk when they are published. (That write is made
+    PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer), and so does the
+    turn's creation in a new conversation. Every other write of the turn is a transaction; the statement's events are on disk when they are published. (That write is made
     on a writer thread as the call goes out: workflows.writer. Its statements are followed there too.)"""
     execution_run_now(ChatRequest(owner=alice, message="warm up"))
     ran = []
@@ -129,5 +129,6 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
 
     assert execution.status == "completed"
     writes_outside = [(word, events) for word, atomic, events in ran if not atomic and word not in ("SELECT",)]
-    assert writes_outside == [("WITH", True)], ran  # the nodes' upsert, with the events along
+    # the turn's creation (its new conversation, message and run: run_write), then the nodes' upsert with the events
+    assert writes_outside == [("WITH", False), ("WITH", True)], ran
     assert published_with_rows == [True, True]  # the write before the call, and the end
