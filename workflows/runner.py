@@ -7,6 +7,7 @@ written).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from workflows.ending import end_from_ledger, execution_finish, execution_pause
 from workflows.heartbeat import heartbeat
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
+from workflows.writer import NotCreated
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -47,7 +49,10 @@ class RunStart:
     """What the runner is asked to run: a written, claimed (`running`) execution, and what its caller has for it.
     `user_message`: the turn's own message; `graph` and `prices`: what the request's plan already read (else from
     the row); `resume` (interrupt id → answer): a paused run goes on from its last checkpoint; `after_crash`: a run
-    whose worker died goes on from its last checkpoint (or from its input when none was written)."""
+    whose worker died goes on from its last checkpoint (or from its input when none was written); `created`: a
+    fresh run started while its request still writes it (workflows.services.runs.execution_start_streamed), whose
+    first node waits for that write (the Future's result: the turn's user message) and which ends with nothing
+    written if it was refused."""
 
     execution: WorkflowExecution
     user_message: Message | None = None
@@ -55,6 +60,7 @@ class RunStart:
     graph: Graph | None = None
     resume: dict | None = None
     after_crash: bool = False
+    created: Future | None = None
 
     @property
     def fresh(self) -> bool:
@@ -141,17 +147,10 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
         return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
     state = error = None
     try:
-        if fresh:
-            recorder.started({
-                "workflow_type": execution.workflow_type,
-                "template": execution.template.key if execution.template_id else None,
-                "definition": str(execution.definition_id) if execution.definition_id else None,
-                "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
-                "provider": execution.provider, "model": execution.model,
-                **({"forked_from": {"execution_id": str(execution.forked_from_id),
-                                    "checkpoint_id": execution.forked_from_checkpoint}}
-                   if execution.forked_from_checkpoint else {}),
-            })
+        if fresh and start.created is not None:  # its graph sets up while its request writes it: its first node
+            recorder.writing.after(start.created, lambda message: _created(recorder, message))  # waits for that
+        elif fresh:
+            recorder.started(_started(execution))
         elif resume is not None:
             recorder.emit("workflow_resumed", {"answered": sorted(resume)})
         else:
@@ -190,6 +189,8 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
                               run_id=str(execution.pk), stream_checkpoints=bool(run_input.get("stream_checkpoints")),
                               interrupt_before=run_input.get("interrupt_before"),
                               interrupt_after=run_input.get("interrupt_after"))
+    except NotCreated:  # its request's write of it was refused (and the request answered why): no row to end
+        return execution
     except RunError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine bug still ends the run, with its usage kept
@@ -199,6 +200,26 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
         recorder.forget()
     interrupts = (state or {}).get("__interrupt__") if error is None else None
     return run_end(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error, interrupts=interrupts)
+
+
+def _started(execution: WorkflowExecution) -> dict:
+    """A fresh run's workflow_started event."""
+    return {
+        "workflow_type": execution.workflow_type,
+        "template": execution.template.key if execution.template_id else None,
+        "definition": str(execution.definition_id) if execution.definition_id else None,
+        "conversation_id": str(execution.conversation_id) if execution.conversation_id else None,
+        "provider": execution.provider, "model": execution.model,
+        **({"forked_from": {"execution_id": str(execution.forked_from_id),
+                            "checkpoint_id": execution.forked_from_checkpoint}}
+           if execution.forked_from_checkpoint else {}),
+    }
+
+
+def _created(recorder: ExecutionRecorder, user_message: Message | None) -> None:
+    """A run started while its request wrote it, once that is written: it has its user message and it starts."""
+    recorder.reads.user_message = user_message
+    recorder.started(_started(recorder.execution))
 
 
 def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext, state: dict | None,

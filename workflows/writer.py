@@ -23,13 +23,26 @@ def _written(write: Callable[[], None]) -> None:
         connections_give_back()  # a pooled connection goes back at once (SQLite's stays with the thread)
 
 
+class NotCreated(Exception):
+    """The run's creation, written by its request while the run started, was refused (the request answered why):
+    the run has no row, and ends with nothing written (workflows.runner)."""
+
+
 class WriteBehind:
-    """One write under way on a writer thread, or none. Its owner calls `hand` and `settle` one thread at a time
-    (under the recorder's lock)."""
+    """One write under way on a writer thread, or none; before it, for a run started while its request wrote it,
+    that creation (`after`). Its owner calls `hand` and `settle` one thread at a time (under the recorder's lock)."""
 
     def __init__(self) -> None:
         self._pending: Future | None = None
         self._write: Callable[[], None] | None = None
+        self._created: Future | None = None
+        self._then: Callable[[object], None] | None = None
+
+    def after(self, created: Future, then: Callable[[object], None]) -> None:
+        """Wait first for `created`, the run's creation its request is writing on its own thread (its result: what
+        the run needs of it), then call `then` with that result. If it fails, this settle and every later one raise
+        NotCreated."""
+        self._created, self._then = created, then
 
     def hand(self, write: Callable[[], None]) -> None:
         """Make `write` on a writer thread (after the one under way, which is waited for first)."""
@@ -44,6 +57,11 @@ class WriteBehind:
     def settle(self) -> None:
         """Wait for the write under way, if any; what it raised is raised here, as the run's end (a RunError: raised
         inside a model call's stream, anything else would read as the provider's failure)."""
+        if self._created is not None:
+            if self._created.exception() is not None:  # (waits for it)
+                raise NotCreated()
+            created, self._created = self._created, None
+            self._then(created.result())
         pending, write, self._pending, self._write = self._pending, self._write, None, None
         if pending is None:
             return

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -34,10 +35,11 @@ from core.errors import (
     TooManyRuns,
     Unavailable,
 )
-from core.tracing import run_trace_context
+from core.tracing import run_trace_context, tracing_on
 from engine.chat_messages import messages_from_openai
 from engine.config import config_resolve
 from engine.graph import Graph, parse_graph
+from engine.python_graphs import registered_graph_name
 from engine.providers import provider_check
 from engine.usage import estimate_prompt_tokens
 from webhooks.services import webhook_url_check
@@ -56,6 +58,7 @@ from workflows.statements import (
     execution_insert_within_limit,
     runs_limit_refused,
 )
+from workflows.writer import NotCreated
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
@@ -225,10 +228,9 @@ def run_row(plan: RunPlan, *, status: str) -> WorkflowExecution:
     return execution
 
 
-@retried_on_conflict
 def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
-              row: WorkflowExecution | None = None,
-              inserted_as_ended: bool = False) -> tuple[WorkflowExecution, Message | None]:
+              row: WorkflowExecution | None = None, inserted_as_ended: bool = False,
+              starting: Callable[[WorkflowExecution], None] | None = None) -> tuple[WorkflowExecution, Message | None]:
     """Write the run (`pending`, or `running` when this process runs it at once: created already claimed), with
     its conversation's user message, in one transaction, locking in the one order (core.db): the
     conversation, the budgets' periods, the owner (on PostgreSQL at the commit, where the owner's limit of runs
@@ -237,15 +239,25 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
     background run waits, pending, for whoever holds it back to enqueue it (a LangGraph run queued behind its
     thread's run). `row`: the run's row made by run_row at its start, written now with its end (by the plan's
     `on_written`, in this transaction): never seen in progress, so not counted by the limit of runs in progress.
-    `inserted_as_ended`: `row` is inserted by `on_written` as it ends (execution_finish(insert=True)), not here."""
+    `inserted_as_ended`: `row` is inserted by `on_written` as it ends (execution_finish(insert=True)), not here.
+    `starting`: called once with the run's row before it is written (a runner starting it meanwhile)."""
     execution = row if row is not None else run_row(plan, status=status)
+    if starting is not None:
+        starting(execution)
+    return _run_written(plan, execution, status=status, enqueue=enqueue, counted=row is None,
+                        inserted_as_ended=inserted_as_ended)
+
+
+@retried_on_conflict
+def _run_written(plan: RunPlan, execution: WorkflowExecution, *, status: str, enqueue: bool, counted: bool,
+                 inserted_as_ended: bool) -> tuple[WorkflowExecution, Message | None]:
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
     # On PostgreSQL a run that writes only new rows (no conversation yet, no budget over it), outside any
     # transaction, is one statement, which commits by itself: its row rides on its new conversation's statement
     # (core.db.statements_run), and its owner's limit is checked as that commits. One round trip where BEGIN,
     # two statements and COMMIT were four (bench/RESULTS.md, B2).
-    one_statement = (connection.vendor == "postgresql" and not check_now and row is None
+    one_statement = (connection.vendor == "postgresql" and not check_now and counted
                      and plan.conversation_id is None and plan.request.on_written is None and not plan_budgets(plan))
     try:
         with _limit_refusal_is_too_many_runs(), write_atomic(one_statement=one_statement):
@@ -275,7 +287,7 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
                     # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
                     plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
                 execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
-            limit = settings.CHATTER_MAX_CONCURRENT_RUNS if row is None else None
+            limit = settings.CHATTER_MAX_CONCURRENT_RUNS if counted else None
             if one_statement:
                 if user_message is None:  # no message for it to ride on: the run's row alone
                     statements_run(riding[0])
@@ -348,16 +360,43 @@ def execution_run_now(request: RunRequest) -> WorkflowExecution:
 
 def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
     """A streamed run: written already running, run on the runner's threads, and its feed (listening since before
-    it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on."""
+    it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on.
+
+    On PostgreSQL a run that writes only new rows starts on its thread before it is written: its graph sets up
+    while this request writes it, and its first node waits for that write (RunStart.created), so it reads, writes, publishes
+    and calls nothing before it is written, and ends with nothing written if the write is refused (bench/RESULTS.md,
+    B2)."""
     plan = run_plan(request, mode=Mode.STREAM)
     subscription = execution_subscribe(plan.execution_id, remote=False)
+    created = Future() if _starts_while_written(plan) else None
+
+    def starting(execution: WorkflowExecution) -> None:
+        runner.submit(runner.RunStart(execution=execution, prices=plan.prices, graph=plan.graph, created=created))
+
     try:
-        execution, user_message = run_write(plan, status=Status.RUNNING)
+        execution, user_message = run_write(plan, status=Status.RUNNING, starting=starting if created else None)
     except BaseException:
+        if created is not None:
+            created.set_exception(NotCreated())
         subscription.close()
         raise
-    runner.submit(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices, graph=plan.graph))
+    if created is not None:
+        created.set_result(user_message)
+    else:
+        runner.submit(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices,
+                                      graph=plan.graph))
     return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
+
+
+def _starts_while_written(plan: RunPlan) -> bool:
+    """Whether a streamed run's thread may start before its row is written: on PostgreSQL, where the write waits
+    on another process (SQLite's runs in this one, on the CPU the graph would take turns with: slower), for a run
+    that writes only new rows (no conversation of its own yet, no budget over it) in a transaction of its own,
+    runs a graph of nodes (not a registered Python graph) and is not traced (its spans read its conversation as
+    they start)."""
+    return (connection.vendor == "postgresql" and not connection.in_atomic_block and plan.conversation_id is None
+            and plan.request.on_written is None and not plan_budgets(plan)
+            and registered_graph_name(plan.graph) is None and not tracing_on())
 
 
 def execution_enqueue(*, execution_id) -> None:
