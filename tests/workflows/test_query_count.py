@@ -97,8 +97,9 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         alice, monkeypatch):
     """A plain turn's write before its model call (the nodes so far, their events) rides on one statement, which
     PostgreSQL runs atomically by itself: no BEGIN and COMMIT around it (two round trips fewer), and so does the
-    turn's creation in a new conversation. Every other write of the turn is a transaction; the statement's events are on disk when they are published. (That write is made
-    on a writer thread as the call goes out: workflows.writer. Its statements are followed there too.)"""
+    turn's creation in a new conversation. Every other write of the turn is a transaction; the statement's events
+    are on disk when they are published. (That write is made on a writer thread as the call goes out:
+    workflows.writer. Its statements are followed there too.)"""
     execution_run_now(ChatRequest(owner=alice, message="warm up"))
     ran = []
     published_with_rows = []

@@ -363,9 +363,9 @@ def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, As
     it started, so it reads nothing back from the database). Nobody has to read the feed: the run goes on.
 
     On PostgreSQL a run that writes only new rows starts on its thread before it is written: its graph sets up
-    while this request writes it, and its first node waits for that write (RunStart.created), so it reads, writes, publishes
-    and calls nothing before it is written, and ends with nothing written if the write is refused (bench/RESULTS.md,
-    B2)."""
+    while this request writes it, and its first node waits for that write (RunStart.created), so it reads, writes,
+    publishes and calls nothing before it is written, and ends with nothing written if the write is refused
+    (bench/RESULTS.md, B2)."""
     plan = run_plan(request, mode=Mode.STREAM)
     subscription = execution_subscribe(plan.execution_id, remote=False)
     created = Future() if _starts_while_written(plan) else None
