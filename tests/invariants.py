@@ -77,6 +77,13 @@ def assert_seq_gapless(execution: WorkflowExecution) -> list[str]:
     return names
 
 
+def assert_streamed_as_stored(execution: WorkflowExecution, frames: list) -> None:
+    """The persisted events a stream sent (SSE frames with an id) are the stored ones, in order, gap-free (I6)."""
+    stored = list(execution.events.order_by("seq").values_list("seq", flat=True))
+    assert [frame.envelope["seq"] for frame in frames if frame.id is not None] == stored == list(
+        range(1, len(stored) + 1))
+
+
 def assert_all(execution: WorkflowExecution) -> None:
     assert_i3(execution)
     if execution.conversation_id:

@@ -9,8 +9,8 @@ from django.db import OperationalError
 
 from engine.local_model import LocalChatModel
 from tests.api.sse import parse_sse
-from tests.invariants import assert_all
-from workflows.models import ExecutionEvent, WorkflowExecution
+from tests.invariants import assert_all, assert_streamed_as_stored
+from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 
 URL = "/api/v1/chat/"
@@ -68,10 +68,7 @@ async def test_the_model_call_goes_out_while_the_write_before_it_is_made(async_c
     assert events[:first_token] == ["workflow_started", "node_started:start", "node_completed",
                                     "node_started:memory", "node_completed", "node_started:retrieval",
                                     "node_completed", "node_started:model"]
-    persisted = [f.envelope["seq"] for f in frames if f.id is not None]
-    stored = [seq async for seq in ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list(
-        "seq", flat=True)]
-    assert persisted == stored == list(range(1, len(stored) + 1))
+    await sync_to_async(assert_streamed_as_stored)(execution, frames)
     await sync_to_async(assert_all)(execution)
 
 
