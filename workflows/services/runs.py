@@ -248,17 +248,22 @@ def run_write(plan: RunPlan, *, status: str, enqueue: bool = True,
                         inserted_as_ended=inserted_as_ended)
 
 
+def _writes_only_new_rows(plan: RunPlan) -> bool:
+    """On PostgreSQL, outside any transaction: a run with no conversation of its own yet and no budget over it,
+    whose creation inserts rows and locks none (no conversation's row to count a message on, no budget's period)."""
+    return (connection.vendor == "postgresql" and not connection.in_atomic_block and plan.conversation_id is None
+            and plan.request.on_written is None and not plan_budgets(plan))
+
+
 @retried_on_conflict
 def _run_written(plan: RunPlan, execution: WorkflowExecution, *, status: str, enqueue: bool, counted: bool,
                  inserted_as_ended: bool) -> tuple[WorkflowExecution, Message | None]:
     user_message = None
     check_now = connection.in_atomic_block  # a caller's transaction, which commits later: the limit is checked now
-    # On PostgreSQL a run that writes only new rows (no conversation yet, no budget over it), outside any
-    # transaction, is one statement, which commits by itself: its row rides on its new conversation's statement
+    # Such a run is one statement, which commits by itself: its row rides on its new conversation's statement
     # (core.db.statements_run), and its owner's limit is checked as that commits. One round trip where BEGIN,
     # two statements and COMMIT were four (bench/RESULTS.md, B2).
-    one_statement = (connection.vendor == "postgresql" and not check_now and counted
-                     and plan.conversation_id is None and plan.request.on_written is None and not plan_budgets(plan))
+    one_statement = counted and _writes_only_new_rows(plan)
     try:
         with _limit_refusal_is_too_many_runs(), write_atomic(one_statement=one_statement):
             conversation_id, opening = plan.conversation_id, None
@@ -389,14 +394,11 @@ def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, As
 
 
 def _starts_while_written(plan: RunPlan) -> bool:
-    """Whether a streamed run's thread may start before its row is written: on PostgreSQL, where the write waits
-    on another process (SQLite's runs in this one, on the CPU the graph would take turns with: slower), for a run
-    that writes only new rows (no conversation of its own yet, no budget over it) in a transaction of its own,
-    runs a graph of nodes (not a registered Python graph) and is not traced (its spans read its conversation as
-    they start)."""
-    return (connection.vendor == "postgresql" and not connection.in_atomic_block and plan.conversation_id is None
-            and plan.request.on_written is None and not plan_budgets(plan)
-            and registered_graph_name(plan.graph) is None and not tracing_on())
+    """Whether a streamed run's thread may start before its row is written: one that writes only new rows, on
+    PostgreSQL, where the write waits on another process (SQLite's runs in this one, on the CPU the graph would
+    take turns with: slower), runs a graph of nodes (not a registered Python graph) and is not traced (its spans
+    read its conversation as they start)."""
+    return _writes_only_new_rows(plan) and registered_graph_name(plan.graph) is None and not tracing_on()
 
 
 def execution_enqueue(*, execution_id) -> None:
