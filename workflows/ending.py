@@ -184,7 +184,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
         # rows every run's ending shares, whose locks are so held for one round trip, to the commit), in one write.
         riding = [*inserted, *(statement for _, statements in execution_ending.send(
             sender=WorkflowExecution, execution=execution, messages=messages, calls=calls) for statement in statements)]
-        recorder.write_held(riding=riding)
+        recorder.write_held(riding=riding, watchable=not insert)
         execution_finished.send(sender=WorkflowExecution, execution=execution, messages=messages, calls=calls)
     return execution
 

@@ -57,17 +57,20 @@ def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, dat
 
 
 def events_published_on_commit(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
-                               owner_only: tuple[dict, ...] = ()) -> list[dict]:
-    """Publish written events (and `owner_only` ones after them) once the caller's transaction commits."""
+                               owner_only: tuple[dict, ...] = (), watchable: bool = True) -> list[dict]:
+    """Publish written events (and `owner_only` ones after them) once the caller's transaction commits; not
+    `watchable` when that transaction inserts the run's row (workflows.hub.Hub.publish)."""
     envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
                  for offset, (event, data, ts) in enumerate(items)]
-    transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only))
+    transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only,
+                                                 watchable=watchable))
     return envelopes
 
 
-def events_publish(envelopes: list[dict], *, owner_id, owner_only: tuple[dict, ...] = ()) -> None:
+def events_publish(envelopes: list[dict], *, owner_id, owner_only: tuple[dict, ...] = (),
+                   watchable: bool = True) -> None:
     """Hand events to whoever watches, here and in other processes. Never raises and never waits."""
-    hub.publish(envelopes, owner_id=owner_id, owner_only=list(owner_only))
+    hub.publish(envelopes, owner_id=owner_id, owner_only=list(owner_only), watchable=watchable)
     now = timezone.now()
     for envelope in envelopes:
         if envelope["seq"] is not None:  # persisted events: from their timestamp to the hand-off (/metrics)

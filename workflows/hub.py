@@ -156,26 +156,29 @@ class Hub:
             if subscription.listening is not None and self._bus is not None:
                 self._bus.leave(subscription.topics)
 
-    def publish(self, envelopes: list[dict], *, owner_id, owner_only: list[dict] = ()) -> None:
+    def publish(self, envelopes: list[dict], *, owner_id, owner_only: list[dict] = (), watchable: bool = True) -> None:
         """Hand events (of one owner, in order) to every subscriber here and, through the layer, elsewhere: each to
-        its run's topic and its owner's; `owner_only` ones (conversation_updated) after them, to the owner's."""
+        its run's topic and its owner's; `owner_only` ones (conversation_updated) after them, to the owner's. Not
+        `watchable`: no other process can listen to the run's topic yet (a run whose row these events' write
+        inserts: a watcher is let in by that row), so only its owner's goes through the layer."""
         by_topic: dict[str, list[dict]] = {}
         for envelope in envelopes:
             by_topic.setdefault(execution_topic(envelope["execution_id"]), []).append(envelope)
             by_topic.setdefault(user_topic(owner_id), []).append(envelope)
         if owner_only:
             by_topic.setdefault(user_topic(owner_id), []).extend(owner_only)
-        self._send(by_topic)
+        self._send(by_topic, remote=None if watchable else (user_topic(owner_id),))
 
     def announce(self, topic: str, event: str, data: dict) -> None:
         """Hand one event that is no run's (access_ended) to a topic's subscribers, here and elsewhere."""
         self._send({topic: [{"event": event, "seq": 0, "data": data}]})
 
-    def _send(self, by_topic: dict[str, list[dict]]) -> None:
+    def _send(self, by_topic: dict[str, list[dict]], *, remote: tuple[str, ...] | None = None) -> None:
+        """Deliver here, and send through the layer (only the `remote` topics, when named)."""
         self.deliver(by_topic)
         bus = self.bus()
         if bus is not None:
-            bus.send(by_topic)
+            bus.send(by_topic if remote is None else {topic: by_topic[topic] for topic in remote if topic in by_topic})
 
     def deliver(self, by_topic: dict[str, list[dict]]) -> None:
         """Local delivery (also of what the layer brought). A run's topic ends with its terminal event: every

@@ -23,12 +23,7 @@ from engine.hooks import Attempt, CallStarted
 from engine.hooks import LLMCall as Call
 from engine.runtime import RunInterrupted
 from workflows.cancels import CancelWatch
-from workflows.events import (
-    event_envelope,
-    event_rows,
-    events_publish,
-    events_published_on_commit,
-)
+from workflows.events import event_envelope, event_rows, events_publish, events_published_on_commit
 from workflows.heartbeat import heartbeat
 from workflows.ledger import LedgerHooks, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
@@ -222,11 +217,13 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             raise
         self._checkpoints_taken = []
 
-    def write_held(self, *, audits: str = "all", lean: bool = False, riding: list[tuple[str, list]] = ()) -> None:
+    def write_held(self, *, audits: str = "all", lean: bool = False, riding: list[tuple[str, list]] = (),
+                   watchable: bool = True) -> None:
         """Write the held trace in the caller's transaction: node rows, LLM calls, tool calls, the graph's
         checkpoints (workflows.checkpointer; `lean`, before a wait: only after an LLM call), events with the next
         seqs, and the audit rows, queued for the chain (on PostgreSQL by the same statement; audits="later": held
-        for the run's next pause or end). `riding`: the caller's statements, run after them in their order."""
+        for the run's next pause or end). `riding`: the caller's statements, run after them in their order; not
+        `watchable`: they insert the run's row (events_published_on_commit)."""
         execution_id = self.execution.pk
         checkpoints = self._checkpoints_take() if self._call_since_checkpoints or not lean else ()
         # On PostgreSQL everything rides on one statement (a data-modifying WITH): the node rows' upsert (ids back, a
@@ -267,7 +264,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             audit_queued()
         if self._events:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
-                                       owner_id=self.execution.owner_id, owner_only=tuple(self._live_after))
+                                       owner_id=self.execution.owner_id, owner_only=tuple(self._live_after),
+                                       watchable=watchable)
             self._live_after = []
             self.seq += len(self._events)
             self._events = []

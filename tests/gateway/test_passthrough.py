@@ -333,6 +333,32 @@ def test_item_46_a_whole_call_is_one_write_after_the_upstream(in_process, openai
     assert_recorded(response.headers["x-chatter-execution"])
 
 
+def test_item_46_a_whole_calls_events_cross_processes_on_its_owners_topic_only(in_process, openai_server, monkeypatch,
+                                                                            django_capture_on_commit_callbacks):
+    """A call written whole inserts its run's row with its events: no other process can be watching its topic
+    (a watcher is let in by that row), so its events go through the channel layer on its owner's topic only
+    (workflows.hub.Hub.publish); a streamed call's run is written before it answers, watchable as any run."""
+    from workflows import events
+
+    handed = []
+    monkeypatch.setattr(events.hub, "publish", lambda envelopes, **kwargs: handed.append(
+        (envelopes[0]["execution_id"], [e["event"] for e in envelopes], kwargs["watchable"])))
+    openai_server.always(content="84.", usage=USAGE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        whole = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+        streamed = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK,
+                                                            "stream": True}, format="json")
+        with pytest.warns(Warning, match="consume asynchronous iterators"):  # (Django's, to read it synchronously)
+            assert b"".join(streamed).endswith(b"data: [DONE]\n\n")
+
+    whole_id, streamed_id = whole.headers["x-chatter-execution"], streamed.headers["x-chatter-execution"]
+    assert [(run, names[-1], watchable) for run, names, watchable in handed if run == whole_id] == [
+        (whole_id, "workflow_completed", False)]  # one hand-off: its start to its end
+    assert {watchable for run, _, watchable in handed if run == streamed_id} == {True}
+    assert handed[-1][1][-1] == "workflow_completed"
+
+
 def test_item_46_a_whole_call_whose_one_write_fails_is_written_in_two(in_process, openai_server, monkeypatch):
     """Should the one write of a whole call fail (here its end, refused before it writes anything), nothing of it
     is written and the call is written as any other (its run, then its end): answered, and recorded exactly."""

@@ -84,6 +84,24 @@ async def test_a_process_receives_only_the_topics_its_readers_watch(hubs):
     assert [list(by_topic) for by_topic in heard] == [[execution_topic("b5-run")]]
 
 
+async def test_events_of_a_run_not_yet_watchable_go_through_the_layer_on_its_owners_topic_only(hubs):
+    """A run whose row the events' own write inserts (a gateway call written whole): no other process can listen
+    to its topic yet, so only its owner's goes through the layer; here both are delivered."""
+    publisher, elsewhere = hubs(), hubs()
+    here_run = publisher.subscribe([execution_topic("b5-run")])
+    there_run, there_user = elsewhere.subscribe([execution_topic("b5-run")]), elsewhere.subscribe([user_topic(7)])
+    for subscription in (there_run, there_user):
+        await subscription.ready()
+    heard: list[dict] = []
+    original = elsewhere.deliver
+    elsewhere.deliver = lambda by_topic: (heard.append(by_topic), original(by_topic))
+    publisher.publish([envelope(1), envelope(2, "workflow_completed")], owner_id=7, watchable=False)
+    assert [e["seq"] for e in await received(here_run, 2)] == [1, 2]
+    assert [e["seq"] for e in await received(there_user, 2)] == [1, 2]
+    assert await there_run.get(0.3) == []
+    assert [list(by_topic) for by_topic in heard] == [[user_topic(7)]]
+
+
 async def test_a_process_that_publishes_and_exits_at_once_still_sends_everything(hubs):
     """Publishing hands the events to the bus thread; what is still queued when a process exits (a command's last
     events) is sent before it goes."""
