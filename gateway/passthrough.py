@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import http.client
 import json
 import logging
 import time
@@ -35,7 +36,7 @@ from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import IGNORED, usage_body
-from gateway.upstream import upstream_call, upstream_future, upstream_post, upstream_timeout
+from gateway.upstream import upstream_call, upstream_future, upstream_post, upstream_post_whole, upstream_timeout
 from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -46,7 +47,8 @@ logger = logging.getLogger(__name__)
 Mode, Status = WorkflowExecution.Mode, WorkflowExecution.Status
 OPENAI_URL = "https://api.openai.com/v1"
 _OUTPUT_CHARS = 500  # a model node's output summary (engine.nodes.MAX_OUTPUT_CHARS)
-_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)  # what a call that got no (whole) answer raises
+# What a call that got no (whole) answer raises: through aiohttp (a stream), through http.client (a whole call).
+_UPSTREAM_ERRORS = (aiohttp.ClientError, OSError, http.client.HTTPException)
 
 
 def passthrough_upstream(*, provider: str, model: str, conversation_id) -> str | None:
@@ -279,18 +281,13 @@ def _ending(message: dict, choice: dict, body: dict) -> dict:
                                                ("system_fingerprint", body.get("system_fingerprint"))) if value}}
 
 
-async def _post(passing: Passing) -> tuple[int, object, bytes]:
-    async with upstream_post(passing.url, data=passing.body, headers=_headers(passing),
-                             timeout=upstream_timeout()) as response:
-        return response.status, response.headers, await response.read()
-
-
 def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
     """A call answered whole: the upstream's answer, with the run's id as its id and the stored cost in its usage;
     an upstream's error as gateway.errors answers a failed call."""
     error = None
     try:
-        status, upstream_headers, content = upstream_call(_post(passing))
+        status, upstream_headers, content = upstream_post_whole(passing.url, data=passing.body,
+                                                                headers=_headers(passing))
         if status >= 400:
             error = _status_failure(passing, status, upstream_headers, content)
         else:

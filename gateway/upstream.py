@@ -1,6 +1,13 @@
-"""The pass-through's connections to its upstreams (gateway.passthrough): one aiohttp session per upstream (its pool
-of kept-alive HTTP/1.1 connections), on an event loop of the gateway's own, in a thread a process starts on its
-first pass-through call (a forked child, as django-q2's workers are, starts its own and drops what it inherited).
+"""The pass-through's connections to its upstreams (gateway.passthrough). A call answered whole is made on the
+request's own thread (`upstream_post_whole`), through the standard library's http.client on a kept-alive HTTP/1.1
+connection of that thread's to the upstream (request threads outlive their requests: core/serving.py): no hand-off
+to another thread and back, the request's thread waits for the answer in its socket. A stream goes through one
+aiohttp session per upstream (its pool of kept-alive connections), on an event loop of the gateway's own, in a
+thread a process starts on its first streamed call; the stream is relayed from there. A forked child (as django-q2's
+workers are) drops the connections and the loop it inherited and makes its own.
+
+Why the whole call on the request's thread: in B8 at 8 clients in one process, the upstream loop's thread spent
+0.54-0.65 ms of CPU per call, against about 0.13 for the whole call through http.client (bench/RESULTS.md, B8).
 
 Why a loop of its own: a call's upstream I/O never depends on which loop, if any, served its request (a server's, or
 the short-lived one `async_to_sync` makes under a WSGI or test client), so the sessions live as long as the process.
@@ -15,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import http.client
 import os
+import ssl
 import threading
 import urllib.request
 from urllib.parse import unquote, urlsplit
@@ -27,6 +36,8 @@ _loop: asyncio.AbstractEventLoop | None = None
 _sessions: dict[str, aiohttp.ClientSession] = {}  # upstream URL → its session, on _loop only
 _proxy_headers: dict[str, dict | None] = {}  # upstream URL → its proxy's credentials
 _lock = threading.Lock()
+_kept: dict[str, list[tuple]] = {}  # upstream URL → idle kept-alive connections to it (upstream_post_whole)
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)  # a kept connection closed by its peer
 
 
 def _upstream_loop() -> asyncio.AbstractEventLoop:
@@ -53,8 +64,8 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _forget() -> None:
-    global _loop, _sessions, _proxy_headers, _lock
-    _loop, _sessions, _proxy_headers, _lock = None, {}, {}, threading.Lock()
+    global _loop, _sessions, _proxy_headers, _lock, _kept
+    _loop, _sessions, _proxy_headers, _lock, _kept = None, {}, {}, threading.Lock(), {}
 
 
 os.register_at_fork(after_in_child=_forget)
@@ -97,6 +108,60 @@ def _environment_proxy(url: str) -> tuple[str | None, dict | None]:
     netloc = proxied.netloc.rpartition("@")[2]
     return proxied._replace(netloc=netloc).geturl(), {"Proxy-Authorization": aiohttp.encode_basic_auth(
         unquote(proxied.username), unquote(proxied.password or ""))}
+
+
+def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """POST `data` to `url` from the calling thread, on an idle kept-alive connection to the upstream (or a new one:
+    as many as calls at once; through the proxy the environment names, as upstream_session's), and read the whole
+    answer: (status, headers, body). Times out as upstream_timeout says. A kept connection the upstream closed while
+    it sat idle (nothing of the answer read) is replaced once; any other failure is raised (OSError, http.client's
+    errors)."""
+    idle = _kept.setdefault(url, [])
+    try:
+        kept = idle.pop()
+    except IndexError:  # none idle (or another thread took the last one first)
+        kept = None
+    while True:
+        connection, target, extra = kept or _connected(url)
+        try:
+            connection.request("POST", target, body=data, headers={**headers, **extra})
+            response = connection.getresponse()
+            body = response.read()
+        except _STALE:
+            connection.close()
+            if kept is None:
+                raise
+            kept = None  # once, on a new connection
+            continue
+        except BaseException:
+            connection.close()
+            raise
+        if not response.will_close:
+            idle.append((connection, target, extra))
+        return response.status, response.headers, body
+
+
+def _connected(url: str) -> tuple[http.client.HTTPConnection, str, dict]:
+    """A new connection to `url`'s upstream, or to the proxy the environment names for it (an https upstream
+    through a CONNECT tunnel with the proxy's credentials; an http one asked for by its whole URL, the credentials
+    with each request), its socket's timeouts as upstream_timeout's; with what a request on it names and adds."""
+    parts = urlsplit(url)
+    proxy, credentials = _environment_proxy(url)
+    timeout = settings.CHATTER_PROVIDER_TIMEOUT_S
+    address = urlsplit(proxy) if proxy else parts
+    target, extra = parts.path + (f"?{parts.query}" if parts.query else ""), {}
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(address.hostname, address.port, timeout=min(10.0, timeout),
+                                                 context=ssl.create_default_context())
+        if proxy:
+            connection.set_tunnel(parts.hostname, parts.port, headers=credentials)
+    else:
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=min(10.0, timeout))
+        if proxy:
+            target, extra = url, credentials or {}
+    connection.connect()
+    connection.sock.settimeout(timeout)
+    return connection, target, extra
 
 
 def upstream_timeout() -> aiohttp.ClientTimeout:

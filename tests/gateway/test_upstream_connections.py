@@ -1,8 +1,12 @@
-"""The gateway keeps its upstream connection: calls one after another, whole or streamed, go over one kept-alive
-connection to an upstream that keeps connections open (as OpenAI's servers do), and each is still a run billed
-exactly as the upstream reported."""
+"""The gateway keeps its upstream connections: calls one after another, whole or streamed, go over kept-alive
+connections (one for the whole calls, one for the streams) to an upstream that keeps connections open (as OpenAI's
+servers do), and each is still a run billed exactly as the upstream reported."""
+import http.server
+import threading
+
 import pytest
 
+from gateway.upstream import upstream_post_whole
 from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
@@ -41,12 +45,51 @@ def test_calls_in_a_row_share_one_upstream_connection_and_each_is_billed(kept_al
         assert chunks[-1].usage.total_tokens == 30
         ids.append(streamed.headers["x-chatter-execution"])
 
-    # one connection for the calls (the pass-through's pool), one for the listing of the models the upstream serves
-    # (read once a minute, by the client of the provider adapters)
-    assert upstream.connections == 2
+    # one connection for the whole calls (gateway.upstream's kept ones), one for the streamed ones (the pass-through's
+    # pool), one for the listing of the models the upstream serves (read once a minute, by the provider adapters)
+    assert upstream.connections == 3
     assert len(upstream.requests) == 6
     for execution in WorkflowExecution.objects.filter(pk__in=ids):
         assert execution.status == "completed", execution.error_message
         assert (execution.prompt_tokens, execution.completion_tokens, execution.total_tokens) == (21, 9, 30)
         assert_all(execution)
     assert WorkflowExecution.objects.filter(pk__in=ids).count() == 6
+
+
+class _ClosesWhenIdle(http.server.BaseHTTPRequestHandler):
+    """Answers each request kept-alive (HTTP/1.1, no `Connection: close`), then closes the connection anyway, as
+    an upstream does with a connection that sat idle past its timeout."""
+
+    protocol_version = "HTTP/1.1"
+    served: list[int] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.served.append(self.client_address[1])
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_kept_connection_the_upstream_closed_is_replaced_once_and_the_call_made(settings):
+    """A whole call takes an idle kept connection; when the upstream has closed it meanwhile, the call goes on a new
+    one (sent once: the closed one carried nothing of it), and every call is answered."""
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 5
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosesWhenIdle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    try:
+        answers = [upstream_post_whole(url, data=b"{}", headers={"Content-Type": "application/json"})
+                   for _ in range(3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(status, body) for status, _, body in answers] == [(200, b'{"ok": true}')] * 3
+    assert len(_ClosesWhenIdle.served) == 3 == len(set(_ClosesWhenIdle.served))  # each on a connection of its own
