@@ -18,25 +18,30 @@ Side by side in one run, every server on free loopback ports:
 One load generator for all (bench/b5_loadgen.py, kind `openai`, HTTP/1.1 keep-alive, client i on process i % 2).
 
 Each repetition: sequential calls interleaved call by call across the variants (one client each, the order rotating
-every round, 25 ms apart), from which the added latency is read (a gateway's p50 and p99 less the stub's); then
+every round, 25 ms apart), from which the added latency is read (a gateway's p50 and p99 less the stub's); the same
+for streamed calls (`"stream": true`, usage included), read by a socket client (bench/sse_client.py), from which
+the added time to the first token is read (to the first chunk with content, less the stub's); then
 for 8 and 32 clients, each variant for --duration s (order rotating), with CPU per process. Before the
 repetitions, statements and transactions per call from PostgreSQL's own counters (bench/pg_stats.py); after them,
 Chatter's exactness: one run per call sent, each with the stub's usage, I2 and I3, and `reconcile_aggregates`'
 drift check.
 
-    .venv/bin/python -m bench.b8_gateway [--reps 2] [--duration 10] [--seq-count 200] [--clients 8,32]
-        [--servers daphne,uvicorn] [--litellm-db] [--profile]
+    .venv/bin/python -m bench.b8_gateway [--reps 2] [--duration 10] [--seq-count 200] [--stream-count 100]
+        [--clients 8,32] [--servers daphne,uvicorn] [--litellm-db] [--profile]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from pathlib import Path
 
 import httpx
 
 from bench import chatter_calls
 from bench.b5_http_turns import idle_work, loadgen, round_robin
+from bench.b5_loadgen import MESSAGE
 from bench.b5_servers import Variant, Venv, chatter_pair
 from bench.b8_stub import USAGE
 from bench.chatter_servers import chatter_database
@@ -45,6 +50,7 @@ from bench.pg_stats import DbWork, services_counted, work_per_turn
 from bench.processes import BENCH_DIR, HOST, PYTHON, ROOT, VAR_DIR, BenchRun, free_port, log, run_main, \
     wait_http, wait_listening
 from bench.pyspy import Profile
+from bench.sse_client import SseClient
 from bench.stats import median, percentile, table
 
 LITELLM_VENV = Venv(VAR_DIR / "litellm-venv", BENCH_DIR / "requirements-litellm.txt")
@@ -145,10 +151,45 @@ def database_work(db: DbWork, variants: dict[str, Variant], idle: dict, count: i
     return found
 
 
+STREAM_WARMUP = 3
+
+
+def first_tokens(variants: dict[str, Variant], *, count: int) -> dict[str, list[float]]:
+    """Streamed calls, sequential, interleaved call by call across the variants (one socket client each, on its first
+    process; the order rotating every round, 25 ms apart), after STREAM_WARMUP rounds: each call's seconds from its
+    request to its first chunk with content. Every stream is read to its end."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": MESSAGE}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    clients = {}
+    for name, variant in variants.items():
+        host, port = variant.targets(first_only=True).rsplit(":", 1)
+        clients[name] = SseClient(host, int(port), {"Authorization": f"Bearer {variant.token or UPSTREAM_KEY}"})
+    found: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    try:
+        for round_ in range(STREAM_WARMUP + count):
+            for name in order[round_ % len(order):] + order[:round_ % len(order)]:
+                first = None
+                for seconds, _, data in clients[name].post("/v1/chat/completions", body):
+                    if first is None and data.startswith("{"):
+                        choices = json.loads(data).get("choices") or [{}]
+                        if (choices[0].get("delta") or {}).get("content"):
+                            first = seconds
+                if first is None:
+                    raise RuntimeError(f"{name}: a stream without content")
+                if round_ >= STREAM_WARMUP:
+                    found[name].append(first)
+                time.sleep(0.025)
+    finally:
+        for client in clients.values():
+            client.close()
+    return found
+
+
 def measure(run: BenchRun, variants: dict[str, Variant], services, clients: list[int], args) -> tuple[dict, str]:
     postgres = services.postmaster_pid()
     shared = {"postgresql": Tree(postgres), "redis": services.redis_pid} if postgres else {}
-    results = {name: {"paired": [], **{n: [] for n in clients}, **{f"cpu{n}": [] for n in clients}}
+    results = {name: {"paired": [], "streamed": [], **{n: [] for n in clients}, **{f"cpu{n}": [] for n in clients}}
                for name in variants}
     profile_text = ""
     order = list(variants)
@@ -156,6 +197,10 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, clients: list
         log(f"rep {rep + 1}/{args.reps}: {args.seq_count} sequential calls per variant, interleaved call by call")
         for name, latencies in round_robin(variants, count=args.seq_count).items():
             results[name]["paired"].append(latencies)
+        if args.stream_count:
+            log(f"rep {rep + 1}/{args.reps}: {args.stream_count} streamed calls per variant, interleaved call by call")
+            for name, firsts in first_tokens(variants, count=args.stream_count).items():
+                results[name]["streamed"].append(firsts)
         for n in clients:
             for name in order[rep % len(order):] + order[:rep % len(order)]:
                 variant = variants[name]
@@ -176,6 +221,7 @@ def measure(run: BenchRun, variants: dict[str, Variant], services, clients: list
 def calls_sent(results: dict, clients: list[int], work: dict | None) -> tuple[int, int]:
     """(calls sent, calls that failed) to one variant, warm-ups included."""
     rounds = sum(len(r["latencies"]) + 3 for r in results["paired"])  # round_robin's 3 warm-up calls
+    rounds += sum(len(firsts) + STREAM_WARMUP for firsts in results["streamed"])
     sent = rounds + sum(r["requests"] for n in clients for r in results[n]) + int((work or {}).get("calls", 0))
     failed = sum(r["failures"] for r in results["paired"] + [r for n in clients for r in results[n]])
     return sent, failed + int((work or {}).get("failures", 0))
@@ -245,13 +291,25 @@ def report(results: dict, variants: dict[str, Variant], work: dict, clients: lis
         if examples:
             print(f"  {name} failures, e.g.: {examples[:3]}")
     print("settings: " + "; ".join(f"{v.name}: {v.note}" for v in variants.values() if v.note))
+    streamed = {name: [x for r in res["streamed"] for x in r] for name, res in results.items()}
+    if streamed.get("upstream"):
+        floor = {q: percentile(streamed["upstream"], q) for q in (50, 99)}
+        print(f"\nStreamed (sequential, {len(streamed['upstream'])} calls per variant, interleaved), time to the "
+              "first token, p50 / p99 ms (added: less the stub's):")
+        for name, firsts in streamed.items():
+            added = {q: percentile(firsts, q) - floor[q] for q in (50, 99)}
+            summary[name].update(first50=added[50], first99=added[99])
+            print(f"  {name}: {_ms(percentile(firsts, 50))} / {_ms(percentile(firsts, 99))}"
+                  + ("" if name == "upstream" else f" (added {_ms(added[50])} / {_ms(added[99])})"))
 
     for name in [name for name in summary if name.startswith("chatter")] if "litellm" in summary else []:
         mine, peer = summary[name], summary["litellm"]
         print()
-        for q in (50, 99):
-            ratio = mine[f"added{q}"] / peer[f"added{q}"] if peer[f"added{q}"] > 0 else float("nan")
-            print(f"added latency p{q}: {name} {_ms(mine[f'added{q}'])} ms vs litellm {_ms(peer[f'added{q}'])} ms: "
+        for q, key, what in [(q, f"{kind}{q}", what) for kind, what in (("added", "added latency"),
+                                                                         ("first", "added first token"))
+                             for q in (50, 99) if f"{kind}{q}" in peer]:
+            ratio = mine[key] / peer[key] if peer[key] > 0 else float("nan")
+            print(f"{what} p{q}: {name} {_ms(mine[key])} ms vs litellm {_ms(peer[key])} ms: "
                   f"x{ratio:.2f} (target <= x{LATENCY_RATIO_TARGET:g}: "
                   f"{'met' if ratio <= LATENCY_RATIO_TARGET else 'not met'})")
         for n in clients:
@@ -283,6 +341,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default 2)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per concurrent phase (default 10)")
     parser.add_argument("--seq-count", type=int, default=200, help="sequential calls per variant per repetition")
+    parser.add_argument("--stream-count", type=int, default=100, help="streamed calls per variant per repetition, "
+                        "for the first token (default 100; 0: none)")
     parser.add_argument("--clients", default="8,32", help="client counts of the concurrent phases (default 8,32)")
     parser.add_argument("--servers", default="daphne,uvicorn", help="Chatter's server stacks (default "
                         "daphne,uvicorn: both, on one database)")

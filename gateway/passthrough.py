@@ -250,9 +250,12 @@ def _written_whole(passing: Passing, *, error: RunError | None, ending: dict) ->
 _close = sync_to_async(_ended, thread_sensitive=True)  # a stream's end, from the server's loop
 
 
+USER_AGENT = "chatter-gateway"  # what the upstream sees calling, whole (http.client) or streamed (aiohttp)
+
+
 def _headers(passing: Passing) -> dict:
     headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY or ''}", "Content-Type": "application/json",
-               "Accept-Encoding": "identity"}
+               "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
     return headers if passing.spans is None else {**headers, **passing.spans.outbound_headers()}
 
 

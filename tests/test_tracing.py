@@ -195,7 +195,7 @@ def test_item_tracing_gateway_pass_through_call_sync_and_streamed(traced, sessio
         assert run.attributes["chatter.status"] == "completed"
         assert call.attributes["gen_ai.request.temperature"] == 0.5
         sent = stub.last_request.headers
-        assert "aiohttp" in sent["user-agent"]  # the pass-through's own client: no graph, no OpenAI SDK
+        assert sent["user-agent"] == "chatter-gateway"  # the pass-through's own clients: no graph, no OpenAI SDK
         assert sent["traceparent"].split("-")[1] == trace_id
 
 
@@ -218,7 +218,7 @@ def test_item_tracing_gateway_run_path_call(traced, session_openai_stub, receive
     assert run.attributes["gen_ai.conversation.id"] == str(conversation.pk)
     assert call.attributes["gen_ai.request.temperature"] == 0.5
     sent = session_openai_stub.last_request.headers
-    assert "aiohttp" not in sent["user-agent"]  # the OpenAI client of the run path
+    assert sent["user-agent"].startswith("OpenAI/Python")  # the OpenAI client of the run path
     assert sent["traceparent"].split("-")[1] == trace_id
 
 
