@@ -1,6 +1,6 @@
 """The pass-through's connections to its upstreams (gateway.passthrough). A call answered whole is made on the
-request's own thread (`upstream_post_whole`), through the standard library's http.client on a kept-alive HTTP/1.1
-connection of that thread's to the upstream (request threads outlive their requests: core/serving.py): no hand-off
+request's own thread (`upstream_post_whole`), through the standard library's http.client on an idle kept-alive
+HTTP/1.1 connection to the upstream (the process keeps them per upstream, as many as calls at once): no hand-off
 to another thread and back, the request's thread waits for the answer in its socket. A stream goes through one
 aiohttp session per upstream (its pool of kept-alive connections), on an event loop of the gateway's own, in a
 thread a process starts on its first streamed call; the stream is relayed from there. A forked child (as django-q2's
@@ -114,8 +114,9 @@ def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, h
     """POST `data` to `url` from the calling thread, on an idle kept-alive connection to the upstream (or a new one:
     as many as calls at once; through the proxy the environment names, as upstream_session's), and read the whole
     answer: (status, headers, body). Times out as upstream_timeout says. A kept connection the upstream closed while
-    it sat idle (nothing of the answer read) is replaced once; any other failure is raised (OSError, http.client's
-    errors)."""
+    it sat idle (it failed before any of the answer came: the request was not taken) is replaced once; any other
+    failure is raised (OSError, http.client's errors), a failure while the answer's body is read too (the upstream
+    took the request: sending it again could make the call twice)."""
     idle = _kept.setdefault(url, [])
     try:
         kept = idle.pop()
@@ -126,13 +127,17 @@ def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, h
         try:
             connection.request("POST", target, body=data, headers={**headers, **extra})
             response = connection.getresponse()
-            body = response.read()
         except _STALE:
             connection.close()
             if kept is None:
                 raise
             kept = None  # once, on a new connection
             continue
+        except BaseException:
+            connection.close()
+            raise
+        try:
+            body = response.read()
         except BaseException:
             connection.close()
             raise

@@ -2,7 +2,10 @@
 connections (one for the whole calls, one for the streams) to an upstream that keeps connections open (as OpenAI's
 servers do), and each is still a run billed exactly as the upstream reported."""
 import http.server
+import socket
+import struct
 import threading
+import time
 
 import pytest
 
@@ -93,3 +96,47 @@ def test_a_kept_connection_the_upstream_closed_is_replaced_once_and_the_call_mad
         server.server_close()
     assert [(status, body) for status, _, body in answers] == [(200, b'{"ok": true}')] * 3
     assert len(_ClosesWhenIdle.served) == 3 == len(set(_ClosesWhenIdle.served))  # each on a connection of its own
+
+
+class _ResetsTheSecondAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers the first request whole, kept alive; the second with its head and part of its body, then (once the
+    client reads that body) resets the connection."""
+
+    protocol_version = "HTTP/1.1"
+    served: list[int] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.served.append(self.client_address[1])
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body) + (100 if len(self.served) == 2 else 0)))
+        self.end_headers()
+        self.wfile.write(body)
+        if len(self.served) == 2:
+            self.wfile.flush()
+            time.sleep(0.3)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # (with no linger: a reset, not an end)
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_answer_cut_short_on_a_kept_connection_is_raised_not_asked_again(settings):
+    """The upstream took the request and began its answer: a reset while its body is read is the call's failure,
+    and the call is not sent again on a new connection (it could be made twice)."""
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 5
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ResetsTheSecondAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    try:
+        assert upstream_post_whole(url, data=b"{}", headers={})[0] == 200
+        with pytest.raises(ConnectionResetError):
+            upstream_post_whole(url, data=b"{}", headers={})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(_ResetsTheSecondAnswer.served) == 2  # the cut call was asked once
