@@ -24,6 +24,7 @@ import asyncio
 import atexit
 import http.client
 import os
+import select
 import ssl
 import threading
 import urllib.request
@@ -37,7 +38,7 @@ _sessions: dict[str, aiohttp.ClientSession] = {}  # upstream URL → its session
 _proxy_headers: dict[str, dict | None] = {}  # upstream URL → its proxy's credentials
 _lock = threading.Lock()
 _kept: dict[str, list[tuple]] = {}  # upstream URL → idle kept-alive connections to it (upstream_post_whole)
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)  # a kept connection closed by its peer
+_UNSENT = (ConnectionResetError, BrokenPipeError)  # a request's sending refused: the peer had closed
 
 
 def _upstream_loop() -> asyncio.AbstractEventLoop:
@@ -113,21 +114,20 @@ def _environment_proxy(url: str) -> tuple[str | None, dict | None]:
 def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, http.client.HTTPMessage, bytes]:
     """POST `data` to `url` from the calling thread, on an idle kept-alive connection to the upstream (or a new one:
     as many as calls at once; through the proxy the environment names, as upstream_session's), and read the whole
-    answer: (status, headers, body). Times out as upstream_timeout says. A kept connection the upstream closed while
-    it sat idle (it failed before any of the answer came: the request was not taken) is replaced once; any other
-    failure is raised (OSError, http.client's errors), a failure while the answer's body is read too (the upstream
-    took the request: sending it again could make the call twice)."""
+    answer: (status, headers, body). Times out as upstream_timeout says.
+
+    A request is sent once. An idle connection the upstream closed meanwhile (its socket readable: the peer's end, or
+    bytes nobody asked for) is dropped before anything is sent on it; one whose sending is refused (the peer closed it
+    just then: nothing of the request arrived whole) is replaced once. Once the request has gone, any failure is
+    raised (OSError, http.client's errors), an upstream that hangs up before answering too: it may have taken the
+    call, and sending it again could make it twice (as httpx and urllib3 do with a POST)."""
     idle = _kept.setdefault(url, [])
-    try:
-        kept = idle.pop()
-    except IndexError:  # none idle (or another thread took the last one first)
-        kept = None
+    kept = _idle_usable(idle)
     while True:
         connection, target, extra = kept or _connected(url)
         try:
             connection.request("POST", target, body=data, headers={**headers, **extra})
-            response = connection.getresponse()
-        except _STALE:
+        except _UNSENT:
             connection.close()
             if kept is None:
                 raise
@@ -137,6 +137,7 @@ def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, h
             connection.close()
             raise
         try:
+            response = connection.getresponse()
             body = response.read()
         except BaseException:
             connection.close()
@@ -144,6 +145,26 @@ def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, h
         if not response.will_close:
             idle.append((connection, target, extra))
         return response.status, response.headers, body
+
+
+def _idle_usable(idle: list[tuple]) -> tuple | None:
+    """The most recently used of `idle`'s connections that can carry a request, taken from it; those the upstream
+    closed meanwhile are closed here. None: no such connection (or another thread took the last one first)."""
+    while True:
+        try:
+            kept = idle.pop()
+        except IndexError:
+            return None
+        sock = kept[0].sock
+        try:
+            poller = select.poll()  # (not select(): no bound on the descriptor's number)
+            poller.register(sock, select.POLLIN)
+            readable = bool(poller.poll(0))
+        except (OSError, ValueError, TypeError):  # (its socket closed under it)
+            readable = True
+        if not readable:
+            return kept
+        kept[0].close()
 
 
 def _connected(url: str) -> tuple[http.client.HTTPConnection, str, dict]:

@@ -1,6 +1,7 @@
 """The gateway keeps its upstream connections: calls one after another, whole or streamed, go over kept-alive
 connections (one for the whole calls, one for the streams) to an upstream that keeps connections open (as OpenAI's
 servers do), and each is still a run billed exactly as the upstream reported."""
+import http.client
 import http.server
 import socket
 import struct
@@ -81,21 +82,85 @@ class _ClosesWhenIdle(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_kept_connection_the_upstream_closed_is_replaced_once_and_the_call_made(settings):
-    """A whole call takes an idle kept connection; when the upstream has closed it meanwhile, the call goes on a new
-    one (sent once: the closed one carried nothing of it), and every call is answered."""
+class _HalfCloses(http.server.ThreadingHTTPServer):
+    """A server that ends its side of a connection it is done with (its FIN sent) and keeps the socket open until it
+    stops, as a server that lingers on close does: a request written to it is taken by its kernel, never answered."""
+
+    closed = 0
+    lingering: list = []
+
+    def shutdown_request(self, request):
+        request.shutdown(socket.SHUT_WR)
+        self.lingering.append(request)
+        type(self).closed += 1
+
+    def server_close(self):
+        super().server_close()
+        for request in self.lingering:
+            request.close()
+
+
+def test_a_kept_connection_the_upstream_closed_is_not_sent_on_and_the_call_made(settings):
+    """A whole call takes an idle kept connection; one the upstream has ended meanwhile carries nothing (a request
+    written to it would never be answered): the call goes on a new one, sent once, and every call is answered."""
     settings.CHATTER_PROVIDER_TIMEOUT_S = 5
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosesWhenIdle)
+    server = _HalfCloses(("127.0.0.1", 0), _ClosesWhenIdle)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    answers = []
     try:
-        answers = [upstream_post_whole(url, data=b"{}", headers={"Content-Type": "application/json"})
-                   for _ in range(3)]
+        for number in range(3):
+            deadline = time.monotonic() + 5
+            while _HalfCloses.closed < number and time.monotonic() < deadline:  # the upstream closed the last one
+                time.sleep(0.01)
+            time.sleep(0.05)  # (its end reaches this side of the loopback)
+            answers.append(upstream_post_whole(url, data=b"{}", headers={"Content-Type": "application/json"}))
     finally:
         server.shutdown()
         server.server_close()
     assert [(status, body) for status, _, body in answers] == [(200, b'{"ok": true}')] * 3
     assert len(_ClosesWhenIdle.served) == 3 == len(set(_ClosesWhenIdle.served))  # each on a connection of its own
+
+
+class _HangsUpUnanswered(http.server.BaseHTTPRequestHandler):
+    """Answers the first request kept-alive; takes every later one and hangs up without a word (an upstream that
+    crashed, or a proxy that gave up, after the request arrived)."""
+
+    protocol_version = "HTTP/1.1"
+    served: list[int] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.served.append(self.client_address[1])
+        if len(self.served) > 1:
+            self.close_connection = True
+            return
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_upstream_that_took_the_call_and_hung_up_unanswered_is_raised_not_asked_again(settings):
+    """On a kept connection, the upstream took the request and closed without answering: it may have made the call,
+    so the call fails and is not sent again on a new connection."""
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 5
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HangsUpUnanswered)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    try:
+        assert upstream_post_whole(url, data=b"{}", headers={})[0] == 200
+        with pytest.raises(http.client.RemoteDisconnected):
+            upstream_post_whole(url, data=b"{}", headers={})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(_HangsUpUnanswered.served) == 2  # the call was asked once
 
 
 class _ResetsTheSecondAnswer(http.server.BaseHTTPRequestHandler):
