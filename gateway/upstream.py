@@ -1,10 +1,11 @@
 """The pass-through's connections to its upstreams (gateway.passthrough). A call answered whole is made on the
 request's own thread (`upstream_post_whole`), through the standard library's http.client on an idle kept-alive
-HTTP/1.1 connection to the upstream (the process keeps them per upstream, as many as calls at once): no hand-off
-to another thread and back, the request's thread waits for the answer in its socket. A stream goes through one
-aiohttp session per upstream (its pool of kept-alive connections), on an event loop of the gateway's own, in a
-thread a process starts on its first streamed call; the stream is relayed from there. A forked child (as django-q2's
-workers are) drops the connections and the loop it inherited and makes its own.
+HTTP/1.1 connection to the upstream (the process keeps them per upstream, as many as calls at once, closing one idle
+past a minute at the next call): no hand-off to another thread and back, the request's thread waits for the answer
+in its socket. A stream goes through one aiohttp session per upstream (its pool of kept-alive connections), on an
+event loop of the gateway's own, in a thread a process starts on its first streamed call; the stream is relayed from
+there. A forked child (as django-q2's workers are) drops the connections and the loop it inherited and makes its
+own.
 
 Why the whole call on the request's thread: in B8 at 8 clients in one process, the upstream loop's thread spent
 0.54-0.65 ms of CPU per call, against about 0.13 for the whole call through http.client (bench/RESULTS.md, B8).
@@ -27,6 +28,7 @@ import os
 import select
 import ssl
 import threading
+import time
 import urllib.request
 from urllib.parse import unquote, urlsplit
 
@@ -37,7 +39,8 @@ _loop: asyncio.AbstractEventLoop | None = None
 _sessions: dict[str, aiohttp.ClientSession] = {}  # upstream URL → its session, on _loop only
 _proxy_headers: dict[str, dict | None] = {}  # upstream URL → its proxy's credentials
 _lock = threading.Lock()
-_kept: dict[str, list[tuple]] = {}  # upstream URL → idle kept-alive connections to it (upstream_post_whole)
+_kept: dict[str, list[tuple]] = {}  # upstream URL → its idle connections, oldest first (upstream_post_whole)
+KEEP_IDLE_S = 60  # how long a connection to an upstream is kept idle (a stream's session's and a whole call's)
 _UNSENT = (ConnectionResetError, BrokenPipeError)  # a request's sending refused: the peer had closed
 
 
@@ -79,7 +82,7 @@ def upstream_session(url: str) -> aiohttp.ClientSession:
     if session is None:
         proxy, _proxy_headers[url] = _environment_proxy(url)
         session = _sessions[url] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), proxy=proxy)
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEP_IDLE_S), proxy=proxy)
     return session
 
 
@@ -143,13 +146,25 @@ def upstream_post_whole(url: str, *, data: bytes, headers: dict) -> tuple[int, h
             connection.close()
             raise
         if not response.will_close:
-            idle.append((connection, target, extra))
+            idle.append((connection, target, extra, time.monotonic()))
         return response.status, response.headers, body
 
 
-def _idle_usable(idle: list[tuple]) -> tuple | None:
+def _idle_usable(idle: list[tuple]) -> tuple[http.client.HTTPConnection, str, dict] | None:
     """The most recently used of `idle`'s connections that can carry a request, taken from it; those the upstream
-    closed meanwhile are closed here. None: no such connection (or another thread took the last one first)."""
+    closed meanwhile are closed here, and those idle past KEEP_IDLE_S (the least recently used: after a burst of
+    calls at once, more than the calls since need). None: no such connection (or another thread took the last one
+    first)."""
+    expired = time.monotonic() - KEEP_IDLE_S
+    while idle and idle[0][3] < expired:
+        try:
+            oldest = idle.pop(0)
+        except IndexError:  # (another thread took the last one first)
+            break
+        if oldest[3] >= expired:  # (another thread took the expired one first: this one is kept, at the top)
+            idle.append(oldest)
+            break
+        oldest[0].close()
     while True:
         try:
             kept = idle.pop()
@@ -163,7 +178,7 @@ def _idle_usable(idle: list[tuple]) -> tuple | None:
         except (OSError, ValueError, TypeError):  # (its socket closed under it)
             readable = True
         if not readable:
-            return kept
+            return kept[:3]
         kept[0].close()
 
 

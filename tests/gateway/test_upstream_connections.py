@@ -205,3 +205,63 @@ def test_an_answer_cut_short_on_a_kept_connection_is_raised_not_asked_again(sett
         server.shutdown()
         server.server_close()
     assert len(_ResetsTheSecondAnswer.served) == 2  # the cut call was asked once
+
+
+class _KeepsAlive(http.server.BaseHTTPRequestHandler):
+    """Answers every request kept-alive; the first three slowly (so that they are made at once, each on a connection
+    of its own). Notes the client's port of each request, and of each connection the client ended."""
+
+    protocol_version = "HTTP/1.1"
+    served: list[int] = []
+    ended: list[int] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.served.append(self.client_address[1])
+        if len(self.served) <= 3:
+            time.sleep(0.3)
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def finish(self):
+        super().finish()
+        self.ended.append(self.client_address[1])  # (handle() returns once the client has ended the connection)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_connections_idle_past_their_time_are_closed_while_one_goes_on_serving(settings, monkeypatch):
+    """After a burst of three calls at once, calls one at a time need one connection: it goes on serving, and the two
+    others, idle past KEEP_IDLE_S, are closed (not left open on both sides until the upstream ends them)."""
+    from gateway import upstream
+
+    settings.CHATTER_PROVIDER_TIMEOUT_S = 5
+    monkeypatch.setattr(upstream, "KEEP_IDLE_S", 0.4)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepsAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    try:
+        burst = [threading.Thread(target=upstream_post_whole, args=(url,), kwargs={"data": b"{}", "headers": {}})
+                 for _ in range(3)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join()
+        assert len(set(_KeepsAlive.served)) == 3
+        for _ in range(8):  # 0.8 s of calls one at a time, each on the most recently used connection
+            assert upstream_post_whole(url, data=b"{}", headers={})[0] == 200
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while len(_KeepsAlive.ended) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        server.shutdown()
+        server.server_close()
+    one_at_a_time = _KeepsAlive.served[3:]
+    assert len(set(one_at_a_time)) == 1  # one connection served them all
+    assert sorted(_KeepsAlive.ended) == sorted(set(_KeepsAlive.served[:3]) - set(one_at_a_time))
