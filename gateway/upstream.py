@@ -156,10 +156,12 @@ def _idle_usable(idle: list[tuple]) -> tuple[http.client.HTTPConnection, str, di
     calls at once, more than the calls since need). None: no such connection (or another thread took the last one
     first)."""
     expired = time.monotonic() - KEEP_IDLE_S
-    while idle and idle[0][3] < expired:
+    while True:
         try:
+            if idle[0][3] >= expired:
+                break
             oldest = idle.pop(0)
-        except IndexError:  # (another thread took the last one first)
+        except IndexError:  # (none left: another thread took the last one first)
             break
         if oldest[3] >= expired:  # (another thread took the expired one first: this one is kept, at the top)
             idle.append(oldest)
