@@ -7,6 +7,7 @@ import socket
 import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -60,26 +61,53 @@ def test_calls_in_a_row_share_one_upstream_connection_and_each_is_billed(kept_al
     assert WorkflowExecution.objects.filter(pk__in=ids).count() == 6
 
 
-class _ClosesWhenIdle(http.server.BaseHTTPRequestHandler):
-    """Answers each request kept-alive (HTTP/1.1, no `Connection: close`), then closes the connection anyway, as
-    an upstream does with a connection that sat idle past its timeout."""
+class _Upstream(http.server.BaseHTTPRequestHandler):
+    """A kept-alive (HTTP/1.1) upstream's request handler: `taken()` reads a request and notes its client's port (in
+    the subclass's own `served`), `answer()` writes the one JSON answer."""
 
     protocol_version = "HTTP/1.1"
-    served: list[int] = []
+    served: list[int]
+    BODY = b'{"ok": true}'
 
-    def do_POST(self):
+    def taken(self) -> int:
+        """Read the request; how many this handler's class has served, this one included."""
         self.rfile.read(int(self.headers["Content-Length"]))
         self.served.append(self.client_address[1])
-        body = b'{"ok": true}'
+        return len(self.served)
+
+    def answer(self, *, length: int | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(self.BODY) if length is None else length))
         self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
+        self.wfile.write(self.BODY)
 
     def log_message(self, *args):
         pass
+
+
+@contextmanager
+def _serving(handler: type[_Upstream], server: type = http.server.ThreadingHTTPServer):
+    """A server of `handler` on loopback, in a thread, while the block runs: its chat completions URL."""
+    running = server(("127.0.0.1", 0), handler)
+    threading.Thread(target=running.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{running.server_port}/v1/chat/completions"
+    finally:
+        running.shutdown()
+        running.server_close()
+
+
+class _ClosesWhenIdle(_Upstream):
+    """Answers each request kept-alive (no `Connection: close`), then closes the connection anyway, as an upstream
+    does with a connection that sat idle past its timeout."""
+
+    served: list[int] = []
+
+    def do_POST(self):
+        self.taken()
+        self.answer()
+        self.close_connection = True
 
 
 class _HalfCloses(http.server.ThreadingHTTPServer):
@@ -104,135 +132,86 @@ def test_a_kept_connection_the_upstream_closed_is_not_sent_on_and_the_call_made(
     """A whole call takes an idle kept connection; one the upstream has ended meanwhile carries nothing (a request
     written to it would never be answered): the call goes on a new one, sent once, and every call is answered."""
     settings.CHATTER_PROVIDER_TIMEOUT_S = 5
-    server = _HalfCloses(("127.0.0.1", 0), _ClosesWhenIdle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
     answers = []
-    try:
+    with _serving(_ClosesWhenIdle, _HalfCloses) as url:
         for number in range(3):
             deadline = time.monotonic() + 5
             while _HalfCloses.closed < number and time.monotonic() < deadline:  # the upstream closed the last one
                 time.sleep(0.01)
             time.sleep(0.05)  # (its end reaches this side of the loopback)
             answers.append(upstream_post_whole(url, data=b"{}", headers={"Content-Type": "application/json"}))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert [(status, body) for status, _, body in answers] == [(200, b'{"ok": true}')] * 3
     assert len(_ClosesWhenIdle.served) == 3 == len(set(_ClosesWhenIdle.served))  # each on a connection of its own
 
 
-class _HangsUpUnanswered(http.server.BaseHTTPRequestHandler):
+class _HangsUpUnanswered(_Upstream):
     """Answers the first request kept-alive; takes every later one and hangs up without a word (an upstream that
     crashed, or a proxy that gave up, after the request arrived)."""
 
-    protocol_version = "HTTP/1.1"
     served: list[int] = []
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.served.append(self.client_address[1])
-        if len(self.served) > 1:
+        if self.taken() > 1:
             self.close_connection = True
             return
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.answer()
 
 
 def test_an_upstream_that_took_the_call_and_hung_up_unanswered_is_raised_not_asked_again(settings):
     """On a kept connection, the upstream took the request and closed without answering: it may have made the call,
     so the call fails and is not sent again on a new connection."""
     settings.CHATTER_PROVIDER_TIMEOUT_S = 5
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HangsUpUnanswered)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
-    try:
+    with _serving(_HangsUpUnanswered) as url:
         assert upstream_post_whole(url, data=b"{}", headers={})[0] == 200
         with pytest.raises(http.client.RemoteDisconnected):
             upstream_post_whole(url, data=b"{}", headers={})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert len(_HangsUpUnanswered.served) == 2  # the call was asked once
 
 
-class _ResetsTheSecondAnswer(http.server.BaseHTTPRequestHandler):
+class _ResetsTheSecondAnswer(_Upstream):
     """Answers the first request whole, kept alive; the second with its head and part of its body, then (once the
     client reads that body) resets the connection."""
 
-    protocol_version = "HTTP/1.1"
     served: list[int] = []
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.served.append(self.client_address[1])
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body) + (100 if len(self.served) == 2 else 0)))
-        self.end_headers()
-        self.wfile.write(body)
-        if len(self.served) == 2:
-            self.wfile.flush()
-            time.sleep(0.3)
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()  # (with no linger: a reset, not an end)
-            self.close_connection = True
-
-    def log_message(self, *args):
-        pass
+        if self.taken() != 2:
+            self.answer()
+            return
+        self.answer(length=len(self.BODY) + 100)
+        self.wfile.flush()
+        time.sleep(0.3)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # (with no linger: a reset, not an end)
+        self.close_connection = True
 
 
 def test_an_answer_cut_short_on_a_kept_connection_is_raised_not_asked_again(settings):
     """The upstream took the request and began its answer: a reset while its body is read is the call's failure,
     and the call is not sent again on a new connection (it could be made twice)."""
     settings.CHATTER_PROVIDER_TIMEOUT_S = 5
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ResetsTheSecondAnswer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
-    try:
+    with _serving(_ResetsTheSecondAnswer) as url:
         assert upstream_post_whole(url, data=b"{}", headers={})[0] == 200
         with pytest.raises(ConnectionResetError):
             upstream_post_whole(url, data=b"{}", headers={})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert len(_ResetsTheSecondAnswer.served) == 2  # the cut call was asked once
 
 
-class _KeepsAlive(http.server.BaseHTTPRequestHandler):
+class _KeepsAlive(_Upstream):
     """Answers every request kept-alive; the first three slowly (so that they are made at once, each on a connection
     of its own). Notes the client's port of each request, and of each connection the client ended."""
 
-    protocol_version = "HTTP/1.1"
     served: list[int] = []
     ended: list[int] = []
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.served.append(self.client_address[1])
-        if len(self.served) <= 3:
+        if self.taken() <= 3:
             time.sleep(0.3)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer()
 
     def finish(self):
         super().finish()
         self.ended.append(self.client_address[1])  # (handle() returns once the client has ended the connection)
-
-    def log_message(self, *args):
-        pass
 
 
 def test_connections_idle_past_their_time_are_closed_while_one_goes_on_serving(settings, monkeypatch):
@@ -242,10 +221,7 @@ def test_connections_idle_past_their_time_are_closed_while_one_goes_on_serving(s
 
     settings.CHATTER_PROVIDER_TIMEOUT_S = 5
     monkeypatch.setattr(upstream, "KEEP_IDLE_S", 0.4)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepsAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
-    try:
+    with _serving(_KeepsAlive) as url:
         burst = [threading.Thread(target=upstream_post_whole, args=(url,), kwargs={"data": b"{}", "headers": {}})
                  for _ in range(3)]
         for thread in burst:
@@ -259,9 +235,6 @@ def test_connections_idle_past_their_time_are_closed_while_one_goes_on_serving(s
         deadline = time.monotonic() + 5
         while len(_KeepsAlive.ended) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-    finally:
-        server.shutdown()
-        server.server_close()
     one_at_a_time = _KeepsAlive.served[3:]
     assert len(set(one_at_a_time)) == 1  # one connection served them all
     assert sorted(_KeepsAlive.ended) == sorted(set(_KeepsAlive.served[:3]) - set(one_at_a_time))
