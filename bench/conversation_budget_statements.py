@@ -5,7 +5,9 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
 - add:      counting a message and reading the row back (CONVERSATION_MESSAGE_ADD through Manager.raw) vs
             `update()` with F() then `get()`;
 - open:     a new conversation with its first message (conversation_open_with_message: one statement on
-            PostgreSQL, two named INSERTs on SQLite) vs two `save()`s.
+            PostgreSQL, two named INSERTs on SQLite) vs two `save()`s;
+- history:  a turn's memory, the last 10 user/assistant/system messages before a sequence number, read through
+            `conversations.selectors.conversation_history` (CONVERSATION_HISTORY) vs the queryset that says the same.
 
     .venv/bin/python -m bench.conversation_budget_statements [--reps 300]
 """
@@ -50,6 +52,7 @@ def _measure(reps: int, user) -> str:
 
     from conversations.models import Conversation, Message
     from conversations.services import conversation_create, message_save
+    from conversations.selectors import conversation_history
     from conversations.statements import (
         CONVERSATION_MESSAGE_ADD,
         conversation_open_with_message,
@@ -91,7 +94,19 @@ def _measure(reps: int, user) -> str:
         with transaction.atomic():
             conversation_open_with_message(new, message)
 
-    sides = {"add": (add_orm, add_named), "open": (open_orm, open_named)}
+    def history_orm():
+        with transaction.atomic():
+            newest = Message.objects.filter(conversation_id=conversation.pk, role__in=("user", "assistant", "system"),
+                                            sequence__lt=20).order_by("-sequence").values_list("role", "content")[:10]
+            return list(reversed(newest))
+
+    def history_named():
+        with transaction.atomic():
+            return conversation_history(conversation_id=conversation.pk, before_sequence=20, limit=10)
+
+    if history_orm() != history_named():
+        raise RuntimeError("the named history read and the queryset read differ")
+    sides = {"add": (add_orm, add_named), "open": (open_orm, open_named), "history": (history_orm, history_named)}
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
     for _ in range(reps):
         order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]

@@ -9,8 +9,10 @@ from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Document, Message
 from conversations.signals import conversation_busy
+from conversations.statements import CONVERSATION_HISTORY
 
 _WORD = re.compile(r"\w{3,}", re.UNICODE)
+_AFTER_EVERY_MESSAGE = 2**63 - 1  # a sequence bound that leaves none out
 
 
 def conversation_list(*, user):
@@ -35,17 +37,17 @@ def message_list(*, conversation: Conversation):
 def conversation_history(*, conversation_id, limit: int, before_sequence: int | None = None,
                          before_turn_of=None) -> list[tuple[str, str]]:
     """(role, content) of the last `limit` user/assistant/system messages, oldest first: before a sequence number,
-    or before the first user message of run `before_turn_of` (the turn's own message, once written). One
-    statement."""
-    messages = Message.objects.filter(conversation_id=conversation_id, role__in=("user", "assistant", "system"))
-    if before_sequence is not None:
-        messages = messages.filter(sequence__lt=before_sequence)
-    if before_turn_of is not None:
-        turn_start = Message.objects.filter(execution_id=before_turn_of, role="user").order_by(
-            "sequence").values("sequence")[:1]
-        messages = messages.filter(sequence__lt=turn_start)
-    newest = messages.order_by("-sequence").values_list("role", "content")[:limit]
-    return list(reversed(newest))
+    or else before the first user message of run `before_turn_of` (the turn's own message, once written; nothing
+    when it has none), or else of the whole conversation. One statement (CONVERSATION_HISTORY)."""
+    if before_sequence is None and before_turn_of is None:
+        before_sequence = _AFTER_EVERY_MESSAGE
+    prepared = Message._meta.get_field("conversation").get_db_prep_value
+    params = [prepared(conversation_id, connection), before_sequence,
+              Message._meta.get_field("execution").get_db_prep_value(before_turn_of, connection), limit]
+    with connection.cursor() as cursor:
+        cursor.execute(CONVERSATION_HISTORY, params)
+        newest = cursor.fetchall()
+    return [tuple(row) for row in reversed(newest)]
 
 
 def documents_search(*, owner_id, query: str, limit: int) -> list[dict]:

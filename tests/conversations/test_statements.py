@@ -1,6 +1,7 @@
 """conversations/statements.py, each named statement run as the services run it: its columns are the model's, the
 rows it writes hold what save() would have stored and the row it returns reads as a queryset reads it (SQLite and
-PostgreSQL; the two that ride on one statement are PostgreSQL's alone). A turn's memory is one queryset."""
+PostgreSQL; the two that ride on one statement are PostgreSQL's alone). A turn's memory is one statement
+too, read as its queryset read it."""
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from conversations import statements as sql
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_history
 from conversations.services import conversation_create, message_save
+from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 # What differs between a message and its ORM-saved twin (created_at is set as each is stored; checked apart).
@@ -147,3 +149,22 @@ def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alic
     assert newest == [("user", "naïve ☃"), ("assistant", "ok"), ("user", "again")]
     assert conversation_history(conversation_id=conversation.pk, limit=3) == [
         ("assistant", "ok"), ("user", "again"), ("assistant", "later")]
+    assert conversation_history(conversation_id=conversation.pk, before_sequence=1, limit=3) == []
+    assert conversation_history(conversation_id=other.pk, limit=3) == [("user", "elsewhere")]
+
+
+def test_a_resumed_turns_history_ends_at_its_runs_first_user_message(alice):
+    """Without the turn's message at hand (a resumed run), its history ends where the run's first user message is;
+    a run that wrote none has no history to read."""
+    conversation = conversation_create(owner=alice)
+    run, silent = (WorkflowExecution.objects.create(owner=alice, conversation=conversation, workflow_type="custom",
+                                                    status="running", mode="sync") for _ in range(2))
+    for role, content, execution in [("user", "first", None), ("assistant", "one", None), ("user", "mine", run),
+                                     ("assistant", "reply", run), ("user", "again", run), ("user", "later", None)]:
+        message_save(conversation_id=conversation.pk, role=role, content=content, execution=execution)
+
+    with CaptureQueriesContext(connection) as queries:
+        history = conversation_history(conversation_id=conversation.pk, before_turn_of=run.pk, limit=10)
+    assert len(queries.captured_queries) == 1
+    assert history == [("user", "first"), ("assistant", "one")]
+    assert conversation_history(conversation_id=conversation.pk, before_turn_of=silent.pk, limit=10) == []
