@@ -6,6 +6,8 @@ the env of `make services-up`). Each call runs in its own transaction, as the se
             `update()` with F() then `get()`;
 - open:     a new conversation with its first message (conversation_open_with_message: one statement on
             PostgreSQL, two named INSERTs on SQLite) vs two `save()`s;
+- insert:   a message whose sequence is known, where it does not ride on the count (SQLite): message_insert
+            (MESSAGE_INSERT) vs `save(force_insert=True)`;
 - history:  a turn's memory, the last 10 user/assistant/system messages before a sequence number, read through
             `conversations.selectors.conversation_history` (CONVERSATION_HISTORY) vs the queryset that says the same.
 
@@ -56,6 +58,7 @@ def _measure(reps: int, user) -> str:
     from conversations.statements import (
         CONVERSATION_MESSAGE_ADD,
         conversation_open_with_message,
+        message_insert,
     )
 
     conversation = conversation_create(owner=user)
@@ -94,6 +97,21 @@ def _measure(reps: int, user) -> str:
         with transaction.atomic():
             conversation_open_with_message(new, message)
 
+    sequences = iter(range(1000, 10**9))
+
+    def reply():
+        return Message(conversation_id=conversation.pk, sequence=next(sequences), role="assistant", content="x" * 200,
+                       prompt_tokens=12, completion_tokens=30, total_tokens=42, cost=Decimal("0.0001234"),
+                       usage_raw={"prompt_tokens": 12}, model_used="local-echo-1", finish_reason="stop")
+
+    def insert_orm():
+        with transaction.atomic():
+            reply().save(force_insert=True)
+
+    def insert_named():
+        with transaction.atomic():
+            message_insert(reply())
+
     def history_orm():
         with transaction.atomic():
             newest = Message.objects.filter(conversation_id=conversation.pk, role__in=("user", "assistant", "system"),
@@ -106,7 +124,8 @@ def _measure(reps: int, user) -> str:
 
     if history_orm() != history_named():
         raise RuntimeError("the named history read and the queryset read differ")
-    sides = {"add": (add_orm, add_named), "open": (open_orm, open_named), "history": (history_orm, history_named)}
+    sides = {"add": (add_orm, add_named), "open": (open_orm, open_named), "insert": (insert_orm, insert_named),
+             "history": (history_orm, history_named)}
     times = {(name, way): [] for name in sides for way in ("orm", "named")}
     for _ in range(reps):
         order = [(name, way, fn) for name, pair in sides.items() for way, fn in zip(("orm", "named"), pair)]

@@ -18,6 +18,7 @@ from conversations.statements import (
     CONVERSATION_MESSAGE_ADD_WITH_MESSAGE,
     MESSAGE_RIDING_COLUMNS,
     conversation_open_with_message,
+    message_insert,
     stored_values,
 )
 
@@ -199,7 +200,7 @@ def message_save(
             if rides:
                 message._state.adding = False  # stored by the conversation's statement (Model._state is documented)
             else:
-                message.save(force_insert=True)
+                message_insert(message)
         message.conversation = conversation  # as it now is: its owner and totals are known without another read
         message_saved.send(sender=Message, message=message, actor=actor)
     return message

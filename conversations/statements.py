@@ -106,6 +106,16 @@ def conversation_open_with_message(conversation: models.Model, message: models.M
     conversation._state.adding = message._state.adding = False  # stored (Model._state is documented)
 
 
+def message_insert(message: models.Model) -> None:
+    """Insert a message whose sequence is known (MESSAGE_INSERT), as `save(force_insert=True)` would store it: on
+    SQLite, where no statement of the conversation's carries it, without the ORM's compiler (bench/RESULTS.md,
+    "Named statements of conversations")."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        cursor.execute(MESSAGE_INSERT, stored_values(message, MESSAGE_COLUMNS, connection))
+    message._state.adding = False  # stored (Model._state is documented)
+
+
 def stored_values(instance: models.Model, attnames: tuple[str, ...], connection) -> list[Any]:
     """A new instance's values for `attnames`, as save(force_insert=True) sends them (auto_now fields set)."""
     values = []

@@ -135,6 +135,23 @@ def test_a_conversation_opened_with_its_message_is_stored_as_save_stores_both(al
     assert not opening._state.adding and not message._state.adding
 
 
+def test_a_message_inserted_by_its_statement_is_stored_as_save_stores_it(alice):
+    """message_insert: how a counted message is written where it does not ride on the count (SQLite)."""
+    conversation = conversation_create(owner=alice)
+    message = _awkward_message(conversation.pk, sequence=7)
+
+    with CaptureQueriesContext(connection) as queries:
+        sql.message_insert(message)
+
+    assert [q["sql"].split("(")[0].strip() for q in queries.captured_queries] == [
+        'INSERT INTO "conversations_message"']
+    stored = _row(Message, message.pk)
+    assert (stored["conversation_id"], stored["sequence"], stored["created_at"]) == (
+        conversation.pk, 7, message.created_at)
+    assert _without(stored, SAME_AS_ORM) == _without(_twin(message, conversation.pk), SAME_AS_ORM)
+    assert not message._state.adding
+
+
 def test_a_turns_history_is_the_newest_messages_before_its_own_oldest_first(alice):
     conversation = conversation_create(owner=alice)
     other = conversation_create(owner=alice)
