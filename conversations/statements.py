@@ -1,6 +1,7 @@
-"""The two writes of conversations the ORM has no form for (RETURNING, a data-modifying WITH), and the read of a
-turn's history: fixed SQL with placeholders, run by the services and selectors (docs/architecture.md#named-statements;
-the figures: bench/RESULTS.md, "Named statements of conversations").
+"""The writes of conversations the ORM has no form for (RETURNING, a data-modifying WITH) or makes measurably slower
+on every turn (a message's INSERT), and the read of a turn's history: fixed SQL with placeholders, run by the
+services and selectors (docs/architecture.md#named-statements; the figures: bench/RESULTS.md, "Named statements of
+conversations").
 
 Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
 stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
@@ -34,8 +35,8 @@ RETURNING *
 # A turn's history: the newest user/assistant/system messages (`role`, `content`) of a conversation, newest first,
 # before a sequence number or, when that is NULL, before the first user message of a run (nothing when it has none).
 # Parameters: conversation id, sequence (or NULL), run id (or NULL), how many. One statement either way; fixed SQL
-# because the queryset's building and compiling is most of its cost: 26 µs against 325 on SQLite, hot, and about
-# 0.7 ms of a continuing chat turn (bench/RESULTS.md, B1 and "Named statements of conversations").
+# because the queryset's building and compiling is most of its cost: 26 µs against 325 on SQLite, hot; the memory's
+# phase of a continuing turn 0.28 ms against 0.80 (bench/RESULTS.md, B1 and "Named statements of conversations").
 CONVERSATION_HISTORY = """
 SELECT "role", "content" FROM "conversations_message"
 WHERE "conversation_id" = %s AND "role" IN ('user', 'assistant', 'system')
