@@ -166,8 +166,9 @@ def write_atomic(*, one_statement: bool) -> AbstractContextManager:
     return transaction.atomic()
 
 
-def _plain(field: models.Field) -> bool:
-    """Whether its values go to the driver as they are: the field would not change them on either database."""
+def passes_as_is(field: models.Field) -> bool:
+    """Whether its values go to the driver as they are: the field would not change them on either database (nor
+    set them as it saves: no auto_now)."""
     return isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.BooleanField)) \
         and not isinstance(field, models.ForeignKey)
 
@@ -188,7 +189,7 @@ class Insert:
         self._model_fields = [model._meta.get_field(name) for name in columns]
         # (attname, column, the field when its value needs preparing): on SQLite every field but the plain ones;
         # in JSON also JSON fields, whose values json.dumps writes as they are.
-        self._fields = [(name, field.column, None if _plain(field) else field)
+        self._fields = [(name, field.column, None if passes_as_is(field) else field)
                         for name, field in zip(columns, self._model_fields)]
         self._json_fields = [(name, column, None if field is None or isinstance(field, models.JSONField) else field)
                              for name, column, field in self._fields]
