@@ -248,11 +248,12 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             *events, *checkpoints]
         queued = False
         if audits == "all" and self._audits:
-            if (statement := audit_queue_along(audit_rows(self.execution, self._audits))) is not None:
+            rows, self._audits = audit_rows(self.execution, self._audits), []
+            if (statement := audit_queue_along(rows)) is not None:
                 along.append(statement)
-                self._audits, queued = [], True
+                queued = True
             else:  # appended at once (SQLite: one writer at a time)
-                self.write_audits()
+                audit_queue(rows)
         at = 1 if joined else 0  # (after the nodes' upsert, along_0:) run last, in their order (statements_run)
         along[at:at] = reversed(riding)
         if nodes:
@@ -281,11 +282,6 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             return ()
         self._checkpoints_taken, self._call_since_checkpoints = taken, False
         return (self.checkpoints.statement(taken),)
-
-    def write_audits(self) -> None:
-        """The held audit rows, queued for the chain in the caller's transaction (audit.services.audit_queue)."""
-        audit_queue(audit_rows(self.execution, self._audits))  # (nothing when none is held)
-        self._audits = []
 
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
