@@ -2,9 +2,9 @@
 (CACHES; REDIS_URL in docs/operations/configuration.md#settings); the connection pool is core/redis_pool.py."""
 from __future__ import annotations
 
-import copy
 import functools
 import logging
+import pickle
 import secrets
 import threading
 import uuid
@@ -257,9 +257,24 @@ def _client_for(url: str):
 
     return redis.Redis(connection_pool=SharedConnectionPool.from_url(url, socket_connect_timeout=1,
                                                                      socket_timeout=1))
+
+
 # Values a frozen row hands out as they are (no caller can change them in place); any other (a JSON field's list or
-# dict) is copied for each caller.
+# dict) is kept as a _Copied, a copy of its own for each caller.
 _IMMUTABLE = (str, int, float, bool, bytes, Decimal, datetime, date, time, timedelta, uuid.UUID, type(None))
+
+
+class _Copied:
+    """A mutable value of a frozen row, kept pickled (in this process's memory only): each read unpickles a copy of
+    its own, 6 us for a template's graph and params where copy.deepcopy took 33 (bench/RESULTS.md, B1)."""
+
+    __slots__ = ("pickled",)
+
+    def __init__(self, value):
+        self.pickled = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def copy(self):
+        return pickle.loads(self.pickled)
 
 
 class Row:
@@ -276,7 +291,8 @@ class Row:
         set_(self, "_model", type(instance))
         set_(self, "_db", instance._state.db)
         set_(self, "_names", names)
-        set_(self, "_values", tuple(copy.deepcopy(getattr(instance, name)) for name in names))
+        set_(self, "_values", tuple(value if isinstance(value, _IMMUTABLE) else _Copied(value)
+                                    for value in (getattr(instance, name) for name in names)))
         set_(self, "_related", tuple((name, Row(getattr(instance, name))) for name in related))
 
     def __getattr__(self, name: str):
@@ -287,14 +303,14 @@ class Row:
             value = self._values[self._names.index(name)]
         except ValueError:
             raise AttributeError(f"{self._model.__name__} row has no field {name!r} read") from None
-        return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+        return value.copy() if type(value) is _Copied else value
 
     def __setattr__(self, name: str, value) -> None:
         raise AttributeError(f"a memoised {self._model.__name__} row is read only: thaw() it for an instance to change")
 
     def thaw(self) -> models.Model:
         instance = self._model.from_db(self._db, self._names, [
-            value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value) for value in self._values])
+            value.copy() if type(value) is _Copied else value for value in self._values])
         for name, row in self._related:
             setattr(instance, name, row.thaw())
         return instance
