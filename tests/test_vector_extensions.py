@@ -89,7 +89,8 @@ def test_issue_45_the_sqlite_vec_backend_sets_up_a_connection_as_djangos_own_doe
         djangos, mine = set(theirs.fetchall()), set(ours.fetchall())
         assert ("django_date_extract", 2) in djangos and djangos <= mine
         assert {("vec_version", 0), ("vec_distance_cosine", 2)} <= mine - djangos
-        for query, params in (("SELECT %s, '100%%'", [7]), ("SELECT %(a)s || %(b)s", {"a": "x", "b": "y"})):
+        for query, params in (("SELECT %s, '100%%', '%%s'", [7]), ("SELECT %(a)s || %(b)s", {"a": "x", "b": "y"}),
+                              ("SELECT %s, '100%%', '%%s'", [8])):  # (again: ours converts it from its memo)
             theirs.execute(query, params)
             ours.execute(query, params)
             assert ours.fetchall() == theirs.fetchall()

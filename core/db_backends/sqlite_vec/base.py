@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from itertools import tee
 
@@ -33,11 +35,25 @@ Database.register_adapter(datetime.date, django_sqlite.adapt_date)
 Database.register_adapter(datetime.datetime, django_sqlite.adapt_datetime)
 
 
+_FORMAT_PARAMETER = re.compile(r"(?<!%)%s")
+
+
+@functools.lru_cache(maxsize=1024)
+def qmark_query(query: str) -> str:
+    """A "format" (%s) query in SQLite's "qmark" (?) style, as Django's SQLiteCursorWrapper.convert_query writes it,
+    kept: a process runs few distinct statements, and the regex took 19 us of a 647-character INSERT, a lookup 0.8
+    (about 17 a chat turn; bench/RESULTS.md, B1)."""
+    return _FORMAT_PARAMETER.sub("?", query).replace("%%", "%")
+
+
 class CursorWrapper(Database.Cursor):
     """Django's SQLiteCursorWrapper on pysqlite3's Cursor: "format" (%s) and "pyformat" (%(name)s) parameters
     become SQLite's "qmark" (?) and "named" (:name) ones; a literal "%s" is written "%%s"."""
 
-    convert_query = django_sqlite.SQLiteCursorWrapper.convert_query
+    def convert_query(self, query, *, param_names=None):
+        if param_names is None:
+            return qmark_query(query)
+        return query % {name: f":{name}" for name in param_names}
 
     def execute(self, query, params=None):
         if params is None:
