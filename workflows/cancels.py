@@ -25,6 +25,7 @@ class CancelWatch:
 
     def __init__(self, execution_id, *, fresh: bool = False):
         self.execution_id = execution_id
+        self._key = str(execution_id)  # (as _local_cancels holds it: asked at every check, about 20 a chat turn)
         self.cancelled = False
         self._polled = time.monotonic() if fresh else 0.0
 
@@ -32,7 +33,7 @@ class CancelWatch:
         """Whether the run was asked to stop; RunInterrupted when it was ended elsewhere (the recovery sweep)."""
         if self.cancelled:
             return True
-        if str(self.execution_id) in _local_cancels:
+        if self._key in _local_cancels:
             self.cancelled = True
         elif time.monotonic() - self._polled >= CANCEL_POLL_S:
             self._polled = time.monotonic()
@@ -46,4 +47,4 @@ class CancelWatch:
     def forget(self) -> None:
         """The run ends in this process: a cancel asked here has nothing left to tell."""
         with _local_cancels_lock:
-            _local_cancels.discard(str(self.execution_id))
+            _local_cancels.discard(self._key)

@@ -60,6 +60,7 @@ def events_published_on_commit(*, execution_id, first_seq: int, items: list[tupl
                                owner_only: tuple[dict, ...] = (), watchable: bool = True) -> list[dict]:
     """Publish written events (and `owner_only` ones after them) once the caller's transaction commits; not
     `watchable` when that transaction inserts the run's row (workflows.hub.Hub.publish)."""
+    execution_id = str(execution_id)  # (once, not an envelope's each)
     envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
                  for offset, (event, data, ts) in enumerate(items)]
     transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only,
