@@ -94,7 +94,21 @@ class CpuMeter:
 
 def machine_note() -> str:
     load = os.getloadavg()
-    return f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    return (f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+            f"a 1-million-step Python loop {python_loop_ms():.0f} ms")
+
+
+def python_loop_ms() -> float:
+    """The host's speed as one figure, the best of 3 runs of a fixed pure-Python loop: hosts of this machine's kind
+    differ (the same code's chat turns measured ×2.4 apart on two days), so figures of different runs are read
+    against it."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for step in range(1_000_000):
+            total += step
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def format_cpu(shares: dict[str, float]) -> str:
