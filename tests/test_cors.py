@@ -14,9 +14,13 @@ SDK_HEADERS = ("x-api-key", "authorization", "content-type", "last-event-id", "x
 API_CALLS = [("POST", "/langgraph/threads/search"), ("GET", "/langgraph/threads/x/runs/y/stream"),
              ("POST", "/api/v1/chat/"), ("POST", "/v1/chat/completions")]
 
+# A server's first request under a loaded run of the suite (its first /langgraph/ request loads LangGraph) has taken
+# longer than httpx's default of 5 s.
+TIMEOUT_S = 30
+
 
 def preflight(base_url: str, path: str, *, origin: str, method: str) -> httpx.Response:
-    return httpx.options(f"{base_url}{path}", headers={
+    return httpx.options(f"{base_url}{path}", timeout=TIMEOUT_S, headers={
         "Origin": origin, "Access-Control-Request-Method": method,
         "Access-Control-Request-Headers": ",".join(SDK_HEADERS)})
 
@@ -43,7 +47,7 @@ def test_a_preflight_from_an_allowed_origin_is_allowed_without_a_key(cors_server
 
 def test_an_answer_to_an_allowed_origin_exposes_what_the_sdk_reads(cors_server, alice):
     key = ApiTokenFactory(user=alice).key
-    client = httpx.Client(base_url=f"{cors_server.base_url}/langgraph", headers={"Origin": UI})
+    client = httpx.Client(base_url=f"{cors_server.base_url}/langgraph", headers={"Origin": UI}, timeout=TIMEOUT_S)
 
     created = client.post("/threads", json={}, headers={"x-api-key": key})
     refused = client.post("/threads/search", json={})  # no key: the browser's script must still read the 401
@@ -68,7 +72,7 @@ def test_pages_outside_the_apis_get_no_cors_headers(cors_server):
     for path in ("/live/", "/admin/login/", "/metrics"):
         response = preflight(cors_server.base_url, path, origin=UI, method="GET")
         assert "access-control-allow-origin" not in response.headers, path
-        assert "access-control-allow-origin" not in httpx.get(f"{cors_server.base_url}{path}",
+        assert "access-control-allow-origin" not in httpx.get(f"{cors_server.base_url}{path}", timeout=TIMEOUT_S,
                                                               headers={"Origin": UI}).headers, path
 
 

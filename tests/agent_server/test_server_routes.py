@@ -37,8 +37,8 @@ def test_ok_with_check_db_is_503_when_the_database_is_down():
 
 
 def test_every_other_route_still_needs_a_key(server, alice_key):
-    anonymous = httpx.Client(base_url=server.langgraph_url)
-    keyed = httpx.Client(base_url=server.langgraph_url, headers={"x-api-key": alice_key})
+    anonymous = httpx.Client(base_url=server.langgraph_url, timeout=30)  # (httpx's 5 s: short on a loaded suite)
+    keyed = httpx.Client(base_url=server.langgraph_url, headers={"x-api-key": alice_key}, timeout=30)
 
     for method, path in (("GET", "/assistants/universal_chat"), ("POST", "/threads/search"),
                          ("POST", "/store/items/search")):

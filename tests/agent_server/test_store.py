@@ -50,7 +50,7 @@ def test_another_users_store_is_invisible(server, alice_key, bob_key):
 
 
 def test_put_get_and_delete_answer_as_the_sdk_expects(server, alice_key):
-    raw = httpx.Client(base_url=f"{server.langgraph_url}/store", headers={"x-api-key": alice_key})
+    raw = httpx.Client(base_url=f"{server.langgraph_url}/store", headers={"x-api-key": alice_key}, timeout=30)
 
     put = raw.put("/items", json={"namespace": ["a"], "key": "k", "value": {"v": 1}, "index": False, "ttl": 5})
     assert put.status_code == 204 and put.content == b""
