@@ -12,7 +12,6 @@ import decimal
 import functools
 import importlib.util
 import os
-import re
 from collections.abc import Mapping
 from itertools import tee
 
@@ -35,15 +34,12 @@ Database.register_adapter(datetime.date, django_sqlite.adapt_date)
 Database.register_adapter(datetime.datetime, django_sqlite.adapt_datetime)
 
 
-_FORMAT_PARAMETER = re.compile(r"(?<!%)%s")
-
-
 @functools.lru_cache(maxsize=1024)
 def qmark_query(query: str) -> str:
-    """A "format" (%s) query in SQLite's "qmark" (?) style, as Django's SQLiteCursorWrapper.convert_query writes it,
-    kept: a process runs few distinct statements, and the regex took 19 us of a 647-character INSERT, a lookup 0.8
-    (about 17 a chat turn; bench/RESULTS.md, B1)."""
-    return _FORMAT_PARAMETER.sub("?", query).replace("%%", "%")
+    """A "format" (%s) query in SQLite's "qmark" (?) style, by Django's own pattern as its
+    SQLiteCursorWrapper.convert_query converts it, kept: a process runs few distinct statements, and the regex took
+    19 us of a 647-character INSERT, a lookup 0.8 (about 17 a chat turn; bench/RESULTS.md, B1)."""
+    return django_sqlite.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
 
 
 class CursorWrapper(Database.Cursor):
