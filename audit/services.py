@@ -43,6 +43,7 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "authorization", "cookie", "cookies",
                  "apikey", "credential", "credentials", "sessionid", "csrftoken", "bearer"}
 _SECRET_KEY_QUALIFIERS = {"api", "secret", "private", "access", "signing", "encryption", "session"}
+_ACTOR_TYPES = frozenset(AuditEvent.ActorType.values)  # (Choices.values builds its list on every read)
 # Anonymous refusals are counted per source, status and minute; a window is written this long after it ends, so
 # a refusal counted at its last instant is in it (a later one would open a second row for the same minute).
 ACCESS_DENIED_WINDOW = timedelta(minutes=1)
@@ -73,7 +74,7 @@ def audit_fields(*, action: str, actor=None, actor_type: str | None = None, targ
     if actor is not None and not actor.is_authenticated:
         actor = None  # an AnonymousUser is nobody
     actor_type = actor_type or (AuditEvent.ActorType.USER if actor is not None else AuditEvent.ActorType.SYSTEM)
-    if actor_type not in AuditEvent.ActorType.values:
+    if actor_type not in _ACTOR_TYPES:
         raise ValueError(f"unknown audit actor_type {actor_type!r}")
     if target is not None:
         target_type = target_type or target._meta.model_name
@@ -86,7 +87,7 @@ def audit_fields(*, action: str, actor=None, actor_type: str | None = None, targ
         "target_id": _text(target_id, 64),
         "correlation_id": _text(correlation_id, 64),
         "ip": ip_normalize(ip),
-        "data": _jsonable(redact(dict(data or {}))),
+        "data": _stored(data or {}, secrets_configured()),
     }
 
 
@@ -285,7 +286,10 @@ def _is_secret_key(name: str) -> bool:
 
 
 def _holds_secret(text: str, secrets: tuple[str, ...]) -> bool:
-    return any(secret in text for secret in secrets)
+    for secret in secrets:  # (a loop: any() of a generator costs more than the few tests)
+        if secret in text:
+            return True
+    return False
 
 
 def _chain_hold(*, wait: bool) -> bool:
@@ -311,7 +315,35 @@ def _text(value: Any, max_length: int) -> str:
 
 
 def _clean_str(text: str) -> str:
+    if type(text) is str and text.isascii() and "\x00" not in text:
+        return text  # (most text: nothing to change)
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _stored(value: Any, secrets: tuple[str, ...]) -> Any:
+    """`redact` and `_jsonable` in one walk: what a row's data stores. A value turned into text (an object's str())
+    is redacted as a string is."""
+    kind = type(value)
+    if kind is str:
+        text = _clean_str(value)
+        return REDACTED if _holds_secret(text, secrets) else text
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        copy = {}
+        for key, item in value.items():
+            key_text = _clean_str(str(key))
+            if _holds_secret(key_text, secrets):
+                key_text = REDACTED
+            copy[key_text] = REDACTED if _is_secret_key(key_text) else _stored(item, secrets)
+        return copy
+    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
+        return [_stored(item, secrets) for item in value]
+    plain = _jsonable(value)
+    if isinstance(value, str) or (type(plain) is str and not isinstance(value, (float, Decimal, date, time,
+                                                                                     uuid.UUID))):
+        return REDACTED if _holds_secret(plain, secrets) else plain
+    return plain
 
 
 def _jsonable(value: Any) -> Any:

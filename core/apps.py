@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import setting_changed  # (documented as django.test.signals.setting_changed)
 from django.db.models.signals import post_migrate
 
 
@@ -11,5 +12,7 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core.cache import hot_reads
+        from core.secrets import secrets_forget
 
         post_migrate.connect(hot_reads.version_row_ensure, sender=self, dispatch_uid="core_hot_reads_version_row")
+        setting_changed.connect(secrets_forget, dispatch_uid="core_secrets_forget")

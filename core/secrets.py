@@ -3,6 +3,8 @@ messages and logs: the engine's errors scrub them, engine.errors.secrets_scrub, 
 workflows.engine_setup). The audit trail's redaction uses the same list."""
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 
 from engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
@@ -10,10 +12,22 @@ from engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-expor
 _MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
 
 
-def secrets_configured() -> tuple[str, ...]:
+def secrets_read() -> tuple[str, ...]:
     """SECRET_KEY, the provider API keys, the database and mail passwords and the webhook secret, as far as they
-    are set."""
+    are set, read from the settings now."""
     candidates = (settings.SECRET_KEY, getattr(settings, "OPENAI_API_KEY", None),
                   getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"),
                   getattr(settings, "CHATTER_WEBHOOK_SECRET", None), getattr(settings, "EMAIL_HOST_PASSWORD", None))
     return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
+
+
+@functools.cache
+def secrets_configured() -> tuple[str, ...]:
+    """secrets_read's answer, kept (reading the settings takes about 20 µs; the audit trail asks once a row) until a
+    setting changes (secrets_forget)."""
+    return secrets_read()
+
+
+def secrets_forget(**kwargs) -> None:
+    """The receiver of Django's `setting_changed` (core.apps): any setting may be one of the secrets."""
+    secrets_configured.cache_clear()

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
-from core.secrets import secrets_configured
+from core.secrets import secrets_read
 from core.tracing import outbound_hooks
 from engine.routing import DeploymentsInvalid, routing_table
 from engine.settings import settings_update
@@ -28,7 +28,7 @@ def engine_configure(**kwargs) -> None:
         anthropic_api_key=settings.ANTHROPIC_API_KEY,
         deployments=settings.CHATTER_DEPLOYMENTS,
         graphs=settings.CHATTER_GRAPHS,
-        secrets=secrets_configured(),
+        secrets=secrets_read(),
         shared_cache=cache,
         outbound_hooks=outbound_hooks,
     )

@@ -296,6 +296,32 @@ def test_the_stored_row_holds_no_secret(settings):
     assert audit_chain_verify().valid
 
 
+def test_a_changed_secret_is_kept_out_of_the_next_row_and_values_are_stored_as_plain_json(settings):
+    """The configured secrets are read once and again after any setting changes; a value that is not JSON is stored
+    as its text, redacted as any string is when that text holds a secret."""
+    settings.OPENAI_API_KEY = "sk-live-0123456789abcdef"
+    audit_record(action="tool.called", data={"error": "bad key sk-live-0123456789abcdef"})
+    settings.OPENAI_API_KEY = "sk-live-another-key-987654"
+
+    class Refusal:
+        def __str__(self) -> str:
+            return "the upstream refused sk-live-another-key-987654"
+
+    run_id = uuid.uuid4()
+    audit_record(action="tool.called", data={
+        "error": Refusal(), "before": "sk-live-0123456789abcdef", "cost": Decimal("0.0000375"), "run": run_id,
+        "at": datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), "ratio": 0.5, "calls": 3, "ok": True,
+        "none": None, "tags": ("a", "b"), "nested": {"token": "x", 1: ["\x00"]}})
+
+    assert list(AuditEvent.objects.order_by("id").values_list("data", flat=True)) == [
+        {"error": REDACTED},
+        {"error": REDACTED, "before": "sk-live-0123456789abcdef", "cost": "0.0000375", "run": str(run_id),
+         "at": "2026-11-27T12:00:00+00:00", "ratio": 0.5, "calls": 3, "ok": True, "none": None, "tags": ["a", "b"],
+         "nested": {"token": REDACTED, "1": ["\ufffd"]}},
+    ]
+    assert audit_chain_verify().valid
+
+
 # --- concurrency ---------------------------------------------------------------------------------------------
 WRITERS = 100
 
