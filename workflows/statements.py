@@ -9,7 +9,6 @@ tests/workflows/test_statements.py runs each statement on both databases and che
 """
 from __future__ import annotations
 
-import copy
 import functools
 from typing import Any
 
@@ -216,15 +215,15 @@ def execution_insert_ended(execution: WorkflowExecution, *, ended: dict, tool_ca
 def execution_ended_insert(execution: WorkflowExecution, *, ended: dict, tool_calls: int, added: dict
                            ) -> tuple[str, list]:
     """The statement of execution_insert_ended, to run now or to ride on the run's last write (a gateway call
-    written whole in one statement). `execution` keeps what it was given: made again, the statement is the same."""
-    row = copy.copy(execution)
-    for name, value in ended.items():
-        setattr(row, name, value)
+    written whole in one statement). `execution` is left as it was given but for its created_at, set as save()
+    sets it."""
+    values = _execution_values(execution)
+    if unknown := ended.keys() - values.keys():
+        raise ValueError(f"not columns of a run's row: {sorted(unknown)}")
+    values.update(ended)
     for name in ADDED_COUNTERS:
-        setattr(row, name, getattr(row, name) + added.get(name, 0))
-    row.tool_calls = tool_calls
-    values = _execution_values(row)
-    execution.created_at = row.created_at
+        values[name] += added.get(name, 0)
+    values["tool_calls"] = tool_calls
     return _execution_insert.bound([values])
 
 
