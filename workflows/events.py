@@ -72,7 +72,8 @@ def events_publish(envelopes: list[dict], *, owner_id, owner_only: tuple[dict, .
                    watchable: bool = True) -> None:
     """Hand events to whoever watches, here and in other processes. Never raises and never waits."""
     hub.publish(envelopes, owner_id=owner_id, owner_only=list(owner_only), watchable=watchable)
-    now = timezone.now()
+    now = None
     for envelope in envelopes:
         if envelope["seq"] is not None:  # persisted events: from their timestamp to the hand-off (/metrics)
+            now = now or timezone.now()  # (a token's hand-off, not persisted, asks for no time)
             EVENT_LATENCY.observe(max(0.0, (now - datetime.fromisoformat(envelope["ts"])).total_seconds()))
