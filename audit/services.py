@@ -87,7 +87,7 @@ def audit_fields(*, action: str, actor=None, actor_type: str | None = None, targ
         "target_id": _text(target_id, 64),
         "correlation_id": _text(correlation_id, 64),
         "ip": ip_normalize(ip),
-        "data": _stored(data or {}, secrets_configured()),
+        "data": redact(data or {}),
     }
 
 
@@ -252,26 +252,34 @@ def access_denied_schedule_ensure() -> None:
 
 
 def redact(value: Any) -> Any:
-    """A copy of `value` with the values of secret-looking keys (api_key, token, password, authorization, …, at
-    any depth, any case) and every string holding a configured secret (SECRET_KEY, provider API keys, the
-    database password) replaced by "[redacted]"."""
-    return _redact(value, secrets_configured())
+    """A copy of `value` as plain JSON (`_scalar`), with the values of secret-looking keys (api_key, token,
+    password, authorization, …, at any depth, any case) and every string holding a configured secret (SECRET_KEY,
+    provider API keys, the database password) replaced by "[redacted]": a value that is not JSON is stored as its
+    text, redacted as any string is."""
+    return _redacted(value, secrets_configured())
 
 
-def _redact(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, Mapping):
+def _redacted(value: Any, secrets: tuple[str, ...]) -> Any:
+    kind = type(value)
+    if kind is str:
+        text = _clean_str(value)
+        return REDACTED if _holds_secret(text, secrets) else text
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
-            key_text = str(key)
+            key_text = _clean_str(str(key))
             if _holds_secret(key_text, secrets):
                 key_text = REDACTED
-            copy[key_text] = REDACTED if _is_secret_key(key_text) else _redact(item, secrets)
+            copy[key_text] = REDACTED if _is_secret_key(key_text) else _redacted(item, secrets)
         return copy
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_redact(item, secrets) for item in value]
-    if isinstance(value, str) and _holds_secret(value, secrets):
-        return REDACTED
-    return value
+    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
+        return [_redacted(item, secrets) for item in value]
+    if isinstance(value, (int, float, Decimal, date, time, uuid.UUID)):
+        return _scalar(value)
+    text = _scalar(value)  # a str subclass's or any other object's text
+    return REDACTED if _holds_secret(text, secrets) else text
 
 
 @functools.lru_cache(maxsize=4096)  # a run's audit data has the same few keys every time
@@ -320,35 +328,10 @@ def _clean_str(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def _stored(value: Any, secrets: tuple[str, ...]) -> Any:
-    """`redact` and `_jsonable` in one walk: what a row's data stores. A value turned into text (an object's str())
-    is redacted as a string is."""
-    kind = type(value)
-    if kind is str:
-        text = _clean_str(value)
-        return REDACTED if _holds_secret(text, secrets) else text
-    if value is None or kind is int or kind is bool:
-        return value
-    if kind is dict or isinstance(value, Mapping):
-        copy = {}
-        for key, item in value.items():
-            key_text = _clean_str(str(key))
-            if _holds_secret(key_text, secrets):
-                key_text = REDACTED
-            copy[key_text] = REDACTED if _is_secret_key(key_text) else _stored(item, secrets)
-        return copy
-    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
-        return [_stored(item, secrets) for item in value]
-    plain = _jsonable(value)
-    if isinstance(value, str) or (type(plain) is str and not isinstance(value, (float, Decimal, date, time,
-                                                                                     uuid.UUID))):
-        return REDACTED if _holds_secret(plain, secrets) else plain
-    return plain
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values that survive a round trip through jsonb unchanged, so the stored row hashes the same
-    when it is read back: Decimal, UUID and times become strings, NaN and infinities too."""
+def _scalar(value: Any) -> Any:
+    """A value that is no dict or list as plain JSON that survives a round trip through jsonb unchanged, so the
+    stored row hashes the same when it is read back: Decimal, UUID and times become strings, NaN and infinities
+    too, anything else its text."""
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
@@ -365,10 +348,6 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Mapping):
-        return {_clean_str(str(key)): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(item) for item in value]
     return _clean_str(str(value))
 
 
