@@ -13,7 +13,6 @@ asked (what a crash mid-call leaves for the recovery sweep), then the LLM call a
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import http.client
 import json
@@ -35,8 +34,9 @@ from engine.routing import routing_table
 from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
+from gateway.relay import StreamRelay
 from gateway.services import IGNORED, usage_body
-from gateway.upstream import upstream_call, upstream_future, upstream_post, upstream_post_whole, upstream_timeout
+from gateway.upstream import upstream_call, upstream_post, upstream_post_whole, upstream_timeout
 from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -361,139 +361,5 @@ def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
         ended = _ended(passing, usage=None, reported_model="", content="", ending={},
                        error=_status_failure(passing, response.status, response.headers, content))
         return failure_response(ended, model=passing.model, headers=headers)
-    return event_stream_response(_Relay(passing, response).frames(), headers=headers)
-
-
-class _Relay:
-    """One upstream stream relayed: its events as they came, what they say kept for the accounting."""
-
-    def __init__(self, passing: Passing, response: aiohttp.ClientResponse):
-        self.passing, self.response = passing, response
-        self.buffer = b""
-        self.upstream_id: bytes | None = None
-        self.own_id = f"chatcmpl-{passing.execution.pk.hex}".encode()
-        self.usage: dict | None = None
-        self.usage_chunk: dict | None = None
-        self.model = ""
-        self.message_id = ""
-        self.ending: dict = {}
-        self.calls: dict = {}
-        self.done = False
-
-    async def frames(self):
-        """The client's stream. The upstream is read on the upstream loop (`pump`), which goes on to the end when the
-        client goes away, so the call is accounted for all the upstream produced (`end`, on this loop: the request's
-        thread is the one its accounting runs on); the client's stream waits for that either way."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        pumped = upstream_future(self.pump(lambda out: loop.call_soon_threadsafe(queue.put_nowait, out)))
-        ended = asyncio.ensure_future(self.end(pumped))
-        try:
-            while (out := await queue.get()) is not None:
-                yield out
-            yield self.last(await ended)
-        finally:
-            await asyncio.shield(ended)
-
-    async def pump(self, put) -> RunError | None:
-        """The upstream's events relayed (`put`, then None at the end), on the upstream loop; what ended it."""
-        error = None
-        try:
-            async for piece in self.response.content.iter_any():
-                out = self.feed(piece)
-                if out:
-                    put(out)
-        except _UPSTREAM_ERRORS as exc:
-            error = _failure(self.passing, exc, mid_stream=True)
-        except Exception as exc:  # noqa: BLE001 - whatever broke the relay, the call is still ended and accounted
-            logger.exception("gateway pass-through: the relay of %s failed", self.passing.execution.pk)
-            error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
-        finally:
-            self.response.release()  # its connection back to the pool (closed when not read to its end)
-            put(None)
-        return error
-
-    async def end(self, pumped: asyncio.Future) -> WorkflowExecution:
-        return await self.close(await pumped)
-
-    def feed(self, piece: bytes) -> bytes:
-        """The events of `piece` to relay (whole events only; a partial one waits for its end)."""
-        self.buffer += piece.replace(b"\r\n", b"\n")
-        out = []
-        while (cut := self.buffer.find(b"\n\n")) >= 0:
-            event, self.buffer = self.buffer[:cut + 2], self.buffer[cut + 2:]
-            if self.read(event):
-                out.append(event)
-        out = b"".join(out)
-        return out.replace(self.upstream_id, self.own_id) if out and self.upstream_id else out
-
-    def read(self, event: bytes) -> bool:
-        """Keep what an event says (its text, tool calls, usage); whether it is relayed now."""
-        data = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
-        if not data:
-            return True
-        if data == b"[DONE]":
-            self.done = True
-            return False  # sent after the run's end
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return True
-        if self.upstream_id is None and chunk.get("id"):
-            self.upstream_id = chunk["id"].encode()
-            self.message_id = chunk["id"]
-        self.model = chunk.get("model") or self.model
-        if chunk.get("system_fingerprint"):
-            self.ending["system_fingerprint"] = chunk["system_fingerprint"]
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.passing.text.append(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                self._tool_call(call)
-            if choice.get("finish_reason"):
-                self.ending["finish_reason"] = choice["finish_reason"]
-        if isinstance(chunk.get("usage"), dict) and not chunk.get("choices"):
-            self.usage_chunk = chunk
-            return False  # sent after the run's end, with its cost, when the client asked for it
-        return True
-
-    def _tool_call(self, call: dict) -> None:
-        function = call.get("function") or {}
-        kept = self.calls.setdefault(call.get("index", len(self.calls)), {
-            "id": call.get("id") or "", "type": "function", "function": {"name": "", "arguments": ""}})
-        kept["function"]["name"] += function.get("name") or ""
-        kept["function"]["arguments"] += function.get("arguments") or ""
-        self.passing.tool_text.append((function.get("name") or "") + (function.get("arguments") or ""))
-
-    async def close(self, error: RunError | None) -> WorkflowExecution:
-        passing = self.passing
-        if error is None and not self.done:
-            error = ProviderError("openai stream ended before [DONE]", error_type="provider_error",
-                                  upstream=upstream_facts(status=None))
-        if self.usage is not None:
-            usage = usage_from_openai(self.usage)
-        else:  # cut short before the upstream said: estimated over what it sent (nothing: it never answered)
-            usage = usage_cut_short(prompt_tokens=passing.prompt_tokens, streamed=passing.so_far()) \
-                if passing.text or passing.tool_text or error is None else None
-        calls = [self.calls[index] for index in sorted(self.calls)]
-        ending = {**self.ending, **({"tool_calls": calls} if calls else {})}
-        return await _close(passing, usage=usage, reported_model=self.model or passing.requested_model, error=error,
-                            content="".join(passing.text), ending=ending, message_id=self.message_id)
-
-    def last(self, ended: WorkflowExecution) -> bytes:
-        """What follows the upstream's chunks: the usage (asked for), then `[DONE]`; or the failure's error object."""
-        if ended.status != Status.COMPLETED:
-            failed = execution_failure(ended, model=self.passing.model).body
-            return b"data: " + json.dumps(failed, separators=(",", ":")).encode() + b"\n\n"
-        out = b""
-        if self.passing.include_usage:
-            chunk = self.usage_chunk or {"id": "", "object": "chat.completion.chunk", "created": int(time.time()),
-                                         "model": self.model, "choices": [], "usage": self.usage or {}}
-            chunk.update(id=self.own_id.decode(), usage={**(chunk.get("usage") or {}), **usage_body(ended)})
-            out = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-        return out + b"data: [DONE]\n\n"
+    return event_stream_response(StreamRelay(passing, response, failure=_failure, close=_close).frames(),
+                                 headers=headers)
