@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ class StreamRelay:
         self.passing, self.response = passing, response
         self.failure, self.ended = failure, close
         self.buffer = b""
-        self.upstream_id: bytes | None = None
+        self.upstream_id: re.Pattern | None = None  # the upstream's id as an event's `id` field says it
         self.own_id = f"chatcmpl-{passing.execution.pk.hex}".encode()
+        self.own_id_field = b'"id":"' + self.own_id + b'"'
         self.usage: dict | None = None
         self.usage_chunk: dict | None = None
         self.model = ""
@@ -88,10 +90,9 @@ class StreamRelay:
         out = []
         while (cut := self.buffer.find(b"\n\n")) >= 0:
             event, self.buffer = self.buffer[:cut + 2], self.buffer[cut + 2:]
-            if self.read(event):
-                out.append(event)
-        out = b"".join(out)
-        return out.replace(self.upstream_id, self.own_id) if out and self.upstream_id else out
+            if self.read(event):  # (the run's id in place of the upstream's: the `id` field's value only)
+                out.append(self.upstream_id.sub(self.own_id_field, event, count=1) if self.upstream_id else event)
+        return b"".join(out)
 
     def read(self, event: bytes) -> bool:
         """Keep what an event says (its text, tool calls, usage); whether it is relayed now."""
@@ -105,8 +106,9 @@ class StreamRelay:
             chunk = json.loads(data)
         except ValueError:
             return True
-        if self.upstream_id is None and chunk.get("id"):
-            self.upstream_id = chunk["id"].encode()
+        if self.upstream_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
+            said = re.escape(json.dumps(chunk["id"])[1:-1].encode())  # (as JSON writes it)
+            self.upstream_id = re.compile(rb'"id"\s*:\s*"' + said + rb'"')
             self.message_id = chunk["id"]
         self.model = chunk.get("model") or self.model
         if chunk.get("system_fingerprint"):

@@ -22,6 +22,8 @@ None meaning all of them, so after the usage chunk when the request asked for us
   the whole stream, as a server that dies mid-reply looks to its client.
 - fault="malformed": a chunk that is not valid JSON, then the rest of the stream.
 - fault="stall": the stream stops for `stall_s` seconds, then goes on (a hung server, for timeouts).
+- fault="end": the stream ends cleanly after `fault_after` chunks, with no finish reason and no `[DONE]` (a server
+  that stops short without a word).
 - A stream that breaks after tool-call deltas only: `tool_calls=[…]` with fault="reset" or "close" and
   `fault_after` counting the role chunk, then per call its header (id, name) and its argument chunks; with
   `argument_chunk_chars=N` the arguments come in N-character fragments (as servers stream them token by
@@ -77,7 +79,7 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 RERANK_PATH = "/v1/rerank"
 MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
-FAULTS = (None, "reset", "close", "malformed", "stall")
+FAULTS = (None, "reset", "close", "malformed", "stall", "end")
 # What /v1/models lists unless a test says otherwise.
 SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
@@ -121,6 +123,7 @@ class StubReply:
     argument_chunk_chars: int | None = None
     more_choices: list[str] = field(default_factory=list)
     relevance_scores: list[float] | None = None
+    completion_id: str | None = None  # the reply's id (its chunks'), else chatcmpl-stub-<n>
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -266,6 +269,7 @@ class OpenAIStub:
         argument_chunk_chars: int | None = None,
         more_choices: list[str] | None = None,
         relevance_scores: list[float] | None = None,
+        completion_id: str | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -277,7 +281,7 @@ class OpenAIStub:
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
         fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores: see
-        the module docstring.
+        the module docstring. completion_id: the reply's id (default: chatcmpl-stub-<n>).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -312,6 +316,7 @@ class OpenAIStub:
                     argument_chunk_chars=argument_chunk_chars,
                     more_choices=list(more_choices or []),
                     relevance_scores=list(relevance_scores) if relevance_scores is not None else None,
+                    completion_id=completion_id,
                 )
             )
         return self
@@ -544,7 +549,7 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                                "stop_reason": "end_turn", "usage": reply.usage or {}}
                     self._send_json(200, message, reply.headers)
                 return
-            completion_id = stub._next_id()
+            completion_id = reply.completion_id or stub._next_id()
             if isinstance(body, dict) and body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._send_stream(_chunks(reply, completion_id, include_usage, body), reply)
@@ -604,6 +609,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                         return
                     if index == fault_at and reply.fault == "malformed":
                         write(f"data: {MALFORMED_CHUNK}\n\n".encode())
+                    if index == fault_at and reply.fault == "end":
+                        self.wfile.flush()
+                        return  # (HTTP/1.0: the connection closes cleanly as the handler returns)
                     if index == fault_at and reply.fault == "stall":
                         self.wfile.flush()
                         time.sleep(reply.stall_s)
