@@ -49,9 +49,11 @@ class Worst:
     tokens: int
 
 
-def worst_case(*, prompt_tokens: int, max_tokens: int, price) -> Worst:
-    """A call's worst case: its prompt estimate with a margin, and max_tokens of completion, at its price."""
+def worst_case(*, prompt_tokens: int, max_tokens: int, price, choices: int = 1) -> Worst:
+    """A call's worst case: its prompt estimate with a margin, and max_tokens of completion for each of its
+    `choices` (OpenAI's `n`), at its price."""
     prompt = math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_SLACK
+    max_tokens *= max(choices, 1)
     usd = ZERO
     if price is not None:
         usd = ((prompt * price.input_per_million + max_tokens * price.output_per_million) / MILLION).quantize(

@@ -51,7 +51,8 @@ class CallStarted:
     requested_model: str
     prompt_tokens: int  # estimated from the prompt sent
     streamed_so_far: Callable[[], dict]  # its text and tool-call fragments so far (usage.streamed_so_far); any thread
-    max_tokens: int | None = None  # the most it may complete (what a budget reserves for it)
+    max_tokens: int | None = None  # the most it may complete (what a budget reserves for it), per choice
+    choices: int = 1  # the completions it asks for (OpenAI's `n`): a budget reserves max_tokens for each
     operation: str = "chat"  # or "embeddings" (GenAI's operation name, on the call's span: workflows.run_spans)
     temperature: float | None = None  # as sent, when Chatter sets it
 

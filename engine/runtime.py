@@ -138,8 +138,9 @@ class RunContext:
         prompt_tokens = estimate_prompt_tokens(prompt)
         # Before the call waits: what it sends is known (and written with the run's write before it waits).
         temperature = _first(cfg.get("temperature"), self.config["temperature"])
+        choices = (self.config.get("model_params") or {}).get("n") or 1
         self.hooks.model_call_started(node, CallStarted(provider, model_name, prompt_tokens, streamed.so_far,
-                                                        max_tokens, temperature=temperature))
+                                                        max_tokens, temperature=temperature, choices=choices))
         skipped: list[Skipped] = []
         faults: list[tuple[int | None, float]] = []  # the failed attempts' statuses and cooldowns
         targets = self._targets(provider, model_name, skipped)

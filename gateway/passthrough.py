@@ -146,7 +146,8 @@ def _started(execution: WorkflowExecution, plan: RunPlan, *, request: dict, raw:
                       requested_model=execution.model,
                       prompt_tokens=estimate_openai_prompt_tokens(request["messages"]), spans=spans)
     passing.call = CallStarted(execution.provider, execution.model, passing.prompt_tokens, passing.so_far,
-                               execution.config.get("max_tokens"), temperature=request.get("temperature"))
+                               execution.config.get("max_tokens"), temperature=request.get("temperature"),
+                               choices=request.get("n") or 1)
     recorder.started({"workflow_type": execution.workflow_type, "template": None, "definition": None,
                       "conversation_id": None, "provider": execution.provider, "model": execution.model})
     recorder.node_started(nodes["start"])

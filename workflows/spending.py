@@ -30,7 +30,8 @@ class BudgetGuard:
         topped up if not (and recorded on the run). Returns the budget that had no room (the run stops before the
         call), else None."""
         self._completion = CompletionGuard(call.max_tokens or 0)
-        worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0, price=price)
+        worst = worst_case(prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens or 0, price=price,
+                           choices=call.choices)
         self.holds, refused = self._top_up(usd=spent.cost + worst.usd, tokens=spent.total_tokens + worst.tokens)
         return refused["budget"] if refused is not None else None
 

@@ -344,7 +344,7 @@ def _first_call_worst_case(plan: RunPlan) -> Worst:
     price = plan.prices.get((plan.config["provider"], plan.config["model"]))
     # (max_tokens is set whenever a hard budget applies: run_plan; soft budgets reserve nothing)
     return worst_case(prompt_tokens=estimate_prompt_tokens(prompt), max_tokens=plan.config["max_tokens"] or 0,
-                      price=price)
+                      price=price, choices=(plan.config.get("model_params") or {}).get("n") or 1)
 
 
 def execution_create(request: RunRequest) -> WorkflowExecution:
