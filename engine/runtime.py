@@ -284,15 +284,25 @@ class RunContext:
             metadata["more_choices"] = [choice_as_openai(message, index=index)
                                         for index, message in enumerate(others, start=1)]
         reply = first.model_copy(update={"response_metadata": metadata})
+        stopped = None  # the run stopped by its text (a hard budget's bound): raised once the call is recorded
         if isinstance(reply.content, str) and reply.content:
             self.partial_text = reply.content
-            self.hooks.token(node, reply.content, message_id=reply.id,
-                             reply=_answered(target, metadata.get("system_fingerprint")))
+            try:
+                self.hooks.token(node, reply.content, message_id=reply.id,
+                                 reply=_answered(target, metadata.get("system_fingerprint")))
+            except RunError as exc:
+                stopped = exc
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
-        self._record(node, target, metadata.get("model_name") or target.model, usage, started, message_id=reply.id,
-                     finish_reason=metadata.get("finish_reason") or "")
         if target.deployment is not None:
             deployment_tokens_count(target.deployment, usage.total_tokens)
+        try:
+            self._record(node, target, metadata.get("model_name") or target.model, usage, started,
+                         message_id=reply.id, finish_reason=metadata.get("finish_reason") or "")
+        except RunError:
+            if stopped is None:
+                raise
+        if stopped is not None:
+            raise stopped
         return reply
 
     def embed(self, node: Node, inputs: list, *, dimensions: int | None = None, provider: str | None = None,

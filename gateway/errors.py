@@ -1,7 +1,8 @@
 """The answer to a /v1/ call that did not complete, as OpenAI's clients expect it: made in one place (call_failure)
 from what the upstream said (engine.providers.upstream_facts), for a whole answer, a stream's error
 object and the Responses API's failed response alike. The request's own fault keeps the upstream's status and
-error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504); the caller is told
+error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504), Chatter's own
+refusal mid-call (a budget, a limit, a cancellation) a 429, 400 or 409 that is not retried; the caller is told
 the model and the request id, the operator's log has the rest (docs/api/gateway.md#errors).
 """
 from __future__ import annotations
@@ -18,8 +19,10 @@ logger = logging.getLogger(__name__)
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
                422: "invalid_request_error", 429: "rate_limit_error"}
-# Run errors whose message is Chatter's own words about the call (a limit, a budget, a cancellation): shown as is.
-OWN_WORDS = frozenset({"limit_exceeded", "budget_exceeded", "cancelled"})
+# Run errors that are Chatter's own refusals (a budget, a limit, a cancellation): their message shown as is, and an
+# answer no client retries (x-should-retry: false, which OpenAI's clients obey; none of these statuses is a 5xx).
+OWN_REFUSALS = {"budget_exceeded": 429, "limit_exceeded": 400, "cancelled": 409}
+NOT_RETRIED = {"x-should-retry": "false"}
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)]+", re.IGNORECASE)
 
 
@@ -54,9 +57,12 @@ def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: 
     retry_after = facts.get("retry_after_s")
     where = f"Request id: {request_id}."
     headers: dict[str, str] = {}
-    if upstream is None:
+    if upstream is None and error_type in OWN_REFUSALS:
+        answer, headers = OWN_REFUSALS[error_type], dict(NOT_RETRIED)
+        body = openai_error(status=answer, code=error_type, message=f"{detail} {where}")
+    elif upstream is None:
         answer = 502
-        message = detail if error_type in OWN_WORDS else f"The call to model `{model}` failed ({error_type or 'error'})."
+        message = f"The call to model `{model}` failed ({error_type or 'error'})."
         body = openai_error(status=answer, code=error_type or "error", message=f"{message} {where}")
     elif facts.get("unavailable") or status == 429:
         answer = 429

@@ -4,10 +4,14 @@ OpenAI's clients do not retry (429 `insufficient_quota`), whole or streamed (doc
 import openai
 import pytest
 
-from tests.factories import BudgetFactory
+from budgets.models import BudgetPeriod
+from tests.factories import BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
-from workflows.models import WorkflowExecution
+from tests.invariants import assert_all
+from workflows.models import LLMCall, WorkflowExecution
 
+LONG = " ".join(f"word{i}" for i in range(400))  # an upstream that ignores max_tokens: 800 tokens reported
+LONG_USAGE = {"prompt_tokens": 11, "completion_tokens": 800, "total_tokens": 811}
 ASK = [{"role": "user", "content": "Count."}]
 
 
@@ -34,3 +38,31 @@ def test_the_pass_through_reserves_for_n_choices_too(gateway, openai_stub, alice
 
     assert refused.value.code == "budget_exceeded" and not openai_stub.requests
     assert not WorkflowExecution.objects.exists()
+
+
+def _assert_stopped_and_billed(execution_id, budget, *, tokens: int, estimated: bool = False) -> WorkflowExecution:
+    """The run failed `budget_exceeded` with its one call recorded (`tokens`), its budget charged exactly that."""
+    run = WorkflowExecution.objects.get(pk=execution_id)
+    assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "budget_exceeded", 1, tokens)
+    (call,) = LLMCall.objects.filter(execution=run)
+    assert (call.total_tokens, call.cost, call.estimated) == (tokens, run.cost, estimated) and call.cost > 0
+    period = BudgetPeriod.objects.get(budget=budget)
+    assert (period.spent_tokens, period.reserved_tokens, period.spent_usd) == (tokens, 0, run.cost)
+    assert_all(run)
+    return run
+
+
+def test_a_whole_reply_past_its_budget_is_recorded_with_its_usage_and_not_retried(gateway, openai_stub, alice):
+    budget = BudgetFactory(owner=alice, period="total", limit_tokens=200, mode="hard")
+    conversation = ConversationFactory(owner=alice)
+    openai_stub.always(content=LONG, usage=LONG_USAGE)
+
+    with pytest.raises(openai.RateLimitError) as stopped:  # (OpenAI's client as users have it: it retries)
+        openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, timeout=30, max_retries=2).chat.completions.create(
+            model="gpt-4o-mini", messages=ASK, max_tokens=5,
+            extra_headers={"X-Chatter-Conversation": str(conversation.pk)})
+
+    error = stopped.value
+    assert (error.code, error.type) == ("budget_exceeded", "insufficient_quota")
+    assert len(openai_stub.requests) == 1  # not retried
+    _assert_stopped_and_billed(error.response.headers["x-request-id"], budget, tokens=811)
