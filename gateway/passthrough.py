@@ -34,7 +34,7 @@ from engine.routing import routing_table
 from engine.runtime import CallStarted, RunContext
 from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
-from gateway.relay import StreamRelay
+from gateway.relay import StreamRelay, budget_stop
 from gateway.services import IGNORED, usage_body
 from gateway.upstream import upstream_call, upstream_post, upstream_post_whole, upstream_timeout
 from workflows.ending import execution_finish
@@ -309,7 +309,9 @@ def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
         return failure_response(ended, model=passing.model, headers=headers)
     usage = usage_from_openai(body["usage"]) if isinstance(body.get("usage"), dict) else usage_cut_short(
         prompt_tokens=passing.prompt_tokens, streamed={"text": content})
-    ended = _ended(passing, usage=usage, reported_model=body.get("model") or passing.requested_model, error=None,
+    # Under a hard budget, a reply past what it reserved stops the run, as the run path's does (recorded in full).
+    stopped = budget_stop(passing.recorder, content) if passing.recorder.budget.hard else None
+    ended = _ended(passing, usage=usage, reported_model=body.get("model") or passing.requested_model, error=stopped,
                    content=content, ending=_ending(message, choice, body), message_id=body.get("id") or "")
     if ended.status != Status.COMPLETED:
         return failure_response(ended, model=passing.model, headers=headers)

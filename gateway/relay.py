@@ -1,5 +1,7 @@
 """A pass-through call's stream relayed (gateway.passthrough): the upstream's events read on the gateway's upstream loop
-(gateway.upstream) and passed on to the client's as they come, what they say kept for the call's accounting."""
+(gateway.upstream) and passed on to the client's as they come, what they say kept for the call's accounting. It
+stops where the run path's would (engine.runtime): at a token boundary past what a hard budget reserved (checked only
+under one), and at the next chunk once the run is cancelled (asked every CANCEL_POLL_S, as a run polls)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,13 +12,15 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
+from asgiref.sync import sync_to_async
 
-from core.errors import ProviderError, RunError
+from core.errors import BudgetExceeded, ProviderError, RunCancelled, RunError
 from engine.providers import upstream_facts
 from engine.usage import usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import usage_body
 from gateway.upstream import upstream_future
+from workflows.cancels import CANCEL_POLL_S
 from workflows.models import WorkflowExecution
 
 if TYPE_CHECKING:
@@ -26,6 +30,17 @@ logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 # What a call that got no whole answer raises, through aiohttp.
 _UPSTREAM_ERRORS = (aiohttp.ClientError, OSError)
+
+
+def budget_stop(recorder, text: str) -> BudgetExceeded | None:
+    """Text of a call under a hard budget: its stop when the call has gone past what the budget reserved for it
+    (workflows.spending.BudgetGuard.past), recorded as the run path records it (a `limit_exceeded` event and audit
+    row); else None."""
+    refused = recorder.budget.past(text)
+    if refused is None:
+        return None
+    recorder.limit_exceeded("budget", refused)
+    return BudgetExceeded("budget", refused, f"the run reached budget {refused}")
 
 
 class StreamRelay:
@@ -47,6 +62,9 @@ class StreamRelay:
         self.ending: dict = {}
         self.calls: dict = {}
         self.done = False
+        self.hard = passing.recorder.budget.hard  # (its text is checked against the budget only under a hard one)
+        self.stop: RunError | None = None  # what stops the relay at the next chunk: a budget's stop, a cancel
+        self.cancel_asked = sync_to_async(passing.recorder.cancel_requested, thread_sensitive=True)
 
     async def frames(self):
         """The client's stream. The upstream is read on the upstream loop (`pump`), which goes on to the end when the
@@ -56,21 +74,38 @@ class StreamRelay:
         queue: asyncio.Queue = asyncio.Queue()
         pumped = upstream_future(self.pump(lambda out: loop.call_soon_threadsafe(queue.put_nowait, out)))
         ended = asyncio.ensure_future(self.end(pumped))
+        polled = time.monotonic()
         try:
             while (out := await queue.get()) is not None:
                 yield out
+                if self.stop is None and time.monotonic() - polled >= CANCEL_POLL_S:
+                    polled = time.monotonic()
+                    await self.cancel_poll()
             yield self.last(await ended)
         finally:
             await asyncio.shield(ended)
 
+    async def cancel_poll(self) -> None:
+        """Whether the run was cancelled (on the request's thread, where its recorder is used): then the relay stops."""
+        try:
+            if await self.cancel_asked():
+                self.stop = RunCancelled("the run was cancelled")
+        except RunError as exc:  # ended elsewhere (the recovery sweep)
+            self.stop = exc
+
     async def pump(self, put) -> RunError | None:
-        """The upstream's events relayed (`put`, then None at the end), on the upstream loop; what ended it."""
+        """The upstream's events relayed (`put`, then None at the end), on the upstream loop; what ended it: the
+        upstream's failure, or the relay's stop (its upstream left unread: the connection is closed)."""
         error = None
         try:
             async for piece in self.response.content.iter_any():
-                out = self.feed(piece)
-                if out:
-                    put(out)
+                if self.stop is None:
+                    out = self.feed(piece)
+                    if out:
+                        put(out)
+                if self.stop is not None:
+                    error = self.stop
+                    break
         except _UPSTREAM_ERRORS as exc:
             error = self.failure(self.passing, exc, mid_stream=True)
         except Exception as exc:  # noqa: BLE001 - whatever broke the relay, the call is still ended and accounted
@@ -92,6 +127,8 @@ class StreamRelay:
             event, self.buffer = self.buffer[:cut + 2], self.buffer[cut + 2:]
             if self.read(event):  # (the run's id in place of the upstream's: the `id` field's value only)
                 out.append(self.upstream_id.sub(self.own_id_field, event, count=1) if self.upstream_id else event)
+            if self.stop is not None:  # (the event that went past a budget is the last relayed, as on the run path)
+                break
         return b"".join(out)
 
     def read(self, event: bytes) -> bool:
@@ -121,6 +158,8 @@ class StreamRelay:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 self.passing.text.append(delta["content"])
+                if self.hard:
+                    self.stop = self.stop or budget_stop(self.passing.recorder, delta["content"])
             for call in delta.get("tool_calls") or []:
                 self._tool_call(call)
             if choice.get("finish_reason"):
@@ -137,6 +176,8 @@ class StreamRelay:
         kept["function"]["name"] += function.get("name") or ""
         kept["function"]["arguments"] += function.get("arguments") or ""
         self.passing.tool_text.append((function.get("name") or "") + (function.get("arguments") or ""))
+        if self.hard and function.get("arguments"):
+            self.stop = self.stop or budget_stop(self.passing.recorder, function["arguments"])
 
     async def close(self, error: RunError | None) -> WorkflowExecution:
         passing = self.passing

@@ -1,6 +1,9 @@
 """A hard budget over gateway calls, on the run path and the pass-through alike: a call's reservation prices every
 choice it asks for (`n`); a call stopped by its budget is recorded with all the upstream reported and answered as
 OpenAI's clients do not retry (429 `insufficient_quota`), whole or streamed (docs/operations/budgets.md)."""
+import json
+
+import httpx
 import openai
 import pytest
 
@@ -40,9 +43,12 @@ def test_the_pass_through_reserves_for_n_choices_too(gateway, openai_stub, alice
     assert not WorkflowExecution.objects.exists()
 
 
-def _assert_stopped_and_billed(execution_id, budget, *, tokens: int, estimated: bool = False) -> WorkflowExecution:
-    """The run failed `budget_exceeded` with its one call recorded (`tokens`), its budget charged exactly that."""
+def _assert_stopped_and_billed(execution_id, budget, *, tokens: int | None,
+                               estimated: bool = False) -> WorkflowExecution:
+    """The run failed `budget_exceeded` with its one call recorded (`tokens`; None: any), its budget charged exactly
+    that."""
     run = WorkflowExecution.objects.get(pk=execution_id)
+    tokens = run.total_tokens if tokens is None else tokens
     assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "budget_exceeded", 1, tokens)
     (call,) = LLMCall.objects.filter(execution=run)
     assert (call.total_tokens, call.cost, call.estimated) == (tokens, run.cost, estimated) and call.cost > 0
@@ -66,3 +72,29 @@ def test_a_whole_reply_past_its_budget_is_recorded_with_its_usage_and_not_retrie
     assert (error.code, error.type) == ("budget_exceeded", "insufficient_quota")
     assert len(openai_stub.requests) == 1  # not retried
     _assert_stopped_and_billed(error.response.headers["x-request-id"], budget, tokens=811)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_pass_through_stops_a_reply_past_its_budget_as_the_run_path_does(gateway, openai_stub, alice, stream):
+    budget = BudgetFactory(owner=alice, period="total", limit_tokens=200, mode="hard")
+    openai_stub.reply(content=LONG, usage=LONG_USAGE)
+    sent = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 5, "stream": stream,
+            **({"stream_options": {"include_usage": True}} if stream else {})}
+
+    with httpx.stream("POST", f"{gateway.v1}/chat/completions", json=sent, timeout=30,
+                      headers={"Authorization": f"Bearer {gateway.key}"}) as response:
+        body = response.read().decode()
+        execution_id = response.headers["x-request-id"]
+
+    if stream:  # stopped at a token boundary once its text passed twice max_tokens + 32 (4 characters a token)
+        frames = [line[6:] for line in body.split("\n") if line.startswith("data: ")]
+        error = json.loads(frames[-1])["error"]
+        streamed = "".join(json.loads(frame)["choices"][0]["delta"].get("content") or "" for frame in frames[:-1])
+        assert "[DONE]" not in frames and LONG.startswith(streamed) and 4 * (2 * 5 + 32) < len(streamed) < 200
+        run = _assert_stopped_and_billed(execution_id, budget, tokens=None, estimated=True)
+        assert run.output_data["content"] == streamed and run.completion_tokens > 0
+    else:  # answered whole: recorded with the usage the upstream reported
+        assert response.status_code == 429
+        error = json.loads(body)["error"]
+        _assert_stopped_and_billed(execution_id, budget, tokens=811)
+    assert (error["code"], error["type"]) == ("budget_exceeded", "insufficient_quota")

@@ -4,8 +4,11 @@ import json
 
 import httpx
 
+from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
 from tests.gateway.test_passthrough import ASK, USAGE, assert_recorded
+from tests.invariants import assert_all
+from workflows.models import LLMCall, WorkflowExecution
 
 
 def test_only_the_id_field_of_a_chunk_becomes_the_runs_id(gateway, openai_stub):
@@ -20,3 +23,33 @@ def test_only_the_id_field_of_a_chunk_becomes_the_runs_id(gateway, openai_stub):
     assert {chunk.id for chunk in chunks} == {f"chatcmpl-{execution_id.replace('-', '')}"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert assert_recorded(execution_id).output_data["content"] == text
+
+
+def test_a_stream_cancelled_mid_way_ends_cancelled_at_its_next_chunk_with_what_it_streamed(gateway, openai_stub, alice):
+    words = " ".join(f"word{i}" for i in range(60))
+    openai_stub.reply(content=words, usage=USAGE, chunk_delay_s=0.05)  # 3 s of stream, the usage at its end
+    owner = httpx.Client(base_url=gateway.base_url, timeout=30,
+                         headers={"Authorization": f"Bearer {ApiTokenFactory(user=alice, name='runs').key}"})
+
+    with httpx.stream("POST", f"{gateway.v1}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {gateway.key}"},
+                      json={"model": "gpt-4o-mini", "messages": ASK, "stream": True,
+                            "stream_options": {"include_usage": True}}) as response:
+        execution_id = response.headers["x-chatter-execution"]
+        frames = []
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                frames.append(line[6:])
+            if len(frames) == 5:
+                assert owner.post(f"/api/v1/executions/{execution_id}/cancel/").status_code == 200
+
+    assert "[DONE]" not in frames
+    error = json.loads(frames[-1])["error"]
+    assert error["code"] == "cancelled" and execution_id in error["message"]
+    streamed = "".join(json.loads(frame)["choices"][0]["delta"].get("content") or "" for frame in frames[:-1])
+    assert words.startswith(streamed) and len(streamed) < len(words) / 2  # stopped within a few chunks
+    run = WorkflowExecution.objects.get(pk=execution_id)
+    assert (run.status, run.error_type, run.llm_calls) == ("cancelled", "cancelled", 1)
+    (call,) = LLMCall.objects.filter(execution=run)  # what it streamed, estimated: the upstream never said
+    assert call.estimated and call.total_tokens == run.total_tokens > 0 and run.output_data["content"] == streamed
+    assert_all(run)
