@@ -24,6 +24,7 @@ from engine.providers import (
     deployment_fault,
     embeddings_create,
     provider_failure,
+    upstream_facts,
     usage_copied_into,
 )
 from engine.reranking import rerank_create
@@ -181,6 +182,9 @@ class RunContext:
                         for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
                             self.hooks.tool_call_delta(node, delta)
                         self.checkpoint()
+                if not streamed.finished:  # a stream that ended without saying why was cut short (the provider's)
+                    raise ProviderError(f"{target.provider} stream ended before its finish reason",
+                                        error_type="provider_error", upstream=upstream_facts(status=None))
             except RunError as exc:
                 self._record_cut_short(node, target, prompt, prompt_tokens, streamed, started)
                 self._attempted(node, target, started, error=exc)

@@ -33,6 +33,7 @@ class StreamedReply:
     usage: UsageMetadata | None = None
     model_name: str = ""
     system_fingerprint: str = ""  # sent on every chunk: kept once, like the model's name
+    finished: bool = False  # the provider said why the reply ended (a finish or stop reason): it was not cut short
 
     def add(self, chunk: AIMessageChunk) -> None:
         update: dict[str, Any] = {}
@@ -40,6 +41,8 @@ class StreamedReply:
             adds_up = self.usage_in_parts and self.usage is not None
             self.usage = add_usage(self.usage, chunk.usage_metadata) if adds_up else chunk.usage_metadata
             update["usage_metadata"] = None
+        if chunk.response_metadata.get("finish_reason") or chunk.response_metadata.get("stop_reason"):
+            self.finished = True
         if _ONCE.intersection(chunk.response_metadata):
             metadata = chunk.response_metadata
             self.model_name = metadata.get("model_name") or self.model_name
