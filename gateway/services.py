@@ -398,7 +398,9 @@ async def text_completion_chunks(chunks: AsyncIterator[dict], *, echo: str = "")
                 yield chunk
                 continue
             choices = [{"index": choice["index"], "text": (choice["delta"] or {}).get("content") or "",
-                        "logprobs": _legacy_logprobs(choice["logprobs"]), "finish_reason": choice["finish_reason"]}
+                        # (a choice's logprobs come whole, with its end: their offsets count from the echoed prompt's)
+                        "logprobs": _legacy_logprobs(choice["logprobs"], offset=len(echo)),
+                        "finish_reason": choice["finish_reason"]}
                        for choice in chunk["choices"]]
             if opening:  # the chat stream's first chunk: the assistant's role, no text
                 opening = False

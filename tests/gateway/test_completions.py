@@ -56,6 +56,18 @@ def test_echo_and_logprobs_in_the_legacy_shape(gateway, openai_stub):
     assert choice.logprobs.top_logprobs[1] == {"blue ": -0.5, "alt1": -1.5}
 
 
+def test_a_streamed_completions_logprobs_count_the_echoed_prompt_and_the_text_before(gateway, openai_stub):
+    openai_stub.reply(content=" blue today.", usage=USAGE)
+
+    chunks = list(client(gateway).completions.create(model="gpt-4o-mini", prompt="The sky is", echo=True,
+                                                     logprobs=1, stream=True))
+
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "The sky is blue today."
+    logprobs = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [token for part in logprobs for token in part.tokens] == [" ", "blue ", "today."]
+    assert [offset for part in logprobs for offset in part.text_offset] == [10, 11, 16]  # as answered whole
+
+
 def test_a_streamed_completion_ends_with_its_usage(gateway, openai_stub):
     openai_stub.reply(content=" blue and clear.", usage=USAGE)
 
