@@ -48,6 +48,7 @@ from engine.usage import (
     usage_cut_short,
     usage_from_embeddings,
     usage_from_message,
+    usage_from_openai,
     usage_from_rerank,
 )
 
@@ -272,6 +273,11 @@ class RunContext:
         with usage_copied_into(raw):
             result = chat.generate([list(prompt)], **params)
         messages = [generation.message for generation in result.generations[0]]
+        if not messages:  # an answer with no choice: what it reported is recorded, and the call failed
+            self._record(node, target, (result.llm_output or {}).get("model_name") or target.model,
+                         usage_from_openai((result.llm_output or {}).get("token_usage") or {}), started)
+            raise ProviderError(f"{target.provider} call answered no choice", error_type="provider_error",
+                                upstream=upstream_facts(status=None))
         for index, (message, sent) in enumerate(zip(messages, raw.tool_calls)):
             if sent and (message.tool_calls or message.invalid_tool_calls):
                 messages[index] = message.model_copy(

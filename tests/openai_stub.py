@@ -124,6 +124,7 @@ class StubReply:
     more_choices: list[str] = field(default_factory=list)
     relevance_scores: list[float] | None = None
     completion_id: str | None = None  # the reply's id (its chunks'), else chatcmpl-stub-<n>
+    no_choices: bool = False  # answered whole with `"choices": []` (and its usage), as some servers do
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -270,6 +271,7 @@ class OpenAIStub:
         more_choices: list[str] | None = None,
         relevance_scores: list[float] | None = None,
         completion_id: str | None = None,
+        no_choices: bool = False,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -281,7 +283,8 @@ class OpenAIStub:
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
         fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores: see
-        the module docstring. completion_id: the reply's id (default: chatcmpl-stub-<n>).
+        the module docstring. completion_id: the reply's id (default: chatcmpl-stub-<n>). no_choices: a whole
+        answer with no choice (`"choices": []`), its usage all the same.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -317,6 +320,7 @@ class OpenAIStub:
                     more_choices=list(more_choices or []),
                     relevance_scores=list(relevance_scores) if relevance_scores is not None else None,
                     completion_id=completion_id,
+                    no_choices=no_choices,
                 )
             )
         return self
@@ -383,7 +387,7 @@ def _completion(reply: StubReply, completion_id: str, request: dict[str, Any]) -
         "object": "chat.completion",
         "created": int(time.time()),
         "model": reply.model,
-        "choices": choices,
+        "choices": [] if reply.no_choices else choices,
         "system_fingerprint": "fp_stub",
     }
     if reply.usage is not None:

@@ -1,6 +1,7 @@
-"""An upstream stream that ends without a word of why (no finish reason, no `[DONE]`) was cut short: on the
-pass-through and the run path alike, the call fails `provider_error`, the stream ends with the error object, and what
-it streamed is recorded, its usage estimated and flagged."""
+"""An upstream that answers short. A stream that ends without a word of why (no finish reason, no `[DONE]`) was cut
+short: on the pass-through and the run path alike, the call fails `provider_error`, the stream ends with the error
+object, and what it streamed is recorded, its usage estimated and flagged. An answer with no choice is recorded with
+the usage it reported."""
 import json
 
 import httpx
@@ -35,4 +36,23 @@ def test_a_stream_that_ends_short_is_the_providers_failure_recorded_as_far_as_it
     assert (run.status, run.error_type, run.llm_calls) == ("failed", "provider_error", 1)
     (call,) = LLMCall.objects.filter(execution=run)
     assert call.estimated and call.completion_tokens > 0 and call.total_tokens == run.total_tokens
+    assert_all(run)
+
+
+@pytest.mark.parametrize("path", ["pass-through", "run path"])
+def test_an_answer_with_no_choice_is_recorded_with_its_usage(gateway, openai_stub, alice, path):
+    openai_stub.reply(content="unseen", usage=USAGE, no_choices=True)
+    kept = {"X-Chatter-Conversation": str(ConversationFactory(owner=alice).pk)} if path == "run path" else {}
+
+    response = httpx.post(f"{gateway.v1}/chat/completions", timeout=30, json={"model": "gpt-4o-mini", "messages": ASK},
+                          headers={"Authorization": f"Bearer {gateway.key}", **kept})
+
+    run = WorkflowExecution.objects.get(pk=response.headers["x-request-id"])
+    (call,) = LLMCall.objects.filter(execution=run)
+    assert (call.total_tokens, call.estimated) == (USAGE["total_tokens"], False) and run.total_tokens == 30
+    if path == "pass-through":  # relayed as the upstream gave it
+        assert response.status_code == 200 and response.json()["choices"] == []
+    else:  # an OpenAI-shaped error: there is no reply to answer
+        assert response.status_code == 502 and response.json()["error"]["code"] == "provider_error"
+        assert (run.status, run.error_type) == ("failed", "provider_error")
     assert_all(run)
