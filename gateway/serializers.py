@@ -156,6 +156,11 @@ class ResponsesSerializer(StrictSerializer):
     truncation = serializers.ChoiceField(choices=("disabled",), required=False, allow_null=True)
     include = serializers.ListField(child=serializers.CharField(max_length=100), required=False, allow_null=True)
 
+    def validate_input(self, value):
+        if value == [] or value is None:
+            raise serializers.ValidationError("a text, or at least one input item")
+        return value
+
     def validate_stream_options(self, value):
         if set(value or {}) - {"include_obfuscation"}:
             raise serializers.ValidationError("include_obfuscation (a boolean)")

@@ -154,6 +154,7 @@ def test_the_local_model_answers_out_of_the_box(gateway_api):
 REFUSED = {
     "a hosted tool": ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
     "an unknown item": ({"input": [{"type": "reasoning", "summary": []}]}, "input.0.type"),
+    "no input item": ({"input": []}, "input"),
     "a stream option the API does not have": ({"stream": True, "stream_options": {"include_usage": True}},
                                               "stream_options"),
     "a malformed previous id": ({"previous_response_id": "resp_nope"}, "previous_response_id"),
