@@ -17,6 +17,8 @@ from channels.db import database_sync_to_async
 
 from analytics.selectors import priced_models
 from core.errors import InvalidInput, NotFound
+from engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+from engine.embeddings_minilm import MINILM_MODEL
 from engine.providers import (
     PROVIDERS,
     provider_check,
@@ -46,6 +48,8 @@ PASSED_THROUGH = ("top_p", "stop", "presence_penalty", "frequency_penalty", "see
 # What only OpenAI's hosted service means: accepted, not sent on, and named in the IGNORED_HEADER of the answer.
 IGNORED = ("store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
            "prompt_cache_options", "moderation")
+# The models known to embed only (the offline `local` provider's): not callable as chat models.
+EMBEDDING_ONLY = frozenset(("local", name) for name in (*LOCAL_EMBEDDING_MODELS, MINILM_MODEL))
 # Providers that take image, audio and file parts (LangChain's chat models pass OpenAI's parts on).
 MEDIA_PROVIDERS = ("openai", "anthropic")
 
@@ -179,6 +183,9 @@ def gateway_run_request(*, owner, api_key, request: dict, resolved: ResolvedMode
     gateway_admit resolved; `instructions` (the Responses API's) are the run's system prompt, kept apart from its
     messages."""
     provider, model, price = resolved
+    if (provider, model) in EMBEDDING_ONLY:
+        said = f"`{model}` is an embeddings model, not a chat model: call it on /v1/embeddings"
+        raise InvalidInput(said, details=[{"path": "model", "code": "not_a_chat_model", "message": said}])
     if provider not in MEDIA_PROVIDERS:
         for index, message in enumerate(request["messages"]):
             if media_parts(message.get("content")):

@@ -42,6 +42,21 @@ def test_an_unknown_model_names_the_models_there_are_and_how_to_price_one(keyed)
     assert not WorkflowExecution.objects.exists()
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ("/v1/completions", {"prompt": "Hi"}),
+    ("/v1/responses", {"input": "Hi"}),
+], ids=["chat", "completions", "responses"])
+@pytest.mark.parametrize("model", ["local-embed-1", "local/all-MiniLM-L6-v2"])
+def test_an_embeddings_model_is_not_a_chat_model(keyed, path, body, model):
+    response = keyed.post(path, {"model": model, **body}, format="json")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("validation_error", "model") and "not a chat model" in error["message"]
+    assert not WorkflowExecution.objects.exists()
+
+
 def test_a_model_priced_for_a_provider_not_set_up_says_what_it_needs(keyed):
     response = keyed.post("/v1/chat/completions", {"model": "gpt-4o-mini",
                                                    "messages": [{"role": "user", "content": "Hi"}]}, format="json")
