@@ -1,14 +1,18 @@
 """A hard budget over gateway calls, on the run path and the pass-through alike: a call's reservation prices every
 choice it asks for (`n`); a call stopped by its budget is recorded with all the upstream reported and answered as
-OpenAI's clients do not retry (429 `insufficient_quota`), whole or streamed (docs/operations/budgets.md)."""
+OpenAI's clients do not retry (429 `insufficient_quota`), whole or streamed (docs/operations/budgets.md); a run's own
+limit and its cancellation are answered 400 and 409, not retried either (docs/api/gateway.md#errors)."""
+import concurrent.futures
 import json
+import time
 
 import httpx
 import openai
 import pytest
+from rest_framework.test import APIClient
 
 from budgets.models import BudgetPeriod
-from tests.factories import BudgetFactory, ConversationFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -16,6 +20,7 @@ from workflows.models import LLMCall, WorkflowExecution
 LONG = " ".join(f"word{i}" for i in range(400))  # an upstream that ignores max_tokens: 800 tokens reported
 LONG_USAGE = {"prompt_tokens": 11, "completion_tokens": 800, "total_tokens": 811}
 ASK = [{"role": "user", "content": "Count."}]
+USAGE = {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}
 
 
 def test_n_choices_are_each_reserved_for_and_a_budget_without_room_for_them_refuses_the_call(gateway_api, alice):
@@ -98,3 +103,48 @@ def test_the_pass_through_stops_a_reply_past_its_budget_as_the_run_path_does(gat
         error = json.loads(body)["error"]
         _assert_stopped_and_billed(execution_id, budget, tokens=811)
     assert (error["code"], error["type"]) == ("budget_exceeded", "insufficient_quota")
+
+
+@pytest.fixture
+def in_process(alice, openai_server, settings):
+    """Django's test client with alice's gateway key against this process, its `openai` upstream the stub."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 0
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['gateway']).key}")
+    return api
+
+
+def test_a_run_past_its_own_limit_is_a_400_not_retried(in_process, openai_server, alice, settings):
+    settings.CHATTER_EXECUTION_TIMEOUT_S = 1  # the run's own limit bounds its call: the upstream answers in 3 s
+    openai_server.reply(content="late", usage=USAGE, delay_s=3)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json",
+                               HTTP_X_CHATTER_CONVERSATION=str(ConversationFactory(owner=alice).pk))
+
+    assert response.status_code == 400 and response.headers["x-should-retry"] == "false"
+    assert response.json()["error"]["code"] == "limit_exceeded"
+    run = WorkflowExecution.objects.get(pk=response.headers["x-request-id"])
+    assert (run.status, run.error_type) == ("failed", "limit_exceeded")
+
+
+def test_a_whole_call_whose_run_is_cancelled_is_a_409_not_retried(gateway, openai_stub, alice):
+    openai_stub.reply(content="84.", usage=USAGE, delay_s=2)
+    owner = httpx.Client(base_url=gateway.base_url, timeout=30,
+                         headers={"Authorization": f"Bearer {ApiTokenFactory(user=alice, name='runs').key}"})
+    conversation = ConversationFactory(owner=alice)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answered = pool.submit(lambda: openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, timeout=30).with_options(
+            max_retries=2).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=ASK, extra_headers={"X-Chatter-Conversation": str(conversation.pk)}))
+        while not openai_stub.requests:  # the call is waiting on its upstream
+            time.sleep(0.05)
+        (run,) = WorkflowExecution.objects.all()
+        assert owner.post(f"/api/v1/executions/{run.pk}/cancel/").status_code == 200
+        with pytest.raises(openai.ConflictError) as cancelled:
+            answered.result()
+
+    assert cancelled.value.code == "cancelled" and len(openai_stub.requests) == 1  # not retried
+    run.refresh_from_db()
+    assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("cancelled", "cancelled", 1, 30)
+    assert_all(run)
