@@ -64,7 +64,6 @@ class StreamRelay:
         self.done = False
         self.hard = passing.recorder.budget.hard  # (its text is checked against the budget only under a hard one)
         self.stop: RunError | None = None  # what stops the relay at the next chunk: a budget's stop, a cancel
-        self.cancel_asked = sync_to_async(passing.recorder.cancel_requested, thread_sensitive=True)
 
     async def frames(self):
         """The client's stream. The upstream is read on the upstream loop (`pump`), which goes on to the end when the
@@ -88,7 +87,7 @@ class StreamRelay:
     async def cancel_poll(self) -> None:
         """Whether the run was cancelled (on the request's thread, where its recorder is used): then the relay stops."""
         try:
-            if await self.cancel_asked():
+            if await sync_to_async(self.passing.recorder.cancel_requested, thread_sensitive=True)():
                 self.stop = RunCancelled("the run was cancelled")
         except RunError as exc:  # ended elsewhere (the recovery sweep)
             self.stop = exc
