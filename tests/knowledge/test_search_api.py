@@ -84,3 +84,35 @@ def test_item_03_bad_search_input_is_a_400(manuals):
 
     assert [answer.status_code for answer in answers] == [400] * len(bad)
     assert [answer.json()["error"]["details"][0]["path"] for answer in answers] == [path for _, path in bad]
+
+
+@pytest.fixture
+def lexical(alice):
+    """A collection of the lexical model, whose vector of a text with no word is all zeros: one such document."""
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "lexical", "embedding_model": "local/local-embed-1"},
+                          format="json").json()
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+    for title, text in (("Kettle", "Kettles boil water quickly."), ("Emoji", "🙂👍 !!!")):
+        added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": title, "text": text},
+                         format="json").json()
+        assert added["status"] == "ready", added
+    return api
+
+
+def test_it_finds_nothing_by_meaning_in_a_chunk_or_query_of_no_direction(lexical, alice):
+    """A zero vector has no cosine distance (sqlite-vec: NULL, pgvector: NaN): it matches no query, and a query of
+    no direction matches no chunk; hybrid still has its words."""
+    calls_before = LLMCall.objects.filter(execution__owner=alice).count()
+
+    by_meaning = search(lexical, query="kettles boil", mode="vector", k=5)
+    fused = search(lexical, query="kettles boil", k=5)
+    no_word = search(lexical, query="???", mode="vector", k=5)
+    no_word_fused = search(lexical, query="??? kettles", k=5)
+
+    assert [hit["title"] for hit in by_meaning] == [hit["title"] for hit in fused] == ["Kettle"]
+    assert 0 < by_meaning[0]["score"] <= 1 and set(fused[0]["scores"]) == {"vector", "keyword"}
+    assert no_word == []
+    assert [hit["title"] for hit in no_word_fused] == ["Kettle"]
+    assert LLMCall.objects.filter(execution__owner=alice).count() == calls_before + 4  # every query embedded
