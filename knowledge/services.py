@@ -76,6 +76,15 @@ def _dimensions(*, provider: str, model: str, owner, api_key, probe: str) -> int
     return dimensions
 
 
+def _name_free_check(*, owner, name: str, other_than: Collection | None = None) -> None:
+    """409 when `owner` has another collection named `name` (the unique constraint still settles a race)."""
+    taken = Collection.objects.filter(owner=owner, name=name)
+    if other_than is not None:
+        taken = taken.exclude(pk=other_than.pk)
+    if taken.exists():
+        raise Conflict(f"you have a collection named {name!r}")
+
+
 def collection_create(*, owner, name: str, embedding_model: str | None = None, chunk_size: int | None = None,
                       chunk_overlap: int | None = None, description: str = "", shared: bool = False,
                       api_key=None) -> Collection:
@@ -94,6 +103,7 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
     if not 0 <= chunk_overlap < chunk_size:
         raise InvalidInput("chunk_overlap must be 0 or more and less than chunk_size", details=[
             {"path": "chunk_overlap", "code": "out_of_range", "message": "less than chunk_size"}])
+    _name_free_check(owner=owner, name=name)  # before the probe: a refused request spends nothing
     dimensions = _dimensions(provider=provider, model=model, owner=owner, api_key=api_key, probe=name)
     try:
         with transaction.atomic():
@@ -113,6 +123,8 @@ def collection_update(*, collection: Collection, actor, changes: dict, api_key=N
     changes = dict(changes)
     if "shared" in changes:
         _shared_check(shared=changes["shared"], actor=actor)
+    if "name" in changes:
+        _name_free_check(owner=collection.owner, name=changes["name"], other_than=collection)
     asked = changes.pop("embedding_model", None)
     if asked is not None:
         _reembed_plan(collection=collection, asked=asked, actor=actor, api_key=api_key, changes=changes)

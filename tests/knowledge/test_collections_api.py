@@ -10,7 +10,7 @@ from knowledge.models import Chunk, CollectionDocument
 from knowledge.search import keyword_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.openai_stub import stub_embedding
-from workflows.models import LLMCall
+from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -140,3 +140,23 @@ def test_item_02_another_user_gets_404_on_every_collection_route_and_keys_need_t
     assert bobs.get("/api/v1/collections/").json()["results"] == []
     assert api_for(alice, scopes=("read", "runs")).get("/api/v1/collections/").status_code == 403
     assert Chunk.objects.filter(document_id=document["id"]).count() == document["chunk_count"] > 0
+
+
+def test_it_refuses_a_duplicate_name_before_probing_the_models_size(alice, openai_server):
+    """A 409 writes nothing: no probe of a remote model's vectors is made (nor charged) for a name already taken,
+    whether a collection is made or renamed with a change of model."""
+    openai_server.always(usage={"prompt_tokens": 1, "total_tokens": 1})
+    api = api_for(alice)
+    collection_made(api, embedding_model="openai/text-embedding-3-small")
+    other = collection_made(api, name="other")
+    runs_before = WorkflowExecution.objects.filter(owner=alice).count()
+
+    again = api.post("/api/v1/collections/", {"name": "manuals", "embedding_model": "openai/text-embedding-3-small"},
+                     format="json")
+    renamed = api.patch(f"/api/v1/collections/{other['id']}/",
+                        {"name": "manuals", "embedding_model": "openai/text-embedding-3-small"}, format="json")
+
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
+    assert (renamed.status_code, renamed.json()["error"]["code"]) == (409, "conflict")
+    assert WorkflowExecution.objects.filter(owner=alice).count() == runs_before
+    assert api.get(f"/api/v1/collections/{other['id']}/").json()["embedding_model"] == LEXICAL
