@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 from knowledge.models import Chunk, CollectionDocument
 from knowledge.search import keyword_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.invariants import assert_all
 from tests.openai_stub import stub_embedding
 from workflows.models import LLMCall, WorkflowExecution
 
@@ -160,3 +161,22 @@ def test_it_refuses_a_duplicate_name_before_probing_the_models_size(alice, opena
     assert (renamed.status_code, renamed.json()["error"]["code"]) == (409, "conflict")
     assert WorkflowExecution.objects.filter(owner=alice).count() == runs_before
     assert api.get(f"/api/v1/collections/{other['id']}/").json()["embedding_model"] == LEXICAL
+
+
+def test_it_estimates_and_flags_the_tokens_of_an_embeddings_server_that_reports_no_usage(alice, openai_server):
+    """A server that sends no `usage` (some OpenAI-compatible ones) still embeds: each call's tokens are the offline
+    estimate of what it read, flagged `estimated`, priced, and in the run's totals."""
+    openai_server.always(usage=None)
+    api = api_for(alice)
+    collection = collection_made(api, embedding_model="openai/text-embedding-3-small")
+
+    added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "m", "text": TEXT},
+                     format="json").json()
+
+    assert (added["status"], added["error"]) == ("ready", "")
+    calls = list(LLMCall.objects.filter(execution__owner=alice, kind="embedding"))
+    assert len(calls) == 2  # the probe of the vectors' size, the document's chunks
+    assert all(call.estimated and call.prompt_tokens > 0 and call.cost > 0 for call in calls)
+    for call in calls:
+        assert (call.execution.prompt_tokens, call.execution.cost) == (call.prompt_tokens, call.cost)
+        assert_all(call.execution)  # the run's, the conversation's and the usage aggregates equal the call's row
