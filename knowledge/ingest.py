@@ -76,8 +76,9 @@ def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purp
     for start in range(0, len(texts), size):
         batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size], api_key=api_key,
                                   purpose=purpose).vectors
-        if any(len(vector) != dimensions for vector in batch):
-            raise ChatterError(f"the model answered vectors of {len(batch[0])} dimensions, "
+        wrong = next((vector for vector in batch if len(vector) != dimensions), None)
+        if wrong is not None:
+            raise ChatterError(f"the model answered a vector of {len(wrong)} dimensions, "
                                f"the collection's are {dimensions}")
         vectors += batch
         if on_batch is not None:

@@ -180,3 +180,20 @@ def test_it_estimates_and_flags_the_tokens_of_an_embeddings_server_that_reports_
     for call in calls:
         assert (call.execution.prompt_tokens, call.execution.cost) == (call.prompt_tokens, call.cost)
         assert_all(call.execution)  # the run's, the conversation's and the usage aggregates equal the call's row
+
+
+def test_it_names_the_size_of_the_vector_that_has_the_wrong_one(alice, openai_server, settings):
+    """The second vector of a batch is 8 dimensions longer than the collection's: the error says so (not the first
+    vector's size, which was right), and the document is failed without chunks."""
+    openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1})  # the probe: 3 dimensions
+    api = api_for(alice)
+    collection = collection_made(api, embedding_model="openai/text-embedding-3-small", chunk_size=20,
+                                 chunk_overlap=0)
+    openai_server.reply(usage={"prompt_tokens": 5, "total_tokens": 5}, embedding_sizes={1: 11})
+
+    failed = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "m", "text": TEXT},
+                      format="json").json()
+
+    assert (failed["status"], failed["chunk_count"]) == ("failed", 0)
+    assert "a vector of 11 dimensions, the collection's are 3" in failed["error"], failed["error"]
+    assert not Chunk.objects.exists()
