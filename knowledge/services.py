@@ -2,6 +2,7 @@
 knowledge.ingest)."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 
@@ -215,7 +216,8 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
     same bytes again are the document already there (a failed one is queued again)."""
     collection_editable_check(collection=collection, actor=actor)
     upload_size_check(upload.size)
-    file_type(upload.name, upload.content_type)
+    content_type = _declared_type(upload)
+    file_type(upload.name, content_type)
     data = b"".join(upload.chunks())
     upload_size_check(len(data))
     with transaction.atomic():
@@ -223,13 +225,29 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
             collection=collection, content_hash=hashlib.sha256(data).hexdigest(),
             defaults={"title": title or upload.name[:255] or "upload", "metadata": metadata or {},
                       "file_name": (upload.name or "")[:255], "file_data": data,
-                      "content_type": (upload.content_type or "")[:255]})
+                      "content_type": content_type[:255]})
         if not created and document.status == CollectionDocument.Status.FAILED:
             document.status, document.error = CollectionDocument.Status.QUEUED, ""
             document.save(update_fields=["status", "error", "updated_at"])
         if document.status == CollectionDocument.Status.QUEUED:
             document_enqueue(document, api_key=api_key)
     return document, created
+
+
+def _declared_type(upload) -> str:
+    """The upload's media type with the charset it declared (Django keeps the charset apart, in `upload.charset`):
+    a text file is read in it. A charset Python does not know is a 400, before anything is stored."""
+    media_type, charset = upload.content_type or "", upload.charset
+    if isinstance(charset, bytes):  # as Django's multipart parser hands a header's parameters
+        charset = charset.decode("ascii", "replace")
+    if not charset:
+        return media_type
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise InvalidInput(f"unknown charset {charset!r}", details=[
+            {"path": "file", "code": "unknown_charset", "message": f"{charset} is not a known charset"}]) from None
+    return f"{media_type}; charset={charset}"
 
 
 def _key_id(api_key) -> int | None:
