@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from core.api.parsers import JSONParser, MultiPartParser
 from core.api.viewsets import OwnedViewSet, url_uuid
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from keys.auth import request_api_key
 from knowledge.api.serializers import (CollectionDocumentSerializer, CollectionDocumentWriteSerializer,
                                        CollectionDocumentUploadSerializer, CollectionSerializer,
@@ -90,6 +90,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         document, created = document_add(collection=collection, actor=request.user, **serializer.validated_data)
         if document.status == CollectionDocument.Status.QUEUED:
             document = document_ingest(document, api_key=request_api_key(request))
+            if document is None:
+                raise Conflict("the document was deleted while it was being added", code="document_deleted")
         return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
