@@ -116,3 +116,27 @@ def test_it_finds_nothing_by_meaning_in_a_chunk_or_query_of_no_direction(lexical
     assert no_word == []
     assert [hit["title"] for hit in no_word_fused] == ["Kettle"]
     assert LLMCall.objects.filter(execution__owner=alice).count() == calls_before + 4  # every query embedded
+
+
+def test_it_scores_words_by_the_collection_searched_alone_not_other_users_chunks(alice, bob):
+    """A keyword score depends on the collection searched: bob's score for his document stays the same when alice
+    adds private documents holding the word (on SQLite the one FTS5 index holds everyone's chunks)."""
+    apis = {}
+    for user in (alice, bob):
+        apis[user] = APIClient()
+        apis[user].credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=user, scopes=['knowledge']).key}")
+    made = {user: apis[user].post("/api/v1/collections/", {"name": "notes", "embedding_model": "local/local-embed-1"},
+                                  format="json").json()["id"] for user in (alice, bob)}
+    bobs = apis[bob]
+    bobs.url = f"/api/v1/collections/{made[bob]}/search/"
+    for title, text in (("Valve", "The zqx valve must be checked."), ("Pump", "The pump hums at night.")):
+        bobs.post(f"/api/v1/collections/{made[bob]}/documents/", {"title": title, "text": text}, format="json")
+    before = search(bobs, query="zqx valve", mode="keyword")
+
+    for index in range(20):
+        apis[alice].post(f"/api/v1/collections/{made[alice]}/documents/",
+                         {"title": f"Secret {index}", "text": f"Memo {index}: the zqx project is late."}, format="json")
+    after = search(bobs, query="zqx valve", mode="keyword")
+
+    assert [hit["title"] for hit in before] == ["Valve"] and before[0]["score"] > 0
+    assert after == before
