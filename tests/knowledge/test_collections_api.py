@@ -197,3 +197,24 @@ def test_it_names_the_size_of_the_vector_that_has_the_wrong_one(alice, openai_se
     assert (failed["status"], failed["chunk_count"]) == ("failed", 0)
     assert "a vector of 11 dimensions, the collection's are 3" in failed["error"], failed["error"]
     assert not Chunk.objects.exists()
+
+
+def test_it_filters_collections_by_name_and_documents_by_status(alice, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 8
+    api = api_for(alice)
+    kettles = collection_made(api, name="kettle manuals")
+    collection_made(api, name="bicycles")
+    documents = f"/api/v1/collections/{kettles['id']}/documents/"
+    api.post(documents, {"title": "Kettle", "text": TEXT}, format="json")
+    BudgetFactory(owner=alice, period="month", limit_usd="0.00000001", mode="hard")
+    api.post(documents, {"title": "Descaling", "text": "Descale it monthly. " * 400}, format="json")
+
+    named = api.get("/api/v1/collections/?name=kettle").json()["results"]
+    failed = api.get(f"{documents}?status=failed").json()["results"]
+    ready = api.get(f"{documents}?status=ready&title=kett").json()["results"]
+    bad = api.get(f"{documents}?status=lost")
+
+    assert [c["name"] for c in named] == ["kettle manuals"]
+    assert [(d["title"], d["status"]) for d in failed] == [("Descaling", "failed")]
+    assert [(d["title"], d["status"]) for d in ready] == [("Kettle", "ready")]
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "status"
