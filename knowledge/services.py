@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import unicodedata
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -180,6 +181,12 @@ def collection_delete(*, collection: Collection, actor) -> None:
     collection.delete()
 
 
+def text_blank(text: str) -> bool:
+    """Whether `text` has nothing to search: only whitespace and invisible format characters (zero-width spaces and
+    joiners, byte-order marks)."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -190,7 +197,7 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
     already in the collection is that document (a failed one is queued again). Text with nothing to search is a
     400, text over CHATTER_KNOWLEDGE_MAX_TEXT_CHARS a 413; either way nothing is written."""
     collection_editable_check(collection=collection, actor=actor)
-    if not text.strip():
+    if text_blank(text):
         raise InvalidInput("a document needs some text", details=[
             {"path": "text", "code": "blank", "message": "the text is empty"}])
     if len(text) > settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS:

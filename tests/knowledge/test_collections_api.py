@@ -218,3 +218,15 @@ def test_it_filters_collections_by_name_and_documents_by_status(alice, settings)
     assert [(d["title"], d["status"]) for d in failed] == [("Descaling", "failed")]
     assert [(d["title"], d["status"]) for d in ready] == [("Kettle", "ready")]
     assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "status"
+
+
+def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    answers = [api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "x", "text": text},
+                        format="json") for text in (" \n\t ", "\u200b\u200b\ufeff", "\u200d \u2060")]
+
+    assert [answer.status_code for answer in answers] == [400] * 3
+    assert [answer.json()["error"]["details"][0]["code"] for answer in answers] == ["blank"] * 3
+    assert not CollectionDocument.objects.exists() and not LLMCall.objects.exists()
