@@ -98,10 +98,16 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
     provider, model = _model_resolved(embedding_model or settings.CHATTER_KNOWLEDGE_EMBEDDING_MODEL)
     limit = _chunk_limit(provider, model)
     chunk_size = chunk_size or min(settings.CHATTER_KNOWLEDGE_CHUNK_SIZE, limit)
-    chunk_overlap = settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
+    overlap_sent = chunk_overlap is not None
+    chunk_overlap = chunk_overlap if overlap_sent else settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP
     if not 1 <= chunk_size <= limit:
         raise InvalidInput(f"chunk_size must be from 1 to {limit} tokens for {provider}/{model}", details=[
             {"path": "chunk_size", "code": "out_of_range", "message": f"at most {limit}"}])
+    if not overlap_sent and chunk_overlap >= chunk_size:  # the user sent a size, not the overlap it is below
+        raise InvalidInput(f"chunk_size must be more than the default chunk_overlap ({chunk_overlap}): send a "
+                           f"chunk_overlap below {chunk_size} too, or a larger chunk_size", details=[
+                               {"path": "chunk_size", "code": "below_default_overlap",
+                                "message": f"more than {chunk_overlap}, or send chunk_overlap"}])
     if not 0 <= chunk_overlap < chunk_size:
         raise InvalidInput("chunk_overlap must be 0 or more and less than chunk_size", details=[
             {"path": "chunk_overlap", "code": "out_of_range", "message": "less than chunk_size"}])

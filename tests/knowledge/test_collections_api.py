@@ -230,3 +230,18 @@ def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
     assert [answer.status_code for answer in answers] == [400] * 3
     assert [answer.json()["error"]["details"][0]["code"] for answer in answers] == ["blank"] * 3
     assert not CollectionDocument.objects.exists() and not LLMCall.objects.exists()
+
+
+def test_it_says_what_to_change_when_a_chunk_size_is_below_the_default_overlap(alice, settings):
+    settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP = 40
+    api = api_for(alice)
+
+    small = api.post("/api/v1/collections/", {"name": "small", "embedding_model": LEXICAL, "chunk_size": 10},
+                     format="json")
+    with_overlap = collection_made(api, name="small", chunk_size=10, chunk_overlap=2)
+
+    assert small.status_code == 400
+    (detail,) = small.json()["error"]["details"]
+    assert (detail["path"], detail["code"]) == ("chunk_size", "below_default_overlap")
+    assert "send a chunk_overlap below 10" in small.json()["error"]["message"]
+    assert (with_overlap["chunk_size"], with_overlap["chunk_overlap"]) == (10, 2)
