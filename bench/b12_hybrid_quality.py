@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.b12_hybrid_quality [--rrf-k 60]
 
 - keyword: SQLite FTS5 (porter stemming, unicode61), the question's distinct words OR-ed, ranked by BM25 over the
-  collection's own statistics as knowledge.search ranks on SQLite — the generous form of keyword search (an AND of the words, as PostgreSQL's plainto_tsquery makes, finds less on paraphrases);
+  collection's own statistics as knowledge.search ranks on SQLite — the generous form of keyword search (an AND
+  of the words, as PostgreSQL's plainto_tsquery makes, finds less on paraphrases);
 - vector: all-MiniLM-L6-v2 in process (engine/embeddings_minilm.py), cosine, every document compared;
 - hybrid: reciprocal rank fusion of the two rankings, score = sum of 1 / (rrf_k + rank) over the lists a
   document is in.

@@ -4,9 +4,9 @@ reciprocal rank (the default).
 
 The query's embedding is an LLM call of the searcher's, counted and held to budgets like every one
 (gateway.embeddings). Scores: `vector` is the cosine similarity (1 - distance), `keyword` the text rank
-(PostgreSQL's ts_rank_cd, of the chunk and the query alone; on SQLite BM25 whose word frequencies and lengths are the
-searched chunks', never the whole index's, which holds every user's chunks: higher is better), `hybrid` the sum of 1 / (60 + rank) over
-the two rankings. `score_threshold` drops results scored below it, in the mode's own score.
+(PostgreSQL's ts_rank_cd, of the chunk and the query alone; on SQLite BM25 whose word frequencies and lengths are
+the searched chunks', never the whole index's, which holds every user's chunks: higher is better), `hybrid` the sum
+of 1 / (60 + rank) over the two rankings. `score_threshold` drops results scored below it, in the mode's own score.
 
 A search that names a rerank model (any model with a rerank API: a provider's `/rerank`, Cohere's and Jina's shape,
 which llama.cpp's server speaks) sends the best `rerank_depth(k)` chunks of its mode to it and keeps the `k` it

@@ -80,12 +80,13 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
     @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[JSONParser, MultiPartParser],
             upload_limit_setting="CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES")
     def documents(self, request: Request, pk: str) -> Response:
-        """GET: the collection's documents (`?status=`, `?title=`, `?created_after=`, `?created_before=`). POST: add a document as JSON text (`title`, `text`, `metadata`); it is
-        chunked and embedded now and answered with its status (`ready`, or `failed` and why) (201). Or upload a
-        file as multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered
-        `queued` (202) while a background job reads, chunks and embeds it (its progress: `document_updated` events
-        on /ws/events/). A file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413, one of a type no parser reads a
-        415. The same text or file again is the document already there (200), unchanged."""
+        """GET: the collection's documents (`?status=`, `?title=`, `?created_after=`, `?created_before=`). POST:
+        add a document as JSON text (`title`, `text`, `metadata`); it is chunked and embedded now and answered with
+        its status (`ready`, or `failed` and why) (201; 409 if it was deleted meanwhile). Or upload a file as
+        multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered `queued`
+        (202) while a background job reads, chunks and embeds it (its progress: `document_updated` events on
+        /ws/events/). A file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413, one of a type no parser reads a 415.
+        The same text or file again is the document already there (200), unchanged."""
         collection = self.get_object()
         if request.method == "GET":
             found = CollectionDocumentFilter(request.query_params, queryset=document_list(collection=collection),
