@@ -55,7 +55,8 @@ def document_mirror_hand_over(document) -> None:
     from conversations.models import Document
 
     mirrored = CollectionDocument.objects.filter(source_document=document).first()
-    twin = (Document.objects.filter(owner_id=document.owner_id, content=document.content)
+    twin = (Document.objects.filter(owner_id=document.owner_id, content=document.content,
+                                    collection_document__isnull=True)  # one mirror a Document
             .exclude(pk=document.pk).order_by("created_at", "pk").first()) if mirrored is not None else None
     if twin is not None:
         CollectionDocument.objects.filter(pk=mirrored.pk).update(source_document=twin, title=twin.title,

@@ -117,3 +117,19 @@ def test_a_mirror_shared_by_documents_of_the_same_text_outlives_the_first(alice,
     assert [hit["title"] for hit in found] == ["Refunds (copy)"]
     assert api.delete(f"/api/v1/documents/{made[1]['id']}/").status_code == 204
     assert not CollectionDocument.objects.exists() and not Chunk.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_mirror_is_not_handed_to_a_document_that_has_one(alice, api, django_capture_on_commit_callbacks):
+    """After the default collection was renamed, a Document of the same text has a mirror of its own (in the new
+    default collection): deleting the first takes its own mirror with it, and the other's stays."""
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post("/api/v1/documents/", {"title": "A", "content": "Refunds take 14 days."}, format="json")
+    Collection.objects.filter(owner=alice, name=DEFAULT_COLLECTION_NAME).update(name="old documents")
+    with django_capture_on_commit_callbacks(execute=True):
+        second = api.post("/api/v1/documents/", {"title": "B", "content": "Refunds take 14 days."}, format="json")
+
+    assert api.delete(f"/api/v1/documents/{first.json()['id']}/").status_code == 204
+
+    (kept,) = CollectionDocument.objects.all()
+    assert (str(kept.source_document_id), kept.collection.name) == (second.json()["id"], DEFAULT_COLLECTION_NAME)
