@@ -133,3 +133,19 @@ def test_a_mirror_is_not_handed_to_a_document_that_has_one(alice, api, django_ca
 
     (kept,) = CollectionDocument.objects.all()
     assert (str(kept.source_document_id), kept.collection.name) == (second.json()["id"], DEFAULT_COLLECTION_NAME)
+
+
+@pytest.mark.django_db
+def test_a_document_added_and_deleted_in_the_admin_is_mirrored_as_through_the_api(staff, alice, client,
+                                                                                   django_capture_on_commit_callbacks):
+    client.force_login(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        added = client.post("/admin/conversations/document/add/", {
+            "owner": alice.pk, "title": "Kettle", "content": "A cracked seal leaks water.", "metadata": "{}"})
+
+    assert added.status_code == 302, added.content.decode()[:2000]
+    (document,) = Document.objects.all()
+    mirrored = CollectionDocument.objects.get(source_document=document)
+    assert (mirrored.collection.owner, mirrored.status) == (alice, "ready")
+    deleted = client.post(f"/admin/conversations/document/{document.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302 and not CollectionDocument.objects.exists() and not Chunk.objects.exists()
