@@ -3,8 +3,9 @@
 
     .venv/bin/python -m bench.b12_hybrid_quality [--rrf-k 60]
 
-- keyword: SQLite FTS5 (porter stemming, unicode61), the question's words OR-ed, ranked by bm25 — the generous
-  form of keyword search (an AND of the words, as PostgreSQL's plainto_tsquery makes, finds less on paraphrases);
+- keyword: SQLite FTS5 (porter stemming, unicode61), the question's distinct words OR-ed, ranked by BM25 over the
+  collection's own statistics as knowledge.search ranks on SQLite — the generous form of keyword search (an AND
+  of the words, as PostgreSQL's plainto_tsquery makes, finds less on paraphrases);
 - vector: all-MiniLM-L6-v2 in process (engine/embeddings_minilm.py), cosine, every document compared;
 - hybrid: reciprocal rank fusion of the two rankings, score = sum of 1 / (rrf_k + rank) over the lists a
   document is in.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 
@@ -25,12 +27,20 @@ DATA = Path(__file__).parent / "data" / "b12_paraphrases.json"
 
 
 def keyword_ranking(db, query: str) -> list[str]:
-    words = re.findall(r"\w+", query.lower())
-    if not words:
-        return []
-    match = " OR ".join(f'"{word}"' for word in words)
-    return [row[0] for row in db.execute(
-        "SELECT name FROM documents WHERE documents MATCH ? ORDER BY bm25(documents)", [match])]
+    """The product's SQLite ranking (knowledge.search._bm25_ranked): BM25 over the collection's own statistics, each
+    word's frequency from FTS5's highlight marks, lengths in characters."""
+    words = list(dict.fromkeys(re.findall(r"\w+", query.lower())))[:30]
+    count, average = db.execute("SELECT count(*), avg(length(body)) FROM documents").fetchone()
+    scores: dict[str, float] = {}
+    for word in words:
+        holding = db.execute("SELECT name, highlight(documents, 1, char(1), char(2)) FROM documents "
+                             "WHERE documents MATCH ?", [f'"{word}"']).fetchall()
+        idf = max(math.log((count - len(holding) + 0.5) / (len(holding) + 0.5)), 1e-6)
+        for name, marked in holding:
+            often = marked.count("\x01")
+            norm = 1 - 0.75 + 0.75 * (len(marked) - 2 * often) / average
+            scores[name] = scores.get(name, 0.0) + idf * often * 2.2 / (often + 1.2 * norm)
+    return sorted(scores, key=lambda name: (-scores[name], name))
 
 
 def rrf(rankings: list[list[str]], k: int) -> list[str]:

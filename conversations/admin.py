@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
-from conversations.services import conversation_delete, message_delete
+from conversations.services import conversation_delete, document_create, document_delete, message_delete
 from core.errors import Conflict
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -95,3 +95,18 @@ class DocumentAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
     readonly_fields = ("created_at",)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        made = document_create(owner=obj.owner, title=obj.title, content=obj.content, metadata=obj.metadata,
+                               actor=request.user)  # as the API makes one: the apps above hear of it
+        obj.pk, obj.created_at = made.pk, made.created_at
+
+    def delete_model(self, request, obj):
+        document_delete(document=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for document in queryset:
+            document_delete(document=document, actor=request.user)

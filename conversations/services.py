@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
-from conversations.signals import message_deleted, message_saved
+from conversations.signals import document_created, document_deleting, message_deleted, message_saved
 from core.db import write_atomic
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
@@ -237,15 +237,26 @@ def message_cost_adjust(*, message_id, delta: Decimal) -> None:
         Conversation.objects.filter(pk=conversation_id).update(total_cost=F("total_cost") + delta)
 
 
-def document_create(*, owner, title: str, content: str, metadata: dict | None = None) -> Document:
+def document_create(*, owner, title: str, content: str, metadata: dict | None = None, actor=None,
+                    api_key=None) -> Document:
+    """A document of `owner`'s; `document_created` tells the apps above (knowledge mirrors it, embedding it as
+    `api_key` would: its limits and budgets hold) in the same transaction. `actor`: who made it (the owner by
+    default)."""
     errors = [{"path": name, "code": "blank", "message": f"{name} may not be blank"}
               for name, value in (("title", title), ("content", content)) if not value.strip()]
     if len(content) > MAX_DOCUMENT_CHARS:
         errors.append({"path": "content", "code": "max_length", "message": f"at most {MAX_DOCUMENT_CHARS} characters"})
     if errors:
         raise InvalidInput("invalid document", details=errors)
-    return Document.objects.create(owner=owner, title=title[:255], content=content, metadata=metadata or {})
+    with transaction.atomic():
+        document = Document.objects.create(owner=owner, title=title[:255], content=content, metadata=metadata or {})
+        document_created.send(sender=Document, document=document, actor=actor or owner, api_key=api_key)
+    return document
 
 
-def document_delete(*, document: Document) -> None:
-    document.delete()
+def document_delete(*, document: Document, actor=None) -> None:
+    """A document; `document_deleting` first, in the same transaction (what the apps above keep of it may outlive
+    it: knowledge's mirror, when another document has the same text)."""
+    with transaction.atomic():
+        document_deleting.send(sender=Document, document=document, actor=actor or document.owner)
+        document.delete()

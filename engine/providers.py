@@ -403,14 +403,13 @@ EMBEDDING_PROVIDERS = ("local", "openai")
 class Embedded:
     vectors: list[list[float]]
     model: str  # as the server reported it
-    usage: dict  # the provider's usage object (prompt_tokens, total_tokens), as sent
+    usage: dict  # the provider's usage object (prompt_tokens, total_tokens), as sent ({} when it sent none)
 
 
 def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: int | None,
                       timeout_s: float, deployment: Deployment | None = None) -> Embedded:
     """Embed `inputs` (texts, or token arrays an OpenAI-compatible server takes) with the provider's embeddings API;
-    the `local` provider's models work offline: `local-embed-1` (lexical, deterministic) and all-MiniLM-L6-v2 (a
-    real model, in-process). `deployment`: as for chat_model."""
+    the local models (local-embed-1, all-MiniLM-L6-v2) work offline. `deployment`: as for chat_model."""
     if deployment is None:
         provider_check(provider)
     else:
@@ -433,7 +432,8 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))
     vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
-    return Embedded(vectors, response.model or model, response.usage.model_dump(exclude_none=True))
+    usage = response.usage.model_dump(exclude_none=True) if response.usage is not None else {}  # a server may send none
+    return Embedded(vectors, response.model or model, usage)
 
 
 def openai_client(deployment: Deployment | None, timeout_s: float):

@@ -25,8 +25,8 @@ class Reranked:
 def rerank_create(*, provider: str, model: str, query: str, documents: list[str], top_n: int, timeout_s: float,
                   deployment: Deployment | None = None) -> Reranked:
     """The `top_n` of `documents` most relevant to `query`, by the provider's rerank API: POST <base URL>/rerank
-    {"model", "query", "documents", "top_n"} -> {"results": [{"index", "relevance_score"}], "usage"}. An answer
-    of another shape is a ProviderError. `deployment`: as for chat_model."""
+    {"model", "query", "documents", "top_n"} -> {"results": [{"index", "relevance_score"}], "usage"}, each document
+    once. An answer of another shape is a ProviderError. `deployment`: as for chat_model."""
     if deployment is None:
         provider_check(provider)
     else:
@@ -43,6 +43,9 @@ def rerank_create(*, provider: str, model: str, query: str, documents: list[str]
                             f"({type(exc).__name__}: {exc})", error_type="provider_error") from None
     if any(not 0 <= index < len(documents) for index, _ in scores):
         raise ProviderError(f"{provider}'s rerank answer names a document it was not sent", error_type="provider_error")
-    scores.sort(key=lambda scored: -scored[1])
+    best: dict[int, float] = {}  # a document the answer names twice counts once, at its best score
+    for index, score in scores:
+        best[index] = max(score, best.get(index, score))
+    scores = sorted(best.items(), key=lambda scored: -scored[1])
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
     return Reranked(scores[:top_n], str(answer.get("model") or model), usage)

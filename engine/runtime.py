@@ -320,7 +320,7 @@ class RunContext:
         def call(target: _Target, deployment, timeout_s: float) -> tuple[list[list[float]], str, Usage]:
             embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,
                                          dimensions=dimensions, timeout_s=timeout_s, deployment=deployment)
-            return embedded.vectors, embedded.model, usage_from_embeddings(embedded.usage)
+            return embedded.vectors, embedded.model, usage_from_embeddings(embedded.usage, estimate=prompt_tokens)
 
         return self._call_answered_whole(node, provider, model_name, prompt_tokens, call, kind="embedding",
                                          operation="embeddings")

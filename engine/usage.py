@@ -189,11 +189,13 @@ def estimate_openai_prompt_tokens(messages: list) -> int:
         for message in messages if isinstance(message, dict))
 
 
-def usage_from_embeddings(raw: dict) -> Usage:
-    """An embeddings call's usage: the tokens it read (`prompt_tokens`), none completed; a provider's cost wins."""
-    raw = _reported(raw)
+def usage_from_embeddings(raw: Any, *, estimate: int) -> Usage:
+    """An embeddings call's usage: the tokens it read (`prompt_tokens`, else `total_tokens`), none completed;
+    `estimate` (the inputs, estimated) flagged when the server reported no count. A provider's cost wins."""
+    raw = _reported(raw) if isinstance(raw, dict) else {}
     provider_cost = _provider_cost(raw)
-    return Usage(prompt_tokens=_int(raw.get("prompt_tokens")),
+    read = raw.get("prompt_tokens", raw.get("total_tokens"))
+    return Usage(prompt_tokens=estimate if read is None else _int(read), estimated=read is None,
                  cost=provider_cost if provider_cost is not None else Decimal("0"),
                  provider_cost=provider_cost is not None, raw=raw)
 

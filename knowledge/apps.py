@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.db import connections
-from django.db.models.signals import post_migrate, post_save
+from django.db.models.signals import post_migrate
 
 
 class KnowledgeConfig(AppConfig):
@@ -14,7 +14,10 @@ class KnowledgeConfig(AppConfig):
 
         collections_search_register(_collections_search, check=_collections_check)
         post_migrate.connect(_queued_enqueue, sender=self, dispatch_uid="knowledge_queued_enqueue")
-        post_save.connect(_document_mirror, sender="conversations.Document", dispatch_uid="knowledge_document_mirror")
+        from conversations.signals import document_created, document_deleting
+
+        document_created.connect(_document_mirror, dispatch_uid="knowledge_document_mirror")
+        document_deleting.connect(_document_hand_over, dispatch_uid="knowledge_document_hand_over")
 
 
 def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
@@ -44,9 +47,16 @@ def _queued_enqueue(*, using: str, **kwargs) -> None:
     queued_documents_enqueue()
 
 
-def _document_mirror(*, instance, created: bool, raw: bool = False, **kwargs) -> None:
-    # A Document of /api/v1/documents/ joins its owner's default collection (knowledge.defaults).
-    if created and not raw:
-        from knowledge.defaults import document_mirror
+def _document_mirror(*, document, api_key=None, **kwargs) -> None:
+    # A Document of /api/v1/documents/ joins its owner's default collection (knowledge.defaults), embedded as the
+    # API key that made it would.
+    from knowledge.defaults import document_mirror
 
-        document_mirror(instance)
+    document_mirror(document, api_key=api_key)
+
+
+def _document_hand_over(*, document, **kwargs) -> None:
+    # A mirror shared by Documents of the same text outlives the one it names (knowledge.defaults).
+    from knowledge.defaults import document_mirror_hand_over
+
+    document_mirror_hand_over(document)

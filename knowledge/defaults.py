@@ -1,6 +1,8 @@
 """Each user's default collection: the documents of /api/v1/documents/ (conversations' Document), searched by meaning
 like any collection's. A Document is mirrored there as a `queued` collection document when it is made (its vectors
-built by the ingestion job, knowledge.tasks) and goes with it when it is deleted (a cascade). The Documents that
+built by the ingestion job, knowledge.tasks, as the API key that made the Document would: its limits and budgets
+hold) and goes with it when it is deleted (a cascade). Documents of the same text share one mirror: when the one it
+mirrors is deleted, it mirrors another of them (the oldest), and goes with the last. The Documents that
 existed before are mirrored by the migration 0006_default_collections_of_documents, which only writes rows (it
 calls no model): after every `migrate`, queued documents are handed to the workers (apps.py).
 
@@ -27,9 +29,9 @@ def default_collection(owner) -> Collection:
                                       description="your documents from /api/v1/documents/")
 
 
-def document_mirror(document) -> CollectionDocument | None:
-    """A Document of /api/v1/documents/ in its owner's default collection, queued for ingestion (None when that
-    collection already holds the same text)."""
+def document_mirror(document, *, api_key=None) -> CollectionDocument | None:
+    """A Document of /api/v1/documents/ in its owner's default collection, queued for ingestion as `api_key` would
+    embed it (None when that collection already holds the same text; a failed one is queued again)."""
     from knowledge.services import document_enqueue
 
     collection = default_collection(document.owner)
@@ -39,9 +41,26 @@ def document_mirror(document) -> CollectionDocument | None:
             defaults={"title": document.title, "text": document.content, "metadata": document.metadata,
                       "source_document": document})
         if not created:
+            if CollectionDocument.objects.filter(pk=mirrored.pk, status=CollectionDocument.Status.FAILED).update(
+                    status=CollectionDocument.Status.QUEUED, error="") == 1:
+                document_enqueue(mirrored, api_key=api_key)
             return None
-        document_enqueue(mirrored)
+        document_enqueue(mirrored, api_key=api_key)
     return mirrored
+
+
+def document_mirror_hand_over(document) -> None:
+    """Before a Document is deleted: its mirror, if it has one, mirrors another Document of its owner with the same
+    text (the oldest; its title and metadata too) and outlives it. Without one it goes with the Document."""
+    from conversations.models import Document
+
+    mirrored = CollectionDocument.objects.filter(source_document=document).first()
+    twin = (Document.objects.filter(owner_id=document.owner_id, content=document.content,
+                                    collection_document__isnull=True)  # one mirror a Document
+            .exclude(pk=document.pk).order_by("created_at", "pk").first()) if mirrored is not None else None
+    if twin is not None:
+        CollectionDocument.objects.filter(pk=mirrored.pk).update(source_document=twin, title=twin.title,
+                                                                 metadata=twin.metadata)
 
 
 def queued_documents_enqueue() -> int:

@@ -76,8 +76,9 @@ def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purp
     for start in range(0, len(texts), size):
         batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size], api_key=api_key,
                                   purpose=purpose).vectors
-        if any(len(vector) != dimensions for vector in batch):
-            raise ChatterError(f"the model answered vectors of {len(batch[0])} dimensions, "
+        wrong = next((vector for vector in batch if len(vector) != dimensions), None)
+        if wrong is not None:
+            raise ChatterError(f"the model answered a vector of {len(wrong)} dimensions, "
                                f"the collection's are {dimensions}")
         vectors += batch
         if on_batch is not None:
@@ -96,22 +97,30 @@ def _file_read(document: CollectionDocument) -> str:
     return text
 
 
-def _queued_again(document: CollectionDocument, api_key) -> CollectionDocument:
-    CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0)
-    document_enqueue(document, api_key=api_key)
-    return CollectionDocument.objects.get(pk=document.pk)
+def _stored(document: CollectionDocument) -> CollectionDocument | None:
+    """The document as stored; None when it was deleted meanwhile."""
+    return CollectionDocument.objects.filter(pk=document.pk).first()
 
 
-def document_ingest(document: CollectionDocument, *, api_key=None) -> CollectionDocument:
+def _queued_again(document: CollectionDocument, api_key) -> CollectionDocument | None:
+    if CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0):
+        document_enqueue(document, api_key=api_key)
+    return _stored(document)
+
+
+def document_ingest(document: CollectionDocument, *, api_key=None) -> CollectionDocument | None:
     """Read an uploaded file's text, cut `document`'s text into chunks, embed them (batched; each request an LLM
     call of the collection's owner, with `api_key`'s limits when a key asked), and write the chunks with their
     vectors and the document `ready` in one transaction. Any failure (the parser, the provider, a budget, a limit)
     leaves it `failed` with the reason and without chunks; nothing is raised. A document that is not waiting
     (already processing or ready) is left as it is. Progress is published (the module's docstring). Returns the
-    document as stored."""
+    document as stored, or None when it was deleted meanwhile (with its collection, or while it was embedded):
+    nothing of it is written then, and the embeddings already made stay counted (each batch a run of its own)."""
     if not _claimed(document):
-        return CollectionDocument.objects.get(pk=document.pk)
-    document = CollectionDocument.objects.select_related("collection").get(pk=document.pk)
+        return _stored(document)
+    document = CollectionDocument.objects.select_related("collection").filter(pk=document.pk).first()
+    if document is None:
+        return None
     collection = document.collection
     texts: list[str] = []
     try:
@@ -127,6 +136,9 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
             if not Collection.objects.select_for_update().filter(
                     pk=collection.pk, embedding_model=collection.embedding_model).exists():
                 return _queued_again(document, api_key)  # the collection changed model meanwhile (knowledge.reembed)
+            # Locked: a delete now waits for this transaction (and takes the chunks with it); one before it won.
+            if not CollectionDocument.objects.select_for_update().filter(pk=document.pk).exists():
+                return None
             Chunk.objects.filter(document=document).delete()
             chunks_create(texts=texts, embeddings=vectors, document=document)
             CollectionDocument.objects.filter(pk=document.pk).update(status=Status.READY, chunk_count=len(texts))
@@ -135,8 +147,10 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
         _failed(document, f"{failure.code}: {failure.message}")
         document_progress(document, status=Status.FAILED, total=len(texts), error=f"{failure.code}: {failure.message}")
     except Exception as failure:  # noqa: BLE001 - whatever broke, the document says so rather than stay processing
+        if _stored(document) is None:  # deleted as it was written (a constraint, a lock): nothing to say
+            return None
         logger.exception("document %s could not be ingested", document.pk)
         _failed(document, f"internal_error: {type(failure).__name__}")
         document_progress(document, status=Status.FAILED, total=len(texts),
                           error=f"internal_error: {type(failure).__name__}")
-    return CollectionDocument.objects.get(pk=document.pk)
+    return _stored(document)

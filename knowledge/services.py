@@ -2,8 +2,10 @@
 knowledge.ingest)."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
+import unicodedata
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -76,6 +78,15 @@ def _dimensions(*, provider: str, model: str, owner, api_key, probe: str) -> int
     return dimensions
 
 
+def _name_free_check(*, owner, name: str, other_than: Collection | None = None) -> None:
+    """409 when `owner` has another collection named `name` (the unique constraint still settles a race)."""
+    taken = Collection.objects.filter(owner=owner, name=name)
+    if other_than is not None:
+        taken = taken.exclude(pk=other_than.pk)
+    if taken.exists():
+        raise Conflict(f"you have a collection named {name!r}")
+
+
 def collection_create(*, owner, name: str, embedding_model: str | None = None, chunk_size: int | None = None,
                       chunk_overlap: int | None = None, description: str = "", shared: bool = False,
                       api_key=None) -> Collection:
@@ -87,13 +98,20 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
     provider, model = _model_resolved(embedding_model or settings.CHATTER_KNOWLEDGE_EMBEDDING_MODEL)
     limit = _chunk_limit(provider, model)
     chunk_size = chunk_size or min(settings.CHATTER_KNOWLEDGE_CHUNK_SIZE, limit)
-    chunk_overlap = settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
+    overlap_sent = chunk_overlap is not None
+    chunk_overlap = chunk_overlap if overlap_sent else settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP
     if not 1 <= chunk_size <= limit:
         raise InvalidInput(f"chunk_size must be from 1 to {limit} tokens for {provider}/{model}", details=[
             {"path": "chunk_size", "code": "out_of_range", "message": f"at most {limit}"}])
+    if not overlap_sent and chunk_overlap >= chunk_size:  # the user sent a size, not the overlap it is below
+        raise InvalidInput(f"chunk_size must be more than the default chunk_overlap ({chunk_overlap}): send a "
+                           f"chunk_overlap below {chunk_size} too, or a larger chunk_size", details=[
+                               {"path": "chunk_size", "code": "below_default_overlap",
+                                "message": f"more than {chunk_overlap}, or send chunk_overlap"}])
     if not 0 <= chunk_overlap < chunk_size:
         raise InvalidInput("chunk_overlap must be 0 or more and less than chunk_size", details=[
             {"path": "chunk_overlap", "code": "out_of_range", "message": "less than chunk_size"}])
+    _name_free_check(owner=owner, name=name)  # before the probe: a refused request spends nothing
     dimensions = _dimensions(provider=provider, model=model, owner=owner, api_key=api_key, probe=name)
     try:
         with transaction.atomic():
@@ -113,6 +131,8 @@ def collection_update(*, collection: Collection, actor, changes: dict, api_key=N
     changes = dict(changes)
     if "shared" in changes:
         _shared_check(shared=changes["shared"], actor=actor)
+    if "name" in changes:
+        _name_free_check(owner=collection.owner, name=changes["name"], other_than=collection)
     asked = changes.pop("embedding_model", None)
     if asked is not None:
         _reembed_plan(collection=collection, asked=asked, actor=actor, api_key=api_key, changes=changes)
@@ -167,6 +187,12 @@ def collection_delete(*, collection: Collection, actor) -> None:
     collection.delete()
 
 
+def text_blank(text: str) -> bool:
+    """Whether `text` has nothing to search: only whitespace and invisible format characters (zero-width spaces and
+    joiners, byte-order marks)."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -177,7 +203,7 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
     already in the collection is that document (a failed one is queued again). Text with nothing to search is a
     400, text over CHATTER_KNOWLEDGE_MAX_TEXT_CHARS a 413; either way nothing is written."""
     collection_editable_check(collection=collection, actor=actor)
-    if not text.strip():
+    if text_blank(text):
         raise InvalidInput("a document needs some text", details=[
             {"path": "text", "code": "blank", "message": "the text is empty"}])
     if len(text) > settings.CHATTER_KNOWLEDGE_MAX_TEXT_CHARS:
@@ -203,7 +229,8 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
     same bytes again are the document already there (a failed one is queued again)."""
     collection_editable_check(collection=collection, actor=actor)
     upload_size_check(upload.size)
-    file_type(upload.name, upload.content_type)
+    content_type = _declared_type(upload)
+    file_type(upload.name, content_type)
     data = b"".join(upload.chunks())
     upload_size_check(len(data))
     with transaction.atomic():
@@ -211,13 +238,29 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
             collection=collection, content_hash=hashlib.sha256(data).hexdigest(),
             defaults={"title": title or upload.name[:255] or "upload", "metadata": metadata or {},
                       "file_name": (upload.name or "")[:255], "file_data": data,
-                      "content_type": (upload.content_type or "")[:255]})
+                      "content_type": content_type[:255]})
         if not created and document.status == CollectionDocument.Status.FAILED:
             document.status, document.error = CollectionDocument.Status.QUEUED, ""
             document.save(update_fields=["status", "error", "updated_at"])
         if document.status == CollectionDocument.Status.QUEUED:
             document_enqueue(document, api_key=api_key)
     return document, created
+
+
+def _declared_type(upload) -> str:
+    """The upload's media type with the charset it declared (Django keeps the charset apart, in `upload.charset`):
+    a text file is read in it. A charset Python does not know is a 400, before anything is stored."""
+    media_type, charset = upload.content_type or "", upload.charset
+    if isinstance(charset, bytes):  # as Django's multipart parser hands a header's parameters
+        charset = charset.decode("ascii", "replace")
+    if not charset:
+        return media_type
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise InvalidInput(f"unknown charset {charset!r}", details=[
+            {"path": "file", "code": "unknown_charset", "message": f"{charset} is not a known charset"}]) from None
+    return f"{media_type}; charset={charset}"
 
 
 def _key_id(api_key) -> int | None:

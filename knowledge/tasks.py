@@ -15,9 +15,10 @@ def _api_key(api_key_id: int | None) -> ApiToken | None:
 
 def document_ingest_task(document_id: str, api_key_id: int | None = None) -> str:
     """Read, cut and embed a queued document (an upload), as the key that added it. A second delivery finds it taken
-    and does nothing; a document deleted meanwhile is gone."""
+    and does nothing; a document deleted before or while it runs is gone."""
     document = CollectionDocument.objects.filter(pk=document_id).first()
-    return "gone" if document is None else document_ingest(document, api_key=_api_key(api_key_id)).status
+    ingested = document_ingest(document, api_key=_api_key(api_key_id)) if document is not None else None
+    return "gone" if ingested is None else ingested.status
 
 
 def collection_reembed_task(collection_id: str, api_key_id: int | None = None) -> str:

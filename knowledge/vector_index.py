@@ -24,6 +24,9 @@ HNSW_MAX_DIMENSIONS = 2000
 RESCORE_FACTOR = 5
 RESCORE_MIN = 50
 SQLITE_VEC_MAX_K = 4096  # sqlite-vec's largest `k`
+# Cosine distances lie in [0, 2] (float error aside). A vector of no direction (all zeros: a text with no word, for
+# the lexical model) has none: sqlite-vec answers NULL, pgvector NaN, and neither is at most this, so it matches none.
+COSINE_DISTANCE_MAX = 2.0 + 1e-6
 
 # m=32, ef_construction=128 (pgvector's defaults are 16 and 64): over 20,000 clustered vectors (B12's kind) the
 # defaults found 0.98 of exact search's 10 nearest at ef_search 100, these 0.998; over 100,000 the defaults 0.87.
@@ -142,17 +145,19 @@ def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chun
                            exact: bool = False) -> list[Chunk]:
     """The `k` chunks of the vector's size nearest to it by cosine distance (each with `distance`), nearest first,
     among `chunks` (all when None), through the dimension's index when it has one (approximate: see the module's
-    docstring), by comparing every chunk when it has none or `exact` (ties by id)."""
+    docstring), by comparing every chunk when it has none or `exact` (ties by id). A vector of no direction (all
+    zeros) is near nothing: as a query it finds none, as a chunk it is never found."""
     d = len(vector)
     vector = [float(x) for x in vector]
     among = (Chunk.objects.all() if chunks is None else chunks).filter(dimensions=d)
-    if k <= 0:
+    if k <= 0 or not any(vector):  # a query of no direction is near nothing
         return []
     found = None if exact else _nearest_through_index(among, vector, k, filtered=chunks is not None)
     # An index answers fewer than k when the chunks searched are few or its nearest candidates are not among them
     # (other collections' chunks, rows deleted and not yet vacuumed): those are found by comparing every one.
     if found is None or len(found) < k:
-        found = list(among.annotate(distance=CosineDistance("embedding", vector)).order_by("distance", "id")[:k])
+        found = list(among.annotate(distance=CosineDistance("embedding", vector))
+                     .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])
     return found
 
 
@@ -167,7 +172,7 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
             cursor.execute(PG_EF_SEARCH_SET.format(ef=max(int(settings.CHATTER_KNOWLEDGE_HNSW_EF_SEARCH), k)))
             # Ordered by the indexed expression's distance alone: a second key would keep the planner off the index.
             return list(among.annotate(distance=CosineDistance(Cast("embedding", EmbeddingField(dimensions=d)), vector))
-                        .order_by("distance")[:k])
+                        .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance")[:k])
     if not (connection.vendor == "sqlite" and d % 8 == 0 and k <= SQLITE_VEC_MAX_K
             and vector_index_exists(dimensions=d)):
         return None
@@ -186,4 +191,4 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
         cursor.execute(sql, params)
         ids = [row[0] for row in cursor.fetchall()]
     return list(Chunk.objects.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
-                .order_by("distance", "id")[:k])
+                .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])

@@ -36,12 +36,14 @@ Parameters, as OpenAI answers them: a request with `logprobs: true` gets a logpr
 request with `n` > 1 with those as choices 1, 2, … (`usage` then counts them all, as OpenAI's does).
 
 `POST /v1/embeddings` takes the next scripted reply too (its `usage`, `status`, `delay_s`; `model`): each input gets
-`stub_embedding(input, dimensions)`.
+`stub_embedding(input, dimensions)`, of `embedding_sizes[i]` dimensions for the i-th input when the reply names one (a
+server answering a vector of the wrong size).
 
 `POST /v1/rerank` (Cohere's and Jina's rerank API, as llama.cpp's server speaks it: `{"model", "query", "documents",
 "top_n"}`) takes the next scripted reply (its `usage`, `status`, `delay_s`, `model`): each document is scored by
 `relevance_scores=[…]` (one per document, in order) when the reply has them, else by `stub_relevance(query,
-document)`; the answer's `results` ({index, relevance_score}) are the best `top_n`, most relevant first.
+document)`; the answer's `results` ({index, relevance_score}) are the best `top_n`, most relevant first, or the reply's
+`rerank_results` as given (a server naming one document twice).
 
 `always(…)` (the arguments of `reply()`) answers every request the scripted replies leave unanswered the same way, for
 as long as the test runs: a server that is down (`always(status=500)`), rate limited (`always(status=429,
@@ -125,6 +127,8 @@ class StubReply:
     relevance_scores: list[float] | None = None
     completion_id: str | None = None  # the reply's id (its chunks'), else chatcmpl-stub-<n>
     no_choices: bool = False  # answered whole with `"choices": []` (and its usage), as some servers do
+    embedding_sizes: dict[int, int] | None = None
+    rerank_results: list[dict[str, Any]] | None = None
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -146,8 +150,9 @@ def _embeddings(reply: StubReply, request: dict[str, Any]) -> dict[str, Any]:
     inputs = request["input"] if isinstance(request["input"], list) and not isinstance(
         request["input"][0], int) else [request["input"]]
     return {"object": "list", "model": reply.model,
-            "data": [{"object": "embedding", "index": index,
-                      "embedding": stub_embedding(item, request.get("dimensions"))} for index, item in enumerate(inputs)],
+            "data": [{"object": "embedding", "index": index, "embedding": stub_embedding(
+                item, (reply.embedding_sizes or {}).get(index, request.get("dimensions")))}
+                for index, item in enumerate(inputs)],
             "usage": reply.usage}
 
 
@@ -161,9 +166,9 @@ def _rerank(reply: StubReply, request: dict[str, Any]) -> dict[str, Any]:
     documents = request["documents"]
     scores = reply.relevance_scores or [stub_relevance(request["query"], document) for document in documents]
     ranked = sorted(range(len(documents)), key=lambda index: (-scores[index], index))
-    return {"model": reply.model, "object": "list", "usage": reply.usage,
-            "results": [{"index": index, "relevance_score": scores[index]}
-                        for index in ranked[:request.get("top_n") or len(documents)]]}
+    results = reply.rerank_results if reply.rerank_results is not None else [
+        {"index": index, "relevance_score": scores[index]} for index in ranked[:request.get("top_n") or len(documents)]]
+    return {"model": reply.model, "object": "list", "usage": reply.usage, "results": results}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -272,6 +277,8 @@ class OpenAIStub:
         relevance_scores: list[float] | None = None,
         completion_id: str | None = None,
         no_choices: bool = False,
+        embedding_sizes: dict[int, int] | None = None,
+        rerank_results: list[dict[str, Any]] | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -282,9 +289,9 @@ class OpenAIStub:
         status: anything but 200 answers with `error_body` (default: an OpenAI-style error).
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
-        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores: see
-        the module docstring. completion_id: the reply's id (default: chatcmpl-stub-<n>). no_choices: a whole
-        answer with no choice (`"choices": []`), its usage all the same.
+        fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores,
+        embedding_sizes, rerank_results: see the module docstring. completion_id: the reply's id (default:
+        chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the same.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -321,6 +328,8 @@ class OpenAIStub:
                     relevance_scores=list(relevance_scores) if relevance_scores is not None else None,
                     completion_id=completion_id,
                     no_choices=no_choices,
+                    embedding_sizes=dict(embedding_sizes) if embedding_sizes is not None else None,
+                    rerank_results=list(rerank_results) if rerank_results is not None else None,
                 )
             )
         return self

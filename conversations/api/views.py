@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from conversations.api.filters import ConversationFilter, DocumentFilter, MessageFilter
 from core.api.viewsets import OwnedViewSet
 from core.errors import NotFound
+from keys.auth import request_api_key
 from conversations.api.serializers import (
     ConversationSerializer,
     ConversationWriteSerializer,
@@ -92,9 +93,10 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVie
     def create(self, request: Request) -> Response:
         serializer = DocumentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        document = document_create(owner=request.user, **serializer.validated_data)
+        document = document_create(owner=request.user, api_key=request_api_key(request),
+                                   **serializer.validated_data)
         return Response(DocumentSerializer(document).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        document_delete(document=self.get_object())
+        document_delete(document=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -8,13 +8,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.api.parsers import JSONParser, MultiPartParser
 from core.api.viewsets import OwnedViewSet, url_uuid
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from keys.auth import request_api_key
+from knowledge.api.filters import CollectionDocumentFilter, CollectionFilter
 from knowledge.api.serializers import (CollectionDocumentSerializer, CollectionDocumentWriteSerializer,
                                        CollectionDocumentUploadSerializer, CollectionSerializer,
                                        CollectionUpdateSerializer, CollectionWriteSerializer, SearchResultSerializer,
@@ -33,6 +35,7 @@ DOCUMENT_ID = OpenApiParameter("document_id", OpenApiTypes.UUID, OpenApiParamete
 class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
     queryset = Collection.objects.none()
     serializer_class = CollectionSerializer
+    filterset_class = CollectionFilter
     ordering_fields = ("name", "created_at")
     ordering = ("name",)
     key_scope = KNOWLEDGE_SCOPE
@@ -65,7 +68,11 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection_delete(collection=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True),
+                   parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=CollectionDocument.Status.values),
+                               OpenApiParameter("title", OpenApiTypes.STR, description="a part of the title"),
+                               OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+                               OpenApiParameter("created_before", OpenApiTypes.DATETIME)])
     @extend_schema(methods=["POST"], request={"application/json": CollectionDocumentWriteSerializer,
                                               "multipart/form-data": CollectionDocumentUploadSerializer},
                    responses={201: CollectionDocumentSerializer, 202: CollectionDocumentSerializer,
@@ -73,15 +80,20 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
     @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[JSONParser, MultiPartParser],
             upload_limit_setting="CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES")
     def documents(self, request: Request, pk: str) -> Response:
-        """GET: the collection's documents. POST: add a document as JSON text (`title`, `text`, `metadata`); it is
-        chunked and embedded now and answered with its status (`ready`, or `failed` and why) (201). Or upload a
-        file as multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered
-        `queued` (202) while a background job reads, chunks and embeds it (its progress: `document_updated` events
-        on /ws/events/). A file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413, one of a type no parser reads a
-        415. The same text or file again is the document already there (200), unchanged."""
+        """GET: the collection's documents (`?status=`, `?title=`, `?created_after=`, `?created_before=`). POST:
+        add a document as JSON text (`title`, `text`, `metadata`); it is chunked and embedded now and answered with
+        its status (`ready`, or `failed` and why) (201; 409 if it was deleted meanwhile). Or upload a file as
+        multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered `queued`
+        (202) while a background job reads, chunks and embeds it (its progress: `document_updated` events on
+        /ws/events/). A file over CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413, one of a type no parser reads a 415.
+        The same text or file again is the document already there (200), unchanged."""
         collection = self.get_object()
         if request.method == "GET":
-            page = self.paginate_queryset(document_list(collection=collection))
+            found = CollectionDocumentFilter(request.query_params, queryset=document_list(collection=collection),
+                                             request=request)
+            if not found.is_valid():
+                raise ValidationError(found.errors)
+            page = self.paginate_queryset(found.qs)
             return self.get_paginated_response(CollectionDocumentSerializer(page, many=True).data)
         if request.content_type.startswith("multipart/"):
             return self._document_upload(request, collection)
@@ -90,6 +102,8 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         document, created = document_add(collection=collection, actor=request.user, **serializer.validated_data)
         if document.status == CollectionDocument.Status.QUEUED:
             document = document_ingest(document, api_key=request_api_key(request))
+            if document is None:
+                raise Conflict("the document was deleted while it was being added", code="document_deleted")
         return Response(CollectionDocumentSerializer(document).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -9,8 +9,9 @@ from rest_framework.test import APIClient
 from knowledge.models import Chunk, CollectionDocument
 from knowledge.search import keyword_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.invariants import assert_all
 from tests.openai_stub import stub_embedding
-from workflows.models import LLMCall
+from workflows.models import LLMCall, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -73,8 +74,8 @@ def test_item_02_a_document_is_chunked_embedded_counted_and_removed_whole(alice,
     assert "cracked seal" in " ".join(chunk.text for chunk in chunks)
     calls = LLMCall.objects.filter(execution__owner=alice, kind="embedding")
     assert calls.count() == -(-len(chunks) // 2)  # one request per batch of two
-    execution = calls.first().execution
-    assert execution.input_data["variables"]["purpose"]["document"] == document["id"]
+    assert len({call.execution_id for call in calls}) == calls.count()  # each a run of its own (docs: accounting)
+    assert {call.execution.input_data["variables"]["purpose"]["document"] for call in calls} == {document["id"]}
 
     again = api.post(documents, {"title": "Same text", "text": TEXT}, format="json")
     assert (again.status_code, again.json()["id"]) == (200, document["id"])
@@ -140,3 +141,107 @@ def test_item_02_another_user_gets_404_on_every_collection_route_and_keys_need_t
     assert bobs.get("/api/v1/collections/").json()["results"] == []
     assert api_for(alice, scopes=("read", "runs")).get("/api/v1/collections/").status_code == 403
     assert Chunk.objects.filter(document_id=document["id"]).count() == document["chunk_count"] > 0
+
+
+def test_it_refuses_a_duplicate_name_before_probing_the_models_size(alice, openai_server):
+    """A 409 writes nothing: no probe of a remote model's vectors is made (nor charged) for a name already taken,
+    whether a collection is made or renamed with a change of model."""
+    openai_server.always(usage={"prompt_tokens": 1, "total_tokens": 1})
+    api = api_for(alice)
+    collection_made(api, embedding_model="openai/text-embedding-3-small")
+    other = collection_made(api, name="other")
+    runs_before = WorkflowExecution.objects.filter(owner=alice).count()
+
+    again = api.post("/api/v1/collections/", {"name": "manuals", "embedding_model": "openai/text-embedding-3-small"},
+                     format="json")
+    renamed = api.patch(f"/api/v1/collections/{other['id']}/",
+                        {"name": "manuals", "embedding_model": "openai/text-embedding-3-small"}, format="json")
+
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
+    assert (renamed.status_code, renamed.json()["error"]["code"]) == (409, "conflict")
+    assert WorkflowExecution.objects.filter(owner=alice).count() == runs_before
+    assert api.get(f"/api/v1/collections/{other['id']}/").json()["embedding_model"] == LEXICAL
+
+
+def test_it_estimates_and_flags_the_tokens_of_an_embeddings_server_that_reports_no_usage(alice, openai_server):
+    """A server that sends no `usage` (some OpenAI-compatible ones) still embeds: each call's tokens are the offline
+    estimate of what it read, flagged `estimated`, priced, and in the run's totals."""
+    openai_server.always(usage=None)
+    api = api_for(alice)
+    collection = collection_made(api, embedding_model="openai/text-embedding-3-small")
+
+    added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "m", "text": TEXT},
+                     format="json").json()
+
+    assert (added["status"], added["error"]) == ("ready", "")
+    calls = list(LLMCall.objects.filter(execution__owner=alice, kind="embedding"))
+    assert len(calls) == 2  # the probe of the vectors' size, the document's chunks
+    assert all(call.estimated and call.prompt_tokens > 0 and call.cost > 0 for call in calls)
+    for call in calls:
+        assert (call.execution.prompt_tokens, call.execution.cost) == (call.prompt_tokens, call.cost)
+        assert_all(call.execution)  # the run's, the conversation's and the usage aggregates equal the call's row
+
+
+def test_it_names_the_size_of_the_vector_that_has_the_wrong_one(alice, openai_server, settings):
+    """The second vector of a batch is 8 dimensions longer than the collection's: the error says so (not the first
+    vector's size, which was right), and the document is failed without chunks."""
+    openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1})  # the probe: 3 dimensions
+    api = api_for(alice)
+    collection = collection_made(api, embedding_model="openai/text-embedding-3-small", chunk_size=20,
+                                 chunk_overlap=0)
+    openai_server.reply(usage={"prompt_tokens": 5, "total_tokens": 5}, embedding_sizes={1: 11})
+
+    failed = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "m", "text": TEXT},
+                      format="json").json()
+
+    assert (failed["status"], failed["chunk_count"]) == ("failed", 0)
+    assert "a vector of 11 dimensions, the collection's are 3" in failed["error"], failed["error"]
+    assert not Chunk.objects.exists()
+
+
+def test_it_filters_collections_by_name_and_documents_by_status(alice, settings):
+    settings.CHATTER_EMBEDDING_BATCH_SIZE = 8
+    api = api_for(alice)
+    kettles = collection_made(api, name="kettle manuals")
+    collection_made(api, name="bicycles")
+    documents = f"/api/v1/collections/{kettles['id']}/documents/"
+    api.post(documents, {"title": "Kettle", "text": TEXT}, format="json")
+    BudgetFactory(owner=alice, period="month", limit_usd="0.00000001", mode="hard")
+    api.post(documents, {"title": "Descaling", "text": "Descale it monthly. " * 400}, format="json")
+
+    named = api.get("/api/v1/collections/?name=kettle").json()["results"]
+    failed = api.get(f"{documents}?status=failed").json()["results"]
+    ready = api.get(f"{documents}?status=ready&title=kett").json()["results"]
+    bad = api.get(f"{documents}?status=lost")
+
+    assert [c["name"] for c in named] == ["kettle manuals"]
+    assert [(d["title"], d["status"]) for d in failed] == [("Descaling", "failed")]
+    assert [(d["title"], d["status"]) for d in ready] == [("Kettle", "ready")]
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "status"
+
+
+def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    answers = [api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "x", "text": text},
+                        format="json") for text in (" \n\t ", "\u200b\u200b\ufeff", "\u200d \u2060")]
+
+    assert [answer.status_code for answer in answers] == [400] * 3
+    assert [answer.json()["error"]["details"][0]["code"] for answer in answers] == ["blank"] * 3
+    assert not CollectionDocument.objects.exists() and not LLMCall.objects.exists()
+
+
+def test_it_says_what_to_change_when_a_chunk_size_is_below_the_default_overlap(alice, settings):
+    settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP = 40
+    api = api_for(alice)
+
+    small = api.post("/api/v1/collections/", {"name": "small", "embedding_model": LEXICAL, "chunk_size": 10},
+                     format="json")
+    with_overlap = collection_made(api, name="small", chunk_size=10, chunk_overlap=2)
+
+    assert small.status_code == 400
+    (detail,) = small.json()["error"]["details"]
+    assert (detail["path"], detail["code"]) == ("chunk_size", "below_default_overlap")
+    assert "send a chunk_overlap below 10" in small.json()["error"]["message"]
+    assert (with_overlap["chunk_size"], with_overlap["chunk_overlap"]) == (10, 2)

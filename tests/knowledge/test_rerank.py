@@ -124,3 +124,16 @@ def test_item_01_the_retrieval_node_reranks_in_the_run_as_a_call_of_its_node(ali
     assert record["rerank_model"] == RERANKER and record["reranks"] == [
         {"model": f"openai/{RERANKER}", "documents": 2}]
     assert reranker.last_request.body["documents"] == [DOCUMENTS[0][1], DOCUMENTS[1][1]]
+
+
+def test_it_keeps_each_chunk_once_when_the_reranker_names_a_document_twice(alice, manuals, reranker):
+    """A reranker answering the first document three times (at different scores): that chunk once, at its best."""
+    reranker.reply(model=RERANKER, usage={"prompt_tokens": 42}, rerank_results=[
+        {"index": 0, "relevance_score": 0.9}, {"index": 0, "relevance_score": 0.8},
+        {"index": 1, "relevance_score": 0.5}, {"index": 0, "relevance_score": 0.1}])
+
+    answer = searched(alice, manuals, mode="keyword", k=3, rerank_model=RERANKER)
+
+    assert answer.status_code == 200, answer.json()
+    assert [(hit["title"], hit["score"]) for hit in answer.json()["results"]] == [("Seal", 0.9), ("Lid", 0.5)]
+    assert len({hit["chunk_id"] for hit in answer.json()["results"]}) == 2

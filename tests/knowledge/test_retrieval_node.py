@@ -180,3 +180,22 @@ def test_item_python_graphs_get_the_same_search_as_a_tool(alice, settings, monke
     assert event.data["query"] == "kettle seal" and len(event.data["chunks"]) == 1
     kinds = sorted(LLMCall.objects.filter(execution=execution).values_list("kind", flat=True))
     assert kinds == ["chat", "chat", "embedding"] and execution.llm_calls == 3 and execution.tool_calls == 1
+
+
+def test_item_in_workflows_a_chunk_or_message_with_no_word_finds_nothing_by_meaning(alice):
+    """A chunk whose vector has no direction (emoji only) matches nothing, and a turn whose message has no word
+    searches to no chunk by meaning: the run completes (hybrid by default, its words find what they can)."""
+    manuals = collection_with_documents(alice, "manuals")
+    emoji, _ = document_add(collection=manuals, actor=alice, title="Emoji", text="🙂👍 !!!")
+    assert document_ingest(emoji).status == "ready"
+
+    worded = turn(alice, "why does my kettle leak water?", collections=["manuals"], k=3)
+    wordless = turn(alice, "???", collections=["manuals"], k=3, mode="vector")
+
+    assert worded.status == "completed", worded.error_message
+    titles = [c["title"] for c in worded.output_data["citations"]]
+    assert titles[0] == "Seal" and "Emoji" not in titles
+    assert wordless.status == "completed", wordless.error_message
+    (event,) = ExecutionEvent.objects.filter(execution=wordless, event="retrieval")
+    assert event.data["chunks"] == []
+    assert LLMCall.objects.filter(execution=wordless, kind="embedding").count() == 1  # the query, embedded

@@ -84,3 +84,59 @@ def test_item_03_bad_search_input_is_a_400(manuals):
 
     assert [answer.status_code for answer in answers] == [400] * len(bad)
     assert [answer.json()["error"]["details"][0]["path"] for answer in answers] == [path for _, path in bad]
+
+
+@pytest.fixture
+def lexical(alice):
+    """A collection of the lexical model, whose vector of a text with no word is all zeros: one such document."""
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "lexical", "embedding_model": "local/local-embed-1"},
+                          format="json").json()
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+    for title, text in (("Kettle", "Kettles boil water quickly."), ("Emoji", "🙂👍 !!!")):
+        added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": title, "text": text},
+                         format="json").json()
+        assert added["status"] == "ready", added
+    return api
+
+
+def test_it_finds_nothing_by_meaning_in_a_chunk_or_query_of_no_direction(lexical, alice):
+    """A zero vector has no cosine distance (sqlite-vec: NULL, pgvector: NaN): it matches no query, and a query of
+    no direction matches no chunk; hybrid still has its words."""
+    calls_before = LLMCall.objects.filter(execution__owner=alice).count()
+
+    by_meaning = search(lexical, query="kettles boil", mode="vector", k=5)
+    fused = search(lexical, query="kettles boil", k=5)
+    no_word = search(lexical, query="???", mode="vector", k=5)
+    no_word_fused = search(lexical, query="??? kettles", k=5)
+
+    assert [hit["title"] for hit in by_meaning] == [hit["title"] for hit in fused] == ["Kettle"]
+    assert 0 < by_meaning[0]["score"] <= 1 and set(fused[0]["scores"]) == {"vector", "keyword"}
+    assert no_word == []
+    assert [hit["title"] for hit in no_word_fused] == ["Kettle"]
+    assert LLMCall.objects.filter(execution__owner=alice).count() == calls_before + 4  # every query embedded
+
+
+def test_it_scores_words_by_the_collection_searched_alone_not_other_users_chunks(alice, bob):
+    """A keyword score depends on the collection searched: bob's score for his document stays the same when alice
+    adds private documents holding the word (on SQLite the one FTS5 index holds everyone's chunks)."""
+    apis = {}
+    for user in (alice, bob):
+        apis[user] = APIClient()
+        apis[user].credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=user, scopes=['knowledge']).key}")
+    made = {user: apis[user].post("/api/v1/collections/", {"name": "notes", "embedding_model": "local/local-embed-1"},
+                                  format="json").json()["id"] for user in (alice, bob)}
+    bobs = apis[bob]
+    bobs.url = f"/api/v1/collections/{made[bob]}/search/"
+    for title, text in (("Valve", "The zqx valve must be checked."), ("Pump", "The pump hums at night.")):
+        bobs.post(f"/api/v1/collections/{made[bob]}/documents/", {"title": title, "text": text}, format="json")
+    before = search(bobs, query="zqx valve", mode="keyword")
+
+    for index in range(20):
+        apis[alice].post(f"/api/v1/collections/{made[alice]}/documents/",
+                         {"title": f"Secret {index}", "text": f"Memo {index}: the zqx project is late."}, format="json")
+    after = search(bobs, query="zqx valve", mode="keyword")
+
+    assert [hit["title"] for hit in before] == ["Valve"] and before[0]["score"] > 0
+    assert after == before

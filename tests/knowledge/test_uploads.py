@@ -203,3 +203,30 @@ def test_upload_to_another_users_collection_is_404(alice, bob):
     collection = collection_made(api_for(alice))
     answer = upload(api_for(bob), collection, "a.txt", b"kettle", "text/plain")
     assert answer.status_code == 404 and not CollectionDocument.objects.exists()
+
+
+def test_it_reads_a_text_file_in_the_charset_its_upload_declared(alice):
+    api = api_for(alice)
+    collection = collection_made(api, chunk_size=20, chunk_overlap=0)
+    latin = upload(api, collection, "latin1.txt", "Café crème brûlée recipe.".encode("latin-1"),
+                   "text/plain; charset=latin-1")
+    wide = upload(api, collection, "utf16.txt", "UTF-16 text about the spout.".encode("utf-16"),
+                  "text/plain; charset=utf-16")
+    assert (latin.status_code, wide.status_code) == (202, 202), (latin.json(), wide.json())
+
+    for job in enqueued:
+        job()
+
+    read = {document.file_name: document for document in CollectionDocument.objects.all()}
+    assert (read["latin1.txt"].status, read["latin1.txt"].text) == ("ready", "Café crème brûlée recipe.")
+    assert (read["utf16.txt"].status, read["utf16.txt"].text) == ("ready", "UTF-16 text about the spout.")
+
+
+def test_it_refuses_an_upload_whose_charset_is_unknown_and_stores_nothing(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    answer = upload(api, collection, "odd.txt", b"some text", "text/plain; charset=no-such-charset")
+
+    assert answer.status_code == 400 and answer.json()["error"]["details"][0]["path"] == "file"
+    assert not CollectionDocument.objects.exists() and not enqueued
