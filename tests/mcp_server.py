@@ -11,7 +11,8 @@ Tools:
 - `sleep(seconds)`: waits, then answers "slept" (for timeouts).
 - `fail(message)`: raises; the SDK answers a tool error (a result with `isError` true and the message).
 - `big(size)`: a text of `size` characters "x" (for result size caps).
-- `echo_header(name)`: the value of the request's header `name` ("" when absent): which credential a call carried.
+- `echo_header(name, wait=0)`: the value of the request's header `name` ("" when absent): which credential a call
+  carried (after `wait` seconds).
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
 `requests` records each HTTP request's method, path, headers (lower-cased names) and client (address, port: its
@@ -68,8 +69,9 @@ def build_mcp(called) -> FastMCP:
         return "x" * size
 
     @mcp.tool(description="Returns the value of one header of the HTTP request that called it.")
-    def echo_header(name: str, ctx: Context) -> str:
-        called("echo_header", {"name": name})
+    async def echo_header(name: str, ctx: Context, wait: float = 0) -> str:
+        called("echo_header", {"name": name, **({"wait": wait} if wait else {})})
+        await asyncio.sleep(wait)
         return ctx.request_context.request.headers.get(name, "")
 
     return mcp

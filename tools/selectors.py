@@ -88,15 +88,20 @@ def mcp_call_headers(*, server: McpServer, user) -> dict[str, str]:
     return {**kept, **{name: value for name, value in own.items() if name.lower() in wanted}}
 
 
-def mcp_secrets(*, server_id, user) -> list[str]:
+def mcp_secrets(*, server_id, user, server: McpServer | None = None) -> list[str]:
     """The registered secrets a call of the server's tools on `user`'s behalf may carry, which nothing stored may
-    hold: the server's header values and the user's own values of its per_user_headers."""
-    server = McpServer.objects.filter(pk=server_id).first()
+    hold: the server's header values and the user's own values of its per_user_headers (`server`: read already)."""
+    server = server or McpServer.objects.filter(pk=server_id).first()
     if server is None:
         return []
     credential = mcp_credential_get(server=server, user=user) if server.per_user_headers else None
     own = json.loads(secret_decrypt(credential.headers_encrypted)) if credential is not None else {}
     return [value for value in (*mcp_server_headers(server=server).values(), *own.values()) if value]
+
+
+def mcp_server_ids_existing(*, ids) -> set[str]:
+    """Which of the servers `ids` (as text) still exist: a call's row names its server only while it does."""
+    return {str(pk) for pk in McpServer.objects.filter(pk__in=ids).values_list("pk", flat=True)}
 
 
 def secrets_redacted(value, secrets: list[str]):
