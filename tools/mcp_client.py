@@ -18,7 +18,7 @@ import httpx
 from django.conf import settings
 
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
-from core.secrets import REDACTED
+from core.secrets import MIN_SECRET_LENGTH, REDACTED
 from core.tracing import outbound_hooks_async
 from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
 
@@ -304,8 +304,9 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
 
 
 def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
-    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote."""
+    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote. A
+    value shorter than MIN_SECRET_LENGTH (a tenant's number, a flag) is no secret: it would match ordinary text."""
     for value in headers.values():
-        if value:
+        if len(value) >= MIN_SECRET_LENGTH:
             text = text.replace(value, REDACTED)
     return text
