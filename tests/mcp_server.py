@@ -77,8 +77,41 @@ def build_mcp(called) -> FastMCP:
     return mcp
 
 
+LONG_TOOL = "t" + "x" * 99  # a valid MCP tool name (the spec allows 128 characters): too long for a model
+
+
+def build_odd_mcp(called) -> FastMCP:
+    """A server whose answers are valid MCP but odd for a database or a model: a NUL in a result, in an error and
+    in a description, a tool name of 100 characters."""
+    mcp = FastMCP("chatter-test-odd", host="127.0.0.1", log_level="WARNING",
+                  transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Answers a text with a NUL in it.")
+    def nul() -> str:
+        called("nul", {})
+        return "a\x00b"
+
+    @mcp.tool(description="Fails with a NUL in its message.")
+    def nul_fail() -> str:
+        called("nul_fail", {})
+        raise RuntimeError("bad\x00error")
+
+    @mcp.tool(description="bad\x00description")
+    def nul_described(text: str = "") -> str:
+        called("nul_described", {"text": text})
+        return "ok"
+
+    @mcp.tool(name=LONG_TOOL, description="A tool with a long name.")
+    def long_named() -> str:
+        called(LONG_TOOL, {})
+        return "long ok"
+
+    return mcp
+
+
 class McpTestServer:
-    def __init__(self) -> None:
+    def __init__(self, build=build_mcp) -> None:
+        self._build = build
         self.requests: list[dict] = []
         self.calls: list[tuple[str, dict]] = []
         self.token: str | None = None
@@ -129,7 +162,7 @@ class McpTestServer:
             with self._lock:
                 self.calls.append((name, arguments))
 
-        mcp = build_mcp(called)
+        mcp = self._build(called)
         streamable = mcp.streamable_http_app()
         sse = mcp.sse_app()
 

@@ -17,6 +17,7 @@ import anyio
 import httpx
 from django.conf import settings
 
+from core.db import json_storable, text_storable
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.secrets import MIN_SECRET_LENGTH, REDACTED
 from core.tracing import outbound_hooks_async
@@ -233,7 +234,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
 
 def _result_text(result: types.CallToolResult) -> str:
     """The result as text for a model: its text blocks; other blocks named; the structured content when there is
-    no text."""
+    no text. Text a row can hold (core.db.text_storable: a NUL from the server is U+FFFD)."""
     from mcp import types
 
     parts = []
@@ -246,7 +247,7 @@ def _result_text(result: types.CallToolResult) -> str:
             parts.append(f"[{block.type}{': ' + block.mimeType if getattr(block, 'mimeType', None) else ''}]")
     if not parts and result.structuredContent is not None:
         parts.append(json.dumps(result.structuredContent, ensure_ascii=False))
-    return "\n".join(parts)
+    return text_storable("\n".join(parts))
 
 
 def result_capped(text: str, max_bytes: int) -> tuple[str, bool]:
@@ -261,8 +262,10 @@ async def _all_tools(session: ClientSession) -> list[dict]:
     tools, cursor = [], None
     for _ in range(MAX_PAGES):
         page = await session.list_tools(cursor=cursor)
-        tools += [{"name": tool.name, "description": (tool.description or "")[:MAX_DESCRIPTION_CHARS],
-                   "input_schema": tool.inputSchema or {"type": "object"}} for tool in page.tools]
+        # What the server says is kept as rows can hold it (core.db: a NUL is U+FFFD).
+        tools += [{"name": text_storable(tool.name),
+                   "description": text_storable((tool.description or "")[:MAX_DESCRIPTION_CHARS]),
+                   "input_schema": json_storable(tool.inputSchema or {"type": "object"})} for tool in page.tools]
         cursor = page.nextCursor
         if not cursor or len(tools) >= MAX_TOOLS:
             break
@@ -284,6 +287,11 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:
+    """Why a request failed, as text a row can hold (the server's own words may carry a NUL)."""
+    return text_storable(_why(exc, timeout_s))
+
+
+def _why(exc: BaseException, timeout_s: float) -> str:
     from mcp import McpError
 
     if isinstance(exc, DestinationRefused):

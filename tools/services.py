@@ -4,10 +4,11 @@ its health."""
 from __future__ import annotations
 
 import json
+import logging
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -20,6 +21,7 @@ from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import McpCredential, McpServer
 from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
 
+logger = logging.getLogger(__name__)
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
 REACH = ("url", "transport", "headers", "per_user_headers")
@@ -117,7 +119,14 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     else:
         fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY, "last_error": "",
                   "checked_at": now}
-    McpServer.objects.filter(pk=server.pk).update(**fields)
+    try:
+        with transaction.atomic():
+            McpServer.objects.filter(pk=server.pk).update(**fields)
+    except DatabaseError as exc:  # what it answered cannot be kept: the server is registered all the same
+        logger.warning("the MCP server %s's tools could not be stored: %s", server.pk, exc)
+        fields = {"health": McpServer.Health.UNHEALTHY, "checked_at": now,
+                  "last_error": f"its list of tools could not be stored ({type(exc).__name__})"}
+        McpServer.objects.filter(pk=server.pk).update(**fields)
     for field, value in fields.items():
         setattr(server, field, value)
     return server
