@@ -10,7 +10,7 @@ from engine.tools import TOOLS
 from tools.declared import declared_servers_sync
 from tools.mcp_client import headers_scrubbed
 from tools.mcp_pool import Endpoint
-from tools.models import QUALIFIER, McpCredential, McpServer
+from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
 
 
 def mcp_server_list(*, user) -> QuerySet[McpServer]:
@@ -49,8 +49,8 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
         raise ToolUnavailable(f"there is no MCP server {server_name!r}")
     if not server.enabled:
         raise ToolUnavailable(f"the MCP server {server_name!r} is switched off")
-    if tool not in {each["name"] for each in server.tools}:
-        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool!r}")
+    if tool not in {each["name"] for each in server.tools} or not tool_name_offerable(name):
+        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool[:100]!r}")
     return server, tool
 
 
@@ -155,7 +155,9 @@ def tool_list(*, user) -> list[dict]:
         seen.add(server.name)
         tools += [{"name": f"{server.name}{QUALIFIER}{tool['name']}", "description": tool["description"],
                    "input_schema": tool["input_schema"], "server": {"id": str(server.pk), "name": server.name},
-                   "enabled": server.enabled} for tool in server.tools]
+                   "enabled": server.enabled} for tool in server.tools
+                  # (a server renamed since its discovery may make a name too long for a model: not offered)
+                  if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
     return tools
 
 

@@ -18,13 +18,14 @@ from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
-from tools.models import McpCredential, McpServer
+from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
 from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
 
 logger = logging.getLogger(__name__)
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
 REACH = ("url", "transport", "headers", "per_user_headers")
+LEFT_OUT_SHOWN, LEFT_OUT_NAME_CHARS = 5, 40  # how many tools left out at discovery `last_error` names, how long
 
 
 def mcp_url_check(*, url: str, path: str = "url") -> None:
@@ -117,8 +118,9 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     except McpUnreachable as exc:
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
     else:
-        fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY, "last_error": "",
-                  "checked_at": now}
+        tools, left_out = _offerable(server, tools)
+        fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY,
+                  "last_error": left_out, "checked_at": now}
     try:
         with transaction.atomic():
             McpServer.objects.filter(pk=server.pk).update(**fields)
@@ -130,6 +132,18 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     for field, value in fields.items():
         setattr(server, field, value)
     return server
+
+
+def _offerable(server: McpServer, tools: list[dict]) -> tuple[list[dict], str]:
+    """The tools whose qualified names a model can be offered, and what says which were left out ("" for none)."""
+    kept = [tool for tool in tools if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
+    if len(kept) == len(tools):
+        return tools, ""
+    names = [tool["name"] for tool in tools if tool not in kept]
+    shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
+    more = f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else ""
+    return kept, (f"left out {len(names)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
+                  f"offered (at most 64 letters, digits, _ and -): {shown}{more}")
 
 
 def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:
