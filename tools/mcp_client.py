@@ -39,11 +39,12 @@ SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay qu
 class McpUnreachable(Exception):
     """The server could not be asked (refused destination, connection, HTTP status, MCP error, timeout, malformed
     answer). The message says why, without the request's header values; `refused` is true when the outbound
-    policy refused the destination."""
+    policy refused the destination; `status` is the HTTP status the server answered, if that was why."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.refused = refused
+        self.status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
 
 
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
@@ -185,7 +186,7 @@ async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[di
         if cause is None:
             raise
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
-                             refused=isinstance(cause, DestinationRefused)) from None
+                             refused=isinstance(cause, DestinationRefused), cause=cause) from None
     unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
     raise McpUnreachable(headers_scrubbed(unread, headers))
 
@@ -214,7 +215,8 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         cause = _cause(failed.cause) or failed.cause
         why = _describe(cause, timeout_s)
         why = f"the server's answer could not be read ({why})" if failed.unread else why
-        raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused)) from None
+        raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused),
+                             cause=cause) from None
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
         cause = _cause(exc)
         if cause is None:
@@ -224,7 +226,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
             return ToolResult(ok=False, text="", error=headers_scrubbed(_describe(cause, timeout_s), headers))
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
-                             refused=isinstance(cause, DestinationRefused)) from None
+                             refused=isinstance(cause, DestinationRefused), cause=cause) from None
     text = headers_scrubbed(_result_text(result), headers)  # a tool may echo the credential it was sent
     capped, truncated = result_capped(text, max_result_bytes)
     if result.isError:

@@ -64,6 +64,11 @@ class CredentialMissing(ToolUnavailable):
     them: the message names the server and the headers."""
 
 
+class CredentialRefused(CredentialMissing):
+    """The server refused this user's own header values (a 401 or 403): theirs to set again, not the server's
+    fault; the message names the server."""
+
+
 def mcp_credential_get(*, server: McpServer, user) -> McpCredential | None:
     return McpCredential.objects.filter(server=server, user=user).first()
 

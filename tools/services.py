@@ -19,7 +19,7 @@ from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
-from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
+from tools.selectors import CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
 
 logger = logging.getLogger(__name__)
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
@@ -116,6 +116,9 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
         tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
+        if user is not None and server.per_user_headers and exc.status in REFUSED_CREDENTIAL:
+            raise CredentialRefused(f"the MCP server {server.name!r} refused your own credentials ({exc}): set "
+                                    f"them again with PUT /api/v1/tools/servers/{server.pk}/credentials/") from None
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
     else:
         tools, left_out = _offerable(server, tools)
@@ -167,8 +170,7 @@ def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
                                  timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                  max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
-        mcp_server_health_note(server, error=str(exc))
-        return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
+        return ToolResult(ok=False, text="", error=mcp_server_unreachable(server, failure=exc))
     mcp_server_health_note(server, error="")
     return mcp_tool_gone_check(server=server, user=user, tool=tool, result=result)
 
@@ -194,6 +196,20 @@ def _tool_gone(error: str, tool: str) -> bool:
     error, the Python SDK's servers), "Tool <name> not found" (the TypeScript SDK's)."""
     said = error.lower()
     return "unknown tool" in said or f"tool {tool.lower()} not found" in said
+
+
+REFUSED_CREDENTIAL = (401, 403)  # statuses a server answers a credential it does not accept
+
+
+def mcp_server_unreachable(server: McpServer, *, failure: McpUnreachable) -> str:
+    """What a call that could not ask the server tells its caller (the JSON-workflow path's and the Python-graph
+    path's alike). The server is marked unhealthy with it, unless it refused the caller's own credential: a 401 or
+    403 from a server with `per_user_headers` is that user's, and says nothing of the server for others."""
+    if server.per_user_headers and failure.status in REFUSED_CREDENTIAL:
+        return (f"the MCP server {server.name!r} refused your own credentials ({failure}): set them again with "
+                f"PUT /api/v1/tools/servers/{server.pk}/credentials/")
+    mcp_server_health_note(server, error=str(failure))
+    return f"the MCP server {server.name!r} could not be asked: {failure}"
 
 
 def mcp_server_health_note(server: McpServer, *, error: str) -> None:
