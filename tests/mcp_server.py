@@ -15,6 +15,7 @@ Tools:
   carried (after `wait` seconds).
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
+`slow_down(seconds)` makes every request wait that long first, until `reset()`.
 `requests` records each HTTP request's method, path, headers (lower-cased names) and client (address, port: its
 connection), in order; `calls` each tool
 call, (tool name, arguments).
@@ -115,6 +116,7 @@ class McpTestServer:
         self.requests: list[dict] = []
         self.calls: list[tuple[str, dict]] = []
         self.token: str | None = None
+        self.delay_s = 0.0
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -144,11 +146,16 @@ class McpTestServer:
     def require_token(self, token: str | None) -> None:
         self.token = token
 
+    def slow_down(self, seconds: float) -> None:
+        """Every request waits `seconds` before it is answered (a slow server), until `reset()`."""
+        self.delay_s = seconds
+
     def reset(self) -> McpTestServer:
         with self._lock:
             self.requests.clear()
             self.calls.clear()
             self.token = None
+            self.delay_s = 0.0
         return self
 
     def headers_seen(self, name: str) -> list[str | None]:
@@ -182,7 +189,9 @@ class McpTestServer:
                 with self._lock:
                     self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers,
                                           "client": tuple(scope["client"] or ())})
-                    token = self.token
+                    token, delay_s = self.token, self.delay_s
+                if delay_s:
+                    await asyncio.sleep(delay_s)
                 if token is not None and headers.get("authorization") != f"Bearer {token}":
                     await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
                     return

@@ -124,14 +124,24 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
         tools, left_out = _offerable(server, tools)
         fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY,
                   "last_error": left_out, "checked_at": now}
+    # Kept only while the server is still reached as it was asked: a change meanwhile asked it again (a conditional
+    # update; a slow answer of the old address must not overwrite the new one's).
+    asked = McpServer.objects.filter(pk=server.pk, url=server.url, transport=server.transport,
+                                     headers_encrypted=server.headers_encrypted)
     try:
         with transaction.atomic():
-            McpServer.objects.filter(pk=server.pk).update(**fields)
+            written = asked.update(**fields)
     except DatabaseError as exc:  # what it answered cannot be kept: the server is registered all the same
         logger.warning("the MCP server %s's tools could not be stored: %s", server.pk, exc)
         fields = {"health": McpServer.Health.UNHEALTHY, "checked_at": now,
                   "last_error": f"its list of tools could not be stored ({type(exc).__name__})"}
-        McpServer.objects.filter(pk=server.pk).update(**fields)
+        written = asked.update(**fields)
+    if not written:  # changed (or deleted) meanwhile: the answer is dropped, the server answered as it is now
+        try:
+            server.refresh_from_db()
+        except McpServer.DoesNotExist:
+            pass
+        return server
     for field, value in fields.items():
         setattr(server, field, value)
     return server
