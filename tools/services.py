@@ -53,6 +53,9 @@ def mcp_server_create(*, owner, name: str, url: str, transport: str = McpServer.
     with transaction.atomic():
         _saved(server)
         audit_record(action="mcp_server.registered", actor=owner, target=server, ip=ip, data=_audited(server))
+        if shared:  # shared as it is registered: said as a later sharing is
+            audit_record(action="mcp_server.shared", actor=owner, target=server, ip=ip,
+                         data={"name": server.name, "owner_id": server.owner_id})
     return _discovered(server, owner) if discover else server
 
 

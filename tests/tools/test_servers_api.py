@@ -289,3 +289,21 @@ def test_a_slow_refresh_does_not_overwrite_the_tools_of_a_server_moved_meanwhile
     assert (now["url"], now["health"]) == (mcp_server.url, "healthy")
     assert {tool["name"] for tool in now["tools"]} == set(TOOL_NAMES)
     assert {tool["name"] for tool in answered["refresh"].json()["tools"]} == set(TOOL_NAMES)
+
+
+def test_registering_a_server_shared_audits_its_sharing(staff_client, mcp_server):
+    server_id = register(staff_client, mcp_server.url, shared=True).json()["id"]
+
+    rows = audit_rows(server_id)
+    assert [row.action for row in rows] == ["mcp_server.registered", "mcp_server.shared"]
+    assert rows[1].data == {"name": "tracker", "owner_id": rows[0].data["owner_id"]}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/mcp", "http://127.0.0.1:65536/mcp"])
+def test_a_url_whose_port_is_no_tcp_port_is_a_400_and_writes_nothing(alice_client, url):
+    response = register(alice_client, url)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["details"][0]["path"] == "url"
+    assert "is not a TCP port" in response.json()["error"]["message"]
+    assert not McpServer.objects.exists()
