@@ -55,6 +55,7 @@ def test_a_server_deleted_during_its_call_leaves_a_completed_run_with_a_serverle
     assert ExecutionEvent.objects.filter(execution=execution, event="tool_called").count() == 2
     assert not McpServer.objects.filter(pk=server.pk).exists()
     body = alice_client.get(f"/api/v1/executions/{execution.pk}/").json()
-    assert [call["tool"] for call in body["tool_call_log"]] == ["victim__echo_header", "victim__add"]
+    assert [(call["tool"], call["server"]) for call in body["tool_call_log"]] == [
+        ("victim__echo_header", None), ("victim__add", None)]
     assert tool_messages(openai_server.requests[1])[0]["content"] == "[redacted]"
 
