@@ -31,6 +31,7 @@ from audit.chainer import BUSY, CHAINED, NONE, Chainer
 from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
                               pending_any, pending_insert, pending_insert_bound)
+from core.db import text_storable
 from core.schedules import schedule_keep
 from core.secrets import REDACTED, secrets_configured
 
@@ -262,14 +263,14 @@ def redact(value: Any) -> Any:
 def _redacted(value: Any, secrets: tuple[str, ...]) -> Any:
     kind = type(value)
     if kind is str:
-        text = _clean_str(value)
+        text = text_storable(value)
         return REDACTED if _holds_secret(text, secrets) else text
     if value is None or kind is int or kind is bool:
         return value
     if kind is dict or isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
-            key_text = _clean_str(str(key))
+            key_text = text_storable(str(key))
             if _holds_secret(key_text, secrets):
                 key_text = REDACTED
             copy[key_text] = REDACTED if _is_secret_key(key_text) else _redacted(item, secrets)
@@ -319,13 +320,7 @@ def _chain_hold(*, wait: bool) -> bool:
 
 def _text(value: Any, max_length: int) -> str:
     """A string PostgreSQL can store: no NUL, no lone surrogates, within the column."""
-    return _clean_str(str(value or ""))[:max_length]
-
-
-def _clean_str(text: str) -> str:
-    if type(text) is str and text.isascii() and "\x00" not in text:
-        return text  # (most text: nothing to change)
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text_storable(str(value or ""))[:max_length]
 
 
 def _scalar(value: Any) -> Any:
@@ -337,7 +332,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
-        return _clean_str(value)
+        return text_storable(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -348,7 +343,7 @@ def _scalar(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    return _clean_str(str(value))
+    return text_storable(str(value))
 
 
 chainer = Chainer(any_queued=pending_any, chain_once=audit_pending_chain)  # this process's (audit.chainer)

@@ -166,6 +166,25 @@ def write_atomic(*, one_statement: bool) -> AbstractContextManager:
     return transaction.atomic()
 
 
+def text_storable(text: str) -> str:
+    """`text` as PostgreSQL can store it, in text and in jsonb: a NUL as U+FFFD, a lone surrogate (which UTF-8 cannot
+    encode) as "?". Text from outside (an MCP server's answer) goes through it before any row holds it."""
+    if type(text) is str and text.isascii() and "\x00" not in text:
+        return text  # (most text: nothing to change)
+    return str(text).replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def json_storable(value: Any) -> Any:
+    """A JSON value (dicts, lists, scalars) with every string in it, keys too, text_storable."""
+    if isinstance(value, str):
+        return text_storable(value)
+    if isinstance(value, dict):
+        return {text_storable(str(key)): json_storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_storable(item) for item in value]
+    return value
+
+
 def passes_as_is(field: models.Field) -> bool:
     """Whether its values go to the driver as they are: the field would not change them on either database (nor
     set them as it saves: no auto_now)."""

@@ -65,6 +65,8 @@ def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination |
         raise DestinationRefused("credentials in the URL (user:password@) are not allowed")
     host = parsed.raw_host.decode("ascii").lower().rstrip(".")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not 0 < port <= 65535:
+        raise DestinationRefused(f"port {port} is not a TCP port (1-65535)")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
 
-_MIN_SECRET_LENGTH = 4  # a shorter configured value would match ordinary text everywhere
+MIN_SECRET_LENGTH = 4  # a shorter value would match ordinary text everywhere: it is not scrubbed
 
 
 def secrets_read() -> tuple[str, ...]:
@@ -18,7 +18,7 @@ def secrets_read() -> tuple[str, ...]:
     candidates = (settings.SECRET_KEY, getattr(settings, "OPENAI_API_KEY", None),
                   getattr(settings, "ANTHROPIC_API_KEY", None), settings.DATABASES["default"].get("PASSWORD"),
                   getattr(settings, "CHATTER_WEBHOOK_SECRET", None), getattr(settings, "EMAIL_HOST_PASSWORD", None))
-    return tuple(str(value) for value in candidates if value and len(str(value)) >= _MIN_SECRET_LENGTH)
+    return tuple(str(value) for value in candidates if value and len(str(value)) >= MIN_SECRET_LENGTH)
 
 
 @functools.cache

@@ -6,7 +6,7 @@ Registered for the whole suite with `pytest_plugins = [..., "tests.fixtures_mcp"
 """
 import pytest
 
-from tests.mcp_server import McpTestServer
+from tests.mcp_server import McpTestServer, build_odd_mcp
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,20 @@ def mcp_server(_mcp_server_of_session):
     yield _mcp_server_of_session.reset()
     kept_mcp_sessions_closed()
     _mcp_server_of_session.reset()
+
+
+@pytest.fixture(scope="session")
+def _odd_mcp_server_of_session():
+    with McpTestServer(build=build_odd_mcp) as server:
+        yield server
+
+
+@pytest.fixture
+def odd_mcp_server(_odd_mcp_server_of_session):
+    """A second real MCP server whose answers are valid MCP but odd (tests/mcp_server.py build_odd_mcp)."""
+    yield _odd_mcp_server_of_session.reset()
+    kept_mcp_sessions_closed()
+    _odd_mcp_server_of_session.reset()
 
 
 def kept_mcp_sessions_closed() -> None:

@@ -11,9 +11,11 @@ Tools:
 - `sleep(seconds)`: waits, then answers "slept" (for timeouts).
 - `fail(message)`: raises; the SDK answers a tool error (a result with `isError` true and the message).
 - `big(size)`: a text of `size` characters "x" (for result size caps).
-- `echo_header(name)`: the value of the request's header `name` ("" when absent): which credential a call carried.
+- `echo_header(name, wait=0)`: the value of the request's header `name` ("" when absent): which credential a call
+  carried (after `wait` seconds).
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
+`slow_down(seconds)` makes every request wait that long first, until `reset()`.
 `requests` records each HTTP request's method, path, headers (lower-cased names) and client (address, port: its
 connection), in order; `calls` each tool
 call, (tool name, arguments).
@@ -68,18 +70,53 @@ def build_mcp(called) -> FastMCP:
         return "x" * size
 
     @mcp.tool(description="Returns the value of one header of the HTTP request that called it.")
-    def echo_header(name: str, ctx: Context) -> str:
-        called("echo_header", {"name": name})
+    async def echo_header(name: str, ctx: Context, wait: float = 0) -> str:
+        called("echo_header", {"name": name, **({"wait": wait} if wait else {})})
+        await asyncio.sleep(wait)
         return ctx.request_context.request.headers.get(name, "")
 
     return mcp
 
 
+LONG_TOOL = "t" + "x" * 99  # a valid MCP tool name (the spec allows 128 characters): too long for a model
+
+
+def build_odd_mcp(called) -> FastMCP:
+    """A server whose answers are valid MCP but odd for a database or a model: a NUL in a result, in an error and
+    in a description, a tool name of 100 characters."""
+    mcp = FastMCP("chatter-test-odd", host="127.0.0.1", log_level="WARNING",
+                  transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Answers a text with a NUL in it.")
+    def nul() -> str:
+        called("nul", {})
+        return "a\x00b"
+
+    @mcp.tool(description="Fails with a NUL in its message.")
+    def nul_fail() -> str:
+        called("nul_fail", {})
+        raise RuntimeError("bad\x00error")
+
+    @mcp.tool(description="bad\x00description")
+    def nul_described(text: str = "") -> str:
+        called("nul_described", {"text": text})
+        return "ok"
+
+    @mcp.tool(name=LONG_TOOL, description="A tool with a long name.")
+    def long_named() -> str:
+        called(LONG_TOOL, {})
+        return "long ok"
+
+    return mcp
+
+
 class McpTestServer:
-    def __init__(self) -> None:
+    def __init__(self, build=build_mcp) -> None:
+        self._build = build
         self.requests: list[dict] = []
         self.calls: list[tuple[str, dict]] = []
         self.token: str | None = None
+        self.delay_s = 0.0
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -109,11 +146,16 @@ class McpTestServer:
     def require_token(self, token: str | None) -> None:
         self.token = token
 
+    def slow_down(self, seconds: float) -> None:
+        """Every request waits `seconds` before it is answered (a slow server), until `reset()`."""
+        self.delay_s = seconds
+
     def reset(self) -> McpTestServer:
         with self._lock:
             self.requests.clear()
             self.calls.clear()
             self.token = None
+            self.delay_s = 0.0
         return self
 
     def headers_seen(self, name: str) -> list[str | None]:
@@ -127,7 +169,7 @@ class McpTestServer:
             with self._lock:
                 self.calls.append((name, arguments))
 
-        mcp = build_mcp(called)
+        mcp = self._build(called)
         streamable = mcp.streamable_http_app()
         sse = mcp.sse_app()
 
@@ -147,7 +189,9 @@ class McpTestServer:
                 with self._lock:
                     self.requests.append({"method": scope["method"], "path": scope["path"], "headers": headers,
                                           "client": tuple(scope["client"] or ())})
-                    token = self.token
+                    token, delay_s = self.token, self.delay_s
+                if delay_s:
+                    await asyncio.sleep(delay_s)
                 if token is not None and headers.get("authorization") != f"Bearer {token}":
                     await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
                     return

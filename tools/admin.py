@@ -160,7 +160,8 @@ def _health_said(server: McpServer) -> tuple[str, int]:
         return f"The MCP server {server.name!r} could not be asked for its tools: {server.last_error}", messages.WARNING
     if server.health == McpServer.Health.HEALTHY:
         names = ", ".join(tool["name"] for tool in server.tools) or "none"
-        return f"The MCP server {server.name!r} is healthy; its tools: {names}.", messages.SUCCESS
+        left_out = f" It {server.last_error}." if server.last_error else ""  # (tools no model can be offered)
+        return f"The MCP server {server.name!r} is healthy; its tools: {names}.{left_out}", messages.SUCCESS
     return (f"The MCP server {server.name!r} has not been asked for its tools yet (it asks each user for their own "
             f"headers: {', '.join(server.per_user_headers)}; a refresh by one who has set theirs asks).",
             messages.INFO)

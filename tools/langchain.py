@@ -105,8 +105,7 @@ class _Bounded:
                 mcp_tool_call, self.server["endpoint"], tool=request.name, arguments=request.args,
                 timeout_s=self.timeout_s, max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
         except McpUnreachable as exc:  # marked unhealthy as the JSON-workflow path marks it (tools.services)
-            await asyncio.to_thread(_health_note, self.server["record"], str(exc))
-            return _error(f"the MCP server {self.server['name']!r} could not be asked: {exc}")
+            return _error(await asyncio.to_thread(_unreachable, self.server["record"], exc))
         if self.server["record"].health != "healthy":
             await asyncio.to_thread(_health_note, self.server["record"], "")
         if not result.ok:
@@ -123,6 +122,16 @@ def _health_note(server, error: str) -> None:
 
     try:
         mcp_server_health_note(server, error=error)
+    finally:
+        connection.close()
+
+
+def _unreachable(server, failure: McpUnreachable) -> str:
+    """tools.services.mcp_server_unreachable on a thread of its own (as _health_note)."""
+    from tools.services import mcp_server_unreachable
+
+    try:
+        return mcp_server_unreachable(server, failure=failure)
     finally:
         connection.close()
 

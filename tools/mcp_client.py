@@ -17,8 +17,9 @@ import anyio
 import httpx
 from django.conf import settings
 
+from core.db import json_storable, text_storable
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
-from core.secrets import REDACTED
+from core.secrets import MIN_SECRET_LENGTH, REDACTED
 from core.tracing import outbound_hooks_async
 from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
 
@@ -38,11 +39,12 @@ SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay qu
 class McpUnreachable(Exception):
     """The server could not be asked (refused destination, connection, HTTP status, MCP error, timeout, malformed
     answer). The message says why, without the request's header values; `refused` is true when the outbound
-    policy refused the destination."""
+    policy refused the destination; `status` is the HTTP status the server answered, if that was why."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.refused = refused
+        self.status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
 
 
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
@@ -184,7 +186,7 @@ async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[di
         if cause is None:
             raise
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
-                             refused=isinstance(cause, DestinationRefused)) from None
+                             refused=isinstance(cause, DestinationRefused), cause=cause) from None
     unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
     raise McpUnreachable(headers_scrubbed(unread, headers))
 
@@ -213,7 +215,8 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         cause = _cause(failed.cause) or failed.cause
         why = _describe(cause, timeout_s)
         why = f"the server's answer could not be read ({why})" if failed.unread else why
-        raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused)) from None
+        raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused),
+                             cause=cause) from None
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
         cause = _cause(exc)
         if cause is None:
@@ -223,7 +226,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         if isinstance(cause, (McpError, TimeoutError)):  # an error or a slow answer of this call, not the server's
             return ToolResult(ok=False, text="", error=headers_scrubbed(_describe(cause, timeout_s), headers))
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
-                             refused=isinstance(cause, DestinationRefused)) from None
+                             refused=isinstance(cause, DestinationRefused), cause=cause) from None
     text = headers_scrubbed(_result_text(result), headers)  # a tool may echo the credential it was sent
     capped, truncated = result_capped(text, max_result_bytes)
     if result.isError:
@@ -233,7 +236,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
 
 def _result_text(result: types.CallToolResult) -> str:
     """The result as text for a model: its text blocks; other blocks named; the structured content when there is
-    no text."""
+    no text. Text a row can hold (core.db.text_storable: a NUL from the server is U+FFFD)."""
     from mcp import types
 
     parts = []
@@ -246,7 +249,7 @@ def _result_text(result: types.CallToolResult) -> str:
             parts.append(f"[{block.type}{': ' + block.mimeType if getattr(block, 'mimeType', None) else ''}]")
     if not parts and result.structuredContent is not None:
         parts.append(json.dumps(result.structuredContent, ensure_ascii=False))
-    return "\n".join(parts)
+    return text_storable("\n".join(parts))
 
 
 def result_capped(text: str, max_bytes: int) -> tuple[str, bool]:
@@ -261,8 +264,10 @@ async def _all_tools(session: ClientSession) -> list[dict]:
     tools, cursor = [], None
     for _ in range(MAX_PAGES):
         page = await session.list_tools(cursor=cursor)
-        tools += [{"name": tool.name, "description": (tool.description or "")[:MAX_DESCRIPTION_CHARS],
-                   "input_schema": tool.inputSchema or {"type": "object"}} for tool in page.tools]
+        # What the server says is kept as rows can hold it (core.db: a NUL is U+FFFD).
+        tools += [{"name": text_storable(tool.name),
+                   "description": text_storable((tool.description or "")[:MAX_DESCRIPTION_CHARS]),
+                   "input_schema": json_storable(tool.inputSchema or {"type": "object"})} for tool in page.tools]
         cursor = page.nextCursor
         if not cursor or len(tools) >= MAX_TOOLS:
             break
@@ -284,6 +289,11 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:
+    """Why a request failed, as text a row can hold (the server's own words may carry a NUL)."""
+    return text_storable(_why(exc, timeout_s))
+
+
+def _why(exc: BaseException, timeout_s: float) -> str:
     from mcp import McpError
 
     if isinstance(exc, DestinationRefused):
@@ -304,8 +314,9 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
 
 
 def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
-    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote."""
+    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote. A
+    value shorter than MIN_SECRET_LENGTH (a tenant's number, a flag) is no secret: it would match ordinary text."""
     for value in headers.values():
-        if value:
+        if len(value) >= MIN_SECRET_LENGTH:
             text = text.replace(value, REDACTED)
     return text

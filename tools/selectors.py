@@ -10,7 +10,7 @@ from engine.tools import TOOLS
 from tools.declared import declared_servers_sync
 from tools.mcp_client import headers_scrubbed
 from tools.mcp_pool import Endpoint
-from tools.models import QUALIFIER, McpCredential, McpServer
+from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
 
 
 def mcp_server_list(*, user) -> QuerySet[McpServer]:
@@ -49,8 +49,8 @@ def mcp_tool_get(*, user, name: str) -> tuple[McpServer, str]:
         raise ToolUnavailable(f"there is no MCP server {server_name!r}")
     if not server.enabled:
         raise ToolUnavailable(f"the MCP server {server_name!r} is switched off")
-    if tool not in {each["name"] for each in server.tools}:
-        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool!r}")
+    if tool not in {each["name"] for each in server.tools} or not tool_name_offerable(name):
+        raise ToolUnavailable(f"the MCP server {server_name!r} offers no tool {tool[:100]!r}")
     return server, tool
 
 
@@ -62,6 +62,11 @@ def mcp_server_headers(*, server: McpServer) -> dict[str, str]:
 class CredentialMissing(ToolUnavailable):
     """The server asks each user for their own header values (`per_user_headers`) and this user has not given
     them: the message names the server and the headers."""
+
+
+class CredentialRefused(CredentialMissing):
+    """The server refused this user's own header values (a 401 or 403): theirs to set again, not the server's
+    fault; the message names the server."""
 
 
 def mcp_credential_get(*, server: McpServer, user) -> McpCredential | None:
@@ -88,15 +93,20 @@ def mcp_call_headers(*, server: McpServer, user) -> dict[str, str]:
     return {**kept, **{name: value for name, value in own.items() if name.lower() in wanted}}
 
 
-def mcp_secrets(*, server_id, user) -> list[str]:
+def mcp_secrets(*, server_id, user, server: McpServer | None = None) -> list[str]:
     """The registered secrets a call of the server's tools on `user`'s behalf may carry, which nothing stored may
-    hold: the server's header values and the user's own values of its per_user_headers."""
-    server = McpServer.objects.filter(pk=server_id).first()
+    hold: the server's header values and the user's own values of its per_user_headers (`server`: read already)."""
+    server = server or McpServer.objects.filter(pk=server_id).first()
     if server is None:
         return []
     credential = mcp_credential_get(server=server, user=user) if server.per_user_headers else None
     own = json.loads(secret_decrypt(credential.headers_encrypted)) if credential is not None else {}
     return [value for value in (*mcp_server_headers(server=server).values(), *own.values()) if value]
+
+
+def mcp_server_ids_existing(*, ids) -> set[str]:
+    """Which of the servers `ids` (as text) still exist: a call's row names its server only while it does."""
+    return {str(pk) for pk in McpServer.objects.filter(pk__in=ids).values_list("pk", flat=True)}
 
 
 def secrets_redacted(value, secrets: list[str]):
@@ -150,7 +160,9 @@ def tool_list(*, user) -> list[dict]:
         seen.add(server.name)
         tools += [{"name": f"{server.name}{QUALIFIER}{tool['name']}", "description": tool["description"],
                    "input_schema": tool["input_schema"], "server": {"id": str(server.pk), "name": server.name},
-                   "enabled": server.enabled} for tool in server.tools]
+                   "enabled": server.enabled} for tool in server.tools
+                  # (a server renamed since its discovery may make a name too long for a model: not offered)
+                  if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
     return tools
 
 

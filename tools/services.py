@@ -4,10 +4,11 @@ its health."""
 from __future__ import annotations
 
 import json
+import logging
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -17,12 +18,14 @@ from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
-from tools.models import McpCredential, McpServer
-from tools.selectors import CredentialMissing, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
+from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
+from tools.selectors import CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
 
+logger = logging.getLogger(__name__)
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
 # What changes where the server is, or how it is reached: its tools are asked for again.
 REACH = ("url", "transport", "headers", "per_user_headers")
+LEFT_OUT_SHOWN, LEFT_OUT_NAME_CHARS = 5, 40  # how many tools left out at discovery `last_error` names, how long
 
 
 def mcp_url_check(*, url: str, path: str = "url") -> None:
@@ -50,6 +53,9 @@ def mcp_server_create(*, owner, name: str, url: str, transport: str = McpServer.
     with transaction.atomic():
         _saved(server)
         audit_record(action="mcp_server.registered", actor=owner, target=server, ip=ip, data=_audited(server))
+        if shared:  # shared as it is registered: said as a later sharing is
+            audit_record(action="mcp_server.shared", actor=owner, target=server, ip=ip,
+                         data={"name": server.name, "owner_id": server.owner_id})
     return _discovered(server, owner) if discover else server
 
 
@@ -113,14 +119,47 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
         tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
+        if user is not None and server.per_user_headers and exc.status in REFUSED_CREDENTIAL:
+            raise CredentialRefused(f"the MCP server {server.name!r} refused your own credentials ({exc}): set "
+                                    f"them again with PUT /api/v1/tools/servers/{server.pk}/credentials/") from None
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
     else:
-        fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY, "last_error": "",
-                  "checked_at": now}
-    McpServer.objects.filter(pk=server.pk).update(**fields)
+        tools, left_out = _offerable(server, tools)
+        fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY,
+                  "last_error": left_out, "checked_at": now}
+    # Kept only while the server is still reached as it was asked: a change meanwhile asked it again (a conditional
+    # update; a slow answer of the old address must not overwrite the new one's).
+    asked = McpServer.objects.filter(pk=server.pk, url=server.url, transport=server.transport,
+                                     headers_encrypted=server.headers_encrypted)
+    try:
+        with transaction.atomic():
+            written = asked.update(**fields)
+    except DatabaseError as exc:  # what it answered cannot be kept: the server is registered all the same
+        logger.warning("the MCP server %s's tools could not be stored: %s", server.pk, exc)
+        fields = {"health": McpServer.Health.UNHEALTHY, "checked_at": now,
+                  "last_error": f"its list of tools could not be stored ({type(exc).__name__})"}
+        written = asked.update(**fields)
+    if not written:  # changed (or deleted) meanwhile: the answer is dropped, the server answered as it is now
+        try:
+            server.refresh_from_db()
+        except McpServer.DoesNotExist:
+            pass
+        return server
     for field, value in fields.items():
         setattr(server, field, value)
     return server
+
+
+def _offerable(server: McpServer, tools: list[dict]) -> tuple[list[dict], str]:
+    """The tools whose qualified names a model can be offered, and what says which were left out ("" for none)."""
+    kept = [tool for tool in tools if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
+    if len(kept) == len(tools):
+        return tools, ""
+    names = [tool["name"] for tool in tools if tool not in kept]
+    shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
+    more = f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else ""
+    return kept, (f"left out {len(names)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
+                  f"offered (at most 64 letters, digits, _ and -): {shown}{more}")
 
 
 def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:
@@ -144,8 +183,7 @@ def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
                                  timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
                                  max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
-        mcp_server_health_note(server, error=str(exc))
-        return ToolResult(ok=False, text="", error=f"the MCP server {server.name!r} could not be asked: {exc}")
+        return ToolResult(ok=False, text="", error=mcp_server_unreachable(server, failure=exc))
     mcp_server_health_note(server, error="")
     return mcp_tool_gone_check(server=server, user=user, tool=tool, result=result)
 
@@ -171,6 +209,20 @@ def _tool_gone(error: str, tool: str) -> bool:
     error, the Python SDK's servers), "Tool <name> not found" (the TypeScript SDK's)."""
     said = error.lower()
     return "unknown tool" in said or f"tool {tool.lower()} not found" in said
+
+
+REFUSED_CREDENTIAL = (401, 403)  # statuses a server answers a credential it does not accept
+
+
+def mcp_server_unreachable(server: McpServer, *, failure: McpUnreachable) -> str:
+    """What a call that could not ask the server tells its caller (the JSON-workflow path's and the Python-graph
+    path's alike). The server is marked unhealthy with it, unless it refused the caller's own credential: a 401 or
+    403 from a server with `per_user_headers` is that user's, and says nothing of the server for others."""
+    if server.per_user_headers and failure.status in REFUSED_CREDENTIAL:
+        return (f"the MCP server {server.name!r} refused your own credentials ({failure}): set them again with "
+                f"PUT /api/v1/tools/servers/{server.pk}/credentials/")
+    mcp_server_health_note(server, error=str(failure))
+    return f"the MCP server {server.name!r} could not be asked: {failure}"
 
 
 def mcp_server_health_note(server: McpServer, *, error: str) -> None:

@@ -28,7 +28,7 @@ from workflows.heartbeat import heartbeat
 from workflows.ledger import LedgerHooks, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import ReadHooks, RunReads
-from workflows.run_tools import RunTools, ToolCallHooks
+from workflows.run_tools import RunTools, ToolCallHooks, tool_rows_servers_kept
 from workflows.spending import BudgetGuard
 from workflows.statements import (
     execution_counters_add,
@@ -243,7 +243,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             *(node_rows_bound(insert, held, execution_id=execution_id, node_pks=None if joined else self._node_pks)
               for insert, held in ((llm_calls_insert, self._calls), (provider_attempts_insert, self._attempts))
               if held),
-            *([tool_calls_insert.bound([{"execution_id": execution_id, **fields} for fields in self._tools])]
+            *([tool_calls_insert.bound([{"execution_id": execution_id, **fields}
+                                        for fields in tool_rows_servers_kept(self._tools)])]
               if self._tools else []),
             *events, *checkpoints]
         queued = False

@@ -9,7 +9,14 @@ from engine.graph import Node
 from engine.hooks import ToolOutcome
 from engine.tools import tool_allowed
 from engine.usage import Usage
-from tools.selectors import ToolUnavailable, mcp_secrets, mcp_tool_get, secrets_redacted, tool_list
+from tools.selectors import (
+    ToolUnavailable,
+    mcp_secrets,
+    mcp_server_ids_existing,
+    mcp_tool_get,
+    secrets_redacted,
+    tool_list,
+)
 from tools.services import mcp_server_tool_run
 from workflows.pricing import TOOL_PRICES
 from workflows.trace_rows import MAX_ARGUMENT_CHARS, capped, one_at_a_time, tool_call_audit, tool_call_row
@@ -23,7 +30,7 @@ class RunTools:
     def __init__(self, execution):
         self.execution = execution
         self._schemas: dict[tuple[str, ...], list[dict]] = {}  # read once per run for an allow-list
-        self._secrets: dict[str, list[str]] = {}  # per server: read once per run
+        self._secrets: dict[str, list[str]] = {}  # per server: read as its first call starts
 
     def schemas(self, patterns: Sequence[str]) -> list[dict]:
         """The allowed MCP tools the owner may call now, as OpenAI function schemas (what a model is bound with)."""
@@ -38,7 +45,8 @@ class RunTools:
 
     def redacted(self, value, *, server_id: str | None):
         """`value` (a call's arguments, result or error) without the secrets registered for the server (its header
-        values, the run owner's own credentials): what a ToolCall row and the audit keep."""
+        values, the run owner's own credentials): what a ToolCall row and the audit keep. A JSON workflow's call
+        read them as it started (`run`: a server deleted during the call has them no more); a Python graph's, now."""
         if server_id is None:
             return value
         key = str(server_id)
@@ -51,11 +59,24 @@ class RunTools:
         user = self.execution.owner
         try:
             server, tool = mcp_tool_get(user=user, name=name)  # once, for the call and its row
+            if str(server.pk) not in self._secrets:
+                self._secrets[str(server.pk)] = mcp_secrets(server_id=server.pk, user=user, server=server)
             result = mcp_server_tool_run(server=server, user=user, tool=tool, arguments=arguments,
                                          timeout_s=timeout_s)
         except ToolUnavailable as exc:
             return ToolOutcome(ok=False, text="", error=str(exc))
         return ToolOutcome(ok=result.ok, text=result.text, error=result.error, server_id=str(server.pk))
+
+
+def tool_rows_servers_kept(rows: list[dict]) -> list[dict]:
+    """Held tool call rows as they may be written now: a server deleted since its call (while it ran) is named no
+    more (`server_id` null; `tool` still names it). Read in the write's own transaction, just before its INSERT."""
+    named = {row["server_id"] for row in rows if row["server_id"] is not None}
+    if not named:
+        return rows
+    existing = mcp_server_ids_existing(ids=named)
+    return [row if row["server_id"] is None or row["server_id"] in existing else {**row, "server_id": None}
+            for row in rows]
 
 
 class ToolCallHooks:

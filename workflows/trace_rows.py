@@ -22,6 +22,7 @@ from workflows.models import NodeExecution
 MAX_ARGUMENT_CHARS = 4000
 MAX_AUDIT_ARGUMENT_CHARS = 1000
 MAX_RESULT_CHARS = 4000
+MAX_TOOL_NAME_CHARS = 100  # ToolCall.tool's column: a model may ask for a tool of any name, and its call gets a row
 COUNTERS = NODE_COUNTERS  # a node's and an execution's
 
 
@@ -92,7 +93,7 @@ def attempt_row(attempt: Attempt) -> dict:
 def tool_call_row(*, node_id: str, tool: str, server_id: str | None, arguments: Any, result: Any, ok: bool,
                   error: str, duration_ms: int, cost: Decimal) -> dict:
     """A tool call's row, its arguments, result and error capped."""
-    return {"node_id": node_id, "tool": tool, "server_id": server_id,
+    return {"node_id": node_id, "tool": tool[:MAX_TOOL_NAME_CHARS], "server_id": server_id,
             "arguments": capped(arguments, MAX_ARGUMENT_CHARS), "result": capped(result, MAX_RESULT_CHARS),
             "ok": ok, "error": error[:MAX_RESULT_CHARS], "duration_ms": duration_ms, "cost": cost,
             "created_at": timezone.now()}

@@ -194,3 +194,11 @@ def test_deleting_is_audited(staff_client, server):
 
     assert response.status_code == 302 and not McpServer.objects.exists()
     assert AuditEvent.objects.filter(target_id=str(server.pk), action="mcp_server.deleted").exists()
+
+
+def test_item_07_admin_add_says_which_tools_discovery_left_out(staff_client, odd_mcp_server, loopback_allowed):
+    response = staff_client.post(reverse(ADD), form(name="odd", url=odd_mcp_server.url), follow=True)
+
+    assert response.status_code == 200
+    said = [str(message) for message in response.context["messages"]]
+    assert any("is healthy; its tools: nul" in message and "left out 1 tool(s)" in message for message in said), said

@@ -162,3 +162,43 @@ def test_item_04_a_python_graph_calls_with_the_run_owners_token_or_is_refused(
     refusal = text_of(tool_messages(openai_server.requests[3])[-1])
     assert "the MCP server 'tracker' needs your own Authorization" in refusal
     assert ToolCall.objects.get(execution=carols).ok is False
+
+
+def test_one_users_refused_credential_leaves_the_shared_server_healthy_for_others(with_tools, bob, staff, mcp_server,
+                                                                                  openai_server):
+    """A 401 answering bob's own (expired) token is bob's to fix: the server stays healthy, and bob is told."""
+    mcp_server.require_token("staff-token")
+    bob_client = client_with_key(bob)
+    assert set_credentials(bob_client, with_tools, {"Authorization": "Bearer bob-expired"}).status_code == 200
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}}])
+    openai_server.reply(content="Refused.")
+
+    execution = chat(bob, ["tracker__*"])
+
+    assert execution.status == "completed", execution.error_message
+    [answer] = tool_messages(openai_server.requests[1])
+    assert answer["content"].startswith("Error: the MCP server 'tracker' refused your own credentials (the server "
+                                        "answered HTTP 401): set them again with PUT"), answer["content"]
+    staff_client = client_with_key(staff)  # a refresh with one's own refused token: a 400, the server unmarked
+    assert set_credentials(staff_client, with_tools, {"Authorization": "Bearer staff-expired"}).status_code == 200
+    refreshed = staff_client.post(f"{SERVERS}{with_tools.pk}/refresh/")
+    assert refreshed.status_code == 400 and refreshed.json()["error"]["code"] == "credentials_refused"
+    seen = client_with_key(UserFactory()).get(f"{SERVERS}{with_tools.pk}/").json()
+    assert (seen["health"], seen["last_error"]) == ("healthy", "")
+    assert [tool["name"] for tool in client_with_key(UserFactory()).get("/api/v1/tools/").json()
+            if tool["name"] == "tracker__add"] == ["tracker__add"]
+
+
+@pytest.mark.parametrize("path", ["server", "credentials"])
+def test_a_header_value_that_is_not_ascii_is_refused_and_nothing_is_written(shared, alice, alice_client, path):
+    """HTTP sends header values as ASCII: "Bearer café" could never be sent (and would mark the server unhealthy)."""
+    if path == "server":
+        response = alice_client.post(SERVERS, {"name": "cafe", "url": shared.url, "headers": {"X-Key": "café-key"}},
+                                     format="json")
+        assert not McpServer.objects.filter(name="cafe").exists()
+    else:
+        response = set_credentials(alice_client, shared, {"Authorization": "Bearer café"})
+        assert not McpCredential.objects.filter(user=alice).exists()
+
+    assert response.status_code == 400, response.content
+    assert "printable ASCII only" in json.dumps(response.json())

@@ -230,3 +230,18 @@ def test_item_05_a_wildcard_model_price_never_prices_a_tool(staff):
     assert tool_price_for_call(tool="tracker__add") == Decimal("0")
     in_force = client.get("/api/v1/pricing/in-force/", {"provider": "mcp", "model": "tracker__add"})
     assert in_force.status_code == 404
+
+
+def test_item_05_the_runs_tool_call_log_names_each_calls_server_and_cost(alice, tracker, prices, mcp_server,
+                                                                          openai_server):
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}},
+                                    {"name": "calculator", "arguments": {"expression": "1 + 2"}}])
+    openai_server.reply(content="3.")
+    execution = chat(alice, ["tracker__*", "calculator"])
+    client = APIClient()
+    client.force_login(alice)
+
+    log = client.get(f"/api/v1/executions/{execution.pk}/").json()["tool_call_log"]
+
+    assert [(call["tool"], call["server"], Decimal(call["cost"])) for call in log] == [
+        ("tracker__add", str(tracker.pk), Decimal("0.01")), ("calculator", None, Decimal("0"))]

@@ -94,3 +94,19 @@ def test_item_06_a_python_graph_marks_a_server_it_cannot_ask_unhealthy_and_healt
     assert run_agent(alice, settings, monkeypatch, openai_server).status == "completed"
     tracker.refresh_from_db()
     assert (tracker.health, tracker.last_error) == ("healthy", "")
+
+
+def test_a_short_header_value_is_no_secret_and_results_keep_it(alice, mcp_server, openai_server):
+    """A tenant number as a header ("1") would otherwise turn every "1" of every result into "[redacted]"."""
+    mcp_server_create(owner=alice, name="tenant", url=mcp_server.url, headers={"X-Tenant": "1", "X-Key": TEAM})
+    openai_server.reply(tool_calls=[{"name": "tenant__add", "arguments": {"a": 10, "b": 1}},
+                                    {"name": "tenant__echo_header", "arguments": {"name": "x-key"}}])
+    openai_server.reply(content="Done.")
+
+    execution = chat(alice, ["tenant__*"])
+
+    added, echoed = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert (added.arguments, added.result) == ({"a": 10, "b": 1}, "11.0")
+    assert echoed.result == "[redacted]"  # a value long enough to be a secret still is one
+    assert [message["content"] for message in openai_server.requests[1].body["messages"]
+            if message["role"] == "tool"] == ["11.0", "[redacted]"]

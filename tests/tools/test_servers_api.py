@@ -256,3 +256,54 @@ def test_a_second_server_of_the_same_name_is_a_400(alice_client, mcp_server):
     assert second.status_code == 400 and second.json()["error"]["details"][0]["path"] == "name"
     assert renamed.status_code == 400
     assert sorted(McpServer.objects.values_list("name", flat=True)) == ["other", "tracker"]
+
+
+def test_a_slow_refresh_does_not_overwrite_the_tools_of_a_server_moved_meanwhile(alice, alice_client, mcp_server,
+                                                                                odd_mcp_server):
+    """The refresh asked the old address; the PATCH moved the server and asked the new one: the new list stays."""
+    import threading
+    import time
+
+    server = register(alice_client, odd_mcp_server.url).json()
+    assert "nul" in {tool["name"] for tool in server["tools"]}
+    odd_mcp_server.reset().slow_down(1.5)
+    answered = {}
+
+    def refresh():
+        try:
+            answered["refresh"] = client_with_key(alice).post(f"{SERVERS}{server['id']}/refresh/")
+        finally:
+            connection.close()
+
+    refreshing = threading.Thread(target=refresh)
+    refreshing.start()
+    deadline = time.monotonic() + 10
+    while not any(request["method"] == "POST" for request in odd_mcp_server.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    moved = alice_client.patch(f"{SERVERS}{server['id']}/", {"url": mcp_server.url}, format="json")
+    assert moved.status_code == 200 and {tool["name"] for tool in moved.json()["tools"]} == set(TOOL_NAMES)
+    refreshing.join(30)
+
+    assert answered["refresh"].status_code == 200
+    now = alice_client.get(f"{SERVERS}{server['id']}/").json()
+    assert (now["url"], now["health"]) == (mcp_server.url, "healthy")
+    assert {tool["name"] for tool in now["tools"]} == set(TOOL_NAMES)
+    assert {tool["name"] for tool in answered["refresh"].json()["tools"]} == set(TOOL_NAMES)
+
+
+def test_registering_a_server_shared_audits_its_sharing(staff_client, mcp_server):
+    server_id = register(staff_client, mcp_server.url, shared=True).json()["id"]
+
+    rows = audit_rows(server_id)
+    assert [row.action for row in rows] == ["mcp_server.registered", "mcp_server.shared"]
+    assert rows[1].data == {"name": "tracker", "owner_id": rows[0].data["owner_id"]}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/mcp", "http://127.0.0.1:65536/mcp"])
+def test_a_url_whose_port_is_no_tcp_port_is_a_400_and_writes_nothing(alice_client, url):
+    response = register(alice_client, url)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["details"][0]["path"] == "url"
+    assert "is not a TCP port" in response.json()["error"]["message"]
+    assert not McpServer.objects.exists()

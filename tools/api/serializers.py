@@ -44,8 +44,10 @@ class HeadersField(serializers.DictField):
             if name.lower() in lowered:
                 raise serializers.ValidationError(f"{name} is given twice")
             lowered.add(name.lower())
-            if any(char in value for char in "\r\n\0") or not value.isprintable():
-                raise serializers.ValidationError(f"the value of {name} has characters a header cannot carry")
+            # (HTTP sends header values as ASCII: any other character could never be sent)
+            if any(char in value for char in "\r\n\0") or not value.isprintable() or not value.isascii():
+                raise serializers.ValidationError(f"the value of {name} has characters a header cannot carry "
+                                                  "(printable ASCII only)")
         return headers
 
 

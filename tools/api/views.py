@@ -15,7 +15,7 @@ from core.errors import InvalidInput, NotFound
 from tools.api.serializers import (McpCredentialSerializer, McpCredentialWriteSerializer, McpServerSerializer,
                                    McpServerUpdateSerializer, McpServerWriteSerializer, ToolSerializer)
 from tools.models import McpServer
-from tools.selectors import CredentialMissing, mcp_credential_get, mcp_server_list, tool_list
+from tools.selectors import CredentialMissing, CredentialRefused, mcp_credential_get, mcp_server_list, tool_list
 from tools.services import (mcp_credential_delete, mcp_credential_set, mcp_server_create, mcp_server_delete,
                             mcp_server_editable_check, mcp_server_refresh, mcp_server_update)
 
@@ -81,7 +81,8 @@ class McpServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVi
         try:
             server = mcp_server_refresh(server=server, user=request.user)
         except CredentialMissing as missing:
-            raise InvalidInput(str(missing), code="credentials_missing") from None
+            code = "credentials_refused" if isinstance(missing, CredentialRefused) else "credentials_missing"
+            raise InvalidInput(str(missing), code=code) from None
         return Response(McpServerSerializer(server).data)
 
     @extend_schema(methods=["GET"], request=None, responses=McpCredentialSerializer)

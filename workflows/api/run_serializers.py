@@ -130,7 +130,8 @@ class NodeExecutionSerializer(serializers.ModelSerializer):
 class ToolCallSerializer(serializers.ModelSerializer):
     class Meta:
         model = ToolCall
-        fields = ("id", "node_id", "tool", "arguments", "result", "ok", "error", "duration_ms", "created_at")
+        fields = ("id", "node_id", "tool", "server", "arguments", "result", "ok", "error", "duration_ms", "cost",
+                  "created_at")
         read_only_fields = fields
 
 

@@ -1,0 +1,74 @@
+"""A server whose answers are valid MCP but odd for the database: a NUL in a tool's result, in its error and in its
+description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
+run calling it completes, on SQLite and PostgreSQL alike. Against a real FastMCP server (tests/mcp_server.py
+build_odd_mcp)."""
+import pytest
+
+from tests.mcp_server import LONG_TOOL
+from tests.tools.conftest import client_with_key
+from tests.tools.test_workflow_tools import chat, tool_messages
+from tools.models import McpServer
+from workflows.models import ToolCall
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+
+
+def test_a_nul_in_a_tools_description_registers_the_server_healthy(alice, odd_mcp_server):
+    client = client_with_key(alice)
+
+    response = client.post("/api/v1/tools/servers/", {"name": "odd", "url": odd_mcp_server.url}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["health"] == "healthy"
+    described = {tool["name"]: tool["description"] for tool in response.json()["tools"]}
+    assert described["nul_described"] == "bad\ufffddescription"
+    listed = {tool["name"]: tool["description"] for tool in client.get("/api/v1/tools/").json()}
+    assert listed["odd__nul_described"] == "bad\ufffddescription"
+    assert McpServer.objects.filter(owner=alice, name="odd").count() == 1
+
+
+def test_a_nul_in_a_tools_result_or_error_is_stored_and_the_run_completes(alice, odd_mcp_server, openai_server):
+    client = client_with_key(alice)
+    assert client.post("/api/v1/tools/servers/", {"name": "odd", "url": odd_mcp_server.url},
+                       format="json").status_code == 201
+    openai_server.reply(tool_calls=[{"name": "odd__nul", "arguments": {}}, {"name": "odd__nul_fail", "arguments": {}}])
+    openai_server.reply(content="Done.")
+
+    execution = chat(alice, ["odd__*"])
+
+    assert execution.status == "completed", execution.error_message
+    answered, failed = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert (answered.ok, answered.result) == (True, "a\ufffdb")
+    assert failed.ok is False and "bad\ufffderror" in failed.error
+    assert [message["content"] for message in tool_messages(openai_server.requests[1])][0] == "a\ufffdb"
+
+
+def test_a_tool_whose_qualified_name_no_model_takes_is_left_out_and_said(alice, odd_mcp_server):
+    """MCP allows tool names of 128 characters; a model's function name is at most 64 (letters, digits, _, -)."""
+    client = client_with_key(alice)
+
+    server = client.post("/api/v1/tools/servers/", {"name": "odd", "url": odd_mcp_server.url}, format="json").json()
+
+    assert server["health"] == "healthy"
+    assert LONG_TOOL not in {tool["name"] for tool in server["tools"]}
+    assert {"nul", "nul_fail", "nul_described"} <= {tool["name"] for tool in server["tools"]}
+    assert server["last_error"].startswith("left out 1 tool(s) whose name as odd__<tool> a model cannot be offered")
+    assert LONG_TOOL[:40] in server["last_error"]
+    assert f"odd__{LONG_TOOL}" not in {tool["name"] for tool in client.get("/api/v1/tools/").json()}
+
+
+def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes(alice, odd_mcp_server, openai_server):
+    client = client_with_key(alice)
+    assert client.post("/api/v1/tools/servers/", {"name": "odd", "url": odd_mcp_server.url},
+                       format="json").status_code == 201
+    asked = f"odd__{LONG_TOOL}"
+    openai_server.reply(tool_calls=[{"name": asked, "arguments": {}}, {"name": "y" * 300, "arguments": {}}])
+    openai_server.reply(content="Done.")
+
+    execution = chat(alice, ["odd__*"])
+
+    assert execution.status == "completed", execution.error_message
+    called, unknown = ToolCall.objects.filter(execution=execution).order_by("id")
+    assert (called.tool, called.ok) == (asked[:100], False) and "offers no tool" in called.error
+    assert (unknown.tool, unknown.ok) == ("y" * 100, False)
+    assert odd_mcp_server.calls == []
