@@ -28,17 +28,21 @@ DATA = Path(__file__).parent / "data" / "b12_paraphrases.json"
 
 def keyword_ranking(db, query: str) -> list[str]:
     """The product's SQLite ranking (knowledge.search._bm25_ranked): BM25 over the collection's own statistics, each
-    word's frequency from FTS5's highlight marks, lengths in characters."""
+    word's frequency from FTS5's highlight marks, lengths in characters against the average of the documents found."""
     words = list(dict.fromkeys(re.findall(r"\w+", query.lower())))[:30]
-    count, average = db.execute("SELECT count(*), avg(length(body)) FROM documents").fetchone()
-    scores: dict[str, float] = {}
+    count = db.execute("SELECT count(*) FROM documents").fetchone()[0]
+    holdings = []
     for word in words:
-        holding = db.execute("SELECT name, highlight(documents, 1, char(1), char(2)) FROM documents "
-                             "WHERE documents MATCH ?", [f'"{word}"']).fetchall()
+        found = db.execute("SELECT name, highlight(documents, 1, char(1), char(2)) FROM documents WHERE documents "
+                           "MATCH ?", [f'"{word}"']).fetchall()
+        holdings.append([(name, (often := marked.count("\x01")), len(marked) - 2 * often) for name, marked in found])
+    lengths = {name: length for holding in holdings for name, _, length in holding}
+    average = (sum(lengths.values()) / len(lengths) if lengths else 1.0) or 1.0
+    scores: dict[str, float] = {}
+    for holding in holdings:
         idf = max(math.log((count - len(holding) + 0.5) / (len(holding) + 0.5)), 1e-6)
-        for name, marked in holding:
-            often = marked.count("\x01")
-            norm = 1 - 0.75 + 0.75 * (len(marked) - 2 * often) / average
+        for name, often, length in holding:
+            norm = 1 - 0.75 + 0.75 * length / average
             scores[name] = scores.get(name, 0.0) + idf * often * 2.2 / (often + 1.2 * norm)
     return sorted(scores, key=lambda name: (-scores[name], name))
 
