@@ -19,7 +19,8 @@ from core.secrets import REDACTED
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
-from tools.selectors import CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers, mcp_tool_get
+from tools.selectors import (CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers,
+                             mcp_tool_get)
 
 logger = logging.getLogger(__name__)
 EDITABLE = ("name", "url", "transport", "headers", "per_user_headers", "shared", "enabled")
@@ -119,9 +120,8 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
         tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
-        if user is not None and server.per_user_headers and exc.status in REFUSED_CREDENTIAL:
-            raise CredentialRefused(f"the MCP server {server.name!r} refused your own credentials ({exc}): set "
-                                    f"them again with PUT /api/v1/tools/servers/{server.pk}/credentials/") from None
+        if user is not None and (refused := _own_credential_refused(server, exc)) is not None:
+            raise CredentialRefused(refused) from None
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
     else:
         tools, left_out = _offerable(server, tools)
@@ -218,11 +218,19 @@ def mcp_server_unreachable(server: McpServer, *, failure: McpUnreachable) -> str
     """What a call that could not ask the server tells its caller (the JSON-workflow path's and the Python-graph
     path's alike). The server is marked unhealthy with it, unless it refused the caller's own credential: a 401 or
     403 from a server with `per_user_headers` is that user's, and says nothing of the server for others."""
-    if server.per_user_headers and failure.status in REFUSED_CREDENTIAL:
-        return (f"the MCP server {server.name!r} refused your own credentials ({failure}): set them again with "
-                f"PUT /api/v1/tools/servers/{server.pk}/credentials/")
+    if (refused := _own_credential_refused(server, failure)) is not None:
+        return refused
     mcp_server_health_note(server, error=str(failure))
     return f"the MCP server {server.name!r} could not be asked: {failure}"
+
+
+def _own_credential_refused(server: McpServer, failure: McpUnreachable) -> str | None:
+    """What says the server refused the caller's own credential (a 401 or 403 from a server with
+    `per_user_headers`), or None when the failure is the server's."""
+    if not server.per_user_headers or failure.status not in REFUSED_CREDENTIAL:
+        return None
+    return (f"the MCP server {server.name!r} refused your own credentials ({failure}): set them again with "
+            f"PUT /api/v1/tools/servers/{server.pk}/credentials/")
 
 
 def mcp_server_health_note(server: McpServer, *, error: str) -> None:
