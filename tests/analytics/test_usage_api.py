@@ -26,7 +26,6 @@ LINEAR = {
     "nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
     "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}],
 }
-TODAY = timezone.now().date()
 
 
 def run(**kwargs) -> WorkflowExecution:
@@ -40,14 +39,20 @@ def on_day(monkeypatch, day: date) -> None:
 
 
 @pytest.fixture
-def usage(alice, bob, monkeypatch):
+def today() -> date:
+    return timezone.now().date()
+
+
+@pytest.fixture
+def usage(alice, bob, monkeypatch, today):
     """Alice: turns on two days (one with tools), a failed turn, a cancelled one, a standalone run and a template
-    run, and a deleted reply. Bob: one turn."""
-    on_day(monkeypatch, TODAY - timedelta(days=3))
+    run, and a deleted reply. Bob: one turn. The clock stays at noon of `today` after, so a test that crosses
+    midnight reads the same days."""
+    on_day(monkeypatch, today - timedelta(days=3))
     first = run(owner=alice, message="What is 12*7?", chat=True)
     run(owner=alice, message="again", chat=True, conversation_id=first.conversation_id)
     run(owner=alice, message="What is 1+1?", chat=True, config={"max_total_tokens": 3})
-    monkeypatch.undo()
+    on_day(monkeypatch, today)
     pending = execution_create(ChatRequest(owner=alice, message="never mind", mode="background"))
     execution_cancel(execution=pending, actor=alice)
     run(owner=alice, graph=LINEAR, message="hi")
@@ -92,15 +97,15 @@ def test_every_row_equals_the_raw_rows_of_its_group(alice_api, alice, usage, gro
     assert sum(figures(row)["cost"] for row in body["results"]) == totals(usage, owner_id=alice.pk)["cost"]
 
 
-def test_the_day_report_counts_failures_cancels_and_deletes(alice_api, alice, usage):
+def test_the_day_report_counts_failures_cancels_and_deletes(alice_api, alice, usage, today):
     days = {row["day"]: row for row in report(alice_api)["results"]}
 
-    assert list(days) == [str(TODAY - timedelta(days=3)), str(TODAY)]
-    earlier, today = days[str(TODAY - timedelta(days=3))], days[str(TODAY)]
+    assert list(days) == [str(today - timedelta(days=3)), str(today)]
+    earlier, latest = days[str(today - timedelta(days=3))], days[str(today)]
     assert (earlier["executions"], earlier["completed_executions"], earlier["failed_executions"]) == (3, 2, 1)
     assert (earlier["messages"], earlier["llm_calls"]) == (6, 4)
     # today: a cancelled turn (2 messages), a standalone run, a template run, a turn whose reply was deleted
-    assert (today["executions"], today["cancelled_executions"], today["messages"]) == (4, 1, 3)
+    assert (latest["executions"], latest["cancelled_executions"], latest["messages"]) == (4, 1, 3)
 
 
 def test_rows_have_the_columns_of_their_group(alice_api, usage):
@@ -115,15 +120,15 @@ def test_rows_have_the_columns_of_their_group(alice_api, usage):
     assert keys == {"universal_chat", "summarize", None}
 
 
-def test_a_date_range_keeps_only_its_days(alice_api, alice, usage):
-    earlier = str(TODAY - timedelta(days=3))
+def test_a_date_range_keeps_only_its_days(alice_api, alice, usage, today):
+    earlier = str(today - timedelta(days=3))
 
     body = report(alice_api, start=earlier, end=earlier)
     assert [row["day"] for row in body["results"]] == [earlier]
     assert (body["start"], body["end"]) == (earlier, earlier)
-    assert figures(body["totals"]) == totals(usage, owner_id=alice.pk, day=TODAY - timedelta(days=3))
-    assert report(alice_api, start=str(TODAY + timedelta(days=1)))["results"] == []
-    assert report(alice_api, group_by="model", end=str(TODAY - timedelta(days=4)))["count"] == 0
+    assert figures(body["totals"]) == totals(usage, owner_id=alice.pk, day=today - timedelta(days=3))
+    assert report(alice_api, start=str(today + timedelta(days=1)))["results"] == []
+    assert report(alice_api, group_by="model", end=str(today - timedelta(days=4)))["count"] == 0
 
 
 def test_bob_sees_only_his_usage(bob_api, bob, alice, usage):
