@@ -13,6 +13,17 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, conv
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
 
+def content_text(content: str | list) -> str:
+    """A message's content as a text model reads it: a list of content parts (OpenAI's `{"type": "text", "text"}`,
+    LangChain's blocks, bare strings) is its text parts joined by newlines, each other part (an image, audio, a
+    file) named by its type in brackets (`[image_url]`): it is there, as the token estimate counts it
+    (engine.usage), but no text."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part if isinstance(part, str) else part["text"] if isinstance(part.get("text"), str) else
+                     f"[{part.get('type') or 'part'}]" for part in content)
+
+
 def tool_call_args(arguments: str) -> dict | None:
     """The arguments as an object when they are one in strict JSON, else None (LangChain's tool calls need one)."""
     try:

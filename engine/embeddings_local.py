@@ -1,7 +1,10 @@
 """The `local` provider's embedding model, `local-embed-1`: lexical, deterministic, no model and no server.
 
 Each word of a text is hashed into one of `dimensions` signed buckets and the vector normalised to unit length,
-so texts that share words point alike, whatever their order; a paraphrase with other words does not. It is for
+so texts that share words point alike, whatever their order; a paraphrase with other words does not. A text whose
+words leave every bucket at zero (no word at all; rarely, words that cancel out in a bucket) is the zero vector,
+which has no direction: search matches it with nothing (docs/api/gateway.md#embeddings). It is kept so: each
+word's bucket and sign are what every stored vector was made with. It is for
 tests and demos that must run offline. Search by meaning needs a real model: all-MiniLM-L6-v2 runs in-process
 (engine/embeddings_minilm.py), or any OpenAI-compatible embeddings server through the `openai` provider.
 """

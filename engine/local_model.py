@@ -1,8 +1,9 @@
 """The `local` provider: an offline, deterministic chat model for demos and tests
 (docs/operations/configuration.md#providers).
 
-It streams its answer word by word and reports usage on every call, counted by the offline estimator over the
-real input and output. With tools bound it calls `calculator` for arithmetic, `current_time` when asked for the
+It reads a message's content parts as a provider does (chat_messages.content_text: the text parts joined), streams
+its answer word by word and reports usage on every call, counted by the offline estimator over the real input and
+output. With tools bound it calls `calculator` for arithmetic, `current_time` when asked for the
 time, and any other bound tool the message names, with the JSON object after the name as its arguments
 (`demo__search_issues {"query": "login"}`), then answers from the results. Asked to judge an output (as
 experiments' `llm_judge` asks), it answers `{"score": x}` by word overlap: a heuristic, not a model's judgement.
@@ -28,6 +29,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
+from engine.chat_messages import content_text
 from engine.usage import estimate_completion_tokens, estimate_prompt_tokens
 
 LOCAL_MODELS = ("local-echo-1",)
@@ -52,7 +54,7 @@ def _arguments(text: str | None) -> dict:
 
 
 def _text(message: BaseMessage) -> str:
-    return message.content if isinstance(message.content, str) else str(message.content)
+    return content_text(message.content)
 
 
 class LocalChatModel(BaseChatModel):

@@ -2,8 +2,9 @@
 from what the upstream said (engine.providers.upstream_facts), for a whole answer, a stream's error
 object and the Responses API's failed response alike. The request's own fault keeps the upstream's status and
 error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504), Chatter's own
-refusal mid-call (a budget, a limit, a cancellation) a 429, 400 or 409 that is not retried; the caller is told
-the model and the request id, the operator's log has the rest (docs/api/gateway.md#errors).
+refusal (a budget, a limit, a cancellation) a 429, 400 or 409 that is not retried (refusal_headers, which the one
+error path also sends for a budget's refusal at a call's start); the caller is told the model and the request id,
+the operator's log has the rest (docs/api/gateway.md#errors).
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def openai_error(*, status: int, code: str, message: str, param: str | None = No
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
+def refusal_headers(*, status: int, code: str) -> dict[str, str]:
+    """The headers of an answer with `status` and error `code`: Chatter's own refusal (OWN_REFUSALS), mid-call or at
+    the call's start (a hard budget with no room: gateway.views.OpenAIErrors), is not retried; any other answer
+    (a rate limit, the limit of runs at once) says nothing of it, so a client may retry it."""
+    return dict(NOT_RETRIED) if OWN_REFUSALS.get(code) == status else {}
+
+
 @dataclass(frozen=True)
 class CallFailure:
     status: int
@@ -58,7 +66,8 @@ def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: 
     where = f"Request id: {request_id}."
     headers: dict[str, str] = {}
     if upstream is None and error_type in OWN_REFUSALS:
-        answer, headers = OWN_REFUSALS[error_type], dict(NOT_RETRIED)
+        answer = OWN_REFUSALS[error_type]
+        headers = refusal_headers(status=answer, code=error_type)
         body = openai_error(status=answer, code=error_type, message=f"{detail} {where}")
     elif upstream is None:
         answer = 502

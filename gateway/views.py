@@ -24,7 +24,7 @@ from core.errors import ChatterError
 from core.money import usd
 from keys.auth import ApiKeyBearerAuthentication, ApiKeyScope, ApiTokenAuthentication, request_api_key
 from gateway.embeddings import embeddings_body, embeddings_run
-from gateway.errors import execution_failure, openai_error
+from gateway.errors import execution_failure, openai_error, refusal_headers
 from gateway.passthrough import passthrough_open, passthrough_stream, passthrough_upstream, passthrough_whole
 from gateway.responses import response_body, response_chat_request, response_events
 from gateway.chat_request import ChatCompletionRequest, chat_request_validated
@@ -64,6 +64,9 @@ class OpenAIErrors(ErrorShape):
     def chatter_error(self, exc: ChatterError) -> tuple[int, Any]:
         status, body = super().chatter_error(exc)
         return status, self._openai(status, body["error"])
+
+    def refusal_headers(self, exc: ChatterError, *, status: int) -> dict[str, str]:
+        return refusal_headers(status=status, code=exc.code)  # (a hard budget that refuses a call at its start)
 
     def api_error(self, exc: APIException) -> tuple[int, Any]:
         status, body = super().api_error(exc)

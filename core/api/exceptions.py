@@ -39,10 +39,15 @@ class ErrorShape:
     """How a surface's errors look: /api/v1/'s {"error": {"code", "message", "details"}} (this class); another dialect
     on the same stack (/langgraph/'s {"detail": …}: agent_server.http) is a subclass, its views selecting it through
     DRF's get_exception_handler. What a status is, its headers, the rollback and the audit of refusals are
-    exception_response's, shared by every shape."""
+    exception_response's, shared by every shape; a shape adds only what its dialect's clients read besides
+    (refusal_headers)."""
 
     def chatter_error(self, exc: ChatterError) -> tuple[int, Any]:
         return exc.status, exc.as_dict()
+
+    def refusal_headers(self, exc: ChatterError, *, status: int) -> dict[str, str]:
+        """Headers the surface's clients read on this refusal besides its status's own: none on /api/v1/."""
+        return {}
 
     def api_error(self, exc: exceptions.APIException) -> tuple[int, Any]:
         return exc.status_code, _api_exception_body(exc)
@@ -69,9 +74,10 @@ def exception_response(exc: Exception, context: dict, *, shape: ErrorShape) -> R
     exc = _as_api_error(exc)
     if isinstance(exc, ChatterError):
         set_rollback()
-        headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
         status, body = shape.chatter_error(exc)
-        return Response(body, status=status, headers=headers)
+        headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else {}
+        headers.update(shape.refusal_headers(exc, status=status))
+        return Response(body, status=status, headers=headers or None)
     if isinstance(exc, exceptions.APIException):
         set_rollback()
         status, body = shape.api_error(exc)

@@ -11,7 +11,9 @@ import openai
 import pytest
 from rest_framework.test import APIClient
 
+from audit.models import AuditEvent
 from budgets.models import BudgetPeriod
+from budgets.services import EPOCH
 from tests.factories import ApiTokenFactory, BudgetFactory, ConversationFactory
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
@@ -46,6 +48,26 @@ def test_the_pass_through_reserves_for_n_choices_too(gateway, openai_stub, alice
 
     assert refused.value.code == "budget_exceeded" and not openai_stub.requests
     assert not WorkflowExecution.objects.exists()
+
+
+@pytest.mark.parametrize("model, stream", [("gpt-4o-mini", False), ("gpt-4o-mini", True), ("local-echo-1", False),
+                                           ("local-echo-1", True)],
+                         ids=["pass-through", "pass-through streamed", "run path", "run path streamed"])
+def test_a_call_a_spent_budget_refuses_at_its_start_is_sent_once_not_retried(gateway, openai_stub, alice, model,
+                                                                              stream):
+    budget = BudgetFactory(owner=alice, period="total", limit_tokens=1000, mode="hard")
+    BudgetPeriod.objects.create(budget=budget, starts_at=EPOCH, spent_tokens=1000)
+    sent = []  # every request OpenAI's client makes, as users have it (it retries a 429 twice unless told not to)
+    api = openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, timeout=30,
+                        http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        api.chat.completions.create(model=model, messages=ASK, stream=stream)
+
+    assert len(sent) == 1 and AuditEvent.objects.filter(action="limit.exceeded").count() == 1
+    assert (refused.value.code, refused.value.type) == ("budget_exceeded", "insufficient_quota")
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert not WorkflowExecution.objects.exists() and not openai_stub.requests
 
 
 def _assert_stopped_and_billed(execution_id, budget, *, tokens: int | None,

@@ -107,6 +107,20 @@ def test_the_local_model_embeds_offline_deterministically(shared_daphne_server, 
                     cost=(Decimal(tokens) * Decimal("0.50") / 10**6).quantize(Decimal("0.00000001")))
 
 
+def test_the_local_model_gives_a_text_whose_words_leave_no_direction_the_zero_vector(gateway_api):
+    """As documented (docs/api/gateway.md#embeddings): unit length, except all zeros for a text with no word, or whose
+    words cancel out in their buckets ("w1 w185": each word's bucket and sign are fixed, so every vector stored
+    so far stays what the model gives)."""
+    response = gateway_api.post("/v1/embeddings", {"model": "local-embed-1", "input": [
+        "???", "🙂👍", "w1 w185", "kettle", "Kettles boil water quickly."]}, format="json")
+
+    no_word, emoji, cancelled, kettle, sentence = (item["embedding"] for item in response.json()["data"])
+    assert no_word == emoji == cancelled == [0.0] * 256
+    assert kettle == [1.0 if index == 24 else 0.0 for index in range(256)]
+    assert math.isclose(math.fsum(x * x for x in sentence), 1, rel_tol=1e-9)
+    assert response.json()["usage"]["prompt_tokens"] > 0  # each text read and billed, a zero vector's too
+
+
 def test_embeddings_count_in_analytics_and_budgets(gateway, openai_stub, alice):
     openai_stub.reply(usage=USAGE, model="text-embedding-3-small")
     client(gateway).embeddings.create(model="text-embedding-3-small", input=TEXTS)

@@ -59,6 +59,7 @@ def test_past_its_requests_per_minute_a_key_gets_a_429_and_nothing_runs(gateway,
     assert refused.value.code == "rate_limit_exceeded" and "2 requests per minute" in refused.value.message
     assert 1 <= int(headers["retry-after"]) <= 60 and headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"].endswith("s")
+    assert "x-should-retry" not in headers  # a passing refusal: OpenAI's clients retry it after Retry-After
     assert WorkflowExecution.objects.count() == 2 and len(openai_stub.requests) == 2
 
 
