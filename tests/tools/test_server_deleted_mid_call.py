@@ -10,12 +10,10 @@ from django.db import connection
 
 from audit.models import AuditEvent
 from tests.tools.conftest import client_with_key
-from tests.tools.test_workflow_tools import OPENAI, run_agent
+from tests.tools.test_workflow_tools import chat_started, run_agent
 from tools.models import McpServer
 from tools.services import mcp_server_create
 from workflows.models import ExecutionEvent, ToolCall
-from workflows.services.run_requests import ChatRequest
-from workflows.services.runs import execution_create, execution_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
 KEY = "victim-SECRET-4e1d"
@@ -29,18 +27,7 @@ def test_a_server_deleted_during_its_call_leaves_a_completed_run_with_a_serverle
     openai_server.reply(tool_calls=[{"name": "victim__echo_header", "arguments": {"name": KEY, "wait": 2}},
                                     {"name": "victim__add", "arguments": {"a": 1, "b": 2}}])
     openai_server.reply(content="Done.")
-    execution = execution_create(ChatRequest(owner=alice, message="Wait.",
-                                             config={**OPENAI, "allowed_tools": ["victim__*"]}))
-    ended = threading.Event()
-
-    def run():
-        try:
-            execution_run(execution_id=execution.pk)
-        finally:
-            connection.close()
-            ended.set()
-
-    threading.Thread(target=run, daemon=True).start()
+    execution, ended = chat_started(alice, ["victim__*"])
     deadline = time.monotonic() + 30
     while not mcp_server.calls and time.monotonic() < deadline:
         time.sleep(0.02)

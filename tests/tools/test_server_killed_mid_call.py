@@ -12,15 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from tests.fixtures_mcp import kept_mcp_sessions_closed
-from tests.tools.test_workflow_tools import OPENAI, tool_messages
+from tests.tools.test_workflow_tools import chat_started, tool_messages
 from tools.models import McpServer
 from tools.services import mcp_server_create
 from workflows.models import ExecutionEvent, ToolCall
-from workflows.services.run_requests import ChatRequest
-from workflows.services.runs import execution_create, execution_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
 SERVER = str(Path(__file__).resolve().parents[1] / "mcp_process_server.py")
@@ -62,18 +59,7 @@ def test_a_call_whose_server_is_killed_fails_at_once_and_the_run_goes_on(alice, 
     assert server.health == "healthy", server.last_error
     openai_server.reply(tool_calls=[{"name": "doomed__sleep", "arguments": {"seconds": 120}}])
     openai_server.reply(content="Recovered.")
-    execution = execution_create(ChatRequest(owner=alice, message="Wait.",
-                                             config={**OPENAI, "allowed_tools": ["doomed__*"]}))
-    ended = threading.Event()
-
-    def run():
-        try:
-            execution_run(execution_id=execution.pk)
-        finally:
-            connection.close()
-            ended.set()
-
-    threading.Thread(target=run, daemon=True).start()
+    execution, ended = chat_started(alice, ["doomed__*"])
     assert server_process.line() == "called sleep"
     server_process.kill()
     killed = time.monotonic()
@@ -154,18 +140,7 @@ def test_a_dropped_connection_to_a_server_that_gives_event_ids_is_resumed_and_th
         assert server.health == "healthy", server.last_error
         openai_server.reply(tool_calls=[{"name": "resumed__sleep", "arguments": {"seconds": 3}}])
         openai_server.reply(content="Done.")
-        execution = execution_create(ChatRequest(owner=alice, message="Wait.",
-                                                 config={**OPENAI, "allowed_tools": ["resumed__*"]}))
-        ended = threading.Event()
-
-        def run():
-            try:
-                execution_run(execution_id=execution.pk)
-            finally:
-                connection.close()
-                ended.set()
-
-        threading.Thread(target=run, daemon=True).start()
+        execution, ended = chat_started(alice, ["resumed__*"])
         assert server_process.line() == "called sleep"
         proxy.drop()
         assert ended.wait(TIMEOUT_S + 10)
