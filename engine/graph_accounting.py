@@ -254,12 +254,17 @@ class GraphAccounting(BaseCallbackHandler):
     # --- tools ------------------------------------------------------------------------------------------------
     def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, inputs=None, **kwargs) -> None:
         task = self._task(run_id, parent_run_id)
-        metadata = kwargs.get("metadata") or {}
+        server_id = (kwargs.get("metadata") or {}).get(MCP_SERVER_METADATA)
         self.tools[run_id] = {"tool": (serialized or {}).get("name") or kwargs.get("name") or "tool",
                               "arguments": inputs if isinstance(inputs, dict) else {"input": input_str},
                               "started": time.monotonic(), "task": task, "call_id": kwargs.get("tool_call_id"),
-                              "server_id": metadata.get(MCP_SERVER_METADATA)}
-        self._in_node(task, lambda node: self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"]))
+                              "server_id": server_id}
+
+        def started(node):
+            self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"])
+            if server_id is not None:  # an MCP tool's: its server may be gone by the time its row is written
+                self.ctx.hooks.mcp_call_started(server_id=server_id)
+        self._in_node(task, started)
 
     def _tool_ended(self, run_id, *, result: str, ok: bool, error: str) -> None:
         tool = self.tools.pop(run_id, None)

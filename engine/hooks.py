@@ -113,6 +113,9 @@ class RunHooks(Protocol):
     def tool_cover(self, price: Decimal) -> str | None: ...
     # A tool call about to run (`waits`: it reaches outside the process, an MCP tool, so the run writes first).
     def tool_started(self, node: Node, *, tool: str, call_id: str | None, waits: bool) -> None: ...
+    # A registered graph's call of an MCP tool about to be made, its server named: what the call's row must not keep
+    # (the server's secrets) is read now, while the server is there (tool_run reads it itself).
+    def mcp_call_started(self, *, server_id: str) -> None: ...
     # The MCP tools (OpenAI function schemas) among `patterns` (<server>__<tool>, <server>__*) the run's user may call.
     def tool_schemas(self, patterns: Sequence[str]) -> list[dict]: ...
     def tool_run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome: ...  # an MCP tool, never raises
@@ -150,6 +153,7 @@ class NullHooks:
     def provider_attempted(self, node, attempt): pass
     def tool_called(self, node, **kwargs): pass
     def tool_started(self, node, **kwargs): pass
+    def mcp_call_started(self, *, server_id): pass
     def tool_schemas(self, patterns): return []
     def tool_price(self, name): return Decimal("0")
     def tool_cover(self, price): return None

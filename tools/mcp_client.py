@@ -5,7 +5,7 @@ over stdio (a process the operator declared: tools.declared); the discovery of a
 on a kept session (tools.mcp_pool). Async: sync code runs these on the pool's loop, `mcp_pool().call(...)`."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -34,6 +34,7 @@ MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
 ERROR_CHARS = 500
 SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay quiet (the SDK's default)
+LAST_EVENT_ID = "last-event-id"  # the header of a request that resumes an SSE stream (the SDK's resumption)
 
 
 class McpUnreachable(Exception):
@@ -48,13 +49,19 @@ class McpUnreachable(Exception):
 
 
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,
-                        auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+                        auth: httpx.Auth | None = None, *, answer_lost: AnswerLost | None = None
+                        ) -> httpx.AsyncClient:
     """An httpx client for MCP transports (the SDK's McpHttpClientFactory signature) that sends only to checked
     destinations and uses no proxy or .netrc of the environment, and keeps its connections from call to call
-    (ConnectionKeeping); with tracing on, its requests carry the trace's context (traceparent: core.tracing)."""
+    (ConnectionKeeping: `answer_lost` is told of an answer's stream that broke); with tracing on, its requests carry
+    the trace's context (traceparent: core.tracing)."""
     return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth,
-                             transport=ConnectionKeeping(CheckedAsyncTransport(limits=LIMITS)), trust_env=False,
-                             follow_redirects=False, event_hooks=outbound_hooks_async())
+                             transport=ConnectionKeeping(CheckedAsyncTransport(limits=LIMITS), answer_lost=answer_lost),
+                             trust_env=False, follow_redirects=False, event_hooks=outbound_hooks_async())
+
+
+# Told of the failure that broke an answer's stream for good (tools.mcp_pool ends the call waiting on it).
+AnswerLost = Callable[[Exception], Awaitable[None]]
 
 
 class ConnectionKeeping(httpx.AsyncBaseTransport):
@@ -62,17 +69,31 @@ class ConnectionKeeping(httpx.AsyncBaseTransport):
     answer from that stream and closes the response as soon as the answer is in, a moment before the server ends
     the stream, so httpx would close the connection and every call would open a new one (bench/RESULTS.md, B11).
     Here closing such a response first reads the rest of the stream, at most DRAIN_BYTES within DRAIN_S (the
-    server ends it right after the answer; the caller has its answer already), so the connection can be reused."""
+    server ends it right after the answer; the caller has its answer already), so the connection can be reused.
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    Such a stream that breaks before its answer (the server died, the connection dropped) is resumed by the SDK
+    only when its events had ids (a GET with Last-Event-ID); otherwise the SDK drops it, and the request would wait
+    for its timeout. So a broken stream closed with no resumption answered since it broke tells `answer_lost`:
+    nothing can bring its answer any more."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, answer_lost: AnswerLost | None = None) -> None:
         self._inner = inner
+        self._answer_lost = answer_lost
+        self.resumptions = 0  # the GETs with a Last-Event-ID that the server answered
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
+        if request.method == "GET" and LAST_EVENT_ID in request.headers:
+            self.resumptions += 1
         if request.method != "POST" or not response.headers.get("content-type", "").startswith("text/event-stream"):
             return response
         return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=ReadToEndOnClose(response.stream), extensions=response.extensions)
+                              stream=ReadToEndOnClose(response.stream, self), extensions=response.extensions)
+
+    async def stream_broken(self, failure: Exception, *, resumptions: int) -> None:
+        """A stream broke with `failure` when `resumptions` had been answered, and is closed now."""
+        if self._answer_lost is not None and self.resumptions == resumptions:
+            await self._answer_lost(failure)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -91,9 +112,11 @@ class ReadToEndOnClose(httpx.AsyncByteStream):
     before it closes, so its connection goes back to the pool. One iterator over the stream serves the reader
     and the close: the reader's may be dropped (and finalized) before the close, which must not end the stream."""
 
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, transport: ConnectionKeeping | None = None) -> None:
         self._stream = stream
         self._chunks = None
+        self._transport = transport
+        self._broken: tuple[Exception, int] | None = None  # what broke it as it was read, and the resumptions then
 
     def _iterator(self):
         if self._chunks is None:
@@ -107,6 +130,10 @@ class ReadToEndOnClose(httpx.AsyncByteStream):
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
+            except Exception as exc:
+                if self._transport is not None:
+                    self._broken = (exc, self._transport.resumptions)
+                raise
             yield chunk
 
     async def aclose(self) -> None:
@@ -121,6 +148,9 @@ class ReadToEndOnClose(httpx.AsyncByteStream):
             pass
         finally:
             await self._stream.aclose()
+        if self._broken is not None:
+            failure, resumptions = self._broken
+            await self._transport.stream_broken(failure, resumptions=resumptions)
 
 
 class TransportFailures:
@@ -138,10 +168,11 @@ class TransportFailures:
 
 
 @asynccontextmanager
-async def mcp_session(endpoint: Endpoint, *, message_handler, timeout_s: float | None = None
-                      ) -> AsyncIterator[ClientSession]:
+async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: AnswerLost | None = None,
+                      timeout_s: float | None = None) -> AsyncIterator[ClientSession]:
     """An initialized ClientSession with the server at `endpoint`, closed on exit. Each request waits at most
-    `timeout_s` (CHATTER_MCP_TIMEOUT_S by default); callers bound a whole exchange themselves."""
+    `timeout_s` (CHATTER_MCP_TIMEOUT_S by default); callers bound a whole exchange themselves. Over Streamable
+    HTTP, `answer_lost` is told of an answer's stream that broke for good (ConnectionKeeping)."""
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.sse import sse_client
     from mcp.client.stdio import get_default_environment, stdio_client
@@ -165,7 +196,7 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, timeout_s: float |
         return
     # The SDK's recommended timeouts: a request's own, and a long read for the server's stream of messages.
     timeout = httpx.Timeout(timeout_s, read=max(timeout_s, SSE_READ_TIMEOUT_S))
-    async with checked_http_client(headers=endpoint.header_dict, timeout=timeout) as http, \
+    async with checked_http_client(headers=endpoint.header_dict, timeout=timeout, answer_lost=answer_lost) as http, \
             streamable_http_client(endpoint.url, http_client=http) as (read, write, _):
         async with ClientSession(read, write, **options) as session:
             await session.initialize()

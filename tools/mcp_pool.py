@@ -83,7 +83,8 @@ class _Session:
         task). A failure to open is kept for the call that waits on it."""
         try:
             with self._hold_scope:
-                async with opened(self.endpoint, message_handler=self._message) as session:
+                async with opened(self.endpoint, message_handler=self._message,
+                                  answer_lost=self._answer_lost) as session:
                     self.session = session
                     self._ready.set()
                     await self._closing.wait()
@@ -134,6 +135,14 @@ class _Session:
                 self.failure, self.unread = message, True
             self._cancel_call()
             self._hold_scope.cancel()
+
+    async def _answer_lost(self, failure: Exception) -> None:
+        """The stream of an answer (the call's, or the initialization's) broke and will not be resumed: the server
+        is gone, or its connection; the session ends, and its call, as when its transport fails."""
+        if self.failure is None:
+            self.failure = failure
+        self._cancel_call()
+        self._hold_scope.cancel()
 
     def _cancel_call(self) -> None:
         if self._call_scope is not None:

@@ -43,24 +43,27 @@ class RunTools:
                 if tool["server"] is not None and tool["enabled"] and tool_allowed(tool["name"], key)]
         return self._schemas[key]
 
+    def secrets_read(self, *, server_id, server=None) -> None:
+        """The secrets registered for the server (`server`: read already) that its calls' rows must not keep, read
+        once, as its first call starts: a server deleted during a call has them no more."""
+        if str(server_id) not in self._secrets:
+            self._secrets[str(server_id)] = mcp_secrets(server_id=server_id, user=self.execution.owner, server=server)
+
     def redacted(self, value, *, server_id: str | None):
         """`value` (a call's arguments, result or error) without the secrets registered for the server (its header
-        values, the run owner's own credentials): what a ToolCall row and the audit keep. A JSON workflow's call
-        read them as it started (`run`: a server deleted during the call has them no more); a Python graph's, now."""
+        values, the run owner's own credentials): what a ToolCall row and the audit keep. A call read them as it
+        started (a JSON workflow's in `run`, a Python graph's through the recorder's `mcp_call_started`)."""
         if server_id is None:
             return value
-        key = str(server_id)
-        if key not in self._secrets:
-            self._secrets[key] = mcp_secrets(server_id=server_id, user=self.execution.owner)
-        return secrets_redacted(value, self._secrets[key])
+        self.secrets_read(server_id=server_id)
+        return secrets_redacted(value, self._secrets[str(server_id)])
 
     def run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome:
         """Call the MCP tool `name` as the run's owner; whatever happens, an outcome the model is told."""
         user = self.execution.owner
         try:
             server, tool = mcp_tool_get(user=user, name=name)  # once, for the call and its row
-            if str(server.pk) not in self._secrets:
-                self._secrets[str(server.pk)] = mcp_secrets(server_id=server.pk, user=user, server=server)
+            self.secrets_read(server_id=server.pk, server=server)
             result = mcp_server_tool_run(server=server, user=user, tool=tool, arguments=arguments,
                                          timeout_s=timeout_s)
         except ToolUnavailable as exc:
@@ -119,6 +122,9 @@ class ToolCallHooks:
     def audit_tool_call(self, **called) -> None:
         """`tool.called` (trace_rows.tool_call_audit)."""
         self.audit("tool.called", tool_call_audit(**called))
+
+    def mcp_call_started(self, *, server_id: str) -> None:
+        self.run_tools.secrets_read(server_id=server_id)
 
     def tool_schemas(self, patterns) -> list[dict]:
         return self.run_tools.schemas(patterns)

@@ -3,9 +3,11 @@
 tools.services.mcp_tool_run against the real MCP server, each call a ToolCall row with `tool_start` /
 `tool_called` events. A call outside the allow-list, a timeout, a server that is down, an oversized result and
 an MCP error each end as a tool message the model sees, and the run goes on."""
+import threading
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from tools.services import mcp_server_create
@@ -27,6 +29,23 @@ def chat(owner, allowed_tools, message="What is 2 + 40?"):
     execution = execution_create(ChatRequest(owner=owner, message=message,
                                              config={**OPENAI, "allowed_tools": allowed_tools}))
     return execution_run(execution_id=execution.pk)
+
+
+def chat_started(owner, allowed_tools, message="Wait."):
+    """A chat run started on a thread of its own: its execution, and an Event set once the run has ended."""
+    execution = execution_create(ChatRequest(owner=owner, message=message,
+                                             config={**OPENAI, "allowed_tools": allowed_tools}))
+    ended = threading.Event()
+
+    def run():
+        try:
+            execution_run(execution_id=execution.pk)
+        finally:
+            connection.close()
+            ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return execution, ended
 
 
 def bound(request) -> dict[str, dict]:
@@ -250,26 +269,12 @@ def test_scope_an_agents_call_that_finds_its_tool_gone_refreshes_the_servers_too
 
 def test_item_02_tool_start_is_written_before_the_mcp_server_answers(alice, tracker, mcp_server, openai_server):
     """Watchers see an MCP call begin while the server works (the run writes what it holds before it waits)."""
-    import threading
     import time
-
-    from django.db import connection
 
     openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 1, "b": 2}},
                                     {"name": "tracker__sleep", "arguments": {"seconds": 4}}])
     openai_server.reply(content="Slept.")
-    execution = execution_create(ChatRequest(owner=alice, message="Wait.",
-                                             config={**OPENAI, "allowed_tools": ["tracker__*"]}))
-    ended = threading.Event()
-
-    def run():
-        try:
-            execution_run(execution_id=execution.pk)
-        finally:
-            connection.close()
-            ended.set()
-
-    threading.Thread(target=run, daemon=True).start()
+    execution, ended = chat_started(alice, ["tracker__*"])
     deadline = time.monotonic() + 30
     while len(mcp_server.calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
