@@ -21,7 +21,7 @@ from tests.factories import ApiTokenFactory, GroupFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_of_midnight")]
 
 
 def set_budget(api, **body) -> dict:
