@@ -235,11 +235,11 @@ def _budget_bars():
     targets = _budget_targets(budgets)
     points = []
     for budget in budgets:
-        row = current.get(budget.pk)
+        row = current[budget.pk]
         if budget.limit_usd is not None:
-            spent, limit = (row.spent_usd if row else Decimal(0)), budget.limit_usd
+            spent, limit = row.spent_usd, budget.limit_usd
         else:
-            spent, limit = (row.spent_tokens if row else 0), budget.limit_tokens
+            spent, limit = row.spent_tokens, budget.limit_tokens
         percent = Decimal(spent) * 100 / limit if limit else Decimal(100 if spent else 0)
         target = targets.get(budget.pk) or budget.target_id  # a target deleted since: its id
         on = "everyone" if budget.scope == Budget.Scope.GLOBAL else f"{budget.scope} {target}"

@@ -264,15 +264,19 @@ def budget_deactivate(*, budget: Budget) -> None:
     budget.is_active = False
 
 
-def budgets_current(budgets: list[Budget], *, at: datetime | None = None) -> dict:
-    """Each budget's current period row (or None before its first run in it), by budget id: one query."""
+def budgets_current(budgets: list[Budget], *, at: datetime | None = None) -> dict[uuid.UUID, BudgetPeriod]:
+    """Each budget's current period by budget id, in one query: its row, or before the period's first run an
+    unsaved row of zeros. Every period is the one of one reading of the clock, so what a listing shows of a
+    period (its start, its spend) is of that period even as midnight passes."""
+    at = at or timezone.now()
     starts = {budget.pk: period_start(budget, at) for budget in budgets}
     if not starts:
         return {}
     match = Q()
     for budget_id, starts_at in starts.items():
         match |= Q(budget_id=budget_id, starts_at=starts_at)
-    return {row.budget_id: row for row in BudgetPeriod.objects.filter(match)}
+    found = {row.budget_id: row for row in BudgetPeriod.objects.filter(match)}
+    return {pk: found.get(pk) or BudgetPeriod(budget_id=pk, starts_at=starts_at) for pk, starts_at in starts.items()}
 
 
 @dataclass

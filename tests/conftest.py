@@ -26,6 +26,15 @@ def staff(db):
 
 
 @pytest.fixture
+def clear_of_midnight(monkeypatch):
+    """The clock runs from noon UTC of today (tests.clock.from_noon): a test that reads a day, a budget period or a
+    month twice (a run, then what it spent today) reads the same one, whenever CI runs it."""
+    from tests.clock import from_noon
+
+    from_noon(monkeypatch)
+
+
+@pytest.fixture
 def api(alice):
     """Alice, logged in with a session."""
     from rest_framework.test import APIClient

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Budget
-from budgets.services import budget_create, budget_deactivate, budgets_current, period_start
+from budgets.services import budget_create, budget_deactivate, budgets_current
 from budgets.targets import budget_target
 from core.api.serializers import StrictSerializer
 from core.api.viewsets import OwnedViewSet
@@ -36,26 +36,23 @@ class BudgetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def _current(self, budget):
-        return self.context.get("current", {}).get(budget.pk)
+        """The budget's current period (budgets_current, read for the whole page at once)."""
+        return self.context["current"][budget.pk]
 
     def get_period_start(self, budget) -> str:
-        return period_start(budget).isoformat()
+        return self._current(budget).starts_at.isoformat()
 
     def get_spent_usd(self, budget) -> str:
-        row = self._current(budget)
-        return usd(row.spent_usd if row else 0)
+        return usd(self._current(budget).spent_usd)
 
     def get_spent_tokens(self, budget) -> int:
-        row = self._current(budget)
-        return row.spent_tokens if row else 0
+        return self._current(budget).spent_tokens
 
     def get_reserved_usd(self, budget) -> str:
-        row = self._current(budget)
-        return usd(row.reserved_usd if row else 0)
+        return usd(self._current(budget).reserved_usd)
 
     def get_reserved_tokens(self, budget) -> int:
-        row = self._current(budget)
-        return row.reserved_tokens if row else 0
+        return self._current(budget).reserved_tokens
 
 
 class BudgetCreateSerializer(StrictSerializer):
@@ -127,7 +124,8 @@ class BudgetViewSet(mixins.ListModelMixin, OwnedViewSet):
             period=data["period"], timezone_name=data["timezone"], mode=data["mode"],
             limit_usd=data.get("limit_usd"), limit_tokens=data.get("limit_tokens"), thresholds=data.get("thresholds"),
             webhook_url=data["webhook_url"])
-        return Response(BudgetSerializer(budget, context={"current": {}}).data, status=status.HTTP_201_CREATED)
+        return Response(BudgetSerializer(budget, context={"current": budgets_current([budget])}).data,
+                        status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, pk: str) -> Response:

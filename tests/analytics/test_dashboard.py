@@ -15,7 +15,7 @@ from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_of_midnight")]
 
 DASHBOARD = "/admin/analytics/usagerollup/"
 

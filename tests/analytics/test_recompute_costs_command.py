@@ -43,9 +43,11 @@ def test_a_price_from_after_the_call_changes_nothing(alice):
     assert execution.cost == before
 
 
-def test_a_bad_date_is_a_clear_error():
+@pytest.mark.parametrize("since", ["last tuesday", "2026-02-30", "2027-02-29", "2026-02-30T10:00:00Z"])
+def test_a_bad_date_is_a_clear_error(since):
+    """A day that does not exist (30 February, 29 February of a common year) is refused like any other bad date."""
     with pytest.raises(CommandError, match="--since"):
-        call_command("recompute_costs", "--since", "last tuesday")
+        call_command("recompute_costs", "--since", since)
 
 
 # --- the model a server reports is not always the one asked for ------------------------------------------

@@ -14,7 +14,9 @@ from conversations.models import Message
 from conversations.services import message_delete
 from tests.factories import run_request
 from tests.analytics.usage import COUNTERS, assert_usage_exact, totals
+from tests.invariants import assert_all
 from tests.api.conftest import assert_error
+from tests.clock import at, on_day
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_cancel, execution_create, execution_run
@@ -30,12 +32,6 @@ LINEAR = {
 
 def run(**kwargs) -> WorkflowExecution:
     return execution_run(execution_id=execution_create(run_request(**kwargs)).pk)
-
-
-def on_day(monkeypatch, day: date) -> None:
-    """The clock reads noon UTC of `day` (so every row written now is booked on that day)."""
-    noon = datetime.combine(day, datetime.min.time(), tzinfo=dt_timezone.utc) + timedelta(hours=12)
-    monkeypatch.setattr(timezone, "now", lambda: noon)
 
 
 @pytest.fixture
@@ -211,6 +207,9 @@ def test_a_title_that_looks_like_a_formula_stays_text_in_csv(alice_api, alice, u
     ({"start": "yesterday"}, "start"),
     ({"end": "2026-13-01"}, "end"),
     ({"start": "2026-11-21T10:00:00Z"}, "start"),
+    ({"start": "2026-11-21T00:00:00+02:00"}, "start"),  # a moment, not a UTC day: which day would it be?
+    ({"end": "2026-02-30"}, "end"),
+    ({"end": "2027-02-29"}, "end"),
     ({"start": "2026-11-21", "end": "2026-11-20"}, "end"),
     ({"page": "0"}, "page"),
     ({"page": "two"}, "page"),
@@ -234,3 +233,23 @@ def test_a_user_without_usage_gets_zeros(bob_api):
     body = report(bob_api)
     assert body["count"] == 0 and body["results"] == []
     assert figures(body["totals"]) == {name: Decimal("0") if name == "cost" else 0 for name in COUNTERS}
+
+
+def test_a_run_that_crosses_midnight_is_booked_on_the_day_it_ended_and_each_message_on_its_own(
+        alice_api, alice, monkeypatch):
+    """Its outcome and its calls' tokens and cost on the day it ended, the question on the day it was asked, the
+    answer on the day it came; every aggregate still the sum of its parts."""
+    clock = at(monkeypatch, datetime(2026, 2, 28, 23, 59, 59, tzinfo=dt_timezone.utc))
+    pending = execution_create(run_request(owner=alice, message="What is 12*7?", chat=True))
+    clock["now"] = datetime(2026, 3, 1, 0, 0, 1, tzinfo=dt_timezone.utc)
+    execution = execution_run(execution_id=pending.pk)
+
+    days = {row["day"]: row for row in report(alice_api)["results"]}
+    assert list(days) == ["2026-02-28", "2026-03-01"]
+    asked, answered = days["2026-02-28"], days["2026-03-01"]
+    assert (asked["messages"], asked["executions"], asked["llm_calls"], Decimal(asked["cost"])) == (1, 0, 0, 0)
+    assert (answered["messages"], answered["executions"], answered["llm_calls"]) == (1, 1, execution.llm_calls)
+    assert Decimal(answered["cost"]) == execution.cost > 0
+    assert report(alice_api, start="2026-03-01", end="2026-03-01")["totals"]["total_tokens"] == execution.total_tokens
+    assert_usage_exact()
+    assert_all(execution)

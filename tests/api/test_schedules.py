@@ -38,6 +38,8 @@ def test_it_creates_a_schedule_with_its_next_run_in_its_time_zone(api):
         ({"cron": "61 * * * *"}, "cron", "invalid_cron"),
         ({"cron": "* * * *"}, "cron", "invalid_cron"),
         ({"cron": "@daily"}, "cron", "invalid_cron"),
+        ({"cron": "0 9 30 2 *"}, "cron", "invalid_cron"),  # 30 February: a valid cron that never fires
+        ({"cron": "0 9 31 4,6,9,11 *"}, "cron", "invalid_cron"),
         ({"timezone": "Mars/Olympus"}, "timezone", "invalid_timezone"),
         ({"config": {"temperature": 7}}, "config.temperature", "out_of_range"),
     ],
@@ -46,6 +48,38 @@ def test_bad_input_is_a_400_with_details_and_no_row(api, change, path, code):
     details = assert_error(api.post(URL, {**DAILY, **change}, format="json"), 400, "validation_error")
     assert {(d["path"], d["code"]) for d in details} >= {(path, code)}
     assert WorkflowSchedule.objects.count() == 0
+
+
+def test_patching_in_a_cron_that_never_fires_is_a_400_and_changes_nothing(api):
+    schedule_id = api.post(URL, DAILY, format="json").json()["id"]
+    details = assert_error(api.patch(f"{URL}{schedule_id}/", {"cron": "0 9 31 2 *"}, format="json"),
+                           400, "validation_error")
+    assert [(d["path"], d["code"]) for d in details] == [("cron", "invalid_cron")]
+    assert WorkflowSchedule.objects.get().cron == DAILY["cron"]
+
+
+def test_month_ends_and_leap_days_fire_only_on_days_that_exist(api, monkeypatch):
+    held = datetime(2026, 1, 31, 12, tzinfo=timezone.utc)  # after 09:00 on the 31st: the next 31st is in March
+    monkeypatch.setattr("django.utils.timezone.now", lambda: held)
+    utc = {**DAILY, "timezone": "UTC"}
+    month_end = api.post(URL, {**utc, "cron": "0 9 31 * *"}, format="json").json()
+    leap_day = api.post(URL, {**utc, "cron": "0 9 29 2 *"}, format="json").json()
+    assert datetime.fromisoformat(month_end["next_run_at"]) == datetime(2026, 3, 31, 9, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(leap_day["next_run_at"]) == datetime(2028, 2, 29, 9, tzinfo=timezone.utc)
+
+
+def test_a_stored_cron_that_never_fires_stops_itself_not_the_other_schedules(api, alice):
+    """A row written before crons were checked for a date that exists: the scheduler tick ends it and runs the
+    other due schedules."""
+    good_id = api.post(URL, {**DAILY, "cron": "* * * * *"}, format="json").json()["id"]
+    bad_id = api.post(URL, DAILY, format="json").json()["id"]
+    due = WorkflowSchedule.objects.get(pk=good_id).next_run_at
+    WorkflowSchedule.objects.filter(pk=bad_id).update(cron="0 9 30 2 *", next_run_at=due)
+
+    [execution] = schedules_run_due(now=due)
+
+    assert str(execution.schedule_id) == good_id
+    assert WorkflowSchedule.objects.get(pk=bad_id).next_run_at is None
 
 
 def test_another_users_schedule_is_invisible(api, bob_api):

@@ -23,6 +23,9 @@ from webhooks.models import WebhookDelivery
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 
+pytestmark = pytest.mark.usefixtures("clear_of_midnight")  # thresholds fire once per day: one day per test
+
+
 @pytest.fixture
 def alerts_on(settings):
     settings.CHATTER_WEBHOOK_SECRET = SECRET

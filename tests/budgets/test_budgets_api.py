@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 from decimal import Decimal
 from io import StringIO
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
@@ -20,7 +21,7 @@ from tests.factories import ApiTokenFactory, GroupFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_of_midnight")]
 
 
 def set_budget(api, **body) -> dict:
@@ -189,6 +190,28 @@ def test_a_new_period_starts_empty_in_the_budgets_time_zone(api, alice):
     assert today.astimezone(ZoneInfo("Asia/Tokyo")).hour == 0
     shown = api.get("/api/v1/budgets/").json()["results"][0]
     assert shown["period_start"] == today.isoformat() and shown["spent_tokens"] == periods[today]
+
+
+def test_midnight_passing_while_budgets_are_listed_shows_each_one_period_and_its_own_spend(api, monkeypatch):
+    """The period a budget shows and the spend it shows are read from the same moment: midnight passing between the
+    two reads of the clock never pairs the new day's start with the old day's spend."""
+    before = datetime(2026, 3, 10, 23, 59, 59, tzinfo=dt_timezone.utc)
+    monkeypatch.setattr("django.utils.timezone.now", lambda: before)
+    set_budget(api, limit_usd="1.00")
+    assert chat(api).status_code == 201
+    spent = Decimal(WorkflowExecution.objects.get().cost)
+    reads = iter([before])  # the first read of the budgets' clock is before midnight, every later one after it
+
+    def clock():
+        return next(reads, before + timedelta(seconds=2))
+
+    monkeypatch.setattr("budgets.services.timezone", SimpleNamespace(now=clock))
+
+    shown = api.get("/api/v1/budgets/").json()["results"][0]
+
+    assert (shown["period_start"], Decimal(shown["spent_usd"])) in {
+        ("2026-03-10T00:00:00+00:00", spent), ("2026-03-11T00:00:00+00:00", Decimal(0))}
+    assert spent > 0
 
 
 def test_a_run_ended_from_its_rows_gives_its_reservation_back(api, alice):

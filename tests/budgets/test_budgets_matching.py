@@ -11,7 +11,7 @@ from budgets.services import budgets_matching
 from core.cache import HOT_READS_VERSION, hot_reads
 from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_of_midnight")]
 
 
 def _rule(owner, *, key_uid, template_id):

@@ -106,6 +106,23 @@ def test_an_expired_key_is_refused(api):
     assert client.get("/api/v1/executions/").status_code == 401
 
 
+def test_a_key_works_until_the_instant_it_expires_and_not_at_it(api, monkeypatch):
+    """Expiry is the first instant the key no longer works, on every reader alike: the request lookup (the memo of
+    a key found live a moment before too) and the listing's `active`."""
+    expires = timezone.now() + timedelta(hours=1)
+    made = make_key(api, expires_at=expires.isoformat())
+    client = client_with(made["key"])
+    clock = {"now": expires - timedelta(microseconds=1)}
+    monkeypatch.setattr(timezone, "now", lambda: clock["now"])
+    assert client.get("/api/v1/executions/").status_code == 200
+    assert api.get("/api/v1/keys/").json()["results"][0]["active"] is True
+
+    clock["now"] = expires
+
+    assert client.get("/api/v1/executions/").status_code == 401
+    assert api.get("/api/v1/keys/").json()["results"][0]["active"] is False
+
+
 def test_bob_can_neither_see_nor_revoke_alices_key(api, bob_api):
     made = make_key(api)
 

@@ -21,7 +21,7 @@ from tests.tools.test_workflow_tools import chat, run_agent, text_of, tool_messa
 from tools.services import mcp_server_create
 from workflows.models import ExecutionEvent, NodeExecution, ToolCall
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed", "clear_of_midnight")]
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
 LLM_COST = Decimal("0.00021")  # gpt-4o-mini's seeded price: 1000 × 0.15/M + 100 × 0.60/M
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -43,6 +43,9 @@ def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
     if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
         errors.append({"path": "cron", "code": "invalid_cron",
                        "message": f"{cron!r} is not a cron expression of 5 fields (minute hour day month weekday)"})
+    elif schedule_next_run(cron=cron, timezone_name="UTC", after=timezone.now()) is None:
+        errors.append({"path": "cron", "code": "invalid_cron",
+                       "message": f"{cron!r} names only days that do not exist (such as 30 February): it never fires"})
     try:
         ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -54,10 +57,14 @@ def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
     return errors
 
 
-def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> datetime:
-    """The next time the cron fires after `after`, read in the schedule's own time zone (DST included)."""
+def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> datetime | None:
+    """The next time the cron fires after `after`, read in the schedule's own time zone (DST included); None for a
+    cron that names only days that do not exist (`0 9 30 2 *`), which croniter accepts as valid."""
     local = after.astimezone(ZoneInfo(timezone_name))
-    return croniter(cron, local).get_next(datetime).astimezone(dt_timezone.utc)
+    try:
+        return croniter(cron, local).get_next(datetime).astimezone(dt_timezone.utc)
+    except CroniterBadDateError:
+        return None
 
 
 def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
@@ -193,6 +200,10 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
         Q(ends_at__isnull=True) | Q(ends_at__gt=now))
     for schedule in due.select_related("owner", "template", "definition"):
         following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
+        if following is None:  # a row from before crons were checked for a day that exists: it never fires
+            WorkflowSchedule.objects.filter(pk=schedule.pk).update(next_run_at=None)
+            logger.warning("schedule %s has a cron that never fires (%s): stopped", schedule.pk, schedule.cron)
+            continue
         claimed = WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
             next_run_at=following, last_run_at=now)
         if not claimed:

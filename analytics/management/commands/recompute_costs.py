@@ -9,9 +9,12 @@ from analytics.services import costs_recompute
 def _since(text: str | None) -> datetime | None:
     if not text:
         return None
-    moment = parse_datetime(text)
+    try:  # (a well-formed day that does not exist, such as 2026-02-30, is a ValueError)
+        moment = parse_datetime(text)
+        day = parse_date(text) if moment is None else None
+    except ValueError:
+        moment = day = None
     if moment is None:
-        day = parse_date(text)
         if day is None:
             raise CommandError(f"--since must be a date (YYYY-MM-DD) or ISO datetime, got {text!r}")
         moment = datetime.combine(day, time.min)
