@@ -16,6 +16,7 @@ from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When, Wind
 from django.db.models.functions import Coalesce, Concat, NullIf, RowNumber, TruncDay, TruncHour
 from django.utils import timezone
 
+from tools.selectors import tool_names_known
 from workflows.models import LLMCall, ToolCall, WorkflowExecution
 
 UTC = dt_timezone.utc
@@ -140,6 +141,7 @@ def _provider_model():
 RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LLM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TOOL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+OTHER_TOOL = "(other)"  # the tool label of a call of a name no tool has (a model's invention): one series for all
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def latency_histograms() -> list[Histogram]:
     """Run, LLM call and tool call durations, with the dashboard's groups as labels: every row there is (read at
     scrape time, so every process reports the same)."""
     ok = {"status": Case(When(ok=True, then=Value("ok")), default=Value("error"))}
+    tool = Case(When(tool__in=sorted(tool_names_known()), then=F("tool")), default=Value(OTHER_TOOL))
     return [
         _histogram(WorkflowExecution.objects.filter(status__in=WorkflowExecution.TERMINAL),
                    name="chatter_run_duration_seconds", documentation="Duration of ended runs.",
@@ -178,6 +181,6 @@ def latency_histograms() -> list[Histogram]:
                    documentation="Duration of LLM calls.", labels={"provider": F("provider"), "model": F("model")},
                    value="duration_ms", bounds=LLM_BUCKETS_S),
         _histogram(ToolCall.objects.all(), name="chatter_tool_call_duration_seconds",
-                   documentation="Duration of tool calls.", labels={"tool": F("tool"), **ok},
+                   documentation="Duration of tool calls.", labels={"tool": tool, **ok},
                    value="duration_ms", bounds=TOOL_BUCKETS_S),
     ]

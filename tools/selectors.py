@@ -147,6 +147,16 @@ def builtin_tool_list() -> list[dict]:
              "server": None, "enabled": True} for each in described]
 
 
+def tool_names_known() -> set[str]:
+    """Every name a tool call can be of, whoever may call it: the built-ins' and each MCP server's listed tools as
+    `<server>__<tool>`. A model may call any name: this is what bounds a label counting calls by tool (/metrics)."""
+    names = set(TOOLS)
+    for server, tools in McpServer.objects.values_list("name", "tools"):
+        names.update(f"{server}{QUALIFIER}{tool['name']}" for tool in tools or ()
+                     if isinstance(tool, dict) and isinstance(tool.get("name"), str))
+    return names
+
+
 def tool_list(*, user) -> list[dict]:
     """Every tool `user` may use: the built-ins by their bare names, then each visible server's tools as
     `<server>__<tool>` (`enabled` false while the server is disabled). A user's own server comes before a shared

@@ -67,23 +67,28 @@ def run_timeline(execution: WorkflowExecution, *, now: datetime | None = None) -
     """The bars of a run, earliest first. An LLM or tool call is recorded when it ends, with its duration: it
     started that long before."""
     now = now or timezone.now()
+    nodes = NodeExecution.objects.filter(execution=execution).order_by("index")
+    calls = LLMCall.objects.filter(execution=execution).order_by("id")
+    tools = ToolCall.objects.filter(execution=execution).order_by("id")
+    searches = ExecutionEvent.objects.filter(execution=execution, event="retrieval").order_by("seq")
     bars = []
-    for node in NodeExecution.objects.filter(execution=execution).order_by("index")[:MAX_BARS]:
+    for node in nodes[:MAX_BARS]:
         bars.append(TimelineBar("node", f"{node.node_id} ({node.node_type})", node.started_at,
                                 _ended(node.started_at, node.completed_at, node.duration_ms, now),
                                 node.total_tokens, node.cost, node.status == NodeExecution.Status.FAILED,
                                 node.duration_ms))
-    for call in LLMCall.objects.filter(execution=execution).order_by("id")[:MAX_BARS]:
+    for call in calls[:MAX_BARS]:
         bars.append(TimelineBar("llm", f"{call.provider}/{call.model}",
                                 call.created_at - timedelta(milliseconds=call.duration_ms), call.created_at,
                                 call.total_tokens, call.cost, False, call.duration_ms))
-    for call in ToolCall.objects.filter(execution=execution).order_by("id")[:MAX_BARS]:
+    for call in tools[:MAX_BARS]:
         bars.append(TimelineBar("tool", call.tool, call.created_at - timedelta(milliseconds=call.duration_ms),
                                 call.created_at, None, None, not call.ok, call.duration_ms))
-    for event in ExecutionEvent.objects.filter(execution=execution, event="retrieval").order_by("seq")[:MAX_BARS]:
+    for event in searches[:MAX_BARS]:
         bars.append(_retrieval_bar(event))
     bars.sort(key=lambda bar: (bar.start, bar.kind != "node"))
-    total = len(bars)
+    # each kind's first MAX_BARS were read: a kind with more counts the rest too
+    total = len(bars) if len(bars) < MAX_BARS else sum(rows.count() for rows in (nodes, calls, tools, searches))
     bars = bars[:MAX_BARS]
     start = min([execution.started_at or execution.created_at, *(bar.start for bar in bars)])
     end = max([execution.completed_at or now, *(bar.end for bar in bars)])  # a run still going: until now

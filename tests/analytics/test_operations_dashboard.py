@@ -57,8 +57,9 @@ def rows(alice):
     LLMCall.objects.bulk_create(calls)
     tools = []
     for index in range(0, 60, 3):
-        tools.append(ToolCall.objects.create(execution=runs[index], node_id="tools", tool=["calculator", "clock"][
-            index % 2], ok=chance.random() > 0.3, duration_ms=chance.randrange(1, 300)))
+        tools.append(ToolCall.objects.create(execution=runs[index], node_id="tools",
+                                             tool=["calculator", "current_time"][index % 2],
+                                             ok=chance.random() > 0.3, duration_ms=chance.randrange(1, 300)))
         ToolCall.objects.filter(pk=tools[-1].pk).update(created_at=runs[index].created_at)
     return {"now": now}
 
@@ -218,3 +219,36 @@ def test_item_grafana_dashboard_queries_only_metrics_that_metrics_serves(rows, c
     for expr in exprs:  # every label grouped or filtered on is one the metrics carry
         for group in re.findall(r"by \(([^)]*)\)", expr):
             assert {name.strip() for name in group.split(",")} <= labels, expr
+
+
+def test_item_metrics_tool_label_is_a_tool_that_exists_whatever_name_a_model_calls(api, alice, openai_stub, settings):
+    """A model may call any name (invented, or steered there by a prompt): each is a tool call row, refused, but
+    not a series of its own on /metrics, or any user could add series without end. The tool label is a built-in's
+    name or a tool an MCP server listed (`<server>__<tool>`); any other name is `(other)`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tools.models import McpServer
+
+    McpServer.objects.create(owner=alice, name="tracker", url="http://127.0.0.1:9/mcp",
+                             tools=[{"name": "add", "description": "", "input_schema": {}}])
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_stub.base_url, "sk-test-not-a-real-key"
+    usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+    invented = ["lookup_order_1", "lookup_order_2", "tracker__remove"]
+    openai_stub.reply(usage=usage, tool_calls=[{"name": "calculator", "arguments": {"expression": "2*3"}},
+                                               *({"name": name, "arguments": {}} for name in invented)])
+    openai_stub.reply(content="6.", usage=usage)
+
+    response = api.post("/api/v1/chat/", {"message": "2*3?", "provider": "openai", "model": "gpt-4o-mini"},
+                        format="json")
+
+    assert response.status_code == 201, response.content
+    assert sorted(ToolCall.objects.values_list("tool", "ok")) == sorted(
+        [("calculator", True), *((name, False) for name in invented)])
+    text = api.get("/metrics").content.decode()
+    counts = {(sample.labels["tool"], sample.labels["status"]): sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == "chatter_tool_call_duration_seconds_count"}
+    assert counts == {("calculator", "ok"): 1, ("(other)", "error"): 3}
+    ToolCall.objects.filter(tool="lookup_order_1").update(tool="tracker__add", ok=True)  # a tool the server lists
+    text = api.get("/metrics").content.decode()
+    assert 'tool="tracker__add"' in text and "lookup_order" not in text and "tracker__remove" not in text

@@ -38,3 +38,28 @@ def test_item_timeline_places_bars_of_a_run_still_going(alice, client, staff):
     client.force_login(staff)
     page = client.get(f"/admin/workflows/workflowexecution/{run.pk}/change/").content.decode()
     assert page.count('data-testid="timeline-row"') == 3 and "calculator" in page  # (at the real now)
+
+
+def test_item_timeline_of_a_long_run_says_how_many_bars_it_left_out(alice, client, staff):
+    """A run of more bars than the timeline draws (MAX_BARS) shows its first ones and counts every bar it left out,
+    of whichever kind."""
+    from workflows.timeline import MAX_BARS
+
+    run = WorkflowExecutionFactory(owner=alice)
+    t0 = timezone.now() - timedelta(minutes=10)
+    WorkflowExecution.objects.filter(pk=run.pk).update(status="completed", started_at=t0,
+                                                       completed_at=t0 + timedelta(minutes=5))
+    run.refresh_from_db()
+    NodeExecution.objects.create(execution=run, index=1, node_id="model", node_type="model", started_at=t0,
+                                 completed_at=t0 + timedelta(minutes=5), duration_ms=300_000)
+    calls = MAX_BARS + 20
+    LLMCall.objects.bulk_create(LLMCall(execution=run, provider="local", model="m", requested_model="m",
+                                        duration_ms=100, created_at=t0 + timedelta(seconds=1 + index))
+                                for index in range(calls))
+
+    timeline = run_timeline(run)
+
+    assert len(timeline.bars) == MAX_BARS and timeline.left_out == 1 + calls - MAX_BARS
+    client.force_login(staff)
+    page = client.get(f"/admin/workflows/workflowexecution/{run.pk}/change/").content.decode()
+    assert page.count('data-testid="timeline-row"') == MAX_BARS and f"{1 + calls - MAX_BARS} more not shown" in page
