@@ -1,6 +1,7 @@
 """SQLite: a collection's best chunks for some words by BM25 over the collection's own statistics (its chunks, their
 average length in characters, each term's document frequency: knowledge.keyword_statistics), never the FTS5
-index's, which counts every user's chunks. Why and the figures: docs/knowledge.md#search, B12 in bench/RESULTS.md.
+index's, which counts every user's chunks. Why and the figures: docs/knowledge.md#keyword-ranking, B12 in
+bench/RESULTS.md.
 
 The rarest terms are read first, each from the index's postings (its chunks and how often it is in each); a term
 whose every chunk together with the terms after it cannot reach the best `limit` found so far is not read

@@ -1,6 +1,7 @@
 """SQLite: each collection's own word statistics for BM25 (knowledge.keyword_search), kept by triggers on
 `knowledge_chunk` in the transaction that writes the chunks (every path: bulk inserts, cascades, the re-embedding's
-swap), so they are exact whatever commits, and never count another collection's chunks (docs/knowledge.md#search):
+swap), so they are exact whatever commits, and never count another collection's chunks
+(docs/knowledge.md#keyword-ranking):
 
 - `knowledge_collection_text`: a collection's chunks and their characters (N and the average length);
 - `knowledge_collection_words`: how many of a collection's chunks hold each term (its document frequency);

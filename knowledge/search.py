@@ -64,27 +64,27 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
 
 
 def keyword_ranked(*, collection: Collection, query: str, limit: int,
-                   chunks: QuerySet[Chunk] | None = None) -> list[tuple[Chunk, float]]:
-    """The chunks of `collection` (of `chunks`, a part of them, when given) that contain any word of `query` (its
-    first 30 distinct words), best first, with their rank."""
+                   filters: dict | None = None) -> list[tuple[Chunk, float]]:
+    """The chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of `query`
+    (its first 30 distinct words), best first, with their rank."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:30]
     if not words:
         return []
-    among = Chunk.objects.filter(collection=collection) if chunks is None else chunks
+    chunks = _filtered(collection, filters)
     if connection.vendor == "postgresql":
         terms = " | ".join(words)
-        found = among.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
+        found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
         found = found.filter(matched=True).annotate(
             rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
         return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
     within = None
-    if chunks is not None:
+    if filters:  # the matching chunks ranked, by the collection's statistics
         try:
             within = chunks.values("id").query.sql_with_params()
         except EmptyResultSet:  # a filter no chunk can match
             return []
     best = bm25_ranked(collection_id=collection.pk.hex, words=words, limit=limit, within=within)
-    found = among.in_bulk([chunk_id for chunk_id, _ in best])
+    found = chunks.in_bulk([chunk_id for chunk_id, _ in best])
     return [(found[chunk_id], score) for chunk_id, score in best]
 
 
@@ -154,14 +154,16 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
     rerank_model = rerank_model_resolved(rerank_model) if rerank_model else None
     wanted = rerank_depth(k) if rerank_model else k
     depth = wanted if mode != "hybrid" else max(4 * wanted, 40)
+    # The vector side of a hybrid search fuses fewer: its index's nearest search slows with the number asked
+    # (sqlite-vec's: over 100,000 chunks 40 took about 60 ms, 20 about 30; B12 in bench/RESULTS.md).
+    vector_depth = wanted if mode != "hybrid" else max(2 * wanted, 20)
     rankings: dict[str, list[tuple[Chunk, float]]] = {}
     if mode in ("vector", "hybrid"):
         vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
         rankings["vector"] = [(chunk, 1.0 - chunk.distance)
-                              for chunk in chunks_nearest(vector=vector, k=depth, chunks=chunks)]
+                              for chunk in chunks_nearest(vector=vector, k=vector_depth, chunks=chunks)]
     if mode in ("keyword", "hybrid"):
-        rankings["keyword"] = keyword_ranked(collection=collection, query=query, limit=depth,
-                                             chunks=chunks if filters else None)
+        rankings["keyword"] = keyword_ranked(collection=collection, query=query, limit=depth, filters=filters)
     if mode != "hybrid":
         hits = [Hit(chunk, score, {mode: score}) for chunk, score in rankings[mode]]
     else:

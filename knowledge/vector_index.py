@@ -178,17 +178,19 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
         return None
     candidates = min(max(RESCORE_MIN, RESCORE_FACTOR * k), SQLITE_VEC_MAX_K)
     query = float32_blob(vector)
-    if not filtered:
-        sql, params = SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates]
-    else:
-        try:
-            within_sql, within_params = among.values("id").query.sql_with_params()
-        except EmptyResultSet:  # a filter no chunk can match (e.g. `id IN ()`): nothing to search
-            return []
-        sql = SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql)
-        params = [query, candidates, *within_params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates])
         ids = [row[0] for row in cursor.fetchall()]
+        # The index's nearest are the searched chunks' nearest when every one of them is a searched chunk (a
+        # collection that is most of the index): the same candidates, without reading which chunks are searched
+        # into the KNN (at 100,000 chunks, about 50 ms). Else the KNN again, within them.
+        if filtered and among.filter(id__in=ids).count() < len(ids):
+            try:
+                within_sql, within_params = among.values("id").query.sql_with_params()
+            except EmptyResultSet:  # a filter no chunk can match (e.g. `id IN ()`): nothing to search
+                return []
+            cursor.execute(SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql),
+                           [query, candidates, *within_params])
+            ids = [row[0] for row in cursor.fetchall()]
     return list(Chunk.objects.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
                 .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])
