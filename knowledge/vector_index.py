@@ -192,5 +192,5 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
             cursor.execute(SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql),
                            [query, candidates, *within_params])
             ids = [row[0] for row in cursor.fetchall()]
-    return list(Chunk.objects.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
+    return list(among.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
                 .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])
