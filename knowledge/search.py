@@ -33,6 +33,7 @@ from gateway.services import gateway_model
 from knowledge.keyword_search import bm25_ranked
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
+from knowledge.vector_index import rescore_candidates
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
@@ -155,14 +156,16 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
     rerank_model = rerank_model_resolved(rerank_model) if rerank_model else None
     wanted = rerank_depth(k) if rerank_model else k
     depth = wanted if mode != "hybrid" else max(4 * wanted, 40)
-    # The vector side of a hybrid search fuses fewer: its index's nearest search slows with the number asked
-    # (sqlite-vec's: over 100,000 chunks 40 took about 60 ms, 20 about 30; B12 in bench/RESULTS.md).
+    # The vector side of a hybrid search fuses fewer, from the candidates a search of `wanted` re-scores: the index's
+    # nearest search slows with the number asked (sqlite-vec's, over 100,000 chunks: 200 candidates about 40 ms,
+    # 50 about 12; B12 in bench/RESULTS.md). Its first `wanted` are a vector search's own.
     vector_depth = wanted if mode != "hybrid" else max(2 * wanted, 20)
     rankings: dict[str, list[tuple[Chunk, float]]] = {}
     if mode in ("vector", "hybrid"):
         vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
         rankings["vector"] = [(chunk, 1.0 - chunk.distance)
-                              for chunk in chunks_nearest(vector=vector, k=vector_depth, chunks=chunks)]
+                              for chunk in chunks_nearest(vector=vector, k=vector_depth, chunks=chunks,
+                                                          candidates=rescore_candidates(wanted))]
     if mode in ("keyword", "hybrid"):
         rankings["keyword"] = keyword_ranked(collection=collection, query=query, limit=depth, filters=filters)
     if mode != "hybrid":
