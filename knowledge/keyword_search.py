@@ -24,9 +24,8 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 IDF_FLOOR = 1e-6  # FTS5's, for a term in more than half the chunks
 _STATISTICS = "SELECT chunks, characters FROM knowledge_collection_text WHERE collection_id = %s"
 _FREQUENCIES = "SELECT term, chunks FROM knowledge_collection_words WHERE collection_id = %s AND term IN ({terms})"
-# One term's chunks in the collection: how often it is in each and the chunk's length. The postings are read
-# first (the index's, for that term), then each chunk's narrow row: its collection and length.
-# A row a match (counted here: a GROUP BY's sort took as long as the read).
+# One term's chunks in the collection with their length, a row a match (counted here: a GROUP BY's sort took as
+# long as the read). The postings are read first (the index's, for that term), then each chunk's narrow row.
 _POSTINGS = ("SELECT v.doc, l.characters FROM knowledge_chunk_terms v "
              "JOIN knowledge_chunk_length l ON l.chunk_id = v.doc "
              "WHERE v.term = %s AND l.collection_id = %s{within}")
