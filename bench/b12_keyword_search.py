@@ -1,67 +1,166 @@
-"""B12's keyword side on SQLite: `knowledge.search.keyword_ranked` (the product's call, as a hybrid search makes it)
-over one collection of `--chunks` chunks of 150 words drawn from a vocabulary of 20,000 with Zipf's frequencies
-(word i about 1 / i), in process on a fresh SQLite database, best `--limit` asked (a hybrid search of k=10 asks 40).
+"""B12's hybrid and keyword search on SQLite: `knowledge.search.collection_search` (the product's call, as the API
+makes it: k=10, the query's vector through the `embed` hook) over one collection of `--chunks` chunks of 150 words
+drawn from a vocabulary of 20,000 with Zipf's frequencies (word i about 1 / i), each with a 384-dimension vector
+around one of 2,000 topic centres (B12's vector data), on one fresh SQLite database migrated by this checkout.
 
-    .venv/bin/python -m bench.b12_keyword_search [--chunks 20000] [--queries 20] [--limit 40]
+    .venv/bin/python -m bench.b12_keyword_search [--chunks 100000] [--queries 20] [--rounds 2]
+                                                 [--against /tmp/wt-base] [--modes hybrid,keyword]
 
-Queries of two kinds, timed apart: a common word with a middling one (the commonest words are in nearly every
-chunk), and rare words in a sentence. Prints the median and the slowest of each kind, in ms.
+Queries of three kinds, timed apart: a common word (w0-w50: w0-w19 are in more than half the chunks) with a
+middling one (w100-w2000), a middling word alone, rare words in a sentence. Each round times every query of each
+kind in each mode, in a process of each checkout on the same database file (`--against`: another checkout, e.g. a
+`git worktree` of the base commit with `.venv` linked; the sides alternate, A B then B A). Prints p50 and p95 per
+side, mode and kind (all rounds pooled), the load average around each process, and how many of each keyword
+search's 10 chunks the two sides share.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from bench import chatter_calls
-from bench.chatter_servers import chatter_database
 from bench.machine import machine_note
-from bench.processes import BenchRun, log, run_main
-from bench.stats import median
+from bench.processes import ROOT, BenchRun, log, run_main
+from bench.stats import median, percentile
 
 VOCABULARY = [f"w{i}" for i in range(20000)]
 WEIGHTS = [1 / (i + 1) for i in range(len(VOCABULARY))]
+DIMENSIONS, TOPICS = 384, 2000
+KINDS = ("common + middling", "middling alone", "rare, in a sentence")
+
+
+def queries_made(count: int) -> dict[str, list[str]]:
+    rng = random.Random(7)
+    return {
+        "common + middling": [f"w{rng.randint(0, 50)} w{rng.randint(100, 2000)}" for _ in range(count)],
+        "middling alone": [f"w{rng.randint(100, 2000)}" for _ in range(count)],
+        "rare, in a sentence": [f"what about w{rng.randint(1000, 19000)} and w{rng.randint(1000, 19000)}"
+                                for _ in range(count)]}
+
+
+def vectors(count: int, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(12).standard_normal((TOPICS, DIMENSIONS))
+    points = centres[rng.integers(0, TOPICS, count)] + rng.standard_normal((count, DIMENSIONS)) / np.sqrt(DIMENSIONS)
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype("float32")
+
+
+def build(chunks: int) -> None:
+    """One collection of `chunks` chunks, written through the ORM (the triggers keep every index in step)."""
+    from bench import chatter_calls
+    from knowledge.models import Chunk, Collection, CollectionDocument
+
+    rng = random.Random(5)
+    collection = Collection.objects.create(owner=chatter_calls.bench_user(), name="keywords", dimensions=DIMENSIONS,
+                                           embedding_model="local/all-MiniLM-L6-v2", chunk_size=200, chunk_overlap=0)
+    document = CollectionDocument.objects.create(collection=collection, title="words", content_hash="-",
+                                                 status="ready")
+    begun = time.perf_counter()
+    for begin in range(0, chunks, 2000):
+        batch = vectors(min(2000, chunks - begin), seed=begin)
+        Chunk.objects.bulk_create([
+            Chunk(text=" ".join(rng.choices(VOCABULARY, WEIGHTS, k=150)), dimensions=DIMENSIONS,
+                  embedding=vector.tolist(), document=document, collection=collection, position=begin + i)
+            for i, vector in enumerate(batch)])
+    log(f"{chunks:,} chunks written in {time.perf_counter() - begun:.0f} s")
+
+
+def timed(args) -> dict:
+    """In a process of the checkout measured: every query of each kind in each mode, in ms, and keyword's ids."""
+    from bench import chatter_calls
+    from knowledge.models import Collection
+    from knowledge.search import collection_search
+
+    collection = Collection.objects.get(name="keywords")
+    user = chatter_calls.bench_user()
+    kinds = queries_made(args.queries)
+    asked = vectors(args.queries * len(KINDS), seed=999_999).tolist()
+    now: list[list[float]] = []
+
+    def search(query: str, mode: str, vector: list[float]):
+        now[:] = [vector]
+        return collection_search(collection=collection, user=user, query=query, k=10, mode=mode,
+                                 embed=lambda model, texts: now)
+
+    for query in kinds["common + middling"][:3]:  # warm-up: the indexes' pages in memory
+        search(query, "hybrid", asked[0])
+    result: dict = {"ms": {}, "ids": {}}
+    for mode in args.modes:
+        for number, (kind, queries) in enumerate(kinds.items()):
+            times, ids = [], []
+            for index, query in enumerate(queries):
+                begun = time.perf_counter()
+                hits = search(query, mode, asked[number * args.queries + index])
+                times.append((time.perf_counter() - begun) * 1000)
+                ids.append([hit.chunk.pk for hit in hits])
+            result["ms"][f"{mode}: {kind}"] = times
+            result["ids"][f"{mode}: {kind}"] = ids
+    return result
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=20000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="hybrid,keyword")
+    parser.add_argument("--against", type=Path, help="another checkout timed on the same database, alternately")
+    parser.add_argument("--child", choices=("build", "time"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.modes = args.modes.split(",")
+    if args.child:  # set up by the parent, in the checkout it runs from
+        from bench import chatter_calls
+
+        chatter_calls.django_setup(dict(os.environ))
+        if args.child == "build":
+            build(args.chunks)
+        else:
+            print("RESULT " + json.dumps(timed(args)))
+        return
+    from bench.chatter_servers import chatter_database
+
+    sides = {"this": ROOT, **({"against": args.against.resolve()} if args.against else {})}
     with BenchRun("b12kw") as run:
         database = chatter_database(run, "sqlite")
-        chatter_calls.django_setup(database.env)
-        from knowledge.models import Chunk, Collection, CollectionDocument
-        from knowledge.search import keyword_ranked
-
-        rng = random.Random(5)
-        collection = Collection.objects.create(owner=chatter_calls.bench_user(), name="keywords", dimensions=4,
-                                               embedding_model="local/local-embed-1", chunk_size=200, chunk_overlap=0)
-        document = CollectionDocument.objects.create(collection=collection, title="words", content_hash="-",
-                                                     status="ready")
-        for begin in range(0, args.chunks, 5000):
-            Chunk.objects.bulk_create([
-                Chunk(text=" ".join(rng.choices(VOCABULARY, WEIGHTS, k=150)), dimensions=4, embedding=[1.0, 0, 0, 0],
-                      document=document, collection=collection, position=begin + i)
-                for i in range(min(5000, args.chunks - begin))])
-        log(f"{args.chunks:,} chunks written")
-        chunks = Chunk.objects.filter(collection=collection)
-        kinds = {
-            "common + middling": [f"w{rng.randint(0, 50)} w{rng.randint(100, 2000)}" for _ in range(args.queries)],
-            "rare, in a sentence": [f"what about w{rng.randint(1000, 19000)} and w{rng.randint(1000, 19000)}"
-                                    for _ in range(args.queries)]}
-        for query in kinds["common + middling"][:3]:  # warm-up: the index's pages in memory
-            keyword_ranked(chunks, query, args.limit)
-        for kind, queries in kinds.items():
-            times = []
-            for query in queries:
-                begun = time.perf_counter()
-                keyword_ranked(chunks, query, args.limit)
-                times.append((time.perf_counter() - begun) * 1000)
-            print(f"{kind}: median {median(times):.1f} ms, slowest {max(times):.1f} ms ({len(times)} queries, "
-                  f"{args.chunks:,} chunks, best {args.limit})")
-        print(machine_note())
+        flags = ["--chunks", str(args.chunks), "--queries", str(args.queries), "--modes", ",".join(args.modes)]
+        subprocess.run([sys.executable, "-m", "bench.b12_keyword_search", "--child", "build", *flags],
+                       env=database.env, cwd=ROOT, check=True)
+        results: dict[str, list[dict]] = {side: [] for side in sides}
+        for number in range(args.rounds):
+            for side in (list(sides) if number % 2 == 0 else list(sides)[::-1]):
+                before = load()
+                # This file, run by path, with the side's code (knowledge, bench's helpers) first on the path.
+                done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "time", *flags],
+                                      env={**database.env, "PYTHONPATH": str(sides[side])}, cwd=sides[side],
+                                      stdout=subprocess.PIPE, text=True, check=True)
+                line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+                results[side].append(json.loads(line.removeprefix("RESULT ")))
+                log(f"round {number + 1}, {side} ({sides[side]}): load {before} -> {load()}")
+    for side, rounds in results.items():
+        for name in rounds[0]["ms"]:
+            times = [ms for one in rounds for ms in one["ms"][name]]
+            print(f"{side} {name}: p50 {median(times):.1f} ms, p95 {percentile(times, 95):.1f} ms, "
+                  f"slowest {max(times):.1f} ({len(times)} searches, {args.chunks:,} chunks, k=10)")
+    if args.against:
+        for name in results["this"][0]["ids"]:
+            pairs = zip(results["this"][0]["ids"][name], results["against"][0]["ids"][name])
+            shared = [len(set(mine) & set(theirs)) / max(len(theirs), 1) for mine, theirs in pairs]
+            same = sum(mine == theirs for mine, theirs in zip(results["this"][0]["ids"][name],
+                                                             results["against"][0]["ids"][name]))
+            print(f"{name}: the sides share {sum(shared) / len(shared):.3f} of the 10 chunks; "
+                  f"the same 10 in the same order in {same} of {len(shared)}")
+    print(machine_note())
 
 
 if __name__ == "__main__":

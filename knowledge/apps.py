@@ -9,6 +9,8 @@ class KnowledgeConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_vector_indexes_ensure, sender=self, dispatch_uid="knowledge_vector_indexes_ensure")
+        post_migrate.connect(_keyword_statistics_ensure, sender=self,
+                             dispatch_uid="knowledge_keyword_statistics_ensure")
         # Runs search collections through workflows, which sits below this app and never imports it.
         from workflows.knowledge_search import collections_search_register
 
@@ -25,6 +27,13 @@ def _vector_indexes_ensure(*, using: str, **kwargs) -> None:
     from knowledge.vector_index import vector_indexes_ensure
 
     vector_indexes_ensure(using=connections[using])
+
+
+def _keyword_statistics_ensure(*, using: str, **kwargs) -> None:
+    # The same rebuild drops the triggers keeping the collections' word statistics (SQLite).
+    from knowledge.keyword_statistics import keyword_statistics_ensure
+
+    keyword_statistics_ensure(using=connections[using])
 
 
 def _collections_search(**kwargs):

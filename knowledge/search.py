@@ -1,11 +1,11 @@
 """A collection searched: by meaning (cosine distance of the query's embedding: pgvector, sqlite-vec), by words
-(PostgreSQL full-text search, SQLite FTS5 with BM25 over the searched chunks' own statistics), or both fused by
-reciprocal rank (the default).
+(PostgreSQL full-text search, SQLite FTS5 with BM25 over the collection's own statistics: knowledge.keyword_search),
+or both fused by reciprocal rank (the default).
 
 The query's embedding is an LLM call of the searcher's, counted and held to budgets like every one
 (gateway.embeddings). Scores: `vector` is the cosine similarity (1 - distance), `keyword` the text rank
 (PostgreSQL's ts_rank_cd, of the chunk and the query alone; on SQLite BM25 whose word frequencies and lengths are
-the searched chunks', never the whole index's, which holds every user's chunks: higher is better), `hybrid` the sum
+the collection's, never the whole index's, which holds every user's chunks: higher is better), `hybrid` the sum
 of 1 / (60 + rank) over the two rankings. `score_threshold` drops results scored below it, in the mode's own score.
 
 A search that names a rerank model (any model with a rerank API: a provider's `/rerank`, Cohere's and Jina's shape,
@@ -15,7 +15,6 @@ rerank is an LLM call of kind `rerank` (gateway.rerank; in a run, the run's own)
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -31,8 +30,10 @@ from engine.reranking import RERANK_PROVIDERS
 from gateway.embeddings import embeddings_create
 from gateway.rerank import rerank_create
 from gateway.services import gateway_model
+from knowledge.keyword_search import bm25_ranked
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_nearest
+from knowledge.vector_index import rescore_candidates
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
@@ -42,12 +43,6 @@ _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 _PG_QUERY = "to_tsquery('english'::regconfig, %s)"
 _PG_VECTOR = "to_tsvector('english'::regconfig, \"knowledge_chunk\".\"text\")"
-# The searched chunks holding a word, each with its text's matches marked (FTS5's highlight: one mark a match,
-# stemmed as the index is): how often the word is in each, and how many chunks have it. `+rowid`: the word's own
-# postings first, then the collection's (as a rowid lookup per chunk of the collection, a search took 0.5 s).
-_FTS_MARKED = ("SELECT rowid, highlight(knowledge_chunk_fts, 0, char(1), char(2)) FROM knowledge_chunk_fts "
-               "WHERE knowledge_chunk_fts MATCH %s AND +rowid IN ({within})")
-BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,8 @@ class Hit:
 
 def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
     """The collection's chunks whose document's metadata has each of `filters`' key: value pairs."""
-    chunks = Chunk.objects.filter(collection=collection).select_related("document")
+    # A hit is read for its text and document, never its vector: not parsed (a 384-dimension one, about 0.2 ms).
+    chunks = Chunk.objects.filter(collection=collection).select_related("document").defer("embedding")
     for key, value in (filters or {}).items():
         if not _FILTER_KEY.match(str(key)) or not isinstance(value, (str, int, float, bool)) or value is None:
             raise InvalidInput("filters match a document's metadata: keys of letters, digits and _, scalar values",
@@ -69,48 +65,29 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
     return rows_containing(chunks, field="document__metadata", pattern=filters)
 
 
-def keyword_ranked(chunks: QuerySet[Chunk], query: str, limit: int) -> list[tuple[Chunk, float]]:
-    """`chunks` that contain any word of `query` (its first 30 distinct words), best first, with their rank."""
+def keyword_ranked(*, collection: Collection, query: str, limit: int,
+                   filters: dict | None = None) -> list[tuple[Chunk, float]]:
+    """The chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of `query`
+    (its first 30 distinct words), best first, with their rank."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:30]
     if not words:
         return []
+    chunks = _filtered(collection, filters)
     if connection.vendor == "postgresql":
         terms = " | ".join(words)
         found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
         found = found.filter(matched=True).annotate(
             rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
-    else:
-        return _bm25_ranked(chunks, words, limit)
-    return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
-
-
-def _bm25_ranked(chunks: QuerySet[Chunk], words: list[str], limit: int) -> list[tuple[Chunk, float]]:
-    """SQLite: `chunks` holding any of `words`, best first, by BM25 as FTS5's bm25() computes it, but over `chunks`
-    (a collection's) alone: FTS5's own would count every user's chunks of the one index, so a score would move
-    with what others add. Lengths are in characters, against the average of the chunks found (the collection's
-    chunks are cut to one size; averaging them all would read every text of the collection at each search)."""
-    try:
-        within, params = chunks.values("id").query.sql_with_params()
-    except EmptyResultSet:  # a filter no chunk can match
-        return []
-    count = chunks.count()
-    holdings: list[list[tuple[int, int, int]]] = []  # per word: (chunk, its matches, its length)
-    with connection.cursor() as cursor:
-        for word in words:
-            cursor.execute(_FTS_MARKED.format(within=within), [f'"{word}"', *params])
-            holdings.append([(chunk_id, (often := marked.count("\x01")), len(marked) - 2 * often)
-                             for chunk_id, marked in cursor.fetchall()])
-    lengths = {chunk_id: length for holding in holdings for chunk_id, _, length in holding}
-    average = sum(lengths.values()) / len(lengths) if lengths else 1.0
-    scores: dict[int, float] = {}
-    for holding in holdings:
-        idf = max(math.log((count - len(holding) + 0.5) / (len(holding) + 0.5)), 1e-6)  # FTS5's floor
-        for chunk_id, often, length in holding:
-            norm = 1 - BM25_B + BM25_B * length / (average or 1.0)
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * often * (BM25_K1 + 1) / (often + BM25_K1 * norm)
-    best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:limit]
-    found = chunks.in_bulk(best)
-    return [(found[chunk_id], scores[chunk_id]) for chunk_id in best]
+        return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
+    within = None
+    if filters:  # the matching chunks ranked, by the collection's statistics
+        try:
+            within = chunks.values("id").query.sql_with_params()
+        except EmptyResultSet:  # a filter no chunk can match
+            return []
+    best = bm25_ranked(collection_id=collection.pk.hex, words=words, limit=limit, within=within)
+    found = chunks.in_bulk([chunk_id for chunk_id, _ in best])
+    return [(found[chunk_id], score) for chunk_id, score in best]
 
 
 def _query_vector(*, collection: Collection, user, query: str, api_key, embed: Embed | None) -> list[float]:
@@ -179,13 +156,18 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
     rerank_model = rerank_model_resolved(rerank_model) if rerank_model else None
     wanted = rerank_depth(k) if rerank_model else k
     depth = wanted if mode != "hybrid" else max(4 * wanted, 40)
+    # The vector side of a hybrid search fuses fewer, from the candidates a search of `wanted` re-scores: the index's
+    # nearest search slows with the number asked (sqlite-vec's, over 100,000 chunks: 200 candidates about 40 ms,
+    # 50 about 12; B12 in bench/RESULTS.md). Its first `wanted` are a vector search's own.
+    vector_depth = wanted if mode != "hybrid" else max(2 * wanted, 20)
     rankings: dict[str, list[tuple[Chunk, float]]] = {}
     if mode in ("vector", "hybrid"):
         vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
         rankings["vector"] = [(chunk, 1.0 - chunk.distance)
-                              for chunk in chunks_nearest(vector=vector, k=depth, chunks=chunks)]
+                              for chunk in chunks_nearest(vector=vector, k=vector_depth, chunks=chunks,
+                                                          candidates=rescore_candidates(wanted))]
     if mode in ("keyword", "hybrid"):
-        rankings["keyword"] = keyword_ranked(chunks, query, depth)
+        rankings["keyword"] = keyword_ranked(collection=collection, query=query, limit=depth, filters=filters)
     if mode != "hybrid":
         hits = [Hit(chunk, score, {mode: score}) for chunk, score in rankings[mode]]
     else:

@@ -18,8 +18,9 @@ def document_list(*, collection: Collection) -> QuerySet[CollectionDocument]:
 
 
 def chunks_nearest(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,
-                   exact: bool = False) -> list[Chunk]:
+                   exact: bool = False, candidates: int | None = None) -> list[Chunk]:
     """The `k` chunks (of `chunks`, all by default) of the vector's size nearest to it by cosine distance (annotated
     `distance`), nearest first: through the dimension's vector index (approximate, knowledge/vector_index.py), or,
-    `exact`, by comparing every chunk of that size (ties by id)."""
-    return chunks_nearest_indexed(vector=vector, k=k, chunks=chunks, exact=exact)
+    `exact`, by comparing every chunk of that size (ties by id). `candidates`: on SQLite, how many of the index's
+    nearest are re-scored (by default as many as a search of `k`: knowledge.vector_index.rescore_candidates)."""
+    return chunks_nearest_indexed(vector=vector, k=k, chunks=chunks, exact=exact, candidates=candidates)

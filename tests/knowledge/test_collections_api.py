@@ -6,7 +6,7 @@ no-op; DELETE removes a document's chunks, vectors and keyword index rows; a fai
 import pytest
 from rest_framework.test import APIClient
 
-from knowledge.models import Chunk, CollectionDocument
+from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.search import keyword_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.invariants import assert_all
@@ -83,10 +83,11 @@ def test_item_02_a_document_is_chunked_embedded_counted_and_removed_whole(alice,
     assert [d["id"] for d in api.get(documents).json()["results"]] == [document["id"]]
     assert api.get(f"{documents}{document['id']}/").json()["chunk_count"] == len(chunks)
 
-    assert keyword_ranked(Chunk.objects.all(), "limescale", 5)
+    stored = Collection.objects.get(pk=collection["id"])
+    assert keyword_ranked(collection=stored, query="limescale", limit=5)
     assert api.delete(f"{documents}{document['id']}/").status_code == 204
     assert not Chunk.objects.exists() and not CollectionDocument.objects.exists()
-    assert keyword_ranked(Chunk.objects.all(), "limescale", 5) == []
+    assert keyword_ranked(collection=stored, query="limescale", limit=5) == []
 
 
 def test_item_02_a_user_over_budget_cannot_ingest_and_nothing_is_half_written(alice):

@@ -107,3 +107,23 @@ def test_issue_45_sqlite_reads_the_query_vector_once_per_search_not_once_per_chu
     assert [chunk.text for chunk in found] == ["a", "b"]
     (search,) = [query["sql"] for query in queries.captured_queries if "vec_distance_cosine" in query["sql"]]
     assert 'vec_distance_cosine("knowledge_chunk"."embedding", vec_f32(' in search, search
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's vec0 table")
+def test_a_search_among_chunks_that_are_all_the_index_nearest_asks_the_index_once():
+    """The index's nearest candidates all among the chunks searched (a collection that is most of the index): they
+    are the searched chunks' nearest, found without reading the searched chunks into the KNN; else the KNN again
+    within them (the test above)."""
+    rng = np.random.default_rng(11)
+    vectors = clustered(rng, 300, rng.standard_normal((5, 384)))
+    chunks = chunks_create(texts=[f"chunk {i}" for i in range(len(vectors))], embeddings=vectors.tolist())
+    searched = Chunk.objects.exclude(pk=chunks[-1].pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        found = chunks_nearest_indexed(vector=vectors[0].tolist(), k=5, chunks=searched)
+
+    unfiltered = chunks_nearest_indexed(vector=vectors[0].tolist(), k=5)
+    assert chunks[-1].pk not in [chunk.pk for chunk in unfiltered]  # the chunk left out is not among them
+    assert [chunk.pk for chunk in found] == [chunk.pk for chunk in unfiltered]
+    knn = [query["sql"] for query in queries.captured_queries if "MATCH vec_quantize_binary" in query["sql"]]
+    assert len(knn) == 1 and "rowid IN" not in knn[0], knn
