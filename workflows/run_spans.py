@@ -125,8 +125,10 @@ class RunSpans:
                                                     "gen_ai.provider.name": call.provider,
                                                     "gen_ai.request.model": call.requested_model}), None
         usage = call.usage
+        # The provider that answered, as the call's row has it: a routed call's deployment (after a fallback,
+        # another provider's), not the one of the model name asked for that the span started with.
         span.set_attributes({
-            "gen_ai.response.model": call.model, "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.provider.name": call.provider, "gen_ai.response.model": call.model, "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens, "chatter.cost": _cost(usage.cost),
             "chatter.usage.estimated": usage.estimated,
             **({"gen_ai.response.finish_reasons": [call.finish_reason]} if call.finish_reason else {}),
