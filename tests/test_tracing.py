@@ -269,6 +269,36 @@ def test_item_tracing_a_routed_call_that_falls_back_names_the_provider_and_deplo
     assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (11, 5)
 
 
+FAILED_CALLS = {  # surface: (path, body, the run's error_type)
+    "run": ("/api/v1/chat/", {"message": "Hi", "provider": "openai", "model": "gpt-4o-mini"}, "provider_error"),
+    "pass-through": ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+                     "provider_error"),
+    # A registered Python graph's own chat model: its client's exception, which the run records as internal_error.
+    "python graph": ("/langgraph/runs/wait", {"assistant_id": "calculator_agent",
+                                              "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
+                     "internal_error"),
+}
+
+
+@pytest.mark.parametrize("surface", FAILED_CALLS)
+def test_item_tracing_a_failed_call_has_the_error_type_its_run_records(traced, session_openai_stub, receiver, surface):
+    """A call the provider failed (a 500): its chat span's error.type is the classification its run stores, on a
+    chat turn's run, the gateway's pass-through and a Python graph's run."""
+    session_openai_stub.always(status=500)
+    trace_id, _, headers = caller()
+    path, body, error_type = FAILED_CALLS[surface]
+
+    httpx.post(f"{traced.base_url}{path}", timeout=60, json=body,
+               headers={"Authorization": f"Bearer {traced.key}", "x-api-key": traced.key, **headers})
+
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert (execution.status, execution.error_type) == ("failed", error_type), execution.error_message
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    call, run = one(spans, "chat "), one(spans, "invoke_agent")
+    assert call.status_code == run.status_code == 2  # ERROR
+    assert call.attributes["error.type"] == run.attributes["error.type"] == execution.error_type
+
+
 def test_item_tracing_a_streamed_chat_turn_is_a_child_of_the_callers_span(traced, session_openai_stub, receiver):
     session_openai_stub.reply(content="Streamed hello.", usage=USAGE)
     trace_id, parent, headers = caller()
