@@ -46,11 +46,12 @@ def _node_runner(graph: Graph, node: Node):
             ctx.hooks.node_paused(node)
             raise
         except (LimitExceeded, RunCancelled) as exc:
-            ctx.hooks.node_finished(node, status="failed", output={}, error=str(exc))
+            ctx.hooks.node_finished(node, status="failed", output={}, error=str(exc), error_type=exc.error_type)
             raise
         except Exception as exc:  # noqa: BLE001 - a node's failure is recorded, then routed or fatal
             message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
-            ctx.hooks.node_finished(node, status="failed", output={}, error=message)
+            ctx.hooks.node_finished(node, status="failed", output={}, error=message,
+                                    error_type=exc.error_type if isinstance(exc, RunError) else NodeFailed.error_type)
             if handled and not isinstance(exc, HandlerStopped):
                 return {"errors": [*(state.get("errors") or []), {"node_id": node.id, "message": message}]}
             if isinstance(exc, RunError):

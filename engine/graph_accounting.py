@@ -145,12 +145,14 @@ class GraphAccounting(BaseCallbackHandler):
             task["opened"] = self.ctx.hooks.node_focus(None)
         self._call(start)
 
-    def _task_end(self, run_id: UUID, *, status: str, output: dict, error: str = "", paused: bool = False) -> None:
+    def _task_end(self, run_id: UUID, *, status: str, output: dict, error: str = "", error_type: str = "",
+                  paused: bool = False) -> None:
         task = self.tasks.get(run_id)
         if task is None or task["opened"] is None:
             return
         if task["calls"] > 0:  # a model call of it has not ended yet: the node ends with its last call
-            task["ending"] = {"status": status, "output": output, "error": error, "paused": paused}
+            task["ending"] = {"status": status, "output": output, "error": error, "error_type": error_type,
+                              "paused": paused}
             return
         self.tasks.pop(run_id, None)
 
@@ -159,7 +161,8 @@ class GraphAccounting(BaseCallbackHandler):
             if paused:
                 self.ctx.hooks.node_paused(task["node"])
             else:
-                self.ctx.hooks.node_finished(task["node"], status=status, output=output, error=error)
+                self.ctx.hooks.node_finished(task["node"], status=status, output=output, error=error,
+                                             error_type=error_type)
         self._call(end)
 
     def on_chain_end(self, outputs, *, run_id, **kwargs) -> None:
@@ -174,8 +177,11 @@ class GraphAccounting(BaseCallbackHandler):
         if isinstance(error, GraphBubbleUp):  # interrupt(): the node waits for an answer, and runs again on it
             self._task_end(run_id, status="running", output={}, paused=True)
         else:
+            # As the run classifies what ends it (workflows.runner): a RunError's type, anything else internal_error.
+            run_error = isinstance(error, RunError)
             self._task_end(run_id, status="failed", output={},
-                           error=str(error) if isinstance(error, RunError) else f"{type(error).__name__}: {error}")
+                           error=str(error) if run_error else f"{type(error).__name__}: {error}",
+                           error_type=error.error_type if run_error else "internal_error")
 
     # --- model calls -----------------------------------------------------------------------------------------
     def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, metadata=None,

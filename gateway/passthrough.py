@@ -122,7 +122,8 @@ def passthrough_open(*, run_request, request: dict, raw: bytes, base_url: str) -
     run_write(replace(plan, request=replace(run_request, on_written=start)), status=Status.RUNNING)
     (passing,) = opened
     if refusals:  # a hard budget that cannot cover the call: ended, no call made
-        passing.recorder.node_finished(passing.nodes["model"], status="failed", output={}, error=str(refusals[0]))
+        passing.recorder.node_finished(passing.nodes["model"], status="failed", output={}, error=str(refusals[0]),
+                                       error_type=refusals[0].error_type)
         return _ended(passing, usage=None, reported_model="", error=refusals[0], content="", ending={})
     return passing
 
@@ -198,7 +199,8 @@ def _ended(passing: Passing, *, usage: Usage | None, reported_model: str, error:
                 "content": content[:_OUTPUT_CHARS],
                 "tool_calls": [call["function"]["name"] for call in ending.get("tool_calls") or []]})
         else:
-            recorder.node_finished(nodes["model"], status="failed", output={}, error=error.message)
+            recorder.node_finished(nodes["model"], status="failed", output={}, error=error.message,
+                                   error_type=error.error_type)
     if error is None:
         recorder.node_started(nodes["end"])
         recorder.node_finished(nodes["end"], status="completed", output={})

@@ -222,6 +222,83 @@ def test_item_tracing_gateway_run_path_call(traced, session_openai_stub, receive
     assert sent["traceparent"].split("-")[1] == trace_id
 
 
+@pytest.fixture
+def routed_traced(shared_daphne_server, session_openai_stub, receiver, alice, tmp_path_factory):
+    """A traced server whose deployments file routes gpt-4o-mini-2025-01-01 to a failing OpenAI-compatible
+    deployment, with a fallback to an Anthropic deployment that answers; the two stubs, and alice's gateway key."""
+    from tests.openai_stub import OpenAIStub
+
+    with OpenAIStub() as down, OpenAIStub() as claude:
+        run = secrets.token_hex(3)
+        models = {"gpt-4o-mini-2025-01-01": {
+            "deployments": [{"name": f"a-{run}", "base_url": down.base_url, "api_key_env": "ROUTE_KEY_A"}],
+            "fallbacks": ["claude-3-5-haiku-latest"]},
+            "claude-3-5-haiku-latest": {"deployments": [{"name": f"b-{run}", "provider": "anthropic",
+                                                         "base_url": claude.root_url, "api_key_env": "ROUTE_KEY_B"}]}}
+        path = tmp_path_factory.mktemp("traced-routing") / "deployments.json"
+        path.write_text(json.dumps({"models": models}))
+        server = shared_daphne_server(**tracing_env(receiver, session_openai_stub), CHATTER_DEPLOYMENTS=str(path),
+                                      ROUTE_KEY_A="sk-route-a-not-a-real-key", ROUTE_KEY_B="sk-route-b-not-a-real-key")
+        server.key = ApiTokenFactory(user=alice, scopes=["gateway"]).key
+        yield server, down, claude, run
+
+
+def test_item_tracing_a_routed_call_that_falls_back_names_the_provider_and_deployment_that_answered(
+        routed_traced, receiver):
+    """The chat span of a routed gateway call says what its LLM call row says: the provider and deployment that
+    answered (here an Anthropic fallback), not the provider of the model name asked for."""
+    from workflows.models import LLMCall
+
+    server, down, claude, run = routed_traced
+    down.always(status=502)
+    claude.always(content="84.", usage={"input_tokens": 11, "output_tokens": 5}, model="claude-3-5-haiku-20241022")
+    trace_id, parent, headers = caller()
+
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
+        "model": "gpt-4o-mini-2025-01-01", "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"Authorization": f"Bearer {server.key}", **headers})
+
+    assert response.status_code == 200, response.text
+    row = LLMCall.objects.get(execution_id=response.headers["x-chatter-execution"])
+    assert (row.provider, row.deployment) == ("anthropic", f"claude-3-5-haiku-latest/b-{run}")
+    call = one(receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat "), "chat ")
+    attributes = call.attributes
+    assert (attributes["gen_ai.provider.name"], attributes["chatter.deployment"]) == (row.provider, row.deployment)
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini-2025-01-01"
+    assert attributes["gen_ai.response.model"] == row.model == "claude-3-5-haiku-20241022"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (11, 5)
+
+
+FAILED_CALLS = {  # surface: (path, body, the run's error_type)
+    "run": ("/api/v1/chat/", {"message": "Hi", "provider": "openai", "model": "gpt-4o-mini"}, "provider_error"),
+    "pass-through": ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+                     "provider_error"),
+    # A registered Python graph's own chat model: its client's exception, which the run records as internal_error.
+    "python graph": ("/langgraph/runs/wait", {"assistant_id": "calculator_agent",
+                                              "input": {"messages": [{"role": "user", "content": "12*7?"}]}},
+                     "internal_error"),
+}
+
+
+@pytest.mark.parametrize("surface", FAILED_CALLS)
+def test_item_tracing_a_failed_call_has_the_error_type_its_run_records(traced, session_openai_stub, receiver, surface):
+    """A call the provider failed (a 500): its chat span's error.type is the classification its run stores, on a
+    chat turn's run, the gateway's pass-through and a Python graph's run."""
+    session_openai_stub.always(status=500)
+    trace_id, _, headers = caller()
+    path, body, error_type = FAILED_CALLS[surface]
+
+    httpx.post(f"{traced.base_url}{path}", timeout=60, json=body,
+               headers={"Authorization": f"Bearer {traced.key}", "x-api-key": traced.key, **headers})
+
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert (execution.status, execution.error_type) == ("failed", error_type), execution.error_message
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    call, run = one(spans, "chat "), one(spans, "invoke_agent")
+    assert call.status_code == run.status_code == 2  # ERROR
+    assert call.attributes["error.type"] == run.attributes["error.type"] == execution.error_type
+
+
 def test_item_tracing_a_streamed_chat_turn_is_a_child_of_the_callers_span(traced, session_openai_stub, receiver):
     session_openai_stub.reply(content="Streamed hello.", usage=USAGE)
     trace_id, parent, headers = caller()

@@ -358,7 +358,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         connections_give_back()
 
     @one_at_a_time
-    def node_finished(self, node: Node, *, status: str, output: dict, error: str = "") -> None:
+    def node_finished(self, node: Node, *, status: str, output: dict, error: str = "", error_type: str = "") -> None:
         opened = self._open_close()
         self._branch_done()
         if opened is None:  # no node is open (node_started was not called): nothing to close
@@ -368,7 +368,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             heartbeat.stream_ended(self.execution.pk)
         duration_ms = int((time.monotonic() - opened.clock) * 1000)
         if self.spans is not None:
-            self.spans.node_ended(opened.index, status=status, error=error, usage=opened.usage)
+            self.spans.node_ended(opened.index, status=status, error=error, usage=opened.usage, error_type=error_type)
         self._hold_node(opened, status=status, completed_at=timezone.now(), duration_ms=duration_ms,
                         output=capped(output, MAX_RESULT_CHARS), error_message=error)
         self._emit_node_finished(node_id=node.id, node_type=node.type, index=opened.index, status=status,

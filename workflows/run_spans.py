@@ -87,10 +87,11 @@ class RunSpans:
         self.nodes[index] = tracer().start_span(f"node {node.id}", context=self.context, attributes={
             "chatter.node.id": node.id, "chatter.node.type": node.type, "chatter.node.index": index})
 
-    def node_ended(self, index: int, *, status: str, error: str, usage: dict) -> None:
-        for span, _ in self.calls.pop(index, ()):  # a call that never answered ends with its node
+    def node_ended(self, index: int, *, status: str, error: str, usage: dict, error_type: str = "") -> None:
+        """`error_type`: a failed node's classification (its run's error_type when the failure ends the run)."""
+        for span, _ in self.calls.pop(index, ()):  # a call that never answered ends with its node, failed as it did
             span.set_status(Status(StatusCode.ERROR, error or "the call ended without an answer"))
-            span.set_attribute("error.type", "no_answer")
+            span.set_attribute("error.type", error_type or "no_answer")
             span.end()
         span = self.nodes.pop(index, None)
         if span is None:
@@ -125,8 +126,11 @@ class RunSpans:
                                                     "gen_ai.provider.name": call.provider,
                                                     "gen_ai.request.model": call.requested_model}), None
         usage = call.usage
+        # The provider that answered, as the call's row has it: a routed call's deployment (after a fallback,
+        # another provider's), not the one of the model name asked for that the span started with.
         span.set_attributes({
-            "gen_ai.response.model": call.model, "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.provider.name": call.provider, "gen_ai.response.model": call.model,
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens, "chatter.cost": _cost(usage.cost),
             "chatter.usage.estimated": usage.estimated,
             **({"gen_ai.response.finish_reasons": [call.finish_reason]} if call.finish_reason else {}),
@@ -174,10 +178,10 @@ class RunSpans:
     # --- the run's end -------------------------------------------------------------------------------------
     def ended(self, execution) -> None:
         """The run ended or paused (`waiting`) in this process, `execution` as it was left."""
-        for index in list(self.nodes):
-            self.node_ended(index, status="abandoned", error="", usage={})
-        for index in list(self.calls):
-            self.node_ended(index, status="abandoned", error="", usage={})
+        failed = execution is not None and execution.status == "failed"
+        error, error_type = (execution.error_message or "", execution.error_type) if failed else ("", "")
+        for index in [*self.nodes, *(index for index in self.calls if index not in self.nodes)]:
+            self.node_ended(index, status="abandoned", error=error, usage={}, error_type=error_type)
         if execution is not None:
             self.run.set_attributes({
                 "chatter.status": execution.status, "gen_ai.usage.input_tokens": execution.prompt_tokens,
