@@ -6,7 +6,7 @@ FastMCP over Streamable HTTP at http://127.0.0.1:<port>/mcp, served by uvicorn.
 It prints its port on its first line, then `called <tool>` as each call of a tool starts. With `--event-ids` it keeps
 the events of its streams (an in-memory event store), so each SSE event carries an id a client may resume from.
 
-Tools: `sleep(seconds)`, waits, then answers "slept".
+Tools: `sleep(seconds)`, logs "sleeping" (a notification on the call's stream), waits, then answers "slept".
 """
 import argparse
 import asyncio
@@ -14,7 +14,7 @@ import itertools
 import socket
 
 import uvicorn
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.streamable_http import EventStore
 
 
@@ -48,8 +48,9 @@ def build(event_ids: bool) -> FastMCP:
     mcp = FastMCP("chatter-test-process", log_level="WARNING", event_store=MemoryEventStore() if event_ids else None)
 
     @mcp.tool(description="Waits for some seconds, then answers.")
-    async def sleep(seconds: float) -> str:
+    async def sleep(seconds: float, ctx: Context) -> str:
         print("called sleep", flush=True)
+        await ctx.info("sleeping")  # on the call's own stream: a client that has read it can resume after it
         await asyncio.sleep(seconds)
         return "slept"
 

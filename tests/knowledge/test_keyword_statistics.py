@@ -18,7 +18,8 @@ from knowledge.search import keyword_ranked
 from knowledge.services import collection_create, collection_delete, document_add, document_delete
 from tests.analytics.test_usage_concurrency import in_thread
 
-pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's statistics (PostgreSQL keeps none)")
+pytestmark = pytest.mark.skipif(connection.vendor != "sqlite",
+                                reason="SQLite's own statistics (the other database ranks by its full-text search)")
 MODEL = "local/local-embed-1"
 
 

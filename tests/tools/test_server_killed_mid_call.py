@@ -92,6 +92,8 @@ class DroppingProxy:
         self.port = self.listener.getsockname()[1]
         self.open: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.relayed = b""  # what the server sent, as relayed to the client
+        self.relaying = threading.Condition(self.lock)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -104,17 +106,25 @@ class DroppingProxy:
             with self.lock:
                 self.open += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, sink is client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, to_client: bool) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                if to_client:
+                    with self.relaying:
+                        self.relayed += data
+                        self.relaying.notify_all()
         except OSError:
             pass
         for each in (source, sink):
             each.close()
+
+    def relayed_wait(self, text: bytes, timeout_s: float = 20) -> bool:
+        """Wait until the client has been sent `text` (it is in its socket's buffer before any drop's end)."""
+        with self.relaying:
+            return self.relaying.wait_for(lambda: text in self.relayed, timeout=timeout_s)
 
     def drop(self) -> None:
         with self.lock:
@@ -142,6 +152,8 @@ def test_a_dropped_connection_to_a_server_that_gives_event_ids_is_resumed_and_th
         openai_server.reply(content="Done.")
         execution, ended = chat_started(alice, ["resumed__*"])
         assert server_process.line() == "called sleep"
+        # the call's stream has an event (with its id) in the client's hands: a stream the SDK can resume
+        assert proxy.relayed_wait(b"sleeping")
         proxy.drop()
         assert ended.wait(TIMEOUT_S + 10)
     finally:
@@ -152,5 +164,5 @@ def test_a_dropped_connection_to_a_server_that_gives_event_ids_is_resumed_and_th
     execution.refresh_from_db()
     assert execution.status == "completed", execution.error_message
     row = ToolCall.objects.get(execution=execution)
-    assert (row.tool, row.ok, row.result, row.error) == ("resumed__sleep", True, "slept", "")
+    assert (row.tool, row.ok, row.result, row.error) == ("resumed__sleep", True, "slept", ""), row.error
     assert McpServer.objects.get(pk=server.pk).health == "healthy"
