@@ -30,11 +30,13 @@ def upstream(openai_server):
     return openai_server
 
 
-def deleted_while_processing(client: httpx.Client, documents_url: str) -> None:
+def deleted_while_processing(client: httpx.Client, documents_url: str, upstream) -> None:
+    """Delete the document once it is `processing` and its embedding request has reached the upstream (which
+    answers it slowly): deleted before that, it would never be embedded, and nothing would be spent."""
     deadline = time.monotonic() + 20
     while True:
         listed = client.get(documents_url).json()["results"]
-        if listed and listed[0]["status"] == "processing":
+        if listed and listed[0]["status"] == "processing" and upstream.pending == 0:
             break
         assert time.monotonic() < deadline, listed
         time.sleep(0.05)
@@ -54,7 +56,7 @@ def test_a_document_deleted_while_its_post_embeds_it_is_a_409_without_chunks(ali
         client.post(documents_url, json={"title": "slow", "text": "Kettles boil water."})))
     adding.start()
 
-    deleted_while_processing(client, documents_url)
+    deleted_while_processing(client, documents_url, upstream)
     adding.join()
 
     (answer,) = answers
@@ -77,7 +79,7 @@ def test_a_document_deleted_while_its_job_embeds_it_is_gone_without_chunks(alice
     job = threading.Thread(target=in_thread(lambda: outcome.append(document_ingest_task(queued["id"]))))
     job.start()
 
-    deleted_while_processing(client, documents_url)
+    deleted_while_processing(client, documents_url, upstream)
     job.join()
 
     assert outcome == ["gone"]
