@@ -1,16 +1,20 @@
-"""A real MCP server in a process of its own, for tests that kill it in the middle of a call: the official SDK's
-FastMCP over Streamable HTTP at http://127.0.0.1:<port>/mcp, served by uvicorn.
+"""A real MCP server in a process of its own, for tests that kill it in the middle of a call or of a listing of its
+tools: the official SDK's FastMCP over Streamable HTTP at http://127.0.0.1:<port>/mcp, served by uvicorn.
 
-    python tests/mcp_process_server.py [--event-ids]
+    python tests/mcp_process_server.py [--event-ids] [--listing-hold PATH]
 
 It prints its port on its first line, then `called <tool>` as each call of a tool starts. With `--event-ids` it keeps
 the events of its streams (an in-memory event store), so each SSE event carries an id a client may resume from.
+With `--listing-hold PATH`, a listing of its tools while the file PATH exists logs "listing" (a notification on the
+listing's stream: its answer's stream is open) and answers only once the file is gone; the server prints
+`listing tools` once that notification is in the client's socket.
 
 Tools: `sleep(seconds)`, logs "sleeping" (a notification on the call's stream), waits, then answers "slept".
 """
 import argparse
 import asyncio
 import itertools
+import os
 import socket
 
 import uvicorn
@@ -44,8 +48,39 @@ class MemoryEventStore(EventStore):
         return stream
 
 
-def build(event_ids: bool) -> FastMCP:
-    mcp = FastMCP("chatter-test-process", log_level="WARNING", event_store=MemoryEventStore() if event_ids else None)
+class HeldListing(FastMCP):
+    """FastMCP whose listing of its tools is held while the file `listing_hold` exists (see the module's doc)."""
+
+    def __init__(self, *args, listing_hold: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.listing_hold = listing_hold
+
+    async def list_tools(self):
+        if self.listing_hold and os.path.exists(self.listing_hold):
+            await self.get_context().info("listing")
+            while os.path.exists(self.listing_hold):  # (or until the process is killed)
+                await asyncio.sleep(0.02)
+        return await super().list_tools()
+
+
+def listing_told(app):
+    """ASGI middleware: prints `listing tools` once a response's body carrying the "listing" notification has been
+    handed to the server (written to the socket: the client has it, whenever this process dies)."""
+
+    async def told(scope, receive, send):
+        async def sent(message):
+            await send(message)
+            if message["type"] == "http.response.body" and b'"listing"' in message.get("body", b""):
+                print("listing tools", flush=True)
+
+        await app(scope, receive, sent)
+
+    return told
+
+
+def build(event_ids: bool, listing_hold: str | None = None) -> FastMCP:
+    mcp = HeldListing("chatter-test-process", log_level="WARNING", listing_hold=listing_hold,
+                      event_store=MemoryEventStore() if event_ids else None)
 
     @mcp.tool(description="Waits for some seconds, then answers.")
     async def sleep(seconds: float, ctx: Context) -> str:
@@ -60,9 +95,11 @@ def build(event_ids: bool) -> FastMCP:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--event-ids", action="store_true")
+    parser.add_argument("--listing-hold", metavar="PATH")
+    arguments = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen()  # connections wait in its backlog until uvicorn serves
     print(sock.getsockname()[1], flush=True)
-    app = build(parser.parse_args().event_ids).streamable_http_app()
+    app = listing_told(build(arguments.event_ids, arguments.listing_hold).streamable_http_app())
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

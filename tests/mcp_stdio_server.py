@@ -5,12 +5,31 @@ Chatter starts for a server the operator declared with a `command`).
 
 Tools: `add(a, b)`; `echo_env(name)`, the value of the process's environment variable `name` ("" when unset);
 `pid()`, the process's id (which process answered: a kept session is one process).
+
+With the environment variable LISTING_HOLD=PATH, a listing of its tools while the file PATH exists writes the
+process's id to PATH.pid (whole: written aside, then renamed) and answers only once the file is gone.
 """
+import asyncio
 import os
 
 from mcp.server.fastmcp import FastMCP
 
-mcp = FastMCP("chatter-test-stdio", log_level="WARNING")
+
+class HeldListing(FastMCP):
+    """FastMCP whose listing of its tools is held while the file LISTING_HOLD names exists (see the module's doc)."""
+
+    async def list_tools(self):
+        hold = os.environ.get("LISTING_HOLD")
+        if hold and os.path.exists(hold):
+            with open(f"{hold}.pid.part", "w") as file:
+                file.write(str(os.getpid()))
+            os.replace(f"{hold}.pid.part", f"{hold}.pid")
+            while os.path.exists(hold):  # (or until the process is killed)
+                await asyncio.sleep(0.02)
+        return await super().list_tools()
+
+
+mcp = HeldListing("chatter-test-stdio", log_level="WARNING")
 
 
 @mcp.tool(description="Adds two numbers.")

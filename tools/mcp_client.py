@@ -154,17 +154,29 @@ class ReadToEndOnClose(httpx.AsyncByteStream):
 
 
 class TransportFailures:
-    """What the transport could not read (malformed JSON, a broken stream): the SDK hands it to the session, not
-    to the request waiting for the answer, so the first one cancels the work (`scope`) and is kept to say why."""
+    """What the transport could not read (malformed JSON, a broken stream), which the SDK hands to the session, not
+    to the request waiting for the answer, and an answer's stream that broke for good (ConnectionKeeping: the
+    server died, its connection dropped), which nothing tells the request: the first one cancels the work (`scope`)
+    and is kept to say why; `lost` when it was a lost answer (the server could not be reached, rather than read)."""
 
     def __init__(self) -> None:
         self.first: Exception | None = None
+        self.lost = False
         self.scope = anyio.CancelScope()
 
     async def message_handler(self, message) -> None:
         if isinstance(message, Exception) and self.first is None:
             self.first = message
             self.scope.cancel()
+
+    async def answer_lost(self, failure: Exception) -> None:
+        if self.first is None:
+            self.first, self.lost = failure, True
+            self.scope.cancel()
+
+    def described(self, timeout_s: float) -> str:
+        why = _describe(self.first, timeout_s)
+        return why if self.lost else f"the server's answer could not be read ({why})"
 
 
 @asynccontextmanager
@@ -205,12 +217,14 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
 
 async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[dict]:
     """The server's tools, [{"name", "description", "input_schema"}] (every page, at most MAX_TOOLS), or
-    McpUnreachable saying why not, on a session of its own. The whole exchange takes at most `timeout_s`."""
+    McpUnreachable saying why not, on a session of its own. The whole exchange takes at most `timeout_s`; a server
+    that dies (or whose connection drops) mid-exchange fails it as soon as its answer is lost (TransportFailures)."""
     headers = endpoint.secrets
     failures = TransportFailures()
     try:
         with anyio.fail_after(timeout_s), failures.scope:
-            async with mcp_session(endpoint, timeout_s=timeout_s, message_handler=failures.message_handler) as session:
+            async with mcp_session(endpoint, timeout_s=timeout_s, message_handler=failures.message_handler,
+                                   answer_lost=failures.answer_lost) as session:
                 return await _all_tools(session)
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
         cause = _cause(exc)
@@ -218,8 +232,7 @@ async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[di
             raise
         raise McpUnreachable(headers_scrubbed(_describe(cause, timeout_s), headers),
                              refused=isinstance(cause, DestinationRefused), cause=cause) from None
-    unread = f"the server's answer could not be read ({_describe(failures.first, timeout_s)})"
-    raise McpUnreachable(headers_scrubbed(unread, headers))
+    raise McpUnreachable(headers_scrubbed(failures.described(timeout_s), headers))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""Budgets in the admin, as a logged-in staff user sees them: the usage dashboard draws each active budget's spend in
+its current period as a bar, in percent of its limit, whichever limit it has (USD or tokens), with that figure; a
+budget has one limit, never both (the admin's form refuses both, as the API does, and writes nothing)."""
+import re
+from decimal import Decimal
+
+import pytest
+
+from budgets.models import Budget, BudgetPeriod
+from budgets.services import budget_create, period_start
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "/admin/analytics/usagerollup/"
+ADD = "/admin/budgets/budget/add/"
+
+
+@pytest.fixture
+def staff_admin(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def budget_bars(html: str) -> list[str]:
+    """The budgets chart's bars, by their titles ("<label>: <figure>")."""
+    chart = re.search(r'data-testid="chart-budgets">(.*?)</svg>', html, re.S).group(1)
+    return re.findall(r'<rect class="bar" data-testid="bar"[^>]*><title>(.*?)</title></rect>', chart)
+
+
+def test_the_dashboard_draws_each_budgets_spend_against_its_own_limit(staff_admin, staff, alice, bob):
+    for target, period, limits, spent in [
+            (alice, "day", {"limit_usd": Decimal("10")}, {"spent_usd": Decimal("2.5")}),
+            (bob, "month", {"limit_tokens": 1000}, {"spent_tokens": 750})]:
+        budget = budget_create(owner=staff, scope="user", target_id=str(target.pk), period=period,
+                               timezone_name="UTC", mode="hard", **limits)
+        BudgetPeriod.objects.create(budget=budget, starts_at=period_start(budget), **spent)
+
+    response = staff_admin.get(DASHBOARD)
+
+    assert response.status_code == 200
+    # newest first; each in percent of its own limit: $2.50 of $10, 750 of 1,000 tokens
+    assert budget_bars(response.content.decode()) == ["user bob (month): 75.0%", "user alice (day): 25.0%"]
+
+
+def test_the_admin_refuses_a_budget_with_both_a_usd_and_a_token_limit(staff_admin, staff):
+    form = {"owner": staff.pk, "name": "both", "scope": "global", "target_id": "", "period": "month",
+            "timezone": "UTC", "limit_usd": "10", "limit_tokens": "1000", "mode": "hard",
+            "thresholds": "[50, 80, 100]", "webhook_url": "", "is_active": "on",
+            "periods-TOTAL_FORMS": "0", "periods-INITIAL_FORMS": "0", "periods-MIN_NUM_FORMS": "0",
+            "periods-MAX_NUM_FORMS": "0"}
+
+    both = staff_admin.post(ADD, form)
+    usd_only = staff_admin.post(ADD, {**form, "limit_tokens": ""})
+
+    assert both.status_code == 200  # the form again, with the error
+    assert "budget_limit_usd_xor_tokens" in both.content.decode()
+    assert usd_only.status_code == 302, usd_only.content.decode()[:2000]  # the same form with one limit is saved
+    assert list(Budget.objects.values_list("limit_usd", "limit_tokens")) == [(Decimal("10"), None)]
