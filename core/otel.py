@@ -1,9 +1,10 @@
 """The OpenTelemetry SDK's side of tracing (imported only when core.tracing says tracing is on).
 
-- `tracing_setup`: the process's TracerProvider: the OTLP exporter the environment configures (its endpoint,
-  headers, timeout, compression), behind a BatchSpanProcessor: spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE)
-  and are sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not
-  fit are dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
+- `tracing_setup`: the process's TracerProvider: each exporter OTEL_TRACES_EXPORTER lists (core.tracing), the OTLP
+  one as the environment configures it (its endpoint, headers, timeout, compression), the console one printing to
+  standard output, each behind a BatchSpanProcessor: spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE) and are
+  sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not fit are
+  dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
 - `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`.
 - carriers: a run's context stored with it (core.tracing.run_trace_context) and read back by its spans
   (workflows.run_spans); `inject_headers`: the current context on an outbound request.
@@ -69,19 +70,22 @@ def _exporter() -> SpanExporter:
     raise ImproperlyConfigured(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: Chatter exports http/protobuf or grpc")
 
 
-def tracing_setup() -> None:
-    """Install the process's TracerProvider (once, at start-up: chatter_project's AppConfig.ready). The sampler
-    (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG) and the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
-    come from the environment; the service is `chatter` unless it names another."""
+def tracing_setup(exporters: Sequence[str]) -> None:
+    """Install the process's TracerProvider (once, at start-up: chatter_project's AppConfig.ready) with `exporters`
+    (settings.CHATTER_TRACES_EXPORTERS: otlp, console). The sampler (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG)
+    and the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) come from the environment; the service is
+    `chatter` unless it names another."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return  # set already (a second ready() in one process)
     named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     provider = TracerProvider(resource=Resource.create({} if named else {"service.name": "chatter"}))
-    provider.add_span_processor(BatchSpanProcessor(CountedExporter(_exporter())))
+    for name in exporters:
+        exporter = CountedExporter(_exporter()) if name == "otlp" else ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     tracer.cache_clear()
 

@@ -462,6 +462,60 @@ OFF_MODULES = ("core.otel", "workflows.run_spans", "opentelemetry.exporter", "op
                "opentelemetry.propagate")
 
 
+def chat_command(tmp_path, **environment) -> subprocess.Popen:
+    """`manage.py chat` (a turn on the local provider, alice's) in a fresh process under `environment` (no OTLP
+    variable of this process's), which then prints, last, the tracer provider's type and which of OFF_MODULES it
+    imported."""
+    probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
+             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
+             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
+             "from opentelemetry import trace; "
+             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
+    env = server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="0", **environment)
+    return subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={
+                                name: value for name, value in env.items()
+                                if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
+
+
+def printed_spans(out: str) -> list[dict]:
+    """The spans the console exporter printed among a process's output: each a JSON object over several lines."""
+    decoder, spans, at = json.JSONDecoder(), [], 0
+    while (at := out.find("{\n", at)) != -1:
+        span, at = decoder.raw_decode(out, at)
+        spans.append(span)
+    return spans
+
+
+def test_item_tracing_the_console_exporter_prints_spans_a_list_exports_to_each_and_none_to_none(
+        transactional_db, receiver, alice, tmp_path):
+    """OTEL_TRACES_EXPORTER as OpenTelemetry defines it, in fresh processes (`manage.py chat`): `console` prints a
+    turn's spans to standard output (the SDK's console exporter), no endpoint needed, and sends nothing over OTLP;
+    `otlp,console` does both, the same spans; `none` neither, an endpoint set."""
+    environments = {"console": {"OTEL_TRACES_EXPORTER": "console"},
+                    "both": {"OTEL_TRACES_EXPORTER": "otlp,console", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+                    "none": {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}}
+    processes = {name: chat_command(tmp_path, OTEL_SERVICE_NAME=f"chatter-{name}", **environment)
+                 for name, environment in environments.items()}
+    outputs = {}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outputs[name] = out
+
+    printed = {name: printed_spans(out) for name, out in outputs.items()}
+    for name in ("console", "both"):
+        names = {span["name"] for span in printed[name]}
+        assert {"create_run", "invoke_agent universal_chat"} <= names, outputs[name]
+        assert all(any(span_name.startswith(prefix) for span_name in names) for prefix in ("node ", "chat ")), names
+        assert {span["resource"]["attributes"]["service.name"] for span in printed[name]} == {f"chatter-{name}"}
+    assert printed["none"] == [] and json.loads(outputs["none"].strip().splitlines()[-1])[0] == "ProxyTracerProvider"
+    (trace_id,) = {span["context"]["trace_id"].removeprefix("0x") for span in printed["both"]}
+    sent = receiver.wait_for(trace_id, "create_run", "invoke_agent universal_chat", "chat ")  # (sent at its exit)
+    assert {span.name for span in sent} == {span["name"] for span in printed["both"]}
+    assert not [span for span in receiver.spans if span.service in ("chatter-console", "chatter-none")]
+
+
 def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
     """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules, the
     exporter and the SDK's span processors (OFF_MODULES) are never imported and no tracer provider is set up: in
@@ -469,19 +523,8 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     and in this test process, whose settings name none."""
     from rest_framework.test import APIClient
 
-    probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
-             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
-             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
-             "from opentelemetry import trace; "
-             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
     environments = [{"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "true"}, {}]
-    probes = [subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={
-                                   name: value for name, value in server_env(
-                                       tmp_path, OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0",
-                                       **environment).items()
-                                   if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
-              for environment in environments]
+    probes = [chat_command(tmp_path, OTEL_SERVICE_NAME="chatter-off", **environment) for environment in environments]
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
     trace_id, _, headers = caller()
