@@ -239,34 +239,100 @@ def routed_traced(shared_daphne_server, session_openai_stub, receiver, alice, tm
         path.write_text(json.dumps({"models": models}))
         server = shared_daphne_server(**tracing_env(receiver, session_openai_stub), CHATTER_DEPLOYMENTS=str(path),
                                       ROUTE_KEY_A="sk-route-a-not-a-real-key", ROUTE_KEY_B="sk-route-b-not-a-real-key")
-        server.key = ApiTokenFactory(user=alice, scopes=["gateway"]).key
+        server.key = ApiTokenFactory(user=alice, scopes=["gateway", "chat"]).key
         yield server, down, claude, run
 
 
-def test_item_tracing_a_routed_call_that_falls_back_names_the_provider_and_deployment_that_answered(
-        routed_traced, receiver):
-    """The chat span of a routed gateway call says what its LLM call row says: the provider and deployment that
-    answered (here an Anthropic fallback), not the provider of the model name asked for."""
-    from workflows.models import LLMCall
+ROUTED_CALLS = {  # surface: (path, body); a whole reply on the gateway's, streamed (engine.runtime) on the others
+    "gateway": ("/v1/chat/completions", {"model": "gpt-4o-mini-2025-01-01", "messages": [{"role": "user",
+                                                                                         "content": "Hi"}]}),
+    "gateway streamed": ("/v1/chat/completions", {"model": "gpt-4o-mini-2025-01-01", "stream": True,
+                                                  "messages": [{"role": "user", "content": "Hi"}]}),
+    "chat turn": ("/api/v1/chat/", {"message": "Hi", "provider": "openai", "model": "gpt-4o-mini-2025-01-01"}),
+}
+
+
+@pytest.mark.parametrize("surface", ROUTED_CALLS)
+def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_with_its_error(
+        routed_traced, receiver, surface):
+    """A routed call whose first deployment fails (a 502) and whose fallback answers: a `chat` span per try, as the
+    run's provider attempts list them, under the call's node, one after the other; the failed try's with the error
+    status and its error.type and no usage, the answering one's as a call's span always is, with the tokens and cost
+    of its row: the spans' costs and tokens add up to the run's, once. No key is in any span."""
+    from workflows.models import LLMCall, ProviderAttempt
 
     server, down, claude, run = routed_traced
     down.always(status=502)
     claude.always(content="84.", usage={"input_tokens": 11, "output_tokens": 5}, model="claude-3-5-haiku-20241022")
-    trace_id, parent, headers = caller()
+    trace_id, _, headers = caller()
+    path, body = ROUTED_CALLS[surface]
 
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
-        "model": "gpt-4o-mini-2025-01-01", "messages": [{"role": "user", "content": "Hi"}]},
-        headers={"Authorization": f"Bearer {server.key}", **headers})
+    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
+                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
+        text = response.read().decode()
 
-    assert response.status_code == 200, response.text
-    row = LLMCall.objects.get(execution_id=response.headers["x-chatter-execution"])
-    assert (row.provider, row.deployment) == ("anthropic", f"claude-3-5-haiku-latest/b-{run}")
-    call = one(receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat "), "chat ")
-    attributes = call.attributes
-    assert (attributes["gen_ai.provider.name"], attributes["chatter.deployment"]) == (row.provider, row.deployment)
-    assert attributes["gen_ai.request.model"] == "gpt-4o-mini-2025-01-01"
-    assert attributes["gen_ai.response.model"] == row.model == "claude-3-5-haiku-20241022"
-    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (11, 5)
+    assert response.status_code in (200, 201), text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert execution.status == "completed"
+    failed, answered = ProviderAttempt.objects.filter(execution=execution).order_by("id")
+    assert (failed.ok, failed.deployment, answered.ok) == (False, f"gpt-4o-mini-2025-01-01/a-{run}", True)
+    row = LLMCall.objects.get(execution=execution)
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    tried, answer = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert tried.parent_span_id == answer.parent_span_id in {span.span_id for span in named(spans, "node ")}
+    assert tried.kind == answer.kind == CLIENT and tried.end_ns <= answer.start_ns
+    assert tried.status_code == 2 and answer.status_code != 2
+    assert tried.attributes == {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini-2025-01-01",
+        "gen_ai.provider.name": failed.provider, "chatter.deployment": failed.deployment,
+        "error.type": failed.error_type, **({"gen_ai.request.max_tokens": answer.attributes[
+            "gen_ai.request.max_tokens"]} if "gen_ai.request.max_tokens" in answer.attributes else {}),
+        **({"gen_ai.request.temperature": answer.attributes["gen_ai.request.temperature"]}
+           if "gen_ai.request.temperature" in answer.attributes else {})}
+    assert failed.error_type == "provider_error" and "502" in tried.status_message
+    assert (answer.attributes["gen_ai.provider.name"], answer.attributes["chatter.deployment"]) == (
+        answered.provider, answered.deployment) == ("anthropic", f"claude-3-5-haiku-latest/b-{run}")
+    assert answer.attributes["gen_ai.response.model"] == row.model == "claude-3-5-haiku-20241022"
+    assert (answer.attributes["gen_ai.usage.input_tokens"], answer.attributes["gen_ai.usage.output_tokens"]) == (
+        row.prompt_tokens, row.completion_tokens) == (11, 5)
+    assert answer.attributes["chatter.cost"] == float(row.cost) > 0
+    calls = named(spans, "chat ")  # once each: the run's totals are the calls' sums
+    invoked = one(spans, "invoke_agent")
+    assert sum(span.attributes.get("chatter.cost", 0) for span in calls) == invoked.attributes["chatter.cost"] == \
+        float(execution.cost)
+    assert sum(span.attributes.get("gen_ai.usage.input_tokens", 0) for span in calls) == \
+        invoked.attributes["gen_ai.usage.input_tokens"] == execution.prompt_tokens
+    shown = json.dumps([[span.attributes, span.status_message] for span in spans])
+    assert not [key for key in ("sk-route-a-not-a-real-key", "sk-route-b-not-a-real-key", "sk-test-not-a-real-key",
+                                server.key) if key in shown]
+
+
+def test_item_tracing_a_routed_call_every_deployment_failed_is_a_failed_span_per_try_and_no_more(routed_traced,
+                                                                                                  receiver):
+    """Both deployments fail: the call's spans are its two tries, each failed with its error.type, and no span for
+    a try that was never made."""
+    from workflows.models import ProviderAttempt
+
+    server, down, claude, run = routed_traced
+    down.always(status=502)
+    claude.always(status=503)
+    trace_id, _, headers = caller()
+
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json=ROUTED_CALLS["gateway"][1],
+                          headers={"Authorization": f"Bearer {server.key}", **headers})
+
+    assert response.status_code >= 500, response.text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    attempts = list(ProviderAttempt.objects.filter(execution=execution).order_by("id"))
+    assert [(attempt.ok, attempt.deployment) for attempt in attempts] == [
+        (False, f"gpt-4o-mini-2025-01-01/a-{run}"), (False, f"claude-3-5-haiku-latest/b-{run}")]
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    calls = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert [(span.attributes["chatter.deployment"], span.attributes["error.type"], span.status_code)
+            for span in calls] == [(attempt.deployment, attempt.error_type, 2) for attempt in attempts]
+    assert calls[0].end_ns <= calls[1].start_ns and len({span.parent_span_id for span in calls}) == 1
+    assert not [span for span in calls if "gen_ai.usage.input_tokens" in span.attributes]
+    assert one(spans, "invoke_agent").attributes["error.type"] == execution.error_type
 
 
 FAILED_CALLS = {  # surface: (path, body, the run's error_type)
