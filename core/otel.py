@@ -5,7 +5,7 @@
   standard output, each behind a BatchSpanProcessor: spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE) and are
   sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not fit are
   dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
-- `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`.
+- `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`; sync and async.
 - carriers: a run's context stored with it (core.tracing.run_trace_context) and read back by its spans
   (workflows.run_spans); `inject_headers`: the current context on an outbound request.
 """
@@ -16,7 +16,9 @@ import logging
 import os
 from collections.abc import Sequence
 
+from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.decorators import sync_and_async_middleware
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -96,23 +98,41 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+@sync_and_async_middleware
 def tracing_middleware(get_response):
     """The request's span, `METHOD route`, a child of the caller's traceparent: what a run the request starts
-    records as its parent (core.tracing.run_trace_context). Listed first in MIDDLEWARE only when tracing is on."""
-    def middleware(request):
-        with tracer().start_as_current_span(
-                request.method, context=propagate.extract(request.headers), kind=SpanKind.SERVER,
-                attributes={"http.request.method": request.method, "url.path": request.path}) as span:
-            response = get_response(request)
-            match = request.resolver_match
-            if match is not None and match.route:
-                span.update_name(f"{request.method} /{match.route}")
-                span.set_attribute("http.route", "/" + match.route)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            return response
+    records as its parent (core.tracing.run_trace_context). Listed first in MIDDLEWARE only when tracing is on. Sync
+    and async (Django's middleware async support): it takes the mode of the handler below it, so it adds no thread
+    hop of its own to either."""
+    if iscoroutinefunction(get_response):
+        async def middleware(request):
+            with _request_span(request) as span:
+                response = await get_response(request)
+                _answered(span, request, response)
+                return response
+    else:
+        def middleware(request):
+            with _request_span(request) as span:
+                response = get_response(request)
+                _answered(span, request, response)
+                return response
     return middleware
+
+
+def _request_span(request):
+    return tracer().start_as_current_span(
+        request.method, context=propagate.extract(request.headers), kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "url.path": request.path})
+
+
+def _answered(span: trace.Span, request, response) -> None:
+    match = request.resolver_match
+    if match is not None and match.route:
+        span.update_name(f"{request.method} /{match.route}")
+        span.set_attribute("http.route", "/" + match.route)
+    span.set_attribute("http.response.status_code", response.status_code)
+    if response.status_code >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 def context_for_run(*, execution_id, schedule=None) -> tuple[str, dict]:
