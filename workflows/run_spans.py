@@ -2,8 +2,8 @@
 one place every run's moments pass (JSON workflows through the engine, registered Python graphs through LangGraph's
 callbacks and stream): `invoke_agent` for the run (a child of the context stored with it, so a run a worker
 executes later keeps its trace), `node`, `chat` / `embeddings` per LLM call with OpenTelemetry's GenAI attributes
-(a routed call: one per try, a failed one with error.type), `execute_tool`, `retrieval`. Which attributes, and the opt-in for message content:
-docs/operations/tracing.md#what-a-trace-holds.
+(a routed call: one per try, a failed one with error.type), `execute_tool`, `retrieval`. Which attributes, and
+the opt-in for message content: docs/operations/tracing.md#what-a-trace-holds.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class RunSpans:
 
     def _next_try(self, index: int | None, call: _Call) -> None:
         """The try that failed with no row ends, as it failed; the next try's span begins then."""
-        attempt, at = call.failed
+        _, at = call.failed
         call.span.end(end_time=at)
         call.span, call.failed = self._call_span(index, call.started, start_time=at), None
 
