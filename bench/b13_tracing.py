@@ -59,7 +59,7 @@ def span_cost(turns: int) -> tuple[float, float, int]:
     from engine.usage import Usage
     from workflows.run_spans import RunSpans
 
-    tracing_setup()
+    tracing_setup(["otlp"])
     execution = SimpleNamespace(template_id=1, template=SimpleNamespace(key="universal_chat"), definition_id=None,
                                 conversation_id="c0ffee", pk="e1", workflow_type="chat", mode="sync",
                                 provider="local", model="chatter-local", trace_context={}, status="completed",

@@ -19,6 +19,6 @@ class ChatterProjectConfig(AppConfig):
         if settings.CHATTER_TRACING:
             from core.otel import tracing_setup
 
-            tracing_setup()
+            tracing_setup(settings.CHATTER_TRACES_EXPORTERS)
 
         connection_created.connect(pooled_connection_check, dispatch_uid="chatter_pooled_connection_check")

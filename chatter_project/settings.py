@@ -19,7 +19,7 @@ from core.env import (
     env_str,
     redis_channel_prefix,
 )
-from core.tracing import tracing_configured
+from core.tracing import traces_exporters
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CHATTER_VAR_DIR", str(BASE_DIR / "var")))
@@ -106,10 +106,12 @@ CORS_EXPOSE_HEADERS = ("content-location", "location", "retry-after", "x-request
 if CORS_ALLOWED_ORIGINS:
     MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 
-# OpenTelemetry traces (core.tracing): on when OpenTelemetry's standard variables name an OTLP endpoint (and
-# OTEL_SDK_DISABLED is not true). Off, nothing of OpenTelemetry is imported. On, each request is a span
-# (outermost: every answer is in it) and runs, nodes, LLM and tool calls are spans under it.
-CHATTER_TRACING = tracing_configured()
+# OpenTelemetry traces (core.tracing): on when OpenTelemetry's standard variables ask for an exporter that can export
+# (OTEL_TRACES_EXPORTER: otlp, the default, once an OTLP endpoint is set; console), unless OTEL_SDK_DISABLED is true.
+# Off, nothing of OpenTelemetry is imported. On, each request is a span (outermost: every answer is in it) and runs,
+# nodes, LLM and tool calls are spans under it.
+CHATTER_TRACES_EXPORTERS = traces_exporters()
+CHATTER_TRACING = bool(CHATTER_TRACES_EXPORTERS)
 if CHATTER_TRACING:
     MIDDLEWARE.insert(0, "core.otel.tracing_middleware")
 

@@ -1,10 +1,11 @@
 """The OpenTelemetry SDK's side of tracing (imported only when core.tracing says tracing is on).
 
-- `tracing_setup`: the process's TracerProvider: the OTLP exporter the environment configures (its endpoint,
-  headers, timeout, compression), behind a BatchSpanProcessor: spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE)
-  and are sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not
-  fit are dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
-- `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`.
+- `tracing_setup`: the process's TracerProvider: each exporter OTEL_TRACES_EXPORTER lists (core.tracing), the OTLP
+  one as the environment configures it (its endpoint, headers, timeout, compression), the console one printing to
+  standard output, each behind a BatchSpanProcessor: spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE) and are
+  sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not fit are
+  dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
+- `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`; sync and async.
 - carriers: a run's context stored with it (core.tracing.run_trace_context) and read back by its spans
   (workflows.run_spans); `inject_headers`: the current context on an outbound request.
 """
@@ -15,7 +16,9 @@ import logging
 import os
 from collections.abc import Sequence
 
+from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.decorators import sync_and_async_middleware
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -69,19 +72,22 @@ def _exporter() -> SpanExporter:
     raise ImproperlyConfigured(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: Chatter exports http/protobuf or grpc")
 
 
-def tracing_setup() -> None:
-    """Install the process's TracerProvider (once, at start-up: chatter_project's AppConfig.ready). The sampler
-    (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG) and the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
-    come from the environment; the service is `chatter` unless it names another."""
+def tracing_setup(exporters: Sequence[str]) -> None:
+    """Install the process's TracerProvider (once, at start-up: chatter_project's AppConfig.ready) with `exporters`
+    (settings.CHATTER_TRACES_EXPORTERS: otlp, console). The sampler (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG)
+    and the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) come from the environment; the service is
+    `chatter` unless it names another."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return  # set already (a second ready() in one process)
     named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     provider = TracerProvider(resource=Resource.create({} if named else {"service.name": "chatter"}))
-    provider.add_span_processor(BatchSpanProcessor(CountedExporter(_exporter())))
+    for name in exporters:
+        exporter = CountedExporter(_exporter()) if name == "otlp" else ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     tracer.cache_clear()
 
@@ -92,23 +98,41 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+@sync_and_async_middleware
 def tracing_middleware(get_response):
     """The request's span, `METHOD route`, a child of the caller's traceparent: what a run the request starts
-    records as its parent (core.tracing.run_trace_context). Listed first in MIDDLEWARE only when tracing is on."""
-    def middleware(request):
-        with tracer().start_as_current_span(
-                request.method, context=propagate.extract(request.headers), kind=SpanKind.SERVER,
-                attributes={"http.request.method": request.method, "url.path": request.path}) as span:
-            response = get_response(request)
-            match = request.resolver_match
-            if match is not None and match.route:
-                span.update_name(f"{request.method} /{match.route}")
-                span.set_attribute("http.route", "/" + match.route)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            return response
+    records as its parent (core.tracing.run_trace_context). Listed first in MIDDLEWARE only when tracing is on. Sync
+    and async (Django's middleware async support): it takes the mode of the handler below it, so it adds no thread
+    hop of its own to either."""
+    if iscoroutinefunction(get_response):
+        async def middleware(request):
+            with _request_span(request) as span:
+                response = await get_response(request)
+                _answered(span, request, response)
+                return response
+    else:
+        def middleware(request):
+            with _request_span(request) as span:
+                response = get_response(request)
+                _answered(span, request, response)
+                return response
     return middleware
+
+
+def _request_span(request):
+    return tracer().start_as_current_span(
+        request.method, context=propagate.extract(request.headers), kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "url.path": request.path})
+
+
+def _answered(span: trace.Span, request, response) -> None:
+    match = request.resolver_match
+    if match is not None and match.route:
+        span.update_name(f"{request.method} /{match.route}")
+        span.set_attribute("http.route", "/" + match.route)
+    span.set_attribute("http.response.status_code", response.status_code)
+    if response.status_code >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 def context_for_run(*, execution_id, schedule=None) -> tuple[str, dict]:

@@ -2,7 +2,8 @@
 
 Tracing is configured by OpenTelemetry's standard environment variables, read by the SDK itself
 (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
-OTEL_TRACES_SAMPLER, OTEL_BSP_*...). It is on when an OTLP endpoint is set, unless OTEL_SDK_DISABLED=true or
+OTEL_TRACES_SAMPLER, OTEL_BSP_*...). It is on when OTEL_TRACES_EXPORTER names an exporter that can export: `otlp`
+(the default) once an OTLP endpoint is set, `console` (standard output) always; off with OTEL_SDK_DISABLED=true or
 OTEL_TRACES_EXPORTER=none. Off, this module imports nothing of OpenTelemetry and each function here returns at its
 first line: the hot path pays one boolean test. On, the SDK's work lives in core.otel (the provider, the request
 span, context carriers, outbound headers) and workflows.run_spans (a run's spans, fed by its recorder).
@@ -13,17 +14,26 @@ import os
 from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+TRACES_EXPORTERS = ("otlp", "console")  # what OTEL_TRACES_EXPORTER may list (or be `none`, alone)
 
 
-def tracing_configured(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the environment asks for traces (settings.CHATTER_TRACING is this, read once at start-up)."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
-        return False
-    return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+def traces_exporters(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The span exporters the environment asks for, each once, in its order (settings.CHATTER_TRACES_EXPORTERS, read
+    once at start-up; tracing is on when there is one): OTEL_TRACES_EXPORTER's comma-separated list, `otlp` when
+    unset; `otlp` only once an OTLP endpoint is set. None with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
+    A name not known (or `none` listed with others) stops start-up."""
+    raw = environ.get("OTEL_TRACES_EXPORTER", "")
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
+    if names != ["none"] and not all(name in TRACES_EXPORTERS for name in names):
+        raise ImproperlyConfigured(f"OTEL_TRACES_EXPORTER must be otlp, console, a comma-separated list of them, or "
+                                   f"none, got {raw!r}")
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or names == ["none"]:
+        return ()
+    endpoint = any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+    return tuple(dict.fromkeys(name for name in names if name != "otlp" or endpoint))
 
 
 def tracing_on() -> bool:

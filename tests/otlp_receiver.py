@@ -31,6 +31,7 @@ class ReceivedSpan:
     kind: int
     attributes: dict
     status_code: int  # 0 unset, 1 ok, 2 error
+    status_message: str
     service: str
     start_ns: int
     end_ns: int
@@ -100,6 +101,7 @@ class OTLPReceiver:
                         name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                         parent_span_id=span.parent_span_id.hex(), kind=span.kind,
                         attributes={a.key: _value(a.value) for a in span.attributes}, status_code=span.status.code,
+                        status_message=span.status.message,
                         service=resource.get("service.name", ""), start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano))
         with self.lock:

@@ -73,6 +73,9 @@ def test_a_bad_value_stops_the_process_naming_the_variable(tmp_path):
         ("CHATTER_CORS_ALLOWED_ORIGINS", "http://ui.example,*"),  # no wildcard: name the origins
         ("CHATTER_CORS_ALLOWED_ORIGINS", "https://ui.example:99999"),
         ("CHATTER_CORS_ALLOWED_ORIGINS", "https://user@ui.example"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),  # OpenTelemetry's values Chatter exports with: otlp, console, none
+        ("OTEL_TRACES_EXPORTER", "otlp,jaeger"),
+        ("OTEL_TRACES_EXPORTER", "none,console"),  # none is alone or not at all
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value):
@@ -116,3 +119,24 @@ def test_a_sqlite_database_url_gets_the_embedded_databases_locking(tmp_path):
     options = settings["DATABASES"]["default"]["OPTIONS"]
     assert (options["transaction_mode"], options["timeout"], "WAL" in options["init_command"]) == \
         ("IMMEDIATE", 20, True)
+
+
+NO_ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_SDK_DISABLED": ""}
+
+
+@pytest.mark.parametrize(("environment", "exporters"), [
+    ({}, ()),  # otlp, the default, once an endpoint is set
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, ("otlp",)),
+    ({"OTEL_TRACES_EXPORTER": "console"}, ("console",)),  # no endpoint needed
+    ({"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, ("console",)),
+    ({"OTEL_TRACES_EXPORTER": " OTLP , console,otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"},
+     ("otlp", "console")),
+    ({"OTEL_TRACES_EXPORTER": "otlp,console"}, ("console",)),  # otlp with no endpoint exports nowhere
+    ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, ()),
+    ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, ()),
+])
+def test_otel_traces_exporter_names_the_exporters_and_tracing_is_on_with_one(tmp_path, environment, exporters):
+    settings = settings_under(tmp_path, SECRET_KEY="k", **{**NO_ENDPOINT, **environment})
+    assert settings["CHATTER_TRACES_EXPORTERS"] == exporters
+    assert settings["CHATTER_TRACING"] is bool(exporters)
+    assert ("core.otel.tracing_middleware" in settings["MIDDLEWARE"]) is bool(exporters)

@@ -239,34 +239,100 @@ def routed_traced(shared_daphne_server, session_openai_stub, receiver, alice, tm
         path.write_text(json.dumps({"models": models}))
         server = shared_daphne_server(**tracing_env(receiver, session_openai_stub), CHATTER_DEPLOYMENTS=str(path),
                                       ROUTE_KEY_A="sk-route-a-not-a-real-key", ROUTE_KEY_B="sk-route-b-not-a-real-key")
-        server.key = ApiTokenFactory(user=alice, scopes=["gateway"]).key
+        server.key = ApiTokenFactory(user=alice, scopes=["gateway", "chat"]).key
         yield server, down, claude, run
 
 
-def test_item_tracing_a_routed_call_that_falls_back_names_the_provider_and_deployment_that_answered(
-        routed_traced, receiver):
-    """The chat span of a routed gateway call says what its LLM call row says: the provider and deployment that
-    answered (here an Anthropic fallback), not the provider of the model name asked for."""
-    from workflows.models import LLMCall
+ROUTED_CALLS = {  # surface: (path, body); a whole reply on the gateway's, streamed (engine.runtime) on the others
+    "gateway": ("/v1/chat/completions", {"model": "gpt-4o-mini-2025-01-01", "messages": [{"role": "user",
+                                                                                         "content": "Hi"}]}),
+    "gateway streamed": ("/v1/chat/completions", {"model": "gpt-4o-mini-2025-01-01", "stream": True,
+                                                  "messages": [{"role": "user", "content": "Hi"}]}),
+    "chat turn": ("/api/v1/chat/", {"message": "Hi", "provider": "openai", "model": "gpt-4o-mini-2025-01-01"}),
+}
+
+
+@pytest.mark.parametrize("surface", ROUTED_CALLS)
+def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_with_its_error(
+        routed_traced, receiver, surface):
+    """A routed call whose first deployment fails (a 502) and whose fallback answers: a `chat` span per try, as the
+    run's provider attempts list them, under the call's node, one after the other; the failed try's with the error
+    status and its error.type and no usage, the answering one's as a call's span always is, with the tokens and cost
+    of its row: the spans' costs and tokens add up to the run's, once. No key is in any span."""
+    from workflows.models import LLMCall, ProviderAttempt
 
     server, down, claude, run = routed_traced
     down.always(status=502)
     claude.always(content="84.", usage={"input_tokens": 11, "output_tokens": 5}, model="claude-3-5-haiku-20241022")
-    trace_id, parent, headers = caller()
+    trace_id, _, headers = caller()
+    path, body = ROUTED_CALLS[surface]
 
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
-        "model": "gpt-4o-mini-2025-01-01", "messages": [{"role": "user", "content": "Hi"}]},
-        headers={"Authorization": f"Bearer {server.key}", **headers})
+    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
+                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
+        text = response.read().decode()
 
-    assert response.status_code == 200, response.text
-    row = LLMCall.objects.get(execution_id=response.headers["x-chatter-execution"])
-    assert (row.provider, row.deployment) == ("anthropic", f"claude-3-5-haiku-latest/b-{run}")
-    call = one(receiver.wait_for(trace_id, "POST /v1/chat/completions", "invoke_agent", "chat "), "chat ")
-    attributes = call.attributes
-    assert (attributes["gen_ai.provider.name"], attributes["chatter.deployment"]) == (row.provider, row.deployment)
-    assert attributes["gen_ai.request.model"] == "gpt-4o-mini-2025-01-01"
-    assert attributes["gen_ai.response.model"] == row.model == "claude-3-5-haiku-20241022"
-    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (11, 5)
+    assert response.status_code in (200, 201), text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert execution.status == "completed"
+    failed, answered = ProviderAttempt.objects.filter(execution=execution).order_by("id")
+    assert (failed.ok, failed.deployment, answered.ok) == (False, f"gpt-4o-mini-2025-01-01/a-{run}", True)
+    row = LLMCall.objects.get(execution=execution)
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    tried, answer = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert tried.parent_span_id == answer.parent_span_id in {span.span_id for span in named(spans, "node ")}
+    assert tried.kind == answer.kind == CLIENT and tried.end_ns <= answer.start_ns
+    assert tried.status_code == 2 and answer.status_code != 2
+    assert tried.attributes == {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini-2025-01-01",
+        "gen_ai.provider.name": failed.provider, "chatter.deployment": failed.deployment,
+        "error.type": failed.error_type, **({"gen_ai.request.max_tokens": answer.attributes[
+            "gen_ai.request.max_tokens"]} if "gen_ai.request.max_tokens" in answer.attributes else {}),
+        **({"gen_ai.request.temperature": answer.attributes["gen_ai.request.temperature"]}
+           if "gen_ai.request.temperature" in answer.attributes else {})}
+    assert failed.error_type == "provider_error" and "502" in tried.status_message
+    assert (answer.attributes["gen_ai.provider.name"], answer.attributes["chatter.deployment"]) == (
+        answered.provider, answered.deployment) == ("anthropic", f"claude-3-5-haiku-latest/b-{run}")
+    assert answer.attributes["gen_ai.response.model"] == row.model == "claude-3-5-haiku-20241022"
+    assert (answer.attributes["gen_ai.usage.input_tokens"], answer.attributes["gen_ai.usage.output_tokens"]) == (
+        row.prompt_tokens, row.completion_tokens) == (11, 5)
+    assert answer.attributes["chatter.cost"] == float(row.cost) > 0
+    calls = named(spans, "chat ")  # once each: the run's totals are the calls' sums
+    invoked = one(spans, "invoke_agent")
+    assert sum(span.attributes.get("chatter.cost", 0) for span in calls) == invoked.attributes["chatter.cost"] == \
+        float(execution.cost)
+    assert sum(span.attributes.get("gen_ai.usage.input_tokens", 0) for span in calls) == \
+        invoked.attributes["gen_ai.usage.input_tokens"] == execution.prompt_tokens
+    shown = json.dumps([[span.attributes, span.status_message] for span in spans])
+    assert not [key for key in ("sk-route-a-not-a-real-key", "sk-route-b-not-a-real-key", "sk-test-not-a-real-key",
+                                server.key) if key in shown]
+
+
+def test_item_tracing_a_routed_call_every_deployment_failed_is_a_failed_span_per_try_and_no_more(routed_traced,
+                                                                                                  receiver):
+    """Both deployments fail: the call's spans are its two tries, each failed with its error.type, and no span for
+    a try that was never made."""
+    from workflows.models import ProviderAttempt
+
+    server, down, claude, run = routed_traced
+    down.always(status=502)
+    claude.always(status=503)
+    trace_id, _, headers = caller()
+
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json=ROUTED_CALLS["gateway"][1],
+                          headers={"Authorization": f"Bearer {server.key}", **headers})
+
+    assert response.status_code >= 500, response.text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    attempts = list(ProviderAttempt.objects.filter(execution=execution).order_by("id"))
+    assert [(attempt.ok, attempt.deployment) for attempt in attempts] == [
+        (False, f"gpt-4o-mini-2025-01-01/a-{run}"), (False, f"claude-3-5-haiku-latest/b-{run}")]
+    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    calls = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    assert [(span.attributes["chatter.deployment"], span.attributes["error.type"], span.status_code)
+            for span in calls] == [(attempt.deployment, attempt.error_type, 2) for attempt in attempts]
+    assert calls[0].end_ns <= calls[1].start_ns and len({span.parent_span_id for span in calls}) == 1
+    assert not [span for span in calls if "gen_ai.usage.input_tokens" in span.attributes]
+    assert one(spans, "invoke_agent").attributes["error.type"] == execution.error_type
 
 
 FAILED_CALLS = {  # surface: (path, body, the run's error_type)
@@ -462,6 +528,60 @@ OFF_MODULES = ("core.otel", "workflows.run_spans", "opentelemetry.exporter", "op
                "opentelemetry.propagate")
 
 
+def chat_command(tmp_path, **environment) -> subprocess.Popen:
+    """`manage.py chat` (a turn on the local provider, alice's) in a fresh process under `environment` (no OTLP
+    variable of this process's), which then prints, last, the tracer provider's type and which of OFF_MODULES it
+    imported."""
+    probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
+             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
+             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
+             "from opentelemetry import trace; "
+             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
+    env = server_env(tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="0", **environment)
+    return subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={
+                                name: value for name, value in env.items()
+                                if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
+
+
+def printed_spans(out: str) -> list[dict]:
+    """The spans the console exporter printed among a process's output: each a JSON object over several lines."""
+    decoder, spans, at = json.JSONDecoder(), [], 0
+    while (at := out.find("{\n", at)) != -1:
+        span, at = decoder.raw_decode(out, at)
+        spans.append(span)
+    return spans
+
+
+def test_item_tracing_the_console_exporter_prints_spans_a_list_exports_to_each_and_none_to_none(
+        transactional_db, receiver, alice, tmp_path):
+    """OTEL_TRACES_EXPORTER as OpenTelemetry defines it, in fresh processes (`manage.py chat`): `console` prints a
+    turn's spans to standard output (the SDK's console exporter), no endpoint needed, and sends nothing over OTLP;
+    `otlp,console` does both, the same spans; `none` neither, an endpoint set."""
+    environments = {"console": {"OTEL_TRACES_EXPORTER": "console"},
+                    "both": {"OTEL_TRACES_EXPORTER": "otlp,console", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+                    "none": {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}}
+    processes = {name: chat_command(tmp_path, OTEL_SERVICE_NAME=f"chatter-{name}", **environment)
+                 for name, environment in environments.items()}
+    outputs = {}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outputs[name] = out
+
+    printed = {name: printed_spans(out) for name, out in outputs.items()}
+    for name in ("console", "both"):
+        names = {span["name"] for span in printed[name]}
+        assert {"create_run", "invoke_agent universal_chat"} <= names, outputs[name]
+        assert all(any(span_name.startswith(prefix) for span_name in names) for prefix in ("node ", "chat ")), names
+        assert {span["resource"]["attributes"]["service.name"] for span in printed[name]} == {f"chatter-{name}"}
+    assert printed["none"] == [] and json.loads(outputs["none"].strip().splitlines()[-1])[0] == "ProxyTracerProvider"
+    (trace_id,) = {span["context"]["trace_id"].removeprefix("0x") for span in printed["both"]}
+    sent = receiver.wait_for(trace_id, "create_run", "invoke_agent universal_chat", "chat ")  # (sent at its exit)
+    assert {span.name for span in sent} == {span["name"] for span in printed["both"]}
+    assert not [span for span in receiver.spans if span.service in ("chatter-console", "chatter-none")]
+
+
 def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactional_db, receiver, alice, tmp_path):
     """Off, a chat turn runs, nothing reaches the receiver, no trace id is kept, Chatter's tracing modules, the
     exporter and the SDK's span processors (OFF_MODULES) are never imported and no tracer provider is set up: in
@@ -469,19 +589,8 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     and in this test process, whose settings name none."""
     from rest_framework.test import APIClient
 
-    probe = ("import django, json, sys; django.setup(); from django.core.management import call_command; "
-             "call_command('chat', 'Hi', '--user', 'alice', '--provider', 'local'); "
-             f"imported = sorted(m for m in sys.modules if m.startswith({OFF_MODULES!r})); "
-             "from opentelemetry import trace; "
-             "print(json.dumps([type(trace.get_tracer_provider()).__name__, imported]))")
     environments = [{"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "true"}, {}]
-    probes = [subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={
-                                   name: value for name, value in server_env(
-                                       tmp_path, OTEL_SERVICE_NAME="chatter-off", CHATTER_LOCAL_TOKEN_DELAY_MS="0",
-                                       **environment).items()
-                                   if not (name.startswith("OTEL_EXPORTER_OTLP") and name not in environment)})
-              for environment in environments]
+    probes = [chat_command(tmp_path, OTEL_SERVICE_NAME="chatter-off", **environment) for environment in environments]
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {ApiTokenFactory(user=alice, scopes=['chat']).key}")
     trace_id, _, headers = caller()

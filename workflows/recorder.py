@@ -428,6 +428,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def provider_attempted(self, node: Node, attempt: Attempt) -> None:
         opened = self.open
         self._attempts.append((opened.index if opened else None, attempt_row(attempt)))
+        if self.spans is not None:
+            self.spans.attempted(opened.index if opened else None, attempt)
 
     @one_at_a_time
     def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None:

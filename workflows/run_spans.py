@@ -1,9 +1,9 @@
 """A run's OpenTelemetry spans (made only when tracing is on: core.tracing), fed by its ExecutionRecorder's hooks, the
 one place every run's moments pass (JSON workflows through the engine, registered Python graphs through LangGraph's
 callbacks and stream): `invoke_agent` for the run (a child of the context stored with it, so a run a worker
-executes later keeps its trace), `node`, `chat` / `embeddings` per LLM call with OpenTelemetry's GenAI attributes,
-`execute_tool`, `retrieval`. Which attributes, and the opt-in for message content:
-docs/operations/tracing.md#what-a-trace-holds.
+executes later keeps its trace), `node`, `chat` / `embeddings` per LLM call with OpenTelemetry's GenAI attributes
+(a routed call: one per try, a failed one with error.type), `execute_tool`, `retrieval`. Which attributes, and
+the opt-in for message content: docs/operations/tracing.md#what-a-trace-holds.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 from opentelemetry import trace
@@ -37,6 +38,17 @@ def _ended_ns(duration_ms: int) -> tuple[int, int]:
     return end - max(duration_ms, 0) * 1_000_000, end
 
 
+@dataclass
+class _Call:
+    """An LLM call in flight: its span, the try under way's (a routed call tries deployments in turn, each try a span
+    of its own); for a routed call, which of its try's ends (its row, its try's outcome: either may come first) came."""
+    span: trace.Span
+    started: object  # the CallStarted it was announced with
+    row: object = None  # its LLMCall, recorded before its try's outcome
+    tried: object = None  # its try's Attempt, answered before its row was recorded
+    failed: tuple | None = None  # (Attempt, when) a try that failed with no row yet: one may follow (a reply cut short)
+
+
 class RunSpans:
     """The spans of one run in this process (a resumed run gets a new run span, in the same trace). Its recorder
     calls it under its lock; nodes are known by their index, calls in flight by their node's."""
@@ -60,7 +72,7 @@ class RunSpans:
                                        kind=SpanKind.INTERNAL, attributes=attributes)
         self.context = trace.set_span_in_context(self.run)
         self.nodes: dict[int, trace.Span] = {}
-        self.calls: dict[int | None, list[tuple[trace.Span, object]]] = {}
+        self.calls: dict[int | None, list[_Call]] = {}
 
     @contextmanager
     def current(self) -> Iterator[None]:
@@ -89,10 +101,14 @@ class RunSpans:
 
     def node_ended(self, index: int, *, status: str, error: str, usage: dict, error_type: str = "") -> None:
         """`error_type`: a failed node's classification (its run's error_type when the failure ends the run)."""
-        for span, _ in self.calls.pop(index, ()):  # a call that never answered ends with its node, failed as it did
-            span.set_status(Status(StatusCode.ERROR, error or "the call ended without an answer"))
-            span.set_attribute("error.type", error_type or "no_answer")
-            span.end()
+        for call in self.calls.pop(index, ()):  # a call that never answered ends with its node, failed as it did
+            if call.failed is not None:  # its last try failed (every deployment did): its span ends as it failed
+                call.span.end(end_time=call.failed[1])
+                continue
+            if call.row is None:
+                call.span.set_status(Status(StatusCode.ERROR, error or "the call ended without an answer"))
+                call.span.set_attribute("error.type", error_type or "no_answer")
+            call.span.end()
         span = self.nodes.pop(index, None)
         if span is None:
             return
@@ -104,27 +120,70 @@ class RunSpans:
 
     # --- LLM calls -----------------------------------------------------------------------------------------
     def call_started(self, index: int | None, call) -> None:
+        self.calls.setdefault(index, []).append(_Call(self._call_span(index, call), call))
+
+    def _call_span(self, index: int | None, call, start_time: int | None = None) -> trace.Span:
         attributes = {"gen_ai.operation.name": call.operation, "gen_ai.provider.name": call.provider,
                       "gen_ai.request.model": call.requested_model}
         if call.max_tokens:
             attributes["gen_ai.request.max_tokens"] = call.max_tokens
         if call.temperature is not None:
             attributes["gen_ai.request.temperature"] = float(call.temperature)
-        span = tracer().start_span(f"{call.operation} {call.requested_model}", context=self._parent(index),
-                                   kind=SpanKind.CLIENT, attributes=attributes)
-        self.calls.setdefault(index, []).append((span, call))
+        return tracer().start_span(f"{call.operation} {call.requested_model}", context=self._parent(index),
+                                   kind=SpanKind.CLIENT, attributes=attributes, start_time=start_time)
+
+    def _next_try(self, index: int | None, call: _Call) -> None:
+        """The try that failed with no row ends, as it failed; the next try's span begins then."""
+        _, at = call.failed
+        call.span.end(end_time=at)
+        call.span, call.failed = self._call_span(index, call.started, start_time=at), None
+
+    def attempted(self, index: int | None, attempt) -> None:
+        """A try of a routed call on one deployment ended (engine.runtime: before or after the call's row). A try
+        that failed is a span of its own, the deployment's, with the error status and its error.type; no usage (only
+        a row has any)."""
+        waiting = self.calls.get(index)
+        if not waiting:
+            return
+        call = waiting[0]
+        if call.failed is not None:  # the try before failed with no row: this is another's
+            self._next_try(index, call)
+        if call.row is not None:  # its row came first (a reply whole, a reply cut short): the try's span ends now
+            waiting.pop(0)
+            if not attempt.ok:
+                self._failed(call.span, attempt)
+            call.span.end()
+        elif attempt.ok:  # its row follows
+            call.tried = attempt
+        else:  # its row may follow (a reply cut short), or the next try, or the call's end
+            self._failed(call.span, attempt)
+            call.failed = (attempt, time.time_ns())
+
+    @staticmethod
+    def _failed(span: trace.Span, attempt) -> None:
+        span.set_attributes({"gen_ai.provider.name": attempt.provider, "chatter.deployment": attempt.deployment,
+                             "error.type": attempt.error_type or "error"})
+        span.set_status(Status(StatusCode.ERROR, attempt.error[:500]))
 
     def call_ended(self, index: int | None, call) -> None:
         waiting = self.calls.get(index)
         if waiting:
-            span, started = waiting.pop(0)
+            pending = waiting[0]
+            if pending.failed is not None and pending.failed[0].deployment != call.deployment:
+                self._next_try(index, pending)  # the failed try had no row: this one answered, on another deployment
+            span, started = pending.span, pending.started
+            # A routed call's row before its try's outcome (an answer whole): its span ends with that outcome.
+            deferred = pending.failed is None and call.deployment and pending.tried is None
+            if deferred:
+                pending.row = call
+            else:
+                waiting.pop(0)
         else:  # a call not announced (none is in this process): its span from its duration
             start, _ = _ended_ns(call.duration_ms)
-            span, started = tracer().start_span(f"chat {call.requested_model}", context=self._parent(index),
-                                                kind=SpanKind.CLIENT, start_time=start, attributes={
-                                                    "gen_ai.operation.name": "chat",
-                                                    "gen_ai.provider.name": call.provider,
-                                                    "gen_ai.request.model": call.requested_model}), None
+            span, started, deferred = tracer().start_span(
+                f"chat {call.requested_model}", context=self._parent(index), kind=SpanKind.CLIENT, start_time=start,
+                attributes={"gen_ai.operation.name": "chat", "gen_ai.provider.name": call.provider,
+                            "gen_ai.request.model": call.requested_model}), None, False
         usage = call.usage
         # The provider that answered, as the call's row has it: a routed call's deployment (after a fallback,
         # another provider's), not the one of the model name asked for that the span started with.
@@ -140,7 +199,8 @@ class RunSpans:
         if CAPTURE_CONTENT and started is not None and (text := started.streamed_so_far().get("text")):
             span.set_attribute("gen_ai.output.messages", json.dumps(
                 [{"role": "assistant", "parts": [{"type": "text", "content": _content(text)}]}]))
-        span.end()
+        if not deferred:
+            span.end()
 
     # --- tool calls ----------------------------------------------------------------------------------------
     def tool_called(self, index: int | None, *, tool: str, ok: bool, error: str, duration_ms: int,
