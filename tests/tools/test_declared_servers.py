@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from audit.models import AuditEvent
 from tools.models import McpServer
 from workflows.models import ToolCall
 from workflows.services.run_requests import ChatRequest
@@ -100,7 +99,8 @@ def test_a_json_workflow_calls_a_declared_stdio_server_on_one_kept_process(decla
 
 
 @pytest.mark.server
-def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_call(declared, alice, openai_server):
+def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_call(declared, alice, staff,
+                                                                                   openai_server):
     """The environment's values are the server's secrets as its header values are: scrubbed from its answers, and
     from the arguments a call keeps (its row, its audit row) when the model passes one on."""
     openai_server.reply(tool_calls=[{"name": "files__echo_env", "arguments": {"name": "env-s3cret"}}])
@@ -115,4 +115,6 @@ def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_ca
     assert run.status_code == 200, run.content
     assert run.json()["tool_call_log"][0]["arguments"] == {"name": "[redacted]"}
     assert b"s3cret" not in run.content
-    assert AuditEvent.objects.get(action="tool.called").data["arguments"] == {"name": "[redacted]"}
+    client.force_login(staff)
+    audited = client.get("/api/v1/audit/events/", {"action": "tool.called", "target_id": str(execution.pk)})
+    assert [row["data"]["arguments"] for row in audited.json()["results"]] == [{"name": "[redacted]"}]

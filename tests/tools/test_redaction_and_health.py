@@ -120,7 +120,7 @@ BASIC = base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
 
 
 def test_a_credential_quoted_without_its_scheme_decoded_or_url_encoded_is_redacted_everywhere(
-        alice, mcp_server, openai_server):
+        alice, staff, mcp_server, openai_server):
     """A server's `Authorization: Bearer <token>` is a secret in every form text carries it: the token alone (a
     tool saying which token it refused), URL-encoded (a URL quoting it), a Basic credential's user:password and
     password decoded. Neither the stored call, its events, its audit row nor the model's tool message keeps one."""
@@ -147,5 +147,7 @@ def test_a_credential_quoted_without_its_scheme_decoded_or_url_encoded_is_redact
     events = client.get(f"/api/v1/executions/{execution.pk}/events/", {"page_size": 100})
     assert run.json()["tool_call_log"][0]["arguments"] == {"message": redacted}
     assert b"SECRET" not in run.content + events.content and b"tool_called" in events.content
-    audited = AuditEvent.objects.get(action="tool.called", target_id=str(execution.pk))
-    assert audited.data["arguments"] == {"message": redacted} and audited.data["error"] == said
+    client.force_login(staff)
+    audited = client.get("/api/v1/audit/events/", {"action": "tool.called", "target_id": str(execution.pk)})
+    assert [(row["data"]["arguments"], row["data"]["error"]) for row in audited.json()["results"]] == [
+        ({"message": redacted}, said)]
