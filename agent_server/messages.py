@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.errors import InvalidInput
 from core.money import usd
+from engine.chat_messages import content_text
 
 _TYPES = {"user": "human", "assistant": "ai", "system": "system", "tool": "tool"}
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",
@@ -50,11 +51,11 @@ def ai_message_of_run(execution) -> dict:
 
 
 def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content blocks: the text ones
-        return "".join(block.get("text", "") if isinstance(block, dict) else str(block) for block in content)
-    raise InvalidInput("a message's content must be text or a list of content blocks")
+    """A message's content as the turn's text: a list of content parts as a model reads it (content_text)."""
+    if isinstance(content, str) or isinstance(content, list) and all(isinstance(part, (str, dict))
+                                                                      for part in content):
+        return content_text(content)
+    raise InvalidInput("a message's content must be text or a list of content parts (strings or objects)")
 
 
 def input_messages(run_input) -> list[dict]:

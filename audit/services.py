@@ -34,6 +34,7 @@ from audit.statements import (chain_head, chain_head_and_pending, chain_lock, ch
 from core.db import text_storable
 from core.schedules import schedule_keep
 from core.secrets import REDACTED, secrets_configured
+from engine.redaction import secrets_scrub
 
 logger = logging.getLogger(__name__)
 
@@ -254,33 +255,30 @@ def access_denied_schedule_ensure() -> None:
 
 def redact(value: Any) -> Any:
     """A copy of `value` as plain JSON (`_scalar`), with the values of secret-looking keys (api_key, token,
-    password, authorization, …, at any depth, any case) and every string holding a configured secret (SECRET_KEY,
-    provider API keys, the database password) replaced by "[redacted]": a value that is not JSON is stored as its
-    text, redacted as any string is."""
+    password, authorization, …, at any depth, any case) replaced by "[redacted]", and in every string, keys too,
+    each configured secret (SECRET_KEY, provider API keys, the database password), in any of its forms, replaced as
+    the engine's errors have it (engine.redaction): a value that is not JSON is stored as its text, redacted as any
+    string is."""
     return _redacted(value, secrets_configured())
 
 
-def _redacted(value: Any, secrets: tuple[str, ...]) -> Any:
+def _redacted(value: Any, forms: tuple[str, ...]) -> Any:
     kind = type(value)
     if kind is str:
-        text = text_storable(value)
-        return REDACTED if _holds_secret(text, secrets) else text
+        return secrets_scrub(text_storable(value), forms)
     if value is None or kind is int or kind is bool:
         return value
     if kind is dict or isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
-            key_text = text_storable(str(key))
-            if _holds_secret(key_text, secrets):
-                key_text = REDACTED
-            copy[key_text] = REDACTED if _is_secret_key(key_text) else _redacted(item, secrets)
+            key_text = secrets_scrub(text_storable(str(key)), forms)
+            copy[key_text] = REDACTED if _is_secret_key(key_text) else _redacted(item, forms)
         return copy
     if kind is list or isinstance(value, (list, tuple, set, frozenset)):
-        return [_redacted(item, secrets) for item in value]
+        return [_redacted(item, forms) for item in value]
     if isinstance(value, (int, float, Decimal, date, time, uuid.UUID)):
         return _scalar(value)
-    text = _scalar(value)  # a str subclass's or any other object's text
-    return REDACTED if _holds_secret(text, secrets) else text
+    return secrets_scrub(_scalar(value), forms)  # a str subclass's or any other object's text (bytes: b'…')
 
 
 @functools.lru_cache(maxsize=4096)  # a run's audit data has the same few keys every time
@@ -292,13 +290,6 @@ def _is_secret_key(name: str) -> bool:
     if _SECRET_WORDS.intersection(words):
         return True
     return words[-1] == "key" and (len(words) == 1 or words[-2] in _SECRET_KEY_QUALIFIERS)
-
-
-def _holds_secret(text: str, secrets: tuple[str, ...]) -> bool:
-    for secret in secrets:  # (a loop: any() of a generator costs more than the few tests)
-        if secret in text:
-            return True
-    return False
 
 
 def _chain_hold(*, wait: bool) -> bool:

@@ -1,15 +1,14 @@
 """The configured secrets: what no text meant for people may show (error messages that reach responses, events,
 messages and logs: the engine's errors scrub them, engine.errors.secrets_scrub, handed this list by
-workflows.engine_setup). The audit trail's redaction uses the same list."""
+workflows.engine_setup). The audit trail's redaction uses the same list, in every form of each (secrets_configured).
+The rule itself, the forms and their replacement, is engine.redaction's."""
 from __future__ import annotations
 
 import functools
 
 from django.conf import settings
 
-from engine.errors import REDACTED  # noqa: F401 - the one placeholder, re-exported
-
-MIN_SECRET_LENGTH = 4  # a shorter value would match ordinary text everywhere: it is not scrubbed
+from engine.redaction import MIN_SECRET_LENGTH, REDACTED, secret_forms  # noqa: F401 - re-exported
 
 
 def secrets_read() -> tuple[str, ...]:
@@ -23,9 +22,9 @@ def secrets_read() -> tuple[str, ...]:
 
 @functools.cache
 def secrets_configured() -> tuple[str, ...]:
-    """secrets_read's answer, kept (reading the settings takes about 20 µs; the audit trail asks once a row) until a
-    setting changes (secrets_forget)."""
-    return secrets_read()
+    """Every form of secrets_read's answer (engine.redaction.secret_forms), kept (reading the settings takes about
+    20 µs; the audit trail asks once a row) until a setting changes (secrets_forget)."""
+    return secret_forms(secrets_read())
 
 
 def secrets_forget(**kwargs) -> None:

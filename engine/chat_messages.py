@@ -17,11 +17,16 @@ def content_text(content: str | list) -> str:
     """A message's content as a text model reads it: a list of content parts (OpenAI's `{"type": "text", "text"}`,
     LangChain's blocks, bare strings) is its text parts joined by newlines, each other part (an image, audio, a
     file) named by its type in brackets (`[image_url]`): it is there, as the token estimate counts it
-    (engine.usage), but no text."""
+    (engine.usage), but no text. A reply's tool calls as parts (Anthropic's `tool_use`) are left out: the message
+    carries them as its tool_calls. (A part that is none of these, as a tool of one's own may return, is its text.)"""
     if isinstance(content, str):
         return content
-    return "\n".join(part if isinstance(part, str) else part["text"] if isinstance(part.get("text"), str) else
-                     f"[{part.get('type') or 'part'}]" for part in content)
+    return "\n".join(part if isinstance(part, str) else str(part) if not isinstance(part, dict) else
+                     part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type') or 'part'}]"
+                     for part in content if not isinstance(part, dict) or part.get("type") not in _CALL_PARTS)
+
+
+_CALL_PARTS = ("tool_use", "tool_call", "server_tool_use")
 
 
 def tool_call_args(arguments: str) -> dict | None:

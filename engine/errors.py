@@ -3,29 +3,13 @@ core.errors, which re-exports these). Every interface renders them in one shape:
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from typing import Any
 
+from engine.redaction import secret_forms, secrets_scrubbed
 from engine.settings import settings
 
-REDACTED = "[redacted]"
-
-
-def secrets_scrub(text: str) -> str:
-    """`text` with every configured secret (settings.secrets) replaced by "[redacted]" (a provider's error may quote
-    our key)."""
-    for secret in settings.secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def secrets_scrubbed(value):
-    """`value` (JSON-like: dicts, lists, strings) with secrets_scrub applied to every string in it."""
-    if isinstance(value, str):
-        return secrets_scrub(value)
-    if isinstance(value, dict):
-        return {key: secrets_scrubbed(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [secrets_scrubbed(item) for item in value]
-    return value
+def secrets_scrub(value):
+    """`value` (text, or JSON-like: engine.redaction.secrets_scrubbed) without any configured secret
+    (settings.secrets) in any of its forms: a provider's error may quote our key."""
+    return secrets_scrubbed(value, secret_forms(settings.secrets))
 
 
 class ChatterError(Exception):
@@ -121,7 +105,7 @@ class ProviderError(RunError):
 
     def __init__(self, message: str, *, upstream: dict | None = None, **kwargs):
         super().__init__(message, **kwargs)
-        self.upstream = secrets_scrubbed(upstream)  # its error object may quote our API key, as its message may
+        self.upstream = secrets_scrub(upstream)  # its error object may quote our API key, as its message may
 
 
 class NodeFailed(RunError):

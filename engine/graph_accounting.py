@@ -16,6 +16,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage
 
+from engine.chat_messages import content_text
 from engine.errors import RunError
 from engine.graph import Node
 from engine.graph_streams import as_json
@@ -226,7 +227,7 @@ class GraphAccounting(BaseCallbackHandler):
         message = getattr(generation, "message", None) or AIMessage(call["text"])
         usage = usage_from_message(message, prompt=call["prompt"])
         reported = (message.response_metadata or {}).get("model_name") or call["model"]
-        whole = message.content if not call["text"] and isinstance(message.content, str) else ""
+        whole = content_text(message.content) if not call["text"] else ""
 
         def recorded(node):
             if whole:  # a reply given whole (not streamed) reaches the run's watchers as one token, as it streams
@@ -295,9 +296,8 @@ class GraphAccounting(BaseCallbackHandler):
 
     def on_tool_end(self, output, *, run_id, **kwargs) -> None:
         content = getattr(output, "content", output)
-        if isinstance(content, list):  # content blocks (an MCP tool's, through langchain-mcp-adapters): their text
-            content = "\n".join(b["text"] if isinstance(b, dict) and "text" in b else str(b) for b in content)
-        text = content if isinstance(content, str) else str(content)
+        # content blocks (an MCP tool's, through langchain-mcp-adapters): their text, an image named, not its data
+        text = content_text(content) if isinstance(content, (str, list)) else str(content)
         if getattr(output, "status", "success") == "error":  # a ToolMessage of a tool that failed and said so
             self._tool_ended(run_id, result="", ok=False, error=text)
         else:

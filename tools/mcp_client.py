@@ -19,8 +19,8 @@ from django.conf import settings
 
 from core.db import json_storable, text_storable
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
-from core.secrets import MIN_SECRET_LENGTH, REDACTED
 from core.tracing import outbound_hooks_async
+from engine.redaction import secret_forms, secrets_scrub
 from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
 
 if TYPE_CHECKING:
@@ -358,9 +358,7 @@ def _why(exc: BaseException, timeout_s: float) -> str:
 
 
 def headers_scrubbed(text: str, headers: dict[str, str]) -> str:
-    """`text` without the values of a server's headers (its credentials), which an error or a tool may quote. A
+    """`text` without the values of a server's headers (its credentials) and environment, which an error or a tool
+    may quote, in any of their forms (engine.redaction: a Bearer token without its scheme, URL-encoded, ...). A
     value shorter than MIN_SECRET_LENGTH (a tenant's number, a flag) is no secret: it would match ordinary text."""
-    for value in headers.values():
-        if len(value) >= MIN_SECRET_LENGTH:
-            text = text.replace(value, REDACTED)
-    return text
+    return secrets_scrub(text, secret_forms(tuple(headers.values())))

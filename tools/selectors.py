@@ -6,9 +6,9 @@ import json
 from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
+from engine.redaction import secret_forms
 from engine.tools import TOOLS
 from tools.declared import declared_servers_sync
-from tools.mcp_client import headers_scrubbed
 from tools.mcp_pool import Endpoint
 from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
 
@@ -93,15 +93,17 @@ def mcp_call_headers(*, server: McpServer, user) -> dict[str, str]:
     return {**kept, **{name: value for name, value in own.items() if name.lower() in wanted}}
 
 
-def mcp_secrets(*, server_id, user, server: McpServer | None = None) -> list[str]:
+def mcp_secrets(*, server_id, user, server: McpServer | None = None) -> tuple[str, ...]:
     """The registered secrets a call of the server's tools on `user`'s behalf may carry, which nothing stored may
-    hold: the server's header values and the user's own values of its per_user_headers (`server`: read already)."""
+    hold, in every form (engine.redaction.secret_forms): the server's header values, its environment's (a stdio
+    server's) and the user's own values of its per_user_headers (`server`: read already)."""
     server = server or McpServer.objects.filter(pk=server_id).first()
     if server is None:
-        return []
+        return ()
     credential = mcp_credential_get(server=server, user=user) if server.per_user_headers else None
     own = json.loads(secret_decrypt(credential.headers_encrypted)) if credential is not None else {}
-    return [value for value in (*mcp_server_headers(server=server).values(), *own.values()) if value]
+    return secret_forms(tuple(value for value in (*mcp_server_headers(server=server).values(),
+                                                  *mcp_server_env(server=server).values(), *own.values()) if value))
 
 
 def mcp_server_ids_existing(*, ids) -> set[str]:
@@ -109,21 +111,8 @@ def mcp_server_ids_existing(*, ids) -> set[str]:
     return {str(pk) for pk in McpServer.objects.filter(pk__in=ids).values_list("pk", flat=True)}
 
 
-def secrets_redacted(value, secrets: list[str]):
-    """`value` (text, or JSON: dicts, lists, strings) with every secret replaced by "[redacted]"."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return headers_scrubbed(value, dict(enumerate(sorted(secrets, key=len, reverse=True))))
-    if isinstance(value, dict):
-        return {secrets_redacted(key, secrets): secrets_redacted(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [secrets_redacted(item, secrets) for item in value]
-    return value
-
-
 def mcp_server_env(*, server: McpServer) -> dict[str, str]:
-    """A stdio server's environment, decrypted: for the MCP client only."""
+    """A stdio server's environment, decrypted: for the MCP client, and the secrets its calls keep none of."""
     return json.loads(secret_decrypt(server.env_encrypted)) if server.env_encrypted else {}
 
 

@@ -11,7 +11,7 @@ from conversations.models import Message
 from core.db import retried_on_conflict, write_atomic
 from core.errors import ProviderError, RunCancelled, RunError
 from core.money import usd
-from engine.chat_messages import tool_calls_as_sent
+from engine.chat_messages import content_text, tool_calls_as_sent
 from engine.hooks import NullHooks
 from engine.nodes import last_ai_message
 from engine.python_graphs import MESSAGES_USAGE, STOPPED_BEFORE, booked_as_json
@@ -86,7 +86,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
     status = Status.COMPLETED if error is None else (
         Status.CANCELLED if isinstance(error, RunCancelled) else Status.FAILED)
     reply = last_ai_message(state) if state else None
-    content = (reply.content if isinstance(reply.content, str) else str(reply.content)) if reply else ctx.partial_text
+    content = content_text(reply.content) if reply else ctx.partial_text
     call = recorder.last_call
     elapsed_ms = int((now - execution.started_at).total_seconds() * 1000) if execution.started_at else 0
     citations = citations_of(state)

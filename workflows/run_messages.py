@@ -6,7 +6,7 @@ from dataclasses import replace
 from conversations.models import Message
 from conversations.services import message_save
 from core.errors import RunError
-from engine.chat_messages import tool_call_args, tool_calls_as_sent
+from engine.chat_messages import content_text, tool_call_args, tool_calls_as_sent
 from engine.python_graphs import MESSAGES_USAGE
 from engine.runtime import RunContext
 from workflows.models import WorkflowExecution
@@ -67,8 +67,7 @@ def _graph_messages_save(*, execution: WorkflowExecution, state: dict, ctx: RunC
     booked = state[MESSAGES_USAGE]
     fields = []
     for m in produced:
-        content = m.content if isinstance(m.content, str) else m.text
-        entry = {"role": _ROLES.get(m.type, Message.Role.ASSISTANT), "content": content, "usage": None,
+        entry = {"role": _ROLES.get(m.type, Message.Role.ASSISTANT), "content": content_text(m.content), "usage": None,
                  "metadata": {"message_id": m.id, **({"name": m.name} if m.name else {}),
                               **({"tool_call_id": m.tool_call_id} if m.type == "tool" else {})},
                  "tool_calls": _stored_tool_calls(m) if m.type == "ai" else [],

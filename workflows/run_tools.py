@@ -7,6 +7,7 @@ from decimal import Decimal
 from core.money import usd
 from engine.graph import Node
 from engine.hooks import ToolOutcome
+from engine.redaction import secrets_scrubbed
 from engine.tools import tool_allowed
 from engine.usage import Usage
 from tools.selectors import (
@@ -14,7 +15,6 @@ from tools.selectors import (
     mcp_secrets,
     mcp_server_ids_existing,
     mcp_tool_get,
-    secrets_redacted,
     tool_list,
 )
 from tools.services import mcp_server_tool_run
@@ -30,7 +30,7 @@ class RunTools:
     def __init__(self, execution):
         self.execution = execution
         self._schemas: dict[tuple[str, ...], list[dict]] = {}  # read once per run for an allow-list
-        self._secrets: dict[str, list[str]] = {}  # per server: read as its first call starts
+        self._secrets: dict[str, tuple[str, ...]] = {}  # per server, their forms: read as its first call starts
 
     def schemas(self, patterns: Sequence[str]) -> list[dict]:
         """The allowed MCP tools the owner may call now, as OpenAI function schemas (what a model is bound with)."""
@@ -56,7 +56,8 @@ class RunTools:
         if server_id is None:
             return value
         self.secrets_read(server_id=server_id)
-        return secrets_redacted(value, self._secrets[str(server_id)])
+        forms = self._secrets[str(server_id)]
+        return secrets_scrubbed(value, forms) if forms else value
 
     def run(self, name: str, arguments: dict, *, timeout_s: float) -> ToolOutcome:
         """Call the MCP tool `name` as the run's owner; whatever happens, an outcome the model is told."""

@@ -267,7 +267,8 @@ def test_redact_hides_the_values_of_secret_looking_keys_at_any_depth():
     }
 
 
-def test_redact_hides_any_string_holding_a_configured_secret(settings):
+def test_redact_replaces_a_configured_secret_wherever_a_string_holds_it(settings):
+    """As the engine's errors have it (engine.redaction): the secret goes, the rest of the text stays readable."""
     settings.OPENAI_API_KEY = "sk-live-0123456789abcdef"
     settings.ANTHROPIC_API_KEY = "sk-ant-fedcba9876543210"
 
@@ -278,8 +279,8 @@ def test_redact_hides_any_string_holding_a_configured_secret(settings):
         "sk-live-0123456789abcdef": "a secret as a key name",
     })
 
-    assert redacted == {"error": REDACTED, "args": [REDACTED, "fine"], "signing": REDACTED,
-                        REDACTED: "a secret as a key name"}
+    assert redacted == {"error": f"401 from provider: key {REDACTED} is invalid", "args": [REDACTED, "fine"],
+                        "signing": f"uses {REDACTED}", REDACTED: "a secret as a key name"}
 
 
 def test_the_stored_row_holds_no_secret(settings):
@@ -291,7 +292,7 @@ def test_the_stored_row_holds_no_secret(settings):
 
     stored = AuditEvent.objects.get()
     assert stored.data == {"tool": "http", "arguments": {"url": "https://x.test", "headers": {"Authorization": REDACTED}},
-                           "error": REDACTED}
+                           "error": f"bad key {REDACTED}"}
     assert "sk-live" not in str(AuditEvent.objects.values_list("data", flat=True).get())
     assert audit_chain_verify().valid
 
@@ -314,8 +315,9 @@ def test_a_changed_secret_is_kept_out_of_the_next_row_and_values_are_stored_as_p
         "none": None, "tags": ("a", "b"), "nested": {"token": "x", 1: ["\x00"]}})
 
     assert list(AuditEvent.objects.order_by("id").values_list("data", flat=True)) == [
-        {"error": REDACTED},
-        {"error": REDACTED, "before": "sk-live-0123456789abcdef", "cost": "0.0000375", "run": str(run_id),
+        {"error": f"bad key {REDACTED}"},
+        {"error": f"the upstream refused {REDACTED}", "before": "sk-live-0123456789abcdef", "cost": "0.0000375",
+         "run": str(run_id),
          "at": "2026-11-27T12:00:00+00:00", "ratio": 0.5, "calls": 3, "ok": True, "none": None, "tags": ["a", "b"],
          "nested": {"token": REDACTED, "1": ["\ufffd"]}},
     ]

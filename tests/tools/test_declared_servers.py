@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rest_framework.test import APIClient
 
 from tools.models import McpServer
 from workflows.models import ToolCall
@@ -95,3 +96,25 @@ def test_a_json_workflow_calls_a_declared_stdio_server_on_one_kept_process(decla
     pids = [result for tool, _, result, _ in rows if tool == "files__pid"]
     assert pids[0] == pids[1] and pids[0].isdigit()  # both runs' calls answered by one kept process
     assert results["files__echo_env"] == "[redacted]"  # its environment reached it, and is not handed back
+
+
+@pytest.mark.server
+def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_call(declared, alice, staff,
+                                                                                   openai_server):
+    """The environment's values are the server's secrets as its header values are: scrubbed from its answers, and
+    from the arguments a call keeps (its row, its audit row) when the model passes one on."""
+    openai_server.reply(tool_calls=[{"name": "files__echo_env", "arguments": {"name": "env-s3cret"}}])
+    openai_server.reply(content="done")
+    execution = execution_create(ChatRequest(owner=alice, message="go", config={
+        "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["files__*"]}))
+
+    assert execution_run(execution_id=execution.pk).status == "completed"
+    client = APIClient()
+    client.force_login(alice)
+    run = client.get(f"/api/v1/executions/{execution.pk}/")
+    assert run.status_code == 200, run.content
+    assert run.json()["tool_call_log"][0]["arguments"] == {"name": "[redacted]"}
+    assert b"s3cret" not in run.content
+    client.force_login(staff)
+    audited = client.get("/api/v1/audit/events/", {"action": "tool.called", "target_id": str(execution.pk)})
+    assert [row["data"]["arguments"] for row in audited.json()["results"]] == [{"name": "[redacted]"}]

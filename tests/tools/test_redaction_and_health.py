@@ -3,13 +3,15 @@ audit row) keeps none of the registered secrets of its server — the server's h
 credential — whether the model passed one in the arguments or the tool quoted it; and a server that cannot be
 asked is marked unhealthy (healthy again once it answers) from the Python-graph path as from the JSON-workflow
 path, by the same code. Against the real MCP server and the OpenAI stub."""
+import base64
 import json
+from urllib.parse import quote
 
 import pytest
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from tests.tools.test_workflow_tools import chat, run_agent
+from tests.tools.test_workflow_tools import chat, run_agent, text_of, tool_messages
 from tools.models import McpServer
 from tools.services import mcp_credential_set, mcp_server_create
 from workflows.models import ToolCall
@@ -110,3 +112,42 @@ def test_a_short_header_value_is_no_secret_and_results_keep_it(alice, mcp_server
     assert echoed.result == "[redacted]"  # a value long enough to be a secret still is one
     assert [message["content"] for message in openai_server.requests[1].body["messages"]
             if message["role"] == "tool"] == ["11.0", "[redacted]"]
+
+
+BEARER = "tk-SECRET/9d7a+10=="  # a token with the characters a URL encodes
+PASSWORD = "pw-SECRET-5e1f"
+BASIC = base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+
+
+def test_a_credential_quoted_without_its_scheme_decoded_or_url_encoded_is_redacted_everywhere(
+        alice, staff, mcp_server, openai_server):
+    """A server's `Authorization: Bearer <token>` is a secret in every form text carries it: the token alone (a
+    tool saying which token it refused), URL-encoded (a URL quoting it), a Basic credential's user:password and
+    password decoded. Neither the stored call, its events, its audit row nor the model's tool message keeps one."""
+    mcp_server_create(owner=alice, name="tracker", url=mcp_server.url,
+                      headers={"Authorization": f"Bearer {BEARER}", "X-Upstream-Auth": f"Basic {BASIC}"})
+    quoted = (f"token {BEARER} refused by https://x.test/?t={quote(BEARER, safe='')}; "
+              f"svc:{PASSWORD} too (password {PASSWORD}, sent as {BASIC})")
+    openai_server.reply(tool_calls=[{"name": "tracker__fail", "arguments": {"message": quoted}}])
+    openai_server.reply(content="Done.")
+
+    execution = chat(alice, ["tracker__*"])
+
+    assert execution.status == "completed", execution.error_message
+    assert mcp_server.calls == [("fail", {"message": quoted})]  # the server got them as the model sent them
+    redacted = ("token [redacted] refused by https://x.test/?t=[redacted]; [redacted] too (password [redacted], "
+                "sent as [redacted])")
+    call = ToolCall.objects.get(execution=execution)
+    said = f"Error executing tool fail: {redacted}"  # (the SDK's words for a tool that raised)
+    assert (call.arguments, call.error) == ({"message": redacted}, said)
+    assert [text_of(message) for message in tool_messages(openai_server.requests[1])] == [f"Error: {said}"]
+    client = APIClient()
+    client.force_login(alice)
+    run = client.get(f"/api/v1/executions/{execution.pk}/")
+    events = client.get(f"/api/v1/executions/{execution.pk}/events/", {"page_size": 100})
+    assert run.json()["tool_call_log"][0]["arguments"] == {"message": redacted}
+    assert b"SECRET" not in run.content + events.content and b"tool_called" in events.content
+    client.force_login(staff)
+    audited = client.get("/api/v1/audit/events/", {"action": "tool.called", "target_id": str(execution.pk)})
+    assert [(row["data"]["arguments"], row["data"]["error"]) for row in audited.json()["results"]] == [
+        ({"message": redacted}, said)]

@@ -6,10 +6,12 @@ partial reply and the error), ends its event log with the terminal event (I6), a
 
 Prices are the seeded gpt-4o-mini row: $0.15 input, $0.60 output per million tokens.
 """
+import json
 import math
 from decimal import Decimal
 
 import pytest
+from rest_framework.test import APIClient
 
 from conversations.models import Message
 from engine.usage import estimate_tokens
@@ -276,3 +278,25 @@ def test_a_streamed_turn_whose_stream_breaks_ends_with_its_terminal_event(alice,
     assert persisted[-1]["data"]["error_type"] == "provider_error"
     reply = assert_ended(execution, "failed", "provider_error")
     assert reply.content == "one two " and reply.total_tokens == execution.total_tokens > 0
+
+
+def test_a_providers_error_quoting_a_key_keeps_no_part_of_it_in_any_form(alice, stub, settings):
+    """Every configured secret, in every form, is scrubbed from what a failed call left: one that holds another
+    (here SECRET_KEY is part of the API key) is replaced whole, not around the shorter one; one URL-encoded (a
+    URL quoting it) too."""
+    settings.OPENAI_API_KEY = "sk-live/0123456789abcdef+tail=="
+    settings.SECRET_KEY = "0123456789abcdef"
+    stub.reply(status=401, error_body={"error": {
+        "message": "Incorrect API key provided: sk-live/0123456789abcdef+tail== "
+                   "(sent to /v1/chat?key=sk-live%2F0123456789abcdef%2Btail%3D%3D)", "type": "invalid_request_error"}})
+
+    execution = chat(alice)
+
+    client = APIClient()
+    client.force_authenticate(alice)
+    run = client.get(f"/api/v1/executions/{execution.pk}/").json()
+    said = "Incorrect API key provided: [redacted] (sent to /v1/chat?key=[redacted])"
+    assert run["status"] == "failed" and said in run["error_message"]
+    assert run["output_data"]["upstream"]["error"]["message"] == said
+    for part in ("sk-live", "tail", "%2F"):
+        assert part not in json.dumps(run)
