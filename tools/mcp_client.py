@@ -175,8 +175,17 @@ class TransportFailures:
             self.scope.cancel()
 
     def described(self, timeout_s: float) -> str:
-        why = _describe(self.first, timeout_s)
-        return why if self.lost else f"the server's answer could not be read ({why})"
+        return _unread_described(self.first, timeout_s, unread=not self.lost)
+
+
+def _unread_described(failure: BaseException, timeout_s: float, *, unread: bool) -> str:
+    """Why a request failed with `failure`, which the transport handed the session (`unread`) or which ended it.
+    A connection that failed (the server died, the HTTP+SSE transport's stream broke) is said as such: nothing
+    was there to read."""
+    why = _describe(failure, timeout_s)
+    if unread and not isinstance(failure, httpx.TransportError):
+        return f"the server's answer could not be read ({why})"
+    return why
 
 
 @asynccontextmanager
@@ -257,8 +266,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         result = await mcp_pool().call_tool(endpoint, tool, arguments, timeout_s=timeout_s)
     except TransportFailed as failed:
         cause = _cause(failed.cause) or failed.cause
-        why = _describe(cause, timeout_s)
-        why = f"the server's answer could not be read ({why})" if failed.unread else why
+        why = _unread_described(cause, timeout_s, unread=failed.unread)
         raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused),
                              cause=cause) from None
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed

@@ -31,7 +31,7 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, SERVER, *args], stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.url = f"http://127.0.0.1:{int(self.line())}/mcp"
+        self.url = f"http://127.0.0.1:{int(self.line())}/{'sse' if '--sse' in args else 'mcp'}"
 
     def _read(self) -> None:
         for line in self.process.stdout:
