@@ -24,9 +24,8 @@ from tools.models import McpServer
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
 TIMEOUT_S = 30
 UNREACHABLE = "could not reach the server"  # what discovery says of a server it cannot reach (its last_error)
-# What it says of a stdio server whose process ended (one that exits as it starts, too): the SDK's error for a
-# transport that closed under a request.
-ENDED = "MCP error -32000: Connection closed"
+# What it says of a stdio server whose process ended (one that exits as it starts, too).
+ENDED = "could not reach the server (its process's output ended)"
 
 
 class Killer(threading.Thread):
