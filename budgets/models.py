@@ -9,6 +9,9 @@ from django.db.models import Q
 from core.cache import RenewsHotReads
 from core.models import MONEY, non_negative
 
+# A budget has one limit, USD or tokens: what the API and the admin's form say of one with both, or neither.
+ONE_LIMIT = "give limit_usd or limit_tokens (one of them)"
+
 
 def default_thresholds() -> list[int]:
     return [50, 80, 100]
@@ -63,7 +66,8 @@ class Budget(models.Model):
         indexes = [models.Index(fields=["scope", "target_id"])]
         constraints = [
             models.CheckConstraint(condition=Q(limit_usd__isnull=True) ^ Q(limit_tokens__isnull=True),
-                                   name="budget_limit_usd_xor_tokens"),
+                                   name="budget_limit_usd_xor_tokens",
+                                   violation_error_message=ONE_LIMIT),
             *non_negative("limit_usd", model="budget"),
         ]
 

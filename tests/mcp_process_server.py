@@ -1,13 +1,14 @@
 """A real MCP server in a process of its own, for tests that kill it in the middle of a call or of a listing of its
-tools: the official SDK's FastMCP over Streamable HTTP at http://127.0.0.1:<port>/mcp, served by uvicorn.
+tools: the official SDK's FastMCP over Streamable HTTP at http://127.0.0.1:<port>/mcp (with `--sse`, over the older
+HTTP+SSE transport at http://127.0.0.1:<port>/sse), served by uvicorn.
 
-    python tests/mcp_process_server.py [--event-ids] [--listing-hold PATH]
+    python tests/mcp_process_server.py [--sse] [--event-ids] [--listing-hold PATH]
 
 It prints its port on its first line, then `called <tool>` as each call of a tool starts. With `--event-ids` it keeps
 the events of its streams (an in-memory event store), so each SSE event carries an id a client may resume from.
 With `--listing-hold PATH`, a listing of its tools while the file PATH exists logs "listing" (a notification on the
-listing's stream: its answer's stream is open) and answers only once the file is gone; the server prints
-`listing tools` once that notification is in the client's socket.
+listing's stream, or on the HTTP+SSE transport's one stream: its answer's stream is open) and answers only once the
+file is gone; the server prints `listing tools` once that notification is in the client's socket.
 
 Tools: `sleep(seconds)`, logs "sleeping" (a notification on the call's stream), waits, then answers "slept".
 """
@@ -94,6 +95,7 @@ def build(event_ids: bool, listing_hold: str | None = None) -> FastMCP:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sse", action="store_true")
     parser.add_argument("--event-ids", action="store_true")
     parser.add_argument("--listing-hold", metavar="PATH")
     arguments = parser.parse_args()
@@ -101,5 +103,6 @@ if __name__ == "__main__":
     sock.bind(("127.0.0.1", 0))
     sock.listen()  # connections wait in its backlog until uvicorn serves
     print(sock.getsockname()[1], flush=True)
-    app = listing_told(build(arguments.event_ids, arguments.listing_hold).streamable_http_app())
+    mcp = build(arguments.event_ids, arguments.listing_hold)
+    app = listing_told(mcp.sse_app() if arguments.sse else mcp.streamable_http_app())
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

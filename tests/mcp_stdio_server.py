@@ -7,25 +7,34 @@ Tools: `add(a, b)`; `echo_env(name)`, the value of the process's environment var
 `pid()`, the process's id (which process answered: a kept session is one process).
 
 With the environment variable LISTING_HOLD=PATH, a listing of its tools while the file PATH exists writes the
-process's id to PATH.pid (whole: written aside, then renamed) and answers only once the file is gone.
+process's id to PATH.pid (whole: written aside, then renamed) and answers only once the file is gone; with
+CALL_HOLD=PATH, a call of `pid` does the same. With OUTPUT_KEPT=PATH, it starts a process (its id written to PATH)
+that keeps its output open: its output does not end when it is killed, only its input.
 """
 import asyncio
 import os
+import subprocess
+import sys
 
 from mcp.server.fastmcp import FastMCP
+
+
+async def held(variable: str) -> None:
+    """Held while the file the environment variable `variable` names exists (see the module's doc)."""
+    hold = os.environ.get(variable)
+    if hold and os.path.exists(hold):
+        with open(f"{hold}.pid.part", "w") as file:
+            file.write(str(os.getpid()))
+        os.replace(f"{hold}.pid.part", f"{hold}.pid")
+        while os.path.exists(hold):  # (or until the process is killed)
+            await asyncio.sleep(0.02)
 
 
 class HeldListing(FastMCP):
     """FastMCP whose listing of its tools is held while the file LISTING_HOLD names exists (see the module's doc)."""
 
     async def list_tools(self):
-        hold = os.environ.get("LISTING_HOLD")
-        if hold and os.path.exists(hold):
-            with open(f"{hold}.pid.part", "w") as file:
-                file.write(str(os.getpid()))
-            os.replace(f"{hold}.pid.part", f"{hold}.pid")
-            while os.path.exists(hold):  # (or until the process is killed)
-                await asyncio.sleep(0.02)
+        await held("LISTING_HOLD")
         return await super().list_tools()
 
 
@@ -43,9 +52,14 @@ def echo_env(name: str) -> str:
 
 
 @mcp.tool(description="Returns the server process's id.")
-def pid() -> int:
+async def pid() -> int:
+    await held("CALL_HOLD")
     return os.getpid()
 
 
 if __name__ == "__main__":
+    if os.environ.get("OUTPUT_KEPT"):  # a process holding this one's stdout, not its stdin
+        keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdin=subprocess.DEVNULL)
+        with open(os.environ["OUTPUT_KEPT"], "a") as file:
+            file.write(f"{keeper.pid}\n")
     mcp.run(transport="stdio")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 from django.conf import settings
 
 from core.db import json_storable, text_storable
@@ -35,6 +36,10 @@ MAX_DESCRIPTION_CHARS = 2000
 ERROR_CHARS = 500
 SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay quiet (the SDK's default)
 LAST_EVENT_ID = "last-event-id"  # the header of a request that resumes an SSE stream (the SDK's resumption)
+
+
+class ProcessEnded(Exception):
+    """A stdio server's process ended its output (it exited, or was killed): nothing more can come from it."""
 
 
 class McpUnreachable(Exception):
@@ -175,8 +180,17 @@ class TransportFailures:
             self.scope.cancel()
 
     def described(self, timeout_s: float) -> str:
-        why = _describe(self.first, timeout_s)
-        return why if self.lost else f"the server's answer could not be read ({why})"
+        return _unread_described(self.first, timeout_s, unread=not self.lost)
+
+
+def _unread_described(failure: BaseException, timeout_s: float, *, unread: bool) -> str:
+    """Why a request failed with `failure`, which the transport handed the session (`unread`) or which ended it.
+    A connection that failed (the server died, the HTTP+SSE transport's stream broke) is said as such: nothing
+    was there to read."""
+    why = _describe(failure, timeout_s)
+    if unread and not isinstance(failure, httpx.TransportError):
+        return f"the server's answer could not be read ({why})"
+    return why
 
 
 @asynccontextmanager
@@ -184,7 +198,8 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
                       timeout_s: float | None = None) -> AsyncIterator[ClientSession]:
     """An initialized ClientSession with the server at `endpoint`, closed on exit. Each request waits at most
     `timeout_s` (CHATTER_MCP_TIMEOUT_S by default); callers bound a whole exchange themselves. Over Streamable
-    HTTP, `answer_lost` is told of an answer's stream that broke for good (ConnectionKeeping)."""
+    HTTP, `answer_lost` is told of an answer's stream that broke for good (ConnectionKeeping); over stdio, of the
+    process's output that ended (ProcessEnded: the process exited or was killed)."""
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.sse import sse_client
     from mcp.client.stdio import get_default_environment, stdio_client
@@ -195,7 +210,8 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
     if endpoint.transport == STDIO:
         params = StdioServerParameters(command=endpoint.command, args=list(endpoint.args),
                                        env={**get_default_environment(), **dict(endpoint.env)})
-        async with stdio_client(params) as (read, write), ClientSession(read, write, **options) as session:
+        async with stdio_client(params) as (read, write), output_watched(read, answer_lost) as read, \
+                ClientSession(read, write, **options) as session:
             await session.initialize()
             yield session
         return
@@ -213,6 +229,33 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
         async with ClientSession(read, write, **options) as session:
             await session.initialize()
             yield session
+
+
+@asynccontextmanager
+async def output_watched(read: MemoryObjectReceiveStream, answer_lost: AnswerLost | None
+                         ) -> AsyncIterator[MemoryObjectReceiveStream]:
+    """The messages of a stdio server's process (`read`), as they come, telling `answer_lost` once they end: the
+    process exited or was killed. The SDK would answer a request waiting then with an MCP error ("Connection
+    closed"), as if the server had, and nothing would tell a kept session, whose next call would fail too; told
+    first, the request fails as one to a server that cannot be reached, and the session is closed."""
+    relay, relayed = anyio.create_memory_object_stream(0)
+
+    async def forward() -> None:
+        async with relay:
+            try:
+                async for message in read:
+                    await relay.send(message)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the session is closing
+            if answer_lost is not None:
+                await answer_lost(ProcessEnded("its process's output ended"))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(forward)
+        try:
+            yield relayed
+        finally:
+            tasks.cancel_scope.cancel()
 
 
 async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[dict]:
@@ -257,8 +300,7 @@ async def mcp_tool_call(endpoint: Endpoint, *, tool: str, arguments: dict, timeo
         result = await mcp_pool().call_tool(endpoint, tool, arguments, timeout_s=timeout_s)
     except TransportFailed as failed:
         cause = _cause(failed.cause) or failed.cause
-        why = _describe(cause, timeout_s)
-        why = f"the server's answer could not be read ({why})" if failed.unread else why
+        why = _unread_described(cause, timeout_s, unread=failed.unread)
         raise McpUnreachable(headers_scrubbed(why, headers), refused=isinstance(cause, DestinationRefused),
                              cause=cause) from None
     except BaseException as exc:  # noqa: BLE001 - the SDK's transports raise groups of whatever failed
@@ -352,6 +394,10 @@ def _why(exc: BaseException, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, httpx.HTTPError):
         return f"could not reach the server ({type(exc).__name__}: {exc})"[:ERROR_CHARS]
+    if isinstance(exc, ProcessEnded):
+        return f"could not reach the server ({exc})"
+    if isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError)):  # the transport's streams are gone
+        return f"could not reach the server ({type(exc).__name__}{f': {exc}' if str(exc) else ''})"[:ERROR_CHARS]
     if isinstance(exc, McpError):
         return f"MCP error {exc.error.code}: {exc.error.message}"[:ERROR_CHARS]
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]

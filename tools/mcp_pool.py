@@ -111,6 +111,10 @@ class _Session:
                 result = await session.call_tool(tool, arguments)
                 self.calls += 1
                 return result
+            except Exception:
+                if self.failure is None:
+                    raise
+                raise self._failed() from None  # what the request got of the session's end ("Connection closed")
             finally:
                 self._call_scope = None
         raise self._failed()
@@ -137,8 +141,9 @@ class _Session:
             self._hold_scope.cancel()
 
     async def _answer_lost(self, failure: Exception) -> None:
-        """The stream of an answer (the call's, or the initialization's) broke and will not be resumed: the server
-        is gone, or its connection; the session ends, and its call, as when its transport fails."""
+        """The stream of an answer (the call's, or the initialization's) broke and will not be resumed, or a stdio
+        server's process ended: the server is gone, or its connection; the session ends, and its call, as when its
+        transport fails (idle, it is dropped: the next call opens another)."""
         if self.failure is None:
             self.failure = failure
         self._cancel_call()

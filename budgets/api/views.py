@@ -9,7 +9,7 @@ from rest_framework import mixins, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from budgets.models import Budget
+from budgets.models import ONE_LIMIT, Budget
 from budgets.services import budget_create, budget_deactivate, budgets_current
 from budgets.targets import budget_target
 from core.api.serializers import StrictSerializer
@@ -88,7 +88,7 @@ class BudgetCreateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict) -> dict:
         if (attrs.get("limit_usd") is None) == (attrs.get("limit_tokens") is None):
-            raise serializers.ValidationError({"limit_usd": ["give limit_usd or limit_tokens (one of them)"]})
+            raise serializers.ValidationError({"limit_usd": [ONE_LIMIT]})
         return attrs
 
 

@@ -2,7 +2,8 @@
 as its answer's stream breaks (not when its timeout ends), recorded as a server that cannot be reached is (a ToolCall
 row that is not ok, a `tool_called` event, the server marked unhealthy), and the run goes on. A server that gives
 its events ids is asked to resume first (the SDK's reconnection), then fails the same way; alive behind a connection
-that dropped, it resumes the stream and the call gets its answer."""
+that dropped, it resumes the stream and the call gets its answer. An HTTP+SSE server's call fails the same way, as
+its one stream breaks."""
 import queue
 import socket
 import subprocess
@@ -31,7 +32,8 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, SERVER, *args], stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.url = f"http://127.0.0.1:{int(self.line())}/mcp"
+        self.transport = "sse" if "--sse" in args else "streamable_http"
+        self.url = f"http://127.0.0.1:{int(self.line())}/{'sse' if '--sse' in args else 'mcp'}"
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -45,9 +47,9 @@ class ServerProcess:
         self.process.wait()
 
 
-@pytest.fixture(params=[False, True], ids=["no_event_ids", "event_ids"])
+@pytest.fixture(params=[[], ["--event-ids"], ["--sse"]], ids=["no_event_ids", "event_ids", "sse"])
 def server_process(request):
-    server = ServerProcess(*(["--event-ids"] if request.param else []))
+    server = ServerProcess(*request.param)
     yield server
     server.kill()
 
@@ -55,7 +57,7 @@ def server_process(request):
 def test_a_call_whose_server_is_killed_fails_at_once_and_the_run_goes_on(alice, server_process, openai_server,
                                                                          settings):
     settings.CHATTER_MCP_TIMEOUT_S = TIMEOUT_S
-    server = mcp_server_create(owner=alice, name="doomed", url=server_process.url)
+    server = mcp_server_create(owner=alice, name="doomed", url=server_process.url, transport=server_process.transport)
     assert server.health == "healthy", server.last_error
     openai_server.reply(tool_calls=[{"name": "doomed__sleep", "arguments": {"seconds": 120}}])
     openai_server.reply(content="Recovered.")

@@ -3,8 +3,8 @@ while it lists its tools: the request ends as soon as the listing's stream break
 when its timeout ends), saying what a server that cannot be reached says; the server is kept unhealthy with that
 reason, and nothing of the broken listing is stored (a new server has no tools, a refreshed one keeps the list it
 gave before). Streamable HTTP (tests/mcp_process_server.py; one that gives its events ids is asked to resume first,
-as the SDK does) and stdio (a declared server, tests/mcp_stdio_server.py: its process's output ends, and the SDK
-fails the request at once). Alive behind a connection that dropped mid-listing, a server that gives its events ids
+as the SDK does), the older HTTP+SSE (its one stream breaks) and stdio (a declared server, tests/mcp_stdio_server.py:
+its process's output ends). Alive behind a connection that dropped mid-listing, a server that gives its events ids
 resumes the listing's stream (the SDK's reconnection) and is registered with its tools."""
 import os
 import signal
@@ -24,9 +24,8 @@ from tools.models import McpServer
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
 TIMEOUT_S = 30
 UNREACHABLE = "could not reach the server"  # what discovery says of a server it cannot reach (its last_error)
-# What it says of a stdio server whose process ended (one that exits as it starts, too): the SDK's error for a
-# transport that closed under a request.
-ENDED = "MCP error -32000: Connection closed"
+# What it says of a stdio server whose process ended (one that exits as it starts, too).
+ENDED = "could not reach the server (its process's output ended)"
 
 
 class Killer(threading.Thread):
@@ -104,6 +103,27 @@ def test_refreshing_a_server_killed_while_listing_its_tools_fails_at_once_and_ke
     refreshed = response.json()
     assert_unreachable(refreshed)
     assert (refreshed["tools"], refreshed["tools_refreshed_at"]) == (created["tools"], created["tools_refreshed_at"])
+    assert took_s < TIMEOUT_S / 2
+
+
+def test_registering_an_http_sse_server_killed_while_listing_its_tools_fails_at_once(alice_client, settings,
+                                                                                    tmp_path):
+    settings.CHATTER_MCP_TIMEOUT_S = TIMEOUT_S
+    hold = tmp_path / "hold"
+    hold.touch()
+    server_process = ServerProcess("--sse", "--listing-hold", str(hold))
+    try:
+        killer = http_killer(server_process)
+        response = register(alice_client, server_process.url, transport="sse")
+        took_s = killer.since_kill()
+    finally:
+        server_process.kill()
+
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["transport"] == "sse"
+    assert_unreachable(created)  # its one stream broke: not an answer that could not be read
+    assert created["tools"] == [] and created["tools_refreshed_at"] is None
     assert took_s < TIMEOUT_S / 2
 
 
