@@ -17,8 +17,10 @@ def content_text(content: str | list) -> str:
     """A message's content as a text model reads it: a list of content parts (OpenAI's `{"type": "text", "text"}`,
     LangChain's blocks, bare strings) is its text parts joined by newlines, each other part (an image, audio, a
     file) named by its type in brackets (`[image_url]`): it is there, as the token estimate counts it
-    (engine.usage), but no text. A reply's tool calls as parts (Anthropic's `tool_use`) are left out: the message
-    carries them as its tool_calls. (A part that is none of these, as a tool of one's own may return, is its text.)"""
+    (engine.usage), but no text. A reply's tool calls as parts (Anthropic's `tool_use`, and the `input_json_delta`
+    fragments of its input in a streamed chunk) are left out: the message carries them as its tool_calls. (A part
+    that is none of these, as a tool of one's own may return, is its text.) A streamed chunk's content reads the same
+    way: the text it adds."""
     if isinstance(content, str):
         return content
     return "\n".join(part if isinstance(part, str) else str(part) if not isinstance(part, dict) else
@@ -26,7 +28,7 @@ def content_text(content: str | list) -> str:
                      for part in content if not isinstance(part, dict) or part.get("type") not in _CALL_PARTS)
 
 
-_CALL_PARTS = ("tool_use", "tool_call", "server_tool_use")
+_CALL_PARTS = ("tool_use", "tool_call", "server_tool_use", "input_json_delta")
 
 
 def tool_call_args(arguments: str) -> dict | None:
@@ -82,7 +84,7 @@ def tool_calls_as_sent(reply: AIMessage) -> list[dict]:
 def choice_as_openai(reply: AIMessage, *, index: int = 0) -> dict:
     """A reply as one of OpenAI's choices: its message, how it ended, its logprobs when the provider gave them."""
     calls = tool_calls_as_sent(reply)
-    content = reply.content if isinstance(reply.content, str) else str(reply.content)
+    content = content_text(reply.content)
     return {"index": index, "message": {"role": "assistant", "content": content or (None if calls else ""),
                                         **({"tool_calls": calls} if calls else {})},
             "finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),

@@ -19,7 +19,7 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 
-from engine.chat_messages import messages_from_openai
+from engine.chat_messages import content_text, messages_from_openai
 from engine.conditions import ConditionContext, parse_condition
 from engine.graph import Graph, Node
 from engine.hooks import RetrievalRequest
@@ -122,7 +122,7 @@ _parsed = functools.lru_cache(maxsize=1024)(parse_condition)
 
 
 def _text(message: BaseMessage) -> str:
-    return message.content if isinstance(message.content, str) else str(message.content)
+    return content_text(message.content)
 
 
 def _setting(node: Node, key: str, ctx: RunContext, run_key: str | None = None) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from engine.chat_messages import choice_as_openai
+from engine.chat_messages import choice_as_openai, content_text
 from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from engine.graph import Node
 from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
@@ -175,10 +175,11 @@ class RunContext:
                 with usage_copied_into(raw_usage):
                     for chunk in model.stream(list(prompt)):
                         streamed.add(chunk)
-                        if isinstance(chunk.content, str) and chunk.content:
+                        text = content_text(chunk.content)  # a list of parts when the model has tools (Anthropic)
+                        if text:
                             first = not self.partial_text
-                            self.partial_text += chunk.content
-                            self.hooks.token(node, chunk.content, message_id=streamed.message_id,
+                            self.partial_text += text
+                            self.hooks.token(node, text, message_id=streamed.message_id,
                                              reply=_answered(target, raw_usage.system_fingerprint) if first else None)
                         for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
                             self.hooks.tool_call_delta(node, delta)
@@ -289,10 +290,11 @@ class RunContext:
                                         for index, message in enumerate(others, start=1)]
         reply = first.model_copy(update={"response_metadata": metadata})
         stopped = None  # the run stopped by its text (a hard budget's bound): raised once the call is recorded
-        if isinstance(reply.content, str) and reply.content:
-            self.partial_text = reply.content
+        text = content_text(reply.content)
+        if text:
+            self.partial_text = text
             try:
-                self.hooks.token(node, reply.content, message_id=reply.id,
+                self.hooks.token(node, text, message_id=reply.id,
                                  reply=_answered(target, metadata.get("system_fingerprint")))
             except RunError as exc:
                 stopped = exc

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Protocol
 
 from langchain_core.messages import BaseMessage
 
+from engine.chat_messages import content_text
 from engine.money import usd
 
 MILLION = Decimal(1_000_000)
@@ -107,15 +108,12 @@ def estimate_completion_tokens(message: BaseMessage) -> int:
 
 
 def streamed_so_far(message: BaseMessage | None) -> dict:
-    """What a reply still streaming (or cut short) has produced: its text, and its tool-call fragments (names and
-    raw argument text, possibly half a JSON object) as one string."""
+    """What a reply still streaming (or cut short) has produced: its text (read as chat_messages.content_text reads
+    it), and its tool-call fragments (names and raw argument text, possibly half a JSON object) as one string."""
     if message is None:
         return {"text": "", "tool_call_text": ""}
-    content = message.content
-    text = content if isinstance(content, str) else "".join(
-        part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
     fragments = getattr(message, "tool_call_chunks", None) or []
-    return {"text": text,
+    return {"text": content_text(message.content),
             "tool_call_text": "".join((c.get("name") or "") + (c.get("args") or "") for c in fragments)}
 
 

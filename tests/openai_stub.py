@@ -52,7 +52,12 @@ many requests reach it; `always()` without arguments goes back to the 500 of an 
 
 `POST /v1/messages` speaks Anthropic's Messages API with the next scripted reply (its `content`, `status`, `delay_s`,
 `headers`, `model`; `usage` as Anthropic counts: `{"input_tokens": …, "output_tokens": …}`), streamed as Anthropic's
-events when asked, for `anthropic` deployments (their base URL: `stub.root_url`).
+events when asked, for `anthropic` deployments (their base URL: `stub.root_url`). A reply with `tool_calls=[…]`
+answers as Anthropic does when a model calls tools: its text block (none when the reply has no text), then a
+`tool_use` block per call (`id`, `name`, `input`: the arguments parsed, so they must be a JSON object when answered
+whole), and stop_reason "tool_use"; streamed, each call's content_block_start carries `input: {}`, then its arguments
+come as input_json_delta `partial_json` fragments (of `argument_chunk_chars` characters when given, else whole), then
+its content_block_stop. A reply without tool calls is one text block and stop_reason "end_turn".
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`. `connections` counts the TCP connections the stub accepted.
@@ -468,23 +473,50 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: 
     return chunks
 
 
+def _anthropic_blocks(reply: StubReply) -> list[dict[str, Any]]:
+    """A reply's content blocks as Anthropic answers them whole: its text (unless it only calls tools), then a
+    tool_use block per call."""
+    text = [{"type": "text", "text": reply.content}] if reply.content or not reply.tool_calls else []
+    return text + [{"type": "tool_use", "id": call["id"], "name": call["name"], "input": json.loads(call["arguments"])}
+                   for call in reply.tool_calls]
+
+
+def _anthropic_stop_reason(reply: StubReply) -> str:
+    return "tool_use" if reply.tool_calls else "end_turn"
+
+
 def _anthropic_events(reply: StubReply, message_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """A reply as Anthropic streams it: the message's start (its input tokens), the text block word by word, and the
-    message's end with the usage in full (Anthropic's message_delta counts are cumulative)."""
+    """A reply as Anthropic streams it: the message's start (its input tokens), the text block word by word, each
+    tool_use block with its arguments in input_json_delta fragments, and the message's end with the usage in full
+    (Anthropic's message_delta counts are cumulative)."""
     usage = reply.usage or {}
     start = {"id": message_id, "type": "message", "role": "assistant", "model": reply.model, "content": [],
              "stop_reason": None, "stop_sequence": None,
              "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0}}
-    return [
-        ("message_start", {"type": "message_start", "message": start}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        *(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "text_delta", "text": part}})
-          for part in split_words(reply.content)),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": usage}),
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    if reply.content or not reply.tool_calls:
+        events += [
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            *(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": part}})
+              for part in split_words(reply.content)),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ]
+    for call in reply.tool_calls:
+        index, arguments = len([name for name, _ in events if name == "content_block_start"]), call["arguments"]
+        size = reply.argument_chunk_chars or len(arguments) or 1
+        events += [
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}}),
+            *(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                       "delta": {"type": "input_json_delta", "partial_json": arguments[at:at + size]}})
+              for at in range(0, len(arguments), size)),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+    return events + [
+        ("message_delta", {"type": "message_delta", "usage": usage,
+                           "delta": {"stop_reason": _anthropic_stop_reason(reply), "stop_sequence": None}}),
         ("message_stop", {"type": "message_stop"}),
     ]
 
@@ -558,8 +590,8 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 if body.get("stream"):
                     self._send_events(events, reply)
                 else:
-                    message = {**events[0][1]["message"], "content": [{"type": "text", "text": reply.content}],
-                               "stop_reason": "end_turn", "usage": reply.usage or {}}
+                    message = {**events[0][1]["message"], "content": _anthropic_blocks(reply),
+                               "stop_reason": _anthropic_stop_reason(reply), "usage": reply.usage or {}}
                     self._send_json(200, message, reply.headers)
                 return
             completion_id = reply.completion_id or stub._next_id()

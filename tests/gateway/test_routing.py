@@ -82,6 +82,11 @@ class Names:
         return f"gpt-4.1-mini-{date(2024, 1, 1) + timedelta(days=self.day):%Y-%m-%d}"
 
     @property
+    def claude(self) -> str:
+        """A claude-3-5-haiku model name of the test's own (priced as claude-3-5-haiku)."""
+        return f"claude-3-5-haiku-{date(2024, 1, 1) + timedelta(days=self.day):%Y%m%d}"
+
+    @property
     def a(self) -> str:
         return f"a-{self.run}"
 
