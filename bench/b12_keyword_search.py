@@ -5,13 +5,16 @@ around one of 2,000 topic centres (B12's vector data), on one fresh SQLite datab
 
     .venv/bin/python -m bench.b12_keyword_search [--chunks 100000] [--queries 20] [--rounds 2]
                                                  [--against /tmp/wt-base] [--modes hybrid,keyword]
+                                                 [--var-dir DIR]
 
-Queries of three kinds, timed apart: a common word (w0-w50: w0-w19 are in more than half the chunks) with a
-middling one (w100-w2000), a middling word alone, rare words in a sentence. Each round times every query of each
-kind in each mode, in a process of each checkout on the same database file (`--against`: another checkout, e.g. a
-`git worktree` of the base commit with `.venv` linked; the sides alternate, A B then B A). Prints p50 and p95 per
-side, mode and kind (all rounds pooled), the load average around each process, and how many of each keyword
-search's 10 chunks the two sides share.
+Queries of four kinds, timed apart: a common word (w0-w50: w0-w19 are in more than half the chunks) with a
+middling one (w100-w2000), a middling word alone, rare words in a sentence, one or two common words alone. Each
+round times every query of each kind in each mode, in a process of each checkout on the same database file
+(`--against`: another checkout, e.g. a `git worktree` of the base commit with `.venv` linked; the sides alternate,
+A B then B A). Prints p50 and p95 per side, mode and kind (all rounds pooled; wall time, and the process's CPU
+time, which other processes' load moves less), the load average around each process, and how many of each
+search's 10 chunks the two sides share. `--var-dir`: a var dir whose database an earlier run built (kept with
+`BENCH_KEEP_TMP=1`: `var-sqlite` in its temp dir), timed again without building one (`--chunks` as it was built).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from bench.stats import median, percentile
 VOCABULARY = [f"w{i}" for i in range(20000)]
 WEIGHTS = [1 / (i + 1) for i in range(len(VOCABULARY))]
 DIMENSIONS, TOPICS = 384, 2000
-KINDS = ("common + middling", "middling alone", "rare, in a sentence")
+KINDS = ("common + middling", "middling alone", "rare, in a sentence", "common alone")
 
 
 def queries_made(count: int) -> dict[str, list[str]]:
@@ -40,7 +43,9 @@ def queries_made(count: int) -> dict[str, list[str]]:
         "common + middling": [f"w{rng.randint(0, 50)} w{rng.randint(100, 2000)}" for _ in range(count)],
         "middling alone": [f"w{rng.randint(100, 2000)}" for _ in range(count)],
         "rare, in a sentence": [f"what about w{rng.randint(1000, 19000)} and w{rng.randint(1000, 19000)}"
-                                for _ in range(count)]}
+                                for _ in range(count)],
+        # Words like "the" or "data": one or two of w0-w50 (w0-w19 in more than half the chunks, w50 in a quarter).
+        "common alone": [" ".join(f"w{rng.randint(0, 50)}" for _ in range(1 + index % 2)) for index in range(count)]}
 
 
 def vectors(count: int, seed: int):
@@ -91,16 +96,18 @@ def timed(args) -> dict:
 
     for query in kinds["common + middling"][:3]:  # warm-up: the indexes' pages in memory
         search(query, "hybrid", asked[0])
-    result: dict = {"ms": {}, "ids": {}}
+    result: dict = {"ms": {}, "cpu": {}, "ids": {}}
     for mode in args.modes:
         for number, (kind, queries) in enumerate(kinds.items()):
-            times, ids = [], []
+            times, cpu, ids = [], [], []
             for index, query in enumerate(queries):
-                begun = time.perf_counter()
+                begun, begun_cpu = time.perf_counter(), time.process_time()
                 hits = search(query, mode, asked[number * args.queries + index])
                 times.append((time.perf_counter() - begun) * 1000)
+                cpu.append((time.process_time() - begun_cpu) * 1000)
                 ids.append([hit.chunk.pk for hit in hits])
             result["ms"][f"{mode}: {kind}"] = times
+            result["cpu"][f"{mode}: {kind}"] = cpu
             result["ids"][f"{mode}: {kind}"] = ids
     return result
 
@@ -116,6 +123,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default="hybrid,keyword")
     parser.add_argument("--against", type=Path, help="another checkout timed on the same database, alternately")
+    parser.add_argument("--var-dir", type=Path, help="time the database an earlier run built there")
     parser.add_argument("--child", choices=("build", "time"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.modes = args.modes.split(",")
@@ -128,21 +136,24 @@ def main() -> None:
         else:
             print("RESULT " + json.dumps(timed(args)))
         return
-    from bench.chatter_servers import chatter_database
+    from bench.chatter_servers import chatter_database, chatter_env
 
     sides = {"this": ROOT, **({"against": args.against.resolve()} if args.against else {})}
     with BenchRun("b12kw") as run:
-        database = chatter_database(run, "sqlite")
         flags = ["--chunks", str(args.chunks), "--queries", str(args.queries), "--modes", ",".join(args.modes)]
-        subprocess.run([sys.executable, "-m", "bench.b12_keyword_search", "--child", "build", *flags],
-                       env=database.env, cwd=ROOT, check=True)
+        if args.var_dir:
+            env = {**chatter_env(run, "sqlite"), "CHATTER_VAR_DIR": str(args.var_dir.resolve())}
+        else:
+            env = chatter_database(run, "sqlite").env
+            subprocess.run([sys.executable, "-m", "bench.b12_keyword_search", "--child", "build", *flags],
+                           env=env, cwd=ROOT, check=True)
         results: dict[str, list[dict]] = {side: [] for side in sides}
         for number in range(args.rounds):
             for side in (list(sides) if number % 2 == 0 else list(sides)[::-1]):
                 before = load()
                 # This file, run by path, with the side's code (knowledge, bench's helpers) first on the path.
                 done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "time", *flags],
-                                      env={**database.env, "PYTHONPATH": str(sides[side])}, cwd=sides[side],
+                                      env={**env, "PYTHONPATH": str(sides[side])}, cwd=sides[side],
                                       stdout=subprocess.PIPE, text=True, check=True)
                 line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
                 results[side].append(json.loads(line.removeprefix("RESULT ")))
@@ -150,8 +161,10 @@ def main() -> None:
     for side, rounds in results.items():
         for name in rounds[0]["ms"]:
             times = [ms for one in rounds for ms in one["ms"][name]]
+            cpu = [ms for one in rounds for ms in one["cpu"][name]]
             print(f"{side} {name}: p50 {median(times):.1f} ms, p95 {percentile(times, 95):.1f} ms, "
-                  f"slowest {max(times):.1f} ({len(times)} searches, {args.chunks:,} chunks, k=10)")
+                  f"slowest {max(times):.1f}; CPU p50 {median(cpu):.1f} ms, p95 {percentile(cpu, 95):.1f} "
+                  f"({len(times)} searches, {args.chunks:,} chunks, k=10)")
     if args.against:
         for name in results["this"][0]["ids"]:
             pairs = zip(results["this"][0]["ids"][name], results["against"][0]["ids"][name])

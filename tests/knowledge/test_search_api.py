@@ -3,6 +3,8 @@ search): make test runs this file on each. With the real small model (all-MiniLM
 that shares no word with its answer finds it first by meaning (vector and hybrid), where words alone find nothing;
 the query's embedding is the searcher's LLM call; filters, the score threshold and bad input."""
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from tests.factories import ApiTokenFactory
@@ -66,6 +68,17 @@ def test_item_03_words_filters_and_threshold(manuals):
     assert fused[0]["title"] == "Gears" and set(fused[0]["scores"]) == {"vector", "keyword"}
     assert [hit["title"] for hit in filtered] == ["Budgets"]
     assert above == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+def test_b12_a_search_reads_the_chunks_it_returns_in_one_query(manuals, mode):
+    """Each side ranks chunk ids; only the chunks kept are read, once (B12: at 100,000 chunks a hybrid search read
+    the 40 of its keyword side and the 20 of its vector side, each in a query of its own)."""
+    with CaptureQueriesContext(connection) as queries:
+        hits = search(manuals, query="the cracked seal lets water out", k=2, mode=mode)
+    assert hits and hits[0]["title"] == "Seal"
+    read = [query["sql"] for query in queries.captured_queries if '"knowledge_chunk"."text"' in query["sql"]]
+    assert len(read) == 1, read
 
 
 def test_item_03_a_filter_key_named_like_an_orm_lookup_is_a_metadata_key(manuals):
