@@ -42,7 +42,9 @@ _WORD = re.compile(r"\w+")
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 _PG_QUERY = "to_tsquery('english'::regconfig, %s)"
-_PG_VECTOR = "to_tsvector('english'::regconfig, \"knowledge_chunk\".\"text\")"
+PG_SCAN_ROWS = 1000  # how many matching chunks PostgreSQL ranks at most (B12 in bench/RESULTS.md)
+# The chunk's to_tsvector('english', text), stored and indexed (migration 0008): ranked without parsing the text.
+_PG_VECTOR = '"knowledge_chunk"."text_search"'
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,15 @@ def keyword_ids_ranked(*, collection: Collection, query: str, limit: int,
         found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
         found = found.filter(matched=True).annotate(
             rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
-        return list(found.order_by("-rank", "id").values_list("id", "rank")[:limit])
+        # Ranked among the first PG_SCAN_ROWS matching chunks the index finds (a word in more of them: its first).
+        try:
+            sql, params = found.values_list("id", "rank")[:PG_SCAN_ROWS].query.sql_with_params()
+        except EmptyResultSet:  # a filter no chunk can match
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, rank FROM ({sql}) AS matched ORDER BY rank DESC, id LIMIT %s",  # noqa: S608
+                           [*params, limit])
+            return cursor.fetchall()
     within = None
     if filters:  # the matching chunks ranked, by the collection's statistics
         try:

@@ -153,3 +153,28 @@ def test_it_scores_words_by_the_collection_searched_alone_not_other_users_chunks
 
     assert [hit["title"] for hit in before] == ["Valve"] and before[0]["score"] > 0
     assert after == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's full-text search")
+def test_b12_postgresql_ranks_the_stored_text_vector_among_its_first_matches(alice, monkeypatch):
+    """The rank reads each chunk's stored text search vector, never parsing its text again (B12: over 100,000 chunks
+    a word in 1,400 of them took 281 ms, 9 with the stored one), among at most PG_SCAN_ROWS matching chunks."""
+    from knowledge import search as knowledge_search
+
+    monkeypatch.setattr(knowledge_search, "PG_SCAN_ROWS", 3)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "valves", "embedding_model": "local/local-embed-1"},
+                          format="json").json()
+    for number in range(6):
+        added = api.post(f"/api/v1/collections/{collection['id']}/documents/",
+                         {"title": f"Valve {number}", "text": f"valve part {number}"}, format="json").json()
+        assert added["status"] == "ready", added
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+
+    with CaptureQueriesContext(connection) as queries:
+        hits = search(api, query="valve", k=5, mode="keyword")
+
+    assert len(hits) == 3 and all(hit["title"].startswith("Valve") for hit in hits)
+    ranked = [query["sql"] for query in queries.captured_queries if "ts_rank_cd" in query["sql"]]
+    assert len(ranked) == 1 and "to_tsvector" not in ranked[0] and '"text_search"' in ranked[0], ranked
