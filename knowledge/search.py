@@ -32,7 +32,7 @@ from gateway.rerank import rerank_create
 from gateway.services import gateway_model
 from knowledge.keyword_search import bm25_ranked
 from knowledge.models import Chunk, Collection
-from knowledge.selectors import chunks_nearest
+from knowledge.selectors import chunk_distances_nearest
 from knowledge.vector_index import rescore_candidates
 
 MODES = ("hybrid", "vector", "keyword")
@@ -42,7 +42,9 @@ _WORD = re.compile(r"\w+")
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 _PG_QUERY = "to_tsquery('english'::regconfig, %s)"
-_PG_VECTOR = "to_tsvector('english'::regconfig, \"knowledge_chunk\".\"text\")"
+PG_SCAN_ROWS = 1000  # how many matching chunks PostgreSQL ranks at most (B12 in bench/RESULTS.md)
+# The chunk's to_tsvector('english', text), stored and indexed (migration 0008): ranked without parsing the text.
+_PG_VECTOR = '"knowledge_chunk"."text_search"'
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,16 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
 
 def keyword_ranked(*, collection: Collection, query: str, limit: int,
                    filters: dict | None = None) -> list[tuple[Chunk, float]]:
-    """The chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of `query`
-    (its first 30 distinct words), best first, with their rank."""
+    """`keyword_ids_ranked`'s chunks, read in one query."""
+    best = keyword_ids_ranked(collection=collection, query=query, limit=limit, filters=filters)
+    found = _filtered(collection, filters).in_bulk([chunk_id for chunk_id, _ in best])
+    return [(found[chunk_id], score) for chunk_id, score in best if chunk_id in found]
+
+
+def keyword_ids_ranked(*, collection: Collection, query: str, limit: int,
+                       filters: dict | None = None) -> list[tuple[int, float]]:
+    """The ids of the chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of
+    `query` (its first 30 distinct words), best first, with their rank."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:30]
     if not words:
         return []
@@ -78,16 +88,22 @@ def keyword_ranked(*, collection: Collection, query: str, limit: int,
         found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
         found = found.filter(matched=True).annotate(
             rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
-        return [(chunk, chunk.rank) for chunk in found.order_by("-rank", "id")[:limit]]
+        # Ranked among the first PG_SCAN_ROWS matching chunks the index finds (a word in more of them: its first).
+        try:
+            sql, params = found.values_list("id", "rank")[:PG_SCAN_ROWS].query.sql_with_params()
+        except EmptyResultSet:  # a filter no chunk can match
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, rank FROM ({sql}) AS matched ORDER BY rank DESC, id LIMIT %s",  # noqa: S608
+                           [*params, limit])
+            return cursor.fetchall()
     within = None
     if filters:  # the matching chunks ranked, by the collection's statistics
         try:
             within = chunks.values("id").query.sql_with_params()
         except EmptyResultSet:  # a filter no chunk can match
             return []
-    best = bm25_ranked(collection_id=collection.pk.hex, words=words, limit=limit, within=within)
-    found = chunks.in_bulk([chunk_id for chunk_id, _ in best])
-    return [(found[chunk_id], score) for chunk_id, score in best]
+    return bm25_ranked(collection_id=collection.pk.hex, words=words, limit=limit, within=within)
 
 
 def _query_vector(*, collection: Collection, user, query: str, api_key, embed: Embed | None) -> list[float]:
@@ -160,23 +176,27 @@ def collection_search(*, collection: Collection, user, query: str, k: int = 5, m
     # nearest search slows with the number asked (sqlite-vec's, over 100,000 chunks: 200 candidates about 40 ms,
     # 50 about 12; B12 in bench/RESULTS.md). Its first `wanted` are a vector search's own.
     vector_depth = wanted if mode != "hybrid" else max(2 * wanted, 20)
-    rankings: dict[str, list[tuple[Chunk, float]]] = {}
+    # Each side ranks chunk ids; the chunks kept are read once, in one query.
+    rankings: dict[str, list[tuple[int, float]]] = {}
     if mode in ("vector", "hybrid"):
         vector = _query_vector(collection=collection, user=user, query=query, api_key=api_key, embed=embed)
-        rankings["vector"] = [(chunk, 1.0 - chunk.distance)
-                              for chunk in chunks_nearest(vector=vector, k=vector_depth, chunks=chunks,
-                                                          candidates=rescore_candidates(wanted))]
+        rankings["vector"] = [(chunk_id, 1.0 - distance) for chunk_id, distance in chunk_distances_nearest(
+            vector=vector, k=vector_depth, chunks=chunks, candidates=rescore_candidates(wanted))]
     if mode in ("keyword", "hybrid"):
-        rankings["keyword"] = keyword_ranked(collection=collection, query=query, limit=depth, filters=filters)
+        rankings["keyword"] = keyword_ids_ranked(collection=collection, query=query, limit=depth, filters=filters)
     if mode != "hybrid":
-        hits = [Hit(chunk, score, {mode: score}) for chunk, score in rankings[mode]]
+        ranked = [(chunk_id, score, {mode: score}) for chunk_id, score in rankings[mode]]
     else:
-        fused: dict[int, Hit] = {}
-        for name, ranked in rankings.items():
-            for rank, (chunk, score) in enumerate(ranked, start=1):
-                hit = fused.get(chunk.pk) or Hit(chunk, 0.0, {})
-                fused[chunk.pk] = Hit(hit.chunk, hit.score + 1.0 / (RRF_K + rank), {**hit.scores, name: score})
-        hits = sorted(fused.values(), key=lambda hit: (-hit.score, hit.chunk.pk))
+        fused: dict[int, tuple[float, dict]] = {}
+        for name, ranking in rankings.items():
+            for rank, (chunk_id, score) in enumerate(ranking, start=1):
+                total, scores = fused.get(chunk_id, (0.0, {}))
+                fused[chunk_id] = (total + 1.0 / (RRF_K + rank), {**scores, name: score})
+        ranked = sorted(((chunk_id, total, scores) for chunk_id, (total, scores) in fused.items()),
+                        key=lambda row: (-row[1], row[0]))
+    ranked = ranked[:wanted]
+    found = chunks.in_bulk([chunk_id for chunk_id, _, _ in ranked])  # a chunk deleted meanwhile is left out
+    hits = [Hit(found[chunk_id], score, scores) for chunk_id, score, scores in ranked if chunk_id in found]
     if rerank_model:
         hits = hits_reranked(hits=hits[:wanted], query=query, model=rerank_model, k=k, user=user, api_key=api_key,
                              rerank=rerank, purpose={"query": query[:500], "collection": str(collection.pk)})

@@ -149,9 +149,20 @@ def rescore_candidates(k: int) -> int:
 def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,
                            exact: bool = False, candidates: int | None = None) -> list[Chunk]:
     """The `k` chunks of the vector's size nearest to it by cosine distance (each with `distance`), nearest first,
-    among `chunks` (all when None), through the dimension's index when it has one (approximate: see the module's
-    docstring), by comparing every chunk when it has none or `exact` (ties by id). A vector of no direction (all
-    zeros) is near nothing: as a query it finds none, as a chunk it is never found."""
+    among `chunks` (all when None): `chunk_distances_nearest`'s, read in one query."""
+    nearest = chunk_distances_nearest(vector=vector, k=k, chunks=chunks, exact=exact, candidates=candidates)
+    found = (Chunk.objects.all() if chunks is None else chunks).in_bulk([chunk_id for chunk_id, _ in nearest])
+    for chunk_id, distance in nearest:
+        found[chunk_id].distance = distance
+    return [found[chunk_id] for chunk_id, _ in nearest]
+
+
+def chunk_distances_nearest(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,
+                            exact: bool = False, candidates: int | None = None) -> list[tuple[int, float]]:
+    """The ids of the `k` chunks of the vector's size nearest to it by cosine distance, with that distance, nearest
+    first, among `chunks` (all when None), through the dimension's index when it has one (approximate: see the
+    module's docstring), by comparing every chunk when it has none or `exact` (ties by id). A vector of no direction
+    (all zeros) is near nothing: as a query it finds none, as a chunk it is never found."""
     d = len(vector)
     vector = [float(x) for x in vector]
     among = (Chunk.objects.all() if chunks is None else chunks).filter(dimensions=d)
@@ -163,12 +174,13 @@ def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chun
     # (other collections' chunks, rows deleted and not yet vacuumed): those are found by comparing every one.
     if found is None or len(found) < k:
         found = list(among.annotate(distance=CosineDistance("embedding", vector))
-                     .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])
+                     .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")
+                     .values_list("id", "distance")[:k])
     return found
 
 
 def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, *, filtered: bool,
-                           candidates: int) -> list[Chunk] | None:
+                           candidates: int) -> list[tuple[int, float]] | None:
     """The index's answer, None when the vector's dimension has no index here."""
     d = len(vector)
     if connection.vendor == "postgresql" and d <= HNSW_MAX_DIMENSIONS:
@@ -178,7 +190,8 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
             cursor.execute(PG_EF_SEARCH_SET.format(ef=max(int(settings.CHATTER_KNOWLEDGE_HNSW_EF_SEARCH), k)))
             # Ordered by the indexed expression's distance alone: a second key would keep the planner off the index.
             return list(among.annotate(distance=CosineDistance(Cast("embedding", EmbeddingField(dimensions=d)), vector))
-                        .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance")[:k])
+                        .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance")
+                        .values_list("id", "distance")[:k])
     if not (connection.vendor == "sqlite" and d % 8 == 0 and k <= SQLITE_VEC_MAX_K
             and vector_index_exists(dimensions=d)):
         return None
@@ -187,10 +200,13 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
     with connection.cursor() as cursor:
         cursor.execute(SQLITE_VEC_CANDIDATES.format(d=d), [query, candidates])
         ids = [row[0] for row in cursor.fetchall()]
-        # The index's nearest are the searched chunks' nearest when every one of them is a searched chunk (a
-        # collection that is most of the index): the same candidates, without reading which chunks are searched
-        # into the KNN (at 100,000 chunks, about 50 ms). Else the KNN again, within them.
-        if filtered and among.filter(id__in=ids).count() < len(ids):
+        # The candidates among the searched chunks, re-scored exactly in the same query (None: a vector of no
+        # direction). The index's nearest are the searched chunks' nearest when every one of them is a searched
+        # chunk (a collection that is most of the index): taken as they are, without reading which chunks are
+        # searched into the KNN (at 100,000 chunks, about 50 ms). Else the KNN again, within them.
+        rescored = list(among.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
+                        .values_list("id", "distance"))
+        if filtered and len(rescored) < len(ids):
             try:
                 within_sql, within_params = among.values("id").query.sql_with_params()
             except EmptyResultSet:  # a filter no chunk can match (e.g. `id IN ()`): nothing to search
@@ -198,5 +214,8 @@ def _nearest_through_index(among: QuerySet[Chunk], vector: list[float], k: int, 
             cursor.execute(SQLITE_VEC_CANDIDATES_WITHIN.format(d=d, within=within_sql),
                            [query, candidates, *within_params])
             ids = [row[0] for row in cursor.fetchall()]
-    return list(among.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
-                .filter(distance__lte=COSINE_DISTANCE_MAX).order_by("distance", "id")[:k])
+            rescored = list(among.filter(id__in=ids).annotate(distance=CosineDistance("embedding", vector))
+                            .values_list("id", "distance"))
+    kept = [(chunk_id, distance) for chunk_id, distance in rescored
+            if distance is not None and distance <= COSINE_DISTANCE_MAX]
+    return sorted(kept, key=lambda row: (row[1], row[0]))[:k]

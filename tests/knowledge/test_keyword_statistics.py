@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from rest_framework.test import APIClient
 
+from knowledge import keyword_search
 from knowledge.ingest import document_ingest
 from knowledge.keyword_search import BM25_B, BM25_K1, IDF_FLOOR
 from knowledge.keyword_statistics import keyword_statistics_drift, tokens
@@ -17,6 +19,7 @@ from knowledge.models import Chunk, CollectionDocument
 from knowledge.search import keyword_ranked
 from knowledge.services import collection_create, collection_delete, document_add, document_delete
 from tests.analytics.test_usage_concurrency import in_thread
+from tests.factories import ApiTokenFactory
 
 pytestmark = pytest.mark.skipif(connection.vendor != "sqlite",
                                 reason="SQLite's own statistics (the other database ranks by its full-text search)")
@@ -137,6 +140,61 @@ def test_it_ranks_as_bm25_over_the_collection_alone_with_common_words_read_last(
     document_delete(document=bobs, actor=bob)
     ingested(others, bob, "More valves", "valve " * 30)
     assert keyword_ranked(collection=notes, query="the valve", limit=5) == before  # bob's chunks change nothing
+
+
+def searched(user, collection, query: str, k: int) -> list[tuple[int, float]]:
+    """A keyword search through the API: each hit's chunk id and score."""
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=user, scopes=['knowledge']).key}")
+    answer = api.post(f"/api/v1/collections/{collection.pk}/search/", {"query": query, "k": k, "mode": "keyword"},
+                      format="json")
+    assert answer.status_code == 200, answer.json()
+    return [(hit["chunk_id"], round(hit["score"], 9)) for hit in answer.json()["results"]]
+
+
+def chunks_of(collection, texts: list[str]) -> list[int]:
+    document = ingested(collection, collection.owner, "Seed", "seed")
+    made = Chunk.objects.bulk_create([Chunk(text=text, dimensions=256, embedding=[1.0] * 256, document=document,
+                                            collection=collection, position=i + 1) for i, text in enumerate(texts)])
+    return [chunk.pk for chunk in made]
+
+
+@pytest.mark.django_db
+def test_b12_a_word_in_more_chunks_than_a_search_reads_is_ranked_over_its_first_ones(alice, monkeypatch):
+    """A search reads at most SCAN_ROWS matches from the index: a word alone in more chunks is ranked over its first
+    ones (its oldest chunks), each scored exactly; a newer chunk that BM25 would rank first is not read (B12: a
+    common word alone read all its matches, over 100,000 chunks up to 1.4 million, about a second)."""
+    monkeypatch.setattr(keyword_search, "SCAN_ROWS", 12)
+    notes = collection_create(owner=alice, name="notes", embedding_model=MODEL)
+    ids = chunks_of(notes, [f"valve part{i} spare" for i in range(29)] + ["valve valve valve"]
+                    + [f"filler{i} part" for i in range(40)])
+    exact = dict(exhaustive_bm25(notes, ["valve"]))
+
+    found = searched(alice, notes, "valve", k=4)
+
+    assert max(exact, key=exact.get) == ids[29]  # BM25's best, over the collection: the newest holding the word
+    first = sorted(ids[:12], key=lambda chunk_id: (-exact[chunk_id], chunk_id))[:4]  # the 12 read, all one match
+    assert found == [(chunk_id, round(exact[chunk_id], 9)) for chunk_id in first]
+
+
+@pytest.mark.django_db
+def test_b12_once_the_best_are_found_a_word_past_the_read_budget_is_counted_in_their_text(alice, monkeypatch):
+    """The rarer word is read and fills the best `k`; a word whose chunks would take the matches read past SCAN_ROWS
+    is not read, but counted in the text of the chunks found, as a common word is: their scores are BM25's, and a
+    chunk holding only that word is not found."""
+    monkeypatch.setattr(keyword_search, "SCAN_ROWS", 8)
+    notes = collection_create(owner=alice, name="notes", embedding_model=MODEL)
+    padding = " ".join(f"word{i}" for i in range(12))
+    ids = chunks_of(notes, [f"gasket valve {padding}", f"gasket {padding}", f"gasket spare valve {padding}",
+                            f"gasket spare {padding}"] + [f"valve part{i}" for i in range(8)] + ["valve " * 10]
+                    + [f"filler{i} part" for i in range(190)])
+    exact = dict(exhaustive_bm25(notes, ["gasket", "valve"]))
+
+    found = searched(alice, notes, "gasket valve", k=3)
+
+    assert max(exact, key=exact.get) == ids[12]  # BM25's best: the chunk of valves alone
+    best = sorted(ids[:4], key=lambda chunk_id: (-exact[chunk_id], chunk_id))[:3]
+    assert found == [(chunk_id, round(exact[chunk_id], 9)) for chunk_id in best]
 
 
 @pytest.mark.django_db
