@@ -36,22 +36,35 @@ def _staged(collection: Collection):
 
 def reembed_stage(collection: Collection, *, api_key=None) -> dict:
     """Embed every ready document of `collection` with its pending model into staged chunks (what a failed or
-    dead try left staged goes first). Returns {document id: chunk count}. Raises the ChatterError that stopped it."""
+    dead try left staged goes first). Returns {document id: chunk count} of the documents staged: one deleted
+    meanwhile is not (its embedding stays counted). Raises the ChatterError that stopped it."""
     model, dimensions = collection.pending_embedding_model, collection.pending_dimensions
     _staged(collection).delete()
     documents = list(collection.documents.filter(status=Status.READY).order_by("created_at", "id"))
     plans = [(document, text_split(document.text, collection, embedding_model=model)) for document in documents]
-    total, done = sum(len(texts) for _, texts in plans), 0
+    total, done, counts = sum(len(texts) for _, texts in plans), 0, {}
     collection_progress(collection, status="reembedding", total=total)
     for document, texts in plans:
-        vectors = texts_embedded(
-            owner=collection.owner, model=model, dimensions=dimensions, texts=texts, api_key=api_key,
-            purpose={"document": str(document.pk), "collection": str(collection.pk), "reembed": model},
-            on_batch=lambda count, before=done: collection_progress(collection, status="reembedding",
-                                                                    done=before + count, total=total))
-        chunks_create(texts=texts, embeddings=vectors, document=document, staged=True)
+        if CollectionDocument.objects.filter(pk=document.pk).exists():  # one deleted meanwhile costs nothing more
+            vectors = texts_embedded(
+                owner=collection.owner, model=model, dimensions=dimensions, texts=texts, api_key=api_key,
+                purpose={"document": str(document.pk), "collection": str(collection.pk), "reembed": model},
+                on_batch=lambda count, before=done: collection_progress(collection, status="reembedding",
+                                                                        done=before + count, total=total))
+            if _stage_written(document, texts, vectors):
+                counts[document.pk] = len(texts)
         done += len(texts)
-    return {document.pk: len(texts) for document, texts in plans}
+    return counts
+
+
+@transaction.atomic
+def _stage_written(document: CollectionDocument, texts: list[str], vectors: list[list[float]]) -> bool:
+    """Write a document's staged chunks; False (nothing written) when it was deleted meanwhile. Locked: a delete of
+    it now waits, and takes the staged chunks with it; one before it won."""
+    if not CollectionDocument.objects.select_for_update().filter(pk=document.pk).exists():
+        return False
+    chunks_create(texts=texts, embeddings=vectors, document=document, staged=True)
+    return True
 
 
 @transaction.atomic
@@ -82,14 +95,14 @@ def reembed_swap(collection: Collection, counts: dict) -> Collection | None:
 
 def collection_reembed(collection_id, *, api_key=None) -> Collection | None:
     """The job: stage, then swap (the module's docstring); the embeddings are `api_key`'s calls when a key asked. A
-    collection with no change pending (done already, or deleted) is left as it is. Never raises: a failure is the
-    collection's `reembed_error`."""
+    collection with no change pending (done already, or deleted) is left as it is; None when it is gone (deleted
+    before or while it ran). Never raises: a failure is the collection's `reembed_error`."""
     collection = Collection.objects.select_related("owner").filter(pk=collection_id).first()
     if collection is None or not collection.pending_embedding_model:
         return collection
     try:
         staged = reembed_stage(collection, api_key=api_key)
-        return reembed_swap(collection, staged) or Collection.objects.get(pk=collection.pk)
+        return reembed_swap(collection, staged) or _stored(collection)
     except Exception as failure:  # noqa: BLE001 - whatever broke, the collection says so rather than stay pending
         if not isinstance(failure, ChatterError):
             logger.exception("collection %s could not be re-embedded", collection.pk)
@@ -99,4 +112,9 @@ def collection_reembed(collection_id, *, api_key=None) -> Collection | None:
         Collection.objects.filter(pk=collection.pk).update(pending_embedding_model="", pending_dimensions=None,
                                                            reembed_error=reason[:2000])
         collection_progress(collection, status="failed", error=reason)
-        return Collection.objects.get(pk=collection.pk)
+        return _stored(collection)
+
+
+def _stored(collection: Collection) -> Collection | None:
+    """The collection as stored; None when it was deleted meanwhile."""
+    return Collection.objects.filter(pk=collection.pk).first()

@@ -126,7 +126,9 @@ def collection_create(*, owner, name: str, embedding_model: str | None = None, c
 def collection_update(*, collection: Collection, actor, changes: dict, api_key=None) -> Collection:
     """Rename, describe or (staff) share a collection, or change its embedding model: that re-embeds every document
     as a job (knowledge.reembed; the model is `pending_embedding_model` until its chunks are all in place, and
-    searches use the old ones until then). Its chunking stays as it was made."""
+    searches use the old ones until then). Its chunking stays as it was made. The changes apply to the collection
+    as it is now (collection_locked): of changes of model made at once, one starts a re-embedding, the others are
+    a 409 (each size probe they made stays counted)."""
     collection_editable_check(collection=collection, actor=actor)
     changes = dict(changes)
     if "shared" in changes:
@@ -136,10 +138,16 @@ def collection_update(*, collection: Collection, actor, changes: dict, api_key=N
     asked = changes.pop("embedding_model", None)
     if asked is not None:
         _reembed_plan(collection=collection, asked=asked, actor=actor, api_key=api_key, changes=changes)
-    for name, value in changes.items():
-        setattr(collection, name, value)
     try:
         with transaction.atomic():
+            collection = collection_locked(collection)
+            if changes.get("pending_embedding_model"):
+                _reembedding_check(collection)
+                if changes["pending_embedding_model"] == collection.embedding_model:  # a change made meanwhile
+                    for name in ("pending_embedding_model", "pending_dimensions", "reembed_error"):
+                        changes.pop(name)
+            for name, value in changes.items():
+                setattr(collection, name, value)
             collection.save(update_fields=[*changes, "updated_at"])
             if changes.get("pending_embedding_model"):
                 transaction.on_commit(lambda: collection_reembed_enqueue(collection, api_key=api_key))
@@ -148,14 +156,28 @@ def collection_update(*, collection: Collection, actor, changes: dict, api_key=N
     return collection
 
 
+def collection_locked(collection: Collection) -> Collection:
+    """The collection's row as it is now, locked until the caller's transaction ends; NotFound when it was deleted
+    (a change or a delete of one deleted meanwhile is a 404, never a write to a row that is gone)."""
+    locked = Collection.objects.select_related("owner").select_for_update(of=("self",)).filter(
+        pk=collection.pk).first()
+    if locked is None:
+        raise NotFound("collection not found")
+    return locked
+
+
+def _reembedding_check(collection: Collection) -> None:
+    if collection.pending_embedding_model:
+        raise Conflict(f"the collection is being re-embedded with {collection.pending_embedding_model}; wait for it "
+                       "to end", code="reembedding")
+
+
 def _reembed_plan(*, collection: Collection, asked: str, actor, api_key, changes: dict) -> None:
     """Add to `changes` what starts a change of `collection`'s embedding model to `asked` (nothing when it is the
     model it has): 409 while another change is under way, 400 when the model cannot be called or reads less than
     the collection's chunk size."""
     provider, model = _model_resolved(asked)
-    if collection.pending_embedding_model:
-        raise Conflict(f"the collection is being re-embedded with {collection.pending_embedding_model}; wait for it "
-                       "to end", code="reembedding")
+    _reembedding_check(collection)
     if f"{provider}/{model}" == collection.embedding_model:
         return
     limit = _chunk_limit(provider, model)
@@ -182,9 +204,10 @@ def collection_reembed_enqueue(collection: Collection, *, api_key=None) -> None:
 
 
 def collection_delete(*, collection: Collection, actor) -> None:
-    """A collection with its documents, chunks and vectors."""
+    """A collection with its documents, chunks and vectors; NotFound when it was deleted meanwhile."""
     collection_editable_check(collection=collection, actor=actor)
-    collection.delete()
+    with transaction.atomic():
+        collection_locked(collection).delete()
 
 
 def text_blank(text: str) -> bool:

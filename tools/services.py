@@ -62,7 +62,8 @@ def mcp_server_create(*, owner, name: str, url: str, transport: str = McpServer.
 
 def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None = None) -> McpServer:
     """Change a server (audited `mcp_server.changed`, and `mcp_server.shared` / `mcp_server.unshared` when its
-    sharing changes); its tools are asked for again when where or how it is reached changed."""
+    sharing changes); its tools are asked for again when where or how it is reached changed. The changes apply to
+    the server as it is now (mcp_server_locked: NotFound when it was deleted meanwhile)."""
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
@@ -70,19 +71,20 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
         raise Forbidden("only staff may share an MCP server with everyone")
     if "url" in changes:
         mcp_url_check(url=changes["url"])
-    was_shared = server.shared
-    changed = []
-    for field, value in changes.items():
-        if field == "headers":
-            if value != mcp_server_headers(server=server):
-                _headers_set(server, value or {})
-                changed.append(field)
-        elif getattr(server, field) != value:
-            setattr(server, field, value)
-            changed.append(field)
-    if not changed:
-        return server
     with transaction.atomic():
+        server = mcp_server_locked(server)
+        was_shared = server.shared
+        changed = []
+        for field, value in changes.items():
+            if field == "headers":
+                if value != mcp_server_headers(server=server):
+                    _headers_set(server, value or {})
+                    changed.append(field)
+            elif getattr(server, field) != value:
+                setattr(server, field, value)
+                changed.append(field)
+        if not changed:
+            return server
         _saved(server)
         transaction.on_commit(lambda: mcp_pool_forget(server.pk))
         audit_record(action="mcp_server.changed", actor=actor, target=server, ip=ip,
@@ -94,11 +96,25 @@ def mcp_server_update(*, server: McpServer, actor, changes: dict, ip: str | None
 
 
 def mcp_server_delete(*, server: McpServer, actor, ip: str | None = None) -> None:
+    """Delete a server with its users' credentials (audited `mcp_server.deleted`); NotFound when it was deleted
+    meanwhile."""
     with transaction.atomic():
-        audit_record(action="mcp_server.deleted", actor=actor, target=server, ip=ip, data=_audited(server))
-        server_id = server.pk
+        server = mcp_server_locked(server)
+        server_id, audited = server.pk, _audited(server)
         server.delete()
+        audit_record(action="mcp_server.deleted", actor=actor, target_type=McpServer._meta.model_name,
+                     target_id=str(server_id), ip=ip, data=audited)
         transaction.on_commit(lambda: mcp_pool_forget(server_id))
+
+
+def mcp_server_locked(server: McpServer) -> McpServer:
+    """The server's row as it is now, locked until the caller's transaction ends; NotFound when it was deleted.
+    Every write of a server or of its users' credentials takes this lock first, before the rows it writes and the
+    audit chain, so concurrent writes take turns instead of deadlocking, and none writes back a deleted server."""
+    locked = McpServer.objects.select_for_update().filter(pk=server.pk).first()
+    if locked is None:
+        raise NotFound("MCP server not found")
+    return locked
 
 
 def _discovered(server: McpServer, actor) -> McpServer:
@@ -248,19 +264,21 @@ def mcp_server_health_note(server: McpServer, *, error: str) -> None:
 
 def mcp_credential_set(*, server: McpServer, user, headers: dict[str, str], ip: str | None = None) -> McpCredential:
     """`user`'s own values of the server's `per_user_headers` (all of them, no others), encrypted, replacing any
-    they set before; audited `mcp_credential.set` with the values masked."""
-    wanted = {name.lower(): name for name in server.per_user_headers}
-    if not wanted:
-        raise InvalidInput(f"the MCP server {server.name!r} asks its users for no headers of their own", details=[
-            {"path": "headers", "code": "invalid", "message": "this server has no per_user_headers"}])
-    given = {name.lower(): name for name in headers}
-    if given.keys() != wanted.keys():
-        message = (f"the MCP server {server.name!r} asks each user for exactly these headers: "
-                   f"{', '.join(server.per_user_headers)}")
-        raise InvalidInput(message, details=[{"path": "headers", "code": "invalid", "message": message}])
-    encrypted = secret_encrypt(json.dumps({wanted[key]: headers[name] for key, name in given.items()},
-                                          sort_keys=True))
+    they set before; audited `mcp_credential.set` with the values masked. NotFound when the server was deleted
+    meanwhile."""
     with transaction.atomic():
+        server = mcp_server_locked(server)
+        wanted = {name.lower(): name for name in server.per_user_headers}
+        if not wanted:
+            raise InvalidInput(f"the MCP server {server.name!r} asks its users for no headers of their own", details=[
+                {"path": "headers", "code": "invalid", "message": "this server has no per_user_headers"}])
+        given = {name.lower(): name for name in headers}
+        if given.keys() != wanted.keys():
+            message = (f"the MCP server {server.name!r} asks each user for exactly these headers: "
+                       f"{', '.join(server.per_user_headers)}")
+            raise InvalidInput(message, details=[{"path": "headers", "code": "invalid", "message": message}])
+        encrypted = secret_encrypt(json.dumps({wanted[key]: headers[name] for key, name in given.items()},
+                                              sort_keys=True))
         credential, _ = McpCredential.objects.update_or_create(
             server=server, user=user, defaults={"headers_encrypted": encrypted,
                                                 "header_names": sorted(server.per_user_headers)})
@@ -272,12 +290,13 @@ def mcp_credential_set(*, server: McpServer, user, headers: dict[str, str], ip: 
 def mcp_credential_delete(*, server: McpServer, user, ip: str | None = None) -> None:
     """Forget `user`'s own header values for the server (audited `mcp_credential.removed`); NotFound if none."""
     with transaction.atomic():
-        credential = McpCredential.objects.select_for_update().filter(server=server, user=user).first()
+        server = mcp_server_locked(server)
+        credential = McpCredential.objects.filter(server=server, user=user).first()
         if credential is None:
             raise NotFound("you have set no credentials for this MCP server")
+        credential.delete()
         audit_record(action="mcp_credential.removed", actor=user, target=server, ip=ip,
                      data=_credential_audited(server, credential))
-        credential.delete()
 
 
 def _credential_audited(server: McpServer, credential: McpCredential) -> dict:
