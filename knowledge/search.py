@@ -67,14 +67,6 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
     return rows_containing(chunks, field="document__metadata", pattern=filters)
 
 
-def keyword_ranked(*, collection: Collection, query: str, limit: int,
-                   filters: dict | None = None) -> list[tuple[Chunk, float]]:
-    """`keyword_ids_ranked`'s chunks, read in one query."""
-    best = keyword_ids_ranked(collection=collection, query=query, limit=limit, filters=filters)
-    found = _filtered(collection, filters).in_bulk([chunk_id for chunk_id, _ in best])
-    return [(found[chunk_id], score) for chunk_id, score in best if chunk_id in found]
-
-
 def keyword_ids_ranked(*, collection: Collection, query: str, limit: int,
                        filters: dict | None = None) -> list[tuple[int, float]]:
     """The ids of the chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of

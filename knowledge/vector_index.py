@@ -153,8 +153,9 @@ def chunks_nearest_indexed(*, vector: list[float], k: int, chunks: QuerySet[Chun
     nearest = chunk_distances_nearest(vector=vector, k=k, chunks=chunks, exact=exact, candidates=candidates)
     found = (Chunk.objects.all() if chunks is None else chunks).in_bulk([chunk_id for chunk_id, _ in nearest])
     for chunk_id, distance in nearest:
-        found[chunk_id].distance = distance
-    return [found[chunk_id] for chunk_id, _ in nearest]
+        if chunk_id in found:  # (a chunk deleted between the two reads is left out)
+            found[chunk_id].distance = distance
+    return [found[chunk_id] for chunk_id, _ in nearest if chunk_id in found]
 
 
 def chunk_distances_nearest(*, vector: list[float], k: int, chunks: QuerySet[Chunk] | None = None,

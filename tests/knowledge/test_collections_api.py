@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from knowledge.models import Chunk, Collection, CollectionDocument
-from knowledge.search import keyword_ranked
+from knowledge.search import keyword_ids_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.invariants import assert_all
 from tests.openai_stub import stub_embedding
@@ -84,10 +84,10 @@ def test_item_02_a_document_is_chunked_embedded_counted_and_removed_whole(alice,
     assert api.get(f"{documents}{document['id']}/").json()["chunk_count"] == len(chunks)
 
     stored = Collection.objects.get(pk=collection["id"])
-    assert keyword_ranked(collection=stored, query="limescale", limit=5)
+    assert keyword_ids_ranked(collection=stored, query="limescale", limit=5)
     assert api.delete(f"{documents}{document['id']}/").status_code == 204
     assert not Chunk.objects.exists() and not CollectionDocument.objects.exists()
-    assert keyword_ranked(collection=stored, query="limescale", limit=5) == []
+    assert keyword_ids_ranked(collection=stored, query="limescale", limit=5) == []
 
 
 def test_item_02_a_user_over_budget_cannot_ingest_and_nothing_is_half_written(alice):

@@ -16,7 +16,7 @@ from knowledge.ingest import document_ingest
 from knowledge.keyword_search import BM25_B, BM25_K1, IDF_FLOOR
 from knowledge.keyword_statistics import keyword_statistics_drift, tokens
 from knowledge.models import Chunk, CollectionDocument
-from knowledge.search import keyword_ranked
+from knowledge.search import keyword_ids_ranked
 from knowledge.services import collection_create, collection_delete, document_add, document_delete
 from tests.analytics.test_usage_concurrency import in_thread
 from tests.factories import ApiTokenFactory
@@ -133,13 +133,13 @@ def test_it_ranks_as_bm25_over_the_collection_alone_with_common_words_read_last(
 
     for query, limit in (("the valve", 5), ("the pump boiler", 10), ("the", 3), ("valves and pumps", 8)):
         expected = exhaustive_bm25(notes, query.split())[:limit]
-        found = keyword_ranked(collection=notes, query=query, limit=limit)
-        assert [(chunk.pk, round(score, 12)) for chunk, score in found] == [
+        found = keyword_ids_ranked(collection=notes, query=query, limit=limit)
+        assert [(chunk_id, round(score, 12)) for chunk_id, score in found] == [
             (chunk_id, round(score, 12)) for chunk_id, score in expected], query
-    before = keyword_ranked(collection=notes, query="the valve", limit=5)
+    before = keyword_ids_ranked(collection=notes, query="the valve", limit=5)
     document_delete(document=bobs, actor=bob)
     ingested(others, bob, "More valves", "valve " * 30)
-    assert keyword_ranked(collection=notes, query="the valve", limit=5) == before  # bob's chunks change nothing
+    assert keyword_ids_ranked(collection=notes, query="the valve", limit=5) == before  # bob's chunks change nothing
 
 
 def searched(user, collection, query: str, k: int) -> list[tuple[int, float]]:
