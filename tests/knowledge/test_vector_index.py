@@ -55,7 +55,8 @@ def test_issue_45_postgresql_answers_a_search_from_the_hnsw_index_of_its_dimensi
         chunks_nearest(vector=rng.standard_normal(384).tolist(), k=2)
     search = next(query["sql"] for query in queries.captured_queries if "<=>" in query["sql"])
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")  # three rows: only its cost would prefer a scan
+        for method in ("seqscan", "bitmapscan", "sort"):  # four rows: only cost would prefer another plan
+            cursor.execute(f"SET LOCAL enable_{method} = off")
         cursor.execute("EXPLAIN " + search)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using knowledge_chunk_hnsw_384" in plan, plan

@@ -32,14 +32,14 @@ def assert_limit_ended(execution, limit, value):
 
 
 def test_the_timeout_stops_a_model_in_mid_stream_and_keeps_the_partial_reply(alice, settings):
+    ask = {"owner": alice, "message": "hello there, tell me a long story", "chat": True}
+    whole = Message.objects.get(execution=run(**ask, config={"enable_tools": False}), role="assistant").content
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 250
-    execution = run(owner=alice, message="hello there, tell me a long story", chat=True,
-                    config={"timeout_s": 1, "enable_tools": False})
+    execution = run(**ask, config={"timeout_s": 1, "enable_tools": False})
 
     assert_limit_ended(execution, "timeout_s", 1)
     reply = Message.objects.get(execution=execution, role="assistant")
-    assert reply.content.startswith("(local model)")
-    assert not reply.content.endswith("offline demo reply.")  # cut short, at a token boundary
+    assert reply.content and whole.startswith(reply.content) and len(reply.content) < len(whole)  # cut short
     call = LLMCall.objects.get(execution=execution)
     assert call.estimated and reply.usage_estimated and reply.total_tokens == call.total_tokens > 0
     assert "timeout_s" in reply.error_message
