@@ -6,6 +6,7 @@ reason, with which ingestion marks the document `failed`).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import zipfile
@@ -146,12 +147,20 @@ def _html_markdown(soup: BeautifulSoup) -> str:
     return MarkdownConverter(heading_style="ATX").convert_soup(soup)
 
 
+# A byte-order mark names the file's encoding whatever its upload declared, as browsers read it (WHATWG's
+# "BOM sniffing"): Excel's "Unicode text" and Windows tools write UTF-16 with one. UTF-32's marks first (UTF-32LE's
+# starts with UTF-16LE's).
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+                    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _decoded(data: bytes, content_type: str | None) -> str:
     charset = "utf-8-sig"  # UTF-8, a byte-order mark dropped
     for parameter in (content_type or "").split(";")[1:]:
         key, _, value = parameter.partition("=")
         if key.strip().lower() == "charset" and value.strip():
             charset = value.strip().strip('"')
+    charset = next((encoding for mark, encoding in BYTE_ORDER_MARKS if data.startswith(mark)), charset)
     try:
         return data.decode(charset)
     except LookupError:

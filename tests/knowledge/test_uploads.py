@@ -3,6 +3,7 @@ upload to /api/v1/collections/{id}/documents/ is stored and answered `queued` (2
 (knowledge.tasks, called here as the worker calls it) reads, chunks and embeds it to `ready`, or `failed` with the
 parser's or the budget's reason, the collection's other documents untouched. The upload's own body limit is the
 one stack's per-route exception: larger than CHATTER_MAX_REQUEST_BYTES, never past the upload limit (413)."""
+import codecs
 import json
 
 import pytest
@@ -220,6 +221,26 @@ def test_it_reads_a_text_file_in_the_charset_its_upload_declared(alice):
     read = {document.file_name: document for document in CollectionDocument.objects.all()}
     assert (read["latin1.txt"].status, read["latin1.txt"].text) == ("ready", "Café crème brûlée recipe.")
     assert (read["utf16.txt"].status, read["utf16.txt"].text) == ("ready", "UTF-16 text about the spout.")
+
+
+def test_a_byte_order_mark_names_a_text_files_encoding_when_its_upload_declared_none(alice):
+    api = api_for(alice)
+    collection = collection_made(api, chunk_size=20, chunk_overlap=0)
+    files = {"excel.csv": ("name,size\nkettle,1.7 l\n".encode("utf-16"), "text/csv"),  # a BOM, little-endian here
+             "notes.txt": ("Spout café notes.".encode("utf-16-be"), "text/plain"),
+             "wide.md": (codecs.BOM_UTF32_BE + "# Lid\nA hinge.".encode("utf-32-be"), "text/markdown")}
+    files["notes.txt"] = (codecs.BOM_UTF16_BE + files["notes.txt"][0], "text/plain")
+    for name, (data, content_type) in files.items():
+        assert upload(api, collection, name, data, content_type).status_code == 202
+
+    for job in enqueued:
+        job()
+
+    read = {document.file_name: document for document in CollectionDocument.objects.all()}
+    assert {name: (document.status, document.error) for name, document in read.items()} == {
+        name: ("ready", "") for name in files}
+    assert "| kettle | 1.7 l |" in read["excel.csv"].text
+    assert (read["notes.txt"].text, read["wide.md"].text) == ("Spout café notes.", "# Lid\nA hinge.")
 
 
 def test_it_refuses_an_upload_whose_charset_is_unknown_and_stores_nothing(alice):
