@@ -38,11 +38,27 @@ logger = logging.getLogger(__name__)
 SCHEDULER_NAME = "chatter-schedules"
 
 
+CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day of the month", "1-31"), ("month", "1-12 or jan-dec"),
+               ("weekday", "0-7 or sun-sat"))
+
+
+def _cron_problem(cron) -> str | None:
+    """What is wrong with a cron expression's form, naming the field at fault (croniter says only "out of range")."""
+    if not isinstance(cron, str) or len(cron.split()) != 5:
+        return f"{cron!r} is not a cron expression of 5 fields (minute hour day month weekday)"
+    if croniter.is_valid(cron):
+        return None
+    fields = cron.split()
+    for index, (name, allowed) in enumerate(CRON_FIELDS):
+        if not croniter.is_valid(" ".join(field if i == index else "*" for i, field in enumerate(fields))):
+            return f"{cron!r}: its {name} field {fields[index]!r} is not valid ({allowed}, with * , - and /)"
+    return f"{cron!r} is not a valid cron expression (minute hour day month weekday)"
+
+
 def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
     errors = []
-    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
-        errors.append({"path": "cron", "code": "invalid_cron",
-                       "message": f"{cron!r} is not a cron expression of 5 fields (minute hour day month weekday)"})
+    if problem := _cron_problem(cron):
+        errors.append({"path": "cron", "code": "invalid_cron", "message": problem})
     elif schedule_next_run(cron=cron, timezone_name="UTC", after=timezone.now()) is None:
         errors.append({"path": "cron", "code": "invalid_cron",
                        "message": f"{cron!r} names only days that do not exist (such as 30 February): it never fires"})
