@@ -12,6 +12,8 @@ import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
 from channels.db import database_sync_to_async
+from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.ai import add_ai_message_chunks
 
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
@@ -73,6 +75,23 @@ def _still_paused(execution_id, seq) -> bool:
             and not ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=seq).exists())
 
 
+def _tool_call_fields(pieces: list[dict]) -> dict:
+    """`tool_calls` and `invalid_tool_calls` of a reply's tool-call pieces (LangChain's tool_call_chunks) so far,
+    as LangChain adds chunks up (as the JS SDK and agent-chat-ui merge a stream's chunks)."""
+    if not pieces:
+        return {"tool_calls": [], "invalid_tool_calls": []}
+    first, *rest = (AIMessageChunk(content="", tool_call_chunks=[piece]) for piece in pieces)
+    merged = add_ai_message_chunks(first, *rest) if rest else first
+    return {"tool_calls": merged.tool_calls, "invalid_tool_calls": merged.invalid_tool_calls}
+
+
+def _tool_message(data: dict) -> dict:
+    """A tool's message (its `tool_called` event's) as LangChain's JSON of a ToolMessage: what the state holds."""
+    return {"content": data.get("content") or "", "additional_kwargs": {}, "response_metadata": {}, "type": "tool",
+            "name": data.get("tool"), "id": data["message_id"], "tool_call_id": data.get("call_id"),
+            "artifact": None, "status": "success" if data.get("ok") else "error"}
+
+
 async def feed_until_waiting(feed: AsyncIterator[dict], *, execution_id) -> AsyncIterator[dict]:
     """A run's feed read from its log (join): it ends at the question the run waits on now, not at one it was
     answered since (a paused, resumed run's log holds both)."""
@@ -92,6 +111,7 @@ class FrameMaker:
                  native: bool = False, subgraphs: bool = False, graph_streams: set[str] = frozenset()):
         self.run_id, self.thread_id, self.modes, self.inputs = run_id, thread_id, set(modes), inputs
         self.text: dict[str, str] = {}  # the text so far of each node's message ("messages" mode)
+        self.calls: dict[str, list[dict]] = {}  # the tool-call pieces so far of each node's message
         # On a thread, each node's streaming message's id in the thread's state (the model's reply's own).
         self.message_ids: dict[str, str] = {}
         # A registered graph's run: values, updates and custom are the graph's own stream (its run's events).
@@ -103,6 +123,10 @@ class FrameMaker:
 
     def _message_id(self, node_id: str) -> str:
         return self.message_ids.get(node_id) or f"run-{self.run_id}-{node_id}"
+
+    def _message_id_noted(self, node_id: str, data: dict) -> None:
+        if self.thread_id is not None and data.get("message_id"):
+            self.message_ids[node_id] = data["message_id"]
 
     def _meta(self, data: dict) -> dict:
         return {"run_id": self.run_id, "thread_id": self.thread_id, "langgraph_node": data.get("node_id"),
@@ -163,18 +187,24 @@ class FrameMaker:
         if self.native:
             modes = self.modes - {"values", "updates", "custom"} - self.graph_streams
         node = data.get("node_id") or ""
-        if name == "token":
-            text = data.get("text", "")
-            self.text[node] = self.text.get(node, "") + text
-            if self.thread_id is not None and data.get("message_id"):
-                self.message_ids[node] = data["message_id"]
+        if name in ("token", "tool_call_delta"):  # a piece of the reply: its text, or a piece of a tool call
+            self._message_id_noted(node, data)
+            text, piece = data.get("text", ""), {}
+            if name == "token":
+                self.text[node] = self.text.get(node, "") + text
+            else:  # as LangGraph's server streams a model's tool_call_chunks, so merged chunks name the calls
+                piece = {"name": data.get("name"), "args": data.get("arguments") or "", "id": data.get("id"),
+                         "index": data.get("index"), "type": "tool_call_chunk"}
+                self.calls.setdefault(node, []).append(piece)
+            chunk = self._chunk(data, text, **({"tool_call_chunks": [piece], **_tool_call_fields([piece])}
+                                               if piece else {}))
             if "messages-tuple" in modes:
-                out.append(("messages", [self._chunk(data, text), self._meta(data)]))
+                out.append(("messages", [chunk, self._meta(data)]))
             if "messages" in modes:
-                out.append(("messages/partial", [self._chunk(data, self.text[node], type="ai")]))
+                out.append(("messages/partial", [self._chunk(data, self.text.get(node, ""), type="ai",
+                                                             **_tool_call_fields(self.calls.get(node, [])))]))
             if "events" in modes:
-                out.append(("events", self._event("on_chat_model_stream", node, envelope,
-                                                  {"chunk": self._chunk(data, text)})))
+                out.append(("events", self._event("on_chat_model_stream", node, envelope, {"chunk": chunk})))
             return out
         if "custom" in modes:
             out.append(("custom", envelope))
@@ -189,8 +219,8 @@ class FrameMaker:
             if "events" in modes:
                 out.append(("events", self._event("on_chain_start", node, envelope, {"input": None})))
         if name == "token_usage":
-            if self.thread_id is not None and data.get("message_id"):  # a reply of tool calls alone streamed no text
-                self.message_ids[node] = data["message_id"]
+            self._message_id_noted(node, data)  # (a reply whose pieces this stream did not see: a whole one)
+            calls = _tool_call_fields(self.calls.pop(node, []))
             usage = usage_metadata(prompt_tokens=data.get("prompt_tokens", 0),
                                    completion_tokens=data.get("completion_tokens", 0),
                                    cached_prompt_tokens=data.get("cached_prompt_tokens", 0),
@@ -202,11 +232,12 @@ class FrameMaker:
                                                      chunk_position="last"), self._meta(data)]))
             if "messages" in modes:
                 out.append(("messages/complete", [{**self._chunk(data, self.text.get(node, ""), type="ai",
-                                                                 response_metadata=response),
+                                                                 response_metadata=response, **calls),
                                                    "usage_metadata": usage}]))
             if "events" in modes:
                 out.append(("events", self._event("on_chat_model_end", node, envelope, {"output": {
-                    "content": self.text.get(node, ""), "usage_metadata": usage, "response_metadata": response}})))
+                    "content": self.text.get(node, ""), "tool_calls": calls["tool_calls"], "usage_metadata": usage,
+                    "response_metadata": response}})))
             self.text.pop(node, None)
             self.message_ids.pop(node, None)
         if name == "tool_start" and "events" in modes:
@@ -214,6 +245,12 @@ class FrameMaker:
         if name == "tool_called" and "events" in modes:
             out.append(("events", self._event("on_tool_end" if data.get("ok") else "on_tool_error",
                                               data.get("tool", ""), envelope, {"output": data})))
+        if name == "tool_called" and data.get("message_id"):  # a message a node returned whole, as LangGraph's
+            # server streams one: as one chunk, and complete (a JSON workflow's tools node says it)
+            if "messages-tuple" in modes:
+                out.append(("messages", [_tool_message(data), self._meta(data)]))
+            if "messages" in modes:
+                out.append(("messages/complete", [_tool_message(data)]))
         if name in ("node_completed", "node_failed"):
             result = {key: value for key, value in data.items() if key != "node_id"}
             if "updates" in modes:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Protocol, Sequence
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 
 from engine.errors import RunError
 from engine.graph import Node
@@ -107,8 +107,10 @@ class RunHooks(Protocol):
     def node_paused(self, node: Node) -> None: ...  # it waits for input (human_input), and runs again on resume
     def llm_called(self, node: Node, call: LLMCall) -> None: ...
     def provider_attempted(self, node: Node, attempt: Attempt) -> None: ...  # a routed call's tries, each
+    # `message`: the tool's message to the model, as the run's state holds it (a JSON workflow's tools node)
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None: ...
+                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0"),
+                    message: ToolMessage | None = None) -> None: ...
     # An MCP tool's price per call (0: unpriced), and whether the run's hard budgets cover one more such call (the
     # budget that has no room, else None).
     def tool_price(self, name: str) -> Decimal: ...
@@ -124,7 +126,8 @@ class RunHooks(Protocol):
     # `message_id`: the reply's id so far; `reply`, with a reply's first token: the model name that answered (a
     # fallback's, after a fallback) and the upstream's system_fingerprint when it sent one
     def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None: ...
-    def tool_call_delta(self, node: Node, delta: dict) -> None: ...  # a fragment: index, id, name, args (LangChain's)
+    # A fragment of a tool call: index, id, name, args (LangChain's); `message_id`: the reply's id so far
+    def tool_call_delta(self, node: Node, delta: dict, message_id: str | None = None) -> None: ...
     # A registered graph's own stream (engine.python_graphs): its values, updates and custom parts.
     def graph_streamed(self, mode: str, namespace: list[str], data: Any) -> None: ...
     # Which open node the next hook is about (a registered graph's tasks may run at once); returns the open one.
@@ -162,7 +165,7 @@ class NullHooks:
     def tool_run(self, name, arguments, *, timeout_s):
         return ToolOutcome(ok=False, text="", error="MCP tools are called by a recorded run only")
     def token(self, node, text, message_id=None, reply=None): pass
-    def tool_call_delta(self, node, delta): pass
+    def tool_call_delta(self, node, delta, message_id=None): pass
     def graph_streamed(self, mode, namespace, data): pass
     def node_focus(self, opened=None): return opened
     def limit_exceeded(self, limit, value): pass

@@ -245,16 +245,12 @@ def tools(node: Node, state: RunState, ctx: RunContext, graph: Graph) -> Outcome
             ok, error = False, str(exc)
         duration_ms = int((time.monotonic() - started) * 1000)
         ctx.tool_cost_add(cost)
+        # Its id now, not the state's reducer's: the run's watchers are told the message as the state will hold it.
+        told = ToolMessage(content=result if ok else f"Error: {error}", tool_call_id=call["id"], name=name,
+                           status="success" if ok else "error", id=str(uuid.uuid4()))
         ctx.hooks.tool_called(node, tool=name, arguments=arguments, result=result, ok=ok, error=error,
-                              duration_ms=duration_ms, server_id=server_id, cost=cost)
-        results.append(
-            ToolMessage(
-                content=result if ok else f"Error: {error}",
-                tool_call_id=call["id"],
-                name=name,
-                status="success" if ok else "error",
-            )
-        )
+                              duration_ms=duration_ms, server_id=server_id, cost=cost, message=told)
+        results.append(told)
     # The built-in tools only compute (bounded input, no I/O): the node checks in only before an MCP tool, which
     # waits; a cancel or the run's timeout is seen as the next call starts.
     return Outcome(update={"messages": results}, output={"tools": [c["name"] for c in calls]})

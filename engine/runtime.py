@@ -182,7 +182,7 @@ class RunContext:
                             self.hooks.token(node, text, message_id=streamed.message_id,
                                              reply=_answered(target, raw_usage.system_fingerprint) if first else None)
                         for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
-                            self.hooks.tool_call_delta(node, delta)
+                            self.hooks.tool_call_delta(node, delta, message_id=streamed.message_id)
                         self.checkpoint()
                 if not streamed.finished:  # a stream that ended without saying why was cut short (the provider's)
                     raise ProviderError(f"{target.provider} stream ended before its finish reason",

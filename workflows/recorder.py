@@ -438,10 +438,11 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                                  **({"reply": reply} if reply else {})}, text)
 
     @one_at_a_time
-    def tool_call_delta(self, node: Node, delta: dict) -> None:
+    def tool_call_delta(self, node: Node, delta: dict, message_id: str | None = None) -> None:
         arguments = delta.get("args") or ""
         self._streamed("tool_call_delta", {"node_id": node.id, "index": delta.get("index"), "id": delta.get("id"),
-                                           "name": delta.get("name"), "arguments": arguments}, arguments)
+                                           "name": delta.get("name"), "arguments": arguments,
+                                           **({"message_id": message_id} if message_id else {})}, arguments)
 
     def _streamed(self, event: str, data: dict, text: str) -> None:
         """A fragment of a reply as it streams: published, not stored."""

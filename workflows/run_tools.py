@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+from langchain_core.messages import ToolMessage
+
 from core.money import usd
 from engine.graph import Node
 from engine.hooks import ToolOutcome
@@ -19,7 +21,8 @@ from tools.selectors import (
 )
 from tools.services import mcp_server_tool_run
 from workflows.pricing import TOOL_PRICES
-from workflows.trace_rows import MAX_ARGUMENT_CHARS, capped, one_at_a_time, tool_call_audit, tool_call_row
+from workflows.trace_rows import (MAX_ARGUMENT_CHARS, MAX_RESULT_CHARS, capped, one_at_a_time, tool_call_audit,
+                                  tool_call_row)
 
 
 class RunTools:
@@ -96,14 +99,19 @@ class ToolCallHooks:
 
     @one_at_a_time
     def tool_called(self, node: Node, *, tool: str, arguments: dict, result: str, ok: bool, error: str,
-                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0")) -> None:
+                    duration_ms: int, server_id: str | None = None, cost: Decimal = Decimal("0"),
+                    message: ToolMessage | None = None) -> None:
         # An MCP call keeps nothing of its server's registered secrets (a model may pass one on, a tool echo it).
         arguments, result, error = (self.run_tools.redacted(value, server_id=server_id)
                                     for value in (arguments, result, error))
         self._tools.append(tool_call_row(node_id=node.id, tool=tool, server_id=server_id, arguments=arguments,
                                          result=result, ok=ok, error=error, duration_ms=duration_ms, cost=cost))
+        # The tool's message to the model, as the run's state holds it (capped as the call's row keeps its result).
+        told = {} if message is None else {
+            "call_id": message.tool_call_id, "message_id": message.id,
+            "content": capped(self.run_tools.redacted(message.content, server_id=server_id), MAX_RESULT_CHARS)}
         self.emit("tool_called", {"node_id": node.id, "tool": tool, "ok": ok, "duration_ms": duration_ms,
-                                  "error": error or None, **({"cost": usd(cost)} if cost else {})})
+                                  "error": error or None, **({"cost": usd(cost)} if cost else {}), **told})
         if self.spans is not None:
             self.spans.tool_called(self.open.index if self.open else None, tool=tool, ok=ok, error=error,
                                    duration_ms=duration_ms, server_id=server_id, arguments=arguments, result=result)

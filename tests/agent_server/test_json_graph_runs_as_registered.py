@@ -146,13 +146,14 @@ def test_a_reply_of_tool_calls_alone_streams_the_threads_own_id(graph_server, op
     parts = list(client.runs.stream(tid, "universal_chat", input=turn("What is 12*7?"), config=OPENAI,
                                     stream_mode=["messages-tuple", "messages"]))
 
-    asked, answered = [m for m in client.threads.get_state(tid)["values"]["messages"] if m["type"] == "ai"]
+    _, asked, told, answered = client.threads.get_state(tid)["values"]["messages"]
     assert asked["tool_calls"][0]["name"] == "calculator" and asked["content"] == ""
     chunks = [p.data[0] for p in parts if p.event == "messages"]
     assert [c["id"] for c in chunks if c.get("chunk_position") == "last"] == [asked["id"], answered["id"]]
-    assert {c["id"] for c in chunks} == {asked["id"], answered["id"]}
+    assert {c["id"] for c in chunks} == {asked["id"], told["id"], answered["id"]}  # the tool's message whole
     assert "".join(c["content"] for c in chunks if c["id"] == answered["id"]) == "It is 84."
-    assert [p.data[-1]["id"] for p in parts if p.event == "messages/complete"] == [asked["id"], answered["id"]]
+    assert [p.data[-1]["id"] for p in parts if p.event == "messages/complete"] == [
+        asked["id"], told["id"], answered["id"]]
     assert_books_balance(tid)
 
 

@@ -185,6 +185,11 @@ EVENT_DATA = {
     "tool_called": {
         "node_id": serializers.CharField(), "tool": serializers.CharField(), "ok": serializers.BooleanField(),
         "duration_ms": _count(), "error": serializers.CharField(required=False, allow_null=True),
+        # A JSON workflow's tools node: the tool's message to the model, as the run's graph state holds it.
+        "call_id": serializers.CharField(required=False, help_text="the model's id of the call"),
+        "message_id": serializers.CharField(required=False, help_text="the tool's message's id in the run's state"),
+        "content": serializers.CharField(required=False, help_text="what the model is told (cut at 4,000 "
+                                                                   "characters; the state holds it whole)"),
     },
     "retrieval": {  # a search of knowledge collections (a retrieval node's, a Python graph's retriever)
         "node_id": serializers.CharField(), "query": serializers.CharField(),
