@@ -59,7 +59,8 @@ whole), and stop_reason "tool_use"; streamed, each call's content_block_start ca
 come as input_json_delta `partial_json` fragments (of `argument_chunk_chars` characters when given, else whole), then
 its content_block_stop. A reply without tool calls is one text block and stop_reason "end_turn". `text_blocks=[…]`
 answers the text in those blocks instead, one after the other (as Anthropic splits a reply's text: around a
-citation, a server tool's result), each streamed word by word; OpenAI's answers carry `content` as ever.
+citation, a server tool's result), each streamed word by word; OpenAI's answers carry `content` as ever. A stream
+with fault="reset" is reset after its first `fault_after` events.
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`. `connections` counts the TCP connections the stub accepted.
@@ -686,7 +687,10 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                for name, data in events:
+                for index, (name, data) in enumerate(events):
+                    if index == reply.fault_after and reply.fault == "reset":
+                        self._reset()
+                        return
                     self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):

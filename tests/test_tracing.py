@@ -335,6 +335,68 @@ def test_item_tracing_a_routed_call_every_deployment_failed_is_a_failed_span_per
     assert one(spans, "invoke_agent").attributes["error.type"] == execution.error_type
 
 
+CUT_OFF = {  # which deployment's reply breaks off: the first one's, or (the first one down) its fallback's
+    "deployment": ({"content": "The answer is eighty-four, as it happens.", "usage": USAGE, "fault": "reset",
+                    "fault_after": 3}, {}),
+    "fallback": ({"status": 502}, {"fault": "reset", "fault_after": 4}),
+}
+
+
+@pytest.mark.parametrize("breaks", CUT_OFF)
+@pytest.mark.parametrize("surface", ["gateway streamed", "chat turn"])
+def test_item_tracing_a_routed_reply_cut_off_mid_stream_is_a_failed_span_with_the_usage_so_far(routed_traced,
+                                                                                                receiver, surface,
+                                                                                                breaks):
+    """A routed call's reply breaks off mid-stream: the call is that reply (its text cannot be taken back), so no
+    other deployment is tried after it. Its try's span ends failed, with its error.type and the error as its status,
+    and the usage so far its row bills (a try before it that failed is a failed span of its own, with no usage); its
+    node's and its run's spans end failed too, the run failed and accounted: its tokens and cost are the call's,
+    once."""
+    from tests.invariants import assert_all
+    from workflows.models import LLMCall, ProviderAttempt
+
+    server, down, claude, run = routed_traced
+    first, fallback = CUT_OFF[breaks]
+    down.always(**first)
+    claude.always(content="The answer is eighty-four, as it happens.", usage={"input_tokens": 11, "output_tokens": 9},
+                  model="claude-3-5-haiku-20241022", **fallback)
+    trace_id, _, headers = caller()
+    path, body = ROUTED_CALLS[surface]
+
+    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
+                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
+        text = response.read().decode()
+
+    assert response.status_code in (200, 201), text
+    execution = WorkflowExecution.objects.get(trace_id=trace_id)
+    assert (execution.status, execution.error_type) == ("failed", "provider_error"), execution.error_message
+    attempts = list(ProviderAttempt.objects.filter(execution=execution).order_by("id"))
+    cut = attempts[-1]
+    assert [(attempt.ok, attempt.deployment) for attempt in attempts] == [
+        (False, f"gpt-4o-mini-2025-01-01/a-{run}"), *([(False, f"claude-3-5-haiku-latest/b-{run}")] * (
+            breaks == "fallback"))]
+    assert (len(down.requests), len(claude.requests)) == (1, int(breaks == "fallback"))
+    row = LLMCall.objects.get(execution=execution)
+    assert (row.deployment, row.estimated) == (cut.deployment, True) and row.completion_tokens > 0
+    spans = receiver.wait_for(trace_id, "invoke_agent", "node model", "chat ")
+    tries = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    node, invoked = one(spans, "node model"), one(spans, "invoke_agent")
+    assert [(span.attributes["chatter.deployment"], span.attributes["error.type"], span.status_code,
+             span.status_message) for span in tries] == [
+        (attempt.deployment, attempt.error_type, 2, attempt.error[:500]) for attempt in attempts]  # 2: ERROR
+    assert cut.error and all(span.parent_span_id == node.span_id for span in tries)
+    assert node.parent_span_id == invoked.span_id and node.status_code == invoked.status_code == 2
+    assert invoked.attributes["error.type"] == execution.error_type
+    call = tries[-1]
+    assert [span for span in tries[:-1] if "gen_ai.usage.input_tokens" in span.attributes] == []
+    assert (call.attributes["gen_ai.usage.input_tokens"], call.attributes["gen_ai.usage.output_tokens"]) == (
+        row.prompt_tokens, row.completion_tokens) == (execution.prompt_tokens, execution.completion_tokens)
+    assert call.attributes["chatter.cost"] == float(row.cost) == invoked.attributes["chatter.cost"] == \
+        float(execution.cost) > 0
+    assert invoked.attributes["chatter.llm_calls"] == execution.llm_calls == 1
+    assert_all(execution)
+
+
 FAILED_CALLS = {  # surface: (path, body, the run's error_type)
     "run": ("/api/v1/chat/", {"message": "Hi", "provider": "openai", "model": "gpt-4o-mini"}, "provider_error"),
     "pass-through": ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
