@@ -252,6 +252,17 @@ ROUTED_CALLS = {  # surface: (path, body); a whole reply on the gateway's, strea
 }
 
 
+def routed_call(server, surface: str) -> WorkflowExecution:
+    """One of ROUTED_CALLS, made in a trace of its caller's: its run (its trace_id the caller's)."""
+    trace_id, _, headers = caller()
+    path, body = ROUTED_CALLS[surface]
+    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
+                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
+        text = response.read().decode()
+    assert response.status_code in (200, 201), text
+    return WorkflowExecution.objects.get(trace_id=trace_id)
+
+
 @pytest.mark.parametrize("surface", ROUTED_CALLS)
 def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_with_its_error(
         routed_traced, receiver, surface):
@@ -264,20 +275,14 @@ def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_wi
     server, down, claude, run = routed_traced
     down.always(status=502)
     claude.always(content="84.", usage={"input_tokens": 11, "output_tokens": 5}, model="claude-3-5-haiku-20241022")
-    trace_id, _, headers = caller()
-    path, body = ROUTED_CALLS[surface]
 
-    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
-                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
-        text = response.read().decode()
+    execution = routed_call(server, surface)
 
-    assert response.status_code in (200, 201), text
-    execution = WorkflowExecution.objects.get(trace_id=trace_id)
     assert execution.status == "completed"
     failed, answered = ProviderAttempt.objects.filter(execution=execution).order_by("id")
     assert (failed.ok, failed.deployment, answered.ok) == (False, f"gpt-4o-mini-2025-01-01/a-{run}", True)
     row = LLMCall.objects.get(execution=execution)
-    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    spans = receiver.wait_for(execution.trace_id, "invoke_agent", "chat ")
     tried, answer = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
     assert tried.parent_span_id == answer.parent_span_id in {span.span_id for span in named(spans, "node ")}
     assert tried.kind == answer.kind == CLIENT and tried.end_ns <= answer.start_ns
@@ -360,15 +365,9 @@ def test_item_tracing_a_routed_reply_cut_off_mid_stream_is_a_failed_span_with_th
     down.always(**first)
     claude.always(content="The answer is eighty-four, as it happens.", usage={"input_tokens": 11, "output_tokens": 9},
                   model="claude-3-5-haiku-20241022", **fallback)
-    trace_id, _, headers = caller()
-    path, body = ROUTED_CALLS[surface]
 
-    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
-                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
-        text = response.read().decode()
+    execution = routed_call(server, surface)
 
-    assert response.status_code in (200, 201), text
-    execution = WorkflowExecution.objects.get(trace_id=trace_id)
     assert (execution.status, execution.error_type) == ("failed", "provider_error"), execution.error_message
     attempts = list(ProviderAttempt.objects.filter(execution=execution).order_by("id"))
     cut = attempts[-1]
@@ -378,7 +377,7 @@ def test_item_tracing_a_routed_reply_cut_off_mid_stream_is_a_failed_span_with_th
     assert (len(down.requests), len(claude.requests)) == (1, int(breaks == "fallback"))
     row = LLMCall.objects.get(execution=execution)
     assert (row.deployment, row.estimated) == (cut.deployment, True) and row.completion_tokens > 0
-    spans = receiver.wait_for(trace_id, "invoke_agent", "node model", "chat ")
+    spans = receiver.wait_for(execution.trace_id, "invoke_agent", "node model", "chat ")
     tries = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
     node, invoked = one(spans, "node model"), one(spans, "invoke_agent")
     assert [(span.attributes["chatter.deployment"], span.attributes["error.type"], span.status_code,
