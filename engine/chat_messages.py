@@ -14,18 +14,30 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 
 
 def content_text(content: str | list) -> str:
-    """A message's content as a text model reads it: a list of content parts (OpenAI's `{"type": "text", "text"}`,
-    LangChain's blocks, bare strings) is its text parts joined by newlines, each other part (an image, audio, a
-    file) named by its type in brackets (`[image_url]`): it is there, as the token estimate counts it
-    (engine.usage), but no text. A reply's tool calls as parts (Anthropic's `tool_use`, and the `input_json_delta`
-    fragments of its input in a streamed chunk) are left out: the message carries them as its tool_calls. (A part
-    that is none of these, as a tool of one's own may return, is its text.) A streamed chunk's content reads the same
-    way: the text it adds."""
+    """A message's content as a text model reads it. A list of content parts (OpenAI's `{"type": "text", "text"}`,
+    LangChain's blocks, bare strings) is its text parts one after the other, as they are: Anthropic splits a reply's
+    text into blocks where it likes (around a citation, a server tool's result), and its SDK (`get_final_text`) and
+    LangChain (`message.text`) read them so. Then the text of a reply streamed part by part is the text of its parts
+    streamed, and the same as its text answered whole. Each other part (an image, audio, a file) is named by its type
+    in brackets on a line of its own (`[image_url]`): it is there, as the token estimate counts it (engine.usage),
+    but no text. A reply's tool calls as parts (Anthropic's `tool_use`, and the `input_json_delta` fragments of its
+    input in a streamed chunk) are left out: the message carries them as its tool_calls. (A part that is none of
+    these, as a tool of one's own may return, is its text.) A streamed chunk's content reads the same way: the text
+    it adds."""
     if isinstance(content, str):
         return content
-    return "\n".join(part if isinstance(part, str) else str(part) if not isinstance(part, dict) else
-                     part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type') or 'part'}]"
-                     for part in content if not isinstance(part, dict) or part.get("type") not in _CALL_PARTS)
+    pieces: list[str] = []
+    named_last = False
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in _CALL_PARTS:
+            continue
+        named = isinstance(part, dict) and not isinstance(part.get("text"), str)
+        if pieces and (named or named_last):
+            pieces.append("\n")
+        pieces.append(f"[{part.get('type') or 'part'}]" if named else part["text"] if isinstance(part, dict)
+                      else part if isinstance(part, str) else str(part))
+        named_last = named
+    return "".join(pieces)
 
 
 _CALL_PARTS = ("tool_use", "tool_call", "server_tool_use", "input_json_delta")

@@ -1,7 +1,7 @@
 """The `local` provider: an offline, deterministic chat model for demos and tests
 (docs/operations/configuration.md#providers).
 
-It reads a message's content parts as a provider does (chat_messages.content_text: the text parts joined), streams
+It reads a message's content parts as a provider does (chat_messages.content_text: the text parts as they are), streams
 its answer word by word and reports usage on every call, counted by the offline estimator over the real input and
 output. With tools bound it calls `calculator` for arithmetic, `current_time` when asked for the
 time, and any other bound tool the message names, with the JSON object after the name as its arguments

@@ -57,7 +57,10 @@ answers as Anthropic does when a model calls tools: its text block (none when th
 `tool_use` block per call (`id`, `name`, `input`: the arguments parsed, so they must be a JSON object when answered
 whole), and stop_reason "tool_use"; streamed, each call's content_block_start carries `input: {}`, then its arguments
 come as input_json_delta `partial_json` fragments (of `argument_chunk_chars` characters when given, else whole), then
-its content_block_stop. A reply without tool calls is one text block and stop_reason "end_turn".
+its content_block_stop. A reply without tool calls is one text block and stop_reason "end_turn". `text_blocks=[…]`
+answers the text in those blocks instead, one after the other (as Anthropic splits a reply's text: around a
+citation, a server tool's result), each streamed word by word; OpenAI's answers carry `content` as ever. A stream
+with fault="reset" is reset after its first `fault_after` events.
 
 `GET /v1/models` lists `served_models` (set it to what the server should serve); those listings are counted in
 `model_listings`, not kept in `requests`. `connections` counts the TCP connections the stub accepted.
@@ -134,6 +137,7 @@ class StubReply:
     no_choices: bool = False  # answered whole with `"choices": []` (and its usage), as some servers do
     embedding_sizes: dict[int, int] | None = None
     rerank_results: list[dict[str, Any]] | None = None
+    text_blocks: list[str] = field(default_factory=list)  # Anthropic's answer: the text's blocks
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -284,6 +288,7 @@ class OpenAIStub:
         no_choices: bool = False,
         embedding_sizes: dict[int, int] | None = None,
         rerank_results: list[dict[str, Any]] | None = None,
+        text_blocks: list[str] | None = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -295,7 +300,7 @@ class OpenAIStub:
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
         fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores,
-        embedding_sizes, rerank_results: see the module docstring. completion_id: the reply's id (default:
+        embedding_sizes, rerank_results, text_blocks: see the module docstring. completion_id: the reply's id (default:
         chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the same.
         """
         if fault not in FAULTS:
@@ -335,6 +340,7 @@ class OpenAIStub:
                     no_choices=no_choices,
                     embedding_sizes=dict(embedding_sizes) if embedding_sizes is not None else None,
                     rerank_results=list(rerank_results) if rerank_results is not None else None,
+                    text_blocks=list(text_blocks) if text_blocks else [content] if content or not calls else [],
                 )
             )
         return self
@@ -474,9 +480,9 @@ def _chunks(reply: StubReply, completion_id: str, include_usage: bool, request: 
 
 
 def _anthropic_blocks(reply: StubReply) -> list[dict[str, Any]]:
-    """A reply's content blocks as Anthropic answers them whole: its text (unless it only calls tools), then a
-    tool_use block per call."""
-    text = [{"type": "text", "text": reply.content}] if reply.content or not reply.tool_calls else []
+    """A reply's content blocks as Anthropic answers them whole: its text blocks (none when it only calls tools),
+    then a tool_use block per call."""
+    text = [{"type": "text", "text": block} for block in reply.text_blocks]
     return text + [{"type": "tool_use", "id": call["id"], "name": call["name"], "input": json.loads(call["arguments"])}
                    for call in reply.tool_calls]
 
@@ -486,7 +492,7 @@ def _anthropic_stop_reason(reply: StubReply) -> str:
 
 
 def _anthropic_events(reply: StubReply, message_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """A reply as Anthropic streams it: the message's start (its input tokens), the text block word by word, each
+    """A reply as Anthropic streams it: the message's start (its input tokens), each text block word by word, each
     tool_use block with its arguments in input_json_delta fragments, and the message's end with the usage in full
     (Anthropic's message_delta counts are cumulative)."""
     usage = reply.usage or {}
@@ -494,14 +500,14 @@ def _anthropic_events(reply: StubReply, message_id: str) -> list[tuple[str, dict
              "stop_reason": None, "stop_sequence": None,
              "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0}}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
-    if reply.content or not reply.tool_calls:
+    for index, block in enumerate(reply.text_blocks):
         events += [
-            ("content_block_start", {"type": "content_block_start", "index": 0,
+            ("content_block_start", {"type": "content_block_start", "index": index,
                                      "content_block": {"type": "text", "text": ""}}),
-            *(("content_block_delta", {"type": "content_block_delta", "index": 0,
+            *(("content_block_delta", {"type": "content_block_delta", "index": index,
                                        "delta": {"type": "text_delta", "text": part}})
-              for part in split_words(reply.content)),
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+              for part in split_words(block)),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
         ]
     for call in reply.tool_calls:
         index, arguments = len([name for name, _ in events if name == "content_block_start"]), call["arguments"]
@@ -681,7 +687,10 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                for name, data in events:
+                for index, (name, data) in enumerate(events):
+                    if index == reply.fault_after and reply.fault == "reset":
+                        self._reset()
+                        return
                     self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):

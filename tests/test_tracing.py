@@ -252,6 +252,17 @@ ROUTED_CALLS = {  # surface: (path, body); a whole reply on the gateway's, strea
 }
 
 
+def routed_call(server, surface: str) -> WorkflowExecution:
+    """One of ROUTED_CALLS, made in a trace of its caller's: its run (its trace_id the caller's)."""
+    trace_id, _, headers = caller()
+    path, body = ROUTED_CALLS[surface]
+    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
+                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
+        text = response.read().decode()
+    assert response.status_code in (200, 201), text
+    return WorkflowExecution.objects.get(trace_id=trace_id)
+
+
 @pytest.mark.parametrize("surface", ROUTED_CALLS)
 def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_with_its_error(
         routed_traced, receiver, surface):
@@ -264,20 +275,14 @@ def test_item_tracing_each_try_of_a_routed_call_is_a_chat_span_the_failed_one_wi
     server, down, claude, run = routed_traced
     down.always(status=502)
     claude.always(content="84.", usage={"input_tokens": 11, "output_tokens": 5}, model="claude-3-5-haiku-20241022")
-    trace_id, _, headers = caller()
-    path, body = ROUTED_CALLS[surface]
 
-    with httpx.stream("POST", f"{server.base_url}{path}", timeout=60, json=body,
-                      headers={"Authorization": f"Bearer {server.key}", **headers}) as response:
-        text = response.read().decode()
+    execution = routed_call(server, surface)
 
-    assert response.status_code in (200, 201), text
-    execution = WorkflowExecution.objects.get(trace_id=trace_id)
     assert execution.status == "completed"
     failed, answered = ProviderAttempt.objects.filter(execution=execution).order_by("id")
     assert (failed.ok, failed.deployment, answered.ok) == (False, f"gpt-4o-mini-2025-01-01/a-{run}", True)
     row = LLMCall.objects.get(execution=execution)
-    spans = receiver.wait_for(trace_id, "invoke_agent", "chat ")
+    spans = receiver.wait_for(execution.trace_id, "invoke_agent", "chat ")
     tried, answer = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
     assert tried.parent_span_id == answer.parent_span_id in {span.span_id for span in named(spans, "node ")}
     assert tried.kind == answer.kind == CLIENT and tried.end_ns <= answer.start_ns
@@ -333,6 +338,62 @@ def test_item_tracing_a_routed_call_every_deployment_failed_is_a_failed_span_per
     assert calls[0].end_ns <= calls[1].start_ns and len({span.parent_span_id for span in calls}) == 1
     assert not [span for span in calls if "gen_ai.usage.input_tokens" in span.attributes]
     assert one(spans, "invoke_agent").attributes["error.type"] == execution.error_type
+
+
+CUT_OFF = {  # which deployment's reply breaks off: the first one's, or (the first one down) its fallback's
+    "deployment": ({"content": "The answer is eighty-four, as it happens.", "usage": USAGE, "fault": "reset",
+                    "fault_after": 3}, {}),
+    "fallback": ({"status": 502}, {"fault": "reset", "fault_after": 4}),
+}
+
+
+@pytest.mark.parametrize("breaks", CUT_OFF)
+@pytest.mark.parametrize("surface", ["gateway streamed", "chat turn"])
+def test_item_tracing_a_routed_reply_cut_off_mid_stream_is_a_failed_span_with_the_usage_so_far(routed_traced,
+                                                                                                receiver, surface,
+                                                                                                breaks):
+    """A routed call's reply breaks off mid-stream: the call is that reply (its text cannot be taken back), so no
+    other deployment is tried after it. Its try's span ends failed, with its error.type and the error as its status,
+    and the usage so far its row bills (a try before it that failed is a failed span of its own, with no usage); its
+    node's and its run's spans end failed too, the run failed and accounted: its tokens and cost are the call's,
+    once."""
+    from tests.invariants import assert_all
+    from workflows.models import LLMCall, ProviderAttempt
+
+    server, down, claude, run = routed_traced
+    first, fallback = CUT_OFF[breaks]
+    down.always(**first)
+    claude.always(content="The answer is eighty-four, as it happens.", usage={"input_tokens": 11, "output_tokens": 9},
+                  model="claude-3-5-haiku-20241022", **fallback)
+
+    execution = routed_call(server, surface)
+
+    assert (execution.status, execution.error_type) == ("failed", "provider_error"), execution.error_message
+    attempts = list(ProviderAttempt.objects.filter(execution=execution).order_by("id"))
+    cut = attempts[-1]
+    assert [(attempt.ok, attempt.deployment) for attempt in attempts] == [
+        (False, f"gpt-4o-mini-2025-01-01/a-{run}"), *([(False, f"claude-3-5-haiku-latest/b-{run}")] * (
+            breaks == "fallback"))]
+    assert (len(down.requests), len(claude.requests)) == (1, int(breaks == "fallback"))
+    row = LLMCall.objects.get(execution=execution)
+    assert (row.deployment, row.estimated) == (cut.deployment, True) and row.completion_tokens > 0
+    spans = receiver.wait_for(execution.trace_id, "invoke_agent", "node model", "chat ")
+    tries = sorted(named(spans, "chat "), key=lambda span: span.start_ns)
+    node, invoked = one(spans, "node model"), one(spans, "invoke_agent")
+    assert [(span.attributes["chatter.deployment"], span.attributes["error.type"], span.status_code,
+             span.status_message) for span in tries] == [
+        (attempt.deployment, attempt.error_type, 2, attempt.error[:500]) for attempt in attempts]  # 2: ERROR
+    assert cut.error and all(span.parent_span_id == node.span_id for span in tries)
+    assert node.parent_span_id == invoked.span_id and node.status_code == invoked.status_code == 2
+    assert invoked.attributes["error.type"] == execution.error_type
+    call = tries[-1]
+    assert [span for span in tries[:-1] if "gen_ai.usage.input_tokens" in span.attributes] == []
+    assert (call.attributes["gen_ai.usage.input_tokens"], call.attributes["gen_ai.usage.output_tokens"]) == (
+        row.prompt_tokens, row.completion_tokens) == (execution.prompt_tokens, execution.completion_tokens)
+    assert call.attributes["chatter.cost"] == float(row.cost) == invoked.attributes["chatter.cost"] == \
+        float(execution.cost) > 0
+    assert invoked.attributes["chatter.llm_calls"] == execution.llm_calls == 1
+    assert_all(execution)
 
 
 FAILED_CALLS = {  # surface: (path, body, the run's error_type)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.encryption import secret_encrypt
+from core.errors import NotFound
 from tools.models import SERVER_NAME_PATTERN, McpServer
 
 logger = logging.getLogger(__name__)
@@ -135,4 +136,7 @@ def _write(entries: dict[str, dict]) -> None:
             logger.error("CHATTER_MCP_SERVERS_FILE: server %r left out: a shared server has this name", name)
             continue
         mcp_pool_forget(server.pk)
-        mcp_server_refresh(server=server)
+        try:
+            mcp_server_refresh(server=server)
+        except NotFound:  # removed meanwhile (the file changed again, and another process wrote it)
+            pass

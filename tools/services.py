@@ -129,7 +129,8 @@ def _discovered(server: McpServer, actor) -> McpServer:
 def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S) as `user` (with
     their own values of its `per_user_headers`: CredentialMissing when they have none) and keep them with it:
-    healthy with the new list, or unhealthy with the reason (the last list it gave is kept)."""
+    healthy with the new list, or unhealthy with the reason (the last list it gave is kept). NotFound when the server
+    was deleted before the answer could be kept: nothing is written."""
     headers = mcp_call_headers(server=server, user=user)
     now = timezone.now()
     try:
@@ -159,7 +160,7 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
         try:
             server.refresh_from_db()
         except McpServer.DoesNotExist:
-            pass
+            raise NotFound("MCP server not found") from None
         return server
     for field, value in fields.items():
         setattr(server, field, value)
@@ -212,6 +213,8 @@ def mcp_tool_gone_check(*, server: McpServer, user, tool: str, result: ToolResul
     try:
         mcp_server_refresh(server=server, user=user)
     except CredentialMissing:  # (the call was made with the user's own headers: they have them)
+        return result
+    except NotFound:  # deleted meanwhile: no later run is offered its tools
         return result
     if tool in {each["name"] for each in server.tools}:
         return result

@@ -1,7 +1,7 @@
 """A message whose content is a list of parts (OpenAI's text and image_url, a model's or a tool's content blocks)
 through /langgraph/: every place that needs its text reads it as a model does (engine.chat_messages.content_text:
-the text parts joined by newlines, each other part named, `[image_url]`), so the stored message, what the model
-read, the usage it was billed and the thread's state read back agree."""
+the text parts one after the other, as they are, each other part named on a line of its own, `[image_url]`), so the
+stored message, what the model read, the usage it was billed and the thread's state read back agree."""
 import json
 from pathlib import Path
 
@@ -119,16 +119,16 @@ def check_parts_run(thread: str, events: list) -> None:
     assert execution.status == "completed", execution.error_message
     stored = [(m.role, m.content) for m in Message.objects.filter(execution=execution).order_by("sequence")]
     assert stored == [("user", "Draw the chart."), ("assistant", "Let me draw it."),
-                      ("tool", "a bar chart\n[image]"), ("assistant", "Here is\nthe chart.")]
-    assert execution.output_data["content"] == "Here is\nthe chart."
+                      ("tool", "a bar chart\n[image]"), ("assistant", "Here is the chart.")]
+    assert execution.output_data["content"] == "Here is the chart."
     assert ToolCall.objects.get(execution=execution).result == "a bar chart\n[image]"  # not the image's data
     completed = [data[0] for event, data in events if event == "messages/complete"]
     assert [(m["content"], m["usage_metadata"]["input_tokens"]) for m in completed] == [
-        ("Let me draw it.", 30), ("Here is\nthe chart.", 60)]  # each reply, given whole, as its text
+        ("Let me draw it.", 30), ("Here is the chart.", 60)]  # each reply, given whole, as its text
     assert (execution.prompt_tokens, execution.completion_tokens) == (90, 12)
     assert [m.prompt_tokens for m in Message.objects.filter(execution=execution, role="assistant")
             .order_by("sequence")] == [30, 60]
     values = [data for event, data in events if event == "values"][-1]
-    assert values["messages"][-1]["content"] == [{"type": "text", "text": "Here is"},
+    assert values["messages"][-1]["content"] == [{"type": "text", "text": "Here is "},
                                                  {"type": "text", "text": "the chart."}]  # the graph's own state
     assert_all(execution)

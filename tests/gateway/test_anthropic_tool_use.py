@@ -144,3 +144,48 @@ def test_a_routed_anthropic_reply_with_a_tool_call_is_answered_as_openai_does(ro
         ("Let me work that out.", 42, haiku_cost(FIRST)), ("", 58, haiku_cost(SECOND))]
     shown(*(json.dumps(run.output_data) for run in runs))
     assert_exact()
+
+
+# A reply whose text Anthropic splits into blocks, as it does around a citation: the blocks, one after the other, are
+# its text (as Anthropic's SDK reads a message's text, `get_final_text`, and LangChain's `message.text`).
+BLOCKS = ["The capital of France is ", "Paris", "."]
+SAID = "The capital of France is Paris."
+
+
+@routes(lambda first, claude, n: claude_route(claude, n))
+def test_a_chat_turn_stores_the_text_blocks_of_an_anthropic_reply_as_its_watchers_saw_them(routed, upstreams, alice):
+    _, claude = upstreams
+    claude.reply(text_blocks=BLOCKS, usage=FIRST, model=ANSWERED)
+    headers = {"Authorization": f"Bearer {ApiTokenFactory(user=alice).key}"}
+    api = httpx.Client(base_url=f"{routed.base_url}/api/v1", headers=headers, timeout=60)
+
+    with api.stream("POST", "/chat/", json={"message": "What is the capital of France?", "stream": True,
+                                            "provider": "anthropic", "model": routed.names.claude}) as turn:
+        assert turn.status_code == 200
+        frames = parse_sse(turn.read().decode())
+
+    assert frames[-1].event == "workflow_completed"
+    seen = "".join(frame.envelope["data"]["text"] for frame in frames if frame.event == "token")
+    detail = api.get(f"/executions/{frames[-1].envelope['execution_id']}/").json()
+    messages = api.get(f"/conversations/{detail['conversation']}/messages/").json()["results"]
+    assert (seen, detail["output_data"]["content"], messages[-1]["content"]) == (SAID, SAID, SAID)
+    assert_exact()
+
+
+@routes(lambda first, claude, n: claude_route(claude, n), ids=("whole", "streamed"))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_gateway_answers_and_stores_the_text_blocks_of_an_anthropic_reply_as_one_text(routed, upstreams, stream):
+    _, claude = upstreams
+    claude.reply(text_blocks=BLOCKS, usage=FIRST, model=ANSWERED)
+    api, model = client(routed), routed.names.claude
+    asked = {"model": model, "messages": ASKED, "tools": [CALCULATOR]}  # with tools, LangChain keeps the blocks
+
+    if stream:
+        chunks = api.chat.completions.create(**asked, stream=True)
+        answered_text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    else:
+        answered_text = api.chat.completions.create(**asked).choices[0].message.content
+
+    assert [request.body.get("stream", False) for request in claude.requests] == [stream]
+    assert (answered_text, WorkflowExecution.objects.get().output_data["content"]) == (SAID, SAID)
+    assert_exact()

@@ -1,6 +1,6 @@
 """The offline `local` model on /v1/ reads a message's content as a provider does: a list of content parts is its
-text parts joined, on chat completions and the Responses API alike, in the question it answers and in the tool
-results it answers from (docs/operations/configuration.md#providers)."""
+text parts one after the other, on chat completions and the Responses API alike, in the question it answers and in
+the tool results it answers from (docs/operations/configuration.md#providers)."""
 CALC_TOOL = {"type": "function", "function": {
     "name": "calculator", "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}
 
@@ -11,12 +11,13 @@ def text(*texts: str) -> list[dict]:
 
 def test_it_answers_the_text_of_a_message_of_text_parts(gateway_api):
     response = gateway_api.post("/v1/chat/completions", {"model": "local-echo-1", "messages": [
-        {"role": "system", "content": text("Be brief.")}, {"role": "user", "content": text("Why is the sky", "blue?")}]},
+        {"role": "system", "content": text("Be brief.")},
+        {"role": "user", "content": text("Why is the sky ", "blue?")}]},
         format="json")
 
     assert response.status_code == 200, response.content
     assert response.json()["choices"][0]["message"]["content"] == (
-        '(local model) You said: "Why is the sky\nblue?". This is an offline demo reply.')
+        '(local model) You said: "Why is the sky blue?". This is an offline demo reply.')
 
 
 def test_it_answers_from_a_tool_result_of_text_parts(gateway_api):
@@ -32,9 +33,10 @@ def test_it_answers_from_a_tool_result_of_text_parts(gateway_api):
 
 def test_the_responses_api_input_text_parts_are_read_as_text(gateway_api):
     response = gateway_api.post("/v1/responses", {"model": "local-echo-1", "input": [
-        {"role": "user", "content": [{"type": "input_text", "text": "Hello"}, {"type": "input_text", "text": "there"}]}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "Hello "},
+                                     {"type": "input_text", "text": "there"}]}]},
         format="json")
 
     assert response.status_code == 200, response.content
     (message,) = response.json()["output"]
-    assert message["content"][0]["text"].startswith('(local model) You said: "Hello\nthere".')
+    assert message["content"][0]["text"].startswith('(local model) You said: "Hello there".')

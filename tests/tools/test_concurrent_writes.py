@@ -2,12 +2,14 @@
 changes, deletes and users' own credentials take turns on the server's row, so none deadlocks (PostgreSQL killed
 some of them with a 500 while a delete held the audit chain and waited for a row another writer held while it
 waited for the chain), a server deleted meanwhile is a 404 and stays deleted, and the audit trail says each write
-once. On SQLite (one writer at a time) and PostgreSQL (writers in parallel)."""
+once; a refresh whose server was deleted while it listed the tools is a 404 too, and writes nothing. On SQLite (one
+writer at a time) and PostgreSQL (writers in parallel)."""
 import pytest
 
 from audit.models import AuditEvent
 from tests.together import at_once
 from tests.tools.conftest import client_with_key
+from tests.tools.test_server_killed_mid_call import ServerProcess
 from tools.models import McpCredential, McpServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
@@ -91,3 +93,40 @@ def test_one_name_registered_at_once_is_one_server_and_clear_400s(alice, mcp_ser
                                                           "message": "you already have a server with this name"}]
     assert McpServer.objects.filter(owner=alice).count() == 1
     assert AuditEvent.objects.filter(action="mcp_server.registered").count() == 1
+
+
+@pytest.fixture
+def held_listing(tmp_path):
+    """tests/mcp_process_server.py, whose listings of its tools hang while `held_listing.hold` exists."""
+    hold = tmp_path / "hold"
+    server = ServerProcess("--listing-hold", str(hold))
+    server.hold = hold
+    yield server
+    hold.unlink(missing_ok=True)
+    server.kill()
+
+
+def test_a_refresh_that_ends_after_its_server_was_deleted_is_a_404_and_writes_nothing(alice, held_listing):
+    client = client_with_key(alice)
+    server = client.post(SERVERS, {"name": "tracker", "url": held_listing.url}, format="json").json()
+    assert (server["health"], [tool["name"] for tool in server["tools"]]) == ("healthy", ["sleep"])
+    url = f"{SERVERS}{server['id']}/"
+    held_listing.hold.touch()
+
+    def write(index: int):
+        if index == 0:
+            return client_with_key(alice).post(f"{url}refresh/")
+        try:  # the refresh is listing the tools: the server is deleted, then the listing answered
+            assert held_listing.line(timeout_s=30) == "listing tools"
+            return client_with_key(alice).delete(url)
+        finally:
+            held_listing.hold.unlink(missing_ok=True)
+
+    refreshed, deleted = at_once(2, write)
+
+    assert deleted.status_code == 204, deleted.content
+    assert refreshed.status_code == 404, refreshed.content
+    assert refreshed.json()["error"]["code"] == "not_found"
+    assert not McpServer.objects.exists()  # not written back
+    assert "tracker__sleep" not in {tool["name"] for tool in client.get("/api/v1/tools/").json()}
+    assert actions(server["id"]) == ["mcp_server.registered", "mcp_server.deleted"]

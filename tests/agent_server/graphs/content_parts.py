@@ -35,7 +35,7 @@ class PartsModel(BaseChatModel):
                                {"type": "tool_use", "id": "call-chart", "name": "chart", "input": {}}],
                               usage_metadata=USAGES[0], tool_calls=[{"name": "chart", "args": {}, "id": "call-chart"}])
         else:
-            reply = AIMessage([{"type": "text", "text": "Here is"}, {"type": "text", "text": "the chart."}],
+            reply = AIMessage([{"type": "text", "text": "Here is "}, {"type": "text", "text": "the chart."}],
                               usage_metadata=USAGES[1])
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
