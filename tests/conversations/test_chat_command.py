@@ -1,7 +1,6 @@
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conversations.models import Conversation, Message
-from tests.fixtures_server import ROOT, server_env
+from tests.fixtures_server import ROOT, refusing_port, server_env
 from tests.invariants import assert_all
 from workflows.management.commands.chat import TERMINAL_TOKEN_DELAY_MS
 from workflows.models import WorkflowExecution
@@ -122,9 +121,7 @@ def test_it_refuses_an_unknown_user(alice):
 
 
 def openai_unreachable(settings) -> None:
-    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
-        closed.bind(("127.0.0.1", 0))
-        settings.OPENAI_BASE_URL = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{refusing_port()}/v1"  # the connection is refused
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.CHATTER_PROVIDER_MAX_RETRIES = 0
 
