@@ -267,7 +267,7 @@ def test_cancelling_a_running_run_stops_it_at_the_next_boundary_and_keeps_usage(
 
 def test_a_cancelled_chat_turn_keeps_the_partial_reply_and_its_usage(alice, transactional_db, settings):
     # At 100 ms a word, the reply streams for seconds after its first word: the cancel, asked then, finds the run
-    # still going however late a loaded machine lets it come (the run stops at its next word either way).
+    # still going when a loaded machine lets it come a second or more late (it stops at its next word either way).
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100
     execution = execution_create(ChatRequest(owner=alice, message=LONG_STORY, mode="stream"))
     cancelled = False
