@@ -88,7 +88,10 @@ def run_in_a_terminal(tmp_path, *args) -> str:
 
 
 def test_in_a_terminal_the_local_model_streams_at_a_visible_pace(alice, tmp_path):
-    text = "please repeat these ten words back to me one by one"
+    # Some forty words at 25 ms each: a reader woken over half a second late by a loaded machine still finds ten
+    # or more of them arriving after its first read (twenty words: a quarter of a second late failed).
+    text = ("please repeat these words back to me one by one, slowly, so that a person who watches the terminal "
+            "can see every single word of the answer arrive on its own")
     shown, arrivals = run_in_a_terminal(tmp_path, text, "--user", "alice")
 
     reply = Message.objects.get(role="assistant")
