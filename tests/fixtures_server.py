@@ -24,6 +24,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_refusing: list[socket.socket] = []
+
+
+def refusing_port() -> int:
+    """A port of 127.0.0.1 where every connection is refused while this process lives: bound, never listening, and
+    held open, so that no server started meanwhile (by this test or another worker's) can take it, as it could take
+    a port that was bound and closed again."""
+    if not _refusing:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        _refusing.append(sock)
+    return _refusing[0].getsockname()[1]
+
+
 def database_url() -> str:
     """The URL of the database this test is using (the test database, not the configured one)."""
     db = connection.settings_dict

@@ -12,7 +12,7 @@ Tools:
 - `fail(message)`: raises; the SDK answers a tool error (a result with `isError` true and the message).
 - `big(size)`: a text of `size` characters "x" (for result size caps).
 - `echo_header(name, wait=0)`: the value of the request's header `name` ("" when absent): which credential a call
-  carried (after `wait` seconds).
+  carried (after `wait` seconds, or as soon as the test calls `release()`: a call held while the test acts).
 
 `require_token("…")` makes every request need `Authorization: Bearer …` (others get a 401) until `reset()`.
 `slow_down(seconds)` makes every request wait that long first, until `reset()`.
@@ -41,8 +41,8 @@ from starlette.routing import Route
 TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
 
 
-def build_mcp(called) -> FastMCP:
-    """The server's tools; `called(name, arguments)` notes each call."""
+def build_mcp(called, released: threading.Event) -> FastMCP:
+    """The server's tools; `called(name, arguments)` notes each call; `released` ends echo_header's waits."""
     # Any Host header: tests reach it by names their fake resolver points at 127.0.0.1 (the SDK's own DNS rebinding
     # guard would accept only 127.0.0.1 and localhost).
     mcp = FastMCP("chatter-test-tools", host="127.0.0.1", log_level="WARNING",
@@ -72,7 +72,9 @@ def build_mcp(called) -> FastMCP:
     @mcp.tool(description="Returns the value of one header of the HTTP request that called it.")
     async def echo_header(name: str, ctx: Context, wait: float = 0) -> str:
         called("echo_header", {"name": name, **({"wait": wait} if wait else {})})
-        await asyncio.sleep(wait)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not released.is_set():
+            await asyncio.sleep(0.01)
         return ctx.request_context.request.headers.get(name, "")
 
     return mcp
@@ -81,7 +83,7 @@ def build_mcp(called) -> FastMCP:
 LONG_TOOL = "t" + "x" * 99  # a valid MCP tool name (the spec allows 128 characters): too long for a model
 
 
-def build_odd_mcp(called) -> FastMCP:
+def build_odd_mcp(called, released: threading.Event) -> FastMCP:  # (none of its tools waits)
     """A server whose answers are valid MCP but odd for a database or a model: a NUL in a result, in an error and
     in a description, a tool name of 100 characters."""
     mcp = FastMCP("chatter-test-odd", host="127.0.0.1", log_level="WARNING",
@@ -117,6 +119,7 @@ class McpTestServer:
         self.calls: list[tuple[str, dict]] = []
         self.token: str | None = None
         self.delay_s = 0.0
+        self.released = threading.Event()
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -150,12 +153,17 @@ class McpTestServer:
         """Every request waits `seconds` before it is answered (a slow server), until `reset()`."""
         self.delay_s = seconds
 
+    def release(self) -> None:
+        """echo_header calls waiting now, and those made later, answer at once, until `reset()`."""
+        self.released.set()
+
     def reset(self) -> McpTestServer:
         with self._lock:
             self.requests.clear()
             self.calls.clear()
             self.token = None
             self.delay_s = 0.0
+            self.released.clear()
         return self
 
     def headers_seen(self, name: str) -> list[str | None]:
@@ -169,7 +177,7 @@ class McpTestServer:
             with self._lock:
                 self.calls.append((name, arguments))
 
-        mcp = self._build(called)
+        mcp = self._build(called, self.released)
         streamable = mcp.streamable_http_app()
         sse = mcp.sse_app()
 

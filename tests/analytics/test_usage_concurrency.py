@@ -36,6 +36,7 @@ def in_thread(function):
     return wrapped
 
 
+@pytest.mark.usefixtures("clear_of_midnight")  # every run on one day: its rows are that day's
 def test_parallel_runs_on_one_row_lose_no_increment(alice, settings):
     settings.CHATTER_MAX_CONCURRENT_RUNS = RUNS + 1
 

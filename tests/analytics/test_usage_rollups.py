@@ -16,6 +16,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_delete, message_delete
 from tests.analytics.usage import assert_usage_exact, totals
 from tests.factories import ModelPriceFactory, WorkflowTemplateFactory, run_request
+from tests.workflows.test_engine import LONG_STORY
 from workflows.models import LLMCall, WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import (
@@ -156,8 +157,8 @@ def test_a_message_deleted_while_its_run_is_pending_is_never_counted(alice):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_cancelled_while_running_keeps_the_usage_it_had(alice, settings):
-    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 20
-    execution = execution_create(ChatRequest(owner=alice, message="tell me a long story please", mode="stream"))
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 100  # as test_engine's cancelled turn: seconds of reply after a word
+    execution = execution_create(ChatRequest(owner=alice, message=LONG_STORY, mode="stream"))
     cancelled = False
     for envelope in execution_stream(execution_id=execution.pk):
         if envelope["event"] == "token" and not cancelled:  # once: tokens already sent follow the cancel, and the

@@ -27,6 +27,7 @@ def budget_bars(html: str) -> list[str]:
     return re.findall(r'<rect class="bar" data-testid="bar"[^>]*><title>(.*?)</title></rect>', chart)
 
 
+@pytest.mark.usefixtures("clear_of_midnight")  # the day's and the month's periods written are those the page reads
 def test_the_dashboard_draws_each_budgets_spend_against_its_own_limit(staff_admin, staff, alice, bob):
     for target, period, limits, spent in [
             (alice, "day", {"limit_usd": Decimal("10")}, {"spent_usd": Decimal("2.5")}),

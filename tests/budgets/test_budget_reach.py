@@ -158,6 +158,7 @@ def test_staff_budgets_on_a_group_a_template_a_key_and_a_user_bind_whom_they_nam
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("clear_of_midnight")  # the day's spend is read on the day it was spent
 @pytest.mark.parametrize("scope", ["user", "key", "template"])
 def test_a_users_soft_budget_counts_only_their_own_spend(alice, bob, api, bob_api, scope):
     token = ApiTokenFactory(user=bob)
@@ -174,6 +175,7 @@ def test_a_users_soft_budget_counts_only_their_own_spend(alice, bob, api, bob_ap
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("clear_of_midnight")  # the day's spend is read on the day it was spent
 def test_a_staff_soft_budget_on_everyone_counts_everyones_spend(alice, staff, api, bob_api):
     admin = APIClient()
     admin.force_login(staff)

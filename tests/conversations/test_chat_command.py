@@ -1,7 +1,6 @@
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conversations.models import Conversation, Message
-from tests.fixtures_server import ROOT, server_env
+from tests.fixtures_server import ROOT, refusing_port, server_env
 from tests.invariants import assert_all
 from workflows.management.commands.chat import TERMINAL_TOKEN_DELAY_MS
 from workflows.models import WorkflowExecution
@@ -89,7 +88,10 @@ def run_in_a_terminal(tmp_path, *args) -> str:
 
 
 def test_in_a_terminal_the_local_model_streams_at_a_visible_pace(alice, tmp_path):
-    text = "please repeat these ten words back to me one by one"
+    # Some forty words at 25 ms each: a reader woken over half a second late by a loaded machine still finds ten
+    # or more of them arriving after its first read (twenty words: a quarter of a second late failed).
+    text = ("please repeat these words back to me one by one, slowly, so that a person who watches the terminal "
+            "can see every single word of the answer arrive on its own")
     shown, arrivals = run_in_a_terminal(tmp_path, text, "--user", "alice")
 
     reply = Message.objects.get(role="assistant")
@@ -122,9 +124,7 @@ def test_it_refuses_an_unknown_user(alice):
 
 
 def openai_unreachable(settings) -> None:
-    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
-        closed.bind(("127.0.0.1", 0))
-        settings.OPENAI_BASE_URL = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{refusing_port()}/v1"  # the connection is refused
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.CHATTER_PROVIDER_MAX_RETRIES = 0
 

@@ -8,7 +8,6 @@ import base64
 import http.server
 import json
 import multiprocessing
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from gateway.upstream import upstream_call, upstream_session
 from keys.services import api_key_revoke
 from tests.clock import inside_one_minute
 from tests.factories import ApiTokenFactory, BudgetFactory, ModelPriceFactory
-from tests.fixtures_server import ROOT
+from tests.fixtures_server import ROOT, refusing_port
 from tests.gateway.conftest import client
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
@@ -200,9 +199,7 @@ def test_item_46_an_upstream_that_does_not_answer_in_time_is_a_504_and_a_failed_
 
 def test_item_46_a_refused_upstream_is_a_502_naming_its_url_and_the_reason(in_process, settings):
     """The pass-through's client (aiohttp) says what failed as the run path's does (engine.providers)."""
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = refusing_port()  # nothing listens there
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
 
     response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
@@ -483,8 +480,8 @@ def test_item_46_an_upstream_process_killed_mid_stream_ends_the_stream_with_an_e
         for line in response.iter_lines():
             if line.startswith("data: "):
                 frames.append(line[6:])
-            if len(frames) == 3:  # the answer under way: its upstream dies
-                process.kill()
+                if len(frames) == 3:  # the answer under way: its upstream dies (once, not again at the blank line)
+                    process.kill()
 
     assert response.status_code == 200 and "[DONE]" not in frames
     error = json.loads(frames[-1])["error"]

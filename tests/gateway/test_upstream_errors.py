@@ -5,13 +5,13 @@ fails is a 502 (504 when it timed out), after every deployment and fallback; a c
 request id, the operator's log the rest; `n`, the model that answered, `system_fingerprint` and the types of
 parameters as OpenAI has them."""
 import logging
-import socket
 
 import openai
 import pytest
 from rest_framework.test import APIClient
 
 from tests.factories import ApiTokenFactory
+from tests.fixtures_server import refusing_port
 from tests.gateway.conftest import client
 from tests.gateway.test_routing import (  # noqa: F401 - fixtures
     ASK,
@@ -39,12 +39,6 @@ def retrying(server, **kwargs) -> openai.OpenAI:
     """OpenAI's client as users have it: it retries 408, 409, 429 and 5xx (twice by default), honouring
     Retry-After."""
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.key, timeout=30, **kwargs)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def no_url(text: str, *stubs) -> bool:
@@ -114,7 +108,7 @@ def test_item_17_a_client_error_of_a_deployment_is_not_tried_on_the_others(route
     assert_exact()
 
 
-CLOSED = f"http://127.0.0.1:{closed_port()}/v1"  # nothing listens there: connections are refused
+CLOSED = f"http://127.0.0.1:{refusing_port()}/v1"  # nothing listens there: connections are refused
 
 
 @routes(lambda down, hung, n: {

@@ -10,6 +10,7 @@ from django.db import connection
 from audit.models import AuditEvent
 from core.encryption import secret_decrypt
 from tests.factories import StaffFactory
+from tests.fixtures_server import refusing_port
 from tests.mcp_server import TOOL_NAMES
 from tests.tools.conftest import client_with_key
 from tools.models import McpServer
@@ -104,7 +105,7 @@ def test_a_server_refusing_the_token_is_registered_unhealthy_and_recovers_when_t
 def test_a_server_that_is_down_or_answers_garbage_is_registered_unhealthy_with_the_reason(
         alice_client, mcp_server, settings):
     settings.CHATTER_MCP_TIMEOUT_S = 3
-    down = register(alice_client, f"http://127.0.0.1:{closed_port()}/mcp")
+    down = register(alice_client, f"http://127.0.0.1:{refusing_port()}/mcp")
     garbage = register(alice_client, mcp_server.malformed_url, name="garbage")
 
     assert down.status_code == 201 and down.json()["health"] == "unhealthy"
@@ -112,14 +113,6 @@ def test_a_server_that_is_down_or_answers_garbage_is_registered_unhealthy_with_t
     assert garbage.status_code == 201 and garbage.json()["health"] == "unhealthy"
     assert "could not be read" in garbage.json()["last_error"]
     assert [t for t in tool_names(alice_client) if "__" in t] == []
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:  # bound, never listening: a connection is refused
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_bob_neither_sees_nor_changes_alices_server(alice_client, bob_client, mcp_server):

@@ -1,10 +1,10 @@
 """A provider that cannot be reached, drops the connection or goes quiet: the run's error says which URL failed
 and why (refused, reset mid-stream, timed out), never only "Connection error.", and carries no secret."""
-import socket
 
 import pytest
 
 from conversations.models import Message
+from tests.fixtures_server import refusing_port
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent
 from workflows.services.run_requests import ChatRequest
@@ -41,14 +41,8 @@ def assert_failed_naming(execution, *, error_type: str, url: str, reason: str) -
     return message
 
 
-def a_closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_refused_connection_names_the_url_and_says_refused(alice, settings):
-    port = a_closed_port()
+    port = refusing_port()
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
     settings.OPENAI_API_KEY = KEY
     execution = chat(alice)
@@ -99,7 +93,7 @@ def test_a_server_that_accepts_but_never_answers_names_the_url_and_says_timed_ou
 
 
 def test_credentials_in_the_base_url_are_left_out_of_the_message(alice, settings):
-    port = a_closed_port()
+    port = refusing_port()
     settings.OPENAI_BASE_URL = f"http://chatter:url-secret@127.0.0.1:{port}/v1"
     settings.OPENAI_API_KEY = KEY
     execution = chat(alice)

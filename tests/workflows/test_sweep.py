@@ -167,7 +167,9 @@ def test_finished_runs_are_never_touched(alice):
 @pytest.mark.django_db(transaction=True)
 def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_the_terminal_event(alice, settings):
     """The sweep wins; the worker's next write collides with the sweep's events, is rolled back, and it stops."""
-    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 150
+    # The answer ("The answer: 12*7 = 84.") streams for 2 s after its first word: the sweep, asked then, finds the
+    # run still going when a loaded machine lets it come a second or more late.
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 500
     execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream"))
     swept, streamed = [], []
     for envelope in execution_stream(execution_id=execution.pk):
