@@ -6,23 +6,20 @@ row; B12 in bench/RESULTS.md). VACUUM FULL rewrites the table once, in its order
 now says (an UPDATE of every row would leave the old rows' space empty at the table's start, which a sequential
 scan reads through); it locks the table while it runs and builds its indexes again, as migration 0008 did. Outside
 a transaction: VACUUM cannot run in one. SQLite: nothing (its FTS5 index)."""
+from functools import partial
+
 from django.db import migrations
 
-POSTGRESQL = ["ALTER TABLE knowledge_chunk ALTER COLUMN text_search SET STORAGE MAIN", "VACUUM FULL knowledge_chunk"]
-POSTGRESQL_REVERSE = ["ALTER TABLE knowledge_chunk ALTER COLUMN text_search SET STORAGE EXTENDED",
-                      "VACUUM FULL knowledge_chunk"]
 
-
-def _run(statements: list[str]):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            for sql in statements:
-                schema_editor.execute(sql)
-    return run
+def text_search_stored(apps, schema_editor, storage: str = "MAIN"):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(f"ALTER TABLE knowledge_chunk ALTER COLUMN text_search SET STORAGE {storage}")
+    schema_editor.execute("VACUUM FULL knowledge_chunk")
 
 
 class Migration(migrations.Migration):
     atomic = False
     dependencies = [("knowledge", "0008_chunk_text_search_stored")]
 
-    operations = [migrations.RunPython(_run(POSTGRESQL), _run(POSTGRESQL_REVERSE))]
+    operations = [migrations.RunPython(text_search_stored, partial(text_search_stored, storage="EXTENDED"))]
