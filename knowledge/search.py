@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BooleanField, FloatField, QuerySet
 from django.db.models.expressions import RawSQL
 
@@ -43,8 +43,17 @@ _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 _PG_QUERY = "to_tsquery('english'::regconfig, %s)"
 PG_SCAN_ROWS = 1000  # how many matching chunks PostgreSQL ranks at most (B12 in bench/RESULTS.md)
-# The chunk's to_tsvector('english', text), stored and indexed (migration 0008): ranked without parsing the text.
+# The chunk's to_tsvector('english', text), stored in its row and indexed (migrations 0008, 0009): ranked without
+# parsing the text.
 _PG_VECTOR = '"knowledge_chunk"."text_search"'
+# For the ranking statement alone (SET LOCAL's effect: a pooled connection keeps its defaults). Planned for its words
+# each time: psycopg prepares a statement a connection has run 5 times, and PostgreSQL may then keep one generic plan,
+# which cannot tell a common word from a rare one (a common word's every match read through the index: over 100,000
+# chunks 12-15 ms, where its own plan reads the table's first rows, 3-5). A sequential scan read from the table's
+# start, as a bitmap scan reads its matches: a scan of a large table starts where the last one stopped
+# (`synchronize_seqscans`), and the same search ranked other chunks each time.
+_PG_KEYWORD_SETTINGS = ("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+                        "set_config('synchronize_seqscans', 'off', true)")
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,13 @@ def keyword_ids_ranked(*, collection: Collection, query: str, limit: int,
         found = chunks.alias(matched=RawSQL(f"{_PG_VECTOR} @@ {_PG_QUERY}", [terms], output_field=BooleanField()))
         found = found.filter(matched=True).annotate(
             rank=RawSQL(f"ts_rank_cd({_PG_VECTOR}, {_PG_QUERY})", [terms], output_field=FloatField()))
-        # Ranked among the first PG_SCAN_ROWS matching chunks the index finds (a word in more of them: its first).
+        # Ranked among the first PG_SCAN_ROWS matching chunks in the table's order (a word in more of them: its first).
         try:
             sql, params = found.values_list("id", "rank")[:PG_SCAN_ROWS].query.sql_with_params()
         except EmptyResultSet:  # a filter no chunk can match
             return []
-        with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_PG_KEYWORD_SETTINGS)
             cursor.execute(f"SELECT id, rank FROM ({sql}) AS matched ORDER BY rank DESC, id LIMIT %s",  # noqa: S608
                            [*params, limit])
             return cursor.fetchall()

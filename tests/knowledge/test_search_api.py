@@ -2,11 +2,15 @@
 search): make test runs this file on each. With the real small model (all-MiniLM-L6-v2, in-process) a paraphrase
 that shares no word with its answer finds it first by meaning (vector and hybrid), where words alone find nothing;
 the query's embedding is the searcher's LLM call; filters, the score threshold and bad input."""
+import random
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from knowledge.models import CollectionDocument
+from knowledge.services import chunks_create
 from tests.factories import ApiTokenFactory
 from workflows.models import LLMCall
 
@@ -178,3 +182,96 @@ def test_b12_postgresql_ranks_the_stored_text_vector_among_its_first_matches(ali
     assert len(hits) == 3 and all(hit["title"].startswith("Valve") for hit in hits)
     ranked = [query["sql"] for query in queries.captured_queries if "ts_rank_cd" in query["sql"]]
     assert len(ranked) == 1 and "to_tsvector" not in ranked[0] and '"text_search"' in ranked[0], ranked
+
+
+def keyword_collection(user) -> tuple[APIClient, CollectionDocument]:
+    """`user`'s API client, aimed at the search of a new collection, and a ready document of it with no chunk."""
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=user, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "parts", "embedding_model": "local/local-embed-1"},
+                          format="json").json()
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+    return api, CollectionDocument.objects.create(collection_id=collection["id"], title="Parts", status="ready",
+                                                  content_hash="parts")
+
+
+def parts_text(number: int) -> str:
+    """A chunk of 100 words drawn from 20,000, as B12's (its text search vector about 1.4 kB), "valve" in it 1 to 5
+    times (a chunk's rank for "valve" grows with the count)."""
+    words = random.Random(number)
+    return " ".join(["valve"] * (number % 5 + 1) + [f"w{words.randrange(20000)}" for _ in range(100)])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's full-text search")
+@pytest.mark.django_db(transaction=True)  # the chunks truncated after, not rolled back: no large table left behind
+def test_b12_postgresql_ranks_the_same_first_matches_at_every_search_of_a_large_table(alice):
+    """A word in more than PG_SCAN_ROWS chunks is ranked among its first PG_SCAN_ROWS in the table's order, the same
+    at every search. On a table larger than a quarter of shared_buffers PostgreSQL starts a sequential scan where the
+    last one stopped (synchronize_seqscans): the same search ranked other chunks each time."""
+    api, document = keyword_collection(alice)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setting::bigint * 8192 / 4 FROM pg_settings WHERE name = 'shared_buffers'")
+        synchronized_from = cursor.fetchone()[0]
+        ids: list[int] = []
+        size = 0
+        while size <= synchronized_from:
+            # Vectors of a size no index holds: written without an index's work (this search is by words).
+            ids += [chunk.pk for chunk in chunks_create(texts=[parts_text(len(ids) + i) for i in range(2000)],
+                                                        embeddings=[[1.0] * 8] * 2000, document=document)]
+            cursor.execute("SELECT pg_relation_size('knowledge_chunk')")
+            size = cursor.fetchone()[0]
+        cursor.execute("ANALYZE knowledge_chunk")  # as autovacuum would: "valve" is known to be in every chunk
+
+    first = search(api, query="valve", k=5, mode="keyword")
+    again = search(api, query="valve", k=5, mode="keyword")
+
+    # The first chunks with "valve" five times, among the first PG_SCAN_ROWS (ties by id).
+    assert [hit["chunk_id"] for hit in first] == [ids[4], ids[9], ids[14], ids[19], ids[24]], first
+    assert again == first
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's full-text search")
+def test_b12_postgresql_plans_each_keyword_search_for_its_words(alice):
+    """psycopg prepares a statement its connection has run 5 times, and PostgreSQL may then keep one plan for any
+    words (a generic plan, which cannot tell a common word from a rare one: over 100,000 chunks it read a common
+    word's every match through the index, 12-15 ms, where the plan for that word read 3-5). Each keyword search is
+    planned for its own words, even on a connection whose statements take the generic plan."""
+    api, document = keyword_collection(alice)
+    chunks_create(texts=[parts_text(number) for number in range(200)], embeddings=[[1.0] * 8] * 200,
+                  document=document)
+    with connection.cursor() as cursor:  # what PostgreSQL chooses by itself once the generic plan looks no dearer
+        cursor.execute("SET plan_cache_mode = force_generic_plan")  # (undone with the test's transaction)
+
+    for number in range(12):
+        assert search(api, query=("valve", "w13 w9861", "w7161")[number % 3], k=5, mode="keyword")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ["%ts_rank_cd%"])
+        plans = cursor.fetchall()
+    assert plans and all(generic == 0 for generic, _ in plans), plans
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's storage of the text search vector")
+def test_b12_postgresql_ranks_a_chunk_from_its_row_alone(alice):
+    """A chunk's text search vector is kept in its row (migration 0009), where PostgreSQL moved it out to TOAST (a
+    row over 2 kB: its text, its vector of 384 floats and its text search vector): each chunk ranked then read three
+    pages more (over 100,000 chunks, 1,000 ranked took 7 to 17 ms, 2 to 3 from the rows)."""
+    api, document = keyword_collection(alice)
+    chunks_create(texts=[parts_text(number) for number in range(40)], embeddings=[[0.05] * 384] * 40,
+                  document=document)
+    statements = []
+
+    def kept(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(kept):
+        assert len(search(api, query="valve", k=5, mode="keyword")) == 5
+    sql, params = next((sql, params) for sql, params in statements if "ts_rank_cd" in sql)
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0][0]["Plan"]
+
+    assert plan["Actual Rows"] == 5
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 40, plan  # fewer pages than chunks ranked
