@@ -65,8 +65,10 @@ class Hit:
 
 def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
     """The collection's chunks whose document's metadata has each of `filters`' key: value pairs."""
-    # A hit is read for its text and document, never its vector: not parsed (a 384-dimension one, about 0.2 ms).
-    chunks = Chunk.objects.filter(collection=collection).select_related("document").defer("embedding")
+    # A hit is read for its text and its document's title, never its vector (not parsed: a 384-dimension one, about
+    # 0.2 ms) nor its document's whole text or file (a document's every hit would read them again).
+    chunks = Chunk.objects.filter(collection=collection).select_related("document").defer(
+        "embedding", "document__text", "document__file_data")
     for key, value in (filters or {}).items():
         if not _FILTER_KEY.match(str(key)) or not isinstance(value, (str, int, float, bool)) or value is None:
             raise InvalidInput("filters match a document's metadata: keys of letters, digits and _, scalar values",

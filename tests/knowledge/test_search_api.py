@@ -45,6 +45,17 @@ def search(api, **body) -> list[dict]:
     return answer.json()["results"]
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+def test_a_search_reads_its_hits_documents_titles_not_their_whole_text(manuals, mode):
+    with CaptureQueriesContext(connection) as queries:
+        hits = search(manuals, query="seal water appliance kettle", k=3, mode=mode)
+
+    assert hits and {hit["title"] for hit in hits} <= {title for title, _, _ in DOCUMENTS}
+    read = [query["sql"] for query in queries.captured_queries if "knowledge_collectiondocument" in query["sql"]]
+    assert read and not any(f'"knowledge_collectiondocument"."{column}"' in sql
+                            for sql in read for column in ("text", "file_data")), read
+
+
 def test_item_03_a_paraphrase_finds_its_document_first_by_meaning_not_by_words(manuals, alice):
     calls_before = LLMCall.objects.filter(execution__owner=alice).count()
 
