@@ -266,10 +266,19 @@ def _pong(port: int) -> bool:
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1 that a test can stop (SIGKILL) and start again on the same port."""
+    """A private redis-server on 127.0.0.1 that a test can stop (SIGKILL) and start again on the same port.
+
+    The port is held for the object's life by a socket bound to it and never listening, with SO_REUSEADDR as
+    redis-server binds its own: redis-server listens beside it, a connection is refused while it is down, and no
+    server started meanwhile (by this test or another worker's: free_port() never picks a bound port) can take the
+    port, as one could between free_port() and the first start, or between a kill and the next start."""
 
     def __init__(self, tmp_path):
-        self.port, self.tmp_path, self.process = free_port(), tmp_path, None
+        self.tmp_path, self.process = tmp_path, None
+        self._holder = socket.socket()
+        self._holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._holder.bind(("127.0.0.1", 0))
+        self.port = self._holder.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -289,15 +298,20 @@ class RedisServer:
         if self.process is not None:
             self.process.wait(10)
 
+    def close(self) -> None:
+        """Stopped for good: the port is let go."""
+        self.kill()
+        self._holder.close()
+
 
 @pytest.fixture
 def private_redis(tmp_path):
     redis = RedisServer(tmp_path)
-    redis.start()
     try:
+        redis.start()
         yield redis
     finally:
-        redis.kill()
+        redis.close()
 
 
 class PrivatePostgres:

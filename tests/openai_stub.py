@@ -45,6 +45,11 @@ server answering a vector of the wrong size).
 document)`; the answer's `results` ({index, relevance_score}) are the best `top_n`, most relevant first, or the reply's
 `rerank_results` as given (a server naming one document twice).
 
+A reply scripted with `hold=True` is held: its request waits (after `delay_s`) until the test calls `release()`, at
+most HOLD_MAX_S, so a test acts while the call is surely under way (a cancel, a disconnect) however loaded the machine,
+then lets it be answered. `release()` answers every held reply scripted so far: those waiting now, and those whose
+requests come later; a reply scripted after it is held until the next `release()`.
+
 `always(…)` (the arguments of `reply()`) answers every request the scripted replies leave unanswered the same way, for
 as long as the test runs: a server that is down (`always(status=500)`), rate limited (`always(status=429,
 headers={"retry-after": "30"})`), hung (`always(delay_s=5)`) or healthy (`always(content="…", usage={…})`) however
@@ -92,6 +97,7 @@ MODELS_PATH = "/v1/models"
 FAULTS = (None, "reset", "close", "malformed", "stall", "end")
 # What /v1/models lists unless a test says otherwise.
 SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
+HOLD_MAX_S = 60  # a held reply is answered after this long even if the test never releases it
 MALFORMED_CHUNK = '{"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "oops'
 
 _ERROR_TYPES = {
@@ -138,6 +144,7 @@ class StubReply:
     embedding_sizes: dict[int, int] | None = None
     rerank_results: list[dict[str, Any]] | None = None
     text_blocks: list[str] = field(default_factory=list)  # Anthropic's answer: the text's blocks
+    held: threading.Event | None = None  # (hold=True) answered once it is set: release()
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -202,6 +209,7 @@ class OpenAIStub:
         self.connections = 0  # TCP connections accepted
         self._replies: deque[StubReply] = deque()
         self._always: StubReply | None = None
+        self._holds: list[threading.Event] = []  # those of the held replies not yet released
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -223,6 +231,7 @@ class OpenAIStub:
     def stop(self) -> None:
         if self._server is None:
             return
+        self.release()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -261,6 +270,7 @@ class OpenAIStub:
             self._replies.clear()
             self._always = None
             self._ids = itertools.count(1)
+        self.release()  # (a call a failed test left held ends now)
         return self
 
     # --- scripting ---------------------------------------------------------------------------------
@@ -289,6 +299,7 @@ class OpenAIStub:
         embedding_sizes: dict[int, int] | None = None,
         rerank_results: list[dict[str, Any]] | None = None,
         text_blocks: list[str] | None = None,
+        hold: bool = False,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -300,8 +311,9 @@ class OpenAIStub:
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
         fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores,
-        embedding_sizes, rerank_results, text_blocks: see the module docstring. completion_id: the reply's id (default:
-        chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the same.
+        embedding_sizes, rerank_results, text_blocks, hold: see the module docstring. completion_id: the reply's id
+        (default: chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the
+        same.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
@@ -315,7 +327,10 @@ class OpenAIStub:
                     "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
                 }
             )
+        held = threading.Event() if hold else None
         with self._lock:
+            if held is not None:
+                self._holds.append(held)
             self._replies.append(
                 StubReply(
                     content=content,
@@ -341,6 +356,7 @@ class OpenAIStub:
                     embedding_sizes=dict(embedding_sizes) if embedding_sizes is not None else None,
                     rerank_results=list(rerank_results) if rerank_results is not None else None,
                     text_blocks=list(text_blocks) if text_blocks else [content] if content or not calls else [],
+                    held=held,
                 )
             )
         return self
@@ -355,6 +371,14 @@ class OpenAIStub:
         self.reply(**reply)
         with self._lock:
             self._always = self._replies.pop()
+        return self
+
+    def release(self) -> OpenAIStub:
+        """Answer the held replies scripted so far (hold=True): those waiting now, and those not yet asked for."""
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for held in holds:
+            held.set()
         return self
 
     @property
@@ -581,6 +605,8 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 return
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            if reply.held is not None:
+                reply.held.wait(HOLD_MAX_S)
             if reply.status != 200:
                 self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."),
                                 reply.headers)

@@ -2,6 +2,7 @@
 server. A rolled-back run is cancelled, its messages leave the thread (the conversation's totals follow, through
 message_delete's receivers) and it leaves the thread's runs; what it spent stays on the books (the run row, its
 LLM calls), with an audit event of what was rolled back: reconcile_aggregates still finds zero drift."""
+import asyncio
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.agent_server.test_python_graphs import script_turn
 from tests.invariants import assert_all, assert_i1, assert_i2, assert_seq_gapless
+from workflows.cancels import CANCEL_POLL_S
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,20 +25,40 @@ TURN = {"messages": [{"role": "user", "content": "What is 12*7?"}]}
 SLOW = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
 
 
+def script_held_call(openai_stub) -> None:
+    """A run's model call, held at the stub until released_once_cancel_asked. It answers with a tool call, so the run
+    has a node boundary after it (its `tools` node), where it finds the cancel asked meanwhile whatever the timing: a
+    graph that ended at the call's answer would see it only if an idle check (every half second) fell in the call."""
+    openai_stub.reply(tool_calls=[{"name": "multiply", "arguments": {"a": 12, "b": 7}}], usage=SLOW, hold=True)
+
+
 def model_call_started(part) -> bool:
     """The stream's part that says the graph has begun: its first state (its input), before its `agent` node,
-    whose model call (1.5 s at the stub) comes next."""
+    whose model call (held at the stub) comes next."""
     return part.event == "values"
 
 
 def call_reached(openai_stub, timeout_s: float = 10.0) -> None:
-    """Wait until the run's model call has reached the stub (which then takes 1.5 s to answer). A reader that leaves
-    before that could stop the run before its call is made (with nothing to account); one that leaves after it
-    stops the run once the call is answered, and that call is accounted all the same."""
+    """Wait until the run's model call has reached the stub (which holds it until `released_once_cancel_asked`). A
+    reader that leaves before that could stop the run before its call is made (with nothing to account); one that
+    leaves after it stops the run once the call is answered, and that call is accounted all the same."""
     deadline = time.monotonic() + timeout_s
     while not openai_stub.requests:
         assert time.monotonic() < deadline, "the run's model call never reached the stub"
         time.sleep(0.01)
+
+
+def released_once_cancel_asked(openai_stub, execution_id, timeout_s: float = 30.0) -> None:
+    """Wait until the run's row shows its cancel asked, then answer its model call, held at the stub until now: the
+    cancel (or rollback, or disconnect) surely landed while the call was under way, however loaded the machine.
+    A run in another process (a worker) reads its row at most every CANCEL_POLL_S: once that long has passed since
+    the cancel was written, its next check reads it (or one since the cancel did), so the answer comes after that."""
+    deadline = time.monotonic() + timeout_s
+    while not WorkflowExecution.objects.filter(pk=execution_id, cancel_requested=True).exists():
+        assert time.monotonic() < deadline, f"run {execution_id} was never asked to stop"
+        time.sleep(0.02)
+    time.sleep(CANCEL_POLL_S)  # (a lower bound, not a race: any longer is as good)
+    openai_stub.release()
 
 
 def ended(execution_id, timeout_s: float = 20.0) -> WorkflowExecution:
@@ -113,7 +135,7 @@ def test_rollback_of_a_run_waiting_for_input(server, alice, alice_key):
 async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_the_books(graph_server, openai_stub,
                                                                                          alice_key):
     client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
-    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)  # the first run's call
+    script_held_call(openai_stub)  # the first run's call
     script_turn(openai_stub)  # the second run's two calls
     thread = await client.threads.create()
     tid = thread["thread_id"]
@@ -126,7 +148,9 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
     first = await sync_to_async(WorkflowExecution.objects.get)(conversation_id=tid)
     assert first.status == "running"
 
-    values = await client.runs.wait(tid, "calculator_agent", input=TURN, multitask_strategy="rollback")
+    waited = asyncio.ensure_future(client.runs.wait(tid, "calculator_agent", input=TURN, multitask_strategy="rollback"))
+    await sync_to_async(released_once_cancel_asked)(openai_stub, first.pk)
+    values = await waited
 
     first = await sync_to_async(WorkflowExecution.objects.get)(pk=first.pk)
     second = await sync_to_async(WorkflowExecution.objects.exclude(pk=first.pk).get)(conversation_id=tid)
@@ -147,7 +171,7 @@ async def test_rollback_of_a_running_run_cancels_it_and_keeps_what_it_spent_on_t
 async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_client_goes(graph_server, openai_stub,
                                                                                       alice_key):
     client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
-    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    script_held_call(openai_stub)
     thread = await client.threads.create()
     stream = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["values"],
                                 on_disconnect="cancel")
@@ -157,6 +181,7 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
     await sync_to_async(call_reached)(openai_stub)
     await stream.aclose()
     run_id = (await client.runs.list(thread["thread_id"]))[0]["run_id"]
+    await sync_to_async(released_once_cancel_asked)(openai_stub, run_id)
 
     execution = await sync_to_async(ended)(run_id)
 
@@ -170,7 +195,7 @@ async def test_a_stream_with_on_disconnect_cancel_cancels_its_run_when_the_clien
 def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_client_goes(graph_server, openai_stub,
                                                                                         alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
-    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    script_held_call(openai_stub)
     thread = client.threads.create()
     streamed = client.runs.stream(thread["thread_id"], "calculator_agent", input=TURN, stream_mode=["values"])
     run_id = next(streamed).data["run_id"]  # its metadata frame; this reader leaves, the run goes on
@@ -181,6 +206,7 @@ def test_joining_a_stream_with_cancel_on_disconnect_cancels_the_run_when_the_cli
             break
     call_reached(openai_stub)
     joined.close()
+    released_once_cancel_asked(openai_stub, run_id)
 
     execution = ended(run_id)
 

@@ -14,7 +14,8 @@ from langgraph_sdk.errors import NotFoundError
 
 from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
-from tests.agent_server.test_rollback_and_disconnect import SLOW, call_reached, ended
+from tests.agent_server.test_rollback_and_disconnect import (SLOW, call_reached, ended, released_once_cancel_asked,
+                                                             script_held_call)
 from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
 from workflows.models import RUN_IN_PROGRESS, WorkflowExecution
@@ -123,8 +124,9 @@ def test_item_08_the_default_multitask_strategy_enqueues_behind_the_run_in_progr
 
 
 def _running_run(client, openai_stub, tid: str) -> str:
-    """A run of the thread that is running, its model call under way at the stub (1.5 s), read by nobody."""
-    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    """A run of the thread that is running, its model call under way at the stub (held until the run's cancel is
+    asked: released_once_cancel_asked), read by nobody."""
+    script_held_call(openai_stub)
     streamed = client.runs.stream(tid, "calculator_agent", input=TURN, stream_mode=["values"])
     run_id = next(streamed).data["run_id"]  # its metadata frame; the reader leaves, the run goes on
     streamed.close()
@@ -137,16 +139,22 @@ def test_item_09_cancel_interrupts_a_running_run_and_rollback_deletes_it(graph_s
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     tid = client.threads.create()["thread_id"]
 
-    interrupted = _running_run(client, openai_stub, tid)
-    client.runs.cancel(tid, interrupted, wait=True)
-    status_at_once = client.runs.get(tid, interrupted)["status"]
-    unwaited = _running_run(client, openai_stub, tid)
-    client.runs.cancel(tid, unwaited, action="interrupt")
-    status_after_asking = client.runs.get(tid, unwaited)["status"]  # it stops at its call's end, 1.5 s on
-    listed_interrupted = [run["run_id"] for run in client.runs.list(tid, status="interrupted")]
-    unwaited_run = ended(unwaited)  # (the next run would queue behind it)
-    rolled_back = _running_run(client, openai_stub, tid)
-    client.runs.cancel(tid, rolled_back, action="rollback", wait=True)
+    with ThreadPoolExecutor(1) as pool:  # (a cancel with wait=True answers once the run has stopped)
+        interrupted = _running_run(client, openai_stub, tid)
+        waited = pool.submit(client.runs.cancel, tid, interrupted, wait=True)
+        released_once_cancel_asked(openai_stub, interrupted)
+        waited.result()
+        status_at_once = client.runs.get(tid, interrupted)["status"]
+        unwaited = _running_run(client, openai_stub, tid)
+        client.runs.cancel(tid, unwaited, action="interrupt")
+        status_after_asking = client.runs.get(tid, unwaited)["status"]  # it stops at its call's end, still held
+        listed_interrupted = [run["run_id"] for run in client.runs.list(tid, status="interrupted")]
+        released_once_cancel_asked(openai_stub, unwaited)
+        unwaited_run = ended(unwaited)  # (the next run would queue behind it)
+        rolled_back = _running_run(client, openai_stub, tid)
+        waited = pool.submit(client.runs.cancel, tid, rolled_back, action="rollback", wait=True)
+        released_once_cancel_asked(openai_stub, rolled_back)
+        waited.result()
 
     assert status_at_once == status_after_asking == "interrupted"
     assert listed_interrupted == [unwaited, interrupted]
@@ -168,15 +176,18 @@ def test_item_09_a_workers_run_is_interrupted_from_the_cancel_on(graph_server, o
 
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     tid = client.threads.create()["thread_id"]
-    openai_stub.reply(content="a slow answer", usage=SLOW, delay_s=1.5)
+    script_held_call(openai_stub)
     worker = start_worker(tmp_path, CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
                           OPENAI_API_KEY="sk-test-not-a-real-key")
     try:
         run_id = client.runs.create(tid, "calculator_agent", input=TURN)["run_id"]
         call_reached(openai_stub, timeout_s=60)  # the worker runs it: its model call is under way
-        client.runs.cancel(tid, run_id)  # the worker sees it at its next boundary, after its call
+        client.runs.cancel(tid, run_id)  # the worker sees it at its next boundary, after its call (held till then)
         status_after_asking = client.runs.get(tid, run_id)["status"]
-        answered = client.runs.cancel(tid, run_id, wait=True)
+        with ThreadPoolExecutor(1) as pool:
+            waited = pool.submit(client.runs.cancel, tid, run_id, wait=True)
+            released_once_cancel_asked(openai_stub, run_id)
+            answered = waited.result()
         status_at_once = client.runs.get(tid, run_id)["status"]
     finally:
         stop_process(worker)

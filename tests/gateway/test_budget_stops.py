@@ -150,7 +150,7 @@ def test_a_run_past_its_own_limit_is_a_400_not_retried(in_process, openai_server
 
 
 def test_a_whole_call_whose_run_is_cancelled_is_a_409_not_retried(gateway, openai_stub, alice):
-    openai_stub.reply(content="84.", usage=USAGE, delay_s=2)
+    openai_stub.reply(content="84.", usage=USAGE, hold=True)  # answered once the run's cancel is asked
     owner = httpx.Client(base_url=gateway.base_url, timeout=30,
                          headers={"Authorization": f"Bearer {ApiTokenFactory(user=alice, name='runs').key}"})
     conversation = ConversationFactory(owner=alice)
@@ -163,6 +163,7 @@ def test_a_whole_call_whose_run_is_cancelled_is_a_409_not_retried(gateway, opena
             time.sleep(0.05)
         (run,) = WorkflowExecution.objects.all()
         assert owner.post(f"/api/v1/executions/{run.pk}/cancel/").status_code == 200
+        openai_stub.release()
         with pytest.raises(openai.ConflictError) as cancelled:
             answered.result()
 
