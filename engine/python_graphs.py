@@ -211,6 +211,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         raise LimitExceeded("max_steps", MAX_STEPS) from None
     if error is not None:
         raise error
+    # A cancel (or the deadline) that came during the graph's last step, a model call not streamed with no node
+    # after it, stops the run as at a node's start: else only an idle check within that call would have seen it.
+    ctx.checkpoint()
     values = outcome["values"]
     if outcome["interrupts"]:
         values["__interrupt__"] = outcome["interrupts"]
