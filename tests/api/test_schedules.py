@@ -50,9 +50,9 @@ def test_bad_input_is_a_400_with_details_and_no_row(api, change, path, code):
     assert WorkflowSchedule.objects.count() == 0
 
 
-@pytest.mark.parametrize(("cron", "field"), [("0 25 * * *", "its hour field '25'"), ("61 * * * *", "its minute field '61'"),
-                                             ("0 9 1 13 *", "its month field '13'"), ("0 9 * * mon-xyz", "weekday"),
-                                             ("*/0 * * * *", "its minute field '*/0'")])
+@pytest.mark.parametrize(("cron", "field"), [
+    ("0 25 * * *", "its hour field '25'"), ("61 * * * *", "its minute field '61'"),
+    ("0 9 1 13 *", "its month field '13'"), ("0 9 * * mon-xyz", "weekday"), ("*/0 * * * *", "its minute field '*/0'")])
 def test_a_cron_field_out_of_range_is_named(api, cron, field):
     details = assert_error(api.post(URL, {**DAILY, "cron": cron}, format="json"), 400, "validation_error")
     assert details[0]["code"] == "invalid_cron" and field in details[0]["message"], details
