@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from conversations.statements import (
     MESSAGE_RIDING_COLUMNS,
     conversation_open_with_message,
     message_insert,
+    prepared_values,
     stored_values,
 )
 
@@ -26,6 +27,7 @@ MAX_MESSAGE_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 500_000
 _ROLES = frozenset(Message.Role.values)  # (Choices.values builds its list on every read)
 _STATUSES = frozenset(Conversation.Status.values)
+_ADDED = ("total_cost", "last_message_at", "id")  # what CONVERSATION_MESSAGE_ADD sets, then the row's id
 
 
 def conversation_create(*, owner, title: str = "", metadata: dict | None = None,
@@ -95,11 +97,9 @@ def _conversation_message_add(*, conversation_id, values: dict, saved_at, owner_
     exactly the sum over the messages (I1). Returns the row as it now is (its last_sequence is the new message's),
     or None when there is no such conversation (of `owner_id`). `message` (PostgreSQL): the new message, inserted
     with that sequence by the same statement (nothing when there is no such conversation)."""
-    fields = Conversation._meta
+    connection = connections[DEFAULT_DB_ALIAS]
     params = [values["prompt_tokens"], values["completion_tokens"], values["total_tokens"],
-              fields.get_field("total_cost").get_db_prep_save(values["cost"], connection),
-              fields.get_field("last_message_at").get_db_prep_save(saved_at, connection),
-              fields.pk.get_db_prep_value(conversation_id, connection), owner_id]
+              *prepared_values(Conversation, _ADDED, (values["cost"], saved_at, conversation_id), connection), owner_id]
     statement = CONVERSATION_MESSAGE_ADD
     if message is not None:
         statement = CONVERSATION_MESSAGE_ADD_WITH_MESSAGE

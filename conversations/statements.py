@@ -3,9 +3,9 @@ on every turn (a message's INSERT), and the read of a turn's history: fixed SQL 
 services and selectors (docs/architecture.md#named-statements; the figures: bench/RESULTS.md, "Named statements of
 conversations").
 
-Parameters are prepared by the model's own fields (`Field.pre_save`, `Field.get_db_prep_save`), so every value is
-stored as `save()` would store it; the column lists are the models' concrete fields in order (a test holds them
-to that).
+Parameters are prepared as the model's own fields prepare them (`Field.pre_save`, then core.db.value_converter:
+`Field.get_db_prep_save`'s result), so every value is stored as `save()` would store it; the column lists are the
+models' concrete fields in order (a test holds them to that).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
-from core.db import passes_as_is, statements_run
+from core.db import Converter, statements_run, value_converter
 
 # message_count, the four totals, last_sequence, last_message_at; then id and, when not NULL, the owner's id.
 # One statement where `update()` and `get()` are two: 234 µs against 960 on SQLite, 652 against 1,521 on PostgreSQL
@@ -120,18 +120,22 @@ def message_insert(message: models.Model) -> None:
 def stored_values(instance: models.Model, attnames: tuple[str, ...], connection) -> list[Any]:
     """A new instance's values for `attnames`, as save(force_insert=True) sends them (auto_now fields set); a plain
     field's value as it is (core.db.passes_as_is), as core.db.Insert sends it."""
-    values = []
-    for attname, field in _fields(type(instance), attnames):
-        if field is None:
-            values.append(getattr(instance, attname))
-        else:
-            value = field.pre_save(instance, add=True)
-            values.append(None if value is None else field.get_db_prep_save(value, connection))
-    return values
+    return [getattr(instance, attname) if convert is None
+            else None if (value := field.pre_save(instance, add=True)) is None else convert(value, connection)
+            for attname, field, convert in _fields(type(instance), attnames, connection.alias)]
+
+
+def prepared_values(model: type[models.Model], attnames: tuple[str, ...], values, connection) -> list[Any]:
+    """`values` of `model`'s fields `attnames`, as `get_db_prep_save` prepares them (a plain field's as it is)."""
+    return [value if convert is None or value is None else convert(value, connection)
+            for (_, _, convert), value in zip(_fields(model, attnames, connection.alias), values, strict=True)]
 
 
 @functools.lru_cache(maxsize=None)
-def _fields(model: type[models.Model], attnames: tuple[str, ...]) -> tuple[tuple[str, models.Field | None], ...]:
-    """(attname, the field when its value needs preparing) for each of `attnames`."""
+def _fields(model: type[models.Model], attnames: tuple[str, ...], alias: str
+            ) -> tuple[tuple[str, models.Field, Converter | None], ...]:
+    """(attname, field, what prepares its values on the database `alias`: core.db.value_converter) for each of
+    `attnames`."""
+    connection = connections[alias]
     fields = (model._meta.get_field(attname) for attname in attnames)  # get_field takes an attname too
-    return tuple((field.attname, None if passes_as_is(field) else field) for field in fields)
+    return tuple((field.attname, field, value_converter(field, connection)) for field in fields)

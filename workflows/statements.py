@@ -3,7 +3,7 @@ statements"): fixed text with placeholders, the same on PostgreSQL and SQLite, a
 checkpointer keeps its own. A multi-row INSERT's rows go in at `VALUES {values}` (core.db.Insert: on PostgreSQL
 as one JSON parameter, so its text does not change with its rows).
 
-Values go in as the ORM sends them (each column's field prepares its value: `Field.get_db_prep_save`) and are read
+Values go in as the ORM sends them (`Field.get_db_prep_save`'s result: core.db.value_converter) and are read
 back through the ORM, so money, datetimes, JSON and bytes are stored as the ORM stores them.
 tests/workflows/test_statements.py runs each statement on both databases and checks its columns are the model's.
 """
