@@ -1,8 +1,7 @@
 """Analytics' SQL statements that the ORM cannot say: fixed text with placeholders, the same on PostgreSQL and
-SQLite (workflows.statements and conversations.statements keep theirs the same way). A multi-row INSERT repeats its
-row's placeholders once per row (`{values}`). Values go in as the ORM sends them (each column's field prepares its
-value); tests/analytics/test_statements.py runs each statement on both databases and checks its columns are the
-model's.
+SQLite (workflows.statements and conversations.statements keep theirs the same way). Rows go in at
+`VALUES {values}` (core.db.Insert), their values as the ORM sends them (core.db.value_converter);
+tests/analytics/test_statements.py runs each statement on both databases and checks its columns are the model's.
 
 The two upserts add to counters as they collide, in one statement, so that concurrent runs never lose an increment
 (`update()` with `F()` cannot insert a missing row; `bulk_create(update_conflicts=True)` cannot add)."""
@@ -10,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
-
 from analytics.models import TemplateAnalytics, UsageRollup
+from core.db import Insert
 
 USAGE_ROLLUP_COLUMNS = ("key", "day", "owner_id", "provider", "model", "template_id", "conversation_id", "api_key_id",
                         "executions", "completed_executions", "failed_executions", "cancelled_executions",
@@ -65,19 +63,15 @@ TEMPLATE_ANALYTICS_ADD = (
     '"last_success_at" = COALESCE(excluded."last_success_at", "analytics_templateanalytics"."last_success_at"), '
     '"last_failure_at" = COALESCE(excluded."last_failure_at", "analytics_templateanalytics"."last_failure_at")')
 
-def _bound(model, columns: tuple[str, ...], sql: str, rows: list[dict[str, Any]]) -> tuple[str, list]:
-    connection = connections[DEFAULT_DB_ALIAS]
-    fields = [model._meta.get_field(name) for name in columns]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    params = [field.get_db_prep_save(values[field.attname], connection) for values in rows for field in fields]
-    return sql.format(values=", ".join([row] * len(rows))), params
+_usage_rollups_add = Insert(UsageRollup, USAGE_ROLLUP_COLUMNS, USAGE_ROLLUPS_ADD)
+_template_analytics_add = Insert(TemplateAnalytics, TEMPLATE_ANALYTICS_COLUMNS, TEMPLATE_ANALYTICS_ADD)
 
 
 def usage_rollups_add(rows: list[dict[str, Any]]) -> tuple[str, list]:
     """USAGE_ROLLUPS_ADD for `rows` (dicts by attname, every column given), and its parameters."""
-    return _bound(UsageRollup, USAGE_ROLLUP_COLUMNS, USAGE_ROLLUPS_ADD, rows)
+    return _usage_rollups_add.bound(rows)
 
 
 def template_analytics_add(row: dict[str, Any]) -> tuple[str, list]:
     """TEMPLATE_ANALYTICS_ADD for one slot's `row` (by attname, every column given), and its parameters."""
-    return _bound(TemplateAnalytics, TEMPLATE_ANALYTICS_COLUMNS, TEMPLATE_ANALYTICS_ADD, [row])
+    return _template_analytics_add.bound([row])

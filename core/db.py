@@ -266,6 +266,7 @@ class Insert:
         self._row = "(" + ", ".join(["%s"] * len(columns)) + ")"
         self._model_fields = [model._meta.get_field(name) for name in columns]
         self._converters: dict[str, list[tuple[str, str, Converter | None]]] = {}
+        self._sqlite_sql: dict[int, str] = {}
 
     def _fields(self, connection) -> list[tuple[str, str, Converter | None]]:
         """(attname, column, what prepares its values) on `connection`'s database: on PostgreSQL as text in JSON."""
@@ -308,7 +309,12 @@ class Insert:
             objects = [{column: value if convert is None or value is None else convert(value, connection)
                         for name, column, convert in fields for value in (row[name],)} for row in rows]
             return self._json_sql, [json.dumps(objects, ensure_ascii=False, separators=(",", ":"))]
-        return (self.sql.format(values=", ".join([self._row] * len(rows))),
+        sql = self._sqlite_sql.get(len(rows))
+        if sql is None:  # the text for a few rows is made once (a format of the statement: 2-3 µs)
+            sql = self.sql.format(values=", ".join([self._row] * len(rows)))
+            if len(rows) <= 8:
+                self._sqlite_sql[len(rows)] = sql
+        return (sql,
                 [value if convert is None or value is None else convert(value, connection)
                  for row in rows for name, _, convert in fields for value in (row[name],)])
 

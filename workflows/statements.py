@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core.db import Insert
+from core.db import Insert, value_converter
 
 from workflows.models import (
     Checkpoint,
@@ -186,7 +186,15 @@ ADDED_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", 
 
 
 def _execution_value(name: str, value: Any, connection) -> Any:
-    return None if value is None else WorkflowExecution._meta.get_field(name).get_db_prep_save(value, connection)
+    if value is None:
+        return None
+    convert = _execution_converter(name, connection.alias)
+    return value if convert is None else convert(value, connection)
+
+
+@functools.lru_cache(maxsize=None)
+def _execution_converter(name: str, alias: str):
+    return value_converter(WorkflowExecution._meta.get_field(name), connections[alias])
 
 
 def _counters(added: dict, connection) -> list:
@@ -227,9 +235,12 @@ def execution_ended_insert(execution: WorkflowExecution, *, ended: dict, tool_ca
     return _execution_insert.bound([values])
 
 
+_EXECUTION_FIELDS = tuple((name, WorkflowExecution._meta.get_field(name)) for name in EXECUTION_COLUMNS)
+
+
 def _execution_values(execution: WorkflowExecution) -> dict:
     """The new run's row as save(force_insert=True) would store it (its created_at set now)."""
-    return {name: WorkflowExecution._meta.get_field(name).pre_save(execution, add=True) for name in EXECUTION_COLUMNS}
+    return {name: field.pre_save(execution, add=True) for name, field in _EXECUTION_FIELDS}
 
 
 def execution_finish(execution_id, *, from_status: str, ended: dict, tool_calls: int, added: dict) -> int:
