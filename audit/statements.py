@@ -94,14 +94,12 @@ def chain_head() -> str | None:
     return row[0] if row else None
 
 
-def events_insert(events: list[AuditEvent]) -> None:
-    """INSERT new `events` as save(force_insert=True) stores them, in one statement; each gets its id."""
+def events_insert(rows: list[dict]) -> list[int]:
+    """INSERT new chain rows (their values by column, every one of EVENT_COLUMNS: no model instance is built on a
+    run's path) in one statement, as save(force_insert=True) would store them; their ids, in order."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*_events_insert.bound(_rows(EVENT_COLUMNS, events)))
-        ids = [pk for (pk,) in cursor.fetchall()]
-    for event, pk in zip(events, ids, strict=True):
-        event.pk = pk
-        event._state.adding = False  # stored, as save() leaves it (Model._state is documented)
+        cursor.execute(*_events_insert.bound(rows))
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def _rows(columns: tuple[str, ...], instances: list) -> list[dict]:
