@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.chainer import BUSY, CHAINED, NONE, Chainer
-from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
+from audit.models import AccessDeniedWindow, AuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
                               pending_any, pending_insert, pending_insert_bound)
 from core.db import text_storable
@@ -123,7 +123,7 @@ def audit_queue(rows: list[dict]) -> None:
     if connection.vendor != "postgresql":
         _chain_append(rows)
         return
-    pending_insert([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+    pending_insert(_queued(rows))
     transaction.on_commit(_chainer_wake)
 
 
@@ -133,7 +133,12 @@ def audit_queue_along(rows: list[dict]) -> tuple[str, list] | None:
     audit_queue."""
     if not rows or connection.vendor != "postgresql":
         return None
-    return pending_insert_bound([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+    return pending_insert_bound(_queued(rows))
+
+
+def _queued(rows: list[dict]) -> list[dict]:
+    """Prepared rows as the queue stores them: each with the time it was queued (its time in the chain)."""
+    return [{"created_at": timezone.now(), **fields} for fields in rows]
 
 
 def audit_queued() -> None:

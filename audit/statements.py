@@ -76,15 +76,15 @@ _pending_insert = Insert(PendingAuditEvent, PENDING_COLUMNS, PENDING_INSERT)
 _events_insert = Insert(AuditEvent, EVENT_COLUMNS, EVENTS_INSERT)
 
 
-def pending_insert(events: list[PendingAuditEvent]) -> None:
-    """INSERT rows to be chained later, in one statement."""
+def pending_insert(rows: list[dict]) -> None:
+    """INSERT rows to be chained later (their values by column, every one of PENDING_COLUMNS), in one statement."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*pending_insert_bound(events))
+        cursor.execute(*pending_insert_bound(rows))
 
 
-def pending_insert_bound(events: list[PendingAuditEvent]) -> tuple[str, list]:
+def pending_insert_bound(rows: list[dict]) -> tuple[str, list]:
     """That statement and its parameters, for a caller that runs it with others (core.db.statements_run)."""
-    return _pending_insert.bound(_rows(PENDING_COLUMNS, events))
+    return _pending_insert.bound(rows)
 
 
 def chain_head() -> str | None:
@@ -100,9 +100,3 @@ def events_insert(rows: list[dict]) -> list[int]:
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(*_events_insert.bound(rows))
         return [pk for (pk,) in cursor.fetchall()]
-
-
-def _rows(columns: tuple[str, ...], instances: list) -> list[dict]:
-    """The values save(force_insert=True) would store, by column."""
-    fields = [instances[0]._meta.get_field(name) for name in columns] if instances else []
-    return [{field.attname: field.pre_save(instance, add=True) for field in fields} for instance in instances]
