@@ -83,6 +83,7 @@ HASHED.update({f"{name}, as the format writes it": (_row(data={"number": number,
                for name, (number, expected) in NUMBERS_WRITTEN_OTHERWISE.items()})
 
 
+@pytest.mark.one_database
 @pytest.mark.parametrize(("fields", "expected"), list(HASHED.values()), ids=list(HASHED))
 def test_a_row_hashes_as_the_format_always_had_it(fields, expected):
     assert row_hash(**fields) == expected
@@ -113,6 +114,7 @@ JSON_LIKE = st.recursive(
     max_leaves=20)
 
 
+@pytest.mark.one_database
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(JSON_LIKE)
 def test_any_value_is_written_as_the_format_words_it(value):
