@@ -9,7 +9,7 @@ import ipaddress
 import json
 from datetime import datetime
 from datetime import timezone as dt_timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from django.utils.ipv6 import clean_ipv6_address
@@ -31,14 +31,66 @@ def ip_normalize(value: str | None) -> str | None:
     return clean_ipv6_address(str(address)) if address.version == 6 else str(address)
 
 
+# Numbers are written to 28 significant digits (Decimal's default precision), whatever the thread's context says.
+_NUMBER_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999, clamp=0)
+_EXACT_INT = 10**28  # an int below it in magnitude has at most 28 digits: written exactly, as json.dumps writes it
+_EXACT_FLOAT_INT = 2.0**53  # an integral float below it in magnitude: repr writes it exactly, as its int
+
+
 def _number(value: int | float | Decimal) -> str:
     exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     if exact == 0:
         return "0"  # -0.0 too: jsonb has no negative zero
-    return format(exact.normalize(), "f")
+    return format(exact.normalize(_NUMBER_CONTEXT), "f")
+
+
+class _NotPlain(Exception):
+    """A value json.dumps would not write as the format has it."""
+
+
+_AS_IS = frozenset({str, bool, type(None)})  # written by json.dumps as the format has them
+# The format's JSON text of a plain value (_plain): keys sorted, no whitespace, strings ASCII-only with JSON escapes.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    """`value` as json.dumps(sort_keys=True) writes it as the format has it (floats it would write otherwise as ints),
+    or _NotPlain: a Decimal, an int of more than 28 digits, a float json writes in exponent form (or as a float,
+    ".0", where the format has an int), another type, or a dict two of whose keys have one text (the format sorts
+    those by their values). A dict's values that need nothing are taken as they are, without a call each."""
+    kind = type(value)
+    if kind is dict:
+        plain = {}
+        for key, item in value.items():
+            kind = type(item)
+            plain[key if type(key) is str else str(key)] = (
+                item if kind in _AS_IS or (kind is int and -_EXACT_INT < item < _EXACT_INT) else _plain(item))
+        if len(plain) != len(value):
+            raise _NotPlain
+        return plain
+    if kind is list or kind is tuple:
+        return [_plain(item) for item in value]
+    if kind in _AS_IS or (kind is int and -_EXACT_INT < value < _EXACT_INT):
+        return value
+    if kind is float:
+        if value.is_integer():
+            if -_EXACT_FLOAT_INT < value < _EXACT_FLOAT_INT:
+                return int(value)  # -0.0 too
+        elif 1e-4 <= abs(value):  # below 2**52 (it has a fraction): repr writes it without an exponent; or ±inf
+            return value
+    raise _NotPlain
 
 
 def canonical_json(value: Any) -> str:
+    """The format's JSON text of `value`: its plain form encoded once, or, for what has none, written node by node
+    (equal texts: tests/audit/test_chain_format.py)."""
+    try:
+        return _ENCODER.encode(_plain(value))
+    except _NotPlain:
+        return _canonical_json_by_node(value)
+
+
+def _canonical_json_by_node(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):  # before int: True is an int
@@ -49,9 +101,9 @@ def canonical_json(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, dict):
         items = sorted((str(key), item) for key, item in value.items())
-        return "{" + ",".join(f"{json.dumps(key)}:{canonical_json(item)}" for key, item in items) + "}"
+        return "{" + ",".join(f"{json.dumps(key)}:{_canonical_json_by_node(item)}" for key, item in items) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(canonical_json(item) for item in value) + "]"
+        return "[" + ",".join(_canonical_json_by_node(item) for item in value) + "]"
     raise TypeError(f"cannot serialize {type(value).__name__} in an audit row")
 
 

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, ip_normalize, row_hash
 from audit.chainer import BUSY, CHAINED, NONE, Chainer
-from audit.models import AccessDeniedWindow, AuditEvent, PendingAuditEvent
+from audit.models import AccessDeniedWindow, AuditEvent
 from audit.statements import (chain_head, chain_head_and_pending, chain_lock, chain_try_lock, events_insert,
                               pending_any, pending_insert, pending_insert_bound)
 from core.db import text_storable
@@ -97,6 +97,16 @@ def audit_append(rows: list[dict]) -> list[AuditEvent]:
     """Append prepared rows (the hashed fields but created_at and prev_hash) to the chain, in order, in the caller's
     transaction, waiting for the chain: one read of the head (and of the queue) and one INSERT, however many
     rows."""
+    events = []
+    for stored in _chain_append(rows):
+        event = AuditEvent(**stored)
+        event._state.adding = False  # stored, as save() leaves it (Model._state is documented)
+        events.append(event)
+    return events
+
+
+def _chain_append(rows: list[dict]) -> list[dict]:
+    """audit_append's work, its rows as stored (by column, with their ids), for callers that need no instances."""
     with transaction.atomic(savepoint=False):
         _chain_hold(wait=True)
         return _chain_extend(rows)
@@ -111,9 +121,9 @@ def audit_queue(rows: list[dict]) -> None:
     if not rows:
         return
     if connection.vendor != "postgresql":
-        audit_append(rows)
+        _chain_append(rows)
         return
-    pending_insert([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+    pending_insert(_queued(rows))
     transaction.on_commit(_chainer_wake)
 
 
@@ -123,7 +133,12 @@ def audit_queue_along(rows: list[dict]) -> tuple[str, list] | None:
     audit_queue."""
     if not rows or connection.vendor != "postgresql":
         return None
-    return pending_insert_bound([PendingAuditEvent(created_at=timezone.now(), **fields) for fields in rows])
+    return pending_insert_bound(_queued(rows))
+
+
+def _queued(rows: list[dict]) -> list[dict]:
+    """Prepared rows as the queue stores them: each with the time it was queued (its time in the chain)."""
+    return [{"created_at": timezone.now(), **fields} for fields in rows]
 
 
 def audit_queued() -> None:
@@ -161,9 +176,9 @@ def audit_queue_flush() -> int:
 PENDING_TAKE_MOST = 500  # queued rows one holder appends; more wake the chainer again
 
 
-def _chain_extend(rows: list[dict]) -> list[AuditEvent]:
-    """Holding the chain: the queued rows (with their own times), then `rows`, in one INSERT. Returns the events
-    of `rows` (or, with none, those taken off the queue)."""
+def _chain_extend(rows: list[dict]) -> list[dict]:
+    """Holding the chain: the queued rows (with their own times), then `rows`, in one INSERT. Returns the stored
+    rows (by column, with their ids) of `rows` (or, with none, those taken off the queue)."""
     if connection.vendor == "postgresql":
         head, pending = chain_head_and_pending(PENDING_TAKE_MOST)
         if len(pending) == PENDING_TAKE_MOST:
@@ -172,14 +187,15 @@ def _chain_extend(rows: list[dict]) -> list[AuditEvent]:
         head, pending = chain_head(), []
     prev_hash = head or GENESIS_HASH
     created_at = timezone.now()  # under the lock: times go backwards along the chain only by a queued row's wait
-    events = []
+    stored = []
     for fields in [*pending, *({"created_at": created_at, **fields} for fields in rows)]:
-        event = AuditEvent(prev_hash=prev_hash, hash=row_hash(prev_hash=prev_hash, **fields), **fields)
-        events.append(event)
-        prev_hash = event.hash
-    if events:
-        events_insert(events)
-    return events[len(pending):] if rows else events
+        hashed = row_hash(prev_hash=prev_hash, **fields)
+        stored.append({**fields, "prev_hash": prev_hash, "hash": hashed})
+        prev_hash = hashed
+    if stored:
+        for row, pk in zip(stored, events_insert(stored), strict=True):
+            row["id"] = pk
+    return stored[len(pending):] if rows else stored
 
 
 def _chainer_wake() -> None:
@@ -235,7 +251,7 @@ def access_denied_windows_close(*, now: datetime | None = None, batch_size: int 
                            .order_by("window_start", "source", "status")[:batch_size])
             if not windows:
                 return appended
-            audit_append([audit_fields(
+            _chain_append([audit_fields(
                 action="access.denied", ip=window.source or None,
                 data={"status": window.status, "count": window.count, "window_start": window.window_start,
                       "window_end": window.window_start + ACCESS_DENIED_WINDOW,

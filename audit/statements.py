@@ -76,15 +76,15 @@ _pending_insert = Insert(PendingAuditEvent, PENDING_COLUMNS, PENDING_INSERT)
 _events_insert = Insert(AuditEvent, EVENT_COLUMNS, EVENTS_INSERT)
 
 
-def pending_insert(events: list[PendingAuditEvent]) -> None:
-    """INSERT rows to be chained later, in one statement."""
+def pending_insert(rows: list[dict]) -> None:
+    """INSERT rows to be chained later (their values by column, every one of PENDING_COLUMNS), in one statement."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*pending_insert_bound(events))
+        cursor.execute(*pending_insert_bound(rows))
 
 
-def pending_insert_bound(events: list[PendingAuditEvent]) -> tuple[str, list]:
+def pending_insert_bound(rows: list[dict]) -> tuple[str, list]:
     """That statement and its parameters, for a caller that runs it with others (core.db.statements_run)."""
-    return _pending_insert.bound(_rows(PENDING_COLUMNS, events))
+    return _pending_insert.bound(rows)
 
 
 def chain_head() -> str | None:
@@ -94,17 +94,9 @@ def chain_head() -> str | None:
     return row[0] if row else None
 
 
-def events_insert(events: list[AuditEvent]) -> None:
-    """INSERT new `events` as save(force_insert=True) stores them, in one statement; each gets its id."""
+def events_insert(rows: list[dict]) -> list[int]:
+    """INSERT new chain rows (their values by column, every one of EVENT_COLUMNS: no model instance is built on a
+    run's path) in one statement, as save(force_insert=True) would store them; their ids, in order."""
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*_events_insert.bound(_rows(EVENT_COLUMNS, events)))
-        ids = [pk for (pk,) in cursor.fetchall()]
-    for event, pk in zip(events, ids, strict=True):
-        event.pk = pk
-        event._state.adding = False  # stored, as save() leaves it (Model._state is documented)
-
-
-def _rows(columns: tuple[str, ...], instances: list) -> list[dict]:
-    """The values save(force_insert=True) would store, by column."""
-    fields = [instances[0]._meta.get_field(name) for name in columns] if instances else []
-    return [{field.attname: field.pre_save(instance, add=True) for field in fields} for instance in instances]
+        cursor.execute(*_events_insert.bound(rows))
+        return [pk for (pk,) in cursor.fetchall()]

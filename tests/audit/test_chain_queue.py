@@ -138,9 +138,8 @@ def test_a_queue_left_behind_is_appended_first_by_the_next_writer_with_its_own_t
     """Rows committed to the queue by a process that died before its chainer ran."""
     user = UserFactory()
     then = timezone.now().replace(microsecond=123456) - timezone.timedelta(minutes=5)
-    statements.pending_insert([PendingAuditEvent(created_at=then, action="test.left", actor_id=user.pk,
-                                                 actor_type="user", ip="::ffff:10.0.0.7", data={"i": i})
-                               for i in range(3)])
+    statements.pending_insert([{"created_at": then, **audit_fields(action="test.left", actor=user, ip="::ffff:10.0.0.7",
+                                                                  data={"i": i})} for i in range(3)])
 
     audit_record(action="test.next", actor=user)
 
@@ -172,8 +171,7 @@ def test_a_queued_row_rolls_back_with_its_transaction():
 
 @pytest.mark.django_db(transaction=True)
 def test_audit_verify_appends_the_queue_before_it_checks_the_chain(capsys):
-    statements.pending_insert([PendingAuditEvent(created_at=timezone.now(), action="test.left", actor_type="system")
-                               for _ in range(2)])
+    statements.pending_insert([{"created_at": timezone.now(), **audit_fields(action="test.left")} for _ in range(2)])
 
     call_command("audit_verify")
 

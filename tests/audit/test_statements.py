@@ -53,8 +53,8 @@ def test_the_head_and_the_oldest_pending_rows_are_read_and_taken_off_the_queue_i
     head = audit_append([audit_fields(action="test.head")])[-1].hash
     assert statements.chain_head_and_pending(10) == (head, [])
     now = timezone.now()
-    statements.pending_insert([PendingAuditEvent(created_at=now, action=f"test.p{i}", actor_type="system",
-                                                 data={"i": i}, ip="10.1.2.3") for i in range(3)])
+    statements.pending_insert([{"created_at": now, **audit_fields(action=f"test.p{i}", data={"i": i}, ip="10.1.2.3")}
+                               for i in range(3)])
 
     read_head, pending = statements.chain_head_and_pending(2)
 
@@ -68,5 +68,5 @@ def test_whether_any_row_is_queued():
     from django.utils import timezone
 
     assert statements.pending_any() is False
-    statements.pending_insert([PendingAuditEvent(created_at=timezone.now(), action="test.queued", actor_type="system")])
+    statements.pending_insert([{"created_at": timezone.now(), **audit_fields(action="test.queued")}])
     assert statements.pending_any() is True
