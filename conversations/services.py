@@ -11,7 +11,7 @@ from django.utils import timezone
 from conversations.models import Conversation, Document, Message
 from conversations.selectors import conversation_is_busy
 from conversations.signals import document_created, document_deleting, message_deleted, message_saved
-from core.db import write_atomic
+from core.db import prepared_values, write_atomic
 from core.errors import Conflict, InvalidInput, NotFound
 from conversations.statements import (
     CONVERSATION_MESSAGE_ADD,
@@ -19,7 +19,6 @@ from conversations.statements import (
     MESSAGE_RIDING_COLUMNS,
     conversation_open_with_message,
     message_insert,
-    prepared_values,
     stored_values,
 )
 

@@ -9,12 +9,11 @@ models' concrete fields in order (a test holds them to that).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
-from core.db import Converter, statements_run, value_converter
+from core.db import field_converters, statements_run
 
 # message_count, the four totals, last_sequence, last_message_at; then id and, when not NULL, the owner's id.
 # One statement where `update()` and `get()` are two: 234 µs against 960 on SQLite, 652 against 1,521 on PostgreSQL
@@ -122,20 +121,4 @@ def stored_values(instance: models.Model, attnames: tuple[str, ...], connection)
     field's value as it is (core.db.passes_as_is), as core.db.Insert sends it."""
     return [getattr(instance, attname) if convert is None
             else None if (value := field.pre_save(instance, add=True)) is None else convert(value, connection)
-            for attname, field, convert in _fields(type(instance), attnames, connection.alias)]
-
-
-def prepared_values(model: type[models.Model], attnames: tuple[str, ...], values, connection) -> list[Any]:
-    """`values` of `model`'s fields `attnames`, as `get_db_prep_save` prepares them (a plain field's as it is)."""
-    return [value if convert is None or value is None else convert(value, connection)
-            for (_, _, convert), value in zip(_fields(model, attnames, connection.alias), values, strict=True)]
-
-
-@functools.lru_cache(maxsize=None)
-def _fields(model: type[models.Model], attnames: tuple[str, ...], alias: str
-            ) -> tuple[tuple[str, models.Field, Converter | None], ...]:
-    """(attname, field, what prepares its values on the database `alias`: core.db.value_converter) for each of
-    `attnames`."""
-    connection = connections[alias]
-    fields = (model._meta.get_field(attname) for attname in attnames)  # get_field takes an attname too
-    return tuple((field.attname, field, value_converter(field, connection)) for field in fields)
+            for attname, field, convert in field_converters(type(instance), attnames, connection.alias)]

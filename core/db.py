@@ -251,6 +251,23 @@ def value_converter(field: models.Field, connection, *, literal: bool = False) -
     return convert
 
 
+@functools.lru_cache(maxsize=None)
+def field_converters(model: type[models.Model], attnames: tuple[str, ...], alias: str
+                     ) -> tuple[tuple[str, models.Field, Converter | None], ...]:
+    """(attname, field, what prepares its values on the database `alias`: value_converter) for each of `attnames`
+    of `model`, made once."""
+    connection = connections[alias]
+    fields = (model._meta.get_field(attname) for attname in attnames)  # get_field takes an attname too
+    return tuple((field.attname, field, value_converter(field, connection)) for field in fields)
+
+
+def prepared_values(model: type[models.Model], attnames: tuple[str, ...], values, connection) -> list[Any]:
+    """`values` of `model`'s fields `attnames`, as `get_db_prep_save` prepares them (a plain field's as it is)."""
+    return [value if convert is None or value is None else convert(value, connection)
+            for (_, _, convert), value in zip(field_converters(model, attnames, connection.alias), values,
+                                              strict=True)]
+
+
 class Insert:
     """A named INSERT of `columns` (attnames of `model`, in the statement's order) with its rows' values. Its rows
     go in at `VALUES {values}`: on SQLite a row of placeholders each; on PostgreSQL all of them as one JSON

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core.db import Insert, value_converter
+from core.db import Insert, prepared_values
 
 from workflows.models import (
     Checkpoint,
@@ -186,19 +186,12 @@ ADDED_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", 
 
 
 def _execution_value(name: str, value: Any, connection) -> Any:
-    if value is None:
-        return None
-    convert = _execution_converter(name, connection.alias)
-    return value if convert is None else convert(value, connection)
-
-
-@functools.lru_cache(maxsize=None)
-def _execution_converter(name: str, alias: str):
-    return value_converter(WorkflowExecution._meta.get_field(name), connections[alias])
+    return prepared_values(WorkflowExecution, (name,), (value,), connection)[0]
 
 
 def _counters(added: dict, connection) -> list:
-    return [_execution_value(name, added.get(name, 0), connection) for name in ADDED_COUNTERS]
+    return prepared_values(WorkflowExecution, ADDED_COUNTERS, [added.get(name, 0) for name in ADDED_COUNTERS],
+                           connection)
 
 
 def execution_counters_add(execution_id, *, tool_calls: int, added: dict) -> int:
