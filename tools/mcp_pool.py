@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_IDLE_PER_ENDPOINT = 8
 STDIO = "stdio"
+logger = logging.getLogger(__name__)
 REAP_EVERY_S = 1.0  # how often idle sessions are looked at
 SESSION_GONE = "Session terminated"  # the SDK's error when the server answers 404 to its session id
 
@@ -164,7 +166,7 @@ class McpPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         started = threading.Event()
-        self._thread = threading.Thread(target=anyio.run, args=(self._main, started), name="mcp-pool", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(started,), name="mcp-pool", daemon=True)
         self._thread.start()
         started.wait()
         atexit.register(self.shutdown)
@@ -220,6 +222,19 @@ class McpPool:
                 self.close_all()
             except Exception:  # noqa: BLE001 - the process is ending: closing politely is a courtesy
                 pass
+
+    @property
+    def alive(self) -> bool:
+        """Its loop still runs (it ends only on a failure of its own: then mcp_pool() starts another)."""
+        return self._thread.is_alive()
+
+    def _run(self, started: threading.Event) -> None:
+        try:
+            anyio.run(self._main, started)
+        except BaseException:  # noqa: BLE001 - whatever ended it, the process's next call gets a new pool
+            logger.exception("the MCP session pool's loop ended; the next call starts another")
+        finally:
+            started.set()  # (a loop that could not start lets its creator go on)
 
     # --- on the pool's loop -------------------------------------------------------------------------------------
     async def _main(self, started: threading.Event) -> None:
@@ -292,7 +307,7 @@ def mcp_pool() -> McpPool:
     """This process's pool, started on first use."""
     global _pool, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pool is None or _pool_pid != os.getpid() or not _pool.alive:
             from tools.mcp_client import mcp_session
 
             _pool, _pool_pid = McpPool(mcp_session), os.getpid()
@@ -301,11 +316,11 @@ def mcp_pool() -> McpPool:
 
 def mcp_pool_forget(server_id) -> None:
     """Close the kept sessions of a server that changed or was deleted (nothing when no pool was started)."""
-    if _pool is not None and _pool_pid == os.getpid():
+    if _pool is not None and _pool_pid == os.getpid() and _pool.alive:
         _pool.forget(str(server_id))
 
 
 def mcp_pool_close_all() -> None:
     """Close every kept session of this process (nothing when no pool was started)."""
-    if _pool is not None and _pool_pid == os.getpid():
+    if _pool is not None and _pool_pid == os.getpid() and _pool.alive:
         _pool.close_all()

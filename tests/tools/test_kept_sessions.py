@@ -117,6 +117,27 @@ def test_b11_a_session_whose_transport_failed_is_not_reused(alice, tracker, mcp_
     assert sessions_used(mcp_server)[-1] != first
 
 
+def test_a_pool_whose_loop_ended_is_replaced_on_the_next_call(alice, tracker, mcp_server, caplog):
+    """The pool's loop ends only on a failure of its own (a task of its group that raises): that is logged, and the
+    process's next call gets a new pool, not "Event loop is closed" for every call after."""
+    from tools.mcp_pool import mcp_pool
+
+    assert add(alice).ok
+    pool = mcp_pool()
+
+    async def its_group_fails():
+        async def boom():
+            raise RuntimeError("a failure of the pool's own")
+        pool._tasks.start_soon(boom)  # (the pool's own task group: what a task of its that raised would do)
+
+    pool.call(its_group_fails)
+    wait_for(lambda: not pool.alive)
+
+    assert add(alice).ok
+    assert mcp_pool() is not pool
+    assert "the MCP session pool's loop ended" in caplog.text
+
+
 def test_b11_calls_share_one_connection(mcp_server):
     """The SDK reads a call's answer from its SSE stream and closes the response before the server ends the stream;
     the MCP client's transport reads it to its end (tools.mcp_client.ConnectionKeeping), so the next request goes
