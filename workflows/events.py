@@ -57,12 +57,16 @@ def event_rows(*, execution_id, first_seq: int, items: list[tuple[str, dict, dat
 
 
 def events_published_on_commit(*, execution_id, first_seq: int, items: list[tuple[str, dict, datetime]], owner_id,
-                               owner_only: tuple[dict, ...] = (), watchable: bool = True) -> list[dict]:
+                               owner_only: tuple[dict, ...] = (), watchable: bool = True,
+                               live: list[tuple[int, dict]] = ()) -> list[dict]:
     """Publish written events (and `owner_only` ones after them) once the caller's transaction commits; not
-    `watchable` when that transaction inserts the run's row (workflows.hub.Hub.publish)."""
+    `watchable` when that transaction inserts the run's row (workflows.hub.Hub.publish). `live`: envelopes not
+    persisted (tokens), each with how many of `items` come before it."""
     execution_id = str(execution_id)  # (once, not an envelope's each)
     envelopes = [event_envelope(execution_id=execution_id, event=event, data=data, seq=first_seq + offset, ts=ts)
                  for offset, (event, data, ts) in enumerate(items)]
+    for position, envelope in reversed(live):  # (from the last: an earlier one's place is not moved)
+        envelopes.insert(position, envelope)
     transaction.on_commit(lambda: events_publish(envelopes, owner_id=owner_id, owner_only=owner_only,
                                                  watchable=watchable))
     return envelopes

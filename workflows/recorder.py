@@ -23,11 +23,12 @@ from engine.hooks import Attempt, CallStarted
 from engine.hooks import LLMCall as Call
 from engine.runtime import RunInterrupted
 from workflows.cancels import CancelWatch
-from workflows.events import event_envelope, event_rows, events_publish, events_published_on_commit
+from workflows.events import event_rows, events_published_on_commit
 from workflows.heartbeat import heartbeat
 from workflows.ledger import LedgerHooks, RunLedger
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.run_reads import ReadHooks, RunReads
+from workflows.run_streams import StreamHooks
 from workflows.run_tools import RunTools, ToolCallHooks, tool_rows_servers_kept
 from workflows.spending import BudgetGuard
 from workflows.statements import (
@@ -70,7 +71,7 @@ def run_recorder(execution: WorkflowExecution, *, fresh: bool = False, user_mess
                              tools=RunTools(execution), spans=spans)
 
 
-class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
+class ExecutionRecorder(StreamHooks, ToolCallHooks, ReadHooks, LedgerHooks):
     """The engine's RunHooks with rows and events: nodes and model calls here; tool calls, reads and what the run's
     rows hold mixed in (workflows.run_tools, run_reads, ledger), each row built by workflows.trace_rows."""
 
@@ -104,6 +105,9 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self._events: list[tuple[str, dict, datetime]] = []
         self._audits: list[tuple[str, dict]] = []
         self._live_after: list[dict] = []  # published (not persisted) right after the events written next
+        # Tokens streamed while a write no writer took was folded into the next (settled): each published, not
+        # persisted, after the first `position` of the events held: (position, envelope).
+        self._live: list[tuple[int, dict]] = []
         self._checkpoints_taken: list[dict] = []  # the graph's checkpoint rows in the write under way
         self._call_since_checkpoints = False  # an LLM call ended since the graph's checkpoints were last written
         # node id → (index, started_at, what its row counted) of a node waiting for input
@@ -152,17 +156,8 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def audit(self, action: str, data: dict) -> None:
         self._audits.append((action, data))
 
-    def publish(self, event: str, data: dict) -> None:
-        """An event that is published but not part of the run's persisted log (token, conversation_updated)."""
-        events_publish([event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)],
-                       owner_id=self.execution.owner_id)
-
-    def publish_after_write(self, event: str, data: dict) -> None:
-        """An event for the owner's feed, not persisted, published right after the events of the run's next write."""
-        self._live_after.append(event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None))
-
     def _holding(self) -> bool:
-        return bool(self._nodes or self._calls or self._attempts or self._tools or self._events)
+        return bool(self._nodes or self._calls or self._attempts or self._tools or self._events or self._live)
 
     # --- writing ----------------------------------------------------------------------------------------
     @retried_on_conflict
@@ -214,6 +209,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._attempts, self._tools, self._added, self._events, self._audits, self.seq,
              self._node_pks) = held
+            self._live = []  # nothing is streamed past a write that failed
             raise
         self._checkpoints_taken = []
 
@@ -264,11 +260,11 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self._nodes, self._calls, self._attempts, self._tools = {}, [], [], []
         if queued:  # (the chainer, woken once they commit: at once when the statement was alone)
             audit_queued()
-        if self._events:
+        if self._events or self._live:
             events_published_on_commit(execution_id=execution_id, first_seq=self.seq + 1, items=self._events,
                                        owner_id=self.execution.owner_id, owner_only=tuple(self._live_after),
-                                       watchable=watchable)
-            self._live_after = []
+                                       watchable=watchable, live=self._live)
+            self._live_after, self._live = [], []
             self.seq += len(self._events)
             self._events = []
 
@@ -287,7 +283,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def discard_held(self) -> None:
         """The run was ended by another writer: what it still holds will never be written."""
         self._nodes, self._calls, self._attempts, self._tools, self._events, self._audits = {}, [], [], [], [], []
-        self._added, self.open, self._opened = no_usage(), None, {}
+        self._added, self.open, self._opened, self._live = no_usage(), None, {}, []
 
     def _hold_node(self, opened: OpenNode, **fields) -> None:
         self._nodes[opened.index] = node_row(opened, **fields)
@@ -352,7 +348,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         if opened is not None and opened.index not in self._node_pks and opened.index not in self._nodes:
             self._hold_node(opened)
         if behind and self._holding() and not connection.in_atomic_block:
-            self.writing.hand(self._flush)
+            self.writing.hand(self._flush, self._fragments_publish)
         else:
             self.flush()
         connections_give_back()
@@ -399,9 +395,19 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
     def _emit_node_finished(self, **ended) -> None:
         self.emit(*node_finished_event(**ended))
 
-    @one_at_a_time
     def llm_called(self, node: Node, call: Call) -> None:
-        usage, opened = call.usage, self.open
+        with self._lock:
+            opened = self.open
+            # The write handed as this call went out, if no writer took it yet (the model answered before the run let
+            # go of the GIL), is folded into the run's next: nothing waited, and no other call is in flight.
+            try:
+                self.settled(fold=opened is not None and opened.in_flight is not None
+                             and sum(o.in_flight is not None for o in self._opened.values()) == 1)
+            finally:  # (a write that failed ends the run: the call is held, for the run's end to write)
+                self._llm_called(node, call, opened)
+
+    def _llm_called(self, node: Node, call: Call, opened: OpenNode | None) -> None:
+        usage = call.usage
         self._calls.append((opened.index if opened else None, llm_call_row(
             call, prompt_version_id=opened.prompt_version_id if opened else None)))
         if self.spans is not None:
@@ -415,7 +421,7 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
             # The call's row replaces its marker in the same write (normally with the node's end, held next).
             opened.in_flight = None
             heartbeat.stream_ended(self.execution.pk)
-            if opened.index in self._node_pks:
+            if opened.index in self._node_pks or opened.index in self._nodes:  # (held: its write was folded)
                 self._hold_node(opened)
         self._call_since_checkpoints = True
         self.emit("token_usage", {"node_id": node.id, "provider": call.provider, "model": call.model,
@@ -430,27 +436,6 @@ class ExecutionRecorder(ToolCallHooks, ReadHooks, LedgerHooks):
         self._attempts.append((opened.index if opened else None, attempt_row(attempt)))
         if self.spans is not None:
             self.spans.attempted(opened.index if opened else None, attempt)
-
-    @one_at_a_time
-    def token(self, node: Node, text: str, message_id: str | None = None, reply: dict | None = None) -> None:
-        self._streamed("token", {"node_id": node.id, "text": text,
-                                 **({"message_id": message_id} if message_id else {}),
-                                 **({"reply": reply} if reply else {})}, text)
-
-    @one_at_a_time
-    def tool_call_delta(self, node: Node, delta: dict, message_id: str | None = None) -> None:
-        arguments = delta.get("args") or ""
-        self._streamed("tool_call_delta", {"node_id": node.id, "index": delta.get("index"), "id": delta.get("id"),
-                                           "name": delta.get("name"), "arguments": arguments,
-                                           **({"message_id": message_id} if message_id else {})}, arguments)
-
-    def _streamed(self, event: str, data: dict, text: str) -> None:
-        """A fragment of a reply as it streams: published, not stored."""
-        if self._events:  # what happened before reaches watchers before the fragments
-            self._wait_ahead()
-        self.publish(event, data)
-        if (refused := self.budget.past(text)) is not None:  # streaming past its reservation: stop it here
-            self._budget_stop(refused)
 
     @one_at_a_time
     def node_focus(self, opened: OpenNode | None = None) -> OpenNode | None:

@@ -228,7 +228,8 @@ def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: R
     written, from its rows (end_from_ledger). `ending`: how the reply ended (finish reason, tool calls), for a run
     that has no graph state to read it from (the gateway's pass-through)."""
     try:
-        recorder.writing.settle()  # its write under way first (workflows.writer): what it raised ends the run here
+        recorder.settled(fold=True)  # its write under way first (workflows.writer): what it raised ends the run here;
+        # one no writer took yet is made with the run's end
         if interrupts:
             return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts,
                                    booked=(state or {}).get(MESSAGES_USAGE))

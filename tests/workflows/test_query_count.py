@@ -16,6 +16,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from engine.local_model import LocalChatModel
 from workflows.models import ExecutionEvent
 from workflows.recorder import ExecutionRecorder
 from workflows.services.run_requests import ChatRequest
@@ -115,16 +116,24 @@ def test_on_postgresql_the_write_before_the_first_model_call_is_one_statement_an
         ran.append((sql.split()[0].upper(), connection.in_atomic_block, "workflows_executionevent" in sql))
         return execute(sql, params, many, context)
 
-    flush, here = ExecutionRecorder._flush, threading.get_ident()
+    flush, here, taken = ExecutionRecorder._flush, threading.get_ident(), threading.Event()
 
     def flush_watched(recorder):  # on a writer thread (or on this one, where `record` already follows it)
         if threading.get_ident() == here:
             return flush(recorder)
+        taken.set()
         with connection.execute_wrapper(record):
             flush(recorder)
 
+    stream = LocalChatModel._stream
+
+    def answered_after_taken(model, *args, **kwargs):  # as a provider's answer comes: after a writer took the write
+        taken.wait(timeout=5)  # (one that comes at once leaves the write to the run's end: test_write_behind)
+        yield from stream(model, *args, **kwargs)
+
     monkeypatch.setattr(ExecutionRecorder, "write_held", watched)
     monkeypatch.setattr(ExecutionRecorder, "_flush", flush_watched)
+    monkeypatch.setattr(LocalChatModel, "_stream", answered_after_taken)
     with connection.execute_wrapper(record):
         execution = execution_run_now(ChatRequest(owner=alice, message="hello"))
 

@@ -2,6 +2,8 @@
 (workflows.writer): the call does not wait for it, yet nothing the run publishes next (its tokens) reaches a watcher
 before that write's events, and a write that fails there ends the run like any write that fails."""
 import threading
+import time
+from contextlib import contextmanager
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -10,8 +12,9 @@ from django.db import OperationalError
 from engine.local_model import LocalChatModel
 from tests.api.sse import parse_sse
 from tests.invariants import assert_all, assert_streamed_as_stored
-from workflows.models import WorkflowExecution
+from workflows.models import NodeExecution, WorkflowExecution
 from workflows.recorder import ExecutionRecorder
+from workflows.writer import WRITER_THREADS, WriteBehind
 
 URL = "/api/v1/chat/"
 TRANSACTIONAL = pytest.mark.django_db(transaction=True)
@@ -24,26 +27,35 @@ async def frames_of(async_client, message: str) -> list:
 
 
 @pytest.fixture
-def model_asked(monkeypatch) -> threading.Event:
-    """Set as the local model is asked for its stream (the call has gone out)."""
+def write_started() -> threading.Event:
+    """Set as a run's first write starts (first_write_watched)."""
+    return threading.Event()
+
+
+@pytest.fixture
+def model_asked(monkeypatch, write_started) -> threading.Event:
+    """Set as the local model is asked for its stream (the call has gone out); its answer waits for the first write
+    to start, as a provider's does (an answer that comes at once leaves that write to the run's next)."""
     asked = threading.Event()
     stream = LocalChatModel._stream
 
     def watched(model, *args, **kwargs):
         asked.set()
+        write_started.wait(timeout=5)
         yield from stream(model, *args, **kwargs)
 
     monkeypatch.setattr(LocalChatModel, "_stream", watched)
     return asked
 
 
-def first_write_watched(monkeypatch, what) -> None:
-    """`what(recorder)` runs as each run's first write (the one before its model call) starts."""
+def first_write_watched(monkeypatch, what, started: threading.Event) -> None:
+    """`what(recorder)` runs as each run's first write (the one before its model call) starts, `started` set."""
     write_held, seen = ExecutionRecorder.write_held, set()
 
     def watched(recorder, **kwargs):
         if recorder.execution.pk not in seen:
             seen.add(recorder.execution.pk)
+            started.set()
             what(recorder)
         write_held(recorder, **kwargs)
 
@@ -52,9 +64,9 @@ def first_write_watched(monkeypatch, what) -> None:
 
 @TRANSACTIONAL
 async def test_the_model_call_goes_out_while_the_write_before_it_is_made(async_client, alice, monkeypatch,
-                                                                         model_asked):
+                                                                         model_asked, write_started):
     waited = []  # the first write waits for the model to be asked: made before the call, it would wait in vain
-    first_write_watched(monkeypatch, lambda recorder: waited.append(model_asked.wait(timeout=5)))
+    first_write_watched(monkeypatch, lambda recorder: waited.append(model_asked.wait(timeout=5)), write_started)
     await async_client.aforce_login(alice)
 
     frames = await frames_of(async_client, "hello there")
@@ -74,12 +86,12 @@ async def test_the_model_call_goes_out_while_the_write_before_it_is_made(async_c
 
 @TRANSACTIONAL
 async def test_a_write_that_fails_behind_the_call_ends_the_run_with_what_it_held(async_client, alice, monkeypatch,
-                                                                                 model_asked):
+                                                                                 model_asked, write_started):
     def refused(recorder):
         model_asked.wait(timeout=5)
         raise OperationalError("disk I/O error")
 
-    first_write_watched(monkeypatch, refused)
+    first_write_watched(monkeypatch, refused, write_started)
     await async_client.aforce_login(alice)
 
     frames = await frames_of(async_client, "hello there")
@@ -96,23 +108,123 @@ async def test_a_write_that_fails_behind_the_call_ends_the_run_with_what_it_held
     await sync_to_async(assert_all)(execution)
 
 
+@contextmanager
+def writers_busy():
+    """Every writer thread busy until the block ends: a write handed meanwhile is not taken."""
+    release, busy = threading.Event(), []
+    for _ in range(WRITER_THREADS):
+        writing = WriteBehind()
+        writing.hand(lambda: release.wait(timeout=30), print)
+        busy.append(writing)
+    try:
+        yield
+    finally:
+        release.set()
+        for writing in busy:
+            writing.settle()
+
+
 def test_a_write_no_writer_has_taken_yet_is_made_by_the_run_itself():
     """When the run needs its recorder again before any writer thread took its write (every writer busy, or the
-    run never let go of the GIL: a model that answers at once), it makes the write itself rather than wait."""
-    from workflows.writer import WRITER_THREADS, WriteBehind
+    run never let go of the GIL), it makes the write itself rather than wait, and publishes what streamed behind it
+    after it; folded, it is not made, and what streamed behind it is handed back."""
+    made_on, published = [], []
+    with writers_busy():
+        queued = WriteBehind()
+        queued.hand(lambda: made_on.append(threading.get_ident()), published.extend)
+        assert queued.attach("token 1") and queued.attach("token 2")
+        queued.settle()
+        assert not queued.attach("token 3")  # nothing under way: published at once by the caller
 
-    release, busy = threading.Event(), []
-    for _ in range(WRITER_THREADS):  # every writer thread busy
-        writing = WriteBehind()
-        writing.hand(lambda: release.wait(timeout=10))
-        busy.append(writing)
-    made_on = []
-    queued = WriteBehind()
-    queued.hand(lambda: made_on.append(threading.get_ident()))
+        folded = WriteBehind()
+        folded.hand(lambda: made_on.append("folded"), published.extend)
+        folded.attach("token 4")
+        assert folded.settle(fold=True) == ["token 4"]
 
-    queued.settle()
+    assert made_on == [threading.get_ident()] and published == ["token 1", "token 2"]
 
-    assert made_on == [threading.get_ident()]
-    release.set()
-    for writing in busy:
-        writing.settle()
+
+def writes_counted(monkeypatch) -> list:
+    """The run's writes of what it holds (before a wait, and its end), as they are made."""
+    write_held, made = ExecutionRecorder.write_held, []
+
+    def counted(recorder, **kwargs):
+        made.append(recorder.execution.pk)
+        write_held(recorder, **kwargs)
+
+    monkeypatch.setattr(ExecutionRecorder, "write_held", counted)
+    return made
+
+
+@TRANSACTIONAL
+@pytest.mark.parametrize("message", ["hello there", "What is 12*7?"])
+async def test_a_call_answered_before_any_writer_took_its_write_leaves_it_to_the_run_end(async_client, alice,
+                                                                                       monkeypatch, message):
+    """A model that answers at once: nothing waited, so the write before its call (two with a tool call) goes with
+    the run's end, one transaction, and what the reply streamed reaches the stream in its place among the events."""
+    made = writes_counted(monkeypatch)
+    await async_client.aforce_login(alice)
+
+    with writers_busy():
+        frames = await frames_of(async_client, message)
+
+    execution = await WorkflowExecution.objects.aget(owner=alice)
+    assert execution.status == "completed" and made == [execution.pk]  # its end's, alone
+    events = [f.event if f.event not in ("node_started", "node_completed")
+              else f"{f.event}:{f.envelope['data']['node_id']}" for f in frames]
+    fragments = [i for i, event in enumerate(events) if event in ("token", "tool_call_delta")]
+    model_calls = events.count("node_started:model")
+    assert fragments and model_calls == (2 if "12*7" in message else 1)
+    for i in fragments:  # each inside its model node: after its start, before its end and its call's usage
+        before = [e for e in events[:i] if e in ("node_started:model", "node_completed:model")]
+        assert before[-1] == "node_started:model"
+        assert "token_usage" in events[i:] and events[i:].index("node_completed:model") > 0
+    await sync_to_async(assert_streamed_as_stored)(execution, frames)
+    await sync_to_async(assert_all)(execution)
+
+
+@TRANSACTIONAL
+def test_a_call_that_answers_while_another_waits_leaves_the_waiting_ones_marker_written(api, monkeypatch):
+    """Parallel model branches: the write before the second call is not folded by the first call's answer, for the
+    second call still waits, and its marker must be on disk while it does (I5)."""
+    second_asked, release, arrived = threading.Event(), threading.Event(), []
+    stream = LocalChatModel._stream
+
+    def ordered(model, *args, **kwargs):  # the first call asked answers once the second is asked; that one waits
+        with lock:
+            arrived.append(threading.get_ident())
+            first = len(arrived) == 1
+        if first:
+            second_asked.wait(timeout=10)
+        else:
+            second_asked.set()
+            release.wait(timeout=10)
+        yield from stream(model, *args, **kwargs)
+
+    lock = threading.Lock()
+    monkeypatch.setattr(LocalChatModel, "_stream", ordered)
+    graph = {"nodes": [{"id": "start", "type": "start"}, {"id": "a", "type": "model"}, {"id": "b", "type": "model"},
+                       {"id": "end", "type": "end"}],
+             "edges": [{"source": "start", "target": "a", "parallel": True},
+                       {"source": "start", "target": "b", "parallel": True},
+                       {"source": "a", "target": "end"}, {"source": "b", "target": "end"}]}
+    markers = []
+
+    def both_marked() -> None:  # while the second call waits: both calls' markers on disk
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(markers) < 2:
+            markers[:] = [row for row in NodeExecution.objects.filter(node_id__in=("a", "b")).values_list(
+                "output", flat=True) if row.get("call_in_flight")]
+            time.sleep(0.02)
+        release.set()
+
+    watcher = threading.Thread(target=both_marked)
+    watcher.start()
+    with writers_busy():
+        done = api.post("/api/v1/executions/", {"graph": graph, "input": {"message": "hello"}},
+                        format="json").json()["execution"]
+    watcher.join()
+
+    assert len(markers) == 2
+    assert done["status"] == "completed" and done["llm_calls"] == 2
+    assert_all(WorkflowExecution.objects.get(pk=done["id"]))
