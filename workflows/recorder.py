@@ -200,7 +200,7 @@ class ExecutionRecorder(StreamHooks, ToolCallHooks, ReadHooks, LedgerHooks):
         """Around a transaction that writes what the run holds: if it fails, nothing of it was written, so the
         run holds again what it held before (and events or audit rows added meanwhile are dropped)."""
         held = (dict(self._nodes), list(self._calls), list(self._attempts), list(self._tools), dict(self._added),
-                list(self._events), list(self._audits), self.seq, dict(self._node_pks))
+                list(self._events), list(self._audits), self.seq, dict(self._node_pks), list(self._live))
         try:
             yield
         except BaseException:
@@ -208,8 +208,7 @@ class ExecutionRecorder(StreamHooks, ToolCallHooks, ReadHooks, LedgerHooks):
                 self.checkpoints.give_back(self._checkpoints_taken)
                 self._call_since_checkpoints, self._checkpoints_taken = True, []
             (self._nodes, self._calls, self._attempts, self._tools, self._added, self._events, self._audits, self.seq,
-             self._node_pks) = held
-            self._live = []  # nothing is streamed past a write that failed
+             self._node_pks, self._live) = held
             raise
         self._checkpoints_taken = []
 

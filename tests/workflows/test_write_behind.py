@@ -183,6 +183,36 @@ async def test_a_call_answered_before_any_writer_took_its_write_leaves_it_to_the
     await sync_to_async(assert_all)(execution)
 
 
+class Deadlock(Exception):
+    sqlstate = "40P01"  # what PostgreSQL says of a deadlock's victim (core.db.retried_on_conflict tries it again)
+
+
+@TRANSACTIONAL
+async def test_tokens_held_for_the_run_end_survive_its_write_tried_again(async_client, alice, monkeypatch):
+    """A write folded into the run's end holds the tokens streamed behind it; when that end is rolled back (a
+    deadlock's victim) and tried again, they are still published, in their place."""
+    write_held, failed = ExecutionRecorder.write_held, []
+
+    def rolled_back_once(recorder, **kwargs):  # after the rows, as the commit would fail
+        write_held(recorder, **kwargs)
+        if kwargs.get("audits", "all") == "all" and not failed:  # (the end's write: its audit rows with it)
+            failed.append(True)
+            raise OperationalError("deadlock detected") from Deadlock()
+
+    monkeypatch.setattr(ExecutionRecorder, "write_held", rolled_back_once)
+    await async_client.aforce_login(alice)
+
+    with writers_busy():
+        frames = await frames_of(async_client, "hello there")
+
+    execution = await WorkflowExecution.objects.aget(owner=alice)
+    assert failed and execution.status == "completed"
+    tokens = "".join(f.envelope["data"]["text"] for f in frames if f.event == "token")
+    assert tokens == execution.output_data["content"] != ""
+    await sync_to_async(assert_streamed_as_stored)(execution, frames)
+    await sync_to_async(assert_all)(execution)
+
+
 @TRANSACTIONAL
 def test_a_call_that_answers_while_another_waits_leaves_the_waiting_ones_marker_written(api, monkeypatch):
     """Parallel model branches: the write before the second call is not folded by the first call's answer, for the
