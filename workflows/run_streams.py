@@ -13,8 +13,7 @@ class StreamHooks:
 
     def publish(self, event: str, data: dict) -> None:
         """An event that is published but not part of the run's persisted log (token, conversation_updated)."""
-        events_publish([event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)],
-                       owner_id=self.execution.owner_id)
+        self._fragments_publish([event_envelope(execution_id=self.execution.pk, event=event, data=data, seq=None)])
 
     def publish_after_write(self, event: str, data: dict) -> None:
         """An event for the owner's feed, not persisted, published right after the events of the run's next write."""
@@ -50,4 +49,5 @@ class StreamHooks:
                 self._budget_stop(refused)
 
     def _fragments_publish(self, envelopes: list[dict]) -> None:
+        """Envelopes not persisted, published at once (or by the thread that makes the write they waited for)."""
         events_publish(envelopes, owner_id=self.execution.owner_id)
