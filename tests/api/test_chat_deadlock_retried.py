@@ -54,7 +54,10 @@ def test_a_turn_chosen_as_deadlock_victim_is_written_again(alice):
         while not _lock_waits():  # the turn holds the conversation and waits for alice's row
             assert time.monotonic() < deadline, "the turn never waited for alice's row"
             time.sleep(0.02)
-        time.sleep(0.2)  # the turn's wait has begun well before ours
+        # The turn's wait has begun well before ours: its deadlock check (deadlock_timeout, 1 s after it began to
+        # wait) comes 0.6 s before ours, and after ours has made the cycle. At 0.2 s a loaded machine once let ours
+        # come first (the test's update was the victim); past 1 s the turn's check would find no cycle yet.
+        time.sleep(0.6)
         Conversation.objects.filter(pk=conversation_id).update(title="renamed")  # waits: a cycle
     thread.join(60)
 
