@@ -29,6 +29,14 @@ def _lock_waits() -> int:
         return cursor.fetchone()[0]
 
 
+def _waited_s() -> float:
+    """How long the longest lock wait of this database has lasted (pg_locks.waitstart)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(waitstart)), 0) FROM pg_locks "
+                       "JOIN pg_stat_activity USING (pid) WHERE NOT granted AND datname = current_database()")
+        return float(cursor.fetchone()[0])
+
+
 @pytest.mark.postgres
 def test_a_turn_chosen_as_deadlock_victim_is_written_again(alice):
     client = APIClient()
@@ -54,10 +62,10 @@ def test_a_turn_chosen_as_deadlock_victim_is_written_again(alice):
         while not _lock_waits():  # the turn holds the conversation and waits for alice's row
             assert time.monotonic() < deadline, "the turn never waited for alice's row"
             time.sleep(0.02)
-        # The turn's wait has begun well before ours: its deadlock check (deadlock_timeout, 1 s after it began to
-        # wait) comes 0.6 s before ours, and after ours has made the cycle. At 0.2 s a loaded machine once let ours
-        # come first (the test's update was the victim); past 1 s the turn's check would find no cycle yet.
-        time.sleep(0.6)
+        # Ours begins 0.3 s after the turn's (or at once, if seeing it took longer): the turn's deadlock check
+        # (deadlock_timeout, 1 s into its wait) then comes after the cycle exists and before ours. A fixed pause
+        # after seeing the wait let a loaded machine run the turn's check before the cycle, and ours found it.
+        time.sleep(max(0.0, 0.3 - _waited_s()))
         Conversation.objects.filter(pk=conversation_id).update(title="renamed")  # waits: a cycle
     thread.join(60)
 
