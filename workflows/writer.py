@@ -6,6 +6,7 @@ reply streams meanwhile (tokens) wait for it without the run: they are published
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from typing import Callable
 
@@ -14,6 +15,10 @@ from core.errors import RunError
 from core.threads import ProcessThreads
 
 WRITER_THREADS = 4  # writes take about a millisecond; a run waits for its own only at its model's first answer
+# How long a reply's fragments wait for a write no writer has taken (a machine too busy to run the writer): then the
+# run makes the write itself, and what it streams goes out live again. A model that answers within it (B1's, at once)
+# leaves the write to be folded into the run's next one.
+HELD_AT_MOST_S = 0.05
 
 _threads = ProcessThreads(lambda: WRITER_THREADS, "chatter-write")
 
@@ -79,6 +84,7 @@ class WriteBehind:
         self._fragments: Fragments | None = None
         self._created: Future | None = None
         self._then: Callable[[object], None] | None = None
+        self._held_since: float | None = None  # when the write under way first held a fragment
 
     def after(self, created: Future, then: Callable[[object], None]) -> None:
         """Wait first for `created`, the run's creation its request is writing on its own thread (its result: what
@@ -90,15 +96,21 @@ class WriteBehind:
         """Make `write` on a writer thread (after the one under way, which is waited for first); what is `attach`ed
         meanwhile is given to `publish` right after it."""
         self.settle()
-        self._fragments = Fragments(publish)
+        self._fragments, self._held_since = Fragments(publish), None
         self._pending, self._write = _threads.submit(_written, write, self._fragments), write
 
     def attach(self, item) -> bool:
         """Publish `item` right after the write under way; False when there is none, or it was made (publish it
-        at once). If it failed, what it raised is raised here (settle): nothing is streamed past it."""
+        at once). If it failed, what it raised is raised here (settle): nothing is streamed past it. Fragments held
+        HELD_AT_MOST_S have the write made (or waited for) here, and go out with it."""
         if self._fragments is None:
             return False
         if self._fragments.add(item):
+            now = time.monotonic()
+            if self._held_since is None:
+                self._held_since = now
+            elif now - self._held_since > HELD_AT_MOST_S:
+                self.settle()
             return True
         if self._fragments.failed:
             self.settle()

@@ -14,7 +14,7 @@ from tests.api.sse import parse_sse
 from tests.invariants import assert_all, assert_streamed_as_stored
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.recorder import ExecutionRecorder
-from workflows.writer import WRITER_THREADS, WriteBehind
+from workflows.writer import HELD_AT_MOST_S, WRITER_THREADS, WriteBehind
 
 URL = "/api/v1/chat/"
 TRANSACTIONAL = pytest.mark.django_db(transaction=True)
@@ -142,6 +142,54 @@ def test_a_write_no_writer_has_taken_yet_is_made_by_the_run_itself():
         assert folded.settle(fold=True) == ["token 4"]
 
     assert made_on == [threading.get_ident()] and published == ["token 1", "token 2"]
+
+
+def test_fragments_held_too_long_behind_a_write_no_writer_took_have_the_run_make_it():
+    """A machine too busy to run the writer: once what streams has waited HELD_AT_MOST_S behind the write, the run
+    makes the write itself and publishes what waited after it; what streams next goes out at once."""
+    made_on, published = [], []
+    with writers_busy():
+        queued = WriteBehind()
+        queued.hand(lambda: made_on.append(threading.get_ident()), published.extend)
+        assert queued.attach("token 1")
+        time.sleep(HELD_AT_MOST_S / 2)
+        assert queued.attach("token 2") and made_on == []  # not yet
+        time.sleep(HELD_AT_MOST_S)
+        assert queued.attach("token 3")  # published with the write, made here
+        assert made_on == [threading.get_ident()] and published == ["token 1", "token 2", "token 3"]
+        assert not queued.under_way and not queued.attach("token 4")  # at once, by the caller
+
+
+@TRANSACTIONAL
+async def test_a_reply_streamed_behind_a_write_no_writer_takes_still_reaches_the_stream_as_it_comes(
+        async_client, alice, monkeypatch, settings):
+    """Every writer busy and a model whose tokens come 30 ms apart: the write before its call is made by the run
+    once its tokens have waited HELD_AT_MOST_S, and the rest reach the stream as they come, not in one burst with
+    the run's end."""
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 30
+    made = writes_counted(monkeypatch)
+    await async_client.aforce_login(alice)
+
+    arrived = []  # (event, when it reached the client)
+    with writers_busy():
+        response = await async_client.post(URL, {"message": "hello there", "stream": True},
+                                           content_type="application/json")
+        chunks = []
+        async for chunk in response.streaming_content:
+            chunks.append(chunk)
+            arrived += [(frame.event, time.monotonic()) for frame in parse_sse(chunk.decode())]
+
+    execution = await WorkflowExecution.objects.aget(owner=alice)
+    assert execution.status == "completed" and made == [execution.pk, execution.pk]  # before the call, and its end
+    tokens = [at for event, at in arrived if event == "token"]
+    ended = next(at for event, at in arrived if event == "workflow_completed")
+    assert len(tokens) >= 6
+    # the tokens after the first few came one by one, 30 ms apart, long before the end (they would all come with
+    # it, in one burst, if the write had waited for a writer to the run's end)
+    assert ended - tokens[3] > 0.03 * (len(tokens) - 6), (tokens, ended)
+    frames = parse_sse(b"".join(chunks).decode())
+    await sync_to_async(assert_streamed_as_stored)(execution, frames)
+    await sync_to_async(assert_all)(execution)
 
 
 def writes_counted(monkeypatch) -> list:
