@@ -6,8 +6,8 @@ reply streams meanwhile (tokens) wait for it without the run: they are published
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
+from time import monotonic
 from typing import Callable
 
 from core.db import connections_give_back
@@ -106,7 +106,7 @@ class WriteBehind:
         if self._fragments is None:
             return False
         if self._fragments.add(item):
-            now = time.monotonic()
+            now = monotonic()
             if self._held_since is None:
                 self._held_since = now
             elif now - self._held_since > HELD_AT_MOST_S:
