@@ -111,6 +111,7 @@ class WriteBehind:
                 self._held_since = now
             elif now - self._held_since > HELD_AT_MOST_S:
                 self.settle()
+                connections_give_back()  # the run goes back to waiting on its model's stream
             return True
         if self._fragments.failed:
             self.settle()

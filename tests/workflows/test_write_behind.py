@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from engine.local_model import LocalChatModel
 from tests.api.sse import parse_sse
@@ -144,21 +144,30 @@ def test_a_write_no_writer_has_taken_yet_is_made_by_the_run_itself():
     assert made_on == [threading.get_ident()] and published == ["token 1", "token 2"]
 
 
+@TRANSACTIONAL
 def test_fragments_held_too_long_behind_a_write_no_writer_took_have_the_run_make_it(monkeypatch):
     """A machine too busy to run the writer: once what streams has waited HELD_AT_MOST_S behind the write, the run
-    makes the write itself and publishes what waited after it; what streams next goes out at once."""
+    makes the write itself and publishes what waited after it; what streams next goes out at once. Going back to
+    its model's stream, the run holds no pooled connection."""
     now = [1000.0]
     monkeypatch.setattr("workflows.writer.monotonic", lambda: now[0])
     made_on, published = [], []
+
+    def write() -> None:
+        made_on.append(threading.get_ident())
+        WorkflowExecution.objects.exists()  # (a statement: the thread now holds a connection)
+
     with writers_busy():
         queued = WriteBehind()
-        queued.hand(lambda: made_on.append(threading.get_ident()), published.extend)
+        queued.hand(write, published.extend)
         assert queued.attach("token 1")
         now[0] += HELD_AT_MOST_S
         assert queued.attach("token 2") and made_on == []  # not yet
         now[0] += 0.001
         assert queued.attach("token 3")  # published with the write, made here
         assert made_on == [threading.get_ident()] and published == ["token 1", "token 2", "token 3"]
+        pooled = bool(connection.settings_dict.get("OPTIONS", {}).get("pool"))
+        assert (connection.connection is None) == pooled  # given back to the pool (SQLite's stays with its thread)
         assert not queued.under_way and not queued.attach("token 4")  # at once, by the caller
 
 
