@@ -14,7 +14,11 @@ pytest_plugins = ["tests.fixtures_browser"]
 
 @needs_chromium
 @pytest.mark.django_db(transaction=True)
-def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(admin_url, staff, new_page):  # noqa: F811
+def test_item_timeline_renders_in_chromium_and_the_dashboard_links_round_trip(admin_url, staff, new_page,  # noqa: F811
+                                                                               settings):
+    # Tokens 5 ms apart: the model nodes take a real share of the run's span, on a loaded machine too (where its
+    # writes can take longer than a model that answers at once).
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 5
     tools_run = run(owner=staff, message="What is 12*7?", chat=True)
     expected = {"node": NodeExecution.objects.filter(execution=tools_run).count(),
                 "llm": LLMCall.objects.filter(execution=tools_run).count(),
