@@ -41,8 +41,10 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     async def start(self, subscription: Subscription, feed) -> None:
         """Accept the handshake and relay `feed`, whose `subscription` was made before (closed on disconnect), until
-        the socket's access ends."""
+        the socket's access ends. The socket opens once what other processes publish reaches the subscription
+        (Subscription.ready): a client that sees it open misses none of their live events (tokens) from then on."""
         self.subscription = subscription
+        await subscription.ready()
         self.access = access_subscribe(self.scope["user"].pk)
         await self.accept()
         self.feed_task = asyncio.create_task(self.relay(feed))
