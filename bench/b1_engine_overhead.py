@@ -3,9 +3,10 @@ in one process, SQLite; target ≤ 5 ms median.
 
 Side by side, interleaved in one process (a new random order every repetition), on a fresh migrated and seeded
 SQLite database with the project's own settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE, DEBUG off), the
-`local` model with CHATTER_LOCAL_TOKEN_DELAY_MS=0, for two messages: "What is 12*7?" (model -> tools ->
-model: one tool call) and "hello there" (no tool call); every call into the project goes through
-bench/chatter_calls.py:
+garbage collector as a served process tunes it once its app is loaded (core.serving.tune_collector; `--collector
+default` keeps Python's thresholds), the `local` model with CHATTER_LOCAL_TOKEN_DELAY_MS=0, for two messages: "What
+is 12*7?" (model -> tools -> model: one tool call) and "hello there" (no tool call); every call into the project
+goes through bench/chatter_calls.py:
 - bare:        the compiled universal_chat graph (the very object the engine's compile cache hands out, checked)
                invoked with hooks that record nothing, the run config the engine resolves for a chat turn and
                the same user message: LangGraph + the model + the node behaviours, no database;
@@ -24,6 +25,7 @@ After the timed loop, outside it (instrumented passes perturb timing, so they ar
 - cProfile of engine turns against bare runs (bench/b1_cprofile.py).
 
     .venv/bin/python -m bench.b1_engine_overhead [--reps 200] [--phase-reps 40] [--profile-turns 40] [--no-profile]
+        [--collector served|default]
 """
 from __future__ import annotations
 
@@ -89,6 +91,9 @@ def main() -> int:
                         "breakdown (default 40)")
     parser.add_argument("--profile-turns", type=int, default=40, help="cProfiled turns per engine case (default 40)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile pass")
+    parser.add_argument("--collector", choices=("served", "default"), default="served",
+                        help="the garbage collector as a served process tunes it once its app is loaded "
+                        "(core.serving.tune_collector, what chatter_project/asgi.py calls), or Python's defaults")
     args = parser.parse_args()
 
     with BenchRun("b1") as run:
@@ -99,6 +104,11 @@ def main() -> int:
         sides = Sides()
         log("warming up (compile cache, imports) and checking both sides give the same answers")
         sides.prepare()
+        if args.collector == "served":
+            from core.serving import tune_collector
+
+            tune_collector()
+        log(f"collector: {args.collector}, thresholds {gc.get_threshold()}, {gc.get_freeze_count()} objects frozen")
 
         gc_pauses = GcPauses()
         meter = CpuMeter({"this process": os.getpid()})
