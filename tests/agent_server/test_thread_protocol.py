@@ -2,6 +2,9 @@
 daphne server: a run started by a command streams the graph's values, custom parts and lifecycle; the question
 is `input.requested` and `run.respond` answers it; the thread's state and messages are the graph's own, with
 Chatter's accounting."""
+import threading
+import time
+
 import pytest
 from langgraph_sdk import get_client, get_sync_client
 
@@ -30,9 +33,17 @@ async def test_a_thread_stream_runs_the_graph_pauses_and_goes_on(graph_server, a
 def test_the_sync_client_streams_custom_parts_and_the_run_is_accounted(graph_server, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     with client.threads.stream(assistant_id="stateful") as thread:
+        # The custom parts are read from a stream opened before the run starts: the SDK's lifecycle watcher (a
+        # stream of its own) ends every subscription once it sees the question, so one opened after the run
+        # started could be ended, on a busy machine, before it had what came before
+        # (docs/api/langgraph.md#the-thread-streaming-protocol).
+        custom = []
+        reading = threading.Thread(target=lambda: custom.extend(thread.subscribe(["custom"])))
+        reading.start()
+        time.sleep(0.3)
         thread.run.start(input=START)
-        custom = list(thread.subscribe(["custom"]))
-        assert thread.interrupted
+        reading.join(30)
+        assert not reading.is_alive() and thread.interrupted
         thread.run.respond("yes")
         final = thread.output
         thread_id = thread.thread_id
@@ -47,8 +58,6 @@ def test_the_sync_client_streams_custom_parts_and_the_run_is_accounted(graph_ser
 
 
 def test_two_threads_stream_at_once(graph_server, alice_key):
-    import threading
-
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     results, errors = {}, []
 
