@@ -101,12 +101,29 @@ def heaviest_first(items) -> None:
     items[:] = [item for module in order for item in modules[module]]
 
 
+def _test_database_leftovers_removed() -> None:
+    """A SQLite test database's WAL and shared-memory files, left beside it when Django removed it while a thread's
+    connection (a server's, a run's) was still open: removed once the database itself is gone."""
+    from django.conf import settings
+
+    if not settings.configured or settings.DATABASES["default"]["ENGINE"] != settings.SQLITE_ENGINE:
+        return
+    name = Path(settings.DATABASES["default"].get("TEST", {}).get("NAME") or "")
+    if not name.name:
+        return
+    for suffix in ("-wal", "-shm"):
+        for leftover in name.parent.glob(f"{name.name}*{suffix}"):  # (a worker's database is named <name>_gw<n>)
+            if not leftover.with_name(leftover.name.removesuffix(suffix)).exists():
+                leftover.unlink(missing_ok=True)
+
+
 def pytest_runtest_logreport(report):
     """Adds up each module's seconds (setup, call and teardown of its tests; with workers, on the controller)."""
     _ran_seconds[report.nodeid.split("::", 1)[0]] += report.duration
 
 
 def pytest_sessionfinish(session):
+    _test_database_leftovers_removed()
     out = os.environ.get("CHATTER_MODULE_SECONDS_OUT")
     if out and not hasattr(session.config, "workerinput"):  # the controller, or a run without workers
         taken = sorted(_ran_seconds.items(), key=lambda kept: -kept[1])
