@@ -301,11 +301,14 @@ def test_a_call_that_answers_while_another_waits_leaves_the_waiting_ones_marker_
 
     def both_marked() -> None:  # while the second call waits: both calls' markers on disk
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(markers) < 2:
-            markers[:] = [row for row in NodeExecution.objects.filter(node_id__in=("a", "b")).values_list(
-                "output", flat=True) if row.get("call_in_flight")]
-            time.sleep(0.02)
-        release.set()
+        try:
+            while time.monotonic() < deadline and len(markers) < 2:
+                markers[:] = [row for row in NodeExecution.objects.filter(node_id__in=("a", "b")).values_list(
+                    "output", flat=True) if row.get("call_in_flight")]
+                time.sleep(0.02)
+        finally:
+            release.set()
+            connection.close()  # (this thread's: the test database is dropped at the end)
 
     watcher = threading.Thread(target=both_marked)
     watcher.start()
