@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from budgets.models import Budget, BudgetPeriod
 
@@ -23,6 +24,7 @@ class BudgetAdmin(admin.ModelAdmin):
     search_fields = ("name", "target_id", "owner__username")
     readonly_fields = ("set_by_staff", "created_at")
     inlines = [BudgetPeriodInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # (a webhook typed without its scheme)
 
     def save_model(self, request, obj, form, change):
         if not change:  # set here by staff, it binds every run in its scope, as over the API

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import models
 from django.template.loader import render_to_string
 
 from conversations.models import Message
@@ -94,6 +95,7 @@ class WorkflowScheduleAdmin(admin.ModelAdmin):
     search_fields = ("name", "cron", "owner__username", "template__key", "definition__name")
     raw_id_fields = ("owner", "template", "definition", "last_execution")
     readonly_fields = ("next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # (a webhook typed without its scheme)
 
 
 # --- runs ---------------------------------------------------------------------------------------------------

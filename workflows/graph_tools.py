@@ -1,10 +1,10 @@
 """MCP tools for a registered Python graph's factory (CHATTER_GRAPHS): the tools its run's owner may call.
 
-    from langgraph.prebuilt import create_react_agent
+    from langchain.agents import create_agent
     from workflows.graph_tools import run_tools
 
     async def graph(config):
-        return create_react_agent(model, tools=[*await run_tools(config, allowed=["tracker__*"])])
+        return create_agent(model, tools=[*await run_tools(config, allowed=["tracker__*"])])
 
 Outside a run (a graph read for its structure or schemas) there is no owner: no MCP tools."""
 from __future__ import annotations

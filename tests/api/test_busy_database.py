@@ -1,5 +1,6 @@
 """A request that finds no free database connection in time (Django's pool, PostgreSQL) is a 503 `server_busy`
 with Retry-After, in the one error shape: a busy server, not a broken one."""
+import pytest
 from django.db import OperationalError
 
 from core.api.exceptions import api_exception_handler
@@ -9,6 +10,7 @@ class PoolTimeoutStandIn(Exception):
     pass
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # (only its pool's timeout is read here)
 def test_a_pool_timeout_is_a_503_server_busy_with_retry_after(settings):
     from psycopg_pool import PoolTimeout
 

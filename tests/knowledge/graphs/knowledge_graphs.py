@@ -3,10 +3,10 @@ them: `retriever_graph` answers with the best chunk a retriever finds (no model)
 (ChatOpenAI, pointed by the environment at the tests' fake OpenAI server) with the collection as a tool."""
 import os
 
+from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import create_react_agent
 
 from workflows.graph_knowledge import collections_retriever, collections_tool
 
@@ -27,4 +27,4 @@ retriever_graph = _builder.compile()
 def agent_graph():
     model = ChatOpenAI(model="gpt-4o-mini", base_url=os.environ["OPENAI_BASE_URL"],
                        api_key=os.environ["OPENAI_API_KEY"], max_retries=0)
-    return create_react_agent(model, tools=[collections_tool(["manuals"], name="search_manuals", k=1)])
+    return create_agent(model, tools=[collections_tool(["manuals"], name="search_manuals", k=1)])

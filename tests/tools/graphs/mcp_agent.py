@@ -3,8 +3,8 @@ their model ChatOpenAI, pointed by the environment at the tests' fake OpenAI ser
 add and fail; `any_tool_graph` every tool of the tracker."""
 import os
 
+from langchain.agents import create_agent
 from langchain_openai import ChatOpenAI
-from langgraph.prebuilt import create_react_agent
 
 from workflows.graph_tools import run_tools
 
@@ -15,8 +15,8 @@ def _model():
 
 
 async def graph(config):
-    return create_react_agent(_model(), tools=await run_tools(config, allowed=["tracker__add", "tracker__fail"]))
+    return create_agent(_model(), tools=await run_tools(config, allowed=["tracker__add", "tracker__fail"]))
 
 
 async def any_tool_graph(config):
-    return create_react_agent(_model(), tools=await run_tools(config, allowed=["tracker__*"]))
+    return create_agent(_model(), tools=await run_tools(config, allowed=["tracker__*"]))
