@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+from core.db import connections_give_back
 from engine.runtime import RunInterrupted
 from workflows.models import WorkflowExecution
 
@@ -39,6 +40,7 @@ class CancelWatch:
             self._polled = time.monotonic()
             row = WorkflowExecution.objects.filter(pk=self.execution_id).values_list(
                 "status", "cancel_requested").first()
+            connections_give_back()  # polled while the run waits on its model: it holds no pooled connection meanwhile
             if row is None or row[0] != WorkflowExecution.Status.RUNNING:  # ended elsewhere: stop spending
                 raise RunInterrupted("the run was ended while it was still running")
             self.cancelled = row[1]

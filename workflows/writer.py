@@ -128,6 +128,8 @@ class WriteBehind:
         has taken yet is not made, its owner still holding what it would have written, for its next write: what was
         attached to it is returned, to publish after that one's events."""
         if self._created is not None:
+            if not self._created.done():
+                connections_give_back()  # (a waiting thread holds none: the request may need it to finish)
             if self._created.exception() is not None:  # (waits for it)
                 raise NotCreated()
             created, self._created = self._created, None
@@ -138,6 +140,8 @@ class WriteBehind:
             return []
         try:
             if not pending.cancel():
+                if not pending.done():  # a writer is making it: it may need the pooled connection this thread holds
+                    connections_give_back()
                 pending.result()
             elif fold:  # no writer has taken it yet: the owner's next write makes it
                 return fragments.close(publish=False)

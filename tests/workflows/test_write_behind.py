@@ -12,6 +12,7 @@ from django.db import OperationalError, connection
 from engine.local_model import LocalChatModel
 from tests.api.sse import parse_sse
 from tests.invariants import assert_all, assert_streamed_as_stored
+from workflows.cancels import CANCEL_POLL_S
 from workflows.models import NodeExecution, WorkflowExecution
 from workflows.recorder import ExecutionRecorder
 from workflows.writer import HELD_AT_MOST_S, WRITER_THREADS, WriteBehind
@@ -169,6 +170,63 @@ def test_fragments_held_too_long_behind_a_write_no_writer_took_have_the_run_make
         pooled = bool(connection.settings_dict.get("OPTIONS", {}).get("pool"))
         assert (connection.connection is None) == pooled  # given back to the pool (SQLite's stays with its thread)
         assert not queued.under_way and not queued.attach("token 4")  # at once, by the caller
+
+
+@pytest.mark.postgres
+@TRANSACTIONAL
+def test_a_run_waiting_for_its_write_gives_its_pooled_connection_back(monkeypatch):
+    """The run borrowed a connection after it handed its write (its cancel poll) and every other one the pool can
+    give is taken: waiting for the writer, it gives its own back, and the writer makes the write with it. Held, it
+    was a deadlock of every run so waiting (a burst of 30 turns on a pool of 3), each holding the connection its
+    writer waited for, until the pool's timeout."""
+    from psycopg_pool import PoolTimeout
+
+    pool = connection.pool
+    monkeypatch.setattr(pool, "timeout", 3)  # (held, the write fails after 3 s rather than the pool's 30)
+    made, others = [], []
+
+    def write() -> None:
+        made.append(WorkflowExecution.objects.exists())
+
+    try:
+        with writers_busy():
+            queued = WriteBehind()
+            queued.hand(write, lambda fragments: None)
+            WorkflowExecution.objects.exists()  # this thread now holds a connection
+            while True:  # and every other one is taken (the pool gives none within 0.5 s)
+                try:
+                    others.append(pool.getconn(timeout=0.5))
+                except PoolTimeout:
+                    break
+        queued.settle()  # the writers are free: one has taken the write, and waits for a connection
+    finally:
+        for other in others:
+            pool.putconn(other)
+
+    assert made == [False]  # made, on the connection this thread gave back
+
+
+@pytest.mark.postgres
+@TRANSACTIONAL
+def test_a_run_waiting_on_its_model_holds_no_pooled_connection_after_its_cancel_poll(api, monkeypatch):
+    """A run polls its row for a cancel asked in another process (every CANCEL_POLL_S, between its model's chunks):
+    the connection it borrowed for that goes back at once, so a run waiting on a slow model holds none."""
+    stream, held = LocalChatModel._stream, []
+
+    def slow(model, *args, **kwargs):  # three chunks 0.25 s apart, then the rest at once
+        for number, chunk in enumerate(stream(model, *args, **kwargs)):
+            if 1 <= number <= 3:
+                time.sleep(CANCEL_POLL_S + 0.05)
+                held.append(connection.connection is not None)  # (the run's thread, waiting on its model)
+            yield chunk
+
+    monkeypatch.setattr(LocalChatModel, "_stream", slow)
+    done = api.post("/api/v1/executions/", {"template": "universal_chat", "input": {"message": "hello there"}},
+                    format="json").json()["execution"]
+
+    assert done["status"] == "completed"
+    assert held == [False, False, False]
+    assert_all(WorkflowExecution.objects.get(pk=done["id"]))
 
 
 @TRANSACTIONAL
