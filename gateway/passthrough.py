@@ -26,6 +26,7 @@ from django.conf import settings
 from django.http import HttpResponseBase, JsonResponse
 
 from budgets.models import Budget
+from core.db import connections_give_back
 from core.errors import ProviderError, RunError
 from core.money import usd
 from core.tracing import tracing_on
@@ -291,6 +292,7 @@ def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
     """A call answered whole: the upstream's answer, with the run's id as its id and the stored cost in its usage;
     an upstream's error as gateway.errors answers a failed call."""
     error = None
+    connections_give_back()  # (its planning's reads done: no pooled connection is held while the upstream answers)
     try:
         status, upstream_headers, content = upstream_post_whole(passing.url, data=passing.body,
                                                                 headers=_headers(passing))

@@ -197,6 +197,30 @@ def test_item_46_an_upstream_that_does_not_answer_in_time_is_a_504_and_a_failed_
     assert error["message"].endswith(f"Request id: {run.pk}.")
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_item_46_a_whole_call_holds_no_pooled_connection_while_its_upstream_answers(in_process, openai_server,
+                                                                                     monkeypatch):
+    """The request's thread gives back the connection its checks and planning borrowed before it waits on the
+    upstream: held, a process answered at most its pool's size of calls at once (20 by default; the rest waited,
+    then were refused as busy), however little work the database had."""
+    from gateway import passthrough
+
+    post, held = passthrough.upstream_post_whole, []
+
+    def watched(*args, **kwargs):
+        held.append(connection.connection is not None)
+        return post(*args, **kwargs)
+
+    monkeypatch.setattr(passthrough, "upstream_post_whole", watched)
+    openai_server.reply(content="84", usage=USAGE)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 200 and held == [False]
+    assert_recorded(response["X-Chatter-Execution"])
+
+
 def test_item_46_a_refused_upstream_is_a_502_naming_its_url_and_the_reason(in_process, settings):
     """The pass-through's client (aiohttp) says what failed as the run path's does (engine.providers)."""
     port = refusing_port()  # nothing listens there
