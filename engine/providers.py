@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -37,13 +38,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("local", "openai", "anthropic")
-# Providers whose streamed usage reports are parts of the call's usage, to be added up; every other
-# provider's report is whole, and the last one received is the call's usage.
+# Providers whose streamed usage reports are parts of the call's usage, to be added up; every other provider's
+# report is whole, and the last one received is the call's usage.
 USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 
 # A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
 _USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
 _FINGERPRINT = b'"system_fingerprint"'
+RETRY_AFTER_MOST_S = 86_400.0  # an upstream's Retry-After past a day is read as a day
 
 
 class RawUsageReports:
@@ -94,7 +96,6 @@ class RawUsageReports:
         usage = event.get("usage") if isinstance(event, dict) else None
         if isinstance(usage, dict) and usage:
             self.reports.append(usage)
-
 
     def _read_fingerprint(self, line: bytes) -> None:
         try:
@@ -265,15 +266,14 @@ def _response_headers(chain: list[BaseException]):
 
 
 def retry_after_s(headers) -> float | None:
-    """The Retry-After an upstream's answer sent (retry-after-ms first, as OpenAI's clients read it), in seconds."""
+    """An upstream's Retry-After (retry-after-ms first, as OpenAI's clients read it) in seconds, at most a day; None
+    for none, an HTTP date (not read), a negative or not a number (`inf`, `nan`)."""
+    said = headers.get("retry-after-ms") or headers.get("retry-after")
     try:
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-        if headers.get("retry-after"):
-            return float(headers["retry-after"])
+        seconds = float(said) / (1000 if headers.get("retry-after-ms") else 1) if said else math.nan
     except ValueError:
-        pass  # an HTTP date: not read
-    return None
+        return None
+    return min(seconds, RETRY_AFTER_MOST_S) if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def error_object(body) -> dict | None:

@@ -127,10 +127,36 @@ def usage_cut_short(*, prompt_tokens: int, streamed: dict) -> Usage:
     )
 
 
+# More tokens than any call reports (a trillion): a count past it is a server's error, never a bill; with it a
+# conversation's or a day's sums stay far inside their 64-bit columns.
+MAX_REPORTED_TOKENS = 10**12
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_DETAIL_COUNTS = (("prompt_tokens_details", "cached_tokens"), ("completion_tokens_details", "reasoning_tokens"))
+
+
+def _count(value: Any) -> bool:
+    """Whether `value` is a token count as a server reports one: a whole number from 0 to MAX_REPORTED_TOKENS."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value == int(value) and 0 <= value <= MAX_REPORTED_TOKENS
+
+
 def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return 0
-    return int(value)
+    return int(value) if _count(value) else 0
+
+
+def openai_usage_readable(raw: Any) -> bool:
+    """Whether an OpenAI-shaped usage object can be taken as the call's count: an object whose counts, those it
+    has, are token counts (`_count`). Anything else (a list, a text, a negative, an infinite or a 1e20 count) is
+    a server's error: the call's usage is then estimated and flagged, as when it reports none."""
+    if not isinstance(raw, dict):
+        return False
+    details = [raw.get(part) for part, _ in _DETAIL_COUNTS]
+    if any(detail is not None and not isinstance(detail, dict) for detail in details):
+        return False
+    counts = [raw.get(name) for name in _COUNTS] + [
+        (detail or {}).get(name) for detail, (_, name) in zip(details, _DETAIL_COUNTS)]
+    return raw.get("prompt_tokens") is not None and all(count is None or _count(count) for count in counts)
 
 
 def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = (), raw: Any = None) -> Usage:

@@ -33,7 +33,8 @@ from core.tracing import tracing_on
 from engine.providers import provider_failure, safe_url, upstream_facts
 from engine.routing import routing_table
 from engine.runtime import CallStarted, RunContext
-from engine.usage import Usage, estimate_openai_prompt_tokens, usage_cut_short, usage_from_openai
+from engine.usage import (Usage, estimate_openai_prompt_tokens, openai_usage_readable, usage_cut_short,
+                          usage_from_openai)
 from gateway.errors import execution_failure
 from gateway.relay import StreamRelay, budget_stop
 from gateway.services import IGNORED, usage_body
@@ -282,10 +283,11 @@ def _failure(passing: Passing, exc: Exception, *, mid_stream: bool = False) -> P
 
 def _ending(message: dict, choice: dict, body: dict) -> dict:
     calls = message.get("tool_calls") or []
-    return {"finish_reason": choice.get("finish_reason") or ("tool_calls" if calls else "stop"),
+    return {"finish_reason": _text(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
             **({"tool_calls": calls} if calls else {}),
             **{name: value for name, value in (("logprobs", choice.get("logprobs")),
-                                               ("system_fingerprint", body.get("system_fingerprint"))) if value}}
+                                               ("system_fingerprint", _text(body.get("system_fingerprint"))))
+               if value}}
 
 
 def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
@@ -300,28 +302,65 @@ def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
             error = _status_failure(passing, status, upstream_headers, content)
         else:
             body = json.loads(content)
-            choice = (body.get("choices") or [{}])[0]
-            message = choice.get("message") or {}
-            content = message.get("content") or ""
+            if isinstance(body, dict) and "error" in body and not body.get("choices"):  # an error, answered 200
+                error = _status_failure(passing, 502, upstream_headers, content)
+            else:
+                choice, message = _completion_read(body)
     except (*_UPSTREAM_ERRORS, ValueError) as exc:
         error = _failure(passing, exc)
-    except (AttributeError, IndexError, TypeError):  # JSON, not a chat completion
-        error = ProviderError("openai call answered something that is not a chat completion",
+    except _NotACompletion as exc:
+        error = ProviderError(f"openai call answered something that is not a chat completion ({exc})",
                               error_type="provider_error", upstream=upstream_facts(status=502))
     if error is not None:
         ended = _ended(passing, usage=None, reported_model="", error=error, content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
-    usage = usage_from_openai(body["usage"]) if isinstance(body.get("usage"), dict) else usage_cut_short(
+    content = message.get("content") or ""
+    reported = body.get("usage")
+    usage = usage_from_openai(reported) if openai_usage_readable(reported) else usage_cut_short(
         prompt_tokens=passing.prompt_tokens, streamed={"text": content})
     # Under a hard budget, a reply past what it reserved stops the run, as the run path's does (recorded in full).
     stopped = budget_stop(passing.recorder, content) if passing.recorder.budget.hard else None
-    ended = _ended(passing, usage=usage, reported_model=body.get("model") or passing.requested_model, error=stopped,
-                   content=content, ending=_ending(message, choice, body), message_id=body.get("id") or "")
+    ended = _ended(passing, usage=usage, reported_model=_text(body.get("model")) or passing.requested_model,
+                   error=stopped, content=content, ending=_ending(message, choice, body),
+                   message_id=_text(body.get("id")))
     if ended.status != Status.COMPLETED:
         return failure_response(ended, model=passing.model, headers=headers)
     body.update(id=f"chatcmpl-{ended.pk.hex}", model=passing.model)
-    body["usage"] = {**(body.get("usage") or {}), **usage_body(ended)}
+    body["usage"] = {**(reported if isinstance(reported, dict) else {}), **usage_body(ended)}
     return JsonResponse(body, headers={**headers, **cost_headers(ended)})
+
+
+class _NotACompletion(Exception):
+    """An upstream's 200 whose JSON is not a chat completion (says what is not)."""
+
+
+def _completion_read(body) -> tuple[dict, dict]:
+    """The first choice of an upstream's chat completion, and its message, once what the call's records and its
+    answer read of it has its shape: an object with a list of choices, the first with a message (its content a
+    text or null, its tool calls a list of calls naming their function); none of either for an empty list."""
+    if not isinstance(body, dict):
+        raise _NotACompletion("not an object")
+    choices = body.get("choices")
+    if choices == []:  # no choice, as some servers answer (a filtered reply): relayed, its usage recorded
+        return {}, {}
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise _NotACompletion("no choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise _NotACompletion("its choice has no message")
+    if not isinstance(message.get("content"), (str, type(None))):
+        raise _NotACompletion("its message's content is not a text")
+    calls = message.get("tool_calls")
+    if calls is not None and not (isinstance(calls, list) and all(
+            isinstance(call, dict) and isinstance(call.get("function"), dict)
+            and isinstance(call["function"].get("name"), str) for call in calls)):
+        raise _NotACompletion("its message's tool calls are not calls of functions")
+    return choices[0], message
+
+
+def _text(value) -> str:
+    """An upstream's field that should be a text (a completion's id, its model), or "" when it is not."""
+    return value if isinstance(value, str) else ""
 
 
 def cost_headers(execution: WorkflowExecution) -> dict:

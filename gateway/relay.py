@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 
 from core.errors import BudgetExceeded, ProviderError, RunCancelled, RunError
 from engine.providers import upstream_facts
-from engine.usage import usage_cut_short, usage_from_openai
+from engine.usage import openai_usage_readable, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import usage_body
 from gateway.upstream import upstream_future
@@ -142,52 +142,58 @@ class StreamRelay:
             chunk = json.loads(data)
         except ValueError:
             return True
+        if not isinstance(chunk, dict):
+            return True  # relayed as it came; nothing of it is counted
         if self.upstream_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
             said = re.escape(json.dumps(chunk["id"])[1:-1].encode())  # (as JSON writes it)
             self.upstream_id = re.compile(rb'"id"\s*:\s*"' + said + rb'"')
             self.message_id = chunk["id"]
-        self.model = chunk.get("model") or self.model
-        if chunk.get("system_fingerprint"):
+        self.model = _text(chunk.get("model")) or self.model
+        if _text(chunk.get("system_fingerprint")):
             self.ending["system_fingerprint"] = chunk["system_fingerprint"]
-        if isinstance(chunk.get("usage"), dict):
+        if openai_usage_readable(chunk.get("usage")):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            if _text(delta.get("content")):
                 self.passing.text.append(delta["content"])
                 if self.hard:
                     self.stop = self.stop or budget_stop(self.passing.recorder, delta["content"])
-            for call in delta.get("tool_calls") or []:
-                self._tool_call(call)
-            if choice.get("finish_reason"):
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict):
+                    self._tool_call(call)
+            if _text(choice.get("finish_reason")):
                 self.ending["finish_reason"] = choice["finish_reason"]
-        if isinstance(chunk.get("usage"), dict) and not chunk.get("choices"):
+        if isinstance(chunk.get("usage"), dict) and not choices:
             self.usage_chunk = chunk
             return False  # sent after the run's end, with its cost, when the client asked for it
         return True
 
     def _tool_call(self, call: dict) -> None:
-        function = call.get("function") or {}
-        kept = self.calls.setdefault(call.get("index", len(self.calls)), {
-            "id": call.get("id") or "", "type": "function", "function": {"name": "", "arguments": ""}})
-        kept["function"]["name"] += function.get("name") or ""
-        kept["function"]["arguments"] += function.get("arguments") or ""
-        self.passing.tool_text.append((function.get("name") or "") + (function.get("arguments") or ""))
-        if self.hard and function.get("arguments"):
-            self.stop = self.stop or budget_stop(self.passing.recorder, function["arguments"])
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name, arguments = _text(function.get("name")), _text(function.get("arguments"))
+        index = call.get("index") if isinstance(call.get("index"), int) else len(self.calls)
+        kept = self.calls.setdefault(index, {"id": _text(call.get("id")), "type": "function",
+                                             "function": {"name": "", "arguments": ""}})
+        kept["function"]["name"] += name
+        kept["function"]["arguments"] += arguments
+        self.passing.tool_text.append(name + arguments)
+        if self.hard and arguments:
+            self.stop = self.stop or budget_stop(self.passing.recorder, arguments)
 
     async def close(self, error: RunError | None) -> WorkflowExecution:
         passing = self.passing
         if error is None and not self.done:
             error = ProviderError("openai stream ended before [DONE]", error_type="provider_error",
                                   upstream=upstream_facts(status=None))
-        if self.usage is not None:
-            usage = usage_from_openai(self.usage)
-        else:  # cut short before the upstream said: estimated over what it sent (nothing: it never answered)
-            usage = usage_cut_short(prompt_tokens=passing.prompt_tokens, streamed=passing.so_far()) \
-                if passing.text or passing.tool_text or error is None else None
+        # Cut short before the upstream said, or said what no count is: estimated over its prompt and what it sent
+        # (a relay reads an upstream that answered 200: it took the prompt, even when nothing it sent was read).
+        usage = usage_from_openai(self.usage) if self.usage is not None else usage_cut_short(
+            prompt_tokens=passing.prompt_tokens, streamed=passing.so_far())
         calls = [self.calls[index] for index in sorted(self.calls)]
         ending = {**self.ending, **({"tool_calls": calls} if calls else {})}
         return await self.ended(passing, usage=usage, reported_model=self.model or passing.requested_model,
@@ -205,3 +211,8 @@ class StreamRelay:
             chunk.update(id=self.own_id.decode(), usage={**(chunk.get("usage") or {}), **usage_body(ended)})
             out = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
         return out + b"data: [DONE]\n\n"
+
+
+def _text(value) -> str:
+    """A field of an upstream's chunk that should be a text, or "" when it is not."""
+    return value if isinstance(value, str) else ""

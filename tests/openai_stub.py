@@ -145,6 +145,7 @@ class StubReply:
     rerank_results: list[dict[str, Any]] | None = None
     text_blocks: list[str] = field(default_factory=list)  # Anthropic's answer: the text's blocks
     held: threading.Event | None = None  # (hold=True) answered once it is set: release()
+    body: Any = None  # a whole answer sent as this JSON, whatever it holds
 
 
 def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
@@ -300,6 +301,7 @@ class OpenAIStub:
         rerank_results: list[dict[str, Any]] | None = None,
         text_blocks: list[str] | None = None,
         hold: bool = False,
+        body: Any = None,
     ) -> OpenAIStub:
         """Queue the answer to the next request.
 
@@ -311,7 +313,10 @@ class OpenAIStub:
         delay_s: wait before answering; chunk_delay_s: wait between streamed chunks.
         headers: extra response headers (e.g. retry-after-ms on an error).
         fault, fault_after, stall_s, usage_every_chunk, argument_chunk_chars, more_choices, relevance_scores,
-        embedding_sizes, rerank_results, text_blocks, hold: see the module docstring. completion_id: the reply's id
+        embedding_sizes, rerank_results, text_blocks, hold: see the module docstring. body: a whole answer that is
+        this JSON as it is, whatever it holds (a server's malformed answer; Python's json writes inf as Infinity,
+        as a careless server does), with `status` (200 by default); to a streamed request, a list of the chunks to
+        send as they are, then `[DONE]`. completion_id: the reply's id
         (default: chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the
         same.
         """
@@ -357,6 +362,7 @@ class OpenAIStub:
                     rerank_results=list(rerank_results) if rerank_results is not None else None,
                     text_blocks=list(text_blocks) if text_blocks else [content] if content or not calls else [],
                     held=held,
+                    body=body,
                 )
             )
         return self
@@ -607,6 +613,12 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 time.sleep(reply.delay_s)
             if reply.held is not None:
                 reply.held.wait(HOLD_MAX_S)
+            if reply.body is not None and isinstance(body, dict) and body.get("stream"):
+                self._send_stream(list(reply.body), reply)
+                return
+            if reply.body is not None:
+                self._send_json(reply.status, reply.body, reply.headers)
+                return
             if reply.status != 200:
                 self._send_json(reply.status, reply.error_body or error_body(reply.status, "Scripted error."),
                                 reply.headers)

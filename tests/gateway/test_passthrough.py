@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 
 from budgets.models import BudgetPeriod
 from core.cache import hot_reads
+from engine.usage import estimate_openai_prompt_tokens
 from gateway.limits import key_limits_remove, key_limits_set
 from gateway.upstream import upstream_call, upstream_session
 from keys.services import api_key_revoke
@@ -251,6 +252,118 @@ def test_item_46_a_stream_through_a_client_without_a_server_loop_is_relayed_and_
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Eighty four."
     execution = assert_recorded(response.headers["X-Chatter-Execution"])
     assert chunks[-1]["usage"]["total_tokens"] == USAGE["total_tokens"] == execution.total_tokens
+
+
+def _completion(**fields) -> dict:
+    """An upstream's whole answer: a chat completion of "84." with USAGE, its `fields` in place of its own."""
+    return {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "84."}, "finish_reason": "stop"}],
+            "usage": USAGE, **fields}
+
+
+@pytest.mark.parametrize("answer, said", [
+    ({"error": {"message": "the model is overloaded", "type": "server_error"}}, "the model is overloaded"),
+    (_completion(choices=None), "no choices"),
+    (_completion(choices=["84."]), "no choices"),
+    (_completion(choices=[{"index": 0, "message": "84."}]), "has no message"),
+    (_completion(choices=[{"index": 0, "message": {"role": "assistant", "content": {"text": "84."}}}]),
+     "content is not a text"),
+    (_completion(choices=[{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": "oops"}}]),
+     "tool calls are not calls of functions"),
+    ([_completion()], "not an object"),
+])
+def test_an_upstreams_200_that_is_not_a_chat_completion_is_a_502_and_a_failed_run_without_a_bill(
+        in_process, openai_server, answer, said):
+    """An answer the call's records cannot be made of (an error answered 200, choices of another shape) is the
+    upstream's failure: a 502 saying what was wrong, the run failed, no LLM call; never a 500 after the call was
+    billed, nor an error relayed as a completion."""
+    openai_server.reply(body=answer)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 502, response.content
+    run = WorkflowExecution.objects.get()
+    assert (run.status, run.error_type, run.llm_calls, run.total_tokens) == ("failed", "provider_error", 0, 0)
+    assert said in run.error_message
+    assert_all(run)
+
+
+@pytest.mark.parametrize("usage", [
+    [USAGE], "30", {"prompt_tokens": -1, "completion_tokens": 9, "total_tokens": 8},
+    {"prompt_tokens": 1e20, "completion_tokens": 9, "total_tokens": 1e20}, {"prompt_tokens": 21.5},
+    {"prompt_tokens": float("inf"), "completion_tokens": 9}, {"completion_tokens": 9},
+    {**USAGE, "prompt_tokens_details": [1]},
+])
+def test_a_completion_whose_usage_is_no_count_is_answered_and_its_usage_estimated(in_process, openai_server, usage):
+    """A usage that is not a count of tokens (a list, a text, a negative, infinite, fractional or 1e20 count) is
+    the upstream's error: the answer goes to the client, its call's usage estimated and flagged as when the upstream
+    reports none, never stored as said (a 1e20 count overflowed its column: a 500 after the answer was billed)."""
+    openai_server.reply(body=_completion(usage=usage, model=5, id=["x"]))
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "84." and body["model"] == "gpt-4o-mini"
+    execution = assert_recorded(response["X-Chatter-Execution"], estimated=True)
+    assert execution.prompt_tokens == estimate_openai_prompt_tokens(ASK) and 0 < execution.completion_tokens < 9
+    assert body["usage"]["total_tokens"] == execution.total_tokens
+    assert LLMCall.objects.get().model == "gpt-4o-mini"  # (the model it answered as, 5, is not a name)
+
+
+@pytest.mark.parametrize("retry_after, waited", [("inf", None), ("nan", None), ("-3", None), ("1e308", 86400),
+                                                 ("7", 7)])
+def test_a_rate_limited_upstreams_retry_after_is_read_as_a_number_of_seconds_within_a_day(
+        in_process, openai_server, retry_after, waited):
+    """An upstream's 429 is the client's 429 whatever its Retry-After says: one that is no number of seconds is not
+    passed on (an infinite one could not be written in the run's row, a 1e308 one could not be made milliseconds:
+    each was a 502 or a 500); one past a day is a day."""
+    openai_server.reply(status=429, headers={"Retry-After": retry_after})
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, format="json")
+
+    assert response.status_code == 429, response.content
+    assert response.headers.get("Retry-After") == (str(waited) if waited is not None else None)
+    run = WorkflowExecution.objects.get()
+    assert (run.status, run.error_type) == ("failed", "provider_rate_limited")
+
+
+def test_a_stream_cut_before_anything_was_read_still_accounts_the_prompt_the_upstream_took(
+        in_process, openai_server):
+    """An upstream that answered 200 took the prompt, whatever of its stream was read before it broke (aiohttp
+    drops what it had buffered when the connection fails): the call is failed and accounted, its prompt estimated."""
+    openai_server.reply(content="Eighty four.", usage=USAGE, fault="close", fault_after=0)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK, "stream": True},
+                               format="json")
+
+    with pytest.warns(Warning, match="consume asynchronous iterators"):
+        frames = [line[6:] for line in b"".join(response).decode().split("\n") if line.startswith("data: ")]
+    assert json.loads(frames[-1])["error"]["code"] == "provider_error"
+    execution = assert_recorded(response.headers["X-Chatter-Execution"], estimated=True)
+    assert execution.status == "failed" and execution.prompt_tokens == estimate_openai_prompt_tokens(ASK)
+
+
+def test_a_streams_chunks_of_another_shape_are_relayed_and_what_they_count_read(in_process, openai_server):
+    """Chunks that are not chat.completion.chunk objects as the relay reads them (a list, choices that are not
+    objects, a text that is not a text, a usage that is no count) go to the client as they came; the call is
+    accounted by what it could read, never failed by the relay itself."""
+    good = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+    chunks = [[1, 2], {**good, "choices": ["x", {"index": 0, "delta": "84"}]},
+              {**good, "choices": [{"index": 0, "delta": {"content": 84}}], "model": 5},
+              {**good, "choices": [{"index": 0, "delta": {"content": "84.", "tool_calls": ["x", {"function": 3}]},
+                                    "finish_reason": 1}]},
+              {**good, "choices": [], "usage": {"prompt_tokens": float("inf")}}]
+    openai_server.reply(body=chunks)
+
+    response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK, "stream": True},
+                               format="json")
+
+    with pytest.warns(Warning, match="consume asynchronous iterators"):
+        frames = [line[6:] for line in b"".join(response).decode().split("\n") if line.startswith("data: ")]
+    assert frames[0] == "[1, 2]" and frames[-1] == "[DONE]", frames
+    execution = assert_recorded(response.headers["X-Chatter-Execution"], estimated=True)
+    assert execution.status == "completed" and execution.output_data["content"] == "84."
 
 
 def _upstream_status(url: str, answers) -> None:
