@@ -73,6 +73,18 @@ def test_nul_characters_and_lone_surrogates_are_a_400_and_no_row(api, bad):
     assert (row_counts(), Document.objects.count()) == before
 
 
+@pytest.mark.parametrize("number", ["1e309", "-1e400", "1.5e99999"])
+def test_a_number_past_a_floats_range_is_a_400_and_no_row(api, number):
+    """Python's json reads 1e309 as infinity, which no JSON column can hold (SQLite's JSON_VALID refused it: a 500
+    after the view had run); refused as NaN and Infinity are."""
+    before = row_counts(), Document.objects.count()
+    raw = '{"title": "t", "content": "c", "metadata": {"k": %s}}' % number
+    assert_error(api.post("/api/v1/documents/", raw, content_type="application/json"), 400, "parse_error")
+    raw = '{"message": "hi", "temperature": %s}' % number
+    assert_error(api.post("/api/v1/chat/", raw, content_type="application/json"), 400, "parse_error")
+    assert (row_counts(), Document.objects.count()) == before
+
+
 NUL_IN_PATH_OR_QUERY = [
     "/api/v1/pricing/in-force/?provider=%00&model=x", "/api/v1/conversations/?title=a%00b",
     "/api/v1/workflows/templates/%00/", "/api/v1/conversations/%00/messages/", "/api/v1/executions/?%00=1",
@@ -95,6 +107,7 @@ def test_it_refuses_a_nul_in_a_path_or_query_string_in_the_surfaces_shape(alice,
 @pytest.mark.parametrize("body", [
     '{"metadata": {"k": "nul\\u0000byte"}}', '{"metadata": {"nul\\u0000key": 1}}',
     '{"metadata": {"k": "lone \\ud800 surrogate"}}', '{"metadata": {"k": NaN}}', '{"metadata": {}, "metadata": {}}',
+    '{"metadata": {"k": 1e309}}',
     "[" * 100_000,
 ])
 def test_it_refuses_json_no_column_can_hold_on_langgraph_with_a_422_and_no_row(alice, body):

@@ -9,6 +9,7 @@ CHATTER_MAX_REQUEST_BYTES, the file going to Django's upload handlers, never int
 from __future__ import annotations
 
 import json
+import math
 
 from django.conf import settings
 from django.http import QueryDict
@@ -88,9 +89,11 @@ def _text_check(text: str) -> None:
 
 def json_parse(raw: bytes):
     """A JSON body as every surface reads it (/api/v1/ and /v1/ through JSONParser, /langgraph/ directly): UTF-8,
-    no NaN or Infinity, no key twice, then json_check. ParseError says what is wrong."""
+    no NaN or Infinity (neither written, nor a number past a float's range: 1e309), no key twice, then json_check.
+    ParseError says what is wrong."""
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_number,
+                          object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise ParseError("JSON body is not valid UTF-8") from None
     except RecursionError:
@@ -131,6 +134,13 @@ class MultiPartParser(parsers.MultiPartParser):
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_number(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is past the range of a number")
+    return number
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
