@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import httpx
+import pydantic
 from anyio.streams.memory import MemoryObjectReceiveStream
 from django.conf import settings
 
@@ -400,6 +401,9 @@ def _why(exc: BaseException, timeout_s: float) -> str:
         return f"could not reach the server ({type(exc).__name__}{f': {exc}' if str(exc) else ''})"[:ERROR_CHARS]
     if isinstance(exc, McpError):
         return f"MCP error {exc.error.code}: {exc.error.message}"[:ERROR_CHARS]
+    if isinstance(exc, pydantic.ValidationError):  # what the server sent, not read: said by kind, never quoted
+        kinds = dict.fromkeys(error["type"] for error in exc.errors(include_url=False, include_input=False))
+        return f"not a message of the MCP protocol ({', '.join(kinds)})"[:ERROR_CHARS]
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 

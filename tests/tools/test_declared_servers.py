@@ -118,3 +118,23 @@ def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_ca
     client.force_login(staff)
     audited = client.get("/api/v1/audit/events/", {"action": "tool.called", "target_id": str(execution.pk)})
     assert [row["data"]["arguments"] for row in audited.json()["results"]] == [{"name": "[redacted]"}]
+
+
+@pytest.mark.server
+def test_a_shared_servers_last_error_never_quotes_what_a_caller_sent_it(declared, alice, bob_client, openai_server):
+    """A stdio server's stray print of a call's arguments is no message of the protocol: the call fails, and the
+    shared server is marked unhealthy saying so by kind, never quoting the line (the SDK's reason quoted it, with
+    alice's arguments, on a row every user reads)."""
+    private = "alice private: salary 123456"
+    openai_server.reply(tool_calls=[{"name": "files__debug_echo", "arguments": {"text": private}}])
+    openai_server.reply(content="done")
+    execution = execution_create(ChatRequest(owner=alice, message="go", config={
+        "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["files__*"]}))
+
+    assert execution_run(execution_id=execution.pk).status == "completed"
+    call = ToolCall.objects.get(execution=execution)
+    assert not call.ok and "not a message of the MCP protocol" in call.error, call.error
+    listed = {server["name"]: server for server in bob_client.get(SERVERS).json()["results"]}
+    assert listed["files"]["health"] == "unhealthy"
+    assert "not a message of the MCP protocol" in listed["files"]["last_error"], listed["files"]["last_error"]
+    assert "123456" not in listed["files"]["last_error"] and "123456" not in call.error
