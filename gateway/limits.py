@@ -92,6 +92,12 @@ def key_limits_of(api_key_id: int | None) -> KeyLimits | None:
 _NONE = object()  # a key without limits (kept in the memo: the memo keeps no None)
 
 
+def key_models_allowed(api_key) -> frozenset[str] | None:
+    """The models `api_key` may call, or None for any (no key, or a key without `allowed_models`)."""
+    limits = key_limits_of(api_key.pk if api_key is not None else None)
+    return frozenset(limits.allowed_models) if limits is not None and limits.allowed_models else None
+
+
 @dataclass(frozen=True)
 class _Window:
     scope: str  # "key" or "model <name>"

@@ -27,7 +27,7 @@ from engine.providers import (
 )
 from engine.routing import routing_table
 from gateway.errors import execution_failure
-from gateway.limits import key_admit
+from gateway.limits import key_admit, key_models_allowed
 from gateway.chat_request import media_parts
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
@@ -76,11 +76,12 @@ def _routed_models() -> list[tuple[str, str, object]]:
     return routed
 
 
-def gateway_model_list() -> list[dict]:
+def gateway_model_list(api_key=None) -> list[dict]:
     """The models this installation can call, OpenAI-shaped: the model names its deployments file routes (each
     served by its deployments, then its fallbacks'), then those of a configured provider, served by its server (the
     local models; an OpenAI-compatible server's own /models); each priced. A server that cannot say what it serves
-    is taken to serve its provider's priced models (analytics.selectors.priced_models)."""
+    is taken to serve its provider's priced models (analytics.selectors.priced_models). With `api_key`, those of
+    them the key may call (its `allowed_models`)."""
     models = _routed_models()
     routed = {name for _, name, _ in models}
     for provider in providers_configured():
@@ -92,13 +93,16 @@ def gateway_model_list() -> list[dict]:
             price = price_for_call(provider=provider, model=name)
             if price is not None:
                 models.append((provider, name, price.effective_from))
+    allowed = key_models_allowed(api_key)
     return [{"id": name, "object": "model", "created": int(since.timestamp()), "owned_by": provider}
-            for index, (provider, name, since) in enumerate(models) if index < len(routed) or name not in routed]
+            for index, (provider, name, since) in enumerate(models)
+            if (index < len(routed) or name not in routed) and (allowed is None or name in allowed)]
 
 
-def gateway_model_get(model: str) -> dict:
-    """One model of gateway_model_list, by id (`provider/model` too); else the 404 gateway_model explains."""
-    provider, name, _ = gateway_model(model)
+def gateway_model_get(model: str, api_key=None) -> dict:
+    """One model of gateway_model_list(api_key), by id (`provider/model` too); else the 404 gateway_model explains
+    (a model the key may not call is one it cannot see)."""
+    provider, name, _ = gateway_model(model, api_key=api_key, only_allowed=True)
     listed = next(entry for entry in gateway_model_list() if (entry["owned_by"], entry["id"]) == (provider, name))
     return {**listed, "id": model}
 
@@ -110,14 +114,16 @@ class ResolvedModel(NamedTuple):
     price: ModelPrice
 
 
-def gateway_model(model: str) -> ResolvedModel:
+def gateway_model(model: str, *, api_key=None, only_allowed: bool = False) -> ResolvedModel:
     """The provider and model for a requested model: `provider/model`, or the first configured provider that prices
-    `model`. A model no configured provider prices is a 404 model_not_found that says which models there are, why
-    a priced one cannot be called (its provider is not set up) and how to price another."""
+    `model`. A model no configured provider prices is a 404 model_not_found that says which models there are (those
+    `api_key` may call), why a priced one cannot be called (its provider is not set up) and how to price another;
+    `only_allowed` (GET /v1/models/{model}), so is one `api_key` may not call (a call of it is a 403: key_admit)."""
     provider, _, name = model.partition("/")
     table = routing_table()
     route = table.routes.get(name if name else model) if table is not None else None
-    if route is not None and (not name or provider == route.provider):
+    allowed = key_models_allowed(api_key) if only_allowed else None
+    if route is not None and (not name or provider == route.provider) and (allowed is None or route.name in allowed):
         if (price := price_for_call(provider=route.provider, model=route.name)) is not None:
             return ResolvedModel(route.provider, route.name, price)
         raise NotFound(f"The model `{model}` is routed to deployments ({', '.join(d.label for d in route.deployments)}) "
@@ -129,12 +135,12 @@ def gateway_model(model: str) -> ResolvedModel:
     # What a server serves is known without a query (provider_models_served): a provider that does not serve the
     # model is passed over before its price is read, so a call reads one price here, not one per provider.
     for provider, name in candidates:
-        if provider in configured and _served(provider, name) and \
+        if provider in configured and _served(provider, name) and (allowed is None or name in allowed) and \
                 (price := price_for_call(provider=provider, model=name)) is not None:
             return ResolvedModel(provider, name, price)
     not_served = [p for p, n in candidates if p in configured and not _served(p, n)
                   and price_for_call(provider=p, model=n) is not None]
-    callable_ = [entry["id"] for entry in gateway_model_list()]
+    callable_ = [entry["id"] for entry in gateway_model_list(api_key)]
     message = (f"The model `{model}` does not exist or you do not have access to it. "
                f"Models you can call: {', '.join(callable_) or 'none'} (GET /v1/models).")
     if not_served:
@@ -173,7 +179,7 @@ def _last_user_text(messages: list[dict]) -> str | None:
 def gateway_admit(*, api_key, model: str) -> tuple[ResolvedModel, dict[str, str]]:
     """The (provider, model) a call asks for (gateway_model), if its key may call it now (gateway.limits.key_admit:
     403, 429), and the x-ratelimit-* headers of the key's limits."""
-    resolved = gateway_model(model)
+    resolved = gateway_model(model, api_key=api_key)
     return resolved, key_admit(api_key=api_key, model=resolved[1])
 
 

@@ -119,19 +119,20 @@ class GatewayView(APIView):
 
 class ModelsView(GatewayView):
     """The models the gateway can call: those with a price in force, of a provider this installation is set up
-    for."""
+    for, that the key may call (its `allowed_models`)."""
 
     @extend_schema(responses={200: _openai_object("list of model")}, **_openai("v1_models_list", "models/list"))
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": gateway_model_list()})
+        return Response({"object": "list", "data": gateway_model_list(request_api_key(request))})
 
 
 class ModelView(GatewayView):
-    """One model the gateway can call; any other is a 404 `model_not_found` saying which there are."""
+    """One model the gateway can call (and the key may); any other is a 404 `model_not_found` saying which there
+    are."""
 
     @extend_schema(responses={200: _openai_object("model")}, **_openai("v1_models_retrieve", "models/retrieve"))
     def get(self, request: Request, model: str) -> Response:
-        return Response(gateway_model_get(model))
+        return Response(gateway_model_get(model, request_api_key(request)))
 
 
 async def _sse(chunks: AsyncIterator[dict], *, named: bool = False) -> AsyncIterator[str]:

@@ -4,6 +4,7 @@ unknown model. Out of the box only the offline `local` provider is set up."""
 import pytest
 from rest_framework.test import APIClient
 
+from gateway.limits import key_limits_set
 from tests.factories import ApiTokenFactory
 from workflows.models import WorkflowExecution
 
@@ -27,6 +28,29 @@ def test_out_of_the_box_the_gateway_lists_the_local_models(keyed):
 
     assert [(m["id"], m["owned_by"]) for m in response.json()["data"]] == [
         ("all-MiniLM-L6-v2", "local"), ("local-echo-1", "local"), ("local-embed-1", "local")]
+
+
+def test_a_key_held_to_some_models_sees_only_those(alice, out_of_the_box):
+    """A key's `allowed_models` is what it sees: GET /v1/models lists those, GET /v1/models/{model} of another is
+    the 404 of a model it has no access to, naming the ones it may call, as a call of an unknown model does (a
+    call of one it may not call stays a 403 `model_not_allowed`)."""
+    key = ApiTokenFactory(user=alice, scopes=["gateway"])
+    key_limits_set(api_key=key, allowed_models=["local-echo-1"])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {key.key}")
+
+    listed = api.get("/v1/models")
+    mine, other = api.get("/v1/models/local-echo-1"), api.get("/v1/models/local-embed-1")
+    unknown = api.post("/v1/chat/completions", {"model": "gpt-99-imaginary",
+                                                "messages": [{"role": "user", "content": "Hi"}]}, format="json")
+    refused = api.post("/v1/embeddings", {"model": "local-embed-1", "input": "Hi"}, format="json")
+
+    assert [m["id"] for m in listed.json()["data"]] == ["local-echo-1"]
+    assert mine.status_code == 200 and mine.json()["id"] == "local-echo-1"
+    assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+    assert "Models you can call: local-echo-1 (GET /v1/models)" in other.json()["error"]["message"]
+    assert "Models you can call: local-echo-1 (GET /v1/models)" in unknown.json()["error"]["message"]
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
 
 
 def test_an_unknown_model_names_the_models_there_are_and_how_to_price_one(keyed):
