@@ -6,7 +6,8 @@ Chatter starts for a server the operator declared with a `command`).
 Tools: `add(a, b)`; `echo_env(name)`, the value of the process's environment variable `name` ("" when unset);
 `pid()`, the process's id (which process answered: a kept session is one process); `debug_echo(text)`, which first
 prints `debug: processing <text>` to its output, as a stray debugging print would (a line that is no message of
-the protocol, quoting its caller's arguments), then answers `text`.
+the protocol, quoting its caller's arguments), then answers `text`; `log_env(name)`, which prints `using
+<name>=<value>` to its error output (a server telling its operator its own token).
 
 With the environment variable LISTING_HOLD=PATH, a listing of its tools while the file PATH exists writes the
 process's id to PATH.pid (whole: written aside, then renamed) and answers only once the file is gone; with
@@ -51,6 +52,12 @@ def add(a: float, b: float) -> float:
 @mcp.tool(description="Returns the value of one environment variable of the server's process.")
 def echo_env(name: str) -> str:
     return os.environ.get(name, "")
+
+
+@mcp.tool(description="Prints the value of one environment variable to the process's error output.")
+def log_env(name: str) -> str:
+    print(f"using {name}={os.environ.get(name, '')}", file=sys.stderr, flush=True)
+    return "logged"
 
 
 @mcp.tool(description="Echoes a text, after a stray debugging print of it to the protocol's output.")

@@ -5,13 +5,16 @@ over stdio (a process the operator declared: tools.declared); the discovery of a
 on a kept session (tools.mcp_pool). Async: sync code runs these on the pool's loop, `mcp_pool().call(...)`."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 
 import json
+import logging
+import os
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import httpx
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 # The `mcp` SDK (a second of imports: its server side too) is imported where a server is reached, so a process
 # that never calls a tool (a command, a worker, a server's start) does not load it.
 
+logger = logging.getLogger(__name__)
 MAX_TOOLS = 500  # per server: a server listing more is cut here
 MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
@@ -211,10 +215,11 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
     if endpoint.transport == STDIO:
         params = StdioServerParameters(command=endpoint.command, args=list(endpoint.args),
                                        env={**get_default_environment(), **dict(endpoint.env)})
-        async with stdio_client(params) as (read, write), output_watched(read, answer_lost) as read, \
-                ClientSession(read, write, **options) as session:
-            await session.initialize()
-            yield session
+        with errors_logged(endpoint) as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write), \
+                    output_watched(read, answer_lost) as read, ClientSession(read, write, **options) as session:
+                await session.initialize()
+                yield session
         return
     if endpoint.transport == "sse":
         async with sse_client(endpoint.url, headers=endpoint.header_dict, timeout=timeout_s,
@@ -230,6 +235,26 @@ async def mcp_session(endpoint: Endpoint, *, message_handler, answer_lost: Answe
         async with ClientSession(read, write, **options) as session:
             await session.initialize()
             yield session
+
+
+@contextmanager
+def errors_logged(endpoint: Endpoint) -> Iterator[TextIO]:
+    """Where a stdio server's process writes its error output (what it prints for its operator): a pipe whose lines
+    this log gets (`tools.mcp_client`, WARNING), each with the server's id, its headers' and environment's values
+    scrubbed from it (a server that prints its own token). The SDK's default writes it to this process's stderr
+    as it is. The pipe's reader ends once the process and the session have both closed it."""
+    forms = secret_forms(tuple(endpoint.secrets.values()))
+    read_end, write_end = os.pipe()
+
+    def relay() -> None:
+        with os.fdopen(read_end, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                logger.warning("MCP server %s (%s) said: %s", endpoint.server_id, os.path.basename(endpoint.command),
+                               secrets_scrub(line.rstrip("\n"), forms))
+
+    threading.Thread(target=relay, name="chatter-mcp-errors", daemon=True).start()
+    with os.fdopen(write_end, "w") as errlog:
+        yield errlog
 
 
 @asynccontextmanager

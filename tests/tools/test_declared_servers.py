@@ -6,6 +6,7 @@ server's tools on one kept process, its environment's values scrubbed from what 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,22 @@ def test_a_shared_servers_last_error_never_quotes_what_a_caller_sent_it(declared
     assert listed["files"]["health"] == "unhealthy"
     assert "not a message of the MCP protocol" in listed["files"]["last_error"], listed["files"]["last_error"]
     assert "123456" not in listed["files"]["last_error"] and "123456" not in call.error
+
+
+@pytest.mark.server
+def test_a_stdio_servers_error_output_is_logged_with_its_secrets_scrubbed(declared, alice, openai_server, caplog):
+    """What a stdio server prints to its error output reaches this log (`tools.mcp_client`), its environment's
+    values scrubbed: the SDK wrote it to the process's stderr as it was, a server's own token with it."""
+    openai_server.reply(tool_calls=[{"name": "files__log_env", "arguments": {"name": "FILES_TOKEN"}}])
+    openai_server.reply(content="done")
+    execution = execution_create(ChatRequest(owner=alice, message="go", config={
+        "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["files__*"]}))
+
+    with caplog.at_level("WARNING", logger="tools.mcp_client"):
+        assert execution_run(execution_id=execution.pk).status == "completed"
+        deadline = time.monotonic() + 10
+        while not any("using FILES_TOKEN=" in record.getMessage() for record in caplog.records) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)  # (its reader is a thread of its own)
+    said = [record.getMessage() for record in caplog.records if "using FILES_TOKEN=" in record.getMessage()]
+    assert said and all("using FILES_TOKEN=[redacted]" in line and "s3cret" not in line for line in said), said

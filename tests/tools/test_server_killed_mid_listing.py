@@ -186,7 +186,7 @@ def test_a_stdio_server_killed_while_listing_its_tools_fails_at_once(discovery, 
         declare(settings, tmp_path / "mcp.json", {"files": {"command": sys.executable, "args": [STDIO_SERVER],
                                                             "env": {"LISTING_HOLD": str(hold)}}})
         [before] = staff_client.get(SERVERS).json()["results"]  # declared: its tools listed
-        assert before["health"] == "healthy" and len(before["tools"]) == 4, before
+        assert before["health"] == "healthy" and len(before["tools"]) == 5, before
     hold.touch()
     killer = stdio_killer(hold)
 
