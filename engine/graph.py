@@ -88,6 +88,13 @@ class Graph:
         return any(node.type in ("human_input", "python_graph") for node in self.nodes)
 
     @cached_property
+    def embeds_only(self) -> bool:
+        """Whether its only model calls are embeddings (the embeddings graph: gateway.embeddings): a run of it
+        completes no tokens."""
+        return any(node.type == "embedding" for node in self.nodes) and all(
+            node.type in ("start", "end", "embedding") for node in self.nodes)
+
+    @cached_property
     def key(self) -> str:
         """Its normalized form as text: equal graphs, equal keys (the compiled graphs' cache)."""
         return json.dumps(self.as_dict(), sort_keys=True, default=str)

@@ -41,6 +41,7 @@ from engine.streamed_reply import StreamedReply
 from engine.tools import TOOLS
 from engine.usage import (
     Usage,
+    estimate_input_tokens,
     estimate_prompt_tokens,
     estimate_tokens,
     priced,
@@ -317,7 +318,7 @@ class RunContext:
         query searched), recorded like every LLM call: its usage (the tokens read, no completion) priced by the one
         usage path."""
         provider, model_name = provider or self.config["provider"], model or self.config["model"]
-        prompt_tokens = sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
+        prompt_tokens = estimate_input_tokens(inputs)
 
         def call(target: _Target, deployment, timeout_s: float) -> tuple[list[list[float]], str, Usage]:
             embedded = embeddings_create(provider=target.provider, model=target.model, inputs=inputs,

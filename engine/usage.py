@@ -90,6 +90,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def estimate_input_tokens(inputs: list) -> int:
+    """Offline estimate of what an embeddings call reads: each of its inputs (a text, or anything else as its text)."""
+    return sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
+
+
 def _message_text(message: BaseMessage) -> str:
     content = message.content
     text = content if isinstance(content, str) else json.dumps(content, default=str)

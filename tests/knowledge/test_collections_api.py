@@ -106,6 +106,37 @@ def test_item_02_a_user_over_budget_cannot_ingest_and_nothing_is_half_written(al
     assert not Chunk.objects.filter(document_id=refused.json()["id"]).exists()
 
 
+def test_a_hard_token_budget_with_room_embeds_and_searches_and_is_spent_by_the_embeddings_alone(alice, api):
+    budget = api.post("/api/v1/budgets/", {"scope": "user", "period": "total", "limit_tokens": 1000, "mode": "hard"},
+                      format="json").json()
+    collection = collection_made(api)
+
+    added = api.post(f"/api/v1/collections/{collection['id']}/documents/",
+                     {"title": "note", "text": "tiny note on kettles"}, format="json")
+    found = api.post(f"/api/v1/collections/{collection['id']}/search/", {"query": "kettle"}, format="json")
+
+    assert added.status_code == 201 and (added.json()["status"], added.json()["error"]) == ("ready", ""), added.json()
+    assert found.status_code == 200 and found.json()["results"], found.json()
+    shown = api.get(f"/api/v1/budgets/{budget['id']}/").json()
+    embedded = sum(LLMCall.objects.filter(execution__owner=alice, kind="embedding").values_list(
+        "total_tokens", flat=True))
+    assert LLMCall.objects.filter(execution__owner=alice).exclude(kind="embedding").count() == 0
+    assert (shown["spent_tokens"], shown["reserved_tokens"]) == (embedded, 0) and embedded > 0
+
+
+def test_a_hard_token_budget_smaller_than_an_embedding_refuses_it(alice, api):
+    api.post("/api/v1/budgets/", {"scope": "user", "period": "total", "limit_tokens": 40, "mode": "hard"},
+             format="json")
+    collection = collection_made(api)
+
+    refused = api.post(f"/api/v1/collections/{collection['id']}/documents/",
+                       {"title": "long", "text": "Kettles boil water. " * 8}, format="json")  # 40 tokens read
+
+    assert (refused.json()["status"], refused.json()["chunk_count"]) == ("failed", 0)
+    assert refused.json()["error"].startswith("budget_exceeded")
+    assert not Chunk.objects.exists() and not LLMCall.objects.exists()
+
+
 def test_item_02_a_provider_failing_mid_document_leaves_it_failed_without_chunks(alice, openai_server, settings):
     settings.CHATTER_EMBEDDING_BATCH_SIZE = 1
     openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1})  # the collection's probe of the vectors' size

@@ -41,7 +41,7 @@ from engine.config import config_resolve
 from engine.graph import Graph, parse_graph
 from engine.python_graphs import registered_graph_name
 from engine.providers import provider_check
-from engine.usage import estimate_prompt_tokens
+from engine.usage import estimate_input_tokens, estimate_prompt_tokens
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.cancels import cancel_signal_local
@@ -288,10 +288,7 @@ def _run_written(plan: RunPlan, execution: WorkflowExecution, *, status: str, en
                 raise NotFound("conversation not found")
             budgets = plan_budgets(plan)
             if budgets:  # before the run's row: its reservations (and bounded max_tokens) are written with it
-                if plan.config["max_tokens"] is None and any(b.mode == Budget.Mode.HARD for b in budgets):
-                    # A call's completion is part of its worst case, which the budget reserves: it needs a bound.
-                    plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
-                execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan))
+                execution.budget_holds = budget_reserve(budgets=budgets, worst=_first_call_worst_case(plan, budgets))
             limit = settings.CHATTER_MAX_CONCURRENT_RUNS if counted else None
             if one_statement:
                 if user_message is None:  # no message for it to ride on: the run's row alone
@@ -333,16 +330,24 @@ def _limit_refusal_is_too_many_runs() -> Iterator[None]:
         raise _too_many_runs() from None
 
 
-def _first_call_worst_case(plan: RunPlan) -> Worst:
+def _first_call_worst_case(plan: RunPlan, budgets: list) -> Worst:
     """What the run's first call can cost at most, from its input alone (a longer prompt, with history, is
-    reserved for as the call starts: ExecutionRecorder.model_call_started)."""
+    reserved for as the call starts: ExecutionRecorder.model_call_started). A call's completion is part of it, so
+    under a hard budget a run that sets no max_tokens gets CHATTER_BUDGET_DEFAULT_MAX_TOKENS (written with it);
+    an embeddings run completes nothing: its worst case is the texts it reads (the variable `input`)."""
+    price = plan.prices.get((plan.config["provider"], plan.config["model"]))
+    if plan.graph.embeds_only:
+        inputs = plan.variables.get("input")
+        return worst_case(prompt_tokens=estimate_input_tokens(inputs if isinstance(inputs, list) else []),
+                          max_tokens=0, price=price)
+    if plan.config["max_tokens"] is None and any(budget.mode == Budget.Mode.HARD for budget in budgets):
+        plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
     if plan.request.messages:
         prompt = messages_from_openai(plan.request.messages)
     else:
         prompt = [HumanMessage(plan.message or ""), *([SystemMessage(plan.config["system_prompt"])]
                                                        if plan.config.get("system_prompt") else [])]
-    price = plan.prices.get((plan.config["provider"], plan.config["model"]))
-    # (max_tokens is set whenever a hard budget applies: run_plan; soft budgets reserve nothing)
+    # (soft budgets reserve nothing)
     return worst_case(prompt_tokens=estimate_prompt_tokens(prompt), max_tokens=plan.config["max_tokens"] or 0,
                       price=price, choices=(plan.config.get("model_params") or {}).get("n") or 1)
 
