@@ -66,14 +66,19 @@ def document_progress(document: CollectionDocument, *, status: str, done: int = 
     transaction.on_commit(lambda: events_publish([], owner_id=owner_id, owner_only=(envelope,)))
 
 
-def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purpose: dict, api_key=None,
-                   on_batch: Callable[[int], None] | None = None) -> list[list[float]]:
-    """`texts`' vectors by `model`, CHATTER_EMBEDDING_BATCH_SIZE at a time (each batch a run with one LLM call of
-    `owner`'s), `on_batch(done)` after each; a ChatterError when a batch fails (a budget, the provider) or the model
-    answers vectors of another size than `dimensions`."""
+def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purpose: dict,
+                   document: CollectionDocument, api_key=None,
+                   on_batch: Callable[[int], None] | None = None) -> list[list[float]] | None:
+    """`document`'s `texts`' vectors by `model`, CHATTER_EMBEDDING_BATCH_SIZE at a time (each batch a run with one
+    LLM call of `owner`'s), `on_batch(done)` after each; a ChatterError when a batch fails (a budget, the provider) or
+    the model answers vectors of another size than `dimensions`. None once the document is deleted (with its
+    collection, or alone): before each batch it is looked for, so a deleted document costs at most the batch that
+    was under way."""
     vectors: list[list[float]] = []
     size = settings.CHATTER_EMBEDDING_BATCH_SIZE
     for start in range(0, len(texts), size):
+        if not CollectionDocument.objects.filter(pk=document.pk).exists():
+            return None
         batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size], api_key=api_key,
                                   purpose=purpose).vectors
         wrong = next((vector for vector in batch if len(vector) != dimensions), None)
@@ -115,7 +120,8 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
     leaves it `failed` with the reason and without chunks; nothing is raised. A document that is not waiting
     (already processing or ready) is left as it is. Progress is published (the module's docstring). Returns the
     document as stored, or None when it was deleted meanwhile (with its collection, or while it was embedded):
-    nothing of it is written then, and the embeddings already made stay counted (each batch a run of its own)."""
+    nothing of it is written then, no batch is embedded after the one under way as it was deleted, and the
+    embeddings already made stay counted (each batch a run of its own)."""
     if not _claimed(document):
         return _stored(document)
     document = CollectionDocument.objects.select_related("collection").filter(pk=document.pk).first()
@@ -129,9 +135,12 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
         texts = text_split(text, collection)
         vectors = texts_embedded(
             owner=collection.owner, model=collection.embedding_model, dimensions=collection.dimensions, texts=texts,
-            api_key=api_key, purpose={"document": str(document.pk), "collection": str(collection.pk)},
+            document=document, api_key=api_key,
+            purpose={"document": str(document.pk), "collection": str(collection.pk)},
             on_batch=lambda done: document_progress(document, status=Status.PROCESSING, done=done,
                                                     total=len(texts)))
+        if vectors is None:  # deleted while it was embedded: its next batches are not
+            return None
         with transaction.atomic():
             if not Collection.objects.select_for_update().filter(
                     pk=collection.pk, embedding_model=collection.embedding_model).exists():

@@ -37,7 +37,8 @@ def _staged(collection: Collection):
 def reembed_stage(collection: Collection, *, api_key=None) -> dict:
     """Embed every ready document of `collection` with its pending model into staged chunks (what a failed or
     dead try left staged goes first). Returns {document id: chunk count} of the documents staged: one deleted
-    meanwhile is not (its embedding stays counted). Raises the ChatterError that stopped it."""
+    meanwhile is not (the batches embedded before it was stay counted; none after). Raises the ChatterError that
+    stopped it."""
     model, dimensions = collection.pending_embedding_model, collection.pending_dimensions
     _staged(collection).delete()
     documents = list(collection.documents.filter(status=Status.READY).order_by("created_at", "id"))
@@ -45,14 +46,13 @@ def reembed_stage(collection: Collection, *, api_key=None) -> dict:
     total, done, counts = sum(len(texts) for _, texts in plans), 0, {}
     collection_progress(collection, status="reembedding", total=total)
     for document, texts in plans:
-        if CollectionDocument.objects.filter(pk=document.pk).exists():  # one deleted meanwhile costs nothing more
-            vectors = texts_embedded(
-                owner=collection.owner, model=model, dimensions=dimensions, texts=texts, api_key=api_key,
-                purpose={"document": str(document.pk), "collection": str(collection.pk), "reembed": model},
-                on_batch=lambda count, before=done: collection_progress(collection, status="reembedding",
-                                                                        done=before + count, total=total))
-            if _stage_written(document, texts, vectors):
-                counts[document.pk] = len(texts)
+        vectors = texts_embedded(  # None for one deleted meanwhile: it costs nothing more
+            owner=collection.owner, model=model, dimensions=dimensions, texts=texts, document=document,
+            api_key=api_key, purpose={"document": str(document.pk), "collection": str(collection.pk), "reembed": model},
+            on_batch=lambda count, before=done: collection_progress(collection, status="reembedding",
+                                                                    done=before + count, total=total))
+        if vectors is not None and _stage_written(document, texts, vectors):
+            counts[document.pk] = len(texts)
         done += len(texts)
     return counts
 
