@@ -8,7 +8,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -30,6 +29,7 @@ from knowledge.services import (collection_create, collection_delete, collection
 
 KNOWLEDGE_SCOPE = "knowledge"
 DOCUMENT_ID = OpenApiParameter("document_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+DOCUMENT_ORDERING = ("created_at", "title", "status")  # a collection's documents' ?ordering= fields
 
 
 class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
@@ -68,19 +68,26 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         collection_delete(collection=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True),
+    @extend_schema(methods=["GET"], responses=CollectionDocumentSerializer(many=True), filters=False,
                    parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=CollectionDocument.Status.values),
                                OpenApiParameter("title", OpenApiTypes.STR, description="a part of the title"),
                                OpenApiParameter("created_after", OpenApiTypes.DATETIME),
-                               OpenApiParameter("created_before", OpenApiTypes.DATETIME)])
+                               OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+                               OpenApiParameter("ordering", OpenApiTypes.STR, description=(
+                                   f"comma-separated fields to sort by, `-` to reverse; one of: "
+                                   f"{', '.join(DOCUMENT_ORDERING)} (any other is a 400)"))])
     @extend_schema(methods=["POST"], request={"application/json": CollectionDocumentWriteSerializer,
                                               "multipart/form-data": CollectionDocumentUploadSerializer},
                    responses={201: CollectionDocumentSerializer, 202: CollectionDocumentSerializer,
                               200: CollectionDocumentSerializer})
-    @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[JSONParser, MultiPartParser],
-            upload_limit_setting="CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES")
+    # The schema's filters are listed above (filters=False): the filter backends would read the class's queryset,
+    # whose model (Collection) is not the list's.
+    @action(detail=True, methods=["get", "post"], filterset_class=CollectionDocumentFilter,
+            ordering_fields=DOCUMENT_ORDERING, ordering=("created_at", "id"),
+            parser_classes=[JSONParser, MultiPartParser], upload_limit_setting="CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES")
     def documents(self, request: Request, pk: str) -> Response:
-        """GET: the collection's documents (`?status=`, `?title=`, `?created_after=`, `?created_before=`). POST:
+        """GET: the collection's documents, oldest first (`?status=`, `?title=`, `?created_after=`,
+        `?created_before=`; `?ordering=` by created_at, title or status, any other field a 400). POST:
         add a document as JSON text (`title`, `text`, `metadata`); it is chunked and embedded now and answered with
         its status (`ready`, or `failed` and why) (201; 409 if it was deleted meanwhile). Or upload a file as
         multipart/form-data (`file`; `title`, `metadata` as JSON, optional): it is stored and answered `queued`
@@ -89,11 +96,7 @@ class CollectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedV
         The same text or file again is the document already there (200), unchanged."""
         collection = self.get_object()
         if request.method == "GET":
-            found = CollectionDocumentFilter(request.query_params, queryset=document_list(collection=collection),
-                                             request=request)
-            if not found.is_valid():
-                raise ValidationError(found.errors)
-            page = self.paginate_queryset(found.qs)
+            page = self.paginate_queryset(self.filter_queryset(document_list(collection=collection)))
             return self.get_paginated_response(CollectionDocumentSerializer(page, many=True).data)
         if request.content_type.startswith("multipart/"):
             return self._document_upload(request, collection)

@@ -2,6 +2,7 @@
 `details` is always a list of {path, code, message}."""
 import pytest
 
+from knowledge.services import collection_create
 from tests.api.conftest import assert_error, row_counts
 from tests.factories import ConversationFactory
 
@@ -18,11 +19,13 @@ def ordered_lists(api) -> list[str]:
 @pytest.mark.django_db
 def test_an_unknown_ordering_field_is_a_400_on_every_list(api, alice):
     conversation = ConversationFactory(owner=alice)
+    collection = collection_create(owner=alice, name="manuals", embedding_model="local/local-embed-1")
     paths = ordered_lists(api)
     assert {"/api/v1/executions/", "/api/v1/conversations/", "/api/v1/audit/events/",
-            "/api/v1/analytics/templates/", "/api/v1/pricing/"} <= set(paths)
+            "/api/v1/analytics/templates/", "/api/v1/pricing/", "/api/v1/collections/{id}/documents/"} <= set(paths)
     for path in paths:
-        url = path.replace("{id}", str(conversation.pk)).replace("{conversation_id}", str(conversation.pk))
+        parent = collection if path.startswith("/api/v1/collections/") else conversation  # the list's owner's
+        url = path.replace("{id}", str(parent.pk)).replace("{conversation_id}", str(conversation.pk))
         details = assert_error(api.get(url, {"ordering": "-password"}), 400, "validation_error")
         assert [(d["path"], d["code"]) for d in details] == [("ordering", "invalid_choice")], (path, details)
         assert "'password'" in details[0]["message"]

@@ -252,6 +252,29 @@ def test_it_filters_collections_by_name_and_documents_by_status(alice, settings)
     assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "status"
 
 
+def test_it_orders_a_collections_documents_and_refuses_an_unknown_ordering_field(alice):
+    api = api_for(alice)
+    documents = f"/api/v1/collections/{collection_made(api)['id']}/documents/"
+    for title in ("b doc", "a doc", "c doc"):
+        api.post(documents, {"title": title, "text": f"text of {title}"}, format="json")
+
+    def titles(query):
+        answer = api.get(f"{documents}{query}")
+        assert answer.status_code == 200, answer.json()
+        return [d["title"] for d in answer.json()["results"]]
+
+    bogus = api.get(f"{documents}?ordering=bogus")
+
+    assert titles("") == ["b doc", "a doc", "c doc"]  # oldest first
+    assert titles("?ordering=-created_at") == ["c doc", "a doc", "b doc"]
+    assert titles("?ordering=title") == ["a doc", "b doc", "c doc"]
+    assert titles("?status=ready&ordering=-title") == ["c doc", "b doc", "a doc"]
+    assert bogus.status_code == 400
+    (detail,) = bogus.json()["error"]["details"]
+    assert (detail["path"], detail["code"]) == ("ordering", "invalid_choice")
+    assert "one of: created_at, title, status" in detail["message"]
+
+
 def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
     api = api_for(alice)
     collection = collection_made(api)
