@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ErrorDetail, ParseError
+from rest_framework.utils import html
 
 from core.api.parsers import json_parse
 from core.api.serializers import StrictSerializer
@@ -89,6 +90,16 @@ class CollectionDocumentUploadSerializer(StrictSerializer):
         "PDF, DOCX, HTML, Markdown, CSV or plain text, at most CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES"))
     title = serializers.CharField(max_length=255, required=False, help_text="the file's name by default")
     metadata = JSONMetadataField(required=False, default=dict, help_text="a JSON object, searched with `filters`")
+
+    def to_internal_value(self, data):
+        # A form may repeat a part (two `file` parts): its fields would read the last and drop the others, and which
+        # one the client meant is not ours to guess (as a JSON key given twice is refused: core.api.parsers).
+        if html.is_html_input(data):
+            repeated = [name for name in self.fields if len(data.getlist(name)) > 1]
+            if repeated:
+                raise serializers.ValidationError({name: [ErrorDetail(
+                    f"one part named {name!r}, not {len(data.getlist(name))}", code="repeated")] for name in repeated})
+        return super().to_internal_value(data)
 
 
 class SearchSerializer(StrictSerializer):

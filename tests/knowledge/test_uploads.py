@@ -185,6 +185,22 @@ def test_upload_bad_metadata_or_no_file_is_400_and_stores_nothing(alice):
     assert not CollectionDocument.objects.exists()
 
 
+def test_upload_of_two_files_in_one_request_is_400_naming_file_and_stores_nothing(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+    files = [SimpleUploadedFile(name, text, content_type="text/plain")
+             for name, text in (("first.txt", b"the first file"), ("second.txt", b"the second file"))]
+
+    with _commits() as callbacks:
+        answer = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"file": files},
+                          format="multipart")
+
+    assert answer.status_code == 400, answer.json()
+    (detail,) = answer.json()["error"]["details"]
+    assert (detail["path"], detail["code"]) == ("file", "repeated")
+    assert not CollectionDocument.objects.exists() and not callbacks
+
+
 def test_upload_by_a_user_over_budget_fails_with_budget_reason(alice):
     api = api_for(alice)
     collection = collection_made(api)
