@@ -15,15 +15,18 @@ from knowledge.selectors import collection_list
 
 
 def collections_named(*, user, refs) -> list[Collection]:
-    """The collections `refs` name (an id, or a name: the user's own first, else a shared one), as `user` sees
+    """The collections `refs` name (an id, else a name: the user's own first, else a shared one), as `user` sees
     them: their own and the shared ones. One they cannot see, or a name two shared collections have, is an error
     that names it (and says nothing of collections they cannot see)."""
     visible = collection_list(user=user)
     found, problems = [], []
     for ref in dict.fromkeys(refs):
+        matches = []
         try:
             matches = list(visible.filter(pk=uuid.UUID(str(ref))))
         except ValueError:
+            pass
+        if not matches:  # a name may look like an id: looked up by name when no collection it sees has that id
             matches = list(visible.filter(owner=user, name=ref)) or list(visible.filter(Q(shared=True), name=ref))
         if len(matches) == 1:
             found.append(matches[0])

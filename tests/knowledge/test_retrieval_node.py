@@ -116,6 +116,20 @@ def test_item_in_workflows_a_shared_collection_is_searched_another_users_is_refu
                                           "message": f"{ref!r}: no such collection of yours or shared"}]
 
 
+def test_a_collection_named_like_an_id_is_found_by_its_name_and_an_id_still_names_its_own(alice):
+    manuals = collection_with_documents(alice, "manuals")
+    named_like_an_id = collection_with_documents(alice, "6f1c2b9e-0000-4000-8000-00000000abcd")
+    named_like_manuals_id = collection_create(owner=alice, name=str(manuals.pk), embedding_model=MODEL)
+
+    by_name = turn(alice, "kettle seal", collections=["6f1c2b9e-0000-4000-8000-00000000abcd"], k=1)
+    by_id = turn(alice, "kettle seal", collections=[str(manuals.pk)], k=1)
+
+    assert by_name.status == "completed", by_name.error_message
+    assert by_name.output_data["citations"][0]["collection_id"] == str(named_like_an_id.pk)
+    assert by_id.status == "completed", by_id.error_message  # the id, not the empty collection of that name
+    assert by_id.output_data["citations"][0]["collection_id"] == str(manuals.pk) != str(named_like_manuals_id.pk)
+
+
 def test_item_in_workflows_without_collections_the_old_documents_are_searched(alice):
     DocumentFactory(owner=alice, title="Kiwi facts", content="The kiwi is a flightless bird.")
     collection_with_documents(alice, "manuals")
