@@ -1,9 +1,10 @@
-"""Filters shared by every list: a created_at range (`created_after`, `created_before`, ISO 8601) and a
-`?ordering=` that refuses unknown fields."""
+"""Filters shared by every list: a created_at range (`created_after`, `created_before`, ISO 8601), booleans that
+refuse what is neither true nor false, and a `?ordering=` that refuses unknown fields."""
 from datetime import timezone as dt_timezone
 
 import django_filters
 from django import forms
+from django.db import models
 from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions
 from rest_framework.filters import OrderingFilter
@@ -27,9 +28,36 @@ class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UTCIsoDateTimeField
 
 
+class StrictBooleanField(forms.NullBooleanField):
+    """`true` or `false` (or 1 and 0, in any case); empty is no filter. Another value is a 400 (like an unknown
+    `?status=`): Django's NullBooleanField, with its select widget, reads it as no value, so the filter was
+    silently dropped. A text widget hands the value over as it came."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool):
+            return value
+        known = {"true": True, "1": True, "false": False, "0": False}.get(str(value).strip().lower())
+        if known is None:
+            raise forms.ValidationError("must be true or false", code="invalid")
+        return known
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class CreatedRangeFilterSet(django_filters.FilterSet):
     created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    # A model's BooleanField in Meta.fields is filtered by StrictBooleanFilter, as django-filter's own DRF FilterSet
+    # changes the boolean widget.
+    FILTER_DEFAULTS = {**django_filters.FilterSet.FILTER_DEFAULTS,
+                       models.BooleanField: {"filter_class": StrictBooleanFilter}}
 
 
 class StrictOrderingFilter(OrderingFilter):

@@ -275,6 +275,25 @@ def test_it_orders_a_collections_documents_and_refuses_an_unknown_ordering_field
     assert "one of: created_at, title, status" in detail["message"]
 
 
+def test_it_filters_collections_by_shared_and_refuses_a_value_that_is_neither_true_nor_false(alice, staff):
+    collection_made(api_for(staff), name="handbook", shared=True)
+    api = api_for(alice)
+    collection_made(api, name="mine")
+
+    def names(query):
+        answer = api.get(f"/api/v1/collections/{query}")
+        assert answer.status_code == 200, answer.json()
+        return [c["name"] for c in answer.json()["results"]]
+
+    bad = [api.get(f"/api/v1/collections/?shared={value}") for value in ("maybe", "2", "yes")]
+
+    assert [answer.status_code for answer in bad] == [400] * 3
+    assert [answer.json()["error"]["details"] for answer in bad] == [
+        [{"path": "shared", "code": "invalid", "message": "must be true or false"}]] * 3
+    assert (names("?shared=true"), names("?shared=false"), names("?shared=0")) == (["handbook"], ["mine"], ["mine"])
+    assert names("?shared=") == ["handbook", "mine"]
+
+
 def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
     api = api_for(alice)
     collection = collection_made(api)
