@@ -94,7 +94,8 @@ def text_from_file(name: str, content_type: str | None, data: bytes) -> str:
         text = _decoded(data, content_type)
     text = text.replace("\x00", "").strip()  # PostgreSQL's text holds no NUL; PDFs' text layers sometimes do
     if not text:
-        raise FileUnreadable(f"{name or 'the file'} has no text to read (a scanned PDF needs OCR first)")
+        hint = " (a scanned PDF needs OCR first)" if kind == PDF else ""
+        raise FileUnreadable(f"{name or 'the file'} has no text to read{hint}")
     return text
 
 

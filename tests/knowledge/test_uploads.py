@@ -110,6 +110,17 @@ def test_upload_encrypted_or_corrupt_pdf_fails_with_reason_and_the_others_are_un
     assert CollectionDocument.objects.get(pk=kept["id"]).status == "ready"
 
 
+def test_upload_of_a_blank_text_file_fails_saying_so_without_a_word_of_pdfs(alice):
+    api = api_for(alice)
+    collection = collection_made(api)
+
+    document = upload(api, collection, "notes.txt", b" \n\n \t ", "text/plain").json()
+
+    assert document_ingest_task(document["id"]) == "failed"
+    shown = api.get(f"/api/v1/collections/{collection['id']}/documents/{document['id']}/").json()
+    assert (shown["status"], shown["error"]) == ("failed", "file_unreadable: notes.txt has no text to read")
+
+
 def test_item_04_the_ingestion_job_embeds_as_the_key_that_uploaded_its_limits_holding(alice):
     """A key that may not call the collection's model cannot get its embeddings made by uploading a file instead of
     sending text: the job's calls are the key's (its limits, its budgets, its spend), as the request's would be."""
