@@ -39,6 +39,7 @@ MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion's constant, as its authors (and most search engines) use it
 MAX_K = 100
 _WORD = re.compile(r"\w+")
+MAX_QUERY_WORDS = 30  # the most distinct words of a query a keyword search looks for (keyword_ids_ranked)
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 _PG_QUERY = "to_tsquery('english'::regconfig, %s)"
@@ -81,8 +82,11 @@ def _filtered(collection: Collection, filters: dict | None) -> QuerySet[Chunk]:
 def keyword_ids_ranked(*, collection: Collection, query: str, limit: int,
                        filters: dict | None = None) -> list[tuple[int, float]]:
     """The ids of the chunks of `collection` (of documents whose metadata matches `filters`) that contain any word of
-    `query` (its first 30 distinct words), best first, with their rank."""
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:30]
+    `query` (its MAX_QUERY_WORDS longest distinct words), best first, with their rank."""
+    # At most MAX_QUERY_WORDS (the cap bounds the search's cost): the longest, ties in the query's order (sorted() is
+    # stable), being the likeliest to tell documents apart ("zephyrion", not "it"), wherever they stand in the query.
+    distinct = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    words = sorted(distinct, key=len, reverse=True)[:MAX_QUERY_WORDS]
     if not words:
         return []
     chunks = _filtered(collection, filters)

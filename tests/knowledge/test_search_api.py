@@ -147,6 +147,28 @@ def test_it_finds_nothing_by_meaning_in_a_chunk_or_query_of_no_direction(lexical
     assert LLMCall.objects.filter(execution__owner=alice).count() == calls_before + 4  # every query embedded
 
 
+def test_a_long_query_is_searched_by_its_30_longest_words_wherever_they_stand(alice):
+    """A keyword search looks for at most 30 distinct words of the query (its cost), the longest: the word that
+    tells the documents apart may come last in a long question, and a query's shortest words are dropped first."""
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = api.post("/api/v1/collections/", {"name": "manuals", "embedding_model": "local/local-embed-1"},
+                          format="json").json()
+    api.url = f"/api/v1/collections/{collection['id']}/search/"
+    for title, text in (("Warranty", "Zephyrion warranty: heating element covered five years."),
+                        ("Cart", "An ox pulls the cart.")):
+        added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": title, "text": text},
+                         format="json").json()
+        assert added["status"] == "ready", added
+    filler = [f"word{number:02d}" for number in range(34)]  # in no document, shorter than "zephyrion"
+    query = " ".join([*filler, "ox", "Zephyrion?"])  # 36 distinct words, the one that matters last
+
+    hits = search(api, query=query, k=5, mode="keyword")
+
+    assert [hit["title"] for hit in hits] == ["Warranty"]  # "ox", among the six shortest, is not looked for
+    assert {hit["title"] for hit in search(api, query="ox zephyrion", k=5, mode="keyword")} == {"Warranty", "Cart"}
+
+
 def test_it_scores_words_by_the_collection_searched_alone_not_other_users_chunks(alice, bob):
     """A keyword score depends on the collection searched: bob's score for his document stays the same when alice
     adds private documents holding the word (on SQLite the one FTS5 index holds everyone's chunks)."""
