@@ -64,7 +64,8 @@ def destination_check(url: str, *, unresolved_ok: bool = False) -> Destination |
     if parsed.userinfo:
         raise DestinationRefused("credentials in the URL (user:password@) are not allowed")
     host = parsed.raw_host.decode("ascii").lower().rstrip(".")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    # httpx gives None for a URL without a port (or with its scheme's default); port 0 is not that.
+    port = (443 if parsed.scheme == "https" else 80) if parsed.port is None else parsed.port
     if not 0 < port <= 65535:
         raise DestinationRefused(f"port {port} is not a TCP port (1-65535)")
     try:

@@ -292,7 +292,7 @@ def test_registering_a_server_shared_audits_its_sharing(staff_client, mcp_server
     assert rows[1].data == {"name": "tracker", "owner_id": rows[0].data["owner_id"]}
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/mcp", "http://127.0.0.1:65536/mcp"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/mcp", "http://127.0.0.1:65536/mcp", "http://127.0.0.1:0/mcp"])
 def test_a_url_whose_port_is_no_tcp_port_is_a_400_and_writes_nothing(alice_client, url):
     response = register(alice_client, url)
 
