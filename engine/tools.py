@@ -144,7 +144,16 @@ ToolRunner = Callable[[str, dict], str]
 # run's user may call is known only when it runs (the app hands them to the engine through its hooks).
 MCP_QUALIFIER = "__"
 MCP_SERVER_METADATA = "chatter_mcp_server"  # an MCP tool's LangChain metadata: its server's id (tools.langchain)
-MCP_TOOL_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?__(?:\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+MCP_SERVER_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$")
+# What a model may be offered as a function name (OpenAI's and Anthropic's rule). An MCP tool whose qualified name
+# is not one (MCP allows tool names of 128 characters, and dots) is left out of its server's list at discovery, and
+# an allow-list cannot name it.
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def tool_name_offerable(qualified: str) -> bool:
+    """Whether the qualified name `<server>__<tool>` can be offered to a model as a function name."""
+    return bool(FUNCTION_NAME.match(qualified))
 
 
 def tool_allowed(name: str, allowed: set[str] | list[str] | tuple[str, ...]) -> bool:
@@ -161,5 +170,11 @@ def budget_refusal(budget: str, name: str) -> str:
 
 
 def allowed_tool_unknown(name: object) -> bool:
-    """An allow-list entry that is neither a built-in tool nor an MCP tool's name or server pattern."""
-    return not isinstance(name, str) or (name not in TOOLS and not MCP_TOOL_PATTERN.match(name))
+    """An allow-list entry that is neither a built-in tool nor an MCP tool's name or server pattern. An MCP tool's
+    name is one a model can be offered (tool_name_offerable, what discovery keeps), whatever its tool starts with."""
+    if not isinstance(name, str):
+        return True
+    if name in TOOLS:
+        return False
+    server, qualifier, tool = name.partition(MCP_QUALIFIER)
+    return not (qualifier and tool and MCP_SERVER_PART.match(server) and (tool == "*" or tool_name_offerable(name)))

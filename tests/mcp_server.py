@@ -85,7 +85,7 @@ LONG_TOOL = "t" + "x" * 99  # a valid MCP tool name (the spec allows 128 charact
 
 def build_odd_mcp(called, released: threading.Event) -> FastMCP:  # (none of its tools waits)
     """A server whose answers are valid MCP but odd for a database or a model: a NUL in a result, in an error and
-    in a description, a tool name of 100 characters."""
+    in a description, a tool name of 100 characters, a tool name that starts with "_" (`_under`)."""
     mcp = FastMCP("chatter-test-odd", host="127.0.0.1", log_level="WARNING",
                   transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
@@ -108,6 +108,11 @@ def build_odd_mcp(called, released: threading.Event) -> FastMCP:  # (none of its
     def long_named() -> str:
         called(LONG_TOOL, {})
         return "long ok"
+
+    @mcp.tool(name="_under", description="A tool whose name starts with an underscore.")
+    def under() -> str:
+        called("_under", {})
+        return "under ok"
 
     return mcp
 

@@ -1,6 +1,5 @@
 """MCP tool servers a user registers (or staff shares with everyone): where they are, how to reach them (the
 headers, encrypted at rest), and the tools they offered when last asked."""
-import re
 import uuid
 
 from django.conf import settings
@@ -11,14 +10,7 @@ from django.db.models import Q
 # (letters, digits, _ and -, at most 64): no "__" in it, so a qualified name splits one way.
 SERVER_NAME_PATTERN = r"^(?!.*__)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,30}[A-Za-z0-9])?$"
 QUALIFIER = "__"
-# What a model may be offered as a function name (OpenAI's and Anthropic's rule). An MCP tool whose qualified name
-# is not one (MCP allows tool names of 128 characters, and dots) is left out of its server's list at discovery.
-FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def tool_name_offerable(qualified: str) -> bool:
-    """Whether the qualified name `<server>__<tool>` can be offered to a model as a function name."""
-    return bool(FUNCTION_NAME.match(qualified))
+# Which qualified names a model can be offered (and so discovery keeps): engine.tools.tool_name_offerable.
 
 
 class McpServer(models.Model):

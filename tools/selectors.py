@@ -7,10 +7,10 @@ from django.db.models import Q, QuerySet
 
 from core.encryption import secret_decrypt
 from engine.redaction import secret_forms
-from engine.tools import TOOLS
+from engine.tools import TOOLS, tool_name_offerable
 from tools.declared import declared_servers_sync
 from tools.mcp_pool import Endpoint
-from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
+from tools.models import QUALIFIER, McpCredential, McpServer
 
 
 def mcp_server_list(*, user) -> QuerySet[McpServer]:

@@ -16,9 +16,10 @@ from core.encryption import secret_encrypt
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
+from engine.tools import tool_name_offerable
 from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
-from tools.models import QUALIFIER, McpCredential, McpServer, tool_name_offerable
+from tools.models import QUALIFIER, McpCredential, McpServer
 from tools.selectors import (CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers,
                              mcp_tool_get)
 

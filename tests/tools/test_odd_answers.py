@@ -1,7 +1,7 @@
 """A server whose answers are valid MCP but odd for the database: a NUL in a tool's result, in its error and in its
 description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
-run calling it completes, on SQLite and PostgreSQL alike. Against a real FastMCP server (tests/mcp_server.py
-build_odd_mcp)."""
+run calling it completes, on SQLite and PostgreSQL alike; a tool named `_under` is listed as `odd___under`, and an
+allow-list may name it so. Against a real FastMCP server (tests/mcp_server.py build_odd_mcp)."""
 import pytest
 
 from tests.mcp_server import LONG_TOOL
@@ -72,3 +72,18 @@ def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes
     assert (called.tool, called.ok) == (asked[:100], False) and "offers no tool" in called.error
     assert (unknown.tool, unknown.ok) == ("y" * 100, False)
     assert odd_mcp_server.calls == []
+
+
+def test_a_listed_tool_whose_name_starts_with_an_underscore_may_be_named_in_allowed_tools(api, odd_mcp_server):
+    assert api.post("/api/v1/tools/servers/", {"name": "odd", "url": odd_mcp_server.url},
+                    format="json").status_code == 201
+    assert "odd___under" in {tool["name"] for tool in api.get("/api/v1/tools/").json()}
+
+    response = api.post("/api/v1/chat/", {"message": "Go: odd___under {}", "allowed_tools": ["odd___under"]},
+                        format="json")
+
+    assert response.status_code == 201, response.content
+    execution = api.get(f"/api/v1/executions/{response.json()['execution']['id']}/").json()
+    [call] = execution["tool_call_log"]
+    assert (call["tool"], call["ok"], call["result"]) == ("odd___under", True, "under ok")
+    assert odd_mcp_server.calls == [("_under", {})]

@@ -287,12 +287,15 @@ def test_item_02_tool_start_is_written_before_the_mcp_server_answers(alice, trac
     assert ExecutionEvent.objects.filter(execution=execution, event="tool_called").count() == 2
 
 
-@pytest.mark.parametrize("entry", ["tracker__", "__add", "tracker_", "a b__add", "tracker__a b", "tracker__**", 7])
+# A name no model takes (a dot, over 64 characters) is never offered, so no allow-list names it.
+@pytest.mark.parametrize("entry", ["tracker__", "__add", "tracker_", "a b__add", "tracker__a b", "tracker__**", 7,
+                                   "my-docs__search.v2", "tracker__" + "x" * 56])
 def test_item_01_an_allow_list_entry_that_names_no_tool_is_refused(entry):
     from core.errors import InvalidInput
     from engine.config import config_resolve
 
-    assert config_resolve({"allowed_tools": ["calculator", "tracker__add", "tracker__*", "my-docs__search.v2"]})
+    assert config_resolve({"allowed_tools": ["calculator", "tracker__add", "tracker__*", "my-docs___search-v2",
+                                             "tracker__" + "x" * 55]})
     with pytest.raises(InvalidInput) as refused:
         config_resolve({"allowed_tools": ["tracker__*", entry]})
     assert [(e["path"], e["code"]) for e in refused.value.details] == [("config.allowed_tools", "invalid_choice")]
