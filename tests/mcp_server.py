@@ -4,7 +4,7 @@ Only the process boundary is shared with the tests: Chatter reaches it over HTTP
 tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older HTTP+SSE at `/sse` (`server.sse_url`).
 `/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would;
 `/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
-origin.
+origin. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -114,6 +114,24 @@ def build_odd_mcp(called, released: threading.Event) -> FastMCP:  # (none of its
         called("_under", {})
         return "under ok"
 
+    return mcp
+
+
+MANY_TOOLS = 600
+
+
+def build_many_mcp(called, released: threading.Event) -> FastMCP:  # (none of its tools is called)
+    """A server listing MANY_TOOLS tools, `t000` to `t599`: more than Chatter keeps of one server's list."""
+    mcp = FastMCP("chatter-test-many", host="127.0.0.1", log_level="WARNING",
+                  transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    def tool_of(number: int):
+        def tool() -> str:
+            return f"tool {number}"
+        return tool
+
+    for number in range(MANY_TOOLS):
+        mcp.add_tool(tool_of(number), name=f"t{number:03d}", description=f"Tool {number}.")
     return mcp
 
 

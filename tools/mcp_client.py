@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # that never calls a tool (a command, a worker, a server's start) does not load it.
 
 logger = logging.getLogger(__name__)
-MAX_TOOLS = 500  # per server: a server listing more is cut here
+MAX_TOOLS = 500  # per server: a server listing more is cut here, and last_error says how many were left out
 MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
 ERROR_CHARS = 500
@@ -284,9 +284,18 @@ async def output_watched(read: MemoryObjectReceiveStream, answer_lost: AnswerLos
             tasks.cancel_scope.cancel()
 
 
-async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> list[dict]:
-    """The server's tools, [{"name", "description", "input_schema"}] (every page, at most MAX_TOOLS), or
-    McpUnreachable saying why not, on a session of its own. The whole exchange takes at most `timeout_s`; a server
+@dataclass(frozen=True)
+class ToolList:
+    """What a server listed: its first MAX_TOOLS tools, [{"name", "description", "input_schema"}]; how many more
+    the pages read listed (`cut`), and whether pages were left unread (`unread`: past MAX_TOOLS or MAX_PAGES)."""
+    tools: list[dict]
+    cut: int = 0
+    unread: bool = False
+
+
+async def mcp_tools_discover(endpoint: Endpoint, *, timeout_s: float) -> ToolList:
+    """The server's tools (every page, at most MAX_TOOLS), or McpUnreachable saying why not, on a session of its
+    own. The whole exchange takes at most `timeout_s`; a server
     that dies (or whose connection drops) mid-exchange fails it as soon as its answer is lost (TransportFailures)."""
     headers = endpoint.secrets
     failures = TransportFailures()
@@ -372,18 +381,20 @@ def result_capped(text: str, max_bytes: int) -> tuple[str, bool]:
     return f"{kept}\n[truncated: the result was {len(encoded)} bytes, only the first {max_bytes} are kept]", True
 
 
-async def _all_tools(session: ClientSession) -> list[dict]:
-    tools, cursor = [], None
+async def _all_tools(session: ClientSession) -> ToolList:
+    tools, cut, cursor = [], 0, None
     for _ in range(MAX_PAGES):
         page = await session.list_tools(cursor=cursor)
+        room = MAX_TOOLS - len(tools)
+        cut += max(0, len(page.tools) - room)
         # What the server says is kept as rows can hold it (core.db: a NUL is U+FFFD).
         tools += [{"name": text_storable(tool.name),
                    "description": text_storable((tool.description or "")[:MAX_DESCRIPTION_CHARS]),
-                   "input_schema": json_storable(tool.inputSchema or {"type": "object"})} for tool in page.tools]
+                   "input_schema": json_storable(tool.inputSchema or {"type": "object"})} for tool in page.tools[:room]]
         cursor = page.nextCursor
         if not cursor or len(tools) >= MAX_TOOLS:
             break
-    return tools[:MAX_TOOLS]
+    return ToolList(tools=tools, cut=cut, unread=bool(cursor))
 
 
 def _cause(exc: BaseException) -> BaseException | None:

@@ -17,7 +17,8 @@ from core.errors import Forbidden, InvalidInput, NotFound
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from engine.tools import tool_name_offerable
-from tools.mcp_client import McpUnreachable, ToolResult, mcp_tool_call, mcp_tools_discover
+from tools.mcp_client import (MAX_PAGES, MAX_TOOLS, McpUnreachable, ToolList, ToolResult, mcp_tool_call,
+                              mcp_tools_discover)
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import QUALIFIER, McpCredential, McpServer
 from tools.selectors import (CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers,
@@ -135,14 +136,14 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     headers = mcp_call_headers(server=server, user=user)
     now = timezone.now()
     try:
-        tools = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
-                                                  timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
+        listed = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
+                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
     except McpUnreachable as exc:
         if user is not None and (refused := _own_credential_refused(server, exc)) is not None:
             raise CredentialRefused(refused) from None
         fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
     else:
-        tools, left_out = _offerable(server, tools)
+        tools, left_out = _offerable(server, listed)
         fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY,
                   "last_error": left_out, "checked_at": now}
     # Kept only while the server is still reached as it was asked: a change meanwhile asked it again (a conditional
@@ -168,16 +169,24 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     return server
 
 
-def _offerable(server: McpServer, tools: list[dict]) -> tuple[list[dict], str]:
-    """The tools whose qualified names a model can be offered, and what says which were left out ("" for none)."""
-    kept = [tool for tool in tools if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
-    if len(kept) == len(tools):
-        return tools, ""
-    names = [tool["name"] for tool in tools if tool not in kept]
-    shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
-    more = f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else ""
-    return kept, (f"left out {len(names)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
-                  f"offered (at most 64 letters, digits, _ and -): {shown}{more}")
+def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
+    """The tools whose qualified names a model can be offered, and what says which were left out ("" for none):
+    those no model takes, by name, and those past the MAX_TOOLS a server's list keeps, by number."""
+    said = []
+    kept = [tool for tool in listed.tools if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
+    if len(kept) < len(listed.tools):
+        names = [tool["name"] for tool in listed.tools if tool not in kept]
+        shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
+        more = f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else ""
+        said.append(f"left out {len(names)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
+                    f"offered (at most 64 letters, digits, _ and -): {shown}{more}")
+    if listed.cut or listed.unread:
+        what = [f"{listed.cut} tool(s)"] if listed.cut else []
+        what += ["those of the pages not asked for"] if listed.unread else []
+        past = f"the first {MAX_TOOLS}" if len(listed.tools) >= MAX_TOOLS else f"its first {MAX_PAGES} pages"
+        said.append(f"left out {' and '.join(what)} past {past} (a server's list is cut at {MAX_TOOLS} tools, "
+                    f"{MAX_PAGES} pages)")
+    return kept, "; ".join(said)
 
 
 def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:

@@ -1,12 +1,14 @@
 """A server whose answers are valid MCP but odd for the database: a NUL in a tool's result, in its error and in its
 description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
 run calling it completes, on SQLite and PostgreSQL alike; a tool named `_under` is listed as `odd___under`, and an
-allow-list may name it so. Against a real FastMCP server (tests/mcp_server.py build_odd_mcp)."""
+allow-list may name it so; a server listing more tools than are kept says how many were left out. Against real
+FastMCP servers (tests/mcp_server.py build_odd_mcp, build_many_mcp)."""
 import pytest
 
-from tests.mcp_server import LONG_TOOL
+from tests.mcp_server import LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp
 from tests.tools.conftest import client_with_key
 from tests.tools.test_workflow_tools import chat, tool_messages
+from tools.mcp_client import MAX_PAGES, MAX_TOOLS
 from tools.models import McpServer
 from workflows.models import ToolCall
 
@@ -55,6 +57,17 @@ def test_a_tool_whose_qualified_name_no_model_takes_is_left_out_and_said(alice, 
     assert server["last_error"].startswith("left out 1 tool(s) whose name as odd__<tool> a model cannot be offered")
     assert LONG_TOOL[:40] in server["last_error"]
     assert f"odd__{LONG_TOOL}" not in {tool["name"] for tool in client.get("/api/v1/tools/").json()}
+
+
+def test_a_server_listing_more_tools_than_are_kept_says_how_many_were_left_out(alice):
+    with McpTestServer(build=build_many_mcp) as many:
+        server = client_with_key(alice).post("/api/v1/tools/servers/", {"name": "many", "url": many.url},
+                                             format="json").json()
+
+    assert server["health"] == "healthy"
+    assert [tool["name"] for tool in server["tools"]] == [f"t{number:03d}" for number in range(MAX_TOOLS)]
+    assert server["last_error"] == (f"left out {MANY_TOOLS - MAX_TOOLS} tool(s) past the first {MAX_TOOLS} (a "
+                                    f"server's list is cut at {MAX_TOOLS} tools, {MAX_PAGES} pages)")
 
 
 def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes(alice, odd_mcp_server, openai_server):
