@@ -267,8 +267,10 @@ class GraphAccounting(BaseCallbackHandler):
                               "started": time.monotonic(), "task": task, "call_id": kwargs.get("tool_call_id"),
                               "server_id": server_id}
 
-        def started(node):
+        def started(node):  # `tool_start`, as a JSON workflow's tools node says it (an MCP call writes first)
             self.ctx.claim_tool_calls(1, node_limit=self.ctx.config["max_tool_calls"])
+            self.ctx.hooks.tool_started(node, tool=self.tools[run_id]["tool"], call_id=self.tools[run_id]["call_id"],
+                                        waits=server_id is not None)
             if server_id is not None:  # an MCP tool's: its server may be gone by the time its row is written
                 self.ctx.hooks.mcp_call_started(server_id=server_id)
         self._in_node(task, started)

@@ -221,6 +221,10 @@ def test_item_03_a_registered_react_agent_calls_its_owners_mcp_tool(alice, track
     assert (failed.tool, failed.server_id, failed.ok) == ("tracker__fail", tracker.pk, False)
     assert "no such issue" in failed.error
     assert execution.tool_calls == 2 and execution.llm_calls == 3
+    events = ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list("event", "data")
+    assert [(event, data["tool"]) for event, data in events if event.startswith("tool_")] == [
+        ("tool_start", "tracker__add"), ("tool_called", "tracker__add"),
+        ("tool_start", "tracker__fail"), ("tool_called", "tracker__fail")]
 
 
 def test_item_03_another_users_agent_gets_none_of_alices_tools(bob, tracker, mcp_server, openai_server, settings,
