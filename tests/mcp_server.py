@@ -4,7 +4,8 @@ Only the process boundary is shared with the tests: Chatter reaches it over HTTP
 tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older HTTP+SSE at `/sse` (`server.sse_url`).
 `/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would;
 `/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
-origin. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them.
+origin. `/empty-answer` is `/mcp`, but answers a `tools/call` with a 200 `text/event-stream` that ends at once, empty
+(`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -26,6 +27,7 @@ call, (tool name, arguments).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -169,6 +171,10 @@ class McpTestServer:
     def redirect_url(self) -> str:
         return f"{self.root_url}/redirect"
 
+    @property
+    def empty_answer_url(self) -> str:
+        return f"{self.root_url}/empty-answer"
+
     def require_token(self, token: str | None) -> None:
         self.token = token
 
@@ -214,6 +220,21 @@ class McpTestServer:
                                 Route("/redirect", redirect, methods=["GET", "POST", "DELETE"])],
                         lifespan=lambda _app: mcp.session_manager.run())
 
+        async def empty_answer(scope, receive, send):
+            """/mcp, but a tools/call's answer is an event stream that ends empty."""
+            body, more = b"", True
+            while more:
+                message = await receive()
+                body, more = body + message.get("body", b""), message.get("more_body", False)
+            if scope["method"] == "POST" and json.loads(body or b"{}").get("method") == "tools/call":
+                await Response(b"", media_type="text/event-stream")(scope, receive, send)
+                return
+            replayed = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def replay():
+                return replayed.pop() if replayed else await receive()
+            await app({**scope, "path": "/mcp", "raw_path": b"/mcp"}, replay, send)
+
         async def guarded(scope, receive, send):
             if scope["type"] == "http":
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -226,7 +247,7 @@ class McpTestServer:
                 if token is not None and headers.get("authorization") != f"Bearer {token}":
                     await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
                     return
-            await app(scope, receive, send)
+            await (empty_answer if scope.get("path") == "/empty-answer" else app)(scope, receive, send)
 
         return guarded
 

@@ -47,6 +47,10 @@ class ProcessEnded(Exception):
     """A stdio server's process ended its output (it exited, or was killed): nothing more can come from it."""
 
 
+class AnswerStreamEnded(Exception):
+    """A Streamable HTTP answer's stream ended (cleanly: a proxy may end it so) before its answer came."""
+
+
 class McpUnreachable(Exception):
     """The server could not be asked (refused destination, connection, HTTP status, MCP error, timeout, malformed
     answer). The message says why, without the request's header values; `refused` is true when the outbound
@@ -81,10 +85,10 @@ class ConnectionKeeping(httpx.AsyncBaseTransport):
     Here closing such a response first reads the rest of the stream, at most DRAIN_BYTES within DRAIN_S (the
     server ends it right after the answer; the caller has its answer already), so the connection can be reused.
 
-    Such a stream that breaks before its answer (the server died, the connection dropped) is resumed by the SDK
-    only when its events had ids (a GET with Last-Event-ID); otherwise the SDK drops it, and the request would wait
-    for its timeout. So a broken stream closed with no resumption answered since it broke tells `answer_lost`:
-    nothing can bring its answer any more."""
+    Such a stream that breaks before its answer (the server died, the connection dropped), or ends before it
+    (ReadToEndOnClose: AnswerStreamEnded), is resumed by the SDK only when its events had ids (a GET with
+    Last-Event-ID); otherwise the SDK drops it, and the request would wait for its timeout. So a broken stream
+    closed with no resumption answered since it broke tells `answer_lost`: nothing can bring its answer any more."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, *, answer_lost: AnswerLost | None = None) -> None:
         self._inner = inner
@@ -120,7 +124,9 @@ LIMITS = httpx.Limits(keepalive_expiry=1.0)
 class ReadToEndOnClose(httpx.AsyncByteStream):
     """A response's stream that, closed before its end, reads on to the end (within DRAIN_S and DRAIN_BYTES)
     before it closes, so its connection goes back to the pool. One iterator over the stream serves the reader
-    and the close: the reader's may be dropped (and finalized) before the close, which must not end the stream."""
+    and the close: the reader's may be dropped (and finalized) before the close, which must not end the stream.
+    The reader (the SDK) stops reading once the answer is in, so a stream whose end it reaches ended before its
+    answer: that breaks it (AnswerStreamEnded), as a dropped connection would."""
 
     def __init__(self, stream: httpx.AsyncByteStream, transport: ConnectionKeeping | None = None) -> None:
         self._stream = stream
@@ -139,12 +145,15 @@ class ReadToEndOnClose(httpx.AsyncByteStream):
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
-                return
+                failure = AnswerStreamEnded("its answer's stream ended before the answer")
             except Exception as exc:
-                if self._transport is not None:
-                    self._broken = (exc, self._transport.resumptions)
-                raise
-            yield chunk
+                failure = exc
+            else:
+                yield chunk
+                continue
+            if self._transport is not None:
+                self._broken = (failure, self._transport.resumptions)
+            raise failure
 
     async def aclose(self) -> None:
         try:
@@ -431,7 +440,7 @@ def _why(exc: BaseException, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, httpx.HTTPError):
         return f"could not reach the server ({type(exc).__name__}: {exc})"[:ERROR_CHARS]
-    if isinstance(exc, ProcessEnded):
+    if isinstance(exc, (ProcessEnded, AnswerStreamEnded)):
         return f"could not reach the server ({exc})"
     if isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError)):  # the transport's streams are gone
         return f"could not reach the server ({type(exc).__name__}{f': {exc}' if str(exc) else ''})"[:ERROR_CHARS]

@@ -66,6 +66,24 @@ def test_a_server_that_went_down_is_a_result_and_is_marked_unhealthy(alice, trac
     assert tracker.health == "unhealthy" and "could not reach the server" in tracker.last_error
 
 
+def test_an_answer_stream_that_ends_empty_fails_the_call_at_once_and_marks_the_server(alice, mcp_server, settings):
+    """A proxy may end a tools/call's event stream before the answer: nothing can bring it any more."""
+    import time
+
+    settings.CHATTER_MCP_TIMEOUT_S = 30
+    mcp_server_create(owner=alice, name="proxied", url=mcp_server.empty_answer_url)
+    asked = time.monotonic()
+
+    lost = mcp_tool_run(user=alice, name="proxied__add", arguments={"a": 1, "b": 2})
+
+    assert time.monotonic() - asked < 15  # a generous bound: it failed as its stream ended, not at its timeout
+    said = "could not reach the server (its answer's stream ended before the answer)"
+    assert lost.ok is False and lost.error == f"the MCP server 'proxied' could not be asked: {said}", lost.error
+    proxied = McpServer.objects.get(owner=alice, name="proxied")
+    assert proxied.health == "unhealthy" and proxied.last_error == said
+    assert mcp_server.calls == []  # the server never saw the call
+
+
 def test_only_tools_the_user_sees_of_enabled_servers_are_called(alice, bob, tracker, mcp_server):
     for user, name, reason in [(bob, "tracker__add", "no MCP server 'tracker'"),
                                (alice, "tracker__nope", "offers no tool 'nope'"),
