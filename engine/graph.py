@@ -88,11 +88,11 @@ class Graph:
         return any(node.type in ("human_input", "python_graph") for node in self.nodes)
 
     @cached_property
-    def embeds_only(self) -> bool:
-        """Whether its only model calls are embeddings (the embeddings graph: gateway.embeddings): a run of it
-        completes no tokens."""
-        return any(node.type == "embedding" for node in self.nodes) and all(
-            node.type in ("start", "end", "embedding") for node in self.nodes)
+    def reads_only(self) -> bool:
+        """Whether its only model calls read and complete nothing: embeddings and reranks (the embeddings and the
+        rerank graphs: gateway.embeddings, gateway.rerank)."""
+        return any(node.type in ("embedding", "rerank") for node in self.nodes) and all(
+            node.type in ("start", "end", "embedding", "rerank") for node in self.nodes)
 
     @cached_property
     def key(self) -> str:

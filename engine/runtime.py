@@ -43,6 +43,7 @@ from engine.usage import (
     Usage,
     estimate_input_tokens,
     estimate_prompt_tokens,
+    estimate_rerank_tokens,
     estimate_tokens,
     priced,
     streamed_so_far,
@@ -333,7 +334,7 @@ class RunContext:
         """One rerank call (a provider's /rerank): the `top_n` of `documents` most relevant to `query`, as (index,
         relevance score), most relevant first; recorded like every LLM call, of kind `rerank` (the tokens the server
         read, no completion)."""
-        estimate = estimate_tokens(query) * len(documents) + sum(estimate_tokens(text) for text in documents)
+        estimate = estimate_rerank_tokens(query, documents)
 
         def call(target: _Target, deployment, timeout_s: float) -> tuple[list[tuple[int, float]], str, Usage]:
             reranked = rerank_create(provider=target.provider, model=target.model, query=query, documents=documents,

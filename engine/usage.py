@@ -95,6 +95,11 @@ def estimate_input_tokens(inputs: list) -> int:
     return sum(estimate_tokens(item if isinstance(item, str) else str(item)) for item in inputs)
 
 
+def estimate_rerank_tokens(query: str, documents: list[str]) -> int:
+    """Offline estimate of what a rerank call reads: each document, and the query once per document."""
+    return estimate_tokens(query) * len(documents) + sum(estimate_tokens(text) for text in documents)
+
+
 def _message_text(message: BaseMessage) -> str:
     content = message.content
     text = content if isinstance(content, str) else json.dumps(content, default=str)

@@ -76,6 +76,19 @@ def test_item_01_a_search_reranked_by_a_providers_rerank_endpoint_keeps_its_best
     assert_all(call.execution)  # the run's, the conversation's and the usage aggregates equal the call's row
 
 
+def test_a_hard_token_budget_with_room_reranks_reserving_what_the_rerank_reads_alone(alice, manuals, reranker):
+    """A rerank completes nothing: under a hard token budget it reserves the estimate of what it reads, not a
+    completion's default max_tokens (1,024: a 1,000-token budget with nothing spent refused every rerank)."""
+    budget = BudgetFactory(owner=alice, period="total", limit_tokens=1000, mode="hard")
+    reranker.reply(model=RERANKER, relevance_scores=[0.2, 0.9], usage={"prompt_tokens": 42, "total_tokens": 42})
+
+    answer = searched(alice, manuals, mode="keyword", k=1, rerank_model=RERANKER)
+
+    assert answer.status_code == 200, answer.json()
+    (period,) = budget.periods.all()
+    assert (period.spent_tokens, period.reserved_tokens) == (42, 0)
+
+
 def test_item_01_a_rerank_model_that_cannot_rerank_is_a_400_before_anything_is_charged(alice, manuals, reranker):
     calls_before = LLMCall.objects.count()
     for model, code in (("openai/no-such-reranker", "unknown_model"), ("local/local-embed-1", "no_rerank")):

@@ -41,7 +41,7 @@ from engine.config import config_resolve
 from engine.graph import Graph, parse_graph
 from engine.python_graphs import registered_graph_name
 from engine.providers import provider_check
-from engine.usage import estimate_input_tokens, estimate_prompt_tokens
+from engine.usage import estimate_input_tokens, estimate_prompt_tokens, estimate_rerank_tokens
 from webhooks.services import webhook_url_check
 from workflows import runner
 from workflows.cancels import cancel_signal_local
@@ -334,11 +334,13 @@ def _first_call_worst_case(plan: RunPlan, budgets: list) -> Worst:
     """What the run's first call can cost at most, from its input alone (a longer prompt, with history, is
     reserved for as the call starts: ExecutionRecorder.model_call_started). A call's completion is part of it, so
     under a hard budget a run that sets no max_tokens gets CHATTER_BUDGET_DEFAULT_MAX_TOKENS (written with it);
-    an embeddings run completes nothing: its worst case is the texts it reads (the variable `input`)."""
+    an embeddings or a rerank run completes nothing: its worst case is the texts it reads."""
     price = plan.prices.get((plan.config["provider"], plan.config["model"]))
-    if plan.graph.embeds_only:
-        inputs = plan.variables.get("input")
-        return worst_case(prompt_tokens=estimate_input_tokens(inputs if isinstance(inputs, list) else []),
+    if plan.graph.reads_only:  # what it reads: the variables `input` (embeddings), `query` and `documents` (rerank)
+        inputs, query, documents = (plan.variables.get(name) for name in ("input", "query", "documents"))
+        documents = [text for text in documents if isinstance(text, str)] if isinstance(documents, list) else []
+        return worst_case(prompt_tokens=estimate_input_tokens(inputs if isinstance(inputs, list) else []) +
+                          estimate_rerank_tokens(query if isinstance(query, str) else "", documents),
                           max_tokens=0, price=price)
     if plan.config["max_tokens"] is None and any(budget.mode == Budget.Mode.HARD for budget in budgets):
         plan.config["max_tokens"] = settings.CHATTER_BUDGET_DEFAULT_MAX_TOKENS
