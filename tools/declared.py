@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.encryption import secret_encrypt
-from core.errors import NotFound
 from tools.models import SERVER_NAME_PATTERN, McpServer
 
 logger = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def declared_servers_sync() -> None:
 
 def _write(entries: dict[str, dict]) -> None:
     from tools.selectors import mcp_server_env, mcp_server_headers
-    from tools.services import mcp_server_refresh
+    from tools.services import mcp_servers_refresh
     from tools.mcp_pool import mcp_pool_forget
 
     removed = McpServer.objects.filter(declared=True).exclude(name__in=list(entries))
@@ -117,6 +116,7 @@ def _write(entries: dict[str, dict]) -> None:
         mcp_pool_forget(server_id)  # a stdio server's process ends with its session
     removed.delete()
     existing = {server.name: server for server in McpServer.objects.filter(declared=True)}
+    changed = []
     for name, entry in entries.items():
         server = existing.get(name) or McpServer(name=name, declared=True, shared=True, owner=None)
         same = (server.pk is not None and server.url == entry["url"] and server.transport == entry["transport"]
@@ -136,7 +136,7 @@ def _write(entries: dict[str, dict]) -> None:
             logger.error("CHATTER_MCP_SERVERS_FILE: server %r left out: a shared server has this name", name)
             continue
         mcp_pool_forget(server.pk)
-        try:
-            mcp_server_refresh(server=server)
-        except NotFound:  # removed meanwhile (the file changed again, and another process wrote it)
-            pass
+        changed.append(server)
+    # Asked for their tools all at once; one deleted meanwhile (the file changed again, and another process wrote it)
+    # is passed over.
+    mcp_servers_refresh(servers=changed)

@@ -3,6 +3,7 @@ discovery of a server's tools through the official MCP client (tools.mcp_client)
 its health."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -141,7 +142,37 @@ def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
     except McpUnreachable as exc:
         if user is not None and (refused := _own_credential_refused(server, exc)) is not None:
             raise CredentialRefused(refused) from None
-        fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(exc), "checked_at": now}
+        listed = exc
+    return _listing_kept(server, listed, now=now)
+
+
+def mcp_servers_refresh(*, servers: list[McpServer]) -> None:
+    """mcp_server_refresh of each of `servers` (asked as no user: shared servers), asked all at once: the wait is the
+    slowest one's, not their sum (a file declaring three servers that never answer held its next request three
+    timeouts). A server deleted before its answer could be kept is passed over."""
+    if not servers:
+        return
+    endpoints = [mcp_endpoint(server=server, headers=mcp_call_headers(server=server, user=None)) for server in servers]
+    now = timezone.now()
+
+    async def asked() -> list:
+        return await asyncio.gather(*(mcp_tools_discover(endpoint, timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
+                                      for endpoint in endpoints), return_exceptions=True)
+
+    for server, listed in zip(servers, async_to_sync(asked)()):
+        if isinstance(listed, BaseException) and not isinstance(listed, McpUnreachable):
+            raise listed
+        try:
+            _listing_kept(server, listed, now=now)
+        except NotFound:  # removed meanwhile
+            pass
+
+
+def _listing_kept(server: McpServer, listed: ToolList | McpUnreachable, *, now) -> McpServer:
+    """What the server answered its listing (or why it could not be asked) kept with it: healthy with the new list,
+    or unhealthy with the reason; NotFound when it was deleted meanwhile."""
+    if isinstance(listed, McpUnreachable):
+        fields = {"health": McpServer.Health.UNHEALTHY, "last_error": str(listed), "checked_at": now}
     else:
         tools, left_out = _offerable(server, listed)
         fields = {"tools": tools, "tools_refreshed_at": now, "health": McpServer.Health.HEALTHY,

@@ -158,3 +158,23 @@ def test_a_stdio_servers_error_output_is_logged_with_its_secrets_scrubbed(declar
             time.sleep(0.05)  # (its reader is a thread of its own)
     said = [record.getMessage() for record in caplog.records if "using FILES_TOKEN=" in record.getMessage()]
     assert said and all("using FILES_TOKEN=[redacted]" in line and "s3cret" not in line for line in said), said
+
+
+@pytest.mark.server  # the stdio servers' processes
+def test_servers_declared_at_once_are_asked_for_their_tools_at_once(declared, bob_client, settings, tmp_path):
+    """The request that finds the file changed asks its changed servers all at once: three that never answer hold it
+    one timeout, not three (as they did, asked one after another)."""
+    settings.CHATTER_MCP_TIMEOUT_S = 4
+    silent = {"command": sys.executable, "args": ["-c", "import time; time.sleep(60)"]}
+    declare(settings, tmp_path / "mcp.json", {**declared, **{f"silent{n}": silent for n in range(3)}})
+
+    started = time.monotonic()
+    listed = bob_client.get(SERVERS)
+    took = time.monotonic() - started
+
+    assert listed.status_code == 200
+    servers = {server["name"]: server for server in listed.json()["results"]}
+    assert {name: servers[name]["health"] for name in ("files", "silent0", "silent1", "silent2")} == {
+        "files": "healthy", "silent0": "unhealthy", "silent1": "unhealthy", "silent2": "unhealthy"}
+    assert all(servers[f"silent{n}"]["last_error"] == "no answer within 4 s" for n in range(3)), servers
+    assert took < 2 * 4, took  # one timeout and the rest's work; three in a row took 12 s and more
