@@ -311,12 +311,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"unread_not_quoted": {"()": "core.log_filters.UnreadNotQuoted"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"},
                 "django_q": {"level": "WARNING"},
                 # The MCP SDK logs every JSON-RPC message whole at DEBUG: tool arguments and results before Chatter
                 # scrubs them of the server's credentials (tools.mcp_client): LOG_LEVEL, but never below INFO.
-                "mcp": {"level": max(logging.INFO, logging.getLevelNamesMapping().get(LOG_LEVEL, logging.INFO))}},
+                "mcp": {"level": max(logging.INFO, logging.getLevelNamesMapping().get(LOG_LEVEL, logging.INFO))},
+                # Its clients log a line a server sent that is no message of the protocol with a traceback quoting
+                # it (a caller's arguments): said by kind instead.
+                **{f"mcp.client.{transport}": {"filters": ["unread_not_quoted"]}
+                   for transport in ("stdio", "streamable_http", "sse")}},
 }
 
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)

@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from django.conf import settings
 
 from core.db import json_storable, text_storable
+from core.log_filters import validation_kinds
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.tracing import outbound_hooks_async
 from engine.redaction import secret_forms, secrets_scrub
@@ -447,8 +448,7 @@ def _why(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, McpError):
         return f"MCP error {exc.error.code}: {exc.error.message}"[:ERROR_CHARS]
     if isinstance(exc, pydantic.ValidationError):  # what the server sent, not read: said by kind, never quoted
-        kinds = dict.fromkeys(error["type"] for error in exc.errors(include_url=False, include_input=False))
-        return f"not a message of the MCP protocol ({', '.join(kinds)})"[:ERROR_CHARS]
+        return f"not a message of the MCP protocol ({validation_kinds(exc)})"[:ERROR_CHARS]
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 

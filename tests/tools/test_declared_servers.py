@@ -122,17 +122,23 @@ def test_a_stdio_servers_environment_value_passed_to_its_tool_is_in_no_stored_ca
 
 
 @pytest.mark.server
-def test_a_shared_servers_last_error_never_quotes_what_a_caller_sent_it(declared, alice, bob_client, openai_server):
+def test_a_shared_servers_last_error_never_quotes_what_a_caller_sent_it(declared, alice, bob_client, openai_server,
+                                                                        caplog):
     """A stdio server's stray print of a call's arguments is no message of the protocol: the call fails, and the
     shared server is marked unhealthy saying so by kind, never quoting the line (the SDK's reason quoted it, with
-    alice's arguments, on a row every user reads)."""
+    alice's arguments, on a row every user reads); the SDK's own log record of it says its kind too (its traceback
+    quoted the line)."""
     private = "alice private: salary 123456"
     openai_server.reply(tool_calls=[{"name": "files__debug_echo", "arguments": {"text": private}}])
     openai_server.reply(content="done")
     execution = execution_create(ChatRequest(owner=alice, message="go", config={
         "provider": "openai", "model": "gpt-4o-mini", "allowed_tools": ["files__*"]}))
 
-    assert execution_run(execution_id=execution.pk).status == "completed"
+    with caplog.at_level("INFO"):
+        assert execution_run(execution_id=execution.pk).status == "completed"
+    logged = [record for record in caplog.records if record.name.startswith("mcp.client")]
+    assert any("json_invalid" in record.getMessage() for record in logged), [r.getMessage() for r in logged]
+    assert "123456" not in caplog.text
     call = ToolCall.objects.get(execution=execution)
     assert not call.ok and "not a message of the MCP protocol" in call.error, call.error
     listed = {server["name"]: server for server in bob_client.get(SERVERS).json()["results"]}
