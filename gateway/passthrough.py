@@ -36,7 +36,7 @@ from engine.runtime import CallStarted, RunContext
 from engine.usage import (Usage, estimate_openai_prompt_tokens, openai_usage_readable, usage_cut_short,
                           usage_from_openai)
 from gateway.errors import execution_failure
-from gateway.relay import StreamRelay, budget_stop
+from gateway.relay import StreamRelay, budget_stop, text_or_empty
 from gateway.services import IGNORED, usage_body
 from gateway.upstream import upstream_call, upstream_post, upstream_post_whole, upstream_timeout
 from workflows.ending import execution_finish
@@ -283,10 +283,10 @@ def _failure(passing: Passing, exc: Exception, *, mid_stream: bool = False) -> P
 
 def _ending(message: dict, choice: dict, body: dict) -> dict:
     calls = message.get("tool_calls") or []
-    return {"finish_reason": _text(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
+    return {"finish_reason": text_or_empty(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
             **({"tool_calls": calls} if calls else {}),
             **{name: value for name, value in (("logprobs", choice.get("logprobs")),
-                                               ("system_fingerprint", _text(body.get("system_fingerprint"))))
+                                               ("system_fingerprint", text_or_empty(body.get("system_fingerprint"))))
                if value}}
 
 
@@ -320,9 +320,9 @@ def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
         prompt_tokens=passing.prompt_tokens, streamed={"text": content})
     # Under a hard budget, a reply past what it reserved stops the run, as the run path's does (recorded in full).
     stopped = budget_stop(passing.recorder, content) if passing.recorder.budget.hard else None
-    ended = _ended(passing, usage=usage, reported_model=_text(body.get("model")) or passing.requested_model,
+    ended = _ended(passing, usage=usage, reported_model=text_or_empty(body.get("model")) or passing.requested_model,
                    error=stopped, content=content, ending=_ending(message, choice, body),
-                   message_id=_text(body.get("id")))
+                   message_id=text_or_empty(body.get("id")))
     if ended.status != Status.COMPLETED:
         return failure_response(ended, model=passing.model, headers=headers)
     body.update(id=f"chatcmpl-{ended.pk.hex}", model=passing.model)
@@ -356,11 +356,6 @@ def _completion_read(body) -> tuple[dict, dict]:
             and isinstance(call["function"].get("name"), str) for call in calls)):
         raise _NotACompletion("its message's tool calls are not calls of functions")
     return choices[0], message
-
-
-def _text(value) -> str:
-    """An upstream's field that should be a text (a completion's id, its model), or "" when it is not."""
-    return value if isinstance(value, str) else ""
 
 
 def cost_headers(execution: WorkflowExecution) -> dict:

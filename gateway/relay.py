@@ -148,8 +148,8 @@ class StreamRelay:
             said = re.escape(json.dumps(chunk["id"])[1:-1].encode())  # (as JSON writes it)
             self.upstream_id = re.compile(rb'"id"\s*:\s*"' + said + rb'"')
             self.message_id = chunk["id"]
-        self.model = _text(chunk.get("model")) or self.model
-        if _text(chunk.get("system_fingerprint")):
+        self.model = text_or_empty(chunk.get("model")) or self.model
+        if text_or_empty(chunk.get("system_fingerprint")):
             self.ending["system_fingerprint"] = chunk["system_fingerprint"]
         if openai_usage_readable(chunk.get("usage")):
             self.usage = chunk["usage"]
@@ -158,7 +158,7 @@ class StreamRelay:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            if _text(delta.get("content")):
+            if text_or_empty(delta.get("content")):
                 self.passing.text.append(delta["content"])
                 if self.hard:
                     self.stop = self.stop or budget_stop(self.passing.recorder, delta["content"])
@@ -166,7 +166,7 @@ class StreamRelay:
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(call)
-            if _text(choice.get("finish_reason")):
+            if text_or_empty(choice.get("finish_reason")):
                 self.ending["finish_reason"] = choice["finish_reason"]
         if isinstance(chunk.get("usage"), dict) and not choices:
             self.usage_chunk = chunk
@@ -175,9 +175,9 @@ class StreamRelay:
 
     def _tool_call(self, call: dict) -> None:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        name, arguments = _text(function.get("name")), _text(function.get("arguments"))
+        name, arguments = text_or_empty(function.get("name")), text_or_empty(function.get("arguments"))
         index = call.get("index") if isinstance(call.get("index"), int) else len(self.calls)
-        kept = self.calls.setdefault(index, {"id": _text(call.get("id")), "type": "function",
+        kept = self.calls.setdefault(index, {"id": text_or_empty(call.get("id")), "type": "function",
                                              "function": {"name": "", "arguments": ""}})
         kept["function"]["name"] += name
         kept["function"]["arguments"] += arguments
@@ -213,6 +213,7 @@ class StreamRelay:
         return out + b"data: [DONE]\n\n"
 
 
-def _text(value) -> str:
-    """A field of an upstream's chunk that should be a text, or "" when it is not."""
+def text_or_empty(value) -> str:
+    """A field of an upstream's answer that should be a text (a chunk's content, a completion's id or model), or
+    "" when it is not."""
     return value if isinstance(value, str) else ""
