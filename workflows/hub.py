@@ -320,17 +320,23 @@ class LayerBus:
                         await self.layer.group_send(topic, {"type": MESSAGE_TYPE, "origin": self.origin,
                                                             "topic": topic,
                                                             "events": envelopes[start:start + MESSAGE_MOST]})
-                except Exception:  # noqa: BLE001 - the layer is down: watchers elsewhere catch up from the database
+                except Exception as exc:  # noqa: BLE001 - the layer is down: watchers elsewhere catch up from the db
                     self._paused_until = time.monotonic() + RECONNECT_S
-                    self._failed(1)
+                    self._failed(1, exc)
 
-    def _failed(self, count: int, *, logged: bool = True) -> None:
+    def _failed(self, count: int, exc: Exception | None = None, *, logged: bool = True) -> None:
+        """Count what was not sent; say so at most every FAILURE_LOG_INTERVAL_S: a layer that is slow (a call past
+        LAYER_TIMEOUT_S) or unreachable by its kind, anything else with its traceback."""
         self._failures += count
         now = time.monotonic()
         if logged and now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
             self._failure_logged = now
+            expected = isinstance(exc, (TimeoutError, OSError))  # (a refused connection is an OSError)
+            why = (f"a call took longer than {LAYER_TIMEOUT_S} s" if isinstance(exc, TimeoutError)
+                   else f"{type(exc).__name__}: {exc}" if exc is not None else "unknown")
             logger.warning("live events over the channel layer are failing (%d messages not sent since the last "
-                           "report); watchers catch up from the database", self._failures, exc_info=True)
+                           "report; %s); watchers catch up from the database", self._failures, why,
+                           exc_info=exc is not None and not expected)
             self._failures = 0
 
     # --- receiving, and the channel's groups: on the loop ---------------------------------------------------
@@ -343,8 +349,8 @@ class LayerBus:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the layer is down: try again once it may be back
-                self._failed(0)
+            except Exception as exc:  # noqa: BLE001 - the layer is down: try again once it may be back
+                self._failed(0, exc)
                 await asyncio.sleep(RECONNECT_S)
                 continue
             if message.get("type") == MESSAGE_TYPE and message.get("origin") != self.origin:

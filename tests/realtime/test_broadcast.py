@@ -157,3 +157,23 @@ async def test_once_redis_is_back_the_layer_carries_events_between_processes_aga
             got = await watched.get(0.5)
             seq += 1
     assert got[0]["seq"] >= 3
+
+
+def test_a_layer_too_slow_to_answer_is_logged_by_its_kind_without_a_traceback(monkeypatch, caplog):
+    """A layer call past LAYER_TIMEOUT_S (Redis under load) is expected: one warning that says so, no traceback
+    (a server's log with a traceback reads as a bug)."""
+    from channels_redis.pubsub import RedisPubSubLoopLayer
+
+    async def hung(self, group, message):
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(RedisPubSubLoopLayer, "group_send", hung)
+    publisher = Hub()
+    try:
+        with caplog.at_level("WARNING", logger="workflows.hub"):
+            publisher.publish([envelope(1, "node_started")], owner_id=12)
+            assert publisher.flush(5)
+        (record,) = [r for r in caplog.records if r.name == "workflows.hub"]
+        assert "a call took longer than 0.5 s" in record.getMessage() and not record.exc_info
+    finally:
+        publisher.stop()
