@@ -38,11 +38,11 @@ from engine.config import CONFIG_KEYS
 from workflows.models import RUN_IN_PROGRESS, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
 from workflows.selectors import conversation_has_run_in_progress
+from workflows.services.queue import execution_enqueue
 from workflows.services.run_requests import AgentRunRequest
 from workflows.services.runs import (
     execution_cancel,
     execution_create,
-    execution_enqueue,
     execution_run_now,
     execution_start_streamed,
     run_plan,

@@ -32,7 +32,7 @@ from gateway.chat_request import media_parts
 from workflows.models import WorkflowExecution
 from workflows.pricing import HOW_TO_PRICE, price_for_call
 from workflows.services.run_requests import GatewayRequest
-from workflows.services.runs import execution_run_now, execution_start_streamed
+from workflows.services.runs import execution_run_now, execution_start_answered
 
 if TYPE_CHECKING:
     from analytics.models import ModelPrice
@@ -284,10 +284,13 @@ def gateway_complete(*, request: dict, **run) -> WorkflowExecution:
     return execution_run_now(gateway_run_request(request=request, **run))
 
 
-def gateway_stream(*, request: dict, **run) -> tuple[WorkflowExecution, AsyncIterator[dict]]:
-    """Start a streamed call on the runner's threads: its execution and its feed. The run goes on whether or not
-    the feed is read to its end, so a client that disconnects mid-stream is billed for all the provider did."""
-    return execution_start_streamed(gateway_run_request(request=request, **run))
+def gateway_stream(*, request: dict, **run) -> tuple[WorkflowExecution, AsyncIterator[dict] | None]:
+    """Start a streamed call on the runner's threads: its execution and its feed, once the reply's first word
+    came; no feed when the call failed before it (the run as it ended, answered with its status as OpenAI's API
+    and LiteLLM's proxy answer it, so a client retries a 429 and waits out its Retry-After). The run goes on whether
+    or not the feed is read to its end, so a client that disconnects mid-stream is billed for all the provider
+    did."""
+    return execution_start_answered(gateway_run_request(request=request, **run))
 
 
 @database_sync_to_async

@@ -245,6 +245,8 @@ def _called(request: Request, data: dict, *, whole, streamed, conversation_id=No
            "conversation_id": conversation_id, "instructions": instructions}
     if data["stream"]:
         execution, feed = gateway_stream(**run)
+        if feed is None:  # failed before the reply's first word: answered whole, with the failure's status
+            return _answer(execution, lambda: None, model=data["model"], **headers)
         return _streamed(execution, streamed(execution, feed), named=named, **headers)
     execution = gateway_complete(**run)
     return _answer(execution, lambda: whole(execution), model=data["model"], **headers)

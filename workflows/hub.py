@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
 import os
 import threading
@@ -18,7 +19,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -65,6 +66,7 @@ class Subscription:
         self.closed = False
         self._items: deque = deque()
         self._lock = threading.Lock()
+        self._delivered = threading.Condition(self._lock)  # for a thread that waits before the reader reads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._wake_due = False
@@ -73,6 +75,7 @@ class Subscription:
         """Any thread: add the events and wake the reader's loop, once per burst."""
         with self._lock:
             self._items.extend(envelopes[: max(0, self.BACKLOG - len(self._items))])
+            self._delivered.notify_all()
             if self._loop is None or self._wake_due:
                 return
             self._wake_due = True
@@ -86,6 +89,22 @@ class Subscription:
         with self._lock:
             self._wake_due = False
         self._wake.set()
+
+    def wait_for(self, found: Callable[[dict], bool], timeout: float) -> dict | None:
+        """A thread other than the reader's, before the reader reads: wait at most `timeout` s for the first event
+        `found` accepts, and return it (None if none came). What was delivered stays for the reader."""
+        deadline = time.monotonic() + timeout
+        looked = 0
+        with self._delivered:
+            while True:
+                for item in itertools.islice(self._items, looked, None):
+                    if found(item):
+                        return item
+                looked = len(self._items)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    return None
+                self._delivered.wait(left)
 
     async def ready(self, timeout: float = 2.0) -> None:
         """Wait (briefly) until events published in other processes reach this subscription: a feed that reads

@@ -38,7 +38,7 @@ def test_a_background_run_the_queue_refuses_ends_failed_and_is_a_503(api, monkey
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr("workflows.services.runs.async_task", broker_down)
+    monkeypatch.setattr("workflows.services.queue.async_task", broker_down)
     response = api.post(URL, {"message": "hello", "background": True}, format="json")
 
     details = assert_error(response, 503, "queue_unavailable")

@@ -108,6 +108,39 @@ def test_item_17_a_client_error_of_a_deployment_is_not_tried_on_the_others(route
     assert_exact()
 
 
+def test_item_17_a_routed_stream_that_fails_before_its_first_word_is_answered_with_the_status(routed_own,
+                                                                                              upstreams):
+    """A routed model's stream is a run (no pass-through): its answer waits for the reply's first word, so a
+    refusal or a rate limit before it keeps its status, which OpenAI's clients read (and retry, for a 429), where
+    a 200 with an error event would be a bare APIError."""
+    limited, _ = upstreams
+    four_o, (a, _) = "gpt-4o-mini", names()
+    routed = routed_own({four_o: {"deployments": [deployment(a, limited, "ROUTE_KEY_A")]}}, cooldown_s=1)
+    limited.reply(status=400, error_body=TOO_LONG)
+    limited.reply(status=429, headers={"retry-after": "1"})  # the deployment cools down for 1 s, then answers
+    limited.reply(content="84.", usage=USAGE)
+    limited.reply(status=429, headers={"retry-after": "7"})
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        list(routed_client(routed).chat.completions.create(model=four_o, messages=ASK, stream=True))
+    chunks = list(retrying(routed, max_retries=1).chat.completions.create(
+        model=four_o, messages=ASK, stream=True, stream_options={"include_usage": True}))
+    with pytest.raises(openai.RateLimitError) as limited_answer:
+        list(routed_client(routed).responses.create(model=four_o, input="hi", stream=True))
+
+    assert (refused.value.status_code, refused.value.code) == (400, "context_length_exceeded")
+    assert refused.value.response.headers["content-type"].startswith("application/json")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "84."
+    assert chunks[-1].usage.total_tokens == USAGE["total_tokens"]
+    assert limited_answer.value.response.headers["retry-after"] == "7" and len(limited.requests) == 4
+    runs = list(WorkflowExecution.objects.order_by("created_at"))
+    assert [(run.status, run.error_type) for run in runs] == [
+        ("failed", "provider_error"), ("failed", "provider_rate_limited"), ("completed", ""),
+        ("failed", "provider_rate_limited")]
+    assert refused.value.response.headers["x-request-id"] == str(runs[0].pk)
+    assert_exact()
+
+
 CLOSED = f"http://127.0.0.1:{refusing_port()}/v1"  # nothing listens there: connections are refused
 
 
@@ -209,13 +242,15 @@ def test_item_19_a_stream_and_a_response_that_fail_say_no_more(gateway, openai_s
 
     with pytest.raises(openai.APIError) as streamed:
         list(client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True))
-    events = list(client(gateway).responses.create(model="gpt-4o-mini", input="hi", stream=True))
+    # A streamed response that failed before its first word is a failed answer with the failure's status, as the
+    # chat completion's is (the stream's `response.failed` is for a failure after it started: test_responses.py)
+    with pytest.raises(openai.InternalServerError) as responded:
+        list(client(gateway).responses.create(model="gpt-4o-mini", input="hi", stream=True))
 
     assert "The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: " in streamed.value.message
-    failed = events[-1].response
-    assert events[-1].type == "response.failed" and failed.error.message.startswith(
+    assert responded.value.status_code == 502 and responded.value.body["message"].startswith(
         "The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: ")
-    for text in (streamed.value.message, failed.error.message):
+    for text in (streamed.value.message, responded.value.message):
         assert no_url(text, openai_stub) and "gpu-7" not in text
 
 

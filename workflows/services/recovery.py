@@ -16,7 +16,7 @@ from workflows.ending import end_from_ledger
 from workflows.heartbeat import HEARTBEAT_S
 from workflows.models import Checkpoint, ExecutionEvent, WorkflowExecution
 from workflows.recorder import run_recorder
-from workflows.services.runs import execution_enqueue
+from workflows.services.queue import execution_enqueue
 from workflows.services.waiting import executions_waiting_expire
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SWEEP_GRACE_S = 10
 # handed to the queue again (never more than its timeout / 3): its task was lost with a worker that died.
 REQUEUE_AFTER_S = 30
 QUEUED_MODES = (WorkflowExecution.Mode.BACKGROUND, WorkflowExecution.Mode.SCHEDULED)
-TASK_NAME_PREFIX = "execution-"  # workflows.services.runs.execution_enqueue names each task so
+TASK_NAME_PREFIX = "execution-"  # workflows.services.queue.execution_enqueue names each task so
 WORKER_STOPPED = "its worker stopped"
 
 

@@ -14,8 +14,6 @@ from typing import AsyncIterator, Callable, Iterator
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django_q.models import Schedule
-from django_q.tasks import async_task, schedule
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from audit.services import audit_record
@@ -31,9 +29,7 @@ from core.errors import (
     InvalidInput,
     NotFound,
     RunCancelled,
-    RunError,
     TooManyRuns,
-    Unavailable,
 )
 from core.tracing import run_trace_context, tracing_on
 from engine.chat_messages import messages_from_openai
@@ -48,8 +44,10 @@ from workflows.cancels import cancel_signal_local
 from workflows.ending import end_from_ledger
 from workflows.models import Checkpoint, WorkflowDefinition, WorkflowExecution, WorkflowTemplate
 from workflows.pricing import price_for_call, unpriced_model_message
+from workflows.hub import TERMINAL_EVENTS, Subscription
 from workflows.realtime import execution_feed, execution_subscribe, feed_blocking, feed_until_paused
 from workflows.services.definitions import visible_definition
+from workflows.services.queue import execution_enqueue, execution_enqueue_at
 from workflows.services.run_requests import RunRequest
 from workflows.services.templates import graph_prompts_check, is_uuid, visible_template
 from workflows.signals import execution_writing
@@ -378,6 +376,33 @@ def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, As
     while this request writes it, and its first node waits for that write (RunStart.created), so it reads, writes,
     publishes and calls nothing before it is written, and ends with nothing written if the write is refused
     (bench/RESULTS.md, B2)."""
+    execution, subscription = _started_streamed(request)
+    return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
+
+
+def execution_start_answered(request: RunRequest) -> tuple[WorkflowExecution, AsyncIterator[dict] | None]:
+    """A streamed run whose caller answers a failure before the reply's first word with a status of its own (the
+    gateway: OpenAI's clients retry a 429, and wait out its Retry-After, only when it is the response's status):
+    started as execution_start_streamed starts one, then this thread waits until the run says the first word of
+    its reply (a token, a tool call's fragment) or ends, at most the run's own time limit. A run that failed before
+    a word: the run as it ended, and no feed."""
+    execution, subscription = _started_streamed(request)
+    first = subscription.wait_for(_said_or_ended, timeout=settings.CHATTER_EXECUTION_TIMEOUT_S + 5)
+    if first is not None and first["event"] in ("workflow_failed", "workflow_cancelled"):
+        subscription.close()
+        execution.refresh_from_db()
+        return execution, None
+    return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
+
+
+REPLY_EVENTS = ("token", "tool_call_delta")
+
+
+def _said_or_ended(envelope: dict) -> bool:
+    return envelope["event"] in REPLY_EVENTS or envelope["event"] in TERMINAL_EVENTS
+
+
+def _started_streamed(request: RunRequest) -> tuple[WorkflowExecution, Subscription]:
     plan = run_plan(request, mode=Mode.STREAM)
     subscription = execution_subscribe(plan.execution_id, remote=False)
     created = Future() if _starts_while_written(plan) else None
@@ -397,7 +422,7 @@ def execution_start_streamed(request: RunRequest) -> tuple[WorkflowExecution, As
     else:
         runner.submit(runner.RunStart(execution=execution, user_message=user_message, prices=plan.prices,
                                       graph=plan.graph))
-    return execution, feed_until_paused(execution_feed(execution.pk, subscription=subscription))
+    return execution, subscription
 
 
 def _starts_while_written(plan: RunPlan) -> bool:
@@ -406,30 +431,6 @@ def _starts_while_written(plan: RunPlan) -> bool:
     take turns with: slower), runs a graph of nodes (not a registered Python graph) and is not traced (its spans
     read its conversation as they start)."""
     return _writes_only_new_rows(plan) and registered_graph_name(plan.graph) is None and not tracing_on()
-
-
-def execution_enqueue(*, execution_id) -> None:
-    """Hand a committed pending execution to the django-q2 workers. A run the queue refuses ends `failed`
-    (queue_unavailable) at once rather than wait for a worker that will never come; the caller gets a 503."""
-    try:
-        async_task("workflows.tasks.execution_run_task", str(execution_id),
-                   task_name=f"execution-{execution_id}", group="executions")
-    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the run must not stay pending
-        logger.exception("execution %s could not be queued", execution_id)
-        error = RunError(f"the run could not be queued: {type(exc).__name__}: {exc}", error_type="queue_unavailable")
-        try:
-            end_from_ledger(execution_id=execution_id, error=error, from_statuses=(Status.PENDING,))
-        except Exception:  # noqa: BLE001 - the database is down too: the sweep ends it later (I4)
-            logger.exception("execution %s: not queued and not ended; the sweep will end it", execution_id)
-        raise Unavailable("the run could not be queued; it was recorded as failed", code="queue_unavailable",
-                          details={"execution_id": str(execution_id)}) from exc
-
-
-def execution_enqueue_at(*, execution_id, at: datetime) -> None:
-    """Hand a committed, delayed pending execution to django-q2 for `at`: a one-off schedule whose task (named as
-    execution_enqueue names it, so the recovery sweep knows it) runs it then. Cancelled meanwhile, it never starts."""
-    schedule("workflows.tasks.execution_run_task", str(execution_id), name=f"execution-{execution_id}",
-             schedule_type=Schedule.ONCE, next_run=at, repeats=1)
 
 
 def waiting_run_input_set(*, execution_id, input_data: dict) -> bool:
