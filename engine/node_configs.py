@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from engine.conditions import ConditionError, parse_condition
+from engine.json_schemas import outside_refs
 from engine.settings import settings
 
 MAX_VALUE_DEPTH = 32  # nesting of free-form JSON values (variable.value): deeper ones could exhaust the stack
@@ -185,6 +186,10 @@ def _json_schema(value: dict) -> dict:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         raise custom_error("bad_schema", f"is not a JSON Schema: {exc.message}") from None
+    refs = outside_refs(value)
+    if refs:
+        raise custom_error("bad_schema", f"$ref {refs[0]!r} points outside the schema: a ref may only be a local "
+                                         "pointer (#...), nothing is fetched")
     return value
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from engine.json_schemas import schema_validator
+
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 RULES = ("exact_match", "contains", "regex", "json_schema", "numeric")
 LLM_JUDGE = "llm_judge"
@@ -27,7 +29,8 @@ def first_number(text: str) -> float | None:
 
 
 def rule_verdict(spec: dict, *, output: str, expected) -> bool:
-    """A rule evaluator's verdict on one output (text) against the item's expected output."""
+    """A rule evaluator's verdict on one output (text) against the item's expected output; ValueError when it cannot
+    judge (a schema whose $ref resolves to nothing)."""
     kind = spec["type"]
     if kind == "exact_match":
         return output.strip() == as_text(expected).strip()
@@ -40,11 +43,14 @@ def rule_verdict(spec: dict, *, output: str, expected) -> bool:
         return re.search(spec["pattern"], output) is not None
     if kind == "json_schema":
         import jsonschema  # here, not at every process start (0.1 s): only a json_schema evaluator needs it
+        from referencing.exceptions import Unresolvable
 
         try:
-            jsonschema.validate(json.loads(output), spec["schema"])
+            schema_validator(spec["schema"]).validate(json.loads(output))
         except (json.JSONDecodeError, jsonschema.ValidationError):
             return False
+        except Unresolvable as exc:  # stored before outside refs were refused, or a pointer to nowhere
+            raise ValueError(f"the schema has a $ref that cannot be resolved ({exc.ref})") from None
         return True
     if kind == "numeric":
         got = first_number(output)

@@ -291,7 +291,10 @@ def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> No
         for spec in experiment.evaluators:
             name = spec["name"]
             if spec["type"] != LLM_JUDGE:
-                scores[name] = (rule_verdict(spec, output=output, expected=item["expected_output"]), "")
+                try:
+                    scores[name] = (rule_verdict(spec, output=output, expected=item["expected_output"]), "")
+                except ValueError as exc:
+                    errors[name] = str(exc)
                 continue
             try:
                 judge = _run(owner, judge_request(spec, item=item, output=output))

@@ -7,6 +7,7 @@ import re
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer
+from engine.json_schemas import outside_refs
 from experiments.evaluators import KINDS, LLM_JUDGE
 from experiments.models import Experiment, ExperimentResult
 from experiments.progress import progress_counted
@@ -97,6 +98,11 @@ class EvaluatorSerializer(StrictSerializer):
                 jsonschema.validators.validator_for(attrs["schema"]).check_schema(attrs["schema"])
             except jsonschema.SchemaError as exc:
                 raise serializers.ValidationError({"schema": [f"not a JSON schema: {exc.message}"]}) from None
+            refs = outside_refs(attrs["schema"])
+            if refs:
+                raise serializers.ValidationError({"schema": [
+                    f"$ref {refs[0]!r} points outside the schema: a ref may only be a local pointer (#...), "
+                    "nothing is fetched"]})
             attrs["schema"] = dict(attrs["schema"])
         if kind == LLM_JUDGE and "prompt" in attrs and "instructions" in attrs:
             raise serializers.ValidationError({"prompt": ["give prompt or instructions, not both"]})

@@ -15,6 +15,7 @@ from tests.api.conftest import assert_error
 from tests.api.sse import parse_sse
 from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
+from tests.schema_host import schema_host  # noqa: F401 (a fixture)
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.recovery import execution_sweep
 
@@ -88,6 +89,34 @@ def test_a_schema_violating_answer_is_a_400_that_writes_nothing(api):
 
     assert (ExecutionEvent.objects.count(), Checkpoint.objects.count(), AuditEvent.objects.count(),
             list(WorkflowExecution.objects.values_list("status", "total_tokens"))) == before
+
+
+def test_a_schema_ref_outside_itself_is_refused_and_never_fetched(api, schema_host):
+    host, asked = schema_host
+    graph = {**ASKING, "nodes": [dict(n) for n in ASKING["nodes"]]}
+    graph["nodes"][2] = {**graph["nodes"][2], "config": {"prompt": "How many?", "schema": {
+        "$defs": {"count": {"type": "integer"}}, "properties": {"n": {"$ref": f"{host}/internal-only/x.json"}}}}}
+
+    details = assert_error(api.post(URL, {"graph": graph, "input": {"message": "hello"}}, format="json"), 400,
+                           "invalid_graph")
+    assert details[0]["path"] == "nodes[2].config.schema" and "$ref" in details[0]["message"], details
+    assert WorkflowExecution.objects.count() == 0
+
+    # A run asking with a schema stored before such refs were refused (or one whose pointer leads nowhere): its
+    # answer is a 400 naming the question, nothing is fetched, the run still waits (cancel or timeout end it).
+    for ref in (f"{host}/internal-only/x.json", "http://127.0.0.1:1/unreachable.json", "#/$defs/missing"):
+        paused = start(api)
+        row = WorkflowExecution.objects.get(pk=paused["id"])
+        row.output_data["input_required"][0]["schema"] = {"$ref": ref}
+        row.save(update_fields=["output_data"])
+
+        details = assert_error(api.post(f"{URL}{row.pk}/resume/", {"answer": 3}, format="json"), 400,
+                               "validation_error")
+
+        assert (details[0]["path"], details[0]["code"]) == ("answer", "bad_schema"), details
+        row.refresh_from_db()
+        assert row.status == "waiting"
+    assert asked == []
 
 
 def test_answers_by_interrupt_id_and_a_second_answer_is_a_409(api):

@@ -2,10 +2,12 @@
 tolerance; their verdicts are boolean scores (source `evaluator`) of the target's run."""
 import pytest
 
-from experiments.models import ExperimentResult
+from experiments.models import Experiment, ExperimentResult
+from experiments.services import experiment_run
 from scores.models import Score
 from tests.datasets.factories import DatasetFactory, DatasetItemFactory
 from tests.experiments.conftest import OPENAI
+from tests.schema_host import schema_host  # noqa: F401 (a fixture)
 
 URL = "/api/v1/experiments/"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
@@ -47,3 +49,32 @@ def test_each_evaluator_scores_the_run(api, alice, openai_server):
     summary = api.get(f"{URL}{created.json()['id']}/").json()["summary"]["targets"]["chat"]
     assert summary["scores"]["numeric"] == {"mean": 0.75, "n": 4}
     assert summary["scores"]["exact_match"] == {"mean": 0.5, "n": 4}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_json_schema_ref_is_never_fetched_and_one_that_resolves_to_nothing_is_the_evaluators_error(
+        api, alice, openai_server, schema_host):
+    host, asked = schema_host
+    dataset = DatasetFactory(owner=alice)
+    DatasetItemFactory(dataset=dataset, input="question", expected_output="42")
+    openai_server.reply(content='{"answer": 42}', usage=USAGE)
+    body = {"name": "refs", "dataset": str(dataset.pk), "start": False,
+            "targets": [{"template": "universal_chat", "config": {**OPENAI, "enable_tools": False}}]}
+    refused = api.post(URL, {**body, "evaluators": [
+        {"type": "json_schema", "schema": {"properties": {"answer": {"$ref": f"{host}/internal/x.json"}}}}]},
+        format="json")
+    assert refused.status_code == 400 and refused.json()["error"]["details"][0]["path"] == "evaluators.0.schema"
+    # An experiment stored before such refs were refused runs; each such evaluator says why it gave no score.
+    created = api.post(URL, {**body, "evaluators": [{"type": "exact_match"}]}, format="json").json()
+    Experiment.objects.filter(pk=created["id"]).update(evaluators=[
+        {"type": "json_schema", "name": "remote", "schema": {"$ref": f"{host}/internal/x.json"}},
+        {"type": "json_schema", "name": "nowhere", "schema": {"$ref": "#/$defs/missing"}},
+        {"type": "exact_match", "name": "exact_match"}])
+
+    assert experiment_run(experiment_id=created["id"]).status == "completed"
+
+    result = ExperimentResult.objects.get(experiment_id=created["id"])
+    assert result.scores == {"exact_match": False}
+    assert set(result.evaluator_errors) == {"remote", "nowhere"}
+    assert "cannot be resolved" in result.evaluator_errors["remote"]
+    assert asked == []

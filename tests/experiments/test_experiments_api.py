@@ -72,6 +72,7 @@ def test_another_users_experiment_is_a_404(api, bob_api, alice, qa):
     ({"evaluators": [{"type": "regex", "pattern": "("}]}, "evaluators[0].pattern"),
     ({"evaluators": [{"type": "regex"}]}, "evaluators[0].pattern"),
     ({"evaluators": [{"type": "json_schema", "schema": {"type": 12}}]}, "evaluators[0].schema"),
+    ({"evaluators": [{"type": "json_schema", "schema": {"$ref": "http://127.0.0.1:1/x.json"}}]}, "evaluators[0].schema"),
     ({"evaluators": [{"type": "exact_match", "tolerance": 1}]}, "evaluators[0].tolerance"),
     ({"evaluators": [{"type": "llm_judge", "provider": "openai", "model": "gpt-unpriced"}]}, "evaluators[0]"),
     ({"concurrency": 0}, "concurrency"),

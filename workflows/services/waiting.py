@@ -15,6 +15,7 @@ from django_q.tasks import async_task
 
 from audit.services import audit_record
 from core.errors import Conflict, InvalidInput, RunCancelled, RunError
+from engine.json_schemas import schema_validator
 from workflows import runner
 from workflows.ending import end_from_ledger
 from workflows.models import WorkflowExecution
@@ -28,6 +29,7 @@ NO_ANSWER = object()
 def answers_check(*, execution: WorkflowExecution, answer: Any = NO_ANSWER, answers: dict | None = None) -> dict:
     """The answers by interrupt id, each valid against its question's schema; else InvalidInput (a 400)."""
     from jsonschema import Draft202012Validator
+    from referencing.exceptions import Unresolvable
 
     if execution.status != Status.WAITING:
         raise Conflict(f"the run is {execution.status}, not waiting for input", code="not_waiting")
@@ -45,10 +47,16 @@ def answers_check(*, execution: WorkflowExecution, answer: Any = NO_ANSWER, answ
               for interrupt_id in answers if interrupt_id not in questions]
     for interrupt_id, value in answers.items():
         schema = questions.get(interrupt_id, {}).get("schema")
-        if schema is not None:
+        if schema is None:
+            continue
+        try:
             errors += [{"path": where[interrupt_id] + "".join(f".{p}" for p in error.absolute_path),
                         "code": "invalid_answer", "message": error.message}
-                       for error in Draft202012Validator(schema).iter_errors(value)]
+                       for error in schema_validator(schema, draft=Draft202012Validator).iter_errors(value)]
+        except Unresolvable as exc:  # a graph saved before outside refs were refused, or a pointer to nowhere
+            errors.append({"path": where[interrupt_id], "code": "bad_schema",
+                           "message": f"the question's schema has a $ref that cannot be resolved ({exc.ref}): "
+                                      "no answer can be checked against it"})
     if errors:
         raise InvalidInput(f"the answer is not valid: {errors[0]['path']}: {errors[0]['message']}", details=errors)
     return answers
