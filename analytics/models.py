@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from core.cache import RenewsHotReads
-from core.models import MONEY, TokenTotals, non_negative
+from core.models import MONEY, MONEY_SET, TokenTotals, non_negative
 
 
 class TemplateAnalytics(TokenTotals):
@@ -79,10 +79,10 @@ class ModelPrice(models.Model):
 
     provider = models.CharField(max_length=64)
     model_pattern = models.CharField(max_length=255, validators=[validate_pattern])
-    input_per_million = models.DecimalField(max_digits=20, decimal_places=8)
-    cached_input_per_million = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
-    output_per_million = models.DecimalField(max_digits=20, decimal_places=8)
-    per_call = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)  # a TOOLS row's price
+    input_per_million = models.DecimalField(**MONEY_SET)
+    cached_input_per_million = models.DecimalField(**MONEY_SET, null=True, blank=True)
+    output_per_million = models.DecimalField(**MONEY_SET)
+    per_call = models.DecimalField(**MONEY_SET, null=True, blank=True)  # a TOOLS row's price
     effective_from = models.DateTimeField()
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from core.cache import RenewsHotReads
-from core.models import MONEY, non_negative
+from core.models import MONEY, MONEY_SET, non_negative
 
 # A budget has one limit, USD or tokens: what the API and the admin's form say of one with both, or neither.
 ONE_LIMIT = "give limit_usd or limit_tokens (one of them)"
@@ -44,7 +44,7 @@ class Budget(models.Model):
     target_id = models.CharField(max_length=64, blank=True, default="")
     period = models.CharField(max_length=8, choices=Period.choices)
     timezone = models.CharField(max_length=64, default="UTC")
-    limit_usd = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    limit_usd = models.DecimalField(**MONEY_SET, null=True, blank=True)
     limit_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.HARD)
     thresholds = models.JSONField(default=default_thresholds)  # percent of the limit; each alerts once a period

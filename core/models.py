@@ -1,10 +1,17 @@
 """Model pieces every app's accounted rows share: the token/cost columns and their checks (abstract: no table)."""
 from decimal import Decimal
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "default": Decimal("0")}
+# The most an amount a person sets may be (a budget's limit, a price, an experiment's budget), in USD. SQLite keeps a
+# decimal as a double and Django reads it back to 15 significant digits: up to 10^7 with 8 places it comes back
+# exact; past ~10^12 it comes back with 13 digits before the point, more than the column's 20 digits allow, and every
+# read of the row fails (decimal.InvalidOperation). PostgreSQL's numeric(20, 8) holds it either way.
+MONEY_LIMIT = Decimal("10000000")
+MONEY_SET = {"max_digits": 20, "decimal_places": 8, "validators": [MaxValueValidator(MONEY_LIMIT)]}  # (the admin's forms)
 
 
 class TokenTotals(models.Model):

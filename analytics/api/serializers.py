@@ -9,7 +9,7 @@ from rest_framework import serializers
 from analytics.models import ModelPrice, UsageRollup
 from analytics.selectors import USAGE_GROUPS
 from analytics.tool_usage import TOOL_GROUPS
-from core.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer, money_field
 
 MONEY = {"max_digits": 20, "decimal_places": 8}
 MAX_TOOL_REPORT_DAYS = 366
@@ -193,10 +193,9 @@ class PriceWriteSerializer(StrictSerializer):
     model_pattern = serializers.CharField(max_length=255, help_text="a regular expression matching the whole "
                                                                     "model name (or provider/model); for provider "
                                                                     "mcp, the tool's <server>__<tool>")
-    input_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
-    cached_input_per_million = serializers.DecimalField(min_value=0, required=False, allow_null=True, **MONEY)
-    output_per_million = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="a model's")
-    per_call = serializers.DecimalField(min_value=0, required=False, **MONEY, help_text="USD per call of an MCP "
-                                                                                        "tool (provider mcp)")
+    input_per_million = money_field(required=False, help_text="a model's")
+    cached_input_per_million = money_field(required=False, allow_null=True)
+    output_per_million = money_field(required=False, help_text="a model's")
+    per_call = money_field(required=False, help_text="USD per call of an MCP tool (provider mcp)")
     effective_from = serializers.DateTimeField(required=False, help_text="default: now")
     is_active = serializers.BooleanField(required=False, default=True)

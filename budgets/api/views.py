@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import zoneinfo
-from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
@@ -12,7 +11,7 @@ from rest_framework.response import Response
 from budgets.models import ONE_LIMIT, Budget
 from budgets.services import budget_create, budget_deactivate, budgets_current
 from budgets.targets import budget_target
-from core.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer, money_field
 from core.api.viewsets import OwnedViewSet
 from core.errors import InvalidInput
 from core.money import usd
@@ -61,8 +60,7 @@ class BudgetCreateSerializer(StrictSerializer):
     target_id = serializers.CharField(max_length=64, required=False, allow_null=True, allow_blank=True)
     period = serializers.ChoiceField(choices=Budget.Period.choices)
     timezone = serializers.CharField(max_length=64, default="UTC")
-    limit_usd = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=Decimal("0"), required=False,
-                                         allow_null=True)
+    limit_usd = money_field(required=False, allow_null=True)
     limit_tokens = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     mode = serializers.ChoiceField(choices=Budget.Mode.choices, default=Budget.Mode.HARD)
     thresholds = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=1000), required=False,

@@ -6,9 +6,12 @@ them: nothing of a serializer is shared between requests or threads (docs/archit
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 
 from django.utils import timezone
 from rest_framework import serializers
+
+from core.models import MONEY_LIMIT
 
 
 class StrictFieldsMixin:
@@ -38,3 +41,10 @@ def moment(value: datetime | None) -> str | None:
 def uuid_text(value: uuid.UUID | None) -> str | None:
     """UUIDField's: the hyphenated form; None for none."""
     return None if value is None else str(value)
+
+
+def money_field(**options) -> serializers.DecimalField:
+    """An amount of USD a person sets (a budget's limit, a price, an experiment's budget): 0 to MONEY_LIMIT, to the
+    1e-8 dollar, so that it reads back as it was written on every database (core.models.MONEY_LIMIT)."""
+    return serializers.DecimalField(max_digits=20, decimal_places=8, min_value=Decimal("0"), max_value=MONEY_LIMIT,
+                                    **options)

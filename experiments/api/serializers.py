@@ -6,7 +6,7 @@ import re
 
 from rest_framework import serializers
 
-from core.api.serializers import StrictSerializer
+from core.api.serializers import StrictSerializer, money_field
 from engine.json_schemas import outside_refs
 from experiments.evaluators import KINDS, LLM_JUDGE
 from experiments.models import Experiment, ExperimentResult
@@ -119,8 +119,7 @@ class ExperimentWriteSerializer(StrictSerializer):
     targets = TargetSerializer(many=True, allow_empty=False, max_length=MAX_TARGETS)
     evaluators = EvaluatorSerializer(many=True, required=False, default=list, max_length=MAX_EVALUATORS)
     concurrency = serializers.IntegerField(min_value=1, default=1)
-    budget = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=0, required=False,
-                                      help_text="USD for targets and judges together; spent, no new item starts")
+    budget = money_field(required=False, help_text="USD for targets and judges together; spent, no new item starts")
     start = serializers.BooleanField(default=True, help_text="false: written pending, for `manage.py run_experiment ID`")
 
     def validate(self, attrs: dict) -> dict:
@@ -134,7 +133,7 @@ class ExperimentWriteSerializer(StrictSerializer):
 
 
 class ExperimentResumeSerializer(StrictSerializer):
-    budget = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=0, required=False)
+    budget = money_field(required=False)
 
 
 class ExperimentSerializer(serializers.ModelSerializer):

@@ -96,6 +96,10 @@ def test_users_cannot_write_prices(alice_api):
     ({"model_pattern": "gpt-(4"}, "model_pattern"),
     ({"provider": "nope"}, "provider"),
     ({"input_per_million": "-1"}, "input_per_million"),
+    ({"input_per_million": "999999999999.99999999"}, "input_per_million"),  # would not read back (core.models)
+    ({"cached_input_per_million": "10000000.00000001"}, "cached_input_per_million"),
+    ({"output_per_million": "10000001"}, "output_per_million"),
+    ({"provider": "mcp", "model_pattern": "a__b", "per_call": "999999999999.99999999"}, "per_call"),
     ({"output_per_million": "abc"}, "output_per_million"),
     ({"effective_from": "soon"}, "effective_from"),
     ({"cost": "1"}, "cost"),

@@ -58,3 +58,17 @@ def test_the_admin_refuses_a_budget_with_both_a_usd_and_a_token_limit(staff_admi
     assert re.findall(r"<li>(.*?)</li>", errors) == ["give limit_usd or limit_tokens (one of them)"]
     assert usd_only.status_code == 302, usd_only.content.decode()[:2000]  # the same form with one limit is saved
     assert list(Budget.objects.values_list("limit_usd", "limit_tokens")) == [(Decimal("10"), None)]
+
+
+def test_the_admin_refuses_a_usd_limit_past_ten_million(staff_admin, staff):
+    form = {"owner": staff.pk, "name": "big", "scope": "global", "target_id": "", "period": "month",
+            "timezone": "UTC", "limit_usd": "999999999999.99999999", "limit_tokens": "", "mode": "hard",
+            "thresholds": "[50, 80, 100]", "webhook_url": "", "is_active": "on",
+            "periods-TOTAL_FORMS": "0", "periods-INITIAL_FORMS": "0", "periods-MIN_NUM_FORMS": "0",
+            "periods-MAX_NUM_FORMS": "0"}
+
+    response = staff_admin.post(ADD, form)
+
+    assert response.status_code == 200 and "less than or equal to 10000000" in response.content.decode()
+    assert not Budget.objects.exists()
+

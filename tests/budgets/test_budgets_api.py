@@ -17,6 +17,7 @@ from audit.services import audit_queue_flush
 from budgets.models import Budget, BudgetPeriod
 from budgets.services import period_start
 from conversations.models import Conversation, Message
+from tests.api.conftest import assert_error
 from tests.factories import ApiTokenFactory, GroupFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -161,6 +162,23 @@ def test_bad_input_is_a_400_and_sets_no_budget(api, body, field):
     assert response.status_code == 400
     assert field in {item["path"] for item in response.json()["error"]["details"]}
     assert not Budget.objects.exists()
+
+
+def test_a_usd_limit_up_to_ten_million_reads_back_exactly_and_one_past_it_is_a_400(api):
+    """SQLite keeps a decimal as a double: a limit past 10^7 dollars may not read back as written, and one near 10^12
+    (within the serializer's 20 digits) would break every later read of the row, every chat turn it binds."""
+    for limit in ("999999999999.99999999", "10000000.00000001"):
+        details = assert_error(api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_usd": limit},
+                                        format="json"), 400, "validation_error")
+        assert [item["path"] for item in details] == ["limit_usd"]
+    assert not Budget.objects.exists()
+
+    set_budget(api, limit_usd="10000000")
+    set_budget(api, limit_usd="9999999.99999999")
+
+    shown = api.get("/api/v1/budgets/").json()["results"]
+    assert sorted(budget["limit_usd"] for budget in shown) == ["10000000.00000000", "9999999.99999999"]
+    assert chat(api).status_code == 201
 
 
 @pytest.mark.parametrize("period, tz, at, start", [

@@ -78,6 +78,7 @@ def test_another_users_experiment_is_a_404(api, bob_api, alice, qa):
     ({"concurrency": 0}, "concurrency"),
     ({"concurrency": 1000}, "concurrency"),
     ({"budget": "-1"}, "budget"),
+    ({"budget": "999999999999.99999999"}, "budget"),
     ({"total_tokens": 5}, "total_tokens"),
 ])
 def test_bad_input_is_a_400_naming_it_and_writes_nothing(api, qa, change, field):
