@@ -11,6 +11,11 @@ MONEY = {"max_digits": 20, "decimal_places": 8, "default": Decimal("0")}
 # exact; past ~10^12 it comes back with 13 digits before the point, more than the column's 20 digits allow, and every
 # read of the row fails (decimal.InvalidOperation). PostgreSQL's numeric(20, 8) holds it either way.
 MONEY_LIMIT = Decimal("10000000")
+# The most an integer a person sets may be, by the column it goes to, on every database: past it SQLite raises
+# OverflowError and PostgreSQL an out-of-range error, or keeps it wrapped (Django binds an IntegerField's value as
+# psycopg's Int4, whose binary dumper sends its low 32 bits: 2**32 + 7 was stored as 7). A 400 names it instead.
+INT_MAX = 2**31 - 1  # IntegerField, PositiveIntegerField
+BIGINT_MAX = 2**63 - 1  # BigIntegerField, PositiveBigIntegerField
 MONEY_SET = {"max_digits": 20, "decimal_places": 8, "validators": [MaxValueValidator(MONEY_LIMIT)]}  # (the admin's forms)
 
 

@@ -18,6 +18,7 @@ from rest_framework.exceptions import Throttled
 from audit.services import audit_record
 from core.cache import hot_reads
 from core.errors import Forbidden, InvalidInput
+from core.models import INT_MAX
 from gateway.models import KeyLimits
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ def key_limits_set(*, api_key, allowed_models: list[str] | None = None, rpm: int
     for path, value in [("rpm", rpm), ("tpm", tpm), *(
             (f"per_model.{model}.{name}", value) for model, limits in (per_model or {}).items()
             for name, value in (limits.items() if isinstance(limits, dict) else [("", "?")]))]:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1 or
-                                  path.rsplit(".", 1)[-1] not in ("rpm", "tpm")):
-            errors.append({"path": path, "code": "invalid", "message": "rpm or tpm, a whole number of 1 or more"})
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT_MAX
+                                  or path.rsplit(".", 1)[-1] not in ("rpm", "tpm")):
+            errors.append({"path": path, "code": "invalid",
+                           "message": f"rpm or tpm, a whole number from 1 to {INT_MAX}"})
     if errors:
         raise InvalidInput("invalid key limits", details=errors)
     values = {"allowed_models": allowed_models or [], "rpm": rpm, "tpm": tpm, "per_model": per_model or {}}

@@ -9,9 +9,15 @@ from django.db import connection
 from django.test import Client
 
 from agent_server.models import StoreItem
+from budgets.models import Budget
 from conversations.models import Conversation, Document, Message
+from experiments.models import Experiment
+from gateway.models import KeyLimits
+from prompts.models import PromptLabel
 from tests.api.conftest import assert_error, row_counts
+from tests.datasets.factories import DatasetFactory, DatasetItemFactory
 from tests.factories import ApiTokenFactory
+from tests.prompts.factories import PromptFactory
 from tests.surfaces import assert_surface_error
 from workflows.models import WorkflowDefinition
 
@@ -83,6 +89,47 @@ def test_a_number_past_a_floats_range_is_a_400_and_no_row(api, number):
     raw = '{"message": "hi", "temperature": %s}' % number
     assert_error(api.post("/api/v1/chat/", raw, content_type="application/json"), 400, "parse_error")
     assert (row_counts(), Document.objects.count()) == before
+
+
+INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1  # a PositiveIntegerField's most, a PositiveBigIntegerField's
+
+
+def test_an_integer_past_its_columns_range_is_a_400_naming_it_and_writes_nothing(api, alice):
+    """Past its column's range an integer was a 500 (SQLite's OverflowError, PostgreSQL's out of range) or, on
+    PostgreSQL, stored wrapped to 32 bits (rpm 2**32 + 7 answered 200 and kept 7)."""
+    key = ApiTokenFactory(user=alice, name="app", scopes=["gateway"])
+    prompt = PromptFactory(owner=alice, name="support", content="Answer briefly.", labels=["production"])
+    dataset = DatasetFactory(owner=alice)
+    DatasetItemFactory(dataset=dataset, input="question", expected_output="answer")
+    limits, budget = f"/api/v1/keys/{key.uid}/limits/", {"scope": "user", "period": "day"}
+    experiment = {"name": "big", "dataset": str(dataset.pk), "start": False}
+    cases = [
+        ("post", "/api/v1/budgets/", {**budget, "limit_tokens": 2**63}, "limit_tokens"),
+        ("post", "/api/v1/budgets/", {**budget, "limit_tokens": 10**30}, "limit_tokens"),
+        ("put", limits, {"rpm": 2**31}, "rpm"),
+        ("put", limits, {"rpm": 2**32 + 7}, "rpm"),
+        ("put", limits, {"tpm": 2**63}, "tpm"),
+        ("put", limits, {"per_model": {"gpt-4o-mini": {"rpm": 10**30}}}, "per_model.gpt-4o-mini.rpm"),
+        ("put", "/api/v1/prompts/support/labels/production/", {"version": 2**32 + 1}, "version"),
+        ("put", "/api/v1/prompts/support/labels/production/", {"split": {"1": 50, str(2**32 + 1): 50}}, "split"),
+        ("post", "/api/v1/experiments/", {**experiment, "targets": [
+            {"prompt": {"name": "support", "version": 2**32 + 1}}]}, "targets.0.prompt.version"),
+        ("post", "/api/v1/collections/", {"name": "c", "chunk_size": 2**63}, "chunk_size"),
+    ]
+    before = (Budget.objects.count(), KeyLimits.objects.count(), Experiment.objects.count(),
+              list(PromptLabel.objects.values_list("name", "version_id", "split")))
+
+    for method, url, body, path in cases:
+        details = assert_error(getattr(api, method)(url, body, format="json"), 400, "validation_error")
+        assert path in [item["path"] for item in details], (body, details)
+
+    assert (Budget.objects.count(), KeyLimits.objects.count(), Experiment.objects.count(),
+            list(PromptLabel.objects.values_list("name", "version_id", "split"))) == before
+    # The most each column holds is taken and read back as it was sent.
+    assert api.put(limits, {"rpm": INT_MAX, "tpm": INT_MAX}, format="json").status_code == 200
+    assert (api.get(limits).json()["rpm"], KeyLimits.objects.get().tpm) == (INT_MAX, INT_MAX)
+    assert api.post("/api/v1/budgets/", {**budget, "limit_tokens": BIGINT_MAX}, format="json").status_code == 201
+    assert api.get("/api/v1/budgets/").json()["results"][0]["limit_tokens"] == BIGINT_MAX
 
 
 NUL_IN_PATH_OR_QUERY = [

@@ -14,6 +14,7 @@ from budgets.targets import budget_target
 from core.api.serializers import StrictSerializer, money_field
 from core.api.viewsets import OwnedViewSet
 from core.errors import InvalidInput
+from core.models import BIGINT_MAX
 from core.money import usd
 from keys.auth import ALL_SCOPES
 from webhooks.services import webhook_url_check
@@ -61,7 +62,7 @@ class BudgetCreateSerializer(StrictSerializer):
     period = serializers.ChoiceField(choices=Budget.Period.choices)
     timezone = serializers.CharField(max_length=64, default="UTC")
     limit_usd = money_field(required=False, allow_null=True)
-    limit_tokens = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    limit_tokens = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True)
     mode = serializers.ChoiceField(choices=Budget.Mode.choices, default=Budget.Mode.HARD)
     thresholds = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=1000), required=False,
                                        max_length=10)

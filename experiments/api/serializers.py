@@ -7,6 +7,7 @@ import re
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer, money_field
+from core.models import INT_MAX
 from engine.json_schemas import outside_refs
 from experiments.evaluators import KINDS, LLM_JUDGE
 from experiments.models import Experiment, ExperimentResult
@@ -21,7 +22,7 @@ MAX_EVALUATORS = 20
 class PromptRefSerializer(StrictSerializer):
     name = serializers.RegexField(NAME_PATTERN)
     label = serializers.RegexField(NAME_PATTERN, required=False)
-    version = serializers.IntegerField(min_value=1, required=False)
+    version = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
 
     def validate(self, attrs: dict) -> dict:
         if "label" in attrs and "version" in attrs:
@@ -36,7 +37,7 @@ class TargetSerializer(StrictSerializer):
     name = serializers.RegexField(SCORE_NAME, required=False, help_text="default: what it runs")
     template = serializers.CharField(max_length=100, required=False)
     definition = serializers.UUIDField(required=False)
-    definition_version = serializers.IntegerField(min_value=1, required=False,
+    definition_version = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False,
                                                   help_text="refused unless it is the definition's current one")
     prompt = PromptRefSerializer(required=False)
     config = serializers.DictField(required=False)

@@ -1,11 +1,12 @@
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer
+from core.models import INT_MAX
 
 
 class ModelLimitsSerializer(StrictSerializer):
-    rpm = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    rpm = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False, allow_null=True)
+    tpm = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False, allow_null=True)
 
 
 class KeyLimitsSerializer(StrictSerializer):
@@ -13,8 +14,10 @@ class KeyLimitsSerializer(StrictSerializer):
 
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
                                            max_length=500, help_text="the models it may call; empty: any")
-    rpm = serializers.IntegerField(min_value=1, required=False, allow_null=True, help_text="requests a minute")
-    tpm = serializers.IntegerField(min_value=1, required=False, allow_null=True, help_text="tokens a minute")
+    rpm = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False, allow_null=True,
+                                   help_text="requests a minute")
+    tpm = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False, allow_null=True,
+                                   help_text="tokens a minute")
     per_model = serializers.DictField(child=ModelLimitsSerializer(), required=False,
                                       help_text='{model: {"rpm": n, "tpm": n}}')
 

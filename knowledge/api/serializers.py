@@ -7,6 +7,7 @@ from rest_framework.utils import html
 
 from core.api.parsers import json_parse
 from core.api.serializers import StrictSerializer
+from core.models import INT_MAX
 from knowledge.models import Collection, CollectionDocument
 from knowledge.search import MAX_K, MODES
 
@@ -35,8 +36,10 @@ class CollectionWriteSerializer(StrictSerializer):
     embedding_model = serializers.CharField(max_length=255, required=False, help_text=(
         "`provider/model` (or a model name the gateway knows); default CHATTER_KNOWLEDGE_EMBEDDING_MODEL. Fixed "
         "from now on"))
-    chunk_size = serializers.IntegerField(required=False, min_value=1, help_text="in the model's tokens; fixed")
-    chunk_overlap = serializers.IntegerField(required=False, min_value=0, help_text="in the model's tokens; fixed")
+    chunk_size = serializers.IntegerField(required=False, min_value=1, max_value=INT_MAX,
+                                          help_text="in the model's tokens; fixed")
+    chunk_overlap = serializers.IntegerField(required=False, min_value=0, max_value=INT_MAX,
+                                             help_text="in the model's tokens; fixed")
 
 
 class CollectionUpdateSerializer(StrictSerializer):

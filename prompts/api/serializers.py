@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer
+from core.models import INT_MAX
 from prompts.models import LATEST, NAME_PATTERN, Prompt, PromptLabel, PromptVersion
 from prompts.templating import prompt_variables
 
@@ -67,7 +68,7 @@ class PromptUpdateSerializer(StrictSerializer):
 
 
 class PromptLabelWriteSerializer(StrictSerializer):
-    version = serializers.IntegerField(min_value=1, required=False)
+    version = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
     split = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=1_000_000), required=False,
                                   help_text='version number → weight, e.g. {"3": 90, "4": 10}')
     protected = serializers.BooleanField(required=False, help_text="staff only")
@@ -77,7 +78,7 @@ class PromptLabelWriteSerializer(StrictSerializer):
         if ("version" in attrs) == (split is not None):
             raise serializers.ValidationError({"version": ["give version or split (one of them)"]})
         if split is not None:
-            if not 2 <= len(split) <= 10 or not all(key.isdigit() and int(key) > 0 for key in split):
+            if not 2 <= len(split) <= 10 or not all(key.isdigit() and 0 < int(key) <= INT_MAX for key in split):
                 raise serializers.ValidationError({"split": ["2 to 10 version numbers, each with a weight"]})
             if sum(split.values()) <= 0:
                 raise serializers.ValidationError({"split": ["the weights must not all be 0"]})
