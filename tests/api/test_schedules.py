@@ -139,3 +139,50 @@ def test_the_scheduler_exists_once_however_often_we_migrate():
     call_command("migrate", verbosity=0)
     assert Schedule.objects.filter(name=SCHEDULER_NAME).count() == 1
     assert Schedule.objects.get(name=SCHEDULER_NAME).func == "workflows.tasks.schedules_run_due_task"
+
+
+GRAPH = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
+         "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]}
+
+
+SOURCELESS = {key: value for key, value in DAILY.items() if key != "template"}  # DAILY, to run something else
+
+
+def bobs_public_source(bob_api, source: str) -> tuple[str, str, dict]:
+    """Bob's public template or definition: its id, the URL he changes it at, and how a schedule names it."""
+    if source == "template":
+        made = bob_api.post("/api/v1/workflows/templates/", {"key": "bobs", "name": "bob's", "graph": GRAPH,
+                                                             "is_public": True}, format="json").json()
+        return made["id"], f"/api/v1/workflows/templates/{made['id']}/", {"template": "bobs"}
+    made = bob_api.post("/api/v1/workflows/definitions/", {"name": "bob's", "is_public": True, **GRAPH},
+                        format="json").json()
+    return made["id"], f"/api/v1/workflows/definitions/{made['id']}/", {"definition_id": made["id"]}
+
+
+def test_deleting_a_template_takes_its_schedules_with_it(api):
+    template = api.post("/api/v1/workflows/templates/", {"key": "mine", "name": "mine", "graph": GRAPH},
+                        format="json").json()
+    schedule_id = api.post(URL, {**DAILY, "template": "mine"}, format="json").json()["id"]
+
+    assert api.delete(f"/api/v1/workflows/templates/{template['id']}/").status_code == 204
+
+    assert_error(api.get(f"{URL}{schedule_id}/"), 404, "not_found")
+    [row] = api.get("/api/v1/audit/events/?action=schedule.deleted").json()["results"]
+    assert (row["target_id"], row["data"]["template"]) == (schedule_id, "mine")
+
+
+@pytest.mark.parametrize("source", ["template", "definition"])
+def test_deleting_a_public_source_takes_another_users_schedule_in_the_deleters_name(api, bob_api, source):
+    source_id, url, named = bobs_public_source(bob_api, source)
+    schedule_id = api.post(URL, {**SOURCELESS, **named}, format="json").json()["id"]
+
+    assert bob_api.delete(url).status_code == 204  # was a 500, and both stayed
+
+    assert_error(api.get(f"{URL}{schedule_id}/"), 404, "not_found")
+    assert bob_api.get(url).status_code == 404
+    # bob did it: the row is his (alice did nothing), and says what took the schedule
+    assert api.get("/api/v1/audit/events/?action=schedule.deleted").json()["count"] == 0
+    [row] = bob_api.get("/api/v1/audit/events/?action=schedule.deleted").json()["results"]
+    assert row["target_id"] == schedule_id
+    assert row["data"]["deleted_with"]["id"] == source_id
+

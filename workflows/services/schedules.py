@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -20,7 +21,7 @@ from core.schedules import schedule_keep
 from engine.config import config_resolve
 from engine.graph import parse_graph
 from webhooks.services import webhook_url_check
-from workflows.models import WorkflowExecution, WorkflowSchedule
+from workflows.models import WorkflowDefinition, WorkflowExecution, WorkflowSchedule, WorkflowTemplate
 from workflows.selectors import conversation_has_run_in_progress
 from workflows.services.definitions import visible_definition
 from workflows.services.recovery import (
@@ -140,7 +141,8 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
         if enabled else None
     with transaction.atomic():
         schedule.save()
-        audit_record(action="schedule.created", actor=owner, target=schedule, data=_schedule_summary(schedule))
+        audit_record(action="schedule.created", actor=owner, target=schedule,
+                     data=_schedule_summary(schedule, template_key=_template_key(schedule)))
     return schedule
 
 
@@ -163,7 +165,7 @@ def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedul
                                                after=timezone.now()) if locked.enabled else None
         locked.save()
         audit_record(action="schedule.updated", actor=locked.owner, target=locked,
-                     data={**_schedule_summary(locked), "fields": sorted(changes)})
+                     data={**_schedule_summary(locked, template_key=_template_key(locked)), "fields": sorted(changes)})
     return locked
 
 
@@ -174,19 +176,39 @@ def schedule_delete(*, schedule: WorkflowSchedule) -> None:
         WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
 
 
-def schedule_deleted_audit(sender, instance: WorkflowSchedule, **kwargs) -> None:
-    """Every schedule that goes is audited (`schedule.deleted`), however it goes: deleted itself, or with the
-    conversation (thread) it fires into. Connected to post_delete (workflows.apps): inside the deleting
-    transaction, so the row and its audit go together."""
-    audit_record(action="schedule.deleted", actor=instance.owner, target=instance, data=_schedule_summary(instance))
+def schedule_deleted_audit(sender, instance: WorkflowSchedule, origin=None, **kwargs) -> None:
+    """Every schedule that goes is audited (`schedule.deleted`), however it goes: deleted itself, with the
+    conversation (thread) it fires into, with its owner, or with the template or definition it runs. Connected to
+    post_delete (workflows.apps): inside the deleting transaction, so the row and its audit go together.
+
+    A schedule that goes with its template or definition (`origin`, the object whose deletion took it; perhaps
+    another user's public one) is that deletion's: the row's actor is the source's owner, who alone may delete it,
+    and `deleted_with` names the source. A cascade may have deleted the template or the owner first, so neither is
+    read through the schedule."""
+    actor = get_user_model().objects.filter(pk=instance.owner_id).first()
+    template_key = None
+    if instance.template_id:
+        template_key = WorkflowTemplate.objects.filter(pk=instance.template_id).values_list("key", flat=True).first()
+    data = {}
+    if isinstance(origin, (WorkflowTemplate, WorkflowDefinition)):
+        actor = origin.owner
+        if isinstance(origin, WorkflowTemplate):
+            template_key = origin.key
+        data["deleted_with"] = {"type": origin._meta.model_name, "id": str(origin.pk)}
+    audit_record(action="schedule.deleted", actor=actor, target=instance,
+                 data={**_schedule_summary(instance, template_key=template_key), **data})
 
 
-def _schedule_summary(schedule: WorkflowSchedule) -> dict:
+def _schedule_summary(schedule: WorkflowSchedule, *, template_key: str | None) -> dict:
     return {"name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone, "enabled": schedule.enabled,
-            "template": schedule.template.key if schedule.template_id else None,
+            "template": template_key,
             "definition_id": schedule.definition_id, "chat": schedule.chat,
             "conversation_id": str(schedule.conversation_id) if schedule.conversation_id else None,
             "webhook": bool(schedule.webhook), "ends_at": schedule.ends_at.isoformat() if schedule.ends_at else None}
+
+
+def _template_key(schedule: WorkflowSchedule) -> str | None:
+    return schedule.template.key if schedule.template_id else None
 
 
 def scheduler_ensure() -> None:
