@@ -89,12 +89,13 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
 @admin.register(WorkflowSchedule)
 class WorkflowScheduleAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "template", "definition", "cron", "timezone", "enabled", "next_run_at",
-                    "last_run_at")
+                    "last_run_at", "last_error")
     list_filter = ("enabled", "timezone", "next_run_at", "last_run_at")
     list_select_related = ("owner", "template", "definition")
     search_fields = ("name", "cron", "owner__username", "template__key", "definition__name")
     raw_id_fields = ("owner", "template", "definition", "last_execution")
-    readonly_fields = ("next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
+    readonly_fields = ("next_run_at", "last_run_at", "last_execution", "last_error", "last_error_at", "created_at",
+                       "updated_at")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # (a webhook typed without its scheme)
 
 

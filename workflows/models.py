@@ -298,6 +298,9 @@ class WorkflowSchedule(models.Model):
                                      related_name="schedules")
     webhook = models.URLField(max_length=500, blank=True, default="")  # each run's end is POSTed here
     ends_at = models.DateTimeField(null=True, blank=True)  # no run starts from then on
+    # Why the last tick started no run ("" when it did): its refusal's code and message, and when.
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -186,3 +186,40 @@ def test_deleting_a_public_source_takes_another_users_schedule_in_the_deleters_n
     assert row["target_id"] == schedule_id
     assert row["data"]["deleted_with"]["id"] == source_id
 
+
+@pytest.mark.parametrize("source", ["template", "definition"])
+def test_a_schedule_whose_source_was_made_private_is_disabled_saying_why(api, bob_api, source, caplog):
+    _, url, named = bobs_public_source(bob_api, source)
+    schedule_id = api.post(URL, {**SOURCELESS, **named, "cron": "* * * * *"}, format="json").json()["id"]
+    assert bob_api.patch(url, {"is_public": False}, format="json").status_code == 200
+    if source == "template":  # alice's own template under that key now: not the one her schedule runs
+        assert api.post("/api/v1/workflows/templates/", {"key": "bobs", "name": "mine", "graph": GRAPH},
+                        format="json").status_code == 201
+    due = WorkflowSchedule.objects.get().next_run_at
+
+    assert schedules_run_due(now=due) == []
+
+    body = api.get(f"{URL}{schedule_id}/").json()
+    assert (body["enabled"], body["next_run_at"], body["last_execution"]) == (False, None, None)
+    assert body["last_error"].startswith("not_found: ") and datetime.fromisoformat(body["last_error_at"]) == due
+    assert WorkflowExecution.objects.count() == 0
+    [row] = api.get("/api/v1/audit/events/?action=schedule.disabled").json()["results"]
+    assert (row["target_id"], row["actor_type"], row["data"]["reason"]) == (schedule_id, "schedule", body["last_error"])
+    [warning] = [r for r in caplog.records if r.name == "workflows.services.schedules"]
+    assert (warning.levelname, warning.exc_info) == ("WARNING", None)
+
+
+def test_a_schedule_refused_by_a_budget_stays_enabled_and_says_why_until_a_run_starts(api):
+    schedule_id = api.post(URL, {**DAILY, "cron": "* * * * *"}, format="json").json()["id"]
+    budget = api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 1}, format="json").json()
+    due = WorkflowSchedule.objects.get().next_run_at
+
+    assert schedules_run_due(now=due) == []
+
+    body = api.get(f"{URL}{schedule_id}/").json()
+    assert body["enabled"] is True and datetime.fromisoformat(body["next_run_at"]) > due
+    assert body["last_error"].startswith("budget_exceeded: ") and datetime.fromisoformat(body["last_error_at"]) == due
+    api.delete(f"/api/v1/budgets/{budget['id']}/")
+    [execution] = schedules_run_due(now=datetime.fromisoformat(body["next_run_at"]))
+    body = api.get(f"{URL}{schedule_id}/").json()
+    assert (body["last_execution"], body["last_error"], body["last_error_at"]) == (str(execution.pk), "", None)

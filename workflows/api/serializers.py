@@ -269,8 +269,13 @@ class ScheduleSerializer(serializers.ModelSerializer):
         model = WorkflowSchedule
         fields = ("id", "name", "template", "definition_id", "input", "config", "cron", "timezone", "enabled",
                   "chat", "conversation_id", "webhook", "ends_at",
-                  "next_run_at", "last_run_at", "last_execution", "created_at", "updated_at")
+                  "next_run_at", "last_run_at", "last_execution", "last_error", "last_error_at", "created_at",
+                  "updated_at")
         read_only_fields = fields
+        extra_kwargs = {"last_error": {"help_text": (
+            "why the last tick started no run (its refusal's code and message; empty when it started one): a "
+            "template or definition its owner can no longer see disables the schedule, a passing refusal (a hard "
+            "budget with no room, too many runs at once) leaves it enabled")}}
 
 
 class ScheduleWriteSerializer(StrictSerializer):

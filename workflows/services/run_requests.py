@@ -132,7 +132,8 @@ class ScheduledRequest(RunRequest):
 
     @property
     def template(self) -> str | None:
-        return self.schedule.template.key if self.schedule.template_id else None
+        # By id: the template the schedule was made on, never another its owner now sees under that key.
+        return str(self.schedule.template_id) if self.schedule.template_id else None
 
     @property
     def definition_id(self):

@@ -252,11 +252,31 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
             continue
         try:
             execution = execution_create(ScheduledRequest(schedule=schedule))
-        except ChatterError:
-            logger.exception("schedule %s could not start its run", schedule.pk)
+        except ChatterError as refusal:
+            _schedule_refused(schedule=schedule, refusal=refusal, at=now)
             continue
-        WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution)
+        WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution, last_error="",
+                                                               last_error_at=None)
         started.append(execution)
     return started
+
+
+def _schedule_refused(*, schedule: WorkflowSchedule, refusal: ChatterError, at: datetime) -> None:
+    """A tick whose run was refused: the schedule says why and when (last_error, last_error_at). A template or
+    definition its owner no longer sees (another user's, made private since: NotFound) is gone for good, so the
+    schedule is disabled, audited as the schedule's doing; any other refusal (a hard budget with no room, too many
+    runs at once, a model no longer offered) leaves it enabled for the next tick. An expected outcome: a warning,
+    no traceback."""
+    reason = f"{refusal.code}: {refusal.message}"
+    gone = isinstance(refusal, NotFound)
+    with transaction.atomic():
+        changes = {"last_error": reason, "last_error_at": at}
+        if gone:
+            changes.update(enabled=False, next_run_at=None)
+        WorkflowSchedule.objects.filter(pk=schedule.pk).update(**changes)
+        if gone:
+            audit_record(action="schedule.disabled", actor=schedule.owner, actor_type="schedule", target=schedule,
+                         data={"name": schedule.name, "reason": reason})
+    logger.warning("schedule %s could not start its run%s: %s", schedule.pk, ", disabled" if gone else "", reason)
 
 
