@@ -9,17 +9,19 @@ django_asgi_app = get_asgi_application()  # sets Django up before the imports be
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from agent_server.routing import websocket_urlpatterns as agent_server_sockets  # noqa: E402
 from core.serving import RequestThreads, tune_collector  # noqa: E402
 from keys.auth import OriginCheckedForCookies, TokenAuthMiddleware  # noqa: E402
+from workflows.consumers import NoRouteConsumer  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": RequestThreads(django_asgi_app),
         "websocket": OriginCheckedForCookies(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(
-            [*websocket_urlpatterns, *agent_server_sockets])))),
+            [*websocket_urlpatterns, *agent_server_sockets, re_path(r"", NoRouteConsumer.as_asgi())])))),
     }
 )
 

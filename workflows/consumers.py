@@ -6,7 +6,7 @@ import asyncio
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from audit.services import access_denied_record
 from workflows.api.serializers import EventsQuerySerializer
@@ -121,3 +121,14 @@ class UserEventsConsumer(FeedConsumer):
             return await self.refuse(CLOSE_UNAUTHENTICATED)
         subscription = user_subscribe(user.pk)
         await self.start(subscription, user_feed(user.pk, subscription=subscription))
+
+
+class NoRouteConsumer(AsyncWebsocketConsumer):
+    """A handshake to a path no socket serves (a typo, `/ws/events` without its slash, a scanner): closed 4404, as a
+    socket that is not found, before anything is read. The last route of the project's router (chatter_project.asgi):
+    without it Channels' URLRouter raised, an HTTP 500 and a traceback in the log."""
+
+    async def connect(self) -> None:
+        # Accept first: a close before the handshake completes reaches the client as HTTP 403, not a code.
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

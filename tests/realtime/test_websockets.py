@@ -253,3 +253,14 @@ async def test_it_refuses_a_nul_in_the_path_as_not_found(alice):
     communicator = await connect(f"/ws/executions/%00/?token={await token_for(alice)}")
 
     assert await receive_until_closed(communicator) == ([], 4404)
+
+
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/events", "/ws/executions/00000000-0000-0000-0000-000000000000",
+                                  "/"])
+async def test_a_path_no_socket_serves_is_closed_as_not_found(alice, path, caplog):
+    communicator = await connect(path)  # was a crash of the router: HTTP 500 and a traceback
+
+    assert await receive_until_closed(communicator) == ([], 4404)
+    communicator = await connect(f"{path}?token={await token_for(alice)}")
+    assert await receive_until_closed(communicator) == ([], 4404)
+    assert [record for record in caplog.records if record.levelname == "ERROR"] == []
