@@ -1,7 +1,7 @@
 import django_filters
 
 from conversations.models import Conversation, Document, Message
-from core.api.filters import CreatedRangeFilterSet
+from core.api.filters import CreatedRangeFilterSet, ListFilterSet
 
 
 class ConversationFilter(CreatedRangeFilterSet):
@@ -12,7 +12,7 @@ class ConversationFilter(CreatedRangeFilterSet):
         fields = ("status", "title")
 
 
-class MessageFilter(django_filters.FilterSet):
+class MessageFilter(ListFilterSet):
     class Meta:
         model = Message
         fields = ("role", "execution")

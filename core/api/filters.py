@@ -1,5 +1,6 @@
 """Filters shared by every list: a created_at range (`created_after`, `created_before`, ISO 8601), booleans that
-refuse what is neither true nor false, and a `?ordering=` that refuses unknown fields."""
+refuse what is neither true nor false, objects named by their id as given, and a `?ordering=` that refuses unknown
+fields."""
 from datetime import timezone as dt_timezone
 
 import django_filters
@@ -50,14 +51,26 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
 
 
-class CreatedRangeFilterSet(django_filters.FilterSet):
-    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+class ListFilterSet(django_filters.FilterSet):
+    """What every list's filters share: a model's BooleanField in Meta.fields is filtered by StrictBooleanFilter (as
+    django-filter's own DRF FilterSet changes the boolean widget), and a foreign key by the id given, checked only
+    for its form (a UUID): django-filter's ModelChoiceFilter looked the id up among every user's rows, so another
+    user's id listed nothing (200) where an id nobody has was a 400, telling which ids exist. Now both list nothing,
+    as `?template=<key>` and `?api_key=<id>` do."""
 
-    # A model's BooleanField in Meta.fields is filtered by StrictBooleanFilter, as django-filter's own DRF FilterSet
-    # changes the boolean widget.
     FILTER_DEFAULTS = {**django_filters.FilterSet.FILTER_DEFAULTS,
                        models.BooleanField: {"filter_class": StrictBooleanFilter}}
+
+    @classmethod
+    def filter_for_lookup(cls, field, lookup_type):
+        if isinstance(field, models.ForeignKey) and lookup_type == "exact":
+            return super().filter_for_lookup(field.target_field, lookup_type)
+        return super().filter_for_lookup(field, lookup_type)
+
+
+class CreatedRangeFilterSet(ListFilterSet):
+    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
 
 class StrictOrderingFilter(OrderingFilter):

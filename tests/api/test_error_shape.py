@@ -93,3 +93,34 @@ def test_item_13_a_value_a_model_field_refuses_is_a_400_in_the_one_shape_not_a_5
     assert response.status_code == 400
     assert response.data["error"]["code"] == "validation_error"
     assert [item["message"] for item in response.data["error"]["details"]] == ["“x” is not a valid UUID."]
+
+
+@pytest.mark.django_db
+def test_a_filter_by_another_users_object_answers_as_one_nobody_has(api, bob_api):
+    """A list filtered by an object's id: bob's and an id nobody has both list nothing (another user's object is
+    never confirmed to exist: bob's was a 200 and the other a 400 invalid_choice); a malformed id is a 400 naming
+    the filter; the user's own still filters."""
+    bobs_turn = bob_api.post("/api/v1/chat/", {"message": "hi"}, format="json").json()
+    definition = bob_api.post("/api/v1/workflows/definitions/", {"name": "d", "nodes": [
+        {"id": "start", "type": "start"}, {"id": "end", "type": "end"}], "edges": [{"source": "start", "target": "end"}]},
+        format="json").json()["id"]
+    schedule = bob_api.post("/api/v1/schedules/", {"name": "s", "template": "summarize", "cron": "0 0 1 1 *",
+                                                   "input": {"message": "x"}}, format="json").json()["id"]
+    dataset = bob_api.post("/api/v1/datasets/", {"name": "d"}, format="json").json()["id"]
+    own = api.post("/api/v1/chat/", {"message": "hi"}, format="json").json()
+    messages = f"/api/v1/conversations/{own['conversation']['id']}/messages/"
+    bobs = [("/api/v1/executions/", "conversation", bobs_turn["conversation"]["id"]),
+            ("/api/v1/executions/", "definition", definition), ("/api/v1/executions/", "schedule", schedule),
+            ("/api/v1/schedules/", "definition", definition), ("/api/v1/experiments/", "dataset", dataset),
+            ("/api/v1/scores/", "execution", bobs_turn["execution"]["id"]),
+            ("/api/v1/scores/", "message", bobs_turn["messages"][1]["id"]),
+            (messages, "execution", bobs_turn["execution"]["id"])]
+
+    for path, name, bobs_id in bobs:
+        for value in (bobs_id, "00000000-0000-0000-0000-000000000000"):
+            response = api.get(path, {name: value})
+            assert (response.status_code, response.json()["count"]) == (200, 0), (path, name, response.content)
+        details = assert_error(api.get(path, {name: "nope"}), 400, "validation_error")
+        assert [d["path"] for d in details] == [name], (path, details)
+    assert api.get("/api/v1/executions/", {"conversation": own["conversation"]["id"]}).json()["count"] == 1
+    assert api.get(messages, {"execution": own["execution"]["id"]}).json()["count"] == 2
