@@ -311,7 +311,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"unread_not_quoted": {"()": "core.log_filters.UnreadNotQuoted"}},
+    "filters": {"unread_not_quoted": {"()": "core.log_filters.UnreadNotQuoted"},
+                "refusal_not_traced": {"()": "core.log_filters.RefusalNotTraced"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"},
                 "django_q": {"level": "WARNING"},
@@ -321,7 +322,9 @@ LOGGING = {
                 # Its clients log a line a server sent that is no message of the protocol with a traceback quoting
                 # it (a caller's arguments): said by kind instead.
                 **{f"mcp.client.{transport}": {"filters": ["unread_not_quoted"]}
-                   for transport in ("stdio", "streamable_http", "sse")}},
+                   for transport in ("stdio", "streamable_http", "sse")},
+                # A NUL in a path or query string (core.request_text): the client's bad input, one warning line.
+                "django.security.NulCharacter": {"filters": ["refusal_not_traced"]}},
 }
 
 CHATTER_PROVIDER_MAX_RETRIES = env_int("CHATTER_PROVIDER_MAX_RETRIES", 2)

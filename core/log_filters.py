@@ -1,4 +1,5 @@
-"""Filters of the log (settings.LOGGING): what a library logs that quotes what it could not read."""
+"""Filters of the log (settings.LOGGING): what a library logs that quotes what it could not read, and a client's
+bad input that Django logs as an error."""
 from __future__ import annotations
 
 import logging
@@ -22,4 +23,16 @@ class UnreadNotQuoted(logging.Filter):
         if isinstance(exc, pydantic.ValidationError):
             record.msg = f"{record.getMessage()} ({type(exc).__name__}: {validation_kinds(exc)})"
             record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+class RefusalNotTraced(logging.Filter):
+    """A request refused for what its client sent (core.request_text's NUL character, a SuspiciousOperation) is a
+    warning of one line: Django logs every SuspiciousOperation on django.security.<its class> as an ERROR with its
+    traceback, which reads as a bug of the server's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info, record.exc_text = None, None
         return True

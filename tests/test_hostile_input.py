@@ -141,7 +141,7 @@ NUL_IN_PATH_OR_QUERY = [
 
 
 @pytest.mark.parametrize("url", NUL_IN_PATH_OR_QUERY)
-def test_it_refuses_a_nul_in_a_path_or_query_string_in_the_surfaces_shape(alice, url):
+def test_it_refuses_a_nul_in_a_path_or_query_string_in_the_surfaces_shape(alice, url, caplog):
     key = ApiTokenFactory(user=alice).key
     response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_X_API_KEY=key)
 
@@ -149,6 +149,10 @@ def test_it_refuses_a_nul_in_a_path_or_query_string_in_the_surfaces_shape(alice,
     body = assert_surface_error(response.status_code, response["Content-Type"], response.content,
                                 path=url.split("?")[0])
     assert "NUL" in json.dumps(body)
+    # the client's bad input: one warning line (Django logs it as an ERROR with a traceback)
+    [record] = [record for record in caplog.records if record.name.startswith("django.security")]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage().endswith("contains a NUL character")
 
 
 @pytest.mark.parametrize("body", [
