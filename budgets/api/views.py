@@ -1,8 +1,6 @@
 """/api/v1/budgets/: setting, listing (with the current period's spend) and deactivating spend limits."""
 from __future__ import annotations
 
-import zoneinfo
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.request import Request
@@ -16,6 +14,7 @@ from core.api.viewsets import OwnedViewSet
 from core.errors import InvalidInput
 from core.models import BIGINT_MAX
 from core.money import usd
+from core.time_zones import time_zone_known
 from keys.auth import ALL_SCOPES
 from webhooks.services import webhook_url_check
 
@@ -79,10 +78,8 @@ class BudgetCreateSerializer(StrictSerializer):
         return value
 
     def validate_timezone(self, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise serializers.ValidationError("not an IANA time zone") from None
+        if not time_zone_known(value):
+            raise serializers.ValidationError("not an IANA time zone")
         return value
 
     def validate(self, attrs: dict) -> dict:

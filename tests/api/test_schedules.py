@@ -41,6 +41,9 @@ def test_it_creates_a_schedule_with_its_next_run_in_its_time_zone(api):
         ({"cron": "0 9 30 2 *"}, "cron", "invalid_cron"),  # 30 February: a valid cron that never fires
         ({"cron": "0 9 31 4,6,9,11 *"}, "cron", "invalid_cron"),
         ({"timezone": "Mars/Olympus"}, "timezone", "invalid_timezone"),
+        ({"timezone": "localtime"}, "timezone", "invalid_timezone"),  # files of zoneinfo's directory, no zones
+        ({"timezone": "Factory"}, "timezone", "invalid_timezone"),
+        ({"timezone": "posixrules"}, "timezone", "invalid_timezone"),
         ({"config": {"temperature": 7}}, "config.temperature", "out_of_range"),
     ],
 )

@@ -153,6 +153,7 @@ def test_bob_neither_sees_alices_budgets_nor_budgets_her_key(api, alice, bob_api
     ({"scope": "user", "period": "day", "limit_usd": "1", "limit_tokens": 5}, "limit_usd"),
     ({"scope": "user", "period": "year", "limit_usd": "1"}, "period"),
     ({"scope": "user", "period": "day", "limit_usd": "1", "timezone": "Mars/Olympus"}, "timezone"),
+    ({"scope": "user", "period": "day", "limit_usd": "1", "timezone": "localtime"}, "timezone"),
     ({"scope": "planet", "period": "day", "limit_usd": "1"}, "scope"),
     ({"scope": "user", "period": "day", "limit_usd": "-1"}, "limit_usd"),
 ])

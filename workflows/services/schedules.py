@@ -5,7 +5,7 @@ import logging
 import math
 from datetime import datetime
 from datetime import timezone as dt_timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 from django.conf import settings
@@ -18,6 +18,7 @@ from audit.services import audit_record
 from conversations.selectors import conversation_list
 from core.errors import ChatterError, InvalidInput, NotFound
 from core.schedules import schedule_keep
+from core.time_zones import time_zone_known
 from engine.config import config_resolve
 from engine.graph import parse_graph
 from webhooks.services import webhook_url_check
@@ -63,9 +64,7 @@ def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
     elif schedule_next_run(cron=cron, timezone_name="UTC", after=timezone.now()) is None:
         errors.append({"path": "cron", "code": "invalid_cron",
                        "message": f"{cron!r} names only days that do not exist (such as 30 February): it never fires"})
-    try:
-        ZoneInfo(timezone_name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    if not time_zone_known(timezone_name):
         errors.append({"path": "timezone", "code": "invalid_timezone",
                        "message": f"{timezone_name!r} is not an IANA time zone (e.g. Europe/Paris)"})
     if not isinstance(run_input, dict) or not isinstance(run_input.get("variables", {}), dict):
