@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
-from core.outbound import DestinationRefused, DestinationUnresolved, destination_check
+from core.outbound import DestinationRefused, DestinationUnresolved, destination_check, tls_context
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def _post(url: str, *, body: bytes, headers: dict) -> tuple[int, str]:
     and no proxy or .netrc from the environment is used (trust_env=False): the checked address is the peer."""
     destination = destination_check(url)
     extensions = {"sni_hostname": destination.sni_hostname} if destination.sni_hostname else {}
-    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
         response = client.post(destination.url, content=body, headers={**headers, "Host": destination.host},
                                extensions=extensions)
     if 200 <= response.status_code < 300:
