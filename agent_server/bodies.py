@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
@@ -18,6 +18,17 @@ STREAM_MODES = ("values", "updates", "messages-tuple", "messages", "events", "cu
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+def _config_checked(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's (or a cron's) `config` as LangGraph reads it: its `configurable` an object."""
+    if not isinstance(config.get("configurable") or {}, dict):
+        raise ValueError("config.configurable must be an object")
+    return config
+
+
+# A run's or a cron's `config`: LangGraph's RunnableConfig (its `configurable` an object, other keys its own).
+RunConfig = Annotated[dict[str, Any], AfterValidator(_config_checked)]
 
 
 ASSISTANT_FIELDS = ("assistant_id", "graph_id", "name", "description", "config", "context", "created_at",
@@ -122,7 +133,7 @@ class RunCreate(Body):
     assistant_id: str
     input: Any = None
     metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
+    config: RunConfig | None = None
     context: dict[str, Any] | None = None
     stream_mode: list[str] = Field(default_factory=lambda: ["values"])
     stream_subgraphs: bool = False  # a registered graph's subgraphs' parts too, under `<mode>|<namespace>`
@@ -219,7 +230,7 @@ class CronCreate(Body):
     schedule: str
     input: Any = None
     metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
+    config: RunConfig | None = None
     context: dict[str, Any] | None = None
     webhook: str | None = None
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
@@ -247,7 +258,7 @@ class CronUpdate(Body):
     end_time: datetime | None = None
     input: Any = None
     metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
+    config: RunConfig | None = None
     context: dict[str, Any] | None = None
     webhook: str | None = None
     on_run_completed: Literal["delete", "keep"] | None = None

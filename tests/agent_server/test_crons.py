@@ -102,6 +102,8 @@ def test_crons_are_searched_counted_updated_and_deleted_and_only_by_their_owner(
     assert (schedule.cron, schedule.enabled, schedule.ends_at) == ("30 6 * * *", False, end)
     assert client.crons.search(enabled=False)[0]["cron_id"] == on_thread["cron_id"]
     cleared = client.crons.update(on_thread["cron_id"], end_time=None, enabled=True)
+    with pytest.raises(UnprocessableEntityError):
+        client.crons.update(on_thread["cron_id"], config={"configurable": "abc"})
     assert cleared["end_time"] is None and cleared["next_run_date"] is not None
 
     client.crons.delete(on_thread["cron_id"])
@@ -162,10 +164,13 @@ def test_what_a_cron_cannot_do_is_refused_with_422_and_writes_nothing(server, al
         {"schedule": "* * * * *", "input": {"messages": []}},  # a thread's cron needs its turn's message
         {"schedule": "* * * * *", "webhook": "http://127.0.0.1:9/hook"},  # this server has no signing secret
         {"schedule": "* * * * *", "context": {"temperature": 9}},
+        {"schedule": "* * * * *", "config": {"configurable": "abc"}},
     ]
     for options in refused:
         with pytest.raises(UnprocessableEntityError):
             client.crons.create_for_thread(thread["thread_id"], "universal_chat", **{"input": TURN, **options})
+    with pytest.raises(UnprocessableEntityError):
+        client.crons.create("universal_chat", schedule="* * * * *", input=TURN, config={"configurable": ["a"]})
     with pytest.raises(httpx.HTTPStatusError) as missing:
         client.crons.create("no_such_assistant", schedule="* * * * *", input=TURN)
     assert missing.value.response.status_code == 404

@@ -261,6 +261,20 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
     assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
 
 
+def test_a_config_whose_configurable_is_not_an_object_is_refused_with_422(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    for configurable in ("abc", ["a"], 7):
+        for thread_id in (thread["thread_id"], None):
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                client.runs.wait(thread_id, "universal_chat", input=TURN, config={"configurable": configurable})
+            assert refused.value.response.status_code == 422
+            assert "configurable must be an object" in refused.value.response.text
+
+    assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
+
+
 def test_a_run_may_create_its_thread_but_a_refused_one_leaves_none(server, alice_key):
     import uuid
 
