@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph.errors import InvalidUpdateError
+
 from agent_server.messages import message_dict
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
@@ -18,6 +20,9 @@ from workflows.models import Checkpoint, WorkflowExecution
 
 Status = WorkflowExecution.Status
 _ROOT = ""
+# What LangGraph (and LangChain's message coercion) raise for an update it cannot place: values that are not an
+# object of its channels, a value its reducer cannot take, a message that is no message, an ambiguous node.
+UPDATE_REFUSED = (InvalidUpdateError, NotImplementedError, ValueError, KeyError, TypeError)
 
 
 def _runs(conversation: Conversation):
@@ -304,7 +309,7 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
         config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
         try:
             config = graph.update_state(config, values, as_node=as_node)
-        except (ValueError, KeyError, TypeError) as exc:  # LangGraph refuses an update it cannot place
+        except UPDATE_REFUSED as exc:
             raise InvalidInput(f"the state update was refused: {exc}") from None
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
@@ -328,7 +333,7 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     config["configurable"]["chatter"] = _run_context(execution)
     try:
         config = graph.update_state(config, values, as_node=as_node)
-    except (ValueError, KeyError) as exc:  # LangGraph refuses an update it cannot place (e.g. an ambiguous node)
+    except UPDATE_REFUSED as exc:
         raise InvalidInput(f"the state update was refused: {exc}") from None
     # Saved outside a run, the saver wrote the rows without their run: they are that run's.
     Checkpoint.objects.filter(thread_id=str(execution.pk), execution__isnull=True).update(execution_id=execution.pk)

@@ -303,3 +303,22 @@ def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, a
     state = thread_state(conversation=conversation)
 
     assert state["values"] == {} and state["checkpoint"]["checkpoint_id"] is None and state["next"] == []
+
+
+def test_an_update_its_graph_refuses_is_a_422_and_changes_nothing(graph_server, alice_key):
+    import httpx
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)  # stops at ask()
+    before = client.threads.get_state(thread["thread_id"])
+
+    # a list of updates, a reducer that cannot take the value, a message that is no message
+    for values in ([{"value": "a"}, {"value": "b"}], {"items": "not-a-list"}, {"messages": [42]}):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            client.threads.update_state(thread["thread_id"], values)
+        assert refused.value.response.status_code == 422, values
+        assert "the state update was refused" in refused.value.response.json()["detail"]
+
+    assert client.threads.get_state(thread["thread_id"])["checkpoint"] == before["checkpoint"]
+
