@@ -305,6 +305,8 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
         if as_node is not None and as_node not in graph.nodes:
             raise InvalidInput(f"as_node {as_node!r} is not a node of the thread's graph")
         config = _thread_config(conversation, checkpoint_id)
+        if checkpoint_id and graph.get_state(config).created_at is None:  # LangGraph would begin an empty state
+            raise NotFound("checkpoint not found in this thread")
         # A Chatter graph's routing runs (the update is the node's output): it reads the run's context, no hooks.
         config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
         try:

@@ -322,3 +322,23 @@ def test_an_update_its_graph_refuses_is_a_422_and_changes_nothing(graph_server, 
 
     assert client.threads.get_state(thread["thread_id"])["checkpoint"] == before["checkpoint"]
 
+
+def test_an_update_from_a_checkpoint_the_thread_does_not_have_is_a_404_and_keeps_its_state(graph_server, alice_key):
+    import httpx
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "stateful", input=START)
+    before = client.threads.get_state(thread["thread_id"])
+    unknown = "1f000000-0000-6000-8000-000000000000"
+
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        client.threads.update_state(thread["thread_id"], {"value": "x"}, checkpoint_id=unknown)
+
+    assert missing.value.response.status_code == 404
+    after = client.threads.get_state(thread["thread_id"])
+    assert after["checkpoint"] == before["checkpoint"] and len(after["values"]["messages"]) == 3
+    updated = client.threads.update_state(thread["thread_id"], {"value": "x"},
+                                          checkpoint_id=before["checkpoint"]["checkpoint_id"])
+    assert client.threads.get_state(thread["thread_id"])["checkpoint"]["checkpoint_id"] == \
+        updated["checkpoint"]["checkpoint_id"]
