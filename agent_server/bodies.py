@@ -21,9 +21,13 @@ class Body(BaseModel):
 
 
 def _config_checked(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's (or a cron's) `config` as LangGraph reads it: its `configurable` an object."""
+    """A run's (or a cron's) `config` as LangGraph reads it: its `configurable` an object, its `recursion_limit` (the
+    most supersteps the graph may take) a positive integer."""
     if not isinstance(config.get("configurable") or {}, dict):
         raise ValueError("config.configurable must be an object")
+    limit = config.get("recursion_limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 2**31 - 1):
+        raise ValueError("config.recursion_limit must be a positive integer")
     return config
 
 

@@ -79,17 +79,19 @@ _LANGGRAPH_CONFIGURABLE = ("thread_id", "checkpoint_id", "checkpoint_ns", "run_i
 def graph_request(body, *, assistant=None) -> dict:
     """A registered graph's run as asked: its input as given, the configurable keys and context it runs with
     (Chatter's own config keys and LangGraph's thread keys apart; a user's assistant's version's under the run's),
-    its static breakpoints."""
+    its static breakpoints and its recursion_limit."""
     layers = [(assistant.current.config, assistant.current.context)] if isinstance(assistant, Assistant) else []
     layers.append((body.config, body.context))
-    configurable, context = {}, None
+    configurable, context, limit = {}, None, None
     for config, given in layers:
         configurable.update({key: value for key, value in ((config or {}).get("configurable") or {}).items()
                              if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE})
         if given is not None:  # an empty context is a context (a context_schema graph gets its defaults)
             context = {**(context or {}), **given}
+        limit = (config or {}).get("recursion_limit", limit)
     return {"graph_input": body.input, "configurable": configurable, "context": context,
-            "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after}
+            "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after,
+            **({"recursion_limit": limit} if limit is not None else {})}
 
 
 def _branch_from(*, owner, body: RunCreate, thread_id) -> dict:

@@ -27,7 +27,10 @@ from engine.money import usd
 from engine.runtime import RunContext
 from engine.usage import Usage
 
-MAX_STEPS = 100
+MAX_STEPS = 100  # a python_graph node's steps inside a Chatter graph
+# A registered graph's run's steps when its config names no `recursion_limit`: the stock Agent Server's default
+# (LANGGRAPH_DEFAULT_RECURSION_LIMIT), so a graph that runs there runs here; its deadline bounds it too.
+DEFAULT_RECURSION_LIMIT = 10011
 MESSAGES_USAGE = "__messages_usage__"  # in a registered graph run's final state: each AI message's model call
 # In a registered graph run's final state when it stopped at a static breakpoint: the nodes that run next. The run
 # ends (as LangGraph's server ends it, `success`); its thread waits there, `interrupted`, until a run goes on.
@@ -104,7 +107,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
                      streaming: str = "classic", checkpoint_id: str | None = None,
                      stream_checkpoints: bool = False, graph_streams: list | None = None,
-                     store=None) -> dict:
+                     store=None, recursion_limit: int | None = None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
@@ -114,7 +117,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
     saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "events", the
     graph's own message chunks and astream_events, when a stream shows them: classic_stream). `store`: the
-    LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread."""
+    LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread.
+    `recursion_limit`: the run's config's (DEFAULT_RECURSION_LIMIT when it names none); a run past it fails as
+    LangGraph's GraphRecursionError says."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -125,7 +130,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     accounting.usage_by_message.update(booked or {})  # a resumed run's messages from before its pause
     config = {"configurable": {**(configurable or {}), "thread_id": thread_id,
                                **({"checkpoint_id": checkpoint_id} if checkpoint_id else {})},
-              "callbacks": [accounting], "recursion_limit": MAX_STEPS}
+              "callbacks": [accounting], "recursion_limit": recursion_limit or DEFAULT_RECURSION_LIMIT}
     outcome: dict = {}
 
     async def drive() -> None:
@@ -207,8 +212,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     if isinstance(error, asyncio.CancelledError) and "stopped" in outcome:
         raise outcome["stopped"]
     if isinstance(error, GraphRecursionError):
-        ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
-        raise LimitExceeded("max_steps", MAX_STEPS) from None
+        ctx.hooks.limit_exceeded("recursion_limit", config["recursion_limit"])
+        raise LimitExceeded("recursion_limit", config["recursion_limit"], message=str(error)) from None
     if error is not None:
         raise error
     # A cancel (or the deadline) that came during the graph's last step, a model call not streamed with no node

@@ -342,3 +342,22 @@ def test_an_update_from_a_checkpoint_the_thread_does_not_have_is_a_404_and_keeps
                                           checkpoint_id=before["checkpoint"]["checkpoint_id"])
     assert client.threads.get_state(thread["thread_id"])["checkpoint"]["checkpoint_id"] == \
         updated["checkpoint"]["checkpoint_id"]
+
+
+def test_a_runs_recursion_limit_bounds_its_graphs_steps(graph_server, alice_key):
+    import httpx
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    stopped = client.runs.wait(thread["thread_id"], "stateful", input=START, config={"recursion_limit": 1},
+                               raise_error=False)
+
+    assert "Recursion limit of 1 reached" in stopped["__error__"]["message"]
+    assert client.runs.list(thread["thread_id"])[0]["status"] == "error"
+    paused = client.runs.wait(thread["thread_id"], "stateful", input=START, config={"recursion_limit": 5})
+    assert paused["__interrupt__"]  # greet, use_tool, then ask's question: within 5 steps
+    for limit in (0, "ten", True):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            client.runs.wait(None, "stateful", input=START, config={"recursion_limit": limit})
+        assert refused.value.response.status_code == 422
