@@ -12,22 +12,24 @@ import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
 from channels.db import database_sync_to_async
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import AIMessageChunk, BaseMessageChunk, messages_from_dict
 from langchain_core.messages.ai import add_ai_message_chunks
 
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt, usage_metadata
 from agent_server.threads import thread_values
 from core.api.sse import frame
+from engine.graph_streams import as_json
 from workflows.events import TERMINAL_EVENTS
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 
-GRAPH_STREAMS = ("messages-tuple", "events")  # a registered graph's own, when a stream shows them
+GRAPH_STREAMS = ("messages-tuple", "messages", "events")  # a registered graph's own, when a stream shows them
 
 
 def graph_streams_asked(modes) -> list[str]:
     """The stream modes a registered graph's run gives from the graph's own stream, not from Chatter's events:
-    its chat models' chunks (LangGraph's `messages`) and its astream_events (engine.graph_streams)."""
+    its messages (LangGraph's `messages`: as [chunk, metadata], or as the server's messages/partial, complete) and
+    its astream_events (engine.graph_streams)."""
     return [mode for mode in GRAPH_STREAMS if mode in (modes or ())]
 
 
@@ -120,6 +122,7 @@ class FrameMaker:
         self.last_values: dict = {}
         self.open_task: dict | None = None  # the node that started last and has not ended (an interrupt's)
         self.ended_tasks: dict[str, tuple] = {}  # a registered graph's ended nodes (task, step) until their writes
+        self.graph_messages: dict = {}  # a registered graph's messages so far, by id (the `messages` mode)
 
     def _message_id(self, node_id: str) -> str:
         return self.message_ids.get(node_id) or f"run-{self.run_id}-{node_id}"
@@ -163,6 +166,21 @@ class FrameMaker:
                     out += self._task_frames({**task, "result": update}, ts=ts, step=step)
         return out + ([(event, data[name])] if name in self.modes else [])
 
+    def _message_frames(self, chunk: dict, metadata: dict) -> list[tuple[str, object]]:
+        """A registered graph's message in the `messages` mode, as LangGraph's server streams it: its metadata when
+        it first comes, then each chunk as the message so far (`messages/partial`), or a message a node returned
+        whole as it is (`messages/complete`)."""
+        message = messages_from_dict([{"type": chunk.get("type"), "data": chunk}])[0]
+        out = []
+        if message.id in self.graph_messages:
+            self.graph_messages[message.id] += message
+        else:
+            self.graph_messages[message.id] = message
+            out.append(("messages/metadata", {message.id: {"metadata": metadata}}))
+        if isinstance(message, BaseMessageChunk):
+            return out + [("messages/partial", [as_json(self.graph_messages[message.id])])]
+        return out + [("messages/complete", [chunk])]
+
     def _task_frames(self, task: dict, *, ts, step=None) -> list[tuple[str, object]]:
         """A task's start or result (LangGraph's task payloads) in the `tasks` and `debug` modes."""
         out = [("tasks", task)] if "tasks" in self.modes else []
@@ -181,7 +199,8 @@ class FrameMaker:
         if name == "message_chunk":  # a registered graph's model chunk, [chunk, metadata], as LangGraph streams it
             namespace = data.get("namespace") or []
             event = "|".join(["messages", *namespace]) if self.subgraphs else "messages"
-            return [(event, data[name])] if "messages-tuple" in self.modes else []
+            out = [(event, data[name])] if "messages-tuple" in self.modes else []
+            return out + (self._message_frames(*data[name]) if "messages" in self.modes else [])
         if name == "graph_event":  # one of its astream_events, as it is
             return [("events", data[name])] if "events" in self.modes else []
         if self.native:

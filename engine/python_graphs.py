@@ -115,8 +115,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     `checkpoint_id`: the run goes on from that checkpoint of its thread (a new branch, as LangGraph forks).
     `streaming`: "v3" for a run of the thread protocol (LangGraph's astream_events v3, its message deltas, tools and
     subgraph lifecycles too), else the classic stream modes (values, updates, custom; and each checkpoint the graph
-    saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "events", the
-    graph's own message chunks and astream_events, when a stream shows them: classic_stream). `store`: the
+    saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "messages",
+    "events", the graph's own messages and astream_events, when a stream shows them: classic_stream). `store`: the
     LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread.
     `recursion_limit`: the run's config's (DEFAULT_RECURSION_LIMIT when it names none); a run past it fails as
     LangGraph's GraphRecursionError says."""
@@ -165,7 +165,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                     run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         else:  # the stream modes of the classic run streams
             modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else list(CLASSIC_MODES)
-            if "messages-tuple" in (graph_streams or ()):
+            if {"messages-tuple", "messages"} & set(graph_streams or ()):
                 modes.append("messages")
             async for method, namespace, data in classic_stream(compiled, run_input, config, modes=modes,
                                                                 events="events" in (graph_streams or ()),

@@ -122,9 +122,12 @@ def check_parts_run(thread: str, events: list) -> None:
                       ("tool", "a bar chart\n[image]"), ("assistant", "Here is the chart.")]
     assert execution.output_data["content"] == "Here is the chart."
     assert ToolCall.objects.get(execution=execution).result == "a bar chart\n[image]"  # not the image's data
+    # `messages` is the graph's own stream, as the stock server's: each message whole as the graph made it (its parts)
     completed = [data[0] for event, data in events if event == "messages/complete"]
-    assert [(m["content"], m["usage_metadata"]["input_tokens"]) for m in completed] == [
-        ("Let me draw it.", 30), ("Here is the chart.", 60)]  # each reply, given whole, as its text
+    assert [m["type"] for m in completed] == ["ai", "tool", "ai"]
+    assert [(m["content"][0]["text"], m["usage_metadata"]["input_tokens"]) for m in completed if m["type"] == "ai"] == [
+        ("Let me draw it.", 30), ("Here is ", 60)]
+    assert completed[1]["content"][0] == {"type": "text", "text": "a bar chart"}
     assert (execution.prompt_tokens, execution.completion_tokens) == (90, 12)
     assert [m.prompt_tokens for m in Message.objects.filter(execution=execution, role="assistant")
             .order_by("sequence")] == [30, 60]

@@ -96,8 +96,13 @@ def test_its_streamed_messages_carry_the_ids_of_its_state(graph_server, openai_s
         "multiply"]
     assert "".join(c["content"] for c in chunks if c["id"] == answered["id"]) == "12*7 = 84"
     assert [c.get("chunk_position") for c in chunks if c["id"] == answered["id"]][-1] == "last"
+    # and `messages` as the stock server gives it: each model call's message so far, the tool's message complete
+    so_far = {p.data[0]["id"]: p.data[0] for p in parts if p.event == "messages/partial"}
+    assert so_far[asked["id"]]["tool_calls"][0]["name"] == "multiply"
+    assert so_far[answered["id"]]["content"] == "12*7 = 84"
     complete = [p.data[-1] for p in parts if p.event == "messages/complete"]
-    assert [(c["id"], c["content"]) for c in complete] == [(asked["id"], ""), (answered["id"], "12*7 = 84")]
+    tool = next(m for m in state if m["type"] == "tool")
+    assert [(c["id"], c["type"], c["content"]) for c in complete] == [(tool["id"], "tool", tool["content"])]
 
 
 def test_a_model_without_a_price_is_recorded_and_flagged_not_refused(graph_server, openai_stub, alice_key):

@@ -68,6 +68,29 @@ def test_item_04_messages_tuple_of_an_async_graph_carries_each_token_and_its_met
     assert final["content"] == conformance.REPLY and final["id"] == chunks[0][0]["id"]
 
 
+def test_messages_mode_of_a_graph_is_each_message_so_far_then_those_returned_whole(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    streamed = list(client.runs.stream(thread["thread_id"], "async_agent", input=HI, stream_mode="messages"))
+
+    partials = [p.data[0] for p in streamed if p.event == "messages/partial"]
+    assert [m["content"] for m in partials] == ["the", "the ", "the quick", "the quick ", "the quick brown",
+                                                "the quick brown ", conformance.REPLY]
+    reply_id = partials[0]["id"]
+    metadata = [p.data for p in streamed if p.event == "messages/metadata"]
+    assert len(metadata) == 1 and metadata[0][reply_id]["metadata"]["langgraph_node"] == "agent"
+    assert client.threads.get_state(thread["thread_id"])["values"]["messages"][-1]["id"] == reply_id
+
+    other = client.threads.create()
+    whole = list(client.runs.stream(other["thread_id"], "stateful", input={"messages": [], "value": "v"},
+                                    stream_mode="messages"))
+    complete = [p.data[0] for p in whole if p.event == "messages/complete"]
+    assert [(m["type"], m["id"]) for m in complete] == [("ai", "greet-1"), ("ai", "tool-call-1"),
+                                                         ("tool", "tool-result-1")]
+    assert [p.event for p in whole].count("messages/metadata") == 3
+
+
 def test_item_05_a_delta_channel_state_reads_as_the_graph_reads_it(graph_server, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     thread = client.threads.create(metadata={"case": "item-05"})
