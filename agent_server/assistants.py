@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -278,11 +279,25 @@ def _schema(read):
         return None
 
 
+def _state_jsonschema(graph) -> dict:
+    """A compiled graph's state: each channel its values stream (its state's keys, whatever its input and output
+    schemas leave out), typed by what an update of it takes (any value when that type has no JSON schema)."""
+    from pydantic import Field, TypeAdapter, create_model
+
+    fields = {}
+    for index, name in enumerate(graph.stream_channels_list):
+        kind = graph.channels[name].UpdateType
+        if _schema(TypeAdapter(kind).json_schema) is None:
+            kind = Any
+        fields[f"channel_{index}"] = (kind, Field(None, alias=name, title=name.replace("_", " ").title()))
+    return create_model(graph.get_name("State"), **fields).model_json_schema(by_alias=True)
+
+
 def graph_schemas(graph) -> dict:
     """A compiled graph's (or subgraph's) schemas, as LangGraph gives them; one it cannot make is null."""
     return {"input_schema": _schema(graph.get_input_jsonschema),
             "output_schema": _schema(graph.get_output_jsonschema),
-            "state_schema": _schema(graph.get_output_jsonschema),
+            "state_schema": _schema(lambda: _state_jsonschema(graph)),
             "config_schema": _schema(graph.get_config_jsonschema),
             "context_schema": _schema(graph.get_context_jsonschema)}
 

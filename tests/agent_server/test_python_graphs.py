@@ -153,3 +153,18 @@ def test_a_registered_graphs_schemas_are_its_own(graph_server, alice_key):
     assert schemas["graph_id"] == "calculator_agent"
     assert "messages" in schemas["input_schema"]["properties"]
     assert schemas["input_schema"] != client.assistants.get_schemas("universal_chat")["input_schema"]
+
+
+def test_a_registered_graphs_state_schema_is_its_whole_state_not_its_output(graph_server, alice_key):
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+
+    schemas = client.assistants.get_schemas("narrow_io")
+
+    assert list(schemas["input_schema"]["properties"]) == ["question"]
+    assert list(schemas["output_schema"]["properties"]) == ["answer"]
+    assert sorted(schemas["state_schema"]["properties"]) == ["answer", "question", "scratch"]
+    assert schemas["state_schema"]["properties"]["scratch"]["type"] == "string"
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "narrow_io", input={"question": "hi"})
+    assert sorted(client.threads.get_state(thread["thread_id"])["values"]) == sorted(
+        schemas["state_schema"]["properties"])

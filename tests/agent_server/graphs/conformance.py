@@ -1,7 +1,7 @@
 """Graphs as LangGraph users write them, for the places Chatter's Agent Server API must answer as the stock server:
 a graph with a `context_schema` (its defaults for an empty context), an async agent on a streaming chat model (its
-tokens as `messages-tuple` and its `astream_events` as `events`), nested subgraphs, and a state whose channel is a
-DeltaChannel (as a `deepagents` agent's messages are)."""
+tokens as `messages-tuple` and its `astream_events` as `events`), nested subgraphs, a state whose channel is a
+DeltaChannel (as a `deepagents` agent's messages are), and a state wider than the graph's input and output."""
 from __future__ import annotations
 
 import itertools
@@ -103,3 +103,28 @@ _ledger_builder.add_node("book", _book)
 _ledger_builder.add_edge(START, "book")
 _ledger_builder.add_edge("book", END)
 delta_ledger = _ledger_builder.compile()
+
+
+class Question(TypedDict):
+    question: str
+
+
+class Answer(TypedDict):
+    answer: str
+
+
+class Working(TypedDict):
+    question: str
+    answer: str
+    scratch: str
+
+
+def _think(state: Working) -> dict:
+    return {"scratch": "thinking", "answer": state["question"].upper()}
+
+
+_narrow_builder = StateGraph(Working, input_schema=Question, output_schema=Answer)
+_narrow_builder.add_node("think", _think)
+_narrow_builder.add_edge(START, "think")
+_narrow_builder.add_edge("think", END)
+narrow_io = _narrow_builder.compile()  # its state keeps more than it takes in or gives out
