@@ -37,6 +37,26 @@ RunConfig = Annotated[dict[str, Any], AfterValidator(_config_checked)]
 
 ASSISTANT_FIELDS = ("assistant_id", "graph_id", "name", "description", "config", "context", "created_at",
                     "updated_at", "metadata", "version")
+ASSISTANT_SORT_FIELDS = ("assistant_id", "graph_id", "name", "created_at", "updated_at")
+# What a thread, a run and a cron answered carry, as the SDK's ThreadSelectField, RunSelectField and CronSelectField
+# name them (those Chatter's rows have): a `select` of them keeps only those.
+THREAD_FIELDS = ("thread_id", "created_at", "updated_at", "metadata", "status", "values", "interrupts")
+RUN_FIELDS = ("run_id", "thread_id", "assistant_id", "created_at", "updated_at", "status", "metadata", "kwargs",
+              "multitask_strategy", "cancel_reason")
+CRON_FIELDS = ("cron_id", "assistant_id", "thread_id", "on_run_completed", "end_time", "schedule", "timezone",
+               "created_at", "updated_at", "payload", "user_id", "next_run_date", "metadata", "enabled")
+RUN_STATUSES = ("pending", "running", "error", "success", "timeout", "interrupted")
+# Static breakpoints: "*" (every node) or a list of node ids.
+Breakpoints = Literal["*"] | list[str] | None
+
+
+def _refused(what: str) -> AfterValidator:
+    """A field the SDK sends whose meaning Chatter does not honour: refused when given, never ignored."""
+    def check(value):
+        if value is not None:
+            raise ValueError(f"{what} is not supported")
+        return value
+    return AfterValidator(check)
 
 
 class AssistantSearch(Body):
@@ -45,7 +65,7 @@ class AssistantSearch(Body):
     name: str | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
-    sort_by: str | None = None
+    sort_by: Literal[ASSISTANT_SORT_FIELDS] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[Literal[ASSISTANT_FIELDS]] | None = None  # the fields each assistant answered carries
 
@@ -89,6 +109,7 @@ class ThreadCreate(Body):
     metadata: dict[str, Any] | None = None
     if_exists: Literal["raise", "do_nothing"] | None = None
     supersteps: list | None = None
+    ttl: Annotated[Any, _refused("ttl (a thread does not expire)")] = None
 
 
 class ThreadUpdate(Body):
@@ -119,7 +140,8 @@ class RunList(Body):
     """The query of GET threads/<id>/runs."""
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
-    status: str | None = None
+    status: Literal[RUN_STATUSES] | None = None
+    select: list[Literal[RUN_FIELDS]] | None = None
 
 
 class ThreadSearch(Body):
@@ -131,6 +153,8 @@ class ThreadSearch(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
+    select: list[Literal[THREAD_FIELDS]] | None = None
+    extract: Annotated[Any, _refused("extract (values picked by JSON path)")] = None
 
 
 class RunCreate(Body):
@@ -154,8 +178,8 @@ class RunCreate(Body):
     checkpoint: dict | None = None  # {"checkpoint_id": …}: a fork from one of the thread's checkpoints
     checkpoint_id: str | None = None
     # Static breakpoints: node ids of the graph (or "*"); a Chatter graph's run honours them on a thread only.
-    interrupt_before: Any = None
-    interrupt_after: Any = None
+    interrupt_before: Breakpoints = None
+    interrupt_after: Breakpoints = None
 
     @field_validator("stream_mode", mode="before")
     @classmethod
@@ -192,7 +216,7 @@ class StoreItemPut(Body):
     key: str = Field(min_length=1, max_length=1024)
     value: dict[str, Any]
     index: Literal[False] | list[str] | None = None  # the JSON paths embedded; False: none; None: the index's fields
-    ttl: float | None = None
+    ttl: Annotated[Any, _refused("ttl (a store item does not expire)")] = None
 
 
 class StoreItemKey(Body):
@@ -287,7 +311,7 @@ class CronSearch(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal[CRON_SORT_FIELDS] | None = None
     sort_order: Literal["asc", "desc"] | None = None
-    select: list[str] | None = None
+    select: list[Literal[CRON_FIELDS]] | None = None
 
 
 class EventStreamFilter(Body):

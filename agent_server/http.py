@@ -147,9 +147,11 @@ class LangGraphView(APIView):
         data = self.request.data
         return validated(model, {} if data is None else data)
 
-    def query(self, model: type[BaseModel]):
-        """The request's query parameters (the last value of each) validated into `model`: 422 when they are not."""
-        return validated(model, self.request.query_params.dict())
+    def query(self, model: type[BaseModel], *, lists: tuple[str, ...] = ()):
+        """The request's query parameters (the last value of each; every value of those named in `lists`, as
+        `?select=a&select=b`) validated into `model`: 422 when they are not."""
+        params = self.request.query_params
+        return validated(model, {**params.dict(), **{name: params.getlist(name) for name in lists if name in params}})
 
     def flag(self, name: str) -> bool:
         return self.request.query_params.get(name, "").lower() in ("1", "true")

@@ -38,10 +38,13 @@ class RunsView(LangGraphView):
     starts_runs = True
 
     def get(self, request, thread_id):
-        query = self.query(RunList)
-        return Response([run_as_dict(execution) for execution in run_list(
+        query = self.query(RunList, lists=("select",))
+        found = [run_as_dict(execution) for execution in run_list(
             user=request.user, thread_id=thread_id, limit=query.limit, offset=query.offset,
-            status=query.status or None)])
+            status=query.status or None)]
+        if query.select:
+            found = [{field: run[field] for field in query.select} for run in found]
+        return Response(found)
 
     def post(self, request, thread_id=None):
         started = run_start(owner=request.user, body=self.body(RunCreate), mode=Mode.BACKGROUND,

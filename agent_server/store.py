@@ -54,6 +54,8 @@ def store_item_put(*, owner, namespace: list, key: str, value: dict, index: list
     if not isinstance(value, dict):
         raise InvalidInput("an item's value is a JSON object")
     labels, namespace = list(namespace), namespace_text(namespace)
+    if labels[0] == "langgraph":  # as LangGraph's stores refuse it: the root its own items live under
+        raise InvalidInput('a namespace\'s first label cannot be "langgraph" (LangGraph reserves it)')
     config = store_index()
     texts = item_texts(value, index_paths(config, index)) if config is not None else []
     vectors = texts_embed(config, [text for _, text in texts], owner=owner, api_key=api_key, embed=embed,

@@ -68,6 +68,19 @@ class UnknownRoute(PublicView):
         raise ApiError(404, "Not Found")
 
 
+class NotServed(LangGraphView):
+    """A route of LangGraph's Agent Server that the SDK calls and Chatter does not serve: a 422 naming it and what to
+    do instead (docs/api/langgraph.md#not-supported), not a bare 404 or 405. Its key is asked for first."""
+
+    schema = None
+    what = instead = ""
+
+    def post(self, request, **kwargs):
+        raise ApiError(422, f"{self.what} is not supported: {self.instead}")
+
+    get = post
+
+
 # Assistants -------------------------------------------------------------------------------------------------
 
 class AssistantCreateView(LangGraphView):
@@ -199,8 +212,11 @@ class ThreadSearchView(LangGraphView):
         body = self.body(ThreadSearch)
         if body.values:
             raise ApiError(422, "searching threads by values is not supported")
-        found = threads.thread_search(user=request.user, **body.model_dump(exclude={"values"}))
-        return Response(threads.threads_as_dicts(found))
+        found = threads.thread_search(user=request.user, **body.model_dump(exclude={"values", "select", "extract"}))
+        answered = threads.threads_as_dicts(found)
+        if body.select:
+            answered = [{field: thread[field] for field in body.select} for thread in answered]
+        return Response(answered)
 
 
 class ThreadCount(LangGraphView):
@@ -209,7 +225,7 @@ class ThreadCount(LangGraphView):
     def post(self, request):
         body = self.body(ThreadSearch)
         return Response(len(threads.thread_search(user=request.user, **{
-            **body.model_dump(exclude={"values"}), "limit": 10**6, "offset": 0})))
+            **body.model_dump(exclude={"values", "select", "extract"}), "limit": 10**6, "offset": 0})))
 
 
 class ThreadDetail(LangGraphView):

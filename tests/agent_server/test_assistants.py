@@ -3,7 +3,7 @@ user may run, with its graph, schemas and versions; another user's definition is
 import httpx
 import pytest
 from langgraph_sdk import get_client, get_sync_client
-from langgraph_sdk.errors import NotFoundError
+from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 
 from workflows.models import WorkflowTemplate
 from workflows.services.definitions import definition_from_template
@@ -22,6 +22,10 @@ def test_every_template_is_an_assistant_named_by_its_key(server, alice_key):
     assert chat["assistant_id"] == chat["graph_id"] == "universal_chat" and chat["version"] >= 1
     assert [a["graph_id"] for a in client.assistants.search(graph_id="summarize")] == ["summarize"]
     assert client.assistants.count() == len(keys)
+    assert [a["name"] for a in client.assistants.search(sort_by="name", limit=100)] == sorted(
+        a["name"] for a in found)
+    with pytest.raises(UnprocessableEntityError):
+        client.assistants.search(sort_by="no_such_field")
 
 
 def test_an_assistants_graph_and_schemas_are_its_templates(server, alice_key):

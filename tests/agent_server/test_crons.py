@@ -86,6 +86,8 @@ def test_crons_are_searched_counted_updated_and_deleted_and_only_by_their_owner(
     assert [c["cron_id"] for c in client.crons.search(metadata={"kind": "weekly"})] == [stateless["cron_id"]]
     assert client.crons.search(select=["cron_id"], limit=1) in ([{"cron_id": on_thread["cron_id"]}],
                                                                 [{"cron_id": stateless["cron_id"]}])
+    with pytest.raises(UnprocessableEntityError):
+        client.crons.search(select=["cron_id", "no_such_field"])
     assert client.crons.count() == 2 and client.crons.count(assistant_id="universal_chat") == 1
     assert bob.crons.search() == [] and bob.crons.count() == 0
     with pytest.raises(NotFoundError):

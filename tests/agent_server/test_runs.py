@@ -251,7 +251,8 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
 
-    for options in ({"interrupt_after": ["no_such_node"]}, {"webhook": "http://127.0.0.1:9/hook"},
+    for options in ({"interrupt_after": ["no_such_node"]}, {"interrupt_before": "not-star"},
+                    {"webhook": "http://127.0.0.1:9/hook"},
                     {"stream_mode": ["no_such_mode"]}, {"input": {"messages": [{"role": "robot", "content": "x"}]}}):
         with pytest.raises(UnprocessableEntityError):
             client.runs.create(thread["thread_id"], "universal_chat", **{"input": TURN, **options})
@@ -259,6 +260,20 @@ def test_an_option_chatter_cannot_honour_yet_is_refused_and_writes_nothing(serve
         client.runs.create(thread["thread_id"], "universal_chat", input=TURN, context={"temperature": 9})
 
     assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_a_threads_runs_are_listed_by_status_with_the_fields_selected(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.wait(thread["thread_id"], "universal_chat", input=TURN)
+    run = client.runs.list(thread["thread_id"])[0]
+
+    assert client.runs.list(thread["thread_id"], status="success", select=["run_id", "status"]) == [
+        {"run_id": run["run_id"], "status": "success"}]
+    assert client.runs.list(thread["thread_id"], status="pending") == []
+    for refused in ({"status": "no_such_status"}, {"select": ["run_id", "no_such_field"]}):
+        with pytest.raises(UnprocessableEntityError):
+            client.runs.list(thread["thread_id"], **refused)
 
 
 def test_a_config_whose_configurable_is_not_an_object_is_refused_with_422(server, alice_key):

@@ -52,7 +52,7 @@ def test_another_users_store_is_invisible(server, alice_key, bob_key):
 def test_put_get_and_delete_answer_as_the_sdk_expects(server, alice_key):
     raw = httpx.Client(base_url=f"{server.langgraph_url}/store", headers={"x-api-key": alice_key}, timeout=30)
 
-    put = raw.put("/items", json={"namespace": ["a"], "key": "k", "value": {"v": 1}, "index": False, "ttl": 5})
+    put = raw.put("/items", json={"namespace": ["a"], "key": "k", "value": {"v": 1}, "index": False})
     assert put.status_code == 204 and put.content == b""
     got = raw.get("/items", params={"namespace": "a", "key": "k", "refresh_ttl": "true"})
     assert got.status_code == 200 and got.json()["value"] == {"v": 1}
@@ -61,6 +61,20 @@ def test_put_get_and_delete_answer_as_the_sdk_expects(server, alice_key):
     missing = raw.get("/items", params={"namespace": "a", "key": "k"})
     assert missing.status_code == 200 and missing.content == b"null"
     assert raw.get("/items", params={"namespace": "a"}).status_code == 422  # no key: a bad request, not "missing"
+
+
+def test_a_put_langgraph_would_refuse_or_whose_ttl_chatter_cannot_honour_is_a_422_writing_nothing(server, alice_key):
+    from agent_server.models import StoreItem
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+
+    with pytest.raises(UnprocessableEntityError) as expiring:
+        client.store.put_item(["a"], "k", {"v": 1}, ttl=5)
+    assert "ttl" in expiring.value.response.text
+    with pytest.raises(UnprocessableEntityError) as reserved:
+        client.store.put_item(["langgraph", "x"], "k", {"v": 1})
+    assert "langgraph" in reserved.value.response.json()["detail"]
+    assert not StoreItem.objects.exists()
 
 
 def test_a_search_filter_compares_fields_with_langgraphs_operators(server, alice_key):

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client, get_sync_client
-from langgraph_sdk.errors import ConflictError, NotFoundError
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from conversations.models import Conversation, Message
 from tests.invariants import assert_i1
@@ -47,6 +47,21 @@ def test_thread_metadata_is_merged_searched_and_counted(server, alice_key):
     assert client.threads.count() == 2 and client.threads.count(metadata={"team": "a"}) == 1
     assert {t["thread_id"] for t in client.threads.search(status="idle")} == {first["thread_id"],
                                                                              second["thread_id"]}
+
+
+def test_a_search_selects_the_fields_it_names_and_what_chatter_cannot_honour_is_refused(server, alice_key):
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create(metadata={"team": "a"})
+
+    found = client.threads.search(select=["thread_id", "status"])
+
+    assert found == [{"thread_id": thread["thread_id"], "status": "idle"}]
+    for refused in ({"select": ["thread_id", "no_such_field"]}, {"extract": {"last": "values.messages[-1]"}}):
+        with pytest.raises(UnprocessableEntityError):
+            client.threads.search(**refused)
+    with pytest.raises(UnprocessableEntityError) as expiring:
+        client.threads.create(ttl=5)
+    assert "ttl" in expiring.value.response.text and Conversation.objects.count() == 1
 
 
 def test_a_threads_state_is_its_graphs_and_a_copy_carries_its_messages_but_no_bill(server, alice_key):
