@@ -40,7 +40,7 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
         raise InvalidInput(f"only command.resume is supported (not {unknown or ['an empty command']}): Chatter's "
                            "graphs are run from their own edges")
     execution = _waiting_run(owner=owner, thread_id=thread_id)
-    _graph_streams_set(execution, body.stream_mode)
+    _graph_streams_set(execution, body.stream_mode, subgraphs=body.stream_subgraphs)
     resume = body.command["resume"]
     asked = {q["interrupt_id"] for q in (execution.output_data or {}).get("input_required") or []}
     by_id = isinstance(resume, dict) and resume and set(resume) <= asked
@@ -53,17 +53,18 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
     return (execution, outcome) if mode == Mode.STREAM else (outcome, None)
 
 
-def _graph_streams_set(execution: WorkflowExecution, modes: list[str]) -> None:
+def _graph_streams_set(execution: WorkflowExecution, modes: list[str], *, subgraphs: bool) -> None:
     """A registered graph's run goes on with the graph's own streams its resume's stream shows (agent_server.stream
-    graph_streams_asked), written on it before it is claimed."""
+    graph_streams_asked; its subgraphs' values and tasks or not), written on it before it is claimed."""
     from engine.graph import parse_graph
     from engine.python_graphs import registered_graph_name
 
-    asked = graph_streams_asked(modes)
-    if registered_graph_name(parse_graph(execution.graph)) is None or asked == execution.input_data.get(
-            "graph_streams", []):
+    asked = {"graph_streams": graph_streams_asked(modes), "stream_subgraphs": subgraphs}
+    if registered_graph_name(parse_graph(execution.graph)) is None or asked == {
+            "graph_streams": execution.input_data.get("graph_streams", []),
+            "stream_subgraphs": bool(execution.input_data.get("stream_subgraphs"))}:
         return
-    execution.input_data = {**execution.input_data, "graph_streams": asked}
+    execution.input_data = {**execution.input_data, **asked}
     waiting_run_input_set(execution_id=execution.pk, input_data=execution.input_data)
 
 

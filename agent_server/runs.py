@@ -239,6 +239,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                            # the graph's checkpoints go to the run's log only when a stream shows them
                            "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
                            "graph_streams": graph_streams_asked(body.stream_mode),
+                           "stream_subgraphs": body.stream_subgraphs,  # its subgraphs' values and tasks too
                            **_branch_from(owner=owner, body=body, thread_id=thread_id)},
             **run_target(row), **written)
     else:

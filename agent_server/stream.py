@@ -152,7 +152,7 @@ class FrameMaker:
         if namespace and not self.subgraphs:  # a subgraph's parts only when the client asked for them
             return []
         event = "|".join([name, *namespace])
-        if name == "values":
+        if name == "values" and not namespace:
             self.last_values = data["values"]
         out = []
         if name == "checkpoints" and "debug" in self.modes:  # LangGraph's debug stream shows each checkpoint
@@ -192,7 +192,7 @@ class FrameMaker:
     async def frames(self, envelope: dict) -> list[tuple[str, object]]:
         """(event, data) pairs for one Chatter event, in order."""
         name, data, modes, out = envelope["event"], envelope["data"], self.modes, []
-        if name in ("values", "updates", "custom", "checkpoints") and "namespace" in data:
+        if name in ("values", "updates", "custom", "checkpoints", "tasks") and "namespace" in data:
             return self._native_frames(name, data, envelope["ts"])
         if name in ("messages", "tools", "lifecycle") and "namespace" in data:  # the thread protocol's (v3) only
             return []

@@ -36,17 +36,21 @@ class ProtocolEvents:
     graph's values (its own, not its subgraphs'), updates (an interrupt is the run's question, not an update), custom
     parts, its chat models' message deltas (a message a node returned whole is in the values), tool lifecycles, and
     its subgraphs' starts (the run's own lifecycle is the run's events). `classic`: for the classic stream modes,
-    where a static breakpoint's empty interrupt is an update, as LangGraph's server streams it."""
+    where a static breakpoint's empty interrupt is an update, as LangGraph's server streams it. `subgraphs`: a
+    stream shows the subgraphs' parts: their values and tasks are kept too (the graph's own tasks are its run's node
+    events)."""
 
-    def __init__(self, *, classic: bool = False):
+    def __init__(self, *, classic: bool = False, subgraphs: bool = False):
         self.message_ids: dict[tuple, str] = {}  # namespace → the message streaming there
-        self.classic = classic
+        self.classic, self.subgraphs = classic, subgraphs
 
     def kept(self, event: dict) -> list[tuple[str, list, Any]]:
         method, params = event.get("method"), event.get("params") or {}
         namespace, data = list(params.get("namespace") or []), params.get("data")
         if method == "values":
-            return [] if namespace else [("values", namespace, as_json(data))]
+            return [] if namespace and not self.subgraphs else [("values", namespace, as_json(data))]
+        if method == "tasks":
+            return [("tasks", namespace, as_json(data))] if namespace and self.subgraphs else []
         if method == "updates":
             if isinstance(data, dict) and "__interrupt__" in data and (data["__interrupt__"] or not self.classic):
                 return []

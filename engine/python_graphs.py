@@ -107,7 +107,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
                      streaming: str = "classic", checkpoint_id: str | None = None,
                      stream_checkpoints: bool = False, graph_streams: list | None = None,
-                     store=None, recursion_limit: int | None = None) -> dict:
+                     store=None, recursion_limit: int | None = None, subgraphs: bool = False) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
@@ -118,6 +118,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     saves, as its state snapshot, with `stream_checkpoints`; `graph_streams`: "messages-tuple", "messages",
     "events", the graph's own messages and astream_events, when a stream shows them: classic_stream). `store`: the
     LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread.
+    `subgraphs`: a stream shows its subgraphs' parts, their values and tasks too (each under its namespace).
     `recursion_limit`: the run's config's (DEFAULT_RECURSION_LIMIT when it names none); a run past it fails as
     LangGraph's GraphRecursionError says."""
     from langgraph.errors import GraphRecursionError
@@ -151,7 +152,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
             kwargs["interrupt_before"] = interrupt_before
         if interrupt_after:
             kwargs["interrupt_after"] = interrupt_after
-        protocol = ProtocolEvents(classic=streaming != "v3")
+        protocol = ProtocolEvents(classic=streaming != "v3", subgraphs=subgraphs and streaming != "v3")
         if streaming == "v3":
             # LangGraph's own protocol stream: values, messages, lifecycle, tools (agents that add them), and the
             # graph's updates and custom parts (their transformers added unless the graph compiled them in).
@@ -165,6 +166,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                     run_thread.call(ctx.hooks.graph_streamed, method, namespace, data)
         else:  # the stream modes of the classic run streams
             modes = [*CLASSIC_MODES, "checkpoints"] if stream_checkpoints else list(CLASSIC_MODES)
+            if subgraphs:  # its subgraphs' tasks (its own are the run's node events)
+                modes.append("tasks")
             if {"messages-tuple", "messages"} & set(graph_streams or ()):
                 modes.append("messages")
             async for method, namespace, data in classic_stream(compiled, run_input, config, modes=modes,

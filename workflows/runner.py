@@ -171,7 +171,7 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
                 booked=booked_from_json((execution.output_data or {}).get("messages_usage")),
                 streaming=run_input.get("streaming") or "classic",
                 stream_checkpoints=bool(run_input.get("stream_checkpoints")),
-                graph_streams=run_input.get("graph_streams"),
+                graph_streams=run_input.get("graph_streams"), subgraphs=bool(run_input.get("stream_subgraphs")),
                 checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"),
                 recursion_limit=run_input.get("recursion_limit"),

@@ -281,6 +281,28 @@ def test_a_subgraphs_parts_stream_only_when_asked(graph_server, alice_key):
     assert any(event.startswith("updates|sub:") for event in loud)
 
 
+def test_a_subgraphs_values_and_tasks_stream_under_its_namespace_when_asked(graph_server, alice_key):
+    import re
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    asked = {"input": {"messages": [{"role": "user", "content": "hi"}]}, "stream_mode": ["values", "tasks"]}
+
+    def streamed(**options) -> list:
+        thread = client.threads.create()
+        return [(re.sub(r":[0-9a-f-]{36}", "", p.event), p.data)
+                for p in client.runs.stream(thread["thread_id"], "nested", **asked, **options)]
+
+    loud, quiet = streamed(stream_subgraphs=True), streamed()
+
+    events = {event for event, _ in loud}
+    assert {"values|middle", "values|middle|inner", "tasks|middle", "tasks|middle|inner"} <= events
+    inner = [data for event, data in loud if event == "values|middle|inner"]
+    assert inner[-1]["messages"][-1]["content"] == "from the inner graph"
+    assert {data["name"] for event, data in loud if event == "tasks|middle|inner"} == {"leaf"}
+    assert loud[-2][0] == "values" and loud[-2][1]["messages"][-1]["content"] == "from the inner graph"
+    assert not any("|" in event for event, _ in quiet) and {"values", "tasks"} <= {event for event, _ in quiet}
+
+
 def test_a_graphs_thread_before_its_first_checkpoint_reads_empty(graph_server, alice_key, settings, monkeypatch):
     """Read while its first run starts (a client's projections read the state at once): an empty state, not
     Chatter's chat state of some other graph (a race that answered 500)."""
