@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import httpx2
 
-from engine.providers import RawUsageReports, usage_reports_current
+from engine.deadlines import call_time_left
+from engine.providers import RawUsageReports, retry_after_s, usage_reports_current
 from engine.settings import settings
 
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
@@ -54,11 +55,27 @@ class UsageCopyingStream(httpx2.SyncByteStream):
 
 class UsageCopyingTransport(httpx2.BaseTransport):
     """Sends each request through the shared client and copies the usage out of a streamed reply into the calling
-    context's reports, if any."""
+    context's reports, if any. A call with a deadline (engine.deadlines) has each of its requests wait at most what is
+    left of it, and sends none past it."""
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        # The calling client follows redirects itself.
-        response = shared_http_client().send(request, stream=True, follow_redirects=False)
+        left = call_time_left()
+        if left is not None:
+            if left <= 0:
+                raise _past_deadline(request)
+            request.extensions["timeout"] = {name: left if wait is None else min(wait, left) for name, wait in (
+                request.extensions.get("timeout") or dict.fromkeys(("connect", "read", "write", "pool"))).items()}
+        try:
+            # The calling client follows redirects itself.
+            response = shared_http_client().send(request, stream=True, follow_redirects=False)
+        except httpx2.TimeoutException as exc:
+            if left is not None and call_time_left() <= 0:
+                raise _past_deadline(request) from exc
+            raise
+        waits = retry_after_s(response.headers) or 0
+        if left is not None and response.status_code >= 400 and waits >= call_time_left():
+            # A retry would begin past the deadline (the client library waits out the upstream's Retry-After first).
+            response.headers["x-should-retry"] = "false"
         reports = usage_reports_current()
         content_type = response.headers.get("content-type", "").lower()
         if reports is None or not content_type.startswith(("text/event-stream", "application/json")):
@@ -75,6 +92,14 @@ class UsageCopyingTransport(httpx2.BaseTransport):
                                    extensions=response.extensions)
         return httpx2.Response(status_code=response.status_code, headers=headers,
                                stream=UsageCopyingStream(response, reports), extensions=response.extensions)
+
+
+def _past_deadline(request: httpx2.Request) -> Exception:
+    """The error of a request its call's deadline ended (or that would begin past it): the SDK's own timeout, which it
+    passes on without retrying (it retries the transport's errors)."""
+    import openai
+
+    return openai.APITimeoutError(request=request)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from langchain_core.messages import AIMessage, BaseMessage
 
 from engine.chat_messages import choice_as_openai, content_text
+from engine.deadlines import call_deadline
 from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from engine.graph import Node
 from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
@@ -95,11 +96,15 @@ class RunContext:
     def remaining_s(self) -> float:
         return max(0.1, self.config["timeout_s"] - (time.monotonic() - self.started))
 
-    def _call_timeout_s(self, limit_s: float | None = None) -> tuple[float, bool]:
-        """How long one provider request may wait (`limit_s`: a deployment's own timeout), and whether the run's own
-        deadline is what bounds it."""
-        remaining, limit_s = self.remaining_s(), limit_s or settings.provider_timeout_s
-        return min(remaining, limit_s), remaining < limit_s
+    @property
+    def deadline(self) -> float:
+        """When the run's time is up (a time.monotonic() reading)."""
+        return self.started + self.config["timeout_s"]
+
+    def _call_timeout_s(self, limit_s: float | None = None) -> float:
+        """How long one provider request may wait (`limit_s`: a deployment's own timeout), at most what is left of the
+        run. Its retries are held to the run's deadline too (engine.deadlines)."""
+        return min(self.remaining_s(), limit_s or settings.provider_timeout_s)
 
     def _exceed(self, limit: str, value: Any) -> None:
         self.hooks.limit_exceeded(limit, value)
@@ -147,7 +152,7 @@ class RunContext:
         while target is not None:
             self.checkpoint()
             deployment = target.deployment
-            timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
+            timeout_s = self._call_timeout_s(deployment.timeout_s if deployment else None)
             chat = model = chat_model(
                 provider=target.provider,
                 model=target.model,
@@ -174,7 +179,7 @@ class RunContext:
                     reply = self._call_whole(node, chat, prompt, params, target, started, raw_usage)
                     self._attempted(node, target, started)
                     return reply
-                with usage_copied_into(raw_usage):
+                with usage_copied_into(raw_usage), call_deadline(self.deadline):
                     for chunk in model.stream(list(prompt)):
                         streamed.add(chunk)
                         text = content_text(chunk.content)  # a list of parts when the model has tools (Anthropic)
@@ -196,7 +201,7 @@ class RunContext:
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s, mid_stream=bool(streamed.chunks))
-                run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
+                run_timed_out = failure.error_type == "provider_timeout" and time.monotonic() >= self.deadline
                 # A request that waited out what was left of the run is the run's end, not the deployment's fault.
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 faults += self._attempted(node, target, started, error=failure, fault=fault)
@@ -273,7 +278,7 @@ class RunContext:
         `n` > 1) ride in its metadata, OpenAI-shaped; the usage the provider reported counts them all. Its text
         reaches the run's watchers as one token event. Tool calls keep their arguments as the model sent them
         (where the streamed reply keeps them: engine.chat_messages.tool_calls_as_sent)."""
-        with usage_copied_into(raw):
+        with usage_copied_into(raw), call_deadline(self.deadline):
             result = chat.generate([list(prompt)], **params)
         messages = [generation.message for generation in result.generations[0]]
         if not messages:  # an answer with no choice: what it reported is recorded, and the call failed
@@ -356,14 +361,14 @@ class RunContext:
         for target in self._targets(provider, model_name, skipped):
             self.checkpoint()
             deployment = target.deployment
-            timeout_s, bounded_by_run = self._call_timeout_s(deployment.timeout_s if deployment else None)
+            timeout_s = self._call_timeout_s(deployment.timeout_s if deployment else None)
             started = time.monotonic()
             try:
                 result, reported_model, usage = call(target, deployment, timeout_s)
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s)
-                run_timed_out = failure.error_type == "provider_timeout" and bounded_by_run
+                run_timed_out = failure.error_type == "provider_timeout" and time.monotonic() >= self.deadline
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 faults += self._attempted(node, target, started, error=failure, fault=fault)
                 if fault is not None:  # a call answered whole: nothing was consumed, try the next

@@ -266,6 +266,31 @@ def test_retries_that_all_fail_count_nothing(alice, stub, settings):
     assert (execution.total_tokens, execution.llm_calls, reply.total_tokens) == (0, 0, 0)
 
 
+def test_the_client_libraries_retries_end_at_the_runs_timeout(alice, stub, settings):
+    """Each retry of the client library got the whole of what was left of the run again: a server that stopped
+    answering held a run three times its timeout_s and was asked three times."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    stub.reply(content=REPLY, usage=USAGE)
+    assert_ended(chat(alice), "completed")  # (the client library loaded: the next run's time is all the call's)
+    stub.always(content=REPLY, usage=USAGE, delay_s=5)
+    execution = chat(alice, timeout_s=2)
+
+    reply = assert_ended(execution, "failed", "limit_exceeded")
+    assert ExecutionEvent.objects.get(execution=execution, event="limit_exceeded").data == {"limit": "timeout_s",
+                                                                                             "value": 2}
+    assert len(stub.requests) == 2  # one each: no retry is sent past the run's deadline
+    assert (execution.total_tokens, execution.llm_calls, reply.content) == (0, 0, "")
+
+
+def test_a_retry_after_past_the_runs_timeout_is_not_waited_for(alice, stub, settings):
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    stub.always(status=429, headers={"retry-after": "30"})
+    execution = chat(alice, timeout_s=10)
+
+    assert_ended(execution, "failed", "provider_rate_limited")
+    assert len(stub.requests) == 1
+
+
 # --- the same through a streamed run --------------------------------------------------------------------
 def test_a_streamed_turn_whose_stream_breaks_ends_with_its_terminal_event(alice, stub, transactional_db):
     stub.reply(content=REPLY, usage=USAGE, fault="reset", fault_after=AFTER_TWO_WORDS)
