@@ -21,7 +21,8 @@ _DRAIN_LIMIT = 64 * 1024  # bytes read after a stream's end before its connectio
 
 
 class UsageCopyingStream(httpx2.SyncByteStream):
-    """A streamed response body, passed on (decoded) while its usage objects are copied out."""
+    """A streamed response body, passed on (decoded) line by line, as its reports read it, while its usage objects
+    are copied out."""
 
     def __init__(self, response: httpx2.Response, reports: RawUsageReports) -> None:
         self.response = response
@@ -34,11 +35,11 @@ class UsageCopyingStream(httpx2.SyncByteStream):
         self.chunks = self.response.iter_bytes()
         for data in self.chunks:
             *lines, pending = (pending + data).split(b"\n")
-            for line in lines:
-                self.reports.read_line(line)
-                self.done = self.done or line.startswith(_DONE_LINE)
-            yield data
-        self.reports.read_line(pending)
+            if lines:
+                self.done = self.done or any(line.startswith(_DONE_LINE) for line in lines)
+                yield b"".join(self.reports.read_line(line) + b"\n" for line in lines)
+        if pending:
+            yield self.reports.read_line(pending)
 
     def close(self) -> None:
         # The SDK stops reading at the stream's last event; the few bytes after it (the chunked body's end) are read
@@ -87,8 +88,7 @@ class UsageCopyingTransport(httpx2.BaseTransport):
                 body = response.read()
             finally:
                 response.close()
-            reports.read_body(body)
-            return httpx2.Response(status_code=response.status_code, headers=headers, content=body,
+            return httpx2.Response(status_code=response.status_code, headers=headers, content=reports.read_body(body),
                                    extensions=response.extensions)
         return httpx2.Response(status_code=response.status_code, headers=headers,
                                stream=UsageCopyingStream(response, reports), extensions=response.extensions)

@@ -28,6 +28,7 @@ from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_emb
 from engine.errors import InvalidInput, ProviderError
 from engine.routing import route_for
 from engine.settings import settings
+from engine.usage import openai_usage_readable
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -42,8 +43,8 @@ PROVIDERS = ("local", "openai", "anthropic")
 # report is whole, and the last one received is the call's usage.
 USAGE_REPORTED_IN_PARTS = frozenset({"anthropic"})
 
-# A server-sent event line carrying a usage object (OpenAI sends `"usage": null` on the other chunks).
-_USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*\{')
+# A server-sent event line carrying a usage (OpenAI sends `"usage": null` on the other chunks).
+_USAGE_LINE = re.compile(rb'^data:.*"usage"\s*:\s*[^\sn]')
 _FINGERPRINT = b'"system_fingerprint"'
 RETRY_AFTER_MOST_S = 86_400.0  # an upstream's Retry-After past a day is read as a day
 
@@ -52,7 +53,9 @@ class RawUsageReports:
     """The usage objects an OpenAI-compatible server streamed during one call, exactly as sent; for a reply sent
     whole (not streamed), its usage object and its choices' tool calls as sent (LangChain keeps only the arguments
     it could parse, re-encoded). Also the stream's `system_fingerprint` as soon as a chunk carries it (LangChain
-    passes it on with the stream's last chunk only)."""
+    passes it on with the stream's last chunk only). A usage that is no count (usage.openai_usage_readable: `{}`, a
+    null or a text for a count), which LangChain reads as zeros or fails the call on, is not kept: `read_body` and
+    `read_line` return what the client library reads, that reply or line with `"usage": null` (usage estimated)."""
 
     def __init__(self) -> None:
         self.reports: list[dict] = []
@@ -60,19 +63,14 @@ class RawUsageReports:
         self._fingerprint_read = False  # the first chunk that names one (if any) was read
         self.tool_calls: list[list[dict] | None] = []  # per choice of a whole reply, by its index
 
-    def read_body(self, body: bytes) -> None:
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return  # the SDK reports it
-        if not isinstance(document, dict):
-            return
-        usage = document.get("usage")
-        if isinstance(usage, dict) and usage:
-            self.reports.append(usage)
+    def read_body(self, body: bytes) -> bytes:
+        document = _json_object(body)
+        if document is None:
+            return body  # the SDK reports it
         choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
         choices.sort(key=lambda choice: choice.get("index") if isinstance(choice.get("index"), int) else 0)
         self.tool_calls = [(choice.get("message") or {}).get("tool_calls") or None for choice in choices]
+        return body if self._usage_kept(document) else json.dumps({**document, "usage": None}).encode()
 
     def report_for(self, usage: UsageMetadata | None) -> dict | None:
         """The object `usage` was read from: the last one with its counts (a server may send several, and
@@ -80,32 +78,34 @@ class RawUsageReports:
         if not usage:
             return None
         counts = (usage.get("input_tokens"), usage.get("output_tokens"))
-        matching = (r for r in reversed(self.reports)
-                    if (r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0) == counts)
-        return next(matching, None)
+        return next((r for r in reversed(self.reports) if (r["prompt_tokens"], r["completion_tokens"]) == counts), None)
 
-    def read_line(self, line: bytes) -> None:
-        if not self._fingerprint_read and _FINGERPRINT in line and line.startswith(b"data:"):
-            self._read_fingerprint(line)
-        if not _USAGE_LINE.match(line):
-            return
-        try:
-            event = json.loads(line[len(b"data:"):])
-        except ValueError:
-            return  # a malformed chunk: the SDK reports it
-        usage = event.get("usage") if isinstance(event, dict) else None
-        if isinstance(usage, dict) and usage:
-            self.reports.append(usage)
-
-    def _read_fingerprint(self, line: bytes) -> None:
-        try:
-            event = json.loads(line[len(b"data:"):])
-        except ValueError:
-            return
-        if isinstance(event, dict):
-            self._fingerprint_read = True
-            fingerprint = event.get("system_fingerprint")
+    def read_line(self, line: bytes) -> bytes:
+        fingerprinted = not self._fingerprint_read and _FINGERPRINT in line and line.startswith(b"data:")
+        usage_line = _USAGE_LINE.match(line)
+        event = _json_object(line[len(b"data:"):]) if fingerprinted or usage_line else None
+        if event is not None and fingerprinted:
+            self._fingerprint_read, fingerprint = True, event.get("system_fingerprint")
             self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        if event is None or not usage_line or self._usage_kept(event):
+            return line  # (a malformed chunk: the SDK reports it)
+        return b"data: " + json.dumps({**event, "usage": None}).encode()
+
+    def _usage_kept(self, document: dict) -> bool:
+        """Whether a chunk's or reply's usage goes on as sent: none, or a count (kept)."""
+        usage = document.get("usage")
+        kept = openai_usage_readable(usage)
+        if kept:
+            self.reports.append(usage)
+        return kept or usage is None
+
+
+def _json_object(data: bytes) -> dict | None:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 # Where the calling thread's current call collects its usage objects (`usage_copied_into`).

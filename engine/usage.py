@@ -1,8 +1,8 @@
 """The one place that turns what a provider reported into tokens and cost.
 
-Every LLM call ends here: `usage_from_message` normalizes LangChain's `usage_metadata` (and the raw
-provider object) into inclusive prompt/completion counts with cached/reasoning sub-buckets, estimates
-when nothing was reported, and `cost_for_usage` prices it in Decimal.
+Every LLM call ends here: `usage_from_message` normalizes the raw provider object (or LangChain's `usage_metadata`)
+into inclusive prompt/completion counts with cached/reasoning sub-buckets, estimates when nothing readable was
+reported, and `cost_for_usage` prices it in Decimal.
 """
 from __future__ import annotations
 
@@ -156,9 +156,10 @@ def _int(value: Any) -> int:
 
 
 def openai_usage_readable(raw: Any) -> bool:
-    """Whether an OpenAI-shaped usage object can be taken as the call's count: an object whose counts, those it
-    has, are token counts (`_count`). Anything else (a list, a text, a negative, an infinite or a 1e20 count) is
-    a server's error: the call's usage is then estimated and flagged, as when it reports none."""
+    """Whether an OpenAI-shaped usage object can be taken as the call's count: an object with its prompt and
+    completion counts, whose counts are token counts (`_count`; a null is none). Anything else (`{}`, a null
+    completion count, a list, a text, a negative, an infinite or a 1e20 count) is a server's error: the call's usage
+    is then estimated and flagged, as when it reports none."""
     if not isinstance(raw, dict):
         return False
     details = [raw.get(part) for part, _ in _DETAIL_COUNTS]
@@ -166,22 +167,27 @@ def openai_usage_readable(raw: Any) -> bool:
         return False
     counts = [raw.get(name) for name in _COUNTS] + [
         (detail or {}).get(name) for detail, (_, name) in zip(details, _DETAIL_COUNTS)]
-    return raw.get("prompt_tokens") is not None and all(count is None or _count(count) for count in counts)
+    return all(raw.get(name) is not None for name in ("prompt_tokens", "completion_tokens")) and all(
+        count is None or _count(count) for count in counts)
+
+
+def _estimated(message: BaseMessage, prompt: Iterable[BaseMessage]) -> Usage:
+    return Usage(prompt_tokens=estimate_prompt_tokens(prompt), completion_tokens=estimate_completion_tokens(message),
+                 estimated=True)
 
 
 def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = (), raw: Any = None) -> Usage:
     """Normalize one call's usage. `prompt` is what was sent, used only to estimate missing usage. `raw` is
     the provider's usage object when the caller has it (a streamed openai reply: LangChain keeps no copy);
-    else it is the `token_usage` a blocking reply carries, else LangChain's `usage_metadata`."""
+    else it is the `token_usage` LangChain keeps in a blocking reply's metadata. Such an OpenAI-shaped object is
+    read by the gateway's rule (`openai_usage_readable`, `usage_from_openai`): LangChain reads an empty or partial
+    one as zeros. Without one (another provider), LangChain's `usage_metadata` is read. No count: estimated."""
+    raw = _reported(raw if raw is not None else message.response_metadata.get("token_usage"))
+    if raw is not None:
+        return usage_from_openai(raw) if openai_usage_readable(raw) else _estimated(message, prompt)
     metadata = getattr(message, "usage_metadata", None)
-    raw = _reported(raw or message.response_metadata.get("token_usage") or {})
-    if not metadata:
-        return Usage(
-            prompt_tokens=estimate_prompt_tokens(prompt),
-            completion_tokens=estimate_completion_tokens(message),
-            estimated=True,
-            raw=raw,
-        )
+    if not metadata or not (_count(metadata.get("input_tokens")) and _count(metadata.get("output_tokens"))):
+        return _estimated(message, prompt)
     prompt_tokens = _int(metadata.get("input_tokens"))
     completion_tokens = _int(metadata.get("output_tokens"))
     input_details = metadata.get("input_token_details") or {}
@@ -189,15 +195,12 @@ def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = 
     # Sub-buckets are parts of the inclusive counts, never added on top of them.
     cached = min(_int(input_details.get("cache_read")), prompt_tokens)
     reasoning = min(_int(output_details.get("reasoning")), completion_tokens)
-    provider_cost = _provider_cost(raw)
     return Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cached_prompt_tokens=cached,
         reasoning_tokens=reasoning,
-        cost=provider_cost if provider_cost is not None else Decimal("0"),
-        provider_cost=provider_cost is not None,
-        raw=raw or dict(metadata),
+        raw=dict(metadata),
     )
 
 

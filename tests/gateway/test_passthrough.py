@@ -292,7 +292,7 @@ def test_an_upstreams_200_that_is_not_a_chat_completion_is_a_502_and_a_failed_ru
     [USAGE], "30", {"prompt_tokens": -1, "completion_tokens": 9, "total_tokens": 8},
     {"prompt_tokens": 1e20, "completion_tokens": 9, "total_tokens": 1e20}, {"prompt_tokens": 21.5},
     {"prompt_tokens": float("inf"), "completion_tokens": 9}, {"completion_tokens": 9},
-    {**USAGE, "prompt_tokens_details": [1]},
+    {**USAGE, "prompt_tokens_details": [1]}, {"prompt_tokens": 21, "completion_tokens": None, "total_tokens": 21},
 ])
 def test_a_completion_whose_usage_is_no_count_is_answered_and_its_usage_estimated(in_process, openai_server, usage):
     """A usage that is not a count of tokens (a list, a text, a negative, infinite, fractional or 1e20 count) is

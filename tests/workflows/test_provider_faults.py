@@ -186,6 +186,38 @@ def test_missing_usage_is_estimated_flagged_and_the_turn_completes(alice, stub):
     assert ExecutionEvent.objects.get(execution=execution, event="token_usage").data["estimated"] is True
 
 
+NO_COUNT = {
+    "empty": {},
+    "completion_null": {"prompt_tokens": 10, "completion_tokens": None, "total_tokens": 10},
+    "completion_text": {"prompt_tokens": 10, "completion_tokens": "x", "total_tokens": 10},
+    "past_64_bits": {"prompt_tokens": 2**63, "completion_tokens": 5, "total_tokens": 2**63 + 5},
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "stream", "whole"])
+@pytest.mark.parametrize("usage", NO_COUNT.values(), ids=NO_COUNT)
+def test_a_usage_that_is_no_count_is_estimated_flagged_and_the_turn_completes(alice, stub, transactional_db, usage,
+                                                                               mode):
+    """LangChain reads an empty or partial usage as zeros, and fails the call on a text: the reply, arrived whole,
+    was booked at 0 tokens and $0 not flagged, or failed. Streamed, or answered whole (the gateway's reply_whole)."""
+    stub.reply(content=REPLY, usage=usage)
+    config = {**OPENAI, **({"reply_whole": True} if mode == "whole" else {})}
+    execution = execution_create(ChatRequest(owner=alice, message="Tell me something", mode=mode.replace(
+        "whole", "sync"), config=config))
+    if mode == "stream":
+        list(execution_stream(execution_id=execution.pk))
+    else:
+        execution_run(execution_id=execution.pk)
+
+    reply = assert_ended(execution, "completed")
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.prompt_tokens > 0 and call.completion_tokens == estimate_tokens(REPLY)
+    assert call.cost == price(call.prompt_tokens, call.completion_tokens) > 0
+    assert (reply.content, reply.usage_estimated, reply.total_tokens, reply.cost) == (
+        REPLY, True, call.total_tokens, call.cost)
+    assert (execution.total_tokens, execution.cost) == (call.total_tokens, call.cost)
+
+
 def test_usage_repeated_cumulatively_in_every_chunk_counts_once(alice, stub):
     stub.reply(content=REPLY, usage=USAGE, usage_every_chunk=True)
     execution = chat(alice)
