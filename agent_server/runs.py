@@ -323,9 +323,9 @@ class ThreadBusy(Conflict):
 
 def _alone_on_thread(on_written):
     """`on_written` after a check, in the run's creating transaction, that no other run of its thread is in
-    progress. That transaction wrote the turn's user message first, which updated (and so locked, on PostgreSQL;
-    on SQLite the write transaction is the database's one writer) the conversation's row: two runs of one thread
-    cannot both pass it."""
+    progress. That transaction locked the conversation's row first (workflows.services.runs.run_write: by the turn's
+    user message, or by a locking read for a run that writes none, a registered graph's; on SQLite the write
+    transaction is the database's one writer): two runs of one thread cannot both pass it."""
     def written(execution: WorkflowExecution) -> None:
         if WorkflowExecution.objects.filter(conversation_id=execution.conversation_id,
                                             status__in=RUN_IN_PROGRESS).exclude(pk=execution.pk).exists():

@@ -223,6 +223,48 @@ def test_runs_sent_at_once_to_an_idle_thread_start_one_the_others_are_rejected(s
     assert client.runs.cancel(thread["thread_id"], str(run.pk), wait=True)["status"] == "interrupted"
 
 
+@pytest.mark.postgres
+def test_runs_of_a_python_graph_sent_at_once_to_an_idle_thread_run_one_at_a_time(graph_server, alice_key, tmp_path):
+    """A registered graph's run writes no user message, so nothing of its own locked the thread: its creating
+    transaction locks the conversation's row (workflows.services.runs.run_write), and of runs sent at once one
+    starts, the others wait their turn (`enqueue`) or are refused (`reject`). Each run of slow_counter adds 2:
+    runs that overlapped would each start from the same count and lose the others' additions."""
+    import asyncio
+
+    from tests.agent_server.conftest import GRAPHS
+    from tests.fixtures_server import start_worker, stop_process
+
+    async def send_at_once(client, strategy: str) -> tuple[list, int]:
+        """Six runs sent at once to a new thread: their outcomes and the thread's count once all have answered."""
+        thread_id = (await client.threads.create())["thread_id"]
+
+        async def send() -> str:
+            try:
+                await client.runs.wait(thread_id, "slow_counter", input={"delay": 0.3}, multitask_strategy=strategy)
+                return "ok"
+            except httpx.HTTPStatusError as refused:
+                return str(refused.response.status_code)
+        outcomes = await asyncio.gather(*[send() for _ in range(6)])
+        return sorted(outcomes), (await client.threads.get_state(thread_id))["values"]["count"]
+
+    async def both() -> tuple:
+        client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
+        return await send_at_once(client, "enqueue"), await send_at_once(client, "reject")
+
+    worker = start_worker(tmp_path, CHATTER_GRAPHS=str(GRAPHS))  # runs the queued ones
+    try:
+        (queued, queued_count), (rejecting, rejecting_count) = asyncio.run(both())
+    finally:
+        stop_process(worker)
+
+    assert queued == ["ok"] * 6 and queued_count == 12
+    accepted = rejecting.count("ok")
+    assert set(rejecting) <= {"ok", "409"} and rejecting_count == 2 * accepted  # (one, unless one ended first)
+    for execution in WorkflowExecution.objects.all():
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
 def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):
     from tests.fixtures_server import start_worker, stop_process
 

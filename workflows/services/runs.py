@@ -19,8 +19,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from audit.services import audit_record
 from budgets.models import Budget
 from budgets.services import BudgetRefused, Worst, budget_reserve, budgets_matching, worst_case
-from conversations.models import Conversation, Message
-from conversations.services import MAX_MESSAGE_CHARS, conversation_create, message_save
+from conversations.models import Message
+from conversations.services import MAX_MESSAGE_CHARS, conversation_create, conversation_get_for_update, message_save
 from core.cache import hot_reads
 from core.correlation import current_correlation_id
 from core.db import retried_on_conflict, statements_run, write_atomic
@@ -281,8 +281,10 @@ def _run_written(plan: RunPlan, execution: WorkflowExecution, *, status: str, en
                     # elsewhere (the gateway's too: its messages are the turn) goes on from it (read from the row
                     # the message's statement returned).
                     execution.input_data["on_thread"] = True
-            elif conversation_id is not None and not Conversation.objects.filter(
-                    pk=conversation_id, owner=plan.owner).exists():
+            elif conversation_id is not None and conversation_get_for_update(
+                    conversation_id=conversation_id).owner_id != plan.owner.pk:
+                # Locked as a turn's message locks it: runs created on one conversation take turns, so each one's
+                # on_written sees the others (agent_server.runs: one run at a time on a thread).
                 raise NotFound("conversation not found")
             budgets = plan_budgets(plan)
             if budgets:  # before the run's row: its reservations (and bounded max_tokens) are written with it

@@ -1,9 +1,12 @@
 """Graphs as LangGraph users write them, for the places Chatter's Agent Server API must answer as the stock server:
 a graph with a `context_schema` (its defaults for an empty context), an async agent on a streaming chat model (its
 tokens as `messages-tuple` and its `astream_events` as `events`), nested subgraphs, a state whose channel is a
-DeltaChannel (as a `deepagents` agent's messages are), and a state wider than the graph's input and output."""
+DeltaChannel (as a `deepagents` agent's messages are), a state wider than the graph's input and output, and a slow
+counter (two steps that each wait `delay` seconds, then add 1: runs of one thread that overlapped would lose each
+other's additions)."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 from dataclasses import dataclass
@@ -128,3 +131,22 @@ _narrow_builder.add_node("think", _think)
 _narrow_builder.add_edge(START, "think")
 _narrow_builder.add_edge("think", END)
 narrow_io = _narrow_builder.compile()  # its state keeps more than it takes in or gives out
+
+
+class Count(TypedDict, total=False):
+    count: Annotated[int, operator.add]
+    delay: float
+
+
+async def _step(state: Count) -> dict:
+    await asyncio.sleep(state.get("delay") or 0)
+    return {"count": 1}
+
+
+_counter_builder = StateGraph(Count)
+_counter_builder.add_node("first", _step)
+_counter_builder.add_node("second", _step)
+_counter_builder.add_edge(START, "first")
+_counter_builder.add_edge("first", "second")
+_counter_builder.add_edge("second", END)
+slow_counter = _counter_builder.compile()
