@@ -95,7 +95,8 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
 
 
 def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
-    """What /runs/wait and join answer: the thread's state after the run ({"messages": [...]}), or for a run
+    """What /runs/wait and join answer: the thread's state as the run left it ({"messages": [...]}: its own last
+    checkpoint, not what runs queued after it have written since, as LangGraph's server answers), or for a run
     without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}; a run waiting
     for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's (none at a
     static breakpoint)."""
@@ -103,7 +104,8 @@ def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None
         return {"__error__": {"error": execution.error_type or execution.status,
                               "message": execution.error_message or execution.status}}
     if execution.conversation_id:
-        values = thread_values(conversation_ids=[execution.conversation_id])[execution.conversation_id]
+        values = thread_values(conversation_ids=[execution.conversation_id],
+                               at_end_of=execution.pk)[execution.conversation_id]
     elif is_registered_run(execution):
         values = graph_thread_values(str(execution.pk)) or {}
     else:

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Subquery
 
 from core.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
@@ -81,23 +81,27 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
     return statuses, interrupts
 
 
-def graph_thread_values(thread_id: str, *, at_start_of=None) -> dict | None:
+def graph_thread_values(thread_id: str, *, at_start_of=None, at_end_of=None) -> dict | None:
     """The state a thread that keeps its graph's holds now, as JSON: read through its graph, as the graph's own
     get_state reads it (a channel kept as deltas, LangGraph's DeltaChannel, is its writes replayed, not the
     sentinel its checkpoint stores); None when the thread has no checkpoint of its own. A thread whose graph is no
     longer registered reads as its latest checkpoint's channels. `at_start_of`: a run (its id) whose first state is
-    read (its input applied: its first checkpoint after the input's), when it has written one."""
+    read (its input applied: its first checkpoint after the input's), when it has written one; `at_end_of`: a run
+    whose last state is read (the checkpoint it ended or paused at, whatever later runs wrote), when it has one."""
     from agent_server.state import thread_graph
     from engine.graph_streams import as_json
     from workflows.checkpointer import checkpointer
 
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    if at_start_of is not None:
-        first = Checkpoint.objects.filter(
-            thread_id=thread_id, checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT, execution_id=at_start_of).exclude(
-            metadata__source="input").order_by("checkpoint_id").values_list("checkpoint_id", flat=True).first()
-        if first is not None:
-            config["configurable"]["checkpoint_id"] = first
+    if at_start_of is not None or at_end_of is not None:
+        runs = Checkpoint.objects.filter(thread_id=thread_id, checkpoint_ns="", kind=Checkpoint.Kind.CHECKPOINT)
+        if at_start_of is not None:
+            runs = runs.filter(execution_id=at_start_of).exclude(metadata__source="input").order_by("checkpoint_id")
+        else:
+            runs = runs.filter(execution_id=at_end_of).order_by("-checkpoint_id")
+        chosen = runs.values_list("checkpoint_id", flat=True).first()
+        if chosen is not None:
+            config["configurable"]["checkpoint_id"] = chosen
     found = checkpointer.get_tuple(config)
     if found is None:
         return None
@@ -107,10 +111,12 @@ def graph_thread_values(thread_id: str, *, at_start_of=None) -> dict | None:
             if not name.startswith("__") and ":" not in name}
 
 
-def thread_values(*, conversation_ids, at_start_of=None) -> dict:
+def thread_values(*, conversation_ids, at_start_of=None, at_end_of=None) -> dict:
     """{conversation id: values}: a thread that keeps its graph's state holds that state (its checkpoints are the
     thread's); any other thread its messages, {"messages": [...]}, in one query. `at_start_of`: a run (its id)
-    whose thread is read as it was when the run started, with its input: without the replies it made since."""
+    whose thread is read as it was when the run started, with its input: without the replies it made since;
+    `at_end_of`: a run whose thread is read as the run left it: without what runs after it wrote (a queued turn's
+    message among them)."""
     values = {pk: {"messages": []} for pk in conversation_ids}
     graph_threads = set(Checkpoint.objects.filter(
         thread_id__in=[str(pk) for pk in conversation_ids], checkpoint_ns="",
@@ -118,11 +124,16 @@ def thread_values(*, conversation_ids, at_start_of=None) -> dict:
     messages = Message.objects.filter(conversation_id__in=conversation_ids)
     if at_start_of is not None:
         messages = messages.exclude(Q(execution_id=at_start_of) & ~Q(role=Message.Role.USER))
+    if at_end_of is not None:
+        last = Message.objects.filter(execution_id=at_end_of).aggregate(last=Max("sequence"))["last"]
+        if last is not None:
+            messages = messages.filter(sequence__lte=last)
     for message in messages.exclude(
             conversation_id__in=[uuid.UUID(t) for t in graph_threads]).order_by("conversation_id", "sequence"):
         values[message.conversation_id]["messages"].append(message_dict(message))
     for thread_id in graph_threads:
-        values[uuid.UUID(thread_id)] = graph_thread_values(thread_id, at_start_of=at_start_of) or {}
+        values[uuid.UUID(thread_id)] = graph_thread_values(thread_id, at_start_of=at_start_of,
+                                                           at_end_of=at_end_of) or {}
     return values
 
 

@@ -265,6 +265,44 @@ def test_runs_of_a_python_graph_sent_at_once_to_an_idle_thread_run_one_at_a_time
     assert reconcile_exit_code() == 0
 
 
+def test_wait_and_join_answer_the_state_each_run_left_not_the_threads_now(graph_server, alice_key, tmp_path):
+    """As LangGraph's server answers them: the run's own last values (its last checkpoint), not the thread's state
+    when the answer is read, which holds what the runs queued behind it have done since."""
+    import asyncio
+
+    from tests.agent_server.conftest import GRAPHS
+    from tests.fixtures_server import start_worker, stop_process
+
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    tid = client.threads.create()["thread_id"]
+    first = client.runs.create(tid, "universal_chat", input={"messages": [{"role": "user", "content": "FIRST"}]})
+    second = client.runs.create(tid, "universal_chat", input={"messages": [{"role": "user", "content": "SECOND"}]})
+
+    async def six_at_once() -> list:
+        """Six runs of slow_counter (each adds 2) queued on one thread: what each wait answers."""
+        sdk = get_client(url=graph_server.langgraph_url, api_key=alice_key)
+        thread_id = (await sdk.threads.create())["thread_id"]
+        return await asyncio.gather(*[sdk.runs.wait(thread_id, "slow_counter", input={"delay": 0.2})
+                                      for _ in range(6)])
+
+    worker = start_worker(tmp_path, CHATTER_GRAPHS=str(GRAPHS))
+    try:
+        second_values = client.runs.join(tid, second["run_id"])
+        first_values = client.runs.join(tid, first["run_id"])  # read once the run after it has ended
+        counts = sorted(values["count"] for values in asyncio.run(six_at_once()))
+    finally:
+        stop_process(worker)
+
+    def said(values) -> list:
+        return [message["content"] for message in values["messages"] if message["type"] == "human"]
+    assert said(first_values) == ["FIRST"] and said(second_values) == ["FIRST", "SECOND"]
+    assert first_values["messages"][-1]["type"] == "ai"
+    assert counts == [2, 4, 6, 8, 10, 12]
+    for execution in WorkflowExecution.objects.all():
+        assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
 def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):
     from tests.fixtures_server import start_worker, stop_process
 
