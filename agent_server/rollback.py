@@ -58,9 +58,7 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
             message_delete(message_id=message["pk"], actor=actor)
         # A thread's graph state is its checkpoints: the steps this run added leave it too.
         Checkpoint.objects.filter(execution_id=execution.pk, thread_id=str(execution.conversation_id)).delete()
-        if AgentRun.objects.filter(execution_id=execution.pk, queued=True).update(queued=False):
-            Conversation.objects.filter(pk=execution.conversation_id, runs_queued__gt=0).update(
-                runs_queued=F("runs_queued") - 1)  # it waits no more
+        run_unqueue(execution=execution)
         AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"rolled_back": True},
                                           create_defaults={"assistant_id": assistant_id_of_execution(execution) or "",
                                                            "rolled_back": True})
@@ -72,3 +70,11 @@ def run_roll_back(*, execution: WorkflowExecution, actor) -> None:
                                               for m in messages],
                          "kept_on_the_run": {"total_tokens": execution.total_tokens, "cost": usd(execution.cost),
                                              "llm_calls": execution.llm_calls}})
+
+
+def run_unqueue(*, execution: WorkflowExecution) -> None:
+    """A queued run that will not start (cancelled, rolled back) waits no more: its thread stops counting it."""
+    with transaction.atomic():
+        if AgentRun.objects.filter(execution_id=execution.pk, queued=True).update(queued=False):
+            Conversation.objects.filter(pk=execution.conversation_id, runs_queued__gt=0).update(
+                runs_queued=F("runs_queued") - 1)

@@ -23,7 +23,7 @@ from agent_server.bodies import RunCreate
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
-from agent_server.rollback import run_roll_back, runs_roll_back, runs_stop
+from agent_server.rollback import run_roll_back, run_unqueue, runs_roll_back, runs_stop
 from agent_server.stream import graph_streams_asked
 from agent_server.threads import (
     thread_create,
@@ -182,8 +182,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
               streaming: str = "classic") -> StartedRun:
     """Start a run as LangGraph's /runs (background), /runs/stream or /runs/wait do, on a thread or without one.
     On a thread, `multitask_strategy` says what happens when a run of it is in progress (or waiting for input):
-    `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one is cancelled, this one waits for it
-    to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
+    `reject` (409), `enqueue` (this one waits its turn), `interrupt` (that one and any queued behind it are
+    cancelled, this one waits for it to stop), `rollback` (that one is cancelled and taken out of the thread, then this one starts). With
     `command.resume` the thread's waiting run goes on instead (run_resume); with `checkpoint_id` of the thread's
     state the run goes on from it, a branch of the thread (of a run's own state, from before threads kept their
     graph's: a fork outside the conversation, fork_request). `streaming`: "v3" for a run the thread protocol starts
@@ -352,13 +352,14 @@ def _busy_thread(*, conversation_id, owner, body: RunCreate, request: AgentRunRe
     if body.multitask_strategy == "rollback":
         runs_roll_back(conversation_id=conversation_id, actor=owner)  # then this one starts now
         return False
-    if body.multitask_strategy == "interrupt":
+    if body.multitask_strategy == "interrupt":  # as the stock server: every run of the thread, queued ones too
         for running in WorkflowExecution.objects.filter(conversation_id=conversation_id,
-                                                        status__in=RUN_IN_PROGRESS).exclude(agent_run__queued=True):
+                                                        status__in=RUN_IN_PROGRESS).order_by("created_at"):
             try:
                 execution_cancel(execution=running, actor=owner)
             except Conflict:
                 pass  # it ended meanwhile: nothing to interrupt
+            run_unqueue(execution=running)
     return True
 
 

@@ -303,12 +303,17 @@ def test_wait_and_join_answer_the_state_each_run_left_not_the_threads_now(graph_
     assert reconcile_exit_code() == 0
 
 
-def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(server, alice_key, tmp_path):
+def test_interrupting_a_busy_thread_cancels_its_runs_queued_ones_too_and_runs_the_new_one_after(
+        server, alice_key, tmp_path):
+    """As the stock server: every run of the thread in progress is cancelled, the one running and those queued
+    behind it, so the new run is the only one that goes on."""
+    from conversations.models import Conversation
     from tests.fixtures_server import start_worker, stop_process
 
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
     first = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # pending: the thread is busy
+    queued = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # enqueued behind it
 
     second = client.runs.create(thread["thread_id"], "universal_chat", input=TURN, multitask_strategy="interrupt")
     worker = start_worker(tmp_path)
@@ -317,12 +322,14 @@ def test_interrupting_a_busy_thread_cancels_its_run_and_runs_the_new_one_after(s
     finally:
         stop_process(worker)
 
-    first_run = WorkflowExecution.objects.get(pk=first["run_id"])
-    second_run = WorkflowExecution.objects.get(pk=second["run_id"])
-    assert first_run.status == "cancelled" and second_run.status == "completed"
-    assert client.runs.get(thread["thread_id"], first["run_id"])["status"] == "interrupted"
+    first_run, queued_run, second_run = (WorkflowExecution.objects.get(pk=run["run_id"])
+                                         for run in (first, queued, second))
+    assert first_run.status == queued_run.status == "cancelled" and second_run.status == "completed"
+    assert [client.runs.get(thread["thread_id"], run["run_id"])["status"] for run in (first, queued)] == [
+        "interrupted", "interrupted"]
+    assert Conversation.objects.get(pk=thread["thread_id"]).runs_queued == 0  # none waits any more
     assert "84" in values["messages"][-1]["content"]
-    for execution in (first_run, second_run):
+    for execution in (first_run, queued_run, second_run):
         assert_all(execution)
     assert reconcile_exit_code() == 0
 
