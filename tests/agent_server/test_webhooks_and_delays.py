@@ -2,7 +2,8 @@
 django-q2 worker: when a run with a webhook ends (success, or cancelled: "interrupted"), the run as LangGraph's Run
 with Chatter's tokens and cost is POSTed to a local receiver that checks the HMAC signature; a receiver that fails
 first is retried with backoff (the webhooks app's one delivery path, as budget alerts use). A delayed run is pending
-until django-q2's one-off schedule starts it; the recovery sweep leaves it alone meanwhile."""
+until it is due: the server that took it hands it to the workers then, django-q2's one-off schedule is the
+fallback; the recovery sweep leaves it alone meanwhile."""
 import time
 from datetime import timedelta
 
@@ -133,6 +134,34 @@ def test_a_delayed_run_waits_pending_until_its_time_then_runs_as_a_chat_turn(ser
     assert client.runs.get(thread["thread_id"], run["run_id"])["status"] == "success"
     execution.refresh_from_db()
     assert_all(execution)
+    assert reconcile_exit_code() == 0
+
+
+def test_a_delayed_run_is_handed_to_the_workers_when_due_by_the_process_that_took_it(server, alice_key, tmp_path):
+    """django-q2's scheduler looks for due schedules only every 30 s or so: the server that took the run hands it
+    to the queue when it is due (here no worker runs, so no scheduler either), and drops the one-off schedule
+    kept as the fallback, so the run is delivered once."""
+    from django_q.models import OrmQ
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+
+    run = client.runs.create(thread["thread_id"], "universal_chat", input=TURN, after_seconds=1)
+
+    fallback = Schedule.objects.filter(name=f"execution-{run['run_id']}")
+    deadline = time.monotonic() + 60  # (a bound for a run that is never handed over, not a measure of when)
+    while fallback.exists():  # dropped once the run's task is queued
+        assert time.monotonic() < deadline, "the due run was not handed to the workers"
+        time.sleep(0.05)
+    assert OrmQ.objects.count() == 1  # its task (signed with the server's key: not read here)
+    worker = start_worker(tmp_path)
+    try:
+        values = client.runs.join(thread["thread_id"], run["run_id"])
+    finally:
+        stop_process(worker)
+    assert "84" in values["messages"][-1]["content"]
+    assert client.runs.get(thread["thread_id"], run["run_id"])["status"] == "success"
+    assert_all(WorkflowExecution.objects.get(pk=run["run_id"]))
     assert reconcile_exit_code() == 0
 
 

@@ -114,7 +114,7 @@ class RunPlan:
     execution_id: uuid.UUID = field(default_factory=uuid.uuid4)
     forked_from: WorkflowExecution | None = None
     from_checkpoint: str = ""
-    run_after: datetime | None = None  # a delayed background run: django-q2 starts it then
+    run_after: datetime | None = None  # a delayed background run: handed to the workers then (services.queue)
     budgets: list | None = None  # the budgets it falls under, once read (plan_budgets)
 
 
