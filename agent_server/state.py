@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.errors import InvalidUpdateError
-
 from agent_server.messages import message_dict
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
@@ -20,9 +18,6 @@ from workflows.models import Checkpoint, WorkflowExecution
 
 Status = WorkflowExecution.Status
 _ROOT = ""
-# What LangGraph (and LangChain's message coercion) raise for an update it cannot place: values that are not an
-# object of its channels, a value its reducer cannot take, a message that is no message, an ambiguous node.
-UPDATE_REFUSED = (InvalidUpdateError, NotImplementedError, ValueError, KeyError, TypeError)
 
 
 def _runs(conversation: Conversation):
@@ -309,10 +304,7 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
             raise NotFound("checkpoint not found in this thread")
         # A Chatter graph's routing runs (the update is the node's output): it reads the run's context, no hooks.
         config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
-        try:
-            config = graph.update_state(config, values, as_node=as_node)
-        except UPDATE_REFUSED as exc:
-            raise InvalidInput(f"the state update was refused: {exc}") from None
+        config = _updated(graph, config, values, as_node=as_node)
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
         execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
@@ -333,10 +325,19 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     config = _config(execution, checkpoint_id)
     # The node's routing runs (LangGraph: the update is the node's output): it reads the run's context, no hooks.
     config["configurable"]["chatter"] = _run_context(execution)
-    try:
-        config = graph.update_state(config, values, as_node=as_node)
-    except UPDATE_REFUSED as exc:
-        raise InvalidInput(f"the state update was refused: {exc}") from None
+    config = _updated(graph, config, values, as_node=as_node)
     # Saved outside a run, the saver wrote the rows without their run: they are that run's.
     Checkpoint.objects.filter(thread_id=str(execution.pk), execution__isnull=True).update(execution_id=execution.pk)
     return {"checkpoint": _checkpoint(conversation, config["configurable"]["checkpoint_id"])}
+
+
+def _updated(graph, config: dict, values, *, as_node: str | None) -> dict:
+    """LangGraph's update_state; what it (or LangChain's message coercion) raises for an update it cannot place
+    (values that are no object of its channels, a value its reducer cannot take, a message that is no message, an
+    ambiguous node) is the caller's 422. (LangGraph is imported here: a process loads it only when a graph runs.)"""
+    from langgraph.errors import InvalidUpdateError
+
+    try:
+        return graph.update_state(config, values, as_node=as_node)
+    except (InvalidUpdateError, NotImplementedError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"the state update was refused: {exc}") from None

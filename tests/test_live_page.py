@@ -168,10 +168,12 @@ def test_it_streams_a_chat_turn_and_replays_it(live_server_url, new_page):
     assert streamed == stored(execution)
     assert replayed == stored(execution)
     assert "84" in streamed_text and replayed_text == streamed_text == execution.output_data["content"]
-    # The text grew token by token while the run was still running.
+    # The text grew token by token while the run was still running: part of the reply was shown before its end, each
+    # text the one before with more (a loaded host's server may send several tokens in one write, which the page
+    # shows at once).
     while_running = [text for text, status in samples if text and status not in TERMINAL_STATUSES]
-    assert len(set(while_running)) >= 2, samples
-    assert all(later.startswith(earlier) for earlier, later in pairwise(while_running)), samples
+    assert any(text != streamed_text for text in while_running), samples
+    assert all(later.startswith(earlier) for earlier, later in pairwise(while_running + [streamed_text])), samples
     assert errors == []
 
 
