@@ -114,6 +114,8 @@ def shared_http_client() -> httpx2.Client:
 
 @functools.cache
 def usage_copying_http_client() -> httpx2.Client:
+    """The client of the openai calls a run makes (chat, embeddings, rerank): held to the call's deadline, if any, and
+    copying a chat call's usage into its reports."""
     import openai
 
     return openai.DefaultHttpxClient(transport=UsageCopyingTransport())

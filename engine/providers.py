@@ -440,13 +440,13 @@ def openai_client(deployment: Deployment | None, timeout_s: float):
     """An OpenAI client of the provider's own server, or of `deployment`'s (whose routing retries, not the client)."""
     import openai
 
-    from engine.openai_http import shared_http_client
+    from engine.openai_http import usage_copying_http_client
 
     return openai.OpenAI(base_url=settings.openai_base_url if deployment is None else deployment.base_url,
                          api_key=(settings.openai_api_key if deployment is None else deployment.api_key) or "unused",
                          timeout=timeout_s,
                          max_retries=settings.provider_max_retries if deployment is None else 0,
-                         http_client=shared_http_client())
+                         http_client=usage_copying_http_client())
 
 
 def chat_model(

@@ -364,7 +364,8 @@ class RunContext:
             timeout_s = self._call_timeout_s(deployment.timeout_s if deployment else None)
             started = time.monotonic()
             try:
-                result, reported_model, usage = call(target, deployment, timeout_s)
+                with call_deadline(self.deadline):
+                    result, reported_model, usage = call(target, deployment, timeout_s)
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s)

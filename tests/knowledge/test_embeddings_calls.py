@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from budgets.services import BudgetRefused
 from engine.embeddings_minilm import minilm_embed
-from gateway.embeddings import embeddings_create
+from gateway.embeddings import EmbeddingsFailed, embeddings_create
 from tests.factories import BudgetFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -77,3 +77,25 @@ def test_item_01_a_user_over_budget_is_refused_before_the_call(alice):
 
     assert WorkflowExecution.objects.filter(owner=alice).count() == 1
     assert LLMCall.objects.filter(execution__owner=alice).count() == 1
+
+
+def test_a_runs_timeout_holds_its_embeddings_calls_retries_and_keeps_what_it_embedded(alice, openai_server, settings):
+    """Each retry of the client library got the whole of what was left of the run again: an upstream that stopped
+    answering held an embeddings run (a document's ingestion, a search's query) three times its timeout and was asked
+    three times. The batches embedded before stay counted."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES, settings.CHATTER_EMBEDDING_BATCH_SIZE = 2, 1
+    openai_server.reply(usage={"prompt_tokens": 3, "total_tokens": 3}, model="text-embedding-3-small")
+    embeddings_create(owner=alice, model="openai/text-embedding-3-small", texts=["warm"])  # the client library loaded
+    settings.CHATTER_EXECUTION_TIMEOUT_S = 2
+    openai_server.reply(usage={"prompt_tokens": 11, "total_tokens": 11}, model="text-embedding-3-small")
+    openai_server.always(usage={"prompt_tokens": 11, "total_tokens": 11}, delay_s=5)
+
+    with pytest.raises(EmbeddingsFailed) as failed:
+        embeddings_create(owner=alice, model="openai/text-embedding-3-small", texts=["a", "b"])
+
+    assert (failed.value.status, failed.value.code) == (429, "limit_exceeded")
+    execution = WorkflowExecution.objects.get(pk=failed.value.details[0]["message"])
+    assert (execution.status, execution.error_type) == ("failed", "limit_exceeded")
+    assert [request.body["input"] for request in openai_server.requests] == [["warm"], ["a"], ["b"]]  # none again
+    assert (execution.llm_calls, execution.prompt_tokens, execution.cost) == (1, 11, price(11, "0.02"))
+    assert_all(execution)

@@ -150,3 +150,19 @@ def test_it_keeps_each_chunk_once_when_the_reranker_names_a_document_twice(alice
     assert answer.status_code == 200, answer.json()
     assert [(hit["title"], hit["score"]) for hit in answer.json()["results"]] == [("Seal", 0.9), ("Lid", 0.5)]
     assert len({hit["chunk_id"] for hit in answer.json()["results"]}) == 2
+
+
+def test_a_rerank_held_past_its_runs_timeout_is_not_sent_again(alice, manuals, reranker, settings):
+    """Each retry of the client library got the whole of what was left of the run again: a reranker that stopped
+    answering held the search three times the run's timeout, and was asked three times."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    reranker.reply(model=RERANKER, usage={"prompt_tokens": 30, "total_tokens": 30})
+    assert searched(alice, manuals, mode="keyword", rerank_model=RERANKER).status_code == 200  # the client loaded
+    settings.CHATTER_EXECUTION_TIMEOUT_S = 2
+    reranker.always(model=RERANKER, usage={"prompt_tokens": 30, "total_tokens": 30}, delay_s=5)
+
+    answer = searched(alice, manuals, mode="keyword", rerank_model=RERANKER)
+
+    assert answer.status_code == 429 and answer.json()["error"]["code"] == "limit_exceeded", answer.json()
+    assert len(reranker.requests) == 2  # one each: none sent past the run's deadline
+    assert LLMCall.objects.filter(kind="rerank").count() == 1
