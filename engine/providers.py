@@ -496,5 +496,5 @@ def chat_model(
         **({} if deployment is None else {"base_url": deployment.base_url}),
         stream_usage=True,
         timeout=timeout_s,
-        max_retries=settings.provider_max_retries if deployment is None else 0,
+        max_retries=0,  # the engine retries it, within the run's deadline (engine.retries)
     )

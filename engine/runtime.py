@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from engine.chat_messages import choice_as_openai, content_text
 from engine.deadlines import call_deadline
+from engine.retries import retry_wait_s
 from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from engine.graph import Node
 from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
@@ -149,6 +150,7 @@ class RunContext:
         targets = self._targets(provider, model_name, skipped)
         target = next(targets, None)
         last_failure = None
+        retries = 0  # the engine's own, of a provider's own server (engine.retries)
         while target is not None:
             self.checkpoint()
             deployment = target.deployment
@@ -202,6 +204,12 @@ class RunContext:
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
                                            timeout_s=timeout_s, mid_stream=bool(streamed.chunks))
                 run_timed_out = failure.error_type == "provider_timeout" and time.monotonic() >= self.deadline
+                wait = None if deployment is not None or streamed.chunks else retry_wait_s(
+                    exc, provider=target.provider, retries_taken=retries, time_left=self.deadline - time.monotonic())
+                if wait is not None:  # nothing received: made again, with what is left of the run
+                    retries += 1
+                    time.sleep(wait)
+                    continue
                 # A request that waited out what was left of the run is the run's end, not the deployment's fault.
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None
                 faults += self._attempted(node, target, started, error=failure, fault=fault)

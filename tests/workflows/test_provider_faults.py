@@ -323,6 +323,46 @@ def test_a_retry_after_past_the_runs_timeout_is_not_waited_for(alice, stub, sett
     assert len(stub.requests) == 1
 
 
+ANTHROPIC = {"provider": "anthropic", "model": "claude-3-5-haiku-latest"}
+ANTHROPIC_USAGE = {"input_tokens": 100, "output_tokens": 20}
+
+
+@pytest.fixture
+def anthropic_stub(stub, settings, monkeypatch):
+    """The stub as the `anthropic` provider's own server (its client reads ANTHROPIC_BASE_URL), with a fake key."""
+    pytest.importorskip("langchain_anthropic")
+    settings.ANTHROPIC_API_KEY = "sk-ant-test-not-a-real-key"
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", stub.root_url)
+    return stub
+
+
+def test_anthropics_retries_end_at_the_runs_timeout(alice, anthropic_stub, settings):
+    """Anthropic's client library gave each retry the whole of what was left of the run again (LangChain's
+    ChatAnthropic makes its own HTTP client, which nothing held to the run): a server that stopped answering held a
+    run three times its timeout_s and was asked three times."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    anthropic_stub.reply(content=REPLY, usage=ANTHROPIC_USAGE)
+    assert_ended(chat(alice, **ANTHROPIC), "completed")  # (the client library loaded: the next run's time is the call's)
+    anthropic_stub.always(content=REPLY, usage=ANTHROPIC_USAGE, delay_s=5)
+    execution = chat(alice, timeout_s=2, **ANTHROPIC)
+
+    reply = assert_ended(execution, "failed", "limit_exceeded")
+    assert ExecutionEvent.objects.get(execution=execution, event="limit_exceeded").data == {"limit": "timeout_s",
+                                                                                             "value": 2}
+    assert len(anthropic_stub.requests) == 2  # one each: no retry is sent past the run's deadline
+    assert (execution.total_tokens, execution.llm_calls, reply.content) == (0, 0, "")
+
+
+def test_anthropics_failures_before_any_reply_are_still_retried(alice, anthropic_stub, settings):
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    anthropic_stub.reply(status=529, headers={"retry-after-ms": "10"}).reply(status=500, headers=FAST_RETRY)
+    anthropic_stub.reply(content=REPLY, usage=ANTHROPIC_USAGE)
+    execution = chat(alice, **ANTHROPIC)
+
+    reply = assert_ended(execution, "completed")
+    assert len(anthropic_stub.requests) == 3 and (reply.content, execution.total_tokens) == (REPLY, 120)
+
+
 # --- the same through a streamed run --------------------------------------------------------------------
 def test_a_streamed_turn_whose_stream_breaks_ends_with_its_terminal_event(alice, stub, transactional_db):
     stub.reply(content=REPLY, usage=USAGE, fault="reset", fault_after=AFTER_TWO_WORDS)
