@@ -38,7 +38,7 @@ from engine.usage import (Usage, estimate_openai_prompt_tokens, openai_usage_rea
 from gateway.errors import execution_failure
 from gateway.relay import StreamRelay, budget_stop, text_or_empty
 from gateway.services import IGNORED, usage_body
-from gateway.upstream import upstream_call, upstream_post, upstream_post_whole, upstream_timeout
+from gateway.upstream import StreamedBody, upstream_call, upstream_post, upstream_post_whole, upstream_timeout
 from workflows.ending import execution_finish
 from workflows.models import WorkflowExecution
 from workflows.recorder import ExecutionRecorder, run_recorder
@@ -371,8 +371,11 @@ def failure_response(ended: WorkflowExecution, *, model: str, headers: dict) -> 
                                                                     **failed.headers})
 
 
-async def _open(passing: Passing) -> aiohttp.ClientResponse:
-    return await upstream_post(passing.url, data=passing.body, headers=_headers(passing), timeout=upstream_timeout())
+async def _open(passing: Passing) -> tuple[aiohttp.ClientResponse, StreamedBody | None]:
+    """The upstream's answer, and a stream's body, read from the moment the answer opens."""
+    response = await upstream_post(passing.url, data=passing.body, headers=_headers(passing),
+                                   timeout=upstream_timeout())
+    return response, StreamedBody(response) if response.status < 400 else None
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:
@@ -390,7 +393,7 @@ def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
     from core.api.sse import event_stream_response
 
     try:
-        response = upstream_call(_open(passing))
+        response, body = upstream_call(_open(passing))
     except _UPSTREAM_ERRORS as exc:
         ended = _ended(passing, usage=None, reported_model="", error=_failure(passing, exc), content="", ending={})
         return failure_response(ended, model=passing.model, headers=headers)
@@ -402,5 +405,4 @@ def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
         ended = _ended(passing, usage=None, reported_model="", content="", ending={},
                        error=_status_failure(passing, response.status, response.headers, content))
         return failure_response(ended, model=passing.model, headers=headers)
-    return event_stream_response(StreamRelay(passing, response, failure=_failure, close=_close).frames(),
-                                 headers=headers)
+    return event_stream_response(StreamRelay(passing, body, failure=_failure, close=_close).frames(), headers=headers)

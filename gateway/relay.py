@@ -19,7 +19,7 @@ from engine.providers import upstream_facts
 from engine.usage import openai_usage_readable, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import usage_body
-from gateway.upstream import upstream_future
+from gateway.upstream import StreamedBody, upstream_future
 from workflows.cancels import CANCEL_POLL_S
 from workflows.models import WorkflowExecution
 
@@ -46,10 +46,11 @@ def budget_stop(recorder, text: str) -> BudgetExceeded | None:
 class StreamRelay:
     """One upstream stream relayed: its events as they came, what they say kept for the accounting."""
 
-    def __init__(self, passing: Passing, response: aiohttp.ClientResponse, *, failure, close):
-        """`failure(passing, exc, mid_stream=True)`: a broken upstream as the call's ProviderError; `close(passing,
-        **end)`, awaited: the call's end recorded (gateway.passthrough)."""
-        self.passing, self.response = passing, response
+    def __init__(self, passing: Passing, body: StreamedBody, *, failure, close):
+        """`body`: the upstream's, read since its answer opened; `failure(passing, exc, mid_stream=True)`: a broken
+        upstream as the call's ProviderError; `close(passing, **end)`, awaited: the call's end recorded
+        (gateway.passthrough)."""
+        self.passing, self.body = passing, body
         self.failure, self.ended = failure, close
         self.buffer = b""
         self.upstream_id: re.Pattern | None = None  # the upstream's id as an event's `id` field says it
@@ -97,7 +98,7 @@ class StreamRelay:
         upstream's failure, or the relay's stop (its upstream left unread: the connection is closed)."""
         error = None
         try:
-            async for piece in self.response.content.iter_any():
+            async for piece in self.body:
                 if self.stop is None:
                     out = self.feed(piece)
                     if out:
@@ -111,7 +112,7 @@ class StreamRelay:
             logger.exception("gateway pass-through: the relay of %s failed", self.passing.execution.pk)
             error = RunError(f"{type(exc).__name__}: {exc}", error_type="internal_error")
         finally:
-            self.response.release()  # its connection back to the pool (closed when not read to its end)
+            self.body.release()  # its connection back to the pool (closed when not read to its end)
             put(None)
         return error
 

@@ -207,6 +207,44 @@ def _connected(url: str) -> tuple[http.client.HTTPConnection, str, dict]:
     return connection, target, extra
 
 
+class StreamedBody:
+    """A streamed answer's body, read on the upstream loop from the moment the answer opens (made there, as it opens),
+    its pieces kept until the relay takes them, then the failure that ended it, if any. aiohttp drops what it holds of
+    a body unread once the connection fails (each of its reads raises the failure first): read only once the relay
+    was under way, after the answer had gone to the request's thread and back, the pieces an upstream sent at once
+    just before it hung up were lost, and the client got the error alone."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self._pieces: asyncio.Queue = asyncio.Queue()
+        try:
+            self._pieces.put_nowait(response.content.read_nowait())  # what came with the answer's head
+        except Exception as exc:  # noqa: BLE001 - (already failed): the relay's to report
+            self._pieces.put_nowait(exc)
+        self._reading = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for piece in self.response.content.iter_any():
+                self._pieces.put_nowait(piece)
+        except Exception as exc:  # noqa: BLE001 - the body's end, for the relay to report
+            self._pieces.put_nowait(exc)
+        self._pieces.put_nowait(None)
+
+    async def __aiter__(self):
+        """The body's pieces, as they came; then its failure raised (on the upstream loop)."""
+        while (piece := await self._pieces.get()) is not None:
+            if isinstance(piece, Exception):
+                raise piece
+            if piece:
+                yield piece
+
+    def release(self) -> None:
+        """Done with it: its reading stopped, its connection back to the pool (closed when not read to its end)."""
+        self._reading.cancel()
+        self.response.release()
+
+
 def upstream_timeout() -> aiohttp.ClientTimeout:
     """How long the upstream may take to connect, and then between any two reads (a stream's chunks too)."""
     timeout = settings.CHATTER_PROVIDER_TIMEOUT_S

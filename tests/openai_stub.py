@@ -20,6 +20,9 @@ None meaning all of them, so after the usage chunk when the request asked for us
 - fault="reset": the connection is reset (TCP RST) instead of finishing the stream.
 - fault="close": the connection is closed cleanly (FIN) part-way through a body whose Content-Length promised
   the whole stream, as a server that dies mid-reply looks to its client.
+- fault="burst": the answer's head and its first `fault_after` chunks in one write, in chunked encoding (HTTP/1.1),
+  then a clean close without the terminating chunk: a server that sent a few chunks at once and died, all of them
+  in its client's buffer by the time the connection's end is read.
 - fault="malformed": a chunk that is not valid JSON, then the rest of the stream.
 - fault="stall": the stream stops for `stall_s` seconds, then goes on (a hung server, for timeouts).
 - fault="end": the stream ends cleanly after `fault_after` chunks, with no finish reason and no `[DONE]` (a server
@@ -94,7 +97,7 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 RERANK_PATH = "/v1/rerank"
 MESSAGES_PATH = "/v1/messages"  # Anthropic's
 MODELS_PATH = "/v1/models"
-FAULTS = (None, "reset", "close", "malformed", "stall", "end")
+FAULTS = (None, "reset", "close", "malformed", "stall", "end", "burst")
 # What /v1/models lists unless a test says otherwise.
 SERVED_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 HOLD_MAX_S = 60  # a held reply is answered after this long even if the test never releases it
@@ -673,6 +676,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if reply.fault == "close":
                 self._send_stream_cut(chunks, reply, fault_at)
                 return
+            if reply.fault == "burst":
+                self._send_stream_burst(chunks, reply, fault_at)
+                return
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -750,6 +756,20 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             self.close_connection = True  # HTTP/1.0: the handler closes the connection as it returns
+
+        def _send_stream_burst(self, chunks: list[dict[str, Any]], reply: StubReply, fault_at: int) -> None:
+            """The answer's head and its first `fault_after` chunks (HTTP/1.1 chunked) in one write, then a clean
+            close, without the terminating chunk."""
+            frames = [f"data: {json.dumps(data)}\n\n".encode() for data in chunks[:fault_at]]
+            head = [b"HTTP/1.1 200 OK", b"Content-Type: text/event-stream; charset=utf-8", b"Transfer-Encoding: chunked",
+                    *(f"{name}: {value}".encode() for name, value in reply.headers.items())]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames)
+            try:
+                self.wfile.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
 
         def _reset(self) -> None:
             """Abort the connection: SO_LINGER 0 makes close() send a TCP RST instead of a clean FIN."""

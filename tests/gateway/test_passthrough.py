@@ -330,8 +330,8 @@ def test_a_rate_limited_upstreams_retry_after_is_read_as_a_number_of_seconds_wit
 
 def test_a_stream_cut_before_anything_was_read_still_accounts_the_prompt_the_upstream_took(
         in_process, openai_server):
-    """An upstream that answered 200 took the prompt, whatever of its stream was read before it broke (aiohttp
-    drops what it had buffered when the connection fails): the call is failed and accounted, its prompt estimated."""
+    """An upstream that answered 200 took the prompt, even when it sent nothing of its stream before it broke: the
+    call is failed and accounted, its prompt estimated."""
     openai_server.reply(content="Eighty four.", usage=USAGE, fault="close", fault_after=0)
 
     response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK, "stream": True},

@@ -1,8 +1,13 @@
 """A pass-through stream (gateway.relay) as the client reads it: the run's id in place of the upstream's in each
-chunk's `id` field and nowhere else; a run cancelled mid-stream ends at its next chunk, recorded."""
+chunk's `id` field and nowhere else; a run cancelled mid-stream ends at its next chunk, recorded; an upstream that
+hangs up mid-stream has every chunk it sent relayed, then the error."""
 import json
 
 import httpx
+import openai
+import pytest
+
+from engine.usage import estimate_tokens
 
 from tests.factories import ApiTokenFactory
 from tests.gateway.conftest import client
@@ -53,3 +58,26 @@ def test_a_stream_cancelled_mid_way_ends_cancelled_at_its_next_chunk_with_what_i
     (call,) = LLMCall.objects.filter(execution=run)  # what it streamed, estimated: the upstream never said
     assert call.estimated and call.total_tokens == run.total_tokens > 0 and run.output_data["content"] == streamed
     assert_all(run)
+
+
+def test_the_chunks_an_upstream_sent_at_once_before_it_hung_up_are_relayed_before_the_error(gateway, openai_stub):
+    """aiohttp drops what it holds of a body unread once the connection fails: the chunks an upstream sent in one
+    burst just before it hung up, read only after the relay was set up, were lost, and the client got the error alone
+    (and the call was accounted for none of their text)."""
+    words = [f"word{i} " for i in range(5)]
+    openai_stub.reply(content="".join(words), usage=USAGE, fault="burst", fault_after=1 + len(words))  # role, words
+
+    chunks = []
+    with client(gateway).chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=ASK, stream=True) as raw:
+        execution_id = raw.headers["x-chatter-execution"]
+        with pytest.raises(openai.APIError) as failed:
+            for chunk in raw.parse():
+                chunks.append(chunk)
+
+    assert [chunk.choices[0].delta.content for chunk in chunks if chunk.choices[0].delta.content] == words
+    assert execution_id in failed.value.message
+    execution = assert_recorded(execution_id, estimated=True)  # what it produced, estimated: no usage came
+    assert (execution.status, execution.error_type) == ("failed", "provider_error")
+    assert execution.output_data["content"] == "".join(words)
+    assert execution.completion_tokens == estimate_tokens("".join(words))
