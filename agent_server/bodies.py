@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
@@ -208,6 +208,25 @@ class CancelQuery(Body):
     """The query of POST threads/<id>/runs/<run>/cancel: `wait` for the run to end; `interrupt` it (it stays, ended
     `interrupted`) or `rollback` (it is taken out of the thread: gone from its runs, as if deleted)."""
     wait: bool = False
+    action: Literal["interrupt", "rollback"] = "interrupt"
+
+
+class RunsCancel(Body):
+    """client.runs.cancel_many: the runs named (`run_ids`, of `thread_id` when given), or every run of the user's
+    (of `thread_id`'s, when given) in `status` ("all": pending and running), as the stock server's RunsCancel."""
+    thread_id: uuid.UUID | None = None
+    run_ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=1000)
+    status: Literal["pending", "running", "all"] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.run_ids is None) == (self.status is None):
+            raise ValueError("name the runs to cancel: run_ids (with their thread_id) or a status")
+        return self
+
+
+class CancelManyQuery(Body):
+    """The query of POST /runs/cancel (as of a run's cancel, without `wait`)."""
     action: Literal["interrupt", "rollback"] = "interrupt"
 
 

@@ -8,6 +8,7 @@ from agent_server.assistants import assistant_id_of_execution
 from agent_server.messages import ai_message_of_run, input_as_dicts, question_interrupt
 from agent_server.models import AgentCron, AgentRun
 from agent_server.threads import graph_thread_values, owned_row, thread_get, thread_values
+from core.errors import NotFound
 from core.money import usd
 from workflows.models import ExecutionEvent, WorkflowExecution
 from workflows.realtime import execution_feed, feed_until_paused
@@ -38,6 +39,22 @@ def run_list(*, user, thread_id, limit: int = 10, offset: int = 0, status: str |
             matching |= stopping
         runs = runs.filter(matching)
     return list(runs.order_by("-created_at")[offset:offset + limit])
+
+
+def runs_to_cancel(*, user, thread_id=None, run_ids=None, status: str | None = None) -> list[WorkflowExecution]:
+    """The user's runs client.runs.cancel_many names: each of `run_ids` (on `thread_id` when given; one that is
+    missing, another user's or on another thread is a 404 for all, as the stock server answers), or those in
+    `status` (LangGraph's "pending", "running", or "all": both), of `thread_id` when given."""
+    runs = execution_list(user=user).exclude(agent_run__rolled_back=True)
+    if thread_id is not None:
+        runs = runs.filter(conversation_id=thread_get(user=user, thread_id=thread_id).pk)
+    if run_ids is not None:
+        found = list(runs.filter(pk__in=run_ids))
+        if len(found) != len(set(run_ids)):
+            raise NotFound("run not found")
+        return found
+    wanted = {"pending": [Status.PENDING], "running": [Status.RUNNING]}.get(status, [Status.PENDING, Status.RUNNING])
+    return list(runs.filter(status__in=wanted).order_by("created_at"))
 
 
 def agent_run_of(execution) -> AgentRun | None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from rest_framework.response import Response
 
-from agent_server.bodies import CancelQuery, RunCreate, RunList
+from agent_server.bodies import CancelManyQuery, CancelQuery, RunCreate, RunList, RunsCancel
 from agent_server.http import READ, ApiError, LangGraphView, answer_when_ended
-from agent_server.run_selectors import agent_run_of, is_registered_run, run_as_dict, run_get, run_list, run_values
-from agent_server.runs import run_cancel, run_cancel_and_roll_back, run_cancel_if_in_progress, run_start
+from agent_server.run_selectors import (
+    agent_run_of,
+    is_registered_run,
+    run_as_dict,
+    run_get,
+    run_list,
+    run_values,
+    runs_to_cancel,
+)
+from agent_server.runs import run_cancel, run_cancel_and_roll_back, run_cancel_if_in_progress, run_start, runs_cancel
 from agent_server.stream import FrameMaker, feed_until_waiting, graph_streams_of, langgraph_stream, parse_last_event_id
 from core.api.sse import event_stream_response
 from workflows.models import WorkflowExecution
@@ -166,3 +174,16 @@ class RunCancel(LangGraphView):
             return answer_when_ended(execution, lambda: _run_now(execution), headers=_joined_at(execution))
         body = _run_now(execution)
         return Response(body, status=200 if body["status"] not in ("pending", "running") else 202)
+
+
+class RunsCancelMany(LangGraphView):
+    """client.runs.cancel_many: the runs named, or those of a status, cancelled (or rolled back) at once; 204."""
+
+    key_scope = "runs"
+
+    def post(self, request):
+        query, body = self.query(CancelManyQuery), self.body(RunsCancel)
+        executions = runs_to_cancel(user=request.user, thread_id=body.thread_id, run_ids=body.run_ids,
+                                    status=body.status)
+        runs_cancel(executions=executions, action=query.action, actor=request.user)
+        return Response(status=204)

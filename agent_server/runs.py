@@ -394,6 +394,26 @@ def run_cancel_and_roll_back(*, execution: WorkflowExecution, actor) -> Workflow
     return execution
 
 
+def runs_cancel(*, executions: list[WorkflowExecution], action: str, actor) -> None:
+    """client.runs.cancel_many: each run still in progress is cancelled as one run's cancel cancels it (a queued
+    one leaves its thread's queue); with action="rollback", once all have stopped, each is taken out of its thread.
+    A run that has ended is left as it is (the stock server passes over it)."""
+    in_progress = [execution for execution in executions if not execution.is_terminal]
+    if action == "rollback":
+        runs_stop(execution_ids=[execution.pk for execution in in_progress], actor=actor)
+        for execution in WorkflowExecution.objects.filter(pk__in=[e.pk for e in in_progress]).select_related(
+                "template"):
+            if execution.conversation_id:
+                run_roll_back(execution=execution, actor=actor)
+        return
+    for execution in in_progress:
+        try:
+            execution_cancel(execution=execution, actor=actor)
+        except Conflict:
+            continue  # it ended meanwhile
+        run_unqueue(execution=execution)
+
+
 def run_cancel_if_in_progress(*, execution_id, actor) -> None:
     """on_disconnect="cancel": the stream's client is gone; its run, if still going, is cancelled."""
     execution = WorkflowExecution.objects.filter(pk=execution_id, status__in=RUN_IN_PROGRESS).first()

@@ -7,9 +7,6 @@ urlpatterns = [
     path("ok", views.ServerOk.as_view()),
     path("info", views.ServerInfo.as_view()),
     # Routes the SDK calls that Chatter does not serve: a 422 naming them (not a bare 404 or 405).
-    path("runs/cancel", views.NotServed.as_view(
-        http_method_names=["post"], what="runs.cancel_many (POST /runs/cancel)",
-        instead="cancel each run with POST /threads/{thread_id}/runs/{run_id}/cancel")),
     path("runs/batch", views.NotServed.as_view(
         http_method_names=["post"], what="runs.create_batch (POST /runs/batch)",
         instead="start each run with POST /runs")),
@@ -20,6 +17,7 @@ urlpatterns = [
         http_method_names=["get"], what="threads.join_stream (GET /threads/{thread_id}/stream)",
         instead="join a run's stream (GET /threads/{thread_id}/runs/{run_id}/stream), or follow the thread's "
                 "events (POST /threads/{thread_id}/stream/events)")),
+    path("runs/cancel", run_views.RunsCancelMany.as_view()),
     path("runs/crons", cron_views.CronCreateView.as_view()),
     path("runs/crons/search", cron_views.CronSearchView.as_view()),
     path("runs/crons/count", cron_views.CronCount.as_view()),

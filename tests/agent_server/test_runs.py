@@ -1,12 +1,14 @@
 """Runs over the official langgraph-sdk against a real daphne server: a run IS a WorkflowExecution run by the same
 runner; on a thread it is a chat turn in that conversation, with tokens and cost exact everywhere."""
+import uuid
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import UnprocessableEntityError
 
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.agent_server.conftest import reconcile_exit_code
 from tests.invariants import assert_all
 from workflows.models import WorkflowExecution
@@ -156,6 +158,57 @@ def test_a_background_run_is_pending_until_a_worker_runs_it_and_can_be_cancelled
     for execution in WorkflowExecution.objects.all():
         assert_all(execution)
     assert reconcile_exit_code() == 0
+
+
+def test_cancel_many_cancels_the_runs_named_or_those_of_a_status_and_only_the_owners(server, alice, alice_key,
+                                                                                    bob_key):
+    from langgraph_sdk.errors import NotFoundError, PermissionDeniedError
+
+    from tests.factories import ApiTokenFactory
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    bobs = get_sync_client(url=server.langgraph_url, api_key=bob_key)
+    first, second, done_on = (client.threads.create()["thread_id"] for _ in range(3))
+    running = client.runs.create(first, "universal_chat", input=TURN)["run_id"]  # no worker: pending
+    queued = client.runs.create(first, "universal_chat", input=TURN)["run_id"]  # queued behind it
+    other = client.runs.create(second, "universal_chat", input=TURN)["run_id"]
+    client.runs.wait(done_on, "universal_chat", input=TURN)
+    done = client.runs.list(done_on)[0]["run_id"]
+    bob_thread = bobs.threads.create()["thread_id"]
+    bobs_run = bobs.runs.create(bob_thread, "universal_chat", input=TURN)["run_id"]
+
+    def statuses():
+        return {run_id: WorkflowExecution.objects.get(pk=run_id).status
+                for run_id in (running, queued, other, done, bobs_run)}
+    before = statuses()
+    for named in ([running, bobs_run], [running, other], [running, str(uuid.uuid4())]):
+        with pytest.raises(NotFoundError):  # another user's, another thread's, a missing one: none is cancelled
+            client.runs.cancel_many(thread_id=first, run_ids=named)
+    with pytest.raises(NotFoundError):
+        client.runs.cancel_many(thread_id=bob_thread, run_ids=[bobs_run])
+    for bad in ({}, {"thread_id": first}, {"run_ids": ["not-a-run-id"]}, {"status": "finished"},
+                {"status": "all", "run_ids": [running]}):
+        with pytest.raises(UnprocessableEntityError):
+            client.runs.cancel_many(**bad)
+    with pytest.raises(UnprocessableEntityError):
+        client.runs.cancel_many(status="pending", action="forget")
+    reader = get_sync_client(url=server.langgraph_url, api_key=ApiTokenFactory(user=alice, scopes=["read"]).key)
+    with pytest.raises(PermissionDeniedError):
+        reader.runs.cancel_many(status="all")
+    assert statuses() == before
+
+    client.runs.cancel_many(thread_id=first, run_ids=[running, queued])
+    client.runs.cancel_many(thread_id=done_on, run_ids=[done])  # an ended run is passed over, as the stock server's
+    assert [r["status"] for r in client.runs.list(first)] == ["interrupted", "interrupted"]
+    assert statuses()[other] == "pending" and statuses()[done] == "completed"
+    client.runs.cancel_many(thread_id=second, run_ids=[other], action="rollback")
+    assert client.runs.list(second) == []  # taken out of its thread, its row kept
+    client.runs.cancel_many(status="pending")
+    assert statuses() == {**before, running: "cancelled", queued: "cancelled", other: "cancelled"}
+    assert statuses()[bobs_run] == "pending"  # bob's runs are his
+    assert Conversation.objects.get(pk=first).runs_queued == 0
+    assert client.threads.get(first)["status"] == client.threads.get(second)["status"] == "idle"
+    bobs.runs.cancel(bob_thread, bobs_run)
 
 
 def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(server, alice_key, tmp_path):
