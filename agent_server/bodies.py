@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
@@ -202,6 +202,17 @@ class RunCreate(Body):
     def fork_from(self) -> str | None:
         """The checkpoint a run forks from (`checkpoint_id`, or `checkpoint.checkpoint_id`), if any."""
         return self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id") or None
+
+
+class BatchedRun(RunCreate):
+    """A run of client.runs.create_batch: a background run, on its `thread_id` when it names one. A strategy that
+    stops the thread's runs first (interrupt, rollback) would wait for them inside the batch's one transaction."""
+    thread_id: uuid.UUID | None = None
+    multitask_strategy: Literal["reject", "enqueue"] = "enqueue"
+
+
+class RunBatch(RootModel[list[BatchedRun]]):
+    root: list[BatchedRun] = Field(min_length=1, max_length=1000)
 
 
 class CancelQuery(Body):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from rest_framework.response import Response
 
-from agent_server.bodies import CancelManyQuery, CancelQuery, RunCreate, RunList, RunsCancel
+from agent_server.bodies import CancelManyQuery, CancelQuery, RunBatch, RunCreate, RunList, RunsCancel
 from agent_server.http import READ, ApiError, LangGraphView, answer_when_ended
 from agent_server.run_selectors import (
     agent_run_of,
@@ -15,7 +15,14 @@ from agent_server.run_selectors import (
     run_values,
     runs_to_cancel,
 )
-from agent_server.runs import run_cancel, run_cancel_and_roll_back, run_cancel_if_in_progress, run_start, runs_cancel
+from agent_server.runs import (
+    run_cancel,
+    run_cancel_and_roll_back,
+    run_cancel_if_in_progress,
+    run_start,
+    runs_cancel,
+    runs_start_batch,
+)
 from agent_server.stream import FrameMaker, feed_until_waiting, graph_streams_of, langgraph_stream, parse_last_event_id
 from core.api.sse import event_stream_response
 from workflows.models import WorkflowExecution
@@ -62,6 +69,18 @@ class RunsView(LangGraphView):
 
 class StatelessRuns(RunsView):
     http_method_names = ["post"]
+
+
+class RunsBatch(LangGraphView):
+    """client.runs.create_batch: background runs started at once, all or none; answers them in order."""
+
+    key_scope = "runs"
+    starts_runs = True
+
+    def post(self, request):
+        batch = self.body(RunBatch)
+        return Response([run_as_dict(execution) for execution in runs_start_batch(
+            owner=request.user, bodies=batch.root, api_key=request.auth)])
 
 
 class RunsStream(LangGraphView):

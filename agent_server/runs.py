@@ -317,6 +317,15 @@ def _thread_stamp(conversation_id, *, assistant_id: str, graph_id: str) -> None:
                                                            **metadata})
 
 
+def runs_start_batch(*, owner, bodies: list, api_key=None) -> list[WorkflowExecution]:
+    """client.runs.create_batch: each a background run (on its thread when it names one), all written in one
+    transaction: one refused (bad input, a 404, a 409, a limit) writes none, and none is handed to a worker
+    before all are written."""
+    with transaction.atomic():
+        return [run_start(owner=owner, body=body, mode=Mode.BACKGROUND, thread_id=body.thread_id,
+                          api_key=api_key).execution for body in bodies]
+
+
 class ThreadBusy(Conflict):
     """Another run of the thread was written between the check and this run's insert."""
 

@@ -7,9 +7,6 @@ urlpatterns = [
     path("ok", views.ServerOk.as_view()),
     path("info", views.ServerInfo.as_view()),
     # Routes the SDK calls that Chatter does not serve: a 422 naming them (not a bare 404 or 405).
-    path("runs/batch", views.NotServed.as_view(
-        http_method_names=["post"], what="runs.create_batch (POST /runs/batch)",
-        instead="start each run with POST /runs")),
     path("threads/prune", views.NotServed.as_view(
         http_method_names=["post"], what="threads.prune (POST /threads/prune)",
         instead="delete each thread with DELETE /threads/{thread_id}")),
@@ -18,6 +15,7 @@ urlpatterns = [
         instead="join a run's stream (GET /threads/{thread_id}/runs/{run_id}/stream), or follow the thread's "
                 "events (POST /threads/{thread_id}/stream/events)")),
     path("runs/cancel", run_views.RunsCancelMany.as_view()),
+    path("runs/batch", run_views.RunsBatch.as_view()),
     path("runs/crons", cron_views.CronCreateView.as_view()),
     path("runs/crons/search", cron_views.CronSearchView.as_view()),
     path("runs/crons/count", cron_views.CronCount.as_view()),

@@ -211,6 +211,39 @@ def test_cancel_many_cancels_the_runs_named_or_those_of_a_status_and_only_the_ow
     bobs.runs.cancel(bob_thread, bobs_run)
 
 
+def test_create_batch_starts_background_runs_all_or_none(server, alice, alice_key, bob_key):
+    from langgraph_sdk.errors import NotFoundError, PermissionDeniedError
+
+    from tests.factories import ApiTokenFactory
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    bob_thread = get_sync_client(url=server.langgraph_url, api_key=bob_key).threads.create()["thread_id"]
+    stateless = {"assistant_id": "universal_chat", "input": TURN, "metadata": {"n": 1}}
+
+    with pytest.raises(NotFoundError):  # bob's thread: nothing is written, the run before it neither
+        client.runs.create_batch([stateless, {**stateless, "thread_id": bob_thread}])
+    for bad in ([], [stateless, {**stateless, "stream_mode": ["no_such_mode"]}], [{"input": TURN}],
+                [stateless, {**stateless, "thread_id": thread, "multitask_strategy": "interrupt"}],
+                [stateless, {**stateless, "context": {"temperature": 9}}]):
+        with pytest.raises(UnprocessableEntityError):
+            client.runs.create_batch(bad)
+    reader = get_sync_client(url=server.langgraph_url, api_key=ApiTokenFactory(user=alice, scopes=["read"]).key)
+    with pytest.raises(PermissionDeniedError):
+        reader.runs.create_batch([stateless])
+    assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
+
+    runs = client.runs.create_batch([stateless, {**stateless, "thread_id": thread},
+                                     {**stateless, "thread_id": thread, "metadata": {"n": 3}}])
+
+    assert [run["status"] for run in runs] == ["pending"] * 3  # no worker: they wait for one
+    assert [run["thread_id"] for run in runs] == [None, thread, thread]
+    assert [run["metadata"] for run in runs] == [{"n": 1}, {"n": 1}, {"n": 3}]
+    assert sorted(r["run_id"] for r in client.runs.list(thread)) == sorted(r["run_id"] for r in runs[1:])
+    assert Conversation.objects.get(pk=thread).runs_queued == 1  # the second waits behind the first
+    client.runs.cancel_many(status="all")
+
+
 def test_a_busy_thread_rejects_a_run_or_queues_it_behind_the_one_in_progress(server, alice_key, tmp_path):
     from tests.fixtures_server import start_worker, stop_process
 
