@@ -116,6 +116,21 @@ class ThreadUpdate(Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ThreadPrune(Body):
+    """client.threads.prune. "keep_latest" (old checkpoints pruned, the thread kept) is not honoured: a thread's
+    history is its runs' record (each run's values are its own last checkpoint's)."""
+    thread_ids: list[uuid.UUID] = Field(max_length=1000)
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+    @field_validator("strategy")
+    @classmethod
+    def _deletes(cls, value):
+        if value != "delete":
+            raise ValueError("strategy keep_latest is not supported: a thread's checkpoints are its runs' record; "
+                             "prune with strategy delete")
+        return value
+
+
 class StateAt(Body):
     """POST threads/<id>/state/checkpoint: the state at a checkpoint."""
     checkpoint: dict[str, Any] = Field(default_factory=dict)

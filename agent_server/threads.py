@@ -176,29 +176,44 @@ def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation
 
 
 def thread_delete(*, conversation: Conversation, actor) -> None:
+    threads_delete(conversations=[conversation], actor=actor)
+
+
+def threads_delete(*, conversations: list[Conversation], actor) -> None:
     """As LangGraph's server deletes a thread, whatever its runs are doing: each run in progress is cancelled
-    (their usage kept on them, I5) and, once all have ended, the thread is deleted, under its row's lock where no
-    run may be in progress (conversation_delete). A run that began meanwhile (a worker handed the thread's next
-    queued run over, a client started one) is stopped the same way, then the deletion is tried again: the race
-    with a worker ends in a deletion, never a 409 (one only for a run that does not stop within
-    rollback.CANCEL_WAIT_S)."""
+    (their usage kept on them, I5) and, once all have ended, the threads are deleted in one transaction, each under
+    its row's lock where no run may be in progress (conversation_delete). A run that began meanwhile (a worker
+    handed the thread's next queued run over, a client started one) is stopped the same way, then the deletion is
+    tried again: the race with a worker ends in a deletion, never a 409 (one only for a run that does not stop
+    within rollback.CANCEL_WAIT_S, and then no thread is deleted)."""
     from workflows.checkpointer import checkpointer
 
+    conversations = sorted(conversations, key=lambda conversation: conversation.pk)  # one lock order
     deadline = time.monotonic() + CANCEL_WAIT_S
     while True:
         runs_stop(execution_ids=list(WorkflowExecution.objects.filter(
-            conversation_id=conversation.pk, status__in=RUN_IN_PROGRESS).values_list("pk", flat=True)),
-            actor=actor, deadline=deadline)
+            conversation_id__in=[c.pk for c in conversations], status__in=RUN_IN_PROGRESS).values_list(
+            "pk", flat=True)), actor=actor, deadline=deadline)
         try:
             with transaction.atomic():
-                conversation_delete(conversation=conversation, actor=actor)
-                # The graph's state under the thread's id goes with it (a thread made again with that id, as
-                # clients choose their ids, starts empty).
-                checkpointer.delete_thread(str(conversation.pk))
+                for conversation in conversations:
+                    conversation_delete(conversation=conversation, actor=actor)
+                    # The graph's state under the thread's id goes with it (a thread made again with that id, as
+                    # clients choose their ids, starts empty).
+                    checkpointer.delete_thread(str(conversation.pk))
             return
-        except Conflict:  # a run of it began between the stop and the lock
+        except Conflict:  # a run of one began between the stop and the lock
             if time.monotonic() > deadline:
                 raise
+
+
+def threads_prune(*, user, thread_ids: list, actor) -> int:
+    """client.threads.prune (strategy "delete"): the user's threads among `thread_ids` deleted as threads_delete
+    deletes them, all or none; how many were. An id that names no thread of the user's (missing, another user's)
+    is passed over, as the stock server counts only the threads it pruned."""
+    conversations = list(conversation_list(user=user).filter(pk__in=thread_ids))
+    threads_delete(conversations=conversations, actor=actor)
+    return len(conversations)
 
 
 def thread_copy(*, conversation: Conversation, actor) -> Conversation:

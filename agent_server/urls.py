@@ -7,9 +7,6 @@ urlpatterns = [
     path("ok", views.ServerOk.as_view()),
     path("info", views.ServerInfo.as_view()),
     # Routes the SDK calls that Chatter does not serve: a 422 naming them (not a bare 404 or 405).
-    path("threads/prune", views.NotServed.as_view(
-        http_method_names=["post"], what="threads.prune (POST /threads/prune)",
-        instead="delete each thread with DELETE /threads/{thread_id}")),
     path("threads/<str:thread_id>/stream", views.NotServed.as_view(
         http_method_names=["get"], what="threads.join_stream (GET /threads/{thread_id}/stream)",
         instead="join a run's stream (GET /threads/{thread_id}/runs/{run_id}/stream), or follow the thread's "
@@ -33,6 +30,7 @@ urlpatterns = [
     path("assistants/<str:assistant_id>/latest", views.AssistantLatestView.as_view()),
     path("threads", views.ThreadCreateView.as_view()),
     path("threads/search", views.ThreadSearchView.as_view()),
+    path("threads/prune", views.ThreadPruneView.as_view()),
     path("threads/count", views.ThreadCount.as_view()),
     path("threads/<str:thread_id>", views.ThreadDetail.as_view()),
     path("threads/<str:thread_id>/copy", views.ThreadCopy.as_view()),

@@ -30,6 +30,7 @@ from agent_server.bodies import (
     StoreNamespaces,
     StoreSearch,
     ThreadCreate,
+    ThreadPrune,
     ThreadSearch,
     ThreadUpdate,
     Versions,
@@ -243,6 +244,17 @@ class ThreadDetail(LangGraphView):
         threads.thread_delete(conversation=threads.thread_get(user=request.user, thread_id=thread_id),
                               actor=request.user)
         return Response(status=NO_CONTENT)
+
+
+class ThreadPruneView(LangGraphView):
+    """client.threads.prune: the threads named deleted, all or none; {"pruned_count": how many}."""
+
+    key_scope = "chat"
+
+    def post(self, request):
+        body = self.body(ThreadPrune)
+        return Response({"pruned_count": threads.threads_prune(user=request.user, thread_ids=body.thread_ids,
+                                                               actor=request.user)})
 
 
 class ThreadCopy(LangGraphView):

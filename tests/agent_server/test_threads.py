@@ -115,3 +115,40 @@ async def test_deleting_a_thread_deletes_the_conversation(server, alice_key):
     assert not await sync_to_async(Conversation.objects.filter(pk=thread["thread_id"]).exists)()
     with pytest.raises(NotFoundError):
         await client.threads.get(thread["thread_id"])
+
+
+def test_prune_deletes_the_owners_threads_named_with_their_runs_stopped_and_counts_them(server, alice, alice_key,
+                                                                                      bob_key):
+    from langgraph_sdk.errors import PermissionDeniedError
+
+    from tests.factories import ApiTokenFactory
+    from workflows.models import Checkpoint, WorkflowExecution
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    bobs = get_sync_client(url=server.langgraph_url, api_key=bob_key)
+    ran, busy, kept = (client.threads.create()["thread_id"] for _ in range(3))
+    client.runs.wait(ran, "universal_chat", input=TURN)
+    pending = client.runs.create(busy, "universal_chat", input=TURN)["run_id"]  # no worker: it waits
+    bob_thread = bobs.threads.create()["thread_id"]
+    assert Checkpoint.objects.filter(thread_id=ran).exists()
+
+    for bad in ({"thread_ids": ["not-a-thread"]}, {"thread_ids": [ran], "strategy": "keep_latest"},
+                {"thread_ids": [ran], "strategy": "everything"}):
+        with pytest.raises(UnprocessableEntityError):
+            client.threads.prune(**bad)
+    reader = get_sync_client(url=server.langgraph_url, api_key=ApiTokenFactory(user=alice, scopes=["read"]).key)
+    with pytest.raises(PermissionDeniedError):
+        reader.threads.prune([ran])
+    assert Conversation.objects.count() == 4
+
+    pruned = client.threads.prune([ran, busy, bob_thread, str(uuid.uuid4())])
+
+    assert pruned == {"pruned_count": 2}  # bob's thread and a missing one are passed over
+    assert set(Conversation.objects.values_list("pk", flat=True)) == {uuid.UUID(kept), uuid.UUID(bob_thread)}
+    assert bobs.threads.get(bob_thread)["thread_id"] == bob_thread
+    assert not Checkpoint.objects.filter(thread_id__in=[ran, busy]).exists()
+    assert WorkflowExecution.objects.get(pk=pending).status == "cancelled"  # its run kept on the books, stopped
+    for thread_id in (ran, busy):
+        with pytest.raises(NotFoundError):
+            client.threads.get(thread_id)
+    assert client.threads.prune([]) == {"pruned_count": 0}
