@@ -387,7 +387,10 @@ def _run_now(started: StartedRun, *, request: AgentRunRequest, body: RunCreate, 
 
 
 def run_cancel(*, execution: WorkflowExecution, actor) -> WorkflowExecution:
-    return execution_cancel(execution=execution, actor=actor)
+    """Ask the run to stop; one queued behind its thread's run in progress waits no more (run_unqueue)."""
+    cancelled = execution_cancel(execution=execution, actor=actor)
+    run_unqueue(execution=execution)
+    return cancelled
 
 
 def run_cancel_and_roll_back(*, execution: WorkflowExecution, actor) -> WorkflowExecution:

@@ -389,6 +389,22 @@ def test_wait_and_join_answer_the_state_each_run_left_not_the_threads_now(graph_
     assert reconcile_exit_code() == 0
 
 
+def test_cancelling_a_queued_run_takes_it_out_of_its_threads_queue(server, alice_key):
+    """A queued run that is cancelled waits no more: its thread counts it no longer (runs_queued), as cancel_many and
+    the interrupt and rollback strategies leave it."""
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # pending: no worker
+    queued = client.runs.create(thread["thread_id"], "universal_chat", input=TURN)  # enqueued behind it
+    assert Conversation.objects.get(pk=thread["thread_id"]).runs_queued == 1
+
+    client.runs.cancel(thread["thread_id"], queued["run_id"])
+
+    assert WorkflowExecution.objects.get(pk=queued["run_id"]).status == "cancelled"
+    assert Conversation.objects.get(pk=thread["thread_id"]).runs_queued == 0
+    client.runs.cancel_many(status="all")
+
+
 def test_interrupting_a_busy_thread_cancels_its_runs_queued_ones_too_and_runs_the_new_one_after(
         server, alice_key, tmp_path):
     """As the stock server: every run of the thread in progress is cancelled, the one running and those queued
