@@ -1,7 +1,8 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
 values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
 `busy` while one of its runs is pending or running, `interrupted` while one waits for input or while its graph
-stands at a static breakpoint where its latest run stopped (agent_server.state: its state and history)."""
+stands at a static breakpoint where its latest run stopped, `error` while its latest run failed
+(agent_server.state: its state and history)."""
 from __future__ import annotations
 
 import time
@@ -41,13 +42,16 @@ def thread_get(*, user, thread_id) -> Conversation:
 
 
 def _with_stop(threads: QuerySet) -> QuerySet:
-    """`threads` annotated with `stopped`: whether the thread's latest run (of its history: not rolled back) ended
+    """`threads` annotated with how the thread's latest run (of its history: not rolled back) ended: `stopped`,
     with its graph at a static breakpoint (a registered graph's run ends there, as on LangGraph's server, and its
-    thread waits until a run goes on: its output names the nodes next)."""
+    thread waits until a run goes on: its output names the nodes next); `failed`, with an error (a timeout too; not
+    a cancel), which LangGraph's server shows as the thread's `error` until a later run ends otherwise."""
     latest = WorkflowExecution.objects.filter(conversation_id=OuterRef("pk")).exclude(
         agent_run__rolled_back=True).order_by("-created_at", "-pk").values("pk")[:1]
     return threads.annotate(latest_run=Subquery(latest)).annotate(stopped=Exists(WorkflowExecution.objects.filter(
-        pk=OuterRef("latest_run"), status=WorkflowExecution.Status.COMPLETED, output_data__has_key="next")))
+        pk=OuterRef("latest_run"), status=WorkflowExecution.Status.COMPLETED, output_data__has_key="next")),
+        failed=Exists(WorkflowExecution.objects.filter(pk=OuterRef("latest_run"),
+                                                       status=WorkflowExecution.Status.FAILED)))
 
 
 def thread_stopped(*, conversation: Conversation) -> bool:
@@ -57,8 +61,8 @@ def thread_stopped(*, conversation: Conversation) -> bool:
 
 def _statuses(conversation_ids) -> tuple[dict, dict]:
     """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
-    input or its graph stands at a static breakpoint, else `idle`) and the interrupts its waiting runs hold (by
-    node; a static breakpoint is none, as in LangGraph), in two queries."""
+    input or its graph stands at a static breakpoint, else `error` when its latest run failed, else `idle`) and the
+    interrupts its waiting runs hold (by node; a static breakpoint is none, as in LangGraph), in two queries."""
 
     statuses: dict = {}
     interrupts: dict = {}
@@ -75,9 +79,9 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
             statuses[conversation_id] = "busy"
     rest = [pk for pk in conversation_ids if pk not in statuses]
     if rest:
-        for pk in _with_stop(Conversation.objects.filter(pk__in=rest)).filter(stopped=True).values_list(
-                "pk", flat=True):
-            statuses[pk] = "interrupted"
+        for pk, stopped, failed in _with_stop(Conversation.objects.filter(pk__in=rest)).filter(
+                Q(stopped=True) | Q(failed=True)).values_list("pk", "stopped", "failed"):
+            statuses[pk] = "interrupted" if stopped else "error"
     return statuses, interrupts
 
 
@@ -248,9 +252,9 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
     elif status == "interrupted":
         threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True))
     elif status == "idle":
-        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False)
-    elif status is not None:
-        return []  # error: a thread's status is never `error` here (a failed run's reply is in its messages)
+        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False, failed=False)
+    elif status == "error":
+        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), failed=True)
     field = SORT_FIELDS.get(sort_by or "created_at", "created_at")
     threads = threads.order_by(field if sort_order == "asc" else f"-{field}", "pk")
     return list(threads[offset:offset + limit])

@@ -86,6 +86,24 @@ def test_a_threads_state_is_its_graphs_and_a_copy_carries_its_messages_but_no_bi
     assert_i1(Conversation.objects.get(pk=thread["thread_id"]))
 
 
+def test_a_thread_whose_latest_run_failed_is_in_error_until_a_later_run_succeeds(graph_server, alice_key):
+    """As LangGraph's server sets a thread's status when its run ends: `error` after a run that raised, found by
+    threads.search(status="error"), and `idle` again once a later run has succeeded."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "failing", input={"fail": False})
+    assert client.threads.get(thread)["status"] == "idle"
+
+    client.runs.wait(thread, "failing", input={"fail": True}, raise_error=False)
+
+    assert [r["status"] for r in client.runs.list(thread)] == ["error", "success"]
+    assert client.threads.get(thread)["status"] == "error"
+    assert [t["thread_id"] for t in client.threads.search(status="error")] == [thread]
+    assert client.threads.search(status="idle") == []
+    client.runs.wait(thread, "failing", input={"fail": False})
+    assert client.threads.get(thread)["status"] == "idle" and client.threads.search(status="error") == []
+
+
 async def test_another_users_thread_is_not_found(server, alice_key, bob_key):
     alice_client = get_client(url=server.langgraph_url, api_key=alice_key)
     bob_client = get_client(url=server.langgraph_url, api_key=bob_key)

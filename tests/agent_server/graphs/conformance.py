@@ -1,9 +1,9 @@
 """Graphs as LangGraph users write them, for the places Chatter's Agent Server API must answer as the stock server:
 a graph with a `context_schema` (its defaults for an empty context), an async agent on a streaming chat model (its
 tokens as `messages-tuple` and its `astream_events` as `events`), nested subgraphs, a state whose channel is a
-DeltaChannel (as a `deepagents` agent's messages are), a state wider than the graph's input and output, and a slow
+DeltaChannel (as a `deepagents` agent's messages are), a state wider than the graph's input and output, a slow
 counter (two steps that each wait `delay` seconds, then add 1: runs of one thread that overlapped would lose each
-other's additions)."""
+other's additions), and a counter that raises ValueError when its input asks it to fail."""
 from __future__ import annotations
 
 import asyncio
@@ -150,3 +150,21 @@ _counter_builder.add_edge(START, "first")
 _counter_builder.add_edge("first", "second")
 _counter_builder.add_edge("second", END)
 slow_counter = _counter_builder.compile()
+
+
+class Attempt(TypedDict, total=False):
+    count: Annotated[int, operator.add]
+    fail: bool
+
+
+def _attempt(state: Attempt) -> dict:
+    if state.get("fail"):
+        raise ValueError("asked to fail")
+    return {"count": 1, "fail": False}
+
+
+_failing_builder = StateGraph(Attempt)
+_failing_builder.add_node("attempt", _attempt)
+_failing_builder.add_edge(START, "attempt")
+_failing_builder.add_edge("attempt", END)
+failing = _failing_builder.compile()
