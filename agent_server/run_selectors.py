@@ -114,12 +114,14 @@ def run_as_dict(execution: WorkflowExecution) -> dict:
 def run_values(*, execution: WorkflowExecution, inputs: list[dict] | None = None) -> dict:
     """What /runs/wait and join answer: the thread's state as the run left it ({"messages": [...]}: its own last
     checkpoint, not what runs queued after it have written since, as LangGraph's server answers), or for a run
-    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …}; a run waiting
+    without a thread its input and answer; a run that failed or was cancelled: {"__error__": …} (what a registered
+    graph raised: its exception's class and text, as LangGraph's server names it); a run waiting
     for input: its thread's state with the questions it waits on under "__interrupt__", as LangGraph's (none at a
     static breakpoint)."""
     if execution.status in (Status.FAILED, Status.CANCELLED):
-        return {"__error__": {"error": execution.error_type or execution.status,
-                              "message": execution.error_message or execution.status}}
+        return {"__error__": (execution.output_data or {}).get("raised") or {
+            "error": execution.error_type or execution.status,
+            "message": execution.error_message or execution.status}}
     if execution.conversation_id:
         values = thread_values(conversation_ids=[execution.conversation_id],
                                at_end_of=execution.pk)[execution.conversation_id]

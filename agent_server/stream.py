@@ -318,8 +318,8 @@ class FrameMaker:
                 out.append(("events", self._event("on_chain_end", "LangGraph", envelope, {"output": data})))
             out.append(("end", None))
         elif name in TERMINAL_EVENTS:
-            out.append(("error", {"error": data.get("error_type") or name,
-                                  "message": data.get("error_message") or name}))
+            out.append(("error", data.get("raised") or {"error": data.get("error_type") or name,
+                                                        "message": data.get("error_message") or name}))
         return out
 
     async def _values(self, *, ended: bool, started: bool = False) -> dict:

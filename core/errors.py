@@ -4,6 +4,7 @@ interfaces render them in one shape:
 {"error": {"code": ..., "message": ..., "details": [{"path": ..., "code": ..., "message": ...}, ...]}}."""
 from engine.errors import (  # noqa: F401 - re-exported: the one hierarchy
     ChatterError,
+    GraphRaised,
     InvalidInput,
     LimitExceeded,
     NodeFailed,

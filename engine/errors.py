@@ -81,6 +81,16 @@ class RunError(ChatterError):
             self.error_type = error_type
 
 
+class GraphRaised(RunError):
+    """A registered graph's own code raised: the run ends internal_error, as any exception that ends a run, and
+    keeps what was raised as LangGraph's server names it, `raised`: {"error": its class's name, "message": its
+    text}."""
+
+    def __init__(self, exc: Exception):
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.raised = {"error": type(exc).__name__, "message": secrets_scrub(str(exc))}
+
+
 class LimitExceeded(RunError):
     error_type = "limit_exceeded"
     code = "limit_exceeded"

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from decimal import Decimal
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from engine.errors import InvalidInput, LimitExceeded, RunError
+from engine.errors import GraphRaised, InvalidInput, LimitExceeded, RunError
 from engine.graph import Node
 from engine.graph_accounting import GraphAccounting, RunThread
 from engine.graph_registry import factory_arguments, is_factory, registered_target
@@ -26,6 +27,8 @@ from engine.graph_streams import CLASSIC_MODES, ProtocolEvents, as_json, classic
 from engine.money import usd
 from engine.runtime import RunContext
 from engine.usage import Usage
+
+logger = logging.getLogger(__name__)
 
 MAX_STEPS = 100  # a python_graph node's steps inside a Chatter graph
 # A registered graph's run's steps when its config names no `recursion_limit`: the stock Agent Server's default
@@ -120,7 +123,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread.
     `subgraphs`: a stream shows its subgraphs' parts, their values and tasks too (each under its namespace).
     `recursion_limit`: the run's config's (DEFAULT_RECURSION_LIMIT when it names none); a run past it fails as
-    LangGraph's GraphRecursionError says."""
+    LangGraph's GraphRecursionError says. What the graph's own code raised ends the run as GraphRaised."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -217,6 +220,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     if isinstance(error, GraphRecursionError):
         ctx.hooks.limit_exceeded("recursion_limit", config["recursion_limit"])
         raise LimitExceeded("recursion_limit", config["recursion_limit"], message=str(error)) from None
+    if isinstance(error, Exception) and not isinstance(error, RunError):
+        logger.warning("registered graph %r raised", name, exc_info=error)
+        raise GraphRaised(error) from error
     if error is not None:
         raise error
     # A cancel (or the deadline) that came during the graph's last step, a model call not streamed with no node

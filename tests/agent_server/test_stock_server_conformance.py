@@ -107,6 +107,24 @@ def test_item_05_a_delta_channel_state_reads_as_the_graph_reads_it(graph_server,
         "entries": ["given", "entry 2"], "total": 1}
 
 
+def test_a_graph_that_raised_names_its_exceptions_class_and_message(graph_server, alice_key):
+    """As the stock server serializes what a run raised: the stream's `error` event and the answer of wait and join
+    name the exception's class and carry its text, not Chatter's internal_error."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    raised = {"error": "ValueError", "message": "asked to fail"}
+
+    streamed = list(client.runs.stream(thread, "failing", input={"fail": True}))
+    waited = client.runs.wait(thread, "failing", input={"fail": True}, raise_error=False)
+
+    assert [(p.event, p.data) for p in streamed if p.event == "error"] == [("error", raised)]
+    assert waited == {"__error__": raised}
+    first = client.runs.list(thread)[-1]
+    assert client.runs.join(thread, first["run_id"]) == {"__error__": raised}
+    with pytest.raises(Exception, match="^ValueError: asked to fail$"):
+        client.runs.wait(thread, "failing", input={"fail": True})
+
+
 def test_item_12_mcp_tools_list_each_assistant_with_a_compact_input_schema(alice_key, settings, monkeypatch):
     import json
 
