@@ -76,22 +76,33 @@ def chatter_config(body, system_prompt: str | None, *, assistant: dict | None = 
 _LANGGRAPH_CONFIGURABLE = ("thread_id", "checkpoint_id", "checkpoint_ns", "run_id", "assistant_id", "graph_id")
 
 
+def _config_layers(body, *, assistant=None) -> list[tuple]:
+    """(config, context) a run takes, the first under the next: a user's assistant's version's, then the run's."""
+    layers = [(assistant.current.config, assistant.current.context)] if isinstance(assistant, Assistant) else []
+    return [*layers, (body.config, body.context)]
+
+
+def recursion_limit_asked(body, *, assistant=None) -> dict:
+    """{"recursion_limit": n} when the run's config (or its assistant's, under it) names one, else {}."""
+    limit = None
+    for config, _ in _config_layers(body, assistant=assistant):
+        limit = (config or {}).get("recursion_limit", limit)
+    return {"recursion_limit": limit} if limit is not None else {}
+
+
 def graph_request(body, *, assistant=None) -> dict:
     """A registered graph's run as asked: its input as given, the configurable keys and context it runs with
     (Chatter's own config keys and LangGraph's thread keys apart; a user's assistant's version's under the run's),
     its static breakpoints and its recursion_limit."""
-    layers = [(assistant.current.config, assistant.current.context)] if isinstance(assistant, Assistant) else []
-    layers.append((body.config, body.context))
-    configurable, context, limit = {}, None, None
-    for config, given in layers:
+    configurable, context = {}, None
+    for config, given in _config_layers(body, assistant=assistant):
         configurable.update({key: value for key, value in ((config or {}).get("configurable") or {}).items()
                              if key not in CONFIG_KEYS and key not in _LANGGRAPH_CONFIGURABLE})
         if given is not None:  # an empty context is a context (a context_schema graph gets its defaults)
             context = {**(context or {}), **given}
-        limit = (config or {}).get("recursion_limit", limit)
     return {"graph_input": body.input, "configurable": configurable, "context": context,
             "interrupt_before": body.interrupt_before, "interrupt_after": body.interrupt_after,
-            **({"recursion_limit": limit} if limit is not None else {})}
+            **recursion_limit_asked(body, assistant=assistant)}
 
 
 def _branch_from(*, owner, body: RunCreate, thread_id) -> dict:
@@ -245,11 +256,12 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
     else:
         messages = input_messages(body.input)
         message, system_prompt = turn_of(messages)
+        # on a thread, the thread keeps the graph's state, as a registered graph's does
+        on_thread = {"on_thread": True, **({"checkpoint_id": str(body.fork_from())} if branches else {}),
+                     **_json_graph_stops(body, row)} if thread_id is not None else {}
         request = AgentRunRequest(
             owner=owner, message=message, config=chatter_config(body, system_prompt, assistant=assistant_config(row)),
-            # on a thread, the thread keeps the graph's state, as a registered graph's does
-            graph_request={"on_thread": True, **({"checkpoint_id": str(body.fork_from())} if branches else {}),
-                           **_json_graph_stops(body, row)} if thread_id is not None else None,
+            graph_request={**on_thread, **recursion_limit_asked(body, assistant=row)} or None,
             **run_target(row), **written)
     started = StartedRun(execution=None, thread_id=str(thread_id) if thread_id is not None else None,
                          modes=body.stream_mode, inputs=messages)

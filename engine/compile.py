@@ -127,7 +127,7 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
               resume: dict | None = None, from_checkpoint: bool = False, every_step: bool = True,
               carried: bool = False, checkpoint_id: str | None = None, message_id: str | None = None,
               run_id: str | None = None, stream_checkpoints: bool = False, interrupt_before=None,
-              interrupt_after=None) -> dict:
+              interrupt_after=None, recursion_limit: int | None = None) -> dict:
     """Run the graph to its end, or until it waits for input; returns the final state (then with `__interrupt__`:
     LangGraph's Interrupts, each a question's value and id). Raises RunError subclasses when the run ends early.
     `messages` (OpenAI-shaped, as the gateway takes them) are the run's input messages instead of `message`.
@@ -140,7 +140,9 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
     each checkpoint's metadata, as LangGraph's server puts it. `stream_checkpoints`: each checkpoint saved goes to
     the run's hooks as LangGraph's `checkpoints` stream part. `interrupt_before` / `interrupt_after` (node ids, or
     "*"): static breakpoints; a run stopped at one returns with a breakpoint's question under `__interrupt__`
-    (_breakpoint_question), and its resume goes on from the checkpoint without an answer."""
+    (_breakpoint_question), and its resume goes on from the checkpoint without an answer. `recursion_limit`: the
+    supersteps the run may take, as LangGraph counts them (MAX_STEPS when it names none); a run past it fails as
+    LangGraph's GraphRecursionError says."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -174,13 +176,16 @@ def graph_run(graph: Graph, *, ctx: RunContext, message: str | None = None, vari
         options["durability"] = "sync" if every_step else "exit"
     run_input = Command(resume=resume) if resume is not None else None if (
         from_checkpoint or paused_at is not None) else state
-    config = {"configurable": configurable, "recursion_limit": MAX_STEPS}
+    config = {"configurable": configurable, "recursion_limit": recursion_limit or MAX_STEPS}
     try:
         if stream_checkpoints and checkpointer is not None:
             result = _streamed(compiled, run_input, config=config, ctx=ctx, options=options)
         else:
             result = compiled.invoke(run_input, config=config, **options)
-    except GraphRecursionError:
+    except GraphRecursionError as exc:
+        if recursion_limit:
+            ctx.hooks.limit_exceeded("recursion_limit", recursion_limit)
+            raise LimitExceeded("recursion_limit", recursion_limit, message=str(exc), raised=exc) from None
         ctx.hooks.limit_exceeded("max_steps", MAX_STEPS)
         raise LimitExceeded("max_steps", MAX_STEPS) from None
     if "interrupt_before" in options or "interrupt_after" in options:

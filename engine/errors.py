@@ -71,32 +71,36 @@ class InvalidInput(ChatterError):
 
 
 class RunError(ChatterError):
-    """A run ended early. `error_type` is what lands on the execution row."""
+    """A run ended early. `error_type` is what lands on the execution row; `raised`, when the run ended on an
+    exception of the graph's (its own code's, LangGraph's GraphRecursionError), that exception as LangGraph's
+    server names it: {"error": its class's name, "message": its text}."""
 
     error_type = "internal_error"
+    raised: dict | None = None
 
-    def __init__(self, message: str, *, error_type: str | None = None, **kwargs):
+    def __init__(self, message: str, *, error_type: str | None = None, raised: BaseException | None = None,
+                 **kwargs):
         super().__init__(message, **kwargs)
         if error_type:
             self.error_type = error_type
+        if raised is not None:
+            self.raised = {"error": type(raised).__name__, "message": secrets_scrub(str(raised))}
 
 
 class GraphRaised(RunError):
     """A registered graph's own code raised: the run ends internal_error, as any exception that ends a run, and
-    keeps what was raised as LangGraph's server names it, `raised`: {"error": its class's name, "message": its
-    text}."""
+    keeps what was raised (`raised`)."""
 
     def __init__(self, exc: Exception):
-        super().__init__(f"{type(exc).__name__}: {exc}")
-        self.raised = {"error": type(exc).__name__, "message": secrets_scrub(str(exc))}
+        super().__init__(f"{type(exc).__name__}: {exc}", raised=exc)
 
 
 class LimitExceeded(RunError):
     error_type = "limit_exceeded"
     code = "limit_exceeded"
 
-    def __init__(self, limit: str, value: Any, message: str | None = None):
-        super().__init__(message or f"run exceeded {limit} ({value})")
+    def __init__(self, limit: str, value: Any, message: str | None = None, raised: BaseException | None = None):
+        super().__init__(message or f"run exceeded {limit} ({value})", raised=raised)
         self.limit = limit
         self.value = value
 

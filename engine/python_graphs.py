@@ -219,7 +219,7 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
         raise outcome["stopped"]
     if isinstance(error, GraphRecursionError):
         ctx.hooks.limit_exceeded("recursion_limit", config["recursion_limit"])
-        raise LimitExceeded("recursion_limit", config["recursion_limit"], message=str(error)) from None
+        raise LimitExceeded("recursion_limit", config["recursion_limit"], message=str(error), raised=error) from None
     if isinstance(error, Exception) and not isinstance(error, RunError):
         logger.warning("registered graph %r raised", name, exc_info=error)
         raise GraphRaised(error) from error

@@ -9,7 +9,7 @@ from django.utils import timezone
 from budgets.services import budget_alerts_send, budget_crossings_own, budget_settle
 from conversations.models import Message
 from core.db import retried_on_conflict, write_atomic
-from core.errors import GraphRaised, ProviderError, RunCancelled, RunError
+from core.errors import ProviderError, RunCancelled, RunError
 from core.money import usd
 from engine.chat_messages import content_text, tool_calls_as_sent
 from engine.hooks import NullHooks
@@ -106,8 +106,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
                         # what a failed provider's upstream said, a caller's answer is made of (gateway.errors)
                         **({"upstream": error.upstream} if isinstance(error, ProviderError) and error.upstream
                            else {}),
-                        # what a registered graph's own code raised, as LangGraph's server names it
-                        **({"raised": error.raised} if isinstance(error, GraphRaised) else {})},
+                        # the graph's exception that ended it, as LangGraph's server names it
+                        **({"raised": error.raised} if error is not None and error.raised else {})},
         "error_type": error.error_type if error else "", "error_message": error.message if error else "",
         "stream_progress": {},  # a call's stream in progress, carried by the heartbeat: over now
         **({"cancel_requested": True} if status == Status.CANCELLED else {}),
@@ -176,8 +176,7 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             recorder.emit("workflow_completed", summary)
         else:
             recorder.emit(f"workflow_{status}", {"error_type": error.error_type, "error_message": error.message,
-                                                 **({"raised": error.raised} if isinstance(error, GraphRaised)
-                                                    else {}), **summary})
+                                                 **({"raised": error.raised} if error.raised else {}), **summary})
         recorder.audit(f"execution.{status}", {
             "error_type": error.error_type if error else None, "total_tokens": execution.total_tokens,
             "cost": execution.cost, "llm_calls": execution.llm_calls, "tool_calls": execution.tool_calls})

@@ -189,7 +189,8 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
                               message_id=str(recorder.user_message.pk) if carried and recorder.user_message else None,
                               run_id=str(execution.pk), stream_checkpoints=bool(run_input.get("stream_checkpoints")),
                               interrupt_before=run_input.get("interrupt_before"),
-                              interrupt_after=run_input.get("interrupt_after"))
+                              interrupt_after=run_input.get("interrupt_after"),
+                              recursion_limit=run_input.get("recursion_limit"))
     except NotCreated:  # its request's write of it was refused (and the request answered why): no row to end
         return execution
     except RunError as exc:

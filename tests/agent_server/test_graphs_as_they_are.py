@@ -375,6 +375,7 @@ def test_a_runs_recursion_limit_bounds_its_graphs_steps(graph_server, alice_key)
     stopped = client.runs.wait(thread["thread_id"], "stateful", input=START, config={"recursion_limit": 1},
                                raise_error=False)
 
+    assert stopped["__error__"]["error"] == "GraphRecursionError"  # the exception, as the stock server names it
     assert "Recursion limit of 1 reached" in stopped["__error__"]["message"]
     assert client.runs.list(thread["thread_id"])[0]["status"] == "error"
     paused = client.runs.wait(thread["thread_id"], "stateful", input=START, config={"recursion_limit": 5})

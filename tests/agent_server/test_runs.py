@@ -479,6 +479,25 @@ def test_a_config_whose_configurable_is_not_an_object_is_refused_with_422(server
     assert WorkflowExecution.objects.count() == 0 and Message.objects.count() == 0
 
 
+def test_a_templates_run_honours_its_recursion_limit_as_langgraph_does(server, alice_key):
+    """A template's run, on a thread or not, is held to its config's recursion_limit: past it the run fails as
+    LangGraph's GraphRecursionError (its class and message in the answer), within it the run goes to its end."""
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+
+    stopped = [client.runs.wait(thread_id, "universal_chat", input=TURN, config={"recursion_limit": 1},
+                                raise_error=False) for thread_id in (thread, None)]
+    within = client.runs.wait(thread, "universal_chat", input=TURN, config={"recursion_limit": 25})
+
+    for answer in stopped:
+        assert answer["__error__"]["error"] == "GraphRecursionError"
+        assert answer["__error__"]["message"].startswith("Recursion limit of 1 reached")
+    failed = WorkflowExecution.objects.filter(status="failed")
+    assert failed.count() == 2 and {e.error_type for e in failed} == {"limit_exceeded"}
+    assert "84" in within["messages"][-1]["content"]
+    assert [r["status"] for r in client.runs.list(thread)] == ["success", "error"]
+
+
 def test_a_run_may_create_its_thread_but_a_refused_one_leaves_none(server, alice_key):
     import uuid
 

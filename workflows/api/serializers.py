@@ -157,8 +157,8 @@ class WorkflowEndedData(WorkflowCompletedData):
 
     error_type = serializers.CharField()
     error_message = serializers.CharField(allow_blank=True)
-    raised = serializers.DictField(required=False, help_text="a registered graph's own code raised (error_type "
-                                   "internal_error): {error: the exception's class, message: its text}")
+    raised = serializers.DictField(required=False, help_text="the graph's exception that ended the run (its own "
+                                   "code's, LangGraph's GraphRecursionError): {error: its class, message: its text}")
 
 
 EVENT_DATA = {
