@@ -146,20 +146,36 @@ def checkpoint_run(*, conversation: Conversation, checkpoint_id: str) -> Workflo
     return execution
 
 
+def thread_registered_graph(conversation: Conversation) -> str | None:
+    """The registered graph whose state the thread keeps: its latest run's; for a thread no run has run yet that
+    holds checkpoints of its own (a copy of such a thread), the one its metadata names (`graph_id`, as LangGraph's
+    server reads it). None for any other thread."""
+    from engine.graph import parse_graph
+    from engine.python_graphs import registered_graph_name
+
+    latest = _runs(conversation).first()
+    if latest is not None:
+        return registered_graph_name(parse_graph(latest.graph))
+    name = (conversation.metadata or {}).get("graph_id")
+    if isinstance(name, str) and Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns=_ROOT,
+                                                           kind=Checkpoint.Kind.CHECKPOINT).exists():
+        return name
+    return None
+
+
 def _graph_thread(conversation: Conversation):
     """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
-    graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run, on Chatter's
-    checkpointer, whose LangGraph API answers for its state (before its first checkpoint too: an empty state);
-    None for any other thread (one whose runs each kept their own state, or none)."""
-    from engine.graph import parse_graph
-    from engine.python_graphs import graph_load, registered_graph_name
+    graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run (of a copy not
+    run yet, the registered graph it names: thread_registered_graph), on Chatter's checkpointer, whose LangGraph
+    API answers for its state (before its first checkpoint too: an empty state); None for any other thread (one
+    whose runs each kept their own state, or none)."""
+    from engine.python_graphs import graph_load
     from workflows.checkpointer import checkpointer
 
     latest = _runs(conversation).first()
-    if latest is None:
+    name = thread_registered_graph(conversation)
+    if latest is None and name is None:
         return None
-    graph = parse_graph(latest.graph)
-    name = registered_graph_name(graph)
     if name is None:
         on_thread = latest.input_data.get("on_thread") or Checkpoint.objects.filter(
             thread_id=str(conversation.pk), checkpoint_ns=_ROOT).exists()  # (a later run that did not go on it)
@@ -303,7 +319,8 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
         if checkpoint_id and graph.get_state(config).created_at is None:  # LangGraph would begin an empty state
             raise NotFound("checkpoint not found in this thread")
         # A Chatter graph's routing runs (the update is the node's output): it reads the run's context, no hooks.
-        config["configurable"]["chatter"] = _run_context(_runs(conversation).first())
+        if latest := _runs(conversation).first():  # (none on a copy not run yet: a registered graph's)
+            config["configurable"]["chatter"] = _run_context(latest)
         config = _updated(graph, config, values, as_node=as_node)
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:

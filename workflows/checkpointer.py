@@ -268,6 +268,14 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
         self.release(thread_id)
         Checkpoint.objects.filter(thread_id=thread_id).delete()
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Every checkpoint and pending write of one thread (each namespace, the whole parent chain) under another
+        thread id, with the same ids, parents and metadata, as LangGraph's savers copy a thread; the copies are of
+        no run (a run of the source's deleted later takes its own rows only)."""
+        now = timezone.now()
+        _rows_write([{**row, "thread_id": target_thread_id, "execution_id": None, "created_at": now}
+                     for row in Checkpoint.objects.filter(thread_id=source_thread_id).values(*_READ)], replace=True)
+
     # --- the async twins: the same work, off the event loop ---------------------------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await database_sync_to_async(self.get_tuple)(config)
@@ -289,6 +297,9 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await database_sync_to_async(self.delete_thread)(thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await database_sync_to_async(self.copy_thread)(source_thread_id, target_thread_id)
 
 
 checkpointer = DatabaseSaver()  # the one saver of every run in this process

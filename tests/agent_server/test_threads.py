@@ -104,6 +104,29 @@ def test_a_thread_whose_latest_run_failed_is_in_error_until_a_later_run_succeeds
     assert client.threads.get(thread)["status"] == "idle" and client.threads.search(status="error") == []
 
 
+def test_a_copy_of_a_registered_graphs_thread_has_its_state_and_history_and_goes_on_from_them(graph_server,
+                                                                                                  alice_key):
+    """As LangGraph's server copies a thread, its checkpoints: the copy's state and history are the original's,
+    its next run goes on from that state (the original's left as it was), and deleting the original keeps it."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "slow_counter", input={"delay": 0})
+    client.runs.wait(thread, "slow_counter", input={"delay": 0})
+
+    copy = client.threads.copy(thread)["thread_id"]
+
+    state, copied = client.threads.get_state(thread), client.threads.get_state(copy)
+    assert copied["values"] == state["values"] == {"count": 4, "delay": 0}
+    assert copied["checkpoint"] == {**state["checkpoint"], "thread_id": copy}
+    history = [h["checkpoint"]["checkpoint_id"] for h in client.threads.get_history(thread, limit=100)]
+    assert [h["checkpoint"]["checkpoint_id"] for h in client.threads.get_history(copy, limit=100)] == history
+    assert client.runs.wait(copy, "slow_counter", input={"delay": 0})["count"] == 6
+    assert client.threads.get_state(thread)["values"]["count"] == 4
+    client.threads.delete(thread)
+    assert client.threads.get_state(copy)["values"]["count"] == 6
+    assert len(client.threads.get_history(copy, limit=100)) == len(history) + 4
+
+
 async def test_another_users_thread_is_not_found(server, alice_key, bob_key):
     alice_client = get_client(url=server.langgraph_url, api_key=alice_key)
     bob_client = get_client(url=server.langgraph_url, api_key=bob_key)

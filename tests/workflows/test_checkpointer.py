@@ -21,7 +21,7 @@ def test_it_passes_langgraph_checkpoint_conformance():
 
     failures = {name: result.failures for name, result in report.results.items() if result.failures}
     assert report.passed_all_base() and report.passed_all(), failures
-    assert {"put", "put_writes", "get_tuple", "list", "delete_thread"} <= {
+    assert {"put", "put_writes", "get_tuple", "list", "delete_thread", "copy_thread"} <= {
         name for name, result in report.results.items() if result.passed}
 
 
