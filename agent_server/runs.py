@@ -24,6 +24,7 @@ from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentRun, Assistant
 from agent_server.resume import fork_request, run_resume
 from agent_server.rollback import run_roll_back, run_unqueue, runs_roll_back, runs_stop
+from agent_server.state import thread_questions_unwaited
 from agent_server.stream import graph_streams_asked
 from agent_server.threads import (
     thread_create,
@@ -208,6 +209,13 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         # A registered graph's thread at a static breakpoint (its run ended there): a new run goes on from it, as
         # LangGraph's server runs Command(resume=…) there (no interrupt asked: the value is not used).
         body = body.model_copy(update={"command": None, "input": None})
+    answering = None
+    if body.command is not None and set(body.command) == {"resume"} and thread_id is not None and (
+            thread_questions_unwaited(conversation=thread_get(user=owner, thread_id=thread_id))):
+        # Its waiting run was cancelled, the questions stay in its graph's state: a new run answers them from there,
+        # as LangGraph's server runs Command(resume=…) on a thread whose run ended at its interrupt().
+        answering = {"resume": body.command["resume"]}
+        body = body.model_copy(update={"command": None, "input": None})
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
     refused = body.refused() if not registered and thread_id is None else []
@@ -251,6 +259,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                            "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
                            "graph_streams": graph_streams_asked(body.stream_mode),
                            "stream_subgraphs": body.stream_subgraphs,  # its subgraphs' values and tasks too
+                           **({"command": answering} if answering is not None else {}),
                            **_branch_from(owner=owner, body=body, thread_id=thread_id)},
             **run_target(row), **written)
     else:

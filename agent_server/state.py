@@ -163,6 +163,16 @@ def thread_registered_graph(conversation: Conversation) -> str | None:
     return None
 
 
+def thread_questions_unwaited(*, conversation: Conversation) -> bool:
+    """Whether the thread's registered graph's state holds questions (its interrupt()s) that no run of it waits on:
+    its waiting run was cancelled, where the stock server's run had ended; a Command(resume=…) answers them in a
+    new run, from that state."""
+    if thread_registered_graph(conversation) is None or _runs(conversation).filter(status=Status.WAITING).exists():
+        return False
+    graph = _graph_thread(conversation)
+    return graph is not None and bool(graph.get_state(_thread_config(conversation)).interrupts)
+
+
 def _graph_thread(conversation: Conversation):
     """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
     graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run (of a copy not

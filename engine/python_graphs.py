@@ -110,7 +110,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
                      interrupt_before=None, interrupt_after=None, booked: dict | None = None,
                      streaming: str = "classic", checkpoint_id: str | None = None,
                      stream_checkpoints: bool = False, graph_streams: list | None = None,
-                     store=None, recursion_limit: int | None = None, subgraphs: bool = False) -> dict:
+                     store=None, recursion_limit: int | None = None, subgraphs: bool = False,
+                     command: dict | None = None) -> dict:
     """Run a registered graph to its end, or until it waits for input, on the run's thread (which serves the
     graph's hooks meanwhile). Returns the graph's final values, with `__interrupt__` (LangGraph's Interrupts)
     when it waits, or `__stopped_before__` (the nodes next) when it stopped at a static breakpoint; and under
@@ -123,7 +124,9 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
     LangGraph store its nodes are given (in place of any it was compiled with), used on the run's thread.
     `subgraphs`: a stream shows its subgraphs' parts, their values and tasks too (each under its namespace).
     `recursion_limit`: the run's config's (DEFAULT_RECURSION_LIMIT when it names none); a run past it fails as
-    LangGraph's GraphRecursionError says. What the graph's own code raised ends the run as GraphRaised."""
+    LangGraph's GraphRecursionError says. What the graph's own code raised ends the run as GraphRaised.
+    `command`: {"resume": value}, a new run's Command(resume=…) answering the interrupt()s its thread's state holds
+    (a run that waited on them was cancelled)."""
     from langgraph.errors import GraphRecursionError
     from langgraph.types import Command
 
@@ -146,6 +149,8 @@ def graph_stream_run(name: str, *, ctx: RunContext, graph_input: Any, checkpoint
             pending = {i.id for i in (await compiled.aget_state(config)).interrupts}
             answer = resume if (len(resume) != 1 or pending & set(resume)) else next(iter(resume.values()))
             run_input = Command(resume=answer)
+        elif command is not None:
+            run_input = Command(resume=command["resume"])
         elif from_checkpoint:
             run_input = None
         kwargs = {"durability": "sync" if every_step else "exit"}

@@ -174,7 +174,7 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
                 graph_streams=run_input.get("graph_streams"), subgraphs=bool(run_input.get("stream_subgraphs")),
                 checkpoint_id=run_input.get("checkpoint_id") if resume is None and not from_checkpoint else None,
                 interrupt_before=run_input.get("interrupt_before"), interrupt_after=run_input.get("interrupt_after"),
-                recursion_limit=run_input.get("recursion_limit"),
+                recursion_limit=run_input.get("recursion_limit"), command=run_input.get("command"),
                 store=import_string(settings.CHATTER_GRAPH_STORE)(owner=execution.owner))
         else:
             # A thread's state is saved at every step (its history, forks); a run's own only at its pauses unless its

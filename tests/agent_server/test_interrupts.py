@@ -83,6 +83,28 @@ def test_interrupt_in_a_python_graph_pauses_the_run_and_resume_goes_on_with_it(g
     assert reconcile_exit_code() == 0
 
 
+def test_resume_after_the_waiting_run_was_cancelled_answers_the_question_in_a_new_run(graph_server, alice_key):
+    """A registered graph's question stays in its thread's state when the run waiting on it is cancelled (the stock
+    server's run had ended at its interrupt()): Command(resume=…) then answers it in a new run that goes on from that
+    checkpoint, not from the start; with nothing left to answer, a resume is a 409 again."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    asked = client.runs.wait(thread, "stateful", input={"messages": [], "value": "v", "items": []})
+    waiting = client.runs.list(thread)[0]["run_id"]
+
+    client.runs.cancel(thread, waiting, wait=True)
+    values = client.runs.wait(thread, "stateful", command={"resume": "yes"})
+
+    assert asked["__interrupt__"] and client.runs.get(thread, waiting)["status"] == "interrupted"
+    assert values["items"] == ["greeted", "tool", "asked"]  # greet and use_tool did not run again
+    assert [m["content"] for m in values["messages"]][-2:] == ["You said yes", "from the subgraph"]
+    assert [r["status"] for r in client.runs.list(thread)] == ["success", "interrupted"]
+    assert client.threads.get_state(thread)["next"] == [] and client.threads.get(thread)["status"] == "idle"
+    with pytest.raises(httpx.HTTPStatusError) as refused:  # runs.wait raises httpx's own error, not the SDK's
+        client.runs.wait(thread, "stateful", command={"resume": "again"})
+    assert refused.value.response.status_code == 409
+
+
 async def test_a_human_input_node_streams_its_interrupt_and_a_streamed_resume_finishes_the_run(server, alice,
                                                                                                alice_key):
     await sync_to_async(template_create)(owner=alice, key="asking", name="Asks how many", graph=ASKING)
