@@ -1,3 +1,4 @@
+import json
 import re
 from decimal import Decimal
 
@@ -39,6 +40,7 @@ from workflows.models import (
 )
 from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
+from workflows.services.templates import template_create
 
 pytestmark = pytest.mark.django_db
 
@@ -292,6 +294,105 @@ def test_builtin_templates_cannot_be_changed_or_deleted(staff_client):
         "action": "delete_selected", "_selected_action": [str(template.pk)], "post": "yes"})
     template.refresh_from_db()
     assert template.name != "x"
+
+
+CHAT_GRAPH = {"nodes": [{"id": "start", "type": "start"}, {"id": "llm", "type": "model"}, {"id": "end", "type": "end"}],
+              "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}]}
+BROKEN_GRAPH = {"nodes": [{"id": "start", "type": "start"}, {"id": "x", "type": "no_such_type"}],
+                "edges": [{"source": "start", "target": "nowhere"}]}
+
+
+def audited(action: str, target) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action, target_id=str(target.pk)))
+
+
+def template_form(template: WorkflowTemplate, **changes) -> dict:
+    """The change page's form as a browser posts it (the JSON fields' hidden initial values too)."""
+    params, graph = json.dumps(template.params), json.dumps(template.graph)
+    return {"name": template.name, "description": template.description, "category": template.category,
+            "is_public": "on" if template.is_public else "", "params": params, "initial-params": params,
+            "graph": graph, "initial-graph": graph, **changes}
+
+
+def test_a_template_changed_in_the_admin_is_refused_what_the_api_refuses(staff_client, alice):
+    template = template_create(owner=alice, key="tea", name="Tea", graph=CHAT_GRAPH)
+    stored = template.graph
+
+    broken = staff_client.post(url(WorkflowTemplate, "change", template.pk), template_form(
+        template, name="Renamed", graph=json.dumps(BROKEN_GRAPH)))
+    bad_params = staff_client.post(url(WorkflowTemplate, "change", template.pk), template_form(
+        template, name="Renamed", params=json.dumps({"temperature": 7})))
+
+    assert broken.status_code == bad_params.status_code == 200  # the form again, with what is wrong
+    said = " ".join(broken.context["adminform"].form.errors["graph"])
+    assert "no_such_type" in said and "nowhere" in said
+    assert "temperature" in " ".join(bad_params.context["adminform"].form.errors["params"])
+    template.refresh_from_db()
+    assert (template.name, template.graph, template.version) == ("Tea", stored, 1)
+    assert audited("template.updated", template) == []
+
+
+def test_a_template_changed_in_the_admin_goes_through_the_service_and_is_audited(staff_client, staff, alice):
+    template = template_create(owner=alice, key="tea", name="Tea", graph=CHAT_GRAPH)
+    graph = {**CHAT_GRAPH, "nodes": [*CHAT_GRAPH["nodes"][:1], {"id": "llm", "type": "model",
+                                                                "config": {"temperature": 0.2}}, CHAT_GRAPH["nodes"][2]]}
+
+    response = staff_client.post(url(WorkflowTemplate, "change", template.pk), template_form(
+        template, name="Green tea", graph=json.dumps(graph)))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    template.refresh_from_db()
+    assert (template.name, template.version, template.owner) == ("Green tea", 2, alice)
+    (row,) = audited("template.updated", template)
+    assert (row.actor_id, row.data["fields"]) == (staff.pk, ["graph", "name"])
+
+
+def test_a_template_added_in_the_admin_is_validated_and_audited(staff_client, staff, alice):
+    form = {"key": "tea", "name": "Tea", "description": "", "category": "general", "owner": alice.pk,
+            "params": "{}"}
+
+    refused = staff_client.post(url(WorkflowTemplate, "add"), {**form, "graph": json.dumps(BROKEN_GRAPH)})
+    added = staff_client.post(url(WorkflowTemplate, "add"), {**form, "graph": json.dumps(CHAT_GRAPH)})
+
+    assert refused.status_code == 200 and "graph" in refused.context["adminform"].form.errors
+    assert added.status_code == 302, added.content.decode()[:2000]
+    (template,) = WorkflowTemplate.objects.filter(key="tea")
+    assert template.owner == alice
+    (row,) = audited("template.created", template)
+    assert row.actor_id == staff.pk
+
+
+def test_templates_and_definitions_deleted_in_the_admin_are_audited(staff_client, staff, alice):
+    one, two = (template_create(owner=alice, key=key, name=key, graph=CHAT_GRAPH) for key in ("one", "two"))
+    definition = WorkflowDefinitionFactory(owner=alice, name="Mine", nodes=CHAT_GRAPH["nodes"],
+                                           edges=CHAT_GRAPH["edges"])
+
+    assert staff_client.post(url(WorkflowTemplate, "delete", one.pk), {"post": "yes"}).status_code == 302
+    assert staff_client.post(url(WorkflowTemplate, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(two.pk)], "post": "yes"}).status_code == 302
+    assert staff_client.post(url(WorkflowDefinition, "delete", definition.pk), {"post": "yes"}).status_code == 302
+
+    assert not WorkflowTemplate.objects.filter(pk__in=[one.pk, two.pk]).exists()
+    assert not WorkflowDefinition.objects.filter(pk=definition.pk).exists()
+    rows = [*audited("template.deleted", one), *audited("template.deleted", two),
+            *audited("definition.deleted", definition)]
+    assert [row.actor_id for row in rows] == [staff.pk] * 3
+
+
+def test_a_definition_changed_in_the_admin_is_validated_and_audited(staff_client, staff, alice):
+    definition = WorkflowDefinitionFactory(owner=alice, name="Mine", nodes=CHAT_GRAPH["nodes"],
+                                           edges=CHAT_GRAPH["edges"])
+    form = {"name": "Ours", "description": "", "is_public": "", "initial-metadata": "{}"}
+
+    refused = staff_client.post(url(WorkflowDefinition, "change", definition.pk), {**form, "metadata": "[1, 2]"})
+    changed = staff_client.post(url(WorkflowDefinition, "change", definition.pk), {**form, "metadata": "{}"})
+
+    assert refused.status_code == 200 and "metadata" in refused.context["adminform"].form.errors
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    definition.refresh_from_db()
+    assert (definition.name, definition.owner) == ("Ours", alice)
+    (row,) = audited("definition.updated", definition)
+    assert (row.actor_id, row.data["fields"]) == (staff.pk, ["name"])
 
 
 def test_model_prices_are_editable(staff_client):

@@ -15,7 +15,10 @@ from workflows.models import (
     WorkflowSchedule,
     WorkflowTemplate,
 )
+from workflows.services.definitions import definition_delete, definition_update
 from workflows.services.runs import execution_cancel
+from workflows.services.templates import template_create, template_delete, template_update
+from workflows.template_forms import DefinitionAdminForm, TemplateAdminForm
 from workflows.timeline import run_timeline
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
@@ -54,14 +57,26 @@ class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
 # --- templates and definitions ----------------------------------------------------------------------------
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
-    """Templates; analytics.admin adds their analytics to these pages."""
+    """Templates; analytics.admin adds their analytics to these pages. Added, changed and deleted through the services
+    the API uses (validated as it validates them: workflows.template_forms; audited; the version bumped by a graph
+    changed), whoever owns them."""
 
+    form = TemplateAdminForm
     list_display = ("key", "name", "category", "is_builtin", "is_public", "owner", "version", "updated_at")
     list_filter = ("is_builtin", "is_public", "category", "updated_at")
     list_select_related = ("owner",)
     search_fields = ("key", "name", "description")
     raw_id_fields = ("owner",)
-    readonly_fields = ("is_builtin", "created_at", "updated_at")
+    readonly_fields = ("is_builtin", "version", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # As in the API: the key is fixed at creation, and a template stays its owner's.
+        return (*super().get_readonly_fields(request, obj), *(("key", "owner") if obj is not None else ()))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.template = obj  # a class of this request's
+        return form
 
     # Built-ins are seeded from code; editing them here would be overwritten or break the seed.
     def has_change_permission(self, request, obj=None):
@@ -70,20 +85,53 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj and obj.is_builtin)
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            if not form.service_values:
+                return
+            saved = template_update(template=WorkflowTemplate.objects.get(pk=obj.pk), actor=request.user,
+                                    as_staff=True, **form.service_values)
+        else:
+            saved = template_create(owner=form.cleaned_data["owner"], actor=request.user, **form.service_values)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        template_delete(template=obj, actor=request.user, as_staff=True)
+
+    def delete_queryset(self, request, queryset):
+        for template in queryset:
+            self.delete_model(request, template)
+
 
 @admin.register(WorkflowDefinition)
 class WorkflowDefinitionAdmin(admin.ModelAdmin):
+    form = DefinitionAdminForm
     list_display = ("name", "owner", "template", "version", "is_public", "created_at", "updated_at")
     list_filter = ("is_public", "updated_at", "created_at")
     list_select_related = ("owner", "template")
     search_fields = ("id__exact", "name", "description", "owner__username")
     raw_id_fields = ("owner", "template")
     date_hierarchy = "created_at"
-    # The graph is validated and versioned by definition_create/definition_update, never edited raw here.
-    readonly_fields = ("nodes", "edges", "version", "created_at", "updated_at")
+    # The graph is validated and versioned by definition_create/definition_update, never edited raw here; the rest
+    # is changed through definition_update too (audited), as the API changes it.
+    readonly_fields = ("owner", "template", "nodes", "edges", "version", "created_at", "updated_at")
 
     def has_add_permission(self, request):
         return False
+
+    def save_model(self, request, obj, form, change):
+        if form.service_values:
+            definition_update(definition=WorkflowDefinition.objects.get(pk=obj.pk), actor=request.user,
+                              as_staff=True, **form.service_values)
+            obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        definition_delete(definition=obj, actor=request.user, as_staff=True)
+
+    def delete_queryset(self, request, queryset):
+        for definition in queryset:
+            self.delete_model(request, definition)
 
 
 @admin.register(WorkflowSchedule)

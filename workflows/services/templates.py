@@ -121,16 +121,35 @@ def _key_clash(key: str) -> InvalidInput:
         {"path": "key", "code": "unique", "message": f"key {key!r} was just taken; try again or pick another"}])
 
 
-def template_create(*, owner, key: str, name: str, graph, description: str = "", category: str = "general",
-                    params: dict | None = None, is_public: bool = False) -> WorkflowTemplate:
-    """A user's own template: the key follows the key rule above, the graph is validated and normalized,
-    `params` are run config defaults validated like any config."""
-    errors = _template_errors(owner=owner, key=key, params=params or {})
+def template_check(*, owner, template: WorkflowTemplate | None = None, **values) -> dict | None:
+    """What template_create (no `template`) or template_update (a change of `template`) would refuse of `values`
+    (the key rule, `params` as run config, sharing a key another shared template has, the graph parsed with the
+    prompts and collections it names), raised as one InvalidInput naming each; else the graph given, normalized
+    (None when none is given). The admin's form shows the same refusals."""
+    new = template is None
+    errors = _template_errors(owner=owner, key=values.get("key") if new else None,
+                              params=(values.get("params") or {}) if new else values.get("params"))
+    # Shared now: its key must be unique among the shared ones.
+    if not new and values.get("is_public") and not template.is_public:
+        shared = WorkflowTemplate.objects.filter(Q(is_public=True) | Q(owner__isnull=True), key=template.key)
+        if shared.exclude(pk=template.pk).exists():
+            errors.append({"path": "is_public", "code": "unique",
+                           "message": f"a public template has key {template.key!r}"})
     if errors:
         raise InvalidInput("invalid template", details=errors)
-    parsed = parse_graph(graph)
+    if "graph" not in values:
+        return None
+    parsed = parse_graph(values["graph"])
     graph_prompts_check(parsed, owner=owner, kept=True)
-    graph = parsed.as_dict()
+    return parsed.as_dict()
+
+
+def template_create(*, owner, key: str, name: str, graph, description: str = "", category: str = "general",
+                    params: dict | None = None, is_public: bool = False, actor=None) -> WorkflowTemplate:
+    """A user's own template: the key follows the key rule above, the graph is validated and normalized,
+    `params` are run config defaults validated like any config (template_check). `actor`: who made it (the owner
+    by default; staff in the admin)."""
+    graph = template_check(owner=owner, key=key, params=params or {}, graph=graph)
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -140,38 +159,28 @@ def template_create(*, owner, key: str, name: str, graph, description: str = "",
                 )
         except IntegrityError as exc:
             raise _key_clash(key) from exc
-        audit_record(action="template.created", actor=owner, target=template,
+        audit_record(action="template.created", actor=actor or owner, target=template,
                      data={"key": key, "version": template.version, "is_public": is_public})
     return template
 
 
-def _template_owned(template: WorkflowTemplate, owner) -> None:
+def _template_owned(template: WorkflowTemplate, actor, *, as_staff: bool) -> None:
     if template.is_builtin:
         raise Forbidden("built-in templates are read-only")
-    if template.owner_id != owner.pk:
+    if template.owner_id != actor.pk and not (as_staff and actor.is_staff):
         raise Forbidden("only its owner may change a template")
 
 
-def template_update(*, template: WorkflowTemplate, actor, **changes) -> WorkflowTemplate:
-    """Change a user's template; a change of its graph is validated and bumps the version."""
-    _template_owned(template, actor)
+def template_update(*, template: WorkflowTemplate, actor, as_staff: bool = False, **changes) -> WorkflowTemplate:
+    """Change a user's template; a change of its graph is validated and bumps the version. `as_staff`: staff
+    change it in the admin, whoever owns it (a built-in stays read-only)."""
+    _template_owned(template, actor, as_staff=as_staff)
     unknown = sorted(set(changes) - set(TEMPLATE_EDITABLE))
     if unknown:
         raise InvalidInput("these fields cannot be changed", details=[
             {"path": name, "code": "read_only", "message": f"{name} cannot be changed"} for name in unknown])
-    errors = _template_errors(params=changes.get("params"))
-    if changes.get("is_public") and not template.is_public:  # shared now: its key must be unique among shared
-        shared = WorkflowTemplate.objects.filter(Q(is_public=True) | Q(owner__isnull=True), key=template.key)
-        if shared.exclude(pk=template.pk).exists():
-            errors.append({"path": "is_public", "code": "unique",
-                           "message": f"a public template has key {template.key!r}"})
-    if errors:
-        raise InvalidInput("invalid template", details=errors)
-    graph = None
-    if "graph" in changes:
-        parsed = parse_graph(changes.pop("graph"))
-        graph_prompts_check(parsed, owner=template.owner, kept=True)
-        graph = parsed.as_dict()
+    graph = template_check(owner=template.owner, template=template, **changes)
+    changes.pop("graph", None)
     with transaction.atomic():
         locked = WorkflowTemplate.objects.select_for_update().get(pk=template.pk)
         if graph is not None and graph != locked.graph:
@@ -190,9 +199,10 @@ def template_update(*, template: WorkflowTemplate, actor, **changes) -> Workflow
     return locked
 
 
-def template_delete(*, template: WorkflowTemplate, actor) -> None:
-    """Past runs keep their figures (their template becomes null); the template's analytics go with it."""
-    _template_owned(template, actor)
+def template_delete(*, template: WorkflowTemplate, actor, as_staff: bool = False) -> None:
+    """Past runs keep their figures (their template becomes null); the template's analytics go with it. `as_staff`:
+    staff delete it in the admin, whoever owns it."""
+    _template_owned(template, actor, as_staff=as_staff)
     with transaction.atomic():
         audit_record(action="template.deleted", actor=actor, target=template,
                      data={"key": template.key, "version": template.version})
