@@ -9,12 +9,16 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils import timezone
 
+from analytics.api.serializers import PriceWriteSerializer
 from analytics.charts import column_chart, row_chart
 from analytics.models import ModelPrice, TemplateAnalytics, UsageRollup
 from analytics.operations_admin import operations_view
+from analytics.prices import price_checked, price_create, price_update
 from analytics.prompt_versions import prompt_version_report
 from analytics.selectors import (
     templates_with_analytics,
@@ -27,6 +31,8 @@ from analytics.selectors import (
 from analytics.tool_usage import tool_usage_report
 from budgets.models import Budget
 from budgets.services import budgets_current
+from core.admin_refusals import form_refusals_show
+from core.errors import InvalidInput
 from core.money import dollars
 from keys.models import ApiToken
 from prompts.admin import PromptAdmin
@@ -106,13 +112,85 @@ admin.site.unregister(WorkflowTemplate)
 admin.site.register(WorkflowTemplate, TemplateWithAnalyticsAdmin)
 
 
+PRICE_VALUES = ("provider", "model_pattern", "input_per_million", "cached_input_per_million", "output_per_million",
+                "per_call", "effective_from", "is_active")
+
+
+class PriceAdminForm(forms.ModelForm):
+    """A new price row checked as the API checks one (its serializer, then analytics.prices.price_checked), each
+    refusal on its field; on a price's own page only `is_active` is a field."""
+
+    class Meta:
+        model = ModelPrice
+        fields = PRICE_VALUES
+        help_texts = {"effective_from": "empty: now", "per_call": "an MCP tool's (provider mcp) price per call",
+                      "input_per_million": "a model's (not an MCP tool's)",
+                      "output_per_million": "a model's (not an MCP tool's)"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("input_per_million", "output_per_million", "effective_from"):
+            if name in self.fields:  # required or not by the kind of price (price_checked says), now by default
+                self.fields[name].required = False
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        self.service_values = {}
+        if self.errors:  # each field's own error first
+            return cleaned
+        given = {name: cleaned[name] for name in PRICE_VALUES if name in self.fields and cleaned.get(name) is not None}
+        new = "provider" in self.fields  # (a row's own page has is_active alone)
+        serializer = PriceWriteSerializer(data=given, partial=not new)
+        if not serializer.is_valid():
+            form_refusals_show(self, serializer.errors)
+            return cleaned
+        if new:
+            try:
+                price_checked(**serializer.validated_data)
+            except InvalidInput as refused:
+                form_refusals_show(self, refused.details)
+                return cleaned
+        self.service_values = dict(serializer.validated_data)
+        return cleaned
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
+    """Prices as the API keeps them (docs/api/rest.md): a change of price is a new row from its effective_from, so
+    the calls priced before keep theirs; a row's figures and dates are history, only `is_active` changes (retiring or
+    restoring it); nothing is deleted. Every write is analytics.prices' (audited price.changed)."""
+
+    form = PriceAdminForm
     list_display = ("provider", "model_pattern", "input_per_million", "cached_input_per_million",
                     "output_per_million", "per_call", "effective_from", "is_active", "created_at")
     list_filter = ("provider", "is_active", "effective_from")
     search_fields = ("provider", "model_pattern")
     date_hierarchy = "effective_from"
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return (*(name for name in PRICE_VALUES if name != "is_active"), "created_at", "new_price")
+
+    @admin.display(description="change the price")
+    def new_price(self, price: ModelPrice) -> str:
+        """A link to a new row of this price's provider and pattern, its figures to start from."""
+        values = {name: getattr(price, name) for name in PRICE_VALUES
+                  if name not in ("effective_from", "is_active") and getattr(price, name) is not None}
+        return format_html('<a href="{}?{}">Add a new price from a date</a> (this one keeps the calls priced by it)',
+                           reverse("admin:analytics_modelprice_add"), urlencode(values))
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # history: retire a price (is_active) instead, as the API does
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            if "is_active" in form.changed_data:
+                price_update(price=obj, actor=request.user, is_active=form.service_values["is_active"])
+            return
+        made = price_create(actor=request.user, **form.service_values)
+        obj.pk = made.pk
+        obj.refresh_from_db()
 
 
 class DashboardFilter(forms.Form):

@@ -45,13 +45,24 @@ def prices_seed() -> None:
         if (provider, pattern) not in seeded])
 
 
-def price_create(*, actor, provider: str, model_pattern: str, input_per_million: Decimal | None = None,
-                 output_per_million: Decimal | None = None, cached_input_per_million: Decimal | None = None,
-                 per_call: Decimal | None = None, effective_from: datetime | None = None,
-                 is_active: bool = True) -> ModelPrice:
-    """A new price row. Prices are never edited in place: a change is a new row from its effective_from on, so
-    calls priced before keep the price they had (recompute_costs re-prices them only when asked). A row of provider
-    "mcp" prices MCP tool calls: `per_call` only, its pattern matching `<server>__<tool>`."""
+def price_create(*, actor, **values) -> ModelPrice:
+    """A new price row (price_checked's). Prices are never edited in place: a change is a new row from its
+    effective_from on, so calls priced before keep the price they had (recompute_costs re-prices them only when
+    asked)."""
+    price = price_checked(**values)
+    with transaction.atomic():
+        price.save()
+        _price_audit(price, actor=actor, change="created")
+    return price
+
+
+def price_checked(*, provider: str, model_pattern: str, input_per_million: Decimal | None = None,
+                  output_per_million: Decimal | None = None, cached_input_per_million: Decimal | None = None,
+                  per_call: Decimal | None = None, effective_from: datetime | None = None,
+                  is_active: bool = True) -> ModelPrice:
+    """The new price row these values make, not saved yet, or InvalidInput naming each value refused (the admin's
+    form shows the same). A row of provider "mcp" prices MCP tool calls: `per_call` only, its pattern matching
+    `<server>__<tool>`."""
     errors = []
     if provider == ModelPrice.TOOLS:
         if per_call is None:
@@ -84,9 +95,6 @@ def price_create(*, actor, provider: str, model_pattern: str, input_per_million:
                    for name, messages in exc.message_dict.items() for message in messages]
     if errors:
         raise InvalidInput("invalid price", details=errors)
-    with transaction.atomic():
-        price.save()
-        _price_audit(price, actor=actor, change="created")
     return price
 
 

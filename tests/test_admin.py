@@ -1,3 +1,4 @@
+import html
 import json
 import re
 from decimal import Decimal
@@ -395,17 +396,53 @@ def test_a_definition_changed_in_the_admin_is_validated_and_audited(staff_client
     assert (row.actor_id, row.data["fields"]) == (staff.pk, ["name"])
 
 
-def test_model_prices_are_editable(staff_client):
-    price = ModelPrice.objects.first()
+def test_a_prices_figures_are_history_in_the_admin_only_is_active_changes_audited(staff_client, staff):
+    price = ModelPrice.objects.get(provider="local", model_pattern="local-.*")
+    figures = (price.input_per_million, price.output_per_million, price.effective_from)
 
     response = staff_client.post(url(ModelPrice, "change", price.pk), {
-        "provider": price.provider, "model_pattern": price.model_pattern, "input_per_million": "1.5",
+        "provider": price.provider, "model_pattern": price.model_pattern, "input_per_million": "999",
         "cached_input_per_million": "", "output_per_million": "6", "effective_from_0": "2025-01-01",
-        "effective_from_1": "00:00:00", "is_active": "on"})
+        "effective_from_1": "00:00:00", "is_active": ""})
 
-    assert response.status_code == 302, response.content
+    assert response.status_code == 302, response.content.decode()[:2000]
     price.refresh_from_db()
-    assert price.input_per_million == Decimal("1.5") and price.cached_input_per_million is None
+    assert (price.input_per_million, price.output_per_million, price.effective_from) == figures
+    assert price.is_active is False
+    (row,) = audited("price.changed", price)
+    assert (row.actor_id, row.data["change"], row.data["is_active"]) == (staff.pk, "updated", False)
+
+
+def test_a_new_price_added_in_the_admin_is_checked_as_the_api_checks_it_and_audited(staff_client, staff):
+    old = ModelPrice.objects.get(provider="local", model_pattern="local-.*")
+    page = staff_client.get(url(ModelPrice, "change", old.pk)).content.decode()
+    (link,) = re.findall(r'href="(/admin/analytics/modelprice/add/\?[^"]+)"', page)  # its figures to start from
+    initial = staff_client.get(html.unescape(link)).context["adminform"].form.initial
+    assert (initial["provider"], initial["model_pattern"], Decimal(initial["output_per_million"])) == (
+        "local", "local-.*", old.output_per_million)
+    form = {"provider": "local", "model_pattern": "local-.*", "input_per_million": "0.75",
+            "cached_input_per_million": "", "output_per_million": "2", "per_call": "",
+            "effective_from_0": "2030-01-01", "effective_from_1": "00:00:00", "is_active": "on"}
+
+    refused = [staff_client.post(url(ModelPrice, "add"), {**form, **bad}) for bad in (
+        {"provider": "nope"}, {"per_call": "0.01"}, {"output_per_million": ""})]
+    added = staff_client.post(url(ModelPrice, "add"), form)
+
+    assert [set(response.context["adminform"].form.errors) for response in refused] == [
+        {"provider"}, {"per_call"}, {"output_per_million"}]
+    assert added.status_code == 302, added.content.decode()[:2000]
+    new = ModelPrice.objects.get(provider="local", model_pattern="local-.*", input_per_million=Decimal("0.75"))
+    (row,) = audited("price.changed", new)
+    assert (row.actor_id, row.data["change"]) == (staff.pk, "created")
+    old.refresh_from_db()
+    assert old.is_active and old.input_per_million == Decimal("0.5")
+
+
+def test_prices_cannot_be_deleted_in_the_admin(staff_client):
+    price = ModelPrice.objects.first()
+
+    assert staff_client.post(url(ModelPrice, "delete", price.pk), {"post": "yes"}).status_code == 403
+    assert ModelPrice.objects.filter(pk=price.pk).exists()
 
 
 def test_it_redirects_non_staff_to_login(client, alice):
