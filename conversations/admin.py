@@ -96,10 +96,13 @@ class DocumentAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ("created_at",)
 
+    def has_change_permission(self, request, obj=None):
+        # As in the API, a document is added and deleted, never changed: its copy in the owner's Documents
+        # collection (what retrieval searches, knowledge.defaults) is made from it when it is added, so a change
+        # here would leave search serving the old text, under the old owner. Delete it and add it anew.
+        return False
+
     def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
         made = document_create(owner=obj.owner, title=obj.title, content=obj.content, metadata=obj.metadata,
                                actor=request.user)  # as the API makes one: the apps above hear of it
         obj.pk, obj.created_at = made.pk, made.created_at

@@ -7,6 +7,7 @@ from django.db.migrations.executor import MigrationExecutor
 from rest_framework.test import APIClient
 
 from conversations.models import Document
+from conversations.services import document_create
 from knowledge.defaults import DEFAULT_COLLECTION_NAME, queued_documents_enqueue
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.tasks import document_ingest_task
@@ -149,3 +150,23 @@ def test_a_document_added_and_deleted_in_the_admin_is_mirrored_as_through_the_ap
     assert (mirrored.collection.owner, mirrored.status) == (alice, "ready")
     deleted = client.post(f"/admin/conversations/document/{document.pk}/delete/", {"post": "yes"})
     assert deleted.status_code == 302 and not CollectionDocument.objects.exists() and not Chunk.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_documents_page_in_the_admin_changes_nothing_search_never_serves_stale_text(staff, alice, bob, client,
+                                                                                  django_capture_on_commit_callbacks):
+    client.force_login(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        document = document_create(owner=alice, title="Plan", content="The launch code is AARDVARK-7731.")
+    page = f"/admin/conversations/document/{document.pk}/change/"
+
+    shown = client.get(page)
+    changed = client.post(page, {"owner": bob.pk, "title": "Plan", "content": "The plan was cancelled.",
+                                 "metadata": "{}"})
+
+    assert shown.status_code == 200 and 'name="_save"' not in shown.content.decode()  # a view-only page
+    assert changed.status_code == 403
+    document.refresh_from_db()
+    mirrored = CollectionDocument.objects.get(source_document=document)
+    assert (document.owner, document.content) == (alice, "The launch code is AARDVARK-7731.")
+    assert (mirrored.collection.owner, mirrored.text) == (alice, document.content)
