@@ -2,6 +2,7 @@ import html
 import json
 import re
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib import admin
@@ -41,6 +42,7 @@ from workflows.models import (
 )
 from workflows.services.run_requests import ChatRequest, ExecutionRequest
 from workflows.services.runs import execution_create, execution_run
+from workflows.services.schedules import schedule_create
 from workflows.services.templates import template_create
 
 pytestmark = pytest.mark.django_db
@@ -519,3 +521,62 @@ def test_the_executions_list_shows_the_runs_waiting_for_input_and_their_question
     assert str(waiting.pk)[:8] in content and str(run.pk)[:8] not in content
     assert "custom: asks &#x27;How many?&#x27;" in content
     assert staff_client.get(url(WorkflowExecution, "change", waiting.pk)).status_code == 200
+
+
+# --- schedules: changed and deleted through the services ----------------------------------------------------
+def schedule_form(schedule: WorkflowSchedule, **changes) -> dict:
+    """The schedule's change form as the page posts it, with `changes`."""
+    form = {"name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone,
+            "input": json.dumps(schedule.input), "config": json.dumps(schedule.config), "webhook": schedule.webhook,
+            "ends_at_0": "", "ends_at_1": "", **({"enabled": "on"} if schedule.enabled else {})}
+    return {**form, **changes}
+
+
+def audit_actions(target) -> list[tuple[str, str | None]]:
+    audit_queue_flush()
+    return [(row.action, row.actor.username if row.actor else None)
+            for row in AuditEvent.objects.filter(target_id=str(target.pk)).order_by("id")]
+
+
+@pytest.fixture
+def nightly(alice) -> WorkflowSchedule:
+    return schedule_create(owner=alice, name="Nightly", cron="0 3 * * *", template="universal_chat",
+                           run_input={"message": "hi"})
+
+
+def test_the_schedule_page_refuses_a_cron_and_time_zone_the_api_refuses(staff_client, nightly):
+    response = staff_client.post(url(WorkflowSchedule, "change", nightly.pk),
+                                 schedule_form(nightly, cron="61 99 * * *", timezone="Not/AZone"))
+
+    assert response.status_code == 200  # the form again, with the API's words on each field
+    errors = response.context["adminform"].form.errors
+    assert errors["cron"] == ["'61 99 * * *': its minute field '61' is not valid (0-59, with * , - and /)"]
+    assert errors["timezone"] == ["'Not/AZone' is not an IANA time zone (e.g. Europe/Paris)"]
+    stored = WorkflowSchedule.objects.get(pk=nightly.pk)
+    assert (stored.cron, stored.timezone, stored.next_run_at) == ("0 3 * * *", "UTC", nightly.next_run_at)
+    assert audit_actions(nightly) == [("schedule.created", "alice")]
+
+
+def test_a_schedule_changed_in_the_admin_moves_its_next_run_and_is_audited(staff_client, nightly):
+    response = staff_client.post(url(WorkflowSchedule, "change", nightly.pk),
+                                 schedule_form(nightly, cron="30 7 * * *", timezone="Asia/Tokyo"))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    stored = WorkflowSchedule.objects.get(pk=nightly.pk)
+    local = stored.next_run_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (stored.cron, stored.timezone, local.hour, local.minute) == ("30 7 * * *", "Asia/Tokyo", 7, 30)
+    assert audit_actions(nightly) == [("schedule.created", "alice"), ("schedule.updated", "root")]
+    assert AuditEvent.objects.get(action="schedule.updated").data["fields"] == ["cron", "timezone"]
+
+
+def test_schedules_deleted_in_the_admin_are_audited(staff_client, alice, nightly):
+    other = schedule_create(owner=alice, name="Weekly", cron="0 3 * * 1", template="universal_chat",
+                            run_input={"message": "hi"})
+
+    staff_client.post(url(WorkflowSchedule, "delete", nightly.pk), {"post": "yes"})
+    staff_client.post(url(WorkflowSchedule, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(other.pk)], "post": "yes"})
+
+    assert not WorkflowSchedule.objects.exists()
+    assert audit_actions(nightly)[-1] == ("schedule.deleted", "alice")
+    assert audit_actions(other)[-1] == ("schedule.deleted", "alice")

@@ -1,9 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
-from django.db import models
 from django.template.loader import render_to_string
 
 from conversations.models import Message
-from core.errors import Conflict
+from core.admin_refusals import form_refusals_show
+from core.errors import ChatterError, Conflict
 from workflows.models import (
     ExecutionEvent,
     LLMCall,
@@ -17,6 +18,7 @@ from workflows.models import (
 )
 from workflows.services.definitions import definition_delete, definition_update
 from workflows.services.runs import execution_cancel
+from workflows.services.schedules import SCHEDULE_EDITABLE, schedule_delete, schedule_update, schedule_validate
 from workflows.services.templates import template_create, template_delete, template_update
 from workflows.template_forms import DefinitionAdminForm, TemplateAdminForm
 from workflows.timeline import run_timeline
@@ -134,17 +136,69 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
             self.delete_model(request, definition)
 
 
+class WorkflowScheduleAdminForm(forms.ModelForm):
+    """A schedule's editable fields, checked as the API checks them (workflows.services.schedules.schedule_validate)
+    before anything is saved: a refusal is shown on the field it names."""
+
+    webhook = forms.URLField(max_length=500, required=False, assume_scheme="https")  # (typed without its scheme)
+
+    class Meta:
+        model = WorkflowSchedule
+        fields = SCHEDULE_EDITABLE
+
+    changes: dict  # what schedule_update is given: the fields whose values differ from the stored row's
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        candidate = WorkflowSchedule.objects.select_related("template", "definition").get(pk=self.instance.pk)
+        self.changes = {field: cleaned[field] for field in SCHEDULE_EDITABLE
+                        if field in cleaned and cleaned[field] != getattr(candidate, field)}
+        for field, value in self.changes.items():
+            setattr(candidate, field, value)
+        try:
+            schedule_validate(owner=candidate.owner, schedule=candidate)
+        except ChatterError as refused:
+            if refused.details:
+                form_refusals_show(self, refused.details)
+            else:
+                self.add_error(None, refused.message)
+        return cleaned
+
+
 @admin.register(WorkflowSchedule)
 class WorkflowScheduleAdmin(admin.ModelAdmin):
+    """Schedules are made over the API (or as LangGraph crons) by their owners; staff change and delete them here
+    through the same services (checked as the API checks them, the next run recomputed, audited)."""
+
+    form = WorkflowScheduleAdminForm
     list_display = ("name", "owner", "template", "definition", "cron", "timezone", "enabled", "next_run_at",
                     "last_run_at", "last_error")
     list_filter = ("enabled", "timezone", "next_run_at", "last_run_at")
     list_select_related = ("owner", "template", "definition")
     search_fields = ("name", "cron", "owner__username", "template__key", "definition__name")
-    raw_id_fields = ("owner", "template", "definition", "last_execution")
-    readonly_fields = ("next_run_at", "last_run_at", "last_execution", "last_error", "last_error_at", "created_at",
-                       "updated_at")
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # (a webhook typed without its scheme)
+    # What a schedule runs, and for whom, is fixed once it exists (schedule_update).
+    readonly_fields = ("owner", "template", "definition", "graph", "conversation", "next_run_at", "last_run_at",
+                       "last_execution", "last_error", "last_error_at", "created_at", "updated_at")
+    fields = ("name", "owner", "template", "definition", "graph", "conversation", *SCHEDULE_EDITABLE[1:],
+              *readonly_fields[5:])
+
+    def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        if form.changes:
+            schedule_update(schedule=WorkflowSchedule.objects.get(pk=obj.pk), actor=request.user,
+                            ip=request.META.get("REMOTE_ADDR"), **form.changes)
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj) -> None:
+        schedule_delete(schedule=obj)  # (audited: schedule.deleted)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for schedule in queryset:
+            self.delete_model(request, schedule)
 
 
 # --- runs ---------------------------------------------------------------------------------------------------

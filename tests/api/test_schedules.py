@@ -226,3 +226,22 @@ def test_a_schedule_refused_by_a_budget_stays_enabled_and_says_why_until_a_run_s
     [execution] = schedules_run_due(now=datetime.fromisoformat(body["next_run_at"]))
     body = api.get(f"{URL}{schedule_id}/").json()
     assert (body["last_execution"], body["last_error"], body["last_error_at"]) == (str(execution.pk), "", None)
+
+
+def test_a_stored_cron_and_time_zone_that_are_none_stop_their_schedule_not_the_others(api, caplog):
+    """A row written around the checks (the admin's form, before it asked the services): the tick stops it, saying
+    why on the schedule, and runs the other due schedules."""
+    good_id = api.post(URL, {**DAILY, "cron": "* * * * *"}, format="json").json()["id"]
+    bad_id = api.post(URL, {**DAILY, "name": "0 bad (first)", "cron": "* * * * *"}, format="json").json()["id"]
+    due = WorkflowSchedule.objects.get(pk=good_id).next_run_at
+    WorkflowSchedule.objects.filter(pk=bad_id).update(cron="61 99 * * *", timezone="Not/AZone", next_run_at=due)
+
+    [execution] = schedules_run_due(now=due)
+
+    assert str(execution.schedule_id) == good_id
+    body = api.get(f"{URL}{bad_id}/").json()
+    assert (body["enabled"], body["next_run_at"], datetime.fromisoformat(body["last_error_at"])) == (True, None, due)
+    assert body["last_error"] == ("invalid_cron: '61 99 * * *': its minute field '61' is not valid (0-59, with * , - "
+                                  "and /); invalid_timezone: 'Not/AZone' is not an IANA time zone (e.g. Europe/Paris)")
+    assert schedules_run_due(now=due) == []  # stopped: the next tick passes it over
+    assert api.patch(f"{URL}{bad_id}/", {"cron": "0 9 * * *", "timezone": "UTC"}, format="json").json()["next_run_at"]

@@ -57,7 +57,8 @@ def _cron_problem(cron) -> str | None:
     return f"{cron!r} is not a valid cron expression (minute hour day month weekday)"
 
 
-def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
+def _timing_errors(*, cron, timezone_name) -> list[dict]:
+    """What keeps a cron in a time zone from ever firing: its form, days that do not exist, an unknown zone."""
     errors = []
     if problem := _cron_problem(cron):
         errors.append({"path": "cron", "code": "invalid_cron", "message": problem})
@@ -67,6 +68,11 @@ def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
     if not time_zone_known(timezone_name):
         errors.append({"path": "timezone", "code": "invalid_timezone",
                        "message": f"{timezone_name!r} is not an IANA time zone (e.g. Europe/Paris)"})
+    return errors
+
+
+def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
+    errors = _timing_errors(cron=cron, timezone_name=timezone_name)
     if not isinstance(run_input, dict) or not isinstance(run_input.get("variables", {}), dict):
         errors.append({"path": "input", "code": "invalid_type",
                        "message": 'input must be an object like {"message": "...", "variables": {...}}'})
@@ -83,7 +89,9 @@ def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> date
         return None
 
 
-def _schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
+def schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
+    """Check a schedule, saved or not, as its writes do: InvalidInput naming each field at fault (the admin's form
+    asks before it saves)."""
     errors = _schedule_errors(cron=schedule.cron, timezone_name=schedule.timezone, run_input=schedule.input)
     if not schedule.name or not schedule.name.strip():
         errors.append({"path": "name", "code": "required", "message": "name is required"})
@@ -135,7 +143,7 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
         chat=chat, webhook=webhook or "", ends_at=ends_at,
         conversation=_owned_conversation(owner=owner, conversation_id=conversation_id) if conversation_id else None,
     )
-    _schedule_validate(owner=owner, schedule=schedule)
+    schedule_validate(owner=owner, schedule=schedule)
     schedule.next_run_at = schedule_next_run(cron=cron, timezone_name=timezone_name, after=timezone.now()) \
         if enabled else None
     with transaction.atomic():
@@ -148,8 +156,9 @@ def schedule_create(*, owner, name: str, cron: str, timezone_name: str = "UTC", 
 SCHEDULE_EDITABLE = ("name", "cron", "timezone", "input", "config", "enabled", "chat", "webhook", "ends_at")
 
 
-def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedule:
-    """Change the editable fields (named as on the model); what the schedule runs is fixed at creation."""
+def schedule_update(*, schedule: WorkflowSchedule, actor=None, ip: str | None = None, **changes) -> WorkflowSchedule:
+    """Change the editable fields (named as on the model); what the schedule runs is fixed at creation. Audited as
+    `actor`'s (staff in the admin; by default the owner's)."""
     fixed = sorted(set(changes) - set(SCHEDULE_EDITABLE))
     if fixed:
         raise InvalidInput("these schedule fields cannot be changed", details=[
@@ -159,11 +168,11 @@ def schedule_update(*, schedule: WorkflowSchedule, **changes) -> WorkflowSchedul
         locked = WorkflowSchedule.objects.select_for_update().get(pk=schedule.pk)
         for field, value in changes.items():
             setattr(locked, field, value)
-        _schedule_validate(owner=locked.owner, schedule=locked)
+        schedule_validate(owner=locked.owner, schedule=locked)
         locked.next_run_at = schedule_next_run(cron=locked.cron, timezone_name=locked.timezone,
                                                after=timezone.now()) if locked.enabled else None
         locked.save()
-        audit_record(action="schedule.updated", actor=locked.owner, target=locked,
+        audit_record(action="schedule.updated", actor=actor or locked.owner, target=locked, ip=ip,
                      data={**_schedule_summary(locked, template_key=_template_key(locked)), "fields": sorted(changes)})
     return locked
 
@@ -236,11 +245,13 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
     due = WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).filter(
         Q(ends_at__isnull=True) | Q(ends_at__gt=now))
     for schedule in due.select_related("owner", "template", "definition"):
-        following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
-        if following is None:  # a row from before crons were checked for a day that exists: it never fires
-            WorkflowSchedule.objects.filter(pk=schedule.pk).update(next_run_at=None)
-            logger.warning("schedule %s has a cron that never fires (%s): stopped", schedule.pk, schedule.cron)
+        # A row its writes' checks did not see (from before they were made, or written around them) may hold a cron
+        # or time zone that can never fire: it is stopped, saying why, and the others run.
+        problems = _timing_errors(cron=schedule.cron, timezone_name=schedule.timezone)
+        if problems:
+            _schedule_stopped(schedule=schedule, problems=problems, at=now)
             continue
+        following = schedule_next_run(cron=schedule.cron, timezone_name=schedule.timezone, after=now)
         claimed = WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
             next_run_at=following, last_run_at=now)
         if not claimed:
@@ -258,6 +269,15 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
                                                                last_error_at=None)
         started.append(execution)
     return started
+
+
+def _schedule_stopped(*, schedule: WorkflowSchedule, problems: list[dict], at: datetime) -> None:
+    """A due schedule whose cron or time zone can never fire: no next run, and last_error says why (its codes and
+    messages, as the API's 400 names them); a write that passes the checks sets its next run again."""
+    reason = "; ".join(f"{problem['code']}: {problem['message']}" for problem in problems)
+    WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=schedule.next_run_at).update(
+        next_run_at=None, last_error=reason, last_error_at=at)
+    logger.warning("schedule %s can never fire, stopped: %s", schedule.pk, reason)
 
 
 def _schedule_refused(*, schedule: WorkflowSchedule, refusal: ChatterError, at: datetime) -> None:
