@@ -22,7 +22,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
 from core.cache import hot_reads
-from core.errors import ChatterError
+from core.errors import ChatterError, InvalidInput
 from core.money import usd
 from webhooks.services import webhook_delivery_create
 
@@ -257,6 +257,24 @@ def budget_create(*, owner, scope: str, target_id: str, period: str, timezone_na
                                  timezone=timezone_name, mode=mode, limit_usd=limit_usd, limit_tokens=limit_tokens,
                                  thresholds=thresholds if thresholds is not None else [50, 80, 100],
                                  webhook_url=webhook_url)
+
+
+# What may change once a budget exists. Its scope, target, period and time zone name the periods its spend is
+# counted in (and runs in progress hold): changing one would count the new period from nothing, so none changes.
+BUDGET_EDITABLE = ("name", "limit_usd", "limit_tokens", "mode", "thresholds", "webhook_url", "is_active")
+
+
+def budget_update(*, budget: Budget, **changes) -> Budget:
+    """Change a budget's editable fields (the caller checked their values: budgets.api.serializers)."""
+    fixed = sorted(set(changes) - set(BUDGET_EDITABLE))
+    if fixed:
+        raise InvalidInput("these budget fields cannot be changed", details=[
+            {"path": name, "code": "read_only", "message": f"{name} is fixed once the budget exists"}
+            for name in fixed])
+    for field, value in changes.items():
+        setattr(budget, field, value)
+    budget.save(update_fields=list(changes))
+    return budget
 
 
 def budget_deactivate(*, budget: Budget) -> None:

@@ -72,3 +72,62 @@ def test_the_admin_refuses_a_usd_limit_past_ten_million(staff_admin, staff):
     assert response.status_code == 200 and "less than or equal to 10000000" in response.content.decode()
     assert not Budget.objects.exists()
 
+
+
+INLINE = {"periods-TOTAL_FORMS": "0", "periods-INITIAL_FORMS": "0", "periods-MIN_NUM_FORMS": "0",
+          "periods-MAX_NUM_FORMS": "0"}
+
+
+def form_errors(response) -> dict:
+    return response.context["adminform"].form.errors
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"timezone": "Bad/Zone"}, "timezone", "not an IANA time zone"),
+    ({"timezone": "localtime"}, "timezone", "not an IANA time zone"),
+    ({"scope": "user", "target_id": "987654"}, "target_id", "names no user you may set a budget on"),
+    ({"thresholds": "[0]"}, "thresholds", "Ensure this value is greater than or equal to 1."),
+])
+def test_the_admin_refuses_what_the_api_refuses_and_writes_nothing(staff_admin, change, field, message):
+    form = {"name": "bad", "scope": "global", "target_id": "", "period": "day", "timezone": "UTC",
+            "limit_usd": "10", "limit_tokens": "", "mode": "hard", "thresholds": "[50, 80, 100]", "webhook_url": "",
+            "is_active": "on", **INLINE}
+
+    response = staff_admin.post(ADD, {**form, **change})
+
+    assert response.status_code == 200
+    assert form_errors(response) == {field: [message]}
+    assert not Budget.objects.exists()
+
+
+def test_a_budget_added_in_the_admin_is_the_staff_members_and_binds_every_run(staff_admin, staff, alice):
+    response = staff_admin.post(ADD, {
+        "owner": alice.pk, "name": "alice's", "scope": "user", "target_id": str(alice.pk), "period": "day",
+        "timezone": "Europe/Paris", "limit_usd": "", "limit_tokens": "1000", "mode": "hard",
+        "thresholds": "[50]", "webhook_url": "", "is_active": "on", **INLINE})
+
+    assert response.status_code == 302, form_errors(response)
+    budget = Budget.objects.get()
+    assert (budget.owner, budget.set_by_staff, budget.target_id, budget.timezone) == (staff, True, str(alice.pk),
+                                                                                     "Europe/Paris")
+
+
+def test_a_budgets_scope_target_period_and_time_zone_are_fixed_once_it_exists(staff_admin, staff, alice):
+    budget = budget_create(owner=alice, scope="user", target_id=str(alice.pk), period="day", timezone_name="UTC",
+                           mode="hard", limit_usd=Decimal("5"))
+    BudgetPeriod.objects.create(budget=budget, starts_at=period_start(budget), spent_usd=Decimal("4"))
+    change = f"/admin/budgets/budget/{budget.pk}/change/"
+
+    page = staff_admin.get(change).content.decode()
+    response = staff_admin.post(change, {
+        "name": "raised", "scope": "global", "target_id": "", "period": "week", "timezone": "Pacific/Kiritimati",
+        "limit_usd": "7", "limit_tokens": "", "mode": "hard", "thresholds": "[50, 80, 100]", "webhook_url": "",
+        "is_active": "on", **INLINE})
+
+    for field in ("scope", "target_id", "period", "timezone"):
+        assert f'name="{field}"' not in page, field  # shown, not asked
+    assert response.status_code == 302, form_errors(response)
+    budget.refresh_from_db()
+    assert (budget.name, budget.limit_usd) == ("raised", Decimal("7"))
+    assert (budget.scope, budget.target_id, budget.period, budget.timezone) == ("user", str(alice.pk), "day", "UTC")
+    assert BudgetPeriod.objects.get(budget=budget, starts_at=period_start(budget)).spent_usd == Decimal("4")
