@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from audit.services import audit_queue_flush
 from core.cache import hot_reads
 from keys.models import ApiToken
 from tests.factories import ApiTokenFactory
@@ -213,3 +214,43 @@ def test_runs_can_be_listed_by_the_key_that_started_them(api, alice):
 
     assert listed["count"] == 1
     assert WorkflowExecution.objects.get(pk=listed["results"][0]["id"]).input_data["message"] == "by key"
+
+
+def test_deleting_a_used_key_in_the_admin_revokes_it_and_keeps_its_usage(api, alice, client, staff):
+    ci = ApiTokenFactory(user=alice, name="ci")
+    by_key = client_with(ci.key)
+    assert by_key.post("/api/v1/chat/", {"message": "hello"}, format="json").status_code == 201
+    client.force_login(staff)
+    assert "Revoke the API key" in client.get(f"/admin/keys/apitoken/{ci.pk}/delete/").content.decode()
+
+    response = client.post(f"/admin/keys/apitoken/{ci.pk}/delete/", {"post": "yes"}, follow=True)
+
+    assert [str(note) for note in response.context["messages"]] == [f"The API key “{ci}” was revoked."]
+    assert by_key.get("/api/v1/executions/").status_code == 401
+    ci.refresh_from_db()  # kept, revoked, with the runs and usage it made
+    assert ci.revoked_at is not None and WorkflowExecution.objects.filter(api_key=ci).count() == 1
+    audit_queue_flush()
+    assert list(AuditEvent.objects.filter(action="api_key.revoked").values_list("target_id", "actor_id")) == [
+        (str(ci.uid), staff.pk)]
+    [row] = [row for row in api.get("/api/v1/analytics/usage/?group_by=key").json()["results"] if row["key_id"]]
+    assert (row["key_id"], row["executions"]) == (str(ci.uid), 1)
+    out = StringIO()
+    call_command("reconcile_aggregates", stdout=out)
+    assert "zero drift" in out.getvalue()
+
+
+def test_the_admin_revokes_selected_keys_and_deletes_none(alice, client, staff):
+    live, revoked = ApiTokenFactory(user=alice), ApiTokenFactory(user=alice)
+    ApiToken.objects.filter(pk=revoked.pk).update(revoked_at=timezone.now())
+    client.force_login(staff)
+
+    offered = client.get("/admin/keys/apitoken/").context["action_form"].fields["action"].choices
+    response = client.post("/admin/keys/apitoken/", {
+        "action": "revoke_keys", "_selected_action": [str(live.pk), str(revoked.pk)]}, follow=True)
+
+    assert [name for name, _ in offered] == ["", "revoke_keys"]
+    assert [str(note) for note in response.context["messages"]] == ["1 API key(s) revoked; 1 already revoked, skipped."]
+    assert ApiToken.objects.filter(revoked_at__isnull=False).count() == 2
+    audit_queue_flush()
+    assert list(AuditEvent.objects.filter(action="api_key.revoked").values_list("target_id", flat=True)) == [
+        str(live.uid)]
