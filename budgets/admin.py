@@ -9,6 +9,7 @@ from budgets.api.serializers import BudgetCreateSerializer
 from budgets.models import ONE_LIMIT, Budget, BudgetPeriod
 from budgets.services import BUDGET_EDITABLE, budget_create, budget_update
 from budgets.targets import budget_target
+from core.admin_refusals import form_refusals_show
 from core.errors import InvalidInput, error_details
 
 CHECKED = ("name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode", "thresholds",
@@ -38,25 +39,16 @@ class BudgetAdminForm(forms.ModelForm):
         given = {**stored, **{field: cleaned[field] for field in CHECKED if field in cleaned}}
         serializer = BudgetCreateSerializer(data={field: value for field, value in given.items() if value is not None})
         if not serializer.is_valid():
-            for item in error_details(serializer.errors, code="invalid"):
-                if item["message"] != ONE_LIMIT:  # (said by the model's constraint, in the same words)
-                    self._refused(item)
+            form_refusals_show(self, [item for item in error_details(serializer.errors, code="invalid")
+                                      if item["message"] != ONE_LIMIT])  # (said by the model's constraint too)
             return cleaned
         if self.budget is None:
             try:
                 cleaned["target_id"] = budget_target(user=self.owner, scope=given["scope"],
                                                      target_id=given.get("target_id"))
             except InvalidInput as refused:
-                for item in error_details(refused.details, code=refused.code):
-                    self._refused(item)
+                form_refusals_show(self, error_details(refused.details, code=refused.code))
         return cleaned
-
-    def _refused(self, item: dict) -> None:
-        field = item["path"].split(".")[0].split("[")[0]
-        if field in self.fields:
-            self.add_error(field, item["message"])
-        else:
-            self.add_error(None, f"{field}: {item['message']}" if field else item["message"])
 
 
 class BudgetPeriodInline(admin.TabularInline):

@@ -86,7 +86,7 @@ def form_errors(response) -> dict:
     ({"timezone": "Bad/Zone"}, "timezone", "not an IANA time zone"),
     ({"timezone": "localtime"}, "timezone", "not an IANA time zone"),
     ({"scope": "user", "target_id": "987654"}, "target_id", "names no user you may set a budget on"),
-    ({"thresholds": "[0]"}, "thresholds", "Ensure this value is greater than or equal to 1."),
+    ({"thresholds": "[0]"}, "thresholds", "thresholds.0: Ensure this value is greater than or equal to 1."),
 ])
 def test_the_admin_refuses_what_the_api_refuses_and_writes_nothing(staff_admin, change, field, message):
     form = {"name": "bad", "scope": "global", "target_id": "", "period": "day", "timezone": "UTC",
