@@ -31,7 +31,7 @@ from analytics.selectors import (
 from analytics.tool_usage import tool_usage_report
 from budgets.models import Budget
 from budgets.services import budgets_current
-from core.admin_refusals import form_refusals_show
+from core.admin_services import form_refusals_show
 from core.errors import InvalidInput
 from core.money import dollars
 from keys.models import ApiToken

@@ -9,7 +9,7 @@ from budgets.api.serializers import BudgetCreateSerializer
 from budgets.models import ONE_LIMIT, Budget, BudgetPeriod
 from budgets.services import BUDGET_EDITABLE, budget_create, budget_update
 from budgets.targets import budget_target
-from core.admin_refusals import form_refusals_show
+from core.admin_services import form_refusals_show
 from core.errors import InvalidInput, error_details
 
 CHECKED = ("name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode", "thresholds",

@@ -3,6 +3,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from rest_framework.authtoken.models import TokenProxy
 
+from core.admin_services import DeletesThroughService
 from keys.models import ApiToken
 from keys.services import api_key_revoke
 
@@ -17,7 +18,7 @@ if admin.site.is_registered(TokenProxy):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(DeletesThroughService):
     """Tokens by their prefix: the key itself is shown once, to whoever made it (the API or
     `manage.py create_api_token`), and never stored. Deleting a token revokes it, as the API does
     (keys.services.api_key_revoke: audited, its sockets closed): the row stays, so the runs and the usage rollups
@@ -45,9 +46,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj) -> None:
         api_key_revoke(token=obj, actor=request.user, ip=request.META.get("REMOTE_ADDR"))
 
-    def delete_queryset(self, request, queryset) -> None:
-        for token in queryset:
-            self.delete_model(request, token)
 
     def response_delete(self, request, obj_display, obj_id):
         self.message_user(request, f"The API key “{obj_display}” was revoked.", messages.SUCCESS)

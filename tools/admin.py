@@ -7,6 +7,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 
+from core.admin_services import DeletesThroughService
 from core.errors import InvalidInput, error_details
 from tools.api.serializers import API_TRANSPORTS, McpServerUpdateSerializer
 from tools.models import McpServer
@@ -99,7 +100,7 @@ class McpServerAdminForm(forms.ModelForm):
 
 
 @admin.register(McpServer)
-class McpServerAdmin(admin.ModelAdmin):
+class McpServerAdmin(DeletesThroughService):
     form = McpServerAdminForm
     list_display = ("name", "owner", "url", "transport", "shared", "declared", "enabled", "health",
                     "tools_refreshed_at")
@@ -148,10 +149,6 @@ class McpServerAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj) -> None:
         mcp_server_delete(server=obj, actor=request.user, ip=request.META.get("REMOTE_ADDR"))
-
-    def delete_queryset(self, request, queryset) -> None:
-        for server in queryset:
-            self.delete_model(request, server)
 
 
 def _health_said(server: McpServer) -> tuple[str, int]:

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.template.loader import render_to_string
 
 from conversations.models import Message
-from core.admin_refusals import form_refusals_show
+from core.admin_services import DeletesThroughService, form_refusals_show
 from core.errors import ChatterError, Conflict
 from workflows.models import (
     ExecutionEvent,
@@ -58,7 +58,7 @@ class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
 
 # --- templates and definitions ----------------------------------------------------------------------------
 @admin.register(WorkflowTemplate)
-class WorkflowTemplateAdmin(admin.ModelAdmin):
+class WorkflowTemplateAdmin(DeletesThroughService):
     """Templates; analytics.admin adds their analytics to these pages. Added, changed and deleted through the services
     the API uses (validated as it validates them: workflows.template_forms; audited; the version bumped by a graph
     changed), whoever owns them."""
@@ -101,13 +101,9 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         template_delete(template=obj, actor=request.user, as_staff=True)
 
-    def delete_queryset(self, request, queryset):
-        for template in queryset:
-            self.delete_model(request, template)
-
 
 @admin.register(WorkflowDefinition)
-class WorkflowDefinitionAdmin(admin.ModelAdmin):
+class WorkflowDefinitionAdmin(DeletesThroughService):
     form = DefinitionAdminForm
     list_display = ("name", "owner", "template", "version", "is_public", "created_at", "updated_at")
     list_filter = ("is_public", "updated_at", "created_at")
@@ -130,10 +126,6 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         definition_delete(definition=obj, actor=request.user, as_staff=True)
-
-    def delete_queryset(self, request, queryset):
-        for definition in queryset:
-            self.delete_model(request, definition)
 
 
 class WorkflowScheduleAdminForm(forms.ModelForm):
@@ -168,7 +160,7 @@ class WorkflowScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(WorkflowSchedule)
-class WorkflowScheduleAdmin(admin.ModelAdmin):
+class WorkflowScheduleAdmin(DeletesThroughService):
     """Schedules are made over the API (or as LangGraph crons) by their owners; staff change and delete them here
     through the same services (checked as the API checks them, the next run recomputed, audited)."""
 
@@ -195,10 +187,6 @@ class WorkflowScheduleAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj) -> None:
         schedule_delete(schedule=obj)  # (audited: schedule.deleted)
-
-    def delete_queryset(self, request, queryset) -> None:
-        for schedule in queryset:
-            self.delete_model(request, schedule)
 
 
 # --- runs ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ with an unknown node type, an edge to nowhere) and learn it only when it runs. W
 `service_values`: all of it when a template is added, the fields changed on a change."""
 from django import forms
 
-from core.admin_refusals import form_refusals_show
+from core.admin_services import form_refusals_show
 from core.errors import InvalidInput
 from workflows.api.serializers import (
     DefinitionUpdateSerializer,

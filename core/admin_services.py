@@ -1,9 +1,10 @@
-"""The API's refusals shown on an admin form: what a request serializer or a service (InvalidInput's details) refused,
-each on the form's field its path starts with, the rest above the form. The admin's forms that write through the
-services validate with the API's serializers and checks, so staff see the answer the API would give."""
+"""The admin through the services the API uses: its forms validate with the API's serializers and checks and show
+their refusals (form_refusals_show), so staff see the answer the API would give; its deletes, one or many, go through
+the app's service (DeletesThroughService), so each writes its audit row and sends its signals."""
 import re
 
 from django import forms
+from django.contrib import admin
 
 from core.errors import error_details
 
@@ -18,3 +19,12 @@ def form_refusals_show(form: forms.BaseForm, details, *, fields_of: dict[str, st
             field = None
         where = item["path"] if item["path"] and item["path"] != field else ""
         form.add_error(field, f"{where}: {item['message']}" if where else item["message"])
+
+
+class DeletesThroughService(admin.ModelAdmin):
+    """A ModelAdmin whose delete_model calls its app's service: a bulk delete deletes each row through it too, not
+    the queryset at once."""
+
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
