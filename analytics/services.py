@@ -28,7 +28,8 @@ from analytics.statements import template_analytics_add, usage_rollups_add
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_totals_from_messages
 from conversations.services import conversation_get_for_update
-from core.db import statements_run
+from core.db import retried_on_conflict, statements_run
+from core.errors import Conflict
 from core.schedules import schedule_keep
 from engine.usage import Usage, cost_for_usage
 from experiments.selectors import experiment_results_from_runs
@@ -98,8 +99,7 @@ def usage_drift() -> list[dict]:
         have = {name: stored.get(key, zero)[name] for name in UsageRollup.COUNTERS}
         want = {name: actual.get(key, zero)[name] for name in UsageRollup.COUNTERS}
         if fields := _diff(have, want):
-            label = "/".join(str(row[name] or "-") for name in UsageRollup.DIMENSIONS)
-            drift.append({"kind": "usage", "id": label, "fields": fields})
+            drift.append({"kind": "usage", "id": _usage_label(row), "fields": fields})
     return drift
 
 
@@ -197,14 +197,22 @@ class CostsRecomputed:
     tools_repriced: int = 0  # MCP tool calls whose cost changed
 
 
+@retried_on_conflict
 def costs_recompute(*, since: datetime | None = None) -> CostsRecomputed:
     """Re-price past LLM calls with the prices in force at each call's time, by the model each call asked for
     (as runs price them: a server may report another name). Each difference is carried to the node, execution,
-    assistant message and conversation by their services, and to the template analytics and usage rollups by the
-    receivers of usage_repriced. Provider-reported costs stay. A call whose model has no price in force keeps its
-    cost (never a silent 0), is flagged `unpriced` and counted in the answer. MCP tool calls that answered are
-    re-priced the same way with the per-call price in force at their time (0 where none: a tool is free unless
-    priced), counted in `tools_repriced`."""
+    assistant message, conversation and budget periods by their services, and to the template analytics and usage
+    rollups by the receivers of usage_repriced. Provider-reported costs stay. A call whose model has no price in
+    force keeps its cost (never a silent 0), is flagged `unpriced` and counted in the answer. MCP tool calls that
+    answered are re-priced the same way with the per-call price in force at their time (0 where none: a tool is
+    free unless priced), counted in `tools_repriced`. All in one transaction: an aggregate that cannot take its
+    change (a usage rollup missing, a budget period that drifted) raises Conflict and nothing is re-priced; one
+    rolled back as a deadlock's victim (a run ending meanwhile) is tried again."""
+    with transaction.atomic():
+        return _costs_recompute(since=since)
+
+
+def _costs_recompute(*, since: datetime | None) -> CostsRecomputed:
     calls = LLMCall.objects.filter(provider_cost=False).order_by("id")
     if since is not None:
         calls = calls.filter(created_at__gte=since)
@@ -322,7 +330,9 @@ def usage_calls_reprice(*, execution: WorkflowExecution, calls: list[dict]) -> N
         dims = usage_dimensions(day=day, owner_id=execution.owner_id, provider=call["provider"], model=call["model"],
                                 template_id=execution.template_id, conversation_id=execution.conversation_id,
                                 api_key_id=execution.api_key_id, slot=UsageRollup.slot_of(execution))
-        _usage_change(dims, {"cost": call["cost"]})
+        if not _usage_change(dims, {"cost": call["cost"]}):
+            raise Conflict(f"the usage rollup of {_usage_label(dims)} is missing, or drifted below the change "
+                           f"({call['cost']}): run reconcile_aggregates --fix, then re-price again")
 
 
 def usage_message_add(*, message: Message) -> None:
@@ -344,7 +354,10 @@ def usage_message_subtract(*, message: Message) -> None:
         if run is not None and run["status"] not in WorkflowExecution.TERMINAL:
             return
         template_id, api_key_id = (run["template_id"], run["api_key_id"]) if run is not None else (None, None)
-    _usage_change(_message_dimensions(message, template_id=template_id, api_key_id=api_key_id), {"messages": -1})
+    dims = _message_dimensions(message, template_id=template_id, api_key_id=api_key_id)
+    if not _usage_change(dims, {"messages": -1}):
+        # The row predates the rollups (or was lost): reconcile_aggregates reports it and --fix rebuilds it.
+        logger.error("usage rollup %s missing: a deleted message not taken out of it", _usage_label(dims))
 
 
 def _message_dimensions(message: Message, *, template_id, api_key_id) -> dict:
@@ -417,15 +430,18 @@ def _usage_sql(rows: dict) -> tuple[str, list]:
     return usage_rollups_add([rows[key] for key in sorted(rows, key=str)])
 
 
-def _usage_change(dims: dict, changes: dict) -> None:
+def _usage_change(dims: dict, changes: dict) -> bool:
     """Change an existing row by signed amounts (an INSERT could not carry a negative count past its CHECK): the
     row of `dims`' key, or, where that one cannot take it (a rebuild put its dimensions' figures in slot 0),
-    another slot of the same dimensions that can (a figure is the sum over its slots)."""
+    another slot of the same dimensions that can (a figure is the sum over its slots). False when none can: the
+    row predates the rollups or was lost (reconcile_aggregates reports it and --fix rebuilds it)."""
     fits = Q(**{f"{name}__gte": -value for name, value in changes.items() if value < 0})
     same = UsageRollup.objects.filter(fits, **{name: dims[name] for name in UsageRollup.DIMENSIONS})
     first = same.annotate(other=Case(When(key=dims["key"], then=Value(0)), default=Value(1))).order_by("other", "key")
-    updated = UsageRollup.objects.filter(fits, pk__in=first.values("pk")[:1]).update(
-        **{name: F(name) + value for name, value in changes.items()})
-    if updated != 1:
-        # The row predates the rollups (or was lost): reconcile_aggregates reports it and --fix rebuilds it.
-        logger.error("usage rollup %s missing: %s not applied", dims, changes)
+    return UsageRollup.objects.filter(fits, pk__in=first.values("pk")[:1]).update(
+        **{name: F(name) + value for name, value in changes.items()}) == 1
+
+
+def _usage_label(dims: dict) -> str:
+    """A rollup row's dimensions as reconcile_aggregates names them."""
+    return "/".join(str(dims[name] or "-") for name in UsageRollup.DIMENSIONS)

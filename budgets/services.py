@@ -22,7 +22,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from budgets.models import Budget, BudgetPeriod
 from core.cache import hot_reads
-from core.errors import ChatterError, InvalidInput
+from core.errors import ChatterError, Conflict, InvalidInput
 from core.money import usd
 from webhooks.services import webhook_delivery_create
 
@@ -195,6 +195,22 @@ def budget_settle(*, holds: list[dict], usd: Decimal, tokens: int) -> list[dict]
         if hold.get("thresholds") and (usd or tokens):
             crossings += _thresholds_crossed(hold)
     return crossings
+
+
+def budget_spend_adjust(*, holds: list[dict], usd: Decimal) -> None:
+    """Re-pricing: an ended run's cost changed by `usd`, and with it the spend of each period it held (in the
+    caller's transaction). Refused (Conflict, nothing changed) where a period's spend is less than what a cut
+    would take from it: it has drifted from its runs (reconcile_aggregates --fix sets it again). A period gone
+    with its budget has nothing to carry. Thresholds fire at a run's end only, not here."""
+    for hold in holds:
+        rows = _period_rows(hold)
+        if not rows.exists():
+            continue
+        if usd < 0:
+            rows = rows.filter(spent_usd__gte=-usd)
+        if not rows.update(spent_usd=F("spent_usd") + usd, updated_at=timezone.now()):
+            raise Conflict(f"budget {hold['budget']}'s period from {hold['starts_at']} has spent less than the "
+                           f"{-usd} re-pricing takes from it: its spend drifted from its runs")
 
 
 def _thresholds_crossed(hold: dict) -> list[dict]:

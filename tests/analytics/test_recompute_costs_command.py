@@ -218,3 +218,45 @@ def test_issue_46_a_run_of_no_conversation_repriced_after_a_rebuild_changes_its_
                                  for c in calls).quantize(Decimal("0.00000001"))
     assert_all(execution)
     assert aggregates_drift() == []
+
+
+def test_it_carries_the_change_to_the_spend_of_the_budgets_the_runs_held(alice):
+    """A run under a budget settles its cost on the budget's period when it ends; re-pricing its calls changes that
+    spend by as much as the run's cost, so the budget's period still holds the sum over its runs."""
+    from budgets.models import BudgetPeriod
+    from tests.factories import BudgetFactory
+
+    BudgetFactory(owner=alice, limit_usd=Decimal("100"), mode="soft")
+    runs = [execution_run(execution_id=execution_create(ChatRequest(owner=alice, message=f"turn {n}")).pk)
+            for n in range(2)]
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=30,
+                      output_per_million=13, effective_from=timezone.now() - timedelta(days=1))
+
+    call_command("recompute_costs", "--since", "2000-01-01", stdout=StringIO())
+
+    for execution in runs:
+        execution.refresh_from_db()
+    assert BudgetPeriod.objects.get().spent_usd == sum(execution.cost for execution in runs) > 0
+    out = StringIO()
+    call_command("reconcile_aggregates", stdout=out)
+    assert "zero drift" in out.getvalue()
+
+
+def test_a_usage_rollup_missing_re_prices_nothing_and_says_which(alice):
+    """All or nothing: a rollup row that cannot take its change stops the command before anything is re-priced."""
+    from analytics.models import UsageRollup
+
+    runs = [execution_run(execution_id=execution_create(ChatRequest(owner=alice, message=f"turn {n}")).pk)
+            for n in range(2)]
+    before = {call.pk: call.cost for call in LLMCall.objects.all()}
+    UsageRollup.objects.filter(conversation_id=runs[1].conversation_id).delete()  # the later run's rows lost
+    ModelPriceFactory(provider="local", model_pattern=r"local-.*", input_per_million=30,
+                      output_per_million=13, effective_from=timezone.now() - timedelta(days=1))
+
+    with pytest.raises(CommandError, match="nothing was re-priced: the usage rollup of .* is missing"):
+        call_command("recompute_costs", "--since", "2000-01-01", stdout=StringIO())
+
+    assert {call.pk: call.cost for call in LLMCall.objects.all()} == before
+    for execution in runs:
+        execution.refresh_from_db()
+        assert_all(execution)

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
 from analytics.services import costs_recompute
+from core.errors import ChatterError
 
 
 def _since(text: str | None) -> datetime | None:
@@ -23,14 +24,18 @@ def _since(text: str | None) -> datetime | None:
 
 class Command(BaseCommand):
     help = ("Re-price past LLM calls with the prices in force at their time (by the model each call asked for), and "
-            "carry the change to every total. Calls whose model had no price then keep their cost, are flagged "
-            "unpriced and listed; exit 1 when there are any.")
+            "carry the change to every total, all in one transaction. Calls whose model had no price then keep their "
+            "cost, are flagged unpriced and listed; exit 1 when there are any. An aggregate that cannot take its "
+            "change (a usage rollup missing) re-prices nothing: exit 1, naming it.")
 
     def add_arguments(self, parser):
         parser.add_argument("--since", help="only calls at or after this date/datetime (UTC)")
 
     def handle(self, *args, **options):
-        result = costs_recompute(since=_since(options["since"]))
+        try:
+            result = costs_recompute(since=_since(options["since"]))
+        except ChatterError as exc:  # (one transaction: rolled back whole)
+            raise CommandError(f"nothing was re-priced: {exc}") from exc
         self.stdout.write(f"re-priced {result.repriced} LLM calls")
         if result.tools_repriced:
             self.stdout.write(f"re-priced {result.tools_repriced} MCP tool calls")
