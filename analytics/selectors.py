@@ -326,13 +326,21 @@ def usage_by_day(*, owner_ids: list | None = None, start: date, end: date) -> li
     return days
 
 
+def created_within(start: date, end: date, *, field: str = "created_at") -> Q:
+    """Rows whose `field` falls on a UTC day of [start, end]: from start's midnight to the next after end's, or
+    with no upper bound when end is the last day a date can be (9999-12-31 has no next midnight)."""
+    utc = dt_timezone.utc
+    since = Q(**{f"{field}__gte": datetime.combine(start, datetime.min.time(), tzinfo=utc)})
+    if end == date.max:
+        return since
+    return since & Q(**{f"{field}__lt": datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=utc)})
+
+
 def usage_by_deployment(*, owner_ids: list | None = None, start: date, end: date) -> list[dict]:
     """Spend and errors per deployment of the deployments file (CHATTER_DEPLOYMENTS) over [start, end] (UTC days):
     the calls each served with their tokens and cost (LLMCall.deployment), and its attempts, failed ones among them
     (ProviderAttempt). Most spent first."""
-    utc = dt_timezone.utc
-    since = datetime.combine(start, datetime.min.time(), tzinfo=utc)
-    until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=utc)
+    days = created_within(start, end)
     owned = {} if owner_ids is None else {"execution__owner_id__in": owner_ids}
     rows: dict[str, dict] = {}
 
@@ -340,12 +348,12 @@ def usage_by_deployment(*, owner_ids: list | None = None, start: date, end: date
         return rows.setdefault(deployment, {"deployment": deployment, "llm_calls": 0, "total_tokens": 0,
                                             "cost": Decimal(0), "attempts": 0, "errors": 0})
 
-    for found in LLMCall.objects.filter(created_at__gte=since, created_at__lt=until, **owned).exclude(
+    for found in LLMCall.objects.filter(days, **owned).exclude(
             deployment="").order_by().values("deployment").annotate(
             n_calls=Count("id"), n_tokens=Sum("total_tokens"), n_cost=Sum("cost")):
         row(found["deployment"]).update(llm_calls=found["n_calls"], total_tokens=found["n_tokens"] or 0,
                                         cost=found["n_cost"] or Decimal(0))
-    for found in ProviderAttempt.objects.filter(created_at__gte=since, created_at__lt=until, **owned).order_by(
+    for found in ProviderAttempt.objects.filter(days, **owned).order_by(
             ).values("deployment").annotate(n_attempts=Count("id"), n_errors=Count("id", filter=Q(ok=False))):
         row(found["deployment"]).update(attempts=found["n_attempts"], errors=found["n_errors"])
     return sorted(rows.values(), key=lambda r: (-r["cost"], -r["llm_calls"], -r["errors"], r["deployment"]))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import date
 from decimal import Decimal
 
+from analytics.selectors import created_within
 from workflows.models import ToolCall
 
 TOOL_GROUPS = {
@@ -39,9 +39,7 @@ def tool_usage_report(*, group_by: str, start: date, end: date, owner_ids: list 
     """One row per tool, server or template with calls in [start, end] (UTC days) of runs of `owner_ids` (None:
     everyone's), most calls first."""
     key_field, name_field = TOOL_GROUPS[group_by]
-    since = datetime.combine(start, time.min, tzinfo=dt_timezone.utc)
-    until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=dt_timezone.utc)
-    calls = ToolCall.objects.filter(created_at__gte=since, created_at__lt=until)
+    calls = ToolCall.objects.filter(created_within(start, end))
     if owner_ids is not None:
         calls = calls.filter(execution__owner_id__in=owner_ids)
     groups: dict = {}

@@ -1,7 +1,7 @@
 """Analytics over the API: usage reports, template analytics and prices. Money is rendered as strings (Decimal)."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -47,7 +47,8 @@ class ToolUsageQuerySerializer(serializers.Serializer):
 
     def validate(self, attrs):
         attrs.setdefault("end", timezone.now().date())
-        attrs.setdefault("start", attrs["end"] - timedelta(days=29))
+        # (29 days before, or the first day a date can be)
+        attrs.setdefault("start", date.fromordinal(max(attrs["end"].toordinal() - 29, date.min.toordinal())))
         if attrs["start"] > attrs["end"]:
             raise serializers.ValidationError({"end": ["end is before start"]})
         if (attrs["end"] - attrs["start"]).days >= MAX_TOOL_REPORT_DAYS:

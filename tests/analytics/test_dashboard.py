@@ -1,7 +1,8 @@
 """The staff usage dashboard (/admin/analytics/usagerollup/) and the admin pages around usage: figures equal the
 raw rows, deletes made in the admin keep the rollups exact, the ledger cannot be deleted there."""
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
@@ -9,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation
+from tests.clock import at, noon_of
 from tests.analytics.usage import assert_usage_exact, totals
 from tests.factories import ApiTokenFactory, BudgetFactory, GroupFactory, run_request
 from workflows.models import LLMCall, NodeExecution, ToolCall, WorkflowExecution
@@ -80,6 +82,21 @@ def test_it_shows_one_user_and_a_date_range(staff_client, alice, runs):
     empty = staff_client.get(DASHBOARD, {"start": tomorrow, "end": tomorrow})
     assert empty.context["totals"]["cost"] == Decimal("0") and empty.context["models"] == []
     assert "no usage in this range" in empty.content.decode()
+
+
+def test_the_last_day_a_date_can_be_is_shown_as_any_other(staff_client, alice, monkeypatch):
+    """9999-12-31 has no next midnight: what happened on it is counted (runs, spend per deployment, tool calls) all
+    the same, as the first days of the calendar are; neither is a 500."""
+    clock = at(monkeypatch, noon_of(date.max))
+    run(owner=alice, message="What is 12*7?", chat=True)  # (a turn that calls the calculator)
+    clock["now"] = datetime.now(dt_timezone.utc)
+
+    last = staff_client.get(DASHBOARD, {"start": "9999-12-30", "end": "9999-12-31"})
+    assert last.status_code == 200
+    assert last.context["totals"]["executions"] == 1
+    assert [row.calls for row in last.context["tools_by_tool"]] == [1]
+    first = staff_client.get(DASHBOARD, {"start": "0001-01-01", "end": "0001-01-02"})
+    assert first.status_code == 200 and first.context["totals"]["executions"] == 0
 
 
 @pytest.mark.parametrize(("params", "error"), [

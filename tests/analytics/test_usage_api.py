@@ -16,7 +16,7 @@ from tests.factories import run_request
 from tests.analytics.usage import COUNTERS, assert_usage_exact, totals
 from tests.invariants import assert_all
 from tests.api.conftest import assert_error
-from tests.clock import at, on_day
+from tests.clock import at, noon_of, on_day
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_cancel, execution_create, execution_run
@@ -253,3 +253,20 @@ def test_a_run_that_crosses_midnight_is_booked_on_the_day_it_ended_and_each_mess
     assert report(alice_api, start="2026-03-01", end="2026-03-01")["totals"]["total_tokens"] == execution.total_tokens
     assert_usage_exact()
     assert_all(execution)
+
+
+@pytest.mark.parametrize("url", [URL, "/api/v1/analytics/tools/"])
+@pytest.mark.parametrize("how", ["json", "csv"])
+def test_the_last_days_a_date_can_be_are_a_range_like_any_other(alice_api, alice, monkeypatch, url, how):
+    """9999-12-31 has no next midnight: a report ending on it reads to the end of time, one of the first days of
+    the calendar (and the default start 29 days before it) from its beginning; none is a 500."""
+    clock = at(monkeypatch, noon_of(date.max))
+    run(owner=alice, message="What is 12*7?", chat=True)  # (a turn that calls the calculator)
+    clock["now"] = datetime.now(dt_timezone.utc)  # (a login now lasts past the end of the calendar: not then)
+    last = alice_api.get(url, {"start": "9999-12-30", "end": "9999-12-31", "format": how})
+    assert last.status_code == 200, last.content
+    rows = list(csv.DictReader(io.StringIO(last.content.decode()))) if how == "csv" else last.json()["results"]
+    assert [int(row["calls"] if "calls" in row else row["executions"]) for row in rows] == [1]
+    for params in ({"start": "0001-01-01", "end": "0001-01-01"}, {"end": "0001-01-05"}):
+        first = alice_api.get(url, {**params, "format": how})
+        assert first.status_code == 200, first.content
