@@ -15,7 +15,12 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    finally:
+        from core.tracing import command_tracing_end
+
+        command_tracing_end()  # (its last spans: waited for briefly, not for the exporter's retries)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@
   sent from its own thread, so a slow or unreachable collector never holds a request up; spans that do not fit are
   dropped, and spans the collector did not take are counted (chatter_trace_spans_dropped_total on /metrics).
 - `tracing_middleware`: the HTTP request's span (SERVER), a child of the caller's `traceparent`; sync and async.
+- `tracing_end`: a command's end (manage.py): the provider shut down, its last spans sent, waited for a short while
+  only, and what was dropped said.
 - carriers: a run's context stored with it (core.tracing.run_trace_context) and read back by its spans
   (workflows.run_spans); `inject_headers`: the current context on an outbound request.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
 from asgiref.sync import iscoroutinefunction
@@ -90,6 +93,34 @@ def tracing_setup(exporters: Sequence[str]) -> None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     tracer.cache_clear()
+
+
+def tracing_end(*, wait_s: float) -> str:
+    """Shut the process's tracer provider down, its queued spans exported, waiting for that `wait_s` seconds at
+    most: the SDK's shutdown (which it also runs at exit) waits up to 30 s for its exporter, which retries a
+    collector that is down or silent for its OTEL_EXPORTER_OTLP_TIMEOUT (10 s), all after a command's work is done.
+    Past `wait_s` the spans not yet sent are dropped (the export thread is a daemon: it does not hold the exit up).
+    Returns what was lost, "" when nothing was."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return ""
+    ending = threading.Thread(target=provider.shutdown, name="chatter-tracing-end", daemon=True)
+    ending.start()
+    ending.join(wait_s)
+    dropped = int(spans_dropped())
+    refused = f" ({dropped} spans it did not take before were dropped too)" if dropped else ""
+    if ending.is_alive():
+        return (f"tracing: the OTLP collector did not take this command's last spans within {wait_s:g} s: they "
+                f"were dropped{refused}")
+    return f"tracing: {dropped} spans were dropped (the OTLP collector did not take them)" if dropped else ""
+
+
+def spans_dropped() -> float:
+    """The spans this process's exporter could not deliver so far (chatter_trace_spans_dropped_total)."""
+    return sum(sample.value for family in SPANS_DROPPED.collect() for sample in family.samples
+               if sample.name.endswith("_total"))
 
 
 @functools.cache

@@ -11,6 +11,7 @@ span, context carriers, outbound headers) and workflows.run_spans (a run's spans
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TRACES_EXPORTERS = ("otlp", "console")  # what OTEL_TRACES_EXPORTER may list (or be `none`, alone)
+COMMAND_FLUSH_S = 2  # a command's exit waits this long at most for its last spans to be exported
 
 
 def traces_exporters(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
@@ -34,6 +36,20 @@ def traces_exporters(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]
         return ()
     endpoint = any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
     return tuple(dict.fromkeys(name for name in names if name != "otlp" or endpoint))
+
+
+def command_tracing_end() -> None:
+    """At a command's end (manage.py, whatever it ran or raised): its last spans exported, waited for at most
+    COMMAND_FLUSH_S, and a line on standard error when spans were dropped. The server's processes keep the SDK's
+    own shutdown at their exit."""
+    from django.apps import apps
+
+    if not apps.ready or not settings.CHATTER_TRACING:
+        return
+    from core.otel import tracing_end
+
+    if lost := tracing_end(wait_s=COMMAND_FLUSH_S):
+        sys.stderr.write(lost + "\n")
 
 
 def tracing_on() -> bool:

@@ -4,6 +4,7 @@ its trace; runs, nodes, LLM calls (GenAI attributes) and tool calls are spans; t
 import ipaddress
 import json
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -671,6 +672,36 @@ def test_item_tracing_off_exports_nothing_and_never_imports_the_sdk(transactiona
     assert [run.status for run in runs] == ["completed"] * 3
     assert [run.trace_id for run in runs] == [""] * 3
     assert not [span for span in receiver.spans if span.service == "chatter-off" or span.trace_id == trace_id]
+
+
+def manage_chat(tmp_path, endpoint: str):
+    """`manage.py chat` (a turn on the local provider, alice's) exporting its spans to `endpoint`, run to its end."""
+    return launcher.run([sys.executable, "manage.py", "chat", "Hi", "--user", "alice", "--provider", "local"],
+                        cwd=ROOT, timeout=120, env=server_env(
+                            tmp_path, CHATTER_LOCAL_TOKEN_DELAY_MS="0", OTEL_SERVICE_NAME="chatter-command",
+                            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))
+
+
+def test_item_tracing_a_command_ends_without_waiting_out_a_silent_collector_and_says_its_spans_were_dropped(
+        transactional_db, receiver, alice, tmp_path):
+    """A command's exit waits briefly for its last spans (core.tracing.COMMAND_FLUSH_S), not for the exporter's
+    retries: with a collector that takes the connection and never answers, `manage.py chat` answers its turn, then
+    ends saying on standard error that its spans were dropped. With one that answers, they are exported, and it
+    says nothing of them."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections are taken (the kernel's backlog) and never answered
+        dropped = manage_chat(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
+    assert dropped.returncode == 0, dropped.stderr
+    assert dropped.stdout.strip()  # the reply
+    assert dropped.stderr.splitlines()[-1] == (
+        "tracing: the OTLP collector did not take this command's last spans within 2 s: they were dropped")
+
+    exported = manage_chat(tmp_path, receiver.endpoint)
+    assert exported.returncode == 0, exported.stderr
+    assert "tracing:" not in exported.stderr
+    assert {"create_run", "invoke_agent universal_chat"} <= {
+        span.name for span in receiver.spans if span.service == "chatter-command"}
 
 
 def dropped_spans(server) -> float:
