@@ -76,12 +76,58 @@ def test_a_bad_value_stops_the_process_naming_the_variable(tmp_path):
         ("OTEL_TRACES_EXPORTER", "zipkin"),  # OpenTelemetry's values Chatter exports with: otlp, console, none
         ("OTEL_TRACES_EXPORTER", "otlp,jaeger"),
         ("OTEL_TRACES_EXPORTER", "none,console"),  # none is alone or not at all
+        # the SDK's own variables Chatter documents (docs/operations/tracing.md): refused by the SDK with a bare
+        # ValueError, or passed over for its default, where they are not checked here
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "abc"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),  # less than the default batch (512)
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "1.5"),
+        ("OTEL_TRACES_SAMPLER", "bogus"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "abc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),  # no scheme
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key"),  # no value
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment"),
+        ("OTEL_SDK_DISABLED", "yes"),  # the SDK knows true alone: anything else left tracing on
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value):
     with pytest.raises(ImproperlyConfigured) as refused:
         settings_under(tmp_path, SECRET_KEY="k", **{variable: value})
     assert variable in str(refused.value)
+
+
+def test_a_bad_opentelemetry_value_stops_the_process_naming_the_variable_and_what_it_may_be(tmp_path):
+    """The SDK would stop every process with a bare ValueError naming no variable ("max_queue_size must be a
+    positive integer.")."""
+    result = start(tmp_path, SECRET_KEY="k", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318",
+                   OTEL_BSP_MAX_QUEUE_SIZE="0")
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1] == ("django.core.exceptions.ImproperlyConfigured: OTEL_BSP_MAX_QUEUE_SIZE "
+                                              "must be a whole number of spans, at least 1, got '0'")
+
+
+@pytest.mark.parametrize("environment", [
+    {"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_SCHEDULE_DELAY": "20"},
+    {"OTEL_TRACES_SAMPLER": "ParentBased_TraceIdRatio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "ignored"},  # (read by ratio samplers only)
+    {"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP",
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318"},
+    {"OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=abc,x-dataset=chatter",
+     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod", "OTEL_SDK_DISABLED": "false"},
+    {"OTEL_BSP_MAX_QUEUE_SIZE": "", "OTEL_EXPORTER_OTLP_TIMEOUT": ""},  # empty is unset, as the SDK reads it
+])
+def test_opentelemetry_values_the_sdk_takes_are_taken(tmp_path, environment):
+    settings_under(tmp_path, SECRET_KEY="k", **environment)
+
+
+def test_a_bad_otlp_header_is_named_without_the_headers_values(tmp_path):
+    with pytest.raises(ImproperlyConfigured) as refused:
+        settings_under(tmp_path, SECRET_KEY="k", OTEL_EXPORTER_OTLP_HEADERS="x-api-key=s3cret-key,x-dataset")
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in str(refused.value) and "s3cret" not in str(refused.value)
 
 
 def test_a_secret_key_is_required_unless_debug(tmp_path):
