@@ -186,7 +186,7 @@ class WorkflowScheduleAdmin(DeletesThroughService):
         obj.refresh_from_db()
 
     def delete_model(self, request, obj) -> None:
-        schedule_delete(schedule=obj)  # (audited: schedule.deleted)
+        schedule_delete(schedule=obj, actor=request.user)  # (audited: schedule.deleted, by the staff member)
 
 
 # --- runs ---------------------------------------------------------------------------------------------------

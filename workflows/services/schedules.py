@@ -177,11 +177,13 @@ def schedule_update(*, schedule: WorkflowSchedule, actor=None, ip: str | None = 
     return locked
 
 
-def schedule_delete(*, schedule: WorkflowSchedule) -> None:
+def schedule_delete(*, schedule: WorkflowSchedule, actor=None) -> None:
     """Remove a schedule; its past executions stay (their `schedule` becomes null). Audited by
-    schedule_deleted_audit, in the same transaction."""
+    schedule_deleted_audit, in the same transaction; `actor`: who deletes it, when not its owner (staff, in the
+    admin)."""
+    schedule.deleted_by = actor
     with transaction.atomic():
-        WorkflowSchedule.objects.filter(pk=schedule.pk).delete()
+        schedule.delete()
 
 
 def schedule_deleted_audit(sender, instance: WorkflowSchedule, origin=None, **kwargs) -> None:
@@ -198,6 +200,8 @@ def schedule_deleted_audit(sender, instance: WorkflowSchedule, origin=None, **kw
     if instance.template_id:
         template_key = WorkflowTemplate.objects.filter(pk=instance.template_id).values_list("key", flat=True).first()
     data = {}
+    if isinstance(origin, WorkflowSchedule) and getattr(origin, "deleted_by", None) is not None:
+        actor = origin.deleted_by  # (schedule_delete's actor)
     if isinstance(origin, (WorkflowTemplate, WorkflowDefinition)):
         actor = origin.owner
         if isinstance(origin, WorkflowTemplate):
