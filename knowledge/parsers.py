@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 
@@ -77,6 +78,12 @@ def file_type(name: str, content_type: str | None) -> str:
                               f"{', '.join(sorted(EXTENSIONS))}")
 
 
+def text_blank(text: str) -> bool:
+    """Whether `text` has nothing to search: only whitespace and invisible format characters (zero-width spaces and
+    joiners, byte-order marks). A document's text, sent as JSON or read from a file, must have more."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def text_from_file(name: str, content_type: str | None, data: bytes) -> str:
     """The text of a file named `name`, sent as `content_type` (its parameters may name a charset), whose bytes
     are `data`. Raises PayloadTooLarge, UnsupportedFileType or FileUnreadable (see the module's docstring)."""
@@ -93,7 +100,7 @@ def text_from_file(name: str, content_type: str | None, data: bytes) -> str:
     else:
         text = _decoded(data, content_type)
     text = text.replace("\x00", "").strip()  # PostgreSQL's text holds no NUL; PDFs' text layers sometimes do
-    if not text:
+    if text_blank(text):  # the rule a document's JSON text is held to (knowledge.services.document_add)
         hint = " (a scanned PDF needs OCR first)" if kind == PDF else ""
         raise FileUnreadable(f"{name or 'the file'} has no text to read{hint}")
     return text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
-import unicodedata
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,7 +16,7 @@ from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 from gateway.embeddings import embeddings_create
 from gateway.services import gateway_model
 from knowledge.models import Chunk, Collection, CollectionDocument
-from knowledge.parsers import file_type, upload_size_check
+from knowledge.parsers import file_type, text_blank, upload_size_check
 
 logger = logging.getLogger(__name__)
 # Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.
@@ -208,12 +207,6 @@ def collection_delete(*, collection: Collection, actor) -> None:
     collection_editable_check(collection=collection, actor=actor)
     with transaction.atomic():
         collection_locked(collection).delete()
-
-
-def text_blank(text: str) -> bool:
-    """Whether `text` has nothing to search: only whitespace and invisible format characters (zero-width spaces and
-    joiners, byte-order marks)."""
-    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
 
 
 def content_hash(text: str) -> str:

@@ -121,6 +121,21 @@ def test_upload_of_a_blank_text_file_fails_saying_so_without_a_word_of_pdfs(alic
     assert (shown["status"], shown["error"]) == ("failed", "file_unreadable: notes.txt has no text to read")
 
 
+def test_upload_of_a_text_file_of_only_invisible_characters_fails_as_blank_embedding_nothing(alice):
+    """The rule JSON text is held to (a 400, `blank`): zero-width spaces, a byte-order mark inside, a word joiner."""
+    api = api_for(alice)
+    collection = collection_made(api)
+    invisible = "\u200b\u200b\ufeff\u200b\u2060\u200d"
+
+    document = upload(api, collection, "z.txt", invisible.encode(), "text/plain").json()
+
+    assert document_ingest_task(document["id"]) == "failed"
+    shown = api.get(f"/api/v1/collections/{collection['id']}/documents/{document['id']}/").json()
+    assert (shown["status"], shown["chunk_count"], shown["error"]) == (
+        "failed", 0, "file_unreadable: z.txt has no text to read")
+    assert not Chunk.objects.exists() and not LLMCall.objects.exists()
+
+
 def test_item_04_the_ingestion_job_embeds_as_the_key_that_uploaded_its_limits_holding(alice):
     """A key that may not call the collection's model cannot get its embeddings made by uploading a file instead of
     sending text: the job's calls are the key's (its limits, its budgets, its spend), as the request's would be."""
