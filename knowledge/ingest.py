@@ -20,7 +20,7 @@ from engine.usage import estimate_tokens
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import text_from_file
-from knowledge.services import chunks_create, document_enqueue
+from knowledge.services import chunks_create, document_enqueue, owners_key
 from workflows.events import event_envelope, events_publish
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purp
                    document: CollectionDocument, api_key=None,
                    on_batch: Callable[[int], None] | None = None) -> list[list[float]] | None:
     """`document`'s `texts`' vectors by `model`, CHATTER_EMBEDDING_BATCH_SIZE at a time (each batch a run with one
-    LLM call of `owner`'s), `on_batch(done)` after each; a ChatterError when a batch fails (a budget, the provider) or
+    LLM call of `owner`'s, with `api_key` when it is theirs: knowledge.services.owners_key), `on_batch(done)` after
+    each; a ChatterError when a batch fails (a budget, the provider) or
     the model answers vectors of another size than `dimensions`. None once the document is deleted (with its
     collection, or alone): before each batch it is looked for, so a deleted document costs at most the batch that
     was under way."""
@@ -79,8 +80,8 @@ def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purp
     for start in range(0, len(texts), size):
         if not CollectionDocument.objects.filter(pk=document.pk).exists():
             return None
-        batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size], api_key=api_key,
-                                  purpose=purpose).vectors
+        batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size],
+                                  api_key=owners_key(owner=owner, api_key=api_key), purpose=purpose).vectors
         wrong = next((vector for vector in batch if len(vector) != dimensions), None)
         if wrong is not None:
             raise ChatterError(f"the model answered a vector of {len(wrong)} dimensions, "
@@ -115,7 +116,7 @@ def _queued_again(document: CollectionDocument, api_key) -> CollectionDocument |
 
 def document_ingest(document: CollectionDocument, *, api_key=None) -> CollectionDocument | None:
     """Read an uploaded file's text, cut `document`'s text into chunks, embed them (batched; each request an LLM
-    call of the collection's owner, with `api_key`'s limits when a key asked), and write the chunks with their
+    call of the collection's owner, with `api_key`'s limits when a key of the owner's asked), and write the chunks with their
     vectors and the document `ready` in one transaction. Any failure (the parser, the provider, a budget, a limit)
     leaves it `failed` with the reason and without chunks; nothing is raised. A document that is not waiting
     (already processing or ready) is left as it is. Progress is published (the module's docstring). Returns the

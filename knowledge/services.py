@@ -68,11 +68,20 @@ def _chunk_limit(provider: str, model: str) -> int:
     return MAX_CHUNK_TOKENS.get((provider, model), settings.CHATTER_KNOWLEDGE_MAX_CHUNK_TOKENS)
 
 
+def owners_key(*, owner, api_key):
+    """The API key a run of `owner`'s embeddings carries: the key the request came with when it is `owner`'s, else
+    none. A collection's embeddings are its owner's runs (their budgets, their spend); staff changing a shared
+    collection they do not own would otherwise book the owner's spend on their own key (its budgets, usage by key)."""
+    return api_key if api_key is not None and api_key.user_id == owner.pk else None
+
+
 def _dimensions(*, provider: str, model: str, owner, api_key, probe: str) -> int:
-    """The size of the model's vectors: known here, or asked of it once (an embedding call, counted as every one)."""
+    """The size of the model's vectors: known here, or asked of it once (an embedding call of `owner`'s, counted as
+    every one)."""
     dimensions = KNOWN_DIMENSIONS.get((provider, model))
     if dimensions is None:
-        dimensions = len(embeddings_create(owner=owner, model=f"{provider}/{model}", texts=[probe], api_key=api_key,
+        dimensions = len(embeddings_create(owner=owner, model=f"{provider}/{model}", texts=[probe],
+                                           api_key=owners_key(owner=owner, api_key=api_key),
                                            purpose={"collection_probe": probe}).vectors[0])
     return dimensions
 

@@ -4,11 +4,12 @@ on each): CRUD with the model and chunking fixed at creation; a document added a
 no-op; DELETE removes a document's chunks, vectors and keyword index rows; a failure (budget, provider) leaves it
 `failed` with the reason and no chunk; another user gets 404 on every route; keys need the `knowledge` scope."""
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.search import keyword_ids_ranked
-from tests.factories import ApiTokenFactory, BudgetFactory
+from tests.factories import ApiTokenFactory, BudgetFactory, StaffFactory
 from tests.invariants import assert_all
 from tests.openai_stub import stub_embedding
 from workflows.models import LLMCall, WorkflowExecution
@@ -304,6 +305,33 @@ def test_it_refuses_a_document_of_only_invisible_characters_as_blank(alice):
     assert [answer.status_code for answer in answers] == [400] * 3
     assert [answer.json()["error"]["details"][0]["code"] for answer in answers] == ["blank"] * 3
     assert not CollectionDocument.objects.exists() and not LLMCall.objects.exists()
+
+
+def test_staff_adding_to_a_shared_collection_they_do_not_own_embed_as_its_owner_not_on_their_key(
+        staff, django_capture_on_commit_callbacks):
+    """The embeddings are the collection owner's runs: another staff member's key is not booked with them (its
+    budgets, usage by key); the owner's own key still is."""
+    owners_key = ApiTokenFactory(user=staff, scopes=["knowledge"])
+    owner = APIClient()
+    owner.credentials(HTTP_AUTHORIZATION=f"Bearer {owners_key.key}")
+    collection = collection_made(owner, shared=True)
+    documents = f"/api/v1/collections/{collection['id']}/documents/"
+    carol = api_for(StaffFactory(username="carol"))
+
+    as_text = carol.post(documents, {"title": "by carol", "text": TEXT}, format="json").json()
+    with django_capture_on_commit_callbacks(execute=True):  # the ingestion job, inline (CHATTER_Q_SYNC)
+        as_file = carol.post(documents, {"file": SimpleUploadedFile("b.txt", b"Descale the kettle monthly.",
+                                                                    content_type="text/plain")},
+                             format="multipart").json()
+    by_owner = owner.post(documents, {"title": "by the owner", "text": "Never run the kettle dry."},
+                          format="json").json()
+
+    assert [CollectionDocument.objects.get(pk=d["id"]).status for d in (as_text, as_file, by_owner)] == ["ready"] * 3
+    runs = {document["id"]: list(WorkflowExecution.objects.filter(
+        input_data__variables__purpose__document=document["id"]).values_list("owner__username", "api_key"))
+        for document in (as_text, as_file, by_owner)}
+    assert runs[as_text["id"]] and set(runs[as_text["id"]]) == set(runs[as_file["id"]]) == {("root", None)}
+    assert set(runs[by_owner["id"]]) == {("root", owners_key.pk)}
 
 
 def test_it_says_what_to_change_when_a_chunk_size_is_below_the_default_overlap(alice, settings):
