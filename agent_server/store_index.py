@@ -16,9 +16,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from core.errors import InvalidInput, UpstreamFailed
-from engine.embeddings_local import LOCAL_EMBEDDING_MODELS
+from engine.embedding_models import embeddings_refusal
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
-from engine.providers import EMBEDDING_PROVIDERS, provider_check
+from engine.providers import provider_check
 
 if TYPE_CHECKING:
     from engine.run_store import StoreEmbed
@@ -56,12 +56,9 @@ def store_index_check() -> None:
     if index is None:
         return
     where = f"CHATTER_STORE_INDEX ({index.embed})"
-    if index.provider not in EMBEDDING_PROVIDERS:
-        raise ImproperlyConfigured(f"{where}: the provider has no embeddings; one of {', '.join(EMBEDDING_PROVIDERS)}")
+    if (refusal := embeddings_refusal(index.provider, index.model)) is not None:
+        raise ImproperlyConfigured(f"{where}: {refusal}")
     if index.provider == "local":
-        if index.model not in (MINILM_MODEL, *LOCAL_EMBEDDING_MODELS):
-            raise ImproperlyConfigured(f"{where}: the local provider embeds with "
-                                       f"{', '.join((MINILM_MODEL, *LOCAL_EMBEDDING_MODELS))}")
         if index.model == MINILM_MODEL and index.dims != MINILM_DIMENSIONS:
             raise ImproperlyConfigured(f"{where}: {MINILM_MODEL} has {MINILM_DIMENSIONS} dims, not {index.dims}")
         return

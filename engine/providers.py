@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
+from engine.embedding_models import embeddings_refusal
 from engine.errors import InvalidInput, ProviderError
 from engine.routing import route_for
 from engine.settings import settings
@@ -395,8 +396,6 @@ def provider_models_served(provider: str) -> frozenset[str] | None:
     return models
 
 
-# Providers with an embeddings API (anthropic has none).
-EMBEDDING_PROVIDERS = ("local", "openai")
 
 
 @dataclass(frozen=True)
@@ -414,9 +413,8 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
         provider_check(provider)
     else:
         provider, model = deployment.provider, deployment.model
-    if provider not in EMBEDDING_PROVIDERS:
-        raise InvalidInput(f"provider {provider!r} has no embeddings API",
-                           details=[{"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
+    if (refusal := embeddings_refusal(provider, model)) is not None:
+        raise InvalidInput(refusal, details=[{"path": "model", "code": "no_embeddings", "message": refusal}])
     if provider == "local" and model == MINILM_MODEL:
         if dimensions not in (None, MINILM_DIMENSIONS) or not all(isinstance(item, str) for item in inputs):
             raise InvalidInput(f"{MINILM_MODEL} embeds texts in {MINILM_DIMENSIONS} dimensions", details=[

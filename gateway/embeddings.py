@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from core.errors import ChatterError, InvalidInput
-from engine.providers import EMBEDDING_PROVIDERS
+from engine.embedding_models import embeddings_refusal
 from gateway.services import ResolvedModel, answered_model, gateway_admit
 from workflows.models import WorkflowExecution
 from workflows.services.run_requests import GatewayRequest
@@ -48,9 +48,8 @@ def embeddings_run(*, owner, api_key, texts: list, resolved: ResolvedModel, dime
     """Run the embeddings graph for `texts` with the (provider, model) gateway_admit resolved, to its end: one LLM
     call per `batch_size` texts (all in one call without it). Returns the ended run (completed or failed)."""
     provider, model, price = resolved
-    if provider not in EMBEDDING_PROVIDERS:
-        raise InvalidInput(f"provider {provider!r} has no embeddings API", details=[
-            {"path": "model", "code": "no_embeddings", "message": f"{provider} has no embeddings"}])
+    if (refusal := embeddings_refusal(provider, model)) is not None:
+        raise InvalidInput(refusal, details=[{"path": "model", "code": "no_embeddings", "message": refusal}])
     config = {"provider": provider, "model": model, "system_prompt": None, "enable_memory": False,
               "enable_tools": False, "enable_retrieval": False}
     variables = {"input": texts, "dimensions": dimensions, "batch_size": batch_size,

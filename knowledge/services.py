@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from engine.embedding_models import embeddings_refusal
 from engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
 from gateway.embeddings import embeddings_create
@@ -55,12 +56,15 @@ def _shared_check(*, shared: bool, actor) -> None:
 
 def _model_resolved(asked: str) -> tuple[str, str]:
     """(provider, model) of an embedding model as a collection names it; a 400 on `embedding_model` when it
-    cannot be called."""
+    cannot be called or has no embeddings API (a chat model: engine.embedding_models)."""
     try:
         provider, model, _ = gateway_model(asked)
     except NotFound as unknown:
         raise InvalidInput(unknown.message, details=[
             {"path": "embedding_model", "code": "unknown_model", "message": f"{asked} cannot be called"}]) from None
+    if (refusal := embeddings_refusal(provider, model)) is not None:
+        raise InvalidInput(f"embedding_model {asked!r} cannot embed: {refusal}", details=[
+            {"path": "embedding_model", "code": "no_embeddings", "message": refusal}])
     return provider, model
 
 

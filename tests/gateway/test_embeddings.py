@@ -188,3 +188,13 @@ def test_an_unknown_model_is_a_404_and_no_run(gateway_api):
 
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert not WorkflowExecution.objects.exists()
+
+
+def test_a_chat_model_is_a_400_naming_the_model_and_no_run(gateway_api):
+    """The local provider's local-echo-1 is a chat model: it has no embeddings API (engine.embedding_models)."""
+    response = gateway_api.post("/v1/embeddings", {"model": "local/local-echo-1", "input": "a"}, format="json")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["param"] == "model" and "local/local-echo-1 has no embeddings API" in error["message"], error
+    assert not WorkflowExecution.objects.exists()

@@ -334,6 +334,23 @@ def test_staff_adding_to_a_shared_collection_they_do_not_own_embed_as_its_owner_
     assert set(runs[by_owner["id"]]) == {("root", owners_key.pk)}
 
 
+def test_it_refuses_a_chat_model_as_a_collections_embedding_model_naming_the_field(alice):
+    api = api_for(alice)
+    kept = collection_made(api)
+
+    made = api.post("/api/v1/collections/", {"name": "chat", "embedding_model": "local/local-echo-1"}, format="json")
+    changed = api.patch(f"/api/v1/collections/{kept['id']}/", {"embedding_model": "local-echo-1"}, format="json")
+
+    for answer in (made, changed):
+        assert answer.status_code == 400, answer.json()
+        (detail,) = answer.json()["error"]["details"]
+        assert (detail["path"], detail["code"]) == ("embedding_model", "no_embeddings")
+        assert "local-echo-1 has no embeddings API" in answer.json()["error"]["message"]
+    stored = Collection.objects.get()
+    assert (str(stored.pk), stored.embedding_model, stored.pending_embedding_model) == (kept["id"], LEXICAL, "")
+    assert not LLMCall.objects.exists()
+
+
 def test_it_says_what_to_change_when_a_chunk_size_is_below_the_default_overlap(alice, settings):
     settings.CHATTER_KNOWLEDGE_CHUNK_OVERLAP = 40
     api = api_for(alice)
