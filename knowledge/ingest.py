@@ -19,7 +19,7 @@ from engine.embeddings_minilm import MINILM_MODEL, minilm_token_count
 from engine.usage import estimate_tokens
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
-from knowledge.parsers import text_from_file
+from knowledge.parsers import text_blank, text_from_file
 from knowledge.services import chunks_create, document_enqueue, owners_key
 from workflows.events import event_envelope, events_publish
 
@@ -41,7 +41,7 @@ def text_split(text: str, collection: Collection, *, embedding_model: str | None
         chunk_size=collection.chunk_size, chunk_overlap=collection.chunk_overlap,
         length_function=token_counter(embedding_model or collection.embedding_model),
         separators=["\n\n", "\n", ". ", "? ", "! ", " ", ""], keep_separator="end")
-    return [chunk.strip() for chunk in splitter.split_text(text) if chunk.strip()]
+    return [chunk.strip() for chunk in splitter.split_text(text) if not text_blank(chunk)]  # something to search
 
 
 def _claimed(document: CollectionDocument) -> bool:

@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from knowledge.models import Chunk, Collection, CollectionDocument
+from knowledge.parsers import text_blank
 from knowledge.search import keyword_ids_ranked
 from tests.factories import ApiTokenFactory, BudgetFactory, StaffFactory
 from tests.invariants import assert_all
@@ -89,6 +90,21 @@ def test_item_02_a_document_is_chunked_embedded_counted_and_removed_whole(alice,
     assert api.delete(f"{documents}{document['id']}/").status_code == 204
     assert not Chunk.objects.exists() and not CollectionDocument.objects.exists()
     assert keyword_ids_ranked(collection=stored, query="limescale", limit=5) == []
+
+
+def test_a_stretch_of_invisible_characters_inside_a_document_is_no_chunk_of_its_own(alice):
+    """A chunk must have something to search, by the rule a whole document's text is held to (knowledge.parsers.
+    text_blank): a paragraph of zero-width spaces between two of text is not embedded and charged as a chunk."""
+    api = api_for(alice)
+    collection = collection_made(api, chunk_size=20, chunk_overlap=0)
+    text = TEXT + "\n\n" + "\u200b\u2060 " * 60 + "\n\n" + TEXT
+
+    added = api.post(f"/api/v1/collections/{collection['id']}/documents/", {"title": "gaps", "text": text},
+                     format="json")
+
+    assert added.status_code == 201, added.json()
+    chunks = Chunk.objects.filter(document_id=added.json()["id"])
+    assert chunks.exists() and not [chunk.text for chunk in chunks if text_blank(chunk.text)]
 
 
 def test_item_02_a_user_over_budget_cannot_ingest_and_nothing_is_half_written(alice):
