@@ -57,6 +57,9 @@ from engine.usage import (
 )
 
 
+BACK_OFF_POLL_S = 0.25  # how soon a cancel ends a retry's back-off
+
+
 class RunInterrupted(RunError):
     """The run was ended from outside while it still ran (the recovery sweep found its worker gone or its
     time long past), or ends so now: its usage so far is kept, error_type `interrupted`."""
@@ -93,6 +96,15 @@ class RunContext:
         elapsed = time.monotonic() - self.started
         if elapsed > self.config["timeout_s"]:
             self._exceed("timeout_s", self.config["timeout_s"])
+
+    def backed_off(self, seconds: float) -> None:
+        """Wait `seconds` before a call is made again, checking for a cancel every BACK_OFF_POLL_S (a Retry-After may
+        be a minute)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, BACK_OFF_POLL_S))
+            if self.hooks.cancel_requested():
+                raise RunCancelled("the run was cancelled")
 
     def remaining_s(self) -> float:
         return max(0.1, self.config["timeout_s"] - (time.monotonic() - self.started))
@@ -208,7 +220,7 @@ class RunContext:
                     exc, provider=target.provider, retries_taken=retries, time_left=self.deadline - time.monotonic())
                 if wait is not None:  # nothing received: made again, with what is left of the run
                     retries += 1
-                    time.sleep(wait)
+                    self.backed_off(wait)
                     continue
                 # A request that waited out what was left of the run is the run's end, not the deployment's fault.
                 fault = deployment_fault(exc) if deployment is not None and not run_timed_out else None

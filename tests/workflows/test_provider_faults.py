@@ -8,6 +8,7 @@ Prices are the seeded gpt-4o-mini row: $0.15 input, $0.60 output per million tok
 """
 import json
 import math
+import time
 from decimal import Decimal
 
 import pytest
@@ -18,7 +19,7 @@ from engine.usage import estimate_tokens
 from tests.invariants import assert_all
 from workflows.models import ExecutionEvent, LLMCall, NodeExecution
 from workflows.services.run_requests import ChatRequest
-from workflows.services.runs import execution_create, execution_run, execution_stream
+from workflows.services.runs import execution_cancel, execution_create, execution_run, execution_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -361,6 +362,26 @@ def test_anthropics_failures_before_any_reply_are_still_retried(alice, anthropic
 
     reply = assert_ended(execution, "completed")
     assert len(anthropic_stub.requests) == 3 and (reply.content, execution.total_tokens) == (REPLY, 120)
+
+
+def test_a_cancel_ends_an_anthropic_calls_back_off_before_its_retry(alice, anthropic_stub, settings, transactional_db):
+    """The engine's own retry of an anthropic call waits the upstream's Retry-After, which may be a minute: a cancel
+    asked meanwhile ends the run then, not once the wait is over."""
+    settings.CHATTER_PROVIDER_MAX_RETRIES = 2
+    anthropic_stub.always(status=429, headers={"retry-after": "20"})
+    execution = execution_create(ChatRequest(owner=alice, message="hi", mode="stream",
+                                             config={**OPENAI, **ANTHROPIC, "timeout_s": 60}))
+    for envelope in execution_stream(execution_id=execution.pk):
+        if envelope["event"] == "node_started" and envelope["data"]["node_id"] == "model":
+            for _ in range(200):  # until its first try was answered 429 (at most 10 s)
+                if anthropic_stub.requests:
+                    break
+                time.sleep(0.05)
+            execution_cancel(execution=execution, actor=alice)
+
+    assert_ended(execution, "cancelled", "cancelled")
+    assert len(anthropic_stub.requests) == 1  # no retry after the cancel
+    assert (execution.completed_at - execution.started_at).total_seconds() < 20  # the Retry-After not waited out
 
 
 # --- the same through a streamed run --------------------------------------------------------------------
