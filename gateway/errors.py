@@ -68,7 +68,7 @@ def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: 
     if upstream is None and error_type in OWN_REFUSALS:
         answer = OWN_REFUSALS[error_type]
         headers = refusal_headers(status=answer, code=error_type)
-        body = openai_error(status=answer, code=error_type, message=f"{detail} {where}")
+        body = openai_error(status=answer, code=error_type, message=f"{_sentence(detail)} {where}")
     elif upstream is None:
         answer = 502
         message = f"The call to model `{model}` failed ({error_type or 'error'})."
@@ -106,3 +106,8 @@ def execution_failure(execution, *, model: str) -> CallFailure:
     """call_failure of a gateway run that did not complete, from what the run recorded."""
     return call_failure(upstream=(execution.output_data or {}).get("upstream"), error_type=execution.error_type,
                         detail=execution.error_message, model=model, request_id=str(execution.pk))
+
+
+def _sentence(text: str) -> str:
+    """`text` ending as a sentence ends, so that what follows it reads as the next one."""
+    return text if text.endswith((".", "!", "?")) else f"{text}."

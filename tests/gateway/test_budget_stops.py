@@ -4,6 +4,7 @@ OpenAI's clients do not retry (429 `insufficient_quota`), whole or streamed (doc
 limit and its cancellation are answered 400 and 409, not retried either (docs/api/gateway.md#errors)."""
 import concurrent.futures
 import json
+import re
 import time
 
 import httpx
@@ -97,6 +98,7 @@ def test_a_whole_reply_past_its_budget_is_recorded_with_its_usage_and_not_retrie
 
     error = stopped.value
     assert (error.code, error.type) == ("budget_exceeded", "insufficient_quota")
+    assert re.search(r"[.!?] Request id: \S+\.$", error.message), error.message  # two sentences
     assert len(openai_stub.requests) == 1  # not retried
     _assert_stopped_and_billed(error.response.headers["x-request-id"], budget, tokens=811)
 
