@@ -101,3 +101,14 @@ def choice_as_openai(reply: AIMessage, *, index: int = 0) -> dict:
                                         **({"tool_calls": calls} if calls else {})},
             "finish_reason": reply.response_metadata.get("finish_reason") or ("tool_calls" if calls else "stop"),
             "logprobs": reply.response_metadata.get("logprobs")}
+
+
+def tool_choice_for(provider: str, choice: str | dict | None) -> str | dict | None:
+    """OpenAI's `tool_choice` (what the gateway takes) as `provider`'s chat model's bind_tools takes it. LangChain's
+    ChatAnthropic reads a bare string as a tool's name (or its own "auto" and "any"), so OpenAI's "required" is its
+    "any", "none" its {"type": "none"}, and a named function the function's name; the others take OpenAI's values."""
+    if provider != "anthropic" or choice is None:
+        return choice
+    if isinstance(choice, dict):
+        return (choice.get("function") or {}).get("name") or choice.get("name") or choice
+    return {"required": "any", "none": {"type": "none"}}.get(choice, choice)

@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableBinding
 
-from engine.chat_messages import choice_as_openai, content_text
+from engine.chat_messages import choice_as_openai, content_text, tool_choice_for
 from engine.deadlines import call_deadline
 from engine.retries import retry_wait_s
 from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
@@ -176,12 +177,14 @@ class RunContext:
                 deployment=deployment,
             )
             params = dict(self.config.get("model_params") or {})
-            choice = self.config.get("tool_choice")
-            if tools:
-                model = model.bind_tools([TOOLS[tool] if isinstance(tool, str) else tool for tool in tools])
-            elif self.config.get("client_tools"):  # the gateway's: the client runs them
-                model = model.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
-                params.update(tools=self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
+            if tools or self.config.get("client_tools"):  # the gateway's client tools: the client runs them
+                model = self._tools_bound(chat, tools, deployment.provider if deployment else provider)
+                # The call answered whole sends what the binding would: the tools in the provider's own shape (a
+                # model that holds its tools itself, the local one, is called as it is).
+                if isinstance(model, RunnableBinding):
+                    params.update(model.kwargs)
+                else:
+                    chat = model
             if self.config.get("model_params"):
                 model = model.bind(**self.config["model_params"])
             streamed.usage_in_parts = (deployment.provider if deployment else provider) in USAGE_REPORTED_IN_PARTS
@@ -244,6 +247,14 @@ class RunContext:
                 deployment_tokens_count(deployment, call.usage.total_tokens)
             return reply
         raise self._routes_exhausted(model_name, last_failure, skipped, faults)
+
+    def _tools_bound(self, chat, tools: Sequence[str | dict], provider: str):
+        """`chat` bound to the node's tools (built-ins by name), or else to the client's tools and its tool_choice, as
+        the provider's chat model converts them (engine.chat_messages.tool_choice_for)."""
+        if tools:
+            return chat.bind_tools([TOOLS[tool] if isinstance(tool, str) else tool for tool in tools])
+        choice = tool_choice_for(provider, self.config.get("tool_choice"))
+        return chat.bind_tools(self.config["client_tools"], **({"tool_choice": choice} if choice else {}))
 
     def _targets(self, provider: str, model_name: str, skipped: list[Skipped]):
         """Where the call goes, in the order to try: the provider's own server; or, for a model the deployments

@@ -189,3 +189,48 @@ def test_the_gateway_answers_and_stores_the_text_blocks_of_an_anthropic_reply_as
     assert [request.body.get("stream", False) for request in claude.requests] == [stream]
     assert (answered_text, WorkflowExecution.objects.get().output_data["content"]) == (SAID, SAID)
     assert_exact()
+
+
+ANTHROPIC_CALCULATOR = {"name": "calculator", "description": "Evaluates arithmetic.",
+                        "input_schema": CALCULATOR["function"]["parameters"]}
+CHOICES = {  # OpenAI's tool_choice, and Anthropic's for it
+    "auto": ("auto", {"type": "auto"}),
+    "required": ("required", {"type": "any"}),
+    "none": ("none", {"type": "none"}),
+    "function": ({"type": "function", "function": {"name": "calculator"}}, {"type": "tool", "name": "calculator"}),
+}
+
+
+@routes(lambda first, claude, n: claude_route(claude, n),
+        ids=tuple(f"{choice}-{way}" for choice in CHOICES for way in ("whole", "streamed")))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("choice", list(CHOICES))
+def test_a_routed_anthropic_model_is_sent_the_client_tools_and_tool_choice_in_anthropic_shape(routed, upstreams,
+                                                                                           stream, choice):
+    _, claude = upstreams
+    claude.reply(content="84", usage=FIRST, model=ANSWERED)
+    openai_choice, anthropic_choice = CHOICES[choice]
+
+    answer = client(routed).chat.completions.create(model=routed.names.claude, messages=ASKED, tools=[CALCULATOR],
+                                                    tool_choice=openai_choice, stream=stream)
+    list(answer) if stream else answer
+
+    sent = claude.requests[-1].body
+    assert (sent.get("stream", False), sent["tools"], sent["tool_choice"]) == (
+        stream, [ANTHROPIC_CALCULATOR], anthropic_choice)
+    assert_exact()
+
+
+@routes(lambda first, claude, n: claude_route(claude, n))
+def test_a_response_of_a_routed_anthropic_model_sends_it_the_tools_in_anthropic_shape(routed, upstreams):
+    _, claude = upstreams
+    claude.reply(content="84", usage=FIRST, model=ANSWERED)
+    tool = {"type": "function", **CALCULATOR["function"]}
+
+    response = client(routed).responses.create(model=routed.names.claude, input="What is 12*7?", tools=[tool],
+                                               tool_choice="required")
+
+    sent = claude.requests[-1].body
+    assert (response.output_text, sent["tools"], sent["tool_choice"]) == ("84", [ANTHROPIC_CALCULATOR],
+                                                                         {"type": "any"})
+    assert_exact()
