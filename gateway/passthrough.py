@@ -388,8 +388,9 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
 def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
     """A streamed call: once the upstream answers 200, its chunks as they arrive (the run's id in place of the
     upstream's); the usage chunk (when asked for, with the stored cost) and `[DONE]` after the run's end is
-    committed. An upstream's error before the stream is a whole error answer; a stream cut short ends with an
-    error object, the call failed and accounted for what it produced."""
+    committed. An upstream's error before the stream, or a stream that fails before the reply's first word, is a
+    whole error answer; a stream cut short after it ends with an error object; the call failed and accounted for
+    what it produced."""
     from core.api.sse import event_stream_response
 
     try:
@@ -405,4 +406,11 @@ def passthrough_stream(passing: Passing, *, headers: dict) -> HttpResponseBase:
         ended = _ended(passing, usage=None, reported_model="", content="", ending={},
                        error=_status_failure(passing, response.status, response.headers, content))
         return failure_response(ended, model=passing.model, headers=headers)
-    return event_stream_response(StreamRelay(passing, body, failure=_failure, close=_close).frames(), headers=headers)
+    # Answered once the reply's first word comes or the call ends: one that failed before it is answered whole, with
+    # its status (which OpenAI's clients retry, as they never do an error event in a stream), as the run path does.
+    relay = StreamRelay(passing, body, failure=_failure, close=_close)
+    failed = relay.first_word_wait(timeout_s=passing.execution.config["timeout_s"])
+    if failed is not None:
+        ended = _ended(passing, **relay.end_of_call(failed))
+        return failure_response(ended, model=passing.model, headers=headers)
+    return event_stream_response(relay.frames(), headers=headers)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from engine.providers import upstream_facts
 from engine.usage import openai_usage_readable, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import usage_body
-from gateway.upstream import StreamedBody, upstream_future
+from gateway.upstream import StreamedBody, upstream_submit
 from workflows.cancels import CANCEL_POLL_S
 from workflows.models import WorkflowExecution
 
@@ -65,15 +66,44 @@ class StreamRelay:
         self.done = False
         self.hard = passing.recorder.budget.hard  # (its text is checked against the budget only under a hard one)
         self.stop: RunError | None = None  # what stops the relay at the next chunk: a budget's stop, a cancel
+        self.said = False  # the reply's first word came (a text, a tool call's fragment)
+        self.answerable = threading.Event()  # said, or the upstream's stream ended
+        self.held: list | None = []  # what the upstream relayed before the client's stream was there to take it
+        self.put = None  # (then) how it reaches the client's stream
+        self.lock = threading.Lock()
+        self.pumped = None
+
+    def first_word_wait(self, *, timeout_s: float) -> RunError | None:
+        """On the request's thread: the upstream read from now on (its events held for the client's stream), until the
+        reply's first word or the stream's end, at most `timeout_s` (the upstream's own read timeout ends a silent
+        one before). The call's failure when it ended without a word, the answer then whole (nothing was relayed);
+        else None."""
+        self.pumped = upstream_submit(self.pump(self._relayed))
+        if not self.answerable.wait(timeout_s) or self.said:
+            return None
+        return self.failure_at_end(self.pumped.result())  # (ended: its result follows at once)
+
+    def _relayed(self, out) -> None:
+        with self.lock:
+            if self.held is not None:
+                self.held.append(out)
+            else:
+                self.put(out)
+        if out is None or self.said:
+            self.answerable.set()
 
     async def frames(self):
-        """The client's stream. The upstream is read on the upstream loop (`pump`), which goes on to the end when the
-        client goes away, so the call is accounted for all the upstream produced (`end`, on this loop: the request's
-        thread is the one its accounting runs on); the client's stream waits for that either way."""
+        """The client's stream. The upstream is read on the upstream loop (`pump`, from first_word_wait), which goes
+        on to the end when the client goes away, so the call is accounted for all the upstream produced (`end`, on
+        this loop: the request's thread is the one its accounting runs on); the client's stream waits for that either
+        way."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        pumped = upstream_future(self.pump(lambda out: loop.call_soon_threadsafe(queue.put_nowait, out)))
-        ended = asyncio.ensure_future(self.end(pumped))
+        with self.lock:
+            for out in self.held:
+                queue.put_nowait(out)
+            self.held, self.put = None, lambda out: loop.call_soon_threadsafe(queue.put_nowait, out)
+        ended = asyncio.ensure_future(self.end(asyncio.wrap_future(self.pumped)))
         polled = time.monotonic()
         try:
             while (out := await queue.get()) is not None:
@@ -160,6 +190,7 @@ class StreamRelay:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             if text_or_empty(delta.get("content")):
+                self.said = True
                 self.passing.text.append(delta["content"])
                 if self.hard:
                     self.stop = self.stop or budget_stop(self.passing.recorder, delta["content"])
@@ -183,22 +214,32 @@ class StreamRelay:
         kept["function"]["name"] += name
         kept["function"]["arguments"] += arguments
         self.passing.tool_text.append(name + arguments)
+        self.said = self.said or bool(name + arguments)
         if self.hard and arguments:
             self.stop = self.stop or budget_stop(self.passing.recorder, arguments)
 
-    async def close(self, error: RunError | None) -> WorkflowExecution:
-        passing = self.passing
+    def failure_at_end(self, error: RunError | None) -> RunError | None:
+        """What failed the call once its upstream's stream ended (`error`: what ended it, if anything)."""
         if error is None and not self.done:
-            error = ProviderError("openai stream ended before [DONE]", error_type="provider_error",
-                                  upstream=upstream_facts(status=None))
+            return ProviderError("openai stream ended before [DONE]", error_type="provider_error",
+                                 upstream=upstream_facts(status=None))
+        return error
+
+    def end_of_call(self, error: RunError | None) -> dict:
+        """The call's end (gateway.passthrough._ended's arguments) once its upstream's stream ended."""
+        passing = self.passing
+        error = self.failure_at_end(error)
         # Cut short before the upstream said, or said what no count is: estimated over its prompt and what it sent
         # (a relay reads an upstream that answered 200: it took the prompt, even when nothing it sent was read).
         usage = usage_from_openai(self.usage) if self.usage is not None else usage_cut_short(
             prompt_tokens=passing.prompt_tokens, streamed=passing.so_far())
         calls = [self.calls[index] for index in sorted(self.calls)]
         ending = {**self.ending, **({"tool_calls": calls} if calls else {})}
-        return await self.ended(passing, usage=usage, reported_model=self.model or passing.requested_model,
-                                error=error, content="".join(passing.text), ending=ending, message_id=self.message_id)
+        return {"usage": usage, "reported_model": self.model or passing.requested_model, "error": error,
+                "content": "".join(passing.text), "ending": ending, "message_id": self.message_id}
+
+    async def close(self, error: RunError | None) -> WorkflowExecution:
+        return await self.ended(self.passing, **self.end_of_call(error))
 
     def last(self, ended: WorkflowExecution) -> bytes:
         """What follows the upstream's chunks: the usage (asked for), then `[DONE]`; or the failure's error object."""

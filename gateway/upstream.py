@@ -16,13 +16,14 @@ Why aiohttp: a call through it costs about a quarter of the CPU of one through h
 (0.3-0.6 against 1.5-2.1 ms, bench/RESULTS.md, B8: bench/b8_clients.py), on the gateway's hot path; it speaks
 HTTP/1.1 only (LiteLLM's proxy calls OpenAI through it too).
 
-`upstream_call(coroutine)`: from the request's thread, waits for the coroutine's result. `upstream_future(coroutine)`:
-from another event loop (a stream's relay), an asyncio future of it.
+`upstream_call(coroutine)`: from the request's thread, waits for the coroutine's result. `upstream_submit(coroutine)`:
+from any thread, its future (a stream's relay, read from the request's thread on and taken by the server's loop).
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import http.client
 import os
 import select
@@ -256,6 +257,6 @@ def upstream_call(coroutine):
     return asyncio.run_coroutine_threadsafe(coroutine, _upstream_loop()).result()
 
 
-def upstream_future(coroutine) -> asyncio.Future:
-    """`coroutine` run on the upstream loop, as a future of the calling event loop."""
-    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _upstream_loop()))
+def upstream_submit(coroutine) -> concurrent.futures.Future:
+    """`coroutine` run on the upstream loop from now on, from any thread: its future."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _upstream_loop())

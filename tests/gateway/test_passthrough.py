@@ -110,6 +110,27 @@ def test_item_46_a_killed_upstream_mid_stream_ends_the_stream_with_an_error_and_
     assert execution.output_data["content"] == streamed and execution.completion_tokens > 0
 
 
+@pytest.mark.parametrize("fault_after", [0, 1], ids=["its-head", "its-role-chunk"])
+def test_a_stream_that_fails_before_its_first_word_is_answered_whole_so_the_client_retries_it(gateway, openai_stub,
+                                                                                              fault_after):
+    """An upstream that answered its stream's head (and maybe the role chunk, no word in it) then reset: the call is
+    answered whole with its status, as docs/api/gateway.md (Errors) says, so OpenAI's client retries it (an error
+    event in a 200 stream it never retries)."""
+    openai_stub.reply(content="Eighty four.", usage=USAGE, fault="reset", fault_after=fault_after)
+    openai_stub.reply(content="Eighty four.", usage=USAGE)
+
+    retrying = openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=1, timeout=30)
+    chunks = list(retrying.chat.completions.create(
+        model="gpt-4o-mini", messages=ASK, stream=True, stream_options={"include_usage": True}))
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Eighty four."
+    assert len(openai_stub.requests) == 2
+    failed, answered = WorkflowExecution.objects.order_by("created_at")
+    assert (failed.status, failed.error_type, answered.status) == ("failed", "provider_error", "completed")
+    assert_recorded(failed.pk, estimated=True)  # the upstream took the prompt: estimated
+    assert chunks[-1].usage.total_tokens == assert_recorded(answered.pk).total_tokens == 30
+
+
 def test_item_46_revocation_and_limit_changes_take_effect_on_the_next_call(gateway, openai_stub, alice):
     openai_stub.always(content="84.", usage=USAGE)
     key = ApiTokenFactory(user=alice, name="app")  # every scope: it manages the other key
@@ -331,15 +352,13 @@ def test_a_rate_limited_upstreams_retry_after_is_read_as_a_number_of_seconds_wit
 def test_a_stream_cut_before_anything_was_read_still_accounts_the_prompt_the_upstream_took(
         in_process, openai_server):
     """An upstream that answered 200 took the prompt, even when it sent nothing of its stream before it broke: the
-    call is failed and accounted, its prompt estimated."""
+    call is failed (answered whole: no word came) and accounted, its prompt estimated."""
     openai_server.reply(content="Eighty four.", usage=USAGE, fault="close", fault_after=0)
 
     response = in_process.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK, "stream": True},
                                format="json")
 
-    with pytest.warns(Warning, match="consume asynchronous iterators"):
-        frames = [line[6:] for line in b"".join(response).decode().split("\n") if line.startswith("data: ")]
-    assert json.loads(frames[-1])["error"]["code"] == "provider_error"
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "provider_error")
     execution = assert_recorded(response.headers["X-Chatter-Execution"], estimated=True)
     assert execution.status == "failed" and execution.prompt_tokens == estimate_openai_prompt_tokens(ASK)
 
