@@ -171,8 +171,10 @@ class StreamRelay:
             return False  # sent after the run's end
         try:
             chunk = json.loads(data)
-        except ValueError:
-            return True
+        except ValueError:  # the upstream failing, as the run path's client reads it: the relay stops here
+            self.stop = self.stop or ProviderError("openai stream sent a chunk that is not JSON",
+                                                   error_type="provider_error", upstream=upstream_facts(status=None))
+            return False
         if not isinstance(chunk, dict):
             return True  # relayed as it came; nothing of it is counted
         if self.upstream_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:

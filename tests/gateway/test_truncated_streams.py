@@ -5,9 +5,11 @@ the usage it reported."""
 import json
 
 import httpx
+import openai
 import pytest
 
 from tests.factories import ConversationFactory
+from tests.gateway.conftest import client
 from tests.gateway.test_passthrough import ASK, USAGE
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
@@ -55,4 +57,25 @@ def test_an_answer_with_no_choice_is_recorded_with_its_usage(gateway, openai_stu
     else:  # an OpenAI-shaped error: there is no reply to answer
         assert response.status_code == 502 and response.json()["error"]["code"] == "provider_error"
         assert (run.status, run.error_type) == ("failed", "provider_error")
+    assert_all(run)
+
+
+@pytest.mark.parametrize("path", ["pass-through", "run path"])
+def test_a_stream_chunk_that_is_not_json_is_the_providers_failure_billed_by_estimate(gateway, openai_stub, alice,
+                                                                                     path):
+    openai_stub.reply(content=WORDS, usage=USAGE, fault="malformed", fault_after=3)  # its role chunk, then 2 words
+    kept = {"X-Chatter-Conversation": str(ConversationFactory(owner=alice).pk)} if path == "run path" else {}
+    answer = client(gateway, default_headers=kept).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=ASK, stream=True, stream_options={"include_usage": True})
+    seen = []
+
+    with pytest.raises(openai.APIError) as failed:
+        for chunk in answer.parse():
+            seen.append("".join(choice.delta.content or "" for choice in chunk.choices))
+
+    assert "".join(seen) == "word0 word1 " and failed.value.code == "provider_error"
+    run = WorkflowExecution.objects.get(pk=answer.headers["x-request-id"])
+    assert (run.status, run.error_type, run.llm_calls) == ("failed", "provider_error", 1)
+    (call,) = LLMCall.objects.filter(execution=run)
+    assert call.estimated and call.total_tokens == run.total_tokens != USAGE["total_tokens"]
     assert_all(run)
