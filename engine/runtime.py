@@ -322,7 +322,9 @@ class RunContext:
                 messages[index] = message.model_copy(
                     update={"additional_kwargs": {**message.additional_kwargs, "tool_calls": sent}})
         first, *others = messages
-        metadata = dict(first.response_metadata)
+        # What the answer said of itself (its model, its system_fingerprint), which LangChain copies into the reply's
+        # metadata only when there is one choice.
+        metadata = {**(result.llm_output or {}), **first.response_metadata}
         if others:
             metadata["more_choices"] = [choice_as_openai(message, index=index)
                                         for index, message in enumerate(others, start=1)]

@@ -10,7 +10,7 @@ import openai
 import pytest
 from rest_framework.test import APIClient
 
-from tests.factories import ApiTokenFactory
+from tests.factories import ApiTokenFactory, ConversationFactory
 from tests.fixtures_server import refusing_port
 from tests.gateway.conftest import client
 from tests.gateway.test_routing import (  # noqa: F401 - fixtures
@@ -303,6 +303,20 @@ def test_item_20_the_upstreams_system_fingerprint_is_passed_through(gateway, ope
     assert len(chunks) > 3 and {chunk.system_fingerprint for chunk in chunks} == {"fp_stub"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The answer is 84."
     assert local.system_fingerprint is None  # a model that sends none: null, as OpenAI's may be
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_upstreams_system_fingerprint_is_passed_through_with_n_choices_on_the_run_path(gateway, openai_stub,
+                                                                                            alice, stream):
+    openai_stub.reply(content="A one.", more_choices=["B two."], usage=USAGE)  # with system_fingerprint "fp_stub"
+    kept = {"X-Chatter-Conversation": str(ConversationFactory(owner=alice).pk)}  # the run path
+
+    answer = client(gateway, default_headers=kept).chat.completions.create(model="gpt-4o-mini", messages=ASK, n=2,
+                                                                           stream=stream)
+
+    parts = list(answer) if stream else [answer]
+    assert {part.system_fingerprint for part in parts} == {"fp_stub"}
+    assert {choice.index for part in parts for choice in part.choices} == {0, 1}
 
 
 @pytest.mark.parametrize(("body", "param"), [
