@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableBinding
 
 from engine.chat_messages import choice_as_openai, content_text, tool_choice_for
 from engine.deadlines import call_deadline
@@ -178,6 +177,8 @@ class RunContext:
             )
             params = dict(self.config.get("model_params") or {})
             if tools or self.config.get("client_tools"):  # the gateway's client tools: the client runs them
+                from langchain_core.runnables import RunnableBinding  # (loads LangSmith: not at a process's start)
+
                 model = self._tools_bound(chat, tools, deployment.provider if deployment else provider)
                 # The call answered whole sends what the binding would: the tools in the provider's own shape (a
                 # model that holds its tools itself, the local one, is called as it is).
