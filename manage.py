@@ -18,8 +18,11 @@ def main():
     try:
         execute_from_command_line(sys.argv)
     finally:
-        from core.tracing import command_tracing_end
+        from core.tracing import COMMAND_FLUSH_S, command_tracing_end
 
+        runner = sys.modules.get("workflows.runner")  # (loaded: the command may have run runs on its threads)
+        if runner is not None:  # a run's spans end after its terminal event, which a command may end on
+            runner.runs_settled(timeout_s=COMMAND_FLUSH_S)
         command_tracing_end()  # (its last spans: waited for briefly, not for the exporter's retries)
 
 

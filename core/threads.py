@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 
@@ -19,10 +19,23 @@ class ProcessThreads:
     def _forget(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._under_way: set[Future] = set()
 
     def submit(self, fn: Callable, /, *args) -> Future:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._workers(), thread_name_prefix=self._prefix)
-            pool = self._pool
-        return pool.submit(fn, *args)
+            future = self._pool.submit(fn, *args)
+            self._under_way.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self._lock:
+            self._under_way.discard(future)
+
+    def settled(self, timeout_s: float) -> bool:
+        """Wait, `timeout_s` at most, for the work submitted so far to end; whether it all has."""
+        with self._lock:
+            under_way = list(self._under_way)
+        return not wait(under_way, timeout=timeout_s).not_done

@@ -85,6 +85,12 @@ def submit(start: RunStart) -> None:
     _threads.submit(work)
 
 
+def runs_settled(timeout_s: float) -> bool:
+    """Wait, `timeout_s` at most, for the runs this process's threads run to end, all of them: their spans too, which
+    end after their terminal event (a command's end, before its last spans are exported); whether they have."""
+    return _threads.settled(timeout_s)
+
+
 def run(start: RunStart) -> WorkflowExecution:
     """Run a claimed (`running`) execution until it ends or waits for input (`waiting`). Every way it can go
     wrong, its set-up included, still ends it through execution_finish. Its graph's checkpoints are held for the
