@@ -43,10 +43,11 @@ def content_text(content: str | list) -> str:
 _CALL_PARTS = ("tool_use", "tool_call", "server_tool_use", "input_json_delta")
 
 
-def tool_call_args(arguments: str) -> dict | None:
-    """The arguments as an object when they are one in strict JSON, else None (LangChain's tool calls need one)."""
+def json_object(text: str | bytes) -> dict | None:
+    """`text` as an object when it is one in strict JSON, else None: a tool call's arguments (LangChain's tool calls
+    need an object), an upstream's answer or stream event."""
     try:
-        parsed = json.loads(arguments)
+        parsed = json.loads(text)
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
@@ -63,7 +64,7 @@ def messages_from_openai(messages: list[dict[str, Any]]) -> list[BaseMessage]:
         calls, invalid = [], []
         for call in message["tool_calls"]:
             name, arguments = call["function"]["name"], call["function"]["arguments"]
-            args = tool_call_args(arguments)
+            args = json_object(arguments)
             if args is None:
                 invalid.append(invalid_tool_call(name=name, args=arguments, id=call["id"], error=None))
             else:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
+from engine.chat_messages import json_object
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
 from engine.embedding_models import embeddings_refusal
 from engine.errors import InvalidInput, ProviderError
@@ -65,7 +66,7 @@ class RawUsageReports:
         self.tool_calls: list[list[dict] | None] = []  # per choice of a whole reply, by its index
 
     def read_body(self, body: bytes) -> bytes:
-        document = _json_object(body)
+        document = json_object(body)
         if document is None:
             return body  # the SDK reports it
         choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
@@ -84,7 +85,7 @@ class RawUsageReports:
     def read_line(self, line: bytes) -> bytes:
         fingerprinted = not self._fingerprint_read and _FINGERPRINT in line and line.startswith(b"data:")
         usage_line = _USAGE_LINE.match(line)
-        event = _json_object(line[len(b"data:"):]) if fingerprinted or usage_line else None
+        event = json_object(line[len(b"data:"):]) if fingerprinted or usage_line else None
         if event is not None and fingerprinted:
             self._fingerprint_read, fingerprint = True, event.get("system_fingerprint")
             self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
@@ -99,14 +100,6 @@ class RawUsageReports:
         if kept:
             self.reports.append(usage)
         return kept or usage is None
-
-
-def _json_object(data: bytes) -> dict | None:
-    try:
-        document = json.loads(data)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None
 
 
 # Where the calling thread's current call collects its usage objects (`usage_copied_into`).

@@ -6,7 +6,7 @@ from dataclasses import replace
 from conversations.models import Message
 from conversations.services import message_save
 from core.errors import RunError
-from engine.chat_messages import content_text, tool_call_args, tool_calls_as_sent
+from engine.chat_messages import content_text, json_object, tool_calls_as_sent
 from engine.python_graphs import MESSAGES_USAGE
 from engine.runtime import RunContext
 from workflows.models import WorkflowExecution
@@ -132,5 +132,5 @@ def _less(total, part):
 def _stored_tool_calls(reply) -> list[dict]:
     """A reply's tool calls as its message keeps them: the arguments as the model sent them, and parsed (`args`,
     None when they are no JSON object)."""
-    return [{"id": call["id"], "name": call["function"]["name"], "args": tool_call_args(call["function"]["arguments"]),
+    return [{"id": call["id"], "name": call["function"]["name"], "args": json_object(call["function"]["arguments"]),
              "arguments": call["function"]["arguments"]} for call in (tool_calls_as_sent(reply) if reply else [])]
