@@ -6,11 +6,6 @@ from agent_server import cron_views, run_views, views
 urlpatterns = [
     path("ok", views.ServerOk.as_view()),
     path("info", views.ServerInfo.as_view()),
-    # Routes the SDK calls that Chatter does not serve: a 422 naming them (not a bare 404 or 405).
-    path("threads/<str:thread_id>/stream", views.NotServed.as_view(
-        http_method_names=["get"], what="threads.join_stream (GET /threads/{thread_id}/stream)",
-        instead="join a run's stream (GET /threads/{thread_id}/runs/{run_id}/stream), or follow the thread's "
-                "events (POST /threads/{thread_id}/stream/events)")),
     path("runs/cancel", run_views.RunsCancelMany.as_view()),
     path("runs/batch", run_views.RunsBatch.as_view()),
     path("runs/crons", cron_views.CronCreateView.as_view()),
@@ -35,6 +30,7 @@ urlpatterns = [
     path("threads/<str:thread_id>", views.ThreadDetail.as_view()),
     path("threads/<str:thread_id>/copy", views.ThreadCopy.as_view()),
     path("threads/<str:thread_id>/commands", views.ThreadCommands.as_view()),
+    path("threads/<str:thread_id>/stream", views.ThreadJoinStream.as_view()),
     path("threads/<str:thread_id>/stream/events", views.ThreadEventStream.as_view()),
     path("threads/<str:thread_id>/state", views.ThreadState.as_view()),
     path("threads/<str:thread_id>/state/checkpoint", views.ThreadStateAtCheckpoint.as_view()),

@@ -37,6 +37,7 @@ from agent_server.bodies import (
 )
 from agent_server.http import READ, ApiError, BodyBytes, LangGraphView, PublicView, json_null
 from agent_server.protocol import command_answer, feed_drained, sse_frame, thread_events
+from agent_server.thread_stream import thread_resume_point, thread_stream, thread_stream_modes
 from core.api.parsers import json_parse
 from core.api.sse import HEARTBEAT, event_stream_response
 from core.db import database_reachable
@@ -67,19 +68,6 @@ class UnknownRoute(PublicView):
 
     def initial(self, request, *args, **kwargs):
         raise ApiError(404, "Not Found")
-
-
-class NotServed(LangGraphView):
-    """A route of LangGraph's Agent Server that the SDK calls and Chatter does not serve: a 422 naming it and what to
-    do instead (docs/api/langgraph.md#not-supported), not a bare 404 or 405. Its key is asked for first."""
-
-    schema = None
-    what = instead = ""
-
-    def post(self, request, **kwargs):
-        raise ApiError(422, f"{self.what} is not supported: {self.instead}")
-
-    get = post
 
 
 # Assistants -------------------------------------------------------------------------------------------------
@@ -399,6 +387,19 @@ class ThreadEventStream(LangGraphView):
                 await events.aclose()
 
         return event_stream_response(frames(), cache_control="no-store")
+
+
+class ThreadJoinStream(LangGraphView):
+    """client.threads.join_stream: the thread's runs from now on (or after `Last-Event-ID`) as one stream, in the
+    thread stream modes asked for (`stream_modes`, as the stock server reads them, or `stream_mode`, as the SDKs
+    send them), until the client leaves (agent_server.thread_stream)."""
+
+    def get(self, request, thread_id):
+        conversation = threads.thread_get(user=request.user, thread_id=thread_id)
+        params = request.query_params
+        modes = thread_stream_modes([*params.getlist("stream_modes"), *params.getlist("stream_mode")])
+        resume = thread_resume_point(conversation=conversation, last_event_id=request.headers.get("Last-Event-ID"))
+        return event_stream_response(thread_stream(conversation_id=conversation.pk, modes=modes, resume=resume))
 
 
 # --- MCP (agent_server.mcp) -------------------------------------------------------------------------------------

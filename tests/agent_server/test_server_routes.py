@@ -87,15 +87,3 @@ def test_a_wrong_method_is_the_apis_405_naming_the_allowed_ones(server, alice_ke
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
     assert response.headers["allow"] == allowed
-
-
-def test_a_route_the_sdk_calls_and_chatter_does_not_serve_is_a_422_naming_it(server, alice_key):
-    from langgraph_sdk import get_sync_client
-
-    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
-    thread = client.threads.create()
-
-    joined = httpx.get(f"{server.langgraph_url}/threads/{thread['thread_id']}/stream",
-                       headers={"x-api-key": alice_key})
-    assert joined.status_code == 422 and "threads.join_stream" in joined.json()["detail"]
-    assert httpx.get(f"{server.langgraph_url}/threads/{thread['thread_id']}/stream").status_code == 401  # a key first

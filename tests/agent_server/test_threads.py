@@ -104,6 +104,65 @@ def test_a_thread_whose_latest_run_failed_is_in_error_until_a_later_run_succeeds
     assert client.threads.get(thread)["status"] == "idle" and client.threads.search(status="error") == []
 
 
+async def _until_run_done(stream, run_id: str) -> list:
+    """The parts of a thread's stream up to the `metadata` that says the run is done."""
+    parts = []
+    async for part in stream:
+        parts.append(part)
+        if part.event == "metadata" and part.data == {"status": "run_done", "run_id": run_id}:
+            return parts
+    raise AssertionError("the thread's stream ended before the run was done")
+
+
+async def test_a_client_joined_on_a_thread_gets_its_runs_and_state_updates_and_resumes(graph_server, alice_key):
+    """client.threads.join_stream, as LangGraph's server streams a thread: each run of the thread as its own stream
+    between `metadata` {run_id, attempt} and {status: run_done}, the state after each update_state
+    (`state_update`), and with last_event_id the rest after that frame (here a run's first frame, `<run>:0-0`)."""
+    client = get_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = (await client.threads.create())["thread_id"]
+    first = await client.runs.wait(thread, "failing", input={"fail": False})
+    (earlier,) = await client.runs.list(thread)
+    joined = (await client.threads.join_stream(thread, stream_mode=["run_modes", "state_update"],
+                                               last_event_id=f"{earlier['run_id']}:0-0")).__aiter__()
+
+    replayed = await _until_run_done(joined, earlier["run_id"])  # the run before the join, from its first frame
+    await client.threads.update_state(thread, {"fail": False}, as_node="attempt")
+    update = await anext(joined)
+    streamed = [part async for part in client.runs.stream(thread, "failing", input={"fail": False},
+                                                          stream_mode=["values", "updates"])]
+    later = await _until_run_done(joined, streamed[0].data["run_id"])  # a run started after the join
+    resumed = await _until_run_done(await client.threads.join_stream(thread, last_event_id=later[1].id),
+                                    later[0].data["run_id"])
+    await joined.aclose()
+
+    assert [(p.event, p.data) for p in replayed] == [
+        ("metadata", {"run_id": earlier["run_id"], "attempt": 1}), ("values", {"count": 0, "fail": False}),
+        ("values", first), ("metadata", {"status": "run_done", "run_id": earlier["run_id"]})]
+    assert update.event == "state_update" and update.data["thread_id"] == thread
+    assert update.data["state"]["values"] == {"count": 1, "fail": False} and update.data["state"]["next"] == []
+    assert [(p.event, p.data) for p in later] == [*[(p.event, p.data) for p in streamed if p.event != "end"],
+                                                  ("metadata", {"status": "run_done", "run_id": later[0].data["run_id"]})]
+    assert all(p.id.startswith(f"{later[0].data['run_id']}:") for p in later)
+    assert [(p.id, p.event, p.data) for p in resumed] == [(p.id, p.event, p.data) for p in later[2:]]
+
+
+async def test_joining_a_thread_stream_in_a_mode_it_has_not_or_on_another_users_thread_is_refused(
+        server, alice_key, bob_key):
+    alice, bob = (get_client(url=server.langgraph_url, api_key=key) for key in (alice_key, bob_key))
+    thread = (await alice.threads.create())["thread_id"]
+
+    with pytest.raises(UnprocessableEntityError):
+        [part async for part in await alice.threads.join_stream(thread, stream_mode="values")]
+    refused = httpx.get(f"{server.langgraph_url}/threads/{thread}/stream", params={"stream_modes": "lifecycle,debug"},
+                        headers={"x-api-key": alice_key})
+    with pytest.raises(NotFoundError):
+        [part async for part in await bob.threads.join_stream(thread)]
+    with pytest.raises(NotFoundError):
+        [part async for part in await alice.threads.join_stream(str(uuid.uuid4()))]
+
+    assert refused.status_code == 422 and "debug" in refused.json()["detail"]
+
+
 def test_a_copy_of_a_registered_graphs_thread_has_its_state_and_history_and_goes_on_from_them(graph_server,
                                                                                                   alice_key):
     """As LangGraph's server copies a thread, its checkpoints: the copy's state and history are the original's,
