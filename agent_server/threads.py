@@ -1,8 +1,8 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
 values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
 `busy` while one of its runs is pending or running, `interrupted` while one waits for input or while its graph
-stands at a static breakpoint where its latest run stopped, `error` while its latest run failed
-(agent_server.state: its state and history)."""
+stands at a static breakpoint where its latest run stopped, `error` while its latest run failed and its state has
+not been updated since (agent_server.state: its state and history)."""
 from __future__ import annotations
 
 import time
@@ -54,6 +54,27 @@ def _with_stop(threads: QuerySet) -> QuerySet:
                                                        status=WorkflowExecution.Status.FAILED)))
 
 
+def _updated_since_failure(failed: QuerySet) -> set:
+    """Of threads whose latest run failed (`failed`, annotated by _with_stop), those whose state was updated since
+    (threads.update_state: a checkpoint of source "update", the thread's own or its run's): LangGraph's server sets
+    a thread's status from the state an update leaves, so the run's error no longer shows."""
+    latest = dict(failed.values_list("pk", "latest_run"))
+    if not latest:
+        return set()
+    ended = dict(WorkflowExecution.objects.filter(pk__in=latest.values()).values_list("pk", "completed_at"))
+    by_thread, by_run = {str(pk): pk for pk in latest}, {run: pk for pk, run in latest.items()}
+    updates = Checkpoint.objects.filter(
+        Q(thread_id__in=list(by_thread)) | Q(execution_id__in=list(by_run)), kind=Checkpoint.Kind.CHECKPOINT,
+        checkpoint_ns="", metadata__source="update").values_list("thread_id", "execution_id", "created_at")
+    found = set()
+    for thread_id, run, created_at in updates:
+        pk = by_thread.get(thread_id) or by_run.get(run)
+        end = ended.get(latest.get(pk))
+        if pk is not None and (end is None or created_at > end):
+            found.add(pk)
+    return found
+
+
 def thread_stopped(*, conversation: Conversation) -> bool:
     """Whether the thread's graph stands at a static breakpoint where its latest run stopped."""
     return _with_stop(Conversation.objects.filter(pk=conversation.pk)).filter(stopped=True).exists()
@@ -79,9 +100,12 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
             statuses[conversation_id] = "busy"
     rest = [pk for pk in conversation_ids if pk not in statuses]
     if rest:
-        for pk, stopped, failed in _with_stop(Conversation.objects.filter(pk__in=rest)).filter(
-                Q(stopped=True) | Q(failed=True)).values_list("pk", "stopped", "failed"):
-            statuses[pk] = "interrupted" if stopped else "error"
+        ended = _with_stop(Conversation.objects.filter(pk__in=rest))
+        updated = _updated_since_failure(ended.filter(failed=True))
+        for pk, stopped, failed in ended.filter(Q(stopped=True) | Q(failed=True)).values_list(
+                "pk", "stopped", "failed"):
+            if stopped or pk not in updated:
+                statuses[pk] = "interrupted" if stopped else "error"
     return statuses, interrupts
 
 
@@ -259,9 +283,11 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
     elif status == "interrupted":
         threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True))
     elif status == "idle":
-        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False, failed=False)
+        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False)
+        threads = threads.filter(Q(failed=False) | Q(pk__in=_updated_since_failure(threads.filter(failed=True))))
     elif status == "error":
         threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), failed=True)
+        threads = threads.exclude(pk__in=_updated_since_failure(threads))
     field = SORT_FIELDS.get(sort_by or "created_at", "created_at")
     threads = threads.order_by(field if sort_order == "asc" else f"-{field}", "pk")
     return list(threads[offset:offset + limit])

@@ -104,6 +104,24 @@ def test_a_thread_whose_latest_run_failed_is_in_error_until_a_later_run_succeeds
     assert client.threads.get(thread)["status"] == "idle" and client.threads.search(status="error") == []
 
 
+def test_a_state_update_after_a_failed_run_takes_the_thread_out_of_error(graph_server, alice_key):
+    """As LangGraph's server sets a thread's status on update_state, from the state the update leaves (here with
+    nothing left to run: `idle`), no longer the failed run's error; a later failure is an error again."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "failing", input={"fail": True}, raise_error=False)
+    assert client.threads.get(thread)["status"] == "error"
+
+    client.threads.update_state(thread, {"fail": False}, as_node="attempt")
+
+    assert client.threads.get(thread)["status"] == "idle"
+    assert [t["thread_id"] for t in client.threads.search(status="idle")] == [thread]
+    assert client.threads.search(status="error") == [] and client.threads.count(status="idle") == 1
+    client.runs.wait(thread, "failing", input={"fail": True}, raise_error=False)
+    assert client.threads.get(thread)["status"] == "error"
+    assert [t["thread_id"] for t in client.threads.search(status="error")] == [thread]
+
+
 async def _until_run_done(stream, run_id: str) -> list:
     """The parts of a thread's stream up to the `metadata` that says the run is done."""
     parts = []
