@@ -74,7 +74,7 @@ Tokens = _number(StrictInt, 1, 200_000)
 class ChatCompletionRequest(_Strict):
     """OpenAI's chat completion request."""
 
-    model: _text(255)
+    model: _text(255, trimmed=False)  # as sent: gateway.services.gateway_model refuses one with spaces around it
     messages: Annotated[list[OpenAIChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: StrictBool = False
     stream_options: dict[str, Any] | None = None

@@ -49,7 +49,7 @@ class StrictFloatField(serializers.FloatField):
 class EmbeddingsSerializer(StrictSerializer):
     """OpenAI's embeddings request: a text, a list of texts, or token arrays (for a server that reads them)."""
 
-    model = serializers.CharField(max_length=255)
+    model = serializers.CharField(max_length=255, trim_whitespace=False)  # (gateway_model reads it)
     input = serializers.JSONField(help_text="a text, a list of texts, a token array or a list of token arrays")
     encoding_format = serializers.ChoiceField(choices=("float", "base64"), default="float")
     dimensions = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=8192)
@@ -80,7 +80,7 @@ def _token(value) -> bool:
 class CompletionSerializer(StrictSerializer):
     """OpenAI's legacy completions request: one prompt, read as a chat completion of one user message."""
 
-    model = serializers.CharField(max_length=255)
+    model = serializers.CharField(max_length=255, trim_whitespace=False)  # (gateway_model reads it)
     prompt = serializers.JSONField(help_text="a text (or a list of one text)")
     stream = StrictBooleanField(default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
@@ -131,7 +131,7 @@ class ResponsesSerializer(StrictSerializer):
     """OpenAI's Responses API request, for text and function tools: its `input` items read as chat messages (see
     gateway.responses.response_chat_request); the hosted tools (web search, file search, …) are refused, naming them."""
 
-    model = serializers.CharField(max_length=255)
+    model = serializers.CharField(max_length=255, trim_whitespace=False)  # (gateway_model reads it)
     input = serializers.JSONField(help_text="a text, or a list of input items (messages, function calls and outputs)")
     instructions = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                          max_length=MAX_MESSAGE_CHARS)

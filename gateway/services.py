@@ -118,7 +118,13 @@ def gateway_model(model: str, *, api_key=None, only_allowed: bool = False) -> Re
     """The provider and model for a requested model: `provider/model`, or the first configured provider that prices
     `model`. A model no configured provider prices is a 404 model_not_found that says which models there are (those
     `api_key` may call), why a priced one cannot be called (its provider is not set up) and how to price another;
-    `only_allowed` (GET /v1/models/{model}), so is one `api_key` may not call (a call of it is a 403: key_admit)."""
+    `only_allowed` (GET /v1/models/{model}), so is one `api_key` may not call (a call of it is a 403: key_admit).
+    A name with spaces around it is no model's, as OpenAI answers it: read trimmed, it passed a key's allow-list and a
+    price while the pass-through sent it upstream as it came, where the upstream refused it."""
+    if model != model.strip():
+        raise NotFound(f"The model `{model}` does not exist or you do not have access to it: its name has spaces "
+                       f"around it (`{model.strip()}` has none).", code="model_not_found",
+                       details=[{"path": "model", "code": "model_not_found", "message": "spaces around the name"}])
     provider, _, name = model.partition("/")
     table = routing_table()
     route = table.routes.get(name if name else model) if table is not None else None

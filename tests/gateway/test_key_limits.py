@@ -11,7 +11,7 @@ from core.errors import InvalidInput
 from gateway.limits import key_limits_set
 from keys.models import ApiToken
 from tests.clock import inside_one_minute
-from tests.factories import ApiTokenFactory
+from tests.factories import ApiTokenFactory, ConversationFactory
 from tests.gateway.conftest import client
 from workflows.models import WorkflowExecution
 
@@ -41,6 +41,29 @@ def test_a_key_calls_only_its_allowed_models(gateway, openai_stub):
         "model_not_allowed", "model", "permission_error")
     assert "gpt-4o-mini" in refused.value.message
     assert WorkflowExecution.objects.count() == 1 and len(openai_stub.requests) == 1
+
+
+@pytest.mark.parametrize("asked", ["gpt-4o-mini ", " gpt-4o-mini", "gpt-4o-mini\n"])
+def test_a_model_name_with_spaces_around_it_is_no_model_the_key_may_call(gateway, openai_stub, alice, asked):
+    """Read trimmed, "gpt-4o-mini " passed the allow-list and went upstream as it came (the pass-through), where
+    the upstream refused it: it is no model's name, a 404 naming `model` on every path, and nothing runs."""
+    limit(gateway, allowed_models=["gpt-4o-mini"])
+    api = client(gateway)
+    kept = {"X-Chatter-Conversation": str(ConversationFactory(owner=alice).pk)}  # (the run path)
+
+    calls = [lambda: api.chat.completions.create(model=asked, messages=ASK),
+             lambda: api.chat.completions.create(model=asked, messages=ASK, stream=True),
+             lambda: api.chat.completions.create(model=asked, messages=ASK, extra_headers=kept),
+             lambda: api.responses.create(model=asked, input="What is 12*7?"),
+             lambda: api.completions.create(model=asked, prompt="What is 12*7?"),
+             lambda: api.embeddings.create(model=asked, input="x")]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as refused:
+            call()
+        assert (refused.value.code, refused.value.param) == ("model_not_found", "model")
+        assert "spaces around it" in refused.value.message
+
+    assert WorkflowExecution.objects.count() == 0 and openai_stub.requests == []
 
 
 def test_past_its_requests_per_minute_a_key_gets_a_429_and_nothing_runs(gateway, openai_stub):
