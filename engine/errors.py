@@ -112,7 +112,7 @@ class RunCancelled(RunError):
 
 class ProviderError(RunError):
     """A provider call failed. `upstream`: what its upstream said, as facts a caller's answer is made from (its HTTP
-    status, its own error object, its Retry-After; see engine.providers.upstream_facts), kept on the run."""
+    status, its own error object, its Retry-After; see engine.provider_failures.upstream_facts), kept on the run."""
 
     error_type = "provider_error"
     code = "provider_error"

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import httpx2
 
 from engine.deadlines import call_time_left
-from engine.providers import RawUsageReports, retry_after_s, usage_reports_current
+from engine.provider_failures import retry_after_s
+from engine.providers import RawUsageReports, usage_reports_current
 from engine.settings import settings
 
 _ENCODING_HEADERS = {"content-encoding", "content-length"}
@@ -88,7 +89,8 @@ class UsageCopyingTransport(httpx2.BaseTransport):
                 body = response.read()
             finally:
                 response.close()
-            return httpx2.Response(status_code=response.status_code, headers=headers, content=reports.read_body(body),
+            return httpx2.Response(status_code=response.status_code, headers=headers,
+                                   content=reports.read_body(body, status=response.status_code),
                                    extensions=response.extensions)
         return httpx2.Response(status_code=response.status_code, headers=headers,
                                stream=UsageCopyingStream(response, reports), extensions=response.extensions)

@@ -6,7 +6,7 @@ the call is made again (a new request, waiting at most what is left of the run) 
 after the back-off it would have waited, and never past the run's deadline."""
 from __future__ import annotations
 
-from engine.providers import deployment_fault
+from engine.provider_failures import deployment_fault
 from engine.settings import settings
 
 RETRIED_BY_THE_ENGINE = frozenset({"anthropic"})

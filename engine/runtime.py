@@ -19,16 +19,8 @@ from engine.retries import retry_wait_s
 from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
 from engine.graph import Node
 from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
-from engine.providers import (
-    USAGE_REPORTED_IN_PARTS,
-    RawUsageReports,
-    chat_model,
-    deployment_fault,
-    embeddings_create,
-    provider_failure,
-    upstream_facts,
-    usage_copied_into,
-)
+from engine.provider_failures import deployment_fault, provider_failure, upstream_facts
+from engine.providers import USAGE_REPORTED_IN_PARTS, RawUsageReports, chat_model, embeddings_create, usage_copied_into
 from engine.reranking import rerank_create
 from engine.routing import (
     Deployment,
@@ -218,7 +210,8 @@ class RunContext:
                 raise
             except Exception as exc:  # noqa: BLE001 - any provider/client failure ends the run, or this attempt
                 failure = provider_failure(exc, provider=deployment.provider if deployment else provider,
-                                           timeout_s=timeout_s, mid_stream=bool(streamed.chunks))
+                                           timeout_s=timeout_s, mid_stream=bool(streamed.chunks),
+                                           answered_error=raw_usage.error)
                 run_timed_out = failure.error_type == "provider_timeout" and time.monotonic() >= self.deadline
                 wait = None if deployment is not None or streamed.chunks else retry_wait_s(
                     exc, provider=target.provider, retries_taken=retries, time_left=self.deadline - time.monotonic())

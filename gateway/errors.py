@@ -1,5 +1,5 @@
 """The answer to a /v1/ call that did not complete, as OpenAI's clients expect it: made in one place (call_failure)
-from what the upstream said (engine.providers.upstream_facts), for a whole answer, a stream's error
+from what the upstream said (engine.provider_failures.upstream_facts), for a whole answer, a stream's error
 object and the Responses API's failed response alike. The request's own fault keeps the upstream's status and
 error object, a rate limit is a 429 with Retry-After, an upstream failure a 502 (a timeout 504), Chatter's own
 refusal (a budget, a limit, a cancellation) a 429, 400 or 409 that is not retried (refusal_headers, which the one
@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from engine.providers import DEPLOYMENT_FAULT_STATUSES
+from engine.provider_failures import DEPLOYMENT_FAULT_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,12 @@ def call_failure(*, upstream: dict | None, error_type: str, detail: str, model: 
         answer = 504
         body = openai_error(status=answer, code=error_type or "provider_timeout",
                             message=f"The upstream of model `{model}` did not answer in time. {where}")
+    elif status is not None and status < 400:  # an error object answered 200, as some compatible servers answer
+        answer = 502
+        said = (facts.get("error") or {}).get("message")
+        message = f"The upstream of model `{model}` answered with an error" + (
+            f": {_sentence(_URL.sub('<upstream>', said))}" if said else ".")
+        body = openai_error(status=answer, code=error_type or "provider_error", message=f"{message} {where}")
     else:
         answer = 502
         message = (f"The upstream of model `{model}` answered HTTP {status}." if status else

@@ -30,7 +30,7 @@ from core.db import connections_give_back
 from core.errors import ProviderError, RunError
 from core.money import usd
 from core.tracing import tracing_on
-from engine.providers import provider_failure, safe_url, upstream_facts
+from engine.provider_failures import answered_error_failure, error_object, provider_failure, safe_url, upstream_facts
 from engine.routing import routing_table
 from engine.runtime import CallStarted, RunContext
 from engine.usage import (Usage, estimate_openai_prompt_tokens, openai_usage_readable, usage_cut_short,
@@ -303,7 +303,7 @@ def passthrough_whole(passing: Passing, *, headers: dict) -> HttpResponseBase:
         else:
             body = json.loads(content)
             if isinstance(body, dict) and "error" in body and not body.get("choices"):  # an error, answered 200
-                error = _status_failure(passing, 502, upstream_headers, content)
+                error = answered_error_failure(error_object(body) or {}, provider="openai", url=passing.url)
             else:
                 choice, message = _completion_read(body)
     except (*_UPSTREAM_ERRORS, ValueError) as exc:

@@ -16,7 +16,8 @@ import aiohttp
 from asgiref.sync import sync_to_async
 
 from core.errors import BudgetExceeded, ProviderError, RunCancelled, RunError
-from engine.providers import upstream_facts
+from engine.chat_messages import json_object
+from engine.provider_failures import answered_error_failure, error_object, upstream_facts
 from engine.usage import openai_usage_readable, usage_cut_short, usage_from_openai
 from gateway.errors import execution_failure
 from gateway.services import usage_body
@@ -64,6 +65,7 @@ class StreamRelay:
         self.ending: dict = {}
         self.calls: dict = {}
         self.done = False
+        self.answered_whole = False  # an error object, whole: the call failed as one answered whole (no LLM call)
         self.hard = passing.recorder.budget.hard  # (its text is checked against the budget only under a hard one)
         self.stop: RunError | None = None  # what stops the relay at the next chunk: a budget's stop, a cancel
         self.said = False  # the reply's first word came (a text, a tool call's fragment)
@@ -177,6 +179,9 @@ class StreamRelay:
             return False
         if not isinstance(chunk, dict):
             return True  # relayed as it came; nothing of it is counted
+        if "error" in chunk and not chunk.get("choices"):  # the upstream failing, as on the run path: it stops here
+            self.stop = self.stop or self._answered_error(chunk)
+            return False
         if self.upstream_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
             said = re.escape(json.dumps(chunk["id"])[1:-1].encode())  # (as JSON writes it)
             self.upstream_id = re.compile(rb'"id"\s*:\s*"' + said + rb'"')
@@ -223,9 +228,16 @@ class StreamRelay:
     def failure_at_end(self, error: RunError | None) -> RunError | None:
         """What failed the call once its upstream's stream ended (`error`: what ended it, if anything)."""
         if error is None and not self.done:
+            answered = json_object(self.buffer)  # (a stream's request answered with an error object, whole)
+            if answered is not None and "error" in answered and not answered.get("choices"):
+                self.answered_whole = True
+                return self._answered_error(answered)
             return ProviderError("openai stream ended before [DONE]", error_type="provider_error",
                                  upstream=upstream_facts(status=None))
         return error
+
+    def _answered_error(self, said: dict) -> ProviderError:
+        return answered_error_failure(error_object(said) or {}, provider="openai", url=self.passing.url)
 
     def end_of_call(self, error: RunError | None) -> dict:
         """The call's end (gateway.passthrough._ended's arguments) once its upstream's stream ended."""
@@ -233,8 +245,8 @@ class StreamRelay:
         error = self.failure_at_end(error)
         # Cut short before the upstream said, or said what no count is: estimated over its prompt and what it sent
         # (a relay reads an upstream that answered 200: it took the prompt, even when nothing it sent was read).
-        usage = usage_from_openai(self.usage) if self.usage is not None else usage_cut_short(
-            prompt_tokens=passing.prompt_tokens, streamed=passing.so_far())
+        usage = usage_from_openai(self.usage) if self.usage is not None else None if self.answered_whole else \
+            usage_cut_short(prompt_tokens=passing.prompt_tokens, streamed=passing.so_far())
         calls = [self.calls[index] for index in sorted(self.calls)]
         ending = {**self.ending, **({"tool_calls": calls} if calls else {})}
         return {"usage": usage, "reported_model": self.model or passing.requested_model, "error": error,

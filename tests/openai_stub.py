@@ -319,7 +319,8 @@ class OpenAIStub:
         embedding_sizes, rerank_results, text_blocks, hold: see the module docstring. body: a whole answer that is
         this JSON as it is, whatever it holds (a server's malformed answer; Python's json writes inf as Infinity,
         as a careless server does), with `status` (200 by default); to a streamed request, a list of the chunks to
-        send as they are, then `[DONE]`. completion_id: the reply's id
+        send as they are, then `[DONE]` (anything else, to it too, is answered whole as JSON: a server that answers
+        a stream's request with an error object). completion_id: the reply's id
         (default: chatcmpl-stub-<n>). no_choices: a whole answer with no choice (`"choices": []`), its usage all the
         same.
         """
@@ -616,7 +617,7 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 time.sleep(reply.delay_s)
             if reply.held is not None:
                 reply.held.wait(HOLD_MAX_S)
-            if reply.body is not None and isinstance(body, dict) and body.get("stream"):
+            if isinstance(reply.body, list) and isinstance(body, dict) and body.get("stream"):
                 self._send_stream(list(reply.body), reply)
                 return
             if reply.body is not None:

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from tests.factories import ApiTokenFactory, ConversationFactory
 from tests.fixtures_server import refusing_port
 from tests.gateway.conftest import client
+from tests.invariants import assert_all
 from tests.gateway.test_routing import (  # noqa: F401 - fixtures
     ASK,
     USAGE,
@@ -252,6 +253,60 @@ def test_item_19_a_stream_and_a_response_that_fail_say_no_more(gateway, openai_s
         "The upstream of model `gpt-4o-mini` answered HTTP 500. Request id: ")
     for text in (streamed.value.message, responded.value.message):
         assert no_url(text, openai_stub) and "gpu-7" not in text
+
+
+OVERLOADED = {"error": {"message": "The model is overloaded, see https://status.example.com/gpu-7",
+                        "type": "server_error", "code": "overloaded"}}
+WORD = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Eighty"}, "finish_reason": None}]}
+
+
+def _kept(alice, path: str) -> dict:
+    """The headers that send a call on `path`: a conversation keeps it on the run path."""
+    return {"X-Chatter-Conversation": str(ConversationFactory(owner=alice).pk)} if path == "run path" else {}
+
+
+@pytest.mark.parametrize("path", ["pass-through", "run path"])
+@pytest.mark.parametrize("answer", ["whole", "to a stream, whole", "as a stream's event"])
+def test_an_upstreams_200_that_is_an_error_object_is_a_502_with_its_message(gateway, openai_stub, alice, path,
+                                                                              answer):
+    """An error object answered 200 (as some OpenAI-compatible servers answer) was told "answered HTTP 502" on the
+    pass-through, and on the run path "The connection to the upstream failed": it is a 502 saying the upstream
+    answered with an error, with the upstream's own message (its URLs left out), the run failed provider_error."""
+    openai_stub.reply(body=[OVERLOADED] if answer == "as a stream's event" else OVERLOADED)
+
+    with pytest.raises(openai.InternalServerError) as failed:
+        client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=answer != "whole",
+                                                extra_headers=_kept(alice, path))
+
+    run = WorkflowExecution.objects.get()
+    assert (failed.value.status_code, failed.value.code) == (502, "provider_error")
+    assert failed.value.body["message"] == ("The upstream of model `gpt-4o-mini` answered with an error: The model is "
+                                    f"overloaded, see <upstream>. Request id: {run.pk}.")
+    assert (run.status, run.error_type) == ("failed", "provider_error")
+    assert "answered HTTP 200 with an error: The model is overloaded" in run.error_message
+    # Billed as the path's other failures: an answer with no reply has no LLM call; a relayed stream that failed
+    # is billed by the estimate of its prompt (docs/api/gateway.md, Errors).
+    assert run.llm_calls == (1 if (path, answer) == ("pass-through", "as a stream's event") else 0)
+    assert_all(run)
+
+
+@pytest.mark.parametrize("path", ["pass-through", "run path"])
+def test_an_error_object_after_the_first_word_ends_the_stream_with_the_upstreams_message(gateway, openai_stub,
+                                                                                          alice, path):
+    openai_stub.reply(body=[WORD, OVERLOADED])
+
+    with pytest.raises(openai.APIError) as failed:
+        for _ in client(gateway).chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True,
+                                                         extra_headers=_kept(alice, path)):
+            pass
+
+    run = WorkflowExecution.objects.get()
+    assert failed.value.message.startswith("The upstream of model `gpt-4o-mini` answered with an error: The model "
+                                           "is overloaded, see <upstream>.")
+    assert (run.status, run.error_type, run.llm_calls) == ("failed", "provider_error", 1)
+    assert LLMCall.objects.get().estimated
+    assert_all(run)
 
 
 # --- 20: n, the model that answered, system_fingerprint, parameters' types -----------------------------------------
