@@ -181,12 +181,15 @@ def usage_from_message(message: BaseMessage, *, prompt: Iterable[BaseMessage] = 
     the provider's usage object when the caller has it (a streamed openai reply: LangChain keeps no copy);
     else it is the `token_usage` LangChain keeps in a blocking reply's metadata. Such an OpenAI-shaped object is
     read by the gateway's rule (`openai_usage_readable`, `usage_from_openai`): LangChain reads an empty or partial
-    one as zeros. Without one (another provider), LangChain's `usage_metadata` is read. No count: estimated."""
+    one as zeros. Without one (another provider, a Python graph's own ChatOpenAI streaming), LangChain's
+    `usage_metadata` is read; none of its tokens counted (0 in, 0 out) is no count: a streamed ChatOpenAI reads an
+    upstream's empty usage chunk, `{}`, so, and a call always reads its prompt. No count: estimated."""
     raw = _reported(raw if raw is not None else message.response_metadata.get("token_usage"))
     if raw is not None:
         return usage_from_openai(raw) if openai_usage_readable(raw) else _estimated(message, prompt)
     metadata = getattr(message, "usage_metadata", None)
-    if not metadata or not (_count(metadata.get("input_tokens")) and _count(metadata.get("output_tokens"))):
+    if not metadata or not (_count(metadata.get("input_tokens")) and _count(metadata.get("output_tokens"))) or not (
+            metadata.get("input_tokens") or metadata.get("output_tokens")):
         return _estimated(message, prompt)
     prompt_tokens = _int(metadata.get("input_tokens"))
     completion_tokens = _int(metadata.get("output_tokens"))

@@ -77,6 +77,26 @@ def test_a_python_graph_is_an_assistant_and_its_calls_are_accounted(graph_server
     assert reconcile_exit_code() == 0
 
 
+@pytest.mark.parametrize("usage", [{}, None], ids=["an empty usage object", "no usage"])
+def test_a_streamed_call_whose_upstream_counts_nothing_is_booked_by_estimate(graph_server, openai_stub, alice_key,
+                                                                             usage):
+    """LangChain's ChatOpenAI, streaming, reads an upstream's empty usage chunk (`{}`) as zero tokens: the call was
+    booked at zero and not flagged. A call its upstream reports no count for is booked by the estimate of its prompt
+    and reply, flagged `estimated`, as every other path books it."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    openai_stub.reply(content="Twelve sevens are eighty-four.", usage=usage)
+    thread = client.threads.create()
+
+    values = client.runs.wait(thread["thread_id"], "streaming_agent", input=TURN)
+
+    assert values["messages"][-1]["content"] == "Twelve sevens are eighty-four."
+    execution = WorkflowExecution.objects.get(conversation_id=thread["thread_id"])
+    call = LLMCall.objects.get(execution=execution)
+    assert call.estimated and call.prompt_tokens > 0 and call.completion_tokens > 0
+    assert (execution.total_tokens, execution.cost) == (call.total_tokens, call.cost) and call.cost > 0
+    assert_all(execution)
+
+
 def test_its_streamed_messages_carry_the_ids_of_its_state(graph_server, openai_stub, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub)  # its model is called whole (invoke): each reply streams as one piece

@@ -64,3 +64,19 @@ def review_graph():
     builder.add_edge("review", "final")
     builder.add_edge("final", END)
     return builder.compile()
+
+
+def streaming_graph():
+    """One streamed call of ChatOpenAI, its usage asked for (`stream_usage`), as a graph that shows its reply as it
+    comes is written."""
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ["OPENAI_API_KEY"],
+                       max_retries=0, streaming=True, stream_usage=True)
+
+    def answer(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    return builder.compile()
