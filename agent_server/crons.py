@@ -13,7 +13,7 @@ from agent_server.assistants import DEFINITION_PREFIX, assistant_config, assista
 from agent_server.bodies import CronCreate, CronSearch, CronUpdate
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentCron
-from agent_server.runs import chatter_config, graph_request
+from agent_server.runs import chatter_config, graph_request, recursion_limit_asked
 from agent_server.threads import owned_row, thread_get
 from core.containment import json_contains
 from core.errors import InvalidInput, NotFound
@@ -26,15 +26,22 @@ def _as_json(data) -> dict:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
-def _turn(body, *, chat: bool, assistant: dict) -> tuple[dict, dict]:
+def _turn(body, *, chat: bool, assistant, message: str | None = None) -> tuple[dict, dict]:
     """The schedule's input and config from a cron's input (its last user message is the turn) and config, over
     its assistant's own (as it is when the cron is made or changed: a later version of the assistant does not
-    reach the schedule)."""
-    message, system_prompt = turn_of(input_messages(body.input))
+    reach the schedule); its recursion_limit (the cron's over its assistant's) holds each firing's graph as it holds
+    a run's (agent_server.runs.recursion_limit_asked). `assistant`: its row, None once it is gone; `message`: the
+    turn the cron keeps when its input is not sent."""
+    if message is None:
+        message, system_prompt = turn_of(input_messages(body.input))
+    else:
+        system_prompt = None
     if chat and not message:
         raise InvalidInput("a cron on a thread (or one that keeps its threads) needs a user message in "
                            "input.messages")
-    return ({"message": message} if message else {}), chatter_config(body, system_prompt, assistant=assistant)
+    limit = recursion_limit_asked(body, assistant=assistant)
+    return ({"message": message} if message else {}) | ({"graph_request": limit} if limit else {}), chatter_config(
+        body, system_prompt, assistant=assistant_config(assistant) if assistant is not None else {})
 
 
 def _graph_turn(body, *, assistant) -> tuple[dict, dict]:
@@ -59,7 +66,7 @@ def cron_create(*, owner, body: CronCreate, thread_id=None) -> WorkflowSchedule:
         run_input, config = _graph_turn(body, assistant=assistant)
     else:
         chat = conversation is not None or body.on_run_completed == "keep"
-        run_input, config = _turn(body, chat=chat, assistant=assistant_config(assistant))
+        run_input, config = _turn(body, chat=chat, assistant=assistant)
     with transaction.atomic():
         schedule = schedule_create(
             owner=owner, name=f"{body.assistant_id} cron"[:255], cron=body.schedule,
@@ -115,9 +122,13 @@ def cron_update(*, schedule: WorkflowSchedule, body: CronUpdate) -> WorkflowSche
             changes["input"] = run_input
         else:
             run_input, config = _turn(body, chat=changes.get("chat", schedule.chat),
-                                      assistant=_assistant_config_now(schedule, agent))
-            if "input" in sent:
-                changes["input"] = run_input
+                                      assistant=_assistant_now(schedule, agent),
+                                      message=None if "input" in sent else schedule.input.get("message"))
+            # What was not sent stays: its turn (input), its recursion_limit (config).
+            turn = {key: value for key, value in (run_input if "input" in sent else schedule.input).items()
+                    if key != "graph_request"}
+            limit = (run_input if "config" in sent else schedule.input).get("graph_request")
+            changes["input"] = {**turn, **({"graph_request": limit} if limit else {})}
         if sent & {"config", "context"}:
             changes["config"] = config
     with transaction.atomic():
@@ -133,14 +144,12 @@ def cron_update(*, schedule: WorkflowSchedule, body: CronUpdate) -> WorkflowSche
     return cron_get(user=schedule.owner, cron_id=schedule.pk)
 
 
-def _assistant_config_now(schedule: WorkflowSchedule, agent: AgentCron | None) -> dict:
-    """What the cron's assistant puts under its config now (nothing once the assistant is gone)."""
+def _assistant_now(schedule: WorkflowSchedule, agent: AgentCron | None):
+    """The cron's assistant as it is now (None once it is gone)."""
     try:
-        row = assistant_row(user=schedule.owner,
-                            assistant_id=agent.assistant_id if agent else _assistant_id(schedule))
+        return assistant_row(user=schedule.owner, assistant_id=agent.assistant_id if agent else _assistant_id(schedule))
     except NotFound:
-        return {}
-    return assistant_config(row)
+        return None
 
 
 def cron_delete(*, schedule: WorkflowSchedule) -> None:

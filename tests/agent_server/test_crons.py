@@ -144,6 +144,31 @@ def test_a_cron_past_its_end_time_starts_nothing(server, alice_key):
     assert not WorkflowExecution.objects.exists() and cron["end_time"] is not None
 
 
+def test_a_templates_cron_runs_honour_its_recursion_limit_as_a_run_does(server, alice_key):
+    """config.recursion_limit on a template's cron (on a thread or not) holds each firing's run as it holds a run
+    of the template: past it the run fails as LangGraph's GraphRecursionError; a cron updated to a larger one runs to
+    its end."""
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()
+    on_thread = client.crons.create_for_thread(thread["thread_id"], "universal_chat", schedule="0 7 * * *",
+                                               input=TURN, config={"recursion_limit": 1})
+    stateless = client.crons.create("universal_chat", schedule="0 8 * * *", input=TURN,
+                                    config={"recursion_limit": 1})
+
+    fired = [*fire(on_thread["cron_id"]), *fire(stateless["cron_id"])]
+
+    assert len(fired) == 2
+    for run in fired:
+        run.refresh_from_db()
+        assert (run.status, run.error_type) == ("failed", "limit_exceeded")
+        assert run.error_message.startswith("Recursion limit of 1 reached")
+    client.crons.update(on_thread["cron_id"], config={"recursion_limit": 25})
+    (within,) = fire(on_thread["cron_id"])
+    within.refresh_from_db()
+    assert within.status == "completed"
+    assert "84" in client.threads.get_state(thread["thread_id"])["values"]["messages"][-1]["content"]
+
+
 def test_a_firing_on_a_busy_thread_is_skipped_as_reject_does(server, alice_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()
