@@ -12,7 +12,7 @@ from agent_server.threads import thread_get
 from core.errors import Conflict, InvalidInput
 from workflows.models import WorkflowExecution
 from workflows.services.runs import waiting_run_input_set
-from workflows.services.waiting import execution_resume
+from workflows.services.waiting import execution_resume, questions_answered
 
 Mode = WorkflowExecution.Mode
 Status = WorkflowExecution.Status
@@ -41,16 +41,26 @@ def run_resume(*, owner, body: RunCreate, mode: str, thread_id) -> tuple[Workflo
                            "graphs are run from their own edges")
     execution = _waiting_run(owner=owner, thread_id=thread_id)
     _graph_streams_set(execution, body.stream_mode, subgraphs=body.stream_subgraphs)
-    resume = body.command["resume"]
-    asked = {q["interrupt_id"] for q in (execution.output_data or {}).get("input_required") or []}
-    by_id = isinstance(resume, dict) and resume and set(resume) <= asked
-    answer = {"answers": resume} if by_id else {"answer": resume}
+    answer = _answer_given(body.command["resume"], questions=(execution.output_data or {}).get("input_required") or [])
     outcome = execution_resume(execution=execution, actor=owner, mode=mode, **answer)
     AgentRun.objects.update_or_create(execution_id=execution.pk, defaults={"stream_mode": body.stream_mode},
                                       create_defaults={"assistant_id": body.assistant_id,
                                                        "metadata": body.metadata or {}, "stream_mode": body.stream_mode,
                                                        "multitask_strategy": body.multitask_strategy})
     return (execution, outcome) if mode == Mode.STREAM else (outcome, None)
+
+
+def _answer_given(resume, *, questions: list[dict]) -> dict:
+    """command.resume as the answer to the one question, or as answers by interrupt id when it is an object of the
+    questions' ids."""
+    by_id = isinstance(resume, dict) and resume and set(resume) <= {q["interrupt_id"] for q in questions}
+    return {"answers": resume} if by_id else {"answer": resume}
+
+
+def unwaited_answers(*, resume, questions: list[dict]) -> dict:
+    """command.resume answering questions a thread's state holds that no run waits on (its waiting run was
+    cancelled): the answers by interrupt id, checked as a waiting run's are (workflows.services.waiting)."""
+    return questions_answered(questions=questions, **_answer_given(resume, questions=questions))
 
 
 def _graph_streams_set(execution: WorkflowExecution, modes: list[str], *, subgraphs: bool) -> None:

@@ -22,7 +22,7 @@ from agent_server.assistants import (
 from agent_server.bodies import RunCreate
 from agent_server.messages import input_messages, turn_of
 from agent_server.models import AgentRun, Assistant
-from agent_server.resume import fork_request, run_resume
+from agent_server.resume import fork_request, run_resume, unwaited_answers
 from agent_server.rollback import run_roll_back, run_unqueue, runs_roll_back, runs_stop
 from agent_server.state import thread_questions_unwaited
 from agent_server.stream import graph_streams_asked
@@ -210,11 +210,14 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         # LangGraph's server runs Command(resume=…) there (no interrupt asked: the value is not used).
         body = body.model_copy(update={"command": None, "input": None})
     answering = None
-    if body.command is not None and set(body.command) == {"resume"} and thread_id is not None and (
-            thread_questions_unwaited(conversation=thread_get(user=owner, thread_id=thread_id))):
+    questions = thread_questions_unwaited(conversation=thread_get(user=owner, thread_id=thread_id)) if (
+        body.command is not None and set(body.command) == {"resume"} and thread_id is not None) else []
+    if questions:
         # Its waiting run was cancelled, the questions stay in its graph's state: a new run answers them from there,
-        # as LangGraph's server runs Command(resume=…) on a thread whose run ended at its interrupt().
-        answering = {"resume": body.command["resume"]}
+        # as LangGraph's server runs Command(resume=…) on a thread whose run ended at its interrupt(). The answer is
+        # checked as a waiting run's is; a template's graph takes it by interrupt id, a registered graph as given.
+        answers = unwaited_answers(resume=body.command["resume"], questions=questions)
+        answering = {"resume": body.command["resume"], "answers": answers}
         body = body.model_copy(update={"command": None, "input": None})
     row = assistant_row(user=owner, assistant_id=body.assistant_id) if body.command is None else None
     registered = row is not None and isinstance(graph_of(row), RegisteredGraph)
@@ -259,7 +262,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                            "stream_checkpoints": bool({"checkpoints", "debug"} & set(body.stream_mode)),
                            "graph_streams": graph_streams_asked(body.stream_mode),
                            "stream_subgraphs": body.stream_subgraphs,  # its subgraphs' values and tasks too
-                           **({"command": answering} if answering is not None else {}),
+                           **({"command": {"resume": answering["resume"]}} if answering is not None else {}),
                            **_branch_from(owner=owner, body=body, thread_id=thread_id)},
             **run_target(row), **written)
     else:
@@ -267,6 +270,7 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
         message, system_prompt = turn_of(messages)
         # on a thread, the thread keeps the graph's state, as a registered graph's does
         on_thread = {"on_thread": True, **({"checkpoint_id": str(body.fork_from())} if branches else {}),
+                     **({"command": {"resume": answering["answers"]}} if answering is not None else {}),
                      **_json_graph_stops(body, row)} if thread_id is not None else {}
         request = AgentRunRequest(
             owner=owner, message=message, config=chatter_config(body, system_prompt, assistant=assistant_config(row)),
@@ -276,7 +280,8 @@ def run_start(*, owner, body: RunCreate, mode: str, thread_id=None, api_key=None
                          modes=body.stream_mode, inputs=messages)
     if thread_id is None:
         return _run_now(started, request=request, body=body, mode=mode)
-    if not message and not registered and not branches:  # (from a checkpoint: it goes on as it is, e.g. regenerate)
+    if not message and not registered and not branches and answering is None:
+        # (from a checkpoint it goes on as it is, e.g. regenerate; answering a question, from it)
         raise InvalidInput("a run on a thread needs a user message in input.messages")
     conversation = _thread_for_run(owner=owner, thread_id=thread_id, body=body, request=request)
     request = replace(request, chat=not registered and bool(message), conversation_id=conversation.pk)

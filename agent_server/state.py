@@ -163,14 +163,17 @@ def thread_registered_graph(conversation: Conversation) -> str | None:
     return None
 
 
-def thread_questions_unwaited(*, conversation: Conversation) -> bool:
-    """Whether the thread's registered graph's state holds questions (its interrupt()s) that no run of it waits on:
-    its waiting run was cancelled, where the stock server's run had ended; a Command(resume=…) answers them in a
-    new run, from that state."""
-    if thread_registered_graph(conversation) is None or _runs(conversation).filter(status=Status.WAITING).exists():
-        return False
+def thread_questions_unwaited(*, conversation: Conversation) -> list[dict]:
+    """The questions (as workflows.ending.question_of has them) that the state of a thread that keeps its graph's (a
+    registered graph's, or a template's or definition's run on it) holds and no run of it waits on: its waiting
+    run was cancelled, where the stock server's run had ended; a Command(resume=…) answers them in a new run, from
+    that state. None ([]) for any other thread."""
+    from workflows.ending import question_of
+
+    if _runs(conversation).filter(status=Status.WAITING).exists():
+        return []
     graph = _graph_thread(conversation)
-    return graph is not None and bool(graph.get_state(_thread_config(conversation)).interrupts)
+    return [question_of(i) for i in graph.get_state(_thread_config(conversation)).interrupts] if graph else []
 
 
 def _graph_thread(conversation: Conversation):

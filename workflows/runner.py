@@ -128,6 +128,12 @@ def _run_held(start: RunStart) -> WorkflowExecution:
             spans.ended(ended)
 
 
+def _answering(run_input: dict) -> dict | None:
+    """What a new run of a graph on its thread answers (Command(resume=…): the questions its thread's state holds,
+    whose waiting run was cancelled), by interrupt id, until it has saved a checkpoint of its own."""
+    return (run_input.get("command") or {}).get("resume")
+
+
 def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str | None,
          spans=None) -> WorkflowExecution:
     execution, resume, fresh = start.execution, start.resume, start.fresh
@@ -189,7 +195,8 @@ def _run(start: RunStart, *, graph: Graph, checkpointer, held, registered: str |
             saves = every_step or graph.can_pause or resume is not None or from_checkpoint
             state = graph_run(graph, ctx=ctx, message=run_input.get("message"),
                               variables=run_input.get("variables"), messages=run_input.get("messages"),
-                              checkpointer=checkpointer if saves else None, thread_id=thread_id, resume=resume,
+                              checkpointer=checkpointer if saves else None, thread_id=thread_id,
+                              resume=resume if resume is not None or from_checkpoint else _answering(run_input),
                               from_checkpoint=from_checkpoint, every_step=every_step, carried=carried,
                               checkpoint_id=run_input.get("checkpoint_id"),
                               message_id=str(recorder.user_message.pk) if carried and recorder.user_message else None,

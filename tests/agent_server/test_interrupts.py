@@ -146,6 +146,36 @@ async def test_a_human_input_node_streams_its_interrupt_and_a_streamed_resume_fi
     assert await sync_to_async(reconcile_exit_code)() == 0
 
 
+def test_resume_after_a_templates_waiting_run_was_cancelled_answers_its_question_in_a_new_run(server, alice,
+                                                                                              alice_key):
+    """A template's question (its human_input node) stays in its thread's state when the run waiting on it is
+    cancelled, as a registered graph's does: Command(resume=…) answers it in a new run that goes on from there (the
+    model before the question does not run again), the answer checked against the question's schema first."""
+    template_create(owner=alice, key="asking", name="Asks how many", graph=ASKING)
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "asking", input=TURN)
+    waiting = client.runs.list(thread)[0]["run_id"]
+    client.runs.cancel(thread, waiting, wait=True)
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:  # checked against the question's schema: nothing written
+        client.runs.wait(thread, "asking", command={"resume": 11})
+    values = client.runs.wait(thread, "asking", command={"resume": 3})
+
+    assert refused.value.response.status_code == 422 and "maximum of 10" in refused.value.response.text
+    runs = client.runs.list(thread)
+    assert [r["status"] for r in runs] == ["success", "interrupted"] and runs[1]["run_id"] == waiting
+    answered = WorkflowExecution.objects.get(pk=runs[0]["run_id"])
+    assert answered.output_data["variables"] == {"count": 3} and answered.llm_calls == 1  # only the second model
+    assert values["messages"][0]["content"] == "What is 12*7?" and values["messages"][-1]["type"] == "ai"
+    assert client.threads.get_state(thread)["next"] == []
+    with pytest.raises(httpx.HTTPStatusError) as nothing_asked:
+        client.runs.wait(thread, "asking", command={"resume": 4})
+    assert nothing_asked.value.response.status_code == 409
+    assert_all(answered)
+    assert reconcile_exit_code() == 0
+
+
 def test_resume_without_a_waiting_run_is_refused(server, alice_key, bob_key):
     client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
     thread = client.threads.create()

@@ -27,13 +27,21 @@ NO_ANSWER = object()
 
 
 def answers_check(*, execution: WorkflowExecution, answer: Any = NO_ANSWER, answers: dict | None = None) -> dict:
-    """The answers by interrupt id, each valid against its question's schema; else InvalidInput (a 400)."""
+    """The waiting run's answers by interrupt id, each valid against its question's schema; else InvalidInput (a
+    400)."""
+    if execution.status != Status.WAITING:
+        raise Conflict(f"the run is {execution.status}, not waiting for input", code="not_waiting")
+    return questions_answered(questions=(execution.output_data or {}).get("input_required") or [], answer=answer,
+                              answers=answers)
+
+
+def questions_answered(*, questions: list[dict], answer: Any = NO_ANSWER, answers: dict | None = None) -> dict:
+    """The answers to these questions (each as workflows.ending.question_of has it) by interrupt id: `answer` to
+    the one question, or `answers` by interrupt id, each valid against its question's schema; else InvalidInput."""
     from jsonschema import Draft202012Validator
     from referencing.exceptions import Unresolvable
 
-    if execution.status != Status.WAITING:
-        raise Conflict(f"the run is {execution.status}, not waiting for input", code="not_waiting")
-    questions = {q["interrupt_id"]: q for q in (execution.output_data or {}).get("input_required") or []}
+    questions = {q["interrupt_id"]: q for q in questions}
     if (answer is NO_ANSWER) == (answers is None):
         raise InvalidInput("give exactly one of answer, answers")
     if answers is None:
