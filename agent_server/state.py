@@ -176,6 +176,23 @@ def thread_questions_unwaited(*, conversation: Conversation) -> list[dict]:
     return [question_of(i) for i in graph.get_state(_thread_config(conversation)).interrupts] if graph else []
 
 
+def thread_questions(*, conversation: Conversation) -> list[dict]:
+    """The questions (as workflows.ending.question_of has them) the thread's state asks now, as its get_state's
+    interrupts show them: of its graph's state, or of its latest run's own."""
+    from workflows.ending import question_of
+
+    graph = _graph_thread(conversation)
+    if graph is not None:
+        snapshot = graph.get_state(_thread_config(conversation))
+    else:
+        execution = _runs(conversation).first()
+        if execution is None or not Checkpoint.objects.filter(execution_id=execution.pk,
+                                                              kind=Checkpoint.Kind.CHECKPOINT).exists():
+            return []
+        snapshot = _compiled(execution).get_state(_config(execution))
+    return [question_of(interrupt) for interrupt in snapshot.interrupts]
+
+
 def _graph_thread(conversation: Conversation):
     """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
     graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run (of a copy not

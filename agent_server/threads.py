@@ -1,8 +1,9 @@
 """Threads are conversations: the same rows, messages and aggregates as /api/v1/conversations/. A thread's
 values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
 `busy` while one of its runs is pending or running, `interrupted` while one waits for input or while its graph
-stands at a static breakpoint where its latest run stopped, `error` while its latest run failed and its state has
-not been updated since (agent_server.state: its state and history)."""
+stands at a static breakpoint where its latest run stopped or its state asks the question its latest run, cancelled,
+waited on, `error` while its latest run failed and its state has not been updated since (agent_server.state: its
+state and history)."""
 from __future__ import annotations
 
 import time
@@ -41,17 +42,28 @@ def thread_get(*, user, thread_id) -> Conversation:
     return owned_row(conversation_list(user=user), thread_id, what="thread")
 
 
+_INTERRUPT_WRITE = "__interrupt__"  # the channel of LangGraph's pending write of a task's interrupt()s
+
+
 def _with_stop(threads: QuerySet) -> QuerySet:
     """`threads` annotated with how the thread's latest run (of its history: not rolled back) ended: `stopped`,
     with its graph at a static breakpoint (a registered graph's run ends there, as on LangGraph's server, and its
     thread waits until a run goes on: its output names the nodes next); `failed`, with an error (a timeout too; not
-    a cancel), which LangGraph's server shows as the thread's `error` until a later run ends otherwise."""
+    a cancel), which LangGraph's server shows as the thread's `error` until a later run ends otherwise; `asking`,
+    cancelled while its graph's last checkpoint holds a question (its interrupt(): the run waited on it), which
+    the thread's state still asks, as LangGraph's server's thread whose run ended at it."""
     latest = WorkflowExecution.objects.filter(conversation_id=OuterRef("pk")).exclude(
         agent_run__rolled_back=True).order_by("-created_at", "-pk").values("pk")[:1]
+    last_checkpoint = Checkpoint.objects.filter(execution_id=OuterRef("execution_id"), checkpoint_ns="",
+                                                kind=Checkpoint.Kind.CHECKPOINT).order_by("-checkpoint_id")
     return threads.annotate(latest_run=Subquery(latest)).annotate(stopped=Exists(WorkflowExecution.objects.filter(
         pk=OuterRef("latest_run"), status=WorkflowExecution.Status.COMPLETED, output_data__has_key="next")),
         failed=Exists(WorkflowExecution.objects.filter(pk=OuterRef("latest_run"),
-                                                       status=WorkflowExecution.Status.FAILED)))
+                                                       status=WorkflowExecution.Status.FAILED)),
+        asking=Exists(Checkpoint.objects.filter(
+            execution_id=OuterRef("latest_run"), execution__status=WorkflowExecution.Status.CANCELLED,
+            checkpoint_ns="", kind=Checkpoint.Kind.WRITE, channel=_INTERRUPT_WRITE,
+            checkpoint_id=Subquery(last_checkpoint.values("checkpoint_id")[:1]))))
 
 
 def _updated_since_failure(failed: QuerySet) -> set:
@@ -82,8 +94,10 @@ def thread_stopped(*, conversation: Conversation) -> bool:
 
 def _statuses(conversation_ids) -> tuple[dict, dict]:
     """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
-    input or its graph stands at a static breakpoint, else `error` when its latest run failed, else `idle`) and the
-    interrupts its waiting runs hold (by node; a static breakpoint is none, as in LangGraph), in two queries."""
+    input, its graph stands at a static breakpoint or its state still asks the question of a waiting run that was
+    cancelled, else `error` when its latest run failed, else `idle`) and the interrupts its waiting runs hold, or
+    its state asks (by node; a static breakpoint is none, as in LangGraph), in two queries (and a read of the state
+    of each thread whose state asks)."""
 
     statuses: dict = {}
     interrupts: dict = {}
@@ -102,10 +116,17 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
     if rest:
         ended = _with_stop(Conversation.objects.filter(pk__in=rest))
         updated = _updated_since_failure(ended.filter(failed=True))
-        for pk, stopped, failed in ended.filter(Q(stopped=True) | Q(failed=True)).values_list(
-                "pk", "stopped", "failed"):
-            if stopped or pk not in updated:
-                statuses[pk] = "interrupted" if stopped else "error"
+        for conversation in ended.filter(Q(stopped=True) | Q(failed=True) | Q(asking=True)):
+            if conversation.stopped or conversation.asking:
+                statuses[conversation.pk] = "interrupted"
+            elif conversation.pk not in updated:
+                statuses[conversation.pk] = "error"
+            if conversation.asking:
+                from agent_server.state import thread_questions  # (it reads threads: imported when one asks)
+
+                for question in thread_questions(conversation=conversation):
+                    interrupts.setdefault(conversation.pk, {}).setdefault(
+                        question.get("node_id") or "__root__", []).append(question_interrupt(question))
     return statuses, interrupts
 
 
@@ -281,9 +302,10 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
     if status == "busy":
         threads = threads.filter(runs(running))
     elif status == "interrupted":
-        threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True))
+        threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True) | Q(
+            asking=True))
     elif status == "idle":
-        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False)
+        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False, asking=False)
         threads = threads.filter(Q(failed=False) | Q(pk__in=_updated_since_failure(threads.filter(failed=True))))
     elif status == "error":
         threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), failed=True)

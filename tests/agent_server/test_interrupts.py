@@ -93,7 +93,11 @@ def test_resume_after_the_waiting_run_was_cancelled_answers_the_question_in_a_ne
     waiting = client.runs.list(thread)[0]["run_id"]
 
     client.runs.cancel(thread, waiting, wait=True)
+    cancelled = client.threads.get(thread)  # its state still asks, as the stock server's thread after interrupt()
     values = client.runs.wait(thread, "stateful", command={"resume": "yes"})
+
+    assert cancelled["status"] == "interrupted"
+    assert cancelled["interrupts"]["__root__"][0]["id"] == asked["__interrupt__"][0]["id"]
 
     assert asked["__interrupt__"] and client.runs.get(thread, waiting)["status"] == "interrupted"
     assert values["items"] == ["greeted", "tool", "asked"]  # greet and use_tool did not run again
@@ -157,18 +161,24 @@ def test_resume_after_a_templates_waiting_run_was_cancelled_answers_its_question
     client.runs.wait(thread, "asking", input=TURN)
     waiting = client.runs.list(thread)[0]["run_id"]
     client.runs.cancel(thread, waiting, wait=True)
+    cancelled = client.threads.get(thread)  # its state still asks, as the stock server's thread after interrupt()
+    asked = client.threads.get_state(thread)["interrupts"]
+    search = {status: [t["thread_id"] for t in client.threads.search(status=status)] for status in (
+        "interrupted", "idle")}
 
     with pytest.raises(httpx.HTTPStatusError) as refused:  # checked against the question's schema: nothing written
         client.runs.wait(thread, "asking", command={"resume": 11})
     values = client.runs.wait(thread, "asking", command={"resume": 3})
 
+    assert cancelled["status"] == "interrupted" and search == {"interrupted": [thread], "idle": []}
+    assert cancelled["interrupts"] == {"ask": asked} and asked[0]["value"]["prompt"] == "How many?"
     assert refused.value.response.status_code == 422 and "maximum of 10" in refused.value.response.text
     runs = client.runs.list(thread)
     assert [r["status"] for r in runs] == ["success", "interrupted"] and runs[1]["run_id"] == waiting
     answered = WorkflowExecution.objects.get(pk=runs[0]["run_id"])
     assert answered.output_data["variables"] == {"count": 3} and answered.llm_calls == 1  # only the second model
     assert values["messages"][0]["content"] == "What is 12*7?" and values["messages"][-1]["type"] == "ai"
-    assert client.threads.get_state(thread)["next"] == []
+    assert client.threads.get_state(thread)["next"] == [] and client.threads.get(thread)["status"] == "idle"
     with pytest.raises(httpx.HTTPStatusError) as nothing_asked:
         client.runs.wait(thread, "asking", command={"resume": 4})
     assert nothing_asked.value.response.status_code == 409
