@@ -234,6 +234,11 @@ def assistant_search(*, user, graph_id: str | None = None, name: str | None = No
     return assistants[offset:offset + limit]
 
 
+def json_graph_of(row: WorkflowTemplate | WorkflowDefinition) -> dict:
+    """A template's or definition's graph, as Chatter's JSON graph format has it."""
+    return row.graph if isinstance(row, WorkflowTemplate) else {"nodes": row.nodes, "edges": row.edges}
+
+
 def assistant_graph(*, row) -> dict:
     """The graph in LangGraph's drawable JSON shape: nodes {id, type, data}, edges {source, target, conditional}."""
     row = graph_of(row)
@@ -241,7 +246,7 @@ def assistant_graph(*, row) -> dict:
         from engine.python_graphs import graph_load
 
         return graph_load(row.name).get_graph().to_json()
-    graph = parse_graph(row.graph if isinstance(row, WorkflowTemplate) else {"nodes": row.nodes, "edges": row.edges})
+    graph = parse_graph(json_graph_of(row))
     return {
         "nodes": [{"id": node.id, "type": "runnable",
                    "data": {"name": node.label, "chatter_type": node.type, "config": node.config}}

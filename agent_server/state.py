@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from agent_server.messages import message_dict
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
@@ -156,11 +158,37 @@ def thread_registered_graph(conversation: Conversation) -> str | None:
     latest = _runs(conversation).first()
     if latest is not None:
         return registered_graph_name(parse_graph(latest.graph))
+    name = _copy_graph_id(conversation)
+    return name if name in settings.CHATTER_GRAPHS else None
+
+
+def _copy_graph_id(conversation: Conversation) -> str | None:
+    """For a thread no run has run yet that holds checkpoints of its own (a copy of a thread that keeps its graph's
+    state), the graph its metadata names (`graph_id`, as LangGraph's server reads it)."""
     name = (conversation.metadata or {}).get("graph_id")
     if isinstance(name, str) and Checkpoint.objects.filter(thread_id=str(conversation.pk), checkpoint_ns=_ROOT,
                                                            kind=Checkpoint.Kind.CHECKPOINT).exists():
         return name
     return None
+
+
+def _copy_json_graph(conversation: Conversation):
+    """A copy not run yet of a thread that keeps a template's or definition's state: the graph its metadata's
+    `graph_id` names, as its owner may run it now (a new run of the copy runs that one), compiled on Chatter's
+    checkpointer; None when it names none the owner may run."""
+    from agent_server.assistants import assistant_row, json_graph_of
+    from engine.compile import graph_compile
+    from engine.graph import parse_graph
+    from workflows.checkpointer import checkpointer
+
+    name = _copy_graph_id(conversation)
+    if name is None:
+        return None
+    try:
+        row = assistant_row(user=conversation.owner, assistant_id=name)  # a graph's id: a template or definition
+    except NotFound:  # (or a Python graph no longer registered): the copy reads as its messages
+        return None
+    return graph_compile(parse_graph(json_graph_of(row)), checkpointer=checkpointer)
 
 
 def thread_questions_unwaited(*, conversation: Conversation) -> list[dict]:
@@ -196,7 +224,7 @@ def thread_questions(*, conversation: Conversation) -> list[dict]:
 def _graph_thread(conversation: Conversation):
     """A thread that keeps its graph's state (its checkpoints are the thread's own, under its id: a registered
     graph's, or a graph's whose runs on it were started on_thread): the graph of its latest run (of a copy not
-    run yet, the registered graph it names: thread_registered_graph), on Chatter's checkpointer, whose LangGraph
+    run yet, the graph it names: thread_registered_graph, _copy_json_graph), on Chatter's checkpointer, whose LangGraph
     API answers for its state (before its first checkpoint too: an empty state); None for any other thread (one
     whose runs each kept their own state, or none)."""
     from engine.python_graphs import graph_load
@@ -205,7 +233,7 @@ def _graph_thread(conversation: Conversation):
     latest = _runs(conversation).first()
     name = thread_registered_graph(conversation)
     if latest is None and name is None:
-        return None
+        return _copy_json_graph(conversation)
     if name is None:
         on_thread = latest.input_data.get("on_thread") or Checkpoint.objects.filter(
             thread_id=str(conversation.pk), checkpoint_ns=_ROOT).exists()  # (a later run that did not go on it)

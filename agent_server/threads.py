@@ -268,9 +268,9 @@ def threads_prune(*, user, thread_ids: list, actor) -> int:
 def thread_copy(*, conversation: Conversation, actor) -> Conversation:
     """A new thread with the same metadata and the same history: its messages copied as text, without their
     usage (the copy carries the conversation, not its bill: tokens are counted once, on the original); a thread
-    of a registered graph's state, its graph's checkpoints too, as LangGraph's server copies a thread, so the
-    copy's state and history are the original's and its next run goes on from them."""
-    from agent_server.state import thread_registered_graph
+    that keeps its graph's state (a registered graph's, a template's or definition's run on it), its graph's
+    checkpoints too, as LangGraph's server copies a thread, so the copy's state and history are the original's
+    and its next run goes on from them."""
     from workflows.checkpointer import checkpointer
 
     with transaction.atomic():
@@ -280,7 +280,7 @@ def thread_copy(*, conversation: Conversation, actor) -> Conversation:
             message_save(conversation_id=copy.pk, owner=conversation.owner, role=message.role,
                          content=message.content, tool_calls=message.tool_calls,
                          metadata={**(message.metadata or {}), "copied_from": str(message.pk)}, actor=actor)
-        if thread_registered_graph(conversation) is not None:
+        if Checkpoint.objects.filter(thread_id=str(conversation.pk)).exists():
             checkpointer.copy_thread(str(conversation.pk), str(copy.pk))
     return Conversation.objects.get(pk=copy.pk)
 

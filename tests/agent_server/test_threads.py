@@ -80,7 +80,8 @@ def test_a_threads_state_is_its_graphs_and_a_copy_carries_its_messages_but_no_bi
     assert sum(m["usage_metadata"]["total_tokens"] for m in messages if m["type"] == "ai") == reply.total_tokens > 0
     assert history[0]["values"] == state["values"]
     copied = Conversation.objects.get(pk=copy["thread_id"])
-    assert [m["content"] for m in copy["values"]["messages"]] == [question.content, reply.content]
+    assert copy["values"] == state["values"]  # the graph's state (tests below), its messages copied as text
+    assert [m.content for m in copied.messages.order_by("sequence")] == [question.content, reply.content]
     assert copied.message_count == 2 and copied.total_tokens == 0 and copied.total_cost == 0
     assert_i1(copied)
     assert_i1(Conversation.objects.get(pk=thread["thread_id"]))
@@ -202,6 +203,30 @@ def test_a_copy_of_a_registered_graphs_thread_has_its_state_and_history_and_goes
     client.threads.delete(thread)
     assert client.threads.get_state(copy)["values"]["count"] == 6
     assert len(client.threads.get_history(copy, limit=100)) == len(history) + 4
+
+
+def test_a_copy_of_a_templates_thread_has_its_state_and_history_and_goes_on_from_them(server, alice_key):
+    """A template's thread keeps its graph's state as a registered graph's does, and is copied as one: the copy's
+    state is the original's whole (its tool calls, tool messages, ids), not its messages as text, its history is the
+    original's, and its next run goes on from that state."""
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "universal_chat", input=TURN)  # a calculator call, its result, the answer
+    client.runs.wait(thread, "universal_chat", input={"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "And 3*3?"}, {"type": "text", "text": " Thanks."}]}]})
+
+    copy = client.threads.copy(thread)["thread_id"]
+
+    state, copied = client.threads.get_state(thread), client.threads.get_state(copy)
+    assert copied["values"] == state["values"] and client.threads.get(copy)["values"] == state["values"]
+    assert [m["type"] for m in copied["values"]["messages"]] == ["human", "ai", "tool", "ai"] * 2
+    assert copied["values"]["messages"][1]["tool_calls"][0]["args"] == {"expression": "12*7"}
+    assert copied["checkpoint"] == {**state["checkpoint"], "thread_id": copy}
+    history = [h["checkpoint"]["checkpoint_id"] for h in client.threads.get_history(thread, limit=100)]
+    assert [h["checkpoint"]["checkpoint_id"] for h in client.threads.get_history(copy, limit=100)] == history
+    went_on = client.runs.wait(copy, "universal_chat", input={"messages": [{"role": "user", "content": "2*5?"}]})
+    assert went_on["messages"][:8] == state["values"]["messages"] and "10" in went_on["messages"][-1]["content"]
+    assert client.threads.get_state(thread)["values"] == state["values"]
 
 
 async def test_another_users_thread_is_not_found(server, alice_key, bob_key):
