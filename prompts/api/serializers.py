@@ -78,11 +78,27 @@ class PromptLabelWriteSerializer(StrictSerializer):
         if ("version" in attrs) == (split is not None):
             raise serializers.ValidationError({"version": ["give version or split (one of them)"]})
         if split is not None:
-            if not 2 <= len(split) <= 10 or not all(key.isdigit() and 0 < int(key) <= INT_MAX for key in split):
+            attrs["split"] = split = _split_weights(split)
+            if not 2 <= len(split) <= 10:
                 raise serializers.ValidationError({"split": ["2 to 10 version numbers, each with a weight"]})
             if sum(split.values()) <= 0:
                 raise serializers.ValidationError({"split": ["the weights must not all be 0"]})
         return attrs
+
+
+def _split_weights(split: dict) -> dict:
+    """The split by version number as it is kept ({"3": 90}): a key is a version's number in ASCII digits, and
+    two keys naming one version ("1" and "01") are refused, not merged, as which weight was meant is not ours to
+    guess."""
+    weights: dict[str, int] = {}
+    for key, weight in split.items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 10 and 0 < int(key) <= INT_MAX):
+            raise serializers.ValidationError({"split": [f"split keys are version numbers, not {key!r}"]})
+        number = str(int(key))
+        if number in weights:
+            raise serializers.ValidationError({"split": [f"version {number} is named twice"]})
+        weights[number] = weight
+    return weights
 
 
 class PromptLabelSerializer(serializers.ModelSerializer):

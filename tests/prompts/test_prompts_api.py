@@ -166,6 +166,31 @@ def test_a_bad_label_move_is_a_400_and_moves_nothing(api, alice, body):
     assert (prompt_rows(), AuditEvent.objects.count()) == before
 
 
+@pytest.mark.parametrize("weights", [{"1": 5, "01": 0}, {"1": 50, "01": 50, "2": 0}, {"1": 1, "\u00b2": 1},
+                                     {"1": 1, "1" * 5000: 1}])
+def test_a_split_naming_one_version_twice_or_no_version_is_a_400_naming_split(api, alice, weights):
+    """"1" and "01" are one version: merged, {"1": 5, "01": 0} was kept as {"1": 0}, a split no draw can use."""
+    prompt = PromptFactory(owner=alice, name="support")
+    versions_add(prompt, 1)
+    before = prompt_rows(), AuditEvent.objects.count()
+
+    details = assert_error(api.put(f"{BASE}support/labels/production/", {"split": weights}, format="json"), 400,
+                           "validation_error")
+
+    assert [item["path"] for item in details] == ["split"]
+    assert (prompt_rows(), AuditEvent.objects.count()) == before
+
+
+def test_a_split_key_is_kept_as_its_version_number(api, alice):
+    prompt = PromptFactory(owner=alice, name="support")
+    versions_add(prompt, 1)
+
+    response = api.put(f"{BASE}support/labels/production/", {"split": {"01": 90, "2": 10}}, format="json")
+
+    assert response.status_code == 200 and response.json()["split"] == {"1": 90, "2": 10}
+    assert api.get(f"{BASE}support/resolve/").json()["version"] in (1, 2)
+
+
 def test_a_name_already_used_is_a_400_but_another_user_may_use_it(api, bob_api, alice):
     PromptFactory(owner=alice, name="support")
 
