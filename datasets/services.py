@@ -6,7 +6,9 @@ import io
 import json
 
 from django.db import IntegrityError, transaction
+from rest_framework.exceptions import ParseError
 
+from core.api.parsers import json_parse
 from core.csv_cells import csv_cell, csv_cell_read
 from core.errors import InvalidInput
 from datasets.models import Dataset, DatasetItem
@@ -89,14 +91,29 @@ def _checked(row: dict, number: int) -> dict:
     return row
 
 
-def _cell(value: str):
+def _json_read(text: str, number: int):
+    """A line's JSON as the API reads a body (core.api.parsers.json_parse): no NaN or Infinity, no number past a
+    float's range, no key twice, no NUL (no database stores these)."""
+    try:
+        return json_parse(text.encode())
+    except ParseError as exc:
+        raise _line_error(number, f"not JSON: {exc.detail}") from None
+
+
+def _cell(value: str, number: int):
+    """A cell holding a JSON object or list is read as JSON, strictly as a line is; one that only a lenient reader
+    takes (`[NaN]`, a key twice) is the line's 400, not text; any other cell is text."""
     value = csv_cell_read(value)
     text = value.strip()
     if text[:1] in ("{", "["):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
+            return _json_read(text, number)
+        except InvalidInput as refused:
+            try:
+                json.loads(text)
+            except (ValueError, RecursionError):
+                return value
+            raise refused from None
     return value if value != "" else None
 
 
@@ -108,7 +125,7 @@ def _csv_rows(content: str) -> list[dict]:
     for number, row in enumerate(reader, start=2):
         if None in row:
             raise _line_error(number, "more cells than the header names")
-        rows.append(_checked({key: _cell(value or "") for key, value in row.items()}, number))
+        rows.append(_checked({key: _cell(value or "", number) for key, value in row.items()}, number))
     return rows
 
 
@@ -117,10 +134,7 @@ def _jsonl_rows(content: str) -> list[dict]:
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _line_error(number, f"not JSON: {exc.msg}") from None
+        row = _json_read(line, number)
         if not isinstance(row, dict):
             raise _line_error(number, "each line is an object")
         rows.append(_checked(row, number))

@@ -105,6 +105,38 @@ def test_a_bad_import_is_a_400_and_adds_no_item(api, dataset, body):
     assert DatasetItem.objects.count() == 1
 
 
+@pytest.mark.parametrize("format, bad_line", [
+    ("jsonl", '{"input": "q", "expected_output": NaN}'),
+    ("jsonl", '{"input": "q", "expected_output": 1e999}'),
+    ("jsonl", '{"input": {"x": -Infinity}}'),
+    ("jsonl", '{"input": "a\\u0000b"}'),
+    ("jsonl", '{"input": "a", "input": "b"}'),
+    ("csv", 'q,[NaN]'),
+    ("csv", 'q,"{""x"": 1e999}"'),
+    ("csv", 'q,"[""a\\u0000b""]"'),
+])
+def test_json_no_database_stores_is_a_400_naming_its_line(api, dataset, format, bad_line):
+    """As the API's own parser reads a body: Python's json reads NaN, Infinity and 1e999, which neither database
+    stores (a 500), and a NUL escape, which PostgreSQL refuses (a 500) and SQLite kept."""
+    before = "input,expected_output\nfine,ok" if format == "csv" else '{"input": "fine"}'
+    content = f"{before}\n{bad_line}\n"
+
+    details = assert_error(api.post(f"{BASE}{dataset.pk}/import/", {"format": format, "content": content},
+                                    format="json"), 400, "validation_error")
+
+    assert [item["path"] for item in details] == [f"content[{content.count(chr(10))}]"]  # the last line
+    assert DatasetItem.objects.count() == 0
+
+
+def test_a_csv_cell_that_is_no_json_at_all_stays_text(api, dataset):
+    content = "input,expected_output\nq,[not json\n"
+
+    assert api.post(f"{BASE}{dataset.pk}/import/", {"format": "csv", "content": content},
+                    format="json").status_code == 201
+
+    assert list(dataset.items.values_list("input", "expected_output")) == [("q", "[not json")]
+
+
 @pytest.mark.parametrize("body", [{}, {"input": ""}, {"expected_output": "x"},
                                   {"input": "x", "execution": "00000000-0000-0000-0000-000000000000"},
                                   {"execution": "00000000-0000-0000-0000-000000000000"},
