@@ -20,12 +20,15 @@ _choice = random.SystemRandom()
 
 def prompt_create(*, owner, name: str, description: str = "", type: str, content, config: dict,
                   labels: list[str] = (), commit_message: str = "", ip: str | None = None) -> Prompt:
-    """A new prompt with its version 1 (labelled `latest` and `labels`); a name the owner already uses is a 400."""
+    """A new prompt with its version 1 (labelled `latest` and `labels`); a name the owner already uses is a 400,
+    also when another request creates it at the same moment (the unique constraint decides, as for datasets)."""
     with transaction.atomic():
-        if Prompt.objects.filter(owner=owner, name=name).exists():
+        try:
+            with transaction.atomic():
+                prompt = Prompt.objects.create(owner=owner, name=name, description=description)
+        except IntegrityError:
             raise InvalidInput(f"you already have a prompt named {name!r}: save a new version of it",
-                               details={"name": ["already exists"]})
-        prompt = Prompt.objects.create(owner=owner, name=name, description=description)
+                               details={"name": ["already exists"]}) from None
         prompt_version_create(prompt=prompt, type=type, content=content, config=config, labels=labels,
                               commit_message=commit_message, actor=owner, ip=ip, created=True)
     return prompt
