@@ -62,7 +62,8 @@ def dataset_item_from_run(*, dataset: Dataset, execution_id, metadata: dict | No
 def dataset_import(*, dataset: Dataset, format: str, content: str) -> list[DatasetItem]:
     """CSV (columns input, expected_output, metadata; a cell holding a JSON object or list is read as JSON, any
     other as text, less the quote an export puts before a formula: core.csv_cells) or JSONL ({"input", "expected_output", "metadata"} per line). All lines or none: a bad line is a
-    400 naming it."""
+    400 naming it. A byte-order mark before the first line (Excel's "CSV UTF-8" writes one) is no part of it."""
+    content = content.removeprefix("\ufeff")
     rows = _csv_rows(content) if format == "csv" else _jsonl_rows(content)
     if not rows:
         raise InvalidInput("nothing to import", details={"content": ["no items"]})
@@ -121,6 +122,9 @@ def _csv_rows(content: str) -> list[dict]:
     reader = csv.DictReader(io.StringIO(content))
     if reader.fieldnames is None or "input" not in reader.fieldnames:
         raise _line_error(1, "the header must name an input column (and may name expected_output, metadata)")
+    twice = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if twice:  # a row would keep the last such cell: which one was meant is not ours to guess
+        raise _line_error(1, f"the header names {', '.join(twice)} more than once")
     rows = []
     for number, row in enumerate(reader, start=2):
         if None in row:

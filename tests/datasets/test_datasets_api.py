@@ -94,6 +94,8 @@ def test_item_14_a_csv_export_writes_formulas_as_text_and_reads_them_back(api, d
     {"format": "jsonl", "content": "\n\n"},
     {"format": "csv", "content": "question,answer\nq,a\n"},
     {"format": "csv", "content": "input,expected_output\nq,a,extra\n"},
+    {"format": "csv", "content": "input,input\nfirst,second\n"},
+    {"format": "csv", "content": "input,expected_output,expected_output\nq,a,b\n"},
     {"format": "xml", "content": "<items/>"},
     {"format": "csv"},
 ])
@@ -125,6 +127,24 @@ def test_json_no_database_stores_is_a_400_naming_its_line(api, dataset, format, 
                                     format="json"), 400, "validation_error")
 
     assert [item["path"] for item in details] == [f"content[{content.count(chr(10))}]"]  # the last line
+    assert DatasetItem.objects.count() == 0
+
+
+@pytest.mark.parametrize("format, content", [("csv", "\ufeffinput,expected_output\nhello,world\n"),
+                                             ("jsonl", '\ufeff{"input": "hello", "expected_output": "world"}\n')])
+def test_a_file_starting_with_a_byte_order_mark_imports_as_without_one(api, dataset, format, content):
+    """Excel's "CSV UTF-8" starts with one: its first column was read as "\ufeffinput", so the header had no input."""
+    response = api.post(f"{BASE}{dataset.pk}/import/", {"format": format, "content": content}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert list(dataset.items.values_list("input", "expected_output")) == [("hello", "world")]
+
+
+def test_a_csv_header_naming_a_column_twice_is_a_400_naming_it(api, dataset):
+    details = assert_error(api.post(f"{BASE}{dataset.pk}/import/", {"format": "csv", "content": "input,input\na,b\n"},
+                                    format="json"), 400, "validation_error")
+
+    assert details[0]["path"] == "content[1]" and "input" in details[0]["message"]
     assert DatasetItem.objects.count() == 0
 
 
