@@ -135,7 +135,9 @@ def _csv_rows(content: str) -> list[dict]:
 
 def _jsonl_rows(content: str) -> list[dict]:
     rows = []
-    for number, line in enumerate(content.splitlines(), start=1):
+    # Lines end at "\n" (a "\r" before it is JSON's whitespace): str.splitlines() also splits at U+2028, U+0085 and
+    # others, which a JSON string may hold as they are (json.dumps(..., ensure_ascii=False) writes them so).
+    for number, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
             continue
         row = _json_read(line, number)

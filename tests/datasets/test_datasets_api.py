@@ -140,6 +140,21 @@ def test_a_file_starting_with_a_byte_order_mark_imports_as_without_one(api, data
     assert list(dataset.items.values_list("input", "expected_output")) == [("hello", "world")]
 
 
+@pytest.mark.parametrize("format, content", [
+    ("jsonl", '{"input": "one\u2028two"}\r\n{"input": "three\x85four\u2029five"}\n'),
+    ("csv", 'input\r\n"[""one\u2028two""]"\r\nthree\x85four\u2029five\r\n'),
+])
+def test_a_line_separator_inside_a_json_string_is_no_end_of_line(api, dataset, format, content):
+    """JSON may hold U+2028, U+2029 and U+0085 as they are (json.dumps(ensure_ascii=False) writes them so); JSONL
+    lines end at a newline only."""
+    response = api.post(f"{BASE}{dataset.pk}/import/", {"format": format, "content": content}, format="json")
+
+    assert response.status_code == 201, response.content
+    inputs = sorted(dataset.items.values_list("input", flat=True), key=json.dumps)
+    assert inputs == sorted(["one\u2028two" if format == "jsonl" else ["one\u2028two"], "three\x85four\u2029five"],
+                            key=json.dumps)
+
+
 def test_a_csv_header_naming_a_column_twice_is_a_400_naming_it(api, dataset):
     details = assert_error(api.post(f"{BASE}{dataset.pk}/import/", {"format": "csv", "content": "input,input\na,b\n"},
                                     format="json"), 400, "validation_error")
