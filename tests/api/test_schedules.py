@@ -245,3 +245,27 @@ def test_a_stored_cron_and_time_zone_that_are_none_stop_their_schedule_not_the_o
                                   "and /); invalid_timezone: 'Not/AZone' is not an IANA time zone (e.g. Europe/Paris)")
     assert schedules_run_due(now=due) == []  # stopped: the next tick passes it over
     assert api.patch(f"{URL}{bad_id}/", {"cron": "0 9 * * *", "timezone": "UTC"}, format="json").json()["next_run_at"]
+
+
+def at(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("cron", "created", "first", "then"), [
+    # the night clocks go back in Paris (03:00 CEST is 02:00 CET again): a fixed time in the repeated hour fires once
+    ("30 2 * * *", at("2025-10-25 12:00"), at("2025-10-26 00:30"), at("2025-10-27 01:30")),
+    # a wildcard hour fires as the hours pass: 02:30 CEST, then 02:30 CET an hour later
+    ("30 * * * *", at("2025-10-26 00:05"), at("2025-10-26 00:30"), at("2025-10-26 01:30")),
+    # the night clocks go forward (02:00 CET is 03:00 CEST): 02:30 does not exist, it fires at 03:00, as cron does
+    ("30 2 * * *", at("2025-03-29 12:00"), at("2025-03-30 01:00"), at("2025-03-31 00:30")),
+])
+def test_a_schedule_fires_over_a_dst_change_as_cron_does(api, monkeypatch, cron, created, first, then):
+    monkeypatch.setattr("django.utils.timezone.now", lambda: created)
+    body = api.post(URL, {**DAILY, "cron": cron}, format="json").json()
+    monkeypatch.undo()
+    assert datetime.fromisoformat(body["next_run_at"]) == first
+
+    [execution] = schedules_run_due(now=first)
+
+    body = api.get(f"{URL}{body['id']}/").json()
+    assert (body["last_execution"], datetime.fromisoformat(body["next_run_at"])) == (str(execution.pk), then)

@@ -80,13 +80,28 @@ def _schedule_errors(*, cron, timezone_name, run_input) -> list[dict]:
 
 
 def schedule_next_run(*, cron: str, timezone_name: str, after: datetime) -> datetime | None:
-    """The next time the cron fires after `after`, read in the schedule's own time zone (DST included); None for a
-    cron that names only days that do not exist (`0 9 30 2 *`), which croniter accepts as valid."""
-    local = after.astimezone(ZoneInfo(timezone_name))
+    """The next time the cron fires after `after`, read in the schedule's own time zone; None for a cron that names
+    only days that do not exist (`0 9 30 2 *`), which croniter accepts as valid.
+
+    DST as cron (Vixie cron, cronie) keeps it: a time the clocks skip fires at the first minute after the gap
+    (`30 2 * * *` at 03:00, croniter's reading), and in the hour they repeat a cron of fixed hours fires in its first
+    pass only, where croniter names each of its times twice (`30 2 * * *` would fire at 02:30 and again an hour
+    later); a cron whose hour is a wildcard (`30 * * * *`, `0 */2 * * *`) fires as the hours pass, in both."""
+    zone = ZoneInfo(timezone_name)
+    times = croniter(cron, after.astimezone(zone))
+    fixed_hours = not cron.split()[1].startswith("*")
     try:
-        return croniter(cron, local).get_next(datetime).astimezone(dt_timezone.utc)
+        while True:
+            following = times.get_next(datetime).astimezone(dt_timezone.utc)
+            if not (fixed_hours and _repeated_wall_time(following.astimezone(zone))):
+                return following
     except CroniterBadDateError:
         return None
+
+
+def _repeated_wall_time(local: datetime) -> bool:
+    """Whether a local time is the second pass of a wall time the clocks went back over (zoneinfo's fold=1)."""
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
 def schedule_validate(*, owner, schedule: WorkflowSchedule) -> None:
