@@ -228,6 +228,33 @@ def test_a_schedule_refused_by_a_budget_stays_enabled_and_says_why_until_a_run_s
     assert (body["last_execution"], body["last_error"], body["last_error_at"]) == (str(execution.pk), "", None)
 
 
+def test_schedules_due_beyond_the_run_limit_take_turns_the_longest_waiting_first(api, settings, monkeypatch):
+    """Alice may have 2 runs at once and 3 schedules every minute: each tick refuses one, which stays due and goes
+    first on the next tick (the same one, last by name, was refused every time)."""
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 2
+    tick = at("2026-01-05 08:00")
+    monkeypatch.setattr("django.utils.timezone.now", lambda: tick - timedelta(seconds=30))
+    ids = [api.post(URL, {**DAILY, "name": name, "cron": "* * * * *"}, format="json").json()["id"] for name in "abc"]
+    monkeypatch.undo()
+    refused_by_tick, ran = [], set()
+
+    for minute in range(3):
+        now = tick + timedelta(minutes=minute)
+        started = schedules_run_due(now=now)
+        [refused] = set(ids) - {str(execution.schedule_id) for execution in started}
+        body = api.get(f"{URL}{refused}/").json()
+        assert body["last_error"].startswith("too_many_runs: ")
+        assert datetime.fromisoformat(body["next_run_at"]) == now  # still due: tried again on the next tick
+        refused_by_tick.append(refused)
+        for execution in started:  # the runs end (pending, cancelled) before the next tick
+            ran.add(str(execution.schedule_id))
+            assert api.post(f"/api/v1/executions/{execution.pk}/cancel/").status_code == 200
+
+    assert refused_by_tick[0] != refused_by_tick[1] != refused_by_tick[2]
+    assert ran == set(ids)
+    assert api.get(f"{URL}{refused_by_tick[1]}/").json()["last_error"] == ""  # its run started: the refusal cleared
+
+
 def test_a_stored_cron_and_time_zone_that_are_none_stop_their_schedule_not_the_others(api, caplog):
     """A row written around the checks (the admin's form, before it asked the services): the tick stops it, saying
     why on the schedule, and runs the other due schedules."""

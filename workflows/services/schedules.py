@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from conversations.selectors import conversation_list
-from core.errors import ChatterError, InvalidInput, NotFound
+from core.errors import ChatterError, InvalidInput, NotFound, TooManyRuns
 from core.schedules import schedule_keep
 from core.time_zones import time_zone_known
 from engine.config import config_resolve
@@ -257,12 +257,14 @@ def scheduler_ensure() -> None:
 
 
 def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]:
-    """Start a `scheduled` execution for every enabled schedule that is due, owned by the schedule's owner.
-    Each schedule is claimed by moving its next_run_at, so two workers never start the same tick."""
+    """Start a `scheduled` execution for every enabled schedule that is due, owned by the schedule's owner, the
+    longest waiting first: when an owner has more due than runs they may have at once, those refused this tick go
+    first on the next (_schedule_refused keeps them due), not the same ones by name every time. Each schedule is
+    claimed by moving its next_run_at, so two workers never start the same tick."""
     now = now or timezone.now()
     started = []
     due = WorkflowSchedule.objects.filter(enabled=True, next_run_at__lte=now).filter(
-        Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        Q(ends_at__isnull=True) | Q(ends_at__gt=now)).order_by("next_run_at", "id")
     for schedule in due.select_related("owner", "template", "definition"):
         # A row its writes' checks did not see (from before they were made, or written around them) may hold a cron
         # or time zone that can never fire: it is stopped, saying why, and the others run.
@@ -282,7 +284,7 @@ def schedules_run_due(*, now: datetime | None = None) -> list[WorkflowExecution]
         try:
             execution = execution_create(ScheduledRequest(schedule=schedule))
         except ChatterError as refusal:
-            _schedule_refused(schedule=schedule, refusal=refusal, at=now)
+            _schedule_refused(schedule=schedule, refusal=refusal, at=now, claimed_next=following)
             continue
         WorkflowSchedule.objects.filter(pk=schedule.pk).update(last_execution=execution, last_error="",
                                                                last_error_at=None)
@@ -299,22 +301,29 @@ def _schedule_stopped(*, schedule: WorkflowSchedule, problems: list[dict], at: d
     logger.warning("schedule %s can never fire, stopped: %s", schedule.pk, reason)
 
 
-def _schedule_refused(*, schedule: WorkflowSchedule, refusal: ChatterError, at: datetime) -> None:
+def _schedule_refused(*, schedule: WorkflowSchedule, refusal: ChatterError, at: datetime,
+                      claimed_next: datetime | None) -> None:
     """A tick whose run was refused: the schedule says why and when (last_error, last_error_at). A template or
     definition its owner no longer sees (another user's, made private since: NotFound) is gone for good, so the
-    schedule is disabled, audited as the schedule's doing; any other refusal (a hard budget with no room, too many
-    runs at once, a model no longer offered) leaves it enabled for the next tick. An expected outcome: a warning,
-    no traceback."""
+    schedule is disabled, audited as the schedule's doing. Too many runs at once passes as the owner's runs end, so
+    the schedule stays due (its next_run_at, moved to `claimed_next` by the claim, goes back unless a write changed
+    it since): the next tick tries it again, before those due after it. Any other refusal (a hard budget with no
+    room, a model no longer offered) leaves it enabled for its next time. An expected outcome: a warning, no
+    traceback."""
     reason = f"{refusal.code}: {refusal.message}"
-    gone = isinstance(refusal, NotFound)
+    gone, busy = isinstance(refusal, NotFound), isinstance(refusal, TooManyRuns)
     with transaction.atomic():
         changes = {"last_error": reason, "last_error_at": at}
         if gone:
             changes.update(enabled=False, next_run_at=None)
         WorkflowSchedule.objects.filter(pk=schedule.pk).update(**changes)
+        if busy:
+            WorkflowSchedule.objects.filter(pk=schedule.pk, next_run_at=claimed_next).update(
+                next_run_at=schedule.next_run_at)
         if gone:
             audit_record(action="schedule.disabled", actor=schedule.owner, actor_type="schedule", target=schedule,
                          data={"name": schedule.name, "reason": reason})
-    logger.warning("schedule %s could not start its run%s: %s", schedule.pk, ", disabled" if gone else "", reason)
+    logger.warning("schedule %s could not start its run%s: %s", schedule.pk,
+                   ", disabled" if gone else ", tried again on the next tick" if busy else "", reason)
 
 
