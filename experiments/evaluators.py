@@ -3,6 +3,7 @@ tolerance. Each answers a boolean score. (The LLM judge runs a model: experiment
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from engine.json_schemas import schema_validator
@@ -60,16 +61,19 @@ def rule_verdict(spec: dict, *, output: str, expected) -> bool:
 
 
 def judge_verdict(text: str) -> float:
-    """A judge's answer as a number: `{"score": x}`, or the first number it wrote. ValueError when there is none."""
+    """A judge's answer as a number: `{"score": x}`, or the first number it wrote. ValueError when there is none, or
+    when it is not finite: NaN and ±Infinity (which Python's json reads, and 1e999 is) are no score, and no JSON
+    column (SQLite's, PostgreSQL's) would store them."""
     try:
         answer = json.loads(text)
     except (json.JSONDecodeError, TypeError):
         answer = None
-    if isinstance(answer, dict) and isinstance(answer.get("score"), (int, float)) and not isinstance(
-            answer.get("score"), bool):
-        return float(answer["score"])
-    number = first_number(text)
-    if number is None:
+    score = answer.get("score") if isinstance(answer, dict) else None
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        number = float(score) if isinstance(score, float) or abs(score) < 10**308 else math.inf
+    else:
+        number = first_number(text)
+    if number is None or not math.isfinite(number):
         raise ValueError("the judge answered no score")
     return number
 

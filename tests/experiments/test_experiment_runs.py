@@ -179,3 +179,25 @@ def test_a_judge_from_a_stored_prompt_sees_the_output_and_a_failed_judge_is_stil
     assert (second.judge_total_tokens, second.judge_cost) == (failed_judge.total_tokens, failed_judge.cost)
     assert experiment["runs"]["judge"]["runs"] == 2 and experiment["runs"]["judge"]["failed"] == 1
     call_command("reconcile_aggregates", stdout=StringIO())
+
+
+@pytest.mark.parametrize("answer", ['{"score": NaN}', '{"score": Infinity}', '{"score": -Infinity}',
+                                    '{"score": 1e999}', '{"score": 1%s}' % ("0" * 400), "a score of 1e999"])
+def test_a_judge_that_answers_no_finite_score_is_the_evaluators_error_and_the_result_is_written(
+        api, alice, support, openai_server, answer):
+    dataset = dataset_of(alice, 2)
+    for _ in range(2):
+        openai_server.reply(content="answer", usage=TARGET_USAGE)
+        openai_server.reply(content=answer, usage=JUDGE_USAGE)
+    body = versions_body(dataset, evaluators=[{"type": "exact_match"}, {"type": "llm_judge", "name": "judge",
+                                                                        "provider": "openai", "model": JUDGE_MODEL}])
+    body["targets"] = body["targets"][:1]
+
+    experiment = api.post(URL, body, format="json").json()
+
+    assert experiment["status"] == "completed" and experiment["progress"]["done"] == 2
+    results = api.get(f"{URL}{experiment['id']}/results/").json()["results"]
+    assert [(r["scores"], r["evaluator_errors"]) for r in results] == [
+        ({"exact_match": False}, {"judge": "the judge answered no score"})] * 2
+    assert experiment["runs"]["judge"]["runs"] == 2 and not Score.objects.filter(name="judge").exists()
+    call_command("reconcile_aggregates", stdout=StringIO())
