@@ -10,8 +10,9 @@ from rest_framework.exceptions import ParseError
 
 from core.api.parsers import json_parse
 from core.csv_cells import csv_cell, csv_cell_read
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from datasets.models import Dataset, DatasetItem
+from datasets.selectors import dataset_users
 from workflows.models import WorkflowExecution
 
 MAX_IMPORT_ITEMS = 10_000
@@ -38,7 +39,28 @@ def dataset_update(*, dataset: Dataset, **changes) -> Dataset:
 
 
 def dataset_delete(*, dataset: Dataset) -> None:
-    dataset.delete()
+    """The dataset and its items; a 409 while something reads them (an experiment in progress)."""
+    with transaction.atomic():
+        _not_in_use(dataset)
+        dataset.delete()
+
+
+def dataset_item_delete(*, dataset: Dataset, item_id) -> bool:
+    """One item (False: the dataset has no such item); a 409 while something reads the dataset's items."""
+    with transaction.atomic():
+        _not_in_use(dataset)
+        deleted, _ = dataset.items.filter(pk=item_id).delete()
+    return bool(deleted)
+
+
+def _not_in_use(dataset: Dataset) -> None:
+    """Lock the dataset's row (an experiment starts or resumes on it under the same lock), then refuse while it is
+    in use: an experiment's results would go with its items, and its runs on for nobody."""
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+    users = dataset_users(dataset_id=dataset.pk)
+    if users:
+        raise Conflict(f"the dataset is in use by {'; '.join(users)}: cancel it or wait for it to end, then delete",
+                       code="dataset_in_use")
 
 
 def dataset_item_create(*, dataset: Dataset, input, expected_output=None, metadata: dict | None = None,

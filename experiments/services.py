@@ -120,6 +120,8 @@ def experiment_create(*, owner, name: str, dataset_id, targets: list[dict], eval
             _checked(owner, judge_request(spec, item={"input": "", "expected_output": ""}, output=""),
                      f"evaluators[{index}]")
     with transaction.atomic():
+        if Dataset.objects.select_for_update().filter(pk=dataset.pk).first() is None:  # deleted meanwhile
+            raise InvalidInput("dataset not found", details={"dataset": ["no such dataset of yours"]})
         experiment = Experiment.objects.create(
             owner=owner, name=name, description=description, dataset=dataset, targets=targets,
             evaluators=evaluators, concurrency=concurrency, budget=budget)
@@ -170,6 +172,8 @@ def experiment_resume(*, experiment: Experiment, budget: Decimal | None = None, 
     if experiment_lost(experiment=experiment):
         resumable |= Q(status=Status.RUNNING, heartbeat_at=experiment.heartbeat_at)
     with transaction.atomic():
+        # under its dataset's lock, as a delete of the dataset or of an item asks whether an experiment uses it
+        Dataset.objects.select_for_update().filter(pk=experiment.dataset_id).first()
         if not Experiment.objects.filter(resumable, pk=experiment.pk).update(**changes):
             experiment.refresh_from_db()
             raise Conflict(f"only a stopped (or lost) experiment resumes; this one is {experiment.status}",
@@ -201,14 +205,18 @@ def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], Non
         status, reason = Status.FAILED, f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
         if status == Status.PENDING:  # the slice is over: the rest in a new task (a cancel meanwhile ends it there)
-            Experiment.objects.filter(pk=experiment_id, status=Status.RUNNING).update(status=Status.PENDING)
-            transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment_id))
+            if Experiment.objects.filter(pk=experiment_id, status=Status.RUNNING).update(status=Status.PENDING):
+                transaction.on_commit(lambda: experiment_enqueue(experiment_id=experiment_id))
+        else:
+            Experiment.objects.filter(pk=experiment_id).update(status=status, stop_reason=reason,
+                                                               completed_at=timezone.now(), cancel_requested=False)
+        try:
             experiment.refresh_from_db()
+        except Experiment.DoesNotExist:  # deleted while it ran (the admin can): no one is left to tell
+            logger.warning("experiment %s was deleted while it ran: %s", experiment_id, reason or status)
             return experiment
-        Experiment.objects.filter(pk=experiment_id).update(status=status, stop_reason=reason,
-                                                           completed_at=timezone.now(), cancel_requested=False)
-        experiment.refresh_from_db()
-        _progress_on_commit(experiment)
+        if status != Status.PENDING:
+            _progress_on_commit(experiment)
     return experiment
 
 
@@ -256,7 +264,10 @@ def experiment_spent(*, experiment_id) -> Decimal:
 
 def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, str] | None:
     """Why no more item starts now (a cancel, a spent budget, the end of the task's slice: PENDING), or None."""
-    if Experiment.objects.filter(pk=experiment.pk, cancel_requested=True).exists():
+    cancel_requested = Experiment.objects.filter(pk=experiment.pk).values_list("cancel_requested", flat=True).first()
+    if cancel_requested is None:  # deleted while it ran: nothing more runs for it
+        return Status.FAILED, "the experiment was deleted"
+    if cancel_requested:
         return Status.CANCELLED, "cancelled"
     if experiment.budget is not None:
         spent = experiment_spent(experiment_id=experiment.pk)
@@ -347,7 +358,14 @@ def _result_write(experiment: Experiment, target: dict, item: dict, *, execution
                              source=Score.Source.EVALUATOR, execution_id=execution.pk)
             Experiment.objects.filter(pk=experiment.pk).update(heartbeat_at=timezone.now())
             _progress_on_commit(experiment, execution_id=execution.pk if execution else None)
-    except IntegrityError:  # another worker wrote this pair first (the unique constraint): its runs stay ordinary
+    except IntegrityError as exc:
+        if not ExperimentResult.objects.filter(experiment_id=experiment.pk, target=target["name"],
+                                               item_id=item["id"]).exists():
+            # not the one result per pair: the experiment or the item is gone, or a value a column refuses; the
+            # experiment ends, failed, saying so (experiment_run)
+            raise IntegrityError(f"the result of {target['name']} × item {item['id']} could not be written "
+                                 f"({exc})") from exc
+        # another worker wrote this pair first (the unique constraint): its runs stay ordinary
         logger.warning("experiment %s: %s × %s already has a result", experiment.pk, target["name"], item["id"])
         return
     if on_result is not None:

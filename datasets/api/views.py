@@ -29,6 +29,7 @@ from datasets.services import (
     dataset_export,
     dataset_import,
     dataset_item_create,
+    dataset_item_delete,
     dataset_item_from_run,
     dataset_update,
 )
@@ -97,8 +98,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedView
             pagination_class=None)
     def item(self, request: Request, pk: str, item: str) -> Response:
         dataset = self.get_object()
-        deleted, _ = dataset.items.filter(pk=url_uuid(item, not_found="item not found")).delete()
-        if not deleted:
+        if not dataset_item_delete(dataset=dataset, item_id=url_uuid(item, not_found="item not found")):
             raise NotFound("item not found")
         return Response(status=status.HTTP_204_NO_CONTENT)
 

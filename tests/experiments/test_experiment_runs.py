@@ -10,8 +10,9 @@ from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
-from experiments.models import ExperimentResult, ExperimentRun
+from experiments.models import Experiment, ExperimentResult, ExperimentRun
 from scores.models import Score
+from tests.api.conftest import assert_error
 from tests.datasets.factories import DatasetFactory, DatasetItemFactory
 from tests.experiments.conftest import JUDGE_MODEL, OPENAI
 from workflows.models import WorkflowExecution
@@ -30,6 +31,28 @@ def dataset_of(owner, count: int):
     for n in range(count):
         DatasetItemFactory(dataset=dataset, input={"message": f"question {n}"}, expected_output=f"answer {n}")
     return dataset
+
+
+def run_in_background(owner, body: dict) -> threading.Thread:
+    """POST the experiment in a thread: django-q2 runs its task inline in tests, so the POST runs it."""
+    def post() -> None:
+        client = APIClient()
+        client.force_login(owner)
+        try:
+            client.post(URL, body, format="json")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+def first_call_held(openai_server) -> None:
+    """Until the test releases it, the first run's model call waits (then each item answers at once)."""
+    deadline = time.monotonic() + 30
+    while not openai_server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def versions_body(dataset, **extra) -> dict:
@@ -201,3 +224,74 @@ def test_a_judge_that_answers_no_finite_score_is_the_evaluators_error_and_the_re
         ({"exact_match": False}, {"judge": "the judge answered no score"})] * 2
     assert experiment["runs"]["judge"]["runs"] == 2 and not Score.objects.filter(name="judge").exists()
     call_command("reconcile_aggregates", stdout=StringIO())
+
+
+def test_the_dataset_of_an_experiment_under_way_and_its_items_are_not_deleted_until_it_ends(api, alice, support,
+                                                                                             openai_server):
+    dataset = dataset_of(alice, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+    item = dataset.items.first()
+
+    refused = [api.delete(f"/api/v1/datasets/{dataset.pk}/"),
+               api.delete(f"/api/v1/datasets/{dataset.pk}/items/{item.pk}/")]
+    openai_server.release()
+    thread.join(60)
+
+    for response in refused:
+        assert_error(response, 409, "dataset_in_use")
+        assert "experiment 'v1 vs v2'" in response.json()["error"]["message"]
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert experiment["status"] == "completed" and experiment["progress"]["done"] == 3
+    assert len(openai_server.requests) == WorkflowExecution.objects.count() == ExperimentRun.objects.count() == 3
+    assert api.delete(f"/api/v1/datasets/{dataset.pk}/items/{item.pk}/").status_code == 204  # once it has ended
+    assert api.delete(f"/api/v1/datasets/{dataset.pk}/").status_code == 204
+    assert not Experiment.objects.exists()
+
+
+def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(api, client, alice, staff, support,
+                                                                               openai_server):
+    dataset = dataset_of(alice, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+    item = dataset.items.order_by("created_at", "id").first()  # the one whose run is under way
+    client.force_login(staff)
+
+    deleted = client.post(f"/admin/datasets/datasetitem/{item.pk}/delete/", {"post": "yes"})  # no API check there
+    openai_server.release()
+    thread.join(60)
+
+    assert deleted.status_code == 302 and not dataset.items.filter(pk=item.pk).exists()
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert experiment["status"] == "failed" and "IntegrityError" in experiment["stop_reason"], experiment
+    assert experiment["progress"]["done"] == 0 and len(openai_server.requests) == 1  # no item started after it
+    resumed = api.post(f"{URL}{experiment['id']}/resume/", {}, format="json").json()
+    assert resumed["status"] == "completed" and resumed["progress"] == {**resumed["progress"], "done": 2, "total": 2}
+
+
+def test_an_experiment_deleted_in_the_admin_while_it_runs_starts_no_more_items(client, alice, staff, support,
+                                                                                openai_server):
+    dataset = dataset_of(alice, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+    client.force_login(staff)
+
+    deleted = client.post(f"/admin/experiments/experiment/{Experiment.objects.get().pk}/delete/", {"post": "yes"})
+    openai_server.release()
+    thread.join(60)
+
+    assert deleted.status_code == 302 and not Experiment.objects.exists()
+    assert len(openai_server.requests) == 1  # the item under way when it went, no other
+    assert not ExperimentResult.objects.exists() and not ExperimentRun.objects.exists()

@@ -60,6 +60,19 @@ def test_another_users_experiment_is_a_404(api, bob_api, alice, qa):
     assert [e["id"] for e in api.get(URL).json()["results"]] == [run_id]
 
 
+def test_a_pending_experiment_keeps_its_dataset_until_it_is_cancelled(api, qa):
+    experiment = api.post(URL, experiment_body(qa, start=False), format="json").json()
+    item = qa.items.first()
+
+    assert_error(api.delete(f"/api/v1/datasets/{qa.pk}/"), 409, "dataset_in_use")
+    assert_error(api.delete(f"/api/v1/datasets/{qa.pk}/items/{item.pk}/"), 409, "dataset_in_use")
+    assert qa.items.count() == 4 and Experiment.objects.filter(pk=experiment["id"]).exists()
+
+    assert api.post(f"{URL}{experiment['id']}/cancel/").json()["status"] == "cancelled"
+    assert api.delete(f"/api/v1/datasets/{qa.pk}/").status_code == 204
+    assert not Experiment.objects.exists()
+
+
 @pytest.mark.parametrize("change, field", [
     ({"dataset": "00000000-0000-0000-0000-000000000000"}, "dataset"),
     ({"targets": []}, "targets"),
