@@ -36,8 +36,11 @@ from workflows.services.runs import execution_run_now, run_plan
 logger = logging.getLogger(__name__)
 Status = Experiment.Status
 JUDGE_INSTRUCTIONS = "You grade outputs. Answer only with a JSON object {\"score\": x}, x between 0 and 1."
-BUSY_RETRIES = 40  # the owner's concurrent-run limit is shared with their other runs: wait for a slot so long
+# A run refused for its owner's concurrent-run limit (shared with their other runs) is asked again after a pause,
+# which doubles up to BUSY_WAIT_MAX_S; a worker's task waits for a slot till its slice ends, BUSY_WAIT_MIN_S at least.
 BUSY_WAIT_S = 0.25
+BUSY_WAIT_MAX_S = 5.0
+BUSY_WAIT_MIN_S = 10
 OUTPUT_CHARS = 20_000
 # A worker's task runs items for about this long, then hands the rest to a new task: django-q2 ends a task at its
 # timeout (a run's, plus a minute), and an experiment may take far longer than one run.
@@ -230,28 +233,33 @@ def _units_run(experiment: Experiment, on_result, deadline: float | None) -> tup
             stop = _stop_reason(experiment, deadline if started else None)  # a slice starts one item at least
             if stop:
                 return stop
-            _unit_run(experiment, target, item, on_result)
+            if not _unit_run(experiment, target, item, on_result, deadline):
+                return _slotless_stop(experiment)
         return Status.COMPLETED, ""
-    stop = None
+    stop, slotless = None, False
     with ThreadPoolExecutor(max_workers=experiment.concurrency, thread_name_prefix="experiment") as pool:
         under_way: set = set()
         for started, (target, item) in enumerate(units):
             while len(under_way) >= experiment.concurrency:
                 finished, under_way = wait(under_way, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()
-            stop = _stop_reason(experiment, deadline if started else None)
+                slotless |= not all([future.result() for future in finished])
+            stop = _stop_reason(experiment, deadline if started else None) or (
+                _slotless_stop(experiment) if slotless else None)
             if stop:
                 break
-            under_way.add(pool.submit(_in_own_thread, _unit_run, experiment, target, item, on_result))
-        for future in wait(under_way).done:
-            future.result()
-    return stop or (Status.COMPLETED, "")
+            under_way.add(pool.submit(_in_own_thread, _unit_run, experiment, target, item, on_result, deadline))
+        slotless |= not all([future.result() for future in wait(under_way).done])
+    return stop or (_slotless_stop(experiment) if slotless else (Status.COMPLETED, ""))
 
 
-def _in_own_thread(function, *args) -> None:
+def _slotless_stop(experiment: Experiment) -> tuple[str, str]:
+    """A pair got no run slot in its wait (NoSlot): stopped meanwhile, or the rest in a new task (PENDING)."""
+    return _stop_reason(experiment, None) or (Status.PENDING, "")
+
+
+def _in_own_thread(function, *args):
     try:
-        function(*args)
+        return function(*args)
     finally:
         connection.close()  # the pool thread's own connection
 
@@ -278,24 +286,41 @@ def _stop_reason(experiment: Experiment, deadline: float | None) -> tuple[str, s
     return None
 
 
-def _run(owner, request: dict) -> WorkflowExecution:
-    """One ordinary sync run; while the owner is at their concurrent-run limit, wait for a slot."""
-    for _ in range(BUSY_RETRIES):
+class NoSlot(Exception):
+    """The owner's concurrent-run limit left a pair's run no slot while it could wait, or the experiment stopped
+    meanwhile: the pair has no result (a refusal for capacity is none), and runs later, whole."""
+
+
+def _run(experiment: Experiment, request: dict, *, until: float | None) -> WorkflowExecution:
+    """One ordinary sync run. While the owner is at their concurrent-run limit, ask again after a pause (doubling)
+    until `until` (time.monotonic(); None: as long as it takes); NoSlot then, or once the experiment is no longer
+    running or is cancelled. Waiting, it keeps its heartbeat: its worker is alive."""
+    pause = BUSY_WAIT_S
+    while True:
         try:
-            return execution_run_now(ExperimentRequest(owner=owner, **request))
+            return execution_run_now(ExperimentRequest(owner=experiment.owner, **request))
         except TooManyRuns:
-            time.sleep(BUSY_WAIT_S)
-    return execution_run_now(ExperimentRequest(owner=owner, **request))
+            if (until is not None and time.monotonic() >= until) or not Experiment.objects.filter(
+                    pk=experiment.pk, status=Status.RUNNING, cancel_requested=False).update(
+                    heartbeat_at=timezone.now()):
+                raise NoSlot from None
+            time.sleep(pause)
+            pause = min(2 * pause, BUSY_WAIT_MAX_S)
 
 
-def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> None:
-    owner = experiment.owner
+def _unit_run(experiment: Experiment, target: dict, item: dict, on_result, deadline: float | None) -> bool:
+    """Run a pair and write its result; False when it got no run slot (NoSlot), nothing written. A worker's task
+    waits for the target's slot till its slice ends (BUSY_WAIT_MIN_S at least), for a judge's a run's timeout at
+    most (by then each run that held a slot has ended); the command, as long as it takes."""
     try:
-        execution = _run(owner, {**target_request(target), **item_request(item["input"])})
+        execution = _run(experiment, {**target_request(target), **item_request(item["input"])},
+                         until=None if deadline is None else max(deadline, time.monotonic() + BUSY_WAIT_MIN_S))
+    except NoSlot:
+        return False
     except ChatterError as exc:  # refused before it was written: nothing ran, nothing was spent
         _result_write(experiment, target, item, execution=None, judges=[], scores={}, errors={},
                       error=exc.message, on_result=on_result)
-        return
+        return True
     output = as_text(execution.output_data)[:OUTPUT_CHARS]
     scores, errors, judges = {}, {}, []
     if execution.status == WorkflowExecution.Status.COMPLETED:
@@ -308,7 +333,10 @@ def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> No
                     errors[name] = str(exc)
                 continue
             try:
-                judge = _run(owner, judge_request(spec, item=item, output=output))
+                judge = _run(experiment, judge_request(spec, item=item, output=output), until=None if deadline is None
+                             else time.monotonic() + settings.CHATTER_EXECUTION_TIMEOUT_S)
+            except NoSlot:  # the target's run (and the judges' so far) stay ordinary runs
+                return False
             except ChatterError as exc:
                 errors[name] = exc.message
                 continue
@@ -324,6 +352,7 @@ def _unit_run(experiment: Experiment, target: dict, item: dict, on_result) -> No
     _result_write(experiment, target, item, execution=execution, judges=judges, scores=scores, errors=errors,
                   error="" if execution.status == WorkflowExecution.Status.COMPLETED else (
                       execution.error_message or execution.status), on_result=on_result)
+    return True
 
 
 def _result_write(experiment: Experiment, target: dict, item: dict, *, execution: WorkflowExecution | None,

@@ -1,15 +1,21 @@
-"""An experiment longer than a worker's task goes on in new tasks, slice by slice; one whose worker died (no
-result for longer than an item can take) resumes; a live one does not."""
+"""An experiment longer than a worker's task goes on in new tasks, slice by slice (a pair that got no run slot in
+its task, too); one whose worker died (no result for longer than an item can take) resumes; a live one does not."""
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from audit.models import AuditEvent
 from django_q.models import Task
 
 from experiments.models import Experiment
 from experiments.services import experiment_create
 from tests.api.conftest import assert_error
+from tests.factories import WorkflowExecutionFactory
 
 URL = "/api/v1/experiments/"
 
@@ -25,6 +31,39 @@ def test_an_experiment_goes_on_slice_by_slice_in_new_tasks(api, alice, qa, monke
     tasks = Task.objects.filter(group="experiments", func="experiments.tasks.experiment_run_task")
     # the first, then one more for each item left when a slice ended; each but the last left it pending
     assert sorted(task.result for task in tasks) == ["completed", "pending", "pending", "pending"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pair_that_gets_no_run_slot_in_its_task_goes_on_in_a_new_task(api, alice, qa, monkeypatch, settings):
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 1
+    monkeypatch.setattr("experiments.tasks.SLICE_S", 0)  # each task waits for a slot this long (and no less than…)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_MIN_S", 0.05, raising=False)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_S", 0.001)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_MAX_S", 0.001, raising=False)
+    other_run = WorkflowExecutionFactory(owner=alice, message="still pending")  # alice's one slot, taken
+
+    def post() -> None:  # django-q2 runs the tasks inline in tests: the POST runs them all
+        client = APIClient()
+        client.force_login(alice)
+        try:
+            client.post(URL, {"name": "busy", "dataset": str(qa.pk), "targets": [{"template": "universal_chat"}]},
+                        format="json")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while AuditEvent.objects.filter(action="limit.exceeded").count() < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.post(f"/api/v1/executions/{other_run.pk}/cancel/").status_code == 200  # the slot is free
+    thread.join(60)
+
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert experiment["status"] == "completed"
+    assert experiment["progress"] == {**experiment["progress"], "done": 4, "failed": 0}
+    results = [task.result for task in Task.objects.filter(group="experiments")]
+    assert results.count("completed") == 1 and results.count("pending") >= 4  # one task per item, and more
 
 
 def lost(experiment: Experiment, *, minutes: int) -> None:

@@ -10,11 +10,13 @@ from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
+from audit.models import AuditEvent
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
 from scores.models import Score
 from tests.api.conftest import assert_error
 from tests.datasets.factories import DatasetFactory, DatasetItemFactory
 from tests.experiments.conftest import JUDGE_MODEL, OPENAI
+from tests.factories import WorkflowExecutionFactory
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -295,3 +297,30 @@ def test_an_experiment_deleted_in_the_admin_while_it_runs_starts_no_more_items(c
     assert deleted.status_code == 302 and not Experiment.objects.exists()
     assert len(openai_server.requests) == 1  # the item under way when it went, no other
     assert not ExperimentResult.objects.exists() and not ExperimentRun.objects.exists()
+
+
+def test_a_pair_refused_for_the_owners_run_limit_waits_for_a_slot_and_never_fails_for_it(api, alice, support,
+                                                                                          openai_server, settings,
+                                                                                          monkeypatch):
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 1
+    # Asked again at once, so that the refusals soon outnumber the 40 retries a pair once waited before it failed.
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_S", 0.001)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_MAX_S", 0.001, raising=False)
+    other_run = WorkflowExecutionFactory(owner=alice, message="still pending")  # alice's one slot, taken
+    dataset = dataset_of(alice, 2)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    deadline = time.monotonic() + 30
+    while AuditEvent.objects.filter(action="limit.exceeded").count() < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert api.post(f"/api/v1/executions/{other_run.pk}/cancel/").status_code == 200  # the slot is free
+    thread.join(60)
+
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert AuditEvent.objects.filter(action="limit.exceeded").count() >= 100  # refused, and refused again
+    assert experiment["status"] == "completed", experiment["stop_reason"]
+    assert experiment["progress"] == {**experiment["progress"], "done": 2, "failed": 0}
+    assert len(openai_server.requests) == 2
