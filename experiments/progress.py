@@ -5,13 +5,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
+from datasets.models import DatasetItem
 from experiments.evaluators import LLM_JUDGE
 from experiments.models import Experiment
 
 Status = Experiment.Status
+
+
+def experiment_items(*, experiment: Experiment) -> QuerySet[DatasetItem]:
+    """The items an experiment runs and counts: those its dataset had when it first started (before it starts, all
+    of them now). Items added since are for a new experiment; a resume keeps the set."""
+    items = DatasetItem.objects.filter(dataset_id=experiment.dataset_id)
+    return items if experiment.started_at is None else items.filter(created_at__lte=experiment.started_at)
 
 
 def experiment_lost(*, experiment: Experiment) -> bool:
@@ -63,7 +71,7 @@ def _progress(experiment: Experiment, *, done: int, failed: int, items: int) -> 
 def experiment_progress(*, experiment: Experiment) -> dict:
     """Results written (done, of which failed) of all target × item pairs (total), and what it waits for."""
     counts = experiment.results.aggregate(done=Count("id"), failed=Count("id", filter=Q(status="failed")))
-    return _progress(experiment, **counts, items=experiment.dataset.items.count())
+    return _progress(experiment, **counts, items=experiment_items(experiment=experiment).count())
 
 
 def with_progress_counts(experiments: QuerySet[Experiment]) -> QuerySet[Experiment]:
@@ -71,7 +79,8 @@ def with_progress_counts(experiments: QuerySet[Experiment]) -> QuerySet[Experime
     return experiments.annotate(
         progress_done=Count("results", distinct=True),
         progress_failed=Count("results", filter=Q(results__status="failed"), distinct=True),
-        progress_items=Count("dataset__items", distinct=True))
+        progress_items=Count("dataset__items", distinct=True, filter=Q(started_at__isnull=True) | Q(
+            dataset__items__created_at__lte=F("started_at"))))  # experiment_items
 
 
 def progress_counted(experiment: Experiment) -> dict:

@@ -24,7 +24,7 @@ from core.money import dollars, usd
 from datasets.models import Dataset
 from experiments.evaluators import LLM_JUDGE, as_text, judge_message, judge_verdict, rule_verdict
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
-from experiments.progress import experiment_lost, experiment_progress
+from experiments.progress import experiment_items, experiment_lost, experiment_progress
 from experiments.selectors import experiment_results_from_runs
 from scores.models import Score
 from scores.services import score_create
@@ -224,18 +224,35 @@ def experiment_run(*, experiment_id, on_result: Callable[[ExperimentResult], Non
 
 
 def _units_run(experiment: Experiment, on_result, deadline: float | None) -> tuple[str, str]:
-    done = set(experiment.results.values_list("target", "item_id"))
-    items = list(experiment.dataset.items.order_by("created_at", "id").values("id", "input", "expected_output"))
-    units = [(target, item) for item in items for target in experiment.targets
-             if (target["name"], item["id"]) not in done]
+    """Run the pairs without a result, over the experiment's items (experiment_items), until none is left or it
+    stops. Read again once those are done: an item added just before it started may be committed after the read."""
+    first = True
+    while True:
+        done = set(experiment.results.values_list("target", "item_id"))
+        items = experiment_items(experiment=experiment).order_by("created_at", "id").values(
+            "id", "input", "expected_output")
+        units = [(target, item) for item in items for target in experiment.targets
+                 if (target["name"], item["id"]) not in done]
+        if not units:
+            return Status.COMPLETED, ""
+        stop = _pairs_run(experiment, units, on_result, deadline, first=first)
+        if stop:
+            return stop
+        first = False
+
+
+def _pairs_run(experiment: Experiment, units: list, on_result, deadline: float | None, *,
+               first: bool) -> tuple[str, str] | None:
+    """Run these pairs, `concurrency` at once; why it stopped before their end, or None. A slice starts one pair at
+    least (`first`: the deadline is not asked before it)."""
     if experiment.concurrency == 1:  # here, in this thread
         for started, (target, item) in enumerate(units):
-            stop = _stop_reason(experiment, deadline if started else None)  # a slice starts one item at least
+            stop = _stop_reason(experiment, deadline if started or not first else None)
             if stop:
                 return stop
             if not _unit_run(experiment, target, item, on_result, deadline):
                 return _slotless_stop(experiment)
-        return Status.COMPLETED, ""
+        return None
     stop, slotless = None, False
     with ThreadPoolExecutor(max_workers=experiment.concurrency, thread_name_prefix="experiment") as pool:
         under_way: set = set()
@@ -243,13 +260,13 @@ def _units_run(experiment: Experiment, on_result, deadline: float | None) -> tup
             while len(under_way) >= experiment.concurrency:
                 finished, under_way = wait(under_way, return_when=FIRST_COMPLETED)
                 slotless |= not all([future.result() for future in finished])
-            stop = _stop_reason(experiment, deadline if started else None) or (
+            stop = _stop_reason(experiment, deadline if started or not first else None) or (
                 _slotless_stop(experiment) if slotless else None)
             if stop:
                 break
             under_way.add(pool.submit(_in_own_thread, _unit_run, experiment, target, item, on_result, deadline))
         slotless |= not all([future.result() for future in wait(under_way).done])
-    return stop or (_slotless_stop(experiment) if slotless else (Status.COMPLETED, ""))
+    return stop or (_slotless_stop(experiment) if slotless else None)
 
 
 def _slotless_stop(experiment: Experiment) -> tuple[str, str]:

@@ -324,3 +324,31 @@ def test_a_pair_refused_for_the_owners_run_limit_waits_for_a_slot_and_never_fail
     assert experiment["status"] == "completed", experiment["stop_reason"]
     assert experiment["progress"] == {**experiment["progress"], "done": 2, "failed": 0}
     assert len(openai_server.requests) == 2
+
+
+def test_an_experiment_runs_the_items_its_dataset_had_when_it_started_and_counts_those(api, alice, support,
+                                                                                      openai_server):
+    dataset = dataset_of(alice, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+
+    added = api.post(f"/api/v1/datasets/{dataset.pk}/items/", {"input": "added while it ran"}, format="json")
+    assert added.status_code == 201
+    during = api.get(f"{URL}{Experiment.objects.get().pk}/").json()["progress"]
+    openai_server.release()
+    thread.join(60)
+
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert during["total"] == 3 and during["waiting_for"].endswith("pair 1 of 3 (a run each)")
+    assert experiment["status"] == "completed"
+    assert experiment["progress"] == {**experiment["progress"], "done": 3, "total": 3}
+    assert [e["progress"]["total"] for e in api.get(URL).json()["results"]] == [3]  # the list counts the same
+    assert not ExperimentResult.objects.filter(item_id=added.json()["id"]).exists()
+    assert len(openai_server.requests) == 3
+
+    again = api.post(URL, body, format="json").json()  # a new experiment runs every item the dataset has now
+    assert again["status"] == "completed" and again["progress"] == {**again["progress"], "done": 4, "total": 4}

@@ -15,6 +15,7 @@ from core.errors import ChatterError
 from core.money import dollars
 from experiments.api.serializers import ExperimentResumeSerializer, ExperimentWriteSerializer
 from experiments.models import Experiment
+from experiments.progress import experiment_items
 from experiments.selectors import experiment_list, experiment_summary
 from experiments.services import experiment_create, experiment_lost, experiment_resume, experiment_run
 from workflows.services.templates import is_uuid
@@ -37,7 +38,7 @@ class Command(BaseCommand):
             experiment = self._created(user, options["file"]) if options["file"] else self._ready(
                 user, options["experiment"], options["budget"])
             self.stdout.write(f"experiment {experiment.pk}: {len(experiment.targets)} target(s) × "
-                              f"{experiment.dataset.items.count()} item(s)")
+                              f"{experiment_items(experiment=experiment).count()} item(s)")
             experiment = experiment_run(experiment_id=experiment.pk, on_result=self._shown)
         except ChatterError as exc:
             raise CommandError(f"{exc.message} {exc.as_dict()['error']['details'] or ''}".strip()) from None
