@@ -11,6 +11,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from datasets.models import Dataset, DatasetItem
 from experiments.models import Experiment, ExperimentResult, ExperimentRun
 from scores.models import Score
 from tests.api.conftest import assert_error
@@ -255,8 +256,7 @@ def test_the_dataset_of_an_experiment_under_way_and_its_items_are_not_deleted_un
     assert not Experiment.objects.exists()
 
 
-def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(api, client, alice, staff, support,
-                                                                               openai_server):
+def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(api, alice, support, openai_server):
     dataset = dataset_of(alice, 3)
     openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
     openai_server.always(content="ok", usage=TARGET_USAGE)
@@ -265,18 +265,43 @@ def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(ap
     thread = run_in_background(alice, body)
     first_call_held(openai_server)
     item = dataset.items.order_by("created_at", "id").first()  # the one whose run is under way
-    client.force_login(staff)
 
-    deleted = client.post(f"/admin/datasets/datasetitem/{item.pk}/delete/", {"post": "yes"})  # no API check there
+    DatasetItem.objects.filter(pk=item.pk).delete()  # out of Chatter's hands (a database console): no check there
     openai_server.release()
     thread.join(60)
 
-    assert deleted.status_code == 302 and not dataset.items.filter(pk=item.pk).exists()
     experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
     assert experiment["status"] == "failed" and "IntegrityError" in experiment["stop_reason"], experiment
     assert experiment["progress"]["done"] == 0 and len(openai_server.requests) == 1  # no item started after it
     resumed = api.post(f"{URL}{experiment['id']}/resume/", {}, format="json").json()
     assert resumed["status"] == "completed" and resumed["progress"] == {**resumed["progress"], "done": 2, "total": 2}
+
+
+def test_the_admin_deletes_no_dataset_or_item_an_experiment_under_way_reads(client, alice, staff, support,
+                                                                            openai_server):
+    dataset = dataset_of(alice, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+    item = dataset.items.first()
+    client.force_login(staff)
+
+    pages = [client.post(f"/admin/datasets/dataset/{dataset.pk}/delete/", {"post": "yes"}),
+             client.post(f"/admin/datasets/datasetitem/{item.pk}/delete/", {"post": "yes"})]
+    bulk = [client.post(f"/admin/datasets/{model}/", {"action": "delete_selected", "_selected_action": [pk],
+                                                        "post": "yes"})
+            for model, pk in (("dataset", dataset.pk), ("datasetitem", item.pk))]
+    openai_server.release()
+    thread.join(60)
+
+    assert [page.status_code for page in pages + bulk] == [403, 403, 403, 403]
+    assert dataset.items.count() == 3 and Experiment.objects.get().status == "completed"
+    assert client.post(f"/admin/datasets/datasetitem/{item.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert client.post(f"/admin/datasets/dataset/{dataset.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Dataset.objects.filter(pk=dataset.pk).exists()
 
 
 def test_an_experiment_deleted_in_the_admin_while_it_runs_starts_no_more_items(client, alice, staff, support,
