@@ -26,10 +26,13 @@ NON_PUBLIC_URLS = [
 
 
 class Receiver:
-    """`statuses`: each a status code, or (status code, headers) such as (302, {"Location": …})."""
+    """`statuses`: each a status code, or (status code, headers) such as (302, {"Location": …}). A slow or greedy
+    receiver: `drip_s`, its answer's header lines sent one at a time this long apart (`drip_lines` of them);
+    `body_size`, the size of the body of each answer (`sent`: how much of it got out before the client hung up)."""
 
-    def __init__(self, statuses=(), host: str = "127.0.0.1", port: int = 0):
-        self.statuses, self.received = list(statuses), []
+    def __init__(self, statuses=(), host: str = "127.0.0.1", port: int = 0, *, drip_s: float = 0,
+                 drip_lines: int = 0, body_size: int = 0):
+        self.statuses, self.received, self.sent, self.answered = list(statuses), [], [], threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,10 +44,27 @@ class Receiver:
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 status, headers = status if isinstance(status, tuple) else (status, {})
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
+                sent, chunk = 0, b"x" * 65536
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    for line in range(drip_lines):
+                        self.flush_headers()
+                        time.sleep(drip_s)
+                        self.send_header(f"X-Drip-{line}", "x")
+                    if body_size:
+                        self.send_header("Content-Length", str(body_size))
+                    self.end_headers()
+                    while sent < body_size:
+                        self.wfile.write(chunk[:body_size - sent])
+                        sent += min(len(chunk), body_size - sent)
+                except OSError:  # the client hung up
+                    pass
+                finally:
+                    if body_size:
+                        receiver.sent.append(sent)
+                    receiver.answered.set()
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
@@ -72,8 +92,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(statuses=(), **where):
-        made.append(Receiver(statuses, **where))
+    def make(statuses=(), **how):
+        made.append(Receiver(statuses, **how))
         return made[-1]
 
     yield make

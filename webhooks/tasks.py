@@ -1,6 +1,7 @@
 """django-q2 task of outgoing webhooks: takes an id, idempotent."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -9,13 +10,14 @@ import time
 from datetime import timedelta
 
 import httpx
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
-from core.outbound import DestinationRefused, DestinationUnresolved, destination_check, tls_context
+from core.outbound import Destination, DestinationRefused, DestinationUnresolved, destination_check, tls_context
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -37,12 +39,24 @@ def retry_delay(attempts: int) -> timedelta:
 def _post(url: str, *, body: bytes, headers: dict) -> tuple[int, str]:
     """POST to the address the URL's host was checked at (never resolved again, so never another one), with the
     URL's name as Host and, for https, as SNI and the name the certificate must carry. Redirects are not followed,
-    and no proxy or .netrc from the environment is used (trust_env=False): the checked address is the peer."""
+    and no proxy or .netrc from the environment is used (trust_env=False): the checked address is the peer.
+    The whole attempt (resolving, connecting, sending, the receiver's answer) takes at most TIMEOUT_S: httpx's
+    timeouts bound each read, which a receiver answering a byte at a time would renew for ever; past it,
+    TimeoutError."""
+    deadline = time.monotonic() + TIMEOUT_S
     destination = destination_check(url)
+    try:
+        return async_to_sync(_post_within)(destination, body=body, headers=headers, deadline=deadline)
+    except TimeoutError:
+        raise TimeoutError(f"no answer within {TIMEOUT_S} s") from None
+
+
+async def _post_within(destination: Destination, *, body: bytes, headers: dict, deadline: float) -> tuple[int, str]:
     extensions = {"sni_hostname": destination.sni_hostname} if destination.sni_hostname else {}
-    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
-        response = client.post(destination.url, content=body, headers={**headers, "Host": destination.host},
-                               extensions=extensions)
+    async with asyncio.timeout(deadline - time.monotonic()), httpx.AsyncClient(
+            timeout=TIMEOUT_S, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
+        response = await client.post(destination.url, content=body, headers={**headers, "Host": destination.host},
+                                     extensions=extensions)
     if 200 <= response.status_code < 300:
         return response.status_code, ""
     return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
@@ -68,7 +82,7 @@ def webhook_deliver(delivery_id: str) -> str:
         code, error = _post(delivery.url, body=body, headers=headers)
     except DestinationRefused as exc:
         error, refused = f"refused: {exc}"[:500], True
-    except (DestinationUnresolved, httpx.HTTPError) as exc:
+    except (DestinationUnresolved, httpx.HTTPError, TimeoutError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     now = timezone.now()
     with transaction.atomic():  # the attempt and its retry are logged together: a retrying delivery has its next

@@ -1,7 +1,8 @@
 """Where webhooks may go: public addresses, or the networks an operator allows (CHATTER_WEBHOOK_ALLOWED_NETWORKS).
 A budget's webhook to anything else is refused when it is saved; every delivery resolves the name itself, checks
 each address and connects to the checked one, so a name that resolves (or is rebound) to an internal address is
-refused then too: the delivery fails at once, without retries. Redirects are never followed. (Runs' and crons'
+refused then too: the delivery fails at once, without retries. Redirects are never followed. An attempt takes
+TIMEOUT_S in all, however slowly a receiver answers. (Runs' and crons'
 webhooks of /langgraph/: tests/agent_server/test_webhooks_and_delays.py.)"""
 import socket
 import ssl
@@ -15,6 +16,7 @@ from django_q.models import Schedule
 from budgets.models import Budget
 from tests.webhook_receiver import (  # noqa: F401 - fixtures
     NON_PUBLIC_URLS, RECEIVER_NETWORKS, SECRET, fake_dns, receiver)
+from webhooks import tasks
 from webhooks.models import WebhookDelivery
 from webhooks.services import webhook_delivery_create
 
@@ -183,6 +185,21 @@ def test_a_redirect_is_not_followed(signing, settings, receiver):
 
     assert (delivery.status, delivery.last_status_code) == ("retrying", 302)
     assert len(hook.received) == 1 and target.received == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_is_bounded_in_all_and_a_receiver_slower_than_that_is_retried(signing, settings, receiver,
+                                                                                  monkeypatch):
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS
+    monkeypatch.setattr(tasks, "TIMEOUT_S", 1)  # (10 s as shipped)
+    # Each line well within a read's timeout, 5 s in all: a receiver that would hold an attempt as long as it likes.
+    hook = receiver(drip_s=0.2, drip_lines=25)
+
+    delivery = deliver(hook.url)
+
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, None)
+    assert delivery.last_error == "TimeoutError: no answer within 1 s"
+    assert Schedule.objects.filter(func="webhooks.tasks.webhook_deliver").count() == 1  # retried as any failure
 
 
 class TLSServer:
