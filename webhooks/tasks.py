@@ -23,6 +23,7 @@ from webhooks.models import WebhookDelivery
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 10
+ANSWER_KEPT_BYTES = 1024  # of an answer outside 2xx, read for the attempt's log (its first 200 characters)
 
 
 def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
@@ -52,14 +53,22 @@ def _post(url: str, *, body: bytes, headers: dict) -> tuple[int, str]:
 
 
 async def _post_within(destination: Destination, *, body: bytes, headers: dict, deadline: float) -> tuple[int, str]:
+    """The POST, its answer streamed: a 2xx's body is not read, another's at most ANSWER_KEPT_BYTES, as sent
+    (identity: a compressed answer could grow a thousandfold as it is read), then the connection is closed."""
     extensions = {"sni_hostname": destination.sni_hostname} if destination.sni_hostname else {}
     async with asyncio.timeout(deadline - time.monotonic()), httpx.AsyncClient(
             timeout=TIMEOUT_S, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
-        response = await client.post(destination.url, content=body, headers={**headers, "Host": destination.host},
-                                     extensions=extensions)
-    if 200 <= response.status_code < 300:
-        return response.status_code, ""
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+        async with client.stream("POST", destination.url, content=body, extensions=extensions, headers={
+                **headers, "Host": destination.host, "Accept-Encoding": "identity"}) as response:
+            if 200 <= response.status_code < 300:
+                return response.status_code, ""
+            kept = b""
+            async for chunk in response.aiter_raw():
+                kept += chunk[:ANSWER_KEPT_BYTES - len(kept)]
+                if len(kept) >= ANSWER_KEPT_BYTES:
+                    break
+    text = kept.decode(response.encoding or "utf-8", errors="replace")
+    return response.status_code, f"HTTP {response.status_code}: {text[:200]}"
 
 
 def webhook_deliver(delivery_id: str) -> str:

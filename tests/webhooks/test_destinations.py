@@ -2,7 +2,7 @@
 A budget's webhook to anything else is refused when it is saved; every delivery resolves the name itself, checks
 each address and connects to the checked one, so a name that resolves (or is rebound) to an internal address is
 refused then too: the delivery fails at once, without retries. Redirects are never followed. An attempt takes
-TIMEOUT_S in all, however slowly a receiver answers. (Runs' and crons'
+TIMEOUT_S in all, however slowly a receiver answers, and reads no more of its answer than it keeps. (Runs' and crons'
 webhooks of /langgraph/: tests/agent_server/test_webhooks_and_delays.py.)"""
 import socket
 import ssl
@@ -200,6 +200,21 @@ def test_an_attempt_is_bounded_in_all_and_a_receiver_slower_than_that_is_retried
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, None)
     assert delivery.last_error == "TimeoutError: no answer within 1 s"
     assert Schedule.objects.filter(func="webhooks.tasks.webhook_deliver").count() == 1  # retried as any failure
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_reads_the_start_of_a_huge_answer_and_hangs_up(signing, settings, receiver):
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS
+    size = 64 * 1024 * 1024
+    hook = receiver(statuses=[500], body_size=size)
+
+    delivery = deliver(hook.url)
+
+    assert (delivery.status, delivery.last_status_code) == ("retrying", 500)
+    assert delivery.last_error == "HTTP 500: " + "x" * 200  # what the log keeps
+    assert hook.answered.wait(30)
+    (sent,) = hook.sent
+    assert sent < size  # the rest was never read: the attempt hung up
 
 
 class TLSServer:
