@@ -239,20 +239,21 @@ def budget_crossings_own(*, crossings: list[dict], holds: list[dict], owner_id) 
 
 
 def budget_alerts_send(*, crossings: list[dict], in_run: list[dict]) -> None:
-    """After the commit that crossed them: each crossing's webhook delivery (logged, then sent by a django-q2 task
-    that retries with backoff) and, when mail is configured, an email to the budget's owner. A crossing the run's
-    log does not carry (`in_run`: budget_crossings_own) gets its audit row here, about the budget and by no user:
-    the run's rows are its owner's to read."""
+    """In the transaction that crossed them (a run's ending): each crossing's webhook delivery, logged there so that
+    no process stopping after the commit loses it (then sent by a django-q2 task that retries with backoff) and,
+    after the commit, when mail is configured, an email to the budget's owner. A crossing the run's log does not
+    carry (`in_run`: budget_crossings_own) gets its audit row after the commit too (the chain's lock is the last
+    a run's ending may take), about the budget and by no user: the run's rows are its owner's to read."""
     from django.conf import settings
+    from django.db import transaction
     from django_q.tasks import async_task
 
     budgets = Budget.objects.select_related("owner").in_bulk([c["budget_id"] for c in crossings])
+    alerts = []
     for crossing in crossings:
         budget = budgets.get(uuid.UUID(crossing["budget_id"]))
         if budget is None:
             continue
-        if crossing not in in_run:
-            audit_record(action="budget.threshold", target=budget, data=crossing)
         payload = {"event": "budget_threshold", "budget": {"id": str(budget.pk), "name": budget.name,
                                                            "scope": budget.scope, "target_id": budget.target_id,
                                                            "period": budget.period, "mode": budget.mode},
@@ -260,8 +261,17 @@ def budget_alerts_send(*, crossings: list[dict], in_run: list[dict]) -> None:
         if budget.webhook_url:
             webhook_delivery_create(subject_type="budget", subject_id=str(budget.pk), url=budget.webhook_url,
                                     event="budget_threshold", payload=payload)
-        if settings.CHATTER_ALERT_EMAILS and budget.owner.email:
-            async_task("budgets.tasks.alert_email_send", str(budget.pk), payload, group="alerts")
+        alerts.append((budget, crossing, payload))
+
+    def after_commit() -> None:
+        for budget, crossing, payload in alerts:
+            if crossing not in in_run:
+                audit_record(action="budget.threshold", target=budget, data=crossing)
+            if settings.CHATTER_ALERT_EMAILS and budget.owner.email:
+                async_task("budgets.tasks.alert_email_send", str(budget.pk), payload, group="alerts")
+
+    if alerts:
+        transaction.on_commit(after_commit)
 
 
 def budget_create(*, owner, scope: str, target_id: str, period: str, timezone_name: str, mode: str,

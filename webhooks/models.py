@@ -3,6 +3,7 @@ names what it is about by type and id (text), never by a foreign key, so every a
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 
 class WebhookDelivery(models.Model):
@@ -27,6 +28,7 @@ class WebhookDelivery(models.Model):
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     log = models.JSONField(default=list, blank=True)  # [{"at", "status_code", "error"}] per attempt
+    # When its next attempt is due (a pending one's first: when it was written); none once delivered or failed
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # With tracing on (core.tracing): the trace context it was created in (a run's: its span), sent with it as
     # traceparent/tracestate, so the receiver's work joins the trace
@@ -37,7 +39,10 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+        indexes = [models.Index(fields=["subject_type", "subject_id"]),
+                   # what the sweep reads (webhooks.tasks.webhook_deliveries_resume): the few not settled yet
+                   models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "retrying"]),
+                                name="webhooks_delivery_unsettled")]
 
     def __str__(self) -> str:
         return f"{self.event} → {self.url} ({self.status}, {self.attempts} attempts)"

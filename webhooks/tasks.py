@@ -7,22 +7,28 @@ import hmac
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
 from core.outbound import Destination, DestinationRefused, DestinationUnresolved, destination_check, tls_context
+from core.schedules import schedule_keep
 from webhooks.models import WebhookDelivery
+from webhooks.services import webhook_payload
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 10
+UNSETTLED = (WebhookDelivery.Status.PENDING, WebhookDelivery.Status.RETRYING)
+SWEEP_SCHEDULE_NAME = "chatter-webhooks-sweep"
+SWEEP_BATCH = 500  # deliveries a sweep sends again; the next takes the rest
 ANSWER_KEPT_BYTES = 1024  # of an answer outside 2xx, read for the attempt's log (its first 200 characters)
 
 
@@ -73,12 +79,17 @@ async def _post_within(destination: Destination, *, body: bytes, headers: dict, 
 
 def webhook_deliver(delivery_id: str) -> str:
     """One attempt to deliver; a failure (an error, or a status outside 2xx) schedules the next after a backoff,
-    until MAX_ATTEMPTS. A destination that is not allowed (core.outbound) fails the delivery at once.
-    Every attempt is logged on the delivery (the admin shows it)."""
+    until MAX_ATTEMPTS. A destination that is not allowed (core.outbound) fails the delivery at once, as does one
+    whose subject is gone before its payload was made (webhooks.services.webhook_payload). Every attempt is logged
+    on the delivery (the admin shows it)."""
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
     if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
         return "nothing to do"
-    body = json.dumps({"id": str(delivery.pk), **delivery.payload}, sort_keys=True, separators=(",", ":")).encode()
+    payload = webhook_payload(delivery)
+    if payload is None:
+        return _attempt_logged(delivery.pk, code=None, error=f"refused: its {delivery.subject_type} is gone",
+                               final=True)
+    body = json.dumps({"id": str(delivery.pk), **payload}, sort_keys=True, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "User-Agent": "Chatter-Webhooks/1",
                "X-Chatter-Event": delivery.event, "X-Chatter-Delivery": str(delivery.pk), "X-Chatter-Timestamp": timestamp,
@@ -93,26 +104,39 @@ def webhook_deliver(delivery_id: str) -> str:
         error, refused = f"refused: {exc}"[:500], True
     except (DestinationUnresolved, httpx.HTTPError, TimeoutError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
+    return _attempt_logged(delivery.pk, code=code, error=error, final=refused,
+                           payload=payload if not delivery.payload else None)
+
+
+def _attempt_logged(delivery_id, *, code: int | None, error: str, final: bool = False, payload: dict | None = None,
+                    lost_before: datetime | None = None) -> str:
+    """Log an attempt on the delivery and, failed, schedule the next after its backoff, or, `final` (a refused
+    destination stays refused) or out of attempts, fail it. `payload`: the one it was made for it, kept for its
+    next attempts. `lost_before` (the sweep): only while its attempt, due before then, has not reported (else "")."""
     now = timezone.now()
     with transaction.atomic():  # the attempt and its retry are logged together: a retrying delivery has its next
         # The row as it is now, locked: another attempt of the same delivery (a task delivered twice) may have
         # logged itself since this one read it.
-        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
+        if lost_before is not None and not _lost(delivery, before=lost_before):
+            return ""  # it reported meanwhile: nothing logged
         delivery.attempts += 1
         delivery.last_status_code, delivery.last_error = code, error
         delivery.log = [*delivery.log, {"at": now.isoformat(), "status_code": code, "error": error}]
+        if payload is not None:
+            delivery.payload = payload
         if delivery.status == WebhookDelivery.Status.DELIVERED:
             pass  # another attempt got through meanwhile: it stays delivered
         elif not error:
             delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
                 WebhookDelivery.Status.DELIVERED, now, None)
-        elif refused or delivery.attempts >= MAX_ATTEMPTS:  # a refused destination stays refused
+        elif final or delivery.attempts >= MAX_ATTEMPTS:
             delivery.status, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, None
         else:
             delivery.status = WebhookDelivery.Status.RETRYING
             delivery.next_attempt_at = now + retry_delay(delivery.attempts)
         delivery.save(update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at",
-                                     "next_attempt_at"])
+                                     "next_attempt_at", *(["payload"] if payload is not None else [])])
         if delivery.status == WebhookDelivery.Status.RETRYING:
             schedule("webhooks.tasks.webhook_deliver", str(delivery.pk),
                      name=f"webhook-{delivery.pk}-{delivery.attempts}", schedule_type=Schedule.ONCE,
@@ -120,3 +144,41 @@ def webhook_deliver(delivery_id: str) -> str:
     if error:
         logger.warning("webhook delivery %s attempt %d failed: %s", delivery.pk, delivery.attempts, error)
     return delivery.status
+
+
+def lost_after() -> timedelta:
+    """How long past its due time an attempt that has not reported is lost: django-q2's `retry` (its task timeout +
+    60 s), when its broker hands again a task a worker took and did not finish; by then a worker still on it was
+    stopped at the task timeout. (A task queued behind busy workers may wait as long: it is not lost before.)"""
+    return timedelta(seconds=settings.Q_CLUSTER["retry"])
+
+
+def _lost(delivery: WebhookDelivery, *, before: datetime) -> bool:
+    due = delivery.next_attempt_at or delivery.created_at  # (a pending one written before its first was kept)
+    return delivery.status in UNSETTLED and due < before
+
+
+def webhook_deliveries_resume(*, now: datetime | None = None) -> int:
+    """Every minute (`chatter-webhooks-sweep`): the deliveries whose attempt was due longer than lost_after() ago
+    and has not reported (its task was lost: the process that was to queue it stopped after the commit that wrote
+    it, its worker died or was stopped at its task timeout) count that attempt failed, "lost" in their log, and
+    are retried after their backoff as after any failed attempt, or failed once out of attempts. Returns how many."""
+    lost_before = (now or timezone.now()) - lost_after()
+    lost = WebhookDelivery.objects.filter(status__in=UNSETTLED).filter(
+        Q(next_attempt_at__lt=lost_before) | Q(next_attempt_at__isnull=True, created_at__lt=lost_before))
+    error = f"lost: its attempt did not report within {int(lost_after().total_seconds())} s of its due time"
+    resumed = 0
+    for delivery_id in lost.order_by("next_attempt_at").values_list("pk", flat=True)[:SWEEP_BATCH]:
+        resumed += bool(_attempt_logged(delivery_id, code=None, error=error, lost_before=lost_before))
+    return resumed
+
+
+def webhook_sweep_task() -> int:
+    """Every minute (`chatter-webhooks-sweep`, webhooks.apps): webhook_deliveries_resume."""
+    return webhook_deliveries_resume()
+
+
+def webhook_sweep_ensure() -> None:
+    """The django-q2 schedule of the sweep of lost deliveries, every minute (kept by name)."""
+    schedule_keep(SWEEP_SCHEDULE_NAME, func="webhooks.tasks.webhook_sweep_task", schedule_type=Schedule.MINUTES,
+                  minutes=1, repeats=-1)

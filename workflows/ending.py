@@ -164,8 +164,8 @@ def execution_finish(*, execution: WorkflowExecution, recorder: ExecutionRecorde
             for crossing in in_run:
                 recorder.emit("budget_threshold", crossing)
                 recorder.audit("budget.threshold", crossing)
-            if crossings:
-                transaction.on_commit(lambda: budget_alerts_send(crossings=crossings, in_run=in_run))
+            if crossings:  # (their webhooks' deliveries written with the run's end)
+                budget_alerts_send(crossings=crossings, in_run=in_run)
         summary = {
             "status": status, "execution_time_ms": elapsed_ms,
             **{name: getattr(execution, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")},

@@ -4,10 +4,14 @@ with Chatter's tokens and cost is POSTed to a local receiver that checks the HMA
 first is retried with backoff (the webhooks app's one delivery path, as budget alerts use). A delayed run is pending
 until it is due: the server that took it hands it to the workers then, django-q2's one-off schedule is the
 fallback; the recovery sweep leaves it alone meanwhile."""
+import json
+import re
 import time
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
+from django.test import Client
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.scheduler import scheduler
@@ -19,7 +23,9 @@ from tests.fixtures_server import start_worker, stop_process
 from tests.invariants import assert_all
 from tests.webhook_receiver import (  # noqa: F401 - a fixture
     NON_PUBLIC_URLS, RECEIVER_NETWORK, RECEIVER_NETWORKS, SECRET, receiver)
+from webhooks import statements
 from webhooks.models import WebhookDelivery
+from webhooks.tasks import lost_after
 from workflows.models import WorkflowExecution, WorkflowSchedule
 from workflows.services.recovery import execution_sweep
 
@@ -79,6 +85,45 @@ def test_a_run_with_a_webhook_is_posted_signed_when_it_ends_and_retried_until_re
     assert [m["type"] for m in first["values"]["messages"]] == ["human", "ai", "tool", "ai"]
     assert "84" in first["values"]["messages"][-1]["content"]
     assert_all(execution)
+
+
+@pytest.mark.django_db  # its transactions never commit: nothing is run after a commit, as in a process stopped then
+def test_a_runs_webhook_is_written_by_its_end_and_sent_by_the_sweep_when_its_process_stopped_after_the_commit(
+        alice_key, receiver, settings):
+    settings.CHATTER_WEBHOOK_SECRET, settings.CHATTER_WEBHOOK_RETRY_S = SECRET, 30
+    settings.CHATTER_WEBHOOK_ALLOWED_NETWORKS = RECEIVER_NETWORKS
+    hook = receiver()
+
+    response = Client().post("/langgraph/runs/wait", json.dumps({"assistant_id": "universal_chat", "input": TURN,
+                                                                 "webhook": hook.url}),
+                             content_type="application/json", headers={"x-api-key": alice_key})
+
+    assert response.status_code == 200, response.content
+    execution = WorkflowExecution.objects.get()
+    delivery = WebhookDelivery.objects.get()  # written with the run's end, though no task was queued
+    assert (delivery.subject_type, delivery.subject_id, delivery.event) == ("run", str(execution.pk), "run_ended")
+    assert (delivery.status, delivery.attempts, hook.received) == ("pending", 0, [])
+    due_now("webhooks.tasks.webhook_sweep_task")  # its task may still be waiting for a worker: not lost yet
+    assert WebhookDelivery.objects.get().attempts == 0
+    WebhookDelivery.objects.update(next_attempt_at=F("next_attempt_at") - lost_after())  # the clock moves on
+
+    due_now("webhooks.tasks.webhook_sweep_task")
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, None)
+    assert delivery.last_error.startswith("lost: ")
+    due_now("webhooks.tasks.webhook_deliver")  # retried after its backoff, as any failed attempt
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 2)
+    (payload,) = hook.verified()
+    assert (payload["id"], payload["run_id"], payload["status"]) == (str(delivery.pk), str(execution.pk), "success")
+    assert payload["chatter"]["total_tokens"] == execution.total_tokens > 0
+    assert "84" in payload["values"]["messages"][-1]["content"]
+
+
+def test_the_delivery_a_runs_end_writes_names_every_column_of_a_delivery():
+    assert set(statements.DELIVERY_COLUMNS) == {field.attname for field in WebhookDelivery._meta.concrete_fields}
+    assert re.findall(r'"(\w+)"', statements.DELIVERY_INSERT.split(")")[0])[1:] == list(statements.DELIVERY_COLUMNS)
 
 
 def test_runs_without_a_webhook_deliver_nothing(server_with_webhooks, alice_key):

@@ -1,7 +1,8 @@
 """Budget alerts: each threshold fires once per period, as the run that crosses it ends: a `budget_threshold`
 event in that run's log (before its terminal event) and on /ws/events/, an audit row, a webhook signed with
 HMAC-SHA256 that a receiver verifies (a receiver that answers 500 is retried with backoff by django-q2, and the
-delivery log shows each attempt), and an email when mail is configured."""
+delivery log shows each attempt), and an email when mail is configured. The webhook's delivery is written with the
+run's end: a process that stops right after that commit loses none, the sweep sends it."""
 import json
 import threading
 from datetime import timedelta
@@ -9,6 +10,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.core import mail
+from django.db.models import F
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.scheduler import scheduler
@@ -20,6 +22,7 @@ from budgets.models import Budget, BudgetPeriod
 from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.webhook_receiver import RECEIVER_NETWORKS, SECRET, receiver  # noqa: F401 - a fixture
 from webhooks.models import WebhookDelivery
+from webhooks.tasks import lost_after
 from workflows.models import ExecutionEvent, WorkflowExecution
 
 
@@ -100,6 +103,32 @@ def test_a_receiver_that_answers_500_is_retried_with_backoff_and_the_log_shows_i
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
     assert [entry["status_code"] for entry in delivery.log] == [500, 500, 200]
     assert len(hook.verified()) == 3  # the same signed alert each time
+
+
+@pytest.mark.django_db  # its transactions never commit: nothing is run after a commit, as in a process stopped then
+def test_an_alerts_webhook_is_written_by_the_run_that_crossed_it_and_sent_by_the_sweep_if_its_process_stopped(
+        api, alerts_on, receiver):
+    hook = receiver()
+    budget = api.post("/api/v1/budgets/", {"scope": "user", "period": "day", "limit_tokens": 100, "mode": "soft",
+                                           "thresholds": [10], "webhook_url": hook.url}, format="json").json()
+
+    chat(api, "hello")
+
+    delivery = WebhookDelivery.objects.get()  # written with the run's end, though no task was queued
+    assert (delivery.subject_type, delivery.event, delivery.status, delivery.attempts) == (
+        "budget", "budget_threshold", "pending", 0)
+    assert hook.received == [] and BudgetPeriod.objects.get().thresholds_fired == [10]
+    WebhookDelivery.objects.update(next_attempt_at=F("next_attempt_at") - lost_after())  # the clock moves on
+    Schedule.objects.filter(func="webhooks.tasks.webhook_sweep_task").update(
+        next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()  # the sweep: the attempt lost, retried after its backoff
+    Schedule.objects.filter(func="webhooks.tasks.webhook_deliver").update(
+        next_run=timezone.now() - timedelta(seconds=1))
+    scheduler()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 2) and delivery.log[0]["error"].startswith("lost: ")
+    (payload,) = hook.verified()
+    assert (payload["threshold"], payload["budget"]["id"]) == (10, budget["id"])
 
 
 @pytest.mark.django_db
