@@ -116,6 +116,40 @@ def test_a_pending_run_that_never_started_within_its_timeout_is_interrupted(alic
     assert execution_run(execution_id=execution.pk).status == "failed"  # a late delivery finds nothing to run
 
 
+def test_a_run_cancelled_after_its_worker_died_ends_cancelled_at_the_sweep(alice, api, settings):
+    settings.CHATTER_RESUME_ATTEMPTS = 2  # not cancelled, it would be queued again to go on
+    execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
+                                    beat_seconds_ago=HEARTBEAT_LOST_S + 5)
+    response = api.post(f"/api/v1/executions/{execution.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["cancel_requested"]  # asked: no process is left to stop
+
+    assert execution_sweep() == [execution]
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type, execution.resume_attempts) == ("cancelled", "cancelled", 0)
+    assert "worker stopped" in execution.error_message
+    assert execution.events.order_by("-seq").first().event == "workflow_cancelled"
+    assert not execution.events.filter(event="workflow_requeued").exists()
+    assert Message.objects.get(execution=execution, role="assistant").error_message
+    assert_all(execution)
+    assert execution_run(execution_id=execution.pk).status == "cancelled"  # a late delivery finds nothing to run
+
+
+def test_a_run_cancelled_as_the_sweep_queued_it_again_ends_cancelled_at_the_next_sweep(alice, settings):
+    settings.CHATTER_RESUME_ATTEMPTS = 2
+    execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
+                                    beat_seconds_ago=HEARTBEAT_LOST_S + 5)
+    assert execution_sweep() == []  # queued again (its task is sent once this test's transaction commits)
+    # The cancel read it `running` and asked it to stop just after: pending, no worker claims it (cancel_requested).
+    WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
+
+    assert execution_sweep() == [execution]
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("cancelled", "cancelled")
+    assert_all(execution)
+
+
 # --- pending runs whose task was lost are queued again, long before their timeout ---------------------------
 def test_a_pending_run_without_a_task_is_queued_again_and_runs(alice):
     execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="background"))

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.db import retried_on_conflict
-from core.errors import InvalidInput
+from core.errors import InvalidInput, RunCancelled
 from engine.runtime import RunInterrupted
 from workflows.ending import end_from_ledger
 from workflows.heartbeat import HEARTBEAT_S
@@ -48,6 +48,8 @@ def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
     timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
     deadline = timedelta(seconds=timeout_s + SWEEP_GRACE_S)
     if execution.status == Status.PENDING:
+        if execution.cancel_requested:  # cancelled as the sweep queued it again: no worker will claim it
+            return "no worker took it again"
         if _due_at(execution) + deadline < now:
             return f"it did not start within its timeout ({timeout_s} s)"
         return None
@@ -64,9 +66,12 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
     """End a pending or running run from outside its process as `failed` / `interrupted`, through
     execution_finish: the usage its ledger holds stays on the execution, its nodes and (for a chat turn) an
     assistant message carrying the last text known and the error (I5); nodes left running fail; the terminal
-    event comes last (I6). None when the run had already ended."""
-    return end_from_ledger(execution_id=execution.pk,
-                                     error=RunInterrupted(f"the run was interrupted: {reason}"))
+    event comes last (I6). A run its owner asked to cancel ends `cancelled` so instead: no process is left to
+    cancel it (a worker never claims a pending run with cancel_requested, runs._pending_claim). None when the run
+    had already ended."""
+    error = RunCancelled(f"the run was cancelled: {reason}") if execution.cancel_requested else RunInterrupted(
+        f"the run was interrupted: {reason}")
+    return end_from_ledger(execution_id=execution.pk, error=error)
 
 
 @retried_on_conflict
@@ -98,7 +103,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
         "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at",
-                           "resume_attempts", "run_after")
+                           "resume_attempts", "run_after", "cancel_requested")
 
 
 def _requeue_after(execution: WorkflowExecution) -> timedelta:
@@ -163,10 +168,11 @@ def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     """The recovery sweep (docs/operations/audit.md#recovery, docs/architecture.md#i4): every run pending or running
     past its timeout (plus a grace), and every running run whose process stopped beating (its worker died) after
     CHATTER_RESUME_ATTEMPTS re-queues, ends `failed` / `interrupted`; before those are used up, such a run is queued
-    again to go on from its last checkpoint (execution_requeue_after_crash). Unanswered questions past their timeout
-    end too (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is logged and left
-    for the next sweep. Before that, a pending background or scheduled run whose task was lost with a dead worker is
-    queued again (executions_requeue_lost), well before its timeout would end it."""
+    again to go on from its last checkpoint (execution_requeue_after_crash); one its owner asked to cancel ends
+    `cancelled` instead, as does a pending one the cancel came to as it was queued again. Unanswered questions past
+    their timeout end too (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is
+    logged and left for the next sweep. Before that, a pending background or scheduled run whose task was lost with a
+    dead worker is queued again (executions_requeue_lost), well before its timeout would end it."""
     now = now or timezone.now()
     ended = []
     runs = list(_runs_in_progress())
@@ -178,7 +184,7 @@ def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
         if reason is None:
             continue
         if (execution.status == Status.RUNNING and reason.startswith(WORKER_STOPPED)
-                and execution.resume_attempts < settings.CHATTER_RESUME_ATTEMPTS):
+                and not execution.cancel_requested and execution.resume_attempts < settings.CHATTER_RESUME_ATTEMPTS):
             try:
                 if execution_requeue_after_crash(execution_id=execution.pk, reason=reason) is not None:
                     logger.warning("execution %s queued again to go on from its last checkpoint: %s",
