@@ -156,7 +156,8 @@ class WorkflowExecution(TokenTotals):
     # runs and crons): a run without one costs nothing more when it ends.
     webhook = models.URLField(max_length=500, blank=True, default="")
     # A delayed run (LangGraph's after_seconds): pending, not to start before this; django-q2 starts it then, and
-    # the recovery sweep counts its deadlines from this instead of created_at.
+    # the recovery sweep counts its deadlines from this instead of created_at. A run answered in background mode
+    # (workflows.services.waiting) is pending again from its answer: its run_after is then.
     run_after = models.DateTimeField(null=True, blank=True)
     # The stored prompt version its model nodes were given (the first one fetched; a split's draw for this run or
     # its conversation): what per-version analytics group runs by. Each LLM call names its own (LLMCall).

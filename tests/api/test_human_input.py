@@ -243,6 +243,47 @@ def test_a_background_answer_is_accepted_and_a_worker_goes_on_with_the_run(api):
     assert_all(execution)
 
 
+def test_a_background_answer_waits_on_the_run_while_the_workers_are_busy_and_the_sweep_keeps_it(api):
+    from tests.workflows.test_sweep import waiting_in_the_queue
+    from workflows.tasks import execution_run_task
+
+    paused = start(api)
+    interrupt_id = paused["output_data"]["input_required"][0]["interrupt_id"]
+
+    response = api.post(f"{URL}{paused['id']}/resume/", {"answer": 5, "mode": "background"}, format="json")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "pending"  # no process runs it until a worker takes it
+    execution = waiting_in_the_queue(WorkflowExecution.objects.get(pk=paused["id"]))  # every worker is busy
+    assert execution.output_data["answers"] == {interrupt_id: 5}
+    # The sweep runs meanwhile: the run's task waits for a worker, and the answer with the run.
+    assert execution_sweep(now=timezone.now() + timedelta(seconds=40)) == []
+    execution.refresh_from_db()
+    assert (execution.status, execution.resume_attempts) == ("pending", 0)
+
+    assert execution_run_task(str(execution.pk)) == "completed"  # a worker is free: it takes the run's task
+
+    execution.refresh_from_db()
+    assert execution.output_data["variables"] == {"count": 5} and "answers" not in execution.output_data
+    assert execution.events.get(event="workflow_resumed").data == {"answered": [interrupt_id]}
+    assert execution.llm_calls == 2
+    assert_all(execution)
+    assert execution_run_task(str(execution.pk)) == "completed"  # a second delivery finds it claimed
+
+
+def test_a_background_answer_whose_task_was_lost_is_queued_again_by_the_sweep(api):
+    paused = start(api)  # a sync run, answered in background mode
+    response = api.post(f"{URL}{paused['id']}/resume/", {"answer": 4, "mode": "background"}, format="json")
+    assert response.status_code == 202, response.content
+    # Its task never reached a worker (this test's transaction never commits, as a process that died before it sent it).
+
+    assert execution_sweep(now=timezone.now() + timedelta(seconds=31)) == []  # queued again (run at once here)
+
+    execution = WorkflowExecution.objects.get(pk=paused["id"])
+    assert execution.status == "completed" and execution.output_data["variables"] == {"count": 4}
+    assert_all(execution)
+
+
 # Two questions at once: parallel branches (edges marked `parallel`) each reach a human_input node.
 TWO_QUESTIONS = {
     "nodes": [{"id": "start", "type": "start"},

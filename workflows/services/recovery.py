@@ -93,6 +93,8 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
         WorkflowExecution.objects.filter(pk=locked.pk, status=Status.RUNNING).update(
             status=Status.PENDING, resume_attempts=attempt, stream_progress={}, heartbeat_at=None,
+            # a background answer it was claimed with is in its checkpoints now, or asked again (as for any run)
+            output_data={k: v for k, v in (locked.output_data or {}).items() if k != "answers"},
             **recorder.counters_increments())
         recorder.write_held()
         transaction.on_commit(lambda: execution_enqueue(execution_id=locked.pk))
@@ -103,12 +105,18 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
         "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at",
-                           "resume_attempts", "run_after", "cancel_requested")
+                           "resume_attempts", "run_after", "cancel_requested", "output_data")
 
 
 def _requeue_after(execution: WorkflowExecution) -> timedelta:
     timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
     return timedelta(seconds=min(REQUEUE_AFTER_S, timeout_s / 3))
+
+
+def _queued(execution: WorkflowExecution) -> bool:
+    """A pending run a worker's task starts: a background or scheduled one, or one answered in background mode
+    (workflows.services.waiting: its answers wait on it for a worker)."""
+    return execution.mode in QUEUED_MODES or "answers" in (execution.output_data or {})
 
 
 def _queued_tasks(*, now: datetime) -> dict[str, datetime | None]:
@@ -137,8 +145,8 @@ def executions_requeue_lost(*, runs: list[WorkflowExecution], now: datetime) -> 
     the newest was taken by a worker REQUEUE_AFTER_S ago or more and the run has still not started (that worker
     died with it). Never twice: whichever delivery comes first claims the run (runs._pending_claim), any other
     finds it claimed and does nothing. Returns the runs queued again."""
-    overdue = [execution for execution in runs if execution.status == Status.PENDING
-               and execution.mode in QUEUED_MODES and _due_at(execution) + _requeue_after(execution) <= now]
+    overdue = [execution for execution in runs if execution.status == Status.PENDING and _queued(execution)
+               and _due_at(execution) + _requeue_after(execution) <= now]
     if not overdue:
         return []
     tasks = _queued_tasks(now=now)

@@ -442,40 +442,39 @@ def waiting_run_input_set(*, execution_id, input_data: dict) -> bool:
         input_data=input_data) == 1
 
 
-def _pending_claim(execution_id) -> tuple[bool, WorkflowExecution | None, Message | None]:
-    """Claim a pending run for this process (one caller wins): whether it did, the run and its user message."""
+def _pending_claim(execution_id) -> runner.RunStart | None:
+    """Claim a pending run for this process (one caller wins): how it goes on (from its input; with the answers it
+    was given in background mode, workflows.services.waiting; from its last checkpoint after the sweep queued it
+    again when its worker died), or None when another caller claimed it."""
     started_at = timezone.now()
     claimed = WorkflowExecution.objects.filter(pk=execution_id, status=Status.PENDING, cancel_requested=False).update(
         status=Status.RUNNING, started_at=started_at, heartbeat_at=started_at)
     if not claimed:
-        return False, None, None
+        return None
     execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
     user_message = Message.objects.filter(execution_id=execution_id, role=Message.Role.USER).first() \
         if execution.conversation_id and execution.input_data.get("message") else None
-    return True, execution, user_message
+    answers = (execution.output_data or {}).get("answers")
+    return runner.RunStart(execution=execution, user_message=user_message, resume=answers,
+                           after_crash=answers is None and execution.resume_attempts > 0)
 
 
 def execution_run(*, execution_id) -> WorkflowExecution:
     """Run a pending execution to a terminal state (a worker's task). Safe to call twice: one caller claims it."""
-    claimed, execution, user_message = _pending_claim(execution_id)
-    if not claimed:
-        return WorkflowExecution.objects.get(pk=execution_id)
-    # A run the sweep queued again after its worker died goes on from its last checkpoint.
-    return runner.run(runner.RunStart(execution=execution, user_message=user_message,
-                                      after_crash=execution.resume_attempts > 0))
+    start = _pending_claim(execution_id)
+    return WorkflowExecution.objects.get(pk=execution_id) if start is None else runner.run(start)
 
 
 def execution_stream(*, execution_id) -> Iterator[dict]:
     """Claim a pending execution, run it on the runner's threads, and yield its events (tokens included) as they
     happen, from the same feed as every other reader. A reader that stops never stops or fails the run."""
     subscription = execution_subscribe(execution_id, remote=False)
-    claimed, execution, user_message = _pending_claim(execution_id)
-    if claimed:
-        runner.submit(runner.RunStart(execution=execution, user_message=user_message,
-                                      after_crash=execution.resume_attempts > 0))
+    start = _pending_claim(execution_id)
+    if start is not None:
+        runner.submit(start)
     else:
         subscription.close()
-    yield from feed_blocking(execution_feed(execution_id, subscription=subscription if claimed else None))
+    yield from feed_blocking(execution_feed(execution_id, subscription=subscription if start else None))
 
 
 def execution_cancel(*, execution: WorkflowExecution, actor=None) -> WorkflowExecution:

@@ -4,14 +4,14 @@ those left unanswered.
 A waiting run holds nothing but rows: its questions (`output_data.input_required`, each with its LangGraph
 interrupt id) and its graph's checkpoints. An answer is checked against its question's JSON Schema before anything
 is written; then the run is claimed back to `running` (one answer wins) and goes on from its last checkpoint in
-the mode asked for, in whichever process got the answer (workflows.runner)."""
+the mode asked for, in whichever process got the answer (workflows.runner); in background mode it goes back to
+`pending` with its answers kept on it (`output_data.answers`), for a worker to claim as any queued run."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
 from django.db import transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from audit.services import audit_record
 from core.errors import Conflict, InvalidInput, RunCancelled, RunError
@@ -20,6 +20,7 @@ from workflows import runner
 from workflows.ending import end_from_ledger
 from workflows.models import WorkflowExecution
 from workflows.realtime import execution_feed, execution_subscribe, feed_until_paused
+from workflows.services.queue import execution_enqueue
 
 Status = WorkflowExecution.Status
 Mode = WorkflowExecution.Mode
@@ -71,11 +72,19 @@ def questions_answered(*, questions: list[dict], answer: Any = NO_ANSWER, answer
 
 
 def _claim(*, execution: WorkflowExecution, answers: dict, mode: str, actor) -> WorkflowExecution:
-    """Back to `running` for this answer (one answer wins a race; the other gets a 409)."""
+    """Back to `running` for this answer (one answer wins a race; the other gets a 409). In background mode, back to
+    `pending` with the answers written on the run, due now: no process runs it until a worker claims it (runs.
+    _pending_claim goes on with them), and the recovery sweep treats it as any queued run (its task lost: queued
+    again), so the answer lives as long as the run."""
     now = timezone.now()
+    if mode == Mode.BACKGROUND:
+        changes = {"status": Status.PENDING, "run_after": now,
+                   "output_data": {**(execution.output_data or {}), "answers": answers}}
+    else:
+        changes = {"status": Status.RUNNING, "started_at": now, "heartbeat_at": now}
     with transaction.atomic():
         claimed = WorkflowExecution.objects.filter(pk=execution.pk, status=Status.WAITING).update(
-            status=Status.RUNNING, started_at=now, heartbeat_at=now, waiting_until=None)
+            waiting_until=None, **changes)
         if not claimed:
             raise Conflict("the run is no longer waiting for input", code="not_waiting")
         audit_record(action="execution.resumed", actor=actor, target=execution,
@@ -102,19 +111,10 @@ def execution_resume(*, execution: WorkflowExecution, actor, answer: Any = NO_AN
         runner.submit(runner.RunStart(execution=claimed, resume=answers))
         return feed_until_paused(execution_feed(claimed.pk, after=after, subscription=subscription))
     claimed = _claim(execution=execution, answers=answers, mode=mode, actor=actor)
-    if mode == Mode.BACKGROUND:
-        transaction.on_commit(lambda: async_task("workflows.tasks.execution_resume_task", str(claimed.pk), answers,
-                                                 task_name=f"execution-{claimed.pk}", group="executions"))
+    if mode == Mode.BACKGROUND:  # the task a queued run gets: whichever worker claims it goes on with the answers
+        transaction.on_commit(lambda: execution_enqueue(execution_id=claimed.pk))
         return claimed
     return runner.run(runner.RunStart(execution=claimed, resume=answers))
-
-
-def execution_resume_claimed(*, execution_id, answers: dict) -> WorkflowExecution:
-    """A worker goes on with a run claimed for a background answer (it is `running` with no process yet)."""
-    execution = WorkflowExecution.objects.select_related("template", "owner").get(pk=execution_id)
-    if execution.status != Status.RUNNING:
-        return execution
-    return runner.run(runner.RunStart(execution=execution, resume=answers))
 
 
 def executions_waiting_expire(*, now=None) -> list[WorkflowExecution]:
