@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from agent_server.bodies import EventStreamFilter
 from agent_server.protocol import thread_events
-from workflows.consumers import CLOSE_UNAUTHENTICATED, FeedConsumer
-from workflows.realtime import access_ended, access_subscribe
+from workflows.consumers import CLOSE_UNAUTHENTICATED, FeedConsumer, socket_access_ended
+from workflows.realtime import access_subscribe
 
 
 class ThreadEventsConsumer(AsyncWebsocketConsumer):
@@ -36,8 +36,7 @@ class ThreadEventsConsumer(AsyncWebsocketConsumer):
         self.access_task = asyncio.create_task(self.close_when_access_ends())
 
     async def close_when_access_ends(self) -> None:
-        await access_ended(self.access, key=self.scope.get("api_key"),
-                           expires_at=self.scope.get("api_key_expires_at"))
+        await socket_access_ended(self.scope, self.access)
         if self.relay_task is not None:
             self.relay_task.cancel()
         await self.close(code=CLOSE_UNAUTHENTICATED)

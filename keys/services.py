@@ -8,6 +8,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -79,6 +80,20 @@ def _key_live(*, digest: str, now) -> ApiToken | None:
     found = ApiToken.objects.select_related("user").filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now), digest=digest, revoked_at__isnull=True)[:1]
     return next(iter(found), None)
+
+
+def access_live(*, user_id, key_uid: str | None) -> bool:
+    """Whether a connection that authenticated as `user_id`, with the key whose uid is `key_uid` (None: a login
+    session), may go on: its user active, its key neither revoked nor deleted (its expiry is known to the connection:
+    workflows.realtime.access_ended). Read through the memo of hot reads: a statement only after keys or users
+    changed, in any process."""
+    return hot_reads.get(("access_live", user_id, key_uid), lambda: _access_live(user_id=user_id, key_uid=key_uid))
+
+
+def _access_live(*, user_id, key_uid: str | None) -> bool:
+    if key_uid is None:
+        return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
+    return ApiToken.objects.filter(uid=key_uid, user_id=user_id, user__is_active=True, revoked_at__isnull=True).exists()
 
 
 # Per process: a key's digest -> (its last use as its row said, the use this process wrote over it). Each request's

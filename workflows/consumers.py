@@ -27,6 +27,13 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
 
 
+async def socket_access_ended(scope, subscription: Subscription) -> None:
+    """Return once the access a socket's handshake had ends (workflows.realtime.access_ended): its user's, and its
+    API key's (TokenAuthMiddleware)."""
+    await access_ended(subscription, user_id=scope["user"].pk, key=scope.get("api_key"),
+                       expires_at=scope.get("api_key_expires_at"))
+
+
 class FeedConsumer(AsyncJsonWebsocketConsumer):
     """Relays one async feed of envelopes to the client; closes when the feed ends. The feed listens from before
     the handshake completes: a client that connects, then starts a run, misses none of its live tokens."""
@@ -53,8 +60,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def close_when_access_ends(self) -> None:
         """Its API key revoked or expired (scope["api_key"]: TokenAuthMiddleware) or its user deactivated, the
         socket stops relaying and closes as unauthenticated."""
-        await access_ended(self.access, key=self.scope.get("api_key"),
-                           expires_at=self.scope.get("api_key_expires_at"))
+        await socket_access_ended(self.scope, self.access)
         if self.feed_task is not None:
             self.feed_task.cancel()
         await self.close(code=CLOSE_UNAUTHENTICATED)

@@ -335,13 +335,26 @@ class LayerBus:
                     self._failed(1, logged=False)
                     continue
                 try:
-                    async with asyncio.timeout(LAYER_TIMEOUT_S):
-                        await self.layer.group_send(topic, {"type": MESSAGE_TYPE, "origin": self.origin,
-                                                            "topic": topic,
-                                                            "events": envelopes[start:start + MESSAGE_MOST]})
+                    await self._group_send(topic, envelopes[start:start + MESSAGE_MOST])
                 except Exception as exc:  # noqa: BLE001 - the layer is down: watchers elsewhere catch up from the db
                     self._paused_until = time.monotonic() + RECONNECT_S
                     self._failed(1, exc)
+
+    async def _group_send(self, topic: str, events: list[dict]) -> None:
+        """One message; one refused at once (not a call past LAYER_TIMEOUT_S, which may have been sent) is sent once
+        more, on a new connection: after Redis restarts, the first send on the process's pooled connection fails
+        (the server closed it), and a message that is no run's (access_ended) has no log to be read back from."""
+        message = {"type": MESSAGE_TYPE, "origin": self.origin, "topic": topic, "events": events}
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(LAYER_TIMEOUT_S):
+                    await self.layer.group_send(topic, message)
+                return
+            except TimeoutError:
+                raise
+            except Exception:  # noqa: BLE001 - the connection failed: the layer's pool opens a new one
+                if attempt == 2:
+                    raise
 
     def _failed(self, count: int, exc: Exception | None = None, *, logged: bool = True) -> None:
         """Count what was not sent; say so at most every FAILURE_LOG_INTERVAL_S: a layer that is slow (a call past

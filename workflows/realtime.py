@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation
+from keys.services import access_live
 from workflows.events import TERMINAL_EVENTS, conversation_updated_data, event_envelope
 from workflows.hub import Subscription, access_topic, execution_topic, hub, user_topic
 from workflows.models import ExecutionEvent, WorkflowExecution
@@ -27,6 +28,7 @@ POLL_S = 1.0
 USER_POLL_S = 2.0  # how often a user's feed looks for what the hub did not bring
 RUN_VISIBLE_S = 10.0  # a run's row is visible (its start committed) this soon after its created_at, at most
 ENDED_KEPT_S = 60.0  # how long a user's feed remembers a run it saw end (a late live copy of its events is dropped)
+ACCESS_CHECK_S = 2.0  # how often an open socket's key and user are read again (access_ended)
 
 
 @database_sync_to_async
@@ -226,19 +228,29 @@ def access_subscribe(user_id) -> Subscription:
     return hub.subscribe([access_topic(user_id)])
 
 
-async def access_ended(subscription: Subscription, *, key: str | None, expires_at: datetime | None = None) -> None:
+async def access_ended(subscription: Subscription, *, user_id, key: str | None,
+                       expires_at: datetime | None = None) -> None:
     """Return once the access a socket was opened with ends: its user deactivated, its API key (`key`: the key's
     uid; None for a session) revoked or deleted, or the key's expiry (`expires_at`) come. Told through the hub, so
-    in every process at once; nothing is read from the database meanwhile."""
+    in every process at once; and, as a message on the hub can be lost (Redis down, or just back with the
+    process's connection to it dead), the key and the user are read again every ACCESS_CHECK_S through the memo of
+    hot reads (keys.services.access_live: a statement only after keys or users changed, in any process)."""
     try:
+        next_check = time.monotonic() + ACCESS_CHECK_S
         while True:
-            left = 3600.0 if expires_at is None else (expires_at - timezone.now()).total_seconds()
-            if left <= 0:
-                return
-            for envelope in await subscription.get(min(left, 3600.0)):
+            left = next_check - time.monotonic()
+            if expires_at is not None:
+                left = min(left, (expires_at - timezone.now()).total_seconds())
+                if left <= 0:
+                    return
+            for envelope in await subscription.get(max(0.0, left)):
                 ended = envelope["data"].get("key")
                 if ended is None or ended == key:
                     return
+            if time.monotonic() >= next_check:
+                if not await database_sync_to_async(access_live)(user_id=user_id, key_uid=key):
+                    return
+                next_check = time.monotonic() + ACCESS_CHECK_S
     finally:
         subscription.close()
 

@@ -195,3 +195,50 @@ def test_a_key_revoked_on_one_server_closes_its_socket_on_the_other(alice, two_s
         assert wait_for(lambda: tokens_of(other) > streamed, 5)  # and so does the user's other socket
     finally:
         httpx.post(f"{server_a.base_url}/api/v1/executions/{started.json()['id']}/cancel/", headers=auth, timeout=20)
+
+
+# --- a Redis outage: the message that ends a socket's access is lost, the socket still closes ------------------
+@pytest.fixture
+def two_servers_on_a_private_redis(daphne_server, private_redis):
+    return private_redis, daphne_server(REDIS_URL=private_redis.url), daphne_server(REDIS_URL=private_redis.url)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
+def test_a_key_revoked_while_redis_is_down_closes_its_socket_in_the_other_process(
+        alice, two_servers_on_a_private_redis, clients):
+    redis, server_a, server_b = two_servers_on_a_private_redis
+    auth = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
+    revoked = ApiTokenFactory(user=alice, name="socket")
+    doomed = clients.open(f"{server_a.ws_url}/ws/events/?token={revoked.key}")
+    other = clients.open(f"{server_a.ws_url}/ws/events/?token={ApiTokenFactory(user=alice, name='kept').key}")
+    redis.kill()
+
+    # Revoked on the other process while its message cannot be sent: it is lost, as the first one sent on a
+    # process's dead connection once Redis is back was.
+    assert httpx.delete(f"{server_b.base_url}/api/v1/keys/{revoked.uid}/", headers=auth, timeout=20).status_code == 204
+    redis.start()
+
+    assert wait_for(lambda: doomed.close_code is not None, 15), "the revoked key's socket is still open"
+    assert doomed.close_code == CLOSE_UNAUTHENTICATED
+    assert other.close_code is None  # the user's other key's socket goes on
+    assert httpx.get(f"{server_a.base_url}/api/v1/executions/", timeout=20,
+                     headers={"Authorization": f"Token {revoked.key}"}).status_code == 401
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
+def test_a_user_deactivated_while_redis_is_down_loses_their_sockets_and_others_keep_theirs(
+        alice, bob, two_servers_on_a_private_redis, clients):
+    redis, server_a, _ = two_servers_on_a_private_redis
+    alices = clients.open(f"{server_a.ws_url}/ws/events/?token={ApiTokenFactory(user=alice).key}")
+    bobs = clients.open(f"{server_a.ws_url}/ws/events/?token={ApiTokenFactory(user=bob).key}")
+    redis.kill()
+
+    alice.is_active = False
+    alice.save()  # (the message this sends reaches no server: they are on a Redis of their own, down)
+    redis.start()
+
+    assert wait_for(lambda: alices.close_code is not None, 15), "the deactivated user's socket is still open"
+    assert alices.close_code == CLOSE_UNAUTHENTICATED
+    assert bobs.close_code is None
