@@ -87,14 +87,16 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
             batch = await live.get(poll_s)
             if not batch:  # quiet: whatever the hub did not bring is in the database
                 batch = await _persisted(execution_id, after=last)
-                if not batch and await _terminal_seq(execution_id) == 0:
-                    return  # ended with its log pruned
+                if not batch and (terminal := await _terminal_seq(execution_id)) is not None and terminal <= last:
+                    return  # ended at or before `after` (asked to resume past its end), or its log pruned (0)
             for envelope in batch:
                 seq = envelope["seq"]
                 if seq is None:
                     yield envelope  # a token delta: live only
                     continue
                 if seq <= last:
+                    if envelope["event"] in TERMINAL_EVENTS:
+                        return  # it ended at or before `after`: nothing after it will come
                     continue
                 missed = await _persisted(execution_id, after=last, before=seq) if seq > last + 1 else []
                 for item in [*missed, envelope]:

@@ -205,6 +205,19 @@ async def test_asking_for_events_after_the_terminal_one_closes_at_once(alice):
     assert await receive_until_closed(communicator) == ([], 1000)
 
 
+async def test_asking_for_events_past_where_a_running_run_ends_closes_when_it_ends(alice, settings):
+    settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 5
+    execution = await create(alice)
+    communicator = await connect(f"/ws/executions/{execution.pk}/?after=1000&token={await token_for(alice)}")
+    thread = run_in_thread(execution.pk)
+
+    received, code = await receive_until_closed(communicator)  # (a socket left open times out here)
+
+    await asyncio.to_thread(thread.join)
+    assert [e for e in received if e["seq"] is not None] == [] and code == 1000
+    assert (await persisted(execution.pk))[-1][0] < 1000
+
+
 async def test_a_token_client_without_cookies_needs_no_origin(alice):
     execution = await create(alice)
     await asyncio.to_thread(run_in_thread(execution.pk).join)
