@@ -16,6 +16,7 @@ from workflows.realtime import (
     access_subscribe,
     execution_feed,
     execution_subscribe,
+    session_mark,
     user_feed,
     user_subscribe,
 )
@@ -29,9 +30,10 @@ CLOSE_BAD_REQUEST = 4400
 
 async def socket_access_ended(scope, subscription: Subscription) -> None:
     """Return once the access a socket's handshake had ends (workflows.realtime.access_ended): its user's, and its
-    API key's (TokenAuthMiddleware)."""
-    await access_ended(subscription, user_id=scope["user"].pk, key=scope.get("api_key"),
-                       expires_at=scope.get("api_key_expires_at"))
+    API key's (TokenAuthMiddleware) or else its login session's."""
+    key, session = scope.get("api_key"), scope.get("session")
+    await access_ended(subscription, user_id=scope["user"].pk, key=key, expires_at=scope.get("api_key_expires_at"),
+                       session=None if key is not None or session is None else session_mark(session.session_key))
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
@@ -58,8 +60,8 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.access_task = asyncio.create_task(self.close_when_access_ends())
 
     async def close_when_access_ends(self) -> None:
-        """Its API key revoked or expired (scope["api_key"]: TokenAuthMiddleware) or its user deactivated, the
-        socket stops relaying and closes as unauthenticated."""
+        """Its API key revoked or expired (scope["api_key"]: TokenAuthMiddleware), its session logged out or its
+        user deactivated: the socket stops relaying and closes as unauthenticated."""
         await socket_access_ended(self.scope, self.access)
         if self.feed_task is not None:
             self.feed_task.cancel()

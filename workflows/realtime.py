@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from conversations.models import Conversation
 from keys.services import access_live
@@ -230,10 +231,16 @@ def access_subscribe(user_id) -> Subscription:
     return hub.subscribe([access_topic(user_id)])
 
 
-async def access_ended(subscription: Subscription, *, user_id, key: str | None,
+def session_mark(session_key: str | None) -> str | None:
+    """What names a login session on the access topic: a digest of its key, never the key itself."""
+    return salted_hmac("chatter.access_ended", session_key).hexdigest() if session_key else None
+
+
+async def access_ended(subscription: Subscription, *, user_id, key: str | None, session: str | None = None,
                        expires_at: datetime | None = None) -> None:
     """Return once the access a socket was opened with ends: its user deactivated, its API key (`key`: the key's
-    uid; None for a session) revoked or deleted, or the key's expiry (`expires_at`) come. Told through the hub, so
+    uid; None for a session) revoked or deleted, its login session (`session`: its session_mark) logged out, or the
+    key's expiry (`expires_at`) come. Told through the hub, so
     in every process at once; and, as a message on the hub can be lost (Redis down, or just back with the
     process's connection to it dead), the key and the user are read again every ACCESS_CHECK_S through the memo of
     hot reads (keys.services.access_live: a statement only after keys or users changed, in any process)."""
@@ -246,8 +253,11 @@ async def access_ended(subscription: Subscription, *, user_id, key: str | None,
                 if left <= 0:
                     return
             for envelope in await subscription.get(max(0.0, left)):
-                ended = envelope["data"].get("key")
-                if ended is None or ended == key:
+                ended_key, ended_session = envelope["data"].get("key"), envelope["data"].get("session")
+                if ended_session is not None:
+                    if ended_session == session:
+                        return
+                elif ended_key is None or ended_key == key:
                     return
             if time.monotonic() >= next_check:
                 if not await database_sync_to_async(access_live)(user_id=user_id, key_uid=key):
@@ -257,10 +267,12 @@ async def access_ended(subscription: Subscription, *, user_id, key: str | None,
         subscription.close()
 
 
-def access_end_on_commit(*, user_id, key: str | None) -> None:
-    """Close the user's sockets opened with `key` (None: all of them), once the change that ends their access
-    commits: from then on a new connection is refused anyway (the key lookup, the user's is_active)."""
-    transaction.on_commit(lambda: hub.announce(access_topic(user_id), "access_ended", {"key": key}))
+def access_end_on_commit(*, user_id, key: str | None, session: str | None = None) -> None:
+    """Close the user's sockets opened with `key`, or with the login session `session` (its session_mark); neither:
+    all of them; once the change that ends their access commits: from then on a new connection is refused anyway
+    (the key lookup, the user's is_active, the session gone)."""
+    transaction.on_commit(lambda: hub.announce(access_topic(user_id), "access_ended",
+                                               {"key": key, "session": session}))
 
 
 def feed_blocking(feed: AsyncIterator[dict]) -> Iterator[dict]:

@@ -1,9 +1,11 @@
-"""workflows listens to the news of the apps below it (signals go up): when a user's access ends, their open
-websockets (workflows.consumers) are closed, in every process (workflows.realtime.access_end_on_commit); a
+"""workflows listens to the news of the apps below it (signals go up): when a user's access ends (or a login
+session's), their open websockets (workflows.consumers) are closed, in every process
+(workflows.realtime.access_end_on_commit); a
 conversation with a run in progress is busy (it cannot be deleted); a template written renews the memo of hot reads."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -13,7 +15,7 @@ from core.cache import hot_reads
 from keys.models import ApiToken
 from keys.signals import api_key_changed
 from workflows.models import WorkflowTemplate
-from workflows.realtime import access_end_on_commit
+from workflows.realtime import access_end_on_commit, session_mark
 from workflows.selectors import conversation_has_run_in_progress
 
 # A template made, changed or deleted: every process reads templates afresh at its next run (workflows.selectors.
@@ -38,6 +40,14 @@ def sockets_of_deleted_key_close(sender, *, instance, **kwargs) -> None:
 def sockets_of_inactive_user_close(sender, *, instance, **kwargs) -> None:
     if not instance.is_active:
         access_end_on_commit(user_id=instance.pk, key=None)
+
+
+@receiver(user_logged_out, dispatch_uid="workflows_sockets_of_ended_session")
+def sockets_of_ended_session_close(sender, *, request, user, **kwargs) -> None:
+    """A logout (the live page's) closes the sockets opened with that session, not the user's others."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is not None and session_key:
+        access_end_on_commit(user_id=user.pk, key=None, session=session_mark(session_key))
 
 
 @receiver(conversation_busy, sender=Conversation, dispatch_uid="workflows_conversation_busy")

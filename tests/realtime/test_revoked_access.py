@@ -242,3 +242,16 @@ def test_a_user_deactivated_while_redis_is_down_loses_their_sockets_and_others_k
     assert wait_for(lambda: alices.close_code is not None, 15), "the deactivated user's socket is still open"
     assert alices.close_code == CLOSE_UNAUTHENTICATED
     assert bobs.close_code is None
+
+
+async def test_logging_out_closes_that_sessions_sockets_and_not_the_users_others(alice, client, settings):
+    await sync_to_async(client.force_login)(alice)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    session = await open_socket("/ws/events/", headers=[(b"origin", b"http://127.0.0.1"), cookie])
+    by_key = await open_socket(f"/ws/events/?token={(await key_for(alice))[1]}")
+
+    assert (await sync_to_async(client.post)("/live/logout/")).status_code == 302
+
+    assert (await closed_within(session, 5))[1] == CLOSE_UNAUTHENTICATED
+    assert await by_key.receive_nothing(timeout=0.5)  # the user's key socket is still open: no close came
+    await by_key.disconnect()
