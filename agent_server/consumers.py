@@ -8,12 +8,14 @@ import asyncio
 import json
 import uuid
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from pydantic import ValidationError
 
 from agent_server.bodies import EventStreamFilter
-from agent_server.protocol import thread_events
-from workflows.consumers import CLOSE_UNAUTHENTICATED, FeedConsumer, socket_access_ended
+from agent_server.protocol import thread_events, thread_stream_check
+from core.errors import NotFound
+from workflows.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, FeedConsumer, socket_access_ended
 from workflows.realtime import access_subscribe
 
 
@@ -30,7 +32,11 @@ class ThreadEventsConsumer(AsyncWebsocketConsumer):
         try:
             self.thread_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["thread_id"]))
         except ValueError:
-            return await FeedConsumer.refuse(self, 4404)
+            return await FeedConsumer.refuse(self, CLOSE_NOT_FOUND)
+        try:
+            await database_sync_to_async(thread_stream_check)(owner=user, thread_id=self.thread_id)
+        except NotFound:
+            return await FeedConsumer.refuse(self, CLOSE_NOT_FOUND)
         self.access = access_subscribe(user.pk)
         await self.accept()
         self.access_task = asyncio.create_task(self.close_when_access_ends())

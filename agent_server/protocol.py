@@ -21,12 +21,14 @@ from agent_server.bodies import RunCreate
 from agent_server.messages import question_interrupt
 from agent_server.threads import thread_get
 from core.api.sse import frame
+from conversations.models import Conversation
 from core.errors import ChatterError, Conflict, NotFound
 from workflows.events import TERMINAL_EVENTS
+from workflows.hub import Subscription
 from workflows.models import ExecutionEvent, WorkflowExecution
+from workflows.realtime import user_subscribe
 
 PER_ROW = 4  # the most wire events one row gives (seq = row id × PER_ROW + k)
-POLL_S = 0.1
 HEARTBEAT_S = 5.0
 QUESTION_DELAY_S = 0.5
 _NATIVE = ("values", "updates", "custom", "messages", "tools", "lifecycle")
@@ -220,30 +222,56 @@ def sse_frame(event: dict) -> str:
     return frame(event, event=event["method"], frame_id=event["seq"])
 
 
+def thread_stream_check(*, owner, thread_id) -> None:
+    """A thread's event stream is its owner's: another user's thread is not found (404), as on every route of it. A
+    thread nobody has yet is waited for: the SDK names a new thread itself and may open its streams before the
+    run.start that makes it."""
+    try:
+        thread_get(user=owner, thread_id=thread_id)
+    except NotFound:
+        if Conversation.objects.filter(pk=thread_id).exists():
+            raise
+
+
 async def thread_events(*, owner, thread_id, channels: list[str], namespaces: list[list[str]] | None,
                         depth: int | None, since: int | None) -> AsyncIterator[dict | None]:
     """The thread's events for a stream, from the first after `since`, then as they come, until the client leaves;
-    None when a heartbeat is due (nothing came for HEARTBEAT_S)."""
+    None when a heartbeat is due (nothing came for HEARTBEAT_S). The thread's log is read again when the hub tells
+    of a new event of the owner's runs (workflows.realtime's one event path), and at each heartbeat, for what the
+    hub did not bring (Redis down)."""
     after_pk = (since + 1) // PER_ROW - 1 if since else 0
-    quiet_since = time.monotonic()
-    while True:
-        batch = await _events_after(owner=owner, thread_id=thread_id, after_pk=max(after_pk, 0))
-        for pk, held_from, events in batch:
-            if held_from is not None:  # a question or an end: not before the streams opened meanwhile caught up
-                wait = QUESTION_DELAY_S - (timezone.now() - held_from).total_seconds()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            for event in events:
-                if (since is None or event["seq"] > since) and matches(
-                        event, channels=channels, namespaces=namespaces, depth=depth):
-                    yield event
+    live = user_subscribe(owner.pk)
+    try:
+        await live.ready()
+        quiet_since = time.monotonic()
+        while True:
+            batch = await _events_after(owner=owner, thread_id=thread_id, after_pk=max(after_pk, 0))
+            for pk, held_from, events in batch:
+                if held_from is not None:  # a question or an end: not before the streams opened meanwhile caught up
+                    wait = QUESTION_DELAY_S - (timezone.now() - held_from).total_seconds()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                for event in events:
+                    if (since is None or event["seq"] > since) and matches(
+                            event, channels=channels, namespaces=namespaces, depth=depth):
+                        yield event
+                        quiet_since = time.monotonic()
+                after_pk = pk
+            if not batch:
+                if time.monotonic() - quiet_since >= HEARTBEAT_S:
                     quiet_since = time.monotonic()
-            after_pk = pk
-        if not batch:
-            if time.monotonic() - quiet_since >= HEARTBEAT_S:
-                quiet_since = time.monotonic()
-                yield None
-            await asyncio.sleep(POLL_S)
+                    yield None
+                await _logged(live, HEARTBEAT_S - (time.monotonic() - quiet_since))
+    finally:
+        live.close()
+
+
+async def _logged(live: Subscription, timeout: float) -> None:
+    """Wait until one of the owner's runs logs an event (a token delta is no row), `timeout` s at most."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if any(envelope.get("seq") is not None for envelope in await live.get(left)):
+            return
 
 
 _draining: set = set()

@@ -36,7 +36,7 @@ from agent_server.bodies import (
     Versions,
 )
 from agent_server.http import READ, ApiError, BodyBytes, LangGraphView, PublicView, json_null
-from agent_server.protocol import command_answer, feed_drained, sse_frame, thread_events
+from agent_server.protocol import command_answer, feed_drained, sse_frame, thread_events, thread_stream_check
 from agent_server.thread_stream import thread_resume_point, thread_stream, thread_stream_modes
 from core.api.parsers import json_parse
 from core.api.sse import HEARTBEAT, event_stream_response
@@ -376,6 +376,7 @@ class ThreadEventStream(LangGraphView):
         wanted = self.body(EventStreamFilter)
         if not _is_uuid(str(thread_id)):
             raise ApiError(404, "Thread not found")
+        thread_stream_check(owner=request.user, thread_id=thread_id)
 
         async def frames():
             events = thread_events(owner=request.user, thread_id=thread_id, channels=wanted.channels,

@@ -109,6 +109,35 @@ def test_a_socket_without_a_key_is_refused(graph_server):
     assert closed.value.rcvd.code == 4401
 
 
+def test_another_users_thread_has_no_event_stream_for_bob(graph_server, alice, bob_key):
+    import asyncio
+
+    import httpx
+    import websockets
+
+    from tests.factories import ConversationFactory
+
+    thread = ConversationFactory(owner=alice)
+    path = f"/langgraph/threads/{thread.pk}/stream/events"
+
+    with httpx.stream("POST", graph_server.base_url + path, json={"channels": ["values"]}, timeout=20,
+                      headers={"x-api-key": bob_key}) as answered:
+        status = answered.status_code
+
+    assert status == 404  # as GET of the thread is (it was a 200 and an empty stream left open)
+
+    async def subscribe():
+        async with websockets.connect(graph_server.base_url.replace("http", "ws") + path,
+                                      additional_headers={"x-api-key": bob_key}) as socket:
+            await socket.send('{"id": 1, "method": "subscription.subscribe", "params": {"channels": ["values"]}}')
+            await socket.recv()
+            await asyncio.wait_for(socket.recv(), 10)  # (a socket left open times out here)
+
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        asyncio.run(subscribe())
+    assert closed.value.rcvd.code == 4404
+
+
 def test_a_factory_asking_for_a_server_runtime_is_refused_by_name(graph_server, alice_key):
     import httpx
 
