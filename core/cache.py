@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from time import sleep
 
 from django.db import models
 
@@ -32,15 +33,22 @@ class HotReads:
 
     The version is read once a scope: an HTTP request (Django's request_started to its request_finished, on every
     surface), or a run outside any request (`scope`): a call reads its key, its limits and its prices (and its
-    limits again at its end) for one read of the version, not one each; a change holds from the next one on."""
+    limits again at its end) for one read of the version, not one each; a change holds from the next one on.
+
+    While the shared cache cannot be reached, a change stays owed: its process announces it as soon as it can
+    (`_announce_owed`, once a second), so a change made meanwhile (a key revoked while Redis hung) holds in every
+    process once the cache answers again, even where it kept its data and the version they read."""
 
     VERSION_KEY = "chatter:hot-reads:version"
+    OWED_RETRY_S = 1.0  # how often a change that could not be announced is announced again
     MAX_ENTRIES = 10_000  # past it, the process's memo starts over (keys are many; no bound would be a leak)
 
     def __init__(self):
         self._version = None
         self._values: dict = {}
         self._lock = threading.Lock()
+        self._owed: threading.Thread | None = None  # announcing a change the shared cache could not take
+        self._owed_count = 0  # changes it could not take, counted
 
     @staticmethod
     def shared() -> bool:
@@ -140,7 +148,30 @@ class HotReads:
         try:
             self.announce()
         except Exception:  # noqa: BLE001
-            logger.error("hot reads: a change could not be announced through the shared cache", exc_info=True)
+            logger.error("hot reads: a change could not be announced through the shared cache; announcing it again "
+                         "every %s s until it is", self.OWED_RETRY_S, exc_info=True)
+            with self._lock:
+                self._owed_count += 1
+                if self._owed is None:
+                    self._owed = threading.Thread(target=self._announce_owed, name="chatter-hot-reads-owed",
+                                                  daemon=True)
+                    self._owed.start()
+
+    def _announce_owed(self) -> None:
+        """Announce the changes `renew` could not, once the shared cache takes them (a thread of its own)."""
+        while True:
+            sleep(self.OWED_RETRY_S)
+            with self._lock:
+                owed = self._owed_count
+            try:
+                self.announce()
+            except Exception:  # noqa: BLE001 - still unreachable: again in a moment
+                continue
+            with self._lock:
+                if self._owed_count == owed:  # (else one more failed meanwhile: announce again)
+                    self._owed = None
+                    logger.warning("hot reads: the change owed has been announced through the shared cache")
+                    return
 
     def forget(self) -> None:
         """This process's memo goes, and this scope reads the version again (other processes keep theirs)."""

@@ -4,6 +4,7 @@ committed rows. Also real django-q2 workers, and a private redis-server a test m
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -297,6 +298,13 @@ class RedisServer:
             self.process.kill()
         if self.process is not None:
             self.process.wait(10)
+
+    def pause(self) -> None:
+        """Hung (SIGSTOP), its data kept: a connection opens but nothing answers, as a Redis that stalls."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         """Stopped for good: the port is let go."""

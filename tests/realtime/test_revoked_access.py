@@ -228,6 +228,27 @@ def test_a_key_revoked_while_redis_is_down_closes_its_socket_in_the_other_proces
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
+def test_a_key_revoked_while_redis_hangs_is_refused_by_every_process_once_it_answers_with_its_data_kept(
+        alice, two_servers_on_a_private_redis):
+    redis, server_a, server_b = two_servers_on_a_private_redis
+    auth = {"Authorization": f"Token {ApiTokenFactory(user=alice).key}"}
+    revoked = ApiTokenFactory(user=alice, name="revoked")
+    used = {"Authorization": f"Token {revoked.key}"}
+    assert httpx.get(f"{server_b.base_url}/api/v1/executions/", headers=used, timeout=20).status_code == 200
+    redis.pause()  # B, idle meanwhile, keeps the key as it read it; Redis keeps the version B read it under
+
+    try:
+        gone = httpx.delete(f"{server_a.base_url}/api/v1/keys/{revoked.uid}/", headers=auth, timeout=30)
+    finally:
+        redis.resume()
+
+    assert gone.status_code == 204
+    assert wait_for(lambda: httpx.get(f"{server_b.base_url}/api/v1/executions/", headers=used,
+                                      timeout=20).status_code == 401, 15), "the other process still takes the key"
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (make test's second phase)")
 def test_a_user_deactivated_while_redis_is_down_loses_their_sockets_and_others_keep_theirs(
         alice, bob, two_servers_on_a_private_redis, clients):
     redis, server_a, _ = two_servers_on_a_private_redis
