@@ -1,6 +1,7 @@
 """The heartbeat of the runs a process is running (docs/operations/audit.md#recovery): one thread refreshes their
 `heartbeat_at` every HEARTBEAT_S, and carries what each run's call in flight has streamed so far (`stream_progress`),
-so the recovery sweep knows a run whose process died, and what that call had already cost."""
+so the recovery sweep knows a run whose process died, and what that call had already cost. A beat also clears the
+run's `silent_since` (a sweep found it silent), in the same UPDATE."""
 from __future__ import annotations
 
 import logging
@@ -60,7 +61,7 @@ class _Heartbeat:
                     self._thread = None
                     return
             try:
-                changes = {"heartbeat_at": timezone.now()}
+                changes = {"heartbeat_at": timezone.now(), "silent_since": None}  # alive: a sweep's mark goes
                 if streams:  # in the same statement: each streaming run gets its own progress
                     changes["stream_progress"] = Case(
                         *[When(pk=pk, then=Value({"call": call, **so_far()}, output_field=JSONField()))

@@ -139,6 +139,10 @@ class WorkflowExecution(TokenTotals):
     # Refreshed every few seconds by the process running the run; the recovery sweep ends running runs
     # whose heartbeat stopped (their worker died).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When a recovery sweep first found its heartbeat silent (the next beat clears it): a later sweep takes the run
+    # over only once it has stayed silent long enough after this (services.recovery), so a live worker that could
+    # not write its beats (the database down) is not taken for a dead one.
+    silent_since = models.DateTimeField(null=True, blank=True)
     # What the model call in flight has streamed so far ({"call", "text", "tool_call_text"}), carried by the
     # heartbeat: with the prompt estimate its node row holds, what the sweep records of a call whose process died.
     stream_progress = models.JSONField(default=dict, blank=True)

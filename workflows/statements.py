@@ -88,16 +88,16 @@ EXECUTION_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "id",
                      "api_key_id", "status", "mode", "provider", "model", "config", "graph", "input_data",
                      "output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms",
                      "cost", "llm_calls", "tool_calls", "correlation_id", "trace_id", "trace_context",
-                     "cancel_requested", "heartbeat_at", "stream_progress", "budget_holds", "waiting_until",
-                     "resume_attempts", "forked_from_id", "forked_from_checkpoint", "webhook", "run_after",
-                     "prompt_version_id", "created_at")
+                     "cancel_requested", "heartbeat_at", "silent_since", "stream_progress", "budget_holds",
+                     "waiting_until", "resume_attempts", "forked_from_id", "forked_from_checkpoint", "webhook",
+                     "run_after", "prompt_version_id", "created_at")
 _EXECUTION_INSERT = (
     'INSERT INTO "workflows_workflowexecution" ("prompt_tokens", "completion_tokens", "total_tokens", "id", '
     '"owner_id", "workflow_type", "template_id", "definition_id", "definition_version", "conversation_id", '
     '"schedule_id", "api_key_id", "status", "mode", "provider", "model", "config", "graph", "input_data", '
     '"output_data", "error_type", "error_message", "started_at", "completed_at", "execution_time_ms", "cost", '
     '"llm_calls", "tool_calls", "correlation_id", "trace_id", "trace_context", "cancel_requested", "heartbeat_at", '
-    '"stream_progress", "budget_holds", "waiting_until", "resume_attempts", "forked_from_id", '
+    '"silent_since", "stream_progress", "budget_holds", "waiting_until", "resume_attempts", "forked_from_id", '
     '"forked_from_checkpoint", "webhook", "run_after", "prompt_version_id", "created_at") '
     'SELECT * FROM (VALUES {values}) AS "new" ')
 # The runs a user has in progress, which CHATTER_MAX_CONCURRENT_RUNS bounds. The statuses are in the text, as the

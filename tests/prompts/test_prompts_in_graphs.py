@@ -158,14 +158,13 @@ def test_a_call_swept_mid_stream_still_names_its_prompt_version(alice, support, 
     from what the node row said it sent carries the version too."""
     import threading
     import time
-    from datetime import timedelta
 
     from django.db import connections
-    from django.utils import timezone
 
     from tests.workflows.test_background_runs import wait_for
+    from tests.workflows.test_sweep import beats_stopped, sweeps_a_sweep_interval_apart
     from workflows import heartbeat, recorder
-    from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+    from workflows.services.recovery import HEARTBEAT_LOST_S
     from workflows.services.runs import execution_create, execution_stream
 
     settings.CHATTER_RESUME_ATTEMPTS = 0  # the sweep ends the run rather than queueing it again
@@ -179,9 +178,9 @@ def test_a_call_swept_mid_stream_still_names_its_prompt_version(alice, support, 
     reader.start()
     row = WorkflowExecution.objects.filter(pk=execution.pk)
     assert wait_for(lambda: len(row.get().stream_progress.get("text", "")) > 3, timeout=15)
+    beats_stopped(execution, recorder.heartbeat)  # cut off from the database, as far as the sweeps can tell
 
-    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
-        execution.pk]
+    assert [e.pk for e in sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1)] == [execution.pk]
     reader.join(15)
     time.sleep(1)  # the worker sees the sweep at its next chunk and stops
 

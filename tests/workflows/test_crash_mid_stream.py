@@ -6,7 +6,6 @@ assistant message (with the partial reply) and the conversation, and every aggre
 import json
 import threading
 import time
-from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -14,16 +13,16 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.db import connections
-from django.utils import timezone
 
 from conversations.models import Message
 from engine.usage import estimate_tokens
 from tests.factories import ApiTokenFactory
 from tests.invariants import assert_all
 from tests.workflows.test_background_runs import wait_for
+from tests.workflows.test_sweep import beats_stopped, sweeps_a_sweep_interval_apart
 from workflows import heartbeat, recorder
 from workflows.models import LLMCall, NodeExecution, WorkflowExecution
-from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
+from workflows.services.recovery import HEARTBEAT_LOST_S
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_create, execution_stream
 
@@ -87,8 +86,7 @@ def test_a_server_killed_mid_stream_leaves_what_was_sent_and_streamed_for_the_sw
     prompt_estimate = sum(estimate_tokens(m["content"]) + 4 for m in sent)
     assert in_flight.output["call_in_flight"]["prompt_tokens"] == prompt_estimate
 
-    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
-        execution.pk]
+    assert [e.pk for e in sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1)] == [execution.pk]
 
     execution.refresh_from_db()
     assert (execution.status, execution.error_type) == ("failed", "interrupted")
@@ -140,10 +138,10 @@ def test_a_call_swept_while_streaming_tool_call_fragments_is_estimated_from_them
     row = WorkflowExecution.objects.filter(pk=execution.pk)
     assert wait_for(lambda: len(row.get().stream_progress.get("tool_call_text", "")) > len("calculator") + 4,
                     timeout=15)
-    carried = row.get().stream_progress  # the sweep reads the same or a later beat
+    beats_stopped(execution, recorder.heartbeat)  # cut off from the database, as far as the sweeps can tell
+    carried = row.get().stream_progress
 
-    assert [e.pk for e in execution_sweep(now=timezone.now() + timedelta(seconds=HEARTBEAT_LOST_S + 1))] == [
-        execution.pk]
+    assert [e.pk for e in sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1)] == [execution.pk]
     reader.join(15)
     time.sleep(1)  # the worker sees the sweep at its next chunk (it polls the row every 0.2 s) and stops
 

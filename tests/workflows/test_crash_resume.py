@@ -19,6 +19,7 @@ from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env
 from tests.invariants import assert_all, assert_seq_gapless
 from tests.workflows.test_background_runs import wait_for
+from tests.workflows.test_sweep import sweeps_a_sweep_interval_apart
 from workflows.models import Checkpoint, ExecutionEvent, LLMCall, NodeExecution, ToolCall, WorkflowExecution
 from workflows.services.recovery import HEARTBEAT_LOST_S, execution_sweep
 from workflows.services.run_requests import ChatRequest, ExecutionRequest
@@ -67,8 +68,9 @@ def test_a_worker_killed_after_the_first_of_two_llm_calls_goes_on_from_its_check
     first_call = LLMCall.objects.get(execution=execution)
     assert Checkpoint.objects.filter(execution=execution, kind="checkpoint").exists()  # written before it waited
 
-    # The sweep queues it again; the queue (synchronous in tests) runs it here, from its last checkpoint.
-    assert execution_sweep(now=later(HEARTBEAT_LOST_S + 1)) == []
+    # The sweep after the one that finds it silent queues it again; the queue (synchronous in tests) runs it here,
+    # from its last checkpoint.
+    assert sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1) == []
 
     execution.refresh_from_db()
     assert (execution.status, execution.resume_attempts) == ("completed", 1), execution.error_message
@@ -99,13 +101,13 @@ def test_the_sweep_queues_a_run_again_at_most_resume_attempts_times_then_ends_it
 
     for attempt in (1, 2):
         died_while_running(execution)
-        assert execution_sweep() == []  # queued again (the task is sent once this test's transaction commits)
+        assert sweeps_a_sweep_interval_apart() == []  # queued again (its task is sent once this test commits)
         execution.refresh_from_db()
         assert (execution.status, execution.resume_attempts) == ("pending", attempt)
         assert execution.events.filter(event="workflow_requeued", data__attempt=attempt).exists()
 
     died_while_running(execution)
-    assert execution_sweep() == [execution]  # its attempts used up: it ends, as before runs could resume
+    assert sweeps_a_sweep_interval_apart() == [execution]  # its attempts used up: it ends, as before runs could resume
 
     execution.refresh_from_db()
     assert (execution.status, execution.error_type, execution.resume_attempts) == ("failed", "interrupted", 2)
@@ -126,7 +128,7 @@ def test_a_run_that_died_before_it_wrote_a_checkpoint_starts_again_from_its_inpu
     execution = died_while_running(execution_create(ChatRequest(owner=alice, message="What is 12*7?")))
     assert not Checkpoint.objects.filter(execution=execution).exists()
 
-    assert execution_sweep() == []  # queued again, and run by the (synchronous) queue
+    assert sweeps_a_sweep_interval_apart() == []  # queued again, and run by the (synchronous) queue
 
     execution.refresh_from_db()
     assert (execution.status, execution.resume_attempts, execution.llm_calls) == ("completed", 1, 2)
@@ -149,7 +151,7 @@ def test_a_fork_whose_worker_died_before_it_wrote_a_checkpoint_starts_again_from
     fork = died_while_running(execution_create(ExecutionRequest(owner=alice,
                                                                 from_checkpoint=after_first["checkpoint_id"])))
 
-    assert execution_sweep() == []  # queued again, and run by the (synchronous) queue
+    assert sweeps_a_sweep_interval_apart() == []  # queued again, and run by the (synchronous) queue
 
     fork.refresh_from_db()
     assert (fork.status, fork.forked_from_id, fork.resume_attempts) == ("completed", parent.pk, 1)

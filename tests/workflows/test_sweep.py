@@ -1,7 +1,7 @@
 """Recovery (docs/operations/audit.md#recovery, I4): the sweep ends, as `failed` / `interrupted`, runs whose worker
-died (their heartbeat stopped) and runs pending or running past their timeout, through the same terminal path as any
-run: usage kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2 schedules that run it, and a real
-worker killed with SIGKILL."""
+died (their heartbeat silent at one sweep and still at the next) and runs pending or running past their timeout,
+through the same terminal path as any run: usage kept (I5), terminal event last (I6), I1–I3 exact. Plus the django-q2
+schedules that run it, and a real worker killed with SIGKILL."""
 import os
 import signal
 import sys
@@ -19,6 +19,7 @@ from audit.services import audit_queue_flush
 from audit.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
 from tests import launcher
+from tests.clock import at
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import ROOT, server_env, start_worker, stop_process
 from tests.invariants import assert_all, assert_seq_gapless
@@ -41,8 +42,24 @@ def no_resume_attempts_left(settings):
     settings.CHATTER_RESUME_ATTEMPTS = 0
 
 
+NEXT_SWEEP_S = 60  # from one sweep to the next (CHATTER_SWEEP_INTERVAL_S's default)
+
+
 def later(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
+
+
+def sweeps_a_sweep_interval_apart(*, from_s: float = 0) -> list[WorkflowExecution]:
+    """The sweep `from_s` seconds from now, then the next one: the first to find a run whose worker stopped silent
+    only notes so; the next takes it over. What the second ended."""
+    assert execution_sweep(now=later(from_s)) == []
+    return execution_sweep(now=later(from_s + NEXT_SWEEP_S))
+
+
+def beats_stopped(execution, beats: heartbeat._Heartbeat) -> None:
+    """The run's process beats no more (cut off from the database, as far as a sweep can tell): its last beat landed."""
+    beats.discard(execution.pk)
+    assert wait_for(lambda: beats._thread is None)  # the heartbeat thread has ended: nothing of it is still writing
 
 
 def claimed_by_a_worker(execution, *, beat_seconds_ago: float, started_seconds_ago: float | None = None):
@@ -65,16 +82,45 @@ def assert_interrupted(execution, reason: str):
 
 
 # --- what the sweep ends, and what it leaves alone ---------------------------------------------------------
-def test_a_running_run_whose_heartbeat_stopped_is_interrupted(alice):
+def test_a_running_run_whose_heartbeat_stopped_is_interrupted_by_the_sweep_after_the_one_that_found_it(alice):
     execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
                                     beat_seconds_ago=HEARTBEAT_LOST_S + 5)
 
-    assert execution_sweep() == [execution]
+    assert execution_sweep() == []  # the first sweep to find it silent only notes so: its worker may be alive
+    execution.refresh_from_db()
+    assert execution.status == "running" and execution.silent_since is not None
+    assert execution_sweep(now=later(NEXT_SWEEP_S)) == [execution]
 
     assert_interrupted(execution, "worker stopped")
     reply = Message.objects.get(execution=execution, role="assistant")
     assert (reply.content, reply.total_tokens) == ("", 0) and "interrupted" in reply.error_message
     assert Conversation.objects.get(pk=execution.conversation_id).message_count == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_run_whose_beats_a_database_outage_held_back_is_never_taken_over(alice, monkeypatch):
+    """A database outage kept a live worker from beating for longer than HEARTBEAT_LOST_S; the first sweep after it
+    finds the run silent, and the worker's beat lands only after that sweep (its connection pool reconnects after a
+    back-off): the run stays its worker's, not run again elsewhere with its model calls made twice. A run whose
+    worker died, silent as long, is taken over by the next sweep."""
+    outage_s = HEARTBEAT_LOST_S + 10
+    live, dead = (claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi")),
+                                      beat_seconds_ago=outage_s + NEXT_SWEEP_S) for _ in range(2))
+    # The database came back a sweep interval ago, and a sweep ran at once (django-q2 runs an overdue one then).
+    assert execution_sweep(now=later(-NEXT_SWEEP_S)) == []
+
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.05)
+    beats = heartbeat._Heartbeat()
+    beats.add(live.pk)  # the live worker has its connection back: its beat lands
+    assert wait_for(lambda: WorkflowExecution.objects.get(pk=live.pk).heartbeat_at > later(-5))
+    beats_stopped(live, beats)
+
+    assert execution_sweep() == [dead]  # the next sweep
+
+    live.refresh_from_db()
+    assert (live.status, live.resume_attempts, live.silent_since) == ("running", 0, None)
+    assert not live.events.filter(event__in=("workflow_requeued", "workflow_failed")).exists()
+    assert_interrupted(dead, "worker stopped")
 
 
 def test_a_running_run_with_a_fresh_heartbeat_is_left_alone_until_its_timeout_passes(alice):
@@ -123,7 +169,7 @@ def test_a_run_cancelled_after_its_worker_died_ends_cancelled_at_the_sweep(alice
     response = api.post(f"/api/v1/executions/{execution.pk}/cancel/")
     assert response.status_code == 200 and response.json()["cancel_requested"]  # asked: no process is left to stop
 
-    assert execution_sweep() == [execution]
+    assert sweeps_a_sweep_interval_apart() == [execution]
 
     execution.refresh_from_db()
     assert (execution.status, execution.error_type, execution.resume_attempts) == ("cancelled", "cancelled", 0)
@@ -139,7 +185,7 @@ def test_a_run_cancelled_as_the_sweep_queued_it_again_ends_cancelled_at_the_next
     settings.CHATTER_RESUME_ATTEMPTS = 2
     execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
                                     beat_seconds_ago=HEARTBEAT_LOST_S + 5)
-    assert execution_sweep() == []  # queued again (its task is sent once this test's transaction commits)
+    assert sweeps_a_sweep_interval_apart() == []  # queued again (its task is sent once this test's transaction commits)
     # The cancel read it `running` and asked it to stop just after: pending, no worker claims it (cancel_requested).
     WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
 
@@ -199,17 +245,21 @@ def test_finished_runs_are_never_touched(alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_the_terminal_event(alice, settings):
-    """The sweep wins; the worker's next write collides with the sweep's events, is rolled back, and it stops."""
+def test_a_run_swept_while_its_worker_still_runs_stops_and_writes_nothing_after_the_terminal_event(alice, settings,
+                                                                                                   monkeypatch):
+    """The sweep wins over a worker whose beats no longer land (cut off from the database, as far as the sweeps can
+    tell); the worker's next write collides with the sweep's events, is rolled back, and it stops."""
     # The answer ("The answer: 12*7 = 84.") streams for 2 s after its first word: the sweep, asked then, finds the
     # run still going when a loaded machine lets it come a second or more late.
     settings.CHATTER_LOCAL_TOKEN_DELAY_MS = 500
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 3600)
+    monkeypatch.setattr(recorder, "heartbeat", heartbeat._Heartbeat())  # no beat lands in this test
     execution = execution_create(ChatRequest(owner=alice, message="What is 12*7?", mode="stream"))
     swept, streamed = [], []
     for envelope in execution_stream(execution_id=execution.pk):
         streamed.append(envelope)
         if envelope["event"] == "token" and not swept:  # the answer, after the tool call, is streaming
-            swept = execution_sweep(now=later(HEARTBEAT_LOST_S + 1))
+            swept = sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1)
     assert [e.pk for e in swept] == [execution.pk]
 
     assert_interrupted(execution, "worker stopped")
@@ -254,9 +304,14 @@ def test_a_run_in_progress_keeps_its_heartbeat_fresh(alice, settings, monkeypatc
 
 
 # --- the command, the tasks and their schedules ---------------------------------------------------------
-def test_the_command_sweeps_and_names_the_runs_it_ended(alice):
+def test_the_command_sweeps_and_names_the_runs_it_ended(alice, monkeypatch):
     execution = claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
-                                    beat_seconds_ago=HEARTBEAT_LOST_S + 60)
+                                    beat_seconds_ago=HEARTBEAT_LOST_S + 5)
+    out = StringIO()
+    call_command("sweep_executions", stdout=out)
+    assert out.getvalue().strip() == "0 runs interrupted"  # found silent, noted
+
+    at(monkeypatch, later(NEXT_SWEEP_S))  # its next run
     out = StringIO()
     call_command("sweep_executions", stdout=out)
     assert f"interrupted {execution.pk}" in out.getvalue() and "1 runs interrupted" in out.getvalue()
@@ -267,9 +322,11 @@ def test_the_command_sweeps_and_names_the_runs_it_ended(alice):
     assert out.getvalue().strip() == "0 runs interrupted"
 
 
-def test_the_sweep_task_returns_how_many_runs_it_ended(alice):
+def test_the_sweep_task_returns_how_many_runs_it_ended(alice, monkeypatch):
     claimed_by_a_worker(execution_create(ChatRequest(owner=alice, message="hi", mode="background")),
-                        beat_seconds_ago=HEARTBEAT_LOST_S + 60)
+                        beat_seconds_ago=HEARTBEAT_LOST_S + 5)
+    assert execution_sweep_task() == 0  # found silent, noted
+    at(monkeypatch, later(NEXT_SWEEP_S))
     assert execution_sweep_task() == 1
     assert execution_sweep_task() == 0
 
@@ -324,7 +381,7 @@ def test_a_worker_killed_mid_run_leaves_a_run_the_sweep_interrupts(alice, shared
     assert execution.status == "running" and execution.llm_calls == 1
     assert execution_sweep() == []  # its heartbeat is still recent: a live worker could own it
 
-    assert [e.pk for e in execution_sweep(now=later(HEARTBEAT_LOST_S + 1))] == [execution.pk]
+    assert [e.pk for e in sweeps_a_sweep_interval_apart(from_s=HEARTBEAT_LOST_S + 1)] == [execution.pk]
 
     assert_interrupted(execution, "worker stopped")
     first_call, in_flight = LLMCall.objects.filter(execution=execution).order_by("id")
@@ -368,11 +425,13 @@ def test_runs_a_killed_worker_had_taken_are_queued_again_and_run_once_by_a_new_o
     worker = start_worker(tmp_path)
     try:
         # The sweep, half a minute on (not the 7 minutes django-q2 keeps the dead cluster's tasks locked): the
-        # run the dead worker was running is interrupted, the two it had only taken are queued again.
-        swept = execution_sweep(now=later(REQUEUE_AFTER_S + 1))
-        assert [execution.pk for execution in swept] == [runs[0].pk]
+        # two runs the dead worker had only taken are queued again; the one it was running is found silent, and
+        # interrupted by the next sweep.
+        assert execution_sweep(now=later(REQUEUE_AFTER_S + 1)) == []
         assert wait_for(lambda: all(WorkflowExecution.objects.get(pk=run.pk).status == "completed"
                                     for run in runs[1:]))
+        swept = execution_sweep(now=later(REQUEUE_AFTER_S + 1 + NEXT_SWEEP_S))
+        assert [execution.pk for execution in swept] == [runs[0].pk]
         completed = {run.pk: list(ExecutionEvent.objects.filter(execution_id=run.pk).values_list("seq", "event"))
                      for run in runs[1:]}
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.db import retried_on_conflict
@@ -26,7 +27,8 @@ Status = WorkflowExecution.Status
 # --- recovery and retention -----------------------------------------------------------------------------
 SWEEP_SCHEDULE_NAME = "chatter-sweep-executions"
 PRUNE_SCHEDULE_NAME = "chatter-prune-events"
-# A running run's process refreshes its heartbeat every HEARTBEAT_S; several missed beats mean it is gone.
+# A running run's process refreshes its heartbeat every HEARTBEAT_S; several missed beats mean it may be gone. A sweep
+# that finds it so only notes when (silent_since); a later one takes it over if it stayed silent long enough (_gone).
 HEARTBEAT_LOST_S = 6 * HEARTBEAT_S
 # Past its timeout a live run ends itself at its next token or node boundary; this is the slack it gets.
 SWEEP_GRACE_S = 10
@@ -56,10 +58,47 @@ def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
     started = execution.started_at or execution.created_at
     if started + deadline < now:
         return f"it ran past its timeout ({timeout_s} s)"
-    beat = execution.heartbeat_at or started
-    if beat + timedelta(seconds=HEARTBEAT_LOST_S) < now:
-        return f"{WORKER_STOPPED} (no heartbeat for {int((now - beat).total_seconds())} s)"
+    if _gone(execution, now=now):
+        return f"{WORKER_STOPPED} (no heartbeat for {int((now - _last_beat(execution)).total_seconds())} s)"
     return None
+
+
+def _last_beat(execution: WorkflowExecution) -> datetime:
+    return execution.heartbeat_at or execution.started_at or execution.created_at
+
+
+def _silent(execution: WorkflowExecution, *, now: datetime) -> bool:
+    """Whether a running run has not beaten for HEARTBEAT_LOST_S: its process died, or could not write its beats."""
+    return execution.status == Status.RUNNING and _last_beat(execution) + timedelta(seconds=HEARTBEAT_LOST_S) < now
+
+
+def _silence_seen(execution: WorkflowExecution) -> datetime | None:
+    """When a sweep first found the run's present silence (its mark, made after its last beat), or None."""
+    mark = execution.silent_since
+    return mark if mark is not None and mark >= _last_beat(execution) else None
+
+
+def _gone(execution: WorkflowExecution, *, now: datetime) -> bool:
+    """Whether a silent run's process is taken for dead. Not at the first sweep that finds it silent: that one may
+    be the first to reach the database after an outage that kept a live process from beating, and that process may
+    take as long again to get a connection back (psycopg_pool's reconnect back-off doubles) and beat. So the run is
+    gone once a sweep saw it silent and no beat has come for HEARTBEAT_LOST_S since, nor for as long as it had been
+    silent before that sweep."""
+    seen = _silence_seen(execution)
+    return _silent(execution, now=now) and seen is not None and now - seen >= max(
+        timedelta(seconds=HEARTBEAT_LOST_S), seen - _last_beat(execution))
+
+
+def executions_silence_note(*, runs: list[WorkflowExecution], now: datetime) -> int:
+    """Note on the running runs among `runs` whose heartbeat is silent, and was not yet seen so by a sweep, that it
+    is from `now` (silent_since), in one UPDATE made only while each is still silent: a beat landing meanwhile (the
+    heartbeat clears the mark in its own UPDATE) keeps its run unmarked. Returns how many were noted."""
+    unseen = [execution.pk for execution in runs if _silent(execution, now=now) and _silence_seen(execution) is None]
+    if not unseen:
+        return 0
+    cutoff = now - timedelta(seconds=HEARTBEAT_LOST_S)
+    return WorkflowExecution.objects.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at=None), pk__in=unseen,
+                                            status=Status.RUNNING).update(silent_since=now)
 
 
 def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> WorkflowExecution | None:
@@ -75,15 +114,16 @@ def execution_interrupt(*, execution: WorkflowExecution, reason: str) -> Workflo
 
 
 @retried_on_conflict
-def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecution | None:
+def execution_requeue_after_crash(*, execution_id, reason: str, silent_since: datetime) -> WorkflowExecution | None:
     """A running run whose worker died goes back to `pending` and to the queue, to go on from its last checkpoint
     (workflows.runner, after_crash): nodes left running fail as for an ending (the call in flight recorded from
     what its node row and heartbeat hold, I5), with a `workflow_requeued` event, in one transaction. LLM calls
     already recorded are not made again; a node that runs again makes new ones, recorded as such. None when the
-    run was no longer running."""
+    run was no longer running, or has beaten since the sweep found it silent at `silent_since` (its beat cleared
+    that)."""
     with transaction.atomic():
         locked = WorkflowExecution.objects.select_for_update(of=("self",)).select_related("owner").filter(
-            pk=execution_id, status=Status.RUNNING).first()
+            pk=execution_id, status=Status.RUNNING, silent_since=silent_since).first()
         if locked is None:
             return None
         attempt = locked.resume_attempts + 1
@@ -92,7 +132,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
         recorder.emit("workflow_requeued", {"attempt": attempt, "reason": reason})
         recorder.audit("execution.requeued", {"attempt": attempt, "reason": reason})
         WorkflowExecution.objects.filter(pk=locked.pk, status=Status.RUNNING).update(
-            status=Status.PENDING, resume_attempts=attempt, stream_progress={}, heartbeat_at=None,
+            status=Status.PENDING, resume_attempts=attempt, stream_progress={}, heartbeat_at=None, silent_since=None,
             # a background answer it was claimed with is in its checkpoints now, or asked again (as for any run)
             output_data={k: v for k, v in (locked.output_data or {}).items() if k != "answers"},
             **recorder.counters_increments())
@@ -105,7 +145,7 @@ def execution_requeue_after_crash(*, execution_id, reason: str) -> WorkflowExecu
 def _runs_in_progress():
     return WorkflowExecution.objects.filter(status__in=(Status.PENDING, Status.RUNNING)).order_by(
         "created_at").only("id", "status", "mode", "config", "created_at", "started_at", "heartbeat_at",
-                           "resume_attempts", "run_after", "cancel_requested", "output_data")
+                           "silent_since", "resume_attempts", "run_after", "cancel_requested", "output_data")
 
 
 def _requeue_after(execution: WorkflowExecution) -> timedelta:
@@ -167,25 +207,30 @@ def executions_requeue_lost(*, runs: list[WorkflowExecution], now: datetime) -> 
 
 
 def execution_overdue_count(*, now: datetime | None = None) -> int:
-    """Runs the sweep should have ended at least one sweep interval ago (I4 says: none). /health reports it."""
+    """Runs the sweep should have ended, or found silent, at least one sweep interval ago (I4 says: none). /health
+    reports it."""
     then = (now or timezone.now()) - timedelta(seconds=settings.CHATTER_SWEEP_INTERVAL_S)
-    return sum(1 for execution in _runs_in_progress() if _sweep_reason(execution, now=then) is not None)
+    return sum(1 for execution in _runs_in_progress() if _sweep_reason(execution, now=then) is not None or (
+        _silent(execution, now=then) and _silence_seen(execution) is None))
 
 
 def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
     """The recovery sweep (docs/operations/audit.md#recovery, docs/architecture.md#i4): every run pending or running
-    past its timeout (plus a grace), and every running run whose process stopped beating (its worker died) after
-    CHATTER_RESUME_ATTEMPTS re-queues, ends `failed` / `interrupted`; before those are used up, such a run is queued
-    again to go on from its last checkpoint (execution_requeue_after_crash); one its owner asked to cancel ends
-    `cancelled` instead, as does a pending one the cancel came to as it was queued again. Unanswered questions past
-    their timeout end too (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is
-    logged and left for the next sweep. Before that, a pending background or scheduled run whose task was lost with a
-    dead worker is queued again (executions_requeue_lost), well before its timeout would end it."""
+    past its timeout (plus a grace), and every running run whose process stopped beating (its worker died: still
+    silent well after a sweep found it so, _gone) after CHATTER_RESUME_ATTEMPTS re-queues, ends `failed` /
+    `interrupted`; before those are used up, such a run is queued again to go on from its last checkpoint
+    (execution_requeue_after_crash); one its owner asked to cancel ends `cancelled` instead, as does a pending one
+    the cancel came to as it was queued again. Unanswered questions past their timeout end too
+    (executions_waiting_expire). Returns the runs it ended; one that cannot be ended now is logged and left for the
+    next sweep. Before that, a pending background or scheduled run whose task was lost with a dead worker is queued
+    again (executions_requeue_lost), well before its timeout would end it, and the running runs it is the first to
+    find silent are noted so, to be taken over by a later sweep if they stay silent (executions_silence_note)."""
     now = now or timezone.now()
     ended = []
     runs = list(_runs_in_progress())
-    executions_requeue_lost(runs=[execution for execution in runs if _sweep_reason(execution, now=now) is None],
-                            now=now)
+    left = [execution for execution in runs if _sweep_reason(execution, now=now) is None]
+    executions_requeue_lost(runs=left, now=now)
+    executions_silence_note(runs=left, now=now)
     ended += executions_waiting_expire(now=now)  # unanswered questions past their timeout_s
     for execution in runs:
         reason = _sweep_reason(execution, now=now)
@@ -194,7 +239,8 @@ def execution_sweep(*, now: datetime | None = None) -> list[WorkflowExecution]:
         if (execution.status == Status.RUNNING and reason.startswith(WORKER_STOPPED)
                 and not execution.cancel_requested and execution.resume_attempts < settings.CHATTER_RESUME_ATTEMPTS):
             try:
-                if execution_requeue_after_crash(execution_id=execution.pk, reason=reason) is not None:
+                if execution_requeue_after_crash(execution_id=execution.pk, reason=reason,
+                                                 silent_since=execution.silent_since) is not None:
                     logger.warning("execution %s queued again to go on from its last checkpoint: %s",
                                    execution.pk, reason)
             except Exception:  # noqa: BLE001 - e.g. the queue refused it (execution_enqueue ended it failed)
