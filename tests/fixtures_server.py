@@ -4,12 +4,15 @@ committed rows. Also real django-q2 workers, and a private redis-server a test m
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from django.db import connection
@@ -349,10 +352,26 @@ class PrivatePostgres:
 
     def restart(self) -> None:
         """`pg_ctl restart` (fast: sessions are ended), back once it accepts connections again."""
+        self._pg_ctl("restart")
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """PostgreSQL stopped (fast: sessions are ended, a new connection is refused) for the block, then started
+        again, back once it accepts connections; Redis stays up."""
+        root = Path((self.dir / "pgroot").read_text().strip())
+        # (the options it was started with, as `pg_ctl restart` reads them: its port among them)
+        options = shlex.split((root / "data" / "postmaster.opts").read_text())[1:]
+        self._pg_ctl("stop")
+        try:
+            yield
+        finally:
+            self._pg_ctl("start", "-o", shlex.join(options[2:] if options[:1] == ["-D"] else options))
+
+    def _pg_ctl(self, action: str, *options: str) -> None:
         root = Path((self.dir / "pgroot").read_text().strip())
         bindir = Path((self.dir / "pgbin").read_text().strip())
         command = [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-w",
-                   "-t", "60", "-m", "fast", "restart"]
+                   "-t", "60", "-m", "fast", action, *options]
         if os.geteuid() == 0:  # as scripts/services.sh runs it
             command = ["runuser", "-u", "postgres", "--", *command]
         # The server outlives pg_ctl: it must not hold a pipe of ours.

@@ -1,13 +1,17 @@
 """Cancelling a running run: asked in this process, or polled from the run's row when asked in another."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+from django.db import InterfaceError, OperationalError, connection
 
 from core.db import connections_give_back
 from engine.runtime import RunInterrupted
 from workflows.models import WorkflowExecution
 
+logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.2
 
 _local_cancels: set[str] = set()
@@ -29,18 +33,35 @@ class CancelWatch:
         self._key = str(execution_id)  # (as _local_cancels holds it: asked at every check, about 20 a chat turn)
         self.cancelled = False
         self._polled = time.monotonic() if fresh else 0.0
+        self._unread = False  # the last poll could not read the run's row (the database unreachable)
 
     def asked(self) -> bool:
-        """Whether the run was asked to stop; RunInterrupted when it was ended elsewhere (the recovery sweep)."""
+        """Whether the run was asked to stop; RunInterrupted when it was ended elsewhere (the recovery sweep). A
+        poll that cannot reach the database is no cancel, as far as is known: the run goes on and asks again at its
+        next check (a cancel asked in this process still stops it), and its ending books it once the database is
+        back (docs/operations/durable-runs.md)."""
         if self.cancelled:
             return True
         if self._key in _local_cancels:
             self.cancelled = True
         elif time.monotonic() - self._polled >= CANCEL_POLL_S:
-            self._polled = time.monotonic()
-            row = WorkflowExecution.objects.filter(pk=self.execution_id).values_list(
-                "status", "cancel_requested").first()
-            connections_give_back()  # polled while the run waits on its model: it holds no pooled connection meanwhile
+            try:
+                row = WorkflowExecution.objects.filter(pk=self.execution_id).values_list(
+                    "status", "cancel_requested").first()
+            except (OperationalError, InterfaceError):
+                if connection.in_atomic_block:  # a caller's transaction, broken by it: the caller's to end
+                    raise
+                if not self._unread:  # once an outage, not at every check
+                    logger.warning("execution %s: its cancel check cannot read the database; it goes on",
+                                   self.execution_id, exc_info=True)
+                self._unread = True
+                return False
+            finally:
+                connections_give_back()  # polled while the run waits on its model: it holds no pooled connection
+                self._polled = time.monotonic()  # (after a read that may have waited the pool's timeout)
+            if self._unread:
+                logger.info("execution %s: its cancel check reads the database again", self.execution_id)
+                self._unread = False
             if row is None or row[0] != WorkflowExecution.Status.RUNNING:  # ended elsewhere: stop spending
                 raise RunInterrupted("the run was ended while it was still running")
             self.cancelled = row[1]

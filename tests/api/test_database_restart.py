@@ -3,7 +3,11 @@ answered 2xx, although each server process's pool still held connections the res
 psycopg_pool, which hands out what it holds without asking the server).
 
 On a PostgreSQL of the test's own (the suite's is not restarted under it), one daphne process: a burst fills its
-pool, then a light load (one request at a time: chat turns and reads) goes on while PostgreSQL restarts."""
+pool, then a light load (one request at a time: chat turns and reads) goes on while PostgreSQL restarts.
+
+A run streaming its reply while the database is down, for longer than a pooled connection is waited for, goes on:
+its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
+back."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from tests.api.sse import SSEParser
 
 pytestmark = pytest.mark.postgres
 
@@ -65,3 +71,42 @@ def test_a_restart_costs_no_request_sent_after_the_database_is_back(private_post
     after = [outcome for at, outcome in sent if at > back]
     assert len(after) >= AFTER_RESTART, sent[-5:]
     assert [outcome for outcome in after if outcome not in (200, 201)] == [], after
+
+
+def test_a_run_streaming_while_the_database_is_down_goes_on_and_books_its_call(private_postgres, daphne_server):
+    token = private_postgres.manage("shell", "-c", "from django.core.management import call_command; "
+                                    "call_command('ensure_admin'); call_command('create_api_token', 'admin')"
+                                    ).strip().split()[-1]
+    pool_timeout_s = 2  # how long a thread waits for a pooled connection: the database stays down longer
+    server = daphne_server(**private_postgres.env(**SERVER_ENV, CHATTER_DB_POOL_TIMEOUT_S=str(pool_timeout_s),
+                                                  CHATTER_LOCAL_TOKEN_DELAY_MS="250"))
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
+                          timeout=WAIT_AT_MOST_S)
+    message = "please repeat all of these words back to me slowly and one by one " * 3  # a reply of about 50 words
+
+    parser, tokens = SSEParser(), []
+    with client:
+        with client.stream("POST", "/api/v1/chat/", json={"message": message, "stream": True,
+                                                                "enable_tools": False}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                frame = parser.feed_line(line)
+                if frame is not None and frame.event == "workflow_started":
+                    execution_id = frame.envelope["execution_id"]
+                if frame is not None and frame.event == "token":
+                    tokens.append(frame.envelope["data"]["text"])
+                if len(tokens) == 2:
+                    break  # the model streams its reply; the client leaves (its feed reads the database too)
+        with private_postgres.down():  # longer than the run's cancel check waits for a connection, several times
+            time.sleep(3 * pool_timeout_s)
+        deadline = time.monotonic() + WAIT_AT_MOST_S
+        while (run := client.get(f"/api/v1/executions/{execution_id}/").raise_for_status().json())["status"] in (
+                "pending", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    assert run["status"] == "completed", (run["error_type"], run["error_message"])
+    assert run["output_data"]["content"].startswith("".join(tokens))
+    (call,) = run["llm_call_log"]  # the model's own count, not an estimate
+    assert run["llm_calls"] == 1 and not call["estimated"] and call["completion_tokens"] > 0
+    assert [run[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")] == \
+        [call[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")]
