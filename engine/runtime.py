@@ -34,6 +34,7 @@ from engine.settings import settings
 from engine.streamed_reply import StreamedReply
 from engine.tools import TOOLS
 from engine.usage import (
+    Price,
     Usage,
     estimate_input_tokens,
     estimate_prompt_tokens,
@@ -65,6 +66,7 @@ class _Target:
     """Where one attempt of a call goes: the provider's own server (deployment None), or a deployment."""
     provider: str  # what the call is recorded and priced under
     model: str  # the model name asked for (priced by it)
+    price: Price | None  # its price, read as the target is chosen (RunContext._target)
     deployment: Deployment | None = None
 
 
@@ -256,10 +258,16 @@ class RunContext:
         table = routing_table()
         route = table.route_for(provider, model_name) if table is not None else None
         if route is None:
-            yield _Target(provider, model_name)
+            yield self._target(provider, model_name)
             return
         for deployment in route_deployments(route, table=table, skipped=skipped):
-            yield _Target(table.routes[deployment.route].provider, deployment.route, deployment)
+            yield self._target(table.routes[deployment.route].provider, deployment.route, deployment)
+
+    def _target(self, provider: str, model: str, deployment: Deployment | None = None) -> _Target:
+        """A call's target with its price, read before the call waits: the call's end (or its break) then books its
+        usage asking the hooks for nothing, so what they read being out of reach by then (a database down) never
+        loses a call that was made."""
+        return _Target(provider, model, self.hooks.price(provider, model), deployment)
 
     def _attempted(self, node: Node, target: _Target, started: float, *, error: Exception | None = None,
                    fault: tuple | None = None) -> list[tuple[int | None, float]]:
@@ -415,7 +423,7 @@ class RunContext:
                       started: float, message_id: str | None = None, finish_reason: str = "") -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
         callbacks: engine.python_graphs): priced and recorded like every other call."""
-        return self._record(node, _Target(provider, requested_model), reported_model, usage, started,
+        return self._record(node, self._target(provider, requested_model), reported_model, usage, started,
                             message_id=message_id, finish_reason=finish_reason)
 
     def _record_reply(self, node, target: _Target, prompt, streamed, started) -> tuple[AIMessage, LLMCall]:
@@ -442,7 +450,7 @@ class RunContext:
         # Priced by the model asked for (its price let the run start; a server may report another name, e.g. a
         # llama.cpp server its model file's path), as recompute_costs re-prices it; a routed call by the model name
         # whose deployment served it (a fallback's own).
-        usage = priced(usage, self.hooks.price(target.provider, target.model))
+        usage = priced(usage, target.price)
         call = LLMCall(target.provider, reported_model, target.model, usage, int((time.monotonic() - started) * 1000),
                        deployment=target.deployment.label if target.deployment else "", message_id=message_id or "",
                        finish_reason=finish_reason, kind=kind)

@@ -187,6 +187,33 @@ def test_missing_usage_is_estimated_flagged_and_the_turn_completes(alice, stub):
     assert ExecutionEvent.objects.get(execution=execution, event="token_usage").data["estimated"] is True
 
 
+def test_a_call_whose_end_finds_the_database_out_of_reach_is_still_booked_exactly(alice, stub):
+    """A queued run (a worker's) prices its call before the call waits, so the call's end reads nothing: here the
+    database refuses the price's read from the moment the model is asked (as when it is down for longer than the
+    pool's timeout), and the call made is booked all the same."""
+    from django.db import OperationalError, connection
+
+    from core.cache import hot_reads
+
+    stub.reply(content=REPLY, usage=USAGE)
+    execution = execution_create(ChatRequest(owner=alice, message="Tell me something", config=OPENAI))
+    hot_reads.forget()  # the worker has not read this model's price yet (its first run of it)
+
+    def unreachable_once_asked(execute, sql, params, many, context):
+        if stub.requests and "analytics_modelprice" in sql:
+            raise OperationalError("couldn't get a connection after 30.00 sec")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(unreachable_once_asked):
+        execution = execution_run(execution_id=execution.pk)
+
+    reply = assert_ended(execution, "completed")
+    call = LLMCall.objects.get(execution=execution)
+    assert (call.prompt_tokens, call.completion_tokens, call.estimated, call.unpriced) == (100, 20, False, False)
+    assert (reply.content, reply.total_tokens, reply.cost) == (REPLY, 120, price(100, 20))
+    assert len(stub.requests) == execution.llm_calls == 1
+
+
 NO_COUNT = {
     "empty": {},
     "completion_null": {"prompt_tokens": 10, "completion_tokens": None, "total_tokens": 10},
