@@ -64,6 +64,19 @@ def versions_body(dataset, **extra) -> dict:
                         {"name": "v2", "prompt": {"name": "support", "version": 2}, "config": OPENAI}], **extra}
 
 
+def one_target_held(owner, openai_server) -> tuple:
+    """(dataset, thread): an experiment of one target over 3 items, posted in the background, its first item's model
+    call held by the stub until the test releases it (each later call answers at once)."""
+    dataset = dataset_of(owner, 3)
+    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content="ok", usage=TARGET_USAGE)
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(owner, body)
+    first_call_held(openai_server)
+    return dataset, thread
+
+
 def test_two_prompt_versions_over_50_items_with_a_judge_account_targets_and_judge_apart(api, alice, support,
                                                                                         openai_server):
     dataset = dataset_of(alice, 50)
@@ -231,13 +244,7 @@ def test_a_judge_that_answers_no_finite_score_is_the_evaluators_error_and_the_re
 
 def test_the_dataset_of_an_experiment_under_way_and_its_items_are_not_deleted_until_it_ends(api, alice, support,
                                                                                              openai_server):
-    dataset = dataset_of(alice, 3)
-    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
-    openai_server.always(content="ok", usage=TARGET_USAGE)
-    body = versions_body(dataset)
-    body["targets"] = body["targets"][:1]
-    thread = run_in_background(alice, body)
-    first_call_held(openai_server)
+    dataset, thread = one_target_held(alice, openai_server)
     item = dataset.items.first()
 
     refused = [api.delete(f"/api/v1/datasets/{dataset.pk}/"),
@@ -257,13 +264,7 @@ def test_the_dataset_of_an_experiment_under_way_and_its_items_are_not_deleted_un
 
 
 def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(api, alice, support, openai_server):
-    dataset = dataset_of(alice, 3)
-    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
-    openai_server.always(content="ok", usage=TARGET_USAGE)
-    body = versions_body(dataset)
-    body["targets"] = body["targets"][:1]
-    thread = run_in_background(alice, body)
-    first_call_held(openai_server)
+    dataset, thread = one_target_held(alice, openai_server)
     item = dataset.items.order_by("created_at", "id").first()  # the one whose run is under way
 
     DatasetItem.objects.filter(pk=item.pk).delete()  # out of Chatter's hands (a database console): no check there
@@ -279,13 +280,7 @@ def test_a_result_that_cannot_be_written_ends_the_experiment_failed_saying_so(ap
 
 def test_the_admin_deletes_no_dataset_or_item_an_experiment_under_way_reads(client, alice, staff, support,
                                                                             openai_server):
-    dataset = dataset_of(alice, 3)
-    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
-    openai_server.always(content="ok", usage=TARGET_USAGE)
-    body = versions_body(dataset)
-    body["targets"] = body["targets"][:1]
-    thread = run_in_background(alice, body)
-    first_call_held(openai_server)
+    dataset, thread = one_target_held(alice, openai_server)
     item = dataset.items.first()
     client.force_login(staff)
 
@@ -306,13 +301,7 @@ def test_the_admin_deletes_no_dataset_or_item_an_experiment_under_way_reads(clie
 
 def test_an_experiment_deleted_in_the_admin_while_it_runs_starts_no_more_items(client, alice, staff, support,
                                                                                 openai_server):
-    dataset = dataset_of(alice, 3)
-    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
-    openai_server.always(content="ok", usage=TARGET_USAGE)
-    body = versions_body(dataset)
-    body["targets"] = body["targets"][:1]
-    thread = run_in_background(alice, body)
-    first_call_held(openai_server)
+    _, thread = one_target_held(alice, openai_server)
     client.force_login(staff)
 
     deleted = client.post(f"/admin/experiments/experiment/{Experiment.objects.get().pk}/delete/", {"post": "yes"})
@@ -353,13 +342,7 @@ def test_a_pair_refused_for_the_owners_run_limit_waits_for_a_slot_and_never_fail
 
 def test_an_experiment_runs_the_items_its_dataset_had_when_it_started_and_counts_those(api, alice, support,
                                                                                       openai_server):
-    dataset = dataset_of(alice, 3)
-    openai_server.reply(content="ok", usage=TARGET_USAGE, hold=True)
-    openai_server.always(content="ok", usage=TARGET_USAGE)
-    body = versions_body(dataset)
-    body["targets"] = body["targets"][:1]
-    thread = run_in_background(alice, body)
-    first_call_held(openai_server)
+    dataset, thread = one_target_held(alice, openai_server)
 
     added = api.post(f"/api/v1/datasets/{dataset.pk}/items/", {"input": "added while it ran"}, format="json")
     assert added.status_code == 201
@@ -375,5 +358,7 @@ def test_an_experiment_runs_the_items_its_dataset_had_when_it_started_and_counts
     assert not ExperimentResult.objects.filter(item_id=added.json()["id"]).exists()
     assert len(openai_server.requests) == 3
 
+    body = versions_body(dataset)
+    body["targets"] = body["targets"][:1]
     again = api.post(URL, body, format="json").json()  # a new experiment runs every item the dataset has now
     assert again["status"] == "completed" and again["progress"] == {**again["progress"], "done": 4, "total": 4}
