@@ -152,7 +152,7 @@ class HotReads:
                          "every %s s until it is", self.OWED_RETRY_S, exc_info=True)
             with self._lock:
                 self._owed_count += 1
-                if self._owed is None:
+                if self._owed is None or not self._owed.is_alive():  # (a forked worker inherits none)
                     self._owed = threading.Thread(target=self._announce_owed, name="chatter-hot-reads-owed",
                                                   daemon=True)
                     self._owed.start()
