@@ -1,20 +1,16 @@
 """An experiment longer than a worker's task goes on in new tasks, slice by slice (a pair that got no run slot in
 its task, too); one whose worker died (no result for longer than an item can take) resumes; a live one does not."""
-import threading
-import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from audit.models import AuditEvent
 from django_q.models import Task
 
 from experiments.models import Experiment
 from experiments.services import experiment_create
 from tests.api.conftest import assert_error
+from tests.experiments.test_experiment_runs import refused_often, run_in_background
 from tests.factories import WorkflowExecutionFactory
 
 URL = "/api/v1/experiments/"
@@ -42,20 +38,9 @@ def test_a_pair_that_gets_no_run_slot_in_its_task_goes_on_in_a_new_task(api, ali
     monkeypatch.setattr("experiments.services.BUSY_WAIT_MAX_S", 0.001, raising=False)
     other_run = WorkflowExecutionFactory(owner=alice, message="still pending")  # alice's one slot, taken
 
-    def post() -> None:  # django-q2 runs the tasks inline in tests: the POST runs them all
-        client = APIClient()
-        client.force_login(alice)
-        try:
-            client.post(URL, {"name": "busy", "dataset": str(qa.pk), "targets": [{"template": "universal_chat"}]},
-                        format="json")
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=post)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while AuditEvent.objects.filter(action="limit.exceeded").count() < 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread = run_in_background(alice, {"name": "busy", "dataset": str(qa.pk),
+                                       "targets": [{"template": "universal_chat"}]})
+    refused_often()
     assert api.post(f"/api/v1/executions/{other_run.pk}/cancel/").status_code == 200  # the slot is free
     thread.join(60)
 

@@ -58,6 +58,13 @@ def first_call_held(openai_server) -> None:
         time.sleep(0.05)
 
 
+def refused_often(times: int = 100) -> None:
+    """Until the owner's run limit has refused a pair `times` times (each refusal is audited `limit.exceeded`)."""
+    deadline = time.monotonic() + 30
+    while AuditEvent.objects.filter(action="limit.exceeded").count() < times and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def versions_body(dataset, **extra) -> dict:
     return {"name": "v1 vs v2", "dataset": str(dataset.pk),
             "targets": [{"name": "v1", "prompt": {"name": "support", "version": 1}, "config": OPENAI},
@@ -326,9 +333,7 @@ def test_a_pair_refused_for_the_owners_run_limit_waits_for_a_slot_and_never_fail
     body = versions_body(dataset)
     body["targets"] = body["targets"][:1]
     thread = run_in_background(alice, body)
-    deadline = time.monotonic() + 30
-    while AuditEvent.objects.filter(action="limit.exceeded").count() < 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    refused_often()
 
     assert api.post(f"/api/v1/executions/{other_run.pk}/cancel/").status_code == 200  # the slot is free
     thread.join(60)
