@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from agent_server.messages import message_dict
+from agent_server.thread_stream import thread_state_updated_on_commit
 from agent_server.threads import thread_values
 from conversations.models import Conversation, Message
 from core.errors import Conflict, InvalidInput, NotFound
@@ -380,6 +381,7 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
         if latest := _runs(conversation).first():  # (none on a copy not run yet: a registered graph's)
             config["configurable"]["chatter"] = _run_context(latest)
         config = _updated(graph, config, values, as_node=as_node)
+        thread_state_updated_on_commit(conversation=conversation, checkpoint_id=config["configurable"]["checkpoint_id"])
         return {"checkpoint": {**_checkpoint(conversation, config["configurable"]["checkpoint_id"])}}
     if checkpoint_id:
         execution = checkpoint_run(conversation=conversation, checkpoint_id=checkpoint_id)
@@ -403,6 +405,7 @@ def thread_state_update(*, conversation: Conversation, values: Any, as_node: str
     config = _updated(graph, config, values, as_node=as_node)
     # Saved outside a run, the saver wrote the rows without their run: they are that run's.
     Checkpoint.objects.filter(thread_id=str(execution.pk), execution__isnull=True).update(execution_id=execution.pk)
+    thread_state_updated_on_commit(conversation=conversation, checkpoint_id=config["configurable"]["checkpoint_id"])
     return {"checkpoint": _checkpoint(conversation, config["configurable"]["checkpoint_id"])}
 
 

@@ -8,6 +8,10 @@ after each update_state; until the client leaves.
 A run frame's id is `<run_id>:<seq>-<k>` (its frame `<seq>-<k>` of that run): `Last-Event-ID` resumes after it,
 with the rest of that run's log, then the log of each later run of the thread, then what comes. State updates are
 live only, as the stock server keeps none to replay (no id).
+
+The stream looks for the thread's new runs and state updates when the owner's feed tells of one (workflows.realtime's
+one event path: a run's `workflow_started` names its thread, update_state says `thread_state_updated`), and every
+LOOK_S for what the hub did not bring (Redis down), which also finds the thread deleted.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from datetime import timedelta
 from typing import AsyncIterator
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -26,13 +31,16 @@ from agent_server.stream import FrameMaker, graph_streams_of, parse_last_event_i
 from conversations.models import Conversation
 from core.api.sse import HEARTBEAT, frame
 from core.errors import InvalidInput
-from workflows.events import TERMINAL_EVENTS
+from workflows.events import TERMINAL_EVENTS, event_envelope, events_publish
+from workflows.hub import Subscription
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, ExecutionEvent, WorkflowExecution
-from workflows.realtime import RUN_VISIBLE_S, execution_feed
+from workflows.realtime import RUN_VISIBLE_S, execution_feed, user_subscribe
 
 THREAD_STREAM_MODES = ("run_modes", "lifecycle", "state_update")  # LangGraph's ThreadStreamMode
-LOOK_S = 0.5  # how often the stream looks for the thread's new runs and state updates
+LOOK_S = 5.0  # how often the stream looks for the thread's new runs and state updates its owner's feed did not tell
 HEARTBEAT_S = 5.0  # the stock server's heartbeat interval
+STATE_UPDATED = "thread_state_updated"  # on the owner's feed (/ws/events/ too) once an update_state commits
+_LOOK, _RELAY_ENDED = object(), object()  # on the stream's queue, among its frames: a look is due; a relay ended
 
 
 def thread_stream_modes(values: list[str]) -> list[str]:
@@ -60,6 +68,15 @@ def thread_resume_point(*, conversation: Conversation, last_event_id: str | None
             pk=run_id, conversation_id=conversation.pk).exists():
         raise InvalidInput("Invalid last-event-id: not an event id of this thread's stream")
     return str(run_id), *point
+
+
+def thread_state_updated_on_commit(*, conversation: Conversation, checkpoint_id: str) -> None:
+    """`thread_state_updated` ({thread_id, checkpoint_id}) on the owner's feed once the caller's update commits: the
+    thread's streams in `state_update` send its state. Not persisted (it is no run's event)."""
+    envelope = event_envelope(execution_id="", event=STATE_UPDATED, seq=None,
+                              data={"thread_id": str(conversation.pk), "checkpoint_id": checkpoint_id})
+    owner_id = conversation.owner_id
+    transaction.on_commit(lambda: events_publish([], owner_id=owner_id, owner_only=(envelope,)))
 
 
 @database_sync_to_async
@@ -116,6 +133,57 @@ class _Arrivals:
         return runs, [_state_after(conversation, checkpoint_id) for checkpoint_id in updates]
 
 
+class _Told:
+    """Which of the owner's live events may bring the thread something, so that the stream looks: a run's start on
+    it (`workflow_started` names the run's thread), the first event heard of a run not known to be another
+    thread's (one that never started, cancelled while queued; one whose start the hub lost), an update_state of
+    it. `runs`: those the stream follows (None: it follows none)."""
+
+    def __init__(self, thread_id: str, *, runs: set | None, states: bool):
+        self.thread_id, self.runs, self.states = thread_id, runs, states
+        self.elsewhere: set[str] = set()  # the owner's runs on other threads, until they end
+        self.asked: dict[str, bool] = {}  # runs heard of since the last look: whether what was heard was their end
+        self.due = False  # a look is asked for and not begun
+
+    def news(self, envelopes: list[dict]) -> bool:
+        """Whether these events ask for a look that is not due yet."""
+        news = False
+        for envelope in envelopes:
+            name, data, run = envelope["event"], envelope["data"], envelope.get("execution_id")
+            if name == STATE_UPDATED:
+                news |= self.states and data.get("thread_id") == self.thread_id
+            elif envelope["seq"] is None or self.runs is None or run in self.runs:
+                continue  # a token, another feed event; a run followed already
+            elif run in self.elsewhere:
+                if name in TERMINAL_EVENTS:
+                    self.elsewhere.discard(run)
+            elif name == "workflow_started" and str(data.get("conversation_id")) != self.thread_id:
+                self.elsewhere.add(run)
+            else:
+                self.asked[run] = name in TERMINAL_EVENTS
+                news = True
+        if not news or self.due:
+            return False
+        self.due = True
+        return True
+
+    def look_begun(self) -> dict[str, bool]:
+        """A look begins: what was asked since the last one."""
+        asked, self.asked, self.due = self.asked, {}, False
+        return asked
+
+    def looked(self, asked: dict[str, bool]) -> None:
+        """After a look: a run asked about that it did not find is another thread's."""
+        self.elsewhere.update(run for run, ended in asked.items() if not ended and run not in self.runs)
+
+
+async def _told(live: Subscription, told: _Told, out: asyncio.Queue) -> None:
+    """Put a look on the stream's queue each time the owner's feed tells of something for the thread."""
+    while True:
+        if told.news(await live.get(HEARTBEAT_S)):
+            out.put_nowait(_LOOK)
+
+
 def _state_after(conversation: Conversation, checkpoint_id: str) -> dict:
     from agent_server.state import thread_state
 
@@ -161,52 +229,66 @@ async def _run_relayed(run_id: str, *, thread_id: str, after: int, resume: tuple
         await feed.aclose()
 
 
-async def thread_stream(*, conversation_id, modes: list[str], resume: tuple[str, int, int] | None = None
-                        ) -> AsyncIterator[str]:
+async def thread_stream(*, conversation_id, owner_id, modes: list[str],
+                        resume: tuple[str, int, int] | None = None) -> AsyncIterator[str]:
     """The SSE text of a thread's stream (see the module's docstring), a heartbeat when it has been quiet for
     HEARTBEAT_S; it ends when the thread is deleted."""
-    out: asyncio.Queue[str] = asyncio.Queue()
+    out: asyncio.Queue = asyncio.Queue()  # frames, and _LOOK, _RELAY_ENDED
     relays: list[asyncio.Future] = []
     follows_runs = "run_modes" in modes or "lifecycle" in modes
 
     def follow(run_id: str, after: int, resume_after: tuple | None) -> None:
-        relays.append(asyncio.ensure_future(_run_relayed(run_id, thread_id=str(conversation_id), after=after,
-                                                         resume=resume_after, modes=modes, out=out)))
+        relay = asyncio.ensure_future(_run_relayed(run_id, thread_id=str(conversation_id), after=after,
+                                                   resume=resume_after, modes=modes, out=out))
+        relay.add_done_callback(lambda _: out.put_nowait(_RELAY_ENDED))
+        relays.append(relay)
 
     arrivals = _Arrivals(conversation_id, since=timezone.now())
+    told = _Told(str(conversation_id), runs=arrivals.runs if follows_runs else None, states="state_update" in modes)
+    live = user_subscribe(owner_id)
+    listening = asyncio.ensure_future(_told(live, told, out))
     try:
+        await live.ready()  # from here on, a run started or a state updated anywhere is told
         await arrivals.seen_now()
         if follows_runs:
             for run_id, after, resume_after in await _runs_at_join(conversation_id, resume):
                 arrivals.runs.add(run_id)  # (one made since the look above: followed once)
                 follow(run_id, after, resume_after)
-        next_look = quiet_since = time.monotonic()
+        quiet_since = time.monotonic()
+        next_look = quiet_since + LOOK_S
         while True:
             try:
-                yield await asyncio.wait_for(out.get(), timeout=max(0.0, next_look - time.monotonic()))
+                item = await asyncio.wait_for(
+                    out.get(), timeout=max(0.0, min(next_look, quiet_since + HEARTBEAT_S) - time.monotonic()))
+            except asyncio.TimeoutError:
+                item = None
+            if isinstance(item, str):
+                yield item
                 quiet_since = time.monotonic()
                 continue
-            except asyncio.TimeoutError:
-                pass
             for relay in [relay for relay in relays if relay.done()]:
                 relays.remove(relay)
                 relay.result()  # a relay that failed ends the stream with its error
-            came = await arrivals.new()
-            if came is None:
-                return
-            runs, states = came
-            if follows_runs:
-                for run_id in runs:
-                    follow(run_id, 0, None)
-            if "state_update" in modes:
-                for state in states:
-                    yield frame(state, event="state_update")
-                    quiet_since = time.monotonic()
+            if item is _LOOK or time.monotonic() >= next_look:
+                asked = told.look_begun()
+                came = await arrivals.new()
+                if came is None:
+                    return
+                told.looked(asked)
+                runs, states = came
+                if follows_runs:
+                    for run_id in runs:
+                        follow(run_id, 0, None)
+                if "state_update" in modes:
+                    for state in states:
+                        yield frame(state, event="state_update")
+                        quiet_since = time.monotonic()
+                next_look = time.monotonic() + LOOK_S
             if time.monotonic() - quiet_since >= HEARTBEAT_S:
                 yield HEARTBEAT
                 quiet_since = time.monotonic()
-            next_look = time.monotonic() + LOOK_S
     finally:
-        for relay in relays:
-            relay.cancel()
-        await asyncio.gather(*relays, return_exceptions=True)
+        for task in [*relays, listening]:
+            task.cancel()
+        await asyncio.gather(*relays, listening, return_exceptions=True)
+        live.close()

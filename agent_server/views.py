@@ -400,7 +400,8 @@ class ThreadJoinStream(LangGraphView):
         params = request.query_params
         modes = thread_stream_modes([*params.getlist("stream_modes"), *params.getlist("stream_mode")])
         resume = thread_resume_point(conversation=conversation, last_event_id=request.headers.get("Last-Event-ID"))
-        return event_stream_response(thread_stream(conversation_id=conversation.pk, modes=modes, resume=resume))
+        return event_stream_response(thread_stream(conversation_id=conversation.pk, owner_id=conversation.owner_id,
+                                                   modes=modes, resume=resume))
 
 
 # --- MCP (agent_server.mcp) -------------------------------------------------------------------------------------

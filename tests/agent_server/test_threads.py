@@ -1,5 +1,7 @@
 """Threads over the official langgraph-sdk: a thread is a conversation (the same row as /api/v1/conversations/),
 its state the conversation's messages in LangGraph's format; another user's thread is a 404."""
+import asyncio
+import re
 import uuid
 
 import httpx
@@ -8,6 +10,7 @@ from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from agent_server.thread_stream import HEARTBEAT_S
 from conversations.models import Conversation, Message
 from tests.invariants import assert_i1
 
@@ -295,3 +298,91 @@ def test_prune_deletes_the_owners_threads_named_with_their_runs_stopped_and_coun
         with pytest.raises(NotFoundError):
             client.threads.get(thread_id)
     assert client.threads.prune([]) == {"pruned_count": 0}
+
+
+
+@pytest.fixture
+def statements_logged(shared_daphne_server, openai_stub):
+    """graph_server's graphs on a server that logs each statement it runs (tests/statements_logged_settings.py)."""
+    from tests.agent_server.conftest import GRAPHS
+
+    server = shared_daphne_server(CHATTER_GRAPHS=str(GRAPHS), OPENAI_BASE_URL=openai_stub.base_url,
+                                  OPENAI_API_KEY="sk-test-not-a-real-key", DEBUG="1",
+                                  DJANGO_SETTINGS_MODULE="tests.statements_logged_settings")
+    server.langgraph_url = f"{server.base_url}/langgraph"
+    return server
+
+
+# A thread stream's look at the thread (agent_server.thread_stream._Arrivals): its read of the update checkpoints.
+LOOK = 'SELECT "workflows_checkpoint"."checkpoint_id" AS "checkpoint_id" FROM "workflows_checkpoint" LEFT OUTER JOIN'
+
+
+def _statements(server, since: int) -> list[str]:
+    """The statements the server ran since its log was `since` bytes long."""
+    text = server.log.read_bytes()[since:].decode(errors="replace")
+    return [line for line in text.splitlines() if " django.db.backends: " in line]
+
+
+def _reads_of(thread: str, statements: list[str]) -> list[str]:
+    """Those that read the thread (its row, its runs, its checkpoints): not the server's own work meanwhile (the
+    audit chain's flush)."""
+    return [s for s in statements if re.search(r"django\.db\.backends: \([0-9.]+\) SELECT ", s)
+            and (thread in s or thread.replace("-", "") in s)]
+
+
+async def _looked(server, thread: str) -> None:
+    """Back once a stream of the thread looks at it after now."""
+    since = server.log.stat().st_size
+    for _ in range(600):  # (30 s: a stream that never looks fails here)
+        if any(LOOK in statement and thread in statement for statement in _statements(server, since)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no stream of the thread looked at it")
+
+
+async def test_an_idle_joined_thread_stream_reads_nothing_and_is_told_of_a_state_update_and_a_run(statements_logged,
+                                                                                                 alice_key):
+    """A joined thread stream waits on its owner's feed (workflows.realtime.user_subscribe): idle, it runs no
+    statement between its looks for what the hub did not bring, one at each heartbeat (it read the thread's runs and
+    state updates twice a second, three statements each time, for as long as its client stayed); an update_state
+    and a run started on the thread are told by the hub and sent at once, long before its next look."""
+    server = statements_logged
+    client = get_client(url=server.langgraph_url, api_key=alice_key)
+    thread = (await client.threads.create())["thread_id"]
+    await client.runs.wait(thread, "failing", input={"fail": False})
+    joined = (await client.threads.join_stream(thread, stream_mode=["run_modes", "state_update"])).__aiter__()
+    first = asyncio.ensure_future(anext(joined))
+    await _looked(server, thread)  # the stream's look as it joins
+
+    idle_from = server.log.stat().st_size
+    await asyncio.sleep(3)
+    idle = _reads_of(thread, _statements(server, idle_from))
+    await _looked(server, thread)  # its look at the heartbeat
+    await client.threads.update_state(thread, {"fail": False}, as_node="attempt")
+    update = await asyncio.wait_for(first, HEARTBEAT_S / 2)  # (not left to its next look, at the next heartbeat)
+    streamed = [part async for part in client.runs.stream(thread, "failing", input={"fail": False},
+                                                          stream_mode=["values"])]
+    run = await asyncio.wait_for(_until_run_done(joined, streamed[0].data["run_id"]), HEARTBEAT_S / 2)
+    await joined.aclose()
+
+    assert idle == [], "\n".join(idle)
+    assert update.event == "state_update" and update.data["state"]["values"] == {"count": 1, "fail": False}
+    assert [(p.event, p.data) for p in run] == [*[(p.event, p.data) for p in streamed if p.event != "end"],
+                                                ("metadata", {"status": "run_done", "run_id": run[0].data["run_id"]})]
+
+
+async def test_a_joined_thread_stream_ends_when_its_thread_is_deleted(statements_logged, alice_key):
+    """Nothing tells an idle stream of its thread's deletion: its look at the heartbeat finds the thread gone."""
+    client = get_client(url=statements_logged.langgraph_url, api_key=alice_key)
+    thread = (await client.threads.create())["thread_id"]
+    joined = await client.threads.join_stream(thread, stream_mode=["run_modes", "state_update"])
+    rest = asyncio.ensure_future(asyncio.wait_for(_all(joined), 30))  # (a stream left open fails here)
+    await _looked(statements_logged, thread)  # joined
+
+    await client.threads.delete(thread)
+
+    assert await rest == []
+
+
+async def _all(stream) -> list:
+    return [part async for part in stream]
