@@ -187,7 +187,9 @@ class McpPool:
 
         with anyio.fail_after(timeout_s):
             for attempt in range(2):
-                held = await self._checkout(endpoint)
+                # Made again, on a session of its own: another kept one may be as stale (a restarted server
+                # dropped them all).
+                held = await self._checkout(endpoint, fresh=attempt > 0)
                 reused = held.calls > 0
                 try:
                     result = await held.call_tool(tool, arguments)
@@ -243,8 +245,9 @@ class McpPool:
             tasks.start_soon(self._reap)
             started.set()
 
-    async def _checkout(self, endpoint: Endpoint) -> _Session:
-        idle = self._idle.get(endpoint, [])
+    async def _checkout(self, endpoint: Endpoint, *, fresh: bool = False) -> _Session:
+        """A kept session of `endpoint` that is still usable, or a new one (always, when `fresh`)."""
+        idle = [] if fresh else self._idle.get(endpoint, [])
         while idle:
             held = idle.pop()
             if held.usable:

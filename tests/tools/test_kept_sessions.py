@@ -2,6 +2,7 @@
 next run's share one session of the server (one initialize, one Mcp-Session-Id); a changed or deleted server's
 session is closed (the server sees its DELETE), as is an idle one after CHATTER_MCP_IDLE_S and one whose transport
 failed; a session the server dropped is replaced and the call made once; calls share a connection."""
+import threading
 import time
 
 import anyio
@@ -93,6 +94,31 @@ def test_b11_a_session_the_server_dropped_is_replaced_and_the_call_made_once(ali
     assert (again.ok, again.text) == (True, "42.0")
     assert mcp_server.calls == [("add", {"a": 20, "b": 22})]  # once
     assert first not in sessions_used(mcp_server)[1:] and len(sessions_used(mcp_server)) == 2
+
+
+def test_a_call_after_the_server_dropped_every_kept_session_is_made_on_a_new_one(alice, tracker, mcp_server):
+    # Two calls at once: two sessions, both kept once they answered.
+    held = [threading.Thread(target=mcp_tool_run, kwargs={
+        "user": alice, "name": "tracker__echo_header", "arguments": {"name": "x-token", "wait": 30}})
+        for _ in range(2)]
+    for thread in held:
+        thread.start()
+    wait_for(lambda: len(mcp_server.calls) == 2)
+    mcp_server.release()
+    for thread in held:
+        thread.join()
+    kept = sessions_used(mcp_server)
+    assert len(kept) == 2
+    # The server forgets both (as a restarted one would): the retry must not take the other stale one.
+    for session in kept:
+        httpx.delete(mcp_server.url, headers={SESSION: session, "mcp-protocol-version": "2025-06-18"}
+                     ).raise_for_status()
+    mcp_server.reset()
+
+    again = add(alice, 20, 22)
+
+    assert (again.ok, again.text, again.error) == (True, "42.0", "")
+    assert mcp_server.calls == [("add", {"a": 20, "b": 22})]  # once
 
 
 def test_b11_an_idle_session_is_closed_after_its_idle_life(alice, tracker, mcp_server, settings):
