@@ -5,7 +5,8 @@ tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older 
 `/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would;
 `/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
 origin. `/empty-answer` is `/mcp`, but answers a `tools/call` with a 200 `text/event-stream` that ends at once, empty
-(`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them.
+(`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
+`build_twice_listing_mcp` one tool twice.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -134,6 +135,30 @@ def build_many_mcp(called, released: threading.Event) -> FastMCP:  # (none of it
 
     for number in range(MANY_TOOLS):
         mcp.add_tool(tool_of(number), name=f"t{number:03d}", description=f"Tool {number}.")
+    return mcp
+
+
+def build_twice_listing_mcp(called, released: threading.Event) -> FastMCP:
+    """A server whose list names a tool twice: `echo` ("Echoes its text."), `other`, then `echo` again ("Another
+    echo."), as a hand-written server may list it (the spec wants a server's tool names unique)."""
+    class TwiceListing(FastMCP):
+        async def list_tools(self):
+            listed = await super().list_tools()
+            return [*listed, *(tool.model_copy(update={"description": "Another echo."})
+                               for tool in listed if tool.name == "echo")]
+
+    mcp = TwiceListing("chatter-test-twice", host="127.0.0.1", log_level="WARNING",
+                       transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Echoes its text.")
+    def echo(text: str) -> str:
+        called("echo", {"text": text})
+        return text
+
+    @mcp.tool(description="Answers ok.")
+    def other() -> str:
+        return "ok"
+
     return mcp
 
 

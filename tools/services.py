@@ -201,16 +201,24 @@ def _listing_kept(server: McpServer, listed: ToolList | McpUnreachable, *, now) 
 
 
 def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
-    """The tools whose qualified names a model can be offered, and what says which were left out ("" for none):
-    those no model takes, by name, and those past the MAX_TOOLS a server's list keeps, by number."""
-    said = []
-    kept = [tool for tool in listed.tools if tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}")]
-    if len(kept) < len(listed.tools):
-        names = [tool["name"] for tool in listed.tools if tool not in kept]
-        shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
-        more = f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else ""
-        said.append(f"left out {len(names)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
-                    f"offered (at most 64 letters, digits, _ and -): {shown}{more}")
+    """The tools whose qualified names a model can be offered, each name once, and what says which were left out
+    ("" for none): those no model takes and those listed again under a name listed before, by name, and those past
+    the MAX_TOOLS a server's list keeps, by number."""
+    said, kept, unnamed, twice, named = [], [], [], [], set()
+    for tool in listed.tools:
+        if not tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}"):
+            unnamed.append(tool["name"])
+        elif tool["name"] in named:  # a model is offered one function of a name (providers refuse two)
+            twice.append(tool["name"])
+        else:
+            named.add(tool["name"])
+            kept.append(tool)
+    if unnamed:
+        said.append(f"left out {len(unnamed)} tool(s) whose name as {server.name}{QUALIFIER}<tool> a model cannot be "
+                    f"offered (at most 64 letters, digits, _ and -): {_names_shown(unnamed)}")
+    if twice:
+        said.append(f"left out {len(twice)} tool(s) listed again under a name listed before (the first of each "
+                    f"name is kept): {_names_shown(twice)}")
     if listed.cut or listed.unread:
         what = [f"{listed.cut} tool(s)"] if listed.cut else []
         what += ["those of the pages not asked for"] if listed.unread else []
@@ -218,6 +226,11 @@ def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
         said.append(f"left out {' and '.join(what)} past {past} (a server's list is cut at {MAX_TOOLS} tools, "
                     f"{MAX_PAGES} pages)")
     return kept, "; ".join(said)
+
+
+def _names_shown(names: list[str]) -> str:
+    shown = ", ".join(repr(name[:LEFT_OUT_NAME_CHARS]) for name in names[:LEFT_OUT_SHOWN])
+    return shown + (f" and {len(names) - LEFT_OUT_SHOWN} more" if len(names) > LEFT_OUT_SHOWN else "")
 
 
 def mcp_tool_run(*, user, name: str, arguments: dict, timeout_s: float | None = None) -> ToolResult:

@@ -1,11 +1,13 @@
 """A server whose answers are valid MCP but odd for the database: a NUL in a tool's result, in its error and in its
 description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
 run calling it completes, on SQLite and PostgreSQL alike; a tool named `_under` is listed as `odd___under`, and an
-allow-list may name it so; a server listing more tools than are kept says how many were left out. Against real
-FastMCP servers (tests/mcp_server.py build_odd_mcp, build_many_mcp)."""
+allow-list may name it so; a server listing more tools than are kept says how many were left out; a tool listed
+twice is kept once. Against real FastMCP servers (tests/mcp_server.py build_odd_mcp, build_many_mcp,
+build_twice_listing_mcp)."""
 import pytest
 
-from tests.mcp_server import LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp
+from tests.mcp_server import LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp, build_twice_listing_mcp
+from tests.fixtures_mcp import kept_mcp_sessions_closed
 from tests.tools.conftest import client_with_key
 from tests.tools.test_workflow_tools import chat, tool_messages
 from tools.mcp_client import MAX_PAGES, MAX_TOOLS
@@ -68,6 +70,30 @@ def test_a_server_listing_more_tools_than_are_kept_says_how_many_were_left_out(a
     assert [tool["name"] for tool in server["tools"]] == [f"t{number:03d}" for number in range(MAX_TOOLS)]
     assert server["last_error"] == (f"left out {MANY_TOOLS - MAX_TOOLS} tool(s) past the first {MAX_TOOLS} (a "
                                     f"server's list is cut at {MAX_TOOLS} tools, {MAX_PAGES} pages)")
+
+
+def test_a_tool_listed_twice_is_kept_once_and_said(alice, openai_server):
+    """Providers refuse two functions of one name (Anthropic: "Tool names must be unique"): the first is kept."""
+    client = client_with_key(alice)
+    with McpTestServer(build=build_twice_listing_mcp) as twice:
+        server = client.post("/api/v1/tools/servers/", {"name": "twice", "url": twice.url}, format="json").json()
+        openai_server.reply(tool_calls=[{"name": "twice__echo", "arguments": {"text": "hi"}}])
+        openai_server.reply(content="Done.")
+
+        execution = chat(alice, ["twice__*"])
+
+        assert twice.calls == [("echo", {"text": "hi"})]
+        kept_mcp_sessions_closed()  # while the server is there to see them closed
+    assert server["health"] == "healthy"
+    assert [(tool["name"], tool["description"]) for tool in server["tools"]] == [
+        ("echo", "Echoes its text."), ("other", "Answers ok.")]
+    assert server["last_error"] == ("left out 1 tool(s) listed again under a name listed before (the first of each "
+                                    "name is kept): 'echo'")
+    listed = [tool["name"] for tool in client.get("/api/v1/tools/").json() if tool["server"]]
+    assert listed == ["twice__echo", "twice__other"]
+    offered = [tool["function"]["name"] for tool in openai_server.requests[0].body["tools"]]
+    assert sorted(offered) == ["twice__echo", "twice__other"]
+    assert execution.status == "completed", execution.error_message
 
 
 def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes(alice, odd_mcp_server, openai_server):
