@@ -12,6 +12,7 @@ import os
 import re
 import threading
 
+import httpx
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
@@ -64,9 +65,19 @@ def _entry(name: str, entry) -> dict:
     transport = TRANSPORTS.get(entry.get("type") or entry.get("transport") or "http")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > MAX_URL_CHARS:
         raise DeclaredInvalid('"url" is an http(s) URL')
+    if _credentials_in(url):  # every user reads a declared server's URL: as the API, no credentials in it
+        raise DeclaredInvalid('"url" has credentials in it (user:password@), which every user would read: give '
+                              'them as "headers"')
     if transport is None or not _string_map(headers):
         raise DeclaredInvalid('"type" is "http" or "sse", "headers" an object of strings')
     return {"transport": transport, "url": url, "command": [], "env": {}, "headers": headers}
+
+
+def _credentials_in(url: str) -> bool:
+    try:
+        return bool(httpx.URL(url).userinfo)
+    except httpx.InvalidURL:
+        raise DeclaredInvalid('"url" is an http(s) URL') from None
 
 
 def _strings(value) -> bool:

@@ -66,6 +66,24 @@ def test_declared_servers_are_shared_listed_and_read_only(declared, bob_client, 
     assert [server["name"] for server in bob_client.get(SERVERS).json()["results"]] == ["files"]
 
 
+def test_a_declared_url_with_credentials_in_it_is_left_out_and_never_shown(settings, tmp_path, mcp_server,
+                                                                          bob_client, caplog):
+    """The API refuses such a URL (400); every user reads a declared server's URL."""
+    with caplog.at_level("ERROR", logger="tools.declared"):
+        declare(settings, tmp_path / "mcp.json", {
+            "leaky": {"url": mcp_server.url.replace("http://", "http://svc:hunter2-pw@")},
+            "docs": {"url": mcp_server.url}})
+        servers = bob_client.get(SERVERS)
+        tools = bob_client.get("/api/v1/tools/")
+
+    assert [server["name"] for server in servers.json()["results"]] == ["docs"]
+    assert not McpServer.objects.filter(name="leaky").exists()
+    assert not [tool for tool in tools.json() if tool["name"].startswith("leaky__")]
+    assert "'leaky': \"url\" has credentials in it" in caplog.text
+    for said in (servers.content.decode(), tools.content.decode(), caplog.text):
+        assert "hunter2" not in said
+
+
 @pytest.mark.parametrize("body", [
     {"name": "local", "url": "http://127.0.0.1:1/mcp", "transport": "stdio"},
     {"name": "local", "url": "http://127.0.0.1:1/mcp", "command": "python"},
