@@ -6,7 +6,8 @@ tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older 
 `/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
 origin. `/empty-answer` is `/mcp`, but answers a `tools/call` with a 200 `text/event-stream` that ends at once, empty
 (`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
-`build_twice_listing_mcp` one tool twice.
+`build_twice_listing_mcp` one tool twice, `build_held_listing_mcp`
+a listing held until `release()`.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -34,6 +35,7 @@ import threading
 import time
 
 import uvicorn
+from mcp import types
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -160,6 +162,24 @@ def build_twice_listing_mcp(called, released: threading.Event) -> FastMCP:
         return "ok"
 
     return mcp
+
+
+def build_held_listing_mcp(called, released: threading.Event) -> FastMCP:
+    """A server listing one tool it does not have, `vanished` (a call of it is "Unknown tool: vanished", as from a
+    server that dropped it since), whose `tools/list` after the first is answered only once the test calls
+    `release()`: a slow listing."""
+    listings = []
+
+    class HeldListing(FastMCP):
+        async def list_tools(self):
+            listings.append(time.monotonic())
+            while len(listings) > 1 and not released.is_set():
+                await asyncio.sleep(0.01)
+            return [types.Tool(name="vanished", description="A tool the server no longer has.",
+                               inputSchema={"type": "object"})]
+
+    return HeldListing("chatter-test-held", host="127.0.0.1", log_level="WARNING",
+                       transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
 
 class McpTestServer:

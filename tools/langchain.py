@@ -7,6 +7,7 @@ CHATTER_MCP_MAX_RESULT_BYTES; a failure is an error result the model sees, never
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -100,6 +101,7 @@ class _Bounded:
             refused = await self.before_call(self.qualified, getattr(request.runtime, "tool_call_id", None))
             if refused is not None:
                 return _error(refused)
+        started = time.monotonic()
         try:
             result = await mcp_pool().call_async(
                 mcp_tool_call, self.server["endpoint"], tool=request.name, arguments=request.args,
@@ -109,7 +111,8 @@ class _Bounded:
         if self.server["record"].health != "healthy":
             await asyncio.to_thread(_health_note, self.server["record"], "")
         if not result.ok:
-            result = await asyncio.to_thread(_gone_check, self.server, request.name, result)
+            result = await asyncio.to_thread(_gone_check, self.server, request.name, result,
+                                             self.timeout_s - (time.monotonic() - started))
             return _error(result.error)
         from mcp import types
 
@@ -136,12 +139,14 @@ def _unreachable(server, failure: McpUnreachable) -> str:
         connection.close()
 
 
-def _gone_check(server: dict, tool: str, result):
-    """On a thread of its own, as _health_note: a call that found its tool gone refreshes the server's tools."""
+def _gone_check(server: dict, tool: str, result, time_left_s: float):
+    """On a thread of its own, as _health_note: a call that found its tool gone refreshes the server's tools (within
+    what is left of the call's time)."""
     from tools.services import mcp_tool_gone_check
 
     try:
-        return mcp_tool_gone_check(server=server["record"], user=server["user"], tool=tool, result=result)
+        return mcp_tool_gone_check(server=server["record"], user=server["user"], tool=tool, result=result,
+                                   time_left_s=time_left_s)
     finally:
         connection.close()
 

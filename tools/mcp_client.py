@@ -55,12 +55,14 @@ class AnswerStreamEnded(Exception):
 class McpUnreachable(Exception):
     """The server could not be asked (refused destination, connection, HTTP status, MCP error, timeout, malformed
     answer). The message says why, without the request's header values; `refused` is true when the outbound
-    policy refused the destination; `status` is the HTTP status the server answered, if that was why."""
+    policy refused the destination; `status` is the HTTP status the server answered, if that was why; `timed_out`
+    when no answer came in time."""
 
     def __init__(self, message: str, *, refused: bool = False, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.refused = refused
         self.status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
+        self.timed_out = isinstance(cause, (TimeoutError, httpx.TimeoutException))  # no answer within the limit
 
 
 def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None,

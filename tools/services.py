@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -129,19 +130,23 @@ def _discovered(server: McpServer, actor) -> McpServer:
         return server
 
 
-def mcp_server_refresh(*, server: McpServer, user=None) -> McpServer:
-    """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S) as `user` (with
-    their own values of its `per_user_headers`: CredentialMissing when they have none) and keep them with it:
-    healthy with the new list, or unhealthy with the reason (the last list it gave is kept). NotFound when the server
-    was deleted before the answer could be kept: nothing is written."""
+def mcp_server_refresh(*, server: McpServer, user=None, timeout_s: float | None = None) -> McpServer:
+    """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S, or `timeout_s` when
+    shorter: a call's time left) as `user` (with their own values of its `per_user_headers`: CredentialMissing when
+    they have none) and keep them with it: healthy with the new list, or unhealthy with the reason (the last list it
+    gave is kept). A listing that a `timeout_s` shorter than CHATTER_MCP_TIMEOUT_S cut short says nothing of the
+    server: nothing is written. NotFound when the server was deleted before the answer could be kept: nothing is
+    written."""
     headers = mcp_call_headers(server=server, user=user)
+    limit_s = min(settings.CHATTER_MCP_TIMEOUT_S, settings.CHATTER_MCP_TIMEOUT_S if timeout_s is None else timeout_s)
     now = timezone.now()
     try:
-        listed = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers),
-                                                   timeout_s=settings.CHATTER_MCP_TIMEOUT_S)
+        listed = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers), timeout_s=limit_s)
     except McpUnreachable as exc:
         if user is not None and (refused := _own_credential_refused(server, exc)) is not None:
             raise CredentialRefused(refused) from None
+        if exc.timed_out and limit_s < settings.CHATTER_MCP_TIMEOUT_S:  # the caller's limit, not the server's
+            return server
         listed = exc
     return _listing_kept(server, listed, now=now)
 
@@ -248,24 +253,27 @@ def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
     """mcp_tool_run for a server and tool already found for `user` (mcp_tool_get): a run's tools path finds them
     once for both the call and its row."""
     headers = mcp_call_headers(server=server, user=user)
+    limit_s, started = min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")), time.monotonic()
     try:
         result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool,
-                                 arguments=arguments,
-                                 timeout_s=min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")),
+                                 arguments=arguments, timeout_s=limit_s,
                                  max_result_bytes=settings.CHATTER_MCP_MAX_RESULT_BYTES)
     except McpUnreachable as exc:
         return ToolResult(ok=False, text="", error=mcp_server_unreachable(server, failure=exc))
     mcp_server_health_note(server, error="")
-    return mcp_tool_gone_check(server=server, user=user, tool=tool, result=result)
+    return mcp_tool_gone_check(server=server, user=user, tool=tool, result=result,
+                               time_left_s=limit_s - (time.monotonic() - started))
 
 
-def mcp_tool_gone_check(*, server: McpServer, user, tool: str, result: ToolResult) -> ToolResult:
+def mcp_tool_gone_check(*, server: McpServer, user, tool: str, result: ToolResult,
+                        time_left_s: float | None = None) -> ToolResult:
     """A call that failed saying the server has no such tool: the server's tools are asked for again as `user` (and
-    kept with it, so no later run is offered the tool); when it no longer lists the tool, the result says so."""
-    if result.ok or not _tool_gone(result.error, tool):
+    kept with it, so no later run is offered the tool) within the call's `time_left_s`, if any is left; when it no
+    longer lists the tool, the result says so."""
+    if result.ok or not _tool_gone(result.error, tool) or (time_left_s is not None and time_left_s <= 0):
         return result
     try:
-        mcp_server_refresh(server=server, user=user)
+        mcp_server_refresh(server=server, user=user, timeout_s=time_left_s)
     except CredentialMissing:  # (the call was made with the user's own headers: they have them)
         return result
     except NotFound:  # deleted meanwhile: no later run is offered its tools

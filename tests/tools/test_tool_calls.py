@@ -3,6 +3,8 @@ the server's headers sent, and every fault (a tool error, a timeout, an oversize
 a result that says why rather than an exception; only tools the user sees are called (issue 44)."""
 import pytest
 
+from tests.fixtures_mcp import kept_mcp_sessions_closed
+from tests.mcp_server import McpTestServer, build_held_listing_mcp
 from tests.tools.conftest import client_with_key
 from tools.models import McpServer
 from tools.selectors import ToolUnavailable
@@ -139,6 +141,25 @@ def test_scope_a_call_that_finds_its_tool_gone_refreshes_the_servers_tools(alice
     assert tracker.tools_refreshed_at > listed_at
     with pytest.raises(ToolUnavailable):  # no longer offered to anyone
         mcp_tool_run(user=alice, name="tracker__vanished", arguments={})
+
+
+def test_a_gone_tools_listing_waits_only_for_what_is_left_of_the_calls_time(alice, settings):
+    """A run's call is held to its node's tool_timeout_ms and the run's time left (`timeout_s`), its re-listing too."""
+    settings.CHATTER_MCP_TIMEOUT_S = 5
+    with McpTestServer(build=build_held_listing_mcp) as held:
+        server = mcp_server_create(owner=alice, name="held", url=held.url)  # its first listing is answered
+        listed = server.tools
+        try:
+            gone = mcp_tool_run(user=alice, name="held__vanished", arguments={}, timeout_s=1)
+        finally:
+            held.release()
+            kept_mcp_sessions_closed()
+
+    assert [tool["name"] for tool in listed] == ["vanished"]
+    assert gone.ok is False and gone.error == "Unknown tool: vanished"  # the server's word: no listing in time
+    server.refresh_from_db()
+    # A listing the call's own time cut short says nothing of the server: it stays as it was.
+    assert (server.health, server.last_error, server.tools) == ("healthy", "", listed)
 
 
 def test_scope_a_tool_is_called_over_the_older_http_sse_transport_too(alice, mcp_server):
