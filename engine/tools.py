@@ -152,8 +152,9 @@ FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def tool_name_offerable(qualified: str) -> bool:
-    """Whether the qualified name `<server>__<tool>` can be offered to a model as a function name."""
-    return bool(FUNCTION_NAME.match(qualified))
+    """Whether the qualified name `<server>__<tool>` can be offered to a model as a function name: a tool's, so not
+    empty after its server's `__` (`docs__` names no tool: it could be neither called nor allowed)."""
+    return bool(FUNCTION_NAME.match(qualified)) and bool(qualified.partition(MCP_QUALIFIER)[2])
 
 
 def tool_allowed(name: str, allowed: set[str] | list[str] | tuple[str, ...]) -> bool:

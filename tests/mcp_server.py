@@ -7,7 +7,7 @@ tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older 
 origin. `/empty-answer` is `/mcp`, but answers a `tools/call` with a 200 `text/event-stream` that ends at once, empty
 (`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
 `build_twice_listing_mcp` one tool twice, `build_held_listing_mcp`
-a listing held until `release()`.
+a listing held until `release()`, `build_nameless_tool_mcp` a tool without a name.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -160,6 +160,23 @@ def build_twice_listing_mcp(called, released: threading.Event) -> FastMCP:
     @mcp.tool(description="Answers ok.")
     def other() -> str:
         return "ok"
+
+    return mcp
+
+
+def build_nameless_tool_mcp(called, released: threading.Event) -> FastMCP:
+    """A server listing `echo` and a tool whose name is empty (the spec wants a name of at least one character)."""
+    class NamelessListing(FastMCP):
+        async def list_tools(self):
+            listed = await super().list_tools()
+            return [*listed, types.Tool(name="", description="A tool without a name.", inputSchema={"type": "object"})]
+
+    mcp = NamelessListing("chatter-test-nameless", host="127.0.0.1", log_level="WARNING",
+                          transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Echoes its text.")
+    def echo(text: str) -> str:
+        return text
 
     return mcp
 

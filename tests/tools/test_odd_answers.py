@@ -2,11 +2,12 @@
 description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
 run calling it completes, on SQLite and PostgreSQL alike; a tool named `_under` is listed as `odd___under`, and an
 allow-list may name it so; a server listing more tools than are kept says how many were left out; a tool listed
-twice is kept once. Against real FastMCP servers (tests/mcp_server.py build_odd_mcp, build_many_mcp,
-build_twice_listing_mcp)."""
+twice is kept once, one without a name left out. Against real FastMCP servers (tests/mcp_server.py build_odd_mcp,
+build_many_mcp, build_twice_listing_mcp, build_nameless_tool_mcp)."""
 import pytest
 
-from tests.mcp_server import LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp, build_twice_listing_mcp
+from tests.mcp_server import (LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp, build_nameless_tool_mcp,
+                              build_twice_listing_mcp)
 from tests.fixtures_mcp import kept_mcp_sessions_closed
 from tests.tools.conftest import client_with_key
 from tests.tools.test_workflow_tools import chat, tool_messages
@@ -94,6 +95,18 @@ def test_a_tool_listed_twice_is_kept_once_and_said(alice, openai_server):
     offered = [tool["function"]["name"] for tool in openai_server.requests[0].body["tools"]]
     assert sorted(offered) == ["twice__echo", "twice__other"]
     assert execution.status == "completed", execution.error_message
+
+
+def test_a_tool_without_a_name_is_left_out_and_said(api):
+    """`nameless__` names no tool: an allow-list may not name it, nor could a call find it."""
+    with McpTestServer(build=build_nameless_tool_mcp) as nameless:
+        server = api.post("/api/v1/tools/servers/", {"name": "nameless", "url": nameless.url}, format="json").json()
+
+    assert server["health"] == "healthy"
+    assert [tool["name"] for tool in server["tools"]] == ["echo"]
+    assert server["last_error"].startswith("left out 1 tool(s) whose name as nameless__<tool> a model cannot be "
+                                           "offered"), server["last_error"]
+    assert [tool["name"] for tool in api.get("/api/v1/tools/").json() if tool["server"]] == ["nameless__echo"]
 
 
 def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes(alice, odd_mcp_server, openai_server):
