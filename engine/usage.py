@@ -231,11 +231,12 @@ def estimate_openai_prompt_tokens(messages: list) -> int:
 
 def usage_from_embeddings(raw: Any, *, estimate: int) -> Usage:
     """An embeddings call's usage: the tokens it read (`prompt_tokens`, else `total_tokens`), none completed;
-    `estimate` (the inputs, estimated) flagged when the server reported no count. A provider's cost wins."""
+    `estimate` (the inputs, estimated) flagged when the server reported no count, or none that is a token count (a
+    negative, a text, a fraction, past MAX_REPORTED_TOKENS: `_count`), as a chat call's is. A provider's cost wins."""
     raw = _reported(raw) if isinstance(raw, dict) else {}
     provider_cost = _provider_cost(raw)
-    read = raw.get("prompt_tokens", raw.get("total_tokens"))
-    return Usage(prompt_tokens=estimate if read is None else _int(read), estimated=read is None,
+    read = next((raw[name] for name in ("prompt_tokens", "total_tokens") if _count(raw.get(name))), None)
+    return Usage(prompt_tokens=estimate if read is None else int(read), estimated=read is None,
                  cost=provider_cost if provider_cost is not None else Decimal("0"),
                  provider_cost=provider_cost is not None, raw=raw)
 

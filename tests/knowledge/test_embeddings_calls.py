@@ -11,6 +11,7 @@ from django.core.management import call_command
 
 from budgets.services import BudgetRefused
 from engine.embeddings_minilm import minilm_embed
+from engine.usage import estimate_input_tokens
 from gateway.embeddings import EmbeddingsFailed, embeddings_create
 from tests.factories import BudgetFactory
 from tests.invariants import assert_all
@@ -66,6 +67,24 @@ def test_item_01_an_upstreams_usage_is_what_the_call_records(alice, openai_serve
     (call,) = LLMCall.objects.filter(execution=embedded.execution)
     assert (call.kind, call.prompt_tokens, call.estimated, call.cost) == ("embedding", 11, False, price(11, "0.02"))
     assert openai_server.requests[-1].body["input"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -100, "total_tokens": -100},
+                                   {"prompt_tokens": "many", "total_tokens": "many"},
+                                   {"prompt_tokens": 2.7, "total_tokens": 2.7},
+                                   {"prompt_tokens": 10**30, "total_tokens": 10**30}],
+                         ids=["negative", "text", "fraction", "past_a_trillion"])
+def test_an_upstreams_usage_that_is_no_count_is_estimated_and_flagged(alice, openai_server, usage):
+    """Such a usage was booked as 0 tokens and $0, not flagged, where a chat or a rerank call's is estimated."""
+    openai_server.reply(usage=usage, model="text-embedding-3-small")
+
+    embedded = embeddings_create(owner=alice, model="openai/text-embedding-3-small", texts=["a kettle", "leaks"])
+
+    (call,) = LLMCall.objects.filter(execution=embedded.execution)
+    estimate = estimate_input_tokens(["a kettle", "leaks"])
+    assert (call.prompt_tokens, call.estimated, call.cost) == (estimate, True, price(estimate, "0.02"))
+    assert embedded.execution.prompt_tokens == estimate
+    assert_all(embedded.execution)
 
 
 def test_item_01_a_user_over_budget_is_refused_before_the_call(alice):
