@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 from engine.chat_messages import json_object
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL, minilm_embed
 from engine.embedding_models import embeddings_refusal
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, ProviderError
 from engine.provider_failures import error_object
 from engine.routing import route_for
 from engine.settings import settings
@@ -273,9 +274,24 @@ def embeddings_create(*, provider: str, model: str, inputs: list, dimensions: in
     client = openai_client(deployment, timeout_s)
     response = client.embeddings.create(model=model, input=inputs, encoding_format="float",
                                         **({"dimensions": dimensions} if dimensions else {}))
-    vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+    vectors = _vectors_answered(provider, response.data, len(inputs))
     usage = response.usage.model_dump(exclude_none=True) if response.usage is not None else {}  # a server may send none
     return Embedded(vectors, response.model or model, usage)
+
+
+def _vectors_answered(provider: str, data, count: int) -> list[list[float]]:
+    """The vectors of an embeddings answer's `data`, in the inputs' order: one for each of the `count` inputs (its
+    `index`), each a list of finite numbers. An answer of another shape (a vector missing or twice, NaN or Infinity,
+    which no JSON column nor vector holds) is a ProviderError, as a rerank answer's is."""
+    by_index = {getattr(item, "index", None): getattr(item, "embedding", None) for item in data or []}
+    vectors = [by_index.get(index) for index in range(count)]
+    if len(data or []) != count or not all(
+            isinstance(vector, list) and vector and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vector)
+            for vector in vectors):
+        raise ProviderError(f"{provider}'s embeddings answer is not one vector of finite numbers for each of the "
+                            f"{count} inputs", error_type="provider_error")
+    return vectors
 
 
 def openai_client(deployment: Deployment | None, timeout_s: float):

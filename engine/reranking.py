@@ -1,6 +1,7 @@
 """Reranking through a provider (RunContext.rerank): documents scored against a query by a rerank model."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,9 @@ def rerank_create(*, provider: str, model: str, query: str, documents: list[str]
                             f"({type(exc).__name__}: {exc})", error_type="provider_error") from None
     if any(not 0 <= index < len(documents) for index, _ in scores):
         raise ProviderError(f"{provider}'s rerank answer names a document it was not sent", error_type="provider_error")
+    if not all(math.isfinite(score) for _, score in scores):  # NaN, Infinity: no score to rank by, nor to store
+        raise ProviderError(f"{provider}'s rerank answer has a relevance_score that is no finite number",
+                            error_type="provider_error")
     best: dict[int, float] = {}  # a document the answer names twice counts once, at its best score
     for index, score in scores:
         best[index] = max(score, best.get(index, score))

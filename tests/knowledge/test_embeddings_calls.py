@@ -8,12 +8,14 @@ from io import StringIO
 import numpy as np
 import pytest
 from django.core.management import call_command
+from rest_framework.test import APIClient
 
 from budgets.services import BudgetRefused
 from engine.embeddings_minilm import minilm_embed
 from engine.usage import estimate_input_tokens
 from gateway.embeddings import EmbeddingsFailed, embeddings_create
-from tests.factories import BudgetFactory
+from knowledge.services import collection_create
+from tests.factories import ApiTokenFactory, BudgetFactory
 from tests.invariants import assert_all
 from workflows.models import LLMCall, WorkflowExecution
 
@@ -85,6 +87,47 @@ def test_an_upstreams_usage_that_is_no_count_is_estimated_and_flagged(alice, ope
     assert (call.prompt_tokens, call.estimated, call.cost) == (estimate, True, price(estimate, "0.02"))
     assert embedded.execution.prompt_tokens == estimate
     assert_all(embedded.execution)
+
+
+@pytest.mark.parametrize("data", [
+    [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25, 0.125]}],
+    [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25, 0.125]},
+     {"object": "embedding", "index": 0, "embedding": [0.5, 0.25, 0.125]}],
+    [{"object": "embedding", "index": 0, "embedding": [float("nan"), 0.25, 0.125]},
+     {"object": "embedding", "index": 1, "embedding": [0.5, 0.25, 0.125]}],
+    [{"object": "embedding", "index": 0, "embedding": [0.5, float("inf"), 0.125]},
+     {"object": "embedding", "index": 1, "embedding": [0.5, 0.25, 0.125]}]],
+    ids=["one_vector_short", "one_index_twice", "nan", "infinity"])
+def test_an_embeddings_answer_of_another_shape_is_a_502_and_no_call(alice, openai_server, data):
+    """A vector short was an IndexError (a search's 500) or a ValueError (a document's internal_error); NaN or
+    Infinity made the run's record fail ("the run could not be recorded: DataError ... NaN") after its call was
+    booked: such an answer is the provider's error, as a rerank answer or a chat completion of another shape is."""
+    openai_server.reply(body={"object": "list", "model": "text-embedding-3-small", "data": data,
+                              "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+
+    with pytest.raises(EmbeddingsFailed) as failed:
+        embeddings_create(owner=alice, model="openai/text-embedding-3-small", texts=["a kettle", "leaks"])
+
+    assert (failed.value.status, failed.value.code) == (502, "embeddings_failed")
+    execution = WorkflowExecution.objects.get(pk=failed.value.details[0]["message"])
+    assert (execution.status, execution.error_type) == ("failed", "provider_error")
+    assert "embeddings answer is not one vector of finite numbers" in execution.error_message
+    assert not LLMCall.objects.filter(execution__owner=alice).exists()
+    assert_all(execution)
+
+
+def test_a_search_whose_query_the_upstream_answers_no_vector_for_is_a_502(alice, openai_server):
+    openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1}, model="text-embedding-3-small")  # the size
+    collection = collection_create(owner=alice, name="manuals", embedding_model="openai/text-embedding-3-small")
+    openai_server.reply(body={"object": "list", "model": "text-embedding-3-small", "data": [],
+                              "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+
+    answer = api.post(f"/api/v1/collections/{collection.pk}/search/", {"query": "kettle", "mode": "vector"},
+                      format="json")
+
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "embeddings_failed", answer.json()
 
 
 def test_item_01_a_user_over_budget_is_refused_before_the_call(alice):

@@ -166,3 +166,17 @@ def test_a_rerank_held_past_its_runs_timeout_is_not_sent_again(alice, manuals, r
     assert answer.status_code == 429 and answer.json()["error"]["code"] == "limit_exceeded", answer.json()
     assert len(reranker.requests) == 2  # one each: none sent past the run's deadline
     assert LLMCall.objects.filter(kind="rerank").count() == 1
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf")], ids=["nan", "infinity"])
+def test_a_rerank_score_that_is_no_finite_number_is_a_502_and_no_call(alice, manuals, reranker, score):
+    """It made the run's record fail after its call was booked ("the run could not be recorded: DataError ... NaN"
+    on PostgreSQL, a CHECK on SQLite): the 502's message was the database's."""
+    reranker.reply(model=RERANKER, usage={"prompt_tokens": 30}, rerank_results=[
+        {"index": 0, "relevance_score": score}, {"index": 1, "relevance_score": 0.5}])
+
+    answer = searched(alice, manuals, mode="keyword", k=2, rerank_model=RERANKER)
+
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "rerank_failed", answer.json()
+    assert "relevance_score that is no finite number" in answer.json()["error"]["message"]
+    assert not LLMCall.objects.filter(kind="rerank").exists()
