@@ -31,8 +31,9 @@ def default_collection(owner) -> Collection:
 
 def document_mirror(document, *, api_key=None) -> CollectionDocument | None:
     """A Document of /api/v1/documents/ in its owner's default collection, queued for ingestion as `api_key` would
-    embed it (None when that collection already holds the same text; a failed one is queued again)."""
-    from knowledge.services import document_enqueue
+    embed it (None when that collection already holds the same text; a failed one, or one whose ingestion died, is
+    queued again)."""
+    from knowledge.services import document_enqueue, document_tried_again
 
     collection = default_collection(document.owner)
     with transaction.atomic():
@@ -41,8 +42,7 @@ def document_mirror(document, *, api_key=None) -> CollectionDocument | None:
             defaults={"title": document.title, "text": document.content, "metadata": document.metadata,
                       "source_document": document})
         if not created:
-            if CollectionDocument.objects.filter(pk=mirrored.pk, status=CollectionDocument.Status.FAILED).update(
-                    status=CollectionDocument.Status.QUEUED, error="") == 1:
+            if document_tried_again(mirrored):
                 document_enqueue(mirrored, api_key=api_key)
             return None
         document_enqueue(mirrored, api_key=api_key)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from core.errors import ChatterError, PayloadTooLarge
@@ -20,7 +23,7 @@ from engine.usage import estimate_tokens
 from gateway.embeddings import embeddings_create
 from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import text_blank, text_from_file
-from knowledge.services import chunks_create, document_enqueue, owners_key
+from knowledge.services import chunks_create, document_enqueue, ingestion_lapsed, owners_key
 from workflows.events import event_envelope, events_publish
 
 logger = logging.getLogger(__name__)
@@ -44,15 +47,26 @@ def text_split(text: str, collection: Collection, *, embedding_model: str | None
     return [chunk.strip() for chunk in splitter.split_text(text) if not text_blank(chunk)]  # something to search
 
 
-def _claimed(document: CollectionDocument) -> bool:
-    """Mark the document `processing` if it was waiting (queued, or failed and tried again): one caller wins."""
-    return CollectionDocument.objects.filter(pk=document.pk, status__in=(Status.QUEUED, Status.FAILED)).update(
-        status=Status.PROCESSING, error="") == 1
+def _claimed(document: CollectionDocument) -> datetime | None:
+    """Mark the document `processing` if it was waiting (queued, or failed and tried again) or its ingestion died with
+    its process (knowledge.services.ingestion_lapsed: a job delivered again takes it up): one caller wins. The claim
+    is the time it was made, kept in `updated_at`, which only this ingestion writes while it holds it; None when
+    another holds it."""
+    now = timezone.now()
+    waiting = Q(status__in=(Status.QUEUED, Status.FAILED)) | ingestion_lapsed()
+    if CollectionDocument.objects.filter(waiting, pk=document.pk).update(status=Status.PROCESSING, error="",
+                                                                         updated_at=now):
+        return now
+    return None
 
 
-def _failed(document: CollectionDocument, reason: str) -> None:
-    CollectionDocument.objects.filter(pk=document.pk).update(status=Status.FAILED, error=reason[:2000],
-                                                             chunk_count=0)
+def _held(document: CollectionDocument, claim: datetime):
+    """The document while this ingestion's claim holds (not deleted, nor taken up again by another)."""
+    return CollectionDocument.objects.filter(pk=document.pk, status=Status.PROCESSING, updated_at=claim)
+
+
+def _failed(document: CollectionDocument, claim: datetime, reason: str) -> None:
+    _held(document, claim).update(status=Status.FAILED, error=reason[:2000], chunk_count=0)
 
 
 def document_progress(document: CollectionDocument, *, status: str, done: int = 0, total: int = 0,
@@ -67,18 +81,19 @@ def document_progress(document: CollectionDocument, *, status: str, done: int = 
 
 
 def texts_embedded(*, owner, model: str, dimensions: int, texts: list[str], purpose: dict,
-                   document: CollectionDocument, api_key=None,
+                   document: CollectionDocument, api_key=None, claim: datetime | None = None,
                    on_batch: Callable[[int], None] | None = None) -> list[list[float]] | None:
     """`document`'s `texts`' vectors by `model`, CHATTER_EMBEDDING_BATCH_SIZE at a time (each batch a run with one
     LLM call of `owner`'s, with `api_key` when it is theirs: knowledge.services.owners_key), `on_batch(done)` after
     each; a ChatterError when a batch fails (a budget, the provider) or
     the model answers vectors of another size than `dimensions`. None once the document is deleted (with its
-    collection, or alone): before each batch it is looked for, so a deleted document costs at most the batch that
-    was under way."""
+    collection, or alone), or, for an ingestion's `claim`, taken up by another: before each batch it is looked for,
+    so a deleted document costs at most the batch that was under way."""
     vectors: list[list[float]] = []
     size = settings.CHATTER_EMBEDDING_BATCH_SIZE
     for start in range(0, len(texts), size):
-        if not CollectionDocument.objects.filter(pk=document.pk).exists():
+        there = CollectionDocument.objects.filter(pk=document.pk) if claim is None else _held(document, claim)
+        if not there.exists():
             return None
         batch = embeddings_create(owner=owner, model=model, texts=texts[start:start + size],
                                   api_key=owners_key(owner=owner, api_key=api_key), purpose=purpose).vectors
@@ -108,8 +123,8 @@ def _stored(document: CollectionDocument) -> CollectionDocument | None:
     return CollectionDocument.objects.filter(pk=document.pk).first()
 
 
-def _queued_again(document: CollectionDocument, api_key) -> CollectionDocument | None:
-    if CollectionDocument.objects.filter(pk=document.pk).update(status=Status.QUEUED, chunk_count=0):
+def _queued_again(document: CollectionDocument, claim: datetime, api_key) -> CollectionDocument | None:
+    if _held(document, claim).update(status=Status.QUEUED, chunk_count=0):
         document_enqueue(document, api_key=api_key)
     return _stored(document)
 
@@ -123,7 +138,8 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
     document as stored, or None when it was deleted meanwhile (with its collection, or while it was embedded):
     nothing of it is written then, no batch is embedded after the one under way as it was deleted, and the
     embeddings already made stay counted (each batch a run of its own)."""
-    if not _claimed(document):
+    claim = _claimed(document)
+    if claim is None:
         return _stored(document)
     document = CollectionDocument.objects.select_related("collection").filter(pk=document.pk).first()
     if document is None:
@@ -136,31 +152,33 @@ def document_ingest(document: CollectionDocument, *, api_key=None) -> Collection
         texts = text_split(text, collection)
         vectors = texts_embedded(
             owner=collection.owner, model=collection.embedding_model, dimensions=collection.dimensions, texts=texts,
-            document=document, api_key=api_key,
+            document=document, api_key=api_key, claim=claim,
             purpose={"document": str(document.pk), "collection": str(collection.pk)},
             on_batch=lambda done: document_progress(document, status=Status.PROCESSING, done=done,
                                                     total=len(texts)))
-        if vectors is None:  # deleted while it was embedded: its next batches are not
-            return None
+        if vectors is None:  # deleted (or taken up again) while it was embedded: its next batches are not
+            return _stored(document)
         with transaction.atomic():
             if not Collection.objects.select_for_update().filter(
                     pk=collection.pk, embedding_model=collection.embedding_model).exists():
-                return _queued_again(document, api_key)  # the collection changed model meanwhile (knowledge.reembed)
-            # Locked: a delete now waits for this transaction (and takes the chunks with it); one before it won.
-            if not CollectionDocument.objects.select_for_update().filter(pk=document.pk).exists():
-                return None
+                # the collection changed model meanwhile (knowledge.reembed)
+                return _queued_again(document, claim, api_key)
+            # Locked: a delete now waits for this transaction (and takes the chunks with it); one before it won, as
+            # did another ingestion that took it up.
+            if not _held(document, claim).select_for_update().exists():
+                return _stored(document)
             Chunk.objects.filter(document=document).delete()
             chunks_create(texts=texts, embeddings=vectors, document=document)
-            CollectionDocument.objects.filter(pk=document.pk).update(status=Status.READY, chunk_count=len(texts))
+            _held(document, claim).update(status=Status.READY, chunk_count=len(texts))
             document_progress(document, status=Status.READY, done=len(texts), total=len(texts))
     except ChatterError as failure:
-        _failed(document, f"{failure.code}: {failure.message}")
+        _failed(document, claim, f"{failure.code}: {failure.message}")
         document_progress(document, status=Status.FAILED, total=len(texts), error=f"{failure.code}: {failure.message}")
     except Exception as failure:  # noqa: BLE001 - whatever broke, the document says so rather than stay processing
         if _stored(document) is None:  # deleted as it was written (a constraint, a lock): nothing to say
             return None
         logger.exception("document %s could not be ingested", document.pk)
-        _failed(document, f"internal_error: {type(failure).__name__}")
+        _failed(document, claim, f"internal_error: {type(failure).__name__}")
         document_progress(document, status=Status.FAILED, total=len(texts),
                           error=f"internal_error: {type(failure).__name__}")
     return _stored(document)

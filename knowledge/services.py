@@ -5,9 +5,12 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
@@ -230,7 +233,8 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
                  metadata: dict | None = None) -> tuple[CollectionDocument, bool]:
     """A document of `text`, `queued` for knowledge.ingest.document_ingest; and whether it is new. Identical text
     already in the collection is that document (a failed one is queued again). Text with nothing to search is a
-    400, text over CHATTER_KNOWLEDGE_MAX_TEXT_CHARS a 413; either way nothing is written."""
+    400, text over CHATTER_KNOWLEDGE_MAX_TEXT_CHARS a 413; either way nothing is written. One whose ingestion died
+    with its process is queued again too (ingestion_lapsed)."""
     collection_editable_check(collection=collection, actor=actor)
     if text_blank(text):
         raise InvalidInput("a document needs some text", details=[
@@ -243,10 +247,29 @@ def document_add(*, collection: Collection, actor, title: str, text: str,
         document, created = CollectionDocument.objects.get_or_create(
             collection=collection, content_hash=digest,
             defaults={"title": title, "text": text, "metadata": metadata or {}})
-        if not created and document.status == CollectionDocument.Status.FAILED:
-            document.status, document.error = CollectionDocument.Status.QUEUED, ""
-            document.save(update_fields=["status", "error", "updated_at"])
+        if not created:
+            document_tried_again(document)
     return document, created
+
+
+def ingestion_lapsed() -> Q:
+    """The `processing` documents whose ingestion died with its process: claimed (knowledge.ingest.document_ingest sets
+    `updated_at` as it claims one) longer ago than a job may run, as django-q2 stops a job at Q_CLUSTER's timeout (a
+    worker killed, a job past it: django-q2 then delivers it again once `retry` has passed). They may be taken up
+    again: by that delivery, or by adding the same text or file again."""
+    return Q(status=CollectionDocument.Status.PROCESSING,
+             updated_at__lt=timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"]))
+
+
+def document_tried_again(document: CollectionDocument) -> bool:
+    """A document added again as it is (the same text or file): queued again when it failed or its ingestion died
+    (ingestion_lapsed); whether it was."""
+    again = Q(status=CollectionDocument.Status.FAILED) | ingestion_lapsed()
+    if not CollectionDocument.objects.filter(again, pk=document.pk).update(status=CollectionDocument.Status.QUEUED,
+                                                                           error="", chunk_count=0):
+        return False
+    document.status, document.error, document.chunk_count = CollectionDocument.Status.QUEUED, "", 0
+    return True
 
 
 def document_upload(*, collection: Collection, actor, upload, title: str | None = None,
@@ -255,7 +278,7 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
     (knowledge.tasks), which reads, cuts and embeds it as `api_key` would (its limits and budgets hold in the job as
     in a request that adds text); and whether it is new. A file over
     CHATTER_KNOWLEDGE_MAX_UPLOAD_BYTES is a 413 and one of a type no parser reads a 415, before it is stored. The
-    same bytes again are the document already there (a failed one is queued again)."""
+    same bytes again are the document already there (a failed one, or one whose ingestion died, is queued again)."""
     collection_editable_check(collection=collection, actor=actor)
     upload_size_check(upload.size)
     content_type = _declared_type(upload)
@@ -268,9 +291,8 @@ def document_upload(*, collection: Collection, actor, upload, title: str | None 
             defaults={"title": title or upload.name[:255] or "upload", "metadata": metadata or {},
                       "file_name": (upload.name or "")[:255], "file_data": data,
                       "content_type": content_type[:255]})
-        if not created and document.status == CollectionDocument.Status.FAILED:
-            document.status, document.error = CollectionDocument.Status.QUEUED, ""
-            document.save(update_fields=["status", "error", "updated_at"])
+        if not created:
+            document_tried_again(document)
         if document.status == CollectionDocument.Status.QUEUED:
             document_enqueue(document, api_key=api_key)
     return document, created

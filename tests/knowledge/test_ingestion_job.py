@@ -3,12 +3,16 @@ of the total, then `ready`), and once end to end through a real daphne server an
 import asyncio
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
 
-from knowledge.models import CollectionDocument
+from knowledge.models import Chunk, CollectionDocument
 from knowledge.services import collection_create, content_hash
 from knowledge.tasks import document_ingest_task
 from tests.analytics.test_usage_concurrency import in_thread
@@ -21,14 +25,16 @@ from tests.realtime.test_websockets import close_db_connections, connect, token_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@sync_to_async
-def uploaded(owner) -> CollectionDocument:
+def upload_stored(owner) -> CollectionDocument:
     """A file stored and queued as an upload leaves it (the tests' django-q2 would run its job at once)."""
     collection = collection_create(owner=owner, name="manuals", embedding_model=LEXICAL, chunk_size=20,
                                    chunk_overlap=0)
     return CollectionDocument.objects.create(collection=collection, title="manual", file_name="manual.txt",
                                              content_type="text/plain", file_data=TEXT.encode(),
                                              content_hash=content_hash(TEXT))
+
+
+uploaded = sync_to_async(upload_stored)
 
 
 async def test_ingestion_progress_reaches_the_owners_socket_chunk_batch_by_batch(alice, bob, settings):
@@ -80,3 +86,45 @@ def test_ingestion_job_runs_in_a_real_worker_after_a_real_upload(alice, shared_d
     document = CollectionDocument.objects.get(pk=answer.json()["id"])
     assert (document.status, document.error) == ("ready", "")
     assert document.chunk_count > 0 and document.text.splitlines() == lines
+
+
+def left_processing(document: CollectionDocument, *, claimed_s_ago: float) -> None:
+    """The document as a job that died with its worker (SIGKILL, or stopped by django-q2 past Q_CLUSTER's timeout)
+    leaves it: claimed that long ago, `processing`, no chunk."""
+    CollectionDocument.objects.filter(pk=document.pk).update(
+        status="processing", updated_at=timezone.now() - timedelta(seconds=claimed_s_ago))
+
+
+def test_a_job_delivered_again_after_its_worker_died_takes_the_document_up_again(alice):
+    """django-q2 delivers again a job whose worker died, once Q_CLUSTER's retry has passed, and document_ingest
+    claimed only queued and failed documents: the delivery found it `processing` and did nothing, so it stayed
+    `processing` for ever, and the same file added again answered it as it was."""
+    document = upload_stored(alice)
+    lifetime = django_settings.Q_CLUSTER["timeout"]
+    left_processing(document, claimed_s_ago=lifetime - 30)  # a job that may still be running: left to it
+
+    assert document_ingest_task(str(document.pk)) == "processing"
+    assert not Chunk.objects.filter(document=document).exists()
+
+    left_processing(document, claimed_s_ago=lifetime + 1)  # claimed longer ago than any job may run
+    assert document_ingest_task(str(document.pk)) == "ready"
+    document.refresh_from_db()
+    assert (document.status, document.error) == ("ready", "")
+    assert document.chunk_count == Chunk.objects.filter(document=document).count() > 0
+
+
+def test_the_same_text_added_again_takes_up_a_document_whose_ingestion_died(alice):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiTokenFactory(user=alice, scopes=['knowledge']).key}")
+    collection = collection_create(owner=alice, name="manuals", embedding_model=LEXICAL)
+    first = api.post(f"/api/v1/collections/{collection.pk}/documents/", {"title": "manual", "text": TEXT},
+                     format="json")
+    document = CollectionDocument.objects.get(pk=first.json()["id"])
+    left_processing(document, claimed_s_ago=django_settings.Q_CLUSTER["timeout"] + 1)
+
+    again = api.post(f"/api/v1/collections/{collection.pk}/documents/", {"title": "manual", "text": TEXT},
+                     format="json")
+
+    assert again.status_code == 200 and again.json()["id"] == str(document.pk)
+    assert (again.json()["status"], again.json()["error"]) == ("ready", "")
+    assert again.json()["chunk_count"] == Chunk.objects.filter(document=document).count() > 0
