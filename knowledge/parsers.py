@@ -171,10 +171,10 @@ def _decoded(data: bytes, content_type: str | None) -> str:
     charset = next((encoding for mark, encoding in BYTE_ORDER_MARKS if data.startswith(mark)), charset)
     try:
         return data.decode(charset)
-    except LookupError:
-        raise FileUnreadable(f"unknown charset {charset!r}") from None
     except UnicodeDecodeError as exc:
         raise FileUnreadable(f"the file is not {charset} text ({exc.reason} at byte {exc.start})") from None
+    except (LookupError, ValueError):  # ValueError: a name Python cannot look up at all (a NUL in it)
+        raise FileUnreadable(f"unknown charset {charset!r}") from None
 
 
 def _csv_markdown(text: str) -> str:

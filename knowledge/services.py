@@ -308,7 +308,7 @@ def _declared_type(upload) -> str:
         return media_type
     try:
         codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name Python cannot look up at all (a NUL in it)
         raise InvalidInput(f"unknown charset {charset!r}", details=[
             {"path": "file", "code": "unknown_charset", "message": f"{charset} is not a known charset"}]) from None
     return f"{media_type}; charset={charset}"

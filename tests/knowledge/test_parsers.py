@@ -86,6 +86,8 @@ def test_issue_45_markdown_and_text_are_kept_as_they_are_in_their_charset():
         text_from_file("a.txt", "text/plain", b"caf\xe9")
     with pytest.raises(FileUnreadable, match="unknown charset"):
         text_from_file("a.txt", "text/plain; charset=klingon", b"abc")
+    with pytest.raises(FileUnreadable, match="unknown charset"):  # a ValueError of Python's, not a LookupError
+        text_from_file("a.txt", "text/plain; charset=utf\x00-8", b"abc")
 
 
 def test_issue_45_a_generic_content_type_is_read_by_the_files_name():

@@ -285,11 +285,13 @@ def test_a_byte_order_mark_names_a_text_files_encoding_when_its_upload_declared_
     assert (read["notes.txt"].text, read["wide.md"].text) == ("Spout café notes.", "# Lid\nA hinge.")
 
 
-def test_it_refuses_an_upload_whose_charset_is_unknown_and_stores_nothing(alice):
+@pytest.mark.parametrize("charset", ["no-such-charset", "utf\x00-8"], ids=["unknown", "with_a_nul"])
+def test_it_refuses_an_upload_whose_charset_is_unknown_and_stores_nothing(alice, charset):
+    """A charset with a NUL in it was a 500: Python's codecs.lookup raises ValueError for it, not LookupError."""
     api = api_for(alice)
     collection = collection_made(api)
 
-    answer = upload(api, collection, "odd.txt", b"some text", "text/plain; charset=no-such-charset")
+    answer = upload(api, collection, "odd.txt", b"some text", f"text/plain; charset={charset}")
 
     assert answer.status_code == 400 and answer.json()["error"]["details"][0]["path"] == "file"
     assert not CollectionDocument.objects.exists() and not enqueued
