@@ -241,6 +241,8 @@ CHATTER_STORE_INDEX = env_store_index("CHATTER_STORE_INDEX", graphs="CHATTER_GRA
 CHATTER_GRAPH_STORE = "agent_server.graph_store.OwnerStore"
 CHATTER_EXECUTION_TIMEOUT_S = env_int("CHATTER_EXECUTION_TIMEOUT_S", 300, minimum=1)
 CHATTER_MAX_CONCURRENT_RUNS = env_int("CHATTER_MAX_CONCURRENT_RUNS", 10, minimum=1)
+# A run's feed (its SSE, its websocket) whose reads of the database fail tries again for this long, then ends saying so.
+CHATTER_FEED_DB_WAIT_S = env_int("CHATTER_FEED_DB_WAIT_S", 120, minimum=1)
 # A run under a hard budget reserves its calls' worst case; a call with no max_tokens is capped at this many.
 CHATTER_BUDGET_DEFAULT_MAX_TOKENS = env_int("CHATTER_BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1)
 # Chatter's own embeddings (knowledge): texts per embeddings request (each request an LLM call), and the model a

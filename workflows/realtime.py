@@ -5,21 +5,27 @@ A run's feed is its persisted log from the database and then the live events fro
 gaps or duplicates: an event that the hub did not bring (the channel layer down, a full buffer) is read back from
 the database when the next one shows the gap, or when the feed has been quiet. A user's feed does the same for each
 of the user's runs since it opened, looking at the user's runs every few seconds for one it heard nothing of.
+
+A read the database cannot answer (it is down, or restarting) is tried again at the feed's next look, live events
+relayed meanwhile; a feed whose reads have failed for CHATTER_FEED_DB_WAIT_S ends with Unavailable (_Reads).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from conversations.models import Conversation
+from core.errors import Unavailable
 from keys.services import access_live
 from workflows.events import TERMINAL_EVENTS, conversation_updated_data, event_envelope
 from workflows.hub import Subscription, access_topic, execution_topic, hub, user_topic
@@ -30,6 +36,36 @@ USER_POLL_S = 2.0  # how often a user's feed looks for what the hub did not brin
 RUN_VISIBLE_S = 10.0  # a run's row is visible (its start committed) this soon after its created_at, at most
 ENDED_KEPT_S = 60.0  # how long a user's feed remembers a run it saw end (a late live copy of its events is dropped)
 ACCESS_CHECK_S = 2.0  # how often an open socket's key and user are read again (access_ended)
+NOT_READ = object()  # what _Reads.read returns for a read the database could not answer
+
+logger = logging.getLogger(__name__)
+
+
+class _Reads:
+    """A feed's reads of the database: one the database cannot answer (down, restarting: OperationalError after the
+    pool's timeout) is NOT_READ, for the feed to try again at its next look, one warning logged per outage; once its
+    reads have failed for CHATTER_FEED_DB_WAIT_S, Unavailable ends the feed (its stream says so and closes)."""
+
+    def __init__(self, what) -> None:
+        self.what = what  # for the log: the run or the user the feed follows
+        self.failing_since: float | None = None
+
+    async def read(self, read, *args, **kwargs):
+        try:
+            result = await read(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            now = time.monotonic()
+            if self.failing_since is None:
+                self.failing_since = now
+                logger.warning("the feed of %s cannot read the database; it tries again", self.what, exc_info=True)
+            elif now - self.failing_since >= settings.CHATTER_FEED_DB_WAIT_S:
+                raise Unavailable(f"the events cannot be read: the database has been out of reach for "
+                                  f"{int(now - self.failing_since)} s; follow the run again later") from exc
+            return NOT_READ
+        if self.failing_since is not None:
+            logger.info("the feed of %s reads the database again", self.what)
+            self.failing_since = None
+        return result
 
 
 @database_sync_to_async
@@ -70,14 +106,17 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
     live = subscription or execution_subscribe(execution_id)
     if replay is None:
         replay = subscription is None
+    reads = _Reads(f"execution {execution_id}")
     try:
         last = after
         if replay:
             await live.ready()  # from here on, nothing published elsewhere is missed by both the log and the hub
-            terminal = await _terminal_seq(execution_id)
+            while (terminal := await reads.read(_terminal_seq, execution_id)) is NOT_READ or \
+                    (replayed := await reads.read(_persisted, execution_id, after=after)) is NOT_READ:
+                await asyncio.sleep(poll_s)
             if terminal is not None and terminal <= after:
                 return
-            for envelope in await _persisted(execution_id, after=after):
+            for envelope in replayed:
                 yield envelope
                 last = envelope["seq"]
                 if envelope["event"] in TERMINAL_EVENTS:
@@ -87,8 +126,11 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
         while True:
             batch = await live.get(poll_s)
             if not batch:  # quiet: whatever the hub did not bring is in the database
-                batch = await _persisted(execution_id, after=last)
-                if not batch and (terminal := await _terminal_seq(execution_id)) is not None and terminal <= last:
+                batch = await reads.read(_persisted, execution_id, after=last)
+                if batch is NOT_READ:
+                    continue  # read again at the next quiet look
+                if not batch and (terminal := await reads.read(_terminal_seq, execution_id)) is not NOT_READ \
+                        and terminal is not None and terminal <= last:
                     return  # ended at or before `after` (asked to resume past its end), or its log pruned (0)
             for envelope in batch:
                 seq = envelope["seq"]
@@ -99,7 +141,9 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
                     if envelope["event"] in TERMINAL_EVENTS:
                         return  # it ended at or before `after`: nothing after it will come
                     continue
-                missed = await _persisted(execution_id, after=last, before=seq) if seq > last + 1 else []
+                missed = await reads.read(_persisted, execution_id, after=last, before=seq) if seq > last + 1 else []
+                if missed is NOT_READ:
+                    continue  # (persisted: read back with what it missed at the next quiet look)
                 for item in [*missed, envelope]:
                     yield item
                     last = item["seq"]

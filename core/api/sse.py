@@ -17,6 +17,8 @@ from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
+from core.errors import ChatterError
+
 EVENT_STREAM = "text/event-stream"
 HEARTBEAT = ": heartbeat\r\n\r\n"  # a comment line: keeps proxies from closing a quiet stream, ignored by clients
 
@@ -53,9 +55,13 @@ class EventStreamNegotiation(DefaultContentNegotiation):
 
 
 async def _frames(feed: AsyncIterator[dict]) -> AsyncIterator[str]:
+    """A feed's frames; a feed that ends on an error of Chatter's (the database out of reach for too long:
+    workflows.realtime) ends the stream with an `error` frame in /api/v1/'s error shape, not a connection left open."""
     try:
         async for envelope in feed:
             yield sse_frame(envelope)
+    except ChatterError as exc:
+        yield frame(exc.as_dict(), event="error")
     finally:
         await feed.aclose()  # a client that went away must not leave a subscription behind
 

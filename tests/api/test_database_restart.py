@@ -7,7 +7,8 @@ pool, then a light load (one request at a time: chat turns and reads) goes on wh
 
 A run streaming its reply while the database is down, for longer than a pooled connection is waited for, goes on:
 its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
-back."""
+back. Its stream goes on too: its feed relays the live tokens and reads the database again once it is back, or ends
+with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S."""
 from __future__ import annotations
 
 import threading
@@ -110,3 +111,75 @@ def test_a_run_streaming_while_the_database_is_down_goes_on_and_books_its_call(p
     assert run["llm_calls"] == 1 and not call["estimated"] and call["completion_tokens"] > 0
     assert [run[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")] == \
         [call[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")]
+
+
+def _admin_client(private_postgres, daphne_server, **env) -> httpx.Client:
+    token = private_postgres.manage("shell", "-c", "from django.core.management import call_command; "
+                                    "call_command('ensure_admin'); call_command('create_api_token', 'admin')"
+                                    ).strip().split()[-1]
+    server = daphne_server(**private_postgres.env(**SERVER_ENV, **env))
+    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
+                        timeout=WAIT_AT_MOST_S / 2)  # a stream silent this long fails the test
+
+
+def _streamed_turn(client: httpx.Client, *, when_first_token, message: str) -> list:
+    """A streamed chat turn's frames, read to the stream's end; `when_first_token()` is called at its first token."""
+    parser, frames = SSEParser(), []
+    with client.stream("POST", "/api/v1/chat/", json={"message": message, "stream": True, "enable_tools": False}
+                       ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if (frame := parser.feed_line(line)) is not None:
+                frames.append(frame)
+                if frame.event == "token" and sum(f.event == "token" for f in frames) == 1:
+                    when_first_token()
+    return frames
+
+
+def test_a_stream_whose_feed_cannot_read_the_database_goes_on_once_it_is_back(private_postgres, daphne_server):
+    pool_timeout_s = 1
+    # A word every 1.5 s: the feed is quiet between them, so it reads the database, during the outage too, which
+    # ends before the reply does (the run's ending is then written at once).
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S=str(pool_timeout_s),
+                           CHATTER_LOCAL_TOKEN_DELAY_MS="1500")
+
+    def down_a_while() -> None:
+        with private_postgres.down():
+            time.sleep(4 * pool_timeout_s)
+
+    outage = threading.Thread(target=down_a_while)
+    with client:
+        frames = _streamed_turn(client, when_first_token=outage.start,
+                                message="say these ten words back to me now please thank you")
+        outage.join()
+        run = client.get(f"/api/v1/executions/{frames[0].envelope['execution_id']}/").raise_for_status().json()
+
+    assert frames[-1].event == "workflow_completed", [frame.event for frame in frames[-3:]]
+    assert "".join(frame.envelope["data"]["text"] for frame in frames if frame.event == "token") == \
+        run["output_data"]["content"]
+    seqs = [frame.envelope["seq"] for frame in frames if frame.event != "token"]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_stream_whose_feed_cannot_read_the_database_for_too_long_ends_with_an_error(private_postgres,
+                                                                                        daphne_server):
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
+                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="100")
+    ended = threading.Event()
+
+    def down_until_ended() -> None:
+        with private_postgres.down():  # until the stream has ended (or the test's bound)
+            ended.wait(WAIT_AT_MOST_S)
+
+    outage = threading.Thread(target=down_until_ended)
+    with client:
+        try:
+            frames = _streamed_turn(client, when_first_token=outage.start,
+                                    message="please repeat these words back to me slowly")
+        finally:
+            ended.set()
+            outage.join()
+
+    assert frames[-1].event == "error", [frame.event for frame in frames[-3:]]
+    assert frames[-1].envelope["error"]["code"] == "unavailable"
+    assert "database" in frames[-1].envelope["error"]["message"]
