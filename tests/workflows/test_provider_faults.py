@@ -8,6 +8,7 @@ Prices are the seeded gpt-4o-mini row: $0.15 input, $0.60 output per million tok
 """
 import json
 import math
+import threading
 import time
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from rest_framework.test import APIClient
 from conversations.models import Message
 from engine.usage import estimate_tokens
 from tests.invariants import assert_all
-from workflows.models import ExecutionEvent, LLMCall, NodeExecution
+from workflows.models import ExecutionEvent, LLMCall, NodeExecution, WorkflowExecution
 from workflows.services.run_requests import ChatRequest
 from workflows.services.runs import execution_cancel, execution_create, execution_run, execution_stream
 
@@ -212,6 +213,47 @@ def test_a_call_whose_end_finds_the_database_out_of_reach_is_still_booked_exactl
     assert (call.prompt_tokens, call.completion_tokens, call.estimated, call.unpriced) == (100, 20, False, False)
     assert (reply.content, reply.total_tokens, reply.cost) == (REPLY, 120, price(100, 20))
     assert len(stub.requests) == execution.llm_calls == 1
+
+
+@pytest.mark.django_db(transaction=True)  # the row as another process (and the poll made aside) reads it
+def test_a_cancel_check_that_cannot_read_the_database_holds_up_the_reply_once_and_a_later_cancel_stops_it(alice,
+                                                                                                          stub):
+    """While the database is out of reach, the run's cancel poll fails (each waiting for a connection as long as the
+    pool's timeout): the run's own thread makes the first, and the next ones are made aside, each once the last
+    failed, so that the reply's tokens wait for none of them; once the database answers, a cancel asked from another
+    process (the row's flag) stops the run."""
+    from django.db import OperationalError, connection
+    from django.db.backends.signals import connection_created
+
+    stub.reply(content=" ".join(f"word{i}" for i in range(400)), usage=USAGE, chunk_delay_s=0.02)
+    execution = execution_create(ChatRequest(owner=alice, message="Tell me something", config=OPENAI))
+    failed: list[str] = []  # the threads whose cancel poll failed
+    back = threading.Event()
+
+    def unreachable(execute, sql, params, many, context):
+        if stub.requests and not back.is_set() and sql.startswith(
+                'SELECT "workflows_workflowexecution"."status" AS "status", "workflows_workflowexecution"."cancel_requested"'):
+            failed.append(threading.current_thread().name)
+            if len(failed) == 3:  # the outage ends, and a cancel is asked from elsewhere
+                back.set()
+                WorkflowExecution.objects.filter(pk=execution.pk).update(cancel_requested=True)
+            raise OperationalError("couldn't get a connection after 30.00 sec")
+        return execute(sql, params, many, context)
+
+    def unreachable_aside(sender, connection, **kwargs):  # the connections of the threads polling aside
+        connection.execute_wrappers.append(unreachable)
+
+    connection_created.connect(unreachable_aside)
+    try:
+        with connection.execute_wrapper(unreachable):
+            execution = execution_run(execution_id=execution.pk)
+    finally:
+        back.set()
+        connection_created.disconnect(unreachable_aside)
+
+    assert_ended(execution, "cancelled", "cancelled")
+    assert failed.count(threading.current_thread().name) == 1, failed  # the run's own thread: the first poll only
+    assert LLMCall.objects.get(execution=execution).completion_tokens > 0
 
 
 NO_COUNT = {
