@@ -198,6 +198,9 @@ class GraphAccounting(BaseCallbackHandler):
             self.tasks[task]["calls"] += 1
 
         def started(node):
+            # Its price is read now, before the call goes out: its end books it reading nothing (a database out of
+            # reach by then loses no call made).
+            call["target"] = self.ctx.call_target(call["provider"], call["model"])
             self.ctx.hooks.model_call_started(node, CallStarted(
                 call["provider"], call["model"], estimate_prompt_tokens(prompt),
                 lambda: streamed_so_far(AIMessage(call["text"])),
@@ -235,8 +238,8 @@ class GraphAccounting(BaseCallbackHandler):
                 self.ctx.hooks.token(node, whole, message_id=message.id)
             if message.id:  # booked on the message before the call counts: a limit it passes still leaves it there
                 self.usage_by_message[message.id] = {"provider": call["provider"], "model": reported}
-            recorded_call = self.ctx.call_recorded(node, provider=call["provider"], reported_model=reported,
-                                                   requested_model=call["model"], usage=usage,
+            recorded_call = self.ctx.call_recorded(node, target=call.get("target"), provider=call["provider"],
+                                                   reported_model=reported, requested_model=call["model"], usage=usage,
                                                    started=call["started"], message_id=message.id,
                                                    finish_reason=(message.response_metadata or {}).get(
                                                        "finish_reason") or "")

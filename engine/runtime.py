@@ -419,11 +419,18 @@ class RunContext:
             return result
         raise self._routes_exhausted(model_name, failure, skipped, faults)
 
-    def call_recorded(self, node: Node, *, provider: str, reported_model: str, requested_model: str, usage: Usage,
-                      started: float, message_id: str | None = None, finish_reason: str = "") -> LLMCall:
+    def call_target(self, provider: str, model: str) -> _Target:
+        """Where a call made by code Chatter does not drive goes, its price read as the call starts, as every call's
+        is (_target): call_recorded then books its end reading nothing."""
+        return self._target(provider, model)
+
+    def call_recorded(self, node: Node, *, reported_model: str, usage: Usage, started: float,
+                      target: _Target | None = None, provider: str = "", requested_model: str = "",
+                      message_id: str | None = None, finish_reason: str = "") -> LLMCall:
         """A call made by code Chatter does not drive (a Python graph's chat models, seen through LangChain's
-        callbacks: engine.python_graphs): priced and recorded like every other call."""
-        return self._record(node, self._target(provider, requested_model), reported_model, usage, started,
+        callbacks: engine.python_graphs; the gateway's pass-through): priced and recorded like every other call, at
+        its `target` (call_target, as it started), or else at its provider's `requested_model`."""
+        return self._record(node, target or self._target(provider, requested_model), reported_model, usage, started,
                             message_id=message_id, finish_reason=finish_reason)
 
     def _record_reply(self, node, target: _Target, prompt, streamed, started) -> tuple[AIMessage, LLMCall]:

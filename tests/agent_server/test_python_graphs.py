@@ -151,6 +151,38 @@ def test_a_graph_naming_an_unregistered_python_graph_is_invalid(settings):
     assert [(e["path"], e["code"]) for e in errors] == [("nodes[1].config.graph", "unknown_graph")]
 
 
+def test_a_call_whose_end_finds_the_database_out_of_reach_is_still_booked(api, openai_stub, settings, monkeypatch):
+    """The graph's model's price is read as each call starts, so a call's end reads nothing: here the database
+    refuses the price's read from the moment the model is asked (as when it is down for longer than the pool's
+    timeout), and both calls made are booked all the same."""
+    from django.db import OperationalError, connection
+
+    from core.cache import hot_reads
+
+    settings.CHATTER_GRAPHS = {"calculator_agent": (str(GRAPHS.parent / "agent.py"), "graph")}
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    script_turn(openai_stub)
+    hot_reads.forget()  # this process has not read the graph's model's price yet (the run's own is another model)
+
+    def unreachable_once_asked(execute, sql, params, many, context):
+        if openai_stub.requests and "analytics_modelprice" in sql:
+            raise OperationalError("couldn't get a connection after 30.00 sec")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(unreachable_once_asked):
+        response = api.post("/api/v1/executions/", {"graph": RegisteredGraph("calculator_agent").as_graph(),
+                                                    "input": {"message": "What is 12*7?"}, "mode": "sync"},
+                            format="json")
+
+    assert response.status_code == 201, response.content
+    execution = WorkflowExecution.objects.get(pk=response.json()["execution"]["id"])
+    assert (execution.status, execution.error_message) == ("completed", "")
+    assert figures(execution) == EXPECTED
+    assert len(openai_stub.requests) == 2
+    assert_all(execution)
+
+
 def test_the_runs_tool_call_limit_holds_inside_a_python_graph(graph_server, openai_stub, alice_key):
     client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
     script_turn(openai_stub)
