@@ -268,6 +268,10 @@ CHATTER_WEBHOOK_ALLOWED_NETWORKS = env_networks("CHATTER_WEBHOOK_ALLOWED_NETWORK
 # MCP tool servers (tools/): how long discovery or one tool call may take, and how much of a call's result is kept.
 CHATTER_MCP_TIMEOUT_S = env_int("CHATTER_MCP_TIMEOUT_S", 30, minimum=1)
 CHATTER_MCP_MAX_RESULT_BYTES = env_int("CHATTER_MCP_MAX_RESULT_BYTES", 1_048_576, minimum=1)
+# The most of any one answer of an MCP server read (tools/mcp_answers.py): past it the request fails unread. It must
+# hold a whole result the cap above keeps, with its JSON around it (FastMCP sends a text result twice).
+CHATTER_MCP_MAX_ANSWER_BYTES = env_int("CHATTER_MCP_MAX_ANSWER_BYTES", 16 * CHATTER_MCP_MAX_RESULT_BYTES,
+                                       minimum=CHATTER_MCP_MAX_RESULT_BYTES)
 # MCP servers the operator declares (tools/declared.py): a JSON file in the `mcpServers` shape; stdio servers only here.
 CHATTER_MCP_SERVERS_FILE = env_str("CHATTER_MCP_SERVERS_FILE", "")
 # How long a kept MCP session (tools/mcp_pool.py: reused across a run's calls and across runs) may sit unused.

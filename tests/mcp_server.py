@@ -5,7 +5,11 @@ tool server. Transports: Streamable HTTP at `/mcp` (`server.url`) and the older 
 `/malformed` answers every POST with a body that is not JSON (`server.malformed_url`), as a broken server would;
 `/redirect` answers every request with a 307 to `/mcp` by another name, `localhost` (`server.redirect_url`): another
 origin. `/empty-answer` is `/mcp`, but answers a `tools/call` with a 200 `text/event-stream` that ends at once, empty
-(`server.empty_answer_url`), as a proxy that ends a stream early would. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
+(`server.empty_answer_url`), as a proxy that ends a stream early would. `/endless-answer` answers it with an SSE event
+that goes on for ENDLESS_BYTES (`server.endless_answer_url`; `/endless-json-answer` a JSON body, `/endless-listing` a
+`tools/list` so), as a hostile or broken server might; `endless_sent` is how many bytes it got to send.
+`/compressed-answer` answers a `tools/call` with a gzip-compressed JSON body (whatever the request accepts) that
+unpacks to COMPRESSED_BYTES. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
 `build_twice_listing_mcp` one tool twice, `build_held_listing_mcp`
 a listing held until `release()`, `build_nameless_tool_mcp` a tool without a name.
 
@@ -29,6 +33,7 @@ call, (tool name, arguments).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import threading
@@ -40,7 +45,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TOOL_NAMES = ("add", "sleep", "fail", "big", "echo_header")
@@ -199,6 +204,12 @@ def build_held_listing_mcp(called, released: threading.Event) -> FastMCP:
                        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
 
+ENDLESS_BYTES = 64 * 1024 * 1024
+ENDLESS_CHUNK = b"x" * 65536
+ENDLESS_START = b'{"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "'
+COMPRESSED_BYTES = 16 * 1024 * 1024
+
+
 class McpTestServer:
     def __init__(self, build=build_mcp) -> None:
         self._build = build
@@ -207,6 +218,7 @@ class McpTestServer:
         self.token: str | None = None
         self.delay_s = 0.0
         self.released = threading.Event()
+        self.endless_sent = 0
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +249,22 @@ class McpTestServer:
     def empty_answer_url(self) -> str:
         return f"{self.root_url}/empty-answer"
 
+    @property
+    def endless_answer_url(self) -> str:
+        return f"{self.root_url}/endless-answer"
+
+    @property
+    def endless_json_answer_url(self) -> str:
+        return f"{self.root_url}/endless-json-answer"
+
+    @property
+    def compressed_answer_url(self) -> str:
+        return f"{self.root_url}/compressed-answer"
+
+    @property
+    def endless_listing_url(self) -> str:
+        return f"{self.root_url}/endless-listing"
+
     def require_token(self, token: str | None) -> None:
         self.token = token
 
@@ -255,6 +283,7 @@ class McpTestServer:
             self.token = None
             self.delay_s = 0.0
             self.released.clear()
+            self.endless_sent = 0
         return self
 
     def headers_seen(self, name: str) -> list[str | None]:
@@ -282,14 +311,40 @@ class McpTestServer:
                                 Route("/redirect", redirect, methods=["GET", "POST", "DELETE"])],
                         lifespan=lambda _app: mcp.session_manager.run())
 
-        async def empty_answer(scope, receive, send):
-            """/mcp, but a tools/call's answer is an event stream that ends empty."""
+        def endless(prefix: bytes):
+            async def chunks():
+                yield prefix + ENDLESS_START
+                for _ in range(ENDLESS_BYTES // len(ENDLESS_CHUNK)):
+                    yield ENDLESS_CHUNK
+                    with self._lock:
+                        self.endless_sent += len(ENDLESS_CHUNK)
+                    await asyncio.sleep(0)  # (a send to a client gone returns at once: its going is seen here)
+            return chunks()
+
+        odd_answers = {  # path: (the method it answers oddly, its answer)
+            "/empty-answer": ("tools/call", lambda: Response(b"", media_type="text/event-stream")),
+            "/endless-answer": ("tools/call",
+                                lambda: StreamingResponse(endless(b"event: message\ndata: "),
+                                                          media_type="text/event-stream")),
+            "/endless-json-answer": ("tools/call",
+                                     lambda: StreamingResponse(endless(b""), media_type="application/json")),
+            "/compressed-answer": ("tools/call", lambda: Response(
+                gzip.compress(ENDLESS_START + b"x" * COMPRESSED_BYTES + b'"}]}}', compresslevel=1),
+                media_type="application/json", headers={"Content-Encoding": "gzip"})),
+            "/endless-listing": ("tools/list",
+                                 lambda: StreamingResponse(endless(b"event: message\ndata: "),
+                                                           media_type="text/event-stream")),
+        }
+
+        async def odd_answer(scope, receive, send):
+            """/mcp, but one method's answer is odd (odd_answers)."""
+            method, answer = odd_answers[scope["path"]]
             body, more = b"", True
             while more:
                 message = await receive()
                 body, more = body + message.get("body", b""), message.get("more_body", False)
-            if scope["method"] == "POST" and json.loads(body or b"{}").get("method") == "tools/call":
-                await Response(b"", media_type="text/event-stream")(scope, receive, send)
+            if scope["method"] == "POST" and json.loads(body or b"{}").get("method") == method:
+                await answer()(scope, receive, send)
                 return
             replayed = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -309,7 +364,7 @@ class McpTestServer:
                 if token is not None and headers.get("authorization") != f"Bearer {token}":
                     await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
                     return
-            await (empty_answer if scope.get("path") == "/empty-answer" else app)(scope, receive, send)
+            await (odd_answer if scope.get("path") in odd_answers else app)(scope, receive, send)
 
         return guarded
 

@@ -68,6 +68,7 @@ def test_a_bad_value_stops_the_process_naming_the_variable(tmp_path):
         ("CHATTER_WEBHOOK_ALLOWED_NETWORKS", "10.1.2.3/24"),  # host bits set: refused, not widened
         ("CHATTER_OUTBOUND_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
         ("CHATTER_ENCRYPTION_KEYS", "not-a-fernet-key"),
+        ("CHATTER_MCP_MAX_ANSWER_BYTES", "1000"),  # less than CHATTER_MCP_MAX_RESULT_BYTES: no whole result would fit
         ("CHATTER_CORS_ALLOWED_ORIGINS", "localhost:3000"),  # no scheme
         ("CHATTER_CORS_ALLOWED_ORIGINS", "http://localhost:3000/"),  # a path, even "/", never matches an Origin
         ("CHATTER_CORS_ALLOWED_ORIGINS", "http://ui.example,*"),  # no wildcard: name the origins

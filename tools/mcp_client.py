@@ -27,6 +27,7 @@ from core.log_filters import validation_kinds
 from core.outbound import CheckedAsyncTransport, DestinationRefused, DestinationUnresolved
 from core.tracing import outbound_hooks_async
 from engine.redaction import secret_forms, secrets_scrub
+from tools.mcp_answers import LAST_EVENT_ID, AnswerRefused, AnswersBounded
 from tools.mcp_pool import STDIO, Endpoint, TransportFailed, mcp_pool
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
 ERROR_CHARS = 500
 SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay quiet (the SDK's default)
-LAST_EVENT_ID = "last-event-id"  # the header of a request that resumes an SSE stream (the SDK's resumption)
 
 
 class ProcessEnded(Exception):
@@ -70,11 +70,15 @@ def checked_http_client(headers: dict[str, str] | None = None, timeout: httpx.Ti
                         ) -> httpx.AsyncClient:
     """An httpx client for MCP transports (the SDK's McpHttpClientFactory signature) that sends only to checked
     destinations and uses no proxy or .netrc of the environment, and keeps its connections from call to call
-    (ConnectionKeeping: `answer_lost` is told of an answer's stream that broke); with tracing on, its requests carry
-    the trace's context (traceparent: core.tracing)."""
-    return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth,
-                             transport=ConnectionKeeping(CheckedAsyncTransport(limits=LIMITS), answer_lost=answer_lost),
-                             trust_env=False, follow_redirects=False, event_hooks=outbound_hooks_async())
+    (ConnectionKeeping: `answer_lost` is told of an answer's stream that broke), and reads at most
+    CHATTER_MCP_MAX_ANSWER_BYTES of an answer, asked for unencoded (tools.mcp_answers); with tracing on, its requests
+    carry the trace's context (traceparent: core.tracing)."""
+    bounded = AnswersBounded(CheckedAsyncTransport(limits=LIMITS), max_bytes=settings.CHATTER_MCP_MAX_ANSWER_BYTES)
+    client = httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth,
+                               transport=ConnectionKeeping(bounded, answer_lost=answer_lost),
+                               trust_env=False, follow_redirects=False, event_hooks=outbound_hooks_async())
+    client.headers["Accept-Encoding"] = "identity"  # (whatever `headers` said: a compressed answer is refused)
+    return client
 
 
 # Told of the failure that broke an answer's stream for good (tools.mcp_pool ends the call waiting on it).
@@ -205,7 +209,7 @@ def _unread_described(failure: BaseException, timeout_s: float, *, unread: bool)
     A connection that failed (the server died, the HTTP+SSE transport's stream broke) is said as such: nothing
     was there to read."""
     why = _describe(failure, timeout_s)
-    if unread and not isinstance(failure, httpx.TransportError):
+    if unread and not isinstance(failure, (httpx.TransportError, AnswerRefused)):
         return f"the server's answer could not be read ({why})"
     return why
 
@@ -445,6 +449,8 @@ def _why(exc: BaseException, timeout_s: float) -> str:
         return f"could not reach the server ({type(exc).__name__}: {exc})"[:ERROR_CHARS]
     if isinstance(exc, (ProcessEnded, AnswerStreamEnded)):
         return f"could not reach the server ({exc})"
+    if isinstance(exc, AnswerRefused):
+        return str(exc)
     if isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError)):  # the transport's streams are gone
         return f"could not reach the server ({type(exc).__name__}{f': {exc}' if str(exc) else ''})"[:ERROR_CHARS]
     if isinstance(exc, McpError):
