@@ -7,17 +7,19 @@ written).
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from conversations.models import Message
 from core.cache import hot_reads
-from core.db import connections_give_back
+from core.db import connections_give_back, database_reachable
 from core.errors import RunError, Unavailable
 from core.threads import ProcessThreads
 from core.tracing import tracing_on
@@ -41,6 +43,7 @@ from workflows.writer import NotCreated
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
+ENDING_LOOK_S = 1.0  # how often an ending the database could not take looks whether it answers again (_database_back)
 _threads = ProcessThreads(lambda: settings.CHATTER_RUN_THREADS, "chatter-run")
 
 
@@ -240,22 +243,35 @@ def _created(recorder: ExecutionRecorder, user_message: Message | None) -> None:
 def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: RunContext, state: dict | None,
             error: RunError | None, interrupts: list | None = None, ending: dict | None = None) -> WorkflowExecution:
     """End a run that ran here (or pause it, with `interrupts`): execution_finish, or, when its ending cannot be
-    written, from its rows (end_from_ledger). `ending`: how the reply ended (finish reason, tool calls), for a run
-    that has no graph state to read it from (the gateway's pass-through)."""
+    written, from its rows (end_from_ledger). An ending that fails as the database is out of reach is tried again
+    once it answers (_database_back), so the run's own usage and reply are booked, not the sweep's estimate.
+    `ending`: how the reply ended (finish reason, tool calls), for a run that has no graph state to read it from
+    (the gateway's pass-through)."""
+    waited = False
     try:
-        recorder.settled(fold=True)  # its write under way first (workflows.writer): what it raised ends the run here;
-        # one no writer took yet is made with the run's end
-        if interrupts:
-            return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts,
-                                   booked=(state or {}).get(MESSAGES_USAGE))
-        return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error,
-                                ending=ending)
-    except (OperationalError, Unavailable):  # deadlocked past its retries, SQLite busy past its timeout, the
-        # connection lost: nothing was written
-        logger.warning("execution %s: its ending failed", execution.pk, exc_info=True)
-    except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its rows
-        logger.exception("execution %s could not be ended normally", execution.pk)
-        error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}", error_type="internal_error")
+        while True:
+            try:
+                recorder.settled(fold=True)  # its write under way first (workflows.writer): what it raised ends the
+                # run here; one no writer took yet is made with the run's end
+                if interrupts:
+                    return execution_pause(execution=execution, recorder=recorder, ctx=ctx, interrupts=interrupts,
+                                           booked=(state or {}).get(MESSAGES_USAGE))
+                return execution_finish(execution=execution, recorder=recorder, ctx=ctx, state=state, error=error,
+                                        ending=ending)
+            except (OperationalError, Unavailable):  # deadlocked past its retries, SQLite busy past its timeout, the
+                # connection lost, the database out of reach: nothing was written
+                logger.warning("execution %s: its ending failed", execution.pk, exc_info=not waited)
+                waited = True
+                if _database_back(execution):
+                    continue
+            except Exception as exc:  # noqa: BLE001 - e.g. a row it writes is refused: end the run from its rows
+                logger.exception("execution %s could not be ended normally", execution.pk)
+                error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}",
+                                 error_type="internal_error")
+            break
+    finally:
+        if waited:  # (the heartbeat it kept beating while it waited)
+            heartbeat.discard(execution.pk)
     try:  # what the run still holds (its last LLM calls) goes on disk before the run ends from its rows (I5)
         recorder.flush()
     except Exception:  # noqa: BLE001
@@ -263,6 +279,29 @@ def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: R
     ended = end_from_ledger(execution_id=execution.pk, error=error or RunError(
         "the run could not be recorded", error_type="internal_error"), from_statuses=(Status.RUNNING,))
     return ended if ended is not None else WorkflowExecution.objects.get(pk=execution.pk)
+
+
+def _database_back(execution: WorkflowExecution) -> bool:
+    """After a failed ending: whether the database, out of reach, answers again, for the ending to be tried again.
+    It is waited for (each look waits for a connection up to the pool's timeout, then ENDING_LOOK_S more) until the
+    sweep would end the run whatever its heartbeat (its timeout passed: execution_swept_after); meanwhile the run's
+    heartbeat beats (its beats land once the database is back), so the sweep does not take a live run over. False
+    when the database answered at once (the ending failed for another reason) or did not answer in time."""
+    from workflows.services.recovery import execution_swept_after  # (recovery's services import the runner)
+
+    if database_reachable():
+        return False
+    logger.warning("execution %s: the database is out of reach; its ending waits for it", execution.pk)
+    heartbeat.add(execution.pk)
+    while timezone.now() < execution_swept_after(execution):
+        connections_give_back()
+        time.sleep(ENDING_LOOK_S)
+        if database_reachable():
+            logger.info("execution %s: the database answers again; its ending is tried again", execution.pk)
+            return True
+    logger.warning("execution %s: the database stayed out of reach until its timeout; it is left to the sweep",
+                   execution.pk)
+    return False
 
 
 def _fork_start(execution: WorkflowExecution, *, checkpointer, thread_id: str) -> bool:

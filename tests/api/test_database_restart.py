@@ -8,7 +8,8 @@ pool, then a light load (one request at a time: chat turns and reads) goes on wh
 A run streaming its reply while the database is down, for longer than a pooled connection is waited for, goes on:
 its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
 back. Its stream goes on too: its feed relays the live tokens and reads the database again once it is back, or ends
-with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S."""
+with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S. A run whose model answers while the
+database is down ends once it is back, with the provider's own usage (its ending waits for the database)."""
 from __future__ import annotations
 
 import threading
@@ -183,3 +184,38 @@ def test_a_stream_whose_feed_cannot_read_the_database_for_too_long_ends_with_an_
     assert frames[-1].event == "error", [frame.event for frame in frames[-3:]]
     assert frames[-1].envelope["error"]["code"] == "unavailable"
     assert "database" in frames[-1].envelope["error"]["message"]
+
+
+def test_a_run_whose_model_answers_while_the_database_is_down_books_its_own_usage_once_it_is_back(
+        private_postgres, daphne_server):
+    pool_timeout_s = 1
+    # A reply of about ten words, 0.2 s each: the model answers while the database is down, and the run's ending
+    # (and the end from its rows it fell back on) finds no connection, several pool timeouts over
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S=str(pool_timeout_s),
+                           CHATTER_LOCAL_TOKEN_DELAY_MS="200")
+    with client:
+        with client.stream("POST", "/api/v1/chat/", json={"message": "say these ten words back to me now please",
+                                                          "stream": True, "enable_tools": False}) as response:
+            parser = SSEParser()
+            for line in response.iter_lines():
+                frame = parser.feed_line(line)
+                if frame is not None and frame.event == "workflow_started":
+                    execution_id = frame.envelope["execution_id"]
+                if frame is not None and frame.event == "token":
+                    break  # the model streams its reply; the client leaves
+        with private_postgres.down():
+            time.sleep(8 * pool_timeout_s)
+        deadline = time.monotonic() + WAIT_AT_MOST_S
+        while time.monotonic() < deadline:  # (a 503 while the server's pool connects again)
+            response = client.get(f"/api/v1/executions/{execution_id}/")
+            if response.status_code != 503 and (run := response.raise_for_status().json())["status"] not in (
+                    "pending", "running"):
+                break
+            time.sleep(0.2)
+
+    assert run["status"] == "completed", (run["status"], run["error_type"], run["error_message"])
+    (call,) = run["llm_call_log"]  # the provider's own count, not the sweep's estimate
+    assert not call["estimated"] and call["completion_tokens"] > 0
+    assert [run[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")] == \
+        [call[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")]
+    private_postgres.manage("reconcile_aggregates")  # exits 1 on any drift

@@ -45,9 +45,19 @@ def _due_at(execution: WorkflowExecution) -> datetime:
     return max(execution.created_at, execution.run_after or execution.created_at)
 
 
+def _timeout_s(execution: WorkflowExecution) -> int:
+    return execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
+
+
+def execution_swept_after(execution: WorkflowExecution) -> datetime:
+    """When the sweep ends a running run whatever its heartbeat: past its timeout, and the grace it gets."""
+    started = execution.started_at or execution.created_at
+    return started + timedelta(seconds=_timeout_s(execution) + SWEEP_GRACE_S)
+
+
 def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
     """Why the sweep must end this pending or running run, or None while it may still be alive."""
-    timeout_s = execution.config.get("timeout_s") or settings.CHATTER_EXECUTION_TIMEOUT_S
+    timeout_s = _timeout_s(execution)
     deadline = timedelta(seconds=timeout_s + SWEEP_GRACE_S)
     if execution.status == Status.PENDING:
         if execution.cancel_requested:  # cancelled as the sweep queued it again: no worker will claim it
@@ -55,8 +65,7 @@ def _sweep_reason(execution: WorkflowExecution, *, now: datetime) -> str | None:
         if _due_at(execution) + deadline < now:
             return f"it did not start within its timeout ({timeout_s} s)"
         return None
-    started = execution.started_at or execution.created_at
-    if started + deadline < now:
+    if execution_swept_after(execution) < now:
         return f"it ran past its timeout ({timeout_s} s)"
     if _gone(execution, now=now):
         return f"{WORKER_STOPPED} (no heartbeat for {int((now - _last_beat(execution)).total_seconds())} s)"
