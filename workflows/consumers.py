@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from audit.services import access_denied_record
+from core.errors import Unavailable
 from workflows.api.serializers import EventsQuerySerializer
 from workflows.hub import Subscription
 from workflows.realtime import (
@@ -26,6 +27,9 @@ CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+# The feed ended Unavailable (the database out of reach for too long): try again later, as HTTP's 503 (daphne sends
+# no close code but 1000 and 3000-4999, so not the protocol's 1013).
+CLOSE_UNAVAILABLE = 4503
 
 
 async def socket_access_ended(scope, subscription: Subscription) -> None:
@@ -68,9 +72,16 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def relay(self, feed) -> None:
+        """Relay `feed` to its end, then close; a feed that ends Unavailable (its reads of the database failing for
+        CHATTER_FEED_DB_WAIT_S: workflows.realtime) sends it in /api/v1/'s error shape and closes 4503
+        (try again later), not a socket left open that says nothing more."""
         try:
             async for envelope in feed:
                 await self.send_json(envelope)
+        except Unavailable as exc:
+            await self.send_json(exc.as_dict())
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         finally:
             await feed.aclose()
         await self.close(code=CLOSE_NORMAL)

@@ -8,16 +8,20 @@ pool, then a light load (one request at a time: chat turns and reads) goes on wh
 A run streaming its reply while the database is down, for longer than a pooled connection is waited for, goes on:
 its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
 back. Its stream goes on too: its feed relays the live tokens and reads the database again once it is back, or ends
-with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S. A run whose model answers while the
+with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S (a websocket: the error, then closed
+4503). A run whose model answers while the
 database is down ends once it is back, with the provider's own usage (its ending waits for the database)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.api.sse import SSEParser
 
@@ -219,3 +223,44 @@ def test_a_run_whose_model_answers_while_the_database_is_down_books_its_own_usag
     assert [run[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")] == \
         [call[field] for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")]
     private_postgres.manage("reconcile_aggregates")  # exits 1 on any drift
+
+
+def test_a_websocket_whose_feed_cannot_read_the_database_for_too_long_sends_the_error_and_closes(
+        private_postgres, daphne_server):
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
+                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="100")
+    token = client.headers["Authorization"].split()[-1]
+    ended = threading.Event()
+
+    def down_until_ended() -> None:
+        with private_postgres.down():  # until the socket has closed (or the test's bound)
+            ended.wait(WAIT_AT_MOST_S)
+
+    outage = threading.Thread(target=down_until_ended)
+    received = []
+    with client:
+        with client.stream("POST", "/api/v1/chat/", json={"message": "please repeat these words back to me slowly",
+                                                          "stream": True, "enable_tools": False}) as response:
+            parser = SSEParser()
+            for line in response.iter_lines():
+                frame = parser.feed_line(line)
+                if frame is not None and frame.event == "workflow_started":
+                    execution_id = frame.envelope["execution_id"]
+                    break  # the client follows the run on a websocket instead
+        url = f"{str(client.base_url).replace('http', 'ws', 1)}/ws/executions/{execution_id}/?token={token}&after=0"
+        with connect(url, open_timeout=10) as websocket:
+            try:
+                while True:
+                    received.append(json.loads(websocket.recv(timeout=WAIT_AT_MOST_S / 2)))
+                    if received[-1].get("event") == "token" and not outage.is_alive():
+                        outage.start()
+            except ConnectionClosed as exc:
+                closed = exc.rcvd
+            finally:
+                ended.set()
+                if outage.is_alive():
+                    outage.join()
+
+    assert received[-1]["error"]["code"] == "unavailable", received[-3:]
+    assert "database" in received[-1]["error"]["message"]
+    assert closed is not None and closed.code == 4503
