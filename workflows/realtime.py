@@ -175,7 +175,8 @@ async def user_feed(user_id, *, subscription: Subscription | None = None,
     """Everything published for one user's runs (tokens and conversation_updated included), until closed;
     `subscription`: made by the caller (user_subscribe), so that nothing published from then on is missed. Each
     run's persisted events since the feed opened come once each and in order: what the hub did not bring is read
-    back from the database when a later event shows the gap, or by the look at the user's runs every `poll_s`."""
+    back from the database when a later event shows the gap, or by the look at the user's runs every `poll_s`.
+    While the database is out of reach, live events are relayed and each look is made again at the next (_Reads)."""
     live = subscription or user_subscribe(user_id)
     log = _UserLog(user_id, opened=live.made_at)
     try:
@@ -203,34 +204,49 @@ class _UserLog:
         self.last: dict[str, int] = {}  # a run's last seq relayed
         self.watched: set[str] = set()  # runs not ended at the last look
         self.ended: dict[str, float] = {}  # runs whose terminal event was relayed (when), to drop late copies
+        self.reads = _Reads(f"user {user_id}")
 
     async def relayed(self, envelope: dict) -> list[dict]:
         """A live envelope as the feed relays it: with the persisted events it skipped before it, or nothing if it
-        was relayed already."""
+        was relayed already, or if those could not be read (the next look reads them back, with it)."""
         seq, run = envelope["seq"], envelope.get("execution_id")
         if seq is None or run is None:
             return [envelope]  # live only (a token delta, conversation_updated)
         last = self.last.get(run, 0)
         if run in self.ended or seq <= last:
             return []
-        missed = await _persisted(run, after=last, before=seq, since=self.opened) if seq > last + 1 else []
+        missed = await self.reads.read(_persisted, run, after=last, before=seq, since=self.opened) \
+            if seq > last + 1 else []
+        if missed is NOT_READ:
+            return []
         return self._relay([*missed, envelope])
 
     async def missed(self) -> list[dict]:
-        """The persisted events of the user's runs the hub did not bring (then each run's conversation_updated)."""
+        """The persisted events of the user's runs the hub did not bring (then each run's conversation_updated).
+        Every read is made before anything is marked relayed: a look the database cannot answer is made again
+        whole at the next one."""
         look = timezone.now()
-        runs = await _user_runs(self.user_id, since=self.window, watched=self.watched)
-        self.window = look - timedelta(seconds=RUN_VISIBLE_S)
+        runs = await self.reads.read(_user_runs, self.user_id, since=self.window, watched=self.watched)
+        if runs is NOT_READ:
+            return []
         now = time.monotonic()
-        self.ended = {run: when for run, when in self.ended.items() if now - when < ENDED_KEPT_S}
-        runs = [(run, status, conversation) for run, status, conversation in runs if run not in self.ended]
+        ended = {run: when for run, when in self.ended.items() if now - when < ENDED_KEPT_S}
+        runs = [(run, status, conversation) for run, status, conversation in runs if run not in ended]
+        reads = []
+        for run, status, conversation in runs:
+            persisted = await self.reads.read(_persisted, run, after=self.last.get(run, 0), since=self.opened)
+            updated = []
+            if persisted is not NOT_READ and persisted and persisted[-1]["event"] in TERMINAL_EVENTS \
+                    and conversation is not None:
+                updated = await self.reads.read(_conversation_updated, run, conversation)
+            if persisted is NOT_READ or updated is NOT_READ:
+                return []
+            reads.append((run, status, persisted, updated))
+        self.window, self.ended = look - timedelta(seconds=RUN_VISIBLE_S), ended
         self.watched = {run for run, status, _ in runs if status not in WorkflowExecution.TERMINAL}
         out = []
-        for run, status, conversation in runs:
-            read = self._relay(await _persisted(run, after=self.last.get(run, 0), since=self.opened))
-            out += read
-            if read and read[-1]["event"] in TERMINAL_EVENTS and conversation is not None:
-                out += await _conversation_updated(run, conversation)
+        for run, status, persisted, updated in reads:
+            out += self._relay(persisted) + updated
             if status in WorkflowExecution.TERMINAL:  # its terminal event committed with its status: all read
                 self._ended(run)
         return out

@@ -7,10 +7,10 @@ pool, then a light load (one request at a time: chat turns and reads) goes on wh
 
 A run streaming its reply while the database is down, for longer than a pooled connection is waited for, goes on:
 its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
-back. Its stream goes on too: its feed relays the live tokens and reads the database again once it is back, or ends
-with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S (a websocket: the error, then closed
-4503). A run whose model answers while the
-database is down ends once it is back, with the provider's own usage (its ending waits for the database)."""
+back. Its stream goes on too, and its user's /ws/events/: its feed relays the live tokens and reads the database
+again once it is back, or ends with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S (a
+websocket: the error, then closed 4503). A run whose model answers while the database is down ends once it is back,
+with the provider's own usage (its ending waits for the database)."""
 from __future__ import annotations
 
 import json
@@ -264,3 +264,39 @@ def test_a_websocket_whose_feed_cannot_read_the_database_for_too_long_sends_the_
     assert received[-1]["error"]["code"] == "unavailable", received[-3:]
     assert "database" in received[-1]["error"]["message"]
     assert closed is not None and closed.code == 4503
+
+
+def test_the_user_websocket_whose_feed_cannot_read_the_database_goes_on_once_it_is_back(private_postgres,
+                                                                                       daphne_server):
+    pool_timeout_s = 1
+    # A word every 0.6 s: the database is down for a few of them, its reply ends after the outage
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S=str(pool_timeout_s),
+                           CHATTER_LOCAL_TOKEN_DELAY_MS="600")
+    token = client.headers["Authorization"].split()[-1]
+
+    def down_a_while() -> None:
+        with private_postgres.down():  # longer than the user feed's look at the user's runs (every 2 s), twice
+            time.sleep(5 * pool_timeout_s)
+
+    outage = threading.Thread(target=down_a_while)
+    received = []
+    with client, connect(f"{str(client.base_url).replace('http', 'ws', 1)}/ws/events/?token={token}",
+                         open_timeout=10) as websocket:
+        with client.stream("POST", "/api/v1/chat/", json={"message": "say these ten words back to me now please",
+                                                          "stream": True, "enable_tools": False}) as response:
+            parser = SSEParser()
+            for line in response.iter_lines():
+                frame = parser.feed_line(line)
+                if frame is not None and frame.event == "token":
+                    execution_id = frame.envelope["execution_id"]
+                    break  # the client follows the run on its user's websocket instead
+        outage.start()
+        try:
+            while not received or received[-1].get("event") != "workflow_completed":
+                received.append(json.loads(websocket.recv(timeout=WAIT_AT_MOST_S / 2)))
+        finally:
+            outage.join()
+
+    seqs = [envelope["seq"] for envelope in received if envelope.get("execution_id") == execution_id
+            and envelope["seq"] is not None]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
