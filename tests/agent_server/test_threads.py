@@ -315,6 +315,8 @@ def statements_logged(shared_daphne_server, openai_stub):
 
 # A thread stream's look at the thread (agent_server.thread_stream._Arrivals): its read of the update checkpoints.
 LOOK = 'SELECT "workflows_checkpoint"."checkpoint_id" AS "checkpoint_id" FROM "workflows_checkpoint" LEFT OUTER JOIN'
+# The last statement of a join that follows runs, after its first look: its read of the runs in progress.
+JOINED = 'MAX("workflows_executionevent"."seq") AS "last"'
 
 
 def _statements(server, since: int) -> list[str]:
@@ -330,11 +332,12 @@ def _reads_of(thread: str, statements: list[str]) -> list[str]:
             and (thread in s or thread.replace("-", "") in s)]
 
 
-async def _looked(server, thread: str) -> None:
-    """Back once a stream of the thread looks at it after now."""
+async def _looked(server, thread: str, statement: str = LOOK) -> None:
+    """Back once a stream of the thread runs `statement` (a look at the thread, by default) after now."""
     since = server.log.stat().st_size
+    thread_hex = thread.replace("-", "")
     for _ in range(600):  # (30 s: a stream that never looks fails here)
-        if any(LOOK in statement and thread in statement for statement in _statements(server, since)):
+        if any(statement in ran and (thread in ran or thread_hex in ran) for ran in _statements(server, since)):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("no stream of the thread looked at it")
@@ -352,7 +355,7 @@ async def test_an_idle_joined_thread_stream_reads_nothing_and_is_told_of_a_state
     await client.runs.wait(thread, "failing", input={"fail": False})
     joined = (await client.threads.join_stream(thread, stream_mode=["run_modes", "state_update"])).__aiter__()
     first = asyncio.ensure_future(anext(joined))
-    await _looked(server, thread)  # the stream's look as it joins
+    await _looked(server, thread, JOINED)  # the stream's join: its look, then the runs in progress
 
     idle_from = server.log.stat().st_size
     await asyncio.sleep(3)
