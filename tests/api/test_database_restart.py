@@ -190,6 +190,18 @@ def test_a_stream_whose_feed_cannot_read_the_database_for_too_long_ends_with_an_
     assert "database" in frames[-1].envelope["error"]["message"]
 
 
+def _run_streamed_until(client: httpx.Client, message: str, event: str) -> str:
+    """A streamed chat turn's run id, its stream left at its first `event` frame (the run goes on)."""
+    with client.stream("POST", "/api/v1/chat/", json={"message": message, "stream": True, "enable_tools": False}
+                       ) as response:
+        parser = SSEParser()
+        for line in response.iter_lines():
+            frame = parser.feed_line(line)
+            if frame is not None and frame.event == event:
+                return frame.envelope["execution_id"]
+    raise AssertionError(f"the stream ended before its first {event}")
+
+
 def test_a_run_whose_model_answers_while_the_database_is_down_books_its_own_usage_once_it_is_back(
         private_postgres, daphne_server):
     pool_timeout_s = 1
@@ -198,15 +210,8 @@ def test_a_run_whose_model_answers_while_the_database_is_down_books_its_own_usag
     client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S=str(pool_timeout_s),
                            CHATTER_LOCAL_TOKEN_DELAY_MS="200")
     with client:
-        with client.stream("POST", "/api/v1/chat/", json={"message": "say these ten words back to me now please",
-                                                          "stream": True, "enable_tools": False}) as response:
-            parser = SSEParser()
-            for line in response.iter_lines():
-                frame = parser.feed_line(line)
-                if frame is not None and frame.event == "workflow_started":
-                    execution_id = frame.envelope["execution_id"]
-                if frame is not None and frame.event == "token":
-                    break  # the model streams its reply; the client leaves
+        # the model streams its reply; the client leaves
+        execution_id = _run_streamed_until(client, "say these ten words back to me now please", "token")
         with private_postgres.down():
             time.sleep(8 * pool_timeout_s)
         deadline = time.monotonic() + WAIT_AT_MOST_S
@@ -239,14 +244,8 @@ def test_a_websocket_whose_feed_cannot_read_the_database_for_too_long_sends_the_
     outage = threading.Thread(target=down_until_ended)
     received = []
     with client:
-        with client.stream("POST", "/api/v1/chat/", json={"message": "please repeat these words back to me slowly",
-                                                          "stream": True, "enable_tools": False}) as response:
-            parser = SSEParser()
-            for line in response.iter_lines():
-                frame = parser.feed_line(line)
-                if frame is not None and frame.event == "workflow_started":
-                    execution_id = frame.envelope["execution_id"]
-                    break  # the client follows the run on a websocket instead
+        # the client follows the run on a websocket instead
+        execution_id = _run_streamed_until(client, "please repeat these words back to me slowly", "workflow_started")
         url = f"{str(client.base_url).replace('http', 'ws', 1)}/ws/executions/{execution_id}/?token={token}&after=0"
         with connect(url, open_timeout=10) as websocket:
             try:
@@ -282,14 +281,8 @@ def test_the_user_websocket_whose_feed_cannot_read_the_database_goes_on_once_it_
     received = []
     with client, connect(f"{str(client.base_url).replace('http', 'ws', 1)}/ws/events/?token={token}",
                          open_timeout=10) as websocket:
-        with client.stream("POST", "/api/v1/chat/", json={"message": "say these ten words back to me now please",
-                                                          "stream": True, "enable_tools": False}) as response:
-            parser = SSEParser()
-            for line in response.iter_lines():
-                frame = parser.feed_line(line)
-                if frame is not None and frame.event == "token":
-                    execution_id = frame.envelope["execution_id"]
-                    break  # the client follows the run on its user's websocket instead
+        # the client follows the run on its user's websocket instead
+        execution_id = _run_streamed_until(client, "say these ten words back to me now please", "token")
         outage.start()
         try:
             while not received or received[-1].get("event") != "workflow_completed":
