@@ -130,6 +130,11 @@ def _discovered(server: McpServer, actor) -> McpServer:
         return server
 
 
+def _mcp_limit_s(timeout_s: float | None) -> float:
+    """How long a request to an MCP server may take: CHATTER_MCP_TIMEOUT_S, or the caller's `timeout_s` when shorter."""
+    return min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf"))
+
+
 def mcp_server_refresh(*, server: McpServer, user=None, timeout_s: float | None = None) -> McpServer:
     """Ask the server for its tools now (the official MCP client, within CHATTER_MCP_TIMEOUT_S, or `timeout_s` when
     shorter: a call's time left) as `user` (with their own values of its `per_user_headers`: CredentialMissing when
@@ -138,7 +143,7 @@ def mcp_server_refresh(*, server: McpServer, user=None, timeout_s: float | None 
     server: nothing is written. NotFound when the server was deleted before the answer could be kept: nothing is
     written."""
     headers = mcp_call_headers(server=server, user=user)
-    limit_s = min(settings.CHATTER_MCP_TIMEOUT_S, settings.CHATTER_MCP_TIMEOUT_S if timeout_s is None else timeout_s)
+    limit_s = _mcp_limit_s(timeout_s)
     now = timezone.now()
     try:
         listed = async_to_sync(mcp_tools_discover)(mcp_endpoint(server=server, headers=headers), timeout_s=limit_s)
@@ -253,7 +258,7 @@ def mcp_server_tool_run(*, server: McpServer, user, tool: str, arguments: dict,
     """mcp_tool_run for a server and tool already found for `user` (mcp_tool_get): a run's tools path finds them
     once for both the call and its row."""
     headers = mcp_call_headers(server=server, user=user)
-    limit_s, started = min(settings.CHATTER_MCP_TIMEOUT_S, timeout_s or float("inf")), time.monotonic()
+    limit_s, started = _mcp_limit_s(timeout_s), time.monotonic()
     try:
         result = mcp_pool().call(mcp_tool_call, mcp_endpoint(server=server, headers=headers), tool=tool,
                                  arguments=arguments, timeout_s=limit_s,
