@@ -38,7 +38,7 @@ def rerank_create(*, provider: str, model: str, query: str, documents: list[str]
     answer = openai_client(deployment, timeout_s).post(
         "/rerank", cast_to=object, body={"model": model, "query": query, "documents": documents, "top_n": top_n})
     try:
-        scores = [(int(result["index"]), float(result["relevance_score"])) for result in answer["results"]]
+        scores = [(_index(result["index"]), float(result["relevance_score"])) for result in answer["results"]]
     except (TypeError, KeyError, ValueError) as exc:
         raise ProviderError(f"{provider}'s rerank answer has no results of index and relevance_score "
                             f"({type(exc).__name__}: {exc})", error_type="provider_error") from None
@@ -53,3 +53,10 @@ def rerank_create(*, provider: str, model: str, query: str, documents: list[str]
     scores = sorted(best.items(), key=lambda scored: -scored[1])
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
     return Reranked(scores[:top_n], str(answer.get("model") or model), usage)
+
+
+def _index(index) -> int:
+    """A result's `index`, a JSON integer: `true` or `0.9` names no document (Python reads them as 1 and 0)."""
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index {index!r} is not an integer")
+    return index

@@ -180,3 +180,16 @@ def test_a_rerank_score_that_is_no_finite_number_is_a_502_and_no_call(alice, man
     assert answer.status_code == 502 and answer.json()["error"]["code"] == "rerank_failed", answer.json()
     assert "relevance_score that is no finite number" in answer.json()["error"]["message"]
     assert not LLMCall.objects.filter(kind="rerank").exists()
+
+
+@pytest.mark.parametrize("index", [True, 0.9, "1"], ids=["true", "fraction", "string"])
+def test_a_rerank_index_that_is_no_integer_is_a_502_and_no_call(alice, manuals, reranker, index):
+    """Read as int(), `true` named the second document and 0.9 the first: the search answered 200, booked."""
+    reranker.reply(model=RERANKER, usage={"prompt_tokens": 30}, rerank_results=[
+        {"index": index, "relevance_score": 0.9}, {"index": 0, "relevance_score": 0.5}])
+
+    answer = searched(alice, manuals, mode="keyword", k=2, rerank_model=RERANKER)
+
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "rerank_failed", answer.json()
+    assert f"index {index!r} is not an integer" in answer.json()["error"]["message"]
+    assert not LLMCall.objects.filter(kind="rerank").exists()
