@@ -11,7 +11,8 @@ that goes on for ENDLESS_BYTES (`server.endless_answer_url`; `/endless-json-answ
 `/compressed-answer` answers a `tools/call` with a gzip-compressed JSON body (whatever the request accepts) that
 unpacks to COMPRESSED_BYTES. `McpTestServer(build=build_odd_mcp)` serves odd tools instead, `build_many_mcp` too many of them,
 `build_twice_listing_mcp` one tool twice, `build_held_listing_mcp`
-a listing held until `release()`, `build_nameless_tool_mcp` a tool without a name.
+a listing held until `release()`, `build_nameless_tool_mcp` a tool without a name,
+`build_oversized_schema_mcp` tools whose input schemas are too large.
 
 Tools:
 - `add(a, b)`: a + b.
@@ -178,6 +179,30 @@ def build_nameless_tool_mcp(called, released: threading.Event) -> FastMCP:
 
     mcp = NamelessListing("chatter-test-nameless", host="127.0.0.1", log_level="WARNING",
                           transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @mcp.tool(description="Echoes its text.")
+    def echo(text: str) -> str:
+        return text
+
+    return mcp
+
+
+SCHEMA_PROPERTIES = 3000
+
+
+def build_oversized_schema_mcp(called, released: threading.Event) -> FastMCP:
+    """A server listing `echo`, `wide` (an input schema of SCHEMA_PROPERTIES integer properties, about 80 kB) and
+    `huge` (one string property whose description is 3 MB)."""
+    class OversizedListing(FastMCP):
+        async def list_tools(self):
+            listed = await super().list_tools()
+            wide = {"type": "object", "properties": {f"p{n:04}": {"type": "integer"} for n in range(SCHEMA_PROPERTIES)}}
+            huge = {"type": "object", "properties": {"text": {"type": "string", "description": "x" * 3_000_000}}}
+            return [*listed, types.Tool(name="wide", description="Wide.", inputSchema=wide),
+                    types.Tool(name="huge", description="Huge.", inputSchema=huge)]
+
+    mcp = OversizedListing("chatter-test-oversized", host="127.0.0.1", log_level="WARNING",
+                           transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
     @mcp.tool(description="Echoes its text.")
     def echo(text: str) -> str:

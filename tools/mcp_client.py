@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 MAX_TOOLS = 500  # per server: a server listing more is cut here, and last_error says how many were left out
 MAX_PAGES = 50
 MAX_DESCRIPTION_CHARS = 2000
+# A tool's input schema, as compact JSON in UTF-8: one past it (thousands of properties, megabytes of schema) is left
+# out of its server's list, not stored, listed and offered to every model it is allowed to (tools.services._offerable).
+MAX_SCHEMA_BYTES = 65_536
 ERROR_CHARS = 500
 SSE_READ_TIMEOUT_S = 300  # how long the server's stream of messages may stay quiet (the SDK's default)
 

@@ -19,8 +19,8 @@ from core.errors import Forbidden, InvalidInput, NotFound
 from core.outbound import DestinationRefused, destination_check
 from core.secrets import REDACTED
 from engine.tools import tool_name_offerable
-from tools.mcp_client import (MAX_PAGES, MAX_TOOLS, McpUnreachable, ToolList, ToolResult, mcp_tool_call,
-                              mcp_tools_discover)
+from tools.mcp_client import (MAX_PAGES, MAX_SCHEMA_BYTES, MAX_TOOLS, McpUnreachable, ToolList, ToolResult,
+                              mcp_tool_call, mcp_tools_discover)
 from tools.mcp_pool import mcp_pool, mcp_pool_forget
 from tools.models import QUALIFIER, McpCredential, McpServer
 from tools.selectors import (CredentialMissing, CredentialRefused, mcp_call_headers, mcp_endpoint, mcp_server_headers,
@@ -211,15 +211,18 @@ def _listing_kept(server: McpServer, listed: ToolList | McpUnreachable, *, now) 
 
 
 def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
-    """The tools whose qualified names a model can be offered, each name once, and what says which were left out
-    ("" for none): those no model takes and those listed again under a name listed before, by name, and those past
-    the MAX_TOOLS a server's list keeps, by number."""
-    said, kept, unnamed, twice, named = [], [], [], [], set()
+    """The tools whose qualified names a model can be offered, each name once, each schema at most MAX_SCHEMA_BYTES,
+    and what says which were left out ("" for none): those no model takes, those listed again under a name listed
+    before and those whose schema is too large, by name, and those past the MAX_TOOLS a server's list keeps, by
+    number."""
+    said, kept, unnamed, twice, oversized, named = [], [], [], [], [], set()
     for tool in listed.tools:
         if not tool_name_offerable(f"{server.name}{QUALIFIER}{tool['name']}"):
             unnamed.append(tool["name"])
         elif tool["name"] in named:  # a model is offered one function of a name (providers refuse two)
             twice.append(tool["name"])
+        elif _schema_bytes(tool["input_schema"]) > MAX_SCHEMA_BYTES:
+            oversized.append(tool["name"])
         else:
             named.add(tool["name"])
             kept.append(tool)
@@ -229,6 +232,9 @@ def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
     if twice:
         said.append(f"left out {len(twice)} tool(s) listed again under a name listed before (the first of each "
                     f"name is kept): {_names_shown(twice)}")
+    if oversized:
+        said.append(f"left out {len(oversized)} tool(s) whose input schema is over {MAX_SCHEMA_BYTES} bytes (as "
+                    f"compact JSON): {_names_shown(oversized)}")
     if listed.cut or listed.unread:
         what = [f"{listed.cut} tool(s)"] if listed.cut else []
         what += ["those of the pages not asked for"] if listed.unread else []
@@ -236,6 +242,10 @@ def _offerable(server: McpServer, listed: ToolList) -> tuple[list[dict], str]:
         said.append(f"left out {' and '.join(what)} past {past} (a server's list is cut at {MAX_TOOLS} tools, "
                     f"{MAX_PAGES} pages)")
     return kept, "; ".join(said)
+
+
+def _schema_bytes(schema) -> int:
+    return len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def _names_shown(names: list[str]) -> str:

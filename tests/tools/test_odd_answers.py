@@ -2,9 +2,10 @@
 description is stored as U+FFFD (PostgreSQL stores no NUL in text or jsonb), so registering it answers 201 and a
 run calling it completes, on SQLite and PostgreSQL alike; a tool named `_under` is listed as `odd___under`, and an
 allow-list may name it so; a server listing more tools than are kept says how many were left out; a tool listed
-twice is kept once, one without a name left out; an answer longer than CHATTER_MCP_MAX_ANSWER_BYTES (a tool's, a
-listing's) is not read past it. Against real FastMCP servers (tests/mcp_server.py build_odd_mcp, build_many_mcp,
-build_twice_listing_mcp, build_nameless_tool_mcp, and the endless answers of its /endless-* paths)."""
+twice is kept once, one without a name left out, one whose input schema is too large too; an answer longer than
+CHATTER_MCP_MAX_ANSWER_BYTES (a tool's, a listing's) is not read past it. Against real FastMCP servers
+(tests/mcp_server.py build_odd_mcp, build_many_mcp, build_twice_listing_mcp, build_nameless_tool_mcp,
+build_oversized_schema_mcp, and the endless answers of its /endless-* paths)."""
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,11 +16,11 @@ from rest_framework.test import APIClient
 from analytics.models import UsageRollup
 from tests.invariants import assert_all
 from tests.mcp_server import (ENDLESS_BYTES, LONG_TOOL, MANY_TOOLS, McpTestServer, build_many_mcp,
-                              build_nameless_tool_mcp, build_twice_listing_mcp)
+                              build_nameless_tool_mcp, build_oversized_schema_mcp, build_twice_listing_mcp)
 from tests.fixtures_mcp import kept_mcp_sessions_closed
 from tests.tools.conftest import client_with_key
 from tests.tools.test_workflow_tools import chat, tool_messages
-from tools.mcp_client import MAX_PAGES, MAX_TOOLS
+from tools.mcp_client import MAX_PAGES, MAX_SCHEMA_BYTES, MAX_TOOLS
 from tools.models import McpServer
 from tools.services import mcp_server_create, mcp_tool_run
 from workflows.models import ToolCall
@@ -116,6 +117,20 @@ def test_a_tool_without_a_name_is_left_out_and_said(api):
     assert server["last_error"].startswith("left out 1 tool(s) whose name as nameless__<tool> a model cannot be "
                                            "offered"), server["last_error"]
     assert [tool["name"] for tool in api.get("/api/v1/tools/").json() if tool["server"]] == ["nameless__echo"]
+
+
+def test_a_tool_whose_input_schema_is_too_large_is_left_out_and_said(api):
+    """A schema of 3,000 properties, or of 3 MB, was stored, listed and offered to every model allowed the tool."""
+    with McpTestServer(build=build_oversized_schema_mcp) as oversized:
+        server = api.post("/api/v1/tools/servers/", {"name": "big", "url": oversized.url}, format="json").json()
+
+    assert server["health"] == "healthy"
+    assert [tool["name"] for tool in server["tools"]] == ["echo"]
+    assert server["last_error"] == (f"left out 2 tool(s) whose input schema is over {MAX_SCHEMA_BYTES} bytes (as "
+                                    "compact JSON): 'wide', 'huge'")
+    assert [tool["name"] for tool in api.get("/api/v1/tools/").json() if tool["server"]] == ["big__echo"]
+    assert McpServer.objects.get(pk=server["id"]).tools == [
+        {"name": "echo", "description": "Echoes its text.", "input_schema": server["tools"][0]["input_schema"]}]
 
 
 def test_a_call_of_a_tool_with_an_overlong_name_gets_a_row_and_the_run_completes(alice, odd_mcp_server, openai_server):
