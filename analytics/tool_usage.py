@@ -8,12 +8,14 @@ from datetime import date
 from decimal import Decimal
 
 from analytics.selectors import created_within
+from tools.models import QUALIFIER
 from workflows.models import ToolCall
 
 TOOL_GROUPS = {
-    # group → (the row's key fields, what the ToolCall rows are grouped by)
+    # group → (the row's key fields, what the ToolCall rows are grouped by); a server's by server_ref, which a
+    # deleted server's calls keep (their `server` is null, as a built-in's is)
     "tool": ("tool", "server__name"),
-    "server": ("server_id", "server__name"),
+    "server": ("server_ref", "server__name"),
     "template": ("execution__template_id", "execution__template__name"),
 }
 MAX_CALLS = 200_000  # rows read for one report at most (the most recent): a wider range is cut there
@@ -43,9 +45,11 @@ def tool_usage_report(*, group_by: str, start: date, end: date, owner_ids: list 
     if owner_ids is not None:
         calls = calls.filter(execution__owner_id__in=owner_ids)
     groups: dict = {}
-    for key, name, ok, cost, duration in calls.order_by("-id").values_list(
-            key_field, name_field, "ok", "cost", "duration_ms")[:MAX_CALLS]:
+    for key, name, ok, cost, duration, tool, server_ref in calls.order_by("-id").values_list(
+            key_field, name_field, "ok", "cost", "duration_ms", "tool", "server_ref")[:MAX_CALLS]:
         key = str(key) if key is not None else None
+        if name is None and server_ref is not None:  # its server deleted since: named as it was, by its tools
+            name = tool.partition(QUALIFIER)[0]
         group = groups.setdefault(key, {"name": name or "", "errors": 0, "cost": Decimal("0"), "durations": []})
         group["errors"] += not ok
         group["cost"] += cost

@@ -242,6 +242,9 @@ class ToolCall(models.Model):
     # The MCP server asked (null for a built-in, and once the server is deleted: `tool` still names it).
     server = models.ForeignKey("tools.McpServer", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="tool_calls")
+    # The MCP server asked, kept once it is deleted (`server` is null then): its calls stay its own in the tool
+    # analytics by server, never the built-ins'. Null for a built-in (and a tool of no registered server).
+    server_ref = models.UUIDField(null=True, blank=True)
     arguments = models.JSONField(default=dict, blank=True)
     result = models.TextField(blank=True, default="")
     ok = models.BooleanField(default=True)

@@ -77,7 +77,7 @@ class RunTools:
 
 def tool_rows_servers_kept(rows: list[dict]) -> list[dict]:
     """Held tool call rows as they may be written now: a server deleted since its call (while it ran) is named no
-    more (`server_id` null; `tool` still names it). Read in the write's own transaction, just before its INSERT."""
+    more (`server_id` null; `server_ref` and `tool` still name it). Read in the write's own transaction, just before its INSERT."""
     named = {row["server_id"] for row in rows if row["server_id"] is not None}
     if not named:
         return rows

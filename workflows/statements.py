@@ -60,11 +60,11 @@ PROVIDER_ATTEMPTS_INSERT = (
     '"provider", "ok", "error_type", "error", "status_code", "cooldown_s", "duration_ms", "created_at") '
     'VALUES {values}')
 
-TOOL_CALL_COLUMNS = ("execution_id", "node_id", "tool", "server_id", "arguments", "result", "ok", "error",
-                     "duration_ms", "cost", "created_at")
+TOOL_CALL_COLUMNS = ("execution_id", "node_id", "tool", "server_id", "server_ref", "arguments", "result", "ok",
+                     "error", "duration_ms", "cost", "created_at")
 TOOL_CALLS_INSERT = (
-    'INSERT INTO "workflows_toolcall" ("execution_id", "node_id", "tool", "server_id", "arguments", "result", "ok", '
-    '"error", "duration_ms", "cost", "created_at") VALUES {values}')
+    'INSERT INTO "workflows_toolcall" ("execution_id", "node_id", "tool", "server_id", "server_ref", "arguments", '
+    '"result", "ok", "error", "duration_ms", "cost", "created_at") VALUES {values}')
 
 EVENT_COLUMNS = ("execution_id", "seq", "event", "data", "created_at")
 # (execution, seq) is unique: a second writer's events collide here and roll its write back.

@@ -93,7 +93,7 @@ def attempt_row(attempt: Attempt) -> dict:
 def tool_call_row(*, node_id: str, tool: str, server_id: str | None, arguments: Any, result: Any, ok: bool,
                   error: str, duration_ms: int, cost: Decimal) -> dict:
     """A tool call's row, its arguments, result and error capped."""
-    return {"node_id": node_id, "tool": tool[:MAX_TOOL_NAME_CHARS], "server_id": server_id,
+    return {"node_id": node_id, "tool": tool[:MAX_TOOL_NAME_CHARS], "server_id": server_id, "server_ref": server_id,
             "arguments": capped(arguments, MAX_ARGUMENT_CHARS), "result": capped(result, MAX_RESULT_CHARS),
             "ok": ok, "error": error[:MAX_RESULT_CHARS], "duration_ms": duration_ms, "cost": cost,
             "created_at": timezone.now()}

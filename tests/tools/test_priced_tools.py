@@ -76,6 +76,25 @@ def assert_tool_analytics(alice, bob, tracker, execution):
     assert csv.status_code == 200 and csv.content.decode().splitlines()[0] == "key,name,calls,errors,cost,p50_ms,p95_ms"
 
 
+def test_a_deleted_servers_calls_stay_its_own_in_the_analytics_by_server(alice, tracker, mcp_server, openai_server):
+    """Its calls' `server` is null once it is deleted, as a built-in's is: they fell into the built-ins' row."""
+    openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}},
+                                    {"name": "tracker__fail", "arguments": {"message": "no"}},
+                                    {"name": "calculator", "arguments": {"expression": "2 + 40"}}], usage=USAGE)
+    openai_server.reply(content="42.", usage=USAGE)
+    assert chat(alice, ["tracker__*", "calculator"]).status == "completed"
+    api = APIClient()
+    api.force_login(alice)
+    assert api.delete(f"/api/v1/tools/servers/{tracker.pk}/").status_code == 204
+
+    by_server = api.get("/api/v1/analytics/tools/", {"group_by": "server"}).json()["results"]
+
+    assert [(row["key"], row["name"], row["calls"], row["errors"]) for row in by_server] == [
+        (str(tracker.pk), "tracker", 2, 1), (None, "", 1, 0)]
+    by_tool = {row["key"]: row["name"] for row in api.get("/api/v1/analytics/tools/").json()["results"]}
+    assert by_tool == {"tracker__add": "tracker", "tracker__fail": "tracker", "calculator": ""}
+
+
 def test_item_05_each_answered_call_is_charged_on_its_row_node_run_reply_and_rollups(
         alice, bob, staff, client, tracker, prices, mcp_server, openai_server):
     openai_server.reply(tool_calls=[{"name": "tracker__add", "arguments": {"a": 2, "b": 40}},
