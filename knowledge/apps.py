@@ -16,6 +16,7 @@ class KnowledgeConfig(AppConfig):
 
         collections_search_register(_collections_search, check=_collections_check)
         post_migrate.connect(_queued_enqueue, sender=self, dispatch_uid="knowledge_queued_enqueue")
+        post_migrate.connect(_sweep_ensure, sender=self, dispatch_uid="knowledge_sweep_ensure")
         from conversations.signals import document_created, document_deleting
 
         document_created.connect(_document_mirror, dispatch_uid="knowledge_document_mirror")
@@ -54,6 +55,13 @@ def _queued_enqueue(*, using: str, **kwargs) -> None:
     from knowledge.defaults import queued_documents_enqueue
 
     queued_documents_enqueue()
+
+
+def _sweep_ensure(**kwargs) -> None:
+    # After every migrate (and test flush): the schedule that takes up JSON documents whose request died.
+    from knowledge.services import knowledge_sweep_ensure
+
+    knowledge_sweep_ensure()
 
 
 def _document_mirror(*, document, api_key=None, **kwargs) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from core.schedules import schedule_keep
 from engine.embedding_models import embeddings_refusal
 from engine.embeddings_local import LOCAL_EMBEDDING_DIMENSIONS
 from engine.embeddings_minilm import MINILM_DIMENSIONS, MINILM_MODEL
@@ -23,6 +25,7 @@ from knowledge.models import Chunk, Collection, CollectionDocument
 from knowledge.parsers import file_type, text_blank, upload_size_check
 
 logger = logging.getLogger(__name__)
+SWEEP_SCHEDULE_NAME = "chatter-knowledge-lapsed-ingestions"
 # Vectors' sizes of the models that run here; any other model's is asked of it once, as the collection is made.
 KNOWN_DIMENSIONS = {("local", MINILM_MODEL): MINILM_DIMENSIONS, ("local", "local-embed-1"): LOCAL_EMBEDDING_DIMENSIONS}
 # all-MiniLM-L6-v2 reads at most 256 word pieces, [CLS] and [SEP] included: a longer chunk would be cut.
@@ -259,6 +262,35 @@ def ingestion_lapsed() -> Q:
     again: by that delivery, or by adding the same text or file again."""
     return Q(status=CollectionDocument.Status.PROCESSING,
              updated_at__lt=timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"]))
+
+
+def documents_lapsed_requeue() -> int:
+    """Each document added as JSON text whose ingestion died with the request that ran it (its process killed:
+    ingestion_lapsed) queued again and handed to the workers, as no job of its own would be delivered again; embedded
+    as its collection's owner (which API key added it is not kept). Uploads and the mirrors of /api/v1/documents/
+    have a job of their own, which django-q2 delivers again with its key. How many. (Every CHATTER_SWEEP_INTERVAL_S:
+    knowledge_sweep_ensure.)"""
+    requeued = 0
+    lapsed = CollectionDocument.objects.filter(ingestion_lapsed(), file_name="", source_document__isnull=True)
+    for document in lapsed.only("pk"):
+        with transaction.atomic():  # taken as a request adding its text again takes it: one of them wins
+            if CollectionDocument.objects.filter(ingestion_lapsed(), pk=document.pk).update(
+                    status=CollectionDocument.Status.QUEUED, error="", chunk_count=0):
+                document_enqueue(document)
+                requeued += 1
+    if requeued:
+        logger.warning("%d document(s) whose ingestion died with its request queued again", requeued)
+    return requeued
+
+
+def knowledge_sweep_ensure() -> None:
+    """The django-q2 schedule of documents_lapsed_requeue, every CHATTER_SWEEP_INTERVAL_S as the runs' recovery sweep
+    (whole minutes: django-q2's granularity), kept by name."""
+    from django_q.models import Schedule
+
+    schedule_keep(SWEEP_SCHEDULE_NAME, func="knowledge.tasks.documents_lapsed_requeue_task",
+                  schedule_type=Schedule.MINUTES, minutes=max(1, math.ceil(settings.CHATTER_SWEEP_INTERVAL_S / 60)),
+                  repeats=-1)
 
 
 def document_tried_again(document: CollectionDocument) -> bool:

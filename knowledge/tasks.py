@@ -7,6 +7,7 @@ from keys.models import ApiToken
 from knowledge.ingest import document_ingest
 from knowledge.models import CollectionDocument
 from knowledge.reembed import collection_reembed
+from knowledge.services import documents_lapsed_requeue
 
 
 def _api_key(api_key_id: int | None) -> ApiToken | None:
@@ -26,3 +27,9 @@ def collection_reembed_task(collection_id: str, api_key_id: int | None = None) -
     model once it ends."""
     collection = collection_reembed(collection_id, api_key=_api_key(api_key_id))
     return "gone" if collection is None else collection.embedding_model
+
+
+def documents_lapsed_requeue_task() -> int:
+    """Every CHATTER_SWEEP_INTERVAL_S (knowledge.services.knowledge_sweep_ensure): the documents added as JSON text
+    whose ingestion died with its request, queued again for the ingestion job. How many."""
+    return documents_lapsed_requeue()

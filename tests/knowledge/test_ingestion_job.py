@@ -10,15 +10,17 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.utils import timezone
+from django_q.models import Schedule
 from rest_framework.test import APIClient
 
 from knowledge.models import Chunk, CollectionDocument
 from knowledge.services import collection_create, content_hash
-from knowledge.tasks import document_ingest_task
+from knowledge.tasks import document_ingest_task, documents_lapsed_requeue_task
 from tests.analytics.test_usage_concurrency import in_thread
 from tests.factories import ApiTokenFactory
 from tests.fixtures_server import start_worker, stop_process
 from tests.knowledge.files import pdf_bytes
+from tests.knowledge.test_concurrent_changes import upstream_has_taken_every_reply
 from tests.knowledge.test_collections_api import LEXICAL, TEXT
 from tests.realtime.test_websockets import close_db_connections, connect, token_for  # noqa: F401 - a fixture too
 
@@ -128,3 +130,47 @@ def test_the_same_text_added_again_takes_up_a_document_whose_ingestion_died(alic
     assert again.status_code == 200 and again.json()["id"] == str(document.pk)
     assert (again.json()["status"], again.json()["error"]) == ("ready", "")
     assert again.json()["chunk_count"] == Chunk.objects.filter(document=document).count() > 0
+
+
+def test_a_json_document_whose_request_was_killed_mid_ingestion_is_taken_up_by_the_sweep(
+        alice, openai_server, daphne_server):
+    """A document added as JSON text is ingested in its request, with no job: the server killed then, it stayed
+    `processing` for ever (no job to deliver again), until the same text was added again."""
+    server = daphne_server(OPENAI_BASE_URL=openai_server.base_url, OPENAI_API_KEY="sk-test-not-a-real-key")
+    token = ApiTokenFactory(user=alice, scopes=["knowledge"]).key
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    openai_server.reply(usage={"prompt_tokens": 1, "total_tokens": 1})  # the collection's probe of the vectors' size
+    collection = client.post("/api/v1/collections/", json={"name": "manuals",
+                                                           "embedding_model": "openai/text-embedding-3-small"})
+    assert collection.status_code == 201, collection.text
+    openai_server.reply(usage={"prompt_tokens": 7, "total_tokens": 7}, hold=True)  # the document's embedding
+    answers = []
+
+    def add() -> None:
+        try:
+            answers.append(client.post(f"/api/v1/collections/{collection.json()['id']}/documents/",
+                                       json={"title": "manual", "text": TEXT}))
+        except httpx.HTTPError as exc:  # its server killed under it
+            answers.append(exc)
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    upstream_has_taken_every_reply(openai_server)  # its embedding is at the upstream: the request is ingesting
+    server.process.kill()
+    server.process.wait(10)
+    openai_server.always(usage={"prompt_tokens": 7, "total_tokens": 7})
+    openai_server.release()
+    adding.join()
+    assert isinstance(answers[0], httpx.HTTPError), answers
+    document = CollectionDocument.objects.get()
+    assert document.status == "processing"
+
+    assert documents_lapsed_requeue_task() == 0  # its request may still be running: left to it
+    left_processing(document, claimed_s_ago=django_settings.Q_CLUSTER["timeout"] + 1)  # the clock, moved on
+    assert documents_lapsed_requeue_task() == 1  # queued, its job run at once by the tests' django-q2
+
+    document.refresh_from_db()
+    assert (document.status, document.error) == ("ready", "")
+    assert document.chunk_count == Chunk.objects.filter(document=document).count() > 0
+    assert documents_lapsed_requeue_task() == 0
+    assert Schedule.objects.filter(func="knowledge.tasks.documents_lapsed_requeue_task", repeats=-1).exists()
