@@ -65,11 +65,17 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     async def close_when_access_ends(self) -> None:
         """Its API key revoked or expired (scope["api_key"]: TokenAuthMiddleware), its session logged out or its
-        user deactivated: the socket stops relaying and closes as unauthenticated."""
-        await socket_access_ended(self.scope, self.access)
+        user deactivated: the socket stops relaying and closes as unauthenticated. Its access that could not be read
+        again for CHATTER_FEED_DB_WAIT_S (the database out of reach): it stops relaying and closes as a feed that
+        cannot read the database does (relay)."""
+        unread = None
+        try:
+            await socket_access_ended(self.scope, self.access)
+        except Unavailable as exc:
+            unread = exc
         if self.feed_task is not None:
             self.feed_task.cancel()
-        await self.close(code=CLOSE_UNAUTHENTICATED)
+        await (self.close(code=CLOSE_UNAUTHENTICATED) if unread is None else self.close_unavailable(unread))
 
     async def relay(self, feed) -> None:
         """Relay `feed` to its end, then close; a feed that ends Unavailable (its reads of the database failing for
@@ -79,12 +85,16 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             async for envelope in feed:
                 await self.send_json(envelope)
         except Unavailable as exc:
-            await self.send_json(exc.as_dict())
-            await self.close(code=CLOSE_UNAVAILABLE)
+            await self.close_unavailable(exc)
             return
         finally:
             await feed.aclose()
         await self.close(code=CLOSE_NORMAL)
+
+    async def close_unavailable(self, exc: Unavailable) -> None:
+        """The error in /api/v1/'s error shape, then closed 4503 (try again later)."""
+        await self.send_json(exc.as_dict())
+        await self.close(code=CLOSE_UNAVAILABLE)
 
     async def refuse(self, code: int) -> None:
         if code in (CLOSE_UNAUTHENTICATED, CLOSE_NOT_FOUND):

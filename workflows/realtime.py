@@ -46,8 +46,9 @@ class _Reads:
     pool's timeout) is NOT_READ, for the feed to try again at its next look, one warning logged per outage; once its
     reads have failed for CHATTER_FEED_DB_WAIT_S, Unavailable ends the feed (its stream says so and closes)."""
 
-    def __init__(self, what) -> None:
-        self.what = what  # for the log: the run or the user the feed follows
+    def __init__(self, what, *, unread: str = "the events cannot be read") -> None:
+        self.what = what  # for the log: the feed (of a run, of a user) or the access check
+        self.unread = unread  # what Unavailable says could not be done
         self.failing_since: float | None = None
 
     async def read(self, read, *args, **kwargs):
@@ -57,13 +58,13 @@ class _Reads:
             now = time.monotonic()
             if self.failing_since is None:
                 self.failing_since = now
-                logger.warning("the feed of %s cannot read the database; it tries again", self.what, exc_info=True)
+                logger.warning("%s cannot read the database; it tries again", self.what, exc_info=True)
             elif now - self.failing_since >= settings.CHATTER_FEED_DB_WAIT_S:
-                raise Unavailable(f"the events cannot be read: the database has been out of reach for "
+                raise Unavailable(f"{self.unread}: the database has been out of reach for "
                                   f"{int(now - self.failing_since)} s; follow the run again later") from exc
             return NOT_READ
         if self.failing_since is not None:
-            logger.info("the feed of %s reads the database again", self.what)
+            logger.info("%s reads the database again", self.what)
             self.failing_since = None
         return result
 
@@ -106,7 +107,7 @@ async def execution_feed(execution_id, *, after: int = 0, subscription: Subscrip
     live = subscription or execution_subscribe(execution_id)
     if replay is None:
         replay = subscription is None
-    reads = _Reads(f"execution {execution_id}")
+    reads = _Reads(f"the feed of execution {execution_id}")
     try:
         last = after
         if replay:
@@ -204,7 +205,7 @@ class _UserLog:
         self.last: dict[str, int] = {}  # a run's last seq relayed
         self.watched: set[str] = set()  # runs not ended at the last look
         self.ended: dict[str, float] = {}  # runs whose terminal event was relayed (when), to drop late copies
-        self.reads = _Reads(f"user {user_id}")
+        self.reads = _Reads(f"the feed of user {user_id}")
 
     async def relayed(self, envelope: dict) -> list[dict]:
         """A live envelope as the feed relays it: with the persisted events it skipped before it, or nothing if it
@@ -303,7 +304,10 @@ async def access_ended(subscription: Subscription, *, user_id, key: str | None, 
     key's expiry (`expires_at`) come. Told through the hub, so
     in every process at once; and, as a message on the hub can be lost (Redis down, or just back with the
     process's connection to it dead), the key and the user are read again every ACCESS_CHECK_S through the memo of
-    hot reads (keys.services.access_live: a statement only after keys or users changed, in any process)."""
+    hot reads (keys.services.access_live: a statement only after keys or users changed, in any process). A read the
+    database cannot answer is made again at the next check, the access kept meanwhile, as a feed's reads are
+    (_Reads): Unavailable once they have failed for CHATTER_FEED_DB_WAIT_S."""
+    reads = _Reads(f"the access check of user {user_id}'s socket", unread="the socket's access cannot be checked")
     try:
         next_check = time.monotonic() + ACCESS_CHECK_S
         while True:
@@ -320,7 +324,7 @@ async def access_ended(subscription: Subscription, *, user_id, key: str | None, 
                 elif ended_key is None or ended_key == key:
                     return
             if time.monotonic() >= next_check:
-                if not await database_sync_to_async(access_live)(user_id=user_id, key_uid=key):
+                if await reads.read(database_sync_to_async(access_live), user_id=user_id, key_uid=key) is False:
                     return
                 next_check = time.monotonic() + ACCESS_CHECK_S
     finally:

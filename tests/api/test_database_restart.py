@@ -9,21 +9,27 @@ A run streaming its reply while the database is down, for longer than a pooled c
 its cancel check cannot read its row meanwhile, which is no cancel, and its call is booked once the database is
 back. Its stream goes on too, and its user's /ws/events/: its feed relays the live tokens and reads the database
 again once it is back, or ends with an `error` frame once its reads have failed for CHATTER_FEED_DB_WAIT_S (a
-websocket: the error, then closed 4503). A run whose model answers while the database is down ends once it is back,
-with the provider's own usage (its ending waits for the database)."""
+websocket: the error, then closed 4503). A socket's check of its access (every 2 s) that cannot read the database is
+made again at the next, the socket relaying meanwhile and closed once its key is revoked after. A run whose model
+answers while the database is down ends once it is back, with the provider's own usage (its ending waits for the
+database)."""
 from __future__ import annotations
 
 import json
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from core.cache import HotReads
 from tests.api.sse import SSEParser
+from workflows.realtime import ACCESS_CHECK_S
 
 pytestmark = pytest.mark.postgres
 
@@ -293,3 +299,38 @@ def test_the_user_websocket_whose_feed_cannot_read_the_database_goes_on_once_it_
     seqs = [envelope["seq"] for envelope in received if envelope.get("execution_id") == execution_id
             and envelope["seq"] is not None]
     assert seqs == list(range(1, len(seqs) + 1)), seqs
+
+
+def test_a_socket_whose_access_check_cannot_read_the_database_goes_on_and_closes_once_its_key_is_revoked(
+        private_postgres, daphne_server):
+    # A word every 0.6 s: the reply goes on through the outage and ends after it
+    client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
+                           CHATTER_LOCAL_TOKEN_DELAY_MS="600")
+    received = []
+    with client:
+        key = client.post("/api/v1/keys/", json={"name": "socket", "scopes": ["read"]}).raise_for_status().json()
+        with connect(f"{str(client.base_url).replace('http', 'ws', 1)}/ws/events/?token={key['key']}",
+                     open_timeout=10) as websocket:
+            execution_id = _run_streamed_until(client, "say these ten words back to me now please", "token")
+            with private_postgres.down():
+                # A change announced by another process (HotReads.announce): the server's memo of hot reads is
+                # stale, so the socket's next checks of its access read the database, which is down
+                redis.Redis.from_url(private_postgres.redis_url).set(HotReads.VERSION_KEY, uuid.uuid4().hex)
+                time.sleep(3 * ACCESS_CHECK_S)
+            while not received or received[-1].get("event") != "workflow_completed":
+                received.append(json.loads(websocket.recv(timeout=WAIT_AT_MOST_S / 2)))
+            deadline = time.monotonic() + WAIT_AT_MOST_S
+            while (revoked := client.delete(f"/api/v1/keys/{key['id']}/")).status_code == 503 and \
+                    time.monotonic() < deadline:  # (a 503 while the server's pool connects again)
+                time.sleep(0.2)
+            assert revoked.status_code == 204, revoked.text
+            try:
+                while True:
+                    websocket.recv(timeout=WAIT_AT_MOST_S / 2)
+            except ConnectionClosed as exc:
+                closed = exc.rcvd
+
+    seqs = [envelope["seq"] for envelope in received if envelope.get("execution_id") == execution_id
+            and envelope["seq"] is not None]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert closed is not None and closed.code == 4401
