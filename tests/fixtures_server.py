@@ -345,8 +345,8 @@ class PrivatePostgres:
     def env(self, **extra) -> dict:
         return server_env(self.tmp_path, DATABASE_URL=self.url, REDIS_URL=self.redis_url, **extra)
 
-    def manage(self, *args: str) -> str:
-        done = launcher.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), timeout=600)
+    def manage(self, *args: str, **env: str) -> str:
+        done = launcher.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(**env), timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

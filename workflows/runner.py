@@ -21,6 +21,7 @@ from conversations.models import Message
 from core.cache import hot_reads
 from core.db import connections_give_back, database_reachable
 from core.errors import RunError, Unavailable
+from core.serving import serving_stopped
 from core.threads import ProcessThreads
 from core.tracing import tracing_on
 from engine.compile import graph_run
@@ -45,6 +46,10 @@ Status = WorkflowExecution.Status
 
 ENDING_LOOK_S = 1.0  # how often an ending the database could not take looks whether it answers again (_database_back)
 _threads = ProcessThreads(lambda: settings.CHATTER_RUN_THREADS, "chatter-run")
+
+
+class _LeftToSweep(Exception):
+    """The run's process stops while the database is out of reach: its ending is not waited for (_database_back)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,7 +249,9 @@ def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: R
             error: RunError | None, interrupts: list | None = None, ending: dict | None = None) -> WorkflowExecution:
     """End a run that ran here (or pause it, with `interrupts`): execution_finish, or, when its ending cannot be
     written, from its rows (end_from_ledger). An ending that fails as the database is out of reach is tried again
-    once it answers (_database_back), so the run's own usage and reply are booked, not the sweep's estimate.
+    once it answers (_database_back), so the run's own usage and reply are booked, not the sweep's estimate; unless
+    the process stops meanwhile (SIGTERM): then the run is left `running`, its heartbeat silent, for the recovery
+    sweep to end once the database is back, as a crashed process's (returned as it was).
     `ending`: how the reply ended (finish reason, tool calls), for a run that has no graph state to read it from
     (the gateway's pass-through)."""
     waited = False
@@ -269,6 +276,10 @@ def run_end(*, execution: WorkflowExecution, recorder: ExecutionRecorder, ctx: R
                 error = RunError(f"the run could not be recorded: {type(exc).__name__}: {exc}",
                                  error_type="internal_error")
             break
+    except _LeftToSweep:
+        logger.warning("execution %s: its process stops while the database is out of reach; the run is left to the "
+                       "recovery sweep", execution.pk)
+        return execution
     finally:
         if waited:  # (the heartbeat it kept beating while it waited)
             heartbeat.discard(execution.pk)
@@ -286,7 +297,9 @@ def _database_back(execution: WorkflowExecution) -> bool:
     It is waited for (each look waits for a connection up to the pool's timeout, then ENDING_LOOK_S more) until the
     sweep would end the run whatever its heartbeat (its timeout passed: execution_swept_after); meanwhile the run's
     heartbeat beats (its beats land once the database is back), so the sweep does not take a live run over. False
-    when the database answered at once (the ending failed for another reason) or did not answer in time."""
+    when the database answered at once (the ending failed for another reason) or did not answer in time; raises
+    _LeftToSweep once its server has stopped serving (core.serving.serving_stopped): the process would wait for it
+    to exit."""
     from workflows.services.recovery import execution_swept_after  # (recovery's services import the runner)
 
     if database_reachable():
@@ -294,6 +307,8 @@ def _database_back(execution: WorkflowExecution) -> bool:
     logger.warning("execution %s: the database is out of reach; its ending waits for it", execution.pk)
     heartbeat.add(execution.pk)
     while timezone.now() < execution_swept_after(execution):
+        if serving_stopped():
+            raise _LeftToSweep
         connections_give_back()
         time.sleep(ENDING_LOOK_S)
         if database_reachable():

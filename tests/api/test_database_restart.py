@@ -12,7 +12,7 @@ again once it is back, or ends with an `error` frame once its reads have failed 
 websocket: the error, then closed 4503). A socket's check of its access (every 2 s) that cannot read the database is
 made again at the next, the socket relaying meanwhile and closed once its key is revoked after. A run whose model
 answers while the database is down ends once it is back, with the provider's own usage (its ending waits for the
-database)."""
+database), unless its server is stopped meanwhile: that one exits without waiting, its run left to the sweep."""
 from __future__ import annotations
 
 import json
@@ -125,12 +125,17 @@ def test_a_run_streaming_while_the_database_is_down_goes_on_and_books_its_call(p
 
 
 def _admin_client(private_postgres, daphne_server, **env) -> httpx.Client:
+    return _admin_server(private_postgres, daphne_server, **env)[1]
+
+
+def _admin_server(private_postgres, daphne_server, **env) -> tuple:
+    """A server of `env`, and a client of its admin's."""
     token = private_postgres.manage("shell", "-c", "from django.core.management import call_command; "
                                     "call_command('ensure_admin'); call_command('create_api_token', 'admin')"
                                     ).strip().split()[-1]
     server = daphne_server(**private_postgres.env(**SERVER_ENV, **env))
-    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
-                        timeout=WAIT_AT_MOST_S / 2)  # a stream silent this long fails the test
+    return server, httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
+                                timeout=WAIT_AT_MOST_S / 2)  # a stream silent this long fails the test
 
 
 def _streamed_turn(client: httpx.Client, *, when_first_token, message: str) -> list:
@@ -334,3 +339,30 @@ def test_a_socket_whose_access_check_cannot_read_the_database_goes_on_and_closes
             and envelope["seq"] is not None]
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     assert closed is not None and closed.code == 4401
+
+
+def test_a_server_stopped_while_the_database_is_down_exits_and_leaves_its_run_to_the_sweep(private_postgres,
+                                                                                           daphne_server):
+    run_timeout_s = 3600  # what the run's ending would wait for the database, at most, in a server not stopping
+    # A reply of about ten words, 0.2 s each: the model answers while the database is down
+    server, client = _admin_server(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
+                                   CHATTER_LOCAL_TOKEN_DELAY_MS="200", CHATTER_EXECUTION_TIMEOUT_S=str(run_timeout_s))
+    with client:
+        execution_id = _run_streamed_until(client, "say these ten words back to me now please", "token")
+    with private_postgres.down():
+        server.process.terminate()
+        server.process.wait(WAIT_AT_MOST_S)  # (raises if it is still running then)
+
+    # The run was left `running`, its heartbeat silent: the sweep ends it as a crashed process's, once a sweep that
+    # found it silent is followed by one that finds it still so (with no attempt left to queue it again)
+    deadline = time.monotonic() + 3 * WAIT_AT_MOST_S
+    while execution_id not in (swept := private_postgres.manage("sweep_executions", CHATTER_RESUME_ATTEMPTS="0")) \
+            and time.monotonic() < deadline:
+        time.sleep(10)
+    assert f"interrupted {execution_id}" in swept, swept
+    server, client = _admin_server(private_postgres, daphne_server)
+    with client:
+        run = client.get(f"/api/v1/executions/{execution_id}/").raise_for_status().json()
+    assert (run["status"], run["error_type"]) == ("failed", "interrupted"), run["error_message"]
+    assert run["llm_calls"] == len(run["llm_call_log"]) == 1  # its call booked once, by the sweep
+    private_postgres.manage("reconcile_aggregates")  # exits 1 on any drift (I1-I3)
