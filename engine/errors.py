@@ -95,6 +95,15 @@ class GraphRaised(RunError):
         super().__init__(f"{type(exc).__name__}: {exc}", raised=exc)
 
 
+class OwnWorkFailed(RunError):
+    """The run's own work during a model call (its hooks: a write, an event, a cancel check) raised: the run ends
+    internal_error, not as the provider's failure (no other deployment is tried, none is faulted), the call recorded
+    as cut short."""
+
+    def __init__(self, exc: Exception):
+        super().__init__(f"the run's own work failed during its model call: {type(exc).__name__}: {exc}")
+
+
 class LimitExceeded(RunError):
     error_type = "limit_exceeded"
     code = "limit_exceeded"

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from engine.chat_messages import choice_as_openai, content_text, tool_choice_for
 from engine.deadlines import call_deadline
 from engine.retries import retry_wait_s
-from engine.errors import LimitExceeded, ProviderError, RunCancelled, RunError
+from engine.errors import LimitExceeded, OwnWorkFailed, ProviderError, RunCancelled, RunError
 from engine.graph import Node
 from engine.hooks import Attempt, CallStarted, LLMCall, RunHooks
 from engine.provider_failures import deployment_fault, provider_failure, upstream_facts
@@ -195,14 +195,19 @@ class RunContext:
                     for chunk in model.stream(list(prompt)):
                         streamed.add(chunk)
                         text = content_text(chunk.content)  # a list of parts when the model has tools (Anthropic)
-                        if text:
-                            first = not self.partial_text
-                            self.partial_text += text
-                            self.hooks.token(node, text, message_id=streamed.message_id,
-                                             reply=_answered(target, raw_usage.system_fingerprint) if first else None)
-                        for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
-                            self.hooks.tool_call_delta(node, delta, message_id=streamed.message_id)
-                        self.checkpoint()
+                        try:  # the run's own work between the chunks: not the provider's failure when it fails
+                            if text:
+                                first = not self.partial_text
+                                self.partial_text += text
+                                self.hooks.token(node, text, message_id=streamed.message_id, reply=_answered(
+                                    target, raw_usage.system_fingerprint) if first else None)
+                            for delta in chunk.tool_call_chunks:  # passed on as they come, like text (the gateway's)
+                                self.hooks.tool_call_delta(node, delta, message_id=streamed.message_id)
+                            self.checkpoint()
+                        except RunError:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - its hooks' (a write, an event): the run's own
+                            raise OwnWorkFailed(exc) from exc
                 if not streamed.finished:  # a stream that ended without saying why was cut short (the provider's)
                     raise ProviderError(f"{target.provider} stream ended before its finish reason",
                                         error_type="provider_error", upstream=upstream_facts(status=None))
@@ -340,6 +345,8 @@ class RunContext:
                                  reply=_answered(target, metadata.get("system_fingerprint")))
             except RunError as exc:
                 stopped = exc
+            except Exception as exc:  # noqa: BLE001 - its hooks' (a write, an event): the run's own
+                stopped = OwnWorkFailed(exc)
         usage = usage_from_message(reply, prompt=prompt, raw=(result.llm_output or {}).get("token_usage"))
         if target.deployment is not None:
             deployment_tokens_count(target.deployment, usage.total_tokens)

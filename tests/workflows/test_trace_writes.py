@@ -87,6 +87,41 @@ def test_a_run_whose_recorder_cannot_even_be_built_is_ended_from_its_rows(alice,
     assert_all(execution)
 
 
+@pytest.mark.parametrize("hook", ["token", "cancel_requested"])
+def test_the_runs_own_failure_during_a_model_call_is_internal_not_the_providers(alice, monkeypatch, hook):
+    """A hook the model call's stream loop calls (a token's write and event, a cancel check) that fails is the run's
+    own failure: internal_error, the call recorded with what it streamed, not a provider_error."""
+    real = runner.run_recorder
+    tokens = []
+
+    def breaks_mid_stream(execution, **parts):
+        recorder = real(execution, **parts)
+        if parts.get("fresh"):
+            own_token, own_check = recorder.token, recorder.cancel_requested
+
+            def token(*args, **kwargs):
+                tokens.append(args)
+                if hook == "token" and len(tokens) == 3:  # mid-stream: the reply under way
+                    raise OperationalError("disk I/O error")
+                return own_token(*args, **kwargs)
+
+            def cancel_requested():
+                if hook == "cancel_requested" and len(tokens) >= 2:
+                    raise OperationalError("disk I/O error")
+                return own_check()
+            recorder.token, recorder.cancel_requested = token, cancel_requested
+        return recorder
+
+    monkeypatch.setattr(runner, "run_recorder", breaks_mid_stream)  # the recorder the runner builds for a run
+    execution = execution_run(execution_id=execution_create(ChatRequest(owner=alice, message="hello there")).pk)
+
+    assert (execution.status, execution.error_type) == ("failed", "internal_error"), execution.error_message
+    assert "own work failed during its model call: OperationalError: disk I/O error" in execution.error_message
+    assert execution.llm_calls == 1 and execution.total_tokens > 0  # the call, cut short, is booked
+    assert not NodeExecution.objects.filter(execution=execution, status="running").exists()
+    assert_all(execution)
+
+
 def test_a_run_whose_ending_fails_is_ended_from_its_ledger_keeping_its_usage(alice, monkeypatch):
     real = run_messages.message_save
     failures = []
