@@ -24,6 +24,7 @@ from budgets.models import Budget, BudgetPeriod
 from core.cache import hot_reads
 from core.errors import ChatterError, Conflict, InvalidInput
 from core.money import usd
+from core.time_zones import time_zone_known
 from webhooks.services import webhook_delivery_create
 
 MILLION = Decimal(1_000_000)
@@ -61,18 +62,34 @@ def worst_case(*, prompt_tokens: int, max_tokens: int, price, choices: int = 1) 
     return Worst(usd=usd, tokens=prompt + max_tokens)
 
 
+UNKNOWN_ZONE = "not an IANA time zone: its periods are counted in UTC"
+
+
+def budget_time_zone_error(budget: Budget) -> str | None:
+    """What is wrong with the budget's stored time zone (a row saved before the checks, 3756938), None when nothing:
+    the API shows it beside the name."""
+    return None if time_zone_known(budget.timezone) else UNKNOWN_ZONE
+
+
+def _zone(budget: Budget) -> ZoneInfo:
+    """The zone the budget's periods are counted in: its own, UTC for a stored name no zone has (its readers and the
+    runs it governs go on, where ZoneInfo would raise)."""
+    return ZoneInfo(budget.timezone) if time_zone_known(budget.timezone) else ZoneInfo("UTC")
+
+
 def period_start(budget: Budget, at: datetime | None = None) -> datetime:
     """The start (UTC) of the budget's period that `at` (default: now) falls in, periods being counted in the
-    budget's time zone."""
+    budget's time zone (_zone)."""
     if budget.period == Budget.Period.TOTAL:
         return EPOCH
-    local = (at or timezone.now()).astimezone(ZoneInfo(budget.timezone))
+    zone = _zone(budget)
+    local = (at or timezone.now()).astimezone(zone)
     day = local.date()
     if budget.period == Budget.Period.WEEK:
         day -= timedelta(days=day.weekday())
     elif budget.period == Budget.Period.MONTH:
         day = day.replace(day=1)
-    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(budget.timezone)).astimezone(dt_timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(dt_timezone.utc)
 
 
 def budgets_matching(*, owner, api_key=None, template_id=None) -> list[Budget]:

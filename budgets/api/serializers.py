@@ -4,6 +4,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from budgets.models import ONE_LIMIT, Budget
+from budgets.services import budget_time_zone_error
 from core.api.serializers import StrictSerializer, money_field
 from core.errors import InvalidInput
 from core.models import BIGINT_MAX
@@ -14,6 +15,7 @@ from webhooks.services import webhook_url_check
 
 class BudgetSerializer(serializers.ModelSerializer):
     webhook_url = serializers.CharField(read_only=True, help_text="empty: no webhook")
+    timezone_error = serializers.SerializerMethodField(help_text="null, or what is wrong with the stored time zone")
     period_start = serializers.SerializerMethodField()
     spent_usd = serializers.SerializerMethodField()
     spent_tokens = serializers.SerializerMethodField()
@@ -22,14 +24,17 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Budget
-        fields = ("id", "name", "scope", "target_id", "period", "timezone", "limit_usd", "limit_tokens", "mode",
-                  "thresholds", "webhook_url", "is_active", "created_at", "period_start", "spent_usd", "spent_tokens",
-                  "reserved_usd", "reserved_tokens")
+        fields = ("id", "name", "scope", "target_id", "period", "timezone", "timezone_error", "limit_usd",
+                  "limit_tokens", "mode", "thresholds", "webhook_url", "is_active", "created_at", "period_start",
+                  "spent_usd", "spent_tokens", "reserved_usd", "reserved_tokens")
         read_only_fields = fields
 
     def _current(self, budget):
         """The budget's current period (budgets_current, read for the whole page at once)."""
         return self.context["current"][budget.pk]
+
+    def get_timezone_error(self, budget) -> str | None:
+        return budget_time_zone_error(budget)
 
     def get_period_start(self, budget) -> str:
         return self._current(budget).starts_at.isoformat()

@@ -286,3 +286,23 @@ def test_a_provider_that_streams_past_max_tokens_is_stopped_at_a_token_boundary(
     assert Message.objects.get(execution=execution, role="assistant").usage_estimated
     period = BudgetPeriod.objects.get()
     assert (period.spent_tokens, period.reserved_tokens) == (execution.total_tokens, 0)
+
+
+def test_a_budget_stored_with_an_unknown_time_zone_counts_its_periods_in_utc_and_says_so(api, alice):
+    """A row from before the time zone checks (3756938: the admin saved "Bad/Zone") is read, not a 500: its periods
+    are counted in UTC and the API names the problem."""
+    budget = set_budget(api, limit_usd="1.00", timezone="Europe/Paris")
+    Budget.objects.filter(pk=budget["id"]).update(timezone="Bad/Zone")
+
+    turn = chat(api)
+    listed = api.get("/api/v1/budgets/")
+
+    assert turn.status_code == 201, turn.content
+    assert listed.status_code == 200, listed.content
+    shown = listed.json()["results"][0]
+    now = datetime.now(dt_timezone.utc)
+    assert shown["timezone"] == "Bad/Zone" and "UTC" in shown["timezone_error"]
+    assert datetime.fromisoformat(shown["period_start"]) == datetime(now.year, now.month, now.day,
+                                                                     tzinfo=dt_timezone.utc)
+    assert Decimal(shown["spent_usd"]) == WorkflowExecution.objects.get().cost > 0
+    assert set_budget(api, limit_usd="2.00", timezone="UTC")["timezone_error"] is None
