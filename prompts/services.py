@@ -10,7 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
-from core.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from prompts.models import DEFAULT_LABEL, LATEST, Prompt, PromptAssignment, PromptLabel, PromptVersion
 from prompts.selectors import prompt_get, prompt_label_get, prompt_version_get
 from prompts.templating import prompt_compile
@@ -160,8 +160,15 @@ def prompt_version_assigned(*, label: PromptLabel, conversation_id=None) -> Prom
 
 
 def _drawn(label: PromptLabel) -> PromptVersion:
+    """A version of the label's split, drawn by weight. A split stored before the API checked splits (8e15600) may
+    name one version ({"1": 0}: "1" and "01" merged): it gives that version, the only one it names; one whose
+    versions all weigh 0 gives none, a 409 naming the label to set again (not random's ValueError, a 500)."""
     numbers = [int(key) for key in label.split]
-    number = _choice.choices(numbers, weights=[label.split[str(n)] for n in numbers])[0]
+    weights = [label.split[str(n)] for n in numbers]
+    if len(numbers) > 1 and sum(weights) <= 0:
+        raise Conflict(f"label {label.name!r} is a split whose weights are all 0, which gives no version: "
+                       f"set the label again (a version, or a split with weights)")
+    number = numbers[0] if len(numbers) == 1 else _choice.choices(numbers, weights=weights)[0]
     version = PromptVersion.objects.filter(prompt_id=label.prompt_id, version=number).first()
     if version is None:
         raise NotFound(f"version {number} of the split is gone")

@@ -257,3 +257,50 @@ def test_staff_protect_a_users_label_in_the_admin_and_the_owner_can_no_longer_mo
     assert AuditEvent.objects.filter(action="prompt.label_moved", actor=staff, data__protected=True).count() == 1
     assert_error(api.put(f"{BASE}support/labels/production/", {"version": 2}, format="json"), 403,
                  "permission_denied")
+
+
+def test_a_split_stored_as_one_version_before_the_check_gives_that_version(api, alice):
+    """{"1": 5, "01": 0} was kept as {"1": 0} before 8e15600: a split no draw could use, every resolve a 500. A split
+    that names one version gives it, whatever its weight."""
+    prompt = PromptFactory(owner=alice, name="support")
+    versions_add(prompt, 1)
+    api.put(f"{BASE}support/labels/production/", {"split": {"1": 90, "2": 10}}, format="json")
+    PromptLabel.objects.filter(prompt=prompt, name="production").update(split={"1": 0})
+
+    resolved = api.get(f"{BASE}support/resolve/")
+
+    assert resolved.status_code == 200, resolved.content
+    assert resolved.json()["version"] == 1 and resolved.json()["label"] == "production"
+
+
+def test_a_split_stored_with_no_weight_is_refused_naming_the_label(api, alice):
+    """A split of several versions whose weights are all 0 (kept so before 8e15600) gives none: a 409 that says which
+    label to set again, not a 500."""
+    prompt = PromptFactory(owner=alice, name="support")
+    versions_add(prompt, 1)
+    api.put(f"{BASE}support/labels/production/", {"split": {"1": 90, "2": 10}}, format="json")
+    PromptLabel.objects.filter(prompt=prompt, name="production").update(split={"1": 0, "2": 0})
+
+    refused = api.get(f"{BASE}support/resolve/")
+
+    assert_error(refused, 409, "conflict")
+    assert "production" in refused.json()["error"]["message"]
+
+
+def test_the_migration_points_a_split_of_one_version_at_it_and_leaves_the_rest(api, alice):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    prompt = PromptFactory(owner=alice, name="support")
+    versions_add(prompt, 1)
+    for name, split in (("production", {"1": 0}), ("staging", {"1": 0, "2": 0}), ("canary", {"1": 90, "2": 10})):
+        api.put(f"{BASE}support/labels/{name}/", {"split": {"1": 90, "2": 10}}, format="json")
+        PromptLabel.objects.filter(prompt=prompt, name=name).update(split=split)
+
+    import_module("prompts.migrations.0002_split_of_one_version_repaired").split_of_one_version_repaired(apps, None)
+
+    shown = api.get(f"{BASE}support/").json()["labels"]
+    labels = {label["name"]: (label["version"], label["split"]) for label in shown}
+    assert labels["production"] == (1, {}) and labels["staging"] == (None, {"1": 0, "2": 0})
+    assert labels["canary"] == (None, {"1": 90, "2": 10})
