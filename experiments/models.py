@@ -87,14 +87,18 @@ class ExperimentResult(models.Model):
 
 
 class ExperimentRun(models.Model):
-    """A run the experiment made: the target's run of an item, or an LLM judge's run about it."""
+    """A run the experiment made: the target's run of an item, or an LLM judge's run about it. Until its pair's
+    result is written (`result` null) it is kept under its pair (`target`, `item`): a judge that got no run slot
+    is asked again later, the runs already made kept, not made again."""
 
     class Role(models.TextChoices):
         TARGET = "target"
         JUDGE = "judge"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
-    result = models.ForeignKey(ExperimentResult, on_delete=models.CASCADE, related_name="runs")
+    result = models.ForeignKey(ExperimentResult, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    target = models.CharField(max_length=100, blank=True, default="")
+    item = models.ForeignKey("datasets.DatasetItem", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     execution = models.OneToOneField("workflows.WorkflowExecution", on_delete=models.CASCADE,
                                      related_name="experiment_run")
     role = models.CharField(max_length=8, choices=Role.choices)

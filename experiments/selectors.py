@@ -89,7 +89,7 @@ def experiment_results_from_runs() -> dict:
     rows = {pk: {"stored": stored, "actual": {**zero, **{f"judge_{k}": v for k, v in zero.items()}}}
             for pk, *figures in ExperimentResult.objects.values_list("pk", *FIGURES).iterator()
             for stored in [dict(zip(FIGURES, figures))]}
-    runs = ExperimentRun.objects.values_list("result_id", "role", *(f"execution__{name}" for name in RESULT_SUMS))
+    runs = ExperimentRun.objects.filter(result__isnull=False).values_list("result_id", "role", *(f"execution__{name}" for name in RESULT_SUMS))
     for result_id, role, *figures in runs.iterator():
         prefix = "judge_" if role == ExperimentRun.Role.JUDGE else ""
         actual = rows[result_id]["actual"]

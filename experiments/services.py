@@ -325,13 +325,43 @@ def _run(experiment: Experiment, request: dict, *, until: float | None) -> Workf
             pause = min(2 * pause, BUSY_WAIT_MAX_S)
 
 
+def _kept_runs(experiment: Experiment, target: dict, item: dict) -> tuple[WorkflowExecution | None, dict]:
+    """The pair's runs kept when a judge of it got no run slot (_runs_keep): its target's run (None: none kept)
+    and its judges' by evaluator."""
+    kept, judges = None, {}
+    for run in ExperimentRun.objects.filter(experiment=experiment, result__isnull=True, target=target["name"],
+                                            item_id=item["id"]).select_related("execution"):
+        if run.role == ExperimentRun.Role.TARGET:
+            kept = run.execution
+        else:
+            judges[run.evaluator] = run.execution
+    return kept, judges
+
+
+def _runs_keep(experiment: Experiment, target: dict, item: dict, execution: WorkflowExecution, judges: list) -> None:
+    """A judge of the pair got no run slot: its target's run and the judges' so far are kept as the experiment's,
+    under the pair, so that the pair's next attempt asks only the judges left (no run made, nor paid, twice)."""
+    runs = [(execution, ExperimentRun.Role.TARGET, ""), *((judge, ExperimentRun.Role.JUDGE, name)
+                                                         for name, judge in judges)]
+    known = set(ExperimentRun.objects.filter(execution__in=[run for run, _, _ in runs]).values_list(
+        "execution_id", flat=True))
+    ExperimentRun.objects.bulk_create([
+        ExperimentRun(experiment=experiment, execution=run, role=role, evaluator=name, target=target["name"],
+                      item_id=item["id"]) for run, role, name in runs if run.pk not in known])
+
+
 def _unit_run(experiment: Experiment, target: dict, item: dict, on_result, deadline: float | None) -> bool:
-    """Run a pair and write its result; False when it got no run slot (NoSlot), nothing written. A worker's task
-    waits for the target's slot till its slice ends (BUSY_WAIT_MIN_S at least), for a judge's a run's timeout at
-    most (by then each run that held a slot has ended); the command, as long as it takes."""
+    """Run a pair and write its result; False when it got no run slot (NoSlot), no result written. A worker's task
+    waits for each of its runs' slots till its slice ends (BUSY_WAIT_MIN_S at least); the command, as long as it
+    takes. A judge that gets none leaves the pair's runs made so far kept (_runs_keep): the pair's next attempt goes
+    on from them, asking only the judges left."""
+    def until() -> float | None:
+        return None if deadline is None else max(deadline, time.monotonic() + BUSY_WAIT_MIN_S)
+
+    execution, kept_judges = _kept_runs(experiment, target, item)
     try:
-        execution = _run(experiment, {**target_request(target), **item_request(item["input"])},
-                         until=None if deadline is None else max(deadline, time.monotonic() + BUSY_WAIT_MIN_S))
+        execution = execution or _run(experiment, {**target_request(target), **item_request(item["input"])},
+                                      until=until())
     except NoSlot:
         return False
     except ChatterError as exc:  # refused before it was written: nothing ran, nothing was spent
@@ -350,9 +380,10 @@ def _unit_run(experiment: Experiment, target: dict, item: dict, on_result, deadl
                     errors[name] = str(exc)
                 continue
             try:
-                judge = _run(experiment, judge_request(spec, item=item, output=output), until=None if deadline is None
-                             else time.monotonic() + settings.CHATTER_EXECUTION_TIMEOUT_S)
-            except NoSlot:  # the target's run (and the judges' so far) stay ordinary runs
+                judge = kept_judges.get(name) or _run(experiment, judge_request(spec, item=item, output=output),
+                                                      until=until())
+            except NoSlot:
+                _runs_keep(experiment, target, item, execution, judges)
                 return False
             except ChatterError as exc:
                 errors[name] = exc.message
@@ -393,6 +424,9 @@ def _result_write(experiment: Experiment, target: dict, item: dict, *, execution
                 judge_completion_tokens=sum(j.completion_tokens for j in judge_runs),
                 judge_total_tokens=sum(j.total_tokens for j in judge_runs),
                 judge_cost=sum((j.cost for j in judge_runs), Decimal("0")))
+            # the pair's runs kept while a judge waited for a slot (_runs_keep) are written again with their result
+            ExperimentRun.objects.filter(experiment=experiment, result__isnull=True, target=target["name"],
+                                         item_id=item["id"]).delete()
             ExperimentRun.objects.bulk_create(
                 ([ExperimentRun(experiment=experiment, result=result, execution=execution,
                                 role=ExperimentRun.Role.TARGET)] if execution else [])

@@ -345,6 +345,46 @@ def test_a_pair_refused_for_the_owners_run_limit_waits_for_a_slot_and_never_fail
     assert len(openai_server.requests) == 2
 
 
+def test_a_judge_that_gets_no_run_slot_is_asked_again_and_its_target_does_not_run_again(api, alice, support,
+                                                                                         openai_server, settings,
+                                                                                         monkeypatch):
+    """The target's run got a slot; its judge found none till its wait ended: the pair goes on in a new task with
+    the target's run it made, only the judge asked again (one target run, one model call paid for it)."""
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 2
+    monkeypatch.setattr("experiments.tasks.SLICE_S", 0)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_MIN_S", 0.5)  # how long a task's run waits for a slot
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_S", 0.01)
+    monkeypatch.setattr("experiments.services.BUSY_WAIT_MAX_S", 0.01)
+    openai_server.reply(content="answer 0", usage=TARGET_USAGE, hold=True)
+    openai_server.always(content='{"score": 1}', usage=JUDGE_USAGE, model=JUDGE_MODEL)
+    body = versions_body(dataset_of(alice, 1), evaluators=[
+        {"type": "llm_judge", "name": "judge", "provider": "openai", "model": JUDGE_MODEL}])
+    body["targets"] = body["targets"][:1]
+    thread = run_in_background(alice, body)
+    first_call_held(openai_server)
+    other_run = WorkflowExecutionFactory(owner=alice, message="still pending")
+    settings.CHATTER_MAX_CONCURRENT_RUNS = 1  # alice's one slot, taken: the judge's
+    timeout_s, settings.CHATTER_EXECUTION_TIMEOUT_S = settings.CHATTER_EXECUTION_TIMEOUT_S, 1  # (the target's run
+    openai_server.release()                                    # has its own: it began) a judge waited this long once
+    deadline = time.monotonic() + 30  # until the judge's wait has ended (its pair's runs kept), or long enough
+    while not ExperimentRun.objects.filter(result__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    settings.CHATTER_EXECUTION_TIMEOUT_S = timeout_s  # the judge's run, once it has a slot
+
+    assert api.post(f"/api/v1/executions/{other_run.pk}/cancel/").status_code == 200  # the slot is free
+    thread.join(60)
+
+    experiment = api.get(f"{URL}{Experiment.objects.get().pk}/").json()
+    assert experiment["status"] == "completed", experiment["stop_reason"]
+    assert experiment["progress"] == {**experiment["progress"], "done": 1, "failed": 0}
+    assert [r.body["model"] for r in openai_server.requests] == ["gpt-4o-mini", JUDGE_MODEL]
+    assert experiment["runs"]["target"] == {"runs": 1, "total_tokens": 35, "cost": f"{TARGET_COST:.8f}", "failed": 0}
+    result = ExperimentResult.objects.get()
+    assert result.scores == {"judge": 1} and result.judge_cost == JUDGE_COST
+    assert not ExperimentRun.objects.filter(result__isnull=True).exists()
+    call_command("reconcile_aggregates", stdout=StringIO())
+
+
 def test_an_experiment_runs_the_items_its_dataset_had_when_it_started_and_counts_those(api, alice, support,
                                                                                       openai_server):
     dataset, thread = one_target_held(alice, openai_server)
