@@ -208,6 +208,12 @@ def thread_questions_unwaited(*, conversation: Conversation) -> list[dict]:
 def thread_questions(*, conversation: Conversation) -> list[dict]:
     """The questions (as workflows.ending.question_of has them) the thread's state asks now, as its get_state's
     interrupts show them: of its graph's state, or of its latest run's own."""
+    return thread_pending(conversation=conversation)[1]
+
+
+def thread_pending(*, conversation: Conversation) -> tuple[list[str], list[dict]]:
+    """What the thread's state has left now: the nodes it runs next (get_state's `next`) and the questions it asks
+    (thread_questions); of its graph's state, or of its latest run's own; none for a thread without a checkpoint."""
     from workflows.ending import question_of
 
     graph = _graph_thread(conversation)
@@ -217,9 +223,9 @@ def thread_questions(*, conversation: Conversation) -> list[dict]:
         execution = _runs(conversation).first()
         if execution is None or not Checkpoint.objects.filter(execution_id=execution.pk,
                                                               kind=Checkpoint.Kind.CHECKPOINT).exists():
-            return []
+            return [], []
         snapshot = _compiled(execution).get_state(_config(execution))
-    return [question_of(interrupt) for interrupt in snapshot.interrupts]
+    return list(snapshot.next), [question_of(interrupt) for interrupt in snapshot.interrupts]
 
 
 def _graph_thread(conversation: Conversation):

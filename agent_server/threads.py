@@ -2,15 +2,16 @@
 values are its graph's state (its messages in LangGraph's format, for a thread that keeps none); its status is
 `busy` while one of its runs is pending or running, `interrupted` while one waits for input or while its graph
 stands at a static breakpoint where its latest run stopped or its state asks the question its latest run, cancelled,
-waited on, `error` while its latest run failed and its state has not been updated since (agent_server.state: its
-state and history)."""
+waited on, `error` while its latest run failed; once its state is updated since its latest run (update_state),
+`interrupted` while the state that update left has nodes to run next, else `idle`, as LangGraph's server sets it
+(agent_server.state: its state and history)."""
 from __future__ import annotations
 
 import time
 import uuid
 
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet, Subquery
 
 from core.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
@@ -66,25 +67,47 @@ def _with_stop(threads: QuerySet) -> QuerySet:
             checkpoint_id=Subquery(last_checkpoint.values("checkpoint_id")[:1]))))
 
 
-def _updated_since_failure(failed: QuerySet) -> set:
-    """Of threads whose latest run failed (`failed`, annotated by _with_stop), those whose state was updated since
-    (threads.update_state: a checkpoint of source "update", the thread's own or its run's): LangGraph's server sets
-    a thread's status from the state an update leaves, so the run's error no longer shows."""
-    latest = dict(failed.values_list("pk", "latest_run"))
+def _updated_since_run(threads: QuerySet) -> set:
+    """Of `threads` (annotated by _with_stop; none with a run in progress), those whose state was updated since
+    their latest run ended (threads.update_state: a checkpoint of source "update", the thread's own or its run's):
+    LangGraph's server sets a thread's status from the state an update leaves (_updated_statuses), whatever the run
+    before it did. A thread with no run counts an update made after its first checkpoint: a copy's checkpoints,
+    written at once, are the original's (a copy reads `idle` until it runs, as the stock server's)."""
+    latest = dict(threads.values_list("pk", "latest_run"))
     if not latest:
         return set()
-    ended = dict(WorkflowExecution.objects.filter(pk__in=latest.values()).values_list("pk", "completed_at"))
-    by_thread, by_run = {str(pk): pk for pk in latest}, {run: pk for pk, run in latest.items()}
-    updates = Checkpoint.objects.filter(
-        Q(thread_id__in=list(by_thread)) | Q(execution_id__in=list(by_run)), kind=Checkpoint.Kind.CHECKPOINT,
-        checkpoint_ns="", metadata__source="update").values_list("thread_id", "execution_id", "created_at")
+    ended = dict(WorkflowExecution.objects.filter(pk__in=[run for run in latest.values() if run is not None])
+                 .values_list("pk", "completed_at"))
+    by_thread, by_run = {str(pk): pk for pk in latest}, {run: pk for pk, run in latest.items() if run is not None}
+    rows = Checkpoint.objects.filter(Q(thread_id__in=list(by_thread)) | Q(execution_id__in=list(by_run)),
+                                     kind=Checkpoint.Kind.CHECKPOINT, checkpoint_ns="")
+    runless = [str(pk) for pk, run in latest.items() if run is None]
+    first = dict(rows.filter(thread_id__in=runless).values("thread_id").annotate(first=Min("created_at")).values_list(
+        "thread_id", "first")) if runless else {}
     found = set()
-    for thread_id, run, created_at in updates:
+    for thread_id, run, created_at in rows.filter(metadata__source="update").values_list(
+            "thread_id", "execution_id", "created_at"):
         pk = by_thread.get(thread_id) or by_run.get(run)
-        end = ended.get(latest.get(pk))
-        if pk is not None and (end is None or created_at > end):
+        if pk is None:
+            continue
+        since = first.get(str(pk)) if latest[pk] is None else ended.get(latest[pk])
+        if since is None or created_at > since:
             found.add(pk)
     return found
+
+
+def _updated_statuses(threads: QuerySet) -> dict:
+    """{thread: (status, questions)} of `threads` (as _updated_since_run takes them) whose state was updated since
+    their latest run: `interrupted` when the state the update left has nodes to run next, else `idle`, and the
+    questions it asks, as LangGraph's server sets a thread's status on update_state (one read of each one's
+    state)."""
+    from agent_server.state import thread_pending  # (it reads threads: imported when one was updated)
+
+    statuses = {}
+    for conversation in Conversation.objects.filter(pk__in=_updated_since_run(threads)):
+        next_nodes, questions = thread_pending(conversation=conversation)
+        statuses[conversation.pk] = ("interrupted" if next_nodes else "idle", questions)
+    return statuses
 
 
 def thread_stopped(*, conversation: Conversation) -> bool:
@@ -94,10 +117,11 @@ def thread_stopped(*, conversation: Conversation) -> bool:
 
 def _statuses(conversation_ids) -> tuple[dict, dict]:
     """Each thread's status (`busy` while a run of it is pending or running, else `interrupted` while one waits for
-    input, its graph stands at a static breakpoint or its state still asks the question of a waiting run that was
-    cancelled, else `error` when its latest run failed, else `idle`) and the interrupts its waiting runs hold, or
-    its state asks (by node; a static breakpoint is none, as in LangGraph), in two queries (and a read of the state
-    of each thread whose state asks)."""
+    input; else, its state updated since its latest run, `interrupted` while that state has nodes next, else
+    `idle`; else `interrupted` while its graph stands at a static breakpoint or its state still asks the question of
+    a waiting run that was cancelled, else `error` when its latest run failed, else `idle`) and the interrupts its
+    waiting runs hold, or its state asks (by node; a static breakpoint is none, as in LangGraph), in three queries
+    (and a read of the state of each thread whose state asks or was updated)."""
 
     statuses: dict = {}
     interrupts: dict = {}
@@ -115,11 +139,17 @@ def _statuses(conversation_ids) -> tuple[dict, dict]:
     rest = [pk for pk in conversation_ids if pk not in statuses]
     if rest:
         ended = _with_stop(Conversation.objects.filter(pk__in=rest))
-        updated = _updated_since_failure(ended.filter(failed=True))
-        for conversation in ended.filter(Q(stopped=True) | Q(failed=True) | Q(asking=True)):
+        updated = _updated_statuses(ended)
+        for pk, (status, questions) in updated.items():
+            statuses[pk] = status
+            for question in questions:
+                interrupts.setdefault(pk, {}).setdefault(question.get("node_id") or "__root__", []).append(
+                    question_interrupt(question))
+        for conversation in ended.filter(Q(stopped=True) | Q(failed=True) | Q(asking=True)).exclude(
+                pk__in=list(updated)):
             if conversation.stopped or conversation.asking:
                 statuses[conversation.pk] = "interrupted"
-            elif conversation.pk not in updated:
+            else:
                 statuses[conversation.pk] = "error"
             if conversation.asking:
                 from agent_server.state import thread_questions  # (it reads threads: imported when one asks)
@@ -301,15 +331,17 @@ def thread_search(*, user, metadata: dict | None = None, ids: list | None = None
         return Exists(WorkflowExecution.objects.filter(conversation_id=OuterRef("pk"), status__in=statuses))
     if status == "busy":
         threads = threads.filter(runs(running))
-    elif status == "interrupted":
-        threads = _with_stop(threads).filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True) | Q(
-            asking=True))
-    elif status == "idle":
-        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), stopped=False, asking=False)
-        threads = threads.filter(Q(failed=False) | Q(pk__in=_updated_since_failure(threads.filter(failed=True))))
-    elif status == "error":
-        threads = _with_stop(threads).filter(~runs(RUN_IN_PROGRESS), failed=True)
-        threads = threads.exclude(pk__in=_updated_since_failure(threads))
+    elif status in ("interrupted", "idle", "error"):  # a thread updated since its latest run: by its state
+        updated = _updated_statuses(_with_stop(threads).filter(~runs(RUN_IN_PROGRESS)))
+        by_state = [pk for pk, (state_status, _) in updated.items() if state_status == status]
+        ended = _with_stop(threads).exclude(pk__in=list(updated))
+        if status == "interrupted":
+            threads = ended.filter(~runs(running)).filter(Q(runs([waiting])) | Q(stopped=True) | Q(asking=True))
+        elif status == "idle":
+            threads = ended.filter(~runs(RUN_IN_PROGRESS), stopped=False, asking=False, failed=False)
+        else:
+            threads = ended.filter(~runs(RUN_IN_PROGRESS), failed=True)
+        threads = conversation_list(user=user).filter(Q(pk__in=threads.values("pk")) | Q(pk__in=by_state))
     field = SORT_FIELDS.get(sort_by or "created_at", "created_at")
     threads = threads.order_by(field if sort_order == "asc" else f"-{field}", "pk")
     return list(threads[offset:offset + limit])

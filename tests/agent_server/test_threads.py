@@ -126,6 +126,29 @@ def test_a_state_update_after_a_failed_run_takes_the_thread_out_of_error(graph_s
     assert [t["thread_id"] for t in client.threads.search(status="error")] == [thread]
 
 
+def test_a_state_update_that_leaves_nodes_to_run_makes_the_thread_interrupted(graph_server, alice_key):
+    """As LangGraph's server sets a thread's status on update_state: `interrupted` when the state the update left
+    has nodes next (here as if __start__ had run: `attempt` is next), however the run before it ended; a run that
+    goes on from it leaves it `idle`."""
+    client = get_sync_client(url=graph_server.langgraph_url, api_key=alice_key)
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "failing", input={"fail": False})
+    assert client.threads.get(thread)["status"] == "idle"
+
+    client.threads.update_state(thread, {"fail": False}, as_node="__start__")
+
+    assert client.threads.get_state(thread)["next"] == ["attempt"]
+    assert client.threads.get(thread)["status"] == "interrupted"
+    assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [thread]
+    assert client.threads.search(status="idle") == [] and client.threads.count(status="interrupted") == 1
+    copy = client.threads.copy(thread)  # a copy reads idle until it runs, as the stock server's
+    assert copy["status"] == "idle" and client.threads.get_state(copy["thread_id"])["next"] == ["attempt"]
+    client.threads.delete(copy["thread_id"])
+    client.runs.wait(thread, "failing", input=None)
+    assert client.threads.get(thread)["status"] == "idle"
+    assert [t["thread_id"] for t in client.threads.search(status="idle")] == [thread]
+
+
 async def _until_run_done(stream, run_id: str) -> list:
     """The parts of a thread's stream up to the `metadata` that says the run is done."""
     parts = []
