@@ -1,4 +1,11 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _after_migrate(sender, **kwargs) -> None:
+    from agent_server.tasks import thread_expiry_sweep_ensure
+
+    thread_expiry_sweep_ensure()
 
 
 class AgentServerConfig(AppConfig):
@@ -11,3 +18,5 @@ class AgentServerConfig(AppConfig):
         from agent_server.store_index import store_index_check
 
         store_index_check()  # a store index naming a model Chatter cannot embed with stops start-up
+        # After every migrate (and test flush): the schedule of the sweep of threads past their ttl.
+        post_migrate.connect(_after_migrate, sender=self, dispatch_uid="agent_server_after_migrate")

@@ -104,16 +104,53 @@ class Versions(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
+TTL_MAX_MINUTES = 10 * 366 * 24 * 60  # ten years
+
+
+class ThreadTtl(Body):
+    """A thread's time to live as the SDK sends it ({"ttl": minutes, "strategy"}; a bare number of minutes is
+    {"ttl": n, "strategy": "delete"}): the thread is deleted once it has passed. "keep_latest" (its older checkpoints
+    pruned) is refused, as threads.prune's."""
+    ttl: float = Field(gt=0, le=TTL_MAX_MINUTES, allow_inf_nan=False)
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+    @field_validator("strategy")
+    @classmethod
+    def _deletes(cls, value):
+        if value != "delete":
+            raise ValueError("ttl strategy keep_latest is not supported: a thread's checkpoints are its runs' record; "
+                             "use strategy delete")
+        return value
+
+
 class ThreadCreate(Body):
     thread_id: str | None = None
     metadata: dict[str, Any] | None = None
     if_exists: Literal["raise", "do_nothing"] | None = None
     supersteps: list | None = None
-    ttl: Annotated[Any, _refused("ttl (a thread does not expire)")] = None
+    ttl: ThreadTtl | None = None
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _minutes(cls, value):
+        return _ttl_minutes(value)
 
 
 class ThreadUpdate(Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl: ThreadTtl | None = None
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _minutes(cls, value):
+        return _ttl_minutes(value)
+
+
+def _ttl_minutes(value):
+    """A bare number of minutes as the SDK's {"ttl": n, "strategy": "delete"} (a boolean is no number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"ttl": value, "strategy": "delete"}
+    return value
 
 
 class ThreadPrune(Body):

@@ -76,6 +76,16 @@ class StoreVector(models.Model):
         return f"{self.item} {self.field}"
 
 
+class ThreadExpiry(models.Model):
+    """A thread's time to live (`ttl` on threads.create and threads.update, in minutes): the thread is deleted once
+    `expires_at` has passed, by the sweep (agent_server.threads.threads_expired_delete, every minute)."""
+
+    conversation = models.OneToOneField("conversations.Conversation", primary_key=True, on_delete=models.CASCADE,
+                                        related_name="expiry")
+    ttl_minutes = models.FloatField()
+    expires_at = models.DateTimeField(db_index=True)
+
+
 class AgentCron(models.Model):
     """What LangGraph's API says about a cron that its WorkflowSchedule (the cron itself: the same row as
     /api/v1/schedules/, run by the same runner) does not: the assistant as named, the payload as sent, metadata."""

@@ -7,14 +7,18 @@ waited on, `error` while its latest run failed; once its state is updated since 
 (agent_server.state: its state and history)."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from core.containment import rows_containing
 from agent_server.messages import message_dict, question_interrupt
+from agent_server.models import ThreadExpiry
 from agent_server.rollback import CANCEL_WAIT_S, runs_stop
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_list
@@ -24,6 +28,8 @@ from core.money import usd
 from workflows.models import RUN_IN_PROGRESS, Checkpoint, WorkflowExecution
 
 SORT_FIELDS = {"thread_id": "id", "created_at": "created_at", "updated_at": "updated_at"}
+EXPIRED_BATCH = 100  # threads past their ttl deleted by one sweep (the next minute's takes the rest)
+logger = logging.getLogger(__name__)
 
 
 def owned_row(rows, key, *, what: str):
@@ -234,10 +240,11 @@ def thread_as_dict(conversation: Conversation) -> dict:
     return threads_as_dicts([conversation])[0]
 
 
-def thread_create(*, owner, thread_id=None, metadata: dict | None = None, if_exists: str | None = None) -> Conversation:
-    """A new conversation (with the id the client chose, if any). An id already taken: 409, or with
-    if_exists="do_nothing" the existing thread when it is the caller's (another user's stays a 409: it is not
-    revealed as theirs)."""
+def thread_create(*, owner, thread_id=None, metadata: dict | None = None, if_exists: str | None = None,
+                  ttl_minutes: float | None = None) -> Conversation:
+    """A new conversation (with the id the client chose, if any), deleted `ttl_minutes` from now when given
+    (_expiry_set). An id already taken: 409, or with if_exists="do_nothing" the existing thread as it is when it is
+    the caller's (another user's stays a 409: it is not revealed as theirs)."""
     metadata = metadata or {}
     if thread_id is not None:
         existing = Conversation.objects.filter(pk=thread_id).first()
@@ -246,12 +253,54 @@ def thread_create(*, owner, thread_id=None, metadata: dict | None = None, if_exi
                 return existing
             raise Conflict("a thread with this id already exists")
     title = metadata.get("title") if isinstance(metadata.get("title"), str) else ""
-    return conversation_create(owner=owner, title=title, metadata=metadata, conversation_id=thread_id)
+    with transaction.atomic():
+        conversation = conversation_create(owner=owner, title=title, metadata=metadata, conversation_id=thread_id)
+        if ttl_minutes is not None:
+            _expiry_set(conversation, ttl_minutes)
+    return conversation
 
 
-def thread_update(*, conversation: Conversation, metadata: dict) -> Conversation:
-    """LangGraph merges the metadata it is given into the thread's."""
-    return conversation_update(conversation=conversation, metadata={**(conversation.metadata or {}), **metadata})
+def thread_update(*, conversation: Conversation, metadata: dict, ttl_minutes: float | None = None) -> Conversation:
+    """LangGraph merges the metadata it is given into the thread's; a ttl counts again from now."""
+    with transaction.atomic():
+        if ttl_minutes is not None:
+            _expiry_set(conversation, ttl_minutes)
+        return conversation_update(conversation=conversation, metadata={**(conversation.metadata or {}), **metadata})
+
+
+def _expiry_set(conversation: Conversation, ttl_minutes: float) -> None:
+    """The thread is deleted once `ttl_minutes` have passed from now (by threads_expired_delete)."""
+    ThreadExpiry.objects.update_or_create(conversation=conversation, defaults={
+        "ttl_minutes": ttl_minutes, "expires_at": timezone.now() + timedelta(minutes=ttl_minutes)})
+
+
+def thread_ttl(*, conversation: Conversation) -> dict | None:
+    """The thread's ttl as the stock server answers it (GET with include=ttl); None when it has none."""
+    expiry = ThreadExpiry.objects.filter(conversation=conversation).first()
+    if expiry is None:
+        return None
+    return {"strategy": "delete", "ttl_minutes": expiry.ttl_minutes, "expires_at": expiry.expires_at}
+
+
+def threads_expired_delete(*, now=None) -> int:
+    """The threads whose ttl has passed (at most EXPIRED_BATCH), deleted as threads.delete deletes them (their runs
+    in progress stopped, their usage kept), each owner's as its own actor; how many were. An owner's threads whose
+    run does not stop in time are left to the next sweep."""
+    expired = list(Conversation.objects.filter(expiry__expires_at__lte=now or timezone.now()).select_related(
+        "owner").order_by("expiry__expires_at")[:EXPIRED_BATCH])
+    by_owner: dict = {}
+    for conversation in expired:
+        by_owner.setdefault(conversation.owner_id, []).append(conversation)
+    deleted = 0
+    for conversations in by_owner.values():
+        try:
+            threads_delete(conversations=conversations, actor=conversations[0].owner)
+        except Conflict as exc:
+            logger.warning("threads past their ttl not deleted yet (%s): %s", exc.message,
+                           ", ".join(str(c.pk) for c in conversations))
+            continue
+        deleted += len(conversations)
+    return deleted
 
 
 def thread_delete(*, conversation: Conversation, actor) -> None:

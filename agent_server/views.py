@@ -182,7 +182,7 @@ class ThreadCreateView(LangGraphView):
                 raise ApiError(422, "thread_id must be a UUID")
             thread_id = uuid.UUID(body.thread_id)
         conversation = threads.thread_create(owner=request.user, thread_id=thread_id, metadata=body.metadata,
-                                             if_exists=body.if_exists)
+                                             if_exists=body.if_exists, ttl_minutes=body.ttl and body.ttl.ttl)
         return Response(threads.thread_as_dict(conversation))
 
 
@@ -221,11 +221,19 @@ class ThreadDetail(LangGraphView):
     key_scope = "chat"
 
     def get(self, request, thread_id):
-        return Response(threads.thread_as_dict(threads.thread_get(user=request.user, thread_id=thread_id)))
+        """`include=ttl` (comma-separated, as the stock server reads it): with the thread's ttl, when it has one."""
+        conversation = threads.thread_get(user=request.user, thread_id=thread_id)
+        answer = threads.thread_as_dict(conversation)
+        include = {name.strip() for value in request.query_params.getlist("include") for name in value.split(",")}
+        if "ttl" in include and (ttl := threads.thread_ttl(conversation=conversation)) is not None:
+            answer["ttl"] = ttl
+        return Response(answer)
 
     def patch(self, request, thread_id):
         conversation = threads.thread_get(user=request.user, thread_id=thread_id)
-        conversation = threads.thread_update(conversation=conversation, metadata=self.body(ThreadUpdate).metadata)
+        body = self.body(ThreadUpdate)
+        conversation = threads.thread_update(conversation=conversation, metadata=body.metadata,
+                                             ttl_minutes=body.ttl and body.ttl.ttl)
         return Response(threads.thread_as_dict(conversation))
 
     def delete(self, request, thread_id):

@@ -62,9 +62,51 @@ def test_a_search_selects_the_fields_it_names_and_what_chatter_cannot_honour_is_
     for refused in ({"select": ["thread_id", "no_such_field"]}, {"extract": {"last": "values.messages[-1]"}}):
         with pytest.raises(UnprocessableEntityError):
             client.threads.search(**refused)
-    with pytest.raises(UnprocessableEntityError) as expiring:
-        client.threads.create(ttl=5)
-    assert "ttl" in expiring.value.response.text and Conversation.objects.count() == 1
+    with pytest.raises(UnprocessableEntityError) as pruning:  # refused as the stock server's checkpointer does
+        client.threads.create(ttl={"ttl": 5, "strategy": "keep_latest"})
+    assert "keep_latest" in pruning.value.response.text and Conversation.objects.count() == 1
+
+
+def test_a_thread_with_a_ttl_is_deleted_by_the_sweep_once_it_has_passed(server, alice_key, bob_key):
+    """threads.create(ttl=minutes) and threads.update(ttl=…), as the SDK sends them: the thread is deleted once its
+    ttl has passed from its creation or its last update with one, by the sweep of every minute (its django-q2
+    schedule), as threads.delete deletes it; GET with include=ttl shows it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from agent_server.tasks import EXPIRY_SCHEDULE_NAME
+    from agent_server.threads import threads_expired_delete
+
+    client = get_sync_client(url=server.langgraph_url, api_key=alice_key)
+    short = client.threads.create(ttl=1)["thread_id"]
+    longer = client.threads.create(ttl={"ttl": 60, "strategy": "delete"})["thread_id"]
+    kept = client.threads.create()["thread_id"]
+    bobs = get_sync_client(url=server.langgraph_url, api_key=bob_key).threads.create(ttl=1)["thread_id"]
+    client.runs.wait(short, "universal_chat", input=TURN)
+    client.threads.update(longer, metadata={}, ttl=2)
+
+    shown = client.threads.get(short, include=["ttl"])["ttl"]
+    assert shown["strategy"] == "delete" and shown["ttl_minutes"] == 1 and "ttl" not in client.threads.get(kept)
+    assert threads_expired_delete() == 0  # nothing has passed yet
+    assert threads_expired_delete(now=timezone.now() + timedelta(seconds=90)) == 2  # alice's short one and bob's
+
+    assert {str(pk) for pk in Conversation.objects.values_list("pk", flat=True)} == {longer, kept}
+    with pytest.raises(NotFoundError):
+        client.threads.get(short)
+    assert threads_expired_delete(now=timezone.now() + timedelta(minutes=3)) == 1
+    assert [t["thread_id"] for t in client.threads.search()] == [kept]
+    assert not Conversation.objects.filter(pk=bobs).exists()
+    assert Schedule.objects.filter(name=EXPIRY_SCHEDULE_NAME,
+                                   func="agent_server.tasks.thread_expiry_sweep_task").exists()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, "soon", True, {"ttl": 5, "strategy": "forever"}, {"strategy": "delete"}])
+def test_a_bad_ttl_is_a_422_and_makes_no_thread(server, alice_key, ttl):
+    response = httpx.post(f"{server.langgraph_url}/threads", json={"ttl": ttl}, headers={"x-api-key": alice_key})
+
+    assert response.status_code == 422 and "ttl" in response.text and Conversation.objects.count() == 0
 
 
 def test_a_threads_state_is_its_graphs_and_a_copy_carries_its_messages_but_no_bill(server, alice_key):
