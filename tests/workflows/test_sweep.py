@@ -341,7 +341,7 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
     schedules = {s.name: s for s in Schedule.objects.all()}
     assert sorted(schedules) == ["chatter-audit-access-denied", "chatter-knowledge-lapsed-ingestions",
                                  "chatter-prune-events", "chatter-reconcile-aggregates", "chatter-schedules",
-                                 "chatter-sweep-executions", "chatter-webhooks-sweep"]
+                                 "chatter-sweep-executions", "chatter-thread-expiry-sweep", "chatter-webhooks-sweep"]
     sweep = schedules["chatter-sweep-executions"]
     assert (sweep.func, sweep.schedule_type, sweep.minutes, sweep.repeats) == (
         "workflows.tasks.execution_sweep_task", Schedule.MINUTES, 3, -1)
@@ -352,7 +352,7 @@ def test_the_schedules_exist_once_each_and_follow_the_sweep_interval(settings):
     settings.CHATTER_SWEEP_INTERVAL_S = 20
     scheduler_ensure()
     assert Schedule.objects.get(name="chatter-sweep-executions").minutes == 1
-    assert Schedule.objects.count() == 7
+    assert Schedule.objects.count() == 8
 
 
 # --- a real worker process killed with SIGKILL mid-run -------------------------------------------------
