@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -326,12 +327,15 @@ def private_redis(tmp_path):
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster (and Redis) of a test's own, from scripts/services.sh, migrated: one the test may restart
-    without touching the suite's database."""
+    """A PostgreSQL cluster (and Redis) of a test module's own, from scripts/services.sh, migrated once: one its tests
+    may stop and restart without touching the suite's database. Each test gets a database of its own in it, made from
+    the migrated one (`CREATE DATABASE … TEMPLATE`: a copy of its files, not a migrate: `for_test`), and Redis
+    emptied."""
 
-    def __init__(self, tmp_path):
-        self.dir, self.tmp_path = tmp_path / "services", tmp_path
-        self.url = self.redis_url = ""
+    def __init__(self, tmp_path, *, cluster: "PrivatePostgres | None" = None, url: str = ""):
+        self.tmp_path = tmp_path
+        self.dir = cluster.dir if cluster is not None else tmp_path / "services"
+        self.url, self.redis_url = url, cluster.redis_url if cluster is not None else ""
 
     def start(self) -> None:
         with (self.tmp_path / "services.log").open("a") as log:
@@ -341,6 +345,18 @@ class PrivatePostgres:
                    if line.startswith("export "))
         self.url, self.redis_url = env["DATABASE_URL"], env["REDIS_URL"]
         self.manage("migrate", "--noinput")
+
+    def for_test(self, tmp_path) -> "PrivatePostgres":
+        """A test's own: a new database copied from the migrated one (which nothing stays connected to), on this
+        cluster, Redis emptied; its servers' logs under the test's `tmp_path`."""
+        import psycopg
+        import redis
+
+        name = f"chatter_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as connection:  # (CREATE DATABASE: outside a transaction)
+            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.url.rsplit("/", 1)[1]}"')
+        redis.Redis.from_url(self.redis_url).flushall()
+        return PrivatePostgres(tmp_path, cluster=self, url=f"{self.url.rsplit('/', 1)[0]}/{name}")
 
     def env(self, **extra) -> dict:
         return server_env(self.tmp_path, DATABASE_URL=self.url, REDIS_URL=self.redis_url, **extra)
@@ -383,11 +399,19 @@ class PrivatePostgres:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 
-@pytest.fixture
-def private_postgres(tmp_path):
-    postgres = PrivatePostgres(tmp_path)
+@pytest.fixture(scope="module")
+def private_postgres_cluster(tmp_path_factory):
+    """The module's PostgreSQL cluster and Redis (PrivatePostgres), started and migrated once."""
+    postgres = PrivatePostgres(tmp_path_factory.mktemp("private-postgres"))
     try:
         postgres.start()
         yield postgres
     finally:
         postgres.stop()
+
+
+@pytest.fixture
+def private_postgres(private_postgres_cluster, tmp_path):
+    """A test's own database on the module's private cluster (PrivatePostgres.for_test); a test that stopped the
+    cluster started it again as it left `down()`."""
+    return private_postgres_cluster.for_test(tmp_path)
