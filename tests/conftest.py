@@ -118,8 +118,10 @@ def _test_database_leftovers_removed() -> None:
 
 
 def pytest_runtest_logreport(report):
-    """Adds up each module's seconds (setup, call and teardown of its tests; with workers, on the controller)."""
-    _ran_seconds[report.nodeid.split("::", 1)[0]] += report.duration
+    """Adds up each module's seconds (setup, call and teardown of its tests; with workers, on the controller). A
+    subtest's report is left out: its test's own report counts its time already."""
+    if not isinstance(report, pytest.SubtestReport):
+        _ran_seconds[report.nodeid.split("::", 1)[0]] += report.duration
 
 
 def pytest_sessionfinish(session):
