@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, field_validator,
+                      model_validator)
 
 # Past any row count, and small enough that offset + limit is still a 64-bit integer, as SQL's OFFSET takes.
 MAX_OFFSET = 2**62
@@ -123,34 +124,27 @@ class ThreadTtl(Body):
         return value
 
 
-class ThreadCreate(Body):
-    thread_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    if_exists: Literal["raise", "do_nothing"] | None = None
-    supersteps: list | None = None
-    ttl: ThreadTtl | None = None
-
-    @field_validator("ttl", mode="before")
-    @classmethod
-    def _minutes(cls, value):
-        return _ttl_minutes(value)
-
-
-class ThreadUpdate(Body):
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    ttl: ThreadTtl | None = None
-
-    @field_validator("ttl", mode="before")
-    @classmethod
-    def _minutes(cls, value):
-        return _ttl_minutes(value)
-
-
 def _ttl_minutes(value):
     """A bare number of minutes as the SDK's {"ttl": n, "strategy": "delete"} (a boolean is no number)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"ttl": value, "strategy": "delete"}
     return value
+
+
+Ttl = Annotated[ThreadTtl | None, BeforeValidator(_ttl_minutes)]
+
+
+class ThreadCreate(Body):
+    thread_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] | None = None
+    supersteps: list | None = None
+    ttl: Ttl = None
+
+
+class ThreadUpdate(Body):
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl: Ttl = None
 
 
 class ThreadPrune(Body):

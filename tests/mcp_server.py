@@ -170,21 +170,26 @@ def build_twice_listing_mcp(called, released: threading.Event) -> FastMCP:
     return mcp
 
 
-def build_nameless_tool_mcp(called, released: threading.Event) -> FastMCP:
-    """A server listing `echo` and a tool whose name is empty (the spec wants a name of at least one character)."""
-    class NamelessListing(FastMCP):
+def _echo_listing_more(name: str, more) -> FastMCP:
+    """A server with the tool `echo` whose list also holds the tools `more()` gives (ones FastMCP would not make)."""
+    class ListingMore(FastMCP):
         async def list_tools(self):
-            listed = await super().list_tools()
-            return [*listed, types.Tool(name="", description="A tool without a name.", inputSchema={"type": "object"})]
+            return [*await super().list_tools(), *more()]
 
-    mcp = NamelessListing("chatter-test-nameless", host="127.0.0.1", log_level="WARNING",
-                          transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    mcp = ListingMore(name, host="127.0.0.1", log_level="WARNING",
+                      transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
     @mcp.tool(description="Echoes its text.")
     def echo(text: str) -> str:
         return text
 
     return mcp
+
+
+def build_nameless_tool_mcp(called, released: threading.Event) -> FastMCP:
+    """A server listing `echo` and a tool whose name is empty (the spec wants a name of at least one character)."""
+    return _echo_listing_more("chatter-test-nameless", lambda: [
+        types.Tool(name="", description="A tool without a name.", inputSchema={"type": "object"})])
 
 
 SCHEMA_PROPERTIES = 3000
@@ -193,22 +198,13 @@ SCHEMA_PROPERTIES = 3000
 def build_oversized_schema_mcp(called, released: threading.Event) -> FastMCP:
     """A server listing `echo`, `wide` (an input schema of SCHEMA_PROPERTIES integer properties, about 80 kB) and
     `huge` (one string property whose description is 3 MB)."""
-    class OversizedListing(FastMCP):
-        async def list_tools(self):
-            listed = await super().list_tools()
-            wide = {"type": "object", "properties": {f"p{n:04}": {"type": "integer"} for n in range(SCHEMA_PROPERTIES)}}
-            huge = {"type": "object", "properties": {"text": {"type": "string", "description": "x" * 3_000_000}}}
-            return [*listed, types.Tool(name="wide", description="Wide.", inputSchema=wide),
-                    types.Tool(name="huge", description="Huge.", inputSchema=huge)]
+    def oversized():
+        wide = {"type": "object", "properties": {f"p{n:04}": {"type": "integer"} for n in range(SCHEMA_PROPERTIES)}}
+        huge = {"type": "object", "properties": {"text": {"type": "string", "description": "x" * 3_000_000}}}
+        return [types.Tool(name="wide", description="Wide.", inputSchema=wide),
+                types.Tool(name="huge", description="Huge.", inputSchema=huge)]
 
-    mcp = OversizedListing("chatter-test-oversized", host="127.0.0.1", log_level="WARNING",
-                           transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-
-    @mcp.tool(description="Echoes its text.")
-    def echo(text: str) -> str:
-        return text
-
-    return mcp
+    return _echo_listing_more("chatter-test-oversized", oversized)
 
 
 def build_held_listing_mcp(called, released: threading.Event) -> FastMCP:
