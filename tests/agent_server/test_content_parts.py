@@ -65,7 +65,7 @@ def test_a_content_list_with_a_part_that_is_no_part_is_refused(alice_key):
 @pytest.fixture
 def parts_graphs(settings, monkeypatch, openai_server):
     settings.CHATTER_GRAPHS = {"parts_agent": (str(GRAPHS / "content_parts.py"), "graph"),
-                               "calculator_agent": (str(GRAPHS / "agent.py"), "graph")}
+                               "calculator_agent": (str(GRAPHS / "agent.py"), "calculator_graph")}
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     return openai_server

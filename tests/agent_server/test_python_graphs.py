@@ -159,7 +159,7 @@ def test_a_call_whose_end_finds_the_database_out_of_reach_is_still_booked(api, o
 
     from core.cache import hot_reads
 
-    settings.CHATTER_GRAPHS = {"calculator_agent": (str(GRAPHS.parent / "agent.py"), "graph")}
+    settings.CHATTER_GRAPHS = {"calculator_agent": (str(GRAPHS.parent / "agent.py"), "calculator_graph")}
     monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     script_turn(openai_stub)

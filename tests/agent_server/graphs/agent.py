@@ -33,6 +33,12 @@ def agent_graph(model_name: str):
 graph = agent_graph("gpt-4o-mini")
 
 
+def calculator_graph():
+    """`graph` built at each run, pointed at the OPENAI_BASE_URL of then: for tests in the suite's own process, where
+    this module is loaded once and another test's fake server may have been the one of its import."""
+    return agent_graph("gpt-4o-mini")
+
+
 def house_graph():
     return agent_graph("house-model-7")
 
