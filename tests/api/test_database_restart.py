@@ -134,8 +134,13 @@ def _admin_server(private_postgres, daphne_server, **env) -> tuple:
                                     "call_command('ensure_admin'); call_command('create_api_token', 'admin')"
                                     ).strip().split()[-1]
     server = daphne_server(**private_postgres.env(**SERVER_ENV, **env))
-    return server, httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
-                                timeout=WAIT_AT_MOST_S / 2)  # a stream silent this long fails the test
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Token {token}"},
+                          timeout=WAIT_AT_MOST_S / 2)  # a stream silent this long fails the test
+    # One request first, so the server's first connection to the database is not made within a websocket's
+    # handshake, which daphne gives 5 s (a loaded machine's first one took longer)
+    httpx.get(f"{server.base_url}/api/v1/conversations/", headers=client.headers,
+              timeout=WAIT_AT_MOST_S / 2).raise_for_status()
+    return server, client
 
 
 def _streamed_turn(client: httpx.Client, *, when_first_token, message: str) -> list:
@@ -179,8 +184,9 @@ def test_a_stream_whose_feed_cannot_read_the_database_goes_on_once_it_is_back(pr
 
 def test_a_stream_whose_feed_cannot_read_the_database_for_too_long_ends_with_an_error(private_postgres,
                                                                                         daphne_server):
+    # A word every 0.4 s: the reply goes on well past the outage's start, however slowly the machine stops PostgreSQL
     client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
-                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="100")
+                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="400")
     ended = threading.Event()
 
     def down_until_ended() -> None:
@@ -243,8 +249,9 @@ def test_a_run_whose_model_answers_while_the_database_is_down_books_its_own_usag
 
 def test_a_websocket_whose_feed_cannot_read_the_database_for_too_long_sends_the_error_and_closes(
         private_postgres, daphne_server):
+    # A word every 0.4 s: the reply goes on well past the outage's start, however slowly the machine stops PostgreSQL
     client = _admin_client(private_postgres, daphne_server, CHATTER_DB_POOL_TIMEOUT_S="1",
-                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="100")
+                           CHATTER_FEED_DB_WAIT_S="2", CHATTER_LOCAL_TOKEN_DELAY_MS="400")
     token = client.headers["Authorization"].split()[-1]
     ended = threading.Event()
 
