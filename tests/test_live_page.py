@@ -90,7 +90,9 @@ def live_server_url(shared_daphne_server, collected_static, alice) -> str:
     static files served."""
     alice.password = server_password("alice-password")  # whitenoise serves collected files only
     alice.save(update_fields=["password"])
-    server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="30")
+    # A word every 80 ms: on a loaded machine (load 10) the page's reads at 30 ms brought a reply's few tokens only
+    # with its end
+    server = shared_daphne_server(CHATTER_LOCAL_TOKEN_DELAY_MS="80")
     yield server.base_url
     if server.process.poll() is not None:
         print(server.log.read_text())
