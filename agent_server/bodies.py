@@ -108,20 +108,24 @@ class Versions(Body):
 TTL_MAX_MINUTES = 10 * 366 * 24 * 60  # ten years
 
 
+def _deletes_only(strategy: str) -> str:
+    if strategy != "delete":
+        raise ValueError(f"strategy {strategy} is not supported: a thread's checkpoints are its runs' record; use "
+                         "strategy delete")
+    return strategy
+
+
+# A ttl's and threads.prune's strategy: "keep_latest" (older checkpoints pruned, the thread kept) is refused, as the
+# stock server on PostgreSQL refuses it.
+DeleteStrategy = Annotated[Literal["delete", "keep_latest"], AfterValidator(_deletes_only)]
+
+
 class ThreadTtl(Body):
     """A thread's time to live as the SDK sends it ({"ttl": minutes, "strategy"}; a bare number of minutes is
     {"ttl": n, "strategy": "delete"}): the thread is deleted once it has passed. "keep_latest" (its older checkpoints
     pruned) is refused, as threads.prune's."""
     ttl: float = Field(gt=0, le=TTL_MAX_MINUTES, allow_inf_nan=False)
-    strategy: Literal["delete", "keep_latest"] = "delete"
-
-    @field_validator("strategy")
-    @classmethod
-    def _deletes(cls, value):
-        if value != "delete":
-            raise ValueError("ttl strategy keep_latest is not supported: a thread's checkpoints are its runs' record; "
-                             "use strategy delete")
-        return value
+    strategy: DeleteStrategy = "delete"
 
 
 def _ttl_minutes(value):
@@ -151,15 +155,7 @@ class ThreadPrune(Body):
     """client.threads.prune. "keep_latest" (old checkpoints pruned, the thread kept) is not honoured: a thread's
     history is its runs' record (each run's values are its own last checkpoint's)."""
     thread_ids: list[uuid.UUID] = Field(max_length=1000)
-    strategy: Literal["delete", "keep_latest"] = "delete"
-
-    @field_validator("strategy")
-    @classmethod
-    def _deletes(cls, value):
-        if value != "delete":
-            raise ValueError("strategy keep_latest is not supported: a thread's checkpoints are its runs' record; "
-                             "prune with strategy delete")
-        return value
+    strategy: DeleteStrategy = "delete"
 
 
 class StateAt(Body):
