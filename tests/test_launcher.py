@@ -99,9 +99,11 @@ def test_item_24_two_servers_forked_from_one_parent_answer_with_their_own_settin
     local = daphne_server(ALLOWED_HOSTS="127.0.0.1")
     other = daphne_server(ALLOWED_HOSTS="example.test")
     assert isinstance(local.process, launcher.Process) and isinstance(other.process, launcher.Process)
-    assert httpx.get(f"{local.base_url}/api/v1/health/").status_code == 200
-    assert httpx.get(f"{other.base_url}/api/v1/health/").status_code == 400  # DisallowedHost: 127.0.0.1
-    assert httpx.get(f"{other.base_url}/api/v1/health/", headers={"Host": "example.test"}).status_code == 200
+    # (timeouts: a new server's first request loads every route, over httpx's 5 s on a loaded CI)
+    assert httpx.get(f"{local.base_url}/api/v1/health/", timeout=30).status_code == 200
+    assert httpx.get(f"{other.base_url}/api/v1/health/", timeout=30).status_code == 400  # DisallowedHost: 127.0.0.1
+    named = httpx.get(f"{other.base_url}/api/v1/health/", headers={"Host": "example.test"}, timeout=30)
+    assert named.status_code == 200
     for server in (local, other):
         server.process.terminate()
         assert server.process.wait(30) == 0  # daphne's clean shutdown on SIGTERM
