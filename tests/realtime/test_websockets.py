@@ -1,11 +1,13 @@
 """Websocket consumers through Channels' WebsocketCommunicator against the real ASGI application."""
 import asyncio
 import threading
+import time
+from unittest import mock
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
+from django.db import OperationalError, connections
 
 from chatter_project.asgi import application
 from tests.factories import ApiTokenFactory
@@ -277,3 +279,29 @@ async def test_a_path_no_socket_serves_is_closed_as_not_found(alice, path, caplo
     communicator = await connect(f"{path}?token={await token_for(alice)}")
     assert await receive_until_closed(communicator) == ([], 4404)
     assert [record for record in caplog.records if record.levelname == "ERROR"] == []
+
+
+@pytest.mark.parametrize("path", ["/ws/executions/{execution}/", "/ws/events/"])
+async def test_a_socket_whose_access_check_alone_cannot_read_the_database_sends_the_error_and_closes_4503(
+        alice, settings, path, caplog):
+    """The access check's own give-up (close_when_access_ends), apart from the feed's: the socket's feed reads the
+    database throughout, only its key's and user's re-reads fail, and for CHATTER_FEED_DB_WAIT_S the socket stays
+    open (the access kept meanwhile) before it says so in /api/v1/'s error shape and closes 4503."""
+    settings.CHATTER_FEED_DB_WAIT_S = 0.6
+    execution = await create(alice)  # pending, never run: the run's feed waits, reading its row at each look
+    communicator = await connect(path.format(execution=execution.pk) + f"?token={await token_for(alice)}")
+    failed_at = []
+
+    def unreachable(**kwargs):
+        failed_at.append(time.monotonic())
+        raise OperationalError("connection refused")
+
+    with mock.patch("workflows.realtime.ACCESS_CHECK_S", 0.1), \
+            mock.patch("workflows.realtime.access_live", side_effect=unreachable):
+        received, code = await receive_until_closed(communicator, timeout=10)
+
+    assert code == 4503
+    assert [message["error"]["code"] for message in received] == ["unavailable"]
+    assert received[0]["error"]["message"].startswith("the socket's access cannot be checked")
+    assert len(failed_at) >= 3 and failed_at[-1] - failed_at[0] >= 0.6  # tried again until the wait was out
+    assert "cannot read the database; it tries again" in caplog.text
