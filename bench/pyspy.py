@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import time
 
 from bench.processes import ROOT, BenchRun, ensure_tools, log
@@ -36,7 +38,11 @@ class Profile:
         percentages of the samples in which the process was running (waits in select/locks left out)."""
         if self.process is None:
             return ""
-        self.process.wait(60)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:  # the measuring ended before the time it was given: py-spy writes at Ctrl-C
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(60)
         if not self.raw.exists():
             return f"py-spy wrote nothing for {self.label}"
         kept = ROOT / "bench" / "results" / time.strftime("%Y-%m-%d", time.gmtime())  # git-ignored
