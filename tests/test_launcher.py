@@ -99,7 +99,7 @@ def test_item_24_two_servers_forked_from_one_parent_answer_with_their_own_settin
     local = daphne_server(ALLOWED_HOSTS="127.0.0.1")
     other = daphne_server(ALLOWED_HOSTS="example.test")
     assert isinstance(local.process, launcher.Process) and isinstance(other.process, launcher.Process)
-    # (timeouts: a new server's first request loads every route, over httpx's 5 s on a loaded CI)
+    # (timeouts: a new server's first request is its slowest, over httpx's 5 s on a loaded CI)
     assert httpx.get(f"{local.base_url}/api/v1/health/", timeout=30).status_code == 200
     assert httpx.get(f"{other.base_url}/api/v1/health/", timeout=30).status_code == 400  # DisallowedHost: 127.0.0.1
     named = httpx.get(f"{other.base_url}/api/v1/health/", headers={"Host": "example.test"}, timeout=30)

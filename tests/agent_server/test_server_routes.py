@@ -69,7 +69,7 @@ def test_unknown_paths_are_json_even_with_debug_on(daphne_server):
     """With DEBUG, Django answers a path no route has with its technical HTML page, never handler404."""
     server = daphne_server(DEBUG="1")
 
-    # A new server's first request loads every route (0.8 s here quiet, over httpx's 5 s on a loaded CI).
+    # A new server's first request is its slowest (it opens the test database): over httpx's 5 s on a loaded CI.
     response = httpx.get(f"{server.base_url}/langgraph/threads/x/nope", timeout=30)
 
     assert response.status_code == 404 and response.json() == {"detail": "Not Found"}
